@@ -1,0 +1,69 @@
+"""`redrafter-trt`: one click command per stage. Subcommands are imported only when invoked (torch and
+transformers are slow to import), each from its own small module under `redrafter_trt/cli/`.
+
+Library code raises `RedrafterError`; this group prints it as one line on stderr and exits 2
+(`--debug` shows the traceback instead).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import RedrafterError
+
+COMMANDS = {
+    "convert": "redrafter_trt.cli.convert_cmd:convert",
+    "init-drafter": "redrafter_trt.cli.convert_cmd:init_drafter",
+    "inspect": "redrafter_trt.cli.inspect_cmd:inspect",
+    "run": "redrafter_trt.cli.run_cmd:run",
+    "build": "redrafter_trt.cli.build_cmd:build",
+    "doctor": "redrafter_trt.cli.doctor_cmd:doctor",
+    "train": "redrafter_trt.cli.train_cmd:train",
+    "bench": "redrafter_trt.cli.bench_cmd:bench",
+    "quickstart": "redrafter_trt.cli.quickstart_cmd:quickstart",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return [name for name in COMMANDS if self._spec_exists(name)]
+
+    @staticmethod
+    def _spec_exists(name: str) -> bool:
+        module = COMMANDS[name].split(":")[0]
+        return importlib.util.find_spec(module) is not None
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS or not self._spec_exists(name):
+            return None
+        module, attr = COMMANDS[name].split(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except RedrafterError as e:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(__version__, prog_name="redrafter-trt")
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
+@click.pass_context
+def main(ctx, debug, verbose):
+    """Convert, check, run and build Apple ReDrafter drafters for TensorRT-LLM."""
+    ctx.obj = {"debug": debug}
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)

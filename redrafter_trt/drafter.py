@@ -1,0 +1,224 @@
+"""The ReDrafter drafter in Apple's layout: config, module, loading (with the aliases seen in the wild)
+and a fresh initialisation for a given base.
+
+Shapes (H = base hidden size, E = exit_dim, V = vocab, N = num_draft_layers):
+    input_proj   Linear(2H -> E), only when E != 2H
+    lm_head.i    ResBlock(E): x + silu(linear(x)), i = 0..N-1
+    lm_head.N    Linear(E -> V), no bias
+    rnn_u        Linear(H -> H) with bias;  rnn_w  Linear(H -> H), no bias   (only when rnn)
+
+Recurrence over draft steps, state s0 = 0:
+    s = silu(rnn_w(emb(tok)) + rnn_u(s))   if rnn   else   s = emb(tok) + s
+    logits = lm_head(input_proj(cat([context, s])))
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import ConfigError, TensorError, name_list
+
+log = logging.getLogger(__name__)
+
+MODEL_TYPE = "recurrent_drafting_drafter"
+
+# Prefix aliases seen in published and home-made drafters -> Apple's canonical prefix.
+ALIASES = (
+    (re.compile(r"^input_projs\."), "input_proj."),
+    (re.compile(r"^lm_heads\."), "lm_head."),
+    (re.compile(r"^0\.(\d+)\."), r"lm_head.\1."),
+    (re.compile(r"^0\.(\d+)\.weight$"), r"lm_head.\1.weight"),
+)
+
+
+@dataclass(frozen=True)
+class DrafterConfig:
+    hidden_size: int
+    exit_dim: int
+    num_draft_layers: int
+    rnn: bool
+    vocab_size: int
+    predict_n: int | None = None  # future tokens it was trained for; None = unknown (no limit enforced)
+
+    @property
+    def has_input_proj(self) -> bool:
+        return self.exit_dim != 2 * self.hidden_size
+
+    def to_json(self) -> dict:
+        out = {"model_type": MODEL_TYPE, **asdict(self)}
+        if self.predict_n is None:
+            del out["predict_n"]
+        return out
+
+    @classmethod
+    def from_json(cls, raw: dict, where: str = "drafter config.json") -> "DrafterConfig":
+        missing = [k for k in ("hidden_size", "exit_dim", "num_draft_layers", "rnn") if k not in raw]
+        if missing:
+            raise ConfigError(f"{where} lacks {', '.join(missing)}: it is not an Apple ReDrafter drafter config")
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+
+def expected_shapes(cfg: DrafterConfig) -> dict[str, tuple[int, ...]]:
+    """Apple name -> shape for every tensor a drafter with this config must have."""
+    H, E, V, N = cfg.hidden_size, cfg.exit_dim, cfg.vocab_size, cfg.num_draft_layers
+    shapes: dict[str, tuple[int, ...]] = {}
+    if cfg.has_input_proj:
+        shapes |= {"input_proj.weight": (E, 2 * H), "input_proj.bias": (E,)}
+    for i in range(N):
+        shapes |= {f"lm_head.{i}.linear.weight": (E, E), f"lm_head.{i}.linear.bias": (E,)}
+    shapes[f"lm_head.{N}.weight"] = (V, E)
+    if cfg.rnn:
+        shapes |= {"rnn_u.weight": (H, H), "rnn_u.bias": (H,), "rnn_w.weight": (H, H)}
+    return shapes
+
+
+class ResBlock(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.linear = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + nn.functional.silu(self.linear(x))
+
+
+class Drafter(nn.Module):
+    """Apple's drafter; parameter names are Apple's, so `state_dict()` is the on-disk layout."""
+
+    def __init__(self, cfg: DrafterConfig):
+        super().__init__()
+        self.cfg = cfg
+        H, E = cfg.hidden_size, cfg.exit_dim
+        self.input_proj = nn.Linear(2 * H, E) if cfg.has_input_proj else None
+        self.lm_head = nn.Sequential(
+            *[ResBlock(E) for _ in range(cfg.num_draft_layers)], nn.Linear(E, cfg.vocab_size, bias=False)
+        )
+        if cfg.rnn:
+            self.rnn_u = nn.Linear(H, H, bias=True)
+            self.rnn_w = nn.Linear(H, H, bias=False)
+
+    def next_state(self, state: torch.Tensor, token_emb: torch.Tensor) -> torch.Tensor:
+        """state, token_emb: [..., H] -> new state [..., H]."""
+        if self.cfg.rnn:
+            return nn.functional.silu(self.rnn_w(token_emb) + self.rnn_u(state))
+        return token_emb + state
+
+    def features(self, context: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """context, state: [..., H] -> the input of the final projection [..., E]."""
+        x = torch.cat([context, state], dim=-1)
+        if self.input_proj is not None:
+            x = self.input_proj(x)
+        return self.lm_head[:-1](x)
+
+    def logits(self, context: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """context, state: [..., H] -> logits [..., V]."""
+        return self.lm_head[-1](self.features(context, state))
+
+
+def canonical_name(name: str) -> str:
+    for pattern, repl in ALIASES:
+        if pattern.match(name):
+            return pattern.sub(repl, name, count=1)
+    return name
+
+
+def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    st, pt = folder / "model.safetensors", folder / "model.pt"
+    if st.exists():
+        from .io import read_safetensors
+
+        return read_safetensors(st)
+    if pt.exists():
+        from .io import read_torch_state_dict
+
+        return read_torch_state_dict(pt)
+    raise ConfigError(f"{folder} has neither model.safetensors nor model.pt: point --drafter at a trained drafter folder")
+
+
+def load_drafter(folder: Path | str, dtype: torch.dtype | None = None) -> tuple[DrafterConfig, dict[str, torch.Tensor]]:
+    """Read an Apple-layout drafter folder; returns its config and tensors under canonical Apple names,
+    checked for completeness, shapes and finiteness."""
+    folder = Path(folder)
+    cfg_path = folder / "config.json"
+    if not folder.is_dir():
+        raise ConfigError(f"drafter folder {folder} does not exist: pass the folder holding config.json and model.safetensors")
+    if not cfg_path.exists():
+        raise ConfigError(f"{cfg_path} is missing: a drafter folder needs Apple's config.json next to its weights")
+    try:
+        raw = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{cfg_path} is not valid JSON ({e.msg} at line {e.lineno}): fix or re-export it") from None
+    tensors = {canonical_name(k): v for k, v in _read_weights(folder).items()}
+    if "vocab_size" not in raw:
+        heads = [t for k, t in tensors.items() if re.fullmatch(r"lm_head\.\d+\.weight", k)]
+        if heads:
+            raw = {**raw, "vocab_size": heads[0].shape[0]}
+    cfg = DrafterConfig.from_json(raw, str(cfg_path))
+    check_tensors(cfg, tensors, str(folder))
+    if dtype is not None:
+        tensors = {k: v.to(dtype) for k, v in tensors.items()}
+    return cfg, tensors
+
+
+def check_tensors(cfg: DrafterConfig, tensors: dict[str, torch.Tensor], where: str) -> None:
+    want = expected_shapes(cfg)
+    missing, unexpected = set(want) - set(tensors), set(tensors) - set(want)
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing tensors: {name_list(missing)}")
+        if unexpected:
+            parts.append(f"unexpected tensors: {name_list(unexpected)}")
+        raise TensorError(f"drafter {where}: {'; '.join(parts)}: the weights do not match its config.json "
+                          f"(hidden_size={cfg.hidden_size}, exit_dim={cfg.exit_dim}, num_draft_layers={cfg.num_draft_layers}, rnn={cfg.rnn})")
+    bad = [f"{k} {tuple(tensors[k].shape)} != {s}" for k, s in want.items() if tuple(tensors[k].shape) != s]
+    if bad:
+        raise TensorError(f"drafter {where}: misshapen tensors: {'; '.join(bad[:4])}: the weights do not match its config.json")
+    for k, t in tensors.items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise TensorError(f"drafter {where}: tensor {k} holds NaN or Inf: retrain or re-export the drafter")
+
+
+def save_drafter(folder: Path | str, cfg: DrafterConfig, state: dict[str, torch.Tensor], producer: dict | None = None) -> Path:
+    """Write Apple's layout (config.json + model.safetensors) atomically."""
+    from .io import atomic_output, write_safetensors
+
+    with atomic_output(Path(folder), force=True) as tmp:
+        write_safetensors(tmp / "model.safetensors", {k: v.contiguous() for k, v in state.items()})
+        meta = cfg.to_json()
+        if producer:
+            meta["producer"] = producer
+        (tmp / "config.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return Path(folder)
+
+
+def init_drafter(base_config: dict, base_tensors_lm_head: torch.Tensor | None, *, num_draft_layers: int = 2,
+                 rnn: bool = True, exit_dim: int | None = None, seed: int = 0) -> tuple[DrafterConfig, Drafter]:
+    """A fresh drafter for a base with this HF config.
+
+    ResBlocks start as identity (zero linear weights, as in Apple's trainer); the final projection starts from
+    the base's lm_head [V, H] on the context half (so the untrained drafter predicts what the base would say
+    after the context) when E = 2H, and is random otherwise. `base_tensors_lm_head` may be None.
+    """
+    H, V = int(base_config["hidden_size"]), int(base_config["vocab_size"])
+    E = int(exit_dim or 2 * H)
+    cfg = DrafterConfig(hidden_size=H, exit_dim=E, num_draft_layers=num_draft_layers, rnn=rnn, vocab_size=V)
+    gen = torch.Generator().manual_seed(seed)
+    model = Drafter(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+        for i in range(num_draft_layers):
+            model.lm_head[i].linear.weight.zero_()
+            model.lm_head[i].linear.bias.zero_()
+        if base_tensors_lm_head is not None and not cfg.has_input_proj:
+            model.lm_head[-1].weight[:, :H] = base_tensors_lm_head.float()
+            model.lm_head[-1].weight[:, H:] = 0
+    return cfg, model

@@ -1,0 +1,167 @@
+"""Tensor files in and out: a lazy reader over Hugging Face folders (single or sharded safetensors, or
+`pytorch_model*.bin` loaded with `weights_only=True`), TensorRT-LLM rank files, and an atomic output folder
+(written into a hidden sibling, renamed into place only when complete).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .errors import ConfigError, TensorError
+
+PARTIAL_MARK = ".partial-"
+
+
+def _open(path: Path):
+    try:
+        return safe_open(str(path), framework="pt")
+    except (SafetensorError, OSError, ValueError) as e:
+        raise TensorError(f"{path} is truncated or not a safetensors file ({e}): re-download or re-export it") from None
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    with _open(path) as f:
+        try:
+            return {k: f.get_tensor(k) for k in f.keys()}
+        except (SafetensorError, OSError, ValueError) as e:
+            raise TensorError(f"{path} is truncated or corrupted ({e}): re-download or re-export it") from None
+
+
+def read_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Load a pickled state dict without running code (`weights_only=True`)."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe pickle"
+        raise TensorError(f"{path} is a pickle that would run code or load non-tensor objects ({first[:120]}): "
+                          f"re-save it as safetensors, or as a plain state dict of tensors") from None
+    except (RuntimeError, EOFError, OSError) as e:
+        raise TensorError(f"{path} is truncated or not a PyTorch file ({str(e).splitlines()[0][:120]}): re-export it") from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise TensorError(f"{path} does not hold a state dict of tensors: save `model.state_dict()` instead")
+    return dict(obj)
+
+
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
+
+
+class TensorSource:
+    """Lazy, name-addressed view of a folder's tensors. `shape(name)` reads headers only; `get(name, dim, part,
+    parts)` reads one shard's range from disk (safetensors `get_slice`)."""
+
+    def __init__(self, files: dict[str, Path], eager: dict[str, torch.Tensor] | None = None):
+        self._files = files  # name -> safetensors file
+        self._eager = eager or {}
+        self._handles: dict[Path, object] = {}
+
+    @classmethod
+    def from_hf_folder(cls, folder: Path) -> "TensorSource":
+        index = folder / "model.safetensors.index.json"
+        if index.exists():
+            try:
+                weight_map = json.loads(index.read_text())["weight_map"]
+            except (json.JSONDecodeError, KeyError):
+                raise ConfigError(f"{index} is not a valid safetensors index: re-download the model") from None
+            files = {name: folder / fname for name, fname in weight_map.items()}
+            for f in set(files.values()):
+                if not f.exists():
+                    raise TensorError(f"{f} is named in {index.name} but missing: re-download the model")
+            return cls(files)
+        singles = sorted(folder.glob("*.safetensors"))
+        if singles:
+            files = {}
+            for f in singles:
+                with _open(f) as h:
+                    files.update({k: f for k in h.keys()})
+            return cls(files)
+        bins = sorted(folder.glob("pytorch_model*.bin"))
+        if bins:
+            eager = {}
+            for f in bins:
+                eager.update(read_torch_state_dict(f))
+            return cls({}, eager)
+        raise ConfigError(f"{folder} holds no model.safetensors, sharded safetensors or pytorch_model*.bin: "
+                          f"point --base at a Hugging Face model folder")
+
+    @classmethod
+    def from_files(cls, files: list[Path]) -> "TensorSource":
+        out = {}
+        for f in files:
+            with _open(f) as h:
+                out.update({k: f for k in h.keys()})
+        return cls(out)
+
+    def names(self) -> set[str]:
+        return set(self._files) | set(self._eager)
+
+    def _handle(self, path: Path):
+        if path not in self._handles:
+            self._handles[path] = _open(path).__enter__()
+        return self._handles[path]
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        if name in self._eager:
+            return tuple(self._eager[name].shape)
+        return tuple(self._handle(self._files[name]).get_slice(name).get_shape())
+
+    def get(self, name: str, dim: int | None = None, part: int = 0, parts: int = 1) -> torch.Tensor:
+        """The whole tensor, or rows/columns [part*n/parts, (part+1)*n/parts) along `dim`."""
+        try:
+            if name in self._eager:
+                t = self._eager[name]
+                return t if dim is None else t.chunk(parts, dim)[part]
+            path = self._files[name]
+            if dim is None:
+                return self._handle(path).get_tensor(name)
+            sl = self._handle(path).get_slice(name)
+            n = sl.get_shape()[dim] // parts
+            index = [slice(None)] * len(sl.get_shape())
+            index[dim] = slice(part * n, (part + 1) * n)
+            return sl[tuple(index)]
+        except (SafetensorError, OSError, ValueError) as e:
+            raise TensorError(f"reading {name} failed ({e}): the file is truncated or corrupted, re-download it") from None
+
+    def close(self) -> None:
+        for h in self._handles.values():
+            h.__exit__(None, None, None)
+        self._handles.clear()
+
+
+@contextlib.contextmanager
+def atomic_output(dest: Path, force: bool) -> Iterator[Path]:
+    """Yield a hidden sibling folder to write into; on success it replaces `dest`, on any failure it is removed.
+
+    An interrupted run (even SIGKILL) leaves only `.{name}.partial-*`, never a folder named `dest`.
+    """
+    dest = Path(dest)
+    if dest.exists() and not force:
+        raise ConfigError(f"output folder {dest} already exists: pass --force to replace it, or choose another --output")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}{PARTIAL_MARK}", dir=dest.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)
+        if dest.exists():
+            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+            dest.rename(old)
+            tmp.rename(dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(dest)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

