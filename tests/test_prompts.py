@@ -1,0 +1,64 @@
+"""load_prompts: every accepted record shape, file formats, and one-line errors naming the line."""
+
+import json
+
+import pytest
+
+from redrafter_trt.errors import ConfigError
+from redrafter_trt.prompts import load_prompts
+
+DATA = "/work/shared/data"
+
+
+def write(tmp_path, text, name="p.jsonl"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_all_record_shapes(tmp_path):
+    lines = [
+        {"prompt": "a"},
+        {"turns": ["b", "second"]},
+        {"question": "c", "answer": "x"},
+        {"instruction": "d", "input": ""},
+        {"instruction": "d", "input": "more"},
+        {"conversations": [{"from": "system", "value": "s"}, {"from": "human", "value": "e"}, {"from": "gpt", "value": "f"}]},
+        {"conversations": [{"role": "user", "content": "g"}]},
+        "h",
+    ]
+    path = write(tmp_path, "\n".join(json.dumps(x) for x in lines) + "\n\n")
+    assert load_prompts(path) == ["a", "b", "c", "d", "d\n\nmore", "e", "g", "h"]
+
+
+def test_sharegpt_json_list(tmp_path):
+    prompts = load_prompts(f"{DATA}/fastchat_dummy_conversation.json")
+    assert prompts[0] == "Who are you?" and len(prompts) > 10
+
+
+def test_mt_bench_first_turns():
+    prompts = load_prompts(f"{DATA}/mt_bench_questions.jsonl")
+    assert len(prompts) == 80 and prompts[0].startswith("Compose an engaging travel blog")
+
+
+@pytest.mark.parametrize("bad, why", [
+    ("{not json", "not valid JSON"),
+    ('{"text": "x"}', "no prompt"),
+    ('{"turns": []}', "turns"),
+    ('{"prompt": ""}', "non-empty"),
+    ('[1, 2]', "expected a JSON object"),
+    ('{"conversations": [{"from": "gpt", "value": "x"}]}', "no human"),
+])
+def test_malformed_line_names_line(tmp_path, bad, why):
+    path = write(tmp_path, '{"prompt": "ok"}\n\n' + bad + "\n")
+    with pytest.raises(ConfigError) as e:
+        load_prompts(path)
+    msg = str(e.value)
+    assert "line 3" in msg and why in msg and "\n" not in msg
+
+
+def test_empty_and_missing(tmp_path):
+    with pytest.raises(ConfigError, match="no prompts"):
+        load_prompts(write(tmp_path, "\n  \n"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_prompts(tmp_path / "nope.jsonl")
