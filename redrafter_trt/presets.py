@@ -1,0 +1,170 @@
+"""YAML presets: `--config FILE` for any click command, so that one file drives convert, build, run and serve.
+
+A preset holds top-level keys shared by every command that has such an option, and one section per command
+(`convert:`, `build:`, `run:`, `serve:`) whose keys win over the shared ones. Keys are the command's option names,
+with dashes or underscores (`tp-size` or `tp_size`); a `--x/--no-x` flag also takes `no-x: true`. Preset values
+become defaults (click's `default_map`), so flags given on the command line always win. Paths are read as on the
+command line (relative to the working directory); YAML anchors (`&ckpt` / `*ckpt`) share a path between sections.
+
+    checkpoint-dir: &ckpt work/llama-3.1-8b/checkpoint    # build and run
+    num-beams: 5                                        # convert and run
+    convert: {base: models/Llama-3.1-8B-Instruct, output: *ckpt, dtype: bfloat16}
+    build: {output-dir: work/llama-3.1-8b/engine, max-batch-size: 8}
+
+A key that is no option of its command (or, at the top level, of any command) is a `ConfigError` naming it and
+listing the valid ones.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable, Iterable
+
+import click
+import yaml
+
+from .errors import ConfigError, name_list
+
+log = logging.getLogger(__name__)
+
+# Section names a preset may hold besides the group's own commands (commands still being written).
+KNOWN_SECTIONS = frozenset({"convert", "build", "run", "serve", "inspect", "bench", "train", "quickstart"})
+
+
+def load_preset(path: str | Path) -> dict:
+    """Parse a preset file into a dict; an empty file is an empty preset."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as e:
+        raise ConfigError(f"cannot read preset {path}: {e.strerror}; pass an existing YAML file to --config") from e
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"preset {path} is not valid YAML{where}; fix the file or pass another --config") from e
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"preset {path} must be a mapping of option names to values, not a {type(data).__name__}")
+    return data
+
+
+def _key(name: str) -> str:
+    return name.lstrip("-").replace("_", "-").lower()
+
+
+def option_keys(command: click.Command) -> dict[str, tuple[str, bool]]:
+    """Preset key -> (click parameter name, invert). Invert is true for the `--no-x` half of a `--x/--no-x` flag."""
+    keys: dict[str, tuple[str, bool]] = {}
+    for param in command.params:
+        if not param.expose_value or param.name in (None, "config"):
+            continue
+        keys[_key(param.name)] = (param.name, False)
+        for opt in param.opts:
+            keys.setdefault(_key(opt), (param.name, False))
+        for opt in getattr(param, "secondary_opts", ()):
+            keys.setdefault(_key(opt), (param.name, True))
+    return keys
+
+
+def split_preset(preset: dict, sections: Iterable[str]) -> tuple[dict, dict[str, dict]]:
+    """(shared top-level keys, {command: section}). A mapping under a command's name is that command's section."""
+    sections = set(sections)
+    shared, by_command = {}, {}
+    for key, value in preset.items():
+        if key in sections and isinstance(value, dict):
+            by_command[key] = value
+        elif key in sections and value is not None:
+            raise ConfigError(f"preset section '{key}' must be a mapping of option names to values")
+        else:
+            shared[key] = value
+    return shared, by_command
+
+
+def _to_default(keys: dict[str, tuple[str, bool]], key: str, value) -> tuple[str, object]:
+    name, invert = keys[_key(key)]
+    if invert:
+        if not isinstance(value, bool):
+            raise ConfigError(f"preset field '{key}' is a flag: write true or false")
+        value = not value
+    return name, value
+
+
+def resolve(preset: dict, command_name: str, command: click.Command, sections: Iterable[str] = KNOWN_SECTIONS,
+            other_commands: Callable[[], Iterable[click.Command]] = lambda: ()) -> dict:
+    """The `default_map` for one command: shared keys it has, then its section (which wins).
+
+    Shared keys that this command lacks must be options of some other command (`other_commands` is called only
+    when such a key appears); section keys must all be this command's options.
+    """
+    keys = option_keys(command)
+    shared, sections = split_preset(preset, set(sections) | {command_name})
+    defaults: dict = {}
+    foreign = [k for k in shared if _key(str(k)) not in keys]
+    if foreign:
+        known = set().union(*(option_keys(c) for c in other_commands()))
+        unknown = [str(k) for k in foreign if _key(str(k)) not in known]
+        if unknown:
+            raise ConfigError(f"preset field '{unknown[0]}' is not an option of any command; valid top-level fields: "
+                              f"{name_list(known | keys.keys(), limit=60)}")
+    for key, value in shared.items():
+        if _key(str(key)) in keys:
+            name, value = _to_default(keys, str(key), value)
+            defaults[name] = value
+    for key, value in sections.get(command_name, {}).items():
+        if _key(str(key)) not in keys:
+            raise ConfigError(f"preset field '{command_name}.{key}' is not an option of '{command_name}'; valid: "
+                              f"{name_list(keys, limit=60)}")
+        name, value = _to_default(keys, str(key), value)
+        defaults[name] = value
+    return defaults
+
+
+def _group(ctx: click.Context) -> click.Group | None:
+    parent = ctx.parent
+    return parent.command if parent is not None and isinstance(parent.command, click.Group) else None
+
+
+def _sibling_commands(ctx: click.Context) -> Callable[[], list[click.Command]]:
+    def load() -> list[click.Command]:
+        parent = ctx.parent
+        group = parent.command if parent is not None else None
+        if not isinstance(group, click.Group):
+            return []
+        found = []
+        for name in group.list_commands(parent):
+            if name == ctx.info_name:
+                continue
+            try:
+                cmd = group.get_command(parent, name)
+            except ImportError as e:  # a command module mid-edit must not break another command's preset
+                log.warning("cannot load command %s to check preset keys: %s", name, e)
+                continue
+            if cmd is not None:
+                found.append(cmd)
+        return found
+    return load
+
+
+def _load_into_context(ctx: click.Context, param: click.Parameter, value):
+    if value is None or ctx.resilient_parsing:
+        return value
+    name = ctx.info_name or ctx.command.name
+    group = _group(ctx)
+    sections = KNOWN_SECTIONS | set(group.list_commands(ctx.parent) if group else ())
+    defaults = resolve(load_preset(value), name, ctx.command, sections, _sibling_commands(ctx))
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    log.info("preset %s sets %s for %s", value, ", ".join(sorted(defaults)) or "nothing", name)
+    return value
+
+
+def config_option(command: Callable) -> Callable:
+    """Add `--config FILE` to a click command: the preset's values become defaults; command-line flags win.
+
+    Put it below `@click.command(...)` like any option. Errors in the preset raise `ConfigError` (exit 2).
+    """
+    return click.option(
+        "--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
+        callback=_load_into_context,
+        help="YAML preset: shared keys plus a section per command (convert/build/run/serve); flags win.",
+    )(command)

@@ -1,0 +1,180 @@
+"""`--config` presets: values become defaults, flags win, unknown keys are one-line errors; every shipped preset
+names only real options of its commands."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from redrafter_trt.errors import ConfigError
+from redrafter_trt.presets import KNOWN_SECTIONS, config_option, load_preset, option_keys
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@click.group()
+def group():
+    pass
+
+
+@group.command()
+@config_option
+@click.option("--tp-size", type=int, default=1)
+@click.option("--greedy/--no-greedy", default=True)
+@click.option("--output", default="out")
+@click.argument("extra", nargs=-1)
+def convert(tp_size, greedy, output, extra):
+    click.echo(f"{tp_size} {greedy} {output} {list(extra)}")
+
+
+@group.command()
+@config_option
+@click.option("--tp", type=int, default=1)
+@click.option("--output", default="out")
+def run(tp, output):
+    click.echo(f"{tp} {output}")
+
+
+def invoke(tmp_path, text: str, *args: str):
+    path = tmp_path / "preset.yaml"
+    path.write_text(text)
+    return CliRunner().invoke(group, [args[0], "--config", str(path), *args[1:]])
+
+
+PRESET = """
+output: shared
+tp: 3
+convert:
+  tp_size: 4
+  no-greedy: true
+  extra: [--a, b]
+run: {tp: 2}
+"""
+
+
+def test_section_wins_over_shared_and_flags_win_over_both(tmp_path):
+    assert invoke(tmp_path, PRESET, "convert").output == "4 False shared ['--a', 'b']\n"
+    assert invoke(tmp_path, PRESET, "run").output == "2 shared\n"
+    assert invoke(tmp_path, PRESET, "convert", "--tp-size", "8", "--greedy", "--output", "x").output == \
+        "8 True x ['--a', 'b']\n"
+
+
+def test_shared_key_applies_only_where_it_is_an_option(tmp_path):
+    assert invoke(tmp_path, "tp: 5\ntp-size: 2\n", "run").output == "5 out\n"
+    assert invoke(tmp_path, "tp: 5\ntp-size: 2\n", "convert").output == "2 True out []\n"
+
+
+def test_config_given_after_flags_still_loses_to_them(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("run: {tp: 2}\n")
+    assert CliRunner().invoke(group, ["run", "--tp", "7", "--config", str(path)]).output == "7 out\n"
+
+
+@pytest.mark.parametrize("text, field", [
+    ("convert: {tp_sise: 4}\n", "convert.tp_sise"),
+    ("tpp: 3\n", "tpp"),
+    ("convrt: {tp-size: 2}\n", "convrt"),
+])
+def test_unknown_field_is_named(tmp_path, text, field):
+    result = invoke(tmp_path, text, "convert")
+    assert isinstance(result.exception, ConfigError)
+    message = str(result.exception)
+    assert f"'{field}'" in message and "tp-size" in message and "\n" not in message
+
+
+def test_flag_half_needs_a_boolean(tmp_path):
+    result = invoke(tmp_path, "convert: {no-greedy: maybe}\n", "convert")
+    assert isinstance(result.exception, ConfigError) and "no-greedy" in str(result.exception)
+
+
+@pytest.mark.parametrize("text", ["[1, 2]\n", "a: [\n"])
+def test_bad_yaml_is_a_config_error(tmp_path, text):
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="preset"):
+        load_preset(path)
+
+
+def test_missing_preset_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read preset"):
+        load_preset(tmp_path / "absent.yaml")
+
+
+def test_cli_turns_preset_error_into_exit_2(tmp_path):
+    from redrafter_trt.cli import main
+
+    if main.get_command(None, "build") is None:
+        pytest.skip("build command not present")
+    path = tmp_path / "p.yaml"
+    path.write_text("build: {max-batch-sise: 4}\n")
+    result = CliRunner().invoke(main, ["build", "--config", str(path), "--dry-run"])
+    assert result.exit_code == 2
+    assert "max-batch-sise" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+# ---- shipped presets -------------------------------------------------------------------------------------------
+
+def _commands():
+    from redrafter_trt.cli import COMMANDS, main
+
+    found = {}
+    for name in sorted(KNOWN_SECTIONS | set(COMMANDS)):
+        module = COMMANDS.get(name, "").split(":")[0]
+        if module and importlib.util.find_spec(module) is not None:
+            found[name] = main.get_command(None, name)
+    return found
+
+
+PRESETS = sorted(CONFIGS.glob("*.yaml"))
+
+
+def test_presets_ship():
+    assert {p.stem for p in PRESETS} >= {"vicuna-7b-v1.3", "llama-3.1-8b-instruct", "qwen2.5-7b-instruct-fp8",
+                                         "llama-3.1-70b-instruct-tp4", "smollm2-135m-cpu"}
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=[p.stem for p in PRESETS])
+def test_shipped_preset_names_only_real_options(path):
+    preset = load_preset(path)
+    commands = _commands()
+    all_keys = set().union(*(option_keys(c) for c in commands.values()))
+    sections = {k for k, v in preset.items() if isinstance(v, dict)}
+    assert sections <= {"convert", "build", "run", "serve"}, sections
+    assert {"convert", "build", "run"} <= sections
+    for section in sorted(sections):
+        if section not in commands:
+            continue  # that command module is not written yet
+        keys = option_keys(commands[section])
+        unknown = [k for k in preset[section] if str(k).replace("_", "-") not in keys]
+        assert not unknown, f"{path.name}: {section}.{unknown} are not options of {section}"
+    shared = [k for k in preset if k not in sections]
+    if {"convert", "build", "run"} <= commands.keys():
+        assert all(str(k).replace("_", "-") in all_keys for k in shared), shared
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=[p.stem for p in PRESETS])
+def test_shipped_preset_drives_build_dry_run(path, tmp_path):
+    """The preset's `build` section resolves against the real build command (no TensorRT-LLM needed)."""
+    from redrafter_trt.presets import resolve
+
+    commands = _commands()
+    if "build" not in commands:
+        pytest.skip("build command not present")
+    defaults = resolve(load_preset(path), "build", commands["build"], set(commands) | KNOWN_SECTIONS,
+                       lambda: [c for n, c in commands.items() if n != "build"])
+    assert {"checkpoint_dir", "output_dir"} <= defaults.keys()
+
+
+def test_example_per_preset():
+    examples = Path(__file__).resolve().parents[1] / "examples"
+    for path in PRESETS:
+        script = examples / f"{path.stem}.sh"
+        assert script.exists(), script
+        text = script.read_text()
+        for command in ("convert", "build", "run"):
+            assert f"redrafter-trt {command} --config" in text.replace("\\\n", " "), (script.name, command)
+        assert f"configs/{path.name}" in text
