@@ -1,0 +1,200 @@
+"""FP8 base through nvidia-modelopt: calibrate a Hugging Face Llama/Qwen2 base (`mtq.quantize` with
+`FP8_DEFAULT_CFG`, plus `FP8_KV_CFG` for an FP8 KV cache) over a few calibration prompts, export it with
+modelopt's own `export_tensorrt_llm_checkpoint` at the requested tp, then patch the exported config.json the way
+TensorRT-LLM's `tensorrt_llm/quantization/quantize_by_modelopt.py` does. The drafter is attached afterwards by the
+converter, always in the config dtype and listed in `quantization.exclude_modules`: a drafter is never FP8.
+
+Why the patch: modelopt 0.47 under transformers 5 reads the old `rope_theta`/`rope_scaling` attributes and writes
+`rotary_base: null`, `rotary_scaling: null`; TensorRT-LLM would then silently use 10000 and no scaling. For Qwen,
+without `qwen_type` TensorRT-LLM assumes the first Qwen.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from importlib import resources
+from pathlib import Path
+
+from .config import rope_fields
+from .errors import ConfigError, DependencyError
+from .shard import check_tp
+
+log = logging.getLogger(__name__)
+
+QUANTIZE_CHOICES = ("fp8",)
+KV_CACHE_DTYPES = ("fp8",)
+FP8_DTYPES = ("float16", "bfloat16")  # dtypes of the layers FP8 leaves alone (norms, embedding, lm_head, drafter)
+FP8_ALIASES = ("fp8", "float8", "float8_e4m3fn", "e4m3")
+DECODER_TYPES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Qwen2ForCausalLM": "qwen"}
+DEFAULT_CALIBRATION = "calibration.jsonl"
+INSTALL_HINT = "pip install 'redrafter-trt[fp8]'"
+
+
+def check_quantize_options(quantize: str | None, kv_cache_dtype: str | None, dtype: str | None = None) -> None:
+    """Reject what the FP8 path cannot do, before any work: an unknown `--quantize`, an unknown
+    `--kv-cache-dtype`, an FP8 KV cache without FP8 weights, and an FP8 `--dtype` (that would make the drafter
+    FP8; the drafter is always written in the config dtype)."""
+    if dtype is not None and str(dtype).lower() in FP8_ALIASES:
+        raise ConfigError(f"--dtype {dtype} would make the drafter FP8, which ReDrafter engines do not support: "
+                          f"use --quantize fp8 (base only) with --dtype bfloat16 or float16")
+    if quantize is not None and quantize not in QUANTIZE_CHOICES:
+        raise ConfigError(f"unknown --quantize value {quantize!r}: supported is {', '.join(QUANTIZE_CHOICES)}")
+    if kv_cache_dtype is not None and kv_cache_dtype not in KV_CACHE_DTYPES:
+        raise ConfigError(f"unknown --kv-cache-dtype {kv_cache_dtype!r}: supported is {', '.join(KV_CACHE_DTYPES)}")
+    if kv_cache_dtype is not None and quantize is None:
+        raise ConfigError("--kv-cache-dtype fp8 needs FP8 weights: add --quantize fp8")
+
+
+def require_modelopt():
+    """(mtq, export_tensorrt_llm_checkpoint), or a DependencyError naming the extra to install."""
+    try:
+        import modelopt.torch.quantization as mtq
+        from modelopt.torch.export import export_tensorrt_llm_checkpoint
+    except ImportError as e:
+        raise DependencyError(f"--quantize fp8 needs nvidia-modelopt ({e.msg}): run {INSTALL_HINT}") from None
+    return mtq, export_tensorrt_llm_checkpoint
+
+
+def calibration_prompts(path: Path | None, size: int) -> list[str]:
+    """The first `size` prompts of `path` (any format `redrafter-trt run` reads), or of the default set shipped
+    in `redrafter_trt/data/calibration.jsonl` (48 GSM8K problems with their worked answers, MIT, and 16
+    FastChat conversations, Apache-2.0; licenses beside it). Fewer than `size` in the file: all of them."""
+    from .prompts import load_prompts
+
+    if size < 1:
+        raise ConfigError(f"--calib-size {size} is invalid: use 1 or more")
+    if path is None:
+        with resources.as_file(resources.files("redrafter_trt") / "data" / DEFAULT_CALIBRATION) as default:
+            prompts = load_prompts(default)
+    else:
+        prompts = load_prompts(Path(path))
+    if len(prompts) < size:
+        log.info("calibration set holds %d prompts (asked for %d): using all", len(prompts), size)
+    return prompts[:size]
+
+
+def resolve_fp8_dtype(dtype: str, hf_config: dict) -> str:
+    """The dtype of the layers FP8 leaves alone. `auto` follows TensorRT-LLM's `infer_dtype`: the base's own
+    dtype, with float32 mapped to float16."""
+    if dtype == "auto":
+        source = str(hf_config.get("torch_dtype") or hf_config.get("dtype") or "float16").replace("torch.", "")
+        dtype = "float16" if source == "float32" else source
+        log.info("--dtype auto for an FP8 base: using %s", dtype)
+    if dtype not in FP8_DTYPES:
+        raise ConfigError(f"--dtype {dtype} cannot carry an FP8 checkpoint: use --dtype bfloat16 or float16")
+    return dtype
+
+
+def fp8_quant_config(mtq, kv_cache_dtype: str | None) -> dict:
+    """`FP8_DEFAULT_CFG`, plus `FP8_KV_CFG`'s quantizers for an FP8 KV cache. modelopt 0.47 keeps `quant_cfg`
+    as an ordered list (later entries win), older releases as a dict: handle both."""
+    cfg = copy.deepcopy(mtq.FP8_DEFAULT_CFG)
+    if kv_cache_dtype == "fp8":
+        kv = copy.deepcopy(mtq.FP8_KV_CFG["quant_cfg"])
+        if isinstance(cfg["quant_cfg"], dict):
+            cfg["quant_cfg"].update(kv)
+        else:
+            cfg["quant_cfg"] = list(cfg["quant_cfg"]) + list(kv)
+    return cfg
+
+
+def patch_exported_config(cfg: dict, hf: dict, kv_cache_dtype: str | None) -> dict:
+    """modelopt's exported config.json, corrected from the HF config as `quantize_by_modelopt.py` does:
+    `rotary_base`/`rotary_scaling` (both HF layouts), `norm_epsilon`, `intermediate_size`, Qwen's `qwen_type`,
+    and `kv_cache_quant_algo: null` when the KV cache stays in the model dtype. Pure: returns a new dict."""
+    out = copy.deepcopy(cfg)
+    theta, scaling = rope_fields(hf)
+    out["rotary_base"] = theta
+    out["rotary_scaling"] = scaling
+    if "rms_norm_eps" in hf:
+        out["norm_epsilon"] = float(hf["rms_norm_eps"])
+    out["intermediate_size"] = int(hf["intermediate_size"])
+    if DECODER_TYPES.get((hf.get("architectures") or [""])[0]) == "qwen":
+        out["qwen_type"] = hf.get("model_type", "qwen2")
+    quant = out.setdefault("quantization", {})
+    if kv_cache_dtype is None:
+        quant["kv_cache_quant_algo"] = None
+    return out
+
+
+def _forward_loop(tokenizer, prompts: list[str], seq_len: int, batch_size: int, device: str):
+    import torch
+    from tqdm.auto import tqdm
+
+    batches = [prompts[i:i + batch_size] for i in range(0, len(prompts), batch_size)]
+
+    def loop(model):
+        with torch.no_grad():
+            for batch in tqdm(batches, desc="FP8 calibration", unit="batch"):
+                enc = tokenizer(batch, return_tensors="pt", padding=True, truncation=True, max_length=seq_len)
+                model(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device))
+
+    return loop
+
+
+def _tokenizer(hf_dir: Path):
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(hf_dir)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{hf_dir} has no usable tokenizer for FP8 calibration ({str(e).splitlines()[0][:100]}): "
+                          f"save the model's tokenizer into the folder") from None
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.convert_ids_to_tokens(0)
+    return tok
+
+
+def export_fp8_base(hf_dir: Path, out_dir: Path, *, tp_size: int, dtype: str, kv_cache_dtype: str | None,
+                    calib_prompts: list[str], calib_size: int, calib_seq_len: int, calib_batch_size: int,
+                    device: str) -> None:
+    """Calibrate the HF base in `hf_dir` to FP8 and write a TensorRT-LLM base checkpoint (config.json +
+    rank{r}.safetensors) into `out_dir` (created; should be empty, e.g. a temporary folder).
+
+    dtype: `auto`, `float16` or `bfloat16`: the dtype of the layers left unquantised (and of the drafter later).
+    kv_cache_dtype: None (model dtype) or `fp8` (adds `attention.kv_cache_scaling_factor` per layer).
+    calib_prompts: texts; the first `calib_size` are used, `calib_batch_size` at a time, cut to `calib_seq_len`
+    tokens.
+    """
+    check_quantize_options("fp8", kv_cache_dtype)
+    mtq, export = require_modelopt()
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from .config import BaseModelConfig, read_json
+
+    hf_dir, out_dir = Path(hf_dir), Path(out_dir)
+    hf = read_json(hf_dir / "config.json", "base model")
+    base = BaseModelConfig.from_hf(hf, str(hf_dir / "config.json"))
+    decoder_type = DECODER_TYPES.get(base.spec.hf_architecture)
+    if decoder_type is None:
+        raise ConfigError(f"--quantize fp8 does not support {base.spec.hf_architecture}: "
+                          f"supported are {', '.join(sorted(DECODER_TYPES))}")
+    # modelopt does not check these: for nkv=3 at tp=2 it silently cuts a kv head in two.
+    check_tp(base.num_heads, base.num_kv_heads, base.intermediate_size, tp_size)
+    if min(calib_size, calib_seq_len, calib_batch_size) < 1:
+        raise ConfigError("--calib-size, --calib-seq-len and --calib-batch-size must be 1 or more")
+    prompts = list(calib_prompts)[:calib_size]
+    if not prompts:
+        raise ConfigError("FP8 calibration needs at least one prompt: pass --calib-data FILE or drop it for the default set")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device} but no CUDA device is visible: use --device cpu")
+    dtype = resolve_fp8_dtype(dtype, hf)
+    torch_dtype = getattr(torch, dtype)
+
+    log.info("loading %s in %s on %s for FP8 calibration", hf_dir, dtype, device)
+    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch_dtype).to(device).eval()
+    tokenizer = _tokenizer(hf_dir)
+    loop = _forward_loop(tokenizer, prompts, calib_seq_len, calib_batch_size, device)
+    mtq.quantize(model, fp8_quant_config(mtq, kv_cache_dtype), forward_loop=loop)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with torch.inference_mode():
+        export(model, decoder_type, dtype=torch_dtype, export_dir=out_dir, inference_tensor_parallel=tp_size)
+    path = out_dir / "config.json"
+    cfg = patch_exported_config(json.loads(path.read_text()), hf, kv_cache_dtype)
+    path.write_text(json.dumps(cfg, indent=4))
+    log.info("FP8 base written to %s (tp %d, kv cache %s)", out_dir, tp_size, kv_cache_dtype or dtype)
