@@ -222,3 +222,29 @@ def init_drafter(base_config: dict, base_tensors_lm_head: torch.Tensor | None, *
             model.lm_head[-1].weight[:, :H] = base_tensors_lm_head.float()
             model.lm_head[-1].weight[:, H:] = 0
     return cfg, model
+
+
+def init_drafter_for_base(base: Path | str, output: Path | str, *, num_draft_layers: int = 2, rnn: bool = True,
+                          exit_dim: int | None = None, seed: int = 0) -> DrafterConfig:
+    """init_drafter for a Hugging Face base folder, written in Apple's layout with a producer block."""
+    from . import __version__
+    from .config import BaseModelConfig, read_json
+    from .io import TensorSource
+
+    base = Path(base)
+    hf = read_json(base / "config.json", "base")
+    BaseModelConfig.from_hf(hf, str(base / "config.json"))  # architecture and fields checked
+    if num_draft_layers < 0:
+        raise ConfigError(f"--num-draft-layers {num_draft_layers} is invalid: use 0 or more")
+    if exit_dim is not None and exit_dim < 1:
+        raise ConfigError(f"--exit-dim {exit_dim} is invalid: use a positive width")
+    src = TensorSource.from_hf_folder(base)
+    head_name = "lm_head.weight" if "lm_head.weight" in src.names() else "model.embed_tokens.weight"
+    head = src.get(head_name) if exit_dim in (None, 2 * hf["hidden_size"]) else None
+    src.close()
+    cfg, model = init_drafter(hf, head, num_draft_layers=num_draft_layers, rnn=rnn, exit_dim=exit_dim, seed=seed)
+    producer = {"name": "redrafter-trt", "version": __version__, "command": "init-drafter",
+                "options": {"num_draft_layers": num_draft_layers, "rnn": rnn, "exit_dim": cfg.exit_dim, "seed": seed},
+                "sources": {"base": str(base.resolve())}}
+    save_drafter(output, cfg, model.state_dict(), producer)
+    return cfg

@@ -22,6 +22,11 @@ from .errors import ConfigError, TensorError
 
 PARTIAL_MARK = ".partial-"
 
+TORCH_TO_ST = {torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32", torch.float64: "F64",
+               torch.float8_e4m3fn: "F8_E4M3", torch.int8: "I8", torch.uint8: "U8", torch.int32: "I32",
+               torch.int64: "I64", torch.bool: "BOOL"}
+ST_TO_TORCH = {v: k for k, v in TORCH_TO_ST.items()}
+
 
 def _open(path: Path):
     try:
@@ -57,6 +62,44 @@ def read_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
+
+
+class StreamingWriter:
+    """Write a safetensors file tensor by tensor, holding one tensor in memory at a time.
+
+    safetensors' own `save_file` needs every tensor at once; the converter knows every name, shape and dtype
+    from its plan before reading data, so the header is written first and tensors follow in plan order.
+    """
+
+    def __init__(self, path: Path, specs: list[tuple[str, tuple[int, ...], torch.dtype]], metadata: dict[str, str]):
+        header: dict = {"__metadata__": metadata}
+        offset = 0
+        self._expected = []
+        for name, shape, dtype in specs:
+            nbytes = torch.Size(shape).numel() * torch.empty((), dtype=dtype).element_size()
+            header[name] = {"dtype": TORCH_TO_ST[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+            self._expected.append((name, tuple(shape), dtype))
+            offset += nbytes
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        raw += b" " * (-len(raw) % 8)
+        self._file = open(path, "wb")
+        self._file.write(len(raw).to_bytes(8, "little") + raw)
+        self._next = 0
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        want = self._expected[self._next]
+        if (name, tuple(tensor.shape), tensor.dtype) != want:
+            raise TensorError(f"internal: wrote {name} {tuple(tensor.shape)} {tensor.dtype}, planned {want}")
+        self._file.write(memoryview(tensor.contiguous().view(torch.uint8).numpy()))
+        self._next += 1
+
+    def __enter__(self) -> "StreamingWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._file.close()
+        if exc_type is None and self._next != len(self._expected):
+            raise TensorError(f"internal: wrote {self._next} of {len(self._expected)} planned tensors")
 
 
 class TensorSource:
@@ -118,19 +161,24 @@ class TensorSource:
             return tuple(self._eager[name].shape)
         return tuple(self._handle(self._files[name]).get_slice(name).get_shape())
 
-    def get(self, name: str, dim: int | None = None, part: int = 0, parts: int = 1) -> torch.Tensor:
-        """The whole tensor, or rows/columns [part*n/parts, (part+1)*n/parts) along `dim`."""
+    def dtype(self, name: str) -> str:
+        """safetensors dtype string (F16, BF16, F32, F8_E4M3, ...)."""
+        if name in self._eager:
+            return TORCH_TO_ST[self._eager[name].dtype]
+        return self._handle(self._files[name]).get_slice(name).get_dtype()
+
+    def get(self, name: str, dim: int | None = None, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """The whole tensor, or the range [start, stop) along `dim`, read from disk without the rest."""
         try:
             if name in self._eager:
                 t = self._eager[name]
-                return t if dim is None else t.chunk(parts, dim)[part]
+                return t if dim is None else t.narrow(dim, start, (stop if stop is not None else t.shape[dim]) - start)
             path = self._files[name]
             if dim is None:
                 return self._handle(path).get_tensor(name)
             sl = self._handle(path).get_slice(name)
-            n = sl.get_shape()[dim] // parts
             index = [slice(None)] * len(sl.get_shape())
-            index[dim] = slice(part * n, (part + 1) * n)
+            index[dim] = slice(start, stop)
             return sl[tuple(index)]
         except (SafetensorError, OSError, ValueError) as e:
             raise TensorError(f"reading {name} failed ({e}): the file is truncated or corrupted, re-download it") from None
@@ -151,6 +199,8 @@ def atomic_output(dest: Path, force: bool) -> Iterator[Path]:
     if dest.exists() and not force:
         raise ConfigError(f"output folder {dest} already exists: pass --force to replace it, or choose another --output")
     dest.parent.mkdir(parents=True, exist_ok=True)
+    for stale in dest.parent.glob(f".{dest.name}{PARTIAL_MARK}*"):  # left by a killed run
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}{PARTIAL_MARK}", dir=dest.parent))
     try:
         yield tmp

@@ -1,0 +1,169 @@
+"""Inspect any TensorRT-LLM checkpoint folder (base or ReDrafter) from its config.json and safetensors
+headers alone: what it is, what it holds per rank, and every problem found. `run` and `build` refuse a
+checkpoint with problems through `require_valid`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from . import layout
+from .errors import ConfigError, TensorError, name_list
+from .io import ST_TO_TORCH, TensorSource
+from .registry import TRTLLM_BASES
+
+REDRAFTER_KEYS = ("redrafter_num_layers", "redrafter_hidden_size", "redrafter_exit_dim", "redrafter_is_rnn",
+                  "redrafter_num_beams", "redrafter_draft_len_per_beam", "redrafter_greedy_search",
+                  "base_model_architecture")
+MODEL_KEYS = ("architecture", "dtype", "hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size",
+              "intermediate_size", "mapping")
+
+
+@dataclass
+class RankReport:
+    rank: int
+    file: str
+    tensors: int
+    bytes: int
+
+
+@dataclass
+class Report:
+    path: str
+    architecture: str | None = None
+    dtype: str | None = None
+    tp_size: int | None = None
+    quantization: dict | None = None
+    drafter: dict | None = None
+    ranks: list[RankReport] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "ok": self.ok}
+
+
+def inspect_checkpoint(path: Path | str) -> Report:
+    path = Path(path)
+    rep = Report(str(path))
+    cfg_path = path / "config.json"
+    if not path.is_dir():
+        rep.problems.append(f"{path} is not a folder")
+        return rep
+    if not cfg_path.exists():
+        rep.problems.append("config.json is missing (an interrupted conversion, or not a checkpoint folder)")
+        return rep
+    try:
+        cfg = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as e:
+        rep.problems.append(f"config.json is not valid JSON ({e.msg}, line {e.lineno})")
+        return rep
+    missing = [k for k in MODEL_KEYS if k not in cfg]
+    if missing:
+        rep.problems.append(f"config.json lacks {', '.join(missing)}: not a TensorRT-LLM checkpoint config")
+        return rep
+    rep.architecture, rep.dtype = cfg["architecture"], cfg["dtype"]
+    rep.tp_size = int(cfg["mapping"].get("tp_size", 1))
+    rep.quantization = cfg.get("quantization")
+    _check_config(cfg, rep)
+    if rep.problems:
+        return rep
+    _check_ranks(path, cfg, rep)
+    return rep
+
+
+def _check_config(cfg: dict, rep: Report) -> None:
+    m = cfg["mapping"]
+    tp, pp = int(m.get("tp_size", 1)), int(m.get("pp_size", 1))
+    if pp != 1:
+        rep.problems.append(f"pp_size is {pp}: ReDrafter engines need pp_size 1")
+    if int(m.get("world_size", tp * pp)) != tp * pp:
+        rep.problems.append(f"mapping.world_size {m.get('world_size')} != tp_size x pp_size = {tp * pp}")
+    if cfg["dtype"] not in layout.TORCH_DTYPES:
+        rep.problems.append(f"dtype {cfg['dtype']!r} is not one of {', '.join(layout.TORCH_DTYPES)}")
+    nh, nkv = cfg["num_attention_heads"], cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
+    if nh % tp or (nkv % tp and tp % nkv) or cfg["intermediate_size"] % tp:
+        rep.problems.append(f"tp_size {tp} does not fit {nh} heads / {nkv} kv heads / intermediate {cfg['intermediate_size']}")
+    if not layout.is_redrafter(cfg):
+        return
+    absent = [k for k in REDRAFTER_KEYS if k not in cfg]
+    if absent:
+        rep.problems.append(f"ReDrafter config lacks {', '.join(absent)}")
+        return
+    rep.drafter = {k.removeprefix("redrafter_"): cfg[k] for k in REDRAFTER_KEYS}
+    want_arch = TRTLLM_BASES.get(cfg["base_model_architecture"])
+    if want_arch != cfg["architecture"]:
+        rep.problems.append(f"architecture {cfg['architecture']} does not match base_model_architecture "
+                            f"{cfg['base_model_architecture']} (expected {want_arch})")
+    for key in ("redrafter_num_beams", "redrafter_draft_len_per_beam", "redrafter_num_layers"):
+        if int(cfg[key]) < (0 if key == "redrafter_num_layers" else 1):
+            rep.problems.append(f"{key} is {cfg[key]}: must be at least 1")
+    H, E, V = cfg["redrafter_hidden_size"], cfg["redrafter_exit_dim"], cfg["vocab_size"]
+    if H != cfg["hidden_size"]:
+        rep.problems.append(f"redrafter_hidden_size {H} != base hidden_size {cfg['hidden_size']}")
+    for label, n in (("redrafter_hidden_size", H), ("redrafter_exit_dim", E), ("vocab_size", V)):
+        if n % tp:
+            rep.problems.append(f"{label} {n} is not divisible by tp_size {tp} (TensorRT-LLM does not pad the drafter)")
+    quant = cfg.get("quantization") or {}
+    if quant.get("quant_algo"):
+        listed = set(quant.get("exclude_modules") or [])
+        lacking = [mod for mod in layout.required_exclusions(cfg) if mod not in listed]
+        if lacking:
+            rep.problems.append(f"quantization.exclude_modules lacks drafter modules {name_list(lacking)}: "
+                                f"the build would turn them into {quant['quant_algo']} layers")
+
+
+def _check_ranks(path: Path, cfg: dict, rep: Report) -> None:
+    tp = rep.tp_size
+    present = {int(m.group(1)) for f in path.glob("rank*.safetensors") if (m := re.fullmatch(r"rank(\d+)\.safetensors", f.name))}
+    if present - set(range(tp)):
+        rep.problems.append(f"rank files {sorted(present - set(range(tp)))} exceed tp_size {tp}")
+    for r in range(tp):
+        f = path / f"rank{r}.safetensors"
+        if not f.exists():
+            rep.problems.append(f"rank{r}.safetensors is missing")
+            continue
+        try:
+            src = TensorSource.from_files([f])
+            have = {n: (src.shape(n), src.dtype(n)) for n in src.names()}
+            src.close()
+        except TensorError as e:
+            rep.problems.append(f"rank{r}.safetensors: {e}")
+            continue
+        want = layout.expected_tensors(cfg, r)
+        nbytes = sum(_numel(s) * ST_TO_TORCH[d].itemsize for s, d in have.values() if d in ST_TO_TORCH)
+        rep.ranks.append(RankReport(r, f.name, len(have), nbytes))
+        miss, extra = set(want) - set(have), set(have) - set(want)
+        if miss:
+            rep.problems.append(f"rank{r}: missing tensors {name_list(miss)}")
+        if extra:
+            rep.problems.append(f"rank{r}: unexpected tensors {name_list(extra)}")
+        for n in set(want) & set(have):
+            (ws, wd), (hs, hd) = want[n], have[n]
+            if tuple(hs) != ws:
+                rep.problems.append(f"rank{r}: {n} has shape {tuple(hs)}, config implies {ws}")
+            elif ST_TO_TORCH.get(hd) != wd:
+                rep.problems.append(f"rank{r}: {n} is {hd}, config implies {wd}")
+
+
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def require_valid(path: Path | str) -> dict:
+    """The checkpoint's config, or a one-line ConfigError with its first problems."""
+    rep = inspect_checkpoint(path)
+    if not rep.ok:
+        more = f" (+{len(rep.problems) - 1} more)" if len(rep.problems) > 1 else ""
+        raise ConfigError(f"checkpoint {path} is not valid: {rep.problems[0]}{more}: "
+                          f"run `redrafter-trt inspect {path}` for all problems, then re-convert it")
+    return json.loads((Path(path) / "config.json").read_text())

@@ -1,0 +1,74 @@
+"""`convert` and `init-drafter`. TensorRT-LLM's own spellings (examples/redrafter/convert_checkpoint.py)
+are accepted as aliases, so its README's commands work unchanged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+PATH = click.Path(path_type=Path)
+
+
+@click.command()
+@click.option("--base", "--base_model_checkpoint_dir", "base", type=PATH, required=True,
+              help="Hugging Face folder (Llama, Mistral, Qwen2) or a TensorRT-LLM base checkpoint (bf16/fp16/FP8).")
+@click.option("--drafter", "--drafter_model_dir", "drafter", type=PATH, required=True,
+              help="Apple-layout drafter folder (config.json + model.safetensors or model.pt).")
+@click.option("--output", "--output_dir", "output", type=PATH, required=True, help="Checkpoint folder to write.")
+@click.option("--tp-size", "--tp_size", "tp_size", type=int, default=None,
+              help="Tensor parallel size [default: 1, or the TensorRT-LLM base checkpoint's own].")
+@click.option("--dtype", type=click.Choice(["auto", "float16", "bfloat16", "float32"]), default="auto", show_default=True,
+              help="Model dtype; auto keeps the base's. The drafter is always written in this dtype.")
+@click.option("--num-beams", "--redrafter_num_beams", "num_beams", type=int, default=5, show_default=True)
+@click.option("--draft-len", "--redrafter_draft_len_per_beam", "draft_len", type=int, default=5, show_default=True,
+              help="Drafted tokens per beam, excluding the guaranteed token.")
+@click.option("--no-greedy", "--redrafter_no_greedy_search", "no_greedy", is_flag=True,
+              help="Build for sampling (temperature > 0) instead of greedy acceptance.")
+@click.option("--quantize", type=click.Choice(["fp8"]), default=None, help="Quantise the base with nvidia-modelopt.")
+@click.option("--kv-cache-dtype", type=click.Choice(["fp8"]), default=None, help="FP8 KV cache (with --quantize fp8).")
+@click.option("--calib-data", type=PATH, default=None, help="Calibration prompts (jsonl/json) [default: shipped set].")
+@click.option("--calib-size", type=int, default=16, show_default=True)
+@click.option("--calib-seq-len", type=int, default=128, show_default=True)
+@click.option("--calib-batch-size", type=int, default=4, show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where FP8 calibration runs.")
+@click.option("--force", is_flag=True, help="Replace an existing output folder.")
+def convert(base, drafter, output, tp_size, dtype, num_beams, draft_len, no_greedy, quantize, kv_cache_dtype,
+            calib_data, calib_size, calib_seq_len, calib_batch_size, device, force):
+    """Convert a base model and an Apple ReDrafter drafter into one TensorRT-LLM checkpoint."""
+    from ..checkpoint import inspect_checkpoint
+    from ..convert import convert as run_convert
+
+    out = run_convert(base, drafter, output, force=force, tp_size=tp_size, dtype=dtype, num_beams=num_beams,
+                      draft_len=draft_len, greedy=not no_greedy, quantize=quantize, kv_cache_dtype=kv_cache_dtype,
+                      calib_data=str(calib_data) if calib_data else None, calib_size=calib_size,
+                      calib_seq_len=calib_seq_len, calib_batch_size=calib_batch_size, device=device)
+    rep = inspect_checkpoint(out)
+    size = sum(r.bytes for r in rep.ranks) / 2**20
+    click.echo(f"wrote {out}: {rep.architecture}, {rep.dtype}, tp {rep.tp_size}, {len(rep.ranks)} rank file(s), {size:.1f} MiB")
+    for p in rep.problems:
+        click.echo(f"problem: {p}", err=True)
+    if rep.problems:
+        raise SystemExit(1)
+
+
+@click.command("init-drafter")
+@click.option("--base", type=PATH, required=True, help="Hugging Face folder of the base model.")
+@click.option("--output", type=PATH, required=True, help="Drafter folder to write (Apple layout).")
+@click.option("--num-draft-layers", type=int, default=2, show_default=True, help="ResBlocks before the final projection.")
+@click.option("--rnn/--no-rnn", default=True, show_default=True, help="Recurrent state update (Apple's default).")
+@click.option("--exit-dim", type=int, default=None, help="Drafter width E [default: 2 x hidden size, no input_proj].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--force", is_flag=True, help="Replace an existing output folder.")
+def init_drafter(base, output, num_draft_layers, rnn, exit_dim, seed, force):
+    """Write a freshly initialised drafter for BASE (the start of training, or a pipeline smoke test)."""
+    from ..drafter import init_drafter_for_base
+
+    if output.exists() and not force:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"output folder {output} already exists: pass --force to replace it, or choose another --output")
+    cfg = init_drafter_for_base(base, output, num_draft_layers=num_draft_layers, rnn=rnn, exit_dim=exit_dim, seed=seed)
+    click.echo(f"wrote {output}: hidden {cfg.hidden_size}, exit_dim {cfg.exit_dim}, {cfg.num_draft_layers} layers, "
+               f"rnn {cfg.rnn}, vocab {cfg.vocab_size}")

@@ -1,0 +1,35 @@
+"""`inspect`: what a TensorRT-LLM checkpoint folder is and every problem in it. Exit 0 valid, 1 not."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+@click.command()
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def inspect(folder, as_json):
+    """Check a TensorRT-LLM checkpoint (base or ReDrafter) from its config and tensor headers."""
+    from ..checkpoint import inspect_checkpoint
+
+    rep = inspect_checkpoint(folder)
+    if as_json:
+        click.echo(json.dumps(rep.to_json(), indent=2))
+    else:
+        click.echo(f"{rep.path}: {rep.architecture or '?'}  dtype {rep.dtype or '?'}  tp {rep.tp_size or '?'}")
+        q = rep.quantization or {}
+        click.echo(f"  quantization: {q.get('quant_algo') or 'none'} (kv cache {q.get('kv_cache_quant_algo') or 'model dtype'})")
+        if rep.drafter:
+            d = rep.drafter
+            click.echo(f"  drafter: {d['num_layers']} layers, hidden {d['hidden_size']}, exit_dim {d['exit_dim']}, "
+                       f"rnn {d['is_rnn']}; {d['num_beams']} beams x draft len {d['draft_len_per_beam']}, "
+                       f"greedy {d['greedy_search']}")
+        for r in rep.ranks:
+            click.echo(f"  {r.file}: {r.tensors} tensors, {r.bytes / 2**20:.1f} MiB")
+        for p in rep.problems:
+            click.echo(f"  problem: {p}")
+        click.echo("  OK" if rep.ok else f"  INVALID ({len(rep.problems)} problem(s))")
+    raise SystemExit(0 if rep.ok else 1)

@@ -1,0 +1,130 @@
+"""Configs: read a Hugging Face config.json (either RoPE layout) and derive the TensorRT-LLM model fields
+exactly as TensorRT-LLM 1.2.x's `LLaMAConfig/QWenConfig.from_hugging_face` would; add the ReDrafter keys.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ConfigError
+from .registry import ArchSpec, lookup
+
+DTYPES = ("float16", "bfloat16", "float32")
+
+
+def read_json(path: Path, what: str) -> dict:
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise ConfigError(f"{what} folder {path.parent} does not exist: check the path")
+    if not path.exists():
+        raise ConfigError(f"{path} is missing: {what} folder must contain config.json")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path} is not valid JSON ({e.msg}, line {e.lineno}): fix or re-download it") from None
+
+
+def rope_fields(hf: dict) -> tuple[float, dict | None]:
+    """(rope_theta, rope_scaling) from either layout: published top-level keys, or transformers 5's
+    `rope_parameters` (where `rope_type: default` means no scaling)."""
+    params = hf.get("rope_parameters")
+    if isinstance(params, dict) and ("rope_theta" in params or "rope_type" in params):
+        theta = params.get("rope_theta", hf.get("rope_theta", 10000.0))
+        scaling = {k: v for k, v in params.items() if k != "rope_theta"}
+        if scaling.get("rope_type", scaling.get("type", "default")) == "default":
+            scaling = None
+        return float(theta), scaling
+    scaling = hf.get("rope_scaling")
+    if isinstance(scaling, dict) and scaling.get("rope_type", scaling.get("type")) == "default":
+        scaling = None
+    return float(hf.get("rope_theta", 10000.0)), scaling
+
+
+@dataclass(frozen=True)
+class BaseModelConfig:
+    """The few HF fields the converter needs, checked."""
+    spec: ArchSpec
+    hf: dict
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_size: int
+    intermediate_size: int
+    vocab_size: int
+    tie_word_embeddings: bool
+    source_dtype: str
+
+    @classmethod
+    def from_hf(cls, hf: dict, where: str) -> "BaseModelConfig":
+        archs = hf.get("architectures") or []
+        if not archs:
+            raise ConfigError(f"{where} names no `architectures`: is this a Hugging Face causal-LM config?")
+        spec = lookup(archs[0])
+        if archs[0] == "MistralForCausalLM" and hf.get("sliding_window") not in (None, 0) \
+                and hf["sliding_window"] < hf.get("max_position_embeddings", 0):
+            raise ConfigError(f"{where}: sliding_window={hf['sliding_window']} is not supported by ReDrafter engines: "
+                              f"use a Mistral version without a sliding window (v0.2 or newer)")
+        try:
+            nh = int(hf["num_attention_heads"])
+            H = int(hf["hidden_size"])
+            dtype = hf.get("torch_dtype") or hf.get("dtype") or "float32"
+            return cls(spec=spec, hf=hf, hidden_size=H, num_layers=int(hf["num_hidden_layers"]), num_heads=nh,
+                       num_kv_heads=int(hf.get("num_key_value_heads") or nh),
+                       head_size=int(hf.get("head_dim") or H // nh), intermediate_size=int(hf["intermediate_size"]),
+                       vocab_size=int(hf["vocab_size"]), tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
+                       source_dtype=str(dtype).replace("torch.", ""))
+        except KeyError as e:
+            raise ConfigError(f"{where} lacks {e.args[0]}: the config is incomplete, re-download it") from None
+
+
+def trtllm_model_fields(base: BaseModelConfig, dtype: str, tp_size: int) -> dict:
+    """The base checkpoint's config.json, as TensorRT-LLM's from_hugging_face derives it."""
+    hf = base.hf
+    theta, scaling = rope_fields(hf)
+    cfg = {
+        "architecture": base.spec.trtllm_architecture,
+        "dtype": dtype,
+        "logits_dtype": "float32",
+        "num_hidden_layers": base.num_layers,
+        "num_attention_heads": base.num_heads,
+        "num_key_value_heads": base.num_kv_heads,
+        "hidden_size": base.hidden_size,
+        "intermediate_size": base.intermediate_size,
+        "head_size": base.head_size,
+        "vocab_size": base.vocab_size,
+        "position_embedding_type": "rope_gpt_neox",
+        "max_position_embeddings": int(hf.get("max_position_embeddings", 2048)),
+        "hidden_act": hf.get("hidden_act", "silu"),
+        "norm_epsilon": float(hf["rms_norm_eps"]) if "rms_norm_eps" in hf else 1e-6,
+        "rotary_base": theta,
+        "rotary_scaling": scaling,
+        "attn_bias": bool(base.spec.attn_bias or hf.get("attention_bias", False)),
+        "mlp_bias": bool(hf.get("mlp_bias", False)),
+        "tie_word_embeddings": base.tie_word_embeddings,
+        "use_parallel_embedding": False,
+        "embedding_sharding_dim": 0,
+        "mapping": {"world_size": tp_size, "tp_size": tp_size, "pp_size": 1},
+        "quantization": {"quant_algo": None, "kv_cache_quant_algo": None, "exclude_modules": None},
+        **base.spec.extra_config,
+    }
+    if cfg.get("qwen_type"):
+        cfg["qwen_type"] = hf.get("model_type", cfg["qwen_type"])
+    return cfg
+
+
+def redrafter_fields(architecture: str, base_architecture: str, drafter, num_beams: int, draft_len: int,
+                     greedy: bool) -> dict:
+    return {
+        "architecture": architecture,
+        "base_model_architecture": base_architecture,
+        "redrafter_num_layers": drafter.num_draft_layers,
+        "redrafter_hidden_size": drafter.hidden_size,
+        "redrafter_exit_dim": drafter.exit_dim,
+        "redrafter_is_rnn": drafter.rnn,
+        "redrafter_num_beams": num_beams,
+        "redrafter_draft_len_per_beam": draft_len,
+        "redrafter_greedy_search": greedy,
+    }

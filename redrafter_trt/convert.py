@@ -1,0 +1,344 @@
+"""Orchestration only: base + drafter -> ReDrafter TensorRT-LLM checkpoint.
+
+    plan  (names, shapes, dtypes and a reader per tensor; no data)  ->  checked against layout.py
+          ->  each rank file streamed tensor by tensor (StreamingWriter)  ->  config.json last  ->  rename
+
+The base comes from a Hugging Face folder (rules.py maps it) or an existing TensorRT-LLM base checkpoint
+(TensorRT-LLM's two-step flow, FP8 from modelopt included), whose tensors are copied as they are.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm import tqdm
+
+from . import __version__, layout
+from .config import DTYPES, BaseModelConfig, read_json, redrafter_fields, trtllm_model_fields
+from .drafter import DrafterConfig, load_drafter
+from .errors import ConfigError, TensorError, name_list
+from .io import StreamingWriter, TensorSource, atomic_output
+from .registry import redrafter_for_trtllm_base
+from .rules import DROPPED, LAYER_RULES, MODEL_RULES, drafter_to_trtllm
+from .shard import check_tp, even_range, kv_head_range, vocab_range
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    tp_size: int | None = None     # None: 1 for a HF base, the checkpoint's own for a TensorRT-LLM base
+    dtype: str = "auto"            # auto: the base's own dtype
+    num_beams: int = 5
+    draft_len: int = 5
+    greedy: bool = True
+    quantize: str | None = None    # None or "fp8"
+    kv_cache_dtype: str | None = None
+    calib_data: str | None = None
+    calib_size: int = 16
+    calib_seq_len: int = 128
+    calib_batch_size: int = 4
+    device: str = "cpu"
+
+    def check(self) -> None:
+        if self.num_beams < 1:
+            raise ConfigError(f"--num-beams {self.num_beams} is invalid: use 1 or more (TensorRT-LLM's default is 5)")
+        if self.draft_len < 1:
+            raise ConfigError(f"--draft-len {self.draft_len} is invalid: use 1 or more (TensorRT-LLM's default is 5)")
+        if self.tp_size is not None and self.tp_size < 1:
+            raise ConfigError(f"--tp-size {self.tp_size} is invalid: use 1 or more")
+        if self.dtype not in ("auto", *DTYPES):
+            raise ConfigError(f"--dtype {self.dtype} is invalid: use auto, {', '.join(DTYPES)}")
+        if self.quantize not in (None, "fp8"):
+            raise ConfigError(f"--quantize {self.quantize} is not supported: use fp8, or leave it out")
+        if self.kv_cache_dtype not in (None, "fp8"):
+            raise ConfigError(f"--kv-cache-dtype {self.kv_cache_dtype} is not supported: use fp8, or leave it out")
+        if self.kv_cache_dtype and not self.quantize:
+            raise ConfigError("--kv-cache-dtype fp8 needs --quantize fp8: add it")
+
+
+@dataclass
+class Planned:
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    read: Callable[[], torch.Tensor]
+
+
+def is_trtllm_checkpoint(folder: Path) -> bool:
+    cfg = folder / "config.json"
+    if not cfg.exists():
+        return False
+    raw = json.loads(cfg.read_text())
+    return "architecture" in raw and "mapping" in raw
+
+
+# ---------------------------------------------------------------- Hugging Face base
+
+def hf_source_shapes(b: BaseModelConfig) -> dict[str, tuple[int, ...]]:
+    """Every tensor a Hugging Face folder of this config must hold (lm_head only when untied)."""
+    H, I, hd = b.hidden_size, b.intermediate_size, b.head_size
+    q, kv = b.num_heads * hd, b.num_kv_heads * hd
+    per_layer = {
+        "input_layernorm.weight": (H,), "post_attention_layernorm.weight": (H,),
+        "self_attn.q_proj.weight": (q, H), "self_attn.k_proj.weight": (kv, H), "self_attn.v_proj.weight": (kv, H),
+        "self_attn.o_proj.weight": (H, q), "mlp.gate_proj.weight": (I, H), "mlp.up_proj.weight": (I, H),
+        "mlp.down_proj.weight": (H, I),
+    }
+    if b.spec.attn_bias or b.hf.get("attention_bias"):
+        per_layer |= {"self_attn.q_proj.bias": (q,), "self_attn.k_proj.bias": (kv,), "self_attn.v_proj.bias": (kv,)}
+    out = {"model.embed_tokens.weight": (b.vocab_size, H), "model.norm.weight": (H,)}
+    if not b.tie_word_embeddings:
+        out["lm_head.weight"] = (b.vocab_size, H)
+    for layer in range(b.num_layers):
+        out |= {f"model.layers.{layer}.{k}": v for k, v in per_layer.items()}
+    return out
+
+
+def check_hf_tensors(src: TensorSource, b: BaseModelConfig, where: Path) -> None:
+    want = hf_source_shapes(b)
+    have = src.names()
+    dropped = {d.replace("{L}", str(layer)) for d in DROPPED for layer in range(b.num_layers)}
+    optional = {"lm_head.weight"}  # tied checkpoints sometimes store it anyway
+    missing = set(want) - have
+    unexpected = have - set(want) - dropped - optional
+    if missing or unexpected:
+        parts = ([f"missing tensors: {name_list(missing)}"] if missing else []) + \
+                ([f"unexpected tensors: {name_list(unexpected)}"] if unexpected else [])
+        raise TensorError(f"base {where}: {'; '.join(parts)}: the weights do not match its config.json")
+    bad = [f"{k} {src.shape(k)} != {s}" for k, s in want.items() if src.shape(k) != s]
+    if bad:
+        raise TensorError(f"base {where}: misshapen tensors: {'; '.join(bad[:3])}: the weights do not match config.json")
+
+
+def plan_hf_rank(src: TensorSource, b: BaseModelConfig, cfg: dict, tp_rank: int) -> list[Planned]:
+    tp, dtype = cfg["mapping"]["tp_size"], layout.TORCH_DTYPES[cfg["dtype"]]
+    specs = layout.base_tensors(cfg, tp_rank)
+    hd = b.head_size
+
+    def reader(split: str, sources: tuple[str, ...]) -> Callable[[], torch.Tensor]:
+        def read() -> torch.Tensor:
+            if split == "replicate":
+                t = src.get(sources[0])
+            elif split in ("rows", "cols"):
+                dim = 0 if split == "rows" else 1
+                t = src.get(sources[0], dim, *even_range(src.shape(sources[0])[dim], tp_rank, tp))
+            elif split == "vocab":
+                start, stop, pad = vocab_range(b.vocab_size, tp_rank, tp)
+                t = src.get(sources[0], 0, start, stop)
+                t = torch.cat([t, t.new_zeros((pad, *t.shape[1:]))]) if pad else t
+            else:  # qkv
+                q0, q1 = even_range(b.num_heads, tp_rank, tp)
+                k0, k1 = kv_head_range(b.num_kv_heads, tp_rank, tp)
+                t = torch.cat([src.get(sources[0], 0, q0 * hd, q1 * hd), src.get(sources[1], 0, k0 * hd, k1 * hd),
+                               src.get(sources[2], 0, k0 * hd, k1 * hd)])
+            return t.to(dtype)
+        return read
+
+    planned = []
+    rows = [(r, {"L": layer}) for layer in range(b.num_layers) for r in LAYER_RULES] + [(r, {}) for r in MODEL_RULES]
+    for rule, fmt in rows:
+        name = rule.dest.format(**fmt)
+        if name not in specs:
+            continue  # optional rows (qkv bias) absent from this family's layout
+        sources = tuple(s.format(**fmt) for s in rule.sources)
+        if name == "lm_head.weight" and "lm_head.weight" not in src.names():
+            sources = ("model.embed_tokens.weight",)  # tied embeddings
+        shape, dt = specs[name]
+        planned.append(Planned(name, shape, dt, reader(rule.split, sources)))
+    return planned
+
+
+# ---------------------------------------------------------------- TensorRT-LLM base
+
+def plan_trtllm_rank(src: TensorSource, cfg: dict, tp_rank: int, where: Path) -> list[Planned]:
+    specs = layout.base_tensors(cfg, tp_rank)
+    have = src.names()
+    missing, unexpected = set(specs) - have, have - set(specs)
+    if missing or unexpected:
+        parts = ([f"missing tensors: {name_list(missing)}"] if missing else []) + \
+                ([f"unexpected tensors: {name_list(unexpected)}"] if unexpected else [])
+        raise TensorError(f"base checkpoint {where} rank {tp_rank}: {'; '.join(parts)}: it does not match its config.json")
+    planned = []
+    for name, (shape, dt) in specs.items():
+        if src.shape(name) != shape:
+            raise TensorError(f"base checkpoint {where} rank {tp_rank}: {name} is {src.shape(name)}, config says {shape}")
+        planned.append(Planned(name, shape, dt, lambda name=name, dt=dt: src.get(name).to(dt)))
+    return planned
+
+
+# ---------------------------------------------------------------- drafter
+
+def check_drafter_fits(d: DrafterConfig, cfg: dict, opts: ConvertOptions) -> None:
+    tp = cfg["mapping"]["tp_size"]
+    if d.hidden_size != cfg["hidden_size"]:
+        raise ConfigError(f"drafter hidden_size {d.hidden_size} differs from the base's {cfg['hidden_size']}: "
+                          f"the drafter was trained for another base model")
+    if d.vocab_size != cfg["vocab_size"]:
+        raise ConfigError(f"drafter vocab {d.vocab_size} differs from the base's {cfg['vocab_size']}: "
+                          f"the drafter was trained for another tokenizer")
+    for label, n in (("hidden size H", d.hidden_size), ("exit_dim E", d.exit_dim), ("vocab V", d.vocab_size)):
+        if n % tp:
+            raise ConfigError(f"--tp-size {tp} does not divide the drafter's {label} = {n} (TensorRT-LLM splits drafter "
+                              f"layers by rows without padding): use a tp that divides {n}")
+    if d.predict_n is not None and opts.draft_len > d.predict_n:
+        raise ConfigError(f"--draft-len {opts.draft_len} exceeds the {d.predict_n} tokens the drafter was trained to "
+                          f"predict: use --draft-len {d.predict_n} or less")
+
+
+def plan_drafter(d: DrafterConfig, tensors: dict[str, torch.Tensor], cfg: dict, tp_rank: int) -> list[Planned]:
+    tp = cfg["mapping"]["tp_size"]
+    specs = layout.drafter_tensors(cfg)
+    planned = []
+    for apple, t in tensors.items():
+        name = drafter_to_trtllm(apple, d.num_draft_layers)
+        shape, dt = specs[name]
+        start, stop = even_range(t.shape[0], tp_rank, tp)
+        planned.append(Planned(name, shape, dt, lambda t=t, a=start, b=stop, dt=dt: t[a:b].to(dt)))
+    order = list(specs)
+    return sorted(planned, key=lambda p: order.index(p.name))
+
+
+# ---------------------------------------------------------------- orchestration
+
+def producer_block(command: str, options: dict, sources: dict) -> dict:
+    return {"name": "redrafter-trt", "version": __version__, "command": command,
+            "options": options, "sources": {k: str(Path(v).resolve()) for k, v in sources.items()}}
+
+
+def _resolve_dtype(requested: str, source: str) -> str:
+    if requested != "auto":
+        return requested
+    if source not in DTYPES:
+        raise ConfigError(f"base dtype {source!r} is not supported: pass --dtype float16, bfloat16 or float32")
+    return source
+
+
+def convert(base: Path | str, drafter: Path | str, output: Path | str, *, force: bool = False,
+            **options) -> Path:
+    """Convert; `options` are ConvertOptions fields. Returns the output folder."""
+    base, drafter, output = Path(base), Path(drafter), Path(output)
+    opts = ConvertOptions(**options)
+    opts.check()
+    if output.exists() and not force:
+        raise ConfigError(f"output folder {output} already exists: pass --force to replace it, or choose another --output")
+    if not base.is_dir():
+        raise ConfigError(f"base folder {base} does not exist: pass a Hugging Face model folder or a TensorRT-LLM checkpoint")
+    dcfg, dtensors = load_drafter(drafter)
+    source_base = base
+
+    with tempfile.TemporaryDirectory(prefix="redrafter-fp8-", dir=output.parent if output.parent.exists() else None) as scratch:
+        if opts.quantize:
+            base = _quantized_base(base, Path(scratch) / "base", opts)
+        trt_base = is_trtllm_checkpoint(base)
+        if trt_base:
+            cfg, sources = _trtllm_base(base, opts)
+        else:
+            cfg, sources, hf_cfg = _hf_base(base, opts)
+        check_drafter_fits(dcfg, cfg, opts)
+        cfg |= redrafter_fields(redrafter_for_trtllm_base(cfg["architecture"]), cfg["architecture"], dcfg,
+                                opts.num_beams, opts.draft_len, opts.greedy)
+        if (cfg.get("quantization") or {}).get("quant_algo"):
+            quant = cfg["quantization"]
+            quant["exclude_modules"] = sorted(set(quant.get("exclude_modules") or []) | set(layout.required_exclusions(cfg)))
+        cfg["producer"] = producer_block("convert", {**asdict(opts), "tp_size": cfg["mapping"]["tp_size"]},
+                                         {"base": source_base, "drafter": drafter})
+        tp = cfg["mapping"]["tp_size"]
+        plans = []
+        for r in range(tp):
+            plan = (plan_trtllm_rank(sources[r], cfg, r, base) if trt_base else plan_hf_rank(sources[0], hf_cfg, cfg, r))
+            plan += plan_drafter(dcfg, dtensors, cfg, r)
+            _check_plan(plan, cfg, r)
+            plans.append(plan)
+        _write(output, cfg, plans, force)
+        for s in sources:
+            s.close()
+    return output
+
+
+def _hf_base(base: Path, opts: ConvertOptions):
+    hf = read_json(base / "config.json", "base")
+    b = BaseModelConfig.from_hf(hf, str(base / "config.json"))
+    tp = opts.tp_size or 1
+    check_tp(b.num_heads, b.num_kv_heads, b.intermediate_size, tp)
+    if hf.get("mlp_bias"):
+        raise ConfigError(f"{base}: mlp_bias=true is not supported by this converter: use a model without MLP biases")
+    src = TensorSource.from_hf_folder(base)
+    check_hf_tensors(src, b, base)
+    cfg = trtllm_model_fields(b, _resolve_dtype(opts.dtype, b.source_dtype), tp)
+    return cfg, [src], b
+
+
+def _trtllm_base(base: Path, opts: ConvertOptions):
+    cfg = read_json(base / "config.json", "base checkpoint")
+    if "redrafter_num_layers" in cfg:
+        raise ConfigError(f"{base} is already a ReDrafter checkpoint: pass the base model's checkpoint instead")
+    mapping = cfg.get("mapping") or {}
+    tp, pp = int(mapping.get("tp_size", 1)), int(mapping.get("pp_size", 1))
+    if pp != 1:
+        raise ConfigError(f"{base} is pipeline parallel (pp_size={pp}): ReDrafter supports pp_size 1; re-export the base with pp 1")
+    if opts.tp_size is not None and opts.tp_size != tp:
+        raise ConfigError(f"--tp-size {opts.tp_size} differs from the base checkpoint's tp_size {tp}: "
+                          f"pass --tp-size {tp}, or re-export the base at tp {opts.tp_size}")
+    if opts.dtype not in ("auto", cfg["dtype"]):
+        raise ConfigError(f"--dtype {opts.dtype} differs from the base checkpoint's {cfg['dtype']}: pass --dtype auto "
+                          f"(the drafter follows the base), or convert from the Hugging Face model")
+    files = [base / f"rank{r}.safetensors" for r in range(tp)]
+    absent = [f.name for f in files if not f.exists()]
+    if absent:
+        raise TensorError(f"base checkpoint {base} lacks {', '.join(absent)} for tp_size {tp}: re-export it")
+    cfg.pop("producer", None)
+    return cfg, [TensorSource.from_files([f]) for f in files]
+
+
+def _quantized_base(base: Path, dest: Path, opts: ConvertOptions) -> Path:
+    if is_trtllm_checkpoint(base):
+        raise ConfigError(f"--quantize fp8 needs a Hugging Face --base, but {base} is a TensorRT-LLM checkpoint: "
+                          f"pass it without --quantize (an FP8 base checkpoint is used as it is)")
+    from .quantize import calibration_prompts, export_fp8_base
+
+    hf = read_json(base / "config.json", "base")
+    b = BaseModelConfig.from_hf(hf, str(base / "config.json"))
+    tp = opts.tp_size or 1
+    check_tp(b.num_heads, b.num_kv_heads, b.intermediate_size, tp)
+    dtype = _resolve_dtype(opts.dtype, b.source_dtype)
+    if dtype == "float32":
+        raise ConfigError("--quantize fp8 needs a float16 or bfloat16 model dtype: pass --dtype bfloat16")
+    export_fp8_base(base, dest, tp_size=tp, dtype=dtype, kv_cache_dtype=opts.kv_cache_dtype,
+                    calib_prompts=calibration_prompts(Path(opts.calib_data) if opts.calib_data else None, opts.calib_size),
+                    calib_size=opts.calib_size, calib_seq_len=opts.calib_seq_len,
+                    calib_batch_size=opts.calib_batch_size, device=opts.device)
+    return dest
+
+
+def _check_plan(plan: list[Planned], cfg: dict, tp_rank: int) -> None:
+    want = layout.expected_tensors(cfg, tp_rank)
+    got = {p.name: (p.shape, p.dtype) for p in plan}
+    if got != want:
+        diff = set(got.items()) ^ set(want.items())
+        raise TensorError(f"internal: rank {tp_rank} plan differs from the layout at {name_list(n for n, _ in diff)}")
+
+
+def _write(output: Path, cfg: dict, plans: list[list[Planned]], force: bool) -> None:
+    total = sum(torch.Size(p.shape).numel() * torch.empty((), dtype=p.dtype).element_size() for plan in plans for p in plan)
+    meta = {"format": "pt", "producer": f"redrafter-trt {__version__}"}
+    with atomic_output(output, force) as tmp, tqdm(total=total, unit="B", unit_scale=True, desc="convert",
+                                                    disable=None) as bar:
+        for r, plan in enumerate(plans):
+            writer = StreamingWriter(tmp / f"rank{r}.safetensors", [(p.name, p.shape, p.dtype) for p in plan], meta)
+            with writer:
+                for p in plan:
+                    t = p.read()
+                    if t.is_floating_point() and t.dtype != torch.float8_e4m3fn and not torch.isfinite(t).all():
+                        raise TensorError(f"{p.name} holds NaN or Inf: the source weights are broken, re-export them")
+                    writer.write(p.name, t)
+                    bar.update(t.numel() * t.element_size())
+                    bar.set_postfix_str(f"rank {r} {p.name}", refresh=False)
+        (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")

@@ -1,0 +1,95 @@
+"""What a rank file must contain, derived from a checkpoint's config.json alone: every tensor name, its
+per-rank shape and dtype. `inspect` checks checkpoints against it; the converter checks its own plan
+against it (two independent derivations of one layout).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .rules import drafter_modules
+from .shard import padded_rows
+
+FP8_LINEARS = ("attention.qkv", "attention.dense", "mlp.fc", "mlp.gate", "mlp.proj")
+TORCH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+Spec = tuple[tuple[int, ...], torch.dtype]
+
+
+def is_redrafter(cfg: dict) -> bool:
+    return "redrafter_num_layers" in cfg
+
+
+def base_tensors(cfg: dict, tp_rank: int) -> dict[str, Spec]:
+    tp = cfg["mapping"]["tp_size"]
+    dtype = TORCH_DTYPES[cfg["dtype"]]
+    H, L, V, I = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["vocab_size"], cfg["intermediate_size"]
+    nh, nkv = cfg["num_attention_heads"], cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
+    hd = cfg.get("head_size") or H // nh
+    qkv_rows = (nh // tp + 2 * max(nkv // tp, 1)) * hd
+    quant = cfg.get("quantization") or {}
+    fp8 = quant.get("quant_algo") == "FP8"
+    kv_fp8 = quant.get("kv_cache_quant_algo") == "FP8"
+    excluded = set(quant.get("exclude_modules") or [])
+
+    if cfg.get("use_parallel_embedding"):
+        emb = (padded_rows(V, tp) // tp, H) if cfg.get("embedding_sharding_dim", 0) == 0 else (V, H // tp)
+    else:
+        emb = (V, H)
+    out: dict[str, Spec] = {"transformer.vocab_embedding.weight": (emb, dtype)}
+    for layer in range(L):
+        p = f"transformer.layers.{layer}."
+        linears = {
+            "attention.qkv": (qkv_rows, H),
+            "attention.dense": (H, nh * hd // tp),
+            "mlp.fc": (I // tp, H),
+            "mlp.gate": (I // tp, H),
+            "mlp.proj": (H, I // tp),
+        }
+        out[p + "input_layernorm.weight"] = ((H,), dtype)
+        out[p + "post_layernorm.weight"] = ((H,), dtype)
+        for mod, shape in linears.items():
+            quantised = fp8 and (p + mod) not in excluded
+            out[p + mod + ".weight"] = (shape, torch.float8_e4m3fn if quantised else dtype)
+            if quantised:
+                out[p + mod + ".weights_scaling_factor"] = ((1,), torch.float32)
+                out[p + mod + ".activation_scaling_factor"] = ((1,), torch.float32)
+        if cfg.get("attn_bias"):
+            out[p + "attention.qkv.bias"] = ((qkv_rows,), dtype)
+        if kv_fp8:
+            out[p + "attention.kv_cache_scaling_factor"] = ((1,), torch.float32)
+    out["transformer.ln_f.weight"] = ((H,), dtype)
+    out["lm_head.weight"] = ((padded_rows(V, tp) // tp, H), dtype)
+    return out
+
+
+def drafter_tensors(cfg: dict) -> dict[str, Spec]:
+    tp = cfg["mapping"]["tp_size"]
+    dtype = TORCH_DTYPES[cfg["dtype"]]
+    H, E, V = cfg["redrafter_hidden_size"], cfg["redrafter_exit_dim"], cfg["vocab_size"]
+    out: dict[str, Spec] = {}
+    if E != 2 * H:
+        out["drafter.input_proj.weight"] = ((E // tp, 2 * H), dtype)
+        out["drafter.input_proj.bias"] = ((E // tp,), dtype)
+    for i in range(cfg["redrafter_num_layers"]):
+        out[f"drafter.layers.{i}.linear.weight"] = ((E // tp, E), dtype)
+        out[f"drafter.layers.{i}.linear.bias"] = ((E // tp,), dtype)
+    out["drafter.lm_head.weight"] = ((V // tp, E), dtype)
+    if cfg["redrafter_is_rnn"]:
+        out |= {"drafter.rnn_u.weight": ((H // tp, H), dtype), "drafter.rnn_u.bias": ((H // tp,), dtype),
+                "drafter.rnn_w.weight": ((H // tp, H), dtype)}
+    return out
+
+
+def expected_tensors(cfg: dict, tp_rank: int) -> dict[str, Spec]:
+    """Every tensor of rank file `tp_rank`: name -> (shape, dtype)."""
+    out = base_tensors(cfg, tp_rank)
+    if is_redrafter(cfg):
+        out |= drafter_tensors(cfg)
+    return out
+
+
+def required_exclusions(cfg: dict) -> list[str]:
+    """Drafter modules an FP8 config must list in `quantization.exclude_modules`."""
+    return drafter_modules(cfg["redrafter_num_layers"], cfg["redrafter_is_rnn"],
+                           cfg["redrafter_exit_dim"] != 2 * cfg["redrafter_hidden_size"])

@@ -1,0 +1,51 @@
+"""One registry: Hugging Face architecture -> how TensorRT-LLM names it and which ReDrafter model wraps it.
+Each entry has a tiny-model test (tests/test_convert.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    hf_architecture: str
+    trtllm_architecture: str   # `base_model_architecture` in the ReDrafter config
+    redrafter_architecture: str
+    attn_bias: bool = False
+    extra_config: dict = field(default_factory=dict)  # fields TensorRT-LLM's from_hugging_face adds
+
+
+REGISTRY: dict[str, ArchSpec] = {}
+
+
+def register(spec: ArchSpec) -> ArchSpec:
+    REGISTRY[spec.hf_architecture] = spec
+    return spec
+
+
+register(ArchSpec("LlamaForCausalLM", "LlamaForCausalLM", "ReDrafterForLLaMALM"))
+# TensorRT-LLM runs Mistral (without a sliding window) as Llama.
+register(ArchSpec("MistralForCausalLM", "LlamaForCausalLM", "ReDrafterForLLaMALM"))
+register(ArchSpec("Qwen2ForCausalLM", "Qwen2ForCausalLM", "ReDrafterForQWenLM", attn_bias=True,
+                  extra_config={"qwen_type": "qwen2"}))
+
+# TensorRT-LLM base checkpoints (the two-step flow) name these architectures.
+TRTLLM_BASES = {"LlamaForCausalLM": "ReDrafterForLLaMALM", "QWenForCausalLM": "ReDrafterForQWenLM",
+                "Qwen2ForCausalLM": "ReDrafterForQWenLM"}
+
+
+def lookup(architecture: str) -> ArchSpec:
+    try:
+        return REGISTRY[architecture]
+    except KeyError:
+        raise ConfigError(f"unsupported architecture {architecture!r}: supported are {', '.join(sorted(REGISTRY))}") from None
+
+
+def redrafter_for_trtllm_base(architecture: str) -> str:
+    try:
+        return TRTLLM_BASES[architecture]
+    except KeyError:
+        raise ConfigError(f"unsupported TensorRT-LLM base architecture {architecture!r}: "
+                          f"supported are {', '.join(sorted(TRTLLM_BASES))}") from None

@@ -1,0 +1,97 @@
+"""Weight-name tables: Hugging Face (input) and Apple (drafter) names -> TensorRT-LLM names, with the
+tensor-parallel rule of each row. `{L}` is the layer index, `{i}` the drafter ResBlock index.
+
+Split kinds (see shard.py):
+    replicate   every rank holds the whole tensor
+    rows        torch.chunk(t, tp, 0)[rank]       column-parallel linear (output features)
+    cols        torch.chunk(t, tp, 1)[rank]       row-parallel linear (input features)
+    qkv         per rank cat(q_r, k_r, v_r); kv heads repeated tp/nkv times first when nkv < tp
+    vocab       rows zero-padded to a multiple of tp, then `rows`
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Rule:
+    dest: str                 # TensorRT-LLM name
+    sources: tuple[str, ...]  # Hugging Face names, in the order they are fused
+    split: str
+    optional: bool = False    # present only in some families (Qwen2's qkv bias)
+
+
+def _qkv(kind: str, optional: bool = False) -> Rule:
+    return Rule(f"transformer.layers.{{L}}.attention.qkv.{kind}",
+                tuple(f"model.layers.{{L}}.self_attn.{p}_proj.{kind}" for p in "qkv"), "qkv", optional)
+
+
+# Llama, Mistral, Qwen2 (decoder layers are identical; Qwen2 adds the qkv bias).
+LAYER_RULES = (
+    Rule("transformer.layers.{L}.input_layernorm.weight", ("model.layers.{L}.input_layernorm.weight",), "replicate"),
+    _qkv("weight"),
+    _qkv("bias", optional=True),
+    Rule("transformer.layers.{L}.attention.dense.weight", ("model.layers.{L}.self_attn.o_proj.weight",), "cols"),
+    Rule("transformer.layers.{L}.post_layernorm.weight", ("model.layers.{L}.post_attention_layernorm.weight",), "replicate"),
+    # TensorRT-LLM's crossing: its `fc` is HF's gate_proj and its `gate` is HF's up_proj.
+    Rule("transformer.layers.{L}.mlp.fc.weight", ("model.layers.{L}.mlp.gate_proj.weight",), "rows"),
+    Rule("transformer.layers.{L}.mlp.gate.weight", ("model.layers.{L}.mlp.up_proj.weight",), "rows"),
+    Rule("transformer.layers.{L}.mlp.proj.weight", ("model.layers.{L}.mlp.down_proj.weight",), "cols"),
+)
+
+MODEL_RULES = (
+    Rule("transformer.vocab_embedding.weight", ("model.embed_tokens.weight",), "replicate"),
+    Rule("transformer.ln_f.weight", ("model.norm.weight",), "replicate"),
+    Rule("lm_head.weight", ("lm_head.weight",), "vocab"),  # tied models: from embed_tokens (see convert.py)
+)
+
+# Source tensors dropped on purpose (recomputed by TensorRT-LLM from the config).
+DROPPED = ("model.layers.{L}.self_attn.rotary_emb.inv_freq",)
+
+# Apple drafter name -> TensorRT-LLM name; every drafter tensor is split `rows` (column-parallel, gathered output).
+DRAFTER_RULES = (
+    ("input_proj.weight", "drafter.input_proj.weight"),
+    ("input_proj.bias", "drafter.input_proj.bias"),
+    ("lm_head.{i}.linear.weight", "drafter.layers.{i}.linear.weight"),
+    ("lm_head.{i}.linear.bias", "drafter.layers.{i}.linear.bias"),
+    ("lm_head.{N}.weight", "drafter.lm_head.weight"),
+    ("rnn_u.weight", "drafter.rnn_u.weight"),
+    ("rnn_u.bias", "drafter.rnn_u.bias"),
+    ("rnn_w.weight", "drafter.rnn_w.weight"),
+)
+
+
+def drafter_to_trtllm(name: str, num_draft_layers: int) -> str:
+    """Apple name (canonical) -> TensorRT-LLM name."""
+    return _translate(name, num_draft_layers, src=0, dst=1)
+
+
+def drafter_from_trtllm(name: str, num_draft_layers: int) -> str:
+    """TensorRT-LLM name -> Apple name."""
+    return _translate(name, num_draft_layers, src=1, dst=0)
+
+
+def _translate(name: str, n: int, src: int, dst: int) -> str:
+    for row in DRAFTER_RULES:
+        if "{i}" in row[src]:
+            prefix, suffix = row[src].split("{i}")
+            if name.startswith(prefix) and name.endswith(suffix):
+                idx = name[len(prefix): len(name) - len(suffix)]
+                if idx.isdigit() and int(idx) < n:
+                    return row[dst].replace("{i}", idx)
+        elif row[src].replace("{N}", str(n)) == name:
+            return row[dst].replace("{N}", str(n))
+    raise KeyError(name)
+
+
+def drafter_modules(num_draft_layers: int, rnn: bool, input_proj: bool) -> list[str]:
+    """Every drafter module name a quantised build must exclude from FP8 (`quantization.exclude_modules`)."""
+    mods = ["drafter", "drafter.layers", "drafter.lm_head"]
+    for i in range(num_draft_layers):
+        mods += [f"drafter.layers.{i}", f"drafter.layers.{i}.linear"]
+    if rnn:
+        mods += ["drafter.rnn_u", "drafter.rnn_w"]
+    if input_proj:
+        mods.append("drafter.input_proj")
+    return mods

@@ -1,0 +1,68 @@
+"""Pure tensor-parallel arithmetic: which rows or columns of a source tensor a rank holds.
+
+Ranges, not tensors, so the converter reads only a rank's part from disk. `take` applies a range to an
+in-memory tensor (for tests and the drafter). Property tested: the shards of every kind join back to the
+source (tests/test_shard.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .errors import ConfigError
+
+
+def even_range(n: int, tp_rank: int, tp_size: int) -> tuple[int, int]:
+    """Rank's [start, stop) of n items cut in tp_size equal blocks (n must divide)."""
+    if n % tp_size:
+        raise ConfigError(f"internal: {n} is not divisible by tp {tp_size}")
+    block = n // tp_size
+    return tp_rank * block, (tp_rank + 1) * block
+
+
+def padded_rows(n: int, tp_size: int) -> int:
+    """Rows after zero-padding n to a multiple of tp_size (TensorRT-LLM's lm_head)."""
+    return math.ceil(n / tp_size) * tp_size
+
+
+def vocab_range(n: int, tp_rank: int, tp_size: int) -> tuple[int, int, int]:
+    """(start, stop, pad) for a rank's rows of a vocab-padded tensor: real rows [start, stop) then `pad` zero rows."""
+    block = padded_rows(n, tp_size) // tp_size
+    start = min(tp_rank * block, n)
+    stop = min((tp_rank + 1) * block, n)
+    return start, stop, block - (stop - start)
+
+
+def kv_head_range(num_kv_heads: int, tp_rank: int, tp_size: int) -> tuple[int, int]:
+    """The kv heads a rank holds. When num_kv_heads < tp_size each head is repeated tp/nkv times,
+    so rank r holds head r // (tp/nkv)."""
+    if num_kv_heads >= tp_size:
+        return even_range(num_kv_heads, tp_rank, tp_size)
+    head = tp_rank // (tp_size // num_kv_heads)
+    return head, head + 1
+
+
+def check_tp(num_heads: int, num_kv_heads: int, intermediate_size: int, tp_size: int) -> None:
+    """TensorRT-LLM's constraints on a base model's tensor parallelism, as one-line errors."""
+    if tp_size < 1:
+        raise ConfigError(f"--tp-size {tp_size} is invalid: use 1 or more")
+    if num_heads % tp_size:
+        raise ConfigError(f"--tp-size {tp_size} does not divide the {num_heads} attention heads: use a divisor of {num_heads}")
+    if num_kv_heads % tp_size and tp_size % num_kv_heads:
+        raise ConfigError(f"--tp-size {tp_size} and the {num_kv_heads} kv heads must divide one another "
+                          f"(a kv head cannot be split): use a divisor or a multiple of {num_kv_heads}")
+    if intermediate_size % tp_size:
+        raise ConfigError(f"--tp-size {tp_size} does not divide the intermediate size {intermediate_size}: "
+                          f"use a divisor of it")
+
+
+def take(t: torch.Tensor, dim: int, start: int, stop: int, pad: int = 0) -> torch.Tensor:
+    """t[start:stop] along dim, followed by `pad` zero slices."""
+    part = t.narrow(dim, start, stop - start)
+    if pad:
+        shape = list(part.shape)
+        shape[dim] = pad
+        part = torch.cat([part, part.new_zeros(shape)], dim)
+    return part
