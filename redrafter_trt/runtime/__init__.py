@@ -1,0 +1,145 @@
+"""Reference runtime: executes a TensorRT-LLM ReDrafter checkpoint (`config.json` + `rank{r}.safetensors`) in
+PyTorch, with ReDrafter's draft / tree-verify / accept loop. Stable Python API:
+
+    from redrafter_trt.runtime import load, generate, generate_tp
+    model = load("ckpt/", device="cpu", dtype=None)          # tp=1 checkpoints; dtype None = the checkpoint's
+    result = generate(model, [[1, 2, 3], [4, 5]], max_new_tokens=64,
+                      num_beams=None, draft_len=None,         # None = the checkpoint's redrafter_* values
+                      temperature=0.0,                        # 0 = greedy (exactly the base's greedy output)
+                      eos_token_id=2, seed=0, use_draft=True)  # use_draft=False: plain decoding, same runtime
+    result.output_ids[i]        # generated ids of prompt i (prompt excluded, EOS kept)
+    result.steps[i]             # decoding steps (the prefill counts as one)
+    result.tokens_per_step[i]   # len(output_ids[i]) / steps[i]
+    result.accepted[i]          # tokens emitted by each step after the prefill (1 + accepted drafts)
+    result.histogram()          # {tokens per step: count} over all prompts
+    result.mean_tokens_per_step, result.total_new_tokens, result.wall_seconds
+
+    # a tp=N checkpoint: N local processes (gloo on CPU, nccl on CUDA), each loading only its own rank file
+    result = generate_tp("ckpt_tp2/", prompt_ids, max_new_tokens=64, device="cpu", ...same keywords...)
+
+Sampling (temperature > 0) is exact: the emitted tokens follow the base model's softmax(logits / T) (see
+`runtime.accept`). No top-k / top-p is applied.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import ConfigError
+from .config import DTYPES, RuntimeConfig
+from .decode import GenerationResult, decode
+from .drafter import CheckpointDrafter
+from .model import BaseModel, read_rank_file
+from .tp import SINGLE, TPGroup, launch
+
+__all__ = ["ReDrafterModel", "GenerationResult", "RuntimeConfig", "load", "generate", "generate_tp", "forward_logits",
+           "forward_logits_tp"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReDrafterModel:
+    config: RuntimeConfig
+    base: BaseModel
+    drafter: CheckpointDrafter | None
+    group: TPGroup = SINGLE
+
+
+def _dtype(dtype) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in DTYPES:
+        return DTYPES[dtype]
+    raise ConfigError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+
+
+def load(checkpoint_dir: Path | str, device: str = "cpu", dtype: torch.dtype | str | None = None,
+         group: TPGroup = SINGLE) -> ReDrafterModel:
+    """Load this process's rank of a checkpoint. Without `group`, the checkpoint must be tp=1."""
+    cfg = RuntimeConfig.from_dir(checkpoint_dir)
+    if cfg.tp_size != group.tp_size:
+        raise ConfigError(f"{checkpoint_dir} is a tp={cfg.tp_size} checkpoint but the runtime runs tp={group.tp_size}: "
+                          f"pass --tp {cfg.tp_size} (Python: generate_tp)")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("--device cuda requested but no CUDA device is available: use --device cpu")
+    tensors = read_rank_file(Path(checkpoint_dir), group.tp_rank)
+    dtype = _dtype(dtype)
+    base = BaseModel(cfg, tensors, group, dtype, device)
+    drafter = CheckpointDrafter(cfg, tensors, base.embed_tokens, group, dtype, device) if cfg.has_drafter else None
+    del tensors
+    log.info("loaded %s rank %d/%d (%s, %s)", checkpoint_dir, group.tp_rank, group.tp_size, base.dtype, device)
+    return ReDrafterModel(cfg, base, drafter, group)
+
+
+def check_draft_shape(cfg: RuntimeConfig, num_beams: int | None, draft_len: int | None, use_draft: bool) -> tuple[int, int]:
+    """The beam width and draft length to use; raises ConfigError above the checkpoint's."""
+    if not use_draft:
+        return 0, 0
+    if not cfg.has_drafter:
+        raise ConfigError("the checkpoint has no drafter (no redrafter_* keys): pass --no-draft, or convert with a drafter")
+    W = cfg.num_beams if num_beams is None else int(num_beams)
+    L = cfg.draft_len if draft_len is None else int(draft_len)
+    if not 1 <= W <= cfg.num_beams:
+        raise ConfigError(f"--num-beams {W} is outside 1..{cfg.num_beams} (the checkpoint's redrafter_num_beams)")
+    if not 0 <= L <= cfg.draft_len:
+        raise ConfigError(f"--draft-len {L} is outside 0..{cfg.draft_len} (the checkpoint's redrafter_draft_len_per_beam)")
+    return W, L
+
+
+def generate(model: ReDrafterModel, prompt_ids: list[list[int]], max_new_tokens: int, num_beams: int | None = None,
+             draft_len: int | None = None, temperature: float = 0.0, eos_token_id: int | list[int] | None = None,
+             seed: int = 0, use_draft: bool = True) -> GenerationResult:
+    """Generate for every prompt in one batch (see the module docstring)."""
+    if not prompt_ids or any(len(p) == 0 for p in prompt_ids):
+        raise ConfigError("every prompt needs at least one token")
+    if temperature < 0:
+        raise ConfigError(f"--temperature {temperature} is negative: use 0 for greedy or a positive value")
+    W, L = check_draft_shape(model.config, num_beams, draft_len, use_draft)
+    return decode(model.base, model.drafter, prompt_ids, max_new_tokens, W, L, temperature, eos_token_id, seed,
+                  model.group)
+
+
+def _tp_worker(group: TPGroup, checkpoint_dir, device, dtype, prompt_ids, kwargs) -> GenerationResult:
+    if device.startswith("cuda"):
+        device = f"cuda:{group.tp_rank}"
+    model = load(checkpoint_dir, device=device, dtype=dtype, group=group)
+    return generate(model, prompt_ids, **kwargs)
+
+
+def generate_tp(checkpoint_dir: Path | str, prompt_ids: list[list[int]], max_new_tokens: int, *, device: str = "cpu",
+                dtype: str | None = None, **kwargs) -> GenerationResult:
+    """`generate` on a tp=N checkpoint in N spawned local processes; returns rank 0's result."""
+    cfg = RuntimeConfig.from_dir(checkpoint_dir)
+    check_draft_shape(cfg, kwargs.get("num_beams"), kwargs.get("draft_len"), kwargs.get("use_draft", True))
+    if cfg.tp_size == 1:
+        return generate(load(checkpoint_dir, device, dtype), prompt_ids, max_new_tokens, **kwargs)
+    return launch(_tp_worker, cfg.tp_size, str(checkpoint_dir), device, dtype, prompt_ids,
+                  {"max_new_tokens": max_new_tokens, **kwargs}, device=device)
+
+
+@torch.no_grad()
+def forward_logits(model: ReDrafterModel, input_ids: list[int]) -> torch.Tensor:
+    """Base-model logits [T, vocab] (float32) of one sequence, no drafting: the conversion check."""
+    T = len(input_ids)
+    base = model.base
+    cache = base.new_cache(1, T)
+    tokens = torch.tensor([input_ids], device=base.device)
+    causal = torch.ones(T, T, dtype=torch.bool, device=base.device).tril()[None]
+    return base.logits(base.forward(tokens, torch.arange(T, device=base.device)[None], causal, cache))[0].cpu()
+
+
+def _logits_worker(group: TPGroup, checkpoint_dir, input_ids, dtype) -> torch.Tensor:
+    return forward_logits(load(checkpoint_dir, dtype=dtype, group=group), input_ids)
+
+
+def forward_logits_tp(checkpoint_dir: Path | str, input_ids: list[int], dtype: str | None = None) -> torch.Tensor:
+    """`forward_logits` of any checkpoint on CPU, in tp_size processes when tp_size > 1."""
+    cfg = RuntimeConfig.from_dir(checkpoint_dir)
+    if cfg.tp_size == 1:
+        return forward_logits(load(checkpoint_dir, dtype=dtype), input_ids)
+    return launch(_logits_worker, cfg.tp_size, str(checkpoint_dir), input_ids, dtype)

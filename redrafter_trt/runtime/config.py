@@ -1,0 +1,111 @@
+"""The parts of a TensorRT-LLM ReDrafter checkpoint's `config.json` the runtime needs, as one frozen dataclass,
+plus RoPE inverse frequencies computed the way transformers computes them (default, linear, llama3)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import ConfigError
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_size: int
+    vocab_size: int
+    norm_epsilon: float
+    rotary_base: float
+    rotary_scaling: dict | None
+    dtype: str
+    tp_size: int
+    architecture: str
+    # drafter (absent in a plain base checkpoint: then only --no-draft decoding works)
+    num_beams: int = 0
+    draft_len: int = 0
+    drafter_layers: int = 0
+    drafter_exit_dim: int = 0
+    drafter_rnn: bool = False
+    greedy_search: bool = True
+
+    @property
+    def has_drafter(self) -> bool:
+        return self.num_beams > 0
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    @classmethod
+    def from_dict(cls, raw: dict, where: str = "config.json") -> "RuntimeConfig":
+        try:
+            mapping = raw.get("mapping") or {}
+            H, nh = int(raw["hidden_size"]), int(raw["num_attention_heads"])
+            dtype = str(raw.get("dtype", "float32"))
+            if dtype not in DTYPES:
+                raise ConfigError(f"{where}: dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+            return cls(
+                hidden_size=H,
+                num_layers=int(raw["num_hidden_layers"]),
+                num_heads=nh,
+                num_kv_heads=int(raw.get("num_key_value_heads") or nh),
+                head_size=int(raw.get("head_size") or H // nh),
+                vocab_size=int(raw["vocab_size"]),
+                norm_epsilon=float(raw.get("norm_epsilon", 1e-6)),
+                rotary_base=float(raw.get("rotary_base") or 10000.0),
+                rotary_scaling=raw.get("rotary_scaling"),
+                dtype=dtype,
+                tp_size=int(mapping.get("tp_size", 1)),
+                architecture=str(raw.get("architecture", "")),
+                num_beams=int(raw.get("redrafter_num_beams", 0) or 0),
+                draft_len=int(raw.get("redrafter_draft_len_per_beam", 0) or 0),
+                drafter_layers=int(raw.get("redrafter_num_layers", 0) or 0),
+                drafter_exit_dim=int(raw.get("redrafter_exit_dim", 0) or 0),
+                drafter_rnn=bool(raw.get("redrafter_is_rnn", False)),
+                greedy_search=bool(raw.get("redrafter_greedy_search", True)),
+            )
+        except KeyError as e:
+            raise ConfigError(f"{where} lacks {e.args[0]}: it is not a TensorRT-LLM checkpoint config") from None
+
+    @classmethod
+    def from_dir(cls, ckpt_dir: Path | str) -> "RuntimeConfig":
+        path = Path(ckpt_dir) / "config.json"
+        if not path.is_file():
+            raise ConfigError(f"{path} is missing: point --checkpoint-dir at the output of `redrafter-trt convert`")
+        try:
+            return cls.from_dict(json.loads(path.read_text()), str(path))
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path} is not valid JSON ({e.msg}): re-run convert") from None
+
+
+def rope_inv_freq(cfg: RuntimeConfig) -> tuple[torch.Tensor, float]:
+    """inv_freq [head_size/2] (float32) and the attention scaling factor, as transformers computes them."""
+    dim = cfg.head_size
+    inv = 1.0 / (cfg.rotary_base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    scaling = cfg.rotary_scaling or {}
+    kind = scaling.get("rope_type", scaling.get("type", "default"))
+    if kind == "default":
+        return inv, 1.0
+    if kind == "linear":
+        return inv / float(scaling["factor"]), 1.0
+    if kind == "llama3":
+        factor, low, high = float(scaling["factor"]), float(scaling["low_freq_factor"]), float(scaling["high_freq_factor"])
+        old = float(scaling["original_max_position_embeddings"])
+        low_wavelen, high_wavelen = old / low, old / high
+        wavelen = 2 * math.pi / inv
+        scaled = torch.where(wavelen > low_wavelen, inv / factor, inv)
+        smooth = (old / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = ~(wavelen < high_wavelen) * ~(wavelen > low_wavelen)
+        return torch.where(medium, smoothed, scaled), 1.0
+    raise ConfigError(f"rotary_scaling type {kind!r} is not supported by the reference runtime "
+                      f"(supported: default, linear, llama3)")

@@ -1,0 +1,172 @@
+"""The decoding loop: prefill, then draft -> tree -> verify -> accept -> commit until every row stops.
+
+Batches: prompts are right-padded for the prefill; from then on each row has its own committed KV length
+(`KVCache.lens`), so rows that accept different numbers of tokens need no padding or realignment. A row leaves
+the batch (its cache rows dropped) when it emits EOS or reaches max_new_tokens; its output is cut right after
+EOS / at max_new_tokens.
+
+Step accounting: the prefill is step 1 and emits the first token; each later step emits accepted drafts + 1.
+Plain decoding (`use_draft=False`) is the same loop with one-token trees, so it emits exactly 1 token per step.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .accept import Acceptance, accept_greedy, accept_sample
+from .drafter import CheckpointDrafter
+from .model import BaseModel
+from .tp import SINGLE, TPGroup
+from .tree import build_tree
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerationResult:
+    """Per prompt, in input order: generated ids (prompt excluded), steps (prefill included) and the tokens
+    emitted at each decoding step after the prefill (1 + accepted drafts; a histogram of these is the
+    acceptance histogram)."""
+
+    output_ids: list[list[int]]
+    steps: list[int]
+    accepted: list[list[int]] = field(default_factory=list)
+    wall_seconds: float = 0.0
+
+    @property
+    def tokens_per_step(self) -> list[float]:
+        return [len(o) / s if s else 0.0 for o, s in zip(self.output_ids, self.steps)]
+
+    @property
+    def total_new_tokens(self) -> int:
+        return sum(len(o) for o in self.output_ids)
+
+    @property
+    def mean_tokens_per_step(self) -> float:
+        steps = sum(self.steps)
+        return self.total_new_tokens / steps if steps else 0.0
+
+    def histogram(self) -> dict[int, int]:
+        """tokens emitted per decoding step -> how many steps emitted that many."""
+        out: dict[int, int] = {}
+        for row in self.accepted:
+            for k in row:
+                out[k] = out.get(k, 0) + 1
+        return dict(sorted(out.items()))
+
+
+def _stop_index(tokens: list[int], eos: set[int]) -> int | None:
+    for i, t in enumerate(tokens):
+        if t in eos:
+            return i
+    return None
+
+
+def _sync(group: TPGroup, *tensors: torch.Tensor) -> list[torch.Tensor]:
+    """Rank 0's values of these integer tensors on every rank (one broadcast)."""
+    if group.tp_size == 1:
+        return list(tensors)
+    flat = torch.cat([t.reshape(-1).long() for t in tensors])
+    group.broadcast(flat)
+    out, i = [], 0
+    for t in tensors:
+        out.append(flat[i: i + t.numel()].view(t.shape).to(t.dtype))
+        i += t.numel()
+    return out
+
+
+@torch.no_grad()
+def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[list[int]], max_new_tokens: int,
+           num_beams: int, draft_len: int, temperature: float = 0.0, eos_token_id: int | list[int] | None = None,
+           seed: int = 0, group: TPGroup = SINGLE) -> GenerationResult:
+    """Generate for every prompt; drafter None (or num_beams/draft_len 0) means plain decoding."""
+    start = time.perf_counter()
+    dev = base.device
+    eos = set([eos_token_id] if isinstance(eos_token_id, int) else (eos_token_id or []))
+    gen = torch.Generator().manual_seed(seed)
+    use_draft = drafter is not None and num_beams > 0 and draft_len > 0
+    W, L = (num_beams, draft_len + 1) if use_draft else (1, 1)
+    B = len(prompt_ids)
+    lengths = torch.tensor([len(p) for p in prompt_ids], device=dev)
+    T = int(lengths.max())
+    outputs: list[list[int]] = [[] for _ in range(B)]
+    accepted: list[list[int]] = [[] for _ in range(B)]
+    steps = [1] * B
+
+    # prefill: right-padded, causal
+    tokens = torch.zeros(B, T, dtype=torch.long, device=dev)
+    for b, p in enumerate(prompt_ids):
+        tokens[b, : len(p)] = torch.tensor(p, dtype=torch.long)
+    cache = base.new_cache(B, T + max_new_tokens + L + W * L + 1)
+    causal = torch.ones(T, T, dtype=torch.bool, device=dev).tril().expand(B, T, T)
+    hidden = base.forward(tokens, torch.arange(T, device=dev).expand(B, T), causal, cache)
+    cache.lens = lengths.clone()
+    rows = torch.arange(B, device=dev)
+    h = hidden[rows, lengths - 1]  # [B, H]
+    logits = base.logits(h)
+    if temperature > 0:
+        g0 = torch.multinomial(torch.softmax(logits.double() / temperature, -1).cpu(), 1, generator=gen)[:, 0].to(dev)
+    else:
+        g0 = logits.argmax(-1)
+    (g0,) = _sync(group, g0)
+    active = list(range(B))
+    for b, t in enumerate(g0.tolist()):
+        outputs[b].append(t)
+    active, keep = _finish(active, outputs, eos, max_new_tokens)
+    cache.select_rows(keep.to(dev)); h, g0 = h[keep], g0[keep]
+
+    while active:
+        if use_draft:
+            beams = drafter.beam_search(h, g0, W, draft_len)
+            (beams,) = _sync(group, beams)
+        else:
+            beams = g0[:, None, None]
+        tree = build_tree(beams)
+        hidden = base.forward(tree.tokens, cache.lens[:, None] + tree.depth, tree.mask, cache)
+        logits = base.logits(hidden)
+        if temperature > 0:
+            acc = accept_sample(beams, tree, logits, temperature, gen)
+        else:
+            acc = accept_greedy(beams, tree, logits)
+        acc = Acceptance(*_sync(group, acc.path, acc.count, acc.emitted, acc.last))
+        cache.commit(acc.path, acc.count)
+        n = len(active)
+        rows = torch.arange(n, device=dev)
+        h = hidden[rows, acc.last]
+        g0 = acc.emitted[rows, acc.count - 1]
+        counts, emitted = acc.count.tolist(), acc.emitted.tolist()
+        for i, b in enumerate(active):
+            room = max_new_tokens - len(outputs[b])
+            new = emitted[i][: min(counts[i], room)]
+            outputs[b].extend(new)
+            accepted[b].append(len(new))
+            steps[b] += 1
+        active, keep = _finish(active, outputs, eos, max_new_tokens)
+        if len(active) < n:
+            cache.select_rows(keep.to(dev)); h, g0 = h[keep], g0[keep]
+    for b in range(B):  # an EOS inside a step's tokens cut that step short
+        excess = 1 + sum(accepted[b]) - len(outputs[b])
+        if excess and accepted[b]:
+            accepted[b][-1] -= excess
+    result = GenerationResult(output_ids=outputs, steps=steps, accepted=accepted,
+                              wall_seconds=time.perf_counter() - start)
+    log.info("generated %d tokens in %.2fs, %.2f tokens/step", result.total_new_tokens, result.wall_seconds,
+             result.mean_tokens_per_step)
+    return result
+
+
+def _finish(active: list[int], outputs: list[list[int]], eos: set[int], max_new: int) -> tuple[list[int], torch.Tensor]:
+    """Cut outputs after EOS; return the rows still running and their positions in the current batch."""
+    still, keep = [], []
+    for i, b in enumerate(active):
+        stop = _stop_index(outputs[b], eos)
+        if stop is not None:
+            del outputs[b][stop + 1:]
+        elif len(outputs[b]) < max_new:
+            still.append(b)
+            keep.append(i)
+    return still, torch.tensor(keep, dtype=torch.long)

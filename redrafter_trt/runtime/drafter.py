@@ -1,0 +1,90 @@
+"""The drafter from a checkpoint's `drafter.*` tensors, and its beam search.
+
+Every drafter tensor is cut in tp row blocks (`torch.chunk(t, tp, 0)[r]`): each layer is column-parallel with a
+gathered output (all-gather along the last dim), so every rank ends up with the same full activations.
+Math (Apple's `Drafter`, see `redrafter_trt.drafter`): state s0 = 0,
+    s = silu(rnn_w(emb(tok)) + rnn_u(s))  if rnn  else  emb(tok) + s
+    x = input_proj(cat([context, s])) if present; x = x + silu(linear_i(x)) for each layer; logits = lm_head(x)
+Beam search (W beams, L = draft_len + 1 columns including the guaranteed token): log_softmax of
+(logits - max) with all but the top 50 set to -50000; the first step grows only beam 0; each step keeps the top
+W of W x V by running log-probability.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import TensorError
+from .config import RuntimeConfig
+from .tp import SINGLE, TPGroup
+
+TOP_K = 50
+LOG_0 = -50000.0
+
+
+class CheckpointDrafter:
+    def __init__(self, cfg: RuntimeConfig, tensors: dict[str, torch.Tensor], embed_fn, group: TPGroup = SINGLE,
+                 dtype: torch.dtype | None = None, device: str = "cpu"):
+        self.group, self.embed_fn, self.rnn = group, embed_fn, cfg.drafter_rnn
+        dtype = dtype or cfg.torch_dtype
+
+        def take(name: str, required: bool = True):
+            t = tensors.get("drafter." + name)
+            if t is None and required:
+                raise TensorError(f"checkpoint rank {group.tp_rank} lacks drafter.{name}: re-run convert")
+            return None if t is None else t.to(device=device, dtype=dtype)
+
+        self.input_proj = (take("input_proj.weight", False), take("input_proj.bias", False))
+        self.layers = [(take(f"layers.{i}.linear.weight"), take(f"layers.{i}.linear.bias"))
+                       for i in range(cfg.drafter_layers)]
+        self.lm_head = take("lm_head.weight")
+        if self.rnn:
+            self.rnn_u = (take("rnn_u.weight"), take("rnn_u.bias"))
+            self.rnn_w = take("rnn_w.weight")
+        self.vocab_size = cfg.vocab_size
+
+    def _linear(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+        return self.group.all_gather(F.linear(x, w, b))
+
+    def next_state(self, state: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """state [..., H], tokens [...] -> new state [..., H]."""
+        emb = self.embed_fn(tokens)
+        if self.rnn:
+            return F.silu(self._linear(emb, self.rnn_w) + self._linear(state, *self.rnn_u))
+        return emb + state
+
+    def logits(self, context: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """context, state [..., H] -> logits [..., V] (float32)."""
+        x = torch.cat([context, state], dim=-1)
+        if self.input_proj[0] is not None:
+            x = self._linear(x, *self.input_proj)
+        for w, b in self.layers:
+            x = x + F.silu(self._linear(x, w, b))
+        return self._linear(x, self.lm_head)[..., : self.vocab_size].float()
+
+    @torch.no_grad()
+    def beam_search(self, context: torch.Tensor, token: torch.Tensor, num_beams: int, draft_len: int) -> torch.Tensor:
+        """context [B, H] (base hidden after ln_f at the last accepted position), token [B] (the guaranteed
+        token) -> beams [B, W, L] with L = draft_len + 1 and beams[:, :, 0] = token."""
+        B, H = context.shape
+        V = self.vocab_size
+        beams = token[:, None, None]  # the first step grows beam 0 only: start from one beam
+        if draft_len == 0:
+            return beams.expand(B, num_beams, 1).contiguous()
+        ctx = context[:, None, :]
+        state = torch.zeros_like(ctx)
+        score = torch.zeros(B, 1, device=context.device)
+        rows = torch.arange(B, device=context.device)[:, None]
+        for _ in range(draft_len):
+            w = beams.shape[1]
+            state = self.next_state(state, beams[..., -1])
+            logits = self.logits(ctx.expand(B, w, H), state)
+            logits = logits - logits.max(-1, keepdim=True).values
+            kth = logits.topk(min(TOP_K, V), dim=-1).values[..., -1:]
+            logp = logits.masked_fill(logits < kth, LOG_0).log_softmax(-1)
+            score, idx = (logp + score[..., None]).reshape(B, w * V).topk(num_beams, dim=-1)
+            parent, tok = idx // V, idx % V
+            beams = torch.cat([beams[rows, parent], tok[..., None]], dim=-1)
+            state = state[rows, parent]
+        return beams

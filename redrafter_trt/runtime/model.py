@@ -1,0 +1,165 @@
+"""The base model (Llama / Qwen2 semantics) executed straight from one rank file of a TensorRT-LLM checkpoint.
+
+Names are TensorRT-LLM's: `attention.qkv` = per rank cat(q_r, k_r, v_r) (+bias for Qwen2), `attention.dense`
+(row-parallel: all-reduce), `mlp.fc` = gate_proj, `mlp.gate` = up_proj (both column-parallel), `mlp.proj`
+(row-parallel: all-reduce), `lm_head` (column-parallel, rows padded to a multiple of tp: all-gather, then sliced
+to vocab_size). FP8 linears (float8_e4m3fn + `weights_scaling_factor`) are dequantised on load.
+
+Shapes: B batch rows, T new tokens, S cached slots, H hidden, hq/hkv local heads, hd head size.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from ..errors import ConfigError, TensorError
+from .cache import KVCache
+from .config import RuntimeConfig, rope_inv_freq
+from .tp import SINGLE, TPGroup
+
+log = logging.getLogger(__name__)
+
+FP8 = getattr(torch, "float8_e4m3fn", None)
+
+
+@dataclass
+class Layer:
+    input_norm: torch.Tensor   # [H]
+    qkv: torch.Tensor          # [(hq + 2 hkv) hd, H]
+    qkv_bias: torch.Tensor | None
+    dense: torch.Tensor        # [H, hq hd]
+    post_norm: torch.Tensor    # [H]
+    fc: torch.Tensor           # gate_proj [I/tp, H]
+    gate: torch.Tensor         # up_proj   [I/tp, H]
+    proj: torch.Tensor         # down_proj [H, I/tp]
+
+
+def read_rank_file(ckpt_dir: Path, tp_rank: int) -> dict[str, torch.Tensor]:
+    """Only this rank's tensors; FP8 linear weights dequantised to float32 (weight * weights_scaling_factor)."""
+    path = Path(ckpt_dir) / f"rank{tp_rank}.safetensors"
+    if not path.is_file():
+        raise ConfigError(f"{path} is missing: the checkpoint is incomplete, re-run convert")
+    try:
+        raw = load_file(str(path))
+    except Exception as e:  # safetensors raises several types for a bad file
+        raise TensorError(f"{path} is truncated or not a safetensors file ({e}): re-run convert") from None
+    out = {}
+    for name, t in raw.items():
+        if name.endswith((".weights_scaling_factor", ".activation_scaling_factor", ".kv_cache_scaling_factor")):
+            continue
+        if FP8 is not None and t.dtype == FP8:
+            scale = raw.get(name[: -len("weight")] + "weights_scaling_factor")
+            if scale is None:
+                raise TensorError(f"{path}: FP8 tensor {name} has no weights_scaling_factor: re-export the checkpoint")
+            t = t.float() * scale.float()
+        out[name] = t
+    return out
+
+
+class BaseModel:
+    """One tensor-parallel rank of the base model. `forward` runs new tokens against a KVCache."""
+
+    def __init__(self, cfg: RuntimeConfig, tensors: dict[str, torch.Tensor], group: TPGroup = SINGLE,
+                 dtype: torch.dtype | None = None, device: str = "cpu"):
+        self.cfg, self.group, self.device = cfg, group, torch.device(device)
+        self.dtype = dtype or cfg.torch_dtype
+
+        def take(name: str, required: bool = True) -> torch.Tensor | None:
+            t = tensors.get(name)
+            if t is None:
+                if required:
+                    raise TensorError(f"checkpoint rank {group.tp_rank} lacks {name}: re-run convert")
+                return None
+            return t.to(device=self.device, dtype=self.dtype)
+
+        self.embed = take("transformer.vocab_embedding.weight")
+        self.layers = []
+        for i in range(cfg.num_layers):
+            p = f"transformer.layers.{i}."
+            self.layers.append(Layer(
+                input_norm=take(p + "input_layernorm.weight"), qkv=take(p + "attention.qkv.weight"),
+                qkv_bias=take(p + "attention.qkv.bias", required=False), dense=take(p + "attention.dense.weight"),
+                post_norm=take(p + "post_layernorm.weight"), fc=take(p + "mlp.fc.weight"),
+                gate=take(p + "mlp.gate.weight"), proj=take(p + "mlp.proj.weight")))
+        self.ln_f = take("transformer.ln_f.weight")
+        self.lm_head = take("lm_head.weight")
+        hd = cfg.head_size
+        self.local_heads = self.layers[0].dense.shape[1] // hd
+        self.local_kv_heads = (self.layers[0].qkv.shape[0] // hd - self.local_heads) // 2
+        if self.local_heads * group.tp_size != cfg.num_heads or self.local_kv_heads < 1:
+            raise TensorError(f"attention shapes of rank {group.tp_rank} do not match config.json "
+                              f"(num_attention_heads={cfg.num_heads}, tp_size={group.tp_size}): re-run convert")
+        inv_freq, self.rope_scale = rope_inv_freq(cfg)
+        self.inv_freq = inv_freq.to(self.device)
+        self.vocab_sharded = self.embed.shape[0] * group.tp_size >= cfg.vocab_size > self.embed.shape[0]
+
+    # ---- pieces -------------------------------------------------------------------------------------------
+    def rms_norm(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.cfg.norm_epsilon)
+        return w * xf.to(x.dtype)
+
+    def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens [...] -> [..., H]; a vocab-sharded embedding looks up local rows and all-reduces."""
+        if not self.vocab_sharded:
+            return F.embedding(tokens, self.embed)
+        rows = self.embed.shape[0]
+        local = tokens - self.group.tp_rank * rows
+        inside = (local >= 0) & (local < rows)
+        out = F.embedding(local.clamp(0, rows - 1), self.embed) * inside[..., None].to(self.dtype)
+        return self.group.all_reduce(out)
+
+    def rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """positions [B, T] -> cos, sin [B, 1, T, hd] in the model dtype."""
+        freqs = positions.float()[..., None] * self.inv_freq
+        emb = torch.cat([freqs, freqs], dim=-1)
+        return ((emb.cos() * self.rope_scale).to(self.dtype)[:, None],
+                (emb.sin() * self.rope_scale).to(self.dtype)[:, None])
+
+    @staticmethod
+    def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        half = x.shape[-1] // 2
+        rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+        return x * cos + rotated * sin
+
+    # ---- forward ------------------------------------------------------------------------------------------
+    def forward(self, tokens: torch.Tensor, positions: torch.Tensor, tree_mask: torch.Tensor,
+                cache: KVCache) -> torch.Tensor:
+        """tokens, positions [B, T]; tree_mask [B, T, T] (which new tokens each new token sees, itself
+        included) -> final-normed hidden states [B, T, H]. Writes the new tokens' KV at slots lens+i; does not
+        advance cache.lens (see KVCache.commit)."""
+        B, T = tokens.shape
+        hd, hq, hkv = self.cfg.head_size, self.local_heads, self.local_kv_heads
+        slots = cache.slots(T)
+        end = int(slots.max()) + 1
+        mask = cache.attention_mask(tree_mask, end)[:, None]  # [B, 1, T, S]
+        cos, sin = self.rope(positions)
+        x = self.embed_tokens(tokens)
+        for i, L in enumerate(self.layers):
+            h = self.rms_norm(x, L.input_norm)
+            qkv = F.linear(h, L.qkv, L.qkv_bias).view(B, T, hq + 2 * hkv, hd).transpose(1, 2)
+            q, k, v = qkv.split([hq, hkv, hkv], dim=1)
+            q, k = self.apply_rope(q, cos, sin), self.apply_rope(k, cos, sin)
+            keys, values = cache.write(i, k, v, slots)
+            att = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=hq != hkv)
+            att = F.linear(att.transpose(1, 2).reshape(B, T, hq * hd), L.dense)
+            x = x + self.group.all_reduce(att)
+            h = self.rms_norm(x, L.post_norm)
+            mlp = F.linear(F.silu(F.linear(h, L.fc)) * F.linear(h, L.gate), L.proj)
+            x = x + self.group.all_reduce(mlp)
+        return self.rms_norm(x, self.ln_f)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden [..., H] -> float32 logits [..., vocab_size] (padding rows of lm_head dropped)."""
+        local = F.linear(hidden, self.lm_head)
+        return self.group.all_gather(local)[..., : self.cfg.vocab_size].float()
+
+    def new_cache(self, batch: int, capacity: int) -> KVCache:
+        return KVCache(self.cfg.num_layers, batch, self.local_kv_heads, capacity, self.cfg.head_size,
+                       self.dtype, self.device)

@@ -1,0 +1,94 @@
+"""Tensor parallelism for the reference runtime: a tiny communicator over torch.distributed (gloo on CPU,
+nccl on CUDA) and a launcher that runs one function in `tp_size` local processes.
+
+Each process loads only `rank{tp_rank}.safetensors`; the layers combine their shards with the collectives the
+TensorRT-LLM layout implies: row-parallel `attention.dense` and `mlp.proj` -> all-reduce (sum), column-parallel
+`lm_head` and drafter layers -> all-gather along the last dim. Random decisions (sampling acceptance) are taken
+on rank 0 and broadcast, so every rank keeps the same tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import socket
+import tempfile
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from ..errors import RedrafterError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TPGroup:
+    """tp_rank / tp_size of this process; size 1 means no communication at all."""
+
+    tp_rank: int = 0
+    tp_size: int = 1
+
+    def all_reduce(self, x: torch.Tensor) -> torch.Tensor:
+        """Sum of x over ranks (in place when distributed)."""
+        if self.tp_size > 1:
+            dist.all_reduce(x)
+        return x
+
+    def all_gather(self, x: torch.Tensor) -> torch.Tensor:
+        """[..., n] per rank -> [..., tp_size * n], rank-ordered along the last dim."""
+        if self.tp_size == 1:
+            return x
+        x = x.contiguous()
+        parts = [torch.empty_like(x) for _ in range(self.tp_size)]
+        dist.all_gather(parts, x)
+        return torch.cat(parts, dim=-1)
+
+    def broadcast(self, x: torch.Tensor) -> torch.Tensor:
+        """Rank 0's x on every rank (in place)."""
+        if self.tp_size > 1:
+            dist.broadcast(x, src=0)
+        return x
+
+
+SINGLE = TPGroup()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(tp_rank: int, tp_size: int, port: int, backend: str, fn, args, result_path: str) -> None:
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // tp_size))
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=tp_rank, world_size=tp_size)
+    try:
+        if backend == "nccl":
+            torch.cuda.set_device(tp_rank)
+        result = ("ok", fn(TPGroup(tp_rank, tp_size), *args))
+    except RedrafterError as e:  # the user's mistake: hand it to the parent as is
+        result = ("error", e)
+    finally:
+        dist.destroy_process_group()
+    if tp_rank == 0:
+        with open(result_path, "wb") as f:
+            pickle.dump(result, f)
+
+
+def launch(fn, tp_size: int, *args, device: str = "cpu"):
+    """Run `fn(group, *args)` in tp_size spawned processes; return rank 0's result (or re-raise rank 0's
+    RedrafterError). `fn` must be a module-level function; its result is pickled through a temporary file."""
+    import torch.multiprocessing as mp
+
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    with tempfile.TemporaryDirectory(prefix="redrafter-tp-") as tmp:
+        path = os.path.join(tmp, "result.pkl")
+        mp.spawn(_worker, args=(tp_size, free_port(), backend, fn, args, path), nprocs=tp_size, join=True)
+        with open(path, "rb") as f:
+            status, value = pickle.load(f)
+    if status == "error":
+        raise value
+    return value
