@@ -1,0 +1,201 @@
+"""nvidia-modelopt as an independent oracle for the base part of our checkpoints.
+
+modelopt's `export_tensorrt_llm_checkpoint` runs on CPU without TensorRT-LLM and writes the same TensorRT-LLM base
+format from an in-memory Hugging Face model. For each case the base tensors of `convert`'s output (everything but
+`drafter.*`) must equal modelopt's tensor for tensor: names, shapes, dtypes and values (bit-exact), and the model
+fields of config.json must agree where modelopt is right.
+
+Deliberate differences, each handled explicitly below:
+- Embedding: modelopt writes `use_parallel_embedding: true` (vocab_embedding rows zero-padded to a multiple of tp
+  and cut on dim 0); TensorRT-LLM's own `convert_checkpoint.py` defaults to a replicated embedding. Both are valid
+  TensorRT-LLM layouts. When ours is replicated we compare it with modelopt's shards joined and unpadded.
+- `rotary_base` / `rotary_scaling`: modelopt 0.47 under transformers 5 writes null (format page); ours must equal
+  the HF config's instead.
+- `logits_dtype`: modelopt writes float16 whatever the dtype; TensorRT-LLM's converter writes float32.
+- Keys only modelopt writes (`rank`, `decoder`, `rmsnorm`, `producer`, ...) or only we write (`redrafter_*`,
+  `attn_bias`, `qwen_type`, ...) are not compared; `attn_bias` and `qwen_type` are checked against the HF config.
+- modelopt is wrong for nkv=3 at tp=2: it cuts a kv head in two. That case checks modelopt's bad split (so the
+  test notices if modelopt changes) and that our converter refuses it with a ConfigError.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tinymodels import make_drafter, make_hf
+
+pytest.importorskip("modelopt.torch.export", reason="the oracle needs nvidia-modelopt (pip install -e '.[test]')")
+
+DECODER = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Qwen2ForCausalLM": "qwen"}
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+# Model fields TensorRT-LLM reads, on which modelopt 0.47 is right.
+MODEL_FIELDS = ("dtype", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "hidden_size",
+                "head_size", "intermediate_size", "vocab_size", "max_position_embeddings", "hidden_act",
+                "norm_epsilon", "position_embedding_type")
+LLAMA3_SCALING = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                  "original_max_position_embeddings": 128}
+
+
+def modelopt_export(hf_dir: Path, out_dir: Path, *, tp_size: int, dtype: str) -> Path:
+    """modelopt's TensorRT-LLM base checkpoint of the HF model in `hf_dir`, unquantised, at `tp_size`."""
+    from modelopt.torch.export import export_tensorrt_llm_checkpoint
+    from transformers import AutoModelForCausalLM
+
+    hf = json.loads((Path(hf_dir) / "config.json").read_text())
+    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=DTYPES[dtype]).eval()
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("ignore")  # "No module named 'tensorrt_llm'": modelopt falls back to its own config
+        export_tensorrt_llm_checkpoint(model, DECODER[hf["architectures"][0]], dtype=DTYPES[dtype],
+                                       export_dir=out_dir, inference_tensor_parallel=tp_size)
+    return Path(out_dir)
+
+
+def hf_rope(hf: dict) -> tuple[float, dict | None]:
+    """(rope_theta, rope_scaling) as TensorRT-LLM's from_hugging_face reads them, from either HF layout.
+    Written independently of redrafter_trt.config on purpose."""
+    if "rope_parameters" in hf:
+        params = dict(hf["rope_parameters"])
+        theta = params.pop("rope_theta")
+        return theta, (None if params.get("rope_type", "default") == "default" else params)
+    return hf.get("rope_theta", 10000.0), hf.get("rope_scaling")
+
+
+def base_tensors(folder: Path, tp_rank: int) -> dict[str, torch.Tensor]:
+    weights = load_file(Path(folder) / f"rank{tp_rank}.safetensors")
+    return {k: v for k, v in weights.items() if not k.startswith("drafter.")}
+
+
+def assert_same_base(ours: Path, oracle: Path, tp_size: int) -> None:
+    our_cfg = json.loads((ours / "config.json").read_text())
+    vocab = our_cfg["vocab_size"]
+    oracle_ranks = [base_tensors(oracle, r) for r in range(tp_size)]
+    if not our_cfg.get("use_parallel_embedding"):
+        # Deliberate difference (module docstring): join modelopt's padded dim-0 shards into the replicated table.
+        full = torch.cat([w["transformer.vocab_embedding.weight"] for w in oracle_ranks])
+        assert not full[vocab:].any(), "modelopt's vocab padding rows are not zero"
+        for w in oracle_ranks:
+            w["transformer.vocab_embedding.weight"] = full[:vocab]
+    for r in range(tp_size):
+        mine, theirs = base_tensors(ours, r), oracle_ranks[r]
+        assert sorted(mine) == sorted(theirs), (f"rank {r}: only ours {sorted(set(mine) - set(theirs))}, "
+                                                f"only modelopt {sorted(set(theirs) - set(mine))}")
+        for name in sorted(mine):
+            a, b = mine[name], theirs[name]
+            assert (a.dtype, tuple(a.shape)) == (b.dtype, tuple(b.shape)), \
+                f"rank {r} {name}: ours {a.dtype} {tuple(a.shape)}, modelopt {b.dtype} {tuple(b.shape)}"
+            assert torch.equal(a, b), f"rank {r} {name}: values differ (max abs {(a.float() - b.float()).abs().max()})"
+
+
+def assert_same_config(ours: Path, oracle: Path, hf_dir: Path) -> None:
+    mine = json.loads((ours / "config.json").read_text())
+    theirs = json.loads((oracle / "config.json").read_text())
+    hf = json.loads((hf_dir / "config.json").read_text())
+    for key in MODEL_FIELDS:
+        assert mine[key] == theirs[key], f"{key}: ours {mine[key]!r}, modelopt {theirs[key]!r}"
+    assert mine["base_model_architecture"] == theirs["architecture"]
+    for key in ("world_size", "tp_size", "pp_size"):
+        assert mine["mapping"][key] == theirs["mapping"][key], f"mapping.{key}"
+    assert mine.get("share_embedding_table", False) == theirs["share_embedding_table"]
+    assert (mine["quantization"] or {}).get("quant_algo") is None
+    # modelopt writes null here (the bug the format page warns about); ours must follow the HF config.
+    theta, scaling = hf_rope(hf)
+    assert mine["rotary_base"] == theta
+    assert mine["rotary_scaling"] == scaling
+    for key, value in (("rotary_base", theta), ("rotary_scaling", scaling)):
+        assert theirs.get(key) is None or theirs[key] == value, f"modelopt now writes {key}: compare it"
+    qwen = hf["architectures"][0] == "Qwen2ForCausalLM"
+    # modelopt omits attn_bias and qwen_type; TensorRT-LLM's QWenConfig defaults attn_bias to true but qwen_type
+    # to the first Qwen, so our explicit values are required.
+    assert mine.get("attn_bias", False) == qwen
+    assert mine.get("qwen_type") == ("qwen2" if qwen else None)
+
+
+def convert_and_export(hf_dir: Path, tmp_path: Path, tp_size: int, dtype: str) -> tuple[Path, Path]:
+    from redrafter_trt.convert import convert
+
+    drafter = make_drafter(tmp_path / "drafter", hf_dir)
+    ours = convert(hf_dir, drafter, tmp_path / "ours", tp_size=tp_size, dtype=dtype)
+    oracle = modelopt_export(hf_dir, tmp_path / "modelopt", tp_size=tp_size, dtype=dtype)
+    return Path(ours), oracle
+
+
+@pytest.fixture(scope="module")
+def tiny_variants(tmp_path_factory, tiny_llama, tiny_llama_tied, tiny_qwen2):
+    root = tmp_path_factory.mktemp("oracle_models")
+    return {
+        "llama_gqa": tiny_llama,            # 4 heads, 2 kv heads, untied
+        "llama_gqa_tied": tiny_llama_tied,
+        "qwen2": tiny_qwen2,                # qkv bias, rope_theta 1e6
+        # Llama-3 style: one kv head (duplicated at tp > 1), rope_theta 5e5 with llama3 scaling, both HF layouts
+        "llama3_top": make_hf(root / "llama3_top", "llama", rope_layout="top", rope_theta=500000.0,
+                              rope_scaling=LLAMA3_SCALING, num_key_value_heads=1),
+        "llama3_params": make_hf(root / "llama3_params", "llama", rope_layout="params", rope_theta=500000.0,
+                                 rope_scaling=LLAMA3_SCALING, num_key_value_heads=1),
+    }
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("tp_size", [1, 2, 4])
+@pytest.mark.parametrize("variant", ["llama_gqa", "llama_gqa_tied", "qwen2"])
+def test_tiny_base_equals_modelopt(tiny_variants, tmp_path, variant, tp_size, dtype):
+    hf_dir = tiny_variants[variant]
+    ours, oracle = convert_and_export(hf_dir, tmp_path, tp_size, dtype)
+    assert_same_base(ours, oracle, tp_size)
+    assert_same_config(ours, oracle, hf_dir)
+
+
+@pytest.mark.parametrize("tp_size", [1, 2, 4])
+@pytest.mark.parametrize("variant", ["llama3_top", "llama3_params"])
+def test_llama3_style_equals_modelopt(tiny_variants, tmp_path, variant, tp_size):
+    hf_dir = tiny_variants[variant]
+    ours, oracle = convert_and_export(hf_dir, tmp_path, tp_size, "bfloat16")
+    assert_same_base(ours, oracle, tp_size)
+    assert_same_config(ours, oracle, hf_dir)
+
+
+def test_modelopt_splits_a_kv_head_where_we_refuse(tmp_path):
+    """nkv=3, tp=2: modelopt silently writes 1.5 kv heads per rank (TensorRT-LLM cannot run it); we must refuse."""
+    from redrafter_trt.convert import convert
+    from redrafter_trt.errors import ConfigError
+
+    hf_dir = make_hf(tmp_path / "nkv3", "llama", hidden_size=96, num_attention_heads=6, num_key_value_heads=3)
+    oracle = modelopt_export(hf_dir, tmp_path / "modelopt", tp_size=2, dtype="float16")
+    head_size, q_rows = 16, 6 * 16 // 2
+    kv_rows = (base_tensors(oracle, 0)["transformer.layers.0.attention.qkv.weight"].shape[0] - q_rows) // 2
+    assert kv_rows == 3 * head_size // 2 and kv_rows % head_size, "modelopt no longer splits a kv head: revisit"
+    drafter = make_drafter(tmp_path / "drafter", hf_dir)
+    with pytest.raises(ConfigError, match="kv heads"):
+        convert(hf_dir, drafter, tmp_path / "ours", tp_size=2, dtype="float16")
+    assert not (tmp_path / "ours").exists()
+
+
+@pytest.mark.parametrize("tp_size", [1, pytest.param(3, marks=pytest.mark.slow)])
+def test_smollm2_equals_modelopt(smollm2, tmp_path, tp_size):
+    ours, oracle = convert_and_export(smollm2, tmp_path, tp_size, "bfloat16")
+    assert_same_base(ours, oracle, tp_size)
+    assert_same_config(ours, oracle, smollm2)
+
+
+def test_oracle_comparison_catches_mistakes(tiny_llama, tmp_path):
+    """The comparison itself can fail: swapping TensorRT-LLM's crossed fc/gate or dropping rotary_base is caught."""
+    from safetensors.torch import save_file
+
+    ours, oracle = convert_and_export(tiny_llama, tmp_path, 2, "float16")
+    path = ours / "rank1.safetensors"
+    weights = load_file(path)
+    fc, gate = "transformer.layers.1.mlp.fc.weight", "transformer.layers.1.mlp.gate.weight"
+    weights[fc], weights[gate] = weights[gate], weights[fc]
+    save_file(weights, path)
+    with pytest.raises(AssertionError, match="rank 1 transformer.layers.1.mlp"):
+        assert_same_base(ours, oracle, 2)
+    cfg = json.loads((ours / "config.json").read_text())
+    cfg["rotary_base"] = None
+    (ours / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(AssertionError):
+        assert_same_config(ours, oracle, tiny_llama)
