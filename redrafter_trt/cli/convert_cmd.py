@@ -7,10 +7,13 @@ from pathlib import Path
 
 import click
 
+from ..presets import config_option
+
 PATH = click.Path(path_type=Path)
 
 
 @click.command()
+@config_option
 @click.option("--base", "--base_model_checkpoint_dir", "base", type=PATH, required=True,
               help="Hugging Face folder (Llama, Mistral, Qwen2) or a TensorRT-LLM base checkpoint (bf16/fp16/FP8).")
 @click.option("--drafter", "--drafter_model_dir", "drafter", type=PATH, required=True,

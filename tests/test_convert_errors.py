@@ -1,0 +1,220 @@
+"""Bad input to `convert`: exit 2, one line on stderr naming the problem and the fix, no traceback, and no
+output folder left behind. A SIGKILLed conversion leaves nothing `inspect` accepts."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file, save_file
+
+from redrafter_trt.cli import main
+from tinymodels import make_drafter, make_hf
+
+
+def run_cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def assert_one_line_error(result, *needles):
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.output
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+@pytest.fixture()
+def parts(tmp_path, tiny_llama):
+    base = tmp_path / "base"
+    shutil.copytree(tiny_llama, base)
+    drafter = make_drafter(tmp_path / "drafter", base)
+    return base, drafter, tmp_path / "out"
+
+
+def convert_err(parts, *extra, base=None, drafter=None):
+    b, d, out = parts
+    result = run_cli("convert", "--base", base or b, "--drafter", drafter or d, "--output", out, *extra)
+    assert not out.exists(), "a failed conversion left an output folder"
+    assert not list(out.parent.glob(f".{out.name}.partial-*")), "a failed conversion left a partial folder"
+    return result
+
+
+def test_missing_folder(parts, tmp_path):
+    assert_one_line_error(convert_err(parts, base=tmp_path / "nope"), "does not exist")
+
+
+def test_missing_config(parts):
+    (parts[0] / "config.json").unlink()
+    assert_one_line_error(convert_err(parts), "config.json")
+
+
+def test_unsupported_architecture(parts):
+    cfg = json.loads((parts[0] / "config.json").read_text())
+    cfg["architectures"] = ["GPT2LMHeadModel"]
+    (parts[0] / "config.json").write_text(json.dumps(cfg))
+    assert_one_line_error(convert_err(parts), "GPT2LMHeadModel", "LlamaForCausalLM", "Qwen2ForCausalLM")
+
+
+def test_drafter_hidden_mismatch(parts, tmp_path):
+    other = make_hf(tmp_path / "other", "llama", hidden_size=32, intermediate_size=64)
+    assert_one_line_error(convert_err(parts, drafter=make_drafter(tmp_path / "d2", other)), "hidden_size 32")
+
+
+def test_drafter_vocab_mismatch(parts, tmp_path):
+    other = make_hf(tmp_path / "other", "llama", vocab_size=128)
+    assert_one_line_error(convert_err(parts, drafter=make_drafter(tmp_path / "d2", other)), "vocab 128")
+
+
+@pytest.mark.parametrize("tp,needle", [(3, "attention heads"), (8, "attention heads")])
+def test_tp_heads(parts, tp, needle):
+    assert_one_line_error(convert_err(parts, "--tp-size", tp), needle)
+
+
+def test_tp_kv_heads(tmp_path):
+    base = make_hf(tmp_path / "b", "llama", num_attention_heads=6, num_key_value_heads=3, hidden_size=96,
+                   intermediate_size=192)
+    parts = (base, make_drafter(tmp_path / "d", base), tmp_path / "out")
+    assert_one_line_error(convert_err(parts, "--tp-size", 2), "kv heads")
+
+
+def test_tp_intermediate(tmp_path):
+    base = make_hf(tmp_path / "b", "llama", intermediate_size=130)
+    parts = (base, make_drafter(tmp_path / "d", base), tmp_path / "out")
+    assert_one_line_error(convert_err(parts, "--tp-size", 4), "intermediate size 130")
+
+
+def test_tp_drafter_dims(tmp_path):
+    base = make_hf(tmp_path / "b", "llama", vocab_size=254)
+    parts = (base, make_drafter(tmp_path / "d", base), tmp_path / "out")
+    assert_one_line_error(convert_err(parts, "--tp-size", 4), "vocab V = 254")
+    parts = (base, make_drafter(tmp_path / "d2", base, exit_dim=30), tmp_path / "out")
+    assert_one_line_error(convert_err(parts, "--tp-size", 4), "exit_dim E = 30")
+
+
+def test_tp_differs_from_trtllm_base(parts, tmp_path):
+    base_ckpt = tmp_path / "tb"
+    from redrafter_trt.convert import convert
+
+    convert(parts[0], parts[1], tmp_path / "full", tp_size=2)
+    shutil.copytree(tmp_path / "full", base_ckpt)
+    cfg = json.loads((base_ckpt / "config.json").read_text())
+    for k in [k for k in cfg if k.startswith("redrafter_")] + ["base_model_architecture", "producer"]:
+        cfg.pop(k)
+    cfg["architecture"] = "LlamaForCausalLM"
+    (base_ckpt / "config.json").write_text(json.dumps(cfg))
+    for r in range(2):
+        t = load_file(base_ckpt / f"rank{r}.safetensors")
+        save_file({k: v for k, v in t.items() if not k.startswith("drafter.")}, base_ckpt / f"rank{r}.safetensors")
+    assert_one_line_error(convert_err(parts, "--tp-size", 1, base=base_ckpt), "differs from the base checkpoint's tp_size 2")
+    cfg["mapping"]["pp_size"] = 2
+    (base_ckpt / "config.json").write_text(json.dumps(cfg))
+    assert_one_line_error(convert_err(parts, base=base_ckpt), "pipeline parallel")
+
+
+def test_drafter_tensor_problems(parts):
+    d = parts[1]
+    t = load_file(d / "model.safetensors")
+    t["extra.weight"] = torch.zeros(2)
+    del t["rnn_w.weight"]
+    save_file(t, d / "model.safetensors")
+    assert_one_line_error(convert_err(parts), "missing tensors: rnn_w.weight", "unexpected tensors: extra.weight")
+    t = load_file(d / "model.safetensors")
+    del t["extra.weight"]
+    t["rnn_w.weight"] = torch.zeros(64, 32)
+    save_file(t, d / "model.safetensors")
+    assert_one_line_error(convert_err(parts), "misshapen", "rnn_w.weight")
+
+
+def test_truncated_safetensors(parts):
+    f = parts[0] / "model.safetensors"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    assert_one_line_error(convert_err(parts), "truncated")
+
+
+def test_corrupt_header(parts):
+    f = parts[1] / "model.safetensors"
+    f.write_bytes(b"\xff" * 64)
+    assert_one_line_error(convert_err(parts), "model.safetensors")
+
+
+def test_malicious_pickle_does_not_run(parts, tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    d = parts[1]
+    (d / "model.safetensors").unlink()
+    torch.save({"rnn_u.weight": Evil()}, d / "model.pt")
+    assert_one_line_error(convert_err(parts), "would run code")
+    assert not marker.exists()
+
+
+def test_existing_output_needs_force(parts):
+    parts[2].mkdir()
+    result = run_cli("convert", "--base", parts[0], "--drafter", parts[1], "--output", parts[2])
+    assert_one_line_error(result, "already exists", "--force")
+    assert run_cli("convert", "--base", parts[0], "--drafter", parts[1], "--output", parts[2], "--force").exit_code == 0
+
+
+@pytest.mark.parametrize("flag", ["--num-beams", "--draft-len"])
+def test_beams_and_draft_len_at_least_one(parts, flag):
+    assert_one_line_error(convert_err(parts, flag, 0), flag)
+
+
+def test_draft_len_above_trained(parts):
+    cfg = json.loads((parts[1] / "config.json").read_text())
+    cfg["predict_n"] = 3
+    (parts[1] / "config.json").write_text(json.dumps(cfg))
+    assert_one_line_error(convert_err(parts, "--draft-len", 4), "trained to predict")
+
+
+@pytest.mark.parametrize("where", ["base", "drafter"])
+def test_nan_weights(parts, where):
+    f = (parts[0] if where == "base" else parts[1]) / "model.safetensors"
+    t = load_file(f)
+    name = next(k for k in t if k.endswith("weight") and t[k].dim() == 2)
+    t[name][0, 0] = float("nan")
+    save_file(t, f)
+    assert_one_line_error(convert_err(parts), "NaN")
+
+
+def test_sigkill_leaves_nothing_inspect_accepts(tmp_path, smollm2):
+    """Kill a SmolLM2 conversion mid-write: no folder named --output appears, `inspect` rejects what is left,
+    and running again succeeds."""
+    from redrafter_trt.drafter import init_drafter_for_base
+
+    d = tmp_path / "d"
+    init_drafter_for_base(smollm2, d, exit_dim=576)
+    out = tmp_path / "ckpt"
+    cmd = [sys.executable, "-c", "from redrafter_trt.cli import main; main()", "convert", "--base", str(smollm2),
+           "--drafter", str(d), "--output", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until the rank file is being written
+        partial = list(tmp_path.glob(".ckpt.partial-*/rank0.safetensors"))
+        if partial and partial[0].stat().st_size > 50_000_000:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("conversion never started writing")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()
+    leftovers = list(tmp_path.glob(".ckpt.partial-*"))
+    assert leftovers
+    assert run_cli("inspect", leftovers[0]).exit_code == 1
+    assert subprocess.run(cmd, capture_output=True).returncode == 0
+    assert run_cli("inspect", out).exit_code == 0
+    assert not list(tmp_path.glob(".ckpt.partial-*"))
