@@ -1,0 +1,104 @@
+"""Base logits from the checkpoint equal Hugging Face's (float32), at tp 1 and through the tp path; the drafter
+read from the checkpoint computes what Apple's Drafter module computes; beam search keeps Apple's rules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from redrafter_trt import runtime as rt
+from redrafter_trt.drafter import Drafter, load_drafter
+from redrafter_trt.runtime.drafter import LOG_0, TOP_K
+from tinymodels import make_drafter, make_hf
+from test_runtime_support import checkpoint, fresh_drafter, hf_model
+
+IDS = [1, 17, 33, 5, 250, 99, 3, 3, 42, 7, 128, 64, 200, 11]
+
+
+def hf_logits(base, ids):
+    with torch.no_grad():
+        return hf_model(base)(torch.tensor([ids])).logits[0].float()
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_llama_tied", "tiny_qwen2"])
+@pytest.mark.parametrize("tp", [1, 2])
+def test_tiny_logits_match_hf(request, fixture, tp, tiny_drafter):
+    base = request.getfixturevalue(fixture)
+    ckpt = checkpoint(base, tiny_drafter, tp)
+    got = rt.forward_logits_tp(ckpt, IDS)
+    torch.testing.assert_close(got, hf_logits(base, IDS), atol=2e-5, rtol=1e-5)
+
+
+def test_llama3_rope_scaling_matches_hf(tmp_path):
+    scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 16}
+    base = make_hf(tmp_path / "l3", "llama", rope_theta=500000.0, rope_scaling=scaling, rope_layout="top")
+    ckpt = checkpoint(base, make_drafter(tmp_path / "d", base), 1)
+    ids = (IDS * 4)[:48]
+    torch.testing.assert_close(rt.forward_logits_tp(ckpt, ids), hf_logits(base, ids), atol=2e-5, rtol=1e-5)
+
+
+def test_smollm2_logits_match_hf(smollm2):
+    ckpt = checkpoint(smollm2, fresh_drafter(smollm2), 1)
+    ids = list(range(1, 60, 3)) + [2000, 30000, 49151]
+    torch.testing.assert_close(rt.forward_logits_tp(ckpt, ids), hf_logits(smollm2, ids), atol=1e-4, rtol=1e-4)
+
+
+def test_smollm2_logits_tp3(smollm2):
+    ckpt = checkpoint(smollm2, fresh_drafter(smollm2), 3)
+    ids = [1, 504, 3458, 314, 260, 2000, 30000]
+    torch.testing.assert_close(rt.forward_logits_tp(ckpt, ids), hf_logits(smollm2, ids), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("variant", [dict(rnn=True), dict(rnn=False), dict(exit_dim=48, num_draft_layers=1)])
+def test_drafter_matches_apple_module(tmp_path, tiny_llama, variant):
+    folder = make_drafter(tmp_path / "d", tiny_llama, **variant)
+    dcfg, tensors = load_drafter(folder)
+    ref = Drafter(dcfg)
+    ref.load_state_dict(tensors)
+    model = rt.load(checkpoint(tiny_llama, folder, 1))
+    g = torch.Generator().manual_seed(0)
+    context, state = torch.randn(3, 64, generator=g), torch.randn(3, 64, generator=g)
+    tokens = torch.tensor([5, 77, 200])
+    emb = model.base.embed_tokens(tokens)
+    with torch.no_grad():
+        torch.testing.assert_close(model.drafter.next_state(state, tokens), ref.next_state(state, emb))
+        torch.testing.assert_close(model.drafter.logits(context, state), ref.logits(context, state))
+
+
+def reference_beam_search(drafter, embed, context, token, W, steps):
+    """Apple's formulation, written out directly: all W beams start, only beam 0 with log-prob 0."""
+    B, H = context.shape
+    beams = token[:, None, None].expand(B, W, 1)
+    score = torch.full((B, W), LOG_0)
+    score[:, 0] = 0
+    state = torch.zeros(B, W, H)
+    ctx = context[:, None].expand(B, W, H)
+    for _ in range(steps):
+        state = drafter.next_state(state, embed(beams[..., -1]))
+        logits = drafter.logits(ctx, state)
+        logits = logits - logits.max(-1, keepdim=True).values
+        kth = logits.topk(TOP_K, -1).values[..., -1:]
+        logp = logits.masked_fill(logits < kth, LOG_0).log_softmax(-1)
+        score, idx = (logp + score[..., None]).reshape(B, -1).topk(W, -1)
+        V = logits.shape[-1]
+        rows = torch.arange(B)[:, None]
+        beams = torch.cat([beams[rows, idx // V], (idx % V)[..., None]], -1)
+        state = state[rows, idx // V]
+    return beams
+
+
+def test_beam_search_matches_reference(tmp_path, tiny_llama):
+    folder = make_drafter(tmp_path / "d", tiny_llama)
+    dcfg, tensors = load_drafter(folder)
+    ref = Drafter(dcfg)
+    ref.load_state_dict(tensors)
+    model = rt.load(checkpoint(tiny_llama, folder, 1))
+    g = torch.Generator().manual_seed(1)
+    context, token = torch.randn(2, 64, generator=g), torch.tensor([3, 100])
+    got = model.drafter.beam_search(context, token, 4, 3)
+    with torch.no_grad():
+        want = reference_beam_search(ref, model.base.embed_tokens, context, token, 4, 3)
+    assert got.shape == (2, 4, 4)
+    assert torch.equal(got, want)
+    assert torch.equal(got[:, :, 0], token[:, None].expand(2, 4))
