@@ -1,0 +1,277 @@
+"""`trtllm-build` for a ReDrafter checkpoint: plan the argv (pure), run it streaming its output, then check the engine
+folder it wrote.
+
+What ReDrafter needs from TensorRT-LLM 1.2.x's builder (`tensorrt_llm/commands/build.py`, `plugin/plugin.py`,
+`builder.py`): `--speculative_decoding_mode explicit_draft_tokens`, `--max_beam_width 1`, a GEMM plugin in the
+checkpoint dtype (`fp8` for an FP8 base), paged KV cache (`--kv_cache_type paged`; 1.2.x has no `--paged_kv_cache`
+plugin flag any more, only a deprecated top-level alias), `--remove_input_padding enable` and `--context_fmha enable`.
+No `--max_draft_len`: the builder sets it to num_beams x draft_len from the `redrafter_*` config keys.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import logging
+import shlex
+import shutil
+import subprocess
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .errors import ConfigError, DependencyError, RedrafterError, name_list
+
+log = logging.getLogger(__name__)
+
+TRTLLM_BUILD = "trtllm-build"
+# ReDrafter's checkpoint format (ReDrafterForLLaMALM / ReDrafterForQWenLM) lives in TensorRT-LLM 1.0 to 1.2.x only.
+REDRAFTER_TRTLLM = (1, 0), (1, 3)
+INSTALL_HINT = ("pip install 'tensorrt_llm==1.2.*' --extra-index-url https://pypi.nvidia.com "
+                "(ReDrafter exists only in TensorRT-LLM 1.0 to 1.2.x, on a Linux machine with an NVIDIA GPU)")
+
+# checkpoint dtype -> --gemm_plugin value for `--gemm-plugin auto` (an FP8 base uses "fp8" whatever its dtype)
+GEMM_FOR_DTYPE = {"float16": "float16", "bfloat16": "bfloat16", "float32": "float32"}
+GEMM_CHOICES = ("auto", "float16", "bfloat16", "fp8")
+
+# (weights FP8, KV cache FP8) -> --use_fp8_context_fmha. 1.2.x turns FP8 context FMHA off (with a warning) when paged
+# context FMHA is on and the KV cache is not FP8, so say so explicitly; a non-FP8 checkpoint gets the builder default.
+FP8_CONTEXT_FMHA = {(True, True): "enable", (True, False): "disable"}
+
+# Settings ReDrafter fixes: trtllm-build flags the user may not pass after `--`, with the reason.
+RESERVED = {
+    "--checkpoint_dir": "use --checkpoint-dir",
+    "--model_config": "build from --checkpoint-dir",
+    "--output_dir": "use --output-dir",
+    "--max_batch_size": "use --max-batch-size",
+    "--max_input_len": "use --max-input-len",
+    "--max_seq_len": "use --max-seq-len",
+    "--max_decoder_seq_len": "use --max-seq-len",
+    "--max_num_tokens": "use --max-num-tokens",
+    "--gemm_plugin": "use --gemm-plugin",
+    "--workers": "use --workers",
+    "--max_draft_len": "the builder derives it from redrafter_num_beams x redrafter_draft_len_per_beam",
+    "--speculative_decoding_mode": "ReDrafter needs explicit_draft_tokens",
+    "--max_beam_width": "ReDrafter needs 1 (its beams are draft beams, set at convert time)",
+    "--kv_cache_type": "ReDrafter needs the paged KV cache",
+    "--paged_kv_cache": "ReDrafter needs the paged KV cache",
+    "--remove_input_padding": "ReDrafter needs removed input padding",
+    "--context_fmha": "ReDrafter keeps context FMHA on",
+    "--use_fp8_context_fmha": "set from the checkpoint's quantization",
+}
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    checkpoint_dir: Path
+    output_dir: Path
+    max_batch_size: int | None = None
+    max_input_len: int | None = None
+    max_seq_len: int | None = None
+    max_num_tokens: int | None = None
+    gemm_plugin: str = "auto"
+    workers: int = 1
+    extra_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    argv: tuple[str, ...]
+    world_size: int
+    config: dict = field(repr=False)
+
+    def shell(self) -> str:
+        """The command as one line a shell runs unchanged."""
+        return shlex.join(self.argv)
+
+
+@dataclass(frozen=True)
+class EngineReport:
+    engine_dir: Path
+    engines: tuple[Path, ...]
+    total_bytes: int
+    redrafter: dict
+
+
+# ---- plan (pure) ------------------------------------------------------------------------------------------------
+
+def quantization(config: dict) -> tuple[bool, bool]:
+    """(weights FP8, KV cache FP8) from a TensorRT-LLM checkpoint config."""
+    quant = config.get("quantization") or {}
+    return quant.get("quant_algo") == "FP8", quant.get("kv_cache_quant_algo") == "FP8"
+
+
+def gemm_plugin(config: dict, requested: str = "auto") -> str:
+    """The `--gemm_plugin` value: the checkpoint dtype, or `fp8` for an FP8 base; an explicit choice must fit."""
+    dtype = config.get("dtype")
+    fp8, _ = quantization(config)
+    if dtype not in GEMM_FOR_DTYPE:
+        raise ConfigError(f"checkpoint dtype {dtype!r} is not one of {', '.join(GEMM_FOR_DTYPE)}: reconvert the checkpoint")
+    if requested == "auto":
+        return "fp8" if fp8 else GEMM_FOR_DTYPE[dtype]
+    if requested == "fp8" and not fp8:
+        raise ConfigError("--gemm-plugin fp8 needs an FP8 checkpoint (quantization.quant_algo FP8): convert with "
+                          "--quantize fp8, or use --gemm-plugin auto")
+    if requested != "fp8" and requested != dtype:
+        raise ConfigError(f"--gemm-plugin {requested} does not match the checkpoint dtype {dtype}: use --gemm-plugin "
+                          f"auto (or {dtype})")
+    return requested
+
+
+def _flag_name(arg: str) -> str:
+    return arg.split("=", 1)[0]
+
+
+def check_extra_args(extra: tuple[str, ...]) -> None:
+    """Refuse extra trtllm-build flags that would undo what ReDrafter needs or duplicate our own options."""
+    for arg in extra:
+        name = _flag_name(arg)
+        if name in RESERVED:
+            raise ConfigError(f"do not pass {name} to trtllm-build after '--': {RESERVED[name]}")
+
+
+def world_size(config: dict) -> int:
+    mapping = config.get("mapping") or {}
+    return int(mapping.get("world_size") or int(mapping.get("tp_size", 1)) * int(mapping.get("pp_size", 1)))
+
+
+def plan_build(options: BuildOptions, config: dict) -> BuildPlan:
+    """The exact trtllm-build argv for a validated ReDrafter checkpoint config."""
+    if options.max_input_len and options.max_seq_len and options.max_input_len > options.max_seq_len:
+        raise ConfigError(f"--max-input-len {options.max_input_len} exceeds --max-seq-len {options.max_seq_len}: "
+                          "raise --max-seq-len or lower --max-input-len")
+    check_extra_args(options.extra_args)
+    fp8, fp8_kv = quantization(config)
+    argv = [
+        TRTLLM_BUILD,
+        "--checkpoint_dir", str(options.checkpoint_dir),
+        "--output_dir", str(options.output_dir),
+        "--speculative_decoding_mode", "explicit_draft_tokens",
+        "--max_beam_width", "1",
+        "--gemm_plugin", gemm_plugin(config, options.gemm_plugin),
+        "--kv_cache_type", "paged",
+        "--remove_input_padding", "enable",
+        "--context_fmha", "enable",
+    ]
+    if (fp8, fp8_kv) in FP8_CONTEXT_FMHA:
+        argv += ["--use_fp8_context_fmha", FP8_CONTEXT_FMHA[fp8, fp8_kv]]
+    for flag, value in (("--max_batch_size", options.max_batch_size), ("--max_input_len", options.max_input_len),
+                        ("--max_seq_len", options.max_seq_len), ("--max_num_tokens", options.max_num_tokens)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if options.workers != 1:
+        argv += ["--workers", str(options.workers)]
+    argv += list(options.extra_args)
+    return BuildPlan(tuple(argv), world_size(config), config)
+
+
+# ---- environment --------------------------------------------------------------------------------------------------
+
+def trtllm_version() -> str | None:
+    """Installed TensorRT-LLM version from package metadata (nothing is imported), or None."""
+    for dist in ("tensorrt_llm", "tensorrt-llm"):
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def version_tuple(version: str) -> tuple[int, int]:
+    parts = version.split(".")
+    try:
+        return int(parts[0]), int("".join(ch for ch in parts[1] if ch.isdigit()) or 0)
+    except (IndexError, ValueError):
+        return 0, 0
+
+
+def has_redrafter(version: str) -> bool:
+    low, high = REDRAFTER_TRTLLM
+    return low <= version_tuple(version) < high
+
+
+def require_trtllm_build() -> str:
+    """Path of `trtllm-build`, or a DependencyError saying how to install a TensorRT-LLM that has ReDrafter."""
+    path = shutil.which(TRTLLM_BUILD)
+    version = trtllm_version()
+    if path is None:
+        found = (f"TensorRT-LLM {version} is installed but {TRTLLM_BUILD} is not on PATH" if version
+                 else f"TensorRT-LLM is not installed ({TRTLLM_BUILD} not on PATH, tensorrt_llm not importable)")
+        raise DependencyError(f"{found}: {INSTALL_HINT}; or use --dry-run to print the command")
+    if version is not None and not has_redrafter(version):
+        raise DependencyError(f"TensorRT-LLM {version} cannot build ReDrafter checkpoints in this format: "
+                              f"{INSTALL_HINT}")
+    if version is None and importlib.util.find_spec("tensorrt_llm") is None:
+        log.info("%s found at %s; its TensorRT-LLM version is unknown from this Python", TRTLLM_BUILD, path)
+    return path
+
+
+# ---- run and check ------------------------------------------------------------------------------------------------
+
+def run_streaming(argv: tuple[str, ...], on_line: Callable[[str], None], tail: int = 20) -> None:
+    """Run argv, passing each output line (stdout and stderr merged) to on_line as it comes."""
+    last = deque(maxlen=tail)
+    try:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                errors="replace")
+    except OSError as e:
+        raise DependencyError(f"cannot start {argv[0]}: {e.strerror}; {INSTALL_HINT}") from e
+    with proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            last.append(line)
+            on_line(line)
+    if proc.returncode != 0:
+        lines = [line for line in last if line.strip()]
+        hint = f" (last line: {lines[-1].strip()[:200]})" if lines else ""
+        raise RedrafterError(f"{argv[0]} failed with exit code {proc.returncode}{hint}: see its output above")
+
+
+def check_engine(engine_dir: Path, checkpoint_config: dict) -> EngineReport:
+    """The engine folder keeps the checkpoint's `redrafter_*` keys and holds one rank{r}.engine per rank."""
+    engine_dir = Path(engine_dir)
+    path = engine_dir / "config.json"
+    if not path.exists():
+        raise RedrafterError(f"{path} is missing: trtllm-build did not finish; rerun the build")
+    try:
+        pretrained = json.loads(path.read_text()).get("pretrained_config") or {}
+    except json.JSONDecodeError as e:
+        raise RedrafterError(f"{path} is not valid JSON ({e.msg}): rerun the build") from None
+    expected = {k: v for k, v in checkpoint_config.items() if k.startswith("redrafter_")}
+    missing = [k for k in expected if k not in pretrained]
+    changed = [k for k in expected if k in pretrained and pretrained[k] != expected[k]]
+    if missing or changed:
+        raise RedrafterError(f"engine config {path} lost ReDrafter settings (missing: {name_list(missing) or '-'}; "
+                             f"changed: {name_list(changed) or '-'}): use TensorRT-LLM 1.0 to 1.2.x and rebuild")
+    size = world_size(checkpoint_config)
+    engines = tuple(engine_dir / f"rank{r}.engine" for r in range(size))
+    absent = [p.name for p in engines if not p.exists()]
+    if absent:
+        raise RedrafterError(f"engine folder {engine_dir} lacks {name_list(absent)} for {size} rank(s): rerun the build")
+    stale = sorted(p.name for p in engine_dir.glob("rank*.engine") if p not in engines)
+    if stale:
+        log.warning("engine folder %s also holds %s from an earlier build", engine_dir, ", ".join(stale))
+    return EngineReport(engine_dir, engines, sum(p.stat().st_size for p in engines), expected)
+
+
+def validate_checkpoint(checkpoint_dir: Path) -> dict:
+    """The same checks as `inspect`; returns the checkpoint config."""
+    from .checkpoint import require_valid
+
+    return require_valid(checkpoint_dir)
+
+
+def prepare(options: BuildOptions) -> BuildPlan:
+    return plan_build(options, validate_checkpoint(options.checkpoint_dir))
+
+
+def build_engine(plan: BuildPlan, on_line: Callable[[str], None] = log.info) -> EngineReport:
+    """Run trtllm-build for a plan and check what it produced."""
+    require_trtllm_build()
+    on_line(f"$ {plan.shell()}")
+    run_streaming(plan.argv, on_line)
+    output_dir = Path(plan.argv[plan.argv.index("--output_dir") + 1])
+    return check_engine(output_dir, plan.config)

@@ -1,0 +1,45 @@
+"""`redrafter-trt build`: check a ReDrafter checkpoint, run trtllm-build on it with what ReDrafter needs, check the
+engine folder. `--dry-run` prints the command instead (no TensorRT-LLM needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..presets import config_option
+
+
+@click.command(context_settings={"show_default": True})
+@config_option
+@click.option("--checkpoint-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="ReDrafter TensorRT-LLM checkpoint (from `convert`).")
+@click.option("--output-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Engine folder to write.")
+@click.option("--max-batch-size", type=click.IntRange(min=1), help="Requests per batch (trtllm-build default if unset).")
+@click.option("--max-input-len", type=click.IntRange(min=1), help="Longest prompt in tokens.")
+@click.option("--max-seq-len", type=click.IntRange(min=1), help="Prompt plus output tokens (default: from the model).")
+@click.option("--max-num-tokens", type=click.IntRange(min=1),
+              help="Tokens per batch after padding removal (raised to batch x (draft tokens + 1) if lower).")
+@click.option("--gemm-plugin", type=click.Choice(["auto", "float16", "bfloat16", "fp8"]), default="auto",
+              help="auto: the checkpoint dtype, or fp8 for an FP8 base.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, help="Ranks built in parallel (one GPU each).")
+@click.option("--dry-run", is_flag=True, help="Print the trtllm-build command and exit.")
+@click.argument("trtllm_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- TRTLLM-BUILD ARGS]")
+def build(checkpoint_dir, output_dir, max_batch_size, max_input_len, max_seq_len, max_num_tokens, gemm_plugin, workers,
+          dry_run, trtllm_args):
+    """Build a TensorRT-LLM engine from a ReDrafter checkpoint.
+
+    Arguments after `--` go to trtllm-build unchanged (except the settings ReDrafter fixes).
+    """
+    from ..build import BuildOptions, build_engine, prepare
+
+    plan = prepare(BuildOptions(checkpoint_dir, output_dir, max_batch_size, max_input_len, max_seq_len,
+                                max_num_tokens, gemm_plugin, workers, tuple(trtllm_args)))
+    if dry_run:
+        click.echo(plan.shell())
+        return
+    report = build_engine(plan, on_line=click.echo)
+    click.echo(f"engine: {report.engine_dir} ({len(report.engines)} rank(s), {report.total_bytes / 2**30:.2f} GiB); "
+               f"ReDrafter {report.redrafter.get('redrafter_num_beams')} beams x "
+               f"{report.redrafter.get('redrafter_draft_len_per_beam')} draft tokens")

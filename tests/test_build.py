@@ -1,0 +1,360 @@
+"""`redrafter-trt build`: the trtllm-build command for bf16 and FP8 checkpoints at tp 1 and 4 (checked against
+TensorRT-LLM 1.2.x's own argument parser, transcribed below), the one-line errors, and, with a fake trtllm-build on
+PATH, the streaming and the checks of the engine folder. The fake proves our plumbing only, not an engine build."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from redrafter_trt import build as build_mod
+from redrafter_trt.build import BuildOptions, plan_build, run_streaming
+from redrafter_trt.cli import main
+from redrafter_trt.errors import RedrafterError
+from tinymodels import make_drafter, make_hf
+
+
+# ---- TensorRT-LLM 1.2.x's parser, for the flags we emit ----------------------------------------------------------
+# tensorrt_llm/commands/build.py parse_arguments() and plugin/plugin.py add_plugin_argument(): names, types, choices.
+def trtllm_12_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(exit_on_error=False)
+    for flag in ("--checkpoint_dir", "--output_dir"):
+        p.add_argument(flag, type=str)
+    for flag in ("--max_batch_size", "--max_input_len", "--max_seq_len", "--max_beam_width", "--max_num_tokens",
+                 "--opt_num_tokens", "--workers", "--max_draft_len", "--tokens_per_block"):
+        p.add_argument(flag, type=int)
+    p.add_argument("--speculative_decoding_mode", choices=["draft_tokens_external", "lookahead_decoding", "medusa",
+                                                            "explicit_draft_tokens", "eagle"])
+    p.add_argument("--kv_cache_type", choices=["continuous", "paged", "disabled"])  # KVCacheType.from_string
+    p.add_argument("--gemm_plugin", choices=["auto", "float16", "float32", "bfloat16", "int32", "fp8", "nvfp4",
+                                             "disable"])
+    for flag in ("--context_fmha", "--remove_input_padding", "--use_paged_context_fmha", "--use_fp8_context_fmha",
+                 "--multiple_profiles", "--use_fused_mlp"):
+        p.add_argument(flag, choices=["enable", "disable"])
+    return p
+
+
+# ---- checkpoints --------------------------------------------------------------------------------------------------
+
+def save_byte_tokenizer(folder: Path) -> None:
+    """A 256-token byte-level tokenizer for the tiny models (vocab 256), so FP8 calibration can tokenise prompts."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tok = Tokenizer(models.BPE({ch: i for i, ch in enumerate(alphabet)}, []))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=alphabet[0]).save_pretrained(folder)
+
+
+def _converted(tmp: Path, tp: int, fp8: bool) -> Path:
+    """A real converted tiny checkpoint; FP8 through the real modelopt quantiser when it is there."""
+    from redrafter_trt.convert import convert
+
+    base = make_hf(tmp / "base", "llama")
+    save_byte_tokenizer(base)
+    drafter = make_drafter(tmp / "drafter", base)
+    out = tmp / f"ckpt-{'fp8' if fp8 else 'bf16'}-tp{tp}"
+    fp8_options = dict(quantize="fp8", calib_size=4, calib_seq_len=16, calib_batch_size=4) if fp8 else {}
+    convert(base, drafter, out, tp_size=tp, dtype="bfloat16", **fp8_options)
+    return out
+
+
+def _mark_fp8(folder: Path) -> None:
+    path = folder / "config.json"
+    cfg = json.loads(path.read_text())
+    try:
+        from redrafter_trt.layout import required_exclusions
+        exclude = ["lm_head", *required_exclusions(cfg)]
+    except ImportError:
+        exclude = ["lm_head", "drafter"]
+    cfg["quantization"] = {"quant_algo": "FP8", "kv_cache_quant_algo": None, "exclude_modules": exclude}
+    path.write_text(json.dumps(cfg))
+
+
+def _handmade(tmp: Path, tp: int, fp8: bool) -> Path:
+    """Until the converter lands: a ReDrafter config.json and empty rank files."""
+    out = tmp / f"ckpt-{'fp8' if fp8 else 'bf16'}-tp{tp}"
+    out.mkdir(parents=True)
+    cfg = {"architecture": "ReDrafterForLLaMALM", "base_model_architecture": "LlamaForCausalLM", "dtype": "bfloat16",
+           "mapping": {"world_size": tp, "tp_size": tp, "pp_size": 1},
+           "quantization": {"quant_algo": None, "kv_cache_quant_algo": None, "exclude_modules": None},
+           "redrafter_num_layers": 2, "redrafter_hidden_size": 64, "redrafter_exit_dim": 128,
+           "redrafter_is_rnn": True, "redrafter_num_beams": 5, "redrafter_draft_len_per_beam": 5,
+           "redrafter_greedy_search": True}
+    (out / "config.json").write_text(json.dumps(cfg))
+    for r in range(tp):
+        (out / f"rank{r}.safetensors").write_bytes(b"")
+    if fp8:
+        _mark_fp8(out)
+    return out
+
+
+def _have(module: str, name: str) -> bool:
+    try:
+        return hasattr(__import__(module, fromlist=[name]), name)
+    except ImportError:
+        return False
+
+
+HAVE_CONVERT = _have("redrafter_trt.convert", "convert")
+HAVE_CHECKPOINT = _have("redrafter_trt.checkpoint", "require_valid")
+
+
+@pytest.fixture(autouse=True)
+def _validator(monkeypatch):
+    """Until `checkpoint.require_valid` lands, build validates by reading config.json (the real check replaces this)."""
+    if not HAVE_CHECKPOINT:
+        monkeypatch.setattr(build_mod, "validate_checkpoint",
+                            lambda d: json.loads((Path(d) / "config.json").read_text()))
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory):
+    made = {}
+    for fp8 in (False, True):
+        for tp in (1, 4):
+            tmp = tmp_path_factory.mktemp(f"build-{fp8}-{tp}")
+            made[fp8, tp] = (_converted if HAVE_CONVERT else _handmade)(tmp, tp, fp8)
+    return made
+
+
+def invoke(*args: str, env: dict | None = None):
+    return CliRunner().invoke(main, ["build", *args], env=env)
+
+
+def one_line_error(result, *needles: str):
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+# ---- dry run ------------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fp8", [False, True], ids=["bf16", "fp8"])
+@pytest.mark.parametrize("tp", [1, 4])
+def test_dry_run_command_fits_trtllm_12(checkpoints, tmp_path, fp8, tp):
+    ckpt = checkpoints[fp8, tp]
+    result = invoke("--checkpoint-dir", str(ckpt), "--output-dir", str(tmp_path / "engine"), "--max-batch-size", "4",
+                    "--max-seq-len", "2048", "--workers", str(tp), "--dry-run")
+    assert result.exit_code == 0, result.output
+    argv = shlex.split(result.output)
+    assert argv[0] == "trtllm-build"
+    args = trtllm_12_parser().parse_args(argv[1:])  # raises on any flag or value 1.2.x would reject
+    assert args.checkpoint_dir == str(ckpt)
+    assert args.speculative_decoding_mode == "explicit_draft_tokens"
+    assert args.max_beam_width == 1
+    assert args.max_draft_len is None, "the builder derives max_draft_len from the redrafter_* keys"
+    assert args.gemm_plugin == ("fp8" if fp8 else "bfloat16")
+    assert (args.kv_cache_type, args.remove_input_padding, args.context_fmha) == ("paged", "enable", "enable")
+    assert args.use_fp8_context_fmha == ("disable" if fp8 else None)  # no FP8 KV cache in these checkpoints
+    assert (args.max_batch_size, args.max_seq_len) == (4, 2048)
+    assert args.workers == (None if tp == 1 else tp)
+
+
+def test_dry_run_fp8_kv_cache_enables_fp8_context_fmha(tmp_path):
+    cfg = {"dtype": "bfloat16", "mapping": {"tp_size": 1},
+           "quantization": {"quant_algo": "FP8", "kv_cache_quant_algo": "FP8"}}
+    argv = plan_build(BuildOptions(tmp_path, tmp_path / "e"), cfg).argv
+    assert trtllm_12_parser().parse_args(argv[1:]).use_fp8_context_fmha == "enable"
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_gemm_plugin_follows_dtype(tmp_path, dtype):
+    argv = plan_build(BuildOptions(tmp_path, tmp_path / "e"), {"dtype": dtype, "mapping": {"tp_size": 1}}).argv
+    assert argv[argv.index("--gemm_plugin") + 1] == dtype
+
+
+def test_extra_args_pass_through_after_double_dash(checkpoints, tmp_path):
+    result = invoke("--checkpoint-dir", str(checkpoints[False, 1]), "--output-dir", str(tmp_path), "--dry-run", "--",
+                    "--multiple_profiles", "enable", "--use_fused_mlp=enable")
+    assert result.exit_code == 0, result.output
+    argv = shlex.split(result.output)
+    assert argv[-3:] == ["--multiple_profiles", "enable", "--use_fused_mlp=enable"]
+    trtllm_12_parser().parse_args(argv[1:])
+
+
+def test_dry_run_needs_no_tensorrt_llm(checkpoints, tmp_path):
+    result = invoke("--checkpoint-dir", str(checkpoints[False, 1]), "--output-dir", str(tmp_path), "--dry-run",
+                    env={"PATH": str(tmp_path)})
+    assert result.exit_code == 0 and result.output.startswith("trtllm-build "), result.output
+
+
+# ---- errors -------------------------------------------------------------------------------------------------------
+
+def test_without_tensorrt_llm_says_how_to_install(checkpoints, tmp_path, monkeypatch):
+    monkeypatch.setattr(build_mod, "trtllm_version", lambda: None)
+    result = invoke("--checkpoint-dir", str(checkpoints[False, 1]), "--output-dir", str(tmp_path / "e"),
+                    env={"PATH": str(tmp_path)})
+    one_line_error(result, "pip install", "tensorrt_llm==1.2.*", "1.0 to 1.2.x")
+
+
+def test_tensorrt_llm_without_redrafter_is_refused(checkpoints, tmp_path, monkeypatch):
+    fake_trtllm_build(tmp_path / "bin", "")
+    monkeypatch.setattr(build_mod, "trtllm_version", lambda: "1.3.0")
+    result = invoke("--checkpoint-dir", str(checkpoints[False, 1]), "--output-dir", str(tmp_path / "e"),
+                    env={"PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"})
+    one_line_error(result, "TensorRT-LLM 1.3.0", "1.0 to 1.2.x")
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--max_draft_len", "25"], "--max_draft_len"),
+    (["--remove_input_padding=disable"], "--remove_input_padding"),
+    (["--kv_cache_type", "continuous"], "paged KV cache"),
+    (["--max_beam_width", "4"], "--max_beam_width"),
+    (["--gemm_plugin", "float16"], "--gemm-plugin"),
+])
+def test_extra_args_may_not_undo_redrafter_settings(checkpoints, tmp_path, extra, needle):
+    result = invoke("--checkpoint-dir", str(checkpoints[False, 1]), "--output-dir", str(tmp_path), "--dry-run", "--",
+                    *extra)
+    one_line_error(result, needle)
+
+
+@pytest.mark.parametrize("flag, fp8, needle", [
+    ("fp8", False, "needs an FP8 checkpoint"),
+    ("float16", False, "does not match the checkpoint dtype bfloat16"),
+])
+def test_gemm_plugin_must_fit_checkpoint(checkpoints, tmp_path, flag, fp8, needle):
+    result = invoke("--checkpoint-dir", str(checkpoints[fp8, 1]), "--output-dir", str(tmp_path), "--gemm-plugin", flag,
+                    "--dry-run")
+    one_line_error(result, needle)
+
+
+def test_explicit_gemm_dtype_allowed_on_fp8_base(tmp_path):
+    cfg = {"dtype": "bfloat16", "mapping": {"tp_size": 1}, "quantization": {"quant_algo": "FP8"}}
+    argv = plan_build(BuildOptions(tmp_path, tmp_path / "e", gemm_plugin="bfloat16"), cfg).argv
+    assert argv[argv.index("--gemm_plugin") + 1] == "bfloat16"
+
+
+def test_input_longer_than_sequence_is_refused(checkpoints, tmp_path):
+    result = invoke("--checkpoint-dir", str(checkpoints[False, 1]), "--output-dir", str(tmp_path),
+                    "--max-input-len", "4096", "--max-seq-len", "2048", "--dry-run")
+    one_line_error(result, "--max-input-len 4096", "--max-seq-len 2048")
+
+
+@pytest.mark.skipif(not HAVE_CHECKPOINT, reason="checkpoint.require_valid not written yet")
+def test_checkpoint_that_inspect_rejects_is_refused(checkpoints, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(checkpoints[False, 4], bad)
+    (bad / "rank3.safetensors").unlink()
+    one_line_error(invoke("--checkpoint-dir", str(bad), "--output-dir", str(tmp_path / "e"), "--dry-run"), "rank3")
+
+
+@pytest.mark.skipif(not HAVE_CHECKPOINT, reason="checkpoint.require_valid not written yet")
+def test_missing_checkpoint_folder_is_one_line(tmp_path):
+    one_line_error(invoke("--checkpoint-dir", str(tmp_path / "nope"), "--output-dir", str(tmp_path / "e"), "--dry-run"))
+
+
+# ---- presets ------------------------------------------------------------------------------------------------------
+
+def test_preset_fills_options_and_flags_win(checkpoints, tmp_path):
+    preset = tmp_path / "p.yaml"
+    preset.write_text(f"checkpoint-dir: {checkpoints[False, 1]}\nbuild:\n  output-dir: {tmp_path / 'e'}\n"
+                      "  max-batch-size: 8\n  max_seq_len: 1024\n  trtllm-args: [--multiple_profiles, enable]\n")
+    result = invoke("--config", str(preset), "--max-batch-size", "2", "--dry-run")
+    assert result.exit_code == 0, result.output
+    args = trtllm_12_parser().parse_args(shlex.split(result.output)[1:])
+    assert (args.max_batch_size, args.max_seq_len, args.multiple_profiles) == (2, 1024, "enable")
+    assert args.output_dir == str(tmp_path / "e")
+
+
+# ---- running a (fake) trtllm-build ------------------------------------------------------------------------------
+
+FAKE = """#!PYTHON
+import json, os, sys, time
+from pathlib import Path
+argv = sys.argv[1:]
+ckpt, out = Path(argv[argv.index("--checkpoint_dir") + 1]), Path(argv[argv.index("--output_dir") + 1])
+print("[TRT-LLM] building", flush=True)
+BODY
+"""
+
+WRITE_ENGINE = """
+cfg = json.loads((ckpt / "config.json").read_text())
+out.mkdir(parents=True, exist_ok=True)
+(out / "config.json").write_text(json.dumps({"version": "1.2.0", "pretrained_config": cfg, "build_config": {}}))
+for r in range(cfg["mapping"]["tp_size"]):
+    (out / f"rank{r}.engine").write_bytes(b"x" * 1024)
+print("[TRT-LLM] Total time of building all engines: 00:00:01", flush=True)
+"""
+
+
+def fake_trtllm_build(bindir: Path, body: str) -> Path:
+    bindir.mkdir(parents=True, exist_ok=True)
+    path = bindir / "trtllm-build"
+    path.write_text(FAKE.replace("PYTHON", sys.executable).replace("BODY", body))
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return bindir
+
+
+def run_fake(checkpoints, tmp_path, body: str, tp: int = 4):
+    bindir = fake_trtllm_build(tmp_path / "bin", body)
+    env = {"PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"}
+    return invoke("--checkpoint-dir", str(checkpoints[False, tp]), "--output-dir", str(tmp_path / "engine"), env=env)
+
+
+def test_fake_build_streams_output_and_checks_engine(checkpoints, tmp_path, monkeypatch):
+    monkeypatch.setattr(build_mod, "trtllm_version", lambda: None)
+    result = run_fake(checkpoints, tmp_path, WRITE_ENGINE)
+    assert result.exit_code == 0, result.output
+    assert "[TRT-LLM] building" in result.output and "Total time of building" in result.output
+    assert "engine: " in result.output and "4 rank(s)" in result.output and "5 beams x 5 draft tokens" in result.output
+
+
+@pytest.mark.parametrize("body, needle", [
+    (WRITE_ENGINE + "\ncfg.pop('redrafter_num_beams')\n(out / 'config.json').write_text(json.dumps("
+                    "{'pretrained_config': cfg}))\n", "redrafter_num_beams"),
+    (WRITE_ENGINE + "\n(out / 'rank2.engine').unlink()\n", "rank2.engine"),
+    ("print('[TRT-LLM] [E] out of memory', flush=True)\nsys.exit(1)\n", "out of memory"),
+    ("pass\n", "config.json is missing"),
+], ids=["lost-redrafter-key", "missing-rank", "build-fails", "no-engine"])
+def test_fake_build_failures_are_one_line(checkpoints, tmp_path, monkeypatch, body, needle):
+    monkeypatch.setattr(build_mod, "trtllm_version", lambda: None)
+    result = run_fake(checkpoints, tmp_path, body)
+    assert result.exit_code == 2, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("error: ") and needle in last, result.output
+
+
+def test_output_streams_before_the_process_ends(tmp_path):
+    """The fake waits for a file that only our line callback creates: a buffered reader would time it out."""
+    marker = tmp_path / "seen"
+    script = tmp_path / "slow.py"
+    script.write_text("import sys, time, pathlib\nprint('first', flush=True)\n"
+                      f"p = pathlib.Path({str(marker)!r})\n"
+                      "for _ in range(100):\n    time.sleep(0.05)\n    if p.exists(): sys.exit(0)\n"
+                      "print('never streamed', flush=True)\nsys.exit(3)\n")
+    seen = []
+
+    def on_line(line):
+        seen.append(line)
+        marker.touch()
+
+    run_streaming((sys.executable, str(script)), on_line)
+    assert seen == ["first"]
+
+
+def test_check_engine_rejects_changed_redrafter_key(tmp_path):
+    cfg = {"mapping": {"tp_size": 1}, "redrafter_num_beams": 5}
+    (tmp_path / "config.json").write_text(json.dumps({"pretrained_config": {"redrafter_num_beams": 4}}))
+    (tmp_path / "rank0.engine").write_bytes(b"x")
+    with pytest.raises(RedrafterError, match="changed: redrafter_num_beams"):
+        build_mod.check_engine(tmp_path, cfg)
+
+
+def test_has_redrafter_version_range():
+    assert [build_mod.has_redrafter(v) for v in ("0.21.0", "1.0.0rc4", "1.2.0", "1.2.1.post1", "1.3.0", "2.0")] == \
+        [False, True, True, True, False, False]
