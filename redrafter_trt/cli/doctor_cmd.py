@@ -1,0 +1,23 @@
+"""`redrafter-trt doctor`: one line per check, OK or the fix; exit 0 when the CPU path works (GPU features that are
+unavailable are listed, not failed), 2 when something the CPU path needs is missing."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.pass_context
+def doctor(ctx):
+    """Check Python, torch, CUDA, GPUs, TensorRT-LLM, TensorRT, modelopt and MPI."""
+    from ..doctor import cpu_ready, format_check, run_checks, unavailable
+
+    checks = run_checks()
+    for check in checks:
+        click.echo(format_check(check))
+    missing = unavailable(checks)
+    if not cpu_ready(checks):
+        click.echo("CPU path (convert, inspect, run on CPU): NOT ready: apply the fixes above", err=True)
+        ctx.exit(2)
+    click.echo("CPU path (convert, inspect, run on CPU): ready")
+    click.echo(f"unavailable here: {'; '.join(missing)}" if missing else "GPU features: all available")

@@ -1,0 +1,206 @@
+"""`doctor`: what this machine can do. Each check is a pure function of facts gathered elsewhere (versions from
+package metadata, torch's device list), so tests feed it any machine they like.
+
+A check is `required` when the CPU path (convert, inspect, run on CPU) needs it; the others gate GPU features (engine
+build and run, FP8, tensor parallelism) and say which feature they gate.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .build import INSTALL_HINT, has_redrafter, trtllm_version
+
+REDRAFTER_MIN_CC = (8, 0)   # TensorRT-LLM's ReDrafter support matrix: Ampere or newer
+FP8_MIN_CC = (8, 9)         # FP8 GEMMs: Ada or Hopper
+MIN_PYTHON = (3, 10)
+ENGINES = "engines (redrafter-trt build, engine runs)"
+
+# what the CPU path imports: distribution -> install fix
+REQUIRED_PACKAGES = {
+    "torch": "pip install torch",
+    "transformers": "pip install 'transformers>=4.45'",
+    "safetensors": "pip install safetensors",
+    "click": "pip install click",
+    "pyyaml": "pip install pyyaml",
+}
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    required: bool = False      # the CPU path needs it
+    feature: str = ""           # for optional checks: what is unavailable without it
+
+
+@dataclass(frozen=True)
+class Gpu:
+    name: str
+    capability: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class TorchInfo:
+    version: str | None
+    cuda: str | None            # torch.version.cuda: None on CPU builds
+    gpus: tuple[Gpu, ...] = ()
+
+
+# ---- pure checks --------------------------------------------------------------------------------------------------
+
+def check_python(version: tuple[int, ...]) -> Check:
+    shown = ".".join(map(str, version[:3]))
+    ok = tuple(version[:2]) >= MIN_PYTHON
+    return Check("python", ok, shown, "" if ok else f"use Python {'.'.join(map(str, MIN_PYTHON))} or newer",
+                 required=True)
+
+
+def check_package(dist: str, version: str | None, fix: str) -> Check:
+    return Check(dist, version is not None, version or "not installed", "" if version else fix, required=True)
+
+
+def check_cuda(torch: TorchInfo) -> Check:
+    feature = ENGINES
+    if torch.cuda is None:
+        return Check("cuda", False, "torch is a CPU build", "install a CUDA build of torch on a machine with an NVIDIA "
+                     "GPU (pip install torch --index-url https://download.pytorch.org/whl/cu128)", feature=feature)
+    if not torch.gpus:
+        return Check("cuda", False, f"CUDA {torch.cuda}, but no GPU visible",
+                     "check the NVIDIA driver (nvidia-smi) and CUDA_VISIBLE_DEVICES", feature=feature)
+    return Check("cuda", True, f"CUDA {torch.cuda}, {len(torch.gpus)} GPU(s)", feature=feature)
+
+
+def check_gpu(index: int, gpu: Gpu) -> Check:
+    cc = f"{gpu.capability[0]}.{gpu.capability[1]}"
+    name = f"gpu{index}"
+    if gpu.capability < REDRAFTER_MIN_CC:
+        return Check(name, False, f"{gpu.name}, compute capability {cc}",
+                     "ReDrafter engines need compute capability 8.0 or newer (Ampere, Ada, Hopper, Blackwell)",
+                     feature=f"{ENGINES} on {name}")
+    fp8 = "FP8 ok" if gpu.capability >= FP8_MIN_CC else "no FP8 (needs 8.9+): build bf16/fp16 engines"
+    return Check(name, True, f"{gpu.name}, compute capability {cc}, ReDrafter ok, {fp8}",
+                 feature=f"{ENGINES} on {name}")
+
+
+def check_fp8_gpu(gpus: tuple[Gpu, ...]) -> Check:
+    ok = any(g.capability >= FP8_MIN_CC for g in gpus)
+    return Check("fp8 gpu", ok, "a GPU with compute capability 8.9+" if ok else "no GPU with compute capability 8.9+",
+                 "" if ok else "FP8 engines need an Ada or Hopper GPU (L4, L40S, H100, H200); FP8 checkpoints still "
+                 "convert and run in the CPU reference runtime", feature="FP8 engines")
+
+
+def check_trtllm(version: str | None, package_dir: Path | None) -> Check:
+    feature = ENGINES
+    if version is None:
+        return Check("tensorrt_llm", False, "not installed", INSTALL_HINT, feature=feature)
+    if not has_redrafter(version):
+        return Check("tensorrt_llm", False, f"{version}, which has no ReDrafter in this checkpoint format",
+                     INSTALL_HINT, feature=feature)
+    if package_dir is not None and not (package_dir / "models" / "redrafter").is_dir():
+        return Check("tensorrt_llm", False, f"{version}, but tensorrt_llm/models/redrafter is missing",
+                     f"reinstall: {INSTALL_HINT}", feature=feature)
+    return Check("tensorrt_llm", True, f"{version}, has ReDrafter (explicit_draft_tokens)", feature=feature)
+
+
+def check_tensorrt(version: str | None) -> Check:
+    return Check("tensorrt", version is not None, version or "not installed",
+                 "" if version else "installed with tensorrt_llm: " + INSTALL_HINT, feature=ENGINES)
+
+
+def check_modelopt(version: str | None) -> Check:
+    return Check("modelopt", version is not None, version or "not installed",
+                 "" if version else "pip install 'redrafter-trt[fp8]' (nvidia-modelopt)",
+                 feature="convert --quantize fp8")
+
+
+def check_trtllm_build(path: str | None) -> Check:
+    return Check("trtllm-build", path is not None, path or "not on PATH",
+                 "" if path else "comes with tensorrt_llm; activate its environment", feature=ENGINES)
+
+
+def check_mpi(has_mpi4py: bool, mpirun: str | None) -> Check:
+    missing = [what for what, ok in (("mpi4py", has_mpi4py), ("mpirun", mpirun)) if not ok]
+    if missing:
+        return Check("mpi", False, f"missing {' and '.join(missing)}",
+                     "apt install openmpi-bin libopenmpi-dev && pip install mpi4py",
+                     feature="tensor-parallel engine runs (mpirun -n TP)")
+    return Check("mpi", True, f"mpi4py and {mpirun}", feature="tensor-parallel engine runs (mpirun -n TP)")
+
+
+def cpu_ready(checks: list[Check]) -> bool:
+    return all(c.ok for c in checks if c.required)
+
+
+def unavailable(checks: list[Check]) -> list[str]:
+    seen: list[str] = []
+    for c in checks:
+        if not c.ok and not c.required and c.feature not in seen:
+            seen.append(c.feature)
+    return seen
+
+
+def format_check(check: Check) -> str:
+    line = f"{'OK' if check.ok else 'FIX':<4} {check.name}: {check.detail}"
+    return line if check.ok else f"{line} -> {check.fix}"
+
+
+# ---- gathering facts (the only impure part) -----------------------------------------------------------------------
+
+def dist_version(*names: str) -> str | None:
+    for name in names:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def which(program: str) -> str | None:
+    return shutil.which(program)
+
+
+def has_module(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def torch_info() -> TorchInfo:
+    try:
+        import torch
+    except ImportError:
+        return TorchInfo(None, None)
+    gpus: tuple[Gpu, ...] = ()
+    if torch.version.cuda and torch.cuda.is_available():
+        gpus = tuple(Gpu(torch.cuda.get_device_name(i), tuple(torch.cuda.get_device_capability(i)))
+                     for i in range(torch.cuda.device_count()))
+    return TorchInfo(torch.__version__, torch.version.cuda, gpus)
+
+
+def trtllm_package_dir() -> Path | None:
+    """tensorrt_llm's folder without importing it (its import loads CUDA libraries)."""
+    spec = importlib.util.find_spec("tensorrt_llm")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def run_checks() -> list[Check]:
+    torch = torch_info()
+    checks = [check_python(sys.version_info)]
+    checks += [check_package(dist, dist_version(dist), fix) for dist, fix in REQUIRED_PACKAGES.items()]
+    checks.append(check_cuda(torch))
+    checks += [check_gpu(i, g) for i, g in enumerate(torch.gpus)]
+    checks.append(check_fp8_gpu(torch.gpus))
+    checks.append(check_trtllm(trtllm_version(), trtllm_package_dir()))
+    checks.append(check_tensorrt(dist_version("tensorrt", "tensorrt-cu12", "tensorrt_cu12", "tensorrt-cu13")))
+    checks.append(check_trtllm_build(which("trtllm-build")))
+    checks.append(check_modelopt(dist_version("nvidia-modelopt", "nvidia_modelopt")))
+    checks.append(check_mpi(has_module("mpi4py"), which("mpirun")))
+    return checks

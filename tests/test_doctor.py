@@ -1,0 +1,115 @@
+"""`doctor`: each check on made-up machines, and the command's exit code and lines."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from redrafter_trt import doctor
+from redrafter_trt.cli import main
+from redrafter_trt.doctor import Gpu, TorchInfo
+
+A100, L4, H100, T4 = (Gpu("NVIDIA A100-SXM4-80GB", (8, 0)), Gpu("NVIDIA L4", (8, 9)),
+                      Gpu("NVIDIA H100 80GB HBM3", (9, 0)), Gpu("Tesla T4", (7, 5)))
+
+
+@pytest.mark.parametrize("gpu, ok, fp8", [(A100, True, False), (L4, True, True), (H100, True, True), (T4, False, False)])
+def test_gpu_capability(gpu, ok, fp8):
+    check = doctor.check_gpu(0, gpu)
+    assert check.ok is ok
+    assert gpu.name in check.detail
+    if ok:
+        assert ("FP8 ok" in check.detail) is fp8
+    else:
+        assert "8.0 or newer" in check.fix
+    assert doctor.check_fp8_gpu((gpu,)).ok is fp8
+
+
+def test_cuda_states():
+    assert not doctor.check_cuda(TorchInfo("2.4", None)).ok
+    assert "no GPU visible" in doctor.check_cuda(TorchInfo("2.4", "12.4")).detail
+    assert doctor.check_cuda(TorchInfo("2.4", "12.4", (H100,))).ok
+
+
+@pytest.mark.parametrize("version, ok", [(None, False), ("0.21.0", False), ("1.0.0", True), ("1.2.0", True),
+                                         ("1.3.0rc1", False)])
+def test_trtllm_versions(version, ok):
+    check = doctor.check_trtllm(version, None)
+    assert check.ok is ok
+    if not ok:
+        assert "tensorrt_llm==1.2.*" in check.fix and "1.0 to 1.2.x" in check.fix
+
+
+def test_trtllm_without_redrafter_folder(tmp_path):
+    (tmp_path / "models").mkdir()
+    assert not doctor.check_trtllm("1.2.0", tmp_path).ok
+    (tmp_path / "models" / "redrafter").mkdir()
+    assert doctor.check_trtllm("1.2.0", tmp_path).ok
+
+
+@pytest.mark.parametrize("mpi4py, mpirun, ok", [(True, "/usr/bin/mpirun", True), (False, "/usr/bin/mpirun", False),
+                                                (True, None, False)])
+def test_mpi(mpi4py, mpirun, ok):
+    check = doctor.check_mpi(mpi4py, mpirun)
+    assert check.ok is ok and (ok or "mpi4py" in check.fix)
+
+
+def test_python_version():
+    assert doctor.check_python((3, 11, 7)).ok
+    assert not doctor.check_python((3, 9, 18)).ok
+
+
+def test_lines_say_ok_or_fix():
+    assert doctor.format_check(doctor.check_mpi(True, "/usr/bin/mpirun")).startswith("OK ")
+    line = doctor.format_check(doctor.check_modelopt(None))
+    assert line.startswith("FIX ") and "redrafter-trt[fp8]" in line
+
+
+def fake_machine(monkeypatch, torch: TorchInfo, trtllm: str | None, dists: dict[str, str]):
+    monkeypatch.setattr(doctor, "torch_info", lambda: torch)
+    monkeypatch.setattr(doctor, "trtllm_version", lambda: trtllm)
+    monkeypatch.setattr(doctor, "trtllm_package_dir", lambda: None)
+    monkeypatch.setattr(doctor, "dist_version", lambda *names: next((dists[n] for n in names if n in dists), None))
+    monkeypatch.setattr(doctor, "which", lambda name: f"/usr/bin/{name}" if trtllm else None)
+    monkeypatch.setattr(doctor, "has_module", lambda name: bool(trtllm))
+
+
+CPU_DISTS = {"torch": "2.6.0", "transformers": "4.46.0", "safetensors": "0.4.5", "click": "8.1.7", "pyyaml": "6.0"}
+
+
+def test_cpu_machine_is_ready_and_lists_what_is_unavailable(monkeypatch):
+    fake_machine(monkeypatch, TorchInfo("2.6.0+cpu", None), None, CPU_DISTS)
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code == 0, result.output
+    assert "OK   torch: 2.6.0" in result.output
+    assert "FIX  tensorrt_llm: not installed -> pip install 'tensorrt_llm==1.2.*'" in result.output
+    assert "CPU path (convert, inspect, run on CPU): ready" in result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("unavailable here:") and "engines" in last and "FP8 engines" in last and "mpirun" in last
+
+
+def test_gpu_machine_with_everything(monkeypatch):
+    fake_machine(monkeypatch, TorchInfo("2.6.0", "12.6", (H100, H100)), "1.2.0",
+                 {**CPU_DISTS, "tensorrt": "10.11.0", "nvidia-modelopt": "0.33.0"})
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code == 0, result.output
+    assert "FIX" not in result.output
+    assert "gpu1: NVIDIA H100 80GB HBM3, compute capability 9.0" in result.output
+    assert result.output.strip().endswith("GPU features: all available")
+
+
+def test_missing_required_package_exits_2(monkeypatch):
+    dists = {k: v for k, v in CPU_DISTS.items() if k != "transformers"}
+    fake_machine(monkeypatch, TorchInfo("2.6.0+cpu", None), None, dists)
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code == 2
+    assert "FIX  transformers: not installed -> pip install 'transformers>=4.45'" in result.output
+    assert "NOT ready" in result.output
+
+
+def test_real_machine_runs():
+    """On this machine (whatever it has) the command runs and every line is OK, FIX or the summary."""
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code in (0, 2)
+    for line in result.output.strip().splitlines():
+        assert line.split()[0] in ("OK", "FIX", "CPU", "unavailable", "GPU"), line
