@@ -103,7 +103,7 @@ def fp8_quant_config(mtq, kv_cache_dtype: str | None) -> dict:
 def patch_exported_config(cfg: dict, hf: dict, kv_cache_dtype: str | None) -> dict:
     """modelopt's exported config.json, corrected from the HF config as `quantize_by_modelopt.py` does:
     `rotary_base`/`rotary_scaling` (both HF layouts), `norm_epsilon`, `intermediate_size`, Qwen's `qwen_type`,
-    and `kv_cache_quant_algo: null` when the KV cache stays in the model dtype. Pure: returns a new dict."""
+    `attn_bias`, and `kv_cache_quant_algo: null` when the KV cache stays in the model dtype. Pure: returns a new dict."""
     out = copy.deepcopy(cfg)
     theta, scaling = rope_fields(hf)
     out["rotary_base"] = theta
@@ -111,8 +111,11 @@ def patch_exported_config(cfg: dict, hf: dict, kv_cache_dtype: str | None) -> di
     if "rms_norm_eps" in hf:
         out["norm_epsilon"] = float(hf["rms_norm_eps"])
     out["intermediate_size"] = int(hf["intermediate_size"])
-    if DECODER_TYPES.get((hf.get("architectures") or [""])[0]) == "qwen":
+    qwen = DECODER_TYPES.get((hf.get("architectures") or [""])[0]) == "qwen"
+    if qwen:
         out["qwen_type"] = hf.get("model_type", "qwen2")
+    # modelopt writes no `attn_bias`; say it explicitly, as from_hugging_face does (Qwen2: true).
+    out["attn_bias"] = qwen or bool(hf.get("attention_bias", False))
     quant = out.setdefault("quantization", {})
     if kv_cache_dtype is None:
         quant["kv_cache_quant_algo"] = None

@@ -1,0 +1,216 @@
+"""FP8 base through nvidia-modelopt (`convert(..., quantize="fp8")` and `redrafter_trt.quantize`): structure of
+the checkpoint, RoPE fields, drafter kept in the config dtype and excluded from FP8, `inspect` clean, FP8 KV cache,
+and the bad-input errors. Calibration is tiny (a few prompts, short sequences) so the file stays quick on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tinymodels import make_drafter, make_hf
+
+pytest.importorskip("modelopt.torch.quantization", reason="FP8 needs nvidia-modelopt (pip install -e '.[test]')")
+
+from redrafter_trt.checkpoint import inspect_checkpoint  # noqa: E402
+from redrafter_trt.convert import convert  # noqa: E402
+from redrafter_trt.errors import ConfigError, DependencyError  # noqa: E402
+from redrafter_trt.quantize import calibration_prompts, export_fp8_base, patch_exported_config  # noqa: E402
+
+LINEARS = ("attention.qkv", "attention.dense", "mlp.fc", "mlp.gate", "mlp.proj")
+TORCH = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+CALIB = dict(calib_size=4, calib_seq_len=32, calib_batch_size=2)
+LLAMA3_SCALING = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                  "original_max_position_embeddings": 128}
+
+
+def byte_tokenizer(folder: Path) -> Path:
+    """A 256-token byte-level tokenizer saved beside a tiny model (vocab 256), so calibration has real text."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=alphabet[0], pad_token=alphabet[0]).save_pretrained(folder)
+    return Path(folder)
+
+
+def hf_rope(hf: dict) -> tuple[float, dict | None]:
+    if "rope_parameters" in hf:
+        params = dict(hf["rope_parameters"])
+        theta = params.pop("rope_theta")
+        return theta, (None if params.get("rope_type", "default") == "default" else params)
+    return hf.get("rope_theta", 10000.0), hf.get("rope_scaling")
+
+
+def drafter_exclusions(num_layers: int, rnn: bool, input_proj: bool) -> set[str]:
+    """The format page's list, written out independently of redrafter_trt.rules."""
+    mods = {"drafter", "drafter.layers", "drafter.lm_head"}
+    mods |= {f"drafter.layers.{i}" for i in range(num_layers)} | {f"drafter.layers.{i}.linear" for i in range(num_layers)}
+    if rnn:
+        mods |= {"drafter.rnn_u", "drafter.rnn_w"}
+    if input_proj:
+        mods.add("drafter.input_proj")
+    return mods
+
+
+def hf_weight(hf_dir: Path, name: str) -> torch.Tensor:
+    return load_file(hf_dir / "model.safetensors")[name].float()
+
+
+def assert_fp8_checkpoint(out: Path, hf_dir: Path, drafter_dir: Path, *, dtype: str, kv_fp8: bool) -> None:
+    cfg = json.loads((out / "config.json").read_text())
+    hf = json.loads((hf_dir / "config.json").read_text())
+    dcfg = json.loads((drafter_dir / "config.json").read_text())
+    tp = cfg["mapping"]["tp_size"]
+    want = TORCH[dtype]
+
+    report = inspect_checkpoint(out)
+    assert report.ok, report.problems
+    assert cfg["dtype"] == dtype
+    quant = cfg["quantization"]
+    assert quant["quant_algo"] == "FP8"
+    assert quant["kv_cache_quant_algo"] == ("FP8" if kv_fp8 else None)
+    theta, scaling = hf_rope(hf)
+    assert (cfg["rotary_base"], cfg["rotary_scaling"]) == (theta, scaling)
+    qwen = hf["architectures"][0] == "Qwen2ForCausalLM"
+    assert cfg.get("qwen_type") == ("qwen2" if qwen else None)
+    assert cfg["attn_bias"] == qwen
+    input_proj = dcfg["exit_dim"] != 2 * dcfg["hidden_size"]
+    assert drafter_exclusions(dcfg["num_draft_layers"], dcfg["rnn"], input_proj) <= set(quant["exclude_modules"])
+    assert "lm_head" in quant["exclude_modules"]
+
+    for r in range(tp):
+        w = load_file(out / f"rank{r}.safetensors")
+        for layer in range(cfg["num_hidden_layers"]):
+            p = f"transformer.layers.{layer}."
+            for mod in LINEARS:
+                assert w[p + mod + ".weight"].dtype == torch.float8_e4m3fn, p + mod
+                for scale in ("weights_scaling_factor", "activation_scaling_factor"):
+                    s = w[f"{p}{mod}.{scale}"]
+                    assert (s.dtype, tuple(s.shape)) == (torch.float32, (1,)) and s.item() > 0, f"{p}{mod}.{scale}"
+            # q, k, v share one scale inside qkv; TensorRT-LLM fuses fc and gate, which needs them equal too.
+            assert torch.equal(w[p + "mlp.fc.weights_scaling_factor"], w[p + "mlp.gate.weights_scaling_factor"])
+            for norm in ("input_layernorm", "post_layernorm"):
+                assert w[f"{p}{norm}.weight"].dtype == want
+            kv = p + "attention.kv_cache_scaling_factor"
+            if kv_fp8:
+                assert (w[kv].dtype, tuple(w[kv].shape)) == (torch.float32, (1,)) and w[kv].item() > 0
+            else:
+                assert kv not in w
+        for name in ("lm_head.weight", "transformer.vocab_embedding.weight", "transformer.ln_f.weight"):
+            assert w[name].dtype == want, name
+        drafter = {k: v for k, v in w.items() if k.startswith("drafter.")}
+        assert drafter and all(v.dtype == want for v in drafter.values())
+        assert ("drafter.input_proj.weight" in drafter) == input_proj
+
+        # Dequantised weights are the source weights within FP8 e4m3's rounding (3 mantissa bits).
+        fc = w["transformer.layers.0.mlp.fc.weight"].float() * w["transformer.layers.0.mlp.fc.weights_scaling_factor"]
+        src = hf_weight(hf_dir, "model.layers.0.mlp.gate_proj.weight").chunk(tp, 0)[r]  # fc = gate_proj
+        assert (fc - src).norm() / src.norm() < 0.05
+
+
+@pytest.fixture(scope="module")
+def fp8_models(tmp_path_factory, tiny_llama, tiny_qwen2):
+    """Copies of the session's tiny models with a tokenizer, and one Llama-3-style model in the top-level layout."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("fp8_models")
+    models = {}
+    for name, src in (("llama", tiny_llama), ("qwen2", tiny_qwen2)):
+        models[name] = byte_tokenizer(Path(shutil.copytree(src, root / name)))
+    models["llama3_top"] = byte_tokenizer(make_hf(root / "llama3_top", "llama", rope_layout="top", rope_theta=500000.0,
+                                                  rope_scaling=LLAMA3_SCALING, num_key_value_heads=1))
+    return models
+
+
+@pytest.mark.parametrize("model, tp_size, dtype, exit_dim, kv", [
+    ("llama", 1, "bfloat16", None, None),
+    ("llama", 2, "float16", 96, None),          # exit_dim != 2H: drafter.input_proj must be excluded too
+    ("llama3_top", 2, "bfloat16", None, None),  # one kv head duplicated, rope_theta 5e5 + llama3 scaling restored
+    ("qwen2", 1, "bfloat16", None, None),
+    ("qwen2", 2, "bfloat16", None, "fp8"),      # needs the converter to accept modelopt's k_/v_cache_scaling_factor
+])
+def test_fp8_convert_structure(fp8_models, tmp_path, model, tp_size, dtype, exit_dim, kv):
+    hf_dir = fp8_models[model]
+    drafter = make_drafter(tmp_path / "drafter", hf_dir, exit_dim=exit_dim)
+    out = convert(hf_dir, drafter, tmp_path / "out", tp_size=tp_size, dtype=dtype, quantize="fp8",
+                  kv_cache_dtype=kv, **CALIB)
+    assert_fp8_checkpoint(Path(out), hf_dir, drafter, dtype=dtype, kv_fp8=kv == "fp8")
+
+
+def test_export_fp8_base_kv_cache(fp8_models, tmp_path):
+    """modelopt's FP8 KV cache output as export_fp8_base leaves it: kv scale per layer, FP8 kv algo, RoPE restored."""
+    hf_dir = fp8_models["llama"]
+    export_fp8_base(hf_dir, tmp_path / "base", tp_size=2, dtype="bfloat16", kv_cache_dtype="fp8",
+                    calib_prompts=calibration_prompts(None, 4), device="cpu", **CALIB)
+    cfg = json.loads((tmp_path / "base" / "config.json").read_text())
+    assert cfg["quantization"]["kv_cache_quant_algo"] == "FP8"
+    assert cfg["rotary_base"] == 10000.0 and cfg["rotary_scaling"] is None
+    for r in range(2):
+        w = load_file(tmp_path / "base" / f"rank{r}.safetensors")
+        for layer in range(2):
+            s = w[f"transformer.layers.{layer}.attention.kv_cache_scaling_factor"]
+            assert (s.dtype, tuple(s.shape)) == (torch.float32, (1,))
+
+
+def test_smollm2_fp8(smollm2, tmp_path):
+    drafter = make_drafter(tmp_path / "drafter", smollm2)
+    out = convert(smollm2, drafter, tmp_path / "out", tp_size=1, dtype="bfloat16", quantize="fp8", **CALIB)
+    assert_fp8_checkpoint(Path(out), smollm2, drafter, dtype="bfloat16", kv_fp8=False)
+    assert json.loads((Path(out) / "config.json").read_text())["rotary_base"] == 100000.0
+
+
+@pytest.mark.parametrize("hf, want", [
+    ({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "rms_norm_eps": 1e-5, "intermediate_size": 8,
+      "rope_parameters": {"rope_theta": 500000.0, **LLAMA3_SCALING}},
+     {"rotary_base": 500000.0, "rotary_scaling": LLAMA3_SCALING}),
+    ({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "rms_norm_eps": 1e-5, "intermediate_size": 8,
+      "rope_theta": 100000.0},
+     {"rotary_base": 100000.0, "rotary_scaling": None}),
+    ({"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "rms_norm_eps": 1e-6, "intermediate_size": 8,
+      "rope_theta": 1000000.0, "rope_scaling": None},
+     {"rotary_base": 1000000.0, "rotary_scaling": None, "qwen_type": "qwen2", "norm_epsilon": 1e-6,
+      "attn_bias": True}),
+])
+def test_patch_exported_config(hf, want):
+    exported = {"rotary_base": None, "rotary_scaling": None, "norm_epsilon": 1e-5, "intermediate_size": 8,
+                "quantization": {"quant_algo": "FP8", "kv_cache_quant_algo": "FP8", "exclude_modules": ["lm_head"]}}
+    got = patch_exported_config(exported, hf, kv_cache_dtype=None)
+    assert {k: got[k] for k in want} == want
+    assert got["quantization"]["kv_cache_quant_algo"] is None
+    assert exported["rotary_base"] is None  # pure
+
+
+def test_calibration_prompts(tmp_path):
+    default = calibration_prompts(None, 1000)
+    assert len(default) == 64 and all(isinstance(p, str) and p.strip() for p in default)
+    assert calibration_prompts(None, 16) == default[:16]
+    custom = tmp_path / "calib.jsonl"
+    custom.write_text('{"prompt": "one"}\n{"turns": ["two", "x"]}\n')
+    assert calibration_prompts(custom, 8) == ["one", "two"]
+    with pytest.raises(ConfigError, match="calib-size"):
+        calibration_prompts(None, 0)
+
+
+def test_fp8_bad_input(tiny_llama, tiny_drafter, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match="int4"):
+        convert(tiny_llama, tiny_drafter, out, quantize="int4")
+    with pytest.raises(ConfigError, match="fp8"):  # an FP8 drafter: the drafter is always in the config dtype
+        convert(tiny_llama, tiny_drafter, out, quantize="fp8", dtype="fp8")
+    with pytest.raises(ConfigError, match="quantize fp8"):
+        convert(tiny_llama, tiny_drafter, out, kv_cache_dtype="fp8")
+    with pytest.raises(ConfigError, match="float16 or bfloat16"):
+        convert(tiny_llama, tiny_drafter, out, quantize="fp8", dtype="float32")
+    monkeypatch.setitem(sys.modules, "modelopt.torch.quantization", None)  # as if nvidia-modelopt were absent
+    with pytest.raises(DependencyError, match=r"redrafter-trt\[fp8\]"):
+        convert(tiny_llama, tiny_drafter, out, quantize="fp8", dtype="bfloat16")
+    assert not out.exists()
