@@ -143,6 +143,9 @@ def plan_build(options: BuildOptions, config: dict) -> BuildPlan:
         raise ConfigError(f"--max-input-len {options.max_input_len} exceeds --max-seq-len {options.max_seq_len}: "
                           "raise --max-seq-len or lower --max-input-len")
     check_extra_args(options.extra_args)
+    if config.get("dtype") == "float32":
+        log.warning("float32 checkpoint: TensorRT-LLM's context FMHA runs only in float16/bfloat16, so this engine "
+                    "falls back to unfused attention; convert with --dtype bfloat16 for a fast engine")
     fp8, fp8_kv = quantization(config)
     argv = [
         TRTLLM_BUILD,

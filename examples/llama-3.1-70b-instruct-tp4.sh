@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Llama-3.1-70B-Instruct + a ReDrafter drafter at tensor parallelism 4: bfloat16 checkpoint in 4 rank files,
+# 4 rank engines built in parallel, run over 4 GPUs of 80 GB (A100 or H100; see the preset for why bfloat16).
+# Runs as written on such a machine with the models downloaded, TensorRT-LLM 1.2.x and MPI installed
+# (check with `redrafter-trt doctor`). Override any path below from the environment, e.g. BASE=/data/m ./llama-3.1-70b-instruct-tp4.sh
+set -euo pipefail
+
+BASE=${BASE:-models/Llama-3.1-70B-Instruct}
+DRAFTER=${DRAFTER:-models/Llama-3.1-70B-Instruct-redrafter}
+WORK=${WORK:-work/llama-3.1-70b-instruct-tp4}
+PRESET=$(cd "$(dirname "$0")/.." && pwd)/configs/llama-3.1-70b-instruct-tp4.yaml
+
+# convert reads the base lazily, one rank's slices at a time: no GPU needed for this step
+redrafter-trt convert --config "$PRESET" \
+    --base "$BASE" --drafter "$DRAFTER" --output "$WORK/checkpoint" --force
+
+redrafter-trt build --config "$PRESET" \
+    --checkpoint-dir "$WORK/checkpoint" --output-dir "$WORK/engine"
+
+redrafter-trt run --config "$PRESET" \
+    --engine-dir "$WORK/engine" --tokenizer-dir "$BASE" \
+    --input-text "Explain speculative decoding in three sentences."

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Llama-3.1-8B-Instruct + a ReDrafter drafter: bfloat16 checkpoint, engine on one GPU (24 GB+), one chat prompt.
+# Runs as written on a GPU machine with the models downloaded and TensorRT-LLM 1.2.x installed
+# (check with `redrafter-trt doctor`). Override any path below from the environment, e.g. BASE=/data/m ./llama-3.1-8b-instruct.sh
+set -euo pipefail
+
+BASE=${BASE:-models/Llama-3.1-8B-Instruct}
+DRAFTER=${DRAFTER:-models/Llama-3.1-8B-Instruct-redrafter}
+WORK=${WORK:-work/llama-3.1-8b-instruct}
+PRESET=$(cd "$(dirname "$0")/.." && pwd)/configs/llama-3.1-8b-instruct.yaml
+
+redrafter-trt convert --config "$PRESET" \
+    --base "$BASE" --drafter "$DRAFTER" --output "$WORK/checkpoint" --force
+
+redrafter-trt build --config "$PRESET" \
+    --checkpoint-dir "$WORK/checkpoint" --output-dir "$WORK/engine"
+
+redrafter-trt run --config "$PRESET" \
+    --engine-dir "$WORK/engine" --tokenizer-dir "$BASE" \
+    --input-text "Explain speculative decoding in three sentences."

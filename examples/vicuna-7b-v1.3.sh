@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Vicuna-7B v1.3 + its ReDrafter drafter: float16 checkpoint, engine on one GPU (compute capability 8.0+), one prompt.
+# Runs as written on a GPU machine with the models downloaded and TensorRT-LLM 1.2.x installed
+# (check with `redrafter-trt doctor`). Override any path below from the environment, e.g. BASE=/data/m ./vicuna-7b-v1.3.sh
+set -euo pipefail
+
+BASE=${BASE:-models/vicuna-7b-v1.3}
+DRAFTER=${DRAFTER:-models/vicuna-7b-v1.3-redrafter}
+WORK=${WORK:-work/vicuna-7b-v1.3}
+PRESET=$(cd "$(dirname "$0")/.." && pwd)/configs/vicuna-7b-v1.3.yaml
+
+redrafter-trt convert --config "$PRESET" \
+    --base "$BASE" --drafter "$DRAFTER" --output "$WORK/checkpoint" --force
+
+redrafter-trt build --config "$PRESET" \
+    --checkpoint-dir "$WORK/checkpoint" --output-dir "$WORK/engine"
+
+redrafter-trt run --config "$PRESET" \
+    --engine-dir "$WORK/engine" --tokenizer-dir "$BASE" \
+    --input-text "A chat between a curious user and an artificial intelligence assistant. USER: What is speculative decoding? ASSISTANT:"
