@@ -67,6 +67,17 @@ def option_keys(command: click.Command) -> dict[str, tuple[str, bool]]:
     return keys
 
 
+def shown_names(command: click.Command) -> set[str]:
+    """One name per parameter for error messages: its first long flag (dashes, no prefix) or argument name."""
+    names = set()
+    for param in command.params:
+        if not param.expose_value or param.name in (None, "config"):
+            continue
+        longs = [o for o in param.opts if o.startswith("--")]
+        names.add(_key(longs[0] if longs else param.name))
+    return names
+
+
 def split_preset(preset: dict, sections: Iterable[str]) -> tuple[dict, dict[str, dict]]:
     """(shared top-level keys, {command: section}). A mapping under a command's name is that command's section."""
     sections = set(sections)
@@ -102,11 +113,13 @@ def resolve(preset: dict, command_name: str, command: click.Command, sections: I
     defaults: dict = {}
     foreign = [k for k in shared if _key(str(k)) not in keys]
     if foreign:
-        known = set().union(*(option_keys(c) for c in other_commands()))
+        others = list(other_commands())
+        known = set().union(*(option_keys(c) for c in others))
         unknown = [str(k) for k in foreign if _key(str(k)) not in known]
         if unknown:
+            shown = set().union(shown_names(command), *(shown_names(c) for c in others))
             raise ConfigError(f"preset field '{unknown[0]}' is not an option of any command; valid top-level fields: "
-                              f"{name_list(known | keys.keys(), limit=60)}")
+                              f"{name_list(shown, limit=60)}")
     for key, value in shared.items():
         if _key(str(key)) in keys:
             name, value = _to_default(keys, str(key), value)
@@ -114,7 +127,7 @@ def resolve(preset: dict, command_name: str, command: click.Command, sections: I
     for key, value in sections.get(command_name, {}).items():
         if _key(str(key)) not in keys:
             raise ConfigError(f"preset field '{command_name}.{key}' is not an option of '{command_name}'; valid: "
-                              f"{name_list(keys, limit=60)}")
+                              f"{name_list(shown_names(command), limit=60)}")
         name, value = _to_default(keys, str(key), value)
         defaults[name] = value
     return defaults
