@@ -1,0 +1,87 @@
+"""Greedy exactness: speculative greedy output equals transformers' greedy `generate` token for token, with a
+lookup drafter that gets many drafts accepted (tiny models: batches whose rows accept different counts), and with
+fresh (`init-drafter`-style) drafters on SmolLM2 over MT-Bench first turns with the chat template."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from redrafter_trt import runtime as rt
+from redrafter_trt.errors import ConfigError
+from test_runtime_support import LookupDrafter, chat_prompts, checkpoint, eos_of, fresh_drafter, hf_greedy
+
+PROMPTS = [[1, 17, 33, 5], [1, 250, 99, 3, 3, 42, 7, 128, 64], [1, 200], [1, 11, 12, 13, 14, 15, 16]]
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_qwen2"])
+def test_tiny_greedy_exact_with_accepted_drafts(request, fixture, tiny_drafter):
+    base = request.getfixturevalue(fixture)
+    model = rt.load(checkpoint(base, tiny_drafter, 1, num_beams=3, draft_len=4))
+    refs = [hf_greedy(base, p, 40) for p in PROMPTS]
+    model = dataclasses.replace(model, drafter=LookupDrafter([p + r for p, r in zip(PROMPTS, refs)], 256, seed=1))
+    eos = eos_of(base)
+    res = rt.generate(model, PROMPTS, 40, eos_token_id=eos)
+    assert res.output_ids == refs
+    assert res.mean_tokens_per_step > 1.5  # drafts were accepted, so the compaction path really ran
+    assert len({tuple(a) for a in res.accepted}) > 1  # rows accepted different counts
+    for i in range(len(PROMPTS)):  # batch 1 gives the same
+        assert rt.generate(model, [PROMPTS[i]], 40, eos_token_id=eos, num_beams=2, draft_len=2).output_ids[0] == refs[i]
+    plain = rt.generate(model, PROMPTS, 40, eos_token_id=eos, use_draft=False)
+    assert plain.output_ids == refs and plain.steps == [len(r) for r in refs]
+
+
+def test_eos_and_length_stops(tiny_llama, tiny_drafter):
+    model = rt.load(checkpoint(tiny_llama, tiny_drafter, 1, num_beams=3, draft_len=4))
+    refs = [hf_greedy(tiny_llama, p, 30) for p in PROMPTS]
+    model = dataclasses.replace(model, drafter=LookupDrafter([p + r for p, r in zip(PROMPTS, refs)], 256, seed=2))
+    eos = refs[1][7]
+    res = rt.generate(model, PROMPTS, 30, eos_token_id=[eos, 10**6])
+    for out, ref in zip(res.output_ids, refs):
+        want = ref[: ref.index(eos) + 1] if eos in ref else ref
+        assert out == want
+        assert res.steps[res.output_ids.index(out)] >= 1
+    for out, acc, steps in zip(res.output_ids, res.accepted, res.steps):
+        assert sum(acc) + 1 == len(out) and len(acc) + 1 == steps
+    short = rt.generate(model, PROMPTS, 3)
+    assert [len(o) for o in short.output_ids] == [3] * 4
+
+
+def test_draft_shape_limits(tiny_llama, tiny_drafter):
+    model = rt.load(checkpoint(tiny_llama, tiny_drafter, 1, num_beams=3, draft_len=4))
+    with pytest.raises(ConfigError, match="num-beams"):
+        rt.generate(model, PROMPTS, 4, num_beams=4)
+    with pytest.raises(ConfigError, match="draft-len"):
+        rt.generate(model, PROMPTS, 4, draft_len=5)
+    # a real (random) drafter at its full shape still reproduces greedy
+    res = rt.generate(model, PROMPTS[:2], 12, eos_token_id=eos_of(tiny_llama))
+    assert res.output_ids == [hf_greedy(tiny_llama, p, 12) for p in PROMPTS[:2]]
+
+
+def smollm2_exactness(smollm2, n_prompts, max_new, batch_size, seeds, num_beams=None, draft_len=None):
+    prompts = chat_prompts(smollm2, n_prompts)
+    refs = [hf_greedy(smollm2, p, max_new) for p in prompts]
+    eos = eos_of(smollm2)
+    mismatches = []
+    for seed in seeds:
+        model = rt.load(checkpoint(smollm2, fresh_drafter(smollm2, seed=seed), 1))
+        for start in range(0, len(prompts), batch_size):
+            chunk = prompts[start: start + batch_size]
+            res = rt.generate(model, chunk, max_new, num_beams=num_beams, draft_len=draft_len, eos_token_id=eos)
+            for i, out in enumerate(res.output_ids):
+                if out != refs[start + i]:
+                    mismatches.append((seed, start + i))
+    return mismatches
+
+
+def test_smollm2_greedy_exact_fast(smollm2):
+    assert smollm2_exactness(smollm2, 3, 24, 1, [0], num_beams=3, draft_len=3) == []
+    assert smollm2_exactness(smollm2, 4, 24, 4, [1], num_beams=2, draft_len=4) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("batch_size", [1, 4])
+def test_smollm2_greedy_exact_mt_bench(smollm2, batch_size):
+    assert smollm2_exactness(smollm2, 80, 128, batch_size, [0, 1, 2]) == []
