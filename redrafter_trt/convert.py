@@ -160,8 +160,8 @@ def plan_hf_rank(src: TensorSource, b: BaseModelConfig, cfg: dict, tp_rank: int)
 # ---------------------------------------------------------------- TensorRT-LLM base
 
 def plan_trtllm_rank(src: TensorSource, cfg: dict, tp_rank: int, where: Path) -> list[Planned]:
-    specs = layout.base_tensors(cfg, tp_rank)
     have = src.names()
+    specs = layout.base_tensors(cfg, tp_rank, layout.split_kv_scales(have))
     missing, unexpected = set(specs) - have, have - set(specs)
     if missing or unexpected:
         parts = ([f"missing tensors: {name_list(missing)}"] if missing else []) + \
@@ -320,8 +320,8 @@ def _quantized_base(base: Path, dest: Path, opts: ConvertOptions) -> Path:
 
 
 def _check_plan(plan: list[Planned], cfg: dict, tp_rank: int) -> None:
-    want = layout.expected_tensors(cfg, tp_rank)
     got = {p.name: (p.shape, p.dtype) for p in plan}
+    want = layout.expected_tensors(cfg, tp_rank, layout.split_kv_scales(got))
     if got != want:
         diff = set(got.items()) ^ set(want.items())
         raise TensorError(f"internal: rank {tp_rank} plan differs from the layout at {name_list(n for n, _ in diff)}")

@@ -20,7 +20,13 @@ def is_redrafter(cfg: dict) -> bool:
     return "redrafter_num_layers" in cfg
 
 
-def base_tensors(cfg: dict, tp_rank: int) -> dict[str, Spec]:
+def split_kv_scales(names) -> bool:
+    """nvidia-modelopt 0.47 writes `k_cache_scaling_factor` and `v_cache_scaling_factor` per layer next to their
+    max, `kv_cache_scaling_factor`; TensorRT-LLM 1.2.x folds k/v into kv when it loads. Both are accepted."""
+    return any(n.endswith(".k_cache_scaling_factor") for n in names)
+
+
+def base_tensors(cfg: dict, tp_rank: int, kv_split: bool = False) -> dict[str, Spec]:
     tp = cfg["mapping"]["tp_size"]
     dtype = TORCH_DTYPES[cfg["dtype"]]
     H, L, V, I = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["vocab_size"], cfg["intermediate_size"]
@@ -57,7 +63,8 @@ def base_tensors(cfg: dict, tp_rank: int) -> dict[str, Spec]:
         if cfg.get("attn_bias"):
             out[p + "attention.qkv.bias"] = ((qkv_rows,), dtype)
         if kv_fp8:
-            out[p + "attention.kv_cache_scaling_factor"] = ((1,), torch.float32)
+            for kind in ("kv", "k", "v") if kv_split else ("kv",):
+                out[p + f"attention.{kind}_cache_scaling_factor"] = ((1,), torch.float32)
     out["transformer.ln_f.weight"] = ((H,), dtype)
     out["lm_head.weight"] = ((padded_rows(V, tp) // tp, H), dtype)
     return out
@@ -81,9 +88,9 @@ def drafter_tensors(cfg: dict) -> dict[str, Spec]:
     return out
 
 
-def expected_tensors(cfg: dict, tp_rank: int) -> dict[str, Spec]:
-    """Every tensor of rank file `tp_rank`: name -> (shape, dtype)."""
-    out = base_tensors(cfg, tp_rank)
+def expected_tensors(cfg: dict, tp_rank: int, kv_split: bool = False) -> dict[str, Spec]:
+    """Every tensor of rank file `tp_rank`: name -> (shape, dtype). `kv_split`: see split_kv_scales."""
+    out = base_tensors(cfg, tp_rank, kv_split)
     if is_redrafter(cfg):
         out |= drafter_tensors(cfg)
     return out
