@@ -1,0 +1,128 @@
+"""How much does FP8 change what the model says? Greedy decoding with the reference runtime on the MT-Bench first
+turns, once from a bfloat16 ReDrafter checkpoint and once from an FP8 one (same base, same drafter), and:
+
+- token agreement: the share of the bf16 output's token positions where the FP8 output has the same token
+  (positions the FP8 output does not reach count as disagreement);
+- prefix agreement: the mean share of each bf16 output covered before the first differing token;
+- identical outputs: the share of prompts whose outputs are equal;
+- mean tokens per step (accepted drafts + 1) of both checkpoints.
+
+The runtime dequantises FP8 weights with their scales; it does not quantise activations, so these figures show the
+weight quantisation's effect (the engine's FP8 activations add a little more).
+
+    python scripts/fp8_agreement.py                       # SmolLM2-135M-Instruct, fresh drafter, all 80 questions
+    python scripts/fp8_agreement.py --limit 16 --max-new-tokens 48 --drafter my_drafter/
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_QUESTIONS = ROOT.parent / "shared" / "data" / "mt_bench_questions.jsonl"
+
+
+def agreement(reference: list[list[int]], other: list[list[int]]) -> dict:
+    """Token, prefix and whole-output agreement of `other` with `reference` (per prompt lists of token ids)."""
+    same = total = 0
+    prefix_shares, identical = [], 0
+    for ref, out in zip(reference, other):
+        matches = [a == b for a, b in zip(ref, out)]
+        same += sum(matches)
+        total += len(ref)
+        first_diff = next((i for i, m in enumerate(matches) if not m), min(len(ref), len(out)))
+        prefix_shares.append(first_diff / len(ref) if ref else 1.0)
+        identical += ref == out
+    return {"token_agreement": same / total if total else 1.0,
+            "prefix_agreement": sum(prefix_shares) / len(prefix_shares),
+            "identical_outputs": identical / len(reference)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--base", type=Path, help="Hugging Face base folder (default: SmolLM2-135M-Instruct)")
+    ap.add_argument("--drafter", type=Path, help="Apple-layout drafter (default: a fresh one from init-drafter)")
+    ap.add_argument("--questions", type=Path, default=DEFAULT_QUESTIONS, help="prompts (jsonl; MT-Bench first turns)")
+    ap.add_argument("--limit", type=int, default=None, help="only the first N questions")
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=16, help="prompts decoded together")
+    ap.add_argument("--kv-cache-dtype", choices=["fp8"], default=None)
+    ap.add_argument("--calib-size", type=int, default=16)
+    ap.add_argument("--calib-seq-len", type=int, default=128)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--work-dir", type=Path, help="keep the two checkpoints here (default: a temporary folder)")
+    ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    sys.path.insert(0, str(ROOT))
+    from transformers import AutoTokenizer
+
+    from redrafter_trt.convert import convert
+    from redrafter_trt.drafter import init_drafter_for_base
+    from redrafter_trt.prompts import load_prompts
+    from redrafter_trt.runtime import generate, load
+    from redrafter_trt.smollm2 import ensure_smollm2
+
+    base = args.base or ensure_smollm2()
+    prompts = load_prompts(args.questions)[: args.limit]
+    tok = AutoTokenizer.from_pretrained(base)
+    prompt_ids = [tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=True,
+                                          return_dict=False) for p in prompts]
+    prompt_ids = [list(p["input_ids"]) if isinstance(p, dict) else list(p) for p in prompt_ids]
+
+    with tempfile.TemporaryDirectory(prefix="fp8-agreement-") as scratch:
+        work = args.work_dir or Path(scratch)
+        drafter = args.drafter
+        if drafter is None:
+            drafter = work / "drafter"
+            init_drafter_for_base(base, drafter)
+        t0 = time.time()
+        bf16 = convert(base, drafter, work / "bf16", dtype="bfloat16", force=True)
+        fp8 = convert(base, drafter, work / "fp8", dtype="bfloat16", quantize="fp8", kv_cache_dtype=args.kv_cache_dtype,
+                      calib_size=args.calib_size, calib_seq_len=args.calib_seq_len, device=args.device, force=True)
+        convert_s = time.time() - t0
+
+        runs = {}
+        for name, ckpt in (("bf16", bf16), ("fp8", fp8)):
+            model = load(ckpt, device=args.device)
+            outputs, steps, t0 = [], [], time.time()
+            for i in range(0, len(prompt_ids), args.batch_size):
+                res = generate(model, prompt_ids[i:i + args.batch_size], args.max_new_tokens, temperature=0.0,
+                               eos_token_id=tok.eos_token_id)
+                outputs += res.output_ids
+                steps += res.steps
+            runs[name] = {"outputs": outputs, "tokens": sum(map(len, outputs)), "steps": sum(steps),
+                          "seconds": time.time() - t0}
+            del model
+
+    figures = {
+        "base": str(base), "prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
+        "kv_cache_dtype": args.kv_cache_dtype or "bfloat16", "calib_size": args.calib_size,
+        **agreement(runs["bf16"]["outputs"], runs["fp8"]["outputs"]),
+        "tokens_per_step_bf16": runs["bf16"]["tokens"] / runs["bf16"]["steps"],
+        "tokens_per_step_fp8": runs["fp8"]["tokens"] / runs["fp8"]["steps"],
+        "new_tokens_bf16": runs["bf16"]["tokens"], "new_tokens_fp8": runs["fp8"]["tokens"],
+        "convert_seconds": round(convert_s, 1),
+        "decode_seconds_bf16": round(runs["bf16"]["seconds"], 1), "decode_seconds_fp8": round(runs["fp8"]["seconds"], 1),
+    }
+    if args.json:
+        print(json.dumps(figures, indent=2))
+    else:
+        print(f"{figures['prompts']} MT-Bench first turns, greedy, up to {args.max_new_tokens} new tokens, {base.name}")
+        print(f"  token agreement FP8 vs bf16:  {figures['token_agreement']:.1%}")
+        print(f"  prefix agreement:             {figures['prefix_agreement']:.1%}")
+        print(f"  identical outputs:            {figures['identical_outputs']:.1%}")
+        print(f"  mean tokens per step:         bf16 {figures['tokens_per_step_bf16']:.3f}, "
+              f"FP8 {figures['tokens_per_step_fp8']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
