@@ -136,7 +136,7 @@ def _check_ranks(path: Path, cfg: dict, rep: Report) -> None:
         except TensorError as e:
             rep.problems.append(f"rank{r}.safetensors: {e}")
             continue
-        want = layout.expected_tensors(cfg, r, layout.split_kv_scales(have))
+        want = layout.expected_tensors(cfg, r) | {n: s for n, s in layout.optional_tensors(cfg).items() if n in have}
         nbytes = sum(_numel(s) * ST_TO_TORCH[d].itemsize for s, d in have.values() if d in ST_TO_TORCH)
         rep.ranks.append(RankReport(r, f.name, len(have), nbytes))
         miss, extra = set(want) - set(have), set(have) - set(want)

@@ -161,7 +161,8 @@ def plan_hf_rank(src: TensorSource, b: BaseModelConfig, cfg: dict, tp_rank: int)
 
 def plan_trtllm_rank(src: TensorSource, cfg: dict, tp_rank: int, where: Path) -> list[Planned]:
     have = src.names()
-    specs = layout.base_tensors(cfg, tp_rank, layout.split_kv_scales(have))
+    specs = layout.base_tensors(cfg, tp_rank)
+    specs |= {n: s for n, s in layout.optional_tensors(cfg).items() if n in have}
     missing, unexpected = set(specs) - have, have - set(specs)
     if missing or unexpected:
         parts = ([f"missing tensors: {name_list(missing)}"] if missing else []) + \
@@ -320,8 +321,9 @@ def _quantized_base(base: Path, dest: Path, opts: ConvertOptions) -> Path:
 
 
 def _check_plan(plan: list[Planned], cfg: dict, tp_rank: int) -> None:
-    got = {p.name: (p.shape, p.dtype) for p in plan}
-    want = layout.expected_tensors(cfg, tp_rank, layout.split_kv_scales(got))
+    optional = layout.optional_tensors(cfg)
+    got = {p.name: (p.shape, p.dtype) for p in plan if p.name not in optional}
+    want = layout.expected_tensors(cfg, tp_rank)
     if got != want:
         diff = set(got.items()) ^ set(want.items())
         raise TensorError(f"internal: rank {tp_rank} plan differs from the layout at {name_list(n for n, _ in diff)}")

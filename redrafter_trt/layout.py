@@ -20,13 +20,27 @@ def is_redrafter(cfg: dict) -> bool:
     return "redrafter_num_layers" in cfg
 
 
-def split_kv_scales(names) -> bool:
-    """nvidia-modelopt 0.47 writes `k_cache_scaling_factor` and `v_cache_scaling_factor` per layer next to their
-    max, `kv_cache_scaling_factor`; TensorRT-LLM 1.2.x folds k/v into kv when it loads. Both are accepted."""
-    return any(n.endswith(".k_cache_scaling_factor") for n in names)
+QWEN_BASES = ("QWenForCausalLM", "Qwen2ForCausalLM")
 
 
-def base_tensors(cfg: dict, tp_rank: int, kv_split: bool = False) -> dict[str, Spec]:
+def attn_bias(cfg: dict) -> bool:
+    """TensorRT-LLM's QWenConfig defaults attn_bias to true; modelopt's and quantize.py's configs omit the key."""
+    base_arch = cfg.get("base_model_architecture", cfg["architecture"])
+    return bool(cfg.get("attn_bias", base_arch in QWEN_BASES and cfg.get("qwen_type") not in ("qwen3", "qwen3_moe")))
+
+
+def optional_tensors(cfg: dict) -> dict[str, Spec]:
+    """Tensors a rank file may hold beyond `expected_tensors`: with an FP8 KV cache, nvidia-modelopt 0.47 and
+    TensorRT-LLM's quantize.py also write `k_/v_cache_scaling_factor` (and may write `kv_cache_rcp_scaling_factor`);
+    TensorRT-LLM 1.2.x folds them into `kv_cache_scaling_factor` when it loads the checkpoint."""
+    if (cfg.get("quantization") or {}).get("kv_cache_quant_algo") != "FP8":
+        return {}
+    kinds = ("k_cache_scaling_factor", "v_cache_scaling_factor", "kv_cache_rcp_scaling_factor")
+    return {f"transformer.layers.{layer}.attention.{k}": ((1,), torch.float32)
+            for layer in range(cfg["num_hidden_layers"]) for k in kinds}
+
+
+def base_tensors(cfg: dict, tp_rank: int) -> dict[str, Spec]:
     tp = cfg["mapping"]["tp_size"]
     dtype = TORCH_DTYPES[cfg["dtype"]]
     H, L, V, I = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["vocab_size"], cfg["intermediate_size"]
@@ -60,11 +74,10 @@ def base_tensors(cfg: dict, tp_rank: int, kv_split: bool = False) -> dict[str, S
             if quantised:
                 out[p + mod + ".weights_scaling_factor"] = ((1,), torch.float32)
                 out[p + mod + ".activation_scaling_factor"] = ((1,), torch.float32)
-        if cfg.get("attn_bias"):
+        if attn_bias(cfg):
             out[p + "attention.qkv.bias"] = ((qkv_rows,), dtype)
         if kv_fp8:
-            for kind in ("kv", "k", "v") if kv_split else ("kv",):
-                out[p + f"attention.{kind}_cache_scaling_factor"] = ((1,), torch.float32)
+            out[p + "attention.kv_cache_scaling_factor"] = ((1,), torch.float32)
     out["transformer.ln_f.weight"] = ((H,), dtype)
     out["lm_head.weight"] = ((padded_rows(V, tp) // tp, H), dtype)
     return out
@@ -88,9 +101,9 @@ def drafter_tensors(cfg: dict) -> dict[str, Spec]:
     return out
 
 
-def expected_tensors(cfg: dict, tp_rank: int, kv_split: bool = False) -> dict[str, Spec]:
-    """Every tensor of rank file `tp_rank`: name -> (shape, dtype). `kv_split`: see split_kv_scales."""
-    out = base_tensors(cfg, tp_rank, kv_split)
+def expected_tensors(cfg: dict, tp_rank: int) -> dict[str, Spec]:
+    """Every tensor rank file `tp_rank` must hold: name -> (shape, dtype)."""
+    out = base_tensors(cfg, tp_rank)
     if is_redrafter(cfg):
         out |= drafter_tensors(cfg)
     return out
