@@ -7,6 +7,7 @@ import json
 import tempfile
 from pathlib import Path
 
+import pytest
 import torch
 
 from redrafter_trt.convert import convert
@@ -99,3 +100,28 @@ class LookupDrafter:
                     pick = pick[:cut] + self._rand(draft_len - cut)
                 beams[b, w] = torch.tensor([t] + pick)
         return beams.to(context.device)
+
+
+@pytest.fixture
+def one_thread():
+    """Run the test with one intra-op thread: on these shared 2-core machines OpenMP's second thread makes small
+    matmuls 30x slower under load. Restores the previous setting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def chi_square_pvalue(counts: torch.Tensor, probs: torch.Tensor, min_expected: float = 5.0) -> float:
+    """Pearson chi-square goodness of fit; categories expected below `min_expected` are pooled into one."""
+    counts, probs = counts.double(), probs.double() / probs.sum()
+    n = counts.sum()
+    expected = probs * n
+    big = expected >= min_expected
+    obs = torch.cat([counts[big], counts[~big].sum()[None]])
+    exp = torch.cat([expected[big], expected[~big].sum()[None]])
+    if exp[-1] < 1e-9:
+        obs, exp = obs[:-1], exp[:-1]
+    stat = ((obs - exp) ** 2 / exp).sum()
+    dof = len(obs) - 1
+    return float(torch.special.gammaincc(torch.tensor(dof / 2.0, dtype=torch.float64), stat / 2))
