@@ -1,0 +1,159 @@
+"""`redrafter-trt run`: generate with a checkpoint (the reference runtime) or a built engine (TensorRT-LLM),
+in the spirit of TensorRT-LLM's `examples/run.py`. Prints each output and one statistics line; `--output-json`
+writes `results` (prompt, output_ids, text, steps, tokens_per_step) and `stats` (mean_tokens_per_step,
+tokens_per_second, total_new_tokens, wall_seconds)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import click
+
+from ..errors import ConfigError
+from ..presets import config_option
+
+log = logging.getLogger(__name__)
+
+
+def load_tokenizer(tokenizer_dir: str, vocab_size: int | None):
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot load a tokenizer from {tokenizer_dir} ({str(e).splitlines()[0][:120]}): "
+                          f"pass the base model's Hugging Face folder to --tokenizer-dir") from None
+    n = len(tok)
+    # models pad their vocabulary a little beyond the tokenizer's (Qwen2: 151936 vs 151665), never below it
+    if vocab_size is not None and (n > vocab_size or n < 0.95 * vocab_size):
+        raise ConfigError(f"the tokenizer in {tokenizer_dir} has {n} tokens but the model's vocab_size is {vocab_size}: "
+                          f"pass the tokenizer of the base model this checkpoint was converted from")
+    return tok
+
+
+def eos_ids(tok, tokenizer_dir: str) -> list[int]:
+    ids = [tok.eos_token_id] if tok.eos_token_id is not None else []
+    gen = Path(tokenizer_dir) / "generation_config.json"
+    if gen.is_file():
+        extra = json.loads(gen.read_text()).get("eos_token_id")
+        ids += extra if isinstance(extra, list) else ([extra] if extra is not None else [])
+    return sorted(set(ids))
+
+
+def encode(tok, prompts: list[str], chat: bool) -> list[list[int]]:
+    if not chat:
+        return [tok(p).input_ids for p in prompts]
+    if not tok.chat_template:
+        raise ConfigError("--chat needs a tokenizer with a chat template; this one has none: drop --chat")
+    return [list(tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
+                                         tokenize=True, return_dict=False)) for p in prompts]
+
+
+def _gather_prompts(input_text: tuple[str, ...], input_file: str | None) -> list[str]:
+    from ..prompts import load_prompts
+
+    if input_text and input_file:
+        raise ConfigError("pass either --input-text or --input-file, not both")
+    if input_file:
+        return load_prompts(input_file)
+    if not input_text:
+        raise ConfigError("nothing to generate: pass --input-text TEXT (repeatable) or --input-file FILE")
+    if any(not t.strip() for t in input_text):
+        raise ConfigError("--input-text is empty: pass some text")
+    return list(input_text)
+
+
+def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
+    from ..checkpoint import require_valid
+    from ..runtime import RuntimeConfig, check_draft_shape, generate, generate_tp, load
+
+    cfg = RuntimeConfig.from_dict(require_valid(ckpt), f"{ckpt}/config.json")
+    if o["tp"] is not None and o["tp"] != cfg.tp_size:
+        raise ConfigError(f"--tp {o['tp']} differs from the checkpoint's tp_size {cfg.tp_size}: pass --tp {cfg.tp_size}, "
+                          f"or convert again with --tp-size {o['tp']}")
+    check_draft_shape(cfg, o["num_beams"], o["draft_len"], not o["no_draft"])
+    tok = load_tokenizer(tokenizer_dir, cfg.vocab_size)
+    ids = encode(tok, o["prompts"], o["chat"])
+    kwargs = dict(num_beams=o["num_beams"], draft_len=o["draft_len"], temperature=o["temperature"],
+                  eos_token_id=eos_ids(tok, tokenizer_dir), seed=o["seed"], use_draft=not o["no_draft"],
+                  batch_size=o["batch_size"])
+    if cfg.tp_size > 1:
+        result = generate_tp(ckpt, ids, o["max_output_len"], device=o["device"], **kwargs)
+    else:
+        result = generate(load(ckpt, device=o["device"]), ids, o["max_output_len"], **kwargs)
+    return tok, result
+
+
+def _run_engine(engine: str, tokenizer_dir: str, o: dict):
+    from ..runtime.trtllm import generate_engine
+
+    for flag, value in (("--num-beams", o["num_beams"]), ("--draft-len", o["draft_len"]), ("--tp", o["tp"])):
+        if value is not None:
+            raise ConfigError(f"{flag} is fixed when the engine is built: drop it with --engine-dir "
+                              f"(tensor parallel engines run under `mpirun -n TP`)")
+    if o["no_draft"]:
+        raise ConfigError("--no-draft works with --checkpoint-dir only: an engine always drafts")
+    tok = load_tokenizer(tokenizer_dir, None)
+    ids = encode(tok, o["prompts"], o["chat"])
+    eos = eos_ids(tok, tokenizer_dir)
+    end_id = eos[0] if eos else 0
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else end_id
+    result = generate_engine(engine, ids, o["max_output_len"], end_id=end_id, pad_id=pad_id,
+                             temperature=o["temperature"], seed=o["seed"])
+    return tok, result
+
+
+def stats_line(result) -> str:
+    tps = result.total_new_tokens / result.wall_seconds if result.wall_seconds else 0.0
+    hist = " ".join(f"{k}:{v}" for k, v in result.histogram().items()) or "-"
+    return (f"mean tokens/step {result.mean_tokens_per_step:.2f} | {tps:.1f} tokens/s | "
+            f"{result.total_new_tokens} new tokens in {result.wall_seconds:.1f}s | tokens per step histogram {hist}")
+
+
+@click.command()
+@config_option
+@click.option("--checkpoint-dir", type=click.Path(file_okay=False), help="Converted checkpoint: the reference runtime.")
+@click.option("--engine-dir", type=click.Path(file_okay=False), help="Built engine: TensorRT-LLM's ModelRunnerCpp.")
+@click.option("--tokenizer-dir", required=True, type=click.Path(file_okay=False), help="The base model's HF folder.")
+@click.option("--input-text", multiple=True, help="A prompt (repeatable).")
+@click.option("--input-file", type=click.Path(dir_okay=False),
+              help="jsonl with prompt / turns / question / instruction / conversations per line, or a ShareGPT .json.")
+@click.option("--chat", is_flag=True, help="Apply the tokenizer's chat template to each prompt.")
+@click.option("--max-output-len", default=128, show_default=True, type=click.IntRange(min=1), help="New tokens per prompt.")
+@click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(min=0.0), help="0 = greedy.")
+@click.option("--num-beams", type=click.IntRange(min=1), help="Draft beams (at most the checkpoint's).")
+@click.option("--draft-len", type=click.IntRange(min=0), help="Draft tokens per beam (at most the checkpoint's).")
+@click.option("--no-draft", is_flag=True, help="Plain autoregressive decoding with the same runtime.")
+@click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1), help="Prompts per batch.")
+@click.option("--tp", type=click.IntRange(min=1), help="Tensor parallel size (must equal the checkpoint's).")
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
+@click.option("--seed", default=0, show_default=True, type=int, help="Sampling seed.")
+@click.option("--output-json", type=click.Path(dir_okay=False), help="Write results and stats as JSON.")
+def run(checkpoint_dir, engine_dir, tokenizer_dir, input_text, input_file, chat, max_output_len, temperature,
+        num_beams, draft_len, no_draft, batch_size, tp, device, seed, output_json):
+    """Generate with a ReDrafter checkpoint (PyTorch reference runtime) or engine (TensorRT-LLM)."""
+    if bool(checkpoint_dir) == bool(engine_dir):
+        raise ConfigError("pass exactly one of --checkpoint-dir (reference runtime) and --engine-dir (TensorRT-LLM)")
+    prompts = _gather_prompts(input_text, input_file)
+    o = dict(prompts=prompts, chat=chat, max_output_len=max_output_len, temperature=temperature, num_beams=num_beams,
+             draft_len=draft_len, no_draft=no_draft, batch_size=batch_size, tp=tp, device=device, seed=seed)
+    if checkpoint_dir:
+        tok, result = _run_checkpoint(checkpoint_dir, tokenizer_dir, o)
+    else:
+        tok, result = _run_engine(engine_dir, tokenizer_dir, o)
+        if result is None:  # a non-zero MPI rank
+            return
+    records = []
+    for prompt, out, steps, tps in zip(prompts, result.output_ids, result.steps, result.tokens_per_step):
+        text = tok.decode(out, skip_special_tokens=True)
+        records.append(dict(prompt=prompt, output_ids=out, text=text, steps=steps, tokens_per_step=round(tps, 4)))
+        click.echo(f"[prompt] {prompt}\n[output] {text}\n")
+    click.echo(stats_line(result))
+    if output_json:
+        stats = dict(mean_tokens_per_step=result.mean_tokens_per_step,
+                     tokens_per_second=result.total_new_tokens / result.wall_seconds if result.wall_seconds else 0.0,
+                     total_new_tokens=result.total_new_tokens, wall_seconds=result.wall_seconds,
+                     histogram={str(k): v for k, v in result.histogram().items()})
+        Path(output_json).write_text(json.dumps(dict(results=records, stats=stats), indent=2) + "\n")
