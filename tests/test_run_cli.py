@@ -1,0 +1,91 @@
+"""`redrafter-trt run`: a real run on SmolLM2 (printed outputs, stats line, JSON keys, equal to the Python API),
+and every kind of bad input exits 2 with one line and no traceback."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+from redrafter_trt import runtime as rt
+from redrafter_trt.cli import main
+from test_runtime_support import checkpoint, fresh_drafter, one_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def smol_ckpt(smollm2):
+    return checkpoint(smollm2, fresh_drafter(smollm2), 1, num_beams=3, draft_len=3)
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, ["run", *map(str, args)])
+
+
+def test_run_prints_and_writes_json(smollm2, smol_ckpt, tmp_path):
+    out = tmp_path / "out.json"
+    res = invoke("--checkpoint-dir", smol_ckpt, "--tokenizer-dir", smollm2, "--input-text", "What is 2+2?",
+                 "--input-text", "Name a color.", "--chat", "--max-output-len", 6, "--batch-size", 2,
+                 "--num-beams", 2, "--draft-len", 2, "--output-json", out)
+    assert res.exit_code == 0, res.output
+    assert res.output.count("[output]") == 2 and "mean tokens/step" in res.output
+    data = json.loads(out.read_text())
+    assert set(data["stats"]) >= {"mean_tokens_per_step", "tokens_per_second", "total_new_tokens", "wall_seconds"}
+    first = data["results"][0]
+    assert set(first) == {"prompt", "output_ids", "text", "steps", "tokens_per_step"}
+    assert first["prompt"] == "What is 2+2?" and len(first["output_ids"]) <= 6
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smollm2)
+    ids = tok.apply_chat_template([{"role": "user", "content": "What is 2+2?"}], add_generation_prompt=True,
+                                  tokenize=True, return_dict=False)
+    api = rt.generate(rt.load(smol_ckpt), [list(ids)], 6, num_beams=2, draft_len=2, eos_token_id=tok.eos_token_id)
+    assert first["output_ids"] == api.output_ids[0]
+
+
+def test_input_file_no_draft(smollm2, smol_ckpt, tmp_path):
+    f = tmp_path / "p.jsonl"
+    f.write_text('{"turns": ["Say hi.", "again"]}\n{"question": "Say bye."}\n')
+    res = invoke("--checkpoint-dir", smol_ckpt, "--tokenizer-dir", smollm2, "--input-file", f, "--max-output-len", 3,
+                 "--no-draft", "--output-json", tmp_path / "o.json")
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "o.json").read_text())
+    assert [r["prompt"] for r in data["results"]] == ["Say hi.", "Say bye."]
+    assert all(r["tokens_per_step"] == 1.0 for r in data["results"])
+
+
+def one_line_error(res, *words):
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), res.output
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+def test_bad_inputs(smollm2, smol_ckpt, tmp_path, tiny_llama, tiny_drafter):
+    base = ["--checkpoint-dir", smol_ckpt, "--tokenizer-dir", smollm2]
+    one_line_error(invoke(*base, "--input-text", "hi", "--num-beams", 4), "--num-beams")
+    one_line_error(invoke(*base, "--input-text", "hi", "--draft-len", 4), "--draft-len")
+    one_line_error(invoke(*base, "--input-text", "hi", "--tp", 2), "--tp 2")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    one_line_error(invoke(*base, "--input-file", empty), "no prompts")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "ok"}\n{"prompt": "ok"}\n{"prompt": \n')
+    one_line_error(invoke(*base, "--input-file", bad), "line 3")
+    one_line_error(invoke(*base), "--input-text")
+    # a tokenizer that does not belong to the checkpoint (tiny model: 256 tokens)
+    tiny = checkpoint(tiny_llama, tiny_drafter, 1)
+    one_line_error(invoke("--checkpoint-dir", tiny, "--tokenizer-dir", smollm2, "--input-text", "hi"), "vocab_size")
+    # a checkpoint inspect rejects: a rank file missing
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny, broken)
+    (broken / "rank0.safetensors").unlink()
+    one_line_error(invoke("--checkpoint-dir", broken, "--tokenizer-dir", smollm2, "--input-text", "hi"), "not valid")
+    one_line_error(invoke("--checkpoint-dir", tmp_path / "nope", "--tokenizer-dir", smollm2, "--input-text", "hi"))
+    one_line_error(invoke("--engine-dir", tmp_path, "--checkpoint-dir", tiny, "--tokenizer-dir", smollm2,
+                          "--input-text", "hi"), "exactly one")
