@@ -1,0 +1,16 @@
+"""Drafter training: `train_drafter(TrainConfig(...)) -> Path` writes an Apple-layout drafter.
+
+    data.py        conversation files -> chat-template token ids with an assistant-token mask
+    distill.py     the base's own greedy answers (batched, KV cache, resumable jsonl cache)
+    features.py    teacher-forced base hidden states, computed once and cached
+    init.py        a fresh drafter started from the base's lm_head
+    objective.py   Apple's k-step loss with a fused, chunked cross-entropy
+    loop.py        the seeded, resumable training loop (torchrun-aware) and the held-out evaluation
+    quickstart.py  the packaged default data
+"""
+
+from .config import TrainConfig
+from .loop import Progress, StepStats, evaluate, train_drafter
+from .quickstart import default_data, quickstart_config
+
+__all__ = ["TrainConfig", "Progress", "StepStats", "evaluate", "train_drafter", "default_data", "quickstart_config"]

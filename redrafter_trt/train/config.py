@@ -1,0 +1,68 @@
+"""`TrainConfig`: everything one drafter training run needs, checked once by `validate()`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ConfigError
+
+
+@dataclass
+class TrainConfig:
+    base: Path                       # Hugging Face folder of the (chat) base model
+    data: list[Path]                 # jsonl / ShareGPT json files
+    output: Path                     # drafter folder to write (Apple layout)
+    num_draft_layers: int = 1        # ResBlocks before the final projection
+    rnn: bool = True
+    exit_dim: int | None = None      # None = the base hidden size (input_proj 2H -> H, head from the base lm_head)
+    predict_n: int = 5               # draft steps trained (recorded in the drafter config)
+    epochs: int = 1
+    max_steps: int | None = None     # overrides epochs
+    lr: float = 1e-3
+    batch_size: int = 256            # anchor positions per step (each gives predict_n rows)
+    max_seq_len: int = 1024
+    seed: int = 0
+    device: str = "cpu"
+    resume: bool = False
+    distill: bool = False
+    distill_max_new_tokens: int = 256
+    distill_batch_size: int = 32
+    max_examples: int | None = None  # use at most this many conversations (after a seeded shuffle)
+    eval_examples: int | None = None  # held out for the final accuracy report; None = 5%, at most 200
+    train_head: bool = True          # False freezes the final projection (a third less compute per row)
+    checkpoint_every: int = 200      # steps
+    cache_dir: Path | None = None    # distilled answers and hidden states; None = <cache root>/train
+    extra: dict = field(default_factory=dict)  # recorded in the producer block, e.g. the quickstart's version
+
+    def __post_init__(self):
+        self.base, self.output = Path(self.base), Path(self.output)
+        self.data = [Path(p) for p in self.data]
+        self.cache_dir = Path(self.cache_dir) if self.cache_dir else None
+
+    def validate(self) -> None:
+        checks = [
+            (self.predict_n >= 1, f"predict_n must be at least 1 (got {self.predict_n}): it is the number of draft steps trained"),
+            (self.num_draft_layers >= 0, f"num_draft_layers must be >= 0 (got {self.num_draft_layers})"),
+            (self.exit_dim is None or self.exit_dim >= 1, f"exit_dim must be positive (got {self.exit_dim})"),
+            (self.epochs >= 1, f"epochs must be at least 1 (got {self.epochs})"),
+            (self.max_steps is None or self.max_steps >= 1, f"max_steps must be at least 1 (got {self.max_steps})"),
+            (self.lr > 0, f"lr must be positive (got {self.lr})"),
+            (self.batch_size >= 1, f"batch_size must be at least 1 (got {self.batch_size})"),
+            (self.max_seq_len >= 8, f"max_seq_len must be at least 8 (got {self.max_seq_len})"),
+            (self.checkpoint_every >= 1, f"checkpoint_every must be at least 1 (got {self.checkpoint_every})"),
+            (bool(self.data), "no data files: pass at least one --data FILE"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(msg)
+        for p in self.data:
+            if not p.is_file():
+                raise ConfigError(f"data file {p} does not exist: pass jsonl or ShareGPT json files to --data")
+        if not (self.base / "config.json").is_file():
+            raise ConfigError(f"{self.base} has no config.json: point --base at a Hugging Face model folder")
+
+    @property
+    def state_path(self) -> Path:
+        """The resumable training state, next to the output folder (the output is replaced atomically)."""
+        return self.output.with_name(self.output.name + ".train-state.pt")

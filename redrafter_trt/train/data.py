@@ -1,0 +1,169 @@
+"""Training data for the drafter: conversation files in, token sequences with a loss mask out.
+
+Records (jsonl, one object per line, or a JSON list such as ShareGPT):
+    conversations   ShareGPT: [{"from": "human"|"gpt"|"system", "value"}] or [{"role", "content"}]
+    messages        OpenAI style: [{"role", "content"}]
+    question+answer GSM8K
+    prompt+response / prompt+answer / instruction+output (Alpaca)
+    anything `redrafter_trt.prompts.prompt_of` accepts: a prompt without an answer (only useful with --distill)
+
+An `Example` is one rendered conversation: `ids` [T] token ids from the base tokenizer's chat template and `mask`
+[T] True where the token belongs to an assistant turn (its content and end-of-turn token). System and user tokens,
+and the template's role headers, are masked out of the loss.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConfigError
+from ..prompts import prompt_of
+
+ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
+         "bard": "assistant", "bing": "assistant", "model": "assistant", "system": "system"}
+ANSWER_KEYS = ("answer", "response", "output", "completion")
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """messages: [{"role": "system"|"user"|"assistant", "content": str}]; the last one may be a user turn
+    (a prompt still waiting for its answer)."""
+    messages: tuple[dict, ...]
+
+    @property
+    def has_answer(self) -> bool:
+        return any(m["role"] == "assistant" for m in self.messages)
+
+    def prompt_messages(self) -> list[dict]:
+        """The messages before the first assistant turn (what distillation answers)."""
+        out = []
+        for m in self.messages:
+            if m["role"] == "assistant":
+                break
+            out.append(m)
+        return out
+
+
+@dataclass(frozen=True)
+class Example:
+    ids: tuple[int, ...]   # [T]
+    mask: tuple[bool, ...]  # [T], True = assistant token (a training target)
+
+
+def _messages(raw, key: str) -> list[dict]:
+    if not isinstance(raw, list) or not raw:
+        raise ValueError(f"`{key}` must be a non-empty list of messages")
+    out = []
+    for msg in raw:
+        if not isinstance(msg, dict):
+            raise ValueError(f"`{key}` must hold objects with `from`/`value` (or `role`/`content`)")
+        who, text = msg.get("from", msg.get("role")), msg.get("value", msg.get("content"))
+        role = ROLES.get(str(who).lower())
+        if role is None or not isinstance(text, str):
+            raise ValueError(f"`{key}` has a message with role {who!r}: expected human/user, gpt/assistant or system")
+        out.append({"role": role, "content": text})
+    while out and out[0]["role"] == "assistant":  # some ShareGPT dumps open with the bot's greeting
+        out.pop(0)
+    if not out:
+        raise ValueError(f"`{key}` has no user message")
+    return out
+
+
+def conversation_of(record) -> Conversation:
+    """One record -> a Conversation; raises ValueError (with the reason) for a record it cannot read."""
+    if isinstance(record, dict):
+        for key in ("conversations", "messages"):
+            if key in record:
+                return Conversation(tuple(_messages(record[key], key)))
+        for answer_key in ANSWER_KEYS:
+            if isinstance(record.get(answer_key), str) and record[answer_key].strip():
+                prompt = prompt_of({k: v for k, v in record.items() if k not in ANSWER_KEYS})
+                return Conversation(({"role": "user", "content": prompt},
+                                     {"role": "assistant", "content": record[answer_key]}))
+    return Conversation(({"role": "user", "content": prompt_of(record)},))
+
+
+def read_conversations(path: Path | str) -> list[Conversation]:
+    """Every record of a jsonl or JSON-list file, in file order. Raises ConfigError for a missing or empty file
+    or a malformed record (naming its line or index)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"data file {path} does not exist: pass jsonl or ShareGPT json files to --data")
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}): fix it, or write jsonl") from None
+        located = [(f"record {i}", r) for i, r in enumerate(records)]
+    else:
+        located = []
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                located.append((f"line {lineno}", json.loads(line)))
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{path} line {lineno} is not valid JSON ({e.msg}): write one JSON object per line") from None
+    out = []
+    for where, record in located:
+        try:
+            out.append(conversation_of(record))
+        except ValueError as e:
+            raise ConfigError(f"{path} {where}: {e}") from None
+    if not out:
+        raise ConfigError(f"data file {path} holds no records: add lines like {{\"question\": ..., \"answer\": ...}}")
+    return out
+
+
+def _render(tokenizer, messages: list[dict], add_generation_prompt: bool) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+
+def encode(tokenizer, conv: Conversation, max_len: int) -> Example:
+    """Render with the chat template and mark assistant tokens.
+
+    Assistant spans are found on the text: the template of messages[:j] with the generation prompt must be a
+    prefix of the template of messages[:j+1]; the characters in between are turn j's content and end-of-turn
+    marker. Tokens that start inside a span are targets; anything after the tokenizer's EOS in a span (a
+    newline the base never generates) is not. Truncated to `max_len` tokens.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError("the base tokenizer has no chat template: train a drafter for a chat/instruct model, "
+                          "or add a chat_template to its tokenizer_config.json")
+    msgs = list(conv.messages)
+    text = _render(tokenizer, msgs, add_generation_prompt=not msgs[-1]["role"] == "assistant")
+    spans = []
+    for j, m in enumerate(msgs):
+        if m["role"] != "assistant":
+            continue
+        before = _render(tokenizer, msgs[:j], add_generation_prompt=True)
+        through = _render(tokenizer, msgs[: j + 1], add_generation_prompt=False)
+        if not (text.startswith(before) and text.startswith(through) and through.startswith(before)):
+            raise ConfigError("the chat template does not render conversations prefix by prefix, so assistant "
+                              "turns cannot be located: use a ChatML/Llama-style template")
+        spans.append((len(before), len(through)))
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"][:max_len], enc["offset_mapping"][:max_len]
+    eos = tokenizer.eos_token_id
+    mask, after_eos = [], False
+    span_i = 0
+    for tok, (start, _end) in zip(ids, offsets):
+        while span_i < len(spans) and start >= spans[span_i][1]:
+            span_i, after_eos = span_i + 1, False
+        inside = span_i < len(spans) and spans[span_i][0] <= start < spans[span_i][1]
+        mask.append(inside and not after_eos)
+        if inside and tok == eos:
+            after_eos = True
+    return Example(tuple(ids), tuple(mask))
+
+
+def prompt_ids(tokenizer, conv: Conversation, max_len: int) -> list[int]:
+    """Token ids of the conversation's prompt with the assistant header, ready for generation
+    (left-truncated to max_len)."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError("the base tokenizer has no chat template: train a drafter for a chat/instruct model")
+    text = _render(tokenizer, conv.prompt_messages(), add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"][-max_len:]

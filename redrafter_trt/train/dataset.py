@@ -1,0 +1,86 @@
+"""From data files to training examples: read, shuffle under the seed, split off a held-out set, and either
+encode the reference answers or (distill) have the base answer the prompts itself."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+from pathlib import Path
+from typing import Callable
+
+from ..errors import ConfigError
+from .config import TrainConfig
+from .data import Conversation, Example, encode, prompt_ids, read_conversations
+from .distill import distill
+
+log = logging.getLogger(__name__)
+
+
+def base_id(base: Path) -> str:
+    """Identifies the base's weights for cache keys: its config and the sizes and times of its weight files."""
+    parts = [(base / "config.json").read_text()]
+    for f in sorted(base.glob("*.safetensors")) + sorted(base.glob("*.bin")):
+        st = f.stat()
+        parts.append(f"{f.name}:{st.st_size}:{int(st.st_mtime)}")
+    return hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:16]
+
+
+def read_all(cfg: TrainConfig) -> list[Conversation]:
+    """Every conversation of every data file, shuffled under the seed, cut to max_examples."""
+    convs = [c for path in cfg.data for c in read_conversations(path)]
+    random.Random(cfg.seed).shuffle(convs)
+    return convs[: cfg.max_examples] if cfg.max_examples else convs
+
+
+def split(items: list, eval_examples: int | None) -> tuple[list, list]:
+    """(train, held out): the held-out set is the first n items (5%, at most 200, when not given)."""
+    n = eval_examples if eval_examples is not None else min(len(items) // 20, 200)
+    return items[n:], items[:n]
+
+
+def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir: Path, *, rank: int = 0,
+                   world: int = 1, on_batch: Callable[[int, int], None] | None = None
+                   ) -> tuple[list[Example], list[Example]]:
+    """(train, held-out) examples for this rank. With distill, prompts are deduplicated and answered by the
+    base (cached in cache_dir); otherwise conversations without an assistant turn are an error."""
+    convs = read_all(cfg)
+    if cfg.distill:
+        seen, prompts = set(), []
+        for c in convs:
+            ids = prompt_ids(tokenizer, c, cfg.max_seq_len - 2)
+            if tuple(ids) not in seen:
+                seen.add(tuple(ids))
+                prompts.append(ids)
+        train_p, eval_p = split(prompts, cfg.eval_examples)
+        mine = eval_p + train_p[rank::world] if rank == 0 else train_p[rank::world]
+        path = cache_dir / f"distill-{base_id(cfg.base)}.jsonl" if world == 1 else \
+            cache_dir / f"distill-{base_id(cfg.base)}-rank{rank}.jsonl"
+        answers = distill(load_model(), tokenizer, mine, path, max_new_tokens=cfg.distill_max_new_tokens,
+                          batch_size=cfg.distill_batch_size, on_batch=on_batch)
+        examples = [_distilled(p, a, cfg.max_seq_len) for p, a in zip(mine, answers)]
+        n_eval = len(eval_p) if rank == 0 else 0
+        held, train = examples[:n_eval], examples[n_eval:]
+    else:
+        answered = [c for c in convs if c.has_answer]
+        if not answered:
+            raise ConfigError("the data has prompts but no answers: pass --distill to let the base write them, "
+                              "or give conversations with assistant turns")
+        train_c, eval_c = split(answered, cfg.eval_examples)
+        train = [encode(tokenizer, c, cfg.max_seq_len) for c in train_c[rank::world]]
+        held = [encode(tokenizer, c, cfg.max_seq_len) for c in eval_c] if rank == 0 else []
+    train = [ex for ex in train if sum(ex.mask) >= 2]
+    held = [ex for ex in held if sum(ex.mask) >= 2]
+    if not train:
+        raise ConfigError("no training example has an answer of 2 or more tokens: give longer conversations "
+                          "or more data")
+    log.info("%d training and %d held-out examples (%d and %d answer tokens)", len(train), len(held),
+             sum(sum(ex.mask) for ex in train), sum(sum(ex.mask) for ex in held))
+    return train, held
+
+
+def _distilled(prompt: list[int], answer: list[int], max_len: int) -> Example:
+    ids = (prompt + answer)[:max_len]
+    mask = ([False] * len(prompt) + [True] * len(answer))[:max_len]
+    return Example(tuple(ids), tuple(mask))

@@ -1,0 +1,33 @@
+"""A fresh drafter for training, started from the base's own output head where the shapes allow.
+
+    E = 2H   init_drafter: the final projection's context half is the base lm_head, so the untrained drafter
+             already predicts what the base says after the context.
+    E <= H   the same idea through an SVD of the lm_head W [V, H] = U S Vt: final projection = U_E S_E [V, E],
+             input_proj's context half = Vt_E [E, H] (exact when E = H; the best rank-E approximation below).
+    else     random (init_drafter's 0.02-scale normal).
+The ResBlocks start as identity in every case.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..drafter import Drafter, DrafterConfig, init_drafter
+
+
+def new_drafter(base_config: dict, lm_head: torch.Tensor, *, num_draft_layers: int, rnn: bool, exit_dim: int,
+                predict_n: int, seed: int) -> tuple[DrafterConfig, Drafter]:
+    """lm_head: the base's output weight [V, H] (the tied embedding when the base ties them)."""
+    cfg, model = init_drafter(base_config, lm_head, num_draft_layers=num_draft_layers, rnn=rnn, exit_dim=exit_dim,
+                              seed=seed)
+    cfg = DrafterConfig(**{**cfg.__dict__, "predict_n": predict_n})
+    model.cfg = cfg
+    H, E = cfg.hidden_size, cfg.exit_dim
+    if E <= H:
+        _, S, Vt = torch.linalg.svd(lm_head.double(), full_matrices=False)
+        with torch.no_grad():
+            # W Vt_E^T = U_E S_E: the projection of the head onto its top-E right singular directions
+            model.lm_head[-1].weight.copy_((lm_head.double() @ Vt[:E].T).float())
+            model.input_proj.weight[:, :H] = Vt[:E].float()
+            model.input_proj.bias.zero_()
+    return cfg, model

@@ -1,0 +1,220 @@
+"""`train_drafter(cfg)`: data -> (distilled answers) -> cached base hidden states -> drafter steps -> Apple layout.
+
+Batches are random anchor positions drawn from a per-epoch permutation seeded by (seed, epoch), so the batch
+of step s depends only on s: a run resumed from its checkpoint replays exactly what an uninterrupted run would
+have done. Under torchrun (WORLD_SIZE > 1) each rank distills and caches its own shard of the examples and the
+drafter's gradients are averaged across ranks; rank 0 writes the checkpoints and the drafter.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..drafter import Drafter, save_drafter
+from ..errors import ConfigError
+from ..io import TensorSource
+from .config import TrainConfig
+from .dataset import base_id, build_examples
+from .features import Features, build_features
+from .init import new_drafter
+from .objective import drafter_step
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StepStats:
+    step: int             # 1-based, steps done so far
+    total: int
+    loss: float
+    top1: list[float]     # per draft step, this batch
+    positions_per_s: float
+
+
+@dataclass
+class Progress:
+    """What the loop reports to a progress bar: a stage name with (done, total), or a finished step."""
+    stage: str
+    done: int
+    total: int
+    stats: StepStats | None = None
+
+
+def _dist() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (torch.distributed.get_rank() if world > 1 else 0), world
+
+
+def _base_tensors(base: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """(embed_tokens [V, H], lm_head [V, H]) read lazily from the base folder."""
+    src = TensorSource.from_hf_folder(base)
+    names = src.names()
+    emb_name = next((n for n in ("model.embed_tokens.weight", "embed_tokens.weight") if n in names), None)
+    if emb_name is None:
+        raise ConfigError(f"{base} has no model.embed_tokens.weight: only Llama/Qwen2-style bases are supported")
+    embed = src.get(emb_name).float()
+    head = src.get("lm_head.weight").float() if "lm_head.weight" in names else embed
+    src.close()
+    return embed, head
+
+
+def _lr(step: int, total: int, lr: float) -> float:
+    """Linear warm-up over the first 5% of steps, then cosine to zero."""
+    warm = max(1, total // 20)
+    if step < warm:
+        return lr * (step + 1) / warm
+    return lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+
+def _batch(step: int, n: int, batch: int, seed: int) -> torch.Tensor:
+    per_epoch = max(1, n // batch)
+    epoch, i = divmod(step, per_epoch)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000003 + epoch))
+    return perm[i * batch: (i + 1) * batch]
+
+
+@torch.no_grad()
+def evaluate(drafter: Drafter, embed: torch.Tensor, feats: Features, k: int, batch: int = 512) -> dict:
+    """Per-step top-1 and chained accuracy over every anchor, and the expected tokens per step at beam width 1
+    (1 + sum of chained accuracies)."""
+    correct, valid = [], []
+    for s in range(0, len(feats.anchors), batch):
+        r = drafter_step(drafter, embed, feats, torch.arange(s, min(s + batch, len(feats.anchors))), k)
+        correct.append(r.correct)
+        valid.append(r.valid)
+    c, v = torch.cat(correct), torch.cat(valid)
+    n = v.sum(0).clamp(min=1)
+    top1 = (c.sum(0) / n).tolist()
+    chained = ((c.cumprod(1).bool() & v).sum(0) / n).tolist()
+    return {"anchors": len(feats.anchors), "top1": [round(x, 4) for x in top1],
+            "chained": [round(x, 4) for x in chained], "tokens_per_step_beam1": round(1 + sum(chained), 3)}
+
+
+def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | None = None) -> Path:
+    """Train a drafter for `cfg.base` and write it to `cfg.output` (Apple layout, predict_n recorded).
+    Returns the output folder; its config.json `producer` block holds the held-out accuracy."""
+    cfg.validate()
+    from ..smollm2 import cache_root
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    report = on_progress or (lambda p: None)
+    rank, world = _dist()
+    device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if world > 1 and cfg.device == "cuda"
+                          else cfg.device)
+    torch.manual_seed(cfg.seed)
+    cache_dir = cfg.cache_dir or cache_root() / "train"
+    tokenizer = AutoTokenizer.from_pretrained(cfg.base)
+    model_box: list = []
+
+    def load_model():
+        if not model_box:
+            dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
+            model_box.append(AutoModelForCausalLM.from_pretrained(cfg.base, dtype=dtype).to(device).eval())
+        return model_box[0]
+
+    train_ex, held_ex = build_examples(cfg, tokenizer, load_model, cache_dir, rank=rank, world=world,
+                                       on_batch=lambda d, t: report(Progress("distill", d, t)))
+    bid = base_id(cfg.base)
+    k = cfg.predict_n
+    feats = build_features(train_ex, k, cache_dir, bid, load_model, lambda d, t: report(Progress("hidden", d, t)))
+    held = build_features(held_ex, k, cache_dir, bid, load_model) if held_ex else None
+    model_box.clear()  # the base is not needed any more
+
+    base_config = json.loads((cfg.base / "config.json").read_text())
+    embed, head = _base_tensors(cfg.base)
+    dcfg, drafter = new_drafter(base_config, head, num_draft_layers=cfg.num_draft_layers, rnn=cfg.rnn,
+                                exit_dim=cfg.exit_dim or int(base_config["hidden_size"]), predict_n=k, seed=cfg.seed)
+    del head
+    drafter.lm_head[-1].weight.requires_grad_(cfg.train_head)
+    params = [p for p in drafter.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+
+    n = len(feats.anchors)
+    if world > 1:  # the same number of steps on every rank
+        t = torch.tensor([n], device=device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
+        n = int(t)
+    per_epoch = max(1, n // cfg.batch_size)
+    total = cfg.max_steps or cfg.epochs * per_epoch
+    start = 0
+    if cfg.resume:
+        start = _load_state(cfg, drafter, opt, total)
+    drafter.to(device)
+    embed = embed.to(device)
+    feats = Features(*(x.to(device) for x in (feats.tokens, feats.mask, feats.anchors, feats.hidden)))
+    log.info("training %d steps of %d anchors (%d anchors, %d steps per epoch) on %s", total, cfg.batch_size, n,
+             per_epoch, device)
+
+    step = start
+    try:
+        for step in range(start, total):
+            t0 = time.perf_counter()
+            for g in opt.param_groups:
+                g["lr"] = _lr(step, total, cfg.lr)
+            idx = _batch(step, n, cfg.batch_size, cfg.seed).to(device)
+            res = drafter_step(drafter, embed, feats, idx, k)
+            opt.zero_grad(set_to_none=True)
+            res.loss.backward()
+            if world > 1:
+                for p in params:
+                    torch.distributed.all_reduce(p.grad)
+                    p.grad /= world
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            stats = StepStats(step + 1, total, float(res.loss), res.top1(), len(idx) / (time.perf_counter() - t0))
+            if rank == 0 and ((step + 1) % cfg.checkpoint_every == 0):
+                _save_state(cfg, drafter, opt, step + 1, total)
+            report(Progress("train", step + 1, total, stats))
+    except KeyboardInterrupt:
+        if rank == 0 and step > start:
+            _save_state(cfg, drafter, opt, step, total)
+            log.warning("interrupted: state saved at step %d in %s; pass --resume to continue", step, cfg.state_path)
+        raise
+    drafter.cpu()
+    eval_feats = held or Features(*(x.cpu() for x in (feats.tokens, feats.mask, feats.anchors, feats.hidden)))
+    result = evaluate(drafter, embed.cpu(), eval_feats, k) if rank == 0 else {}
+    if rank == 0:
+        log.info("held-out: top-1 %s, chained %s, %.2f tokens/step at beam width 1", result.get("top1"),
+                 result.get("chained"), result.get("tokens_per_step_beam1", 0))
+        producer = {"name": "redrafter-trt train", "base": str(cfg.base), "steps": total, "batch_size": cfg.batch_size,
+                    "lr": cfg.lr, "seed": cfg.seed, "distill": cfg.distill, "train_head": cfg.train_head,
+                    "heldout" if held else "train_set": result, **cfg.extra}
+        save_drafter(cfg.output, dcfg, {k_: v.detach().float() for k_, v in drafter.state_dict().items()}, producer)
+        _save_state(cfg, drafter, opt, total, total)
+    if world > 1:
+        torch.distributed.barrier()
+    return cfg.output
+
+
+def _save_state(cfg: TrainConfig, drafter: Drafter, opt, step: int, total: int) -> None:
+    tmp = cfg.state_path.with_suffix(".partial")
+    cfg.state_path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"step": step, "total": total, "drafter": drafter.state_dict(), "optimizer": opt.state_dict(),
+                "arch": drafter.cfg.to_json(), "batch_size": cfg.batch_size, "seed": cfg.seed}, tmp)
+    os.replace(tmp, cfg.state_path)
+
+
+def _load_state(cfg: TrainConfig, drafter: Drafter, opt, total: int) -> int:
+    if not cfg.state_path.exists():
+        raise ConfigError(f"--resume: no training state at {cfg.state_path}: run once without --resume")
+    state = torch.load(cfg.state_path, map_location="cpu", weights_only=True)
+    same = {"arch": drafter.cfg.to_json(), "total": total, "batch_size": cfg.batch_size, "seed": cfg.seed}
+    diff = [key for key, v in same.items() if state[key] != v]
+    if diff:
+        raise ConfigError(f"--resume: {cfg.state_path} was saved with different {', '.join(diff)}: "
+                          f"resume with the options of the interrupted run, or start over without --resume")
+    drafter.load_state_dict(state["drafter"])
+    opt.load_state_dict(state["optimizer"])
+    log.info("resuming at step %d of %d from %s", state["step"], total, cfg.state_path)
+    return int(state["step"])

@@ -1,0 +1,122 @@
+"""Training data: conversation readers, chat-template rendering with the assistant mask, features layout.
+
+Also home of `make_chat_base`, the tiny random Llama with a character-level ChatML tokenizer that the other
+training tests use (the shared tiny models carry no tokenizer)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from redrafter_trt.errors import ConfigError
+from redrafter_trt.train.data import Conversation, Example, encode, prompt_ids, read_conversations
+from redrafter_trt.train.features import flatten
+from tinymodels import make_hf
+
+CHATML = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+          "{{ '<|im_start|>system\nBe brief.<|im_end|>\n' }}{% endif %}"
+          "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+
+def make_tokenizer(folder: Path):
+    """A character-level tokenizer (ids < 100) with ChatML special tokens and a chat template."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<|im_start|>", "<|im_end|>"]
+    vocab = {t: i for i, t in enumerate(specials + [chr(c) for c in range(32, 127)] + ["\n"])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    tok.decoder = decoders.Fuse()
+    tok.add_special_tokens(specials)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<|im_start|>",
+                                   eos_token="<|im_end|>", pad_token="<|im_end|>")
+    fast.chat_template = CHATML
+    fast.save_pretrained(folder)
+    return fast
+
+
+def make_chat_base(folder: Path) -> Path:
+    make_hf(folder, "llama", tie=True, vocab_size=128)
+    make_tokenizer(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    return make_tokenizer(tmp_path_factory.mktemp("tok"))
+
+
+def _masked_text(tok, ex: Example) -> str:
+    return tok.decode([t for t, m in zip(ex.ids, ex.mask) if m])
+
+
+def test_mask_keeps_only_assistant_turns(tok):
+    conv = Conversation(({"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo!"},
+                         {"role": "user", "content": "Bye"}, {"role": "assistant", "content": "Ciao"}))
+    ex = encode(tok, conv, max_len=1000)
+    assert len(ex.ids) == len(ex.mask)
+    assert _masked_text(tok, ex) == "Yo!<|im_end|>Ciao<|im_end|>"
+    # system prompt, user turns and role headers are all masked; the newline after <|im_end|> too
+    unmasked = tok.decode([t for t, m in zip(ex.ids, ex.mask) if not m])
+    assert "Be brief." in unmasked and "Hi" in unmasked and "Bye" in unmasked and "assistant\n" in unmasked
+
+
+def test_mask_with_explicit_system_and_truncation(tok):
+    conv = Conversation(({"role": "system", "content": "S"}, {"role": "user", "content": "Q"},
+                         {"role": "assistant", "content": "ABCDEFGH"}))
+    full = encode(tok, conv, max_len=1000)
+    cut = encode(tok, conv, max_len=len(full.ids) - 6)
+    assert _masked_text(tok, cut) == "ABCD"
+    assert sum(full.mask) == len("ABCDEFGH") + 1
+
+
+def test_prompt_ids_end_with_assistant_header(tok):
+    conv = Conversation(({"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A"}))
+    assert tok.decode(prompt_ids(tok, conv, 1000)).endswith("<|im_start|>user\nQ?<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_readers(tmp_path):
+    jl = tmp_path / "d.jsonl"
+    jl.write_text("\n".join(json.dumps(r) for r in [
+        {"question": "1+1?", "answer": "2"},
+        {"prompt": "only a prompt"},
+        {"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]},
+        {"instruction": "do", "output": "done"},
+    ]) + "\n\n")
+    convs = read_conversations(jl)
+    assert [c.has_answer for c in convs] == [True, False, True, True]
+    assert convs[0].messages[1] == {"role": "assistant", "content": "2"}
+    sg = tmp_path / "s.json"
+    sg.write_text(json.dumps([{"id": "x", "conversations": [{"from": "gpt", "value": "greeting"},
+                                                            {"from": "human", "value": "h"},
+                                                            {"from": "gpt", "value": "g"}]}]))
+    (conv,) = read_conversations(sg)
+    assert [m["role"] for m in conv.messages] == ["user", "assistant"]
+
+
+@pytest.mark.parametrize("content, match", [("", "holds no records"), ('{"x": 1}\n', "line 1: no prompt"),
+                                            ("{bad\n", "line 1 is not valid JSON")])
+def test_reader_errors(tmp_path, content, match):
+    p = tmp_path / "bad.jsonl"
+    p.write_text(content)
+    with pytest.raises(ConfigError, match=match):
+        read_conversations(p)
+
+
+def test_flatten_windows_do_not_cross_examples():
+    a = Example((5, 6, 7, 8, 9), (False, True, True, True, True))
+    b = Example((1, 2, 3), (False, True, True))
+    tok, mask, anchors, starts = flatten([a, b], tail=4)
+    assert starts == [0, 6]
+    # anchors: t with t+1 and t+2 assistant tokens: a at 0,1,2; b at 6
+    assert anchors.tolist() == [0, 1, 2, 6]
+    from redrafter_trt.train.features import Features
+    f = Features(tok, mask, anchors, torch.zeros(len(anchors), 4))
+    win, valid = f.windows(torch.arange(4), k=3)
+    assert win[0].tolist() == [6, 7, 8, 9]
+    assert valid.tolist() == [[True, True, True], [True, True, False], [True, False, False], [True, False, False]]
