@@ -1,0 +1,55 @@
+"""Tensor parallel: tp=2 (tiny Llama / Qwen2) and tp=3 (SmolLM2, through `run --tp 3`) checkpoints give the same
+greedy tokens as tp=1. Each worker process loads only its own rank file."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from redrafter_trt import runtime as rt
+from redrafter_trt.cli import main
+from redrafter_trt.prompts import load_prompts
+from test_runtime_support import MT_BENCH, chat_prompts, checkpoint, eos_of, fresh_drafter, one_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+PROMPTS = [[1, 17, 33, 5], [1, 250, 99, 3, 3, 42, 7, 128, 64], [1, 200]]
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_qwen2"])
+def test_tp2_equals_tp1(request, fixture, tiny_drafter):
+    base = request.getfixturevalue(fixture)
+    kw = dict(num_beams=3, draft_len=3, eos_token_id=eos_of(base), batch_size=2)
+    tp1 = rt.generate_tp(checkpoint(base, tiny_drafter, 1, num_beams=3, draft_len=3), PROMPTS, 24, **kw)
+    tp2 = rt.generate_tp(checkpoint(base, tiny_drafter, 2, num_beams=3, draft_len=3), PROMPTS, 24, **kw)
+    assert tp2.output_ids == tp1.output_ids and tp2.steps == tp1.steps
+    sampled = rt.generate_tp(checkpoint(base, tiny_drafter, 2, num_beams=3, draft_len=3), PROMPTS, 8,
+                             temperature=0.8, seed=1)
+    assert all(1 <= len(o) <= 8 for o in sampled.output_ids)  # sampling decisions are broadcast from rank 0
+
+
+def test_tp_loads_only_its_rank_file(tiny_llama, tiny_drafter, monkeypatch):
+    from redrafter_trt.runtime import model
+
+    seen = []
+    real = model.load_file
+    monkeypatch.setattr(model, "load_file", lambda path: seen.append(path) or real(path))
+    ckpt = checkpoint(tiny_llama, tiny_drafter, 2)
+    rt.load(ckpt, group=rt.TPGroup(1, 2))
+    assert [p.rsplit("/", 1)[-1] for p in seen] == ["rank1.safetensors"]
+
+
+def test_smollm2_tp3_cli_equals_tp1(smollm2, tmp_path):
+    drafter = fresh_drafter(smollm2)
+    tp1 = checkpoint(smollm2, drafter, 1, num_beams=2, draft_len=2)
+    tp3 = checkpoint(smollm2, drafter, 3, num_beams=2, draft_len=2)
+    out, prompts = tmp_path / "tp3.json", tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in load_prompts(MT_BENCH)[:2]))
+    res = CliRunner().invoke(main, ["run", "--checkpoint-dir", str(tp3), "--tokenizer-dir", str(smollm2), "--tp", "3",
+                                    "--chat", "--input-file", str(prompts), "--max-output-len", "12",
+                                    "--batch-size", "2", "--output-json", str(out)])
+    assert res.exit_code == 0, res.output
+    got = [r["output_ids"] for r in json.loads(out.read_text())["results"]]
+    want = rt.generate(rt.load(tp1), chat_prompts(smollm2, 2), 12, eos_token_id=eos_of(smollm2)).output_ids
+    assert got == want
