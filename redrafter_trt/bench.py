@@ -1,0 +1,370 @@
+"""Acceptance and speed-up benchmark: the same prompts, greedy, batch 1, through transformers' `generate`, the
+reference runtime without drafting, and the runtime with drafting at each (beam width W, draft length L).
+
+Per configuration: mean tokens per step (the runtime's count: new tokens / decoding steps, the prefill being one
+step), the histogram of tokens emitted per step after the prefill, tokens per second (new tokens / wall seconds, both
+summed over prompts) and the speed-up over both baselines (the ratio of tokens per second). Prompts run one at a
+time, every method on a prompt before the next prompt, so that a change in machine load hits all methods alike.
+
+Greedy drafting must reproduce plain decoding token for token: every configuration reports the prompts where it
+did not (in float32 that is a bug; in float16/bfloat16 a rare tie can flip a token).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .errors import ConfigError, DependencyError
+
+log = logging.getLogger(__name__)
+
+WARMUP_TOKENS = 8
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    checkpoint_dir: Path
+    tokenizer_dir: Path
+    prompts: Path
+    hf_dir: Path | None = None        # None: the base recorded in the checkpoint (producer.sources.base)
+    num_prompts: int | None = None    # None: every prompt in the file
+    max_new_tokens: int = 64
+    beams: tuple[int, ...] = ()       # empty: powers of two below the checkpoint's num_beams, and num_beams
+    draft_lens: tuple[int, ...] = ()  # empty: likewise up to the checkpoint's draft_len
+    chat: bool | None = None          # None: apply the chat template when the tokenizer has one
+    device: str = "cpu"
+
+
+@dataclass
+class Run:
+    """One method over all prompts, batch 1 each: outputs (prompt excluded), summed wall time and steps."""
+    outputs: list[list[int]] = field(default_factory=list)
+    wall_seconds: float = 0.0
+    steps: int = 0
+    histogram: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def new_tokens(self) -> int:
+        return sum(len(o) for o in self.outputs)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.new_tokens / self.wall_seconds if self.wall_seconds else 0.0
+
+    @property
+    def mean_tokens_per_step(self) -> float:
+        return self.new_tokens / self.steps if self.steps else 0.0
+
+    def add(self, output: list[int], seconds: float, steps: int, histogram: dict[int, int]) -> None:
+        self.outputs.append(list(output))
+        self.wall_seconds += seconds
+        self.steps += steps
+        for k, n in histogram.items():
+            self.histogram[k] = self.histogram.get(k, 0) + n
+
+    def to_json(self) -> dict:
+        return {"new_tokens": self.new_tokens, "wall_seconds": self.wall_seconds, "steps": self.steps,
+                "tokens_per_second": self.tokens_per_second, "mean_tokens_per_step": self.mean_tokens_per_step,
+                "histogram": {str(k): v for k, v in sorted(self.histogram.items())}}
+
+
+@dataclass
+class ConfigResult:
+    num_beams: int
+    draft_len: int
+    run: Run
+    speedup_vs_hf: float
+    speedup_vs_no_draft: float
+    mismatched_prompts: list[int]  # indices whose drafted output differs from the no-draft output
+
+    def to_json(self) -> dict:
+        return {"num_beams": self.num_beams, "draft_len": self.draft_len,
+                "mean_tokens_per_step": self.run.mean_tokens_per_step,
+                "tokens_per_second": self.run.tokens_per_second,
+                "speedup_vs_hf": self.speedup_vs_hf, "speedup_vs_no_draft": self.speedup_vs_no_draft,
+                "histogram": {str(k): v for k, v in sorted(self.run.histogram.items())},
+                "new_tokens": self.run.new_tokens, "wall_seconds": self.run.wall_seconds, "steps": self.run.steps,
+                "matches_no_draft": not self.mismatched_prompts, "mismatched_prompts": self.mismatched_prompts}
+
+
+@dataclass
+class BenchReport:
+    meta: dict
+    hf: Run
+    no_draft: Run
+    configs: list[ConfigResult]
+
+    @property
+    def best(self) -> ConfigResult:
+        return max(self.configs, key=lambda c: c.speedup_vs_hf)
+
+    @property
+    def hf_matches_no_draft(self) -> int:
+        """Prompts where transformers and the runtime (no drafting) produced the same tokens: a conversion check."""
+        return sum(a == b for a, b in zip(self.hf.outputs, self.no_draft.outputs))
+
+    def to_json(self) -> dict:
+        return {"meta": self.meta,
+                "baselines": {"hf": self.hf.to_json(), "no_draft": self.no_draft.to_json(),
+                              "hf_matches_no_draft": self.hf_matches_no_draft},
+                "configs": [c.to_json() for c in self.configs],
+                "best": self.best.to_json(),
+                "all_match_no_draft": all(not c.mismatched_prompts for c in self.configs)}
+
+
+# ---- inputs --------------------------------------------------------------------------------------------------------
+
+def default_grid(maximum: int) -> tuple[int, ...]:
+    """1, 2, 4, ... below `maximum`, then `maximum`."""
+    out, v = [], 1
+    while v < maximum:
+        out.append(v)
+        v *= 2
+    return tuple(out + [maximum])
+
+
+def check_grid(values: tuple[int, ...], maximum: int, flag: str, key: str, convert_flag: str) -> tuple[int, ...]:
+    values = tuple(sorted(set(values))) or default_grid(maximum)
+    bad = [v for v in values if not 1 <= v <= maximum]
+    if bad:
+        raise ConfigError(f"{flag} {bad[0]} is outside 1..{maximum} (the checkpoint's {key}): pass values up to "
+                          f"{maximum}, or reconvert with {convert_flag} {max(values)}")
+    return values
+
+
+def resolve_hf_dir(hf_dir: Path | None, ckpt_config: dict, checkpoint_dir: Path) -> Path:
+    """The Hugging Face base for the transformers baseline: --hf-dir, else the checkpoint's recorded base."""
+    if hf_dir is None:
+        recorded = ((ckpt_config.get("producer") or {}).get("sources") or {}).get("base")
+        if not recorded:
+            raise ConfigError(f"{checkpoint_dir} records no base model (producer.sources.base): pass --hf-dir with "
+                              f"the Hugging Face folder of its base")
+        hf_dir, origin = Path(recorded), f"recorded in {checkpoint_dir}/config.json"
+    else:
+        hf_dir, origin = Path(hf_dir), "--hf-dir"
+    raw = hf_dir / "config.json"
+    if not raw.is_file():
+        raise ConfigError(f"base folder {hf_dir} ({origin}) has no config.json: pass --hf-dir with the Hugging Face "
+                          f"folder of the checkpoint's base")
+    if "architectures" not in json.loads(raw.read_text()):
+        raise ConfigError(f"base folder {hf_dir} ({origin}) is not a Hugging Face model (a TensorRT-LLM checkpoint?): "
+                          f"pass --hf-dir with the Hugging Face folder of the checkpoint's base")
+    return hf_dir
+
+
+def encode_prompts(tokenizer, prompts: list[str], chat: bool | None) -> list[list[int]]:
+    """Token ids per prompt; with chat, as one user turn in the tokenizer's chat template, ready for the answer."""
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if chat and not has_template:
+        raise ConfigError("--chat needs a tokenizer with a chat template, and this one has none: pass --no-chat")
+    if chat is None:
+        chat = has_template
+    out = []
+    for p in prompts:
+        if chat:
+            text = tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
+                                                 tokenize=False)
+            out.append(list(tokenizer(text, add_special_tokens=False)["input_ids"]))
+        else:
+            out.append(list(tokenizer(p)["input_ids"]))
+    return out
+
+
+def eos_ids(tokenizer, hf_model) -> list[int]:
+    """The tokenizer's EOS and the model's generation_config EOS ids, both honoured by every method."""
+    ids = {tokenizer.eos_token_id}
+    extra = getattr(getattr(hf_model, "generation_config", None), "eos_token_id", None)
+    ids |= set(extra if isinstance(extra, list) else [extra])
+    return sorted(i for i in ids if i is not None)
+
+
+# ---- the three methods ---------------------------------------------------------------------------------------------
+
+@torch.inference_mode()
+def hf_generate(model, ids: list[int], max_new_tokens: int, eos: list[int]) -> tuple[list[int], float]:
+    """transformers' greedy `generate` on one prompt: (new ids, wall seconds)."""
+    from transformers import GenerationConfig
+
+    device = next(model.parameters()).device
+    gen = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos or None,
+                           pad_token_id=eos[0] if eos else 0)
+    x = torch.tensor([ids], device=device)
+    start = time.perf_counter()
+    out = model.generate(input_ids=x, attention_mask=torch.ones_like(x), generation_config=gen)
+    seconds = time.perf_counter() - start
+    return out[0, len(ids):].tolist(), seconds
+
+
+def runtime_generate(model, ids: list[int], max_new_tokens: int, eos: list[int], num_beams: int, draft_len: int,
+                     use_draft: bool):
+    """The reference runtime on one prompt: (GenerationResult, wall seconds)."""
+    from .runtime import generate
+
+    start = time.perf_counter()
+    result = generate(model, [ids], max_new_tokens, num_beams=num_beams, draft_len=draft_len, temperature=0.0,
+                      eos_token_id=eos, use_draft=use_draft)
+    return result, time.perf_counter() - start
+
+
+def _hf_cut(output: list[int], eos: list[int]) -> list[int]:
+    """generate pads finished rows; a batch of one stops at EOS, but cut after the first EOS to be sure."""
+    for i, t in enumerate(output):
+        if t in eos:
+            return output[: i + 1]
+    return output
+
+
+# ---- orchestration ------------------------------------------------------------------------------------------------
+
+def load_models(opts: BenchOptions):
+    """(runtime model, HF model, tokenizer, checkpoint config, HF dir)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .runtime import load
+    from .runtime.config import DTYPES
+
+    path = Path(opts.checkpoint_dir) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{path} is missing: point --checkpoint-dir at the output of `redrafter-trt convert`")
+    ckpt_config = json.loads(path.read_text())
+    hf_dir = resolve_hf_dir(opts.hf_dir, ckpt_config, Path(opts.checkpoint_dir))
+    model = load(opts.checkpoint_dir, device=opts.device)
+    if not model.config.has_drafter:
+        raise ConfigError(f"{opts.checkpoint_dir} has no drafter (no redrafter_* keys): bench a checkpoint converted "
+                          f"with --drafter")
+    if not Path(opts.tokenizer_dir).is_dir():
+        raise ConfigError(f"tokenizer folder {opts.tokenizer_dir} does not exist: pass --tokenizer-dir with the base's "
+                          f"Hugging Face folder")
+    tokenizer = AutoTokenizer.from_pretrained(opts.tokenizer_dir)
+    hf = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=DTYPES[model.config.dtype]).to(opts.device).eval()
+    return model, hf, tokenizer, ckpt_config, hf_dir
+
+
+def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
+              progress: Callable[[str], None] = lambda line: None) -> BenchReport:
+    """Run the benchmark; `prompts` overrides the prompts file (the quickstart passes its own)."""
+    from .prompts import load_prompts
+
+    if opts.max_new_tokens < 1:
+        raise ConfigError(f"--max-new-tokens {opts.max_new_tokens} is invalid: use 1 or more")
+    if opts.num_prompts is not None and opts.num_prompts < 1:
+        raise ConfigError(f"--num-prompts {opts.num_prompts} is invalid: use 1 or more")
+    texts = load_prompts(opts.prompts) if prompts is None else list(prompts)
+    if not texts:
+        raise ConfigError("no prompts to benchmark: pass a --prompts file with at least one prompt")
+    texts = texts[: opts.num_prompts] if opts.num_prompts else texts
+    model, hf, tokenizer, ckpt_config, hf_dir = load_models(opts)
+    cfg = model.config
+    beams = check_grid(opts.beams, cfg.num_beams, "--beams", "redrafter_num_beams", "--num-beams")
+    lens = check_grid(opts.draft_lens, cfg.draft_len, "--draft-lens", "redrafter_draft_len_per_beam", "--draft-len")
+    grid = [(w, n) for n in lens for w in beams]
+    prompt_ids = encode_prompts(tokenizer, texts, opts.chat)
+    eos = eos_ids(tokenizer, hf)
+    N = opts.max_new_tokens
+
+    warm = prompt_ids[0]
+    hf_generate(hf, warm, WARMUP_TOKENS, eos)
+    runtime_generate(model, warm, WARMUP_TOKENS, eos, 0, 0, False)
+    runtime_generate(model, warm, WARMUP_TOKENS, eos, max(beams), max(lens), True)
+
+    hf_run, plain = Run(), Run()
+    drafted = {wl: Run() for wl in grid}
+    for i, ids in enumerate(prompt_ids):
+        out, seconds = hf_generate(hf, ids, N, eos)
+        out = _hf_cut(out, eos)
+        hf_run.add(out, seconds, len(out), {1: len(out)})
+        result, seconds = runtime_generate(model, ids, N, eos, 0, 0, False)
+        plain.add(result.output_ids[0], seconds, result.steps[0], result.histogram())
+        for (w, n), run in drafted.items():
+            result, seconds = runtime_generate(model, ids, N, eos, w, n, True)
+            run.add(result.output_ids[0], seconds, result.steps[0], result.histogram())
+        progress(f"prompt {i + 1}/{len(prompt_ids)}: {len(ids)} prompt tokens, {len(plain.outputs[-1])} new tokens")
+
+    configs = []
+    for (w, n), run in drafted.items():
+        tps = run.tokens_per_second
+        mismatched = [i for i, (a, b) in enumerate(zip(run.outputs, plain.outputs)) if a != b]
+        if mismatched:
+            log.warning("W=%d L=%d: drafted output differs from plain decoding on prompt(s) %s", w, n, mismatched)
+        configs.append(ConfigResult(w, n, run, tps / hf_run.tokens_per_second, tps / plain.tokens_per_second,
+                                    mismatched))
+    meta = {"checkpoint_dir": str(opts.checkpoint_dir), "hf_dir": str(hf_dir), "tokenizer_dir": str(opts.tokenizer_dir),
+            "prompts": str(opts.prompts), "num_prompts": len(prompt_ids), "max_new_tokens": N,
+            "chat": bool(opts.chat) if opts.chat is not None else bool(getattr(tokenizer, "chat_template", None)),
+            "dtype": cfg.dtype, "device": opts.device, "torch_threads": torch.get_num_threads(),
+            "checkpoint_num_beams": cfg.num_beams, "checkpoint_draft_len": cfg.draft_len,
+            "drafter": (ckpt_config.get("producer") or {}).get("sources", {}).get("drafter")}
+    return BenchReport(meta, hf_run, plain, configs)
+
+
+# ---- output --------------------------------------------------------------------------------------------------------
+
+def histogram_text(histogram: dict[int, int]) -> str:
+    return " ".join(f"{k}:{v}" for k, v in sorted(histogram.items()))
+
+
+def format_table(report: BenchReport) -> str:
+    """One row per baseline and configuration; the best configuration is starred."""
+    head = f"{'method':<14} {'tokens/step':>11} {'tokens/s':>9} {'vs HF':>6} {'vs plain':>8} {'exact':>5}  histogram"
+    rows = [head, "-" * len(head)]
+    base = report.hf.tokens_per_second
+    rows.append(f"{'transformers':<14} {1.0:>11.2f} {base:>9.2f} {1.0:>6.2f} "
+                f"{base / report.no_draft.tokens_per_second:>8.2f} {'-':>5}  -")
+    nd = report.no_draft
+    rows.append(f"{'no draft':<14} {nd.mean_tokens_per_step:>11.2f} {nd.tokens_per_second:>9.2f} "
+                f"{nd.tokens_per_second / base:>6.2f} {1.0:>8.2f} {'-':>5}  -")
+    best = report.best
+    for c in report.configs:
+        name = f"W={c.num_beams} L={c.draft_len}" + ("*" if c is best else "")
+        rows.append(f"{name:<14} {c.run.mean_tokens_per_step:>11.2f} {c.run.tokens_per_second:>9.2f} "
+                    f"{c.speedup_vs_hf:>6.2f} {c.speedup_vs_no_draft:>8.2f} "
+                    f"{'yes' if not c.mismatched_prompts else 'NO':>5}  {histogram_text(c.run.histogram)}")
+    return "\n".join(rows)
+
+
+def require_matplotlib():
+    try:
+        import matplotlib
+    except ImportError:
+        raise DependencyError("--plot needs matplotlib: run `pip install 'redrafter-trt[plot]'` "
+                              "(or `pip install matplotlib`), or leave out --plot") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot(report: BenchReport, path: Path | str) -> Path:
+    """Tokens per step and speed-up over transformers against beam width, one line per draft length."""
+    plt = require_matplotlib()
+    fig, (ax_tps, ax_speed) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for n in sorted({c.draft_len for c in report.configs}):
+        rows = sorted((c for c in report.configs if c.draft_len == n), key=lambda c: c.num_beams)
+        xs = [c.num_beams for c in rows]
+        ax_tps.plot(xs, [c.run.mean_tokens_per_step for c in rows], marker="o", label=f"draft length {n}")
+        ax_speed.plot(xs, [c.speedup_vs_hf for c in rows], marker="o", label=f"draft length {n}")
+    ax_speed.axhline(1.0, color="gray", linestyle="--", label="transformers generate")
+    ax_speed.axhline(report.no_draft.tokens_per_second / report.hf.tokens_per_second, color="gray", linestyle=":",
+                     label="runtime, no drafting")
+    m = report.meta
+    beams = sorted({c.num_beams for c in report.configs})
+    for ax, title in ((ax_tps, "mean tokens per step"), (ax_speed, "speed-up over transformers generate")):
+        ax.set_xlabel("beam width")
+        ax.set_xticks(beams)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{Path(m['hf_dir']).name}, {m['num_prompts']} prompts x {m['max_new_tokens']} tokens, {m['dtype']}, "
+                 f"{m['device']}, {m['torch_threads']} threads", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,74 @@
+"""`redrafter-trt bench`: acceptance and speed-up of a converted checkpoint against transformers' `generate` and
+against the runtime without drafting, on the same prompts (greedy, batch 1, one process)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..errors import ConfigError
+from ..presets import config_option
+
+
+def int_list(ctx, param, value: str | None) -> tuple[int, ...]:
+    """`1,2,4` -> (1, 2, 4); empty -> () (the command's default grid)."""
+    if not value:
+        return ()
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"--{param.name.replace('_', '-')} {value!r} is not a comma-separated list of integers: "
+                          f"write e.g. 1,2,4") from None
+
+
+@click.command(context_settings={"show_default": True})
+@config_option
+@click.option("--checkpoint-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="ReDrafter checkpoint (from `convert`), tp 1.")
+@click.option("--tokenizer-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Tokenizer folder (the base's Hugging Face folder).")
+@click.option("--prompts", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Prompt file: jsonl (prompt / turns / question / ...) or ShareGPT JSON.")
+@click.option("--hf-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Hugging Face base for the transformers baseline [default: the base recorded in the checkpoint].")
+@click.option("--num-prompts", type=click.IntRange(min=1), help="Use the first K prompts [default: all].")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, help="New tokens per prompt at most.")
+@click.option("--beams", callback=int_list, metavar="W,W,...",
+              help="Beam widths [default: 1,2,4,... up to the checkpoint's num_beams].")
+@click.option("--draft-lens", callback=int_list, metavar="L,L,...",
+              help="Draft lengths [default: 1,2,4,... up to the checkpoint's draft_len].")
+@click.option("--chat/--no-chat", default=None, show_default=False,
+              help="Wrap each prompt in the chat template [default: when the tokenizer has one].")
+@click.option("--device", default="cpu", help="Torch device for all three methods (cpu, cuda).")
+@click.option("--output-json", type=click.Path(dir_okay=False, path_type=Path), help="Write the results as JSON.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write a PNG: tokens per step and speed-up against beam width (needs matplotlib).")
+def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_tokens, beams, draft_lens, chat, device,
+          output_json, plot_path):
+    """Measure tokens per step and speed-up for each (beam width, draft length)."""
+    from ..bench import BenchOptions, format_table, plot, require_matplotlib, run_bench
+
+    if plot_path:
+        require_matplotlib()  # fail before the long run, not after it
+    opts = BenchOptions(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_tokens, beams, draft_lens,
+                        chat, device)
+    report = run_bench(opts, progress=lambda line: click.echo(line, err=True))
+    m = report.meta
+    click.echo(f"{m['num_prompts']} prompts, up to {m['max_new_tokens']} new tokens, greedy, batch 1, {m['dtype']} on "
+               f"{m['device']} ({m['torch_threads']} threads); transformers and the runtime agree on "
+               f"{report.hf_matches_no_draft}/{m['num_prompts']} prompts")
+    click.echo(format_table(report))
+    best = report.best
+    click.echo(f"best: W={best.num_beams} L={best.draft_len}: {best.run.mean_tokens_per_step:.2f} tokens/step, "
+               f"{best.speedup_vs_hf:.2f}x over transformers, {best.speedup_vs_no_draft:.2f}x over no drafting")
+    bad = [c for c in report.configs if c.mismatched_prompts]
+    if bad:
+        click.echo(f"warning: drafted output differs from plain decoding in {len(bad)} configuration(s) "
+                   f"({'a bug' if m['dtype'] == 'float32' else 'rare ties are possible in ' + m['dtype']})", err=True)
+    if output_json:
+        output_json.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+        click.echo(f"wrote {output_json}")
+    if plot_path:
+        click.echo(f"wrote {plot(report, plot_path)}")
