@@ -10,9 +10,11 @@ from redrafter_trt import runtime as rt
 from redrafter_trt.drafter import Drafter, load_drafter
 from redrafter_trt.runtime.drafter import LOG_0, TOP_K
 from tinymodels import make_drafter, make_hf
-from test_runtime_support import checkpoint, fresh_drafter, hf_model
+from test_runtime_support import one_thread, checkpoint, fresh_drafter, hf_model  # noqa: F401
 
 IDS = [1, 17, 33, 5, 250, 99, 3, 3, 42, 7, 128, 64, 200, 11]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def hf_logits(base, ids):
@@ -56,7 +58,7 @@ def test_drafter_matches_apple_module(tmp_path, tiny_llama, variant):
     dcfg, tensors = load_drafter(folder)
     ref = Drafter(dcfg)
     ref.load_state_dict(tensors)
-    model = rt.load(checkpoint(tiny_llama, folder, 1))
+    model = rt.load(checkpoint(tiny_llama, folder, 1), drafter_int8=False)
     g = torch.Generator().manual_seed(0)
     context, state = torch.randn(3, 64, generator=g), torch.randn(3, 64, generator=g)
     tokens = torch.tensor([5, 77, 200])
@@ -93,7 +95,7 @@ def test_beam_search_matches_reference(tmp_path, tiny_llama):
     dcfg, tensors = load_drafter(folder)
     ref = Drafter(dcfg)
     ref.load_state_dict(tensors)
-    model = rt.load(checkpoint(tiny_llama, folder, 1))
+    model = rt.load(checkpoint(tiny_llama, folder, 1), drafter_int8=False)
     g = torch.Generator().manual_seed(1)
     context, token = torch.randn(2, 64, generator=g), torch.tensor([3, 100])
     got = model.drafter.beam_search(context, token, 4, 3)
@@ -102,3 +104,16 @@ def test_beam_search_matches_reference(tmp_path, tiny_llama):
     assert got.shape == (2, 4, 4)
     assert torch.equal(got, want)
     assert torch.equal(got[:, :, 0], token[:, None].expand(2, 4))
+
+
+def test_int8_drafter_head_close(tiny_llama, tiny_drafter):
+    exact = rt.load(checkpoint(tiny_llama, tiny_drafter, 1), drafter_int8=False).drafter
+    fast = rt.load(checkpoint(tiny_llama, tiny_drafter, 1)).drafter
+    assert fast.head_fn is not None
+    g = torch.Generator().manual_seed(2)
+    context, state = torch.randn(256, 64, generator=g), torch.randn(256, 64, generator=g)
+    a, b = exact.logits(context, state), fast.logits(context, state)
+    rel = ((a - b).pow(2).mean() / a.pow(2).mean()).sqrt().item()
+    agree = (a.argmax(-1) == b.argmax(-1)).float().mean().item()
+    print(f"int8 drafter head: relative rms error {rel:.4f}, top-1 agreement {agree:.3f}")
+    assert rel < 0.05 and agree > 0.9

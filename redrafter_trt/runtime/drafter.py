@@ -12,6 +12,9 @@ W of W x V by running log-probability.
 
 from __future__ import annotations
 
+import logging
+import warnings
+
 import torch
 import torch.nn.functional as F
 
@@ -19,13 +22,35 @@ from ..errors import TensorError
 from .config import RuntimeConfig
 from .tp import SINGLE, TPGroup
 
+log = logging.getLogger(__name__)
+
 TOP_K = 50
 LOG_0 = -50000.0
 
 
+def _int8_head(weight: torch.Tensor):
+    """A CPU int8 (per-row scales, fbgemm) copy of a [V, E] float32 projection as a function x -> x @ W.T, or
+    None where the quantized ops are unavailable. The final projection is read once per draft step and
+    dominates drafting on a CPU; int8 reads a quarter of the bytes. Drafts only propose tokens (the base model
+    verifies them, and the sampling acceptance does not use the drafter's probabilities), so outputs stay exact."""
+    if weight.device.type != "cpu" or weight.dtype != torch.float32:
+        return None
+    try:
+        scales = (weight.abs().amax(dim=1) / 127.0).clamp(min=1e-12).double()
+        with warnings.catch_warnings():  # the quantized tensor API is marked deprecated but still ships
+            warnings.simplefilter("ignore")
+            q = torch.quantize_per_channel(weight, scales, torch.zeros_like(scales, dtype=torch.long), 0, torch.qint8)
+        packed = torch.ops.quantized.linear_prepack(q, None)
+        return lambda x: torch.ops.quantized.linear_dynamic(x.reshape(-1, x.shape[-1]).contiguous(), packed
+                                                            ).reshape(*x.shape[:-1], weight.shape[0])
+    except (RuntimeError, AttributeError, NotImplementedError) as e:
+        log.info("int8 drafter head unavailable (%s); using the float weights", e)
+        return None
+
+
 class CheckpointDrafter:
     def __init__(self, cfg: RuntimeConfig, tensors: dict[str, torch.Tensor], embed_fn, group: TPGroup = SINGLE,
-                 dtype: torch.dtype | None = None, device: str = "cpu"):
+                 dtype: torch.dtype | None = None, device: str = "cpu", int8_head: bool = False):
         self.group, self.embed_fn, self.rnn = group, embed_fn, cfg.drafter_rnn
         dtype = dtype or cfg.torch_dtype
 
@@ -39,6 +64,7 @@ class CheckpointDrafter:
         self.layers = [(take(f"layers.{i}.linear.weight"), take(f"layers.{i}.linear.bias"))
                        for i in range(cfg.drafter_layers)]
         self.lm_head = take("lm_head.weight")
+        self.head_fn = _int8_head(self.lm_head) if int8_head else None
         if self.rnn:
             self.rnn_u = (take("rnn_u.weight"), take("rnn_u.bias"))
             self.rnn_w = take("rnn_w.weight")
@@ -61,7 +87,8 @@ class CheckpointDrafter:
             x = self._linear(x, *self.input_proj)
         for w, b in self.layers:
             x = x + F.silu(self._linear(x, w, b))
-        return self._linear(x, self.lm_head)[..., : self.vocab_size].float()
+        local = self.head_fn(x) if self.head_fn is not None else F.linear(x, self.lm_head)
+        return self.group.all_gather(local)[..., : self.vocab_size].float()
 
     @torch.no_grad()
     def beam_search(self, context: torch.Tensor, token: torch.Tensor, num_beams: int, draft_len: int) -> torch.Tensor:
