@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 
 from .errors import ConfigError, DependencyError
+from .runtime.config import RuntimeConfig
 
 log = logging.getLogger(__name__)
 
@@ -223,49 +224,47 @@ def _hf_cut(output: list[int], eos: list[int]) -> list[int]:
 
 # ---- orchestration ------------------------------------------------------------------------------------------------
 
-def load_models(opts: BenchOptions):
-    """(runtime model, HF model, tokenizer, checkpoint config, HF dir)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from .runtime import load
-    from .runtime.config import DTYPES
-
-    path = Path(opts.checkpoint_dir) / "config.json"
-    if not path.is_file():
-        raise ConfigError(f"{path} is missing: point --checkpoint-dir at the output of `redrafter-trt convert`")
-    ckpt_config = json.loads(path.read_text())
-    hf_dir = resolve_hf_dir(opts.hf_dir, ckpt_config, Path(opts.checkpoint_dir))
-    model = load(opts.checkpoint_dir, device=opts.device)
-    if not model.config.has_drafter:
+def check_inputs(opts: BenchOptions) -> tuple[RuntimeConfig, dict, Path]:
+    """Everything that can be checked before loading a model: (runtime config, raw config, HF base folder)."""
+    if opts.max_new_tokens < 1:
+        raise ConfigError(f"--max-new-tokens {opts.max_new_tokens} is invalid: use 1 or more")
+    if opts.num_prompts is not None and opts.num_prompts < 1:
+        raise ConfigError(f"--num-prompts {opts.num_prompts} is invalid: use 1 or more")
+    cfg = RuntimeConfig.from_dir(opts.checkpoint_dir)
+    if not cfg.has_drafter:
         raise ConfigError(f"{opts.checkpoint_dir} has no drafter (no redrafter_* keys): bench a checkpoint converted "
                           f"with --drafter")
+    if cfg.tp_size != 1:
+        raise ConfigError(f"{opts.checkpoint_dir} is a tp={cfg.tp_size} checkpoint: bench runs one process; convert "
+                          f"with --tp-size 1 to benchmark")
+    raw = json.loads((Path(opts.checkpoint_dir) / "config.json").read_text())
+    hf_dir = resolve_hf_dir(opts.hf_dir, raw, Path(opts.checkpoint_dir))
     if not Path(opts.tokenizer_dir).is_dir():
         raise ConfigError(f"tokenizer folder {opts.tokenizer_dir} does not exist: pass --tokenizer-dir with the base's "
                           f"Hugging Face folder")
-    tokenizer = AutoTokenizer.from_pretrained(opts.tokenizer_dir)
-    hf = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=DTYPES[model.config.dtype]).to(opts.device).eval()
-    return model, hf, tokenizer, ckpt_config, hf_dir
+    return cfg, raw, hf_dir
 
 
 def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
               progress: Callable[[str], None] = lambda line: None) -> BenchReport:
     """Run the benchmark; `prompts` overrides the prompts file (the quickstart passes its own)."""
-    from .prompts import load_prompts
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if opts.max_new_tokens < 1:
-        raise ConfigError(f"--max-new-tokens {opts.max_new_tokens} is invalid: use 1 or more")
-    if opts.num_prompts is not None and opts.num_prompts < 1:
-        raise ConfigError(f"--num-prompts {opts.num_prompts} is invalid: use 1 or more")
+    from .prompts import load_prompts
+    from .runtime import load
+
+    cfg, ckpt_config, hf_dir = check_inputs(opts)
+    beams = check_grid(opts.beams, cfg.num_beams, "--beams", "redrafter_num_beams", "--num-beams")
+    lens = check_grid(opts.draft_lens, cfg.draft_len, "--draft-lens", "redrafter_draft_len_per_beam", "--draft-len")
+    grid = [(w, n) for n in lens for w in beams]
     texts = load_prompts(opts.prompts) if prompts is None else list(prompts)
     if not texts:
         raise ConfigError("no prompts to benchmark: pass a --prompts file with at least one prompt")
     texts = texts[: opts.num_prompts] if opts.num_prompts else texts
-    model, hf, tokenizer, ckpt_config, hf_dir = load_models(opts)
-    cfg = model.config
-    beams = check_grid(opts.beams, cfg.num_beams, "--beams", "redrafter_num_beams", "--num-beams")
-    lens = check_grid(opts.draft_lens, cfg.draft_len, "--draft-lens", "redrafter_draft_len_per_beam", "--draft-len")
-    grid = [(w, n) for n in lens for w in beams]
+    tokenizer = AutoTokenizer.from_pretrained(opts.tokenizer_dir)
     prompt_ids = encode_prompts(tokenizer, texts, opts.chat)
+    model = load(opts.checkpoint_dir, device=opts.device)
+    hf = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=cfg.torch_dtype).to(opts.device).eval()
     eos = eos_ids(tokenizer, hf)
     N = opts.max_new_tokens
 

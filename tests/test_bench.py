@@ -1,0 +1,162 @@
+"""`bench` on a tiny converted Llama with a byte tokenizer: JSON keys and internal consistency (speed-ups are ratios
+of tokens per second, `best` is the argmax, histograms add up to the tokens), greedy exactness, the plot, and bad
+input exiting 2 with one line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from redrafter_trt.bench import default_grid, resolve_hf_dir
+from redrafter_trt.cli import main
+from redrafter_trt.errors import ConfigError
+from tinymodels import make_drafter, make_hf
+
+PROMPTS = ["The quick brown fox", "Once upon a time", "1, 2, 3,"]
+
+
+def save_byte_tokenizer(folder) -> None:
+    """A 256-token byte-level tokenizer for the tiny models (vocab 256); no chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tok = Tokenizer(models.BPE({ch: i for i, ch in enumerate(alphabet)}, []))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    # EOS outside the byte range the prompts use, so that generations run to max_new_tokens more often than not
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=alphabet[-1]).save_pretrained(folder)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from redrafter_trt.convert import convert
+
+    tmp = tmp_path_factory.mktemp("bench")
+    base = make_hf(tmp / "base", "llama")
+    save_byte_tokenizer(base)
+    drafter = make_drafter(tmp / "drafter", base)
+    ckpt = convert(base, drafter, tmp / "ckpt", tp_size=1, dtype="float32", num_beams=2, draft_len=3)
+    prompts = tmp / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
+    return base, ckpt, prompts
+
+
+def run_cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def bench_args(setup, *extra):
+    base, ckpt, prompts = setup
+    return ("bench", "--checkpoint-dir", ckpt, "--tokenizer-dir", base, "--prompts", prompts, *extra)
+
+
+def assert_one_line_error(result, *needles):
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for n in needles:
+        assert n in lines[0], (n, lines[0])
+
+
+@pytest.fixture(scope="module")
+def report(setup, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench-out") / "bench.json"
+    result = run_cli(*bench_args(setup, "--max-new-tokens", 12, "--draft-lens", "1,3", "--output-json", out))
+    assert result.exit_code == 0, result.output
+    return json.loads(out.read_text()), result.stdout
+
+
+def test_json_keys_and_grid(report):
+    data, _ = report
+    assert {"configs", "best", "baselines", "meta"} <= set(data)
+    assert {"hf", "no_draft"} <= set(data["baselines"])
+    # default beams: 1..checkpoint's 2; requested draft lengths 1 and 3
+    assert sorted((c["num_beams"], c["draft_len"]) for c in data["configs"]) == [(1, 1), (1, 3), (2, 1), (2, 3)]
+    for c in data["configs"]:
+        assert {"num_beams", "draft_len", "mean_tokens_per_step", "tokens_per_second", "speedup_vs_hf",
+                "speedup_vs_no_draft", "histogram"} <= set(c)
+    assert data["meta"]["num_prompts"] == len(PROMPTS) and data["meta"]["chat"] is False
+
+
+def test_speedups_are_ratios_and_best_is_argmax(report):
+    data, _ = report
+    hf, plain = data["baselines"]["hf"]["tokens_per_second"], data["baselines"]["no_draft"]["tokens_per_second"]
+    assert hf > 0 and plain > 0
+    for c in data["configs"]:
+        assert c["speedup_vs_hf"] == pytest.approx(c["tokens_per_second"] / hf)
+        assert c["speedup_vs_no_draft"] == pytest.approx(c["tokens_per_second"] / plain)
+        assert c["tokens_per_second"] == pytest.approx(c["new_tokens"] / c["wall_seconds"])
+    best = max(data["configs"], key=lambda c: c["speedup_vs_hf"])
+    assert (data["best"]["num_beams"], data["best"]["draft_len"]) == (best["num_beams"], best["draft_len"])
+
+
+def test_histograms_add_up(report):
+    """Each prompt's prefill emits one token; every later step emits its histogram bucket's count of tokens."""
+    data, _ = report
+    n = data["meta"]["num_prompts"]
+    for c in [*data["configs"], data["baselines"]["no_draft"]]:
+        hist = {int(k): v for k, v in c["histogram"].items()}
+        assert sum(k * v for k, v in hist.items()) + n == c["new_tokens"]
+        assert sum(hist.values()) + n == c["steps"]
+        assert c["mean_tokens_per_step"] == pytest.approx(c["new_tokens"] / c["steps"])
+        assert max(hist) <= c.get("draft_len", 0) + 1
+    assert set(data["baselines"]["no_draft"]["histogram"]) <= {"1"}
+
+
+def test_greedy_drafting_is_exact_in_float32(report):
+    data, stdout = report
+    assert data["all_match_no_draft"] is True
+    assert all(c["matches_no_draft"] and not c["mismatched_prompts"] for c in data["configs"])
+    # transformers and the runtime decode the same converted weights: same greedy tokens
+    assert data["baselines"]["hf_matches_no_draft"] == len(PROMPTS)
+    assert "transformers" in stdout and "W=2 L=3" in stdout and "best:" in stdout
+
+
+def test_plot(setup, tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "bench.png"
+    result = run_cli(*bench_args(setup, "--num-prompts", 1, "--max-new-tokens", 4, "--plot", png))
+    assert result.exit_code == 0, result.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_beams_above_checkpoint(setup):
+    assert_one_line_error(run_cli(*bench_args(setup, "--beams", "1,3")), "--beams 3", "outside 1..2", "--num-beams")
+
+
+def test_draft_len_above_checkpoint(setup):
+    assert_one_line_error(run_cli(*bench_args(setup, "--draft-lens", "4")), "--draft-lens 4", "outside 1..3")
+
+
+def test_malformed_list(setup):
+    assert_one_line_error(run_cli(*bench_args(setup, "--beams", "1,x")), "--beams", "comma-separated")
+
+
+def test_empty_prompts_file(setup, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    base, ckpt, _ = setup
+    assert_one_line_error(run_cli(*bench_args((base, ckpt, empty))), "holds no prompts")
+
+
+def test_chat_without_template(setup):
+    assert_one_line_error(run_cli(*bench_args(setup, "--chat")), "chat template", "--no-chat")
+
+
+def test_hf_dir_resolution(setup, tmp_path):
+    base, ckpt, _ = setup
+    raw = json.loads((ckpt / "config.json").read_text())
+    assert resolve_hf_dir(None, raw, ckpt).resolve() == base.resolve()
+    with pytest.raises(ConfigError, match="--hf-dir"):
+        resolve_hf_dir(None, {}, ckpt)
+    with pytest.raises(ConfigError, match="not a Hugging Face model"):
+        resolve_hf_dir(ckpt, raw, ckpt)  # a TensorRT-LLM checkpoint is no transformers model
+
+
+def test_default_grid():
+    assert default_grid(1) == (1,)
+    assert default_grid(5) == (1, 2, 4, 5)
+    assert default_grid(8) == (1, 2, 4, 8)
