@@ -31,6 +31,7 @@ class TrainConfig:
     max_examples: int | None = None  # use at most this many conversations (after a seeded shuffle)
     eval_examples: int | None = None  # held out for the final accuracy report; None = 5%, at most 200
     train_head: bool = True          # False freezes the final projection (a third less compute per row)
+    full_vocab: bool = False         # False: train (and keep non-zero) only the head rows of tokens in the data
     checkpoint_every: int = 200      # steps
     cache_dir: Path | None = None    # distilled answers and hidden states; None = <cache root>/train
     extra: dict = field(default_factory=dict)  # recorded in the producer block, e.g. the quickstart's version

@@ -17,9 +17,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
 from ..prompts import prompt_of
+
+if TYPE_CHECKING:
+    import torch
 
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
          "bard": "assistant", "bing": "assistant", "model": "assistant", "system": "system"}
@@ -46,10 +50,12 @@ class Conversation:
         return out
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Example:
     ids: tuple[int, ...]   # [T]
     mask: tuple[bool, ...]  # [T], True = assistant token (a training target)
+    hidden: "torch.Tensor | None" = None  # [n, H] base hidden states at positions hidden_from.. (distilled data)
+    hidden_from: int = 0
 
 
 def _messages(raw, key: str) -> list[dict]:

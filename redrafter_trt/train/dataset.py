@@ -55,11 +55,10 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
                 prompts.append(ids)
         train_p, eval_p = split(prompts, cfg.eval_examples)
         mine = eval_p + train_p[rank::world] if rank == 0 else train_p[rank::world]
-        path = cache_dir / f"distill-{base_id(cfg.base)}.jsonl" if world == 1 else \
-            cache_dir / f"distill-{base_id(cfg.base)}-rank{rank}.jsonl"
-        answers = distill(load_model(), tokenizer, mine, path, max_new_tokens=cfg.distill_max_new_tokens,
+        folder = cache_dir / f"distill-{base_id(cfg.base)}"
+        answers = distill(load_model, tokenizer, mine, folder, max_new_tokens=cfg.distill_max_new_tokens,
                           batch_size=cfg.distill_batch_size, on_batch=on_batch)
-        examples = [_distilled(p, a, cfg.max_seq_len) for p, a in zip(mine, answers)]
+        examples = [_distilled(p, a, h, cfg.max_seq_len) for p, (a, h) in zip(mine, answers)]
         n_eval = len(eval_p) if rank == 0 else 0
         held, train = examples[:n_eval], examples[n_eval:]
     else:
@@ -80,7 +79,8 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
     return train, held
 
 
-def _distilled(prompt: list[int], answer: list[int], max_len: int) -> Example:
+def _distilled(prompt: list[int], answer: list[int], hidden, max_len: int) -> Example:
+    """prompt + answer with the hidden states generation captured (from the last prompt token on)."""
     ids = (prompt + answer)[:max_len]
     mask = ([False] * len(prompt) + [True] * len(answer))[:max_len]
-    return Example(tuple(ids), tuple(mask))
+    return Example(tuple(ids), tuple(mask), hidden, len(prompt) - 1)

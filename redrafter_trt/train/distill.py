@@ -2,9 +2,11 @@
 those (Apple's paper credits this with about 10% more speed-up than learning reference text).
 
 Generation is batched with a KV cache: prompts are sorted by length and left-padded; a row leaves the batch
-(and the cache) as soon as it emits EOS, so long answers do not keep finished rows busy. Answers are appended
-to a jsonl cache as each batch finishes, keyed by a hash of the prompt's token ids, so an interrupted run
-resumes where it stopped and a second run with the same prompts generates nothing.
+(and the cache) as soon as it emits EOS, so long answers do not keep finished rows busy. The base's last hidden
+states at the answer positions come out of generation for free and are kept, so distilled data never needs a
+teacher-forced pass. Each batch's answers go to `answers.jsonl` and its hidden states to one safetensors file
+as soon as it finishes, keyed by a hash of the prompt's token ids: an interrupted run resumes where it stopped
+and a second run with the same prompts generates nothing.
 """
 
 from __future__ import annotations
@@ -25,16 +27,18 @@ def prompt_key(ids: list[int], max_new_tokens: int) -> str:
     return hashlib.sha1(json.dumps([max_new_tokens, ids]).encode()).hexdigest()[:16]
 
 
-def read_cache(path: Path) -> dict[str, list[int]]:
-    """key -> answer ids; a torn last line (killed mid-write) is ignored."""
+def read_cache(folder: Path) -> dict[str, tuple[list[int], str]]:
+    """key -> (answer ids, hidden-state file name); a torn last line (killed mid-write) is ignored."""
     out = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
+    index = folder / "answers.jsonl"
+    if index.exists():
+        for line in index.read_text().splitlines():
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            out[rec["key"]] = rec["answer_ids"]
+            if (folder / rec["file"]).exists():
+                out[rec["key"]] = (rec["answer_ids"], rec["file"])
     return out
 
 
@@ -47,9 +51,15 @@ def eos_ids(model, tokenizer) -> set[int]:
 
 
 @torch.inference_mode()
-def greedy_batch(model, prompts: list[list[int]], max_new_tokens: int, stop: set[int], pad_id: int) -> list[list[int]]:
+def greedy_batch(model, prompts: list[list[int]], max_new_tokens: int, stop: set[int], pad_id: int
+                 ) -> tuple[list[list[int]], list[torch.Tensor]]:
     """Greedy answers for a batch of prompts (token id lists); each answer ends with its EOS when one came
-    within max_new_tokens. Left padding; position ids count real tokens only."""
+    within max_new_tokens. Left padding; position ids count real tokens only.
+
+    Also returns, per answer of n tokens, the base's last hidden states [n, H] (float16) at the positions
+    that predicted them: the last prompt token, then answer tokens 0..n-2. These are the teacher-forced
+    hidden states of prompt + answer, captured for free, so distilled data needs no second base pass.
+    """
     from transformers import DynamicCache
 
     device = next(model.parameters()).device
@@ -65,12 +75,16 @@ def greedy_batch(model, prompts: list[list[int]], max_new_tokens: int, stop: set
     stop_t = torch.tensor(sorted(stop), device=device)
     alive = torch.arange(B, device=device)
     answers: list[list[int]] = [[] for _ in range(B)]
+    hidden: list[list[torch.Tensor]] = [[] for _ in range(B)]
     out = model.model(input_ids=ids, attention_mask=attn, position_ids=pos, past_key_values=cache, use_cache=True)
     last_pos = pos[:, -1]
     for step in range(max_new_tokens):
-        nxt = model.lm_head(out.last_hidden_state[:, -1]).argmax(-1)  # [alive]
-        for r, tok in zip(alive.tolist(), nxt.tolist()):
+        h = out.last_hidden_state[:, -1]  # [alive, H]
+        nxt = model.lm_head(h).argmax(-1)  # [alive]
+        h16 = h.to(torch.float16).cpu()
+        for j, (r, tok) in enumerate(zip(alive.tolist(), nxt.tolist())):
             answers[r].append(tok)
+            hidden[r].append(h16[j])
         keep = ~torch.isin(nxt, stop_t)
         if step + 1 == max_new_tokens or not keep.any():
             break
@@ -81,38 +95,55 @@ def greedy_batch(model, prompts: list[list[int]], max_new_tokens: int, stop: set
         last_pos = last_pos + 1
         out = model.model(input_ids=nxt[:, None], attention_mask=attn, position_ids=last_pos[:, None],
                           past_key_values=cache, use_cache=True)
-    return answers
+    return answers, [torch.stack(h) for h in hidden]
 
 
-def distill(model, tokenizer, prompts: list[list[int]], cache_path: Path, *, max_new_tokens: int,
-            batch_size: int, on_batch: Callable[[int, int], None] | None = None) -> list[list[int]]:
-    """Greedy answers (token ids) for every prompt, generated only for prompts not yet in the cache file.
+def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: Path, *, max_new_tokens: int,
+            batch_size: int, on_batch: Callable[[int, int], None] | None = None
+            ) -> list[tuple[list[int], torch.Tensor]]:
+    """Greedy answers and their hidden states for every prompt; only prompts not yet in `folder` are generated
+    (the base is loaded only then, by `load_model()`).
 
-    prompts: token id lists ending with the assistant header. Returns answers in prompt order.
-    on_batch(done, total) is called after each batch (for a progress bar).
+    prompts: token id lists ending with the assistant header. Returns (answer ids, hidden [n, H] float16) in
+    prompt order. Prompts are generated in the given order, sorted by length only within windows of 8
+    batches, so a run stopped early has answered a random subset. on_batch(done, total) follows each batch.
     """
-    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    from safetensors import safe_open
+
+    from ..io import write_safetensors
+
+    folder.mkdir(parents=True, exist_ok=True)
     keys = [prompt_key(p, max_new_tokens) for p in prompts]
-    done = read_cache(cache_path)
-    todo = sorted({k: i for i, k in enumerate(keys) if k not in done}.values(), key=lambda i: -len(prompts[i]))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    stop = eos_ids(model, tokenizer)
+    done = read_cache(folder)
+    todo = list({k: i for i, k in enumerate(keys) if k not in done}.values())
     if todo:
+        model = load_model()
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        stop = eos_ids(model, tokenizer)
         log.info("distilling %d of %d prompts (%d cached) into %s", len(todo), len(prompts), len(prompts) - len(todo),
-                 cache_path)
-    start, new_tokens = time.perf_counter(), 0
-    with cache_path.open("a") as f:
-        for b in range(0, len(todo), batch_size):
-            batch = todo[b: b + batch_size]
-            answers = greedy_batch(model, [prompts[i] for i in batch], max_new_tokens, stop, pad_id)
-            for i, ans in zip(batch, answers):
-                done[keys[i]] = ans
-                new_tokens += len(ans)
-                f.write(json.dumps({"key": keys[i], "answer_ids": ans}) + "\n")
-            f.flush()
-            if on_batch:
-                on_batch(min(b + batch_size, len(todo)), len(todo))
-    if todo:
+                 folder)
+        start, new_tokens, window = time.perf_counter(), 0, 8 * batch_size
+        order = [i for w in range(0, len(todo), window)
+                 for i in sorted(todo[w: w + window], key=lambda i: -len(prompts[i]))]
+        with (folder / "answers.jsonl").open("a") as f:
+            for b in range(0, len(order), batch_size):
+                batch = order[b: b + batch_size]
+                answers, hidden = greedy_batch(model, [prompts[i] for i in batch], max_new_tokens, stop, pad_id)
+                name = f"hidden-{keys[batch[0]]}.safetensors"
+                write_safetensors(folder / name, {keys[i]: h for i, h in zip(batch, hidden)})
+                for i, ans in zip(batch, answers):
+                    done[keys[i]] = (ans, name)
+                    new_tokens += len(ans)
+                    f.write(json.dumps({"key": keys[i], "answer_ids": ans, "file": name}) + "\n")
+                f.flush()
+                if on_batch:
+                    on_batch(min(b + batch_size, len(order)), len(order))
         secs = time.perf_counter() - start
         log.info("distilled %d answer tokens in %.0f s (%.0f tokens/s)", new_tokens, secs, new_tokens / max(secs, 1e-9))
-    return [done[k] for k in keys]
+    out, handles = [], {}
+    for k in keys:
+        ans, name = done[k]
+        if name not in handles:
+            handles[name] = safe_open(str(folder / name), framework="pt")
+        out.append((ans, handles[name].get_tensor(k)))
+    return out

@@ -67,6 +67,15 @@ def cache_key(base_id: str, examples: list[Example]) -> str:
     return h.hexdigest()[:16]
 
 
+def _assemble(examples: list[Example], starts: list[int], anchors: torch.Tensor) -> torch.Tensor:
+    """The anchors' rows of the examples' own hidden states [Na, H]."""
+    out = torch.zeros((len(anchors), examples[0].hidden.shape[1]), dtype=examples[0].hidden.dtype)
+    for i, ex in enumerate(examples):
+        lo, hi = torch.searchsorted(anchors, torch.tensor([starts[i], starts[i] + len(ex.ids)])).tolist()
+        out[lo:hi] = ex.hidden[anchors[lo:hi] - starts[i] - ex.hidden_from]
+    return out
+
+
 @torch.inference_mode()
 def compute_hidden(model, examples: list[Example], starts: list[int], anchors: torch.Tensor, *,
                    token_budget: int = 4096, on_batch: Callable[[int, int], None] | None = None) -> torch.Tensor:
@@ -98,8 +107,11 @@ def compute_hidden(model, examples: list[Example], starts: list[int], anchors: t
 
 def build_features(examples: list[Example], predict_n: int, cache_dir: Path, base_id: str, load_model: Callable,
                    on_batch: Callable[[int, int], None] | None = None) -> Features:
-    """Features for `examples`, read from `cache_dir` when computed before for the same base and tokens."""
+    """Features for `examples`: from the hidden states they carry (distilled data), else read from `cache_dir`
+    when computed before for the same base and tokens, else computed with the base and cached."""
     tokens, mask, anchors, starts = flatten(examples, tail=predict_n + 2)
+    if all(ex.hidden is not None for ex in examples):
+        return Features(tokens, mask, anchors, _assemble(examples, starts, anchors))
     path = Path(cache_dir) / f"hidden-{cache_key(base_id, examples)}.safetensors"
     if path.exists():
         hidden = read_safetensors(path)["hidden"]

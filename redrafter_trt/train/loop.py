@@ -26,7 +26,7 @@ from .config import TrainConfig
 from .dataset import base_id, build_examples
 from .features import Features, build_features
 from .init import new_drafter
-from .objective import drafter_step
+from .objective import Head, drafter_step
 
 log = logging.getLogger(__name__)
 
@@ -85,12 +85,12 @@ def _batch(step: int, n: int, batch: int, seed: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(drafter: Drafter, embed: torch.Tensor, feats: Features, k: int, batch: int = 512) -> dict:
+def evaluate(drafter: Drafter, head: Head, embed: torch.Tensor, feats: Features, k: int, batch: int = 512) -> dict:
     """Per-step top-1 and chained accuracy over every anchor, and the expected tokens per step at beam width 1
     (1 + sum of chained accuracies)."""
     correct, valid = [], []
     for s in range(0, len(feats.anchors), batch):
-        r = drafter_step(drafter, embed, feats, torch.arange(s, min(s + batch, len(feats.anchors))), k)
+        r = drafter_step(drafter, head, embed, feats, torch.arange(s, min(s + batch, len(feats.anchors))), k)
         correct.append(r.correct)
         valid.append(r.valid)
     c, v = torch.cat(correct), torch.cat(valid)
@@ -136,8 +136,17 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
     dcfg, drafter = new_drafter(base_config, head, num_draft_layers=cfg.num_draft_layers, rnn=cfg.rnn,
                                 exit_dim=cfg.exit_dim or int(base_config["hidden_size"]), predict_n=k, seed=cfg.seed)
     del head
-    drafter.lm_head[-1].weight.requires_grad_(cfg.train_head)
+    out_w = drafter.lm_head[-1].weight
+    if cfg.full_vocab:
+        out_w.requires_grad_(cfg.train_head)
+        head = Head.full(out_w)
+    else:
+        head = Head.pruned(out_w, _seen_tokens(feats, tokenizer, len(out_w), world), cfg.train_head)
+        out_w.requires_grad_(False)
+        log.info("training the head rows of the %d tokens in the data (of %d)", len(head.keep), len(out_w))
     params = [p for p in drafter.parameters() if p.requires_grad]
+    if head.keep is not None and head.weight.requires_grad:
+        params.append(head.weight)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
 
     n = len(feats.anchors)
@@ -149,21 +158,22 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
     total = cfg.max_steps or cfg.epochs * per_epoch
     start = 0
     if cfg.resume:
-        start = _load_state(cfg, drafter, opt, total)
+        start = _load_state(cfg, drafter, head, opt, total)
     drafter.to(device)
     embed = embed.to(device)
+    head = Head(head.weight, *(None if x is None else x.to(device) for x in (head.keep, head.remap)), head.vocab_size)
     feats = Features(*(x.to(device) for x in (feats.tokens, feats.mask, feats.anchors, feats.hidden)))
     log.info("training %d steps of %d anchors (%d anchors, %d steps per epoch) on %s", total, cfg.batch_size, n,
              per_epoch, device)
 
-    step = start
+    done = start  # steps whose optimizer update has happened
     try:
         for step in range(start, total):
             t0 = time.perf_counter()
             for g in opt.param_groups:
                 g["lr"] = _lr(step, total, cfg.lr)
             idx = _batch(step, n, cfg.batch_size, cfg.seed).to(device)
-            res = drafter_step(drafter, embed, feats, idx, k)
+            res = drafter_step(drafter, head, embed, feats, idx, k)
             opt.zero_grad(set_to_none=True)
             res.loss.backward()
             if world > 1:
@@ -172,49 +182,76 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
                     p.grad /= world
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
-            stats = StepStats(step + 1, total, float(res.loss), res.top1(), len(idx) / (time.perf_counter() - t0))
-            if rank == 0 and ((step + 1) % cfg.checkpoint_every == 0):
-                _save_state(cfg, drafter, opt, step + 1, total)
+            done = step + 1
+            stats = StepStats(step + 1, total, res.loss.item(), res.top1(), len(idx) / (time.perf_counter() - t0))
+            if rank == 0 and done % cfg.checkpoint_every == 0:
+                _save_state(cfg, drafter, head, opt, done, total)
             report(Progress("train", step + 1, total, stats))
     except KeyboardInterrupt:
-        if rank == 0 and step > start:
-            _save_state(cfg, drafter, opt, step, total)
-            log.warning("interrupted: state saved at step %d in %s; pass --resume to continue", step, cfg.state_path)
+        if rank == 0 and done > start:
+            _save_state(cfg, drafter, head, opt, done, total)
+            log.warning("interrupted: state saved after step %d in %s; pass --resume to continue", done, cfg.state_path)
         raise
     drafter.cpu()
+    head = Head(head.weight.cpu(), *(None if x is None else x.cpu() for x in (head.keep, head.remap)), head.vocab_size)
     eval_feats = held or Features(*(x.cpu() for x in (feats.tokens, feats.mask, feats.anchors, feats.hidden)))
-    result = evaluate(drafter, embed.cpu(), eval_feats, k) if rank == 0 else {}
+    result = evaluate(drafter, head, embed.cpu(), eval_feats, k) if rank == 0 else {}
     if rank == 0:
         log.info("held-out: top-1 %s, chained %s, %.2f tokens/step at beam width 1", result.get("top1"),
                  result.get("chained"), result.get("tokens_per_step_beam1", 0))
         producer = {"name": "redrafter-trt train", "base": str(cfg.base), "steps": total, "batch_size": cfg.batch_size,
                     "lr": cfg.lr, "seed": cfg.seed, "distill": cfg.distill, "train_head": cfg.train_head,
+                    "head_rows_kept": len(head.keep) if head.keep is not None else dcfg.vocab_size,
                     "heldout" if held else "train_set": result, **cfg.extra}
-        save_drafter(cfg.output, dcfg, {k_: v.detach().float() for k_, v in drafter.state_dict().items()}, producer)
-        _save_state(cfg, drafter, opt, total, total)
+        state = {name: v.detach().float() for name, v in drafter.state_dict().items()}
+        state[f"lm_head.{dcfg.num_draft_layers}.weight"] = head.full_weight().float()
+        save_drafter(cfg.output, dcfg, state, producer)
+        _save_state(cfg, drafter, head, opt, total, total)
     if world > 1:
         torch.distributed.barrier()
     return cfg.output
 
 
-def _save_state(cfg: TrainConfig, drafter: Drafter, opt, step: int, total: int) -> None:
+def _seen_tokens(feats: Features, tokenizer, vocab_size: int, world: int) -> torch.Tensor:
+    """Sorted vocab ids of every token in the training examples (prompts too) and EOS, united across ranks."""
+    seen = torch.zeros(vocab_size, dtype=torch.bool)
+    seen[feats.tokens[feats.tokens < vocab_size]] = True
+    if tokenizer.eos_token_id is not None:
+        seen[tokenizer.eos_token_id] = True
+    if world > 1:
+        flags = seen.to(torch.uint8)
+        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+        seen = flags.bool()
+    return seen.nonzero().squeeze(1)
+
+
+def _save_state(cfg: TrainConfig, drafter: Drafter, head: Head, opt, step: int, total: int) -> None:
     tmp = cfg.state_path.with_suffix(".partial")
     cfg.state_path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"step": step, "total": total, "drafter": drafter.state_dict(), "optimizer": opt.state_dict(),
+                "head": head.weight.detach(), "head_keep": head.keep,
                 "arch": drafter.cfg.to_json(), "batch_size": cfg.batch_size, "seed": cfg.seed}, tmp)
     os.replace(tmp, cfg.state_path)
 
 
-def _load_state(cfg: TrainConfig, drafter: Drafter, opt, total: int) -> int:
+def _load_state(cfg: TrainConfig, drafter: Drafter, head: Head, opt, total: int) -> int:
     if not cfg.state_path.exists():
         raise ConfigError(f"--resume: no training state at {cfg.state_path}: run once without --resume")
     state = torch.load(cfg.state_path, map_location="cpu", weights_only=True)
     same = {"arch": drafter.cfg.to_json(), "total": total, "batch_size": cfg.batch_size, "seed": cfg.seed}
     diff = [key for key, v in same.items() if state[key] != v]
+    if not _same_keep(state["head_keep"], head.keep):
+        diff.append("data (the kept vocabulary differs)")
     if diff:
         raise ConfigError(f"--resume: {cfg.state_path} was saved with different {', '.join(diff)}: "
                           f"resume with the options of the interrupted run, or start over without --resume")
     drafter.load_state_dict(state["drafter"])
+    with torch.no_grad():
+        head.weight.copy_(state["head"])
     opt.load_state_dict(state["optimizer"])
     log.info("resuming at step %d of %d from %s", state["step"], total, cfg.state_path)
     return int(state["step"])
+
+
+def _same_keep(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    return (a is None and b is None) or (a is not None and b is not None and torch.equal(a, b))

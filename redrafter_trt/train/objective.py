@@ -2,14 +2,19 @@
 (i = 0..k-1) predicts token t+i+2 from h_t and the state after the embeddings of tokens t+1..t+i+1; the loss is
 the sum over steps of each step's mean cross-entropy.
 
-The final projection [V, E] is nearly all of the cost (V = 49152 for SmolLM2). `FusedCrossEntropy` computes
-logits chunk by chunk and forms the gradients in the same pass (softmax minus one-hot), so the [rows, V]
-logits never exist whole and are never recomputed; with the head frozen it does two matmuls per chunk
-instead of three.
+The final projection [V, E] is nearly all of the cost (V = 49152 for SmolLM2). Two levers:
+- `FusedCrossEntropy` computes logits chunk by chunk and forms the gradients in the same pass (softmax minus
+  one-hot), so the [rows, V] logits never exist whole and are never recomputed; with the head frozen it does
+  two matmuls per chunk instead of three.
+- `Head` may keep only the rows of the tokens seen in the training data (C); the saved drafter gets zero rows
+  for every other token. The loss is still the exact full-vocabulary cross-entropy of that saved drafter: the
+  V - |C| zero rows all have logit 0 and enter the softmax as one term log(V - |C|). A drafter never proposes
+  a token it never saw, and training costs |C| / V of the full head (about 1/6 for SmolLM2 on chat data).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -20,13 +25,14 @@ from .features import Features
 
 
 class FusedCrossEntropy(torch.autograd.Function):
-    """loss = sum_r w_r * CE(feats_r @ weight.T, target_r); also returns correct_r = (argmax == target_r).
+    """loss = sum_r w_r * CE(logits_r, target_r), logits_r = [feats_r @ weight.T, n_zero zeros]; also returns
+    correct_r = (argmax == target_r). A target of -1 is one of the zero-logit tokens (never counted correct).
 
-    feats [R, E], weight [V, E], targets [R], row_w [R] -> (loss [], correct [R] bool)
+    feats [R, E], weight [Vc, E], targets [R] in [-1, Vc), row_w [R] -> (loss [], correct [R] bool)
     """
 
     @staticmethod
-    def forward(ctx, feats, weight, targets, row_w, chunk: int):
+    def forward(ctx, feats, weight, targets, row_w, n_zero: int, chunk: int):
         need_f, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         loss = feats.new_zeros(())
         correct = torch.empty(len(feats), dtype=torch.bool, device=feats.device)
@@ -34,13 +40,19 @@ class FusedCrossEntropy(torch.autograd.Function):
         grad_w = torch.zeros_like(weight) if need_w else None
         for s in range(0, len(feats), chunk):
             f, y, w = feats[s: s + chunk], targets[s: s + chunk], row_w[s: s + chunk]
-            logits = f @ weight.T  # [C, V]
-            correct[s: s + chunk] = logits.argmax(-1) == y
+            logits = f @ weight.T  # [C, Vc]
+            best, arg = logits.max(-1)
+            correct[s: s + chunk] = (arg == y) & ((best > 0) if n_zero else True)
             lse = torch.logsumexp(logits, -1)
-            loss += (w * (lse - logits.gather(1, y[:, None]).squeeze(1))).sum()
+            if n_zero:
+                lse = torch.logaddexp(lse, torch.tensor(math.log(n_zero), dtype=lse.dtype, device=lse.device))
+            seen = y >= 0
+            target_logit = torch.where(seen, logits.gather(1, y.clamp(min=0)[:, None]).squeeze(1), 0.0)
+            loss += (w * (lse - target_logit)).sum()
             if need_f or need_w:
-                g = logits.sub_(lse[:, None]).exp_()  # softmax, in place
-                g[torch.arange(len(y), device=y.device), y] -= 1
+                g = logits.sub_(lse[:, None]).exp_()  # softmax over the kept rows, in place
+                rows = seen.nonzero().squeeze(1)
+                g[rows, y[rows]] -= 1
                 g.mul_(w[:, None])
                 if need_f:
                     grad_f[s: s + chunk] = g @ weight
@@ -54,7 +66,47 @@ class FusedCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss, _grad_correct):
         grad_f, grad_w = ctx.saved_tensors
         return (grad_f * grad_loss if grad_f is not None else None,
-                grad_w * grad_loss if grad_w is not None else None, None, None, None)
+                grad_w * grad_loss if grad_w is not None else None, None, None, None, None)
+
+
+@dataclass
+class Head:
+    """The final projection as trained: rows of the kept tokens only.
+
+    weight [Vc, E] (a view of, or a parameter standing in for, the drafter's [V, E]); keep [Vc] vocab ids of the
+    rows, or None for the whole vocabulary; remap [V] vocab id -> row, -1 for dropped tokens.
+    """
+    weight: torch.Tensor
+    keep: torch.Tensor | None
+    remap: torch.Tensor | None
+    vocab_size: int
+
+    @classmethod
+    def full(cls, weight: torch.Tensor) -> "Head":
+        return cls(weight, None, None, weight.shape[0])
+
+    @classmethod
+    def pruned(cls, weight: torch.Tensor, keep: torch.Tensor, trainable: bool) -> "Head":
+        """keep: sorted unique vocab ids [Vc]; the kept rows become their own (optionally trainable) tensor."""
+        remap = torch.full((weight.shape[0],), -1, dtype=torch.long, device=weight.device)
+        remap[keep] = torch.arange(len(keep), device=weight.device)
+        rows = nn.Parameter(weight.detach()[keep].clone(), requires_grad=trainable)
+        return cls(rows, keep, remap, weight.shape[0])
+
+    @property
+    def n_zero(self) -> int:
+        return 0 if self.keep is None else self.vocab_size - len(self.keep)
+
+    def targets(self, ids: torch.Tensor) -> torch.Tensor:
+        return ids if self.remap is None else self.remap[ids]
+
+    def full_weight(self) -> torch.Tensor:
+        """[V, E]: the kept rows in place, zeros elsewhere."""
+        if self.keep is None:
+            return self.weight.detach()
+        out = self.weight.new_zeros((self.vocab_size, self.weight.shape[1]))
+        out[self.keep] = self.weight.detach()
+        return out
 
 
 @dataclass
@@ -74,9 +126,10 @@ class StepResult:
         return (chain.sum(0) / self.valid.sum(0).clamp(min=1)).tolist()
 
 
-def drafter_step(drafter: Drafter, embed: torch.Tensor, feats: Features, idx: torch.Tensor, k: int,
+def drafter_step(drafter: Drafter, head: Head, embed: torch.Tensor, feats: Features, idx: torch.Tensor, k: int,
                  chunk: int = 1024) -> StepResult:
-    """Loss and accuracy of `drafter` on anchors `idx` [B] for k draft steps; embed: base token embedding [V, H]."""
+    """Loss and accuracy of `drafter` (with `head` as its final projection) on anchors `idx` [B] for k draft
+    steps; embed: base token embedding [V, H]."""
     win, valid = feats.windows(idx, k)                       # [B, k+1], [B, k]
     h = feats.hidden[idx].float()                            # [B, H]
     emb = nn.functional.embedding(win[:, :k], embed)          # [B, k, H]: tokens t+1..t+k
@@ -89,8 +142,8 @@ def drafter_step(drafter: Drafter, embed: torch.Tensor, feats: Features, idx: to
     rows = valid.nonzero(as_tuple=True)
     counts = valid.sum(0).clamp(min=1).to(x.dtype)           # [k]
     row_w = (1.0 / counts)[rows[1]]
-    head = drafter.lm_head[-1].weight
-    loss, correct_rows = FusedCrossEntropy.apply(x[rows], head, win[:, 1:][rows], row_w, chunk)
+    targets = head.targets(win[:, 1:][rows])
+    loss, correct_rows = FusedCrossEntropy.apply(x[rows], head.weight, targets, row_w, head.n_zero, chunk)
     correct = torch.zeros_like(valid)
     correct[rows] = correct_rows
     return StepResult(loss, correct, valid)

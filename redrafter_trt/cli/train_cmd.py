@@ -1,0 +1,94 @@
+"""`redrafter-trt train`: thin click wrapper over `redrafter_trt.train.train_drafter`, with a progress bar."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import ConfigError
+
+
+class _Bars:
+    """One tqdm bar per stage (distill, hidden, train); the train bar shows loss and per-step top-1."""
+
+    def __init__(self):
+        self.bars = {}
+
+    def __call__(self, p):
+        from tqdm import tqdm
+
+        labels = {"distill": "distilling answers (batches)", "hidden": "caching base hidden states",
+                  "train": "training drafter (steps)"}
+        bar = self.bars.get(p.stage)
+        if bar is None:
+            bar = self.bars[p.stage] = tqdm(total=p.total, desc=labels[p.stage], unit="", dynamic_ncols=True,
+                                            initial=p.done - 1 if p.stage == "train" else 0)
+        bar.update(p.done - bar.n)
+        if p.stats is not None:
+            bar.set_postfix_str(f"loss {p.stats.loss:.3f} top1 {'/'.join(f'{a:.2f}' for a in p.stats.top1)} "
+                                f"{p.stats.positions_per_s:.0f} pos/s", refresh=False)
+        if p.done >= p.total:
+            bar.close()
+
+    def close(self):
+        for bar in self.bars.values():
+            bar.close()
+
+
+def _positive(ctx, param, value):
+    if value is not None and value < 1:
+        raise ConfigError(f"--{param.name.replace('_', '-')} must be at least 1 (got {value})")
+    return value
+
+
+@click.command()
+@click.option("--base", required=True, type=click.Path(path_type=Path), help="Hugging Face folder of the chat base model.")
+@click.option("--data", "data", required=True, multiple=True, type=click.Path(path_type=Path),
+              help="jsonl (prompt / question+answer / messages) or ShareGPT json; repeat for several files.")
+@click.option("--output", required=True, type=click.Path(path_type=Path), help="Drafter folder to write (Apple layout).")
+@click.option("--num-draft-layers", default=1, show_default=True, type=int, help="ResBlocks before the final projection.")
+@click.option("--rnn/--no-rnn", default=True, show_default=True, help="Recurrent state (Apple's rnn) or a plain sum of embeddings.")
+@click.option("--exit-dim", type=int, callback=_positive, help="Width of the final projection [default: the base hidden size].")
+@click.option("--predict-n", default=5, show_default=True, type=int, callback=_positive,
+              help="Draft steps trained; recorded so `convert` can refuse a longer --draft-len.")
+@click.option("--epochs", default=1, show_default=True, type=int, callback=_positive)
+@click.option("--max-steps", type=int, callback=_positive, help="Stop after this many steps (overrides --epochs).")
+@click.option("--lr", default=1e-3, show_default=True, type=float)
+@click.option("--batch-size", default=256, show_default=True, type=int, callback=_positive,
+              help="Anchor positions per step (each trains every draft step).")
+@click.option("--max-seq-len", default=1024, show_default=True, type=int, help="Truncate conversations to this many tokens.")
+@click.option("--max-examples", type=int, callback=_positive, help="Use at most this many conversations (seeded shuffle).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N (torchrun picks the rank's GPU).")
+@click.option("--resume", is_flag=True, help="Continue from OUTPUT.train-state.pt (same options as the interrupted run).")
+@click.option("--distill", is_flag=True, help="Train on the base's own greedy answers to the prompts (cached, resumable).")
+@click.option("--distill-max-new-tokens", default=256, show_default=True, type=int, callback=_positive)
+@click.option("--freeze-head", is_flag=True, help="Keep the final projection at its init from the base lm_head.")
+@click.option("--full-vocab", is_flag=True,
+              help="Train every row of the final projection, not only those of tokens seen in the data (about 6x slower).")
+@click.option("--cache-dir", type=click.Path(path_type=Path), help="Distilled answers and hidden states [default: cache root/train].")
+def train(base, data, output, num_draft_layers, rnn, exit_dim, predict_n, epochs, max_steps, lr, batch_size, max_seq_len,
+          max_examples, seed, device, resume, distill, distill_max_new_tokens, freeze_head, full_vocab, cache_dir):
+    """Train a ReDrafter drafter for BASE on conversations (or, with --distill, on the base's own answers)."""
+    from ..train import TrainConfig, train_drafter
+
+    cfg = TrainConfig(base=base, data=list(data), output=output, num_draft_layers=num_draft_layers, rnn=rnn,
+                      exit_dim=exit_dim, predict_n=predict_n, epochs=epochs, max_steps=max_steps, lr=lr,
+                      batch_size=batch_size, max_seq_len=max_seq_len, max_examples=max_examples, seed=seed,
+                      device=device, resume=resume, distill=distill, distill_max_new_tokens=distill_max_new_tokens,
+                      train_head=not freeze_head, full_vocab=full_vocab, cache_dir=cache_dir)
+    cfg.validate()  # before the slow imports
+    bars = _Bars()
+    try:
+        out = train_drafter(cfg, on_progress=bars)
+    finally:
+        bars.close()
+    import json
+
+    meta = json.loads((out / "config.json").read_text()).get("producer", {})
+    res = meta.get("heldout") or meta.get("train_set") or {}
+    click.echo(f"wrote {out}")
+    if res:
+        click.echo(f"held-out top-1 per step {res['top1']}, chained {res['chained']}: "
+                   f"{res['tokens_per_step_beam1']} tokens/step expected at beam width 1")

@@ -1,0 +1,117 @@
+"""The training loop on a tiny random Llama: loss goes down, the saved drafter loads, seeds and --resume
+reproduce an uninterrupted run bit for bit, and the pruned head's loss is the full-vocabulary loss."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+
+from redrafter_trt.drafter import load_drafter
+from redrafter_trt.train import TrainConfig, train_drafter
+from redrafter_trt.train.objective import FusedCrossEntropy, Head
+from test_train_data import make_chat_base
+
+
+@pytest.fixture(scope="module")
+def chat_base(tmp_path_factory):
+    return make_chat_base(tmp_path_factory.mktemp("chat_base"))
+
+
+@pytest.fixture(scope="module")
+def qa_file(tmp_path_factory):
+    r = random.Random(0)
+    path = tmp_path_factory.mktemp("data") / "qa.jsonl"
+    with path.open("w") as f:
+        for _ in range(80):
+            a, b = r.randint(1, 60), r.randint(1, 60)
+            f.write(json.dumps({"question": f"What is {a} plus {b}?",
+                                "answer": f"{a} plus {b} is {a + b}. The answer is {a + b}."}) + "\n")
+    return path
+
+
+def _cfg(chat_base, qa_file, tmp_path, **kw):
+    base = dict(base=chat_base, data=[qa_file], output=tmp_path / "drafter", cache_dir=tmp_path / "cache",
+                batch_size=64, max_steps=8, checkpoint_every=4, lr=3e-3, predict_n=3, seed=1)
+    return TrainConfig(**{**base, **kw})
+
+
+def _tensors(folder):
+    return load_drafter(folder)[1]
+
+
+def test_loss_decreases_and_drafter_loads(chat_base, qa_file, tmp_path):
+    losses = []
+    cfg = _cfg(chat_base, qa_file, tmp_path, max_steps=60)
+    out = train_drafter(cfg, on_progress=lambda p: p.stats and losses.append(p.stats.loss))
+    assert len(losses) == 60
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+    dcfg, tensors = load_drafter(out)
+    assert dcfg.predict_n == 3 and dcfg.exit_dim == 64 and dcfg.rnn
+    meta = json.loads((out / "config.json").read_text())["producer"]
+    assert meta["heldout"]["anchors"] > 0 and len(meta["heldout"]["top1"]) == 3
+    # the head keeps only the rows of tokens in the data: the others are exactly zero
+    head = tensors["lm_head.1.weight"]
+    zero_rows = (head == 0).all(1)
+    assert 0 < int(zero_rows.sum()) < head.shape[0]
+    assert zero_rows.sum() == head.shape[0] - meta["head_rows_kept"]
+
+
+def test_same_seed_same_drafter_other_seed_differs(chat_base, qa_file, tmp_path):
+    a = _tensors(train_drafter(_cfg(chat_base, qa_file, tmp_path / "a")))
+    b = _tensors(train_drafter(_cfg(chat_base, qa_file, tmp_path / "b")))
+    c = _tensors(train_drafter(_cfg(chat_base, qa_file, tmp_path / "c", seed=2)))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+class Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("exc, saved_at", [(KeyboardInterrupt, 6), (Stop, 4)])
+def test_resume_matches_uninterrupted_run(chat_base, qa_file, tmp_path, exc, saved_at):
+    whole = _tensors(train_drafter(_cfg(chat_base, qa_file, tmp_path / "whole")))
+
+    def interrupt(p):
+        if p.stage == "train" and p.done == 6:
+            raise exc()
+
+    cfg = _cfg(chat_base, qa_file, tmp_path / "cut")
+    with pytest.raises(exc):
+        train_drafter(cfg, on_progress=interrupt)
+    assert not cfg.output.exists()
+    assert torch.load(cfg.state_path, weights_only=True)["step"] == saved_at  # Ctrl-C saves; a crash keeps the last checkpoint
+    steps = []
+    cfg.resume = True
+    resumed = _tensors(train_drafter(cfg, on_progress=lambda p: p.stats and steps.append(p.done)))
+    assert steps == list(range(saved_at + 1, 9))
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+def test_pruned_head_loss_is_the_full_vocabulary_loss():
+    torch.manual_seed(0)
+    V, E, R = 50, 8, 12
+    weight = torch.randn(V, E)
+    keep = torch.tensor([1, 3, 4, 10, 20, 33, 49])
+    full = torch.zeros(V, E)
+    full[keep] = weight[keep]
+    targets = keep[torch.randint(0, len(keep), (R,))]
+    targets[0] = 7  # a dropped token: logit 0 in the saved drafter
+    feats = torch.randn(R, E, requires_grad=True)
+    w = torch.rand(R)
+    head = Head.pruned(weight, keep, trainable=True)
+    loss, correct = FusedCrossEntropy.apply(feats, head.weight, head.targets(targets), w, head.n_zero, 5)
+    loss.backward()
+    ref_feats = feats.detach().clone().requires_grad_(True)
+    ref_w = full.clone().requires_grad_(True)
+    logits = ref_feats @ ref_w.T
+    ref = (w * torch.nn.functional.cross_entropy(logits, targets, reduction="none")).sum()
+    ref.backward()
+    torch.testing.assert_close(loss, ref)
+    torch.testing.assert_close(feats.grad, ref_feats.grad)
+    torch.testing.assert_close(head.weight.grad, ref_w.grad[keep])
+    assert torch.equal(correct, logits.argmax(-1) == targets)
+    assert torch.equal(head.full_weight(), full)
