@@ -1,0 +1,57 @@
+"""Half precision runs, and FP8 checkpoints (float8_e4m3fn weights + weights_scaling_factor) are dequantised
+to exactly what the scales say."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from redrafter_trt import runtime as rt
+from test_runtime_support import checkpoint, hf_model, one_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+PROMPT = [1, 17, 33, 5, 250, 99]
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_runs_close_to_float32(tiny_llama, tiny_drafter, dtype):
+    ckpt = checkpoint(tiny_llama, tiny_drafter, 1)
+    model = rt.load(ckpt, dtype=dtype)
+    assert model.base.dtype == getattr(torch, dtype)
+    logits = rt.forward_logits(model, PROMPT)
+    with torch.no_grad():
+        ref = hf_model(tiny_llama)(torch.tensor([PROMPT])).logits[0]
+    assert (logits - ref).abs().max() < 0.1
+    res = rt.generate(model, [PROMPT, PROMPT[:3]], 8, num_beams=2, draft_len=2)
+    assert [len(o) for o in res.output_ids] == [8, 8]
+
+
+def test_fp8_checkpoint_dequantised(tiny_llama, tiny_drafter, tmp_path):
+    src = checkpoint(tiny_llama, tiny_drafter, 1)
+    fp8, deq = tmp_path / "fp8", tmp_path / "deq"
+    shutil.copytree(src, fp8)
+    shutil.copytree(src, deq)
+    tensors = load_file(str(src / "rank0.safetensors"))
+    q_tensors, d_tensors = dict(tensors), dict(tensors)
+    for name, t in tensors.items():
+        if name.startswith("transformer.layers.") and name.endswith(("qkv.weight", "dense.weight", "fc.weight",
+                                                                      "gate.weight", "proj.weight")):
+            scale = (t.abs().max() / 448.0).reshape(1).float()
+            q = (t / scale).to(torch.float8_e4m3fn)
+            q_tensors[name] = q
+            q_tensors[name[: -len("weight")] + "weights_scaling_factor"] = scale
+            q_tensors[name[: -len("weight")] + "activation_scaling_factor"] = torch.ones(1)
+            d_tensors[name] = q.float() * scale
+    save_file(q_tensors, str(fp8 / "rank0.safetensors"))
+    save_file(d_tensors, str(deq / "rank0.safetensors"))
+    cfg = json.loads((fp8 / "config.json").read_text())
+    cfg["quantization"] = {"quant_algo": "FP8", "kv_cache_quant_algo": None, "exclude_modules": ["lm_head"]}
+    (fp8 / "config.json").write_text(json.dumps(cfg))
+    got = rt.forward_logits(rt.load(fp8), PROMPT)
+    want = rt.forward_logits(rt.load(deq), PROMPT)
+    assert torch.equal(got, want)
+    assert not torch.equal(got, rt.forward_logits(rt.load(src), PROMPT))  # the quantisation really happened
