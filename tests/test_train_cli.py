@@ -1,0 +1,81 @@
+"""`redrafter-trt train`: bad inputs exit 2 with one line; a good run writes a loadable drafter; --distill
+captures the base's teacher-forced hidden states and reuses its cache."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from redrafter_trt.cli import main
+from redrafter_trt.drafter import load_drafter
+from test_train_data import make_chat_base
+
+
+@pytest.fixture(scope="module")
+def chat_base(tmp_path_factory):
+    return make_chat_base(tmp_path_factory.mktemp("chat_base"))
+
+
+@pytest.fixture
+def prompts(tmp_path):
+    p = tmp_path / "prompts.jsonl"
+    p.write_text("\n".join(json.dumps({"prompt": q}) for q in ["Say hi.", "Count to 3.", "Name a fruit.", "Why?"]))
+    return p
+
+
+def _run(*args):
+    return CliRunner().invoke(main, ["train", *map(str, args)])
+
+
+@pytest.mark.parametrize("case, match", [
+    ("missing", "does not exist"),
+    ("empty", "holds no records"),
+    ("predict0", "--predict-n must be at least 1"),
+    ("no_answers", "pass --distill"),
+])
+def test_bad_inputs_exit_2_with_one_line(chat_base, prompts, tmp_path, case, match):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    data = {"missing": tmp_path / "nope.jsonl", "empty": empty}.get(case, prompts)
+    extra = ["--predict-n", "0"] if case == "predict0" else []
+    r = _run("--base", chat_base, "--data", data, "--output", tmp_path / "out", "--cache-dir", tmp_path / "c", *extra)
+    assert r.exit_code == 2, r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], r.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_distill_run_writes_drafter_and_reuses_cache(chat_base, prompts, tmp_path):
+    args = ["--base", chat_base, "--data", prompts, "--output", tmp_path / "out", "--cache-dir", tmp_path / "c",
+            "--distill", "--distill-max-new-tokens", "12", "--max-steps", "3", "--predict-n", "2", "--no-rnn",
+            "--exit-dim", "32"]
+    r = _run(*args)
+    assert r.exit_code == 0, r.output
+    cfg, tensors = load_drafter(tmp_path / "out")
+    assert (cfg.predict_n, cfg.rnn, cfg.exit_dim) == (2, False, 32)
+    folder = next((tmp_path / "c").glob("distill-*"))
+    lines = (folder / "answers.jsonl").read_text().splitlines()
+    assert len(lines) == 4
+    # the hidden states captured while generating are the base's teacher-forced ones
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from redrafter_trt.train.data import Conversation, prompt_ids
+    from redrafter_trt.train.distill import prompt_key
+
+    tok = AutoTokenizer.from_pretrained(chat_base)
+    model = AutoModelForCausalLM.from_pretrained(chat_base).eval()
+    p = prompt_ids(tok, Conversation(({"role": "user", "content": "Say hi."},)), 1000)
+    rec = next(json.loads(line) for line in lines if json.loads(line)["key"] == prompt_key(p, 12))
+    h = load_file(folder / rec["file"])[rec["key"]].float()
+    with torch.no_grad():
+        ref = model.model(input_ids=torch.tensor([p + rec["answer_ids"]])).last_hidden_state[0]
+    n = len(rec["answer_ids"])
+    torch.testing.assert_close(h, ref[len(p) - 1: len(p) + n - 1], atol=5e-3, rtol=1e-2)
+    assert model.lm_head(ref[len(p) - 1: len(p) + n - 1]).argmax(-1).tolist() == rec["answer_ids"]
+    # a second run generates nothing new
+    r = _run(*args)
+    assert r.exit_code == 0, r.output
+    assert len((folder / "answers.jsonl").read_text().splitlines()) == 4
