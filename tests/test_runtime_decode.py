@@ -11,9 +11,11 @@ import torch
 
 from redrafter_trt import runtime as rt
 from redrafter_trt.errors import ConfigError
-from test_runtime_support import LookupDrafter, chat_prompts, checkpoint, eos_of, fresh_drafter, hf_greedy
+from test_runtime_support import one_thread, LookupDrafter, chat_prompts, checkpoint, eos_of, fresh_drafter, hf_greedy  # noqa: F401
 
 PROMPTS = [[1, 17, 33, 5], [1, 250, 99, 3, 3, 42, 7, 128, 64], [1, 200], [1, 11, 12, 13, 14, 15, 16]]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_qwen2"])
