@@ -50,6 +50,7 @@ class Run:
     wall_seconds: float = 0.0
     steps: int = 0
     histogram: dict[int, int] = field(default_factory=dict)
+    prompt_steps: list[int] = field(default_factory=list)  # decoding steps of each prompt
 
     @property
     def new_tokens(self) -> int:
@@ -67,6 +68,7 @@ class Run:
         self.outputs.append(list(output))
         self.wall_seconds += seconds
         self.steps += steps
+        self.prompt_steps.append(steps)
         for k, n in histogram.items():
             self.histogram[k] = self.histogram.get(k, 0) + n
 

