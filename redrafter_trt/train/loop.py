@@ -136,12 +136,14 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
     dcfg, drafter = new_drafter(base_config, head, num_draft_layers=cfg.num_draft_layers, rnn=cfg.rnn,
                                 exit_dim=cfg.exit_dim or int(base_config["hidden_size"]), predict_n=k, seed=cfg.seed)
     del head
+    drafter.to(device)
+    embed = embed.to(device)
     out_w = drafter.lm_head[-1].weight
     if cfg.full_vocab:
         out_w.requires_grad_(cfg.train_head)
         head = Head.full(out_w)
     else:
-        head = Head.pruned(out_w, _seen_tokens(feats, tokenizer, len(out_w), world), cfg.train_head)
+        head = Head.pruned(out_w, _seen_tokens(feats, tokenizer, len(out_w), world).to(device), cfg.train_head)
         out_w.requires_grad_(False)
         log.info("training the head rows of the %d tokens in the data (of %d)", len(head.keep), len(out_w))
     params = [p for p in drafter.parameters() if p.requires_grad]
@@ -159,9 +161,6 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
     start = 0
     if cfg.resume:
         start = _load_state(cfg, drafter, head, opt, total)
-    drafter.to(device)
-    embed = embed.to(device)
-    head = Head(head.weight, *(None if x is None else x.to(device) for x in (head.keep, head.remap)), head.vocab_size)
     feats = Features(*(x.to(device) for x in (feats.tokens, feats.mask, feats.anchors, feats.hidden)))
     log.info("training %d steps of %d anchors (%d anchors, %d steps per epoch) on %s", total, cfg.batch_size, n,
              per_epoch, device)

@@ -1,0 +1,45 @@
+"""Accuracy of a saved drafter on the base's own greedy answers to prompts it was not trained on (for
+example MT-Bench first turns): per-step top-1, chained accuracy and the expected tokens per step at beam
+width 1 (1 + sum of chained accuracies), a cheap proxy for what `bench` will measure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..drafter import Drafter, load_drafter
+from .data import prompt_ids, read_conversations
+from .dataset import _distilled, base_id
+from .distill import distill
+from .features import build_features
+from .loop import _base_tensors, evaluate
+from .objective import Head
+
+
+def evaluate_on_prompts(drafter_dir: Path, base: Path, prompts_file: Path, cache_dir: Path, *, num_prompts: int = 40,
+                        max_new_tokens: int = 192, k: int | None = None) -> dict:
+    """Distill (cached) the base's answers to the first `num_prompts` prompts of the file, then evaluate the
+    drafter on them for k draft steps (default: its predict_n, else 5)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    cfg, tensors = load_drafter(drafter_dir)
+    drafter = Drafter(cfg)
+    drafter.load_state_dict(tensors)
+    k = k or cfg.predict_n or 5
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    convs = read_conversations(prompts_file)[:num_prompts]
+    prompts = [prompt_ids(tokenizer, c, 2048) for c in convs]
+    answers = distill(lambda: AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval(), tokenizer,
+                      prompts, Path(cache_dir) / f"distill-{base_id(Path(base))}", max_new_tokens=max_new_tokens,
+                      batch_size=16)
+    examples = [_distilled(p, a, h, 4096) for p, (a, h) in zip(prompts, answers)]
+    feats = build_features(examples, k, Path(cache_dir), base_id(Path(base)), lambda: None)
+    embed, _ = _base_tensors(Path(base))
+    weight = drafter.lm_head[-1].weight.detach()
+    nonzero = (weight != 0).any(1).nonzero().squeeze(1)
+    # zero rows have logit 0 either way: evaluating only the others is exact and much cheaper
+    head = Head.pruned(weight, nonzero, trainable=False) if len(nonzero) < len(weight) else Head.full(weight)
+    result = evaluate(drafter, head, embed, feats, k)
+    result["answer_tokens"] = sum(len(a) for a, _ in answers)
+    return result
