@@ -68,20 +68,11 @@ def synth_llama(folder: Path, layers: int, hidden: int = 2048, inter: int = 5632
     return total, largest
 
 
-def rss_anon(pid: int) -> int:
+def proc_status(pid: int, key: str) -> int:
+    """A memory line of /proc/PID/status (RssAnon, VmHWM, ...) in bytes; 0 once the process is gone."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
-
-
-def vm_hwm(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
@@ -134,8 +125,8 @@ def main() -> None:
         def sample():
             nonlocal peak_anon, hwm
             while proc.poll() is None:
-                peak_anon = max(peak_anon, rss_anon(proc.pid))
-                hwm = max(hwm, vm_hwm(proc.pid))
+                peak_anon = max(peak_anon, proc_status(proc.pid, 'RssAnon'))
+                hwm = max(hwm, proc_status(proc.pid, 'VmHWM'))
                 time.sleep(0.01)
 
         sampler = threading.Thread(target=sample)
