@@ -3,7 +3,6 @@ session, fresh drafters for SmolLM2, Hugging Face greedy references, and a looku
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
@@ -11,24 +10,25 @@ import pytest
 import torch
 
 from redrafter_trt.convert import convert
-from redrafter_trt.drafter import init_drafter, save_drafter
-from redrafter_trt.io import TensorSource
+from redrafter_trt.drafter import init_drafter_for_base
+from tinymodels import make_drafter
 
 MT_BENCH = "/work/shared/data/mt_bench_questions.jsonl"
 _ROOT = Path(tempfile.mkdtemp(prefix="redrafter-rt-tests-"))
 _CACHE: dict = {}
 
 
-def fresh_drafter(base: Path, seed: int = 0, **kwargs) -> Path:
-    """What `init-drafter` makes: identity ResBlocks, final projection from the base lm_head (tied: embeddings)."""
-    key = ("drafter", str(base), seed, tuple(sorted(kwargs.items())))
+def fresh_drafter(base: Path, seed: int = 0, randomize: bool = False, **kwargs) -> Path:
+    """The output of `init-drafter` (identity ResBlocks, final projection from the base's lm_head) with this
+    seed; randomize=True: every tensor random instead (a freshly initialised, untrained drafter)."""
+    key = ("drafter", str(base), seed, randomize, tuple(sorted(kwargs.items())))
     if key not in _CACHE:
-        cfg = json.loads((Path(base) / "config.json").read_text())
-        src = TensorSource.from_hf_folder(Path(base))
-        head = "lm_head.weight" if "lm_head.weight" in src.names() else "model.embed_tokens.weight"
-        dcfg, model = init_drafter(cfg, src.get(head), seed=seed, **kwargs)
-        src.close()
-        _CACHE[key] = save_drafter(_ROOT / f"drafter{len(_CACHE)}", dcfg, model.state_dict())
+        folder = _ROOT / f"drafter{len(_CACHE)}"
+        if randomize:
+            make_drafter(folder, base, seed=seed, **kwargs)
+        else:
+            init_drafter_for_base(base, folder, seed=seed, **kwargs)
+        _CACHE[key] = folder
     return _CACHE[key]
 
 
