@@ -58,7 +58,7 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
         folder = cache_dir / f"distill-{base_id(cfg.base)}"
         answers = distill(load_model, tokenizer, mine, folder, max_new_tokens=cfg.distill_max_new_tokens,
                           batch_size=cfg.distill_batch_size, on_batch=on_batch)
-        examples = [_distilled(p, a, h, cfg.max_seq_len) for p, (a, h) in zip(mine, answers)]
+        examples = [distilled_example(p, a, h, cfg.max_seq_len) for p, (a, h) in zip(mine, answers)]
         n_eval = len(eval_p) if rank == 0 else 0
         held, train = examples[:n_eval], examples[n_eval:]
     else:
@@ -79,7 +79,7 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
     return train, held
 
 
-def _distilled(prompt: list[int], answer: list[int], hidden, max_len: int) -> Example:
+def distilled_example(prompt: list[int], answer: list[int], hidden, max_len: int) -> Example:
     """prompt + answer with the hidden states generation captured (from the last prompt token on)."""
     ids = (prompt + answer)[:max_len]
     mask = ([False] * len(prompt) + [True] * len(answer))[:max_len]

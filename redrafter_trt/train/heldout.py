@@ -10,10 +10,10 @@ import torch
 
 from ..drafter import Drafter, load_drafter
 from .data import prompt_ids, read_conversations
-from .dataset import _distilled, base_id
+from .dataset import distilled_example, base_id
 from .distill import distill
 from .features import build_features
-from .loop import _base_tensors, evaluate
+from .loop import base_tensors, evaluate
 from .objective import Head
 
 
@@ -33,9 +33,9 @@ def evaluate_on_prompts(drafter_dir: Path, base: Path, prompts_file: Path, cache
     answers = distill(lambda: AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval(), tokenizer,
                       prompts, Path(cache_dir) / f"distill-{base_id(Path(base))}", max_new_tokens=max_new_tokens,
                       batch_size=16)
-    examples = [_distilled(p, a, h, 4096) for p, (a, h) in zip(prompts, answers)]
+    examples = [distilled_example(p, a, h, 4096) for p, (a, h) in zip(prompts, answers)]
     feats = build_features(examples, k, Path(cache_dir), base_id(Path(base)), lambda: None)
-    embed, _ = _base_tensors(Path(base))
+    embed, _ = base_tensors(Path(base))
     weight = drafter.lm_head[-1].weight.detach()
     nonzero = (weight != 0).any(1).nonzero().squeeze(1)
     # zero rows have logit 0 either way: evaluating only the others is exact and much cheaper

@@ -56,7 +56,7 @@ def _dist() -> tuple[int, int]:
     return (torch.distributed.get_rank() if world > 1 else 0), world
 
 
-def _base_tensors(base: Path) -> tuple[torch.Tensor, torch.Tensor]:
+def base_tensors(base: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """(embed_tokens [V, H], lm_head [V, H]) read lazily from the base folder."""
     src = TensorSource.from_hf_folder(base)
     names = src.names()
@@ -132,7 +132,7 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
     model_box.clear()  # the base is not needed any more
 
     base_config = json.loads((cfg.base / "config.json").read_text())
-    embed, head = _base_tensors(cfg.base)
+    embed, head = base_tensors(cfg.base)
     dcfg, drafter = new_drafter(base_config, head, num_draft_layers=cfg.num_draft_layers, rnn=cfg.rnn,
                                 exit_dim=cfg.exit_dim or int(base_config["hidden_size"]), predict_n=k, seed=cfg.seed)
     del head

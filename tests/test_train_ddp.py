@@ -1,0 +1,49 @@
+"""torchrun with two CPU ranks (gloo): each rank trains on its shard, gradients are averaged, rank 0 writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+
+import torch
+
+from redrafter_trt.drafter import load_drafter
+from test_train_data import make_chat_base
+
+SCRIPT = """
+import sys, torch
+from pathlib import Path
+from redrafter_trt.train import TrainConfig, train_drafter
+from redrafter_trt.train import loop
+seen = []
+real = loop.drafter_step
+def spy(drafter, *a, **k):  # record every rank's parameters before each step: they must stay equal
+    seen.append(torch.cat([p.detach().flatten() for p in drafter.parameters()]))
+    return real(drafter, *a, **k)
+loop.drafter_step = spy
+tmp = Path(sys.argv[1])
+train_drafter(TrainConfig(base=Path(sys.argv[2]), data=[tmp / "qa.jsonl"], output=tmp / "out", cache_dir=tmp / "cache",
+                          max_steps=4, batch_size=32, predict_n=2))
+rank = torch.distributed.get_rank()
+torch.save(torch.stack(seen[:4]), tmp / f"params{rank}.pt")  # the 4 training steps (rank 0 then evaluates)
+"""
+
+
+def test_torchrun_two_ranks(tmp_path):
+    base = make_chat_base(tmp_path / "base")
+    r = random.Random(0)
+    (tmp_path / "qa.jsonl").write_text("\n".join(
+        json.dumps({"question": f"{a}+{b}?", "answer": f"{a}+{b} is {a + b}."})
+        for a, b in ((r.randint(1, 50), r.randint(1, 50)) for _ in range(40))))
+    (tmp_path / "run.py").write_text(SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           "29531", str(tmp_path / "run.py"), str(tmp_path), str(base)],
+                          capture_output=True, text=True, env=env, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cfg, _ = load_drafter(tmp_path / "out")
+    assert cfg.predict_n == 2
+    assert torch.equal(torch.load(tmp_path / "params0.pt"), torch.load(tmp_path / "params1.pt"))
