@@ -1,0 +1,131 @@
+"""`quickstart` on the real SmolLM2-135M-Instruct. Default run: the whole command once with training unavailable (it
+must say the drafter is untrained), then the reuse rules with a stand-in trainer. `-m slow`: the real training API
+with a budget of two steps, first and second run. The printed GPU commands are the build module's plan."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from click.testing import CliRunner
+
+from redrafter_trt import quickstart as qs
+from redrafter_trt.cli import main
+from redrafter_trt.errors import ConfigError
+
+TINY = dict(max_examples=6, distill_max_new_tokens=12, max_steps=2, batch_size=16, eval_examples=1)
+
+
+@pytest.fixture(scope="module")
+def untrained(smollm2, tmp_path_factory):
+    """One whole quickstart through the CLI with the training package unavailable: (workdir, CLI result)."""
+    workdir = tmp_path_factory.mktemp("quickstart-untrained")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(qs, "training_api", lambda: None)
+        result = CliRunner().invoke(main, ["quickstart", "--workdir", str(workdir), "--num-questions", "1",
+                                           "--max-new-tokens", "6"])
+    assert result.exit_code == 0, result.output
+    return workdir, result
+
+
+def test_untrained_fallback_says_so(untrained):
+    workdir, result = untrained
+    out = result.stdout
+    assert "UNTRAINED" in out
+    assert qs.drafter_origin(workdir / "drafter") == "untrained"
+    for needle in ("Q1: ", "tokens/step", "x transformers generate", "same text as without drafting: yes",
+                   "redrafter-trt convert", "--dtype bfloat16", "redrafter-trt build --checkpoint-dir",
+                   "trtllm-build --checkpoint_dir", "--speculative_decoding_mode explicit_draft_tokens",
+                   "--gemm_plugin bfloat16", "redrafter-trt run --engine-dir"):
+        assert needle in out, needle
+    for w in qs.GRID_BEAMS:
+        assert f"W={w} L={qs.CPU_DRAFT_LEN}" in out
+
+
+def test_second_run_reuses_drafter_and_checkpoint(smollm2, untrained, monkeypatch):
+    workdir, _ = untrained
+    monkeypatch.setattr(qs, "training_api", lambda: None)
+    assert qs.ensure_drafter(smollm2, workdir, False, None) == (workdir / "drafter", False, True)
+    assert qs.ensure_checkpoint(smollm2, workdir / "drafter", workdir, False) == (workdir / "checkpoint", True)
+
+
+def test_untrained_drafter_is_retrained_and_reconverted(smollm2, untrained, monkeypatch):
+    """Once training is there, a cached untrained drafter is replaced, and the checkpoint follows the new drafter."""
+    from redrafter_trt.drafter import load_drafter, save_drafter
+
+    workdir, _ = untrained
+    calls = []
+
+    def fake_train(cfg, on_progress=None):  # what train_drafter leaves behind, without the ten minutes
+        calls.append(cfg)
+        dcfg, tensors = load_drafter(workdir / "drafter")
+        save_drafter(cfg.output, dcfg, tensors, {"name": "redrafter-trt train", **cfg.extra})
+        later = (workdir / "checkpoint" / "config.json").stat().st_mtime + 10
+        os.utime(cfg.output / "model.safetensors", (later, later))
+        return cfg.output
+
+    from redrafter_trt.train import quickstart_config
+
+    monkeypatch.setattr(qs, "training_api", lambda: (quickstart_config, fake_train))
+    assert qs.ensure_drafter(smollm2, workdir, False, None) == (workdir / "drafter", True, False)
+    assert len(calls) == 1 and calls[0].cache_dir == workdir / "train-cache" and calls[0].distill
+    assert qs.drafter_origin(workdir / "drafter") == "trained"
+    assert qs.ensure_drafter(smollm2, workdir, False, None) == (workdir / "drafter", True, True)
+    assert len(calls) == 1
+    assert qs.ensure_checkpoint(smollm2, workdir / "drafter", workdir, False)[1] is False  # reconverted
+    assert qs.ensure_checkpoint(smollm2, workdir / "drafter", workdir, False)[1] is True
+
+
+@pytest.mark.slow
+def test_real_training_first_and_second_run(smollm2, tmp_path, monkeypatch):
+    """The real training API with a budget of two steps on six prompts; the second run trains nothing."""
+    from redrafter_trt.train import quickstart_config, train_drafter
+
+    calls = []
+
+    def config(base, output, **kw):
+        return quickstart_config(base, output, **{**kw, **TINY})
+
+    def train(cfg, on_progress=None):
+        calls.append(cfg)
+        return train_drafter(cfg, on_progress)
+
+    monkeypatch.setattr(qs, "training_api", lambda: (config, train))
+    opts = qs.QuickstartOptions(tmp_path, num_questions=1, max_new_tokens=8)
+    first = qs.quickstart(opts)
+    assert first.trained and first.reused == {"drafter": False, "checkpoint": False} and len(calls) == 1
+    draft_len = min(qs.CPU_DRAFT_LEN, qs.predict_n(tmp_path / "drafter"))
+    assert [(c.num_beams, c.draft_len) for c in first.report.configs] == [(w, draft_len) for w in qs.GRID_BEAMS]
+    assert all(not c.mismatched_prompts for c in first.report.configs), "drafting changed greedy output in float32"
+    assert len(first.answers) == 1 and first.answers[0]
+    second = qs.quickstart(opts)
+    assert second.reused == {"drafter": True, "checkpoint": True} and len(calls) == 1
+    assert second.report.no_draft.outputs == first.report.no_draft.outputs
+
+
+def test_gpu_commands_follow_the_build_plan(tmp_path):
+    from redrafter_trt.build import BuildOptions, plan_build
+
+    config = {"dtype": "float32", "mapping": {"world_size": 1, "tp_size": 1, "pp_size": 1},
+              "redrafter_num_beams": 4, "redrafter_draft_len_per_beam": 4}
+    drafter = tmp_path / "drafter"
+    drafter.mkdir()
+    (drafter / "config.json").write_text('{"predict_n": 3}')
+    lines = qs.gpu_commands(tmp_path / "base", drafter, tmp_path, config)
+    plan = plan_build(BuildOptions(tmp_path / "checkpoint-bf16", tmp_path / "engine"), {**config, "dtype": "bfloat16"})
+    assert plan.shell() in "\n".join(lines)
+    assert "--draft-len 3" in lines[0] and f"--num-beams {qs.GPU_BEAMS}" in lines[0]  # capped by predict_n
+
+
+def test_pick_questions():
+    prompts = [f"q{i}" for i in range(80)]
+    assert qs.pick_questions(prompts, 8) == [f"q{i}" for i in range(0, 80, 10)]  # one per MT-Bench category
+    assert qs.pick_questions(prompts, 1) == ["q0"]
+    with pytest.raises(ConfigError, match="--num-questions"):
+        qs.pick_questions(prompts, 81)
+
+
+def test_packaged_mt_bench():
+    prompts = qs.load_prompts(qs.mt_bench_path())
+    assert len(prompts) == 80
+    assert (qs.mt_bench_path().parent / "LICENSE.fastchat-apache-2.0").is_file()
