@@ -280,7 +280,7 @@ def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
     for i, ids in enumerate(prompt_ids):
         out, seconds = hf_generate(hf, ids, N, eos)
         out = _hf_cut(out, eos)
-        hf_run.add(out, seconds, len(out), {1: len(out)})
+        hf_run.add(out, seconds, len(out), {1: len(out) - 1})  # one token per step, the first at prefill
         result, seconds = runtime_generate(model, ids, N, eos, 0, 0, False)
         plain.add(result.output_ids[0], seconds, result.steps[0], result.histogram())
         for (w, n), run in drafted.items():

@@ -211,7 +211,7 @@ def quickstart(opts: QuickstartOptions, on_stage: Callable[[str], None] = lambda
     config = json.loads((checkpoint / "config.json").read_text())
     bench_opts = BenchOptions(checkpoint, base, mt_bench_path(), hf_dir=base, max_new_tokens=opts.max_new_tokens,
                               beams=GRID_BEAMS, draft_lens=(config["redrafter_draft_len_per_beam"],), chat=True)
-    report = run_bench(bench_opts, prompts=questions)
+    report = run_bench(bench_opts, prompts=questions, progress=on_stage)
     seconds["generate"] = time.perf_counter() - t
     tokenizer = AutoTokenizer.from_pretrained(base)
     answers = [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in report.best.run.outputs]

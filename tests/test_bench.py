@@ -97,13 +97,13 @@ def test_histograms_add_up(report):
     """Each prompt's prefill emits one token; every later step emits its histogram bucket's count of tokens."""
     data, _ = report
     n = data["meta"]["num_prompts"]
-    for c in [*data["configs"], data["baselines"]["no_draft"]]:
+    for c in [*data["configs"], data["baselines"]["no_draft"], data["baselines"]["hf"]]:
         hist = {int(k): v for k, v in c["histogram"].items()}
         assert sum(k * v for k, v in hist.items()) + n == c["new_tokens"]
         assert sum(hist.values()) + n == c["steps"]
         assert c["mean_tokens_per_step"] == pytest.approx(c["new_tokens"] / c["steps"])
         assert max(hist) <= c.get("draft_len", 0) + 1
-    assert set(data["baselines"]["no_draft"]["histogram"]) <= {"1"}
+    assert set(data["baselines"]["no_draft"]["histogram"]) <= {"1"} and set(data["baselines"]["hf"]["histogram"]) <= {"1"}
 
 
 def test_greedy_drafting_is_exact_in_float32(report):
