@@ -1,7 +1,7 @@
 """Train a ReDrafter drafter for SmolLM2-135M-Instruct on its own answers to the packaged prompts, then
 report its accuracy on the base's answers to MT-Bench first turns (never trained on).
 
-    python scripts/train_smollm2.py --output .cache-drafter/smollm2 [--max-examples 300] [--epochs 3]
+    python scripts/train_smollm2.py --output .cache-drafter/smollm2 [--data FILE ...] [--max-examples 300] [--epochs 3]
 
 The distilled answers and hidden states are cached (`--cache-dir`), so a second run only trains.
 """
@@ -26,16 +26,18 @@ MT_BENCH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mt_
 @click.option("--output", type=click.Path(path_type=Path), default=Path(".cache-drafter/smollm2"), show_default=True)
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=Path(".cache-drafter/cache"), show_default=True)
 @click.option("--eval-cache-dir", type=click.Path(path_type=Path), default=Path(".cache-drafter/eval-cache"), show_default=True)
+@click.option("--data", "data", multiple=True, type=click.Path(path_type=Path),
+              help="Prompt files [default: the packaged prompts]; add scripts/self_prompts.py output for chat coverage.")
 @click.option("--max-examples", type=int, default=300, show_default=True)
 @click.option("--epochs", type=int, default=3, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--num-draft-layers", type=int, default=1, show_default=True)
 @click.option("--mt-bench", type=click.Path(path_type=Path), default=MT_BENCH, show_default=True)
 @click.option("--mt-bench-prompts", type=int, default=40, show_default=True)
-def main(output, cache_dir, eval_cache_dir, max_examples, epochs, lr, num_draft_layers, mt_bench, mt_bench_prompts):
+def main(output, cache_dir, eval_cache_dir, data, max_examples, epochs, lr, num_draft_layers, mt_bench, mt_bench_prompts):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     base = ensure_smollm2()
-    cfg = TrainConfig(base=base, data=default_data(), output=output, distill=True, max_examples=max_examples,
+    cfg = TrainConfig(base=base, data=list(data) or default_data(), output=output, distill=True, max_examples=max_examples,
                       epochs=epochs, lr=lr, num_draft_layers=num_draft_layers, cache_dir=cache_dir,
                       distill_max_new_tokens=256, predict_n=5)
     start = time.perf_counter()

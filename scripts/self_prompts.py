@@ -1,0 +1,55 @@
+"""Let a chat base write user prompts for its own drafter's training data (Magpie-style): sample the user turn
+after the chat template's system prompt, keep the ones that end properly, deduplicate.
+
+    python scripts/self_prompts.py --base DIR --num 128 --output prompts.jsonl
+
+Why: the packaged prompts (GSM8K, FastChat identity questions) are narrow; a drafter trained on the base's
+answers to them predicts MT-Bench-style answers much worse than answers like its training data. Prompts the
+base itself finds typical cover what chat users ask without any external data.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import torch
+
+
+@click.command()
+@click.option("--base", required=True, type=click.Path(path_type=Path))
+@click.option("--num", default=128, show_default=True, help="Samples drawn (fewer survive the filters).")
+@click.option("--batch-size", default=32, show_default=True)
+@click.option("--max-new-tokens", default=64, show_default=True)
+@click.option("--temperature", default=1.0, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--output", required=True, type=click.Path(path_type=Path))
+def main(base, num, batch_size, max_new_tokens, temperature, seed, output):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
+    text = tok.apply_chat_template([{"role": "user", "content": "X"}], tokenize=False)
+    prefix = text[: text.index("X")]  # the template up to the user's text
+    ids = torch.tensor([tok(prefix, add_special_tokens=False)["input_ids"]])
+    torch.manual_seed(seed)
+    seen, kept = set(), []
+    for _ in range(0, num, batch_size):
+        with torch.no_grad():
+            out = model.generate(input_ids=ids.repeat(batch_size, 1), attention_mask=torch.ones_like(ids).repeat(batch_size, 1),
+                                 do_sample=True, temperature=temperature, top_p=0.95, max_new_tokens=max_new_tokens,
+                                 eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
+        for row in out[:, ids.shape[1]:].tolist():
+            if tok.eos_token_id not in row:
+                continue  # ran out of tokens mid-prompt
+            prompt = tok.decode(row[: row.index(tok.eos_token_id)]).strip()
+            if len(prompt) >= 15 and prompt not in seen:
+                seen.add(prompt)
+                kept.append(prompt)
+        print(f"{len(kept)} prompts", flush=True)
+    output.write_text("".join(json.dumps({"prompt": p, "source": "self"}) + "\n" for p in kept))
+
+
+if __name__ == "__main__":
+    main()
