@@ -18,7 +18,7 @@ class _Bars:
     def __call__(self, p):
         from tqdm import tqdm
 
-        labels = {"distill": "distilling answers (batches)", "hidden": "caching base hidden states",
+        labels = {"distill": "distilling answers (prompts)", "hidden": "caching base hidden states (examples)",
                   "train": "training drafter (steps)"}
         bar = self.bars.get(p.stage)
         if bar is None:
