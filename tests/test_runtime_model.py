@@ -117,3 +117,20 @@ def test_int8_drafter_head_close(tiny_llama, tiny_drafter):
     agree = (a.argmax(-1) == b.argmax(-1)).float().mean().item()
     print(f"int8 drafter head: relative rms error {rel:.4f}, top-1 agreement {agree:.3f}")
     assert rel < 0.05 and agree > 0.9
+
+
+def test_pruned_drafter_head_same_logits(tmp_path, tiny_llama):
+    """Rows of zeros (tokens the trainer never saw) are skipped and scattered back: identical logits."""
+    from safetensors.torch import load_file, save_file
+
+    folder = make_drafter(tmp_path / "d", tiny_llama)
+    weights = load_file(folder / "model.safetensors")
+    head = next(k for k in weights if k.startswith("lm_head.") and k.count(".") == 2)
+    weights[head][torch.arange(256) % 3 != 0] = 0
+    save_file(weights, folder / "model.safetensors")
+    pruned = rt.load(checkpoint(tiny_llama, folder, 1), drafter_int8=False).drafter
+    assert pruned.head_rows is not None and len(pruned.head_rows) == 86
+    g = torch.Generator().manual_seed(3)
+    context, state = torch.randn(8, 64, generator=g), torch.randn(8, 64, generator=g)
+    dense = torch.nn.functional.linear(pruned.features(context, state), pruned.lm_head)
+    assert torch.allclose(pruned.logits(context, state), dense.float(), atol=1e-6)

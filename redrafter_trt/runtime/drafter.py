@@ -64,7 +64,14 @@ class CheckpointDrafter:
         self.layers = [(take(f"layers.{i}.linear.weight"), take(f"layers.{i}.linear.bias"))
                        for i in range(cfg.drafter_layers)]
         self.lm_head = take("lm_head.weight")
-        self.head_fn = _int8_head(self.lm_head) if int8_head else None
+        # Our trainer saves the rows of tokens never seen in training as exact zeros (their logit is exactly 0):
+        # multiply only the other rows and scatter, which gives the same logits for a fraction of the reads.
+        nonzero = self.lm_head.abs().amax(dim=1) > 0
+        self.head_rows = None if bool(nonzero.all()) else nonzero.nonzero()[:, 0]
+        head = self.lm_head if self.head_rows is None else self.lm_head[self.head_rows].contiguous()
+        if self.head_rows is not None:
+            log.info("drafter head: %d of %d rows are non-zero; computing only those", len(self.head_rows), len(nonzero))
+        self.head_fn = (_int8_head(head) if int8_head else None) or (lambda x: F.linear(x, head))
         if self.rnn:
             self.rnn_u = (take("rnn_u.weight"), take("rnn_u.bias"))
             self.rnn_w = take("rnn_w.weight")
@@ -80,14 +87,21 @@ class CheckpointDrafter:
             return F.silu(self._linear(emb, self.rnn_w) + self._linear(state, *self.rnn_u))
         return emb + state
 
-    def logits(self, context: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        """context, state [..., H] -> logits [..., V] (float32)."""
+    def features(self, context: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """context, state [..., H] -> the final projection's input [..., E]."""
         x = torch.cat([context, state], dim=-1)
         if self.input_proj[0] is not None:
             x = self._linear(x, *self.input_proj)
         for w, b in self.layers:
             x = x + F.silu(self._linear(x, w, b))
-        local = self.head_fn(x) if self.head_fn is not None else F.linear(x, self.lm_head)
+        return x
+
+    def logits(self, context: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """context, state [..., H] -> logits [..., V] (float32)."""
+        local = self.head_fn(self.features(context, state))
+        if self.head_rows is not None:
+            part, local = local, local.new_zeros(*local.shape[:-1], self.lm_head.shape[0])
+            local[..., self.head_rows] = part
         return self.group.all_gather(local)[..., : self.vocab_size].float()
 
     @torch.no_grad()
