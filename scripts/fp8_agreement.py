@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_QUESTIONS = ROOT.parent / "shared" / "data" / "mt_bench_questions.jsonl"
+DEFAULT_QUESTIONS = ROOT / "redrafter_trt" / "data" / "mt_bench_questions.jsonl"
 
 
 def agreement(reference: list[list[int]], other: list[list[int]]) -> dict:
@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calib-size", type=int, default=16)
     ap.add_argument("--calib-seq-len", type=int, default=128)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--compute-dtype", choices=["float32", "bfloat16"], default=None,
+                    help="dtype the runtime computes in [default: float32 on CPU (no bf16 instructions on most CPUs: "
+                         "the weights keep their bf16/FP8 values, only the arithmetic is wider), bfloat16 on CUDA]")
     ap.add_argument("--work-dir", type=Path, help="keep the two checkpoints here (default: a temporary folder)")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = ap.parse_args(argv)
@@ -89,9 +92,10 @@ def main(argv: list[str] | None = None) -> int:
                       calib_size=args.calib_size, calib_seq_len=args.calib_seq_len, device=args.device, force=True)
         convert_s = time.time() - t0
 
+        compute_dtype = args.compute_dtype or ("float32" if args.device == "cpu" else "bfloat16")
         runs = {}
         for name, ckpt in (("bf16", bf16), ("fp8", fp8)):
-            model = load(ckpt, device=args.device)
+            model = load(ckpt, device=args.device, dtype=compute_dtype)
             outputs, steps, t0 = [], [], time.time()
             for i in range(0, len(prompt_ids), args.batch_size):
                 res = generate(model, prompt_ids[i:i + args.batch_size], args.max_new_tokens, temperature=0.0,
@@ -105,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = {
         "base": str(base), "prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
         "kv_cache_dtype": args.kv_cache_dtype or "bfloat16", "calib_size": args.calib_size,
+        "compute_dtype": compute_dtype, "drafter": str(args.drafter or "fresh init-drafter"),
         **agreement(runs["bf16"]["outputs"], runs["fp8"]["outputs"]),
         "tokens_per_step_bf16": runs["bf16"]["tokens"] / runs["bf16"]["steps"],
         "tokens_per_step_fp8": runs["fp8"]["tokens"] / runs["fp8"]["steps"],
