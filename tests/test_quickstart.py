@@ -60,7 +60,7 @@ def test_untrained_drafter_is_retrained_and_reconverted(smollm2, untrained, monk
         calls.append(cfg)
         dcfg, tensors = load_drafter(workdir / "drafter")
         save_drafter(cfg.output, dcfg, tensors, {"name": "redrafter-trt train", **cfg.extra})
-        later = (workdir / "checkpoint" / "config.json").stat().st_mtime + 10
+        later = (workdir / "checkpoint" / "config.json").stat().st_mtime + 0.001  # newer, not in the future
         os.utime(cfg.output / "model.safetensors", (later, later))
         return cfg.output
 
