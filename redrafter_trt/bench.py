@@ -23,6 +23,7 @@ import torch
 
 from .errors import ConfigError, DependencyError
 from .runtime.config import RuntimeConfig
+from .tokens import encode_prompts, eos_ids
 
 log = logging.getLogger(__name__)
 
@@ -162,32 +163,6 @@ def resolve_hf_dir(hf_dir: Path | None, ckpt_config: dict, checkpoint_dir: Path)
     return hf_dir
 
 
-def encode_prompts(tokenizer, prompts: list[str], chat: bool | None) -> list[list[int]]:
-    """Token ids per prompt; with chat, as one user turn in the tokenizer's chat template, ready for the answer."""
-    has_template = bool(getattr(tokenizer, "chat_template", None))
-    if chat and not has_template:
-        raise ConfigError("--chat needs a tokenizer with a chat template, and this one has none: pass --no-chat")
-    if chat is None:
-        chat = has_template
-    out = []
-    for p in prompts:
-        if chat:
-            text = tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
-                                                 tokenize=False)
-            out.append(list(tokenizer(text, add_special_tokens=False)["input_ids"]))
-        else:
-            out.append(list(tokenizer(p)["input_ids"]))
-    return out
-
-
-def eos_ids(tokenizer, hf_model) -> list[int]:
-    """The tokenizer's EOS and the model's generation_config EOS ids, both honoured by every method."""
-    ids = {tokenizer.eos_token_id}
-    extra = getattr(getattr(hf_model, "generation_config", None), "eos_token_id", None)
-    ids |= set(extra if isinstance(extra, list) else [extra])
-    return sorted(i for i in ids if i is not None)
-
-
 # ---- the three methods ---------------------------------------------------------------------------------------------
 
 @torch.inference_mode()
@@ -267,7 +242,7 @@ def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
     prompt_ids = encode_prompts(tokenizer, texts, opts.chat)
     model = load(opts.checkpoint_dir, device=opts.device)
     hf = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=cfg.torch_dtype).to(opts.device).eval()
-    eos = eos_ids(tokenizer, hf)
+    eos = eos_ids(tokenizer, getattr(hf.generation_config, "eos_token_id", None))
     N = opts.max_new_tokens
 
     warm = prompt_ids[0]

@@ -143,7 +143,7 @@ def test_empty_prompts_file(setup, tmp_path):
 
 
 def test_chat_without_template(setup):
-    assert_one_line_error(run_cli(*bench_args(setup, "--chat")), "chat template", "--no-chat")
+    assert_one_line_error(run_cli(*bench_args(setup, "--chat")), "chat template", "leave out --chat")
 
 
 def test_hf_dir_resolution(setup, tmp_path):

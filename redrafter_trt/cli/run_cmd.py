@@ -13,6 +13,7 @@ import click
 
 from ..errors import ConfigError
 from ..presets import config_option
+from ..tokens import encode_prompts, eos_ids
 
 log = logging.getLogger(__name__)
 
@@ -33,22 +34,9 @@ def load_tokenizer(tokenizer_dir: str, vocab_size: int | None):
     return tok
 
 
-def eos_ids(tok, tokenizer_dir: str) -> list[int]:
-    ids = [tok.eos_token_id] if tok.eos_token_id is not None else []
+def _stop_ids(tok, tokenizer_dir: str) -> list[int]:
     gen = Path(tokenizer_dir) / "generation_config.json"
-    if gen.is_file():
-        extra = json.loads(gen.read_text()).get("eos_token_id")
-        ids += extra if isinstance(extra, list) else ([extra] if extra is not None else [])
-    return sorted(set(ids))
-
-
-def encode(tok, prompts: list[str], chat: bool) -> list[list[int]]:
-    if not chat:
-        return [tok(p).input_ids for p in prompts]
-    if not tok.chat_template:
-        raise ConfigError("--chat needs a tokenizer with a chat template; this one has none: drop --chat")
-    return [list(tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
-                                         tokenize=True, return_dict=False)) for p in prompts]
+    return eos_ids(tok, json.loads(gen.read_text()).get("eos_token_id") if gen.is_file() else None)
 
 
 def _gather_prompts(input_text: tuple[str, ...], input_file: str | None) -> list[str]:
@@ -75,9 +63,9 @@ def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
                           f"or convert again with --tp-size {o['tp']}")
     check_draft_shape(cfg, o["num_beams"], o["draft_len"], not o["no_draft"])
     tok = load_tokenizer(tokenizer_dir, cfg.vocab_size)
-    ids = encode(tok, o["prompts"], o["chat"])
+    ids = encode_prompts(tok, o["prompts"], o["chat"])
     kwargs = dict(num_beams=o["num_beams"], draft_len=o["draft_len"], temperature=o["temperature"],
-                  eos_token_id=eos_ids(tok, tokenizer_dir), seed=o["seed"], use_draft=not o["no_draft"],
+                  eos_token_id=_stop_ids(tok, tokenizer_dir), seed=o["seed"], use_draft=not o["no_draft"],
                   batch_size=o["batch_size"])
     if cfg.tp_size > 1:
         result = generate_tp(ckpt, ids, o["max_output_len"], device=o["device"], **kwargs)
@@ -96,8 +84,8 @@ def _run_engine(engine: str, tokenizer_dir: str, o: dict):
     if o["no_draft"]:
         raise ConfigError("--no-draft works with --checkpoint-dir only: an engine always drafts")
     tok = load_tokenizer(tokenizer_dir, None)
-    ids = encode(tok, o["prompts"], o["chat"])
-    eos = eos_ids(tok, tokenizer_dir)
+    ids = encode_prompts(tok, o["prompts"], o["chat"])
+    eos = _stop_ids(tok, tokenizer_dir)
     end_id = eos[0] if eos else 0
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else end_id
     result = generate_engine(engine, ids, o["max_output_len"], end_id=end_id, pad_id=pad_id,

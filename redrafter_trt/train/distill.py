@@ -20,6 +20,8 @@ from typing import Callable
 
 import torch
 
+from ..tokens import eos_ids
+
 log = logging.getLogger(__name__)
 
 
@@ -40,14 +42,6 @@ def read_cache(folder: Path) -> dict[str, tuple[list[int], str]]:
             if (folder / rec["file"]).exists():
                 out[rec["key"]] = (rec["answer_ids"], rec["file"])
     return out
-
-
-def eos_ids(model, tokenizer) -> set[int]:
-    ids = {tokenizer.eos_token_id}
-    gen = getattr(model, "generation_config", None)
-    extra = getattr(gen, "eos_token_id", None) if gen is not None else None
-    ids |= set(extra if isinstance(extra, list) else [extra])
-    return {i for i in ids if i is not None}
 
 
 @torch.inference_mode()
@@ -119,7 +113,7 @@ def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: P
     if todo:
         model = load_model()
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        stop = eos_ids(model, tokenizer)
+        stop = set(eos_ids(tokenizer, getattr(model.generation_config, "eos_token_id", None)))
         log.info("distilling %d of %d prompts (%d cached) into %s", len(todo), len(prompts), len(prompts) - len(todo),
                  folder)
         start, new_tokens, window = time.perf_counter(), 0, 8 * batch_size

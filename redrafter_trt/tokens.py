@@ -1,0 +1,31 @@
+"""Prompts to token ids and the stop tokens, one way for every command (run, bench, train, quickstart)."""
+
+from __future__ import annotations
+
+from .errors import ConfigError
+
+
+def encode_prompts(tokenizer, prompts: list[str], chat: bool | None) -> list[list[int]]:
+    """Token ids per prompt. chat=True: one user turn in the tokenizer's chat template, ready for the answer;
+    None: chat when the tokenizer has a template; False: plain text."""
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if chat and not has_template:
+        raise ConfigError("a chat template was asked for (--chat) but this tokenizer has none: leave out --chat")
+    if chat is None:
+        chat = has_template
+    out = []
+    for p in prompts:
+        if chat:
+            text = tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
+                                                 tokenize=False)
+            out.append(list(tokenizer(text, add_special_tokens=False)["input_ids"]))
+        else:
+            out.append(list(tokenizer(p)["input_ids"]))
+    return out
+
+
+def eos_ids(tokenizer, generation_eos=None) -> list[int]:
+    """The tokenizer's EOS plus the generation config's `eos_token_id` (an id, a list or None)."""
+    ids = {tokenizer.eos_token_id}
+    ids |= set(generation_eos if isinstance(generation_eos, list) else [generation_eos])
+    return sorted(i for i in ids if i is not None)
