@@ -1,13 +1,14 @@
 """load_prompts: every accepted record shape, file formats, and one-line errors naming the line."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from redrafter_trt.errors import ConfigError
 from redrafter_trt.prompts import load_prompts
 
-DATA = "/work/shared/data"
+DATA = str(Path(__file__).resolve().parents[2] / "shared" / "data")  # ../shared beside the checkout
 
 
 def write(tmp_path, text, name="p.jsonl"):

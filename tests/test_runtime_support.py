@@ -13,7 +13,7 @@ from redrafter_trt.convert import convert
 from redrafter_trt.drafter import init_drafter_for_base
 from tinymodels import make_drafter
 
-MT_BENCH = "/work/shared/data/mt_bench_questions.jsonl"
+MT_BENCH = str(Path(__file__).resolve().parents[1] / "redrafter_trt" / "data" / "mt_bench_questions.jsonl")
 _ROOT = Path(tempfile.mkdtemp(prefix="redrafter-rt-tests-"))
 _CACHE: dict = {}
 
