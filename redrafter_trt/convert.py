@@ -55,14 +55,11 @@ class ConvertOptions:
             raise ConfigError(f"--draft-len {self.draft_len} is invalid: use 1 or more (TensorRT-LLM's default is 5)")
         if self.tp_size is not None and self.tp_size < 1:
             raise ConfigError(f"--tp-size {self.tp_size} is invalid: use 1 or more")
+        from .quantize import check_quantize_options
+
+        check_quantize_options(self.quantize, self.kv_cache_dtype, self.dtype)  # FP8 drafter, unknown values
         if self.dtype not in ("auto", *DTYPES):
             raise ConfigError(f"--dtype {self.dtype} is invalid: use auto, {', '.join(DTYPES)}")
-        if self.quantize not in (None, "fp8"):
-            raise ConfigError(f"--quantize {self.quantize} is not supported: use fp8, or leave it out")
-        if self.kv_cache_dtype not in (None, "fp8"):
-            raise ConfigError(f"--kv-cache-dtype {self.kv_cache_dtype} is not supported: use fp8, or leave it out")
-        if self.kv_cache_dtype and not self.quantize:
-            raise ConfigError("--kv-cache-dtype fp8 needs --quantize fp8: add it")
 
 
 @dataclass
