@@ -126,11 +126,7 @@ class TensorSource:
             return cls(files)
         singles = sorted(folder.glob("*.safetensors"))
         if singles:
-            files = {}
-            for f in singles:
-                with _open(f) as h:
-                    files.update({k: f for k in h.keys()})
-            return cls(files)
+            return cls.from_files(singles)
         bins = sorted(folder.glob("pytorch_model*.bin"))
         if bins:
             eager = {}

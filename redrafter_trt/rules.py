@@ -64,24 +64,14 @@ DRAFTER_RULES = (
 
 def drafter_to_trtllm(name: str, num_draft_layers: int) -> str:
     """Apple name (canonical) -> TensorRT-LLM name."""
-    return _translate(name, num_draft_layers, src=0, dst=1)
-
-
-def drafter_from_trtllm(name: str, num_draft_layers: int) -> str:
-    """TensorRT-LLM name -> Apple name."""
-    return _translate(name, num_draft_layers, src=1, dst=0)
-
-
-def _translate(name: str, n: int, src: int, dst: int) -> str:
-    for row in DRAFTER_RULES:
-        if "{i}" in row[src]:
-            prefix, suffix = row[src].split("{i}")
-            if name.startswith(prefix) and name.endswith(suffix):
-                idx = name[len(prefix): len(name) - len(suffix)]
-                if idx.isdigit() and int(idx) < n:
-                    return row[dst].replace("{i}", idx)
-        elif row[src].replace("{N}", str(n)) == name:
-            return row[dst].replace("{N}", str(n))
+    for apple, trtllm in DRAFTER_RULES:
+        if "{i}" in apple:
+            prefix, suffix = apple.split("{i}")
+            idx = name[len(prefix): len(name) - len(suffix)]
+            if name.startswith(prefix) and name.endswith(suffix) and idx.isdigit() and int(idx) < num_draft_layers:
+                return trtllm.replace("{i}", idx)
+        elif apple.replace("{N}", str(num_draft_layers)) == name:
+            return trtllm
     raise KeyError(name)
 
 

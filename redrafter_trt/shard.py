@@ -1,15 +1,13 @@
 """Pure tensor-parallel arithmetic: which rows or columns of a source tensor a rank holds.
 
-Ranges, not tensors, so the converter reads only a rank's part from disk. `take` applies a range to an
-in-memory tensor (for tests and the drafter). Property tested: the shards of every kind join back to the
-source (tests/test_shard.py).
+Ranges, not tensors, so the converter reads only a rank's part from disk. Tested through the converter: the
+shards of every kind join back to the source (tests/test_convert.py).
 """
 
 from __future__ import annotations
 
 import math
 
-import torch
 
 from .errors import ConfigError
 
@@ -57,12 +55,3 @@ def check_tp(num_heads: int, num_kv_heads: int, intermediate_size: int, tp_size:
         raise ConfigError(f"--tp-size {tp_size} does not divide the intermediate size {intermediate_size}: "
                           f"use a divisor of it")
 
-
-def take(t: torch.Tensor, dim: int, start: int, stop: int, pad: int = 0) -> torch.Tensor:
-    """t[start:stop] along dim, followed by `pad` zero slices."""
-    part = t.narrow(dim, start, stop - start)
-    if pad:
-        shape = list(part.shape)
-        shape[dim] = pad
-        part = torch.cat([part, part.new_zeros(shape)], dim)
-    return part
