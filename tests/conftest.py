@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from test_runtime_support import release_folders
 from tinymodels import make_drafter, make_hf
 
 
@@ -33,3 +34,10 @@ def smollm2():
     from redrafter_trt.smollm2 import ensure_smollm2
 
     return ensure_smollm2()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _release_checkpoints():
+    """After each module, delete the checkpoints and drafters `test_runtime_support` built for it."""
+    yield
+    release_folders()

@@ -11,7 +11,8 @@ import torch
 
 from redrafter_trt import runtime as rt
 from redrafter_trt.errors import ConfigError
-from test_runtime_support import one_thread, LookupDrafter, chat_prompts, checkpoint, eos_of, fresh_drafter, hf_greedy  # noqa: F401
+from test_runtime_support import (one_thread, LookupDrafter, chat_prompts, checkpoint, eos_of, fresh_drafter,  # noqa: F401
+                                  hf_greedy, release_folders)
 
 PROMPTS = [[1, 17, 33, 5], [1, 250, 99, 3, 3, 42, 7, 128, 64], [1, 200], [1, 11, 12, 13, 14, 15, 16]]
 
@@ -76,6 +77,8 @@ def smollm2_exactness(smollm2, n_prompts, max_new, batch_size, seeds, num_beams=
             for i, out in enumerate(res.output_ids):
                 if out != refs[start + i]:
                     mismatches.append((seed, start + i))
+        del model
+        release_folders()  # one float32 SmolLM2 checkpoint on disk at a time
     return mismatches
 
 

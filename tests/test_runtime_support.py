@@ -3,6 +3,8 @@ session, fresh drafters for SmolLM2, Hugging Face greedy references, and a looku
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -16,6 +18,14 @@ from tinymodels import make_drafter
 MT_BENCH = str(Path(__file__).resolve().parents[1] / "redrafter_trt" / "data" / "mt_bench_questions.jsonl")
 _ROOT = Path(tempfile.mkdtemp(prefix="redrafter-rt-tests-"))
 _CACHE: dict = {}
+atexit.register(shutil.rmtree, _ROOT, ignore_errors=True)
+
+
+def release_folders() -> None:
+    """Delete the cached checkpoints and drafters (a float32 SmolLM2 checkpoint is 0.8 GB; conftest calls this
+    after each test module so the suite's disk use stays at one module's worth). Models in memory stay cached."""
+    for key in [k for k in _CACHE if k[0] in ("drafter", "ckpt")]:
+        shutil.rmtree(_CACHE.pop(key).parent, ignore_errors=True)
 
 
 def fresh_drafter(base: Path, seed: int = 0, randomize: bool = False, **kwargs) -> Path:
@@ -23,7 +33,7 @@ def fresh_drafter(base: Path, seed: int = 0, randomize: bool = False, **kwargs) 
     seed; randomize=True: every tensor random instead (a freshly initialised, untrained drafter)."""
     key = ("drafter", str(base), seed, randomize, tuple(sorted(kwargs.items())))
     if key not in _CACHE:
-        folder = _ROOT / f"drafter{len(_CACHE)}"
+        folder = Path(tempfile.mkdtemp(prefix="drafter", dir=_ROOT)) / "drafter"
         if randomize:
             make_drafter(folder, base, seed=seed, **kwargs)
         else:
@@ -32,10 +42,17 @@ def fresh_drafter(base: Path, seed: int = 0, randomize: bool = False, **kwargs) 
     return _CACHE[key]
 
 
+def _signature(folder: Path) -> tuple:
+    """A folder's path and its files' sizes and mtimes: pytest reuses tmp_path names once a passed test's folder is
+    removed, so the path alone would hand a later test a checkpoint of an earlier test's drafter."""
+    return str(folder), tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(Path(folder).iterdir()))
+
+
 def checkpoint(base: Path, drafter: Path, tp_size: int = 1, **options) -> Path:
-    key = ("ckpt", str(base), str(drafter), tp_size, tuple(sorted(options.items())))
+    key = ("ckpt", _signature(base), _signature(drafter), tp_size, tuple(sorted(options.items())))
     if key not in _CACHE:
-        _CACHE[key] = convert(base, drafter, _ROOT / f"ckpt{len(_CACHE)}", tp_size=tp_size, **options)
+        _CACHE[key] = convert(base, drafter, Path(tempfile.mkdtemp(prefix="ckpt", dir=_ROOT)) / "ckpt", tp_size=tp_size,
+                              **options)
     return _CACHE[key]
 
 

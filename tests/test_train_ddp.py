@@ -7,6 +7,7 @@ import os
 import random
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 
@@ -39,7 +40,9 @@ def test_torchrun_two_ranks(tmp_path):
         json.dumps({"question": f"{a}+{b}?", "answer": f"{a}+{b} is {a + b}."})
         for a, b in ((r.randint(1, 50), r.randint(1, 50)) for _ in range(40))))
     (tmp_path / "run.py").write_text(SCRIPT)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    repo = str(Path(__file__).resolve().parents[1])  # the workers import this checkout, installed or not
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                            "29531", str(tmp_path / "run.py"), str(tmp_path), str(base)],
                           capture_output=True, text=True, env=env, timeout=240)
