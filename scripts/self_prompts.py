@@ -35,6 +35,7 @@ def main(base, num, batch_size, max_new_tokens, temperature, seed, output):
     ids = torch.tensor([tok(prefix, add_special_tokens=False)["input_ids"]])
     torch.manual_seed(seed)
     seen, kept = set(), []
+    output.write_text("")  # written batch by batch: an interrupted run keeps what it had
     for _ in range(0, num, batch_size):
         with torch.no_grad():
             out = model.generate(input_ids=ids.repeat(batch_size, 1), attention_mask=torch.ones_like(ids).repeat(batch_size, 1),
@@ -47,8 +48,9 @@ def main(base, num, batch_size, max_new_tokens, temperature, seed, output):
             if len(prompt) >= 15 and prompt not in seen:
                 seen.add(prompt)
                 kept.append(prompt)
+                with output.open("a") as f:
+                    f.write(json.dumps({"prompt": prompt, "source": "self"}) + "\n")
         print(f"{len(kept)} prompts", flush=True)
-    output.write_text("".join(json.dumps({"prompt": p, "source": "self"}) + "\n" for p in kept))
 
 
 if __name__ == "__main__":
