@@ -5,7 +5,7 @@ then the commands that build and run the same drafter on a GPU with TensorRT-LLM
 
 Work folder (default `<cache root>/quickstart`), reused by the next run:
     drafter/       Apple layout; trained with `redrafter_trt.train.quickstart_config` (self-distilled answers to
-                   `data/train_prompts.jsonl`, about 10 minutes on 2 cores). Without the training package the
+                   `data/self_prompts.jsonl`, about 10 minutes on 2 cores). Without the training package the
                    drafter is a fresh, untrained one, and every report says so.
     checkpoint/    float32, tp 1, reused while it was converted from the drafter now in drafter/
     train-cache/   the distilled answers and base hidden states training made (a forced retrain reuses them)
@@ -31,6 +31,7 @@ from .prompts import load_prompts
 log = logging.getLogger(__name__)
 
 MT_BENCH = "mt_bench_questions.jsonl"
+RECIPE = "quickstart-2"                 # recorded in the drafter; a drafter from another recipe is retrained
 CPU_BEAMS, CPU_DRAFT_LEN = 4, 4         # the CPU checkpoint (draft length capped by the drafter's predict_n)
 GRID_BEAMS = (1, 2, 4)                  # beam widths measured each run, at the checkpoint's draft length
 GPU_BEAMS, GPU_DRAFT_LEN = 5, 5         # TensorRT-LLM's defaults, capped by what the drafter was trained for
@@ -78,7 +79,8 @@ def pick_questions(prompts: list[str], k: int) -> list[str]:
 # ---- drafter -------------------------------------------------------------------------------------------------------
 
 def drafter_origin(folder: Path) -> str | None:
-    """'trained', 'untrained' (from init-drafter) or None when the folder holds no usable drafter."""
+    """'trained' (by this version's recipe), 'outdated' (trained by an older recipe), 'untrained' (from
+    init-drafter) or None when the folder holds no usable drafter."""
     from .drafter import load_drafter
 
     try:
@@ -86,7 +88,9 @@ def drafter_origin(folder: Path) -> str | None:
     except RedrafterError:
         return None
     producer = json.loads((folder / "config.json").read_text()).get("producer") or {}
-    return "untrained" if producer.get("command") == "init-drafter" else "trained"
+    if producer.get("command") == "init-drafter":
+        return "untrained"
+    return "trained" if producer.get("recipe") == RECIPE else "outdated"
 
 
 def training_api():
@@ -106,13 +110,13 @@ def ensure_drafter(base: Path, workdir: Path, force: bool, on_progress: Callable
     folder = workdir / "drafter"
     origin = None if force else drafter_origin(folder)
     api = training_api()
-    if origin == "trained" or (origin == "untrained" and api is None):
-        return folder, origin == "trained", True
+    if origin == "trained" or (origin is not None and api is None):
+        return folder, origin != "untrained", True
     if api is None:
         init_drafter_for_base(base, folder)
         return folder, False, False
     quickstart_config, train_drafter = api
-    cfg = quickstart_config(base, folder, cache_dir=workdir / "train-cache", extra={"recipe": "quickstart"})
+    cfg = quickstart_config(base, folder, cache_dir=workdir / "train-cache", extra={"recipe": RECIPE})
     cfg.resume = cfg.state_path.exists() and not force  # an interrupted first run goes on where it stopped
     train_drafter(cfg, on_progress)
     return folder, True, False
