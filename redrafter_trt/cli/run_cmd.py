@@ -95,7 +95,7 @@ def _run_engine(engine: str, tokenizer_dir: str, o: dict):
 
 def stats_line(result) -> str:
     tps = result.total_new_tokens / result.wall_seconds if result.wall_seconds else 0.0
-    hist = " ".join(f"{k}:{v}" for k, v in result.histogram().items()) or "-"
+    hist = " ".join(f"{k}:{v}" for k, v in result.histogram().items()) or "- (not reported by the engine)"
     return (f"mean tokens/step {result.mean_tokens_per_step:.2f} | {tps:.1f} tokens/s | "
             f"{result.total_new_tokens} new tokens in {result.wall_seconds:.1f}s | tokens per step histogram {hist}")
 
