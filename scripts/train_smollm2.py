@@ -27,7 +27,7 @@ MT_BENCH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mt_
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=Path(".cache-drafter/cache"), show_default=True)
 @click.option("--eval-cache-dir", type=click.Path(path_type=Path), default=Path(".cache-drafter/eval-cache"), show_default=True)
 @click.option("--data", "data", multiple=True, type=click.Path(path_type=Path),
-              help="Prompt files [default: the packaged prompts]; add scripts/self_prompts.py output for chat coverage.")
+              help="Prompt files [default: the packaged chat and task prompts].")
 @click.option("--max-examples", type=int, default=300, show_default=True)
 @click.option("--epochs", type=int, default=3, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
