@@ -89,7 +89,9 @@ class BaseModel:
                 post_norm=take(p + "post_layernorm.weight"), fc=take(p + "mlp.fc.weight"),
                 gate=take(p + "mlp.gate.weight"), proj=take(p + "mlp.proj.weight")))
         self.ln_f = take("transformer.ln_f.weight")
-        self.lm_head = take("lm_head.weight")
+        # a fresh (64-byte aligned) copy: MKL's result for head @ hidden.T (logits()) depends on the head's address,
+        # and safetensors' buffers are only 8-byte aligned, so two loads of one checkpoint could round differently
+        self.lm_head = take("lm_head.weight").clone()
         hd = cfg.head_size
         self.local_heads = self.layers[0].dense.shape[1] // hd
         self.local_kv_heads = (self.layers[0].qkv.shape[0] // hd - self.local_heads) // 2
