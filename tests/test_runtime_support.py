@@ -45,7 +45,8 @@ def fresh_drafter(base: Path, seed: int = 0, randomize: bool = False, **kwargs) 
 def _signature(folder: Path) -> tuple:
     """A folder's path and its files' sizes and mtimes: pytest reuses tmp_path names once a passed test's folder is
     removed, so the path alone would hand a later test a checkpoint of an earlier test's drafter."""
-    return str(folder), tuple((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in sorted(Path(folder).iterdir()))
+    stats = [(f.name, f.stat()) for f in sorted(Path(folder).iterdir())]
+    return str(folder), tuple((name, st.st_size, st.st_mtime_ns) for name, st in stats)
 
 
 def checkpoint(base: Path, drafter: Path, tp_size: int = 1, **options) -> Path:
