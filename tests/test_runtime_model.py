@@ -40,16 +40,28 @@ def test_llama3_rope_scaling_matches_hf(tmp_path):
     torch.testing.assert_close(rt.forward_logits_tp(ckpt, ids), hf_logits(base, ids), atol=2e-5, rtol=1e-5)
 
 
+def assert_as_accurate_as_hf(base, got: torch.Tensor, ids: list[int], factor: float = 4.0):
+    """Through 30 layers float32 rounding differs with the kernels (oneDNN's here, MKL's in transformers): judge
+    both against transformers in float64 and require our error within `factor` x transformers' float32 error."""
+    model = hf_model(base)
+    with torch.no_grad():
+        ref = model.double()(torch.tensor([ids])).logits[0]
+        model.float()
+        hf_err = (model(torch.tensor([ids])).logits[0].double() - ref).abs().max().item()
+    our_err = (got.double() - ref).abs().max().item()
+    assert our_err <= factor * hf_err + 1e-5, f"max |error| vs float64: ours {our_err:.2e}, transformers {hf_err:.2e}"
+
+
 def test_smollm2_logits_match_hf(smollm2):
     ckpt = checkpoint(smollm2, fresh_drafter(smollm2), 1)
     ids = list(range(1, 60, 3)) + [2000, 30000, 49151]
-    torch.testing.assert_close(rt.forward_logits_tp(ckpt, ids), hf_logits(smollm2, ids), atol=1e-4, rtol=1e-4)
+    assert_as_accurate_as_hf(smollm2, rt.forward_logits_tp(ckpt, ids), ids)
 
 
 def test_smollm2_logits_tp3(smollm2):
     ckpt = checkpoint(smollm2, fresh_drafter(smollm2), 3)
     ids = [1, 504, 3458, 314, 260, 2000, 30000]
-    torch.testing.assert_close(rt.forward_logits_tp(ckpt, ids), hf_logits(smollm2, ids), atol=1e-4, rtol=1e-4)
+    assert_as_accurate_as_hf(smollm2, rt.forward_logits_tp(ckpt, ids), ids)
 
 
 @pytest.mark.parametrize("variant", [dict(rnn=True), dict(rnn=False), dict(exit_dim=48, num_draft_layers=1)])

@@ -21,24 +21,22 @@ from safetensors.torch import load_file
 from ..errors import ConfigError, TensorError
 from .cache import KVCache
 from .config import RuntimeConfig, rope_inv_freq
+from .linear import Linear
 from .tp import SINGLE, TPGroup
 
 log = logging.getLogger(__name__)
 
 FP8 = getattr(torch, "float8_e4m3fn", None)
-SMALL_ROWS = 8  # up to this many rows, logits() multiplies head @ hidden.T on a CPU
 
 
 @dataclass
 class Layer:
     input_norm: torch.Tensor   # [H]
-    qkv: torch.Tensor          # [(hq + 2 hkv) hd, H]
-    qkv_bias: torch.Tensor | None
-    dense: torch.Tensor        # [H, hq hd]
+    qkv: Linear                # [(hq + 2 hkv) hd, H] (+ bias)
+    dense: Linear              # [H, hq hd]
     post_norm: torch.Tensor    # [H]
-    fc: torch.Tensor           # gate_proj [I/tp, H]
-    gate: torch.Tensor         # up_proj   [I/tp, H]
-    proj: torch.Tensor         # down_proj [H, I/tp]
+    fc_gate: Linear            # cat(gate_proj, up_proj) [2 I/tp, H]: one product for both
+    proj: Linear               # down_proj [H, I/tp]
 
 
 def read_rank_file(ckpt_dir: Path, tp_rank: int) -> dict[str, torch.Tensor]:
@@ -84,17 +82,16 @@ class BaseModel:
         for i in range(cfg.num_layers):
             p = f"transformer.layers.{i}."
             self.layers.append(Layer(
-                input_norm=take(p + "input_layernorm.weight"), qkv=take(p + "attention.qkv.weight"),
-                qkv_bias=take(p + "attention.qkv.bias", required=False), dense=take(p + "attention.dense.weight"),
-                post_norm=take(p + "post_layernorm.weight"), fc=take(p + "mlp.fc.weight"),
-                gate=take(p + "mlp.gate.weight"), proj=take(p + "mlp.proj.weight")))
+                input_norm=take(p + "input_layernorm.weight"),
+                qkv=Linear(take(p + "attention.qkv.weight"), take(p + "attention.qkv.bias", required=False)),
+                dense=Linear(take(p + "attention.dense.weight")), post_norm=take(p + "post_layernorm.weight"),
+                fc_gate=Linear(torch.cat([take(p + "mlp.fc.weight"), take(p + "mlp.gate.weight")])),
+                proj=Linear(take(p + "mlp.proj.weight"))))
         self.ln_f = take("transformer.ln_f.weight")
-        # a fresh (64-byte aligned) copy: MKL's result for head @ hidden.T (logits()) depends on the head's address,
-        # and safetensors' buffers are only 8-byte aligned, so two loads of one checkpoint could round differently
-        self.lm_head = take("lm_head.weight").clone()
+        self.lm_head = Linear(take("lm_head.weight"))
         hd = cfg.head_size
-        self.local_heads = self.layers[0].dense.shape[1] // hd
-        self.local_kv_heads = (self.layers[0].qkv.shape[0] // hd - self.local_heads) // 2
+        self.local_heads = self.layers[0].dense.in_features // hd
+        self.local_kv_heads = (self.layers[0].qkv.out_features // hd - self.local_heads) // 2
         if self.local_heads * group.tp_size != cfg.num_heads or self.local_kv_heads < 1:
             raise TensorError(f"attention shapes of rank {group.tp_rank} do not match config.json "
                               f"(num_attention_heads={cfg.num_heads}, tp_size={group.tp_size}): re-run convert")
@@ -146,28 +143,22 @@ class BaseModel:
         x = self.embed_tokens(tokens)
         for i, L in enumerate(self.layers):
             h = self.rms_norm(x, L.input_norm)
-            qkv = F.linear(h, L.qkv, L.qkv_bias).view(B, T, hq + 2 * hkv, hd).transpose(1, 2)
+            qkv = L.qkv(h).view(B, T, hq + 2 * hkv, hd).transpose(1, 2)
             q, k, v = qkv.split([hq, hkv, hkv], dim=1)
             q, k = self.apply_rope(q, cos, sin), self.apply_rope(k, cos, sin)
             keys, values = cache.write(i, k, v, slots)
             att = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=hq != hkv)
-            att = F.linear(att.transpose(1, 2).reshape(B, T, hq * hd), L.dense)
+            att = L.dense(att.transpose(1, 2).reshape(B, T, hq * hd))
             x = x + self.group.all_reduce(att)
             h = self.rms_norm(x, L.post_norm)
-            mlp = F.linear(F.silu(F.linear(h, L.fc)) * F.linear(h, L.gate), L.proj)
+            gate, up = L.fc_gate(h).chunk(2, dim=-1)
+            mlp = L.proj(F.silu(gate) * up)
             x = x + self.group.all_reduce(mlp)
         return self.rms_norm(x, self.ln_f)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [..., H] -> float32 logits [..., vocab_size] (padding rows of lm_head dropped)."""
-        flat = hidden.reshape(-1, hidden.shape[-1])
-        if self.device.type == "cpu" and 1 < len(flat) <= SMALL_ROWS:
-            # MKL's sgemm repacks the weight for a few rows; multiplied the other way round the [V, H] head is
-            # read once: about 2x faster for a verify tree's 2-8 nodes (scripts/bench_lm_head.py)
-            local = (self.lm_head @ flat.T).T
-        else:
-            local = F.linear(flat, self.lm_head)
-        local = local.reshape(*hidden.shape[:-1], local.shape[-1])
+        local = self.lm_head(hidden)
         return self.group.all_gather(local)[..., : self.cfg.vocab_size].float()
 
     def new_cache(self, batch: int, capacity: int) -> KVCache:
