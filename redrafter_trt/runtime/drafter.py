@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from ..errors import TensorError
 from .config import RuntimeConfig
+from .linear import Linear
 from .tp import SINGLE, TPGroup
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,9 @@ class CheckpointDrafter:
                 raise TensorError(f"checkpoint rank {group.tp_rank} lacks drafter.{name}: re-run convert")
             return None if t is None else t.to(device=device, dtype=dtype)
 
-        self.input_proj = (take("input_proj.weight", False), take("input_proj.bias", False))
-        self.layers = [(take(f"layers.{i}.linear.weight"), take(f"layers.{i}.linear.bias"))
+        proj = take("input_proj.weight", False)
+        self.input_proj = None if proj is None else Linear(proj, take("input_proj.bias", False))
+        self.layers = [Linear(take(f"layers.{i}.linear.weight"), take(f"layers.{i}.linear.bias"))
                        for i in range(cfg.drafter_layers)]
         self.lm_head = take("lm_head.weight")
         # Our trainer saves the rows of tokens never seen in training as exact zeros (their logit is exactly 0):
@@ -71,29 +73,29 @@ class CheckpointDrafter:
         head = self.lm_head if self.head_rows is None else self.lm_head[self.head_rows].contiguous()
         if self.head_rows is not None:
             log.info("drafter head: %d of %d rows are non-zero; computing only those", len(self.head_rows), len(nonzero))
-        self.head_fn = (_int8_head(head) if int8_head else None) or (lambda x: F.linear(x, head))
+        self.head_fn = (_int8_head(head) if int8_head else None) or Linear(head)
         if self.rnn:
-            self.rnn_u = (take("rnn_u.weight"), take("rnn_u.bias"))
-            self.rnn_w = take("rnn_w.weight")
+            self.rnn_u = Linear(take("rnn_u.weight"), take("rnn_u.bias"))
+            self.rnn_w = Linear(take("rnn_w.weight"))
         self.vocab_size = cfg.vocab_size
 
-    def _linear(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
-        return self.group.all_gather(F.linear(x, w, b))
+    def _linear(self, x: torch.Tensor, linear: Linear) -> torch.Tensor:
+        return self.group.all_gather(linear(x))
 
     def next_state(self, state: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """state [..., H], tokens [...] -> new state [..., H]."""
         emb = self.embed_fn(tokens)
         if self.rnn:
-            return F.silu(self._linear(emb, self.rnn_w) + self._linear(state, *self.rnn_u))
+            return F.silu(self._linear(emb, self.rnn_w) + self._linear(state, self.rnn_u))
         return emb + state
 
     def features(self, context: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """context, state [..., H] -> the final projection's input [..., E]."""
         x = torch.cat([context, state], dim=-1)
-        if self.input_proj[0] is not None:
-            x = self._linear(x, *self.input_proj)
-        for w, b in self.layers:
-            x = x + F.silu(self._linear(x, w, b))
+        if self.input_proj is not None:
+            x = self._linear(x, self.input_proj)
+        for layer in self.layers:
+            x = x + F.silu(self._linear(x, layer))
         return x
 
     def logits(self, context: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
