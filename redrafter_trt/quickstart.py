@@ -31,7 +31,7 @@ from .prompts import load_prompts
 log = logging.getLogger(__name__)
 
 MT_BENCH = "mt_bench_questions.jsonl"
-RECIPE = "quickstart-2"                 # recorded in the drafter; a drafter from another recipe is retrained
+RECIPE = "quickstart-3"                 # recorded in the drafter; a drafter from another recipe is retrained
 CPU_BEAMS, CPU_DRAFT_LEN = 4, 4         # the CPU checkpoint (draft length capped by the drafter's predict_n)
 GRID_BEAMS = (1, 2, 4)                  # beam widths measured each run, at the checkpoint's draft length
 GPU_BEAMS, GPU_DRAFT_LEN = 5, 5         # TensorRT-LLM's defaults, capped by what the drafter was trained for

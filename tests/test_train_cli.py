@@ -35,12 +35,13 @@ def _run(*args):
     ("empty", "holds no records"),
     ("predict0", "--predict-n must be at least 1"),
     ("no_answers", "pass --distill"),
+    ("soft2", "soft_target must be within [0, 1]"),
 ])
 def test_bad_inputs_exit_2_with_one_line(chat_base, prompts, tmp_path, case, match):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
     data = {"missing": tmp_path / "nope.jsonl", "empty": empty}.get(case, prompts)
-    extra = ["--predict-n", "0"] if case == "predict0" else []
+    extra = {"predict0": ["--predict-n", "0"], "soft2": ["--soft-target", "2"]}.get(case, [])
     r = _run("--base", chat_base, "--data", data, "--output", tmp_path / "out", "--cache-dir", tmp_path / "c", *extra)
     assert r.exit_code == 2, r.output
     lines = r.output.strip().splitlines()

@@ -115,3 +115,44 @@ def test_pruned_head_loss_is_the_full_vocabulary_loss():
     torch.testing.assert_close(head.weight.grad, ref_w.grad[keep])
     assert torch.equal(correct, logits.argmax(-1) == targets)
     assert torch.equal(head.full_weight(), full)
+
+
+def test_soft_targets_are_the_mixed_distribution_cross_entropy():
+    """(1 - sum p) one-hot(target) + sum_j p_j one-hot(id_j): loss and both gradients equal autograd's."""
+    torch.manual_seed(1)
+    Vc, E, R, K = 30, 8, 10, 4
+    weight = torch.randn(Vc, E, requires_grad=True)
+    feats = torch.randn(R, E, requires_grad=True)
+    targets = torch.randint(0, Vc, (R,))
+    ids = torch.stack([torch.randperm(Vc)[:K] for _ in range(R)])
+    probs = torch.softmax(torch.randn(R, K), -1) * torch.rand(R, 1)  # each row's soft share in [0, 1)
+    probs[0] = 0  # a row without soft targets stays one-hot
+    w = torch.rand(R)
+    loss, _ = FusedCrossEntropy.apply(feats, weight, targets, w, 0, 3, (ids, probs))
+    loss.backward()
+    ref_feats, ref_weight = feats.detach().clone().requires_grad_(True), weight.detach().clone().requires_grad_(True)
+    dist = torch.zeros(R, Vc)
+    dist[torch.arange(R), targets] = 1 - probs.sum(1)
+    dist.scatter_add_(1, ids, probs)
+    ref = (w * -(dist * torch.log_softmax(ref_feats @ ref_weight.T, -1)).sum(1)).sum()
+    ref.backward()
+    torch.testing.assert_close(loss, ref)
+    torch.testing.assert_close(feats.grad, ref_feats.grad)
+    torch.testing.assert_close(weight.grad, ref_weight.grad)
+
+
+def test_teacher_rows_line_up_with_draft_steps():
+    """Drafter step i of anchor t predicts token t+i+2: its soft target is the base's distribution at position
+    t+i+1, the anchor row t+i+1; a position that is not an anchor (the answer ended) gets no soft target."""
+    from redrafter_trt.train.features import Features
+    from redrafter_trt.train.objective import Teacher
+
+    anchors = torch.tensor([3, 4, 5, 6, 10, 11])
+    hidden = torch.eye(6)  # anchor a's base distribution peaks on kept row a
+    feats = Features(torch.zeros(20, dtype=torch.long), torch.ones(20, dtype=torch.bool), anchors, hidden)
+    teacher = Teacher.from_features(feats, 20 * torch.eye(6), k=2, weight=0.5)
+    ids, probs = teacher.for_steps(feats, torch.tensor([0, 4]), k=3)
+    assert ids[0, :, 0].tolist() == [1, 2, 3]  # anchor 3: positions 4, 5, 6
+    assert ids[1, 0, 0].item() == 5  # anchor 10: position 11
+    torch.testing.assert_close(probs[0].sum(-1), torch.full((3,), 0.5))
+    assert probs[1, 1:].abs().sum() == 0  # positions 12, 13 are not anchors

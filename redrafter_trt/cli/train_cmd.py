@@ -64,12 +64,16 @@ def _positive(ctx, param, value):
 @click.option("--resume", is_flag=True, help="Continue from OUTPUT.train-state.pt (same options as the interrupted run).")
 @click.option("--distill", is_flag=True, help="Train on the base's own greedy answers to the prompts (cached, resumable).")
 @click.option("--distill-max-new-tokens", default=256, show_default=True, type=int, callback=_positive)
+@click.option("--soft-target", default=0.5, show_default=True, type=float,
+              help="Share of each target given to the base's own next-token distribution (its top 16 tokens, from "
+                   "the cached hidden states); the rest stays on the distilled token. 0 = hard targets only.")
 @click.option("--freeze-head", is_flag=True, help="Keep the final projection at its init from the base lm_head.")
 @click.option("--full-vocab", is_flag=True,
               help="Train every row of the final projection, not only those of tokens seen in the data (about 6x slower).")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Distilled answers and hidden states [default: cache root/train].")
 def train(base, data, output, num_draft_layers, rnn, exit_dim, predict_n, epochs, max_steps, lr, batch_size, max_seq_len,
-          max_examples, seed, device, resume, distill, distill_max_new_tokens, freeze_head, full_vocab, cache_dir):
+          max_examples, seed, device, resume, distill, distill_max_new_tokens, soft_target, freeze_head, full_vocab,
+          cache_dir):
     """Train a ReDrafter drafter for BASE on conversations (or, with --distill, on the base's own answers)."""
     from ..train import TrainConfig, train_drafter
 
@@ -77,7 +81,7 @@ def train(base, data, output, num_draft_layers, rnn, exit_dim, predict_n, epochs
                       exit_dim=exit_dim, predict_n=predict_n, epochs=epochs, max_steps=max_steps, lr=lr,
                       batch_size=batch_size, max_seq_len=max_seq_len, max_examples=max_examples, seed=seed,
                       device=device, resume=resume, distill=distill, distill_max_new_tokens=distill_max_new_tokens,
-                      train_head=not freeze_head, full_vocab=full_vocab, cache_dir=cache_dir)
+                      soft_target=soft_target, train_head=not freeze_head, full_vocab=full_vocab, cache_dir=cache_dir)
     cfg.validate()  # before the slow imports
     bars = _Bars()
     try:

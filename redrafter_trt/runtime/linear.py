@@ -46,3 +46,16 @@ class Linear:
         flat = x.reshape(-1, x.shape[-1])
         out = torch.ops.mkldnn._linear_pointwise(flat.contiguous(), self.packed, self.bias, "none", [], "")
         return out.view(*x.shape[:-1], out.shape[-1])
+
+
+def pack_linears(module: torch.nn.Module) -> int:
+    """Route every float32 CPU `nn.Linear` of a (transformers) model through a packed `Linear`, in place, for
+    inference only (the packed copy does not follow later changes of the weights). Returns how many."""
+    count = 0
+    for sub in module.modules():
+        if isinstance(sub, torch.nn.Linear) and _onednn_ready(sub.weight):
+            packed = Linear(sub.weight.detach(), None if sub.bias is None else sub.bias.detach())
+            if packed.packed is not None:
+                sub.forward = packed
+                count += 1
+    return count

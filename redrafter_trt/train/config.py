@@ -28,6 +28,7 @@ class TrainConfig:
     distill: bool = False
     distill_max_new_tokens: int = 256
     distill_batch_size: int = 32
+    soft_target: float = 0.5         # share of each target given to the base's own distribution (rest: its token)
     max_examples: int | None = None  # use at most this many conversations (after a seeded shuffle)
     eval_examples: int | None = None  # held out for the final accuracy report; None = 5%, at most 200
     train_head: bool = True          # False freezes the final projection (a third less compute per row)
@@ -48,6 +49,7 @@ class TrainConfig:
             (self.exit_dim is None or self.exit_dim >= 1, f"exit_dim must be positive (got {self.exit_dim})"),
             (self.epochs >= 1, f"epochs must be at least 1 (got {self.epochs})"),
             (self.max_steps is None or self.max_steps >= 1, f"max_steps must be at least 1 (got {self.max_steps})"),
+            (0 <= self.soft_target <= 1, f"soft_target must be within [0, 1] (got {self.soft_target})"),
             (self.lr > 0, f"lr must be positive (got {self.lr})"),
             (self.batch_size >= 1, f"batch_size must be at least 1 (got {self.batch_size})"),
             (self.max_seq_len >= 8, f"max_seq_len must be at least 8 (got {self.max_seq_len})"),

@@ -22,13 +22,16 @@ import torch
 from ..drafter import Drafter, save_drafter
 from ..errors import ConfigError
 from ..io import TensorSource
+from ..runtime.linear import pack_linears
 from .config import TrainConfig
 from .dataset import base_id, build_examples
 from .features import Features, build_features
 from .init import new_drafter
-from .objective import Head, drafter_step
+from .objective import Head, Teacher, drafter_step
 
 log = logging.getLogger(__name__)
+
+TEACHER_TOP_K = 16  # tokens of the base's distribution kept per position for soft targets
 
 
 @dataclass
@@ -120,7 +123,9 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
     def load_model():
         if not model_box:
             dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
-            model_box.append(AutoModelForCausalLM.from_pretrained(cfg.base, dtype=dtype).to(device).eval())
+            model = AutoModelForCausalLM.from_pretrained(cfg.base, dtype=dtype).to(device).eval()
+            pack_linears(model)  # CPU float32: oneDNN, about 1.25x faster distillation on 2 cores
+            model_box.append(model)
         return model_box[0]
 
     train_ex, held_ex = build_examples(cfg, tokenizer, load_model, cache_dir, rank=rank, world=world,
@@ -135,7 +140,7 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
     embed, head = base_tensors(cfg.base)
     dcfg, drafter = new_drafter(base_config, head, num_draft_layers=cfg.num_draft_layers, rnn=cfg.rnn,
                                 exit_dim=cfg.exit_dim or int(base_config["hidden_size"]), predict_n=k, seed=cfg.seed)
-    del head
+    base_head = head
     drafter.to(device)
     embed = embed.to(device)
     out_w = drafter.lm_head[-1].weight
@@ -146,6 +151,13 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
         head = Head.pruned(out_w, _seen_tokens(feats, tokenizer, len(out_w), world).to(device), cfg.train_head)
         out_w.requires_grad_(False)
         log.info("training the head rows of the %d tokens in the data (of %d)", len(head.keep), len(out_w))
+    teacher = None
+    if cfg.soft_target > 0:
+        rows = base_head if head.keep is None else base_head[head.keep.cpu()]
+        teacher = Teacher.from_features(feats, rows, TEACHER_TOP_K, cfg.soft_target)
+        teacher = Teacher(teacher.ids.to(device), teacher.probs.to(device), teacher.weight)
+        log.info("soft targets: %.2f of each target is the base's top-%d distribution", cfg.soft_target, TEACHER_TOP_K)
+    del base_head
     params = [p for p in drafter.parameters() if p.requires_grad]
     if head.keep is not None and head.weight.requires_grad:
         params.append(head.weight)
@@ -172,7 +184,7 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
             for g in opt.param_groups:
                 g["lr"] = _lr(step, total, cfg.lr)
             idx = _batch(step, n, cfg.batch_size, cfg.seed).to(device)
-            res = drafter_step(drafter, head, embed, feats, idx, k)
+            res = drafter_step(drafter, head, embed, feats, idx, k, teacher=teacher)
             opt.zero_grad(set_to_none=True)
             res.loss.backward()
             if world > 1:
@@ -199,7 +211,7 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
         log.info("held-out: top-1 %s, chained %s, %.2f tokens/step at beam width 1", result.get("top1"),
                  result.get("chained"), result.get("tokens_per_step_beam1", 0))
         producer = {"name": "redrafter-trt train", "base": str(cfg.base), "steps": total, "batch_size": cfg.batch_size,
-                    "lr": cfg.lr, "seed": cfg.seed, "distill": cfg.distill, "train_head": cfg.train_head,
+                    "lr": cfg.lr, "seed": cfg.seed, "distill": cfg.distill, "soft_target": cfg.soft_target, "train_head": cfg.train_head,
                     "head_rows_kept": len(head.keep) if head.keep is not None else dcfg.vocab_size,
                     "heldout" if held else "train_set": result, **cfg.extra}
         state = {name: v.detach().float() for name, v in drafter.state_dict().items()}

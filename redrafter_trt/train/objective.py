@@ -25,14 +25,16 @@ from .features import Features
 
 
 class FusedCrossEntropy(torch.autograd.Function):
-    """loss = sum_r w_r * CE(logits_r, target_r), logits_r = [feats_r @ weight.T, n_zero zeros]; also returns
-    correct_r = (argmax == target_r). A target of -1 is one of the zero-logit tokens (never counted correct).
+    """loss = sum_r w_r * CE(logits_r, target distribution_r), logits_r = [feats_r @ weight.T, n_zero zeros];
+    also returns correct_r = (argmax == target_r). The target distribution is one-hot on target_r (a target of
+    -1 is one of the zero-logit tokens, never counted correct), or with `soft` = (ids [R, K] in [0, Vc),
+    probs [R, K]) the mix (1 - sum_j probs_rj) * one-hot + sum_j probs_rj * one-hot(ids_rj).
 
     feats [R, E], weight [Vc, E], targets [R] in [-1, Vc), row_w [R] -> (loss [], correct [R] bool)
     """
 
     @staticmethod
-    def forward(ctx, feats, weight, targets, row_w, n_zero: int, chunk: int):
+    def forward(ctx, feats, weight, targets, row_w, n_zero: int, chunk: int, soft=None):
         need_f, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         loss = feats.new_zeros(())
         correct = torch.empty(len(feats), dtype=torch.bool, device=feats.device)
@@ -47,12 +49,20 @@ class FusedCrossEntropy(torch.autograd.Function):
             if n_zero:
                 lse = torch.logaddexp(lse, torch.tensor(math.log(n_zero), dtype=lse.dtype, device=lse.device))
             seen = y >= 0
-            target_logit = torch.where(seen, logits.gather(1, y.clamp(min=0)[:, None]).squeeze(1), 0.0)
+            hard_p = torch.ones_like(lse)
+            target_logit = torch.zeros_like(lse)
+            if soft is not None:
+                ids, probs = soft[0][s: s + chunk], soft[1][s: s + chunk]
+                hard_p = hard_p - probs.sum(1)
+                target_logit = (logits.gather(1, ids) * probs).sum(1)
+            target_logit = target_logit + torch.where(seen, hard_p * logits.gather(1, y.clamp(min=0)[:, None]).squeeze(1), 0.0)
             loss += (w * (lse - target_logit)).sum()
             if need_f or need_w:
                 g = logits.sub_(lse[:, None]).exp_()  # softmax over the kept rows, in place
                 rows = seen.nonzero().squeeze(1)
-                g[rows, y[rows]] -= 1
+                g[rows, y[rows]] -= hard_p[rows]
+                if soft is not None:
+                    g.scatter_add_(1, ids, -probs)
                 g.mul_(w[:, None])
                 if need_f:
                     grad_f[s: s + chunk] = g @ weight
@@ -66,7 +76,40 @@ class FusedCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss, _grad_correct):
         grad_f, grad_w = ctx.saved_tensors
         return (grad_f * grad_loss if grad_f is not None else None,
-                grad_w * grad_loss if grad_w is not None else None, None, None, None, None)
+                grad_w * grad_loss if grad_w is not None else None, None, None, None, None, None)
+
+
+@dataclass
+class Teacher:
+    """The base's own next-token distribution at every anchor, cut to its top K kept tokens: the soft target.
+
+    ids [Na, K] rows of the pruned head, probs [Na, K] (softmax over the kept rows; the rest of the mass is
+    dropped), weight: the share of the target given to it (the rest stays on the distilled token).
+    The anchor t's row is the base's distribution for token t+1, which drafter step i of anchor t - i - 1
+    predicts."""
+    ids: torch.Tensor
+    probs: torch.Tensor
+    weight: float
+
+    @classmethod
+    @torch.no_grad()
+    def from_features(cls, feats: Features, base_head_rows: torch.Tensor, k: int, weight: float,
+                      chunk: int = 4096) -> "Teacher":
+        """base_head_rows [Vc, H]: the base lm_head's rows of the kept tokens (the pruned head's order)."""
+        ids = torch.empty((len(feats.anchors), k), dtype=torch.long)
+        probs = torch.empty((len(feats.anchors), k), dtype=torch.float32)
+        for s in range(0, len(feats.anchors), chunk):
+            p = torch.softmax(feats.hidden[s: s + chunk].float() @ base_head_rows.T, -1)
+            probs[s: s + chunk], ids[s: s + chunk] = p.topk(k, dim=-1)
+        return cls(ids, probs, weight)
+
+    def for_steps(self, feats: Features, idx: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Soft targets of drafter steps 0..k-1 of anchors idx [B]: ids [B, k, K], probs [B, k, K] already scaled
+        by the weight; zero where position t+i+1 is not an anchor (the target stays one-hot there)."""
+        t = feats.anchors[idx]
+        j = (idx[:, None] + torch.arange(1, k + 1, device=idx.device)).clamp(max=len(feats.anchors) - 1)
+        ok = feats.anchors[j] == t[:, None] + torch.arange(1, k + 1, device=idx.device)
+        return self.ids[j], self.probs[j] * (ok[..., None] * self.weight)
 
 
 @dataclass
@@ -127,9 +170,9 @@ class StepResult:
 
 
 def drafter_step(drafter: Drafter, head: Head, embed: torch.Tensor, feats: Features, idx: torch.Tensor, k: int,
-                 chunk: int = 1024) -> StepResult:
+                 chunk: int = 1024, teacher: Teacher | None = None) -> StepResult:
     """Loss and accuracy of `drafter` (with `head` as its final projection) on anchors `idx` [B] for k draft
-    steps; embed: base token embedding [V, H]."""
+    steps; embed: base token embedding [V, H]; teacher: soft targets (else the distilled tokens only)."""
     win, valid = feats.windows(idx, k)                       # [B, k+1], [B, k]
     h = feats.hidden[idx].float()                            # [B, H]
     emb = nn.functional.embedding(win[:, :k], embed)          # [B, k, H]: tokens t+1..t+k
@@ -143,7 +186,11 @@ def drafter_step(drafter: Drafter, head: Head, embed: torch.Tensor, feats: Featu
     counts = valid.sum(0).clamp(min=1).to(x.dtype)           # [k]
     row_w = (1.0 / counts)[rows[1]]
     targets = head.targets(win[:, 1:][rows])
-    loss, correct_rows = FusedCrossEntropy.apply(x[rows], head.weight, targets, row_w, head.n_zero, chunk)
+    soft = None
+    if teacher is not None:
+        ids, probs = teacher.for_steps(feats, idx, k)
+        soft = (ids[rows], probs[rows])
+    loss, correct_rows = FusedCrossEntropy.apply(x[rows], head.weight, targets, row_w, head.n_zero, chunk, soft)
     correct = torch.zeros_like(valid)
     correct[rows] = correct_rows
     return StepResult(loss, correct, valid)

@@ -1,0 +1,83 @@
+"""Where a drafted decoding step's time goes on this machine: greedy generation of a few prompts with the reference
+runtime, each piece of the step loop timed around its call (wall clock, summed over all steps):
+draft (the drafter's beam search), verify (the base forward over the tree), logits (the base lm_head over the
+tree), accept (longest accepted path), commit (KV cache keeps the accepted path), and the rest of the loop.
+Also prints plain decoding's time per step, so the drafted step's cost is a ratio measured in the same run.
+
+    python scripts/profile_decode.py --checkpoint-dir CKPT --tokenizer-dir SMOLLM2 [--beams 1] [--draft-len 5]
+        [--num-prompts 5] [--max-new-tokens 96] [--threads N]
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import click
+import torch
+
+PIECES = {"draft": ("drafter", "beam_search"), "verify": ("base", "forward"), "logits": ("base", "logits")}
+
+
+def timed(totals: dict, name: str, fn):
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        out = fn(*args, **kwargs)
+        totals[name] += time.perf_counter() - start
+        return out
+    return wrapper
+
+
+@click.command()
+@click.option("--checkpoint-dir", required=True, type=click.Path(path_type=Path, exists=True))
+@click.option("--tokenizer-dir", required=True, type=click.Path(path_type=Path, exists=True))
+@click.option("--prompts", default=None, type=click.Path(path_type=Path), help="[default: the packaged MT-Bench]")
+@click.option("--beams", default=1, show_default=True)
+@click.option("--draft-len", default=5, show_default=True)
+@click.option("--num-prompts", default=5, show_default=True)
+@click.option("--max-new-tokens", default=96, show_default=True)
+@click.option("--threads", type=int, default=None, help="torch intra-op threads [default: torch's choice].")
+def main(checkpoint_dir, tokenizer_dir, prompts, beams, draft_len, num_prompts, max_new_tokens, threads):
+    from transformers import AutoTokenizer
+
+    import redrafter_trt.runtime as rt
+    decode_mod = importlib.import_module("redrafter_trt.runtime.decode")
+    from redrafter_trt.runtime.cache import KVCache
+    from redrafter_trt.prompts import load_prompts
+    from redrafter_trt.tokens import encode_prompts, eos_ids
+
+    if threads:
+        torch.set_num_threads(threads)
+    prompts = prompts or Path(rt.__file__).parent.parent / "data" / "mt_bench_questions.jsonl"
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    ids = encode_prompts(tokenizer, load_prompts(prompts)[:num_prompts], None)
+    eos = eos_ids(tokenizer)
+    model = rt.load(checkpoint_dir)
+    rt.generate(model, [ids[0]], 8, num_beams=beams, draft_len=draft_len, eos_token_id=eos)  # warm-up
+
+    plain = rt.generate(model, [ids[0]], max_new_tokens, eos_token_id=eos, use_draft=False)
+    plain_ms = plain.wall_seconds / plain.steps[0] * 1000
+
+    totals: dict[str, float] = defaultdict(float)
+    for name, (owner, method) in PIECES.items():
+        obj = getattr(model, owner)
+        setattr(obj, method, timed(totals, name, getattr(obj, method)))
+    decode_mod.accept_greedy = timed(totals, "accept", decode_mod.accept_greedy)
+    KVCache.commit = timed(totals, "commit", KVCache.commit)
+    wall, steps, new = 0.0, 0, 0
+    for p in ids:
+        res = rt.generate(model, [p], max_new_tokens, num_beams=beams, draft_len=draft_len, eos_token_id=eos)
+        wall, steps, new = wall + res.wall_seconds, steps + res.steps[0], new + res.total_new_tokens
+    totals["prefill + rest of the loop"] = wall - sum(totals.values())
+    print(f"{num_prompts} prompts, W={beams} L={draft_len}, {torch.get_num_threads()} thread(s): {new / steps:.2f} "
+          f"tokens/step, {wall / steps * 1000:.1f} ms/step = {wall / steps * 1000 / plain_ms:.2f}x a plain step "
+          f"({plain_ms:.1f} ms)")
+    print("piece                        ms/step  share")
+    for name, seconds in sorted(totals.items(), key=lambda kv: -kv[1]):
+        print(f"{name:28s} {seconds / steps * 1000:7.1f}  {seconds / wall:5.1%}")
+
+
+if __name__ == "__main__":
+    main()
