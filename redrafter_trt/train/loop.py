@@ -211,7 +211,8 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
         log.info("held-out: top-1 %s, chained %s, %.2f tokens/step at beam width 1", result.get("top1"),
                  result.get("chained"), result.get("tokens_per_step_beam1", 0))
         producer = {"name": "redrafter-trt train", "base": str(cfg.base), "steps": total, "batch_size": cfg.batch_size,
-                    "lr": cfg.lr, "seed": cfg.seed, "distill": cfg.distill, "soft_target": cfg.soft_target, "train_head": cfg.train_head,
+                    "lr": cfg.lr, "seed": cfg.seed, "distill": cfg.distill, "soft_target": cfg.soft_target,
+                    "train_head": cfg.train_head,
                     "head_rows_kept": len(head.keep) if head.keep is not None else dcfg.vocab_size,
                     "heldout" if held else "train_set": result, **cfg.extra}
         state = {name: v.detach().float() for name, v in drafter.state_dict().items()}
@@ -241,7 +242,8 @@ def _save_state(cfg: TrainConfig, drafter: Drafter, head: Head, opt, step: int, 
     cfg.state_path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"step": step, "total": total, "drafter": drafter.state_dict(), "optimizer": opt.state_dict(),
                 "head": head.weight.detach(), "head_keep": head.keep,
-                "arch": drafter.cfg.to_json(), "batch_size": cfg.batch_size, "seed": cfg.seed}, tmp)
+                "arch": drafter.cfg.to_json(), "batch_size": cfg.batch_size, "seed": cfg.seed,
+                "soft_target": cfg.soft_target}, tmp)
     os.replace(tmp, cfg.state_path)
 
 
@@ -249,8 +251,9 @@ def _load_state(cfg: TrainConfig, drafter: Drafter, head: Head, opt, total: int)
     if not cfg.state_path.exists():
         raise ConfigError(f"--resume: no training state at {cfg.state_path}: run once without --resume")
     state = torch.load(cfg.state_path, map_location="cpu", weights_only=True)
-    same = {"arch": drafter.cfg.to_json(), "total": total, "batch_size": cfg.batch_size, "seed": cfg.seed}
-    diff = [key for key, v in same.items() if state[key] != v]
+    same = {"arch": drafter.cfg.to_json(), "total": total, "batch_size": cfg.batch_size, "seed": cfg.seed,
+            "soft_target": cfg.soft_target}
+    diff = [key for key, v in same.items() if state.get(key, 0.0) != v]
     if not _same_keep(state["head_keep"], head.keep):
         diff.append("data (the kept vocabulary differs)")
     if diff:
