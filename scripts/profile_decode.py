@@ -46,11 +46,12 @@ def main(checkpoint_dir, tokenizer_dir, prompts, beams, draft_len, num_prompts, 
     decode_mod = importlib.import_module("redrafter_trt.runtime.decode")
     from redrafter_trt.runtime.cache import KVCache
     from redrafter_trt.prompts import load_prompts
+    from redrafter_trt.quickstart import mt_bench_path
     from redrafter_trt.tokens import encode_prompts, eos_ids
 
     if threads:
         torch.set_num_threads(threads)
-    prompts = prompts or Path(rt.__file__).parent.parent / "data" / "mt_bench_questions.jsonl"
+    prompts = prompts or mt_bench_path()
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     ids = encode_prompts(tokenizer, load_prompts(prompts)[:num_prompts], None)
     eos = eos_ids(tokenizer)

@@ -154,8 +154,7 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
     teacher = None
     if cfg.soft_target > 0:
         rows = base_head if head.keep is None else base_head[head.keep.cpu()]
-        teacher = Teacher.from_features(feats, rows, TEACHER_TOP_K, cfg.soft_target)
-        teacher = Teacher(teacher.ids.to(device), teacher.probs.to(device), teacher.weight)
+        teacher = Teacher.from_features(feats, rows, TEACHER_TOP_K, cfg.soft_target).to(device)
         log.info("soft targets: %.2f of each target is the base's top-%d distribution", cfg.soft_target, TEACHER_TOP_K)
     del base_head
     params = [p for p in drafter.parameters() if p.requires_grad]

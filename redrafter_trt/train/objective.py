@@ -106,6 +106,9 @@ class Teacher:
             probs[s: s + chunk], ids[s: s + chunk] = p.topk(k, dim=-1)
         return cls(ids, probs, weight)
 
+    def to(self, device) -> "Teacher":
+        return Teacher(self.ids.to(device), self.probs.to(device), self.weight)
+
     def for_steps(self, feats: Features, idx: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Soft targets of drafter steps 0..k-1 of anchors idx [B]: ids [B, k, K], probs [B, k, K] already scaled
         by the weight; zero where position t+i+1 is not an anchor (the target stays one-hot there)."""
