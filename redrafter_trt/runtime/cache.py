@@ -32,12 +32,12 @@ class KVCache:
         """[B, t] cache slots of the next t new tokens."""
         return self.lens[:, None] + torch.arange(t, device=self.lens.device)
 
-    def write(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor, slots: torch.Tensor):
-        """k, v [B, kv_heads, T, hd] into `slots` [B, T]; returns this layer's k, v over [0, max(slots)+1)."""
+    def write(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor, slots: torch.Tensor, end: int):
+        """k, v [B, kv_heads, T, hd] into `slots` [B, T]; returns this layer's k, v over [0, end), where
+        end = max(slots) + 1 (computed once per forward by the caller)."""
         idx = slots[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
         self.k[layer_idx].scatter_(2, idx, k)
         self.v[layer_idx].scatter_(2, idx, v)
-        end = int(slots.max()) + 1
         return self.k[layer_idx][:, :, :end], self.v[layer_idx][:, :, :end]
 
     def commit(self, nodes: torch.Tensor, counts: torch.Tensor) -> None:

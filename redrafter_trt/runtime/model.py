@@ -101,9 +101,10 @@ class BaseModel:
 
     # ---- pieces -------------------------------------------------------------------------------------------
     def rms_norm(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.cfg.norm_epsilon)
-        return w * xf.to(x.dtype)
+        """Normalised in float32, then scaled in the model dtype (as transformers does); one fused op in float32."""
+        if x.dtype == torch.float32:
+            return F.rms_norm(x, w.shape, w, self.cfg.norm_epsilon)
+        return w * F.rms_norm(x.float(), w.shape, eps=self.cfg.norm_epsilon).to(x.dtype)
 
     def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens [...] -> [..., H]; a vocab-sharded embedding looks up local rows and all-reduces."""
@@ -138,15 +139,17 @@ class BaseModel:
         hd, hq, hkv = self.cfg.head_size, self.local_heads, self.local_kv_heads
         slots = cache.slots(T)
         end = int(slots.max()) + 1
-        mask = cache.attention_mask(tree_mask, end)[:, None]  # [B, 1, T, S]
+        visible = cache.attention_mask(tree_mask, end)[:, None]  # [B, 1, T, S]
+        # additive float mask built once: SDPA would otherwise convert a boolean mask in every layer
+        mask = torch.zeros(visible.shape, dtype=self.dtype, device=self.device).masked_fill_(~visible, float("-inf"))
         cos, sin = self.rope(positions)
         x = self.embed_tokens(tokens)
         for i, L in enumerate(self.layers):
             h = self.rms_norm(x, L.input_norm)
             qkv = L.qkv(h).view(B, T, hq + 2 * hkv, hd).transpose(1, 2)
-            q, k, v = qkv.split([hq, hkv, hkv], dim=1)
-            q, k = self.apply_rope(q, cos, sin), self.apply_rope(k, cos, sin)
-            keys, values = cache.write(i, k, v, slots)
+            qk, v = qkv.split([hq + hkv, hkv], dim=1)
+            q, k = self.apply_rope(qk, cos, sin).split([hq, hkv], dim=1)  # one rotation for q and k together
+            keys, values = cache.write(i, k, v, slots, end)
             att = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=hq != hkv)
             att = L.dense(att.transpose(1, 2).reshape(B, T, hq * hd))
             x = x + self.group.all_reduce(att)
