@@ -5,7 +5,7 @@ then the commands that build and run the same drafter on a GPU with TensorRT-LLM
 
 Work folder (default `<cache root>/quickstart`), reused by the next run:
     drafter/       Apple layout; trained with `redrafter_trt.train.quickstart_config` (self-distilled answers to
-                   `data/self_prompts.jsonl`, about 8 minutes on 2 cores). Without the training package the
+                   `data/self_prompts.jsonl` and `data/starter_prompts.jsonl`, about 8 minutes on 2 cores). Without the training package the
                    drafter is a fresh, untrained one, and every report says so.
     checkpoint/    float32, tp 1, reused while it was converted from the drafter now in drafter/
     train-cache/   the distilled answers and base hidden states training made (a forced retrain reuses them)
@@ -31,7 +31,7 @@ from .prompts import load_prompts
 log = logging.getLogger(__name__)
 
 MT_BENCH = "mt_bench_questions.jsonl"
-RECIPE = "quickstart-3"                 # recorded in the drafter; a drafter from another recipe is retrained
+RECIPE = "quickstart-4"                 # recorded in the drafter; a drafter from another recipe is retrained
 CPU_BEAMS, CPU_DRAFT_LEN = 4, 4         # the CPU checkpoint (draft length capped by the drafter's predict_n)
 GRID_BEAMS = (1, 2, 4)                  # beam widths measured each run, at the checkpoint's draft length
 GPU_BEAMS, GPU_DRAFT_LEN = 5, 5         # TensorRT-LLM's defaults, capped by what the drafter was trained for

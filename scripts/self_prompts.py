@@ -1,11 +1,15 @@
 """Let a chat base write user prompts for its own drafter's training data (Magpie-style): sample the user turn
 after the chat template's system prompt, keep the ones that end properly, deduplicate.
 
-    python scripts/self_prompts.py --base DIR --num 128 --output prompts.jsonl
+    python scripts/self_prompts.py --base DIR --num 128 --output prompts.jsonl [--starters]
 
 Why: the packaged prompts (GSM8K, FastChat identity questions) are narrow; a drafter trained on the base's
 answers to them predicts MT-Bench-style answers much worse than answers like its training data. Prompts the
 base itself finds typical cover what chat users ask without any external data.
+
+Left alone, a small base writes one kind of request over and over ("I'm planning ... Can you help me ...").
+`--starters` opens each batch's user turn with one of the generic instruction openers below (Self-Instruct's
+trick of seeding verb diversity; none is taken from an evaluation set) and lets the base finish the request.
 """
 
 from __future__ import annotations
@@ -16,6 +20,15 @@ from pathlib import Path
 import click
 import torch
 
+STARTERS = [
+    "Write", "Compose", "Draft", "Create", "Design", "Generate", "Rewrite", "Edit", "Summarize", "Translate",
+    "Explain", "Describe", "Discuss", "Compare", "Analyze", "Evaluate", "Classify", "Identify", "Extract",
+    "List", "Suggest", "Recommend", "Provide", "Outline", "Imagine", "Pretend", "Act as", "You are",
+    "Solve", "Calculate", "Given", "Suppose", "If", "Find", "Prove", "Implement", "Write a Python function",
+    "Write a program", "Debug", "What", "Why", "How", "Which", "Who", "When", "Is it true that", "Tell me",
+    "Please",
+]
+
 
 @click.command()
 @click.option("--base", required=True, type=click.Path(path_type=Path))
@@ -24,19 +37,21 @@ import torch
 @click.option("--max-new-tokens", default=64, show_default=True)
 @click.option("--temperature", default=1.0, show_default=True)
 @click.option("--seed", default=0, show_default=True)
+@click.option("--starters", is_flag=True, help="Open each batch's request with the next of STARTERS.")
 @click.option("--output", required=True, type=click.Path(path_type=Path))
-def main(base, num, batch_size, max_new_tokens, temperature, seed, output):
+def main(base, num, batch_size, max_new_tokens, temperature, seed, starters, output):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
     text = tok.apply_chat_template([{"role": "user", "content": "X"}], tokenize=False)
     prefix = text[: text.index("X")]  # the template up to the user's text
-    ids = torch.tensor([tok(prefix, add_special_tokens=False)["input_ids"]])
     torch.manual_seed(seed)
     seen, kept = set(), []
     output.write_text("")  # written batch by batch: an interrupted run keeps what it had
-    for _ in range(0, num, batch_size):
+    for batch in range(0, num // batch_size):
+        opener = STARTERS[batch % len(STARTERS)] if starters else ""
+        ids = torch.tensor([tok(prefix + opener, add_special_tokens=False)["input_ids"]])
         with torch.no_grad():
             out = model.generate(input_ids=ids.repeat(batch_size, 1), attention_mask=torch.ones_like(ids).repeat(batch_size, 1),
                                  do_sample=True, temperature=temperature, top_p=0.95, max_new_tokens=max_new_tokens,
@@ -44,7 +59,7 @@ def main(base, num, batch_size, max_new_tokens, temperature, seed, output):
         for row in out[:, ids.shape[1]:].tolist():
             if tok.eos_token_id not in row:
                 continue  # ran out of tokens mid-prompt
-            prompt = tok.decode(row[: row.index(tok.eos_token_id)]).strip()
+            prompt = (opener + tok.decode(row[: row.index(tok.eos_token_id)])).strip()
             if len(prompt) >= 15 and prompt not in seen:
                 seen.add(prompt)
                 kept.append(prompt)

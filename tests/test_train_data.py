@@ -120,3 +120,27 @@ def test_flatten_windows_do_not_cross_examples():
     win, valid = f.windows(torch.arange(4), k=3)
     assert win[0].tolist() == [6, 7, 8, 9]
     assert valid.tolist() == [[True, True, True], [True, True, False], [True, False, False], [True, False, False]]
+
+
+def test_packaged_training_prompts_share_no_eight_words_with_mt_bench():
+    """The evaluation set must not leak into the packaged training prompts: no run of 8 consecutive words of any
+    MT-Bench turn appears in any of them (and they load as prompts)."""
+    from redrafter_trt.quickstart import mt_bench_path
+    from redrafter_trt.train import default_data
+
+    def shingles(text: str) -> set[tuple[str, ...]]:
+        words = "".join(c.lower() if c.isalnum() else " " for c in text).split()
+        return {tuple(words[i: i + 8]) for i in range(len(words) - 7)}
+
+    mt = set()
+    for line in mt_bench_path().read_text().splitlines():
+        for turn in json.loads(line)["turns"]:
+            mt |= shingles(turn)
+    total = 0
+    for path in default_data():
+        convs = read_conversations(path)
+        total += len(convs)
+        for rec in map(json.loads, path.read_text().splitlines()):
+            leaked = shingles(rec["prompt"]) & mt
+            assert not leaked, f"{path.name}: {rec['prompt'][:80]!r} shares {leaked} with MT-Bench"
+    assert total > 3000
