@@ -1,5 +1,5 @@
 """What one verify step costs on this machine as the tree grows: a SmolLM2-135M-Instruct float32 checkpoint's base
-forward plus logits over T new tokens (a 150-token context in the cache), relative to T = 1 (plain decoding).
+forward plus the greedy tokens over T new tokens (a 150-token context in the cache), relative to T = 1 (plain decoding).
 On a CPU the ratio is the number of tokens per step drafting must accept just to break even.
 
     python scripts/bench_verify.py [--threads 1] [--sizes 1,2,4,8,16,24]
@@ -16,7 +16,7 @@ import torch
 
 
 def time_verify(base, T: int, context: int, reps: int) -> float:
-    """Best-of-reps milliseconds of base.forward + base.logits over T chained new tokens."""
+    """Best-of-reps milliseconds of base.forward + base.greedy_tokens over T chained new tokens."""
     cache = base.new_cache(1, context + T + 1)
     ids = torch.randint(0, 1000, (1, context), generator=torch.Generator().manual_seed(0))
     base.forward(ids, torch.arange(context)[None], torch.ones(context, context, dtype=torch.bool).tril()[None], cache)
@@ -26,7 +26,7 @@ def time_verify(base, T: int, context: int, reps: int) -> float:
     best = float("inf")
     for i in range(reps + 2):
         start = time.perf_counter()
-        base.logits(base.forward(tokens, positions, mask, cache))
+        base.greedy_tokens(base.forward(tokens, positions, mask, cache))
         if i >= 2:  # two warm-up rounds
             best = min(best, time.perf_counter() - start)
     return best * 1000

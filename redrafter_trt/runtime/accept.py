@@ -30,11 +30,10 @@ class Acceptance:
     last: torch.Tensor     # [B] packed node whose hidden state is the next drafter context
 
 
-def accept_greedy(beams: torch.Tensor, tree: Tree, logits: torch.Tensor) -> Acceptance:
-    """beams [B, W, L], logits [B, N, V] at the packed nodes -> Acceptance."""
+def accept_greedy(beams: torch.Tensor, tree: Tree, pred: torch.Tensor) -> Acceptance:
+    """beams [B, W, L], pred [B, N] the base argmax at the packed nodes -> Acceptance."""
     B, W, L = beams.shape
     rows = torch.arange(B, device=beams.device)
-    pred = logits.argmax(-1)  # [B, N]
     pred_after = pred.gather(1, tree.node_of.reshape(B, W * L)).reshape(B, W, L)
     matched = (beams[:, :, 1:] == pred_after[:, :, :-1]).long().cumprod(-1).sum(-1)  # [B, W]
     best = matched.argmax(-1)

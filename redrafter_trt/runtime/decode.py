@@ -107,11 +107,11 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
     cache.lens = lengths.clone()
     rows = torch.arange(B, device=dev)
     h = hidden[rows, lengths - 1]  # [B, H]
-    logits = base.logits(h)
     if temperature > 0:
-        g0 = torch.multinomial(torch.softmax(logits.double() / temperature, -1).cpu(), 1, generator=gen)[:, 0].to(dev)
+        probs = torch.softmax(base.logits(h).double() / temperature, -1).cpu()
+        g0 = torch.multinomial(probs, 1, generator=gen)[:, 0].to(dev)
     else:
-        g0 = logits.argmax(-1)
+        g0 = base.greedy_tokens(h)
     (g0,) = _sync(group, g0)
     active = list(range(B))
     for b, t in enumerate(g0.tolist()):
@@ -127,11 +127,10 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
             beams = g0[:, None, None]
         tree = build_tree(beams)
         hidden = base.forward(tree.tokens, cache.lens[:, None] + tree.depth, tree.mask, cache)
-        logits = base.logits(hidden)
         if temperature > 0:
-            acc = accept_sample(beams, tree, logits, temperature, gen)
+            acc = accept_sample(beams, tree, base.logits(hidden), temperature, gen)
         else:
-            acc = accept_greedy(beams, tree, logits)
+            acc = accept_greedy(beams, tree, base.greedy_tokens(hidden))
         acc = Acceptance(*_sync(group, acc.path, acc.count, acc.emitted, acc.last))
         cache.commit(acc.path, acc.count)
         n = len(active)

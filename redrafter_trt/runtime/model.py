@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from ..errors import ConfigError, TensorError
+from .argmax import ScreenedArgmax
 from .cache import KVCache
 from .config import RuntimeConfig, rope_inv_freq
 from .linear import Linear
@@ -88,7 +89,10 @@ class BaseModel:
                 fc_gate=Linear(torch.cat([take(p + "mlp.fc.weight"), take(p + "mlp.gate.weight")])),
                 proj=Linear(take(p + "mlp.proj.weight"))))
         self.ln_f = take("transformer.ln_f.weight")
-        self.lm_head = Linear(take("lm_head.weight"))
+        head = take("lm_head.weight")
+        # greedy steps need only the argmax: screened through a float16 copy where a single rank holds the head
+        self.screened_argmax = ScreenedArgmax.create(head[: cfg.vocab_size]) if group.tp_size == 1 else None
+        self.lm_head = Linear(head)
         hd = cfg.head_size
         self.local_heads = self.layers[0].dense.in_features // hd
         self.local_kv_heads = (self.layers[0].qkv.out_features // hd - self.local_heads) // 2
@@ -163,6 +167,12 @@ class BaseModel:
         """hidden [..., H] -> float32 logits [..., vocab_size] (padding rows of lm_head dropped)."""
         local = self.lm_head(hidden)
         return self.group.all_gather(local)[..., : self.cfg.vocab_size].float()
+
+    def greedy_tokens(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden [..., H] -> argmax token ids [...], equal to `logits(hidden).argmax(-1)` (see argmax.py)."""
+        if self.screened_argmax is not None:
+            return self.screened_argmax(hidden)
+        return self.logits(hidden).argmax(-1)
 
     def new_cache(self, batch: int, capacity: int) -> KVCache:
         return KVCache(self.cfg.num_layers, batch, self.local_kv_heads, capacity, self.cfg.head_size,

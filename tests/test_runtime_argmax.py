@@ -1,0 +1,84 @@
+"""The float16-screened greedy argmax equals the float32 logits' argmax: on near ties built on purpose, exact ties
+(first index wins), non-finite inputs, and SmolLM2's own hidden states, whose float16 error must stay inside the
+bound the screen relies on."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from redrafter_trt import runtime as rt
+from redrafter_trt.runtime.argmax import SAFETY, ScreenedArgmax
+from test_runtime_support import chat_prompts, checkpoint, fresh_drafter, one_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def screen(weight: torch.Tensor) -> ScreenedArgmax:
+    s = ScreenedArgmax.create(weight)
+    assert s is not None, "fbgemm float16 GEMM is missing from this torch build"
+    return s
+
+
+def test_near_ties_are_decided_in_float32():
+    gen = torch.Generator().manual_seed(0)
+    V, K, R = 4096, 256, 256
+    weight = torch.randn(V, K, generator=gen) * 0.05
+    x = torch.randn(R, K, generator=gen) * 3
+    # for each row, a rival token (an unrelated row, moved along x) whose float32 logit sits 1e-5..1e-2 above or
+    # below the row's best: closer than float16's rounding of the weights can tell apart
+    logits = F.linear(x, weight)
+    best = logits.argmax(-1)
+    gaps = torch.logspace(-5, -2, R) * torch.where(torch.arange(R) % 2 == 0, 1.0, -1.0)
+    for r in range(R):
+        rival = (int(best[r]) + 1 + r) % V
+        target = logits[r, best[r]] + gaps[r]
+        weight[rival] += (target - weight[rival] @ x[r]) * x[r] / x[r].norm() ** 2
+    s = screen(weight)
+    want = F.linear(x, weight).argmax(-1)
+    assert torch.equal(s(x), want)
+    assert s.candidates(x).numel() < V // 4  # the screen still rules most tokens out
+
+
+def test_exact_ties_pick_the_first_index_and_shapes_follow_the_input():
+    weight = torch.randn(300, 32, generator=torch.Generator().manual_seed(1))
+    weight[250] = weight[7]
+    x = weight[7].expand(2, 3, 32).clone()  # token 7 and its copy 250 share the maximum
+    got = screen(weight)(x)
+    assert got.shape == (2, 3) and bool((got == 7).all())
+
+
+def test_non_finite_input_falls_back_to_the_full_logits():
+    weight = torch.randn(100, 16, generator=torch.Generator().manual_seed(2))
+    x = torch.randn(3, 16, generator=torch.Generator().manual_seed(3))
+    x[1, 4] = float("nan")
+    assert torch.equal(screen(weight)(x), F.linear(x, weight).argmax(-1))
+
+
+def test_not_used_where_the_bound_does_not_apply():
+    w = torch.randn(10, 8)
+    assert ScreenedArgmax.create(w.half()) is None
+    big = w.clone()
+    big[3, 3] = 7e4  # beyond float16's range
+    assert ScreenedArgmax.create(big) is None
+
+
+def test_smollm2_hidden_states_within_the_bound_and_argmax_equal(smollm2):
+    model = rt.load(checkpoint(smollm2, fresh_drafter(smollm2), 1))
+    base = model.base
+    assert base.screened_argmax is not None
+    rows = []
+    for ids in chat_prompts(smollm2, 4):
+        cache = base.new_cache(1, len(ids))
+        T = len(ids)
+        rows.append(base.forward(torch.tensor([ids]), torch.arange(T)[None],
+                                 torch.ones(1, T, T, dtype=torch.bool).tril(), cache)[0])
+    hidden = torch.cat(rows)  # [R, H]
+    s = base.screened_argmax
+    exact = F.linear(hidden.double(), s.weight.double())
+    x_norm = hidden.norm(dim=1, keepdim=True)
+    bound = (s.rel * x_norm) * s.row_norm[None] + s.abs * x_norm
+    err = (s.approx(hidden).double() - exact).abs()
+    assert bool((err <= bound / SAFETY).all()), f"float16 error {(err / bound).max():.3f} of the bound"
+    assert torch.equal(base.greedy_tokens(hidden), base.logits(hidden).argmax(-1))
