@@ -1,6 +1,8 @@
 """What one verify step costs on this machine as the tree grows: a SmolLM2-135M-Instruct float32 checkpoint's base
 forward plus the greedy tokens over T new tokens (a 150-token context in the cache), relative to T = 1 (plain decoding).
-On a CPU the ratio is the number of tokens per step drafting must accept just to break even.
+On a CPU the ratio is the number of tokens per step drafting must accept just to break even. Each size is timed
+twice in the same run: greedy tokens from the full float32 logits, and from the float16-screened argmax the
+runtime uses (`redrafter_trt/runtime/argmax.py`); the last column is their ratio.
 
     python scripts/bench_verify.py [--threads 1] [--sizes 1,2,4,8,16,24]
 """
@@ -15,8 +17,8 @@ import click
 import torch
 
 
-def time_verify(base, T: int, context: int, reps: int) -> float:
-    """Best-of-reps milliseconds of base.forward + base.greedy_tokens over T chained new tokens."""
+def time_verify(base, T: int, context: int, reps: int, greedy) -> float:
+    """Best-of-reps milliseconds of base.forward + greedy(hidden) over T chained new tokens."""
     cache = base.new_cache(1, context + T + 1)
     ids = torch.randint(0, 1000, (1, context), generator=torch.Generator().manual_seed(0))
     base.forward(ids, torch.arange(context)[None], torch.ones(context, context, dtype=torch.bool).tril()[None], cache)
@@ -26,7 +28,7 @@ def time_verify(base, T: int, context: int, reps: int) -> float:
     best = float("inf")
     for i in range(reps + 2):
         start = time.perf_counter()
-        base.greedy_tokens(base.forward(tokens, positions, mask, cache))
+        greedy(base.forward(tokens, positions, mask, cache))
         if i >= 2:  # two warm-up rounds
             best = min(best, time.perf_counter() - start)
     return best * 1000
@@ -50,12 +52,14 @@ def main(threads, sizes, context, reps):
         init_drafter_for_base(base_dir, Path(tmp) / "drafter")
         model = rt.load(convert(base_dir, Path(tmp) / "drafter", Path(tmp) / "ckpt", dtype="float32"))
     print(f"SmolLM2-135M float32, {torch.get_num_threads()} thread(s), context {context}")
-    print("T   ms/verify  vs T=1")
+    base = model.base
+    full = lambda hidden: base.logits(hidden).argmax(-1)  # noqa: E731
+    print("T   ms (full logits)  ms (screened)  vs T=1 (screened)  full / screened")
     one = None
     for T in (int(s) for s in sizes.split(",")):
-        ms = time_verify(model.base, T, context, reps)
-        one = one or ms
-        print(f"{T:<3d} {ms:9.1f}  {ms / one:6.2f}")
+        slow, fast = time_verify(base, T, context, reps, full), time_verify(base, T, context, reps, base.greedy_tokens)
+        one = one or fast
+        print(f"{T:<3d} {slow:16.1f}  {fast:13.1f}  {fast / one:17.2f}  {slow / fast:15.2f}")
 
 
 if __name__ == "__main__":

@@ -78,7 +78,7 @@ def test_smollm2_hidden_states_within_the_bound_and_argmax_equal(smollm2):
     s = base.screened_argmax
     exact = F.linear(hidden.double(), s.weight.double())
     x_norm = hidden.norm(dim=1, keepdim=True)
-    bound = (s.rel * x_norm) * s.row_norm[None] + s.abs * x_norm
+    bound = (s.rel * x_norm) * s.weight.double().norm(dim=1)[None] + s.abs * x_norm  # the module docstring's
     err = (s.approx(hidden).double() - exact).abs()
     assert bool((err <= bound / SAFETY).all()), f"float16 error {(err / bound).max():.3f} of the bound"
     assert torch.equal(base.greedy_tokens(hidden), base.logits(hidden).argmax(-1))
