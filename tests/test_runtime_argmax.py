@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from redrafter_trt import runtime as rt
-from redrafter_trt.runtime.argmax import SAFETY, ScreenedArgmax
+from redrafter_trt.runtime.argmax import MAX_ROWS, SAFETY, ScreenedArgmax
 from test_runtime_support import chat_prompts, checkpoint, fresh_drafter, one_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -81,4 +81,7 @@ def test_smollm2_hidden_states_within_the_bound_and_argmax_equal(smollm2):
     bound = (s.rel * x_norm) * s.weight.double().norm(dim=1)[None] + s.abs * x_norm  # the module docstring's
     err = (s.approx(hidden).double() - exact).abs()
     assert bool((err <= bound / SAFETY).all()), f"float16 error {(err / bound).max():.3f} of the bound"
-    assert torch.equal(base.greedy_tokens(hidden), base.logits(hidden).argmax(-1))
+    full = base.logits(hidden).argmax(-1)
+    assert torch.equal(s(hidden), full)
+    for rows in range(1, MAX_ROWS + 1):  # what greedy_tokens screens: plain steps and small trees
+        assert torch.equal(base.greedy_tokens(hidden[-rows:][None]), full[-rows:][None])

@@ -2,8 +2,11 @@
 
 Why: on a CPU in float32 the lm_head is a fifth of the bytes a decoding step reads (SmolLM2: 49152 x 576), and a
 greedy step needs only its argmax, not the logits. fbgemm's float16-weight / float32-activation product reads half
-the bytes and runs ~4x faster than the float32 product for 1-3 rows on this project's CPUs
-(`python scripts/bench_argmax.py`).
+the bytes: SmolLM2's screened argmax costs 2.3 / 2.4 / 3.0 / 3.6 ms for 1 / 2 / 3 / 4 rows against the float32
+logits' 5.8 / 5.6 / 5.5 / 4.8 ms on 2 threads of this project's CPU, but fbgemm's product runs on one thread, so from
+6 rows on oneDNN's float32 product on all threads wins (8 rows: 1.0x, 24 rows: 0.55x). `BaseModel.greedy_tokens`
+therefore screens up to MAX_ROWS rows (plain steps and small trees), and `python scripts/bench_verify.py` shows
+the whole verify step both ways.
 
 Exact, not approximate: every approximate logit comes with a proven error bound, and the argmax is decided by the
 float32 logits of the few tokens the bound cannot rule out. For row i of W (w, norm |w|) and an input x:
@@ -33,6 +36,7 @@ log = logging.getLogger(__name__)
 
 FP16_MAX = 65504.0
 SAFETY = 2.0
+MAX_ROWS = 4  # rows (tree nodes x batch) up to which the screen beats the float32 logits on 2 threads
 
 
 class ScreenedArgmax:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from ..errors import ConfigError, TensorError
-from .argmax import ScreenedArgmax
+from .argmax import MAX_ROWS, ScreenedArgmax
 from .cache import KVCache
 from .config import RuntimeConfig, rope_inv_freq
 from .linear import Linear
@@ -170,7 +170,7 @@ class BaseModel:
 
     def greedy_tokens(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [..., H] -> argmax token ids [...], equal to `logits(hidden).argmax(-1)` (see argmax.py)."""
-        if self.screened_argmax is not None:
+        if self.screened_argmax is not None and hidden[..., 0].numel() <= MAX_ROWS:
             return self.screened_argmax(hidden)
         return self.logits(hidden).argmax(-1)
 
