@@ -2,7 +2,9 @@
 forward plus the greedy tokens over T new tokens (a 150-token context in the cache), relative to T = 1 (plain decoding).
 On a CPU the ratio is the number of tokens per step drafting must accept just to break even. Each size is timed
 twice in the same run: greedy tokens from the full float32 logits, and from the float16-screened argmax the
-runtime uses (`redrafter_trt/runtime/argmax.py`); the last column is their ratio.
+runtime uses (`redrafter_trt/runtime/argmax.py`); the last column is their ratio. A second table times the lm_head
+part alone on the context's own hidden states: full logits + argmax vs the screen called directly at every size
+(the runtime screens only up to `MAX_ROWS` rows).
 
     python scripts/bench_verify.py [--threads 1] [--sizes 1,2,4,8,16,24]
 """
@@ -15,6 +17,16 @@ from pathlib import Path
 
 import click
 import torch
+
+
+def best_ms(fn, reps: int) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best * 1000
 
 
 def time_verify(base, T: int, context: int, reps: int, greedy) -> float:
@@ -60,6 +72,16 @@ def main(threads, sizes, context, reps):
         slow, fast = time_verify(base, T, context, reps, full), time_verify(base, T, context, reps, base.greedy_tokens)
         one = one or fast
         print(f"{T:<3d} {slow:16.1f}  {fast:13.1f}  {fast / one:17.2f}  {slow / fast:15.2f}")
+    cache = base.new_cache(1, context)
+    ids = torch.randint(0, 20000, (1, context), generator=torch.Generator().manual_seed(2))
+    hidden = base.forward(ids, torch.arange(context)[None], torch.ones(1, context, context, dtype=torch.bool).tril(),
+                          cache)[0]
+    print("lm_head only: rows  ms (full logits)  ms (screened)  full / screened  tokens re-scored")
+    for T in (int(s) for s in sizes.split(",")):
+        x = hidden[-T:].contiguous()
+        slow, fast = best_ms(lambda: full(x), reps), best_ms(lambda: base.screened_argmax(x), reps)
+        kept = base.screened_argmax.candidates(x).numel()
+        print(f"{T:18d}  {slow:16.2f}  {fast:13.2f}  {slow / fast:15.2f}  {kept:16d}")
 
 
 if __name__ == "__main__":

@@ -2,11 +2,11 @@
 
 Why: on a CPU in float32 the lm_head is a fifth of the bytes a decoding step reads (SmolLM2: 49152 x 576), and a
 greedy step needs only its argmax, not the logits. fbgemm's float16-weight / float32-activation product reads half
-the bytes: SmolLM2's screened argmax costs 2.3 / 2.4 / 3.0 / 3.6 ms for 1 / 2 / 3 / 4 rows against the float32
-logits' 5.8 / 5.6 / 5.5 / 4.8 ms on 2 threads of this project's CPU, but fbgemm's product runs on one thread, so from
-6 rows on oneDNN's float32 product on all threads wins (8 rows: 1.0x, 24 rows: 0.55x). `BaseModel.greedy_tokens`
-therefore screens up to MAX_ROWS rows (plain steps and small trees), and `python scripts/bench_verify.py` shows
-the whole verify step both ways.
+the bytes: SmolLM2's screened argmax costs 2.3 / 2.5 / 3.4 ms for 1 / 2 / 4 rows against the float32 logits'
+5.6 / 6.2 / 4.7 ms on 2 threads of this project's CPU, but fbgemm's product runs on one thread, so from 8 rows on
+oneDNN's float32 product on all threads wins (8 rows: 0.85x, 24 rows: 0.5x; `python scripts/bench_verify.py`, which
+also times the whole verify step both ways). `BaseModel.greedy_tokens` therefore screens up to MAX_ROWS rows:
+plain steps and small trees.
 
 Exact, not approximate: every approximate logit comes with a proven error bound, and the argmax is decided by the
 float32 logits of the few tokens the bound cannot rule out. For row i of W (w, norm |w|) and an input x:
