@@ -20,6 +20,8 @@ import torch
 
 
 def best_ms(fn, reps: int) -> float:
+    """Best of `reps` timed calls in milliseconds, after two warm-up calls."""
+    fn()
     fn()
     best = float("inf")
     for _ in range(reps):
@@ -37,13 +39,7 @@ def time_verify(base, T: int, context: int, reps: int, greedy) -> float:
     cache.lens[:] = context
     tokens = torch.randint(0, 1000, (1, T), generator=torch.Generator().manual_seed(1))
     positions, mask = context + torch.arange(T)[None], torch.ones(T, T, dtype=torch.bool).tril()[None]
-    best = float("inf")
-    for i in range(reps + 2):
-        start = time.perf_counter()
-        greedy(base.forward(tokens, positions, mask, cache))
-        if i >= 2:  # two warm-up rounds
-            best = min(best, time.perf_counter() - start)
-    return best * 1000
+    return best_ms(lambda: greedy(base.forward(tokens, positions, mask, cache)), reps)
 
 
 @click.command()
