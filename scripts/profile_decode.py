@@ -1,7 +1,8 @@
 """Where a drafted decoding step's time goes on this machine: greedy generation of a few prompts with the reference
 runtime, each piece of the step loop timed around its call (wall clock, summed over all steps):
 draft (the drafter's beam search), verify (the base forward over the tree), argmax (the base lm_head's greedy
-tokens over the tree), accept (longest accepted path), commit (KV cache keeps the accepted path), and the rest of the loop.
+tokens over the tree), accept (longest accepted path), commit (KV cache keeps the accepted path), and the rest of
+the loop.
 Also prints plain decoding's time per step, so the drafted step's cost is a ratio measured in the same run.
 
     python scripts/profile_decode.py --checkpoint-dir CKPT --tokenizer-dir SMOLLM2 [--beams 1] [--draft-len 5]

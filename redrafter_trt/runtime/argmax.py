@@ -59,14 +59,15 @@ class ScreenedArgmax:
             return None
         if not torch.isfinite(weight).all() or float(weight.abs().max()) >= FP16_MAX:
             return None
+        weight = weight.contiguous()
         try:
             with warnings.catch_warnings():  # marked deprecated, still shipped and used by torch's dynamic quant
                 warnings.simplefilter("ignore")
-                packed = torch.fbgemm_pack_gemm_matrix_fp16(weight.contiguous())
+                packed = torch.fbgemm_pack_gemm_matrix_fp16(weight)
         except (RuntimeError, AttributeError) as e:  # a torch built without fbgemm
             log.info("float16 lm_head screen unavailable (%s); greedy steps use the full logits", e)
             return None
-        return cls(weight.contiguous(), packed)
+        return cls(weight, packed)
 
     def approx(self, flat: torch.Tensor) -> torch.Tensor:
         """flat [R, K] -> float32 logits [R, V] from the float16 weights."""
