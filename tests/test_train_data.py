@@ -144,3 +144,18 @@ def test_packaged_training_prompts_share_no_eight_words_with_mt_bench():
             leaked = shingles(rec["prompt"]) & mt
             assert not leaked, f"{path.name}: {rec['prompt'][:80]!r} shares {leaked} with MT-Bench"
     assert total > 3000
+
+
+@pytest.mark.parametrize("choice, device, native, expected", [
+    ("auto", "cpu", True, torch.bfloat16),
+    ("auto", "cpu", False, torch.float32),
+    ("auto", "cuda", False, torch.bfloat16),
+    ("float32", "cuda", True, torch.float32),
+    ("bfloat16", "cpu", False, torch.bfloat16),
+])
+def test_base_dtype_auto_follows_the_hardware(monkeypatch, tmp_path, choice, device, native, expected):
+    from redrafter_trt.train import config
+
+    monkeypatch.setattr(config, "cpu_has_native_bf16", lambda: native)
+    cfg = config.TrainConfig(base=tmp_path, data=[], output=tmp_path / "out", base_dtype=choice)
+    assert cfg.base_torch_dtype(torch.device(device)) == expected

@@ -1,8 +1,8 @@
 """`redrafter-trt`: one click command per stage. Subcommands are imported only when invoked (torch and
 transformers are slow to import), each from its own small module under `redrafter_trt/cli/`.
 
-Library code raises `RedrafterError`; this group prints it as one line on stderr and exits 2
-(`--debug` shows the traceback instead).
+Library code raises `RedrafterError`; this group prints it, and click's own usage errors (a bad option or
+value), as one line on stderr and exits 2 (`--debug` shows the traceback instead).
 """
 
 from __future__ import annotations
@@ -51,6 +51,12 @@ class LazyGroup(click.Group):
             if ctx.obj and ctx.obj.get("debug"):
                 raise
             click.echo(f"error: {e}", err=True)
+            ctx.exit(2)
+        except click.UsageError as e:  # a bad option or value: one line too, with where to look
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            where = e.ctx.command_path if e.ctx else "redrafter-trt"
+            click.echo(f"error: {e.format_message()} (see '{where} --help')", err=True)
             ctx.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)

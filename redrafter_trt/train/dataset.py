@@ -10,6 +10,8 @@ import random
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 from ..errors import ConfigError
 from .config import TrainConfig
 from .data import Conversation, Example, encode, prompt_ids, read_conversations
@@ -27,6 +29,15 @@ def base_id(base: Path) -> str:
     return hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:16]
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def distill_folder(cache_dir: Path, base: Path, dtype: torch.dtype) -> Path:
+    """Where the base's answers in `dtype` are cached (answers differ between dtypes, so each has its own)."""
+    return Path(cache_dir) / f"distill-{base_id(base)}-{dtype_name(dtype)}"
+
+
 def read_all(cfg: TrainConfig) -> list[Conversation]:
     """Every conversation of every data file, shuffled under the seed, cut to max_examples."""
     convs = [c for path in cfg.data for c in read_conversations(path)]
@@ -40,11 +51,11 @@ def split(items: list, eval_examples: int | None) -> tuple[list, list]:
     return items[n:], items[:n]
 
 
-def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir: Path, *, rank: int = 0,
-                   world: int = 1, on_batch: Callable[[int, int], None] | None = None
+def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir: Path, base_dtype: torch.dtype, *,
+                   rank: int = 0, world: int = 1, on_batch: Callable[[int, int], None] | None = None
                    ) -> tuple[list[Example], list[Example]]:
     """(train, held-out) examples for this rank. With distill, prompts are deduplicated and answered by the
-    base (cached in cache_dir); otherwise conversations without an assistant turn are an error."""
+    base, loaded in base_dtype (cached in cache_dir); otherwise conversations without an assistant turn are an error."""
     convs = read_all(cfg)
     if cfg.distill:
         seen, prompts = set(), []
@@ -55,8 +66,7 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
                 prompts.append(ids)
         train_p, eval_p = split(prompts, cfg.eval_examples)
         mine = eval_p + train_p[rank::world] if rank == 0 else train_p[rank::world]
-        folder = cache_dir / f"distill-{base_id(cfg.base)}"
-        answers = distill(load_model, tokenizer, mine, folder, max_new_tokens=cfg.distill_max_new_tokens,
+        answers = distill(load_model, tokenizer, mine, distill_folder(cache_dir, cfg.base, base_dtype), max_new_tokens=cfg.distill_max_new_tokens,
                           batch_size=cfg.distill_batch_size, on_batch=on_batch)
         examples = [distilled_example(p, a, h, cfg.max_seq_len) for p, (a, h) in zip(mine, answers)]
         n_eval = len(eval_p) if rank == 0 else 0

@@ -10,7 +10,7 @@ import torch
 
 from ..drafter import Drafter, load_drafter
 from .data import prompt_ids, read_conversations
-from .dataset import distilled_example, base_id
+from .dataset import base_id, distill_folder, distilled_example
 from .distill import distill
 from .features import build_features
 from .loop import base_tensors, evaluate
@@ -31,10 +31,10 @@ def evaluate_on_prompts(drafter_dir: Path, base: Path, prompts_file: Path, cache
     convs = read_conversations(prompts_file)[:num_prompts]
     prompts = [prompt_ids(tokenizer, c, 2048) for c in convs]
     answers = distill(lambda: AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval(), tokenizer,
-                      prompts, Path(cache_dir) / f"distill-{base_id(Path(base))}", max_new_tokens=max_new_tokens,
+                      prompts, distill_folder(cache_dir, Path(base), torch.float32), max_new_tokens=max_new_tokens,
                       batch_size=16)
     examples = [distilled_example(p, a, h, 4096) for p, (a, h) in zip(prompts, answers)]
-    feats = build_features(examples, k, Path(cache_dir), base_id(Path(base)), lambda: None)
+    feats = build_features(examples, k, Path(cache_dir), f"{base_id(Path(base))}-float32", lambda: None)
     embed, _ = base_tensors(Path(base))
     weight = drafter.lm_head[-1].weight.detach()
     nonzero = (weight != 0).any(1).nonzero().squeeze(1)
