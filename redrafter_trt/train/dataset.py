@@ -33,9 +33,14 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+def base_key(base: Path, dtype: torch.dtype) -> str:
+    """Cache key of what the base computes in `dtype` (answers and hidden states differ between dtypes)."""
+    return f"{base_id(base)}-{dtype_name(dtype)}"
+
+
 def distill_folder(cache_dir: Path, base: Path, dtype: torch.dtype) -> Path:
-    """Where the base's answers in `dtype` are cached (answers differ between dtypes, so each has its own)."""
-    return Path(cache_dir) / f"distill-{base_id(base)}-{dtype_name(dtype)}"
+    """Where the base's answers in `dtype` are cached."""
+    return Path(cache_dir) / f"distill-{base_key(base, dtype)}"
 
 
 def read_all(cfg: TrainConfig) -> list[Conversation]:
@@ -55,7 +60,8 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
                    rank: int = 0, world: int = 1, on_batch: Callable[[int, int], None] | None = None
                    ) -> tuple[list[Example], list[Example]]:
     """(train, held-out) examples for this rank. With distill, prompts are deduplicated and answered by the
-    base, loaded in base_dtype (cached in cache_dir); otherwise conversations without an assistant turn are an error."""
+    base, loaded in base_dtype (cached in cache_dir); otherwise conversations without an assistant turn are an
+    error."""
     convs = read_all(cfg)
     if cfg.distill:
         seen, prompts = set(), []
@@ -66,8 +72,9 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
                 prompts.append(ids)
         train_p, eval_p = split(prompts, cfg.eval_examples)
         mine = eval_p + train_p[rank::world] if rank == 0 else train_p[rank::world]
-        answers = distill(load_model, tokenizer, mine, distill_folder(cache_dir, cfg.base, base_dtype), max_new_tokens=cfg.distill_max_new_tokens,
-                          batch_size=cfg.distill_batch_size, on_batch=on_batch)
+        answers = distill(load_model, tokenizer, mine, distill_folder(cache_dir, cfg.base, base_dtype),
+                          max_new_tokens=cfg.distill_max_new_tokens, batch_size=cfg.distill_batch_size,
+                          on_batch=on_batch)
         examples = [distilled_example(p, a, h, cfg.max_seq_len) for p, (a, h) in zip(mine, answers)]
         n_eval = len(eval_p) if rank == 0 else 0
         held, train = examples[:n_eval], examples[n_eval:]

@@ -10,7 +10,7 @@ import torch
 
 from ..drafter import Drafter, load_drafter
 from .data import prompt_ids, read_conversations
-from .dataset import base_id, distill_folder, distilled_example
+from .dataset import base_key, distill_folder, distilled_example
 from .distill import distill
 from .features import build_features
 from .loop import base_tensors, evaluate
@@ -34,7 +34,7 @@ def evaluate_on_prompts(drafter_dir: Path, base: Path, prompts_file: Path, cache
                       prompts, distill_folder(cache_dir, Path(base), torch.float32), max_new_tokens=max_new_tokens,
                       batch_size=16)
     examples = [distilled_example(p, a, h, 4096) for p, (a, h) in zip(prompts, answers)]
-    feats = build_features(examples, k, Path(cache_dir), f"{base_id(Path(base))}-float32", lambda: None)
+    feats = build_features(examples, k, Path(cache_dir), base_key(Path(base), torch.float32), lambda: None)
     embed, _ = base_tensors(Path(base))
     weight = drafter.lm_head[-1].weight.detach()
     nonzero = (weight != 0).any(1).nonzero().squeeze(1)

@@ -24,7 +24,7 @@ from ..errors import ConfigError
 from ..io import TensorSource
 from ..runtime.linear import pack_linears
 from .config import TrainConfig
-from .dataset import base_id, build_examples, dtype_name
+from .dataset import base_key, build_examples, dtype_name
 from .features import Features, build_features
 from .init import new_drafter
 from .objective import Head, Teacher, drafter_step
@@ -131,7 +131,7 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
 
     train_ex, held_ex = build_examples(cfg, tokenizer, load_model, cache_dir, base_dtype, rank=rank, world=world,
                                        on_batch=lambda d, t: report(Progress("distill", d, t)))
-    bid = f"{base_id(cfg.base)}-{dtype_name(base_dtype)}"
+    bid = base_key(cfg.base, base_dtype)
     k = cfg.predict_n
     feats = build_features(train_ex, k, cache_dir, bid, load_model, lambda d, t: report(Progress("hidden", d, t)))
     held = build_features(held_ex, k, cache_dir, bid, load_model) if held_ex else None
