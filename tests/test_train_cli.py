@@ -37,13 +37,14 @@ def _run(*args):
     ("no_answers", "pass --distill"),
     ("soft2", "soft_target must be within [0, 1]"),
     ("dtype", "Invalid value for '--base-dtype'"),
+    ("distill_batch0", "--distill-batch-size must be at least 1"),
 ])
 def test_bad_inputs_exit_2_with_one_line(chat_base, prompts, tmp_path, case, match):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
     data = {"missing": tmp_path / "nope.jsonl", "empty": empty}.get(case, prompts)
     extra = {"predict0": ["--predict-n", "0"], "soft2": ["--soft-target", "2"],
-             "dtype": ["--base-dtype", "float16"]}.get(case, [])
+             "dtype": ["--base-dtype", "float16"], "distill_batch0": ["--distill-batch-size", "0"]}.get(case, [])
     r = _run("--base", chat_base, "--data", data, "--output", tmp_path / "out", "--cache-dir", tmp_path / "c", *extra)
     assert r.exit_code == 2, r.output
     lines = r.output.strip().splitlines()
@@ -84,13 +85,13 @@ def test_distill_run_writes_drafter_and_reuses_cache(chat_base, prompts, tmp_pat
     assert len((folder / "answers.jsonl").read_text().splitlines()) == 4
 
 
-def test_bfloat16_answers_are_cached_apart_and_recorded(chat_base, prompts, tmp_path):
+def test_bfloat16_answers_are_cached_apart_and_dtypes_recorded(chat_base, prompts, tmp_path):
     common = ["--base", chat_base, "--data", prompts, "--cache-dir", tmp_path / "c", "--distill",
               "--distill-max-new-tokens", "12", "--max-steps", "2", "--predict-n", "2"]
     for dtype in ("bfloat16", "float32"):
-        r = _run(*common, "--output", tmp_path / dtype, "--base-dtype", dtype)
+        r = _run(*common, "--output", tmp_path / dtype, "--base-dtype", dtype, "--train-dtype", dtype)
         assert r.exit_code == 0, r.output
         meta = json.loads((tmp_path / dtype / "config.json").read_text())["producer"]
-        assert meta["base_dtype"] == dtype
+        assert meta["base_dtype"] == meta["train_dtype"] == dtype
     folders = sorted(f.name.rsplit("-", 1)[1] for f in (tmp_path / "c").glob("distill-*"))
     assert folders == ["bfloat16", "float32"]  # float32 did not reuse the bfloat16 answers

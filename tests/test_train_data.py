@@ -153,9 +153,10 @@ def test_packaged_training_prompts_share_no_eight_words_with_mt_bench():
     ("float32", "cuda", True, torch.float32),
     ("bfloat16", "cpu", False, torch.bfloat16),
 ])
-def test_base_dtype_auto_follows_the_hardware(monkeypatch, tmp_path, choice, device, native, expected):
+def test_dtype_auto_follows_the_hardware(monkeypatch, tmp_path, choice, device, native, expected):
     from redrafter_trt.train import config
 
     monkeypatch.setattr(config, "cpu_has_native_bf16", lambda: native)
-    cfg = config.TrainConfig(base=tmp_path, data=[], output=tmp_path / "out", base_dtype=choice)
-    assert cfg.base_torch_dtype(torch.device(device)) == expected
+    cfg = config.TrainConfig(base=tmp_path, data=[], output=tmp_path / "out", base_dtype=choice, train_dtype=choice)
+    assert cfg.torch_dtype(cfg.base_dtype, torch.device(device)) == expected
+    assert cfg.torch_dtype(cfg.train_dtype, torch.device(device)) == expected

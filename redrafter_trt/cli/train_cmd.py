@@ -64,9 +64,14 @@ def _positive(ctx, param, value):
 @click.option("--resume", is_flag=True, help="Continue from OUTPUT.train-state.pt (same options as the interrupted run).")
 @click.option("--distill", is_flag=True, help="Train on the base's own greedy answers to the prompts (cached, resumable).")
 @click.option("--distill-max-new-tokens", default=256, show_default=True, type=int, callback=_positive)
+@click.option("--distill-batch-size", default=64, show_default=True, type=int, callback=_positive,
+              help="Prompts answered together; lower it if the base runs out of memory.")
 @click.option("--base-dtype", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto", show_default=True,
               help="The base's dtype while it writes answers and hidden states. auto: bfloat16 on a GPU or on a CPU "
                    "with native bfloat16 (AVX512-BF16 / AMX), else float32.")
+@click.option("--train-dtype", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto", show_default=True,
+              help="The dtype of the drafter head's products in training (weights, loss and gradients stay "
+                   "float32). auto: as --base-dtype.")
 @click.option("--soft-target", default=0.5, show_default=True, type=float,
               help="Share of each target given to the base's own next-token distribution (its top 16 tokens, from "
                    "the cached hidden states); the rest stays on the distilled token. 0 = hard targets only.")
@@ -75,7 +80,8 @@ def _positive(ctx, param, value):
               help="Train every row of the final projection, not only those of tokens seen in the data (about 6x slower).")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Distilled answers and hidden states [default: cache root/train].")
 def train(base, data, output, num_draft_layers, rnn, exit_dim, predict_n, epochs, max_steps, lr, batch_size, max_seq_len,
-          max_examples, seed, device, resume, distill, distill_max_new_tokens, base_dtype, soft_target, freeze_head,
+          max_examples, seed, device, resume, distill, distill_max_new_tokens, distill_batch_size, base_dtype,
+          train_dtype, soft_target, freeze_head,
           full_vocab, cache_dir):
     """Train a ReDrafter drafter for BASE on conversations (or, with --distill, on the base's own answers)."""
     from ..train import TrainConfig, train_drafter
@@ -84,7 +90,8 @@ def train(base, data, output, num_draft_layers, rnn, exit_dim, predict_n, epochs
                       exit_dim=exit_dim, predict_n=predict_n, epochs=epochs, max_steps=max_steps, lr=lr,
                       batch_size=batch_size, max_seq_len=max_seq_len, max_examples=max_examples, seed=seed,
                       device=device, resume=resume, distill=distill, distill_max_new_tokens=distill_max_new_tokens,
-                      base_dtype=base_dtype, soft_target=soft_target, train_head=not freeze_head,
+                      distill_batch_size=distill_batch_size, base_dtype=base_dtype, train_dtype=train_dtype,
+                      soft_target=soft_target, train_head=not freeze_head,
                       full_vocab=full_vocab, cache_dir=cache_dir)
     cfg.validate()  # before the slow imports
     bars = _Bars()

@@ -119,7 +119,7 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
     cache_dir = cfg.cache_dir or cache_root() / "train"
     tokenizer = AutoTokenizer.from_pretrained(cfg.base)
     model_box: list = []
-    base_dtype = cfg.base_torch_dtype(device)
+    base_dtype = cfg.torch_dtype(cfg.base_dtype, device)
 
     def load_model():
         if not model_box:
@@ -152,6 +152,7 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
         head = Head.pruned(out_w, _seen_tokens(feats, tokenizer, len(out_w), world).to(device), cfg.train_head)
         out_w.requires_grad_(False)
         log.info("training the head rows of the %d tokens in the data (of %d)", len(head.keep), len(out_w))
+    head.matmul_dtype = train_dtype = cfg.torch_dtype(cfg.train_dtype, device)
     teacher = None
     if cfg.soft_target > 0:
         rows = base_head if head.keep is None else base_head[head.keep.cpu()]
@@ -212,6 +213,7 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
                  result.get("chained"), result.get("tokens_per_step_beam1", 0))
         producer = {"name": "redrafter-trt train", "base": str(cfg.base), "steps": total, "batch_size": cfg.batch_size,
                     "lr": cfg.lr, "seed": cfg.seed, "distill": cfg.distill, "base_dtype": dtype_name(base_dtype),
+                    "train_dtype": dtype_name(train_dtype),
                     "soft_target": cfg.soft_target,
                     "train_head": cfg.train_head,
                     "head_rows_kept": len(head.keep) if head.keep is not None else dcfg.vocab_size,

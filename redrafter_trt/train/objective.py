@@ -31,21 +31,25 @@ class FusedCrossEntropy(torch.autograd.Function):
     """loss = sum_r w_r * CE(logits_r, target distribution_r), logits_r = [feats_r @ weight.T, n_zero zeros];
     also returns correct_r = (argmax == target_r). The target distribution is one-hot on target_r (a target of
     -1 is one of the zero-logit tokens, never counted correct), or with `soft` = (ids [R, K] in [0, Vc),
-    probs [R, K]) the mix (1 - sum_j probs_rj) * one-hot + sum_j probs_rj * one-hot(ids_rj).
+    probs [R, K]) the mix (1 - sum_j probs_rj) * one-hot + sum_j probs_rj * one-hot(ids_rj). With `mm_dtype`
+    (bfloat16) the three products run in it (2.6x faster on a CPU with AVX512-BF16); logits, softmax, loss and
+    gradients stay float32, as in mixed-precision training.
 
     feats [R, E], weight [Vc, E], targets [R] in [-1, Vc), row_w [R] -> (loss [], correct [R] bool)
     """
 
     @staticmethod
-    def forward(ctx, feats, weight, targets, row_w, n_zero: int, chunk: int, soft=None):
+    def forward(ctx, feats, weight, targets, row_w, n_zero: int, chunk: int, soft=None, mm_dtype=None):
         need_f, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        mm = mm_dtype or feats.dtype
+        weight_mm = weight.to(mm)
         loss = feats.new_zeros(())
         correct = torch.empty(len(feats), dtype=torch.bool, device=feats.device)
         grad_f = torch.empty_like(feats) if need_f else None
         grad_w = torch.zeros_like(weight) if need_w else None
         for s in range(0, len(feats), chunk):
-            f, y, w = feats[s: s + chunk], targets[s: s + chunk], row_w[s: s + chunk]
-            logits = f @ weight.T  # [C, Vc]
+            f, y, w = feats[s: s + chunk].to(mm), targets[s: s + chunk], row_w[s: s + chunk]
+            logits = (f @ weight_mm.T).float()  # [C, Vc]
             best, arg = logits.max(-1)
             correct[s: s + chunk] = (arg == y) & ((best > 0) if n_zero else True)
             lse = torch.logsumexp(logits, -1)
@@ -66,11 +70,14 @@ class FusedCrossEntropy(torch.autograd.Function):
                 g[rows, y[rows]] -= hard_p[rows]
                 if soft is not None:
                     g.scatter_add_(1, ids, -probs)
-                g.mul_(w[:, None])
+                g = g.mul_(w[:, None]).to(mm)
                 if need_f:
-                    grad_f[s: s + chunk] = g @ weight
+                    grad_f[s: s + chunk] = g @ weight_mm
                 if need_w:
-                    grad_w.addmm_(g.T, f)
+                    if mm == grad_w.dtype:
+                        grad_w.addmm_(g.T, f)
+                    else:
+                        grad_w += (g.T @ f).float()
         ctx.save_for_backward(grad_f, grad_w)
         ctx.mark_non_differentiable(correct)
         return loss, correct
@@ -79,7 +86,7 @@ class FusedCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss, _grad_correct):
         grad_f, grad_w = ctx.saved_tensors
         return (grad_f * grad_loss if grad_f is not None else None,
-                grad_w * grad_loss if grad_w is not None else None, None, None, None, None, None)
+                grad_w * grad_loss if grad_w is not None else None, None, None, None, None, None, None)
 
 
 @dataclass
@@ -123,12 +130,14 @@ class Head:
     """The final projection as trained: rows of the kept tokens only.
 
     weight [Vc, E] (a view of, or a parameter standing in for, the drafter's [V, E]); keep [Vc] vocab ids of the
-    rows, or None for the whole vocabulary; remap [V] vocab id -> row, -1 for dropped tokens.
+    rows, or None for the whole vocabulary; remap [V] vocab id -> row, -1 for dropped tokens; matmul_dtype: the
+    dtype of its products in training (None: the weight's own).
     """
     weight: torch.Tensor
     keep: torch.Tensor | None
     remap: torch.Tensor | None
     vocab_size: int
+    matmul_dtype: torch.dtype | None = None
 
     @classmethod
     def full(cls, weight: torch.Tensor) -> "Head":
@@ -196,7 +205,8 @@ def drafter_step(drafter: Drafter, head: Head, embed: torch.Tensor, feats: Featu
     if teacher is not None:
         ids, probs = teacher.for_steps(feats, idx, k)
         soft = (ids[rows], probs[rows])
-    loss, correct_rows = FusedCrossEntropy.apply(x[rows], head.weight, targets, row_w, head.n_zero, chunk, soft)
+    loss, correct_rows = FusedCrossEntropy.apply(x[rows], head.weight, targets, row_w, head.n_zero, chunk, soft,
+                                                 head.matmul_dtype)
     correct = torch.zeros_like(valid)
     correct[rows] = correct_rows
     return StepResult(loss, correct, valid)
