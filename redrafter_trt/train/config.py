@@ -29,7 +29,7 @@ class TrainConfig:
     resume: bool = False
     distill: bool = False
     distill_max_new_tokens: int = 256
-    distill_batch_size: int = 64     # 1.13x the tokens/s of 32 for SmolLM2 on one CPU thread in bfloat16; 128: same as 64
+    distill_batch_size: int = 64     # SmolLM2, one CPU thread, bfloat16: 1.13x the tokens/s of 32; 128 no better
     base_dtype: str = "auto"         # the base's dtype while it writes answers and hidden states; see torch_dtype
     train_dtype: str = "auto"        # the dtype of the drafter head's products in training; see torch_dtype
     soft_target: float = 0.5         # share of each target given to the base's own distribution (rest: its token)
