@@ -42,6 +42,10 @@ def _positive(ctx, param, value):
     return value
 
 
+# train.config.DTYPES, spelled here: importing redrafter_trt.train would load torch before --help
+_DTYPE = click.Choice(["auto", "float32", "bfloat16"])
+
+
 @click.command()
 @click.option("--base", required=True, type=click.Path(path_type=Path), help="Hugging Face folder of the chat base model.")
 @click.option("--data", "data", required=True, multiple=True, type=click.Path(path_type=Path),
@@ -66,10 +70,10 @@ def _positive(ctx, param, value):
 @click.option("--distill-max-new-tokens", default=256, show_default=True, type=int, callback=_positive)
 @click.option("--distill-batch-size", default=64, show_default=True, type=int, callback=_positive,
               help="Prompts answered together; lower it if the base runs out of memory.")
-@click.option("--base-dtype", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto", show_default=True,
+@click.option("--base-dtype", type=_DTYPE, default="auto", show_default=True,
               help="The base's dtype while it writes answers and hidden states. auto: bfloat16 on a GPU or on a CPU "
                    "with native bfloat16 (AVX512-BF16 / AMX), else float32.")
-@click.option("--train-dtype", type=click.Choice(["auto", "float32", "bfloat16"]), default="auto", show_default=True,
+@click.option("--train-dtype", type=_DTYPE, default="auto", show_default=True,
               help="The dtype of the drafter head's products in training (weights, loss and gradients stay "
                    "float32). auto: as --base-dtype.")
 @click.option("--soft-target", default=0.5, show_default=True, type=float,

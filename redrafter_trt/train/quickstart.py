@@ -31,9 +31,8 @@ def default_data() -> list[Path]:
 
 def quickstart_config(base: Path, output: Path, **overrides) -> TrainConfig:
     """The quickstart's recipe: self-distilled answers to 480 of the packaged chat prompts, about half of them
-    opened with a starter (generation is most of the time), 3 epochs with the pruned head. 480, not 320 since
-    session 8: bfloat16 distillation and training (where the CPU has it) and batches of 64 bought the time.
-    `overrides` replace any field."""
+    opened with a starter (generation is most of the time), 3 epochs with the pruned head. `overrides` replace
+    any field."""
     recipe = dict(data=[*map(packaged, CHAT_PROMPTS)], distill=True, max_examples=480, distill_max_new_tokens=192,
                   epochs=3, batch_size=256, predict_n=5, num_draft_layers=1)
     return TrainConfig(base=Path(base), output=Path(output), **{**recipe, **overrides})
