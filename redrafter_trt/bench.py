@@ -203,6 +203,12 @@ def _hf_cut(output: list[int], eos: list[int]) -> list[int]:
 
 def check_inputs(opts: BenchOptions) -> tuple[RuntimeConfig, dict, Path]:
     """Everything that can be checked before loading a model: (runtime config, raw config, HF base folder)."""
+    cfg, raw = check_checkpoint(opts)
+    return cfg, raw, resolve_hf_dir(opts.hf_dir, raw, Path(opts.checkpoint_dir))
+
+
+def check_checkpoint(opts) -> tuple[RuntimeConfig, dict]:
+    """The checks `bench` and `acceptance` share: limits, a tp-1 checkpoint with a drafter, the tokenizer folder."""
     if opts.max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens {opts.max_new_tokens} is invalid: use 1 or more")
     if opts.num_prompts is not None and opts.num_prompts < 1:
@@ -214,12 +220,10 @@ def check_inputs(opts: BenchOptions) -> tuple[RuntimeConfig, dict, Path]:
     if cfg.tp_size != 1:
         raise ConfigError(f"{opts.checkpoint_dir} is a tp={cfg.tp_size} checkpoint: bench runs one process; convert "
                           f"with --tp-size 1 to benchmark")
-    raw = json.loads((Path(opts.checkpoint_dir) / "config.json").read_text())
-    hf_dir = resolve_hf_dir(opts.hf_dir, raw, Path(opts.checkpoint_dir))
     if not Path(opts.tokenizer_dir).is_dir():
         raise ConfigError(f"tokenizer folder {opts.tokenizer_dir} does not exist: pass --tokenizer-dir with the base's "
                           f"Hugging Face folder")
-    return cfg, raw, hf_dir
+    return cfg, json.loads((Path(opts.checkpoint_dir) / "config.json").read_text())
 
 
 def run_bench(opts: BenchOptions, prompts: list[str] | None = None,

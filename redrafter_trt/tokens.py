@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from .errors import ConfigError
 
 
@@ -29,3 +32,9 @@ def eos_ids(tokenizer, generation_eos=None) -> list[int]:
     ids = {tokenizer.eos_token_id}
     ids |= set(generation_eos if isinstance(generation_eos, list) else [generation_eos])
     return sorted(i for i in ids if i is not None)
+
+
+def stop_ids(tokenizer, tokenizer_dir) -> list[int]:
+    """`eos_ids` with the generation config saved next to the tokenizer, when there is one."""
+    gen = Path(tokenizer_dir) / "generation_config.json"
+    return eos_ids(tokenizer, json.loads(gen.read_text()).get("eos_token_id") if gen.is_file() else None)

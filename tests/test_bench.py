@@ -160,3 +160,32 @@ def test_default_grid():
     assert default_grid(1) == (1,)
     assert default_grid(5) == (1, 2, 4, 5)
     assert default_grid(8) == (1, 2, 4, 8)
+
+
+# ---- acceptance: the same tokens per step from one greedy pass ----------------------------------------------------
+
+def acceptance_args(setup, *extra):
+    return ("acceptance", *bench_args(setup, *extra)[1:])
+
+
+def test_acceptance_predicts_bench(setup, report, tmp_path):
+    """Same prompts, tokens and grid as the bench fixture: the replay gives bench's steps and histograms."""
+    out = tmp_path / "acc.json"
+    result = run_cli(*acceptance_args(setup, "--max-new-tokens", 12, "--draft-lens", "1,3", "--beams", "1,2,5",
+                                      "--output-json", out))
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert {"meta", "configs", "best"} <= set(data) and data["meta"]["num_prompts"] == len(PROMPTS)
+    got = {(c["num_beams"], c["draft_len"]): c for c in data["configs"]}
+    assert sorted(got) == [(1, 1), (1, 3), (2, 1), (2, 3), (5, 1), (5, 3)]  # above the checkpoint's 2 beams too
+    for c in report[0]["configs"]:
+        mine = got[(c["num_beams"], c["draft_len"])]
+        assert (mine["steps"], mine["histogram"], mine["new_tokens"]) == (c["steps"], c["histogram"], c["new_tokens"])
+    best = max(data["configs"], key=lambda c: c["mean_tokens_per_step"])
+    assert data["best"] == best and "W=5 L=3" in result.stdout
+
+
+def test_acceptance_bad_input(setup):
+    assert_one_line_error(run_cli(*acceptance_args(setup, "--draft-lens", "4")), "--draft-lens 4", "outside 1..3")
+    assert_one_line_error(run_cli(*acceptance_args(setup, "--beams", "0,2")), "--beams 0", "1 or more")
+    assert_one_line_error(run_cli(*acceptance_args(setup, "--chat")), "chat template", "leave out --chat")

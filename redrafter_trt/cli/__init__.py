@@ -25,6 +25,7 @@ COMMANDS = {
     "doctor": "redrafter_trt.cli.doctor_cmd:doctor",
     "train": "redrafter_trt.cli.train_cmd:train",
     "bench": "redrafter_trt.cli.bench_cmd:bench",
+    "acceptance": "redrafter_trt.cli.bench_cmd:acceptance",
     "quickstart": "redrafter_trt.cli.quickstart_cmd:quickstart",
 }
 

@@ -1,5 +1,6 @@
 """`redrafter-trt bench`: acceptance and speed-up of a converted checkpoint against transformers' `generate` and
-against the runtime without drafting, on the same prompts (greedy, batch 1, one process)."""
+against the runtime without drafting, on the same prompts (greedy, batch 1, one process); `redrafter-trt acceptance`:
+the same tokens per step predicted from one greedy pass."""
 
 from __future__ import annotations
 
@@ -23,26 +24,35 @@ def int_list(ctx, param, value: str | None) -> tuple[int, ...]:
                           f"write e.g. 1,2,4") from None
 
 
+def shared_options(f):
+    """The options `bench` and `acceptance` share (same names, same defaults)."""
+    options = [
+        click.option("--checkpoint-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+                     help="ReDrafter checkpoint (from `convert`), tp 1."),
+        click.option("--tokenizer-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+                     help="Tokenizer folder (the base's Hugging Face folder)."),
+        click.option("--prompts", required=True, type=click.Path(dir_okay=False, path_type=Path),
+                     help="Prompt file: jsonl (prompt / turns / question / ...) or ShareGPT JSON."),
+        click.option("--num-prompts", type=click.IntRange(min=1), help="Use the first K prompts [default: all]."),
+        click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, help="New tokens per prompt at most."),
+        click.option("--beams", callback=int_list, metavar="W,W,...",
+                     help="Beam widths [default: 1,2,4,... up to the checkpoint's num_beams]."),
+        click.option("--draft-lens", callback=int_list, metavar="L,L,...",
+                     help="Draft lengths [default: 1,2,4,... up to the checkpoint's draft_len]."),
+        click.option("--chat/--no-chat", default=None, show_default=False,
+                     help="Wrap each prompt in the chat template [default: when the tokenizer has one]."),
+        click.option("--device", default="cpu", help="Torch device (cpu, cuda)."),
+        click.option("--output-json", type=click.Path(dir_okay=False, path_type=Path), help="Write the results as JSON."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return config_option(f)
+
+
 @click.command(context_settings={"show_default": True})
-@config_option
-@click.option("--checkpoint-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="ReDrafter checkpoint (from `convert`), tp 1.")
-@click.option("--tokenizer-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Tokenizer folder (the base's Hugging Face folder).")
-@click.option("--prompts", required=True, type=click.Path(dir_okay=False, path_type=Path),
-              help="Prompt file: jsonl (prompt / turns / question / ...) or ShareGPT JSON.")
+@shared_options
 @click.option("--hf-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Hugging Face base for the transformers baseline [default: the base recorded in the checkpoint].")
-@click.option("--num-prompts", type=click.IntRange(min=1), help="Use the first K prompts [default: all].")
-@click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, help="New tokens per prompt at most.")
-@click.option("--beams", callback=int_list, metavar="W,W,...",
-              help="Beam widths [default: 1,2,4,... up to the checkpoint's num_beams].")
-@click.option("--draft-lens", callback=int_list, metavar="L,L,...",
-              help="Draft lengths [default: 1,2,4,... up to the checkpoint's draft_len].")
-@click.option("--chat/--no-chat", default=None, show_default=False,
-              help="Wrap each prompt in the chat template [default: when the tokenizer has one].")
-@click.option("--device", default="cpu", help="Torch device for all three methods (cpu, cuda).")
-@click.option("--output-json", type=click.Path(dir_okay=False, path_type=Path), help="Write the results as JSON.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write a PNG: tokens per step and speed-up against beam width (needs matplotlib).")
 def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_tokens, beams, draft_lens, chat, device,
@@ -72,3 +82,31 @@ def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_t
         click.echo(f"wrote {output_json}")
     if plot_path:
         click.echo(f"wrote {plot(report, plot_path)}")
+
+
+@click.command(context_settings={"show_default": True})
+@shared_options
+def acceptance(checkpoint_dir, tokenizer_dir, prompts, num_prompts, max_new_tokens, beams, draft_lens, chat, device,
+               output_json):
+    """Predict bench's tokens per step for each (beam width, draft length) from one greedy pass (minutes).
+
+    Greedy verification accepts a draft exactly when it equals the base's greedy output, so every configuration is
+    replayed over that one output; beam widths above the checkpoint's are allowed (pick --num-beams before converting).
+    """
+    from ..bench import histogram_text
+    from ..replay import AcceptanceOptions, run_acceptance
+
+    opts = AcceptanceOptions(checkpoint_dir, tokenizer_dir, prompts, num_prompts, max_new_tokens, beams, draft_lens,
+                             chat, device)
+    report = run_acceptance(opts, progress=lambda line: click.echo(line, err=True))
+    m = report["meta"]
+    click.echo(f"{m['num_prompts']} prompts, up to {m['max_new_tokens']} new tokens, greedy, {m['dtype']} on "
+               f"{m['device']}: tokens per step replayed over one greedy pass (speed: `redrafter-trt bench`)")
+    click.echo(f"{'config':<14} {'tokens/step':>11}  histogram")
+    for c in report["configs"]:
+        name = f"W={c['num_beams']} L={c['draft_len']}" + ("*" if c == report["best"] else "")
+        click.echo(f"{name:<14} {c['mean_tokens_per_step']:>11.3f}  "
+                   f"{histogram_text({int(k): v for k, v in c['histogram'].items()})}")
+    if output_json:
+        output_json.write_text(json.dumps(report, indent=2) + "\n")
+        click.echo(f"wrote {output_json}")

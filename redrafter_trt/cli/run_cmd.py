@@ -13,7 +13,7 @@ import click
 
 from ..errors import ConfigError
 from ..presets import config_option
-from ..tokens import encode_prompts, eos_ids
+from ..tokens import encode_prompts, stop_ids
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +32,6 @@ def load_tokenizer(tokenizer_dir: str, vocab_size: int | None):
         raise ConfigError(f"the tokenizer in {tokenizer_dir} has {n} tokens but the model's vocab_size is {vocab_size}: "
                           f"pass the tokenizer of the base model this checkpoint was converted from")
     return tok
-
-
-def _stop_ids(tok, tokenizer_dir: str) -> list[int]:
-    gen = Path(tokenizer_dir) / "generation_config.json"
-    return eos_ids(tok, json.loads(gen.read_text()).get("eos_token_id") if gen.is_file() else None)
 
 
 def _gather_prompts(input_text: tuple[str, ...], input_file: str | None) -> list[str]:
@@ -65,7 +60,7 @@ def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
     tok = load_tokenizer(tokenizer_dir, cfg.vocab_size)
     ids = encode_prompts(tok, o["prompts"], o["chat"])
     kwargs = dict(num_beams=o["num_beams"], draft_len=o["draft_len"], temperature=o["temperature"],
-                  eos_token_id=_stop_ids(tok, tokenizer_dir), seed=o["seed"], use_draft=not o["no_draft"],
+                  eos_token_id=stop_ids(tok, tokenizer_dir), seed=o["seed"], use_draft=not o["no_draft"],
                   batch_size=o["batch_size"])
     if cfg.tp_size > 1:
         result = generate_tp(ckpt, ids, o["max_output_len"], device=o["device"], **kwargs)
@@ -85,7 +80,7 @@ def _run_engine(engine: str, tokenizer_dir: str, o: dict):
         raise ConfigError("--no-draft works with --checkpoint-dir only: an engine always drafts")
     tok = load_tokenizer(tokenizer_dir, None)
     ids = encode_prompts(tok, o["prompts"], o["chat"])
-    eos = _stop_ids(tok, tokenizer_dir)
+    eos = stop_ids(tok, tokenizer_dir)
     end_id = eos[0] if eos else 0
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else end_id
     result = generate_engine(engine, ids, o["max_output_len"], end_id=end_id, pad_id=pad_id,

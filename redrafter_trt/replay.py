@@ -1,0 +1,147 @@
+"""Tokens per step at many (beam width W, draft length L) from one greedy pass: `redrafter-trt acceptance`.
+
+Greedy verification accepts drafted token i+1 exactly when it equals the base's argmax after the tokens before it,
+and along the base's own greedy output that argmax is simply the output's next token. So one greedy decode per
+prompt plus one causal forward over prompt + output give everything a drafted decode would see: the context
+hidden state at every position and the verdict on every draft. Each configuration then costs only its drafter beam
+searches, replayed step by step exactly as `runtime.decode` walks (prefill = one step; a step emits the accepted
+drafts plus the base's next token; the last step is cut at EOS or the token limit).
+
+`bench` measures the same tokens per step by decoding (and the speed); this predicts it in a fraction of the time,
+for beam widths above the checkpoint's too. The context comes from one full forward instead of decode's tree
+forwards, so in float32 a rounding difference can rarely flip a near-tie in the beam search.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .bench import check_checkpoint, default_grid
+from .errors import ConfigError
+from .tokens import encode_prompts, stop_ids
+
+log = logging.getLogger(__name__)
+
+DECODE_BATCH = 8  # prompts per greedy decode call (the greedy pass only; replays batch every prompt together)
+
+
+@dataclass
+class Replayed:
+    """One (W, L) replayed over every prompt."""
+    num_beams: int
+    draft_len: int
+    steps: int                 # summed over prompts, each prefill counted as one step (as decode counts)
+    new_tokens: int
+    histogram: dict[int, int]  # tokens emitted per step after the prefill -> number of steps
+
+    @property
+    def mean_tokens_per_step(self) -> float:
+        return self.new_tokens / self.steps if self.steps else 0.0
+
+    def to_json(self) -> dict:
+        return {"num_beams": self.num_beams, "draft_len": self.draft_len,
+                "mean_tokens_per_step": self.mean_tokens_per_step, "steps": self.steps,
+                "new_tokens": self.new_tokens, "histogram": {str(k): v for k, v in sorted(self.histogram.items())}}
+
+
+@torch.inference_mode()
+def greedy_pass(model, prompt_ids: list[list[int]], max_new_tokens: int, eos: list[int],
+                progress: Callable[[str], None] = lambda line: None) -> tuple[list[list[int]], list[torch.Tensor]]:
+    """The base's greedy outputs [n_i] (prompt excluded, cut at EOS) and contexts [n_i, H]: row j is the final-normed
+    hidden state at the position whose argmax is output token j (the drafter's context when j is the guaranteed
+    token)."""
+    from .runtime.decode import decode
+
+    base, outputs, contexts = model.base, [], []
+    for lo in range(0, len(prompt_ids), DECODE_BATCH):
+        chunk = prompt_ids[lo: lo + DECODE_BATCH]
+        outputs += decode(base, None, chunk, max_new_tokens, 0, 0, eos_token_id=eos, group=model.group).output_ids
+        progress(f"greedy pass: {len(outputs)}/{len(prompt_ids)} prompts")
+    for prompt, out in zip(prompt_ids, outputs):
+        ids = torch.tensor([prompt + out], device=base.device)
+        T = ids.shape[1]
+        causal = torch.ones(T, T, dtype=torch.bool, device=base.device).tril()[None]
+        hidden = base.forward(ids, torch.arange(T, device=base.device)[None], causal, base.new_cache(1, T))[0]
+        contexts.append(hidden[len(prompt) - 1: len(prompt) - 1 + len(out)].float())
+    return outputs, contexts
+
+
+@torch.inference_mode()
+def replay(drafter, outputs: list[list[int]], contexts: list[torch.Tensor], num_beams: int, draft_len: int) -> Replayed:
+    """Walk every output as greedy drafted decoding at (num_beams, draft_len) would, all prompts batched per step."""
+    pos = [0] * len(outputs)  # index of each output's guaranteed token (emitted, not yet verified past)
+    steps, hist = len(outputs), {}
+    active = [i for i, out in enumerate(outputs) if len(out) > 1]
+    while active:
+        ctx = torch.stack([contexts[i][pos[i]] for i in active])
+        g0 = torch.tensor([outputs[i][pos[i]] for i in active], device=ctx.device)
+        beams = drafter.beam_search(ctx, g0, num_beams, draft_len).cpu()  # [A, W, L + 1]
+        for row, i in enumerate(active):
+            truth = torch.tensor(outputs[i][pos[i] + 1: pos[i] + 1 + draft_len])
+            accepted = int((beams[row, :, 1: 1 + len(truth)] == truth).long().cumprod(-1).sum(-1).max())
+            emitted = min(accepted + 1, len(outputs[i]) - 1 - pos[i])
+            pos[i] += emitted
+            steps += 1
+            hist[emitted] = hist.get(emitted, 0) + 1
+        active = [i for i in active if pos[i] < len(outputs[i]) - 1]
+    return Replayed(num_beams, draft_len, steps, sum(len(o) for o in outputs), hist)
+
+
+@dataclass(frozen=True)
+class AcceptanceOptions:
+    checkpoint_dir: Path
+    tokenizer_dir: Path
+    prompts: Path
+    num_prompts: int | None = None
+    max_new_tokens: int = 64
+    beams: tuple[int, ...] = ()       # empty: 1, 2, 4, ... up to the checkpoint's num_beams (any width is allowed)
+    draft_lens: tuple[int, ...] = ()  # empty: likewise up to the checkpoint's draft_len (the most it allows)
+    chat: bool | None = None
+    device: str = "cpu"
+
+
+def run_acceptance(opts: AcceptanceOptions, progress: Callable[[str], None] = lambda line: None) -> dict:
+    """The JSON report: `meta`, `configs` (each with num_beams, draft_len, mean_tokens_per_step, steps,
+    new_tokens, histogram) and `best` (the highest mean_tokens_per_step)."""
+    from transformers import AutoTokenizer
+
+    from .prompts import load_prompts
+    from .runtime import load
+
+    cfg, raw = check_checkpoint(opts)
+    beams = tuple(sorted(set(opts.beams))) or default_grid(cfg.num_beams)
+    lens = tuple(sorted(set(opts.draft_lens))) or default_grid(cfg.draft_len)
+    if min(beams) < 1:
+        raise ConfigError(f"--beams {min(beams)} is invalid: beam widths are 1 or more")
+    if not 1 <= min(lens) <= max(lens) <= cfg.draft_len:
+        raise ConfigError(f"--draft-lens {max(lens) if max(lens) > cfg.draft_len else min(lens)} is outside "
+                          f"1..{cfg.draft_len} (the checkpoint's redrafter_draft_len_per_beam): pass values in that "
+                          f"range, or reconvert with --draft-len")
+    texts = load_prompts(opts.prompts)[: opts.num_prompts]
+    if not texts:
+        raise ConfigError("no prompts: pass a --prompts file with at least one prompt")
+    tokenizer = AutoTokenizer.from_pretrained(opts.tokenizer_dir)
+    prompt_ids = encode_prompts(tokenizer, texts, opts.chat)
+    eos = stop_ids(tokenizer, opts.tokenizer_dir)
+    model = load(opts.checkpoint_dir, device=opts.device)
+    start = time.perf_counter()
+    outputs, contexts = greedy_pass(model, prompt_ids, opts.max_new_tokens, eos, progress)
+    log.info("greedy pass over %d prompts in %.1f s", len(prompt_ids), time.perf_counter() - start)
+    configs = []
+    for n in lens:
+        for w in beams:
+            configs.append(replay(model.drafter, outputs, contexts, w, n))
+            progress(f"W={w} L={n}: {configs[-1].mean_tokens_per_step:.3f} tokens/step")
+    meta = {"checkpoint_dir": str(opts.checkpoint_dir), "tokenizer_dir": str(opts.tokenizer_dir),
+            "prompts": str(opts.prompts), "num_prompts": len(prompt_ids), "max_new_tokens": opts.max_new_tokens,
+            "dtype": cfg.dtype, "device": opts.device, "method": "replay of one greedy pass",
+            "checkpoint_num_beams": cfg.num_beams, "checkpoint_draft_len": cfg.draft_len,
+            "drafter": ((raw.get("producer") or {}).get("sources") or {}).get("drafter")}
+    best = max(configs, key=lambda c: c.mean_tokens_per_step)
+    return {"meta": meta, "configs": [c.to_json() for c in configs], "best": best.to_json()}
