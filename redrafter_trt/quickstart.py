@@ -58,6 +58,7 @@ class QuickstartResult:
     answers: list[str]
     report: BenchReport
     gpu_commands: list[str] = field(default_factory=list)
+    cpu_commands: list[str] = field(default_factory=list)
 
 
 def default_workdir() -> Path:
@@ -178,6 +179,13 @@ def gpu_commands(base: Path, drafter: Path, workdir: Path, checkpoint_config: di
     return [shlex.join(convert), shlex.join(build), f"# (runs: {plan.shell()})", shlex.join(run)]
 
 
+def cpu_commands(base: Path, checkpoint: Path) -> list[str]:
+    """All 80 MT-Bench questions on this CPU: tokens per step predicted (minutes), then measured with speed (an hour)."""
+    common = ["--checkpoint-dir", str(checkpoint), "--tokenizer-dir", str(base), "--prompts", str(mt_bench_path()),
+              "--max-new-tokens", "96"]
+    return [shlex.join(["redrafter-trt", "acceptance", *common]), shlex.join(["redrafter-trt", "bench", *common])]
+
+
 # ---- the whole thing -----------------------------------------------------------------------------------------------
 
 def quickstart(opts: QuickstartOptions, on_stage: Callable[[str], None] = lambda line: None,
@@ -221,4 +229,4 @@ def quickstart(opts: QuickstartOptions, on_stage: Callable[[str], None] = lambda
     tokenizer = AutoTokenizer.from_pretrained(base)
     answers = [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in report.best.run.outputs]
     return QuickstartResult(base, drafter, checkpoint, trained, reused, seconds, questions, answers, report,
-                            gpu_commands(base, drafter, workdir, config))
+                            gpu_commands(base, drafter, workdir, config), cpu_commands(base, checkpoint))
