@@ -28,7 +28,8 @@ from .tokens import encode_prompts, stop_ids
 
 log = logging.getLogger(__name__)
 
-DECODE_BATCH = 8  # prompts per greedy decode call (the greedy pass only; replays batch every prompt together)
+DECODE_BATCH = 8           # prompts per greedy decode call
+LOGITS_BUDGET = 1 << 26    # drafter logits per beam search (W x V per prompt; 256 MB in float32)
 
 
 @dataclass
@@ -78,10 +79,10 @@ def replay(drafter, outputs: list[list[int]], contexts: list[torch.Tensor], num_
     pos = [0] * len(outputs)  # index of each output's guaranteed token (emitted, not yet verified past)
     steps, hist = len(outputs), {}
     active = [i for i, out in enumerate(outputs) if len(out) > 1]
+    group = max(1, LOGITS_BUDGET // (num_beams * drafter.vocab_size))  # prompts per beam search
     while active:
-        ctx = torch.stack([contexts[i][pos[i]] for i in active])
-        g0 = torch.tensor([outputs[i][pos[i]] for i in active], device=ctx.device)
-        beams = drafter.beam_search(ctx, g0, num_beams, draft_len).cpu()  # [A, W, L + 1]
+        beams = torch.cat([_beams(drafter, outputs, contexts, pos, active[lo: lo + group], num_beams, draft_len)
+                           for lo in range(0, len(active), group)])  # [A, W, L + 1]
         for row, i in enumerate(active):
             truth = torch.tensor(outputs[i][pos[i] + 1: pos[i] + 1 + draft_len])
             accepted = int((beams[row, :, 1: 1 + len(truth)] == truth).long().cumprod(-1).sum(-1).max())
@@ -91,6 +92,13 @@ def replay(drafter, outputs: list[list[int]], contexts: list[torch.Tensor], num_
             hist[emitted] = hist.get(emitted, 0) + 1
         active = [i for i in active if pos[i] < len(outputs[i]) - 1]
     return Replayed(num_beams, draft_len, steps, sum(len(o) for o in outputs), hist)
+
+
+def _beams(drafter, outputs, contexts, pos, rows: list[int], num_beams: int, draft_len: int) -> torch.Tensor:
+    """The drafts of `rows` from their current guaranteed tokens: [len(rows), W, L + 1] on the CPU."""
+    ctx = torch.stack([contexts[i][pos[i]] for i in rows])
+    g0 = torch.tensor([outputs[i][pos[i]] for i in rows], device=ctx.device)
+    return drafter.beam_search(ctx, g0, num_beams, draft_len).cpu()
 
 
 @dataclass(frozen=True)

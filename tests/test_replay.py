@@ -24,7 +24,7 @@ class CopyDrafter:
     the same (context, token) always gives the same beams, whichever batch it comes in."""
 
     def __init__(self, sequences: list[list[int]], vocab_size: int):
-        self.sequences, self.vocab = sequences, vocab_size
+        self.sequences, self.vocab_size = sequences, vocab_size
 
     def beam_search(self, context, token, num_beams, draft_len):
         beams = torch.zeros(token.shape[0], num_beams, draft_len + 1, dtype=torch.long)
@@ -32,7 +32,7 @@ class CopyDrafter:
             follow = next((s[i + 1: i + 1 + draft_len] for s in self.sequences for i, x in enumerate(s) if x == t), [])
             salt = int(context[b, 0].abs() * 10)
             for w in range(num_beams):
-                filler = [(t * 31 + w * 7 + i) % self.vocab for i in range(draft_len)]
+                filler = [(t * 31 + w * 7 + i) % self.vocab_size for i in range(draft_len)]
                 cut = (salt + 3 * w) % (draft_len + 2)
                 beams[b, w] = torch.tensor([t] + (follow[:cut] + filler)[:draft_len])
         return beams
@@ -75,3 +75,14 @@ def test_replay_with_the_checkpoint_drafter(tiny_llama, tiny_drafter):
         r = replay(model.drafter, outputs, contexts, w, n)
         steps, hist, _ = measured(model, PROMPTS, 20, [], w, n)
         assert (r.steps, r.histogram) == (steps, hist)
+
+
+def test_replay_in_small_groups_is_the_same(tiny_llama, tiny_drafter, monkeypatch):
+    """A logits budget of one prompt per beam search (what a large W x V gets) changes nothing."""
+    from redrafter_trt import replay as rp
+
+    model = rt.load(checkpoint(tiny_llama, tiny_drafter, 1, num_beams=3, draft_len=4))
+    outputs, contexts = greedy_pass(model, PROMPTS, 20, [])
+    whole = replay(model.drafter, outputs, contexts, 3, 4)
+    monkeypatch.setattr(rp, "LOGITS_BUDGET", 3 * model.drafter.vocab_size)
+    assert replay(model.drafter, outputs, contexts, 3, 4) == whole
