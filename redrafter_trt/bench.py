@@ -215,11 +215,11 @@ def check_checkpoint(opts) -> tuple[RuntimeConfig, dict]:
         raise ConfigError(f"--num-prompts {opts.num_prompts} is invalid: use 1 or more")
     cfg = RuntimeConfig.from_dir(opts.checkpoint_dir)
     if not cfg.has_drafter:
-        raise ConfigError(f"{opts.checkpoint_dir} has no drafter (no redrafter_* keys): bench a checkpoint converted "
-                          f"with --drafter")
+        raise ConfigError(f"{opts.checkpoint_dir} has no drafter (no redrafter_* keys): pass a checkpoint "
+                          f"converted with --drafter")
     if cfg.tp_size != 1:
-        raise ConfigError(f"{opts.checkpoint_dir} is a tp={cfg.tp_size} checkpoint: bench runs one process; convert "
-                          f"with --tp-size 1 to benchmark")
+        raise ConfigError(f"{opts.checkpoint_dir} is a tp={cfg.tp_size} checkpoint: bench and acceptance run one "
+                          f"process; convert with --tp-size 1 for them")
     if not Path(opts.tokenizer_dir).is_dir():
         raise ConfigError(f"tokenizer folder {opts.tokenizer_dir} does not exist: pass --tokenizer-dir with the base's "
                           f"Hugging Face folder")

@@ -189,3 +189,15 @@ def test_acceptance_bad_input(setup):
     assert_one_line_error(run_cli(*acceptance_args(setup, "--draft-lens", "4")), "--draft-lens 4", "outside 1..3")
     assert_one_line_error(run_cli(*acceptance_args(setup, "--beams", "0,2")), "--beams 0", "1 or more")
     assert_one_line_error(run_cli(*acceptance_args(setup, "--chat")), "chat template", "leave out --chat")
+
+
+def test_acceptance_needs_a_drafter(setup, tmp_path):
+    """A base-only TensorRT-LLM checkpoint (no redrafter_* keys)."""
+    import shutil
+
+    base, ckpt, prompts = setup
+    plain = tmp_path / "plain"
+    shutil.copytree(ckpt, plain)
+    cfg = json.loads((plain / "config.json").read_text())
+    (plain / "config.json").write_text(json.dumps({k: v for k, v in cfg.items() if not k.startswith("redrafter")}))
+    assert_one_line_error(run_cli(*acceptance_args((base, plain, prompts))), "has no drafter", "--drafter")
