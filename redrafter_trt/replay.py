@@ -22,7 +22,7 @@ from typing import Callable
 
 import torch
 
-from .bench import check_checkpoint, default_grid
+from .bench import check_checkpoint, check_grid, default_grid
 from .errors import ConfigError
 from .tokens import encode_prompts, stop_ids
 
@@ -124,16 +124,10 @@ def run_acceptance(opts: AcceptanceOptions, progress: Callable[[str], None] = la
 
     cfg, raw = check_checkpoint(opts)
     beams = tuple(sorted(set(opts.beams))) or default_grid(cfg.num_beams)
-    lens = tuple(sorted(set(opts.draft_lens))) or default_grid(cfg.draft_len)
+    lens = check_grid(opts.draft_lens, cfg.draft_len, "--draft-lens", "redrafter_draft_len_per_beam", "--draft-len")
     if min(beams) < 1:
         raise ConfigError(f"--beams {min(beams)} is invalid: beam widths are 1 or more")
-    if not 1 <= min(lens) <= max(lens) <= cfg.draft_len:
-        raise ConfigError(f"--draft-lens {max(lens) if max(lens) > cfg.draft_len else min(lens)} is outside "
-                          f"1..{cfg.draft_len} (the checkpoint's redrafter_draft_len_per_beam): pass values in that "
-                          f"range, or reconvert with --draft-len")
-    texts = load_prompts(opts.prompts)[: opts.num_prompts]
-    if not texts:
-        raise ConfigError("no prompts: pass a --prompts file with at least one prompt")
+    texts = load_prompts(opts.prompts)[: opts.num_prompts]  # an empty file is an error there
     tokenizer = AutoTokenizer.from_pretrained(opts.tokenizer_dir)
     prompt_ids = encode_prompts(tokenizer, texts, opts.chat)
     eos = stop_ids(tokenizer, opts.tokenizer_dir)
