@@ -36,6 +36,7 @@ def _run(*args):
     ("predict0", "--predict-n must be at least 1"),
     ("no_answers", "pass --distill"),
     ("soft2", "soft_target must be within [0, 1]"),
+    ("sharp", "later_sharpness must be at least 1"),
     ("dtype", "Invalid value for '--base-dtype'"),
     ("distill_batch0", "--distill-batch-size must be at least 1"),
 ])
@@ -44,6 +45,7 @@ def test_bad_inputs_exit_2_with_one_line(chat_base, prompts, tmp_path, case, mat
     empty.write_text("\n")
     data = {"missing": tmp_path / "nope.jsonl", "empty": empty}.get(case, prompts)
     extra = {"predict0": ["--predict-n", "0"], "soft2": ["--soft-target", "2"],
+             "sharp": ["--later-sharpness", "0.5"],
              "dtype": ["--base-dtype", "float16"], "distill_batch0": ["--distill-batch-size", "0"]}.get(case, [])
     r = _run("--base", chat_base, "--data", data, "--output", tmp_path / "out", "--cache-dir", tmp_path / "c", *extra)
     assert r.exit_code == 2, r.output

@@ -177,3 +177,41 @@ def test_teacher_rows_line_up_with_draft_steps():
     assert ids[1, 0, 0].item() == 5  # anchor 10: position 11
     torch.testing.assert_close(probs[0].sum(-1), torch.full((3,), 0.5))
     assert probs[1, 1:].abs().sum() == 0  # positions 12, 13 are not anchors
+
+
+def test_later_sharpness_scores_later_draft_steps_on_tempered_logits():
+    """later_sharpness S: step 0's loss is plain cross-entropy on the drafter's logits, steps 1.. are scored on
+    logits / S (so training drives their raw logits S times sharper); the accuracies do not change (argmax)."""
+    from redrafter_trt.drafter import init_drafter
+    from redrafter_trt.train.features import Features
+    from redrafter_trt.train.objective import drafter_step
+
+    torch.manual_seed(3)
+    H, V, k, S = 8, 40, 3, 4.0
+    _, drafter = init_drafter({"hidden_size": H, "vocab_size": V}, None, num_draft_layers=1)
+    with torch.no_grad():
+        for p in drafter.parameters():
+            p.copy_(torch.randn(p.shape))  # far from the identity init, so every step has its own logits
+    tokens = torch.randint(0, V, (30,))
+    mask = torch.ones(30, dtype=torch.bool)
+    mask[[12, 25, 26, 27, 28, 29]] = False  # one example boundary: some anchors have fewer valid steps
+    anchors = (mask[1:-1] & mask[2:]).nonzero().squeeze(1)
+    anchors = anchors[anchors + k + 1 < 30]
+    feats = Features(tokens, mask, anchors, torch.randn(len(anchors), H))
+    embed = torch.randn(V, H)
+    idx = torch.arange(len(anchors))
+    head = Head.full(drafter.lm_head[-1].weight)
+    plain = drafter_step(drafter, head, embed, feats, idx, k)
+    sharp = drafter_step(drafter, head, embed, feats, idx, k, later_sharpness=S)
+
+    win, valid = feats.windows(idx, k)
+    state, ref = torch.zeros(len(idx), H), torch.zeros(())
+    for i in range(k):
+        state = drafter.next_state(state, embed[win[:, i]])
+        logits = drafter.logits(feats.hidden, state) / (S if i else 1.0)
+        ce = torch.nn.functional.cross_entropy(logits, win[:, i + 1], reduction="none")
+        ref = ref + (ce * valid[:, i]).sum() / valid[:, i].sum()
+    torch.testing.assert_close(sharp.loss, ref)
+    assert not torch.allclose(plain.loss, ref)
+    assert torch.equal(plain.correct, sharp.correct) and torch.equal(plain.valid, sharp.valid)
+    assert 0 < int(valid[:, 2].sum()) < int(valid[:, 0].sum())  # the boundary cut some later steps

@@ -79,14 +79,17 @@ _DTYPE = click.Choice(["auto", "float32", "bfloat16"])
 @click.option("--soft-target", default=0.5, show_default=True, type=float,
               help="Share of each target given to the base's own next-token distribution (its top 16 tokens, from "
                    "the cached hidden states); the rest stays on the distilled token. 0 = hard targets only.")
+@click.option("--later-sharpness", default=1.0, show_default=True, type=float,
+              help="Train the draft steps after the first to logits this many times sharper than calibrated: "
+                   "TensorRT-LLM's beam search, which ranks beams by summed drafter log-probs, then keeps more "
+                   "distinct first tokens (greedy acceptance). 1 = plain cross-entropy.")
 @click.option("--freeze-head", is_flag=True, help="Keep the final projection at its init from the base lm_head.")
 @click.option("--full-vocab", is_flag=True,
               help="Train every row of the final projection, not only those of tokens seen in the data (about 6x slower).")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Distilled answers and hidden states [default: cache root/train].")
 def train(base, data, output, num_draft_layers, rnn, exit_dim, predict_n, epochs, max_steps, lr, batch_size, max_seq_len,
           max_examples, seed, device, resume, distill, distill_max_new_tokens, distill_batch_size, base_dtype,
-          train_dtype, soft_target, freeze_head,
-          full_vocab, cache_dir):
+          train_dtype, soft_target, later_sharpness, freeze_head, full_vocab, cache_dir):
     """Train a ReDrafter drafter for BASE on conversations (or, with --distill, on the base's own answers)."""
     from ..train import TrainConfig, train_drafter
 
@@ -95,7 +98,7 @@ def train(base, data, output, num_draft_layers, rnn, exit_dim, predict_n, epochs
                       batch_size=batch_size, max_seq_len=max_seq_len, max_examples=max_examples, seed=seed,
                       device=device, resume=resume, distill=distill, distill_max_new_tokens=distill_max_new_tokens,
                       distill_batch_size=distill_batch_size, base_dtype=base_dtype, train_dtype=train_dtype,
-                      soft_target=soft_target, train_head=not freeze_head,
+                      soft_target=soft_target, later_sharpness=later_sharpness, train_head=not freeze_head,
                       full_vocab=full_vocab, cache_dir=cache_dir)
     cfg.validate()  # before the slow imports
     bars = _Bars()

@@ -33,6 +33,7 @@ class TrainConfig:
     base_dtype: str = "auto"         # the base's dtype while it writes answers and hidden states; see torch_dtype
     train_dtype: str = "auto"        # the dtype of the drafter head's products in training; see torch_dtype
     soft_target: float = 0.5         # share of each target given to the base's own distribution (rest: its token)
+    later_sharpness: float = 1.0     # draft steps after the first learn logits this many times sharper (objective)
     max_examples: int | None = None  # use at most this many conversations (after a seeded shuffle)
     eval_examples: int | None = None  # held out for the final accuracy report; None = 5%, at most 200
     train_head: bool = True          # False freezes the final projection (a third less compute per row)
@@ -54,6 +55,8 @@ class TrainConfig:
             (self.epochs >= 1, f"epochs must be at least 1 (got {self.epochs})"),
             (self.max_steps is None or self.max_steps >= 1, f"max_steps must be at least 1 (got {self.max_steps})"),
             (0 <= self.soft_target <= 1, f"soft_target must be within [0, 1] (got {self.soft_target})"),
+            (self.later_sharpness >= 1, f"later_sharpness must be at least 1 (got {self.later_sharpness}): "
+                                        f"1 trains calibrated logits, more spreads beams over first tokens"),
             (self.lr > 0, f"lr must be positive (got {self.lr})"),
             (self.batch_size >= 1, f"batch_size must be at least 1 (got {self.batch_size})"),
             (self.distill_batch_size >= 1, f"distill_batch_size must be at least 1 (got {self.distill_batch_size})"),

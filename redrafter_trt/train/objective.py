@@ -185,9 +185,13 @@ class StepResult:
 
 
 def drafter_step(drafter: Drafter, head: Head, embed: torch.Tensor, feats: Features, idx: torch.Tensor, k: int,
-                 chunk: int = 1024, teacher: Teacher | None = None) -> StepResult:
+                 chunk: int = 1024, teacher: Teacher | None = None, later_sharpness: float = 1.0) -> StepResult:
     """Loss and accuracy of `drafter` (with `head` as its final projection) on anchors `idx` [B] for k draft
-    steps; embed: base token embedding [V, H]; teacher: soft targets (else the distilled tokens only)."""
+    steps; embed: base token embedding [V, H]; teacher: soft targets (else the distilled tokens only).
+
+    later_sharpness S: steps 1..k-1 are scored on their logits divided by S, so the drafter learns raw logits
+    S times sharper than calibrated there (step 0 stays calibrated). A beam search ranking beams by summed
+    log-probs (TensorRT-LLM's) then keeps more distinct first tokens instead of several continuations of one."""
     win, valid = feats.windows(idx, k)                       # [B, k+1], [B, k]
     h = feats.hidden[idx].float()                            # [B, H]
     emb = nn.functional.embedding(win[:, :k], embed)          # [B, k, H]: tokens t+1..t+k
@@ -195,7 +199,8 @@ def drafter_step(drafter: Drafter, head: Head, embed: torch.Tensor, feats: Featu
     per_step = []
     for i in range(k):
         state = drafter.next_state(state, emb[:, i])
-        per_step.append(drafter.features(h, state))            # [B, E]
+        x_i = drafter.features(h, state)                     # [B, E]
+        per_step.append(x_i / later_sharpness if i and later_sharpness != 1.0 else x_i)
     x = torch.stack(per_step, dim=1)                         # [B, k, E]
     rows = valid.nonzero(as_tuple=True)
     counts = valid.sum(0).clamp(min=1).to(x.dtype)           # [k]
