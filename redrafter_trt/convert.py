@@ -192,6 +192,16 @@ def check_drafter_fits(d: DrafterConfig, cfg: dict, opts: ConvertOptions) -> Non
                           f"predict: use --draft-len {d.predict_n} or less")
 
 
+def warn_sharpened_for_sampling(drafter: Path, greedy: bool) -> None:
+    """A drafter trained with `train --later-sharpness S > 1` proposes well for greedy acceptance, but its
+    later-step probabilities are S times too confident for sampling's min(1, p/q) test."""
+    trained = (read_json(drafter / "config.json", "drafter").get("producer") or {}).get("later_sharpness", 1.0)
+    if not greedy and trained > 1:
+        log.warning("%s was trained with --later-sharpness %g for greedy acceptance: with --no-greedy its "
+                    "overconfident later draft steps are accepted less often; for sampling, train with "
+                    "--later-sharpness 1", drafter, trained)
+
+
 def plan_drafter(d: DrafterConfig, tensors: dict[str, torch.Tensor], cfg: dict, tp_rank: int) -> list[Planned]:
     tp = cfg["mapping"]["tp_size"]
     specs = layout.drafter_tensors(cfg)
@@ -231,6 +241,7 @@ def convert(base: Path | str, drafter: Path | str, output: Path | str, *, force:
     if not base.is_dir():
         raise ConfigError(f"base folder {base} does not exist: pass a Hugging Face model folder or a TensorRT-LLM checkpoint")
     dcfg, dtensors = load_drafter(drafter)
+    warn_sharpened_for_sampling(drafter, opts.greedy)
     source_base = base
 
     with tempfile.TemporaryDirectory(prefix="redrafter-fp8-", dir=output.parent if output.parent.exists() else None) as scratch:

@@ -142,6 +142,21 @@ def test_config_fields(tmp_path, tiny_drafter):
     assert cfg["producer"]["name"] == "redrafter-trt" and cfg["producer"]["options"]["num_beams"] == 3
 
 
+def test_sharpened_drafter_warns_only_for_sampling(tmp_path, tiny_drafter, caplog):
+    """A drafter trained with --later-sharpness 4 (recorded in its producer block) is for greedy acceptance."""
+    import shutil
+
+    base = make_hf(tmp_path / "b", "llama")
+    sharp = tmp_path / "sharp"
+    shutil.copytree(tiny_drafter, sharp)
+    cfg = json.loads((sharp / "config.json").read_text())
+    (sharp / "config.json").write_text(json.dumps({**cfg, "producer": {"later_sharpness": 4.0}}))
+    for drafter, greedy, warned in [(sharp, True, False), (sharp, False, True), (tiny_drafter, False, False)]:
+        caplog.clear()
+        convert(base, drafter, tmp_path / f"c-{drafter.name}-{greedy}", greedy=greedy)
+        assert any("--later-sharpness 4" in r.message for r in caplog.records) is warned
+
+
 LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
           "original_max_position_embeddings": 64}
 
