@@ -79,10 +79,10 @@ _DTYPE = click.Choice(["auto", "float32", "bfloat16"])
 @click.option("--soft-target", default=0.5, show_default=True, type=float,
               help="Share of each target given to the base's own next-token distribution (its top 16 tokens, from "
                    "the cached hidden states); the rest stays on the distilled token. 0 = hard targets only.")
-@click.option("--later-sharpness", default=1.0, show_default=True, type=float,
+@click.option("--later-sharpness", default=4.0, show_default=True, type=float,
               help="Train the draft steps after the first to logits this many times sharper than calibrated: "
                    "TensorRT-LLM's beam search, which ranks beams by summed drafter log-probs, then keeps more "
-                   "distinct first tokens (greedy acceptance). 1 = plain cross-entropy.")
+                   "distinct first tokens (greedy acceptance; for a sampling engine use 1, plain cross-entropy).")
 @click.option("--freeze-head", is_flag=True, help="Keep the final projection at its init from the base lm_head.")
 @click.option("--full-vocab", is_flag=True,
               help="Train every row of the final projection, not only those of tokens seen in the data (about 6x slower).")

@@ -33,7 +33,8 @@ class TrainConfig:
     base_dtype: str = "auto"         # the base's dtype while it writes answers and hidden states; see torch_dtype
     train_dtype: str = "auto"        # the dtype of the drafter head's products in training; see torch_dtype
     soft_target: float = 0.5         # share of each target given to the base's own distribution (rest: its token)
-    later_sharpness: float = 1.0     # draft steps after the first learn logits this many times sharper (objective)
+    later_sharpness: float = 4.0     # draft steps after the first learn logits this many times sharper (objective);
+                                     # SmolLM2, MT-Bench, W=5 L=5: 1.703 tokens/step at 1, 1.738 at 2, 1.771 at 4, 1.770 at 8
     max_examples: int | None = None  # use at most this many conversations (after a seeded shuffle)
     eval_examples: int | None = None  # held out for the final accuracy report; None = 5%, at most 200
     train_head: bool = True          # False freezes the final projection (a third less compute per row)
