@@ -91,6 +91,16 @@ def test_resume_matches_uninterrupted_run(chat_base, qa_file, tmp_path, exc, sav
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
 
 
+def test_resume_refuses_other_objective_options(chat_base, qa_file, tmp_path):
+    from redrafter_trt.errors import ConfigError
+
+    train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4))
+    for change, named in [({"later_sharpness": 1.0}, "later_sharpness"), ({"soft_target": 0.0}, "soft_target"),
+                          ({"batch_size": 32}, "batch_size")]:
+        with pytest.raises(ConfigError, match=f"saved with different {named}"):
+            train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4, resume=True, **change))
+
+
 def test_pruned_head_loss_is_the_full_vocabulary_loss():
     torch.manual_seed(0)
     V, E, R = 50, 8, 12
