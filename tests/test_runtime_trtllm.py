@@ -1,21 +1,33 @@
 """The --engine-dir path with a test double for TensorRT-LLM (this checks the arguments we pass, not that an
-engine runs): a clear DependencyError without TensorRT-LLM, ModelRunnerCpp.from_dir / generate arguments, and
-how outputs are cut."""
+engine runs): a clear DependencyError without TensorRT-LLM, requests checked against the engine's build limits,
+ModelRunnerCpp.from_dir / generate arguments, and how outputs are cut."""
 
 from __future__ import annotations
 
+import json
+import logging
 import sys
 import types
 
 import pytest
-import torch
 
-from redrafter_trt.errors import DependencyError
+from redrafter_trt.errors import ConfigError, DependencyError
 from redrafter_trt.runtime import trtllm
 
 
+def write_engine_config(folder, max_batch_size=8, max_input_len=16, max_seq_len=64, greedy=True):
+    """The keys of an engine config.json that the run reads; max_seq_len as passed to trtllm-build, which stores it
+    plus max_draft_len (5 x 5 here)."""
+    (folder / "config.json").write_text(json.dumps({
+        "version": "1.2.0",
+        "pretrained_config": {"architecture": "ReDrafterForLLaMALM", "redrafter_num_beams": 5,
+                              "redrafter_draft_len_per_beam": 5, "redrafter_greedy_search": greedy},
+        "build_config": {"max_batch_size": max_batch_size, "max_input_len": max_input_len,
+                         "max_seq_len": max_seq_len + 25, "max_draft_len": 25, "max_beam_width": 1}}))
+
+
 def test_missing_tensorrt_llm_is_a_clear_error(tmp_path, monkeypatch):
-    (tmp_path / "config.json").write_text("{}")
+    write_engine_config(tmp_path)
     monkeypatch.setitem(sys.modules, "tensorrt_llm", None)
     with pytest.raises(DependencyError, match="TensorRT-LLM"):
         trtllm.generate_engine(tmp_path, [[1, 2]], 4, end_id=2, pad_id=2)
@@ -68,7 +80,7 @@ def install_fake_trtllm(monkeypatch, executor, calls):
 
 @pytest.mark.parametrize("temperature", [0.0, 0.7])
 def test_runner_arguments_and_outputs(tmp_path, monkeypatch, temperature):
-    (tmp_path / "config.json").write_text("{}")
+    write_engine_config(tmp_path, greedy=temperature == 0)
     calls = {}
     executor = FakeExecutor([[1, 2, 3, 7, 8, 2], [4, 5, 9, 9]], iters=[2, 1])
     install_fake_trtllm(monkeypatch, executor, calls)
@@ -90,8 +102,60 @@ def test_runner_arguments_and_outputs(tmp_path, monkeypatch, temperature):
 
 
 def test_non_leader_rank_returns_none(tmp_path, monkeypatch):
-    (tmp_path / "config.json").write_text("{}")
+    write_engine_config(tmp_path)
     executor = FakeExecutor([[1, 2]], iters=[1], leader=False)
     install_fake_trtllm(monkeypatch, executor, {})
     assert trtllm.generate_engine(tmp_path, [[1]], 4, end_id=2, pad_id=2) is None
     assert executor.requests == []
+
+
+def test_more_prompts_than_the_engine_batch_wait_in_the_executor_queue(tmp_path, monkeypatch):
+    """ModelRunnerCpp.from_dir asserts max_batch_size <= the engine's: ask for at most that, enqueue every prompt."""
+    write_engine_config(tmp_path, max_batch_size=2)
+    calls = {}
+    executor = FakeExecutor([[1, 5, 2], [1, 6, 2], [1, 7, 2]], iters=[1, 1, 1])
+    install_fake_trtllm(monkeypatch, executor, calls)
+    res = trtllm.generate_engine(tmp_path, [[1], [1], [1]], 4, end_id=2, pad_id=2)
+    assert calls["from_dir"]["max_batch_size"] == 2 and len(executor.requests) == 3
+    assert res.output_ids == [[5, 2], [6, 2], [7, 2]]
+
+
+@pytest.mark.parametrize("prompt_len, new_tokens, message", [
+    (17, 4, "17 tokens exceeds the engine's max_input_len 16"),
+    (16, 49, r"16 prompt tokens \+ --max-output-len 49 exceed the engine's max_seq_len 64: lower --max-output-len to 48"),
+])
+def test_requests_beyond_the_build_limits_are_refused_before_loading(tmp_path, monkeypatch, prompt_len, new_tokens,
+                                                                     message):
+    write_engine_config(tmp_path)
+    monkeypatch.setitem(sys.modules, "tensorrt_llm", None)  # refused before TensorRT-LLM is needed
+    with pytest.raises(ConfigError, match=message):
+        trtllm.generate_engine(tmp_path, [[1] * 3, [1] * prompt_len], new_tokens, end_id=2, pad_id=2)
+
+
+def test_request_at_the_build_limits_runs(tmp_path, monkeypatch):
+    write_engine_config(tmp_path)
+    install_fake_trtllm(monkeypatch, FakeExecutor([[1] * 16 + [3] * 48], iters=[12]), {})
+    assert trtllm.generate_engine(tmp_path, [[1] * 16], 48, end_id=2, pad_id=2).output_ids == [[3] * 48]
+
+
+def test_sampling_engine_refuses_temperature_zero(tmp_path, monkeypatch):
+    """The explicit-draft-tokens decoder reads only the temperature (1.0 when unset), never top_k."""
+    write_engine_config(tmp_path, greedy=False)
+    monkeypatch.setitem(sys.modules, "tensorrt_llm", None)
+    with pytest.raises(ConfigError, match="pass a positive --temperature"):
+        trtllm.generate_engine(tmp_path, [[1, 2]], 4, end_id=2, pad_id=2)
+
+
+def test_greedy_engine_warns_that_it_ignores_the_temperature(tmp_path, monkeypatch, caplog):
+    write_engine_config(tmp_path, greedy=True)
+    install_fake_trtllm(monkeypatch, FakeExecutor([[1, 5]], iters=[1]), {})
+    with caplog.at_level(logging.WARNING, logger="redrafter_trt.runtime.trtllm"):
+        trtllm.generate_engine(tmp_path, [[1]], 4, end_id=2, pad_id=2, temperature=0.8)
+    assert "is ignored" in caplog.text
+
+
+@pytest.mark.parametrize("text", ["{}", "not json", '{"build_config": {"max_batch_size": "many"}}'])
+def test_folder_without_an_engine_config_is_a_clear_error(tmp_path, text):
+    (tmp_path / "config.json").write_text(text)
+    with pytest.raises(ConfigError, match="not a TensorRT-LLM engine config"):
+        trtllm.generate_engine(tmp_path, [[1]], 4, end_id=2, pad_id=2)

@@ -2,8 +2,9 @@
 (as `examples/run.py` does). TensorRT-LLM is imported only here, only when asked for; tensor parallel engines
 run under `mpirun -n TP redrafter-trt run --engine-dir ...` (every rank calls this, rank 0 gets the outputs).
 
-Beam count, draft length and greedy mode are fixed when the engine is built; a temperature is passed through to
-the executor's sampling config (greedy engines ignore it). API used (TensorRT-LLM 1.2.x,
+Beam count, draft length and greedy mode are fixed when the engine is built: a greedy engine ignores the temperature;
+a sampling engine (converted with --no-greedy) samples at it, 1.0 when none is given, so it refuses 0. The requests
+are checked against the engine's build limits first (`ModelRunnerCpp.from_dir` only asserts them). API used (TensorRT-LLM 1.2.x,
 `tensorrt_llm/runtime/model_runner_cpp.py`): `ModelRunnerCpp.from_dir(...).executor`, and from
 `tensorrt_llm.bindings.executor`: `Request`, `SamplingConfig`, `enqueue_requests`, `await_responses`,
 `Result.output_token_ids / is_final / decoding_iter`.
@@ -12,11 +13,57 @@ the executor's sampling config (greedy engines ignore it). API used (TensorRT-LL
 from __future__ import annotations
 
 import importlib
+import json
+import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError, DependencyError, RedrafterError
 from .decode import GenerationResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineLimits:
+    """What `trtllm-build` fixed (the engine's config.json): `max_seq_len` as the user built it (the builder adds
+    max_draft_len for the draft tokens), `greedy` from `redrafter_greedy_search`."""
+    max_batch_size: int
+    max_input_len: int
+    max_seq_len: int
+    greedy: bool
+
+    @classmethod
+    def read(cls, engine_dir: Path) -> "EngineLimits":
+        path = engine_dir / "config.json"
+        if not path.is_file():
+            raise ConfigError(f"{engine_dir} holds no engine config.json: pass the output folder of `redrafter-trt build`")
+        try:
+            config = json.loads(path.read_text())
+            build = config["build_config"]
+            return cls(int(build["max_batch_size"]), int(build["max_input_len"]),
+                       int(build["max_seq_len"]) - int(build.get("max_draft_len") or 0),
+                       bool(config.get("pretrained_config", {}).get("redrafter_greedy_search", True)))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"{path} is not a TensorRT-LLM engine config ({type(e).__name__}: {e}): pass the "
+                              "output folder of `redrafter-trt build`") from None
+
+    def check(self, prompt_ids: list[list[int]], max_new_tokens: int, temperature: float) -> None:
+        longest = max(len(p) for p in prompt_ids)
+        if longest > self.max_input_len:
+            raise ConfigError(f"a prompt of {longest} tokens exceeds the engine's max_input_len {self.max_input_len}: "
+                              "shorten it, or rebuild with a larger --max-input-len")
+        if longest + max_new_tokens > self.max_seq_len:
+            raise ConfigError(f"{longest} prompt tokens + --max-output-len {max_new_tokens} exceed the engine's "
+                              f"max_seq_len {self.max_seq_len}: lower --max-output-len to "
+                              f"{max(self.max_seq_len - longest, 1)}, or rebuild with a larger --max-seq-len")
+        if not self.greedy and temperature == 0:
+            raise ConfigError("this engine samples (converted with --no-greedy), so --temperature 0 would sample at "
+                              "1.0: pass a positive --temperature, or convert without --no-greedy and rebuild")
+        if self.greedy and temperature > 0:
+            log.warning("greedy engine (redrafter_greedy_search): --temperature %s is ignored; convert with "
+                        "--no-greedy and rebuild to sample", temperature)
 
 
 def import_trtllm():
@@ -35,7 +82,8 @@ def runner_kwargs(engine_dir: Path, rank: int, batch_size: int, max_input_len: i
 
 
 def sampling_kwargs(temperature: float, seed: int) -> dict:
-    """`tensorrt_llm.bindings.executor.SamplingConfig` arguments: greedy is top_k=1, as `examples/run.py` does."""
+    """`tensorrt_llm.bindings.executor.SamplingConfig` arguments: greedy is top_k=1, as `examples/run.py` does (a
+    greedy engine verifies greedily whatever it gets)."""
     return dict(beam_width=1, seed=seed, **(dict(temperature=temperature) if temperature > 0 else dict(top_k=1)))
 
 
@@ -46,11 +94,12 @@ def generate_engine(engine_dir: Path | str, prompt_ids: list[list[int]], max_new
     `decoding_iter`, the number of engine steps, so tokens per step are TensorRT-LLM's own count. The engine
     reports no per-step acceptance, so the histogram stays empty."""
     engine_dir = Path(engine_dir)
-    if not (engine_dir / "config.json").is_file():
-        raise ConfigError(f"{engine_dir} holds no engine config.json: pass the output folder of `redrafter-trt build`")
+    limits = EngineLimits.read(engine_dir)
+    limits.check(prompt_ids, max_new_tokens, temperature)
     tllm, runtime = import_trtllm()
     executor_api = importlib.import_module("tensorrt_llm.bindings.executor")
-    runner = runtime.ModelRunnerCpp.from_dir(**runner_kwargs(engine_dir, tllm.mpi_rank(), len(prompt_ids),
+    batch = min(len(prompt_ids), limits.max_batch_size)  # more requests than that wait in the executor's queue
+    runner = runtime.ModelRunnerCpp.from_dir(**runner_kwargs(engine_dir, tllm.mpi_rank(), batch,
                                                              max(len(p) for p in prompt_ids), max_new_tokens))
     executor = runner.executor
     if not executor.can_enqueue_requests():  # under mpirun only rank 0 submits; the others serve its requests
