@@ -17,6 +17,7 @@ redrafter-trt convert --config "$PRESET" \
 redrafter-trt build --config "$PRESET" \
     --checkpoint-dir "$WORK/checkpoint" --output-dir "$WORK/engine"
 
-redrafter-trt run --config "$PRESET" \
+# one process per rank engine (rank 0 prints the answers)
+mpirun -n 4 redrafter-trt run --config "$PRESET" \
     --engine-dir "$WORK/engine" --tokenizer-dir "$BASE" \
     --input-text "Explain speculative decoding in three sentences."

@@ -169,6 +169,21 @@ def test_shipped_preset_drives_build_dry_run(path, tmp_path):
     assert {"checkpoint_dir", "output_dir"} <= defaults.keys()
 
 
+@pytest.mark.parametrize("path", PRESETS, ids=[p.stem for p in PRESETS])
+def test_shipped_engine_run_passes_no_option_the_engine_fixed(path):
+    """`run --engine-dir` refuses --num-beams / --draft-len / --tp; a tensor parallel preset's example runs the
+    engine under `mpirun -n TP` instead."""
+    from redrafter_trt.cli.run_cmd import FIXED_BY_ENGINE
+
+    preset = load_preset(path)
+    run = {str(k).replace("_", "-") for k in preset["run"]}
+    if "engine-dir" in run:
+        assert not run & {f.removeprefix("--") for f in FIXED_BY_ENGINE}, path.name
+    tp = int(preset["convert"].get("tp-size", 1))
+    script = (Path(__file__).resolve().parents[1] / "examples" / f"{path.stem}.sh").read_text().replace("\\\n", " ")
+    assert (f"mpirun -n {tp} redrafter-trt run" in script) == (tp > 1), path.name
+
+
 def test_example_per_preset():
     examples = Path(__file__).resolve().parents[1] / "examples"
     for path in PRESETS:

@@ -69,11 +69,15 @@ def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
     return tok, result
 
 
+# run options an engine fixed when it was built
+FIXED_BY_ENGINE = ("--num-beams", "--draft-len", "--tp")
+
+
 def _run_engine(engine: str, tokenizer_dir: str, o: dict):
     from ..runtime.trtllm import generate_engine
 
-    for flag, value in (("--num-beams", o["num_beams"]), ("--draft-len", o["draft_len"]), ("--tp", o["tp"])):
-        if value is not None:
+    for flag in FIXED_BY_ENGINE:
+        if o[flag.removeprefix("--").replace("-", "_")] is not None:
             raise ConfigError(f"{flag} is fixed when the engine is built: drop it with --engine-dir "
                               f"(tensor parallel engines run under `mpirun -n TP`)")
     if o["no_draft"]:
