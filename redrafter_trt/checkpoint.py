@@ -112,8 +112,8 @@ def _check_config(cfg: dict, rep: Report) -> None:
             rep.problems.append(f"{label} {n} is not divisible by tp_size {tp} (TensorRT-LLM does not pad the drafter)")
     quant = cfg.get("quantization") or {}
     if quant.get("quant_algo"):
-        listed = set(quant.get("exclude_modules") or [])
-        lacking = [mod for mod in layout.required_exclusions(cfg) if mod not in listed]
+        listed = layout.exclusions(quant)
+        lacking = [mod for mod in layout.required_exclusions(cfg) if not layout.is_excluded(mod, listed)]
         if lacking:
             rep.problems.append(f"quantization.exclude_modules lacks drafter modules {name_list(lacking)}: "
                                 f"the build would turn them into {quant['quant_algo']} layers")

@@ -256,7 +256,7 @@ def convert(base: Path | str, drafter: Path | str, output: Path | str, *, force:
                                 opts.num_beams, opts.draft_len, opts.greedy)
         if (cfg.get("quantization") or {}).get("quant_algo"):
             quant = cfg["quantization"]
-            quant["exclude_modules"] = sorted(set(quant.get("exclude_modules") or []) | set(layout.required_exclusions(cfg)))
+            quant["exclude_modules"] = sorted(set(layout.exclusions(quant)) | set(layout.required_exclusions(cfg)))
         cfg["producer"] = producer_block("convert", {**asdict(opts), "tp_size": cfg["mapping"]["tp_size"]},
                                          {"base": source_base, "drafter": drafter})
         tp = cfg["mapping"]["tp_size"]

@@ -5,6 +5,8 @@ against it (two independent derivations of one layout).
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
+
 import torch
 
 from .rules import drafter_modules
@@ -14,6 +16,21 @@ FP8_LINEARS = ("attention.qkv", "attention.dense", "mlp.fc", "mlp.gate", "mlp.pr
 TORCH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 Spec = tuple[tuple[int, ...], torch.dtype]
+
+# What TensorRT-LLM 1.2.x's `quantize_layers` keeps unquantised when `quantization.exclude_modules` is null or empty
+# (tensorrt_llm/quantization/quantize.py). A list replaces these: one naming only the drafter would make lm_head FP8.
+TRTLLM_DEFAULT_EXCLUSIONS = ("*lm_head", "*router", "*vocab_embedding", "*position_embedding", "*block_embedding",
+                             "*shared_expert_gate")
+
+
+def exclusions(quant: dict) -> list[str]:
+    """The module patterns a build keeps unquantised, as TensorRT-LLM reads `exclude_modules`."""
+    return list(quant.get("exclude_modules") or TRTLLM_DEFAULT_EXCLUSIONS)
+
+
+def is_excluded(module: str, patterns: list[str]) -> bool:
+    """TensorRT-LLM matches the full module name against each pattern with fnmatchcase."""
+    return any(fnmatchcase(module, p) for p in patterns)
 
 
 def is_redrafter(cfg: dict) -> bool:
@@ -50,7 +67,7 @@ def base_tensors(cfg: dict, tp_rank: int) -> dict[str, Spec]:
     quant = cfg.get("quantization") or {}
     fp8 = quant.get("quant_algo") == "FP8"
     kv_fp8 = quant.get("kv_cache_quant_algo") == "FP8"
-    excluded = set(quant.get("exclude_modules") or [])
+    excluded = exclusions(quant)
 
     if cfg.get("use_parallel_embedding"):
         emb = (padded_rows(V, tp) // tp, H) if cfg.get("embedding_sharding_dim", 0) == 0 else (V, H // tp)
@@ -69,7 +86,7 @@ def base_tensors(cfg: dict, tp_rank: int) -> dict[str, Spec]:
         out[p + "input_layernorm.weight"] = ((H,), dtype)
         out[p + "post_layernorm.weight"] = ((H,), dtype)
         for mod, shape in linears.items():
-            quantised = fp8 and (p + mod) not in excluded
+            quantised = fp8 and not is_excluded(p + mod, excluded)
             out[p + mod + ".weight"] = (shape, torch.float8_e4m3fn if quantised else dtype)
             if quantised:
                 out[p + mod + ".weights_scaling_factor"] = ((1,), torch.float32)

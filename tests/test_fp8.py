@@ -161,6 +161,41 @@ def test_export_fp8_base_kv_cache(fp8_models, tmp_path):
             assert (s.dtype, tuple(s.shape)) == (torch.float32, (1,))
 
 
+@pytest.mark.parametrize("listed", [None, [], ["*lm_head", "*vocab_embedding", "transformer.layers.1.*"]])
+def test_attach_to_fp8_base_keeps_what_trtllm_excludes(fp8_models, tmp_path, listed):
+    """An FP8 TensorRT-LLM base made elsewhere whose exclude_modules is null or empty: TensorRT-LLM then keeps its
+    default list (lm_head, embeddings, ...) unquantised, so the drafter's names must be added to that list, not
+    replace it. A pattern list is matched as TensorRT-LLM does (fnmatch): layer 1 left unquantised is valid."""
+    import shutil
+
+    from redrafter_trt.layout import TRTLLM_DEFAULT_EXCLUSIONS
+
+    hf_dir = fp8_models["llama"]
+    base = tmp_path / "base"
+    export_fp8_base(hf_dir, base, tp_size=1, dtype="bfloat16", kv_cache_dtype=None,
+                    calib_prompts=calibration_prompts(None, 4), device="cpu", **CALIB)
+    cfg = json.loads((base / "config.json").read_text())
+    cfg["quantization"]["exclude_modules"] = listed
+    (base / "config.json").write_text(json.dumps(cfg))
+    if listed and "transformer.layers.1.*" in listed:  # what a build from this list reads: layer 1 in bfloat16
+        w = load_file(base / "rank0.safetensors")
+        for mod in LINEARS:
+            p = f"transformer.layers.1.{mod}."
+            w[p + "weight"] = (w[p + "weight"].float() * w.pop(p + "weights_scaling_factor")).bfloat16()
+            w.pop(p + "activation_scaling_factor")
+        from safetensors.torch import save_file
+        save_file(w, base / "rank0.safetensors")
+    drafter = make_drafter(tmp_path / "drafter", hf_dir)
+    out = Path(convert(base, drafter, tmp_path / "out", dtype="bfloat16"))
+    quant = json.loads((out / "config.json").read_text())["quantization"]
+    dcfg = json.loads((drafter / "config.json").read_text())
+    assert set(listed or TRTLLM_DEFAULT_EXCLUSIONS) <= set(quant["exclude_modules"])
+    assert drafter_exclusions(dcfg["num_draft_layers"], dcfg["rnn"], False) <= set(quant["exclude_modules"])
+    report = inspect_checkpoint(out)
+    assert report.ok, report.problems
+    shutil.rmtree(base)
+
+
 def test_smollm2_fp8(smollm2, tmp_path):
     drafter = make_drafter(tmp_path / "drafter", smollm2)
     out = convert(smollm2, drafter, tmp_path / "out", tp_size=1, dtype="bfloat16", quantize="fp8", **CALIB)
