@@ -67,7 +67,7 @@ RESERVED = {
 class BuildOptions:
     checkpoint_dir: Path
     output_dir: Path
-    max_batch_size: int | None = None
+    max_batch_size: int | None = 8  # see `build --max-batch-size`; None leaves trtllm-build's default (2048)
     max_input_len: int | None = None
     max_seq_len: int | None = None
     max_num_tokens: int | None = None

@@ -163,6 +163,13 @@ def test_dry_run_command_fits_trtllm_12(checkpoints, tmp_path, fp8, tp):
     assert args.workers == (None if tp == 1 else tp)
 
 
+def test_dry_run_sets_a_small_batch_by_default(checkpoints, tmp_path):
+    """trtllm-build's default max_batch_size (2048) would make the builder reserve 2048 x (5 x 5 + 1) tokens."""
+    result = invoke("--checkpoint-dir", str(checkpoints[False, 1]), "--output-dir", str(tmp_path / "engine"), "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert trtllm_12_parser().parse_args(shlex.split(result.output)[1:]).max_batch_size == 8
+
+
 def test_dry_run_fp8_kv_cache_enables_fp8_context_fmha(tmp_path):
     cfg = {"dtype": "bfloat16", "mapping": {"tp_size": 1},
            "quantization": {"quant_algo": "FP8", "kv_cache_quant_algo": "FP8"}}

@@ -16,7 +16,9 @@ from ..presets import config_option
               help="ReDrafter TensorRT-LLM checkpoint (from `convert`).")
 @click.option("--output-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Engine folder to write.")
-@click.option("--max-batch-size", type=click.IntRange(min=1), help="Requests per batch (trtllm-build default if unset).")
+@click.option("--max-batch-size", type=click.IntRange(min=1), default=8,
+              help="Requests per batch. A ReDrafter engine reserves batch x (beams x draft_len + 1) tokens of "
+                   "activations and logits: trtllm-build's own default (2048) would reserve 53248 at 5 x 5.")
 @click.option("--max-input-len", type=click.IntRange(min=1), help="Longest prompt in tokens.")
 @click.option("--max-seq-len", type=click.IntRange(min=1), help="Prompt plus output tokens (default: from the model).")
 @click.option("--max-num-tokens", type=click.IntRange(min=1),
