@@ -18,3 +18,6 @@ redrafter-trt build --config "$PRESET" \
 redrafter-trt run --config "$PRESET" \
     --engine-dir "$WORK/engine" --tokenizer-dir "$BASE" \
     --input-text "Explain speculative decoding in three sentences."
+
+# Serve it over HTTP (OpenAI-style /v1/completions and /v1/chat/completions on port 8000):
+#   redrafter-trt serve --config "$PRESET"

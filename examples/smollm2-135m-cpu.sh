@@ -25,3 +25,6 @@ redrafter-trt build --config "$PRESET" \
 redrafter-trt run --config "$PRESET" \
     --checkpoint-dir "$WORK/checkpoint" --tokenizer-dir "$BASE" \
     --input-text "What is the capital of France?"
+
+# Serve it over HTTP (OpenAI-style /v1/completions and /v1/chat/completions on port 8000):
+#   redrafter-trt serve --config "$PRESET"

@@ -18,3 +18,6 @@ redrafter-trt build --config "$PRESET" \
 redrafter-trt run --config "$PRESET" \
     --engine-dir "$WORK/engine" --tokenizer-dir "$BASE" \
     --input-text "A chat between a curious user and an artificial intelligence assistant. USER: What is speculative decoding? ASSISTANT:"
+
+# Serve it over HTTP (OpenAI-style /v1/completions and /v1/chat/completions on port 8000):
+#   redrafter-trt serve --config "$PRESET"

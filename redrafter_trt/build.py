@@ -195,19 +195,20 @@ def has_redrafter(version: str) -> bool:
     return low <= version_tuple(version) < high
 
 
-def require_trtllm_build() -> str:
-    """Path of `trtllm-build`, or a DependencyError saying how to install a TensorRT-LLM that has ReDrafter."""
-    path = shutil.which(TRTLLM_BUILD)
+def require_trtllm_tool(tool: str = TRTLLM_BUILD) -> str:
+    """Path of a TensorRT-LLM command (`trtllm-build`, `trtllm-serve`), or a DependencyError saying how to install a
+    TensorRT-LLM that has ReDrafter."""
+    path = shutil.which(tool)
     version = trtllm_version()
     if path is None:
-        found = (f"TensorRT-LLM {version} is installed but {TRTLLM_BUILD} is not on PATH" if version
-                 else f"TensorRT-LLM is not installed ({TRTLLM_BUILD} not on PATH, tensorrt_llm not importable)")
+        found = (f"TensorRT-LLM {version} is installed but {tool} is not on PATH" if version
+                 else f"TensorRT-LLM is not installed ({tool} not on PATH, tensorrt_llm not importable)")
         raise DependencyError(f"{found}: {INSTALL_HINT}; or use --dry-run to print the command")
     if version is not None and not has_redrafter(version):
-        raise DependencyError(f"TensorRT-LLM {version} cannot build ReDrafter checkpoints in this format: "
+        raise DependencyError(f"TensorRT-LLM {version} cannot run ReDrafter checkpoints in this format: "
                               f"{INSTALL_HINT}")
     if version is None and importlib.util.find_spec("tensorrt_llm") is None:
-        log.info("%s found at %s; its TensorRT-LLM version is unknown from this Python", TRTLLM_BUILD, path)
+        log.info("%s found at %s; its TensorRT-LLM version is unknown from this Python", tool, path)
     return path
 
 
@@ -231,6 +232,23 @@ def run_streaming(argv: tuple[str, ...], on_line: Callable[[str], None], tail: i
         lines = [line for line in last if line.strip()]
         hint = f" (last line: {lines[-1].strip()[:200]})" if lines else ""
         raise RedrafterError(f"{argv[0]} failed with exit code {proc.returncode}{hint}: see its output above")
+
+
+def read_engine_config(engine_dir: Path) -> dict:
+    """An engine folder's config.json (`pretrained_config` with the `redrafter_*` keys, `build_config` with the
+    limits trtllm-build fixed); a ConfigError naming the fix when it is absent or not an engine's."""
+    path = Path(engine_dir) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{engine_dir} holds no engine config.json: pass the output folder of `redrafter-trt build`")
+    try:
+        config = json.loads(path.read_text())
+        ok = all(isinstance(config.get(k), dict) for k in ("pretrained_config", "build_config"))
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        ok = False
+    if not ok or "redrafter_num_beams" not in config["pretrained_config"]:
+        raise ConfigError(f"{path} is not the config of a ReDrafter engine: pass the output folder of "
+                          "`redrafter-trt build`")
+    return config
 
 
 def check_engine(engine_dir: Path, checkpoint_config: dict) -> EngineReport:
@@ -273,7 +291,7 @@ def prepare(options: BuildOptions) -> BuildPlan:
 
 def build_engine(plan: BuildPlan, on_line: Callable[[str], None] = log.info) -> EngineReport:
     """Run trtllm-build for a plan and check what it produced."""
-    require_trtllm_build()
+    require_trtllm_tool(TRTLLM_BUILD)
     on_line(f"$ {plan.shell()}")
     run_streaming(plan.argv, on_line)
     output_dir = Path(plan.argv[plan.argv.index("--output_dir") + 1])

@@ -170,6 +170,22 @@ def test_shipped_preset_drives_build_dry_run(path, tmp_path):
 
 
 @pytest.mark.parametrize("path", PRESETS, ids=[p.stem for p in PRESETS])
+def test_shipped_preset_serves_one_folder(path):
+    """`serve --config PRESET` gets exactly one of --checkpoint-dir / --engine-dir, and GPU presets serve the engine
+    that `build` writes."""
+    from redrafter_trt.presets import resolve
+
+    commands = _commands()
+    others = lambda name: (lambda: [c for n, c in commands.items() if n != name])  # noqa: E731
+    preset = load_preset(path)
+    serve = resolve(preset, "serve", commands["serve"], set(commands) | KNOWN_SECTIONS, others("serve"))
+    assert ("checkpoint_dir" in serve) != ("engine_dir" in serve), serve
+    if "engine_dir" in serve:
+        build = resolve(preset, "build", commands["build"], set(commands) | KNOWN_SECTIONS, others("build"))
+        assert serve["engine_dir"] == build["output_dir"] and "tokenizer_dir" in serve
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=[p.stem for p in PRESETS])
 def test_shipped_engine_run_passes_no_option_the_engine_fixed(path):
     """`run --engine-dir` refuses --num-beams / --draft-len / --tp; a tensor parallel preset's example runs the
     engine under `mpirun -n TP` instead."""

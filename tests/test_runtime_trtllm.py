@@ -154,8 +154,13 @@ def test_greedy_engine_warns_that_it_ignores_the_temperature(tmp_path, monkeypat
     assert "is ignored" in caplog.text
 
 
-@pytest.mark.parametrize("text", ["{}", "not json", '{"build_config": {"max_batch_size": "many"}}'])
-def test_folder_without_an_engine_config_is_a_clear_error(tmp_path, text):
+@pytest.mark.parametrize("text, needle", [
+    ("{}", "not the config of a ReDrafter engine"),
+    ("not json", "not the config of a ReDrafter engine"),
+    ('{"pretrained_config": {}, "build_config": {}}', "not the config of a ReDrafter engine"),
+    ('{"pretrained_config": {"redrafter_num_beams": 5}, "build_config": {"max_batch_size": "many"}}', "build limit"),
+])
+def test_folder_without_an_engine_config_is_a_clear_error(tmp_path, text, needle):
     (tmp_path / "config.json").write_text(text)
-    with pytest.raises(ConfigError, match="not a TensorRT-LLM engine config"):
+    with pytest.raises(ConfigError, match=needle):
         trtllm.generate_engine(tmp_path, [[1]], 4, end_id=2, pad_id=2)

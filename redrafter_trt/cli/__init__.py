@@ -27,6 +27,7 @@ COMMANDS = {
     "bench": "redrafter_trt.cli.bench_cmd:bench",
     "acceptance": "redrafter_trt.cli.bench_cmd:acceptance",
     "quickstart": "redrafter_trt.cli.quickstart_cmd:quickstart",
+    "serve": "redrafter_trt.cli.serve_cmd:serve",
 }
 
 

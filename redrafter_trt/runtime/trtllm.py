@@ -13,7 +13,6 @@ are checked against the engine's build limits first (`ModelRunnerCpp.from_dir` o
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -36,18 +35,17 @@ class EngineLimits:
 
     @classmethod
     def read(cls, engine_dir: Path) -> "EngineLimits":
-        path = engine_dir / "config.json"
-        if not path.is_file():
-            raise ConfigError(f"{engine_dir} holds no engine config.json: pass the output folder of `redrafter-trt build`")
+        from ..build import read_engine_config
+
+        config = read_engine_config(engine_dir)
+        build = config["build_config"]
         try:
-            config = json.loads(path.read_text())
-            build = config["build_config"]
             return cls(int(build["max_batch_size"]), int(build["max_input_len"]),
                        int(build["max_seq_len"]) - int(build.get("max_draft_len") or 0),
-                       bool(config.get("pretrained_config", {}).get("redrafter_greedy_search", True)))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise ConfigError(f"{path} is not a TensorRT-LLM engine config ({type(e).__name__}: {e}): pass the "
-                              "output folder of `redrafter-trt build`") from None
+                       bool(config["pretrained_config"].get("redrafter_greedy_search", True)))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"{engine_dir}/config.json lacks a build limit ({type(e).__name__}: {e}): rebuild the "
+                              "engine with `redrafter-trt build`") from None
 
     def check(self, prompt_ids: list[list[int]], max_new_tokens: int, temperature: float) -> None:
         longest = max(len(p) for p in prompt_ids)

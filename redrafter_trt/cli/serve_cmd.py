@@ -1,0 +1,65 @@
+"""`redrafter-trt serve`: an OpenAI-style HTTP server. `--checkpoint-dir` serves a checkpoint with the reference
+runtime (`redrafter_trt.serve`); `--engine-dir` starts TensorRT-LLM's own `trtllm-serve` on a built engine, on
+every GPU its ranks need (`redrafter_trt.serve_engine`). Same routes and request fields both ways."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import ConfigError
+from ..presets import config_option
+
+
+@click.command()
+@config_option
+@click.option("--checkpoint-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Converted checkpoint: the reference runtime (tp 1).")
+@click.option("--engine-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Built engine: TensorRT-LLM's trtllm-serve, one GPU per rank.")
+@click.option("--tokenizer-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="The base model's HF folder.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
+@click.option("--model-name", help="The model id clients send and /v1/models lists (default: the folder's name).")
+@click.option("--max-output-len", default=512, show_default=True, type=click.IntRange(min=1),
+              help="Reference server: the largest max_tokens a request may ask for, and the default.")
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
+              help="Reference server: where the checkpoint runs.")
+@click.option("--dry-run", is_flag=True, help="Engine: print the trtllm-serve command and exit.")
+def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max_output_len, device, dry_run):
+    """Serve a ReDrafter checkpoint or engine over HTTP (OpenAI-style /v1/completions, /v1/chat/completions)."""
+    if bool(checkpoint_dir) == bool(engine_dir):
+        raise ConfigError("pass exactly one of --checkpoint-dir (reference runtime) and --engine-dir (trtllm-serve)")
+    if engine_dir:
+        from ..serve_engine import exec_trtllm_serve, plan_trtllm_serve
+
+        plan = plan_trtllm_serve(engine_dir, tokenizer_dir, host, port)
+        if dry_run:
+            click.echo(plan.shell())
+            return
+        exec_trtllm_serve(plan)
+    if dry_run:
+        raise ConfigError("--dry-run prints the trtllm-serve command of an --engine-dir: leave it out here")
+    from ..serve import App, ReferenceBackend, make_server
+
+    backend = ReferenceBackend(checkpoint_dir, tokenizer_dir, device)
+    name = model_name or Path(checkpoint_dir).resolve().name
+    server = make_server(App(backend, name, max_output_len), host, port)
+    click.echo(f"serving {name} at http://{host}:{server.server_address[1]}/v1 (reference runtime, {device}, "
+               f"{backend.config.num_beams} beams x {backend.config.draft_len} draft tokens); Ctrl-C stops")
+    sys.stdout.flush()  # the address, for whoever reads this through a pipe
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill`, `docker stop`: stop like Ctrl-C
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        click.echo("stopped")
+    finally:
+        server.server_close()
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt

@@ -1,0 +1,239 @@
+"""`redrafter-trt serve --checkpoint-dir`: an OpenAI-style HTTP API over the reference runtime, with the routes and
+request fields of TensorRT-LLM's `trtllm-serve` (which serves the built engine, see `serve_engine.py`), so a client
+written against one talks to the other unchanged.
+
+    GET  /health                 200 once the model is loaded
+    GET  /v1/models              the one model
+    POST /v1/completions         {"prompt": str | [str] | [int] | [[int]], "max_tokens", "temperature", "seed", "stop"}
+    POST /v1/chat/completions    {"messages": [{"role", "content"}], "max_tokens", "temperature", "seed", "stop"}
+
+Every answer carries `usage` and a `redrafter` block (decoding steps, tokens per step): the acceptance to watch.
+A greedy checkpoint (redrafter_greedy_search) answers greedily whatever the temperature, as its engine does; a
+sampling one samples at the request's temperature (1.0 when unset) and refuses 0, as `run --engine-dir` does.
+Requests run one at a time (one model using every core); the threading server queues them. Refused with 400:
+"stream": true, "n" > 1, "logprobs", max_tokens above the server's --max-output-len.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from . import __version__
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+class RequestError(Exception):
+    """A bad request: answered with 400 and this message."""
+
+
+@dataclass
+class Choice:
+    ids: list[int]      # generated ids, EOS kept
+    text: str           # decoded, cut before the first stop string
+    steps: int          # decoding steps (the prefill counts as one)
+    finish_reason: str  # "stop" (EOS or a stop string) or "length"
+
+
+class ReferenceBackend:
+    """A tp=1 checkpoint loaded once with its tokenizer; `complete` runs one request at a time."""
+
+    def __init__(self, checkpoint_dir: Path, tokenizer_dir: Path, device: str = "cpu"):
+        from .checkpoint import require_valid
+        from .cli.run_cmd import load_tokenizer
+        from .runtime import RuntimeConfig, load
+        from .tokens import stop_ids
+
+        cfg = RuntimeConfig.from_dict(require_valid(checkpoint_dir), f"{checkpoint_dir}/config.json")
+        if cfg.tp_size != 1:
+            raise ConfigError(f"{checkpoint_dir} is a tp={cfg.tp_size} checkpoint: the reference server runs tp 1; "
+                              "serve its engine (--engine-dir), or convert with --tp-size 1")
+        self.config = cfg
+        self.tokenizer = load_tokenizer(str(tokenizer_dir), cfg.vocab_size)
+        self.eos = stop_ids(self.tokenizer, tokenizer_dir)
+        self.model = load(checkpoint_dir, device=device)
+        self.lock = threading.Lock()
+
+    def encode_chat(self, messages: list[dict]) -> list[int]:
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise RequestError("this model's tokenizer has no chat template: use /v1/completions")
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def encode(self, prompt: str) -> list[int]:
+        return list(self.tokenizer(prompt)["input_ids"])
+
+    def temperature(self, requested: float | None) -> float:
+        """Greedy checkpoint: 0 whatever was asked; otherwise the request's, 1.0 (OpenAI's default) when unset."""
+        if self.config.has_drafter and self.config.greedy_search:
+            return 0.0
+        if requested == 0 and self.config.has_drafter:
+            raise RequestError("this checkpoint samples (converted with --no-greedy): pass a positive temperature")
+        return 1.0 if requested is None else float(requested)
+
+    def complete(self, prompts: list[list[int]], max_tokens: int, temperature: float | None, seed: int,
+                 stop: list[str]) -> list[Choice]:
+        from .runtime import generate
+
+        if any(not p for p in prompts):
+            raise RequestError("a prompt is empty: send some text")
+        bad = [t for p in prompts for t in p if not 0 <= t < self.config.vocab_size]
+        if bad:
+            raise RequestError(f"token id {bad[0]} is outside the vocabulary (0..{self.config.vocab_size - 1})")
+        with self.lock:
+            result = generate(self.model, prompts, max_tokens, temperature=self.temperature(temperature),
+                              eos_token_id=self.eos, seed=seed, use_draft=self.config.has_drafter)
+        choices = []
+        for ids, steps in zip(result.output_ids, result.steps):
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
+            reason = "stop" if cut >= 0 or (ids and ids[-1] in self.eos) else "length"
+            choices.append(Choice(ids, text[:cut] if cut >= 0 else text, steps, reason))
+        return choices
+
+
+# ---- requests ------------------------------------------------------------------------------------------------------
+
+def _field(body: dict, name: str, kind, default, check=lambda v: True, need: str = ""):
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, kind) or not check(value):
+        raise RequestError(f'"{name}" must be {need}')
+    return value
+
+
+def _prompts(prompt) -> list:
+    """str | [str] | [int] | [[int]] -> a list of str or [int] prompts."""
+    if isinstance(prompt, str):
+        return [prompt]
+    if isinstance(prompt, list) and prompt:
+        if all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+            return [prompt]
+        if all(isinstance(p, str) for p in prompt) or all(
+                isinstance(p, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in p) for p in prompt):
+            return prompt
+    raise RequestError('"prompt" must be a string, a list of strings, a list of token ids or a list of those')
+
+
+def _messages(messages) -> list[dict]:
+    ok = isinstance(messages, list) and messages and all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages)
+    if not ok:
+        raise RequestError('"messages" must be a non-empty list of {"role": str, "content": str}')
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+class App:
+    """Routes -> (HTTP status, JSON payload). Pure apart from the backend, so it is tested without sockets."""
+
+    def __init__(self, backend: ReferenceBackend, model_name: str, max_output_len: int):
+        self.backend, self.model_name, self.max_output_len = backend, model_name, max_output_len
+
+    def get(self, path: str) -> tuple[int, dict]:
+        if path == "/health":
+            return HTTPStatus.OK, {"status": "ok"}
+        if path == "/v1/models":
+            return HTTPStatus.OK, {"object": "list", "data": [{"id": self.model_name, "object": "model",
+                                                               "owned_by": "redrafter-trt"}]}
+        return HTTPStatus.NOT_FOUND, error(f"no route GET {path}: try /health, /v1/models", "not_found")
+
+    def post(self, path: str, body) -> tuple[int, dict]:
+        if path not in ("/v1/completions", "/v1/chat/completions"):
+            return HTTPStatus.NOT_FOUND, error(f"no route POST {path}: try /v1/completions, /v1/chat/completions",
+                                               "not_found")
+        try:
+            return HTTPStatus.OK, self._complete(path == "/v1/chat/completions", body)
+        except (RequestError, ConfigError) as e:
+            return HTTPStatus.BAD_REQUEST, error(str(e), "invalid_request_error")
+
+    def _complete(self, chat: bool, body) -> dict:
+        if not isinstance(body, dict):
+            raise RequestError("the request body must be a JSON object")
+        if body.get("stream"):
+            raise RequestError('"stream": true is not supported by the reference server: leave it out')
+        if body.get("n") not in (None, 1) or body.get("logprobs") not in (None, False):
+            raise RequestError('"n" > 1 and "logprobs" are not supported: leave them out')
+        max_tokens = _field(body, "max_tokens", int, self.max_output_len, lambda v: 1 <= v <= self.max_output_len,
+                            f"an integer in 1..{self.max_output_len} (the server's --max-output-len)")
+        temperature = _field(body, "temperature", (int, float), None, lambda v: v >= 0, "a number >= 0")
+        seed = _field(body, "seed", int, 0, need="an integer")
+        stop = _field(body, "stop", (str, list), [], lambda v: isinstance(v, str) or all(isinstance(s, str) for s in v),
+                      "a string or a list of strings")
+        stop = [stop] if isinstance(stop, str) else [s for s in stop if s]
+        if chat:
+            prompts = [self.backend.encode_chat(_messages(body.get("messages")))]
+        else:
+            prompts = [self.backend.encode(p) if isinstance(p, str) else p for p in _prompts(body.get("prompt"))]
+        choices = self.backend.complete(prompts, max_tokens, temperature, seed, stop)
+        made = sum(len(c.ids) for c in choices)
+        steps = sum(c.steps for c in choices)
+        out = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
+               "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
+               "model": self.model_name,
+               "choices": [({"index": i, "message": {"role": "assistant", "content": c.text}} if chat else
+                            {"index": i, "text": c.text, "logprobs": None}) | {"finish_reason": c.finish_reason}
+                           for i, c in enumerate(choices)],
+               "usage": {"prompt_tokens": sum(map(len, prompts)), "completion_tokens": made,
+                         "total_tokens": sum(map(len, prompts)) + made},
+               "redrafter": {"steps": steps, "tokens_per_step": round(made / max(steps, 1), 4)}}
+        return out
+
+
+def error(message: str, kind: str) -> dict:
+    return {"error": {"message": message, "type": kind}}
+
+
+# ---- HTTP ----------------------------------------------------------------------------------------------------------
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = f"redrafter-trt/{__version__}"
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        self._reply(*self.server.app.get(self.path))
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            body = json.loads(self.rfile.read(length) or b"null")
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            self._reply(HTTPStatus.BAD_REQUEST, error(f"the request body is not JSON ({e}): send a JSON object",
+                                                      "invalid_request_error"))
+            return
+        try:
+            self._reply(*self.server.app.post(self.path, body))
+        except Exception as e:  # answer the client, keep serving; the traceback goes to the log
+            log.exception("request to %s failed", self.path)
+            self._reply(HTTPStatus.INTERNAL_SERVER_ERROR, error(f"{type(e).__name__}: {e}", "internal_error"))
+
+    def _reply(self, status: int, payload: dict) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, fmt, *args):
+        log.info("%s %s", self.address_string(), fmt % args)
+
+
+def make_server(app: App, host: str, port: int) -> ThreadingHTTPServer:
+    """Bound and ready; `serve_forever()` runs it (port 0 picks a free port: see `server_address`)."""
+    try:
+        server = ThreadingHTTPServer((host, port), Handler)
+    except OSError as e:
+        raise ConfigError(f"cannot listen on {host}:{port} ({e.strerror}): pick another --port or --host") from None
+    server.daemon_threads = True
+    server.app = app
+    return server

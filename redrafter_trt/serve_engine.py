@@ -1,0 +1,60 @@
+"""`redrafter-trt serve --engine-dir`: TensorRT-LLM's own OpenAI server on a built ReDrafter engine,
+`trtllm-serve ENGINE --backend trt ...`, after checking the engine folder. Nothing here imports TensorRT-LLM.
+
+What TensorRT-LLM 1.0 to 1.2.x does with it (`tensorrt_llm/commands/serve.py`, `llmapi/llm.py`, `llm_args.py`):
+- an engine folder is a valid MODEL (model format TLLM_ENGINE: its build_config is read from the engine);
+- tensor parallelism comes from the engine, and the LLM API spawns one MPI worker per rank itself on one node
+  (`MpiPoolSession`), so no `mpirun`; `--tp_size` must be 1 or the engine's (we pass the engine's);
+- the C++ runtime switches to explicit-draft-tokens decoding from the engine config; no speculative config is passed;
+- `--max_batch_size` / `--max_num_tokens` above the engine's are clamped with a warning (the defaults are 2048 and
+  8192), so we pass the engine's own; `--max_seq_len` is left to the engine;
+- `--backend trt` is the spelling every 1.x accepts (1.1 and later also take `tensorrt`); the tokenizer would be
+  loaded from MODEL, which holds none, so `--tokenizer` is always passed.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from .build import check_engine, read_engine_config, require_trtllm_tool, world_size
+from .errors import ConfigError, RedrafterError
+
+TRTLLM_SERVE = "trtllm-serve"
+
+
+@dataclass(frozen=True)
+class ServePlan:
+    argv: tuple[str, ...]
+    world_size: int
+
+    def shell(self) -> str:
+        return shlex.join(self.argv)
+
+
+def plan_trtllm_serve(engine_dir: Path, tokenizer_dir: Path, host: str, port: int) -> ServePlan:
+    """The trtllm-serve argv for a checked ReDrafter engine folder."""
+    config = read_engine_config(engine_dir)
+    pretrained, build = config["pretrained_config"], config["build_config"]
+    try:
+        check_engine(engine_dir, pretrained)  # one rank{r}.engine per rank
+    except RedrafterError as e:
+        raise ConfigError(str(e)) from None
+    if not (Path(tokenizer_dir) / "tokenizer_config.json").is_file():
+        raise ConfigError(f"{tokenizer_dir} holds no tokenizer_config.json: pass the base model's Hugging Face folder "
+                          "to --tokenizer-dir")
+    ranks = world_size(pretrained)
+    argv = [TRTLLM_SERVE, str(engine_dir), "--backend", "trt", "--tokenizer", str(tokenizer_dir),
+            "--host", host, "--port", str(port), "--tp_size", str(ranks),
+            "--max_batch_size", str(build["max_batch_size"])]
+    if build.get("max_num_tokens"):
+        argv += ["--max_num_tokens", str(build["max_num_tokens"])]
+    return ServePlan(tuple(argv), ranks)
+
+
+def exec_trtllm_serve(plan: ServePlan) -> None:
+    """Replace this process with trtllm-serve (its signals and exit code become the command's)."""
+    path = require_trtllm_tool(TRTLLM_SERVE)
+    os.execv(path, list(plan.argv))

@@ -1,0 +1,166 @@
+"""`redrafter-trt serve --checkpoint-dir`: a real server on SmolLM2 over HTTP. Answers equal transformers' greedy
+output (completions, token prompts, batches, chat through the template), stop strings cut, a greedy checkpoint
+ignores the temperature, and bad requests get 400 with a message while the server keeps serving."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+
+import pytest
+from click.testing import CliRunner
+
+from redrafter_trt.cli import main
+from redrafter_trt.serve import App, ReferenceBackend, make_server
+from test_runtime_support import checkpoint, fresh_drafter, hf_greedy, one_thread  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def smol_ckpt(smollm2):
+    return checkpoint(smollm2, fresh_drafter(smollm2), 1, num_beams=3, draft_len=3)
+
+
+@pytest.fixture(scope="module")
+def backend(smollm2, smol_ckpt):
+    return ReferenceBackend(smol_ckpt, smollm2)
+
+
+@pytest.fixture(scope="module")
+def url(backend):
+    server = make_server(App(backend, "smol", max_output_len=12), "127.0.0.1", 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def call(url: str, path: str, body=None, raw: bytes | None = None) -> tuple[int, dict]:
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    req = urllib.request.Request(url + path, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_completion_is_the_base_models_greedy_answer(url, backend, smollm2):
+    status, out = call(url, "/v1/completions", {"model": "smol", "prompt": "The capital of France is",
+                                                "max_tokens": 10})
+    assert status == 200, out
+    ids = backend.encode("The capital of France is")
+    want = hf_greedy(smollm2, ids, 10)
+    assert out["choices"][0]["text"] == backend.tokenizer.decode(want, skip_special_tokens=True)
+    assert out["usage"] == {"prompt_tokens": len(ids), "completion_tokens": len(want),
+                            "total_tokens": len(ids) + len(want)}
+    assert out["object"] == "text_completion" and out["model"] == "smol"
+    assert out["choices"][0]["finish_reason"] == ("stop" if want[-1] in backend.eos else "length")
+    r = out["redrafter"]
+    assert 1 <= r["steps"] <= len(want) and r["tokens_per_step"] == pytest.approx(len(want) / r["steps"], abs=1e-4)
+
+
+def test_token_prompts_in_one_request_each_get_their_greedy_answer(url, smollm2):
+    prompts = [[504, 3458, 282], [1780, 314, 253, 1789]]
+    status, out = call(url, "/v1/completions", {"prompt": prompts, "max_tokens": 6})
+    assert status == 200, out
+    assert [c["index"] for c in out["choices"]] == [0, 1]
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smollm2)
+    for choice, p in zip(out["choices"], prompts):
+        assert choice["text"] == tok.decode(hf_greedy(smollm2, p, 6), skip_special_tokens=True)
+
+
+def test_chat_goes_through_the_chat_template(url, backend, smollm2):
+    messages = [{"role": "user", "content": "Name a primary color."}]
+    status, out = call(url, "/v1/chat/completions", {"messages": messages, "max_tokens": 8, "temperature": 0.7})
+    assert status == 200, out
+    ids = backend.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+    want = hf_greedy(smollm2, list(ids), 8)  # greedy checkpoint: the temperature is ignored, as by its engine
+    assert out["object"] == "chat.completion"
+    assert out["choices"][0]["message"] == {"role": "assistant",
+                                            "content": backend.tokenizer.decode(want, skip_special_tokens=True)}
+
+
+def test_stop_string_cuts_the_answer(url):
+    body = {"prompt": "List three fruits:", "max_tokens": 12}
+    full = call(url, "/v1/completions", body)[1]["choices"][0]["text"]
+    stop = full[len(full) // 2:][:3]
+    assert stop.strip(), full
+    out = call(url, "/v1/completions", body | {"stop": [stop]})[1]["choices"][0]
+    assert out["text"] == full[: full.index(stop)] and out["finish_reason"] == "stop"
+
+
+@pytest.mark.parametrize("body, needle", [
+    ({"prompt": "hi", "stream": True}, "stream"),
+    ({"prompt": "hi", "n": 2}, '"n"'),
+    ({"prompt": "hi", "max_tokens": 13}, "1..12"),
+    ({"prompt": "hi", "max_tokens": 0}, "max_tokens"),
+    ({"prompt": "hi", "temperature": -1}, "temperature"),
+    ({"prompt": "hi", "seed": "x"}, "seed"),
+    ({"prompt": "hi", "stop": [1]}, "stop"),
+    ({"prompt": ""}, "empty"),
+    ({"prompt": [[1, 2], "x"]}, "prompt"),
+    ({"prompt": [10 ** 9]}, "vocabulary"),
+    ({}, "prompt"),
+    ([1, 2], "JSON object"),
+])
+def test_bad_completion_requests_get_400_with_the_fix(url, body, needle):
+    status, out = call(url, "/v1/completions", body)
+    assert status == 400 and needle in out["error"]["message"], out
+
+
+def test_bad_chat_requests_and_routes(url):
+    status, out = call(url, "/v1/chat/completions", {"messages": [{"role": "user"}]})
+    assert status == 400 and "messages" in out["error"]["message"]
+    status, out = call(url, "/v1/completions", raw=b"{not json")
+    assert status == 400 and "not JSON" in out["error"]["message"]
+    assert call(url, "/v1/embeddings", {"input": "x"})[0] == 404
+    assert call(url, "/nothing")[0] == 404
+    assert call(url, "/health") == (200, {"status": "ok"})
+    assert call(url, "/v1/models")[1]["data"][0]["id"] == "smol"
+
+
+def test_sampling_checkpoint_refuses_temperature_zero(backend):
+    app = App(backend, "smol", 4)
+    original = backend.config
+    backend.config = dataclasses.replace(original, greedy_search=False)
+    try:
+        status, out = app.post("/v1/completions", {"prompt": "hi", "temperature": 0})
+        assert status == 400 and "positive temperature" in out["error"]["message"]
+        assert backend.temperature(None) == 1.0 and backend.temperature(0.5) == 0.5
+    finally:
+        backend.config = original
+
+
+def test_cli_refuses_both_or_neither_folder(tmp_path, smollm2):
+    for args in ([], ["--checkpoint-dir", tmp_path, "--engine-dir", tmp_path]):
+        res = CliRunner().invoke(main, ["serve", "--tokenizer-dir", str(smollm2), *map(str, args)])
+        assert res.exit_code == 2 and "exactly one of" in res.output and "Traceback" not in res.output
+
+
+def test_cli_serves_until_sigterm(smollm2, smol_ckpt):
+    """The real command in its own process: prints its address, answers, stops cleanly on SIGTERM (`kill`)."""
+    proc = subprocess.Popen([sys.executable, "-m", "redrafter_trt", "serve", "--checkpoint-dir", str(smol_ckpt),
+                             "--tokenizer-dir", str(smollm2), "--port", "0", "--max-output-len", "4"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        address = re.search(r"(http://[\d.:]+)/v1", line)
+        assert address, (line, proc.stderr.read() if proc.poll() is not None else "")
+        status, out = call(address.group(1), "/v1/completions", {"prompt": "Hello", "max_tokens": 4})
+        assert status == 200 and out["usage"]["completion_tokens"] <= 4
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "stopped" in rest

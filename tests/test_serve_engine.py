@@ -1,0 +1,121 @@
+"""`redrafter-trt serve --engine-dir`: the trtllm-serve command for a built engine, checked against TensorRT-LLM
+1.2.x's option names (a test double stands in for trtllm-serve: this checks what we start, not that it serves),
+and the engine folder checks before anything starts."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from redrafter_trt.cli import main
+
+
+def trtllm_serve_12_parser() -> argparse.ArgumentParser:
+    """tensorrt_llm/commands/serve.py `serve`: the options we pass, with their types and choices."""
+    p = argparse.ArgumentParser(exit_on_error=False)
+    p.add_argument("model")
+    p.add_argument("--backend", choices=["pytorch", "trt", "tensorrt", "_autodeploy"])
+    for flag in ("--tokenizer", "--host"):
+        p.add_argument(flag, type=str)
+    for flag in ("--port", "--tp_size", "--max_batch_size", "--max_num_tokens", "--max_seq_len"):
+        p.add_argument(flag, type=int)
+    return p
+
+
+def make_engine(folder, tp=4, ranks=None, redrafter=True):
+    folder.mkdir()
+    pretrained = {"architecture": "ReDrafterForLLaMALM", "mapping": {"world_size": tp, "tp_size": tp, "pp_size": 1}}
+    if redrafter:
+        pretrained |= {"redrafter_num_beams": 5, "redrafter_draft_len_per_beam": 5, "redrafter_greedy_search": True}
+    (folder / "config.json").write_text(json.dumps({
+        "version": "1.2.0", "pretrained_config": pretrained,
+        "build_config": {"max_batch_size": 8, "max_num_tokens": 8192, "max_input_len": 1024, "max_seq_len": 2073}}))
+    for r in range(tp if ranks is None else ranks):
+        (folder / f"rank{r}.engine").write_bytes(b"")
+    return folder
+
+
+@pytest.fixture
+def tokenizer_dir(tmp_path):
+    folder = tmp_path / "tok"
+    folder.mkdir()
+    (folder / "tokenizer_config.json").write_text("{}")
+    return folder
+
+
+def serve(*args):
+    return CliRunner().invoke(main, ["serve", *map(str, args)])
+
+
+def test_dry_run_is_a_trtllm_serve_command_for_the_engine(tmp_path, tokenizer_dir):
+    engine = make_engine(tmp_path / "engine", tp=4)
+    res = serve("--engine-dir", engine, "--tokenizer-dir", tokenizer_dir, "--host", "0.0.0.0", "--port", 9000,
+                "--dry-run")
+    assert res.exit_code == 0, res.output
+    argv = shlex.split(res.output)
+    assert argv[0] == "trtllm-serve"
+    args = trtllm_serve_12_parser().parse_args(argv[1:])  # raises on a flag or value 1.2.x would reject
+    assert (args.model, args.backend, args.tokenizer) == (str(engine), "trt", str(tokenizer_dir))
+    assert (args.host, args.port, args.tp_size) == ("0.0.0.0", 9000, 4)
+    assert (args.max_batch_size, args.max_num_tokens) == (8, 8192)  # the engine's own, not trtllm-serve's 2048
+    assert args.max_seq_len is None
+
+
+@pytest.mark.parametrize("kind, needle", [
+    ("missing rank", "rank3.engine"),
+    ("not redrafter", "not the config of a ReDrafter engine"),
+    ("no config", "no engine config.json"),
+    ("no tokenizer", "tokenizer_config.json"),
+])
+def test_bad_engine_folders_end_in_one_line(tmp_path, tokenizer_dir, kind, needle):
+    engine = tmp_path / "engine"
+    if kind == "missing rank":
+        make_engine(engine, tp=4, ranks=3)
+    elif kind == "not redrafter":
+        make_engine(engine, redrafter=False)
+    elif kind == "no config":
+        engine.mkdir()
+    else:
+        make_engine(engine)
+        tokenizer_dir = tmp_path
+    res = serve("--engine-dir", engine, "--tokenizer-dir", tokenizer_dir, "--dry-run")
+    assert res.exit_code == 2 and needle in res.output, res.output
+    assert len(res.output.strip().splitlines()) == 1 and "Traceback" not in res.output
+
+
+def test_dry_run_is_only_for_engines(tmp_path, tokenizer_dir):
+    res = serve("--checkpoint-dir", tmp_path, "--tokenizer-dir", tokenizer_dir, "--dry-run")
+    assert res.exit_code == 2 and "--engine-dir" in res.output
+
+
+def test_without_trtllm_serve_says_how_to_install(tmp_path, tokenizer_dir, monkeypatch):
+    engine = make_engine(tmp_path / "engine", tp=1)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setattr("redrafter_trt.build.trtllm_version", lambda: None)
+    res = serve("--engine-dir", engine, "--tokenizer-dir", tokenizer_dir)
+    assert res.exit_code == 2 and "trtllm-serve not on PATH" in res.output and "tensorrt_llm==1.2" in res.output
+
+
+def test_starts_trtllm_serve_in_its_place(tmp_path, tokenizer_dir):
+    """A stand-in trtllm-serve records its argv: the process becomes exactly the dry-run command."""
+    engine = make_engine(tmp_path / "engine", tp=2)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    record = tmp_path / "argv.txt"
+    fake = bin_dir / "trtllm-serve"
+    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > "{record}"\nexit 7\n')
+    fake.chmod(0o755)
+    args = ["serve", "--engine-dir", str(engine), "--tokenizer-dir", str(tokenizer_dir), "--port", "8123"]
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run([sys.executable, "-m", "redrafter_trt", *args], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 7, proc.stderr  # trtllm-serve's own exit code: it replaced our process
+    dry = serve(*args[1:], "--dry-run")
+    assert record.read_text().splitlines() == shlex.split(dry.output)[1:]
