@@ -10,8 +10,10 @@ written against one talks to the other unchanged.
 Every answer carries `usage` and a `redrafter` block (decoding steps, tokens per step): the acceptance to watch.
 A greedy checkpoint (redrafter_greedy_search) answers greedily whatever the temperature, as its engine does; a
 sampling one samples at the request's temperature (1.0 when unset) and refuses 0, as `run --engine-dir` does.
-Requests run one at a time (one model using every core); the threading server queues them. Refused with 400:
-"stream": true, "n" > 1, "logprobs", max_tokens above the server's --max-output-len.
+`"stream": true` sends server-sent events as tokens are accepted (OpenAI's chunk objects, then `data: [DONE]`).
+A stop string ends the answer as soon as it is decoded (the text stops before it). Requests run one at a time (one
+model using every core); the threading server queues them. Refused with 400: "n" > 1, "logprobs", max_tokens above
+the server's --max-output-len, malformed fields.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Callable
 
 from . import __version__
 from .errors import ConfigError
@@ -42,6 +45,36 @@ class Choice:
     text: str           # decoded, cut before the first stop string
     steps: int          # decoding steps (the prefill counts as one)
     finish_reason: str  # "stop" (EOS or a stop string) or "length"
+
+
+class AnswerText:
+    """One answer's text as its tokens come: decoded whole each time (multi-token characters come out right), cut
+    before the first stop string. `add` returns the text that is safe to send: a possible start of a stop string and
+    a half-decoded character are held back until the next tokens or `rest()`."""
+
+    def __init__(self, tokenizer, stop: list[str]):
+        self.tokenizer, self.stop = tokenizer, stop
+        self.ids: list[int] = []
+        self.text, self.sent, self.stopped = "", 0, False
+
+    def add(self, new: list[int]) -> str:
+        self.ids += new
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        cut = min((i for i in (text.find(s) for s in self.stop) if i >= 0), default=-1)
+        if cut >= 0:
+            self.text, self.stopped = text[:cut], True
+            return self.rest()
+        self.text = text
+        safe = len(text) - max((len(s) - 1 for s in self.stop), default=0)
+        if text.endswith("\ufffd"):
+            safe = min(safe, len(text) - 1)
+        delta = text[self.sent: max(safe, self.sent)]
+        self.sent += len(delta)
+        return delta
+
+    def rest(self) -> str:
+        delta, self.sent = self.text[self.sent:], len(self.text)
+        return delta
 
 
 class ReferenceBackend:
@@ -81,7 +114,8 @@ class ReferenceBackend:
         return 1.0 if requested is None else float(requested)
 
     def complete(self, prompts: list[list[int]], max_tokens: int, temperature: float | None, seed: int,
-                 stop: list[str]) -> list[Choice]:
+                 stop: list[str], on_text: Callable[[int, str], None] | None = None) -> list[Choice]:
+        """Answer every prompt; on_text(prompt index, new text) streams it as tokens are accepted."""
         from .runtime import generate
 
         if any(not p for p in prompts):
@@ -89,25 +123,35 @@ class ReferenceBackend:
         bad = [t for p in prompts for t in p if not 0 <= t < self.config.vocab_size]
         if bad:
             raise RequestError(f"token id {bad[0]} is outside the vocabulary (0..{self.config.vocab_size - 1})")
+        texts = [AnswerText(self.tokenizer, stop) for _ in prompts]
+
+        def on_tokens(i: int, new: list[int]) -> bool:
+            delta = texts[i].add(new)
+            if delta and on_text:
+                on_text(i, delta)
+            return texts[i].stopped
+
         with self.lock:
             result = generate(self.model, prompts, max_tokens, temperature=self.temperature(temperature),
-                              eos_token_id=self.eos, seed=seed, use_draft=self.config.has_drafter)
+                              eos_token_id=self.eos, seed=seed, use_draft=self.config.has_drafter,
+                              on_tokens=on_tokens)
         choices = []
-        for ids, steps in zip(result.output_ids, result.steps):
-            text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
-            reason = "stop" if cut >= 0 or (ids and ids[-1] in self.eos) else "length"
-            choices.append(Choice(ids, text[:cut] if cut >= 0 else text, steps, reason))
+        for i, (t, ids, steps) in enumerate(zip(texts, result.output_ids, result.steps)):
+            delta = t.rest()
+            if delta and on_text:
+                on_text(i, delta)
+            reason = "stop" if t.stopped or (ids and ids[-1] in self.eos) else "length"
+            choices.append(Choice(ids, t.text, steps, reason))
         return choices
 
 
 # ---- requests ------------------------------------------------------------------------------------------------------
 
-def _field(body: dict, name: str, kind, default, check=lambda v: True, need: str = ""):
+def _field(body: dict, name: str, kind, default, check=lambda v: True, need: str = "", allow_bool: bool = False):
     value = body.get(name)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, kind) or not check(value):
+    if (isinstance(value, bool) and not allow_bool) or not isinstance(value, kind) or not check(value):
         raise RequestError(f'"{name}" must be {need}')
     return value
 
@@ -147,20 +191,22 @@ class App:
                                                                "owned_by": "redrafter-trt"}]}
         return HTTPStatus.NOT_FOUND, error(f"no route GET {path}: try /health, /v1/models", "not_found")
 
-    def post(self, path: str, body) -> tuple[int, dict]:
+    def post(self, path: str, body, events: Callable[[dict], None] | None = None) -> tuple[int, dict] | None:
+        """The answer, or None when it went out as server-sent events through `events` (a streaming request)."""
         if path not in ("/v1/completions", "/v1/chat/completions"):
             return HTTPStatus.NOT_FOUND, error(f"no route POST {path}: try /v1/completions, /v1/chat/completions",
                                                "not_found")
         try:
-            return HTTPStatus.OK, self._complete(path == "/v1/chat/completions", body)
+            return self._complete(path == "/v1/chat/completions", body, events)
         except (RequestError, ConfigError) as e:
             return HTTPStatus.BAD_REQUEST, error(str(e), "invalid_request_error")
 
-    def _complete(self, chat: bool, body) -> dict:
+    def _complete(self, chat: bool, body, events) -> tuple[int, dict] | None:
         if not isinstance(body, dict):
             raise RequestError("the request body must be a JSON object")
-        if body.get("stream"):
-            raise RequestError('"stream": true is not supported by the reference server: leave it out')
+        stream = _field(body, "stream", bool, False, need="true or false", allow_bool=True)
+        if stream and events is None:
+            raise RequestError('"stream": true needs an HTTP connection to stream on')
         if body.get("n") not in (None, 1) or body.get("logprobs") not in (None, False):
             raise RequestError('"n" > 1 and "logprobs" are not supported: leave them out')
         max_tokens = _field(body, "max_tokens", int, self.max_output_len, lambda v: 1 <= v <= self.max_output_len,
@@ -174,19 +220,30 @@ class App:
             prompts = [self.backend.encode_chat(_messages(body.get("messages")))]
         else:
             prompts = [self.backend.encode(p) if isinstance(p, str) else p for p in _prompts(body.get("prompt"))]
-        choices = self.backend.complete(prompts, max_tokens, temperature, seed, stop)
+        head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", "created": int(time.time()),
+                "model": self.model_name}
+        kind = "chat.completion" if chat else "text_completion"
+
+        def on_text(i: int, delta: str) -> None:
+            part = {"delta": {"role": "assistant", "content": delta}} if chat else {"text": delta, "logprobs": None}
+            events(head | {"object": kind + (".chunk" if chat else ""),
+                           "choices": [{"index": i, **part, "finish_reason": None}]})
+        choices = self.backend.complete(prompts, max_tokens, temperature, seed, stop, on_text if stream else None)
         made = sum(len(c.ids) for c in choices)
         steps = sum(c.steps for c in choices)
-        out = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}",
-               "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
-               "model": self.model_name,
-               "choices": [({"index": i, "message": {"role": "assistant", "content": c.text}} if chat else
-                            {"index": i, "text": c.text, "logprobs": None}) | {"finish_reason": c.finish_reason}
-                           for i, c in enumerate(choices)],
-               "usage": {"prompt_tokens": sum(map(len, prompts)), "completion_tokens": made,
-                         "total_tokens": sum(map(len, prompts)) + made},
-               "redrafter": {"steps": steps, "tokens_per_step": round(made / max(steps, 1), 4)}}
-        return out
+        tail = {"usage": {"prompt_tokens": sum(map(len, prompts)), "completion_tokens": made,
+                          "total_tokens": sum(map(len, prompts)) + made},
+                "redrafter": {"steps": steps, "tokens_per_step": round(made / max(steps, 1), 4)}}
+        if stream:
+            empty = {"delta": {}} if chat else {"text": "", "logprobs": None}
+            events(head | {"object": kind + (".chunk" if chat else ""),
+                           "choices": [{"index": i, **empty, "finish_reason": c.finish_reason}
+                                       for i, c in enumerate(choices)]} | tail)
+            return None
+        return HTTPStatus.OK, head | {"object": kind, "choices": [
+            ({"index": i, "message": {"role": "assistant", "content": c.text}} if chat else
+             {"index": i, "text": c.text, "logprobs": None}) | {"finish_reason": c.finish_reason}
+            for i, c in enumerate(choices)]} | tail
 
 
 def error(message: str, kind: str) -> dict:
@@ -210,11 +267,33 @@ class Handler(BaseHTTPRequestHandler):
             self._reply(HTTPStatus.BAD_REQUEST, error(f"the request body is not JSON ({e}): send a JSON object",
                                                       "invalid_request_error"))
             return
+        self.streaming = False
         try:
-            self._reply(*self.server.app.post(self.path, body))
+            answer = self.server.app.post(self.path, body, self._event)
         except Exception as e:  # answer the client, keep serving; the traceback goes to the log
             log.exception("request to %s failed", self.path)
-            self._reply(HTTPStatus.INTERNAL_SERVER_ERROR, error(f"{type(e).__name__}: {e}", "internal_error"))
+            answer = HTTPStatus.INTERNAL_SERVER_ERROR, error(f"{type(e).__name__}: {e}", "internal_error")
+            if self.streaming:
+                self._event(answer[1])
+                answer = None
+        if answer is not None:
+            self._reply(*answer)
+        elif self.streaming:
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
+
+    def _event(self, payload: dict) -> None:
+        """One server-sent event; the first one opens the stream (the connection closes after it)."""
+        if not self.streaming:
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            self.streaming = True
+        self.wfile.write(f"data: {json.dumps(payload)}\n\n".encode())
+        self.wfile.flush()
 
     def _reply(self, status: int, payload: dict) -> None:
         data = json.dumps(payload).encode()

@@ -52,6 +52,29 @@ def test_eos_and_length_stops(tiny_llama, tiny_drafter):
     assert [len(o) for o in short.output_ids] == [3] * 4
 
 
+def test_on_tokens_sees_every_token_once_and_can_end_a_row(tiny_llama, tiny_drafter):
+    """The deltas handed to on_tokens add up to each row's output (EOS cut included); a row whose callback returns
+    True ends there with a prefix of its full answer and fewer steps, the others are untouched."""
+    model = rt.load(checkpoint(tiny_llama, tiny_drafter, 1, num_beams=3, draft_len=4))
+    refs = [hf_greedy(tiny_llama, p, 30) for p in PROMPTS]
+    model = dataclasses.replace(model, drafter=LookupDrafter([p + r for p, r in zip(PROMPTS, refs)], 256, seed=3))
+    eos = refs[1][7]
+    seen = {i: [] for i in range(len(PROMPTS))}
+    full = rt.generate(model, PROMPTS, 30, eos_token_id=eos, batch_size=3,
+                       on_tokens=lambda i, new: seen[i].extend(new))
+    assert [seen[i] for i in range(len(PROMPTS))] == full.output_ids
+
+    def end_row_2(i, new):
+        seen2[i].extend(new)
+        return i == 2 and len(seen2[i]) >= 5
+    seen2 = {i: [] for i in range(len(PROMPTS))}
+    cut = rt.generate(model, PROMPTS, 30, eos_token_id=eos, batch_size=3, on_tokens=end_row_2)
+    assert 5 <= len(cut.output_ids[2]) < len(full.output_ids[2])
+    assert cut.output_ids[2] == full.output_ids[2][: len(cut.output_ids[2])] and cut.steps[2] < full.steps[2]
+    assert [cut.output_ids[i] for i in (0, 1, 3)] == [full.output_ids[i] for i in (0, 1, 3)]
+    assert sum(cut.accepted[2]) + 1 == len(cut.output_ids[2])
+
+
 def test_draft_shape_limits(tiny_llama, tiny_drafter):
     model = rt.load(checkpoint(tiny_llama, tiny_drafter, 1, num_beams=3, draft_len=4))
     with pytest.raises(ConfigError, match="num-beams"):

@@ -92,17 +92,75 @@ def test_chat_goes_through_the_chat_template(url, backend, smollm2):
                                             "content": backend.tokenizer.decode(want, skip_special_tokens=True)}
 
 
-def test_stop_string_cuts_the_answer(url):
+def test_stop_string_ends_the_answer_early(url):
     body = {"prompt": "List three fruits:", "max_tokens": 12}
-    full = call(url, "/v1/completions", body)[1]["choices"][0]["text"]
-    stop = full[len(full) // 2:][:3]
-    assert stop.strip(), full
-    out = call(url, "/v1/completions", body | {"stop": [stop]})[1]["choices"][0]
-    assert out["text"] == full[: full.index(stop)] and out["finish_reason"] == "stop"
+    full = call(url, "/v1/completions", body)[1]
+    text = full["choices"][0]["text"]
+    stop = text[len(text) // 3:][:3]
+    assert stop.strip(), text
+    out = call(url, "/v1/completions", body | {"stop": ["never said", stop]})[1]
+    assert out["choices"][0]["text"] == text[: text.index(stop)] and out["choices"][0]["finish_reason"] == "stop"
+    assert out["usage"]["completion_tokens"] < full["usage"]["completion_tokens"]  # decoding ended there
+
+
+def stream(url: str, path: str, body: dict) -> list:
+    req = urllib.request.Request(url + path, data=json.dumps(body | {"stream": True}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=120) as r:
+        assert r.headers["Content-Type"] == "text/event-stream"
+        lines = [line.decode().rstrip("\n") for line in r]
+    data = [line.removeprefix("data: ") for line in lines if line.startswith("data: ")]
+    assert data[-1] == "[DONE]" and all(not line or line.startswith("data: ") for line in lines)
+    return [json.loads(d) for d in data[:-1]]
+
+
+@pytest.mark.parametrize("stop", [None, "e"])
+def test_streamed_completion_adds_up_to_the_answer(url, stop):
+    body = {"prompt": ["Write a haiku about rain.", "Count to five:"], "max_tokens": 12, "stop": stop}
+    whole = call(url, "/v1/completions", body)[1]
+    events = stream(url, "/v1/completions", body)
+    assert len(events) > 3 and all(e["id"] == events[0]["id"] for e in events)
+    for i, choice in enumerate(whole["choices"]):
+        parts = [c for e in events for c in e["choices"] if c["index"] == i]
+        assert "".join(c["text"] for c in parts) == choice["text"]
+        assert [c["finish_reason"] for c in parts][-1] == choice["finish_reason"]
+        assert all(c["finish_reason"] is None for c in parts[:-1])
+    assert events[-1]["usage"] == whole["usage"] and events[-1]["redrafter"] == whole["redrafter"]
+
+
+def test_streamed_chat_sends_deltas(url):
+    body = {"messages": [{"role": "user", "content": "Say hello in French."}], "max_tokens": 10}
+    whole = call(url, "/v1/chat/completions", body)[1]
+    events = stream(url, "/v1/chat/completions", body)
+    assert {e["object"] for e in events} == {"chat.completion.chunk"}
+    text = "".join(e["choices"][0]["delta"].get("content", "") for e in events)
+    assert text == whole["choices"][0]["message"]["content"]
+    assert events[-1]["choices"][0]["finish_reason"] == whole["choices"][0]["finish_reason"]
+
+
+def test_answer_text_holds_back_what_may_still_change(backend):
+    """A stop string split over tokens is never sent, nor half of a multi-token character."""
+    from redrafter_trt.serve import AnswerText
+
+    tok = backend.tokenizer
+    ids = tok("Hello world, rain \u96e8 \U0001f642 time. END here", add_special_tokens=False)["input_ids"]
+    answer, sent = AnswerText(tok, ["END"]), ""
+    for t in ids:
+        sent += answer.add([t])
+        assert "END" not in sent and "\ufffd" not in sent
+        if answer.stopped:
+            break
+    sent += answer.rest()
+    assert answer.stopped and sent == answer.text == "Hello world, rain \u96e8 \U0001f642 time. "
+    plain, sent = AnswerText(tok, []), ""
+    for t in ids:
+        sent += plain.add([t])
+        assert "\ufffd" not in sent
+    assert sent + plain.rest() == "Hello world, rain \u96e8 \U0001f642 time. END here"
 
 
 @pytest.mark.parametrize("body, needle", [
-    ({"prompt": "hi", "stream": True}, "stream"),
+    ({"prompt": "hi", "stream": "yes"}, "stream"),
     ({"prompt": "hi", "n": 2}, '"n"'),
     ({"prompt": "hi", "max_tokens": 13}, "1..12"),
     ({"prompt": "hi", "max_tokens": 0}, "max_tokens"),

@@ -5,6 +5,9 @@ Batches: prompts are right-padded for the prefill; from then on each row has its
 the batch (its cache rows dropped) when it emits EOS or reaches max_new_tokens; its output is cut right after
 EOS / at max_new_tokens.
 
+`on_tokens(row, new_ids)` (optional, tp 1) sees each row's tokens as they are committed, EOS cut included, and
+ends that row early by returning True (a server's stop strings, streaming).
+
 Step accounting: the prefill is step 1 and emits the first token; each later step emits accepted drafts + 1.
 Plain decoding (`use_draft=False`) is the same loop with one-token trees, so it emits exactly 1 token per step.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -82,7 +86,8 @@ def _sync(group: TPGroup, *tensors: torch.Tensor) -> list[torch.Tensor]:
 @torch.no_grad()
 def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[list[int]], max_new_tokens: int,
            num_beams: int, draft_len: int, temperature: float = 0.0, eos_token_id: int | list[int] | None = None,
-           seed: int = 0, group: TPGroup = SINGLE) -> GenerationResult:
+           seed: int = 0, group: TPGroup = SINGLE,
+           on_tokens: Callable[[int, list[int]], bool | None] | None = None) -> GenerationResult:
     """Generate for every prompt; drafter None (or num_beams/draft_len 0) means plain decoding."""
     start = time.perf_counter()
     dev = base.device
@@ -96,6 +101,14 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
     outputs: list[list[int]] = [[] for _ in range(B)]
     accepted: list[list[int]] = [[] for _ in range(B)]
     steps = [1] * B
+    sent = [0] * B
+
+    def report(b: int) -> bool:
+        """Hand row b's new tokens to on_tokens; True when it asks the row to end."""
+        if on_tokens is None:
+            return False
+        new, sent[b] = outputs[b][sent[b]:], len(outputs[b])
+        return bool(on_tokens(b, new))
 
     # prefill: right-padded, causal
     tokens = torch.zeros(B, T, dtype=torch.long, device=dev)
@@ -116,7 +129,7 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
     active = list(range(B))
     for b, t in enumerate(g0.tolist()):
         outputs[b].append(t)
-    active, keep = _finish(active, outputs, eos, max_new_tokens)
+    active, keep = _finish(active, outputs, eos, max_new_tokens, report)
     cache.select_rows(keep.to(dev)); h, g0 = h[keep], g0[keep]
 
     while active:
@@ -144,7 +157,7 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
             outputs[b].extend(new)
             accepted[b].append(len(new))
             steps[b] += 1
-        active, keep = _finish(active, outputs, eos, max_new_tokens)
+        active, keep = _finish(active, outputs, eos, max_new_tokens, report)
         if len(active) < n:
             cache.select_rows(keep.to(dev)); h, g0 = h[keep], g0[keep]
     for b in range(B):  # an EOS inside a step's tokens cut that step short
@@ -158,14 +171,17 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
     return result
 
 
-def _finish(active: list[int], outputs: list[list[int]], eos: set[int], max_new: int) -> tuple[list[int], torch.Tensor]:
-    """Cut outputs after EOS; return the rows still running and their positions in the current batch."""
+def _finish(active: list[int], outputs: list[list[int]], eos: set[int], max_new: int,
+            report: Callable[[int], bool]) -> tuple[list[int], torch.Tensor]:
+    """Cut outputs after EOS, report each row's new tokens; return the rows still running and their positions in
+    the current batch."""
     still, keep = [], []
     for i, b in enumerate(active):
         stop = _stop_index(outputs[b], eos)
         if stop is not None:
             del outputs[b][stop + 1:]
-        elif len(outputs[b]) < max_new:
+        halt = report(b)
+        if stop is None and len(outputs[b]) < max_new and not halt:
             still.append(b)
             keep.append(i)
     return still, torch.tensor(keep, dtype=torch.long)
