@@ -22,6 +22,25 @@ MODEL_KEYS = ("architecture", "dtype", "hidden_size", "num_hidden_layers", "num_
               "intermediate_size", "mapping")
 
 
+def _count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# config key -> (what it must be, check); checked before anything computes with them
+CONFIG_TYPES = {
+    **{k: ("a positive integer", lambda v: _count(v) and v > 0)
+       for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "intermediate_size",
+                 "redrafter_hidden_size", "redrafter_exit_dim", "redrafter_num_beams", "redrafter_draft_len_per_beam")},
+    "num_key_value_heads": ("null or a positive integer", lambda v: v is None or (_count(v) and v > 0)),
+    "redrafter_num_layers": ("an integer >= 0", lambda v: _count(v) and v >= 0),
+    "redrafter_is_rnn": ("true or false", lambda v: isinstance(v, bool)),
+    "redrafter_greedy_search": ("true or false", lambda v: isinstance(v, bool)),
+    "mapping": ("an object of positive integer tp_size / pp_size / world_size",
+                lambda v: isinstance(v, dict) and all(_count(v[k]) and v[k] > 0 for k in ("tp_size", "pp_size",
+                                                                                           "world_size") if k in v)),
+}
+
+
 @dataclass
 class RankReport:
     rank: int
@@ -64,9 +83,16 @@ def inspect_checkpoint(path: Path | str) -> Report:
     except json.JSONDecodeError as e:
         rep.problems.append(f"config.json is not valid JSON ({e.msg}, line {e.lineno})")
         return rep
+    if not isinstance(cfg, dict):
+        rep.problems.append(f"config.json holds a JSON {type(cfg).__name__}, not an object")
+        return rep
     missing = [k for k in MODEL_KEYS if k not in cfg]
     if missing:
         rep.problems.append(f"config.json lacks {', '.join(missing)}: not a TensorRT-LLM checkpoint config")
+        return rep
+    rep.problems += [f"{k} is {cfg[k]!r}, must be {need}" for k, (need, ok) in CONFIG_TYPES.items()
+                     if k in cfg and not ok(cfg[k])]
+    if rep.problems:
         return rep
     rep.architecture, rep.dtype = cfg["architecture"], cfg["dtype"]
     rep.tp_size = int(cfg["mapping"].get("tp_size", 1))

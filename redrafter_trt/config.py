@@ -17,13 +17,30 @@ DTYPES = ("float16", "bfloat16", "float32")
 def read_json(path: Path, what: str) -> dict:
     path = Path(path)
     if not path.parent.is_dir():
-        raise ConfigError(f"{what} folder {path.parent} does not exist: check the path")
+        state = "is a file, not a folder" if path.parent.exists() else "does not exist"
+        raise ConfigError(f"{what} folder {path.parent} {state}: pass the model's folder")
     if not path.exists():
         raise ConfigError(f"{path} is missing: {what} folder must contain config.json")
     try:
-        return json.loads(path.read_text())
+        raw = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path} is not valid JSON ({e.msg}, line {e.lineno}): fix or re-download it") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not text: fix or re-download it") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} holds a JSON {type(raw).__name__}, not an object: fix or re-download it")
+    return raw
+
+
+def positive_int(raw: dict, key: str, where: str, default=None) -> int:
+    """raw[key] (or default when absent or null) as a positive int, else a ConfigError naming the field."""
+    value = raw.get(key)
+    value = default if value is None else value
+    if value is None:
+        raise ConfigError(f"{where} lacks {key}: the config is incomplete, re-download it")
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{where}: {key} is {value!r}, not a positive integer: fix or re-download the config")
+    return value
 
 
 def rope_fields(hf: dict) -> tuple[float, dict | None]:
@@ -67,17 +84,16 @@ class BaseModelConfig:
                 and hf["sliding_window"] < hf.get("max_position_embeddings", 0):
             raise ConfigError(f"{where}: sliding_window={hf['sliding_window']} is not supported by ReDrafter engines: "
                               f"use a Mistral version without a sliding window (v0.2 or newer)")
-        try:
-            nh = int(hf["num_attention_heads"])
-            H = int(hf["hidden_size"])
-            dtype = hf.get("torch_dtype") or hf.get("dtype") or "float32"
-            return cls(spec=spec, hf=hf, hidden_size=H, num_layers=int(hf["num_hidden_layers"]), num_heads=nh,
-                       num_kv_heads=int(hf.get("num_key_value_heads") or nh),
-                       head_size=int(hf.get("head_dim") or H // nh), intermediate_size=int(hf["intermediate_size"]),
-                       vocab_size=int(hf["vocab_size"]), tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
-                       source_dtype=str(dtype).replace("torch.", ""))
-        except KeyError as e:
-            raise ConfigError(f"{where} lacks {e.args[0]}: the config is incomplete, re-download it") from None
+        nh = positive_int(hf, "num_attention_heads", where)
+        H = positive_int(hf, "hidden_size", where)
+        dtype = hf.get("torch_dtype") or hf.get("dtype") or "float32"
+        return cls(spec=spec, hf=hf, hidden_size=H, num_layers=positive_int(hf, "num_hidden_layers", where),
+                   num_heads=nh, num_kv_heads=positive_int(hf, "num_key_value_heads", where, nh),
+                   head_size=positive_int(hf, "head_dim", where, H // nh),
+                   intermediate_size=positive_int(hf, "intermediate_size", where),
+                   vocab_size=positive_int(hf, "vocab_size", where),
+                   tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
+                   source_dtype=str(dtype).replace("torch.", ""))
 
 
 def trtllm_model_fields(base: BaseModelConfig, dtype: str, tp_size: int) -> dict:

@@ -73,7 +73,7 @@ def is_trtllm_checkpoint(folder: Path) -> bool:
     cfg = folder / "config.json"
     if not cfg.exists():
         return False
-    raw = json.loads(cfg.read_text())
+    raw = read_json(cfg, "base")
     return "architecture" in raw and "mapping" in raw
 
 

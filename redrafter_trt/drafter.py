@@ -59,11 +59,33 @@ class DrafterConfig:
 
     @classmethod
     def from_json(cls, raw: dict, where: str = "drafter config.json") -> "DrafterConfig":
-        missing = [k for k in ("hidden_size", "exit_dim", "num_draft_layers", "rnn") if k not in raw]
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{where} holds a JSON {type(raw).__name__}, not an object: fix or re-export it")
+        missing = [k for k in ("hidden_size", "exit_dim", "num_draft_layers", "rnn", "vocab_size") if k not in raw]
         if missing:
-            raise ConfigError(f"{where} lacks {', '.join(missing)}: it is not an Apple ReDrafter drafter config")
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in known})
+            raise ConfigError(f"{where} lacks {', '.join(missing)}: it is not an Apple ReDrafter drafter config "
+                              "(vocab_size may be left out only when the weights hold the final projection)")
+        values = {f.name: raw[f.name] for f in fields(cls) if f.name in raw}
+        for key, value in values.items():
+            need, ok = FIELD_RULES[key]
+            if not ok(value):
+                raise ConfigError(f"{where}: {key} is {value!r}, must be {need}: fix it or re-export the drafter")
+        return cls(**values)
+
+
+def _count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# drafter config field -> (what it must be, check)
+FIELD_RULES = {
+    "hidden_size": ("a positive integer", lambda v: _count(v) and v > 0),
+    "exit_dim": ("a positive integer", lambda v: _count(v) and v > 0),
+    "vocab_size": ("a positive integer", lambda v: _count(v) and v > 0),
+    "num_draft_layers": ("an integer >= 0", lambda v: _count(v) and v >= 0),
+    "rnn": ("true or false", lambda v: isinstance(v, bool)),
+    "predict_n": ("null or a positive integer", lambda v: v is None or (_count(v) and v > 0)),
+}
 
 
 def expected_shapes(cfg: DrafterConfig) -> dict[str, tuple[int, ...]]:

@@ -43,21 +43,39 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
             raise TensorError(f"{path} is truncated or corrupted ({e}): re-download or re-export it") from None
 
 
+def first_line(error: BaseException, fallback: str) -> str:
+    """The first line of an exception's message (cut to 120 characters), or `fallback` when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0][:120] if text else fallback
+
+
 def read_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Load a pickled state dict without running code (`weights_only=True`)."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe pickle"
-        raise TensorError(f"{path} is a pickle that would run code or load non-tensor objects ({first[:120]}): "
-                          f"re-save it as safetensors, or as a plain state dict of tensors") from None
-    except (RuntimeError, EOFError, OSError) as e:
-        raise TensorError(f"{path} is truncated or not a PyTorch file ({str(e).splitlines()[0][:120]}): re-export it") from None
+        raise TensorError(f"{path} is a pickle that would run code or load non-tensor objects "
+                          f"({first_line(e, 'unsafe pickle')}): re-save it as safetensors, or as a plain state dict "
+                          f"of tensors") from None
+    except (RuntimeError, EOFError, OSError, UnicodeDecodeError, ValueError) as e:
+        raise TensorError(f"{path} is truncated or not a PyTorch file ({first_line(e, type(e).__name__)}): "
+                          f"re-export it") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise TensorError(f"{path} does not hold a state dict of tensors: save `model.state_dict()` instead")
     return dict(obj)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a file through a hidden sibling and a rename: an interrupted run never leaves half a file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}{PARTIAL_MARK}{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:

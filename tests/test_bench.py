@@ -131,8 +131,22 @@ def test_draft_len_above_checkpoint(setup):
     assert_one_line_error(run_cli(*bench_args(setup, "--draft-lens", "4")), "--draft-lens 4", "outside 1..3")
 
 
-def test_malformed_list(setup):
-    assert_one_line_error(run_cli(*bench_args(setup, "--beams", "1,x")), "--beams", "comma-separated")
+@pytest.mark.parametrize("flag, value", [("--beams", "1,x"), ("--beams", ""), ("--beams", "0"), ("--draft-lens", "-1")])
+def test_malformed_list(setup, flag, value):
+    assert_one_line_error(run_cli(*bench_args(setup, flag, value)), flag, "comma-separated")
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (("--output-json", "nodir/x.json"), "nodir does not exist"),
+    (("--plot", "nodir/x.png"), "nodir does not exist"),
+    (("--device", "tpu"), "not a device"),
+])
+def test_bad_output_folder_or_device_before_any_work(setup, tmp_path, extra, needle):
+    flag, value = extra
+    value = str(tmp_path / value) if "/" in value else value
+    assert_one_line_error(run_cli(*bench_args(setup, flag, value)), needle)
+    assert_one_line_error(run_cli(*acceptance_args(setup, flag, value)) if flag != "--plot" else
+                          run_cli(*bench_args(setup, flag, value)), needle)
 
 
 def test_empty_prompts_file(setup, tmp_path):
@@ -187,7 +201,7 @@ def test_acceptance_predicts_bench(setup, report, tmp_path):
 
 def test_acceptance_bad_input(setup):
     assert_one_line_error(run_cli(*acceptance_args(setup, "--draft-lens", "4")), "--draft-lens 4", "outside 1..3")
-    assert_one_line_error(run_cli(*acceptance_args(setup, "--beams", "0,2")), "--beams 0", "1 or more")
+    assert_one_line_error(run_cli(*acceptance_args(setup, "--beams", "0,2")), "--beams '0,2'", "integers >= 1")
     assert_one_line_error(run_cli(*acceptance_args(setup, "--chat")), "chat template", "leave out --chat")
 
 

@@ -161,6 +161,58 @@ def test_malicious_pickle_does_not_run(parts, tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("field, value, needle", [
+    ("num_draft_layers", None, "num_draft_layers is None, must be an integer >= 0"),
+    ("rnn", "yes", "rnn is 'yes', must be true or false"),
+    ("predict_n", 0, "predict_n is 0, must be null or a positive integer"),
+    ("hidden_size", "576x", "hidden_size is '576x', must be a positive integer"),
+])
+def test_drafter_config_field_types(parts, field, value, needle):
+    path = parts[1] / "config.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | {field: value}))
+    assert_one_line_error(convert_err(parts), needle, "re-export")
+
+
+@pytest.mark.parametrize("field, value", [("num_attention_heads", "nine"), ("hidden_size", -4), ("vocab_size", True)])
+def test_base_config_field_types(parts, field, value):
+    path = parts[0] / "config.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | {field: value}))
+    assert_one_line_error(convert_err(parts), f"{field} is {value!r}, not a positive integer")
+    res = run_cli("init-drafter", "--base", parts[0], "--output", parts[2])
+    assert_one_line_error(res, f"{field} is {value!r}")
+
+
+def test_base_config_not_json(parts):
+    (parts[0] / "config.json").write_text("{not json")
+    assert_one_line_error(convert_err(parts), "not valid JSON")
+
+
+@pytest.mark.parametrize("content", [b"", b"\x80\x04garbage\xff\xfe\x00"])
+def test_broken_pickled_drafter(parts, content):
+    d = parts[1]
+    (d / "model.safetensors").unlink()
+    (d / "model.pt").write_bytes(content)
+    assert_one_line_error(convert_err(parts), "model.pt")
+
+
+def test_checkpoint_config_field_types(parts, tmp_path):
+    """A converted checkpoint whose config.json was edited by hand: inspect names the field, build and run refuse."""
+    assert run_cli("convert", "--base", parts[0], "--drafter", parts[1], "--output", parts[2]).exit_code == 0
+    path = parts[2] / "config.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | {"redrafter_num_beams": "five", "hidden_size": 6.5}))
+    res = run_cli("inspect", parts[2])
+    assert res.exit_code == 1 and "redrafter_num_beams is 'five'" in res.output and "hidden_size is 6.5" in res.output
+    assert "Traceback" not in res.output
+    assert_one_line_error(run_cli("build", "--checkpoint-dir", parts[2], "--output-dir", tmp_path / "e", "--dry-run"),
+                          "hidden_size is 6.5")
+    assert_one_line_error(run_cli("run", "--checkpoint-dir", parts[2], "--tokenizer-dir", parts[0], "--input-text",
+                                  "hi"), "hidden_size is 6.5")
+
+
+def test_inspect_of_a_missing_folder(tmp_path):
+    assert_one_line_error(run_cli("inspect", tmp_path / "nope"), "is not a folder", "--output of convert")
+
+
 def test_existing_output_needs_force(parts):
     parts[2].mkdir()
     result = run_cli("convert", "--base", parts[0], "--drafter", parts[1], "--output", parts[2])

@@ -4,6 +4,7 @@ captures the base's teacher-forced hidden states and reuses its cache."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -35,23 +36,40 @@ def _run(*args):
     ("empty", "holds no records"),
     ("predict0", "--predict-n must be at least 1"),
     ("no_answers", "pass --distill"),
-    ("soft2", "soft_target must be within [0, 1]"),
-    ("sharp", "later_sharpness must be at least 1"),
+    ("soft2", "--soft-target must be within [0, 1]"),
+    ("sharp", "--later-sharpness must be at least 1"),
     ("dtype", "Invalid value for '--base-dtype'"),
     ("distill_batch0", "--distill-batch-size must be at least 1"),
+    ("device", "not a device this tool runs on"),
+    ("base_json", "not valid JSON"),
+    ("data_folder", "is a folder"),
 ])
 def test_bad_inputs_exit_2_with_one_line(chat_base, prompts, tmp_path, case, match):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
-    data = {"missing": tmp_path / "nope.jsonl", "empty": empty}.get(case, prompts)
+    data = {"missing": tmp_path / "nope.jsonl", "empty": empty, "data_folder": tmp_path}.get(case, prompts)
     extra = {"predict0": ["--predict-n", "0"], "soft2": ["--soft-target", "2"],
-             "sharp": ["--later-sharpness", "0.5"],
+             "sharp": ["--later-sharpness", "0.5"], "device": ["--device", "tpu"],
              "dtype": ["--base-dtype", "float16"], "distill_batch0": ["--distill-batch-size", "0"]}.get(case, [])
-    r = _run("--base", chat_base, "--data", data, "--output", tmp_path / "out", "--cache-dir", tmp_path / "c", *extra)
+    base = chat_base
+    if case == "base_json":
+        base = tmp_path / "base"
+        shutil.copytree(chat_base, base)
+        (base / "config.json").write_text("{not json")
+    r = _run("--base", base, "--data", data, "--output", tmp_path / "out", "--cache-dir", tmp_path / "c", *extra)
     assert r.exit_code == 2, r.output
     lines = r.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], r.output
     assert not (tmp_path / "out").exists()
+
+
+def test_existing_output_needs_force(chat_base, prompts, tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "afile").write_text("keep me")
+    for out, needle in ((tmp_path / "out", "pass --force"), (tmp_path / "afile", "is a file")):
+        r = _run("--base", chat_base, "--data", prompts, "--output", out, "--cache-dir", tmp_path / "c")
+        assert r.exit_code == 2 and needle in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    assert (tmp_path / "afile").read_text() == "keep me"
 
 
 def test_distill_run_writes_drafter_and_reuses_cache(chat_base, prompts, tmp_path):
@@ -82,7 +100,7 @@ def test_distill_run_writes_drafter_and_reuses_cache(chat_base, prompts, tmp_pat
     torch.testing.assert_close(h, ref[len(p) - 1: len(p) + n - 1], atol=5e-3, rtol=1e-2)
     assert model.lm_head(ref[len(p) - 1: len(p) + n - 1]).argmax(-1).tolist() == rec["answer_ids"]
     # a second run generates nothing new
-    r = _run(*args)
+    r = _run(*args, "--force")
     assert r.exit_code == 0, r.output
     assert len((folder / "answers.jsonl").read_text().splitlines()) == 4
 

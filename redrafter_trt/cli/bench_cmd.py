@@ -11,17 +11,23 @@ import click
 
 from ..errors import ConfigError
 from ..presets import config_option
+from .params import Device, OutputFile
 
 
 def int_list(ctx, param, value: str | None) -> tuple[int, ...]:
-    """`1,2,4` -> (1, 2, 4); empty -> () (the command's default grid)."""
-    if not value:
+    """`1,2,4` -> (1, 2, 4); not given -> () (the command's default grid). Beam widths are at least 1, draft
+    lengths at least 0."""
+    if value is None:
         return ()
+    flag, low = f"--{param.name.replace('_', '-')}", 1 if param.name == "beams" else 0
     try:
-        return tuple(int(v) for v in value.split(",") if v.strip())
+        values = tuple(int(v) for v in value.split(",") if v.strip())
     except ValueError:
-        raise ConfigError(f"--{param.name.replace('_', '-')} {value!r} is not a comma-separated list of integers: "
-                          f"write e.g. 1,2,4") from None
+        values = ()
+    if not values or min(values) < low:
+        raise ConfigError(f"{flag} {value!r} is not a comma-separated list of integers >= {low}: write e.g. 1,2,4, "
+                          "or leave it out for the default grid")
+    return values
 
 
 def shared_options(f):
@@ -41,8 +47,8 @@ def shared_options(f):
                      help="Draft lengths [default: 1,2,4,... up to the checkpoint's draft_len]."),
         click.option("--chat/--no-chat", default=None, show_default=False,
                      help="Wrap each prompt in the chat template [default: when the tokenizer has one]."),
-        click.option("--device", default="cpu", help="Torch device (cpu, cuda)."),
-        click.option("--output-json", type=click.Path(dir_okay=False, path_type=Path), help="Write the results as JSON."),
+        click.option("--device", default="cpu", type=Device(), help="Torch device (cpu, cuda, cuda:N)."),
+        click.option("--output-json", type=OutputFile(), help="Write the results as JSON."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -53,7 +59,7 @@ def shared_options(f):
 @shared_options
 @click.option("--hf-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Hugging Face base for the transformers baseline [default: the base recorded in the checkpoint].")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--plot", "plot_path", type=OutputFile(),
               help="Write a PNG: tokens per step and speed-up against beam width (needs matplotlib).")
 def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_tokens, beams, draft_lens, chat, device,
           output_json, plot_path):
@@ -78,7 +84,8 @@ def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_t
         click.echo(f"warning: drafted output differs from plain decoding in {len(bad)} configuration(s) "
                    f"({'a bug' if m['dtype'] == 'float32' else 'rare ties are possible in ' + m['dtype']})", err=True)
     if output_json:
-        output_json.write_text(json.dumps(report.to_json(), indent=2) + "\n")
+        from ..io import write_text_atomic
+        write_text_atomic(output_json, json.dumps(report.to_json(), indent=2) + "\n")
         click.echo(f"wrote {output_json}")
     if plot_path:
         click.echo(f"wrote {plot(report, plot_path)}")
@@ -108,5 +115,6 @@ def acceptance(checkpoint_dir, tokenizer_dir, prompts, num_prompts, max_new_toke
         click.echo(f"{name:<14} {c['mean_tokens_per_step']:>11.3f}  "
                    f"{histogram_text({int(k): v for k, v in c['histogram'].items()})}")
     if output_json:
-        output_json.write_text(json.dumps(report, indent=2) + "\n")
+        from ..io import write_text_atomic
+        write_text_atomic(output_json, json.dumps(report, indent=2) + "\n")
         click.echo(f"wrote {output_json}")

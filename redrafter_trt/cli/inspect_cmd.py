@@ -14,7 +14,10 @@ import click
 def inspect(folder, as_json):
     """Check a TensorRT-LLM checkpoint (base or ReDrafter) from its config and tensor headers."""
     from ..checkpoint import inspect_checkpoint
+    from ..errors import ConfigError
 
+    if not folder.is_dir():
+        raise ConfigError(f"{folder} is not a folder: pass a checkpoint folder (the --output of convert)")
     rep = inspect_checkpoint(folder)
     if as_json:
         click.echo(json.dumps(rep.to_json(), indent=2))

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 
 import click
 
 from ..errors import ConfigError
 from ..presets import config_option
+from .params import OutputFile
 from ..tokens import encode_prompts, stop_ids
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ def stats_line(result) -> str:
 @click.option("--tp", type=click.IntRange(min=1), help="Tensor parallel size (must equal the checkpoint's).")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
 @click.option("--seed", default=0, show_default=True, type=int, help="Sampling seed.")
-@click.option("--output-json", type=click.Path(dir_okay=False), help="Write results and stats as JSON.")
+@click.option("--output-json", type=OutputFile(), help="Write results and stats as JSON.")
 def run(checkpoint_dir, engine_dir, tokenizer_dir, input_text, input_file, chat, max_output_len, temperature,
         num_beams, draft_len, no_draft, batch_size, tp, device, seed, output_json):
     """Generate with a ReDrafter checkpoint (PyTorch reference runtime) or engine (TensorRT-LLM)."""
@@ -143,4 +143,5 @@ def run(checkpoint_dir, engine_dir, tokenizer_dir, input_text, input_file, chat,
                      tokens_per_second=result.total_new_tokens / result.wall_seconds if result.wall_seconds else 0.0,
                      total_new_tokens=result.total_new_tokens, wall_seconds=result.wall_seconds,
                      histogram={str(k): v for k, v in result.histogram().items()})
-        Path(output_json).write_text(json.dumps(dict(results=records, stats=stats), indent=2) + "\n")
+        from ..io import write_text_atomic
+        write_text_atomic(output_json, json.dumps(dict(results=records, stats=stats), indent=2) + "\n")

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import ConfigError
+from .params import Device
 
 
 class _Bars:
@@ -64,7 +65,8 @@ _DTYPE = click.Choice(["auto", "float32", "bfloat16"])
 @click.option("--max-seq-len", default=1024, show_default=True, type=int, help="Truncate conversations to this many tokens.")
 @click.option("--max-examples", type=int, callback=_positive, help="Use at most this many conversations (seeded shuffle).")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N (torchrun picks the rank's GPU).")
+@click.option("--device", default="cpu", show_default=True, type=Device(),
+              help="cpu, cuda or cuda:N (torchrun picks the rank's GPU).")
 @click.option("--resume", is_flag=True, help="Continue from OUTPUT.train-state.pt (same options as the interrupted run).")
 @click.option("--distill", is_flag=True, help="Train on the base's own greedy answers to the prompts (cached, resumable).")
 @click.option("--distill-max-new-tokens", default=256, show_default=True, type=int, callback=_positive)
@@ -87,10 +89,15 @@ _DTYPE = click.Choice(["auto", "float32", "bfloat16"])
 @click.option("--full-vocab", is_flag=True,
               help="Train every row of the final projection, not only those of tokens seen in the data (about 6x slower).")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Distilled answers and hidden states [default: cache root/train].")
+@click.option("--force", is_flag=True, help="Replace an existing --output drafter folder.")
 def train(base, data, output, num_draft_layers, rnn, exit_dim, predict_n, epochs, max_steps, lr, batch_size, max_seq_len,
           max_examples, seed, device, resume, distill, distill_max_new_tokens, distill_batch_size, base_dtype,
-          train_dtype, soft_target, later_sharpness, freeze_head, full_vocab, cache_dir):
+          train_dtype, soft_target, later_sharpness, freeze_head, full_vocab, cache_dir, force):
     """Train a ReDrafter drafter for BASE on conversations (or, with --distill, on the base's own answers)."""
+    if output.exists() and (output.is_file() or not force):
+        raise ConfigError(f"--output {output} already exists"
+                          + (" and is a file: pass a folder path" if output.is_file() else
+                             ": pass --force to replace it, or choose another --output"))
     from ..train import TrainConfig, train_drafter
 
     cfg = TrainConfig(base=base, data=list(data), output=output, num_draft_layers=num_draft_layers, rnn=rnn,

@@ -50,29 +50,33 @@ class TrainConfig:
 
     def validate(self) -> None:
         checks = [
-            (self.predict_n >= 1, f"predict_n must be at least 1 (got {self.predict_n}): it is the number of draft steps trained"),
-            (self.num_draft_layers >= 0, f"num_draft_layers must be >= 0 (got {self.num_draft_layers})"),
-            (self.exit_dim is None or self.exit_dim >= 1, f"exit_dim must be positive (got {self.exit_dim})"),
-            (self.epochs >= 1, f"epochs must be at least 1 (got {self.epochs})"),
-            (self.max_steps is None or self.max_steps >= 1, f"max_steps must be at least 1 (got {self.max_steps})"),
-            (0 <= self.soft_target <= 1, f"soft_target must be within [0, 1] (got {self.soft_target})"),
-            (self.later_sharpness >= 1, f"later_sharpness must be at least 1 (got {self.later_sharpness}): "
+            (self.predict_n >= 1, f"--predict-n must be at least 1 (got {self.predict_n}): it is the number of draft steps trained"),
+            (self.num_draft_layers >= 0, f"--num-draft-layers must be >= 0 (got {self.num_draft_layers})"),
+            (self.exit_dim is None or self.exit_dim >= 1, f"--exit-dim must be positive (got {self.exit_dim})"),
+            (self.epochs >= 1, f"--epochs must be at least 1 (got {self.epochs})"),
+            (self.max_steps is None or self.max_steps >= 1, f"--max-steps must be at least 1 (got {self.max_steps})"),
+            (0 <= self.soft_target <= 1, f"--soft-target must be within [0, 1] (got {self.soft_target})"),
+            (self.later_sharpness >= 1, f"--later-sharpness must be at least 1 (got {self.later_sharpness}): "
                                         f"1 trains calibrated logits, more spreads beams over first tokens"),
-            (self.lr > 0, f"lr must be positive (got {self.lr})"),
-            (self.batch_size >= 1, f"batch_size must be at least 1 (got {self.batch_size})"),
-            (self.distill_batch_size >= 1, f"distill_batch_size must be at least 1 (got {self.distill_batch_size})"),
-            (self.max_seq_len >= 8, f"max_seq_len must be at least 8 (got {self.max_seq_len})"),
-            (self.base_dtype in DTYPES, f"base_dtype must be one of {', '.join(DTYPES)} (got {self.base_dtype!r})"),
-            (self.train_dtype in DTYPES, f"train_dtype must be one of {', '.join(DTYPES)} (got {self.train_dtype!r})"),
+            (self.lr > 0, f"--lr must be positive (got {self.lr})"),
+            (self.batch_size >= 1, f"--batch-size must be at least 1 (got {self.batch_size})"),
+            (self.distill_batch_size >= 1, f"--distill-batch-size must be at least 1 (got {self.distill_batch_size})"),
+            (self.max_seq_len >= 8, f"--max-seq-len must be at least 8 (got {self.max_seq_len})"),
+            (self.base_dtype in DTYPES, f"--base-dtype must be one of {', '.join(DTYPES)} (got {self.base_dtype!r})"),
+            (self.train_dtype in DTYPES, f"--train-dtype must be one of {', '.join(DTYPES)} (got {self.train_dtype!r})"),
             (self.checkpoint_every >= 1, f"checkpoint_every must be at least 1 (got {self.checkpoint_every})"),
             (bool(self.data), "no data files: pass at least one --data FILE"),
         ]
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(msg)
+        from ..config import BaseModelConfig, read_json
+
+        BaseModelConfig.from_hf(read_json(self.base / "config.json", "base"), str(self.base / "config.json"))
         for p in self.data:
             if not p.is_file():
-                raise ConfigError(f"data file {p} does not exist: pass jsonl or ShareGPT json files to --data")
+                raise ConfigError(f"data file {p} {'is a folder' if p.is_dir() else 'does not exist'}: pass jsonl or "
+                                  "ShareGPT json files to --data")
         if not (self.base / "config.json").is_file():
             raise ConfigError(f"{self.base} has no config.json: point --base at a Hugging Face model folder")
 

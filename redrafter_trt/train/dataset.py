@@ -89,8 +89,9 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
     train = [ex for ex in train if sum(ex.mask) >= 2]
     held = [ex for ex in held if sum(ex.mask) >= 2]
     if not train:
-        raise ConfigError("no training example has an answer of 2 or more tokens: give longer conversations "
-                          "or more data")
+        raise ConfigError(f"no training example has an answer of 2 or more tokens within --max-seq-len "
+                          f"{cfg.max_seq_len} (the chat template and prompt come first): raise --max-seq-len, or give "
+                          f"longer conversations or more data")
     log.info("%d training and %d held-out examples (%d and %d answer tokens)", len(train), len(held),
              sum(sum(ex.mask) for ex in train), sum(sum(ex.mask) for ex in held))
     return train, held

@@ -1,0 +1,34 @@
+"""Click parameter types the commands share: output files whose folder is checked before any work, and the torch
+device names this tool runs on."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+
+
+class OutputFile(click.Path):
+    """A file written at the end of a command: its folder must exist now, not after an hour of generation."""
+
+    def __init__(self):
+        super().__init__(dir_okay=False, path_type=Path)
+
+    def convert(self, value, param, ctx):
+        path = super().convert(value, param, ctx)
+        if not path.parent.is_dir():
+            self.fail(f"folder {path.parent} does not exist: create it first, or write elsewhere", param, ctx)
+        return path
+
+
+class Device(click.ParamType):
+    """cpu, cuda or cuda:N."""
+
+    name = "device"
+    pattern = re.compile(r"cpu|cuda(:\d+)?")
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and self.pattern.fullmatch(value):
+            return value
+        self.fail(f"{value!r} is not a device this tool runs on: use cpu, cuda or cuda:N", param, ctx)
