@@ -143,6 +143,10 @@ def plan_build(options: BuildOptions, config: dict) -> BuildPlan:
         raise ConfigError(f"--max-input-len {options.max_input_len} exceeds --max-seq-len {options.max_seq_len}: "
                           "raise --max-seq-len or lower --max-input-len")
     check_extra_args(options.extra_args)
+    positions = config.get("max_position_embeddings")
+    if options.max_seq_len and isinstance(positions, int) and options.max_seq_len > positions:
+        log.warning("--max-seq-len %d exceeds the model's max_position_embeddings %d: answers past %d tokens run "
+                    "outside the positions it was trained on", options.max_seq_len, positions, positions)
     if config.get("dtype") == "float32":
         log.warning("float32 checkpoint: TensorRT-LLM's context FMHA runs only in float16/bfloat16, so this engine "
                     "falls back to unfused attention; convert with --dtype bfloat16 for a fast engine")

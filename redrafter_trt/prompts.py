@@ -29,7 +29,7 @@ def prompt_of(record) -> str:
             raise ValueError("empty prompt")
         return record
     if not isinstance(record, dict):
-        raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+        raise ValueError(f"expected a JSON object like {{\"prompt\": \"...\"}}, got {type(record).__name__}")
     for key in KEYS:
         if key not in record:
             continue
@@ -108,5 +108,5 @@ def _load_json_list(path: Path, text: str) -> list[str]:
         try:
             prompts.append(prompt_of(record))
         except ValueError as e:
-            raise ConfigError(f"{path} record {i}: {e}") from None
+            raise ConfigError(f"{path} record {i + 1} of its JSON list: {e}") from None
     return prompts

@@ -183,6 +183,15 @@ def test_gemm_plugin_follows_dtype(tmp_path, dtype):
     assert argv[argv.index("--gemm_plugin") + 1] == dtype
 
 
+def test_max_seq_len_beyond_the_model_positions_warns(tmp_path, caplog):
+    cfg = {"dtype": "bfloat16", "mapping": {"tp_size": 1}, "max_position_embeddings": 8192}
+    with caplog.at_level("WARNING", logger="redrafter_trt.build"):
+        plan_build(BuildOptions(tmp_path, tmp_path / "e", max_seq_len=8192), cfg)
+        assert "max_position_embeddings" not in caplog.text
+        plan_build(BuildOptions(tmp_path, tmp_path / "e", max_seq_len=100000), cfg)
+    assert "exceeds the model's max_position_embeddings 8192" in caplog.text
+
+
 def test_extra_args_pass_through_after_double_dash(checkpoints, tmp_path):
     result = invoke("--checkpoint-dir", str(checkpoints[False, 1]), "--output-dir", str(tmp_path), "--dry-run", "--",
                     "--multiple_profiles", "enable", "--use_fused_mlp=enable")

@@ -63,3 +63,10 @@ def test_empty_and_missing(tmp_path):
         load_prompts(write(tmp_path, "\n  \n"))
     with pytest.raises(ConfigError, match="does not exist"):
         load_prompts(tmp_path / "nope.jsonl")
+
+
+def test_json_list_of_non_objects_names_the_record_and_the_shape(tmp_path):
+    f = tmp_path / "arr.jsonl"
+    f.write_text('[1, 2, 3]\n')
+    with pytest.raises(ConfigError, match=r'record 1 of its JSON list: expected a JSON object like \{"prompt"'):
+        load_prompts(f)

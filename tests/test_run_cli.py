@@ -87,5 +87,9 @@ def test_bad_inputs(smollm2, smol_ckpt, tmp_path, tiny_llama, tiny_drafter):
     (broken / "rank0.safetensors").unlink()
     one_line_error(invoke("--checkpoint-dir", broken, "--tokenizer-dir", smollm2, "--input-text", "hi"), "not valid")
     one_line_error(invoke("--checkpoint-dir", tmp_path / "nope", "--tokenizer-dir", smollm2, "--input-text", "hi"))
+    one_line_error(invoke("--checkpoint-dir", smol_ckpt, "--tokenizer-dir", tmp_path / "nope", "--input-text", "hi"),
+                   "tokenizer folder", "does not exist")
+    one_line_error(invoke(*base, "--input-text", "hi", "--output-json", tmp_path / "nope" / "o.json"),
+                   "does not exist")
     one_line_error(invoke("--engine-dir", tmp_path, "--checkpoint-dir", tiny, "--tokenizer-dir", smollm2,
                           "--input-text", "hi"), "exactly one")

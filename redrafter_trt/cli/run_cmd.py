@@ -19,8 +19,13 @@ log = logging.getLogger(__name__)
 
 
 def load_tokenizer(tokenizer_dir: str, vocab_size: int | None):
+    from pathlib import Path
+
     from transformers import AutoTokenizer
 
+    if not Path(tokenizer_dir).is_dir():
+        raise ConfigError(f"tokenizer folder {tokenizer_dir} does not exist: pass the base model's Hugging Face "
+                          "folder to --tokenizer-dir")
     try:
         tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     except (OSError, ValueError) as e:
