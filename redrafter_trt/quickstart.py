@@ -163,7 +163,8 @@ def ensure_checkpoint(base: Path, drafter: Path, workdir: Path, force: bool) -> 
 # ---- GPU commands --------------------------------------------------------------------------------------------------
 
 def gpu_commands(base: Path, drafter: Path, workdir: Path, checkpoint_config: dict) -> list[str]:
-    """convert (bfloat16), build and run on a GPU machine; the trtllm-build line is `redrafter_trt.build`'s plan."""
+    """convert (bfloat16), build, run and serve on a GPU machine; the trtllm-build line is `redrafter_trt.build`'s
+    plan."""
     from .build import BuildOptions, plan_build
 
     draft_len = min(GPU_DRAFT_LEN, predict_n(drafter) or GPU_DRAFT_LEN)
@@ -176,7 +177,9 @@ def gpu_commands(base: Path, drafter: Path, workdir: Path, checkpoint_config: di
     plan = plan_build(BuildOptions(ckpt, engine), gpu_config)
     run = ["redrafter-trt", "run", "--engine-dir", str(engine), "--tokenizer-dir", str(base), "--chat",
            "--input-text", "What is the capital of France?"]
-    return [shlex.join(convert), shlex.join(build), f"# (runs: {plan.shell()})", shlex.join(run)]
+    serve = ["redrafter-trt", "serve", "--engine-dir", str(engine), "--tokenizer-dir", str(base)]
+    return [shlex.join(convert), shlex.join(build), f"# (runs: {plan.shell()})", shlex.join(run),
+            f"{shlex.join(serve)}   # OpenAI-style HTTP API on port 8000 (trtllm-serve)"]
 
 
 def cpu_commands(base: Path, checkpoint: Path) -> list[str]:

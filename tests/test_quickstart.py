@@ -36,7 +36,7 @@ def test_untrained_fallback_says_so(untrained):
     for needle in ("Q1: ", "tokens/step", "x transformers generate", "same text as without drafting: yes",
                    "redrafter-trt convert", "--dtype bfloat16", "redrafter-trt build --checkpoint-dir",
                    "trtllm-build --checkpoint_dir", "--speculative_decoding_mode explicit_draft_tokens",
-                   "--gemm_plugin bfloat16", "redrafter-trt run --engine-dir",
+                   "--gemm_plugin bfloat16", "redrafter-trt run --engine-dir", "redrafter-trt serve --engine-dir",
                    f"redrafter-trt acceptance --checkpoint-dir {workdir / 'checkpoint'}", "redrafter-trt bench"):
         assert needle in out, needle
     for w in qs.GRID_BEAMS:
