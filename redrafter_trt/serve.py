@@ -39,6 +39,10 @@ class RequestError(Exception):
     """A bad request: answered with 400 and this message."""
 
 
+class ClientGone(Exception):
+    """The client closed a streaming connection: generation stops, nothing more is sent."""
+
+
 @dataclass
 class Choice:
     ids: list[int]      # generated ids, EOS kept
@@ -169,12 +173,21 @@ def _prompts(prompt) -> list:
     raise RequestError('"prompt" must be a string, a list of strings, a list of token ids or a list of those')
 
 
+def _content(content):
+    """A message's text: a string, or OpenAI's list of parts of which only text parts are allowed."""
+    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text"
+                                         and isinstance(p.get("text"), str) for p in content):
+        return "".join(p["text"] for p in content)
+    return content
+
+
 def _messages(messages) -> list[dict]:
     ok = isinstance(messages, list) and messages and all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in messages)
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(_content(m.get("content")), str)
+        for m in messages)
     if not ok:
-        raise RequestError('"messages" must be a non-empty list of {"role": str, "content": str}')
-    return [{"role": m["role"], "content": m["content"]} for m in messages]
+        raise RequestError('"messages" must be a non-empty list of {"role": str, "content": str or text parts}')
+    return [{"role": m["role"], "content": _content(m["content"])} for m in messages]
 
 
 class App:
@@ -270,17 +283,16 @@ class Handler(BaseHTTPRequestHandler):
         self.streaming = False
         try:
             answer = self.server.app.post(self.path, body, self._event)
+        except ClientGone:
+            log.info("%s closed the stream of %s; generation stopped", self.address_string(), self.path)
+            return
         except Exception as e:  # answer the client, keep serving; the traceback goes to the log
             log.exception("request to %s failed", self.path)
             answer = HTTPStatus.INTERNAL_SERVER_ERROR, error(f"{type(e).__name__}: {e}", "internal_error")
-            if self.streaming:
-                self._event(answer[1])
-                answer = None
-        if answer is not None:
+        if self.streaming:  # an error after the stream opened goes out as its last event
+            self._write((f"data: {json.dumps(answer[1])}\n\n" if answer else "") + "data: [DONE]\n\n")
+        else:
             self._reply(*answer)
-        elif self.streaming:
-            self.wfile.write(b"data: [DONE]\n\n")
-            self.wfile.flush()
 
     def _event(self, payload: dict) -> None:
         """One server-sent event; the first one opens the stream (the connection closes after it)."""
@@ -292,8 +304,17 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.close_connection = True
             self.streaming = True
-        self.wfile.write(f"data: {json.dumps(payload)}\n\n".encode())
-        self.wfile.flush()
+        if not self._write(f"data: {json.dumps(payload)}\n\n"):
+            raise ClientGone
+
+    def _write(self, text: str) -> bool:
+        """False when the client has gone."""
+        try:
+            self.wfile.write(text.encode())
+            self.wfile.flush()
+            return True
+        except (BrokenPipeError, ConnectionResetError):
+            return False
 
     def _reply(self, status: int, payload: dict) -> None:
         data = json.dumps(payload).encode()

@@ -138,6 +138,34 @@ def test_streamed_chat_sends_deltas(url):
     assert events[-1]["choices"][0]["finish_reason"] == whole["choices"][0]["finish_reason"]
 
 
+def test_chat_content_may_be_text_parts(url):
+    plain = {"messages": [{"role": "user", "content": "Name a primary color."}], "max_tokens": 6}
+    parts = {"messages": [{"role": "user", "content": [{"type": "text", "text": "Name a primary "},
+                                                       {"type": "text", "text": "color."}]}], "max_tokens": 6}
+    assert call(url, "/v1/chat/completions", parts)[1]["choices"] == call(url, "/v1/chat/completions", plain)[1]["choices"]
+    image = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}
+    assert call(url, "/v1/chat/completions", image)[0] == 400
+
+
+def test_client_leaving_a_stream_stops_it_and_the_server_goes_on(url, caplog):
+    import socket
+
+    host, port = url.removeprefix("http://").split(":")
+    body = json.dumps({"prompt": "Tell me a long story about a dragon.", "max_tokens": 12, "stream": True}).encode()
+    with caplog.at_level("INFO", logger="redrafter_trt.serve"):
+        with socket.create_connection((host, int(port)), timeout=60) as sock:
+            sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            got = b""
+            while b"data: " not in got:  # the stream has started; then hang up
+                chunk = sock.recv(4096)
+                assert chunk, got
+                got += chunk
+        assert call(url, "/health") == (200, {"status": "ok"})
+        assert call(url, "/v1/completions", {"prompt": "Hi", "max_tokens": 3})[0] == 200
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
 def test_answer_text_holds_back_what_may_still_change(backend):
     """A stop string split over tokens is never sent, nor half of a multi-token character."""
     from redrafter_trt.serve import AnswerText
