@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import secrets
 import threading
 import time
 import uuid
@@ -54,7 +56,7 @@ class Choice:
 class AnswerText:
     """One answer's text as its tokens come: decoded whole each time (multi-token characters come out right), cut
     before the first stop string. `add` returns the text that is safe to send: a possible start of a stop string and
-    a half-decoded character are held back until the next tokens or `rest()`."""
+    the replacement characters of a half-decoded character are held back until the next tokens or `rest()`."""
 
     def __init__(self, tokenizer, stop: list[str]):
         self.tokenizer, self.stop = tokenizer, stop
@@ -69,9 +71,8 @@ class AnswerText:
             self.text, self.stopped = text[:cut], True
             return self.rest()
         self.text = text
-        safe = len(text) - max((len(s) - 1 for s in self.stop), default=0)
-        if text.endswith("\ufffd"):
-            safe = min(safe, len(text) - 1)
+        safe = min(len(text) - max((len(s) - 1 for s in self.stop), default=0),
+                   len(text.rstrip("\ufffd")))  # byte-fallback tokenizers write one per byte of an unfinished character
         delta = text[self.sent: max(safe, self.sent)]
         self.sent += len(delta)
         return delta
@@ -99,6 +100,13 @@ class ReferenceBackend:
         self.eos = stop_ids(self.tokenizer, tokenizer_dir)
         self.model = load(checkpoint_dir, device=device)
         self.lock = threading.Lock()
+        self.stopping = threading.Event()
+
+    def stop(self) -> None:
+        """End the generation in flight at its next step and refuse new ones (returns once none runs)."""
+        self.stopping.set()
+        with self.lock:
+            pass
 
     def encode_chat(self, messages: list[dict]) -> list[int]:
         if not getattr(self.tokenizer, "chat_template", None):
@@ -133,9 +141,11 @@ class ReferenceBackend:
             delta = texts[i].add(new)
             if delta and on_text:
                 on_text(i, delta)
-            return texts[i].stopped
+            return texts[i].stopped or self.stopping.is_set()
 
         with self.lock:
+            if self.stopping.is_set():
+                raise RequestError("the server is shutting down: send the request again once it is back")
             result = generate(self.model, prompts, max_tokens, temperature=self.temperature(temperature),
                               eos_token_id=self.eos, seed=seed, use_draft=self.config.has_drafter,
                               on_tokens=on_tokens)
@@ -220,15 +230,20 @@ class App:
         stream = _field(body, "stream", bool, False, need="true or false", allow_bool=True)
         if stream and events is None:
             raise RequestError('"stream": true needs an HTTP connection to stream on')
-        if body.get("n") not in (None, 1) or body.get("logprobs") not in (None, False):
-            raise RequestError('"n" > 1 and "logprobs" are not supported: leave them out')
-        max_tokens = _field(body, "max_tokens", int, self.max_output_len, lambda v: 1 <= v <= self.max_output_len,
-                            f"an integer in 1..{self.max_output_len} (the server's --max-output-len)")
-        temperature = _field(body, "temperature", (int, float), None, lambda v: v >= 0, "a number >= 0")
-        seed = _field(body, "seed", int, 0, need="an integer")
+        _field(body, "n", int, 1, lambda v: v == 1, "1 (one answer per prompt)")
+        if body.get("logprobs") not in (None, False) or body.get("echo") or body.get("best_of") not in (None, 1):
+            raise RequestError('"logprobs", "echo" and "best_of" are not supported: leave them out')
+        limit = f"an integer in 1..{self.max_output_len} (the server's --max-output-len)"
+        max_tokens = _field(body, "max_tokens", int, None, lambda v: 1 <= v <= self.max_output_len, limit)
+        if max_tokens is None:  # what OpenAI's chat API now calls it
+            max_tokens = _field(body, "max_completion_tokens", int, self.max_output_len,
+                                lambda v: 1 <= v <= self.max_output_len, limit)
+        temperature = _field(body, "temperature", (int, float), None, lambda v: 0 <= v < math.inf, "a number >= 0")
+        seed = _field(body, "seed", int, None, lambda v: 0 <= v < 2 ** 63, "an integer in 0..2**63-1")
+        seed = secrets.randbits(63) if seed is None else seed  # as OpenAI: a fresh sample unless a seed is sent
         stop = _field(body, "stop", (str, list), [], lambda v: isinstance(v, str) or all(isinstance(s, str) for s in v),
                       "a string or a list of strings")
-        stop = [stop] if isinstance(stop, str) else [s for s in stop if s]
+        stop = [s for s in ([stop] if isinstance(stop, str) else stop) if s]
         if chat:
             prompts = [self.backend.encode_chat(_messages(body.get("messages")))]
         else:
@@ -265,20 +280,30 @@ def error(message: str, kind: str) -> dict:
 
 # ---- HTTP ----------------------------------------------------------------------------------------------------------
 
+MAX_BODY = 8 << 20  # bytes in one request
+
+
 class Handler(BaseHTTPRequestHandler):
     server_version = f"redrafter-trt/{__version__}"
     protocol_version = "HTTP/1.1"
+    timeout = 300  # seconds a connection may sit idle or half-sent
 
     def do_GET(self):
         self._reply(*self.server.app.get(self.path))
 
     def do_POST(self):
-        length = int(self.headers.get("Content-Length") or 0)
+        with self.server.busy:
+            self.server.in_flight += 1
         try:
-            body = json.loads(self.rfile.read(length) or b"null")
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            self._reply(HTTPStatus.BAD_REQUEST, error(f"the request body is not JSON ({e}): send a JSON object",
-                                                      "invalid_request_error"))
+            self._post()
+        finally:
+            with self.server.busy:
+                self.server.in_flight -= 1
+                self.server.busy.notify_all()
+
+    def _post(self):
+        body = self._body()
+        if body is None:
             return
         self.streaming = False
         try:
@@ -294,16 +319,37 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._reply(*answer)
 
+    def _body(self):
+        """The JSON request body, or None after answering why it cannot be read (and closing the connection)."""
+        length = self.headers.get("Content-Length")
+        problem = None
+        if self.headers.get("Transfer-Encoding"):
+            problem = HTTPStatus.LENGTH_REQUIRED, "chunked request bodies are not accepted: send a Content-Length"
+        elif length is None or not length.isdigit():
+            problem = HTTPStatus.LENGTH_REQUIRED, f"Content-Length {length!r} is not a byte count: send a JSON body"
+        elif int(length) > MAX_BODY:
+            problem = HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body is over {MAX_BODY} bytes: send a shorter prompt"
+        if problem is None:
+            try:
+                return json.loads(self.rfile.read(int(length)) or b"null")
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                problem = HTTPStatus.BAD_REQUEST, f"the request body is not JSON ({e}): send a JSON object"
+        self.close_connection = True  # whatever is left of the body must not be read as the next request
+        self._reply(problem[0], error(problem[1], "invalid_request_error"))
+        return None
+
     def _event(self, payload: dict) -> None:
         """One server-sent event; the first one opens the stream (the connection closes after it)."""
         if not self.streaming:
-            self.send_response(HTTPStatus.OK)
-            self.send_header("Content-Type", "text/event-stream")
-            self.send_header("Cache-Control", "no-cache")
-            self.send_header("Connection", "close")
-            self.end_headers()
-            self.close_connection = True
-            self.streaming = True
+            self.close_connection = self.streaming = True
+            try:
+                self.send_response(HTTPStatus.OK)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Cache-Control", "no-cache")
+                self.send_header("Connection", "close")
+                self.end_headers()
+            except (BrokenPipeError, ConnectionResetError):
+                raise ClientGone from None
         if not self._write(f"data: {json.dumps(payload)}\n\n"):
             raise ClientGone
 
@@ -318,11 +364,14 @@ class Handler(BaseHTTPRequestHandler):
 
     def _reply(self, status: int, payload: dict) -> None:
         data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
 
     def log_message(self, fmt, *args):
         log.info("%s %s", self.address_string(), fmt % args)
@@ -336,4 +385,11 @@ def make_server(app: App, host: str, port: int) -> ThreadingHTTPServer:
         raise ConfigError(f"cannot listen on {host}:{port} ({e.strerror}): pick another --port or --host") from None
     server.daemon_threads = True
     server.app = app
+    server.in_flight, server.busy = 0, threading.Condition()
     return server
+
+
+def drain(server: ThreadingHTTPServer, timeout: float) -> bool:
+    """Wait until no POST is being answered (at most `timeout` seconds); True when none is."""
+    with server.busy:
+        return server.busy.wait_for(lambda: server.in_flight == 0, timeout)

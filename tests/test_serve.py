@@ -166,6 +166,63 @@ def test_client_leaving_a_stream_stops_it_and_the_server_goes_on(url, caplog):
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
 
+def test_empty_stop_string_is_no_stop_and_max_completion_tokens_counts(url):
+    body = {"prompt": "The capital of France is", "max_tokens": 6}
+    full = call(url, "/v1/completions", body)[1]["choices"][0]
+    assert call(url, "/v1/completions", body | {"stop": ""})[1]["choices"][0] == full
+    chat = {"messages": [{"role": "user", "content": "Hi"}], "max_completion_tokens": 3}
+    assert call(url, "/v1/chat/completions", chat)[1]["usage"]["completion_tokens"] <= 3
+
+
+def raw_request(url: str, head: bytes, body: bytes = b"") -> bytes:
+    """Send bytes as they are; everything the server answers before it closes the connection."""
+    import socket
+
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=60) as sock:
+        sock.sendall(head + b"\r\n" + body)
+        sock.shutdown(socket.SHUT_WR)
+        got = b""
+        while chunk := sock.recv(4096):
+            got += chunk
+    return got
+
+
+@pytest.mark.parametrize("head, body, status", [
+    (b"Transfer-Encoding: chunked\r\n", b"5\r\nhello\r\n0\r\n\r\n", b"411"),
+    (b"Content-Length: abc\r\n", b"{}", b"411"),
+    (b"Content-Length: -1\r\n", b"{}", b"411"),
+    (b"", b"{}", b"411"),
+    (b"Content-Length: 999999999\r\n", b"{}", b"413"),
+    (b"Content-Length: 8\r\n", b"Infinity", b"400"),
+])
+def test_unreadable_bodies_get_one_answer_and_a_closed_connection(url, head, body, status):
+    got = raw_request(url, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n" + head, body)
+    assert got.startswith(b"HTTP/1.1 " + status) and got.count(b"HTTP/1.1 ") == 1, got
+    assert call(url, "/health")[0] == 200
+
+
+def test_answer_text_with_a_byte_fallback_tokenizer():
+    """SentencePiece-style byte fallback writes one replacement character per byte of an unfinished character:
+    none of them is ever sent, and what was sent is never taken back."""
+    from tokenizers import Tokenizer, decoders, models
+    from transformers import PreTrainedTokenizerFast
+
+    from redrafter_trt.serve import AnswerText
+
+    vocab = {f"<0x{i:02X}>": i for i in range(256)} | {"X": 256, "a": 257, "b": 258, "c": 259}
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=[], byte_fallback=True))
+    tk.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk)
+    ids = [256, *"\U0001f600".encode(), 257, 258, 259]
+    for stop in ([], ["zz"]):
+        answer, sent = AnswerText(tok, stop), ""
+        for t in ids:
+            sent += answer.add([t])
+            assert "\ufffd" not in sent
+        assert sent + answer.rest() == answer.text == "X\U0001f600abc"
+
+
 def test_answer_text_holds_back_what_may_still_change(backend):
     """A stop string split over tokens is never sent, nor half of a multi-token character."""
     from redrafter_trt.serve import AnswerText
@@ -194,6 +251,10 @@ def test_answer_text_holds_back_what_may_still_change(backend):
     ({"prompt": "hi", "max_tokens": 0}, "max_tokens"),
     ({"prompt": "hi", "temperature": -1}, "temperature"),
     ({"prompt": "hi", "seed": "x"}, "seed"),
+    ({"prompt": "hi", "seed": 10 ** 24}, "seed"),
+    ({"prompt": "hi", "n": True}, '"n"'),
+    ({"prompt": "hi", "echo": True}, "echo"),
+    ({"prompt": "hi", "max_completion_tokens": 99}, "1..12"),
     ({"prompt": "hi", "stop": [1]}, "stop"),
     ({"prompt": ""}, "empty"),
     ({"prompt": [[1, 2], "x"]}, "prompt"),
@@ -235,10 +296,12 @@ def test_cli_refuses_both_or_neither_folder(tmp_path, smollm2):
         assert res.exit_code == 2 and "exactly one of" in res.output and "Traceback" not in res.output
 
 
-def test_cli_serves_until_sigterm(smollm2, smol_ckpt):
-    """The real command in its own process: prints its address, answers, stops cleanly on SIGTERM (`kill`)."""
+@pytest.mark.parametrize("busy", [False, True], ids=["idle", "mid-generation"])
+def test_cli_serves_until_sigterm(smollm2, smol_ckpt, busy):
+    """The real command in its own process: prints its address, answers, stops cleanly on SIGTERM (`kill`), also
+    while a long answer is streaming (torch must not be torn down mid-step)."""
     proc = subprocess.Popen([sys.executable, "-m", "redrafter_trt", "serve", "--checkpoint-dir", str(smol_ckpt),
-                             "--tokenizer-dir", str(smollm2), "--port", "0", "--max-output-len", "4"],
+                             "--tokenizer-dir", str(smollm2), "--port", "0", "--max-output-len", "400"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
@@ -246,7 +309,23 @@ def test_cli_serves_until_sigterm(smollm2, smol_ckpt):
         assert address, (line, proc.stderr.read() if proc.poll() is not None else "")
         status, out = call(address.group(1), "/v1/completions", {"prompt": "Hello", "max_tokens": 4})
         assert status == 200 and out["usage"]["completion_tokens"] <= 4
+        if busy:
+            host, port = address.group(1).removeprefix("http://").split(":")
+            import socket
+
+            body = json.dumps({"prompt": "Write a long story.", "max_tokens": 400, "stream": True}).encode()
+            sock = socket.create_connection((host, int(port)), timeout=60)
+            sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                         + str(len(body)).encode() + b"\r\n\r\n" + body)
+            got = b""
+            while got.count(b"data: ") < 2:
+                got += sock.recv(4096)
     finally:
         proc.send_signal(signal.SIGTERM)
-        rest, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0 and "stopped" in rest
+        rest, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "stopped" in rest, (proc.returncode, err[-2000:])
+    if busy:  # the answer in flight ended early but properly
+        while chunk := sock.recv(4096):
+            got += chunk
+        sock.close()
+        assert got.rstrip().endswith(b"data: [DONE]") and b'"finish_reason": "length"' in got

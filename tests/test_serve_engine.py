@@ -90,6 +90,12 @@ def test_bad_engine_folders_end_in_one_line(tmp_path, tokenizer_dir, kind, needl
     assert len(res.output.strip().splitlines()) == 1 and "Traceback" not in res.output
 
 
+def test_reference_only_options_are_refused_with_an_engine(tmp_path, tokenizer_dir):
+    engine = make_engine(tmp_path / "engine", tp=1)
+    res = serve("--engine-dir", engine, "--tokenizer-dir", tokenizer_dir, "--device", "cuda", "--dry-run")
+    assert res.exit_code == 2 and "--device apply to --checkpoint-dir only" in res.output
+
+
 def test_dry_run_is_only_for_engines(tmp_path, tokenizer_dir):
     res = serve("--checkpoint-dir", tmp_path, "--tokenizer-dir", tokenizer_dir, "--dry-run")
     assert res.exit_code == 2 and "--engine-dir" in res.output

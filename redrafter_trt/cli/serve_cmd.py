@@ -4,6 +4,7 @@ every GPU its ranks need (`redrafter_trt.serve_engine`). Same routes and request
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from pathlib import Path
@@ -37,6 +38,13 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
     if engine_dir:
         from ..serve_engine import exec_trtllm_serve, plan_trtllm_serve
 
+        ctx = click.get_current_context()
+        given = [f"--{name.replace('_', '-')}" for name in ("model_name", "max_output_len", "device")
+                 if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+        if given:
+            raise ConfigError(f"{', '.join(given)} apply to --checkpoint-dir only: trtllm-serve names the model after "
+                              "the engine folder and takes limits and GPUs from the engine; leave them out")
+
         plan = plan_trtllm_serve(engine_dir, tokenizer_dir, host, port)
         if dry_run:
             click.echo(plan.shell())
@@ -44,7 +52,7 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
         exec_trtllm_serve(plan)
     if dry_run:
         raise ConfigError("--dry-run prints the trtllm-serve command of an --engine-dir: leave it out here")
-    from ..serve import App, ReferenceBackend, make_server
+    from ..serve import App, ReferenceBackend, drain, make_server
 
     backend = ReferenceBackend(checkpoint_dir, tokenizer_dir, device)
     name = model_name or Path(checkpoint_dir).resolve().name
@@ -56,9 +64,16 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
     try:
         server.serve_forever()
     except KeyboardInterrupt:
+        backend.stop()  # the generation in flight ends at its next step
+        drain(server, timeout=30)  # and its answer goes out
         click.echo("stopped")
     finally:
         server.server_close()
+    # Idle keep-alive handler threads may still be alive: skip the interpreter's teardown, during which a thread
+    # that has run torch can abort the process ("terminate called without an active exception").
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _interrupt(signum, frame):
