@@ -82,6 +82,9 @@ class AnswerText:
         return delta
 
 
+MAX_PROMPTS = 64  # prompts in one /v1/completions request
+
+
 class ReferenceBackend:
     """A tp=1 checkpoint loaded once with its tokenizer; `complete` runs one request at a time."""
 
@@ -91,7 +94,9 @@ class ReferenceBackend:
         from .runtime import RuntimeConfig, load
         from .tokens import stop_ids
 
-        cfg = RuntimeConfig.from_dict(require_valid(checkpoint_dir), f"{checkpoint_dir}/config.json")
+        raw = require_valid(checkpoint_dir)
+        cfg = RuntimeConfig.from_dict(raw, f"{checkpoint_dir}/config.json")
+        self.max_positions = int(raw.get("max_position_embeddings") or 2048)
         if cfg.tp_size != 1:
             raise ConfigError(f"{checkpoint_dir} is a tp={cfg.tp_size} checkpoint: the reference server runs tp 1; "
                               "serve its engine (--engine-dir), or convert with --tp-size 1")
@@ -132,6 +137,12 @@ class ReferenceBackend:
 
         if any(not p for p in prompts):
             raise RequestError("a prompt is empty: send some text")
+        if len(prompts) > MAX_PROMPTS:
+            raise RequestError(f"{len(prompts)} prompts in one request: send at most {MAX_PROMPTS}")
+        longest = max(map(len, prompts))
+        if longest + max_tokens > self.max_positions:
+            raise RequestError(f"{longest} prompt tokens + max_tokens {max_tokens} exceed the model's "
+                               f"{self.max_positions} positions: shorten the prompt or lower max_tokens")
         bad = [t for p in prompts for t in p if not 0 <= t < self.config.vocab_size]
         if bad:
             raise RequestError(f"token id {bad[0]} is outside the vocabulary (0..{self.config.vocab_size - 1})")
@@ -205,13 +216,14 @@ class App:
 
     def __init__(self, backend: ReferenceBackend, model_name: str, max_output_len: int):
         self.backend, self.model_name, self.max_output_len = backend, model_name, max_output_len
+        self.created = int(time.time())
 
     def get(self, path: str) -> tuple[int, dict]:
         if path == "/health":
             return HTTPStatus.OK, {"status": "ok"}
         if path == "/v1/models":
             return HTTPStatus.OK, {"object": "list", "data": [{"id": self.model_name, "object": "model",
-                                                               "owned_by": "redrafter-trt"}]}
+                                                               "created": self.created, "owned_by": "redrafter-trt"}]}
         return HTTPStatus.NOT_FOUND, error(f"no route GET {path}: try /health, /v1/models", "not_found")
 
     def post(self, path: str, body, events: Callable[[dict], None] | None = None) -> tuple[int, dict] | None:
@@ -252,10 +264,13 @@ class App:
                 "model": self.model_name}
         kind = "chat.completion" if chat else "text_completion"
 
-        def on_text(i: int, delta: str) -> None:
-            part = {"delta": {"role": "assistant", "content": delta}} if chat else {"text": delta, "logprobs": None}
+        def on_text(i: int, delta: str, role: bool = False) -> None:
+            part = ({"delta": {"role": "assistant", "content": delta} if role else {"content": delta}} if chat else
+                    {"text": delta, "logprobs": None})
             events(head | {"object": kind + (".chunk" if chat else ""),
                            "choices": [{"index": i, **part, "finish_reason": None}]})
+        if stream and chat:  # as OpenAI: the first chunk names the role
+            on_text(0, "", role=True)
         choices = self.backend.complete(prompts, max_tokens, temperature, seed, stop, on_text if stream else None)
         made = sum(len(c.ids) for c in choices)
         steps = sum(c.steps for c in choices)

@@ -133,6 +133,8 @@ def test_streamed_chat_sends_deltas(url):
     whole = call(url, "/v1/chat/completions", body)[1]
     events = stream(url, "/v1/chat/completions", body)
     assert {e["object"] for e in events} == {"chat.completion.chunk"}
+    assert events[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert all("role" not in e["choices"][0]["delta"] for e in events[1:])
     text = "".join(e["choices"][0]["delta"].get("content", "") for e in events)
     assert text == whole["choices"][0]["message"]["content"]
     assert events[-1]["choices"][0]["finish_reason"] == whole["choices"][0]["finish_reason"]
@@ -259,6 +261,8 @@ def test_answer_text_holds_back_what_may_still_change(backend):
     ({"prompt": ""}, "empty"),
     ({"prompt": [[1, 2], "x"]}, "prompt"),
     ({"prompt": [10 ** 9]}, "vocabulary"),
+    ({"prompt": [[1]] * 65}, "at most 64"),
+    ({"prompt": [1] * 8190}, "8192 positions"),
     ({}, "prompt"),
     ([1, 2], "JSON object"),
 ])

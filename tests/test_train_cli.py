@@ -41,6 +41,7 @@ def _run(*args):
     ("dtype", "Invalid value for '--base-dtype'"),
     ("distill_batch0", "--distill-batch-size must be at least 1"),
     ("device", "not a device this tool runs on"),
+    ("decay", "--step-decay must be within (0, 1]"),
     ("base_json", "not valid JSON"),
     ("data_folder", "is a folder"),
 ])
@@ -49,7 +50,7 @@ def test_bad_inputs_exit_2_with_one_line(chat_base, prompts, tmp_path, case, mat
     empty.write_text("\n")
     data = {"missing": tmp_path / "nope.jsonl", "empty": empty, "data_folder": tmp_path}.get(case, prompts)
     extra = {"predict0": ["--predict-n", "0"], "soft2": ["--soft-target", "2"],
-             "sharp": ["--later-sharpness", "0.5"], "device": ["--device", "tpu"],
+             "sharp": ["--later-sharpness", "0.5"], "device": ["--device", "tpu"], "decay": ["--step-decay", "0"],
              "dtype": ["--base-dtype", "float16"], "distill_batch0": ["--distill-batch-size", "0"]}.get(case, [])
     base = chat_base
     if case == "base_json":

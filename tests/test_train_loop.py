@@ -96,7 +96,7 @@ def test_resume_refuses_other_objective_options(chat_base, qa_file, tmp_path):
 
     train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4))
     for change, named in [({"later_sharpness": 1.0}, "later_sharpness"), ({"soft_target": 0.0}, "soft_target"),
-                          ({"batch_size": 32}, "batch_size")]:
+                          ({"step_decay": 1.0}, "step_decay"), ({"batch_size": 32}, "batch_size")]:
         with pytest.raises(ConfigError, match=f"saved with different {named}"):
             train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4, resume=True, **change))
 
@@ -189,9 +189,10 @@ def test_teacher_rows_line_up_with_draft_steps():
     assert probs[1, 1:].abs().sum() == 0  # positions 12, 13 are not anchors
 
 
-def test_later_sharpness_scores_later_draft_steps_on_tempered_logits():
+def test_later_sharpness_and_step_decay_against_plain_torch():
     """later_sharpness S: step 0's loss is plain cross-entropy on the drafter's logits, steps 1.. are scored on
-    logits / S (so training drives their raw logits S times sharper); the accuracies do not change (argmax)."""
+    logits / S (so training drives their raw logits S times sharper); the accuracies do not change (argmax).
+    step_decay d: step i's mean cross-entropy weighs d**i, the weights scaled to sum to k."""
     from redrafter_trt.drafter import init_drafter
     from redrafter_trt.train.features import Features
     from redrafter_trt.train.objective import drafter_step
@@ -214,14 +215,19 @@ def test_later_sharpness_scores_later_draft_steps_on_tempered_logits():
     plain = drafter_step(drafter, head, embed, feats, idx, k)
     sharp = drafter_step(drafter, head, embed, feats, idx, k, later_sharpness=S)
 
+    decayed = drafter_step(drafter, head, embed, feats, idx, k, later_sharpness=S, step_decay=0.5)
+
     win, valid = feats.windows(idx, k)
-    state, ref = torch.zeros(len(idx), H), torch.zeros(())
+    state, ref, ref_decayed = torch.zeros(len(idx), H), torch.zeros(()), torch.zeros(())
+    weights = [1 * 3 / 1.75, 0.5 * 3 / 1.75, 0.25 * 3 / 1.75]  # 0.5**i, scaled to sum to k = 3
     for i in range(k):
         state = drafter.next_state(state, embed[win[:, i]])
         logits = drafter.logits(feats.hidden, state) / (S if i else 1.0)
         ce = torch.nn.functional.cross_entropy(logits, win[:, i + 1], reduction="none")
         ref = ref + (ce * valid[:, i]).sum() / valid[:, i].sum()
+        ref_decayed = ref_decayed + weights[i] * (ce * valid[:, i]).sum() / valid[:, i].sum()
     torch.testing.assert_close(sharp.loss, ref)
-    assert not torch.allclose(plain.loss, ref)
+    torch.testing.assert_close(decayed.loss, ref_decayed)
+    assert not torch.allclose(plain.loss, ref) and not torch.allclose(decayed.loss, ref)
     assert torch.equal(plain.correct, sharp.correct) and torch.equal(plain.valid, sharp.valid)
     assert 0 < int(valid[:, 2].sum()) < int(valid[:, 0].sum())  # the boundary cut some later steps

@@ -85,6 +85,9 @@ _DTYPE = click.Choice(["auto", "float32", "bfloat16"])
               help="Train the draft steps after the first to logits this many times sharper than calibrated: "
                    "TensorRT-LLM's beam search, which ranks beams by summed drafter log-probs, then keeps more "
                    "distinct first tokens (greedy acceptance; for a sampling engine use 1, plain cross-entropy).")
+@click.option("--step-decay", default=0.8, show_default=True, type=float,
+              help="Draft step i's loss weighs this to the power i (a later step counts only when the ones before it "
+                   "are accepted); 1 weighs every step alike.")
 @click.option("--freeze-head", is_flag=True, help="Keep the final projection at its init from the base lm_head.")
 @click.option("--full-vocab", is_flag=True,
               help="Train every row of the final projection, not only those of tokens seen in the data (about 6x slower).")
@@ -92,7 +95,7 @@ _DTYPE = click.Choice(["auto", "float32", "bfloat16"])
 @click.option("--force", is_flag=True, help="Replace an existing --output drafter folder.")
 def train(base, data, output, num_draft_layers, rnn, exit_dim, predict_n, epochs, max_steps, lr, batch_size, max_seq_len,
           max_examples, seed, device, resume, distill, distill_max_new_tokens, distill_batch_size, base_dtype,
-          train_dtype, soft_target, later_sharpness, freeze_head, full_vocab, cache_dir, force):
+          train_dtype, soft_target, later_sharpness, step_decay, freeze_head, full_vocab, cache_dir, force):
     """Train a ReDrafter drafter for BASE on conversations (or, with --distill, on the base's own answers)."""
     if output.exists() and (output.is_file() or not force):
         raise ConfigError(f"--output {output} already exists"
@@ -105,7 +108,8 @@ def train(base, data, output, num_draft_layers, rnn, exit_dim, predict_n, epochs
                       batch_size=batch_size, max_seq_len=max_seq_len, max_examples=max_examples, seed=seed,
                       device=device, resume=resume, distill=distill, distill_max_new_tokens=distill_max_new_tokens,
                       distill_batch_size=distill_batch_size, base_dtype=base_dtype, train_dtype=train_dtype,
-                      soft_target=soft_target, later_sharpness=later_sharpness, train_head=not freeze_head,
+                      soft_target=soft_target, later_sharpness=later_sharpness, step_decay=step_decay,
+                      train_head=not freeze_head,
                       full_vocab=full_vocab, cache_dir=cache_dir)
     cfg.validate()  # before the slow imports
     bars = _Bars()

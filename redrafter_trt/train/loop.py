@@ -186,7 +186,7 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
                 g["lr"] = _lr(step, total, cfg.lr)
             idx = _batch(step, n, cfg.batch_size, cfg.seed).to(device)
             res = drafter_step(drafter, head, embed, feats, idx, k, teacher=teacher,
-                               later_sharpness=cfg.later_sharpness)
+                               later_sharpness=cfg.later_sharpness, step_decay=cfg.step_decay)
             opt.zero_grad(set_to_none=True)
             res.loss.backward()
             if world > 1:
@@ -216,7 +216,7 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
                     "lr": cfg.lr, "seed": cfg.seed, "distill": cfg.distill, "base_dtype": dtype_name(base_dtype),
                     "train_dtype": dtype_name(train_dtype),
                     "soft_target": cfg.soft_target, "later_sharpness": cfg.later_sharpness,
-                    "train_head": cfg.train_head,
+                    "step_decay": cfg.step_decay, "train_head": cfg.train_head,
                     "head_rows_kept": len(head.keep) if head.keep is not None else dcfg.vocab_size,
                     "heldout" if held else "train_set": result, **cfg.extra}
         state = {name: v.detach().float() for name, v in drafter.state_dict().items()}
@@ -247,7 +247,8 @@ def _save_state(cfg: TrainConfig, drafter: Drafter, head: Head, opt, step: int, 
     torch.save({"step": step, "total": total, "drafter": drafter.state_dict(), "optimizer": opt.state_dict(),
                 "head": head.weight.detach(), "head_keep": head.keep,
                 "arch": drafter.cfg.to_json(), "batch_size": cfg.batch_size, "seed": cfg.seed,
-                "soft_target": cfg.soft_target, "later_sharpness": cfg.later_sharpness}, tmp)
+                "soft_target": cfg.soft_target, "later_sharpness": cfg.later_sharpness,
+                "step_decay": cfg.step_decay}, tmp)
     os.replace(tmp, cfg.state_path)
 
 
@@ -256,8 +257,8 @@ def _load_state(cfg: TrainConfig, drafter: Drafter, head: Head, opt, total: int)
         raise ConfigError(f"--resume: no training state at {cfg.state_path}: run once without --resume")
     state = torch.load(cfg.state_path, map_location="cpu", weights_only=True)
     same = {"arch": drafter.cfg.to_json(), "total": total, "batch_size": cfg.batch_size, "seed": cfg.seed,
-            "soft_target": cfg.soft_target, "later_sharpness": cfg.later_sharpness}
-    saved = {"soft_target": 0.0, "later_sharpness": 1.0}  # what states written before these options trained with
+            "soft_target": cfg.soft_target, "later_sharpness": cfg.later_sharpness, "step_decay": cfg.step_decay}
+    saved = {"soft_target": 0.0, "later_sharpness": 1.0, "step_decay": 1.0}  # states written before these options
     diff = [key for key, v in same.items() if state.get(key, saved.get(key)) != v]
     if not _same_keep(state["head_keep"], head.keep):
         diff.append("data (the kept vocabulary differs)")

@@ -185,13 +185,16 @@ class StepResult:
 
 
 def drafter_step(drafter: Drafter, head: Head, embed: torch.Tensor, feats: Features, idx: torch.Tensor, k: int,
-                 chunk: int = 1024, teacher: Teacher | None = None, later_sharpness: float = 1.0) -> StepResult:
+                 chunk: int = 1024, teacher: Teacher | None = None, later_sharpness: float = 1.0,
+                 step_decay: float = 1.0) -> StepResult:
     """Loss and accuracy of `drafter` (with `head` as its final projection) on anchors `idx` [B] for k draft
     steps; embed: base token embedding [V, H]; teacher: soft targets (else the distilled tokens only).
 
     later_sharpness S: steps 1..k-1 are scored on their logits divided by S, so the drafter learns raw logits
     S times sharper than calibrated there (step 0 stays calibrated). A beam search ranking beams by summed
-    log-probs (TensorRT-LLM's) then keeps more distinct first tokens instead of several continuations of one."""
+    log-probs (TensorRT-LLM's) then keeps more distinct first tokens instead of several continuations of one.
+
+    step_decay d: step i's mean cross-entropy weighs d**i, scaled so the k weights sum to k (d = 1: Apple's sum)."""
     win, valid = feats.windows(idx, k)                       # [B, k+1], [B, k]
     h = feats.hidden[idx].float()                            # [B, H]
     emb = nn.functional.embedding(win[:, :k], embed)          # [B, k, H]: tokens t+1..t+k
@@ -204,7 +207,8 @@ def drafter_step(drafter: Drafter, head: Head, embed: torch.Tensor, feats: Featu
     x = torch.stack(per_step, dim=1)                         # [B, k, E]
     rows = valid.nonzero(as_tuple=True)
     counts = valid.sum(0).clamp(min=1).to(x.dtype)           # [k]
-    row_w = (1.0 / counts)[rows[1]]
+    decay = step_decay ** torch.arange(k, dtype=x.dtype, device=x.device)
+    row_w = (decay * (k / decay.sum()) / counts)[rows[1]]
     targets = head.targets(win[:, 1:][rows])
     soft = None
     if teacher is not None:
