@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 
 from .errors import ConfigError, DependencyError
+from .io import atomic_file
 from .runtime.config import RuntimeConfig
 from .tokens import encode_prompts, eos_ids
 
@@ -345,11 +346,9 @@ def plot(report: BenchReport, path: Path | str) -> Path:
                  f"{m['device']}, {m['torch_threads']} threads", fontsize=10)
     fig.tight_layout()
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
     try:
-        fig.savefig(tmp, dpi=110, format="png")
-        tmp.replace(path)
+        with atomic_file(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
     return path

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import layout
-from .errors import ConfigError, TensorError, name_list
+from .errors import COUNT, FLAG, POSITIVE_INT, ConfigError, TensorError, name_list, optional
 from .io import ST_TO_TORCH, TensorSource
 from .registry import TRTLLM_BASES
 
@@ -22,22 +22,18 @@ MODEL_KEYS = ("architecture", "dtype", "hidden_size", "num_hidden_layers", "num_
               "intermediate_size", "mapping")
 
 
-def _count(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 # config key -> (what it must be, check); checked before anything computes with them
 CONFIG_TYPES = {
-    **{k: ("a positive integer", lambda v: _count(v) and v > 0)
-       for k in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "intermediate_size",
-                 "redrafter_hidden_size", "redrafter_exit_dim", "redrafter_num_beams", "redrafter_draft_len_per_beam")},
-    "num_key_value_heads": ("null or a positive integer", lambda v: v is None or (_count(v) and v > 0)),
-    "redrafter_num_layers": ("an integer >= 0", lambda v: _count(v) and v >= 0),
-    "redrafter_is_rnn": ("true or false", lambda v: isinstance(v, bool)),
-    "redrafter_greedy_search": ("true or false", lambda v: isinstance(v, bool)),
+    **dict.fromkeys(("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "intermediate_size",
+                     "redrafter_hidden_size", "redrafter_exit_dim", "redrafter_num_beams",
+                     "redrafter_draft_len_per_beam"), POSITIVE_INT),
+    "num_key_value_heads": optional(POSITIVE_INT),
+    "redrafter_num_layers": COUNT,
+    "redrafter_is_rnn": FLAG,
+    "redrafter_greedy_search": FLAG,
     "mapping": ("an object of positive integer tp_size / pp_size / world_size",
-                lambda v: isinstance(v, dict) and all(_count(v[k]) and v[k] > 0 for k in ("tp_size", "pp_size",
-                                                                                           "world_size") if k in v)),
+                lambda v: isinstance(v, dict) and all(POSITIVE_INT[1](v[k]) for k in ("tp_size", "pp_size",
+                                                                                     "world_size") if k in v)),
 }
 
 

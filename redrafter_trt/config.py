@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError
+from .errors import POSITIVE_INT, ConfigError
 from .registry import ArchSpec, lookup
 
 DTYPES = ("float16", "bfloat16", "float32")
@@ -38,8 +38,9 @@ def positive_int(raw: dict, key: str, where: str, default=None) -> int:
     value = default if value is None else value
     if value is None:
         raise ConfigError(f"{where} lacks {key}: the config is incomplete, re-download it")
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{where}: {key} is {value!r}, not a positive integer: fix or re-download the config")
+    need, ok = POSITIVE_INT
+    if not ok(value):
+        raise ConfigError(f"{where}: {key} is {value!r}, not {need}: fix or re-download the config")
     return value
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import ConfigError, TensorError, name_list
+from .errors import COUNT, FLAG, POSITIVE_INT, ConfigError, TensorError, name_list, optional
 
 log = logging.getLogger(__name__)
 
@@ -73,19 +73,9 @@ class DrafterConfig:
         return cls(**values)
 
 
-def _count(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
 # drafter config field -> (what it must be, check)
-FIELD_RULES = {
-    "hidden_size": ("a positive integer", lambda v: _count(v) and v > 0),
-    "exit_dim": ("a positive integer", lambda v: _count(v) and v > 0),
-    "vocab_size": ("a positive integer", lambda v: _count(v) and v > 0),
-    "num_draft_layers": ("an integer >= 0", lambda v: _count(v) and v >= 0),
-    "rnn": ("true or false", lambda v: isinstance(v, bool)),
-    "predict_n": ("null or a positive integer", lambda v: v is None or (_count(v) and v > 0)),
-}
+FIELD_RULES = {"hidden_size": POSITIVE_INT, "exit_dim": POSITIVE_INT, "vocab_size": POSITIVE_INT,
+               "num_draft_layers": COUNT, "rnn": FLAG, "predict_n": optional(POSITIVE_INT)}
 
 
 def expected_shapes(cfg: DrafterConfig) -> dict[str, tuple[int, ...]]:

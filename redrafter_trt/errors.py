@@ -25,3 +25,25 @@ def name_list(names, limit: int = 8) -> str:
     names = sorted(names)
     shown = ", ".join(names[:limit])
     return shown + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def first_line(error: BaseException, fallback: str) -> str:
+    """The first line of an exception's message (cut to 120 characters), or `fallback` when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0][:120] if text else fallback
+
+
+def _whole(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+# Typed config fields: (what the value must be, check). Config readers build their tables from these.
+POSITIVE_INT = ("a positive integer", lambda v: _whole(v) and v > 0)
+COUNT = ("an integer >= 0", lambda v: _whole(v) and v >= 0)
+FLAG = ("true or false", lambda v: isinstance(v, bool))
+
+
+def optional(rule: tuple) -> tuple:
+    """The rule, or null."""
+    need, ok = rule
+    return f"null or {need}", lambda v: v is None or ok(v)

@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .errors import ConfigError, TensorError
+from .errors import ConfigError, TensorError, first_line
 
 PARTIAL_MARK = ".partial-"
 
@@ -43,12 +43,6 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
             raise TensorError(f"{path} is truncated or corrupted ({e}): re-download or re-export it") from None
 
 
-def first_line(error: BaseException, fallback: str) -> str:
-    """The first line of an exception's message (cut to 120 characters), or `fallback` when it has none."""
-    text = str(error).strip()
-    return text.splitlines()[0][:120] if text else fallback
-
-
 def read_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Load a pickled state dict without running code (`weights_only=True`)."""
     try:
@@ -67,15 +61,22 @@ def read_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return dict(obj)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write a file through a hidden sibling and a rename: an interrupted run never leaves half a file."""
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """Yield a hidden sibling to write; on success it is renamed to `path`, on any failure removed: an interrupted
+    run never leaves half a file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}{PARTIAL_MARK}{os.getpid()}")
     try:
-        tmp.write_text(text)
+        yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
 
 
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:

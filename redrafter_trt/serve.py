@@ -90,9 +90,8 @@ class ReferenceBackend:
 
     def __init__(self, checkpoint_dir: Path, tokenizer_dir: Path, device: str = "cpu"):
         from .checkpoint import require_valid
-        from .cli.run_cmd import load_tokenizer
         from .runtime import RuntimeConfig, load
-        from .tokens import stop_ids
+        from .tokens import load_tokenizer, stop_ids
 
         raw = require_valid(checkpoint_dir)
         cfg = RuntimeConfig.from_dict(raw, f"{checkpoint_dir}/config.json")

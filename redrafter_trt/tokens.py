@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import ConfigError
+from .errors import ConfigError, first_line
 
 
 def encode_prompts(tokenizer, prompts: list[str], chat: bool | None) -> list[list[int]]:
@@ -38,3 +38,24 @@ def stop_ids(tokenizer, tokenizer_dir) -> list[int]:
     """`eos_ids` with the generation config saved next to the tokenizer, when there is one."""
     gen = Path(tokenizer_dir) / "generation_config.json"
     return eos_ids(tokenizer, json.loads(gen.read_text()).get("eos_token_id") if gen.is_file() else None)
+
+
+def load_tokenizer(tokenizer_dir: str, vocab_size: int | None):
+    """The base's tokenizer from its Hugging Face folder, checked against the model's vocabulary size (None: not
+    checked)."""
+    from transformers import AutoTokenizer
+
+    if not Path(tokenizer_dir).is_dir():
+        raise ConfigError(f"tokenizer folder {tokenizer_dir} does not exist: pass the base model's Hugging Face "
+                          "folder to --tokenizer-dir")
+    try:
+        tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot load a tokenizer from {tokenizer_dir} ({first_line(e, type(e).__name__)}): "
+                          f"pass the base model's Hugging Face folder to --tokenizer-dir") from None
+    n = len(tok)
+    # models pad their vocabulary a little beyond the tokenizer's (Qwen2: 151936 vs 151665), never below it
+    if vocab_size is not None and (n > vocab_size or n < 0.95 * vocab_size):
+        raise ConfigError(f"the tokenizer in {tokenizer_dir} has {n} tokens but the model's vocab_size is {vocab_size}: "
+                          f"pass the tokenizer of the base model this checkpoint was converted from")
+    return tok

@@ -13,30 +13,9 @@ import click
 from ..errors import ConfigError
 from ..presets import config_option
 from .params import OutputFile
-from ..tokens import encode_prompts, stop_ids
+from ..tokens import encode_prompts, load_tokenizer, stop_ids
 
 log = logging.getLogger(__name__)
-
-
-def load_tokenizer(tokenizer_dir: str, vocab_size: int | None):
-    from pathlib import Path
-
-    from transformers import AutoTokenizer
-
-    if not Path(tokenizer_dir).is_dir():
-        raise ConfigError(f"tokenizer folder {tokenizer_dir} does not exist: pass the base model's Hugging Face "
-                          "folder to --tokenizer-dir")
-    try:
-        tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot load a tokenizer from {tokenizer_dir} ({str(e).splitlines()[0][:120]}): "
-                          f"pass the base model's Hugging Face folder to --tokenizer-dir") from None
-    n = len(tok)
-    # models pad their vocabulary a little beyond the tokenizer's (Qwen2: 151936 vs 151665), never below it
-    if vocab_size is not None and (n > vocab_size or n < 0.95 * vocab_size):
-        raise ConfigError(f"the tokenizer in {tokenizer_dir} has {n} tokens but the model's vocab_size is {vocab_size}: "
-                          f"pass the tokenizer of the base model this checkpoint was converted from")
-    return tok
 
 
 def _gather_prompts(input_text: tuple[str, ...], input_file: str | None) -> list[str]:
