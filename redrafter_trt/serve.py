@@ -12,7 +12,8 @@ A greedy checkpoint (redrafter_greedy_search) answers greedily whatever the temp
 sampling one samples at the request's temperature (1.0 when unset) and refuses 0, as `run --engine-dir` does.
 `"stream": true` sends server-sent events as tokens are accepted (OpenAI's chunk objects, then `data: [DONE]`).
 A stop string ends the answer as soon as it is decoded (the text stops before it). Requests run one at a time (one
-model using every core); the threading server queues them. Refused with 400: "n" > 1, "logprobs", max_tokens above
+model using every core); the threading server queues them. A tp=N checkpoint runs on N local processes (this one is
+rank 0; `runtime.ranks`), N GPUs with --device cuda. Refused with 400: "n" > 1, "logprobs", max_tokens above
 the server's --max-output-len, malformed fields.
 """
 
@@ -86,31 +87,31 @@ MAX_PROMPTS = 64  # prompts in one /v1/completions request
 
 
 class ReferenceBackend:
-    """A tp=1 checkpoint loaded once with its tokenizer; `complete` runs one request at a time."""
+    """A checkpoint loaded once with its tokenizer, on all its tp ranks (this process is rank 0, see
+    `runtime.ranks`); `complete` runs one request at a time."""
 
     def __init__(self, checkpoint_dir: Path, tokenizer_dir: Path, device: str = "cpu"):
         from .checkpoint import require_valid
-        from .runtime import RuntimeConfig, load
+        from .runtime import RuntimeConfig
+        from .runtime.ranks import LocalRanks
         from .tokens import load_tokenizer, stop_ids
 
         raw = require_valid(checkpoint_dir)
         cfg = RuntimeConfig.from_dict(raw, f"{checkpoint_dir}/config.json")
         self.max_positions = int(raw.get("max_position_embeddings") or 2048)
-        if cfg.tp_size != 1:
-            raise ConfigError(f"{checkpoint_dir} is a tp={cfg.tp_size} checkpoint: the reference server runs tp 1; "
-                              "serve its engine (--engine-dir), or convert with --tp-size 1")
         self.config = cfg
         self.tokenizer = load_tokenizer(str(tokenizer_dir), cfg.vocab_size)
         self.eos = stop_ids(self.tokenizer, tokenizer_dir)
-        self.model = load(checkpoint_dir, device=device)
+        self.ranks = LocalRanks(checkpoint_dir, device=device)
         self.lock = threading.Lock()
         self.stopping = threading.Event()
 
     def stop(self) -> None:
-        """End the generation in flight at its next step and refuse new ones (returns once none runs)."""
+        """End the generation in flight at its next step, refuse new ones, and release the other tp ranks (returns
+        once no generation runs)."""
         self.stopping.set()
         with self.lock:
-            pass
+            self.ranks.close()
 
     def encode_chat(self, messages: list[dict]) -> list[int]:
         if not getattr(self.tokenizer, "chat_template", None):
@@ -132,8 +133,6 @@ class ReferenceBackend:
     def complete(self, prompts: list[list[int]], max_tokens: int, temperature: float | None, seed: int,
                  stop: list[str], on_text: Callable[[int, str], None] | None = None) -> list[Choice]:
         """Answer every prompt; on_text(prompt index, new text) streams it as tokens are accepted."""
-        from .runtime import generate
-
         if any(not p for p in prompts):
             raise RequestError("a prompt is empty: send some text")
         if len(prompts) > MAX_PROMPTS:
@@ -146,19 +145,26 @@ class ReferenceBackend:
         if bad:
             raise RequestError(f"token id {bad[0]} is outside the vocabulary (0..{self.config.vocab_size - 1})")
         texts = [AnswerText(self.tokenizer, stop) for _ in prompts]
+        gone: list[ClientGone] = []
 
         def on_tokens(i: int, new: list[int]) -> bool:
+            """Never raises: under tp the other ranks must leave the decoding loop at the same step as this one."""
             delta = texts[i].add(new)
-            if delta and on_text:
-                on_text(i, delta)
-            return texts[i].stopped or self.stopping.is_set()
+            if delta and on_text and not gone:
+                try:
+                    on_text(i, delta)
+                except ClientGone as e:
+                    gone.append(e)
+            return texts[i].stopped or self.stopping.is_set() or bool(gone)
 
         with self.lock:
             if self.stopping.is_set():
                 raise RequestError("the server is shutting down: send the request again once it is back")
-            result = generate(self.model, prompts, max_tokens, temperature=self.temperature(temperature),
-                              eos_token_id=self.eos, seed=seed, use_draft=self.config.has_drafter,
-                              on_tokens=on_tokens)
+            result = self.ranks.generate(prompts, max_tokens, temperature=self.temperature(temperature),
+                                         eos_token_id=self.eos, seed=seed, use_draft=self.config.has_drafter,
+                                         on_tokens=on_tokens)
+        if gone:
+            raise gone[0]
         choices = []
         for i, (t, ids, steps) in enumerate(zip(texts, result.output_ids, result.steps)):
             delta = t.rest()

@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from redrafter_trt.cli import main
-from redrafter_trt.serve import App, ReferenceBackend, make_server
+from redrafter_trt.serve import App, ClientGone, ReferenceBackend, make_server
 from test_runtime_support import checkpoint, fresh_drafter, hf_greedy, one_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -333,3 +333,90 @@ def test_cli_serves_until_sigterm(smollm2, smol_ckpt, busy):
             got += chunk
         sock.close()
         assert got.rstrip().endswith(b"data: [DONE]") and b'"finish_reason": "length"' in got
+
+
+@pytest.fixture(scope="module")
+def tp3_backend(smollm2):
+    """SmolLM2 split for tp 3 (3 kv heads), served by this process (rank 0) and two follower processes."""
+    backend = ReferenceBackend(checkpoint(smollm2, fresh_drafter(smollm2), 3, num_beams=3, draft_len=3), smollm2)
+    yield backend
+    backend.stop()
+    assert [p.exitcode for p in backend.ranks.procs] == [0, 0]  # followers left when told to
+
+
+def test_tp3_server_answers_as_tp1_and_survives_a_client_leaving(tp3_backend, backend):
+    tp1, tp3 = App(backend, "smol", 12), App(tp3_backend, "smol", 12)
+    body = {"prompt": ["The capital of France is", "List three colors:"], "stop": ["\n\n", " is"]}
+    status, want = tp1.post("/v1/completions", body)
+    assert status == 200 and {c["finish_reason"] for c in want["choices"]} == {"stop"}  # both stop strings cut
+    status, got = tp3.post("/v1/completions", body)
+    assert status == 200 and got["choices"] == want["choices"]
+    assert got["usage"] == want["usage"] and got["redrafter"] == want["redrafter"]
+
+    sent = []
+
+    def leave_after_two(event):  # a streaming client that hangs up mid-answer
+        sent.append(event)
+        if len(sent) == 2:
+            raise ClientGone
+
+    with pytest.raises(ClientGone):
+        tp3.post("/v1/chat/completions", {"messages": [{"role": "user", "content": "Tell me a story."}],
+                                          "stream": True}, leave_after_two)
+    assert len(sent) == 2
+    status, again = tp3.post("/v1/completions", body)  # every rank left that request at the same step
+    assert status == 200 and again["choices"] == want["choices"]
+
+
+@pytest.mark.parametrize("event", ["ctrl-c", "follower-killed"])
+def test_cli_tp3_stops_on_ctrl_c_and_exits_when_a_rank_dies(smollm2, event):
+    """Ctrl-C reaches every process of the group: the followers ignore it, rank 0 ends the answer in flight and
+    lets them go (exit 0). A follower killed mid-answer ends the server (exit 1, says which rank) instead of a hang."""
+    import os
+    import time
+
+    ckpt = checkpoint(smollm2, fresh_drafter(smollm2), 3, num_beams=3, draft_len=3)
+    proc = subprocess.Popen([sys.executable, "-m", "redrafter_trt", "serve", "--checkpoint-dir", str(ckpt),
+                             "--tokenizer-dir", str(smollm2), "--port", "0", "--max-output-len", "400"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        line = proc.stdout.readline()
+        address = re.search(r"http://([\d.]+):(\d+)/v1", line)
+        assert address and "tp 3" in line, (line, proc.stderr.read() if proc.poll() is not None else "")
+        import socket
+
+        body = json.dumps({"prompt": "Write a long story.", "max_tokens": 400, "stream": True}).encode()
+        sock = socket.create_connection((address.group(1), int(address.group(2))), timeout=60)
+        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                     + str(len(body)).encode() + b"\r\n\r\n" + body)
+        got = b""
+        while got.count(b"data: ") < 2:
+            got += sock.recv(4096)
+        followers = [int(p) for p in subprocess.run(["pgrep", "-f", "-P", str(proc.pid), "multiprocessing.spawn"],
+                                                    capture_output=True, text=True).stdout.split()]
+        assert len(followers) == 2
+        if event == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            os.kill(followers[-1], signal.SIGKILL)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    while chunk := sock.recv(4096):
+        got += chunk
+    sock.close()
+    if event == "ctrl-c":
+        assert proc.returncode == 0 and "stopped" in out, err[-2000:]
+        assert got.rstrip().endswith(b"data: [DONE]")
+    else:
+        assert proc.returncode == 1 and "exited (code -9) while serving" in err, err[-2000:]
+    def running(pid: int) -> bool:  # a zombie waiting for init to reap it counts as gone
+        state = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True).stdout.strip()
+        return bool(state) and not state.startswith("Z")
+
+    deadline = time.time() + 30
+    while any(map(running, followers)) and time.time() < deadline:
+        time.sleep(0.5)
+    assert not any(map(running, followers))

@@ -18,7 +18,7 @@ from ..presets import config_option
 @click.command()
 @config_option
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Converted checkpoint: the reference runtime (tp 1).")
+              help="Converted checkpoint: the reference runtime, one local process per tp rank.")
 @click.option("--engine-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Built engine: TensorRT-LLM's trtllm-serve, one GPU per rank.")
 @click.option("--tokenizer-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -57,8 +57,9 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
     backend = ReferenceBackend(checkpoint_dir, tokenizer_dir, device)
     name = model_name or Path(checkpoint_dir).resolve().name
     server = make_server(App(backend, name, max_output_len), host, port)
+    cfg = backend.config
     click.echo(f"serving {name} at http://{host}:{server.server_address[1]}/v1 (reference runtime, {device}, "
-               f"{backend.config.num_beams} beams x {backend.config.draft_len} draft tokens); Ctrl-C stops")
+               f"tp {cfg.tp_size}, {cfg.num_beams} beams x {cfg.draft_len} draft tokens); Ctrl-C stops")
     sys.stdout.flush()  # the address, for whoever reads this through a pipe
     signal.signal(signal.SIGTERM, _interrupt)  # `kill`, `docker stop`: stop like Ctrl-C
     try:

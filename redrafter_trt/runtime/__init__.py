@@ -34,7 +34,7 @@ from .config import DTYPES, RuntimeConfig
 from .decode import GenerationResult, decode
 from .drafter import CheckpointDrafter
 from .model import BaseModel, read_rank_file
-from .tp import SINGLE, TPGroup, launch
+from .tp import SINGLE, TPGroup, launch, rank_device
 
 __all__ = ["ReDrafterModel", "GenerationResult", "RuntimeConfig", "load", "generate", "generate_tp", "forward_logits",
            "forward_logits_tp"]
@@ -100,8 +100,8 @@ def generate(model: ReDrafterModel, prompt_ids: list[list[int]], max_new_tokens:
              seed: int = 0, use_draft: bool = True, batch_size: int | None = None,
              on_tokens=None) -> GenerationResult:
     """Generate for every prompt, `batch_size` prompts at a time (None: all in one batch); see the module
-    docstring. Batch b uses seed + b. on_tokens(prompt index, new ids) -> True ends that prompt (tp 1 only; see
-    `runtime.decode`)."""
+    docstring. Batch b uses seed + b. on_tokens(prompt index, new ids) -> True ends that prompt (under tp, every
+    rank passes one and rank 0's answers count; see `runtime.decode`)."""
     if not prompt_ids or any(len(p) == 0 for p in prompt_ids):
         raise ConfigError("every prompt needs at least one token")
     if temperature < 0:
@@ -109,8 +109,6 @@ def generate(model: ReDrafterModel, prompt_ids: list[list[int]], max_new_tokens:
     if max_new_tokens < 1:
         raise ConfigError(f"--max-output-len {max_new_tokens} must be at least 1")
     W, L = check_draft_shape(model.config, num_beams, draft_len, use_draft)
-    if on_tokens is not None and model.group.tp_size > 1:
-        raise ConfigError("on_tokens works at tp 1 only: every rank would have to agree when a row ends")
     size = batch_size or len(prompt_ids)
     parts = [decode(model.base, model.drafter, prompt_ids[i: i + size], max_new_tokens, W, L, temperature,
                     eos_token_id, seed + i // size, model.group,
@@ -122,9 +120,7 @@ def generate(model: ReDrafterModel, prompt_ids: list[list[int]], max_new_tokens:
 
 
 def _tp_worker(group: TPGroup, checkpoint_dir, device, dtype, prompt_ids, kwargs) -> GenerationResult:
-    if device.startswith("cuda"):
-        device = f"cuda:{group.tp_rank}"
-    model = load(checkpoint_dir, device=device, dtype=dtype, group=group)
+    model = load(checkpoint_dir, device=rank_device(device, group.tp_rank), dtype=dtype, group=group)
     return generate(model, prompt_ids, **kwargs)
 
 

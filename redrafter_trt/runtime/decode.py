@@ -5,8 +5,9 @@ Batches: prompts are right-padded for the prefill; from then on each row has its
 the batch (its cache rows dropped) when it emits EOS or reaches max_new_tokens; its output is cut right after
 EOS / at max_new_tokens.
 
-`on_tokens(row, new_ids)` (optional, tp 1) sees each row's tokens as they are committed, EOS cut included, and
-ends that row early by returning True (a server's stop strings, streaming).
+`on_tokens(row, new_ids)` (optional) sees each row's tokens as they are committed, EOS cut included, and ends that
+row early by returning True (a server's stop strings, streaming). Under tensor parallelism every rank passes one
+(or none) and rank 0's answers count: they are broadcast, so all ranks drop the same rows.
 
 Step accounting: the prefill is step 1 and emits the first token; each later step emits accepted drafts + 1.
 Plain decoding (`use_draft=False`) is the same loop with one-token trees, so it emits exactly 1 token per step.
@@ -105,8 +106,6 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
 
     def report(b: int) -> bool:
         """Hand row b's new tokens to on_tokens; True when it asks the row to end."""
-        if on_tokens is None:
-            return False
         new, sent[b] = outputs[b][sent[b]:], len(outputs[b])
         return bool(on_tokens(b, new))
 
@@ -129,7 +128,7 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
     active = list(range(B))
     for b, t in enumerate(g0.tolist()):
         outputs[b].append(t)
-    active, keep = _finish(active, outputs, eos, max_new_tokens, report)
+    active, keep = _finish(active, outputs, eos, max_new_tokens, report if on_tokens else None, group)
     cache.select_rows(keep.to(dev)); h, g0 = h[keep], g0[keep]
 
     while active:
@@ -157,7 +156,7 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
             outputs[b].extend(new)
             accepted[b].append(len(new))
             steps[b] += 1
-        active, keep = _finish(active, outputs, eos, max_new_tokens, report)
+        active, keep = _finish(active, outputs, eos, max_new_tokens, report if on_tokens else None, group)
         if len(active) < n:
             cache.select_rows(keep.to(dev)); h, g0 = h[keep], g0[keep]
     for b in range(B):  # an EOS inside a step's tokens cut that step short
@@ -172,16 +171,20 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
 
 
 def _finish(active: list[int], outputs: list[list[int]], eos: set[int], max_new: int,
-            report: Callable[[int], bool]) -> tuple[list[int], torch.Tensor]:
+            report: Callable[[int], bool] | None, group: TPGroup) -> tuple[list[int], torch.Tensor]:
     """Cut outputs after EOS, report each row's new tokens; return the rows still running and their positions in
-    the current batch."""
-    still, keep = [], []
-    for i, b in enumerate(active):
+    the current batch. report None: nothing is reported (no on_tokens), so the ranks need not agree on anything."""
+    for b in active:
         stop = _stop_index(outputs[b], eos)
         if stop is not None:
             del outputs[b][stop + 1:]
-        halt = report(b)
-        if stop is None and len(outputs[b]) < max_new and not halt:
+    halt = [report(b) for b in active] if report else [False] * len(active)
+    if report and group.tp_size > 1:
+        (flags,) = _sync(group, torch.tensor(halt, dtype=torch.bool))
+        halt = flags.tolist()
+    still, keep = [], []
+    for i, b in enumerate(active):
+        if _stop_index(outputs[b], eos) is None and len(outputs[b]) < max_new and not halt[i]:
             still.append(b)
             keep.append(i)
     return still, torch.tensor(keep, dtype=torch.long)

@@ -62,13 +62,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(tp_rank: int, tp_size: int, port: int, backend: str, fn, args, result_path: str) -> None:
+def join(tp_rank: int, tp_size: int, port: int, device: str) -> TPGroup:
+    """Join the local process group (gloo on CPU; nccl on CUDA, rank r on cuda:r) with a fair share of the cores."""
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // tp_size))
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=tp_rank, world_size=tp_size)
+    nccl = device.startswith("cuda")
+    dist.init_process_group("nccl" if nccl else "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=tp_rank,
+                            world_size=tp_size)
+    if nccl:
+        torch.cuda.set_device(tp_rank)
+    return TPGroup(tp_rank, tp_size)
+
+
+def rank_device(device: str, tp_rank: int) -> str:
+    """Where a rank's shard lives: GPU r for rank r on CUDA."""
+    return f"cuda:{tp_rank}" if device.startswith("cuda") else device
+
+
+def _worker(tp_rank: int, tp_size: int, port: int, device: str, fn, args, result_path: str) -> None:
+    group = join(tp_rank, tp_size, port, device)
     try:
-        if backend == "nccl":
-            torch.cuda.set_device(tp_rank)
-        result = ("ok", fn(TPGroup(tp_rank, tp_size), *args))
+        result = ("ok", fn(group, *args))
     except RedrafterError as e:  # the user's mistake: hand it to the parent as is
         result = ("error", e)
     finally:
@@ -83,10 +96,9 @@ def launch(fn, tp_size: int, *args, device: str = "cpu"):
     RedrafterError). `fn` must be a module-level function; its result is pickled through a temporary file."""
     import torch.multiprocessing as mp
 
-    backend = "nccl" if device.startswith("cuda") else "gloo"
     with tempfile.TemporaryDirectory(prefix="redrafter-tp-") as tmp:
         path = os.path.join(tmp, "result.pkl")
-        mp.spawn(_worker, args=(tp_size, free_port(), backend, fn, args, path), nprocs=tp_size, join=True)
+        mp.spawn(_worker, args=(tp_size, free_port(), device, fn, args, path), nprocs=tp_size, join=True)
         with open(path, "rb") as f:
             status, value = pickle.load(f)
     if status == "error":

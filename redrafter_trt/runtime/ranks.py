@@ -1,0 +1,137 @@
+"""A checkpoint kept loaded on all its tensor-parallel ranks, for a process that takes requests one after another
+(`redrafter-trt serve`): this process is rank 0, ranks 1..N-1 are local follower processes that wait for the next
+call and run it with rank 0 (gloo on CPU, nccl on CUDA, rank r on cuda:r).
+
+    ranks = LocalRanks("ckpt_tp2/", device="cpu")      # spawns 1 follower, loads rank0 here
+    result = ranks.generate(prompt_ids, 64, eos_token_id=2, on_tokens=cb)   # runtime.generate on every rank
+    ranks.close()                                       # followers exit
+
+`generate_tp` (one call, fresh processes) suits a batch job; this suits a server. A tp=1 checkpoint has no
+followers. Followers ignore Ctrl-C (the server drains first, then `close`) and leave when this process dies (their
+pipe ends). A follower that dies while open, or an error on rank 0 in the middle of a generation, ends this process
+(exit 1, logged): the ranks would be out of step, and the next collective would hang.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import signal
+import sys
+import threading
+from multiprocessing.connection import wait
+
+import torch
+import torch.distributed as dist
+
+from ..errors import ConfigError, RedrafterError, first_line
+from .config import RuntimeConfig
+from .decode import GenerationResult
+from .tp import free_port, join, rank_device
+
+log = logging.getLogger(__name__)
+
+
+def _agree(row: int, new: list[int]) -> bool:
+    """A follower's on_tokens: never ends a row itself, takes rank 0's answers (see runtime.decode)."""
+    return False
+
+
+def _follow(rank: int, size: int, port: int, checkpoint_dir: str, device: str, dtype, conn) -> None:
+    from . import generate, load
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: rank 0 decides
+    group = join(rank, size, port, device)
+    model = load(checkpoint_dir, device=rank_device(device, rank), dtype=dtype, group=group)
+    conn.send("ready")
+    while True:
+        try:
+            job = conn.recv()
+        except EOFError:  # rank 0's process is gone
+            break
+        if job is None:
+            break
+        args, kwargs, streams = job
+        try:
+            generate(model, *args, on_tokens=_agree if streams else None, **kwargs)
+        except RedrafterError:  # rank 0 raised the same, before any collective
+            pass
+        except Exception as e:  # a collective failed: another rank is gone
+            log.error("tp rank %d: %s; leaving", rank, first_line(e, type(e).__name__))
+            os._exit(1)
+    dist.destroy_process_group()
+
+
+class LocalRanks:
+    """Every rank of a checkpoint, loaded once; see the module docstring."""
+
+    def __init__(self, checkpoint_dir, device: str = "cpu", dtype=None):
+        from . import load
+
+        size = RuntimeConfig.from_dir(checkpoint_dir).tp_size
+        self.conns, self.procs, self.closing = [], [], threading.Event()
+        if size == 1:
+            self.model = load(checkpoint_dir, device=device, dtype=dtype)
+            return
+        if device.startswith("cuda") and torch.cuda.device_count() < size:
+            raise ConfigError(f"{checkpoint_dir} is a tp={size} checkpoint but {torch.cuda.device_count()} CUDA "
+                              f"device(s) are visible: run on {size} GPUs, or convert with a smaller --tp-size")
+        port, ctx = free_port(), mp.get_context("spawn")
+        for rank in range(1, size):
+            mine, theirs = ctx.Pipe()
+            proc = ctx.Process(target=_follow, args=(rank, size, port, str(checkpoint_dir), device, dtype, theirs),
+                               daemon=True, name=f"redrafter-tp-rank{rank}")
+            proc.start()
+            theirs.close()
+            self.conns.append(mine)
+            self.procs.append(proc)
+        threading.Thread(target=self._watch, daemon=True, name="redrafter-tp-watch").start()
+        group = join(0, size, port, device)
+        self.model = load(checkpoint_dir, device=rank_device(device, 0), dtype=dtype, group=group)
+        for conn in self.conns:
+            conn.recv()  # "ready": every rank has loaded its shard
+        log.info("%s loaded on %d ranks", checkpoint_dir, size)
+
+    def generate(self, prompt_ids: list[list[int]], max_new_tokens: int, on_tokens=None, **kwargs) -> GenerationResult:
+        """`runtime.generate` on every rank (the same arguments); rank 0's result. on_tokens runs here only."""
+        from . import generate
+
+        for conn in self.conns:
+            conn.send(((prompt_ids, max_new_tokens), kwargs, on_tokens is not None))
+        try:
+            return generate(self.model, prompt_ids, max_new_tokens, on_tokens=on_tokens, **kwargs)
+        except RedrafterError:  # bad arguments: every rank refused them before any collective
+            raise
+        except Exception:
+            if self.procs:  # the followers are stuck in a collective this rank will never join
+                e = sys.exc_info()[1]
+                log.critical("tp rank 0 failed mid-generation (%s); the ranks are out of step: exiting",
+                             first_line(e, type(e).__name__))
+                os._exit(1)
+            raise
+
+    def close(self) -> None:
+        """Followers leave (call once no generate runs); a tp=1 checkpoint has nothing to close."""
+        if self.closing.is_set() or not self.procs:
+            return
+        self.closing.set()
+        for conn in self.conns:
+            try:
+                conn.send(None)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+        for proc in self.procs:
+            proc.join(timeout=60)
+            if proc.is_alive():
+                proc.kill()
+        dist.destroy_process_group()
+
+    def _watch(self) -> None:
+        ended = wait([p.sentinel for p in self.procs])
+        if not self.closing.is_set():
+            dead = next(p for p in self.procs if p.sentinel in ended)
+            dead.join(timeout=5)
+            log.critical("%s exited (code %s) while serving: rank 0 cannot go on without it; exiting",
+                         dead.name, dead.exitcode)
+            os._exit(1)
