@@ -11,9 +11,9 @@ Every answer carries `usage` and a `redrafter` block (decoding steps, tokens per
 A greedy checkpoint (redrafter_greedy_search) answers greedily whatever the temperature, as its engine does; a
 sampling one samples at the request's temperature (1.0 when unset) and refuses 0, as `run --engine-dir` does.
 `"stream": true` sends server-sent events as tokens are accepted (OpenAI's chunk objects, then `data: [DONE]`).
-A stop string ends the answer as soon as it is decoded (the text stops before it). Requests run one at a time (one
-model using every core); the threading server queues them. A tp=N checkpoint runs on N local processes (this one is
-rank 0; `runtime.ranks`), N GPUs with --device cuda. Refused with 400: "n" > 1, "logprobs", max_tokens above
+A stop string ends the answer as soon as it is decoded (the text stops before it). Requests that wait for the model
+are decoded together, up to --max-batch-size prompts (`serve_backend`). A tp=N checkpoint runs on N local processes
+(this one is rank 0; `runtime.ranks`), N GPUs with --device cuda. Refused with 400: "n" > 1, "logprobs", max_tokens above
 the server's --max-output-len, malformed fields.
 """
 
@@ -26,153 +26,15 @@ import secrets
 import threading
 import time
 import uuid
-from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Callable
 
 from . import __version__
 from .errors import ConfigError
+from .serve_backend import ClientGone, ReferenceBackend, RequestError
 
 log = logging.getLogger(__name__)
-
-
-class RequestError(Exception):
-    """A bad request: answered with 400 and this message."""
-
-
-class ClientGone(Exception):
-    """The client closed a streaming connection: generation stops, nothing more is sent."""
-
-
-@dataclass
-class Choice:
-    ids: list[int]      # generated ids, EOS kept
-    text: str           # decoded, cut before the first stop string
-    steps: int          # decoding steps (the prefill counts as one)
-    finish_reason: str  # "stop" (EOS or a stop string) or "length"
-
-
-class AnswerText:
-    """One answer's text as its tokens come: decoded whole each time (multi-token characters come out right), cut
-    before the first stop string. `add` returns the text that is safe to send: a possible start of a stop string and
-    the replacement characters of a half-decoded character are held back until the next tokens or `rest()`."""
-
-    def __init__(self, tokenizer, stop: list[str]):
-        self.tokenizer, self.stop = tokenizer, stop
-        self.ids: list[int] = []
-        self.text, self.sent, self.stopped = "", 0, False
-
-    def add(self, new: list[int]) -> str:
-        self.ids += new
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        cut = min((i for i in (text.find(s) for s in self.stop) if i >= 0), default=-1)
-        if cut >= 0:
-            self.text, self.stopped = text[:cut], True
-            return self.rest()
-        self.text = text
-        safe = min(len(text) - max((len(s) - 1 for s in self.stop), default=0),
-                   len(text.rstrip("\ufffd")))  # byte-fallback tokenizers write one per byte of an unfinished character
-        delta = text[self.sent: max(safe, self.sent)]
-        self.sent += len(delta)
-        return delta
-
-    def rest(self) -> str:
-        delta, self.sent = self.text[self.sent:], len(self.text)
-        return delta
-
-
-MAX_PROMPTS = 64  # prompts in one /v1/completions request
-
-
-class ReferenceBackend:
-    """A checkpoint loaded once with its tokenizer, on all its tp ranks (this process is rank 0, see
-    `runtime.ranks`); `complete` runs one request at a time."""
-
-    def __init__(self, checkpoint_dir: Path, tokenizer_dir: Path, device: str = "cpu"):
-        from .checkpoint import require_valid
-        from .runtime import RuntimeConfig
-        from .runtime.ranks import LocalRanks
-        from .tokens import load_tokenizer, stop_ids
-
-        raw = require_valid(checkpoint_dir)
-        cfg = RuntimeConfig.from_dict(raw, f"{checkpoint_dir}/config.json")
-        self.max_positions = int(raw.get("max_position_embeddings") or 2048)
-        self.config = cfg
-        self.tokenizer = load_tokenizer(str(tokenizer_dir), cfg.vocab_size)
-        self.eos = stop_ids(self.tokenizer, tokenizer_dir)
-        self.ranks = LocalRanks(checkpoint_dir, device=device)
-        self.lock = threading.Lock()
-        self.stopping = threading.Event()
-
-    def stop(self) -> None:
-        """End the generation in flight at its next step, refuse new ones, and release the other tp ranks (returns
-        once no generation runs)."""
-        self.stopping.set()
-        with self.lock:
-            self.ranks.close()
-
-    def encode_chat(self, messages: list[dict]) -> list[int]:
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise RequestError("this model's tokenizer has no chat template: use /v1/completions")
-        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def encode(self, prompt: str) -> list[int]:
-        return list(self.tokenizer(prompt)["input_ids"])
-
-    def temperature(self, requested: float | None) -> float:
-        """Greedy checkpoint: 0 whatever was asked; otherwise the request's, 1.0 (OpenAI's default) when unset."""
-        if self.config.has_drafter and self.config.greedy_search:
-            return 0.0
-        if requested == 0 and self.config.has_drafter:
-            raise RequestError("this checkpoint samples (converted with --no-greedy): pass a positive temperature")
-        return 1.0 if requested is None else float(requested)
-
-    def complete(self, prompts: list[list[int]], max_tokens: int, temperature: float | None, seed: int,
-                 stop: list[str], on_text: Callable[[int, str], None] | None = None) -> list[Choice]:
-        """Answer every prompt; on_text(prompt index, new text) streams it as tokens are accepted."""
-        if any(not p for p in prompts):
-            raise RequestError("a prompt is empty: send some text")
-        if len(prompts) > MAX_PROMPTS:
-            raise RequestError(f"{len(prompts)} prompts in one request: send at most {MAX_PROMPTS}")
-        longest = max(map(len, prompts))
-        if longest + max_tokens > self.max_positions:
-            raise RequestError(f"{longest} prompt tokens + max_tokens {max_tokens} exceed the model's "
-                               f"{self.max_positions} positions: shorten the prompt or lower max_tokens")
-        bad = [t for p in prompts for t in p if not 0 <= t < self.config.vocab_size]
-        if bad:
-            raise RequestError(f"token id {bad[0]} is outside the vocabulary (0..{self.config.vocab_size - 1})")
-        texts = [AnswerText(self.tokenizer, stop) for _ in prompts]
-        gone: list[ClientGone] = []
-
-        def on_tokens(i: int, new: list[int]) -> bool:
-            """Never raises: under tp the other ranks must leave the decoding loop at the same step as this one."""
-            delta = texts[i].add(new)
-            if delta and on_text and not gone:
-                try:
-                    on_text(i, delta)
-                except ClientGone as e:
-                    gone.append(e)
-            return texts[i].stopped or self.stopping.is_set() or bool(gone)
-
-        with self.lock:
-            if self.stopping.is_set():
-                raise RequestError("the server is shutting down: send the request again once it is back")
-            result = self.ranks.generate(prompts, max_tokens, temperature=self.temperature(temperature),
-                                         eos_token_id=self.eos, seed=seed, use_draft=self.config.has_drafter,
-                                         on_tokens=on_tokens)
-        if gone:
-            raise gone[0]
-        choices = []
-        for i, (t, ids, steps) in enumerate(zip(texts, result.output_ids, result.steps)):
-            delta = t.rest()
-            if delta and on_text:
-                on_text(i, delta)
-            reason = "stop" if t.stopped or (ids and ids[-1] in self.eos) else "length"
-            choices.append(Choice(ids, t.text, steps, reason))
-        return choices
 
 
 # ---- requests ------------------------------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ import pytest
 from click.testing import CliRunner
 
 from redrafter_trt.cli import main
-from redrafter_trt.serve import App, ClientGone, ReferenceBackend, make_server
+from redrafter_trt.serve import App, make_server
+from redrafter_trt.serve_backend import ClientGone, ReferenceBackend
 from test_runtime_support import checkpoint, fresh_drafter, hf_greedy, one_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -210,7 +211,7 @@ def test_answer_text_with_a_byte_fallback_tokenizer():
     from tokenizers import Tokenizer, decoders, models
     from transformers import PreTrainedTokenizerFast
 
-    from redrafter_trt.serve import AnswerText
+    from redrafter_trt.serve_backend import AnswerText
 
     vocab = {f"<0x{i:02X}>": i for i in range(256)} | {"X": 256, "a": 257, "b": 258, "c": 259}
     tk = Tokenizer(models.BPE(vocab=vocab, merges=[], byte_fallback=True))
@@ -227,7 +228,7 @@ def test_answer_text_with_a_byte_fallback_tokenizer():
 
 def test_answer_text_holds_back_what_may_still_change(backend):
     """A stop string split over tokens is never sent, nor half of a multi-token character."""
-    from redrafter_trt.serve import AnswerText
+    from redrafter_trt.serve_backend import AnswerText
 
     tok = backend.tokenizer
     ids = tok("Hello world, rain \u96e8 \U0001f642 time. END here", add_special_tokens=False)["input_ids"]
@@ -420,3 +421,69 @@ def test_cli_tp3_stops_on_ctrl_c_and_exits_when_a_rank_dies(smollm2, event):
     while any(map(running, followers)) and time.time() < deadline:
         time.sleep(0.5)
     assert not any(map(running, followers))
+
+
+def test_waiting_requests_are_decoded_together_and_answer_as_alone(backend):
+    """While the model is busy, three requests queue up; they are then decoded as one batch, and each still gets
+    exactly its answer alone: its own max_tokens, stop strings and steps. A client leaving ends only its rows."""
+    app = App(backend, "smol", 12)
+    bodies = [{"prompt": "The capital of France is", "max_tokens": 12},
+              {"prompt": ["List three colors:", "Name a planet."], "max_tokens": 5},
+              {"prompt": "Count to ten: one, two,", "max_tokens": 12, "stop": [" five"]},
+              {"prompt": "Once upon a time", "max_tokens": 12, "stream": True}]
+    alone = [app.post("/v1/completions", b, lambda e: None) for b in bodies[:3]]  # nothing waits: one at a time
+    sizes, go, real = [], threading.Event(), backend.ranks.generate
+
+    def generate(prompt_ids, *args, **kwargs):
+        sizes.append(len(prompt_ids))
+        go.wait(60)  # the first batch holds the model until the others wait
+        return real(prompt_ids, *args, **kwargs)
+
+    answers, sent = {}, []
+
+    def leave(event):  # the streaming client of the last request hangs up after its first text
+        sent.append(event)
+        if len(sent) == 2:
+            raise ClientGone
+
+    def post(i):
+        try:
+            answers[i] = app.post("/v1/completions", bodies[i], leave)
+        except ClientGone:
+            answers[i] = "gone"
+
+    backend.ranks.generate = generate
+    try:
+        threads = [threading.Thread(target=post, args=(i,)) for i in range(4)]
+        threads[0].start()
+        while not sizes:
+            threading.Event().wait(0.01)
+        for t in threads[1:]:
+            t.start()
+        while len(backend.waiting) < 3:
+            threading.Event().wait(0.01)
+        go.set()
+        for t in threads:
+            t.join(120)
+    finally:
+        backend.ranks.generate = real
+    assert sizes == [1, 2 + 1 + 1]  # the first alone, then everything that waited
+    for i in range(3):
+        assert answers[i][0] == 200 and answers[i][1]["choices"] == alone[i][1]["choices"]
+        assert answers[i][1]["usage"] == alone[i][1]["usage"] and answers[i][1]["redrafter"] == alone[i][1]["redrafter"]
+    assert answers[2][1]["choices"][0]["finish_reason"] == "stop"
+    assert answers[3] == "gone" and len(sent) == 2, sent
+
+
+def test_scheduler_batches_greedy_requests_only_and_within_max_batch():
+    from collections import deque
+    from types import SimpleNamespace
+
+    from redrafter_trt.serve_backend import Job
+
+    jobs = [Job([[1]] * n, 4, t, 0, []) for n, t in [(2, 0.0), (1, 0.7), (3, 0.0), (4, 0.0), (1, 0.0), (1, 0.7)]]
+    fake = SimpleNamespace(waiting=deque(jobs), max_batch=6)
+    taken = []
+    while fake.waiting:
+        taken.append([jobs.index(j) for j in ReferenceBackend._take(fake)])
+    assert taken == [[0, 2, 4], [1], [3], [5]]  # sampled requests alone (their seed decides), at most 6 prompts

@@ -28,10 +28,14 @@ from ..presets import config_option
 @click.option("--model-name", help="The model id clients send and /v1/models lists (default: the folder's name).")
 @click.option("--max-output-len", default=512, show_default=True, type=click.IntRange(min=1),
               help="Reference server: the largest max_tokens a request may ask for, and the default.")
+@click.option("--max-batch-size", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Reference server: prompts of waiting requests decoded together (greedy; a sampled request goes "
+                   "alone).")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
               help="Reference server: where the checkpoint runs.")
 @click.option("--dry-run", is_flag=True, help="Engine: print the trtllm-serve command and exit.")
-def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max_output_len, device, dry_run):
+def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max_output_len, max_batch_size, device,
+          dry_run):
     """Serve a ReDrafter checkpoint or engine over HTTP (OpenAI-style /v1/completions, /v1/chat/completions)."""
     if bool(checkpoint_dir) == bool(engine_dir):
         raise ConfigError("pass exactly one of --checkpoint-dir (reference runtime) and --engine-dir (trtllm-serve)")
@@ -39,7 +43,7 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
         from ..serve_engine import exec_trtllm_serve, plan_trtllm_serve
 
         ctx = click.get_current_context()
-        given = [f"--{name.replace('_', '-')}" for name in ("model_name", "max_output_len", "device")
+        given = [f"--{name.replace('_', '-')}" for name in ("model_name", "max_output_len", "max_batch_size", "device")
                  if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
         if given:
             raise ConfigError(f"{', '.join(given)} apply to --checkpoint-dir only: trtllm-serve names the model after "
@@ -52,9 +56,10 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
         exec_trtllm_serve(plan)
     if dry_run:
         raise ConfigError("--dry-run prints the trtllm-serve command of an --engine-dir: leave it out here")
-    from ..serve import App, ReferenceBackend, drain, make_server
+    from ..serve import App, drain, make_server
+    from ..serve_backend import ReferenceBackend
 
-    backend = ReferenceBackend(checkpoint_dir, tokenizer_dir, device)
+    backend = ReferenceBackend(checkpoint_dir, tokenizer_dir, device, max_batch_size)
     name = model_name or Path(checkpoint_dir).resolve().name
     server = make_server(App(backend, name, max_output_len), host, port)
     cfg = backend.config

@@ -1,0 +1,234 @@
+"""The reference server's model side: one scheduler thread owns the checkpoint (on all its tp ranks, see
+`runtime.ranks`) and decodes the requests waiting for it together, up to `max_batch` prompts in one batch.
+
+    backend = ReferenceBackend(ckpt, tokenizer_dir, device="cpu", max_batch=8)
+    choices = backend.complete(prompts, max_tokens, temperature, seed, stop, on_text)   # from any thread
+    backend.stop()
+
+Batching changes nothing in an answer: each prompt keeps its own max_tokens (its tokens are cut there and its row
+leaves the batch at the step it is reached, as it would alone), stop strings and EOS; greedy answers are the base's
+greedy answers whatever they are batched with. A sampling checkpoint decodes a request alone, so that its `seed`
+alone decides its answer. The scheduler never waits for a batch to fill: it takes what is queued when the model
+becomes free (as TensorRT-LLM's scheduler does between steps, here between batches). Streamed text goes through a
+queue per request, so a slow client never holds up the others; a client that leaves ends only its own rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+log = logging.getLogger(__name__)
+
+MAX_PROMPTS = 64  # prompts in one /v1/completions request
+
+
+class RequestError(Exception):
+    """A bad request: answered with 400 and this message."""
+
+
+class ClientGone(Exception):
+    """The client closed a streaming connection: generation stops, nothing more is sent."""
+
+
+@dataclass
+class Choice:
+    ids: list[int]      # generated ids, EOS kept
+    text: str           # decoded, cut before the first stop string
+    steps: int          # decoding steps (the prefill counts as one)
+    finish_reason: str  # "stop" (EOS or a stop string) or "length"
+
+
+class AnswerText:
+    """One answer's text as its tokens come: decoded whole each time (multi-token characters come out right), cut
+    before the first stop string. `add` returns the text that is safe to send: a possible start of a stop string and
+    the replacement characters of a half-decoded character are held back until the next tokens or `rest()`."""
+
+    def __init__(self, tokenizer, stop: list[str]):
+        self.tokenizer, self.stop = tokenizer, stop
+        self.ids: list[int] = []
+        self.text, self.sent, self.stopped = "", 0, False
+
+    def add(self, new: list[int]) -> str:
+        self.ids += new
+        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        cut = min((i for i in (text.find(s) for s in self.stop) if i >= 0), default=-1)
+        if cut >= 0:
+            self.text, self.stopped = text[:cut], True
+            return self.rest()
+        self.text = text
+        safe = min(len(text) - max((len(s) - 1 for s in self.stop), default=0),
+                   len(text.rstrip("\ufffd")))  # byte-fallback tokenizers write one per byte of an unfinished character
+        delta = text[self.sent: max(safe, self.sent)]
+        self.sent += len(delta)
+        return delta
+
+    def rest(self) -> str:
+        delta, self.sent = self.text[self.sent:], len(self.text)
+        return delta
+
+
+@dataclass
+class Job:
+    """One request on its way through the scheduler. events: (prompt index, text) as it is decoded, then None."""
+    prompts: list[list[int]]
+    max_tokens: int
+    temperature: float
+    seed: int
+    stop: list[str]
+    events: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    gone: threading.Event = field(default_factory=threading.Event)
+    choices: list[Choice] | None = None
+    error: Exception | None = None
+
+
+class ReferenceBackend:
+    """A checkpoint loaded once with its tokenizer, on all its tp ranks (this process is rank 0); `complete` may be
+    called from many threads at once, the scheduler batches what waits."""
+
+    def __init__(self, checkpoint_dir: Path, tokenizer_dir: Path, device: str = "cpu", max_batch: int = 8):
+        from .checkpoint import require_valid
+        from .runtime import RuntimeConfig
+        from .runtime.ranks import LocalRanks
+        from .tokens import load_tokenizer, stop_ids
+
+        raw = require_valid(checkpoint_dir)
+        cfg = RuntimeConfig.from_dict(raw, f"{checkpoint_dir}/config.json")
+        self.max_positions = int(raw.get("max_position_embeddings") or 2048)
+        self.config, self.max_batch = cfg, max_batch
+        self.tokenizer = load_tokenizer(str(tokenizer_dir), cfg.vocab_size)
+        self.eos = stop_ids(self.tokenizer, tokenizer_dir)
+        self.ranks = LocalRanks(checkpoint_dir, device=device)
+        self.waiting: deque[Job] = deque()
+        self.wake = threading.Condition()
+        self.stopping = False
+        self.scheduler = threading.Thread(target=self._schedule, daemon=True, name="redrafter-serve-scheduler")
+        self.scheduler.start()
+
+    def stop(self) -> None:
+        """End the batch in flight at its next step, refuse what waits and what comes, release the other tp ranks
+        (returns once no generation runs)."""
+        with self.wake:
+            self.stopping = True
+            self.wake.notify_all()
+        self.scheduler.join()
+        self.ranks.close()
+
+    def encode_chat(self, messages: list[dict]) -> list[int]:
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise RequestError("this model's tokenizer has no chat template: use /v1/completions")
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def encode(self, prompt: str) -> list[int]:
+        return list(self.tokenizer(prompt)["input_ids"])
+
+    def temperature(self, requested: float | None) -> float:
+        """Greedy checkpoint: 0 whatever was asked; otherwise the request's, 1.0 (OpenAI's default) when unset."""
+        if self.config.has_drafter and self.config.greedy_search:
+            return 0.0
+        if requested == 0 and self.config.has_drafter:
+            raise RequestError("this checkpoint samples (converted with --no-greedy): pass a positive temperature")
+        return 1.0 if requested is None else float(requested)
+
+    def complete(self, prompts: list[list[int]], max_tokens: int, temperature: float | None, seed: int,
+                 stop: list[str], on_text: Callable[[int, str], None] | None = None) -> list[Choice]:
+        """Answer every prompt; on_text(prompt index, new text) streams it as tokens are accepted (called in this
+        thread; raising ClientGone from it ends this request's decoding)."""
+        if any(not p for p in prompts):
+            raise RequestError("a prompt is empty: send some text")
+        if len(prompts) > MAX_PROMPTS:
+            raise RequestError(f"{len(prompts)} prompts in one request: send at most {MAX_PROMPTS}")
+        longest = max(map(len, prompts))
+        if longest + max_tokens > self.max_positions:
+            raise RequestError(f"{longest} prompt tokens + max_tokens {max_tokens} exceed the model's "
+                               f"{self.max_positions} positions: shorten the prompt or lower max_tokens")
+        bad = [t for p in prompts for t in p if not 0 <= t < self.config.vocab_size]
+        if bad:
+            raise RequestError(f"token id {bad[0]} is outside the vocabulary (0..{self.config.vocab_size - 1})")
+        job = Job(prompts, max_tokens, self.temperature(temperature), seed, stop)
+        with self.wake:
+            if self.stopping:
+                raise RequestError("the server is shutting down: send the request again once it is back")
+            self.waiting.append(job)
+            self.wake.notify_all()
+        while (event := job.events.get()) is not None:
+            if on_text and not job.gone.is_set():
+                try:
+                    on_text(*event)
+                except ClientGone:
+                    job.gone.set()  # the scheduler drops its rows at their next step
+        if job.gone.is_set():
+            raise ClientGone
+        if job.error is not None:
+            raise job.error
+        return job.choices
+
+    # ---- the scheduler thread ----------------------------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        while True:
+            with self.wake:
+                self.wake.wait_for(lambda: self.waiting or self.stopping)
+                if self.stopping:
+                    for job in self.waiting:
+                        job.error = RequestError("the server is shutting down: send the request again once it is back")
+                        job.events.put(None)
+                    self.waiting.clear()
+                    return
+                batch = self._take()
+            self._run(batch)
+
+    def _take(self) -> list[Job]:
+        """The oldest waiting request and, after it, the waiting ones that may share its batch (same temperature,
+        greedy only, at most max_batch prompts in all; a larger request goes alone)."""
+        first = self.waiting.popleft()
+        batch, rows = [first], len(first.prompts)
+        if first.temperature == 0:
+            for job in list(self.waiting):
+                if job.temperature == 0 and rows + len(job.prompts) <= self.max_batch:
+                    self.waiting.remove(job)
+                    batch.append(job)
+                    rows += len(job.prompts)
+        return batch
+
+    def _run(self, batch: list[Job]) -> None:
+        owners = [(job, i) for job in batch for i in range(len(job.prompts))]  # batch row -> (request, prompt index)
+        texts = [AnswerText(self.tokenizer, job.stop) for job, _ in owners]
+
+        def on_tokens(r: int, new: list[int]) -> bool:
+            """Never raises: under tp the other ranks must leave the decoding loop at the same step as this one."""
+            job, i = owners[r]
+            delta = texts[r].add(new[: job.max_tokens - len(texts[r].ids)])
+            if delta:
+                job.events.put((i, delta))
+            return texts[r].stopped or len(texts[r].ids) >= job.max_tokens or job.gone.is_set() or self.stopping
+
+        try:
+            result = self.ranks.generate([job.prompts[i] for job, i in owners],
+                                         max(job.max_tokens for job in batch), temperature=batch[0].temperature,
+                                         eos_token_id=self.eos, seed=batch[0].seed, use_draft=self.config.has_drafter,
+                                         on_tokens=on_tokens)
+        except Exception as e:  # answered as a 400 (a RequestError) or a 500 (anything else) by the HTTP side
+            log.exception("generation of %d request(s) failed", len(batch))
+            for job in batch:
+                job.error = e
+                job.events.put(None)
+            return
+        choices: dict[int, list[Choice]] = {id(job): [] for job in batch}
+        for r, ((job, i), text) in enumerate(zip(owners, texts)):
+            delta = text.rest()
+            if delta:
+                job.events.put((i, delta))
+            reason = "stop" if text.stopped or (text.ids and text.ids[-1] in self.eos) else "length"
+            choices[id(job)].append(Choice(text.ids, text.text, result.steps[r], reason))
+        for job in batch:
+            job.choices = choices[id(job)]
+            job.events.put(None)
+        if len(batch) > 1:
+            log.info("decoded %d requests (%d prompts) in one batch", len(batch), len(owners))

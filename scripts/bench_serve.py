@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""The reference server under concurrent clients: throughput with waiting requests batched, against one request at
+a time, measured in one run on one loaded checkpoint.
+
+Starts `redrafter-trt serve`'s server in this process on CKPT (port 0), then for each --max-batch-size in turn
+(1 first) sends the same chat requests from --clients threads at once over HTTP (MT-Bench first turns, greedy,
+max_tokens each) and prints completion tokens per second, mean latency, and the ratio to batch size 1. Every
+answer must be identical across batch sizes (greedy answers do not depend on their batch): checked, not assumed.
+
+    python scripts/bench_serve.py --checkpoint-dir CKPT --tokenizer-dir SMOLLM2 [--clients 8] [--requests 16]
+        [--max-tokens 64] [--max-batch-sizes 1,4,8] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from redrafter_trt.prompts import load_prompts
+from redrafter_trt.serve import App, make_server
+from redrafter_trt.serve_backend import ReferenceBackend
+
+
+def ask(url: str, question: str, max_tokens: int) -> tuple[float, str, int]:
+    body = {"messages": [{"role": "user", "content": question}], "max_tokens": max_tokens}
+    req = urllib.request.Request(url + "/v1/chat/completions", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    start = time.perf_counter()
+    with urllib.request.urlopen(req, timeout=3600) as r:
+        out = json.loads(r.read())
+    return time.perf_counter() - start, out["choices"][0]["message"]["content"], out["usage"]["completion_tokens"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--checkpoint-dir", required=True, type=Path)
+    ap.add_argument("--tokenizer-dir", required=True, type=Path)
+    ap.add_argument("--clients", type=int, default=8, help="threads sending requests at once")
+    ap.add_argument("--requests", type=int, default=16, help="MT-Bench questions sent in all (per batch size)")
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--max-batch-sizes", default="1,4,8")
+    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    sizes = [int(s) for s in args.max_batch_sizes.split(",")]
+    if sizes[0] != 1:
+        sizes.insert(0, 1)
+    mt_bench = resources.files("redrafter_trt") / "data" / "mt_bench_questions.jsonl"
+    questions = (load_prompts(Path(str(mt_bench))) * args.requests)[: args.requests]
+
+    backend = ReferenceBackend(args.checkpoint_dir, args.tokenizer_dir)
+    server = make_server(App(backend, "bench", args.max_tokens), "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    ask(url, "Hello", 4)  # warm-up
+    print(f"{args.requests} MT-Bench chat requests x max_tokens {args.max_tokens} from {args.clients} clients, "
+          f"{args.threads} threads, {backend.config.num_beams} beams x {backend.config.draft_len} draft tokens")
+    base_rate, answers = None, None
+    for size in sizes:
+        backend.max_batch = size
+        start = time.perf_counter()
+        with ThreadPoolExecutor(args.clients) as pool:
+            results = list(pool.map(lambda q: ask(url, q, args.max_tokens), questions))
+        wall = time.perf_counter() - start
+        texts = [text for _, text, _ in results]
+        if answers is None:
+            answers = texts
+        same = sum(a == b for a, b in zip(texts, answers))
+        rate = sum(n for _, _, n in results) / wall
+        base_rate = base_rate or rate
+        print(f"max batch {size:3d}: {rate:6.1f} tokens/s, mean latency {statistics.mean(t for t, _, _ in results):6.2f} s, "
+              f"{rate / base_rate:.2f}x batch 1, {same}/{len(texts)} answers identical to batch 1")
+    server.shutdown()
+    backend.stop()
+
+
+if __name__ == "__main__":
+    main()
