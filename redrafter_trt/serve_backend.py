@@ -6,8 +6,8 @@
     backend.stop()
 
 Batching changes nothing in an answer: each prompt keeps its own max_tokens (its tokens are cut there and its row
-leaves the batch at the step it is reached, as it would alone), stop strings and EOS; greedy answers are the base's
-greedy answers whatever they are batched with. A sampling checkpoint decodes a request alone, so that its `seed`
+leaves the batch at the step it is reached, as it would alone), stop strings and EOS; a greedy answer is the base's
+greedy answer whatever it is batched with (up to a floating-point near-tie, as in any batched inference). A sampling checkpoint decodes a request alone, so that its `seed`
 alone decides its answer. The scheduler never waits for a batch to fill: it takes what is queued when the model
 becomes free (as TensorRT-LLM's scheduler does between steps, here between batches). Streamed text goes through a
 queue per request, so a slow client never holds up the others; a client that leaves ends only its own rows.
