@@ -1,5 +1,6 @@
 """The reference server's model side: one scheduler thread owns the checkpoint (on all its tp ranks, see
-`runtime.ranks`) and decodes the requests waiting for it together, up to `max_batch` prompts in one batch.
+`runtime.ranks`) and decodes the requests waiting for it as one batch, which the greedy requests arriving later join
+between two steps (in-flight batching, as TensorRT-LLM's executor does), up to `max_batch` prompts running at once.
 
     backend = ReferenceBackend(ckpt, tokenizer_dir, device="cpu", max_batch=8)
     choices = backend.complete(prompts, max_tokens, temperature, seed, stop, on_text)   # from any thread
@@ -7,10 +8,11 @@
 
 Batching changes nothing in an answer: each prompt keeps its own max_tokens (its tokens are cut there and its row
 leaves the batch at the step it is reached, as it would alone), stop strings and EOS; a greedy answer is the base's
-greedy answer whatever it is batched with (up to a floating-point near-tie, as in any batched inference). A sampling checkpoint decodes a request alone, so that its `seed`
-alone decides its answer. The scheduler never waits for a batch to fill: it takes what is queued when the model
-becomes free (as TensorRT-LLM's scheduler does between steps, here between batches). Streamed text goes through a
-queue per request, so a slow client never holds up the others; a client that leaves ends only its own rows.
+greedy answer whatever it is batched with (up to a floating-point near-tie, as in any batched inference). A request
+is answered as soon as its own prompts end. A request joins a running batch only if its max_tokens is within the
+batch's (the cache was sized for it); a sampling checkpoint decodes each request alone, so that its `seed` alone
+decides its answer. Streamed text goes through a queue per request, so a slow client never holds up the others; a
+client that leaves ends only its own rows.
 """
 
 from __future__ import annotations
@@ -85,6 +87,17 @@ class Job:
     gone: threading.Event = field(default_factory=threading.Event)
     choices: list[Choice] | None = None
     error: Exception | None = None
+    running: int = 0  # its prompts still decoding
+
+
+@dataclass
+class Row:
+    """One prompt of a request, as a row of the running batch."""
+    job: Job
+    index: int          # the prompt's index in its request
+    text: AnswerText
+    steps: int = 0      # decoding steps so far (the prefill counts as one)
+    done: bool = False  # ended (EOS, max_tokens, a stop string) or dropped (client gone, shutdown)
 
 
 class ReferenceBackend:
@@ -105,8 +118,9 @@ class ReferenceBackend:
         self.eos = stop_ids(self.tokenizer, tokenizer_dir)
         self.ranks = LocalRanks(checkpoint_dir, device=device)
         self.waiting: deque[Job] = deque()
+        self.unanswered: list[Job] = []  # taken into the running batch, not answered yet (scheduler thread only)
         self.wake = threading.Condition()
-        self.stopping = False
+        self.stopping = self.busy = False
         self.scheduler = threading.Thread(target=self._schedule, daemon=True, name="redrafter-serve-scheduler")
         self.scheduler.start()
 
@@ -163,6 +177,9 @@ class ReferenceBackend:
                     on_text(*event)
                 except ClientGone:
                     job.gone.set()  # the scheduler drops its rows at their next step
+                except BaseException:
+                    job.gone.set()
+                    raise
         if job.gone.is_set():
             raise ClientGone
         if job.error is not None:
@@ -181,54 +198,96 @@ class ReferenceBackend:
                         job.events.put(None)
                     self.waiting.clear()
                     return
-                batch = self._take()
-            self._run(batch)
+                batch = self._next_batch()
+                self.busy = True
+            try:
+                self._run(batch)
+            except Exception as e:  # answered as a 400 (RequestError, ConfigError) or a 500 by the HTTP side
+                log.exception("decoding failed")
+                for job in self.unanswered:
+                    job.error = e
+                    job.events.put(None)
+                self.unanswered.clear()
+            with self.wake:
+                self.busy = False
+                self.wake.notify_all()
 
-    def _take(self) -> list[Job]:
-        """The oldest waiting request and, after it, the waiting ones that may share its batch (same temperature,
-        greedy only, at most max_batch prompts in all; a larger request goes alone)."""
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until nothing decodes and nothing waits (a request is answered before its batch has ended, and
+        a later one may still join it); True when so."""
+        with self.wake:
+            return self.wake.wait_for(lambda: not self.busy and not self.waiting, timeout)
+
+    def _next_batch(self) -> list[Job]:
+        """The oldest waiting request and, after it, the waiting ones that may share its batch (greedy, at most
+        max_batch prompts in all; a sampled request goes alone)."""
         first = self.waiting.popleft()
-        batch, rows = [first], len(first.prompts)
-        if first.temperature == 0:
-            for job in list(self.waiting):
-                if job.temperature == 0 and rows + len(job.prompts) <= self.max_batch:
-                    self.waiting.remove(job)
-                    batch.append(job)
-                    rows += len(job.prompts)
-        return batch
+        return [first] + (self._take(self.max_batch - len(first.prompts)) if first.temperature == 0 else [])
+
+    def _take(self, room: int, max_tokens: int | None = None) -> list[Job]:
+        """Waiting greedy requests, oldest first, that fit in `room` prompts (and ask for at most max_tokens)."""
+        jobs = []
+        for job in list(self.waiting):
+            fits = len(job.prompts) <= room and (max_tokens is None or job.max_tokens <= max_tokens)
+            if job.temperature == 0 and fits:
+                self.waiting.remove(job)
+                jobs.append(job)
+                room -= len(job.prompts)
+        return jobs
 
     def _run(self, batch: list[Job]) -> None:
-        owners = [(job, i) for job in batch for i in range(len(job.prompts))]  # batch row -> (request, prompt index)
-        texts = [AnswerText(self.tokenizer, job.stop) for job, _ in owners]
+        """Decode `batch`; greedy requests that arrive meanwhile join it between steps (up to max_batch running
+        prompts, max_tokens within the batch's). A request is answered as soon as its last prompt ends."""
+        rows: list[Row] = []  # decode's row r -> its request, prompt index, text so far
+        max_new = max(job.max_tokens for job in batch)
+
+        def add(jobs: list[Job]) -> list[list[int]]:
+            for job in jobs:
+                self.unanswered.append(job)
+                job.running = len(job.prompts)
+                rows.extend(Row(job, i, AnswerText(self.tokenizer, job.stop)) for i in range(len(job.prompts)))
+            return [p for job in jobs for p in job.prompts]
 
         def on_tokens(r: int, new: list[int]) -> bool:
             """Never raises: under tp the other ranks must leave the decoding loop at the same step as this one."""
-            job, i = owners[r]
-            delta = texts[r].add(new[: job.max_tokens - len(texts[r].ids)])
+            row = rows[r]
+            job, text = row.job, row.text
+            row.steps += 1
+            delta = text.add(new[: job.max_tokens - len(text.ids)])
             if delta:
-                job.events.put((i, delta))
-            return texts[r].stopped or len(texts[r].ids) >= job.max_tokens or job.gone.is_set() or self.stopping
+                job.events.put((row.index, delta))
+            ended = text.stopped or len(text.ids) >= job.max_tokens or (text.ids and text.ids[-1] in self.eos)
+            if (ended or job.gone.is_set() or self.stopping) and not row.done:
+                row.done = True
+                job.running -= 1
+                if not job.running:
+                    self._answer(job, [x for x in rows if x.job is job])
+            return row.done
 
-        try:
-            result = self.ranks.generate([job.prompts[i] for job, i in owners],
-                                         max(job.max_tokens for job in batch), temperature=batch[0].temperature,
-                                         eos_token_id=self.eos, seed=batch[0].seed, use_draft=self.config.has_drafter,
-                                         on_tokens=on_tokens)
-        except Exception as e:  # answered as a 400 (a RequestError) or a 500 (anything else) by the HTTP side
-            log.exception("generation of %d request(s) failed", len(batch))
-            for job in batch:
-                job.error = e
-                job.events.put(None)
-            return
-        choices: dict[int, list[Choice]] = {id(job): [] for job in batch}
-        for r, ((job, i), text) in enumerate(zip(owners, texts)):
-            delta = text.rest()
+        def admit(running: int) -> list[list[int]]:
+            if batch[0].temperature != 0:
+                return []
+            with self.wake:
+                return [] if self.stopping else add(self._take(self.max_batch - running, max_new))
+
+        prompts = add(batch)
+        self.ranks.generate(prompts, max_new, temperature=batch[0].temperature, eos_token_id=self.eos,
+                            seed=batch[0].seed, use_draft=self.config.has_drafter, on_tokens=on_tokens, admit=admit)
+        for job in list(self.unanswered):  # none: every row ends through on_tokens
+            self._answer(job, [x for x in rows if x.job is job])
+        jobs = len({id(row.job) for row in rows})
+        if jobs > 1:
+            log.info("decoded %d requests (%d prompts) in one batch", jobs, len(rows))
+
+    def _answer(self, job: Job, rows: list[Row]) -> None:
+        choices = []
+        for row in rows:
+            delta = row.text.rest()
             if delta:
-                job.events.put((i, delta))
-            reason = "stop" if text.stopped or (text.ids and text.ids[-1] in self.eos) else "length"
-            choices[id(job)].append(Choice(text.ids, text.text, result.steps[r], reason))
-        for job in batch:
-            job.choices = choices[id(job)]
-            job.events.put(None)
-        if len(batch) > 1:
-            log.info("decoded %d requests (%d prompts) in one batch", len(batch), len(owners))
+                job.events.put((row.index, delta))
+            ids = row.text.ids
+            reason = "stop" if row.text.stopped or (ids and ids[-1] in self.eos) else "length"
+            choices.append(Choice(ids, row.text.text, row.steps, reason))
+        job.choices = choices
+        self.unanswered.remove(job)
+        job.events.put(None)

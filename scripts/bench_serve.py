@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""The reference server under concurrent clients: throughput with waiting requests batched, against one request at
-a time, measured in one run on one loaded checkpoint.
+"""The reference server under concurrent clients: throughput with in-flight batching, against one request at a time,
+measured in one run on one loaded checkpoint.
 
 Starts `redrafter-trt serve`'s server in this process on CKPT (port 0), then for each --max-batch-size in turn
 (1 first) sends the same chat requests from --clients threads at once over HTTP (MT-Bench first turns, greedy,
@@ -66,6 +66,7 @@ def main() -> None:
           f"{args.threads} threads, {backend.config.num_beams} beams x {backend.config.draft_len} draft tokens")
     base_rate, answers = None, None
     for size in sizes:
+        assert backend.wait_idle(600)  # the last batch has ended: nothing joins it from this round
         backend.max_batch = size
         start = time.perf_counter()
         with ThreadPoolExecutor(args.clients) as pool:

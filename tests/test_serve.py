@@ -369,10 +369,11 @@ def test_tp3_server_answers_as_tp1_and_survives_a_client_leaving(tp3_backend, ba
     assert status == 200 and again["choices"] == want["choices"]
 
 
-@pytest.mark.parametrize("event", ["ctrl-c", "follower-killed"])
+@pytest.mark.parametrize("event", ["ctrl-c", "sigterm-group", "follower-killed"])
 def test_cli_tp3_stops_on_ctrl_c_and_exits_when_a_rank_dies(smollm2, event):
-    """Ctrl-C reaches every process of the group: the followers ignore it, rank 0 ends the answer in flight and
-    lets them go (exit 0). A follower killed mid-answer ends the server (exit 1, says which rank) instead of a hang."""
+    """Ctrl-C (and systemd's SIGTERM) reach every process of the group: the followers ignore them, rank 0 ends the
+    answer in flight and lets them go (exit 0). A follower killed mid-answer ends the server (exit 1, says which
+    rank) instead of a hang."""
     import os
     import time
 
@@ -397,8 +398,8 @@ def test_cli_tp3_stops_on_ctrl_c_and_exits_when_a_rank_dies(smollm2, event):
         followers = [int(p) for p in subprocess.run(["pgrep", "-f", "-P", str(proc.pid), "multiprocessing.spawn"],
                                                     capture_output=True, text=True).stdout.split()]
         assert len(followers) == 2
-        if event == "ctrl-c":
-            os.killpg(proc.pid, signal.SIGINT)
+        if event != "follower-killed":
+            os.killpg(proc.pid, signal.SIGINT if event == "ctrl-c" else signal.SIGTERM)
         else:
             os.kill(followers[-1], signal.SIGKILL)
         out, err = proc.communicate(timeout=120)
@@ -408,7 +409,7 @@ def test_cli_tp3_stops_on_ctrl_c_and_exits_when_a_rank_dies(smollm2, event):
     while chunk := sock.recv(4096):
         got += chunk
     sock.close()
-    if event == "ctrl-c":
+    if event != "follower-killed":
         assert proc.returncode == 0 and "stopped" in out, err[-2000:]
         assert got.rstrip().endswith(b"data: [DONE]")
     else:
@@ -423,25 +424,57 @@ def test_cli_tp3_stops_on_ctrl_c_and_exits_when_a_rank_dies(smollm2, event):
     assert not any(map(running, followers))
 
 
-def test_waiting_requests_are_decoded_together_and_answer_as_alone(backend):
-    """While the model is busy, three requests queue up; they are then decoded as one batch, and each still gets
-    exactly its answer alone: its own max_tokens, stop strings and steps. A client leaving ends only its rows."""
-    app = App(backend, "smol", 12)
-    bodies = [{"prompt": "The capital of France is", "max_tokens": 12},
-              {"prompt": ["List three colors:", "Name a planet."], "max_tokens": 5},
-              {"prompt": "Count to ten: one, two,", "max_tokens": 12, "stop": [" five"]},
-              {"prompt": "Once upon a time", "max_tokens": 12, "stream": True}]
-    alone = [app.post("/v1/completions", b, lambda e: None) for b in bodies[:3]]  # nothing waits: one at a time
-    sizes, go, real = [], threading.Event(), backend.ranks.generate
+def test_cli_tp3_on_a_taken_port_is_a_one_line_error(smollm2):
+    import socket
 
-    def generate(prompt_ids, *args, **kwargs):
+    ckpt = checkpoint(smollm2, fresh_drafter(smollm2), 3, num_beams=3, draft_len=3)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        res = subprocess.run([sys.executable, "-m", "redrafter_trt", "serve", "--checkpoint-dir", str(ckpt),
+                              "--tokenizer-dir", str(smollm2), "--port", str(taken.getsockname()[1])],
+                             capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "pick another --port" in res.stderr + res.stdout
+    assert "while serving" not in res.stderr and "Traceback" not in res.stderr, res.stderr[-2000:]
+
+
+def test_requests_join_the_running_batch_and_answer_as_alone(backend):
+    """Three requests arrive while another is decoding: they join its batch between two steps (in-flight batching)
+    and each still gets exactly its answer alone: its own max_tokens, stop strings and steps. A client leaving ends
+    only its rows; a request asking for more tokens than the running batch waits for the next batch."""
+    app = App(backend, "smol", 12)
+    bodies = [{"prompt": "The capital of France is", "max_tokens": 10},
+              {"prompt": ["List three colors:", "Name a planet."], "max_tokens": 5},
+              {"prompt": "Count to ten: one, two,", "max_tokens": 10, "stop": [" five"]},
+              {"prompt": "Once upon a time", "max_tokens": 10, "stream": True},
+              {"prompt": "Tell me a joke.", "max_tokens": 12}]
+    solo = [0, 1, 2, 4]
+    alone = {}
+    for i in solo:  # one at a time
+        assert backend.wait_idle(60)
+        alone[i] = app.post("/v1/completions", bodies[i], lambda e: None)
+    assert backend.wait_idle(60)
+    sizes, joined, paused, go, real = [], [], threading.Event(), threading.Event(), backend.ranks.generate
+
+    def generate(prompt_ids, *args, admit, **kwargs):
         sizes.append(len(prompt_ids))
-        go.wait(60)  # the first batch holds the model until the others wait
-        return real(prompt_ids, *args, **kwargs)
+
+        calls = []
+
+        def slow_admit(running):
+            calls.append(running)
+            if len(sizes) == 1 and len(calls) == 2:  # after the prefill and one step, the first request still runs
+                assert running == 1
+                paused.set()
+                go.wait(60)  # while the others queue up
+            new = admit(running)
+            joined.extend(new)
+            return new
+        return real(prompt_ids, *args, admit=slow_admit, **kwargs)
 
     answers, sent = {}, []
 
-    def leave(event):  # the streaming client of the last request hangs up after its first text
+    def leave(event):  # the streaming client hangs up after its first text
         sent.append(event)
         if len(sent) == 2:
             raise ClientGone
@@ -454,21 +487,20 @@ def test_waiting_requests_are_decoded_together_and_answer_as_alone(backend):
 
     backend.ranks.generate = generate
     try:
-        threads = [threading.Thread(target=post, args=(i,)) for i in range(4)]
+        threads = [threading.Thread(target=post, args=(i,)) for i in range(5)]
         threads[0].start()
-        while not sizes:
-            threading.Event().wait(0.01)
+        assert paused.wait(60)
         for t in threads[1:]:
             t.start()
-        while len(backend.waiting) < 3:
+        while len(backend.waiting) < 4:
             threading.Event().wait(0.01)
         go.set()
         for t in threads:
             t.join(120)
     finally:
         backend.ranks.generate = real
-    assert sizes == [1, 2 + 1 + 1]  # the first alone, then everything that waited
-    for i in range(3):
+    assert sizes == [1, 1] and len(joined) == 2 + 1 + 1  # the 12-token request waited for a batch of its own
+    for i in solo:
         assert answers[i][0] == 200 and answers[i][1]["choices"] == alone[i][1]["choices"]
         assert answers[i][1]["usage"] == alone[i][1]["usage"] and answers[i][1]["redrafter"] == alone[i][1]["redrafter"]
     assert answers[2][1]["choices"][0]["finish_reason"] == "stop"
@@ -483,7 +515,10 @@ def test_scheduler_batches_greedy_requests_only_and_within_max_batch():
 
     jobs = [Job([[1]] * n, 4, t, 0, []) for n, t in [(2, 0.0), (1, 0.7), (3, 0.0), (4, 0.0), (1, 0.0), (1, 0.7)]]
     fake = SimpleNamespace(waiting=deque(jobs), max_batch=6)
+    fake._take = lambda room, max_tokens=None: ReferenceBackend._take(fake, room, max_tokens)
     taken = []
     while fake.waiting:
-        taken.append([jobs.index(j) for j in ReferenceBackend._take(fake)])
+        taken.append([jobs.index(j) for j in ReferenceBackend._next_batch(fake)])
     assert taken == [[0, 2, 4], [1], [3], [5]]  # sampled requests alone (their seed decides), at most 6 prompts
+    fake.waiting = deque([Job([[1]], 8, 0.0, 0, []), Job([[1]], 4, 0.0, 0, []), Job([[1]] * 3, 4, 0.0, 0, [])])
+    assert [len(j.prompts) for j in ReferenceBackend._take(fake, 2, 4)] == [1]  # within 4 tokens and 2 prompts

@@ -61,7 +61,11 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
 
     backend = ReferenceBackend(checkpoint_dir, tokenizer_dir, device, max_batch_size)
     name = model_name or Path(checkpoint_dir).resolve().name
-    server = make_server(App(backend, name, max_output_len), host, port)
+    try:
+        server = make_server(App(backend, name, max_output_len), host, port)
+    except BaseException:  # the port is taken: let the other tp ranks go before the one-line error
+        backend.stop()
+        raise
     cfg = backend.config
     click.echo(f"serving {name} at http://{host}:{server.server_address[1]}/v1 (reference runtime, {device}, "
                f"tp {cfg.tp_size}, {cfg.num_beams} beams x {cfg.draft_len} draft tokens); Ctrl-C stops")

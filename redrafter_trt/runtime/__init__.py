@@ -98,10 +98,11 @@ def check_draft_shape(cfg: RuntimeConfig, num_beams: int | None, draft_len: int 
 def generate(model: ReDrafterModel, prompt_ids: list[list[int]], max_new_tokens: int, num_beams: int | None = None,
              draft_len: int | None = None, temperature: float = 0.0, eos_token_id: int | list[int] | None = None,
              seed: int = 0, use_draft: bool = True, batch_size: int | None = None,
-             on_tokens=None) -> GenerationResult:
+             on_tokens=None, admit=None) -> GenerationResult:
     """Generate for every prompt, `batch_size` prompts at a time (None: all in one batch); see the module
     docstring. Batch b uses seed + b. on_tokens(prompt index, new ids) -> True ends that prompt (under tp, every
-    rank passes one and rank 0's answers count; see `runtime.decode`)."""
+    rank passes one and rank 0's answers count; see `runtime.decode`). admit(running rows) -> more prompts to join
+    the batch as it runs (one batch only: no batch_size; see `runtime.decode`)."""
     if not prompt_ids or any(len(p) == 0 for p in prompt_ids):
         raise ConfigError("every prompt needs at least one token")
     if temperature < 0:
@@ -109,10 +110,12 @@ def generate(model: ReDrafterModel, prompt_ids: list[list[int]], max_new_tokens:
     if max_new_tokens < 1:
         raise ConfigError(f"--max-output-len {max_new_tokens} must be at least 1")
     W, L = check_draft_shape(model.config, num_beams, draft_len, use_draft)
+    if admit is not None and batch_size is not None:
+        raise ConfigError("admit joins prompts to one running batch: leave batch_size out")
     size = batch_size or len(prompt_ids)
     parts = [decode(model.base, model.drafter, prompt_ids[i: i + size], max_new_tokens, W, L, temperature,
                     eos_token_id, seed + i // size, model.group,
-                    None if on_tokens is None else (lambda b, new, i=i: on_tokens(i + b, new)))
+                    None if on_tokens is None else (lambda b, new, i=i: on_tokens(i + b, new)), admit)
              for i in range(0, len(prompt_ids), size)]
     return GenerationResult(output_ids=[o for r in parts for o in r.output_ids], steps=[s for r in parts for s in r.steps],
                             accepted=[a for r in parts for a in r.accepted],

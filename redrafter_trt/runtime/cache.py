@@ -60,6 +60,21 @@ class KVCache:
         self.v = [t[rows] for t in self.v]
         self.lens = self.lens[rows]
 
+    def extend(self, other: "KVCache") -> None:
+        """Append other's rows (entries and lens) after these; the capacity grows to the larger of the two."""
+        if self.batch == 0:  # nothing to keep: take other's tensors as they are
+            self.k, self.v, self.lens, self.capacity = other.k, other.v, other.lens, other.capacity
+            return
+        cap = max(self.capacity, other.capacity)
+
+        def pad(t: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.pad(t, (0, 0, 0, cap - t.shape[2])) if t.shape[2] < cap else t
+
+        self.k = [torch.cat([pad(a), pad(b)]) for a, b in zip(self.k, other.k)]
+        self.v = [torch.cat([pad(a), pad(b)]) for a, b in zip(self.v, other.v)]
+        self.lens = torch.cat([self.lens, other.lens])
+        self.capacity = cap
+
     def attention_mask(self, tree_mask: torch.Tensor, slots_end: int) -> torch.Tensor:
         """Boolean mask [B, T, slots_end]: committed context of the row plus the new tokens' own tree mask
         `tree_mask` [B, T, T] (new token i of row b sits at slot lens[b]+i)."""

@@ -9,6 +9,11 @@ EOS / at max_new_tokens.
 row early by returning True (a server's stop strings, streaming). Under tensor parallelism every rank passes one
 (or none) and rank 0's answers count: they are broadcast, so all ranks drop the same rows.
 
+`admit(running rows)` (optional) is asked before every step for more prompts to join the batch (in-flight
+batching: a server's newly arrived requests); they are prefilled, emit their first token and decode along from the
+next step, as rows numbered after those already there. Decoding ends when no row runs and admit has none. Under
+tensor parallelism rank 0's answer is broadcast (every rank passes an admit, or none).
+
 Step accounting: the prefill is step 1 and emits the first token; each later step emits accepted drafts + 1.
 Plain decoding (`use_draft=False`) is the same loop with one-token trees, so it emits exactly 1 token per step.
 """
@@ -84,54 +89,78 @@ def _sync(group: TPGroup, *tensors: torch.Tensor) -> list[torch.Tensor]:
     return out
 
 
-@torch.no_grad()
-def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[list[int]], max_new_tokens: int,
-           num_beams: int, draft_len: int, temperature: float = 0.0, eos_token_id: int | list[int] | None = None,
-           seed: int = 0, group: TPGroup = SINGLE,
-           on_tokens: Callable[[int, list[int]], bool | None] | None = None) -> GenerationResult:
-    """Generate for every prompt; drafter None (or num_beams/draft_len 0) means plain decoding."""
-    start = time.perf_counter()
+def _prefill(base: BaseModel, prompt_ids: list[list[int]], capacity: int, temperature: float,
+             gen: torch.Generator, group: TPGroup):
+    """Right-padded causal prefill of new rows: their cache (`capacity` slots), last hidden states [n, H] and first
+    tokens [n] (rank 0's)."""
     dev = base.device
-    eos = set([eos_token_id] if isinstance(eos_token_id, int) else (eos_token_id or []))
-    gen = torch.Generator().manual_seed(seed)
-    use_draft = drafter is not None and num_beams > 0 and draft_len > 0
-    W, L = (num_beams, draft_len + 1) if use_draft else (1, 1)
-    B = len(prompt_ids)
+    n = len(prompt_ids)
     lengths = torch.tensor([len(p) for p in prompt_ids], device=dev)
     T = int(lengths.max())
-    outputs: list[list[int]] = [[] for _ in range(B)]
-    accepted: list[list[int]] = [[] for _ in range(B)]
-    steps = [1] * B
-    sent = [0] * B
-
-    def report(b: int) -> bool:
-        """Hand row b's new tokens to on_tokens; True when it asks the row to end."""
-        new, sent[b] = outputs[b][sent[b]:], len(outputs[b])
-        return bool(on_tokens(b, new))
-
-    # prefill: right-padded, causal
-    tokens = torch.zeros(B, T, dtype=torch.long, device=dev)
+    tokens = torch.zeros(n, T, dtype=torch.long, device=dev)
     for b, p in enumerate(prompt_ids):
         tokens[b, : len(p)] = torch.tensor(p, dtype=torch.long)
-    cache = base.new_cache(B, T + max_new_tokens + L + W * L + 1)
-    causal = torch.ones(T, T, dtype=torch.bool, device=dev).tril().expand(B, T, T)
-    hidden = base.forward(tokens, torch.arange(T, device=dev).expand(B, T), causal, cache)
+    cache = base.new_cache(n, capacity)
+    causal = torch.ones(T, T, dtype=torch.bool, device=dev).tril().expand(n, T, T)
+    hidden = base.forward(tokens, torch.arange(T, device=dev).expand(n, T), causal, cache)
     cache.lens = lengths.clone()
-    rows = torch.arange(B, device=dev)
-    h = hidden[rows, lengths - 1]  # [B, H]
+    h = hidden[torch.arange(n, device=dev), lengths - 1]  # [n, H]
     if temperature > 0:
         probs = torch.softmax(base.logits(h).double() / temperature, -1).cpu()
         g0 = torch.multinomial(probs, 1, generator=gen)[:, 0].to(dev)
     else:
         g0 = base.greedy_tokens(h)
     (g0,) = _sync(group, g0)
-    active = list(range(B))
-    for b, t in enumerate(g0.tolist()):
-        outputs[b].append(t)
-    active, keep = _finish(active, outputs, eos, max_new_tokens, report if on_tokens else None, group)
-    cache.select_rows(keep.to(dev)); h, g0 = h[keep], g0[keep]
+    return cache, h, g0
 
-    while active:
+
+@torch.no_grad()
+def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[list[int]], max_new_tokens: int,
+           num_beams: int, draft_len: int, temperature: float = 0.0, eos_token_id: int | list[int] | None = None,
+           seed: int = 0, group: TPGroup = SINGLE,
+           on_tokens: Callable[[int, list[int]], bool | None] | None = None,
+           admit: Callable[[int], list[list[int]]] | None = None) -> GenerationResult:
+    """Generate for every prompt; drafter None (or num_beams/draft_len 0) means plain decoding. admit: see the
+    module docstring."""
+    start = time.perf_counter()
+    dev = base.device
+    eos = set([eos_token_id] if isinstance(eos_token_id, int) else (eos_token_id or []))
+    gen = torch.Generator().manual_seed(seed)
+    use_draft = drafter is not None and num_beams > 0 and draft_len > 0
+    W, L = (num_beams, draft_len + 1) if use_draft else (1, 1)
+    outputs: list[list[int]] = []
+    accepted: list[list[int]] = []
+    steps: list[int] = []
+    sent: list[int] = []
+
+    def report(b: int) -> bool:
+        """Hand row b's new tokens to on_tokens; True when it asks the row to end."""
+        new, sent[b] = outputs[b][sent[b]:], len(outputs[b])
+        return bool(on_tokens(b, new))
+
+    reporter = report if on_tokens is not None else None
+    cache = base.new_cache(0, 0)
+    h = g0 = None  # [rows, H] last hidden states, [rows] last tokens of the running rows
+    active: list[int] = []
+    joining = prompt_ids
+    while True:
+        if joining:  # prefill the new rows, emit their first tokens, append the running ones to the batch
+            first = len(outputs)
+            capacity = max(len(p) for p in joining) + max_new_tokens + L + W * L + 1
+            new_cache, new_h, new_g0 = _prefill(base, joining, capacity, temperature, gen, group)
+            for t in new_g0.tolist():
+                outputs.append([t]); accepted.append([]); steps.append(1); sent.append(0)
+            still, keep = _finish(list(range(first, len(outputs))), outputs, eos, max_new_tokens, reporter, group, dev)
+            new_cache.select_rows(keep.to(dev))
+            cache.extend(new_cache)
+            h = new_h[keep] if h is None else torch.cat([h, new_h[keep]])
+            g0 = new_g0[keep] if g0 is None else torch.cat([g0, new_g0[keep]])
+            active += still
+        joining = group.broadcast_object(admit(len(active))) if admit else []
+        if joining:
+            continue
+        if not active:
+            break
         if use_draft:
             beams = drafter.beam_search(h, g0, W, draft_len)
             (beams,) = _sync(group, beams)
@@ -156,10 +185,10 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
             outputs[b].extend(new)
             accepted[b].append(len(new))
             steps[b] += 1
-        active, keep = _finish(active, outputs, eos, max_new_tokens, report if on_tokens else None, group)
+        active, keep = _finish(active, outputs, eos, max_new_tokens, reporter, group, dev)
         if len(active) < n:
             cache.select_rows(keep.to(dev)); h, g0 = h[keep], g0[keep]
-    for b in range(B):  # an EOS inside a step's tokens cut that step short
+    for b in range(len(outputs)):  # an EOS inside a step's tokens cut that step short
         excess = 1 + sum(accepted[b]) - len(outputs[b])
         if excess and accepted[b]:
             accepted[b][-1] -= excess
@@ -171,20 +200,22 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
 
 
 def _finish(active: list[int], outputs: list[list[int]], eos: set[int], max_new: int,
-            report: Callable[[int], bool] | None, group: TPGroup) -> tuple[list[int], torch.Tensor]:
+            report: Callable[[int], bool] | None, group: TPGroup, dev) -> tuple[list[int], torch.Tensor]:
     """Cut outputs after EOS, report each row's new tokens; return the rows still running and their positions in
     the current batch. report None: nothing is reported (no on_tokens), so the ranks need not agree on anything."""
+    ended = []
     for b in active:
         stop = _stop_index(outputs[b], eos)
         if stop is not None:
             del outputs[b][stop + 1:]
-    halt = [report(b) for b in active] if report else [False] * len(active)
-    if report and group.tp_size > 1:
-        (flags,) = _sync(group, torch.tensor(halt, dtype=torch.bool))
+        ended.append(stop is not None or len(outputs[b]) >= max_new)
+    halt = [report(b) for b in active] if report is not None else [False] * len(active)
+    if report is not None and group.tp_size > 1:  # on the model's device: nccl broadcasts CUDA tensors only
+        (flags,) = _sync(group, torch.tensor(halt, dtype=torch.bool, device=dev))
         halt = flags.tolist()
     still, keep = [], []
     for i, b in enumerate(active):
-        if _stop_index(outputs[b], eos) is None and len(outputs[b]) < max_new and not halt[i]:
+        if not (ended[i] or halt[i]):
             still.append(b)
             keep.append(i)
     return still, torch.tensor(keep, dtype=torch.long)

@@ -7,18 +7,19 @@ call and run it with rank 0 (gloo on CPU, nccl on CUDA, rank r on cuda:r).
     ranks.close()                                       # followers exit
 
 `generate_tp` (one call, fresh processes) suits a batch job; this suits a server. A tp=1 checkpoint has no
-followers. Followers ignore Ctrl-C (the server drains first, then `close`) and leave when this process dies (their
-pipe ends). A follower that dies while open, or an error on rank 0 in the middle of a generation, ends this process
-(exit 1, logged): the ranks would be out of step, and the next collective would hang.
+followers. Followers ignore SIGINT and SIGTERM, which reach the whole process group (the server drains first, then
+`close`), and leave when this process dies (their pipe ends). A follower that dies while open, or an error on rank
+0 in the middle of a generation, ends this process and the other followers (exit 1, logged): the ranks would be
+out of step, and the next collective would hang.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import multiprocessing as mp
 import os
 import signal
-import sys
 import threading
 from multiprocessing.connection import wait
 
@@ -38,10 +39,16 @@ def _agree(row: int, new: list[int]) -> bool:
     return False
 
 
+def _none(running: int) -> list[list[int]]:
+    """A follower's admit: takes rank 0's prompts (see runtime.decode)."""
+    return []
+
+
 def _follow(rank: int, size: int, port: int, checkpoint_dir: str, device: str, dtype, conn) -> None:
     from . import generate, load
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: rank 0 decides
+    for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, `kill -TERM -PGID`, systemd reach the whole process
+        signal.signal(sig, signal.SIG_IGN)        # group: rank 0 decides, then lets the followers go
     group = join(rank, size, port, device)
     model = load(checkpoint_dir, device=rank_device(device, rank), dtype=dtype, group=group)
     conn.send("ready")
@@ -52,9 +59,9 @@ def _follow(rank: int, size: int, port: int, checkpoint_dir: str, device: str, d
             break
         if job is None:
             break
-        args, kwargs, streams = job
+        args, kwargs, streams, admits = job
         try:
-            generate(model, *args, on_tokens=_agree if streams else None, **kwargs)
+            generate(model, *args, on_tokens=_agree if streams else None, admit=_none if admits else None, **kwargs)
         except RedrafterError:  # rank 0 raised the same, before any collective
             pass
         except Exception as e:  # a collective failed: another rank is gone
@@ -70,7 +77,7 @@ class LocalRanks:
         from . import load
 
         size = RuntimeConfig.from_dir(checkpoint_dir).tp_size
-        self.conns, self.procs, self.closing = [], [], threading.Event()
+        self.conns, self.procs, self.closing, self.giving_up = [], [], threading.Event(), threading.Lock()
         if size == 1:
             self.model = load(checkpoint_dir, device=device, dtype=dtype)
             return
@@ -78,37 +85,44 @@ class LocalRanks:
             raise ConfigError(f"{checkpoint_dir} is a tp={size} checkpoint but {torch.cuda.device_count()} CUDA "
                               f"device(s) are visible: run on {size} GPUs, or convert with a smaller --tp-size")
         port, ctx = free_port(), mp.get_context("spawn")
-        for rank in range(1, size):
-            mine, theirs = ctx.Pipe()
-            proc = ctx.Process(target=_follow, args=(rank, size, port, str(checkpoint_dir), device, dtype, theirs),
-                               daemon=True, name=f"redrafter-tp-rank{rank}")
-            proc.start()
-            theirs.close()
-            self.conns.append(mine)
-            self.procs.append(proc)
-        threading.Thread(target=self._watch, daemon=True, name="redrafter-tp-watch").start()
-        group = join(0, size, port, device)
-        self.model = load(checkpoint_dir, device=rank_device(device, 0), dtype=dtype, group=group)
-        for conn in self.conns:
-            conn.recv()  # "ready": every rank has loaded its shard
+        atexit.register(self.closing.set)  # at exit multiprocessing ends the followers: that is no failure
+        try:
+            for rank in range(1, size):
+                mine, theirs = ctx.Pipe()
+                proc = ctx.Process(target=_follow, args=(rank, size, port, str(checkpoint_dir), device, dtype, theirs),
+                                   daemon=True, name=f"redrafter-tp-rank{rank}")
+                proc.start()
+                theirs.close()
+                self.conns.append(mine)
+                self.procs.append(proc)
+            threading.Thread(target=self._watch, daemon=True, name="redrafter-tp-watch").start()
+            group = join(0, size, port, device)
+            self.model = load(checkpoint_dir, device=rank_device(device, 0), dtype=dtype, group=group)
+            for conn in self.conns:
+                conn.recv()  # "ready": every rank has loaded its shard
+        except BaseException:  # rank 0 could not start (Ctrl-C, a bad shard): the followers go too
+            self.closing.set()
+            for proc in self.procs:
+                proc.kill()
+            raise
         log.info("%s loaded on %d ranks", checkpoint_dir, size)
 
-    def generate(self, prompt_ids: list[list[int]], max_new_tokens: int, on_tokens=None, **kwargs) -> GenerationResult:
-        """`runtime.generate` on every rank (the same arguments); rank 0's result. on_tokens runs here only."""
+    def generate(self, prompt_ids: list[list[int]], max_new_tokens: int, on_tokens=None, admit=None,
+                 **kwargs) -> GenerationResult:
+        """`runtime.generate` on every rank (the same arguments); rank 0's result. on_tokens and admit run here
+        only (their answers are broadcast)."""
         from . import generate
 
         for conn in self.conns:
-            conn.send(((prompt_ids, max_new_tokens), kwargs, on_tokens is not None))
+            conn.send(((prompt_ids, max_new_tokens), kwargs, on_tokens is not None, admit is not None))
         try:
-            return generate(self.model, prompt_ids, max_new_tokens, on_tokens=on_tokens, **kwargs)
+            return generate(self.model, prompt_ids, max_new_tokens, on_tokens=on_tokens, admit=admit, **kwargs)
         except RedrafterError:  # bad arguments: every rank refused them before any collective
             raise
-        except Exception:
+        except Exception as e:
             if self.procs:  # the followers are stuck in a collective this rank will never join
-                e = sys.exc_info()[1]
-                log.critical("tp rank 0 failed mid-generation (%s); the ranks are out of step: exiting",
-                             first_line(e, type(e).__name__))
-                os._exit(1)
+                self._give_up(f"tp rank 0 failed mid-generation ({first_line(e, type(e).__name__)}); the ranks are "
+                              "out of step")
             raise
 
     def close(self) -> None:
@@ -128,10 +142,20 @@ class LocalRanks:
         dist.destroy_process_group()
 
     def _watch(self) -> None:
-        ended = wait([p.sentinel for p in self.procs])
+        wait([p.sentinel for p in self.procs])
         if not self.closing.is_set():
-            dead = next(p for p in self.procs if p.sentinel in ended)
-            dead.join(timeout=5)
-            log.critical("%s exited (code %s) while serving: rank 0 cannot go on without it; exiting",
-                         dead.name, dead.exitcode)
+            self._give_up("")
+
+    def _give_up(self, why: str) -> None:
+        """Log why (a dead follower if there is one: its death is then the cause), end the other followers (a
+        follower stuck in an nccl collective would wait for minutes, holding its GPU) and exit 1."""
+        with self.giving_up:  # the watchdog and a failing generation may both get here: one message
+            ended = wait([p.sentinel for p in self.procs], timeout=2)
+            dead = next((p for p in self.procs if p.sentinel in ended), None)
+            if dead is not None:
+                dead.join(timeout=5)
+                why = f"{dead.name} exited (code {dead.exitcode}) while serving: rank 0 cannot go on without it"
+            log.critical("%s; exiting", why)
+            for proc in self.procs:
+                proc.kill()
             os._exit(1)

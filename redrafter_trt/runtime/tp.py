@@ -52,6 +52,14 @@ class TPGroup:
             dist.broadcast(x, src=0)
         return x
 
+    def broadcast_object(self, obj):
+        """Rank 0's picklable obj on every rank."""
+        if self.tp_size == 1:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
 
 SINGLE = TPGroup()
 
