@@ -53,3 +53,26 @@ def test_smollm2_tp3_cli_equals_tp1(smollm2, tmp_path):
     got = [r["output_ids"] for r in json.loads(out.read_text())["results"]]
     want = rt.generate(rt.load(tp1), chat_prompts(smollm2, 2), 12, eos_token_id=eos_of(smollm2)).output_ids
     assert got == want
+
+
+def test_prompts_joining_a_running_tp2_batch_get_their_answers_alone(tiny_llama, tiny_drafter):
+    """In-flight batching under tp: rank 0's admit hands two prompts to a batch three steps in; every rank prefills
+    and decodes them (rank 0's list is broadcast), and each row gets exactly its tp=1 answer and step count."""
+    from redrafter_trt.runtime.ranks import LocalRanks
+
+    kw = dict(num_beams=3, draft_len=3, eos_token_id=eos_of(tiny_llama))
+    alone = [rt.generate(rt.load(checkpoint(tiny_llama, tiny_drafter, 1, num_beams=3, draft_len=3)), [p], 24, **kw)
+             for p in PROMPTS]
+    calls = []
+
+    def admit(running):
+        calls.append(running)
+        return PROMPTS[1:] if len(calls) == 3 else []
+
+    ranks = LocalRanks(checkpoint(tiny_llama, tiny_drafter, 2, num_beams=3, draft_len=3))
+    try:
+        result = ranks.generate(PROMPTS[:1], 24, admit=admit, **kw)
+    finally:
+        ranks.close()
+    assert calls[:3] == [1, 1, 1] and calls[3] == 3  # joined two steps after the prefill
+    assert result.output_ids == [a.output_ids[0] for a in alone] and result.steps == [a.steps[0] for a in alone]
