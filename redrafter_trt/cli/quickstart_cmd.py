@@ -64,7 +64,8 @@ def quickstart(workdir, num_questions, max_new_tokens, force):
     stages = ", ".join(f"{k} {v:.0f}s{' (reused)' if res.reused.get(k) else ''}" for k, v in res.seconds.items())
     click.echo(f"time: {stages}")
     click.echo(f"work folder: {opts.workdir} (drafter/ {'trained' if res.trained else 'UNTRAINED'}, checkpoint/)")
-    click.echo("\nAll 80 MT-Bench questions on this CPU (tokens/step in minutes; then tokens/step and speed, an hour):")
+    click.echo("\nOn this CPU: all 80 MT-Bench questions (tokens/step in minutes; then tokens/step and speed, an hour), "
+               "and the checkpoint over HTTP:")
     for line in res.cpu_commands:
         click.echo(f"  {line}")
     from ..build import INSTALL_HINT
