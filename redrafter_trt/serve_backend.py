@@ -10,8 +10,9 @@ Batching changes nothing in an answer: each prompt keeps its own max_tokens (its
 leaves the batch at the step it is reached, as it would alone), stop strings and EOS; a greedy answer is the base's
 greedy answer whatever it is batched with (up to a floating-point near-tie, as in any batched inference). A request
 is answered as soon as its own prompts end. A request joins a running batch only if its max_tokens is within the
-batch's (the cache was sized for it); a sampling checkpoint decodes each request alone, so that its `seed` alone
-decides its answer. Streamed text goes through a queue per request, so a slow client never holds up the others; a
+batch's (the cache was sized for it) and every older request has joined: first come, first served, so a request
+that cannot join stops the others from joining, the batch drains and the next one starts with it. A sampling
+checkpoint decodes each request alone, so that its `seed` alone decides its answer. Streamed text goes through a queue per request, so a slow client never holds up the others; a
 client that leaves ends only its own rows.
 """
 
@@ -225,14 +226,16 @@ class ReferenceBackend:
         return [first] + (self._take(self.max_batch - len(first.prompts)) if first.temperature == 0 else [])
 
     def _take(self, room: int, max_tokens: int | None = None) -> list[Job]:
-        """Waiting greedy requests, oldest first, that fit in `room` prompts (and ask for at most max_tokens)."""
+        """Waiting greedy requests, oldest first, that fit in `room` prompts (and ask for at most max_tokens), up to
+        the first that does not: first come, first served. That one stops requests from joining the running batch,
+        which then drains, and starts the next batch."""
         jobs = []
-        for job in list(self.waiting):
-            fits = len(job.prompts) <= room and (max_tokens is None or job.max_tokens <= max_tokens)
-            if job.temperature == 0 and fits:
-                self.waiting.remove(job)
-                jobs.append(job)
-                room -= len(job.prompts)
+        while self.waiting:
+            job = self.waiting[0]
+            if job.temperature != 0 or len(job.prompts) > room or (max_tokens is not None and job.max_tokens > max_tokens):
+                break
+            jobs.append(self.waiting.popleft())
+            room -= len(job.prompts)
         return jobs
 
     def _run(self, batch: list[Job]) -> None:
@@ -265,14 +268,14 @@ class ReferenceBackend:
             return row.done
 
         def admit(running: int) -> list[list[int]]:
-            if batch[0].temperature != 0:
-                return []
             with self.wake:
                 return [] if self.stopping else add(self._take(self.max_batch - running, max_new))
 
         prompts = add(batch)
+        greedy = batch[0].temperature == 0  # a sampled request decodes alone: nothing joins it
         self.ranks.generate(prompts, max_new, temperature=batch[0].temperature, eos_token_id=self.eos,
-                            seed=batch[0].seed, use_draft=self.config.has_drafter, on_tokens=on_tokens, admit=admit)
+                            seed=batch[0].seed, use_draft=self.config.has_drafter, on_tokens=on_tokens,
+                            admit=admit if greedy else None)
         for job in list(self.unanswered):  # none: every row ends through on_tokens
             self._answer(job, [x for x in rows if x.job is job])
         jobs = len({id(row.job) for row in rows})

@@ -74,5 +74,5 @@ def test_prompts_joining_a_running_tp2_batch_get_their_answers_alone(tiny_llama,
         result = ranks.generate(PROMPTS[:1], 24, admit=admit, **kw)
     finally:
         ranks.close()
-    assert calls[:3] == [1, 1, 1] and calls[3] == 3  # joined two steps after the prefill
+    assert calls[:3] == [1, 1, 1] and calls[3] == 3  # joined after the third step
     assert result.output_ids == [a.output_ids[0] for a in alone] and result.steps == [a.steps[0] for a in alone]

@@ -463,7 +463,7 @@ def test_requests_join_the_running_batch_and_answer_as_alone(backend):
 
         def slow_admit(running):
             calls.append(running)
-            if len(sizes) == 1 and len(calls) == 2:  # after the prefill and one step, the first request still runs
+            if len(sizes) == 1 and len(calls) == 2:  # two steps in, the first request still runs
                 assert running == 1
                 paused.set()
                 go.wait(60)  # while the others queue up
@@ -490,10 +490,10 @@ def test_requests_join_the_running_batch_and_answer_as_alone(backend):
         threads = [threading.Thread(target=post, args=(i,)) for i in range(5)]
         threads[0].start()
         assert paused.wait(60)
-        for t in threads[1:]:
+        for n, t in enumerate(threads[1:], 1):  # queued in this order
             t.start()
-        while len(backend.waiting) < 4:
-            threading.Event().wait(0.01)
+            while len(backend.waiting) < n:
+                threading.Event().wait(0.01)
         go.set()
         for t in threads:
             t.join(120)
@@ -519,6 +519,8 @@ def test_scheduler_batches_greedy_requests_only_and_within_max_batch():
     taken = []
     while fake.waiting:
         taken.append([jobs.index(j) for j in ReferenceBackend._next_batch(fake)])
-    assert taken == [[0, 2, 4], [1], [3], [5]]  # sampled requests alone (their seed decides), at most 6 prompts
-    fake.waiting = deque([Job([[1]], 8, 0.0, 0, []), Job([[1]], 4, 0.0, 0, []), Job([[1]] * 3, 4, 0.0, 0, [])])
-    assert [len(j.prompts) for j in ReferenceBackend._take(fake, 2, 4)] == [1]  # within 4 tokens and 2 prompts
+    # first come, first served: sampled requests alone (their seed decides), at most 6 prompts, none overtaken
+    assert taken == [[0], [1], [2], [3, 4], [5]]
+    fake.waiting = deque([Job([[1]], 4, 0.0, 0, []), Job([[1]], 8, 0.0, 0, []), Job([[1]], 4, 0.0, 0, [])])
+    assert [j.max_tokens for j in ReferenceBackend._take(fake, 2, 4)] == [4]  # the 8-token request is not overtaken
+    assert [j.max_tokens for j in fake.waiting] == [8, 4]

@@ -9,9 +9,9 @@ EOS / at max_new_tokens.
 row early by returning True (a server's stop strings, streaming). Under tensor parallelism every rank passes one
 (or none) and rank 0's answers count: they are broadcast, so all ranks drop the same rows.
 
-`admit(running rows)` (optional) is asked before every step for more prompts to join the batch (in-flight
-batching: a server's newly arrived requests); they are prefilled, emit their first token and decode along from the
-next step, as rows numbered after those already there. Decoding ends when no row runs and admit has none. Under
+`admit(running rows)` (optional) is asked after every step for more prompts to join the batch (in-flight batching:
+a server's newly arrived requests); they are prefilled, emit their first token and decode along from the next step,
+as rows numbered after those already there. Decoding ends when no row runs and admit has none. Under
 tensor parallelism rank 0's answer is broadcast (every rank passes an admit, or none).
 
 Step accounting: the prefill is step 1 and emits the first token; each later step emits accepted drafts + 1.
@@ -27,6 +27,7 @@ from typing import Callable
 
 import torch
 
+from ..errors import ConfigError
 from .accept import Acceptance, accept_greedy, accept_sample
 from .drafter import CheckpointDrafter
 from .model import BaseModel
@@ -156,10 +157,10 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
             h = new_h[keep] if h is None else torch.cat([h, new_h[keep]])
             g0 = new_g0[keep] if g0 is None else torch.cat([g0, new_g0[keep]])
             active += still
-        joining = group.broadcast_object(admit(len(active))) if admit else []
-        if joining:
-            continue
-        if not active:
+        if not active:  # nothing runs: take whatever admit has, else stop
+            joining = _admitted(admit, 0, group)
+            if joining:
+                continue
             break
         if use_draft:
             beams = drafter.beam_search(h, g0, W, draft_len)
@@ -188,6 +189,7 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
         active, keep = _finish(active, outputs, eos, max_new_tokens, reporter, group, dev)
         if len(active) < n:
             cache.select_rows(keep.to(dev)); h, g0 = h[keep], g0[keep]
+        joining = _admitted(admit, len(active), group) if active else []  # one round per step: running rows go on
     for b in range(len(outputs)):  # an EOS inside a step's tokens cut that step short
         excess = 1 + sum(accepted[b]) - len(outputs[b])
         if excess and accepted[b]:
@@ -197,6 +199,16 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
     log.info("generated %d tokens in %.2fs, %.2f tokens/step", result.total_new_tokens, result.wall_seconds,
              result.mean_tokens_per_step)
     return result
+
+
+def _admitted(admit, running: int, group: TPGroup) -> list[list[int]]:
+    """admit's new prompts (rank 0's, on every rank), checked."""
+    if admit is None:
+        return []
+    prompts = group.broadcast_object(admit(running))
+    if any(len(p) == 0 for p in prompts):  # the same on every rank: they all raise
+        raise ConfigError("an admitted prompt is empty: every prompt needs at least one token")
+    return prompts
 
 
 def _finish(active: list[int], outputs: list[list[int]], eos: set[int], max_new: int,

@@ -44,9 +44,20 @@ def _none(running: int) -> list[list[int]]:
     return []
 
 
+def _die_with_parent() -> None:
+    """Linux: this process gets SIGKILL when rank 0's dies, however it dies (even before the pipe is read)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: EOF on the pipe still ends the follower
+        pass
+
+
 def _follow(rank: int, size: int, port: int, checkpoint_dir: str, device: str, dtype, conn) -> None:
     from . import generate, load
 
+    _die_with_parent()
     for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, `kill -TERM -PGID`, systemd reach the whole process
         signal.signal(sig, signal.SIG_IGN)        # group: rank 0 decides, then lets the followers go
     group = join(rank, size, port, device)
@@ -78,6 +89,7 @@ class LocalRanks:
 
         size = RuntimeConfig.from_dir(checkpoint_dir).tp_size
         self.conns, self.procs, self.closing, self.giving_up = [], [], threading.Event(), threading.Lock()
+        self.serving = False  # every rank loaded
         if size == 1:
             self.model = load(checkpoint_dir, device=device, dtype=dtype)
             return
@@ -104,7 +116,11 @@ class LocalRanks:
             self.closing.set()
             for proc in self.procs:
                 proc.kill()
+                proc.join(timeout=10)
+            if dist.is_initialized():
+                dist.destroy_process_group()
             raise
+        self.serving = True
         log.info("%s loaded on %d ranks", checkpoint_dir, size)
 
     def generate(self, prompt_ids: list[list[int]], max_new_tokens: int, on_tokens=None, admit=None,
@@ -154,7 +170,8 @@ class LocalRanks:
             dead = next((p for p in self.procs if p.sentinel in ended), None)
             if dead is not None:
                 dead.join(timeout=5)
-                why = f"{dead.name} exited (code {dead.exitcode}) while serving: rank 0 cannot go on without it"
+                when = "while serving" if self.serving else "while loading"
+                why = f"{dead.name} exited (code {dead.exitcode}) {when}: rank 0 cannot go on without it"
             log.critical("%s; exiting", why)
             for proc in self.procs:
                 proc.kill()
