@@ -11,10 +11,10 @@ Every answer carries `usage` and a `redrafter` block (decoding steps, tokens per
 A greedy checkpoint (redrafter_greedy_search) answers greedily whatever the temperature, as its engine does; a
 sampling one samples at the request's temperature (1.0 when unset) and refuses 0, as `run --engine-dir` does.
 `"stream": true` sends server-sent events as tokens are accepted (OpenAI's chunk objects, then `data: [DONE]`).
-A stop string ends the answer as soon as it is decoded (the text stops before it). Requests that wait for the model
-are decoded together, up to --max-batch-size prompts (`serve_backend`). A tp=N checkpoint runs on N local processes
-(this one is rank 0; `runtime.ranks`), N GPUs with --device cuda. Refused with 400: "n" > 1, "logprobs", max_tokens above
-the server's --max-output-len, malformed fields.
+A stop string ends the answer as soon as it is decoded (the text stops before it). Requests are batched in flight,
+up to --max-batch-size prompts (`serve_backend`). A tp=N checkpoint runs on N local processes (this one is rank 0;
+`runtime.ranks`), N GPUs with --device cuda. Refused with 400: "n" > 1, "logprobs", max_tokens above the server's
+--max-output-len, malformed fields.
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ greedy answer whatever it is batched with (up to a floating-point near-tie, as i
 is answered as soon as its own prompts end. A request joins a running batch only if its max_tokens is within the
 batch's (the cache was sized for it) and every older request has joined: first come, first served, so a request
 that cannot join stops the others from joining, the batch drains and the next one starts with it. A sampling
-checkpoint decodes each request alone, so that its `seed` alone decides its answer. Streamed text goes through a queue per request, so a slow client never holds up the others; a
-client that leaves ends only its own rows.
+checkpoint decodes each request alone, so that its `seed` alone decides its answer. Streamed text goes through a
+queue per request, so a slow client never holds up the others; a client that leaves ends only its own rows.
 """
 
 from __future__ import annotations
@@ -232,7 +232,8 @@ class ReferenceBackend:
         jobs = []
         while self.waiting:
             job = self.waiting[0]
-            if job.temperature != 0 or len(job.prompts) > room or (max_tokens is not None and job.max_tokens > max_tokens):
+            too_long = max_tokens is not None and job.max_tokens > max_tokens
+            if job.temperature != 0 or len(job.prompts) > room or too_long:
                 break
             jobs.append(self.waiting.popleft())
             room -= len(job.prompts)

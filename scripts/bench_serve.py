@@ -78,7 +78,8 @@ def main() -> None:
         same = sum(a == b for a, b in zip(texts, answers))
         rate = sum(n for _, _, n in results) / wall
         base_rate = base_rate or rate
-        print(f"max batch {size:3d}: {rate:6.1f} tokens/s, mean latency {statistics.mean(t for t, _, _ in results):6.2f} s, "
+        latency = statistics.mean(t for t, _, _ in results)
+        print(f"max batch {size:3d}: {rate:6.1f} tokens/s, mean latency {latency:6.2f} s, "
               f"{rate / base_rate:.2f}x batch 1, {same}/{len(texts)} answers identical to batch 1")
     server.shutdown()
     backend.stop()
