@@ -29,8 +29,8 @@ from ..presets import config_option
 @click.option("--max-output-len", default=512, show_default=True, type=click.IntRange(min=1),
               help="Reference server: the largest max_tokens a request may ask for, and the default.")
 @click.option("--max-batch-size", default=8, show_default=True, type=click.IntRange(min=1),
-              help="Reference server: prompts of waiting requests decoded together (greedy; a sampled request goes "
-                   "alone).")
+              help="Reference server: prompts decoding at once; greedy requests join the running batch between "
+                   "steps (in-flight batching), a sampled request goes alone.")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
               help="Reference server: where the checkpoint runs.")
 @click.option("--dry-run", is_flag=True, help="Engine: print the trtllm-serve command and exit.")
