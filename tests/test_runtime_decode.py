@@ -61,10 +61,10 @@ def test_on_tokens_sees_every_token_once_and_can_end_a_row(tiny_llama, tiny_draf
     eos = refs[1][7]
     seen = {i: [] for i in range(len(PROMPTS))}
     full = rt.generate(model, PROMPTS, 30, eos_token_id=eos, batch_size=3,
-                       on_tokens=lambda i, new: seen[i].extend(new))
+                       on_tokens=lambda i, new, lps: seen[i].extend(new))
     assert [seen[i] for i in range(len(PROMPTS))] == full.output_ids
 
-    def end_row_2(i, new):
+    def end_row_2(i, new, lps):
         seen2[i].extend(new)
         return i == 2 and len(seen2[i]) >= 5
     seen2 = {i: [] for i in range(len(PROMPTS))}

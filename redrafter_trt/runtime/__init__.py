@@ -13,6 +13,7 @@ PyTorch, with ReDrafter's draft / tree-verify / accept loop. Stable Python API:
     result.accepted[i]          # tokens emitted by each step after the prefill (1 + accepted drafts)
     result.histogram()          # {tokens per step: count} over all prompts
     result.mean_tokens_per_step, result.total_new_tokens, result.wall_seconds
+    # logprobs=k: result.logprobs[i][t] = TokenLogprob(logprob, top) of output token t under the base (k most likely)
 
     # a tp=N checkpoint: N local processes (gloo on CPU, nccl on CUDA), each loading only its own rank file
     result = generate_tp("ckpt_tp2/", prompt_ids, max_new_tokens=64, device="cpu", ...same keywords...)
@@ -31,12 +32,12 @@ import torch
 
 from ..errors import ConfigError
 from .config import DTYPES, RuntimeConfig
-from .decode import GenerationResult, decode
+from .decode import MAX_TOP_LOGPROBS, GenerationResult, TokenLogprob, decode
 from .drafter import CheckpointDrafter
 from .model import BaseModel, read_rank_file
 from .tp import SINGLE, TPGroup, launch, rank_device
 
-__all__ = ["ReDrafterModel", "GenerationResult", "RuntimeConfig", "load", "generate", "generate_tp", "forward_logits",
+__all__ = ["ReDrafterModel", "GenerationResult", "TokenLogprob", "RuntimeConfig", "load", "generate", "generate_tp", "forward_logits",
            "forward_logits_tp"]
 
 log = logging.getLogger(__name__)
@@ -98,11 +99,12 @@ def check_draft_shape(cfg: RuntimeConfig, num_beams: int | None, draft_len: int 
 def generate(model: ReDrafterModel, prompt_ids: list[list[int]], max_new_tokens: int, num_beams: int | None = None,
              draft_len: int | None = None, temperature: float = 0.0, eos_token_id: int | list[int] | None = None,
              seed: int = 0, use_draft: bool = True, batch_size: int | None = None,
-             on_tokens=None, admit=None) -> GenerationResult:
+             on_tokens=None, admit=None, logprobs: int | None = None) -> GenerationResult:
     """Generate for every prompt, `batch_size` prompts at a time (None: all in one batch); see the module
-    docstring. Batch b uses seed + b. on_tokens(prompt index, new ids) -> True ends that prompt (under tp, every
-    rank passes one and rank 0's answers count; see `runtime.decode`). admit(running rows) -> more prompts to join
-    the batch as it runs (one batch only: no batch_size; see `runtime.decode`)."""
+    docstring. Batch b uses seed + b. on_tokens(prompt index, new ids, their logprobs) -> True ends that prompt
+    (under tp, every rank passes one and rank 0's answers count; see `runtime.decode`). admit(running rows) -> more
+    prompts to join the batch as it runs (one batch only: no batch_size; see `runtime.decode`). logprobs=k: each
+    token's log-probability under the base and the k most likely there (`runtime.decode`)."""
     if not prompt_ids or any(len(p) == 0 for p in prompt_ids):
         raise ConfigError("every prompt needs at least one token")
     if temperature < 0:
@@ -110,15 +112,18 @@ def generate(model: ReDrafterModel, prompt_ids: list[list[int]], max_new_tokens:
     if max_new_tokens < 1:
         raise ConfigError(f"--max-output-len {max_new_tokens} must be at least 1")
     W, L = check_draft_shape(model.config, num_beams, draft_len, use_draft)
+    if logprobs is not None and not 0 <= logprobs <= MAX_TOP_LOGPROBS:
+        raise ConfigError(f"logprobs {logprobs} is outside 0..{MAX_TOP_LOGPROBS}")
     if admit is not None and batch_size is not None:
         raise ConfigError("admit joins prompts to one running batch: leave batch_size out")
     size = batch_size or len(prompt_ids)
     parts = [decode(model.base, model.drafter, prompt_ids[i: i + size], max_new_tokens, W, L, temperature,
                     eos_token_id, seed + i // size, model.group,
-                    None if on_tokens is None else (lambda b, new, i=i: on_tokens(i + b, new)), admit)
+                    None if on_tokens is None else (lambda b, *new, i=i: on_tokens(i + b, *new)), admit, logprobs)
              for i in range(0, len(prompt_ids), size)]
     return GenerationResult(output_ids=[o for r in parts for o in r.output_ids], steps=[s for r in parts for s in r.steps],
                             accepted=[a for r in parts for a in r.accepted],
+                            logprobs=[lp for r in parts for lp in r.logprobs],
                             wall_seconds=sum(r.wall_seconds for r in parts))
 
 

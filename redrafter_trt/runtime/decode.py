@@ -5,14 +5,19 @@ Batches: prompts are right-padded for the prefill; from then on each row has its
 the batch (its cache rows dropped) when it emits EOS or reaches max_new_tokens; its output is cut right after
 EOS / at max_new_tokens.
 
-`on_tokens(row, new_ids)` (optional) sees each row's tokens as they are committed, EOS cut included, and ends that
-row early by returning True (a server's stop strings, streaming). Under tensor parallelism every rank passes one
+`on_tokens(row, new_ids, new_logprobs)` (optional) sees each row's tokens as they are committed, EOS cut included
+(new_logprobs: their `TokenLogprob`s, empty unless `logprobs` is asked), and ends that row early by returning True
+(a server's stop strings, streaming). Under tensor parallelism every rank passes one
 (or none) and rank 0's answers count: they are broadcast, so all ranks drop the same rows.
 
 `admit(running rows)` (optional) is asked after every step for more prompts to join the batch (in-flight batching:
 a server's newly arrived requests); they are prefilled, emit their first token and decode along from the next step,
 as rows numbered after those already there. Decoding ends when no row runs and admit has none. Under
 tensor parallelism rank 0's answer is broadcast (every rank passes an admit, or none).
+
+`logprobs=k` (None: off) adds each emitted token's log-probability under the base model and the k most likely
+tokens there: log-softmax of the base's raw logits at the node that emitted it (temperature not applied, as vLLM's
+default), so drafting changes none of them; it costs one lm_head over the accepted path per step.
 
 Step accounting: the prefill is step 1 and emits the first token; each later step emits accepted drafts + 1.
 Plain decoding (`use_draft=False`) is the same loop with one-token trees, so it emits exactly 1 token per step.
@@ -36,6 +41,16 @@ from .tree import build_tree
 
 log = logging.getLogger(__name__)
 
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit for top_logprobs
+
+
+@dataclass
+class TokenLogprob:
+    """One emitted token under the base model: its log-probability and the k most likely (token, log-probability)
+    at that position, most likely first."""
+    logprob: float
+    top: list[tuple[int, float]]
+
 
 @dataclass
 class GenerationResult:
@@ -46,6 +61,7 @@ class GenerationResult:
     output_ids: list[list[int]]
     steps: list[int]
     accepted: list[list[int]] = field(default_factory=list)
+    logprobs: list[list[TokenLogprob]] = field(default_factory=list)  # per prompt, one per output id (if asked)
     wall_seconds: float = 0.0
 
     @property
@@ -115,14 +131,24 @@ def _prefill(base: BaseModel, prompt_ids: list[list[int]], capacity: int, temper
     return cache, h, g0
 
 
+def _logprobs(base: BaseModel, hidden: torch.Tensor, tokens: torch.Tensor, k: int) -> list[list[TokenLogprob]]:
+    """hidden [n, T, H] at the nodes that emitted tokens [n, T] -> their TokenLogprobs with the top k, [n][T]."""
+    logp = torch.log_softmax(base.logits(hidden).double(), -1)
+    chosen = logp.gather(-1, tokens[..., None].to(logp.device))[..., 0].tolist()
+    top_lp, top_id = logp.topk(k, -1) if k else (logp[..., :0], logp[..., :0].long())
+    top_lp, top_id = top_lp.tolist(), top_id.tolist()
+    return [[TokenLogprob(chosen[i][t], list(zip(top_id[i][t], top_lp[i][t]))) for t in range(tokens.shape[1])]
+            for i in range(tokens.shape[0])]
+
+
 @torch.no_grad()
 def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[list[int]], max_new_tokens: int,
            num_beams: int, draft_len: int, temperature: float = 0.0, eos_token_id: int | list[int] | None = None,
            seed: int = 0, group: TPGroup = SINGLE,
-           on_tokens: Callable[[int, list[int]], bool | None] | None = None,
-           admit: Callable[[int], list[list[int]]] | None = None) -> GenerationResult:
-    """Generate for every prompt; drafter None (or num_beams/draft_len 0) means plain decoding. admit: see the
-    module docstring."""
+           on_tokens: Callable[[int, list[int], list[TokenLogprob]], bool | None] | None = None,
+           admit: Callable[[int], list[list[int]]] | None = None, logprobs: int | None = None) -> GenerationResult:
+    """Generate for every prompt; drafter None (or num_beams/draft_len 0) means plain decoding. on_tokens, admit,
+    logprobs: see the module docstring."""
     start = time.perf_counter()
     dev = base.device
     eos = set([eos_token_id] if isinstance(eos_token_id, int) else (eos_token_id or []))
@@ -133,11 +159,12 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
     accepted: list[list[int]] = []
     steps: list[int] = []
     sent: list[int] = []
+    lps: list[list[TokenLogprob]] = []
 
     def report(b: int) -> bool:
         """Hand row b's new tokens to on_tokens; True when it asks the row to end."""
-        new, sent[b] = outputs[b][sent[b]:], len(outputs[b])
-        return bool(on_tokens(b, new))
+        new, start, sent[b] = outputs[b][sent[b]:], sent[b], len(outputs[b])
+        return bool(on_tokens(b, new, lps[b][start: sent[b]]))
 
     reporter = report if on_tokens is not None else None
     cache = base.new_cache(0, 0)
@@ -149,8 +176,10 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
             first = len(outputs)
             capacity = max(len(p) for p in joining) + max_new_tokens + L + W * L + 1
             new_cache, new_h, new_g0 = _prefill(base, joining, capacity, temperature, gen, group)
-            for t in new_g0.tolist():
+            firsts = _logprobs(base, new_h[:, None], new_g0[:, None], logprobs) if logprobs is not None else None
+            for i, t in enumerate(new_g0.tolist()):
                 outputs.append([t]); accepted.append([]); steps.append(1); sent.append(0)
+                lps.append(firsts[i] if firsts else [])
             still, keep = _finish(list(range(first, len(outputs))), outputs, eos, max_new_tokens, reporter, group, dev)
             new_cache.select_rows(keep.to(dev))
             cache.extend(new_cache)
@@ -180,10 +209,14 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
         h = hidden[rows, acc.last]
         g0 = acc.emitted[rows, acc.count - 1]
         counts, emitted = acc.count.tolist(), acc.emitted.tolist()
+        step_lps = (_logprobs(base, hidden[rows[:, None], acc.path], acc.emitted, logprobs)
+                    if logprobs is not None else None)
         for i, b in enumerate(active):
             room = max_new_tokens - len(outputs[b])
             new = emitted[i][: min(counts[i], room)]
             outputs[b].extend(new)
+            if step_lps:
+                lps[b].extend(step_lps[i][: len(new)])
             accepted[b].append(len(new))
             steps[b] += 1
         active, keep = _finish(active, outputs, eos, max_new_tokens, reporter, group, dev)
@@ -194,8 +227,9 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
         excess = 1 + sum(accepted[b]) - len(outputs[b])
         if excess and accepted[b]:
             accepted[b][-1] -= excess
+        del lps[b][len(outputs[b]):]
     result = GenerationResult(output_ids=outputs, steps=steps, accepted=accepted,
-                              wall_seconds=time.perf_counter() - start)
+                              logprobs=lps if logprobs is not None else [], wall_seconds=time.perf_counter() - start)
     log.info("generated %d tokens in %.2fs, %.2f tokens/step", result.total_new_tokens, result.wall_seconds,
              result.mean_tokens_per_step)
     return result

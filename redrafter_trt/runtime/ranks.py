@@ -34,7 +34,7 @@ from .tp import free_port, join, rank_device
 log = logging.getLogger(__name__)
 
 
-def _agree(row: int, new: list[int]) -> bool:
+def _agree(row: int, new: list[int], logprobs: list) -> bool:
     """A follower's on_tokens: never ends a row itself, takes rank 0's answers (see runtime.decode)."""
     return False
 
