@@ -9,6 +9,7 @@ The base comes from a Hugging Face folder (rules.py maps it) or an existing Tens
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import tempfile
@@ -24,7 +25,7 @@ from . import __version__, layout
 from .config import DTYPES, BaseModelConfig, read_json, redrafter_fields, trtllm_model_fields
 from .drafter import DrafterConfig, load_drafter
 from .errors import ConfigError, TensorError, name_list
-from .io import StreamingWriter, TensorSource, atomic_output
+from .io import PARTIAL_MARK, StreamingWriter, TensorSource, atomic_output, check_output_folder
 from .registry import redrafter_for_trtllm_base
 from .rules import DROPPED, LAYER_RULES, MODEL_RULES, drafter_to_trtllm
 from .shard import check_tp, even_range, kv_head_range, vocab_range
@@ -235,17 +236,19 @@ def convert(base: Path | str, drafter: Path | str, output: Path | str, *, force:
     base, drafter, output = Path(base), Path(drafter), Path(output)
     opts = ConvertOptions(**options)
     opts.check()
-    if output.exists() and not force:
-        raise ConfigError(f"output folder {output} already exists: pass --force to replace it, or choose another --output")
+    check_output_folder(output, force, (base, drafter))
     if not base.is_dir():
         raise ConfigError(f"base folder {base} does not exist: pass a Hugging Face model folder or a TensorRT-LLM checkpoint")
     dcfg, dtensors = load_drafter(drafter)
     warn_sharpened_for_sampling(drafter, opts.greedy)
     source_base = base
 
-    with tempfile.TemporaryDirectory(prefix="redrafter-fp8-", dir=output.parent if output.parent.exists() else None) as scratch:
+    # FP8 scratch: hidden, named like a partial output, so the next run removes it if this one is killed
+    scratch = tempfile.TemporaryDirectory(prefix=f".{output.name}{PARTIAL_MARK}fp8-", dir=output.parent) \
+        if opts.quantize else contextlib.nullcontext()
+    with scratch:
         if opts.quantize:
-            base = _quantized_base(base, Path(scratch) / "base", opts)
+            base = _quantized_base(base, Path(scratch.name) / "base", opts)
         trt_base = is_trtllm_checkpoint(base)
         if trt_base:
             cfg, sources = _trtllm_base(base, opts)
@@ -266,7 +269,7 @@ def convert(base: Path | str, drafter: Path | str, output: Path | str, *, force:
             plan += plan_drafter(dcfg, dtensors, cfg, r)
             _check_plan(plan, cfg, r)
             plans.append(plan)
-        _write(output, cfg, plans, force)
+        _write(output, cfg, plans, force, (source_base, drafter))
         for s in sources:
             s.close()
     return output
@@ -349,12 +352,12 @@ def _read_checked(p: Planned) -> torch.Tensor:
     return t
 
 
-def _write(output: Path, cfg: dict, plans: list[list[Planned]], force: bool) -> None:
+def _write(output: Path, cfg: dict, plans: list[list[Planned]], force: bool, inputs: tuple) -> None:
     """Stream every rank file; the next tensor is read and checked in a worker thread while the current one is
     written (torch and file writes release the GIL), so at most two tensors are in memory."""
     total = sum(torch.Size(p.shape).numel() * torch.empty((), dtype=p.dtype).element_size() for plan in plans for p in plan)
     meta = {"format": "pt", "producer": f"redrafter-trt {__version__}"}
-    with atomic_output(output, force) as tmp, ThreadPoolExecutor(1) as pool, \
+    with atomic_output(output, force, inputs) as tmp, ThreadPoolExecutor(1) as pool, \
             tqdm(total=total, unit="B", unit_scale=True, desc="convert", disable=None) as bar:
         for r, plan in enumerate(plans):
             writer = StreamingWriter(tmp / f"rank{r}.safetensors", [(p.name, p.shape, p.dtype) for p in plan], meta)

@@ -198,11 +198,13 @@ def check_tensors(cfg: DrafterConfig, tensors: dict[str, torch.Tensor], where: s
             raise TensorError(f"drafter {where}: tensor {k} holds NaN or Inf: retrain or re-export the drafter")
 
 
-def save_drafter(folder: Path | str, cfg: DrafterConfig, state: dict[str, torch.Tensor], producer: dict | None = None) -> Path:
-    """Write Apple's layout (config.json + model.safetensors) atomically."""
+def save_drafter(folder: Path | str, cfg: DrafterConfig, state: dict[str, torch.Tensor], producer: dict | None = None,
+                 inputs: tuple = ()) -> Path:
+    """Write Apple's layout (config.json + model.safetensors) atomically, replacing `folder` unless it is or holds
+    one of `inputs`."""
     from .io import atomic_output, write_safetensors
 
-    with atomic_output(Path(folder), force=True) as tmp:
+    with atomic_output(Path(folder), force=True, inputs=inputs) as tmp:
         write_safetensors(tmp / "model.safetensors", {k: v.contiguous() for k, v in state.items()})
         meta = cfg.to_json()
         if producer:
@@ -258,5 +260,5 @@ def init_drafter_for_base(base: Path | str, output: Path | str, *, num_draft_lay
     producer = {"name": "redrafter-trt", "version": __version__, "command": "init-drafter",
                 "options": {"num_draft_layers": num_draft_layers, "rnn": rnn, "exit_dim": cfg.exit_dim, "seed": seed},
                 "sources": {"base": str(base.resolve())}}
-    save_drafter(output, cfg, model.state_dict(), producer)
+    save_drafter(output, cfg, model.state_dict(), producer, inputs=(base,))
     return cfg

@@ -12,7 +12,7 @@ import pickle
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -204,16 +204,45 @@ class TensorSource:
         self._handles.clear()
 
 
+def writable_folder(folder: Path) -> str | None:
+    """Why files cannot be created in `folder` (made if missing), or None when they can: probed, not guessed
+    (read-only mounts, /proc, permissions)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(prefix=".redrafter-probe-", dir=folder))
+    except OSError as e:
+        return e.strerror or type(e).__name__
+    return None
+
+
+def check_output_folder(dest: Path, force: bool, inputs: Iterable[Path | str] = (), option: str = "--output") -> None:
+    """Refuse, before any work, an output folder that cannot be (re)written: an existing one without --force, a
+    file, one that is or holds an input (replacing it would delete the input), or one in an unwritable place."""
+    dest = Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise ConfigError(f"{option} {dest} exists and is a file: pass a folder path")
+    if dest.exists() and not force:
+        raise ConfigError(f"output folder {dest} already exists: pass --force to replace it, or choose another {option}")
+    target = dest.resolve()
+    for item in inputs:
+        source = Path(item).resolve()
+        if source == target or target in source.parents:
+            raise ConfigError(f"{option} {dest} is (or holds) the input {item}: replacing it would delete the input, "
+                              f"choose another {option}")
+    why = writable_folder(dest.parent)
+    if why:
+        raise ConfigError(f"cannot write in {dest.parent} ({why}): choose another {option}")
+
+
 @contextlib.contextmanager
-def atomic_output(dest: Path, force: bool) -> Iterator[Path]:
+def atomic_output(dest: Path, force: bool, inputs: Iterable[Path | str] = ()) -> Iterator[Path]:
     """Yield a hidden sibling folder to write into; on success it replaces `dest`, on any failure it is removed.
+    `check_output_folder` first (inputs: the folders and files read to make it).
 
     An interrupted run (even SIGKILL) leaves only `.{name}.partial-*`, never a folder named `dest`.
     """
     dest = Path(dest)
-    if dest.exists() and not force:
-        raise ConfigError(f"output folder {dest} already exists: pass --force to replace it, or choose another --output")
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    check_output_folder(dest, force, inputs)
     for stale in dest.parent.glob(f".{dest.name}{PARTIAL_MARK}*"):  # left by a killed run
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}{PARTIAL_MARK}", dir=dest.parent))

@@ -4,8 +4,10 @@ written against one talks to the other unchanged.
 
     GET  /health                 200 once the model is loaded
     GET  /v1/models              the one model
-    POST /v1/completions         {"prompt": str | [str] | [int] | [[int]], "max_tokens", "temperature", "seed", "stop"}
-    POST /v1/chat/completions    {"messages": [{"role", "content"}], "max_tokens", "temperature", "seed", "stop"}
+    POST /v1/completions         {"prompt": str | [str] | [int] | [[int]], "max_tokens", "temperature", "seed", "stop",
+                                  "logprobs": k}
+    POST /v1/chat/completions    {"messages": [{"role", "content"}], "max_tokens", "temperature", "seed", "stop",
+                                  "logprobs": true, "top_logprobs": k}
 
 Every answer carries `usage` and a `redrafter` block (decoding steps, tokens per step): the acceptance to watch.
 A greedy checkpoint (redrafter_greedy_search) answers greedily whatever the temperature, as its engine does; a
@@ -13,8 +15,9 @@ sampling one samples at the request's temperature (1.0 when unset) and refuses 0
 `"stream": true` sends server-sent events as tokens are accepted (OpenAI's chunk objects, then `data: [DONE]`).
 A stop string ends the answer as soon as it is decoded (the text stops before it). Requests are batched in flight,
 up to --max-batch-size prompts (`serve_backend`). A tp=N checkpoint runs on N local processes (this one is rank 0;
-`runtime.ranks`), N GPUs with --device cuda. Refused with 400: "n" > 1, "logprobs", max_tokens above the server's
---max-output-len, malformed fields.
+`runtime.ranks`), N GPUs with --device cuda. logprobs: each token of the text under the base's raw logits, with the
+k most likely (`runtime.decode`). Refused with 400: "n" > 1, "echo", "best_of", "suffix", another "model",
+max_tokens above the server's --max-output-len, malformed fields.
 """
 
 from __future__ import annotations
@@ -69,13 +72,49 @@ def _content(content):
     return content
 
 
+ROLES = ("system", "user", "assistant")
+
+
 def _messages(messages) -> list[dict]:
     ok = isinstance(messages, list) and messages and all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(_content(m.get("content")), str)
+        isinstance(m, dict) and m.get("role") in ROLES and isinstance(_content(m.get("content")), str)
         for m in messages)
     if not ok:
-        raise RequestError('"messages" must be a non-empty list of {"role": str, "content": str or text parts}')
+        raise RequestError('"messages" must be a non-empty list of {"role": "system", "user" or "assistant", '
+                           '"content": str or text parts}')
     return [{"role": m["role"], "content": _content(m["content"])} for m in messages]
+
+
+def _logprobs_asked(body: dict, chat: bool) -> int | None:
+    """How many most likely tokens to list per token (0: the token's own only), or None when no logprobs are asked:
+    chat `"logprobs": true` with `"top_logprobs": k`, completions `"logprobs": k`."""
+    from .runtime.decode import MAX_TOP_LOGPROBS  # torch is loaded by then: the backend holds the model
+
+    limit = f"an integer in 0..{MAX_TOP_LOGPROBS}"
+    if not chat:
+        _field(body, "top_logprobs", int, None, lambda v: False, 'left out: completions take "logprobs": k')
+        return _field(body, "logprobs", int, None, lambda v: 0 <= v <= MAX_TOP_LOGPROBS, limit)
+    wanted = _field(body, "logprobs", bool, False, need="true or false", allow_bool=True)
+    top = _field(body, "top_logprobs", int, None, lambda v: 0 <= v <= MAX_TOP_LOGPROBS, limit)
+    if top is not None and not wanted:
+        raise RequestError('"top_logprobs" needs "logprobs": true')
+    return (top or 0) if wanted else None
+
+
+def _logprobs_json(tokenizer, values: list, chat: bool) -> dict:
+    """OpenAI's logprobs object for these tokens: chat's `content` list, or the completions' parallel lists."""
+    def text(token: int) -> str:
+        return tokenizer.decode([token])
+
+    if chat:
+        def entry(token: int, logprob: float) -> dict:
+            s = text(token)
+            return {"token": s, "logprob": logprob, "bytes": list(s.encode())}
+        return {"content": [entry(v.token, v.value.logprob) | {"top_logprobs": [entry(*t) for t in v.value.top]}
+                            for v in values]}
+    return {"tokens": [text(v.token) for v in values], "token_logprobs": [v.value.logprob for v in values],
+            "top_logprobs": [{text(t): lp for t, lp in v.value.top} for v in values],
+            "text_offset": [v.offset for v in values]}
 
 
 class App:
@@ -110,13 +149,15 @@ class App:
         if stream and events is None:
             raise RequestError('"stream": true needs an HTTP connection to stream on')
         _field(body, "n", int, 1, lambda v: v == 1, "1 (one answer per prompt)")
-        if body.get("logprobs") not in (None, False) or body.get("echo") or body.get("best_of") not in (None, 1):
-            raise RequestError('"logprobs", "echo" and "best_of" are not supported: leave them out')
+        _field(body, "model", str, None, lambda v: v == self.model_name, f'"{self.model_name}" (GET /v1/models)')
+        _field(body, "best_of", int, 1, lambda v: v == 1, "1 (one answer per prompt)")
+        _field(body, "echo", bool, False, lambda v: not v, "false: the prompt is not sent back", allow_bool=True)
+        _field(body, "suffix", str, None, lambda v: False, "left out: no insertion here")
+        logprobs = _logprobs_asked(body, chat)
         limit = f"an integer in 1..{self.max_output_len} (the server's --max-output-len)"
-        max_tokens = _field(body, "max_tokens", int, None, lambda v: 1 <= v <= self.max_output_len, limit)
-        if max_tokens is None:  # what OpenAI's chat API now calls it
-            max_tokens = _field(body, "max_completion_tokens", int, self.max_output_len,
-                                lambda v: 1 <= v <= self.max_output_len, limit)
+        max_tokens, newer = (_field(body, key, int, None, lambda v: 1 <= v <= self.max_output_len, limit)
+                             for key in ("max_tokens", "max_completion_tokens"))  # the second: OpenAI's chat name
+        max_tokens = max_tokens or newer or self.max_output_len
         temperature = _field(body, "temperature", (int, float), None, lambda v: 0 <= v < math.inf, "a number >= 0")
         seed = _field(body, "seed", int, None, lambda v: 0 <= v < 2 ** 63, "an integer in 0..2**63-1")
         seed = secrets.randbits(63) if seed is None else seed  # as OpenAI: a fresh sample unless a seed is sent
@@ -131,29 +172,32 @@ class App:
                 "model": self.model_name}
         kind = "chat.completion" if chat else "text_completion"
 
-        def on_text(i: int, delta: str, role: bool = False) -> None:
+        def lps(values) -> dict | None:
+            return None if logprobs is None else _logprobs_json(self.backend.tokenizer, values, chat)
+
+        def on_text(i: int, delta: str, values=None, role: bool = False) -> None:
             part = ({"delta": {"role": "assistant", "content": delta} if role else {"content": delta}} if chat else
-                    {"text": delta, "logprobs": None})
+                    {"text": delta})
             events(head | {"object": kind + (".chunk" if chat else ""),
-                           "choices": [{"index": i, **part, "finish_reason": None}]})
+                           "choices": [{"index": i, **part, "logprobs": lps(values or []), "finish_reason": None}]})
         if stream and chat:  # as OpenAI: the first chunk names the role
             on_text(0, "", role=True)
-        choices = self.backend.complete(prompts, max_tokens, temperature, seed, stop, on_text if stream else None)
+        choices = self.backend.complete(prompts, max_tokens, temperature, seed, stop, on_text if stream else None,
+                                        logprobs)
         made = sum(len(c.ids) for c in choices)
         steps = sum(c.steps for c in choices)
         tail = {"usage": {"prompt_tokens": sum(map(len, prompts)), "completion_tokens": made,
                           "total_tokens": sum(map(len, prompts)) + made},
                 "redrafter": {"steps": steps, "tokens_per_step": round(made / max(steps, 1), 4)}}
         if stream:
-            empty = {"delta": {}} if chat else {"text": "", "logprobs": None}
+            empty = {"delta": {}} if chat else {"text": ""}
             events(head | {"object": kind + (".chunk" if chat else ""),
-                           "choices": [{"index": i, **empty, "finish_reason": c.finish_reason}
+                           "choices": [{"index": i, **empty, "logprobs": None, "finish_reason": c.finish_reason}
                                        for i, c in enumerate(choices)]} | tail)
             return None
         return HTTPStatus.OK, head | {"object": kind, "choices": [
-            ({"index": i, "message": {"role": "assistant", "content": c.text}} if chat else
-             {"index": i, "text": c.text, "logprobs": None}) | {"finish_reason": c.finish_reason}
-            for i, c in enumerate(choices)]} | tail
+            ({"index": i, "message": {"role": "assistant", "content": c.text}} if chat else {"index": i, "text": c.text})
+            | {"logprobs": lps(c.logprobs), "finish_reason": c.finish_reason} for i, c in enumerate(choices)]} | tail
 
 
 def error(message: str, kind: str) -> dict:
@@ -163,6 +207,7 @@ def error(message: str, kind: str) -> dict:
 # ---- HTTP ----------------------------------------------------------------------------------------------------------
 
 MAX_BODY = 8 << 20  # bytes in one request
+UNREADABLE = object()  # _body's answer when the body could not be read (the client was already told why)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -183,9 +228,15 @@ class Handler(BaseHTTPRequestHandler):
                 self.server.in_flight -= 1
                 self.server.busy.notify_all()
 
+    def do_PUT(self):
+        self._reply(HTTPStatus.METHOD_NOT_ALLOWED,
+                    error(f"{self.command} is not served: use GET /v1/models or POST a completion", "invalid_request_error"))
+
+    do_DELETE = do_PATCH = do_PUT
+
     def _post(self):
         body = self._body()
-        if body is None:
+        if body is UNREADABLE:
             return
         self.streaming = False
         try:
@@ -202,7 +253,8 @@ class Handler(BaseHTTPRequestHandler):
             self._reply(*answer)
 
     def _body(self):
-        """The JSON request body, or None after answering why it cannot be read (and closing the connection)."""
+        """The JSON request body (None when empty), or UNREADABLE after answering why it cannot be read (and
+        closing the connection)."""
         length = self.headers.get("Content-Length")
         problem = None
         if self.headers.get("Transfer-Encoding"):
@@ -218,7 +270,7 @@ class Handler(BaseHTTPRequestHandler):
                 problem = HTTPStatus.BAD_REQUEST, f"the request body is not JSON ({e}): send a JSON object"
         self.close_connection = True  # whatever is left of the body must not be read as the next request
         self._reply(problem[0], error(problem[1], "invalid_request_error"))
-        return None
+        return UNREADABLE
 
     def _event(self, payload: dict) -> None:
         """One server-sent event; the first one opens the stream (the connection closes after it)."""

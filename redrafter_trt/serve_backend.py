@@ -3,7 +3,7 @@
 between two steps (in-flight batching, as TensorRT-LLM's executor does), up to `max_batch` prompts running at once.
 
     backend = ReferenceBackend(ckpt, tokenizer_dir, device="cpu", max_batch=8)
-    choices = backend.complete(prompts, max_tokens, temperature, seed, stop, on_text)   # from any thread
+    choices = backend.complete(prompts, max_tokens, temperature, seed, stop, on_text, logprobs)   # any thread
     backend.stop()
 
 Batching changes nothing in an answer: each prompt keeps its own max_tokens (its tokens are cut there and its row
@@ -14,6 +14,7 @@ batch's (the cache was sized for it) and every older request has joined: first c
 that cannot join stops the others from joining, the batch drains and the next one starts with it. A sampling
 checkpoint decodes each request alone, so that its `seed` alone decides its answer. Streamed text goes through a
 queue per request, so a slow client never holds up the others; a client that leaves ends only its own rows.
+A request asking for logprobs (top k) joins only a batch computing at least k of them (`runtime.decode`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from .runtime import TokenLogprob
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,15 @@ class Choice:
     text: str           # decoded, cut before the first stop string
     steps: int          # decoding steps (the prefill counts as one)
     finish_reason: str  # "stop" (EOS or a stop string) or "length"
+    logprobs: list[Logprob] | None = None  # the tokens of `text` (EOS left out), when asked
+
+
+@dataclass
+class Logprob:
+    """One answer token for the API: its text, where it starts in the answer, and its TokenLogprob."""
+    token: int
+    offset: int
+    value: TokenLogprob
 
 
 class AnswerText:
@@ -52,13 +65,18 @@ class AnswerText:
     before the first stop string. `add` returns the text that is safe to send: a possible start of a stop string and
     the replacement characters of a half-decoded character are held back until the next tokens or `rest()`."""
 
-    def __init__(self, tokenizer, stop: list[str]):
-        self.tokenizer, self.stop = tokenizer, stop
+    def __init__(self, tokenizer, stop: list[str], eos: set[int] = frozenset()):
+        self.tokenizer, self.stop, self.eos = tokenizer, stop, eos
         self.ids: list[int] = []
-        self.text, self.sent, self.stopped = "", 0, False
+        self.ends: list[int] = []     # the answer's length in characters after each token
+        self.values: list = []        # the TokenLogprob of each token, when decoding computes them
+        self.text, self.sent, self.stopped, self.given = "", 0, False, 0
 
-    def add(self, new: list[int]) -> str:
-        self.ids += new
+    def add(self, new: list[int], values: list = ()) -> str:
+        for t in new:
+            self.ids.append(t)
+            self.ends.append(len(self.tokenizer.decode(self.ids, skip_special_tokens=True)))
+        self.values += values
         text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
         cut = min((i for i in (text.find(s) for s in self.stop) if i >= 0), default=-1)
         if cut >= 0:
@@ -75,15 +93,28 @@ class AnswerText:
         delta, self.sent = self.text[self.sent:], len(self.text)
         return delta
 
+    def logprobs(self, everything: bool = False) -> list[Logprob]:
+        """The logprobs of the tokens whose text went out since the last call (everything: since the start), EOS
+        left out. A token's text went out when the answer up to it did (whatever a byte-fallback tokenizer's half
+        characters did to the lengths on the way)."""
+        covered = max((k + 1 for k, end in enumerate(self.ends) if end <= self.sent), default=0)
+        covered = min(covered, len(self.values))
+        out = [Logprob(self.ids[k], self.ends[k - 1] if k else 0, self.values[k])
+               for k in range(0 if everything else self.given, covered) if self.ids[k] not in self.eos]
+        self.given = max(self.given, covered)
+        return out
+
 
 @dataclass
 class Job:
-    """One request on its way through the scheduler. events: (prompt index, text) as it is decoded, then None."""
+    """One request on its way through the scheduler. events: (prompt index, text, logprobs) as it is decoded, then
+    None."""
     prompts: list[list[int]]
     max_tokens: int
     temperature: float
     seed: int
     stop: list[str]
+    logprobs: int | None = None  # None: none; k: each token's and the k most likely
     events: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     gone: threading.Event = field(default_factory=threading.Event)
     choices: list[Choice] | None = None
@@ -99,6 +130,11 @@ class Row:
     text: AnswerText
     steps: int = 0      # decoding steps so far (the prefill counts as one)
     done: bool = False  # ended (EOS, max_tokens, a stop string) or dropped (client gone, shutdown)
+
+
+def _more(asked: int | None, running: int | None) -> bool:
+    """A request asking for `asked` logprobs needs more than a batch computing `running` (None: none)."""
+    return asked is not None and (running is None or asked > running)
 
 
 class ReferenceBackend:
@@ -152,9 +188,11 @@ class ReferenceBackend:
         return 1.0 if requested is None else float(requested)
 
     def complete(self, prompts: list[list[int]], max_tokens: int, temperature: float | None, seed: int,
-                 stop: list[str], on_text: Callable[[int, str], None] | None = None) -> list[Choice]:
-        """Answer every prompt; on_text(prompt index, new text) streams it as tokens are accepted (called in this
-        thread; raising ClientGone from it ends this request's decoding)."""
+                 stop: list[str], on_text: Callable[[int, str, list[Logprob]], None] | None = None,
+                 logprobs: int | None = None) -> list[Choice]:
+        """Answer every prompt; on_text(prompt index, new text, its tokens' logprobs) streams it as tokens are
+        accepted (called in this thread; raising ClientGone from it ends this request's decoding). logprobs=k: each
+        token's log-probability and the k most likely (None: none)."""
         if any(not p for p in prompts):
             raise RequestError("a prompt is empty: send some text")
         if len(prompts) > MAX_PROMPTS:
@@ -166,7 +204,7 @@ class ReferenceBackend:
         bad = [t for p in prompts for t in p if not 0 <= t < self.config.vocab_size]
         if bad:
             raise RequestError(f"token id {bad[0]} is outside the vocabulary (0..{self.config.vocab_size - 1})")
-        job = Job(prompts, max_tokens, self.temperature(temperature), seed, stop)
+        job = Job(prompts, max_tokens, self.temperature(temperature), seed, stop, logprobs)
         with self.wake:
             if self.stopping:
                 raise RequestError("the server is shutting down: send the request again once it is back")
@@ -225,15 +263,15 @@ class ReferenceBackend:
         first = self.waiting.popleft()
         return [first] + (self._take(self.max_batch - len(first.prompts)) if first.temperature == 0 else [])
 
-    def _take(self, room: int, max_tokens: int | None = None) -> list[Job]:
-        """Waiting greedy requests, oldest first, that fit in `room` prompts (and ask for at most max_tokens), up to
-        the first that does not: first come, first served. That one stops requests from joining the running batch,
-        which then drains, and starts the next batch."""
+    def _take(self, room: int, running: Job | None = None) -> list[Job]:
+        """Waiting greedy requests, oldest first, that fit in `room` prompts (and, to join a `running` batch, ask
+        for at most its max_tokens and logprobs), up to the first that does not: first come, first served. That one
+        stops requests from joining the running batch, which then drains, and starts the next batch."""
         jobs = []
         while self.waiting:
             job = self.waiting[0]
-            too_long = max_tokens is not None and job.max_tokens > max_tokens
-            if job.temperature != 0 or len(job.prompts) > room or too_long:
+            beyond = running is not None and (job.max_tokens > running.max_tokens or _more(job.logprobs, running.logprobs))
+            if job.temperature != 0 or len(job.prompts) > room or beyond:
                 break
             jobs.append(self.waiting.popleft())
             room -= len(job.prompts)
@@ -243,23 +281,25 @@ class ReferenceBackend:
         """Decode `batch`; greedy requests that arrive meanwhile join it between steps (up to max_batch running
         prompts, max_tokens within the batch's). A request is answered as soon as its last prompt ends."""
         rows: list[Row] = []  # decode's row r -> its request, prompt index, text so far
-        max_new = max(job.max_tokens for job in batch)
+        tops = [job.logprobs for job in batch if job.logprobs is not None]
+        limits = Job([], max(job.max_tokens for job in batch), 0.0, 0, [], max(tops) if tops else None)
 
         def add(jobs: list[Job]) -> list[list[int]]:
             for job in jobs:
                 self.unanswered.append(job)
                 job.running = len(job.prompts)
-                rows.extend(Row(job, i, AnswerText(self.tokenizer, job.stop)) for i in range(len(job.prompts)))
+                rows.extend(Row(job, i, AnswerText(self.tokenizer, job.stop, self.eos)) for i in range(len(job.prompts)))
             return [p for job in jobs for p in job.prompts]
 
-        def on_tokens(r: int, new: list[int]) -> bool:
+        def on_tokens(r: int, new: list[int], values: list) -> bool:
             """Never raises: under tp the other ranks must leave the decoding loop at the same step as this one."""
             row = rows[r]
             job, text = row.job, row.text
             row.steps += 1
-            delta = text.add(new[: job.max_tokens - len(text.ids)])
+            room = job.max_tokens - len(text.ids)
+            delta = text.add(new[:room], values[:room] if job.logprobs is not None else ())
             if delta:
-                job.events.put((row.index, delta))
+                job.events.put((row.index, delta, text.logprobs()))
             ended = text.stopped or len(text.ids) >= job.max_tokens or (text.ids and text.ids[-1] in self.eos)
             if (ended or job.gone.is_set() or self.stopping) and not row.done:
                 row.done = True
@@ -270,13 +310,13 @@ class ReferenceBackend:
 
         def admit(running: int) -> list[list[int]]:
             with self.wake:
-                return [] if self.stopping else add(self._take(self.max_batch - running, max_new))
+                return [] if self.stopping else add(self._take(self.max_batch - running, limits))
 
         prompts = add(batch)
         greedy = batch[0].temperature == 0  # a sampled request decodes alone: nothing joins it
-        self.ranks.generate(prompts, max_new, temperature=batch[0].temperature, eos_token_id=self.eos,
+        self.ranks.generate(prompts, limits.max_tokens, temperature=batch[0].temperature, eos_token_id=self.eos,
                             seed=batch[0].seed, use_draft=self.config.has_drafter, on_tokens=on_tokens,
-                            admit=admit if greedy else None)
+                            admit=admit if greedy else None, logprobs=limits.logprobs)
         for job in list(self.unanswered):  # none: every row ends through on_tokens
             self._answer(job, [x for x in rows if x.job is job])
         jobs = len({id(row.job) for row in rows})
@@ -288,10 +328,11 @@ class ReferenceBackend:
         for row in rows:
             delta = row.text.rest()
             if delta:
-                job.events.put((row.index, delta))
+                job.events.put((row.index, delta, row.text.logprobs()))
             ids = row.text.ids
             reason = "stop" if row.text.stopped or (ids and ids[-1] in self.eos) else "length"
-            choices.append(Choice(ids, row.text.text, row.steps, reason))
+            lps = row.text.logprobs(everything=True) if job.logprobs is not None else None
+            choices.append(Choice(ids, row.text.text, row.steps, reason, lps))
         job.choices = choices
         self.unanswered.remove(job)
         job.events.put(None)

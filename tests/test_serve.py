@@ -141,6 +141,60 @@ def test_streamed_chat_sends_deltas(url):
     assert events[-1]["choices"][0]["finish_reason"] == whole["choices"][0]["finish_reason"]
 
 
+def hf_answer_logprobs(smollm2, prompt: list[int], answer: list[int]):
+    """transformers' log-softmax at each answer position, teacher-forced [len(answer), V]."""
+    import torch
+
+    from test_runtime_support import hf_model
+
+    with torch.no_grad():
+        logits = hf_model(smollm2)(torch.tensor([prompt + answer])).logits[0].double()
+    return torch.log_softmax(logits, -1)[len(prompt) - 1: len(prompt) + len(answer) - 1]
+
+
+def test_completion_logprobs_are_the_base_models(url, backend, smollm2):
+    """Each token of the text with its log-probability and the 2 most likely, as transformers has them; the token
+    strings add up to the text, offsets point into it; streamed chunks carry the same entries."""
+    body = {"prompt": "The three primary colors are", "max_tokens": 12, "logprobs": 2}
+    out = call(url, "/v1/completions", body)[1]
+    choice = out["choices"][0]
+    lp = choice["logprobs"]
+    ids = backend.encode(body["prompt"])
+    answer = hf_greedy(smollm2, ids, 12)
+    want = hf_answer_logprobs(smollm2, ids, answer)
+    n = len(lp["tokens"])
+    assert n == len([t for t in answer if t not in backend.eos]) and "".join(lp["tokens"]) == choice["text"]
+    assert lp["token_logprobs"] == pytest.approx([float(want[t, answer[t]]) for t in range(n)], abs=1e-3)
+    for t, top in enumerate(lp["top_logprobs"]):
+        values, best = want[t].topk(2)
+        assert list(top) == [backend.tokenizer.decode([i]) for i in best.tolist()]
+        assert list(top.values()) == pytest.approx(values.tolist(), abs=1e-3)
+    assert [choice["text"][o:].startswith(tok) for o, tok in zip(lp["text_offset"], lp["tokens"])] == [True] * n
+    events = stream(url, "/v1/completions", body)
+    chunks = [c["logprobs"] for e in events for c in e["choices"] if c["logprobs"]]
+    assert sum((c["tokens"] for c in chunks), []) == lp["tokens"]
+    assert sum((c["token_logprobs"] for c in chunks), []) == lp["token_logprobs"]
+    assert call(url, "/v1/completions", body | {"logprobs": None})[1]["choices"][0]["logprobs"] is None
+
+
+def test_chat_logprobs_stop_at_the_stop_string(url, backend, smollm2):
+    messages = [{"role": "user", "content": "Name a primary color."}]
+    body = {"messages": messages, "max_tokens": 12, "logprobs": True, "top_logprobs": 1}
+    out = call(url, "/v1/chat/completions", body)[1]["choices"][0]
+    content = out["logprobs"]["content"]
+    assert "".join(e["token"] for e in content) == out["message"]["content"]
+    assert all(e["bytes"] == list(e["token"].encode()) and len(e["top_logprobs"]) == 1 for e in content)
+    assert all(e["top_logprobs"][0]["logprob"] >= e["logprob"] - 1e-9 for e in content)  # greedy: the best one
+    text = out["message"]["content"]
+    stop = text[len(text) // 2:][:2]
+    cut = call(url, "/v1/chat/completions", body | {"stop": stop})[1]["choices"][0]
+    kept = "".join(e["token"] for e in cut["logprobs"]["content"])
+    assert cut["message"]["content"] == text[: text.index(stop)] and cut["message"]["content"].startswith(kept)
+    assert len(cut["message"]["content"]) - len(kept) < len(content[len(cut["logprobs"]["content"])]["token"])
+    no = call(url, "/v1/chat/completions", body | {"logprobs": False, "top_logprobs": None})[1]["choices"][0]
+    assert no["logprobs"] is None and no["message"] == out["message"]
+
+
 def test_chat_content_may_be_text_parts(url):
     plain = {"messages": [{"role": "user", "content": "Name a primary color."}], "max_tokens": 6}
     parts = {"messages": [{"role": "user", "content": [{"type": "text", "text": "Name a primary "},
@@ -257,6 +311,14 @@ def test_answer_text_holds_back_what_may_still_change(backend):
     ({"prompt": "hi", "seed": 10 ** 24}, "seed"),
     ({"prompt": "hi", "n": True}, '"n"'),
     ({"prompt": "hi", "echo": True}, "echo"),
+    ({"prompt": "hi", "logprobs": 21}, "0..20"),
+    ({"prompt": "hi", "logprobs": True}, "logprobs"),
+    ({"prompt": "hi", "top_logprobs": 2}, "top_logprobs"),
+    ({"prompt": "hi", "suffix": "x"}, "suffix"),
+    ({"prompt": "hi", "best_of": 2}, "best_of"),
+    ({"prompt": "hi", "model": "gpt-4"}, '"smol"'),
+    ({"prompt": "hi", "model": 5}, '"smol"'),
+    ({"prompt": "hi", "max_tokens": 3, "max_completion_tokens": "x"}, "max_completion_tokens"),
     ({"prompt": "hi", "max_completion_tokens": 99}, "1..12"),
     ({"prompt": "hi", "stop": [1]}, "stop"),
     ({"prompt": ""}, "empty"),
@@ -266,15 +328,26 @@ def test_answer_text_holds_back_what_may_still_change(backend):
     ({"prompt": [1] * 8190}, "8192 positions"),
     ({}, "prompt"),
     ([1, 2], "JSON object"),
+    (None, "JSON object"),
 ])
 def test_bad_completion_requests_get_400_with_the_fix(url, body, needle):
-    status, out = call(url, "/v1/completions", body)
+    status, out = call(url, "/v1/completions", raw=json.dumps(body).encode())
     assert status == 400 and needle in out["error"]["message"], out
 
 
 def test_bad_chat_requests_and_routes(url):
     status, out = call(url, "/v1/chat/completions", {"messages": [{"role": "user"}]})
     assert status == 400 and "messages" in out["error"]["message"]
+    status, out = call(url, "/v1/chat/completions", {"messages": [{"role": "wizard", "content": "hi"}]})
+    assert status == 400 and "assistant" in out["error"]["message"]
+    status, out = call(url, "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}],
+                                                     "top_logprobs": 2})
+    assert status == 400 and '"logprobs": true' in out["error"]["message"]
+    assert call(url, "/v1/completions", raw=b"")[0] == 400  # an empty body is no JSON object
+    req = urllib.request.Request(url + "/v1/models", method="DELETE")
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=60)
+    assert e.value.code == 405 and "DELETE" in json.loads(e.value.read())["error"]["message"]
     status, out = call(url, "/v1/completions", raw=b"{not json")
     assert status == 400 and "not JSON" in out["error"]["message"]
     assert call(url, "/v1/embeddings", {"input": "x"})[0] == 404
@@ -515,12 +588,18 @@ def test_scheduler_batches_greedy_requests_only_and_within_max_batch():
 
     jobs = [Job([[1]] * n, 4, t, 0, []) for n, t in [(2, 0.0), (1, 0.7), (3, 0.0), (4, 0.0), (1, 0.0), (1, 0.7)]]
     fake = SimpleNamespace(waiting=deque(jobs), max_batch=6)
-    fake._take = lambda room, max_tokens=None: ReferenceBackend._take(fake, room, max_tokens)
+    fake._take = lambda room, running=None: ReferenceBackend._take(fake, room, running)
     taken = []
     while fake.waiting:
         taken.append([jobs.index(j) for j in ReferenceBackend._next_batch(fake)])
     # first come, first served: sampled requests alone (their seed decides), at most 6 prompts, none overtaken
     assert taken == [[0], [1], [2], [3, 4], [5]]
+    running = Job([], 4, 0.0, 0, [])
     fake.waiting = deque([Job([[1]], 4, 0.0, 0, []), Job([[1]], 8, 0.0, 0, []), Job([[1]], 4, 0.0, 0, [])])
-    assert [j.max_tokens for j in ReferenceBackend._take(fake, 2, 4)] == [4]  # the 8-token request is not overtaken
+    assert [j.max_tokens for j in ReferenceBackend._take(fake, 2, running)] == [4]  # the 8-token one is not overtaken
     assert [j.max_tokens for j in fake.waiting] == [8, 4]
+    # logprobs: a request joins only a batch computing at least as many
+    fake.waiting = deque([Job([[1]], 4, 0.0, 0, [], None), Job([[1]], 4, 0.0, 0, [], 0), Job([[1]], 4, 0.0, 0, [], 2)])
+    assert [j.logprobs for j in ReferenceBackend._take(fake, 3, running)] == [None]
+    assert [j.logprobs for j in ReferenceBackend._take(fake, 3, Job([], 4, 0.0, 0, [], 1))] == [0]
+    assert [j.logprobs for j in ReferenceBackend._take(fake, 3, Job([], 4, 0.0, 0, [], 2))] == [2]

@@ -67,11 +67,9 @@ def convert(base, drafter, output, tp_size, dtype, num_beams, draft_len, no_gree
 def init_drafter(base, output, num_draft_layers, rnn, exit_dim, seed, force):
     """Write a freshly initialised drafter for BASE (the start of training, or a pipeline smoke test)."""
     from ..drafter import init_drafter_for_base
+    from ..io import check_output_folder
 
-    if output.exists() and not force:
-        from ..errors import ConfigError
-
-        raise ConfigError(f"output folder {output} already exists: pass --force to replace it, or choose another --output")
+    check_output_folder(output, force, [base])
     cfg = init_drafter_for_base(base, output, num_draft_layers=num_draft_layers, rnn=rnn, exit_dim=exit_dim, seed=seed)
     click.echo(f"wrote {output}: hidden {cfg.hidden_size}, exit_dim {cfg.exit_dim}, {cfg.num_draft_layers} layers, "
                f"rnn {cfg.rnn}, vocab {cfg.vocab_size}")

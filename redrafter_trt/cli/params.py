@@ -19,6 +19,11 @@ class OutputFile(click.Path):
         path = super().convert(value, param, ctx)
         if not path.parent.is_dir():
             self.fail(f"folder {path.parent} does not exist: create it first, or write elsewhere", param, ctx)
+        from ..io import writable_folder
+
+        why = writable_folder(path.parent)
+        if why:
+            self.fail(f"cannot write in {path.parent} ({why}): write elsewhere", param, ctx)
         return path
 
 

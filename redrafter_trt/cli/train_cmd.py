@@ -97,10 +97,9 @@ def train(base, data, output, num_draft_layers, rnn, exit_dim, predict_n, epochs
           max_examples, seed, device, resume, distill, distill_max_new_tokens, distill_batch_size, base_dtype,
           train_dtype, soft_target, later_sharpness, step_decay, freeze_head, full_vocab, cache_dir, force):
     """Train a ReDrafter drafter for BASE on conversations (or, with --distill, on the base's own answers)."""
-    if output.exists() and (output.is_file() or not force):
-        raise ConfigError(f"--output {output} already exists"
-                          + (" and is a file: pass a folder path" if output.is_file() else
-                             ": pass --force to replace it, or choose another --output"))
+    from ..io import check_output_folder
+
+    check_output_folder(output, force, [base, *data, *([cache_dir] if cache_dir else [])])
     from ..train import TrainConfig, train_drafter
 
     cfg = TrainConfig(base=base, data=list(data), output=output, num_draft_layers=num_draft_layers, rnn=rnn,

@@ -83,6 +83,16 @@ class TrainConfig:
                                   "ShareGPT json files to --data")
         if not (self.base / "config.json").is_file():
             raise ConfigError(f"{self.base} has no config.json: point --base at a Hugging Face model folder")
+        if self.cache_dir is not None and self.cache_dir.exists() and not self.cache_dir.is_dir():
+            raise ConfigError(f"--cache-dir {self.cache_dir} is a file: pass a folder (made if missing)")
+        from ..io import check_output_folder
+
+        check_output_folder(self.output, True, self.inputs)
+
+    @property
+    def inputs(self) -> list[Path]:
+        """What training reads: an output folder that is or holds one of these is refused."""
+        return [self.base, *self.data, *([self.cache_dir] if self.cache_dir else [])]
 
     def torch_dtype(self, name: str, device):
         """The torch dtype of option `name` ("auto", "float32" or "bfloat16") on `device`. auto: bfloat16 on a

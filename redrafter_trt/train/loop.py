@@ -221,7 +221,7 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
                     "heldout" if held else "train_set": result, **cfg.extra}
         state = {name: v.detach().float() for name, v in drafter.state_dict().items()}
         state[f"lm_head.{dcfg.num_draft_layers}.weight"] = head.full_weight().float()
-        save_drafter(cfg.output, dcfg, state, producer)
+        save_drafter(cfg.output, dcfg, state, producer, inputs=tuple(cfg.inputs))
         _save_state(cfg, drafter, head, opt, total, total)
     if world > 1:
         torch.distributed.barrier()
