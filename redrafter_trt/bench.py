@@ -233,7 +233,7 @@ def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from .prompts import load_prompts
-    from .runtime import load
+    from .runtime import check_positions, load
 
     cfg, ckpt_config, hf_dir = check_inputs(opts)
     beams = check_grid(opts.beams, cfg.num_beams, "--beams", "redrafter_num_beams", "--num-beams")
@@ -245,6 +245,7 @@ def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
     texts = texts[: opts.num_prompts] if opts.num_prompts else texts
     tokenizer = AutoTokenizer.from_pretrained(opts.tokenizer_dir)
     prompt_ids = encode_prompts(tokenizer, texts, opts.chat)
+    check_positions(cfg, prompt_ids, opts.max_new_tokens)
     model = load(opts.checkpoint_dir, device=opts.device)
     hf = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=cfg.torch_dtype).to(opts.device).eval()
     eos = eos_ids(tokenizer, getattr(hf.generation_config, "eos_token_id", None))

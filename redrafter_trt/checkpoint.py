@@ -75,9 +75,12 @@ def inspect_checkpoint(path: Path | str) -> Report:
         rep.problems.append("config.json is missing (an interrupted conversion, or not a checkpoint folder)")
         return rep
     try:
-        cfg = json.loads(cfg_path.read_text())
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         rep.problems.append(f"config.json is not valid JSON ({e.msg}, line {e.lineno})")
+        return rep
+    except (UnicodeDecodeError, OSError) as e:
+        rep.problems.append(f"config.json cannot be read as UTF-8 text ({type(e).__name__})")
         return rep
     if not isinstance(cfg, dict):
         rep.problems.append(f"config.json holds a JSON {type(cfg).__name__}, not an object")

@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import POSITIVE_INT, ConfigError
+from .errors import POSITIVE_INT, ConfigError, read_text
 from .registry import ArchSpec, lookup
 
 DTYPES = ("float16", "bfloat16", "float32")
@@ -22,11 +22,9 @@ def read_json(path: Path, what: str) -> dict:
     if not path.exists():
         raise ConfigError(f"{path} is missing: {what} folder must contain config.json")
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(read_text(path, "fix or re-download it"))
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path} is not valid JSON ({e.msg}, line {e.lineno}): fix or re-download it") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path} is not text: fix or re-download it") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} holds a JSON {type(raw).__name__}, not an object: fix or re-download it")
     return raw
@@ -78,6 +76,8 @@ class BaseModelConfig:
     @classmethod
     def from_hf(cls, hf: dict, where: str) -> "BaseModelConfig":
         archs = hf.get("architectures") or []
+        if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
+            raise ConfigError(f"{where}: `architectures` is {archs!r}, not a list of names: write it as [\"...\"]")
         if not archs:
             raise ConfigError(f"{where} names no `architectures`: is this a Hugging Face causal-LM config?")
         spec = lookup(archs[0])

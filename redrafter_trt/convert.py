@@ -352,7 +352,7 @@ def _read_checked(p: Planned) -> torch.Tensor:
     return t
 
 
-def _write(output: Path, cfg: dict, plans: list[list[Planned]], force: bool, inputs: tuple) -> None:
+def _write(output: Path, cfg: dict, plans: list[list[Planned]], force: bool, inputs: tuple = ()) -> None:
     """Stream every rank file; the next tensor is read and checked in a worker thread while the current one is
     written (torch and file writes release the GIL), so at most two tensors are in memory."""
     total = sum(torch.Size(p.shape).numel() * torch.empty((), dtype=p.dtype).element_size() for plan in plans for p in plan)

@@ -28,6 +28,7 @@ from .errors import COUNT, FLAG, POSITIVE_INT, ConfigError, TensorError, name_li
 log = logging.getLogger(__name__)
 
 MODEL_TYPE = "recurrent_drafting_drafter"
+MAX_DRAFT_LAYERS = 64  # ResBlocks; Apple's drafters have 2
 
 # Prefix aliases seen in published and home-made drafters -> Apple's canonical prefix.
 ALIASES = (
@@ -163,10 +164,9 @@ def load_drafter(folder: Path | str, dtype: torch.dtype | None = None) -> tuple[
         raise ConfigError(f"drafter folder {folder} does not exist: pass the folder holding config.json and model.safetensors")
     if not cfg_path.exists():
         raise ConfigError(f"{cfg_path} is missing: a drafter folder needs Apple's config.json next to its weights")
-    try:
-        raw = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{cfg_path} is not valid JSON ({e.msg} at line {e.lineno}): fix or re-export it") from None
+    from .config import read_json
+
+    raw = read_json(cfg_path, "drafter")
     tensors = {canonical_name(k): v for k, v in _read_weights(folder).items()}
     if "vocab_size" not in raw:
         heads = [t for k, t in tensors.items() if re.fullmatch(r"lm_head\.\d+\.weight", k)]
@@ -248,8 +248,8 @@ def init_drafter_for_base(base: Path | str, output: Path | str, *, num_draft_lay
     base = Path(base)
     hf = read_json(base / "config.json", "base")
     BaseModelConfig.from_hf(hf, str(base / "config.json"))  # architecture and fields checked
-    if num_draft_layers < 0:
-        raise ConfigError(f"--num-draft-layers {num_draft_layers} is invalid: use 0 or more")
+    if not 0 <= num_draft_layers <= MAX_DRAFT_LAYERS:
+        raise ConfigError(f"--num-draft-layers {num_draft_layers} is outside 0..{MAX_DRAFT_LAYERS}: Apple's drafters use 2")
     if exit_dim is not None and exit_dim < 1:
         raise ConfigError(f"--exit-dim {exit_dim} is invalid: use a positive width")
     src = TensorSource.from_hf_folder(base)

@@ -33,6 +33,18 @@ def first_line(error: BaseException, fallback: str) -> str:
     return text.splitlines()[0][:120] if text else fallback
 
 
+def read_text(path, fix: str) -> str:
+    """A user's text file as UTF-8, or a ConfigError naming why it cannot be read and `fix`."""
+    from pathlib import Path
+
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {e.start}): {fix}") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read {path} ({e.strerror or type(e).__name__}): {fix}") from None
+
+
 def _whole(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 

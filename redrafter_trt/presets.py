@@ -24,7 +24,7 @@ from typing import Callable, Iterable
 import click
 import yaml
 
-from .errors import ConfigError, name_list
+from .errors import ConfigError, name_list, read_text
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +35,7 @@ KNOWN_SECTIONS = frozenset({"convert", "build", "run", "serve", "inspect", "benc
 def load_preset(path: str | Path) -> dict:
     """Parse a preset file into a dict; an empty file is an empty preset."""
     try:
-        data = yaml.safe_load(Path(path).read_text())
-    except OSError as e:
-        raise ConfigError(f"cannot read preset {path}: {e.strerror}; pass an existing YAML file to --config") from e
+        data = yaml.safe_load(read_text(path, "pass an existing UTF-8 YAML preset to --config"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

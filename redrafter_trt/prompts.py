@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import ConfigError
+from .errors import ConfigError, read_text
 
 KEYS = ("prompt", "turns", "question", "instruction", "conversations")
 HUMAN = {"human", "user"}
@@ -68,7 +68,7 @@ def load_prompts(path: Path | str) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"input file {path} does not exist: pass a jsonl file with one prompt per line")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, "save it as UTF-8 jsonl")
     stripped = text.lstrip()
     if stripped.startswith("["):
         prompts = _load_json_list(path, text)

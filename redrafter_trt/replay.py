@@ -120,7 +120,7 @@ def run_acceptance(opts: AcceptanceOptions, progress: Callable[[str], None] = la
     from transformers import AutoTokenizer
 
     from .prompts import load_prompts
-    from .runtime import load
+    from .runtime import check_positions, load
 
     cfg, raw = check_checkpoint(opts)
     beams = tuple(sorted(set(opts.beams))) or default_grid(cfg.num_beams)
@@ -130,6 +130,7 @@ def run_acceptance(opts: AcceptanceOptions, progress: Callable[[str], None] = la
     texts = load_prompts(opts.prompts)[: opts.num_prompts]  # an empty file is an error there
     tokenizer = AutoTokenizer.from_pretrained(opts.tokenizer_dir)
     prompt_ids = encode_prompts(tokenizer, texts, opts.chat)
+    check_positions(cfg, prompt_ids, opts.max_new_tokens)
     eos = stop_ids(tokenizer, opts.tokenizer_dir)
     model = load(opts.checkpoint_dir, device=opts.device)
     start = time.perf_counter()

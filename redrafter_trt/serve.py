@@ -121,6 +121,9 @@ class App:
     """Routes -> (HTTP status, JSON payload). Pure apart from the backend, so it is tested without sockets."""
 
     def __init__(self, backend: ReferenceBackend, model_name: str, max_output_len: int):
+        if max_output_len >= backend.config.max_positions:
+            raise ConfigError(f"--max-output-len {max_output_len} leaves no room for a prompt in the model's "
+                              f"{backend.config.max_positions} positions: pass a smaller one")
         self.backend, self.model_name, self.max_output_len = backend, model_name, max_output_len
         self.created = int(time.time())
 

@@ -149,7 +149,6 @@ class ReferenceBackend:
 
         raw = require_valid(checkpoint_dir)
         cfg = RuntimeConfig.from_dict(raw, f"{checkpoint_dir}/config.json")
-        self.max_positions = int(raw.get("max_position_embeddings") or 2048)
         self.config, self.max_batch = cfg, max_batch
         self.tokenizer = load_tokenizer(str(tokenizer_dir), cfg.vocab_size)
         self.eos = stop_ids(self.tokenizer, tokenizer_dir)
@@ -198,9 +197,9 @@ class ReferenceBackend:
         if len(prompts) > MAX_PROMPTS:
             raise RequestError(f"{len(prompts)} prompts in one request: send at most {MAX_PROMPTS}")
         longest = max(map(len, prompts))
-        if longest + max_tokens > self.max_positions:
+        if longest + max_tokens > self.config.max_positions:
             raise RequestError(f"{longest} prompt tokens + max_tokens {max_tokens} exceed the model's "
-                               f"{self.max_positions} positions: shorten the prompt or lower max_tokens")
+                               f"{self.config.max_positions} positions: shorten the prompt or lower max_tokens")
         bad = [t for p in prompts for t in p if not 0 <= t < self.config.vocab_size]
         if bad:
             raise RequestError(f"token id {bad[0]} is outside the vocabulary (0..{self.config.vocab_size - 1})")

@@ -603,3 +603,10 @@ def test_scheduler_batches_greedy_requests_only_and_within_max_batch():
     assert [j.logprobs for j in ReferenceBackend._take(fake, 3, running)] == [None]
     assert [j.logprobs for j in ReferenceBackend._take(fake, 3, Job([], 4, 0.0, 0, [], 1))] == [0]
     assert [j.logprobs for j in ReferenceBackend._take(fake, 3, Job([], 4, 0.0, 0, [], 2))] == [2]
+
+
+def test_max_output_len_must_leave_room_for_a_prompt(backend):
+    from redrafter_trt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="8192 positions"):
+        App(backend, "smol", 8192)

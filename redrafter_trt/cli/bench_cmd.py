@@ -15,17 +15,17 @@ from .params import Device, OutputFile
 
 
 def int_list(ctx, param, value: str | None) -> tuple[int, ...]:
-    """`1,2,4` -> (1, 2, 4); not given -> () (the command's default grid). Beam widths are at least 1, draft
-    lengths at least 0."""
+    """`1,2,4` -> (1, 2, 4); not given -> () (the command's default grid). Beam widths and draft lengths are at
+    least 1 (drafting off is the `no draft` baseline every run measures)."""
     if value is None:
         return ()
-    flag, low = f"--{param.name.replace('_', '-')}", 1 if param.name == "beams" else 0
+    flag = f"--{param.name.replace('_', '-')}"
     try:
-        values = tuple(int(v) for v in value.split(",") if v.strip())
+        values = tuple(int(v) for v in value.split(","))
     except ValueError:
         values = ()
-    if not values or min(values) < low:
-        raise ConfigError(f"{flag} {value!r} is not a comma-separated list of integers >= {low}: write e.g. 1,2,4, "
+    if not values or min(values) < 1:
+        raise ConfigError(f"{flag} {value!r} is not a comma-separated list of integers >= 1: write e.g. 1,2,4, "
                           "or leave it out for the default grid")
     return values
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..presets import config_option
+from .params import SEED
 
 PATH = click.Path(path_type=Path)
 
@@ -62,7 +63,7 @@ def convert(base, drafter, output, tp_size, dtype, num_beams, draft_len, no_gree
 @click.option("--num-draft-layers", type=int, default=2, show_default=True, help="ResBlocks before the final projection.")
 @click.option("--rnn/--no-rnn", default=True, show_default=True, help="Recurrent state update (Apple's default).")
 @click.option("--exit-dim", type=int, default=None, help="Drafter width E [default: 2 x hidden size, no input_proj].")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Replace an existing output folder.")
 def init_drafter(base, output, num_draft_layers, rnn, exit_dim, seed, force):
     """Write a freshly initialised drafter for BASE (the start of training, or a pipeline smoke test)."""

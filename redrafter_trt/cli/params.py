@@ -3,6 +3,7 @@ device names this tool runs on."""
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -25,6 +26,24 @@ class OutputFile(click.Path):
         if why:
             self.fail(f"cannot write in {path.parent} ({why}): write elsewhere", param, ctx)
         return path
+
+
+SEED = click.IntRange(0, 2 ** 63 - 1)  # what torch.Generator.manual_seed takes
+
+
+class Temperature(click.ParamType):
+    """A finite number >= 0 (0 = greedy)."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if not (math.isfinite(number) and number >= 0):
+            self.fail(f"{value!r} is not a finite number >= 0: pass 0 for greedy or e.g. 0.7", param, ctx)
+        return number
 
 
 class Device(click.ParamType):

@@ -12,7 +12,7 @@ import click
 
 from ..errors import ConfigError
 from ..presets import config_option
-from .params import OutputFile
+from .params import SEED, OutputFile, Temperature
 from ..tokens import encode_prompts, load_tokenizer, stop_ids
 
 log = logging.getLogger(__name__)
@@ -93,14 +93,14 @@ def stats_line(result) -> str:
               help="jsonl with prompt / turns / question / instruction / conversations per line, or a ShareGPT .json.")
 @click.option("--chat", is_flag=True, help="Apply the tokenizer's chat template to each prompt.")
 @click.option("--max-output-len", default=128, show_default=True, type=click.IntRange(min=1), help="New tokens per prompt.")
-@click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(min=0.0), help="0 = greedy.")
+@click.option("--temperature", default=0.0, show_default=True, type=Temperature(), help="0 = greedy.")
 @click.option("--num-beams", type=click.IntRange(min=1), help="Draft beams (at most the checkpoint's).")
 @click.option("--draft-len", type=click.IntRange(min=0), help="Draft tokens per beam (at most the checkpoint's).")
 @click.option("--no-draft", is_flag=True, help="Plain autoregressive decoding with the same runtime.")
 @click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1), help="Prompts per batch.")
 @click.option("--tp", type=click.IntRange(min=1), help="Tensor parallel size (must equal the checkpoint's).")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
-@click.option("--seed", default=0, show_default=True, type=int, help="Sampling seed.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Sampling seed.")
 @click.option("--output-json", type=OutputFile(), help="Write results and stats as JSON.")
 def run(checkpoint_dir, engine_dir, tokenizer_dir, input_text, input_file, chat, max_output_len, temperature,
         num_beams, draft_len, no_draft, batch_size, tp, device, seed, output_json):

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import ConfigError
-from .params import Device
+from .params import SEED, Device
 
 
 class _Bars:
@@ -64,7 +64,7 @@ _DTYPE = click.Choice(["auto", "float32", "bfloat16"])
               help="Anchor positions per step (each trains every draft step).")
 @click.option("--max-seq-len", default=1024, show_default=True, type=int, help="Truncate conversations to this many tokens.")
 @click.option("--max-examples", type=int, callback=_positive, help="Use at most this many conversations (seeded shuffle).")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--device", default="cpu", show_default=True, type=Device(),
               help="cpu, cuda or cuda:N (torchrun picks the rank's GPU).")
 @click.option("--resume", is_flag=True, help="Continue from OUTPUT.train-state.pt (same options as the interrupted run).")

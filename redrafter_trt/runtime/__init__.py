@@ -96,6 +96,14 @@ def check_draft_shape(cfg: RuntimeConfig, num_beams: int | None, draft_len: int 
     return W, L
 
 
+def check_positions(cfg: RuntimeConfig, prompt_ids: list[list[int]], max_new_tokens: int) -> None:
+    """Refuse prompts that with max_new_tokens run past the model's positions (as TensorRT-LLM's max_seq_len)."""
+    longest = max(map(len, prompt_ids))
+    if longest + max_new_tokens > cfg.max_positions:
+        raise ConfigError(f"a {longest}-token prompt + {max_new_tokens} new tokens exceed the model's "
+                          f"{cfg.max_positions} positions: shorten the prompt or ask for fewer tokens")
+
+
 def generate(model: ReDrafterModel, prompt_ids: list[list[int]], max_new_tokens: int, num_beams: int | None = None,
              draft_len: int | None = None, temperature: float = 0.0, eos_token_id: int | list[int] | None = None,
              seed: int = 0, use_draft: bool = True, batch_size: int | None = None,
@@ -111,6 +119,7 @@ def generate(model: ReDrafterModel, prompt_ids: list[list[int]], max_new_tokens:
         raise ConfigError(f"--temperature {temperature} is negative: use 0 for greedy or a positive value")
     if max_new_tokens < 1:
         raise ConfigError(f"--max-output-len {max_new_tokens} must be at least 1")
+    check_positions(model.config, prompt_ids, max_new_tokens)
     W, L = check_draft_shape(model.config, num_beams, draft_len, use_draft)
     if logprobs is not None and not 0 <= logprobs <= MAX_TOP_LOGPROBS:
         raise ConfigError(f"logprobs {logprobs} is outside 0..{MAX_TOP_LOGPROBS}")

@@ -36,6 +36,7 @@ class RuntimeConfig:
     drafter_exit_dim: int = 0
     drafter_rnn: bool = False
     greedy_search: bool = True
+    max_positions: int = 2048  # max_position_embeddings: prompt + new tokens must fit
 
     @property
     def has_drafter(self) -> bool:
@@ -72,6 +73,7 @@ class RuntimeConfig:
                 drafter_exit_dim=int(raw.get("redrafter_exit_dim", 0) or 0),
                 drafter_rnn=bool(raw.get("redrafter_is_rnn", False)),
                 greedy_search=bool(raw.get("redrafter_greedy_search", True)),
+                max_positions=int(raw.get("max_position_embeddings") or 2048),
             )
         except KeyError as e:
             raise ConfigError(f"{where} lacks {e.args[0]}: it is not a TensorRT-LLM checkpoint config") from None

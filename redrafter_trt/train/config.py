@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..drafter import MAX_DRAFT_LAYERS
 from ..errors import ConfigError
 
 DTYPES = ("auto", "float32", "bfloat16")
@@ -53,7 +54,8 @@ class TrainConfig:
     def validate(self) -> None:
         checks = [
             (self.predict_n >= 1, f"--predict-n must be at least 1 (got {self.predict_n}): it is the number of draft steps trained"),
-            (self.num_draft_layers >= 0, f"--num-draft-layers must be >= 0 (got {self.num_draft_layers})"),
+            (0 <= self.num_draft_layers <= MAX_DRAFT_LAYERS,
+             f"--num-draft-layers must be within 0..{MAX_DRAFT_LAYERS} (got {self.num_draft_layers})"),
             (self.exit_dim is None or self.exit_dim >= 1, f"--exit-dim must be positive (got {self.exit_dim})"),
             (self.epochs >= 1, f"--epochs must be at least 1 (got {self.epochs})"),
             (self.max_steps is None or self.max_steps >= 1, f"--max-steps must be at least 1 (got {self.max_steps})"),

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigError
+from ..errors import ConfigError, read_text
 from ..prompts import prompt_of
 
 if TYPE_CHECKING:
@@ -67,8 +67,10 @@ def _messages(raw, key: str) -> list[dict]:
             raise ValueError(f"`{key}` must hold objects with `from`/`value` (or `role`/`content`)")
         who, text = msg.get("from", msg.get("role")), msg.get("value", msg.get("content"))
         role = ROLES.get(str(who).lower())
-        if role is None or not isinstance(text, str):
+        if role is None:
             raise ValueError(f"`{key}` has a message with role {who!r}: expected human/user, gpt/assistant or system")
+        if not isinstance(text, str):
+            raise ValueError(f"`{key}` has a {who!r} message whose `value`/`content` is {text!r}, not a string")
         out.append({"role": role, "content": text})
     while out and out[0]["role"] == "assistant":  # some ShareGPT dumps open with the bot's greeting
         out.pop(0)
@@ -84,7 +86,10 @@ def conversation_of(record) -> Conversation:
             if key in record:
                 return Conversation(tuple(_messages(record[key], key)))
         for answer_key in ANSWER_KEYS:
-            if isinstance(record.get(answer_key), str) and record[answer_key].strip():
+            answer = record.get(answer_key)
+            if answer is not None and not (isinstance(answer, str) and answer.strip()):
+                raise ValueError(f"`{answer_key}` is {answer!r}: write the answer as a non-empty string")
+            if answer is not None:
                 prompt = prompt_of({k: v for k, v in record.items() if k not in ANSWER_KEYS})
                 return Conversation(({"role": "user", "content": prompt},
                                      {"role": "assistant", "content": record[answer_key]}))
@@ -97,7 +102,7 @@ def read_conversations(path: Path | str) -> list[Conversation]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"data file {path} does not exist: pass jsonl or ShareGPT json files to --data")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, "save it as UTF-8 jsonl or json")
     if text.lstrip().startswith("["):
         try:
             records = json.loads(text)

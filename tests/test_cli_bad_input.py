@@ -1,0 +1,159 @@
+"""Bad input across commands (found by an adversarial review): one line on stderr naming the problem and the fix,
+exit 2, no traceback, inputs never deleted, nothing written, and refused before any work where it can be."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from redrafter_trt.convert import convert
+from test_convert_errors import assert_one_line_error, run_cli
+from test_runtime_support import checkpoint, fresh_drafter
+
+NOT_WRITABLE = "/proc/redrafter-nowhere"  # no folder can be made there, even as root
+
+
+@pytest.fixture()
+def parts(tmp_path, tiny_llama, tiny_drafter):
+    base, drafter = tmp_path / "base", tmp_path / "drafter"
+    shutil.copytree(tiny_llama, base)
+    shutil.copytree(tiny_drafter, drafter)
+    return base, drafter
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory, tiny_llama, tiny_drafter):
+    return convert(tiny_llama, tiny_drafter, tmp_path_factory.mktemp("ck") / "ck", num_beams=2, draft_len=2)
+
+
+def files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize("which", ["base", "drafter"])
+def test_force_never_replaces_an_input(parts, which):
+    base, drafter = parts
+    target = base if which == "base" else drafter
+    before = files(target)
+    result = run_cli("convert", "--base", base, "--drafter", drafter, "--output", target, "--force")
+    assert_one_line_error(result, "would delete the input", "another --output")
+    assert files(target) == before
+    holder = run_cli("convert", "--base", base, "--drafter", drafter, "--output", base.parent, "--force")
+    assert_one_line_error(holder, "is (or holds) the input")
+    assert_one_line_error(run_cli("init-drafter", "--base", base, "--output", base, "--force"), "would delete")
+    assert files(target) == before
+
+
+def test_train_output_over_its_data_or_a_file(parts, tmp_path):
+    data = tmp_path / "data" / "d.jsonl"
+    data.parent.mkdir()
+    data.write_text('{"question": "q", "answer": "a"}\n')
+    result = run_cli("train", "--base", parts[0], "--data", data, "--output", data.parent, "--force")
+    assert_one_line_error(result, "would delete the input")
+    assert data.exists()
+    (tmp_path / "f").write_text("x")
+    assert_one_line_error(run_cli("train", "--base", parts[0], "--data", data, "--output", tmp_path / "f"),
+                          "is a file", "folder path")
+    result = run_cli("train", "--base", parts[0], "--data", data, "--output", tmp_path / "o", "--cache-dir", tmp_path / "f")
+    assert_one_line_error(result, "--cache-dir", "is a file")
+
+
+def test_output_that_is_a_file_or_unwritable(parts, tmp_path):
+    (tmp_path / "out").write_text("not a folder")
+    result = run_cli("convert", "--base", parts[0], "--drafter", parts[1], "--output", tmp_path / "out", "--force")
+    assert_one_line_error(result, "is a file")
+    assert (tmp_path / "out").read_text() == "not a folder"
+    result = run_cli("convert", "--base", parts[0], "--drafter", parts[1], "--output", f"{NOT_WRITABLE}/ck")
+    assert_one_line_error(result, "cannot write in", "choose another --output")
+    assert_one_line_error(run_cli("init-drafter", "--base", parts[0], "--output", f"{NOT_WRITABLE}/d"), "cannot write")
+
+
+def test_output_json_in_an_unwritable_folder(ckpt, tiny_llama):
+    result = run_cli("acceptance", "--checkpoint-dir", ckpt, "--tokenizer-dir", tiny_llama, "--prompts", "x",
+                     "--output-json", "/proc/sys/out.json")
+    assert_one_line_error(result, "cannot write in /proc/sys", "write elsewhere")
+
+
+def test_convert_leaves_no_scratch_folder(parts, tmp_path):
+    out = tmp_path / "ck"
+    assert run_cli("convert", "--base", parts[0], "--drafter", parts[1], "--output", out).exit_code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base", "ck", "drafter"]
+
+
+def test_text_files_that_are_not_utf8(parts, ckpt, tiny_llama, smollm2, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_bytes(b'\xff\xfe{"prompt": "x"}\n')
+    assert_one_line_error(run_cli("run", "--checkpoint-dir", ckpt, "--tokenizer-dir", tiny_llama, "--input-file", bad),
+                          "not UTF-8", "save it as UTF-8")
+    assert_one_line_error(run_cli("train", "--base", smollm2, "--data", bad, "--output", tmp_path / "o"), "not UTF-8")
+    (tmp_path / "bad.yaml").write_bytes(b"\xff")
+    assert_one_line_error(run_cli("run", "--config", tmp_path / "bad.yaml"), "not UTF-8", "--config")
+    (parts[1] / "config.json").write_bytes(b'{"hidden_size": "\xff"}')
+    assert_one_line_error(run_cli("convert", "--base", parts[0], "--drafter", parts[1], "--output", tmp_path / "ck"),
+                          "not UTF-8")
+
+
+@pytest.mark.parametrize("content, needle", [("[1, 2]", "JSON list, not an object"), (None, "Is a directory")])
+def test_drafter_config_that_is_no_object(parts, tmp_path, content, needle):
+    path = parts[1] / "config.json"
+    path.unlink()
+    path.mkdir() if content is None else path.write_text(content)
+    result = run_cli("convert", "--base", parts[0], "--drafter", parts[1], "--output", tmp_path / "ck")
+    assert_one_line_error(result, needle)
+
+
+def test_architectures_as_a_string(parts, tmp_path):
+    path = parts[0] / "config.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | {"architectures": "LlamaForCausalLM"}))
+    result = run_cli("convert", "--base", parts[0], "--drafter", parts[1], "--output", tmp_path / "ck")
+    assert_one_line_error(result, "not a list of names")
+
+
+def test_lengths_beyond_the_models_positions(smollm2, tmp_path):
+    """SmolLM2 has 8192 positions: refused before decoding (not an 80 GB allocation, nor a silent run past them)."""
+    args = ("--checkpoint-dir", checkpoint(smollm2, fresh_drafter(smollm2), 1, num_beams=3, draft_len=3),
+            "--tokenizer-dir", smollm2)
+    assert_one_line_error(run_cli("run", *args, "--input-text", "hi", "--max-output-len", 100000), "8192 positions")
+    long = tmp_path / "long.jsonl"
+    long.write_text(json.dumps({"prompt": "hello " * 9000}) + "\n")
+    assert_one_line_error(run_cli("run", *args, "--input-file", long, "--max-output-len", 4), "8192 positions",
+                          "shorten the prompt")
+    for cmd in ("bench", "acceptance"):
+        result = run_cli(cmd, *args, "--prompts", long, "--max-new-tokens", 4)
+        assert_one_line_error(result, "8192 positions")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (("--seed", "99999999999999999999999"), "--seed"),
+    (("--temperature", "nan"), "finite number"),
+    (("--temperature", "inf"), "finite number"),
+])
+def test_run_options_out_of_range(ckpt, tiny_llama, args, needle):
+    result = run_cli("run", "--checkpoint-dir", ckpt, "--tokenizer-dir", tiny_llama, "--input-text", "hi", *args)
+    assert_one_line_error(result, needle)
+
+
+@pytest.mark.parametrize("flag, value", [("--draft-lens", "0"), ("--beams", "1,,2")])
+def test_bench_grid_lists(ckpt, tiny_llama, flag, value):
+    result = run_cli("acceptance", "--checkpoint-dir", ckpt, "--tokenizer-dir", tiny_llama, "--prompts", "x", flag, value)
+    assert_one_line_error(result, "comma-separated list of integers >= 1")
+
+
+def test_draft_layers_bounded(parts, tmp_path):
+    result = run_cli("init-drafter", "--base", parts[0], "--output", tmp_path / "d", "--num-draft-layers", 100000)
+    assert_one_line_error(result, "outside 0..64")
+
+
+@pytest.mark.parametrize("record, needle", [
+    ({"messages": [{"role": "user"}]}, "'user' message whose `value`/`content` is None"),
+    ({"conversations": [{"from": "gpt", "value": 5}]}, "'gpt' message whose `value`/`content` is 5"),
+    ({"question": "q", "answer": 5}, "`answer` is 5"),
+    ({"question": "q", "answer": ""}, "`answer` is ''"),
+])
+def test_train_data_errors_name_the_field(smollm2, tmp_path, record, needle):
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps(record) + "\n")
+    assert_one_line_error(run_cli("train", "--base", smollm2, "--data", data, "--output", tmp_path / "o"), needle)
