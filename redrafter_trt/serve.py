@@ -36,6 +36,7 @@ from typing import Callable
 from . import __version__
 from .errors import ConfigError
 from .serve_backend import ClientGone, ReferenceBackend, RequestError
+from .serve_logprobs import logprobs_json
 
 log = logging.getLogger(__name__)
 
@@ -101,22 +102,6 @@ def _logprobs_asked(body: dict, chat: bool) -> int | None:
     return (top or 0) if wanted else None
 
 
-def _logprobs_json(tokenizer, values: list, chat: bool) -> dict:
-    """OpenAI's logprobs object for these tokens: chat's `content` list, or the completions' parallel lists."""
-    def text(token: int) -> str:
-        return tokenizer.decode([token])
-
-    if chat:
-        def entry(token: int, logprob: float) -> dict:
-            s = text(token)
-            return {"token": s, "logprob": logprob, "bytes": list(s.encode())}
-        return {"content": [entry(v.token, v.value.logprob) | {"top_logprobs": [entry(*t) for t in v.value.top]}
-                            for v in values]}
-    return {"tokens": [text(v.token) for v in values], "token_logprobs": [v.value.logprob for v in values],
-            "top_logprobs": [{text(t): lp for t, lp in v.value.top} for v in values],
-            "text_offset": [v.offset for v in values]}
-
-
 class App:
     """Routes -> (HTTP status, JSON payload). Pure apart from the backend, so it is tested without sockets."""
 
@@ -176,7 +161,7 @@ class App:
         kind = "chat.completion" if chat else "text_completion"
 
         def lps(values) -> dict | None:
-            return None if logprobs is None else _logprobs_json(self.backend.tokenizer, values, chat)
+            return None if logprobs is None else logprobs_json(self.backend.tokenizer, values, chat)
 
         def on_text(i: int, delta: str, values=None, role: bool = False) -> None:
             part = ({"delta": {"role": "assistant", "content": delta} if role else {"content": delta}} if chat else

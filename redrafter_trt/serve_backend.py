@@ -23,7 +23,7 @@ import logging
 import queue
 import threading
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -49,7 +49,7 @@ class Choice:
     text: str           # decoded, cut before the first stop string
     steps: int          # decoding steps (the prefill counts as one)
     finish_reason: str  # "stop" (EOS or a stop string) or "length"
-    logprobs: list[Logprob] | None = None  # the tokens of `text` (EOS left out), when asked
+    logprobs: list[Logprob] | None = None  # the tokens that made `text` (EOS left out), when asked
 
 
 @dataclass
@@ -96,8 +96,13 @@ class AnswerText:
     def logprobs(self, everything: bool = False) -> list[Logprob]:
         """The logprobs of the tokens whose text went out since the last call (everything: since the start), EOS
         left out. A token's text went out when the answer up to it did (whatever a byte-fallback tokenizer's half
-        characters did to the lengths on the way)."""
-        covered = max((k + 1 for k, end in enumerate(self.ends) if end <= self.sent), default=0)
+        characters did to the lengths on the way); once a stop string ended the answer, the token that ran into it
+        counts too when part of its text is in the answer (as vLLM has it)."""
+        if self.stopped and self.sent == len(self.text):
+            covered = max((k + 1 for k in range(len(self.ends)) if (self.ends[k - 1] if k else 0) < self.sent),
+                          default=0)
+        else:
+            covered = max((k + 1 for k, end in enumerate(self.ends) if end <= self.sent), default=0)
         covered = min(covered, len(self.values))
         out = [Logprob(self.ids[k], self.ends[k - 1] if k else 0, self.values[k])
                for k in range(0 if everything else self.given, covered) if self.ids[k] not in self.eos]
@@ -296,9 +301,11 @@ class ReferenceBackend:
             job, text = row.job, row.text
             row.steps += 1
             room = job.max_tokens - len(text.ids)
-            delta = text.add(new[:room], values[:room] if job.logprobs is not None else ())
-            if delta:
-                job.events.put((row.index, delta, text.logprobs()))
+            mine = [] if job.logprobs is None else [replace(v, top=v.top[: job.logprobs]) for v in values[:room]]
+            delta = text.add(new[:room], mine)
+            given = text.logprobs()
+            if delta or given:
+                job.events.put((row.index, delta, given))
             ended = text.stopped or len(text.ids) >= job.max_tokens or (text.ids and text.ids[-1] in self.eos)
             if (ended or job.gone.is_set() or self.stopping) and not row.done:
                 row.done = True
@@ -326,8 +333,9 @@ class ReferenceBackend:
         choices = []
         for row in rows:
             delta = row.text.rest()
-            if delta:
-                job.events.put((row.index, delta, row.text.logprobs()))
+            given = row.text.logprobs()
+            if delta or given:
+                job.events.put((row.index, delta, given))
             ids = row.text.ids
             reason = "stop" if row.text.stopped or (ids and ids[-1] in self.eos) else "length"
             lps = row.text.logprobs(everything=True) if job.logprobs is not None else None

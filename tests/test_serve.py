@@ -175,6 +175,37 @@ def test_completion_logprobs_are_the_base_models(url, backend, smollm2):
     assert sum((c["tokens"] for c in chunks), []) == lp["tokens"]
     assert sum((c["token_logprobs"] for c in chunks), []) == lp["token_logprobs"]
     assert call(url, "/v1/completions", body | {"logprobs": None})[1]["choices"][0]["logprobs"] is None
+    special = {"prompt": "<|im_start|>user\nHi<|im_end|>\n", "max_tokens": 1, "logprobs": 0}  # a token without text
+    whole = call(url, "/v1/completions", special)[1]["choices"][0]["logprobs"]
+    streamed = [c["logprobs"] for e in stream(url, "/v1/completions", special) for c in e["choices"] if c["logprobs"]]
+    assert sum((c["tokens"] for c in streamed), []) == whole["tokens"] == ["<|im_start|>"]
+    assert whole["top_logprobs"] == [{"<|im_start|>": whole["token_logprobs"][0]}]  # k = 0: the chosen token only
+
+
+def test_batched_requests_get_their_own_number_of_top_logprobs(backend):
+    from redrafter_trt.serve_backend import Job
+
+    jobs = [Job([backend.encode(p)], 5, 0.0, 0, [], k) for p, k in [("Hi", 3), ("Once upon", 1), ("The sky", None)]]
+    backend._run(jobs)  # one batch computing 3: each request gets what it asked for
+    assert [len(v.value.top) for v in jobs[0].choices[0].logprobs] == [3] * len(jobs[0].choices[0].logprobs)
+    assert {len(v.value.top) for v in jobs[1].choices[0].logprobs} == {1}
+    assert jobs[2].choices[0].logprobs is None
+
+
+def test_token_bytes_rebuild_multibyte_characters(backend):
+    from redrafter_trt.runtime import TokenLogprob
+    from redrafter_trt.serve_backend import Logprob
+    from redrafter_trt.serve_logprobs import logprobs_json
+
+    text = "\U0001f600\u65e5\u672c rain"
+    ids = backend.tokenizer(text, add_special_tokens=False)["input_ids"]
+    values = [Logprob(t, 0, TokenLogprob(-1.0, [(t, -1.0)])) for t in ids]
+    chat = logprobs_json(backend.tokenizer, values, chat=True)["content"]
+    assert bytes(b for e in chat for b in e["bytes"]) == text.encode()
+    partial = [e["token"] for e in chat if e["token"].startswith("bytes:")]
+    assert partial and len(set(partial)) == len(partial)  # emoji and CJK split across tokens, each named apart
+    completion = logprobs_json(backend.tokenizer, values, chat=False)
+    assert [list(d) for d in completion["top_logprobs"]] == [[t] for t in completion["tokens"]]
 
 
 def test_chat_logprobs_stop_at_the_stop_string(url, backend, smollm2):
@@ -188,9 +219,9 @@ def test_chat_logprobs_stop_at_the_stop_string(url, backend, smollm2):
     text = out["message"]["content"]
     stop = text[len(text) // 2:][:2]
     cut = call(url, "/v1/chat/completions", body | {"stop": stop})[1]["choices"][0]
-    kept = "".join(e["token"] for e in cut["logprobs"]["content"])
-    assert cut["message"]["content"] == text[: text.index(stop)] and cut["message"]["content"].startswith(kept)
-    assert len(cut["message"]["content"]) - len(kept) < len(content[len(cut["logprobs"]["content"])]["token"])
+    kept = "".join(e["token"] for e in cut["logprobs"]["content"])  # up to the token that ran into the stop string
+    assert cut["message"]["content"] == text[: text.index(stop)] and kept.startswith(cut["message"]["content"])
+    assert len(kept) - len(cut["message"]["content"]) < len(cut["logprobs"]["content"][-1]["token"])
     no = call(url, "/v1/chat/completions", body | {"logprobs": False, "top_logprobs": None})[1]["choices"][0]
     assert no["logprobs"] is None and no["message"] == out["message"]
 

@@ -1,0 +1,64 @@
+"""OpenAI's logprobs objects for the reference server: chat's `content` list and the completions' parallel lists,
+with each token's own bytes (a token holding part of a UTF-8 character is named `bytes:\\xf0\\x9f`, as OpenAI does,
+so two such tokens never share a name).
+
+    logprobs_json(tokenizer, values, chat=True)   # values: serve_backend.Logprob, one per token of the answer
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # SentencePiece byte fallback
+
+
+@lru_cache(maxsize=1)
+def _byte_decoder() -> dict[str, int]:
+    """GPT-2's byte-level alphabet, reversed: the character a byte-level BPE vocabulary writes -> that byte."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    return {c: b for b, c in bytes_to_unicode().items()}
+
+
+def token_bytes(tokenizer, token: int) -> bytes:
+    """The bytes a token adds to the text: from its vocabulary entry for byte-level BPE (Llama 3, Qwen2, SmolLM2)
+    and byte-fallback pieces, else its decoded text."""
+    piece = tokenizer.convert_ids_to_tokens(token)
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and type(backend.decoder).__name__ == "ByteLevel" and token not in tokenizer.all_special_ids:
+        table = _byte_decoder()
+        if all(c in table for c in piece):
+            return bytes(table[c] for c in piece)
+    match = BYTE_TOKEN.fullmatch(piece or "")
+    if match:
+        return bytes([int(match.group(1), 16)])
+    return tokenizer.decode([token]).encode()
+
+
+def token_name(data: bytes) -> str:
+    """The token's text, or `bytes:\\xNN...` when it is not whole UTF-8 characters."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "bytes:" + "".join(f"\\x{b:02x}" for b in data)
+
+
+def logprobs_json(tokenizer, values: list, chat: bool) -> dict:
+    """OpenAI's logprobs object for these tokens (serve_backend.Logprob each). Completions' `top_logprobs` hold the
+    chosen token too (up to k + 1 entries, as OpenAI's)."""
+    @lru_cache(maxsize=None)
+    def entry(token: int) -> tuple[str, list[int]]:
+        data = token_bytes(tokenizer, token)
+        return token_name(data), list(data)
+
+    if chat:
+        def item(token: int, logprob: float) -> dict:
+            name, data = entry(token)
+            return {"token": name, "logprob": logprob, "bytes": data}
+        return {"content": [item(v.token, v.value.logprob) | {"top_logprobs": [item(*t) for t in v.value.top]}
+                            for v in values]}
+    return {"tokens": [entry(v.token)[0] for v in values], "token_logprobs": [v.value.logprob for v in values],
+            "top_logprobs": [{entry(t)[0]: lp for t, lp in [*v.value.top, (v.token, v.value.logprob)]}
+                             for v in values],
+            "text_offset": [v.offset for v in values]}
