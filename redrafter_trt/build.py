@@ -60,6 +60,7 @@ RESERVED = {
     "--remove_input_padding": "ReDrafter needs removed input padding",
     "--context_fmha": "ReDrafter keeps context FMHA on",
     "--use_fp8_context_fmha": "set from the checkpoint's quantization",
+    "--build_config": "a build config file would override what ReDrafter needs: pass trtllm-build flags instead",
 }
 
 
@@ -74,6 +75,7 @@ class BuildOptions:
     gemm_plugin: str = "auto"
     workers: int = 1
     extra_args: tuple[str, ...] = ()
+    force: bool = False  # replace an existing --output-dir
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,21 @@ class BuildPlan:
     argv: tuple[str, ...]
     world_size: int
     config: dict = field(repr=False)
+    force: bool = False
+
+    def with_output(self, folder: Path) -> tuple[str, ...]:
+        """argv writing the engine into `folder` instead."""
+        argv = list(self.argv)
+        argv[argv.index("--output_dir") + 1] = str(folder)
+        return tuple(argv)
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.argv[self.argv.index("--output_dir") + 1])
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return Path(self.argv[self.argv.index("--checkpoint_dir") + 1])
 
     def shell(self) -> str:
         """The command as one line a shell runs unchanged."""
@@ -128,8 +145,10 @@ def check_extra_args(extra: tuple[str, ...]) -> None:
     """Refuse extra trtllm-build flags that would undo what ReDrafter needs or duplicate our own options."""
     for arg in extra:
         name = _flag_name(arg)
-        if name in RESERVED:
-            raise ConfigError(f"do not pass {name} to trtllm-build after '--': {RESERVED[name]}")
+        # argparse takes an unambiguous prefix for the whole flag: --max_beam_w is --max_beam_width
+        meant = [flag for flag in RESERVED if len(name) > 2 and name.startswith("--") and flag.startswith(name)]
+        if meant:
+            raise ConfigError(f"do not pass {name} to trtllm-build after '--' (it is {meant[0]}): {RESERVED[meant[0]]}")
 
 
 def world_size(config: dict) -> int:
@@ -171,7 +190,7 @@ def plan_build(options: BuildOptions, config: dict) -> BuildPlan:
     if options.workers != 1:
         argv += ["--workers", str(options.workers)]
     argv += list(options.extra_args)
-    return BuildPlan(tuple(argv), world_size(config), config)
+    return BuildPlan(tuple(argv), world_size(config), config, options.force)
 
 
 # ---- environment --------------------------------------------------------------------------------------------------
@@ -290,13 +309,21 @@ def validate_checkpoint(checkpoint_dir: Path) -> dict:
 
 
 def prepare(options: BuildOptions) -> BuildPlan:
-    return plan_build(options, validate_checkpoint(options.checkpoint_dir))
+    from .io import check_output_folder
+
+    config = validate_checkpoint(options.checkpoint_dir)
+    check_output_folder(options.output_dir, options.force, [options.checkpoint_dir], option="--output-dir")
+    return plan_build(options, config)
 
 
 def build_engine(plan: BuildPlan, on_line: Callable[[str], None] = log.info) -> EngineReport:
-    """Run trtllm-build for a plan and check what it produced."""
+    """Run trtllm-build for a plan into a hidden sibling of the engine folder, check what it wrote, then rename it
+    into place (a failed or interrupted build leaves no folder that looks like an engine)."""
+    from .io import atomic_output
+
     require_trtllm_tool(TRTLLM_BUILD)
     on_line(f"$ {plan.shell()}")
-    run_streaming(plan.argv, on_line)
-    output_dir = Path(plan.argv[plan.argv.index("--output_dir") + 1])
-    return check_engine(output_dir, plan.config)
+    with atomic_output(plan.output_dir, plan.force, [plan.checkpoint_dir]) as tmp:
+        run_streaming(plan.with_output(tmp), on_line)
+        check_engine(tmp, plan.config)
+    return check_engine(plan.output_dir, plan.config)

@@ -221,14 +221,14 @@ def check_output_folder(dest: Path, force: bool, inputs: Iterable[Path | str] = 
     dest = Path(dest)
     if dest.exists() and not dest.is_dir():
         raise ConfigError(f"{option} {dest} exists and is a file: pass a folder path")
-    if dest.exists() and not force:
-        raise ConfigError(f"output folder {dest} already exists: pass --force to replace it, or choose another {option}")
     target = dest.resolve()
     for item in inputs:
         source = Path(item).resolve()
         if source == target or target in source.parents:
             raise ConfigError(f"{option} {dest} is (or holds) the input {item}: replacing it would delete the input, "
                               f"choose another {option}")
+    if dest.exists() and not force:
+        raise ConfigError(f"output folder {dest} already exists: pass --force to replace it, or choose another {option}")
     why = writable_folder(dest.parent)
     if why:
         raise ConfigError(f"cannot write in {dest.parent} ({why}): choose another {option}")

@@ -193,7 +193,7 @@ def test_max_seq_len_beyond_the_model_positions_warns(tmp_path, caplog):
 
 
 def test_extra_args_pass_through_after_double_dash(checkpoints, tmp_path):
-    result = invoke("--checkpoint-dir", str(checkpoints[False, 1]), "--output-dir", str(tmp_path), "--dry-run", "--",
+    result = invoke("--checkpoint-dir", str(checkpoints[False, 1]), "--output-dir", str(tmp_path / "engine"), "--dry-run", "--",
                     "--multiple_profiles", "enable", "--use_fused_mlp=enable")
     assert result.exit_code == 0, result.output
     argv = shlex.split(result.output)
@@ -202,7 +202,7 @@ def test_extra_args_pass_through_after_double_dash(checkpoints, tmp_path):
 
 
 def test_dry_run_needs_no_tensorrt_llm(checkpoints, tmp_path):
-    result = invoke("--checkpoint-dir", str(checkpoints[False, 1]), "--output-dir", str(tmp_path), "--dry-run",
+    result = invoke("--checkpoint-dir", str(checkpoints[False, 1]), "--output-dir", str(tmp_path / "engine"), "--dry-run",
                     env={"PATH": str(tmp_path)})
     assert result.exit_code == 0 and result.output.startswith("trtllm-build "), result.output
 
@@ -230,9 +230,12 @@ def test_tensorrt_llm_without_redrafter_is_refused(checkpoints, tmp_path, monkey
     (["--kv_cache_type", "continuous"], "paged KV cache"),
     (["--max_beam_width", "4"], "--max_beam_width"),
     (["--gemm_plugin", "float16"], "--gemm-plugin"),
+    (["--max_beam_w", "4"], "it is --max_beam_width"),
+    (["--kv_cache", "continuous"], "paged KV cache"),
+    (["--build_config", "b.json"], "build config file"),
 ])
 def test_extra_args_may_not_undo_redrafter_settings(checkpoints, tmp_path, extra, needle):
-    result = invoke("--checkpoint-dir", str(checkpoints[False, 1]), "--output-dir", str(tmp_path), "--dry-run", "--",
+    result = invoke("--checkpoint-dir", str(checkpoints[False, 1]), "--output-dir", str(tmp_path / "engine"), "--dry-run", "--",
                     *extra)
     one_line_error(result, needle)
 
@@ -242,7 +245,7 @@ def test_extra_args_may_not_undo_redrafter_settings(checkpoints, tmp_path, extra
     ("float16", False, "does not match the checkpoint dtype bfloat16"),
 ])
 def test_gemm_plugin_must_fit_checkpoint(checkpoints, tmp_path, flag, fp8, needle):
-    result = invoke("--checkpoint-dir", str(checkpoints[fp8, 1]), "--output-dir", str(tmp_path), "--gemm-plugin", flag,
+    result = invoke("--checkpoint-dir", str(checkpoints[fp8, 1]), "--output-dir", str(tmp_path / "engine"), "--gemm-plugin", flag,
                     "--dry-run")
     one_line_error(result, needle)
 
@@ -254,7 +257,7 @@ def test_explicit_gemm_dtype_allowed_on_fp8_base(tmp_path):
 
 
 def test_input_longer_than_sequence_is_refused(checkpoints, tmp_path):
-    result = invoke("--checkpoint-dir", str(checkpoints[False, 1]), "--output-dir", str(tmp_path),
+    result = invoke("--checkpoint-dir", str(checkpoints[False, 1]), "--output-dir", str(tmp_path / "engine"),
                     "--max-input-len", "4096", "--max-seq-len", "2048", "--dry-run")
     one_line_error(result, "--max-input-len 4096", "--max-seq-len 2048")
 
@@ -374,3 +377,17 @@ def test_check_engine_rejects_changed_redrafter_key(tmp_path):
 def test_has_redrafter_version_range():
     assert [build_mod.has_redrafter(v) for v in ("0.21.0", "1.0.0rc4", "1.2.0", "1.2.1.post1", "1.3.0", "2.0")] == \
         [False, True, True, True, False, False]
+
+
+def test_output_dir_is_checked_before_building(checkpoints, tmp_path, monkeypatch):
+    """Never over the checkpoint, never over an engine without --force; a failed build leaves no engine folder."""
+    ckpt = str(checkpoints[False, 1])
+    result = invoke("--checkpoint-dir", ckpt, "--output-dir", ckpt, "--dry-run")
+    assert result.exit_code == 2 and "would delete the input" in result.output
+    monkeypatch.setattr(build_mod, "trtllm_version", lambda: None)
+    failing = WRITE_ENGINE + "\nsys.exit(3)\n"  # writes rank files, then fails
+    assert run_fake(checkpoints, tmp_path, failing).exit_code == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin"]  # neither engine/ nor .engine.partial-*
+    assert run_fake(checkpoints, tmp_path, WRITE_ENGINE).exit_code == 0
+    again = run_fake(checkpoints, tmp_path, WRITE_ENGINE)
+    assert again.exit_code == 2 and "--force" in again.output

@@ -26,10 +26,11 @@ from ..presets import config_option
 @click.option("--gemm-plugin", type=click.Choice(["auto", "float16", "bfloat16", "fp8"]), default="auto",
               help="auto: the checkpoint dtype, or fp8 for an FP8 base.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, help="Ranks built in parallel (one GPU each).")
+@click.option("--force", is_flag=True, help="Replace an existing --output-dir.")
 @click.option("--dry-run", is_flag=True, help="Print the trtllm-build command and exit.")
 @click.argument("trtllm_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- TRTLLM-BUILD ARGS]")
 def build(checkpoint_dir, output_dir, max_batch_size, max_input_len, max_seq_len, max_num_tokens, gemm_plugin, workers,
-          dry_run, trtllm_args):
+          force, dry_run, trtllm_args):
     """Build a TensorRT-LLM engine from a ReDrafter checkpoint.
 
     Arguments after `--` go to trtllm-build unchanged (except the settings ReDrafter fixes).
@@ -37,7 +38,7 @@ def build(checkpoint_dir, output_dir, max_batch_size, max_input_len, max_seq_len
     from ..build import BuildOptions, build_engine, prepare
 
     plan = prepare(BuildOptions(checkpoint_dir, output_dir, max_batch_size, max_input_len, max_seq_len,
-                                max_num_tokens, gemm_plugin, workers, tuple(trtllm_args)))
+                                max_num_tokens, gemm_plugin, workers, tuple(trtllm_args), force))
     if dry_run:
         click.echo(plan.shell())
         return
