@@ -157,3 +157,27 @@ def test_train_data_errors_name_the_field(smollm2, tmp_path, record, needle):
     data = tmp_path / "d.jsonl"
     data.write_text(json.dumps(record) + "\n")
     assert_one_line_error(run_cli("train", "--base", smollm2, "--data", data, "--output", tmp_path / "o"), needle)
+
+
+def test_output_json_inside_an_input_folder(ckpt, tiny_llama):
+    target = Path(ckpt) / "config.json"
+    before = target.read_text()
+    result = run_cli("run", "--checkpoint-dir", ckpt, "--tokenizer-dir", tiny_llama, "--input-text", "hi",
+                     "--output-json", target)
+    assert_one_line_error(result, "is inside the input", "write it elsewhere")
+    assert target.read_text() == before
+
+
+@pytest.mark.parametrize("quantization", ["FP8", [1], {"quant_algo": "FP8", "exclude_modules": 5}])
+def test_inspect_names_a_malformed_quantization(ckpt, tmp_path, quantization):
+    copy = tmp_path / "ck"
+    shutil.copytree(ckpt, copy)
+    cfg = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps(cfg | {"quantization": quantization}))
+    result = run_cli("inspect", copy)
+    assert result.exit_code == 1 and "quantization is" in result.output and "Traceback" not in result.output
+
+
+def test_os_errors_are_one_line(tmp_path):
+    assert_one_line_error(run_cli("quickstart", "--workdir", "/proc/redrafter-qs"), "No such file or directory",
+                          "free disk space")

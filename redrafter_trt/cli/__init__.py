@@ -2,7 +2,8 @@
 transformers are slow to import), each from its own small module under `redrafter_trt/cli/`.
 
 Library code raises `RedrafterError`; this group prints it, and click's own usage errors (a bad option or
-value), as one line on stderr and exits 2 (`--debug` shows the traceback instead).
+value) and OS errors (a full disk, an unwritable folder), as one line on stderr and exits 2 (`--debug` shows the
+traceback instead).
 """
 
 from __future__ import annotations
@@ -59,6 +60,13 @@ class LazyGroup(click.Group):
                 raise
             where = e.ctx.command_path if e.ctx else "redrafter-trt"
             click.echo(f"error: {e.format_message()} (see '{where} --help')", err=True)
+            ctx.exit(2)
+        except OSError as e:  # the disk filled up, a folder became unwritable: one line too
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            where = f"{e.filename}: " if e.filename else ""
+            click.echo(f"error: {where}{e.strerror or e}: check the path, its permissions and the free disk space",
+                       err=True)
             ctx.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)

@@ -11,7 +11,7 @@ import click
 
 from ..errors import ConfigError
 from ..presets import config_option
-from .params import Device, OutputFile
+from .params import Device, OutputFile, check_output_file
 
 
 def int_list(ctx, param, value: str | None) -> tuple[int, ...]:
@@ -66,6 +66,9 @@ def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_t
     """Measure tokens per step and speed-up for each (beam width, draft length)."""
     from ..bench import BenchOptions, format_table, plot, require_matplotlib, run_bench
 
+    inputs = [checkpoint_dir, tokenizer_dir, prompts, hf_dir]
+    check_output_file(output_json, inputs, "--output-json")
+    check_output_file(plot_path, inputs, "--plot")
     if plot_path:
         require_matplotlib()  # fail before the long run, not after it
     opts = BenchOptions(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_tokens, beams, draft_lens,
@@ -102,6 +105,8 @@ def acceptance(checkpoint_dir, tokenizer_dir, prompts, num_prompts, max_new_toke
     """
     from ..bench import histogram_text
     from ..replay import AcceptanceOptions, run_acceptance
+
+    check_output_file(output_json, [checkpoint_dir, tokenizer_dir, prompts], "--output-json")
 
     opts = AcceptanceOptions(checkpoint_dir, tokenizer_dir, prompts, num_prompts, max_new_tokens, beams, draft_lens,
                              chat, device)

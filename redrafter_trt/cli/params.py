@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from ..errors import ConfigError
+
 
 class OutputFile(click.Path):
     """A file written at the end of a command: its folder must exist now, not after an hour of generation."""
@@ -44,6 +46,16 @@ class Temperature(click.ParamType):
         if not (math.isfinite(number) and number >= 0):
             self.fail(f"{value!r} is not a finite number >= 0: pass 0 for greedy or e.g. 0.7", param, ctx)
         return number
+
+
+def check_output_file(path: Path | None, inputs: list, option: str) -> None:
+    """Refuse an output file that is an input or lies inside an input folder (it would overwrite what is read)."""
+    if path is None:
+        return
+    target = Path(path).resolve()
+    for item in inputs:
+        if item is not None and (Path(item).resolve() == target or Path(item).resolve() in target.parents):
+            raise ConfigError(f"{option} {path} is inside the input {item}: write it elsewhere")
 
 
 class Device(click.ParamType):

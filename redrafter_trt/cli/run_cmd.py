@@ -12,7 +12,7 @@ import click
 
 from ..errors import ConfigError
 from ..presets import config_option
-from .params import SEED, OutputFile, Temperature
+from .params import SEED, OutputFile, Temperature, check_output_file
 from ..tokens import encode_prompts, load_tokenizer, stop_ids
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,7 @@ def run(checkpoint_dir, engine_dir, tokenizer_dir, input_text, input_file, chat,
     """Generate with a ReDrafter checkpoint (PyTorch reference runtime) or engine (TensorRT-LLM)."""
     if bool(checkpoint_dir) == bool(engine_dir):
         raise ConfigError("pass exactly one of --checkpoint-dir (reference runtime) and --engine-dir (TensorRT-LLM)")
+    check_output_file(output_json, [checkpoint_dir, engine_dir, tokenizer_dir, input_file], "--output-json")
     prompts = _gather_prompts(input_text, input_file)
     o = dict(prompts=prompts, chat=chat, max_output_len=max_output_len, temperature=temperature, num_beams=num_beams,
              draft_len=draft_len, no_draft=no_draft, batch_size=batch_size, tp=tp, device=device, seed=seed)
