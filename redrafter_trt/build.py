@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .errors import ConfigError, DependencyError, RedrafterError, name_list
+from .errors import POSITIVE_INT, ConfigError, DependencyError, RedrafterError, name_list
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,8 @@ TRTLLM_BUILD = "trtllm-build"
 REDRAFTER_TRTLLM = (1, 0), (1, 3)
 INSTALL_HINT = ("pip install 'tensorrt_llm==1.2.*' --extra-index-url https://pypi.nvidia.com "
                 "(ReDrafter exists only in TensorRT-LLM 1.0 to 1.2.x, on a Linux machine with an NVIDIA GPU)")
+
+ENGINE_LIMITS = ("max_batch_size", "max_input_len", "max_seq_len")  # build_config keys every engine has
 
 # checkpoint dtype -> --gemm_plugin value for `--gemm-plugin auto` (an FP8 base uses "fp8" whatever its dtype)
 GEMM_FOR_DTYPE = {"float16": "float16", "bfloat16": "bfloat16", "float32": "float32"}
@@ -132,8 +134,9 @@ def gemm_plugin(config: dict, requested: str = "auto") -> str:
         raise ConfigError("--gemm-plugin fp8 needs an FP8 checkpoint (quantization.quant_algo FP8): convert with "
                           "--quantize fp8, or use --gemm-plugin auto")
     if requested != "fp8" and requested != dtype:
+        also = f" (or {dtype})" if dtype in GEMM_CHOICES else ""
         raise ConfigError(f"--gemm-plugin {requested} does not match the checkpoint dtype {dtype}: use --gemm-plugin "
-                          f"auto (or {dtype})")
+                          f"auto{also}")
     return requested
 
 
@@ -271,6 +274,18 @@ def read_engine_config(engine_dir: Path) -> dict:
     if not ok or "redrafter_num_beams" not in config["pretrained_config"]:
         raise ConfigError(f"{path} is not the config of a ReDrafter engine: pass the output folder of "
                           "`redrafter-trt build`")
+    need, positive = POSITIVE_INT
+    mapping = config["pretrained_config"].get("mapping") or {}
+    bad = [f"build_config.{k} is {config['build_config'].get(k)!r}, not {need}" for k in ENGINE_LIMITS
+           if not positive(config["build_config"].get(k))]
+    if not isinstance(mapping, dict):
+        bad.append(f"pretrained_config.mapping is {mapping!r}, not an object")
+    else:
+        bad += [f"pretrained_config.mapping.{k} is {mapping[k]!r}, not {need}" for k in ("tp_size", "pp_size",
+                                                                                        "world_size")
+                if k in mapping and not positive(mapping[k])]
+    if bad:
+        raise ConfigError(f"{path}: {bad[0]}: rebuild the engine with `redrafter-trt build`")
     return config
 
 
@@ -292,7 +307,7 @@ def check_engine(engine_dir: Path, checkpoint_config: dict) -> EngineReport:
                              f"changed: {name_list(changed) or '-'}): use TensorRT-LLM 1.0 to 1.2.x and rebuild")
     size = world_size(checkpoint_config)
     engines = tuple(engine_dir / f"rank{r}.engine" for r in range(size))
-    absent = [p.name for p in engines if not p.exists()]
+    absent = [p.name for p in engines if not p.is_file()]
     if absent:
         raise RedrafterError(f"engine folder {engine_dir} lacks {name_list(absent)} for {size} rank(s): rerun the build")
     stale = sorted(p.name for p in engine_dir.glob("rank*.engine") if p not in engines)

@@ -67,7 +67,8 @@ def load_prompts(path: Path | str) -> list[str]:
     or empty file and for a malformed record (naming its line)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"input file {path} does not exist: pass a jsonl file with one prompt per line")
+        raise ConfigError(f"input file {path} {'is a folder' if path.is_dir() else 'does not exist'}: pass a jsonl "
+                          "file with one prompt per line")
     text = read_text(path, "save it as UTF-8 jsonl")
     stripped = text.lstrip()
     if stripped.startswith("["):

@@ -24,6 +24,7 @@ def write_engine_config(folder, max_batch_size=8, max_input_len=16, max_seq_len=
                               "redrafter_draft_len_per_beam": 5, "redrafter_greedy_search": greedy},
         "build_config": {"max_batch_size": max_batch_size, "max_input_len": max_input_len,
                          "max_seq_len": max_seq_len + 25, "max_draft_len": 25, "max_beam_width": 1}}))
+    (folder / "rank0.engine").write_bytes(b"engine")
 
 
 def test_missing_tensorrt_llm_is_a_clear_error(tmp_path, monkeypatch):
@@ -158,7 +159,10 @@ def test_greedy_engine_warns_that_it_ignores_the_temperature(tmp_path, monkeypat
     ("{}", "not the config of a ReDrafter engine"),
     ("not json", "not the config of a ReDrafter engine"),
     ('{"pretrained_config": {}, "build_config": {}}', "not the config of a ReDrafter engine"),
-    ('{"pretrained_config": {"redrafter_num_beams": 5}, "build_config": {"max_batch_size": "many"}}', "build limit"),
+    ('{"pretrained_config": {"redrafter_num_beams": 5}, "build_config": {"max_batch_size": "many"}}',
+     "build_config.max_batch_size is 'many', not a positive integer"),
+    ('{"pretrained_config": {"redrafter_num_beams": 5, "mapping": [1]}, "build_config": {"max_batch_size": 1, '
+     '"max_input_len": 1, "max_seq_len": 2}}', r"pretrained_config.mapping is \[1\], not an object"),
 ])
 def test_folder_without_an_engine_config_is_a_clear_error(tmp_path, text, needle):
     (tmp_path / "config.json").write_text(text)

@@ -35,9 +35,13 @@ class EngineLimits:
 
     @classmethod
     def read(cls, engine_dir: Path) -> "EngineLimits":
-        from ..build import read_engine_config
+        from ..build import check_engine, read_engine_config
 
         config = read_engine_config(engine_dir)
+        try:
+            check_engine(engine_dir, config["pretrained_config"])  # one rank{r}.engine per rank
+        except RedrafterError as e:
+            raise ConfigError(str(e)) from None
         build = config["build_config"]
         try:
             return cls(int(build["max_batch_size"]), int(build["max_input_len"]),
