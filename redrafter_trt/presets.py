@@ -11,8 +11,10 @@ command line (relative to the working directory); YAML anchors (`&ckpt` / `*ckpt
     convert: {base: models/Llama-3.1-8B-Instruct, output: *ckpt, dtype: bfloat16}
     build: {output-dir: work/llama-3.1-8b/engine, max-batch-size: 8}
 
-A key that is no option of its command (or, at the top level, of any command) is a `ConfigError` naming it and
-listing the valid ones.
+A key that is no option of its command (or, at the top level, of any command taking --config), a section for a
+command that takes no --config, and a value of the wrong YAML type (12.5 for a count, a list for a path, 1 for a
+flag) are a `ConfigError` naming the field. Of rival options (`--checkpoint-dir` / `--engine-dir`), one given on the
+command line drops the preset's other (`one_of`).
 """
 
 from __future__ import annotations
@@ -51,17 +53,17 @@ def _key(name: str) -> str:
     return name.lstrip("-").replace("_", "-").lower()
 
 
-def option_keys(command: click.Command) -> dict[str, tuple[str, bool]]:
-    """Preset key -> (click parameter name, invert). Invert is true for the `--no-x` half of a `--x/--no-x` flag."""
-    keys: dict[str, tuple[str, bool]] = {}
+def option_keys(command: click.Command) -> dict[str, tuple[click.Parameter, bool]]:
+    """Preset key -> (click parameter, invert). Invert is true for the `--no-x` half of a `--x/--no-x` flag."""
+    keys: dict[str, tuple[click.Parameter, bool]] = {}
     for param in command.params:
         if not param.expose_value or param.name in (None, "config"):
             continue
-        keys[_key(param.name)] = (param.name, False)
+        keys[_key(param.name)] = (param, False)
         for opt in param.opts:
-            keys.setdefault(_key(opt), (param.name, False))
+            keys.setdefault(_key(opt), (param, False))
         for opt in getattr(param, "secondary_opts", ()):
-            keys.setdefault(_key(opt), (param.name, True))
+            keys.setdefault(_key(opt), (param, True))
     return keys
 
 
@@ -90,13 +92,32 @@ def split_preset(preset: dict, sections: Iterable[str]) -> tuple[dict, dict[str,
     return shared, by_command
 
 
-def _to_default(keys: dict[str, tuple[str, bool]], key: str, value) -> tuple[str, object]:
-    name, invert = keys[_key(key)]
+def _yaml_type(param: click.Parameter) -> tuple[str, Callable[[object], bool]]:
+    """What a preset value for this parameter must be, as YAML writes it (click would turn 3.7 into 3, a list
+    into a path's traceback)."""
+    if getattr(param, "is_flag", False):
+        return "true or false", lambda v: isinstance(v, bool)
+    if isinstance(param.type, click.types.IntParamType):
+        return "a whole number", lambda v: isinstance(v, int) and not isinstance(v, bool)
+    if isinstance(param.type, click.types.FloatParamType):
+        return "a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+    return "a string", lambda v: isinstance(v, (str, int, float)) and not isinstance(v, bool)
+
+
+def _to_default(keys: dict[str, tuple[click.Parameter, bool]], key: str, value) -> tuple[str, object]:
+    param, invert = keys[_key(key)]
     if invert:
         if not isinstance(value, bool):
             raise ConfigError(f"preset field '{key}' is a flag: write true or false")
-        value = not value
-    return name, value
+        return param.name, not value
+    need, ok = _yaml_type(param)
+    if param.multiple or param.nargs == -1:  # a YAML list; one value is a list of one
+        value = value if isinstance(value, list) else [value]
+        if not all(ok(v) for v in value):
+            raise ConfigError(f"preset field '{key}' is {value!r}: write a YAML list, each item {need}")
+    elif value is not None and not ok(value):
+        raise ConfigError(f"preset field '{key}' is {value!r}: write {need}")
+    return param.name, value
 
 
 def resolve(preset: dict, command_name: str, command: click.Command, sections: Iterable[str] = KNOWN_SECTIONS,
@@ -151,10 +172,14 @@ def _sibling_commands(ctx: click.Context) -> Callable[[], list[click.Command]]:
             except ImportError as e:  # a command module mid-edit must not break another command's preset
                 log.warning("cannot load command %s to check preset keys: %s", name, e)
                 continue
-            if cmd is not None:
+            if cmd is not None and takes_config(cmd):
                 found.append(cmd)
         return found
     return load
+
+
+def takes_config(command: click.Command) -> bool:
+    return any(p.name == "config" for p in command.params)
 
 
 def _load_into_context(ctx: click.Context, param: click.Parameter, value):
@@ -162,11 +187,28 @@ def _load_into_context(ctx: click.Context, param: click.Parameter, value):
         return value
     name = ctx.info_name or ctx.command.name
     group = _group(ctx)
+    preset = load_preset(value)
     sections = KNOWN_SECTIONS | set(group.list_commands(ctx.parent) if group else ())
-    defaults = resolve(load_preset(value), name, ctx.command, sections, _sibling_commands(ctx))
+    for section in sorted(k for k in preset if k in sections and k != name):
+        command = group.get_command(ctx.parent, section) if group else None
+        if command is not None and not takes_config(command):
+            raise ConfigError(f"preset section '{section}': `{section}` takes no --config; remove the section "
+                              f"and pass its options on the command line")
+    defaults = resolve(preset, name, ctx.command, sections, _sibling_commands(ctx))
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     log.info("preset %s sets %s for %s", value, ", ".join(sorted(defaults)) or "nothing", name)
     return value
+
+
+def one_of(ctx: click.Context, **values):
+    """The values of rival options (e.g. --checkpoint-dir / --engine-dir) after the command line beat the preset:
+    one given on the command line drops the preset's others."""
+    from click.core import ParameterSource
+
+    typed = [k for k, v in values.items() if v and ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE]
+    if typed:
+        return tuple(v if k in typed else None for k, v in values.items())
+    return tuple(values.values())
 
 
 def config_option(command: Callable) -> Callable:

@@ -116,6 +116,38 @@ def test_cli_turns_preset_error_into_exit_2(tmp_path):
     assert "max-batch-sise" in result.output and len(result.output.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("text, needle", [
+    ("run: {max-output-len: 12.5}", "'max-output-len' is 12.5: write a whole number"),
+    ("run: {max-output-len: true}", "'max-output-len' is True: write a whole number"),
+    ("build: {checkpoint-dir: [ck], output-dir: e}", "'checkpoint-dir' is ['ck']: write a string"),
+    ("run: {chat: 1}", "'chat' is 1: write true or false"),
+    ("run: {input-text: [{a: 1}]}", "write a YAML list, each item a string"),
+    ("train: {bogus: 1}\nrun: {chat: true}", "`train` takes no --config"),
+])
+def test_preset_values_have_the_options_types(tmp_path, text, needle):
+    """Checked as YAML wrote them: click alone would turn 12.5 into 12 and a list path into a traceback."""
+    from redrafter_trt.cli import main
+
+    path = tmp_path / "p.yaml"
+    path.write_text(text + "\n")
+    command = text.split(":")[0] if not text.startswith("train") else "run"
+    result = CliRunner().invoke(main, [command, "--config", str(path)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], result.output
+
+
+def test_command_line_folder_beats_the_presets_rival(tmp_path):
+    """A preset serving --checkpoint-dir, --engine-dir on the command line: the engine is served (its checks run)."""
+    from redrafter_trt.cli import main
+
+    path = tmp_path / "p.yaml"
+    path.write_text(f"serve: {{checkpoint-dir: {tmp_path / 'ck'}}}\n")
+    result = CliRunner().invoke(main, ["serve", "--config", str(path), "--engine-dir", str(tmp_path / "eng"),
+                                       "--tokenizer-dir", str(tmp_path), "--dry-run"])
+    assert result.exit_code == 2 and "holds no engine config.json" in result.output, result.output
+
+
 # ---- shipped presets -------------------------------------------------------------------------------------------
 
 def _commands():

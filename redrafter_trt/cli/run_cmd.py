@@ -11,7 +11,7 @@ import logging
 import click
 
 from ..errors import ConfigError
-from ..presets import config_option
+from ..presets import config_option, one_of
 from .params import SEED, OutputFile, Temperature, check_output_file
 from ..tokens import encode_prompts, load_tokenizer, stop_ids
 
@@ -105,6 +105,7 @@ def stats_line(result) -> str:
 def run(checkpoint_dir, engine_dir, tokenizer_dir, input_text, input_file, chat, max_output_len, temperature,
         num_beams, draft_len, no_draft, batch_size, tp, device, seed, output_json):
     """Generate with a ReDrafter checkpoint (PyTorch reference runtime) or engine (TensorRT-LLM)."""
+    checkpoint_dir, engine_dir = one_of(click.get_current_context(), checkpoint_dir=checkpoint_dir, engine_dir=engine_dir)
     if bool(checkpoint_dir) == bool(engine_dir):
         raise ConfigError("pass exactly one of --checkpoint-dir (reference runtime) and --engine-dir (TensorRT-LLM)")
     check_output_file(output_json, [checkpoint_dir, engine_dir, tokenizer_dir, input_file], "--output-json")

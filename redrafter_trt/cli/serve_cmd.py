@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from ..errors import ConfigError
-from ..presets import config_option
+from ..presets import config_option, one_of
 
 
 @click.command()
@@ -37,6 +37,7 @@ from ..presets import config_option
 def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max_output_len, max_batch_size, device,
           dry_run):
     """Serve a ReDrafter checkpoint or engine over HTTP (OpenAI-style /v1/completions, /v1/chat/completions)."""
+    checkpoint_dir, engine_dir = one_of(click.get_current_context(), checkpoint_dir=checkpoint_dir, engine_dir=engine_dir)
     if bool(checkpoint_dir) == bool(engine_dir):
         raise ConfigError("pass exactly one of --checkpoint-dir (reference runtime) and --engine-dir (trtllm-serve)")
     if engine_dir:
