@@ -186,7 +186,13 @@ def test_batched_requests_get_their_own_number_of_top_logprobs(backend):
     from redrafter_trt.serve_backend import Job
 
     jobs = [Job([backend.encode(p)], 5, 0.0, 0, [], k) for p, k in [("Hi", 3), ("Once upon", 1), ("The sky", None)]]
-    backend._run(jobs)  # one batch computing 3: each request gets what it asked for
+    assert backend.wait_idle(120)
+    with backend.wake:  # waiting together: the scheduler starts them as one batch computing 3
+        backend.waiting.extend(jobs)
+        backend.wake.notify_all()
+    for job in jobs:
+        while job.events.get(timeout=120) is not None:
+            pass
     assert [len(v.value.top) for v in jobs[0].choices[0].logprobs] == [3] * len(jobs[0].choices[0].logprobs)
     assert {len(v.value.top) for v in jobs[1].choices[0].logprobs} == {1}
     assert jobs[2].choices[0].logprobs is None
