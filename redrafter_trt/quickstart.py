@@ -204,8 +204,12 @@ def quickstart(opts: QuickstartOptions, on_stage: Callable[[str], None] = lambda
     if opts.max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens {opts.max_new_tokens} is invalid: use 1 or more")
     questions = pick_questions(load_prompts(mt_bench_path()), opts.num_questions)
+    from .io import writable_folder
+
     workdir = Path(opts.workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    why = writable_folder(workdir)
+    if why:
+        raise ConfigError(f"cannot write in {workdir} ({why}): choose another --workdir")
     seconds: dict[str, float] = {}
     reused: dict[str, bool] = {}
 

@@ -178,6 +178,22 @@ def test_inspect_names_a_malformed_quantization(ckpt, tmp_path, quantization):
     assert result.exit_code == 1 and "quantization is" in result.output and "Traceback" not in result.output
 
 
-def test_os_errors_are_one_line(tmp_path):
-    assert_one_line_error(run_cli("quickstart", "--workdir", "/proc/redrafter-qs"), "No such file or directory",
+def test_unwritable_quickstart_workdir_fails_fast():
+    assert_one_line_error(run_cli("quickstart", "--workdir", "/proc/redrafter-qs"), "cannot write in /proc/redrafter-qs",
+                          "choose another --workdir")
+
+
+def test_os_errors_are_one_line(monkeypatch):
+    import redrafter_trt.quickstart as qs
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device", "/data/ck/rank0.safetensors")
+    monkeypatch.setattr(qs, "quickstart", full_disk)
+    assert_one_line_error(run_cli("quickstart"), "/data/ck/rank0.safetensors: No space left on device",
                           "free disk space")
+
+
+def test_fp8_options_need_quantize(parts, tmp_path):
+    result = run_cli("convert", "--base", parts[0], "--drafter", parts[1], "--output", tmp_path / "ck",
+                     "--calib-size", 5, "--device", "cuda")
+    assert_one_line_error(result, "--calib-size, --device only apply to FP8 calibration", "--quantize fp8")

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import click
 
+from ..errors import ConfigError
 from ..presets import config_option
 from .params import SEED
 
 PATH = click.Path(path_type=Path)
+FP8_ONLY = ("kv_cache_dtype", "calib_data", "calib_size", "calib_seq_len", "calib_batch_size", "device")
 
 
 @click.command()
@@ -43,6 +45,12 @@ def convert(base, drafter, output, tp_size, dtype, num_beams, draft_len, no_gree
     """Convert a base model and an Apple ReDrafter drafter into one TensorRT-LLM checkpoint."""
     from ..checkpoint import inspect_checkpoint
     from ..convert import convert as run_convert
+
+    ctx = click.get_current_context()
+    typed = [f"--{name.replace('_', '-')}" for name in FP8_ONLY
+             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+    if typed and not quantize:
+        raise ConfigError(f"{', '.join(typed)} only apply to FP8 calibration: add --quantize fp8, or leave them out")
 
     out = run_convert(base, drafter, output, force=force, tp_size=tp_size, dtype=dtype, num_beams=num_beams,
                       draft_len=draft_len, greedy=not no_greedy, quantize=quantize, kv_cache_dtype=kv_cache_dtype,
