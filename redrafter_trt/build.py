@@ -165,6 +165,7 @@ def plan_build(options: BuildOptions, config: dict) -> BuildPlan:
         raise ConfigError(f"--max-input-len {options.max_input_len} exceeds --max-seq-len {options.max_seq_len}: "
                           "raise --max-seq-len or lower --max-input-len")
     check_extra_args(options.extra_args)
+    gemm = gemm_plugin(config, options.gemm_plugin)  # refused before any warning is printed
     positions = config.get("max_position_embeddings")
     if options.max_seq_len and isinstance(positions, int) and options.max_seq_len > positions:
         log.warning("--max-seq-len %d exceeds the model's max_position_embeddings %d: answers past %d tokens run "
@@ -179,7 +180,7 @@ def plan_build(options: BuildOptions, config: dict) -> BuildPlan:
         "--output_dir", str(options.output_dir),
         "--speculative_decoding_mode", "explicit_draft_tokens",
         "--max_beam_width", "1",
-        "--gemm_plugin", gemm_plugin(config, options.gemm_plugin),
+        "--gemm_plugin", gemm,
         "--kv_cache_type", "paged",
         "--remove_input_padding", "enable",
         "--context_fmha", "enable",
