@@ -15,7 +15,7 @@ redrafter-trt convert --config "$PRESET" \
     --base "$BASE" --drafter "$DRAFTER" --output "$WORK/checkpoint" --force
 
 redrafter-trt build --config "$PRESET" \
-    --checkpoint-dir "$WORK/checkpoint" --output-dir "$WORK/engine"
+    --checkpoint-dir "$WORK/checkpoint" --output-dir "$WORK/engine" --force
 
 # one process per rank engine (rank 0 prints the answers)
 mpirun -n 4 redrafter-trt run --config "$PRESET" \

@@ -20,7 +20,7 @@ redrafter-trt convert --config "$PRESET" \
 BUILD_MODE=()
 command -v trtllm-build >/dev/null || BUILD_MODE=(--dry-run)
 redrafter-trt build --config "$PRESET" \
-    --checkpoint-dir "$WORK/checkpoint" --output-dir "$WORK/engine" "${BUILD_MODE[@]}"
+    --checkpoint-dir "$WORK/checkpoint" --output-dir "$WORK/engine" --force "${BUILD_MODE[@]}"
 
 redrafter-trt run --config "$PRESET" \
     --checkpoint-dir "$WORK/checkpoint" --tokenizer-dir "$BASE" \

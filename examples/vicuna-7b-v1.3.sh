@@ -13,7 +13,7 @@ redrafter-trt convert --config "$PRESET" \
     --base "$BASE" --drafter "$DRAFTER" --output "$WORK/checkpoint" --force
 
 redrafter-trt build --config "$PRESET" \
-    --checkpoint-dir "$WORK/checkpoint" --output-dir "$WORK/engine"
+    --checkpoint-dir "$WORK/checkpoint" --output-dir "$WORK/engine" --force
 
 redrafter-trt run --config "$PRESET" \
     --engine-dir "$WORK/engine" --tokenizer-dir "$BASE" \
