@@ -68,16 +68,20 @@ class AnswerText:
     def __init__(self, tokenizer, stop: list[str], eos: set[int] = frozenset()):
         self.tokenizer, self.stop, self.eos = tokenizer, stop, eos
         self.ids: list[int] = []
-        self.ends: list[int] = []     # the answer's length in characters after each token
+        self.ends: list[int] = []     # the answer's length in characters after each token (with logprobs only)
         self.values: list = []        # the TokenLogprob of each token, when decoding computes them
         self.text, self.sent, self.stopped, self.given = "", 0, False, 0
 
     def add(self, new: list[int], values: list = ()) -> str:
-        for t in new:
-            self.ids.append(t)
-            self.ends.append(len(self.tokenizer.decode(self.ids, skip_special_tokens=True)))
+        """values: the new tokens' TokenLogprobs, or none (then no per-token lengths are decoded)."""
+        if values:  # the lengths after all but the last new token; the last one is the whole text's
+            self.ends += [len(self.tokenizer.decode(self.ids + new[:k], skip_special_tokens=True))
+                          for k in range(1, len(new))]
+        self.ids += new
         self.values += values
         text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        if values:
+            self.ends.append(len(text))
         cut = min((i for i in (text.find(s) for s in self.stop) if i >= 0), default=-1)
         if cut >= 0:
             self.text, self.stopped = text[:cut], True
@@ -197,14 +201,13 @@ class ReferenceBackend:
         """Answer every prompt; on_text(prompt index, new text, its tokens' logprobs) streams it as tokens are
         accepted (called in this thread; raising ClientGone from it ends this request's decoding). logprobs=k: each
         token's log-probability and the k most likely (None: none)."""
+        from .runtime import check_positions
+
         if any(not p for p in prompts):
             raise RequestError("a prompt is empty: send some text")
         if len(prompts) > MAX_PROMPTS:
             raise RequestError(f"{len(prompts)} prompts in one request: send at most {MAX_PROMPTS}")
-        longest = max(map(len, prompts))
-        if longest + max_tokens > self.config.max_positions:
-            raise RequestError(f"{longest} prompt tokens + max_tokens {max_tokens} exceed the model's "
-                               f"{self.config.max_positions} positions: shorten the prompt or lower max_tokens")
+        check_positions(self.config, prompts, max_tokens)  # a ConfigError: answered with 400 too
         bad = [t for p in prompts for t in p if not 0 <= t < self.config.vocab_size]
         if bad:
             raise RequestError(f"token id {bad[0]} is outside the vocabulary (0..{self.config.vocab_size - 1})")
