@@ -3,11 +3,12 @@ request fields of TensorRT-LLM's `trtllm-serve` (which serves the built engine, 
 written against one talks to the other unchanged.
 
     GET  /health                 200 once the model is loaded
+    GET  /version                {"version": our version}
     GET  /v1/models              the one model
     POST /v1/completions         {"prompt": str | [str] | [int] | [[int]], "max_tokens", "temperature", "seed", "stop",
-                                  "logprobs": k}
+                                  "n", "echo", "logprobs": k, "stream", "stream_options"}
     POST /v1/chat/completions    {"messages": [{"role", "content"}], "max_tokens", "temperature", "seed", "stop",
-                                  "logprobs": true, "top_logprobs": k}
+                                  "n", "echo", "logprobs": true, "top_logprobs": k, "stream", "stream_options"}
 
 Every answer carries `usage` and a `redrafter` block (decoding steps, tokens per step): the acceptance to watch.
 A greedy checkpoint (redrafter_greedy_search) answers greedily whatever the temperature, as its engine does; a
@@ -16,16 +17,19 @@ sampling one samples at the request's temperature (1.0 when unset) and refuses 0
 A stop string ends the answer as soon as it is decoded (the text stops before it). Requests are batched in flight,
 up to --max-batch-size prompts (`serve_backend`). A tp=N checkpoint runs on N local processes (this one is rank 0;
 `runtime.ranks`), N GPUs with --device cuda. logprobs: each token of the text under the base's raw logits, with the
-k most likely (`runtime.decode`). Refused with 400: "n" > 1, "echo", "best_of", "suffix", another "model",
+k most likely (`runtime.decode`). "n": answers per prompt, choice index = prompt index x n + answer (greedy: n equal
+answers; sampling: n samples). "echo" (as trtllm-serve): a completion's text starts with its prompt, as the tokenizer
+reads it back (with logprobs: the prompt's tokens too, teacher-forced, the first one null, as OpenAI's; "max_tokens":
+0 scores the prompt alone), a chat answer with the last message. Refused with 400: fields that would change the
+answer and are not implemented here (`serve_request.UNSUPPORTED`), "best_of" > 1, "suffix", another "model",
 max_tokens above the server's --max-output-len, malformed fields.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-import math
-import secrets
 import threading
 import time
 import uuid
@@ -35,71 +39,11 @@ from typing import Callable
 
 from . import __version__
 from .errors import ConfigError
-from .serve_backend import ClientGone, ReferenceBackend, RequestError
-from .serve_logprobs import logprobs_json
+from .serve_backend import Choice, ClientGone, ReferenceBackend, RequestError
+from .serve_logprobs import Echo, echo_of, logprobs_json
+from .serve_request import Request, parse, refuse_unsupported
 
 log = logging.getLogger(__name__)
-
-
-# ---- requests ------------------------------------------------------------------------------------------------------
-
-def _field(body: dict, name: str, kind, default, check=lambda v: True, need: str = "", allow_bool: bool = False):
-    value = body.get(name)
-    if value is None:
-        return default
-    if (isinstance(value, bool) and not allow_bool) or not isinstance(value, kind) or not check(value):
-        raise RequestError(f'"{name}" must be {need}')
-    return value
-
-
-def _prompts(prompt) -> list:
-    """str | [str] | [int] | [[int]] -> a list of str or [int] prompts."""
-    if isinstance(prompt, str):
-        return [prompt]
-    if isinstance(prompt, list) and prompt:
-        if all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
-            return [prompt]
-        if all(isinstance(p, str) for p in prompt) or all(
-                isinstance(p, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in p) for p in prompt):
-            return prompt
-    raise RequestError('"prompt" must be a string, a list of strings, a list of token ids or a list of those')
-
-
-def _content(content):
-    """A message's text: a string, or OpenAI's list of parts of which only text parts are allowed."""
-    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text"
-                                         and isinstance(p.get("text"), str) for p in content):
-        return "".join(p["text"] for p in content)
-    return content
-
-
-ROLES = ("system", "user", "assistant")
-
-
-def _messages(messages) -> list[dict]:
-    ok = isinstance(messages, list) and messages and all(
-        isinstance(m, dict) and m.get("role") in ROLES and isinstance(_content(m.get("content")), str)
-        for m in messages)
-    if not ok:
-        raise RequestError('"messages" must be a non-empty list of {"role": "system", "user" or "assistant", '
-                           '"content": str or text parts}')
-    return [{"role": m["role"], "content": _content(m["content"])} for m in messages]
-
-
-def _logprobs_asked(body: dict, chat: bool) -> int | None:
-    """How many most likely tokens to list per token (0: the token's own only), or None when no logprobs are asked:
-    chat `"logprobs": true` with `"top_logprobs": k`, completions `"logprobs": k`."""
-    from .runtime.decode import MAX_TOP_LOGPROBS  # torch is loaded by then: the backend holds the model
-
-    limit = f"an integer in 0..{MAX_TOP_LOGPROBS}"
-    if not chat:
-        _field(body, "top_logprobs", int, None, lambda v: False, 'left out: completions take "logprobs": k')
-        return _field(body, "logprobs", int, None, lambda v: 0 <= v <= MAX_TOP_LOGPROBS, limit)
-    wanted = _field(body, "logprobs", bool, False, need="true or false", allow_bool=True)
-    top = _field(body, "top_logprobs", int, None, lambda v: 0 <= v <= MAX_TOP_LOGPROBS, limit)
-    if top is not None and not wanted:
-        raise RequestError('"top_logprobs" needs "logprobs": true')
-    return (top or 0) if wanted else None
 
 
 class App:
@@ -115,10 +59,12 @@ class App:
     def get(self, path: str) -> tuple[int, dict]:
         if path == "/health":
             return HTTPStatus.OK, {"status": "ok"}
+        if path == "/version":
+            return HTTPStatus.OK, {"version": __version__}
         if path == "/v1/models":
             return HTTPStatus.OK, {"object": "list", "data": [{"id": self.model_name, "object": "model",
                                                                "created": self.created, "owned_by": "redrafter-trt"}]}
-        return HTTPStatus.NOT_FOUND, error(f"no route GET {path}: try /health, /v1/models", "not_found")
+        return HTTPStatus.NOT_FOUND, error(f"no route GET {path}: try /health, /version, /v1/models", "not_found")
 
     def post(self, path: str, body, events: Callable[[dict], None] | None = None) -> tuple[int, dict] | None:
         """The answer, or None when it went out as server-sent events through `events` (a streaming request)."""
@@ -131,61 +77,70 @@ class App:
             return HTTPStatus.BAD_REQUEST, error(str(e), "invalid_request_error")
 
     def _complete(self, chat: bool, body, events) -> tuple[int, dict] | None:
-        if not isinstance(body, dict):
-            raise RequestError("the request body must be a JSON object")
-        stream = _field(body, "stream", bool, False, need="true or false", allow_bool=True)
-        if stream and events is None:
+        req = parse(body, chat, self.model_name, self.max_output_len)
+        if req.stream and events is None:
             raise RequestError('"stream": true needs an HTTP connection to stream on')
-        _field(body, "n", int, 1, lambda v: v == 1, "1 (one answer per prompt)")
-        _field(body, "model", str, None, lambda v: v == self.model_name, f'"{self.model_name}" (GET /v1/models)')
-        _field(body, "best_of", int, 1, lambda v: v == 1, "1 (one answer per prompt)")
-        _field(body, "echo", bool, False, lambda v: not v, "false: the prompt is not sent back", allow_bool=True)
-        _field(body, "suffix", str, None, lambda v: False, "left out: no insertion here")
-        logprobs = _logprobs_asked(body, chat)
-        limit = f"an integer in 1..{self.max_output_len} (the server's --max-output-len)"
-        max_tokens, newer = (_field(body, key, int, None, lambda v: 1 <= v <= self.max_output_len, limit)
-                             for key in ("max_tokens", "max_completion_tokens"))  # the second: OpenAI's chat name
-        max_tokens = max_tokens or newer or self.max_output_len
-        temperature = _field(body, "temperature", (int, float), None, lambda v: 0 <= v < math.inf, "a number >= 0")
-        seed = _field(body, "seed", int, None, lambda v: 0 <= v < 2 ** 63, "an integer in 0..2**63-1")
-        seed = secrets.randbits(63) if seed is None else seed  # as OpenAI: a fresh sample unless a seed is sent
-        stop = _field(body, "stop", (str, list), [], lambda v: isinstance(v, str) or all(isinstance(s, str) for s in v),
-                      "a string or a list of strings")
-        stop = [s for s in ([stop] if isinstance(stop, str) else stop) if s]
-        if chat:
-            prompts = [self.backend.encode_chat(_messages(body.get("messages")))]
-        else:
-            prompts = [self.backend.encode(p) if isinstance(p, str) else p for p in _prompts(body.get("prompt"))]
+        refuse_unsupported(body, sampling=self.backend.temperature(req.temperature) > 0)
+        backend, n = self.backend, req.n
+        prompts = ([backend.encode_chat(req.prompts[0])] if chat else
+                   [backend.encode(p) if isinstance(p, str) else p for p in req.prompts])
+        answers = len(prompts) * n  # answer i is prompt i // n's
+        echoes = self._echoes(req, prompts)
         head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", "created": int(time.time()),
                 "model": self.model_name}
         kind = "chat.completion" if chat else "text_completion"
 
-        def lps(values) -> dict | None:
-            return None if logprobs is None else logprobs_json(self.backend.tokenizer, values, chat)
+        def lps(values: list) -> dict | None:
+            return None if req.logprobs is None else logprobs_json(backend.tokenizer, values, chat)
 
-        def on_text(i: int, delta: str, values=None, role: bool = False) -> None:
+        def after_echo(i: int, values: list) -> list:
+            """Answer i's token logprobs with their offsets counted from the start of its echoed text."""
+            return [dataclasses.replace(v, offset=v.offset + len(echoes[i // n].text)) for v in values]
+
+        def chunk(i: int, delta: str, values: list, role: bool = False) -> None:
             part = ({"delta": {"role": "assistant", "content": delta} if role else {"content": delta}} if chat else
                     {"text": delta})
             events(head | {"object": kind + (".chunk" if chat else ""),
-                           "choices": [{"index": i, **part, "logprobs": lps(values or []), "finish_reason": None}]})
-        if stream and chat:  # as OpenAI: the first chunk names the role
-            on_text(0, "", role=True)
-        choices = self.backend.complete(prompts, max_tokens, temperature, seed, stop, on_text if stream else None,
-                                        logprobs)
+                           "choices": [{"index": i, **part, "logprobs": lps(values), "finish_reason": None}]})
+        if req.stream:
+            for i in range(answers):
+                if chat:  # as OpenAI: the first chunk names the role
+                    chunk(i, "", [], role=True)
+                if echoes[i // n].text or echoes[i // n].values:
+                    chunk(i, echoes[i // n].text, echoes[i // n].values)
+        choices = backend.complete([p for p in prompts for _ in range(n)], req.max_tokens, req.temperature, req.seed,
+                                   req.stop, (lambda i, delta, values: chunk(i, delta, after_echo(i, values)))
+                                   if req.stream else None, req.logprobs) if req.max_tokens else (
+            [Choice([], "", 0, "length", []) for _ in range(answers)])  # echo only: the prompt scored
         made = sum(len(c.ids) for c in choices)
         steps = sum(c.steps for c in choices)
-        tail = {"usage": {"prompt_tokens": sum(map(len, prompts)), "completion_tokens": made,
-                          "total_tokens": sum(map(len, prompts)) + made},
-                "redrafter": {"steps": steps, "tokens_per_step": round(made / max(steps, 1), 4)}}
-        if stream:
+        usage = {"prompt_tokens": sum(map(len, prompts)), "completion_tokens": made,
+                 "total_tokens": sum(map(len, prompts)) + made}
+        tail = {"usage": usage, "redrafter": {"steps": steps, "tokens_per_step": round(made / max(steps, 1), 4)}}
+        if req.stream:
             empty = {"delta": {}} if chat else {"text": ""}
             events(head | {"object": kind + (".chunk" if chat else ""),
                            "choices": [{"index": i, **empty, "logprobs": None, "finish_reason": c.finish_reason}
                                        for i, c in enumerate(choices)]} | tail)
+            if req.include_usage:  # as OpenAI: a last chunk with the usage and no choices
+                events(head | {"object": kind + (".chunk" if chat else ""), "choices": [], "usage": usage})
             return None
         return HTTPStatus.OK, head | {"object": kind, "choices": [
-            ({"index": i, "message": {"role": "assistant", "content": c.text}} if chat else {"index": i, "text": c.text})
-            | {"logprobs": lps(c.logprobs), "finish_reason": c.finish_reason} for i, c in enumerate(choices)]} | tail
+            ({"index": i, "message": {"role": "assistant", "content": echoes[i // n].text + c.text}} if chat else
+             {"index": i, "text": echoes[i // n].text + c.text})
+            | {"logprobs": lps(echoes[i // n].values + after_echo(i, c.logprobs or [])), "finish_reason": c.finish_reason}
+            for i, c in enumerate(choices)]} | tail
+
+    def _echoes(self, req: Request, prompts: list[list[int]]) -> list[Echo]:
+        """What each prompt's answers start with: nothing; with echo a completion's prompt (scored when logprobs
+        are asked) or, as trtllm-serve, a chat's last message."""
+        if not req.echo:
+            return [Echo("", [])] * len(prompts)
+        if req.chat:
+            return [Echo(req.prompts[0][-1]["content"], [])]
+        scores = self.backend.score(prompts, req.logprobs) if req.logprobs is not None else None
+        return [echo_of(self.backend.tokenizer, ids, None if scores is None else scores[i])
+                for i, ids in enumerate(prompts)]
 
 
 def error(message: str, kind: str) -> dict:

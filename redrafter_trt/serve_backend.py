@@ -4,6 +4,7 @@ between two steps (in-flight batching, as TensorRT-LLM's executor does), up to `
 
     backend = ReferenceBackend(ckpt, tokenizer_dir, device="cpu", max_batch=8)
     choices = backend.complete(prompts, max_tokens, temperature, seed, stop, on_text, logprobs)   # any thread
+    scores = backend.score(prompts, k)     # the prompts' own logprobs (an echo), between two batches
     backend.stop()
 
 Batching changes nothing in an answer: each prompt keeps its own max_tokens (its tokens are cut there and its row
@@ -15,6 +16,7 @@ that cannot join stops the others from joining, the batch drains and the next on
 checkpoint decodes each request alone, so that its `seed` alone decides its answer. Streamed text goes through a
 queue per request, so a slow client never holds up the others; a client that leaves ends only its own rows.
 A request asking for logprobs (top k) joins only a batch computing at least k of them (`runtime.decode`).
+Scoring prompts (`score`) is a job of its own too: it runs between two batches and nothing joins it.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ class Logprob:
     """One answer token for the API: its text, where it starts in the answer, and its TokenLogprob."""
     token: int
     offset: int
-    value: TokenLogprob
+    value: TokenLogprob | None  # None: an echoed prompt's first token (nothing precedes it)
 
 
 class AnswerText:
@@ -126,7 +128,9 @@ class Job:
     logprobs: int | None = None  # None: none; k: each token's and the k most likely
     events: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     gone: threading.Event = field(default_factory=threading.Event)
+    score: bool = False  # scoring its prompts (ReferenceBackend.score), nothing generated
     choices: list[Choice] | None = None
+    scores: list[list[TokenLogprob]] | None = None  # a score job's answer
     error: Exception | None = None
     running: int = 0  # its prompts still decoding
 
@@ -201,17 +205,26 @@ class ReferenceBackend:
         """Answer every prompt; on_text(prompt index, new text, its tokens' logprobs) streams it as tokens are
         accepted (called in this thread; raising ClientGone from it ends this request's decoding). logprobs=k: each
         token's log-probability and the k most likely (None: none)."""
+        job = Job(prompts, max_tokens, self.temperature(temperature), seed, stop, logprobs)
+        return self._submit(job, on_text).choices
+
+    def score(self, prompts: list[list[int]], k: int) -> list[list[TokenLogprob]]:
+        """Each prompt's tokens after the first under the base, teacher-forced, with the k most likely
+        (`runtime.prompt_logprobs`): an echoed prompt's logprobs. Runs alone, between two batches."""
+        return self._submit(Job(prompts, 0, 0.0, 0, [], k, score=True), None).scores
+
+    def _submit(self, job: Job, on_text) -> Job:
+        """Check the job's prompts, queue it, pass its events to on_text until it is answered."""
         from .runtime import check_positions
 
-        if any(not p for p in prompts):
+        if any(not p for p in job.prompts):
             raise RequestError("a prompt is empty: send some text")
-        if len(prompts) > MAX_PROMPTS:
-            raise RequestError(f"{len(prompts)} prompts in one request: send at most {MAX_PROMPTS}")
-        check_positions(self.config, prompts, max_tokens)  # a ConfigError: answered with 400 too
-        bad = [t for p in prompts for t in p if not 0 <= t < self.config.vocab_size]
+        if len(job.prompts) > MAX_PROMPTS:
+            raise RequestError(f"{len(job.prompts)} prompts in one request: send at most {MAX_PROMPTS}")
+        check_positions(self.config, job.prompts, job.max_tokens)  # a ConfigError: answered with 400 too
+        bad = [t for p in job.prompts for t in p if not 0 <= t < self.config.vocab_size]
         if bad:
             raise RequestError(f"token id {bad[0]} is outside the vocabulary (0..{self.config.vocab_size - 1})")
-        job = Job(prompts, max_tokens, self.temperature(temperature), seed, stop, logprobs)
         with self.wake:
             if self.stopping:
                 raise RequestError("the server is shutting down: send the request again once it is back")
@@ -230,7 +243,7 @@ class ReferenceBackend:
             raise ClientGone
         if job.error is not None:
             raise job.error
-        return job.choices
+        return job
 
     # ---- the scheduler thread ----------------------------------------------------------------------------------
 
@@ -266,9 +279,10 @@ class ReferenceBackend:
 
     def _next_batch(self) -> list[Job]:
         """The oldest waiting request and, after it, the waiting ones that may share its batch (greedy, at most
-        max_batch prompts in all; a sampled request goes alone)."""
+        max_batch prompts in all; a sampled request or a scoring job goes alone)."""
         first = self.waiting.popleft()
-        return [first] + (self._take(self.max_batch - len(first.prompts)) if first.temperature == 0 else [])
+        together = first.temperature == 0 and not first.score
+        return [first] + (self._take(self.max_batch - len(first.prompts)) if together else [])
 
     def _take(self, room: int, running: Job | None = None) -> list[Job]:
         """Waiting greedy requests, oldest first, that fit in `room` prompts (and, to join a `running` batch, ask
@@ -278,7 +292,7 @@ class ReferenceBackend:
         while self.waiting:
             job = self.waiting[0]
             beyond = running is not None and (job.max_tokens > running.max_tokens or _more(job.logprobs, running.logprobs))
-            if job.temperature != 0 or len(job.prompts) > room or beyond:
+            if job.temperature != 0 or job.score or len(job.prompts) > room or beyond:
                 break
             jobs.append(self.waiting.popleft())
             room -= len(job.prompts)
@@ -287,6 +301,13 @@ class ReferenceBackend:
     def _run(self, batch: list[Job]) -> None:
         """Decode `batch`; greedy requests that arrive meanwhile join it between steps (up to max_batch running
         prompts, max_tokens within the batch's). A request is answered as soon as its last prompt ends."""
+        if batch[0].score:
+            job = batch[0]
+            self.unanswered.append(job)
+            job.scores = self.ranks.prompt_logprobs(job.prompts, job.logprobs)
+            self.unanswered.remove(job)
+            job.events.put(None)
+            return
         rows: list[Row] = []  # decode's row r -> its request, prompt index, text so far
         tops = [job.logprobs for job in batch if job.logprobs is not None]
         limits = Job([], max(job.max_tokens for job in batch), 0.0, 0, [], max(tops) if tops else None)

@@ -3,12 +3,16 @@ with each token's own bytes (a token holding part of a UTF-8 character is named 
 so two such tokens never share a name).
 
     logprobs_json(tokenizer, values, chat=True)   # values: serve_backend.Logprob, one per token of the answer
+    echo_of(tokenizer, prompt_ids, scores)         # an echoed prompt: its text and its tokens' Logprobs
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from functools import lru_cache
+
+from .serve_backend import Logprob
 
 BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # SentencePiece byte fallback
 
@@ -46,7 +50,7 @@ def token_name(data: bytes) -> str:
 
 def logprobs_json(tokenizer, values: list, chat: bool) -> dict:
     """OpenAI's logprobs object for these tokens (serve_backend.Logprob each). Completions' `top_logprobs` hold the
-    chosen token too (up to k + 1 entries, as OpenAI's)."""
+    chosen token too (up to k + 1 entries, as OpenAI's); an echoed prompt's first token has null for both."""
     @lru_cache(maxsize=None)
     def entry(token: int) -> tuple[str, list[int]]:
         data = token_bytes(tokenizer, token)
@@ -58,7 +62,25 @@ def logprobs_json(tokenizer, values: list, chat: bool) -> dict:
             return {"token": name, "logprob": logprob, "bytes": data}
         return {"content": [item(v.token, v.value.logprob) | {"top_logprobs": [item(*t) for t in v.value.top]}
                             for v in values]}
-    return {"tokens": [entry(v.token)[0] for v in values], "token_logprobs": [v.value.logprob for v in values],
-            "top_logprobs": [{entry(t)[0]: lp for t, lp in [*v.value.top, (v.token, v.value.logprob)]}
-                             for v in values],
+    return {"tokens": [entry(v.token)[0] for v in values],
+            "token_logprobs": [None if v.value is None else v.value.logprob for v in values],
+            "top_logprobs": [None if v.value is None else
+                             {entry(t)[0]: lp for t, lp in [*v.value.top, (v.token, v.value.logprob)]} for v in values],
             "text_offset": [v.offset for v in values]}
+
+
+@dataclass
+class Echo:
+    """What a request's answers start with ("echo"): the text, and its tokens' Logprobs when they are asked."""
+    text: str
+    values: list[Logprob]
+
+
+def echo_of(tokenizer, ids: list[int], scores: list | None) -> Echo:
+    """A completion prompt echoed: its text as the tokenizer reads it back and, with scores (runtime.prompt_logprobs:
+    one per token after the first), each token at its offset, the first one without a value (nothing precedes it)."""
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    if scores is None:
+        return Echo(text, [])
+    offsets = [len(tokenizer.decode(ids[:t], skip_special_tokens=True)) for t in range(len(ids))]
+    return Echo(text, [Logprob(t, offset, value) for t, offset, value in zip(ids, offsets, [None, *scores])])

@@ -84,3 +84,47 @@ def test_tp2_logprobs_equal_tp1(tiny_llama, tiny_drafter):
     two = rt.generate_tp(checkpoint(tiny_llama, tiny_drafter, 2, num_beams=3, draft_len=3), PROMPTS, 16, **kw)
     assert two.output_ids == one.output_ids
     assert_match(tiny_llama, PROMPTS, two)
+
+
+def assert_prompt_match(base, prompts, scores, k=K):
+    """scores[i][t - 1]: prompt token t under transformers' log-softmax at position t - 1."""
+    assert len(scores) == len(prompts)
+    for prompt, lps in zip(prompts, scores):
+        with torch.no_grad():
+            want = torch.log_softmax(hf_model(base)(torch.tensor([prompt])).logits[0].double(), -1)
+        assert len(lps) == len(prompt) - 1
+        for t, lp in enumerate(lps, start=1):
+            assert lp.logprob == pytest.approx(float(want[t - 1, prompt[t]]), abs=1e-4)
+            top_lp, top_id = want[t - 1].topk(k)
+            assert [i for i, _ in lp.top] == top_id.tolist()
+            assert [v for _, v in lp.top] == pytest.approx(top_lp.tolist(), abs=1e-4)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_qwen2"])
+def test_prompt_logprobs_equal_transformers(request, fixture, tiny_drafter, monkeypatch):
+    base = request.getfixturevalue(fixture)
+    model = rt.load(checkpoint(base, tiny_drafter, 1, num_beams=3, draft_len=3))
+    monkeypatch.setattr(rt, "SCORE_CHUNK", 3)  # a prompt longer than a chunk is scored in pieces
+    prompts = PROMPTS + [[9]]
+    scores = rt.prompt_logprobs(model, prompts, K)
+    assert scores[-1] == []  # a one-token prompt has nothing to score
+    assert_prompt_match(base, prompts, scores)
+    with pytest.raises(ConfigError, match="logprobs 21"):
+        rt.prompt_logprobs(model, PROMPTS, 21)
+    with pytest.raises(ConfigError, match="positions"):
+        rt.prompt_logprobs(model, [[1] * (model.config.max_positions + 1)], 0)
+
+
+def test_prompt_logprobs_on_loaded_tp2_ranks(tiny_llama, tiny_drafter):
+    """The server's path: LocalRanks sends the call to its follower, both ranks score, rank 0 answers; a generate
+    after it still runs in step."""
+    from redrafter_trt.runtime.ranks import LocalRanks
+
+    ranks = LocalRanks(checkpoint(tiny_llama, tiny_drafter, 2, num_beams=3, draft_len=3))
+    try:
+        scores = ranks.prompt_logprobs(PROMPTS, K)
+        after = ranks.generate(PROMPTS[:2], 8, eos_token_id=eos_of(tiny_llama))
+    finally:
+        ranks.close()
+    assert_prompt_match(tiny_llama, PROMPTS, scores)
+    assert after.output_ids == [hf_greedy(tiny_llama, p, 8) for p in PROMPTS[:2]]

@@ -17,6 +17,7 @@ import urllib.request
 import pytest
 from click.testing import CliRunner
 
+import redrafter_trt
 from redrafter_trt.cli import main
 from redrafter_trt.serve import App, make_server
 from redrafter_trt.serve_backend import ClientGone, ReferenceBackend
@@ -340,19 +341,27 @@ def test_answer_text_holds_back_what_may_still_change(backend):
 
 @pytest.mark.parametrize("body, needle", [
     ({"prompt": "hi", "stream": "yes"}, "stream"),
-    ({"prompt": "hi", "n": 2}, '"n"'),
+    ({"prompt": "hi", "n": 0}, '"n"'),
+    ({"prompt": ["a", "b"], "n": 33}, "1..32 (64 answers"),
     ({"prompt": "hi", "max_tokens": 13}, "1..12"),
-    ({"prompt": "hi", "max_tokens": 0}, "max_tokens"),
+    ({"prompt": "hi", "max_tokens": 0}, '0 only with "echo"'),
+    ({"prompt": "hi", "echo": True, "max_tokens": 13}, "0..12"),
+    ({"prompt": "hi", "echo": 1}, "echo"),
+    ({"prompt": "hi", "stream_options": {"include_usage": True}}, '"stream": true'),
+    ({"prompt": "hi", "stream": True, "stream_options": {"include_usage": 1}}, "stream_options"),
+    ({"prompt": "hi", "presence_penalty": 0.5}, '"presence_penalty" is not implemented'),
+    ({"prompt": "hi", "logit_bias": {"5": 100}}, '"logit_bias"'),
+    ({"prompt": "hi", "ignore_eos": True}, '"ignore_eos"'),
+    ({"prompt": "hi", "repetition_penalty": 1.2}, "send 1"),
     ({"prompt": "hi", "temperature": -1}, "temperature"),
     ({"prompt": "hi", "seed": "x"}, "seed"),
     ({"prompt": "hi", "seed": 10 ** 24}, "seed"),
     ({"prompt": "hi", "n": True}, '"n"'),
-    ({"prompt": "hi", "echo": True}, "echo"),
     ({"prompt": "hi", "logprobs": 21}, "0..20"),
     ({"prompt": "hi", "logprobs": True}, "logprobs"),
     ({"prompt": "hi", "top_logprobs": 2}, "top_logprobs"),
     ({"prompt": "hi", "suffix": "x"}, "suffix"),
-    ({"prompt": "hi", "best_of": 2}, "best_of"),
+    ({"prompt": "hi", "best_of": 2}, '"n" for more answers'),
     ({"prompt": "hi", "model": "gpt-4"}, '"smol"'),
     ({"prompt": "hi", "model": 5}, '"smol"'),
     ({"prompt": "hi", "max_tokens": 3, "max_completion_tokens": "x"}, "max_completion_tokens"),
@@ -390,6 +399,7 @@ def test_bad_chat_requests_and_routes(url):
     assert call(url, "/v1/embeddings", {"input": "x"})[0] == 404
     assert call(url, "/nothing")[0] == 404
     assert call(url, "/health") == (200, {"status": "ok"})
+    assert call(url, "/version") == (200, {"version": redrafter_trt.__version__})
     assert call(url, "/v1/models")[1]["data"][0]["id"] == "smol"
 
 
@@ -477,6 +487,11 @@ def test_tp3_server_answers_as_tp1_and_survives_a_client_leaving(tp3_backend, ba
     assert len(sent) == 2
     status, again = tp3.post("/v1/completions", body)  # every rank left that request at the same step
     assert status == 200 and again["choices"] == want["choices"]
+    scored = body | {"echo": True, "logprobs": 3, "max_tokens": 2}  # the prompts scored on every rank, then decoded
+    got, want = (app.post("/v1/completions", scored)[1]["choices"] for app in (tp3, tp1))
+    assert [c["text"] for c in got] == [c["text"] for c in want]
+    assert sum((c["logprobs"]["token_logprobs"][1:] for c in got), []) == pytest.approx(
+        sum((c["logprobs"]["token_logprobs"][1:] for c in want), []), abs=1e-4)
 
 
 @pytest.mark.parametrize("event", ["ctrl-c", "sigterm-group", "follower-killed"])

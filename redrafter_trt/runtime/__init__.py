@@ -14,6 +14,7 @@ PyTorch, with ReDrafter's draft / tree-verify / accept loop. Stable Python API:
     result.histogram()          # {tokens per step: count} over all prompts
     result.mean_tokens_per_step, result.total_new_tokens, result.wall_seconds
     # logprobs=k: result.logprobs[i][t] = TokenLogprob(logprob, top) of output token t under the base (k most likely)
+    prompt_logprobs(model, prompt_ids, k)[i][t - 1]   # the same for prompt token t >= 1, teacher-forced
 
     # a tp=N checkpoint: N local processes (gloo on CPU, nccl on CUDA), each loading only its own rank file
     result = generate_tp("ckpt_tp2/", prompt_ids, max_new_tokens=64, device="cpu", ...same keywords...)
@@ -32,13 +33,13 @@ import torch
 
 from ..errors import ConfigError
 from .config import DTYPES, RuntimeConfig
-from .decode import MAX_TOP_LOGPROBS, GenerationResult, TokenLogprob, decode
+from .decode import MAX_TOP_LOGPROBS, GenerationResult, TokenLogprob, decode, token_logprobs
 from .drafter import CheckpointDrafter
 from .model import BaseModel, read_rank_file
 from .tp import SINGLE, TPGroup, launch, rank_device
 
-__all__ = ["ReDrafterModel", "GenerationResult", "TokenLogprob", "RuntimeConfig", "load", "generate", "generate_tp", "forward_logits",
-           "forward_logits_tp"]
+__all__ = ["ReDrafterModel", "GenerationResult", "TokenLogprob", "RuntimeConfig", "load", "generate", "generate_tp",
+           "forward_logits", "forward_logits_tp", "prompt_logprobs"]
 
 log = logging.getLogger(__name__)
 
@@ -152,15 +153,42 @@ def generate_tp(checkpoint_dir: Path | str, prompt_ids: list[list[int]], max_new
                   {"max_new_tokens": max_new_tokens, **kwargs}, device=device)
 
 
-@torch.no_grad()
-def forward_logits(model: ReDrafterModel, input_ids: list[int]) -> torch.Tensor:
-    """Base-model logits [T, vocab] (float32) of one sequence, no drafting: the conversion check."""
+def _hidden(base: BaseModel, input_ids: list[int]) -> torch.Tensor:
+    """Final-normed hidden states [1, T, H] of one sequence, teacher-forced (a fresh cache, no drafting)."""
     T = len(input_ids)
-    base = model.base
     cache = base.new_cache(1, T)
     tokens = torch.tensor([input_ids], device=base.device)
     causal = torch.ones(T, T, dtype=torch.bool, device=base.device).tril()[None]
-    return base.logits(base.forward(tokens, torch.arange(T, device=base.device)[None], causal, cache))[0].cpu()
+    return base.forward(tokens, torch.arange(T, device=base.device)[None], causal, cache)
+
+
+@torch.no_grad()
+def forward_logits(model: ReDrafterModel, input_ids: list[int]) -> torch.Tensor:
+    """Base-model logits [T, vocab] (float32) of one sequence, no drafting: the conversion check."""
+    return model.base.logits(_hidden(model.base, input_ids))[0].cpu()
+
+
+SCORE_CHUNK = 256  # positions whose log-softmax is held at once (256 x a 128k vocabulary in float64: 256 MB)
+
+
+@torch.no_grad()
+def prompt_logprobs(model: ReDrafterModel, prompt_ids: list[list[int]], k: int) -> list[list[TokenLogprob]]:
+    """Each prompt's tokens after the first under the base, teacher-forced: [prompt][t - 1] is token t's
+    log-probability given tokens 0..t-1 and the k most likely there (an API's `echo` with logprobs, perplexity).
+    Under tp every rank calls it with the same arguments."""
+    if not prompt_ids or any(len(p) == 0 for p in prompt_ids):
+        raise ConfigError("every prompt needs at least one token")
+    if not 0 <= k <= MAX_TOP_LOGPROBS:
+        raise ConfigError(f"logprobs {k} is outside 0..{MAX_TOP_LOGPROBS}")
+    check_positions(model.config, prompt_ids, 0)
+    out = []
+    for ids in prompt_ids:
+        hidden = _hidden(model.base, ids)
+        targets = torch.tensor([ids[1:]], device=model.base.device)
+        out.append([lp for s in range(0, len(ids) - 1, SCORE_CHUNK)
+                    for lp in token_logprobs(model.base, hidden[:, s: s + SCORE_CHUNK], targets[:, s: s + SCORE_CHUNK],
+                                             k)[0]])
+    return out
 
 
 def _logits_worker(group: TPGroup, checkpoint_dir, input_ids, dtype) -> torch.Tensor:

@@ -131,7 +131,7 @@ def _prefill(base: BaseModel, prompt_ids: list[list[int]], capacity: int, temper
     return cache, h, g0
 
 
-def _logprobs(base: BaseModel, hidden: torch.Tensor, tokens: torch.Tensor, k: int) -> list[list[TokenLogprob]]:
+def token_logprobs(base: BaseModel, hidden: torch.Tensor, tokens: torch.Tensor, k: int) -> list[list[TokenLogprob]]:
     """hidden [n, T, H] at the nodes that emitted tokens [n, T] -> their TokenLogprobs with the top k, [n][T]."""
     logp = torch.log_softmax(base.logits(hidden).double(), -1)
     chosen = logp.gather(-1, tokens[..., None].to(logp.device))[..., 0].tolist()
@@ -176,7 +176,7 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
             first = len(outputs)
             capacity = max(len(p) for p in joining) + max_new_tokens + L + W * L + 1
             new_cache, new_h, new_g0 = _prefill(base, joining, capacity, temperature, gen, group)
-            firsts = _logprobs(base, new_h[:, None], new_g0[:, None], logprobs) if logprobs is not None else None
+            firsts = token_logprobs(base, new_h[:, None], new_g0[:, None], logprobs) if logprobs is not None else None
             for i, t in enumerate(new_g0.tolist()):
                 outputs.append([t]); accepted.append([]); steps.append(1); sent.append(0)
                 lps.append(firsts[i] if firsts else [])
@@ -209,7 +209,7 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
         h = hidden[rows, acc.last]
         g0 = acc.emitted[rows, acc.count - 1]
         counts, emitted = acc.count.tolist(), acc.emitted.tolist()
-        step_lps = (_logprobs(base, hidden[rows[:, None], acc.path], acc.emitted, logprobs)
+        step_lps = (token_logprobs(base, hidden[rows[:, None], acc.path], acc.emitted, logprobs)
                     if logprobs is not None else None)
         for i, b in enumerate(active):
             room = max_new_tokens - len(outputs[b])

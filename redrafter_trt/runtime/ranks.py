@@ -4,6 +4,7 @@ call and run it with rank 0 (gloo on CPU, nccl on CUDA, rank r on cuda:r).
 
     ranks = LocalRanks("ckpt_tp2/", device="cpu")      # spawns 1 follower, loads rank0 here
     result = ranks.generate(prompt_ids, 64, eos_token_id=2, on_tokens=cb)   # runtime.generate on every rank
+    scores = ranks.prompt_logprobs(prompt_ids, k=5)                        # runtime.prompt_logprobs on every rank
     ranks.close()                                       # followers exit
 
 `generate_tp` (one call, fresh processes) suits a batch job; this suits a server. A tp=1 checkpoint has no
@@ -44,6 +45,13 @@ def _none(running: int) -> list[list[int]]:
     return []
 
 
+def _runtime(name: str):
+    """The runtime function a call names (what rank 0 sends its followers)."""
+    from . import generate, prompt_logprobs
+
+    return {"generate": generate, "prompt_logprobs": prompt_logprobs}[name]
+
+
 def _die_with_parent() -> None:
     """Linux: this process gets SIGKILL when rank 0's dies, however it dies (even before the pipe is read)."""
     try:
@@ -55,7 +63,7 @@ def _die_with_parent() -> None:
 
 
 def _follow(rank: int, size: int, port: int, checkpoint_dir: str, device: str, dtype, conn) -> None:
-    from . import generate, load
+    from . import load
 
     _die_with_parent()
     for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, `kill -TERM -PGID`, systemd reach the whole process
@@ -70,9 +78,9 @@ def _follow(rank: int, size: int, port: int, checkpoint_dir: str, device: str, d
             break
         if job is None:
             break
-        args, kwargs, streams, admits = job
+        name, args, kwargs = job
         try:
-            generate(model, *args, on_tokens=_agree if streams else None, admit=_none if admits else None, **kwargs)
+            _runtime(name)(model, *args, **kwargs)
         except RedrafterError:  # rank 0 raised the same, before any collective
             pass
         except Exception as e:  # a collective failed: another rank is gone
@@ -127,12 +135,20 @@ class LocalRanks:
                  **kwargs) -> GenerationResult:
         """`runtime.generate` on every rank (the same arguments); rank 0's result. on_tokens and admit run here
         only (their answers are broadcast)."""
-        from . import generate
+        followers = kwargs | {"on_tokens": _agree if on_tokens else None, "admit": _none if admit else None}
+        return self._call("generate", (prompt_ids, max_new_tokens), kwargs | {"on_tokens": on_tokens, "admit": admit},
+                          followers)
 
+    def prompt_logprobs(self, prompt_ids: list[list[int]], k: int) -> list:
+        """`runtime.prompt_logprobs` on every rank; rank 0's result."""
+        return self._call("prompt_logprobs", (prompt_ids, k), {}, {})
+
+    def _call(self, name: str, args: tuple, kwargs: dict, followers: dict):
+        """runtime.NAME(model, *args) here with kwargs, on the followers with their own (picklable) kwargs."""
         for conn in self.conns:
-            conn.send(((prompt_ids, max_new_tokens), kwargs, on_tokens is not None, admit is not None))
+            conn.send((name, args, followers))
         try:
-            return generate(self.model, prompt_ids, max_new_tokens, on_tokens=on_tokens, admit=admit, **kwargs)
+            return _runtime(name)(self.model, *args, **kwargs)
         except RedrafterError:  # bad arguments: every rank refused them before any collective
             raise
         except Exception as e:

@@ -1,0 +1,148 @@
+"""The reference server's request bodies: OpenAI's (and trtllm-serve's) fields, checked, into a `Request`.
+
+    request = parse(body, chat=False, model_name="smol", max_output_len=256)    # RequestError: a 400 and the fix
+    refuse_unsupported(body, sampling=True)
+
+A field this server does not implement is refused when it would change the answer (`UNSUPPORTED`), never ignored:
+a client asking for top_p 0.9 or a presence penalty gets a 400 naming it, not an answer made without it. Fields
+that change nothing here (`user`, `tool_choice` without tools, ...) are accepted and ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+from dataclasses import dataclass
+
+from .serve_backend import MAX_PROMPTS, RequestError
+
+
+def _field(body: dict, name: str, kind, default, check=lambda v: True, need: str = "", allow_bool: bool = False):
+    value = body.get(name)
+    if value is None:
+        return default
+    if (isinstance(value, bool) and not allow_bool) or not isinstance(value, kind) or not check(value):
+        raise RequestError(f'"{name}" must be {need}')
+    return value
+
+
+def _prompts(prompt) -> list:
+    """str | [str] | [int] | [[int]] -> a list of str or [int] prompts."""
+    if isinstance(prompt, str):
+        return [prompt]
+    if isinstance(prompt, list) and prompt:
+        if all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+            return [prompt]
+        if all(isinstance(p, str) for p in prompt) or all(
+                isinstance(p, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in p) for p in prompt):
+            return prompt
+    raise RequestError('"prompt" must be a string, a list of strings, a list of token ids or a list of those')
+
+
+def _content(content):
+    """A message's text: a string, or OpenAI's list of parts of which only text parts are allowed."""
+    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text"
+                                         and isinstance(p.get("text"), str) for p in content):
+        return "".join(p["text"] for p in content)
+    return content
+
+
+ROLES = ("system", "user", "assistant")
+
+
+def _messages(messages) -> list[dict]:
+    ok = isinstance(messages, list) and messages and all(
+        isinstance(m, dict) and m.get("role") in ROLES and isinstance(_content(m.get("content")), str)
+        for m in messages)
+    if not ok:
+        raise RequestError('"messages" must be a non-empty list of {"role": "system", "user" or "assistant", '
+                           '"content": str or text parts}')
+    return [{"role": m["role"], "content": _content(m["content"])} for m in messages]
+
+
+def _logprobs_asked(body: dict, chat: bool) -> int | None:
+    """How many most likely tokens to list per token (0: the token's own only), or None when no logprobs are asked:
+    chat `"logprobs": true` with `"top_logprobs": k`, completions `"logprobs": k`."""
+    from .runtime.decode import MAX_TOP_LOGPROBS  # torch is loaded by then: the backend holds the model
+
+    limit = f"an integer in 0..{MAX_TOP_LOGPROBS}"
+    if not chat:
+        _field(body, "top_logprobs", int, None, lambda v: False, 'left out: completions take "logprobs": k')
+        return _field(body, "logprobs", int, None, lambda v: 0 <= v <= MAX_TOP_LOGPROBS, limit)
+    wanted = _field(body, "logprobs", bool, False, need="true or false", allow_bool=True)
+    top = _field(body, "top_logprobs", int, None, lambda v: 0 <= v <= MAX_TOP_LOGPROBS, limit)
+    if top is not None and not wanted:
+        raise RequestError('"top_logprobs" needs "logprobs": true')
+    return (top or 0) if wanted else None
+
+
+@dataclass
+class Request:
+    chat: bool
+    prompts: list            # completions: str or [int] each; chat: one list of {"role", "content"} messages
+    n: int                   # answers per prompt (choice index = prompt index * n + answer)
+    echo: bool               # the prompt (chat: the last message) comes back before the answer
+    logprobs: int | None     # None: none; k: each token's and the k most likely (completions with echo: the prompt's too)
+    max_tokens: int          # 0 only with echo: the prompt is scored, nothing generated
+    temperature: float | None
+    seed: int
+    stop: list[str]
+    stream: bool
+    include_usage: bool      # stream_options.include_usage: a last chunk with the usage and no choices
+
+
+def parse(body, chat: bool, model_name: str, max_output_len: int) -> Request:
+    if not isinstance(body, dict):
+        raise RequestError("the request body must be a JSON object")
+    stream = _field(body, "stream", bool, False, need="true or false", allow_bool=True)
+    options = _field(body, "stream_options", dict, {}, lambda v: stream and set(v) <= {"include_usage"} and
+                     isinstance(v.get("include_usage", False), bool),
+                     '{"include_usage": true or false}, with "stream": true')
+    _field(body, "model", str, None, lambda v: v == model_name, f'"{model_name}" (GET /v1/models)')
+    _field(body, "best_of", int, 1, lambda v: v == 1, '1: send "n" for more answers')
+    _field(body, "suffix", str, None, lambda v: False, "left out: no insertion here")
+    echo = _field(body, "echo", bool, False, need="true or false", allow_bool=True)
+    prompts = [_messages(body.get("messages"))] if chat else _prompts(body.get("prompt"))
+    if len(prompts) > MAX_PROMPTS:
+        raise RequestError(f"{len(prompts)} prompts in one request: send at most {MAX_PROMPTS}")
+    n = _field(body, "n", int, 1, lambda v: 1 <= v <= MAX_PROMPTS // len(prompts),
+               f"an integer in 1..{MAX_PROMPTS // len(prompts)} ({MAX_PROMPTS} answers in one request)")
+    low = 0 if echo and not chat else 1
+    limit = f"an integer in {low}..{max_output_len} (the server's --max-output-len; 0 only with \"echo\": true)"
+    max_tokens, newer = (_field(body, key, int, None, lambda v: low <= v <= max_output_len, limit)
+                         for key in ("max_tokens", "max_completion_tokens"))  # the second: OpenAI's chat name
+    stop = _field(body, "stop", (str, list), [], lambda v: isinstance(v, str) or all(isinstance(s, str) for s in v),
+                  "a string or a list of strings")
+    seed = _field(body, "seed", int, None, lambda v: 0 <= v < 2 ** 63, "an integer in 0..2**63-1")
+    return Request(
+        chat=chat, prompts=prompts, n=n, echo=echo, logprobs=_logprobs_asked(body, chat),
+        max_tokens=next((v for v in (max_tokens, newer) if v is not None), max_output_len),
+        temperature=_field(body, "temperature", (int, float), None, lambda v: 0 <= v < math.inf, "a number >= 0"),
+        seed=secrets.randbits(63) if seed is None else seed,  # as OpenAI: a fresh sample unless a seed is sent
+        stop=[s for s in ([stop] if isinstance(stop, str) else stop) if s],
+        stream=stream, include_usage=options.get("include_usage", False))
+
+
+# Fields that change the answer and that this server does not implement -> the values that change nothing.
+UNSUPPORTED = {
+    "presence_penalty": (0,), "frequency_penalty": (0,), "repetition_penalty": (1,), "logit_bias": ({},),
+    "min_tokens": (0,), "ignore_eos": (False,), "use_beam_search": (False,), "tools": ([],),
+    "response_format": ({"type": "text"},),
+}
+# Sampling filters: nothing to change on a greedy answer, refused when the checkpoint samples (it samples the
+# whole softmax(logits / T), as its ReDrafter engine does).
+SAMPLING_FILTERS = {"top_p": (1,), "top_k": (0, -1), "min_p": (0,)}
+
+
+def _same(a, b) -> bool:
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
+
+
+def refuse_unsupported(body: dict, sampling: bool) -> None:
+    table = UNSUPPORTED | (SAMPLING_FILTERS if sampling else {})
+    for name, neutral in table.items():
+        value = body.get(name)
+        if value is not None and not any(_same(value, v) for v in neutral):
+            raise RequestError(f'"{name}" is not implemented by this server and would change the answer: leave it '
+                               f'out (or send {json.dumps(neutral[0])})')

@@ -1,0 +1,97 @@
+"""The reference server's "n", "echo" (with the prompt's logprobs, and "max_tokens": 0 to score a prompt alone),
+"stream_options", /version, and the refusal of fields that would change the answer, on SmolLM2 over HTTP."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from redrafter_trt.serve import App
+from test_runtime_support import hf_greedy, one_thread  # noqa: F401
+from test_serve import backend, call, hf_answer_logprobs, smol_ckpt, stream, url  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_n_answers_per_prompt_indexed_prompt_times_n(url, backend, smollm2):
+    prompts = ["The capital of France is", "Two plus two is"]
+    out = call(url, "/v1/completions", {"prompt": prompts, "n": 2, "max_tokens": 6})[1]
+    assert [c["index"] for c in out["choices"]] == [0, 1, 2, 3]
+    ids = [backend.encode(p) for p in prompts]
+    want = [backend.tokenizer.decode(hf_greedy(smollm2, p, 6), skip_special_tokens=True) for p in ids]
+    assert [c["text"] for c in out["choices"]] == [want[0], want[0], want[1], want[1]]  # greedy: n equal answers
+    assert out["usage"]["prompt_tokens"] == sum(map(len, ids))  # each prompt counted once
+    assert out["usage"]["completion_tokens"] == 2 * sum(len(hf_greedy(smollm2, p, 6)) for p in ids)
+    chat = call(url, "/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}], "n": 3,
+                                              "max_tokens": 4})[1]
+    assert [c["index"] for c in chat["choices"]] == [0, 1, 2]
+    events = stream(url, "/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}], "n": 2,
+                                                  "max_tokens": 4})
+    for i in range(2):
+        parts = [c for e in events for c in e["choices"] if c["index"] == i]
+        assert parts[0]["delta"] == {"role": "assistant", "content": ""}  # each answer's first chunk names the role
+        assert "".join(c["delta"].get("content", "") for c in parts) == chat["choices"][i]["message"]["content"]
+
+
+def test_sampling_n_gives_seeded_samples_and_refuses_filters(backend):
+    app = App(backend, "smol", 8)
+    original = backend.config
+    backend.config = dataclasses.replace(original, greedy_search=False)
+    try:
+        body = {"prompt": "Once upon a time", "n": 3, "temperature": 1.0, "seed": 11, "max_tokens": 8}
+        status, first = app.post("/v1/completions", body)
+        again = app.post("/v1/completions", body)[1]
+        texts = [c["text"] for c in first["choices"]]
+        assert status == 200 and texts == [c["text"] for c in again["choices"]]  # the seed decides all n
+        assert len(set(texts)) > 1  # n samples, not one copied
+        status, out = app.post("/v1/completions", body | {"top_p": 0.9})
+        assert status == 400 and '"top_p" is not implemented' in out["error"]["message"]
+        assert app.post("/v1/completions", body | {"top_p": 1, "top_k": -1})[0] == 200  # the values that change nothing
+    finally:
+        backend.config = original
+    assert app.post("/v1/completions", {"prompt": "Hi", "max_tokens": 2, "top_p": 0.9})[0] == 200  # greedy: moot
+
+
+def test_echo_with_logprobs_scores_the_prompt_as_transformers(url, backend, smollm2):
+    prompt = "The three primary colors are"
+    ids = backend.encode(prompt)
+    body = {"prompt": prompt, "echo": True, "logprobs": 2, "max_tokens": 4}
+    choice = call(url, "/v1/completions", body)[1]["choices"][0]
+    answer = hf_greedy(smollm2, ids, 4)
+    assert choice["text"] == prompt + backend.tokenizer.decode(answer, skip_special_tokens=True)
+    lp = choice["logprobs"]
+    want = hf_answer_logprobs(smollm2, ids[:1], ids[1:] + answer)  # every position after the first, teacher-forced
+    tokens = ids + answer
+    assert len(lp["tokens"]) == len(tokens) and "".join(lp["tokens"]) == choice["text"]
+    assert lp["token_logprobs"][0] is None and lp["top_logprobs"][0] is None
+    assert lp["token_logprobs"][1:] == pytest.approx([float(want[t - 1, tokens[t]]) for t in range(1, len(tokens))],
+                                                     abs=1e-3)
+    assert list(lp["top_logprobs"][1].values())[:2] == pytest.approx(want[0].topk(2).values.tolist(), abs=1e-3)
+    assert [choice["text"][o:].startswith(t) for o, t in zip(lp["text_offset"], lp["tokens"])] == [True] * len(tokens)
+    events = stream(url, "/v1/completions", body | {"stream_options": {"include_usage": True}})
+    parts = [c for e in events for c in e["choices"]]
+    assert "".join(c["text"] for c in parts) == choice["text"]
+    chunks = [c["logprobs"] for c in parts if c["logprobs"]]
+    assert sum((c["tokens"] for c in chunks), []) == lp["tokens"]
+    assert sum((c["text_offset"] for c in chunks), []) == lp["text_offset"]
+    assert events[-1]["choices"] == [] and events[-1]["usage"]["completion_tokens"] == len(answer)
+
+
+def test_max_tokens_zero_with_echo_scores_the_prompt_alone(url, backend):
+    body = {"prompt": ["The sky is blue.", "Paris is in France."], "echo": True, "logprobs": 0, "max_tokens": 0}
+    out = call(url, "/v1/completions", body)[1]
+    assert [c["text"] for c in out["choices"]] == body["prompt"]
+    assert out["usage"]["completion_tokens"] == 0 and out["redrafter"]["steps"] == 0
+    for prompt, c in zip(body["prompt"], out["choices"]):
+        assert len(c["logprobs"]["token_logprobs"]) == len(backend.encode(prompt)) and c["finish_reason"] == "length"
+        assert all(v < 0 for v in c["logprobs"]["token_logprobs"][1:])
+    plain = call(url, "/v1/completions", body | {"logprobs": None})[1]
+    assert [c["text"] for c in plain["choices"]] == body["prompt"] and plain["choices"][0]["logprobs"] is None
+
+
+def test_chat_echo_starts_with_the_last_message(url):
+    body = {"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4}
+    plain = call(url, "/v1/chat/completions", body)[1]["choices"][0]["message"]["content"]
+    echoed = call(url, "/v1/chat/completions", body | {"echo": True})[1]["choices"][0]["message"]["content"]
+    assert echoed == "Say hi." + plain
