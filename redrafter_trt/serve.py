@@ -119,11 +119,12 @@ class App:
         tail = {"usage": usage, "redrafter": {"steps": steps, "tokens_per_step": round(made / max(steps, 1), 4)}}
         if req.stream:
             empty = {"delta": {}} if chat else {"text": ""}
-            events(head | {"object": kind + (".chunk" if chat else ""),
-                           "choices": [{"index": i, **empty, "logprobs": None, "finish_reason": c.finish_reason}
-                                       for i, c in enumerate(choices)]} | tail)
-            if req.include_usage:  # as OpenAI: a last chunk with the usage and no choices
-                events(head | {"object": kind + (".chunk" if chat else ""), "choices": [], "usage": usage})
+            ends = [{"index": i, **empty, "logprobs": None, "finish_reason": c.finish_reason}
+                    for i, c in enumerate(choices)]
+            if req.include_usage:  # as OpenAI: the usage only in a last chunk without choices (null before it)
+                events(head | {"object": kind + (".chunk" if chat else ""), "choices": ends, "usage": None})
+                ends = []
+            events(head | {"object": kind + (".chunk" if chat else ""), "choices": ends} | tail)
             return None
         return HTTPStatus.OK, head | {"object": kind, "choices": [
             ({"index": i, "message": {"role": "assistant", "content": echoes[i // n].text + c.text}} if chat else

@@ -7,8 +7,11 @@ import json
 import shutil
 from pathlib import Path
 
+import click
 import pytest
+from click.testing import CliRunner
 
+from redrafter_trt.cli import main
 from redrafter_trt.convert import convert
 from test_convert_errors import assert_one_line_error, run_cli
 from test_runtime_support import checkpoint, fresh_drafter
@@ -197,3 +200,28 @@ def test_fp8_options_need_quantize(parts, tmp_path):
     result = run_cli("convert", "--base", parts[0], "--drafter", parts[1], "--output", tmp_path / "ck",
                      "--calib-size", 5, "--device", "cuda")
     assert_one_line_error(result, "--calib-size, --device only apply to FP8 calibration", "--quantize fp8")
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["serve", "--port", "1", "--port=2"], "--port is given twice"),
+    (["convert", "--output", "a", "--output_dir", "b"], "--output and --output_dir set the same option"),
+    (["train", "--rnn", "--no-rnn"], "--rnn and --no-rnn set the same option"),
+])
+def test_an_option_given_twice_is_refused_not_overridden(args, needle):
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2 and needle in res.output and "Traceback" not in res.output
+
+
+def test_repeatable_options_and_values_that_look_like_options_still_parse(tmp_path):
+    """--data twice is two files; an option's value is never read as an option (here the value '--port')."""
+    from redrafter_trt.cli.params import Command
+
+    @click.command(cls=Command)
+    @click.option("--data", multiple=True)
+    @click.option("--stop")
+    @click.option("--port")
+    def probe(data, stop, port):
+        click.echo(f"{data} {stop} {port}")
+
+    res = CliRunner().invoke(probe, ["--data", "a", "--data", "b", "--stop", "--port", "--port", "7"])
+    assert res.exit_code == 0 and res.output.strip() == "('a', 'b') --port 7"

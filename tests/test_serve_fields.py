@@ -76,6 +76,7 @@ def test_echo_with_logprobs_scores_the_prompt_as_transformers(url, backend, smol
     assert sum((c["tokens"] for c in chunks), []) == lp["tokens"]
     assert sum((c["text_offset"] for c in chunks), []) == lp["text_offset"]
     assert events[-1]["choices"] == [] and events[-1]["usage"]["completion_tokens"] == len(answer)
+    assert [e["usage"] for e in events[:-1] if "usage" in e] == [None]  # counted once: the finish chunk has null
 
 
 def test_max_tokens_zero_with_echo_scores_the_prompt_alone(url, backend):

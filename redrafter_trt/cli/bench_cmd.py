@@ -11,7 +11,7 @@ import click
 
 from ..errors import ConfigError
 from ..presets import config_option
-from .params import Device, OutputFile, check_output_file
+from .params import Command, Device, OutputFile, check_output_file
 
 
 def int_list(ctx, param, value: str | None) -> tuple[int, ...]:
@@ -55,7 +55,7 @@ def shared_options(f):
     return config_option(f)
 
 
-@click.command(context_settings={"show_default": True})
+@click.command(cls=Command, context_settings={"show_default": True})
 @shared_options
 @click.option("--hf-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Hugging Face base for the transformers baseline [default: the base recorded in the checkpoint].")
@@ -94,7 +94,7 @@ def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_t
         click.echo(f"wrote {plot(report, plot_path)}")
 
 
-@click.command(context_settings={"show_default": True})
+@click.command(cls=Command, context_settings={"show_default": True})
 @shared_options
 def acceptance(checkpoint_dir, tokenizer_dir, prompts, num_prompts, max_new_tokens, beams, draft_lens, chat, device,
                output_json):

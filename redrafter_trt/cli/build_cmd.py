@@ -8,9 +8,10 @@ from pathlib import Path
 import click
 
 from ..presets import config_option
+from .params import Command
 
 
-@click.command(context_settings={"show_default": True})
+@click.command(cls=Command, context_settings={"show_default": True})
 @config_option
 @click.option("--checkpoint-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="ReDrafter TensorRT-LLM checkpoint (from `convert`).")

@@ -9,13 +9,13 @@ import click
 
 from ..errors import ConfigError
 from ..presets import config_option
-from .params import SEED
+from .params import Command, SEED
 
 PATH = click.Path(path_type=Path)
 FP8_ONLY = ("kv_cache_dtype", "calib_data", "calib_size", "calib_seq_len", "calib_batch_size", "device")
 
 
-@click.command()
+@click.command(cls=Command)
 @config_option
 @click.option("--base", "--base_model_checkpoint_dir", "base", type=PATH, required=True,
               help="Hugging Face folder (Llama, Mistral, Qwen2) or a TensorRT-LLM base checkpoint (bf16/fp16/FP8).")
@@ -65,7 +65,7 @@ def convert(base, drafter, output, tp_size, dtype, num_beams, draft_len, no_gree
         raise SystemExit(1)
 
 
-@click.command("init-drafter")
+@click.command("init-drafter", cls=Command)
 @click.option("--base", type=PATH, required=True, help="Hugging Face folder of the base model.")
 @click.option("--output", type=PATH, required=True, help="Drafter folder to write (Apple layout).")
 @click.option("--num-draft-layers", type=int, default=2, show_default=True, help="ResBlocks before the final projection.")

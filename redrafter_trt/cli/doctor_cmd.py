@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import click
 
+from .params import Command
 
-@click.command()
+
+@click.command(cls=Command)
 @click.pass_context
 def doctor(ctx):
     """Check Python, torch, CUDA, GPUs, TensorRT-LLM, TensorRT, modelopt and MPI."""

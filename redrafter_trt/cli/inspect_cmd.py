@@ -7,8 +7,10 @@ from pathlib import Path
 
 import click
 
+from .params import Command
 
-@click.command()
+
+@click.command(cls=Command)
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def inspect(folder, as_json):

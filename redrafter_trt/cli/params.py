@@ -1,5 +1,5 @@
-"""Click parameter types the commands share: output files whose folder is checked before any work, and the torch
-device names this tool runs on."""
+"""Click pieces the commands share: the command class (an option given twice is refused), output files whose folder
+is checked before any work, and the torch device names this tool runs on."""
 
 from __future__ import annotations
 
@@ -10,6 +10,34 @@ from pathlib import Path
 import click
 
 from ..errors import ConfigError
+
+
+class Command(click.Command):
+    """A command that refuses an option given twice, under one name or two (`--output A --output_dir B`, `--rnn
+    --no-rnn`), where click would keep the last one silently. Options that take many values (`--data A --data B`)
+    and everything after `--` are left alone."""
+
+    def parse_args(self, ctx, args):
+        once = {name: param for param in self.params
+                if isinstance(param, click.Option) and not param.multiple and not param.count
+                for name in param.opts + param.secondary_opts}
+        seen: dict[str, str] = {}
+        rest = iter(args)
+        for arg in rest:
+            if arg == "--":
+                break
+            name = arg.split("=", 1)[0]
+            param = once.get(name)
+            if param is None:
+                continue
+            if param.name in seen:
+                twice = f"{name} is given twice" if seen[param.name] == name else \
+                    f"{seen[param.name]} and {name} set the same option"
+                raise click.UsageError(f"{twice}: give it once", ctx)
+            seen[param.name] = name
+            if not param.is_flag and "=" not in arg:
+                next(rest, None)  # its value, whatever it looks like
+        return super().parse_args(ctx, args)
 
 
 class OutputFile(click.Path):

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from .params import Command
+
 
 def _progress():
     """Training's progress bars (the `train` command's), or None where training is unavailable."""
@@ -18,7 +20,7 @@ def _progress():
     return _Bars()
 
 
-@click.command(context_settings={"show_default": True})
+@click.command(cls=Command, context_settings={"show_default": True})
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
               help="Keeps drafter/, checkpoint/ and train-cache/ for the next run [default: <cache>/quickstart].")
 @click.option("--num-questions", type=click.IntRange(1, 80), default=3,

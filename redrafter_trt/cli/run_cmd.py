@@ -12,7 +12,7 @@ import click
 
 from ..errors import ConfigError
 from ..presets import config_option, one_of
-from .params import SEED, OutputFile, Temperature, check_output_file
+from .params import Command, OutputFile, SEED, Temperature, check_output_file
 from ..tokens import encode_prompts, load_tokenizer, stop_ids
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def stats_line(result) -> str:
             f"{result.total_new_tokens} new tokens in {result.wall_seconds:.1f}s | tokens per step histogram {hist}")
 
 
-@click.command()
+@click.command(cls=Command)
 @config_option
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), help="Converted checkpoint: the reference runtime.")
 @click.option("--engine-dir", type=click.Path(file_okay=False), help="Built engine: TensorRT-LLM's ModelRunnerCpp.")

@@ -13,9 +13,10 @@ import click
 
 from ..errors import ConfigError
 from ..presets import config_option, one_of
+from .params import Command
 
 
-@click.command()
+@click.command(cls=Command)
 @config_option
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Converted checkpoint: the reference runtime, one local process per tp rank.")

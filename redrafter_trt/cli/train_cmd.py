@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import ConfigError
-from .params import SEED, Device
+from .params import Command, Device, SEED
 
 
 class _Bars:
@@ -47,7 +47,7 @@ def _positive(ctx, param, value):
 _DTYPE = click.Choice(["auto", "float32", "bfloat16"])
 
 
-@click.command()
+@click.command(cls=Command)
 @click.option("--base", required=True, type=click.Path(path_type=Path), help="Hugging Face folder of the chat base model.")
 @click.option("--data", "data", required=True, multiple=True, type=click.Path(path_type=Path),
               help="jsonl (prompt / question+answer / messages) or ShareGPT json; repeat for several files.")
