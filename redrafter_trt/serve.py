@@ -4,6 +4,8 @@ written against one talks to the other unchanged.
 
     GET  /health                 200 once the model is loaded
     GET  /version                {"version": our version}
+    GET  /metrics                the decoding steps since the last GET, as trtllm-serve's iteration statistics
+                                 (iterLatencyMS, numActiveRequests, specDecodingStats.acceptanceLength, ...)
     GET  /v1/models              the one model
     POST /v1/completions         {"prompt": str | [str] | [int] | [[int]], "max_tokens", "temperature", "seed", "stop",
                                   "n", "echo", "logprobs": k, "stream", "stream_options"}
@@ -56,15 +58,17 @@ class App:
         self.backend, self.model_name, self.max_output_len = backend, model_name, max_output_len
         self.created = int(time.time())
 
-    def get(self, path: str) -> tuple[int, dict]:
+    def get(self, path: str) -> tuple[int, dict | list]:
         if path == "/health":
             return HTTPStatus.OK, {"status": "ok"}
         if path == "/version":
             return HTTPStatus.OK, {"version": __version__}
+        if path == "/metrics":
+            return HTTPStatus.OK, self.backend.take_iterations()
         if path == "/v1/models":
             return HTTPStatus.OK, {"object": "list", "data": [{"id": self.model_name, "object": "model",
                                                                "created": self.created, "owned_by": "redrafter-trt"}]}
-        return HTTPStatus.NOT_FOUND, error(f"no route GET {path}: try /health, /version, /v1/models", "not_found")
+        return HTTPStatus.NOT_FOUND, error(f"no route GET {path}: try /health, /version, /metrics, /v1/models", "not_found")
 
     def post(self, path: str, body, events: Callable[[dict], None] | None = None) -> tuple[int, dict] | None:
         """The answer, or None when it went out as server-sent events through `events` (a streaming request)."""

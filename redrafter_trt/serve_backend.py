@@ -5,6 +5,7 @@ between two steps (in-flight batching, as TensorRT-LLM's executor does), up to `
     backend = ReferenceBackend(ckpt, tokenizer_dir, device="cpu", max_batch=8)
     choices = backend.complete(prompts, max_tokens, temperature, seed, stop, on_text, logprobs)   # any thread
     scores = backend.score(prompts, k)     # the prompts' own logprobs (an echo), between two batches
+    backend.take_iterations()              # the decoding steps since the last call (GET /metrics)
     backend.stop()
 
 Batching changes nothing in an answer: each prompt keeps its own max_tokens (its tokens are cut there and its row
@@ -24,6 +25,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_PROMPTS = 64  # prompts in one /v1/completions request
+MAX_ITERATIONS = 1000  # decoding steps kept for GET /metrics until read (TensorRT-LLM's default keeps 1000 too)
 
 
 class RequestError(Exception):
@@ -170,6 +173,8 @@ class ReferenceBackend:
         self.unanswered: list[Job] = []  # taken into the running batch, not answered yet (scheduler thread only)
         self.wake = threading.Condition()
         self.stopping = self.busy = False
+        self.iterations: deque[dict] = deque(maxlen=MAX_ITERATIONS)  # not yet read by take_iterations
+        self.iteration = 0
         self.scheduler = threading.Thread(target=self._schedule, daemon=True, name="redrafter-serve-scheduler")
         self.scheduler.start()
 
@@ -271,6 +276,31 @@ class ReferenceBackend:
                 self.busy = False
                 self.wake.notify_all()
 
+    def take_iterations(self) -> list[dict]:
+        """The decoding steps since the last call, oldest first (at most MAX_ITERATIONS), in the shape of
+        TensorRT-LLM's iteration statistics (trtllm-serve's GET /metrics); each is given once."""
+        with self.wake:
+            taken, self.iterations = list(self.iterations), deque(maxlen=MAX_ITERATIONS)
+        return taken
+
+    def _iteration(self, rows: int, tokens: int, ended: int, seconds: float) -> None:
+        """runtime.decode's on_step: one decoding step of the running batch, as an iteration statistic. For a
+        checkpoint with a drafter each row drafted draft_len tokens along the beam that counts (the accepted path
+        is at most that long): numAcceptedTokens / numDraftTokens is the acceptance rate, acceptanceLength the
+        tokens per step."""
+        drafted = rows * self.config.draft_len if self.config.has_drafter else 0
+        with self.wake:
+            self.iteration += 1
+            stats = {"timestamp": time.strftime("%m-%d-%Y %H:%M:%S"), "iter": self.iteration,
+                     "iterLatencyMS": round(seconds * 1000, 3), "numActiveRequests": rows,
+                     "numQueuedRequests": sum(len(job.prompts) for job in self.waiting),
+                     "numCompletedRequests": ended, "maxNumActiveRequests": self.max_batch}
+            if drafted:
+                stats["specDecodingStats"] = {"numDraftTokens": drafted, "numAcceptedTokens": tokens - rows,
+                                              "numRequestsWithDraftTokens": rows,
+                                              "acceptanceLength": round(tokens / rows, 4)}
+            self.iterations.append(stats)
+
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until nothing decodes and nothing waits (a request is answered before its batch has ended, and
         a later one may still join it); True when so."""
@@ -346,7 +376,7 @@ class ReferenceBackend:
         greedy = batch[0].temperature == 0  # a sampled request decodes alone: nothing joins it
         self.ranks.generate(prompts, limits.max_tokens, temperature=batch[0].temperature, eos_token_id=self.eos,
                             seed=batch[0].seed, use_draft=self.config.has_drafter, on_tokens=on_tokens,
-                            admit=admit if greedy else None, logprobs=limits.logprobs)
+                            admit=admit if greedy else None, logprobs=limits.logprobs, on_step=self._iteration)
         for job in list(self.unanswered):  # none: every row ends through on_tokens
             self._answer(job, [x for x in rows if x.job is job])
         jobs = len({id(row.job) for row in rows})

@@ -96,3 +96,22 @@ def test_chat_echo_starts_with_the_last_message(url):
     plain = call(url, "/v1/chat/completions", body)[1]["choices"][0]["message"]["content"]
     echoed = call(url, "/v1/chat/completions", body | {"echo": True})[1]["choices"][0]["message"]["content"]
     assert echoed == "Say hi." + plain
+
+
+def test_metrics_are_the_decoding_steps_as_trtllm_iteration_stats(url, backend):
+    """GET /metrics gives each decoding step once, in trtllm-serve's shape; its tokens add up to the answers'."""
+    call(url, "/metrics")  # drop what earlier tests left
+    out = call(url, "/v1/completions", {"prompt": ["The capital of France is", "Name a color:"], "max_tokens": 12})[1]
+    assert backend.wait_idle(60)  # the answer goes out at its last token, the step's statistics right after
+    status, steps = call(url, "/metrics")
+    assert status == 200 and [s["iter"] for s in steps] == list(range(steps[0]["iter"], steps[0]["iter"] + len(steps)))
+    spec = [s["specDecodingStats"] for s in steps]
+    assert all(s["numDraftTokens"] == s["numRequestsWithDraftTokens"] * backend.config.draft_len for s in spec)
+    assert all(0 <= s["numAcceptedTokens"] <= s["numDraftTokens"] for s in spec)
+    assert sum(s["numCompletedRequests"] for s in steps) == 2 and steps[0]["numActiveRequests"] == 2
+    # every token after each prompt's first (the prefill's) comes from a step; a step's last tokens may be cut
+    emitted = sum(s["numAcceptedTokens"] + s["numRequestsWithDraftTokens"] for s in spec)
+    assert emitted >= out["usage"]["completion_tokens"] - 2
+    assert out["redrafter"]["steps"] == sum(s["numActiveRequests"] for s in steps) + 2  # + the two prefills
+    assert all(s["iterLatencyMS"] > 0 for s in steps)
+    assert call(url, "/metrics") == (200, [])  # each step is given once

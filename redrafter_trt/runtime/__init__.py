@@ -108,12 +108,13 @@ def check_positions(cfg: RuntimeConfig, prompt_ids: list[list[int]], max_new_tok
 def generate(model: ReDrafterModel, prompt_ids: list[list[int]], max_new_tokens: int, num_beams: int | None = None,
              draft_len: int | None = None, temperature: float = 0.0, eos_token_id: int | list[int] | None = None,
              seed: int = 0, use_draft: bool = True, batch_size: int | None = None,
-             on_tokens=None, admit=None, logprobs: int | None = None) -> GenerationResult:
+             on_tokens=None, admit=None, logprobs: int | None = None, on_step=None) -> GenerationResult:
     """Generate for every prompt, `batch_size` prompts at a time (None: all in one batch); see the module
     docstring. Batch b uses seed + b. on_tokens(prompt index, new ids, their logprobs) -> True ends that prompt
     (under tp, every rank passes one and rank 0's answers count; see `runtime.decode`). admit(running rows) -> more
     prompts to join the batch as it runs (one batch only: no batch_size; see `runtime.decode`). logprobs=k: each
-    token's log-probability under the base and the k most likely there (`runtime.decode`)."""
+    token's log-probability under the base and the k most likely there (`runtime.decode`). on_step(rows, tokens,
+    ended, seconds) hears of each decoding step (`runtime.decode`)."""
     if not prompt_ids or any(len(p) == 0 for p in prompt_ids):
         raise ConfigError("every prompt needs at least one token")
     if temperature < 0:
@@ -129,7 +130,8 @@ def generate(model: ReDrafterModel, prompt_ids: list[list[int]], max_new_tokens:
     size = batch_size or len(prompt_ids)
     parts = [decode(model.base, model.drafter, prompt_ids[i: i + size], max_new_tokens, W, L, temperature,
                     eos_token_id, seed + i // size, model.group,
-                    None if on_tokens is None else (lambda b, *new, i=i: on_tokens(i + b, *new)), admit, logprobs)
+                    None if on_tokens is None else (lambda b, *new, i=i: on_tokens(i + b, *new)), admit, logprobs,
+                    on_step)
              for i in range(0, len(prompt_ids), size)]
     return GenerationResult(output_ids=[o for r in parts for o in r.output_ids], steps=[s for r in parts for s in r.steps],
                             accepted=[a for r in parts for a in r.accepted],

@@ -15,6 +15,10 @@ a server's newly arrived requests); they are prefilled, emit their first token a
 as rows numbered after those already there. Decoding ends when no row runs and admit has none. Under
 tensor parallelism rank 0's answer is broadcast (every rank passes an admit, or none).
 
+`on_step(rows, tokens, ended, seconds)` (optional) hears of each decoding step after the prefill: the rows it decoded,
+the tokens they emitted before EOS / max_new_tokens cuts (rows + accepted drafts), the rows that ended at it and its
+wall time (a server's iteration statistics). Informational: under tensor parallelism rank 0 alone passes one.
+
 `logprobs=k` (None: off) adds each emitted token's log-probability under the base model and the k most likely
 tokens there: log-softmax of the base's raw logits at the node that emitted it (temperature not applied, as vLLM's
 default), so drafting changes none of them; it costs one lm_head over the accepted path per step.
@@ -146,9 +150,10 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
            num_beams: int, draft_len: int, temperature: float = 0.0, eos_token_id: int | list[int] | None = None,
            seed: int = 0, group: TPGroup = SINGLE,
            on_tokens: Callable[[int, list[int], list[TokenLogprob]], bool | None] | None = None,
-           admit: Callable[[int], list[list[int]]] | None = None, logprobs: int | None = None) -> GenerationResult:
+           admit: Callable[[int], list[list[int]]] | None = None, logprobs: int | None = None,
+           on_step: Callable[[int, int, int, float], None] | None = None) -> GenerationResult:
     """Generate for every prompt; drafter None (or num_beams/draft_len 0) means plain decoding. on_tokens, admit,
-    logprobs: see the module docstring."""
+    logprobs, on_step: see the module docstring."""
     start = time.perf_counter()
     dev = base.device
     eos = set([eos_token_id] if isinstance(eos_token_id, int) else (eos_token_id or []))
@@ -191,6 +196,7 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
             if joining:
                 continue
             break
+        step_start = time.perf_counter()
         if use_draft:
             beams = drafter.beam_search(h, g0, W, draft_len)
             (beams,) = _sync(group, beams)
@@ -220,6 +226,8 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
             accepted[b].append(len(new))
             steps[b] += 1
         active, keep = _finish(active, outputs, eos, max_new_tokens, reporter, group, dev)
+        if on_step is not None:
+            on_step(n, sum(counts), n - len(active), time.perf_counter() - step_start)
         if len(active) < n:
             cache.select_rows(keep.to(dev)); h, g0 = h[keep], g0[keep]
         joining = _admitted(admit, len(active), group) if active else []  # one round per step: running rows go on

@@ -135,7 +135,8 @@ class LocalRanks:
                  **kwargs) -> GenerationResult:
         """`runtime.generate` on every rank (the same arguments); rank 0's result. on_tokens and admit run here
         only (their answers are broadcast)."""
-        followers = kwargs | {"on_tokens": _agree if on_tokens else None, "admit": _none if admit else None}
+        followers = kwargs | {"on_tokens": _agree if on_tokens else None, "admit": _none if admit else None,
+                              "on_step": None}  # rank 0's statistics only
         return self._call("generate", (prompt_ids, max_new_tokens), kwargs | {"on_tokens": on_tokens, "admit": admit},
                           followers)
 
