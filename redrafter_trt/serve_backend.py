@@ -31,6 +31,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from .serve_text import AnswerText, Logprob
+
 if TYPE_CHECKING:
     from .runtime import TokenLogprob
 
@@ -55,68 +57,6 @@ class Choice:
     steps: int          # decoding steps (the prefill counts as one)
     finish_reason: str  # "stop" (EOS or a stop string) or "length"
     logprobs: list[Logprob] | None = None  # the tokens that made `text` (EOS left out), when asked
-
-
-@dataclass
-class Logprob:
-    """One answer token for the API: its text, where it starts in the answer, and its TokenLogprob."""
-    token: int
-    offset: int
-    value: TokenLogprob | None  # None: an echoed prompt's first token (nothing precedes it)
-
-
-class AnswerText:
-    """One answer's text as its tokens come: decoded whole each time (multi-token characters come out right), cut
-    before the first stop string. `add` returns the text that is safe to send: a possible start of a stop string and
-    the replacement characters of a half-decoded character are held back until the next tokens or `rest()`."""
-
-    def __init__(self, tokenizer, stop: list[str], eos: set[int] = frozenset()):
-        self.tokenizer, self.stop, self.eos = tokenizer, stop, eos
-        self.ids: list[int] = []
-        self.ends: list[int] = []     # the answer's length in characters after each token (with logprobs only)
-        self.values: list = []        # the TokenLogprob of each token, when decoding computes them
-        self.text, self.sent, self.stopped, self.given = "", 0, False, 0
-
-    def add(self, new: list[int], values: list = ()) -> str:
-        """values: the new tokens' TokenLogprobs, or none (then no per-token lengths are decoded)."""
-        if values:  # the lengths after all but the last new token; the last one is the whole text's
-            self.ends += [len(self.tokenizer.decode(self.ids + new[:k], skip_special_tokens=True))
-                          for k in range(1, len(new))]
-        self.ids += new
-        self.values += values
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
-        if values:
-            self.ends.append(len(text))
-        cut = min((i for i in (text.find(s) for s in self.stop) if i >= 0), default=-1)
-        if cut >= 0:
-            self.text, self.stopped = text[:cut], True
-            return self.rest()
-        self.text = text
-        safe = min(len(text) - max((len(s) - 1 for s in self.stop), default=0),
-                   len(text.rstrip("\ufffd")))  # byte-fallback tokenizers write one per byte of an unfinished character
-        delta = text[self.sent: max(safe, self.sent)]
-        self.sent += len(delta)
-        return delta
-
-    def rest(self) -> str:
-        delta, self.sent = self.text[self.sent:], len(self.text)
-        return delta
-
-    def logprobs(self, everything: bool = False) -> list[Logprob]:
-        """The logprobs of the tokens whose text went out since the last call (everything: since the start), EOS
-        left out. A token's text went out when the answer up to it did (whatever a byte-fallback tokenizer's half
-        characters did to the lengths on the way); once a stop string ended the answer, the token that ran into it
-        counts too when part of its text is in the answer (as vLLM has it)."""
-        if self.stopped and self.sent == len(self.text):
-            covered = max((k + 1 for k in range(len(self.ends)) if (self.ends[k - 1] if k else 0) < self.sent),
-                          default=0)
-        else:
-            covered = max((k + 1 for k, end in enumerate(self.ends) if end <= self.sent), default=0)
-        covered = min(covered, len(self.values))
-        out = [Logprob(self.ids[k], self.ends[k - 1] if k else 0, self.values[k])
-               for k in range(0 if everything else self.given, covered) if self.ids[k] not in self.eos]
-        self.given = max(self.given, covered)
-        return out
 
 
 @dataclass

@@ -201,7 +201,7 @@ def test_batched_requests_get_their_own_number_of_top_logprobs(backend):
 
 def test_token_bytes_rebuild_multibyte_characters(backend):
     from redrafter_trt.runtime import TokenLogprob
-    from redrafter_trt.serve_backend import Logprob
+    from redrafter_trt.serve_text import Logprob
     from redrafter_trt.serve_logprobs import logprobs_json
 
     text = "\U0001f600\u65e5\u672c rain"
@@ -303,7 +303,7 @@ def test_answer_text_with_a_byte_fallback_tokenizer():
     from tokenizers import Tokenizer, decoders, models
     from transformers import PreTrainedTokenizerFast
 
-    from redrafter_trt.serve_backend import AnswerText
+    from redrafter_trt.serve_text import AnswerText
 
     vocab = {f"<0x{i:02X}>": i for i in range(256)} | {"X": 256, "a": 257, "b": 258, "c": 259}
     tk = Tokenizer(models.BPE(vocab=vocab, merges=[], byte_fallback=True))
@@ -320,7 +320,7 @@ def test_answer_text_with_a_byte_fallback_tokenizer():
 
 def test_answer_text_holds_back_what_may_still_change(backend):
     """A stop string split over tokens is never sent, nor half of a multi-token character."""
-    from redrafter_trt.serve_backend import AnswerText
+    from redrafter_trt.serve_text import AnswerText
 
     tok = backend.tokenizer
     ids = tok("Hello world, rain \u96e8 \U0001f642 time. END here", add_special_tokens=False)["input_ids"]
