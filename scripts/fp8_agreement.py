@@ -5,7 +5,11 @@ turns, once from a bfloat16 ReDrafter checkpoint and once from an FP8 one (same 
   (positions the FP8 output does not reach count as disagreement);
 - prefix agreement: the mean share of each bf16 output covered before the first differing token;
 - identical outputs: the share of prompts whose outputs are equal;
-- mean tokens per step (accepted drafts + 1) of both checkpoints.
+- mean tokens per step (accepted drafts + 1) of both checkpoints;
+- teacher-forced on the bf16 answers (what each token costs, free of the cascade that makes free-running outputs
+  part ways after one early difference, as llama.cpp's `perplexity --kl-divergence` measures quantisation): the mean
+  KL divergence of FP8's next-token distribution from bf16's, how often their top-1 token is the same, and each
+  checkpoint's mean negative log-likelihood of those answers.
 
 The runtime dequantises FP8 weights with their scales; it does not quantise activations, so these figures show the
 weight quantisation's effect (the engine's FP8 activations add a little more).
@@ -44,6 +48,19 @@ def agreement(reference: list[list[int]], other: list[list[int]]) -> dict:
             "identical_outputs": identical / len(reference)}
 
 
+def teacher_forced(logits_ref, logits_other, answer: list[int]) -> dict:
+    """Two checkpoints' logits [n, V] at the n positions that predict an answer's n tokens -> sums over them:
+    KL(ref || other), same top-1, and both NLLs of the answer's tokens."""
+    import torch
+
+    ref, other = (torch.log_softmax(x.double(), -1) for x in (logits_ref, logits_other))
+    target = torch.tensor(answer)[:, None]
+    return {"positions": len(answer),
+            "kl": float((ref.exp() * (ref - other)).sum(-1).sum()),
+            "same_top1": int((ref.argmax(-1) == other.argmax(-1)).sum()),
+            "nll_ref": float(-ref.gather(1, target).sum()), "nll_other": float(-other.gather(1, target).sum())}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--base", type=Path, help="Hugging Face base folder (default: SmolLM2-135M-Instruct)")
@@ -70,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     from redrafter_trt.convert import convert
     from redrafter_trt.drafter import init_drafter_for_base
     from redrafter_trt.prompts import load_prompts
-    from redrafter_trt.runtime import generate, load
+    from redrafter_trt.runtime import forward_logits, generate, load
     from redrafter_trt.smollm2 import ensure_smollm2
 
     base = args.base or ensure_smollm2()
@@ -104,13 +121,23 @@ def main(argv: list[str] | None = None) -> int:
                 steps += res.steps
             runs[name] = {"outputs": outputs, "tokens": sum(map(len, outputs)), "steps": sum(steps),
                           "seconds": time.time() - t0}
+            answers = [(p, a) for p, a in zip(prompt_ids, runs["bf16"]["outputs"]) if a]  # both read bf16's answers
+            runs[name]["logits"] = [forward_logits(model, p + a)[len(p) - 1: len(p) - 1 + len(a)] for p, a in answers]
             del model
+        sums = [teacher_forced(ref, other, a) for ref, other, (_, a) in
+                zip(runs["bf16"]["logits"], runs["fp8"]["logits"], answers)]
+        positions = sum(x["positions"] for x in sums)
 
     figures = {
         "base": str(base), "prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
         "kv_cache_dtype": args.kv_cache_dtype or "bfloat16", "calib_size": args.calib_size,
         "compute_dtype": compute_dtype, "drafter": str(args.drafter or "fresh init-drafter"),
         **agreement(runs["bf16"]["outputs"], runs["fp8"]["outputs"]),
+        "teacher_forced_positions": positions,
+        "mean_kl_divergence": sum(x["kl"] for x in sums) / positions,
+        "same_top1_teacher_forced": sum(x["same_top1"] for x in sums) / positions,
+        "nll_per_token_bf16": sum(x["nll_ref"] for x in sums) / positions,
+        "nll_per_token_fp8": sum(x["nll_other"] for x in sums) / positions,
         "tokens_per_step_bf16": runs["bf16"]["tokens"] / runs["bf16"]["steps"],
         "tokens_per_step_fp8": runs["fp8"]["tokens"] / runs["fp8"]["steps"],
         "new_tokens_bf16": runs["bf16"]["tokens"], "new_tokens_fp8": runs["fp8"]["tokens"],
@@ -126,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  identical outputs:            {figures['identical_outputs']:.1%}")
         print(f"  mean tokens per step:         bf16 {figures['tokens_per_step_bf16']:.3f}, "
               f"FP8 {figures['tokens_per_step_fp8']:.3f}")
+        print(f"teacher-forced on the bf16 answers ({positions} tokens):")
+        print(f"  mean KL(bf16 || FP8):         {figures['mean_kl_divergence']:.4f} nats")
+        print(f"  same top-1 token:             {figures['same_top1_teacher_forced']:.1%}")
+        print(f"  NLL per answer token:         bf16 {figures['nll_per_token_bf16']:.3f}, "
+              f"FP8 {figures['nll_per_token_fp8']:.3f}")
     return 0
 
 
