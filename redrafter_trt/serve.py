@@ -20,11 +20,12 @@ A stop string ends the answer as soon as it is decoded (the text stops before it
 up to --max-batch-size prompts (`serve_backend`). A tp=N checkpoint runs on N local processes (this one is rank 0;
 `runtime.ranks`), N GPUs with --device cuda. logprobs: each token of the text under the base's raw logits, with the
 k most likely (`runtime.decode`). "n": answers per prompt, choice index = prompt index x n + answer (greedy: n equal
-answers; sampling: n samples). "echo" (as trtllm-serve): a completion's text starts with its prompt, as the tokenizer
-reads it back (with logprobs: the prompt's tokens too, teacher-forced, the first one null, as OpenAI's; "max_tokens":
-0 scores the prompt alone), a chat answer with the last message. Refused with 400: fields that would change the
-answer and are not implemented here (`serve_request.UNSUPPORTED`), "best_of" > 1, "suffix", another "model",
-max_tokens above the server's --max-output-len, malformed fields.
+answers; sampling: n samples; a request's prompts x n run as one batch, even beyond --max-batch-size). "echo" (as
+trtllm-serve): a completion's text starts with its prompt as sent (with logprobs: the prompt's tokens too,
+teacher-forced, the first one null, as OpenAI's; "max_tokens": 0 scores the prompt alone), a chat answer with the
+last message when that is the assistant's (a started answer). Refused with 400: fields that would change the answer
+and are not implemented here (`serve_request.UNSUPPORTED`), "best_of" > 1, "suffix", another "model", max_tokens
+above the server's --max-output-len, malformed fields.
 """
 
 from __future__ import annotations
@@ -84,11 +85,12 @@ class App:
         req = parse(body, chat, self.model_name, self.max_output_len)
         if req.stream and events is None:
             raise RequestError('"stream": true needs an HTTP connection to stream on')
-        refuse_unsupported(body, sampling=self.backend.temperature(req.temperature) > 0)
+        refuse_unsupported(body, chat, sampling=self.backend.temperature(req.temperature) > 0)
         backend, n = self.backend, req.n
         prompts = ([backend.encode_chat(req.prompts[0])] if chat else
                    [backend.encode(p) if isinstance(p, str) else p for p in req.prompts])
         answers = len(prompts) * n  # answer i is prompt i // n's
+        backend.check([p for p in prompts for _ in range(n)], req.max_tokens)  # before anything is echoed
         echoes = self._echoes(req, prompts)
         head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", "created": int(time.time()),
                 "model": self.model_name}
@@ -137,15 +139,16 @@ class App:
             for i, c in enumerate(choices)]} | tail
 
     def _echoes(self, req: Request, prompts: list[list[int]]) -> list[Echo]:
-        """What each prompt's answers start with: nothing; with echo a completion's prompt (scored when logprobs
-        are asked) or, as trtllm-serve, a chat's last message."""
+        """What each prompt's answers start with: nothing; with echo a completion's prompt as sent (scored when
+        logprobs are asked) or, as trtllm-serve, a chat's last message when it is the assistant's."""
         if not req.echo:
             return [Echo("", [])] * len(prompts)
-        if req.chat:
-            return [Echo(req.prompts[0][-1]["content"], [])]
+        if req.chat:  # as trtllm-serve: a last message of the answering role (a started answer) comes back
+            last = req.prompts[0][-1]
+            return [Echo(last["content"] if last["role"] == "assistant" else "", [])]
         scores = self.backend.score(prompts, req.logprobs) if req.logprobs is not None else None
-        return [echo_of(self.backend.tokenizer, ids, None if scores is None else scores[i])
-                for i, ids in enumerate(prompts)]
+        return [echo_of(self.backend.tokenizer, ids, sent if isinstance(sent, str) else None,
+                        None if scores is None else scores[i]) for i, (ids, sent) in enumerate(zip(prompts, req.prompts))]
 
 
 def error(message: str, kind: str) -> dict:

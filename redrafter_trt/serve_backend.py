@@ -158,18 +158,22 @@ class ReferenceBackend:
         (`runtime.prompt_logprobs`): an echoed prompt's logprobs. Runs alone, between two batches."""
         return self._submit(Job(prompts, 0, 0.0, 0, [], k, score=True), None).scores
 
-    def _submit(self, job: Job, on_text) -> Job:
-        """Check the job's prompts, queue it, pass its events to on_text until it is answered."""
+    def check(self, prompts: list[list[int]], max_tokens: int) -> None:
+        """Refuse (RequestError, ConfigError: a 400) prompts this model cannot take with max_tokens new tokens."""
         from .runtime import check_positions
 
-        if any(not p for p in job.prompts):
+        if any(not p for p in prompts):
             raise RequestError("a prompt is empty: send some text")
-        if len(job.prompts) > MAX_PROMPTS:
-            raise RequestError(f"{len(job.prompts)} prompts in one request: send at most {MAX_PROMPTS}")
-        check_positions(self.config, job.prompts, job.max_tokens)  # a ConfigError: answered with 400 too
-        bad = [t for p in job.prompts for t in p if not 0 <= t < self.config.vocab_size]
+        if len(prompts) > MAX_PROMPTS:
+            raise RequestError(f"{len(prompts)} prompts in one request: send at most {MAX_PROMPTS}")
+        bad = [t for p in prompts for t in p if not 0 <= t < self.config.vocab_size]
         if bad:
             raise RequestError(f"token id {bad[0]} is outside the vocabulary (0..{self.config.vocab_size - 1})")
+        check_positions(self.config, prompts, max_tokens)
+
+    def _submit(self, job: Job, on_text) -> Job:
+        """Check the job's prompts, queue it, pass its events to on_text until it is answered."""
+        self.check(job.prompts, job.max_tokens)
         with self.wake:
             if self.stopping:
                 raise RequestError("the server is shutting down: send the request again once it is back")

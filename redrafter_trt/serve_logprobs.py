@@ -3,11 +3,12 @@ with each token's own bytes (a token holding part of a UTF-8 character is named 
 so two such tokens never share a name).
 
     logprobs_json(tokenizer, values, chat=True)   # values: serve_backend.Logprob, one per token of the answer
-    echo_of(tokenizer, prompt_ids, scores)         # an echoed prompt: its text and its tokens' Logprobs
+    echo_of(tokenizer, prompt_ids, sent, scores)   # an echoed prompt: its text and its tokens' Logprobs
 """
 
 from __future__ import annotations
 
+import codecs
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -76,11 +77,30 @@ class Echo:
     values: list[Logprob]
 
 
-def echo_of(tokenizer, ids: list[int], scores: list | None) -> Echo:
-    """A completion prompt echoed: its text as the tokenizer reads it back and, with scores (runtime.prompt_logprobs:
-    one per token after the first), each token at its offset, the first one without a value (nothing precedes it)."""
-    text = tokenizer.decode(ids, skip_special_tokens=True)
+def echo_of(tokenizer, ids: list[int], sent: str | None, scores: list | None) -> Echo:
+    """A completion prompt echoed: the prompt as sent (a token-id prompt: its tokens' bytes as text) and, with
+    scores (runtime.prompt_logprobs: one per token after the first), each token at its character offset, the first
+    one without a value (nothing precedes it). A token holding part of a character starts where that character
+    does; a special token the tokenizer added (BOS) starts at 0."""
+    data = [token_bytes(tokenizer, t) for t in ids]
+    text = sent if sent is not None else b"".join(data).decode("utf-8", errors="replace")
     if scores is None:
         return Echo(text, [])
-    offsets = [len(tokenizer.decode(ids[:t], skip_special_tokens=True)) for t in range(len(ids))]
+    offsets = _sent_offsets(tokenizer, ids, sent) if sent is not None else None
+    if offsets is None:
+        decoder, offsets, chars = codecs.getincrementaldecoder("utf-8")(errors="replace"), [], 0
+        for piece in data:
+            offsets.append(chars)
+            chars += len(decoder.decode(piece))
     return Echo(text, [Logprob(t, offset, value) for t, offset, value in zip(ids, offsets, [None, *scores])])
+
+
+def _sent_offsets(tokenizer, ids: list[int], sent: str) -> list[int] | None:
+    """Where each token of a prompt sent as text starts in it (the fast tokenizer's offset mapping), or None when
+    the tokenizer cannot say or reads the text into other tokens."""
+    if not getattr(tokenizer, "is_fast", False):
+        return None
+    enc = tokenizer(sent, return_offsets_mapping=True)
+    if list(enc["input_ids"]) != list(ids):
+        return None
+    return [start for start, _ in enc["offset_mapping"]]

@@ -77,6 +77,9 @@ def _logprobs_asked(body: dict, chat: bool) -> int | None:
     return (top or 0) if wanted else None
 
 
+STREAM_OPTIONS = {"include_usage", "continuous_usage_stats", "include_obfuscation"}  # the last pads chunks: moot here
+
+
 @dataclass
 class Request:
     chat: bool
@@ -96,9 +99,9 @@ def parse(body, chat: bool, model_name: str, max_output_len: int) -> Request:
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
     stream = _field(body, "stream", bool, False, need="true or false", allow_bool=True)
-    options = _field(body, "stream_options", dict, {}, lambda v: stream and set(v) <= {"include_usage"} and
-                     isinstance(v.get("include_usage", False), bool),
-                     '{"include_usage": true or false}, with "stream": true')
+    options = _field(body, "stream_options", dict, {}, lambda v: stream and set(v) <= STREAM_OPTIONS and all(
+                     isinstance(x, bool) for x in v.values()) and not v.get("continuous_usage_stats"),
+                     '{"include_usage": true or false}, with "stream": true (continuous_usage_stats: false)')
     _field(body, "model", str, None, lambda v: v == model_name, f'"{model_name}" (GET /v1/models)')
     _field(body, "best_of", int, 1, lambda v: v == 1, '1: send "n" for more answers')
     _field(body, "suffix", str, None, lambda v: False, "left out: no insertion here")
@@ -124,11 +127,20 @@ def parse(body, chat: bool, model_name: str, max_output_len: int) -> Request:
         stream=stream, include_usage=options.get("include_usage", False))
 
 
-# Fields that change the answer and that this server does not implement -> the values that change nothing.
+# Fields that change the answer and that this server does not implement -> the values that change nothing (none:
+# any value is refused). OpenAI's, and vLLM's / trtllm-serve's extensions that clients send.
 UNSUPPORTED = {
-    "presence_penalty": (0,), "frequency_penalty": (0,), "repetition_penalty": (1,), "logit_bias": ({},),
-    "min_tokens": (0,), "ignore_eos": (False,), "use_beam_search": (False,), "tools": ([],),
-    "response_format": ({"type": "text"},),
+    "presence_penalty": (0,), "frequency_penalty": (0,), "repetition_penalty": (1,), "length_penalty": (1,),
+    "logit_bias": ({},), "min_tokens": (0,), "ignore_eos": (False,), "use_beam_search": (False,), "tools": ([],),
+    "response_format": ({"type": "text"},), "stop_token_ids": ([],), "bad_words": ([],),
+    "skip_special_tokens": (True,), "include_stop_str_in_output": (False,), "truncate_prompt_tokens": (),
+    "prompt_logprobs": (), "guided_json": (), "guided_regex": (), "guided_choice": (), "guided_grammar": (),
+    "logits_processors": (),
+}
+ENDPOINT = {  # how this server builds each endpoint's prompt
+    False: {"add_special_tokens": (True,)},
+    True: {"add_special_tokens": (False,), "add_generation_prompt": (True,), "continue_final_message": (False,),
+           "chat_template": (), "chat_template_kwargs": ({},)},
 }
 # Sampling filters: nothing to change on a greedy answer, refused when the checkpoint samples (it samples the
 # whole softmax(logits / T), as its ReDrafter engine does).
@@ -139,10 +151,12 @@ def _same(a, b) -> bool:
     return a == b and isinstance(a, bool) == isinstance(b, bool)
 
 
-def refuse_unsupported(body: dict, sampling: bool) -> None:
-    table = UNSUPPORTED | (SAMPLING_FILTERS if sampling else {})
+def refuse_unsupported(body: dict, chat: bool, sampling: bool) -> None:
+    table = UNSUPPORTED | ENDPOINT[chat] | (SAMPLING_FILTERS if sampling else {})
     for name, neutral in table.items():
         value = body.get(name)
         if value is not None and not any(_same(value, v) for v in neutral):
-            raise RequestError(f'"{name}" is not implemented by this server and would change the answer: leave it '
-                               f'out (or send {json.dumps(neutral[0])})')
+            fix = f"leave it out (or send {json.dumps(neutral[0])})" if neutral else "leave it out"
+            if name == "prompt_logprobs":
+                fix = 'send "echo": true with "logprobs": k for the prompt\'s logprobs'
+            raise RequestError(f'"{name}" is not implemented by this server and would change the answer: {fix}')

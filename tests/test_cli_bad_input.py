@@ -225,3 +225,9 @@ def test_repeatable_options_and_values_that_look_like_options_still_parse(tmp_pa
 
     res = CliRunner().invoke(probe, ["--data", "a", "--data", "b", "--stop", "--port", "--port", "7"])
     assert res.exit_code == 0 and res.output.strip() == "('a', 'b') --port 7"
+    res = CliRunner().invoke(probe, ["--data", "--port", "--port", "7"])  # a repeatable option's value too
+    assert res.exit_code == 0 and res.output.strip() == "('--port',) None 7"
+    res = CliRunner().invoke(probe, ["--port", "1", "--port", "2", "--help"])  # help still answers
+    assert res.exit_code == 0 and "--data" in res.output
+    res = CliRunner().invoke(probe, ["--port", "1", "--port", "2"], resilient_parsing=True)  # shell completion
+    assert res.exception is None

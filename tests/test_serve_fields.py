@@ -91,11 +91,56 @@ def test_max_tokens_zero_with_echo_scores_the_prompt_alone(url, backend):
     assert [c["text"] for c in plain["choices"]] == body["prompt"] and plain["choices"][0]["logprobs"] is None
 
 
-def test_chat_echo_starts_with_the_last_message(url):
+def test_chat_echo_starts_with_a_started_answer_only(url):
+    """As trtllm-serve: echo brings back a last message of the answering role (an answer the client started)."""
     body = {"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4}
     plain = call(url, "/v1/chat/completions", body)[1]["choices"][0]["message"]["content"]
-    echoed = call(url, "/v1/chat/completions", body | {"echo": True})[1]["choices"][0]["message"]["content"]
-    assert echoed == "Say hi." + plain
+    assert call(url, "/v1/chat/completions", body | {"echo": True})[1]["choices"][0]["message"]["content"] == plain
+    started = {"messages": body["messages"] + [{"role": "assistant", "content": "Sure:"}], "max_tokens": 4}
+    answer = call(url, "/v1/chat/completions", started)[1]["choices"][0]["message"]["content"]
+    echoed = call(url, "/v1/chat/completions", started | {"echo": True})[1]["choices"][0]["message"]["content"]
+    assert echoed == "Sure:" + answer
+
+
+@pytest.mark.parametrize("prompt", ["<|im_start|>user\nhi<|im_end|>", "café 😀 日本語 🤖x"])
+def test_echo_is_the_prompt_as_sent_with_offsets_into_it(url, prompt):
+    choice = call(url, "/v1/completions", {"prompt": prompt, "echo": True, "logprobs": 0, "max_tokens": 0})[1][
+        "choices"][0]
+    assert choice["text"] == prompt
+    lp = choice["logprobs"]
+    assert lp["text_offset"] == sorted(lp["text_offset"])
+    for token, offset in zip(lp["tokens"], lp["text_offset"]):
+        if token.startswith("bytes:"):  # part of a character: it starts where that character does
+            assert bytes(int(b, 16) for b in token[len("bytes:"):].split("\\x")[1:]) in prompt[offset: offset + 2].encode()
+        else:
+            assert prompt[offset:].startswith(token), (token, offset)
+
+
+@pytest.mark.parametrize("body, needle", [
+    ({"prompt": [-1], "echo": True, "max_tokens": 2}, "vocabulary"),
+    ({"prompt": [60000], "echo": True, "max_tokens": 0}, "vocabulary"),
+    ({"prompt": ["", "a"], "echo": True, "max_tokens": 0}, "empty"),
+    ({"prompt": [1] * 8193, "echo": True, "max_tokens": 0}, "8192 positions"),
+    ({"prompt": "hi", "stop_token_ids": [13]}, '"stop_token_ids"'),
+    ({"prompt": "hi", "skip_special_tokens": False}, '"skip_special_tokens"'),
+    ({"prompt": "hi", "prompt_logprobs": 1}, '"echo": true with "logprobs"'),
+    ({"prompt": "hi", "add_special_tokens": False}, '"add_special_tokens"'),
+    ({"prompt": "hi", "stream": True, "stream_options": {"continuous_usage_stats": True}}, "continuous_usage_stats"),
+])
+def test_echo_checks_prompts_first_and_more_fields_are_refused(url, body, needle):
+    status, out = call(url, "/v1/completions", body)
+    assert status == 400 and needle in out["error"]["message"], out
+
+
+def test_streamed_echo_of_a_prompt_too_long_is_a_plain_400(url):
+    status, out = call(url, "/v1/completions", {"prompt": [1] * 8190, "max_tokens": 5, "echo": True, "stream": True})
+    assert status == 400 and "positions" in out["error"]["message"]  # refused before any chunk went out
+    status, out = call(url, "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}],
+                                                     "add_generation_prompt": False})
+    assert status == 400 and '"add_generation_prompt"' in out["error"]["message"]
+    ok = {"prompt": "hi", "max_tokens": 2, "stream": True, "add_special_tokens": True,
+          "stream_options": {"include_usage": True, "continuous_usage_stats": False, "include_obfuscation": True}}
+    assert stream(url, "/v1/completions", ok)[-1]["usage"]["completion_tokens"] == 2
 
 
 def test_metrics_are_the_decoding_steps_as_trtllm_iteration_stats(url, backend):
@@ -109,9 +154,9 @@ def test_metrics_are_the_decoding_steps_as_trtllm_iteration_stats(url, backend):
     assert all(s["numDraftTokens"] == s["numRequestsWithDraftTokens"] * backend.config.draft_len for s in spec)
     assert all(0 <= s["numAcceptedTokens"] <= s["numDraftTokens"] for s in spec)
     assert sum(s["numCompletedRequests"] for s in steps) == 2 and steps[0]["numActiveRequests"] == 2
-    # every token after each prompt's first (the prefill's) comes from a step; a step's last tokens may be cut
+    # every token after each prompt's first (the prefill's) comes from a step, counted as returned
     emitted = sum(s["numAcceptedTokens"] + s["numRequestsWithDraftTokens"] for s in spec)
-    assert emitted >= out["usage"]["completion_tokens"] - 2
+    assert emitted == out["usage"]["completion_tokens"] - 2
     assert out["redrafter"]["steps"] == sum(s["numActiveRequests"] for s in steps) + 2  # + the two prefills
     assert all(s["iterLatencyMS"] > 0 for s in steps)
     assert call(url, "/metrics") == (200, [])  # each step is given once

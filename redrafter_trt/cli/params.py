@@ -18,24 +18,25 @@ class Command(click.Command):
     and everything after `--` are left alone."""
 
     def parse_args(self, ctx, args):
-        once = {name: param for param in self.params
-                if isinstance(param, click.Option) and not param.multiple and not param.count
-                for name in param.opts + param.secondary_opts}
+        head = args[: args.index("--")] if "--" in args else args
+        if ctx.resilient_parsing or set(head) & set(self.get_help_option_names(ctx)):  # shell completion, --help
+            return super().parse_args(ctx, args)
+        options = {name: param for param in self.params if isinstance(param, click.Option)
+                   for name in param.opts + param.secondary_opts}
         seen: dict[str, str] = {}
-        rest = iter(args)
+        rest = iter(head)
         for arg in rest:
-            if arg == "--":
-                break
             name = arg.split("=", 1)[0]
-            param = once.get(name)
+            param = options.get(name)
             if param is None:
                 continue
-            if param.name in seen:
-                twice = f"{name} is given twice" if seen[param.name] == name else \
-                    f"{seen[param.name]} and {name} set the same option"
-                raise click.UsageError(f"{twice}: give it once", ctx)
-            seen[param.name] = name
-            if not param.is_flag and "=" not in arg:
+            if not (param.multiple or param.count):
+                if param.name in seen:
+                    twice = f"{name} is given twice" if seen[param.name] == name else \
+                        f"{seen[param.name]} and {name} set the same option"
+                    raise click.UsageError(f"{twice}: give it once", ctx)
+                seen[param.name] = name
+            if not param.is_flag and not param.count and "=" not in arg:
                 next(rest, None)  # its value, whatever it looks like
         return super().parse_args(ctx, args)
 

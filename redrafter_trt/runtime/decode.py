@@ -16,8 +16,9 @@ as rows numbered after those already there. Decoding ends when no row runs and a
 tensor parallelism rank 0's answer is broadcast (every rank passes an admit, or none).
 
 `on_step(rows, tokens, ended, seconds)` (optional) hears of each decoding step after the prefill: the rows it decoded,
-the tokens they emitted before EOS / max_new_tokens cuts (rows + accepted drafts), the rows that ended at it and its
-wall time (a server's iteration statistics). Informational: under tensor parallelism rank 0 alone passes one.
+the tokens they emitted (1 + accepted drafts each, after the EOS and max_new_tokens cuts), the rows that ended at it
+and its wall time (a server's iteration statistics; on_tokens has seen the step's tokens by then). Informational:
+under tensor parallelism rank 0 alone passes one.
 
 `logprobs=k` (None: off) adds each emitted token's log-probability under the base model and the k most likely
 tokens there: log-softmax of the base's raw logits at the node that emitted it (temperature not applied, as vLLM's
@@ -217,6 +218,7 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
         counts, emitted = acc.count.tolist(), acc.emitted.tolist()
         step_lps = (token_logprobs(base, hidden[rows[:, None], acc.path], acc.emitted, logprobs)
                     if logprobs is not None else None)
+        decoded, before = active, sum(len(outputs[b]) for b in active)
         for i, b in enumerate(active):
             room = max_new_tokens - len(outputs[b])
             new = emitted[i][: min(counts[i], room)]
@@ -227,7 +229,8 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
             steps[b] += 1
         active, keep = _finish(active, outputs, eos, max_new_tokens, reporter, group, dev)
         if on_step is not None:
-            on_step(n, sum(counts), n - len(active), time.perf_counter() - step_start)
+            kept = sum(len(outputs[b]) for b in decoded) - before  # after the EOS and max_new_tokens cuts
+            on_step(n, kept, n - len(active), time.perf_counter() - step_start)
         if len(active) < n:
             cache.select_rows(keep.to(dev)); h, g0 = h[keep], g0[keep]
         joining = _admitted(admit, len(active), group) if active else []  # one round per step: running rows go on
