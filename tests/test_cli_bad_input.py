@@ -231,3 +231,13 @@ def test_repeatable_options_and_values_that_look_like_options_still_parse(tmp_pa
     assert res.exit_code == 0 and "--data" in res.output
     res = CliRunner().invoke(probe, ["--port", "1", "--port", "2"], resilient_parsing=True)  # shell completion
     assert res.exception is None
+
+
+def test_a_bad_top_level_option_is_one_line_and_exit_codes_survive():
+    res = CliRunner().invoke(main, ["--bogus"])
+    assert res.exit_code == 2 and res.output.strip().splitlines() == [
+        "error: No such option '--bogus'. Did you mean '--verbose'? (see 'redrafter-trt --help')"]
+    assert CliRunner().invoke(main, ["inspect", "/nonexistent"]).exit_code == 2  # ctx.exit(2) inside a command
+    assert CliRunner().invoke(main, ["--version"]).exit_code == 0
+    bare = CliRunner().invoke(main, [])
+    assert bare.exit_code == 2 and "Commands:" in bare.output and "error:" not in bare.output

@@ -32,6 +32,9 @@ COMMANDS = {
 }
 
 
+NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
+
+
 class LazyGroup(click.Group):
     def list_commands(self, ctx):
         return [name for name in COMMANDS if self._spec_exists(name)]
@@ -46,6 +49,28 @@ class LazyGroup(click.Group):
             return None
         module, attr = COMMANDS[name].split(":")
         return getattr(importlib.import_module(module), attr)
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        """click's own entry point, with a bad top-level option as one line too (click prints a usage block)."""
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)  # ctx.exit(n) comes back as n
+        except NO_ARGS_IS_HELP as e:  # no command at all: the help, as click shows it
+            e.show()
+            sys.exit(e.exit_code)
+        except click.UsageError as e:
+            click.echo(f"error: {e.format_message()} (see 'redrafter-trt --help')", err=True)
+            sys.exit(2)
+        except click.ClickException as e:
+            e.show()
+            sys.exit(e.exit_code)
+        except click.exceptions.Exit as e:
+            sys.exit(e.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx):
         try:
