@@ -249,3 +249,12 @@ def test_fp8_bad_input(tiny_llama, tiny_drafter, tmp_path, monkeypatch):
     with pytest.raises(DependencyError, match=r"redrafter-trt\[fp8\]"):
         convert(tiny_llama, tiny_drafter, out, quantize="fp8", dtype="bfloat16")
     assert not out.exists()
+
+
+def test_misleading_modelopt_warnings_stay_off_screen(fp8_models, tmp_path, recwarn):
+    """modelopt says "Enable lm_head quantization" on every export; the exported lm_head is not FP8 (checked above),
+    so a convert must not tell the user it is."""
+    export_fp8_base(fp8_models["llama"], tmp_path / "fp8", tp_size=1, dtype="bfloat16", kv_cache_dtype=None,
+                    calib_prompts=["hello world"] * 2, calib_size=2, calib_seq_len=8, calib_batch_size=2, device="cpu")
+    said = [str(w.message) for w in recwarn.list]
+    assert not [m for m in said if "lm_head quantization" in m or "Cannot export tensorrt_llm" in m], said
