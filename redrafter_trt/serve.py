@@ -89,12 +89,13 @@ class App:
         backend, n = self.backend, req.n
         prompts = ([backend.encode_chat(req.prompts[0])] if chat else
                    [backend.encode(p) if isinstance(p, str) else p for p in req.prompts])
-        answers = len(prompts) * n  # answer i is prompt i // n's
-        backend.check([p for p in prompts for _ in range(n)], req.max_tokens)  # before anything is echoed
+        rows = [p for p in prompts for _ in range(n)]  # answer i is prompt i // n's
+        backend.check(rows, req.max_tokens)  # before anything is echoed
         echoes = self._echoes(req, prompts)
         head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", "created": int(time.time()),
                 "model": self.model_name}
         kind = "chat.completion" if chat else "text_completion"
+        chunk_kind = kind + (".chunk" if chat else "")
 
         def lps(values: list) -> dict | None:
             return None if req.logprobs is None else logprobs_json(backend.tokenizer, values, chat)
@@ -106,31 +107,31 @@ class App:
         def chunk(i: int, delta: str, values: list, role: bool = False) -> None:
             part = ({"delta": {"role": "assistant", "content": delta} if role else {"content": delta}} if chat else
                     {"text": delta})
-            events(head | {"object": kind + (".chunk" if chat else ""),
+            events(head | {"object": chunk_kind,
                            "choices": [{"index": i, **part, "logprobs": lps(values), "finish_reason": None}]})
         if req.stream:
-            for i in range(answers):
+            for i in range(len(rows)):
                 if chat:  # as OpenAI: the first chunk names the role
                     chunk(i, "", [], role=True)
                 if echoes[i // n].text or echoes[i // n].values:
                     chunk(i, echoes[i // n].text, echoes[i // n].values)
-        choices = backend.complete([p for p in prompts for _ in range(n)], req.max_tokens, req.temperature, req.seed,
+        choices = backend.complete(rows, req.max_tokens, req.temperature, req.seed,
                                    req.stop, (lambda i, delta, values: chunk(i, delta, after_echo(i, values)))
                                    if req.stream else None, req.logprobs) if req.max_tokens else (
-            [Choice([], "", 0, "length", []) for _ in range(answers)])  # echo only: the prompt scored
+            [Choice([], "", 0, "length", []) for _ in rows])  # echo only: the prompt scored
         made = sum(len(c.ids) for c in choices)
         steps = sum(c.steps for c in choices)
-        usage = {"prompt_tokens": sum(map(len, prompts)), "completion_tokens": made,
-                 "total_tokens": sum(map(len, prompts)) + made}
+        prompt_tokens = sum(map(len, prompts))
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": made, "total_tokens": prompt_tokens + made}
         tail = {"usage": usage, "redrafter": {"steps": steps, "tokens_per_step": round(made / max(steps, 1), 4)}}
         if req.stream:
             empty = {"delta": {}} if chat else {"text": ""}
             ends = [{"index": i, **empty, "logprobs": None, "finish_reason": c.finish_reason}
                     for i, c in enumerate(choices)]
             if req.include_usage:  # as OpenAI: the usage only in a last chunk without choices (null before it)
-                events(head | {"object": kind + (".chunk" if chat else ""), "choices": ends, "usage": None})
+                events(head | {"object": chunk_kind, "choices": ends, "usage": None})
                 ends = []
-            events(head | {"object": kind + (".chunk" if chat else ""), "choices": ends} | tail)
+            events(head | {"object": chunk_kind, "choices": ends} | tail)
             return None
         return HTTPStatus.OK, head | {"object": kind, "choices": [
             ({"index": i, "message": {"role": "assistant", "content": echoes[i // n].text + c.text}} if chat else

@@ -1,7 +1,7 @@
 """The reference server's request bodies: OpenAI's (and trtllm-serve's) fields, checked, into a `Request`.
 
     request = parse(body, chat=False, model_name="smol", max_output_len=256)    # RequestError: a 400 and the fix
-    refuse_unsupported(body, sampling=True)
+    refuse_unsupported(body, chat=False, sampling=True)             # the same for fields it would ignore
 
 A field this server does not implement is refused when it would change the answer (`UNSUPPORTED`), never ignored:
 a client asking for top_p 0.9 or a presence penalty gets a 400 naming it, not an answer made without it. Fields

@@ -105,6 +105,11 @@ def check_positions(cfg: RuntimeConfig, prompt_ids: list[list[int]], max_new_tok
                           f"{cfg.max_positions} positions: shorten the prompt or ask for fewer tokens")
 
 
+def _check_top_k(k: int) -> None:
+    if not 0 <= k <= MAX_TOP_LOGPROBS:
+        raise ConfigError(f"logprobs {k} is outside 0..{MAX_TOP_LOGPROBS}")
+
+
 def generate(model: ReDrafterModel, prompt_ids: list[list[int]], max_new_tokens: int, num_beams: int | None = None,
              draft_len: int | None = None, temperature: float = 0.0, eos_token_id: int | list[int] | None = None,
              seed: int = 0, use_draft: bool = True, batch_size: int | None = None,
@@ -123,8 +128,8 @@ def generate(model: ReDrafterModel, prompt_ids: list[list[int]], max_new_tokens:
         raise ConfigError(f"--max-output-len {max_new_tokens} must be at least 1")
     check_positions(model.config, prompt_ids, max_new_tokens)
     W, L = check_draft_shape(model.config, num_beams, draft_len, use_draft)
-    if logprobs is not None and not 0 <= logprobs <= MAX_TOP_LOGPROBS:
-        raise ConfigError(f"logprobs {logprobs} is outside 0..{MAX_TOP_LOGPROBS}")
+    if logprobs is not None:
+        _check_top_k(logprobs)
     if admit is not None and batch_size is not None:
         raise ConfigError("admit joins prompts to one running batch: leave batch_size out")
     size = batch_size or len(prompt_ids)
@@ -180,8 +185,7 @@ def prompt_logprobs(model: ReDrafterModel, prompt_ids: list[list[int]], k: int) 
     Under tp every rank calls it with the same arguments."""
     if not prompt_ids or any(len(p) == 0 for p in prompt_ids):
         raise ConfigError("every prompt needs at least one token")
-    if not 0 <= k <= MAX_TOP_LOGPROBS:
-        raise ConfigError(f"logprobs {k} is outside 0..{MAX_TOP_LOGPROBS}")
+    _check_top_k(k)
     check_positions(model.config, prompt_ids, 0)
     out = []
     for ids in prompt_ids:

@@ -218,7 +218,7 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
         counts, emitted = acc.count.tolist(), acc.emitted.tolist()
         step_lps = (token_logprobs(base, hidden[rows[:, None], acc.path], acc.emitted, logprobs)
                     if logprobs is not None else None)
-        decoded, before = active, sum(len(outputs[b]) for b in active)
+        decoded, before = active, (sum(len(outputs[b]) for b in active) if on_step is not None else 0)
         for i, b in enumerate(active):
             room = max_new_tokens - len(outputs[b])
             new = emitted[i][: min(counts[i], room)]
