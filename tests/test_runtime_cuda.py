@@ -1,45 +1,101 @@
-"""The reference runtime on a CUDA GPU (marker `gpu`, deselected by default; run `python -m pytest -m gpu` on a
-machine with CUDA). Not yet run: no GPU has been lent to this project's sessions so far.
+"""The reference runtime and `train` on a CUDA GPU (marker `gpu`, deselected by default; run
+`python -m pytest -m gpu tests/test_runtime_cuda.py` on a machine with CUDA). `REDRAFTER_TEST_DEVICE=cpu` runs the
+same checks on the CPU (to try the module without a GPU; it proves nothing about CUDA).
 
-float32 on the GPU must give the CPU's logits (tight tolerance) and transformers' greedy tokens. float16 and
-bfloat16 must keep the float32 argmax almost everywhere and generate; their speculative output is not compared with
-plain decoding token for token: verifying a tree rounds differently from a one-token forward, so in 16-bit a near
-tie can flip (seen on CPU in bfloat16), as it can in TensorRT-LLM."""
+float32 on the GPU must give the CPU's logits (tight tolerance) and, plain and speculative, transformers' greedy
+tokens from the same GPU. float16 and bfloat16 must keep the float32 argmax almost everywhere and generate; their
+speculative output is not compared with plain decoding token for token: verifying a tree rounds differently from a
+one-token forward, so in 16-bit a near tie can flip (seen on CPU in bfloat16), as it can in TensorRT-LLM.
+Training on the GPU must lower the loss, write a drafter the CPU loads, and repeat itself under one seed."""
 
 from __future__ import annotations
+
+import dataclasses
+import os
 
 import pytest
 import torch
 
 from redrafter_trt import runtime as rt
-from test_runtime_support import checkpoint, chat_prompts, eos_of, fresh_drafter, hf_greedy
+from redrafter_trt.drafter import load_drafter
+from redrafter_trt.train import train_drafter
+from test_runtime_support import LookupDrafter, chat_prompts, checkpoint, eos_of, fresh_drafter, hf_greedy
+from test_train_loop import _cfg, chat_base, qa_file  # noqa: F401  (fixtures)
 
+DEVICE = os.environ.get("REDRAFTER_TEST_DEVICE", "cuda")
 pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+              pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 
 IDS = [1, 17, 33, 5, 250, 99, 3, 3, 42, 7, 128, 64, 200, 11]
+TINY_PROMPTS = [[1, 17, 33, 5], [1, 250, 99, 3, 3, 42, 7, 128, 64], [1, 200], [1, 11, 12, 13, 14, 15, 16]]
+
+
+def hf_greedy_on_device(base, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+    """transformers' greedy `generate` on DEVICE in float32, batch 1, cut after the first EOS."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).to(DEVICE).eval()
+    eos = eos_of(base)
+    eos = set(eos if isinstance(eos, list) else [eos])
+    outs = []
+    with torch.no_grad():
+        for p in prompts:
+            x = torch.tensor([p], device=DEVICE)
+            new = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=max_new_tokens,
+                                 do_sample=False)[0, len(p):].tolist()
+            cut = next((i + 1 for i, t in enumerate(new) if t in eos), len(new))
+            outs.append(new[:cut])
+    return outs
 
 
 def test_float32_logits_equal_cpu(smollm2):
     ckpt = checkpoint(smollm2, fresh_drafter(smollm2), 1)
     cpu = rt.forward_logits(rt.load(ckpt), IDS)
-    gpu = rt.forward_logits(rt.load(ckpt, device="cuda"), IDS)
-    torch.testing.assert_close(gpu, cpu, atol=1e-3, rtol=1e-3)
+    gpu = rt.forward_logits(rt.load(ckpt, device=DEVICE), IDS)
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-3, rtol=1e-3)
 
 
 def test_float32_greedy_equals_transformers(smollm2):
-    model = rt.load(checkpoint(smollm2, fresh_drafter(smollm2), 1), device="cuda")
+    model = rt.load(checkpoint(smollm2, fresh_drafter(smollm2), 1), device=DEVICE)
     prompts = chat_prompts(smollm2, 4)
-    res = rt.generate(model, prompts, 48, eos_token_id=eos_of(smollm2))
-    assert res.output_ids == [hf_greedy(smollm2, p, 48) for p in prompts]
+    refs = hf_greedy_on_device(smollm2, prompts, 48)
+    eos = eos_of(smollm2)
+    assert rt.generate(model, prompts, 48, eos_token_id=eos, use_draft=False).output_ids == refs
+    assert rt.generate(model, prompts, 48, eos_token_id=eos, num_beams=4, draft_len=4).output_ids == refs
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_qwen2"])
+def test_tiny_speculative_exact_with_accepted_drafts(request, fixture, tiny_drafter):
+    """A lookup drafter gets many drafts accepted, rows accepting different counts: the tree verification and the
+    KV compaction run on the GPU, and the output is still transformers' greedy output."""
+    base = request.getfixturevalue(fixture)
+    refs = [hf_greedy(base, p, 40) for p in TINY_PROMPTS]
+    assert hf_greedy_on_device(base, TINY_PROMPTS, 40) == refs
+    model = rt.load(checkpoint(base, tiny_drafter, 1, num_beams=3, draft_len=4), device=DEVICE)
+    model = dataclasses.replace(model, drafter=LookupDrafter([p + r for p, r in zip(TINY_PROMPTS, refs)], 256,
+                                                             seed=1))
+    res = rt.generate(model, TINY_PROMPTS, 40, eos_token_id=eos_of(base))
+    assert res.output_ids == refs
+    assert res.mean_tokens_per_step > 1.5 and len({tuple(a) for a in res.accepted}) > 1
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_half_dtypes(smollm2, dtype):
     ckpt = checkpoint(smollm2, fresh_drafter(smollm2), 1)
-    ref = rt.forward_logits(rt.load(ckpt, device="cuda"), IDS)
-    model = rt.load(ckpt, device="cuda", dtype=dtype)
+    ref = rt.forward_logits(rt.load(ckpt, device=DEVICE), IDS)
+    model = rt.load(ckpt, device=DEVICE, dtype=dtype)
     half = rt.forward_logits(model, IDS)
     assert (half.argmax(-1) == ref.argmax(-1)).float().mean() > 0.9
     res = rt.generate(model, chat_prompts(smollm2, 4), 48, eos_token_id=eos_of(smollm2))
     assert all(out for out in res.output_ids) and res.mean_tokens_per_step >= 1.0
+
+
+def test_train_on_device_learns_and_repeats_under_one_seed(chat_base, qa_file, tmp_path):  # noqa: F811
+    losses = []
+    a = train_drafter(_cfg(chat_base, qa_file, tmp_path / "a", max_steps=40, device=DEVICE),
+                      on_progress=lambda p: p.stats and losses.append(p.stats.loss))
+    assert sum(losses[-5:]) / 5 < 0.8 * sum(losses[:5]) / 5
+    b = train_drafter(_cfg(chat_base, qa_file, tmp_path / "b", max_steps=40, device=DEVICE))
+    ta, tb = load_drafter(a)[1], load_drafter(b)[1]  # loads on the CPU
+    assert all(t.device.type == "cpu" for t in ta.values())
+    assert all(torch.equal(ta[k], tb[k]) for k in ta)
