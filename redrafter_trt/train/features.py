@@ -36,7 +36,7 @@ class Features:
         """For anchors `idx` [B]: tokens t+1..t+k+1 [B, k+1] and the validity of drafter step i [B, k]
         (tokens t+1..t+i+2 all assistant tokens)."""
         t = self.anchors[idx]
-        offs = torch.arange(1, k + 2)
+        offs = torch.arange(1, k + 2, device=t.device)
         pos = t[:, None] + offs[None, :]
         win, m = self.tokens[pos], self.mask[pos]
         valid = m.cumprod(dim=1)[:, 1:].bool()
