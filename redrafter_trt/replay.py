@@ -69,7 +69,7 @@ def greedy_pass(model, prompt_ids: list[list[int]], max_new_tokens: int, eos: li
         T = ids.shape[1]
         causal = torch.ones(T, T, dtype=torch.bool, device=base.device).tril()[None]
         hidden = base.forward(ids, torch.arange(T, device=base.device)[None], causal, base.new_cache(1, T))[0]
-        contexts.append(hidden[len(prompt) - 1: len(prompt) - 1 + len(out)].float())
+        contexts.append(hidden[len(prompt) - 1: len(prompt) - 1 + len(out)])  # the dtype decode hands the drafter
     return outputs, contexts
 
 

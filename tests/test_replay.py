@@ -68,8 +68,10 @@ def test_replay_equals_decoding(tiny_llama, tiny_drafter, eos_at):
     assert accepted_some  # long runs were accepted: the walk's jumps were exercised
 
 
-def test_replay_with_the_checkpoint_drafter(tiny_llama, tiny_drafter):
-    model = rt.load(checkpoint(tiny_llama, tiny_drafter, 1, num_beams=3, draft_len=4))
+@pytest.mark.parametrize("dtype", [None, "bfloat16", "float16"])
+def test_replay_with_the_checkpoint_drafter(tiny_llama, tiny_drafter, dtype):
+    """Also in 16 bits (the drafter once got float32 contexts there: a dtype error)."""
+    model = rt.load(checkpoint(tiny_llama, tiny_drafter, 1, num_beams=3, draft_len=4), dtype=dtype)
     outputs, contexts = greedy_pass(model, PROMPTS, 20, [])
     for w, n in [(1, 2), (3, 4)]:
         r = replay(model.drafter, outputs, contexts, w, n)

@@ -99,3 +99,19 @@ def test_train_on_device_learns_and_repeats_under_one_seed(chat_base, qa_file, t
     ta, tb = load_drafter(a)[1], load_drafter(b)[1]  # loads on the CPU
     assert all(t.device.type == "cpu" for t in ta.values())
     assert all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
+def test_train_on_device_resumes_as_uninterrupted(chat_base, qa_file, tmp_path):  # noqa: F811
+    """--resume on the GPU (the saved state is read onto the CPU, the kept rows compared across devices)."""
+    whole = load_drafter(train_drafter(_cfg(chat_base, qa_file, tmp_path / "whole", device=DEVICE)))[1]
+
+    def interrupt(p):
+        if p.stage == "train" and p.done == 6:
+            raise KeyboardInterrupt
+
+    cfg = _cfg(chat_base, qa_file, tmp_path / "cut", device=DEVICE)
+    with pytest.raises(KeyboardInterrupt):
+        train_drafter(cfg, on_progress=interrupt)
+    cfg.resume = True
+    resumed = load_drafter(train_drafter(cfg))[1]
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)

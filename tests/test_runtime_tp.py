@@ -76,3 +76,19 @@ def test_prompts_joining_a_running_tp2_batch_get_their_answers_alone(tiny_llama,
         ranks.close()
     assert calls[:3] == [1, 1, 1] and calls[3] == 3  # joined after the third step
     assert result.output_ids == [a.output_ids[0] for a in alone] and result.steps == [a.steps[0] for a in alone]
+
+
+def test_too_few_gpus_is_one_clear_error_before_any_rank_starts(tiny_llama, tiny_drafter, monkeypatch):
+    """A tp=2 checkpoint on CUDA with one GPU visible: generate_tp (run) and LocalRanks (serve) both say so, instead
+    of a spawned rank's 'invalid device ordinal'."""
+    import torch
+
+    from redrafter_trt.errors import ConfigError
+    from redrafter_trt.runtime.ranks import LocalRanks
+
+    ckpt = checkpoint(tiny_llama, tiny_drafter, 2)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(rt, "launch", lambda *a, **k: pytest.fail("a rank was started"))
+    for start in (lambda: rt.generate_tp(ckpt, [[1, 2, 3]], 4, device="cuda"), lambda: LocalRanks(ckpt, "cuda")):
+        with pytest.raises(ConfigError, match="tp=2 checkpoint but 1 CUDA device"):
+            start()

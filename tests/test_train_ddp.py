@@ -50,3 +50,22 @@ def test_torchrun_two_ranks(tmp_path):
     cfg, _ = load_drafter(tmp_path / "out")
     assert cfg.predict_n == 2
     assert torch.equal(torch.load(tmp_path / "params0.pt"), torch.load(tmp_path / "params1.pt"))
+
+
+def test_process_group_follows_the_device(monkeypatch):
+    """torchrun's ranks join gloo for --device cpu (even on a host with GPUs), and for --device cuda / cuda:N each
+    takes its LOCAL_RANK's GPU with NCCL for GPU tensors and gloo for CPU ones (the kept-vocabulary vote is a CPU
+    tensor: NCCL alone refuses it)."""
+    from redrafter_trt.train import loop
+
+    joined, gpus = [], []
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.distributed, "init_process_group", lambda backend: joined.append(backend))
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", gpus.append)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert loop._dist("cpu") == (1, 2)
+    assert loop._dist("cuda") == (1, 2) and loop._dist("cuda:0") == (1, 2)
+    assert joined == ["gloo", "cpu:gloo,cuda:nccl", "cpu:gloo,cuda:nccl"] and gpus == [1, 1]

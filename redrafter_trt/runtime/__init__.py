@@ -36,7 +36,7 @@ from .config import DTYPES, RuntimeConfig
 from .decode import MAX_TOP_LOGPROBS, GenerationResult, TokenLogprob, decode, token_logprobs
 from .drafter import CheckpointDrafter
 from .model import BaseModel, read_rank_file
-from .tp import SINGLE, TPGroup, launch, rank_device
+from .tp import SINGLE, TPGroup, launch, rank_device, require_gpus
 
 __all__ = ["ReDrafterModel", "GenerationResult", "TokenLogprob", "RuntimeConfig", "load", "generate", "generate_tp",
            "forward_logits", "forward_logits_tp", "prompt_logprobs"]
@@ -156,6 +156,7 @@ def generate_tp(checkpoint_dir: Path | str, prompt_ids: list[list[int]], max_new
     check_draft_shape(cfg, kwargs.get("num_beams"), kwargs.get("draft_len"), kwargs.get("use_draft", True))
     if cfg.tp_size == 1:
         return generate(load(checkpoint_dir, device, dtype), prompt_ids, max_new_tokens, **kwargs)
+    require_gpus(device, cfg.tp_size, checkpoint_dir)
     return launch(_tp_worker, cfg.tp_size, str(checkpoint_dir), device, dtype, prompt_ids,
                   {"max_new_tokens": max_new_tokens, **kwargs}, device=device)
 

@@ -24,13 +24,12 @@ import signal
 import threading
 from multiprocessing.connection import wait
 
-import torch
 import torch.distributed as dist
 
-from ..errors import ConfigError, RedrafterError, first_line
+from ..errors import RedrafterError, first_line
 from .config import RuntimeConfig
 from .decode import GenerationResult
-from .tp import free_port, join, rank_device
+from .tp import free_port, join, rank_device, require_gpus
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +100,7 @@ class LocalRanks:
         if size == 1:
             self.model = load(checkpoint_dir, device=device, dtype=dtype)
             return
-        if device.startswith("cuda") and torch.cuda.device_count() < size:
-            raise ConfigError(f"{checkpoint_dir} is a tp={size} checkpoint but {torch.cuda.device_count()} CUDA "
-                              f"device(s) are visible: run on {size} GPUs, or convert with a smaller --tp-size")
+        require_gpus(device, size, checkpoint_dir)
         port, ctx = free_port(), mp.get_context("spawn")
         atexit.register(self.closing.set)  # at exit multiprocessing ends the followers: that is no failure
         try:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ..errors import RedrafterError
+from ..errors import ConfigError, RedrafterError
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,13 @@ def join(tp_rank: int, tp_size: int, port: int, device: str) -> TPGroup:
     if nccl:
         torch.cuda.set_device(tp_rank)
     return TPGroup(tp_rank, tp_size)
+
+
+def require_gpus(device: str, tp_size: int, checkpoint_dir) -> None:
+    """A tp=N checkpoint on CUDA takes GPUs 0..N-1 (rank r on cuda:r): refuse before any process starts."""
+    if device.startswith("cuda") and torch.cuda.device_count() < tp_size:
+        raise ConfigError(f"{checkpoint_dir} is a tp={tp_size} checkpoint but {torch.cuda.device_count()} CUDA "
+                          f"device(s) are visible: run on {tp_size} GPUs, or convert with a smaller --tp-size")
 
 
 def rank_device(device: str, tp_rank: int) -> str:

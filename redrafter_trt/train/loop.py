@@ -52,10 +52,15 @@ class Progress:
     stats: StepStats | None = None
 
 
-def _dist() -> tuple[int, int]:
+def _dist(device: str) -> tuple[int, int]:
+    """(rank, world) under torchrun, joining its process group: gloo for CPU ranks; for GPU ranks each on its
+    LOCAL_RANK's GPU, NCCL for GPU tensors and gloo for the few CPU ones (the kept-vocabulary vote)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        cuda = device.startswith("cuda")
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        torch.distributed.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo")
     return (torch.distributed.get_rank() if world > 1 else 0), world
 
 
@@ -112,8 +117,8 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     report = on_progress or (lambda p: None)
-    rank, world = _dist()
-    device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if world > 1 and cfg.device == "cuda"
+    rank, world = _dist(cfg.device)
+    device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if world > 1 and cfg.device.startswith("cuda")
                           else cfg.device)
     torch.manual_seed(cfg.seed)
     cache_dir = cfg.cache_dir or cache_root() / "train"
@@ -274,4 +279,5 @@ def _load_state(cfg: TrainConfig, drafter: Drafter, head: Head, opt, total: int)
 
 
 def _same_keep(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
-    return (a is None and b is None) or (a is not None and b is not None and torch.equal(a, b))
+    """Saved (CPU) and current (training device) kept rows: equal wherever each lives."""
+    return (a is None and b is None) or (a is not None and b is not None and torch.equal(a.cpu(), b.cpu()))
