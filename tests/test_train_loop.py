@@ -249,7 +249,7 @@ def test_training_step_keeps_every_tensor_on_the_drafter_device(monkeypatch):
     anchors = torch.arange(1, 20)
     feats = Features(torch.randint(0, V, (30,)), torch.ones(30, dtype=torch.bool), anchors, torch.randn(19, H))
     keep = torch.arange(0, V, 2)
-    teacher = Teacher.from_features(feats, torch.randn(len(keep), H), 4, 0.5).to("meta")
+    teacher = Teacher.from_features(feats, torch.randn(len(keep), H), 4, 0.5, device="meta")
     drafter.to("meta")
     head = Head.pruned(drafter.lm_head[-1].weight, keep.to("meta"), True)
     feats = Features(*(x.to("meta") for x in (feats.tokens, feats.mask, feats.anchors, feats.hidden)))

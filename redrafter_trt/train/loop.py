@@ -98,7 +98,8 @@ def evaluate(drafter: Drafter, head: Head, embed: torch.Tensor, feats: Features,
     (1 + sum of chained accuracies)."""
     correct, valid = [], []
     for s in range(0, len(feats.anchors), batch):
-        r = drafter_step(drafter, head, embed, feats, torch.arange(s, min(s + batch, len(feats.anchors))), k)
+        idx = torch.arange(s, min(s + batch, len(feats.anchors)), device=feats.anchors.device)
+        r = drafter_step(drafter, head, embed, feats, idx, k)
         correct.append(r.correct)
         valid.append(r.valid)
     c, v = torch.cat(correct), torch.cat(valid)
@@ -161,7 +162,7 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
     teacher = None
     if cfg.soft_target > 0:
         rows = base_head if head.keep is None else base_head[head.keep.cpu()]
-        teacher = Teacher.from_features(feats, rows, TEACHER_TOP_K, cfg.soft_target).to(device)
+        teacher = Teacher.from_features(feats, rows, TEACHER_TOP_K, cfg.soft_target, device=device)
         log.info("soft targets: %.2f of each target is the base's top-%d distribution", cfg.soft_target, TEACHER_TOP_K)
     del base_head
     params = [p for p in drafter.parameters() if p.requires_grad]
@@ -210,10 +211,13 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
             _save_state(cfg, drafter, head, opt, done, total)
             log.warning("interrupted: state saved after step %d in %s; pass --resume to continue", done, cfg.state_path)
         raise
+    if rank == 0:  # on the training device, in float32 products (the head's matmul_dtype left unset)
+        eval_feats = Features(*(x.to(device) for x in (held.tokens, held.mask, held.anchors, held.hidden))) if held \
+            else feats
+        result = evaluate(drafter, Head(head.weight.detach(), head.keep, head.remap, head.vocab_size), embed,
+                          eval_feats, k)
     drafter.cpu()
     head = Head(head.weight.cpu(), *(None if x is None else x.cpu() for x in (head.keep, head.remap)), head.vocab_size)
-    eval_feats = held or Features(*(x.cpu() for x in (feats.tokens, feats.mask, feats.anchors, feats.hidden)))
-    result = evaluate(drafter, head, embed.cpu(), eval_feats, k) if rank == 0 else {}
     if rank == 0:
         log.info("held-out: top-1 %s, chained %s, %.2f tokens/step at beam width 1", result.get("top1"),
                  result.get("chained"), result.get("tokens_per_step_beam1", 0))

@@ -104,17 +104,16 @@ class Teacher:
     @classmethod
     @torch.no_grad()
     def from_features(cls, feats: Features, base_head_rows: torch.Tensor, k: int, weight: float,
-                      chunk: int = 4096) -> "Teacher":
-        """base_head_rows [Vc, H]: the base lm_head's rows of the kept tokens (the pruned head's order)."""
-        ids = torch.empty((len(feats.anchors), k), dtype=torch.long)
-        probs = torch.empty((len(feats.anchors), k), dtype=torch.float32)
+                      chunk: int = 4096, device: torch.device | str = "cpu") -> "Teacher":
+        """base_head_rows [Vc, H]: the base lm_head's rows of the kept tokens (the pruned head's order). Computed on
+        `device`, chunk by chunk (features stay where they are), and kept there."""
+        rows = base_head_rows.to(device)
+        ids = torch.empty((len(feats.anchors), k), dtype=torch.long, device=device)
+        probs = torch.empty((len(feats.anchors), k), dtype=torch.float32, device=device)
         for s in range(0, len(feats.anchors), chunk):
-            p = torch.softmax(feats.hidden[s: s + chunk].float() @ base_head_rows.T, -1)
+            p = torch.softmax(feats.hidden[s: s + chunk].to(device).float() @ rows.T, -1)
             probs[s: s + chunk], ids[s: s + chunk] = p.topk(k, dim=-1)
         return cls(ids, probs, weight)
-
-    def to(self, device) -> "Teacher":
-        return Teacher(self.ids.to(device), self.probs.to(device), self.weight)
 
     def for_steps(self, feats: Features, idx: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Soft targets of drafter steps 0..k-1 of anchors idx [B]: ids [B, k, K], probs [B, k, K] already scaled
