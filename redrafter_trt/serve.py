@@ -19,8 +19,8 @@ sampling one samples at the request's temperature (1.0 when unset) and refuses 0
 A stop string ends the answer as soon as it is decoded (the text stops before it). Requests are batched in flight,
 up to --max-batch-size prompts (`serve_backend`). A tp=N checkpoint runs on N local processes (this one is rank 0;
 `runtime.ranks`), N GPUs with --device cuda. logprobs: each token of the text under the base's raw logits, with the
-k most likely (`runtime.decode`). "n": answers per prompt, choice index = prompt index x n + answer (greedy: n equal
-answers; sampling: n samples; a request's prompts x n run as one batch, even beyond --max-batch-size). "echo" (as
+k most likely (`runtime.decode`). "n": answers per prompt, choice index = prompt index x n + answer (greedy: one decode
+per prompt, its answer n times; sampling: n samples; a request's rows run as one batch, even beyond --max-batch-size). "echo" (as
 trtllm-serve): a completion's text starts with its prompt as sent (with logprobs: the prompt's tokens too,
 teacher-forced, the first one null, as OpenAI's; "max_tokens": 0 scores the prompt alone), a chat answer with the
 last message when that is the assistant's (a started answer). Refused with 400: fields that would change the answer
@@ -89,7 +89,8 @@ class App:
         backend, n = self.backend, req.n
         prompts = ([backend.encode_chat(req.prompts[0])] if chat else
                    [backend.encode(p) if isinstance(p, str) else p for p in req.prompts])
-        rows = [p for p in prompts for _ in range(n)]  # answer i is prompt i // n's
+        copies = n if backend.temperature(req.temperature) == 0 else 1  # greedy: n equal answers, decoded once
+        rows = [p for p in prompts for _ in range(n // copies)]  # answer i is prompt i // n's, decoded row i // copies
         backend.check(rows, req.max_tokens)  # before anything is echoed
         echoes = self._echoes(req, prompts)
         head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", "created": int(time.time()),
@@ -110,15 +111,19 @@ class App:
             events(head | {"object": chunk_kind,
                            "choices": [{"index": i, **part, "logprobs": lps(values), "finish_reason": None}]})
         if req.stream:
-            for i in range(len(rows)):
+            for i in range(len(prompts) * n):
                 if chat:  # as OpenAI: the first chunk names the role
                     chunk(i, "", [], role=True)
                 if echoes[i // n].text or echoes[i // n].values:
                     chunk(i, echoes[i // n].text, echoes[i // n].values)
-        choices = backend.complete(rows, req.max_tokens, req.temperature, req.seed,
-                                   req.stop, (lambda i, delta, values: chunk(i, delta, after_echo(i, values)))
-                                   if req.stream else None, req.logprobs) if req.max_tokens else (
+        def on_delta(r: int, delta: str, values: list) -> None:
+            for i in range(r * copies, (r + 1) * copies):
+                chunk(i, delta, after_echo(i, values))
+
+        decoded = backend.complete(rows, req.max_tokens, req.temperature, req.seed, req.stop,
+                                   on_delta if req.stream else None, req.logprobs) if req.max_tokens else (
             [Choice([], "", 0, "length", []) for _ in rows])  # echo only: the prompt scored
+        choices = [c for c in decoded for _ in range(copies)]
         made = sum(len(c.ids) for c in choices)
         steps = sum(c.steps for c in choices)
         prompt_tokens = sum(map(len, prompts))

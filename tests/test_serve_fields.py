@@ -16,7 +16,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 def test_n_answers_per_prompt_indexed_prompt_times_n(url, backend, smollm2):
     prompts = ["The capital of France is", "Two plus two is"]
+    call(url, "/metrics")  # drop what earlier tests left
     out = call(url, "/v1/completions", {"prompt": prompts, "n": 2, "max_tokens": 6})[1]
+    assert max(s["numActiveRequests"] for s in call(url, "/metrics")[1]) == 2  # greedy: each prompt decoded once
     assert [c["index"] for c in out["choices"]] == [0, 1, 2, 3]
     ids = [backend.encode(p) for p in prompts]
     want = [backend.tokenizer.decode(hf_greedy(smollm2, p, 6), skip_special_tokens=True) for p in ids]
