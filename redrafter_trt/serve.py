@@ -20,10 +20,10 @@ A stop string ends the answer as soon as it is decoded (the text stops before it
 up to --max-batch-size prompts (`serve_backend`). A tp=N checkpoint runs on N local processes (this one is rank 0;
 `runtime.ranks`), N GPUs with --device cuda. logprobs: each token of the text under the base's raw logits, with the
 k most likely (`runtime.decode`). "n": answers per prompt, choice index = prompt index x n + answer (greedy: one decode
-per prompt, its answer n times; sampling: n samples; a request's rows run as one batch, even beyond --max-batch-size). "echo" (as
-trtllm-serve): a completion's text starts with its prompt as sent (with logprobs: the prompt's tokens too,
-teacher-forced, the first one null, as OpenAI's; "max_tokens": 0 scores the prompt alone), a chat answer with the
-last message when that is the assistant's (a started answer). Refused with 400: fields that would change the answer
+per prompt, its answer n times; sampling: n samples; at most --max-batch-size rows decode at once, the rest join as
+rows end). "echo" (as trtllm-serve): a completion's text starts with its prompt as sent (with logprobs: the prompt's
+tokens too, teacher-forced, the first one null, as OpenAI's; "max_tokens": 0 scores the prompt alone), a chat answer
+with the last message when that is the assistant's (a started answer). Refused with 400: fields that would change the answer
 and are not implemented here (`serve_request.UNSUPPORTED`), "best_of" > 1, "suffix", another "model", max_tokens
 above the server's --max-output-len, malformed fields.
 """

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_PROMPTS = 64  # prompts in one /v1/completions request
+SHUTTING_DOWN = "the server is shutting down: send the request again once it is back"
 MAX_ITERATIONS = 1000  # decoding steps kept for GET /metrics until read (TensorRT-LLM's default keeps 1000 too)
 
 
@@ -176,7 +177,7 @@ class ReferenceBackend:
         self.check(job.prompts, job.max_tokens)
         with self.wake:
             if self.stopping:
-                raise RequestError("the server is shutting down: send the request again once it is back")
+                raise RequestError(SHUTTING_DOWN)
             self.waiting.append(job)
             self.wake.notify_all()
         while (event := job.events.get()) is not None:
@@ -202,7 +203,7 @@ class ReferenceBackend:
                 self.wake.wait_for(lambda: self.waiting or self.stopping)
                 if self.stopping:
                     for job in self.waiting:
-                        job.error = RequestError("the server is shutting down: send the request again once it is back")
+                        job.error = RequestError(SHUTTING_DOWN)
                         job.events.put(None)
                     self.waiting.clear()
                     return
@@ -273,8 +274,9 @@ class ReferenceBackend:
         return jobs
 
     def _run(self, batch: list[Job]) -> None:
-        """Decode `batch`; greedy requests that arrive meanwhile join it between steps (up to max_batch running
-        prompts, max_tokens within the batch's). A request is answered as soon as its last prompt ends."""
+        """Decode `batch`, at most max_batch prompts at a time: its prompts beyond that, then greedy requests that
+        arrive meanwhile (max_tokens within the batch's), join between steps as rows end. A request is answered as
+        soon as its last prompt ends."""
         if batch[0].score:
             job = batch[0]
             self.unanswered.append(job)
@@ -283,15 +285,24 @@ class ReferenceBackend:
             job.events.put(None)
             return
         rows: list[Row] = []  # decode's row r -> its request, prompt index, text so far
+        pending: deque[tuple[Job, int]] = deque()  # taken prompts not decoding yet, first come first served
         tops = [job.logprobs for job in batch if job.logprobs is not None]
         limits = Job([], max(job.max_tokens for job in batch), 0.0, 0, [], max(tops) if tops else None)
 
-        def add(jobs: list[Job]) -> list[list[int]]:
+        def take(jobs: list[Job]) -> None:
             for job in jobs:
                 self.unanswered.append(job)
                 job.running = len(job.prompts)
-                rows.extend(Row(job, i, AnswerText(self.tokenizer, job.stop, self.eos)) for i in range(len(job.prompts)))
-            return [p for job in jobs for p in job.prompts]
+                pending.extend((job, i) for i in range(len(job.prompts)))
+
+        def start(room: int) -> list[list[int]]:
+            """Up to `room` pending prompts become rows of the running batch."""
+            new = []
+            while pending and len(new) < room:
+                job, i = pending.popleft()
+                rows.append(Row(job, i, AnswerText(self.tokenizer, job.stop, self.eos)))
+                new.append(job.prompts[i])
+            return new
 
         def on_tokens(r: int, new: list[int], values: list) -> bool:
             """Never raises: under tp the other ranks must leave the decoding loop at the same step as this one."""
@@ -314,15 +325,24 @@ class ReferenceBackend:
 
         def admit(running: int) -> list[list[int]]:
             with self.wake:
-                return [] if self.stopping else add(self._take(self.max_batch - running, limits))
+                if self.stopping:
+                    return []
+                if greedy and not pending:  # a sampled request decodes alone: only its own prompts join
+                    take(self._take(self.max_batch - running, limits))
+                return start(self.max_batch - running)
 
-        prompts = add(batch)
-        greedy = batch[0].temperature == 0  # a sampled request decodes alone: nothing joins it
-        self.ranks.generate(prompts, limits.max_tokens, temperature=batch[0].temperature, eos_token_id=self.eos,
-                            seed=batch[0].seed, use_draft=self.config.has_drafter, on_tokens=on_tokens,
-                            admit=admit if greedy else None, logprobs=limits.logprobs, on_step=self._iteration)
-        for job in list(self.unanswered):  # none: every row ends through on_tokens
-            self._answer(job, [x for x in rows if x.job is job])
+        take(batch)
+        greedy = batch[0].temperature == 0
+        self.ranks.generate(start(self.max_batch), limits.max_tokens, temperature=batch[0].temperature,
+                            eos_token_id=self.eos, seed=batch[0].seed, use_draft=self.config.has_drafter,
+                            on_tokens=on_tokens, admit=admit, logprobs=limits.logprobs, on_step=self._iteration)
+        for job in list(self.unanswered):  # started rows end through on_tokens; prompts never started: stopped
+            if any(waiting is job for waiting, _ in pending):
+                job.error = RequestError(SHUTTING_DOWN)
+                self.unanswered.remove(job)
+                job.events.put(None)
+            else:
+                self._answer(job, [x for x in rows if x.job is job])
         jobs = len({id(row.job) for row in rows})
         if jobs > 1:
             log.info("decoded %d requests (%d prompts) in one batch", jobs, len(rows))

@@ -662,3 +662,26 @@ def test_max_output_len_must_leave_room_for_a_prompt(backend):
 
     with pytest.raises(ConfigError, match="8192 positions"):
         App(backend, "smol", 8192)
+
+
+def test_shutdown_refuses_the_prompts_a_request_never_started(tmp_path):
+    """Max batch 1, three prompts: the server stops while the first decodes; it ends at its next step and the
+    request, whose other two prompts never started, gets the shutting-down error, not two answers of three."""
+    from test_train_data import make_tokenizer
+    from tinymodels import make_drafter, make_hf
+
+    from redrafter_trt.serve_backend import SHUTTING_DOWN, RequestError
+
+    base = make_hf(tmp_path / "base", "llama", vocab_size=100)  # the character tokenizer's 99 tokens, padded
+    make_tokenizer(base)
+    backend = ReferenceBackend(checkpoint(base, make_drafter(tmp_path / "drafter", base), 1, num_beams=2,
+                                          draft_len=2), base, max_batch=1)
+    stopper = threading.Thread(target=backend.stop)
+
+    def stop_at_first_text(i, text, values):
+        if not stopper.is_alive() and stopper.ident is None:
+            stopper.start()
+
+    with pytest.raises(RequestError, match=SHUTTING_DOWN):
+        backend.complete([[5, 6, 7]] * 3, 500, None, 0, [], stop_at_first_text)
+    stopper.join()
