@@ -7,7 +7,7 @@ summed over prompts) and the speed-up over both baselines (the ratio of tokens p
 time, every method on a prompt before the next prompt, so that a change in machine load hits all methods alike.
 
 Greedy drafting must reproduce plain decoding token for token: every configuration reports the prompts where it
-did not (in float32 that is a bug; in float16/bfloat16 a rare tie can flip a token).
+did not (in float32 that is a bug; in float16/bfloat16 logits tie often, and a tie can flip a token).
 """
 
 from __future__ import annotations

@@ -347,6 +347,9 @@ def _finite(t: torch.Tensor) -> bool:
 
 def _read_checked(p: Planned) -> torch.Tensor:
     t = p.read()
+    if not _finite(t) and p.dtype == torch.float16:
+        raise TensorError(f"{p.name} holds NaN or Inf in float16: its values exceed float16's range (65504) or the "
+                          f"source is broken: convert with --dtype bfloat16")
     if not _finite(t):
         raise TensorError(f"{p.name} holds NaN or Inf: the source weights are broken, re-export them")
     return t

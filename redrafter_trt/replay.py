@@ -60,8 +60,10 @@ def greedy_pass(model, prompt_ids: list[list[int]], max_new_tokens: int, eos: li
     from .runtime.decode import decode
 
     base, outputs, contexts = model.base, [], []
-    for lo in range(0, len(prompt_ids), DECODE_BATCH):
-        chunk = prompt_ids[lo: lo + DECODE_BATCH]
+    # 16-bit logits tie often and a batch rounds differently from one prompt: decode alone there, as bench does
+    batch = DECODE_BATCH if base.dtype == torch.float32 else 1
+    for lo in range(0, len(prompt_ids), batch):
+        chunk = prompt_ids[lo: lo + batch]
         outputs += decode(base, None, chunk, max_new_tokens, 0, 0, eos_token_id=eos, group=model.group).output_ids
         progress(f"greedy pass: {len(outputs)}/{len(prompt_ids)} prompts")
     for prompt, out in zip(prompt_ids, outputs):

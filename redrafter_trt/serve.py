@@ -128,7 +128,8 @@ class App:
         steps = sum(c.steps for c in choices)
         prompt_tokens = sum(map(len, prompts))
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": made, "total_tokens": prompt_tokens + made}
-        tail = {"usage": usage, "redrafter": {"steps": steps, "tokens_per_step": round(made / max(steps, 1), 4)}}
+        per_step = round(made / steps, 4) if steps else None  # None: nothing decoded (an echo scored alone)
+        tail = {"usage": usage, "redrafter": {"steps": steps, "tokens_per_step": per_step}}
         if req.stream:
             empty = {"delta": {}} if chat else {"text": ""}
             ends = [{"index": i, **empty, "logprobs": None, "finish_reason": c.finish_reason}

@@ -242,6 +242,20 @@ def test_nan_weights(parts, where):
     assert_one_line_error(convert_err(parts), "NaN")
 
 
+@pytest.mark.parametrize("where", ["base", "drafter"])
+def test_weights_beyond_float16_range(parts, where):
+    """A finite weight float16 cannot hold: the cast made it Inf, and the error says so (not 'broken source')."""
+    f = (parts[0] if where == "base" else parts[1]) / "model.safetensors"
+    t = load_file(f)
+    name = next(k for k in t if k.endswith("weight") and t[k].dim() == 2)
+    t[name][0, 0] = 1e5
+    save_file(t, f)
+    assert_one_line_error(convert_err(parts, "--dtype", "float16"), "exceed float16's range")
+    b, d, out = parts
+    assert run_cli("convert", "--base", b, "--drafter", d, "--output", out.parent / "ok", "--dtype", "bfloat16"
+                   ).exit_code == 0
+
+
 def test_sigkill_leaves_nothing_inspect_accepts(tmp_path, smollm2):
     """Kill a SmolLM2 conversion mid-write: no folder named --output appears, `inspect` rejects what is left,
     and running again succeeds."""

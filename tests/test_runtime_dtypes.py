@@ -55,3 +55,16 @@ def test_fp8_checkpoint_dequantised(tiny_llama, tiny_drafter, tmp_path):
     want = rt.forward_logits(rt.load(deq), PROMPT)
     assert torch.equal(got, want)
     assert not torch.equal(got, rt.forward_logits(rt.load(src), PROMPT))  # the quantisation really happened
+
+
+@pytest.mark.parametrize("dtype, needle", [("float16", "overflowed float16"), ("float32", "NaN or Inf")])
+def test_non_finite_hidden_states_are_one_clear_error(tiny_llama, tiny_drafter, dtype, needle):
+    """Activations beyond float16's 65504 (or broken weights) would make every token id 0 and every logprob NaN,
+    silently: decoding and scoring refuse instead, naming the fix."""
+    from redrafter_trt.errors import ConfigError
+
+    model = rt.load(checkpoint(tiny_llama, tiny_drafter, 1), dtype=dtype)
+    model.base.ln_f.fill_(6e4 if dtype == "float16" else float("nan"))  # 6e4 x |normed| > 65504
+    for call in (lambda: rt.generate(model, [[1, 2, 3]], 4), lambda: rt.prompt_logprobs(model, [[1, 2, 3]], 1)):
+        with pytest.raises(ConfigError, match=needle):
+            call()

@@ -108,7 +108,7 @@ def test_max_tokens_zero_with_echo_scores_the_prompt_alone(url, backend):
     body = {"prompt": ["The sky is blue.", "Paris is in France."], "echo": True, "logprobs": 0, "max_tokens": 0}
     out = call(url, "/v1/completions", body)[1]
     assert [c["text"] for c in out["choices"]] == body["prompt"]
-    assert out["usage"]["completion_tokens"] == 0 and out["redrafter"]["steps"] == 0
+    assert out["usage"]["completion_tokens"] == 0 and out["redrafter"] == {"steps": 0, "tokens_per_step": None}
     for prompt, c in zip(body["prompt"], out["choices"]):
         assert len(c["logprobs"]["token_logprobs"]) == len(backend.encode(prompt)) and c["finish_reason"] == "length"
         assert all(v < 0 for v in c["logprobs"]["token_logprobs"][1:])

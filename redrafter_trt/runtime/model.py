@@ -161,7 +161,17 @@ class BaseModel:
             gate, up = L.fc_gate(h).chunk(2, dim=-1)
             mlp = L.proj(F.silu(gate) * up)
             x = x + self.group.all_reduce(mlp)
-        return self.rms_norm(x, self.ln_f)
+        return self._finite(self.rms_norm(x, self.ln_f))
+
+    def _finite(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden, refused when it holds NaN or Inf: every token would silently become id 0 and every logprob NaN."""
+        if bool(torch.isfinite(hidden.abs().amax())):
+            return hidden
+        if self.dtype == torch.float16:
+            raise ConfigError("the base overflowed float16 (its activations exceed 65504) on this input: convert "
+                              "with --dtype bfloat16 (or load with dtype bfloat16), whose range is float32's")
+        raise ConfigError("the base's hidden states hold NaN or Inf: its weights are broken (check the checkpoint "
+                          "with `redrafter-trt inspect`, reconvert from a sound source)")
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [..., H] -> float32 logits [..., vocab_size] (padding rows of lm_head dropped)."""
