@@ -23,9 +23,9 @@ k most likely (`runtime.decode`). "n": answers per prompt, choice index = prompt
 per prompt, its answer n times; sampling: n samples; at most --max-batch-size rows decode at once, the rest join as
 rows end). "echo" (as trtllm-serve): a completion's text starts with its prompt as sent (with logprobs: the prompt's
 tokens too, teacher-forced, the first one null, as OpenAI's; "max_tokens": 0 scores the prompt alone), a chat answer
-with the last message when that is the assistant's (a started answer). Refused with 400: fields that would change the answer
-and are not implemented here (`serve_request.UNSUPPORTED`), "best_of" > 1, "suffix", another "model", max_tokens
-above the server's --max-output-len, malformed fields.
+with the last message when that is the assistant's (a started answer). Refused with 400: fields that would change the
+answer and are not implemented here (`serve_request.UNSUPPORTED`), "best_of" > 1, "suffix", another "model",
+max_tokens above the server's --max-output-len, malformed fields.
 """
 
 from __future__ import annotations
