@@ -172,7 +172,6 @@ def export_fp8_base(hf_dir: Path, out_dir: Path, *, tp_size: int, dtype: str, kv
     tokens.
     """
     check_quantize_options("fp8", kv_cache_dtype)
-    mtq, export = require_modelopt()
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -196,6 +195,7 @@ def export_fp8_base(hf_dir: Path, out_dir: Path, *, tp_size: int, dtype: str, kv
         raise ConfigError(f"--device {device} but no CUDA device is visible: use --device cpu")
     dtype = resolve_fp8_dtype(dtype, hf)
     torch_dtype = getattr(torch, dtype)
+    mtq, export = require_modelopt()  # after the checks: importing modelopt prints its own version warnings
 
     # On CPU, calibrate in float32 (half-precision matmuls are many times slower there); the export still casts
     # every tensor to `dtype` and computes the FP8 scales from the same weights. On CUDA: the model dtype.

@@ -241,3 +241,22 @@ def test_a_bad_top_level_option_is_one_line_and_exit_codes_survive():
     assert CliRunner().invoke(main, ["--version"]).exit_code == 0
     bare = CliRunner().invoke(main, [])
     assert bare.exit_code == 2 and "Commands:" in bare.output and "error:" not in bare.output
+
+
+def test_fp8_bad_input_is_one_line_before_modelopt_speaks(parts, tmp_path):
+    """A fresh process (modelopt not yet imported), --device cuda without a GPU: the input is checked before
+    modelopt is imported, whose import prints version warnings of its own (transformers 5.24 with modelopt 0.47: two
+    lines) above the error."""
+    import subprocess
+    import sys
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without a CUDA GPU")
+
+    proc = subprocess.run([sys.executable, "-m", "redrafter_trt", "convert", "--base", str(parts[0]), "--drafter",
+                           str(parts[1]), "--output", str(tmp_path / "ck"), "--quantize", "fp8", "--dtype", "bfloat16", "--device", "cuda"],
+                          capture_output=True, text=True, timeout=120)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
