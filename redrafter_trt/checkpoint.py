@@ -134,6 +134,11 @@ def _check_config(cfg: dict, rep: Report) -> None:
     for key in ("redrafter_num_beams", "redrafter_draft_len_per_beam", "redrafter_num_layers"):
         if int(cfg[key]) < (0 if key == "redrafter_num_layers" else 1):
             rep.problems.append(f"{key} is {cfg[key]}: must be at least 1")
+    tree = int(cfg["redrafter_num_beams"]) * (int(cfg["redrafter_draft_len_per_beam"]) + 1)
+    if cfg.get("max_position_embeddings") and tree > cfg["max_position_embeddings"]:
+        rep.problems.append(f"redrafter_num_beams x (redrafter_draft_len_per_beam + 1) = {tree} tokens verified per "
+                            f"step exceed max_position_embeddings {cfg['max_position_embeddings']}: reconvert with "
+                            f"smaller --num-beams / --draft-len")
     H, E, V = cfg["redrafter_hidden_size"], cfg["redrafter_exit_dim"], cfg["vocab_size"]
     if H != cfg["hidden_size"]:
         rep.problems.append(f"redrafter_hidden_size {H} != base hidden_size {cfg['hidden_size']}")

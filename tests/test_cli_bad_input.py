@@ -181,6 +181,22 @@ def test_inspect_names_a_malformed_quantization(ckpt, tmp_path, quantization):
     assert result.exit_code == 1 and "quantization is" in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("beams, draft_len", [(10 ** 30, 5), (5, 10 ** 6)])
+def test_inspect_refuses_a_tree_beyond_the_context(ckpt, tmp_path, beams, draft_len):
+    """Hand-edited beam counts no step could verify (the tree exceeds the model's positions) are a problem, and run
+    refuses the checkpoint with one line instead of trying to allocate the tree."""
+    copy = tmp_path / "ck"
+    shutil.copytree(ckpt, copy)
+    cfg = json.loads((copy / "config.json").read_text())
+    assert cfg["max_position_embeddings"]
+    cfg |= {"redrafter_num_beams": beams, "redrafter_draft_len_per_beam": draft_len}
+    (copy / "config.json").write_text(json.dumps(cfg))
+    result = run_cli("inspect", copy)
+    assert result.exit_code == 1 and "exceed max_position_embeddings" in result.output
+    assert_one_line_error(run_cli("run", "--checkpoint-dir", copy, "--tokenizer-dir", tmp_path, "--input-text", "hi"),
+                          "exceed max_position_embeddings")
+
+
 def test_unwritable_quickstart_workdir_fails_fast():
     assert_one_line_error(run_cli("quickstart", "--workdir", "/proc/redrafter-qs"), "cannot write in /proc/redrafter-qs",
                           "choose another --workdir")
