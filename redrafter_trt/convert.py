@@ -25,7 +25,7 @@ from . import __version__, layout
 from .config import DTYPES, BaseModelConfig, read_json, redrafter_fields, trtllm_model_fields
 from .drafter import DrafterConfig, load_drafter
 from .errors import ConfigError, TensorError, name_list
-from .io import PARTIAL_MARK, StreamingWriter, TensorSource, atomic_output, check_output_folder
+from .io import PARTIAL_MARK, StreamingWriter, TensorSource, all_finite, atomic_output, check_output_folder
 from .registry import redrafter_for_trtllm_base
 from .rules import DROPPED, LAYER_RULES, MODEL_RULES, drafter_to_trtllm
 from .shard import check_tp, even_range, kv_head_range, vocab_range
@@ -339,20 +339,14 @@ def _check_plan(plan: list[Planned], cfg: dict, tp_rank: int) -> None:
         raise TensorError(f"internal: rank {tp_rank} plan differs from the layout at {name_list(n for n, _ in diff)}")
 
 
-def _finite(t: torch.Tensor) -> bool:
-    """No NaN or Inf: max |t| propagates both, and costs a fraction of `isfinite(t).all()` on half types."""
-    return not t.is_floating_point() or t.dtype == torch.float8_e4m3fn or t.numel() == 0 or \
-        bool(torch.isfinite(t.abs().amax()))
-
-
 def _read_checked(p: Planned) -> torch.Tensor:
     t = p.read()
-    if not _finite(t) and p.dtype == torch.float16:
+    if all_finite(t):
+        return t
+    if p.dtype == torch.float16:
         raise TensorError(f"{p.name} holds NaN or Inf in float16: its values exceed float16's range (65504) or the "
                           f"source is broken: convert with --dtype bfloat16")
-    if not _finite(t):
-        raise TensorError(f"{p.name} holds NaN or Inf: the source weights are broken, re-export them")
-    return t
+    raise TensorError(f"{p.name} holds NaN or Inf: the source weights are broken, re-export them")
 
 
 def _write(output: Path, cfg: dict, plans: list[list[Planned]], force: bool, inputs: tuple = ()) -> None:

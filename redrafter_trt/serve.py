@@ -85,11 +85,12 @@ class App:
         req = parse(body, chat, self.model_name, self.max_output_len)
         if req.stream and events is None:
             raise RequestError('"stream": true needs an HTTP connection to stream on')
-        refuse_unsupported(body, chat, sampling=self.backend.temperature(req.temperature) > 0)
         backend, n = self.backend, req.n
+        temperature = backend.temperature(req.temperature)  # the checkpoint's rule: a greedy one answers at 0
+        refuse_unsupported(body, chat, sampling=temperature > 0)
         prompts = ([backend.encode_chat(req.prompts[0])] if chat else
                    [backend.encode(p) if isinstance(p, str) else p for p in req.prompts])
-        copies = n if backend.temperature(req.temperature) == 0 else 1  # greedy: n equal answers, decoded once
+        copies = n if temperature == 0 else 1  # greedy: n equal answers, decoded once
         rows = [p for p in prompts for _ in range(n // copies)]  # answer i is prompt i // n's, decoded row i // copies
         backend.check(rows, req.max_tokens)  # before anything is echoed
         echoes = self._echoes(req, prompts)

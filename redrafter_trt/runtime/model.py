@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from ..errors import ConfigError, TensorError
+from ..io import all_finite
 from .argmax import MAX_ROWS, ScreenedArgmax
 from .cache import KVCache
 from .config import RuntimeConfig, rope_inv_freq
@@ -165,7 +166,7 @@ class BaseModel:
 
     def _finite(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden, refused when it holds NaN or Inf: every token would silently become id 0 and every logprob NaN."""
-        if bool(torch.isfinite(hidden.abs().amax())):
+        if all_finite(hidden):
             return hidden
         if self.dtype == torch.float16:
             raise ConfigError("the base overflowed float16 (its activations exceed 65504) on this input: convert "
