@@ -6,19 +6,30 @@ float32 on the GPU must give the CPU's logits (tight tolerance) and, plain and s
 tokens from the same GPU. float16 and bfloat16 must keep the float32 argmax almost everywhere and generate; their
 speculative output is not compared with plain decoding token for token: verifying a tree rounds differently from a
 one-token forward, so in 16-bit a near tie can flip (seen on CPU in bfloat16), as it can in TensorRT-LLM.
-Training on the GPU must lower the loss, write a drafter the CPU loads, and repeat itself under one seed."""
+Training on the GPU must lower the loss, write a drafter the CPU loads, and repeat itself under one seed.
+`acceptance`'s replay must count what drafted decoding counts there (also in bfloat16), a float16 overflow must be
+the one-line error, and `serve --device cuda` must answer as transformers does on the same GPU."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import re
+import signal
+import subprocess
+import sys
+import urllib.request
 
 import pytest
 import torch
 
 from redrafter_trt import runtime as rt
 from redrafter_trt.drafter import load_drafter
+from redrafter_trt.errors import ConfigError
+from redrafter_trt.replay import greedy_pass, replay
 from redrafter_trt.train import train_drafter
+from test_replay import measured
 from test_runtime_support import LookupDrafter, chat_prompts, checkpoint, eos_of, fresh_drafter, hf_greedy
 from test_train_loop import _cfg, chat_base, qa_file  # noqa: F401  (fixtures)
 
@@ -115,3 +126,57 @@ def test_train_on_device_resumes_as_uninterrupted(chat_base, qa_file, tmp_path):
     cfg.resume = True
     resumed = load_drafter(train_drafter(cfg))[1]
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+@pytest.mark.parametrize("dtype", [None, "bfloat16"])
+def test_replay_counts_what_decoding_counts_on_device(tiny_llama, tiny_drafter, dtype):
+    """`acceptance` on the GPU: one greedy pass and the replayed beam searches give drafted decoding's steps and
+    histogram (in bfloat16 its float32 contexts once broke every 16-bit checkpoint)."""
+    model = rt.load(checkpoint(tiny_llama, tiny_drafter, 1, num_beams=3, draft_len=4), device=DEVICE, dtype=dtype)
+    outputs, contexts = greedy_pass(model, TINY_PROMPTS, 20, [])
+    for w, n in [(1, 2), (3, 4)]:
+        r = replay(model.drafter, outputs, contexts, w, n)
+        steps, hist, _ = measured(model, TINY_PROMPTS, 20, [], w, n)
+        assert (r.steps, r.histogram) == (steps, hist), (w, n)
+
+
+def test_float16_overflow_is_one_clear_error_on_device(tiny_llama, tiny_drafter):
+    model = rt.load(checkpoint(tiny_llama, tiny_drafter, 1), device=DEVICE, dtype="float16")
+    model.base.ln_f.fill_(6e4)  # 6e4 x |normed| > 65504
+    with pytest.raises(ConfigError, match="overflowed float16"):
+        rt.generate(model, [[1, 2, 3]], 4)
+
+
+def test_serve_on_device_answers_as_transformers(smollm2):
+    """`serve --device cuda` in its own process: three prompts in one request on a batch of two (the third joins
+    as a row ends), each transformers' greedy answer on the same GPU; SIGTERM stops it cleanly."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smollm2)
+    texts = ["The capital of France is", "def fibonacci(n):", "Three primary colours are"]
+    want = [tok.decode(ids, skip_special_tokens=True)
+            for ids in hf_greedy_on_device(smollm2, [tok(t).input_ids for t in texts], 24)]
+    ckpt = checkpoint(smollm2, fresh_drafter(smollm2), 1, num_beams=3, draft_len=3)
+    proc = subprocess.Popen([sys.executable, "-m", "redrafter_trt", "serve", "--checkpoint-dir", str(ckpt),
+                             "--tokenizer-dir", str(smollm2), "--port", "0", "--device", DEVICE,
+                             "--max-batch-size", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        address = re.search(r"(http://[\d.:]+)/v1", line)
+        assert address, (line, proc.stderr.read() if proc.poll() is not None else "")
+        body = json.dumps({"prompt": texts, "max_tokens": 24}).encode()
+        req = urllib.request.Request(address.group(1) + "/v1/completions", data=body,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=300) as r:
+            out = json.loads(r.read())
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rest, err = proc.communicate(timeout=120)
+    assert [c["text"] for c in sorted(out["choices"], key=lambda c: c["index"])] == want
+    assert proc.returncode == 0 and "stopped" in rest, (proc.returncode, err[-2000:])
+
+
+@pytest.mark.skipif(DEVICE != "cuda" or torch.cuda.device_count() != 1, reason="needs exactly one CUDA GPU")
+def test_tp2_checkpoint_on_one_gpu_is_one_clear_error(tiny_llama, tiny_drafter):
+    with pytest.raises(ConfigError, match="tp=2 checkpoint but 1 CUDA device"):
+        rt.generate_tp(checkpoint(tiny_llama, tiny_drafter, 2), [[1, 2, 3]], 4, device="cuda")
