@@ -27,4 +27,4 @@ redrafter-trt run --config "$PRESET" \
     --input-text "What is the capital of France?"
 
 # Serve it over HTTP (OpenAI-style /v1/completions and /v1/chat/completions on port 8000):
-#   redrafter-trt serve --config "$PRESET"
+#   redrafter-trt serve --config "$PRESET" --checkpoint-dir "$WORK/checkpoint" --tokenizer-dir "$BASE"

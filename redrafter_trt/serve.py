@@ -15,7 +15,9 @@ written against one talks to the other unchanged.
 Every answer carries `usage` and a `redrafter` block (decoding steps, tokens per step): the acceptance to watch.
 A greedy checkpoint (redrafter_greedy_search) answers greedily whatever the temperature, as its engine does; a
 sampling one samples at the request's temperature (1.0 when unset) and refuses 0, as `run --engine-dir` does.
-`"stream": true` sends server-sent events as tokens are accepted (OpenAI's chunk objects, then `data: [DONE]`).
+`"stream": true` sends server-sent events as tokens are accepted (OpenAI's chunk objects, then `data: [DONE]`);
+`"stream_options": {"include_usage": true}` adds a last chunk with the usage, and `"continuous_usage_stats": true` with
+it puts each answer's usage so far in every chunk (as trtllm-serve and vLLM; benchmark clients ask for it).
 A stop string ends the answer as soon as it is decoded (the text stops before it). Requests are batched in flight,
 up to --max-batch-size prompts (`serve_backend`). A tp=N checkpoint runs on N local processes (this one is rank 0;
 `runtime.ranks`), N GPUs with --device cuda. logprobs: each token of the text under the base's raw logits, with the
@@ -106,20 +108,24 @@ class App:
             """Answer i's token logprobs with their offsets counted from the start of its echoed text."""
             return [dataclasses.replace(v, offset=v.offset + len(echoes[i // n].text)) for v in values]
 
-        def chunk(i: int, delta: str, values: list, role: bool = False) -> None:
+        def usage_of(prompt_tokens: int, made: int) -> dict:
+            return {"prompt_tokens": prompt_tokens, "completion_tokens": made, "total_tokens": prompt_tokens + made}
+
+        def chunk(i: int, delta: str, values: list, role: bool = False, made: int = 0) -> None:
             part = ({"delta": {"role": "assistant", "content": delta} if role else {"content": delta}} if chat else
                     {"text": delta})
+            usage = {"usage": usage_of(len(prompts[i // n]), made)} if req.continuous_usage else {}
             events(head | {"object": chunk_kind,
-                           "choices": [{"index": i, **part, "logprobs": lps(values), "finish_reason": None}]})
+                           "choices": [{"index": i, **part, "logprobs": lps(values), "finish_reason": None}]} | usage)
         if req.stream:
             for i in range(len(prompts) * n):
                 if chat:  # as OpenAI: the first chunk names the role
                     chunk(i, "", [], role=True)
                 if echoes[i // n].text or echoes[i // n].values:
                     chunk(i, echoes[i // n].text, echoes[i // n].values)
-        def on_delta(r: int, delta: str, values: list) -> None:
+        def on_delta(r: int, delta: str, values: list, made: int) -> None:
             for i in range(r * copies, (r + 1) * copies):
-                chunk(i, delta, after_echo(i, values))
+                chunk(i, delta, after_echo(i, values), made=made)
 
         decoded = backend.complete(rows, req.max_tokens, req.temperature, req.seed, req.stop,
                                    on_delta if req.stream else None, req.logprobs) if req.max_tokens else (
@@ -128,15 +134,16 @@ class App:
         made = sum(len(c.ids) for c in choices)
         steps = sum(c.steps for c in choices)
         prompt_tokens = sum(map(len, prompts))
-        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": made, "total_tokens": prompt_tokens + made}
+        usage = usage_of(prompt_tokens, made)
         per_step = round(made / steps, 4) if steps else None  # None: nothing decoded (an echo scored alone)
         tail = {"usage": usage, "redrafter": {"steps": steps, "tokens_per_step": per_step}}
         if req.stream:
             empty = {"delta": {}} if chat else {"text": ""}
             ends = [{"index": i, **empty, "logprobs": None, "finish_reason": c.finish_reason}
                     for i, c in enumerate(choices)]
-            if req.include_usage:  # as OpenAI: the usage only in a last chunk without choices (null before it)
-                events(head | {"object": chunk_kind, "choices": ends, "usage": None})
+            if req.include_usage:  # as OpenAI: the usage in a last chunk without choices (before it: null, or with
+                # continuous_usage_stats each chunk's answer's so far, here all answers')
+                events(head | {"object": chunk_kind, "choices": ends, "usage": usage if req.continuous_usage else None})
                 ends = []
             events(head | {"object": chunk_kind, "choices": ends} | tail)
             return None

@@ -62,8 +62,8 @@ class Choice:
 
 @dataclass
 class Job:
-    """One request on its way through the scheduler. events: (prompt index, text, logprobs) as it is decoded, then
-    None."""
+    """One request on its way through the scheduler. events: (prompt index, text, logprobs, tokens so far) as it is
+    decoded, then None."""
     prompts: list[list[int]]
     max_tokens: int
     temperature: float
@@ -146,11 +146,11 @@ class ReferenceBackend:
         return 1.0 if requested is None else float(requested)
 
     def complete(self, prompts: list[list[int]], max_tokens: int, temperature: float | None, seed: int,
-                 stop: list[str], on_text: Callable[[int, str, list[Logprob]], None] | None = None,
+                 stop: list[str], on_text: Callable[[int, str, list[Logprob], int], None] | None = None,
                  logprobs: int | None = None) -> list[Choice]:
-        """Answer every prompt; on_text(prompt index, new text, its tokens' logprobs) streams it as tokens are
-        accepted (called in this thread; raising ClientGone from it ends this request's decoding). logprobs=k: each
-        token's log-probability and the k most likely (None: none)."""
+        """Answer every prompt; on_text(prompt index, new text, its tokens' logprobs, the prompt's tokens generated so
+        far) streams it as tokens are accepted (called in this thread; raising ClientGone from it ends this
+        request's decoding). logprobs=k: each token's log-probability and the k most likely (None: none)."""
         job = Job(prompts, max_tokens, self.temperature(temperature), seed, stop, logprobs)
         return self._submit(job, on_text).choices
 
@@ -314,7 +314,7 @@ class ReferenceBackend:
             delta = text.add(new[:room], mine)
             given = text.logprobs()
             if delta or given:
-                job.events.put((row.index, delta, given))
+                job.events.put((row.index, delta, given, len(text.ids)))
             ended = text.stopped or len(text.ids) >= job.max_tokens or (text.ids and text.ids[-1] in self.eos)
             if (ended or job.gone.is_set() or self.stopping) and not row.done:
                 row.done = True
@@ -353,7 +353,7 @@ class ReferenceBackend:
             delta = row.text.rest()
             given = row.text.logprobs()
             if delta or given:
-                job.events.put((row.index, delta, given))
+                job.events.put((row.index, delta, given, len(row.text.ids)))
             ids = row.text.ids
             reason = "stop" if row.text.stopped or (ids and ids[-1] in self.eos) else "length"
             lps = row.text.logprobs(everything=True) if job.logprobs is not None else None

@@ -93,6 +93,8 @@ class Request:
     stop: list[str]
     stream: bool
     include_usage: bool      # stream_options.include_usage: a last chunk with the usage and no choices
+    continuous_usage: bool   # and continuous_usage_stats (ignored without include_usage, as trtllm-serve and vLLM
+                             # do): every chunk carries its answer's usage so far
 
 
 def parse(body, chat: bool, model_name: str, max_output_len: int) -> Request:
@@ -100,8 +102,8 @@ def parse(body, chat: bool, model_name: str, max_output_len: int) -> Request:
         raise RequestError("the request body must be a JSON object")
     stream = _field(body, "stream", bool, False, need="true or false", allow_bool=True)
     options = _field(body, "stream_options", dict, {}, lambda v: stream and set(v) <= STREAM_OPTIONS and all(
-                     isinstance(x, bool) for x in v.values()) and not v.get("continuous_usage_stats"),
-                     '{"include_usage": true or false}, with "stream": true (continuous_usage_stats: false)')
+                     isinstance(x, bool) for x in v.values()),
+                     '{"include_usage": true or false, "continuous_usage_stats": true or false}, with "stream": true')
     _field(body, "model", str, None, lambda v: v == model_name, f'"{model_name}" (GET /v1/models)')
     _field(body, "best_of", int, 1, lambda v: v == 1, '1: send "n" for more answers')
     _field(body, "suffix", str, None, lambda v: False, "left out: no insertion here")
@@ -124,7 +126,8 @@ def parse(body, chat: bool, model_name: str, max_output_len: int) -> Request:
         temperature=_field(body, "temperature", (int, float), None, lambda v: 0 <= v < math.inf, "a number >= 0"),
         seed=secrets.randbits(63) if seed is None else seed,  # as OpenAI: a fresh sample unless a seed is sent
         stop=[s for s in ([stop] if isinstance(stop, str) else stop) if s],
-        stream=stream, include_usage=options.get("include_usage", False))
+        stream=stream, include_usage=options.get("include_usage", False),
+        continuous_usage=options.get("include_usage", False) and options.get("continuous_usage_stats", False))
 
 
 # Fields that change the answer and that this server does not implement -> the values that change nothing (none:

@@ -678,7 +678,7 @@ def test_shutdown_refuses_the_prompts_a_request_never_started(tmp_path):
                                           draft_len=2), base, max_batch=1)
     stopper = threading.Thread(target=backend.stop)
 
-    def stop_at_first_text(i, text, values):
+    def stop_at_first_text(i, text, values, made):
         if not stopper.is_alive() and stopper.ident is None:
             stopper.start()
 

@@ -104,6 +104,30 @@ def test_echo_with_logprobs_scores_the_prompt_as_transformers(url, backend, smol
     assert [e["usage"] for e in events[:-1] if "usage" in e] == [None]  # counted once: the finish chunk has null
 
 
+def test_continuous_usage_stats_put_each_answers_usage_so_far_in_every_chunk(url, backend):
+    """As trtllm-serve and vLLM (their benchmark clients send it): with include_usage, every chunk carries its
+    answer's prompt tokens and tokens generated so far; without include_usage the option changes nothing."""
+    prompts = ["The capital of France is", "Name a color:"]
+    body = {"prompt": prompts, "n": 2, "max_tokens": 8, "stream": True}
+    whole = call(url, "/v1/completions", body | {"stream": False})[1]
+    events = stream(url, "/v1/completions", body | {"stream_options": {"include_usage": True,
+                                                                       "continuous_usage_stats": True}})
+    assert events[-1]["choices"] == [] and events[-1]["usage"] == whole["usage"]
+    assert all(e["usage"] for e in events)
+    for i, choice in enumerate(whole["choices"]):
+        mine = [e for e in events[:-1] if [c["index"] for c in e["choices"]] == [i]]
+        assert "".join(e["choices"][0]["text"] for e in mine) == choice["text"]
+        made = [e["usage"]["completion_tokens"] for e in mine]
+        assert made == sorted(made) and made[0] >= 1
+        if choice["finish_reason"] == "length":  # (a closing EOS adds no text, so no chunk of its own)
+            assert made[-1] == body["max_tokens"]
+        assert {e["usage"]["prompt_tokens"] for e in mine} == {len(backend.encode(prompts[i // 2]))}
+        assert all(e["usage"]["total_tokens"] == e["usage"]["prompt_tokens"] + e["usage"]["completion_tokens"]
+                   for e in mine)
+    plain = stream(url, "/v1/completions", body | {"stream_options": {"continuous_usage_stats": True}})
+    assert not any("usage" in e for e in plain[:-1]) and plain[-1]["usage"] == whole["usage"]  # as without it
+
+
 def test_max_tokens_zero_with_echo_scores_the_prompt_alone(url, backend):
     body = {"prompt": ["The sky is blue.", "Paris is in France."], "echo": True, "logprobs": 0, "max_tokens": 0}
     out = call(url, "/v1/completions", body)[1]
@@ -150,7 +174,7 @@ def test_echo_is_the_prompt_as_sent_with_offsets_into_it(url, prompt):
     ({"prompt": "hi", "skip_special_tokens": False}, '"skip_special_tokens"'),
     ({"prompt": "hi", "prompt_logprobs": 1}, '"echo": true with "logprobs"'),
     ({"prompt": "hi", "add_special_tokens": False}, '"add_special_tokens"'),
-    ({"prompt": "hi", "stream": True, "stream_options": {"continuous_usage_stats": True}}, "continuous_usage_stats"),
+    ({"prompt": "hi", "stream": True, "stream_options": {"continuous_usage_stats": 1}}, "continuous_usage_stats"),
 ])
 def test_echo_checks_prompts_first_and_more_fields_are_refused(url, body, needle):
     status, out = call(url, "/v1/completions", body)
