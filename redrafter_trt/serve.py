@@ -8,9 +8,10 @@ written against one talks to the other unchanged.
                                  (iterLatencyMS, numActiveRequests, specDecodingStats.acceptanceLength, ...)
     GET  /v1/models              the one model
     POST /v1/completions         {"prompt": str | [str] | [int] | [[int]], "max_tokens", "temperature", "seed", "stop",
-                                  "n", "echo", "logprobs": k, "stream", "stream_options"}
+                                  "n", "echo", "logprobs": k, "ignore_eos", "stream", "stream_options"}
     POST /v1/chat/completions    {"messages": [{"role", "content"}], "max_tokens", "temperature", "seed", "stop",
-                                  "n", "echo", "logprobs": true, "top_logprobs": k, "stream", "stream_options"}
+                                  "n", "echo", "logprobs": true, "top_logprobs": k, "ignore_eos", "stream",
+                                  "stream_options"}
 
 Every answer carries `usage` and a `redrafter` block (decoding steps, tokens per step): the acceptance to watch.
 A greedy checkpoint (redrafter_greedy_search) answers greedily whatever the temperature, as its engine does; a
@@ -128,7 +129,8 @@ class App:
                 chunk(i, delta, after_echo(i, values), made=made)
 
         decoded = backend.complete(rows, req.max_tokens, req.temperature, req.seed, req.stop,
-                                   on_delta if req.stream else None, req.logprobs) if req.max_tokens else (
+                                   on_delta if req.stream else None, req.logprobs,
+                                   req.ignore_eos) if req.max_tokens else (
             [Choice([], "", 0, "length", []) for _ in rows])  # echo only: the prompt scored
         choices = [c for c in decoded for _ in range(copies)]
         made = sum(len(c.ids) for c in choices)

@@ -73,6 +73,7 @@ class Job:
     events: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     gone: threading.Event = field(default_factory=threading.Event)
     score: bool = False  # scoring its prompts (ReferenceBackend.score), nothing generated
+    ignore_eos: bool = False  # decode past EOS up to max_tokens (a benchmark's fixed lengths); batched only alike
     choices: list[Choice] | None = None
     scores: list[list[TokenLogprob]] | None = None  # a score job's answer
     error: Exception | None = None
@@ -147,11 +148,12 @@ class ReferenceBackend:
 
     def complete(self, prompts: list[list[int]], max_tokens: int, temperature: float | None, seed: int,
                  stop: list[str], on_text: Callable[[int, str, list[Logprob], int], None] | None = None,
-                 logprobs: int | None = None) -> list[Choice]:
+                 logprobs: int | None = None, ignore_eos: bool = False) -> list[Choice]:
         """Answer every prompt; on_text(prompt index, new text, its tokens' logprobs, the prompt's tokens generated so
         far) streams it as tokens are accepted (called in this thread; raising ClientGone from it ends this
-        request's decoding). logprobs=k: each token's log-probability and the k most likely (None: none)."""
-        job = Job(prompts, max_tokens, self.temperature(temperature), seed, stop, logprobs)
+        request's decoding). logprobs=k: each token's log-probability and the k most likely (None: none).
+        ignore_eos: EOS ends nothing, every answer runs to max_tokens (or a stop string), as TensorRT-LLM's."""
+        job = Job(prompts, max_tokens, self.temperature(temperature), seed, stop, logprobs, ignore_eos=ignore_eos)
         return self._submit(job, on_text).choices
 
     def score(self, prompts: list[list[int]], k: int) -> list[list[TokenLogprob]]:
@@ -257,17 +259,19 @@ class ReferenceBackend:
         max_batch prompts in all; a sampled request or a scoring job goes alone)."""
         first = self.waiting.popleft()
         together = first.temperature == 0 and not first.score
-        return [first] + (self._take(self.max_batch - len(first.prompts)) if together else [])
+        return [first] + (self._take(self.max_batch - len(first.prompts), first) if together else [])
 
-    def _take(self, room: int, running: Job | None = None) -> list[Job]:
-        """Waiting greedy requests, oldest first, that fit in `room` prompts (and, to join a `running` batch, ask
-        for at most its max_tokens and logprobs), up to the first that does not: first come, first served. That one
-        stops requests from joining the running batch, which then drains, and starts the next batch."""
+    def _take(self, room: int, batch: Job, running: bool = False) -> list[Job]:
+        """Waiting greedy requests, oldest first, that fit in `room` prompts and treat EOS as `batch` does (and, to
+        join a `running` batch, ask for at most its max_tokens and logprobs), up to the first that does not: first
+        come, first served. That one stops requests from joining the running batch, which then drains, and starts
+        the next batch."""
         jobs = []
         while self.waiting:
             job = self.waiting[0]
-            beyond = running is not None and (job.max_tokens > running.max_tokens or _more(job.logprobs, running.logprobs))
-            if job.temperature != 0 or job.score or len(job.prompts) > room or beyond:
+            beyond = running and (job.max_tokens > batch.max_tokens or _more(job.logprobs, batch.logprobs))
+            if (job.temperature != 0 or job.score or len(job.prompts) > room or beyond
+                    or job.ignore_eos != batch.ignore_eos):
                 break
             jobs.append(self.waiting.popleft())
             room -= len(job.prompts)
@@ -287,7 +291,9 @@ class ReferenceBackend:
         rows: list[Row] = []  # decode's row r -> its request, prompt index, text so far
         pending: deque[tuple[Job, int]] = deque()  # taken prompts not decoding yet, first come first served
         tops = [job.logprobs for job in batch if job.logprobs is not None]
-        limits = Job([], max(job.max_tokens for job in batch), 0.0, 0, [], max(tops) if tops else None)
+        limits = Job([], max(job.max_tokens for job in batch), 0.0, 0, [], max(tops) if tops else None,
+                     ignore_eos=batch[0].ignore_eos)
+        eos = set() if limits.ignore_eos else self.eos
 
         def take(jobs: list[Job]) -> None:
             for job in jobs:
@@ -315,7 +321,7 @@ class ReferenceBackend:
             given = text.logprobs()
             if delta or given:
                 job.events.put((row.index, delta, given, len(text.ids)))
-            ended = text.stopped or len(text.ids) >= job.max_tokens or (text.ids and text.ids[-1] in self.eos)
+            ended = text.stopped or len(text.ids) >= job.max_tokens or (text.ids and text.ids[-1] in eos)
             if (ended or job.gone.is_set() or self.stopping) and not row.done:
                 row.done = True
                 job.running -= 1
@@ -328,13 +334,13 @@ class ReferenceBackend:
                 if self.stopping:
                     return []
                 if greedy and not pending:  # a sampled request decodes alone: only its own prompts join
-                    take(self._take(self.max_batch - running, limits))
+                    take(self._take(self.max_batch - running, limits, running=True))
                 return start(self.max_batch - running)
 
         take(batch)
         greedy = batch[0].temperature == 0
         self.ranks.generate(start(self.max_batch), limits.max_tokens, temperature=batch[0].temperature,
-                            eos_token_id=self.eos, seed=batch[0].seed, use_draft=self.config.has_drafter,
+                            eos_token_id=sorted(eos), seed=batch[0].seed, use_draft=self.config.has_drafter,
                             on_tokens=on_tokens, admit=admit, logprobs=limits.logprobs, on_step=self._iteration)
         for job in list(self.unanswered):  # started rows end through on_tokens; prompts never started: stopped
             if any(waiting is job for waiting, _ in pending):
@@ -355,7 +361,7 @@ class ReferenceBackend:
             if delta or given:
                 job.events.put((row.index, delta, given, len(row.text.ids)))
             ids = row.text.ids
-            reason = "stop" if row.text.stopped or (ids and ids[-1] in self.eos) else "length"
+            reason = "stop" if row.text.stopped or (ids and ids[-1] in self.eos and not job.ignore_eos) else "length"
             lps = row.text.logprobs(everything=True) if job.logprobs is not None else None
             choices.append(Choice(ids, row.text.text, row.steps, reason, lps))
         job.choices = choices

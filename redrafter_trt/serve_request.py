@@ -93,6 +93,7 @@ class Request:
     stop: list[str]
     stream: bool
     include_usage: bool      # stream_options.include_usage: a last chunk with the usage and no choices
+    ignore_eos: bool         # EOS ends nothing: the answer runs to max_tokens (or a stop string), as TensorRT-LLM's
     continuous_usage: bool   # and continuous_usage_stats (ignored without include_usage, as trtllm-serve and vLLM
                              # do): every chunk carries its answer's usage so far
 
@@ -127,6 +128,7 @@ def parse(body, chat: bool, model_name: str, max_output_len: int) -> Request:
         seed=secrets.randbits(63) if seed is None else seed,  # as OpenAI: a fresh sample unless a seed is sent
         stop=[s for s in ([stop] if isinstance(stop, str) else stop) if s],
         stream=stream, include_usage=options.get("include_usage", False),
+        ignore_eos=_field(body, "ignore_eos", bool, False, need="true or false", allow_bool=True),
         continuous_usage=options.get("include_usage", False) and options.get("continuous_usage_stats", False))
 
 
@@ -134,7 +136,7 @@ def parse(body, chat: bool, model_name: str, max_output_len: int) -> Request:
 # any value is refused). OpenAI's, and vLLM's / trtllm-serve's extensions that clients send.
 UNSUPPORTED = {
     "presence_penalty": (0,), "frequency_penalty": (0,), "repetition_penalty": (1,), "length_penalty": (1,),
-    "logit_bias": ({},), "min_tokens": (0,), "ignore_eos": (False,), "use_beam_search": (False,), "tools": ([],),
+    "logit_bias": ({},), "min_tokens": (0,), "use_beam_search": (False,), "tools": ([],),
     "response_format": ({"type": "text"},), "stop_token_ids": ([],), "bad_words": ([],),
     "skip_special_tokens": (True,), "include_stop_str_in_output": (False,), "truncate_prompt_tokens": (),
     "prompt_logprobs": (), "guided_json": (), "guided_regex": (), "guided_choice": (), "guided_grammar": (),

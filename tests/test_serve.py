@@ -351,7 +351,8 @@ def test_answer_text_holds_back_what_may_still_change(backend):
     ({"prompt": "hi", "stream": True, "stream_options": {"include_usage": 1}}, "stream_options"),
     ({"prompt": "hi", "presence_penalty": 0.5}, '"presence_penalty" is not implemented'),
     ({"prompt": "hi", "logit_bias": {"5": 100}}, '"logit_bias"'),
-    ({"prompt": "hi", "ignore_eos": True}, '"ignore_eos"'),
+    ({"prompt": "hi", "min_tokens": 3}, '"min_tokens"'),
+    ({"prompt": "hi", "ignore_eos": 1}, '"ignore_eos" must be true or false'),
     ({"prompt": "hi", "repetition_penalty": 1.2}, "send 1"),
     ({"prompt": "hi", "temperature": -1}, "temperature"),
     ({"prompt": "hi", "seed": "x"}, "seed"),
@@ -640,7 +641,7 @@ def test_scheduler_batches_greedy_requests_only_and_within_max_batch():
 
     jobs = [Job([[1]] * n, 4, t, 0, []) for n, t in [(2, 0.0), (1, 0.7), (3, 0.0), (4, 0.0), (1, 0.0), (1, 0.7)]]
     fake = SimpleNamespace(waiting=deque(jobs), max_batch=6)
-    fake._take = lambda room, running=None: ReferenceBackend._take(fake, room, running)
+    fake._take = lambda room, batch, running=False: ReferenceBackend._take(fake, room, batch, running)
     taken = []
     while fake.waiting:
         taken.append([jobs.index(j) for j in ReferenceBackend._next_batch(fake)])
@@ -648,13 +649,23 @@ def test_scheduler_batches_greedy_requests_only_and_within_max_batch():
     assert taken == [[0], [1], [2], [3, 4], [5]]
     running = Job([], 4, 0.0, 0, [])
     fake.waiting = deque([Job([[1]], 4, 0.0, 0, []), Job([[1]], 8, 0.0, 0, []), Job([[1]], 4, 0.0, 0, [])])
-    assert [j.max_tokens for j in ReferenceBackend._take(fake, 2, running)] == [4]  # the 8-token one is not overtaken
+    assert [j.max_tokens for j in ReferenceBackend._take(fake, 2, running, True)] == [4]  # the 8-token one is not overtaken
     assert [j.max_tokens for j in fake.waiting] == [8, 4]
     # logprobs: a request joins only a batch computing at least as many
     fake.waiting = deque([Job([[1]], 4, 0.0, 0, [], None), Job([[1]], 4, 0.0, 0, [], 0), Job([[1]], 4, 0.0, 0, [], 2)])
-    assert [j.logprobs for j in ReferenceBackend._take(fake, 3, running)] == [None]
-    assert [j.logprobs for j in ReferenceBackend._take(fake, 3, Job([], 4, 0.0, 0, [], 1))] == [0]
-    assert [j.logprobs for j in ReferenceBackend._take(fake, 3, Job([], 4, 0.0, 0, [], 2))] == [2]
+    assert [j.logprobs for j in ReferenceBackend._take(fake, 3, running, True)] == [None]
+    assert [j.logprobs for j in ReferenceBackend._take(fake, 3, Job([], 4, 0.0, 0, [], 1), True)] == [0]
+    assert [j.logprobs for j in ReferenceBackend._take(fake, 3, Job([], 4, 0.0, 0, [], 2), True)] == [2]
+    # ignore_eos: requests batch only with their own kind (the batch's EOS rule is one), first come, first served
+    kinds = [False, True, True, False, True]
+    jobs = [Job([[1]], 4, 0.0, 0, [], ignore_eos=k) for k in kinds]
+    fake.waiting = deque(jobs)
+    taken = []
+    while fake.waiting:
+        taken.append([jobs.index(j) for j in ReferenceBackend._next_batch(fake)])
+    assert taken == [[0], [1, 2], [3], [4]]
+    fake.waiting = deque([Job([[1]], 4, 0.0, 0, [], ignore_eos=True)])
+    assert ReferenceBackend._take(fake, 3, running, True) == [] and len(fake.waiting) == 1
 
 
 def test_max_output_len_must_leave_room_for_a_prompt(backend):

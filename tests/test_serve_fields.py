@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import torch
 
 from redrafter_trt.serve import App
 from test_runtime_support import hf_greedy, one_thread  # noqa: F401
@@ -126,6 +127,28 @@ def test_continuous_usage_stats_put_each_answers_usage_so_far_in_every_chunk(url
                    for e in mine)
     plain = stream(url, "/v1/completions", body | {"stream_options": {"continuous_usage_stats": True}})
     assert not any("usage" in e for e in plain[:-1]) and plain[-1]["usage"] == whole["usage"]  # as without it
+
+
+def test_ignore_eos_runs_every_answer_to_max_tokens_as_transformers_without_eos(backend, smollm2):
+    """As trtllm-serve's ignore_eos: EOS is generated and decoding goes on (transformers with no EOS is the truth);
+    the requests that ignore EOS batch together, beside the ones that stop at it."""
+    from test_runtime_support import hf_model
+
+    ids = backend.encode_chat([{"role": "user", "content": "Say hi."}])
+    short = hf_greedy(smollm2, ids, 32)
+    assert len(short) < 32  # the premise: it ends at EOS
+    with torch.no_grad():
+        x = torch.tensor([ids])
+        whole = hf_model(smollm2).generate(x, attention_mask=torch.ones_like(x), max_new_tokens=32, do_sample=False,
+                                           eos_token_id=[])[0, len(ids):].tolist()
+    app = App(backend, "smol", 32)
+    out = app.post("/v1/completions", {"prompt": [ids, ids], "max_tokens": 32, "ignore_eos": True})[1]
+    assert [c["finish_reason"] for c in out["choices"]] == ["length", "length"]
+    assert out["usage"]["completion_tokens"] == 64
+    want = backend.tokenizer.decode(whole, skip_special_tokens=True)
+    assert [c["text"] for c in out["choices"]] == [want, want]
+    plain = app.post("/v1/completions", {"prompt": ids, "max_tokens": 32, "ignore_eos": False})[1]
+    assert plain["choices"][0]["finish_reason"] == "stop" and plain["usage"]["completion_tokens"] == len(short)
 
 
 def test_max_tokens_zero_with_echo_scores_the_prompt_alone(url, backend):
