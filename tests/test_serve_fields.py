@@ -151,6 +151,26 @@ def test_ignore_eos_runs_every_answer_to_max_tokens_as_transformers_without_eos(
     assert plain["choices"][0]["finish_reason"] == "stop" and plain["usage"]["completion_tokens"] == len(short)
 
 
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
+def test_trtllm_benchmark_serving_requests_are_answered_as_it_reads_them(url, path):
+    """The bodies TensorRT-LLM's benchmark_serving.py (after vLLM's) sends with --ignore-eos: it reads each chunk's
+    first choice's text (chat: delta content) and the output length from the usage chunk without choices."""
+    chat = path.endswith("chat/completions")
+    body = {"model": "smol", "temperature": 0.0, "stream": True, "stream_options": {"include_usage": True},
+            "ignore_eos": True}
+    if chat:
+        body |= {"messages": [{"role": "user", "content": [{"type": "text", "text": "Say hi."}]}],
+                 "max_completion_tokens": 12}
+    else:
+        body |= {"prompt": "Say hi.", "repetition_penalty": 1.0, "max_tokens": 12, "logprobs": None}
+    events = stream(url, path, body)
+    usage = [e["usage"] for e in events if not e["choices"] and e.get("usage")]
+    assert usage and usage[-1]["completion_tokens"] == 12  # every request the length the benchmark asked for
+    text = "".join((c["delta"].get("content") or "") if chat else c["text"] for e in events for c in e["choices"][:1])
+    whole = call(url, path, body | {"stream": False, "stream_options": None})[1]["choices"][0]
+    assert text == (whole["message"]["content"] if chat else whole["text"])
+
+
 def test_max_tokens_zero_with_echo_scores_the_prompt_alone(url, backend):
     body = {"prompt": ["The sky is blue.", "Paris is in France."], "echo": True, "logprobs": 0, "max_tokens": 0}
     out = call(url, "/v1/completions", body)[1]
