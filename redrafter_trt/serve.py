@@ -143,9 +143,13 @@ class App:
             empty = {"delta": {}} if chat else {"text": ""}
             ends = [{"index": i, **empty, "logprobs": None, "finish_reason": c.finish_reason}
                     for i, c in enumerate(choices)]
-            if req.include_usage:  # as OpenAI: the usage in a last chunk without choices (before it: null, or with
-                # continuous_usage_stats each chunk's answer's so far, here all answers')
-                events(head | {"object": chunk_kind, "choices": ends, "usage": usage if req.continuous_usage else None})
+            if req.continuous_usage:  # as trtllm-serve: each answer's finish in a chunk of its own, with its usage
+                for end, c in zip(ends, choices):
+                    events(head | {"object": chunk_kind, "choices": [end],
+                                   "usage": usage_of(len(prompts[end["index"] // n]), len(c.ids))})
+                ends = []
+            elif req.include_usage:  # as OpenAI: the usage only in a last chunk without choices (null before it)
+                events(head | {"object": chunk_kind, "choices": ends, "usage": None})
                 ends = []
             events(head | {"object": chunk_kind, "choices": ends} | tail)
             return None

@@ -306,7 +306,7 @@ class ReferenceBackend:
             new = []
             while pending and len(new) < room:
                 job, i = pending.popleft()
-                rows.append(Row(job, i, AnswerText(self.tokenizer, job.stop, self.eos)))
+                rows.append(Row(job, i, AnswerText(self.tokenizer, job.stop, set() if job.ignore_eos else self.eos)))
                 new.append(job.prompts[i])
             return new
 

@@ -26,7 +26,8 @@ class Logprob:
 class AnswerText:
     """One answer's text as its tokens come: decoded whole each time (multi-token characters come out right), cut
     before the first stop string. `add` returns the text that is safe to send: a possible start of a stop string and
-    the replacement characters of a half-decoded character are held back until the next tokens or `rest()`."""
+    the replacement characters of a half-decoded character are held back until the next tokens or `rest()`.
+    eos: the tokens left out of `logprobs` (the stop tokens; none for an ignore_eos answer, which lists every token)."""
 
     def __init__(self, tokenizer, stop: list[str], eos: set[int] = frozenset()):
         self.tokenizer, self.stop, self.eos = tokenizer, stop, eos

@@ -4,15 +4,26 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 import pytest
 import torch
 
-from redrafter_trt.serve import App
+from redrafter_trt.serve import App, make_server
 from test_runtime_support import hf_greedy, one_thread  # noqa: F401
 from test_serve import backend, call, hf_answer_logprobs, smol_ckpt, stream, url  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def url32(backend):
+    """A server with room for answers that end at EOS (max_output_len 32)."""
+    server = make_server(App(backend, "smol", max_output_len=32), "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
 
 
 def test_n_answers_per_prompt_indexed_prompt_times_n(url, backend, smollm2):
@@ -115,21 +126,23 @@ def test_continuous_usage_stats_put_each_answers_usage_so_far_in_every_chunk(url
                                                                        "continuous_usage_stats": True}})
     assert events[-1]["choices"] == [] and events[-1]["usage"] == whole["usage"]
     assert all(e["usage"] for e in events)
+    finals = []
     for i, choice in enumerate(whole["choices"]):
         mine = [e for e in events[:-1] if [c["index"] for c in e["choices"]] == [i]]
         assert "".join(e["choices"][0]["text"] for e in mine) == choice["text"]
+        assert mine[-1]["choices"][0]["finish_reason"] == choice["finish_reason"]  # its finish, in a chunk of its own
         made = [e["usage"]["completion_tokens"] for e in mine]
-        assert made == sorted(made) and made[0] >= 1
-        if choice["finish_reason"] == "length":  # (a closing EOS adds no text, so no chunk of its own)
-            assert made[-1] == body["max_tokens"]
+        assert made == sorted(made) and 1 <= made[0] < made[-1]
+        finals.append(made[-1])
         assert {e["usage"]["prompt_tokens"] for e in mine} == {len(backend.encode(prompts[i // 2]))}
         assert all(e["usage"]["total_tokens"] == e["usage"]["prompt_tokens"] + e["usage"]["completion_tokens"]
                    for e in mine)
+    assert sum(finals) == whole["usage"]["completion_tokens"]  # each answer's own count at its finish
     plain = stream(url, "/v1/completions", body | {"stream_options": {"continuous_usage_stats": True}})
     assert not any("usage" in e for e in plain[:-1]) and plain[-1]["usage"] == whole["usage"]  # as without it
 
 
-def test_ignore_eos_runs_every_answer_to_max_tokens_as_transformers_without_eos(backend, smollm2):
+def test_ignore_eos_runs_every_answer_to_max_tokens_as_transformers_without_eos(url32, backend, smollm2):
     """As trtllm-serve's ignore_eos: EOS is generated and decoding goes on (transformers with no EOS is the truth);
     the requests that ignore EOS batch together, beside the ones that stop at it."""
     from test_runtime_support import hf_model
@@ -141,18 +154,22 @@ def test_ignore_eos_runs_every_answer_to_max_tokens_as_transformers_without_eos(
         x = torch.tensor([ids])
         whole = hf_model(smollm2).generate(x, attention_mask=torch.ones_like(x), max_new_tokens=32, do_sample=False,
                                            eos_token_id=[])[0, len(ids):].tolist()
-    app = App(backend, "smol", 32)
-    out = app.post("/v1/completions", {"prompt": [ids, ids], "max_tokens": 32, "ignore_eos": True})[1]
+    body = {"prompt": [ids, ids], "max_tokens": 32, "ignore_eos": True, "logprobs": 0}
+    out = call(url32, "/v1/completions", body)[1]
     assert [c["finish_reason"] for c in out["choices"]] == ["length", "length"]
     assert out["usage"]["completion_tokens"] == 64
     want = backend.tokenizer.decode(whole, skip_special_tokens=True)
     assert [c["text"] for c in out["choices"]] == [want, want]
-    plain = app.post("/v1/completions", {"prompt": ids, "max_tokens": 32, "ignore_eos": False})[1]
+    lp = out["choices"][0]["logprobs"]  # as trtllm-serve: every token listed, the EOS inside the answer too
+    assert len(lp["tokens"]) == 32 and lp["tokens"][len(short) - 1] == backend.tokenizer.decode(short[-1])
+    parts = [c for e in stream(url32, "/v1/completions", body) for c in e["choices"]]
+    assert ["".join(c["text"] for c in parts if c["index"] == i) for i in (0, 1)] == [want, want]
+    plain = call(url32, "/v1/completions", {"prompt": ids, "max_tokens": 32, "ignore_eos": False})[1]
     assert plain["choices"][0]["finish_reason"] == "stop" and plain["usage"]["completion_tokens"] == len(short)
 
 
 @pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
-def test_trtllm_benchmark_serving_requests_are_answered_as_it_reads_them(url, path):
+def test_trtllm_benchmark_serving_requests_are_answered_as_it_reads_them(url32, backend, path):
     """The bodies TensorRT-LLM's benchmark_serving.py (after vLLM's) sends with --ignore-eos: it reads each chunk's
     first choice's text (chat: delta content) and the output length from the usage chunk without choices."""
     chat = path.endswith("chat/completions")
@@ -160,15 +177,19 @@ def test_trtllm_benchmark_serving_requests_are_answered_as_it_reads_them(url, pa
             "ignore_eos": True}
     if chat:
         body |= {"messages": [{"role": "user", "content": [{"type": "text", "text": "Say hi."}]}],
-                 "max_completion_tokens": 12}
+                 "max_completion_tokens": 32}
     else:
-        body |= {"prompt": "Say hi.", "repetition_penalty": 1.0, "max_tokens": 12, "logprobs": None}
-    events = stream(url, path, body)
+        prompt = backend.tokenizer.apply_chat_template([{"role": "user", "content": "Say hi."}], tokenize=False,
+                                                       add_generation_prompt=True)
+        body |= {"prompt": prompt, "repetition_penalty": 1.0, "max_tokens": 32, "logprobs": None}
+    events = stream(url32, path, body)
     usage = [e["usage"] for e in events if not e["choices"] and e.get("usage")]
-    assert usage and usage[-1]["completion_tokens"] == 12  # every request the length the benchmark asked for
+    assert usage and usage[-1]["completion_tokens"] == 32  # every request the length the benchmark asked for
     text = "".join((c["delta"].get("content") or "") if chat else c["text"] for e in events for c in e["choices"][:1])
-    whole = call(url, path, body | {"stream": False, "stream_options": None})[1]["choices"][0]
+    whole = call(url32, path, body | {"stream": False, "stream_options": None})[1]["choices"][0]
     assert text == (whole["message"]["content"] if chat else whole["text"])
+    early = call(url32, path, body | {"stream": False, "stream_options": None, "ignore_eos": False})[1]
+    assert early["usage"]["completion_tokens"] < 32  # the premise: without ignore_eos this answer ends at EOS
 
 
 def test_max_tokens_zero_with_echo_scores_the_prompt_alone(url, backend):

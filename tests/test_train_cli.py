@@ -116,3 +116,24 @@ def test_bfloat16_answers_are_cached_apart_and_dtypes_recorded(chat_base, prompt
         assert meta["base_dtype"] == meta["train_dtype"] == dtype
     folders = sorted(f.name.rsplit("-", 1)[1] for f in (tmp_path / "c").glob("distill-*"))
     assert folders == ["bfloat16", "float32"]  # float32 did not reuse the bfloat16 answers
+
+
+def test_batched_distillation_is_greedy_generate_per_prompt_and_warns_nothing(chat_base):
+    """Left-padded batched greedy answers are transformers' greedy `generate` of each prompt alone, and the KV cache
+    goes by the name this transformers takes (5.24 renamed past_key_values to cache and warns on the old name)."""
+    import warnings
+
+    from transformers import AutoModelForCausalLM
+
+    from redrafter_trt.train.distill import greedy_batch
+
+    model = AutoModelForCausalLM.from_pretrained(chat_base).eval()
+    prompts = [[1, 17, 33, 5, 25, 9], [1, 42], [1, 7, 12]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        answers, hidden = greedy_batch(model, prompts, 8, stop={2}, pad_id=0)
+    for p, a, h in zip(prompts, answers, hidden):
+        with torch.no_grad():
+            want = model.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
+                                  max_new_tokens=8, do_sample=False, eos_token_id=[2])[0, len(p):].tolist()
+        assert a == want[: want.index(2) + 1 if 2 in want else None] and h.shape == (len(a), model.config.hidden_size)

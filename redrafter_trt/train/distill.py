@@ -12,6 +12,7 @@ and a second run with the same prompts generates nothing.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import time
@@ -66,11 +67,12 @@ def greedy_batch(model, prompts: list[list[int]], max_new_tokens: int, stop: set
     ids, attn = ids.to(device), attn.to(device)
     pos = (attn.cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache(config=model.config)
+    with_cache = {_cache_keyword(model.model): cache, "use_cache": True}
     stop_t = torch.tensor(sorted(stop), device=device)
     alive = torch.arange(B, device=device)
     answers: list[list[int]] = [[] for _ in range(B)]
     hidden: list[list[torch.Tensor]] = [[] for _ in range(B)]
-    out = model.model(input_ids=ids, attention_mask=attn, position_ids=pos, past_key_values=cache, use_cache=True)
+    out = model.model(input_ids=ids, attention_mask=attn, position_ids=pos, **with_cache)
     last_pos = pos[:, -1]
     for step in range(max_new_tokens):
         h = out.last_hidden_state[:, -1]  # [alive, H]
@@ -87,9 +89,14 @@ def greedy_batch(model, prompts: list[list[int]], max_new_tokens: int, stop: set
             alive, attn, nxt, last_pos = alive[keep], attn[keep], nxt[keep], last_pos[keep]
         attn = torch.cat([attn, attn.new_ones((len(alive), 1))], dim=1)
         last_pos = last_pos + 1
-        out = model.model(input_ids=nxt[:, None], attention_mask=attn, position_ids=last_pos[:, None],
-                          past_key_values=cache, use_cache=True)
+        out = model.model(input_ids=nxt[:, None], attention_mask=attn, position_ids=last_pos[:, None], **with_cache)
     return answers, [torch.stack(h) for h in hidden]
+
+
+def _cache_keyword(model) -> str:
+    """The KV cache's argument name: transformers 5.24 renamed `past_key_values` to `cache` (the old name warns, and
+    goes in 5.40); earlier versions know only the old one."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
 def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: Path, *, max_new_tokens: int,
