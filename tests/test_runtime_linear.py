@@ -1,5 +1,5 @@
 """`Linear` / `pack_linears`: oneDNN's packed products agree with `F.linear` in float32 and, when asked for,
-bfloat16; other dtypes stay on `F.linear`."""
+bfloat16; other dtypes stay on `F.linear`. A tuned `Linear` takes each path where `tune` measured it faster."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from redrafter_trt.runtime.linear import Linear, pack_linears
+from redrafter_trt.runtime.linear import Linear, pack_linears, plain_rows_from, tune
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")
 
@@ -32,3 +32,38 @@ def test_pack_linears_takes_bfloat16_only_when_asked():
         out = model(x)
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), ref.float(), atol=3e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize("plain_rows", [0, 2])
+def test_a_tuned_linear_takes_f_linear_up_to_plain_rows_and_onednn_above(plain_rows):
+    """Each product is bit for bit the path it should take: F.linear's up to plain_rows rows, oneDNN's above."""
+    g = torch.Generator().manual_seed(plain_rows)
+    w, b = torch.randn(96, 64, generator=g), torch.randn(96, generator=g)
+    lin = Linear(w, b, keep_plain=True)
+    assert lin.packed is not None and lin.weight is w
+    lin.plain_rows = plain_rows
+    for rows in (1, 2, 3, 5):
+        x = torch.randn(rows, 64, generator=g)
+        want = F.linear(x, w, b) if rows <= plain_rows else lin.onednn(x)
+        assert torch.equal(lin(x), want)
+
+
+@pytest.mark.parametrize("seconds, want", [
+    ({1: (1.0, 2.0), 2: (1.0, 2.0), 3: (2.5, 2.0), 4: (3.0, 2.0)}, 2),   # the Intel Xeon's shape: MKL first
+    ({1: (2.0, 1.0), 2: (2.0, 1.0), 3: (2.0, 1.0), 4: (2.0, 1.0)}, 0),   # the AMD EPYCs': oneDNN everywhere
+    ({1: (1.0, 2.0), 2: (3.0, 2.0), 3: (1.0, 2.0), 4: (1.0, 2.0)}, 1),   # noise past a loss does not count
+    ({1: (1.0, 2.0), 2: (1.0, 2.0), 3: (1.0, 2.0), 4: (1.0, 2.0)}, 4),
+])
+def test_the_crossover_is_the_last_row_count_before_f_linear_first_loses(seconds, want):
+    assert plain_rows_from(seconds) == want
+
+
+def test_tune_sets_every_linear_and_drops_the_copy_it_does_not_use():
+    from redrafter_trt.runtime import linear as module
+
+    lins = [Linear(torch.randn(96, 64), keep_plain=True) for _ in range(3)]
+    crossover = tune(lins)
+    assert crossover in (0, *module.PROBE_ROWS)
+    assert all(lin.plain_rows == crossover and (lin.weight is None) == (crossover == 0) for lin in lins)
+    if crossover == 0:
+        assert tune(lins) == 0  # nothing left to time once the plain copies are gone

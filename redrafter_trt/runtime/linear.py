@@ -6,6 +6,12 @@ products. oneDNN with a weight reordered once into its blocked layout reads the 
 this project's 2-core AVX2 machine SmolLM2-135M's linears are 1.4x faster for one row and 1.5-2.5x for 2-24 rows
 (`python scripts/bench_linear.py`). Elsewhere (a GPU, 16-bit weights, a torch without oneDNN) it is `F.linear`.
 
+Not everywhere: on an Intel Xeon with AMX (session 17) MKL reads a weight faster for 1-3 rows (1 row: 26.5 against
+33.9 ms for SmolLM2's linears) and oneDNN only wins from 4 rows (1.3-1.8x). So a small model's linears keep both
+copies and `tune` times both products over them once, at load, for 1-4 rows: products of up to `plain_rows` rows
+take `F.linear`, larger ones oneDNN (on the AMD EPYCs of sessions 6-16 oneDNN wins at every size: plain_rows 0 and
+the plain copies are dropped). Models above PLAIN_KEEP_BYTES keep oneDNN's copy alone.
+
 The two paths round differently: against float64, oneDNN's float32 error is about 2.5x MKL's. The tests bound the
 logits' error by transformers' own and compare greedy outputs with transformers' token for token.
 """
@@ -13,11 +19,15 @@ logits' error by transformers' own and compare greedy outputs with transformers'
 from __future__ import annotations
 
 import logging
+import time
 
 import torch
 import torch.nn.functional as F
 
 log = logging.getLogger(__name__)
+
+PROBE_ROWS = (1, 2, 3, 4)  # row counts `tune` times: where the two products crossed over on the CPUs measured
+PLAIN_KEEP_BYTES = 2 << 30  # weights up to this size keep a plain copy beside oneDNN's for `tune` to choose
 
 
 def _onednn_ready(weight: torch.Tensor, dtypes: tuple[torch.dtype, ...] = (torch.float32,)) -> bool:
@@ -27,25 +37,76 @@ def _onednn_ready(weight: torch.Tensor, dtypes: tuple[torch.dtype, ...] = (torch
 
 class Linear:
     """weight [N, K], bias [N] or None; __call__: x [..., K] -> [..., N] in x's dtype. Once packed, only
-    oneDNN's copy of the weight is kept."""
+    oneDNN's copy of the weight is kept, unless `keep_plain` (then `tune` decides which products use which)."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                 dtypes: tuple[torch.dtype, ...] = (torch.float32,)):
+                 dtypes: tuple[torch.dtype, ...] = (torch.float32,), keep_plain: bool = False):
         self.weight, self.bias, self.packed = weight, bias, None
         self.out_features, self.in_features = weight.shape
+        self.plain_rows = 0  # products of up to this many rows take F.linear (needs the plain weight)
         if _onednn_ready(weight, dtypes):
             try:
                 self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), None)
-                self.weight = None
+                self.weight = weight if keep_plain else None
             except RuntimeError as e:  # a build whose oneDNN cannot pack this shape
                 log.info("oneDNN packing unavailable (%s); using F.linear", e)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.packed is None:
+        if self.packed is None or x.numel() <= self.plain_rows * self.in_features:
             return F.linear(x, self.weight, self.bias)
+        return self.onednn(x)
+
+    def onednn(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
         out = torch.ops.mkldnn._linear_pointwise(flat.contiguous(), self.packed, self.bias, "none", [], "")
         return out.view(*x.shape[:-1], out.shape[-1])
+
+
+def plain_rows_from(seconds: dict[int, tuple[float, float]]) -> int:
+    """seconds: rows -> (F.linear's time, oneDNN's time). The largest row count up to which F.linear is faster at
+    every count measured (0: never)."""
+    best = 0
+    for rows in sorted(seconds):
+        if seconds[rows][0] >= seconds[rows][1]:
+            break
+        best = rows
+    return best
+
+
+def tune(linears: list[Linear], rows: tuple[int, ...] = PROBE_ROWS) -> int:
+    """Time both products over `linears` (a whole model's: far beyond the CPU caches, as in decoding), best of 3,
+    at each row count; every linear then takes F.linear up to the crossover and drops the copy it no longer needs.
+    Returns that crossover (plain_rows)."""
+    both = [lin for lin in linears if lin.packed is not None and lin.weight is not None]
+    if not both:
+        return 0
+    seconds = {}
+    with torch.inference_mode():
+        for r in rows:
+            xs = {k: torch.randn(r, k) for k in {lin.in_features for lin in both}}
+            seconds[r] = tuple(best_of(3, lambda: [F.linear(xs[lin.in_features], lin.weight, lin.bias)
+                                                    for lin in both]) if plain else
+                               best_of(3, lambda: [lin.onednn(xs[lin.in_features]) for lin in both])
+                               for plain in (True, False))
+    crossover = plain_rows_from(seconds)
+    for lin in both:
+        lin.plain_rows = crossover
+        if not crossover:
+            lin.weight = None
+    log.info("CPU linears: F.linear up to %d rows, oneDNN above (ms per pass at 1..%d rows, plain/oneDNN: %s)",
+             crossover, rows[-1], " ".join(f"{a * 1e3:.1f}/{b * 1e3:.1f}" for a, b in seconds.values()))
+    return crossover
+
+
+def best_of(n: int, fn) -> float:
+    """The shortest of n timed calls of fn, in seconds, after one warm-up call."""
+    fn()  # warm-up
+    best = float("inf")
+    for _ in range(n):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 def pack_linears(module: torch.nn.Module, dtypes: tuple[torch.dtype, ...] = (torch.float32,)) -> int:

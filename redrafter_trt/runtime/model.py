@@ -23,7 +23,7 @@ from ..io import all_finite
 from .argmax import MAX_ROWS, ScreenedArgmax
 from .cache import KVCache
 from .config import RuntimeConfig, rope_inv_freq
-from .linear import Linear
+from .linear import PLAIN_KEEP_BYTES, Linear, tune
 from .tp import SINGLE, TPGroup
 
 log = logging.getLogger(__name__)
@@ -79,21 +79,32 @@ class BaseModel:
                 return None
             return t.to(device=self.device, dtype=self.dtype)
 
+        # a small float32 model on a CPU keeps plain weights beside oneDNN's until `tune` has timed both (linear.py)
+        tuned = (self.device.type == "cpu" and self.dtype == torch.float32
+                 and 4 * sum(t.numel() for t in tensors.values()) <= PLAIN_KEEP_BYTES)
+
+        def linear(weight: torch.Tensor, bias: torch.Tensor | None = None) -> Linear:
+            return Linear(weight, bias, keep_plain=tuned)
+
         self.embed = take("transformer.vocab_embedding.weight")
         self.layers = []
         for i in range(cfg.num_layers):
             p = f"transformer.layers.{i}."
             self.layers.append(Layer(
                 input_norm=take(p + "input_layernorm.weight"),
-                qkv=Linear(take(p + "attention.qkv.weight"), take(p + "attention.qkv.bias", required=False)),
-                dense=Linear(take(p + "attention.dense.weight")), post_norm=take(p + "post_layernorm.weight"),
-                fc_gate=Linear(torch.cat([take(p + "mlp.fc.weight"), take(p + "mlp.gate.weight")])),
-                proj=Linear(take(p + "mlp.proj.weight"))))
+                qkv=linear(take(p + "attention.qkv.weight"), take(p + "attention.qkv.bias", required=False)),
+                dense=linear(take(p + "attention.dense.weight")), post_norm=take(p + "post_layernorm.weight"),
+                fc_gate=linear(torch.cat([take(p + "mlp.fc.weight"), take(p + "mlp.gate.weight")])),
+                proj=linear(take(p + "mlp.proj.weight"))))
         self.ln_f = take("transformer.ln_f.weight")
         head = take("lm_head.weight")
         # greedy steps need only the argmax: screened through a float16 copy where a single rank holds the head
         self.screened_argmax = ScreenedArgmax.create(head[: cfg.vocab_size]) if group.tp_size == 1 else None
-        self.lm_head = Linear(head)
+        self.lm_head = linear(head)
+        if tuned:
+            tune([lin for L in self.layers for lin in (L.qkv, L.dense, L.fc_gate, L.proj)] + [self.lm_head])
+            if self.screened_argmax is not None and not self.screened_argmax.pays(self.lm_head):
+                self.screened_argmax = None
         hd = cfg.head_size
         self.local_heads = self.layers[0].dense.in_features // hd
         self.local_kv_heads = (self.layers[0].qkv.out_features // hd - self.local_heads) // 2
