@@ -11,6 +11,7 @@ import os
 import pickle
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -52,7 +53,9 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 def read_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Load a pickled state dict without running code (`weights_only=True`)."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
+        with warnings.catch_warnings():  # a garbage file's "Detected pickle protocol N" would precede our one line
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
     except pickle.UnpicklingError as e:
         raise TensorError(f"{path} is a pickle that would run code or load non-tensor objects "
                           f"({first_line(e, 'unsafe pickle')}): re-save it as safetensors, or as a plain state dict "
