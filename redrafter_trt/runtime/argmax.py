@@ -86,12 +86,12 @@ class ScreenedArgmax:
 
     def pays(self, full) -> bool:
         """Whether screening one row beats `full(x).argmax(-1)` (the float32 lm_head) on this machine, timed once,
-        best of 3 (on an Intel Xeon with AMX it did not: fbgemm's float16 product runs on one thread)."""
-        from .linear import best_of
+        best of 5 in turns (on an Intel Xeon with AMX it did not: fbgemm's float16 product runs on one thread)."""
+        from .linear import best_of_each
 
         x = torch.randn(1, self.weight.shape[1])
         with torch.inference_mode():
-            screened, plain = best_of(3, lambda: self(x)), best_of(3, lambda: full(x).argmax(-1))
+            screened, plain = best_of_each(5, lambda: self(x), lambda: full(x).argmax(-1))
         log.info("float16 lm_head screen: %.2f ms per row against %.2f ms for the full logits: %s", screened * 1e3,
                  plain * 1e3, "kept" if screened < plain else "not used")
         return screened < plain

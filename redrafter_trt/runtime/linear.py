@@ -62,21 +62,20 @@ class Linear:
         return out.view(*x.shape[:-1], out.shape[-1])
 
 
+MARGIN = 0.95  # F.linear is taken where it ran in under this fraction of oneDNN's time: a clear win, not noise
+
+
 def plain_rows_from(seconds: dict[int, tuple[float, float]]) -> int:
-    """seconds: rows -> (F.linear's time, oneDNN's time). The largest row count up to which F.linear is faster at
-    every count measured (0: never)."""
-    best = 0
-    for rows in sorted(seconds):
-        if seconds[rows][0] >= seconds[rows][1]:
-            break
-        best = rows
-    return best
+    """seconds: rows -> (F.linear's time, oneDNN's time). The largest row count at which F.linear clearly won
+    (0: none); products up to it take F.linear. Taking the largest win, not the first loss, lets one disturbed
+    timing at a small count (a shared machine) not undo the choice."""
+    return max((rows for rows, (plain, packed) in seconds.items() if plain < MARGIN * packed), default=0)
 
 
 def tune(linears: list[Linear], rows: tuple[int, ...] = PROBE_ROWS) -> int:
-    """Time both products over `linears` (a whole model's: far beyond the CPU caches, as in decoding), best of 3,
-    at each row count; every linear then takes F.linear up to the crossover and drops the copy it no longer needs.
-    Returns that crossover (plain_rows)."""
+    """Time both products over `linears` (a whole model's: far beyond the CPU caches, as in decoding) at each row
+    count, best of 3, the two taking turns so that a disturbance hits both; every linear then takes F.linear up to
+    the crossover and drops the copy it no longer needs. Returns that crossover (plain_rows)."""
     both = [lin for lin in linears if lin.packed is not None and lin.weight is not None]
     if not both:
         return 0
@@ -84,10 +83,8 @@ def tune(linears: list[Linear], rows: tuple[int, ...] = PROBE_ROWS) -> int:
     with torch.inference_mode():
         for r in rows:
             xs = {k: torch.randn(r, k) for k in {lin.in_features for lin in both}}
-            seconds[r] = tuple(best_of(3, lambda: [F.linear(xs[lin.in_features], lin.weight, lin.bias)
-                                                    for lin in both]) if plain else
-                               best_of(3, lambda: [lin.onednn(xs[lin.in_features]) for lin in both])
-                               for plain in (True, False))
+            seconds[r] = best_of_each(3, lambda: [F.linear(xs[lin.in_features], lin.weight, lin.bias) for lin in both],
+                                      lambda: [lin.onednn(xs[lin.in_features]) for lin in both])
     crossover = plain_rows_from(seconds)
     for lin in both:
         lin.plain_rows = crossover
@@ -98,15 +95,17 @@ def tune(linears: list[Linear], rows: tuple[int, ...] = PROBE_ROWS) -> int:
     return crossover
 
 
-def best_of(n: int, fn) -> float:
-    """The shortest of n timed calls of fn, in seconds, after one warm-up call."""
-    fn()  # warm-up
-    best = float("inf")
-    for _ in range(n):
-        start = time.perf_counter()
+def best_of_each(n: int, *fns) -> tuple[float, ...]:
+    """The shortest of n timed calls of each fn, in seconds, after one warm-up call each; the fns take turns."""
+    for fn in fns:
         fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+    best = [float("inf")] * len(fns)
+    for _ in range(n):
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - start)
+    return tuple(best)
 
 
 def pack_linears(module: torch.nn.Module, dtypes: tuple[torch.dtype, ...] = (torch.float32,)) -> int:
