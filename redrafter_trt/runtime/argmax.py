@@ -85,16 +85,23 @@ class ScreenedArgmax:
         return (approx >= (approx.amax(dim=1) - reach)[:, None]).any(dim=0).nonzero()[:, 0]
 
     def pays(self, full) -> bool:
-        """Whether screening one row beats `full(x).argmax(-1)` (the float32 lm_head) on this machine, timed once,
-        best of 5 in turns (on an Intel Xeon with AMX it did not: fbgemm's float16 product runs on one thread)."""
-        from .linear import best_of_each
+        """Whether screening clearly beats `full(x).argmax(-1)` (the float32 lm_head) on this machine at 1 and at
+        MAX_ROWS rows, what it is used for; timed once, best of 5 in turns (on an Intel Xeon with AMX it did not:
+        fbgemm's float16 product runs on one thread). Pinned crossovers (REDRAFTER_TRT_PLAIN_ROWS) skip the timing:
+        the screen is used."""
+        from .linear import MARGIN, best_of_each, pinned_plain_rows
 
-        x = torch.randn(1, self.weight.shape[1])
+        if pinned_plain_rows() is not None:
+            return True
+        times = {}
         with torch.inference_mode():
-            screened, plain = best_of_each(5, lambda: self(x), lambda: full(x).argmax(-1))
-        log.info("float16 lm_head screen: %.2f ms per row against %.2f ms for the full logits: %s", screened * 1e3,
-                 plain * 1e3, "kept" if screened < plain else "not used")
-        return screened < plain
+            for rows in (1, MAX_ROWS):
+                x = torch.randn(rows, self.weight.shape[1])
+                times[rows] = best_of_each(5, lambda: self(x), lambda: full(x).argmax(-1))
+        pays = all(screened < MARGIN * plain for screened, plain in times.values())
+        log.info("float16 lm_head screen: %s ms against the full logits' at 1 and %d rows: %s", " ".join(
+            f"{a * 1e3:.2f}/{b * 1e3:.2f}" for a, b in times.values()), MAX_ROWS, "used" if pays else "not used")
+        return pays
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1]).contiguous()

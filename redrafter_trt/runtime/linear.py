@@ -10,7 +10,9 @@ Not everywhere: on an Intel Xeon with AMX (session 17) MKL reads a weight faster
 33.9 ms for SmolLM2's linears) and oneDNN only wins from 4 rows (1.3-1.8x). So a small model's linears keep both
 copies and `tune` times both products over them once, at load, for 1-4 rows: products of up to `plain_rows` rows
 take `F.linear`, larger ones oneDNN (on the AMD EPYCs of sessions 6-16 oneDNN wins at every size: plain_rows 0 and
-the plain copies are dropped). Models above PLAIN_KEEP_BYTES keep oneDNN's copy alone.
+the plain copies are dropped). Ranks above PLAIN_KEEP_BYTES, and tensor-parallel ranks, keep oneDNN's copy alone.
+The two round differently, so a timed choice could change a near-tie's greedy token from one start to the next:
+`REDRAFTER_TRT_PLAIN_ROWS=N` pins it (0: oneDNN everywhere and the float16 screen wherever it applies, as before).
 
 The two paths round differently: against float64, oneDNN's float32 error is about 2.5x MKL's. The tests bound the
 logits' error by transformers' own and compare greedy outputs with transformers' token for token.
@@ -19,15 +21,29 @@ logits' error by transformers' own and compare greedy outputs with transformers'
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import torch
 import torch.nn.functional as F
 
+from ..errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 PROBE_ROWS = (1, 2, 3, 4)  # row counts `tune` times: where the two products crossed over on the CPUs measured
 PLAIN_KEEP_BYTES = 2 << 30  # weights up to this size keep a plain copy beside oneDNN's for `tune` to choose
+PIN_ENV = "REDRAFTER_TRT_PLAIN_ROWS"  # a whole number pins tune's crossover instead of timing it
+
+
+def pinned_plain_rows() -> int | None:
+    """REDRAFTER_TRT_PLAIN_ROWS as a crossover, None when unset."""
+    value = os.environ.get(PIN_ENV)
+    if value is None:
+        return None
+    if not value.strip().isdigit():
+        raise ConfigError(f"{PIN_ENV}={value!r}: give a whole number of rows (0: oneDNN everywhere), or unset it")
+    return int(value)
 
 
 def _onednn_ready(weight: torch.Tensor, dtypes: tuple[torch.dtype, ...] = (torch.float32,)) -> bool:
@@ -52,7 +68,7 @@ class Linear:
                 log.info("oneDNN packing unavailable (%s); using F.linear", e)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.packed is None or x.numel() <= self.plain_rows * self.in_features:
+        if self.packed is None or (self.weight is not None and x.numel() <= self.plain_rows * self.in_features):
             return F.linear(x, self.weight, self.bias)
         return self.onednn(x)
 
@@ -79,19 +95,25 @@ def tune(linears: list[Linear], rows: tuple[int, ...] = PROBE_ROWS) -> int:
     both = [lin for lin in linears if lin.packed is not None and lin.weight is not None]
     if not both:
         return 0
+    pinned = pinned_plain_rows()
+    if pinned is not None:
+        return _apply(both, pinned, f"pinned by {PIN_ENV}")
     seconds = {}
     with torch.inference_mode():
         for r in rows:
             xs = {k: torch.randn(r, k) for k in {lin.in_features for lin in both}}
             seconds[r] = best_of_each(3, lambda: [F.linear(xs[lin.in_features], lin.weight, lin.bias) for lin in both],
                                       lambda: [lin.onednn(xs[lin.in_features]) for lin in both])
-    crossover = plain_rows_from(seconds)
-    for lin in both:
+    return _apply(both, plain_rows_from(seconds), "ms per pass at %s rows, plain/oneDNN: %s" % (
+        ",".join(map(str, rows)), " ".join(f"{a * 1e3:.1f}/{b * 1e3:.1f}" for a, b in seconds.values())))
+
+
+def _apply(linears: list[Linear], crossover: int, why: str) -> int:
+    for lin in linears:
         lin.plain_rows = crossover
         if not crossover:
             lin.weight = None
-    log.info("CPU linears: F.linear up to %d rows, oneDNN above (ms per pass at 1..%d rows, plain/oneDNN: %s)",
-             crossover, rows[-1], " ".join(f"{a * 1e3:.1f}/{b * 1e3:.1f}" for a, b in seconds.values()))
+    log.info("CPU linears: F.linear up to %d rows, oneDNN above (%s)", crossover, why)
     return crossover
 
 

@@ -80,7 +80,7 @@ class BaseModel:
             return t.to(device=self.device, dtype=self.dtype)
 
         # a small float32 model on a CPU keeps plain weights beside oneDNN's until `tune` has timed both (linear.py)
-        tuned = (self.device.type == "cpu" and self.dtype == torch.float32
+        tuned = (self.device.type == "cpu" and self.dtype == torch.float32 and group.tp_size == 1
                  and 4 * sum(t.numel() for t in tensors.values()) <= PLAIN_KEEP_BYTES)
 
         def linear(weight: torch.Tensor, bias: torch.Tensor | None = None) -> Linear:
