@@ -293,7 +293,7 @@ class ReferenceBackend:
         tops = [job.logprobs for job in batch if job.logprobs is not None]
         limits = Job([], max(job.max_tokens for job in batch), 0.0, 0, [], max(tops) if tops else None,
                      ignore_eos=batch[0].ignore_eos)
-        eos = set() if limits.ignore_eos else self.eos
+        eos = self._stops(limits)
 
         def take(jobs: list[Job]) -> None:
             for job in jobs:
@@ -306,7 +306,7 @@ class ReferenceBackend:
             new = []
             while pending and len(new) < room:
                 job, i = pending.popleft()
-                rows.append(Row(job, i, AnswerText(self.tokenizer, job.stop, set() if job.ignore_eos else self.eos)))
+                rows.append(Row(job, i, AnswerText(self.tokenizer, job.stop, self._stops(job))))
                 new.append(job.prompts[i])
             return new
 
@@ -353,6 +353,10 @@ class ReferenceBackend:
         if jobs > 1:
             log.info("decoded %d requests (%d prompts) in one batch", jobs, len(rows))
 
+    def _stops(self, job: Job) -> set[int]:
+        """The tokens that end job's answers: the model's EOS, none under ignore_eos."""
+        return set() if job.ignore_eos else self.eos
+
     def _answer(self, job: Job, rows: list[Row]) -> None:
         choices = []
         for row in rows:
@@ -361,7 +365,7 @@ class ReferenceBackend:
             if delta or given:
                 job.events.put((row.index, delta, given, len(row.text.ids)))
             ids = row.text.ids
-            reason = "stop" if row.text.stopped or (ids and ids[-1] in self.eos and not job.ignore_eos) else "length"
+            reason = "stop" if row.text.stopped or (ids and ids[-1] in self._stops(job)) else "length"
             lps = row.text.logprobs(everything=True) if job.logprobs is not None else None
             choices.append(Choice(ids, row.text.text, row.steps, reason, lps))
         job.choices = choices

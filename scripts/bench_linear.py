@@ -8,26 +8,14 @@ a verify tree's nodes. Prints milliseconds and the ratio measured in the same ru
 
 from __future__ import annotations
 
-import time
 
 import click
 import torch
 import torch.nn.functional as F
 
-from redrafter_trt.runtime.linear import Linear
+from redrafter_trt.runtime.linear import Linear, best_of_each
 
 HIDDEN, INTER, QKV, LAYERS, VOCAB = 576, 1536, 960, 30, 49152
-
-
-def best_of(fn, reps: int) -> float:
-    for _ in range(2):
-        fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times) * 1000
 
 
 @click.command()
@@ -47,9 +35,9 @@ def main(threads, reps):
     for rows in (1, 2, 4, 6, 8, 12, 16, 24):
         xs = {k: torch.randn(rows, k, generator=g) for k in (HIDDEN, INTER)}
         torch.testing.assert_close(packed[3](xs[INTER]), F.linear(xs[INTER], weights[3]), rtol=1e-4, atol=1e-4)
-        a = best_of(lambda: [F.linear(xs[w.shape[1]], w) for w in weights], reps)
-        b = best_of(lambda: [lin(xs[lin.in_features]) for lin in packed], reps)
-        print(f"{rows:4d}  {a:11.1f}  {b:9.1f}  {a / b:5.2f}")
+        a, b = best_of_each(reps, lambda: [F.linear(xs[w.shape[1]], w) for w in weights],
+                            lambda: [lin(xs[lin.in_features]) for lin in packed])  # what `tune` times, in turns
+        print(f"{rows:4d}  {a * 1e3:11.1f}  {b * 1e3:9.1f}  {a / b:5.2f}")
 
 
 if __name__ == "__main__":
