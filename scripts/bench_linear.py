@@ -1,19 +1,19 @@
-"""Time the runtime's `Linear` (oneDNN, weight packed once) against `F.linear` (MKL, what transformers uses) on
-one forward's worth of SmolLM2-135M-shaped float32 weights (30 layers of qkv, dense, fused gate/up and down
-projections, then the [49152, 576] head; far larger than the CPU caches, as in a real model) for 1..24 rows:
-a verify tree's nodes. Prints milliseconds and the ratio measured in the same run.
+"""Time every product the runtime's `Linear` can choose on this machine ("plain": `F.linear`, MKL's sgemm as in
+transformers; "onednn": oneDNN with the weight packed once; "packed4" / "packed16": MKL's packed sgemm laid out for
+4 / 16 rows) on one forward's worth of SmolLM2-135M-shaped float32 weights (30 layers of qkv, dense, fused gate/up
+and down projections, then the [49152, 576] head; far larger than the CPU caches, as in a real model) for 1..24
+rows: a verify tree's nodes. Prints milliseconds, each product's speed relative to F.linear measured in the same
+run, and the plan `tune` would make of it.
 
     python scripts/bench_linear.py [--threads N]
 """
 
 from __future__ import annotations
 
-
 import click
 import torch
-import torch.nn.functional as F
 
-from redrafter_trt.runtime.linear import Linear, best_of_each
+from redrafter_trt.runtime.linear import Linear, best_of_each, plan_from
 
 HIDDEN, INTER, QKV, LAYERS, VOCAB = 576, 1536, 960, 30, 49152
 
@@ -26,18 +26,26 @@ def main(threads, reps):
         torch.set_num_threads(threads)
     g = torch.Generator().manual_seed(0)
     shapes = [(QKV, HIDDEN), (HIDDEN, HIDDEN), (2 * INTER, HIDDEN), (HIDDEN, INTER)] * LAYERS + [(VOCAB, HIDDEN)]
-    weights = [torch.randn(shape, generator=g) * 0.02 for shape in shapes]
-    packed = [Linear(w) for w in weights]
-    if packed[0].packed is None:
-        raise SystemExit("this torch has no oneDNN packed linear: Linear falls back to F.linear here")
-    print(f"threads {torch.get_num_threads()}, {len(shapes)} float32 weights, {sum(w.numel() for w in weights) / 1e6:.0f}M params")
-    print("rows  F.linear ms  Linear ms  ratio")
-    for rows in (1, 2, 4, 6, 8, 12, 16, 24):
+    linears = [Linear(torch.randn(shape, generator=g) * 0.02, candidates=True) for shape in shapes]
+    names = list(linears[0].products)
+    if names == ["plain"]:
+        raise SystemExit("this torch has no packed products on this machine: Linear is F.linear here")
+    print(f"threads {torch.get_num_threads()}, {len(shapes)} float32 weights, "
+          f"{sum(h * w for h, w in shapes) / 1e6:.0f}M params")
+    print("rows  " + "  ".join(f"{name:>9s} ms" for name in names) + "  (x F.linear's speed)")
+    seconds = {}
+    for rows in (1, 2, 3, 4, 6, 8, 12, 16, 24):
         xs = {k: torch.randn(rows, k, generator=g) for k in (HIDDEN, INTER)}
-        torch.testing.assert_close(packed[3](xs[INTER]), F.linear(xs[INTER], weights[3]), rtol=1e-4, atol=1e-4)
-        a, b = best_of_each(reps, lambda: [F.linear(xs[w.shape[1]], w) for w in weights],
-                            lambda: [lin(xs[lin.in_features]) for lin in packed])  # what `tune` times, in turns
-        print(f"{rows:4d}  {a * 1e3:11.1f}  {b * 1e3:9.1f}  {a / b:5.2f}")
+        check = linears[3].products
+        for name in names:
+            torch.testing.assert_close(check[name](xs[INTER]), check["plain"](xs[INTER]), rtol=1e-4, atol=1e-4)
+        times = best_of_each(reps, *[lambda name=name: [lin.products[name](xs[lin.in_features]) for lin in linears]
+                                     for name in names])  # what `tune` times, in turns
+        seconds[rows] = dict(zip(names, times))
+        plain = seconds[rows]["plain"]
+        print(f"{rows:4d}  " + "  ".join(f"{t * 1e3:9.1f} {plain / t:4.2f}" for t in times))
+    print("plan:", ", ".join(f"{name} up to {limit} rows" if limit else f"{name} above" for limit, name
+                             in plan_from(seconds)))
 
 
 if __name__ == "__main__":

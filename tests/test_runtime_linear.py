@@ -1,5 +1,6 @@
-"""`Linear` / `pack_linears`: oneDNN's packed products agree with `F.linear` in float32 and, when asked for,
-bfloat16; other dtypes stay on `F.linear`. A tuned `Linear` takes each path where `tune` measured it faster."""
+"""`Linear` / `pack_linears`: oneDNN's and MKL's packed products agree with `F.linear` in float32 and, when asked
+for, bfloat16; other dtypes stay on `F.linear`. A tuned `Linear` takes each product where `tune` measured it
+fastest."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from redrafter_trt.runtime.linear import Linear, pack_linears, plain_rows_from, tune
+from redrafter_trt.runtime.linear import Linear, pack_linears, plan_from, tune
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")
 
@@ -17,7 +18,7 @@ def test_float32_packed_matches_f_linear(rows):
     g = torch.Generator().manual_seed(rows)
     w, b, x = torch.randn(96, 64, generator=g), torch.randn(96, generator=g), torch.randn(2, rows, 64, generator=g)
     lin = Linear(w, b)
-    assert lin.packed is not None and lin.weight is None
+    assert set(lin.products) == {"onednn"} and lin.plan == [(None, "onednn")]
     torch.testing.assert_close(lin(x), F.linear(x, w, b), atol=1e-4, rtol=1e-4)
 
 
@@ -34,71 +35,124 @@ def test_pack_linears_takes_bfloat16_only_when_asked():
     torch.testing.assert_close(out.float(), ref.float(), atol=3e-2, rtol=2e-2)
 
 
-@pytest.mark.parametrize("plain_rows", [0, 2])
-def test_a_tuned_linear_takes_f_linear_up_to_plain_rows_and_onednn_above(plain_rows):
-    """Each product is bit for bit the path it should take (the two round differently at this width): F.linear's up
-    to plain_rows rows, counted over every leading dimension, oneDNN's above; no rows give no rows."""
-    g = torch.Generator().manual_seed(plain_rows)
+def test_every_candidate_product_matches_f_linear_and_they_round_differently():
+    """The products a small float32 model is timed over: each agrees with F.linear (bias, 3-D input), and at this
+    width they round differently, so the tests below can tell which one ran."""
+    g = torch.Generator().manual_seed(0)
     w, b = torch.randn(96, 1024, generator=g), torch.randn(96, generator=g)
-    lin = Linear(w, b, keep_plain=True)
-    assert lin.packed is not None and lin.weight is w
-    lin.plain_rows = plain_rows
+    lin = Linear(w, b, candidates=True)
+    assert {"plain", "onednn"} <= set(lin.products)
+    if torch.backends.mkl.is_available():
+        assert {"packed4", "packed16"} <= set(lin.products)
+    x = torch.randn(5, 1024, generator=g)
+    outs = {name: fn(x) for name, fn in lin.products.items()}
+    for name, out in outs.items():
+        torch.testing.assert_close(out, F.linear(x, w, b), atol=1e-4, rtol=1e-4, msg=name)
+    assert not torch.equal(outs["plain"], outs["onednn"])
+
+
+def test_a_planned_linear_takes_each_product_for_its_row_count():
+    """Bit for bit the product the plan names, rows counted over every leading dimension; no rows give no rows."""
+    g = torch.Generator().manual_seed(1)
+    w, b = torch.randn(96, 1024, generator=g), torch.randn(96, generator=g)
+    lin = Linear(w, b, candidates=True)
+    lin.plan = [(2, "plain"), (None, "onednn")]
     for shape in [(1, 1024), (2, 1024), (1, 2, 1024), (2, 2, 1024), (5, 1024)]:
         x = torch.randn(*shape, generator=g)
-        plain, packed = F.linear(x, w, b), lin.onednn(x)
-        assert not torch.equal(plain, packed)  # so the comparison below tells the paths apart
-        assert torch.equal(lin(x), plain if x.numel() <= plain_rows * 1024 else packed), shape
+        want = "plain" if x.numel() <= 2 * 1024 else "onednn"
+        assert torch.equal(lin(x), lin.products[want](x.reshape(-1, 1024)).view(*shape[:-1], 96)), shape
     assert lin(torch.randn(0, 1024)).shape == (0, 96)
-    lin.weight = None  # as `tune` leaves it at crossover 0
-    assert lin(torch.randn(0, 1024)).shape == (0, 96)
+    assert lin(torch.randn(3, 0, 1024)).shape == (3, 0, 96)
 
 
 @pytest.mark.parametrize("seconds, want", [
-    ({1: (1.0, 2.0), 2: (1.0, 2.0), 3: (2.5, 2.0), 4: (3.0, 2.0)}, 2),   # the Intel Xeon's shape: MKL first
-    ({1: (2.0, 1.0), 2: (2.0, 1.0), 3: (2.0, 1.0), 4: (2.0, 1.0)}, 0),   # the AMD EPYCs': oneDNN everywhere
-    ({1: (6.8, 4.4), 2: (3.5, 4.7), 3: (3.9, 5.0), 4: (6.2, 4.6)}, 3),   # a disturbed first timing (measured)
-    ({1: (1.0, 2.0), 2: (1.0, 2.0), 3: (1.0, 2.0), 4: (1.0, 2.0)}, 4),
-    ({1: (0.97, 1.0), 2: (0.97, 1.0), 3: (2.0, 1.0), 4: (2.0, 1.0)}, 0),  # within 5%: not a clear win
+    # the Intel Xeon's shape (session 18, ms): F.linear for 2-3 rows, MKL's packing at the tie at 1 and above
+    ({1: {"plain": 24, "onednn": 35, "packed4": 24}, 2: {"plain": 25, "onednn": 33, "packed4": 27},
+      3: {"plain": 28, "onednn": 37, "packed4": 30}, 4: {"plain": 42, "onednn": 40, "packed4": 30},
+      8: {"plain": 53, "onednn": 41, "packed4": 32}}, [(1, "packed4"), (3, "plain"), (None, "packed4")]),
+    # the AMD EPYCs': oneDNN everywhere
+    ({1: {"plain": 2.0, "onednn": 1.0}, 4: {"plain": 2.0, "onednn": 1.0}}, [(None, "onednn")]),
+    # within 5% of the fastest fits: the product that fits more counts takes a near-tie
+    ({1: {"plain": 1.0, "onednn": 2.0}, 2: {"plain": 1.0, "onednn": 0.97}, 3: {"plain": 1.0, "onednn": 2.0},
+      4: {"plain": 3.0, "onednn": 1.0}}, [(3, "plain"), (None, "onednn")]),
+    ({1: {"plain": 6.8, "onednn": 4.4}, 2: {"plain": 3.5, "onednn": 4.7}, 4: {"plain": 6.2, "onednn": 4.6}},
+     [(1, "onednn"), (2, "plain"), (None, "onednn")]),
+    # session 18's `bench_linear.py` on the Intel Xeon (ms): two products kept, not four
+    ({1: {"onednn": 31.6, "plain": 27.8, "packed4": 28.6, "packed16": 27.8},
+      2: {"onednn": 35.9, "plain": 27.9, "packed4": 31.6, "packed16": 32.2},
+      3: {"onednn": 41.2, "plain": 33.8, "packed4": 36.3, "packed16": 36.0},
+      4: {"onednn": 42.4, "plain": 55.1, "packed4": 35.1, "packed16": 36.0},
+      8: {"onednn": 43.4, "plain": 71.4, "packed4": 35.5, "packed16": 37.0},
+      12: {"onednn": 52.8, "plain": 94.8, "packed4": 61.6, "packed16": 46.8},
+      24: {"onednn": 73.6, "plain": 97.1, "packed4": 89.2, "packed16": 75.9}},
+     [(1, "packed16"), (3, "plain"), (None, "packed16")]),
 ])
-def test_the_crossover_is_the_largest_row_count_where_f_linear_clearly_won(seconds, want):
-    assert plain_rows_from(seconds) == want
+def test_the_plan_keeps_the_fewest_products_fitting_every_row_count(seconds, want):
+    assert plan_from(seconds) == want
 
 
-def test_tune_sets_every_linear_and_drops_the_copy_it_does_not_use():
-    from redrafter_trt.runtime import linear as module
+BUSY = {1: {"onednn": 81.6, "plain": 58.0, "packed4": 138.3, "packed16": 63.7},
+      2: {"onednn": 82.7, "plain": 60.8, "packed4": 64.6, "packed16": 69.8},
+      3: {"onednn": 94.9, "plain": 65.5, "packed4": 70.0, "packed16": 66.5},
+      4: {"onednn": 107.7, "plain": 113.5, "packed4": 76.0, "packed16": 90.3},
+      6: {"onednn": 108.9, "plain": 189.4, "packed4": 138.2, "packed16": 93.5},
+      8: {"onednn": 113.5, "plain": 214.2, "packed4": 90.3, "packed16": 96.7},
+      12: {"onednn": 127.7, "plain": 200.8, "packed4": 136.0, "packed16": 107.4},
+      16: {"onednn": 130.7, "plain": 176.5, "packed4": 184.5, "packed16": 167.6}}
 
-    lins = [Linear(torch.randn(96, 64), keep_plain=True) for _ in range(3)]
-    crossover = tune(lins)
-    assert crossover in (0, *module.PROBE_ROWS)
-    assert all(lin.plain_rows == crossover and (lin.weight is None) == (crossover == 0) for lin in lins)
-    if crossover == 0:
-        assert tune(lins) == 0  # nothing left to time once the plain copies are gone
+
+def test_a_busy_machine_still_keeps_two_products_at_most():
+    """Measured beside a training job: no two products fit every count. Two are kept all the same, and a count
+    neither fits takes the faster of the two."""
+    plan = plan_from(BUSY)
+    kept = {name for _, name in plan}
+    assert len(kept) == 2 and plan[-1][0] is None
+    for rows, times in BUSY.items():
+        name = next(n for limit, n in plan if limit is None or rows <= limit)
+        fastest_kept = min(kept, key=times.get)
+        assert name == fastest_kept or 0.95 * times[name] <= min(times.values()), rows
 
 
-def test_the_crossover_can_be_pinned_for_run_to_run_reproducible_rounding(monkeypatch):
+def test_tune_sets_every_linear_and_drops_the_products_it_does_not_use():
+    lins = [Linear(torch.randn(96, 64), candidates=True) for _ in range(3)]
+    plan = tune(lins)
+    used = {name for _, name in plan}
+    assert plan[-1][0] is None and all(lin.plan == plan and set(lin.products) == used for lin in lins)
+    assert all(lin(torch.randn(r, 64)).shape == (r, 96) for lin in lins for r in (1, 5, 40))
+    if len(used) == 1:
+        assert tune(lins) is None  # nothing left to time
+
+
+def test_the_plan_can_be_pinned_for_run_to_run_reproducible_rounding(monkeypatch):
     from redrafter_trt.errors import ConfigError
 
-    lins = [Linear(torch.randn(96, 64), keep_plain=True) for _ in range(2)]
-    monkeypatch.setenv("REDRAFTER_TRT_PLAIN_ROWS", "2")
-    assert tune(lins) == 2 and all(lin.plain_rows == 2 and lin.weight is not None for lin in lins)
-    monkeypatch.setenv("REDRAFTER_TRT_PLAIN_ROWS", "two")
-    with pytest.raises(ConfigError, match="REDRAFTER_TRT_PLAIN_ROWS='two': give a whole number"):
-        tune([Linear(torch.randn(96, 64), keep_plain=True)])
+    lins = [Linear(torch.randn(96, 64), candidates=True) for _ in range(2)]
+    monkeypatch.setenv("REDRAFTER_TRT_LINEAR_PLAN", "plain:2,onednn")
+    assert tune(lins) == [(2, "plain"), (None, "onednn")]
+    assert all(set(lin.products) == {"plain", "onednn"} for lin in lins)
+    for bad in ("plain:2", "plain:3,onednn:2,plain", "plain:x,onednn", ""):
+        monkeypatch.setenv("REDRAFTER_TRT_LINEAR_PLAN", bad)
+        with pytest.raises(ConfigError, match="REDRAFTER_TRT_LINEAR_PLAN=.*give PRODUCT:ROWS pairs"):
+            tune([Linear(torch.randn(96, 64), candidates=True)])
+    monkeypatch.setenv("REDRAFTER_TRT_LINEAR_PLAN", "cublas")
+    with pytest.raises(ConfigError, match="cublas is not a product on this machine: use onednn, plain"):
+        tune([Linear(torch.randn(96, 64), candidates=True)])
 
 
-@pytest.mark.parametrize("pin", ["0", "3"])
+@pytest.mark.parametrize("pin", ["onednn", "plain:3,onednn"])
 def test_a_small_float32_base_is_tuned_at_load_and_others_are_not(monkeypatch, tiny_llama, tiny_drafter, pin):
-    """The model's wiring: every base linear and the lm_head share the crossover; at 0 no plain copy is left and the
-    float16 screen is kept (a pinned choice is the pre-tuning one); a bfloat16 load is never tuned."""
+    """The model's wiring: every base linear and the lm_head share the plan and keep only its products; a pinned
+    plan keeps the float16 screen (the pre-tuning choice); a bfloat16 load is never tuned."""
     from redrafter_trt import runtime as rt
+    from redrafter_trt.runtime.linear import parse_plan
     from test_runtime_support import checkpoint
 
-    monkeypatch.setenv("REDRAFTER_TRT_PLAIN_ROWS", pin)
+    monkeypatch.setenv("REDRAFTER_TRT_LINEAR_PLAN", pin)
     ckpt = checkpoint(tiny_llama, tiny_drafter)
     base = rt.load(ckpt).base
     linears = [lin for L in base.layers for lin in (L.qkv, L.dense, L.fc_gate, L.proj)] + [base.lm_head]
-    assert {lin.plain_rows for lin in linears} == {int(pin)}
-    assert all((lin.weight is None) == (pin == "0") and lin.packed is not None for lin in linears)
+    assert all(lin.plan == parse_plan(pin) and set(lin.products) == {n for _, n in lin.plan} for lin in linears)
     assert base.screened_argmax is not None
     half = rt.load(ckpt, dtype=torch.bfloat16).base
-    assert all(lin.plain_rows == 0 and lin.packed is None for L in half.layers for lin in (L.qkv, L.proj))
+    assert all(lin.plan == [(None, "plain")] and set(lin.products) == {"plain"}
+               for L in half.layers for lin in (L.qkv, L.proj))

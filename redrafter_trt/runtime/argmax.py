@@ -87,11 +87,11 @@ class ScreenedArgmax:
     def pays(self, full) -> bool:
         """Whether screening clearly beats `full(x).argmax(-1)` (the float32 lm_head) on this machine at 1 and at
         MAX_ROWS rows, what it is used for; timed once, best of 5 in turns (on an Intel Xeon with AMX it did not:
-        fbgemm's float16 product runs on one thread). Pinned crossovers (REDRAFTER_TRT_PLAIN_ROWS) skip the timing:
+        fbgemm's float16 product runs on one thread). A pinned plan (REDRAFTER_TRT_LINEAR_PLAN) skips the timing:
         the screen is used."""
-        from .linear import MARGIN, best_of_each, pinned_plain_rows
+        from .linear import MARGIN, best_of_each, pinned_plan
 
-        if pinned_plain_rows() is not None:
+        if pinned_plan() is not None:
             return True
         times = {}
         with torch.inference_mode():

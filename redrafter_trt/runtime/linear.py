@@ -1,21 +1,24 @@
-"""`Linear`: y = x @ W.T (+ b) through oneDNN with the weight packed once, on a CPU in float32.
+"""`Linear`: y = x @ W.T (+ b) on a CPU in float32 through whichever product is fastest on this machine for
+the number of rows at hand.
 
-Why: a verify step multiplies every weight by a handful of rows (the tree's tokens). MKL's sgemm, which
-`F.linear` uses, is tuned for one row or for many; for 2-16 rows it costs nearly as much per row as separate
-products. oneDNN with a weight reordered once into its blocked layout reads the weight once for all rows: on
-this project's 2-core AVX2 machine SmolLM2-135M's linears are 1.4x faster for one row and 1.5-2.5x for 2-24 rows
-(`python scripts/bench_linear.py`). Elsewhere (a GPU, 16-bit weights, a torch without oneDNN) it is `F.linear`.
+Why: a verify step multiplies every weight by a handful of rows (the tree's tokens). MKL's sgemm, which `F.linear`
+uses, is tuned for one row or for many; for 2-16 rows it can cost nearly as much per row as separate products.
+Products that lay the weight out once at load read it once for all rows:
+- "onednn": oneDNN's inner product with the weight reordered into its blocked layout. On the AMD EPYCs of sessions
+  2-16 it beat `F.linear` at every size (1.4x for one row, 1.5-2.5x for 2-24 rows: `python scripts/bench_linear.py`).
+- "packed4", "packed16": MKL's packed sgemm (cblas_sgemm_pack), its layout chosen for 4 / 16 rows (torch's
+  `mkl::_mkl_linear`). On the Intel Xeon with AMX of sessions 17-18 they beat oneDNN by 1.2-1.4x at 4-16 rows,
+  where oneDNN in turn beat `F.linear`; `F.linear` ("plain") stays best there for 1-3 rows.
+So which product wins depends on the CPU. Without `candidates` a `Linear` is oneDNN's alone (F.linear where oneDNN
+cannot pack: a GPU, 16-bit weights, a torch without oneDNN). With `candidates` (a small float32 model on one
+CPU rank) it holds every product this machine has until `tune` has timed them all over the model's linears, at load,
+for 1-16 rows, and keeps only those its `plan` uses: [(up to rows, product), ..., (None, product for any more)].
+The products round differently, so a timed plan could change a near-tie's greedy token from one start to the next:
+`REDRAFTER_TRT_LINEAR_PLAN` pins it ("plain:3,packed16": F.linear up to 3 rows, MKL's 16-row packing above;
+"onednn": oneDNN everywhere with the float16 lm_head screen, the runtime before session 17).
 
-Not everywhere: on an Intel Xeon with AMX (session 17) MKL reads a weight faster for 1-3 rows (1 row: 26.5 against
-33.9 ms for SmolLM2's linears) and oneDNN only wins from 4 rows (1.3-1.8x). So a small model's linears keep both
-copies and `tune` times both products over them once, at load, for 1-4 rows: products of up to `plain_rows` rows
-take `F.linear`, larger ones oneDNN (on the AMD EPYCs of sessions 6-16 oneDNN wins at every size: plain_rows 0 and
-the plain copies are dropped). Ranks above PLAIN_KEEP_BYTES, and tensor-parallel ranks, keep oneDNN's copy alone.
-The two round differently, so a timed choice could change a near-tie's greedy token from one start to the next:
-`REDRAFTER_TRT_PLAIN_ROWS=N` pins it (0: oneDNN everywhere and the float16 screen wherever it applies, as before).
-
-The two paths round differently: against float64, oneDNN's float32 error is about 2.5x MKL's. The tests bound the
-logits' error by transformers' own and compare greedy outputs with transformers' token for token.
+Against float64 the products' float32 errors differ by about 2.5x. The tests bound the logits' error by
+transformers' own and compare greedy outputs with transformers' token for token.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -31,19 +35,35 @@ from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-PROBE_ROWS = (1, 2, 3, 4)  # row counts `tune` times: where the two products crossed over on the CPUs measured
-PLAIN_KEEP_BYTES = 2 << 30  # weights up to this size keep a plain copy beside oneDNN's for `tune` to choose
-PIN_ENV = "REDRAFTER_TRT_PLAIN_ROWS"  # a whole number pins tune's crossover instead of timing it
+PROBE_ROWS = (1, 2, 3, 4, 6, 8, 12, 16)  # row counts `tune` times: a verify tree's sizes up to W=5 L=2 and beyond
+MKL_PACKINGS = (4, 16)  # row counts MKL's packed layouts are made for (a layout made for 1 row is slow for more)
+TUNE_MAX_BYTES = 1 << 30  # float32 weights up to this size hold every candidate product (4 copies) until `tune`
+PIN_ENV = "REDRAFTER_TRT_LINEAR_PLAN"  # pins tune's plan instead of timing it
+MARGIN = 0.95  # a product within this fraction of the fastest at a row count fits it (see plan_from)
+MAX_KEPT = 2  # products a tuned linear keeps: memory for two copies of its weights at most
+
+Plan = list  # [(max rows or None, product name)], ascending; the last entry (None) covers every larger count
 
 
-def pinned_plain_rows() -> int | None:
-    """REDRAFTER_TRT_PLAIN_ROWS as a crossover, None when unset."""
+def parse_plan(text: str) -> Plan:
+    """"plain:3,packed16" -> [(3, "plain"), (None, "packed16")]."""
+    plan, last = [], 0
+    items = [item.strip() for item in text.split(",")]
+    for i, item in enumerate(items):
+        name, _, rows = item.partition(":")
+        final = i == len(items) - 1
+        if final != (rows == "") or (rows and not (rows.isdigit() and int(rows) > last)) or not name:
+            raise ConfigError(f"{PIN_ENV}={text!r}: give PRODUCT:ROWS pairs with growing row counts, then the "
+                              f"product for every larger count (e.g. 'plain:3,packed16' or 'onednn'), or unset it")
+        plan.append((None if final else int(rows), name))
+        last = int(rows) if rows else last
+    return plan
+
+
+def pinned_plan() -> Plan | None:
+    """REDRAFTER_TRT_LINEAR_PLAN as a plan, None when unset."""
     value = os.environ.get(PIN_ENV)
-    if value is None:
-        return None
-    if not value.strip().isdigit():
-        raise ConfigError(f"{PIN_ENV}={value!r}: give a whole number of rows (0: oneDNN everywhere), or unset it")
-    return int(value)
+    return None if value is None else parse_plan(value)
 
 
 def _onednn_ready(weight: torch.Tensor, dtypes: tuple[torch.dtype, ...] = (torch.float32,)) -> bool:
@@ -51,70 +71,115 @@ def _onednn_ready(weight: torch.Tensor, dtypes: tuple[torch.dtype, ...] = (torch
             and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
 
+def _onednn(weight: torch.Tensor, bias: torch.Tensor | None) -> Callable | None:
+    try:
+        packed = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), None)
+    except RuntimeError as e:  # a build whose oneDNN cannot pack this shape
+        log.info("oneDNN packing unavailable (%s); using F.linear", e)
+        return None
+    return lambda flat: torch.ops.mkldnn._linear_pointwise(flat.contiguous(), packed, bias, "none", [], "")
+
+
+def _mkl_packed(weight: torch.Tensor, bias: torch.Tensor | None, rows: int) -> Callable | None:
+    """MKL's packed sgemm; the plain weight is not kept (an expanded stand-in gives the op its shape)."""
+    if not (torch.backends.mkl.is_available() and hasattr(torch.ops.mkl, "_mkl_linear")):
+        return None
+    try:
+        packed = torch.ops.mkl._mkl_reorder_linear_weight(weight.contiguous(), rows)
+    except RuntimeError as e:
+        log.info("MKL packing unavailable (%s)", e)
+        return None
+    shape = weight.new_empty(1).expand(*weight.shape)
+    return lambda flat: torch.ops.mkl._mkl_linear(flat.contiguous(), packed, shape, bias, flat.shape[0])
+
+
 class Linear:
-    """weight [N, K], bias [N] or None; __call__: x [..., K] -> [..., N] in x's dtype. Once packed, only
-    oneDNN's copy of the weight is kept, unless `keep_plain` (then `tune` decides which products use which)."""
+    """weight [N, K], bias [N] or None; __call__: x [..., K] -> [..., N] in x's dtype, through the product `plan`
+    gives its row count (counted over every leading dimension). `products`: name -> fn(flat [R, K]) -> [R, N]."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                 dtypes: tuple[torch.dtype, ...] = (torch.float32,), keep_plain: bool = False):
-        self.weight, self.bias, self.packed = weight, bias, None
+                 dtypes: tuple[torch.dtype, ...] = (torch.float32,), candidates: bool = False):
         self.out_features, self.in_features = weight.shape
-        self.plain_rows = 0  # products of up to this many rows take F.linear (needs the plain weight)
-        if _onednn_ready(weight, dtypes):
-            try:
-                self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), None)
-                self.weight = weight if keep_plain else None
-            except RuntimeError as e:  # a build whose oneDNN cannot pack this shape
-                log.info("oneDNN packing unavailable (%s); using F.linear", e)
+        self.products: dict[str, Callable] = {}
+        onednn = _onednn(weight, bias) if _onednn_ready(weight, dtypes) else None
+        if onednn is not None:
+            self.products["onednn"] = onednn
+        if onednn is None or candidates:
+            self.products["plain"] = lambda flat: F.linear(flat, weight, bias)
+        if onednn is not None and candidates and weight.dtype == torch.float32:
+            for rows in MKL_PACKINGS:
+                fn = _mkl_packed(weight, bias, rows)
+                if fn is not None:
+                    self.products[f"packed{rows}"] = fn
+        self.plan: Plan = [(None, "onednn" if onednn is not None else "plain")]
+
+    def product(self, rows: int) -> str:
+        return next(name for limit, name in self.plan if limit is None or rows <= limit)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.packed is None or (self.weight is not None and x.numel() <= self.plain_rows * self.in_features):
-            return F.linear(x, self.weight, self.bias)
-        return self.onednn(x)
-
-    def onednn(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
-        out = torch.ops.mkldnn._linear_pointwise(flat.contiguous(), self.packed, self.bias, "none", [], "")
+        if flat.shape[0] == 0:
+            return x.new_empty(*x.shape[:-1], self.out_features)
+        out = self.products[self.product(flat.shape[0])](flat)
         return out.view(*x.shape[:-1], out.shape[-1])
 
 
-MARGIN = 0.95  # F.linear is taken where it ran in under this fraction of oneDNN's time: a clear win, not noise
+def plan_from(seconds: dict[int, dict[str, float]]) -> Plan:
+    """seconds: rows -> {product: time}. At each timed row count every product within MARGIN of the fastest fits
+    (so a near-tie or one disturbed timing on a shared machine does not decide). At most MAX_KEPT products are
+    kept (each is a copy of the weights), the fewest that fit every count if that many do: the one fitting the most
+    counts first (then the fastest over all), and so on; each count takes the first kept product that fits it, or
+    the fastest kept one. Counts between two timed ones take the larger one's product."""
+    counts = sorted(seconds)
+    fits = {r: {n for n, t in seconds[r].items() if MARGIN * t <= min(seconds[r].values())} for r in counts}
+    total = {n: sum(seconds[r][n] for r in counts) for n in seconds[counts[0]]}
+    kept, left = [], set(counts)
+    while left and len(kept) < MAX_KEPT:
+        best = max(total, key=lambda n: (sum(n in fits[r] for r in left), -total[n]))
+        kept.append(best)
+        left = {r for r in left if best not in fits[r]}
+    plan: Plan = []
+    for r in counts:
+        name = next((n for n in kept if n in fits[r]), min(kept, key=seconds[r].get))
+        plan[-1:] = [(r, name)] if plan and plan[-1][1] == name else plan[-1:] + [(r, name)]
+    plan[-1] = (None, plan[-1][1])
+    return plan
 
 
-def plain_rows_from(seconds: dict[int, tuple[float, float]]) -> int:
-    """seconds: rows -> (F.linear's time, oneDNN's time). The largest row count at which F.linear clearly won
-    (0: none); products up to it take F.linear. Taking the largest win, not the first loss, lets one disturbed
-    timing at a small count (a shared machine) not undo the choice."""
-    return max((rows for rows, (plain, packed) in seconds.items() if plain < MARGIN * packed), default=0)
-
-
-def tune(linears: list[Linear], rows: tuple[int, ...] = PROBE_ROWS) -> int:
-    """Time both products over `linears` (a whole model's: far beyond the CPU caches, as in decoding) at each row
-    count, best of 3, the two taking turns so that a disturbance hits both; every linear then takes F.linear up to
-    the crossover and drops the copy it no longer needs. Returns that crossover (plain_rows)."""
-    both = [lin for lin in linears if lin.packed is not None and lin.weight is not None]
-    if not both:
-        return 0
-    pinned = pinned_plain_rows()
+def tune(linears: list[Linear], rows: tuple[int, ...] = PROBE_ROWS) -> Plan | None:
+    """Time every product the linears share over all of them (a whole model's: far beyond the CPU caches, as in
+    decoding) at each row count, best of 3, the products taking turns so that a disturbance hits them all; every
+    linear then follows the plan and drops the products it does not use. Returns the plan (None: nothing to time)."""
+    tunable = [lin for lin in linears if len(lin.products) > 1]
+    if not tunable:
+        return None
+    names = [name for name in tunable[0].products if all(name in lin.products for lin in tunable)]
+    pinned = pinned_plan()
     if pinned is not None:
-        return _apply(both, pinned, f"pinned by {PIN_ENV}")
+        missing = sorted({name for _, name in pinned} - set(names))
+        if missing:
+            raise ConfigError(f"{PIN_ENV}: {', '.join(missing)} is not a product on this machine: use "
+                              f"{', '.join(names)}")
+        return _apply(tunable, pinned, f"pinned by {PIN_ENV}")
     seconds = {}
     with torch.inference_mode():
         for r in rows:
-            xs = {k: torch.randn(r, k) for k in {lin.in_features for lin in both}}
-            seconds[r] = best_of_each(3, lambda: [F.linear(xs[lin.in_features], lin.weight, lin.bias) for lin in both],
-                                      lambda: [lin.onednn(xs[lin.in_features]) for lin in both])
-    return _apply(both, plain_rows_from(seconds), "ms per pass at %s rows, plain/oneDNN: %s" % (
-        ",".join(map(str, rows)), " ".join(f"{a * 1e3:.1f}/{b * 1e3:.1f}" for a, b in seconds.values())))
+            xs = {k: torch.randn(r, k) for k in {lin.in_features for lin in tunable}}
+            timed = [lambda name=name: [lin.products[name](xs[lin.in_features]) for lin in tunable] for name in names]
+            seconds[r] = dict(zip(names, best_of_each(3, *timed)))
+    return _apply(tunable, plan_from(seconds), "ms per pass of %s at %s rows: %s" % (
+        "/".join(names), ",".join(map(str, rows)),
+        " ".join("/".join(f"{t * 1e3:.1f}" for t in times.values()) for times in seconds.values())))
 
 
-def _apply(linears: list[Linear], crossover: int, why: str) -> int:
+def _apply(linears: list[Linear], plan: Plan, why: str) -> Plan:
+    used = {name for _, name in plan}
     for lin in linears:
-        lin.plain_rows = crossover
-        if not crossover:
-            lin.weight = None
-    log.info("CPU linears: F.linear up to %d rows, oneDNN above (%s)", crossover, why)
-    return crossover
+        lin.plan = plan
+        lin.products = {name: fn for name, fn in lin.products.items() if name in used}
+    log.info("CPU linears: %s (%s)", ", ".join(f"{name} up to {limit} rows" if limit else f"{name} above"
+                                                for limit, name in plan), why)
+    return plan
 
 
 def best_of_each(n: int, *fns) -> tuple[float, ...]:
@@ -138,7 +203,7 @@ def pack_linears(module: torch.nn.Module, dtypes: tuple[torch.dtype, ...] = (tor
     for sub in module.modules():
         if isinstance(sub, torch.nn.Linear) and _onednn_ready(sub.weight, dtypes):
             packed = Linear(sub.weight.detach(), None if sub.bias is None else sub.bias.detach(), dtypes)
-            if packed.packed is not None:
+            if "onednn" in packed.products:
                 sub.forward = packed
                 count += 1
     return count

@@ -23,7 +23,7 @@ from ..io import all_finite
 from .argmax import MAX_ROWS, ScreenedArgmax
 from .cache import KVCache
 from .config import RuntimeConfig, rope_inv_freq
-from .linear import PLAIN_KEEP_BYTES, Linear, tune
+from .linear import TUNE_MAX_BYTES, Linear, tune
 from .tp import SINGLE, TPGroup
 
 log = logging.getLogger(__name__)
@@ -79,12 +79,12 @@ class BaseModel:
                 return None
             return t.to(device=self.device, dtype=self.dtype)
 
-        # a small float32 model on a CPU keeps plain weights beside oneDNN's until `tune` has timed both (linear.py)
+        # a small float32 model on one CPU rank holds every product until `tune` has timed them (linear.py)
         tuned = (self.device.type == "cpu" and self.dtype == torch.float32 and group.tp_size == 1
-                 and 4 * sum(t.numel() for t in tensors.values()) <= PLAIN_KEEP_BYTES)
+                 and 4 * sum(t.numel() for t in tensors.values()) <= TUNE_MAX_BYTES)
 
         def linear(weight: torch.Tensor, bias: torch.Tensor | None = None) -> Linear:
-            return Linear(weight, bias, keep_plain=tuned)
+            return Linear(weight, bias, candidates=tuned)
 
         self.embed = take("transformer.vocab_embedding.weight")
         self.layers = []
