@@ -35,7 +35,7 @@ from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-PROBE_ROWS = (1, 2, 3, 4, 6, 8, 12, 16)  # row counts `tune` times: a verify tree's sizes up to W=5 L=2 and beyond
+PROBE_ROWS = (1, 2, 3, 4, 8, 16)  # row counts `tune` times: plain steps and verify trees up to W=5 L=2 and beyond
 MKL_PACKINGS = (4, 16)  # row counts MKL's packed layouts are made for (a layout made for 1 row is slow for more)
 TUNE_MAX_BYTES = 1 << 30  # float32 weights up to this size hold every candidate product (4 copies) until `tune`
 PIN_ENV = "REDRAFTER_TRT_LINEAR_PLAN"  # pins tune's plan instead of timing it
@@ -148,7 +148,7 @@ def plan_from(seconds: dict[int, dict[str, float]]) -> Plan:
 
 def tune(linears: list[Linear], rows: tuple[int, ...] = PROBE_ROWS) -> Plan | None:
     """Time every product the linears share over all of them (a whole model's: far beyond the CPU caches, as in
-    decoding) at each row count, best of 3, the products taking turns so that a disturbance hits them all; every
+    decoding) at each row count, best of 2, the products taking turns so that a disturbance hits them all; every
     linear then follows the plan and drops the products it does not use. Returns the plan (None: nothing to time)."""
     tunable = [lin for lin in linears if len(lin.products) > 1]
     if not tunable:
@@ -166,7 +166,7 @@ def tune(linears: list[Linear], rows: tuple[int, ...] = PROBE_ROWS) -> Plan | No
         for r in rows:
             xs = {k: torch.randn(r, k) for k in {lin.in_features for lin in tunable}}
             timed = [lambda name=name: [lin.products[name](xs[lin.in_features]) for lin in tunable] for name in names]
-            seconds[r] = dict(zip(names, best_of_each(3, *timed)))
+            seconds[r] = dict(zip(names, best_of_each(2, *timed)))
     return _apply(tunable, plan_from(seconds), "ms per pass of %s at %s rows: %s" % (
         "/".join(names), ",".join(map(str, rows)),
         " ".join("/".join(f"{t * 1e3:.1f}" for t in times.values()) for times in seconds.values())))
