@@ -1,8 +1,8 @@
 """Time every product the runtime's `Linear` can choose on this machine ("plain": `F.linear`, MKL's sgemm as in
-transformers; "onednn": oneDNN with the weight packed once; "packed4" / "packed16": MKL's packed sgemm laid out for
-4 / 16 rows) on one forward's worth of SmolLM2-135M-shaped float32 weights (30 layers of qkv, dense, fused gate/up
-and down projections, then the [49152, 576] head; far larger than the CPU caches, as in a real model) for 1..24
-rows: a verify tree's nodes. Prints milliseconds, each product's speed relative to F.linear measured in the same
+transformers; "onednn": oneDNN with the weight packed once; "mkl_packed": MKL's packed sgemm laid out for 16 rows)
+on one forward's worth of SmolLM2-135M-shaped float32 weights (30 layers of qkv, dense, fused gate/up and down
+projections, then the [49152, 576] head; far larger than the CPU caches, as in a real model) for 1..24 rows: a
+verify tree's nodes. Prints milliseconds, each product's speed relative to F.linear measured in the same
 run, and the plan `tune` would make of it.
 
     python scripts/bench_linear.py [--threads N]
@@ -13,7 +13,7 @@ from __future__ import annotations
 import click
 import torch
 
-from redrafter_trt.runtime.linear import Linear, best_of_each, plan_from
+from redrafter_trt.runtime.linear import PRODUCTS, Linear, best_of_each, plan_from
 
 HIDDEN, INTER, QKV, LAYERS, VOCAB = 576, 1536, 960, 30, 49152
 
@@ -26,7 +26,7 @@ def main(threads, reps):
         torch.set_num_threads(threads)
     g = torch.Generator().manual_seed(0)
     shapes = [(QKV, HIDDEN), (HIDDEN, HIDDEN), (2 * INTER, HIDDEN), (HIDDEN, INTER)] * LAYERS + [(VOCAB, HIDDEN)]
-    linears = [Linear(torch.randn(shape, generator=g) * 0.02, candidates=True) for shape in shapes]
+    linears = [Linear(torch.randn(shape, generator=g) * 0.02, products=PRODUCTS) for shape in shapes]
     names = list(linears[0].products)
     if names == ["plain"]:
         raise SystemExit("this torch has no packed products on this machine: Linear is F.linear here")

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from redrafter_trt.runtime.linear import Linear, pack_linears, plan_from, tune
+from redrafter_trt.runtime.linear import PRODUCTS, Linear, pack_linears, plan_from, tune
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")
 
@@ -40,10 +40,10 @@ def test_every_candidate_product_matches_f_linear_and_they_round_differently():
     width they round differently, so the tests below can tell which one ran."""
     g = torch.Generator().manual_seed(0)
     w, b = torch.randn(96, 1024, generator=g), torch.randn(96, generator=g)
-    lin = Linear(w, b, candidates=True)
+    lin = Linear(w, b, products=PRODUCTS)
     assert {"plain", "onednn"} <= set(lin.products)
     if torch.backends.mkl.is_available():
-        assert {"packed4", "packed16"} <= set(lin.products)
+        assert "mkl_packed" in lin.products
     x = torch.randn(5, 1024, generator=g)
     outs = {name: fn(x) for name, fn in lin.products.items()}
     for name, out in outs.items():
@@ -55,7 +55,7 @@ def test_a_planned_linear_takes_each_product_for_its_row_count():
     """Bit for bit the product the plan names, rows counted over every leading dimension; no rows give no rows."""
     g = torch.Generator().manual_seed(1)
     w, b = torch.randn(96, 1024, generator=g), torch.randn(96, generator=g)
-    lin = Linear(w, b, candidates=True)
+    lin = Linear(w, b, products=PRODUCTS)
     lin.plan = [(2, "plain"), (None, "onednn")]
     for shape in [(1, 1024), (2, 1024), (1, 2, 1024), (2, 2, 1024), (5, 1024)]:
         x = torch.randn(*shape, generator=g)
@@ -67,9 +67,9 @@ def test_a_planned_linear_takes_each_product_for_its_row_count():
 
 @pytest.mark.parametrize("seconds, want", [
     # the Intel Xeon's shape (session 18, ms): F.linear for 2-3 rows, MKL's packing at the tie at 1 and above
-    ({1: {"plain": 24, "onednn": 35, "packed4": 24}, 2: {"plain": 25, "onednn": 33, "packed4": 27},
-      3: {"plain": 28, "onednn": 37, "packed4": 30}, 4: {"plain": 42, "onednn": 40, "packed4": 30},
-      8: {"plain": 53, "onednn": 41, "packed4": 32}}, [(1, "packed4"), (3, "plain"), (None, "packed4")]),
+    ({1: {"plain": 24, "onednn": 35, "mkl_packed": 24}, 2: {"plain": 25, "onednn": 33, "mkl_packed": 27},
+      3: {"plain": 28, "onednn": 37, "mkl_packed": 30}, 4: {"plain": 42, "onednn": 40, "mkl_packed": 30},
+      8: {"plain": 53, "onednn": 41, "mkl_packed": 32}}, [(1, "mkl_packed"), (3, "plain"), (None, "mkl_packed")]),
     # the AMD EPYCs': oneDNN everywhere
     ({1: {"plain": 2.0, "onednn": 1.0}, 4: {"plain": 2.0, "onednn": 1.0}}, [(None, "onednn")]),
     # within 5% of the fastest fits: the product that fits more counts takes a near-tie
@@ -77,28 +77,28 @@ def test_a_planned_linear_takes_each_product_for_its_row_count():
       4: {"plain": 3.0, "onednn": 1.0}}, [(3, "plain"), (None, "onednn")]),
     ({1: {"plain": 6.8, "onednn": 4.4}, 2: {"plain": 3.5, "onednn": 4.7}, 4: {"plain": 6.2, "onednn": 4.6}},
      [(1, "onednn"), (2, "plain"), (None, "onednn")]),
-    # session 18's `bench_linear.py` on the Intel Xeon (ms): two products kept, not four
-    ({1: {"onednn": 31.6, "plain": 27.8, "packed4": 28.6, "packed16": 27.8},
-      2: {"onednn": 35.9, "plain": 27.9, "packed4": 31.6, "packed16": 32.2},
-      3: {"onednn": 41.2, "plain": 33.8, "packed4": 36.3, "packed16": 36.0},
-      4: {"onednn": 42.4, "plain": 55.1, "packed4": 35.1, "packed16": 36.0},
-      8: {"onednn": 43.4, "plain": 71.4, "packed4": 35.5, "packed16": 37.0},
-      12: {"onednn": 52.8, "plain": 94.8, "packed4": 61.6, "packed16": 46.8},
-      24: {"onednn": 73.6, "plain": 97.1, "packed4": 89.2, "packed16": 75.9}},
-     [(1, "packed16"), (3, "plain"), (None, "packed16")]),
+    # session 18's `bench_linear.py` on the Intel Xeon (ms): two products kept, not three
+    ({1: {"onednn": 31.6, "plain": 27.8, "mkl_packed": 27.8},
+      2: {"onednn": 35.9, "plain": 27.9, "mkl_packed": 32.2},
+      3: {"onednn": 41.2, "plain": 33.8, "mkl_packed": 36.0},
+      4: {"onednn": 42.4, "plain": 55.1, "mkl_packed": 36.0},
+      8: {"onednn": 43.4, "plain": 71.4, "mkl_packed": 37.0},
+      12: {"onednn": 52.8, "plain": 94.8, "mkl_packed": 46.8},
+      24: {"onednn": 73.6, "plain": 97.1, "mkl_packed": 75.9}},
+     [(1, "mkl_packed"), (3, "plain"), (None, "mkl_packed")]),
 ])
 def test_the_plan_keeps_the_fewest_products_fitting_every_row_count(seconds, want):
     assert plan_from(seconds) == want
 
 
-BUSY = {1: {"onednn": 81.6, "plain": 58.0, "packed4": 138.3, "packed16": 63.7},
-      2: {"onednn": 82.7, "plain": 60.8, "packed4": 64.6, "packed16": 69.8},
-      3: {"onednn": 94.9, "plain": 65.5, "packed4": 70.0, "packed16": 66.5},
-      4: {"onednn": 107.7, "plain": 113.5, "packed4": 76.0, "packed16": 90.3},
-      6: {"onednn": 108.9, "plain": 189.4, "packed4": 138.2, "packed16": 93.5},
-      8: {"onednn": 113.5, "plain": 214.2, "packed4": 90.3, "packed16": 96.7},
-      12: {"onednn": 127.7, "plain": 200.8, "packed4": 136.0, "packed16": 107.4},
-      16: {"onednn": 130.7, "plain": 176.5, "packed4": 184.5, "packed16": 167.6}}
+BUSY = {1: {"onednn": 81.6, "plain": 58.0, "mkl_packed": 63.7},
+        2: {"onednn": 82.7, "plain": 60.8, "mkl_packed": 69.8},
+        3: {"onednn": 94.9, "plain": 65.5, "mkl_packed": 66.5},
+        4: {"onednn": 107.7, "plain": 113.5, "mkl_packed": 90.3},
+        6: {"onednn": 108.9, "plain": 189.4, "mkl_packed": 93.5},
+        8: {"onednn": 113.5, "plain": 214.2, "mkl_packed": 96.7},
+        12: {"onednn": 127.7, "plain": 200.8, "mkl_packed": 107.4},
+        16: {"onednn": 130.7, "plain": 176.5, "mkl_packed": 167.6}}
 
 
 def test_a_busy_machine_still_keeps_two_products_at_most():
@@ -114,7 +114,7 @@ def test_a_busy_machine_still_keeps_two_products_at_most():
 
 
 def test_tune_sets_every_linear_and_drops_the_products_it_does_not_use():
-    lins = [Linear(torch.randn(96, 64), candidates=True) for _ in range(3)]
+    lins = [Linear(torch.randn(96, 64), products=PRODUCTS) for _ in range(3)]
     plan = tune(lins)
     used = {name for _, name in plan}
     assert plan[-1][0] is None and all(lin.plan == plan and set(lin.products) == used for lin in lins)
@@ -126,17 +126,20 @@ def test_tune_sets_every_linear_and_drops_the_products_it_does_not_use():
 def test_the_plan_can_be_pinned_for_run_to_run_reproducible_rounding(monkeypatch):
     from redrafter_trt.errors import ConfigError
 
-    lins = [Linear(torch.randn(96, 64), candidates=True) for _ in range(2)]
+    lins = [Linear(torch.randn(96, 64), products=PRODUCTS) for _ in range(2)]
     monkeypatch.setenv("REDRAFTER_TRT_LINEAR_PLAN", "plain:2,onednn")
     assert tune(lins) == [(2, "plain"), (None, "onednn")]
     assert all(set(lin.products) == {"plain", "onednn"} for lin in lins)
     for bad in ("plain:2", "plain:3,onednn:2,plain", "plain:x,onednn", ""):
         monkeypatch.setenv("REDRAFTER_TRT_LINEAR_PLAN", bad)
         with pytest.raises(ConfigError, match="REDRAFTER_TRT_LINEAR_PLAN=.*give PRODUCT:ROWS pairs"):
-            tune([Linear(torch.randn(96, 64), candidates=True)])
+            tune([Linear(torch.randn(96, 64), products=PRODUCTS)])
     monkeypatch.setenv("REDRAFTER_TRT_LINEAR_PLAN", "cublas")
-    with pytest.raises(ConfigError, match="cublas is not a product on this machine: use onednn, plain"):
-        tune([Linear(torch.randn(96, 64), candidates=True)])
+    with pytest.raises(ConfigError, match="cublas is not a product: use plain, onednn, mkl_packed"):
+        tune([Linear(torch.randn(96, 64), products=PRODUCTS)])
+    monkeypatch.setenv("REDRAFTER_TRT_LINEAR_PLAN", "mkl_packed")  # as where torch has no MKL
+    with pytest.raises(ConfigError, match="mkl_packed is not available on this machine: use onednn, plain"):
+        tune([Linear(torch.randn(96, 64), products=("plain", "onednn"))])
 
 
 @pytest.mark.parametrize("pin", ["onednn", "plain:3,onednn"])

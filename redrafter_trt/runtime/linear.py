@@ -6,16 +6,18 @@ uses, is tuned for one row or for many; for 2-16 rows it can cost nearly as much
 Products that lay the weight out once at load read it once for all rows:
 - "onednn": oneDNN's inner product with the weight reordered into its blocked layout. On the AMD EPYCs of sessions
   2-16 it beat `F.linear` at every size (1.4x for one row, 1.5-2.5x for 2-24 rows: `python scripts/bench_linear.py`).
-- "packed4", "packed16": MKL's packed sgemm (cblas_sgemm_pack), its layout chosen for 4 / 16 rows (torch's
-  `mkl::_mkl_linear`). On the Intel Xeon with AMX of sessions 17-18 they beat oneDNN by 1.2-1.4x at 4-16 rows,
-  where oneDNN in turn beat `F.linear`; `F.linear` ("plain") stays best there for 1-3 rows.
-So which product wins depends on the CPU. Without `candidates` a `Linear` is oneDNN's alone (F.linear where oneDNN
-cannot pack: a GPU, 16-bit weights, a torch without oneDNN). With `candidates` (a small float32 model on one
-CPU rank) it holds every product this machine has until `tune` has timed them all over the model's linears, at load,
-for 1-16 rows, and keeps only those its `plan` uses: [(up to rows, product), ..., (None, product for any more)].
+- "mkl_packed": MKL's packed sgemm (cblas_sgemm_pack through torch's `mkl::_mkl_linear`), laid out for 16 rows
+  (a layout for 1 row is 2-3x slower at 2+ rows; one for 4 rows was no faster at 4-8 rows and slower above). On the
+  Intel Xeon with AMX of sessions 17-18 it ties `F.linear` ("plain") at 1-3 rows and beats oneDNN by 1.1-1.4x at
+  4-16 rows, where oneDNN in turn beats `F.linear`.
+So which product wins depends on the CPU. A `Linear` holds the products it is given (`candidate_products()` for a
+small float32 model on one CPU rank; by default oneDNN's alone, F.linear where oneDNN cannot pack: a GPU, 16-bit
+weights, a torch without oneDNN) until `tune` has timed them over the model's linears, at load, for 1-16 rows, and
+keeps only those its `plan` uses: [(up to rows, product), ..., (None, product for any more)].
 The products round differently, so a timed plan could change a near-tie's greedy token from one start to the next:
-`REDRAFTER_TRT_LINEAR_PLAN` pins it ("plain:3,packed16": F.linear up to 3 rows, MKL's 16-row packing above;
-"onednn": oneDNN everywhere with the float16 lm_head screen, the runtime before session 17).
+`REDRAFTER_TRT_LINEAR_PLAN` pins it ("plain:3,mkl_packed": F.linear up to 3 rows, MKL's packed sgemm above;
+"onednn": oneDNN everywhere with the float16 lm_head screen, the runtime before session 17); only the products it
+names are built.
 
 Against float64 the products' float32 errors differ by about 2.5x. The tests bound the logits' error by
 transformers' own and compare greedy outputs with transformers' token for token.
@@ -36,8 +38,9 @@ from ..errors import ConfigError
 log = logging.getLogger(__name__)
 
 PROBE_ROWS = (1, 2, 3, 4, 8, 16)  # row counts `tune` times: plain steps and verify trees up to W=5 L=2 and beyond
-MKL_PACKINGS = (4, 16)  # row counts MKL's packed layouts are made for (a layout made for 1 row is slow for more)
-TUNE_MAX_BYTES = 1 << 30  # float32 weights up to this size hold every candidate product (4 copies) until `tune`
+PRODUCTS = ("plain", "onednn", "mkl_packed")  # every product a CPU float32 Linear can be given
+MKL_PACKED_ROWS = 16  # the row count MKL's packed layout is made for
+TUNE_MAX_BYTES = 1 << 30  # float32 weights up to this size hold every product (3 copies) until `tune`
 PIN_ENV = "REDRAFTER_TRT_LINEAR_PLAN"  # pins tune's plan instead of timing it
 MARGIN = 0.95  # a product within this fraction of the fastest at a row count fits it (see plan_from)
 MAX_KEPT = 2  # products a tuned linear keeps: memory for two copies of its weights at most
@@ -46,7 +49,7 @@ Plan = list  # [(max rows or None, product name)], ascending; the last entry (No
 
 
 def parse_plan(text: str) -> Plan:
-    """"plain:3,packed16" -> [(3, "plain"), (None, "packed16")]."""
+    """"plain:3,mkl_packed" -> [(3, "plain"), (None, "mkl_packed")]."""
     plan, last = [], 0
     items = [item.strip() for item in text.split(",")]
     for i, item in enumerate(items):
@@ -54,7 +57,9 @@ def parse_plan(text: str) -> Plan:
         final = i == len(items) - 1
         if final != (rows == "") or (rows and not (rows.isdigit() and int(rows) > last)) or not name:
             raise ConfigError(f"{PIN_ENV}={text!r}: give PRODUCT:ROWS pairs with growing row counts, then the "
-                              f"product for every larger count (e.g. 'plain:3,packed16' or 'onednn'), or unset it")
+                              f"product for every larger count (e.g. 'plain:3,mkl_packed' or 'onednn'), or unset it")
+        if name not in PRODUCTS:
+            raise ConfigError(f"{PIN_ENV}={text!r}: {name} is not a product: use {', '.join(PRODUCTS)}")
         plan.append((None if final else int(rows), name))
         last = int(rows) if rows else last
     return plan
@@ -64,6 +69,12 @@ def pinned_plan() -> Plan | None:
     """REDRAFTER_TRT_LINEAR_PLAN as a plan, None when unset."""
     value = os.environ.get(PIN_ENV)
     return None if value is None else parse_plan(value)
+
+
+def candidate_products() -> tuple[str, ...]:
+    """The products a tuned model's linears are built with: the pinned plan's, or all of them for `tune` to time."""
+    pinned = pinned_plan()
+    return PRODUCTS if pinned is None else tuple(dict.fromkeys(name for _, name in pinned))
 
 
 def _onednn_ready(weight: torch.Tensor, dtypes: tuple[torch.dtype, ...] = (torch.float32,)) -> bool:
@@ -95,23 +106,24 @@ def _mkl_packed(weight: torch.Tensor, bias: torch.Tensor | None, rows: int) -> C
 
 class Linear:
     """weight [N, K], bias [N] or None; __call__: x [..., K] -> [..., N] in x's dtype, through the product `plan`
-    gives its row count (counted over every leading dimension). `products`: name -> fn(flat [R, K]) -> [R, N]."""
+    gives its row count (counted over every leading dimension). `products`: name -> fn(flat [R, K]) -> [R, N], built
+    from the names given where this machine has them (F.linear when none is)."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                 dtypes: tuple[torch.dtype, ...] = (torch.float32,), candidates: bool = False):
+                 dtypes: tuple[torch.dtype, ...] = (torch.float32,), products: tuple[str, ...] = ("onednn",)):
         self.out_features, self.in_features = weight.shape
         self.products: dict[str, Callable] = {}
-        onednn = _onednn(weight, bias) if _onednn_ready(weight, dtypes) else None
-        if onednn is not None:
-            self.products["onednn"] = onednn
-        if onednn is None or candidates:
+        if "onednn" in products and _onednn_ready(weight, dtypes):
+            fn = _onednn(weight, bias)
+            if fn is not None:
+                self.products["onednn"] = fn
+        if "mkl_packed" in products and weight.device.type == "cpu" and weight.dtype == torch.float32:
+            fn = _mkl_packed(weight, bias, MKL_PACKED_ROWS)
+            if fn is not None:
+                self.products["mkl_packed"] = fn
+        if "plain" in products or not self.products:
             self.products["plain"] = lambda flat: F.linear(flat, weight, bias)
-        if onednn is not None and candidates and weight.dtype == torch.float32:
-            for rows in MKL_PACKINGS:
-                fn = _mkl_packed(weight, bias, rows)
-                if fn is not None:
-                    self.products[f"packed{rows}"] = fn
-        self.plan: Plan = [(None, "onednn" if onednn is not None else "plain")]
+        self.plan: Plan = [(None, next(iter(self.products)))]
 
     def product(self, rows: int) -> str:
         return next(name for limit, name in self.plan if limit is None or rows <= limit)
@@ -150,15 +162,15 @@ def tune(linears: list[Linear], rows: tuple[int, ...] = PROBE_ROWS) -> Plan | No
     """Time every product the linears share over all of them (a whole model's: far beyond the CPU caches, as in
     decoding) at each row count, best of 2, the products taking turns so that a disturbance hits them all; every
     linear then follows the plan and drops the products it does not use. Returns the plan (None: nothing to time)."""
-    tunable = [lin for lin in linears if len(lin.products) > 1]
+    pinned = pinned_plan()
+    tunable = [lin for lin in linears if len(lin.products) > 1 or pinned is not None]
     if not tunable:
         return None
     names = [name for name in tunable[0].products if all(name in lin.products for lin in tunable)]
-    pinned = pinned_plan()
     if pinned is not None:
         missing = sorted({name for _, name in pinned} - set(names))
         if missing:
-            raise ConfigError(f"{PIN_ENV}: {', '.join(missing)} is not a product on this machine: use "
+            raise ConfigError(f"{PIN_ENV}: {', '.join(missing)} is not available on this machine: use "
                               f"{', '.join(names)}")
         return _apply(tunable, pinned, f"pinned by {PIN_ENV}")
     seconds = {}

@@ -23,7 +23,7 @@ from ..io import all_finite
 from .argmax import MAX_ROWS, ScreenedArgmax
 from .cache import KVCache
 from .config import RuntimeConfig, rope_inv_freq
-from .linear import TUNE_MAX_BYTES, Linear, tune
+from .linear import TUNE_MAX_BYTES, Linear, candidate_products, tune
 from .tp import SINGLE, TPGroup
 
 log = logging.getLogger(__name__)
@@ -82,9 +82,10 @@ class BaseModel:
         # a small float32 model on one CPU rank holds every product until `tune` has timed them (linear.py)
         tuned = (self.device.type == "cpu" and self.dtype == torch.float32 and group.tp_size == 1
                  and 4 * sum(t.numel() for t in tensors.values()) <= TUNE_MAX_BYTES)
+        products = candidate_products() if tuned else ("onednn",)
 
         def linear(weight: torch.Tensor, bias: torch.Tensor | None = None) -> Linear:
-            return Linear(weight, bias, candidates=tuned)
+            return Linear(weight, bias, products=products)
 
         self.embed = take("transformer.vocab_embedding.weight")
         self.layers = []
