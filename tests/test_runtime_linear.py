@@ -35,16 +35,17 @@ def test_pack_linears_takes_bfloat16_only_when_asked():
     torch.testing.assert_close(out.float(), ref.float(), atol=3e-2, rtol=2e-2)
 
 
-def test_every_candidate_product_matches_f_linear_and_they_round_differently():
-    """The products a small float32 model is timed over: each agrees with F.linear (bias, 3-D input), and at this
-    width they round differently, so the tests below can tell which one ran."""
-    g = torch.Generator().manual_seed(0)
+@pytest.mark.parametrize("rows", [1, 5, 16, 17, 40])
+def test_every_candidate_product_matches_f_linear_and_they_round_differently(rows):
+    """The products a small float32 model is timed over: each agrees with F.linear (bias) at row counts below, at and
+    above the one MKL's layout is made for, and they round differently, so the tests below can tell which one ran."""
+    g = torch.Generator().manual_seed(rows)
     w, b = torch.randn(96, 1024, generator=g), torch.randn(96, generator=g)
     lin = Linear(w, b, products=PRODUCTS)
     assert {"plain", "onednn"} <= set(lin.products)
     if torch.backends.mkl.is_available():
         assert "mkl_packed" in lin.products
-    x = torch.randn(5, 1024, generator=g)
+    x = torch.randn(rows, 1024, generator=g)
     outs = {name: fn(x) for name, fn in lin.products.items()}
     for name, out in outs.items():
         torch.testing.assert_close(out, F.linear(x, w, b), atol=1e-4, rtol=1e-4, msg=name)

@@ -153,7 +153,10 @@ def plan_from(seconds: dict[int, dict[str, float]]) -> Plan:
     plan: Plan = []
     for r in counts:
         name = next((n for n in kept if n in fits[r]), min(kept, key=seconds[r].get))
-        plan[-1:] = [(r, name)] if plan and plan[-1][1] == name else plan[-1:] + [(r, name)]
+        if plan and plan[-1][1] == name:
+            plan[-1] = (r, name)  # the same product as the count before: one entry up to this count
+        else:
+            plan.append((r, name))
     plan[-1] = (None, plan[-1][1])
     return plan
 
