@@ -13,7 +13,7 @@ from __future__ import annotations
 import click
 import torch
 
-from redrafter_trt.runtime.linear import PRODUCTS, Linear, best_of_each, plan_from
+from redrafter_trt.runtime.linear import PRODUCTS, Linear, describe, plan_from, time_products
 
 HIDDEN, INTER, QKV, LAYERS, VOCAB = 576, 1536, 960, 30, 49152
 
@@ -34,18 +34,15 @@ def main(threads, reps):
           f"{sum(h * w for h, w in shapes) / 1e6:.0f}M params")
     print("rows  " + "  ".join(f"{name:>9s} ms" for name in names) + "  (x F.linear's speed)")
     seconds = {}
+    check = linears[3].products
+    x = torch.randn(5, INTER, generator=g)
+    for name in names:
+        torch.testing.assert_close(check[name](x), check["plain"](x), rtol=1e-4, atol=1e-4)
     for rows in (1, 2, 3, 4, 6, 8, 12, 16, 24):
-        xs = {k: torch.randn(rows, k, generator=g) for k in (HIDDEN, INTER)}
-        check = linears[3].products
-        for name in names:
-            torch.testing.assert_close(check[name](xs[INTER]), check["plain"](xs[INTER]), rtol=1e-4, atol=1e-4)
-        times = best_of_each(reps, *[lambda name=name: [lin.products[name](xs[lin.in_features]) for lin in linears]
-                                     for name in names])  # what `tune` times, in turns
-        seconds[rows] = dict(zip(names, times))
+        seconds[rows] = time_products(linears, names, rows, reps)  # what `tune` times, in turns
         plain = seconds[rows]["plain"]
-        print(f"{rows:4d}  " + "  ".join(f"{t * 1e3:9.1f} {plain / t:4.2f}" for t in times))
-    print("plan:", ", ".join(f"{name} up to {limit} rows" if limit else f"{name} above" for limit, name
-                             in plan_from(seconds)))
+        print(f"{rows:4d}  " + "  ".join(f"{t * 1e3:9.1f} {plain / t:4.2f}" for t in seconds[rows].values()))
+    print("plan:", describe(plan_from(seconds)))
 
 
 if __name__ == "__main__":

@@ -176,15 +176,24 @@ def tune(linears: list[Linear], rows: tuple[int, ...] = PROBE_ROWS) -> Plan | No
             raise ConfigError(f"{PIN_ENV}: {', '.join(missing)} is not available on this machine: use "
                               f"{', '.join(names)}")
         return _apply(tunable, pinned, f"pinned by {PIN_ENV}")
-    seconds = {}
     with torch.inference_mode():
-        for r in rows:
-            xs = {k: torch.randn(r, k) for k in {lin.in_features for lin in tunable}}
-            timed = [lambda name=name: [lin.products[name](xs[lin.in_features]) for lin in tunable] for name in names]
-            seconds[r] = dict(zip(names, best_of_each(2, *timed)))
+        seconds = {r: time_products(tunable, names, r, 2) for r in rows}
     return _apply(tunable, plan_from(seconds), "ms per pass of %s at %s rows: %s" % (
         "/".join(names), ",".join(map(str, rows)),
         " ".join("/".join(f"{t * 1e3:.1f}" for t in times.values()) for times in seconds.values())))
+
+
+def time_products(linears: list[Linear], names: list[str], rows: int, n: int) -> dict[str, float]:
+    """Seconds for one pass of each named product over all `linears` at `rows` random rows, best of n, the
+    products taking turns (`best_of_each`)."""
+    xs = {k: torch.randn(rows, k) for k in {lin.in_features for lin in linears}}
+    timed = [lambda name=name: [lin.products[name](xs[lin.in_features]) for lin in linears] for name in names]
+    return dict(zip(names, best_of_each(n, *timed)))
+
+
+def describe(plan: Plan) -> str:
+    """[(3, "plain"), (None, "mkl_packed")] -> "plain up to 3 rows, mkl_packed above"."""
+    return ", ".join(f"{name} up to {limit} rows" if limit else f"{name} above" for limit, name in plan)
 
 
 def _apply(linears: list[Linear], plan: Plan, why: str) -> Plan:
@@ -192,8 +201,7 @@ def _apply(linears: list[Linear], plan: Plan, why: str) -> Plan:
     for lin in linears:
         lin.plan = plan
         lin.products = {name: fn for name, fn in lin.products.items() if name in used}
-    log.info("CPU linears: %s (%s)", ", ".join(f"{name} up to {limit} rows" if limit else f"{name} above"
-                                                for limit, name in plan), why)
+    log.info("CPU linears: %s (%s)", describe(plan), why)
     return plan
 
 
