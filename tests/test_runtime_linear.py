@@ -145,18 +145,23 @@ def test_the_plan_can_be_pinned_for_run_to_run_reproducible_rounding(monkeypatch
 
 @pytest.mark.parametrize("pin", ["onednn", "plain:3,onednn"])
 def test_a_small_float32_base_is_tuned_at_load_and_others_are_not(monkeypatch, tiny_llama, tiny_drafter, pin):
-    """The model's wiring: every base linear and the lm_head share the plan and keep only its products; a pinned
-    plan keeps the float16 screen (the pre-tuning choice); a bfloat16 load is never tuned."""
+    """The model's wiring: every base linear, the lm_head and the drafter's linears share the plan and keep only its
+    products; a pinned plan keeps the float16 screen (the pre-tuning choice); a bfloat16 load is never tuned."""
     from redrafter_trt import runtime as rt
     from redrafter_trt.runtime.linear import parse_plan
     from test_runtime_support import checkpoint
 
     monkeypatch.setenv("REDRAFTER_TRT_LINEAR_PLAN", pin)
     ckpt = checkpoint(tiny_llama, tiny_drafter)
-    base = rt.load(ckpt).base
+    model = rt.load(ckpt, drafter_int8=False)
+    base, drafter = model.base, model.drafter
     linears = [lin for L in base.layers for lin in (L.qkv, L.dense, L.fc_gate, L.proj)] + [base.lm_head]
+    linears += [lin for lin in (drafter.input_proj, *drafter.layers, drafter.rnn_u, drafter.rnn_w, drafter.head_fn)
+                if lin is not None]
+    assert base.linear_plan == parse_plan(pin)
     assert all(lin.plan == parse_plan(pin) and set(lin.products) == {n for _, n in lin.plan} for lin in linears)
     assert base.screened_argmax is not None
-    half = rt.load(ckpt, dtype=torch.bfloat16).base
+    half = rt.load(ckpt, dtype=torch.bfloat16)
+    assert half.base.linear_plan is None
     assert all(lin.plan == [(None, "plain")] and set(lin.products) == {"plain"}
-               for L in half.layers for lin in (L.qkv, L.proj))
+               for lin in [L.qkv for L in half.base.layers] + half.drafter.layers)

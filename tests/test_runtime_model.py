@@ -80,8 +80,9 @@ def test_drafter_matches_apple_module(tmp_path, tiny_llama, variant):
         torch.testing.assert_close(model.drafter.logits(context, state), ref.logits(context, state))
 
 
-def reference_beam_search(drafter, embed, context, token, W, steps):
-    """Apple's formulation, written out directly: all W beams start, only beam 0 with log-prob 0."""
+def reference_beam_search(drafter, embed, context, token, W, steps, top_k=TOP_K):
+    """Apple's formulation, written out directly: all W beams start, only beam 0 with log-prob 0; the full
+    vocabulary in every step."""
     B, H = context.shape
     beams = token[:, None, None].expand(B, W, 1)
     score = torch.full((B, W), LOG_0)
@@ -92,7 +93,7 @@ def reference_beam_search(drafter, embed, context, token, W, steps):
         state = drafter.next_state(state, embed(beams[..., -1]))
         logits = drafter.logits(ctx, state)
         logits = logits - logits.max(-1, keepdim=True).values
-        kth = logits.topk(TOP_K, -1).values[..., -1:]
+        kth = logits.topk(top_k, -1).values[..., -1:]
         logp = logits.masked_fill(logits < kth, LOG_0).log_softmax(-1)
         score, idx = (logp + score[..., None]).reshape(B, -1).topk(W, -1)
         V = logits.shape[-1]
@@ -131,15 +132,54 @@ def test_int8_drafter_head_close(tiny_llama, tiny_drafter):
     assert rel < 0.05 and agree > 0.9
 
 
-def test_pruned_drafter_head_same_logits(tmp_path, tiny_llama):
-    """Rows of zeros (tokens the trainer never saw) are skipped and scattered back: identical logits."""
+def pruned_drafter(folder):
+    """The drafter at `folder` with two thirds of its head's rows zeroed (tokens our trainer never saw): 86 of 256
+    rows computed."""
     from safetensors.torch import load_file, save_file
 
-    folder = make_drafter(tmp_path / "d", tiny_llama)
     weights = load_file(folder / "model.safetensors")
     head = next(k for k in weights if k.startswith("lm_head.") and k.count(".") == 2)
     weights[head][torch.arange(256) % 3 != 0] = 0
     save_file(weights, folder / "model.safetensors")
+    return folder
+
+
+def test_pruned_beam_search_matches_full_vocabulary(tmp_path, tiny_llama, monkeypatch):
+    """Steps where every zero-row token is masked work on the 86 computed tokens alone; the beams equal the full
+    vocabulary's (Apple's reference) through both paths: the 35th of 86 logits is above 0 in some steps only."""
+    from redrafter_trt.runtime import drafter as drafter_mod
+
+    monkeypatch.setattr(drafter_mod, "TOP_K", 35)
+    folder = pruned_drafter(make_drafter(tmp_path / "d", tiny_llama))
+    dcfg, tensors = load_drafter(folder)
+    ref = Drafter(dcfg)
+    ref.load_state_dict(tensors)
+    model = rt.load(checkpoint(tiny_llama, folder, 1), drafter_int8=False)
+    assert model.drafter.compact_rows is not None and len(model.drafter.compact_rows) == 86
+    compact = []
+    step_logp = model.drafter.step_logp
+
+    def spy(*args):
+        out = step_logp(*args)
+        compact.append(out[1] is not None)
+        return out
+
+    monkeypatch.setattr(model.drafter, "step_logp", spy)
+    g = torch.Generator().manual_seed(4)
+    for scale in (0.3, 1.0, 3.0):
+        context, token = scale * torch.randn(6, 64, generator=g), torch.randint(0, 256, (6,), generator=g)
+        for W, L in ((1, 3), (4, 3), (35, 2)):
+            got = model.drafter.beam_search(context, token, W, L)
+            with torch.no_grad():
+                want = reference_beam_search(ref, model.base.embed_tokens, context, token, W, L, top_k=35)
+            assert torch.equal(got, want), (scale, W, L)
+    print(f"beam-search steps on the computed tokens alone: {sum(compact)} of {len(compact)}")
+    assert 0 < sum(compact) < len(compact)
+
+
+def test_pruned_drafter_head_same_logits(tmp_path, tiny_llama):
+    """Rows of zeros (tokens the trainer never saw) are skipped and scattered back: identical logits."""
+    folder = pruned_drafter(make_drafter(tmp_path / "d", tiny_llama))
     pruned = rt.load(checkpoint(tiny_llama, folder, 1), drafter_int8=False).drafter
     assert pruned.head_rows is not None and len(pruned.head_rows) == 86
     g = torch.Generator().manual_seed(3)

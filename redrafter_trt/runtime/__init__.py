@@ -75,7 +75,8 @@ def load(checkpoint_dir: Path | str, device: str = "cpu", dtype: torch.dtype | s
     tensors = read_rank_file(Path(checkpoint_dir), group.tp_rank)
     dtype = _dtype(dtype)
     base = BaseModel(cfg, tensors, group, dtype, device)
-    drafter = (CheckpointDrafter(cfg, tensors, base.embed_tokens, group, dtype, device, int8_head=drafter_int8)
+    drafter = (CheckpointDrafter(cfg, tensors, base.embed_tokens, group, dtype, device, int8_head=drafter_int8,
+                                 linear_plan=base.linear_plan)
                if cfg.has_drafter else None)
     del tensors
     log.info("loaded %s rank %d/%d (%s, %s)", checkpoint_dir, group.tp_rank, group.tp_size, base.dtype, device)

@@ -23,7 +23,7 @@ from ..io import all_finite
 from .argmax import MAX_ROWS, ScreenedArgmax
 from .cache import KVCache
 from .config import RuntimeConfig, rope_inv_freq
-from .linear import TUNE_MAX_BYTES, Linear, candidate_products, tune
+from .linear import TUNE_MAX_BYTES, Linear, Plan, candidate_products, tune
 from .tp import SINGLE, TPGroup
 
 log = logging.getLogger(__name__)
@@ -102,8 +102,11 @@ class BaseModel:
         # greedy steps need only the argmax: screened through a float16 copy where a single rank holds the head
         self.screened_argmax = ScreenedArgmax.create(head[: cfg.vocab_size]) if group.tp_size == 1 else None
         self.lm_head = linear(head)
+        # the plan the linears follow (None: untuned, oneDNN's product); the drafter's small linears take it too
+        self.linear_plan: Plan | None = None
         if tuned:
-            tune([lin for L in self.layers for lin in (L.qkv, L.dense, L.fc_gate, L.proj)] + [self.lm_head])
+            self.linear_plan = tune([lin for L in self.layers for lin in (L.qkv, L.dense, L.fc_gate, L.proj)]
+                                    + [self.lm_head])
             if self.screened_argmax is not None and not self.screened_argmax.pays(self.lm_head):
                 self.screened_argmax = None
         hd = cfg.head_size
