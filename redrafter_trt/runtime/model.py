@@ -137,19 +137,17 @@ class BaseModel:
         return self.group.all_reduce(out)
 
     def rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """positions [B, T] -> cos, signed sin [B, 1, T, hd] in the model dtype; the sin's first half negated,
-        so that `apply_rope` swaps the halves without negating one (one kernel less in every layer)."""
+        """positions [B, T] -> cos, sin [B, 1, T, hd] in the model dtype."""
         freqs = positions.float()[..., None] * self.inv_freq
-        cos, sin = freqs.cos() * self.rope_scale, freqs.sin() * self.rope_scale
-        return (torch.cat([cos, cos], dim=-1).to(self.dtype)[:, None],
-                torch.cat([-sin, sin], dim=-1).to(self.dtype)[:, None])
+        emb = torch.cat([freqs, freqs], dim=-1)
+        return ((emb.cos() * self.rope_scale).to(self.dtype)[:, None],
+                (emb.sin() * self.rope_scale).to(self.dtype)[:, None])
 
     @staticmethod
-    def apply_rope(x: torch.Tensor, cos: torch.Tensor, signed_sin: torch.Tensor) -> torch.Tensor:
-        """x * cos + rotate_half(x) * sin (transformers' rotation), with rotate_half(x) * sin =
-        cat(x2, x1) * cat(-sin, sin)."""
+    def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         half = x.shape[-1] // 2
-        return torch.addcmul(x * cos, torch.cat([x[..., half:], x[..., :half]], dim=-1), signed_sin)
+        rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+        return x * cos + rotated * sin
 
     # ---- forward ------------------------------------------------------------------------------------------
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor, tree_mask: torch.Tensor,
@@ -177,8 +175,8 @@ class BaseModel:
             x = x + self.group.all_reduce(att)
             h = self.rms_norm(x, L.post_norm)
             gate, up = L.fc_gate(h).chunk(2, dim=-1)
-            mlp = L.proj(F.silu(gate, inplace=True).mul_(up))
-            x.add_(self.group.all_reduce(mlp))
+            mlp = L.proj(F.silu(gate) * up)
+            x = x + self.group.all_reduce(mlp)
         return self._finite(self.rms_norm(x, self.ln_f))
 
     def _finite(self, hidden: torch.Tensor) -> torch.Tensor:
