@@ -43,6 +43,7 @@ MKL_PACKED_ROWS = 16  # the row count MKL's packed layout is made for
 TUNE_MAX_BYTES = 1 << 30  # float32 weights up to this size hold every product (3 copies) until `tune`
 PIN_ENV = "REDRAFTER_TRT_LINEAR_PLAN"  # pins tune's plan instead of timing it
 MARGIN = 0.95  # a product within this fraction of the fastest at a row count fits it (see plan_from)
+SOLE_MARGIN = 0.8  # a product within this fraction of the fastest at every row count is kept alone (see plan_from)
 MAX_KEPT = 2  # products a tuned linear keeps: memory for two copies of its weights at most
 
 Plan = list  # [(max rows or None, product name)], ascending; the last entry (None) covers every larger count
@@ -137,14 +138,21 @@ class Linear:
 
 
 def plan_from(seconds: dict[int, dict[str, float]]) -> Plan:
-    """seconds: rows -> {product: time}. At each timed row count every product within MARGIN of the fastest fits
-    (so a near-tie or one disturbed timing on a shared machine does not decide). At most MAX_KEPT products are
-    kept (each is a copy of the weights), the fewest that fit every count if that many do: the one fitting the most
-    counts first (then the fastest over all), and so on; each count takes the first kept product that fits it, or
-    the fastest kept one. Counts between two timed ones take the larger one's product."""
+    """seconds: rows -> {product: time}. A product within SOLE_MARGIN of the fastest at every count is kept alone
+    (the fastest over all of those): one copy of the weights, and in decoding a second copy costs more than timings
+    in isolation show (on the Intel Xeon of session 19, MKL's packed product alone decoded W=4 L=2 at 21.7 tokens/s
+    where the plan from its 6-11% slower isolated timings at 1-3 rows, F.linear there, made 19.4-19.8). Else at each
+    timed count every product within MARGIN of the fastest fits (so a near-tie or one disturbed timing on a shared
+    machine does not decide). At most MAX_KEPT products are kept (each is a copy of the weights), the fewest that
+    fit every count if that many do: the one fitting the most counts first (then the fastest over all), and so on;
+    each count takes the first kept product that fits it, or the fastest kept one. Counts between two timed ones
+    take the larger one's product."""
     counts = sorted(seconds)
-    fits = {r: {n for n, t in seconds[r].items() if MARGIN * t <= min(seconds[r].values())} for r in counts}
     total = {n: sum(seconds[r][n] for r in counts) for n in seconds[counts[0]]}
+    sole = [n for n in total if all(SOLE_MARGIN * seconds[r][n] <= min(seconds[r].values()) for r in counts)]
+    if sole:
+        return [(None, min(sole, key=total.get))]
+    fits = {r: {n for n, t in seconds[r].items() if MARGIN * t <= min(seconds[r].values())} for r in counts}
     kept, left = [], set(counts)
     while left and len(kept) < MAX_KEPT:
         best = max(total, key=lambda n: (sum(n in fits[r] for r in left), -total[n]))
@@ -192,7 +200,10 @@ def time_products(linears: list[Linear], names: list[str], rows: int, n: int) ->
 
 
 def describe(plan: Plan) -> str:
-    """[(3, "plain"), (None, "mkl_packed")] -> "plain up to 3 rows, mkl_packed above"."""
+    """[(3, "plain"), (None, "mkl_packed")] -> "plain up to 3 rows, mkl_packed above"; [(None, "onednn")] ->
+    "onednn for every row count"."""
+    if len(plan) == 1:
+        return f"{plan[0][1]} for every row count"
     return ", ".join(f"{name} up to {limit} rows" if limit else f"{name} above" for limit, name in plan)
 
 
