@@ -136,9 +136,9 @@ class CheckpointDrafter:
         head = self.head_fn(self.features(context, state))
         if self.compact_rows is not None and num_beams <= TOP_K:
             part = head.float()
-            kth = part.topk(TOP_K, dim=-1).values[..., -1:]
+            best = part.topk(TOP_K, dim=-1).values  # [..., TOP_K], descending: the max and the kth in one pass
+            kth, top = best[..., -1:], best[..., :1]
             if bool((kth > 0).all()):  # every zero-row token is masked: leave them out
-                top = part.max(-1, keepdim=True).values
                 logits = part - top
                 return logits.masked_fill(logits < kth - top, LOG_0).log_softmax(-1), self.compact_rows
         logits = self._full_logits(head)
