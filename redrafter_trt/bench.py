@@ -43,6 +43,7 @@ class BenchOptions:
     draft_lens: tuple[int, ...] = ()  # empty: likewise up to the checkpoint's draft_len
     chat: bool | None = None          # None: apply the chat template when the tokenizer has one
     device: str = "cpu"
+    compile: bool = False             # the runtime's base layers compiled by TorchInductor (runtime/compiled.py)
 
 
 @dataclass
@@ -246,12 +247,14 @@ def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
     tokenizer = AutoTokenizer.from_pretrained(opts.tokenizer_dir)
     prompt_ids = encode_prompts(tokenizer, texts, opts.chat)
     check_positions(cfg, prompt_ids, opts.max_new_tokens)
-    model = load(opts.checkpoint_dir, device=opts.device)
+    model = load(opts.checkpoint_dir, device=opts.device, compile=opts.compile)
     hf = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=cfg.torch_dtype).to(opts.device).eval()
     eos = eos_ids(tokenizer, getattr(hf.generation_config, "eos_token_id", None))
     N = opts.max_new_tokens
 
     warm = prompt_ids[0]
+    if opts.compile:
+        progress("compiling the runtime's base layers (a few minutes, before any timing)")
     hf_generate(hf, warm, WARMUP_TOKENS, eos)
     runtime_generate(model, warm, WARMUP_TOKENS, eos, 0, 0, False)
     runtime_generate(model, warm, WARMUP_TOKENS, eos, max(beams), max(lens), True)
@@ -280,7 +283,7 @@ def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
     meta = {"checkpoint_dir": str(opts.checkpoint_dir), "hf_dir": str(hf_dir), "tokenizer_dir": str(opts.tokenizer_dir),
             "prompts": str(opts.prompts), "num_prompts": len(prompt_ids), "max_new_tokens": N,
             "chat": bool(opts.chat) if opts.chat is not None else bool(getattr(tokenizer, "chat_template", None)),
-            "dtype": cfg.dtype, "device": opts.device, "torch_threads": torch.get_num_threads(),
+            "dtype": cfg.dtype, "device": opts.device, "compile": opts.compile, "torch_threads": torch.get_num_threads(),
             "checkpoint_num_beams": cfg.num_beams, "checkpoint_draft_len": cfg.draft_len,
             "drafter": (ckpt_config.get("producer") or {}).get("sources", {}).get("drafter")}
     return BenchReport(meta, hf_run, plain, configs)

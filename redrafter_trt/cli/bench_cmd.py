@@ -61,8 +61,11 @@ def shared_options(f):
               help="Hugging Face base for the transformers baseline [default: the base recorded in the checkpoint].")
 @click.option("--plot", "plot_path", type=OutputFile(),
               help="Write a PNG: tokens per step and speed-up against beam width (needs matplotlib).")
+@click.option("--compile", "compile_layers", is_flag=True,
+              help="Run the runtime's base layers compiled by TorchInductor (CPU, float32; minutes of compiling "
+                   "before the timed runs).")
 def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_tokens, beams, draft_lens, chat, device,
-          output_json, plot_path):
+          output_json, plot_path, compile_layers):
     """Measure tokens per step and speed-up for each (beam width, draft length)."""
     from ..bench import BenchOptions, format_table, plot, require_matplotlib, run_bench
 
@@ -72,7 +75,7 @@ def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_t
     if plot_path:
         require_matplotlib()  # fail before the long run, not after it
     opts = BenchOptions(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_tokens, beams, draft_lens,
-                        chat, device)
+                        chat, device, compile_layers)
     report = run_bench(opts, progress=lambda line: click.echo(line, err=True))
     m = report.meta
     click.echo(f"{m['num_prompts']} prompts, up to {m['max_new_tokens']} new tokens, greedy, batch 1, {m['dtype']} on "

@@ -61,8 +61,11 @@ def _dtype(dtype) -> torch.dtype | None:
 
 
 def load(checkpoint_dir: Path | str, device: str = "cpu", dtype: torch.dtype | str | None = None,
-         group: TPGroup = SINGLE, drafter_int8: bool = True) -> ReDrafterModel:
+         group: TPGroup = SINGLE, drafter_int8: bool = True, compile: bool = False) -> ReDrafterModel:
     """Load this process's rank of a checkpoint. Without `group`, the checkpoint must be tp=1.
+
+    compile: run the base's layers compiled by TorchInductor (CPU, float32, tp=1; minutes of compiling on first
+    use, then faster steps: `runtime/compiled.py`).
 
     drafter_int8: on CPU in float32, keep an int8 copy of the drafter's final projection (4x fewer bytes per
     draft step); drafts change slightly, outputs stay exact (greedy and sampling alike)."""
@@ -74,7 +77,7 @@ def load(checkpoint_dir: Path | str, device: str = "cpu", dtype: torch.dtype | s
         raise ConfigError("--device cuda requested but no CUDA device is available: use --device cpu")
     tensors = read_rank_file(Path(checkpoint_dir), group.tp_rank)
     dtype = _dtype(dtype)
-    base = BaseModel(cfg, tensors, group, dtype, device)
+    base = BaseModel(cfg, tensors, group, dtype, device, compile=compile)
     drafter = (CheckpointDrafter(cfg, tensors, base.embed_tokens, group, dtype, device, int8_head=drafter_int8,
                                  linear_plan=base.linear_plan)
                if cfg.has_drafter else None)

@@ -22,6 +22,7 @@ from ..errors import ConfigError, TensorError
 from ..io import all_finite
 from .argmax import MAX_ROWS, ScreenedArgmax
 from .cache import KVCache
+from .compiled import LayerStack, compile_stack
 from .config import RuntimeConfig, rope_inv_freq
 from .linear import TUNE_MAX_BYTES, Linear, Plan, candidate_products, tune
 from .tp import SINGLE, TPGroup
@@ -67,9 +68,12 @@ class BaseModel:
     """One tensor-parallel rank of the base model. `forward` runs new tokens against a KVCache."""
 
     def __init__(self, cfg: RuntimeConfig, tensors: dict[str, torch.Tensor], group: TPGroup = SINGLE,
-                 dtype: torch.dtype | None = None, device: str = "cpu"):
+                 dtype: torch.dtype | None = None, device: str = "cpu", compile: bool = False):
         self.cfg, self.group, self.device = cfg, group, torch.device(device)
         self.dtype = dtype or cfg.torch_dtype
+        if compile and (self.device.type != "cpu" or self.dtype != torch.float32 or group.tp_size != 1):
+            raise ConfigError(f"compiling the base runs on one CPU rank in float32 (here {self.device.type}, "
+                              f"{str(self.dtype).removeprefix('torch.')}, tp={group.tp_size}): drop --compile")
 
         def take(name: str, required: bool = True) -> torch.Tensor | None:
             t = tensors.get(name)
@@ -83,30 +87,33 @@ class BaseModel:
         tuned = (self.device.type == "cpu" and self.dtype == torch.float32 and group.tp_size == 1
                  and 4 * sum(t.numel() for t in tensors.values()) <= TUNE_MAX_BYTES)
         products = candidate_products() if tuned else ("onednn",)
-
-        def linear(weight: torch.Tensor, bias: torch.Tensor | None = None) -> Linear:
-            return Linear(weight, bias, products=products)
+        # compiled layers (compiled.py) multiply their own copies: the eager ones keep plain references
+        layer_products = ("plain",) if compile else products
 
         self.embed = take("transformer.vocab_embedding.weight")
-        self.layers = []
+        self.layers, weights = [], []
         for i in range(cfg.num_layers):
             p = f"transformer.layers.{i}."
+            w = dict(input_norm=take(p + "input_layernorm.weight"), qkv=take(p + "attention.qkv.weight"),
+                     qkv_bias=take(p + "attention.qkv.bias", required=False), dense=take(p + "attention.dense.weight"),
+                     post_norm=take(p + "post_layernorm.weight"),
+                     fc_gate=torch.cat([take(p + "mlp.fc.weight"), take(p + "mlp.gate.weight")]),
+                     proj=take(p + "mlp.proj.weight"))
+            weights.append(w)
             self.layers.append(Layer(
-                input_norm=take(p + "input_layernorm.weight"),
-                qkv=linear(take(p + "attention.qkv.weight"), take(p + "attention.qkv.bias", required=False)),
-                dense=linear(take(p + "attention.dense.weight")), post_norm=take(p + "post_layernorm.weight"),
-                fc_gate=linear(torch.cat([take(p + "mlp.fc.weight"), take(p + "mlp.gate.weight")])),
-                proj=linear(take(p + "mlp.proj.weight"))))
+                input_norm=w["input_norm"], qkv=Linear(w["qkv"], w["qkv_bias"], products=layer_products),
+                dense=Linear(w["dense"], products=layer_products), post_norm=w["post_norm"],
+                fc_gate=Linear(w["fc_gate"], products=layer_products), proj=Linear(w["proj"], products=layer_products)))
         self.ln_f = take("transformer.ln_f.weight")
         head = take("lm_head.weight")
         # greedy steps need only the argmax: screened through a float16 copy where a single rank holds the head
         self.screened_argmax = ScreenedArgmax.create(head[: cfg.vocab_size]) if group.tp_size == 1 else None
-        self.lm_head = linear(head)
+        self.lm_head = Linear(head, products=products)
         # the plan the linears follow (None: untuned, oneDNN's product); the drafter's small linears take it too
         self.linear_plan: Plan | None = None
         if tuned:
-            self.linear_plan = tune([lin for L in self.layers for lin in (L.qkv, L.dense, L.fc_gate, L.proj)]
-                                    + [self.lm_head])
+            eager = [] if compile else [lin for L in self.layers for lin in (L.qkv, L.dense, L.fc_gate, L.proj)]
+            self.linear_plan = tune(eager + [self.lm_head])
             if self.screened_argmax is not None and not self.screened_argmax.pays(self.lm_head):
                 self.screened_argmax = None
         hd = cfg.head_size
@@ -118,6 +125,8 @@ class BaseModel:
         inv_freq, self.rope_scale = rope_inv_freq(cfg)
         self.inv_freq = inv_freq.to(self.device)
         self.vocab_sharded = self.embed.shape[0] * group.tp_size >= cfg.vocab_size > self.embed.shape[0]
+        self.compiled = (compile_stack(LayerStack(weights, self.ln_f, self.local_heads, self.local_kv_heads, hd,
+                                                  cfg.norm_epsilon, self.apply_rope)) if compile else None)
 
     # ---- pieces -------------------------------------------------------------------------------------------
     def rms_norm(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -164,6 +173,8 @@ class BaseModel:
         mask = torch.zeros(visible.shape, dtype=self.dtype, device=self.device).masked_fill_(~visible, float("-inf"))
         cos, sin = self.rope(positions)
         x = self.embed_tokens(tokens)
+        if self.compiled is not None:
+            return self._finite(self.compiled(x, cos, sin, mask, slots, cache.k, cache.v))
         for i, L in enumerate(self.layers):
             h = self.rms_norm(x, L.input_norm)
             qkv = L.qkv(h).view(B, T, hq + 2 * hkv, hd).transpose(1, 2)

@@ -1,0 +1,53 @@
+"""`load(compile=True)`: the base's layers compiled by TorchInductor decode exactly what transformers' greedy
+`generate` does (batches whose rows accept different drafts, plain steps, Llama and Qwen2 with its qkv bias), and
+compute the eager forward's hidden states over a tree; where it cannot run it is a one-line error."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from redrafter_trt import runtime as rt
+from redrafter_trt.errors import ConfigError
+from test_runtime_support import one_thread, LookupDrafter, checkpoint, eos_of, hf_greedy  # noqa: F401
+
+PROMPTS = [[1, 17, 33, 5], [1, 250, 99, 3, 3, 42, 7, 128, 64], [1, 200]]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_qwen2"])
+def test_compiled_layers_decode_exactly(request, fixture, tiny_drafter):
+    base = request.getfixturevalue(fixture)
+    ckpt = checkpoint(base, tiny_drafter, 1, num_beams=3, draft_len=4)
+    compiled, eager = rt.load(ckpt, compile=True), rt.load(ckpt)
+    assert compiled.base.compiled is not None and eager.base.compiled is None
+
+    # one forward over a tree after a cached prompt: the same hidden states as the eager layers
+    tree = torch.tensor([[[1, 0, 0, 0], [1, 1, 0, 0], [1, 0, 1, 0], [1, 0, 1, 1]]], dtype=torch.bool)
+    hidden = []
+    for model in (compiled, eager):
+        cache = model.base.new_cache(1, 32)
+        prompt = torch.tensor([PROMPTS[1]])
+        with torch.no_grad():
+            model.base.forward(prompt, torch.arange(9)[None], torch.ones(1, 9, 9, dtype=torch.bool).tril(), cache)
+            cache.lens += 9
+            hidden.append(model.base.forward(torch.tensor([[7, 8, 9, 10]]), torch.tensor([[9, 10, 10, 11]]), tree,
+                                             cache))
+    torch.testing.assert_close(hidden[0], hidden[1], atol=2e-5, rtol=1e-5)
+
+    refs = [hf_greedy(base, p, 30) for p in PROMPTS]
+    drafter = LookupDrafter([p + r for p, r in zip(PROMPTS, refs)], 256, seed=1)
+    model = dataclasses.replace(compiled, drafter=drafter)
+    eos = eos_of(base)
+    res = rt.generate(model, PROMPTS, 30, eos_token_id=eos)
+    assert res.output_ids == refs
+    assert res.mean_tokens_per_step > 1.5 and len({tuple(a) for a in res.accepted}) > 1
+    assert rt.generate(model, [PROMPTS[0]], 30, eos_token_id=eos, use_draft=False).output_ids[0] == refs[0]
+
+
+def test_compile_refuses_what_it_cannot_run(tiny_llama, tiny_drafter):
+    with pytest.raises(ConfigError, match="one CPU rank in float32.*bfloat16.*drop --compile"):
+        rt.load(checkpoint(tiny_llama, tiny_drafter, 1), dtype="bfloat16", compile=True)
