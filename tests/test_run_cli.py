@@ -93,3 +93,9 @@ def test_bad_inputs(smollm2, smol_ckpt, tmp_path, tiny_llama, tiny_drafter):
                    "does not exist")
     one_line_error(invoke("--engine-dir", tmp_path, "--checkpoint-dir", tiny, "--tokenizer-dir", smollm2,
                           "--input-text", "hi"), "exactly one")
+    # --compile: one CPU rank of a tp=1 checkpoint, the reference runtime only
+    one_line_error(invoke("--checkpoint-dir", checkpoint(tiny_llama, tiny_drafter, 2), "--tokenizer-dir", smollm2,
+                          "--input-text", "hi", "--compile"), "tp=2", "drop --compile")
+    one_line_error(invoke("--engine-dir", tmp_path, "--tokenizer-dir", smollm2, "--input-text", "hi", "--compile"),
+                   "--compile works with --checkpoint-dir only")
+    one_line_error(invoke(*base, "--input-text", "hi", "--device", "cuda", "--compile"))

@@ -40,6 +40,9 @@ def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
     if o["tp"] is not None and o["tp"] != cfg.tp_size:
         raise ConfigError(f"--tp {o['tp']} differs from the checkpoint's tp_size {cfg.tp_size}: pass --tp {cfg.tp_size}, "
                           f"or convert again with --tp-size {o['tp']}")
+    if o["compile"] and cfg.tp_size > 1:
+        raise ConfigError(f"--compile runs the layers of a tp=1 checkpoint on one CPU (this one is tp={cfg.tp_size}): "
+                          f"drop --compile")
     check_draft_shape(cfg, o["num_beams"], o["draft_len"], not o["no_draft"])
     tok = load_tokenizer(tokenizer_dir, cfg.vocab_size)
     ids = encode_prompts(tok, o["prompts"], o["chat"])
@@ -49,12 +52,14 @@ def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
     if cfg.tp_size > 1:
         result = generate_tp(ckpt, ids, o["max_output_len"], device=o["device"], **kwargs)
     else:
-        result = generate(load(ckpt, device=o["device"]), ids, o["max_output_len"], **kwargs)
+        result = generate(load(ckpt, device=o["device"], compile=o["compile"]), ids, o["max_output_len"], **kwargs)
     return tok, result
 
 
 # run options an engine fixed when it was built
 FIXED_BY_ENGINE = ("--num-beams", "--draft-len", "--tp")
+# run options of the reference runtime alone (an engine decodes with TensorRT-LLM's own kernels)
+RUNTIME_ONLY = ("--no-draft", "--compile")
 
 
 def _run_engine(engine: str, tokenizer_dir: str, o: dict):
@@ -64,8 +69,10 @@ def _run_engine(engine: str, tokenizer_dir: str, o: dict):
         if o[flag.removeprefix("--").replace("-", "_")] is not None:
             raise ConfigError(f"{flag} is fixed when the engine is built: drop it with --engine-dir "
                               f"(tensor parallel engines run under `mpirun -n TP`)")
-    if o["no_draft"]:
-        raise ConfigError("--no-draft works with --checkpoint-dir only: an engine always drafts")
+    for flag in RUNTIME_ONLY:
+        if o[flag.removeprefix("--").replace("-", "_")]:
+            raise ConfigError(f"{flag} works with --checkpoint-dir only (the reference runtime): drop it with "
+                              f"--engine-dir")
     tok = load_tokenizer(tokenizer_dir, None)
     ids = encode_prompts(tok, o["prompts"], o["chat"])
     eos = stop_ids(tok, tokenizer_dir)
@@ -100,10 +107,13 @@ def stats_line(result) -> str:
 @click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1), help="Prompts per batch.")
 @click.option("--tp", type=click.IntRange(min=1), help="Tensor parallel size (must equal the checkpoint's).")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
+@click.option("--compile", "compile_layers", is_flag=True,
+              help="Run the base's layers compiled by TorchInductor (one CPU, float32): minutes of compiling at load "
+                   "(and again on the first batch of several prompts), then faster steps.")
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Sampling seed.")
 @click.option("--output-json", type=OutputFile(), help="Write results and stats as JSON.")
 def run(checkpoint_dir, engine_dir, tokenizer_dir, input_text, input_file, chat, max_output_len, temperature,
-        num_beams, draft_len, no_draft, batch_size, tp, device, seed, output_json):
+        num_beams, draft_len, no_draft, batch_size, tp, device, compile_layers, seed, output_json):
     """Generate with a ReDrafter checkpoint (PyTorch reference runtime) or engine (TensorRT-LLM)."""
     checkpoint_dir, engine_dir = one_of(click.get_current_context(), checkpoint_dir=checkpoint_dir, engine_dir=engine_dir)
     if bool(checkpoint_dir) == bool(engine_dir):
@@ -111,7 +121,8 @@ def run(checkpoint_dir, engine_dir, tokenizer_dir, input_text, input_file, chat,
     check_output_file(output_json, [checkpoint_dir, engine_dir, tokenizer_dir, input_file], "--output-json")
     prompts = _gather_prompts(input_text, input_file)
     o = dict(prompts=prompts, chat=chat, max_output_len=max_output_len, temperature=temperature, num_beams=num_beams,
-             draft_len=draft_len, no_draft=no_draft, batch_size=batch_size, tp=tp, device=device, seed=seed)
+             draft_len=draft_len, no_draft=no_draft, batch_size=batch_size, tp=tp, device=device, seed=seed,
+             compile=compile_layers)
     if checkpoint_dir:
         tok, result = _run_checkpoint(checkpoint_dir, tokenizer_dir, o)
     else:

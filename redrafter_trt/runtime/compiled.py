@@ -4,12 +4,14 @@ Why: a decoding step on a small CPU reads every weight once, and the eager forwa
 the memory bandwidth than it could. Inductor with frozen weights generates a C++ micro-GEMM per linear, timed against
 MKL's packed sgemm at compile time (`max_autotune` with the CPP and ATen backends, the fastest kept per shape), and
 fuses each layer's small ops (RMSNorm, rope, SwiGLU, residuals) into a few loops. Measured on SmolLM2-135M, 2 threads
-of an Intel Xeon: a forward over 1 / 3 / 7 / 9 tokens 1.4-1.6x / 1.35x / 1.3x / 1.3x faster than the eager one at
-100 cached tokens (`python scripts/bench_compiled.py`).
+of an Intel Xeon, one forward after 100 cached tokens, eager / compiled in turns in one process: 1 / 3 / 5 / 7 / 9 /
+13 new tokens 1.27x / 1.32x / 1.38x / 1.48x / 1.24x / 1.14x faster (`python scripts/bench_compiled.py
+--checkpoint-dir CKPT --threads 2`).
 
-The cost: the first forward of each kind (one token; more tokens, any count) compiles, about 2 minutes each for
-SmolLM2 on 2 cores, once per process. So it pays for long runs (`bench` on many prompts, `serve`), not for a few
-answers. Only the 30-layer stack is compiled: the embedding, the mask, rope's angles and the argmax stay eager.
+The cost: both kinds of forward (one token; several, any count) compile at load, 2.5-5 minutes for SmolLM2 on 2
+cores, once per process; a batch of several rows compiles twice more on first use. So it pays for long runs
+(`bench` on many prompts, `run` on a file of prompts), not for a few answers. Only the layers are compiled: the
+embedding, the mask, rope's angles, the lm_head and the drafter stay eager.
 
 Same semantics as `BaseModel.forward` (outputs equal to rounding: another summation order in the products).
 """
@@ -19,6 +21,8 @@ from __future__ import annotations
 import logging
 
 import torch
+import torch._inductor.config as inductor_config
+import torch.fx.experimental._config
 import torch.nn.functional as F
 
 log = logging.getLogger(__name__)
@@ -28,6 +32,10 @@ INDUCTOR_OPTIONS = {
     "max_autotune": True,                          # time the candidate GEMMs per shape, keep the fastest
     "max_autotune_gemm_backends": "CPP,ATEN",      # inductor's C++ micro-GEMM and ATen's (MKL) product
 }
+
+
+TREE_HINT = 8  # rows the many-token kind is first compiled for: about a verify tree's (W=4 L=2: up to 9)
+WARM_CONTEXT = 100  # cached tokens (zeros) the compiling forwards attend over
 
 
 class LayerStack(torch.nn.Module):
@@ -74,8 +82,16 @@ class LayerStack(torch.nn.Module):
 
 
 def compile_stack(stack: LayerStack):
-    """torch.compile with frozen weights and GEMM autotuning; every dimension dynamic but one token (inductor keeps a
-    size-1 dimension apart), so a process compiles twice: its first single-token and its first longer forward."""
-    log.info("compiling the base's layers with TorchInductor on first use (about 2 minutes each for the first "
-             "one-token and the first longer forward of this process)")
-    return torch.compile(stack.eval(), dynamic=True, options=dict(INDUCTOR_OPTIONS))
+    """torch.compile with frozen weights and GEMM autotuning; every dimension dynamic but size 1 (dynamo keeps a
+    size-1 dimension apart), so a batch of one compiles twice, for one token and for more (`BaseModel._compile_now`
+    does both at load), and a batch of several twice again on first use."""
+    log.info("compiling the base's layers with TorchInductor (minutes)")
+    compiled = torch.compile(stack.eval(), dynamic=True)
+
+    def run(*args):
+        # inductor's settings hold wherever a call compiles (torch.compile's `options` did not reach freezing);
+        # no "duck sizing": sizes that happen to be equal when a kind compiles (a prompt's tokens and the cache
+        # slots it fills) must not become a guard that compiles the kind again for every other forward
+        with inductor_config.patch(INDUCTOR_OPTIONS), torch.fx.experimental._config.patch(use_duck_shape=False):
+            return compiled(*args)
+    return run

@@ -22,7 +22,7 @@ from ..errors import ConfigError, TensorError
 from ..io import all_finite
 from .argmax import MAX_ROWS, ScreenedArgmax
 from .cache import KVCache
-from .compiled import LayerStack, compile_stack
+from .compiled import TREE_HINT, WARM_CONTEXT, LayerStack, compile_stack
 from .config import RuntimeConfig, rope_inv_freq
 from .linear import TUNE_MAX_BYTES, Linear, Plan, candidate_products, tune
 from .tp import SINGLE, TPGroup
@@ -125,8 +125,11 @@ class BaseModel:
         inv_freq, self.rope_scale = rope_inv_freq(cfg)
         self.inv_freq = inv_freq.to(self.device)
         self.vocab_sharded = self.embed.shape[0] * group.tp_size >= cfg.vocab_size > self.embed.shape[0]
-        self.compiled = (compile_stack(LayerStack(weights, self.ln_f, self.local_heads, self.local_kv_heads, hd,
-                                                  cfg.norm_epsilon, self.apply_rope)) if compile else None)
+        self.compiled = None
+        if compile:
+            self.compiled = compile_stack(LayerStack(weights, self.ln_f, self.local_heads, self.local_kv_heads, hd,
+                                                     cfg.norm_epsilon, self.apply_rope))
+            self._compile_now()
 
     # ---- pieces -------------------------------------------------------------------------------------------
     def rms_norm(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -168,6 +171,8 @@ class BaseModel:
         hd, hq, hkv = self.cfg.head_size, self.local_heads, self.local_kv_heads
         slots = cache.slots(T)
         end = int(slots.max()) + 1
+        if self.compiled is not None:  # compiled kinds hold guards "slots != tokens" and "slots < capacity": a
+            end = min(max(end, T + 1), cache.capacity - 1)  # prompt sees one masked slot more (new_cache: one spare)
         visible = cache.attention_mask(tree_mask, end)[:, None]  # [B, 1, T, S]
         # additive float mask built once: SDPA would otherwise convert a boolean mask in every layer
         mask = torch.zeros(visible.shape, dtype=self.dtype, device=self.device).masked_fill_(~visible, float("-inf"))
@@ -189,6 +194,18 @@ class BaseModel:
             mlp = L.proj(F.silu(gate) * up)
             x = x + self.group.all_reduce(mlp)
         return self._finite(self.rms_norm(x, self.ln_f))
+
+    @torch.no_grad()
+    def _compile_now(self) -> None:
+        """Compile both kinds of forward at load, on a scratch cache: first a tree of TREE_HINT tokens after
+        WARM_CONTEXT cached ones (inductor fits the many-token kind's GEMMs to the row count it first sees, so a verify tree's, not a
+        prompt's; and with a cached context, else every later forward with a context would compile again), then
+        one token."""
+        cache = self.new_cache(1, WARM_CONTEXT + TREE_HINT + 3)
+        cache.lens += WARM_CONTEXT
+        for T in (TREE_HINT, 1):
+            self.forward(torch.zeros(1, T, dtype=torch.long, device=self.device), cache.slots(T),
+                         torch.ones(1, T, T, dtype=torch.bool, device=self.device).tril(), cache)
 
     def _finite(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden, refused when it holds NaN or Inf: every token would silently become id 0 and every logprob NaN."""
@@ -212,5 +229,6 @@ class BaseModel:
         return self.logits(hidden).argmax(-1)
 
     def new_cache(self, batch: int, capacity: int) -> KVCache:
-        return KVCache(self.cfg.num_layers, batch, self.local_kv_heads, capacity, self.cfg.head_size,
+        spare = 1 if self.compiled is not None else 0  # see forward
+        return KVCache(self.cfg.num_layers, batch, self.local_kv_heads, capacity + spare, self.cfg.head_size,
                        self.dtype, self.device)
