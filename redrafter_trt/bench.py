@@ -247,14 +247,14 @@ def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
     tokenizer = AutoTokenizer.from_pretrained(opts.tokenizer_dir)
     prompt_ids = encode_prompts(tokenizer, texts, opts.chat)
     check_positions(cfg, prompt_ids, opts.max_new_tokens)
+    if opts.compile:
+        progress("compiling the runtime's base layers (minutes, before any timing)")
     model = load(opts.checkpoint_dir, device=opts.device, compile=opts.compile)
     hf = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=cfg.torch_dtype).to(opts.device).eval()
     eos = eos_ids(tokenizer, getattr(hf.generation_config, "eos_token_id", None))
     N = opts.max_new_tokens
 
     warm = prompt_ids[0]
-    if opts.compile:
-        progress("compiling the runtime's base layers (a few minutes, before any timing)")
     hf_generate(hf, warm, WARMUP_TOKENS, eos)
     runtime_generate(model, warm, WARMUP_TOKENS, eos, 0, 0, False)
     runtime_generate(model, warm, WARMUP_TOKENS, eos, max(beams), max(lens), True)
