@@ -198,9 +198,8 @@ class BaseModel:
     @torch.no_grad()
     def _compile_now(self) -> None:
         """Compile both kinds of forward at load, on a scratch cache: first a tree of TREE_HINT tokens after
-        WARM_CONTEXT cached ones (inductor fits the many-token kind's GEMMs to the row count it first sees, so a verify tree's, not a
-        prompt's; and with a cached context, else every later forward with a context would compile again), then
-        one token."""
+        WARM_CONTEXT cached ones (inductor fits the many-token kind's GEMMs to the row count it first sees: a verify
+        tree's, not a prompt's), then one token."""
         cache = self.new_cache(1, WARM_CONTEXT + TREE_HINT + 3)
         cache.lens += WARM_CONTEXT
         for T in (TREE_HINT, 1):
