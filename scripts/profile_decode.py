@@ -6,7 +6,7 @@ the loop.
 Also prints plain decoding's time per step, so the drafted step's cost is a ratio measured in the same run.
 
     python scripts/profile_decode.py --checkpoint-dir CKPT --tokenizer-dir SMOLLM2 [--beams 1] [--draft-len 5]
-        [--num-prompts 5] [--max-new-tokens 96] [--threads N]
+        [--num-prompts 5] [--max-new-tokens 96] [--threads N] [--compile]
 """
 
 from __future__ import annotations
@@ -40,7 +40,9 @@ def timed(totals: dict, name: str, fn):
 @click.option("--num-prompts", default=5, show_default=True)
 @click.option("--max-new-tokens", default=96, show_default=True)
 @click.option("--threads", type=int, default=None, help="torch intra-op threads [default: torch's choice].")
-def main(checkpoint_dir, tokenizer_dir, prompts, beams, draft_len, num_prompts, max_new_tokens, threads):
+@click.option("--compile", "compile_layers", is_flag=True, help="The base's layers compiled (runtime/compiled.py).")
+def main(checkpoint_dir, tokenizer_dir, prompts, beams, draft_len, num_prompts, max_new_tokens, threads,
+         compile_layers):
     from transformers import AutoTokenizer
 
     import redrafter_trt.runtime as rt
@@ -56,7 +58,7 @@ def main(checkpoint_dir, tokenizer_dir, prompts, beams, draft_len, num_prompts, 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     ids = encode_prompts(tokenizer, load_prompts(prompts)[:num_prompts], None)
     eos = eos_ids(tokenizer)
-    model = rt.load(checkpoint_dir)
+    model = rt.load(checkpoint_dir, compile=compile_layers)
     rt.generate(model, [ids[0]], 8, num_beams=beams, draft_len=draft_len, eos_token_id=eos)  # warm-up
 
     plain = rt.generate(model, [ids[0]], max_new_tokens, eos_token_id=eos, use_draft=False)

@@ -2,7 +2,7 @@
 
 import torch
 
-from redrafter_trt.runtime.cache import KVCache
+from redrafter_trt.runtime.cache import KVCache, write_kv
 from redrafter_trt.runtime.tree import build_tree
 
 
@@ -37,7 +37,7 @@ def test_cache_commit_keeps_accepted_path():
     cache.lens = torch.tensor([3, 5])
     slots = cache.slots(4)
     vals = torch.tensor([[10., 11, 12, 13], [20, 21, 22, 23]])[:, None, :, None]
-    cache.write(0, vals, vals, slots, int(slots.max()) + 1)
+    write_kv(cache.k[0], cache.v[0], vals, vals, slots, int(slots.max()) + 1)
     cache.commit(torch.tensor([[0, 2, 3, 0], [0, 0, 0, 0]]), torch.tensor([3, 1]))
     assert cache.lens.tolist() == [6, 6]
     assert cache.k[0][0, 0, 3:6, 0].tolist() == [10, 12, 13]

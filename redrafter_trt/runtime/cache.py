@@ -15,6 +15,16 @@ from __future__ import annotations
 import torch
 
 
+def write_kv(keys: torch.Tensor, values: torch.Tensor, k: torch.Tensor, v: torch.Tensor, slots: torch.Tensor,
+             end: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """k, v [B, kv_heads, T, hd] into one layer's keys, values [B, kv_heads, capacity, hd] at `slots` [B, T];
+    returns that layer's keys, values over slots [0, end) (end > max(slots), computed once per forward)."""
+    idx = slots[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
+    keys.scatter_(2, idx, k)
+    values.scatter_(2, idx, v)
+    return keys[:, :, :end], values[:, :, :end]
+
+
 class KVCache:
     def __init__(self, num_layers: int, batch: int, kv_heads: int, capacity: int, head_size: int,
                  dtype: torch.dtype, device: torch.device | str):
@@ -31,14 +41,6 @@ class KVCache:
     def slots(self, t: int) -> torch.Tensor:
         """[B, t] cache slots of the next t new tokens."""
         return self.lens[:, None] + torch.arange(t, device=self.lens.device)
-
-    def write(self, layer_idx: int, k: torch.Tensor, v: torch.Tensor, slots: torch.Tensor, end: int):
-        """k, v [B, kv_heads, T, hd] into `slots` [B, T]; returns this layer's k, v over [0, end), where
-        end = max(slots) + 1 (computed once per forward by the caller)."""
-        idx = slots[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
-        self.k[layer_idx].scatter_(2, idx, k)
-        self.v[layer_idx].scatter_(2, idx, v)
-        return self.k[layer_idx][:, :, :end], self.v[layer_idx][:, :, :end]
 
     def commit(self, nodes: torch.Tensor, counts: torch.Tensor) -> None:
         """Keep tree nodes `nodes` [B, K] (node i sits at slot lens+i; row b keeps its first counts[b]) as the

@@ -25,6 +25,8 @@ import torch._inductor.config as inductor_config
 import torch.fx.experimental._config
 import torch.nn.functional as F
 
+from .layer import decoder_layer, rms_norm
+
 log = logging.getLogger(__name__)
 
 INDUCTOR_OPTIONS = {
@@ -38,47 +40,53 @@ TREE_HINT = 8  # rows the many-token kind is first compiled for: about a verify 
 WARM_CONTEXT = 100  # cached tokens (zeros) the compiling forwards attend over
 
 
+class FrozenLinear(torch.nn.Module):
+    """F.linear over a weight [N, K] (+ bias [N]) that freezing folds into the graph as a constant."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__()
+        self.weight = torch.nn.Parameter(weight, requires_grad=False)
+        self.bias = None if bias is None else torch.nn.Parameter(bias, requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
+class CompiledLayer(torch.nn.Module):
+    """One decoder layer's weights as a module (a layer in `layer.decoder_layer`'s sense), sharing the checkpoint's
+    tensors (no copy)."""
+
+    def __init__(self, w: dict[str, torch.Tensor | None]):
+        super().__init__()
+        self.input_norm = torch.nn.Parameter(w["input_norm"], requires_grad=False)
+        self.post_norm = torch.nn.Parameter(w["post_norm"], requires_grad=False)
+        self.qkv = FrozenLinear(w["qkv"], w["qkv_bias"])
+        self.dense, self.fc_gate, self.proj = (FrozenLinear(w[name], None) for name in ("dense", "fc_gate", "proj"))
+
+
 class LayerStack(torch.nn.Module):
-    """The decoder layers of a tp=1 base over weights it shares with the checkpoint tensors (no copy).
+    """The decoder layers of a tp=1 base, then the final norm.
 
     forward(x [B, T, H], cos, sin [B, 1, T, hd], mask [B, 1, T, S] additive, slots [B, T], keys, values: lists of
     [B, hkv, capacity, hd] per layer, written at `slots`) -> final-normed hidden states [B, T, H]."""
 
     def __init__(self, layers: list[dict[str, torch.Tensor | None]], ln_f: torch.Tensor, heads: int, kv_heads: int,
-                 head_size: int, eps: float, apply_rope):
+                 eps: float):
         super().__init__()
-        self.heads, self.kv_heads, self.head_size, self.eps, self.apply_rope = heads, kv_heads, head_size, eps, apply_rope
-        self.weights = torch.nn.ParameterList()
-        self.qkv_bias = [layer["qkv_bias"] is not None for layer in layers]
-        for layer in layers:
-            for name in ("input_norm", "qkv", "qkv_bias", "dense", "post_norm", "fc_gate", "proj"):
-                if layer[name] is not None:
-                    self.weights.append(torch.nn.Parameter(layer[name], requires_grad=False))
+        self.heads, self.kv_heads, self.eps = heads, kv_heads, eps
+        self.layers = torch.nn.ModuleList(CompiledLayer(w) for w in layers)
         self.ln_f = torch.nn.Parameter(ln_f, requires_grad=False)
 
     def forward(self, x, cos, sin, mask, slots, keys, values):
-        B, T, _ = x.shape
-        hd, hq, hkv = self.head_size, self.heads, self.kv_heads
-        end = mask.shape[-1]
-        w = iter(self.weights)
-        for i, has_bias in enumerate(self.qkv_bias):
-            input_norm, qkv_w = next(w), next(w)
-            qkv_b = next(w) if has_bias else None
-            dense, post_norm, fc_gate, proj = next(w), next(w), next(w), next(w)
-            h = F.rms_norm(x, input_norm.shape, input_norm, self.eps)
-            qkv = F.linear(h, qkv_w, qkv_b).view(B, T, hq + 2 * hkv, hd).transpose(1, 2)
-            qk, v = qkv.split([hq + hkv, hkv], dim=1)
-            q, k = self.apply_rope(qk, cos, sin).split([hq, hkv], dim=1)
-            idx = slots[:, None, :, None].expand(-1, hkv, -1, hd)
-            keys[i].scatter_(2, idx, k)
-            values[i].scatter_(2, idx, v)
-            att = F.scaled_dot_product_attention(q, keys[i][:, :, :end], values[i][:, :, :end], attn_mask=mask,
-                                                 enable_gqa=hq != hkv)
-            x = x + F.linear(att.transpose(1, 2).reshape(B, T, hq * hd), dense)
-            h = F.rms_norm(x, post_norm.shape, post_norm, self.eps)
-            gate, up = F.linear(h, fc_gate).chunk(2, dim=-1)
-            x = x + F.linear(F.silu(gate) * up, proj)
-        return F.rms_norm(x, self.ln_f.shape, self.ln_f, self.eps)
+        for i, layer in enumerate(self.layers):
+            x = decoder_layer(x, layer, cos, sin, mask, slots, keys[i], values[i], self.heads, self.kv_heads,
+                              self.eps, _same)
+        return rms_norm(x, self.ln_f, self.eps)
+
+
+def _same(x: torch.Tensor) -> torch.Tensor:
+    """all_reduce on one rank."""
+    return x
 
 
 def compile_stack(stack: LayerStack):

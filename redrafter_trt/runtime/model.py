@@ -24,6 +24,7 @@ from .argmax import MAX_ROWS, ScreenedArgmax
 from .cache import KVCache
 from .compiled import TREE_HINT, WARM_CONTEXT, LayerStack, compile_stack
 from .config import RuntimeConfig, rope_inv_freq
+from .layer import decoder_layer, rms_norm
 from .linear import TUNE_MAX_BYTES, Linear, Plan, candidate_products, tune
 from .tp import SINGLE, TPGroup
 
@@ -127,17 +128,11 @@ class BaseModel:
         self.vocab_sharded = self.embed.shape[0] * group.tp_size >= cfg.vocab_size > self.embed.shape[0]
         self.compiled = None
         if compile:
-            self.compiled = compile_stack(LayerStack(weights, self.ln_f, self.local_heads, self.local_kv_heads, hd,
-                                                     cfg.norm_epsilon, self.apply_rope))
+            self.compiled = compile_stack(LayerStack(weights, self.ln_f, self.local_heads, self.local_kv_heads,
+                                                     cfg.norm_epsilon))
             self._compile_now()
 
     # ---- pieces -------------------------------------------------------------------------------------------
-    def rms_norm(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """Normalised in float32, then scaled in the model dtype (as transformers does); one fused op in float32."""
-        if x.dtype == torch.float32:
-            return F.rms_norm(x, w.shape, w, self.cfg.norm_epsilon)
-        return w * F.rms_norm(x.float(), w.shape, eps=self.cfg.norm_epsilon).to(x.dtype)
-
     def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens [...] -> [..., H]; a vocab-sharded embedding looks up local rows and all-reduces."""
         if not self.vocab_sharded:
@@ -155,20 +150,13 @@ class BaseModel:
         return ((emb.cos() * self.rope_scale).to(self.dtype)[:, None],
                 (emb.sin() * self.rope_scale).to(self.dtype)[:, None])
 
-    @staticmethod
-    def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        half = x.shape[-1] // 2
-        rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-        return x * cos + rotated * sin
-
     # ---- forward ------------------------------------------------------------------------------------------
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor, tree_mask: torch.Tensor,
                 cache: KVCache) -> torch.Tensor:
         """tokens, positions [B, T]; tree_mask [B, T, T] (which new tokens each new token sees, itself
         included) -> final-normed hidden states [B, T, H]. Writes the new tokens' KV at slots lens+i; does not
         advance cache.lens (see KVCache.commit)."""
-        B, T = tokens.shape
-        hd, hq, hkv = self.cfg.head_size, self.local_heads, self.local_kv_heads
+        T = tokens.shape[1]
         slots = cache.slots(T)
         end = int(slots.max()) + 1
         if self.compiled is not None:  # compiled kinds hold guards "slots != tokens" and "slots < capacity": a
@@ -180,20 +168,10 @@ class BaseModel:
         x = self.embed_tokens(tokens)
         if self.compiled is not None:
             return self._finite(self.compiled(x, cos, sin, mask, slots, cache.k, cache.v))
-        for i, L in enumerate(self.layers):
-            h = self.rms_norm(x, L.input_norm)
-            qkv = L.qkv(h).view(B, T, hq + 2 * hkv, hd).transpose(1, 2)
-            qk, v = qkv.split([hq + hkv, hkv], dim=1)
-            q, k = self.apply_rope(qk, cos, sin).split([hq, hkv], dim=1)  # one rotation for q and k together
-            keys, values = cache.write(i, k, v, slots, end)
-            att = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=hq != hkv)
-            att = L.dense(att.transpose(1, 2).reshape(B, T, hq * hd))
-            x = x + self.group.all_reduce(att)
-            h = self.rms_norm(x, L.post_norm)
-            gate, up = L.fc_gate(h).chunk(2, dim=-1)
-            mlp = L.proj(F.silu(gate) * up)
-            x = x + self.group.all_reduce(mlp)
-        return self._finite(self.rms_norm(x, self.ln_f))
+        for i, layer in enumerate(self.layers):
+            x = decoder_layer(x, layer, cos, sin, mask, slots, cache.k[i], cache.v[i], self.local_heads,
+                              self.local_kv_heads, self.cfg.norm_epsilon, self.group.all_reduce)
+        return self._finite(rms_norm(x, self.ln_f, self.cfg.norm_epsilon))
 
     @torch.no_grad()
     def _compile_now(self) -> None:

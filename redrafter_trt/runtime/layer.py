@@ -1,0 +1,49 @@
+"""One decoder layer of a Llama / Qwen2 base: the math the eager forward (`BaseModel.forward`) and the compiled one
+(`compiled.LayerStack`) share.
+
+A layer is anything with `input_norm`, `post_norm` ([H] tensors) and the callables `qkv`, `dense`, `fc_gate`,
+`proj` (x [..., K] -> [..., N]): the eager `model.Layer` holds tuned `Linear`s, the compiled one frozen
+`F.linear`s. Names are TensorRT-LLM's (see model.py).
+
+Shapes: B batch rows, T new tokens, S visible cache slots, H hidden, hq/hkv local heads, hd head size.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .cache import write_kv
+
+
+def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    """Normalised in float32, then scaled in the model dtype (as transformers does); one fused op in float32."""
+    if x.dtype == torch.float32:
+        return F.rms_norm(x, w.shape, w, eps)
+    return w * F.rms_norm(x.float(), w.shape, eps=eps).to(x.dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin
+
+
+def decoder_layer(x: torch.Tensor, layer, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor,
+                  slots: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, heads: int, kv_heads: int,
+                  eps: float, all_reduce) -> torch.Tensor:
+    """x [B, T, H]; cos, sin [B, 1, T, hd]; mask [B, 1, T, S] additive; this layer's keys, values
+    [B, hkv, capacity, hd], written at `slots` [B, T]; all_reduce sums the row-parallel outputs over tp ranks
+    -> x after the layer [B, T, H]."""
+    B, T, _ = x.shape
+    hd, hq, hkv = cos.shape[-1], heads, kv_heads
+    h = rms_norm(x, layer.input_norm, eps)
+    qkv = layer.qkv(h).view(B, T, hq + 2 * hkv, hd).transpose(1, 2)
+    qk, v = qkv.split([hq + hkv, hkv], dim=1)
+    q, k = apply_rope(qk, cos, sin).split([hq, hkv], dim=1)  # one rotation for q and k together
+    keys, values = write_kv(keys, values, k, v, slots, mask.shape[-1])
+    att = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=hq != hkv)
+    x = x + all_reduce(layer.dense(att.transpose(1, 2).reshape(B, T, hq * hd)))
+    h = rms_norm(x, layer.post_norm, eps)
+    gate, up = layer.fc_gate(h).chunk(2, dim=-1)
+    return x + all_reduce(layer.proj(F.silu(gate) * up))
