@@ -13,7 +13,8 @@ cores, once per process; a batch of several rows compiles twice more on first us
 (`bench` on many prompts, `run` on a file of prompts), not for a few answers. Only the layers are compiled: the
 embedding, the mask, rope's angles, the lm_head and the drafter stay eager.
 
-Same semantics as `BaseModel.forward` (outputs equal to rounding: another summation order in the products).
+The layer math is `layer.decoder_layer`, the eager forward's own; outputs equal it to rounding (inductor's products
+sum in another order).
 """
 
 from __future__ import annotations
