@@ -80,8 +80,8 @@ class LayerStack(torch.nn.Module):
 
     def forward(self, x, cos, sin, mask, slots, keys, values):
         for i, layer in enumerate(self.layers):
-            x = decoder_layer(x, layer, cos, sin, mask, slots, keys[i], values[i], self.heads, self.kv_heads,
-                              self.eps, _same)
+            x = decoder_layer(x, layer, cos, sin, mask, slots, keys[i], values[i], heads=self.heads,
+                              kv_heads=self.kv_heads, eps=self.eps, all_reduce=_same)
         return rms_norm(x, self.ln_f, self.eps)
 
 

@@ -17,20 +17,22 @@ from .cache import write_kv
 
 
 def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
-    """Normalised in float32, then scaled in the model dtype (as transformers does); one fused op in float32."""
+    """x [..., H], w [H] -> [..., H]: normalised in float32, then scaled in the model dtype (as transformers does);
+    one fused op in float32."""
     if x.dtype == torch.float32:
         return F.rms_norm(x, w.shape, w, eps)
     return w * F.rms_norm(x.float(), w.shape, eps=eps).to(x.dtype)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [B, h, T, hd], cos, sin [B, 1, T, hd] -> x rotated (rotate-half convention, as transformers' Llama)."""
     half = x.shape[-1] // 2
     rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
     return x * cos + rotated * sin
 
 
 def decoder_layer(x: torch.Tensor, layer, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor,
-                  slots: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, heads: int, kv_heads: int,
+                  slots: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, *, heads: int, kv_heads: int,
                   eps: float, all_reduce) -> torch.Tensor:
     """x [B, T, H]; cos, sin [B, 1, T, hd]; mask [B, 1, T, S] additive; this layer's keys, values
     [B, hkv, capacity, hd], written at `slots` [B, T]; all_reduce sums the row-parallel outputs over tp ranks

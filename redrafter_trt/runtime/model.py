@@ -169,8 +169,8 @@ class BaseModel:
         if self.compiled is not None:
             return self._finite(self.compiled(x, cos, sin, mask, slots, cache.k, cache.v))
         for i, layer in enumerate(self.layers):
-            x = decoder_layer(x, layer, cos, sin, mask, slots, cache.k[i], cache.v[i], self.local_heads,
-                              self.local_kv_heads, self.cfg.norm_epsilon, self.group.all_reduce)
+            x = decoder_layer(x, layer, cos, sin, mask, slots, cache.k[i], cache.v[i], heads=self.local_heads,
+                              kv_heads=self.local_kv_heads, eps=self.cfg.norm_epsilon, all_reduce=self.group.all_reduce)
         return self._finite(rms_norm(x, self.ln_f, self.cfg.norm_epsilon))
 
     @torch.no_grad()
