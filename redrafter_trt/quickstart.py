@@ -188,7 +188,8 @@ def cpu_commands(base: Path, checkpoint: Path) -> list[str]:
     common = ["--checkpoint-dir", str(checkpoint), "--tokenizer-dir", str(base), "--prompts", str(mt_bench_path()),
               "--max-new-tokens", "96"]
     serve = ["redrafter-trt", "serve", "--checkpoint-dir", str(checkpoint), "--tokenizer-dir", str(base)]
-    return [shlex.join(["redrafter-trt", "acceptance", *common]), shlex.join(["redrafter-trt", "bench", *common, "--compile"]),
+    return [shlex.join(["redrafter-trt", "acceptance", *common]),
+            shlex.join(["redrafter-trt", "bench", *common, "--compile"]),
             f"{shlex.join(serve)}   # OpenAI-style HTTP API on port 8000"]
 
 

@@ -27,6 +27,7 @@ import torch.fx.experimental._config
 import torch.nn.functional as F
 
 from .layer import decoder_layer, rms_norm
+from .tp import SINGLE
 
 log = logging.getLogger(__name__)
 
@@ -81,13 +82,8 @@ class LayerStack(torch.nn.Module):
     def forward(self, x, cos, sin, mask, slots, keys, values):
         for i, layer in enumerate(self.layers):
             x = decoder_layer(x, layer, cos, sin, mask, slots, keys[i], values[i], heads=self.heads,
-                              kv_heads=self.kv_heads, eps=self.eps, all_reduce=_same)
+                              kv_heads=self.kv_heads, eps=self.eps, all_reduce=SINGLE.all_reduce)
         return rms_norm(x, self.ln_f, self.eps)
-
-
-def _same(x: torch.Tensor) -> torch.Tensor:
-    """all_reduce on one rank."""
-    return x
 
 
 def compile_stack(stack: LayerStack):
