@@ -314,6 +314,18 @@ def format_table(report: BenchReport) -> str:
     return "\n".join(rows)
 
 
+def verdict(report: BenchReport) -> str:
+    """Whether drafting pays on this machine, and why: the best configuration's step against a plain one's."""
+    best, plain = report.best, report.no_draft
+    cost = (best.run.wall_seconds / best.run.steps) / (plain.wall_seconds / plain.steps)
+    step = (f"a W={best.num_beams} L={best.draft_len} step costs {cost:.2f}x a plain one and makes "
+            f"{best.run.mean_tokens_per_step:.2f} tokens")
+    if best.speedup_vs_no_draft >= 1:
+        return f"drafting pays here: {step} ({best.speedup_vs_no_draft:.2f}x the runtime without drafting)"
+    return (f"drafting does not pay here: {step} ({best.speedup_vs_no_draft:.2f}x the runtime without drafting); "
+            f"it pays where a tree costs little more than one token (a GPU engine) or with a drafter that accepts more")
+
+
 def require_matplotlib():
     try:
         import matplotlib

@@ -9,7 +9,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from redrafter_trt.bench import default_grid, resolve_hf_dir
+from redrafter_trt.bench import BenchReport, ConfigResult, Run, default_grid, resolve_hf_dir, verdict
 from redrafter_trt.cli import main
 from redrafter_trt.errors import ConfigError
 from tinymodels import make_drafter, make_hf
@@ -113,6 +113,7 @@ def test_greedy_drafting_is_exact_in_float32(report):
     # transformers and the runtime decode the same converted weights: same greedy tokens
     assert data["baselines"]["hf_matches_no_draft"] == len(PROMPTS)
     assert "transformers" in stdout and "W=2 L=3" in stdout and "best:" in stdout
+    assert "drafting pays here" in stdout or "drafting does not pay here" in stdout
 
 
 def test_plot(setup, tmp_path):
@@ -215,3 +216,21 @@ def test_acceptance_needs_a_drafter(setup, tmp_path):
     cfg = json.loads((plain / "config.json").read_text())
     (plain / "config.json").write_text(json.dumps({k: v for k, v in cfg.items() if not k.startswith("redrafter")}))
     assert_one_line_error(run_cli(*acceptance_args((base, plain, prompts))), "has no drafter", "--drafter")
+
+
+def timed_run(steps: int, seconds: float, tokens: int) -> Run:
+    run = Run()
+    run.add([0] * tokens, seconds, steps, {})
+    return run
+
+
+@pytest.mark.parametrize("draft_seconds, pays", [(4.0, True), (6.0, False)])
+def test_verdict_weighs_a_step_against_its_tokens(draft_seconds, pays):
+    """100 tokens: plain 100 steps in 5 s (50 ms each); drafted 60 steps (1.67 tokens each) in 4 s (1.33x a plain
+    step: pays) or 6 s (2x a plain step: does not)."""
+    plain, drafted = timed_run(100, 5.0, 100), timed_run(60, draft_seconds, 100)
+    config = ConfigResult(4, 2, drafted, speedup_vs_hf=1.0, speedup_vs_no_draft=5.0 / draft_seconds,
+                          mismatched_prompts=[])
+    line = verdict(BenchReport(meta={}, hf=timed_run(100, 10.0, 100), no_draft=plain, configs=[config]))
+    assert line.startswith("drafting pays here" if pays else "drafting does not pay here")
+    assert f"costs {draft_seconds / 60 / 0.05:.2f}x a plain one and makes 1.67 tokens" in line

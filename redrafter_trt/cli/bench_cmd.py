@@ -67,7 +67,7 @@ def shared_options(f):
 def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_tokens, beams, draft_lens, chat, device,
           output_json, plot_path, compile_layers):
     """Measure tokens per step and speed-up for each (beam width, draft length)."""
-    from ..bench import BenchOptions, format_table, plot, require_matplotlib, run_bench
+    from ..bench import BenchOptions, format_table, plot, require_matplotlib, run_bench, verdict
 
     inputs = [checkpoint_dir, tokenizer_dir, prompts, hf_dir]
     check_output_file(output_json, inputs, "--output-json")
@@ -85,6 +85,7 @@ def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_t
     best = report.best
     click.echo(f"best: W={best.num_beams} L={best.draft_len}: {best.run.mean_tokens_per_step:.2f} tokens/step, "
                f"{best.speedup_vs_hf:.2f}x over transformers, {best.speedup_vs_no_draft:.2f}x over no drafting")
+    click.echo(verdict(report))
     bad = [c for c in report.configs if c.mismatched_prompts]
     if bad:
         why = "a bug" if m["dtype"] == "float32" else \
