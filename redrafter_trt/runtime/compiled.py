@@ -6,7 +6,8 @@ MKL's packed sgemm at compile time (`max_autotune` with the CPP and ATen backend
 fuses each layer's small ops (RMSNorm, rope, SwiGLU, residuals) into a few loops. Measured on SmolLM2-135M, 2 threads
 of an Intel Xeon, one forward after 100 cached tokens, eager / compiled in turns in one process: 1 / 3 / 5 / 7 / 9 /
 13 new tokens 1.27x / 1.32x / 1.38x / 1.48x / 1.24x / 1.14x faster (`python scripts/bench_compiled.py
---checkpoint-dir CKPT --threads 2`).
+--checkpoint-dir CKPT --threads 2`; the many-token kind tuned for 8 rows then, for 3 now: see TREE_HINT). On an
+AVX-512 AMD EPYC, tuned for 3 rows: 1.62x / 1.83x / 1.23x / 1.50x / 1.04x / 0.98x.
 
 The cost: both kinds of forward (one token; several, any count) compile at load, 2.5-5 minutes for SmolLM2 on 2
 cores, once per process; a batch of several rows compiles twice more on first use. So it pays for long runs
