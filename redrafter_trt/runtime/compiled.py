@@ -40,9 +40,10 @@ INDUCTOR_OPTIONS = {
 
 
 # Rows the many-token kind is first compiled for, which its GEMMs are autotuned at: the verify tree of W=1 L=2, the
-# best configuration compiled on both CPUs measured. On the AMD EPYC of session 22, tuned for 3 rows autotuning took
-# inductor's C++ micro-GEMM and a 3-token forward ran in 18.9 ms; tuned for 8 (a W=4 L=2 tree) it kept oneDNN's
-# product and took 30.8 ms (a plain one-token forward: 16.9-20.2), while 9-13 tokens got 1.03-1.14x slower.
+# best compiled configuration on the Intel Xeon (sessions 20-21) and, tuned for it, on the AMD EPYC (session 22).
+# There, tuned for 3 rows, autotuning took inductor's C++ micro-GEMM and a 3-token forward ran in 18.9 ms; tuned for 8
+# (a W=4 L=2 tree) it kept oneDNN's product and took 30.8 ms (a plain one-token forward: 16.9-21.3), while 9-13
+# tokens got 1.03-1.14x slower.
 TREE_HINT = 3
 WARM_CONTEXT = 100  # cached tokens (zeros) the compiling forwards attend over
 
