@@ -2,7 +2,7 @@
 `runtime.ranks`) and decodes the requests waiting for it as one batch, which the greedy requests arriving later join
 between two steps (in-flight batching, as TensorRT-LLM's executor does), up to `max_batch` prompts running at once.
 
-    backend = ReferenceBackend(ckpt, tokenizer_dir, device="cpu", max_batch=8)
+    backend = ReferenceBackend(ckpt, tokenizer_dir, device="cpu", max_batch=8)   # compile=True: runtime/compiled.py
     choices = backend.complete(prompts, max_tokens, temperature, seed, stop, on_text, logprobs)   # any thread
     scores = backend.score(prompts, k)     # the prompts' own logprobs (an echo), between two batches
     backend.take_iterations()              # the decoding steps since the last call (GET /metrics)
@@ -97,28 +97,41 @@ def _more(asked: int | None, running: int | None) -> bool:
 
 class ReferenceBackend:
     """A checkpoint loaded once with its tokenizer, on all its tp ranks (this process is rank 0); `complete` may be
-    called from many threads at once, the scheduler batches what waits."""
+    called from many threads at once, the scheduler batches what waits.
 
-    def __init__(self, checkpoint_dir: Path, tokenizer_dir: Path, device: str = "cpu", max_batch: int = 8):
+    The scheduler thread loads the model and runs every torch computation of the server: OpenMP (GNU libgomp, which
+    torch's CPU builds use) keeps a pool of worker threads per thread that has run a parallel region, and once the
+    pools hold more threads than there are cores it stops spinning between regions, so every region waits for its
+    workers to wake. Measured on 2 cores, 2 torch threads: a decoding step 1.2-1.35x slower eager and 1.3-2x compiled
+    in a second thread than in the one that loaded the model; loading in the scheduler thread avoids that whenever
+    it is the only thread computing (`serve`: the main thread only answers HTTP)."""
+
+    def __init__(self, checkpoint_dir: Path, tokenizer_dir: Path, device: str = "cpu", max_batch: int = 8,
+                 compile: bool = False):
         from .checkpoint import require_valid
-        from .runtime import RuntimeConfig
-        from .runtime.ranks import LocalRanks
+        from .runtime import RuntimeConfig, check_compile
         from .tokens import load_tokenizer, stop_ids
 
         raw = require_valid(checkpoint_dir)
         cfg = RuntimeConfig.from_dict(raw, f"{checkpoint_dir}/config.json")
+        check_compile(cfg, compile)
         self.config, self.max_batch = cfg, max_batch
         self.tokenizer = load_tokenizer(str(tokenizer_dir), cfg.vocab_size)
         self.eos = stop_ids(self.tokenizer, tokenizer_dir)
-        self.ranks = LocalRanks(checkpoint_dir, device=device)
         self.waiting: deque[Job] = deque()
         self.unanswered: list[Job] = []  # taken into the running batch, not answered yet (scheduler thread only)
         self.wake = threading.Condition()
         self.stopping = self.busy = False
         self.iterations: deque[dict] = deque(maxlen=MAX_ITERATIONS)  # not yet read by take_iterations
         self.iteration = 0
-        self.scheduler = threading.Thread(target=self._schedule, daemon=True, name="redrafter-serve-scheduler")
+        loaded: list[BaseException | None] = []
+        self.scheduler = threading.Thread(target=self._load_and_schedule, args=(checkpoint_dir, device, compile, loaded),
+                                          daemon=True, name="redrafter-serve-scheduler")
         self.scheduler.start()
+        with self.wake:
+            self.wake.wait_for(lambda: loaded)
+        if loaded[0] is not None:
+            raise loaded[0]
 
     def stop(self) -> None:
         """End the batch in flight at its next step, refuse what waits and what comes, release the other tp ranks
@@ -126,8 +139,7 @@ class ReferenceBackend:
         with self.wake:
             self.stopping = True
             self.wake.notify_all()
-        self.scheduler.join()
-        self.ranks.close()
+        self.scheduler.join()  # which released the other ranks
 
     def encode_chat(self, messages: list[dict]) -> list[int]:
         if not getattr(self.tokenizer, "chat_template", None):
@@ -198,6 +210,26 @@ class ReferenceBackend:
         return job
 
     # ---- the scheduler thread ----------------------------------------------------------------------------------
+
+    def _load_and_schedule(self, checkpoint_dir: Path, device: str, compile: bool, loaded: list) -> None:
+        """The scheduler thread: load the model on every rank (`loaded` gets None, or what went wrong), decode what
+        waits until stopped, release the other ranks."""
+        from .runtime.ranks import LocalRanks
+
+        try:
+            self.ranks = LocalRanks(checkpoint_dir, device=device, compile=compile)
+            if compile and self.max_batch > 1:  # the kinds a batch of several prompts runs, before a request waits
+                self.ranks.model.base.compile_now(batch=2)  # minutes for them
+        except BaseException as e:
+            outcome = e
+        else:
+            outcome = None
+        with self.wake:
+            loaded.append(outcome)
+            self.wake.notify_all()
+        if outcome is None:
+            self._schedule()
+            self.ranks.close()  # from this thread: the followers' parent-death signal is its end (runtime.ranks)
 
     def _schedule(self) -> None:
         while True:

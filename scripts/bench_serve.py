@@ -6,9 +6,11 @@ Starts `redrafter-trt serve`'s server in this process on CKPT (port 0), then for
 (1 first) sends the same chat requests from --clients threads at once over HTTP (MT-Bench first turns, greedy,
 max_tokens each) and prints completion tokens per second, mean latency, and the ratio to batch size 1. Every
 answer must be identical across batch sizes (greedy answers do not depend on their batch): checked, not assumed.
+--compile then starts a second server with the base's layers compiled (`serve --compile`; one server at a time) and
+sends it the same requests: its ratio to the eager server at each batch size, answers checked alike.
 
     python scripts/bench_serve.py --checkpoint-dir CKPT --tokenizer-dir SMOLLM2 [--clients 8] [--requests 16]
-        [--max-tokens 64] [--max-batch-sizes 1,4,8] [--threads 2]
+        [--max-tokens 64] [--max-batch-sizes 1,4,8] [--threads 2] [--compile]
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--max-batch-sizes", default="1,4,8")
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    ap.add_argument("--compile", action="store_true", help="also a server with the base's layers compiled")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     sizes = [int(s) for s in args.max_batch_sizes.split(",")]
@@ -57,33 +60,43 @@ def main() -> None:
     mt_bench = resources.files("redrafter_trt") / "data" / "mt_bench_questions.jsonl"
     questions = (load_prompts(Path(str(mt_bench))) * args.requests)[: args.requests]
 
-    backend = ReferenceBackend(args.checkpoint_dir, args.tokenizer_dir)
-    server = make_server(App(backend, "bench", args.max_tokens), "127.0.0.1", 0)
+    first_rate, answers, eager_rate = {}, None, {}
+    for kind in ("eager", "compiled") if args.compile else ("eager",):
+        # one server at a time: two scheduler threads computing at once would slow each other (serve_backend.py)
+        backend = ReferenceBackend(args.checkpoint_dir, args.tokenizer_dir, max_batch=max(sizes),
+                                   compile=kind == "compiled")
+        server, url = start(backend, args.max_tokens)
+        cfg = backend.config
+        print(f"{kind}: {args.requests} MT-Bench chat requests x max_tokens {args.max_tokens} from {args.clients} "
+              f"clients, {args.threads} threads, {cfg.num_beams} beams x {cfg.draft_len} draft tokens")
+        for size in sizes:
+            assert backend.wait_idle(600)  # the last batch has ended: nothing joins it from this round
+            backend.max_batch = size
+            start_time = time.perf_counter()
+            with ThreadPoolExecutor(args.clients) as pool:
+                results = list(pool.map(lambda q: ask(url, q, args.max_tokens), questions))
+            wall = time.perf_counter() - start_time
+            texts = [text for _, text, _ in results]
+            answers = answers or texts
+            same = sum(a == b for a, b in zip(texts, answers))
+            rate = sum(n for _, _, n in results) / wall
+            first_rate.setdefault(kind, rate)
+            eager_rate.setdefault(size, rate)
+            latency = statistics.mean(t for t, _, _ in results)
+            vs_eager = f", {rate / eager_rate[size]:.2f}x eager" if kind != "eager" else ""
+            print(f"{kind:8s} max batch {size:3d}: {rate:6.1f} tokens/s, mean latency {latency:6.2f} s, "
+                  f"{rate / first_rate[kind]:.2f}x batch 1{vs_eager}, {same}/{len(texts)} answers identical to "
+                  f"eager batch 1", flush=True)
+        server.shutdown()
+        backend.stop()
+
+def start(backend: ReferenceBackend, max_tokens: int):
+    """Serve `backend` on a free port in a thread, warmed up by one request: the server and its URL."""
+    server = make_server(App(backend, "bench", max_tokens), "127.0.0.1", 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
-    ask(url, "Hello", 4)  # warm-up
-    print(f"{args.requests} MT-Bench chat requests x max_tokens {args.max_tokens} from {args.clients} clients, "
-          f"{args.threads} threads, {backend.config.num_beams} beams x {backend.config.draft_len} draft tokens")
-    base_rate, answers = None, None
-    for size in sizes:
-        assert backend.wait_idle(600)  # the last batch has ended: nothing joins it from this round
-        backend.max_batch = size
-        start = time.perf_counter()
-        with ThreadPoolExecutor(args.clients) as pool:
-            results = list(pool.map(lambda q: ask(url, q, args.max_tokens), questions))
-        wall = time.perf_counter() - start
-        texts = [text for _, text, _ in results]
-        if answers is None:
-            answers = texts
-        same = sum(a == b for a, b in zip(texts, answers))
-        rate = sum(n for _, _, n in results) / wall
-        base_rate = base_rate or rate
-        latency = statistics.mean(t for t, _, _ in results)
-        print(f"max batch {size:3d}: {rate:6.1f} tokens/s, mean latency {latency:6.2f} s, "
-              f"{rate / base_rate:.2f}x batch 1, {same}/{len(texts)} answers identical to batch 1")
-    server.shutdown()
-    backend.stop()
-
+    ask(url, "Hello", 4)
+    return server, url
 
 if __name__ == "__main__":
     main()

@@ -422,6 +422,51 @@ def test_cli_refuses_both_or_neither_folder(tmp_path, smollm2):
         assert res.exit_code == 2 and "exactly one of" in res.output and "Traceback" not in res.output
 
 
+def test_the_scheduler_thread_loads_the_model_it_runs(tmp_path, monkeypatch):
+    """Loading and decoding happen in one thread (a second thread computing makes OpenMP's workers sleep between
+    parallel regions: serve_backend.ReferenceBackend); a load that fails is raised by the constructor."""
+    from test_train_data import make_tokenizer
+    from tinymodels import make_drafter, make_hf
+
+    from redrafter_trt.errors import ConfigError
+    from redrafter_trt.runtime import ranks
+
+    base = make_hf(tmp_path / "base", "llama", vocab_size=100)
+    make_tokenizer(base)
+    drafter = make_drafter(tmp_path / "drafter", base)
+    ckpt = checkpoint(base, drafter, 1, num_beams=2, draft_len=2)
+    loaders, real = [], ranks.LocalRanks.__init__
+
+    def init(self, *args, **kwargs):
+        loaders.append(threading.current_thread())
+        real(self, *args, **kwargs)
+    monkeypatch.setattr(ranks.LocalRanks, "__init__", init)
+    backend = ReferenceBackend(ckpt, base, max_batch=2)
+    try:
+        assert loaders == [backend.scheduler] and loaders[0] is not threading.current_thread()
+        assert backend.complete([[5, 6, 7]], 4, None, 0, [])[0].ids
+    finally:
+        backend.stop()
+    with pytest.raises(ConfigError, match="float32.*bfloat16.*drop --compile"):  # refused by BaseModel, there
+        ReferenceBackend(checkpoint(base, drafter, 1, dtype="bfloat16"), base, compile=True)
+    assert len(loaders) == 2 and loaders[1] is not threading.current_thread()
+
+
+def test_cli_compile_refuses_what_it_cannot_run(tmp_path):
+    """--compile: one CPU rank in float32; a tp=2 checkpoint is refused before any rank starts, a GPU at load."""
+    from test_train_data import make_tokenizer
+    from tinymodels import make_drafter, make_hf
+
+    base = make_hf(tmp_path / "base", "llama", vocab_size=100)
+    make_tokenizer(base)
+    drafter = make_drafter(tmp_path / "drafter", base)
+    for args, needles in ((["--checkpoint-dir", checkpoint(base, drafter, 2)], ("tp=2", "drop --compile")),
+                          (["--checkpoint-dir", checkpoint(base, drafter, 1), "--device", "cuda"], ())):
+        res = CliRunner().invoke(main, ["serve", "--tokenizer-dir", str(base), "--compile", *map(str, args)])
+        assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+        assert res.output.strip().splitlines()[-1].startswith("error:") and all(n in res.output for n in needles)
+
+
 @pytest.mark.parametrize("busy", [False, True], ids=["idle", "mid-generation"])
 def test_cli_serves_until_sigterm(smollm2, smol_ckpt, busy):
     """The real command in its own process: prints its address, answers, stops cleanly on SIGTERM (`kill`), also
@@ -696,3 +741,40 @@ def test_shutdown_refuses_the_prompts_a_request_never_started(tmp_path):
     with pytest.raises(RequestError, match=SHUTTING_DOWN):
         backend.complete([[5, 6, 7]] * 3, 500, None, 0, [], stop_at_first_text)
     stopper.join()
+
+
+def test_compiled_server_answers_as_the_eager_one_without_compiling_again(tmp_path):
+    """`serve --compile`: the base's layers compiled at start for one prompt and for several; requests then decode in
+    batches of 1 to 4 prompts, joining and leaving, and answer exactly as the eager server, with nothing compiled
+    after the start (a kind compiled on a request's arrival would stall it for minutes on a real model)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch._dynamo.utils
+    from test_train_data import make_tokenizer
+    from tinymodels import make_drafter, make_hf
+
+    base = make_hf(tmp_path / "base", "llama", vocab_size=100)
+    make_tokenizer(base)
+    ckpt = checkpoint(base, make_drafter(tmp_path / "drafter", base), 1, num_beams=2, draft_len=2)
+    eager = ReferenceBackend(ckpt, base, max_batch=4)
+    compiled = ReferenceBackend(ckpt, base, max_batch=4, compile=True)
+    assert compiled.ranks.model.base.compiled is not None
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    bodies = [{"prompt": "abc", "max_tokens": 9}, {"prompt": ["hello", "xy z", "q"], "max_tokens": 7},
+              {"prompt": "Once upon", "max_tokens": 12}, {"prompt": "0123456789", "max_tokens": 5}]
+    answers = []
+    try:
+        for backend in (eager, compiled):
+            app = App(backend, "tiny", 12)
+            for body in bodies:  # one at a time, then all at once (a batch, the later ones joining it)
+                answers.append(app.post("/v1/completions", body))
+            with ThreadPoolExecutor(len(bodies)) as pool:
+                answers.extend(pool.map(lambda b: app.post("/v1/completions", b), bodies))
+            assert backend.wait_idle(60)
+    finally:
+        eager.stop()
+        compiled.stop()
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs
+    texts = [[c["text"] for c in out["choices"]] for status, out in answers]
+    assert all(status == 200 for status, _ in answers)
+    assert texts[8:] == texts[:8] and texts[:4] == texts[4:8] and len({t for ts in texts for t in ts}) > 3

@@ -96,6 +96,8 @@ def test_reference_only_options_are_refused_with_an_engine(tmp_path, tokenizer_d
     assert res.exit_code == 2 and "--device apply to --checkpoint-dir only" in res.output
     res = serve("--engine-dir", engine, "--tokenizer-dir", tokenizer_dir, "--max-batch-size", "4", "--dry-run")
     assert res.exit_code == 2 and "--max-batch-size apply to --checkpoint-dir only" in res.output
+    res = serve("--engine-dir", engine, "--tokenizer-dir", tokenizer_dir, "--compile", "--model-name", "m", "--dry-run")
+    assert res.exit_code == 2 and "--model-name, --compile apply to --checkpoint-dir only" in res.output
 
 
 def test_dry_run_is_only_for_engines(tmp_path, tokenizer_dir):

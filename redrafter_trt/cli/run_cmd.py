@@ -34,15 +34,13 @@ def _gather_prompts(input_text: tuple[str, ...], input_file: str | None) -> list
 
 def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
     from ..checkpoint import require_valid
-    from ..runtime import RuntimeConfig, check_draft_shape, generate, generate_tp, load
+    from ..runtime import RuntimeConfig, check_compile, check_draft_shape, generate, generate_tp, load
 
     cfg = RuntimeConfig.from_dict(require_valid(ckpt), f"{ckpt}/config.json")
     if o["tp"] is not None and o["tp"] != cfg.tp_size:
         raise ConfigError(f"--tp {o['tp']} differs from the checkpoint's tp_size {cfg.tp_size}: pass --tp {cfg.tp_size}, "
                           f"or convert again with --tp-size {o['tp']}")
-    if o["compile"] and cfg.tp_size > 1:
-        raise ConfigError(f"--compile runs the layers of a tp=1 checkpoint on one CPU (this one is tp={cfg.tp_size}): "
-                          f"drop --compile")
+    check_compile(cfg, o["compile"])
     check_draft_shape(cfg, o["num_beams"], o["draft_len"], not o["no_draft"])
     tok = load_tokenizer(tokenizer_dir, cfg.vocab_size)
     ids = encode_prompts(tok, o["prompts"], o["chat"])

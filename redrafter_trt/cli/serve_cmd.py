@@ -16,6 +16,10 @@ from ..presets import config_option, one_of
 from .params import Command
 
 
+# the parameters of the reference server alone (trtllm-serve takes them from the engine or has no such thing)
+REFERENCE_ONLY = ("model_name", "max_output_len", "max_batch_size", "device", "compile_layers")
+
+
 @click.command(cls=Command)
 @config_option
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False, path_type=Path),
@@ -34,9 +38,12 @@ from .params import Command
                    "steps (in-flight batching), a sampled request goes alone.")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
               help="Reference server: where the checkpoint runs.")
+@click.option("--compile", "compile_layers", is_flag=True,
+              help="Reference server: run the base's layers compiled by TorchInductor (one CPU, float32, tp 1): "
+                   "faster steps after minutes of compiling before it listens.")
 @click.option("--dry-run", is_flag=True, help="Engine: print the trtllm-serve command and exit.")
 def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max_output_len, max_batch_size, device,
-          dry_run):
+          compile_layers, dry_run):
     """Serve a ReDrafter checkpoint or engine over HTTP (OpenAI-style /v1/completions, /v1/chat/completions)."""
     checkpoint_dir, engine_dir = one_of(click.get_current_context(), checkpoint_dir=checkpoint_dir, engine_dir=engine_dir)
     if bool(checkpoint_dir) == bool(engine_dir):
@@ -45,11 +52,12 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
         from ..serve_engine import exec_trtllm_serve, plan_trtllm_serve
 
         ctx = click.get_current_context()
-        given = [f"--{name.replace('_', '-')}" for name in ("model_name", "max_output_len", "max_batch_size", "device")
-                 if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+        given = [p.opts[0] for p in ctx.command.params if p.name in REFERENCE_ONLY
+                 and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
         if given:
             raise ConfigError(f"{', '.join(given)} apply to --checkpoint-dir only: trtllm-serve names the model after "
-                              "the engine folder and takes limits and GPUs from the engine; leave them out")
+                              "the engine folder, takes limits and GPUs from the engine and runs TensorRT-LLM's "
+                              "kernels; leave them out")
 
         plan = plan_trtllm_serve(engine_dir, tokenizer_dir, host, port)
         if dry_run:
@@ -61,7 +69,9 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
     from ..serve import App, drain, make_server
     from ..serve_backend import ReferenceBackend
 
-    backend = ReferenceBackend(checkpoint_dir, tokenizer_dir, device, max_batch_size)
+    if compile_layers:
+        click.echo("compiling the base's layers (minutes)")
+    backend = ReferenceBackend(checkpoint_dir, tokenizer_dir, device, max_batch_size, compile=compile_layers)
     name = model_name or Path(checkpoint_dir).resolve().name
     try:
         server = make_server(App(backend, name, max_output_len), host, port)
@@ -69,7 +79,8 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
         backend.stop()
         raise
     cfg = backend.config
-    click.echo(f"serving {name} at http://{host}:{server.server_address[1]}/v1 (reference runtime, {device}, "
+    kind = "reference runtime, compiled" if compile_layers else "reference runtime"
+    click.echo(f"serving {name} at http://{host}:{server.server_address[1]}/v1 ({kind}, {device}, "
                f"tp {cfg.tp_size}, {cfg.num_beams} beams x {cfg.draft_len} draft tokens); Ctrl-C stops")
     sys.stdout.flush()  # the address, for whoever reads this through a pipe
     signal.signal(signal.SIGTERM, _interrupt)  # `kill`, `docker stop`: stop like Ctrl-C

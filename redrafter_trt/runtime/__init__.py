@@ -86,6 +86,13 @@ def load(checkpoint_dir: Path | str, device: str = "cpu", dtype: torch.dtype | s
     return ReDrafterModel(cfg, base, drafter, group)
 
 
+def check_compile(cfg: RuntimeConfig, compile: bool) -> None:
+    """Refuse --compile for a tp>1 checkpoint before any rank starts (`load` refuses a GPU or another dtype)."""
+    if compile and cfg.tp_size > 1:
+        raise ConfigError(f"--compile runs the layers of a tp=1 checkpoint on one CPU (this one is tp={cfg.tp_size}): "
+                          f"drop --compile")
+
+
 def check_draft_shape(cfg: RuntimeConfig, num_beams: int | None, draft_len: int | None, use_draft: bool) -> tuple[int, int]:
     """The beam width and draft length to use; raises ConfigError above the checkpoint's."""
     if not use_draft:

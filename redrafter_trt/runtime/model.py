@@ -130,7 +130,7 @@ class BaseModel:
         if compile:
             self.compiled = compile_stack(LayerStack(weights, self.ln_f, self.local_heads, self.local_kv_heads,
                                                      cfg.norm_epsilon))
-            self._compile_now()
+            self.compile_now(batch=1)
 
     # ---- pieces -------------------------------------------------------------------------------------------
     def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -174,15 +174,16 @@ class BaseModel:
         return self._finite(rms_norm(x, self.ln_f, self.cfg.norm_epsilon))
 
     @torch.no_grad()
-    def _compile_now(self) -> None:
-        """Compile both kinds of forward at load, on a scratch cache: first a tree of TREE_HINT tokens after
-        WARM_CONTEXT cached ones (inductor fits the many-token kind's GEMMs to the row count it first sees: a verify
-        tree's, not a prompt's), then one token."""
-        cache = self.new_cache(1, WARM_CONTEXT + TREE_HINT + 3)
+    def compile_now(self, batch: int) -> None:
+        """Compile both kinds of forward for `batch` rows (1, or any count above: a batch of one is compiled apart,
+        see compiled.compile_stack), on a scratch cache: first a tree of TREE_HINT tokens after WARM_CONTEXT cached
+        ones (inductor fits the many-token kind's GEMMs to the row count it first sees: a verify tree's, not a
+        prompt's), then one token. `load(compile=True)` does batch 1; a server does 2 as well before it listens."""
+        cache = self.new_cache(batch, WARM_CONTEXT + TREE_HINT + 3)
         cache.lens += WARM_CONTEXT
         for T in (TREE_HINT, 1):
-            self.forward(torch.zeros(1, T, dtype=torch.long, device=self.device), cache.slots(T),
-                         torch.ones(1, T, T, dtype=torch.bool, device=self.device).tril(), cache)
+            self.forward(torch.zeros(batch, T, dtype=torch.long, device=self.device), cache.slots(T),
+                         torch.ones(batch, T, T, dtype=torch.bool, device=self.device).tril(), cache)
 
     def _finite(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden, refused when it holds NaN or Inf: every token would silently become id 0 and every logprob NaN."""

@@ -2,7 +2,8 @@
 (`redrafter-trt serve`): this process is rank 0, ranks 1..N-1 are local follower processes that wait for the next
 call and run it with rank 0 (gloo on CPU, nccl on CUDA, rank r on cuda:r).
 
-    ranks = LocalRanks("ckpt_tp2/", device="cpu")      # spawns 1 follower, loads rank0 here
+    ranks = LocalRanks("ckpt_tp2/", device="cpu")      # spawns 1 follower, loads rank0 here (tp=1: compile=True
+                                                        # runs the base's layers compiled, runtime/compiled.py)
     result = ranks.generate(prompt_ids, 64, eos_token_id=2, on_tokens=cb)   # runtime.generate on every rank
     scores = ranks.prompt_logprobs(prompt_ids, k=5)                        # runtime.prompt_logprobs on every rank
     ranks.close()                                       # followers exit
@@ -52,7 +53,8 @@ def _runtime(name: str):
 
 
 def _die_with_parent() -> None:
-    """Linux: this process gets SIGKILL when rank 0's dies, however it dies (even before the pipe is read)."""
+    """Linux: this process gets SIGKILL when the rank 0 thread that started it ends, however it ends (even before
+    the pipe is read): the process dying, or that thread, so the thread that builds LocalRanks closes it too."""
     try:
         import ctypes
 
@@ -91,14 +93,16 @@ def _follow(rank: int, size: int, port: int, checkpoint_dir: str, device: str, d
 class LocalRanks:
     """Every rank of a checkpoint, loaded once; see the module docstring."""
 
-    def __init__(self, checkpoint_dir, device: str = "cpu", dtype=None):
-        from . import load
+    def __init__(self, checkpoint_dir, device: str = "cpu", dtype=None, compile: bool = False):
+        from . import check_compile, load
 
-        size = RuntimeConfig.from_dir(checkpoint_dir).tp_size
+        cfg = RuntimeConfig.from_dir(checkpoint_dir)
+        check_compile(cfg, compile)
+        size = cfg.tp_size
         self.conns, self.procs, self.closing, self.giving_up = [], [], threading.Event(), threading.Lock()
         self.serving = False  # every rank loaded
         if size == 1:
-            self.model = load(checkpoint_dir, device=device, dtype=dtype)
+            self.model = load(checkpoint_dir, device=device, dtype=dtype, compile=compile)
             return
         require_gpus(device, size, checkpoint_dir)
         port, ctx = free_port(), mp.get_context("spawn")
