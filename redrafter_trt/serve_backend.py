@@ -218,8 +218,10 @@ class ReferenceBackend:
 
         try:
             self.ranks = LocalRanks(checkpoint_dir, device=device, compile=compile)
-            if compile and self.max_batch > 1:  # the kinds a batch of several prompts runs, before a request waits
-                self.ranks.model.base.compile_now(batch=2)  # minutes for them
+            if compile and self.max_batch > 1:  # the kinds a batch of several prompts runs, before a request waits,
+                # their GEMMs autotuned for a full batch (on SmolLM2, W=1 L=2, 2 threads: tuned for a batch of 8, not 2,
+                # a batch of 8 served 1.07x the eager runtime's tokens/s instead of 0.82x; scripts/bench_serve.py)
+                self.ranks.model.base.compile_now(batch=self.max_batch)
         except BaseException as e:
             outcome = e
         else:

@@ -95,7 +95,7 @@ class LayerStack(torch.nn.Module):
 def compile_stack(stack: LayerStack):
     """torch.compile with frozen weights and GEMM autotuning; every dimension dynamic but size 1 (dynamo keeps a
     size-1 dimension apart), so a batch of one compiles twice, for one token and for more (`BaseModel.compile_now`
-    does both at load), and a batch of several twice again (`compile_now(2)`, or on first use)."""
+    does both at load), and a batch of several twice again (`compile_now(B)`, or on first use)."""
     log.info("compiling the base's layers with TorchInductor (minutes)")
     compiled = torch.compile(stack.eval(), dynamic=True)
 
