@@ -125,8 +125,8 @@ class ReferenceBackend:
         self.iterations: deque[dict] = deque(maxlen=MAX_ITERATIONS)  # not yet read by take_iterations
         self.iteration = 0
         loaded: list[BaseException | None] = []
-        self.scheduler = threading.Thread(target=self._load_and_schedule, args=(checkpoint_dir, device, compile, loaded),
-                                          daemon=True, name="redrafter-serve-scheduler")
+        self.scheduler = threading.Thread(target=self._load_and_schedule, daemon=True, name="redrafter-serve-scheduler",
+                                          args=(checkpoint_dir, device, compile, loaded))
         self.scheduler.start()
         with self.wake:
             self.wake.wait_for(lambda: loaded)

@@ -178,7 +178,8 @@ class BaseModel:
         """Compile both kinds of forward for `batch` rows (1, or any count above: a batch of one is compiled apart,
         see compiled.compile_stack), on a scratch cache: first a tree of TREE_HINT tokens after WARM_CONTEXT cached
         ones (inductor fits the many-token kind's GEMMs to the row count it first sees: a verify tree's, not a
-        prompt's), then one token. `load(compile=True)` does batch 1; a server its --max-batch-size too, before it listens."""
+        prompt's), then one token. `load(compile=True)` does batch 1; a server its --max-batch-size too, before it
+        listens."""
         cache = self.new_cache(batch, WARM_CONTEXT + TREE_HINT + 3)
         cache.lens += WARM_CONTEXT
         for T in (TREE_HINT, 1):
