@@ -90,6 +90,7 @@ def main() -> None:
         server.shutdown()
         backend.stop()
 
+
 def start(backend: ReferenceBackend, max_tokens: int):
     """Serve `backend` on a free port in a thread, warmed up by one request: the server and its URL."""
     server = make_server(App(backend, "bench", max_tokens), "127.0.0.1", 0)
@@ -97,6 +98,7 @@ def start(backend: ReferenceBackend, max_tokens: int):
     url = f"http://127.0.0.1:{server.server_address[1]}"
     ask(url, "Hello", 4)
     return server, url
+
 
 if __name__ == "__main__":
     main()
