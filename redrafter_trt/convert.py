@@ -25,7 +25,7 @@ from . import __version__, layout
 from .config import DTYPES, BaseModelConfig, read_json, redrafter_fields, trtllm_model_fields
 from .drafter import DrafterConfig, load_drafter
 from .errors import ConfigError, TensorError, name_list
-from .io import PARTIAL_MARK, StreamingWriter, TensorSource, all_finite, atomic_output, check_output_folder
+from .io import StreamingWriter, TensorSource, all_finite, atomic_output, check_output_folder, partial_prefix
 from .registry import redrafter_for_trtllm_base
 from .rules import DROPPED, LAYER_RULES, MODEL_RULES, drafter_to_trtllm
 from .shard import check_tp, even_range, kv_head_range, vocab_range
@@ -175,13 +175,13 @@ def plan_trtllm_rank(src: TensorSource, cfg: dict, tp_rank: int, where: Path) ->
 
 # ---------------------------------------------------------------- drafter
 
-def check_drafter_fits(d: DrafterConfig, cfg: dict, opts: ConvertOptions) -> None:
-    tp = cfg["mapping"]["tp_size"]
-    if d.hidden_size != cfg["hidden_size"]:
-        raise ConfigError(f"drafter hidden_size {d.hidden_size} differs from the base's {cfg['hidden_size']}: "
+def check_drafter_fits(d: DrafterConfig, hidden_size: int, vocab_size: int, tp: int, opts: ConvertOptions) -> None:
+    """The drafter matches the base (hidden size, vocabulary), splits at tp and was trained for --draft-len."""
+    if d.hidden_size != hidden_size:
+        raise ConfigError(f"drafter hidden_size {d.hidden_size} differs from the base's {hidden_size}: "
                           f"the drafter was trained for another base model")
-    if d.vocab_size != cfg["vocab_size"]:
-        raise ConfigError(f"drafter vocab {d.vocab_size} differs from the base's {cfg['vocab_size']}: "
+    if d.vocab_size != vocab_size:
+        raise ConfigError(f"drafter vocab {d.vocab_size} differs from the base's {vocab_size}: "
                           f"the drafter was trained for another tokenizer")
     for label, n in (("hidden size H", d.hidden_size), ("exit_dim E", d.exit_dim), ("vocab V", d.vocab_size)):
         if n % tp:
@@ -243,18 +243,18 @@ def convert(base: Path | str, drafter: Path | str, output: Path | str, *, force:
     warn_sharpened_for_sampling(drafter, opts.greedy)
     source_base = base
 
-    # FP8 scratch: hidden, named like a partial output, so the next run removes it if this one is killed
-    scratch = tempfile.TemporaryDirectory(prefix=f".{output.name}{PARTIAL_MARK}fp8-", dir=output.parent) \
+    # FP8 scratch: hidden, named like this run's partial output, so the next run removes it if this one is killed
+    scratch = tempfile.TemporaryDirectory(prefix=f"{partial_prefix(output)}fp8-", dir=output.parent) \
         if opts.quantize else contextlib.nullcontext()
     with scratch:
         if opts.quantize:
-            base = _quantized_base(base, Path(scratch.name) / "base", opts)
+            base = _quantized_base(base, dcfg, Path(scratch.name) / "base", opts)
         trt_base = is_trtllm_checkpoint(base)
         if trt_base:
             cfg, sources = _trtllm_base(base, opts)
         else:
             cfg, sources, hf_cfg = _hf_base(base, opts)
-        check_drafter_fits(dcfg, cfg, opts)
+        check_drafter_fits(dcfg, cfg["hidden_size"], cfg["vocab_size"], cfg["mapping"]["tp_size"], opts)
         cfg |= redrafter_fields(redrafter_for_trtllm_base(cfg["architecture"]), cfg["architecture"], dcfg,
                                 opts.num_beams, opts.draft_len, opts.greedy)
         if (cfg.get("quantization") or {}).get("quant_algo"):
@@ -275,16 +275,25 @@ def convert(base: Path | str, drafter: Path | str, output: Path | str, *, force:
     return output
 
 
-def _hf_base(base: Path, opts: ConvertOptions):
+def _hf_config(base: Path, opts: ConvertOptions) -> BaseModelConfig:
+    """The Hugging Face base's config, checked for what this converter carries (the tp split, no MLP or output
+    biases) before any tensor is read or calibrated."""
     hf = read_json(base / "config.json", "base")
     b = BaseModelConfig.from_hf(hf, str(base / "config.json"))
-    tp = opts.tp_size or 1
-    check_tp(b.num_heads, b.num_kv_heads, b.intermediate_size, tp)
+    check_tp(b.num_heads, b.num_kv_heads, b.intermediate_size, opts.tp_size or 1)
     if hf.get("mlp_bias"):
         raise ConfigError(f"{base}: mlp_bias=true is not supported by this converter: use a model without MLP biases")
+    if hf.get("attention_bias") and not b.spec.attn_bias:  # Llama's attention_bias biases o_proj too
+        raise ConfigError(f"{base}: attention_bias=true on {b.spec.hf_architecture} also biases o_proj, which this "
+                          "converter does not carry: use a model without attention biases")
+    return b
+
+
+def _hf_base(base: Path, opts: ConvertOptions):
+    b = _hf_config(base, opts)
     src = TensorSource.from_hf_folder(base)
     check_hf_tensors(src, b, base)
-    cfg = trtllm_model_fields(b, _resolve_dtype(opts.dtype, b.source_dtype), tp)
+    cfg = trtllm_model_fields(b, _resolve_dtype(opts.dtype, b.source_dtype), opts.tp_size or 1)
     return cfg, [src], b
 
 
@@ -310,20 +319,17 @@ def _trtllm_base(base: Path, opts: ConvertOptions):
     return cfg, [TensorSource.from_files([f]) for f in files]
 
 
-def _quantized_base(base: Path, dest: Path, opts: ConvertOptions) -> Path:
+def _quantized_base(base: Path, drafter: DrafterConfig, dest: Path, opts: ConvertOptions) -> Path:
+    """The FP8 base (modelopt's TensorRT-LLM export) in `dest`, after checking from the configs alone that the
+    drafter fits the base: calibrating a large model takes long."""
     if is_trtllm_checkpoint(base):
         raise ConfigError(f"--quantize fp8 needs a Hugging Face --base, but {base} is a TensorRT-LLM checkpoint: "
                           f"pass it without --quantize (an FP8 base checkpoint is used as it is)")
+    b = _hf_config(base, opts)
+    check_drafter_fits(drafter, b.hidden_size, b.vocab_size, opts.tp_size or 1, opts)
     from .quantize import calibration_prompts, export_fp8_base
 
-    hf = read_json(base / "config.json", "base")
-    b = BaseModelConfig.from_hf(hf, str(base / "config.json"))
-    tp = opts.tp_size or 1
-    check_tp(b.num_heads, b.num_kv_heads, b.intermediate_size, tp)
-    dtype = _resolve_dtype(opts.dtype, b.source_dtype)
-    if dtype == "float32":
-        raise ConfigError("--quantize fp8 needs a float16 or bfloat16 model dtype: pass --dtype bfloat16")
-    export_fp8_base(base, dest, tp_size=tp, dtype=dtype, kv_cache_dtype=opts.kv_cache_dtype,
+    export_fp8_base(base, dest, tp_size=opts.tp_size or 1, dtype=opts.dtype, kv_cache_dtype=opts.kv_cache_dtype,
                     calib_prompts=calibration_prompts(Path(opts.calib_data) if opts.calib_data else None, opts.calib_size),
                     calib_size=opts.calib_size, calib_seq_len=opts.calib_seq_len,
                     calib_batch_size=opts.calib_batch_size, device=opts.device)

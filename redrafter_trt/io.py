@@ -243,18 +243,44 @@ def check_output_folder(dest: Path, force: bool, inputs: Iterable[Path | str] = 
         raise ConfigError(f"cannot write in {dest.parent} ({why}): choose another {option}")
 
 
+def partial_prefix(dest: Path) -> str:
+    """The hidden sibling name this process writes `dest` under: `.{name}.partial-{pid}-`."""
+    return f".{Path(dest).name}{PARTIAL_MARK}{os.getpid()}-"
+
+
+def remove_stale_partials(dest: Path) -> None:
+    """Remove the `.{name}.partial-{pid}-*` folders of runs that are gone (killed); those of a live process,
+    this one's FP8 scratch or a concurrent run's output, stay."""
+    dest = Path(dest)
+    mark = f".{dest.name}{PARTIAL_MARK}"
+    for stale in dest.parent.glob(f"{mark}*"):
+        pid = stale.name[len(mark):].split("-", 1)[0]
+        if not (pid.isdigit() and _alive(int(pid))):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        pass
+    return True
+
+
 @contextlib.contextmanager
 def atomic_output(dest: Path, force: bool, inputs: Iterable[Path | str] = ()) -> Iterator[Path]:
     """Yield a hidden sibling folder to write into; on success it replaces `dest`, on any failure it is removed.
     `check_output_folder` first (inputs: the folders and files read to make it).
 
-    An interrupted run (even SIGKILL) leaves only `.{name}.partial-*`, never a folder named `dest`.
+    An interrupted run (even SIGKILL) leaves only `.{name}.partial-{pid}-*`, never a folder named `dest`;
+    the next run removes it.
     """
     dest = Path(dest)
     check_output_folder(dest, force, inputs)
-    for stale in dest.parent.glob(f".{dest.name}{PARTIAL_MARK}*"):  # left by a killed run
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}{PARTIAL_MARK}", dir=dest.parent))
+    remove_stale_partials(dest)
+    tmp = Path(tempfile.mkdtemp(prefix=partial_prefix(dest), dir=dest.parent))
     try:
         yield tmp
         os.chmod(tmp, 0o755)

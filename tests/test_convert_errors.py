@@ -102,6 +102,51 @@ def test_tp_drafter_dims(tmp_path):
     assert_one_line_error(convert_err(parts, "--tp-size", 4), "exit_dim E = 30")
 
 
+@pytest.mark.parametrize("field", ["mlp_bias", "attention_bias"])
+def test_llama_biases_the_converter_does_not_carry(parts, field):
+    """Llama's attention_bias also biases o_proj (attention.dense in TensorRT-LLM): refused from the config, not
+    as "unexpected tensors" blaming the weights."""
+    cfg = json.loads((parts[0] / "config.json").read_text())
+    cfg[field] = True
+    (parts[0] / "config.json").write_text(json.dumps(cfg))
+    assert_one_line_error(convert_err(parts), f"{field}=true")
+
+
+def test_fp8_checks_the_drafter_before_calibrating(parts, tmp_path, monkeypatch):
+    """A drafter that cannot fit the base is refused from the configs, before modelopt calibrates for hours."""
+    import redrafter_trt.quantize as quantize
+
+    def calibrate(*args, **kwargs):
+        raise AssertionError("calibration started")
+
+    monkeypatch.setattr(quantize, "export_fp8_base", calibrate)
+    other = make_hf(tmp_path / "other", "llama", hidden_size=32, intermediate_size=64)
+    result = convert_err(parts, "--quantize", "fp8", drafter=make_drafter(tmp_path / "d2", other))
+    assert_one_line_error(result, "hidden_size 32")
+    cfg = json.loads((parts[1] / "config.json").read_text())
+    (parts[1] / "config.json").write_text(json.dumps({**cfg, "predict_n": 3}))
+    assert_one_line_error(convert_err(parts, "--quantize", "fp8", "--draft-len", 4), "trained to predict")
+
+
+def test_partials_of_live_runs_survive_the_stale_sweep(tmp_path):
+    """The sweep before each write removes what killed runs left, never the FP8 scratch of the run itself (it is
+    read while the output is written) or a concurrent run's partial output."""
+    from redrafter_trt.io import partial_prefix, remove_stale_partials
+
+    dest = tmp_path / "ckpt"
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    own = tmp_path / f"{partial_prefix(dest)}fp8-abc"
+    parent = tmp_path / f".ckpt.partial-{os.getppid()}-xyz"
+    killed = tmp_path / f".ckpt.partial-{gone.pid}-xyz"
+    older = tmp_path / ".ckpt.partial-xyz"  # named before the pid was in the name
+    other = tmp_path / f".other.partial-{gone.pid}-xyz"
+    for folder in (own, parent, killed, older, other):
+        folder.mkdir()
+    remove_stale_partials(dest)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in (own, parent, other))
+
+
 def test_tp_differs_from_trtllm_base(parts, tmp_path):
     base_ckpt = tmp_path / "tb"
     from redrafter_trt.convert import convert

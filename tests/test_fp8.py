@@ -243,11 +243,12 @@ def test_fp8_bad_input(tiny_llama, tiny_drafter, tmp_path, monkeypatch):
         convert(tiny_llama, tiny_drafter, out, quantize="fp8", dtype="fp8")
     with pytest.raises(ConfigError, match="quantize fp8"):
         convert(tiny_llama, tiny_drafter, out, kv_cache_dtype="fp8")
-    with pytest.raises(ConfigError, match="float16 or bfloat16"):
+    with pytest.raises(ConfigError, match="float32 cannot carry an FP8 checkpoint"):
         convert(tiny_llama, tiny_drafter, out, quantize="fp8", dtype="float32")
     monkeypatch.setitem(sys.modules, "modelopt.torch.quantization", None)  # as if nvidia-modelopt were absent
-    with pytest.raises(DependencyError, match=r"redrafter-trt\[fp8\]"):
-        convert(tiny_llama, tiny_drafter, out, quantize="fp8", dtype="bfloat16")
+    for dtype in ("bfloat16", "auto"):  # auto on this float32 base: float16, as TensorRT-LLM's infer_dtype
+        with pytest.raises(DependencyError, match=r"redrafter-trt\[fp8\]"):
+            convert(tiny_llama, tiny_drafter, out, quantize="fp8", dtype=dtype)
     assert not out.exists()
 
 
