@@ -48,7 +48,8 @@ RESERVED = {
     "--model_config": "build from --checkpoint-dir",
     "--output_dir": "use --output-dir",
     "--max_batch_size": "use --max-batch-size",
-    "--max_input_len": "use --max-input-len",
+    "--max_input_len": "with packed input and context FMHA (which ReDrafter needs) trtllm-build ignores it: a prompt "
+                       "may take up to min(--max-seq-len - 1, --max-num-tokens) tokens",
     "--max_seq_len": "use --max-seq-len",
     "--max_decoder_seq_len": "use --max-seq-len",
     "--max_num_tokens": "use --max-num-tokens",
@@ -71,7 +72,6 @@ class BuildOptions:
     checkpoint_dir: Path
     output_dir: Path
     max_batch_size: int | None = 8  # see `build --max-batch-size`; None leaves trtllm-build's default (2048)
-    max_input_len: int | None = None
     max_seq_len: int | None = None
     max_num_tokens: int | None = None
     gemm_plugin: str = "auto"
@@ -161,9 +161,6 @@ def world_size(config: dict) -> int:
 
 def plan_build(options: BuildOptions, config: dict) -> BuildPlan:
     """The exact trtllm-build argv for a validated ReDrafter checkpoint config."""
-    if options.max_input_len and options.max_seq_len and options.max_input_len > options.max_seq_len:
-        raise ConfigError(f"--max-input-len {options.max_input_len} exceeds --max-seq-len {options.max_seq_len}: "
-                          "raise --max-seq-len or lower --max-input-len")
     check_extra_args(options.extra_args)
     gemm = gemm_plugin(config, options.gemm_plugin)  # refused before any warning is printed
     positions = config.get("max_position_embeddings")
@@ -187,8 +184,8 @@ def plan_build(options: BuildOptions, config: dict) -> BuildPlan:
     ]
     if (fp8, fp8_kv) in FP8_CONTEXT_FMHA:
         argv += ["--use_fp8_context_fmha", FP8_CONTEXT_FMHA[fp8, fp8_kv]]
-    for flag, value in (("--max_batch_size", options.max_batch_size), ("--max_input_len", options.max_input_len),
-                        ("--max_seq_len", options.max_seq_len), ("--max_num_tokens", options.max_num_tokens)):
+    for flag, value in (("--max_batch_size", options.max_batch_size), ("--max_seq_len", options.max_seq_len),
+                        ("--max_num_tokens", options.max_num_tokens)):
         if value is not None:
             argv += [flag, str(value)]
     if options.workers != 1:

@@ -256,10 +256,11 @@ def test_explicit_gemm_dtype_allowed_on_fp8_base(tmp_path):
     assert argv[argv.index("--gemm_plugin") + 1] == "bfloat16"
 
 
-def test_input_longer_than_sequence_is_refused(checkpoints, tmp_path):
+def test_max_input_len_is_refused_with_what_limits_a_prompt(checkpoints, tmp_path):
+    """trtllm-build ignores --max_input_len with packed input and context FMHA: the flag would promise nothing."""
     result = invoke("--checkpoint-dir", str(checkpoints[False, 1]), "--output-dir", str(tmp_path / "engine"),
-                    "--max-input-len", "4096", "--max-seq-len", "2048", "--dry-run")
-    one_line_error(result, "--max-input-len 4096", "--max-seq-len 2048")
+                    "--dry-run", "--", "--max_input_len", "4096")
+    one_line_error(result, "--max_input_len", "min(--max-seq-len - 1, --max-num-tokens)")
 
 
 @pytest.mark.skipif(not HAVE_CHECKPOINT, reason="checkpoint.require_valid not written yet")

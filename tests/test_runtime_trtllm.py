@@ -15,15 +15,20 @@ from redrafter_trt.errors import ConfigError, DependencyError
 from redrafter_trt.runtime import trtllm
 
 
-def write_engine_config(folder, max_batch_size=8, max_input_len=16, max_seq_len=64, greedy=True):
+def write_engine_config(folder, max_batch_size=8, max_input_len=16, max_seq_len=64, greedy=True, max_num_tokens=None,
+                        packed=True):
     """The keys of an engine config.json that the run reads; max_seq_len as passed to trtllm-build, which stores it
     plus max_draft_len (5 x 5 here)."""
+    build = {"max_batch_size": max_batch_size, "max_input_len": max_input_len, "max_seq_len": max_seq_len + 25,
+             "max_draft_len": 25, "max_beam_width": 1,
+             "plugin_config": {"remove_input_padding": packed, "context_fmha": True}}
+    if max_num_tokens:
+        build["max_num_tokens"] = max_num_tokens
     (folder / "config.json").write_text(json.dumps({
         "version": "1.2.0",
         "pretrained_config": {"architecture": "ReDrafterForLLaMALM", "redrafter_num_beams": 5,
                               "redrafter_draft_len_per_beam": 5, "redrafter_greedy_search": greedy},
-        "build_config": {"max_batch_size": max_batch_size, "max_input_len": max_input_len,
-                         "max_seq_len": max_seq_len + 25, "max_draft_len": 25, "max_beam_width": 1}}))
+        "build_config": build}))
     (folder / "rank0.engine").write_bytes(b"engine")
 
 
@@ -37,8 +42,9 @@ def test_missing_tensorrt_llm_is_a_clear_error(tmp_path, monkeypatch):
 class FakeExecutor:
     """Answers every request in two polls (a non-final response first), like the executor's await loop."""
 
-    def __init__(self, outputs: list[list[int]], iters: list[int], leader: bool = True):
+    def __init__(self, outputs: list[list[int]], iters: list[int], leader: bool = True, reasons: list[str] = ()):
         self.outputs, self.iters, self.leader, self.requests, self.polls = outputs, iters, leader, [], 0
+        self.reasons = list(reasons) or ["LENGTH"] * len(outputs)
 
     def can_enqueue_requests(self):
         return self.leader
@@ -52,8 +58,8 @@ class FakeExecutor:
         final = self.polls > 1
         return [types.SimpleNamespace(request_id=10 + i, has_error=lambda: False, error_msg="",
                                       result=types.SimpleNamespace(is_final=final, output_token_ids=[out],
-                                                                   decoding_iter=it))
-                for i, (out, it) in enumerate(zip(self.outputs, self.iters))]
+                                                                   decoding_iter=it, finish_reasons=[why]))
+                for i, (out, it, why) in enumerate(zip(self.outputs, self.iters, self.reasons))]
 
 
 def install_fake_trtllm(monkeypatch, executor, calls):
@@ -74,6 +80,7 @@ def install_fake_trtllm(monkeypatch, executor, calls):
     runtime.ModelRunnerCpp = FakeRunner
     api = types.ModuleType("tensorrt_llm.bindings.executor")
     api.Request, api.SamplingConfig = record("Request"), record("SamplingConfig")
+    api.FinishReason = types.SimpleNamespace(END_ID="END_ID", STOP_WORDS="STOP_WORDS", LENGTH="LENGTH")
     for name, module in (("tensorrt_llm", tllm), ("tensorrt_llm.runtime", runtime),
                          ("tensorrt_llm.bindings.executor", api)):
         monkeypatch.setitem(sys.modules, name, module)
@@ -102,6 +109,31 @@ def test_runner_arguments_and_outputs(tmp_path, monkeypatch, temperature):
     assert executor.polls == 2  # the non-final responses were not taken as results
 
 
+@pytest.mark.parametrize("tokenizer_eos, stop, expected", [
+    (128009, [128001, 128008, 128009], (128009, [128001, 128008])),  # Llama 3.1 Instruct: <|eot_id|> ends a turn
+    (151645, [151643, 151645], (151645, [151643])),                   # Qwen2.5 Instruct: <|im_end|>
+    (None, [7, 9], (7, [9])),
+    (None, [], (-1, [])),
+])
+def test_stop_tokens_split_into_end_id_and_stop_words(tokenizer_eos, stop, expected):
+    assert trtllm.split_stop_tokens(tokenizer_eos, stop) == expected
+
+
+def test_stop_words_reach_the_request_and_the_end_id_is_put_back(tmp_path, monkeypatch):
+    """The executor drops an end_id it stops at and keeps a stop word: both outputs end on their stop token."""
+    write_engine_config(tmp_path)
+    executor = FakeExecutor([[1, 7, 8], [1, 6, 5], [1, 4, 4, 4]], iters=[2, 2, 2],
+                            reasons=["END_ID", "STOP_WORDS", "LENGTH"])
+    install_fake_trtllm(monkeypatch, executor, {})
+    res = trtllm.generate_engine(tmp_path, [[1]] * 3, 3, end_id=2, pad_id=0, stop_words=[5, 9])
+    assert all(kwargs["stop_words"] == [[5], [9]] and kwargs["end_id"] == 2 for _, kwargs in executor.requests)
+    assert res.output_ids == [[7, 8, 2], [6, 5], [4, 4, 4]]
+    executor = FakeExecutor([[1, 3]], iters=[1])
+    install_fake_trtllm(monkeypatch, executor, {})
+    trtllm.generate_engine(tmp_path, [[1]], 3, end_id=2, pad_id=0)
+    assert executor.requests[0][1]["stop_words"] is None
+
+
 def test_non_leader_rank_returns_none(tmp_path, monkeypatch):
     write_engine_config(tmp_path)
     executor = FakeExecutor([[1, 2]], iters=[1], leader=False)
@@ -122,7 +154,7 @@ def test_more_prompts_than_the_engine_batch_wait_in_the_executor_queue(tmp_path,
 
 
 @pytest.mark.parametrize("prompt_len, new_tokens, message", [
-    (17, 4, "17 tokens exceeds the engine's max_input_len 16"),
+    (17, 4, "17 tokens exceeds the 16 the engine takes"),
     (16, 49, r"16 prompt tokens \+ --max-output-len 49 exceed the engine's max_seq_len 64: lower --max-output-len to 48"),
 ])
 def test_requests_beyond_the_build_limits_are_refused_before_loading(tmp_path, monkeypatch, prompt_len, new_tokens,
@@ -131,6 +163,18 @@ def test_requests_beyond_the_build_limits_are_refused_before_loading(tmp_path, m
     monkeypatch.setitem(sys.modules, "tensorrt_llm", None)  # refused before TensorRT-LLM is needed
     with pytest.raises(ConfigError, match=message):
         trtllm.generate_engine(tmp_path, [[1] * 3, [1] * prompt_len], new_tokens, end_id=2, pad_id=2)
+
+
+@pytest.mark.parametrize("max_num_tokens, packed, limit", [
+    (8192, True, 88),   # stored max_seq_len 64 + 25, minus 1: the builder ignored max_input_len 16
+    (40, True, 40),     # max_num_tokens below that
+    (8192, False, 16),  # padded input: max_input_len holds
+])
+def test_prompt_limit_is_the_one_the_executor_applies(tmp_path, max_num_tokens, packed, limit):
+    """With packed input and context FMHA, TensorRT-LLM's executor takes prompts up to min(max_seq_len - 1,
+    max_num_tokens) whatever --max_input_len was (trtGptModel.h); ModelRunnerCpp no longer asserts it."""
+    write_engine_config(tmp_path, max_num_tokens=max_num_tokens, packed=packed)
+    assert trtllm.EngineLimits.read(tmp_path).max_input_len == limit
 
 
 def test_request_at_the_build_limits_runs(tmp_path, monkeypatch):

@@ -20,26 +20,26 @@ from .params import Command
 @click.option("--max-batch-size", type=click.IntRange(min=1), default=8,
               help="Requests per batch. A ReDrafter engine reserves batch x (beams x draft_len + 1) tokens of "
                    "activations and logits: trtllm-build's own default (2048) would reserve 53248 at 5 x 5.")
-@click.option("--max-input-len", type=click.IntRange(min=1), help="Longest prompt in tokens.")
 @click.option("--max-seq-len", type=click.IntRange(min=1), help="Prompt plus output tokens (default: from the model).")
 @click.option("--max-num-tokens", type=click.IntRange(min=1),
-              help="Tokens per batch after padding removal (raised to batch x (draft tokens + 1) if lower).")
+              help="Tokens per batch after padding removal (raised to batch x (draft tokens + 1) if lower); also "
+                   "the longest prompt the engine takes, with --max-seq-len - 1.")
 @click.option("--gemm-plugin", type=click.Choice(["auto", "float16", "bfloat16", "fp8"]), default="auto",
               help="auto: the checkpoint dtype, or fp8 for an FP8 base.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, help="Ranks built in parallel (one GPU each).")
 @click.option("--force", is_flag=True, help="Replace an existing --output-dir.")
 @click.option("--dry-run", is_flag=True, help="Print the trtllm-build command and exit.")
 @click.argument("trtllm_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- TRTLLM-BUILD ARGS]")
-def build(checkpoint_dir, output_dir, max_batch_size, max_input_len, max_seq_len, max_num_tokens, gemm_plugin, workers,
-          force, dry_run, trtllm_args):
+def build(checkpoint_dir, output_dir, max_batch_size, max_seq_len, max_num_tokens, gemm_plugin, workers, force, dry_run,
+          trtllm_args):
     """Build a TensorRT-LLM engine from a ReDrafter checkpoint.
 
     Arguments after `--` go to trtllm-build unchanged (except the settings ReDrafter fixes).
     """
     from ..build import BuildOptions, build_engine, prepare
 
-    plan = prepare(BuildOptions(checkpoint_dir, output_dir, max_batch_size, max_input_len, max_seq_len,
-                                max_num_tokens, gemm_plugin, workers, tuple(trtllm_args), force))
+    plan = prepare(BuildOptions(checkpoint_dir, output_dir, max_batch_size, max_seq_len, max_num_tokens, gemm_plugin,
+                                workers, tuple(trtllm_args), force))
     if dry_run:
         click.echo(plan.shell())
         return

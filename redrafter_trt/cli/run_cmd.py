@@ -61,7 +61,7 @@ RUNTIME_ONLY = ("--no-draft", "--compile")
 
 
 def _run_engine(engine: str, tokenizer_dir: str, o: dict):
-    from ..runtime.trtllm import generate_engine
+    from ..runtime.trtllm import generate_engine, split_stop_tokens
 
     for flag in FIXED_BY_ENGINE:
         if o[flag.removeprefix("--").replace("-", "_")] is not None:
@@ -73,10 +73,9 @@ def _run_engine(engine: str, tokenizer_dir: str, o: dict):
                               f"--engine-dir")
     tok = load_tokenizer(tokenizer_dir, None)
     ids = encode_prompts(tok, o["prompts"], o["chat"])
-    eos = stop_ids(tok, tokenizer_dir)
-    end_id = eos[0] if eos else 0
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else end_id
-    result = generate_engine(engine, ids, o["max_output_len"], end_id=end_id, pad_id=pad_id,
+    end_id, stop_words = split_stop_tokens(tok.eos_token_id, stop_ids(tok, tokenizer_dir))
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else max(end_id, 0)
+    result = generate_engine(engine, ids, o["max_output_len"], end_id=end_id, pad_id=pad_id, stop_words=stop_words,
                              temperature=o["temperature"], seed=o["seed"])
     return tok, result
 

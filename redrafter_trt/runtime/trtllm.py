@@ -7,7 +7,7 @@ a sampling engine (converted with --no-greedy) samples at it, 1.0 when none is g
 are checked against the engine's build limits first (`ModelRunnerCpp.from_dir` only asserts them). API used (TensorRT-LLM 1.2.x,
 `tensorrt_llm/runtime/model_runner_cpp.py`): `ModelRunnerCpp.from_dir(...).executor`, and from
 `tensorrt_llm.bindings.executor`: `Request`, `SamplingConfig`, `enqueue_requests`, `await_responses`,
-`Result.output_token_ids / is_final / decoding_iter`.
+`FinishReason`, `Result.output_token_ids / is_final / decoding_iter / finish_reasons`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,10 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class EngineLimits:
     """What `trtllm-build` fixed (the engine's config.json): `max_seq_len` as the user built it (the builder adds
-    max_draft_len for the draft tokens), `greedy` from `redrafter_greedy_search`."""
+    max_draft_len for the draft tokens), `greedy` from `redrafter_greedy_search`. `max_input_len` is the longest
+    prompt the executor takes: with packed input and context FMHA (what ReDrafter engines are built with) the
+    builder ignores `--max_input_len` and the executor allows min(stored max_seq_len - 1, max_num_tokens)
+    (`trtGptModel.h`)."""
     max_batch_size: int
     max_input_len: int
     max_seq_len: int
@@ -43,9 +46,13 @@ class EngineLimits:
         except RedrafterError as e:
             raise ConfigError(str(e)) from None
         build = config["build_config"]
+        plugins = build.get("plugin_config") or {}
         try:
-            return cls(int(build["max_batch_size"]), int(build["max_input_len"]),
-                       int(build["max_seq_len"]) - int(build.get("max_draft_len") or 0),
+            stored_seq = int(build["max_seq_len"])
+            packed = plugins.get("remove_input_padding", True) and plugins.get("context_fmha", True)
+            max_input = (min(stored_seq - 1, int(build["max_num_tokens"])) if packed and build.get("max_num_tokens")
+                         else int(build["max_input_len"]))
+            return cls(int(build["max_batch_size"]), max_input, stored_seq - int(build.get("max_draft_len") or 0),
                        bool(config["pretrained_config"].get("redrafter_greedy_search", True)))
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"{engine_dir}/config.json lacks a build limit ({type(e).__name__}: {e}): rebuild the "
@@ -54,8 +61,8 @@ class EngineLimits:
     def check(self, prompt_ids: list[list[int]], max_new_tokens: int, temperature: float) -> None:
         longest = max(len(p) for p in prompt_ids)
         if longest > self.max_input_len:
-            raise ConfigError(f"a prompt of {longest} tokens exceeds the engine's max_input_len {self.max_input_len}: "
-                              "shorten it, or rebuild with a larger --max-input-len")
+            raise ConfigError(f"a prompt of {longest} tokens exceeds the {self.max_input_len} the engine takes: "
+                              "shorten it, or rebuild with a larger --max-num-tokens and --max-seq-len")
         if longest + max_new_tokens > self.max_seq_len:
             raise ConfigError(f"{longest} prompt tokens + --max-output-len {max_new_tokens} exceed the engine's "
                               f"max_seq_len {self.max_seq_len}: lower --max-output-len to "
@@ -89,12 +96,22 @@ def sampling_kwargs(temperature: float, seed: int) -> dict:
     return dict(beam_width=1, seed=seed, **(dict(temperature=temperature) if temperature > 0 else dict(top_k=1)))
 
 
+def split_stop_tokens(tokenizer_eos: int | None, stop: list[int]) -> tuple[int, list[int]]:
+    """(end_id, stop words): a request ends at one end_id or at any of its stop words. As TensorRT-LLM's LLM API
+    splits them: the tokenizer's EOS is the end_id (-1, none, when there is no stop token) and the generation
+    config's others (Llama 3's <|eom_id|>, Qwen's <|endoftext|>) are one-token stop words."""
+    end_id = tokenizer_eos if tokenizer_eos in stop else (stop[0] if stop else -1)
+    return end_id, [t for t in stop if t != end_id]
+
+
 def generate_engine(engine_dir: Path | str, prompt_ids: list[list[int]], max_new_tokens: int, *, end_id: int,
-                    pad_id: int, temperature: float = 0.0, seed: int = 0) -> GenerationResult | None:
+                    pad_id: int, stop_words: list[int] = (), temperature: float = 0.0,
+                    seed: int = 0) -> GenerationResult | None:
     """Generate with a TensorRT-LLM engine; None on ranks other than 0. ModelRunnerCpp sets the executor up; the
     requests go to its executor directly (as `trtllm-bench` does) because only the executor's results carry
     `decoding_iter`, the number of engine steps, so tokens per step are TensorRT-LLM's own count. The engine
-    reports no per-step acceptance, so the histogram stays empty."""
+    reports no per-step acceptance, so the histogram stays empty. The executor leaves the end_id out of an output
+    that ends on it: it is put back, so outputs end on their stop token as the reference runtime's do."""
     engine_dir = Path(engine_dir)
     limits = EngineLimits.read(engine_dir)
     limits.check(prompt_ids, max_new_tokens, temperature)
@@ -108,7 +125,8 @@ def generate_engine(engine_dir: Path | str, prompt_ids: list[list[int]], max_new
         return None
     sampling = executor_api.SamplingConfig(**sampling_kwargs(temperature, seed))
     requests = [executor_api.Request(input_token_ids=list(p), max_tokens=max_new_tokens, end_id=end_id, pad_id=pad_id,
-                                     sampling_config=sampling, streaming=False) for p in prompt_ids]
+                                     stop_words=[[t] for t in stop_words] or None, sampling_config=sampling,
+                                     streaming=False) for p in prompt_ids]
     start = time.perf_counter()
     request_ids = executor.enqueue_requests(requests)
     results: dict[int, object] = {}
@@ -123,6 +141,9 @@ def generate_engine(engine_dir: Path | str, prompt_ids: list[list[int]], max_new
     outputs, steps = [], []
     for rid, prompt in zip(request_ids, prompt_ids):
         result = results[rid]
-        outputs.append(list(result.output_token_ids[0][len(prompt):]))  # the executor returns prompt + output
+        out = list(result.output_token_ids[0][len(prompt):])  # the executor returns prompt + output
+        if list(result.finish_reasons)[:1] == [executor_api.FinishReason.END_ID]:
+            out.append(end_id)
+        outputs.append(out)
         steps.append(max(int(result.decoding_iter), 1))
     return GenerationResult(output_ids=outputs, steps=steps, accepted=[[] for _ in outputs], wall_seconds=wall)
