@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-import torch
 
 from redrafter_trt import runtime as rt
 from redrafter_trt.errors import ConfigError
