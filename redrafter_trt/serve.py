@@ -27,8 +27,9 @@ per prompt, its answer n times; sampling: n samples; at most --max-batch-size ro
 rows end). "echo" (as trtllm-serve): a completion's text starts with its prompt as sent (with logprobs: the prompt's
 tokens too, teacher-forced, the first one null, as OpenAI's; "max_tokens": 0 scores the prompt alone), a chat answer
 with the last message when that is the assistant's (a started answer). Refused with 400: fields that would change the
-answer and are not implemented here (`serve_request.UNSUPPORTED`), "best_of" > 1, "suffix", another "model",
-max_tokens above the server's --max-output-len, malformed fields.
+answer and are not implemented here (`serve_request.UNSUPPORTED`), "best_of" > 1, "suffix", max_tokens above the
+server's --max-output-len (left out: what the prompt leaves, up to it), malformed fields; another "model": 404.
+While the server shuts down, what waits or arrives gets 503 (`ReferenceBackend.stop`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import select
+import socket
 import threading
 import time
 import uuid
@@ -45,9 +48,9 @@ from typing import Callable
 
 from . import __version__
 from .errors import ConfigError
-from .serve_backend import Choice, ClientGone, ReferenceBackend, RequestError
+from .serve_backend import Choice, ClientGone, ReferenceBackend, RequestError, Unavailable
 from .serve_logprobs import Echo, echo_of, logprobs_json
-from .serve_request import Request, parse, refuse_unsupported
+from .serve_request import ModelNotFound, Request, parse, refuse_unsupported
 
 log = logging.getLogger(__name__)
 
@@ -69,22 +72,37 @@ class App:
             return HTTPStatus.OK, {"version": __version__}
         if path == "/metrics":
             return HTTPStatus.OK, self.backend.take_iterations()
+        model = {"id": self.model_name, "object": "model", "created": self.created, "owned_by": "redrafter-trt"}
         if path == "/v1/models":
-            return HTTPStatus.OK, {"object": "list", "data": [{"id": self.model_name, "object": "model",
-                                                               "created": self.created, "owned_by": "redrafter-trt"}]}
+            return HTTPStatus.OK, {"object": "list", "data": [model]}
+        asked = path.removeprefix("/v1/models/")
+        if asked != path:  # the openai client's models.retrieve
+            if asked == self.model_name:
+                return HTTPStatus.OK, model
+            return HTTPStatus.NOT_FOUND, error(f"no model {asked!r} here: this server serves {self.model_name!r}",
+                                               "invalid_request_error", "model_not_found")
+        if path in POST_ROUTES:
+            return HTTPStatus.METHOD_NOT_ALLOWED, error(f"{path} takes POST", "invalid_request_error")
         return HTTPStatus.NOT_FOUND, error(f"no route GET {path}: try /health, /version, /metrics, /v1/models", "not_found")
 
-    def post(self, path: str, body, events: Callable[[dict], None] | None = None) -> tuple[int, dict] | None:
-        """The answer, or None when it went out as server-sent events through `events` (a streaming request)."""
-        if path not in ("/v1/completions", "/v1/chat/completions"):
+    def post(self, path: str, body, events: Callable[[dict | None], None] | None = None,
+             alive: Callable[[], bool] | None = None) -> tuple[int, dict] | None:
+        """The answer, or None when it went out as server-sent events through `events` (a streaming request; None
+        opens the stream once the request is accepted). alive: False once a non-streaming client has left (its
+        rows are then dropped at their next step)."""
+        if path not in POST_ROUTES:
             return HTTPStatus.NOT_FOUND, error(f"no route POST {path}: try /v1/completions, /v1/chat/completions",
                                                "not_found")
         try:
-            return self._complete(path == "/v1/chat/completions", body, events)
+            return self._complete(path == "/v1/chat/completions", body, events, alive)
+        except Unavailable as e:  # shutting down: clients retry a 503, not a 400
+            return HTTPStatus.SERVICE_UNAVAILABLE, error(str(e), "service_unavailable")
+        except ModelNotFound as e:
+            return HTTPStatus.NOT_FOUND, error(str(e), "invalid_request_error", "model_not_found")
         except (RequestError, ConfigError) as e:
             return HTTPStatus.BAD_REQUEST, error(str(e), "invalid_request_error")
 
-    def _complete(self, chat: bool, body, events) -> tuple[int, dict] | None:
+    def _complete(self, chat: bool, body, events, alive) -> tuple[int, dict] | None:
         req = parse(body, chat, self.model_name, self.max_output_len)
         if req.stream and events is None:
             raise RequestError('"stream": true needs an HTTP connection to stream on')
@@ -95,6 +113,9 @@ class App:
                    [backend.encode(p) if isinstance(p, str) else p for p in req.prompts])
         copies = n if temperature == 0 else 1  # greedy: n equal answers, decoded once
         rows = [p for p in prompts for _ in range(n // copies)]  # answer i is prompt i // n's, decoded row i // copies
+        if req.max_tokens is None:  # as many as fit, up to --max-output-len
+            room = backend.config.max_positions - max(map(len, prompts))
+            req = dataclasses.replace(req, max_tokens=min(self.max_output_len, max(room, 1)))
         backend.check(rows, req.max_tokens)  # before anything is echoed
         echoes = self._echoes(req, prompts)
         head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", "created": int(time.time()),
@@ -119,6 +140,7 @@ class App:
             events(head | {"object": chunk_kind,
                            "choices": [{"index": i, **part, "logprobs": lps(values), "finish_reason": None}]} | usage)
         if req.stream:
+            events(None)  # the headers go out now: a queued request's client sees it accepted
             for i in range(len(prompts) * n):
                 if chat:  # as OpenAI: the first chunk names the role
                     chunk(i, "", [], role=True)
@@ -128,9 +150,13 @@ class App:
             for i in range(r * copies, (r + 1) * copies):
                 chunk(i, delta, after_echo(i, values), made=made)
 
+        def still_there(*_) -> None:  # a non-streaming client that left frees its rows too
+            if alive is not None and not alive():
+                raise ClientGone
+
         decoded = backend.complete(rows, req.max_tokens, req.temperature, req.seed, req.stop,
-                                   on_delta if req.stream else None, req.logprobs,
-                                   req.ignore_eos) if req.max_tokens else (
+                                   on_delta if req.stream else still_there, req.logprobs, req.ignore_eos,
+                                   list_eos=not chat) if req.max_tokens else (
             [Choice([], "", 0, "length", []) for _ in rows])  # echo only: the prompt scored
         choices = [c for c in decoded for _ in range(copies)]
         made = sum(len(c.ids) for c in choices)
@@ -172,8 +198,12 @@ class App:
                         None if scores is None else scores[i]) for i, (ids, sent) in enumerate(zip(prompts, req.prompts))]
 
 
-def error(message: str, kind: str) -> dict:
-    return {"error": {"message": message, "type": kind}}
+POST_ROUTES = ("/v1/completions", "/v1/chat/completions")
+
+
+def error(message: str, kind: str, code: str | None = None) -> dict:
+    """OpenAI's error body (`param` and `code` always present, null when there is nothing to say)."""
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
 
 # ---- HTTP ----------------------------------------------------------------------------------------------------------
@@ -190,6 +220,12 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         self._reply(*self.server.app.get(self.path))
 
+    def do_HEAD(self):  # health checks (`wget --spider`): GET's status and headers
+        self._reply(*self.server.app.get(self.path), body=False)
+
+    def do_OPTIONS(self):
+        self._reply(HTTPStatus.NO_CONTENT, None, allow=True)
+
     def do_POST(self):
         with self.server.busy:
             self.server.in_flight += 1
@@ -201,8 +237,8 @@ class Handler(BaseHTTPRequestHandler):
                 self.server.busy.notify_all()
 
     def do_PUT(self):
-        self._reply(HTTPStatus.METHOD_NOT_ALLOWED,
-                    error(f"{self.command} is not served: use GET /v1/models or POST a completion", "invalid_request_error"))
+        self._reply(HTTPStatus.METHOD_NOT_ALLOWED, error(f"{self.command} is not served: use GET /v1/models or POST "
+                                                         "a completion", "invalid_request_error"), allow=True)
 
     do_DELETE = do_PATCH = do_PUT
 
@@ -212,9 +248,10 @@ class Handler(BaseHTTPRequestHandler):
             return
         self.streaming = False
         try:
-            answer = self.server.app.post(self.path, body, self._event)
+            answer = self.server.app.post(self.path, body, self._event, self._client_alive)
         except ClientGone:
-            log.info("%s closed the stream of %s; generation stopped", self.address_string(), self.path)
+            log.info("%s left before its answer to %s; generation stopped", self.address_string(), self.path)
+            self.close_connection = True
             return
         except Exception as e:  # answer the client, keep serving; the traceback goes to the log
             log.exception("request to %s failed", self.path)
@@ -244,8 +281,17 @@ class Handler(BaseHTTPRequestHandler):
         self._reply(problem[0], error(problem[1], "invalid_request_error"))
         return UNREADABLE
 
-    def _event(self, payload: dict) -> None:
-        """One server-sent event; the first one opens the stream (the connection closes after it)."""
+    def _client_alive(self) -> bool:
+        """False once the client has closed its end of the connection (it gave up waiting for its answer)."""
+        try:
+            readable = select.select([self.connection], [], [], 0)[0]
+            return not readable or self.connection.recv(1, socket.MSG_PEEK) != b""
+        except (OSError, ValueError):
+            return False
+
+    def _event(self, payload: dict | None) -> None:
+        """One server-sent event (None: none, the stream only opens); the first call opens the stream (the
+        connection closes after it)."""
         if not self.streaming:
             self.close_connection = self.streaming = True
             try:
@@ -256,7 +302,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.end_headers()
             except (BrokenPipeError, ConnectionResetError):
                 raise ClientGone from None
-        if not self._write(f"data: {json.dumps(payload)}\n\n"):
+        if payload is not None and not self._write(f"data: {json.dumps(payload)}\n\n"):
             raise ClientGone
 
     def _write(self, text: str) -> bool:
@@ -268,14 +314,20 @@ class Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             return False
 
-    def _reply(self, status: int, payload: dict) -> None:
-        data = json.dumps(payload).encode()
+    def _reply(self, status: int, payload: dict | None, body: bool = True, allow: bool = False) -> None:
+        data = b"" if payload is None else json.dumps(payload).encode()
         try:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            if payload is not None:
+                self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            if allow:
+                self.send_header("Allow", "GET, HEAD, POST, OPTIONS")
+            if status == HTTPStatus.SERVICE_UNAVAILABLE:
+                self.send_header("Retry-After", "10")
             self.end_headers()
-            self.wfile.write(data)
+            if body:
+                self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
@@ -283,10 +335,14 @@ class Handler(BaseHTTPRequestHandler):
         log.info("%s %s", self.address_string(), fmt % args)
 
 
+class Server(ThreadingHTTPServer):
+    request_queue_size = 1024  # the listen backlog: socketserver's 5 reset bursts of connections (load generators)
+
+
 def make_server(app: App, host: str, port: int) -> ThreadingHTTPServer:
     """Bound and ready; `serve_forever()` runs it (port 0 picks a free port: see `server_address`)."""
     try:
-        server = ThreadingHTTPServer((host, port), Handler)
+        server = Server((host, port), Handler)
     except OSError as e:
         raise ConfigError(f"cannot listen on {host}:{port} ({e.strerror}): pick another --port or --host") from None
     server.daemon_threads = True

@@ -47,6 +47,10 @@ class RequestError(Exception):
     """A bad request: answered with 400 and this message."""
 
 
+class Unavailable(RequestError):
+    """The server is shutting down: answered with 503 and Retry-After, which clients retry (a 400 they do not)."""
+
+
 class ClientGone(Exception):
     """The client closed a streaming connection: generation stops, nothing more is sent."""
 
@@ -57,7 +61,7 @@ class Choice:
     text: str           # decoded, cut before the first stop string
     steps: int          # decoding steps (the prefill counts as one)
     finish_reason: str  # "stop" (EOS or a stop string) or "length"
-    logprobs: list[Logprob] | None = None  # the tokens that made `text` (EOS left out), when asked
+    logprobs: list[Logprob] | None = None  # the tokens that made `text` (and a completion's EOS), when asked
 
 
 @dataclass
@@ -74,6 +78,7 @@ class Job:
     gone: threading.Event = field(default_factory=threading.Event)
     score: bool = False  # scoring its prompts (ReferenceBackend.score), nothing generated
     ignore_eos: bool = False  # decode past EOS up to max_tokens (a benchmark's fixed lengths); batched only alike
+    list_eos: bool = False  # logprobs list the EOS that ended an answer (completions; chat leaves it out, as OpenAI)
     choices: list[Choice] | None = None
     scores: list[list[TokenLogprob]] | None = None  # a score job's answer
     error: Exception | None = None
@@ -88,6 +93,7 @@ class Row:
     text: AnswerText
     steps: int = 0      # decoding steps so far (the prefill counts as one)
     done: bool = False  # ended (EOS, max_tokens, a stop string) or dropped (client gone, shutdown)
+    cut: bool = False   # ended by the shutdown before its own end: finish_reason "abort"
 
 
 def _more(asked: int | None, running: int | None) -> bool:
@@ -120,7 +126,7 @@ class ReferenceBackend:
         self.waiting: deque[Job] = deque()
         self.unanswered: list[Job] = []  # taken into the running batch, not answered yet (scheduler thread only)
         self.wake = threading.Condition()
-        self.stopping = self.busy = False
+        self.closing = self.stopping = self.busy = False  # closing: refusing requests; stopping: ending the batch
         self.iterations: deque[dict] = deque(maxlen=MAX_ITERATIONS)  # not yet read by take_iterations
         self.iteration = 0
         loaded: list[BaseException | None] = []
@@ -132,10 +138,17 @@ class ReferenceBackend:
         if loaded[0] is not None:
             raise loaded[0]
 
-    def stop(self) -> None:
-        """End the batch in flight at its next step, refuse what waits and what comes, release the other tp ranks
-        (returns once no generation runs)."""
+    def stop(self, grace: float = 0.0) -> None:
+        """Refuse what waits and what comes (Unavailable), let the batch in flight run up to `grace` seconds more,
+        then end it at its next step (answers cut short finish with "abort"), release the other tp ranks (returns
+        once no generation runs)."""
         with self.wake:
+            self.closing = True
+            for job in self.waiting:
+                job.error = Unavailable(SHUTTING_DOWN)
+                job.events.put(None)
+            self.waiting.clear()
+            self.wake.wait_for(lambda: not self.busy, timeout=grace)
             self.stopping = True
             self.wake.notify_all()
         self.scheduler.join()  # which released the other ranks
@@ -159,12 +172,15 @@ class ReferenceBackend:
 
     def complete(self, prompts: list[list[int]], max_tokens: int, temperature: float | None, seed: int,
                  stop: list[str], on_text: Callable[[int, str, list[Logprob], int], None] | None = None,
-                 logprobs: int | None = None, ignore_eos: bool = False) -> list[Choice]:
+                 logprobs: int | None = None, ignore_eos: bool = False, list_eos: bool = False) -> list[Choice]:
         """Answer every prompt; on_text(prompt index, new text, its tokens' logprobs, the prompt's tokens generated so
         far) streams it as tokens are accepted (called in this thread; raising ClientGone from it ends this
         request's decoding). logprobs=k: each token's log-probability and the k most likely (None: none).
-        ignore_eos: EOS ends nothing, every answer runs to max_tokens (or a stop string), as TensorRT-LLM's."""
-        job = Job(prompts, max_tokens, self.temperature(temperature), seed, stop, logprobs, ignore_eos=ignore_eos)
+        ignore_eos: EOS ends nothing, every answer runs to max_tokens (or a stop string), as TensorRT-LLM's.
+        list_eos: the logprobs name the EOS that ended an answer (a completion's: lm-evaluation-harness reads the
+        last entry of a one-token answer as the token generated); else they leave it out (chat, as OpenAI)."""
+        job = Job(prompts, max_tokens, self.temperature(temperature), seed, stop, logprobs, ignore_eos=ignore_eos,
+                  list_eos=list_eos)
         return self._submit(job, on_text).choices
 
     def score(self, prompts: list[list[int]], k: int) -> list[list[TokenLogprob]]:
@@ -189,8 +205,8 @@ class ReferenceBackend:
         """Check the job's prompts, queue it, pass its events to on_text until it is answered."""
         self.check(job.prompts, job.max_tokens)
         with self.wake:
-            if self.stopping:
-                raise RequestError(SHUTTING_DOWN)
+            if self.closing:
+                raise Unavailable(SHUTTING_DOWN)
             self.waiting.append(job)
             self.wake.notify_all()
         while (event := job.events.get()) is not None:
@@ -238,7 +254,7 @@ class ReferenceBackend:
                 self.wake.wait_for(lambda: self.waiting or self.stopping)
                 if self.stopping:
                     for job in self.waiting:
-                        job.error = RequestError(SHUTTING_DOWN)
+                        job.error = Unavailable(SHUTTING_DOWN)
                         job.events.put(None)
                     self.waiting.clear()
                     return
@@ -339,7 +355,8 @@ class ReferenceBackend:
             new = []
             while pending and len(new) < room:
                 job, i = pending.popleft()
-                rows.append(Row(job, i, AnswerText(self.tokenizer, job.stop, self._stops(job))))
+                unlisted = set() if job.list_eos else self._stops(job)
+                rows.append(Row(job, i, AnswerText(self.tokenizer, job.stop, unlisted)))
                 new.append(job.prompts[i])
             return new
 
@@ -356,7 +373,7 @@ class ReferenceBackend:
                 job.events.put((row.index, delta, given, len(text.ids)))
             ended = text.stopped or len(text.ids) >= job.max_tokens or (text.ids and text.ids[-1] in eos)
             if (ended or job.gone.is_set() or self.stopping) and not row.done:
-                row.done = True
+                row.done, row.cut = True, not ended
                 job.running -= 1
                 if not job.running:
                     self._answer(job, [x for x in rows if x.job is job])
@@ -377,7 +394,7 @@ class ReferenceBackend:
                             on_tokens=on_tokens, admit=admit, logprobs=limits.logprobs, on_step=self._iteration)
         for job in list(self.unanswered):  # started rows end through on_tokens; prompts never started: stopped
             if any(waiting is job for waiting, _ in pending):
-                job.error = RequestError(SHUTTING_DOWN)
+                job.error = Unavailable(SHUTTING_DOWN)
                 self.unanswered.remove(job)
                 job.events.put(None)
             else:
@@ -393,12 +410,13 @@ class ReferenceBackend:
     def _answer(self, job: Job, rows: list[Row]) -> None:
         choices = []
         for row in rows:
-            delta = row.text.rest()
+            delta = row.text.finish()
             given = row.text.logprobs()
             if delta or given:
                 job.events.put((row.index, delta, given, len(row.text.ids)))
             ids = row.text.ids
-            reason = "stop" if row.text.stopped or (ids and ids[-1] in self._stops(job)) else "length"
+            reason = ("abort" if row.cut else "stop" if row.text.stopped or (ids and ids[-1] in self._stops(job))
+                      else "length")
             lps = row.text.logprobs(everything=True) if job.logprobs is not None else None
             choices.append(Choice(ids, row.text.text, row.steps, reason, lps))
         job.choices = choices

@@ -18,6 +18,10 @@ from dataclasses import dataclass
 from .serve_backend import MAX_PROMPTS, RequestError
 
 
+class ModelNotFound(RequestError):
+    """A "model" other than the one served: 404 model_not_found, as OpenAI."""
+
+
 def _field(body: dict, name: str, kind, default, check=lambda v: True, need: str = "", allow_bool: bool = False):
     value = body.get(name)
     if value is None:
@@ -49,16 +53,18 @@ def _content(content):
 
 
 ROLES = ("system", "user", "assistant")
+AS_ROLE = {"developer": "system"}  # newer OpenAI clients send the system prompt as "developer"
 
 
 def _messages(messages) -> list[dict]:
     ok = isinstance(messages, list) and messages and all(
-        isinstance(m, dict) and m.get("role") in ROLES and isinstance(_content(m.get("content")), str)
+        isinstance(m, dict) and AS_ROLE.get(m.get("role"), m.get("role")) in ROLES
+        and isinstance(_content(m.get("content")), str)
         for m in messages)
     if not ok:
         raise RequestError('"messages" must be a non-empty list of {"role": "system", "user" or "assistant", '
                            '"content": str or text parts}')
-    return [{"role": m["role"], "content": _content(m["content"])} for m in messages]
+    return [{"role": AS_ROLE.get(m["role"], m["role"]), "content": _content(m["content"])} for m in messages]
 
 
 def _logprobs_asked(body: dict, chat: bool) -> int | None:
@@ -87,7 +93,8 @@ class Request:
     n: int                   # answers per prompt (choice index = prompt index * n + answer)
     echo: bool               # the prompt (chat: the last message) comes back before the answer
     logprobs: int | None     # None: none; k: each token's and the k most likely (completions with echo: the prompt's too)
-    max_tokens: int          # 0 only with echo: the prompt is scored, nothing generated
+    max_tokens: int | None   # 0 only with echo: the prompt is scored, nothing generated; None: as many as fit,
+                             # up to the server's --max-output-len
     temperature: float | None
     seed: int
     stop: list[str]
@@ -105,7 +112,8 @@ def parse(body, chat: bool, model_name: str, max_output_len: int) -> Request:
     options = _field(body, "stream_options", dict, {}, lambda v: stream and set(v) <= STREAM_OPTIONS and all(
                      isinstance(x, bool) for x in v.values()),
                      '{"include_usage": true or false, "continuous_usage_stats": true or false}, with "stream": true')
-    _field(body, "model", str, None, lambda v: v == model_name, f'"{model_name}" (GET /v1/models)')
+    if _field(body, "model", str, model_name, need=f'"{model_name}" (GET /v1/models)') != model_name:
+        raise ModelNotFound(f'"model" {body["model"]!r} is not served here: send "{model_name}" (GET /v1/models)')
     _field(body, "best_of", int, 1, lambda v: v == 1, '1: send "n" for more answers')
     _field(body, "suffix", str, None, lambda v: False, "left out: no insertion here")
     echo = _field(body, "echo", bool, False, need="true or false", allow_bool=True)
@@ -123,7 +131,7 @@ def parse(body, chat: bool, model_name: str, max_output_len: int) -> Request:
     seed = _field(body, "seed", int, None, lambda v: 0 <= v < 2 ** 63, "an integer in 0..2**63-1")
     return Request(
         chat=chat, prompts=prompts, n=n, echo=echo, logprobs=_logprobs_asked(body, chat),
-        max_tokens=next((v for v in (max_tokens, newer) if v is not None), max_output_len),
+        max_tokens=next((v for v in (max_tokens, newer) if v is not None), None),
         temperature=_field(body, "temperature", (int, float), None, lambda v: 0 <= v < math.inf, "a number >= 0"),
         seed=secrets.randbits(63) if seed is None else seed,  # as OpenAI: a fresh sample unless a seed is sent
         stop=[s for s in ([stop] if isinstance(stop, str) else stop) if s],

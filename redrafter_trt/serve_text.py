@@ -4,6 +4,7 @@ stop string, and which tokens' logprobs have gone out with it (`Logprob`).
     text = AnswerText(tokenizer, stop=["\\n\\n"], eos={2})
     delta = text.add(new_ids, new_token_logprobs)   # the text that is safe to send now
     given = text.logprobs()                          # the Logprobs of the tokens whose text went out
+    last = text.finish()                             # the answer ended: what is left to send
 """
 
 from __future__ import annotations
@@ -27,14 +28,15 @@ class AnswerText:
     """One answer's text as its tokens come: decoded whole each time (multi-token characters come out right), cut
     before the first stop string. `add` returns the text that is safe to send: a possible start of a stop string and
     the replacement characters of a half-decoded character are held back until the next tokens or `rest()`.
-    eos: the tokens left out of `logprobs` (the stop tokens; none for an ignore_eos answer, which lists every token)."""
+    eos: the tokens left out of `logprobs` (a chat answer's stop tokens; none for a completion or an ignore_eos
+    answer, which list every token)."""
 
     def __init__(self, tokenizer, stop: list[str], eos: set[int] = frozenset()):
         self.tokenizer, self.stop, self.eos = tokenizer, stop, eos
         self.ids: list[int] = []
         self.ends: list[int] = []     # the answer's length in characters after each token (with logprobs only)
         self.values: list = []        # the TokenLogprob of each token, when decoding computes them
-        self.text, self.sent, self.stopped, self.given = "", 0, False, 0
+        self.text, self.sent, self.stopped, self.given, self.ended = "", 0, False, 0, False
 
     def add(self, new: list[int], values: list = ()) -> str:
         """values: the new tokens' TokenLogprobs, or none (then no per-token lengths are decoded)."""
@@ -61,18 +63,30 @@ class AnswerText:
         delta, self.sent = self.text[self.sent:], len(self.text)
         return delta
 
+    def finish(self) -> str:
+        """The rest of the text once the answer has ended: the replacement characters of a character that
+        max_tokens cut in half are dropped (never sent), and every token's logprob goes out (the last ones at the
+        end of the text)."""
+        if not self.stopped:
+            self.text = self.text.rstrip("\ufffd")
+        self.ended = True
+        return self.rest()
+
     def logprobs(self, everything: bool = False) -> list[Logprob]:
-        """The logprobs of the tokens whose text went out since the last call (everything: since the start), EOS
-        left out. A token's text went out when the answer up to it did (whatever a byte-fallback tokenizer's half
-        characters did to the lengths on the way); once a stop string ended the answer, the token that ran into it
-        counts too when part of its text is in the answer (as vLLM has it)."""
-        if self.stopped and self.sent == len(self.text):
+        """The logprobs of the tokens whose text went out since the last call (everything: since the start), the
+        `eos` tokens left out. A token's text went out when the answer up to it did (whatever a byte-fallback
+        tokenizer's half characters did to the lengths on the way); once a stop string ended the answer, the token
+        that ran into it counts too when part of its text is in the answer (as vLLM has it); once `finish` ran,
+        every token counts."""
+        if self.ended and not self.stopped:
+            covered = len(self.values)
+        elif self.stopped and self.sent == len(self.text):
             covered = max((k + 1 for k in range(len(self.ends)) if (self.ends[k - 1] if k else 0) < self.sent),
                           default=0)
         else:
             covered = max((k + 1 for k, end in enumerate(self.ends) if end <= self.sent), default=0)
         covered = min(covered, len(self.values))
-        out = [Logprob(self.ids[k], self.ends[k - 1] if k else 0, self.values[k])
+        out = [Logprob(self.ids[k], min(self.ends[k - 1] if k else 0, len(self.text)), self.values[k])
                for k in range(0 if everything else self.given, covered) if self.ids[k] not in self.eos]
         self.given = max(self.given, covered)
         return out

@@ -17,7 +17,7 @@ from .params import Command
 
 
 # the parameters of the reference server alone (trtllm-serve takes them from the engine or has no such thing)
-REFERENCE_ONLY = ("model_name", "max_output_len", "max_batch_size", "device", "compile_layers")
+REFERENCE_ONLY = ("model_name", "max_output_len", "max_batch_size", "device", "compile_layers", "shutdown_grace")
 
 
 @click.command(cls=Command)
@@ -41,9 +41,12 @@ REFERENCE_ONLY = ("model_name", "max_output_len", "max_batch_size", "device", "c
 @click.option("--compile", "compile_layers", is_flag=True,
               help="Reference server: run the base's layers compiled by TorchInductor (one CPU, float32, tp 1): "
                    "faster steps after minutes of compiling before it listens.")
+@click.option("--shutdown-grace", default=30.0, show_default=True, type=click.FloatRange(min=0),
+              help="Reference server: seconds the answers in flight get to finish after SIGTERM or Ctrl-C (new and "
+                   "queued requests get 503 at once); a second Ctrl-C cuts them.")
 @click.option("--dry-run", is_flag=True, help="Engine: print the trtllm-serve command and exit.")
 def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max_output_len, max_batch_size, device,
-          compile_layers, dry_run):
+          compile_layers, shutdown_grace, dry_run):
     """Serve a ReDrafter checkpoint or engine over HTTP (OpenAI-style /v1/completions, /v1/chat/completions)."""
     checkpoint_dir, engine_dir = one_of(click.get_current_context(), checkpoint_dir=checkpoint_dir, engine_dir=engine_dir)
     if bool(checkpoint_dir) == bool(engine_dir):
@@ -87,8 +90,12 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        backend.stop()  # the generation in flight ends at its next step
-        drain(server, timeout=30)  # and its answer goes out
+        click.echo(f"stopping: the answers in flight have {shutdown_grace:g} s to finish")
+        try:
+            backend.stop(grace=shutdown_grace)  # then the generation in flight ends at its next step
+        except KeyboardInterrupt:
+            backend.stop()
+        drain(server, timeout=30)  # and the answers go out
         click.echo("stopped")
     finally:
         server.server_close()

@@ -1,0 +1,245 @@
+"""The reference server as clients meet it, on a tiny random Llama (512 positions, a character tokenizer): shutdown
+(503 with Retry-After for what waits, the answers in flight finish within the grace, "abort" for what it cuts), a
+non-streaming client that leaves frees its row, max_tokens left out fits the prompt, OpenAI's error bodies and
+routes (HEAD, OPTIONS, GET /v1/models/{id}, 404 model_not_found), the "developer" role, a burst of connections."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+from redrafter_trt.serve import App, make_server
+from redrafter_trt.serve_backend import SHUTTING_DOWN, ClientGone, ReferenceBackend, Unavailable
+from test_runtime_support import checkpoint
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(checkpoint, tokenizer folder) of a tiny Llama with a ChatML character tokenizer."""
+    from test_train_data import make_tokenizer
+    from tinymodels import make_drafter, make_hf
+
+    folder = tmp_path_factory.mktemp("tiny")
+    base = make_hf(folder / "base", "llama", vocab_size=100)  # the character tokenizer's 99 tokens, padded
+    make_tokenizer(base)
+    return checkpoint(base, make_drafter(folder / "drafter", base), 1, num_beams=2, draft_len=2), base
+
+
+def new_backend(tiny, max_batch: int = 4) -> ReferenceBackend:
+    return ReferenceBackend(tiny[0], tiny[1], max_batch=max_batch)
+
+
+@pytest.fixture(scope="module")
+def server(tiny):
+    backend = new_backend(tiny)
+    server = make_server(App(backend, "tiny", max_output_len=64), "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    backend.stop()
+
+
+def request(server, method: str, path: str, body=None) -> tuple[int, dict, bytes]:
+    """(status, headers, body bytes)."""
+    conn = http.client.HTTPConnection(*server.server_address, timeout=60)
+    conn.request(method, path, body=None if body is None else json.dumps(body),
+                 headers={"Content-Type": "application/json"})
+    r = conn.getresponse()
+    data = r.read()
+    conn.close()
+    return r.status, dict(r.getheaders()), data
+
+
+def test_shutdown_lets_answers_in_flight_finish_and_refuses_the_rest_with_503(tiny):
+    """stop(grace): requests arriving (or waiting) get 503 with Retry-After, which clients retry; the answer in
+    flight runs to its own end."""
+    backend = new_backend(tiny, max_batch=1)
+    app = App(backend, "tiny", max_output_len=64)
+    events, started = [], threading.Event()
+
+    def on_event(e):
+        events.append(e)
+        if e is not None and e["choices"] and e["choices"][0]["text"]:
+            started.set()
+
+    body = {"prompt": "abc", "max_tokens": 40, "ignore_eos": True, "stream": True}
+    first = threading.Thread(target=app.post, args=("/v1/completions", body, on_event))
+    first.start()
+    assert started.wait(60)
+    stopper = threading.Thread(target=backend.stop, kwargs={"grace": 120})
+    stopper.start()
+    while not backend.closing:
+        threading.Event().wait(0.01)
+    status, refused = app.post("/v1/completions", {"prompt": "abc", "max_tokens": 4})
+    stopper.join(120)
+    first.join(60)
+    assert status == 503 and refused["error"] == {"message": SHUTTING_DOWN, "type": "service_unavailable",
+                                                  "param": None, "code": None}
+    assert events[-1]["choices"][0]["finish_reason"] == "length" and events[-1]["usage"]["completion_tokens"] == 40
+
+
+def test_shutdown_without_grace_cuts_the_answer_as_abort(tiny):
+    backend = new_backend(tiny, max_batch=1)
+    stopper = threading.Thread(target=backend.stop)
+
+    def stop_at_first_text(*_):
+        if stopper.ident is None:
+            stopper.start()
+
+    choices = backend.complete([[5, 6, 7]], 200, None, 0, [], stop_at_first_text, ignore_eos=True)
+    stopper.join()
+    assert choices[0].finish_reason == "abort" and len(choices[0].ids) < 200
+    with pytest.raises(Unavailable):
+        backend.complete([[5, 6, 7]], 4, None, 0, [])
+
+
+def test_shutdown_with_grace_answers_in_full(tiny):
+    backend = new_backend(tiny, max_batch=1)
+    stopper = threading.Thread(target=backend.stop, kwargs={"grace": 120})
+
+    def stop_at_first_text(*_):
+        if stopper.ident is None:
+            stopper.start()
+
+    choices = backend.complete([[5, 6, 7]], 60, None, 0, [], stop_at_first_text, ignore_eos=True)
+    stopper.join()
+    assert choices[0].finish_reason == "length" and len(choices[0].ids) == 60
+
+
+def test_a_non_streaming_client_that_leaves_frees_its_row(tiny):
+    """The scheduler drops the row at its next step instead of decoding max_tokens for nobody."""
+    backend = new_backend(tiny)
+    app = App(backend, "tiny", max_output_len=400)
+    backend.take_iterations()
+    with pytest.raises(ClientGone):
+        app.post("/v1/completions", {"prompt": "abc", "max_tokens": 400, "ignore_eos": True}, alive=lambda: False)
+    assert len(backend.take_iterations()) < 5  # steps decoded for it (0: dropped at its first)
+    status, out = app.post("/v1/completions", {"prompt": "abc", "max_tokens": 3, "ignore_eos": True})
+    assert status == 200 and out["usage"]["completion_tokens"] == 3  # the server goes on
+    backend.stop()
+
+
+def test_a_client_closing_its_socket_stops_its_generation(server):
+    """Over HTTP: the handler notices the closed connection of a non-streaming request."""
+    backend, outcome = server.app.backend, []
+    real = backend.complete
+
+    def watched(*args, **kwargs):
+        try:
+            return real(*args, **kwargs)
+        except BaseException as e:
+            outcome.append(e)
+            raise
+
+    backend.complete = watched
+    try:
+        body = json.dumps({"prompt": "abc", "max_tokens": 64, "ignore_eos": True}).encode()
+        backend.take_iterations()
+        sock = socket.create_connection(server.server_address, timeout=30)
+        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: " + str(len(body)).encode()
+                     + b"\r\n\r\n" + body)
+        sock.close()
+        for _ in range(600):  # until the handler has given up on it
+            if outcome:
+                break
+            threading.Event().wait(0.05)
+    finally:
+        backend.complete = real
+    assert outcome and isinstance(outcome[0], ClientGone)
+    assert len(backend.take_iterations()) < 10  # of the 64 tokens asked
+
+
+def test_max_tokens_left_out_fits_what_the_prompt_leaves(server):
+    """Without max_tokens the answer may run to --max-output-len, or to the model's last position when the prompt
+    leaves less: a long prompt is answered, not refused."""
+    def post(body):
+        status, _, data = request(server, "POST", "/v1/completions", body)
+        return status, json.loads(data)
+
+    status, out = post({"prompt": [5] * 500, "ignore_eos": True})
+    assert status == 200 and out["usage"]["completion_tokens"] == 12  # 512 positions - 500
+    status, out = post({"prompt": [5] * 10, "ignore_eos": True})
+    assert status == 200 and out["usage"]["completion_tokens"] == 64  # the server's --max-output-len
+    status, out = post({"prompt": [5] * 500, "max_tokens": 13})
+    assert status == 400 and "positions" in out["error"]["message"]
+
+
+def test_openai_error_bodies_and_routes(server):
+    status, head, data = request(server, "POST", "/v1/completions", {"prompt": "a", "model": "gpt-4"})
+    err = json.loads(data)["error"]
+    assert status == 404 and err["code"] == "model_not_found" and err["param"] is None and '"tiny"' in err["message"]
+    status, _, data = request(server, "POST", "/v1/completions", {"prompt": "a", "n": 0})
+    assert status == 400 and set(json.loads(data)["error"]) == {"message", "type", "param", "code"}
+    assert json.loads(request(server, "GET", "/v1/models/tiny")[2])["id"] == "tiny"
+    assert json.loads(request(server, "GET", "/v1/models/other")[2])["error"]["code"] == "model_not_found"
+    status, head, data = request(server, "HEAD", "/health")
+    assert status == 200 and data == b"" and int(head["Content-Length"]) > 0
+    status, head, _ = request(server, "OPTIONS", "/v1/completions")
+    assert status == 204 and "POST" in head["Allow"]
+    assert request(server, "GET", "/v1/completions")[0] == 405
+
+
+def test_developer_role_is_the_system_role(server):
+    """Newer OpenAI clients send the system prompt as "developer"."""
+    def answer(role):
+        messages = [{"role": role, "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+        status, _, data = request(server, "POST", "/v1/chat/completions", {"messages": messages, "max_tokens": 6})
+        assert status == 200, data
+        return json.loads(data)["choices"][0]["message"]["content"]
+
+    assert answer("developer") == answer("system")
+
+
+def test_a_streamed_request_is_accepted_before_its_first_token(server):
+    """The status line and headers go out once the request is accepted, not at its first token (a queued client
+    with a time-to-first-byte timeout would give up)."""
+    accepted = threading.Event()
+    real = server.app.backend.complete
+
+    def slow_complete(*args, **kwargs):
+        assert accepted.wait(30), "the headers did not go out before decoding"
+        return real(*args, **kwargs)
+
+    server.app.backend.complete = slow_complete
+    try:
+        body = json.dumps({"prompt": "abc", "max_tokens": 2, "stream": True}).encode()
+        sock = socket.create_connection(server.server_address, timeout=30)
+        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: " + str(len(body)).encode()
+                     + b"\r\n\r\n" + body)
+        assert sock.recv(12) == b"HTTP/1.1 200"
+        accepted.set()
+        while sock.recv(4096):
+            pass
+        sock.close()
+    finally:
+        server.app.backend.complete = real
+
+
+def test_a_burst_of_connections_is_answered_without_retries(server):
+    """200 clients connecting at once (load generators do): the listen backlog holds them all. A connection the
+    kernel drops for a full backlog is retried by the client's TCP after 1 s at the earliest (socketserver's default
+    backlog of 5: the slowest of 200 took 9 s), so every answer must come sooner than that."""
+    results, go = [], threading.Event()
+
+    def health():
+        go.wait()
+        start = time.perf_counter()
+        try:
+            results.append((request(server, "GET", "/health")[0], time.perf_counter() - start))
+        except OSError as e:
+            results.append((repr(e), 0.0))
+
+    threads = [threading.Thread(target=health) for _ in range(200)]
+    for t in threads:
+        t.start()
+    go.set()
+    for t in threads:
+        t.join(60)
+    assert [status for status, _ in results] == [200] * 200, [r for r in results if r[0] != 200][:3]
+    assert max(seconds for _, seconds in results) < 0.9
