@@ -99,3 +99,24 @@ def test_bad_inputs(smollm2, smol_ckpt, tmp_path, tiny_llama, tiny_drafter):
     one_line_error(invoke("--engine-dir", tmp_path, "--tokenizer-dir", smollm2, "--input-text", "hi", "--compile"),
                    "--compile works with --checkpoint-dir only")
     one_line_error(invoke(*base, "--input-text", "hi", "--device", "cuda", "--compile"))
+
+
+def test_the_checkpoints_greedy_mode_decides_as_in_its_engine(smollm2, smol_ckpt, tmp_path, caplog):
+    """A greedy checkpoint decodes greedily whatever --temperature says (with a warning), as its engine and `serve`
+    do; a sampling one refuses temperature 0, as its engine would sample at 1.0."""
+    def output(*extra):
+        out = tmp_path / "out.json"
+        res = invoke("--checkpoint-dir", smol_ckpt, "--tokenizer-dir", smollm2, "--input-text", "Name a color.",
+                     "--max-output-len", 8, "--output-json", out, *extra)
+        assert res.exit_code == 0, res.output
+        return json.loads(out.read_text())["results"][0]["output_ids"]
+
+    with caplog.at_level("WARNING"):
+        assert output("--temperature", 1.5, "--seed", 3) == output()
+    assert "is ignored" in caplog.text
+    sampling = checkpoint(smollm2, fresh_drafter(smollm2), 1, num_beams=3, draft_len=3, greedy=False)
+    res = invoke("--checkpoint-dir", sampling, "--tokenizer-dir", smollm2, "--input-text", "Hi", "--max-output-len", 4)
+    assert res.exit_code == 2 and "pass a positive --temperature" in res.output
+    res = invoke("--checkpoint-dir", sampling, "--tokenizer-dir", smollm2, "--input-text", "Hi", "--max-output-len", 4,
+                 "--no-draft")
+    assert res.exit_code == 0, res.output

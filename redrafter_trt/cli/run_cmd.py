@@ -42,9 +42,18 @@ def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
                           f"or convert again with --tp-size {o['tp']}")
     check_compile(cfg, o["compile"])
     check_draft_shape(cfg, o["num_beams"], o["draft_len"], not o["no_draft"])
+    temperature = o["temperature"]
+    if cfg.has_drafter and not o["no_draft"]:  # as its engine (and `serve`): the checkpoint's greedy mode decides
+        if cfg.greedy_search and temperature > 0:
+            log.warning("greedy checkpoint (redrafter_greedy_search): --temperature %s is ignored, as its engine "
+                        "ignores it; convert with --no-greedy to sample", temperature)
+            temperature = 0.0
+        elif not cfg.greedy_search and temperature == 0:
+            raise ConfigError("this checkpoint samples (converted with --no-greedy), as its engine does: pass a "
+                              "positive --temperature, or --no-draft for plain greedy decoding")
     tok = load_tokenizer(tokenizer_dir, cfg.vocab_size)
     ids = encode_prompts(tok, o["prompts"], o["chat"])
-    kwargs = dict(num_beams=o["num_beams"], draft_len=o["draft_len"], temperature=o["temperature"],
+    kwargs = dict(num_beams=o["num_beams"], draft_len=o["draft_len"], temperature=temperature,
                   eos_token_id=stop_ids(tok, tokenizer_dir), seed=o["seed"], use_draft=not o["no_draft"],
                   batch_size=o["batch_size"])
     if cfg.tp_size > 1:
