@@ -337,6 +337,26 @@ def test_answer_text_with_a_byte_fallback_tokenizer():
         assert sent + answer.rest() == answer.text == "X\U0001f600abc"
 
 
+def test_answer_cut_inside_a_character_ends_before_it_with_every_logprob():
+    """max_tokens can end an answer between the bytes of one character: its replacement characters are never
+    sent, and the tokens that wrote them still get their logprobs (at the end of the text)."""
+    from tokenizers import Tokenizer, decoders, models
+    from transformers import PreTrainedTokenizerFast
+
+    from redrafter_trt.serve_text import AnswerText
+
+    vocab = {f"<0x{i:02X}>": i for i in range(256)} | {"X": 256}
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=[], byte_fallback=True))
+    tk.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk)
+    ids = [256, *"\U0001f600".encode()[:2]]  # "X" and half of an emoji
+    answer = AnswerText(tok, [])
+    sent = "".join(answer.add([t], [f"lp{t}"]) for t in ids) + answer.finish()
+    assert sent == answer.text == "X"
+    given = answer.logprobs(everything=True)
+    assert [v.token for v in given] == ids and [v.offset for v in given] == [0, 1, 1]
+
+
 def test_answer_text_holds_back_what_may_still_change(backend):
     """A stop string split over tokens is never sent, nor half of a multi-token character."""
     from redrafter_trt.serve_text import AnswerText
