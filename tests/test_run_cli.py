@@ -120,3 +120,9 @@ def test_the_checkpoints_greedy_mode_decides_as_in_its_engine(smollm2, smol_ckpt
     res = invoke("--checkpoint-dir", sampling, "--tokenizer-dir", smollm2, "--input-text", "Hi", "--max-output-len", 4,
                  "--no-draft")
     assert res.exit_code == 0, res.output
+    res = invoke("--checkpoint-dir", sampling, "--tokenizer-dir", smollm2, "--input-text", "Hi", "--max-output-len", 4,
+                 "--temperature", 0.7, "--sampling-rule", "trtllm")
+    assert res.exit_code == 0 and "mean tokens/step" in res.output, res.output
+    res = invoke("--checkpoint-dir", smol_ckpt, "--tokenizer-dir", smollm2, "--input-text", "Hi", "--sampling-rule",
+                 "trtllm")
+    assert res.exit_code == 2 and "--sampling-rule" in res.output and "Traceback" not in res.output

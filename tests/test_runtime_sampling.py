@@ -66,3 +66,95 @@ def test_end_to_end_second_token_distribution(sharp_llama, tiny_drafter):
     pvalues = [chi_square_pvalue(torch.bincount(out[:, i], minlength=256), p) for i, p in enumerate([p1, p2])]
     print(f"end-to-end chi-square p-values (token 1, token 2): {pvalues}")
     assert min(pvalues) > ALPHA
+
+
+def _trtllm_reference(beams, node_of, logits, temperature, draft_logp, generator):
+    """TensorRT-LLM's `_validate_draft_tokens` and `_prepare_drafter_input` (redrafter_helper.py, the version with
+    warp_logits), transcribed op by op: (num_accepted [B], beam [B], next token [B])."""
+    B, W, L = beams.shape
+    V = logits.shape[-1]
+    flat_log_probs = torch.log_softmax(logits.double() / temperature, dim=-1)
+    all_base = flat_log_probs.gather(1, node_of.reshape(B, W * L, 1).expand(B, W * L, V)).reshape(B, W, L, V)
+    base_log_probs, last_base_log_probs = all_base[:, :, : L - 1], all_base[:, :, L - 1]
+    proposed = beams[:, :, 1:, None]
+    token_base = base_log_probs.gather(-1, proposed)[..., 0]
+    token_draft = draft_logp.double().gather(-1, proposed)[..., 0]
+    rand_data = torch.rand(B, W, L - 1, generator=generator, dtype=torch.float64)
+    cmp = (rand_data < (token_base - token_draft).exp()).long()
+    equality = (cmp.cumsum(-1) == torch.arange(1, L)).long()
+    num_accepted = equality.sum(-1)
+    max_accepted, beam = num_accepted.max(-1)  # topk(k=1): the first of the largest
+    nexts = []
+    for b in range(B):
+        n, w = int(max_accepted[b]), int(beam[b])
+        if n == L - 1:
+            probs = last_base_log_probs[b, w].exp()
+        else:
+            probs = torch.relu(base_log_probs[b, w, n].exp() - draft_logp[b, w, n].double().exp())
+            if float(probs.sum()) <= 0:
+                probs = base_log_probs[b, w, n].exp()
+        nexts.append(int(torch.multinomial(probs, 1, generator=generator)))
+    return max_accepted, beam, torch.tensor(nexts)
+
+
+def test_trtllm_rule_is_tensorrt_llms():
+    """accept_sample_trtllm against the transcription above, on the same draws: counts, the beam kept, the path
+    and every emitted token. And with q = p every draft is accepted (u < 1 always)."""
+    from redrafter_trt.runtime.accept import accept_sample_trtllm
+
+    B, W, L, V, temp = 64, 3, 4, 12, 0.9
+    g = torch.Generator().manual_seed(0)
+    beams = torch.randint(0, 4, (B, W, L), generator=g)  # few token ids: shared prefixes, merged tree nodes
+    tree = build_tree(beams)
+    logits = torch.randn(B, tree.tokens.shape[1], V, generator=g) * 2
+    draft_logp = torch.log_softmax(torch.randn(B, W, L - 1, V, generator=g) * 2, -1)
+    acc = accept_sample_trtllm(beams, tree, logits, temp, draft_logp, torch.Generator().manual_seed(7))
+    n, beam, nexts = _trtllm_reference(beams, tree.node_of, logits, temp, draft_logp, torch.Generator().manual_seed(7))
+    rows = torch.arange(B)
+    assert torch.equal(acc.count, n + 1) and n.float().mean() > 0.3  # some drafts accepted, not all
+    assert torch.equal(acc.path, tree.node_of[rows, beam]) and torch.equal(acc.last, tree.node_of[rows, beam, n])
+    for b in range(B):
+        k = int(n[b])
+        assert acc.emitted[b, :k].tolist() == beams[b, beam[b], 1: k + 1].tolist() and acc.emitted[b, k] == nexts[b]
+    p_at = torch.log_softmax(logits.double() / temp, -1).gather(
+        1, tree.node_of.reshape(B, W * L, 1).expand(B, W * L, V)).reshape(B, W, L, V)[:, :, : L - 1]
+    same = accept_sample_trtllm(beams, tree, logits, temp, p_at, torch.Generator().manual_seed(1))
+    assert (same.count == L).all()
+
+
+def test_beam_search_logp_is_what_each_token_was_chosen_from(tiny_llama, tiny_drafter):
+    """with_logp changes no beam; logp[b, w, d] is the masked step distribution along beam w's own tokens."""
+    from redrafter_trt.runtime.drafter import LOG_0
+
+    # float32 head: the int8 one quantizes its input per call, so another batch shape rounds differently
+    model = rt.load(checkpoint(tiny_llama, tiny_drafter, 1, num_beams=3, draft_len=3), drafter_int8=False)
+    dr = model.drafter
+    g = torch.Generator().manual_seed(0)
+    context, token = torch.randn(4, 64, generator=g), torch.randint(0, 256, (4,), generator=g)
+    beams, logp = dr.beam_search(context, token, 3, 3, with_logp=True)
+    assert torch.equal(beams, dr.beam_search(context, token, 3, 3)) and logp.shape == (4, 3, 3, 256)
+    state = torch.zeros(4, 3, 64)
+    for d in range(3):
+        state = dr.next_state(state, beams[:, :, d])
+        logits = dr.logits(context[:, None].expand(4, 3, 64), state)
+        logits = logits - logits.max(-1, keepdim=True).values
+        kth = logits.topk(50, -1).values[..., -1:]
+        want = logits.masked_fill(logits < kth, LOG_0).log_softmax(-1)
+        mine, kept = logp[:, :, d] > -100, want > -100  # the 50 kept
+        assert (mine == kept).float().mean() > 0.98  # a float near-tie at the 50th may differ (other batch shapes)
+        assert torch.allclose(logp[:, :, d][mine & kept], want[mine & kept], atol=1e-4)
+        chosen = beams[:, :, d + 1, None]
+        assert torch.allclose(logp[:, :, d].gather(-1, chosen), want.gather(-1, chosen), atol=1e-4)
+        assert (logp[:, :, d].gather(-1, chosen) > -100).all()  # every drafted token was among the 50 kept
+
+
+def test_generate_with_tensorrt_llms_sampling_rule(tiny_llama, tiny_drafter):
+    """The engine's rule end to end: seeded, and greedy decoding unchanged by it."""
+    model = rt.load(checkpoint(tiny_llama, tiny_drafter, 1, num_beams=3, draft_len=3))
+    prompts = [[1, 17, 33, 5], [250, 99, 4]]
+    runs = [rt.generate(model, prompts, 12, temperature=0.8, seed=2, sampling_rule="trtllm") for _ in range(2)]
+    assert runs[0].output_ids == runs[1].output_ids and all(len(o) == 12 for o in runs[0].output_ids)
+    greedy = rt.generate(model, prompts, 12, sampling_rule="trtllm").output_ids
+    assert greedy == rt.generate(model, prompts, 12).output_ids
+    with pytest.raises(rt.ConfigError, match="sampling rule"):
+        rt.generate(model, prompts, 4, temperature=0.8, sampling_rule="medusa")

@@ -51,11 +51,14 @@ def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
         elif not cfg.greedy_search and temperature == 0:
             raise ConfigError("this checkpoint samples (converted with --no-greedy), as its engine does: pass a "
                               "positive --temperature, or --no-draft for plain greedy decoding")
+    if o["sampling_rule"] and not (cfg.has_drafter and not o["no_draft"] and temperature > 0):
+        raise ConfigError("--sampling-rule decides which drafts a sampled step accepts: it needs a --no-greedy "
+                          "checkpoint, a positive --temperature and drafting (no --no-draft); leave it out")
     tok = load_tokenizer(tokenizer_dir, cfg.vocab_size)
     ids = encode_prompts(tok, o["prompts"], o["chat"])
     kwargs = dict(num_beams=o["num_beams"], draft_len=o["draft_len"], temperature=temperature,
                   eos_token_id=stop_ids(tok, tokenizer_dir), seed=o["seed"], use_draft=not o["no_draft"],
-                  batch_size=o["batch_size"])
+                  batch_size=o["batch_size"], sampling_rule=o["sampling_rule"] or "exact")
     if cfg.tp_size > 1:
         result = generate_tp(ckpt, ids, o["max_output_len"], device=o["device"], **kwargs)
     else:
@@ -66,7 +69,7 @@ def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
 # run options an engine fixed when it was built
 FIXED_BY_ENGINE = ("--num-beams", "--draft-len", "--tp")
 # run options of the reference runtime alone (an engine decodes with TensorRT-LLM's own kernels)
-RUNTIME_ONLY = ("--no-draft", "--compile")
+RUNTIME_ONLY = ("--no-draft", "--compile", "--sampling-rule")
 
 
 def _run_engine(engine: str, tokenizer_dir: str, o: dict):
@@ -117,9 +120,13 @@ def stats_line(result) -> str:
               help="Run the base's layers compiled by TorchInductor (one CPU, float32): minutes of compiling at load "
                    "(and again on the first batch of several prompts), then faster steps.")
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Sampling seed.")
+@click.option("--sampling-rule", type=click.Choice(["exact", "trtllm"]),
+              help="Sampling with drafts (a --no-greedy checkpoint): exact (the default: the base's distribution at "
+                   "the temperature) or trtllm (a sampling engine's own, biased rule, which accepts more: its tokens "
+                   "per step predict the engine's).")
 @click.option("--output-json", type=OutputFile(), help="Write results and stats as JSON.")
 def run(checkpoint_dir, engine_dir, tokenizer_dir, input_text, input_file, chat, max_output_len, temperature,
-        num_beams, draft_len, no_draft, batch_size, tp, device, compile_layers, seed, output_json):
+        num_beams, draft_len, no_draft, batch_size, tp, device, compile_layers, seed, sampling_rule, output_json):
     """Generate with a ReDrafter checkpoint (PyTorch reference runtime) or engine (TensorRT-LLM)."""
     checkpoint_dir, engine_dir = one_of(click.get_current_context(), checkpoint_dir=checkpoint_dir, engine_dir=engine_dir)
     if bool(checkpoint_dir) == bool(engine_dir):
@@ -128,7 +135,7 @@ def run(checkpoint_dir, engine_dir, tokenizer_dir, input_text, input_file, chat,
     prompts = _gather_prompts(input_text, input_file)
     o = dict(prompts=prompts, chat=chat, max_output_len=max_output_len, temperature=temperature, num_beams=num_beams,
              draft_len=draft_len, no_draft=no_draft, batch_size=batch_size, tp=tp, device=device, seed=seed,
-             compile=compile_layers)
+             compile=compile_layers, sampling_rule=sampling_rule)
     if checkpoint_dir:
         tok, result = _run_checkpoint(checkpoint_dir, tokenizer_dir, o)
     else:

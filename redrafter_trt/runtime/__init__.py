@@ -20,7 +20,8 @@ PyTorch, with ReDrafter's draft / tree-verify / accept loop. Stable Python API:
     result = generate_tp("ckpt_tp2/", prompt_ids, max_new_tokens=64, device="cpu", ...same keywords...)
 
 Sampling (temperature > 0) is exact: the emitted tokens follow the base model's softmax(logits / T) (see
-`runtime.accept`). No top-k / top-p is applied.
+`runtime.accept`). No top-k / top-p is applied. sampling_rule="trtllm" accepts as a sampling TensorRT-LLM engine
+does instead (biased, more accepted): its tokens per step predict such an engine's.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from .decode import MAX_TOP_LOGPROBS, GenerationResult, TokenLogprob, decode, to
 from .drafter import CheckpointDrafter
 from .model import BaseModel, read_rank_file
 from .tp import SINGLE, TPGroup, launch, rank_device, require_gpus
+
+SAMPLING_RULES = ("exact", "trtllm")  # generate's sampling_rule: see runtime.accept
 
 __all__ = ["ReDrafterModel", "GenerationResult", "TokenLogprob", "RuntimeConfig", "load", "generate", "generate_tp",
            "forward_logits", "forward_logits_tp", "prompt_logprobs"]
@@ -124,13 +127,16 @@ def _check_top_k(k: int) -> None:
 def generate(model: ReDrafterModel, prompt_ids: list[list[int]], max_new_tokens: int, num_beams: int | None = None,
              draft_len: int | None = None, temperature: float = 0.0, eos_token_id: int | list[int] | None = None,
              seed: int = 0, use_draft: bool = True, batch_size: int | None = None,
-             on_tokens=None, admit=None, logprobs: int | None = None, on_step=None) -> GenerationResult:
+             on_tokens=None, admit=None, logprobs: int | None = None, on_step=None,
+             sampling_rule: str = "exact") -> GenerationResult:
     """Generate for every prompt, `batch_size` prompts at a time (None: all in one batch); see the module
     docstring. Batch b uses seed + b. on_tokens(prompt index, new ids, their logprobs) -> True ends that prompt
     (under tp, every rank passes one and rank 0's answers count; see `runtime.decode`). admit(running rows) -> more
     prompts to join the batch as it runs (one batch only: no batch_size; see `runtime.decode`). logprobs=k: each
     token's log-probability under the base and the k most likely there (`runtime.decode`). on_step(rows, tokens,
-    ended, seconds) hears of each decoding step (`runtime.decode`)."""
+    ended, seconds) hears of each decoding step (`runtime.decode`). sampling_rule: "exact" (the base's
+    distribution at the temperature) or "trtllm" (a sampling engine's own rule, to predict its tokens per step;
+    `runtime.accept`)."""
     if not prompt_ids or any(len(p) == 0 for p in prompt_ids):
         raise ConfigError("every prompt needs at least one token")
     if temperature < 0:
@@ -141,13 +147,15 @@ def generate(model: ReDrafterModel, prompt_ids: list[list[int]], max_new_tokens:
     W, L = check_draft_shape(model.config, num_beams, draft_len, use_draft)
     if logprobs is not None:
         _check_top_k(logprobs)
+    if sampling_rule not in SAMPLING_RULES:
+        raise ConfigError(f"sampling rule {sampling_rule!r} is unknown: use one of {', '.join(SAMPLING_RULES)}")
     if admit is not None and batch_size is not None:
         raise ConfigError("admit joins prompts to one running batch: leave batch_size out")
     size = batch_size or len(prompt_ids)
     parts = [decode(model.base, model.drafter, prompt_ids[i: i + size], max_new_tokens, W, L, temperature,
                     eos_token_id, seed + i // size, model.group,
                     None if on_tokens is None else (lambda b, *new, i=i: on_tokens(i + b, *new)), admit, logprobs,
-                    on_step)
+                    on_step, sampling_rule)
              for i in range(0, len(prompt_ids), size)]
     return GenerationResult(output_ids=[o for r in parts for o in r.output_ids], steps=[s for r in parts for s in r.steps],
                             accepted=[a for r in parts for a in r.accepted],

@@ -11,6 +11,13 @@ p_{i+1} = p_i with x_i zeroed, renormalised. An accepted child becomes the new n
 (or u is a leaf), one token is drawn from the last p_i and the step ends. P(emit x) = p(x) for every x (for a child
 x_i: prod_{j<i}(1 - p_j(x_j)) * p_i(x_i) = p(x_i); for any other token the same telescoping product), so the output
 has exactly the base model's sampling distribution at temperature T. The drafter's own probabilities are not used.
+
+Sampling as TensorRT-LLM's engine does (`accept_sample_trtllm`, to predict a sampling engine's tokens per step; its
+output is biased: the drafts come from a beam search, q is the drafter's untempered top-50 distribution, and the
+best of W independent tests is kept): each beam's drafted token d+1 is accepted when u < p(x) / q(x), one uniform
+u per beam and depth, p = softmax(logits / T) at its node; a beam's count is its leading run of acceptances; the
+first beam with the largest count wins; the next token is drawn from p after a fully accepted beam, else from
+max(p - q, 0) at the first rejection (`redrafter_helper._validate_draft_tokens`, `_prepare_drafter_input`).
 """
 
 from __future__ import annotations
@@ -88,3 +95,33 @@ def accept_sample(beams: torch.Tensor, tree: Tree, logits: torch.Tensor, tempera
         count[b], last[b] = k, nodes[-1]
     dev = beams.device
     return Acceptance(path=path.to(dev), count=count.to(dev), emitted=emitted.to(dev), last=last.to(dev))
+
+
+def accept_sample_trtllm(beams: torch.Tensor, tree: Tree, logits: torch.Tensor, temperature: float,
+                         draft_logp: torch.Tensor, generator: torch.Generator) -> Acceptance:
+    """TensorRT-LLM's sampling acceptance (module docstring). draft_logp [B, W, L-1, V]: `beam_search`'s logp.
+    The uniforms [B, W, L-1] are drawn first, then one token per row, in row order (generator: CPU)."""
+    B, W, L = beams.shape
+    V = logits.shape[-1]
+    rows = torch.arange(B)
+    logp = torch.log_softmax(logits.double() / temperature, dim=-1).cpu()  # [B, N, V]
+    node_of, beams_c = tree.node_of.cpu(), beams.cpu()
+    base = logp.gather(1, node_of.reshape(B, W * L, 1).expand(B, W * L, V)).reshape(B, W, L, V)
+    q = draft_logp.double().cpu()
+    drafted = beams_c[:, :, 1:, None]
+    ratio = (base[:, :, :-1].gather(-1, drafted) - q.gather(-1, drafted))[..., 0].exp()  # p(x) / q(x) [B, W, L-1]
+    u = torch.rand(B, W, L - 1, generator=generator, dtype=torch.float64)
+    counts = (u < ratio).long().cumprod(-1).sum(-1)  # [B, W]
+    best = counts.argmax(-1)  # the first of the longest
+    n = counts[rows, best]
+    emitted = torch.cat([beams_c[rows, best, 1:], beams_c[:, 0, :1]], dim=-1).clone()
+    for b in range(B):
+        k, p = int(n[b]), base[b, best[b], int(n[b])].exp()
+        residual = p if k == L - 1 else (p - q[b, best[b], k].exp()).clamp(min=0)
+        if float(residual.sum()) <= 0.0:  # p = q on q's support: nothing left to correct, draw from p
+            residual = p
+        emitted[b, k] = int(torch.multinomial(residual, 1, generator=generator))
+    path = node_of[rows, best]
+    last = path.gather(1, n[:, None])[:, 0]
+    dev = beams.device
+    return Acceptance(path=path.to(dev), count=(n + 1).to(dev), emitted=emitted.to(dev), last=last.to(dev))

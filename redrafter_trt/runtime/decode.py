@@ -38,7 +38,7 @@ from typing import Callable
 import torch
 
 from ..errors import ConfigError
-from .accept import Acceptance, accept_greedy, accept_sample
+from .accept import Acceptance, accept_greedy, accept_sample, accept_sample_trtllm
 from .drafter import CheckpointDrafter
 from .model import BaseModel
 from .tp import SINGLE, TPGroup
@@ -152,9 +152,11 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
            seed: int = 0, group: TPGroup = SINGLE,
            on_tokens: Callable[[int, list[int], list[TokenLogprob]], bool | None] | None = None,
            admit: Callable[[int], list[list[int]]] | None = None, logprobs: int | None = None,
-           on_step: Callable[[int, int, int, float], None] | None = None) -> GenerationResult:
+           on_step: Callable[[int, int, int, float], None] | None = None,
+           sampling_rule: str = "exact") -> GenerationResult:
     """Generate for every prompt; drafter None (or num_beams/draft_len 0) means plain decoding. on_tokens, admit,
-    logprobs, on_step: see the module docstring."""
+    logprobs, on_step: see the module docstring. sampling_rule (temperature > 0 with drafts): "exact" or
+    "trtllm" (`runtime.accept`)."""
     start = time.perf_counter()
     dev = base.device
     eos = set([eos_token_id] if isinstance(eos_token_id, int) else (eos_token_id or []))
@@ -198,14 +200,20 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
                 continue
             break
         step_start = time.perf_counter()
-        if use_draft:
+        engine_rule = use_draft and temperature > 0 and sampling_rule == "trtllm"
+        if engine_rule:
+            beams, draft_logp = drafter.beam_search(h, g0, W, draft_len, with_logp=True)
+            (beams,) = _sync(group, beams)
+        elif use_draft:
             beams = drafter.beam_search(h, g0, W, draft_len)
             (beams,) = _sync(group, beams)
         else:
             beams = g0[:, None, None]
         tree = build_tree(beams)
         hidden = base.forward(tree.tokens, cache.lens[:, None] + tree.depth, tree.mask, cache)
-        if temperature > 0:
+        if engine_rule:
+            acc = accept_sample_trtllm(beams, tree, base.logits(hidden), temperature, draft_logp, gen)
+        elif temperature > 0:
             acc = accept_sample(beams, tree, base.logits(hidden), temperature, gen)
         else:
             acc = accept_greedy(beams, tree, base.greedy_tokens(hidden))

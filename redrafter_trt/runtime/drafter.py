@@ -147,17 +147,22 @@ class CheckpointDrafter:
         return logits.masked_fill(logits < kth, LOG_0).log_softmax(-1), None
 
     @torch.no_grad()
-    def beam_search(self, context: torch.Tensor, token: torch.Tensor, num_beams: int, draft_len: int) -> torch.Tensor:
+    def beam_search(self, context: torch.Tensor, token: torch.Tensor, num_beams: int, draft_len: int,
+                    with_logp: bool = False):
         """context [B, H] (base hidden after ln_f at the last accepted position), token [B] (the guaranteed
-        token) -> beams [B, W, L] with L = draft_len + 1 and beams[:, :, 0] = token."""
+        token) -> beams [B, W, L] with L = draft_len + 1 and beams[:, :, 0] = token. with_logp: (beams, logp) with
+        logp [B, W, draft_len, V] the masked log-probabilities each beam's token d+1 was chosen from (TensorRT-LLM's
+        draft_probs; -inf for the tokens a compact step left out, whose probability is 0 after the mask)."""
         B, H = context.shape
         beams = token[:, None, None]  # the first step grows beam 0 only: start from one beam
         if draft_len == 0:
-            return beams.expand(B, num_beams, 1).contiguous()
+            beams = beams.expand(B, num_beams, 1).contiguous()
+            return (beams, context.new_zeros(B, num_beams, 0, self.vocab_size)) if with_logp else beams
         ctx = context[:, None, :]
         state = torch.zeros_like(ctx)
         score = torch.zeros(B, 1, device=context.device)
         rows = torch.arange(B, device=context.device)[:, None]
+        history = context.new_zeros(B, 1, 0, self.vocab_size) if with_logp else None
         for _ in range(draft_len):
             w = beams.shape[1]
             state = self.next_state(state, beams[..., -1])
@@ -169,4 +174,10 @@ class CheckpointDrafter:
                 tok = ids[tok]
             beams = torch.cat([beams[rows, parent], tok[..., None]], dim=-1)
             state = state[rows, parent]
-        return beams
+            if with_logp:
+                full = logp
+                if ids is not None:
+                    full = logp.new_full((B, w, self.vocab_size), float("-inf"))
+                    full[..., ids] = logp
+                history = torch.cat([history[rows, parent], full[rows, parent][:, :, None]], dim=2)
+        return (beams, history) if with_logp else beams
