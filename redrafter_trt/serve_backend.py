@@ -60,7 +60,7 @@ class Choice:
     ids: list[int]      # generated ids, EOS kept
     text: str           # decoded, cut before the first stop string
     steps: int          # decoding steps (the prefill counts as one)
-    finish_reason: str  # "stop" (EOS or a stop string) or "length"
+    finish_reason: str  # "stop" (EOS or a stop string), "length" or "abort" (cut by the shutdown)
     logprobs: list[Logprob] | None = None  # the tokens that made `text` (and a completion's EOS), when asked
 
 
@@ -252,11 +252,7 @@ class ReferenceBackend:
         while True:
             with self.wake:
                 self.wake.wait_for(lambda: self.waiting or self.stopping)
-                if self.stopping:
-                    for job in self.waiting:
-                        job.error = Unavailable(SHUTTING_DOWN)
-                        job.events.put(None)
-                    self.waiting.clear()
+                if self.stopping:  # stop() refused what waited, and closing lets nothing in since
                     return
                 batch = self._next_batch()
                 self.busy = True
