@@ -224,7 +224,7 @@ def test_a_streamed_request_is_accepted_before_its_first_token(server):
 def test_a_burst_of_connections_is_answered_without_retries(server):
     """200 clients connecting at once (load generators do): the listen backlog holds them all. A connection the
     kernel drops for a full backlog is retried by the client's TCP after 1 s at the earliest (socketserver's default
-    backlog of 5: the slowest of 200 took 9 s), so every answer must come sooner than that."""
+    backlog of 5: 75 of 200 still waited after 30 s), so every answer must come sooner than that."""
     results, go = [], threading.Event()
 
     def health():
