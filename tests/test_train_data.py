@@ -160,3 +160,48 @@ def test_dtype_auto_follows_the_hardware(monkeypatch, tmp_path, choice, device, 
     cfg = config.TrainConfig(base=tmp_path, data=[], output=tmp_path / "out", base_dtype=choice, train_dtype=choice)
     assert cfg.torch_dtype(cfg.base_dtype, torch.device(device)) == expected
     assert cfg.torch_dtype(cfg.train_dtype, torch.device(device)) == expected
+
+
+def test_the_cache_key_follows_the_tokenizer_and_generation_config(tmp_path):
+    """Fixing a base's stop tokens (generation_config.json) or chat template must redistill, not reuse answers
+    that ran past the end of their turn."""
+    from redrafter_trt.train.dataset import base_id
+
+    (tmp_path / "config.json").write_text("{}")
+    before = base_id(tmp_path)
+    (tmp_path / "generation_config.json").write_text('{"eos_token_id": [2, 7]}')
+    with_eos = base_id(tmp_path)
+    (tmp_path / "tokenizer_config.json").write_text('{"chat_template": "x"}')
+    assert len({before, with_eos, base_id(tmp_path)}) == 3
+
+
+def test_runs_sharing_a_distill_cache_keep_their_own_files(tmp_path):
+    """Two runs answering in one cache folder at once, whose batches start with the same prompt, once wrote one
+    file name each: the second replaced the first, and every later run failed reading it."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from redrafter_trt.train.distill import distill
+
+    base = make_chat_base(tmp_path / "base")
+    tok = AutoTokenizer.from_pretrained(base)
+
+    def load():
+        return AutoModelForCausalLM.from_pretrained(base).eval()
+
+    def enc(text):
+        chat = tok.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True, tokenize=False)
+        return tok(chat, add_special_tokens=False)["input_ids"]
+
+    x, y, z = enc("Hello there friend"), enc("Why?"), enc("What now")
+    one, other = tmp_path / "one", tmp_path / "other"
+    distill(load, tok, [x, y], one, max_new_tokens=8, batch_size=2)
+    distill(load, tok, [x, z], other, max_new_tokens=8, batch_size=2)
+    for f in other.glob("hidden-*"):  # as if both runs had written into one folder
+        shutil.copy(f, one / f.name)
+    with (one / "answers.jsonl").open("a") as index:
+        index.write((other / "answers.jsonl").read_text())
+    assert len(list(one.glob("hidden-*"))) == 2
+    out = distill(load, tok, [x, y, z], one, max_new_tokens=8, batch_size=2)
+    assert len(out) == 3 and all(h.shape[0] == len(ans) for ans, h in out)

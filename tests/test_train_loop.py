@@ -95,10 +95,45 @@ def test_resume_refuses_other_objective_options(chat_base, qa_file, tmp_path):
     from redrafter_trt.errors import ConfigError
 
     train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4))
+    other = tmp_path / "other.jsonl"
+    other.write_text(qa_file.read_text().replace("The answer is", "So it is"))
     for change, named in [({"later_sharpness": 1.0}, "later_sharpness"), ({"soft_target": 0.0}, "soft_target"),
-                          ({"step_decay": 1.0}, "step_decay"), ({"batch_size": 32}, "batch_size")]:
+                          ({"step_decay": 1.0}, "step_decay"), ({"batch_size": 32}, "batch_size"),
+                          ({"lr": 1.0}, "lr"), ({"train_dtype": "bfloat16"}, "train_dtype"),
+                          ({"train_head": False}, "train_head"), ({"max_examples": 50}, "max_examples"),
+                          ({"data": [other]}, "data")]:
         with pytest.raises(ConfigError, match=f"saved with different {named}"):
             train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4, resume=True, **change))
+
+
+def test_a_new_run_never_resumes_an_older_runs_state(chat_base, qa_file, tmp_path):
+    """A run without --resume that fails before its first checkpoint must not leave the older state to resume."""
+    from redrafter_trt.errors import ConfigError
+
+    cfg = _cfg(chat_base, qa_file, tmp_path, max_steps=4)
+    train_drafter(cfg)
+    assert cfg.state_path.exists()
+
+    def crash(p):
+        if p.stage == "train":
+            raise Stop()
+
+    with pytest.raises(Stop):
+        train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4), on_progress=crash)
+    with pytest.raises(ConfigError, match="no training state"):
+        train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4, resume=True))
+
+
+def test_batches_cover_every_anchor_of_a_larger_shard_and_take_any_seed():
+    """Under torchrun every rank takes the steps the smallest shard gives; a rank with more anchors draws them
+    from all of its own, a fresh permutation each epoch. Any --seed up to 2**63 - 1 works."""
+    from redrafter_trt.train.loop import _batch
+
+    n, per_epoch, batch = 888, 612 // 64, 64
+    seen = torch.cat([_batch(step, n, per_epoch, batch, seed=1, rank=0) for step in range(per_epoch * 12)])
+    assert seen.max() < n and len(set(seen.tolist())) == n  # 12 epochs: all 888 anchors, not only the first 612
+    assert not torch.equal(_batch(0, n, per_epoch, batch, 1, rank=0), _batch(0, n, per_epoch, batch, 1, rank=1))
+    assert len(_batch(5, n, per_epoch, batch, seed=2 ** 63 - 1)) == batch
 
 
 def test_pruned_head_loss_is_the_full_vocabulary_loss():

@@ -88,7 +88,9 @@ _DTYPE = click.Choice(["auto", "float32", "bfloat16"])
 @click.option("--step-decay", default=0.8, show_default=True, type=float,
               help="Draft step i's loss weighs this to the power i (a later step counts only when the ones before it "
                    "are accepted); 1 weighs every step alike.")
-@click.option("--freeze-head", is_flag=True, help="Keep the final projection at its init from the base lm_head.")
+@click.option("--freeze-head", is_flag=True,
+              help="Keep the final projection's rows at their init from the base lm_head (rows of tokens absent from "
+                   "the data are saved as zeros unless --full-vocab).")
 @click.option("--full-vocab", is_flag=True,
               help="Train every row of the final projection, not only those of tokens seen in the data (about 6x slower).")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Distilled answers and hidden states [default: cache root/train].")

@@ -20,12 +20,18 @@ from .distill import distill
 log = logging.getLogger(__name__)
 
 
+TOKENIZER_FILES = ("generation_config.json", "tokenizer_config.json", "tokenizer.json", "special_tokens_map.json")
+
+
 def base_id(base: Path) -> str:
-    """Identifies the base's weights for cache keys: its config and the sizes and times of its weight files."""
+    """Identifies the base for cache keys: its config, the sizes and times of its weight files, and the contents of
+    its tokenizer and generation config (the stop tokens that end a distilled answer, the chat template)."""
     parts = [(base / "config.json").read_text()]
     for f in sorted(base.glob("*.safetensors")) + sorted(base.glob("*.bin")):
         st = f.stat()
         parts.append(f"{f.name}:{st.st_size}:{int(st.st_mtime)}")
+    parts += [f"{name}:{hashlib.sha1((base / name).read_bytes()).hexdigest()}" for name in TOKENIZER_FILES
+              if (base / name).is_file()]
     return hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:16]
 
 

@@ -15,7 +15,9 @@ import hashlib
 import inspect
 import json
 import logging
+import os
 import time
+import uuid
 from pathlib import Path
 from typing import Callable
 
@@ -130,8 +132,11 @@ def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: P
             for b in range(0, len(order), batch_size):
                 batch = order[b: b + batch_size]
                 answers, hidden = greedy_batch(model, [prompts[i] for i in batch], max_new_tokens, stop, pad_id)
-                name = f"hidden-{keys[batch[0]]}.safetensors"
-                write_safetensors(folder / name, {keys[i]: h for i, h in zip(batch, hidden)})
+                # a name of this run's own, written whole: runs sharing the cache never replace each other's files
+                name = f"hidden-{keys[batch[0]]}-{uuid.uuid4().hex[:8]}.safetensors"
+                tmp = folder / f".{name}.partial"
+                write_safetensors(tmp, {keys[i]: h for i, h in zip(batch, hidden)})
+                os.replace(tmp, folder / name)
                 for i, ans in zip(batch, answers):
                     done[keys[i]] = (ans, name)
                     new_tokens += len(ans)

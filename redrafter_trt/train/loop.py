@@ -8,6 +8,7 @@ drafter's gradients are averaged across ranks; rank 0 writes the checkpoints and
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -85,10 +86,13 @@ def _lr(step: int, total: int, lr: float) -> float:
     return lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
 
-def _batch(step: int, n: int, batch: int, seed: int) -> torch.Tensor:
-    per_epoch = max(1, n // batch)
+def _batch(step: int, n: int, per_epoch: int, batch: int, seed: int, rank: int = 0) -> torch.Tensor:
+    """Step `step`'s anchor indices among this rank's n: a fresh permutation of all n each epoch, seeded by (seed,
+    epoch, rank). Under torchrun every rank takes per_epoch steps an epoch (the fewest any rank's anchors give),
+    so a rank with more anchors trains a different subset of them each epoch: every anchor counts."""
     epoch, i = divmod(step, per_epoch)
-    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000003 + epoch))
+    mixed = (seed * 1000003 + epoch + rank * 7919) % 2 ** 63  # any --seed up to 2**63 - 1
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(mixed))
     return perm[i * batch: (i + 1) * batch]
 
 
@@ -123,6 +127,9 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
                           else cfg.device)
     torch.manual_seed(cfg.seed)
     cache_dir = cfg.cache_dir or cache_root() / "train"
+    if not cfg.resume and rank == 0 and cfg.state_path.exists():  # a new run: never resume an older one's state
+        log.info("removing %s, the state of an earlier run", cfg.state_path)
+        cfg.state_path.unlink()
     tokenizer = AutoTokenizer.from_pretrained(cfg.base)
     model_box: list = []
     base_dtype = cfg.torch_dtype(cfg.base_dtype, device)
@@ -170,12 +177,12 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
         params.append(head.weight)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
 
-    n = len(feats.anchors)
+    n = fewest = len(feats.anchors)
     if world > 1:  # the same number of steps on every rank
         t = torch.tensor([n], device=device)
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
-        n = int(t)
-    per_epoch = max(1, n // cfg.batch_size)
+        fewest = int(t)
+    per_epoch = max(1, fewest // cfg.batch_size)
     total = cfg.max_steps or cfg.epochs * per_epoch
     start = 0
     if cfg.resume:
@@ -190,7 +197,7 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
             t0 = time.perf_counter()
             for g in opt.param_groups:
                 g["lr"] = _lr(step, total, cfg.lr)
-            idx = _batch(step, n, cfg.batch_size, cfg.seed).to(device)
+            idx = _batch(step, n, per_epoch, cfg.batch_size, cfg.seed, rank).to(device)
             res = drafter_step(drafter, head, embed, feats, idx, k, teacher=teacher,
                                later_sharpness=cfg.later_sharpness, step_decay=cfg.step_decay)
             opt.zero_grad(set_to_none=True)
@@ -250,14 +257,24 @@ def _seen_tokens(feats: Features, tokenizer, vocab_size: int, world: int) -> tor
     return seen.nonzero().squeeze(1)
 
 
+def _resumable(cfg: TrainConfig, drafter: Drafter, total: int) -> dict:
+    """What a resumed run must share with the interrupted one: every option that changes a step, and the data."""
+    data = hashlib.sha1()
+    for path in cfg.data:
+        data.update(Path(path).read_bytes())
+    return {"arch": drafter.cfg.to_json(), "total": total, "batch_size": cfg.batch_size, "seed": cfg.seed,
+            "soft_target": cfg.soft_target, "later_sharpness": cfg.later_sharpness, "step_decay": cfg.step_decay,
+            "lr": cfg.lr, "train_dtype": cfg.train_dtype, "train_head": cfg.train_head, "full_vocab": cfg.full_vocab,
+            "max_seq_len": cfg.max_seq_len, "distill": cfg.distill,
+            "distill_max_new_tokens": cfg.distill_max_new_tokens, "base_dtype": cfg.base_dtype,
+            "max_examples": cfg.max_examples, "eval_examples": cfg.eval_examples, "data": data.hexdigest()}
+
+
 def _save_state(cfg: TrainConfig, drafter: Drafter, head: Head, opt, step: int, total: int) -> None:
     tmp = cfg.state_path.with_suffix(".partial")
     cfg.state_path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"step": step, "total": total, "drafter": drafter.state_dict(), "optimizer": opt.state_dict(),
-                "head": head.weight.detach(), "head_keep": head.keep,
-                "arch": drafter.cfg.to_json(), "batch_size": cfg.batch_size, "seed": cfg.seed,
-                "soft_target": cfg.soft_target, "later_sharpness": cfg.later_sharpness,
-                "step_decay": cfg.step_decay}, tmp)
+    torch.save({"step": step, "drafter": drafter.state_dict(), "optimizer": opt.state_dict(),
+                "head": head.weight.detach(), "head_keep": head.keep, **_resumable(cfg, drafter, total)}, tmp)
     os.replace(tmp, cfg.state_path)
 
 
@@ -265,10 +282,7 @@ def _load_state(cfg: TrainConfig, drafter: Drafter, head: Head, opt, total: int)
     if not cfg.state_path.exists():
         raise ConfigError(f"--resume: no training state at {cfg.state_path}: run once without --resume")
     state = torch.load(cfg.state_path, map_location="cpu", weights_only=True)
-    same = {"arch": drafter.cfg.to_json(), "total": total, "batch_size": cfg.batch_size, "seed": cfg.seed,
-            "soft_target": cfg.soft_target, "later_sharpness": cfg.later_sharpness, "step_decay": cfg.step_decay}
-    saved = {"soft_target": 0.0, "later_sharpness": 1.0, "step_decay": 1.0}  # states written before these options
-    diff = [key for key, v in same.items() if state.get(key, saved.get(key)) != v]
+    diff = [key for key, v in _resumable(cfg, drafter, total).items() if state.get(key) != v]
     if not _same_keep(state["head_keep"], head.keep):
         diff.append("data (the kept vocabulary differs)")
     if diff:
