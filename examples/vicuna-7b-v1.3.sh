@@ -9,6 +9,9 @@ DRAFTER=${DRAFTER:-models/vicuna-7b-v1.3-redrafter}
 WORK=${WORK:-work/vicuna-7b-v1.3}
 PRESET=$(cd "$(dirname "$0")/.." && pwd)/configs/vicuna-7b-v1.3.yaml
 
+# No ReDrafter drafter is published for this model: train one first (README, "Train a drafter"), e.g.
+#   redrafter-trt train --base "$BASE" --data prompts.jsonl --distill --device cuda --output "$DRAFTER"
+
 redrafter-trt convert --config "$PRESET" \
     --base "$BASE" --drafter "$DRAFTER" --output "$WORK/checkpoint" --force
 
@@ -19,5 +22,5 @@ redrafter-trt run --config "$PRESET" \
     --engine-dir "$WORK/engine" --tokenizer-dir "$BASE" \
     --input-text "A chat between a curious user and an artificial intelligence assistant. USER: What is speculative decoding? ASSISTANT:"
 
-# Serve it over HTTP (OpenAI-style /v1/completions and /v1/chat/completions on port 8000):
-#   redrafter-trt serve --config "$PRESET"
+# Serve it over HTTP (OpenAI-style /v1/completions on port 8000; Vicuna v1.3 has no chat template for /v1/chat/completions):
+#   redrafter-trt serve --config configs/vicuna-7b-v1.3.yaml --engine-dir "$WORK/engine" --tokenizer-dir "$BASE"

@@ -219,5 +219,5 @@ def config_option(command: Callable) -> Callable:
     return click.option(
         "--config", type=click.Path(dir_okay=False), is_eager=True, expose_value=False,
         callback=_load_into_context,
-        help="YAML preset: shared keys plus a section per command (convert/build/run/serve); flags win.",
+        help="YAML preset: shared keys plus a section per command (convert/build/run/serve/bench/acceptance); flags win.",
     )(command)

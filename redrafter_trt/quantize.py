@@ -80,7 +80,8 @@ def calibration_prompts(path: Path | None, size: int) -> list[str]:
     else:
         prompts = load_prompts(Path(path))
     if len(prompts) < size:
-        log.info("calibration set holds %d prompts (asked for %d): using all", len(prompts), size)
+        log.warning("the calibration set holds %d prompts, not the %d asked for: using all %d (pass --calib-data FILE "
+                    "for more)", len(prompts), size, len(prompts))
     return prompts[:size]
 
 

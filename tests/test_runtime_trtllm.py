@@ -75,7 +75,7 @@ def install_fake_trtllm(monkeypatch, executor, calls):
         return lambda **kwargs: (name, kwargs)
 
     tllm = types.ModuleType("tensorrt_llm")
-    tllm.mpi_rank = lambda: 0
+    tllm.mpi_rank, tllm.mpi_world_size = (lambda: 0), (lambda: 1)
     runtime = types.ModuleType("tensorrt_llm.runtime")
     runtime.ModelRunnerCpp = FakeRunner
     api = types.ModuleType("tensorrt_llm.bindings.executor")
@@ -211,4 +211,16 @@ def test_greedy_engine_warns_that_it_ignores_the_temperature(tmp_path, monkeypat
 def test_folder_without_an_engine_config_is_a_clear_error(tmp_path, text, needle):
     (tmp_path / "config.json").write_text(text)
     with pytest.raises(ConfigError, match=needle):
+        trtllm.generate_engine(tmp_path, [[1]], 4, end_id=2, pad_id=2)
+
+
+def test_a_tensor_parallel_engine_needs_its_mpi_ranks(tmp_path, monkeypatch):
+    """Run without mpirun, a tp=2 engine would fail inside TensorRT-LLM: one line naming the command instead."""
+    write_engine_config(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    cfg["pretrained_config"]["mapping"] = {"tp_size": 2, "pp_size": 1, "world_size": 2}
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    (tmp_path / "rank1.engine").write_bytes(b"engine")
+    install_fake_trtllm(monkeypatch, FakeExecutor([[1, 5]], iters=[1]), {})
+    with pytest.raises(ConfigError, match=r"2 ranks but 1 process\(es\).*mpirun -n 2"):
         trtllm.generate_engine(tmp_path, [[1]], 4, end_id=2, pad_id=2)

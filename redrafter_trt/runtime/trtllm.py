@@ -7,7 +7,8 @@ a sampling engine (converted with --no-greedy) samples at it, 1.0 when none is g
 are checked against the engine's build limits first (`ModelRunnerCpp.from_dir` only asserts them). API used (TensorRT-LLM 1.2.x,
 `tensorrt_llm/runtime/model_runner_cpp.py`): `ModelRunnerCpp.from_dir(...).executor`, and from
 `tensorrt_llm.bindings.executor`: `Request`, `SamplingConfig`, `enqueue_requests`, `await_responses`,
-`FinishReason`, `Result.output_token_ids / is_final / decoding_iter / finish_reasons`.
+`FinishReason`, `Result.output_token_ids / is_final / decoding_iter / finish_reasons`; `tensorrt_llm.mpi_rank` /
+`mpi_world_size`.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class EngineLimits:
     max_input_len: int
     max_seq_len: int
     greedy: bool
+    ranks: int = 1  # tp x pp: the MPI processes that must run it
 
     @classmethod
     def read(cls, engine_dir: Path) -> "EngineLimits":
@@ -42,7 +44,7 @@ class EngineLimits:
 
         config = read_engine_config(engine_dir)
         try:
-            check_engine(engine_dir, config["pretrained_config"])  # one rank{r}.engine per rank
+            ranks = len(check_engine(engine_dir, config["pretrained_config"]).engines)  # one rank{r}.engine per rank
         except RedrafterError as e:
             raise ConfigError(str(e)) from None
         build = config["build_config"]
@@ -53,7 +55,7 @@ class EngineLimits:
             max_input = (min(stored_seq - 1, int(build["max_num_tokens"])) if packed and build.get("max_num_tokens")
                          else int(build["max_input_len"]))
             return cls(int(build["max_batch_size"]), max_input, stored_seq - int(build.get("max_draft_len") or 0),
-                       bool(config["pretrained_config"].get("redrafter_greedy_search", True)))
+                       bool(config["pretrained_config"].get("redrafter_greedy_search", True)), ranks)
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"{engine_dir}/config.json lacks a build limit ({type(e).__name__}: {e}): rebuild the "
                               "engine with `redrafter-trt build`") from None
@@ -76,11 +78,13 @@ class EngineLimits:
 
 
 def import_trtllm():
+    from ..build import INSTALL_HINT
+
     try:
         return importlib.import_module("tensorrt_llm"), importlib.import_module("tensorrt_llm.runtime")
     except ImportError as e:
         raise DependencyError(f"--engine-dir needs TensorRT-LLM 1.2.x ({e.msg}): install it on a GPU machine "
-                              f"(`pip install 'tensorrt_llm>=1.0,<1.3'`), or run the checkpoint with "
+                              f"(`{INSTALL_HINT}`), or run the checkpoint with "
                               f"--checkpoint-dir instead") from None
 
 
@@ -116,6 +120,9 @@ def generate_engine(engine_dir: Path | str, prompt_ids: list[list[int]], max_new
     limits = EngineLimits.read(engine_dir)
     limits.check(prompt_ids, max_new_tokens, temperature)
     tllm, runtime = import_trtllm()
+    if tllm.mpi_world_size() != limits.ranks:
+        raise ConfigError(f"this engine has {limits.ranks} ranks but {tllm.mpi_world_size()} process(es) run it: "
+                          f"start it as `mpirun -n {limits.ranks} redrafter-trt run --engine-dir ...`")
     executor_api = importlib.import_module("tensorrt_llm.bindings.executor")
     batch = min(len(prompt_ids), limits.max_batch_size)  # more requests than that wait in the executor's queue
     runner = runtime.ModelRunnerCpp.from_dir(**runner_kwargs(engine_dir, tllm.mpi_rank(), batch,
