@@ -18,10 +18,18 @@ fi
 redrafter-trt convert --config "$PRESET" \
     --base "$BASE" --drafter "$DRAFTER" --output "$WORK/checkpoint" --force
 
-BUILD_MODE=()
-command -v trtllm-build >/dev/null || BUILD_MODE=(--dry-run)
+# An engine is built from a bfloat16 checkpoint (TensorRT-LLM's fused context attention has no float32 kernels);
+# without trtllm-build the command is only printed, for the float32 one.
+ENGINE_CKPT=$WORK/checkpoint
+BUILD_MODE=(--dry-run)
+if command -v trtllm-build >/dev/null; then
+    ENGINE_CKPT=$WORK/checkpoint-bf16
+    BUILD_MODE=()
+    redrafter-trt convert --config "$PRESET" \
+        --base "$BASE" --drafter "$DRAFTER" --output "$ENGINE_CKPT" --dtype bfloat16 --force
+fi
 redrafter-trt build --config "$PRESET" \
-    --checkpoint-dir "$WORK/checkpoint" --output-dir "$WORK/engine" --force "${BUILD_MODE[@]}"
+    --checkpoint-dir "$ENGINE_CKPT" --output-dir "$WORK/engine" --force "${BUILD_MODE[@]}"
 
 redrafter-trt run --config "$PRESET" \
     --checkpoint-dir "$WORK/checkpoint" --tokenizer-dir "$BASE" \

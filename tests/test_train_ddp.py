@@ -58,9 +58,10 @@ def test_process_group_follows_the_device(monkeypatch):
     tensor: NCCL alone refuses it)."""
     from redrafter_trt.train import loop
 
-    joined, gpus = [], []
+    joined, gpus, timeouts = [], [], []
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
-    monkeypatch.setattr(torch.distributed, "init_process_group", lambda backend: joined.append(backend))
+    monkeypatch.setattr(torch.distributed, "init_process_group",
+                        lambda backend, timeout: joined.append(backend) or timeouts.append(timeout))
     monkeypatch.setattr(torch.distributed, "get_rank", lambda: 1)
     monkeypatch.setattr(torch.cuda, "set_device", gpus.append)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -69,3 +70,4 @@ def test_process_group_follows_the_device(monkeypatch):
     assert loop._dist("cpu") == (1, 2)
     assert loop._dist("cuda") == (1, 2) and loop._dist("cuda:0") == (1, 2)
     assert joined == ["gloo", "cpu:gloo,cuda:nccl", "cpu:gloo,cuda:nccl"] and gpus == [1, 1]
+    assert set(timeouts) == {loop.DIST_TIMEOUT} and loop.DIST_TIMEOUT.total_seconds() >= 6 * 3600  # hours of distilling

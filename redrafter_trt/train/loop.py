@@ -8,6 +8,7 @@ drafter's gradients are averaged across ranks; rank 0 writes the checkpoints and
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import logging
@@ -53,6 +54,9 @@ class Progress:
     stats: StepStats | None = None
 
 
+DIST_TIMEOUT = datetime.timedelta(hours=12)
+
+
 def _dist(device: str) -> tuple[int, int]:
     """(rank, world) under torchrun, joining its process group: gloo for CPU ranks; for GPU ranks each on its
     LOCAL_RANK's GPU, NCCL for GPU tensors and gloo for the few CPU ones (the kept-vocabulary vote)."""
@@ -61,7 +65,9 @@ def _dist(device: str) -> tuple[int, int]:
         cuda = device.startswith("cuda")
         if cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        torch.distributed.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo")
+        # ranks distil shards of different lengths for hours before their first collective: torch's 30-minute
+        # default would end a run whose shards differ by more than that
+        torch.distributed.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo", timeout=DIST_TIMEOUT)
     return (torch.distributed.get_rank() if world > 1 else 0), world
 
 
