@@ -48,7 +48,7 @@ from typing import Callable
 
 from . import __version__
 from .errors import ConfigError
-from .serve_backend import Choice, ClientGone, ReferenceBackend, RequestError, Unavailable
+from .serve_backend import SHUTTING_DOWN, Choice, ClientGone, ReferenceBackend, RequestError, Unavailable
 from .serve_logprobs import Echo, echo_of, logprobs_json
 from .serve_request import ModelNotFound, Request, parse, refuse_unsupported
 
@@ -140,6 +140,8 @@ class App:
             events(head | {"object": chunk_kind,
                            "choices": [{"index": i, **part, "logprobs": lps(values), "finish_reason": None}]} | usage)
         if req.stream:
+            if backend.closing:  # before the stream opens: a 503 the client can retry
+                raise Unavailable(SHUTTING_DOWN)
             events(None)  # the headers go out now: a queued request's client sees it accepted
             for i in range(len(prompts) * n):
                 if chat:  # as OpenAI: the first chunk names the role
@@ -220,8 +222,8 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         self._reply(*self.server.app.get(self.path))
 
-    def do_HEAD(self):  # health checks (`wget --spider`): GET's status and headers
-        self._reply(*self.server.app.get(self.path), body=False)
+    def do_HEAD(self):  # health checks (`wget --spider`): GET's status and headers (/metrics keeps its steps)
+        self._reply(*((HTTPStatus.OK, []) if self.path == "/metrics" else self.server.app.get(self.path)), body=False)
 
     def do_OPTIONS(self):
         self._reply(HTTPStatus.NO_CONTENT, None, allow=True)
@@ -283,10 +285,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def _client_alive(self) -> bool:
         """False once the client has closed its end of the connection (it gave up waiting for its answer)."""
-        try:
-            readable = select.select([self.connection], [], [], 0)[0]
-            return not readable or self.connection.recv(1, socket.MSG_PEEK) != b""
-        except (OSError, ValueError):
+        try:  # poll, not select: any descriptor number (select stops at 1024 open files)
+            poller = select.poll()
+            poller.register(self.connection, select.POLLIN)
+            return not poller.poll(0) or self.connection.recv(1, socket.MSG_PEEK) != b""
+        except OSError:
             return False
 
     def _event(self, payload: dict | None) -> None:

@@ -58,7 +58,7 @@ AS_ROLE = {"developer": "system"}  # newer OpenAI clients send the system prompt
 
 def _messages(messages) -> list[dict]:
     ok = isinstance(messages, list) and messages and all(
-        isinstance(m, dict) and AS_ROLE.get(m.get("role"), m.get("role")) in ROLES
+        isinstance(m, dict) and isinstance(m.get("role"), str) and AS_ROLE.get(m["role"], m["role"]) in ROLES
         and isinstance(_content(m.get("content")), str)
         for m in messages)
     if not ok:

@@ -183,6 +183,24 @@ def test_openai_error_bodies_and_routes(server):
     status, head, _ = request(server, "OPTIONS", "/v1/completions")
     assert status == 204 and "POST" in head["Allow"]
     assert request(server, "GET", "/v1/completions")[0] == 405
+    bad_role = {"messages": [{"role": ["user"], "content": "Hi"}]}
+    status, _, data = request(server, "POST", "/v1/chat/completions", bad_role)
+    assert status == 400 and "role" in json.loads(data)["error"]["message"]
+
+
+def test_head_metrics_keeps_the_steps_for_the_next_get(server):
+    request(server, "POST", "/v1/completions", {"prompt": "abc", "max_tokens": 3, "ignore_eos": True})
+    assert request(server, "HEAD", "/metrics")[0] == 200
+    assert json.loads(request(server, "GET", "/metrics")[2])  # the steps are still there
+
+
+def test_a_streamed_request_arriving_at_shutdown_gets_503_not_a_stream(tiny):
+    backend = new_backend(tiny)
+    app = App(backend, "tiny", max_output_len=64)
+    backend.stop()
+    events = []
+    status, out = app.post("/v1/completions", {"prompt": "abc", "max_tokens": 4, "stream": True}, events.append)
+    assert status == 503 and out["error"]["message"] == SHUTTING_DOWN and events == []
 
 
 def test_developer_role_is_the_system_role(server):

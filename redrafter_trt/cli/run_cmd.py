@@ -51,8 +51,8 @@ def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
         elif not cfg.greedy_search and temperature == 0:
             raise ConfigError("this checkpoint samples (converted with --no-greedy), as its engine does: pass a "
                               "positive --temperature, or --no-draft for plain greedy decoding")
-    if o["sampling_rule"] and not (cfg.has_drafter and not o["no_draft"] and temperature > 0):
-        raise ConfigError("--sampling-rule decides which drafts a sampled step accepts: it needs a --no-greedy "
+    if o["sampling_rule"] == "trtllm" and not (cfg.has_drafter and not o["no_draft"] and temperature > 0):
+        raise ConfigError("--sampling-rule trtllm decides which drafts a sampled step accepts: it needs a --no-greedy "
                           "checkpoint, a positive --temperature and drafting (no --no-draft); leave it out")
     tok = load_tokenizer(tokenizer_dir, cfg.vocab_size)
     ids = encode_prompts(tok, o["prompts"], o["chat"])

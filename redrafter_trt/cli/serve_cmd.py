@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -91,11 +92,14 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
         server.serve_forever()
     except KeyboardInterrupt:
         click.echo(f"stopping: the answers in flight have {shutdown_grace:g} s to finish")
+        # keep accepting meanwhile: a request arriving now gets its 503 at once instead of waiting in the backlog
+        threading.Thread(target=server.serve_forever, daemon=True).start()
         try:
             backend.stop(grace=shutdown_grace)  # then the generation in flight ends at its next step
         except KeyboardInterrupt:
             backend.stop()
         drain(server, timeout=30)  # and the answers go out
+        server.shutdown()
         click.echo("stopped")
     finally:
         server.server_close()

@@ -162,7 +162,7 @@ class CheckpointDrafter:
         state = torch.zeros_like(ctx)
         score = torch.zeros(B, 1, device=context.device)
         rows = torch.arange(B, device=context.device)[:, None]
-        history = context.new_zeros(B, 1, 0, self.vocab_size) if with_logp else None
+        steps: list[tuple[torch.Tensor, torch.Tensor]] = []  # with_logp: (each step's log-probs, parents)
         for _ in range(draft_len):
             w = beams.shape[1]
             state = self.next_state(state, beams[..., -1])
@@ -179,5 +179,11 @@ class CheckpointDrafter:
                 if ids is not None:
                     full = logp.new_full((B, w, self.vocab_size), float("-inf"))
                     full[..., ids] = logp
-                history = torch.cat([history[rows, parent], full[rows, parent][:, :, None]], dim=2)
-        return (beams, history) if with_logp else beams
+                steps.append((full, parent))
+        if not with_logp:
+            return beams
+        along, beam = [], torch.arange(num_beams, device=context.device).expand(B, num_beams)
+        for full, parent in reversed(steps):  # back along each final beam's ancestry
+            beam = parent.gather(1, beam)
+            along.append(full[rows, beam])
+        return beams, torch.stack(along[::-1], dim=2)

@@ -15,7 +15,6 @@ import hashlib
 import inspect
 import json
 import logging
-import os
 import time
 import uuid
 from pathlib import Path
@@ -113,7 +112,7 @@ def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: P
     """
     from safetensors import safe_open
 
-    from ..io import write_safetensors
+    from ..io import atomic_file, write_safetensors
 
     folder.mkdir(parents=True, exist_ok=True)
     keys = [prompt_key(p, max_new_tokens) for p in prompts]
@@ -134,9 +133,8 @@ def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: P
                 answers, hidden = greedy_batch(model, [prompts[i] for i in batch], max_new_tokens, stop, pad_id)
                 # a name of this run's own, written whole: runs sharing the cache never replace each other's files
                 name = f"hidden-{keys[batch[0]]}-{uuid.uuid4().hex[:8]}.safetensors"
-                tmp = folder / f".{name}.partial"
-                write_safetensors(tmp, {keys[i]: h for i, h in zip(batch, hidden)})
-                os.replace(tmp, folder / name)
+                with atomic_file(folder / name) as tmp:
+                    write_safetensors(tmp, {keys[i]: h for i, h in zip(batch, hidden)})
                 for i, ans in zip(batch, answers):
                     done[keys[i]] = (ans, name)
                     new_tokens += len(ans)

@@ -26,7 +26,7 @@ from ..errors import ConfigError
 from ..io import TensorSource
 from ..runtime.linear import pack_linears
 from .config import TrainConfig
-from .dataset import base_key, build_examples, dtype_name
+from .dataset import base_id, base_key, build_examples, dtype_name
 from .features import Features, build_features
 from .init import new_drafter
 from .objective import Head, Teacher, drafter_step
@@ -191,8 +191,9 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
     per_epoch = max(1, fewest // cfg.batch_size)
     total = cfg.max_steps or cfg.epochs * per_epoch
     start = 0
+    same = _resumable(cfg, drafter, total)
     if cfg.resume:
-        start = _load_state(cfg, drafter, head, opt, total)
+        start = _load_state(cfg, drafter, head, opt, total, same)
     feats = Features(*(x.to(device) for x in (feats.tokens, feats.mask, feats.anchors, feats.hidden)))
     log.info("training %d steps of %d anchors (%d anchors, %d steps per epoch) on %s", total, cfg.batch_size, n,
              per_epoch, device)
@@ -217,11 +218,11 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
             done = step + 1
             stats = StepStats(step + 1, total, res.loss.item(), res.top1(), len(idx) / (time.perf_counter() - t0))
             if rank == 0 and done % cfg.checkpoint_every == 0:
-                _save_state(cfg, drafter, head, opt, done, total)
+                _save_state(cfg, drafter, head, opt, done, same)
             report(Progress("train", step + 1, total, stats))
     except KeyboardInterrupt:
         if rank == 0 and done > start:
-            _save_state(cfg, drafter, head, opt, done, total)
+            _save_state(cfg, drafter, head, opt, done, same)
             log.warning("interrupted: state saved after step %d in %s; pass --resume to continue", done, cfg.state_path)
         raise
     if rank == 0:  # on the training device, in float32 products (the head's matmul_dtype left unset)
@@ -244,7 +245,7 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
         state = {name: v.detach().float() for name, v in drafter.state_dict().items()}
         state[f"lm_head.{dcfg.num_draft_layers}.weight"] = head.full_weight().float()
         save_drafter(cfg.output, dcfg, state, producer, inputs=tuple(cfg.inputs))
-        _save_state(cfg, drafter, head, opt, total, total)
+        _save_state(cfg, drafter, head, opt, total, same)
     if world > 1:
         torch.distributed.barrier()
     return cfg.output
@@ -264,11 +265,14 @@ def _seen_tokens(feats: Features, tokenizer, vocab_size: int, world: int) -> tor
 
 
 def _resumable(cfg: TrainConfig, drafter: Drafter, total: int) -> dict:
-    """What a resumed run must share with the interrupted one: every option that changes a step, and the data."""
+    """What a resumed run must share with the interrupted one: every option that changes a step, the base and the
+    data (computed once per run: it reads every data file)."""
     data = hashlib.sha1()
     for path in cfg.data:
-        data.update(Path(path).read_bytes())
-    return {"arch": drafter.cfg.to_json(), "total": total, "batch_size": cfg.batch_size, "seed": cfg.seed,
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                data.update(block)
+    return {"arch": drafter.cfg.to_json(), "total": total, "base": base_id(cfg.base), "batch_size": cfg.batch_size, "seed": cfg.seed,
             "soft_target": cfg.soft_target, "later_sharpness": cfg.later_sharpness, "step_decay": cfg.step_decay,
             "lr": cfg.lr, "train_dtype": cfg.train_dtype, "train_head": cfg.train_head, "full_vocab": cfg.full_vocab,
             "max_seq_len": cfg.max_seq_len, "distill": cfg.distill,
@@ -276,19 +280,20 @@ def _resumable(cfg: TrainConfig, drafter: Drafter, total: int) -> dict:
             "max_examples": cfg.max_examples, "eval_examples": cfg.eval_examples, "data": data.hexdigest()}
 
 
-def _save_state(cfg: TrainConfig, drafter: Drafter, head: Head, opt, step: int, total: int) -> None:
+def _save_state(cfg: TrainConfig, drafter: Drafter, head: Head, opt, step: int, same: dict) -> None:
+    """same: `_resumable`'s, saved for the resume to compare."""
     tmp = cfg.state_path.with_suffix(".partial")
     cfg.state_path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"step": step, "drafter": drafter.state_dict(), "optimizer": opt.state_dict(),
-                "head": head.weight.detach(), "head_keep": head.keep, **_resumable(cfg, drafter, total)}, tmp)
+                "head": head.weight.detach(), "head_keep": head.keep, **same}, tmp)
     os.replace(tmp, cfg.state_path)
 
 
-def _load_state(cfg: TrainConfig, drafter: Drafter, head: Head, opt, total: int) -> int:
+def _load_state(cfg: TrainConfig, drafter: Drafter, head: Head, opt, total: int, same: dict) -> int:
     if not cfg.state_path.exists():
         raise ConfigError(f"--resume: no training state at {cfg.state_path}: run once without --resume")
     state = torch.load(cfg.state_path, map_location="cpu", weights_only=True)
-    diff = [key for key, v in _resumable(cfg, drafter, total).items() if state.get(key) != v]
+    diff = [key for key, v in same.items() if state.get(key) != v]
     if not _same_keep(state["head_keep"], head.keep):
         diff.append("data (the kept vocabulary differs)")
     if diff:
