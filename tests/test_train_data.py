@@ -204,4 +204,4 @@ def test_runs_sharing_a_distill_cache_keep_their_own_files(tmp_path):
         index.write((other / "answers.jsonl").read_text())
     assert len(list(one.glob("hidden-*"))) == 2
     out = distill(load, tok, [x, y, z], one, max_new_tokens=8, batch_size=2)
-    assert len(out) == 3 and all(h.shape[0] == len(ans) for ans, h in out)
+    assert len(out) == 3 and all(h.load().shape[0] == len(ans) for ans, h in out)

@@ -23,7 +23,7 @@ from ..errors import ConfigError, read_text
 from ..prompts import prompt_of
 
 if TYPE_CHECKING:
-    import torch
+    from .distill import CachedHidden
 
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
          "bard": "assistant", "bing": "assistant", "model": "assistant", "system": "system"}
@@ -54,7 +54,7 @@ class Conversation:
 class Example:
     ids: tuple[int, ...]   # [T]
     mask: tuple[bool, ...]  # [T], True = assistant token (a training target)
-    hidden: "torch.Tensor | None" = None  # [n, H] base hidden states at positions hidden_from.. (distilled data)
+    hidden: "CachedHidden | None" = None  # [n, H] base hidden states at positions hidden_from.. (distilled data)
     hidden_from: int = 0
 
 

@@ -17,6 +17,7 @@ import json
 import logging
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -25,6 +26,21 @@ import torch
 from ..tokens import eos_ids
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CachedHidden:
+    """One answer's hidden states in a cache file, read only when needed: a large distillation (50k answers x 256
+    tokens of an 8B base: 105 GB in float16) is then never in memory twice while its anchors' rows are gathered."""
+    path: Path
+    key: str
+
+    def load(self) -> torch.Tensor:
+        """[n, H] float16: the base's last hidden state at each position that predicted an answer token."""
+        from safetensors import safe_open
+
+        with safe_open(str(self.path), framework="pt") as f:
+            return f.get_tensor(self.key)
 
 
 def prompt_key(ids: list[int], max_new_tokens: int) -> str:
@@ -102,16 +118,14 @@ def _cache_keyword(model) -> str:
 
 def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: Path, *, max_new_tokens: int,
             batch_size: int, on_batch: Callable[[int, int], None] | None = None
-            ) -> list[tuple[list[int], torch.Tensor]]:
+            ) -> list[tuple[list[int], CachedHidden]]:
     """Greedy answers and their hidden states for every prompt; only prompts not yet in `folder` are generated
     (the base is loaded only then, by `load_model()`).
 
-    prompts: token id lists ending with the assistant header. Returns (answer ids, hidden [n, H] float16) in
-    prompt order. Prompts are generated in the given order, sorted by length only within windows of 8
+    prompts: token id lists ending with the assistant header. Returns (answer ids, its hidden states [n, H] float16,
+    read on demand) in prompt order. Prompts are generated in the given order, sorted by length only within windows of 8
     batches, so a run stopped early has answered a random subset. on_batch(done, total) follows each batch.
     """
-    from safetensors import safe_open
-
     from ..io import atomic_file, write_safetensors
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -144,10 +158,4 @@ def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: P
                     on_batch(min(b + batch_size, len(order)), len(order))
         secs = time.perf_counter() - start
         log.info("distilled %d answer tokens in %.0f s (%.0f tokens/s)", new_tokens, secs, new_tokens / max(secs, 1e-9))
-    out, handles = [], {}
-    for k in keys:
-        ans, name = done[k]
-        if name not in handles:
-            handles[name] = safe_open(str(folder / name), framework="pt")
-        out.append((ans, handles[name].get_tensor(k)))
-    return out
+    return [(done[k][0], CachedHidden(folder / done[k][1], k)) for k in keys]

@@ -68,11 +68,14 @@ def cache_key(base_id: str, examples: list[Example]) -> str:
 
 
 def _assemble(examples: list[Example], starts: list[int], anchors: torch.Tensor) -> torch.Tensor:
-    """The anchors' rows of the examples' own hidden states [Na, H]."""
-    out = torch.zeros((len(anchors), examples[0].hidden.shape[1]), dtype=examples[0].hidden.dtype)
+    """The anchors' rows of the examples' own hidden states [Na, H], read one example at a time."""
+    out = None
     for i, ex in enumerate(examples):
+        rows = ex.hidden.load()
+        if out is None:
+            out = torch.zeros((len(anchors), rows.shape[1]), dtype=rows.dtype)
         lo, hi = torch.searchsorted(anchors, torch.tensor([starts[i], starts[i] + len(ex.ids)])).tolist()
-        out[lo:hi] = ex.hidden[anchors[lo:hi] - starts[i] - ex.hidden_from]
+        out[lo:hi] = rows[anchors[lo:hi] - starts[i] - ex.hidden_from]
     return out
 
 
