@@ -73,12 +73,24 @@ def test_existing_output_needs_force(chat_base, prompts, tmp_path):
     assert (tmp_path / "afile").read_text() == "keep me"
 
 
+def test_output_over_the_default_cache_is_refused(chat_base, prompts, tmp_path, monkeypatch):
+    """--force must not replace the distillation cache that train itself defaults to (and would read)."""
+    monkeypatch.setenv("REDRAFTER_TRT_CACHE", str(tmp_path / "root"))
+    cache = tmp_path / "root" / "train"
+    (cache / "distill-x").mkdir(parents=True)
+    for out in (cache, tmp_path / "root"):
+        r = _run("--base", chat_base, "--data", prompts, "--output", out, "--distill", "--force")
+        assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    assert (cache / "distill-x").is_dir()
+
+
 def test_distill_run_writes_drafter_and_reuses_cache(chat_base, prompts, tmp_path):
     args = ["--base", chat_base, "--data", prompts, "--output", tmp_path / "out", "--cache-dir", tmp_path / "c",
             "--distill", "--distill-max-new-tokens", "12", "--max-steps", "3", "--predict-n", "2", "--no-rnn",
             "--exit-dim", "32", "--base-dtype", "float32"]
     r = _run(*args)
     assert r.exit_code == 0, r.output
+    assert "training-set (no held-out examples) top-1" in r.output  # 4 prompts: none held out
     cfg, tensors = load_drafter(tmp_path / "out")
     assert (cfg.predict_n, cfg.rnn, cfg.exit_dim) == (2, False, 32)
     folder = next((tmp_path / "c").glob("distill-*"))

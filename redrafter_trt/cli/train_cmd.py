@@ -100,8 +100,6 @@ def train(base, data, output, num_draft_layers, rnn, exit_dim, predict_n, epochs
           train_dtype, soft_target, later_sharpness, step_decay, freeze_head, full_vocab, cache_dir, force):
     """Train a ReDrafter drafter for BASE on conversations (or, with --distill, on the base's own answers)."""
     from ..io import check_output_folder
-
-    check_output_folder(output, force, [base, *data, *([cache_dir] if cache_dir else [])])
     from ..train import TrainConfig, train_drafter
 
     cfg = TrainConfig(base=base, data=list(data), output=output, num_draft_layers=num_draft_layers, rnn=rnn,
@@ -112,6 +110,7 @@ def train(base, data, output, num_draft_layers, rnn, exit_dim, predict_n, epochs
                       soft_target=soft_target, later_sharpness=later_sharpness, step_decay=step_decay,
                       train_head=not freeze_head,
                       full_vocab=full_vocab, cache_dir=cache_dir)
+    check_output_folder(output, force, cfg.inputs)  # the default cache folder included
     cfg.validate()  # before the slow imports
     bars = _Bars()
     try:
@@ -121,8 +120,8 @@ def train(base, data, output, num_draft_layers, rnn, exit_dim, predict_n, epochs
     import json
 
     meta = json.loads((out / "config.json").read_text()).get("producer", {})
-    res = meta.get("heldout") or meta.get("train_set") or {}
     click.echo(f"wrote {out}")
-    if res:
-        click.echo(f"held-out top-1 per step {res['top1']}, chained {res['chained']}: "
-                   f"{res['tokens_per_step_beam1']} tokens/step expected at beam width 1")
+    for key, label in (("heldout", "held-out"), ("train_set", "training-set (no held-out examples)")):
+        if res := meta.get(key):
+            click.echo(f"{label} top-1 per step {res['top1']}, chained {res['chained']}: "
+                       f"{res['tokens_per_step_beam1']} tokens/step expected at beam width 1")

@@ -43,13 +43,17 @@ class TrainConfig:
     train_head: bool = True          # False freezes the final projection (a third less compute per row)
     full_vocab: bool = False         # False: train (and keep non-zero) only the head rows of tokens in the data
     checkpoint_every: int = 200      # steps
-    cache_dir: Path | None = None    # distilled answers and hidden states; None = <cache root>/train
+    cache_dir: Path | None = None    # distilled answers and hidden states; None = <cache root>/train (set on init)
     extra: dict = field(default_factory=dict)  # recorded in the producer block, e.g. the quickstart's version
 
     def __post_init__(self):
         self.base, self.output = Path(self.base), Path(self.output)
         self.data = [Path(p) for p in self.data]
-        self.cache_dir = Path(self.cache_dir) if self.cache_dir else None
+        if not self.cache_dir:
+            from ..smollm2 import cache_root
+
+            self.cache_dir = cache_root() / "train"
+        self.cache_dir = Path(self.cache_dir)
 
     def validate(self) -> None:
         checks = [
@@ -85,7 +89,7 @@ class TrainConfig:
                                   "ShareGPT json files to --data")
         if not (self.base / "config.json").is_file():
             raise ConfigError(f"{self.base} has no config.json: point --base at a Hugging Face model folder")
-        if self.cache_dir is not None and self.cache_dir.exists() and not self.cache_dir.is_dir():
+        if self.cache_dir.exists() and not self.cache_dir.is_dir():
             raise ConfigError(f"--cache-dir {self.cache_dir} is a file: pass a folder (made if missing)")
         from ..io import check_output_folder
 
@@ -93,8 +97,8 @@ class TrainConfig:
 
     @property
     def inputs(self) -> list[Path]:
-        """What training reads: an output folder that is or holds one of these is refused."""
-        return [self.base, *self.data, *([self.cache_dir] if self.cache_dir else [])]
+        """What training reads (and the cache it writes): an output folder that is or holds one is refused."""
+        return [self.base, *self.data, self.cache_dir]
 
     def torch_dtype(self, name: str, device):
         """The torch dtype of option `name` ("auto", "float32" or "bfloat16") on `device`. auto: bfloat16 on a

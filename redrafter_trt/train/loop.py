@@ -124,7 +124,6 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
     """Train a drafter for `cfg.base` and write it to `cfg.output` (Apple layout, predict_n recorded).
     Returns the output folder; its config.json `producer` block holds the held-out accuracy."""
     cfg.validate()
-    from ..smollm2 import cache_root
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     report = on_progress or (lambda p: None)
@@ -132,7 +131,7 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
     device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if world > 1 and cfg.device.startswith("cuda")
                           else cfg.device)
     torch.manual_seed(cfg.seed)
-    cache_dir = cfg.cache_dir or cache_root() / "train"
+    cache_dir = cfg.cache_dir
     if not cfg.resume and rank == 0 and cfg.state_path.exists():  # a new run: never resume an older one's state
         log.info("removing %s, the state of an earlier run", cfg.state_path)
         cfg.state_path.unlink()
@@ -233,7 +232,8 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
     drafter.cpu()
     head = Head(head.weight.cpu(), *(None if x is None else x.cpu() for x in (head.keep, head.remap)), head.vocab_size)
     if rank == 0:
-        log.info("held-out: top-1 %s, chained %s, %.2f tokens/step at beam width 1", result.get("top1"),
+        log.info("%s: top-1 %s, chained %s, %.2f tokens/step at beam width 1",
+                 "held-out" if held else "training set (no held-out examples)", result.get("top1"),
                  result.get("chained"), result.get("tokens_per_step_beam1", 0))
         producer = {"name": "redrafter-trt train", "base": str(cfg.base), "steps": total, "batch_size": cfg.batch_size,
                     "lr": cfg.lr, "seed": cfg.seed, "distill": cfg.distill, "base_dtype": dtype_name(base_dtype),
