@@ -150,6 +150,33 @@ def test_bad_output_folder_or_device_before_any_work(setup, tmp_path, extra, nee
                           run_cli(*bench_args(setup, flag, value)), needle)
 
 
+def test_output_inside_the_recorded_base_is_refused(setup):
+    """The transformers baseline reads the base the checkpoint records: bench must not write into it."""
+    base, _, _ = setup
+    target = base / "generation_config.json"
+    before = target.read_bytes() if target.exists() else None
+    for flag in ("--output-json", "--plot"):
+        assert_one_line_error(run_cli(*bench_args(setup, flag, target)), "is inside the input")
+    assert (target.read_bytes() if target.exists() else None) == before
+
+
+def test_a_sampling_checkpoint_warns_its_figures_are_greedy(setup, tmp_path):
+    import shutil
+
+    base, ckpt, prompts = setup
+    sampling = tmp_path / "sampling"
+    shutil.copytree(ckpt, sampling)
+    raw = json.loads((sampling / "config.json").read_text())
+    (sampling / "config.json").write_text(json.dumps({**raw, "redrafter_greedy_search": False}))
+    for cmd in ("bench", "acceptance"):
+        r = run_cli(cmd, "--checkpoint-dir", sampling, "--tokenizer-dir", base, "--prompts", prompts,
+                    "--num-prompts", 1, "--max-new-tokens", 2, "--beams", 1, "--draft-lens", 1)
+        assert r.exit_code == 0, r.output
+        assert "converted with --no-greedy" in r.stderr and "--sampling-rule trtllm" in r.stderr, r.stderr
+    r = run_cli(*acceptance_args(setup, "--num-prompts", 1, "--max-new-tokens", 2, "--beams", 1, "--draft-lens", 1))
+    assert "--no-greedy" not in r.stderr
+
+
 def test_empty_prompts_file(setup, tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")

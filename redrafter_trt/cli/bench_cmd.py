@@ -67,15 +67,17 @@ def shared_options(f):
 def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_tokens, beams, draft_lens, chat, device,
           output_json, plot_path, compile_layers):
     """Measure tokens per step and speed-up for each (beam width, draft length)."""
-    from ..bench import BenchOptions, format_table, plot, require_matplotlib, run_bench, verdict
+    from ..bench import BenchOptions, check_inputs, format_table, plot, require_matplotlib, run_bench, verdict
 
-    inputs = [checkpoint_dir, tokenizer_dir, prompts, hf_dir]
+    opts = BenchOptions(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_tokens, beams, draft_lens,
+                        chat, device, compile_layers)
+    cfg, _, base = check_inputs(opts)  # the base recorded in the checkpoint is read too
+    inputs = [checkpoint_dir, tokenizer_dir, prompts, base]
     check_output_file(output_json, inputs, "--output-json")
     check_output_file(plot_path, inputs, "--plot")
     if plot_path:
         require_matplotlib()  # fail before the long run, not after it
-    opts = BenchOptions(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_tokens, beams, draft_lens,
-                        chat, device, compile_layers)
+    warn_if_sampling(cfg, checkpoint_dir)
     report = run_bench(opts, progress=lambda line: click.echo(line, err=True))
     m = report.meta
     click.echo(f"{m['num_prompts']} prompts, up to {m['max_new_tokens']} new tokens, greedy, batch 1, {m['dtype']} on "
@@ -109,13 +111,14 @@ def acceptance(checkpoint_dir, tokenizer_dir, prompts, num_prompts, max_new_toke
     Greedy verification accepts a draft exactly when it equals the base's greedy output, so every configuration is
     replayed over that one output; beam widths above the checkpoint's are allowed (pick --num-beams before converting).
     """
-    from ..bench import histogram_text
+    from ..bench import check_checkpoint, histogram_text
     from ..replay import AcceptanceOptions, run_acceptance
 
     check_output_file(output_json, [checkpoint_dir, tokenizer_dir, prompts], "--output-json")
 
     opts = AcceptanceOptions(checkpoint_dir, tokenizer_dir, prompts, num_prompts, max_new_tokens, beams, draft_lens,
                              chat, device)
+    warn_if_sampling(check_checkpoint(opts)[0], checkpoint_dir)
     report = run_acceptance(opts, progress=lambda line: click.echo(line, err=True))
     m = report["meta"]
     click.echo(f"{m['num_prompts']} prompts, up to {m['max_new_tokens']} new tokens, greedy, {m['dtype']} on "
@@ -129,3 +132,11 @@ def acceptance(checkpoint_dir, tokenizer_dir, prompts, num_prompts, max_new_toke
         from ..io import write_text_atomic
         write_text_atomic(output_json, json.dumps(report, indent=2) + "\n")
         click.echo(f"wrote {output_json}")
+
+
+def warn_if_sampling(cfg, checkpoint_dir: Path) -> None:
+    """A --no-greedy checkpoint's engine samples: greedy tokens per step are not what it will accept."""
+    if not cfg.greedy_search:
+        click.echo(f"warning: {checkpoint_dir} was converted with --no-greedy: its engine samples, so these greedy "
+                   f"figures are not what it accepts; measure that with `redrafter-trt run --checkpoint-dir "
+                   f"{checkpoint_dir} --temperature T --sampling-rule trtllm`", err=True)
