@@ -89,7 +89,16 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """safetensors' save_file (0.8) creates owner-only files: they get the umask's usual mode, as every other file we
+    write, so a drafter can be read by another user or container (a TensorRT-LLM image running as non-root)."""
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
+    os.chmod(path, 0o666 & ~_umask())
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 class StreamingWriter:

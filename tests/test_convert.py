@@ -203,3 +203,21 @@ def test_trtllm_two_step_flow(tmp_path, tiny_llama, tiny_drafter):
     for r in range(2):
         a, b = load_file(direct / f"rank{r}.safetensors"), load_file(two_step / f"rank{r}.safetensors")
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_written_files_follow_the_umask(tmp_path, tiny_llama):
+    """Drafter and checkpoint files get the umask's mode (safetensors 0.8 alone writes 0600: another user, or a
+    TensorRT-LLM container running as non-root, could not read the drafter)."""
+    import os
+
+    from redrafter_trt.drafter import init_drafter_for_base
+
+    old = os.umask(0o022)
+    try:
+        init_drafter_for_base(tiny_llama, tmp_path / "drafter")
+        convert(tiny_llama, tmp_path / "drafter", tmp_path / "ckpt", tp_size=1, dtype="float32")
+    finally:
+        os.umask(old)
+    files = [f for d in ("drafter", "ckpt") for f in (tmp_path / d).iterdir()]
+    assert any(f.suffix == ".safetensors" for f in files)
+    assert {f.name: oct(f.stat().st_mode & 0o777) for f in files} == {f.name: "0o644" for f in files}
