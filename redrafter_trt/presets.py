@@ -139,16 +139,22 @@ def resolve(preset: dict, command_name: str, command: click.Command, sections: I
             shown = set().union(shown_names(command), *(shown_names(c) for c in others))
             raise ConfigError(f"preset field '{unknown[0]}' is not an option of any command; valid top-level fields: "
                               f"{name_list(shown, limit=60)}")
-    for key, value in shared.items():
-        if _key(str(key)) in keys:
-            name, value = _to_default(keys, str(key), value)
-            defaults[name] = value
-    for key, value in sections.get(command_name, {}).items():
+    section = sections.get(command_name, {})
+    for key in section:
         if _key(str(key)) not in keys:
             raise ConfigError(f"preset field '{command_name}.{key}' is not an option of '{command_name}'; valid: "
                               f"{name_list(shown_names(command), limit=60)}")
-        name, value = _to_default(keys, str(key), value)
-        defaults[name] = value
+    for prefix, fields in (("", shared), (f"{command_name}.", section)):  # the command's section wins
+        given: dict = {}
+        for key, value in fields.items():
+            if _key(str(key)) not in keys:
+                continue
+            name, value = _to_default(keys, str(key), value)
+            if name in given:  # `max_output_len` and `max-output-len`: the command line refuses it too
+                raise ConfigError(f"preset fields '{prefix}{given[name]}' and '{prefix}{key}' set the same option: "
+                                  f"give it once")
+            given[name] = key
+            defaults[name] = value
     return defaults
 
 

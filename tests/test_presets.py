@@ -86,6 +86,18 @@ def test_unknown_field_is_named(tmp_path, text, field):
     assert f"'{field}'" in message and "tp-size" in message and "\n" not in message
 
 
+@pytest.mark.parametrize("text, first, second", [
+    ("convert: {tp_size: 4, tp-size: 2}\n", "convert.tp_size", "convert.tp-size"),
+    ("convert: {greedy: true, no-greedy: true}\n", "convert.greedy", "convert.no-greedy"),
+    ("tp_size: 4\ntp-size: 2\n", "tp_size", "tp-size"),
+])
+def test_one_option_under_two_spellings_is_refused(tmp_path, text, first, second):
+    """As on the command line: the last spelling must not win silently."""
+    result = invoke(tmp_path, text, "convert")
+    assert isinstance(result.exception, ConfigError), result.output
+    assert f"'{first}' and '{second}' set the same option" in str(result.exception)
+
+
 def test_flag_half_needs_a_boolean(tmp_path):
     result = invoke(tmp_path, "convert: {no-greedy: maybe}\n", "convert")
     assert isinstance(result.exception, ConfigError) and "no-greedy" in str(result.exception)
@@ -221,12 +233,12 @@ def test_shipped_preset_serves_one_folder(path):
 def test_shipped_engine_run_passes_no_option_the_engine_fixed(path):
     """`run --engine-dir` refuses --num-beams / --draft-len / --tp; a tensor parallel preset's example runs the
     engine under `mpirun -n TP` instead."""
-    from redrafter_trt.cli.run_cmd import FIXED_BY_ENGINE
+    from redrafter_trt.cli.run_cmd import FIXED_BY_ENGINE, RUNTIME_ONLY
 
     preset = load_preset(path)
     run = {str(k).replace("_", "-") for k in preset["run"]}
     if "engine-dir" in run:
-        assert not run & {f.removeprefix("--") for f in FIXED_BY_ENGINE}, path.name
+        assert not run & {f.removeprefix("--") for f in FIXED_BY_ENGINE + RUNTIME_ONLY}, path.name
     tp = int(preset["convert"].get("tp-size", 1))
     script = (Path(__file__).resolve().parents[1] / "examples" / f"{path.stem}.sh").read_text().replace("\\\n", " ")
     assert (f"mpirun -n {tp} redrafter-trt run" in script) == (tp > 1), path.name

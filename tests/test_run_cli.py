@@ -99,6 +99,11 @@ def test_bad_inputs(smollm2, smol_ckpt, tmp_path, tiny_llama, tiny_drafter):
     one_line_error(invoke("--engine-dir", tmp_path, "--tokenizer-dir", smollm2, "--input-text", "hi", "--compile"),
                    "--compile works with --checkpoint-dir only")
     one_line_error(invoke(*base, "--input-text", "hi", "--device", "cuda", "--compile"))
+    # an engine batches and places itself: options it would ignore are refused, even at their defaults
+    for flag, value in (("--batch-size", "4"), ("--batch-size", "1"), ("--device", "cpu"), ("--sampling-rule", "exact")):
+        one_line_error(invoke("--engine-dir", tmp_path, "--tokenizer-dir", smollm2, "--input-text", "hi", flag, value),
+                       f"{flag} works with --checkpoint-dir only")
+    one_line_error(invoke(*base, "--input-text", "hi", "--no-draft", "--num-beams", "2"), "drop them with --no-draft")
 
 
 def test_the_checkpoints_greedy_mode_decides_as_in_its_engine(smollm2, smol_ckpt, tmp_path, caplog):

@@ -40,7 +40,9 @@ def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
     if o["tp"] is not None and o["tp"] != cfg.tp_size:
         raise ConfigError(f"--tp {o['tp']} differs from the checkpoint's tp_size {cfg.tp_size}: pass --tp {cfg.tp_size}, "
                           f"or convert again with --tp-size {o['tp']}")
-    check_compile(cfg, o["compile"])
+    check_compile(cfg, o["compile"], o["device"])
+    if o["no_draft"] and (o["num_beams"] is not None or o["draft_len"] is not None):
+        raise ConfigError("--num-beams and --draft-len shape the drafts: drop them with --no-draft")
     check_draft_shape(cfg, o["num_beams"], o["draft_len"], not o["no_draft"])
     temperature = o["temperature"]
     if cfg.has_drafter and not o["no_draft"]:  # as its engine (and `serve`): the checkpoint's greedy mode decides
@@ -68,8 +70,9 @@ def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
 
 # run options an engine fixed when it was built
 FIXED_BY_ENGINE = ("--num-beams", "--draft-len", "--tp")
-# run options of the reference runtime alone (an engine decodes with TensorRT-LLM's own kernels)
-RUNTIME_ONLY = ("--no-draft", "--compile", "--sampling-rule")
+# run options of the reference runtime alone (an engine decodes with TensorRT-LLM's own kernels, batches up to its
+# build's --max-batch-size and runs on its GPUs); refused with an engine when given at all, defaults included
+RUNTIME_ONLY = ("--no-draft", "--compile", "--sampling-rule", "--batch-size", "--device")
 
 
 def _run_engine(engine: str, tokenizer_dir: str, o: dict):
@@ -80,7 +83,7 @@ def _run_engine(engine: str, tokenizer_dir: str, o: dict):
             raise ConfigError(f"{flag} is fixed when the engine is built: drop it with --engine-dir "
                               f"(tensor parallel engines run under `mpirun -n TP`)")
     for flag in RUNTIME_ONLY:
-        if o[flag.removeprefix("--").replace("-", "_")]:
+        if flag in o["given"]:
             raise ConfigError(f"{flag} works with --checkpoint-dir only (the reference runtime): drop it with "
                               f"--engine-dir")
     tok = load_tokenizer(tokenizer_dir, None)
@@ -133,7 +136,10 @@ def run(checkpoint_dir, engine_dir, tokenizer_dir, input_text, input_file, chat,
         raise ConfigError("pass exactly one of --checkpoint-dir (reference runtime) and --engine-dir (TensorRT-LLM)")
     check_output_file(output_json, [checkpoint_dir, engine_dir, tokenizer_dir, input_file], "--output-json")
     prompts = _gather_prompts(input_text, input_file)
-    o = dict(prompts=prompts, chat=chat, max_output_len=max_output_len, temperature=temperature, num_beams=num_beams,
+    ctx = click.get_current_context()
+    given = {p.opts[0] for p in ctx.command.params if p.name and ctx.get_parameter_source(p.name) not in
+             (click.core.ParameterSource.DEFAULT, None)}  # on the command line or in a preset
+    o = dict(given=given, prompts=prompts, chat=chat, max_output_len=max_output_len, temperature=temperature, num_beams=num_beams,
              draft_len=draft_len, no_draft=no_draft, batch_size=batch_size, tp=tp, device=device, seed=seed,
              compile=compile_layers, sampling_rule=sampling_rule)
     if checkpoint_dir:
