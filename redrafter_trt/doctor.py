@@ -21,14 +21,10 @@ FP8_MIN_CC = (8, 9)         # FP8 GEMMs: Ada or Hopper
 MIN_PYTHON = (3, 10)
 ENGINES = "engines (redrafter-trt build, engine runs)"
 
-# what the CPU path imports: distribution -> install fix
-REQUIRED_PACKAGES = {
-    "torch": "pip install torch",
-    "transformers": "pip install 'transformers>=4.45'",
-    "safetensors": "pip install safetensors",
-    "click": "pip install click",
-    "pyyaml": "pip install pyyaml",
-}
+# what the CPU path imports: distribution -> the oldest version it runs with (setup.cfg's install_requires; a test
+# keeps the two equal)
+REQUIRED_PACKAGES = {"torch": "2.5", "transformers": "4.45", "safetensors": "0.4", "click": "8.1", "tqdm": None,
+                     "pyyaml": None}
 
 
 @dataclass(frozen=True)
@@ -63,8 +59,18 @@ def check_python(version: tuple[int, ...]) -> Check:
                  required=True)
 
 
-def check_package(dist: str, version: str | None, fix: str) -> Check:
-    return Check(dist, version is not None, version or "not installed", "" if version else fix, required=True)
+def check_package(dist: str, version: str | None, minimum: str | None) -> Check:
+    from packaging.version import InvalidVersion, Version
+
+    fix = f"pip install '{dist}>={minimum}'" if minimum else f"pip install {dist}"
+    if version is None:
+        return Check(dist, False, "not installed", fix, required=True)
+    try:
+        old = minimum is not None and Version(version) < Version(minimum)
+    except InvalidVersion:  # a local build's odd version string: trust it
+        old = False
+    return Check(dist, not old, f"{version}, older than {minimum}" if old else version, fix if old else "",
+                 required=True)
 
 
 def check_cuda(torch: TorchInfo) -> Check:
@@ -194,7 +200,7 @@ def trtllm_package_dir() -> Path | None:
 def run_checks() -> list[Check]:
     torch = torch_info()
     checks = [check_python(sys.version_info)]
-    checks += [check_package(dist, dist_version(dist), fix) for dist, fix in REQUIRED_PACKAGES.items()]
+    checks += [check_package(dist, dist_version(dist), minimum) for dist, minimum in REQUIRED_PACKAGES.items()]
     checks.append(check_cuda(torch))
     checks += [check_gpu(i, g) for i, g in enumerate(torch.gpus)]
     checks.append(check_fp8_gpu(torch.gpus))

@@ -74,7 +74,33 @@ def fake_machine(monkeypatch, torch: TorchInfo, trtllm: str | None, dists: dict[
     monkeypatch.setattr(doctor, "has_module", lambda name: bool(trtllm))
 
 
-CPU_DISTS = {"torch": "2.6.0", "transformers": "4.46.0", "safetensors": "0.4.5", "click": "8.1.7", "pyyaml": "6.0"}
+CPU_DISTS = {"torch": "2.6.0", "transformers": "4.46.0", "safetensors": "0.4.5", "click": "8.1.7", "pyyaml": "6.0",
+             "tqdm": "4.66.0"}
+
+
+def test_required_packages_are_setup_cfgs():
+    """doctor checks what the package installs with, at the same minimum versions."""
+    import configparser
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    reqs = [Requirement(line) for line in cfg["options"]["install_requires"].split("\n") if line.strip()]
+    assert {r.name: min((str(s.version) for s in r.specifier if s.operator == ">="), default=None) for r in reqs} \
+        == doctor.REQUIRED_PACKAGES
+
+
+@pytest.mark.parametrize("dists, line", [
+    ({k: v for k, v in CPU_DISTS.items() if k != "tqdm"}, "FIX  tqdm: not installed -> pip install tqdm"),
+    ({**CPU_DISTS, "transformers": "4.40.2"}, "FIX  transformers: 4.40.2, older than 4.45 -> pip install 'transformers>=4.45'"),
+])
+def test_a_missing_or_old_required_package_is_not_ready(monkeypatch, dists, line):
+    fake_machine(monkeypatch, TorchInfo("2.6.0+cpu", None), None, dists)
+    result = CliRunner().invoke(main, ["doctor"])
+    assert line in result.output, result.output
+    assert "CPU path (convert, inspect, run on CPU): ready" not in result.output
 
 
 def test_cpu_machine_is_ready_and_lists_what_is_unavailable(monkeypatch):
