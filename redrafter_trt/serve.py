@@ -342,8 +342,9 @@ class Server(ThreadingHTTPServer):
     request_queue_size = 1024  # the listen backlog: socketserver's 5 reset bursts of connections (load generators)
 
 
-def make_server(app: App, host: str, port: int) -> ThreadingHTTPServer:
-    """Bound and ready; `serve_forever()` runs it (port 0 picks a free port: see `server_address`)."""
+def make_server(app: App | None, host: str, port: int) -> ThreadingHTTPServer:
+    """Bound and ready; `serve_forever()` runs it (port 0 picks a free port: see `server_address`). `app` may be
+    set later (`server.app`), before `serve_forever()`: the port is taken before a long load."""
     try:
         server = Server((host, port), Handler)
     except OSError as e:

@@ -485,7 +485,7 @@ def test_the_scheduler_thread_loads_the_model_it_runs(tmp_path, monkeypatch):
         assert backend.complete([[5, 6, 7]], 4, None, 0, [])[0].ids
     finally:
         backend.stop()
-    with pytest.raises(ConfigError, match="float32.*bfloat16.*drop --compile"):  # refused by BaseModel, there
+    with pytest.raises(ConfigError, match="float32.*bfloat16.*drop --compile"):  # refused in the loading thread
         ReferenceBackend(checkpoint(base, drafter, 1, dtype="bfloat16"), base, compile=True)
     assert len(loaders) == 2 and loaders[1] is not threading.current_thread()
 
@@ -499,10 +499,33 @@ def test_cli_compile_refuses_what_it_cannot_run(tmp_path):
     make_tokenizer(base)
     drafter = make_drafter(tmp_path / "drafter", base)
     for args, needles in ((["--checkpoint-dir", checkpoint(base, drafter, 2)], ("tp=2", "drop --compile")),
-                          (["--checkpoint-dir", checkpoint(base, drafter, 1), "--device", "cuda"], ())):
+                          (["--checkpoint-dir", checkpoint(base, drafter, 1), "--device", "cuda"], ("cuda",)),
+                          (["--checkpoint-dir", checkpoint(base, drafter, 1, dtype="bfloat16")], ("bfloat16",))):
         res = CliRunner().invoke(main, ["serve", "--tokenizer-dir", str(base), "--compile", *map(str, args)])
         assert res.exit_code == 2 and "Traceback" not in res.output, res.output
-        assert res.output.strip().splitlines()[-1].startswith("error:") and all(n in res.output for n in needles)
+        assert res.output.strip().splitlines() == [res.output.strip()] and res.output.startswith("error:"), res.output
+        assert all(n in res.output for n in needles), res.output  # refused before "compiling (minutes)", not after
+
+
+def test_cli_a_taken_port_is_refused_before_loading(tmp_path, monkeypatch):
+    import socket
+
+    from test_train_data import make_tokenizer
+    from tinymodels import make_drafter, make_hf
+
+    base = make_hf(tmp_path / "base", "llama", vocab_size=100)
+    make_tokenizer(base)
+    ckpt = checkpoint(base, make_drafter(tmp_path / "drafter", base), 1)
+
+    def load(*args, **kwargs):
+        raise AssertionError("loaded before the port was checked")
+    monkeypatch.setattr(ReferenceBackend, "__init__", load)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        res = CliRunner().invoke(main, ["serve", "--checkpoint-dir", str(ckpt), "--tokenizer-dir", str(base),
+                                        "--port", str(taken.getsockname()[1]), "--compile"])
+    assert res.exit_code == 2 and "pick another --port" in res.output and "compiling" not in res.output, res.output
 
 
 @pytest.mark.parametrize("busy", [False, True], ids=["idle", "mid-generation"])

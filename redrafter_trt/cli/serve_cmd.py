@@ -70,18 +70,25 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
         exec_trtllm_serve(plan)
     if dry_run:
         raise ConfigError("--dry-run prints the trtllm-serve command of an --engine-dir: leave it out here")
+    from ..checkpoint import require_valid
+    from ..runtime import RuntimeConfig, check_compile
     from ..serve import App, drain, make_server
     from ..serve_backend import ReferenceBackend
 
-    if compile_layers:
-        click.echo("compiling the base's layers (minutes)")
-    backend = ReferenceBackend(checkpoint_dir, tokenizer_dir, device, max_batch_size, compile=compile_layers)
-    name = model_name or Path(checkpoint_dir).resolve().name
+    check_compile(RuntimeConfig.from_dict(require_valid(checkpoint_dir), f"{checkpoint_dir}/config.json"),
+                  compile_layers, device)
+    # the port first (as vLLM binds its socket before building the engine): a taken port is one line at once, not
+    # after minutes of loading and compiling; connections made meanwhile wait in the backlog
+    server = make_server(None, host, port)
     try:
-        server = make_server(App(backend, name, max_output_len), host, port)
-    except BaseException:  # the port is taken: let the other tp ranks go before the one-line error
-        backend.stop()
+        if compile_layers:
+            click.echo("compiling the base's layers (minutes)")
+        backend = ReferenceBackend(checkpoint_dir, tokenizer_dir, device, max_batch_size, compile=compile_layers)
+    except BaseException:
+        server.server_close()
         raise
+    name = model_name or Path(checkpoint_dir).resolve().name
+    server.app = App(backend, name, max_output_len)
     cfg = backend.config
     kind = "reference runtime, compiled" if compile_layers else "reference runtime"
     click.echo(f"serving {name} at http://{host}:{server.server_address[1]}/v1 ({kind}, {device}, "

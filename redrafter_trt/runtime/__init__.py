@@ -89,11 +89,13 @@ def load(checkpoint_dir: Path | str, device: str = "cpu", dtype: torch.dtype | s
     return ReDrafterModel(cfg, base, drafter, group)
 
 
-def check_compile(cfg: RuntimeConfig, compile: bool) -> None:
-    """Refuse --compile for a tp>1 checkpoint before any rank starts (`load` refuses a GPU or another dtype)."""
-    if compile and cfg.tp_size > 1:
-        raise ConfigError(f"--compile runs the layers of a tp=1 checkpoint on one CPU (this one is tp={cfg.tp_size}): "
-                          f"drop --compile")
+def check_compile(cfg: RuntimeConfig, compile: bool, device: str = "cpu") -> None:
+    """Refuse --compile where it cannot run (it compiles one CPU rank's layers in float32), before any rank starts
+    or any weight is read."""
+    dtype = str(cfg.torch_dtype).removeprefix("torch.")
+    if compile and (cfg.tp_size > 1 or not device.startswith("cpu") or dtype != "float32"):
+        raise ConfigError(f"--compile runs the layers of a tp=1 float32 checkpoint on one CPU (here tp={cfg.tp_size}, "
+                          f"{dtype}, {device}): drop --compile")
 
 
 def check_draft_shape(cfg: RuntimeConfig, num_beams: int | None, draft_len: int | None, use_draft: bool) -> tuple[int, int]:
