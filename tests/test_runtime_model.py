@@ -130,6 +130,11 @@ def test_int8_drafter_head_close(tiny_llama, tiny_drafter):
     agree = (a.argmax(-1) == b.argmax(-1)).float().mean().item()
     print(f"int8 drafter head: relative rms error {rel:.4f}, top-1 agreement {agree:.3f}")
     assert rel < 0.05 and agree > 0.9
+    # each row is quantized alone: a prompt's drafts do not depend on what is batched beside it
+    loud = torch.cat([context[:1], 50 * context[1:]])
+    assert torch.equal(fast.logits(loud, state)[:1], fast.logits(context[:1], state[:1]))
+    beams = fast.beam_search(loud, torch.arange(256) % 7, 4, 3)
+    assert torch.equal(beams[:1], fast.beam_search(loud[:1], torch.tensor([0]), 4, 3))
 
 
 def pruned_drafter(folder):

@@ -39,7 +39,12 @@ def _int8_head(weight: torch.Tensor):
     """A CPU int8 (per-row scales, fbgemm) copy of a [V, E] float32 projection as a function x -> x @ W.T, or
     None where the quantized ops are unavailable. The final projection is read once per draft step and
     dominates drafting on a CPU; int8 reads a quarter of the bytes. Drafts only propose tokens (the base model
-    verifies them, and the sampling acceptance does not use the drafter's probabilities), so outputs stay exact."""
+    verifies them, and the sampling acceptance does not use the drafter's probabilities), so outputs stay exact.
+
+    fbgemm quantizes its input with one range for the whole call, so a prompt's drafts would depend on the prompts
+    batched beside it (and `acceptance`, which batches prompts, would miss `bench`, which does not). Each input row
+    is scaled to max |x| = 1 and a pinned row holding +1 and -1 is appended, so the range is always [-1, 1]: every
+    row is quantized alone, whatever the batch, with its own full int8 range."""
     if weight.device.type != "cpu" or weight.dtype != torch.float32:
         return None
     try:
@@ -48,11 +53,19 @@ def _int8_head(weight: torch.Tensor):
             warnings.simplefilter("ignore")
             q = torch.quantize_per_channel(weight, scales, torch.zeros_like(scales, dtype=torch.long), 0, torch.qint8)
         packed = torch.ops.quantized.linear_prepack(q, None)
-        return lambda x: torch.ops.quantized.linear_dynamic(x.reshape(-1, x.shape[-1]).contiguous(), packed
-                                                            ).reshape(*x.shape[:-1], weight.shape[0])
     except (RuntimeError, AttributeError, NotImplementedError) as e:
         log.info("int8 drafter head unavailable (%s); using the float weights", e)
         return None
+    E = weight.shape[1]
+    pin = torch.zeros(1, E)
+    pin[0, 0], pin[0, min(1, E - 1)] = 1.0, -1.0
+
+    def head(x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, E)
+        size = rows.abs().amax(dim=1, keepdim=True).clamp(min=1e-30)  # [n, 1]
+        out = torch.ops.quantized.linear_dynamic(torch.cat([rows / size, pin]), packed)[:-1] * size
+        return out.reshape(*x.shape[:-1], weight.shape[0])
+    return head
 
 
 class CheckpointDrafter:
