@@ -215,7 +215,10 @@ def check_checkpoint(opts) -> tuple[RuntimeConfig, dict]:
         raise ConfigError(f"--max-new-tokens {opts.max_new_tokens} is invalid: use 1 or more")
     if opts.num_prompts is not None and opts.num_prompts < 1:
         raise ConfigError(f"--num-prompts {opts.num_prompts} is invalid: use 1 or more")
-    cfg = RuntimeConfig.from_dir(opts.checkpoint_dir)
+    from .checkpoint import require_valid
+
+    raw = require_valid(opts.checkpoint_dir)  # a Hugging Face folder is named as no checkpoint, not as "no drafter"
+    cfg = RuntimeConfig.from_dict(raw, f"{opts.checkpoint_dir}/config.json")
     if not cfg.has_drafter:
         raise ConfigError(f"{opts.checkpoint_dir} has no drafter (no redrafter_* keys): pass a checkpoint "
                           f"converted with --drafter")
@@ -225,7 +228,7 @@ def check_checkpoint(opts) -> tuple[RuntimeConfig, dict]:
     if not Path(opts.tokenizer_dir).is_dir():
         raise ConfigError(f"tokenizer folder {opts.tokenizer_dir} does not exist: pass --tokenizer-dir with the base's "
                           f"Hugging Face folder")
-    return cfg, json.loads((Path(opts.checkpoint_dir) / "config.json").read_text())
+    return cfg, raw
 
 
 def run_bench(opts: BenchOptions, prompts: list[str] | None = None,

@@ -242,6 +242,10 @@ def test_acceptance_needs_a_drafter(setup, tmp_path):
     shutil.copytree(ckpt, plain)
     cfg = json.loads((plain / "config.json").read_text())
     (plain / "config.json").write_text(json.dumps({k: v for k, v in cfg.items() if not k.startswith("redrafter")}))
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(plain / "rank0.safetensors")
+    save_file({k: v for k, v in tensors.items() if not k.startswith("drafter.")}, plain / "rank0.safetensors")
     assert_one_line_error(run_cli(*acceptance_args((base, plain, prompts))), "has no drafter", "--drafter")
 
 
