@@ -32,6 +32,15 @@ class Features:
     anchors: torch.Tensor  # [Na] int64 flat index t of each anchor
     hidden: torch.Tensor   # [Na, H] float16/float32, base hidden state at t
 
+    def to(self, device) -> "Features":
+        """tokens, mask and anchors on `device`; the hidden states stay in host memory (a large distillation's are
+        bigger than a GPU: 50k answers x 256 tokens of an 8B base are 105 GB) and each batch's rows travel."""
+        return Features(self.tokens.to(device), self.mask.to(device), self.anchors.to(device), self.hidden)
+
+    def hidden_at(self, idx: torch.Tensor) -> torch.Tensor:
+        """The hidden states of anchors `idx` [B] as float32 [B, H], on idx's device."""
+        return self.hidden[idx.to(self.hidden.device)].to(idx.device).float()
+
     def windows(self, idx: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """For anchors `idx` [B]: tokens t+1..t+k+1 [B, k+1] and the validity of drafter step i [B, k]
         (tokens t+1..t+i+2 all assistant tokens)."""

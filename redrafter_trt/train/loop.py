@@ -193,7 +193,7 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
     same = _resumable(cfg, drafter, total)
     if cfg.resume:
         start = _load_state(cfg, drafter, head, opt, total, same)
-    feats = Features(*(x.to(device) for x in (feats.tokens, feats.mask, feats.anchors, feats.hidden)))
+    feats = feats.to(device)
     log.info("training %d steps of %d anchors (%d anchors, %d steps per epoch) on %s", total, cfg.batch_size, n,
              per_epoch, device)
 
@@ -225,8 +225,7 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
             log.warning("interrupted: state saved after step %d in %s; pass --resume to continue", done, cfg.state_path)
         raise
     if rank == 0:  # on the training device, in float32 products (the head's matmul_dtype left unset)
-        eval_feats = Features(*(x.to(device) for x in (held.tokens, held.mask, held.anchors, held.hidden))) if held \
-            else feats
+        eval_feats = held.to(device) if held else feats
         result = evaluate(drafter, Head(head.weight.detach(), head.keep, head.remap, head.vocab_size), embed,
                           eval_feats, k)
     drafter.cpu()

@@ -195,7 +195,7 @@ def drafter_step(drafter: Drafter, head: Head, embed: torch.Tensor, feats: Featu
 
     step_decay d: step i's mean cross-entropy weighs d**i, scaled so the k weights sum to k (d = 1: Apple's sum)."""
     win, valid = feats.windows(idx, k)                       # [B, k+1], [B, k]
-    h = feats.hidden[idx].float()                            # [B, H]
+    h = feats.hidden_at(idx)                                 # [B, H]
     emb = nn.functional.embedding(win[:, :k], embed)          # [B, k, H]: tokens t+1..t+k
     state = torch.zeros_like(h)
     per_step = []
