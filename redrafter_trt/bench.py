@@ -317,12 +317,18 @@ def format_table(report: BenchReport) -> str:
     return "\n".join(rows)
 
 
+ACCEPTS_NOTHING = 1.05  # tokens per step below which no configuration can beat plain decoding (a step costs >= 1x)
+
+
 def verdict(report: BenchReport) -> str:
     """Whether drafting pays on this machine, and why: the best configuration's step against a plain one's."""
     best, plain = report.best, report.no_draft
     cost = (best.run.wall_seconds / best.run.steps) / (plain.wall_seconds / plain.steps)
     step = (f"a W={best.num_beams} L={best.draft_len} step costs {cost:.2f}x a plain one and makes "
             f"{best.run.mean_tokens_per_step:.2f} tokens")
+    if max(c.run.mean_tokens_per_step for c in report.configs) < ACCEPTS_NOTHING:
+        return (f"the drafter accepts almost nothing ({step}): drafting cannot pay, and any speed-up measured is "
+                f"noise; train it on the base's own answers (`redrafter-trt train --distill`) or longer")
     if best.speedup_vs_no_draft >= 1:
         return f"drafting pays here: {step} ({best.speedup_vs_no_draft:.2f}x the runtime without drafting)"
     return (f"drafting does not pay here: {step} ({best.speedup_vs_no_draft:.2f}x the runtime without drafting); "

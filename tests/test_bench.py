@@ -265,3 +265,11 @@ def test_verdict_weighs_a_step_against_its_tokens(draft_seconds, pays):
     line = verdict(BenchReport(meta={}, hf=timed_run(100, 10.0, 100), no_draft=plain, configs=[config]))
     assert line.startswith("drafting pays here" if pays else "drafting does not pay here")
     assert f"costs {draft_seconds / 60 / 0.05:.2f}x a plain one and makes 1.67 tokens" in line
+
+
+def test_verdict_names_a_drafter_that_accepts_nothing():
+    """1.01 tokens/step: a faster timing than plain decoding is noise, not drafting paying (TensorRT-LLM #2155)."""
+    plain, drafted = timed_run(100, 5.0, 100), timed_run(99, 4.5, 100)
+    config = ConfigResult(1, 2, drafted, speedup_vs_hf=1.0, speedup_vs_no_draft=5.0 / 4.5, mismatched_prompts=[])
+    line = verdict(BenchReport(meta={}, hf=timed_run(100, 10.0, 100), no_draft=plain, configs=[config]))
+    assert line.startswith("the drafter accepts almost nothing") and "1.01 tokens" in line and "--distill" in line

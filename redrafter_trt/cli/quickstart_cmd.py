@@ -51,7 +51,7 @@ def quickstart(workdir, num_questions, max_new_tokens, force):
     if not res.trained:
         click.echo("NOTE: the drafter is UNTRAINED (the training package is not installed): it accepts almost no "
                    "draft tokens, so these figures show the cost of drafting, not its gain.")
-    from ..bench import format_table
+    from ..bench import format_table, verdict
 
     m = rep.meta
     click.echo(f"Measured here ({m['num_prompts']} questions, up to {m['max_new_tokens']} tokens, greedy, batch 1, "
@@ -63,6 +63,7 @@ def quickstart(workdir, num_questions, max_new_tokens, force):
                f"{best.speedup_vs_hf:.2f}x transformers generate ({rep.hf.tokens_per_second:.1f} tokens/s), "
                f"{best.speedup_vs_no_draft:.2f}x the same runtime without drafting; same text as without drafting: "
                f"{exact}")
+    click.echo(verdict(rep))
     stages = ", ".join(f"{k} {v:.0f}s{' (reused)' if res.reused.get(k) else ''}" for k, v in res.seconds.items())
     click.echo(f"time: {stages}")
     click.echo(f"work folder: {opts.workdir} (drafter/ {'trained' if res.trained else 'UNTRAINED'}, checkpoint/)")
