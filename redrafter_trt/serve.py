@@ -55,13 +55,18 @@ from .serve_request import ModelNotFound, Request, parse, refuse_unsupported
 log = logging.getLogger(__name__)
 
 
+def check_max_output_len(cfg, max_output_len: int) -> None:
+    """cfg: the checkpoint's RuntimeConfig."""
+    if max_output_len >= cfg.max_positions:
+        raise ConfigError(f"--max-output-len {max_output_len} leaves no room for a prompt in the model's "
+                          f"{cfg.max_positions} positions: pass a smaller one")
+
+
 class App:
     """Routes -> (HTTP status, JSON payload). Pure apart from the backend, so it is tested without sockets."""
 
     def __init__(self, backend: ReferenceBackend, model_name: str, max_output_len: int):
-        if max_output_len >= backend.config.max_positions:
-            raise ConfigError(f"--max-output-len {max_output_len} leaves no room for a prompt in the model's "
-                              f"{backend.config.max_positions} positions: pass a smaller one")
+        check_max_output_len(backend.config, max_output_len)
         self.backend, self.model_name, self.max_output_len = backend, model_name, max_output_len
         self.created = int(time.time())
 

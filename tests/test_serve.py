@@ -524,8 +524,12 @@ def test_cli_a_taken_port_is_refused_before_loading(tmp_path, monkeypatch):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         res = CliRunner().invoke(main, ["serve", "--checkpoint-dir", str(ckpt), "--tokenizer-dir", str(base),
-                                        "--port", str(taken.getsockname()[1]), "--compile"])
+                                        "--port", str(taken.getsockname()[1]), "--compile", "--max-output-len", "64"])
     assert res.exit_code == 2 and "pick another --port" in res.output and "compiling" not in res.output, res.output
+    # so is a --max-output-len the model has no room for (at tp>1 it left the other ranks waiting: a hang)
+    res = CliRunner().invoke(main, ["serve", "--checkpoint-dir", str(ckpt), "--tokenizer-dir", str(base), "--port", "0",
+                                    "--max-output-len", "100000"])
+    assert res.exit_code == 2 and "leaves no room for a prompt" in res.output, res.output
 
 
 @pytest.mark.parametrize("busy", [False, True], ids=["idle", "mid-generation"])

@@ -72,11 +72,12 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
         raise ConfigError("--dry-run prints the trtllm-serve command of an --engine-dir: leave it out here")
     from ..checkpoint import require_valid
     from ..runtime import RuntimeConfig, check_compile
-    from ..serve import App, drain, make_server
+    from ..serve import App, check_max_output_len, drain, make_server
     from ..serve_backend import ReferenceBackend
 
-    check_compile(RuntimeConfig.from_dict(require_valid(checkpoint_dir), f"{checkpoint_dir}/config.json"),
-                  compile_layers, device)
+    cfg = RuntimeConfig.from_dict(require_valid(checkpoint_dir), f"{checkpoint_dir}/config.json")
+    check_compile(cfg, compile_layers, device)
+    check_max_output_len(cfg, max_output_len)
     # the port first (as vLLM binds its socket before building the engine): a taken port is one line at once, not
     # after minutes of loading and compiling; connections made meanwhile wait in the backlog
     server = make_server(None, host, port)
@@ -88,7 +89,12 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
         server.server_close()
         raise
     name = model_name or Path(checkpoint_dir).resolve().name
-    server.app = App(backend, name, max_output_len)
+    try:
+        server.app = App(backend, name, max_output_len)
+    except BaseException:  # let the other tp ranks go before the error
+        backend.stop()
+        server.server_close()
+        raise
     cfg = backend.config
     kind = "reference runtime, compiled" if compile_layers else "reference runtime"
     click.echo(f"serving {name} at http://{host}:{server.server_address[1]}/v1 ({kind}, {device}, "
