@@ -104,6 +104,18 @@ def test_bad_inputs(smollm2, smol_ckpt, tmp_path, tiny_llama, tiny_drafter):
         one_line_error(invoke("--engine-dir", tmp_path, "--tokenizer-dir", smollm2, "--input-text", "hi", flag, value),
                        f"{flag} works with --checkpoint-dir only")
     one_line_error(invoke(*base, "--input-text", "hi", "--no-draft", "--num-beams", "2"), "drop them with --no-draft")
+    # from a preset: what differs from the default is refused with an engine; a shared key at its default is not
+    # (the shipped CPU preset's top-level `device: cpu`), nor a shared num-beams with --no-draft (it is convert's too)
+    preset = tmp_path / "p.yaml"
+    preset.write_text("device: cpu\nrun: {compile: false, batch-size: 4}\n")
+    one_line_error(invoke("--config", preset, "--engine-dir", tmp_path, "--tokenizer-dir", smollm2, "--input-text", "hi"),
+                   "--batch-size works with --checkpoint-dir only")
+    preset.write_text("device: cpu\nrun: {compile: false, no-draft: false}\n")
+    res = invoke("--config", preset, "--engine-dir", tmp_path, "--tokenizer-dir", smollm2, "--input-text", "hi")
+    assert "works with --checkpoint-dir only" not in res.output, res.output
+    preset.write_text("num-beams: 1\n")
+    res = invoke("--config", preset, *base, "--input-text", "hi", "--no-draft", "--max-output-len", "2")
+    assert res.exit_code == 0, res.output
 
 
 def test_the_checkpoints_greedy_mode_decides_as_in_its_engine(smollm2, smol_ckpt, tmp_path, caplog):

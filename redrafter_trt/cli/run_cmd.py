@@ -41,7 +41,7 @@ def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
         raise ConfigError(f"--tp {o['tp']} differs from the checkpoint's tp_size {cfg.tp_size}: pass --tp {cfg.tp_size}, "
                           f"or convert again with --tp-size {o['tp']}")
     check_compile(cfg, o["compile"], o["device"])
-    if o["no_draft"] and (o["num_beams"] is not None or o["draft_len"] is not None):
+    if o["no_draft"] and {"--num-beams", "--draft-len"} & o["typed"]:  # a preset's are convert's too: not refused
         raise ConfigError("--num-beams and --draft-len shape the drafts: drop them with --no-draft")
     check_draft_shape(cfg, o["num_beams"], o["draft_len"], not o["no_draft"])
     temperature = o["temperature"]
@@ -137,9 +137,13 @@ def run(checkpoint_dir, engine_dir, tokenizer_dir, input_text, input_file, chat,
     check_output_file(output_json, [checkpoint_dir, engine_dir, tokenizer_dir, input_file], "--output-json")
     prompts = _gather_prompts(input_text, input_file)
     ctx = click.get_current_context()
-    given = {p.opts[0] for p in ctx.command.params if p.name and ctx.get_parameter_source(p.name) not in
-             (click.core.ParameterSource.DEFAULT, None)}  # on the command line or in a preset
-    o = dict(given=given, prompts=prompts, chat=chat, max_output_len=max_output_len, temperature=temperature, num_beams=num_beams,
+    source = click.core.ParameterSource
+    typed = {p.opts[0] for p in ctx.command.params if p.name and ctx.get_parameter_source(p.name) == source.COMMANDLINE}
+    # a preset's shared keys reach every command (`device: cpu` for convert too): only what differs from the default
+    bare = click.Context(ctx.command)  # no preset: the options' own defaults
+    preset = {p.opts[0] for p in ctx.command.params if p.name and ctx.get_parameter_source(p.name) == source.DEFAULT_MAP
+              and ctx.params.get(p.name) not in (None, p.get_default(bare))}
+    o = dict(typed=typed, given=typed | preset, prompts=prompts, chat=chat, max_output_len=max_output_len, temperature=temperature, num_beams=num_beams,
              draft_len=draft_len, no_draft=no_draft, batch_size=batch_size, tp=tp, device=device, seed=seed,
              compile=compile_layers, sampling_rule=sampling_rule)
     if checkpoint_dir:
