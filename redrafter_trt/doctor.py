@@ -60,14 +60,14 @@ def check_python(version: tuple[int, ...]) -> Check:
 
 
 def check_package(dist: str, version: str | None, minimum: str | None) -> Check:
-    from packaging.version import InvalidVersion, Version
-
     fix = f"pip install '{dist}>={minimum}'" if minimum else f"pip install {dist}"
     if version is None:
         return Check(dist, False, "not installed", fix, required=True)
     try:
-        old = minimum is not None and Version(version) < Version(minimum)
-    except InvalidVersion:  # a local build's odd version string: trust it
+        from packaging.version import Version
+        # release numbers only: NGC's torch 2.5.0a0+...nv24.10 and a 4.45.0.dev0 build are 2.5 and 4.45
+        old = minimum is not None and Version(version).release < Version(minimum).release
+    except Exception:  # packaging missing (it comes with transformers) or an odd version string: trust it
         old = False
     return Check(dist, not old, f"{version}, older than {minimum}" if old else version, fix if old else "",
                  required=True)

@@ -139,3 +139,11 @@ def test_real_machine_runs():
     assert result.exit_code in (0, 2)
     for line in result.output.strip().splitlines():
         assert line.split()[0] in ("OK", "FIX", "CPU", "unavailable", "GPU"), line
+
+
+def test_prerelease_builds_of_the_minimum_are_enough(monkeypatch):
+    """NGC's torch (in TensorRT-LLM's images) and transformers from git carry pre-release versions."""
+    fake_machine(monkeypatch, TorchInfo("2.5.0a0", None), None,
+                 {**CPU_DISTS, "torch": "2.5.0a0+e000cf0ad9.nv24.10", "transformers": "4.45.0.dev0"})
+    result = CliRunner().invoke(main, ["doctor"])
+    assert "OK   torch: 2.5.0a0+e000cf0ad9.nv24.10" in result.output and "FIX  transformers" not in result.output
