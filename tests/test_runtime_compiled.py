@@ -51,3 +51,14 @@ def test_compiled_layers_decode_exactly(request, fixture, tiny_drafter):
 def test_compile_refuses_what_it_cannot_run(tiny_llama, tiny_drafter):
     with pytest.raises(ConfigError, match="one CPU rank in float32.*bfloat16.*drop --compile"):
         rt.load(checkpoint(tiny_llama, tiny_drafter, 1), dtype="bfloat16", compile=True)
+
+
+def test_check_compile_follows_the_dtype_the_runtime_loads_in(tiny_llama, tiny_drafter):
+    """check_compile refuses before loading; it must judge the dtype actually loaded (an override included)."""
+    cfg = rt.RuntimeConfig.from_dir(checkpoint(tiny_llama, tiny_drafter, 1, dtype="bfloat16"))
+    with pytest.raises(ConfigError, match="bfloat16.*drop --compile"):
+        rt.check_compile(cfg, True)
+    rt.check_compile(cfg, True, "cpu", torch.float32)  # loaded in float32: compilable
+    rt.check_compile(cfg, False, "cuda")  # nothing to check without --compile
+    with pytest.raises(ConfigError, match="cuda.*drop --compile"):
+        rt.check_compile(cfg, True, "cuda", "float32")

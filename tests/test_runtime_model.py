@@ -137,6 +137,21 @@ def test_int8_drafter_head_close(tiny_llama, tiny_drafter):
     assert torch.equal(beams[:1], fast.beam_search(loud[:1], torch.tensor([0]), 4, 3))
 
 
+@pytest.mark.parametrize("E", [1, 8])
+def test_int8_head_rows_alone_at_any_magnitude(E):
+    from redrafter_trt.runtime.drafter import _int8_head
+
+    g = torch.Generator().manual_seed(0)
+    weight = torch.randn(50, E, generator=g)
+    head = _int8_head(weight)
+    x = torch.randn(6, E, generator=g) * torch.tensor([1e-35, 1e-20, 1.0, 3.0, 1e20, 1e30])[:, None]
+    got = head(x)
+    for i in range(6):
+        assert torch.equal(head(x[i: i + 1])[0], got[i])  # the same alone as beside any other row
+        want = x[i].double() @ weight.double().T
+        assert ((got[i].double() - want).abs().max() / want.abs().max()).item() < 0.03, i
+
+
 def pruned_drafter(folder):
     """The drafter at `folder` with two thirds of its head's rows zeroed (tokens our trainer never saw): 86 of 256
     rows computed."""

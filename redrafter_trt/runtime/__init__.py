@@ -89,10 +89,11 @@ def load(checkpoint_dir: Path | str, device: str = "cpu", dtype: torch.dtype | s
     return ReDrafterModel(cfg, base, drafter, group)
 
 
-def check_compile(cfg: RuntimeConfig, compile: bool, device: str = "cpu") -> None:
+def check_compile(cfg: RuntimeConfig, compile: bool, device: str = "cpu", dtype: torch.dtype | str | None = None
+                  ) -> None:
     """Refuse --compile where it cannot run (it compiles one CPU rank's layers in float32), before any rank starts
-    or any weight is read."""
-    dtype = str(cfg.torch_dtype).removeprefix("torch.")
+    or any weight is read. dtype: the one the runtime will load in (None: the checkpoint's)."""
+    dtype = str(_dtype(dtype) or cfg.torch_dtype).removeprefix("torch.")
     if compile and (cfg.tp_size > 1 or not device.startswith("cpu") or dtype != "float32"):
         raise ConfigError(f"--compile runs the layers of a tp=1 float32 checkpoint on one CPU (here tp={cfg.tp_size}, "
                           f"{dtype}, {device}): drop --compile")

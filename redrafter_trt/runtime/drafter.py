@@ -43,7 +43,7 @@ def _int8_head(weight: torch.Tensor):
 
     fbgemm quantizes its input with one range for the whole call, so a prompt's drafts would depend on the prompts
     batched beside it (and `acceptance`, which batches prompts, would miss `bench`, which does not). Each input row
-    is scaled to max |x| = 1 and a pinned row holding +1 and -1 is appended, so the range is always [-1, 1]: every
+    is scaled to max |x| = 1 and two pinned rows holding +1 and -1 are appended, so the range is always [-1, 1]: every
     row is quantized alone, whatever the batch, with its own full int8 range."""
     if weight.device.type != "cpu" or weight.dtype != torch.float32:
         return None
@@ -57,13 +57,14 @@ def _int8_head(weight: torch.Tensor):
         log.info("int8 drafter head unavailable (%s); using the float weights", e)
         return None
     E = weight.shape[1]
-    pin = torch.zeros(1, E)
-    pin[0, 0], pin[0, min(1, E - 1)] = 1.0, -1.0
+    pin = torch.zeros(2, E)
+    pin[0, 0], pin[1, 0] = 1.0, -1.0
+    tiny = torch.finfo(torch.float32).tiny
 
     def head(x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, E)
-        size = rows.abs().amax(dim=1, keepdim=True).clamp(min=1e-30)  # [n, 1]
-        out = torch.ops.quantized.linear_dynamic(torch.cat([rows / size, pin]), packed)[:-1] * size
+        size = rows.abs().amax(dim=1, keepdim=True).clamp(min=tiny)  # [n, 1]
+        out = torch.ops.quantized.linear_dynamic(torch.cat([rows / size, pin]), packed)[:-2] * size
         return out.reshape(*x.shape[:-1], weight.shape[0])
     return head
 

@@ -97,7 +97,7 @@ class LocalRanks:
         from . import check_compile, load
 
         cfg = RuntimeConfig.from_dir(checkpoint_dir)
-        check_compile(cfg, compile, device)
+        check_compile(cfg, compile, device, dtype)
         size = cfg.tp_size
         self.conns, self.procs, self.closing, self.giving_up = [], [], threading.Event(), threading.Lock()
         self.serving = False  # every rank loaded
