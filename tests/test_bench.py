@@ -113,7 +113,9 @@ def test_greedy_drafting_is_exact_in_float32(report):
     # transformers and the runtime decode the same converted weights: same greedy tokens
     assert data["baselines"]["hf_matches_no_draft"] == len(PROMPTS)
     assert "transformers" in stdout and "W=2 L=3" in stdout and "best:" in stdout
-    assert "drafting pays here" in stdout or "drafting does not pay here" in stdout
+    best = max(c["mean_tokens_per_step"] for c in data["configs"])  # a tiny random drafter accepts next to nothing
+    verdicts = ("the drafter accepts almost nothing",) if best < 1.05 else ("drafting pays here", "drafting does not pay")
+    assert any(v in stdout for v in verdicts), stdout
 
 
 def test_plot(setup, tmp_path):
