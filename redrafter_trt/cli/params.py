@@ -77,6 +77,24 @@ class Temperature(click.ParamType):
         return number
 
 
+def options_given(ctx: click.Context, *, preset: bool = False) -> list[click.Parameter]:
+    """The command's parameters given on the command line, or (preset=True) set by a --config preset to something
+    other than their own default (a preset's shared keys reach every command that has them, often at the default)."""
+    source = click.core.ParameterSource
+    bare = click.Context(ctx.command)  # no preset: the parameters' own defaults
+    out = []
+    for p in ctx.command.params:
+        if not p.name:
+            continue
+        if preset:
+            if ctx.get_parameter_source(p.name) == source.DEFAULT_MAP and \
+                    ctx.params.get(p.name) not in (None, p.get_default(bare)):
+                out.append(p)
+        elif ctx.get_parameter_source(p.name) == source.COMMANDLINE:
+            out.append(p)
+    return out
+
+
 def check_output_file(path: Path | None, inputs: list, option: str) -> None:
     """Refuse an output file that is an input or lies inside an input folder (it would overwrite what is read)."""
     if path is None:

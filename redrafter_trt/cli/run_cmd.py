@@ -12,7 +12,7 @@ import click
 
 from ..errors import ConfigError
 from ..presets import config_option, one_of
-from .params import Command, OutputFile, SEED, Temperature, check_output_file
+from .params import Command, OutputFile, SEED, Temperature, check_output_file, options_given
 from ..tokens import encode_prompts, load_tokenizer, stop_ids
 
 log = logging.getLogger(__name__)
@@ -137,15 +137,11 @@ def run(checkpoint_dir, engine_dir, tokenizer_dir, input_text, input_file, chat,
     check_output_file(output_json, [checkpoint_dir, engine_dir, tokenizer_dir, input_file], "--output-json")
     prompts = _gather_prompts(input_text, input_file)
     ctx = click.get_current_context()
-    source = click.core.ParameterSource
-    typed = {p.opts[0] for p in ctx.command.params if p.name and ctx.get_parameter_source(p.name) == source.COMMANDLINE}
-    # a preset's shared keys reach every command (`device: cpu` for convert too): only what differs from the default
-    bare = click.Context(ctx.command)  # no preset: the options' own defaults
-    preset = {p.opts[0] for p in ctx.command.params if p.name and ctx.get_parameter_source(p.name) == source.DEFAULT_MAP
-              and ctx.params.get(p.name) not in (None, p.get_default(bare))}
-    o = dict(typed=typed, given=typed | preset, prompts=prompts, chat=chat, max_output_len=max_output_len, temperature=temperature, num_beams=num_beams,
-             draft_len=draft_len, no_draft=no_draft, batch_size=batch_size, tp=tp, device=device, seed=seed,
-             compile=compile_layers, sampling_rule=sampling_rule)
+    typed = {p.opts[0] for p in options_given(ctx)}
+    preset = {p.opts[0] for p in options_given(ctx, preset=True)}
+    o = dict(typed=typed, given=typed | preset, prompts=prompts, chat=chat, max_output_len=max_output_len,
+             temperature=temperature, num_beams=num_beams, draft_len=draft_len, no_draft=no_draft,
+             batch_size=batch_size, tp=tp, device=device, seed=seed, compile=compile_layers, sampling_rule=sampling_rule)
     if checkpoint_dir:
         tok, result = _run_checkpoint(checkpoint_dir, tokenizer_dir, o)
     else:

@@ -14,7 +14,7 @@ import click
 
 from ..errors import ConfigError
 from ..presets import config_option, one_of
-from .params import Command
+from .params import Command, options_given
 
 
 # the parameters of the reference server alone (trtllm-serve takes them from the engine or has no such thing)
@@ -55,9 +55,7 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
     if engine_dir:
         from ..serve_engine import exec_trtllm_serve, plan_trtllm_serve
 
-        ctx = click.get_current_context()
-        given = [p.opts[0] for p in ctx.command.params if p.name in REFERENCE_ONLY
-                 and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
+        given = [p.opts[0] for p in options_given(click.get_current_context()) if p.name in REFERENCE_ONLY]
         if given:
             raise ConfigError(f"{', '.join(given)} apply to --checkpoint-dir only: trtllm-serve names the model after "
                               "the engine folder, takes limits and GPUs from the engine and runs TensorRT-LLM's "
