@@ -42,20 +42,34 @@ def positive_int(raw: dict, key: str, where: str, default=None) -> int:
     return value
 
 
-def rope_fields(hf: dict) -> tuple[float, dict | None]:
+def positive_float(raw: dict, key: str, where: str, default: float) -> float:
+    """raw[key] (or default when absent or null) as a positive finite float, else a ConfigError naming the field."""
+    value = raw.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise ConfigError(f"{where}: {key} is {value!r}, not a positive number: fix or re-download the config")
+    return float(value)
+
+
+def rope_fields(hf: dict, where: str = "config.json") -> tuple[float, dict | None]:
     """(rope_theta, rope_scaling) from either layout: published top-level keys, or transformers 5's
     `rope_parameters` (where `rope_type: default` means no scaling)."""
     params = hf.get("rope_parameters")
     if isinstance(params, dict) and ("rope_theta" in params or "rope_type" in params):
-        theta = params.get("rope_theta", hf.get("rope_theta", 10000.0))
+        theta = positive_float(params, "rope_theta", f"{where} rope_parameters",
+                               positive_float(hf, "rope_theta", where, 10000.0))
         scaling = {k: v for k, v in params.items() if k != "rope_theta"}
         if scaling.get("rope_type", scaling.get("type", "default")) == "default":
             scaling = None
-        return float(theta), scaling
+        return theta, scaling
     scaling = hf.get("rope_scaling")
+    if scaling is not None and not isinstance(scaling, dict):
+        raise ConfigError(f"{where}: rope_scaling is {scaling!r}, not an object such as {{\"rope_type\": \"llama3\", "
+                          f"...}}: fix or re-download the config")
     if isinstance(scaling, dict) and scaling.get("rope_type", scaling.get("type")) == "default":
         scaling = None
-    return float(hf.get("rope_theta", 10000.0)), scaling
+    return positive_float(hf, "rope_theta", where, 10000.0), scaling
 
 
 @dataclass(frozen=True)
@@ -81,13 +95,16 @@ class BaseModelConfig:
         if not archs:
             raise ConfigError(f"{where} names no `architectures`: is this a Hugging Face causal-LM config?")
         spec = lookup(archs[0])
-        if archs[0] == "MistralForCausalLM" and hf.get("sliding_window") not in (None, 0) \
-                and hf["sliding_window"] < hf.get("max_position_embeddings", 0):
-            raise ConfigError(f"{where}: sliding_window={hf['sliding_window']} is not supported by ReDrafter engines: "
-                              f"use a Mistral version without a sliding window (v0.2 or newer)")
+        max_positions = positive_int(hf, "max_position_embeddings", where, 2048)
+        if sliding_window(hf, max_positions):
+            raise ConfigError(f"{where}: sliding_window={hf['sliding_window']} is not supported by ReDrafter engines "
+                              f"(TensorRT-LLM would attend over the whole context): use a version of the model "
+                              f"without a sliding window (Mistral v0.2 or newer; Qwen2 with use_sliding_window false)")
         nh = positive_int(hf, "num_attention_heads", where)
         H = positive_int(hf, "hidden_size", where)
         dtype = hf.get("torch_dtype") or hf.get("dtype") or "float32"
+        rope_fields(hf, where)  # checked here, before any work
+        positive_float(hf, "rms_norm_eps", where, 1e-6)
         return cls(spec=spec, hf=hf, hidden_size=H, num_layers=positive_int(hf, "num_hidden_layers", where),
                    num_heads=nh, num_kv_heads=positive_int(hf, "num_key_value_heads", where, nh),
                    head_size=positive_int(hf, "head_dim", where, H // nh),
@@ -95,6 +112,22 @@ class BaseModelConfig:
                    vocab_size=positive_int(hf, "vocab_size", where),
                    tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
                    source_dtype=str(dtype).replace("torch.", ""))
+
+
+def sliding_window(hf: dict, max_positions: int) -> bool:
+    """Whether some layer attends over a window shorter than the context: Mistral v0.1's `sliding_window`, or
+    Qwen2's `use_sliding_window` on the layers from `max_window_layers` (transformers 5: `layer_types`)."""
+    window = hf.get("sliding_window")
+    if not isinstance(window, int) or isinstance(window, bool) or not 0 < window < max_positions:
+        return False
+    if hf.get("architectures", [""])[0] == "MistralForCausalLM":
+        return True
+    if not hf.get("use_sliding_window"):
+        return False
+    types = hf.get("layer_types")
+    if isinstance(types, list):
+        return "sliding_attention" in types
+    return (hf.get("max_window_layers") or 0) < (hf.get("num_hidden_layers") or 0)
 
 
 def trtllm_model_fields(base: BaseModelConfig, dtype: str, tp_size: int) -> dict:
@@ -113,9 +146,9 @@ def trtllm_model_fields(base: BaseModelConfig, dtype: str, tp_size: int) -> dict
         "head_size": base.head_size,
         "vocab_size": base.vocab_size,
         "position_embedding_type": "rope_gpt_neox",
-        "max_position_embeddings": int(hf.get("max_position_embeddings", 2048)),
+        "max_position_embeddings": positive_int(hf, "max_position_embeddings", "config.json", 2048),
         "hidden_act": hf.get("hidden_act", "silu"),
-        "norm_epsilon": float(hf["rms_norm_eps"]) if "rms_norm_eps" in hf else 1e-6,
+        "norm_epsilon": positive_float(hf, "rms_norm_eps", "config.json", 1e-6),
         "rotary_base": theta,
         "rotary_scaling": scaling,
         "attn_bias": bool(base.spec.attn_bias or hf.get("attention_bias", False)),

@@ -301,6 +301,16 @@ def _trtllm_base(base: Path, opts: ConvertOptions):
     cfg = read_json(base / "config.json", "base checkpoint")
     if "redrafter_num_layers" in cfg:
         raise ConfigError(f"{base} is already a ReDrafter checkpoint: pass the base model's checkpoint instead")
+    quant = cfg.get("quantization") or {}
+    for key in ("quant_algo", "kv_cache_quant_algo"):
+        if quant.get(key) not in (None, "FP8"):
+            raise ConfigError(f"{base}: quantization.{key} {quant[key]!r} is not supported (ReDrafter checkpoints here "
+                              f"are unquantized or FP8): export the base without it, or convert the Hugging Face "
+                              f"model with --quantize fp8")
+    if cfg.get("architecture") in layout.QWEN_BASES and cfg.get("qwen_type") != "qwen2":
+        raise ConfigError(f"{base}: qwen_type {cfg.get('qwen_type')!r} (TensorRT-LLM reads a missing one as the first "
+                          f"Qwen) is not supported, only Qwen2: for a Qwen2 checkpoint add \"qwen_type\": \"qwen2\" "
+                          f"to its config.json")
     mapping = cfg.get("mapping") or {}
     tp, pp = int(mapping.get("tp_size", 1)), int(mapping.get("pp_size", 1))
     if pp != 1:

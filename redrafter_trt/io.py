@@ -236,7 +236,7 @@ def writable_folder(folder: Path) -> str | None:
 def check_output_folder(dest: Path, force: bool, inputs: Iterable[Path | str] = (), option: str = "--output") -> None:
     """Refuse, before any work, an output folder that cannot be (re)written: an existing one without --force, a
     file, one that is or holds an input (replacing it would delete the input), or one in an unwritable place."""
-    dest = Path(dest)
+    dest = Path(os.path.abspath(dest))  # `.` and `..` become named folders
     if dest.exists() and not dest.is_dir():
         raise ConfigError(f"{option} {dest} exists and is a file: pass a folder path")
     target = dest.resolve()
@@ -247,9 +247,38 @@ def check_output_folder(dest: Path, force: bool, inputs: Iterable[Path | str] = 
                               f"choose another {option}")
     if dest.exists() and not force:
         raise ConfigError(f"output folder {dest} already exists: pass --force to replace it, or choose another {option}")
+    here = Path.cwd().resolve()
+    if dest.exists() and (here == target or target in here.parents):
+        raise ConfigError(f"{option} {dest} is (or holds) the current folder: replacing it would leave this shell in a "
+                          f"deleted folder; run from elsewhere, or choose another {option}")
+    foreign = dest.exists() and foreign_entry(dest)
+    if foreign:
+        raise ConfigError(f"{option} {dest} holds {foreign}, and it is not an earlier ReDrafter output: --force "
+                          f"replaces only those and empty folders; choose another {option} or empty it yourself")
     why = writable_folder(dest.parent)
     if why:
         raise ConfigError(f"cannot write in {dest.parent} ({why}): choose another {option}")
+
+
+def foreign_entry(folder: Path) -> str | None:
+    """None when `folder` is empty or an earlier output of this toolkit or of TensorRT-LLM's ReDrafter tools (its
+    config.json has a redrafter-trt `producer`, or is a ReDrafter checkpoint, engine or Apple drafter config); else
+    the name of one entry it holds, for the refusal (a mistyped --output must not delete a project)."""
+    entries = sorted(p.name for p in folder.iterdir())
+    if not entries:
+        return None
+    try:
+        raw = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        raw = None
+    if isinstance(raw, dict):
+        producer = raw.get("producer") if isinstance(raw.get("producer"), dict) else {}
+        pretrained = raw.get("pretrained_config") if isinstance(raw.get("pretrained_config"), dict) else {}
+        arch = str(raw.get("architecture") or pretrained.get("architecture") or "")
+        if str(producer.get("name", "")).startswith("redrafter-trt") or arch.startswith("ReDrafterFor") \
+                or raw.get("model_type") == "recurrent_drafting_drafter":  # drafter.MODEL_TYPE
+            return None
+    return next((e for e in entries if e != "config.json"), entries[0])
 
 
 def partial_prefix(dest: Path) -> str:
@@ -286,7 +315,7 @@ def atomic_output(dest: Path, force: bool, inputs: Iterable[Path | str] = ()) ->
     An interrupted run (even SIGKILL) leaves only `.{name}.partial-{pid}-*`, never a folder named `dest`;
     the next run removes it.
     """
-    dest = Path(dest)
+    dest = Path(os.path.abspath(dest))
     check_output_folder(dest, force, inputs)
     remove_stale_partials(dest)
     tmp = Path(tempfile.mkdtemp(prefix=partial_prefix(dest), dir=dest.parent))

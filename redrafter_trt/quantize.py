@@ -118,7 +118,7 @@ def patch_exported_config(cfg: dict, hf: dict, kv_cache_dtype: str | None) -> di
     theta, scaling = rope_fields(hf)
     out["rotary_base"] = theta
     out["rotary_scaling"] = scaling
-    if "rms_norm_eps" in hf:
+    if hf.get("rms_norm_eps") is not None:  # checked by BaseModelConfig.from_hf
         out["norm_epsilon"] = float(hf["rms_norm_eps"])
     out["intermediate_size"] = int(hf["intermediate_size"])
     qwen = DECODER_TYPES.get((hf.get("architectures") or [""])[0]) == "qwen"
@@ -197,13 +197,13 @@ def export_fp8_base(hf_dir: Path, out_dir: Path, *, tp_size: int, dtype: str, kv
     dtype = resolve_fp8_dtype(dtype, hf)
     torch_dtype = getattr(torch, dtype)
     mtq, export = require_modelopt()  # after the checks: importing modelopt prints its own version warnings
+    tokenizer = _tokenizer(hf_dir)  # before the model: loading a large one takes minutes
 
     # On CPU, calibrate in float32 (half-precision matmuls are many times slower there); the export still casts
     # every tensor to `dtype` and computes the FP8 scales from the same weights. On CUDA: the model dtype.
     calib_dtype = torch.float32 if device == "cpu" else torch_dtype
     log.info("loading %s in %s on %s for FP8 calibration", hf_dir, str(calib_dtype).replace("torch.", ""), device)
     model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=calib_dtype).to(device).eval()
-    tokenizer = _tokenizer(hf_dir)
     loop = _forward_loop(tokenizer, prompts, calib_seq_len, calib_batch_size, device)
     mtq.quantize(model, fp8_quant_config(mtq, kv_cache_dtype), forward_loop=loop)
 

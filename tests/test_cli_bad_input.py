@@ -50,6 +50,34 @@ def test_force_never_replaces_an_input(parts, which):
     assert files(target) == before
 
 
+def test_force_replaces_only_empty_folders_and_earlier_outputs(parts, tmp_path, monkeypatch):
+    """A mistyped --output with --force must not wipe a project folder (a review: notes.txt was deleted)."""
+    base, drafter = parts
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "notes.txt").write_text("important")
+    before = files(project)
+    result = run_cli("convert", "--base", base, "--drafter", drafter, "--output", project, "--force")
+    assert_one_line_error(result, "not an earlier ReDrafter output", "another --output")
+    assert files(project) == before
+    (project / "notes.txt").unlink()
+    shutil.rmtree(project / "src")
+    (project / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')  # another model's folder
+    assert_one_line_error(run_cli("init-drafter", "--base", base, "--output", project, "--force"), "holds config.json")
+    (project / "config.json").unlink()  # empty now
+    assert run_cli("convert", "--base", base, "--drafter", drafter, "--output", project, "--force").exit_code == 0
+    assert run_cli("convert", "--base", base, "--drafter", drafter, "--output", project, "--force").exit_code == 0
+    assert run_cli("init-drafter", "--base", base, "--output", tmp_path / "d").exit_code == 0
+    assert run_cli("init-drafter", "--base", base, "--output", tmp_path / "d", "--force").exit_code == 0
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)  # `--output .` converted, then raised "has an empty name"
+    assert_one_line_error(run_cli("convert", "--base", base, "--drafter", drafter, "--output", ".", "--force"),
+                          "the current folder", "choose another --output")
+    assert run_cli("convert", "--base", base, "--drafter", drafter, "--output", "../work2").exit_code == 0
+    assert json.loads((tmp_path / "work2" / "config.json").read_text())["producer"]["name"] == "redrafter-trt"
+
+
 def test_train_output_over_its_data_or_a_file(parts, tmp_path):
     data = tmp_path / "data" / "d.jsonl"
     data.parent.mkdir()

@@ -165,6 +165,16 @@ def test_tp_differs_from_trtllm_base(parts, tmp_path):
     cfg["mapping"]["pp_size"] = 2
     (base_ckpt / "config.json").write_text(json.dumps(cfg))
     assert_one_line_error(convert_err(parts, base=base_ckpt), "pipeline parallel")
+    cfg["mapping"]["pp_size"] = 1
+    # Quantizations other than FP8 were blamed on the tensors ("unexpected tensors: ...per_channel_scale").
+    for key, algo in (("quant_algo", "W8A16"), ("kv_cache_quant_algo", "INT8")):
+        bad = {**cfg, "quantization": {**cfg["quantization"], key: algo}}
+        (base_ckpt / "config.json").write_text(json.dumps(bad))
+        assert_one_line_error(convert_err(parts, base=base_ckpt), f"quantization.{key} '{algo}' is not supported")
+    # A Qwen checkpoint that TensorRT-LLM reads as the first Qwen (its MLP half as wide) was refused as misshapen.
+    for arch in ("QWenForCausalLM", "Qwen2ForCausalLM"):
+        (base_ckpt / "config.json").write_text(json.dumps({**cfg, "architecture": arch, "qwen_type": "qwen"}))
+        assert_one_line_error(convert_err(parts, base=base_ckpt), "qwen_type 'qwen'", "only Qwen2")
 
 
 def test_drafter_tensor_problems(parts):
@@ -226,6 +236,51 @@ def test_base_config_field_types(parts, field, value):
     assert_one_line_error(convert_err(parts), f"{field} is {value!r}, not a positive integer")
     res = run_cli("init-drafter", "--base", parts[0], "--output", parts[2])
     assert_one_line_error(res, f"{field} is {value!r}")
+
+
+@pytest.mark.parametrize("field, value", [("rms_norm_eps", "1e-5"), ("rope_theta", -1), ("max_position_embeddings", 0.5),
+                                          ("rope_parameters", {"rope_type": "default", "rope_theta": "abc"})])
+def test_base_config_numbers(parts, field, value):
+    """Were tracebacks (TypeError / ValueError) from the field conversions, after a review."""
+    path = parts[0] / "config.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | {field: value}))
+    shown = value["rope_theta"] if isinstance(value, dict) else value
+    assert_one_line_error(convert_err(parts), f"is {shown!r}, not a positive", "fix or re-download")
+
+
+def test_base_config_nulls_mean_defaults_and_rope_scaling_is_an_object(parts):
+    path = parts[0] / "config.json"
+    raw = json.loads(path.read_text())
+    nulls = {"rms_norm_eps": None, "max_position_embeddings": None, "rope_theta": None, "rope_parameters": None}
+    path.write_text(json.dumps(raw | nulls))
+    assert run_cli("convert", "--base", parts[0], "--drafter", parts[1], "--output", parts[2]).exit_code == 0
+    cfg = json.loads((parts[2] / "config.json").read_text())
+    assert (cfg["norm_epsilon"], cfg["max_position_embeddings"], cfg["rotary_base"]) == (1e-6, 2048, 10000.0)
+    shutil.rmtree(parts[2])
+    path.write_text(json.dumps(raw | {"rope_parameters": None, "rope_scaling": "linear"}))  # TensorRT-LLM .get()s it
+    assert_one_line_error(convert_err(parts), "rope_scaling is 'linear', not an object")
+
+
+@pytest.mark.parametrize("arch, fields, refused", [
+    ("MistralForCausalLM", {"sliding_window": 128}, True),
+    ("MistralForCausalLM", {"sliding_window": None}, False),
+    ("Qwen2ForCausalLM", {"use_sliding_window": True, "sliding_window": 128, "max_window_layers": 1}, True),
+    ("Qwen2ForCausalLM", {"use_sliding_window": True, "sliding_window": 128,
+                          "layer_types": ["full_attention", "sliding_attention"]}, True),
+    ("Qwen2ForCausalLM", {"use_sliding_window": False, "sliding_window": 128, "max_window_layers": 1}, False),
+    ("Qwen2ForCausalLM", {"use_sliding_window": True, "sliding_window": 128, "max_window_layers": 2}, False),
+])
+def test_sliding_window_attention_is_refused(parts, arch, fields, refused):
+    """TensorRT-LLM's Llama and QWen models attend over the whole context: a windowed base would silently differ."""
+    path = parts[0] / "config.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | {"architectures": [arch], "num_hidden_layers": 2,
+                                                               "max_position_embeddings": 4096} | fields))
+    result = convert_err(parts) if refused else run_cli("convert", "--base", parts[0], "--drafter", parts[1],
+                                                         "--output", parts[2])
+    if refused:
+        assert_one_line_error(result, "sliding_window=128 is not supported")
+    else:
+        assert "not supported by ReDrafter engines" not in result.output  # (Qwen2 then misses its biases)
 
 
 def test_base_config_not_json(parts):

@@ -252,6 +252,19 @@ def test_fp8_bad_input(tiny_llama, tiny_drafter, tmp_path, monkeypatch):
     assert not out.exists()
 
 
+def test_fp8_without_tokenizer_fails_before_loading_the_model(tiny_llama, tiny_drafter, tmp_path, monkeypatch):
+    """A base folder without a tokenizer is refused before the model loads (minutes to hours for a large one)."""
+    import transformers
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded before the tokenizer was checked")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", never)
+    with pytest.raises(ConfigError, match="no usable tokenizer"):
+        convert(tiny_llama, tiny_drafter, tmp_path / "out", quantize="fp8", dtype="bfloat16")
+    assert not (tmp_path / "out").exists()
+
+
 def test_misleading_modelopt_warnings_stay_off_screen(fp8_models, tmp_path, recwarn):
     """modelopt says "Enable lm_head quantization" on every export; the exported lm_head is not FP8 (checked above),
     so a convert must not tell the user it is."""
