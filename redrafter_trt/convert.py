@@ -244,6 +244,8 @@ def convert(base: Path | str, drafter: Path | str, output: Path | str, *, force:
     source_base = base
 
     # FP8 scratch: hidden, named like this run's partial output, so the next run removes it if this one is killed
+    if opts.quantize:
+        output.parent.mkdir(parents=True, exist_ok=True)
     scratch = tempfile.TemporaryDirectory(prefix=f"{partial_prefix(output)}fp8-", dir=output.parent) \
         if opts.quantize else contextlib.nullcontext()
     with scratch:

@@ -223,11 +223,14 @@ class TensorSource:
 
 
 def writable_folder(folder: Path) -> str | None:
-    """Why files cannot be created in `folder` (made if missing), or None when they can: probed, not guessed
-    (read-only mounts, /proc, permissions)."""
+    """Why files cannot be created in `folder`, or None when they can: probed, not guessed (read-only mounts, /proc,
+    permissions). A missing folder is probed at its nearest existing ancestor, and nothing is left behind: a
+    refused run must not leave empty folders."""
+    probe = Path(os.path.abspath(folder))
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        os.rmdir(tempfile.mkdtemp(prefix=".redrafter-probe-", dir=folder))
+        os.rmdir(tempfile.mkdtemp(prefix=".redrafter-probe-", dir=probe))
     except OSError as e:
         return e.strerror or type(e).__name__
     return None
@@ -317,6 +320,7 @@ def atomic_output(dest: Path, force: bool, inputs: Iterable[Path | str] = ()) ->
     """
     dest = Path(os.path.abspath(dest))
     check_output_folder(dest, force, inputs)
+    dest.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(dest)
     tmp = Path(tempfile.mkdtemp(prefix=partial_prefix(dest), dir=dest.parent))
     try:

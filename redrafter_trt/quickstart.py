@@ -211,6 +211,7 @@ def quickstart(opts: QuickstartOptions, on_stage: Callable[[str], None] = lambda
     why = writable_folder(workdir)
     if why:
         raise ConfigError(f"cannot write in {workdir} ({why}): choose another --workdir")
+    workdir.mkdir(parents=True, exist_ok=True)
     seconds: dict[str, float] = {}
     reused: dict[str, bool] = {}
 

@@ -102,6 +102,16 @@ def test_output_that_is_a_file_or_unwritable(parts, tmp_path):
     assert_one_line_error(run_cli("init-drafter", "--base", parts[0], "--output", f"{NOT_WRITABLE}/d"), "cannot write")
 
 
+def test_the_writability_probe_makes_no_folders(tmp_path):
+    """It once made the missing parents of --output, left behind when the run was then refused."""
+    from redrafter_trt.io import writable_folder
+
+    assert writable_folder(tmp_path / "a" / "b") is None and not (tmp_path / "a").exists()
+    (tmp_path / "afile").write_text("")
+    assert writable_folder(tmp_path / "afile" / "b") == "Not a directory"
+    assert writable_folder(Path(NOT_WRITABLE) / "b") is not None and not Path(NOT_WRITABLE).exists()
+
+
 def test_output_json_in_an_unwritable_folder(ckpt, tiny_llama):
     result = run_cli("acceptance", "--checkpoint-dir", ckpt, "--tokenizer-dir", tiny_llama, "--prompts", "x",
                      "--output-json", "/proc/sys/out.json")

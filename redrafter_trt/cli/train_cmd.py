@@ -110,8 +110,8 @@ def train(base, data, output, num_draft_layers, rnn, exit_dim, predict_n, epochs
                       soft_target=soft_target, later_sharpness=later_sharpness, step_decay=step_decay,
                       train_head=not freeze_head,
                       full_vocab=full_vocab, cache_dir=cache_dir)
+    cfg.validate()  # every option first: a refused run leaves nothing behind
     check_output_folder(output, force, cfg.inputs)  # the default cache folder included
-    cfg.validate()  # before the slow imports
     bars = _Bars()
     try:
         out = train_drafter(cfg, on_progress=bars)
