@@ -34,11 +34,12 @@ def first_line(error: BaseException, fallback: str) -> str:
 
 
 def read_text(path, fix: str) -> str:
-    """A user's text file as UTF-8, or a ConfigError naming why it cannot be read and `fix`."""
+    """A user's text file as UTF-8 (a leading byte-order mark, as some Windows editors write, dropped), or a
+    ConfigError naming why it cannot be read and `fix`."""
     from pathlib import Path
 
     try:
-        return Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path} is not UTF-8 text (byte {e.start}): {fix}") from None
     except OSError as e:

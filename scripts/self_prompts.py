@@ -30,10 +30,16 @@ STARTERS = [
 ]
 
 
+def batch_sizes(num: int, batch_size: int) -> list[int]:
+    """Batches drawing exactly `num` samples: full ones, then the rest."""
+    return [min(batch_size, num - start) for start in range(0, num, batch_size)]
+
+
 @click.command()
 @click.option("--base", required=True, type=click.Path(path_type=Path))
-@click.option("--num", default=128, show_default=True, help="Samples drawn (fewer survive the filters).")
-@click.option("--batch-size", default=32, show_default=True)
+@click.option("--num", default=128, show_default=True, type=click.IntRange(min=1),
+              help="Samples drawn (fewer survive the filters).")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--max-new-tokens", default=64, show_default=True)
 @click.option("--temperature", default=1.0, show_default=True)
 @click.option("--seed", default=0, show_default=True)
@@ -49,11 +55,11 @@ def main(base, num, batch_size, max_new_tokens, temperature, seed, starters, out
     torch.manual_seed(seed)
     seen, kept = set(), []
     output.write_text("")  # written batch by batch: an interrupted run keeps what it had
-    for batch in range(0, num // batch_size):
+    for batch, size in enumerate(batch_sizes(num, batch_size)):
         opener = STARTERS[batch % len(STARTERS)] if starters else ""
         ids = torch.tensor([tok(prefix + opener, add_special_tokens=False)["input_ids"]])
         with torch.no_grad():
-            out = model.generate(input_ids=ids.repeat(batch_size, 1), attention_mask=torch.ones_like(ids).repeat(batch_size, 1),
+            out = model.generate(input_ids=ids.repeat(size, 1), attention_mask=torch.ones_like(ids).repeat(size, 1),
                                  do_sample=True, temperature=temperature, top_p=0.95, max_new_tokens=max_new_tokens,
                                  eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
         for row in out[:, ids.shape[1]:].tolist():

@@ -70,3 +70,24 @@ def test_json_list_of_non_objects_names_the_record_and_the_shape(tmp_path):
     f.write_text('[1, 2, 3]\n')
     with pytest.raises(ConfigError, match=r'record 1 of its JSON list: expected a JSON object like \{"prompt"'):
         load_prompts(f)
+
+
+@pytest.mark.parametrize("text", ['{"prompt": "a"}\n', '[{"prompt": "a"}]'])
+def test_a_byte_order_mark_is_read_past(tmp_path, text):
+    """Windows editors save UTF-8 with a byte-order mark: json refused it ("Unexpected UTF-8 BOM")."""
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert load_prompts(path) == ["a"]
+
+
+def test_self_prompts_draws_exactly_num_samples():
+    """`scripts/self_prompts.py --num 10` drew 10 // 32 = 0 batches and wrote an empty file."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("self_prompts",
+                                                  Path(__file__).resolve().parents[1] / "scripts" / "self_prompts.py")
+    self_prompts = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(self_prompts)
+    assert self_prompts.batch_sizes(10, 32) == [10]
+    assert self_prompts.batch_sizes(70, 32) == [32, 32, 6]
+    assert self_prompts.batch_sizes(64, 32) == [32, 32]

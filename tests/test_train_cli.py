@@ -44,6 +44,10 @@ def _run(*args):
     ("decay", "--step-decay must be within (0, 1]"),
     ("base_json", "not valid JSON"),
     ("data_folder", "is a folder"),
+    ("lr_inf", "--lr must be positive and finite (got inf)"),
+    ("sharp_inf", "--later-sharpness must be at least 1 and finite (got inf)"),
+    ("no_tokenizer", "has no usable tokenizer"),
+    ("template", "record 1 of its JSON list: the base's chat template refuses it"),
 ])
 def test_bad_inputs_exit_2_with_one_line(chat_base, prompts, tmp_path, case, match):
     empty = tmp_path / "empty.jsonl"
@@ -51,17 +55,56 @@ def test_bad_inputs_exit_2_with_one_line(chat_base, prompts, tmp_path, case, mat
     data = {"missing": tmp_path / "nope.jsonl", "empty": empty, "data_folder": tmp_path}.get(case, prompts)
     extra = {"predict0": ["--predict-n", "0"], "soft2": ["--soft-target", "2"],
              "sharp": ["--later-sharpness", "0.5"], "device": ["--device", "tpu"], "decay": ["--step-decay", "0"],
-             "dtype": ["--base-dtype", "float16"], "distill_batch0": ["--distill-batch-size", "0"]}.get(case, [])
+             "dtype": ["--base-dtype", "float16"], "distill_batch0": ["--distill-batch-size", "0"],
+             "lr_inf": ["--lr", "inf"], "sharp_inf": ["--later-sharpness", "inf"],
+             "template": ["--distill"]}.get(case, [])
     base = chat_base
-    if case == "base_json":
+    if case in ("base_json", "no_tokenizer", "template"):
         base = tmp_path / "base"
         shutil.copytree(chat_base, base)
+    if case == "base_json":
         (base / "config.json").write_text("{not json")
+    if case == "no_tokenizer":  # a base folder with only its config and weights
+        for f in base.glob("*"):
+            if f.name not in ("config.json", "model.safetensors"):
+                f.unlink()
+    if case == "template":  # a template refusing the conversation: jinja's traceback once
+        data = tmp_path / "sg.json"
+        data.write_text(json.dumps([{"conversations": [{"from": "human", "value": "Hi"}]}]))
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(base)
+        tok.chat_template = "{{ raise_exception('Conversation roles must alternate') }}"
+        tok.save_pretrained(base)
     r = _run("--base", base, "--data", data, "--output", tmp_path / "out", "--cache-dir", tmp_path / "c", *extra)
     assert r.exit_code == 2, r.output
     lines = r.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], r.output
     assert not (tmp_path / "out").exists()
+
+
+def test_a_refused_run_leaves_no_folders_behind(chat_base, prompts, tmp_path):
+    """The writability probe once made the output's missing parents before the options were checked."""
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(chat_base / "config.json", bare)
+    for base, extra, needle in ((chat_base, ["--lr", "0"], "--lr must be"), (bare, [], "no usable tokenizer")):
+        r = _run("--base", base, "--data", prompts, "--output", tmp_path / "x" / "a" / "out", "--cache-dir",
+                 tmp_path / "c", *extra)
+        assert r.exit_code == 2 and needle in r.output and len(r.output.strip().splitlines()) == 1, r.output
+        assert not (tmp_path / "x").exists() and not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("device, gpus, match", [("cuda", 0, "--device cuda but no CUDA device is visible"),
+                                                 ("cuda:5", 2, "--device cuda:5 but only 2 CUDA device(s)")])
+def test_a_missing_gpu_is_refused_before_any_work(chat_base, prompts, tmp_path, monkeypatch, device, gpus, match):
+    """`--device cuda` without CUDA once crashed with torch's traceback after the data stage."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    r = _run("--base", chat_base, "--data", prompts, "--output", tmp_path / "out", "--cache-dir", tmp_path / "c",
+             "--distill", "--device", device)
+    assert r.exit_code == 2 and r.output.startswith(f"error: {match}") and len(r.output.splitlines()) == 1, r.output
+    assert not (tmp_path / "c").exists()
 
 
 def test_existing_output_needs_force(chat_base, prompts, tmp_path):

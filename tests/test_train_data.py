@@ -6,6 +6,7 @@ training tests use (the shared tiny models carry no tokenizer)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -205,3 +206,98 @@ def test_runs_sharing_a_distill_cache_keep_their_own_files(tmp_path):
     assert len(list(one.glob("hidden-*"))) == 2
     out = distill(load, tok, [x, y, z], one, max_new_tokens=8, batch_size=2)
     assert len(out) == 3 and all(h.load().shape[0] == len(ans) for ans, h in out)
+
+
+# Llama-2 / Mistral style: after an optional system message, roles must alternate user/assistant
+STRICT = ("{% if messages[0]['role'] == 'system' %}{% set msgs = messages[1:] %}{% else %}{% set msgs = messages %}"
+          "{% endif %}{% for m in msgs %}{% if m['role'] != ['user', 'assistant'][loop.index0 % 2] %}"
+          "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+          "{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endfor %}"
+          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+
+def _sharegpt(tmp_path, *conversations) -> Path:
+    path = tmp_path / "sg.json"
+    path.write_text(json.dumps([{"conversations": [{"from": w, "value": v} for w, v in c]} for c in conversations]))
+    return path
+
+
+def test_turns_of_one_role_are_joined_and_a_refused_record_is_named(tmp_path):
+    """A strict template (Llama-2, Mistral) once crashed with jinja's traceback on two human turns in a row, or a
+    greeting after the system prompt: those are joined or dropped; a record it still refuses is a ConfigError
+    naming the file and the record (1-based), in training and in distillation alike."""
+    strict = make_tokenizer(tmp_path / "tok")
+    strict.chat_template = STRICT
+    path = _sharegpt(tmp_path, [("human", "A"), ("human", "B"), ("gpt", "C")],
+                     [("system", "S"), ("gpt", "Hello!"), ("human", "Q"), ("gpt", "R")],
+                     [("human", "Q"), ("gpt", "R"), ("system", "S"), ("human", "Q2"), ("gpt", "R2")],
+                     [("human", "Q"), ("system", "S"), ("human", "Q2")])
+    joined, greeted, mid_system, prompt_only = read_conversations(path)
+    assert joined.messages == ({"role": "user", "content": "A\n\nB"}, {"role": "assistant", "content": "C"})
+    assert [m["role"] for m in greeted.messages] == ["system", "user", "assistant"]
+    assert _masked_text(strict, encode(strict, joined, 1000)) == "C<|im_end|>"
+    assert _masked_text(strict, encode(strict, greeted, 1000)) == "R<|im_end|>"
+    where = re.escape(str(path))
+    with pytest.raises(ConfigError, match=rf"^{where} record 3 of its JSON list: the base's chat template refuses it "
+                                          r"\(Conversation roles must alternate"):
+        encode(strict, mid_system, 1000)
+    with pytest.raises(ConfigError, match=rf"^{where} record 4 of its JSON list: .* fix or remove that record$"):
+        prompt_ids(strict, prompt_only, 1000)
+
+
+def test_unusable_records_are_skipped_with_a_warning(tmp_path, caplog):
+    """Public ShareGPT dumps hold records with nothing to train on; one of them once refused the whole file."""
+    path = _sharegpt(tmp_path, [("human", "Q"), ("gpt", "A")], [], [("gpt", "only the bot")],
+                     [("human", "Q"), ("tool", "{}")], [("human", None)], [("human", ["a", "b"])])
+    with caplog.at_level("WARNING"):
+        (conv,) = read_conversations(path)
+    assert conv.messages[0]["content"] == "Q"
+    assert f"{path}: skipped 5 of 6 records with nothing to train on (first: record 2 of its JSON list" in caplog.text
+    path.write_text(json.dumps([{"conversations": []}, {"text": "pretraining text"}]))
+    with pytest.raises(ConfigError, match=r"holds no usable record \(record 1 of its JSON list: `conversations` must"):
+        read_conversations(path)
+
+
+def test_records_are_numbered_from_1_and_every_key_is_named(tmp_path):
+    """As `run --input-file` numbers them; the refusal names every key train reads, `messages` and answers too."""
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps([{"text": "x"}]))
+    with pytest.raises(ConfigError, match=r"record 1 of its JSON list: no prompt: expected one of the keys prompt, "
+                                          r"turns, question, instruction, conversations, messages \(an answer under "
+                                          r"answer, response, output, completion\)"):
+        read_conversations(path)
+
+
+@pytest.mark.parametrize("text", ['{"prompt": "p", "answer": "a"}\n', '[{"prompt": "p", "answer": "a"}]'])
+def test_a_byte_order_mark_is_read_past(tmp_path, text):
+    path = tmp_path / "bom.json"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    (conv,) = read_conversations(path)
+    assert conv.messages[1] == {"role": "assistant", "content": "a"}
+
+
+def test_duplicate_conversations_are_dropped_before_the_split(tmp_path, caplog):
+    """The same file passed twice (or a copied record) put copies on both sides of the held-out split."""
+    from redrafter_trt.train import TrainConfig
+    from redrafter_trt.train.dataset import read_all
+
+    path = tmp_path / "qa.jsonl"
+    path.write_text("".join(json.dumps({"question": f"q{i}", "answer": "a"}) + "\n" for i in [0, 1, 2, 1]))
+    with caplog.at_level("WARNING"):
+        convs = read_all(TrainConfig(base=tmp_path, data=[path, path], output=tmp_path / "out"))
+    assert sorted(c.messages[0]["content"] for c in convs) == ["q0", "q1", "q2"]
+    assert "dropped 5 duplicate conversations of 8" in caplog.text
+
+
+def test_hidden_state_progress_stops_at_the_total(tmp_path):
+    """compute_hidden reported 63 of 4 examples: a batch's row count past the end."""
+    from transformers import AutoModelForCausalLM
+
+    from redrafter_trt.train.features import compute_hidden
+
+    model = AutoModelForCausalLM.from_pretrained(make_hf(tmp_path / "base", "llama", vocab_size=128)).eval()
+    examples = [Example(tuple(range(1, n)), (False,) + (True,) * (n - 2)) for n in (6, 7, 8, 9)]
+    _, _, anchors, starts = flatten(examples, tail=4)
+    seen = []
+    compute_hidden(model, examples, starts, anchors, on_batch=lambda d, t: seen.append((d, t)))
+    assert seen == [(4, 4)]

@@ -124,6 +124,29 @@ def test_a_new_run_never_resumes_an_older_runs_state(chat_base, qa_file, tmp_pat
         train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4, resume=True))
 
 
+def test_a_diverging_run_stops_and_writes_no_drafter(chat_base, qa_file, tmp_path):
+    """--lr 1e6 once trained on through NaN losses and wrote an all-NaN drafter with exit code 0."""
+    from redrafter_trt.errors import ConfigError
+
+    cfg = _cfg(chat_base, qa_file, tmp_path, lr=1e6, checkpoint_every=1)
+    with pytest.raises(ConfigError, match=r"training diverged at step \d+ of 8 .*lower --lr \(now 1e\+06\)"):
+        train_drafter(cfg)
+    assert not cfg.output.exists()
+    state = torch.load(cfg.state_path, weights_only=True)  # the last step before it diverged: finite
+    assert all(torch.isfinite(t).all() for t in state["drafter"].values()) and torch.isfinite(state["head"]).all()
+
+
+def test_soft_targets_with_fewer_kept_tokens_than_k():
+    """Tiny data keeps fewer head rows than the teacher's top 16: topk once failed with 'index k out of range'."""
+    from redrafter_trt.train.features import Features
+    from redrafter_trt.train.objective import Teacher
+
+    feats = Features(torch.zeros(8, dtype=torch.long), torch.ones(8, dtype=torch.bool), torch.arange(4),
+                     torch.randn(4, 6))
+    teacher = Teacher.from_features(feats, torch.randn(3, 6), k=16, weight=0.5)
+    assert teacher.ids.shape == teacher.probs.shape == (4, 3)
+
+
 def test_batches_cover_every_anchor_of_a_larger_shard_and_take_any_seed():
     """Under torchrun every rank takes the steps the smallest shard gives; a rank with more anchors draws them
     from all of its own, a fresh permutation each epoch. Any --seed up to 2**63 - 1 works."""

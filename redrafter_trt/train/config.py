@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,11 +65,12 @@ class TrainConfig:
             (self.epochs >= 1, f"--epochs must be at least 1 (got {self.epochs})"),
             (self.max_steps is None or self.max_steps >= 1, f"--max-steps must be at least 1 (got {self.max_steps})"),
             (0 <= self.soft_target <= 1, f"--soft-target must be within [0, 1] (got {self.soft_target})"),
-            (self.later_sharpness >= 1, f"--later-sharpness must be at least 1 (got {self.later_sharpness}): "
-                                        f"1 trains calibrated logits, more spreads beams over first tokens"),
+            (1 <= self.later_sharpness < math.inf,
+             f"--later-sharpness must be at least 1 and finite (got {self.later_sharpness}): 1 trains calibrated "
+             f"logits, more spreads beams over first tokens"),
             (0 < self.step_decay <= 1, f"--step-decay must be within (0, 1] (got {self.step_decay}): 1 weighs every "
                                        f"draft step alike"),
-            (self.lr > 0, f"--lr must be positive (got {self.lr})"),
+            (0 < self.lr < math.inf, f"--lr must be positive and finite (got {self.lr})"),
             (self.batch_size >= 1, f"--batch-size must be at least 1 (got {self.batch_size})"),
             (self.distill_batch_size >= 1, f"--distill-batch-size must be at least 1 (got {self.distill_batch_size})"),
             (self.max_seq_len >= 8, f"--max-seq-len must be at least 8 (got {self.max_seq_len})"),
@@ -80,6 +82,7 @@ class TrainConfig:
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(msg)
+        self._check_device()
         from ..config import BaseModelConfig, read_json
 
         BaseModelConfig.from_hf(read_json(self.base / "config.json", "base"), str(self.base / "config.json"))
@@ -94,6 +97,20 @@ class TrainConfig:
         from ..io import check_output_folder
 
         check_output_folder(self.output, True, self.inputs)
+
+    def _check_device(self) -> None:
+        """A CUDA device that is there: refused now, not after an hour of distillation on the CPU."""
+        if not self.device.startswith("cuda"):
+            return
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {self.device} but no CUDA device is visible (or torch was built without "
+                              f"CUDA): use --device cpu")
+        index = int(self.device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {self.device} but only {torch.cuda.device_count()} CUDA device(s) are "
+                              f"visible: pass cuda:0 to cuda:{torch.cuda.device_count() - 1}")
 
     @property
     def inputs(self) -> list[Path]:

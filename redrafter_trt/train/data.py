@@ -6,6 +6,7 @@ Records (jsonl, one object per line, or a JSON list such as ShareGPT):
     question+answer GSM8K
     prompt+response / prompt+answer / instruction+output (Alpaca)
     anything `redrafter_trt.prompts.prompt_of` accepts: a prompt without an answer (only useful with --distill)
+A record with nothing to train on is skipped with a warning; consecutive turns of one role are joined.
 
 An `Example` is one rendered conversation: `ids` [T] token ids from the base tokenizer's chat template and `mask`
 [T] True where the token belongs to an assistant turn (its content and end-of-turn token). System and user tokens,
@@ -15,12 +16,13 @@ and the template's role headers, are masked out of the loss.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigError, read_text
-from ..prompts import prompt_of
+from ..errors import ConfigError, first_line, read_text
+from ..prompts import KEYS, prompt_of
 
 if TYPE_CHECKING:
     from .distill import CachedHidden
@@ -28,6 +30,9 @@ if TYPE_CHECKING:
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
          "bard": "assistant", "bing": "assistant", "model": "assistant", "system": "system"}
 ANSWER_KEYS = ("answer", "response", "output", "completion")
+PROMPT_KEYS = (*KEYS, "messages")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,7 @@ class Conversation:
     """messages: [{"role": "system"|"user"|"assistant", "content": str}]; the last one may be a user turn
     (a prompt still waiting for its answer)."""
     messages: tuple[dict, ...]
+    source: str = field(default="", compare=False)  # "FILE line N", named in errors
 
     @property
     def has_answer(self) -> bool:
@@ -58,79 +64,119 @@ class Example:
     hidden_from: int = 0
 
 
+def _message(msg, key: str) -> tuple[str, str]:
+    """(role, text) of one message."""
+    if not isinstance(msg, dict):
+        raise ValueError(f"`{key}` must hold objects with `from`/`value` (or `role`/`content`)")
+    who, text = msg.get("from", msg.get("role")), msg.get("value", msg.get("content"))
+    role = ROLES.get(str(who).lower())
+    if role is None:
+        raise ValueError(f"`{key}` has a message with role {who!r}: expected human/user, gpt/assistant or system")
+    if not isinstance(text, str):
+        raise ValueError(f"`{key}` has a {who!r} message whose `value`/`content` is {text!r}, not a string")
+    return role, text
+
+
 def _messages(raw, key: str) -> list[dict]:
+    """The messages as chat templates take them: assistant turns before the first user turn (some ShareGPT dumps
+    open with the bot's greeting) dropped, consecutive turns of one role joined into one (Llama-2 and Mistral
+    templates refuse roles that do not alternate)."""
     if not isinstance(raw, list) or not raw:
         raise ValueError(f"`{key}` must be a non-empty list of messages")
-    out = []
-    for msg in raw:
-        if not isinstance(msg, dict):
-            raise ValueError(f"`{key}` must hold objects with `from`/`value` (or `role`/`content`)")
-        who, text = msg.get("from", msg.get("role")), msg.get("value", msg.get("content"))
-        role = ROLES.get(str(who).lower())
-        if role is None:
-            raise ValueError(f"`{key}` has a message with role {who!r}: expected human/user, gpt/assistant or system")
-        if not isinstance(text, str):
-            raise ValueError(f"`{key}` has a {who!r} message whose `value`/`content` is {text!r}, not a string")
-        out.append({"role": role, "content": text})
-    while out and out[0]["role"] == "assistant":  # some ShareGPT dumps open with the bot's greeting
-        out.pop(0)
-    if not out:
+    out: list[dict] = []
+    for role, text in (_message(msg, key) for msg in raw):
+        if role == "assistant" and not any(m["role"] == "user" for m in out):
+            continue
+        if out and out[-1]["role"] == role:
+            out[-1]["content"] += "\n\n" + text
+        else:
+            out.append({"role": role, "content": text})
+    if not any(m["role"] == "user" for m in out):
         raise ValueError(f"`{key}` has no user message")
     return out
 
 
-def conversation_of(record) -> Conversation:
-    """One record -> a Conversation; raises ValueError (with the reason) for a record it cannot read."""
+def conversation_of(record, source: str = "") -> Conversation:
+    """One record -> a Conversation; raises ValueError (with the reason) for a record it cannot read.
+    source: where the record is ("FILE line N"), for later errors."""
     if isinstance(record, dict):
         for key in ("conversations", "messages"):
             if key in record:
-                return Conversation(tuple(_messages(record[key], key)))
+                return Conversation(tuple(_messages(record[key], key)), source)
         for answer_key in ANSWER_KEYS:
             answer = record.get(answer_key)
             if answer is not None and not (isinstance(answer, str) and answer.strip()):
                 raise ValueError(f"`{answer_key}` is {answer!r}: write the answer as a non-empty string")
             if answer is not None:
-                prompt = prompt_of({k: v for k, v in record.items() if k not in ANSWER_KEYS})
+                prompt = _prompt({k: v for k, v in record.items() if k not in ANSWER_KEYS})
                 return Conversation(({"role": "user", "content": prompt},
-                                     {"role": "assistant", "content": record[answer_key]}))
-    return Conversation(({"role": "user", "content": prompt_of(record)},))
+                                     {"role": "assistant", "content": record[answer_key]}), source)
+    return Conversation(({"role": "user", "content": _prompt(record)},), source)
 
 
-def read_conversations(path: Path | str) -> list[Conversation]:
-    """Every record of a jsonl or JSON-list file, in file order. Raises ConfigError for a missing or empty file
-    or a malformed record (naming its line or index)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"data file {path} does not exist: pass jsonl or ShareGPT json files to --data")
-    text = read_text(path, "save it as UTF-8 jsonl or json")
+def _prompt(record) -> str:
+    """`prompt_of`, with every key train reads in its refusal of a record that has none."""
+    if isinstance(record, dict) and not any(key in record for key in PROMPT_KEYS):
+        raise ValueError(f"no prompt: expected one of the keys {', '.join(PROMPT_KEYS)} (an answer under "
+                         f"{', '.join(ANSWER_KEYS)})")
+    return prompt_of(record)
+
+
+def _records(path: Path, text: str) -> list[tuple[str, object]]:
+    """(where, record) for each record of a JSON list or jsonl text; a ConfigError when the text is neither."""
     if text.lstrip().startswith("["):
         try:
             records = json.loads(text)
         except json.JSONDecodeError as e:
             raise ConfigError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}): fix it, or write jsonl") from None
-        located = [(f"record {i}", r) for i, r in enumerate(records)]
-    else:
-        located = []
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                located.append((f"line {lineno}", json.loads(line)))
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{path} line {lineno} is not valid JSON ({e.msg}): write one JSON object per line") from None
-    out = []
+        return [(f"record {i} of its JSON list", r) for i, r in enumerate(records, start=1)]
+    located = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            located.append((f"line {lineno}", json.loads(line)))
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path} line {lineno} is not valid JSON ({e.msg}): write one JSON object per "
+                              f"line") from None
+    return located
+
+
+def read_conversations(path: Path | str) -> list[Conversation]:
+    """Every usable record of a jsonl or JSON-list file, in file order. A record with nothing to train on (no user
+    message, an unknown role, a message that is not a string: public ShareGPT dumps have some) is skipped with a
+    warning. Raises ConfigError for a missing file, one that is not JSON or jsonl, or one without a usable record
+    (naming the first refused record's line or number, 1-based)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"data file {path} does not exist: pass jsonl or ShareGPT json files to --data")
+    located = _records(path, read_text(path, "save it as UTF-8 jsonl or json"))
+    if not located:
+        raise ConfigError(f"data file {path} holds no records: add lines like {{\"question\": ..., \"answer\": ...}}")
+    out, skipped = [], []
     for where, record in located:
         try:
-            out.append(conversation_of(record))
+            out.append(conversation_of(record, f"{path} {where}"))
         except ValueError as e:
-            raise ConfigError(f"{path} {where}: {e}") from None
+            skipped.append(f"{where}: {e}")
     if not out:
-        raise ConfigError(f"data file {path} holds no records: add lines like {{\"question\": ..., \"answer\": ...}}")
+        raise ConfigError(f"data file {path} holds no usable record ({skipped[0]}): fix the records, or pass "
+                          f"another file")
+    if skipped:
+        log.warning("%s: skipped %d of %d records with nothing to train on (first: %s)", path, len(skipped),
+                    len(located), skipped[0])
     return out
 
 
-def _render(tokenizer, messages: list[dict], add_generation_prompt: bool) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+def _render(tokenizer, conv: Conversation, messages: list[dict], add_generation_prompt: bool) -> str:
+    """The chat template's text of `messages` (conv's), or a ConfigError naming the record the template refuses."""
+    from jinja2 import TemplateError
+
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    except TemplateError as e:
+        raise ConfigError(f"{conv.source or 'a conversation'}: the base's chat template refuses it "
+                          f"({first_line(e, type(e).__name__)}): fix or remove that record") from None
 
 
 def encode(tokenizer, conv: Conversation, max_len: int) -> Example:
@@ -145,13 +191,13 @@ def encode(tokenizer, conv: Conversation, max_len: int) -> Example:
         raise ConfigError("the base tokenizer has no chat template: train a drafter for a chat/instruct model, "
                           "or add a chat_template to its tokenizer_config.json")
     msgs = list(conv.messages)
-    text = _render(tokenizer, msgs, add_generation_prompt=not msgs[-1]["role"] == "assistant")
+    text = _render(tokenizer, conv, msgs, add_generation_prompt=not msgs[-1]["role"] == "assistant")
     spans = []
     for j, m in enumerate(msgs):
         if m["role"] != "assistant":
             continue
-        before = _render(tokenizer, msgs[:j], add_generation_prompt=True)
-        through = _render(tokenizer, msgs[: j + 1], add_generation_prompt=False)
+        before = _render(tokenizer, conv, msgs[:j], add_generation_prompt=True)
+        through = _render(tokenizer, conv, msgs[: j + 1], add_generation_prompt=False)
         if not (text.startswith(before) and text.startswith(through) and through.startswith(before)):
             raise ConfigError("the chat template does not render conversations prefix by prefix, so assistant "
                               "turns cannot be located: use a ChatML/Llama-style template")
@@ -176,5 +222,5 @@ def prompt_ids(tokenizer, conv: Conversation, max_len: int) -> list[int]:
     (left-truncated to max_len)."""
     if not getattr(tokenizer, "chat_template", None):
         raise ConfigError("the base tokenizer has no chat template: train a drafter for a chat/instruct model")
-    text = _render(tokenizer, conv.prompt_messages(), add_generation_prompt=True)
+    text = _render(tokenizer, conv, conv.prompt_messages(), add_generation_prompt=True)
     return tokenizer(text, add_special_tokens=False)["input_ids"][-max_len:]

@@ -50,10 +50,24 @@ def distill_folder(cache_dir: Path, base: Path, dtype: torch.dtype) -> Path:
 
 
 def read_all(cfg: TrainConfig) -> list[Conversation]:
-    """Every conversation of every data file, shuffled under the seed, cut to max_examples."""
-    convs = [c for path in cfg.data for c in read_conversations(path)]
+    """Every distinct conversation of every data file, shuffled under the seed, cut to max_examples."""
+    convs = unique([c for path in cfg.data for c in read_conversations(path)])
     random.Random(cfg.seed).shuffle(convs)
     return convs[: cfg.max_examples] if cfg.max_examples else convs
+
+
+def unique(convs: list[Conversation]) -> list[Conversation]:
+    """The first of each set of identical conversations (a file passed twice, a copied record): a copy on each
+    side of the held-out split would score training data as held out."""
+    seen, out = set(), []
+    for c in convs:
+        key = tuple((m["role"], m["content"]) for m in c.messages)
+        if key not in seen:
+            seen.add(key)
+            out.append(c)
+    if len(out) < len(convs):
+        log.warning("dropped %d duplicate conversations of %d", len(convs) - len(out), len(convs))
+    return out
 
 
 def split(items: list, eval_examples: int | None) -> tuple[list, list]:

@@ -113,7 +113,7 @@ def compute_hidden(model, examples: list[Example], starts: list[int], anchors: t
             out[lo:hi] = h[r, anchors[lo:hi] - starts[i]]
         b += n
         if on_batch:
-            on_batch(b, len(order))
+            on_batch(min(b, len(order)), len(order))
     return out
 
 

@@ -84,6 +84,18 @@ def base_tensors(base: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return embed, head
 
 
+def load_tokenizer(base: Path):
+    """The base's tokenizer, or a ConfigError when its folder has none that loads."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(base)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{base} has no usable tokenizer (transformers cannot load one from it: "
+                          f"{type(e).__name__}): copy the base's tokenizer files (tokenizer.json, "
+                          f"tokenizer_config.json) into it") from None
+
+
 def _lr(step: int, total: int, lr: float) -> float:
     """Linear warm-up over the first 5% of steps, then cosine to zero."""
     warm = max(1, total // 20)
@@ -124,8 +136,9 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
     """Train a drafter for `cfg.base` and write it to `cfg.output` (Apple layout, predict_n recorded).
     Returns the output folder; its config.json `producer` block holds the held-out accuracy."""
     cfg.validate()
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
+    tokenizer = load_tokenizer(cfg.base)
     report = on_progress or (lambda p: None)
     rank, world = _dist(cfg.device)
     device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if world > 1 and cfg.device.startswith("cuda")
@@ -135,7 +148,6 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
     if not cfg.resume and rank == 0 and cfg.state_path.exists():  # a new run: never resume an older one's state
         log.info("removing %s, the state of an earlier run", cfg.state_path)
         cfg.state_path.unlink()
-    tokenizer = AutoTokenizer.from_pretrained(cfg.base)
     model_box: list = []
     base_dtype = cfg.torch_dtype(cfg.base_dtype, device)
 
@@ -208,11 +220,13 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
                                later_sharpness=cfg.later_sharpness, step_decay=cfg.step_decay)
             opt.zero_grad(set_to_none=True)
             res.loss.backward()
+            loss = res.loss.detach().clone()
             if world > 1:
                 for p in params:
                     torch.distributed.all_reduce(p.grad)
                     p.grad /= world
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
+                torch.distributed.all_reduce(loss)  # every rank stops together when one rank's loss diverges
+            _check_finite(loss, torch.nn.utils.clip_grad_norm_(params, 1.0), step + 1, total, cfg.lr)
             opt.step()
             done = step + 1
             stats = StepStats(step + 1, total, res.loss.item(), res.top1(), len(idx) / (time.perf_counter() - t0))
@@ -248,6 +262,14 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
     if world > 1:
         torch.distributed.barrier()
     return cfg.output
+
+
+def _check_finite(loss: torch.Tensor, grad_norm: torch.Tensor, step: int, total: int, lr: float) -> None:
+    """Stop a diverged run before its update: no drafter of NaNs is written, and the last saved state stays good."""
+    loss, grad_norm = loss.item(), grad_norm.item()
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+        raise ConfigError(f"training diverged at step {step} of {total} (loss {loss:.3g}, gradient norm "
+                          f"{grad_norm:.3g}), so no drafter was written: lower --lr (now {lr:g})")
 
 
 def _seen_tokens(feats: Features, tokenizer, vocab_size: int, world: int) -> torch.Tensor:

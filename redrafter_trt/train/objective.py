@@ -106,8 +106,10 @@ class Teacher:
     def from_features(cls, feats: Features, base_head_rows: torch.Tensor, k: int, weight: float,
                       chunk: int = 4096, device: torch.device | str = "cpu") -> "Teacher":
         """base_head_rows [Vc, H]: the base lm_head's rows of the kept tokens (the pruned head's order). Computed on
-        `device`, chunk by chunk (features stay where they are), and kept there."""
+        `device`, chunk by chunk (features stay where they are), and kept there. Fewer than k kept tokens (tiny
+        data): all of them."""
         rows = base_head_rows.to(device)
+        k = min(k, len(rows))
         ids = torch.empty((len(feats.anchors), k), dtype=torch.long, device=device)
         probs = torch.empty((len(feats.anchors), k), dtype=torch.float32, device=device)
         for s in range(0, len(feats.anchors), chunk):
