@@ -45,6 +45,7 @@ import uuid
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
+from urllib.parse import unquote, urlsplit
 
 from . import __version__
 from .errors import ConfigError
@@ -224,11 +225,17 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 300  # seconds a connection may sit idle or half-sent
 
+    @property
+    def route(self) -> str:
+        """The request's path without its query string (`?api-version=...` from Azure-style clients) or a
+        trailing slash."""
+        return unquote(urlsplit(self.path).path).rstrip("/") or "/"
+
     def do_GET(self):
-        self._reply(*self.server.app.get(self.path))
+        self._reply(*self.server.app.get(self.route))
 
     def do_HEAD(self):  # health checks (`wget --spider`): GET's status and headers (/metrics keeps its steps)
-        self._reply(*((HTTPStatus.OK, []) if self.path == "/metrics" else self.server.app.get(self.path)), body=False)
+        self._reply(*((HTTPStatus.OK, []) if self.route == "/metrics" else self.server.app.get(self.route)), body=False)
 
     def do_OPTIONS(self):
         self._reply(HTTPStatus.NO_CONTENT, None, allow=True)
@@ -255,7 +262,7 @@ class Handler(BaseHTTPRequestHandler):
             return
         self.streaming = False
         try:
-            answer = self.server.app.post(self.path, body, self._event, self._client_alive)
+            answer = self.server.app.post(self.route, body, self._event, self._client_alive)
         except ClientGone:
             log.info("%s left before its answer to %s; generation stopped", self.address_string(), self.path)
             self.close_connection = True

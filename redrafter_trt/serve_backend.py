@@ -312,11 +312,15 @@ class ReferenceBackend:
         come, first served. That one stops requests from joining the running batch, which then drains, and starts
         the next batch."""
         jobs = []
+        longest, most = max(map(len, batch.prompts), default=0), batch.max_tokens
         while self.waiting:
             job = self.waiting[0]
             beyond = running and (job.max_tokens > batch.max_tokens or _more(job.logprobs, batch.logprobs))
+            # A new batch runs to its longest prompt + its largest max_tokens: that must fit the positions (rows
+            # joining a running batch are cut at their own max_tokens, which each request was checked against).
+            longest, most = max(longest, *map(len, job.prompts)), max(most, job.max_tokens)
             if (job.temperature != 0 or job.score or len(job.prompts) > room or beyond
-                    or job.ignore_eos != batch.ignore_eos):
+                    or job.ignore_eos != batch.ignore_eos or (not running and longest + most > self.config.max_positions)):
                 break
             jobs.append(self.waiting.popleft())
             room -= len(job.prompts)

@@ -170,6 +170,46 @@ def test_max_tokens_left_out_fits_what_the_prompt_leaves(server):
     assert status == 400 and "positions" in out["error"]["message"]
 
 
+def test_requests_that_fit_alone_are_not_batched_past_the_positions(tiny):
+    """A 500-token prompt (10 new tokens) and a 1-token one (64) each fit the 512 positions, not together: both
+    waited behind a running batch, then started one batch together and both got 400 (a review)."""
+    backend = new_backend(tiny)
+    server = make_server(App(backend, "tiny", max_output_len=400), "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    answers = {}
+
+    def post(name, body):
+        status, _, data = request(server, "POST", "/v1/completions", body)
+        answers[name] = status, json.loads(data)
+
+    try:
+        first = threading.Thread(target=post, args=("x", {"prompt": ["ab"] * 4, "max_tokens": 400, "ignore_eos": True}))
+        first.start()
+        deadline = time.monotonic() + 60
+        while not backend.busy and time.monotonic() < deadline:
+            time.sleep(0.01)
+        late = [threading.Thread(target=post, args=(name, body)) for name, body in
+                (("a", {"prompt": [5] * 500, "max_tokens": 10}), ("b", {"prompt": [5], "max_tokens": 64}))]
+        for t in late:
+            t.start()
+            time.sleep(0.2)
+        for t in [first, *late]:
+            t.join(120)
+    finally:
+        server.shutdown()
+        server.server_close()
+        backend.stop()
+    assert {name: status for name, (status, _) in answers.items()} == {"x": 200, "a": 200, "b": 200}, answers
+
+
+def test_query_strings_and_trailing_slashes_are_routed(server):
+    """Azure-style clients add `?api-version=...` (openai's default_query); it gave 404 "no route"."""
+    assert json.loads(request(server, "GET", "/v1/models?api-version=2024-02-01")[2])["data"][0]["id"] == "tiny"
+    assert request(server, "GET", "/health/?probe=1")[0] == 200
+    status, _, data = request(server, "POST", "/v1/completions?api-version=1", {"prompt": "ab", "max_tokens": 2})
+    assert status == 200 and json.loads(data)["usage"]["completion_tokens"] == 2
+
+
 def test_openai_error_bodies_and_routes(server):
     status, head, data = request(server, "POST", "/v1/completions", {"prompt": "a", "model": "gpt-4"})
     err = json.loads(data)["error"]
