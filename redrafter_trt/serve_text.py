@@ -26,38 +26,53 @@ class Logprob:
 
 class AnswerText:
     """One answer's text as its tokens come: decoded whole each time (multi-token characters come out right), cut
-    before the first stop string. `add` returns the text that is safe to send: a possible start of a stop string and
-    the replacement characters of a half-decoded character are held back until the next tokens or `rest()`.
+    before the first stop string (the tokens past the one that completed it dropped). `add` returns the text that is
+    safe to send: an end that may begin a stop string and the replacement characters of a half-decoded character
+    are held back until the next tokens or `rest()`.
     eos: the tokens left out of `logprobs` (a chat answer's stop tokens; none for a completion or an ignore_eos
     answer, which list every token)."""
 
     def __init__(self, tokenizer, stop: list[str], eos: set[int] = frozenset()):
         self.tokenizer, self.stop, self.eos = tokenizer, stop, eos
         self.ids: list[int] = []
-        self.ends: list[int] = []     # the answer's length in characters after each token (with logprobs only)
+        self.ends: list[int] = []     # the answer's length in whole characters after each token (logprobs only)
         self.values: list = []        # the TokenLogprob of each token, when decoding computes them
         self.text, self.sent, self.stopped, self.given, self.ended = "", 0, False, 0, False
 
     def add(self, new: list[int], values: list = ()) -> str:
         """values: the new tokens' TokenLogprobs, or none (then no per-token lengths are decoded)."""
+        before = len(self.ids)
         if values:  # the lengths after all but the last new token; the last one is the whole text's
-            self.ends += [len(self.tokenizer.decode(self.ids + new[:k], skip_special_tokens=True))
-                          for k in range(1, len(new))]
+            self.ends += [self._length(self.ids + new[:k]) for k in range(1, len(new))]
         self.ids += new
         self.values += values
         text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
         if values:
-            self.ends.append(len(text))
-        cut = min((i for i in (text.find(s) for s in self.stop) if i >= 0), default=-1)
-        if cut >= 0:
+            self.ends.append(len(text.rstrip("\ufffd")))
+        found = [(i, s) for s in self.stop if (i := text.find(s)) >= 0]
+        if found:
+            cut, stop = min(found, key=lambda f: (f[0], len(f[1])))
             self.text, self.stopped = text[:cut], True
+            self._keep_through(stop, before)
             return self.rest()
         self.text = text
-        safe = min(len(text) - max((len(s) - 1 for s in self.stop), default=0),
-                   len(text.rstrip("\ufffd")))  # byte-fallback tokenizers write one per byte of an unfinished character
-        delta = text[self.sent: max(safe, self.sent)]
+        clean = text.rstrip("\ufffd")  # byte-fallback tokenizers write one per byte of an unfinished character
+        held = max((k for s in self.stop for k in range(1, len(s)) if clean.endswith(s[:k])), default=0)
+        delta = text[self.sent: max(len(clean) - held, self.sent)]
         self.sent += len(delta)
         return delta
+
+    def _length(self, ids: list[int]) -> int:
+        """The answer's length in whole characters after `ids` (an unfinished character's bytes not counted: its
+        tokens' text starts where the character does)."""
+        return len(self.tokenizer.decode(ids, skip_special_tokens=True).rstrip("\ufffd"))
+
+    def _keep_through(self, stop: str, before: int) -> None:
+        """Drop the tokens decoded past the one that completed `stop` (a step may accept several): they are not
+        part of the answer, nor of its usage."""
+        k = next(k for k in range(before + 1, len(self.ids) + 1)
+                 if stop in self.tokenizer.decode(self.ids[:k], skip_special_tokens=True))
+        del self.ids[k:], self.values[k:], self.ends[k:]
 
     def rest(self) -> str:
         delta, self.sent = self.text[self.sent:], len(self.text)

@@ -357,6 +357,36 @@ def test_answer_cut_inside_a_character_ends_before_it_with_every_logprob():
     assert [v.token for v in given] == ids and [v.offset for v in given] == [0, 1, 1]
 
 
+def test_stop_strings_and_offsets_across_the_bytes_of_a_character():
+    """A stop string whose later character spans tokens: streaming leaked the character before it (the replacement
+    characters took the hold-back's place), token offsets counted them, and usage counted the tokens a step decoded
+    past the stop (a review)."""
+    from tokenizers import Tokenizer, decoders, models
+    from transformers import PreTrainedTokenizerFast
+
+    from redrafter_trt.serve_text import AnswerText
+
+    vocab = {f"<0x{i:02X}>": i for i in range(256)} | {"X": 256, "a": 257, "b": 258}
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=[], byte_fallback=True))
+    tk.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk)
+    emoji = list("\U0001f600".encode())
+    ids = [256, 257, *emoji, 258, 258]
+    streamed, sent = AnswerText(tok, ["a\U0001f600"]), ""
+    for t in ids:
+        sent += streamed.add([t])
+        if streamed.stopped:
+            break
+    assert sent + streamed.rest() == streamed.text == "X"
+    at_once = AnswerText(tok, ["a\U0001f600"])  # one decoding step accepted all of them
+    assert at_once.add(ids) == "X" and at_once.ids == ids[:6]  # through the token that completed the stop
+    offsets = AnswerText(tok, [])
+    offsets.add(ids[:1], ["lp"])
+    offsets.add(ids[1:], ["lp"] * 7)
+    offsets.finish()
+    assert [v.offset for v in offsets.logprobs(everything=True)] == [0, 1, 2, 2, 2, 2, 3, 4]
+
+
 def test_answer_text_holds_back_what_may_still_change(backend):
     """A stop string split over tokens is never sent, nor half of a multi-token character."""
     from redrafter_trt.serve_text import AnswerText
@@ -761,7 +791,7 @@ def test_scheduler_batches_greedy_requests_only_and_within_max_batch():
     from redrafter_trt.serve_backend import Job
 
     jobs = [Job([[1]] * n, 4, t, 0, []) for n, t in [(2, 0.0), (1, 0.7), (3, 0.0), (4, 0.0), (1, 0.0), (1, 0.7)]]
-    fake = SimpleNamespace(waiting=deque(jobs), max_batch=6)
+    fake = SimpleNamespace(waiting=deque(jobs), max_batch=6, config=SimpleNamespace(max_positions=512))
     fake._take = lambda room, batch, running=False: ReferenceBackend._take(fake, room, batch, running)
     taken = []
     while fake.waiting:
@@ -787,6 +817,10 @@ def test_scheduler_batches_greedy_requests_only_and_within_max_batch():
     assert taken == [[0], [1, 2], [3], [4]]
     fake.waiting = deque([Job([[1]], 4, 0.0, 0, [], ignore_eos=True)])
     assert ReferenceBackend._take(fake, 3, running, True) == [] and len(fake.waiting) == 1
+    # positions: a new batch runs to its longest prompt + its largest max_tokens (each fits alone)
+    fake.waiting = deque([Job([[1] * 500], 10, 0.0, 0, []), Job([[1]], 64, 0.0, 0, []), Job([[1]], 12, 0.0, 0, [])])
+    assert [len(j.prompts[0]) for j in ReferenceBackend._next_batch(fake)] == [500]
+    assert [j.max_tokens for j in ReferenceBackend._next_batch(fake)] == [64, 12]
 
 
 def test_max_output_len_must_leave_room_for_a_prompt(backend):
