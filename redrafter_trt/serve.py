@@ -15,7 +15,7 @@ written against one talks to the other unchanged.
 
 Every answer carries `usage` and a `redrafter` block (decoding steps, tokens per step): the acceptance to watch.
 A greedy checkpoint (redrafter_greedy_search) answers greedily whatever the temperature, as its engine does; a
-sampling one samples at the request's temperature (1.0 when unset) and refuses 0, as `run --engine-dir` does.
+sampling one samples at the request's temperature (1.0 when unset) and answers 0 (or below 1e-5) greedily, as vLLM.
 `"stream": true` sends server-sent events as tokens are accepted (OpenAI's chunk objects, then `data: [DONE]`);
 `"stream_options": {"include_usage": true}` adds a last chunk with the usage, and `"continuous_usage_stats": true` with
 it puts each answer's usage so far in every chunk (as trtllm-serve and vLLM; benchmark clients ask for it).

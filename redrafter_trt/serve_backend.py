@@ -163,12 +163,15 @@ class ReferenceBackend:
         return list(self.tokenizer(prompt)["input_ids"])
 
     def temperature(self, requested: float | None) -> float:
-        """Greedy checkpoint: 0 whatever was asked; otherwise the request's, 1.0 (OpenAI's default) when unset."""
+        """Greedy checkpoint: 0 whatever was asked; otherwise the request's, 1.0 (OpenAI's default) when unset, and 0
+        (greedy) below MIN_TEMPERATURE, as vLLM: lm-evaluation-harness sends 0 with every scoring request."""
+        from .runtime import MIN_TEMPERATURE
+
         if self.config.has_drafter and self.config.greedy_search:
             return 0.0
-        if requested == 0 and self.config.has_drafter:
-            raise RequestError("this checkpoint samples (converted with --no-greedy): pass a positive temperature")
-        return 1.0 if requested is None else float(requested)
+        if requested is None:
+            return 1.0
+        return 0.0 if requested < MIN_TEMPERATURE else float(requested)
 
     def complete(self, prompts: list[list[int]], max_tokens: int, temperature: float | None, seed: int,
                  stop: list[str], on_text: Callable[[int, str, list[Logprob], int], None] | None = None,

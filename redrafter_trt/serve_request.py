@@ -128,12 +128,12 @@ def parse(body, chat: bool, model_name: str, max_output_len: int) -> Request:
                          for key in ("max_tokens", "max_completion_tokens"))  # the second: OpenAI's chat name
     stop = _field(body, "stop", (str, list), [], lambda v: isinstance(v, str) or all(isinstance(s, str) for s in v),
                   "a string or a list of strings")
-    seed = _field(body, "seed", int, None, lambda v: 0 <= v < 2 ** 63, "an integer in 0..2**63-1")
+    seed = _field(body, "seed", int, None, lambda v: -2 ** 63 <= v < 2 ** 63, "a 64-bit integer")
     return Request(
         chat=chat, prompts=prompts, n=n, echo=echo, logprobs=_logprobs_asked(body, chat),
         max_tokens=next((v for v in (max_tokens, newer) if v is not None), None),
         temperature=_field(body, "temperature", (int, float), None, lambda v: 0 <= v < math.inf, "a number >= 0"),
-        seed=secrets.randbits(63) if seed is None else seed,  # as OpenAI: a fresh sample unless a seed is sent
+        seed=secrets.randbits(63) if seed is None else seed % 2 ** 63,  # as OpenAI: a fresh sample unless sent
         stop=[s for s in ([stop] if isinstance(stop, str) else stop) if s],
         stream=stream, include_usage=options.get("include_usage", False),
         ignore_eos=_field(body, "ignore_eos", bool, False, need="true or false", allow_bool=True),

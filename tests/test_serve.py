@@ -472,13 +472,18 @@ def test_bad_chat_requests_and_routes(url):
     assert call(url, "/v1/models")[1]["data"][0]["id"] == "smol"
 
 
-def test_sampling_checkpoint_refuses_temperature_zero(backend):
+def test_sampling_checkpoint_answers_temperature_zero_greedily(backend):
+    """lm-evaluation-harness sends temperature 0 with every scoring request: it was refused on a --no-greedy
+    checkpoint, and a temperature of 5e-324 was a 500 (NaN probabilities)."""
     app = App(backend, "smol", 4)
     original = backend.config
+    greedy = app.post("/v1/completions", {"prompt": "The capital of France is", "max_tokens": 4})[1]
     backend.config = dataclasses.replace(original, greedy_search=False)
     try:
-        status, out = app.post("/v1/completions", {"prompt": "hi", "temperature": 0})
-        assert status == 400 and "positive temperature" in out["error"]["message"]
+        for t in (0, 5e-324):
+            status, out = app.post("/v1/completions", {"prompt": "The capital of France is", "max_tokens": 4,
+                                                       "temperature": t, "seed": 3})
+            assert status == 200 and out["choices"][0]["text"] == greedy["choices"][0]["text"]
         assert backend.temperature(None) == 1.0 and backend.temperature(0.5) == 0.5
     finally:
         backend.config = original

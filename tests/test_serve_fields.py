@@ -66,6 +66,10 @@ def test_prompts_beyond_max_batch_join_as_rows_end(backend, smollm2):
         body = {"prompt": "Once upon a time", "n": 5, "temperature": 1.0, "seed": 3, "max_tokens": 6}
         first, again = app.post("/v1/completions", body)[1], app.post("/v1/completions", body)[1]
         assert [c["text"] for c in first["choices"]] == [c["text"] for c in again["choices"]]
+        # any 64-bit seed, as OpenAI and vLLM (-1 was a 400): -1 is 2**63 - 1 here
+        status, low = app.post("/v1/completions", {**body, "seed": -1})
+        high = app.post("/v1/completions", {**body, "seed": 2 ** 63 - 1})[1]
+        assert status == 200 and [c["text"] for c in low["choices"]] == [c["text"] for c in high["choices"]]
         assert max(s["numActiveRequests"] for s in app.get("/metrics")[1]) == 2
     finally:
         backend.max_batch, backend.config = before, original

@@ -40,6 +40,7 @@ from .model import BaseModel, read_rank_file
 from .tp import SINGLE, TPGroup, launch, rank_device, require_gpus
 
 SAMPLING_RULES = ("exact", "trtllm")  # generate's sampling_rule: see runtime.accept
+MIN_TEMPERATURE = 1e-5  # below it logits / T overflow to NaN (vLLM decodes greedily there)
 
 __all__ = ["ReDrafterModel", "GenerationResult", "TokenLogprob", "RuntimeConfig", "load", "generate", "generate_tp",
            "forward_logits", "forward_logits_tp", "prompt_logprobs"]
@@ -142,8 +143,9 @@ def generate(model: ReDrafterModel, prompt_ids: list[list[int]], max_new_tokens:
     `runtime.accept`)."""
     if not prompt_ids or any(len(p) == 0 for p in prompt_ids):
         raise ConfigError("every prompt needs at least one token")
-    if temperature < 0:
-        raise ConfigError(f"--temperature {temperature} is negative: use 0 for greedy or a positive value")
+    if temperature < 0 or 0 < temperature < MIN_TEMPERATURE:
+        raise ConfigError(f"--temperature {temperature} is negative or below {MIN_TEMPERATURE:g}: use 0 for greedy or "
+                          f"a value from {MIN_TEMPERATURE:g}")
     if max_new_tokens < 1:
         raise ConfigError(f"--max-output-len {max_new_tokens} must be at least 1")
     check_positions(model.config, prompt_ids, max_new_tokens)
