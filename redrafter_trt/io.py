@@ -226,9 +226,13 @@ def writable_folder(folder: Path) -> str | None:
     """Why files cannot be created in `folder`, or None when they can: probed, not guessed (read-only mounts, /proc,
     permissions). A missing folder is probed at its nearest existing ancestor, and nothing is left behind: a
     refused run must not leave empty folders."""
-    probe = Path(os.path.abspath(folder))
+    probe = Path(folder).absolute()  # `..` left to the OS, as it will read it
     while not probe.exists() and probe != probe.parent:
+        if probe.is_symlink():
+            return f"{probe} is a dangling symbolic link"
         probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is not a folder"
     try:
         os.rmdir(tempfile.mkdtemp(prefix=".redrafter-probe-", dir=probe))
     except OSError as e:
@@ -236,10 +240,17 @@ def writable_folder(folder: Path) -> str | None:
     return None
 
 
+def named_path(path: Path | str) -> Path:
+    """`path` with its parent resolved (symbolic links followed, as the OS will) and its own name kept (`.` and
+    `..` resolved too): the folder an output will really be written as, named before it exists."""
+    path = Path(path)
+    return path.resolve() if path.name in ("", ".", "..") else path.parent.resolve() / path.name
+
+
 def check_output_folder(dest: Path, force: bool, inputs: Iterable[Path | str] = (), option: str = "--output") -> None:
     """Refuse, before any work, an output folder that cannot be (re)written: an existing one without --force, a
     file, one that is or holds an input (replacing it would delete the input), or one in an unwritable place."""
-    dest = Path(os.path.abspath(dest))  # `.` and `..` become named folders
+    given, dest = Path(dest), named_path(dest)
     if dest.exists() and not dest.is_dir():
         raise ConfigError(f"{option} {dest} exists and is a file: pass a folder path")
     target = dest.resolve()
@@ -258,7 +269,7 @@ def check_output_folder(dest: Path, force: bool, inputs: Iterable[Path | str] = 
     if foreign:
         raise ConfigError(f"{option} {dest} holds {foreign}, and it is not an earlier ReDrafter output: --force "
                           f"replaces only those and empty folders; choose another {option} or empty it yourself")
-    why = writable_folder(dest.parent)
+    why = writable_folder(given.parent)  # as typed: a dangling link on the way is refused, not followed
     if why:
         raise ConfigError(f"cannot write in {dest.parent} ({why}): choose another {option}")
 
@@ -318,7 +329,7 @@ def atomic_output(dest: Path, force: bool, inputs: Iterable[Path | str] = ()) ->
     An interrupted run (even SIGKILL) leaves only `.{name}.partial-{pid}-*`, never a folder named `dest`;
     the next run removes it.
     """
-    dest = Path(os.path.abspath(dest))
+    dest = named_path(dest)
     check_output_folder(dest, force, inputs)
     dest.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(dest)

@@ -78,6 +78,23 @@ def test_force_replaces_only_empty_folders_and_earlier_outputs(parts, tmp_path, 
     assert json.loads((tmp_path / "work2" / "config.json").read_text())["producer"]["name"] == "redrafter-trt"
 
 
+def test_output_paths_through_symbolic_links(parts, tmp_path, monkeypatch):
+    """`sym/../ckpt` is where the OS puts it (the link followed, as before 7d44cf3..); an output under a dangling
+    link is refused before any work, not when the result is written (a review)."""
+    base, drafter = parts
+    (tmp_path / "elsewhere" / "deep").mkdir(parents=True)
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "sym").symlink_to(tmp_path / "elsewhere" / "deep")
+    monkeypatch.chdir(tmp_path / "work")
+    result = run_cli("convert", "--base", base, "--drafter", drafter, "--output", "sym/../ckpt")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "elsewhere" / "ckpt" / "config.json").exists() and not (tmp_path / "work" / "ckpt").exists()
+    (tmp_path / "work" / "dangling").symlink_to(tmp_path / "missing")
+    assert_one_line_error(run_cli("convert", "--base", base, "--drafter", drafter, "--output", "dangling/out"),
+                          "dangling symbolic link")
+    assert_one_line_error(run_cli("init-drafter", "--base", base, "--output", "dangling/a/b"), "dangling")
+
+
 def test_train_output_over_its_data_or_a_file(parts, tmp_path):
     data = tmp_path / "data" / "d.jsonl"
     data.parent.mkdir()
@@ -108,7 +125,7 @@ def test_the_writability_probe_makes_no_folders(tmp_path):
 
     assert writable_folder(tmp_path / "a" / "b") is None and not (tmp_path / "a").exists()
     (tmp_path / "afile").write_text("")
-    assert writable_folder(tmp_path / "afile" / "b") == "Not a directory"
+    assert writable_folder(tmp_path / "afile" / "b").endswith("afile is not a folder")
     assert writable_folder(Path(NOT_WRITABLE) / "b") is not None and not Path(NOT_WRITABLE).exists()
 
 
