@@ -11,7 +11,7 @@ import torch
 
 from redrafter_trt.drafter import load_drafter
 from redrafter_trt.train import TrainConfig, train_drafter
-from redrafter_trt.train.objective import FusedCrossEntropy, Head
+from redrafter_trt.train.objective import FusedCrossEntropy, Head, Teacher
 from test_train_data import make_chat_base
 
 
@@ -59,12 +59,17 @@ def test_loss_decreases_and_drafter_loads(chat_base, qa_file, tmp_path):
     assert zero_rows.sum() == head.shape[0] - meta["head_rows_kept"]
 
 
-def test_same_seed_same_drafter_other_seed_differs(chat_base, qa_file, tmp_path):
+def test_same_seed_same_drafter_other_seed_differs(chat_base, qa_file, tmp_path, monkeypatch):
     a = _tensors(train_drafter(_cfg(chat_base, qa_file, tmp_path / "a")))
     b = _tensors(train_drafter(_cfg(chat_base, qa_file, tmp_path / "b")))
     c = _tensors(train_drafter(_cfg(chat_base, qa_file, tmp_path / "c", seed=2)))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
+    # a second run on a's cache reads the soft targets it computed (minutes for a real recipe): the same drafter
+    assert len(list((tmp_path / "a" / "cache").glob("teacher-*.safetensors"))) == 1
+    monkeypatch.setattr(Teacher, "from_features", lambda *a, **k: pytest.fail("the soft targets were recomputed"))
+    again = _tensors(train_drafter(_cfg(chat_base, qa_file, tmp_path / "a", output=tmp_path / "again")))
+    assert all(torch.equal(a[k], again[k]) for k in a)
 
 
 class Stop(Exception):

@@ -27,7 +27,7 @@ from ..io import TensorSource
 from ..runtime.linear import pack_linears
 from .config import TrainConfig
 from .dataset import base_id, base_key, build_examples, dtype_name
-from .features import Features, build_features
+from .features import Features, build_features, cache_key
 from .init import new_drafter
 from .objective import Head, Teacher, drafter_step
 
@@ -186,7 +186,10 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
     teacher = None
     if cfg.soft_target > 0:
         rows = base_head if head.keep is None else base_head[head.keep.cpu()]
-        teacher = Teacher.from_features(feats, rows, TEACHER_TOP_K, cfg.soft_target, device=device)
+        key = hashlib.sha1(f"{cache_key(bid, train_ex)} {TEACHER_TOP_K} {device.type}".encode())
+        key.update(b"all" if head.keep is None else head.keep.cpu().numpy().tobytes())
+        teacher = Teacher.cached(cache_dir / f"teacher-{key.hexdigest()[:16]}.safetensors", feats, rows,
+                                 TEACHER_TOP_K, cfg.soft_target, device=device)
         log.info("soft targets: %.2f of each target is the base's top-%d distribution", cfg.soft_target, TEACHER_TOP_K)
     del base_head
     params = [p for p in drafter.parameters() if p.requires_grad]
