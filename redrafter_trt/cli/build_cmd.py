@@ -27,7 +27,7 @@ from .params import Command
 @click.option("--gemm-plugin", type=click.Choice(["auto", "float16", "bfloat16", "fp8"]), default="auto",
               help="auto: the checkpoint dtype, or fp8 for an FP8 base.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, help="Ranks built in parallel (one GPU each).")
-@click.option("--force", is_flag=True, help="Replace an existing --output-dir.")
+@click.option("--force", is_flag=True, help="Replace an existing --output-dir (an earlier engine, or an empty folder).")
 @click.option("--dry-run", is_flag=True, help="Print the trtllm-build command and exit.")
 @click.argument("trtllm_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- TRTLLM-BUILD ARGS]")
 def build(checkpoint_dir, output_dir, max_batch_size, max_seq_len, max_num_tokens, gemm_plugin, workers, force, dry_run,

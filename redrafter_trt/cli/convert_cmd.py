@@ -39,7 +39,7 @@ FP8_ONLY = ("kv_cache_dtype", "calib_data", "calib_size", "calib_seq_len", "cali
 @click.option("--calib-batch-size", type=int, default=4, show_default=True)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Where FP8 calibration runs.")
-@click.option("--force", is_flag=True, help="Replace an existing output folder.")
+@click.option("--force", is_flag=True, help="Replace an existing output folder (an earlier ReDrafter output, or an empty folder).")
 def convert(base, drafter, output, tp_size, dtype, num_beams, draft_len, no_greedy, quantize, kv_cache_dtype,
             calib_data, calib_size, calib_seq_len, calib_batch_size, device, force):
     """Convert a base model and an Apple ReDrafter drafter into one TensorRT-LLM checkpoint."""
@@ -72,7 +72,7 @@ def convert(base, drafter, output, tp_size, dtype, num_beams, draft_len, no_gree
 @click.option("--rnn/--no-rnn", default=True, show_default=True, help="Recurrent state update (Apple's default).")
 @click.option("--exit-dim", type=int, default=None, help="Drafter width E [default: 2 x hidden size, no input_proj].")
 @click.option("--seed", type=SEED, default=0, show_default=True)
-@click.option("--force", is_flag=True, help="Replace an existing output folder.")
+@click.option("--force", is_flag=True, help="Replace an existing output folder (an earlier ReDrafter output, or an empty folder).")
 def init_drafter(base, output, num_draft_layers, rnn, exit_dim, seed, force):
     """Write a freshly initialised drafter for BASE (the start of training, or a pipeline smoke test)."""
     from ..drafter import init_drafter_for_base

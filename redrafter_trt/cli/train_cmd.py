@@ -94,7 +94,7 @@ _DTYPE = click.Choice(["auto", "float32", "bfloat16"])
 @click.option("--full-vocab", is_flag=True,
               help="Train every row of the final projection, not only those of tokens seen in the data (about 6x slower).")
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Distilled answers and hidden states [default: cache root/train].")
-@click.option("--force", is_flag=True, help="Replace an existing --output drafter folder.")
+@click.option("--force", is_flag=True, help="Replace an existing --output drafter folder (an earlier drafter, or an empty folder).")
 def train(base, data, output, num_draft_layers, rnn, exit_dim, predict_n, epochs, max_steps, lr, batch_size, max_seq_len,
           max_examples, seed, device, resume, distill, distill_max_new_tokens, distill_batch_size, base_dtype,
           train_dtype, soft_target, later_sharpness, step_decay, freeze_head, full_vocab, cache_dir, force):
