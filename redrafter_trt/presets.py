@@ -34,10 +34,26 @@ log = logging.getLogger(__name__)
 KNOWN_SECTIONS = frozenset({"convert", "build", "run", "serve", "inspect", "bench", "train", "quickstart"})
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"preset field '{key}' is given twice in one section (line "
+                                  f"{key_node.start_mark.line + 1}): give it once")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load_preset(path: str | Path) -> dict:
     """Parse a preset file into a dict; an empty file is an empty preset."""
     try:
-        data = yaml.safe_load(read_text(path, "pass an existing UTF-8 YAML preset to --config"))
+        data = yaml.load(read_text(path, "pass an existing UTF-8 YAML preset to --config"), Loader=_UniqueKeyLoader)
+    except ConfigError as e:  # a key given twice
+        raise ConfigError(f"preset {path}: {e}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -83,9 +99,9 @@ def split_preset(preset: dict, sections: Iterable[str]) -> tuple[dict, dict[str,
     sections = set(sections)
     shared, by_command = {}, {}
     for key, value in preset.items():
-        if key in sections and isinstance(value, dict):
-            by_command[key] = value
-        elif key in sections and value is not None:
+        if key in sections and (isinstance(value, dict) or value is None):  # `run:` with nothing under it
+            by_command[key] = value or {}
+        elif key in sections:
             raise ConfigError(f"preset section '{key}' must be a mapping of option names to values")
         else:
             shared[key] = value
@@ -106,6 +122,8 @@ def _yaml_type(param: click.Parameter) -> tuple[str, Callable[[object], bool]]:
 
 def _to_default(keys: dict[str, tuple[click.Parameter, bool]], key: str, value) -> tuple[str, object]:
     param, invert = keys[_key(key)]
+    if value is None:  # click would take None over the option's own default
+        raise ConfigError(f"preset field '{key}' is null: remove it to keep the default, or give a value")
     if invert:
         if not isinstance(value, bool):
             raise ConfigError(f"preset field '{key}' is a flag: write true or false")
@@ -115,7 +133,7 @@ def _to_default(keys: dict[str, tuple[click.Parameter, bool]], key: str, value) 
         value = value if isinstance(value, list) else [value]
         if not all(ok(v) for v in value):
             raise ConfigError(f"preset field '{key}' is {value!r}: write a YAML list, each item {need}")
-    elif value is not None and not ok(value):
+    elif not ok(value):
         raise ConfigError(f"preset field '{key}' is {value!r}: write {need}")
     return param.name, value
 

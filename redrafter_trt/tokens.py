@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import ConfigError, first_line
+from .errors import ConfigError, first_line, read_text
 
 
 def encode_prompts(tokenizer, prompts: list[str], chat: bool | None) -> list[list[int]]:
@@ -35,9 +35,22 @@ def eos_ids(tokenizer, generation_eos=None) -> list[int]:
 
 
 def stop_ids(tokenizer, tokenizer_dir) -> list[int]:
-    """`eos_ids` with the generation config saved next to the tokenizer, when there is one."""
+    """`eos_ids` with the generation config saved next to the tokenizer, when there is one (checked: a broken one
+    is one line naming it)."""
     gen = Path(tokenizer_dir) / "generation_config.json"
-    return eos_ids(tokenizer, json.loads(gen.read_text()).get("eos_token_id") if gen.is_file() else None)
+    if not gen.is_file():
+        return eos_ids(tokenizer)
+    fix = "fix it or re-download the model's generation_config.json"
+    try:
+        raw = json.loads(read_text(gen, fix))
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{gen} is not valid JSON ({e.msg}, line {e.lineno}): {fix}") from None
+    eos = raw.get("eos_token_id") if isinstance(raw, dict) else None
+    listed = eos if isinstance(eos, list) else [eos]
+    if not isinstance(raw, dict) or not all(i is None or (isinstance(i, int) and not isinstance(i, bool) and i >= 0)
+                                            for i in listed):
+        raise ConfigError(f"{gen}: eos_token_id is {eos!r}, not a token id or a list of them: {fix}")
+    return eos_ids(tokenizer, eos)
 
 
 def load_tokenizer(tokenizer_dir: str, vocab_size: int | None):

@@ -135,6 +135,12 @@ def test_cli_turns_preset_error_into_exit_2(tmp_path):
     ("run: {chat: 1}", "'chat' is 1: write true or false"),
     ("run: {input-text: [{a: 1}]}", "write a YAML list, each item a string"),
     ("train: {bogus: 1}\nrun: {chat: true}", "`train` takes no --config"),
+    # null took the place of the option's default: tracebacks in run, a silently dropped --max_batch_size in build
+    ("run: {max-output-len: null}", "'max-output-len' is null: remove it to keep the default"),
+    ("run: {chat: true}\ndevice: null", "'device' is null"),
+    ("build: {max-batch-size: ~}", "'max-batch-size' is null"),
+    # PyYAML keeps the last of two equal keys: the README promises the command line's refusal
+    ("run:\n  max-output-len: 2\n  max-output-len: 5", "'max-output-len' is given twice in one section (line 3)"),
 ])
 def test_preset_values_have_the_options_types(tmp_path, text, needle):
     """Checked as YAML wrote them: click alone would turn 12.5 into 12 and a list path into a traceback."""
@@ -147,6 +153,11 @@ def test_preset_values_have_the_options_types(tmp_path, text, needle):
     assert result.exit_code == 2 and "Traceback" not in result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], result.output
+
+
+def test_an_empty_section_is_an_empty_section(tmp_path):
+    """`run:` with nothing under it was called "not an option of any command"."""
+    assert invoke(tmp_path, "run:\ntp: 5\n", "run").output.split() == ["5", "out"]
 
 
 def test_command_line_folder_beats_the_presets_rival(tmp_path):

@@ -78,6 +78,13 @@ def test_bad_inputs(smollm2, smol_ckpt, tmp_path, tiny_llama, tiny_drafter):
     bad.write_text('{"prompt": "ok"}\n{"prompt": "ok"}\n{"prompt": \n')
     one_line_error(invoke(*base, "--input-file", bad), "line 3")
     one_line_error(invoke(*base), "--input-text")
+    # a broken generation_config.json beside the tokenizer was a traceback (JSONDecodeError / TypeError)
+    tok = tmp_path / "tok"
+    shutil.copytree(smollm2, tok, ignore=shutil.ignore_patterns("*.safetensors"))
+    for text, needle in (("{bad", "generation_config.json is not valid JSON"),
+                         ('{"eos_token_id": "2"}', "eos_token_id is '2', not a token id")):
+        (tok / "generation_config.json").write_text(text)
+        one_line_error(invoke("--checkpoint-dir", smol_ckpt, "--tokenizer-dir", tok, "--input-text", "hi"), needle)
     # a tokenizer that does not belong to the checkpoint (tiny model: 256 tokens)
     tiny = checkpoint(tiny_llama, tiny_drafter, 1)
     one_line_error(invoke("--checkpoint-dir", tiny, "--tokenizer-dir", smollm2, "--input-text", "hi"), "vocab_size")
