@@ -195,7 +195,20 @@ def _numel(shape) -> int:
 
 
 def require_valid(path: Path | str) -> dict:
-    """The checkpoint's config, or a one-line ConfigError with its first problems."""
+    """The checkpoint's config, or a one-line ConfigError with its first problems (a folder that is missing, or
+    holds a model or drafter `convert` has not turned into a checkpoint yet, says so)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ConfigError(f"checkpoint folder {path} does not exist (paths are read from {Path.cwd()}): pass the "
+                          f"folder `redrafter-trt convert` wrote")
+    try:
+        raw = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        raw = None
+    if isinstance(raw, dict) and ("architectures" in raw or "exit_dim" in raw):
+        kind = "a Hugging Face model" if "architectures" in raw else "an Apple ReDrafter drafter"
+        raise ConfigError(f"{path} holds {kind}, not a ReDrafter checkpoint: make one with `redrafter-trt convert "
+                          f"--base BASE --drafter DRAFTER --output CKPT` and pass CKPT")
     rep = inspect_checkpoint(path)
     if not rep.ok:
         more = f" (+{len(rep.problems) - 1} more)" if len(rep.problems) > 1 else ""

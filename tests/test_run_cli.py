@@ -93,7 +93,12 @@ def test_bad_inputs(smollm2, smol_ckpt, tmp_path, tiny_llama, tiny_drafter):
     shutil.copytree(tiny, broken)
     (broken / "rank0.safetensors").unlink()
     one_line_error(invoke("--checkpoint-dir", broken, "--tokenizer-dir", smollm2, "--input-text", "hi"), "not valid")
-    one_line_error(invoke("--checkpoint-dir", tmp_path / "nope", "--tokenizer-dir", smollm2, "--input-text", "hi"))
+    # these said "... is not a folder: ... then re-convert it" (a review)
+    one_line_error(invoke("--checkpoint-dir", tmp_path / "nope", "--tokenizer-dir", smollm2, "--input-text", "hi"),
+                   "does not exist", "the folder `redrafter-trt convert` wrote")
+    for folder, kind in ((tiny_llama, "a Hugging Face model"), (tiny_drafter, "an Apple ReDrafter drafter")):
+        one_line_error(invoke("--checkpoint-dir", folder, "--tokenizer-dir", smollm2, "--input-text", "hi"),
+                       f"holds {kind}, not a ReDrafter checkpoint", "redrafter-trt convert")
     one_line_error(invoke("--checkpoint-dir", smol_ckpt, "--tokenizer-dir", tmp_path / "nope", "--input-text", "hi"),
                    "tokenizer folder", "does not exist")
     one_line_error(invoke(*base, "--input-text", "hi", "--output-json", tmp_path / "nope" / "o.json"),
