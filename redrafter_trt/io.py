@@ -286,11 +286,13 @@ def foreign_entry(folder: Path) -> str | None:
     except (OSError, ValueError):
         raw = None
     if isinstance(raw, dict):
+        from .drafter import MODEL_TYPE
+
         producer = raw.get("producer") if isinstance(raw.get("producer"), dict) else {}
         pretrained = raw.get("pretrained_config") if isinstance(raw.get("pretrained_config"), dict) else {}
         arch = str(raw.get("architecture") or pretrained.get("architecture") or "")
         if str(producer.get("name", "")).startswith("redrafter-trt") or arch.startswith("ReDrafterFor") \
-                or raw.get("model_type") == "recurrent_drafting_drafter":  # drafter.MODEL_TYPE
+                or raw.get("model_type") == MODEL_TYPE:
             return None
     return next((e for e in entries if e != "config.json"), entries[0])
 

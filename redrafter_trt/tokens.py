@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import ConfigError, first_line, read_text
+from .errors import COUNT, ConfigError, first_line, read_text
 
 
 def encode_prompts(tokenizer, prompts: list[str], chat: bool | None) -> list[list[int]]:
@@ -47,8 +47,8 @@ def stop_ids(tokenizer, tokenizer_dir) -> list[int]:
         raise ConfigError(f"{gen} is not valid JSON ({e.msg}, line {e.lineno}): {fix}") from None
     eos = raw.get("eos_token_id") if isinstance(raw, dict) else None
     listed = eos if isinstance(eos, list) else [eos]
-    if not isinstance(raw, dict) or not all(i is None or (isinstance(i, int) and not isinstance(i, bool) and i >= 0)
-                                            for i in listed):
+    is_id = COUNT[1]  # the same check as the configs' counts
+    if not isinstance(raw, dict) or not all(i is None or is_id(i) for i in listed):
         raise ConfigError(f"{gen}: eos_token_id is {eos!r}, not a token id or a list of them: {fix}")
     return eos_ids(tokenizer, eos)
 
