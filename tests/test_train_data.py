@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from redrafter_trt.errors import ConfigError
-from redrafter_trt.train.data import Conversation, Example, encode, prompt_ids, read_conversations
+from redrafter_trt.train.data import (Conversation, Example, conversation_of, encode, prompt_ids,
+                                     read_conversations)
 from redrafter_trt.train.features import flatten
 from tinymodels import make_hf
 
@@ -224,18 +225,27 @@ def _sharegpt(tmp_path, *conversations) -> Path:
 
 def test_turns_of_one_role_are_joined_and_a_refused_record_is_named(tmp_path):
     """A strict template (Llama-2, Mistral) once crashed with jinja's traceback on two human turns in a row, or a
-    greeting after the system prompt: those are joined or dropped; a record it still refuses is a ConfigError
-    naming the file and the record (1-based), in training and in distillation alike."""
+    greeting after the system prompt: those are joined for it, or dropped; a record it still refuses is a
+    ConfigError naming the file and the record (1-based), in training and in distillation alike. A template that
+    takes consecutive turns (ChatML) gets them as they are (they were joined for every template once)."""
     strict = make_tokenizer(tmp_path / "tok")
+    chatml = make_tokenizer(tmp_path / "tok")
     strict.chat_template = STRICT
     path = _sharegpt(tmp_path, [("human", "A"), ("human", "B"), ("gpt", "C")],
                      [("system", "S"), ("gpt", "Hello!"), ("human", "Q"), ("gpt", "R")],
                      [("human", "Q"), ("gpt", "R"), ("system", "S"), ("human", "Q2"), ("gpt", "R2")],
                      [("human", "Q"), ("system", "S"), ("human", "Q2")])
     joined, greeted, mid_system, prompt_only = read_conversations(path)
-    assert joined.messages == ({"role": "user", "content": "A\n\nB"}, {"role": "assistant", "content": "C"})
+    assert [m["content"] for m in joined.messages] == ["A", "B", "C"]
     assert [m["role"] for m in greeted.messages] == ["system", "user", "assistant"]
     assert _masked_text(strict, encode(strict, joined, 1000)) == "C<|im_end|>"
+    assert "A\n\nB<|im_end|>" in strict.decode(encode(strict, joined, 1000).ids)
+    assert "A<|im_end|>\n<|im_start|>user\nB<|im_end|>" in chatml.decode(encode(chatml, joined, 1000).ids)
+    assert strict.decode(prompt_ids(strict, joined, 1000)).endswith("A\n\nB<|im_end|>\n<|im_start|>assistant\n")
+    two_answers = conversation_of({"conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "R"},
+                                                     {"from": "gpt", "value": "S"}]})
+    assert _masked_text(chatml, encode(chatml, two_answers, 1000)) == "R<|im_end|>S<|im_end|>"
+    assert _masked_text(strict, encode(strict, two_answers, 1000)) == "R\n\nS<|im_end|>"
     assert _masked_text(strict, encode(strict, greeted, 1000)) == "R<|im_end|>"
     where = re.escape(str(path))
     with pytest.raises(ConfigError, match=rf"^{where} record 3 of its JSON list: the base's chat template refuses it "

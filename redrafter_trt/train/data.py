@@ -6,7 +6,8 @@ Records (jsonl, one object per line, or a JSON list such as ShareGPT):
     question+answer GSM8K
     prompt+response / prompt+answer / instruction+output (Alpaca)
     anything `redrafter_trt.prompts.prompt_of` accepts: a prompt without an answer (only useful with --distill)
-A record with nothing to train on is skipped with a warning; consecutive turns of one role are joined.
+A record with nothing to train on is skipped with a warning. Consecutive turns of one role are kept as they are,
+and joined only for a chat template that refuses them (Llama-2 and Mistral require alternating roles).
 
 An `Example` is one rendered conversation: `ids` [T] token ids from the base tokenizer's chat template and `mask`
 [T] True where the token belongs to an assistant turn (its content and end-of-turn token). System and user tokens,
@@ -78,21 +79,28 @@ def _message(msg, key: str) -> tuple[str, str]:
 
 
 def _messages(raw, key: str) -> list[dict]:
-    """The messages as chat templates take them: assistant turns before the first user turn (some ShareGPT dumps
-    open with the bot's greeting) dropped, consecutive turns of one role joined into one (Llama-2 and Mistral
-    templates refuse roles that do not alternate)."""
+    """The messages, less assistant turns before the first user turn (some ShareGPT dumps open with the bot's
+    greeting, which no chat template expects)."""
     if not isinstance(raw, list) or not raw:
         raise ValueError(f"`{key}` must be a non-empty list of messages")
     out: list[dict] = []
     for role, text in (_message(msg, key) for msg in raw):
         if role == "assistant" and not any(m["role"] == "user" for m in out):
             continue
-        if out and out[-1]["role"] == role:
-            out[-1]["content"] += "\n\n" + text
-        else:
-            out.append({"role": role, "content": text})
+        out.append({"role": role, "content": text})
     if not any(m["role"] == "user" for m in out):
         raise ValueError(f"`{key}` has no user message")
+    return out
+
+
+def join_roles(messages: list[dict]) -> list[dict]:
+    """Consecutive turns of one role joined into one, separated by a blank line."""
+    out: list[dict] = []
+    for m in messages:
+        if out and out[-1]["role"] == m["role"]:
+            out[-1] = {"role": m["role"], "content": out[-1]["content"] + "\n\n" + m["content"]}
+        else:
+            out.append(dict(m))
     return out
 
 
@@ -179,6 +187,19 @@ def _render(tokenizer, conv: Conversation, messages: list[dict], add_generation_
                           f"({first_line(e, type(e).__name__)}): fix or remove that record") from None
 
 
+def _as_template_takes(tokenizer, conv: Conversation, messages: list[dict], add_generation_prompt: bool
+                       ) -> tuple[list[dict], str]:
+    """(messages, the chat template's text of them): `messages` (conv's) as they are, or with consecutive turns of
+    one role joined when the template refuses them as they are; a ConfigError when it refuses both."""
+    joined = join_roles(messages)
+    if joined != messages:
+        try:
+            return messages, _render(tokenizer, conv, messages, add_generation_prompt)
+        except ConfigError:
+            pass
+    return joined, _render(tokenizer, conv, joined, add_generation_prompt)
+
+
 def encode(tokenizer, conv: Conversation, max_len: int) -> Example:
     """Render with the chat template and mark assistant tokens.
 
@@ -190,8 +211,8 @@ def encode(tokenizer, conv: Conversation, max_len: int) -> Example:
     if not getattr(tokenizer, "chat_template", None):
         raise ConfigError("the base tokenizer has no chat template: train a drafter for a chat/instruct model, "
                           "or add a chat_template to its tokenizer_config.json")
-    msgs = list(conv.messages)
-    text = _render(tokenizer, conv, msgs, add_generation_prompt=not msgs[-1]["role"] == "assistant")
+    msgs, text = _as_template_takes(tokenizer, conv, list(conv.messages),
+                                    add_generation_prompt=not conv.messages[-1]["role"] == "assistant")
     spans = []
     for j, m in enumerate(msgs):
         if m["role"] != "assistant":
@@ -222,5 +243,5 @@ def prompt_ids(tokenizer, conv: Conversation, max_len: int) -> list[int]:
     (left-truncated to max_len)."""
     if not getattr(tokenizer, "chat_template", None):
         raise ConfigError("the base tokenizer has no chat template: train a drafter for a chat/instruct model")
-    text = _render(tokenizer, conv, conv.prompt_messages(), add_generation_prompt=True)
+    _, text = _as_template_takes(tokenizer, conv, conv.prompt_messages(), add_generation_prompt=True)
     return tokenizer(text, add_special_tokens=False)["input_ids"][-max_len:]
