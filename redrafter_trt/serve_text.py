@@ -46,7 +46,7 @@ class AnswerText:
             self.ends += [self._length(self.ids + new[:k]) for k in range(1, len(new))]
         self.ids += new
         self.values += values
-        text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        text = self._after_sent(self.tokenizer.decode(self.ids, skip_special_tokens=True))
         if values:
             self.ends.append(len(text.rstrip("\ufffd")))
         found = [(i, s) for s in self.stop if (i := text.find(s)) >= 0]
@@ -62,6 +62,14 @@ class AnswerText:
         self.sent += len(delta)
         return delta
 
+    def _after_sent(self, text: str) -> str:
+        """`text` kept behind what was sent: a byte-fallback tokenizer turns a sent character back into replacement
+        characters (one per byte) when bytes that cannot follow it come next, and the answer would then differ from
+        what its stream said; the sent text stands and the new text goes on after as many characters (as vLLM's
+        incremental decoding has it)."""
+        sent = self.text[:self.sent]
+        return text if text.startswith(sent) else sent + text[len(sent):]
+
     def _length(self, ids: list[int]) -> int:
         """The answer's length in whole characters after `ids` (an unfinished character's bytes not counted: its
         tokens' text starts where the character does)."""
@@ -71,7 +79,7 @@ class AnswerText:
         """Drop the tokens decoded past the one that completed `stop` (a step may accept several): they are not
         part of the answer, nor of its usage."""
         k = next(k for k in range(before + 1, len(self.ids) + 1)
-                 if stop in self.tokenizer.decode(self.ids[:k], skip_special_tokens=True))
+                 if stop in self._after_sent(self.tokenizer.decode(self.ids[:k], skip_special_tokens=True)))
         del self.ids[k:], self.values[k:], self.ends[k:]
 
     def rest(self) -> str:
