@@ -9,7 +9,9 @@ What TensorRT-LLM 1.0 to 1.2.x does with it (`tensorrt_llm/commands/serve.py`, `
 - `--max_batch_size` / `--max_num_tokens` above the engine's are clamped with a warning (the defaults are 2048 and
   8192), so we pass the engine's own; `--max_seq_len` is left to the engine;
 - `--backend trt` is the spelling every 1.x accepts (1.1 and later also take `tensorrt`); the tokenizer would be
-  loaded from MODEL, which holds none, so `--tokenizer` is always passed.
+  loaded from MODEL, which holds none, so `--tokenizer` is always passed;
+- `--port 0` is refused by trtllm-serve 1.2 (`launch_server` asserts `port > 0` unless a disaggregated cluster is
+  configured), so it is refused here first, in one line.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ class ServePlan:
 
 def plan_trtllm_serve(engine_dir: Path, tokenizer_dir: Path, host: str, port: int) -> ServePlan:
     """The trtllm-serve argv for a checked ReDrafter engine folder."""
+    if port == 0:
+        raise ConfigError("--port 0 cannot pick a free port for trtllm-serve (it requires a port above 0): pass a "
+                          "free port with --engine-dir")
     config = read_engine_config(engine_dir)
     pretrained, build = config["pretrained_config"], config["build_config"]
     try:

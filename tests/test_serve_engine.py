@@ -129,3 +129,12 @@ def test_starts_trtllm_serve_in_its_place(tmp_path, tokenizer_dir):
     assert proc.returncode == 7, proc.stderr  # trtllm-serve's own exit code: it replaced our process
     dry = serve(*args[1:], "--dry-run")
     assert record.read_text().splitlines() == shlex.split(dry.output)[1:]
+
+
+def test_port_zero_is_refused_with_an_engine(tmp_path, tokenizer_dir):
+    """trtllm-serve 1.2 asserts `port > 0` (commands/serve.py launch_server) instead of picking a free port."""
+    engine = make_engine(tmp_path / "engine", tp=1)
+    res = serve("--engine-dir", engine, "--tokenizer-dir", tokenizer_dir, "--port", 0, "--dry-run")
+    assert res.exit_code == 2, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "--port 0" in lines[0], res.output

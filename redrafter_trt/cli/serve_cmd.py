@@ -30,7 +30,8 @@ REFERENCE_ONLY = ("model_name", "max_output_len", "max_batch_size", "device", "c
 @click.option("--tokenizer-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="The base model's HF folder.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
-@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
+              help="0 picks a free port (--checkpoint-dir only: trtllm-serve needs one above 0).")
 @click.option("--model-name", help="The model id clients send and /v1/models lists (default: the folder's name).")
 @click.option("--max-output-len", default=512, show_default=True, type=click.IntRange(min=1),
               help="Reference server: the largest max_tokens a request may ask for, and the default.")
