@@ -14,6 +14,7 @@ import importlib.metadata
 import importlib.util
 import json
 import logging
+import math
 import shlex
 import shutil
 import subprocess
@@ -37,6 +38,10 @@ ENGINE_LIMITS = ("max_batch_size", "max_input_len", "max_seq_len")  # build_conf
 # checkpoint dtype -> --gemm_plugin value for `--gemm-plugin auto` (an FP8 base uses "fp8" whatever its dtype)
 GEMM_FOR_DTYPE = {"float16": "float16", "bfloat16": "bfloat16", "float32": "float32"}
 GEMM_CHOICES = ("auto", "float16", "bfloat16", "fp8")
+
+# RoPE scaling types whose `factor` does not stretch max_position_embeddings (tensorrt_llm/builder.py
+# _init_max_seq_len: it deduces and checks max_seq_len against max_position_embeddings x factor for the others)
+UNSTRETCHED_ROPE = ("su", "longrope", "llama3")
 
 # (weights FP8, KV cache FP8) -> --use_fp8_context_fmha. 1.2.x turns FP8 context FMHA off (with a warning) when paged
 # context FMHA is on and the KV cache is not FP8, so say so explicitly; a non-FP8 checkpoint gets the builder default.
@@ -140,6 +145,20 @@ def gemm_plugin(config: dict, requested: str = "auto") -> str:
     return requested
 
 
+def position_limit(config: dict) -> int | None:
+    """The positions a checkpoint covers as trtllm-build counts them: max_position_embeddings times the RoPE
+    scaling factor, except for the types whose factor does not stretch it (None without max_position_embeddings)."""
+    positions = config.get("max_position_embeddings")
+    if not isinstance(positions, int) or isinstance(positions, bool):
+        return None
+    scaling = config.get("rotary_scaling")
+    scaling = scaling if isinstance(scaling, dict) else {}
+    factor = scaling.get("factor", 1.0)
+    if scaling.get("type", scaling.get("rope_type")) in UNSTRETCHED_ROPE or not isinstance(factor, (int, float)):
+        factor = 1
+    return math.ceil(positions * factor)
+
+
 def _flag_name(arg: str) -> str:
     return arg.split("=", 1)[0]
 
@@ -163,10 +182,11 @@ def plan_build(options: BuildOptions, config: dict) -> BuildPlan:
     """The exact trtllm-build argv for a validated ReDrafter checkpoint config."""
     check_extra_args(options.extra_args)
     gemm = gemm_plugin(config, options.gemm_plugin)  # refused before any warning is printed
-    positions = config.get("max_position_embeddings")
-    if options.max_seq_len and isinstance(positions, int) and options.max_seq_len > positions:
-        log.warning("--max-seq-len %d exceeds the model's max_position_embeddings %d: answers past %d tokens run "
-                    "outside the positions it was trained on", options.max_seq_len, positions, positions)
+    positions = position_limit(config)
+    if options.max_seq_len and positions and options.max_seq_len > positions:
+        log.warning("--max-seq-len %d exceeds the model's %d positions (max_position_embeddings x its RoPE scaling "
+                    "factor): answers past %d tokens run outside the positions it was trained on",
+                    options.max_seq_len, positions, positions)
     if config.get("dtype") == "float32":
         log.warning("float32 checkpoint: TensorRT-LLM's context FMHA runs only in float16/bfloat16, so this engine "
                     "falls back to unfused attention; convert with --dtype bfloat16 for a fast engine")

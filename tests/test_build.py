@@ -189,7 +189,23 @@ def test_max_seq_len_beyond_the_model_positions_warns(tmp_path, caplog):
         plan_build(BuildOptions(tmp_path, tmp_path / "e", max_seq_len=8192), cfg)
         assert "max_position_embeddings" not in caplog.text
         plan_build(BuildOptions(tmp_path, tmp_path / "e", max_seq_len=100000), cfg)
-    assert "exceeds the model's max_position_embeddings 8192" in caplog.text
+    assert "exceeds the model's 8192 positions" in caplog.text
+
+
+@pytest.mark.parametrize("scaling, positions", [
+    ({"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8192}, 32768),  # Qwen2.5 long context
+    ({"rope_type": "linear", "factor": 2.0}, 16384),
+    ({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+      "original_max_position_embeddings": 8192}, 8192),  # llama3's factor does not stretch the positions
+])
+def test_max_seq_len_warning_counts_rope_scaling_as_trtllm_build_does(tmp_path, caplog, scaling, positions):
+    """tensorrt_llm/builder.py _init_max_seq_len: max_position_embeddings x factor, except su/longrope/llama3."""
+    cfg = {"dtype": "bfloat16", "mapping": {"tp_size": 1}, "max_position_embeddings": 8192, "rotary_scaling": scaling}
+    with caplog.at_level("WARNING", logger="redrafter_trt.build"):
+        plan_build(BuildOptions(tmp_path, tmp_path / "e", max_seq_len=positions), cfg)
+        assert "positions" not in caplog.text
+        plan_build(BuildOptions(tmp_path, tmp_path / "e", max_seq_len=positions + 1), cfg)
+    assert f"exceeds the model's {positions} positions" in caplog.text
 
 
 def test_extra_args_pass_through_after_double_dash(checkpoints, tmp_path):
