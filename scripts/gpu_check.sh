@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU checks of the reference runtime and of `train`, in one go, on a machine with a CUDA GPU (what session 15
-# ran on an H200; README "Measured on a GPU"):
+# ran on an H200; docs/measurements.md "Measured on a GPU"):
 #   1. the GPU tests (`pytest -m gpu`),
 #   2. the one-hour CPU drafter recipe trained on the GPU, timed,
 #   3. its checkpoint: `acceptance` on all 80 MT-Bench questions and `bench` on a few, on the GPU.
