@@ -85,6 +85,20 @@ def test_draft_shape_limits(tiny_llama, tiny_drafter):
     assert res.output_ids == [hf_greedy(tiny_llama, p, 12) for p in PROMPTS[:2]]
 
 
+def test_token_ids_outside_the_vocabulary_are_one_clear_error(tiny_llama, tiny_drafter):
+    """An id from another tokenizer (or a negative one) was an IndexError from the embedding, a traceback from
+    every tp rank."""
+    for tp in (1, 2):
+        ckpt = checkpoint(tiny_llama, tiny_drafter, tp)
+        for bad in (256, -1):
+            with pytest.raises(ConfigError, match=f"token id {bad} is outside the vocabulary \\(0..255\\)"):
+                rt.generate_tp(ckpt, [[1, 2], [3, bad]], 4)
+    model = rt.load(checkpoint(tiny_llama, tiny_drafter, 1))
+    with pytest.raises(ConfigError, match="token id 300 is outside"):
+        rt.prompt_logprobs(model, [[1, 300]], 2)
+    assert len(rt.generate(model, [[0, 255]], 2).output_ids[0]) == 2  # both ends of the vocabulary are fine
+
+
 def smollm2_exactness(smollm2, n_prompts, max_new, batch_size, seeds, num_beams=None, draft_len=None,
                       randomize=False):
     prompts = chat_prompts(smollm2, n_prompts)

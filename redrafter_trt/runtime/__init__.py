@@ -123,6 +123,17 @@ def check_positions(cfg: RuntimeConfig, prompt_ids: list[list[int]], max_new_tok
                           f"{cfg.max_positions} positions: shorten the prompt or ask for fewer tokens")
 
 
+def check_prompts(cfg: RuntimeConfig, prompt_ids: list[list[int]]) -> None:
+    """Refuse an empty prompt list, an empty prompt, or a token id outside the vocabulary (an IndexError deep in
+    the embedding otherwise, on every tp rank)."""
+    if not prompt_ids or any(len(p) == 0 for p in prompt_ids):
+        raise ConfigError("every prompt needs at least one token")
+    bad = next((t for p in prompt_ids for t in p if not 0 <= t < cfg.vocab_size), None)
+    if bad is not None:
+        raise ConfigError(f"token id {bad} is outside the vocabulary (0..{cfg.vocab_size - 1}): encode the prompts "
+                          f"with the base model's tokenizer")
+
+
 def _check_top_k(k: int) -> None:
     if not 0 <= k <= MAX_TOP_LOGPROBS:
         raise ConfigError(f"logprobs {k} is outside 0..{MAX_TOP_LOGPROBS}")
@@ -141,8 +152,7 @@ def generate(model: ReDrafterModel, prompt_ids: list[list[int]], max_new_tokens:
     ended, seconds) hears of each decoding step (`runtime.decode`). sampling_rule: "exact" (the base's
     distribution at the temperature) or "trtllm" (a sampling engine's own rule, to predict its tokens per step;
     `runtime.accept`)."""
-    if not prompt_ids or any(len(p) == 0 for p in prompt_ids):
-        raise ConfigError("every prompt needs at least one token")
+    check_prompts(model.config, prompt_ids)
     if temperature < 0 or 0 < temperature < MIN_TEMPERATURE:
         raise ConfigError(f"--temperature {temperature} is negative or below {MIN_TEMPERATURE:g}: use 0 for greedy or "
                           f"a value from {MIN_TEMPERATURE:g}")
@@ -177,6 +187,7 @@ def generate_tp(checkpoint_dir: Path | str, prompt_ids: list[list[int]], max_new
                 dtype: str | None = None, **kwargs) -> GenerationResult:
     """`generate` on a tp=N checkpoint in N spawned local processes; returns rank 0's result."""
     cfg = RuntimeConfig.from_dir(checkpoint_dir)
+    check_prompts(cfg, prompt_ids)  # before any rank starts
     check_draft_shape(cfg, kwargs.get("num_beams"), kwargs.get("draft_len"), kwargs.get("use_draft", True))
     if cfg.tp_size == 1:
         return generate(load(checkpoint_dir, device, dtype), prompt_ids, max_new_tokens, **kwargs)
@@ -208,8 +219,7 @@ def prompt_logprobs(model: ReDrafterModel, prompt_ids: list[list[int]], k: int) 
     """Each prompt's tokens after the first under the base, teacher-forced: [prompt][t - 1] is token t's
     log-probability given tokens 0..t-1 and the k most likely there (an API's `echo` with logprobs, perplexity).
     Under tp every rank calls it with the same arguments."""
-    if not prompt_ids or any(len(p) == 0 for p in prompt_ids):
-        raise ConfigError("every prompt needs at least one token")
+    check_prompts(model.config, prompt_ids)
     _check_top_k(k)
     check_positions(model.config, prompt_ids, 0)
     out = []
