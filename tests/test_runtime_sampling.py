@@ -157,6 +157,7 @@ def test_generate_with_tensorrt_llms_sampling_rule(tiny_llama, tiny_drafter):
     assert greedy == rt.generate(model, prompts, 12).output_ids
     with pytest.raises(rt.ConfigError, match="sampling rule"):
         rt.generate(model, prompts, 4, temperature=0.8, sampling_rule="medusa")
-    for t in (-1.0, 1e-300):  # 1e-300 made NaN probabilities (a traceback in `run`)
-        with pytest.raises(rt.ConfigError, match="negative or below 1e-05"):
+    # 1e-300 made NaN probabilities (a traceback in `run`); NaN sampled one token over and over, silently
+    for t in (-1.0, 1e-300, float("nan"), float("inf")):
+        with pytest.raises(rt.ConfigError, match="negative, below 1e-05 or not finite"):
             rt.generate(model, prompts, 4, temperature=t)

@@ -27,6 +27,7 @@ does instead (biased, more accepted): its tokens per step predict such an engine
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,9 +154,9 @@ def generate(model: ReDrafterModel, prompt_ids: list[list[int]], max_new_tokens:
     distribution at the temperature) or "trtllm" (a sampling engine's own rule, to predict its tokens per step;
     `runtime.accept`)."""
     check_prompts(model.config, prompt_ids)
-    if temperature < 0 or 0 < temperature < MIN_TEMPERATURE:
-        raise ConfigError(f"--temperature {temperature} is negative or below {MIN_TEMPERATURE:g}: use 0 for greedy or "
-                          f"a value from {MIN_TEMPERATURE:g}")
+    if not (temperature == 0 or MIN_TEMPERATURE <= temperature < math.inf):  # NaN sampled one token forever
+        raise ConfigError(f"--temperature {temperature} is negative, below {MIN_TEMPERATURE:g} or not finite: use 0 "
+                          f"for greedy or a finite value from {MIN_TEMPERATURE:g}")
     if max_new_tokens < 1:
         raise ConfigError(f"--max-output-len {max_new_tokens} must be at least 1")
     check_positions(model.config, prompt_ids, max_new_tokens)
