@@ -60,6 +60,7 @@ class Report:
     drafter: dict | None = None
     ranks: list[RankReport] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    malformed: list[str] = field(default_factory=list)  # config fields that fail their CONFIG_TYPES check
 
     @property
     def ok(self) -> bool:
@@ -94,13 +95,15 @@ def inspect_checkpoint(path: Path | str) -> Report:
     if missing:
         rep.problems.append(f"config.json lacks {', '.join(missing)}: not a TensorRT-LLM checkpoint config")
         return rep
-    rep.problems += [f"{k} is {cfg[k]!r}, must be {need}" for k, (need, ok) in CONFIG_TYPES.items()
-                     if k in cfg and not ok(cfg[k])]
+    bad = rep.malformed = [k for k, (_, ok) in CONFIG_TYPES.items() if k in cfg and not ok(cfg[k])]
+    rep.problems += [f"{k} is {cfg[k]!r}, must be {CONFIG_TYPES[k][0]}" for k in bad]
+    # what is sound is shown even when another field is not
+    rep.architecture = None if "architecture" in bad else cfg["architecture"]
+    rep.dtype = None if "dtype" in bad else cfg["dtype"]
+    rep.tp_size = None if "mapping" in bad else int(cfg["mapping"].get("tp_size", 1))
+    rep.quantization = None if "quantization" in bad else cfg.get("quantization")
     if rep.problems:
         return rep
-    rep.architecture, rep.dtype = cfg["architecture"], cfg["dtype"]
-    rep.tp_size = int(cfg["mapping"].get("tp_size", 1))
-    rep.quantization = cfg.get("quantization")
     _check_config(cfg, rep)
     if rep.problems:
         return rep

@@ -252,6 +252,23 @@ def test_inspect_refuses_a_tree_beyond_the_context(ckpt, tmp_path, beams, draft_
                           "exceed max_position_embeddings")
 
 
+def edited(ckpt, tmp_path, **fields) -> Path:
+    """A copy of `ckpt` whose config.json has `fields` replaced (a float NaN is written as JSON's NaN)."""
+    copy = tmp_path / "ck"
+    shutil.copytree(ckpt, copy)
+    cfg = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps(cfg | fields))
+    return copy
+
+
+def test_inspect_shows_the_sound_fields_beside_a_malformed_one(ckpt, tmp_path):
+    """A review: one malformed field turned the header into `? dtype ? tp ?`."""
+    result = run_cli("inspect", edited(ckpt, tmp_path, hidden_size=6.5, quantization=5))
+    head = result.output.splitlines()
+    assert result.exit_code == 1 and "ReDrafterForLLaMALM  dtype float32  tp 1" in head[0]
+    assert head[1] == "  quantization: ?" and "problem: hidden_size is 6.5" in result.output
+
+
 def test_unwritable_quickstart_workdir_fails_fast():
     assert_one_line_error(run_cli("quickstart", "--workdir", "/proc/redrafter-qs"), "cannot write in /proc/redrafter-qs",
                           "choose another --workdir")

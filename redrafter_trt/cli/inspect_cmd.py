@@ -26,7 +26,11 @@ def inspect(folder, as_json):
     else:
         click.echo(f"{rep.path}: {rep.architecture or '?'}  dtype {rep.dtype or '?'}  tp {rep.tp_size or '?'}")
         q = rep.quantization or {}
-        click.echo(f"  quantization: {q.get('quant_algo') or 'none'} (kv cache {q.get('kv_cache_quant_algo') or 'model dtype'})")
+        if "quantization" in rep.malformed:
+            click.echo("  quantization: ?")
+        else:
+            click.echo(f"  quantization: {q.get('quant_algo') or 'none'} "
+                       f"(kv cache {q.get('kv_cache_quant_algo') or 'model dtype'})")
         if rep.drafter:
             d = rep.drafter
             click.echo(f"  drafter: {d['num_layers']} layers, hidden {d['hidden_size']}, exit_dim {d['exit_dim']}, "
