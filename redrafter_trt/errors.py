@@ -54,6 +54,8 @@ def _whole(v) -> bool:
 POSITIVE_INT = ("a positive integer", lambda v: _whole(v) and v > 0)
 COUNT = ("an integer >= 0", lambda v: _whole(v) and v >= 0)
 FLAG = ("true or false", lambda v: isinstance(v, bool))
+POSITIVE_NUMBER = ("a positive finite number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+                   and 0 < v < float("inf"))  # NaN fails both comparisons
 
 
 def optional(rule: tuple) -> tuple:

@@ -269,6 +269,38 @@ def test_inspect_shows_the_sound_fields_beside_a_malformed_one(ckpt, tmp_path):
     assert head[1] == "  quantization: ?" and "problem: hidden_size is 6.5" in result.output
 
 
+@pytest.mark.parametrize("fields, named", [
+    ({"norm_epsilon": float("nan")}, "norm_epsilon is nan"),
+    ({"norm_epsilon": None}, "norm_epsilon is None"),
+    ({"rotary_base": -5}, "rotary_base is -5"),
+    ({"head_size": "x"}, "head_size is 'x'"),
+    ({"rotary_scaling": "linear"}, "rotary_scaling is 'linear'"),
+    ({"rotary_scaling": {"rope_type": "foo"}}, "rotary_scaling is {'rope_type': 'foo'}"),
+])
+def test_inspect_flags_the_config_values_run_refuses(ckpt, tmp_path, fields, named):
+    """A review: inspect passed these (or raised a traceback: head_size 'x'); run refused them only after loading
+    the weights (`hidden states hold NaN`) or with a traceback (null norm_epsilon, a string rotary_scaling)."""
+    copy = edited(ckpt, tmp_path, **fields)
+    result = run_cli("inspect", copy)
+    assert result.exit_code == 1 and f"problem: {named}" in result.output and "Traceback" not in result.output
+    assert_one_line_error(run_cli("run", "--checkpoint-dir", copy, "--tokenizer-dir", tmp_path, "--input-text", "hi"),
+                          named, "redrafter-trt inspect")
+
+
+@pytest.mark.parametrize("scaling, named", [({"rope_type": "yarn", "factor": 4.0}, "type 'yarn' is not supported"),
+                                            ({"type": "linear"}, "linear needs factor")])
+def test_inspect_names_a_rope_scaling_only_engines_run(ckpt, tmp_path, scaling, named):
+    """TensorRT-LLM builds these, the reference runtime cannot compute them: inspect says so (and stays valid, so
+    build works); run refuses with the same words before loading any weight."""
+    copy = edited(ckpt, tmp_path, rotary_scaling=scaling)
+    result = run_cli("inspect", copy)
+    assert result.exit_code == 0 and f"reference runtime (run, bench, serve) refuses it: rotary_scaling {named}" \
+        in result.output
+    assert json.loads(run_cli("inspect", copy, "--json").output)["runtime_problems"]
+    assert_one_line_error(run_cli("run", "--checkpoint-dir", copy, "--tokenizer-dir", tmp_path, "--input-text", "hi"),
+                          named, "redrafter-trt build")
+
+
 def test_unwritable_quickstart_workdir_fails_fast():
     assert_one_line_error(run_cli("quickstart", "--workdir", "/proc/redrafter-qs"), "cannot write in /proc/redrafter-qs",
                           "choose another --workdir")

@@ -40,5 +40,7 @@ def inspect(folder, as_json):
             click.echo(f"  {r.file}: {r.tensors} tensors, {r.bytes / 2**20:.1f} MiB")
         for p in rep.problems:
             click.echo(f"  problem: {p}")
+        for p in rep.runtime_problems:
+            click.echo(f"  reference runtime (run, bench, serve) refuses it: {p}; an engine can still be built")
         click.echo("  OK" if rep.ok else f"  INVALID ({len(rep.problems)} problem(s))")
     raise SystemExit(0 if rep.ok else 1)
