@@ -24,7 +24,7 @@ import torch
 from .errors import ConfigError, DependencyError
 from .io import atomic_file
 from .runtime.config import RuntimeConfig
-from .tokens import encode_prompts, eos_ids
+from .tokens import encode_prompts, eos_ids, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +234,7 @@ def check_checkpoint(opts) -> tuple[RuntimeConfig, dict]:
 def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
               progress: Callable[[str], None] = lambda line: None) -> BenchReport:
     """Run the benchmark; `prompts` overrides the prompts file (the quickstart passes its own)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from .prompts import load_prompts
     from .runtime import check_positions, load
@@ -247,7 +247,7 @@ def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
     if not texts:
         raise ConfigError("no prompts to benchmark: pass a --prompts file with at least one prompt")
     texts = texts[: opts.num_prompts] if opts.num_prompts else texts
-    tokenizer = AutoTokenizer.from_pretrained(opts.tokenizer_dir)
+    tokenizer = load_tokenizer(opts.tokenizer_dir, cfg.vocab_size)
     prompt_ids = encode_prompts(tokenizer, texts, opts.chat)
     check_positions(cfg, prompt_ids, opts.max_new_tokens)
     if opts.compile:

@@ -27,7 +27,7 @@ import torch
 
 from .bench import check_checkpoint, check_grid, default_grid
 from .errors import ConfigError
-from .tokens import encode_prompts, stop_ids
+from .tokens import encode_prompts, load_tokenizer, stop_ids
 
 log = logging.getLogger(__name__)
 
@@ -122,8 +122,6 @@ class AcceptanceOptions:
 def run_acceptance(opts: AcceptanceOptions, progress: Callable[[str], None] = lambda line: None) -> dict:
     """The JSON report: `meta`, `configs` (each with num_beams, draft_len, mean_tokens_per_step, steps,
     new_tokens, histogram) and `best` (the highest mean_tokens_per_step)."""
-    from transformers import AutoTokenizer
-
     from .prompts import load_prompts
     from .runtime import check_positions, load
 
@@ -133,7 +131,7 @@ def run_acceptance(opts: AcceptanceOptions, progress: Callable[[str], None] = la
     if min(beams) < 1:
         raise ConfigError(f"--beams {min(beams)} is invalid: beam widths are 1 or more")
     texts = load_prompts(opts.prompts)[: opts.num_prompts]  # an empty file is an error there
-    tokenizer = AutoTokenizer.from_pretrained(opts.tokenizer_dir)
+    tokenizer = load_tokenizer(opts.tokenizer_dir, cfg.vocab_size)
     prompt_ids = encode_prompts(tokenizer, texts, opts.chat)
     check_positions(cfg, prompt_ids, opts.max_new_tokens)
     eos = stop_ids(tokenizer, opts.tokenizer_dir)

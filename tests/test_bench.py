@@ -186,6 +186,23 @@ def test_empty_prompts_file(setup, tmp_path):
     assert_one_line_error(run_cli(*bench_args((base, ckpt, empty))), "holds no prompts")
 
 
+@pytest.mark.parametrize("cmd", ["bench", "acceptance"])
+def test_a_tokenizer_that_does_not_fit_is_one_line(setup, tmp_path, cmd):
+    """A review: a folder without a tokenizer, or a tokenizer larger than the model's vocabulary, raised tracebacks
+    (bench: an IndexError from the embedding, after loading both models), where run refuses them with one line."""
+    from transformers import AutoTokenizer
+
+    base, ckpt, prompts = setup
+    args = (cmd, "--checkpoint-dir", ckpt, "--prompts", prompts, "--max-new-tokens", 2, "--tokenizer-dir")
+    assert_one_line_error(run_cli(*args, ckpt), "cannot load a tokenizer", "--tokenizer-dir")
+    big = tmp_path / "big"
+    save_byte_tokenizer(big)
+    tok = AutoTokenizer.from_pretrained(big)
+    tok.add_tokens([f"<extra{i}>" for i in range(50)])
+    tok.save_pretrained(big)
+    assert_one_line_error(run_cli(*args, big), "306 tokens", "vocab_size is 256")
+
+
 def test_chat_without_template(setup):
     assert_one_line_error(run_cli(*bench_args(setup, "--chat")), "chat template", "leave out --chat")
 
