@@ -162,6 +162,14 @@ def test_output_inside_the_recorded_base_is_refused(setup):
     assert (target.read_bytes() if target.exists() else None) == before
 
 
+def test_output_json_and_plot_in_one_file_are_refused(setup, tmp_path):
+    """A review: the PNG silently replaced the JSON written a moment before."""
+    out = tmp_path / "out"
+    assert_one_line_error(run_cli(*bench_args(setup, "--output-json", out, "--plot", tmp_path / "." / "out")),
+                          "--output-json and --plot both name", "two files")
+    assert not out.exists()
+
+
 def test_a_sampling_checkpoint_warns_its_figures_are_greedy(setup, tmp_path):
     import shutil
 

@@ -75,6 +75,9 @@ def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_t
     inputs = [checkpoint_dir, tokenizer_dir, prompts, base]
     check_output_file(output_json, inputs, "--output-json")
     check_output_file(plot_path, inputs, "--plot")
+    if output_json and plot_path and output_json.resolve() == plot_path.resolve():
+        raise ConfigError(f"--output-json and --plot both name {plot_path} (the PNG would replace the JSON): "
+                          f"write them to two files")
     if plot_path:
         require_matplotlib()  # fail before the long run, not after it
     warn_if_sampling(cfg, checkpoint_dir)
