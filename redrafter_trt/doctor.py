@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .build import INSTALL_HINT, has_redrafter, trtllm_version
+from .errors import first_line
 
 REDRAFTER_MIN_CC = (8, 0)   # TensorRT-LLM's ReDrafter support matrix: Ampere or newer
 FP8_MIN_CC = (8, 9)         # FP8 GEMMs: Ada or Hopper
@@ -48,6 +49,7 @@ class TorchInfo:
     version: str | None
     cuda: str | None            # torch.version.cuda: None on CPU builds
     gpus: tuple[Gpu, ...] = ()
+    error: str | None = None    # why an installed torch does not import (a CUDA library missing, a broken wheel)
 
 
 # ---- pure checks --------------------------------------------------------------------------------------------------
@@ -73,8 +75,15 @@ def check_package(dist: str, version: str | None, minimum: str | None) -> Check:
                  required=True)
 
 
+def check_torch_import(error: str) -> Check:
+    return Check("torch import", False, error, "reinstall torch (pip install --force-reinstall torch); a CUDA build "
+                 "also needs its NVIDIA libraries and driver (nvidia-smi)", required=True)
+
+
 def check_cuda(torch: TorchInfo) -> Check:
     feature = ENGINES
+    if torch.version is None:
+        return Check("cuda", False, "torch does not import", "fix torch first (above)", feature=feature)
     if torch.cuda is None:
         return Check("cuda", False, "torch is a CPU build", "install a CUDA build of torch on a machine with an NVIDIA "
                      "GPU (pip install torch --index-url https://download.pytorch.org/whl/cu128)", feature=feature)
@@ -180,8 +189,10 @@ def has_module(name: str) -> bool:
 def torch_info() -> TorchInfo:
     try:
         import torch
-    except ImportError:
-        return TorchInfo(None, None)
+    except ModuleNotFoundError as e:
+        return TorchInfo(None, None, error=None if e.name == "torch" else first_line(e, type(e).__name__))
+    except Exception as e:  # installed but broken: doctor exists for such machines, it must not fail on them
+        return TorchInfo(None, None, error=first_line(e, type(e).__name__))
     gpus: tuple[Gpu, ...] = ()
     if torch.version.cuda and torch.cuda.is_available():
         gpus = tuple(Gpu(torch.cuda.get_device_name(i), tuple(torch.cuda.get_device_capability(i)))
@@ -201,6 +212,8 @@ def run_checks() -> list[Check]:
     torch = torch_info()
     checks = [check_python(sys.version_info)]
     checks += [check_package(dist, dist_version(dist), minimum) for dist, minimum in REQUIRED_PACKAGES.items()]
+    if torch.error:
+        checks.append(check_torch_import(torch.error))
     checks.append(check_cuda(torch))
     checks += [check_gpu(i, g) for i, g in enumerate(torch.gpus)]
     checks.append(check_fp8_gpu(torch.gpus))

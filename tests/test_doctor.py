@@ -133,6 +133,27 @@ def test_missing_required_package_exits_2(monkeypatch):
     assert "NOT ready" in result.output
 
 
+def test_a_torch_that_does_not_import_is_not_ready(monkeypatch):
+    """A review: a torch whose import fails (a CUDA library missing) printed `error: ...: check the path, its
+    permissions and the free disk space` and no check at all; the package metadata alone said torch was fine."""
+    import importlib.abc
+    import sys
+
+    class Broken(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name == "torch":
+                raise OSError("libcudnn.so.9: cannot open shared object file")
+
+    monkeypatch.delitem(sys.modules, "torch")
+    monkeypatch.setattr(sys, "meta_path", [Broken(), *sys.meta_path])
+    info = doctor.torch_info()
+    assert info.version is None and info.error == "libcudnn.so.9: cannot open shared object file"
+    fake_machine(monkeypatch, info, None, CPU_DISTS)
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code == 2 and "NOT ready" in result.output
+    assert "FIX  torch import: libcudnn.so.9" in result.output and "FIX  cuda: torch does not import" in result.output
+
+
 def test_real_machine_runs():
     """On this machine (whatever it has) the command runs and every line is OK, FIX or the summary."""
     result = CliRunner().invoke(main, ["doctor"])
