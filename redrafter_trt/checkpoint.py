@@ -101,6 +101,9 @@ def inspect_checkpoint(path: Path | str) -> Report:
     if not isinstance(cfg, dict):
         rep.problems.append(f"config.json holds a JSON {type(cfg).__name__}, not an object")
         return rep
+    if foreign(path, cfg):
+        rep.problems.append(foreign(path, cfg))
+        return rep
     missing = [k for k in MODEL_KEYS if k not in cfg]
     if missing:
         rep.problems.append(f"config.json lacks {', '.join(missing)}: not a TensorRT-LLM checkpoint config")
@@ -120,6 +123,18 @@ def inspect_checkpoint(path: Path | str) -> Report:
         return rep
     _check_ranks(path, cfg, rep)
     return rep
+
+
+def foreign(folder: Path, cfg: dict) -> str | None:
+    """The problem of a folder whose config.json is a model's, a drafter's or an engine's (each has its own fix)."""
+    if "architectures" in cfg or "exit_dim" in cfg:
+        kind = "a Hugging Face model" if "architectures" in cfg else "an Apple ReDrafter drafter"
+        return (f"{folder} holds {kind}, not a ReDrafter checkpoint: make one with `redrafter-trt convert --base BASE "
+                f"--drafter DRAFTER --output CKPT` and pass CKPT")
+    if "pretrained_config" in cfg:
+        return (f"{folder} holds a TensorRT-LLM engine, not a ReDrafter checkpoint: run it with `redrafter-trt run "
+                f"--engine-dir`, or pass the checkpoint it was built from")
+    return None
 
 
 def _check_config(cfg: dict, rep: Report) -> None:
@@ -210,7 +225,7 @@ def _numel(shape) -> int:
 
 def require_valid(path: Path | str) -> dict:
     """The checkpoint's config, or a one-line ConfigError with its first problems (a folder that is missing, or
-    holds a model or drafter `convert` has not turned into a checkpoint yet, says so)."""
+    holds a model or drafter `convert` has not turned into a checkpoint yet, or an engine, says so)."""
     folder = Path(path)
     if not folder.is_dir():
         raise ConfigError(f"checkpoint folder {path} does not exist (paths are read from {Path.cwd()}): pass the "
@@ -219,10 +234,8 @@ def require_valid(path: Path | str) -> dict:
         raw = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError):
         raw = None
-    if isinstance(raw, dict) and ("architectures" in raw or "exit_dim" in raw):
-        kind = "a Hugging Face model" if "architectures" in raw else "an Apple ReDrafter drafter"
-        raise ConfigError(f"{path} holds {kind}, not a ReDrafter checkpoint: make one with `redrafter-trt convert "
-                          f"--base BASE --drafter DRAFTER --output CKPT` and pass CKPT")
+    if isinstance(raw, dict) and foreign(path, raw):
+        raise ConfigError(foreign(path, raw))
     rep = inspect_checkpoint(path)
     if not rep.ok:
         more = f" (+{len(rep.problems) - 1} more)" if len(rep.problems) > 1 else ""

@@ -252,6 +252,22 @@ def test_inspect_refuses_a_tree_beyond_the_context(ckpt, tmp_path, beams, draft_
                           "exceed max_position_embeddings")
 
 
+def test_inspect_names_a_model_drafter_or_engine_folder(tiny_llama, tiny_drafter, tmp_path):
+    """A review: these said `config.json lacks architecture, ...: not a TensorRT-LLM checkpoint config` (inspect)
+    and `... then re-convert it` (run, for an engine folder)."""
+    engine = tmp_path / "engine"
+    engine.mkdir()
+    (engine / "config.json").write_text(json.dumps({"version": "1.2.0", "pretrained_config": {}, "build_config": {}}))
+    for folder, kind, fix in ((tiny_llama, "a Hugging Face model", "redrafter-trt convert"),
+                              (tiny_drafter, "an Apple ReDrafter drafter", "redrafter-trt convert"),
+                              (engine, "a TensorRT-LLM engine", "--engine-dir")):
+        result = run_cli("inspect", folder)
+        assert result.exit_code == 1 and f"problem: {folder} holds {kind}, not a ReDrafter checkpoint" in result.output
+        assert fix in result.output
+    assert_one_line_error(run_cli("run", "--checkpoint-dir", engine, "--tokenizer-dir", tmp_path, "--input-text", "hi"),
+                          "holds a TensorRT-LLM engine", "--engine-dir")
+
+
 def edited(ckpt, tmp_path, **fields) -> Path:
     """A copy of `ckpt` whose config.json has `fields` replaced (a float NaN is written as JSON's NaN)."""
     copy = tmp_path / "ck"
