@@ -12,7 +12,6 @@ did not (in float32 that is a bug; in float16/bfloat16 logits tie often, and a t
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -145,10 +144,21 @@ def check_grid(values: tuple[int, ...], maximum: int, flag: str, key: str, conve
     return values
 
 
+def recorded_source(ckpt_config: dict, key: str) -> str | None:
+    """The `base` or `drafter` folder `convert` recorded in producer.sources; None when absent or hand-edited into
+    something else."""
+    producer = ckpt_config.get("producer")
+    sources = producer.get("sources") if isinstance(producer, dict) else None
+    value = sources.get(key) if isinstance(sources, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
 def resolve_hf_dir(hf_dir: Path | None, ckpt_config: dict, checkpoint_dir: Path) -> Path:
     """The Hugging Face base for the transformers baseline: --hf-dir, else the checkpoint's recorded base."""
+    from .config import read_json
+
     if hf_dir is None:
-        recorded = ((ckpt_config.get("producer") or {}).get("sources") or {}).get("base")
+        recorded = recorded_source(ckpt_config, "base")
         if not recorded:
             raise ConfigError(f"{checkpoint_dir} records no base model (producer.sources.base): pass --hf-dir with "
                               f"the Hugging Face folder of its base")
@@ -159,7 +169,7 @@ def resolve_hf_dir(hf_dir: Path | None, ckpt_config: dict, checkpoint_dir: Path)
     if not raw.is_file():
         raise ConfigError(f"base folder {hf_dir} ({origin}) has no config.json: pass --hf-dir with the Hugging Face "
                           f"folder of the checkpoint's base")
-    if "architectures" not in json.loads(raw.read_text()):
+    if "architectures" not in read_json(raw, f"base ({origin})"):
         raise ConfigError(f"base folder {hf_dir} ({origin}) is not a Hugging Face model (a TensorRT-LLM checkpoint?): "
                           f"pass --hf-dir with the Hugging Face folder of the checkpoint's base")
     return hf_dir
@@ -288,7 +298,7 @@ def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
             "chat": bool(opts.chat) if opts.chat is not None else bool(getattr(tokenizer, "chat_template", None)),
             "dtype": cfg.dtype, "device": opts.device, "compile": opts.compile, "torch_threads": torch.get_num_threads(),
             "checkpoint_num_beams": cfg.num_beams, "checkpoint_draft_len": cfg.draft_len,
-            "drafter": (ckpt_config.get("producer") or {}).get("sources", {}).get("drafter")}
+            "drafter": recorded_source(ckpt_config, "drafter")}
     return BenchReport(meta, hf_run, plain, configs)
 
 

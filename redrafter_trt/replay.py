@@ -25,7 +25,7 @@ from typing import Callable
 
 import torch
 
-from .bench import check_checkpoint, check_grid, default_grid
+from .bench import check_checkpoint, check_grid, default_grid, recorded_source
 from .errors import ConfigError
 from .tokens import encode_prompts, load_tokenizer, stop_ids
 
@@ -148,6 +148,6 @@ def run_acceptance(opts: AcceptanceOptions, progress: Callable[[str], None] = la
             "prompts": str(opts.prompts), "num_prompts": len(prompt_ids), "max_new_tokens": opts.max_new_tokens,
             "dtype": cfg.dtype, "device": opts.device, "method": "replay of one greedy pass",
             "checkpoint_num_beams": cfg.num_beams, "checkpoint_draft_len": cfg.draft_len,
-            "drafter": ((raw.get("producer") or {}).get("sources") or {}).get("drafter")}
+            "drafter": recorded_source(raw, "drafter")}
     best = max(configs, key=lambda c: c.mean_tokens_per_step)
     return {"meta": meta, "configs": [c.to_json() for c in configs], "best": best.to_json()}

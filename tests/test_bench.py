@@ -225,6 +225,29 @@ def test_hf_dir_resolution(setup, tmp_path):
         resolve_hf_dir(ckpt, raw, ckpt)  # a TensorRT-LLM checkpoint is no transformers model
 
 
+def test_a_broken_base_config_or_producer_block_is_one_line(setup, tmp_path):
+    """A review: a --hf-dir whose config.json is not JSON, and a hand-edited `producer` block, raised tracebacks
+    (acceptance's after its whole run, writing the meta)."""
+    import shutil
+
+    base, ckpt, prompts = setup
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{bad")
+    assert_one_line_error(run_cli(*bench_args(setup, "--hf-dir", broken)), "config.json is not valid JSON")
+    edited = tmp_path / "ckpt"
+    shutil.copytree(ckpt, edited)
+    raw = json.loads((ckpt / "config.json").read_text())
+    for producer in ("x", {"sources": {"base": 5}}):
+        (edited / "config.json").write_text(json.dumps({**raw, "producer": producer}))
+        assert_one_line_error(run_cli(*bench_args((base, edited, prompts))), "records no base model", "--hf-dir")
+    out = tmp_path / "acc.json"
+    result = run_cli(*acceptance_args((base, edited, prompts), "--num-prompts", 1, "--max-new-tokens", 2, "--beams",
+                                      1, "--draft-lens", 1, "--output-json", out))
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["meta"]["drafter"] is None
+
+
 def test_default_grid():
     assert default_grid(1) == (1,)
     assert default_grid(5) == (1, 2, 4, 5)
