@@ -215,7 +215,10 @@ def _hf_cut(output: list[int], eos: list[int]) -> list[int]:
 
 def check_inputs(opts: BenchOptions) -> tuple[RuntimeConfig, dict, Path]:
     """Everything that can be checked before loading a model: (runtime config, raw config, HF base folder)."""
+    from .runtime import check_compile
+
     cfg, raw = check_checkpoint(opts)
+    check_compile(cfg, opts.compile, opts.device)
     return cfg, raw, resolve_hf_dir(opts.hf_dir, raw, Path(opts.checkpoint_dir))
 
 

@@ -211,6 +211,14 @@ def test_a_tokenizer_that_does_not_fit_is_one_line(setup, tmp_path, cmd):
     assert_one_line_error(run_cli(*args, big), "306 tokens", "vocab_size is 256")
 
 
+def test_compile_where_it_cannot_run_is_refused_before_any_work(setup):
+    """A review: bench announced `compiling the runtime's base layers (minutes ...)`, read the weights and only then
+    refused (a float16 checkpoint, a GPU); it is refused with run's words (runtime.check_compile) before anything."""
+    result = run_cli(*bench_args(setup, "--compile", "--device", "cuda"))
+    assert "compiling" not in result.stderr
+    assert_one_line_error(result, "--compile runs the layers of a tp=1 float32 checkpoint", "cuda", "drop --compile")
+
+
 def test_chat_without_template(setup):
     assert_one_line_error(run_cli(*bench_args(setup, "--chat")), "chat template", "leave out --chat")
 
