@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from .errors import ConfigError, DependencyError
+from .errors import ConfigError, DependencyError, first_line
 from .io import atomic_file
 from .runtime.config import RuntimeConfig
 from .tokens import encode_prompts, eos_ids, load_tokenizer
@@ -177,6 +177,18 @@ def resolve_hf_dir(hf_dir: Path | None, ckpt_config: dict, checkpoint_dir: Path)
 
 # ---- the three methods ---------------------------------------------------------------------------------------------
 
+def load_hf_baseline(hf_dir: Path, dtype: torch.dtype):
+    """The transformers model of the base (on the CPU, in eval mode), or one line naming why it cannot load."""
+    from safetensors import SafetensorError
+    from transformers import AutoModelForCausalLM
+
+    try:
+        return AutoModelForCausalLM.from_pretrained(hf_dir, dtype=dtype).eval()
+    except (OSError, ValueError, SafetensorError) as e:
+        raise ConfigError(f"cannot load the transformers baseline from {hf_dir} ({first_line(e, type(e).__name__)}): "
+                          f"pass --hf-dir with the complete Hugging Face folder of the checkpoint's base") from None
+
+
 @torch.inference_mode()
 def hf_generate(model, ids: list[int], max_new_tokens: int, eos: list[int]) -> tuple[list[int], float]:
     """transformers' greedy `generate` on one prompt: (new ids, wall seconds)."""
@@ -247,8 +259,6 @@ def check_checkpoint(opts) -> tuple[RuntimeConfig, dict]:
 def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
               progress: Callable[[str], None] = lambda line: None) -> BenchReport:
     """Run the benchmark; `prompts` overrides the prompts file (the quickstart passes its own)."""
-    from transformers import AutoModelForCausalLM
-
     from .prompts import load_prompts
     from .runtime import check_positions, load
 
@@ -263,10 +273,10 @@ def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
     tokenizer = load_tokenizer(opts.tokenizer_dir, cfg.vocab_size)
     prompt_ids = encode_prompts(tokenizer, texts, opts.chat)
     check_positions(cfg, prompt_ids, opts.max_new_tokens)
+    hf = load_hf_baseline(hf_dir, cfg.torch_dtype).to(opts.device)  # first: it fails in seconds, a compile takes minutes
     if opts.compile:
         progress("compiling the runtime's base layers (minutes, before any timing)")
     model = load(opts.checkpoint_dir, device=opts.device, compile=opts.compile)
-    hf = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=cfg.torch_dtype).to(opts.device).eval()
     eos = eos_ids(tokenizer, getattr(hf.generation_config, "eos_token_id", None))
     N = opts.max_new_tokens
 

@@ -256,6 +256,23 @@ def test_a_broken_base_config_or_producer_block_is_one_line(setup, tmp_path):
     assert json.loads(out.read_text())["meta"]["drafter"] is None
 
 
+def test_a_base_without_sound_weights_is_one_line(setup, tmp_path):
+    """A review: a --hf-dir with a truncated model.safetensors raised a SafetensorError traceback, and one without
+    weights said `check the path, its permissions and the free disk space`, both after loading the runtime."""
+    import shutil
+
+    base = setup[0]
+    weightless, truncated = tmp_path / "weightless", tmp_path / "truncated"
+    weightless.mkdir()
+    shutil.copy(base / "config.json", weightless)
+    shutil.copytree(base, truncated)
+    with open(truncated / "model.safetensors", "r+b") as f:
+        f.truncate(100)
+    for folder, why in ((weightless, "no file named model.safetensors"), (truncated, "deserializing header")):
+        assert_one_line_error(run_cli(*bench_args(setup, "--hf-dir", folder, "--max-new-tokens", 2)),
+                              f"cannot load the transformers baseline from {folder}", why, "--hf-dir")
+
+
 def test_default_grid():
     assert default_grid(1) == (1,)
     assert default_grid(5) == (1, 2, 4, 5)
