@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import POSITIVE_INT, ConfigError, read_text
+from .errors import POSITIVE_INT, POSITIVE_NUMBER, ConfigError, read_text
 from .registry import ArchSpec, lookup
 
 DTYPES = ("float16", "bfloat16", "float32")
@@ -47,8 +47,9 @@ def positive_float(raw: dict, key: str, where: str, default: float) -> float:
     value = raw.get(key)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
-        raise ConfigError(f"{where}: {key} is {value!r}, not a positive number: fix or re-download the config")
+    need, ok = POSITIVE_NUMBER
+    if not ok(value):
+        raise ConfigError(f"{where}: {key} is {value!r}, not {need}: fix or re-download the config")
     return float(value)
 
 
