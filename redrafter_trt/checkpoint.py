@@ -200,9 +200,14 @@ def _check_ranks(path: Path, cfg: dict, rep: Report) -> None:
         except TensorError as e:
             rep.problems.append(f"rank{r}.safetensors: {e}")
             continue
-        want = layout.expected_tensors(cfg, r) | {n: s for n, s in layout.optional_tensors(cfg).items() if n in have}
         nbytes = sum(_numel(s) * ST_TO_TORCH[d].itemsize for s, d in have.values() if d in ST_TO_TORCH)
         rep.ranks.append(RankReport(r, f.name, len(have), nbytes))
+        counts = {k: cfg[k] for k in ("num_hidden_layers", "redrafter_num_layers") if k in cfg}
+        if sum(counts.values()) > len(have):  # each layer holds tensors: listing millions of missing names would hang
+            layers = " + ".join(f"{k} {n}" for k, n in counts.items())
+            rep.problems.append(f"rank{r}: {len(have)} tensors cannot hold {layers} layers: fix the config or re-convert")
+            continue
+        want = layout.expected_tensors(cfg, r) | {n: s for n, s in layout.optional_tensors(cfg).items() if n in have}
         miss, extra = set(want) - set(have), set(have) - set(want)
         if miss:
             rep.problems.append(f"rank{r}: missing tensors {name_list(miss)}")

@@ -285,6 +285,17 @@ def test_inspect_shows_the_sound_fields_beside_a_malformed_one(ckpt, tmp_path):
     assert head[1] == "  quantization: ?" and "problem: hidden_size is 6.5" in result.output
 
 
+@pytest.mark.parametrize("field", ["num_hidden_layers", "redrafter_num_layers"])
+def test_inspect_of_absurd_layer_counts_ends(ckpt, tmp_path, field):
+    """A review: inspect (and run, through it) listed every tensor a billion layers would hold, and never ended."""
+    copy = edited(ckpt, tmp_path, **{field: 10 ** 9})
+    result = run_cli("inspect", copy)
+    assert result.exit_code == 1 and f"{field} 1000000000" in result.output and "tensors cannot hold" \
+        in result.output
+    assert_one_line_error(run_cli("run", "--checkpoint-dir", copy, "--tokenizer-dir", tmp_path, "--input-text", "hi"),
+                          "tensors cannot hold")
+
+
 @pytest.mark.parametrize("fields, named", [
     ({"norm_epsilon": float("nan")}, "norm_epsilon is nan"),
     ({"norm_epsilon": None}, "norm_epsilon is None"),
