@@ -70,7 +70,7 @@ class Report:
     ranks: list[RankReport] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     malformed: list[str] = field(default_factory=list)  # config fields that fail their CONFIG_TYPES check
-    runtime_problems: list[str] = field(default_factory=list)  # why `run` refuses a checkpoint an engine can be built from
+    runtime_problems: list[str] = field(default_factory=list)  # why `run` refuses it (an engine can still be built)
 
     @property
     def ok(self) -> bool:
@@ -101,8 +101,8 @@ def inspect_checkpoint(path: Path | str) -> Report:
     if not isinstance(cfg, dict):
         rep.problems.append(f"config.json holds a JSON {type(cfg).__name__}, not an object")
         return rep
-    if foreign(path, cfg):
-        rep.problems.append(foreign(path, cfg))
+    if other := foreign(path, cfg):
+        rep.problems.append(other)
         return rep
     missing = [k for k in MODEL_KEYS if k not in cfg]
     if missing:
@@ -205,7 +205,8 @@ def _check_ranks(path: Path, cfg: dict, rep: Report) -> None:
         counts = {k: cfg[k] for k in ("num_hidden_layers", "redrafter_num_layers") if k in cfg}
         if sum(counts.values()) > len(have):  # each layer holds tensors: listing millions of missing names would hang
             layers = " + ".join(f"{k} {n}" for k, n in counts.items())
-            rep.problems.append(f"rank{r}: {len(have)} tensors cannot hold {layers} layers: fix the config or re-convert")
+            rep.problems.append(f"rank{r}: {len(have)} tensors cannot hold {layers} layers: fix the config or "
+                                f"re-convert")
             continue
         want = layout.expected_tensors(cfg, r) | {n: s for n, s in layout.optional_tensors(cfg).items() if n in have}
         miss, extra = set(want) - set(have), set(have) - set(want)
@@ -239,8 +240,8 @@ def require_valid(path: Path | str) -> dict:
         raw = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError):
         raw = None
-    if isinstance(raw, dict) and foreign(path, raw):
-        raise ConfigError(foreign(path, raw))
+    if isinstance(raw, dict) and (other := foreign(path, raw)):
+        raise ConfigError(other)
     rep = inspect_checkpoint(path)
     if not rep.ok:
         more = f" (+{len(rep.problems) - 1} more)" if len(rep.problems) > 1 else ""
