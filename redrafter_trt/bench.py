@@ -144,6 +144,14 @@ def check_grid(values: tuple[int, ...], maximum: int, flag: str, key: str, conve
     return values
 
 
+def first_prompts(texts: list[str], num_prompts: int | None) -> list[str]:
+    """The first --num-prompts prompts (all of them without it); a file holding fewer is said, not hidden."""
+    if num_prompts and num_prompts > len(texts):
+        log.warning("--num-prompts %d, but there are only %d prompts: measuring those %d", num_prompts, len(texts),
+                    len(texts))
+    return texts[:num_prompts] if num_prompts else texts
+
+
 def recorded_source(ckpt_config: dict, key: str) -> str | None:
     """The `base` or `drafter` folder `convert` recorded in producer.sources; None when absent or hand-edited into
     something else."""
@@ -269,7 +277,7 @@ def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
     texts = load_prompts(opts.prompts) if prompts is None else list(prompts)
     if not texts:
         raise ConfigError("no prompts to benchmark: pass a --prompts file with at least one prompt")
-    texts = texts[: opts.num_prompts] if opts.num_prompts else texts
+    texts = first_prompts(texts, opts.num_prompts)
     tokenizer = load_tokenizer(opts.tokenizer_dir, cfg.vocab_size)
     prompt_ids = encode_prompts(tokenizer, texts, opts.chat)
     check_positions(cfg, prompt_ids, opts.max_new_tokens)

@@ -25,7 +25,7 @@ from typing import Callable
 
 import torch
 
-from .bench import check_checkpoint, check_grid, default_grid, recorded_source
+from .bench import check_checkpoint, check_grid, default_grid, first_prompts, recorded_source
 from .errors import ConfigError
 from .tokens import encode_prompts, load_tokenizer, stop_ids
 
@@ -130,7 +130,7 @@ def run_acceptance(opts: AcceptanceOptions, progress: Callable[[str], None] = la
     lens = check_grid(opts.draft_lens, cfg.draft_len, "--draft-lens", "redrafter_draft_len_per_beam", "--draft-len")
     if min(beams) < 1:
         raise ConfigError(f"--beams {min(beams)} is invalid: beam widths are 1 or more")
-    texts = load_prompts(opts.prompts)[: opts.num_prompts]  # an empty file is an error there
+    texts = first_prompts(load_prompts(opts.prompts), opts.num_prompts)  # an empty file is an error there
     tokenizer = load_tokenizer(opts.tokenizer_dir, cfg.vocab_size)
     prompt_ids = encode_prompts(tokenizer, texts, opts.chat)
     check_positions(cfg, prompt_ids, opts.max_new_tokens)

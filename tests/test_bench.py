@@ -219,6 +219,16 @@ def test_compile_where_it_cannot_run_is_refused_before_any_work(setup):
     assert_one_line_error(result, "--compile runs the layers of a tp=1 float32 checkpoint", "cuda", "drop --compile")
 
 
+@pytest.mark.parametrize("cmd", ["bench", "acceptance"])
+def test_more_prompts_asked_than_the_file_holds_is_said(setup, cmd, caplog):
+    """A review: --num-prompts 80 on a file of 3 measured 3 without a word (the JSON's num_prompts: 3)."""
+    base, ckpt, prompts = setup
+    result = run_cli(cmd, "--checkpoint-dir", ckpt, "--tokenizer-dir", base, "--prompts", prompts, "--num-prompts", 80,
+                     "--max-new-tokens", 2, "--beams", 1, "--draft-lens", 1)
+    assert result.exit_code == 0, result.output
+    assert f"--num-prompts 80, but there are only {len(PROMPTS)} prompts" in caplog.text
+
+
 def test_chat_without_template(setup):
     assert_one_line_error(run_cli(*bench_args(setup, "--chat")), "chat template", "leave out --chat")
 
