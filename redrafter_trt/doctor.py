@@ -194,9 +194,12 @@ def torch_info() -> TorchInfo:
     except Exception as e:  # installed but broken: doctor exists for such machines, it must not fail on them
         return TorchInfo(None, None, error=first_line(e, type(e).__name__))
     gpus: tuple[Gpu, ...] = ()
-    if torch.version.cuda and torch.cuda.is_available():
-        gpus = tuple(Gpu(torch.cuda.get_device_name(i), tuple(torch.cuda.get_device_capability(i)))
-                     for i in range(torch.cuda.device_count()))
+    try:
+        if torch.version.cuda and torch.cuda.is_available():
+            gpus = tuple(Gpu(torch.cuda.get_device_name(i), tuple(torch.cuda.get_device_capability(i)))
+                         for i in range(torch.cuda.device_count()))
+    except RuntimeError:  # a driver torch cannot talk to: no GPU visible, and check_cuda says to check the driver
+        gpus = ()
     return TorchInfo(torch.__version__, torch.version.cuda, gpus)
 
 

@@ -154,6 +154,21 @@ def test_a_torch_that_does_not_import_is_not_ready(monkeypatch):
     assert "FIX  torch import: libcudnn.so.9" in result.output and "FIX  cuda: torch does not import" in result.output
 
 
+def test_a_gpu_torch_cannot_query_is_no_gpu(monkeypatch):
+    """A review: a RuntimeError from the driver while listing GPUs ended doctor in a traceback."""
+    import torch
+
+    def broken(i):
+        raise RuntimeError("CUDA error: unknown error")
+
+    monkeypatch.setattr(torch.version, "cuda", "12.4")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_name", broken)
+    info = doctor.torch_info()
+    assert info.gpus == () and "no GPU visible" in doctor.check_cuda(info).detail
+
+
 def test_real_machine_runs():
     """On this machine (whatever it has) the command runs and every line is OK, FIX or the summary."""
     result = CliRunner().invoke(main, ["doctor"])
