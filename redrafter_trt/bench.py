@@ -23,7 +23,7 @@ import torch
 from .errors import ConfigError, DependencyError, first_line
 from .io import atomic_file
 from .runtime.config import RuntimeConfig
-from .tokens import encode_prompts, eos_ids, load_tokenizer
+from .tokens import encode_prompts, load_tokenizer, stop_ids
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +285,7 @@ def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
     if opts.compile:
         progress("compiling the runtime's base layers (minutes, before any timing)")
     model = load(opts.checkpoint_dir, device=opts.device, compile=opts.compile)
-    eos = eos_ids(tokenizer, getattr(hf.generation_config, "eos_token_id", None))
+    eos = stop_ids(tokenizer, opts.tokenizer_dir)  # as run and acceptance: every method stops on the same ids
     N = opts.max_new_tokens
 
     warm = prompt_ids[0]

@@ -358,3 +358,30 @@ def test_verdict_names_a_drafter_that_accepts_nothing():
     config = ConfigResult(1, 2, drafted, speedup_vs_hf=1.0, speedup_vs_no_draft=5.0 / 4.5, mismatched_prompts=[])
     line = verdict(BenchReport(meta={}, hf=timed_run(100, 10.0, 100), no_draft=plain, configs=[config]))
     assert line.startswith("the drafter accepts almost nothing") and "1.01 tokens" in line and "--distill" in line
+
+
+
+def test_bench_stops_on_the_tokenizer_folders_generation_config_as_acceptance_does(setup, report, tmp_path):
+    """bench took its stop tokens from the transformers baseline's folder, acceptance and run from --tokenizer-dir:
+    with a generation_config.json beside the tokenizer alone, bench ran past a stop token acceptance stopped at."""
+    import shutil
+
+    from redrafter_trt import runtime as rt
+    from redrafter_trt.tokens import encode_prompts, load_tokenizer
+
+    base, ckpt, prompts = setup
+    tokenizer_dir = tmp_path / "tok"
+    shutil.copytree(base, tokenizer_dir, ignore=shutil.ignore_patterns("*.safetensors", "generation_config.json"))
+    ids = encode_prompts(load_tokenizer(str(base), None), PROMPTS[:1], None)
+    stop = rt.generate(rt.load(ckpt), ids, 4, use_draft=False).output_ids[0][1]  # the base's second token
+    (tokenizer_dir / "generation_config.json").write_text(json.dumps({"eos_token_id": stop}))
+    counts = {}
+    for cmd in ("bench", "acceptance"):
+        out = tmp_path / f"{cmd}.json"
+        hf = ("--hf-dir", base) if cmd == "bench" else ()
+        result = run_cli(cmd, "--checkpoint-dir", ckpt, "--tokenizer-dir", tokenizer_dir, "--prompts", prompts, *hf,
+                         "--max-new-tokens", 12, "--draft-lens", "1", "--beams", "1", "--output-json", out)
+        assert result.exit_code == 0, result.output
+        counts[cmd] = json.loads(out.read_text())["configs"][0]["new_tokens"]
+    everything = next(c for c in report[0]["configs"] if c["draft_len"] == 1)["new_tokens"]
+    assert counts["bench"] == counts["acceptance"] < everything, (counts, everything)
