@@ -24,7 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable
 
-from .bench import BenchOptions, BenchReport, run_bench
+from .bench import BenchOptions, BenchReport, recorded_source, run_bench
 from .errors import ConfigError, RedrafterError
 from .prompts import load_prompts
 
@@ -89,7 +89,8 @@ def drafter_origin(folder: Path) -> str | None:
         load_drafter(folder)
     except RedrafterError:
         return None
-    producer = json.loads((folder / "config.json").read_text()).get("producer") or {}
+    producer = json.loads((folder / "config.json").read_text()).get("producer")
+    producer = producer if isinstance(producer, dict) else {}  # hand-edited into something else: not ours
     if producer.get("command") == "init-drafter":
         return "untrained"
     return "trained" if producer.get("recipe") == RECIPE else "outdated"
@@ -139,11 +140,11 @@ def checkpoint_is_current(checkpoint: Path, drafter: Path, base: Path, num_beams
     except RedrafterError:
         return False
     raw = json.loads((checkpoint / "config.json").read_text())
-    sources = (raw.get("producer") or {}).get("sources") or {}
     weights = drafter / "model.safetensors"
     return (cfg.dtype == "float32" and cfg.tp_size == 1 and (cfg.num_beams, cfg.draft_len) == (num_beams, draft_len)
             and (checkpoint / "rank0.safetensors").is_file()
-            and sources.get("base") == str(base.resolve()) and sources.get("drafter") == str(drafter.resolve())
+            and recorded_source(raw, "base") == str(base.resolve())
+            and recorded_source(raw, "drafter") == str(drafter.resolve())
             and weights.is_file() and (checkpoint / "config.json").stat().st_mtime >= weights.stat().st_mtime)
 
 

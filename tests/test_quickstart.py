@@ -132,3 +132,22 @@ def test_packaged_mt_bench():
     prompts = qs.load_prompts(qs.mt_bench_path())
     assert len(prompts) == 80
     assert (qs.mt_bench_path().parent / "LICENSE.fastchat-apache-2.0").is_file()
+
+
+def test_a_hand_edited_producer_block_is_not_ours(tmp_path):
+    """A `producer` edited into a string was an AttributeError traceback when the quickstart looked for reuse."""
+    import json
+
+    from tinymodels import make_drafter, make_hf
+
+    from redrafter_trt.convert import convert
+
+    base = make_hf(tmp_path / "base", "llama")
+    drafter = make_drafter(tmp_path / "drafter", base)
+    ckpt = convert(base, drafter, tmp_path / "ckpt", tp_size=1, dtype="float32", num_beams=2, draft_len=2)
+    assert qs.checkpoint_is_current(ckpt, drafter, base, 2, 2)
+    for folder in (drafter, ckpt):
+        cfg = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps(cfg | {"producer": "by hand"}))
+    assert qs.drafter_origin(drafter) == "outdated"
+    assert not qs.checkpoint_is_current(ckpt, drafter, base, 2, 2)
