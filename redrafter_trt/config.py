@@ -53,24 +53,38 @@ def positive_float(raw: dict, key: str, where: str, default: float) -> float:
     return float(value)
 
 
+def _scaling_of(raw: dict) -> dict | None:
+    """A rope scaling object as compared: without rope_theta, its `type` spelled `rope_type`; None for none."""
+    kind = raw.get("rope_type", raw.get("type", "default"))
+    rest = {k: v for k, v in raw.items() if k not in ("rope_theta", "type", "rope_type")}
+    return None if kind == "default" else {"rope_type": kind, **rest}
+
+
+def _written(raw: dict | None) -> dict | None:
+    """The scaling as the checkpoint carries it (the source's own keys), None for none."""
+    if not raw or raw.get("rope_type", raw.get("type", "default")) == "default":
+        return None
+    return {k: v for k, v in raw.items() if k != "rope_theta"}
+
+
 def rope_fields(hf: dict, where: str = "config.json") -> tuple[float, dict | None]:
     """(rope_theta, rope_scaling) from either layout: published top-level keys, or transformers 5's
-    `rope_parameters` (where `rope_type: default` means no scaling)."""
-    params = hf.get("rope_parameters")
-    if isinstance(params, dict) and ("rope_theta" in params or "rope_type" in params):
-        theta = positive_float(params, "rope_theta", f"{where} rope_parameters",
-                               positive_float(hf, "rope_theta", where, 10000.0))
-        scaling = {k: v for k, v in params.items() if k != "rope_theta"}
-        if scaling.get("rope_type", scaling.get("type", "default")) == "default":
-            scaling = None
-        return theta, scaling
+    `rope_parameters` (where `rope_type: default` means no scaling). A config holding both, with scalings that
+    differ, is refused: transformers 5 takes `rope_scaling` and drops `rope_parameters`' rope_theta."""
     scaling = hf.get("rope_scaling")
     if scaling is not None and not isinstance(scaling, dict):
         raise ConfigError(f"{where}: rope_scaling is {scaling!r}, not an object such as {{\"rope_type\": \"llama3\", "
                           f"...}}: fix or re-download the config")
-    if isinstance(scaling, dict) and scaling.get("rope_type", scaling.get("type")) == "default":
-        scaling = None
-    return positive_float(hf, "rope_theta", where, 10000.0), scaling
+    params = hf.get("rope_parameters")
+    if isinstance(params, dict) and ("rope_theta" in params or "rope_type" in params):
+        outer = positive_float(hf, "rope_theta", where, 10000.0)
+        theta = positive_float(params, "rope_theta", f"{where} rope_parameters", outer)
+        if scaling and (_scaling_of(scaling) != _scaling_of(params) or theta != outer):
+            raise ConfigError(f"{where} holds rope_scaling {scaling} and rope_parameters {params}: transformers 5 "
+                              f"reads rope_scaling alone (and rope_theta {outer:g}), not what rope_parameters says: "
+                              f"move the scaling into rope_parameters and delete rope_scaling")
+        return theta, _written(params)
+    return positive_float(hf, "rope_theta", where, 10000.0), _written(scaling)
 
 
 @dataclass(frozen=True)

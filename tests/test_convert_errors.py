@@ -261,6 +261,39 @@ def test_base_config_nulls_mean_defaults_and_rope_scaling_is_an_object(parts):
     assert_one_line_error(convert_err(parts), "rope_scaling is 'linear', not an object")
 
 
+YARN = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 512}
+
+
+@pytest.mark.parametrize("rope, written", [
+    ({"rope_parameters": {"rope_theta": 1e6, "rope_type": "default"}, "rope_scaling": YARN}, None),
+    ({"rope_parameters": {"rope_theta": 1e6, **YARN}, "rope_scaling": YARN}, None),
+    ({"rope_parameters": {"rope_theta": 1e6, **YARN}, "rope_scaling": YARN, "rope_theta": 1e6}, (1e6, YARN)),
+    ({"rope_parameters": {"rope_theta": 1e4, **YARN}, "rope_scaling": {**YARN, "type": "yarn"}}, (1e4, YARN)),
+    ({"rope_parameters": {"rope_theta": 1e6, **YARN}}, (1e6, YARN)),
+    ({"rope_parameters": {"rope_theta": 1e6, "rope_type": "default"}, "rope_scaling": {}}, (1e6, None)),
+])
+def test_rope_scaling_beside_rope_parameters_is_read_as_transformers_reads_it_or_refused(parts, rope, written):
+    """Qwen2.5's model card says to add a YaRN `rope_scaling` to config.json; on a config saved by transformers 5
+    (`rope_parameters`) the converter kept rope_parameters' scaling and dropped the YaRN silently, while transformers
+    5 reads rope_scaling alone (and forgets rope_parameters' rope_theta). Agreeing keys convert; others are one
+    line."""
+    from transformers import AutoConfig
+
+    path = parts[0] / "config.json"
+    raw = json.loads(path.read_text())
+    raw.pop("rope_theta", None)
+    path.write_text(json.dumps({k: v for k, v in raw.items() if k != "rope_scaling"} | rope))
+    if written is None:
+        assert_one_line_error(convert_err(parts), "rope_scaling", "move the scaling into rope_parameters")
+        return
+    assert run_cli("convert", "--base", parts[0], "--drafter", parts[1], "--output", parts[2]).exit_code == 0
+    cfg = json.loads((parts[2] / "config.json").read_text())
+    scaling = {k: v for k, v in cfg["rotary_scaling"].items() if k != "type"} if cfg["rotary_scaling"] else None
+    assert (cfg["rotary_base"], scaling) == written
+    truth = AutoConfig.from_pretrained(parts[0]).rope_parameters  # what transformers computes with
+    assert truth["rope_theta"] == written[0] and truth["rope_type"] == (written[1] or {"rope_type": "default"})["rope_type"]
+
+
 @pytest.mark.parametrize("arch, fields, refused", [
     ("MistralForCausalLM", {"sliding_window": 128}, True),
     ("MistralForCausalLM", {"sliding_window": None}, False),
