@@ -328,6 +328,18 @@ def test_inspect_names_a_rope_scaling_only_engines_run(ckpt, tmp_path, scaling, 
                           named, "redrafter-trt build")
 
 
+def test_convert_of_a_base_only_engines_run_says_so(parts, tmp_path):
+    """A YaRN base converts (TensorRT-LLM builds it) but the reference runtime refuses it: convert said nothing, so
+    the first `run --checkpoint-dir` was the surprise."""
+    base, drafter = parts
+    raw = json.loads((base / "config.json").read_text())
+    yarn = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "rope_theta": 10000.0}
+    (base / "config.json").write_text(json.dumps(raw | {"rope_parameters": yarn}))
+    result = run_cli("convert", "--base", base, "--drafter", drafter, "--output", tmp_path / "ck")
+    assert result.exit_code == 0, result.output
+    assert "note: the reference runtime (run, bench, serve) refuses it: rotary_scaling type 'yarn'" in result.stderr
+
+
 def test_unwritable_quickstart_workdir_fails_fast():
     assert_one_line_error(run_cli("quickstart", "--workdir", "/proc/redrafter-qs"), "cannot write in /proc/redrafter-qs",
                           "choose another --workdir")

@@ -61,6 +61,9 @@ def convert(base, drafter, output, tp_size, dtype, num_beams, draft_len, no_gree
     click.echo(f"wrote {out}: {rep.architecture}, {rep.dtype}, tp {rep.tp_size}, {len(rep.ranks)} rank file(s), {size:.1f} MiB")
     for p in rep.problems:
         click.echo(f"problem: {p}", err=True)
+    for p in rep.runtime_problems:  # e.g. a YaRN base: TensorRT-LLM builds it, `run --checkpoint-dir` cannot
+        click.echo(f"note: the reference runtime (run, bench, serve) refuses it: {p}; build an engine to run it",
+                   err=True)
     if rep.problems:
         raise SystemExit(1)
 
