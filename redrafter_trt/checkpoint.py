@@ -14,15 +14,13 @@ from . import layout
 from .errors import COUNT, FLAG, POSITIVE_INT, POSITIVE_NUMBER, ConfigError, TensorError, name_list, optional
 from .io import ST_TO_TORCH, TensorSource
 from .registry import TRTLLM_BASES
-from .runtime.config import rope_scaling_problem
+from .rope import TRTLLM_ROPE_SCALINGS, rope_kind, rope_scaling_problem
 
 REDRAFTER_KEYS = ("redrafter_num_layers", "redrafter_hidden_size", "redrafter_exit_dim", "redrafter_is_rnn",
                   "redrafter_num_beams", "redrafter_draft_len_per_beam", "redrafter_greedy_search",
                   "base_model_architecture")
 MODEL_KEYS = ("architecture", "dtype", "hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size",
               "intermediate_size", "mapping")
-# the rotary_scaling types TensorRT-LLM 1.2.x builds (functional.RotaryScalingType; "default" is no scaling)
-TRTLLM_ROPE_SCALINGS = ("default", "none", "linear", "dynamic", "longrope", "llama3", "yarn", "mrope")
 
 
 # config key -> (what it must be, check); checked before anything computes with them
@@ -40,7 +38,7 @@ CONFIG_TYPES = {
     "rotary_base": optional(POSITIVE_NUMBER),
     "rotary_scaling": (f"null or an object whose rope_type (or type) is one of {', '.join(TRTLLM_ROPE_SCALINGS)}",
                        lambda v: v is None or isinstance(v, dict)
-                       and v.get("rope_type", v.get("type", "default")) in TRTLLM_ROPE_SCALINGS),
+                       and rope_kind(v) in TRTLLM_ROPE_SCALINGS),
     **dict.fromkeys(("architecture", "dtype", "base_model_architecture"), ("a string", lambda v: isinstance(v, str))),
     "quantization": ("null or an object (quant_algo, kv_cache_quant_algo, exclude_modules: a list of names)",
                      lambda v: v is None or isinstance(v, dict) and isinstance(v.get("exclude_modules") or [], list)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .errors import POSITIVE_INT, POSITIVE_NUMBER, ConfigError, read_text
 from .registry import ArchSpec, lookup
+from .rope import rope_kind
 
 DTYPES = ("float16", "bfloat16", "float32")
 
@@ -55,14 +56,14 @@ def positive_float(raw: dict, key: str, where: str, default: float) -> float:
 
 def _scaling_of(raw: dict) -> dict | None:
     """A rope scaling object as compared: without rope_theta, its `type` spelled `rope_type`; None for none."""
-    kind = raw.get("rope_type", raw.get("type", "default"))
+    kind = rope_kind(raw)
     rest = {k: v for k, v in raw.items() if k not in ("rope_theta", "type", "rope_type")}
     return None if kind == "default" else {"rope_type": kind, **rest}
 
 
 def _written(raw: dict | None) -> dict | None:
     """The scaling as the checkpoint carries it (the source's own keys), None for none."""
-    if not raw or raw.get("rope_type", raw.get("type", "default")) == "default":
+    if not raw or rope_kind(raw) == "default":
         return None
     return {k: v for k, v in raw.items() if k != "rope_theta"}
 

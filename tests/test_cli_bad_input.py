@@ -328,6 +328,18 @@ def test_inspect_names_a_rope_scaling_only_engines_run(ckpt, tmp_path, scaling, 
                           named, "redrafter-trt build")
 
 
+def test_inspect_convert_and_build_do_not_import_the_runtime():
+    """A review: checkpoint.py imported the runtime's rope check, and with it the runtime and TorchInductor: every
+    inspect, convert and build started seconds later (3.4 -> 7-8 s on 2 shared cores) for one small function."""
+    import subprocess
+    import sys
+
+    code = ("import sys, redrafter_trt.checkpoint, redrafter_trt.build; "
+            "print(sorted(m for m in ('redrafter_trt.runtime', 'torch._inductor') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
+
+
 def test_convert_of_a_base_only_engines_run_says_so(parts, tmp_path):
     """A YaRN base converts (TensorRT-LLM builds it) but the reference runtime refuses it: convert said nothing, so
     the first `run --checkpoint-dir` was the surprise."""

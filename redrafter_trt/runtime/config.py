@@ -10,13 +10,10 @@ from pathlib import Path
 
 import torch
 
-from ..errors import POSITIVE_NUMBER, ConfigError
+from ..errors import ConfigError
+from ..rope import rope_kind, rope_scaling_problem
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-# rotary_scaling types the runtime computes (rope_inv_freq) -> the numbers each needs
-ROPE_SCALINGS = {"default": (), "linear": ("factor",),
-                 "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")}
 
 
 @dataclass(frozen=True)
@@ -96,30 +93,12 @@ class RuntimeConfig:
             raise ConfigError(f"{path} is not valid JSON ({e.msg}): re-run convert") from None
 
 
-def rope_scaling_problem(scaling) -> str | None:
-    """Why the runtime cannot compute a checkpoint's `rotary_scaling` (None when it can): `run` refuses it and
-    `inspect` reports it."""
-    if scaling is None:
-        return None
-    if not isinstance(scaling, dict):
-        return f"rotary_scaling is {scaling!r}, not null or an object"
-    kind = scaling.get("rope_type", scaling.get("type", "default"))
-    if not isinstance(kind, str) or kind not in ROPE_SCALINGS:
-        return (f"rotary_scaling type {kind!r} is not supported by the reference runtime "
-                f"(supported: {', '.join(ROPE_SCALINGS)})")
-    need, ok = POSITIVE_NUMBER
-    bad = [k for k in ROPE_SCALINGS[kind] if not ok(scaling.get(k))]
-    if bad:
-        return f"rotary_scaling {kind} needs {', '.join(bad)} to be {need} (has {scaling})"
-    return None
-
-
 def rope_inv_freq(cfg: RuntimeConfig) -> tuple[torch.Tensor, float]:
     """inv_freq [head_size/2] (float32) and the attention scaling factor, as transformers computes them."""
     dim = cfg.head_size
     inv = 1.0 / (cfg.rotary_base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
     scaling = cfg.rotary_scaling or {}
-    kind = scaling.get("rope_type", scaling.get("type", "default"))
+    kind = rope_kind(scaling)
     if kind == "default":
         return inv, 1.0
     if kind == "linear":

@@ -1,0 +1,35 @@
+"""A checkpoint's `rotary_scaling`: the types TensorRT-LLM builds and those the reference runtime computes. No torch
+here, so that `inspect`, `convert` and `build` read it without importing the runtime (TorchInductor: seconds)."""
+
+from __future__ import annotations
+
+from .errors import POSITIVE_NUMBER
+
+# the rotary_scaling types TensorRT-LLM 1.2.x builds (functional.RotaryScalingType; "default" is no scaling)
+TRTLLM_ROPE_SCALINGS = ("default", "none", "linear", "dynamic", "longrope", "llama3", "yarn", "mrope")
+# rotary_scaling types the runtime computes (runtime.config.rope_inv_freq) -> the numbers each needs
+ROPE_SCALINGS = {"default": (), "linear": ("factor",),
+                 "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")}
+
+
+def rope_kind(scaling: dict):
+    """The scaling's type: `rope_type`, or the older `type`; "default" (none) without either."""
+    return scaling.get("rope_type", scaling.get("type", "default"))
+
+
+def rope_scaling_problem(scaling) -> str | None:
+    """Why the runtime cannot compute a checkpoint's `rotary_scaling` (None when it can): `run` refuses it and
+    `inspect` reports it."""
+    if scaling is None:
+        return None
+    if not isinstance(scaling, dict):
+        return f"rotary_scaling is {scaling!r}, not null or an object"
+    kind = rope_kind(scaling)
+    if not isinstance(kind, str) or kind not in ROPE_SCALINGS:
+        return (f"rotary_scaling type {kind!r} is not supported by the reference runtime "
+                f"(supported: {', '.join(ROPE_SCALINGS)})")
+    need, ok = POSITIVE_NUMBER
+    bad = [k for k in ROPE_SCALINGS[kind] if not ok(scaling.get(k))]
+    if bad:
+        return f"rotary_scaling {kind} needs {', '.join(bad)} to be {need} (has {scaling})"
+    return None
