@@ -14,7 +14,7 @@ from . import layout
 from .errors import COUNT, FLAG, POSITIVE_INT, POSITIVE_NUMBER, ConfigError, TensorError, name_list, optional
 from .io import ST_TO_TORCH, TensorSource
 from .registry import TRTLLM_BASES
-from .rope import TRTLLM_ROPE_SCALINGS, rope_kind, rope_scaling_problem
+from .rope import TRTLLM_ROPE_SCALINGS, rope_scaling_problem, trtllm_builds
 
 REDRAFTER_KEYS = ("redrafter_num_layers", "redrafter_hidden_size", "redrafter_exit_dim", "redrafter_is_rnn",
                   "redrafter_num_beams", "redrafter_draft_len_per_beam", "redrafter_greedy_search",
@@ -36,9 +36,8 @@ CONFIG_TYPES = {
     "head_size": optional(POSITIVE_INT),
     "norm_epsilon": POSITIVE_NUMBER,
     "rotary_base": optional(POSITIVE_NUMBER),
-    "rotary_scaling": (f"null or an object whose rope_type (or type) is one of {', '.join(TRTLLM_ROPE_SCALINGS)}",
-                       lambda v: v is None or isinstance(v, dict)
-                       and rope_kind(v) in TRTLLM_ROPE_SCALINGS),
+    "rotary_scaling": (f"null or an object whose rope_type (or type) is one of {', '.join(TRTLLM_ROPE_SCALINGS)} "
+                       f"and whose factor, if any, is {POSITIVE_NUMBER[0]}", trtllm_builds),
     **dict.fromkeys(("architecture", "dtype", "base_model_architecture"), ("a string", lambda v: isinstance(v, str))),
     "quantization": ("null or an object (quant_algo, kv_cache_quant_algo, exclude_modules: a list of names)",
                      lambda v: v is None or isinstance(v, dict) and isinstance(v.get("exclude_modules") or [], list)

@@ -17,6 +17,13 @@ def rope_kind(scaling: dict):
     return scaling.get("rope_type", scaling.get("type", "default"))
 
 
+def trtllm_builds(scaling) -> bool:
+    """Whether TensorRT-LLM builds `rotary_scaling`: null, or a type it knows whose `factor` (when given) is a
+    positive finite number (trtllm-build multiplies the positions by it)."""
+    return scaling is None or (isinstance(scaling, dict) and rope_kind(scaling) in TRTLLM_ROPE_SCALINGS
+                               and ("factor" not in scaling or POSITIVE_NUMBER[1](scaling["factor"])))
+
+
 def rope_scaling_problem(scaling) -> str | None:
     """Why the runtime cannot compute a checkpoint's `rotary_scaling` (None when it can): `run` refuses it and
     `inspect` reports it."""

@@ -303,6 +303,8 @@ def test_inspect_of_absurd_layer_counts_ends(ckpt, tmp_path, field):
     ({"head_size": "x"}, "head_size is 'x'"),
     ({"rotary_scaling": "linear"}, "rotary_scaling is 'linear'"),
     ({"rotary_scaling": {"rope_type": "foo"}}, "rotary_scaling is {'rope_type': 'foo'}"),
+    ({"rotary_scaling": {"rope_type": "yarn", "factor": float("nan")}}, "rotary_scaling is {'rope_type': 'yarn', "
+                                                                       "'factor': nan}"),
 ])
 def test_inspect_flags_the_config_values_run_refuses(ckpt, tmp_path, fields, named):
     """A review: inspect passed these (or raised a traceback: head_size 'x'); run refused them only after loading
@@ -312,6 +314,18 @@ def test_inspect_flags_the_config_values_run_refuses(ckpt, tmp_path, fields, nam
     assert result.exit_code == 1 and f"problem: {named}" in result.output and "Traceback" not in result.output
     assert_one_line_error(run_cli("run", "--checkpoint-dir", copy, "--tokenizer-dir", tmp_path, "--input-text", "hi"),
                           named, "redrafter-trt inspect")
+
+
+@pytest.mark.parametrize("factor", [float("nan"), float("inf"), -2.0])
+def test_build_refuses_a_rope_factor_it_cannot_multiply_by(ckpt, tmp_path, factor):
+    """A review: inspect called a linear rotary_scaling with factor NaN or inf `OK` (`an engine can still be built`),
+    and build then ended in a ValueError or OverflowError traceback (the positions times the factor); -2 warned that
+    --max-seq-len exceeds the model's -1024 positions."""
+    copy = edited(ckpt, tmp_path, rotary_scaling={"rope_type": "linear", "factor": factor})
+    result = run_cli("inspect", copy)
+    assert result.exit_code == 1 and "problem: rotary_scaling is" in result.output, result.output
+    assert_one_line_error(run_cli("build", "--checkpoint-dir", copy, "--output-dir", tmp_path / "engine",
+                                  "--max-seq-len", 100, "--dry-run"), "rotary_scaling is", "positive finite number")
 
 
 @pytest.mark.parametrize("scaling, named", [({"rope_type": "yarn", "factor": 4.0}, "type 'yarn' is not supported"),
