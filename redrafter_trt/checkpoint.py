@@ -119,6 +119,8 @@ def inspect_checkpoint(path: Path | str) -> Report:
     if rep.problems:
         return rep
     _check_ranks(path, cfg, rep)
+    if not rep.problems:
+        _check_exclusions(cfg, rep)
     return rep
 
 
@@ -171,8 +173,13 @@ def _check_config(cfg: dict, rep: Report) -> None:
     for label, n in (("redrafter_hidden_size", H), ("redrafter_exit_dim", E), ("vocab_size", V)):
         if n % tp:
             rep.problems.append(f"{label} {n} is not divisible by tp_size {tp} (TensorRT-LLM does not pad the drafter)")
+
+
+def _check_exclusions(cfg: dict, rep: Report) -> None:
+    """An FP8 config must keep every drafter module out of FP8. Run after the rank files are checked: it names each
+    drafter layer, which a hand-edited redrafter_num_layers would make billions of."""
     quant = cfg.get("quantization") or {}
-    if quant.get("quant_algo"):
+    if quant.get("quant_algo") and layout.is_redrafter(cfg):
         listed = layout.exclusions(quant)
         lacking = [mod for mod in layout.required_exclusions(cfg) if not layout.is_excluded(mod, listed)]
         if lacking:

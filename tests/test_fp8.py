@@ -196,6 +196,28 @@ def test_attach_to_fp8_base_keeps_what_trtllm_excludes(fp8_models, tmp_path, lis
     shutil.rmtree(base)
 
 
+def test_inspect_of_an_fp8_checkpoint_checks_exclusions_and_ends_on_absurd_drafter_layers(fp8_models, tmp_path):
+    """Drafter modules left out of exclude_modules are named. A review: with a hand-edited redrafter_num_layers of
+    10**9, inspect of an FP8 checkpoint never ended (it listed two module names per drafter layer before looking at
+    the rank file, which cannot hold such layers); it is run here in a process with 3 GB of address space."""
+    import resource
+    import subprocess
+
+    hf_dir = fp8_models["llama"]
+    out = Path(convert(hf_dir, make_drafter(tmp_path / "drafter", hf_dir), tmp_path / "out", dtype="bfloat16",
+                       quantize="fp8", **CALIB))
+    cfg = json.loads((out / "config.json").read_text())
+    edited = cfg | {"quantization": cfg["quantization"] | {"exclude_modules": ["lm_head"]}}
+    (out / "config.json").write_text(json.dumps(edited))
+    assert any("exclude_modules lacks drafter modules" in p for p in inspect_checkpoint(out).problems)
+    (out / "config.json").write_text(json.dumps(cfg | {"redrafter_num_layers": 10 ** 9}))
+    code = "import sys; from redrafter_trt.checkpoint import inspect_checkpoint; print(inspect_checkpoint(sys.argv[1]).problems)"
+    limit = lambda: resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))  # noqa: E731
+    done = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, timeout=300,
+                          preexec_fn=limit)
+    assert done.returncode == 0 and "tensors cannot hold" in done.stdout, done.stderr[-2000:]
+
+
 def test_smollm2_fp8(smollm2, tmp_path):
     drafter = make_drafter(tmp_path / "drafter", smollm2)
     out = convert(smollm2, drafter, tmp_path / "out", tp_size=1, dtype="bfloat16", quantize="fp8", **CALIB)
