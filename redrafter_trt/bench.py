@@ -281,11 +281,11 @@ def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
     tokenizer = load_tokenizer(opts.tokenizer_dir, cfg.vocab_size)
     prompt_ids = encode_prompts(tokenizer, texts, opts.chat)
     check_positions(cfg, prompt_ids, opts.max_new_tokens)
+    eos = stop_ids(tokenizer, opts.tokenizer_dir)  # as run and acceptance: every method stops on the same ids
     hf = load_hf_baseline(hf_dir, cfg.torch_dtype).to(opts.device)  # first: fails in seconds, a compile takes minutes
     if opts.compile:
         progress("compiling the runtime's base layers (minutes, before any timing)")
     model = load(opts.checkpoint_dir, device=opts.device, compile=opts.compile)
-    eos = stop_ids(tokenizer, opts.tokenizer_dir)  # as run and acceptance: every method stops on the same ids
     N = opts.max_new_tokens
 
     warm = prompt_ids[0]

@@ -283,6 +283,22 @@ def test_a_base_without_sound_weights_is_one_line(setup, tmp_path):
                               f"cannot load the transformers baseline from {folder}", why, "--hf-dir")
 
 
+def test_a_broken_stop_token_file_is_refused_before_any_model_loads(setup, tmp_path):
+    """A review: bench read --tokenizer-dir's generation_config.json only after loading (or compiling) both models;
+    it is read first, as acceptance and run read it, so its one line comes before a baseline that cannot load."""
+    import shutil
+
+    base, ckpt, prompts = setup
+    tokenizer_dir, weightless = tmp_path / "tok", tmp_path / "weightless"
+    shutil.copytree(base, tokenizer_dir, ignore=shutil.ignore_patterns("*.safetensors"))
+    (tokenizer_dir / "generation_config.json").write_text("{bad")
+    weightless.mkdir()
+    shutil.copy(base / "config.json", weightless)
+    result = run_cli("bench", "--checkpoint-dir", ckpt, "--tokenizer-dir", tokenizer_dir, "--prompts", prompts,
+                     "--hf-dir", weightless, "--max-new-tokens", 2)
+    assert_one_line_error(result, "generation_config.json is not valid JSON")
+
+
 def test_default_grid():
     assert default_grid(1) == (1,)
     assert default_grid(5) == (1, 2, 4, 5)
