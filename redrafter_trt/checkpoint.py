@@ -131,8 +131,8 @@ def foreign(folder: Path, cfg: dict) -> str | None:
         return (f"{folder} holds {kind}, not a ReDrafter checkpoint: make one with `redrafter-trt convert --base BASE "
                 f"--drafter DRAFTER --output CKPT` and pass CKPT")
     if "pretrained_config" in cfg:
-        return (f"{folder} holds a TensorRT-LLM engine, not a ReDrafter checkpoint: run it with `redrafter-trt run "
-                f"--engine-dir`, or pass the checkpoint it was built from")
+        return (f"{folder} holds a TensorRT-LLM engine, not a ReDrafter checkpoint: pass it to --engine-dir "
+                f"(`redrafter-trt run` or `serve`), or pass the checkpoint it was built from")
     return None
 
 

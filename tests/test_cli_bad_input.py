@@ -266,6 +266,9 @@ def test_inspect_names_a_model_drafter_or_engine_folder(tiny_llama, tiny_drafter
         assert fix in result.output
     assert_one_line_error(run_cli("run", "--checkpoint-dir", engine, "--tokenizer-dir", tmp_path, "--input-text", "hi"),
                           "holds a TensorRT-LLM engine", "--engine-dir")
+    # serve was told to use `run --engine-dir`
+    assert_one_line_error(run_cli("serve", "--checkpoint-dir", engine, "--tokenizer-dir", tmp_path),
+                          "holds a TensorRT-LLM engine", "pass it to --engine-dir (`redrafter-trt run` or `serve`)")
 
 
 def edited(ckpt, tmp_path, **fields) -> Path:
