@@ -46,7 +46,7 @@ class AnswerText:
             self.ends += [self._length(self.ids + new[:k]) for k in range(1, len(new))]
         self.ids += new
         self.values += values
-        text = self._after_sent(self.tokenizer.decode(self.ids, skip_special_tokens=True))
+        text = self._after_sent(self._decode(self.ids))
         if values:
             self.ends.append(len(text.rstrip("\ufffd")))
         found = [(i, s) for s in self.stop if (i := text.find(s)) >= 0]
@@ -62,6 +62,12 @@ class AnswerText:
         self.sent += len(delta)
         return delta
 
+    def _decode(self, ids: list[int]) -> str:
+        """The text of `ids`, spaces as the tokens have them: a tokenizer that cleans up tokenization spaces (Llama
+        3's tokenizer_config asks for it) would turn a sent "Hello " into "Hello," when "," comes, and the text after
+        what was sent would lose a character (as vLLM's incremental decoding, which never cleans them up)."""
+        return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
     def _after_sent(self, text: str) -> str:
         """`text` kept behind what was sent: a byte-fallback tokenizer turns a sent character back into replacement
         characters (one per byte) when bytes that cannot follow it come next, and the answer would then differ from
@@ -73,13 +79,13 @@ class AnswerText:
     def _length(self, ids: list[int]) -> int:
         """The answer's length in whole characters after `ids` (an unfinished character's bytes not counted: its
         tokens' text starts where the character does)."""
-        return len(self.tokenizer.decode(ids, skip_special_tokens=True).rstrip("\ufffd"))
+        return len(self._decode(ids).rstrip("\ufffd"))
 
     def _keep_through(self, stop: str, before: int) -> None:
         """Drop the tokens decoded past the one that completed `stop` (a step may accept several): they are not
         part of the answer, nor of its usage."""
         k = next(k for k in range(before + 1, len(self.ids) + 1)
-                 if stop in self._after_sent(self.tokenizer.decode(self.ids[:k], skip_special_tokens=True)))
+                 if stop in self._after_sent(self._decode(self.ids[:k])))
         del self.ids[k:], self.values[k:], self.ends[k:]
 
     def rest(self) -> str:

@@ -361,6 +361,26 @@ def test_a_sent_character_is_not_taken_back_by_invalid_bytes_after_it():
         assert sent == answer.text and sent.startswith("X\u00e9") and sent.endswith("\ufffd" if stop else "aX")
 
 
+def test_a_tokenizer_that_cleans_up_spaces_loses_no_character():
+    """A review: with clean_up_tokenization_spaces (Llama 3's tokenizer_config sets it) "Hello " went out, then
+    "," made the decoded text "Hello, World": the sent text stood and the comma was lost, in the stream and (since
+    the sent text stands) in the answer too: "Hello  World". Spaces are kept as the tokens have them."""
+    from tokenizers import Tokenizer, decoders, models
+    from transformers import PreTrainedTokenizerFast
+
+    from redrafter_trt.serve_text import AnswerText
+
+    tk = Tokenizer(models.WordLevel(vocab={"Hello": 0, " ": 1, ",": 2, " World": 3, "?": 4}, unk_token="?"))
+    tk.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, clean_up_tokenization_spaces=True)
+    for stop in ([], ["World"]):
+        answer, sent = AnswerText(tok, stop), ""
+        for t in (0, 1, 2, 3):
+            sent += answer.add([t])
+        sent += answer.finish()
+        assert sent == answer.text == ("Hello , " if stop else "Hello , World")
+
+
 def test_answer_cut_inside_a_character_ends_before_it_with_every_logprob():
     """max_tokens can end an answer between the bytes of one character: its replacement characters are never
     sent, and the tokens that wrote them still get their logprobs (at the end of the text)."""
