@@ -116,6 +116,20 @@ def test_missing_preset_is_a_config_error(tmp_path):
         load_preset(tmp_path / "absent.yaml")
 
 
+def test_a_required_option_the_preset_leaves_out_says_where_to_add_it(tmp_path):
+    """configs/smollm2-135m-cpu.yaml leaves --tokenizer-dir to the command line (its base lives in the cache):
+    `run --config` with it said only "Missing option '--tokenizer-dir'"."""
+    from redrafter_trt.cli import main
+
+    preset = Path(__file__).parent.parent / "configs" / "smollm2-135m-cpu.yaml"
+    result = CliRunner().invoke(main, ["run", "--config", str(preset), "--input-text", "hi"])
+    assert result.exit_code == 2 and result.stderr.strip() == (
+        "error: Missing option '--tokenizer-dir': the preset does not set it either; pass it, or add "
+        "`tokenizer-dir:` to the preset (see 'main run --help')")
+    plain = CliRunner().invoke(main, ["run", "--input-text", "hi"])
+    assert plain.exit_code == 2 and "preset" not in plain.stderr
+
+
 def test_cli_turns_preset_error_into_exit_2(tmp_path):
     from redrafter_trt.cli import main
 

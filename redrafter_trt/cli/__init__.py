@@ -84,7 +84,9 @@ class LazyGroup(click.Group):
             if ctx.obj and ctx.obj.get("debug"):
                 raise
             where = e.ctx.command_path if e.ctx else "redrafter-trt"
-            click.echo(f"error: {e.format_message()} (see '{where} --help')", err=True)
+            hint = _not_in_preset(e)
+            message = e.format_message().rstrip(".") + hint if hint else e.format_message()
+            click.echo(f"error: {message} (see '{where} --help')", err=True)
             ctx.exit(2)
         except OSError as e:  # the disk filled up, a folder became unwritable: one line too
             if ctx.obj and ctx.obj.get("debug"):
@@ -97,6 +99,14 @@ class LazyGroup(click.Group):
             click.echo("interrupted", err=True)
             ctx.exit(130)
 
+
+
+def _not_in_preset(e: click.UsageError) -> str:
+    """For a required option a --config preset left out (its values are the context's default_map): where to add it."""
+    if isinstance(e, click.MissingParameter) and e.ctx and e.ctx.default_map is not None and e.param is not None:
+        key = e.param.name.replace("_", "-")
+        return f": the preset does not set it either; pass it, or add `{key}:` to the preset"
+    return ""
 
 @click.group(cls=LazyGroup)
 @click.version_option(__version__, prog_name="redrafter-trt")
