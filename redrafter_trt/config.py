@@ -109,7 +109,10 @@ class BaseModelConfig:
         if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
             raise ConfigError(f"{where}: `architectures` is {archs!r}, not a list of names: write it as [\"...\"]")
         if not archs:
-            raise ConfigError(f"{where} names no `architectures`: is this a Hugging Face causal-LM config?")
+            kind = ("a TensorRT-LLM checkpoint's" if "architecture" in hf else
+                    "an Apple ReDrafter drafter's" if "exit_dim" in hf else "not a Hugging Face causal LM's")
+            raise ConfigError(f"{where} names no `architectures` ({kind} config): pass the Hugging Face base model's "
+                              f"folder (its config.json names architectures such as LlamaForCausalLM)")
         spec = lookup(archs[0])
         max_positions = positive_int(hf, "max_position_embeddings", where, 2048)
         if sliding_window(hf, max_positions):

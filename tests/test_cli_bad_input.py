@@ -369,6 +369,16 @@ def test_convert_of_a_base_only_engines_run_says_so(parts, tmp_path):
     assert "note: the reference runtime (run, bench, serve) refuses it: rotary_scaling type 'yarn'" in result.stderr
 
 
+@pytest.mark.parametrize("cmd", ["train", "init-drafter"])
+def test_a_checkpoint_or_drafter_passed_as_base_is_named(ckpt, tiny_drafter, tmp_path, cmd):
+    """`train --base CKPT` said only "names no `architectures`: is this a Hugging Face causal-LM config?"."""
+    data = ("--data", tmp_path / "d.jsonl") if cmd == "train" else ()
+    (tmp_path / "d.jsonl").write_text('{"prompt": "hi"}\n')
+    for folder, kind in ((ckpt, "a TensorRT-LLM checkpoint's config"), (tiny_drafter, "an Apple ReDrafter drafter's")):
+        assert_one_line_error(run_cli(cmd, "--base", folder, *data, "--output", tmp_path / "out"), kind,
+                              "pass the Hugging Face base model's folder")
+
+
 def test_unwritable_quickstart_workdir_fails_fast():
     assert_one_line_error(run_cli("quickstart", "--workdir", "/proc/redrafter-qs"), "cannot write in /proc/redrafter-qs",
                           "choose another --workdir")
