@@ -240,6 +240,10 @@ def require_valid(path: Path | str) -> dict:
     if not folder.is_dir():
         raise ConfigError(f"checkpoint folder {path} does not exist (paths are read from {Path.cwd()}): pass the "
                           f"folder `redrafter-trt convert` wrote")
+    inner = sorted(c.parent.name for c in folder.glob("*/config.json") if (c.parent / "rank0.safetensors").is_file())
+    if not (folder / "config.json").exists() and inner:  # a work folder such as the quickstart's
+        raise ConfigError(f"{path} holds no checkpoint itself but {', '.join(inner)} in it: pass "
+                          f"{folder / inner[0]}")
     try:
         raw = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError):

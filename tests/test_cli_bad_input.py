@@ -379,6 +379,15 @@ def test_a_checkpoint_or_drafter_passed_as_base_is_named(ckpt, tiny_drafter, tmp
                               "pass the Hugging Face base model's folder")
 
 
+def test_a_work_folder_holding_a_checkpoint_names_it(ckpt, tmp_path):
+    """`run --checkpoint-dir` on the quickstart's work folder (it prints that path) said "config.json is missing (an
+    interrupted conversion, ...) then re-convert it", though checkpoint/ sits inside it."""
+    work = tmp_path / "quickstart"
+    shutil.copytree(ckpt, work / "checkpoint")
+    assert_one_line_error(run_cli("run", "--checkpoint-dir", work, "--tokenizer-dir", tmp_path, "--input-text", "hi"),
+                          "holds no checkpoint itself but checkpoint in it", f"pass {work / 'checkpoint'}")
+
+
 def test_unwritable_quickstart_workdir_fails_fast():
     assert_one_line_error(run_cli("quickstart", "--workdir", "/proc/redrafter-qs"), "cannot write in /proc/redrafter-qs",
                           "choose another --workdir")
