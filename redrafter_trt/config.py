@@ -54,18 +54,18 @@ def positive_float(raw: dict, key: str, where: str, default: float) -> float:
     return float(value)
 
 
-def _scaling_of(raw: dict) -> dict | None:
-    """A rope scaling object as compared: without rope_theta, its `type` spelled `rope_type`; None for none."""
-    kind = rope_kind(raw)
-    rest = {k: v for k, v in raw.items() if k not in ("rope_theta", "type", "rope_type")}
-    return None if kind == "default" else {"rope_type": kind, **rest}
-
-
 def _written(raw: dict | None) -> dict | None:
-    """The scaling as the checkpoint carries it (the source's own keys), None for none."""
+    """The scaling as the checkpoint carries it (the source's own keys, less rope_theta), None for none."""
     if not raw or rope_kind(raw) == "default":
         return None
     return {k: v for k, v in raw.items() if k != "rope_theta"}
+
+
+def _scaling_of(raw: dict) -> dict | None:
+    """`_written`, as compared: its type spelled `rope_type` whichever key the source used."""
+    written = _written(raw)
+    return written and {"rope_type": rope_kind(written),
+                        **{k: v for k, v in written.items() if k not in ("type", "rope_type")}}
 
 
 def rope_fields(hf: dict, where: str = "config.json") -> tuple[float, dict | None]:

@@ -100,13 +100,13 @@ class LazyGroup(click.Group):
             ctx.exit(130)
 
 
-
 def _not_in_preset(e: click.UsageError) -> str:
     """For a required option a --config preset left out (its values are the context's default_map): where to add it."""
     if isinstance(e, click.MissingParameter) and e.ctx and e.ctx.default_map is not None and e.param is not None:
         key = e.param.name.replace("_", "-")
         return f": the preset does not set it either; pass it, or add `{key}:` to the preset"
     return ""
+
 
 @click.group(cls=LazyGroup)
 @click.version_option(__version__, prog_name="redrafter-trt")
