@@ -63,6 +63,7 @@ class Report:
     dtype: str | None = None
     tp_size: int | None = None
     quantization: dict | None = None
+    config_read: bool = False  # config.json parsed into an object holding the model keys
     drafter: dict | None = None
     ranks: list[RankReport] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -105,6 +106,7 @@ def inspect_checkpoint(path: Path | str) -> Report:
     if missing:
         rep.problems.append(f"config.json lacks {', '.join(missing)}: not a TensorRT-LLM checkpoint config")
         return rep
+    rep.config_read = True
     bad = rep.malformed = [k for k, (_, ok) in CONFIG_TYPES.items() if k in cfg and not ok(cfg[k])]
     rep.problems += [f"{k} is {cfg[k]!r}, must be {CONFIG_TYPES[k][0]}" for k in bad]
     # what is sound is shown even when another field is not

@@ -288,6 +288,14 @@ def test_inspect_shows_the_sound_fields_beside_a_malformed_one(ckpt, tmp_path):
     assert head[1] == "  quantization: ?" and "problem: hidden_size is 6.5" in result.output
 
 
+@pytest.mark.parametrize("text", ["{", "[1]", '{"architecture": "LlamaForCausalLM"}'])
+def test_inspect_of_an_unread_config_claims_no_quantization(tmp_path, text):
+    """A review: a config.json that is not JSON, not an object or lacks the model keys printed `quantization: none`."""
+    (tmp_path / "config.json").write_text(text)
+    result = run_cli("inspect", tmp_path)
+    assert result.exit_code == 1 and result.output.splitlines()[1] == "  quantization: ?"
+
+
 @pytest.mark.parametrize("field", ["num_hidden_layers", "redrafter_num_layers"])
 def test_inspect_of_absurd_layer_counts_ends(ckpt, tmp_path, field):
     """A review: inspect (and run, through it) listed every tensor a billion layers would hold, and never ended."""

@@ -26,7 +26,7 @@ def inspect(folder, as_json):
     else:
         click.echo(f"{rep.path}: {rep.architecture or '?'}  dtype {rep.dtype or '?'}  tp {rep.tp_size or '?'}")
         q = rep.quantization or {}
-        if "quantization" in rep.malformed:
+        if not rep.config_read or "quantization" in rep.malformed:
             click.echo("  quantization: ?")
         else:
             click.echo(f"  quantization: {q.get('quant_algo') or 'none'} "
