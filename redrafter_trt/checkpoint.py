@@ -107,17 +107,7 @@ def inspect_checkpoint(path: Path | str) -> Report:
         rep.problems.append(f"config.json lacks {', '.join(missing)}: not a TensorRT-LLM checkpoint config")
         return rep
     rep.config_read = True
-    bad = rep.malformed = [k for k, (_, ok) in CONFIG_TYPES.items() if k in cfg and not ok(cfg[k])]
-    rep.problems += [f"{k} is {cfg[k]!r}, must be {CONFIG_TYPES[k][0]}" for k in bad]
-    # what is sound is shown even when another field is not
-    rep.architecture = None if "architecture" in bad else cfg["architecture"]
-    rep.dtype = None if "dtype" in bad else cfg["dtype"]
-    rep.tp_size = None if "mapping" in bad else int(cfg["mapping"].get("tp_size", 1))
-    rep.quantization = None if "quantization" in bad else cfg.get("quantization")
-    if rep.problems:
-        return rep
-    rep.runtime_problems = [p for p in [rope_scaling_problem(cfg.get("rotary_scaling"))] if p]
-    _check_config(cfg, rep)
+    _check_fields(cfg, rep)
     if rep.problems:
         return rep
     _check_ranks(path, cfg, rep)
@@ -136,6 +126,27 @@ def foreign(folder: Path, cfg: dict) -> str | None:
         return (f"{folder} holds a TensorRT-LLM engine, not a ReDrafter checkpoint: pass it to --engine-dir "
                 f"(`redrafter-trt run` or `serve`), or pass the checkpoint it was built from")
     return None
+
+
+def config_problems(cfg: dict) -> list[str]:
+    """What `inspect` says of a checkpoint config alone (no tensors): convert checks the one it is about to write."""
+    rep = Report("")
+    _check_fields(cfg, rep)
+    return rep.problems
+
+
+def _check_fields(cfg: dict, rep: Report) -> None:
+    """The config's field types, then the rules between fields; the sound fields go into the header either way."""
+    bad = rep.malformed = [k for k, (_, ok) in CONFIG_TYPES.items() if k in cfg and not ok(cfg[k])]
+    rep.problems += [f"{k} is {cfg[k]!r}, must be {CONFIG_TYPES[k][0]}" for k in bad]
+    # what is sound is shown even when another field is not
+    rep.architecture = None if "architecture" in bad else cfg["architecture"]
+    rep.dtype = None if "dtype" in bad else cfg["dtype"]
+    rep.tp_size = None if "mapping" in bad else int(cfg["mapping"].get("tp_size", 1))
+    rep.quantization = None if "quantization" in bad else cfg.get("quantization")
+    if not rep.problems:
+        rep.runtime_problems = [p for p in [rope_scaling_problem(cfg.get("rotary_scaling"))] if p]
+        _check_config(cfg, rep)
 
 
 def _check_config(cfg: dict, rep: Report) -> None:
@@ -169,6 +180,9 @@ def _check_config(cfg: dict, rep: Report) -> None:
         rep.problems.append(f"redrafter_num_beams x (redrafter_draft_len_per_beam + 1) = {tree} tokens verified per "
                             f"step exceed max_position_embeddings {cfg['max_position_embeddings']}: reconvert with "
                             f"smaller --num-beams / --draft-len")
+    if int(cfg["redrafter_num_beams"]) > int(cfg["vocab_size"]):
+        rep.problems.append(f"redrafter_num_beams {cfg['redrafter_num_beams']} exceeds the vocabulary "
+                            f"({cfg['vocab_size']} tokens), beyond which no beams differ: reconvert with a smaller --num-beams")
     H, E, V = cfg["redrafter_hidden_size"], cfg["redrafter_exit_dim"], cfg["vocab_size"]
     if H != cfg["hidden_size"]:
         rep.problems.append(f"redrafter_hidden_size {H} != base hidden_size {cfg['hidden_size']}")

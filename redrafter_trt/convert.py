@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from . import __version__, layout
+from .checkpoint import config_problems
 from .config import DTYPES, BaseModelConfig, read_json, redrafter_fields, trtllm_model_fields
 from .drafter import DrafterConfig, load_drafter
 from .errors import ConfigError, TensorError, name_list
@@ -257,8 +258,7 @@ def convert(base: Path | str, drafter: Path | str, output: Path | str, *, force:
         else:
             cfg, sources, hf_cfg = _hf_base(base, opts)
         check_drafter_fits(dcfg, cfg["hidden_size"], cfg["vocab_size"], cfg["mapping"]["tp_size"], opts)
-        cfg |= redrafter_fields(redrafter_for_trtllm_base(cfg["architecture"]), cfg["architecture"], dcfg,
-                                opts.num_beams, opts.draft_len, opts.greedy)
+        cfg = _redrafter_config(cfg, dcfg, opts)
         if (cfg.get("quantization") or {}).get("quant_algo"):
             quant = cfg["quantization"]
             quant["exclude_modules"] = sorted(set(layout.exclusions(quant)) | set(layout.required_exclusions(cfg)))
@@ -275,6 +275,15 @@ def convert(base: Path | str, drafter: Path | str, output: Path | str, *, force:
         for s in sources:
             s.close()
     return output
+
+
+def _redrafter_config(cfg: dict, d: DrafterConfig, opts: ConvertOptions) -> dict:
+    """The base's TensorRT-LLM config with the drafter's fields, refused here if `inspect` would refuse it."""
+    cfg = cfg | redrafter_fields(redrafter_for_trtllm_base(cfg["architecture"]), cfg["architecture"], d,
+                                 opts.num_beams, opts.draft_len, opts.greedy)
+    if problems := config_problems(cfg):
+        raise ConfigError(f"the checkpoint would be invalid: {problems[0]}")
+    return cfg
 
 
 def _hf_config(base: Path, opts: ConvertOptions) -> BaseModelConfig:
@@ -339,6 +348,8 @@ def _quantized_base(base: Path, drafter: DrafterConfig, dest: Path, opts: Conver
                           f"pass it without --quantize (an FP8 base checkpoint is used as it is)")
     b = _hf_config(base, opts)
     check_drafter_fits(drafter, b.hidden_size, b.vocab_size, opts.tp_size or 1, opts)
+    _redrafter_config(trtllm_model_fields(b, _resolve_dtype(opts.dtype, b.source_dtype), opts.tp_size or 1), drafter,
+                      opts)
     from .quantize import calibration_prompts, export_fp8_base
 
     export_fp8_base(base, dest, tp_size=opts.tp_size or 1, dtype=opts.dtype, kv_cache_dtype=opts.kv_cache_dtype,

@@ -128,6 +128,20 @@ def test_fp8_checks_the_drafter_before_calibrating(parts, tmp_path, monkeypatch)
     assert_one_line_error(convert_err(parts, "--quantize", "fp8", "--draft-len", 4), "trained to predict")
 
 
+@pytest.mark.parametrize("extra, needle", [
+    (("--num-beams", "300", "--draft-len", "1"), "redrafter_num_beams 300 exceeds the vocabulary (256 tokens)"),
+    (("--num-beams", "200", "--draft-len", "3"), "800 tokens verified per step exceed max_position_embeddings 512"),
+    (("--num-beams", "300", "--draft-len", "1", "--quantize", "fp8"), "exceeds the vocabulary"),
+])
+def test_a_checkpoint_inspect_refuses_is_not_written(parts, monkeypatch, extra, needle):
+    """A review: convert wrote such a checkpoint, printed `wrote ... 0 rank file(s)` and exited 1, leaving it in place
+    (FP8: after calibrating); it is refused in one line before any tensor is read or calibrated."""
+    import redrafter_trt.quantize as quantize
+
+    monkeypatch.setattr(quantize, "export_fp8_base", lambda *a, **k: pytest.fail("calibration started"))
+    assert_one_line_error(convert_err(parts, *extra), needle)
+
+
 def test_partials_of_live_runs_survive_the_stale_sweep(tmp_path):
     """The sweep before each write removes what killed runs left, never the FP8 scratch of the run itself (it is
     read while the output is written) or a concurrent run's partial output."""
