@@ -282,7 +282,7 @@ def _redrafter_config(cfg: dict, d: DrafterConfig, opts: ConvertOptions) -> dict
     cfg = cfg | redrafter_fields(redrafter_for_trtllm_base(cfg["architecture"]), cfg["architecture"], d,
                                  opts.num_beams, opts.draft_len, opts.greedy)
     if problems := config_problems(cfg):
-        raise ConfigError(f"the checkpoint would be invalid: {problems[0]}")
+        raise ConfigError(f"the checkpoint would be invalid: {'; '.join(problems)}")
     return cfg
 
 
