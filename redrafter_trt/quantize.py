@@ -11,7 +11,9 @@ without `qwen_type` TensorRT-LLM assumes the first Qwen.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
 import logging
 import warnings
@@ -161,6 +163,19 @@ def _tokenizer(hf_dir: Path):
     return tok
 
 
+@contextlib.contextmanager
+def _prints_logged():
+    """modelopt print()s its progress (`Inserted 756 quantizers`, `current rank: 0, ...`) to stdout, the CLI's
+    output: those lines go to this module's debug log instead."""
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            yield
+    finally:
+        for line in printed.getvalue().splitlines():
+            log.debug("modelopt: %s", line)
+
+
 def export_fp8_base(hf_dir: Path, out_dir: Path, *, tp_size: int, dtype: str, kv_cache_dtype: str | None,
                     calib_prompts: list[str], calib_size: int, calib_seq_len: int, calib_batch_size: int,
                     device: str) -> None:
@@ -205,10 +220,11 @@ def export_fp8_base(hf_dir: Path, out_dir: Path, *, tp_size: int, dtype: str, kv
     log.info("loading %s in %s on %s for FP8 calibration", hf_dir, str(calib_dtype).replace("torch.", ""), device)
     model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=calib_dtype).to(device).eval()
     loop = _forward_loop(tokenizer, prompts, calib_seq_len, calib_batch_size, device)
-    mtq.quantize(model, fp8_quant_config(mtq, kv_cache_dtype), forward_loop=loop)
+    with _prints_logged():
+        mtq.quantize(model, fp8_quant_config(mtq, kv_cache_dtype), forward_loop=loop)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    with torch.inference_mode(), warnings.catch_warnings():
+    with torch.inference_mode(), warnings.catch_warnings(), _prints_logged():
         for message in MISLEADING_WARNINGS:
             warnings.filterwarnings("ignore", message=message)
         export(model, decoder_type, dtype=torch_dtype, export_dir=out_dir, inference_tensor_parallel=tp_size)

@@ -287,6 +287,16 @@ def test_fp8_without_tokenizer_fails_before_loading_the_model(tiny_llama, tiny_d
     assert not (tmp_path / "out").exists()
 
 
+def test_modelopt_prints_stay_off_stdout(fp8_models, tmp_path, capfd, caplog):
+    """A review: `convert --quantize fp8` printed modelopt's `Inserted 24 quantizers` and `current rank: 0, ...` on
+    stdout, the CLI's output, around its own `wrote` line; they are debug log lines now."""
+    caplog.set_level("DEBUG", logger="redrafter_trt.quantize")
+    export_fp8_base(fp8_models["llama"], tmp_path / "fp8", tp_size=1, dtype="bfloat16", kv_cache_dtype=None,
+                    calib_prompts=["hello world"] * 2, calib_size=2, calib_seq_len=8, calib_batch_size=2, device="cpu")
+    assert capfd.readouterr().out == ""
+    assert "modelopt: Inserted" in caplog.text
+
+
 def test_misleading_modelopt_warnings_stay_off_screen(fp8_models, tmp_path, recwarn):
     """modelopt says "Enable lm_head quantization" on every export; the exported lm_head is not FP8 (checked above),
     so a convert must not tell the user it is."""
