@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .errors import POSITIVE_INT, POSITIVE_NUMBER, ConfigError, read_text
 from .registry import ArchSpec, lookup
-from .rope import rope_kind
+from .rope import TRTLLM_ROPE_SCALINGS, rope_kind, trtllm_builds
 
 DTYPES = ("float16", "bfloat16", "float32")
 
@@ -84,8 +84,17 @@ def rope_fields(hf: dict, where: str = "config.json") -> tuple[float, dict | Non
             raise ConfigError(f"{where} holds rope_scaling {scaling} and rope_parameters {params}: transformers 5 "
                               f"reads rope_scaling alone (and rope_theta {outer:g}), not what rope_parameters says: "
                               f"move the scaling into rope_parameters and delete rope_scaling")
-        return theta, _written(params)
-    return positive_float(hf, "rope_theta", where, 10000.0), _written(scaling)
+        return theta, _buildable(_written(params), where)
+    return positive_float(hf, "rope_theta", where, 10000.0), _buildable(_written(scaling), where)
+
+
+def _buildable(scaling: dict | None, where: str) -> dict | None:
+    """The scaling, or a ConfigError when TensorRT-LLM cannot build it (`inspect` would refuse the checkpoint)."""
+    if not trtllm_builds(scaling):
+        raise ConfigError(f"{where}: rope scaling {scaling} is not one TensorRT-LLM builds (rope_type one of "
+                          f"{', '.join(TRTLLM_ROPE_SCALINGS)}; factor, if any, a positive number): fix or "
+                          f"re-download the config")
+    return scaling
 
 
 @dataclass(frozen=True)

@@ -275,6 +275,19 @@ def test_base_config_nulls_mean_defaults_and_rope_scaling_is_an_object(parts):
     assert_one_line_error(convert_err(parts), "rope_scaling is 'linear', not an object")
 
 
+@pytest.mark.parametrize("layout", ["rope_scaling", "rope_parameters"])
+@pytest.mark.parametrize("scaling", [{"rope_type": "foo", "factor": 2.0}, {"type": "linear", "factor": -1},
+                                     {"rope_type": "dynamic", "factor": "2"}])
+def test_rope_scaling_trtllm_cannot_build(parts, layout, scaling):
+    """Was written anyway: `wrote ... 0 rank file(s)` and inspect's problem, the checkpoint left behind."""
+    path = parts[0] / "config.json"
+    raw = json.loads(path.read_text())
+    rope = {"rope_scaling": scaling, "rope_theta": 1e4} if layout == "rope_scaling" else \
+        {"rope_parameters": {**scaling, "rope_theta": 1e4}}
+    path.write_text(json.dumps({k: v for k, v in raw.items() if k not in ("rope_parameters", "rope_scaling")} | rope))
+    assert_one_line_error(convert_err(parts), "not one TensorRT-LLM builds", "fix or re-download")
+
+
 YARN = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 512}
 
 
