@@ -129,7 +129,10 @@ def foreign(folder: Path, cfg: dict) -> str | None:
 
 
 def config_problems(cfg: dict) -> list[str]:
-    """What `inspect` says of a checkpoint config alone (no tensors): convert checks the one it is about to write."""
+    """What `inspect` says of a checkpoint config alone (no tensors): convert checks a TensorRT-LLM base's before
+    reading it (a malformed field was a traceback) and the checkpoint's before writing it."""
+    if missing := [k for k in MODEL_KEYS if k not in cfg]:
+        return [f"config.json lacks {', '.join(missing)}: not a TensorRT-LLM checkpoint config"]
     rep = Report("")
     _check_fields(cfg, rep)
     return rep.problems
@@ -153,7 +156,7 @@ def _check_config(cfg: dict, rep: Report) -> None:
     m = cfg["mapping"]
     tp, pp = int(m.get("tp_size", 1)), int(m.get("pp_size", 1))
     if pp != 1:
-        rep.problems.append(f"pp_size is {pp}: ReDrafter engines need pp_size 1")
+        rep.problems.append(f"pp_size is {pp} (pipeline parallel): ReDrafter engines need pp_size 1")
     if int(m.get("world_size", tp * pp)) != tp * pp:
         rep.problems.append(f"mapping.world_size {m.get('world_size')} != tp_size x pp_size = {tp * pp}")
     if cfg["dtype"] not in layout.TORCH_DTYPES:

@@ -312,6 +312,9 @@ def _trtllm_base(base: Path, opts: ConvertOptions):
     cfg = read_json(base / "config.json", "base checkpoint")
     if "redrafter_num_layers" in cfg:
         raise ConfigError(f"{base} is already a ReDrafter checkpoint: pass the base model's checkpoint instead")
+    problems = config_problems(cfg)
+    if problems:
+        raise ConfigError(f"base checkpoint {base}: {problems[0]}: fix its config.json or re-export the base")
     quant = cfg.get("quantization") or {}
     for key in ("quant_algo", "kv_cache_quant_algo"):
         if quant.get(key) not in (None, "FP8"):
@@ -323,9 +326,7 @@ def _trtllm_base(base: Path, opts: ConvertOptions):
                           f"Qwen) is not supported, only Qwen2: for a Qwen2 checkpoint add \"qwen_type\": \"qwen2\" "
                           f"to its config.json")
     mapping = cfg.get("mapping") or {}
-    tp, pp = int(mapping.get("tp_size", 1)), int(mapping.get("pp_size", 1))
-    if pp != 1:
-        raise ConfigError(f"{base} is pipeline parallel (pp_size={pp}): ReDrafter supports pp_size 1; re-export the base with pp 1")
+    tp = int(mapping.get("tp_size", 1))  # pp_size 1: checked by config_problems
     if opts.tp_size is not None and opts.tp_size != tp:
         raise ConfigError(f"--tp-size {opts.tp_size} differs from the base checkpoint's tp_size {tp}: "
                           f"pass --tp-size {tp}, or re-export the base at tp {opts.tp_size}")

@@ -161,7 +161,8 @@ def test_partials_of_live_runs_survive_the_stale_sweep(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in (own, parent, other))
 
 
-def test_tp_differs_from_trtllm_base(parts, tmp_path):
+def trtllm_base_checkpoint(parts, tmp_path):
+    """A TensorRT-LLM base checkpoint at tp 2 (our output less the drafter) and its config."""
     base_ckpt = tmp_path / "tb"
     from redrafter_trt.convert import convert
 
@@ -175,6 +176,25 @@ def test_tp_differs_from_trtllm_base(parts, tmp_path):
     for r in range(2):
         t = load_file(base_ckpt / f"rank{r}.safetensors")
         save_file({k: v for k, v in t.items() if not k.startswith("drafter.")}, base_ckpt / f"rank{r}.safetensors")
+    return base_ckpt, cfg
+
+
+@pytest.mark.parametrize("fields, needle", [
+    ({"dtype": "int8"}, "dtype 'int8' is not one of"),                                # was KeyError
+    ({"mapping": {"tp_size": "2"}}, "mapping is {'tp_size': '2'}"),                   # was TypeError
+    ({"rotary_scaling": {"type": "foo"}}, "rotary_scaling is {'type': 'foo'}"),     # these three were written,
+    ({"mapping": {"world_size": 4, "tp_size": 2, "pp_size": 1}}, "world_size 4"),     # then refused by inspect
+    ({"num_key_value_heads": 3}, "tp_size 2 does not fit 4 heads / 3 kv heads"),
+])
+def test_trtllm_base_config_checked_as_inspect_checks_it(parts, tmp_path, fields, needle):
+    base_ckpt, cfg = trtllm_base_checkpoint(parts, tmp_path)
+    (base_ckpt / "config.json").write_text(json.dumps(cfg | fields))
+    assert_one_line_error(convert_err(parts, base=base_ckpt), f"base checkpoint {base_ckpt}: ", needle,
+                          "fix its config.json")
+
+
+def test_tp_differs_from_trtllm_base(parts, tmp_path):
+    base_ckpt, cfg = trtllm_base_checkpoint(parts, tmp_path)
     assert_one_line_error(convert_err(parts, "--tp-size", 1, base=base_ckpt), "differs from the base checkpoint's tp_size 2")
     cfg["mapping"]["pp_size"] = 2
     (base_ckpt / "config.json").write_text(json.dumps(cfg))
