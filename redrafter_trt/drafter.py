@@ -152,7 +152,17 @@ def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
         from .io import read_torch_state_dict
 
         return read_torch_state_dict(pt)
-    raise ConfigError(f"{folder} has neither model.safetensors nor model.pt: point --drafter at a trained drafter folder")
+    if (folder / "model.safetensors.index.json").exists() or any(folder.glob("pytorch_model*.bin")):
+        # what `save_pretrained` writes for a large drafter (sharded, e.g. a 70B base's) or without safetensors
+        from .io import TensorSource
+
+        src = TensorSource.from_hf_folder(folder)
+        try:
+            return {name: src.get(name) for name in sorted(src.names())}
+        finally:
+            src.close()
+    raise ConfigError(f"{folder} has neither model.safetensors (or its shards with model.safetensors.index.json, or "
+                      f"pytorch_model*.bin) nor model.pt: point --drafter at a trained drafter folder")
 
 
 def load_drafter(folder: Path | str, dtype: torch.dtype | None = None) -> tuple[DrafterConfig, dict[str, torch.Tensor]]:

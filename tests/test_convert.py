@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from redrafter_trt.checkpoint import inspect_checkpoint
 from redrafter_trt.convert import convert
@@ -111,16 +111,25 @@ def _trtllm_base_only(tmp_path, base, tp):
 
 @pytest.mark.parametrize("rnn", [True, False])
 @pytest.mark.parametrize("exit_dim", [None, 64])
-@pytest.mark.parametrize("fmt", ["safetensors", "pt", "alias"])
+@pytest.mark.parametrize("fmt", ["safetensors", "pt", "alias", "sharded", "bin"])
 def test_drafter_tensors(tmp_path, tiny_llama, rnn, exit_dim, fmt):
+    """sharded and bin: what `save_pretrained` writes (Apple's trainer saves the drafter with it) for a drafter over
+    its shard size (a 70B base's) or without safetensors; both were "has neither model.safetensors nor model.pt"."""
     drafter = make_drafter(tmp_path / "d", tiny_llama, rnn=rnn, exit_dim=exit_dim)
     cfg_d, source = load_drafter(drafter)
     if fmt != "safetensors":
         state = load_file(drafter / "model.safetensors")
+        (drafter / "model.safetensors").unlink()
         if fmt == "alias":
             state = {k.replace("lm_head.", "lm_heads.").replace("input_proj.", "input_projs."): v for k, v in state.items()}
-        torch.save(state, drafter / "model.pt")
-        (drafter / "model.safetensors").unlink()
+        if fmt == "sharded":
+            shards = {f"model-0000{i + 1}-of-00002.safetensors": dict(list(state.items())[i::2]) for i in range(2)}
+            for fname, part in shards.items():
+                save_file(part, drafter / fname)
+            weight_map = {k: fname for fname, part in shards.items() for k in part}
+            (drafter / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+        else:
+            torch.save(state, drafter / ("pytorch_model.bin" if fmt == "bin" else "model.pt"))
     out = convert(tiny_llama, drafter, tmp_path / "ckpt", tp_size=2, dtype="bfloat16")
     assert inspect_checkpoint(out).ok
     ranks = [load_file(out / f"rank{r}.safetensors") for r in range(2)]

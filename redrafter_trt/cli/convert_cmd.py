@@ -20,7 +20,7 @@ FP8_ONLY = ("kv_cache_dtype", "calib_data", "calib_size", "calib_seq_len", "cali
 @click.option("--base", "--base_model_checkpoint_dir", "base", type=PATH, required=True,
               help="Hugging Face folder (Llama, Mistral, Qwen2) or a TensorRT-LLM base checkpoint (bf16/fp16/FP8).")
 @click.option("--drafter", "--drafter_model_dir", "drafter", type=PATH, required=True,
-              help="Apple-layout drafter folder (config.json + model.safetensors or model.pt).")
+              help="Apple-layout drafter folder (config.json + model.safetensors, sharded or not, or model.pt).")
 @click.option("--output", "--output_dir", "output", type=PATH, required=True, help="Checkpoint folder to write.")
 @click.option("--tp-size", "--tp_size", "tp_size", type=int, default=None,
               help="Tensor parallel size [default: 1, or the TensorRT-LLM base checkpoint's own].")
