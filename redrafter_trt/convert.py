@@ -294,6 +294,11 @@ def _hf_config(base: Path, opts: ConvertOptions) -> BaseModelConfig:
     check_tp(b.num_heads, b.num_kv_heads, b.intermediate_size, opts.tp_size or 1)
     if hf.get("mlp_bias"):
         raise ConfigError(f"{base}: mlp_bias=true is not supported by this converter: use a model without MLP biases")
+    quant = hf.get("quantization_config")
+    if quant:  # its tensors are packed or scaled (qweight, weight_scale, ...): cast as they are, they would be garbage
+        method = quant.get("quant_method", "?") if isinstance(quant, dict) else quant
+        raise ConfigError(f"{base} is a quantized model (quantization_config: {method}), which this converter does not "
+                          f"read: pass the unquantized model (add --quantize fp8 for an FP8 checkpoint)")
     if hf.get("attention_bias") and not b.spec.attn_bias:  # Llama's attention_bias biases o_proj too
         raise ConfigError(f"{base}: attention_bias=true on {b.spec.hf_architecture} also biases o_proj, which this "
                           "converter does not carry: use a model without attention biases")

@@ -112,6 +112,16 @@ def test_llama_biases_the_converter_does_not_carry(parts, field):
     assert_one_line_error(convert_err(parts), f"{field}=true")
 
 
+@pytest.mark.parametrize("method", ["fp8", "awq", "bitsandbytes"])
+def test_quantized_hf_base(parts, method):
+    """An FP8 / AWQ / bitsandbytes Hugging Face base was refused as `unexpected tensors: ...weight_scale` (or
+    `missing ...weight; unexpected ...qweight`): `the weights do not match its config.json`, no word of the fix."""
+    path = parts[0] / "config.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | {"quantization_config": {"quant_method": method}}))
+    assert_one_line_error(convert_err(parts), f"quantized model (quantization_config: {method})",
+                          "pass the unquantized model")
+
+
 def test_fp8_checks_the_drafter_before_calibrating(parts, tmp_path, monkeypatch):
     """A drafter that cannot fit the base is refused from the configs, before modelopt calibrates for hours."""
     import redrafter_trt.quantize as quantize
