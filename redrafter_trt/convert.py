@@ -239,7 +239,8 @@ def convert(base: Path | str, drafter: Path | str, output: Path | str, *, force:
     opts.check()
     check_output_folder(output, force, (base, drafter))
     if not base.is_dir():
-        raise ConfigError(f"base folder {base} does not exist: pass a Hugging Face model folder or a TensorRT-LLM checkpoint")
+        state = "is a file, not a folder" if base.exists() else "does not exist"
+        raise ConfigError(f"base folder {base} {state}: pass a Hugging Face model folder or a TensorRT-LLM checkpoint")
     dcfg, dtensors = load_drafter(drafter)
     warn_sharpened_for_sampling(drafter, opts.greedy)
     source_base = base

@@ -171,7 +171,8 @@ def load_drafter(folder: Path | str, dtype: torch.dtype | None = None) -> tuple[
     folder = Path(folder)
     cfg_path = folder / "config.json"
     if not folder.is_dir():
-        raise ConfigError(f"drafter folder {folder} does not exist: pass the folder holding config.json and "
+        state = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise ConfigError(f"drafter folder {folder} {state}: pass the folder holding config.json and "
                           "model.safetensors (none yet? `redrafter-trt train` makes one for your base)")
     if not cfg_path.exists():
         raise ConfigError(f"{cfg_path} is missing: a drafter folder needs Apple's config.json next to its weights")

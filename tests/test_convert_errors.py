@@ -54,6 +54,13 @@ def test_missing_folder(parts, tmp_path):
     assert_one_line_error(convert_err(parts, base=tmp_path / "nope"), "does not exist")
 
 
+@pytest.mark.parametrize("which", ["base", "drafter"])
+def test_a_file_for_a_folder(parts, which):
+    """`--base BASE/model.safetensors` said `base folder .../model.safetensors does not exist`."""
+    given = (parts[0] if which == "base" else parts[1]) / "model.safetensors"
+    assert_one_line_error(convert_err(parts, **{which: given}), f"{which} folder {given} is a file, not a folder")
+
+
 def test_missing_config(parts):
     (parts[0] / "config.json").unlink()
     assert_one_line_error(convert_err(parts), "config.json")
