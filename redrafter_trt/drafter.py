@@ -179,7 +179,12 @@ def load_drafter(folder: Path | str, dtype: torch.dtype | None = None) -> tuple[
     from .config import read_json
 
     raw = read_json(cfg_path, "drafter")
-    tensors = {canonical_name(k): v for k, v in _read_weights(folder).items()}
+    try:
+        weights = _read_weights(folder)
+    except ConfigError:  # no weights: a folder that is no drafter at all (a checkpoint, an engine) is named by its config
+        DrafterConfig.from_json({"vocab_size": 1, **raw}, str(cfg_path))
+        raise
+    tensors = {canonical_name(k): v for k, v in weights.items()}
     if "vocab_size" not in raw:
         heads = [t for k, t in tensors.items() if re.fullmatch(r"lm_head\.\d+\.weight", k)]
         if heads:

@@ -61,6 +61,14 @@ def test_a_file_for_a_folder(parts, which):
     assert_one_line_error(convert_err(parts, **{which: given}), f"{which} folder {given} is a file, not a folder")
 
 
+def test_a_checkpoint_as_drafter(parts, tmp_path):
+    """The last run's checkpoint passed as --drafter was said to lack model.safetensors, as if a drafter's weights were
+    missing."""
+    ckpt = tmp_path / "ckpt"
+    assert run_cli("convert", "--base", parts[0], "--drafter", parts[1], "--output", ckpt).exit_code == 0
+    assert_one_line_error(convert_err(parts, drafter=ckpt), "lacks exit_dim", "not an Apple ReDrafter drafter config")
+
+
 def test_missing_config(parts):
     (parts[0] / "config.json").unlink()
     assert_one_line_error(convert_err(parts), "config.json")
