@@ -19,7 +19,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .errors import ConfigError, TensorError, first_line
+from .errors import ConfigError, TensorError, first_line, name_list
 
 PARTIAL_MARK = ".partial-"
 
@@ -154,12 +154,21 @@ class TensorSource:
         if index.exists():
             try:
                 weight_map = json.loads(index.read_text())["weight_map"]
-            except (json.JSONDecodeError, KeyError):
-                raise ConfigError(f"{index} is not a valid safetensors index: re-download the model") from None
+            except (json.JSONDecodeError, KeyError, TypeError):
+                weight_map = None
+            if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
+                raise ConfigError(f"{index} is not a valid safetensors index: re-download the model")
             files = {name: folder / fname for name, fname in weight_map.items()}
+            held = {}
             for f in set(files.values()):
                 if not f.exists():
                     raise TensorError(f"{f} is named in {index.name} but missing: re-download the model")
+                with _open(f) as h:
+                    held[f] = set(h.keys())
+            astray = [name for name, f in files.items() if name not in held[f]]
+            if astray:
+                raise TensorError(f"{index.name} puts {name_list(astray)} in shards that do not hold them (the index "
+                                  f"and its shards are from different downloads): re-download the model")
             return cls(files)
         singles = sorted(folder.glob("*.safetensors"))
         if singles:

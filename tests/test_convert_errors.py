@@ -250,6 +250,29 @@ def test_drafter_tensor_problems(parts):
     assert_one_line_error(convert_err(parts), "misshapen", "rnn_w.weight")
 
 
+@pytest.mark.parametrize("edit, needle", [
+    ("moved", "puts model.norm.weight in shards that do not hold them"),  # was SafetensorError
+    ({"weight_map": []}, "is not a valid safetensors index"),             # was AttributeError
+    ([1], "is not a valid safetensors index"),                            # was TypeError
+])
+def test_sharded_base_with_a_wrong_index(parts, edit, needle):
+    base = parts[0]
+    weights = load_file(base / "model.safetensors")
+    (base / "model.safetensors").unlink()
+    names = sorted(weights)
+    shards = {f"model-0000{i + 1}-of-00002.safetensors": names[i::2] for i in range(2)}
+    for fname, part in shards.items():
+        save_file({k: weights[k] for k in part}, base / fname)
+    weight_map = {k: fname for fname, part in shards.items() for k in part}
+    assert run_cli("convert", "--base", base, "--drafter", parts[1], "--output", parts[2]).exit_code == 0
+    shutil.rmtree(parts[2])
+    if edit == "moved":
+        other = [f for f in shards if f != weight_map["model.norm.weight"]][0]
+        edit = {"metadata": {}, "weight_map": weight_map | {"model.norm.weight": other}}
+    (base / "model.safetensors.index.json").write_text(json.dumps(edit))
+    assert_one_line_error(convert_err(parts), "model.safetensors.index.json", needle, "re-download the model")
+
+
 def test_truncated_safetensors(parts):
     f = parts[0] / "model.safetensors"
     f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
