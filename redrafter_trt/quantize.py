@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .config import rope_fields
 from .errors import ConfigError, DependencyError
+from .registry import lookup
 from .shard import check_tp
 
 log = logging.getLogger(__name__)
@@ -115,8 +116,11 @@ def fp8_quant_config(mtq, kv_cache_dtype: str | None) -> dict:
 def patch_exported_config(cfg: dict, hf: dict, kv_cache_dtype: str | None) -> dict:
     """modelopt's exported config.json, corrected from the HF config as `quantize_by_modelopt.py` does:
     `rotary_base`/`rotary_scaling` (both HF layouts), `norm_epsilon`, `intermediate_size`, Qwen's `qwen_type`,
-    `attn_bias`, and `kv_cache_quant_algo: null` when the KV cache stays in the model dtype. Pure: returns a new dict."""
+    `attn_bias`, and `kv_cache_quant_algo: null` when the KV cache stays in the model dtype; and `architecture` in
+    TensorRT-LLM's name. Pure: returns a new dict."""
     out = copy.deepcopy(cfg)
+    # modelopt names the HF class (MistralForCausalLM); TensorRT-LLM's, as the unquantised path writes (LlamaForCausalLM)
+    out["architecture"] = lookup((hf.get("architectures") or [""])[0]).trtllm_architecture
     theta, scaling = rope_fields(hf)
     out["rotary_base"] = theta
     out["rotary_scaling"] = scaling

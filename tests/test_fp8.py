@@ -126,6 +126,7 @@ def fp8_models(tmp_path_factory, tiny_llama, tiny_qwen2):
     models = {}
     for name, src in (("llama", tiny_llama), ("qwen2", tiny_qwen2)):
         models[name] = byte_tokenizer(Path(shutil.copytree(src, root / name)))
+    models["mistral"] = byte_tokenizer(make_hf(root / "mistral", "mistral"))
     models["llama3_top"] = byte_tokenizer(make_hf(root / "llama3_top", "llama", rope_layout="top", rope_theta=500000.0,
                                                   rope_scaling=LLAMA3_SCALING, num_key_value_heads=1))
     return models
@@ -136,6 +137,7 @@ def fp8_models(tmp_path_factory, tiny_llama, tiny_qwen2):
     ("llama", 2, "float16", 96, None),          # exit_dim != 2H: drafter.input_proj must be excluded too
     ("llama3_top", 2, "bfloat16", None, None),  # one kv head duplicated, rope_theta 5e5 + llama3 scaling restored
     ("qwen2", 1, "bfloat16", None, None),
+    ("mistral", 1, "bfloat16", None, None),    # modelopt names it MistralForCausalLM: was refused after calibrating
     ("qwen2", 2, "bfloat16", None, "fp8"),      # needs the converter to accept modelopt's k_/v_cache_scaling_factor
 ])
 def test_fp8_convert_structure(fp8_models, tmp_path, model, tp_size, dtype, exit_dim, kv):
