@@ -152,17 +152,9 @@ class TensorSource:
     def from_hf_folder(cls, folder: Path) -> "TensorSource":
         index = folder / "model.safetensors.index.json"
         if index.exists():
-            try:
-                weight_map = json.loads(index.read_text())["weight_map"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                weight_map = None
-            if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
-                raise ConfigError(f"{index} is not a valid safetensors index: re-download the model")
-            files = {name: folder / fname for name, fname in weight_map.items()}
+            files = _index_files(index)
             held = {}
             for f in set(files.values()):
-                if not f.exists():
-                    raise TensorError(f"{f} is named in {index.name} but missing: re-download the model")
                 with _open(f) as h:
                     held[f] = set(h.keys())
             astray = [name for name, f in files.items() if name not in held[f]]
@@ -173,7 +165,9 @@ class TensorSource:
         singles = sorted(folder.glob("*.safetensors"))
         if singles:
             return cls.from_files(singles)
-        bins = sorted(folder.glob("pytorch_model*.bin"))
+        bin_index = folder / "pytorch_model.bin.index.json"
+        bins = sorted(set(_index_files(bin_index).values())) if bin_index.exists() else \
+            sorted(folder.glob("pytorch_model*.bin"))
         if bins:
             eager = {}
             for f in bins:
@@ -229,6 +223,22 @@ class TensorSource:
         for h in self._handles.values():
             h.__exit__(None, None, None)
         self._handles.clear()
+
+
+def _index_files(index: Path) -> dict[str, Path]:
+    """A sharded checkpoint's index (`model.safetensors.index.json`, `pytorch_model.bin.index.json`): tensor name ->
+    shard, every shard present."""
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        weight_map = None
+    if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
+        raise ConfigError(f"{index} is not a valid index of a sharded checkpoint: re-download the model")
+    files = {name: index.parent / fname for name, fname in weight_map.items()}
+    for f in sorted(set(files.values())):
+        if not f.exists():
+            raise TensorError(f"{f} is named in {index.name} but missing: re-download the model")
+    return files
 
 
 def writable_folder(folder: Path) -> str | None:

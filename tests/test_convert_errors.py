@@ -252,8 +252,8 @@ def test_drafter_tensor_problems(parts):
 
 @pytest.mark.parametrize("edit, needle", [
     ("moved", "puts model.norm.weight in shards that do not hold them"),  # was SafetensorError
-    ({"weight_map": []}, "is not a valid safetensors index"),             # was AttributeError
-    ([1], "is not a valid safetensors index"),                            # was TypeError
+    ({"weight_map": []}, "is not a valid index"),                         # was AttributeError
+    ([1], "is not a valid index"),                                        # was TypeError
 ])
 def test_sharded_base_with_a_wrong_index(parts, edit, needle):
     base = parts[0]
@@ -271,6 +271,25 @@ def test_sharded_base_with_a_wrong_index(parts, edit, needle):
         edit = {"metadata": {}, "weight_map": weight_map | {"model.norm.weight": other}}
     (base / "model.safetensors.index.json").write_text(json.dumps(edit))
     assert_one_line_error(convert_err(parts), "model.safetensors.index.json", needle, "re-download the model")
+
+
+def test_sharded_bin_base_with_a_shard_missing(parts):
+    """A partial download of a .bin base (Vicuna's layout) was blamed on the tensors: `missing tensors: ...: the
+    weights do not match its config.json`."""
+    base = parts[0]
+    weights = load_file(base / "model.safetensors")
+    (base / "model.safetensors").unlink()
+    names = sorted(weights)
+    shards = {f"pytorch_model-0000{i + 1}-of-00002.bin": names[i::2] for i in range(2)}
+    for fname, part in shards.items():
+        torch.save({k: weights[k] for k in part}, base / fname)
+    weight_map = {k: fname for fname, part in shards.items() for k in part}
+    (base / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    assert run_cli("convert", "--base", base, "--drafter", parts[1], "--output", parts[2]).exit_code == 0
+    shutil.rmtree(parts[2])
+    (base / "pytorch_model-00002-of-00002.bin").unlink()
+    assert_one_line_error(convert_err(parts), "pytorch_model-00002-of-00002.bin is named in pytorch_model.bin.index.json "
+                          "but missing", "re-download the model")
 
 
 def test_truncated_safetensors(parts):
