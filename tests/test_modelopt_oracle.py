@@ -132,6 +132,9 @@ def tiny_variants(tmp_path_factory, tiny_llama, tiny_llama_tied, tiny_qwen2):
         "llama_gqa": tiny_llama,            # 4 heads, 2 kv heads, untied
         "llama_gqa_tied": tiny_llama_tied,
         "qwen2": tiny_qwen2,                # qkv bias, rope_theta 1e6
+        "llama_mha": make_hf(root / "llama_mha", "llama", num_key_value_heads=4),  # nkv = nh: no GQA
+        "llama_head_dim": make_hf(root / "llama_head_dim", "llama", head_dim=32),  # nh x head_dim != hidden_size
+        "qwen2_tied_kv1": make_hf(root / "qwen2_tied_kv1", "qwen2", tie=True, num_key_value_heads=1),
         # Llama-3 style: one kv head (duplicated at tp > 1), rope_theta 5e5 with llama3 scaling, both HF layouts
         "llama3_top": make_hf(root / "llama3_top", "llama", rope_layout="top", rope_theta=500000.0,
                               rope_scaling=LLAMA3_SCALING, num_key_value_heads=1),
@@ -142,7 +145,8 @@ def tiny_variants(tmp_path_factory, tiny_llama, tiny_llama_tied, tiny_qwen2):
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 @pytest.mark.parametrize("tp_size", [1, 2, 4])
-@pytest.mark.parametrize("variant", ["llama_gqa", "llama_gqa_tied", "qwen2"])
+@pytest.mark.parametrize("variant", ["llama_gqa", "llama_gqa_tied", "qwen2", "llama_mha", "llama_head_dim",
+                                     "qwen2_tied_kv1"])
 def test_tiny_base_equals_modelopt(tiny_variants, tmp_path, variant, tp_size, dtype):
     hf_dir = tiny_variants[variant]
     ours, oracle = convert_and_export(hf_dir, tmp_path, tp_size, dtype)
