@@ -250,6 +250,18 @@ def test_drafter_tensor_problems(parts):
     assert_one_line_error(convert_err(parts), "misshapen", "rnn_w.weight")
 
 
+def shard(base, pattern, save):
+    """Split the tiny base's model.safetensors into two shards named by `pattern`, written by `save(part, path)`:
+    the shard names and the weight map of their index."""
+    weights = load_file(base / "model.safetensors")
+    (base / "model.safetensors").unlink()
+    names = sorted(weights)
+    shards = {pattern.format(i + 1): names[i::2] for i in range(2)}
+    for fname, part in shards.items():
+        save({k: weights[k] for k in part}, base / fname)
+    return shards, {k: fname for fname, part in shards.items() for k in part}
+
+
 @pytest.mark.parametrize("edit, needle", [
     ("moved", "puts model.norm.weight in shards that do not hold them"),  # was SafetensorError
     ({"weight_map": []}, "is not a valid index"),                         # was AttributeError
@@ -257,13 +269,7 @@ def test_drafter_tensor_problems(parts):
 ])
 def test_sharded_base_with_a_wrong_index(parts, edit, needle):
     base = parts[0]
-    weights = load_file(base / "model.safetensors")
-    (base / "model.safetensors").unlink()
-    names = sorted(weights)
-    shards = {f"model-0000{i + 1}-of-00002.safetensors": names[i::2] for i in range(2)}
-    for fname, part in shards.items():
-        save_file({k: weights[k] for k in part}, base / fname)
-    weight_map = {k: fname for fname, part in shards.items() for k in part}
+    shards, weight_map = shard(base, "model-0000{}-of-00002.safetensors", save_file)
     assert run_cli("convert", "--base", base, "--drafter", parts[1], "--output", parts[2]).exit_code == 0
     shutil.rmtree(parts[2])
     if edit == "moved":
@@ -277,13 +283,7 @@ def test_sharded_bin_base_with_a_shard_missing(parts):
     """A partial download of a .bin base (Vicuna's layout) was blamed on the tensors: `missing tensors: ...: the
     weights do not match its config.json`."""
     base = parts[0]
-    weights = load_file(base / "model.safetensors")
-    (base / "model.safetensors").unlink()
-    names = sorted(weights)
-    shards = {f"pytorch_model-0000{i + 1}-of-00002.bin": names[i::2] for i in range(2)}
-    for fname, part in shards.items():
-        torch.save({k: weights[k] for k in part}, base / fname)
-    weight_map = {k: fname for fname, part in shards.items() for k in part}
+    _, weight_map = shard(base, "pytorch_model-0000{}-of-00002.bin", lambda part, path: torch.save(part, path))
     (base / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     assert run_cli("convert", "--base", base, "--drafter", parts[1], "--output", parts[2]).exit_code == 0
     shutil.rmtree(parts[2])
