@@ -12,6 +12,7 @@ import pickle
 import shutil
 import tempfile
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -55,7 +56,8 @@ def read_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         with warnings.catch_warnings():  # a garbage file's "Detected pickle protocol N" would precede our one line
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=False)
+            # memory-mapped (only the rows a rank reads are paged in) unless the file predates torch's zip format
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as e:
         raise TensorError(f"{path} is a pickle that would run code or load non-tensor objects "
                           f"({first_line(e, 'unsafe pickle')}): re-save it as safetensors, or as a plain state dict "

@@ -292,6 +292,25 @@ def test_sharded_bin_base_with_a_shard_missing(parts):
                           "but missing", "re-download the model")
 
 
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_bin_weights_are_read_lazily(tmp_path, zip_format):
+    """A pytorch_model.bin (Vicuna's format) was read whole into memory (13.5 GB for a 7B model) although a rank
+    needs only its rows; files of torch's old, pre-zip format still load (they cannot be memory-mapped)."""
+    from redrafter_trt.io import read_torch_state_dict
+
+    path = tmp_path / "pytorch_model.bin"
+    torch.save({"w": torch.ones(64 * 2**20 // 4)}, path, _use_new_zipfile_serialization=zip_format)
+
+    def rss_mib():
+        return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    before = rss_mib()
+    state = read_torch_state_dict(path)
+    grown = rss_mib() - before
+    assert torch.equal(state["w"][:4], torch.ones(4))
+    assert grown < 16 if zip_format else grown > 48, grown
+
+
 def test_truncated_safetensors(parts):
     f = parts[0] / "model.safetensors"
     f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
