@@ -164,7 +164,10 @@ class TensorSource:
                 raise TensorError(f"{index.name} puts {name_list(astray)} in shards that do not hold them (the index "
                                   f"and its shards are from different downloads): re-download the model")
             return cls(files)
-        singles = sorted(folder.glob("*.safetensors"))
+        # model.safetensors alone when present, as transformers reads it (beside it: a LoRA adapter_model.safetensors,
+        # Mistral's consolidated.safetensors)
+        single = folder / "model.safetensors"
+        singles = [single] if single.exists() else sorted(folder.glob("*.safetensors"))
         if singles:
             return cls.from_files(singles)
         bin_index = folder / "pytorch_model.bin.index.json"

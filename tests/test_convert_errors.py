@@ -311,6 +311,16 @@ def test_bin_weights_are_read_lazily(tmp_path, zip_format):
     assert grown < 16 if zip_format else grown > 48, grown
 
 
+def test_other_safetensors_beside_model_safetensors(parts):
+    """A merged model saved where its LoRA adapter lies (adapter_model.safetensors) was refused: `unexpected tensors:
+    base_model.model...lora_A.weight: the weights do not match its config.json`; transformers reads model.safetensors
+    alone."""
+    save_file({"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": torch.zeros(8, 64)},
+              parts[0] / "adapter_model.safetensors")
+    result = run_cli("convert", "--base", parts[0], "--drafter", parts[1], "--output", parts[2])
+    assert result.exit_code == 0, result.output
+
+
 def test_truncated_safetensors(parts):
     f = parts[0] / "model.safetensors"
     f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
