@@ -112,6 +112,8 @@ def check_hf_tensors(src: TensorSource, b: BaseModelConfig, where: Path) -> None
         parts = ([f"missing tensors: {name_list(missing)}"] if missing else []) + \
                 ([f"unexpected tensors: {name_list(unexpected)}"] if unexpected else [])
         raise TensorError(f"base {where}: {'; '.join(parts)}: the weights do not match its config.json")
+    if "lm_head.weight" in have:  # stored beside tied embeddings: transformers 5 then uses it, so do we
+        want["lm_head.weight"] = (b.vocab_size, b.hidden_size)
     bad = [f"{k} {src.shape(k)} != {s}" for k, s in want.items() if src.shape(k) != s]
     if bad:
         raise TensorError(f"base {where}: misshapen tensors: {'; '.join(bad[:3])}: the weights do not match config.json")

@@ -321,6 +321,16 @@ def test_other_safetensors_beside_model_safetensors(parts):
     assert result.exit_code == 0, result.output
 
 
+def test_misshapen_lm_head_beside_tied_embeddings(parts):
+    """A tied base that also stores lm_head.weight (transformers 5 then uses it) in the wrong shape ended in
+    `error: internal: wrote lm_head.weight (128, 64) ... planned (256, 64)`."""
+    path = parts[0] / "config.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | {"tie_word_embeddings": True}))
+    weights = load_file(parts[0] / "model.safetensors")
+    save_file(weights | {"lm_head.weight": torch.zeros(128, 64)}, parts[0] / "model.safetensors")
+    assert_one_line_error(convert_err(parts), "misshapen tensors: lm_head.weight (128, 64) != (256, 64)")
+
+
 def test_truncated_safetensors(parts):
     f = parts[0] / "model.safetensors"
     f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
