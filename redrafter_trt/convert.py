@@ -70,6 +70,10 @@ class Planned:
     dtype: torch.dtype
     read: Callable[[], torch.Tensor]
 
+    @property
+    def nbytes(self) -> int:
+        return torch.Size(self.shape).numel() * torch.empty((), dtype=self.dtype).element_size()
+
 
 def is_trtllm_checkpoint(folder: Path) -> bool:
     cfg = folder / "config.json"
@@ -238,14 +242,7 @@ def convert(base: Path | str, drafter: Path | str, output: Path | str, *, force:
     """Convert; `options` are ConvertOptions fields. Returns the output folder."""
     base, drafter, output = Path(base), Path(drafter), Path(output)
     opts = ConvertOptions(**options)
-    opts.check()
-    check_output_folder(output, force, (base, drafter))
-    if not base.is_dir():
-        state = "is a file, not a folder" if base.exists() else "does not exist"
-        raise ConfigError(f"base folder {base} {state}: pass a Hugging Face model folder or a TensorRT-LLM checkpoint")
-    dcfg, dtensors = load_drafter(drafter)
-    warn_sharpened_for_sampling(drafter, opts.greedy)
-    source_base = base
+    dcfg, dtensors = _inputs(base, drafter, output, force, opts)
 
     # FP8 scratch: hidden, named like this run's partial output, so the next run removes it if this one is killed
     if opts.quantize:
@@ -253,31 +250,70 @@ def convert(base: Path | str, drafter: Path | str, output: Path | str, *, force:
     scratch = tempfile.TemporaryDirectory(prefix=f"{partial_prefix(output)}fp8-", dir=output.parent) \
         if opts.quantize else contextlib.nullcontext()
     with scratch:
-        if opts.quantize:
-            base = _quantized_base(base, dcfg, Path(scratch.name) / "base", opts)
-        trt_base = is_trtllm_checkpoint(base)
-        if trt_base:
-            cfg, sources = _trtllm_base(base, opts)
-        else:
-            cfg, sources, hf_cfg = _hf_base(base, opts)
-        check_drafter_fits(dcfg, cfg["hidden_size"], cfg["vocab_size"], cfg["mapping"]["tp_size"], opts)
-        cfg = _redrafter_config(cfg, dcfg, opts)
-        if (cfg.get("quantization") or {}).get("quant_algo"):
-            quant = cfg["quantization"]
-            quant["exclude_modules"] = sorted(set(layout.exclusions(quant)) | set(layout.required_exclusions(cfg)))
-        cfg["producer"] = producer_block("convert", {**asdict(opts), "tp_size": cfg["mapping"]["tp_size"]},
-                                         {"base": source_base, "drafter": drafter})
-        tp = cfg["mapping"]["tp_size"]
-        plans = []
-        for r in range(tp):
-            plan = (plan_trtllm_rank(sources[r], cfg, r, base) if trt_base else plan_hf_rank(sources[0], hf_cfg, cfg, r))
-            plan += plan_drafter(dcfg, dtensors, cfg, r)
-            _check_plan(plan, cfg, r)
-            plans.append(plan)
-        _write(output, cfg, plans, force, (source_base, drafter))
+        source = _quantized_base(base, dcfg, Path(scratch.name) / "base", opts) if opts.quantize else base
+        plan, sources = _plan(source, base, drafter, dcfg, dtensors, opts)
+        _write(output, plan.cfg, plan.ranks, force, (base, drafter))
         for s in sources:
             s.close()
     return output
+
+
+@dataclass
+class Conversion:
+    """What convert writes: the checkpoint's config.json and each rank file's tensors, in order."""
+    cfg: dict
+    ranks: list[list[Planned]]
+
+
+def plan_conversion(base: Path | str, drafter: Path | str, output: Path | str, *, force: bool = False,
+                    **options) -> Conversion:
+    """`convert --dry-run`: every check convert makes and the plan it would write; no tensor is read or written."""
+    base, drafter, output = Path(base), Path(drafter), Path(output)
+    opts = ConvertOptions(**options)
+    if opts.quantize:
+        raise ConfigError("--dry-run plans from the base's own tensors, and FP8's come from calibration: "
+                          "leave out --quantize to see the plan, or --dry-run to convert")
+    dcfg, dtensors = _inputs(base, drafter, output, force, opts)
+    plan, sources = _plan(base, base, drafter, dcfg, dtensors, opts)
+    for s in sources:
+        s.close()
+    return plan
+
+
+def _inputs(base: Path, drafter: Path, output: Path, force: bool, opts: ConvertOptions):
+    """The options, the output folder and the base checked, and the drafter loaded: (DrafterConfig, its tensors)."""
+    opts.check()
+    check_output_folder(output, force, (base, drafter))
+    if not base.is_dir():
+        state = "is a file, not a folder" if base.exists() else "does not exist"
+        raise ConfigError(f"base folder {base} {state}: pass a Hugging Face model folder or a TensorRT-LLM checkpoint")
+    dcfg, dtensors = load_drafter(drafter)
+    warn_sharpened_for_sampling(drafter, opts.greedy)
+    return dcfg, dtensors
+
+
+def _plan(base: Path, source_base: Path, drafter: Path, dcfg: DrafterConfig, dtensors, opts: ConvertOptions):
+    """The checked config and every rank's tensors from `base` (the FP8 export, or `source_base` itself), and the
+    open tensor sources the plan reads from."""
+    trt_base = is_trtllm_checkpoint(base)
+    if trt_base:
+        cfg, sources = _trtllm_base(base, opts)
+    else:
+        cfg, sources, hf_cfg = _hf_base(base, opts)
+    check_drafter_fits(dcfg, cfg["hidden_size"], cfg["vocab_size"], cfg["mapping"]["tp_size"], opts)
+    cfg = _redrafter_config(cfg, dcfg, opts)
+    if (cfg.get("quantization") or {}).get("quant_algo"):
+        quant = cfg["quantization"]
+        quant["exclude_modules"] = sorted(set(layout.exclusions(quant)) | set(layout.required_exclusions(cfg)))
+    cfg["producer"] = producer_block("convert", {**asdict(opts), "tp_size": cfg["mapping"]["tp_size"]},
+                                     {"base": source_base, "drafter": drafter})
+    ranks = []
+    for r in range(cfg["mapping"]["tp_size"]):
+        plan = (plan_trtllm_rank(sources[r], cfg, r, base) if trt_base else plan_hf_rank(sources[0], hf_cfg, cfg, r))
+        plan += plan_drafter(dcfg, dtensors, cfg, r)
+        _check_plan(plan, cfg, r)
+        ranks.append(plan)
+    return Conversion(cfg, ranks), sources
 
 
 def _redrafter_config(cfg: dict, d: DrafterConfig, opts: ConvertOptions) -> dict:
@@ -390,7 +426,7 @@ def _read_checked(p: Planned) -> torch.Tensor:
 def _write(output: Path, cfg: dict, plans: list[list[Planned]], force: bool, inputs: tuple = ()) -> None:
     """Stream every rank file; the next tensor is read and checked in a worker thread while the current one is
     written (torch and file writes release the GIL), so at most two tensors are in memory."""
-    total = sum(torch.Size(p.shape).numel() * torch.empty((), dtype=p.dtype).element_size() for plan in plans for p in plan)
+    total = sum(p.nbytes for plan in plans for p in plan)
     meta = {"format": "pt", "producer": f"redrafter-trt {__version__}"}
     with atomic_output(output, force, inputs) as tmp, ThreadPoolExecutor(1) as pool, \
             tqdm(total=total, unit="B", unit_scale=True, desc="convert", disable=None) as bar:

@@ -4,6 +4,7 @@ exit 2, no traceback, inputs never deleted, nothing written, and refused before 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -475,3 +476,25 @@ def test_fp8_bad_input_is_one_line_before_modelopt_speaks(parts, tmp_path):
                           capture_output=True, text=True, timeout=120)
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+
+
+def test_a_reader_that_leaves_the_pipe_early_is_no_error(parts):
+    """A review: `redrafter-trt convert --dry-run ... | head` ended in 'error: Broken pipe: check the path, its
+    permissions and the free disk space' (exit 2); it ends quietly with 141, as a command killed by SIGPIPE does."""
+    import subprocess
+    import sys
+
+    import fcntl
+
+    base, drafter = parts
+    read, write = os.pipe()
+    fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, 4096)  # the plan of a tp 2 tiny model is longer
+    proc = subprocess.Popen([sys.executable, "-m", "redrafter_trt", "convert", "--base", base, "--drafter", drafter,
+                             "--output", base.parent / "out", "--tp-size", "2", "--dry-run"], stdout=write,
+                            stderr=subprocess.PIPE)
+    os.close(write)
+    proc.stdout = os.fdopen(read, "rb", buffering=0)
+    assert len(proc.stdout.read(10)) == 10
+    proc.stdout.close()
+    assert proc.wait(timeout=120) == 141
+    assert proc.stderr.read() == b""

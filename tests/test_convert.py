@@ -230,3 +230,39 @@ def test_written_files_follow_the_umask(tmp_path, tiny_llama):
     files = [f for d in ("drafter", "ckpt") for f in (tmp_path / d).iterdir()]
     assert any(f.suffix == ".safetensors" for f in files)
     assert {f.name: oct(f.stat().st_mode & 0o777) for f in files} == {f.name: "0o644" for f in files}
+
+
+def test_dry_run_prints_what_convert_writes_and_writes_nothing(tiny_qwen2, tmp_path):
+    """`convert --dry-run` lists each rank file's tensors (name, shape, dtype, in order) and the config; a real
+    conversion with the same options writes exactly those."""
+    import re
+
+    from click.testing import CliRunner
+
+    from redrafter_trt.cli import main
+
+    drafter = make_drafter(tmp_path / "d", tiny_qwen2)
+    args = ["convert", "--base", str(tiny_qwen2), "--drafter", str(drafter), "--output", str(tmp_path / "out"),
+            "--tp-size", "2", "--dtype", "bfloat16"]
+    dry = CliRunner().invoke(main, [*args, "--dry-run"])
+    assert dry.exit_code == 0, dry.output
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.partial-*"))
+    planned = {int(r): [] for r in re.findall(r"rank(\d+)\.safetensors: \d+ tensors", dry.output)}
+    rank = None
+    for line in dry.output.splitlines():
+        if m := re.match(r".*rank(\d+)\.safetensors:", line):
+            rank = int(m.group(1))
+        elif rank is not None and line.startswith("  "):
+            name, shape, dtype = line.split("  ")[1:]
+            planned[rank].append((name, json.loads(shape), dtype))
+    assert sorted(planned) == [0, 1]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    for r, tensors in planned.items():
+        written = load_file(tmp_path / "out" / f"rank{r}.safetensors")
+        assert sorted(tensors) == sorted((n, list(t.shape), str(t.dtype).removeprefix("torch."))
+                                         for n, t in written.items())
+    cfg = json.loads((tmp_path / "out" / "config.json").read_text())
+    shown = json.loads(dry.output[dry.output.index("{"):dry.output.index("\n}\n") + 2])
+    assert {k: v for k, v in shown.items() if k != "producer"} == {k: v for k, v in cfg.items() if k != "producer"}
+    refused = CliRunner().invoke(main, [*args, "--force", "--dry-run", "--quantize", "fp8"])
+    assert refused.exit_code == 2 and "leave out --quantize" in refused.output

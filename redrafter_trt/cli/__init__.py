@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 
 import click
@@ -74,7 +75,9 @@ class LazyGroup(click.Group):
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
+            sys.stdout.flush()  # here, not at exit: a reader gone (`| head`) is a BrokenPipeError handled below
+            return result
         except RedrafterError as e:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
@@ -88,6 +91,9 @@ class LazyGroup(click.Group):
             message = e.format_message().rstrip(".") + hint if hint else e.format_message()
             click.echo(f"error: {message} (see '{where} --help')", err=True)
             ctx.exit(2)
+        except BrokenPipeError:  # `redrafter-trt inspect --json CKPT | head`: the reader left, as for cat or git
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+            ctx.exit(141)  # 128 + SIGPIPE
         except OSError as e:  # the disk filled up, a folder became unwritable: one line too
             if ctx.obj and ctx.obj.get("debug"):
                 raise

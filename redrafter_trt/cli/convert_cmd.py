@@ -40,11 +40,13 @@ FP8_ONLY = ("kv_cache_dtype", "calib_data", "calib_size", "calib_seq_len", "cali
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Where FP8 calibration runs.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder (an earlier ReDrafter output, or an empty folder).")
+@click.option("--dry-run", is_flag=True,
+              help="Check everything, print config.json and each rank file's tensors; write nothing.")
 def convert(base, drafter, output, tp_size, dtype, num_beams, draft_len, no_greedy, quantize, kv_cache_dtype,
-            calib_data, calib_size, calib_seq_len, calib_batch_size, device, force):
+            calib_data, calib_size, calib_seq_len, calib_batch_size, device, force, dry_run):
     """Convert a base model and an Apple ReDrafter drafter into one TensorRT-LLM checkpoint."""
     from ..checkpoint import inspect_checkpoint
-    from ..convert import convert as run_convert
+    from ..convert import convert as run_convert, plan_conversion
 
     ctx = click.get_current_context()
     typed = [f"--{name.replace('_', '-')}" for name in FP8_ONLY
@@ -52,10 +54,14 @@ def convert(base, drafter, output, tp_size, dtype, num_beams, draft_len, no_gree
     if typed and not quantize:
         raise ConfigError(f"{', '.join(typed)} only apply to FP8 calibration: add --quantize fp8, or leave them out")
 
-    out = run_convert(base, drafter, output, force=force, tp_size=tp_size, dtype=dtype, num_beams=num_beams,
-                      draft_len=draft_len, greedy=not no_greedy, quantize=quantize, kv_cache_dtype=kv_cache_dtype,
-                      calib_data=str(calib_data) if calib_data else None, calib_size=calib_size,
-                      calib_seq_len=calib_seq_len, calib_batch_size=calib_batch_size, device=device)
+    options = dict(force=force, tp_size=tp_size, dtype=dtype, num_beams=num_beams, draft_len=draft_len,
+                   greedy=not no_greedy, quantize=quantize, kv_cache_dtype=kv_cache_dtype,
+                   calib_data=str(calib_data) if calib_data else None, calib_size=calib_size,
+                   calib_seq_len=calib_seq_len, calib_batch_size=calib_batch_size, device=device)
+    if dry_run:
+        _print_plan(plan_conversion(base, drafter, output, **options), output)
+        return
+    out = run_convert(base, drafter, output, **options)
     rep = inspect_checkpoint(out)
     size = sum(r.bytes for r in rep.ranks) / 2**20
     click.echo(f"wrote {out}: {rep.architecture}, {rep.dtype}, tp {rep.tp_size}, {len(rep.ranks)} rank file(s), {size:.1f} MiB")
@@ -66,6 +72,18 @@ def convert(base, drafter, output, tp_size, dtype, num_beams, draft_len, no_gree
                    err=True)
     if rep.problems:
         raise SystemExit(1)
+
+
+def _print_plan(plan, output: Path) -> None:
+    import json
+
+    click.echo(f"{output}/config.json:\n{json.dumps(plan.cfg, indent=2)}")
+    for r, tensors in enumerate(plan.ranks):
+        size = sum(t.nbytes for t in tensors) / 2**20
+        click.echo(f"{output}/rank{r}.safetensors: {len(tensors)} tensors, {size:.1f} MiB")
+        for t in tensors:
+            click.echo(f"  {t.name}  {list(t.shape)}  {str(t.dtype).removeprefix('torch.')}")
+    click.echo("dry run: nothing was written")
 
 
 @click.command("init-drafter", cls=Command)
