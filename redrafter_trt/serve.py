@@ -232,12 +232,15 @@ class Handler(BaseHTTPRequestHandler):
         return unquote(urlsplit(self.path).path).rstrip("/") or "/"
 
     def do_GET(self):
+        self._skip_body()
         self._reply(*self.server.app.get(self.route))
 
     def do_HEAD(self):  # health checks (`wget --spider`): GET's status and headers (/metrics keeps its steps)
+        self._skip_body()
         self._reply(*((HTTPStatus.OK, []) if self.route == "/metrics" else self.server.app.get(self.route)), body=False)
 
     def do_OPTIONS(self):
+        self._skip_body()
         self._reply(HTTPStatus.NO_CONTENT, None, allow=True)
 
     def do_POST(self):
@@ -251,6 +254,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.server.busy.notify_all()
 
     def do_PUT(self):
+        self._skip_body()
         self._reply(HTTPStatus.METHOD_NOT_ALLOWED, error(f"{self.command} is not served: use GET /v1/models or POST "
                                                          "a completion", "invalid_request_error"), allow=True)
 
@@ -294,6 +298,16 @@ class Handler(BaseHTTPRequestHandler):
         self.close_connection = True  # whatever is left of the body must not be read as the next request
         self._reply(problem[0], error(problem[1], "invalid_request_error"))
         return UNREADABLE
+
+    def _skip_body(self) -> None:
+        """Drop the body of a request that takes none (a PUT, a GET with a JSON body): left unread, a kept-alive
+        connection would read it as its next request. One that cannot be read to its end closes the connection."""
+        length = self.headers.get("Content-Length")
+        if self.headers.get("Transfer-Encoding") or (length is not None and not (length.isdigit()
+                                                                                 and int(length) <= MAX_BODY)):
+            self.close_connection = True
+        elif length:
+            self.rfile.read(int(length))
 
     def _client_alive(self) -> bool:
         """False once the client has closed its end of the connection (it gave up waiting for its answer)."""

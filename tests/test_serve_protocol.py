@@ -228,6 +228,20 @@ def test_openai_error_bodies_and_routes(server):
     assert status == 400 and "role" in json.loads(data)["error"]["message"]
 
 
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "GET", "OPTIONS"])
+def test_a_body_sent_where_none_is_taken_is_not_read_as_the_next_request(server, method):
+    """A PUT with a JSON body (refused with 405), or a GET with one, on a kept-alive connection: its body was left
+    unread and answered as the next request's, which then got socketserver's HTML 400."""
+    conn = http.client.HTTPConnection(*server.server_address, timeout=60)
+    conn.request(method, "/v1/completions" if method != "GET" else "/health",
+                 body=json.dumps({"prompt": "ab", "max_tokens": 2}), headers={"Content-Type": "application/json"})
+    conn.getresponse().read()
+    conn.request("POST", "/v1/completions", body=json.dumps({"prompt": "ab", "max_tokens": 2}))
+    r = conn.getresponse()
+    assert r.status == 200 and json.loads(r.read())["usage"]["completion_tokens"] == 2
+    conn.close()
+
+
 def test_head_metrics_keeps_the_steps_for_the_next_get(server):
     request(server, "POST", "/v1/completions", {"prompt": "abc", "max_tokens": 3, "ignore_eos": True})
     assert request(server, "HEAD", "/metrics")[0] == 200
