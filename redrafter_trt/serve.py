@@ -292,9 +292,14 @@ class Handler(BaseHTTPRequestHandler):
             problem = HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body is over {MAX_BODY} bytes: send a shorter prompt"
         if problem is None:
             try:
-                return json.loads(self.rfile.read(int(length)) or b"null")
+                body = json.loads(self.rfile.read(int(length)) or b"null")
+                json.dumps(body, ensure_ascii=False).encode()  # a lone surrogate ("\ud800") is no text to tokenize
+                return body
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 problem = HTTPStatus.BAD_REQUEST, f"the request body is not JSON ({e}): send a JSON object"
+            except UnicodeEncodeError as e:
+                problem = HTTPStatus.BAD_REQUEST, (f"the request body holds {e.object[e.start:e.end]!r}, half of a "
+                                                   "UTF-16 surrogate pair: send whole characters")
         self.close_connection = True  # whatever is left of the body must not be read as the next request
         self._reply(problem[0], error(problem[1], "invalid_request_error"))
         return UNREADABLE

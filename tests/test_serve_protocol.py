@@ -242,6 +242,21 @@ def test_a_body_sent_where_none_is_taken_is_not_read_as_the_next_request(server,
     conn.close()
 
 
+@pytest.mark.parametrize("path, body", [
+    ("/v1/completions", '{"prompt": "ab\\ud800", "max_tokens": 2}'),
+    ("/v1/chat/completions", '{"messages": [{"role": "user", "content": "\\udc00"}], "max_tokens": 2}'),
+])
+def test_half_a_surrogate_pair_is_a_400_naming_it(server, path, body):
+    """JSON may escape half of a UTF-16 surrogate pair ("\\ud800"), which Python's json reads into a str no tokenizer
+    takes: it was a 500 with the tokenizer's TypeError."""
+    conn = http.client.HTTPConnection(*server.server_address, timeout=60)
+    conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+    r = conn.getresponse()
+    message = json.loads(r.read())["error"]["message"]
+    assert r.status == 400 and "surrogate" in message, message
+    assert request(server, "POST", path, json.loads(body.replace("\\u", "u")))[0] == 200
+
+
 def test_head_metrics_keeps_the_steps_for_the_next_get(server):
     request(server, "POST", "/v1/completions", {"prompt": "abc", "max_tokens": 3, "ignore_eos": True})
     assert request(server, "HEAD", "/metrics")[0] == 200
