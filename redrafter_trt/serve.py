@@ -297,6 +297,8 @@ class Handler(BaseHTTPRequestHandler):
                 return body
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 problem = HTTPStatus.BAD_REQUEST, f"the request body is not JSON ({e}): send a JSON object"
+            except RecursionError:  # json reads nested arrays and objects recursively
+                problem = HTTPStatus.BAD_REQUEST, "the request body nests too deeply to read: send a request object"
             except UnicodeEncodeError as e:
                 problem = HTTPStatus.BAD_REQUEST, (f"the request body holds {e.object[e.start:e.end]!r}, half of a "
                                                    "UTF-16 surrogate pair: send whole characters")

@@ -257,6 +257,16 @@ def test_half_a_surrogate_pair_is_a_400_naming_it(server, path, body):
     assert request(server, "POST", path, json.loads(body.replace("\\u", "u")))[0] == 200
 
 
+def test_a_body_nested_too_deeply_for_json_is_a_400(server):
+    """Python's json reads nested arrays recursively: 100000 of them raised RecursionError in the handler, and
+    the client got its connection closed without an answer."""
+    conn = http.client.HTTPConnection(*server.server_address, timeout=60)
+    conn.request("POST", "/v1/completions", body='{"prompt": ' + "[" * 100000 + "]" * 100000 + "}")
+    r = conn.getresponse()
+    assert r.status == 400 and "deeply" in json.loads(r.read())["error"]["message"]
+    assert request(server, "GET", "/health")[0] == 200
+
+
 def test_head_metrics_keeps_the_steps_for_the_next_get(server):
     request(server, "POST", "/v1/completions", {"prompt": "abc", "max_tokens": 3, "ignore_eos": True})
     assert request(server, "HEAD", "/metrics")[0] == 200
