@@ -220,6 +220,11 @@ MAX_BODY = 8 << 20  # bytes in one request
 UNREADABLE = object()  # _body's answer when the body could not be read (the client was already told why)
 
 
+def _byte_count(header: str) -> bool:
+    """A Content-Length int() reads: ASCII digits (str.isdigit also takes "²", a Latin-1 header byte)."""
+    return header.isascii() and header.isdigit()
+
+
 class Handler(BaseHTTPRequestHandler):
     server_version = f"redrafter-trt/{__version__}"
     protocol_version = "HTTP/1.1"
@@ -286,7 +291,7 @@ class Handler(BaseHTTPRequestHandler):
         problem = None
         if self.headers.get("Transfer-Encoding"):
             problem = HTTPStatus.LENGTH_REQUIRED, "chunked request bodies are not accepted: send a Content-Length"
-        elif length is None or not length.isdigit():
+        elif length is None or not _byte_count(length):
             problem = HTTPStatus.LENGTH_REQUIRED, f"Content-Length {length!r} is not a byte count: send a JSON body"
         elif int(length) > MAX_BODY:
             problem = HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body is over {MAX_BODY} bytes: send a shorter prompt"
@@ -310,7 +315,7 @@ class Handler(BaseHTTPRequestHandler):
         """Drop the body of a request that takes none (a PUT, a GET with a JSON body): left unread, a kept-alive
         connection would read it as its next request. One that cannot be read to its end closes the connection."""
         length = self.headers.get("Content-Length")
-        if self.headers.get("Transfer-Encoding") or (length is not None and not (length.isdigit()
+        if self.headers.get("Transfer-Encoding") or (length is not None and not (_byte_count(length)
                                                                                  and int(length) <= MAX_BODY)):
             self.close_connection = True
         elif length:

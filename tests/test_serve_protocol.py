@@ -267,6 +267,15 @@ def test_a_body_nested_too_deeply_for_json_is_a_400(server):
     assert request(server, "GET", "/health")[0] == 200
 
 
+@pytest.mark.parametrize("method", ["POST", "PUT"])
+def test_a_content_length_of_other_digits_is_answered(server, method):
+    """"Content-Length: ²" (the Latin-1 byte 0xb2, a digit to str.isdigit): int() raised in the handler and the
+    client's connection closed without an answer."""
+    with socket.create_connection(server.server_address, timeout=30) as sock:
+        sock.sendall(method.encode() + b" /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: \xb2\r\n\r\n{}")
+        assert sock.recv(12) in (b"HTTP/1.1 411", b"HTTP/1.1 405")
+
+
 def test_head_metrics_keeps_the_steps_for_the_next_get(server):
     request(server, "POST", "/v1/completions", {"prompt": "abc", "max_tokens": 3, "ignore_eos": True})
     assert request(server, "HEAD", "/metrics")[0] == 200
