@@ -380,11 +380,15 @@ class Server(ThreadingHTTPServer):
     request_queue_size = 1024  # the listen backlog: socketserver's 5 reset bursts of connections (load generators)
 
 
+class Server6(Server):
+    address_family = socket.AF_INET6  # an IPv6 --host ("::" takes IPv4 connections too, Linux's default)
+
+
 def make_server(app: App | None, host: str, port: int) -> ThreadingHTTPServer:
     """Bound and ready; `serve_forever()` runs it (port 0 picks a free port: see `server_address`). `app` may be
     set later (`server.app`), before `serve_forever()`: the port is taken before a long load."""
     try:
-        server = Server((host, port), Handler)
+        server = (Server6 if ":" in host else Server)((host, port), Handler)
     except OSError as e:
         raise ConfigError(f"cannot listen on {host}:{port} ({e.strerror}): pick another --port or --host") from None
     server.daemon_threads = True

@@ -276,6 +276,21 @@ def test_a_content_length_of_other_digits_is_answered(server, method):
         assert sock.recv(12) in (b"HTTP/1.1 411", b"HTTP/1.1 405")
 
 
+def test_an_ipv6_host_is_listened_on(server):
+    """--host ::1 (or ::, as vLLM and trtllm-serve take it) was 'cannot listen on ::1:0 (Address family for
+    hostname not supported)': the server only made IPv4 sockets."""
+    six = make_server(server.app, "::1", 0)
+    threading.Thread(target=six.serve_forever, daemon=True).start()
+    try:
+        conn = http.client.HTTPConnection("::1", six.server_address[1], timeout=60)
+        conn.request("GET", "/health")
+        assert conn.getresponse().status == 200
+        conn.close()
+    finally:
+        six.shutdown()
+        six.server_close()
+
+
 def test_head_metrics_keeps_the_steps_for_the_next_get(server):
     request(server, "POST", "/v1/completions", {"prompt": "abc", "max_tokens": 3, "ignore_eos": True})
     assert request(server, "HEAD", "/metrics")[0] == 200

@@ -96,7 +96,8 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
         raise
     cfg = backend.config
     kind = "reference runtime, compiled" if compile_layers else "reference runtime"
-    click.echo(f"serving {name} at http://{host}:{server.server_address[1]}/v1 ({kind}, {device}, "
+    shown = f"[{host}]" if ":" in host else host  # an IPv6 address, as URLs write it
+    click.echo(f"serving {name} at http://{shown}:{server.server_address[1]}/v1 ({kind}, {device}, "
                f"tp {cfg.tp_size}, {cfg.num_beams} beams x {cfg.draft_len} draft tokens); Ctrl-C stops")
     sys.stdout.flush()  # the address, for whoever reads this through a pipe
     signal.signal(signal.SIGTERM, _interrupt)  # `kill`, `docker stop`: stop like Ctrl-C
