@@ -57,7 +57,8 @@ class AnswerText:
             return self.rest()
         self.text = text
         clean = text.rstrip("\ufffd")  # byte-fallback tokenizers write one per byte of an unfinished character
-        held = max((k for s in self.stop for k in range(1, len(s)) if clean.endswith(s[:k])), default=0)
+        held = max((k for s in self.stop for k in range(1, min(len(s), len(clean) + 1)) if clean.endswith(s[:k])),
+                   default=0)  # k up to the text's length: a long stop string is not sliced its length times a token
         delta = text[self.sent: max(len(clean) - held, self.sent)]
         self.sent += len(delta)
         return delta
