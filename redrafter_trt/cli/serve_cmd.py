@@ -29,7 +29,8 @@ REFERENCE_ONLY = ("model_name", "max_output_len", "max_batch_size", "device", "c
               help="Built engine: TensorRT-LLM's trtllm-serve, one GPU per rank.")
 @click.option("--tokenizer-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="The base model's HF folder.")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface).")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0: every interface; ::, IPv6 too).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
               help="0 picks a free port (--checkpoint-dir only: trtllm-serve needs one above 0).")
 @click.option("--model-name", help="The model id clients send and /v1/models lists (default: the folder's name).")
