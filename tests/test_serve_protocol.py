@@ -291,6 +291,19 @@ def test_an_ipv6_host_is_listened_on(server):
         six.server_close()
 
 
+def test_messages_the_chat_template_refuses_are_a_400(server, monkeypatch):
+    """Mistral's template raises "Conversation roles must alternate ..." on two user messages in a row: that was a
+    500 "TemplateError", as if the server had failed."""
+    refusing = ("{% if messages|length > 1 %}{{ raise_exception('Conversation roles must alternate') }}{% endif %}"
+                "{{ messages[0]['content'] }}")
+    monkeypatch.setattr(server.app.backend.tokenizer, "chat_template", refusing)
+    two = {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], "max_tokens": 2}
+    status, _, data = request(server, "POST", "/v1/chat/completions", two)
+    message = json.loads(data)["error"]["message"]
+    assert status == 400 and "Conversation roles must alternate" in message, message
+    assert request(server, "POST", "/v1/chat/completions", two | {"messages": two["messages"][:1]})[0] == 200
+
+
 def test_head_metrics_keeps_the_steps_for_the_next_get(server):
     request(server, "POST", "/v1/completions", {"prompt": "abc", "max_tokens": 3, "ignore_eos": True})
     assert request(server, "HEAD", "/metrics")[0] == 200
