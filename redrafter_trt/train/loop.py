@@ -8,12 +8,15 @@ drafter's gradients are averaged across ranks; rank 0 writes the checkpoints and
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,8 +233,9 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
                     p.grad /= world
                 torch.distributed.all_reduce(loss)  # every rank stops together when one rank's loss diverges
             _check_finite(loss, torch.nn.utils.clip_grad_norm_(params, 1.0), step + 1, total, cfg.lr)
-            opt.step()
-            done = step + 1
+            with _whole():  # a Ctrl-C inside AdamW's update left it half applied, saved as the step before
+                opt.step()
+                done = step + 1
             stats = StepStats(step + 1, total, res.loss.item(), res.top1(), len(idx) / (time.perf_counter() - t0))
             if rank == 0 and done % cfg.checkpoint_every == 0:
                 _save_state(cfg, drafter, head, opt, done, same)
@@ -265,6 +269,23 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
     if world > 1:
         torch.distributed.barrier()
     return cfg.output
+
+
+@contextlib.contextmanager
+def _whole():
+    """Hold Ctrl-C back until the block has run (in the main thread, the only one signals reach): the state saved
+    on Ctrl-C is then that of whole optimizer updates, the one a resume replays from."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if caught:
+            signal.raise_signal(signal.SIGINT)  # delivered now, to the usual handler (KeyboardInterrupt)
 
 
 def _check_finite(loss: torch.Tensor, grad_norm: torch.Tensor, step: int, total: int, lr: float) -> None:
