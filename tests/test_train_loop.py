@@ -123,6 +123,29 @@ def test_ctrl_c_inside_the_optimizer_update_still_resumes_bit_identically(chat_b
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
 
 
+def test_ctrl_c_after_the_last_step_keeps_every_step(chat_base, qa_file, tmp_path, monkeypatch):
+    """The state of the last step was saved only after the held-out evaluation and the drafter: a Ctrl-C (or a full
+    disk) there lost every step since the last checkpoint (up to 199)."""
+    from redrafter_trt.train import loop
+
+    whole = _tensors(train_drafter(_cfg(chat_base, qa_file, tmp_path / "whole")))
+    real = loop.evaluate
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "evaluate", interrupt)
+    cfg = _cfg(chat_base, qa_file, tmp_path / "cut", checkpoint_every=100)
+    with pytest.raises(KeyboardInterrupt):
+        train_drafter(cfg)
+    assert not cfg.output.exists() and torch.load(cfg.state_path, weights_only=True)["step"] == 8
+    monkeypatch.setattr(loop, "evaluate", real)
+    steps = []
+    cfg.resume = True
+    resumed = _tensors(train_drafter(cfg, on_progress=lambda p: p.stats and steps.append(p.done)))
+    assert steps == [] and all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
 def test_resume_refuses_other_objective_options(chat_base, qa_file, tmp_path):
     from redrafter_trt.errors import ConfigError
 
