@@ -161,6 +161,21 @@ def test_resume_refuses_other_objective_options(chat_base, qa_file, tmp_path):
             train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4, resume=True, **change))
 
 
+def test_a_resume_is_refused_before_any_work(chat_base, qa_file, tmp_path, monkeypatch):
+    """A --resume with a changed option (or no state at all) was refused only after the examples were built: with
+    --distill and a changed --distill-max-new-tokens, after the base had answered every prompt anew (an hour)."""
+    from redrafter_trt.errors import ConfigError
+    from redrafter_trt.train import loop
+
+    train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4))
+    monkeypatch.setattr(loop, "build_examples", lambda *a, **k: pytest.fail("examples built before the refusal"))
+    for change, match in [({"distill_max_new_tokens": 16}, "saved with different distill_max_new_tokens"),
+                          ({"lr": 1.0}, "saved with different lr"),
+                          ({"output": tmp_path / "other"}, "no training state")]:
+        with pytest.raises(ConfigError, match=match):
+            train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4, resume=True, **change))
+
+
 def test_a_new_run_never_resumes_an_older_runs_state(chat_base, qa_file, tmp_path):
     """A run without --resume that fails before its first checkpoint must not leave the older state to resume."""
     from redrafter_trt.errors import ConfigError

@@ -147,6 +147,9 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
     device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if world > 1 and cfg.device.startswith("cuda")
                           else cfg.device)
     torch.manual_seed(cfg.seed)
+    options = _options(cfg)
+    if cfg.resume:  # refused now, not after distilling anew for the changed options
+        _refuse_other(cfg, _read_state(cfg, mmap=True), options)
     cache_dir = cfg.cache_dir
     if not cfg.resume and rank == 0 and cfg.state_path.exists():  # a new run: never resume an older one's state
         log.info("removing %s, the state of an earlier run", cfg.state_path)
@@ -208,7 +211,7 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
     per_epoch = max(1, fewest // cfg.batch_size)
     total = cfg.max_steps or cfg.epochs * per_epoch
     start = 0
-    same = _resumable(cfg, drafter, total)
+    same = {"arch": drafter.cfg.to_json(), "total": total, **options}
     if cfg.resume:
         start = _load_state(cfg, drafter, head, opt, total, same)
     feats = feats.to(device)
@@ -310,15 +313,15 @@ def _seen_tokens(feats: Features, tokenizer, vocab_size: int, world: int) -> tor
     return seen.nonzero().squeeze(1)
 
 
-def _resumable(cfg: TrainConfig, drafter: Drafter, total: int) -> dict:
-    """What a resumed run must share with the interrupted one: every option that changes a step, the base and the
-    data (computed once per run: it reads every data file)."""
+def _options(cfg: TrainConfig) -> dict:
+    """What a resumed run must share with the interrupted one, besides the drafter's shape and the number of steps:
+    every option that changes a step, the base and the data (computed once per run: it reads every data file)."""
     data = hashlib.sha1()
     for path in cfg.data:
         with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 data.update(block)
-    return {"arch": drafter.cfg.to_json(), "total": total, "base": base_id(cfg.base), "batch_size": cfg.batch_size, "seed": cfg.seed,
+    return {"base": base_id(cfg.base), "batch_size": cfg.batch_size, "seed": cfg.seed,
             "soft_target": cfg.soft_target, "later_sharpness": cfg.later_sharpness, "step_decay": cfg.step_decay,
             "lr": cfg.lr, "train_dtype": cfg.train_dtype, "train_head": cfg.train_head, "full_vocab": cfg.full_vocab,
             "max_seq_len": cfg.max_seq_len, "distill": cfg.distill,
@@ -327,7 +330,7 @@ def _resumable(cfg: TrainConfig, drafter: Drafter, total: int) -> dict:
 
 
 def _save_state(cfg: TrainConfig, drafter: Drafter, head: Head, opt, step: int, same: dict) -> None:
-    """same: `_resumable`'s, saved for the resume to compare."""
+    """same: what a resume must share with this run (`_options`, the drafter's shape, the steps), saved for it to compare."""
     tmp = cfg.state_path.with_suffix(".partial")
     cfg.state_path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"step": step, "drafter": drafter.state_dict(), "optimizer": opt.state_dict(),
@@ -335,16 +338,23 @@ def _save_state(cfg: TrainConfig, drafter: Drafter, head: Head, opt, step: int, 
     os.replace(tmp, cfg.state_path)
 
 
-def _load_state(cfg: TrainConfig, drafter: Drafter, head: Head, opt, total: int, same: dict) -> int:
+def _read_state(cfg: TrainConfig, mmap: bool = False) -> dict:
     if not cfg.state_path.exists():
         raise ConfigError(f"--resume: no training state at {cfg.state_path}: run once without --resume")
-    state = torch.load(cfg.state_path, map_location="cpu", weights_only=True)
-    diff = [key for key, v in same.items() if state.get(key) != v]
-    if not _same_keep(state["head_keep"], head.keep):
-        diff.append("data (the kept vocabulary differs)")
+    return torch.load(cfg.state_path, map_location="cpu", weights_only=True, mmap=mmap)
+
+
+def _refuse_other(cfg: TrainConfig, state: dict, same: dict, more: tuple[str, ...] = ()) -> None:
+    diff = [key for key, v in same.items() if state.get(key) != v] + list(more)
     if diff:
         raise ConfigError(f"--resume: {cfg.state_path} was saved with different {', '.join(diff)}: "
                           f"resume with the options of the interrupted run, or start over without --resume")
+
+
+def _load_state(cfg: TrainConfig, drafter: Drafter, head: Head, opt, total: int, same: dict) -> int:
+    state = _read_state(cfg)
+    _refuse_other(cfg, state, same, () if _same_keep(state["head_keep"], head.keep) else
+                  ("data (the kept vocabulary differs)",))
     drafter.load_state_dict(state["drafter"])
     with torch.no_grad():
         head.weight.copy_(state["head"])
