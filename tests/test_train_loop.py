@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 import pytest
 import torch
@@ -152,13 +153,18 @@ def test_resume_refuses_other_objective_options(chat_base, qa_file, tmp_path):
     train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4))
     other = tmp_path / "other.jsonl"
     other.write_text(qa_file.read_text().replace("The answer is", "So it is"))
-    for change, named in [({"later_sharpness": 1.0}, "later_sharpness"), ({"soft_target": 0.0}, "soft_target"),
-                          ({"step_decay": 1.0}, "step_decay"), ({"batch_size": 32}, "batch_size"),
-                          ({"lr": 1.0}, "lr"), ({"train_dtype": "bfloat16"}, "train_dtype"),
-                          ({"train_head": False}, "train_head"), ({"max_examples": 50}, "max_examples"),
-                          ({"data": [other]}, "data")]:
-        with pytest.raises(ConfigError, match=f"saved with different {named}"):
-            train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4, resume=True, **change))
+    # each named as the option the user changed, with both values (it once said "different total", "arch")
+    for change, named in [({"later_sharpness": 1.0}, "--later-sharpness (4.0 then, 1.0 now)"),
+                          ({"soft_target": 0.0}, "--soft-target (0.5 then, 0.0 now)"),
+                          ({"step_decay": 1.0}, "--step-decay (0.8 then, 1.0 now)"),
+                          ({"batch_size": 32}, "--batch-size (64 then, 32 now)"), ({"lr": 1.0}, "--lr (0.003 then, 1.0 now)"),
+                          ({"train_dtype": "bfloat16"}, "--train-dtype (auto then, bfloat16 now)"),
+                          ({"train_head": False}, "--freeze-head:"), ({"max_examples": 50}, "--max-examples (None then, 50 now)"),
+                          ({"data": [other]}, "--data (the files' contents)"),
+                          ({"max_steps": 5}, "number of steps (--max-steps, --epochs) (4 then, 5 now)"),
+                          ({"predict_n": 2}, "drafter shape (--num-draft-layers, --rnn, --exit-dim, --predict-n):")]:
+        with pytest.raises(ConfigError, match=re.escape(f"saved with different {named}")):
+            train_drafter(_cfg(chat_base, qa_file, tmp_path, resume=True, **{"max_steps": 4, **change}))
 
 
 def test_a_resume_is_refused_before_any_work(chat_base, qa_file, tmp_path, monkeypatch):
@@ -169,8 +175,8 @@ def test_a_resume_is_refused_before_any_work(chat_base, qa_file, tmp_path, monke
 
     train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4))
     monkeypatch.setattr(loop, "build_examples", lambda *a, **k: pytest.fail("examples built before the refusal"))
-    for change, match in [({"distill_max_new_tokens": 16}, "saved with different distill_max_new_tokens"),
-                          ({"lr": 1.0}, "saved with different lr"),
+    for change, match in [({"distill_max_new_tokens": 16}, "saved with different --distill-max-new-tokens"),
+                          ({"lr": 1.0}, "saved with different --lr"),
                           ({"output": tmp_path / "other"}, "no training state")]:
         with pytest.raises(ConfigError, match=match):
             train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4, resume=True, **change))

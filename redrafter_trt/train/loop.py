@@ -344,8 +344,17 @@ def _read_state(cfg: TrainConfig, mmap: bool = False) -> dict:
     return torch.load(cfg.state_path, map_location="cpu", weights_only=True, mmap=mmap)
 
 
+# a resume's compared values -> what the user changed; the others are the option of the key's name, with both values
+CHANGED = {"arch": "drafter shape (--num-draft-layers, --rnn, --exit-dim, --predict-n)",
+           "base": "--base (its config, weights or tokenizer)", "data": "--data (the files' contents)",
+           "train_head": "--freeze-head", "eval_examples": "held-out examples",
+           "total": "number of steps (--max-steps, --epochs)"}
+
+
 def _refuse_other(cfg: TrainConfig, state: dict, same: dict, more: tuple[str, ...] = ()) -> None:
-    diff = [key for key, v in same.items() if state.get(key) != v] + list(more)
+    diff = [CHANGED.get(key, f"--{key.replace('_', '-')}") +
+            ("" if key in ("arch", "base", "data", "train_head") else f" ({state.get(key)} then, {v} now)")
+            for key, v in same.items() if state.get(key) != v] + list(more)
     if diff:
         raise ConfigError(f"--resume: {cfg.state_path} was saved with different {', '.join(diff)}: "
                           f"resume with the options of the interrupted run, or start over without --resume")
