@@ -43,6 +43,8 @@ def _positive(ctx, param, value):
     return value
 
 
+DISTILL_ONLY = ("distill_max_new_tokens", "distill_batch_size")  # options that only the base's answering reads
+
 # train.config.DTYPES, spelled here: importing redrafter_trt.train would load torch before --help
 _DTYPE = click.Choice(["auto", "float32", "bfloat16"])
 
@@ -102,6 +104,12 @@ def train(base, data, output, num_draft_layers, rnn, exit_dim, predict_n, epochs
     from ..io import check_output_folder
     from ..train import TrainConfig, train_drafter
 
+    ctx = click.get_current_context()
+    typed = [f"--{name.replace('_', '-')}" for name in DISTILL_ONLY
+             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+    if typed and not distill:  # else the reference answers were trained on, the option silently ignored
+        raise ConfigError(f"{', '.join(typed)} only apply to the base's own answers: add --distill, or leave "
+                          f"{'them' if len(typed) > 1 else 'it'} out")
     cfg = TrainConfig(base=base, data=list(data), output=output, num_draft_layers=num_draft_layers, rnn=rnn,
                       exit_dim=exit_dim, predict_n=predict_n, epochs=epochs, max_steps=max_steps, lr=lr,
                       batch_size=batch_size, max_seq_len=max_seq_len, max_examples=max_examples, seed=seed,
