@@ -255,6 +255,29 @@ def test_turns_of_one_role_are_joined_and_a_refused_record_is_named(tmp_path):
         prompt_ids(strict, prompt_only, 1000)
 
 
+MISTRAL_SYSTEM = ("{% if messages[0]['role'] == 'system' %}{% set sys = messages[0]['content'] %}{% set rest = messages[1:] %}"
+                  "{% else %}{% set rest = messages %}{% endif %}{% for m in rest %}{% if m['role'] == 'user' %}"
+                  "{% if loop.last and sys is defined %}{{ '[INST] ' + sys + '\\n\\n' + m['content'] + '[/INST]' }}"
+                  "{% else %}{{ '[INST] ' + m['content'] + '[/INST]' }}{% endif %}"
+                  "{% else %}{{ ' ' + m['content'] + eos_token }}{% endif %}{% endfor %}")
+
+
+def test_a_record_the_template_renders_out_of_order_is_named(tmp_path):
+    """Mistral-v0.3's template puts the system message into the last user turn (and drops it once an answer
+    follows), so a record with one cannot be split into turns: that once ended the run without naming the record
+    (one in a large ShareGPT file)."""
+    tok = make_tokenizer(tmp_path / "tok")
+    tok.chat_template = MISTRAL_SYSTEM
+    turns = ({"role": "user", "content": "Q"}, {"role": "assistant", "content": "R"},
+             {"role": "user", "content": "Q2"}, {"role": "assistant", "content": "R2"})
+    plain = conversation_of({"messages": list(turns)}, "d.jsonl line 1")
+    assert _masked_text(tok, encode(tok, plain, 1000)) == " R<|im_end|> R2<|im_end|>"
+    system = conversation_of({"messages": [{"role": "system", "content": "S"}, *turns]}, "d.jsonl line 2")
+    with pytest.raises(ConfigError, match=r"^d\.jsonl line 2: the base's chat template does not render it prefix by "
+                                          r"prefix .* remove that record$"):
+        encode(tok, system, 1000)
+
+
 def test_unusable_records_are_skipped_with_a_warning(tmp_path, caplog):
     """Public ShareGPT dumps hold records with nothing to train on; one of them once refused the whole file."""
     path = _sharegpt(tmp_path, [("human", "Q"), ("gpt", "A")], [], [("gpt", "only the bot")],

@@ -220,8 +220,10 @@ def encode(tokenizer, conv: Conversation, max_len: int) -> Example:
         before = _render(tokenizer, conv, msgs[:j], add_generation_prompt=True)
         through = _render(tokenizer, conv, msgs[: j + 1], add_generation_prompt=False)
         if not (text.startswith(before) and text.startswith(through) and through.startswith(before)):
-            raise ConfigError("the chat template does not render conversations prefix by prefix, so assistant "
-                              "turns cannot be located: use a ChatML/Llama-style template")
+            raise ConfigError(f"{conv.source or 'a conversation'}: the base's chat template does not render it "
+                              f"prefix by prefix (Mistral's moves a system message into the last user turn), so its "
+                              f"assistant turns cannot be located: drop its system message or later turns, or remove "
+                              f"that record")
         spans.append((len(before), len(through)))
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = enc["input_ids"][:max_len], enc["offset_mapping"][:max_len]
