@@ -334,3 +334,30 @@ def test_hidden_state_progress_stops_at_the_total(tmp_path):
     seen = []
     compute_hidden(model, examples, starts, anchors, on_batch=lambda d, t: seen.append((d, t)))
     assert seen == [(4, 4)]
+
+
+def test_runs_sharing_a_hidden_state_cache_write_files_of_their_own(tmp_path, monkeypatch):
+    """Two runs on the same reference answers (two drafters for one base at once) wrote the same
+    `hidden-KEY.partial`: the one finishing second found it renamed away by the first and failed at the end of its
+    teacher-forced pass."""
+    import os
+
+    from transformers import AutoModelForCausalLM
+
+    from redrafter_trt.train import features
+
+    model = AutoModelForCausalLM.from_pretrained(make_hf(tmp_path / "base", "llama", vocab_size=128)).eval()
+    examples = [Example(tuple(range(1, n)), (False,) + (True,) * (n - 2)) for n in (6, 7, 8, 9)]
+    real, pid = features.write_safetensors, os.getpid()
+
+    def other_run_finishes_meanwhile(path, tensors, *a, **k):
+        real(path, tensors, *a, **k)
+        if os.getpid() == pid:  # the other process (its own pid) writes and renames while this one writes
+            monkeypatch.setattr(os, "getpid", lambda: pid + 1)
+            features.build_features(examples, 2, tmp_path / "cache", "base", lambda: model)
+            monkeypatch.setattr(os, "getpid", lambda: pid)
+
+    monkeypatch.setattr(features, "write_safetensors", other_run_finishes_meanwhile)
+    feats = features.build_features(examples, 2, tmp_path / "cache", "base", lambda: model)
+    assert [f.name for f in (tmp_path / "cache").iterdir()] == [f"hidden-{features.cache_key('base', examples)}.safetensors"]
+    assert feats.hidden.shape == (len(feats.anchors), 64)

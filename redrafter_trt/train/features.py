@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from ..io import read_safetensors, write_safetensors
+from ..io import atomic_file, read_safetensors, write_safetensors
 from .data import Example
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,6 @@ def build_features(examples: list[Example], predict_n: int, cache_dir: Path, bas
     if torch.isfinite(half).all():
         hidden = half
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".partial")
-    write_safetensors(tmp, {"hidden": hidden})
-    tmp.rename(path)
+    with atomic_file(path) as tmp:  # a name of this run's own: runs sharing the cache once wrote one `.partial`
+        write_safetensors(tmp, {"hidden": hidden})
     return Features(tokens, mask, anchors, hidden)
