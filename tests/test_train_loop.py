@@ -147,6 +147,16 @@ def test_ctrl_c_after_the_last_step_keeps_every_step(chat_base, qa_file, tmp_pat
     assert steps == [] and all(torch.equal(whole[k], resumed[k]) for k in whole)
 
 
+def test_prompts_without_answers_are_left_out_with_a_warning(chat_base, qa_file, tmp_path, caplog):
+    """Without --distill, records with no assistant turn (a third of this file) were dropped without a word."""
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text(qa_file.read_text() + "".join(json.dumps({"prompt": f"Say {i}."}) + "\n" for i in range(40)))
+    with caplog.at_level("WARNING"):
+        train_drafter(_cfg(chat_base, mixed, tmp_path, max_steps=1))
+    assert "left out 40 of 118 conversations with no assistant turn (first: " in caplog.text  # 2 duplicates
+    assert "pass --distill" in caplog.text
+
+
 def test_resume_refuses_other_objective_options(chat_base, qa_file, tmp_path):
     from redrafter_trt.errors import ConfigError
 

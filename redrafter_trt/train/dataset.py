@@ -103,6 +103,10 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
         if not answered:
             raise ConfigError("the data has prompts but no answers: pass --distill to let the base write them, "
                               "or give conversations with assistant turns")
+        if len(answered) < len(convs):  # once left out without a word
+            first = next(c.source for c in convs if not c.has_answer)
+            log.warning("left out %d of %d conversations with no assistant turn (first: %s): pass --distill to have "
+                        "the base answer them", len(convs) - len(answered), len(convs), first)
         train_c, eval_c = split(answered, cfg.eval_examples)
         train = [encode(tokenizer, c, cfg.max_seq_len) for c in train_c[rank::world]]
         held = [encode(tokenizer, c, cfg.max_seq_len) for c in eval_c] if rank == 0 else []
