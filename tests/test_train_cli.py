@@ -195,3 +195,16 @@ def test_batched_distillation_is_greedy_generate_per_prompt_and_warns_nothing(ch
             want = model.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
                                   max_new_tokens=8, do_sample=False, eos_token_id=[2])[0, len(p):].tolist()
         assert a == want[: want.index(2) + 1 if 2 in want else None] and h.shape == (len(a), model.config.hidden_size)
+
+
+def test_only_torchrun_rank_0_reports(chat_base, tmp_path, monkeypatch):
+    """Under torchrun every rank drew its own progress bars and printed 'wrote' and the accuracy, read back from
+    rank 0's drafter: two of everything, interleaved."""
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("".join(json.dumps({"question": f"{i}+1?", "answer": f"{i}+1 is {i + 1}."}) + "\n" for i in range(20)))
+    monkeypatch.setenv("RANK", "1")  # WORLD_SIZE unset: the loop trains alone, as rank 0 would
+    r = _run("--base", chat_base, "--data", qa, "--output", tmp_path / "out", "--cache-dir", tmp_path / "c",
+             "--max-steps", "2", "--predict-n", "2")
+    assert r.exit_code == 0, r.output
+    assert "training drafter" not in r.output and "wrote" not in r.output and "top-1" not in r.output, r.output
+    assert load_drafter(tmp_path / "out")[0].predict_n == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -120,6 +121,9 @@ def train(base, data, output, num_draft_layers, rnn, exit_dim, predict_n, epochs
                       full_vocab=full_vocab, cache_dir=cache_dir)
     cfg.validate()  # every option first: a refused run leaves nothing behind
     check_output_folder(output, force, cfg.inputs)  # the default cache folder included
+    if os.environ.get("RANK", "0") != "0":  # torchrun's other ranks: rank 0 alone draws the bars and reports
+        train_drafter(cfg)
+        return
     bars = _Bars()
     try:
         out = train_drafter(cfg, on_progress=bars)
