@@ -41,7 +41,8 @@ def read_text(path, fix: str) -> str:
     try:
         return Path(path).read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{path} is not UTF-8 text (byte {e.start}): {fix}") from None
+        line = e.object[:e.start].count(b"\n") + 1  # a byte offset alone is no help in a file of a million lines
+        raise ConfigError(f"{path} is not UTF-8 text (line {line}, byte {e.start}): {fix}") from None
     except OSError as e:
         raise ConfigError(f"cannot read {path} ({e.strerror or type(e).__name__}): {fix}") from None
 

@@ -309,6 +309,14 @@ def test_a_byte_order_mark_is_read_past(tmp_path, text):
     assert conv.messages[1] == {"role": "assistant", "content": "a"}
 
 
+def test_a_byte_that_is_not_utf8_is_located_by_line(tmp_path):
+    """A Latin-1 record deep in a large jsonl was named only by its byte offset."""
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(b'{"prompt": "a", "answer": "b"}\n' * 2 + '{"prompt": "caf\u00e9", "answer": "b"}\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))} is not UTF-8 text \(line 3, byte 77\): save it as UTF-8"):
+        read_conversations(path)
+
+
 def test_duplicate_conversations_are_dropped_before_the_split(tmp_path, caplog):
     """The same file passed twice (or a copied record) put copies on both sides of the held-out split."""
     from redrafter_trt.train import TrainConfig
