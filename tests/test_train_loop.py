@@ -97,7 +97,18 @@ def test_resume_matches_uninterrupted_run(chat_base, qa_file, tmp_path, exc, sav
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
 
 
-def test_ctrl_c_inside_the_optimizer_update_still_resumes_bit_identically(chat_base, qa_file, tmp_path, monkeypatch):
+@pytest.fixture
+def python_ctrl_c():
+    """Python's own Ctrl-C handler, even where pytest runs as a shell's background job (SIGINT ignored there)."""
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_inside_the_optimizer_update_still_resumes_bit_identically(chat_base, qa_file, tmp_path, monkeypatch,
+                                                                          python_ctrl_c):
     """A Ctrl-C that landed inside AdamW's update (a few Python-level foreach ops) was raised there: the state was
     saved as the step before but held that step's update, so the resumed drafter differed from an uninterrupted
     run's (1 in 10 random Ctrl-Cs on the tiny model)."""
