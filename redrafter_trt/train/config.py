@@ -85,11 +85,12 @@ class TrainConfig:
         self._check_device()
         from ..config import BaseModelConfig, read_json
 
-        H = BaseModelConfig.from_hf(read_json(self.base / "config.json", "base"), str(self.base / "config.json")).hidden_size
+        H = BaseModelConfig.from_hf(read_json(self.base / "config.json", "base"),
+                                    str(self.base / "config.json")).hidden_size
         if not self.train_head and self.exit_dim is not None and H < self.exit_dim != 2 * H:  # train.init's cases
-            raise ConfigError(f"--freeze-head keeps the final projection at its init, which at --exit-dim {self.exit_dim} "
-                              f"is random (the base lm_head only up to the hidden size {H}, or at {2 * H}): pass "
-                              f"--exit-dim {H} or less, or {2 * H}, or leave out --freeze-head")
+            raise ConfigError(f"--freeze-head keeps the final projection at its init, which at --exit-dim "
+                              f"{self.exit_dim} is random (the base lm_head only up to the hidden size {H}, or at "
+                              f"{2 * H}): pass --exit-dim {H} or less, or {2 * H}, or leave out --freeze-head")
         for p in self.data:
             if not p.is_file():
                 raise ConfigError(f"data file {p} {'is a folder' if p.is_dir() else 'does not exist'}: pass jsonl or "

@@ -330,7 +330,8 @@ def _options(cfg: TrainConfig) -> dict:
 
 
 def _save_state(cfg: TrainConfig, drafter: Drafter, head: Head, opt, step: int, same: dict) -> None:
-    """same: what a resume must share with this run (`_options`, the drafter's shape, the steps), saved for it to compare."""
+    """same: what a resume must share with this run (`_options`, the drafter's shape, the steps), saved for it to
+    compare."""
     tmp = cfg.state_path.with_suffix(".partial")
     cfg.state_path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"step": step, "drafter": drafter.state_dict(), "optimizer": opt.state_dict(),
