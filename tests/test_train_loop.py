@@ -174,12 +174,15 @@ def test_resume_refuses_other_objective_options(chat_base, qa_file, tmp_path):
     train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4))
     other = tmp_path / "other.jsonl"
     other.write_text(qa_file.read_text().replace("The answer is", "So it is"))
+    from redrafter_trt.train.config import cpu_has_native_bf16
+
+    auto_dtype, other_dtype = ("bfloat16", "float32") if cpu_has_native_bf16() else ("float32", "bfloat16")
     # each named as the option the user changed, with both values (it once said "different total", "arch")
     for change, named in [({"later_sharpness": 1.0}, "--later-sharpness (4.0 then, 1.0 now)"),
                           ({"soft_target": 0.0}, "--soft-target (0.5 then, 0.0 now)"),
                           ({"step_decay": 1.0}, "--step-decay (0.8 then, 1.0 now)"),
                           ({"batch_size": 32}, "--batch-size (64 then, 32 now)"), ({"lr": 1.0}, "--lr (0.003 then, 1.0 now)"),
-                          ({"train_dtype": "bfloat16"}, "--train-dtype (auto then, bfloat16 now)"),
+                          ({"train_dtype": other_dtype}, f"--train-dtype ({auto_dtype} then, {other_dtype} now)"),
                           ({"train_head": False}, "--freeze-head:"), ({"max_examples": 50}, "--max-examples (None then, 50 now)"),
                           ({"data": [other]}, "--data (the files' contents)"),
                           ({"max_steps": 5}, "number of steps (--max-steps, --epochs) (4 then, 5 now)"),
@@ -201,6 +204,23 @@ def test_a_resume_is_refused_before_any_work(chat_base, qa_file, tmp_path, monke
                           ({"output": tmp_path / "other"}, "no training state")]:
         with pytest.raises(ConfigError, match=match):
             train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4, resume=True, **change))
+
+
+def test_a_resume_where_auto_dtypes_resolve_otherwise_is_refused(chat_base, qa_file, tmp_path, monkeypatch):
+    """`auto` was compared as typed: a run resumed on a CPU without native bfloat16 (or another device) went on in
+    float32 from bfloat16 state and caches, silently no longer the uninterrupted run."""
+    from redrafter_trt.errors import ConfigError
+    from redrafter_trt.train import config
+
+    monkeypatch.setattr(config, "cpu_has_native_bf16", lambda: True)
+    train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=2))
+    monkeypatch.setattr(config, "cpu_has_native_bf16", lambda: False)
+    with pytest.raises(ConfigError, match=re.escape("--train-dtype (bfloat16 then, float32 now), --base-dtype "
+                                                    "(bfloat16 then, float32 now)")):
+        train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=2, resume=True))
+    resumed = train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=2, resume=True, train_dtype="bfloat16",
+                                 base_dtype="bfloat16"))  # the dtypes it ran in: accepted
+    assert resumed.is_dir()
 
 
 def test_a_new_run_never_resumes_an_older_runs_state(chat_base, qa_file, tmp_path):

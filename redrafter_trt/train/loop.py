@@ -147,7 +147,7 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
     device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if world > 1 and cfg.device.startswith("cuda")
                           else cfg.device)
     torch.manual_seed(cfg.seed)
-    options = _options(cfg)
+    options = _options(cfg, device)
     if cfg.resume:  # refused now, not after distilling anew for the changed options
         _refuse_other(cfg, _read_state(cfg, mmap=True), options)
     cache_dir = cfg.cache_dir
@@ -313,9 +313,10 @@ def _seen_tokens(feats: Features, tokenizer, vocab_size: int, world: int) -> tor
     return seen.nonzero().squeeze(1)
 
 
-def _options(cfg: TrainConfig) -> dict:
+def _options(cfg: TrainConfig, device: torch.device) -> dict:
     """What a resumed run must share with the interrupted one, besides the drafter's shape and the number of steps:
-    every option that changes a step, the base and the data (computed once per run: it reads every data file)."""
+    every option that changes a step, the base and the data (computed once per run: it reads every data file). The
+    dtypes as resolved on `device`: an `auto` resumed on another machine or device may resolve to another one."""
     data = hashlib.sha1()
     for path in cfg.data:
         with open(path, "rb") as f:
@@ -323,9 +324,10 @@ def _options(cfg: TrainConfig) -> dict:
                 data.update(block)
     return {"base": base_id(cfg.base), "batch_size": cfg.batch_size, "seed": cfg.seed,
             "soft_target": cfg.soft_target, "later_sharpness": cfg.later_sharpness, "step_decay": cfg.step_decay,
-            "lr": cfg.lr, "train_dtype": cfg.train_dtype, "train_head": cfg.train_head, "full_vocab": cfg.full_vocab,
-            "max_seq_len": cfg.max_seq_len, "distill": cfg.distill,
-            "distill_max_new_tokens": cfg.distill_max_new_tokens, "base_dtype": cfg.base_dtype,
+            "lr": cfg.lr, "train_dtype": dtype_name(cfg.torch_dtype(cfg.train_dtype, device)),
+            "train_head": cfg.train_head, "full_vocab": cfg.full_vocab, "max_seq_len": cfg.max_seq_len,
+            "distill": cfg.distill, "distill_max_new_tokens": cfg.distill_max_new_tokens,
+            "base_dtype": dtype_name(cfg.torch_dtype(cfg.base_dtype, device)),
             "max_examples": cfg.max_examples, "eval_examples": cfg.eval_examples, "data": data.hexdigest()}
 
 
