@@ -208,3 +208,34 @@ def test_only_torchrun_rank_0_reports(chat_base, tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     assert "training drafter" not in r.output and "wrote" not in r.output and "top-1" not in r.output, r.output
     assert load_drafter(tmp_path / "out")[0].predict_n == 2
+
+
+def test_sigterm_saves_the_state_as_ctrl_c_does(chat_base, tmp_path):
+    """`kill`, a scheduler's preemption or torchrun stopping the ranks sends SIGTERM: the run died with the state of
+    its last checkpoint (every 200 steps), losing up to 199 steps."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("".join(json.dumps({"question": f"{i}+1?", "answer": f"{i}+1 is {i + 1}."}) + "\n" for i in range(40)))
+    repo = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen([sys.executable, "-m", "redrafter_trt", "train", "--base", str(chat_base), "--data", str(qa),
+                             "--output", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c"), "--max-steps",
+                             "100000", "--batch-size", "8", "--predict-n", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    state = tmp_path / "out.train-state.pt"
+    deadline = time.monotonic() + 240
+    while not state.exists():  # the checkpoint of step 200
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-2000:]
+        time.sleep(0.1)
+    time.sleep(1.0)  # some steps past it
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130 and "interrupted" in err, err[-2000:]
+    assert torch.load(state, weights_only=True)["step"] > 200

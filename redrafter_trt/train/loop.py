@@ -275,21 +275,28 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
     return cfg.output
 
 
+STOPS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; `kill` (the train command raises KeyboardInterrupt on it too)
+
+
 @contextlib.contextmanager
 def _whole():
-    """Hold Ctrl-C back until the block has run (in the main thread, the only one signals reach): the state saved
-    on Ctrl-C is then that of whole optimizer updates, the one a resume replays from."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
+    """Hold Ctrl-C and SIGTERM back until the block has run (in the main thread, the only one signals reach): the
+    state saved on them is then that of whole optimizer updates, the one a resume replays from."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
     caught = []
-    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    previous = {sig: signal.getsignal(sig) for sig in STOPS}
+    held = [sig for sig, handler in previous.items() if handler is not None]  # None: not set from Python
+    for sig in held:
+        signal.signal(sig, lambda signum, _: caught.append(signum))
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-        if caught:
-            signal.raise_signal(signal.SIGINT)  # delivered now, to the usual handler (KeyboardInterrupt)
+        for sig in held:
+            signal.signal(sig, previous[sig])
+        for sig in dict.fromkeys(caught):
+            signal.raise_signal(sig)  # delivered now, to the usual handler (KeyboardInterrupt)
 
 
 def _check_finite(loss: torch.Tensor, grad_norm: torch.Tensor, step: int, total: int, lr: float) -> None:
