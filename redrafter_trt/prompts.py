@@ -29,7 +29,8 @@ def prompt_of(record) -> str:
             raise ValueError("empty prompt")
         return record
     if not isinstance(record, dict):
-        raise ValueError(f"expected a JSON object like {{\"prompt\": \"...\"}}, got {type(record).__name__}")
+        raise ValueError(f"expected a JSON object like {{\"prompt\": \"...\"}}, got {type(record).__name__}"
+                         + (": wrap a list of messages as {\"conversations\": [...]}" if isinstance(record, list) else ""))
     for key in KEYS:
         if key not in record:
             continue
@@ -69,45 +70,46 @@ def load_prompts(path: Path | str) -> list[str]:
     if not path.is_file():
         raise ConfigError(f"input file {path} {'is a folder' if path.is_dir() else 'does not exist'}: pass a jsonl "
                           "file with one prompt per line")
-    text = read_text(path, "save it as UTF-8 jsonl")
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        prompts = _load_json_list(path, text)
-    else:
-        prompts = _load_jsonl(path, text)
+    prompts = []
+    for where, record in records(path, read_text(path, "save it as UTF-8 jsonl")):
+        try:
+            prompts.append(prompt_of(record))
+        except ValueError as e:
+            raise ConfigError(f"{path} {where}: {e}") from None
     if not prompts:
         raise ConfigError(f"input file {path} holds no prompts: add lines like {{\"prompt\": \"...\"}}")
     return prompts
 
 
-def _load_jsonl(path: Path, text: str) -> list[str]:
-    prompts = []
+def records(path: Path, text: str) -> list[tuple[str, object]]:
+    """(where, record) for each record of a JSON list or jsonl text, where = "line N" or "record N of its JSON
+    list" (1-based); blank lines are skipped. A ConfigError when the text is neither."""
+    if text.lstrip().startswith("["):
+        try:
+            return [(f"record {i} of its JSON list", r) for i, r in enumerate(json.loads(text), start=1)]
+        except json.JSONDecodeError as e:
+            if e.msg == "Extra data" and (n := _list_line(text)):  # jsonl with a bare list of messages on a line
+                raise ConfigError(f"{path} line {n} is a JSON list, not an object: jsonl takes one "
+                                  f"object per line: wrap each line's messages as {{\"conversations\": [...]}}, "
+                                  f"or make the whole file one JSON list") from None
+            raise ConfigError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}): fix it, or write "
+                              f"jsonl") from None
+    located = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            located.append((f"line {lineno}", json.loads(line)))
         except json.JSONDecodeError as e:
-            raise ConfigError(f"{path} line {lineno} is not valid JSON ({e.msg}): "
-                              f"write one JSON object per line") from None
-        try:
-            prompts.append(prompt_of(record))
-        except ValueError as e:
-            raise ConfigError(f"{path} line {lineno}: {e}") from None
-    return prompts
+            raise ConfigError(f"{path} line {lineno} is not valid JSON ({e.msg}): write one JSON object per "
+                              f"line") from None
+    return located
 
 
-def _load_json_list(path: Path, text: str) -> list[str]:
+def _list_line(text: str) -> int | None:
+    """The number of the first non-blank line when it is a whole JSON list by itself, else None."""
+    lineno, line = next((n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip())
     try:
-        records = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}): fix it, or write jsonl") from None
-    if not isinstance(records, list):
-        raise ConfigError(f"{path} must be a JSON list of records or jsonl")
-    prompts = []
-    for i, record in enumerate(records):
-        try:
-            prompts.append(prompt_of(record))
-        except ValueError as e:
-            raise ConfigError(f"{path} record {i + 1} of its JSON list: {e}") from None
-    return prompts
+        return lineno if isinstance(json.loads(line), list) else None
+    except json.JSONDecodeError:
+        return None

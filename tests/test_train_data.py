@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from redrafter_trt.errors import ConfigError
+from redrafter_trt.prompts import load_prompts
 from redrafter_trt.train.data import (Conversation, Example, conversation_of, encode, prompt_ids,
                                      read_conversations)
 from redrafter_trt.train.features import flatten
@@ -108,6 +109,25 @@ def test_reader_errors(tmp_path, content, match):
     p.write_text(content)
     with pytest.raises(ConfigError, match=match):
         read_conversations(p)
+
+
+@pytest.mark.parametrize("read", [read_conversations, load_prompts], ids=["train --data", "run --input-file"])
+def test_jsonl_of_message_lists_says_to_wrap_them(tmp_path, read):
+    """jsonl whose lines are bare lists of messages once read as one broken JSON list ('Extra data at line 2 ... or
+    write jsonl', which it is); a list on a later line was 'got list' with no hint."""
+    p = tmp_path / "x.jsonl"
+    p.write_text('[{"role": "user", "content": "a"}]\n[{"role": "user", "content": "b"}]\n')
+    with pytest.raises(ConfigError, match=r"line 1 is a JSON list, not an object: .* wrap each line's messages as "
+                                          r'\{"conversations": \[\.\.\.\]\}'):
+        read(p)
+    p.write_text('[\n{"prompt": "a"}\n]\n]\n')  # a broken JSON list is still said to be one
+    with pytest.raises(ConfigError, match=r"is not valid JSON \(Extra data at line 4\): fix it, or write jsonl"):
+        read(p)
+    p.write_text('{"prompt": "a"}\n[{"role": "user", "content": "b"}]\n')
+    with pytest.raises(ConfigError, match=r'line 2: .*got list: wrap a list of messages as \{"conversations"'):
+        load_prompts(p)
+    p.write_text('{"conversations": [{"role": "user", "content": "a"}]}\n')  # the fix the message gives works
+    assert len(read(p)) == 1
 
 
 def test_flatten_windows_do_not_cross_examples():

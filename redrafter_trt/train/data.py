@@ -16,14 +16,13 @@ and the template's role headers, are masked out of the loss.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, first_line, read_text
-from ..prompts import KEYS, prompt_of
+from ..prompts import KEYS, prompt_of, records
 
 if TYPE_CHECKING:
     from .distill import CachedHidden
@@ -130,26 +129,6 @@ def _prompt(record) -> str:
     return prompt_of(record)
 
 
-def _records(path: Path, text: str) -> list[tuple[str, object]]:
-    """(where, record) for each record of a JSON list or jsonl text; a ConfigError when the text is neither."""
-    if text.lstrip().startswith("["):
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}): fix it, or write jsonl") from None
-        return [(f"record {i} of its JSON list", r) for i, r in enumerate(records, start=1)]
-    located = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            located.append((f"line {lineno}", json.loads(line)))
-        except json.JSONDecodeError as e:
-            raise ConfigError(f"{path} line {lineno} is not valid JSON ({e.msg}): write one JSON object per "
-                              f"line") from None
-    return located
-
-
 def read_conversations(path: Path | str) -> list[Conversation]:
     """Every usable record of a jsonl or JSON-list file, in file order. A record with nothing to train on (no user
     message, an unknown role, a message that is not a string: public ShareGPT dumps have some) is skipped with a
@@ -158,7 +137,7 @@ def read_conversations(path: Path | str) -> list[Conversation]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"data file {path} does not exist: pass jsonl or ShareGPT json files to --data")
-    located = _records(path, read_text(path, "save it as UTF-8 jsonl or json"))
+    located = records(path, read_text(path, "save it as UTF-8 jsonl or json"))
     if not located:
         raise ConfigError(f"data file {path} holds no records: add lines like {{\"question\": ..., \"answer\": ...}}")
     out, skipped = [], []
