@@ -49,6 +49,7 @@ def _run(*args):
     ("no_tokenizer", "has no usable tokenizer"),
     ("template", "record 1 of its JSON list: the base's chat template refuses it"),
     ("no_distill", "--distill-max-new-tokens only apply to the base's own answers: add --distill"),
+    ("epochs_and_steps", "--epochs 3 has no effect with --max-steps 5, which sets the number of steps: leave one out"),
     ("frozen_random_head", "--freeze-head keeps the final projection at its init, which at --exit-dim 96 is random"),
 ])
 def test_bad_inputs_exit_2_with_one_line(chat_base, prompts, tmp_path, case, match):
@@ -60,6 +61,7 @@ def test_bad_inputs_exit_2_with_one_line(chat_base, prompts, tmp_path, case, mat
              "dtype": ["--base-dtype", "float16"], "distill_batch0": ["--distill-batch-size", "0"],
              "lr_inf": ["--lr", "inf"], "sharp_inf": ["--later-sharpness", "inf"],
              "template": ["--distill"], "no_distill": ["--distill-max-new-tokens", "192"],
+             "epochs_and_steps": ["--epochs", "3", "--max-steps", "5"],
              "frozen_random_head": ["--freeze-head", "--exit-dim", "96", "--distill"]}.get(case, [])
     base = chat_base
     if case in ("base_json", "no_tokenizer", "template"):

@@ -66,7 +66,7 @@ _DTYPE = click.Choice(["auto", "float32", "bfloat16"])
 @click.option("--predict-n", default=5, show_default=True, type=int, callback=_positive,
               help="Draft steps trained; recorded so `convert` can refuse a longer --draft-len.")
 @click.option("--epochs", default=1, show_default=True, type=int, callback=_positive)
-@click.option("--max-steps", type=int, callback=_positive, help="Stop after this many steps (overrides --epochs).")
+@click.option("--max-steps", type=int, callback=_positive, help="Stop after this many steps (instead of --epochs: not both).")
 @click.option("--lr", default=1e-3, show_default=True, type=float)
 @click.option("--batch-size", default=256, show_default=True, type=int, callback=_positive,
               help="Anchor positions per step (each trains every draft step).")
@@ -116,6 +116,9 @@ def train(base, data, output, num_draft_layers, rnn, exit_dim, predict_n, epochs
     if typed and not distill:  # else the reference answers were trained on, the option silently ignored
         raise ConfigError(f"{', '.join(typed)} only apply to the base's own answers: add --distill, or leave "
                           f"{'them' if len(typed) > 1 else 'it'} out")
+    if max_steps is not None and ctx.get_parameter_source("epochs") == click.core.ParameterSource.COMMANDLINE:
+        raise ConfigError(f"--epochs {epochs} has no effect with --max-steps {max_steps}, which sets the number of "
+                          f"steps: leave one out")  # the epochs were dropped without a word
     cfg = TrainConfig(base=base, data=list(data), output=output, num_draft_layers=num_draft_layers, rnn=rnn,
                       exit_dim=exit_dim, predict_n=predict_n, epochs=epochs, max_steps=max_steps, lr=lr,
                       batch_size=batch_size, max_seq_len=max_seq_len, max_examples=max_examples, seed=seed,
