@@ -389,3 +389,45 @@ def test_runs_sharing_a_hidden_state_cache_write_files_of_their_own(tmp_path, mo
     feats = features.build_features(examples, 2, tmp_path / "cache", "base", lambda: model)
     assert [f.name for f in (tmp_path / "cache").iterdir()] == [f"hidden-{features.cache_key('base', examples)}.safetensors"]
     assert feats.hidden.shape == (len(feats.anchors), 64)
+
+
+def test_distill_answers_only_what_max_seq_len_keeps_and_cuts_long_prompts_in_the_middle(tmp_path, caplog):
+    """--distill once generated --distill-max-new-tokens whatever room --max-seq-len left after the prompt (training
+    then dropped the rest), and cut a long prompt from the left, dropping the template's head (the system turn)
+    without a word."""
+    from transformers import AutoTokenizer
+
+    from redrafter_trt.train import TrainConfig
+    from redrafter_trt.train.dataset import build_examples
+    from redrafter_trt.train.distill import read_cache
+
+    base = make_chat_base(tmp_path / "base")
+    tok = AutoTokenizer.from_pretrained(base)
+    data = tmp_path / "p.jsonl"
+    data.write_text(json.dumps({"prompt": "Hi"}) + "\n" + json.dumps({"prompt": "x" * 80 + "END"}) + "\n")
+    cfg = TrainConfig(base=base, data=[data], output=tmp_path / "out", cache_dir=tmp_path / "c", distill=True,
+                      distill_max_new_tokens=40, max_seq_len=64, eval_examples=0)
+    calls = []
+
+    def load():
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(base).eval()
+        model.model.register_forward_hook(lambda *a: calls.append(1))
+        return model
+
+    short = prompt_ids(tok, Conversation(({"role": "user", "content": "Hi"},)), 1000)
+    assert len(short) + 2 < cfg.max_seq_len < len(short) + cfg.distill_max_new_tokens
+    with caplog.at_level("WARNING"):
+        train, _ = build_examples(cfg, tok, load, tmp_path / "c", torch.float32)
+    assert "1 of 2 prompts are longer than --max-seq-len 64 less 2 answer tokens: their middles were cut" in caplog.text
+    assert "2 of 2 prompts leave less than --distill-max-new-tokens 40 answer tokens within --max-seq-len 64" \
+        in caplog.text
+    assert len(calls) <= cfg.max_seq_len - len(short)  # a prefill and a step per answer token that training keeps
+    (answers,) = [f for f in (tmp_path / "c").iterdir() if f.name.startswith("distill-")]
+    assert all(len(a) <= cfg.max_seq_len - len(short) for a, _ in read_cache(answers).values())
+    text = {tok.decode(ex.ids[: ex.hidden_from + 1]) for ex in train}
+    long = next(t for t in text if "x" in t)
+    assert long.startswith("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nxxx")
+    assert long.endswith("END<|im_end|>\n<|im_start|>assistant\n")
+    assert all(len(ex.ids) <= cfg.max_seq_len for ex in train)

@@ -219,10 +219,21 @@ def encode(tokenizer, conv: Conversation, max_len: int) -> Example:
     return Example(tuple(ids), tuple(mask))
 
 
-def prompt_ids(tokenizer, conv: Conversation, max_len: int) -> list[int]:
-    """Token ids of the conversation's prompt with the assistant header, ready for generation
-    (left-truncated to max_len)."""
+def prompt_ids(tokenizer, conv: Conversation, max_len: int | None = None) -> list[int]:
+    """Token ids of the conversation's prompt with the assistant header, ready for generation; cut to max_len by
+    `cut_middle`."""
     if not getattr(tokenizer, "chat_template", None):
         raise ConfigError("the base tokenizer has no chat template: train a drafter for a chat/instruct model")
     _, text = _as_template_takes(tokenizer, conv, conv.prompt_messages(), add_generation_prompt=True)
-    return tokenizer(text, add_special_tokens=False)["input_ids"][-max_len:]
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return ids if max_len is None else cut_middle(ids, max_len)
+
+
+def cut_middle(ids: list[int], max_len: int) -> list[int]:
+    """ids, or for more than max_len its first and last max_len / 2: the template's head (BOS, system turn, user
+    header: far less than half of any useful max_len) and the prompt's end with the assistant header both stay. A
+    cut from the left (as once) dropped the head, and the base answered a sequence it never sees in use."""
+    if len(ids) <= max_len:
+        return ids
+    head = max_len // 2
+    return ids[:head] + ids[len(ids) - (max_len - head):]

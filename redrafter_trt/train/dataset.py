@@ -14,7 +14,7 @@ import torch
 
 from ..errors import ConfigError
 from .config import TrainConfig
-from .data import Conversation, Example, encode, prompt_ids, read_conversations
+from .data import Conversation, Example, cut_middle, encode, prompt_ids, read_conversations
 from .distill import distill
 
 log = logging.getLogger(__name__)
@@ -84,17 +84,27 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
     error."""
     convs = read_all(cfg)
     if cfg.distill:
-        seen, prompts = set(), []
+        seen, prompts, cut = set(), [], 0
         for c in convs:
-            ids = prompt_ids(tokenizer, c, cfg.max_seq_len - 2)
+            full = prompt_ids(tokenizer, c)
+            ids = cut_middle(full, cfg.max_seq_len - 2)  # room for 2 answer tokens, the fewest a target needs
+            cut += len(ids) < len(full)
             if tuple(ids) not in seen:
                 seen.add(tuple(ids))
                 prompts.append(ids)
+        if cut:
+            log.warning("%d of %d prompts are longer than --max-seq-len %d less 2 answer tokens: their middles were "
+                        "cut; raise --max-seq-len to keep them whole", cut, len(convs), cfg.max_seq_len)
+        short = sum(len(p) + cfg.distill_max_new_tokens > cfg.max_seq_len for p in prompts)
+        if short:
+            log.warning("%d of %d prompts leave less than --distill-max-new-tokens %d answer tokens within "
+                        "--max-seq-len %d: their answers stop there", short, len(prompts),
+                        cfg.distill_max_new_tokens, cfg.max_seq_len)
         train_p, eval_p = split(prompts, cfg.eval_examples)
         mine = eval_p + train_p[rank::world] if rank == 0 else train_p[rank::world]
         answers = distill(load_model, tokenizer, mine, distill_folder(cache_dir, cfg.base, base_dtype),
                           max_new_tokens=cfg.distill_max_new_tokens, batch_size=cfg.distill_batch_size,
-                          on_batch=on_batch)
+                          max_len=cfg.max_seq_len, on_batch=on_batch)
         examples = [distilled_example(p, a, h, cfg.max_seq_len) for p, (a, h) in zip(mine, answers)]
         n_eval = len(eval_p) if rank == 0 else 0
         held, train = examples[:n_eval], examples[n_eval:]

@@ -63,10 +63,10 @@ def read_cache(folder: Path) -> dict[str, tuple[list[int], str]]:
 
 
 @torch.inference_mode()
-def greedy_batch(model, prompts: list[list[int]], max_new_tokens: int, stop: set[int], pad_id: int
+def greedy_batch(model, prompts: list[list[int]], max_new_tokens: int | list[int], stop: set[int], pad_id: int
                  ) -> tuple[list[list[int]], list[torch.Tensor]]:
     """Greedy answers for a batch of prompts (token id lists); each answer ends with its EOS when one came
-    within max_new_tokens. Left padding; position ids count real tokens only.
+    within max_new_tokens (one for all, or one per prompt). Left padding; position ids count real tokens only.
 
     Also returns, per answer of n tokens, the base's last hidden states [n, H] (float16) at the positions
     that predicted them: the last prompt token, then answer tokens 0..n-2. These are the teacher-forced
@@ -87,23 +87,24 @@ def greedy_batch(model, prompts: list[list[int]], max_new_tokens: int, stop: set
     with_cache = {_cache_keyword(model.model): cache, "use_cache": True}
     stop_t = torch.tensor(sorted(stop), device=device)
     alive = torch.arange(B, device=device)
+    caps = torch.tensor(max_new_tokens if isinstance(max_new_tokens, list) else [max_new_tokens] * B, device=device)
     answers: list[list[int]] = [[] for _ in range(B)]
     hidden: list[list[torch.Tensor]] = [[] for _ in range(B)]
     out = model.model(input_ids=ids, attention_mask=attn, position_ids=pos, **with_cache)
     last_pos = pos[:, -1]
-    for step in range(max_new_tokens):
+    for step in range(int(caps.max())):
         h = out.last_hidden_state[:, -1]  # [alive, H]
         nxt = model.lm_head(h).argmax(-1)  # [alive]
         h16 = h.to(torch.float16).cpu()
         for j, (r, tok) in enumerate(zip(alive.tolist(), nxt.tolist())):
             answers[r].append(tok)
             hidden[r].append(h16[j])
-        keep = ~torch.isin(nxt, stop_t)
-        if step + 1 == max_new_tokens or not keep.any():
+        keep = ~torch.isin(nxt, stop_t) & (caps > step + 1)
+        if not keep.any():
             break
         if not keep.all():
             cache.batch_select_indices(keep.nonzero().squeeze(1))
-            alive, attn, nxt, last_pos = alive[keep], attn[keep], nxt[keep], last_pos[keep]
+            alive, attn, nxt, last_pos, caps = alive[keep], attn[keep], nxt[keep], last_pos[keep], caps[keep]
         attn = torch.cat([attn, attn.new_ones((len(alive), 1))], dim=1)
         last_pos = last_pos + 1
         out = model.model(input_ids=nxt[:, None], attention_mask=attn, position_ids=last_pos[:, None], **with_cache)
@@ -117,10 +118,11 @@ def _cache_keyword(model) -> str:
 
 
 def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: Path, *, max_new_tokens: int,
-            batch_size: int, on_batch: Callable[[int, int], None] | None = None
+            batch_size: int, max_len: int | None = None, on_batch: Callable[[int, int], None] | None = None
             ) -> list[tuple[list[int], CachedHidden]]:
     """Greedy answers and their hidden states for every prompt; only prompts not yet in `folder` are generated
-    (the base is loaded only then, by `load_model()`).
+    (the base is loaded only then, by `load_model()`). An answer stops at max_new_tokens, or sooner where prompt
+    and answer would pass max_len tokens (what training keeps: generating more was wasted).
 
     prompts: token id lists ending with the assistant header. Returns (answer ids, its hidden states [n, H] float16,
     read on demand) in prompt order. Prompts are generated in the given order, sorted by length only within windows of 8
@@ -129,7 +131,8 @@ def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: P
     from ..io import atomic_file, write_safetensors
 
     folder.mkdir(parents=True, exist_ok=True)
-    keys = [prompt_key(p, max_new_tokens) for p in prompts]
+    caps = [max_new_tokens if max_len is None else max(1, min(max_new_tokens, max_len - len(p))) for p in prompts]
+    keys = [prompt_key(p, cap) for p, cap in zip(prompts, caps)]
     done = read_cache(folder)
     todo = list({k: i for i, k in enumerate(keys) if k not in done}.values())
     if todo:
@@ -144,7 +147,8 @@ def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: P
         with (folder / "answers.jsonl").open("a") as f:
             for b in range(0, len(order), batch_size):
                 batch = order[b: b + batch_size]
-                answers, hidden = greedy_batch(model, [prompts[i] for i in batch], max_new_tokens, stop, pad_id)
+                answers, hidden = greedy_batch(model, [prompts[i] for i in batch], [caps[i] for i in batch], stop,
+                                              pad_id)
                 # a name of this run's own, written whole: runs sharing the cache never replace each other's files
                 name = f"hidden-{keys[batch[0]]}-{uuid.uuid4().hex[:8]}.safetensors"
                 with atomic_file(folder / name) as tmp:
