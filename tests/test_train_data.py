@@ -229,6 +229,28 @@ def test_runs_sharing_a_distill_cache_keep_their_own_files(tmp_path):
     assert len(out) == 3 and all(h.load().shape[0] == len(ans) for ans, h in out)
 
 
+def test_an_answer_index_torn_by_a_kill_loses_only_its_torn_line(tmp_path):
+    """A run killed mid-line left the index without its newline; the next run's first line was glued to it, and
+    that answer too was lost to every later run."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from redrafter_trt.train.distill import distill, read_cache
+
+    base = make_chat_base(tmp_path / "base")
+    tok = AutoTokenizer.from_pretrained(base)
+
+    def load():
+        return AutoModelForCausalLM.from_pretrained(base).eval()
+
+    folder = tmp_path / "d"
+    distill(load, tok, [[1, 5, 6]], folder, max_new_tokens=4, batch_size=1)
+    index = folder / "answers.jsonl"
+    index.write_text(index.read_text().rstrip("\n")[:-5])  # killed while writing its line
+    assert read_cache(folder) == {}
+    distill(load, tok, [[1, 5, 6], [1, 7, 8]], folder, max_new_tokens=4, batch_size=1)
+    assert len(read_cache(folder)) == 2
+
+
 # Llama-2 / Mistral style: after an optional system message, roles must alternate user/assistant
 STRICT = ("{% if messages[0]['role'] == 'system' %}{% set msgs = messages[1:] %}{% else %}{% set msgs = messages %}"
           "{% endif %}{% for m in msgs %}{% if m['role'] != ['user', 'assistant'][loop.index0 % 2] %}"

@@ -71,3 +71,38 @@ def test_process_group_follows_the_device(monkeypatch):
     assert loop._dist("cuda") == (1, 2) and loop._dist("cuda:0") == (1, 2)
     assert joined == ["gloo", "cpu:gloo,cuda:nccl", "cpu:gloo,cuda:nccl"] and gpus == [1, 1]
     assert set(timeouts) == {loop.DIST_TIMEOUT} and loop.DIST_TIMEOUT.total_seconds() >= 6 * 3600  # hours of distilling
+
+
+DISTILL = """
+import sys
+from pathlib import Path
+from redrafter_trt.train import TrainConfig, train_drafter
+tmp = Path(sys.argv[1])
+train_drafter(TrainConfig(base=Path(sys.argv[2]), data=[tmp / "p.jsonl"], output=tmp / "out", cache_dir=tmp / "cache",
+                          max_steps=1, batch_size=8, predict_n=2, distill=True, distill_max_new_tokens=6,
+                          distill_batch_size=2, eval_examples=0))
+"""
+
+
+def test_torchrun_ranks_append_distilled_answers_to_files_of_their_own(tmp_path):
+    """Every rank once appended its answers to one answers.jsonl: their buffered writes tore each other's lines,
+    and a later run generated every torn answer again. Each rank now has an index of its own, and all are read."""
+    from redrafter_trt.train.distill import read_cache
+
+    base = make_chat_base(tmp_path / "base")
+    (tmp_path / "p.jsonl").write_text("\n".join(json.dumps({"prompt": f"Question {i}?"}) for i in range(8)))
+    (tmp_path / "run.py").write_text(DISTILL)
+    repo = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           "29532", str(tmp_path / "run.py"), str(tmp_path), str(base)],
+                          capture_output=True, text=True, env=env, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (folder,) = (tmp_path / "cache").glob("distill-*")
+    keys = {name: [json.loads(line)["key"] for line in (folder / name).read_text().splitlines()]
+            for name in ("answers.jsonl", "answers.rank1.jsonl")}
+    assert len(keys["answers.jsonl"]) == len(keys["answers.rank1.jsonl"]) == 4  # each rank's half, whole lines
+    assert not set(keys["answers.jsonl"]) & set(keys["answers.rank1.jsonl"])
+    assert len(read_cache(folder)) == 8  # a later run reads both
+

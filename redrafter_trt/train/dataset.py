@@ -104,7 +104,7 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
         mine = eval_p + train_p[rank::world] if rank == 0 else train_p[rank::world]
         answers = distill(load_model, tokenizer, mine, distill_folder(cache_dir, cfg.base, base_dtype),
                           max_new_tokens=cfg.distill_max_new_tokens, batch_size=cfg.distill_batch_size,
-                          max_len=cfg.max_seq_len, on_batch=on_batch)
+                          max_len=cfg.max_seq_len, rank=rank, on_batch=on_batch)
         examples = [distilled_example(p, a, h, cfg.max_seq_len) for p, (a, h) in zip(mine, answers)]
         n_eval = len(eval_p) if rank == 0 else 0
         held, train = examples[:n_eval], examples[n_eval:]

@@ -4,9 +4,9 @@ those (Apple's paper credits this with about 10% more speed-up than learning ref
 Generation is batched with a KV cache: prompts are sorted by length and left-padded; a row leaves the batch
 (and the cache) as soon as it emits EOS, so long answers do not keep finished rows busy. The base's last hidden
 states at the answer positions come out of generation for free and are kept, so distilled data never needs a
-teacher-forced pass. Each batch's answers go to `answers.jsonl` and its hidden states to one safetensors file
-as soon as it finishes, keyed by a hash of the prompt's token ids: an interrupted run resumes where it stopped
-and a second run with the same prompts generates nothing.
+teacher-forced pass. Each batch's answers go to `answers.jsonl` (torchrun's rank N: `answers.rankN.jsonl`) and
+its hidden states to one safetensors file as soon as it finishes, keyed by a hash of the prompt's token ids: an
+interrupted run resumes where it stopped and a second run with the same prompts generates nothing.
 """
 
 from __future__ import annotations
@@ -47,11 +47,17 @@ def prompt_key(ids: list[int], max_new_tokens: int) -> str:
     return hashlib.sha1(json.dumps([max_new_tokens, ids]).encode()).hexdigest()[:16]
 
 
+def index_name(rank: int) -> str:
+    """The answers index a rank appends to: one writer each (torchrun's ranks once shared one, and their buffered
+    appends tore each other's lines, every torn answer generated anew on the next run)."""
+    return "answers.jsonl" if rank == 0 else f"answers.rank{rank}.jsonl"
+
+
 def read_cache(folder: Path) -> dict[str, tuple[list[int], str]]:
-    """key -> (answer ids, hidden-state file name); a torn last line (killed mid-write) is ignored."""
+    """key -> (answer ids, hidden-state file name) from every rank's index; a torn line (killed mid-write) is
+    ignored."""
     out = {}
-    index = folder / "answers.jsonl"
-    if index.exists():
+    for index in sorted(folder.glob("answers*.jsonl")):
         for line in index.read_text().splitlines():
             try:
                 rec = json.loads(line)
@@ -111,6 +117,12 @@ def greedy_batch(model, prompts: list[list[int]], max_new_tokens: int | list[int
     return answers, [torch.stack(h) for h in hidden]
 
 
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as f:
+        f.seek(-1, 2)
+        return f.read(1) == b"\n"
+
+
 def _cache_keyword(model) -> str:
     """The KV cache's argument name: transformers 5.24 renamed `past_key_values` to `cache` (the old name warns, and
     goes in 5.40); earlier versions know only the old one."""
@@ -118,8 +130,8 @@ def _cache_keyword(model) -> str:
 
 
 def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: Path, *, max_new_tokens: int,
-            batch_size: int, max_len: int | None = None, on_batch: Callable[[int, int], None] | None = None
-            ) -> list[tuple[list[int], CachedHidden]]:
+            batch_size: int, max_len: int | None = None, rank: int = 0,
+            on_batch: Callable[[int, int], None] | None = None) -> list[tuple[list[int], CachedHidden]]:
     """Greedy answers and their hidden states for every prompt; only prompts not yet in `folder` are generated
     (the base is loaded only then, by `load_model()`). An answer stops at max_new_tokens, or sooner where prompt
     and answer would pass max_len tokens (what training keeps: generating more was wasted).
@@ -144,7 +156,10 @@ def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: P
         start, new_tokens, window = time.perf_counter(), 0, 8 * batch_size
         order = [i for w in range(0, len(todo), window)
                  for i in sorted(todo[w: w + window], key=lambda i: -len(prompts[i]))]
-        with (folder / "answers.jsonl").open("a") as f:
+        index = folder / index_name(rank)
+        with index.open("a") as f:
+            if index.stat().st_size and not _ends_with_newline(index):  # a line torn by a kill: end it
+                f.write("\n")
             for b in range(0, len(order), batch_size):
                 batch = order[b: b + batch_size]
                 answers, hidden = greedy_batch(model, [prompts[i] for i in batch], [caps[i] for i in batch], stop,
