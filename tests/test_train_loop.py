@@ -432,3 +432,22 @@ def test_training_step_keeps_every_tensor_on_the_drafter_device(monkeypatch):
                        teacher=teacher, later_sharpness=4.0, step_decay=0.8)
     res.loss.backward()
     assert res.loss.device.type == "meta" and res.correct.device.type == "meta"
+
+
+def test_a_resume_under_another_number_of_ranks_is_refused(chat_base, qa_file, tmp_path, monkeypatch):
+    """A run resumed under torchrun with another number of ranks went on silently with other shards and batches
+    (with --max-steps the step count matched, so nothing was compared that told): no longer the interrupted run."""
+    from redrafter_trt.errors import ConfigError
+    from redrafter_trt.train import loop
+
+    train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4))
+    monkeypatch.setattr(loop, "_dist", lambda device: (0, 2))
+    monkeypatch.setattr(loop, "build_examples", lambda *a, **k: pytest.fail("examples built before the refusal"))
+    with pytest.raises(ConfigError, match=re.escape("saved with different number of torchrun ranks (WORLD_SIZE) "
+                                                    "(1 then, 2 now)")):
+        train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4, resume=True))
+    state = torch.load(tmp_path / "drafter.train-state.pt", weights_only=True)  # as saved before ranks were compared
+    del state["ranks"]
+    torch.save(state, tmp_path / "drafter.train-state.pt")
+    monkeypatch.undo()
+    train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4, resume=True))

@@ -147,7 +147,7 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
     device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if world > 1 and cfg.device.startswith("cuda")
                           else cfg.device)
     torch.manual_seed(cfg.seed)
-    options = _options(cfg, device)
+    options = _options(cfg, device, world)
     if cfg.resume:  # refused now, not after distilling anew for the changed options
         _refuse_other(cfg, _read_state(cfg, mmap=True), options)
     cache_dir = cfg.cache_dir
@@ -320,10 +320,11 @@ def _seen_tokens(feats: Features, tokenizer, vocab_size: int, world: int) -> tor
     return seen.nonzero().squeeze(1)
 
 
-def _options(cfg: TrainConfig, device: torch.device) -> dict:
+def _options(cfg: TrainConfig, device: torch.device, world: int = 1) -> dict:
     """What a resumed run must share with the interrupted one, besides the drafter's shape and the number of steps:
     every option that changes a step, the base and the data (computed once per run: it reads every data file). The
-    dtypes as resolved on `device`: an `auto` resumed on another machine or device may resolve to another one."""
+    dtypes as resolved on `device`: an `auto` resumed on another machine or device may resolve to another one. The
+    number of torchrun ranks: each rank's shard of the data and its batches follow from it."""
     data = hashlib.sha1()
     for path in cfg.data:
         with open(path, "rb") as f:
@@ -335,7 +336,8 @@ def _options(cfg: TrainConfig, device: torch.device) -> dict:
             "train_head": cfg.train_head, "full_vocab": cfg.full_vocab, "max_seq_len": cfg.max_seq_len,
             "distill": cfg.distill, "distill_max_new_tokens": cfg.distill_max_new_tokens,
             "base_dtype": dtype_name(cfg.torch_dtype(cfg.base_dtype, device)),
-            "max_examples": cfg.max_examples, "eval_examples": cfg.eval_examples, "data": data.hexdigest()}
+            "max_examples": cfg.max_examples, "eval_examples": cfg.eval_examples, "data": data.hexdigest(),
+            "ranks": world}
 
 
 def _save_state(cfg: TrainConfig, drafter: Drafter, head: Head, opt, step: int, same: dict) -> None:
@@ -358,13 +360,15 @@ def _read_state(cfg: TrainConfig, mmap: bool = False) -> dict:
 CHANGED = {"arch": "drafter shape (--num-draft-layers, --rnn, --exit-dim, --predict-n)",
            "base": "--base (its config, weights or tokenizer)", "data": "--data (the files' contents)",
            "train_head": "--freeze-head", "eval_examples": "held-out examples",
-           "total": "number of steps (--max-steps, --epochs)"}
+           "total": "number of steps (--max-steps, --epochs)", "ranks": "number of torchrun ranks (WORLD_SIZE)"}
+SAVED_BEFORE = {"ranks": 1}  # what a state saved before a value was compared holds (ranks: most runs have one)
 
 
 def _refuse_other(cfg: TrainConfig, state: dict, same: dict, more: tuple[str, ...] = ()) -> None:
+    saved = {key: state.get(key, SAVED_BEFORE.get(key)) for key in same}
     diff = [CHANGED.get(key, f"--{key.replace('_', '-')}") +
-            ("" if key in ("arch", "base", "data", "train_head") else f" ({state.get(key)} then, {v} now)")
-            for key, v in same.items() if state.get(key) != v] + list(more)
+            ("" if key in ("arch", "base", "data", "train_head") else f" ({saved[key]} then, {v} now)")
+            for key, v in same.items() if saved[key] != v] + list(more)
     if diff:
         raise ConfigError(f"--resume: {cfg.state_path} was saved with different {', '.join(diff)}: "
                           f"resume with the options of the interrupted run, or start over without --resume")
