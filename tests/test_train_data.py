@@ -453,3 +453,25 @@ def test_distill_answers_only_what_max_seq_len_keeps_and_cuts_long_prompts_in_th
     assert long.startswith("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nxxx")
     assert long.endswith("END<|im_end|>\n<|im_start|>assistant\n")
     assert all(len(ex.ids) <= cfg.max_seq_len for ex in train)
+
+
+@pytest.mark.parametrize("distill", [False, True])
+def test_more_torchrun_ranks_than_training_conversations_is_refused_on_every_rank(tmp_path, distill):
+    """With 3 conversations and 4 ranks, rank 3 had none and failed alone saying to raise --max-seq-len (the
+    others distilled on until torchrun stopped them); every rank now refuses, before the base runs, naming why."""
+    from transformers import AutoTokenizer
+
+    from redrafter_trt.train import TrainConfig
+    from redrafter_trt.train.dataset import build_examples
+
+    base = make_chat_base(tmp_path / "base")
+    tok = AutoTokenizer.from_pretrained(base)
+    data = tmp_path / "qa.jsonl"
+    data.write_text("\n".join(json.dumps({"question": f"{i}?", "answer": f"It is {i}."}) for i in range(3)))
+    cfg = TrainConfig(base=base, data=[data], output=tmp_path / "out", cache_dir=tmp_path / "c", distill=distill,
+                      eval_examples=0)
+    for rank in range(4):
+        with pytest.raises(ConfigError, match=r"^3 training conversations \(after the held-out ones\) for 4 torchrun "
+                                              r"ranks: .* run 3 ranks or fewer$"):
+            build_examples(cfg, tok, lambda: pytest.fail("the base ran"), tmp_path / "c", torch.float32, rank=rank,
+                           world=4)

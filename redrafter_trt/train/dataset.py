@@ -101,6 +101,7 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
                         "--max-seq-len %d: their answers stop there", short, len(prompts),
                         cfg.distill_max_new_tokens, cfg.max_seq_len)
         train_p, eval_p = split(prompts, cfg.eval_examples)
+        check_shards(len(train_p), world)
         mine = eval_p + train_p[rank::world] if rank == 0 else train_p[rank::world]
         answers = distill(load_model, tokenizer, mine, distill_folder(cache_dir, cfg.base, base_dtype),
                           max_new_tokens=cfg.distill_max_new_tokens, batch_size=cfg.distill_batch_size,
@@ -118,6 +119,7 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
             log.warning("left out %d of %d conversations with no assistant turn (first: %s): pass --distill to have "
                         "the base answer them", len(convs) - len(answered), len(convs), first)
         train_c, eval_c = split(answered, cfg.eval_examples)
+        check_shards(len(train_c), world)
         train = [encode(tokenizer, c, cfg.max_seq_len) for c in train_c[rank::world]]
         held = [encode(tokenizer, c, cfg.max_seq_len) for c in eval_c] if rank == 0 else []
     train = [ex for ex in train if sum(ex.mask) >= 2]
@@ -129,6 +131,14 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
     log.info("%d training and %d held-out examples (%d and %d answer tokens)", len(train), len(held),
              sum(sum(ex.mask) for ex in train), sum(sum(ex.mask) for ex in held))
     return train, held
+
+
+def check_shards(n: int, world: int) -> None:
+    """Every torchrun rank needs a training conversation of its own: a rank left without one once failed alone,
+    saying to raise --max-seq-len, while the others distilled on."""
+    if n < world:
+        raise ConfigError(f"{n} training conversations (after the held-out ones) for {world} torchrun ranks: each "
+                          f"rank trains on its own share; give more data, or run {max(n, 1)} ranks or fewer")
 
 
 def distilled_example(prompt: list[int], answer: list[int], hidden, max_len: int) -> Example:
