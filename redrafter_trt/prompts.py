@@ -29,8 +29,8 @@ def prompt_of(record) -> str:
             raise ValueError("empty prompt")
         return record
     if not isinstance(record, dict):
-        raise ValueError(f"expected a JSON object like {{\"prompt\": \"...\"}}, got {type(record).__name__}"
-                         + (": wrap a list of messages as {\"conversations\": [...]}" if isinstance(record, list) else ""))
+        wrap = ": wrap a list of messages as {\"conversations\": [...]}" if isinstance(record, list) else ""
+        raise ValueError(f"expected a JSON object like {{\"prompt\": \"...\"}}, got {type(record).__name__}{wrap}")
     for key in KEYS:
         if key not in record:
             continue

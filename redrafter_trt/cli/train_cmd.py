@@ -66,7 +66,8 @@ _DTYPE = click.Choice(["auto", "float32", "bfloat16"])
 @click.option("--predict-n", default=5, show_default=True, type=int, callback=_positive,
               help="Draft steps trained; recorded so `convert` can refuse a longer --draft-len.")
 @click.option("--epochs", default=1, show_default=True, type=int, callback=_positive)
-@click.option("--max-steps", type=int, callback=_positive, help="Stop after this many steps (instead of --epochs: not both).")
+@click.option("--max-steps", type=int, callback=_positive,
+              help="Stop after this many steps (instead of --epochs: not both).")
 @click.option("--lr", default=1e-3, show_default=True, type=float)
 @click.option("--batch-size", default=256, show_default=True, type=int, callback=_positive,
               help="Anchor positions per step (each trains every draft step).")
