@@ -47,7 +47,15 @@ def prompt_of(record) -> str:
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"`{key}` must be a non-empty string")
         return value
-    raise ValueError(f"no prompt: expected one of the keys {', '.join(KEYS)}")
+    raise ValueError(f"no prompt: expected one of the keys {', '.join(KEYS)}{message_hint(record)}")
+
+
+def message_hint(record: dict) -> str:
+    """For a record that is one chat message (a JSON list of messages read as records, one per message), how to
+    write it; else ""."""
+    if {"role", "from"} & record.keys() and {"content", "value"} & record.keys():
+        return " (this is one message: put a conversation's messages in {\"conversations\": [...]})"
+    return ""
 
 
 def _first_human(conversations) -> str:

@@ -126,6 +126,10 @@ def test_jsonl_of_message_lists_says_to_wrap_them(tmp_path, read):
     p.write_text('{"prompt": "a"}\n[{"role": "user", "content": "b"}]\n')
     with pytest.raises(ConfigError, match=r'line 2: .*got list: wrap a list of messages as \{"conversations"'):
         load_prompts(p)
+    p.write_text('[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]\n')  # a one-line file
+    with pytest.raises(ConfigError, match=r'record 1 of its JSON list: no prompt: .*\(this is one message: put a '
+                                          r'conversation\'s messages in \{"conversations": \[\.\.\.\]\}\)'):
+        read(p)
     p.write_text('{"conversations": [{"role": "user", "content": "a"}]}\n')  # the fix the message gives works
     assert len(read(p)) == 1
 

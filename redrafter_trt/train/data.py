@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, first_line, read_text
-from ..prompts import KEYS, prompt_of, records
+from ..prompts import KEYS, message_hint, prompt_of, records
 
 if TYPE_CHECKING:
     from .distill import CachedHidden
@@ -125,7 +125,7 @@ def _prompt(record) -> str:
     """`prompt_of`, with every key train reads in its refusal of a record that has none."""
     if isinstance(record, dict) and not any(key in record for key in PROMPT_KEYS):
         raise ValueError(f"no prompt: expected one of the keys {', '.join(PROMPT_KEYS)} (an answer under "
-                         f"{', '.join(ANSWER_KEYS)})")
+                         f"{', '.join(ANSWER_KEYS)}){message_hint(record)}")
     return prompt_of(record)
 
 
