@@ -255,6 +255,27 @@ def test_an_answer_index_torn_by_a_kill_loses_only_its_torn_line(tmp_path):
     assert len(read_cache(folder)) == 2
 
 
+
+def test_each_distilled_batch_reaches_the_index_in_one_append(tmp_path, monkeypatch):
+    """Runs sharing a cache (two drafters for one base at once) append to one answers.jsonl: a buffered file flushed
+    every 8 KB, mid-line, and two runs' flushes tore each other's lines. A batch's lines now go in one write()."""
+    import os
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from redrafter_trt.train import distill as distill_module
+
+    base = make_chat_base(tmp_path / "base")
+    tok = AutoTokenizer.from_pretrained(base)
+    appends, real = [], os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: appends.append(data) or real(fd, data))
+    folder = tmp_path / "d"
+    distill_module.distill(lambda: AutoModelForCausalLM.from_pretrained(base).eval(), tok,
+                           [[1, 5 + i, 6] for i in range(8)], folder, max_new_tokens=4, batch_size=4)
+    lines = [a for a in appends if a.startswith(b'{"key"')]
+    assert len(lines) == 2 and all(a.count(b"\n") == 4 and a.endswith(b"\n") for a in lines)
+    assert (folder / "answers.jsonl").read_bytes() == b"".join(lines)
+
 # Llama-2 / Mistral style: after an optional system message, roles must alternate user/assistant
 STRICT = ("{% if messages[0]['role'] == 'system' %}{% set msgs = messages[1:] %}{% else %}{% set msgs = messages %}"
           "{% endif %}{% for m in msgs %}{% if m['role'] != ['user', 'assistant'][loop.index0 % 2] %}"

@@ -15,6 +15,7 @@ import hashlib
 import inspect
 import json
 import logging
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -157,9 +158,12 @@ def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: P
         order = [i for w in range(0, len(todo), window)
                  for i in sorted(todo[w: w + window], key=lambda i: -len(prompts[i]))]
         index = folder / index_name(rank)
-        with index.open("a") as f:
-            if index.stat().st_size and not _ends_with_newline(index):  # a line torn by a kill: end it
-                f.write("\n")
+        # one write() per batch on an O_APPEND descriptor: runs sharing the cache append whole batches of lines, never
+        # interleaved inside one (a buffered file once flushed every 8 KB, mid-line)
+        fd = os.open(index, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            if os.fstat(fd).st_size and not _ends_with_newline(index):  # a line torn by a kill: end it
+                os.write(fd, b"\n")
             for b in range(0, len(order), batch_size):
                 batch = order[b: b + batch_size]
                 answers, hidden = greedy_batch(model, [prompts[i] for i in batch], [caps[i] for i in batch], stop,
@@ -168,13 +172,16 @@ def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: P
                 name = f"hidden-{keys[batch[0]]}-{uuid.uuid4().hex[:8]}.safetensors"
                 with atomic_file(folder / name) as tmp:
                     write_safetensors(tmp, {keys[i]: h for i, h in zip(batch, hidden)})
+                lines = []
                 for i, ans in zip(batch, answers):
                     done[keys[i]] = (ans, name)
                     new_tokens += len(ans)
-                    f.write(json.dumps({"key": keys[i], "answer_ids": ans, "file": name}) + "\n")
-                f.flush()
+                    lines.append(json.dumps({"key": keys[i], "answer_ids": ans, "file": name}) + "\n")
+                os.write(fd, "".join(lines).encode())
                 if on_batch:
                     on_batch(min(b + batch_size, len(order)), len(order))
+        finally:
+            os.close(fd)
         secs = time.perf_counter() - start
         log.info("distilled %d answer tokens in %.0f s (%.0f tokens/s)", new_tokens, secs, new_tokens / max(secs, 1e-9))
     return [(done[k][0], CachedHidden(folder / done[k][1], k)) for k in keys]
