@@ -13,7 +13,7 @@ from pathlib import Path
 from . import layout
 from .errors import COUNT, FLAG, POSITIVE_INT, POSITIVE_NUMBER, ConfigError, TensorError, name_list, optional
 from .io import ST_TO_TORCH, TensorSource
-from .registry import TRTLLM_BASES
+from .registry import TRTLLM_ACTIVATIONS, TRTLLM_BASES
 from .rope import TRTLLM_ROPE_SCALINGS, rope_scaling_problem, trtllm_builds
 
 REDRAFTER_KEYS = ("redrafter_num_layers", "redrafter_hidden_size", "redrafter_exit_dim", "redrafter_is_rnn",
@@ -35,6 +35,7 @@ CONFIG_TYPES = {
     "max_position_embeddings": optional(POSITIVE_INT),
     "head_size": optional(POSITIVE_INT),
     "norm_epsilon": POSITIVE_NUMBER,
+    "hidden_act": (f"one of {', '.join(TRTLLM_ACTIVATIONS)}", lambda v: v in TRTLLM_ACTIVATIONS),
     "rotary_base": optional(POSITIVE_NUMBER),
     "rotary_scaling": (f"null or an object whose rope_type (or type) is one of {', '.join(TRTLLM_ROPE_SCALINGS)} "
                        f"and whose factor, if any, is {POSITIVE_NUMBER[0]}", trtllm_builds),

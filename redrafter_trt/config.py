@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import POSITIVE_INT, POSITIVE_NUMBER, ConfigError, read_text
-from .registry import ArchSpec, lookup
-from .rope import TRTLLM_ROPE_SCALINGS, rope_kind, trtllm_builds
+from .registry import TRTLLM_ACTIVATIONS, ArchSpec, lookup
+from .rope import HF_ROPE_NEEDS, HF_ROPE_ORIGINAL, TRTLLM_ROPE_SCALINGS, rope_kind, trtllm_builds
 
 DTYPES = ("float16", "bfloat16", "float32")
 
@@ -77,6 +77,9 @@ def rope_fields(hf: dict, where: str = "config.json") -> tuple[float, dict | Non
         raise ConfigError(f"{where}: rope_scaling is {scaling!r}, not an object such as {{\"rope_type\": \"llama3\", "
                           f"...}}: fix or re-download the config")
     params = hf.get("rope_parameters")
+    if params is not None and not isinstance(params, dict):
+        raise ConfigError(f"{where}: rope_parameters is {params!r}, not an object such as {{\"rope_type\": \"default\", "
+                          f"\"rope_theta\": 10000.0}}: fix or re-download the config")
     if isinstance(params, dict) and ("rope_theta" in params or "rope_type" in params):
         outer = positive_float(hf, "rope_theta", where, 10000.0)
         theta = positive_float(params, "rope_theta", f"{where} rope_parameters", outer)
@@ -84,8 +87,9 @@ def rope_fields(hf: dict, where: str = "config.json") -> tuple[float, dict | Non
             raise ConfigError(f"{where} holds rope_scaling {scaling} and rope_parameters {params}: transformers 5 "
                               f"reads rope_scaling alone (and rope_theta {outer:g}), not what rope_parameters says: "
                               f"move the scaling into rope_parameters and delete rope_scaling")
-        return theta, _buildable(_written(params), where)
-    return positive_float(hf, "rope_theta", where, 10000.0), _buildable(_written(scaling), where)
+        return theta, _as_transformers_reads(_buildable(_written(params), where), hf, where)
+    return positive_float(hf, "rope_theta", where, 10000.0), _as_transformers_reads(_buildable(_written(scaling), where),
+                                                                                     hf, where)
 
 
 def _buildable(scaling: dict | None, where: str) -> dict | None:
@@ -94,6 +98,24 @@ def _buildable(scaling: dict | None, where: str) -> dict | None:
         raise ConfigError(f"{where}: rope scaling {scaling} is not one TensorRT-LLM builds (rope_type one of "
                           f"{', '.join(TRTLLM_ROPE_SCALINGS)}; factor, if any, a positive number): fix or "
                           f"re-download the config")
+    return scaling
+
+
+def _as_transformers_reads(scaling: dict | None, hf: dict, where: str) -> dict | None:
+    """The scaling as transformers 5 computes with it: refused without a number it needs (as transformers refuses
+    it; TensorRT-LLM would build its own defaults), and given the original_max_position_embeddings transformers
+    assumes when absent (max_position_embeddings; TensorRT-LLM's llama3 would assume 8192)."""
+    if scaling is None:
+        return None
+    kind = rope_kind(scaling)
+    need, ok = POSITIVE_NUMBER
+    if bad := [k for k in HF_ROPE_NEEDS.get(kind, ()) if not ok(scaling.get(k))]:
+        raise ConfigError(f"{where}: rope scaling {kind} needs {', '.join(bad)} to be {need} (has {scaling}), as "
+                          f"transformers does: copy them from the model's published config.json")
+    if kind in HF_ROPE_ORIGINAL:
+        original = positive_int(scaling, "original_max_position_embeddings", f"{where} rope scaling",
+                                positive_int(hf, "max_position_embeddings", where, 2048))
+        scaling = {**scaling, "original_max_position_embeddings": original}
     return scaling
 
 
@@ -132,6 +154,10 @@ class BaseModelConfig:
         H = positive_int(hf, "hidden_size", where)
         dtype = hf.get("torch_dtype") or hf.get("dtype") or "float32"
         rope_fields(hf, where)  # checked here, before any work
+        if (act := hf.get("hidden_act", "silu")) not in TRTLLM_ACTIVATIONS:
+            raise ConfigError(f"{where}: hidden_act is {act!r}, not an activation TensorRT-LLM's Llama and Qwen2 build "
+                              f"({', '.join(TRTLLM_ACTIVATIONS)}; transformers' swish is silu): fix or re-download the "
+                              f"config")
         positive_float(hf, "rms_norm_eps", where, 1e-6)
         return cls(spec=spec, hf=hf, hidden_size=H, num_layers=positive_int(hf, "num_hidden_layers", where),
                    num_heads=nh, num_kv_heads=positive_int(hf, "num_key_value_heads", where, nh),

@@ -35,6 +35,11 @@ register(ArchSpec("Qwen2ForCausalLM", "Qwen2ForCausalLM", "ReDrafterForQWenLM", 
 TRTLLM_BASES = {"LlamaForCausalLM": "ReDrafterForLLaMALM", "QWenForCausalLM": "ReDrafterForQWenLM",
                 "Qwen2ForCausalLM": "ReDrafterForQWenLM"}
 
+# the `hidden_act`s TensorRT-LLM 1.2.x's Llama and QWen models build (their GatedMLP): functional.ACT2FN less the
+# gated ones (swiglu, fast-swiglu, geglu, gegelu halve fc's output) and softplus (it needs arguments GatedMLP omits)
+TRTLLM_ACTIVATIONS = ("silu", "gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "openai-gelu", "quick_gelu", "relu",
+                      "relu2", "squared-relu", "tanh", "sigmoid", "identity")
+
 
 def lookup(architecture: str) -> ArchSpec:
     try:

@@ -7,6 +7,13 @@ from .errors import POSITIVE_NUMBER
 
 # the rotary_scaling types TensorRT-LLM 1.2.x builds (functional.RotaryScalingType; "default" is no scaling)
 TRTLLM_ROPE_SCALINGS = ("default", "none", "linear", "dynamic", "longrope", "llama3", "yarn", "mrope")
+# the numbers transformers 5 refuses a scaling without (RotaryEmbeddingConfigMixin's _validate_*_rope_parameters;
+# TensorRT-LLM would build it with its own defaults, e.g. llama3's low_freq_factor 1 and high_freq_factor 4)
+HF_ROPE_NEEDS = {"linear": ("factor",), "dynamic": ("factor",), "yarn": ("factor",),
+                 "llama3": ("factor", "low_freq_factor", "high_freq_factor")}
+# types whose missing original_max_position_embeddings transformers 5 takes from max_position_embeddings
+# (standardize_rope_params; TensorRT-LLM's llama3 would take 8192)
+HF_ROPE_ORIGINAL = ("llama3", "yarn", "longrope")
 # rotary_scaling types the runtime computes (runtime.config.rope_inv_freq) -> the numbers each needs
 ROPE_SCALINGS = {"default": (), "linear": ("factor",),
                  "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")}

@@ -210,6 +210,7 @@ def trtllm_base_checkpoint(parts, tmp_path):
     ({"rotary_scaling": {"type": "foo"}}, "rotary_scaling is {'type': 'foo'}"),     # these three were written,
     ({"mapping": {"world_size": 4, "tp_size": 2, "pp_size": 1}}, "world_size 4"),     # then refused by inspect
     ({"num_key_value_heads": 3}, "tp_size 2 does not fit 4 heads / 3 kv heads"),
+    ({"hidden_act": "swish"}, "hidden_act is 'swish', must be one of silu"),      # trtllm-build's ValueError
 ])
 def test_trtllm_base_config_checked_as_inspect_checks_it(parts, tmp_path, fields, needle):
     base_ckpt, cfg = trtllm_base_checkpoint(parts, tmp_path)
@@ -412,6 +413,47 @@ def test_rope_scaling_trtllm_cannot_build(parts, layout, scaling):
         {"rope_parameters": {**scaling, "rope_theta": 1e4}}
     path.write_text(json.dumps({k: v for k, v in raw.items() if k not in ("rope_parameters", "rope_scaling")} | rope))
     assert_one_line_error(convert_err(parts), "not one TensorRT-LLM builds", "fix or re-download")
+
+
+@pytest.mark.parametrize("fields, needle", [
+    ({"hidden_act": None}, "hidden_act is None, not an activation TensorRT-LLM's Llama and Qwen2 build"),
+    ({"hidden_act": "swish"}, "transformers' swish is silu"),
+    ({"hidden_act": "swiglu"}, "hidden_act is 'swiglu'"),
+    ({"rope_parameters": [1]}, "rope_parameters is [1], not an object"),
+    ({"rope_parameters": {"rope_type": "llama3", "factor": 8.0, "rope_theta": 5e5}},
+     "rope scaling llama3 needs low_freq_factor, high_freq_factor to be a positive"),
+    ({"rope_parameters": None, "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0}},
+     "rope scaling llama3 needs high_freq_factor"),
+    ({"rope_parameters": {"rope_type": "linear", "rope_theta": 1e4}}, "rope scaling linear needs factor"),
+])
+def test_garbage_base_configs_are_one_line_before_any_tensor(parts, monkeypatch, fields, needle):
+    """Were written as they are: `hidden_act: null` (trtllm-build: 'unsupported activation function'), a llama3
+    scaling without the numbers transformers refuses it without (the engine took TensorRT-LLM's defaults), and a
+    `rope_parameters` that is no object (ignored: rotary_base 10000)."""
+    from redrafter_trt.io import TensorSource
+
+    monkeypatch.setattr(TensorSource, "from_hf_folder", lambda *a: pytest.fail("a tensor source was opened"))
+    path = parts[0] / "config.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | fields))
+    assert_one_line_error(convert_err(parts), f"{path}: ", needle, "config")
+
+
+@pytest.mark.parametrize("layout", ["rope_scaling", "rope_parameters"])
+def test_llama3_scaling_without_original_length_is_what_transformers_computes(parts, layout):
+    """transformers 5 takes a missing original_max_position_embeddings from max_position_embeddings; TensorRT-LLM's
+    llama3 took 8192: the engine's RoPE silently differed from the model's."""
+    from transformers import AutoConfig
+
+    path = parts[0] / "config.json"
+    raw = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("rope_parameters", "rope_scaling")}
+    llama3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0}
+    rope = {"rope_scaling": llama3, "rope_theta": 5e5} if layout == "rope_scaling" else \
+        {"rope_parameters": {**llama3, "rope_theta": 5e5}}
+    path.write_text(json.dumps(raw | rope))
+    assert run_cli("convert", "--base", parts[0], "--drafter", parts[1], "--output", parts[2]).exit_code == 0
+    written = json.loads((parts[2] / "config.json").read_text())["rotary_scaling"]
+    truth = AutoConfig.from_pretrained(parts[0]).rope_parameters
+    assert written["original_max_position_embeddings"] == truth["original_max_position_embeddings"] == 512
 
 
 YARN = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 512}
