@@ -24,7 +24,7 @@ from tqdm import tqdm
 from . import __version__, layout
 from .checkpoint import config_problems
 from .config import DTYPES, BaseModelConfig, read_json, redrafter_fields, trtllm_model_fields
-from .drafter import DrafterConfig, load_drafter
+from .drafter import DrafterConfig, drafter_config, load_drafter
 from .errors import ConfigError, TensorError, name_list
 from .io import StreamingWriter, TensorSource, all_finite, atomic_output, check_output_folder, partial_prefix
 from .registry import redrafter_for_trtllm_base
@@ -281,12 +281,17 @@ def plan_conversion(base: Path | str, drafter: Path | str, output: Path | str, *
 
 
 def _inputs(base: Path, drafter: Path, output: Path, force: bool, opts: ConvertOptions):
-    """The options, the output folder and the base checked, and the drafter loaded: (DrafterConfig, its tensors)."""
+    """The options, the output folder, the base's config and (from the configs alone) the drafter's fit checked,
+    then the drafter loaded: (DrafterConfig, its tensors)."""
     opts.check()
     check_output_folder(output, force, (base, drafter))
     if not base.is_dir():
         state = "is a file, not a folder" if base.exists() else "does not exist"
         raise ConfigError(f"base folder {base} {state}: pass a Hugging Face model folder or a TensorRT-LLM checkpoint")
+    cfg = _base_fields(base, opts)
+    if (early := drafter_config(drafter)) is not None:  # else its vocab is known once its weights are read
+        check_drafter_fits(early, cfg["hidden_size"], cfg["vocab_size"], cfg["mapping"]["tp_size"], opts)
+        _redrafter_config(cfg, early, opts)
     dcfg, dtensors = load_drafter(drafter)
     warn_sharpened_for_sampling(drafter, opts.greedy)
     return dcfg, dtensors
@@ -344,6 +349,14 @@ def _hf_config(base: Path, opts: ConvertOptions) -> BaseModelConfig:
     return b
 
 
+def _base_fields(base: Path, opts: ConvertOptions) -> dict:
+    """The base's TensorRT-LLM model config from its config.json alone, checked: no tensor is read."""
+    if is_trtllm_checkpoint(base):
+        return _trtllm_config(base, opts)
+    b = _hf_config(base, opts)
+    return trtllm_model_fields(b, _resolve_dtype(opts.dtype, b.source_dtype), opts.tp_size or 1)
+
+
 def _hf_base(base: Path, opts: ConvertOptions):
     b = _hf_config(base, opts)
     src = TensorSource.from_hf_folder(base)
@@ -353,6 +366,16 @@ def _hf_base(base: Path, opts: ConvertOptions):
 
 
 def _trtllm_base(base: Path, opts: ConvertOptions):
+    cfg = _trtllm_config(base, opts)
+    tp = cfg["mapping"]["tp_size"]
+    files = [base / f"rank{r}.safetensors" for r in range(tp)]
+    absent = [f.name for f in files if not f.exists()]
+    if absent:
+        raise TensorError(f"base checkpoint {base} lacks {', '.join(absent)} for tp_size {tp}: re-export it")
+    return cfg, [TensorSource.from_files([f]) for f in files]
+
+
+def _trtllm_config(base: Path, opts: ConvertOptions) -> dict:
     cfg = read_json(base / "config.json", "base checkpoint")
     if "redrafter_num_layers" in cfg:
         raise ConfigError(f"{base} is already a ReDrafter checkpoint: pass the base model's checkpoint instead")
@@ -377,12 +400,9 @@ def _trtllm_base(base: Path, opts: ConvertOptions):
     if opts.dtype not in ("auto", cfg["dtype"]):
         raise ConfigError(f"--dtype {opts.dtype} differs from the base checkpoint's {cfg['dtype']}: pass --dtype auto "
                           f"(the drafter follows the base), or convert from the Hugging Face model")
-    files = [base / f"rank{r}.safetensors" for r in range(tp)]
-    absent = [f.name for f in files if not f.exists()]
-    if absent:
-        raise TensorError(f"base checkpoint {base} lacks {', '.join(absent)} for tp_size {tp}: re-export it")
     cfg.pop("producer", None)
-    return cfg, [TensorSource.from_files([f]) for f in files]
+    cfg["mapping"] = {**mapping, "tp_size": tp}
+    return cfg
 
 
 def _quantized_base(base: Path, drafter: DrafterConfig, dest: Path, opts: ConvertOptions) -> Path:

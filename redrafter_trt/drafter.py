@@ -165,20 +165,32 @@ def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
                       f"pytorch_model*.bin) nor model.pt: point --drafter at a trained drafter folder")
 
 
+def _read_config(folder: Path) -> dict:
+    if not folder.is_dir():
+        state = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise ConfigError(f"drafter folder {folder} {state}: pass the folder holding config.json and "
+                          "model.safetensors (none yet? `redrafter-trt train` makes one for your base)")
+    if not (folder / "config.json").exists():
+        raise ConfigError(f"{folder / 'config.json'} is missing: a drafter folder needs Apple's config.json next to "
+                          f"its weights")
+    from .config import read_json
+
+    return read_json(folder / "config.json", "drafter")
+
+
+def drafter_config(folder: Path | str) -> DrafterConfig | None:
+    """The drafter's config from its config.json alone, checked, before its tensors are read (a 70B base's drafter
+    holds GBs); None when it leaves vocab_size to the weights (load_drafter takes it from the final projection)."""
+    raw = _read_config(Path(folder))
+    return DrafterConfig.from_json(raw, str(Path(folder) / "config.json")) if "vocab_size" in raw else None
+
+
 def load_drafter(folder: Path | str, dtype: torch.dtype | None = None) -> tuple[DrafterConfig, dict[str, torch.Tensor]]:
     """Read an Apple-layout drafter folder; returns its config and tensors under canonical Apple names,
     checked for completeness, shapes and finiteness."""
     folder = Path(folder)
     cfg_path = folder / "config.json"
-    if not folder.is_dir():
-        state = "is a file, not a folder" if folder.exists() else "does not exist"
-        raise ConfigError(f"drafter folder {folder} {state}: pass the folder holding config.json and "
-                          "model.safetensors (none yet? `redrafter-trt train` makes one for your base)")
-    if not cfg_path.exists():
-        raise ConfigError(f"{cfg_path} is missing: a drafter folder needs Apple's config.json next to its weights")
-    from .config import read_json
-
-    raw = read_json(cfg_path, "drafter")
+    raw = _read_config(folder)
     try:
         weights = _read_weights(folder)
     except ConfigError:  # no weights: a folder that is no drafter at all (a checkpoint, an engine) is named by its config

@@ -91,6 +91,35 @@ def test_drafter_vocab_mismatch(parts, tmp_path):
     assert_one_line_error(convert_err(parts, drafter=make_drafter(tmp_path / "d2", other)), "vocab 128")
 
 
+@pytest.mark.parametrize("base_fields, drafter_fields, extra, needle", [
+    ({"mlp_bias": True}, {}, (), "mlp_bias=true"),                                   # the base's own config
+    ({}, {"hidden_size": 32, "exit_dim": 64}, (), "drafter hidden_size 32"),         # the fit, from the configs
+    ({}, {"vocab_size": 128}, (), "drafter vocab 128"),
+    ({}, {"predict_n": 3}, ("--draft-len", 4), "trained to predict"),
+    ({}, {"exit_dim": 30}, ("--tp-size", 4), "exit_dim E = 30"),
+    ({}, {}, ("--num-beams", 300), "exceeds the vocabulary"),                        # the checkpoint's config
+])
+def test_base_and_fit_checked_before_the_drafter_tensors_load(parts, monkeypatch, base_fields, drafter_fields, extra,
+                                                              needle):
+    """Every drafter tensor was read (8.4 GB in float32 for a 70B base's drafter) before the base's config and the
+    drafter's fit, which need configs alone, were checked."""
+    import redrafter_trt.convert
+
+    for path, fields in ((parts[0] / "config.json", base_fields), (parts[1] / "config.json", drafter_fields)):
+        path.write_text(json.dumps(json.loads(path.read_text()) | fields))
+    monkeypatch.setattr(redrafter_trt.convert, "load_drafter", lambda *a: pytest.fail("the drafter's tensors were read"))
+    assert_one_line_error(convert_err(parts, *extra), needle)
+
+
+def test_trtllm_base_checked_before_the_drafter_tensors_load(parts, tmp_path, monkeypatch):
+    import redrafter_trt.convert
+
+    base_ckpt, cfg = trtllm_base_checkpoint(parts, tmp_path)
+    (base_ckpt / "config.json").write_text(json.dumps(cfg | {"dtype": "int8"}))
+    monkeypatch.setattr(redrafter_trt.convert, "load_drafter", lambda *a: pytest.fail("the drafter's tensors were read"))
+    assert_one_line_error(convert_err(parts, base=base_ckpt), "dtype 'int8' is not one of")
+
+
 @pytest.mark.parametrize("tp,needle", [(3, "attention heads"), (8, "attention heads")])
 def test_tp_heads(parts, tp, needle):
     assert_one_line_error(convert_err(parts, "--tp-size", tp), needle)
@@ -186,19 +215,19 @@ def test_partials_of_live_runs_survive_the_stale_sweep(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in (own, parent, other))
 
 
-def trtllm_base_checkpoint(parts, tmp_path):
+def trtllm_base_checkpoint(parts, tmp_path, tp=2):
     """A TensorRT-LLM base checkpoint at tp 2 (our output less the drafter) and its config."""
     base_ckpt = tmp_path / "tb"
     from redrafter_trt.convert import convert
 
-    convert(parts[0], parts[1], tmp_path / "full", tp_size=2)
+    convert(parts[0], parts[1], tmp_path / "full", tp_size=tp)
     shutil.copytree(tmp_path / "full", base_ckpt)
     cfg = json.loads((base_ckpt / "config.json").read_text())
     for k in [k for k in cfg if k.startswith("redrafter_")] + ["base_model_architecture", "producer"]:
         cfg.pop(k)
     cfg["architecture"] = "LlamaForCausalLM"
     (base_ckpt / "config.json").write_text(json.dumps(cfg))
-    for r in range(2):
+    for r in range(tp):
         t = load_file(base_ckpt / f"rank{r}.safetensors")
         save_file({k: v for k, v in t.items() if not k.startswith("drafter.")}, base_ckpt / f"rank{r}.safetensors")
     return base_ckpt, cfg
@@ -217,6 +246,14 @@ def test_trtllm_base_config_checked_as_inspect_checks_it(parts, tmp_path, fields
     (base_ckpt / "config.json").write_text(json.dumps(cfg | fields))
     assert_one_line_error(convert_err(parts, base=base_ckpt), f"base checkpoint {base_ckpt}: ", needle,
                           "fix its config.json")
+
+
+def test_trtllm_base_mapping_without_tp_size(parts, tmp_path):
+    """TensorRT-LLM's Mapping reads a missing tp_size as 1; convert's plan indexed it: KeyError traceback."""
+    base_ckpt, cfg = trtllm_base_checkpoint(parts, tmp_path, tp=1)
+    (base_ckpt / "config.json").write_text(json.dumps(cfg | {"mapping": {"world_size": 1, "pp_size": 1}}))
+    assert run_cli("convert", "--base", base_ckpt, "--drafter", parts[1], "--output", parts[2]).exit_code == 0
+    assert json.loads((parts[2] / "config.json").read_text())["mapping"]["tp_size"] == 1
 
 
 def test_tp_differs_from_trtllm_base(parts, tmp_path):
