@@ -31,9 +31,10 @@ register(ArchSpec("MistralForCausalLM", "LlamaForCausalLM", "ReDrafterForLLaMALM
 register(ArchSpec("Qwen2ForCausalLM", "Qwen2ForCausalLM", "ReDrafterForQWenLM", attn_bias=True,
                   extra_config={"qwen_type": "qwen2"}))
 
-# TensorRT-LLM base checkpoints (the two-step flow) name these architectures.
-TRTLLM_BASES = {"LlamaForCausalLM": "ReDrafterForLLaMALM", "QWenForCausalLM": "ReDrafterForQWenLM",
-                "Qwen2ForCausalLM": "ReDrafterForQWenLM"}
+# TensorRT-LLM base checkpoints (the two-step flow) name these architectures. Its llama converter and modelopt name a
+# Mistral base MistralForCausalLM, which TensorRT-LLM's MODEL_MAP builds as LLaMAForCausalLM, as ReDrafterForLLaMALM is.
+TRTLLM_BASES = {"LlamaForCausalLM": "ReDrafterForLLaMALM", "MistralForCausalLM": "ReDrafterForLLaMALM",
+                "QWenForCausalLM": "ReDrafterForQWenLM", "Qwen2ForCausalLM": "ReDrafterForQWenLM"}
 
 # the `hidden_act`s TensorRT-LLM 1.2.x's Llama and QWen models build (their GatedMLP): functional.ACT2FN less the
 # gated ones (swiglu, fast-swiglu, geglu, gegelu halve fc's output) and softplus (it needs arguments GatedMLP omits)

@@ -214,6 +214,21 @@ def test_trtllm_two_step_flow(tmp_path, tiny_llama, tiny_drafter):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_trtllm_two_step_flow_with_a_mistral_base(tmp_path, tiny_llama, tiny_drafter):
+    """TensorRT-LLM's llama converter and modelopt name a Mistral base checkpoint MistralForCausalLM (MODEL_MAP builds
+    it as LLaMAForCausalLM, as ReDrafterForLLaMALM is): it was refused as an unsupported architecture."""
+    base_ckpt = _trtllm_base_only(tmp_path, tiny_llama, 1)
+    cfg = json.loads((base_ckpt / "config.json").read_text())
+    (base_ckpt / "config.json").write_text(json.dumps(cfg | {"architecture": "MistralForCausalLM"}))
+    out = convert(base_ckpt, tiny_drafter, tmp_path / "two")
+    written = json.loads((out / "config.json").read_text())
+    assert (written["architecture"], written["base_model_architecture"]) == ("ReDrafterForLLaMALM", "MistralForCausalLM")
+    assert inspect_checkpoint(out).ok
+    direct = load_file(convert(tiny_llama, tiny_drafter, tmp_path / "direct") / "rank0.safetensors")
+    two = load_file(out / "rank0.safetensors")
+    assert direct.keys() == two.keys() and all(torch.equal(direct[k], two[k]) for k in direct)
+
+
 def test_written_files_follow_the_umask(tmp_path, tiny_llama):
     """Drafter and checkpoint files get the umask's mode (safetensors 0.8 alone writes 0600: another user, or a
     TensorRT-LLM container running as non-root, could not read the drafter)."""
