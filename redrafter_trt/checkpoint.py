@@ -13,7 +13,7 @@ from pathlib import Path
 from . import layout
 from .errors import COUNT, FLAG, POSITIVE_INT, POSITIVE_NUMBER, ConfigError, TensorError, name_list, optional
 from .io import ST_TO_TORCH, TensorSource
-from .registry import TRTLLM_ACTIVATIONS, TRTLLM_BASES
+from .registry import TRTLLM_ACTIVATIONS, TRTLLM_BASES, activation_problem
 from .rope import TRTLLM_ROPE_SCALINGS, rope_scaling_problem, trtllm_builds
 
 REDRAFTER_KEYS = ("redrafter_num_layers", "redrafter_hidden_size", "redrafter_exit_dim", "redrafter_is_rnn",
@@ -149,7 +149,8 @@ def _check_fields(cfg: dict, rep: Report) -> None:
     rep.tp_size = None if "mapping" in bad else int(cfg["mapping"].get("tp_size", 1))
     rep.quantization = None if "quantization" in bad else cfg.get("quantization")
     if not rep.problems:
-        rep.runtime_problems = [p for p in [rope_scaling_problem(cfg.get("rotary_scaling"))] if p]
+        rep.runtime_problems = [p for p in [rope_scaling_problem(cfg.get("rotary_scaling")),
+                                            activation_problem(cfg.get("hidden_act", "silu"))] if p]
         _check_config(cfg, rep)
 
 

@@ -41,6 +41,17 @@ TRTLLM_BASES = {"LlamaForCausalLM": "ReDrafterForLLaMALM", "MistralForCausalLM":
 TRTLLM_ACTIVATIONS = ("silu", "gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "openai-gelu", "quick_gelu", "relu",
                       "relu2", "squared-relu", "tanh", "sigmoid", "identity")
 
+# the hidden_act the reference runtime computes (runtime/layer.py: silu(fc) * gate)
+RUNTIME_ACTIVATIONS = ("silu",)
+
+
+def activation_problem(act) -> str | None:
+    """Why the reference runtime cannot compute a checkpoint's `hidden_act` (None when it can): `run` refuses it and
+    `inspect` reports it."""
+    if act in RUNTIME_ACTIVATIONS:
+        return None
+    return f"hidden_act {act!r} is not computed by the reference runtime (only {', '.join(RUNTIME_ACTIVATIONS)})"
+
 
 def lookup(architecture: str) -> ArchSpec:
     try:

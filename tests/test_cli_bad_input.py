@@ -14,6 +14,7 @@ from click.testing import CliRunner
 
 from redrafter_trt.cli import main
 from redrafter_trt.convert import convert
+from redrafter_trt.errors import ConfigError
 from test_convert_errors import assert_one_line_error, run_cli
 from test_runtime_support import checkpoint, fresh_drafter
 
@@ -376,6 +377,21 @@ def test_convert_of_a_base_only_engines_run_says_so(parts, tmp_path):
     result = run_cli("convert", "--base", base, "--drafter", drafter, "--output", tmp_path / "ck")
     assert result.exit_code == 0, result.output
     assert "note: the reference runtime (run, bench, serve) refuses it: rotary_scaling type 'yarn'" in result.stderr
+
+
+def test_a_base_whose_activation_the_runtime_does_not_compute_is_refused_by_run(parts, tmp_path):
+    """A gelu base (TensorRT-LLM builds it) converted, and `run --checkpoint-dir` computed silu in its place: wrong
+    tokens, silently."""
+    from redrafter_trt.runtime.config import RuntimeConfig
+
+    base, drafter = parts
+    raw = json.loads((base / "config.json").read_text())
+    (base / "config.json").write_text(json.dumps(raw | {"hidden_act": "gelu_pytorch_tanh"}))
+    result = run_cli("convert", "--base", base, "--drafter", drafter, "--output", tmp_path / "ck")
+    assert result.exit_code == 0, result.output
+    assert "refuses it: hidden_act 'gelu_pytorch_tanh' is not computed by the reference runtime" in result.stderr
+    with pytest.raises(ConfigError, match="hidden_act 'gelu_pytorch_tanh' .* build a TensorRT-LLM engine"):
+        RuntimeConfig.from_dir(tmp_path / "ck")
 
 
 @pytest.mark.parametrize("cmd", ["train", "init-drafter"])

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError
+from ..registry import activation_problem
 from ..rope import rope_kind, rope_scaling_problem
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -55,9 +56,11 @@ class RuntimeConfig:
             dtype = str(raw.get("dtype", "float32"))
             if dtype not in DTYPES:
                 raise ConfigError(f"{where}: dtype {dtype!r} is not one of {', '.join(DTYPES)}")
-            rope = rope_scaling_problem(raw.get("rotary_scaling"))
-            if rope:
-                raise ConfigError(f"{where}: {rope}: build a TensorRT-LLM engine to run it (`redrafter-trt build`)")
+            for problem in (rope_scaling_problem(raw.get("rotary_scaling")),
+                            activation_problem(raw.get("hidden_act", "silu"))):
+                if problem:
+                    raise ConfigError(f"{where}: {problem}: build a TensorRT-LLM engine to run it "
+                                      f"(`redrafter-trt build`)")
             return cls(
                 hidden_size=H,
                 num_layers=int(raw["num_hidden_layers"]),
