@@ -80,7 +80,7 @@ def rope_fields(hf: dict, where: str = "config.json") -> tuple[float, dict | Non
     if params is not None and not isinstance(params, dict):
         raise ConfigError(f"{where}: rope_parameters is {params!r}, not an object such as {{\"rope_type\": \"default\", "
                           f"\"rope_theta\": 10000.0}}: fix or re-download the config")
-    if isinstance(params, dict) and ("rope_theta" in params or "rope_type" in params):
+    if isinstance(params, dict) and any(k in params for k in ("rope_theta", "rope_type", "type")):
         outer = positive_float(hf, "rope_theta", where, 10000.0)
         theta = positive_float(params, "rope_theta", f"{where} rope_parameters", outer)
         if scaling and (_scaling_of(scaling) != _scaling_of(params) or theta != outer):

@@ -493,6 +493,21 @@ def test_llama3_scaling_without_original_length_is_what_transformers_computes(pa
     assert written["original_max_position_embeddings"] == truth["original_max_position_embeddings"] == 512
 
 
+def test_rope_parameters_with_the_older_type_key_is_read(parts):
+    """`rope_parameters: {"type": "linear", "factor": 4}` (rope_theta at the top) was skipped as no rope_parameters:
+    no scaling was written, while transformers 5 computes the linear scaling."""
+    from transformers import AutoConfig
+
+    path = parts[0] / "config.json"
+    raw = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("rope_parameters", "rope_scaling")}
+    path.write_text(json.dumps(raw | {"rope_parameters": {"type": "linear", "factor": 4.0}, "rope_theta": 5e4}))
+    assert run_cli("convert", "--base", parts[0], "--drafter", parts[1], "--output", parts[2]).exit_code == 0
+    cfg = json.loads((parts[2] / "config.json").read_text())
+    truth = AutoConfig.from_pretrained(parts[0]).rope_parameters
+    assert (cfg["rotary_base"], cfg["rotary_scaling"]) == (truth["rope_theta"], {"type": "linear", "factor": 4.0})
+    assert truth["rope_type"] == "linear" and truth["factor"] == 4.0
+
+
 YARN = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 512}
 
 
