@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import POSITIVE_INT, POSITIVE_NUMBER, ConfigError, read_text
-from .registry import TRTLLM_ACTIVATIONS, ArchSpec, lookup
+from .registry import ArchSpec, lookup
 from .rope import HF_ROPE_NEEDS, HF_ROPE_ORIGINAL, TRTLLM_ROPE_SCALINGS, rope_kind, trtllm_builds
 
 DTYPES = ("float16", "bfloat16", "float32")
@@ -154,10 +154,6 @@ class BaseModelConfig:
         H = positive_int(hf, "hidden_size", where)
         dtype = hf.get("torch_dtype") or hf.get("dtype") or "float32"
         rope_fields(hf, where)  # checked here, before any work
-        if (act := hf.get("hidden_act", "silu")) not in TRTLLM_ACTIVATIONS:
-            raise ConfigError(f"{where}: hidden_act is {act!r}, not an activation TensorRT-LLM's Llama and Qwen2 build "
-                              f"({', '.join(TRTLLM_ACTIVATIONS)}; transformers' swish is silu): fix or re-download the "
-                              f"config")
         positive_float(hf, "rms_norm_eps", where, 1e-6)
         return cls(spec=spec, hf=hf, hidden_size=H, num_layers=positive_int(hf, "num_hidden_layers", where),
                    num_heads=nh, num_kv_heads=positive_int(hf, "num_key_value_heads", where, nh),

@@ -27,7 +27,7 @@ from .config import DTYPES, BaseModelConfig, read_json, redrafter_fields, trtllm
 from .drafter import DrafterConfig, drafter_config, load_drafter
 from .errors import ConfigError, TensorError, name_list
 from .io import StreamingWriter, TensorSource, all_finite, atomic_output, check_output_folder, partial_prefix
-from .registry import redrafter_for_trtllm_base
+from .registry import TRTLLM_ACTIVATIONS, redrafter_for_trtllm_base
 from .rules import DROPPED, LAYER_RULES, MODEL_RULES, drafter_to_trtllm
 from .shard import check_tp, even_range, kv_head_range, vocab_range
 
@@ -336,6 +336,10 @@ def _hf_config(base: Path, opts: ConvertOptions) -> BaseModelConfig:
     hf = read_json(base / "config.json", "base")
     b = BaseModelConfig.from_hf(hf, str(base / "config.json"))
     check_tp(b.num_heads, b.num_kv_heads, b.intermediate_size, opts.tp_size or 1)
+    if (act := hf.get("hidden_act", "silu")) not in TRTLLM_ACTIVATIONS:  # transformers runs more (train may use them)
+        raise ConfigError(f"{base / 'config.json'}: hidden_act is {act!r}, not an activation TensorRT-LLM's Llama and "
+                          f"Qwen2 build ({', '.join(TRTLLM_ACTIVATIONS)}; transformers' swish is silu): fix or "
+                          f"re-download the config")
     if hf.get("mlp_bias"):
         raise ConfigError(f"{base}: mlp_bias=true is not supported by this converter: use a model without MLP biases")
     quant = hf.get("quantization_config")
