@@ -209,6 +209,9 @@ def load_drafter(folder: Path | str, dtype: torch.dtype | None = None) -> tuple[
 
 
 def check_tensors(cfg: DrafterConfig, tensors: dict[str, torch.Tensor], where: str) -> None:
+    if 2 * cfg.num_draft_layers > len(tensors):  # listing a billion missing names would hang
+        raise TensorError(f"drafter {where}: its {len(tensors)} tensors cannot hold num_draft_layers="
+                          f"{cfg.num_draft_layers} ResBlocks (2 tensors each): fix its config.json or re-export it")
     want = expected_shapes(cfg)
     missing, unexpected = set(want) - set(tensors), set(tensors) - set(want)
     if missing or unexpected:

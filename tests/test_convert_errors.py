@@ -407,6 +407,13 @@ def test_drafter_config_field_types(parts, field, value, needle):
     assert_one_line_error(convert_err(parts), needle, "re-export")
 
 
+def test_drafter_config_with_absurd_layer_count(parts):
+    """num_draft_layers 10**9 hung convert (every missing ResBlock name listed); 10**6 here, which took seconds."""
+    path = parts[1] / "config.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | {"num_draft_layers": 10**6}))
+    assert_one_line_error(convert_err(parts), "tensors cannot hold num_draft_layers=1000000 ResBlocks", "config.json")
+
+
 @pytest.mark.parametrize("field, value", [("num_attention_heads", "nine"), ("hidden_size", -4), ("vocab_size", True)])
 def test_base_config_field_types(parts, field, value):
     path = parts[0] / "config.json"
