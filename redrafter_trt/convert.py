@@ -106,8 +106,9 @@ def hf_source_shapes(b: BaseModelConfig) -> dict[str, tuple[int, ...]]:
 
 
 def check_hf_tensors(src: TensorSource, b: BaseModelConfig, where: Path) -> None:
-    want = hf_source_shapes(b)
     have = src.names()
+    _check_layer_count(len(have), b.num_layers, f"base {where}")
+    want = hf_source_shapes(b)
     dropped = {d.replace("{L}", str(layer)) for d in DROPPED for layer in range(b.num_layers)}
     optional = {"lm_head.weight"}  # tied checkpoints sometimes store it anyway
     missing = set(want) - have
@@ -163,8 +164,16 @@ def plan_hf_rank(src: TensorSource, b: BaseModelConfig, cfg: dict, tp_rank: int)
 
 # ---------------------------------------------------------------- TensorRT-LLM base
 
+def _check_layer_count(tensors: int, layers: int, where: str) -> None:
+    """Each layer holds several tensors: naming every tensor of a config's billion layers would hang."""
+    if layers > tensors:
+        raise TensorError(f"{where}: its {tensors} tensors cannot hold num_hidden_layers={layers} layers: the weights "
+                          f"do not match its config.json")
+
+
 def plan_trtllm_rank(src: TensorSource, cfg: dict, tp_rank: int, where: Path) -> list[Planned]:
     have = src.names()
+    _check_layer_count(len(have), cfg["num_hidden_layers"], f"base checkpoint {where} rank {tp_rank}")
     specs = layout.base_tensors(cfg, tp_rank)
     specs |= {n: s for n, s in layout.optional_tensors(cfg).items() if n in have}
     missing, unexpected = set(specs) - have, have - set(specs)

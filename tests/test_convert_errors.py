@@ -414,6 +414,15 @@ def test_drafter_config_with_absurd_layer_count(parts):
     assert_one_line_error(convert_err(parts), "tensors cannot hold num_draft_layers=1000000 ResBlocks", "config.json")
 
 
+@pytest.mark.parametrize("flow", ["hf", "trtllm"])
+def test_base_config_with_absurd_layer_count(parts, tmp_path, flow):
+    """num_hidden_layers 10**9 hung convert (every missing tensor's name built); 10**5 here, which took a second."""
+    base = parts[0] if flow == "hf" else trtllm_base_checkpoint(parts, tmp_path)[0]
+    path = base / "config.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | {"num_hidden_layers": 10**5}))
+    assert_one_line_error(convert_err(parts, base=base), "tensors cannot hold num_hidden_layers=100000 layers")
+
+
 @pytest.mark.parametrize("field, value", [("num_attention_heads", "nine"), ("hidden_size", -4), ("vocab_size", True)])
 def test_base_config_field_types(parts, field, value):
     path = parts[0] / "config.json"
