@@ -425,6 +425,11 @@ def _quantized_base(base: Path, drafter: DrafterConfig, dest: Path, opts: Conver
         raise ConfigError(f"--quantize fp8 needs a Hugging Face --base, but {base} is a TensorRT-LLM checkpoint: "
                           f"pass it without --quantize (an FP8 base checkpoint is used as it is)")
     b = _hf_config(base, opts)
+    src = TensorSource.from_hf_folder(base)  # headers only: transformers would initialise a missing tensor at random
+    try:
+        check_hf_tensors(src, b, base)
+    finally:
+        src.close()
     check_drafter_fits(drafter, b.hidden_size, b.vocab_size, opts.tp_size or 1, opts)
     _redrafter_config(trtllm_model_fields(b, _resolve_dtype(opts.dtype, b.source_dtype), opts.tp_size or 1), drafter,
                       opts)

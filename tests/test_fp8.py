@@ -19,7 +19,7 @@ pytest.importorskip("modelopt.torch.quantization", reason="FP8 needs nvidia-mode
 
 from redrafter_trt.checkpoint import inspect_checkpoint  # noqa: E402
 from redrafter_trt.convert import convert  # noqa: E402
-from redrafter_trt.errors import ConfigError, DependencyError  # noqa: E402
+from redrafter_trt.errors import ConfigError, DependencyError, TensorError  # noqa: E402
 from redrafter_trt.quantize import calibration_prompts, export_fp8_base, patch_exported_config  # noqa: E402
 
 LINEARS = ("attention.qkv", "attention.dense", "mlp.fc", "mlp.gate", "mlp.proj")
@@ -286,6 +286,25 @@ def test_fp8_without_tokenizer_fails_before_loading_the_model(tiny_llama, tiny_d
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", never)
     with pytest.raises(ConfigError, match="no usable tokenizer"):
         convert(tiny_llama, tiny_drafter, tmp_path / "out", quantize="fp8", dtype="bfloat16")
+    assert not (tmp_path / "out").exists()
+
+
+def test_fp8_checks_the_base_tensors_before_loading_the_model(tiny_llama, tiny_drafter, tmp_path, monkeypatch):
+    """A base lacking a tensor was calibrated anyway (transformers initialises a missing weight at random, with a
+    warning): a garbage FP8 checkpoint. Its tensors are now checked against its config first, as without --quantize."""
+    import shutil
+
+    import transformers
+    from safetensors.torch import save_file
+
+    base = byte_tokenizer(Path(shutil.copytree(tiny_llama, tmp_path / "base")))
+    weights = load_file(base / "model.safetensors")
+    del weights["model.layers.1.mlp.down_proj.weight"]
+    save_file(weights, base / "model.safetensors", metadata={"format": "pt"})
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
+                        lambda *a, **k: pytest.fail("the model was loaded with a tensor missing"))
+    with pytest.raises(TensorError, match="missing tensors: model.layers.1.mlp.down_proj.weight"):
+        convert(base, tiny_drafter, tmp_path / "out", quantize="fp8", dtype="bfloat16")
     assert not (tmp_path / "out").exists()
 
 
