@@ -220,6 +220,15 @@ MAX_BODY = 8 << 20  # bytes in one request
 UNREADABLE = object()  # _body's answer when the body could not be read (the client was already told why)
 
 
+PROTOCOL_FIXES = {  # http.server's refusal -> what the client should send instead
+    HTTPStatus.BAD_REQUEST: "send a request line of the form 'POST /v1/completions HTTP/1.1'",
+    HTTPStatus.REQUEST_URI_TOO_LONG: "send a shorter path (the prompt goes in the JSON body)",
+    HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE: "send fewer or shorter headers",
+    HTTPStatus.NOT_IMPLEMENTED: "use GET /v1/models or POST a completion",
+    HTTPStatus.HTTP_VERSION_NOT_SUPPORTED: "send HTTP/1.1 or HTTP/1.0",
+}
+
+
 def _byte_count(header: str) -> bool:
     """A Content-Length int() reads: ASCII digits (str.isdigit also takes "²", a Latin-1 header byte)."""
     return header.isascii() and header.isdigit()
@@ -355,10 +364,13 @@ class Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             return False
 
-    def _reply(self, status: int, payload: dict | None, body: bool = True, allow: bool = False) -> None:
+    def _reply(self, status: int, payload: dict | None, body: bool = True, allow: bool = False,
+               close: bool = False) -> None:
         data = b"" if payload is None else json.dumps(payload).encode()
         try:
             self.send_response(status)
+            if close:
+                self.send_header("Connection", "close")
             if payload is not None:
                 self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
@@ -371,6 +383,20 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.write(data)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own refusals (an unknown method such as FOO, a malformed request line, an HTTP version it
+        does not speak, a path or headers too long) as OpenAI's JSON error body, as every other answer, not its HTML
+        page; with a status line even when the request line was too broken to name an HTTP version."""
+        self.log_error("code %d, message %s", code, message)
+        self.close_connection = True
+        if self.request_version == "HTTP/0.9":  # the default until a request line was read: no headers would go out
+            self.request_version = self.protocol_version
+        text = message or HTTPStatus(code).phrase
+        if code == HTTPStatus.NOT_IMPLEMENTED:
+            text = f"{self.command} is not served"
+        self._reply(code, error(f"{text}: {PROTOCOL_FIXES.get(code, 'send an HTTP/1.1 request')}",
+                                "invalid_request_error"), body=self.command != "HEAD", close=True)
 
     def log_message(self, fmt, *args):
         log.info("%s %s", self.address_string(), fmt % args)

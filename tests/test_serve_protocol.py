@@ -276,6 +276,30 @@ def test_a_content_length_of_other_digits_is_answered(server, method):
         assert sock.recv(12) in (b"HTTP/1.1 411", b"HTTP/1.1 405")
 
 
+@pytest.mark.parametrize("raw, status, says", [
+    (b"FOO /v1/completions HTTP/1.1\r\nHost: x\r\n\r\n", 501, "FOO is not served"),
+    (b"GARBAGE\r\n\r\n", 400, "GARBAGE"),
+    (b"GET /health HTTP/1.2.3\r\n\r\n", 400, "HTTP/1.2.3"),
+    (b"GET /health HTTP/2.0\r\n\r\n", 505, "2.0"),
+    (b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n", 414, "shorter path"),
+    (b"GET /health HTTP/1.1\r\n" + b"X-A: b\r\n" * 101 + b"\r\n", 431, "headers"),
+], ids=["method", "request-line", "version", "http2", "long-path", "headers"])
+def test_what_http_server_refuses_itself_gets_a_json_error_body(server, raw, status, says):
+    """An unknown method (FOO), a malformed request line, an HTTP version or a path or headers http.server refuses:
+    it answered with its HTML error page (and a request line too broken to name a version got the HTML alone, no
+    status line), where every other error is OpenAI's JSON body."""
+    with socket.create_connection(server.server_address, timeout=30) as sock:
+        sock.sendall(raw)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 %d " % status) and b"Content-Type: application/json" in head, answer[:300]
+    err = json.loads(body)["error"]
+    assert set(err) == {"message", "type", "param", "code"} and says in err["message"], err
+    assert request(server, "GET", "/health")[0] == 200
+
+
 def test_an_ipv6_host_is_listened_on(server):
     """--host ::1 (or ::, as vLLM and trtllm-serve take it) was 'cannot listen on ::1:0 (Address family for
     hostname not supported)': the server only made IPv4 sockets."""
