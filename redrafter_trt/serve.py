@@ -63,6 +63,20 @@ def check_max_output_len(cfg, max_output_len: int) -> None:
                           f"{cfg.max_positions} positions: pass a smaller one")
 
 
+def check_context(cfg, prompts: list[list[int]], max_tokens: int | None, chat: bool) -> None:
+    """Refuse (400) a prompt that with max_tokens (None: left out, at least one) runs past the model's positions, in
+    vLLM's words: what the client sent and what to change. cfg: the checkpoint's RuntimeConfig."""
+    longest, limit = max(map(len, prompts)), cfg.max_positions
+    what = "messages" if chat else "prompt" if len(prompts) == 1 else "longest prompt"
+    head = f"This model's maximum context length is {limit} tokens. However, "
+    if max_tokens is None and longest >= limit:
+        raise RequestError(f"{head}your {what} is {longest} tokens, which leaves no room for the completion. "
+                           f"Please reduce the length of the {what}.")
+    if max_tokens is not None and longest + max_tokens > limit:
+        raise RequestError(f"{head}you requested {longest + max_tokens} tokens ({longest} in the {what}, "
+                           f"{max_tokens} in the completion). Please reduce the length of the {what} or max_tokens.")
+
+
 class App:
     """Routes -> (HTTP status, JSON payload). Pure apart from the backend, so it is tested without sockets."""
 
@@ -119,9 +133,10 @@ class App:
                    [backend.encode(p) if isinstance(p, str) else p for p in req.prompts])
         copies = n if temperature == 0 else 1  # greedy: n equal answers, decoded once
         rows = [p for p in prompts for _ in range(n // copies)]  # answer i is prompt i // n's, decoded row i // copies
+        check_context(backend.config, prompts, req.max_tokens, chat)
         if req.max_tokens is None:  # as many as fit, up to --max-output-len
             room = backend.config.max_positions - max(map(len, prompts))
-            req = dataclasses.replace(req, max_tokens=min(self.max_output_len, max(room, 1)))
+            req = dataclasses.replace(req, max_tokens=min(self.max_output_len, room))
         backend.check(rows, req.max_tokens)  # before anything is echoed
         echoes = self._echoes(req, prompts)
         head = {"id": f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", "created": int(time.time()),

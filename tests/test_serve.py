@@ -503,7 +503,7 @@ def test_answer_text_holds_back_what_may_still_change(backend):
     ({"prompt": [[1, 2], "x"]}, "prompt"),
     ({"prompt": [10 ** 9]}, "vocabulary"),
     ({"prompt": [[1]] * 65}, "at most 64"),
-    ({"prompt": [1] * 8190, "max_tokens": 12}, "8192 positions"),
+    ({"prompt": [1] * 8190, "max_tokens": 12}, "maximum context length is 8192 tokens"),
     ({}, "prompt"),
     ([1, 2], "JSON object"),
     (None, "JSON object"),

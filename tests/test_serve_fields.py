@@ -237,7 +237,7 @@ def test_echo_is_the_prompt_as_sent_with_offsets_into_it(url, prompt):
     ({"prompt": [-1], "echo": True, "max_tokens": 2}, "vocabulary"),
     ({"prompt": [60000], "echo": True, "max_tokens": 0}, "vocabulary"),
     ({"prompt": ["", "a"], "echo": True, "max_tokens": 0}, "empty"),
-    ({"prompt": [1] * 8193, "echo": True, "max_tokens": 0}, "8192 positions"),
+    ({"prompt": [1] * 8193, "echo": True, "max_tokens": 0}, "maximum context length is 8192 tokens"),
     ({"prompt": "hi", "stop_token_ids": [13]}, '"stop_token_ids"'),
     ({"prompt": "hi", "skip_special_tokens": False}, '"skip_special_tokens"'),
     ({"prompt": "hi", "prompt_logprobs": 1}, '"echo": true with "logprobs"'),
@@ -251,7 +251,7 @@ def test_echo_checks_prompts_first_and_more_fields_are_refused(url, body, needle
 
 def test_streamed_echo_of_a_prompt_too_long_is_a_plain_400(url):
     status, out = call(url, "/v1/completions", {"prompt": [1] * 8190, "max_tokens": 5, "echo": True, "stream": True})
-    assert status == 400 and "positions" in out["error"]["message"]  # refused before any chunk went out
+    assert status == 400 and "context length" in out["error"]["message"]  # refused before any chunk went out
     status, out = call(url, "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}],
                                                      "add_generation_prompt": False})
     assert status == 400 and '"add_generation_prompt"' in out["error"]["message"]

@@ -167,7 +167,25 @@ def test_max_tokens_left_out_fits_what_the_prompt_leaves(server):
     status, out = post({"prompt": [5] * 10, "ignore_eos": True})
     assert status == 200 and out["usage"]["completion_tokens"] == 64  # the server's --max-output-len
     status, out = post({"prompt": [5] * 500, "max_tokens": 13})
-    assert status == 400 and "positions" in out["error"]["message"]
+    assert status == 400 and out["error"]["message"] == (
+        "This model's maximum context length is 512 tokens. However, you requested 513 tokens (500 in the prompt, "
+        "13 in the completion). Please reduce the length of the prompt or max_tokens.")
+
+
+@pytest.mark.parametrize("path, body, what", [
+    ("/v1/completions", {"prompt": [5] * 512}, "prompt"),
+    ("/v1/completions", {"prompt": [[5], [5] * 600]}, "longest prompt"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "ab" * 300}]}, "messages"),
+])
+def test_a_prompt_too_long_without_max_tokens_is_named_as_sent(server, path, body, what):
+    """With max_tokens left out, a prompt filling the positions was refused as 'a 512-token prompt + 1 new tokens
+    exceed ...': a token count the client never asked for. It now says, as vLLM, what was sent and what to cut."""
+    status, _, data = request(server, "POST", path, body)
+    message = json.loads(data)["error"]["message"]
+    assert status == 400 and message.startswith("This model's maximum context length is 512 tokens. However, your "
+                                                 f"{what} is "), message
+    assert "leaves no room for the completion" in message and f"reduce the length of the {what}." in message
+    assert "new tokens" not in message
 
 
 def test_requests_that_fit_alone_are_not_batched_past_the_positions(tiny):
