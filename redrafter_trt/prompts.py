@@ -8,7 +8,8 @@ A record gives its prompt through the first key present, in this order:
     conversations   ShareGPT: a list of {"from": "human"|"user"|..., "value": str} (or {"role", "content"});
                     the first human/user message is the prompt
 A bare JSON string on a line is a prompt too. Blank lines are skipped. Anything else is a `ConfigError`
-naming the file and the line (jsonl) or the record index (JSON list).
+naming the file and the line (jsonl) or the record index (JSON list). A `.txt` file is plain text, one prompt per
+non-blank line, as TensorRT-LLM's `run.py --input_file prompts.txt` reads it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from .errors import ConfigError, read_text
 
+PLAIN_TEXT = (".txt",)  # file suffixes read as one prompt per line, not JSON
 KEYS = ("prompt", "turns", "question", "instruction", "conversations")
 HUMAN = {"human", "user"}
 
@@ -78,14 +80,19 @@ def load_prompts(path: Path | str) -> list[str]:
     if not path.is_file():
         raise ConfigError(f"input file {path} {'is a folder' if path.is_dir() else 'does not exist'}: pass a jsonl "
                           "file with one prompt per line")
-    prompts = []
-    for where, record in records(path, read_text(path, "save it as UTF-8 jsonl")):
-        try:
-            prompts.append(prompt_of(record))
-        except ValueError as e:
-            raise ConfigError(f"{path} {where}: {e}") from None
+    text = read_text(path, "save it as UTF-8 jsonl")
+    if path.suffix.lower() in PLAIN_TEXT:
+        prompts = [line for line in text.splitlines() if line.strip()]
+    else:
+        prompts = []
+        for where, record in records(path, text):
+            try:
+                prompts.append(prompt_of(record))
+            except ValueError as e:
+                raise ConfigError(f"{path} {where}: {e}") from None
     if not prompts:
-        raise ConfigError(f"input file {path} holds no prompts: add lines like {{\"prompt\": \"...\"}}")
+        raise ConfigError(f"input file {path} holds no prompts: add lines like "
+                          + ("'What is ReDrafter?'" if path.suffix.lower() in PLAIN_TEXT else '{"prompt": "..."}'))
     return prompts
 
 

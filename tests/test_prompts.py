@@ -65,6 +65,16 @@ def test_empty_and_missing(tmp_path):
         load_prompts(tmp_path / "nope.jsonl")
 
 
+@pytest.mark.parametrize("name", ["prompts.txt", "PROMPTS.TXT"])
+def test_a_txt_file_holds_one_prompt_per_line(tmp_path, name):
+    """TensorRT-LLM's run.py reads `--input_file prompts.txt` one prompt per line; here it was read as jsonl and
+    refused ('line 1 is not valid JSON'), and a line like '42' or '"quoted"' would have been read as JSON."""
+    path = write(tmp_path, 'What is 2+2?\r\n\n  \n{"prompt": "not json here"}\n42\n"quoted"\n', name)
+    assert load_prompts(path) == ["What is 2+2?", '{"prompt": "not json here"}', "42", '"quoted"']
+    with pytest.raises(ConfigError, match="no prompts"):
+        load_prompts(write(tmp_path, "\n \n", name))
+
+
 def test_json_list_of_non_objects_names_the_record_and_the_shape(tmp_path):
     f = tmp_path / "arr.jsonl"
     f.write_text('[1, 2, 3]\n')

@@ -109,7 +109,8 @@ def stats_line(result) -> str:
 @click.option("--tokenizer-dir", required=True, type=click.Path(file_okay=False), help="The base model's HF folder.")
 @click.option("--input-text", multiple=True, help="A prompt (repeatable).")
 @click.option("--input-file", type=click.Path(dir_okay=False),
-              help="jsonl with prompt / turns / question / instruction / conversations per line, or a ShareGPT .json.")
+              help="jsonl with prompt / turns / question / instruction / conversations per line, a ShareGPT .json, "
+                   "or a .txt with one prompt per line.")
 @click.option("--chat", is_flag=True, help="Apply the tokenizer's chat template to each prompt.")
 @click.option("--max-output-len", default=128, show_default=True, type=click.IntRange(min=1), help="New tokens per prompt.")
 @click.option("--temperature", default=0.0, show_default=True, type=Temperature(), help="0 = greedy.")
