@@ -92,3 +92,14 @@ def test_too_few_gpus_is_one_clear_error_before_any_rank_starts(tiny_llama, tiny
     for start in (lambda: rt.generate_tp(ckpt, [[1, 2, 3]], 4, device="cuda"), lambda: LocalRanks(ckpt, "cuda")):
         with pytest.raises(ConfigError, match="tp=2 checkpoint but 1 CUDA device"):
             start()
+
+
+def test_a_prompt_too_long_is_refused_before_any_rank_starts(tiny_llama, tiny_drafter, monkeypatch):
+    """run --tp: a prompt + --max-output-len beyond the positions was found by each spawned rank after loading its
+    weights (30 s for SmolLM2 at tp 3 on a CPU, minutes for a large model), not before."""
+    from redrafter_trt.errors import ConfigError
+
+    ckpt = checkpoint(tiny_llama, tiny_drafter, 2)
+    monkeypatch.setattr(rt, "launch", lambda *a, **k: pytest.fail("a rank was started"))
+    with pytest.raises(ConfigError, match="500-token prompt \\+ 13 new tokens exceed the model's 512 positions"):
+        rt.generate_tp(ckpt, [[1, 2], [3] * 500], 13)

@@ -188,7 +188,8 @@ def generate_tp(checkpoint_dir: Path | str, prompt_ids: list[list[int]], max_new
                 dtype: str | None = None, **kwargs) -> GenerationResult:
     """`generate` on a tp=N checkpoint in N spawned local processes; returns rank 0's result."""
     cfg = RuntimeConfig.from_dir(checkpoint_dir)
-    check_prompts(cfg, prompt_ids)  # before any rank starts
+    check_prompts(cfg, prompt_ids)  # before any rank starts (and loads its weights: minutes for a large model)
+    check_positions(cfg, prompt_ids, max_new_tokens)
     check_draft_shape(cfg, kwargs.get("num_beams"), kwargs.get("draft_len"), kwargs.get("use_draft", True))
     if cfg.tp_size == 1:
         return generate(load(checkpoint_dir, device, dtype), prompt_ids, max_new_tokens, **kwargs)
