@@ -34,7 +34,7 @@ def _gather_prompts(input_text: tuple[str, ...], input_file: str | None) -> list
 
 def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
     from ..checkpoint import require_valid
-    from ..runtime import RuntimeConfig, check_compile, check_draft_shape, generate, generate_tp, load
+    from ..runtime import RuntimeConfig, check_compile, check_draft_shape, check_positions, generate, generate_tp, load
 
     cfg = RuntimeConfig.from_dict(require_valid(ckpt), f"{ckpt}/config.json")
     if o["tp"] is not None and o["tp"] != cfg.tp_size:
@@ -58,6 +58,7 @@ def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
                           "checkpoint, a positive --temperature and drafting (no --no-draft); leave it out")
     tok = load_tokenizer(tokenizer_dir, cfg.vocab_size)
     ids = encode_prompts(tok, o["prompts"], o["chat"])
+    check_positions(cfg, ids, o["max_output_len"])  # before the weights load
     kwargs = dict(num_beams=o["num_beams"], draft_len=o["draft_len"], temperature=temperature,
                   eos_token_id=stop_ids(tok, tokenizer_dir), seed=o["seed"], use_draft=not o["no_draft"],
                   batch_size=o["batch_size"], sampling_rule=o["sampling_rule"] or "exact")
