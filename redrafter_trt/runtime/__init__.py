@@ -121,7 +121,8 @@ def check_positions(cfg: RuntimeConfig, prompt_ids: list[list[int]], max_new_tok
     longest = max(map(len, prompt_ids))
     if longest + max_new_tokens > cfg.max_positions:
         raise ConfigError(f"a {longest}-token prompt + {max_new_tokens} new tokens exceed the model's "
-                          f"{cfg.max_positions} positions: shorten the prompt or ask for fewer tokens")
+                          f"{cfg.max_positions} positions: shorten the prompt or ask for fewer new tokens "
+                          f"(--max-output-len)")
 
 
 def check_prompts(cfg: RuntimeConfig, prompt_ids: list[list[int]]) -> None:
