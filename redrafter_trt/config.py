@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import POSITIVE_INT, POSITIVE_NUMBER, ConfigError, read_text
-from .registry import ArchSpec, lookup
+from .registry import REGISTRY, ArchSpec, lookup
 from .rope import HF_ROPE_NEEDS, HF_ROPE_ORIGINAL, TRTLLM_ROPE_SCALINGS, rope_kind, trtllm_builds
 
 DTYPES = ("float16", "bfloat16", "float32")
@@ -114,7 +114,7 @@ def _as_transformers_reads(scaling: dict | None, hf: dict, where: str) -> dict |
                           f"transformers does: copy them from the model's published config.json")
     if kind in HF_ROPE_ORIGINAL:
         original = positive_int(scaling, "original_max_position_embeddings", f"{where} rope scaling",
-                                positive_int(hf, "max_position_embeddings", where, 2048))
+                                max_positions(hf, where))
         scaling = {**scaling, "original_max_position_embeddings": original}
     return scaling
 
@@ -145,8 +145,7 @@ class BaseModelConfig:
             raise ConfigError(f"{where} names no `architectures` ({kind} config): pass the Hugging Face base model's "
                               f"folder (its config.json names architectures such as LlamaForCausalLM)")
         spec = lookup(archs[0])
-        max_positions = positive_int(hf, "max_position_embeddings", where, 2048)
-        if sliding_window(hf, max_positions):
+        if sliding_window(hf, max_positions(hf, where)):
             raise ConfigError(f"{where}: sliding_window={hf['sliding_window']} is not supported by ReDrafter engines "
                               f"(TensorRT-LLM would attend over the whole context): use a version of the model "
                               f"without a sliding window (Mistral v0.2 or newer; Qwen2 with use_sliding_window false)")
@@ -162,6 +161,13 @@ class BaseModelConfig:
                    vocab_size=positive_int(hf, "vocab_size", where),
                    tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
                    source_dtype=str(dtype).replace("torch.", ""))
+
+
+def max_positions(hf: dict, where: str = "config.json") -> int:
+    """max_position_embeddings, or transformers' default for the architecture when config.json has none."""
+    archs = hf.get("architectures")
+    spec = REGISTRY.get(archs[0]) if isinstance(archs, list) and archs and isinstance(archs[0], str) else None
+    return positive_int(hf, "max_position_embeddings", where, spec.max_positions if spec else 2048)
 
 
 def sliding_window(hf: dict, max_positions: int) -> bool:
@@ -196,7 +202,7 @@ def trtllm_model_fields(base: BaseModelConfig, dtype: str, tp_size: int) -> dict
         "head_size": base.head_size,
         "vocab_size": base.vocab_size,
         "position_embedding_type": "rope_gpt_neox",
-        "max_position_embeddings": positive_int(hf, "max_position_embeddings", "config.json", 2048),
+        "max_position_embeddings": max_positions(hf),
         "hidden_act": hf.get("hidden_act", "silu"),
         "norm_epsilon": positive_float(hf, "rms_norm_eps", "config.json", 1e-6),
         "rotary_base": theta,

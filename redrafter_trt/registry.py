@@ -14,6 +14,7 @@ class ArchSpec:
     trtllm_architecture: str   # `base_model_architecture` in the ReDrafter config
     redrafter_architecture: str
     attn_bias: bool = False
+    max_positions: int = 2048  # transformers' default max_position_embeddings, for a config.json without one
     extra_config: dict = field(default_factory=dict)  # fields TensorRT-LLM's from_hugging_face adds
 
 
@@ -27,9 +28,9 @@ def register(spec: ArchSpec) -> ArchSpec:
 
 register(ArchSpec("LlamaForCausalLM", "LlamaForCausalLM", "ReDrafterForLLaMALM"))
 # TensorRT-LLM runs Mistral (without a sliding window) as Llama.
-register(ArchSpec("MistralForCausalLM", "LlamaForCausalLM", "ReDrafterForLLaMALM"))
+register(ArchSpec("MistralForCausalLM", "LlamaForCausalLM", "ReDrafterForLLaMALM", max_positions=131072))
 register(ArchSpec("Qwen2ForCausalLM", "Qwen2ForCausalLM", "ReDrafterForQWenLM", attn_bias=True,
-                  extra_config={"qwen_type": "qwen2"}))
+                  max_positions=32768, extra_config={"qwen_type": "qwen2"}))
 
 # TensorRT-LLM base checkpoints (the two-step flow) name these architectures. Its llama converter and modelopt name a
 # Mistral base MistralForCausalLM, which TensorRT-LLM's MODEL_MAP builds as LLaMAForCausalLM, as ReDrafterForLLaMALM is.

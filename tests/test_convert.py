@@ -281,3 +281,19 @@ def test_dry_run_prints_what_convert_writes_and_writes_nothing(tiny_qwen2, tmp_p
     assert {k: v for k, v in shown.items() if k != "producer"} == {k: v for k, v in cfg.items() if k != "producer"}
     refused = CliRunner().invoke(main, [*args, "--force", "--dry-run", "--quantize", "fp8"])
     assert refused.exit_code == 2 and "leave out --quantize" in refused.output
+
+
+@pytest.mark.parametrize("arch, want", [("llama", 2048), ("qwen2", 32768), ("mistral", 131072)])
+def test_a_config_without_max_position_embeddings_gets_transformers_default(tmp_path, arch, want):
+    """A review: every architecture got 2048, so a Qwen2 or Mistral config without the field was converted (and
+    `run` / the engine's max_seq_len limited) at a sixteenth of the context transformers gives it."""
+    import transformers
+
+    base = make_hf(tmp_path / "base", arch)
+    cfg = json.loads((base / "config.json").read_text())
+    del cfg["max_position_embeddings"]
+    cfg["sliding_window"] = None  # Mistral's default window (4096) is shorter than its default context
+    (base / "config.json").write_text(json.dumps(cfg))
+    assert transformers.AutoConfig.from_pretrained(base).max_position_embeddings == want
+    out = convert(base, make_drafter(tmp_path / "d", base), tmp_path / "out", num_beams=2, draft_len=2)
+    assert json.loads((out / "config.json").read_text())["max_position_embeddings"] == want
