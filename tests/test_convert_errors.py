@@ -337,16 +337,13 @@ def test_bin_weights_are_read_lazily(tmp_path, zip_format):
     from redrafter_trt.io import read_torch_state_dict
 
     path = tmp_path / "pytorch_model.bin"
-    torch.save({"w": torch.ones(64 * 2**20 // 4)}, path, _use_new_zipfile_serialization=zip_format)
-
-    def rss_mib():
-        return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-    before = rss_mib()
+    torch.save({"w": torch.arange(1000.0)}, path, _use_new_zipfile_serialization=zip_format)
     state = read_torch_state_dict(path)
-    grown = rss_mib() - before
-    assert torch.equal(state["w"][:4], torch.ones(4))
-    assert grown < 16 if zip_format else grown > 48, grown
+    assert torch.equal(state["w"], torch.arange(1000.0))
+    # mapped (its pages read only when touched) rather than read into memory; measuring the resident set instead
+    # passed or failed with what the allocator had kept from earlier tests
+    mapped = str(path.resolve()) in open("/proc/self/maps").read()
+    assert mapped == zip_format
 
 
 def test_other_safetensors_beside_model_safetensors(parts):
