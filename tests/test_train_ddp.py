@@ -33,20 +33,25 @@ torch.save(torch.stack(seen[:4]), tmp / f"params{rank}.pt")  # the 4 training st
 """
 
 
+def torchrun(script: str, tmp_path: Path, base: Path, port: int) -> None:
+    """Run `script` (given tmp_path and base) in two torchrun ranks on CPU; it must succeed."""
+    (tmp_path / "run.py").write_text(script)
+    repo = str(Path(__file__).resolve().parents[1])  # the workers import this checkout, installed or not
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           str(port), str(tmp_path / "run.py"), str(tmp_path), str(base)],
+                          capture_output=True, text=True, env=env, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 def test_torchrun_two_ranks(tmp_path):
     base = make_chat_base(tmp_path / "base")
     r = random.Random(0)
     (tmp_path / "qa.jsonl").write_text("\n".join(
         json.dumps({"question": f"{a}+{b}?", "answer": f"{a}+{b} is {a + b}."})
         for a, b in ((r.randint(1, 50), r.randint(1, 50)) for _ in range(40))))
-    (tmp_path / "run.py").write_text(SCRIPT)
-    repo = str(Path(__file__).resolve().parents[1])  # the workers import this checkout, installed or not
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                           "29531", str(tmp_path / "run.py"), str(tmp_path), str(base)],
-                          capture_output=True, text=True, env=env, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    torchrun(SCRIPT, tmp_path, base, 29531)
     cfg, _ = load_drafter(tmp_path / "out")
     assert cfg.predict_n == 2
     assert torch.equal(torch.load(tmp_path / "params0.pt"), torch.load(tmp_path / "params1.pt"))
@@ -91,14 +96,7 @@ def test_torchrun_ranks_append_distilled_answers_to_files_of_their_own(tmp_path)
 
     base = make_chat_base(tmp_path / "base")
     (tmp_path / "p.jsonl").write_text("\n".join(json.dumps({"prompt": f"Question {i}?"}) for i in range(8)))
-    (tmp_path / "run.py").write_text(DISTILL)
-    repo = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                           "29532", str(tmp_path / "run.py"), str(tmp_path), str(base)],
-                          capture_output=True, text=True, env=env, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    torchrun(DISTILL, tmp_path, base, 29532)
     (folder,) = (tmp_path / "cache").glob("distill-*")
     keys = {name: [json.loads(line)["key"] for line in (folder / name).read_text().splitlines()]
             for name in ("answers.jsonl", "answers.rank1.jsonl")}
