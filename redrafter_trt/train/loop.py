@@ -248,9 +248,10 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
             _save_state(cfg, drafter, head, opt, done, same)
             log.warning("interrupted: state saved after step %d in %s; pass --resume to continue", done, cfg.state_path)
         raise
-    if rank == 0:  # before the evaluation (minutes on a large held-out set): a Ctrl-C there keeps every step
+    if rank == 0:
+        # saved before the evaluation (minutes on a large held-out set): a Ctrl-C there keeps every step
         _save_state(cfg, drafter, head, opt, total, same)
-    if rank == 0:  # on the training device, in float32 products (the head's matmul_dtype left unset)
+        # evaluated on the training device, in float32 products (the head's matmul_dtype left unset)
         eval_feats = held.to(device) if held else feats
         result = evaluate(drafter, Head(head.weight.detach(), head.keep, head.remap, head.vocab_size), embed,
                           eval_feats, k)
