@@ -165,6 +165,16 @@ def test_requests_beyond_the_build_limits_are_refused_before_loading(tmp_path, m
         trtllm.generate_engine(tmp_path, [[1] * 3, [1] * prompt_len], new_tokens, end_id=2, pad_id=2)
 
 
+@pytest.mark.parametrize("prompt_len", [64, 70])
+def test_a_prompt_that_leaves_no_room_to_generate_is_told_to_shorten(tmp_path, monkeypatch, prompt_len):
+    """The executor takes prompts up to 88 tokens here (max_seq_len 64 + 25 draft tokens, minus 1), but one of 64 or
+    more leaves no room for a new token: the fix is a shorter prompt, not a lower --max-output-len (already 1)."""
+    write_engine_config(tmp_path, max_num_tokens=8192)
+    monkeypatch.setitem(sys.modules, "tensorrt_llm", None)
+    with pytest.raises(ConfigError, match=f"a prompt of {prompt_len} tokens exceeds the 63 the engine takes: shorten"):
+        trtllm.generate_engine(tmp_path, [[1] * prompt_len], 1, end_id=2, pad_id=2)
+
+
 @pytest.mark.parametrize("max_num_tokens, packed, limit", [
     (8192, True, 88),   # stored max_seq_len 64 + 25, minus 1: the builder ignored max_input_len 16
     (40, True, 40),     # max_num_tokens below that

@@ -62,8 +62,9 @@ class EngineLimits:
 
     def check(self, prompt_ids: list[list[int]], max_new_tokens: int, temperature: float) -> None:
         longest = max(len(p) for p in prompt_ids)
-        if longest > self.max_input_len:
-            raise ConfigError(f"a prompt of {longest} tokens exceeds the {self.max_input_len} the engine takes: "
+        takes = min(self.max_input_len, self.max_seq_len - 1)  # a prompt leaves room for one new token
+        if longest > takes:
+            raise ConfigError(f"a prompt of {longest} tokens exceeds the {takes} the engine takes: "
                               "shorten it, or rebuild with a larger --max-num-tokens and --max-seq-len")
         if longest + max_new_tokens > self.max_seq_len:
             raise ConfigError(f"{longest} prompt tokens + --max-output-len {max_new_tokens} exceed the engine's "
