@@ -68,7 +68,7 @@ def install_fake_trtllm(monkeypatch, executor, calls):
         def from_dir(cls, **kwargs):
             calls["from_dir"] = kwargs
             runner = cls()
-            runner.executor = executor
+            runner.session = executor  # ModelRunnerCpp.__init__: self.session = executor (no .executor)
             return runner
 
     def record(name):

@@ -5,7 +5,8 @@ run under `mpirun -n TP redrafter-trt run --engine-dir ...` (every rank calls th
 Beam count, draft length and greedy mode are fixed when the engine is built: a greedy engine ignores the temperature;
 a sampling engine (converted with --no-greedy) samples at it, 1.0 when none is given, so it refuses 0. The requests
 are checked against the engine's build limits first (`ModelRunnerCpp.from_dir` only asserts them). API used (TensorRT-LLM 1.2.x,
-`tensorrt_llm/runtime/model_runner_cpp.py`): `ModelRunnerCpp.from_dir(...).executor`, and from
+`tensorrt_llm/runtime/model_runner_cpp.py`): `ModelRunnerCpp.from_dir(...).session` (the
+`Executor` it holds; it has no `executor` attribute), and from
 `tensorrt_llm.bindings.executor`: `Request`, `SamplingConfig`, `enqueue_requests`, `await_responses`,
 `FinishReason`, `Result.output_token_ids / is_final / decoding_iter / finish_reasons`; `tensorrt_llm.mpi_rank` /
 `mpi_world_size`.
@@ -128,7 +129,7 @@ def generate_engine(engine_dir: Path | str, prompt_ids: list[list[int]], max_new
     batch = min(len(prompt_ids), limits.max_batch_size)  # more requests than that wait in the executor's queue
     runner = runtime.ModelRunnerCpp.from_dir(**runner_kwargs(engine_dir, tllm.mpi_rank(), batch,
                                                              max(len(p) for p in prompt_ids), max_new_tokens))
-    executor = runner.executor
+    executor = runner.session  # ModelRunnerCpp keeps its Executor as `session`
     if not executor.can_enqueue_requests():  # under mpirun only rank 0 submits; the others serve its requests
         return None
     sampling = executor_api.SamplingConfig(**sampling_kwargs(temperature, seed))
