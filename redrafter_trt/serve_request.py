@@ -126,6 +126,8 @@ def parse(body, chat: bool, model_name: str, max_output_len: int) -> Request:
     limit = f"an integer in {low}..{max_output_len} (the server's --max-output-len; 0 only with \"echo\": true)"
     max_tokens, newer = (_field(body, key, int, None, lambda v: low <= v <= max_output_len, limit)
                          for key in ("max_tokens", "max_completion_tokens"))  # the second: OpenAI's chat name
+    if None not in (max_tokens, newer) and max_tokens != newer:  # vLLM takes the second; trtllm-serve refuses the pair
+        raise RequestError(f'"max_tokens" {max_tokens} and "max_completion_tokens" {newer} disagree: send one of them')
     stop = _field(body, "stop", (str, list), [], lambda v: isinstance(v, str) or all(isinstance(s, str) for s in v),
                   "a string or a list of strings")
     seed = _field(body, "seed", int, None, lambda v: -2 ** 63 <= v < 2 ** 63, "a 64-bit integer")

@@ -377,6 +377,21 @@ def test_developer_role_is_the_system_role(server):
     assert answer("developer") == answer("system")
 
 
+def test_max_tokens_and_max_completion_tokens_must_agree(server):
+    """A client sending both (OpenAI renamed the field) had max_tokens silently win, where vLLM takes
+    max_completion_tokens: two different values are a 400 naming both, equal ones are one limit."""
+    def chat(max_tokens, newer):
+        body = {"messages": [{"role": "user", "content": "Hi"}], "ignore_eos": True, "max_tokens": max_tokens,
+                "max_completion_tokens": newer}
+        status, _, data = request(server, "POST", "/v1/chat/completions", body)
+        return status, json.loads(data)
+
+    status, out = chat(2, 5)
+    assert status == 400 and '"max_tokens" 2 and "max_completion_tokens" 5 disagree' in out["error"]["message"]
+    status, out = chat(3, 3)
+    assert status == 200 and out["usage"]["completion_tokens"] == 3, out
+
+
 def test_a_streamed_request_is_accepted_before_its_first_token(server):
     """The status line and headers go out once the request is accepted, not at its first token (a queued client
     with a time-to-first-byte timeout would give up)."""
