@@ -27,8 +27,9 @@ per prompt, its answer n times; sampling: n samples; at most --max-batch-size ro
 rows end). "echo" (as trtllm-serve): a completion's text starts with its prompt as sent (with logprobs: the prompt's
 tokens too, teacher-forced, the first one null, as OpenAI's; "max_tokens": 0 scores the prompt alone), a chat answer
 with the last message when that is the assistant's (a started answer). Refused with 400: fields that would change the
-answer and are not implemented here (`serve_request.UNSUPPORTED`), "best_of" > 1, "suffix", max_tokens above the
-server's --max-output-len (left out: what the prompt leaves, up to it), malformed fields; another "model": 404.
+answer and are not implemented here (`serve_request.UNSUPPORTED`), fields it does not know, "best_of" > 1, "suffix",
+max_tokens above the server's --max-output-len (left out: what the prompt leaves, up to it), malformed fields;
+another "model": 404.
 While the server shuts down, what waits or arrives gets 503 (`ReferenceBackend.stop`).
 """
 

@@ -5,7 +5,9 @@
 
 A field this server does not implement is refused when it would change the answer (`UNSUPPORTED`), never ignored:
 a client asking for top_p 0.9 or a presence penalty gets a 400 naming it, not an answer made without it. Fields
-that change nothing here (`user`, `tool_choice` without tools, ...) are accepted and ignored.
+that change nothing here (`IGNORED`: `user`, `metadata`, ...) are accepted and ignored; any other field is refused
+as unknown, as trtllm-serve's request models (extra="forbid") refuse it: a misspelt "temprature" or an OpenAI field
+this server has never heard of is not silently dropped.
 """
 
 from __future__ import annotations
@@ -150,8 +152,20 @@ UNSUPPORTED = {
     "response_format": ({"type": "text"},), "stop_token_ids": ([],), "bad_words": ([],),
     "skip_special_tokens": (True,), "include_stop_str_in_output": (False,), "truncate_prompt_tokens": (),
     "prompt_logprobs": (), "guided_json": (), "guided_regex": (), "guided_choice": (), "guided_grammar": (),
-    "logits_processors": (),
+    "logits_processors": (), "functions": ([],), "function_call": ("none", "auto"), "tool_choice": ("none", "auto"),
+    "modalities": (["text"],), "audio": (), "structured_outputs": (), "allowed_token_ids": (), "documents": ([],),
+    "spaces_between_special_tokens": (True,),
 }
+READ = {  # the fields `parse` reads, beside the prompt ("prompt"; chat: "messages")
+    "model", "stream", "stream_options", "best_of", "suffix", "echo", "n", "max_tokens", "max_completion_tokens",
+    "stop", "seed", "temperature", "logprobs", "top_logprobs", "ignore_eos",
+}
+# OpenAI's and the engines' fields that change no answer here: accepted and ignored (reasoning_effort: read only by
+# reasoning models' chat templates, none of the Llama, Mistral or Qwen2 ones served here; prediction: a hint for
+# speed, never the output; priority: the order requests are served in)
+IGNORED = {"user", "metadata", "store", "service_tier", "parallel_tool_calls", "prediction", "reasoning_effort",
+           "request_id", "cache_salt", "priority", "prompt_cache_key", "safety_identifier"}
+PROMPT = {False: "prompt", True: "messages"}
 ENDPOINT = {  # how this server builds each endpoint's prompt
     False: {"add_special_tokens": (True,)},
     True: {"add_special_tokens": (False,), "add_generation_prompt": (True,), "continue_final_message": (False,),
@@ -167,6 +181,11 @@ def _same(a, b) -> bool:
 
 
 def refuse_unsupported(body: dict, chat: bool, sampling: bool) -> None:
+    known = READ | IGNORED | {PROMPT[chat]} | set(UNSUPPORTED) | set(ENDPOINT[chat]) | set(SAMPLING_FILTERS)
+    unknown = [name for name, value in body.items() if name not in known and value is not None]
+    if unknown:
+        raise RequestError(f'"{unknown[0]}" is not a field of {"chat " if chat else ""}completions here: leave it out '
+                           f'(read: {", ".join(sorted(READ | {PROMPT[chat]}))})')
     table = UNSUPPORTED | ENDPOINT[chat] | (SAMPLING_FILTERS if sampling else {})
     for name, neutral in table.items():
         value = body.get(name)

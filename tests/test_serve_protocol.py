@@ -392,6 +392,36 @@ def test_max_tokens_and_max_completion_tokens_must_agree(server):
     assert status == 200 and out["usage"]["completion_tokens"] == 3, out
 
 
+HI = [{"role": "user", "content": "Hi"}]
+
+
+@pytest.mark.parametrize("path, body, says", [
+    ("/v1/completions", {"prompt": "Hi", "temprature": 0}, '"temprature" is not a field of completions'),
+    ("/v1/completions", {"prompt": "Hi", "add_generation_prompt": True}, '"add_generation_prompt" is not a field'),
+    ("/v1/chat/completions", {"messages": HI, "prompt": "Hi"}, '"prompt" is not a field of chat completions'),
+    ("/v1/chat/completions", {"messages": HI, "functions": [{"name": "f", "parameters": {}}]}, '"functions" is not'),
+    ("/v1/chat/completions", {"messages": HI, "tool_choice": "required"}, '"tool_choice" is not implemented'),
+    ("/v1/chat/completions", {"messages": HI, "modalities": ["text", "audio"], "audio": {"voice": "alloy"}},
+     '"modalities" is not implemented'),
+    ("/v1/chat/completions", {"messages": HI, "structured_outputs": {"choice": ["a", "b"]}}, '"structured_outputs"'),
+])
+def test_fields_it_does_not_know_are_refused_not_ignored(server, path, body, says):
+    """Any field outside the ones it reads, refuses or knows to change nothing was dropped silently: a misspelt
+    temperature, OpenAI's older `functions`, a forced `tool_choice`, audio output, vLLM's `structured_outputs`
+    each got a plain text answer; they are a 400 naming the field (trtllm-serve's request models forbid extra
+    fields too)."""
+    status, _, data = request(server, "POST", path, body | {"max_tokens": 2})
+    assert status == 400 and says in json.loads(data)["error"]["message"], data
+
+
+def test_openai_fields_that_change_nothing_are_accepted(server):
+    body = {"messages": HI, "max_tokens": 2, "user": "u", "metadata": {"k": "v"}, "store": False, "tool_choice": "none",
+            "parallel_tool_calls": False, "modalities": ["text"], "reasoning_effort": "low", "service_tier": "auto",
+            "functions": [], "documents": [], "spaces_between_special_tokens": True, "not_a_field": None}
+    status, _, data = request(server, "POST", "/v1/chat/completions", body)
+    assert status == 200, data
+
+
 def test_a_streamed_request_is_accepted_before_its_first_token(server):
     """The status line and headers go out once the request is accepted, not at its first token (a queued client
     with a time-to-first-byte timeout would give up)."""
