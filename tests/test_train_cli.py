@@ -51,6 +51,8 @@ def _run(*args):
     ("no_distill", "--distill-max-new-tokens only apply to the base's own answers: add --distill"),
     ("epochs_and_steps", "--epochs 3 has no effect with --max-steps 5, which sets the number of steps: leave one out"),
     ("frozen_random_head", "--freeze-head keeps the final projection at its init, which at --exit-dim 96 is random"),
+    ("seq_len", "--max-seq-len 4096 is more than the base's 512 positions (max_position_embeddings): pass "
+                "--max-seq-len 512 or less"),
 ])
 def test_bad_inputs_exit_2_with_one_line(chat_base, prompts, tmp_path, case, match):
     empty = tmp_path / "empty.jsonl"
@@ -62,7 +64,8 @@ def test_bad_inputs_exit_2_with_one_line(chat_base, prompts, tmp_path, case, mat
              "lr_inf": ["--lr", "inf"], "sharp_inf": ["--later-sharpness", "inf"],
              "template": ["--distill"], "no_distill": ["--distill-max-new-tokens", "192"],
              "epochs_and_steps": ["--epochs", "3", "--max-steps", "5"],
-             "frozen_random_head": ["--freeze-head", "--exit-dim", "96", "--distill"]}.get(case, [])
+             "frozen_random_head": ["--freeze-head", "--exit-dim", "96", "--distill"],
+             "seq_len": ["--max-seq-len", "4096", "--distill"]}.get(case, [])
     base = chat_base
     if case in ("base_json", "no_tokenizer", "template"):
         base = tmp_path / "base"
@@ -86,6 +89,19 @@ def test_bad_inputs_exit_2_with_one_line(chat_base, prompts, tmp_path, case, mat
     lines = r.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], r.output
     assert not (tmp_path / "out").exists()
+
+
+def test_the_default_max_seq_len_fits_the_base(chat_base, prompts, tmp_path):
+    """--max-seq-len past max_position_embeddings was accepted, and the base's hidden states there (which it never
+    produces in use: run refuses such prompts) trained the drafter; the default 1024 is cut to a base with fewer."""
+    from redrafter_trt.train import TrainConfig
+
+    cfg = TrainConfig(base=chat_base, data=[prompts], output=tmp_path / "out", cache_dir=tmp_path / "c")
+    cfg.validate()
+    assert cfg.max_seq_len == 512  # the tiny base's max_position_embeddings
+    cfg = TrainConfig(base=chat_base, data=[prompts], output=tmp_path / "out", cache_dir=tmp_path / "c", max_seq_len=300)
+    cfg.validate()
+    assert cfg.max_seq_len == 300
 
 
 def test_a_refused_run_leaves_no_folders_behind(chat_base, prompts, tmp_path):

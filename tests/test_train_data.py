@@ -495,6 +495,7 @@ def test_more_torchrun_ranks_than_training_conversations_is_refused_on_every_ran
     data.write_text("\n".join(json.dumps({"question": f"{i}?", "answer": f"It is {i}."}) for i in range(3)))
     cfg = TrainConfig(base=base, data=[data], output=tmp_path / "out", cache_dir=tmp_path / "c", distill=distill,
                       eval_examples=0)
+    cfg.validate()  # as train_drafter does: the default --max-seq-len fitted to the base
     for rank in range(4):
         with pytest.raises(ConfigError, match=r"^3 training conversations \(after the held-out ones\) for 4 torchrun "
                                               r"ranks: .* run 3 ranks or fewer$"):

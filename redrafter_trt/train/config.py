@@ -10,6 +10,7 @@ from ..drafter import MAX_DRAFT_LAYERS
 from ..errors import ConfigError
 
 DTYPES = ("auto", "float32", "bfloat16")
+DEFAULT_SEQ_LEN = 1024
 
 
 @dataclass
@@ -25,7 +26,7 @@ class TrainConfig:
     max_steps: int | None = None     # overrides epochs
     lr: float = 1e-3
     batch_size: int = 256            # anchor positions per step (each gives predict_n rows)
-    max_seq_len: int = 1024
+    max_seq_len: int | None = None   # None: DEFAULT_SEQ_LEN, or the base's positions when fewer (set by validate)
     seed: int = 0
     device: str = "cpu"
     resume: bool = False
@@ -73,7 +74,7 @@ class TrainConfig:
             (0 < self.lr < math.inf, f"--lr must be positive and finite (got {self.lr})"),
             (self.batch_size >= 1, f"--batch-size must be at least 1 (got {self.batch_size})"),
             (self.distill_batch_size >= 1, f"--distill-batch-size must be at least 1 (got {self.distill_batch_size})"),
-            (self.max_seq_len >= 8, f"--max-seq-len must be at least 8 (got {self.max_seq_len})"),
+            (self.max_seq_len is None or self.max_seq_len >= 8, f"--max-seq-len must be at least 8 (got {self.max_seq_len})"),
             (self.base_dtype in DTYPES, f"--base-dtype must be one of {', '.join(DTYPES)} (got {self.base_dtype!r})"),
             (self.train_dtype in DTYPES, f"--train-dtype must be one of {', '.join(DTYPES)} (got {self.train_dtype!r})"),
             (self.checkpoint_every >= 1, f"checkpoint_every must be at least 1 (got {self.checkpoint_every})"),
@@ -83,10 +84,11 @@ class TrainConfig:
             if not ok:
                 raise ConfigError(msg)
         self._check_device()
-        from ..config import BaseModelConfig, read_json
+        from ..config import BaseModelConfig, max_positions, read_json
 
-        H = BaseModelConfig.from_hf(read_json(self.base / "config.json", "base"),
-                                    str(self.base / "config.json")).hidden_size
+        hf = read_json(self.base / "config.json", "base")
+        H = BaseModelConfig.from_hf(hf, str(self.base / "config.json")).hidden_size
+        self._fit_seq_len(max_positions(hf))
         if not self.train_head and self.exit_dim is not None and H < self.exit_dim != 2 * H:  # train.init's cases
             raise ConfigError(f"--freeze-head keeps the final projection at its init, which at --exit-dim "
                               f"{self.exit_dim} is random (the base lm_head only up to the hidden size {H}, or at "
@@ -102,6 +104,16 @@ class TrainConfig:
         from ..io import check_output_folder
 
         check_output_folder(self.output, True, self.inputs)
+
+    def _fit_seq_len(self, positions: int) -> None:
+        """max_seq_len within the base's positions (max_position_embeddings): the default cut to them; a longer one
+        asked for is refused, as `run` refuses a prompt past them (the base's hidden states there, which the drafter
+        would learn from, are ones it never produces in use)."""
+        if self.max_seq_len is None:
+            self.max_seq_len = min(DEFAULT_SEQ_LEN, positions)
+        elif self.max_seq_len > positions:
+            raise ConfigError(f"--max-seq-len {self.max_seq_len} is more than the base's {positions} positions "
+                              f"(max_position_embeddings): pass --max-seq-len {positions} or less")
 
     def _check_device(self) -> None:
         """A CUDA device that is there: refused now, not after an hour of distillation on the CPU."""
