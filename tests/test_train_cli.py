@@ -257,3 +257,30 @@ def test_sigterm_saves_the_state_as_ctrl_c_does(chat_base, tmp_path):
     err = proc.communicate(timeout=60)[1]
     assert proc.returncode == 130 and "interrupted" in err, err[-2000:]
     assert torch.load(state, weights_only=True)["step"] > 200
+
+
+def test_distilled_hidden_states_past_float16_are_kept_not_inf(chat_base, prompts, tmp_path):
+    """Distillation cast the base's hidden states to float16 unchecked: a base whose hidden states pass 65504 cached
+    inf, and training stopped at step 1 with NaN, saying to lower --lr. Such answers are now kept in float32 (as the
+    teacher-forced pass does); a cache of infs written before is named."""
+    from safetensors.torch import load_file, save_file
+
+    base = tmp_path / "base"
+    shutil.copytree(chat_base, base)
+    weights = load_file(base / "model.safetensors")
+    weights["model.norm.weight"] = weights["model.norm.weight"] * 1e5  # final hidden states of about 1e5
+    save_file(weights, base / "model.safetensors", metadata={"format": "pt"})
+    args = ["--base", base, "--data", prompts, "--output", tmp_path / "out", "--cache-dir", tmp_path / "c",
+            "--distill", "--distill-max-new-tokens", "6", "--max-steps", "2", "--predict-n", "2", "--base-dtype",
+            "float32"]
+    r = _run(*args)
+    assert r.exit_code == 0, r.output
+    files = list(next((tmp_path / "c").glob("distill-*")).glob("hidden-*.safetensors"))
+    saved = [t for f in files for t in load_file(f).values()]
+    assert all(t.dtype == torch.float32 and torch.isfinite(t).all() for t in saved)
+    assert max(float(t.abs().max()) for t in saved) > 65504
+    for f in files:  # as the unchecked cast cached them
+        save_file({k: v.half() for k, v in load_file(f).items()}, f)
+    r = _run(*args, "--force")
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    assert "holds inf or NaN hidden states of the base" in r.output and "lower --lr" not in r.output, r.output

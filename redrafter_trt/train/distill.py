@@ -37,7 +37,8 @@ class CachedHidden:
     key: str
 
     def load(self) -> torch.Tensor:
-        """[n, H] float16: the base's last hidden state at each position that predicted an answer token."""
+        """[n, H] float16 (float32 past its range): the base's last hidden state at each position that predicted
+        an answer token."""
         from safetensors import safe_open
 
         with safe_open(str(self.path), framework="pt") as f:
@@ -75,7 +76,8 @@ def greedy_batch(model, prompts: list[list[int]], max_new_tokens: int | list[int
     """Greedy answers for a batch of prompts (token id lists); each answer ends with its EOS when one came
     within max_new_tokens (one for all, or one per prompt). Left padding; position ids count real tokens only.
 
-    Also returns, per answer of n tokens, the base's last hidden states [n, H] (float16) at the positions
+    Also returns, per answer of n tokens, the base's last hidden states [n, H] (float16, or float32 for an answer
+    where float16 would overflow) at the positions
     that predicted them: the last prompt token, then answer tokens 0..n-2. These are the teacher-forced
     hidden states of prompt + answer, captured for free, so distilled data needs no second base pass.
     """
@@ -102,10 +104,12 @@ def greedy_batch(model, prompts: list[list[int]], max_new_tokens: int | list[int
     for step in range(int(caps.max())):
         h = out.last_hidden_state[:, -1]  # [alive, H]
         nxt = model.lm_head(h).argmax(-1)  # [alive]
-        h16 = h.to(torch.float16).cpu()
+        h32 = h.float().cpu()
+        h16 = h32.half()
+        wide = (h16.isinf() & ~h32.isinf()).any(-1).tolist()  # past float16's 65504: kept in float32
         for j, (r, tok) in enumerate(zip(alive.tolist(), nxt.tolist())):
             answers[r].append(tok)
-            hidden[r].append(h16[j])
+            hidden[r].append(h32[j] if wide[j] else h16[j])
         keep = ~torch.isin(nxt, stop_t) & (caps > step + 1)
         if not keep.any():
             break
@@ -115,7 +119,8 @@ def greedy_batch(model, prompts: list[list[int]], max_new_tokens: int | list[int
         attn = torch.cat([attn, attn.new_ones((len(alive), 1))], dim=1)
         last_pos = last_pos + 1
         out = model.model(input_ids=nxt[:, None], attention_mask=attn, position_ids=last_pos[:, None], **with_cache)
-    return answers, [torch.stack(h) for h in hidden]
+    return answers, [torch.stack(h if all(x.dtype == torch.float16 for x in h) else [x.float() for x in h])
+                     for h in hidden]
 
 
 def _ends_with_newline(path: Path) -> bool:

@@ -19,6 +19,7 @@ from typing import Callable
 
 import torch
 
+from ..errors import TensorError
 from ..io import atomic_file, read_safetensors, write_safetensors
 from .data import Example
 
@@ -81,8 +82,14 @@ def _assemble(examples: list[Example], starts: list[int], anchors: torch.Tensor)
     out = None
     for i, ex in enumerate(examples):
         rows = ex.hidden.load()
+        if not torch.isfinite(rows).all():  # else the first step's loss is NaN, and the error blames --lr
+            raise TensorError(f"{ex.hidden.path} holds inf or NaN hidden states of the base (cached before float16 "
+                              f"overflow was kept in float32, or a base overflowing in its --base-dtype): delete "
+                              f"{ex.hidden.path.parent} and rerun, with --base-dtype float32 if it recurs")
         if out is None:
             out = torch.zeros((len(anchors), rows.shape[1]), dtype=rows.dtype)
+        elif out.dtype != rows.dtype:  # an answer kept in float32 (float16 overflows): all of them, not inf
+            out = out.to(torch.promote_types(out.dtype, rows.dtype))
         lo, hi = torch.searchsorted(anchors, torch.tensor([starts[i], starts[i] + len(ex.ids)])).tolist()
         out[lo:hi] = rows[anchors[lo:hi] - starts[i] - ex.hidden_from]
     return out
