@@ -127,7 +127,10 @@ class Teacher:
         (runs may share the cache)."""
         if path.exists():
             saved = read_safetensors(path)
-            if tuple(saved["ids"].shape) == (len(feats.anchors), min(k, len(base_head_rows))):
+            # not one of NaNs, from the infs float16 hidden states once cached: deleting those, as their error says,
+            # redistils the same answers under the same key
+            if tuple(saved["ids"].shape) == (len(feats.anchors), min(k, len(base_head_rows))) and \
+                    torch.isfinite(saved["probs"]).all():
                 return cls(saved["ids"].long().to(device), saved["probs"].to(device), weight)
         teacher = cls.from_features(feats, base_head_rows, k, weight, device=device)
         path.parent.mkdir(parents=True, exist_ok=True)
