@@ -51,6 +51,7 @@ def _run(*args):
     ("no_distill", "--distill-max-new-tokens only apply to the base's own answers: add --distill"),
     ("epochs_and_steps", "--epochs 3 has no effect with --max-steps 5, which sets the number of steps: leave one out"),
     ("frozen_random_head", "--freeze-head keeps the final projection at its init, which at --exit-dim 96 is random"),
+    ("vocab", "tokens but the model's vocab_size is 64: it is another model's; copy the base's tokenizer files"),
     ("seq_len", "--max-seq-len 4096 is more than the base's 512 positions (max_position_embeddings): pass "
                 "--max-seq-len 512 or less"),
 ])
@@ -67,11 +68,14 @@ def test_bad_inputs_exit_2_with_one_line(chat_base, prompts, tmp_path, case, mat
              "frozen_random_head": ["--freeze-head", "--exit-dim", "96", "--distill"],
              "seq_len": ["--max-seq-len", "4096", "--distill"]}.get(case, [])
     base = chat_base
-    if case in ("base_json", "no_tokenizer", "template"):
+    if case in ("base_json", "no_tokenizer", "template", "vocab"):
         base = tmp_path / "base"
         shutil.copytree(chat_base, base)
     if case == "base_json":
         (base / "config.json").write_text("{not json")
+    if case == "vocab":  # another model's tokenizer, with ids past this one's embedding: an IndexError traceback
+        raw = json.loads((base / "config.json").read_text())
+        (base / "config.json").write_text(json.dumps({**raw, "vocab_size": 64}))
     if case == "no_tokenizer":  # a base folder with only its config and weights
         for f in base.glob("*"):
             if f.name not in ("config.json", "model.safetensors"):

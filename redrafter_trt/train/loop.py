@@ -87,16 +87,21 @@ def base_tensors(base: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return embed, head
 
 
-def load_tokenizer(base: Path):
-    """The base's tokenizer, or a ConfigError when its folder has none that loads."""
+def load_tokenizer(base: Path, vocab_size: int | None = None):
+    """The base's tokenizer, or a ConfigError when its folder has none that loads, or one with more tokens than the
+    model's vocab_size (its ids past the embedding crashed the base's first forward pass)."""
     from transformers import AutoTokenizer
 
+    fix = "copy the base's tokenizer files (tokenizer.json, tokenizer_config.json) into it"
     try:
-        return AutoTokenizer.from_pretrained(base)
+        tokenizer = AutoTokenizer.from_pretrained(base)
     except (OSError, ValueError) as e:
         raise ConfigError(f"{base} has no usable tokenizer (transformers cannot load one from it: "
-                          f"{type(e).__name__}): copy the base's tokenizer files (tokenizer.json, "
-                          f"tokenizer_config.json) into it") from None
+                          f"{type(e).__name__}): {fix}") from None
+    if vocab_size is not None and len(tokenizer) > vocab_size:  # as run refuses it
+        raise ConfigError(f"the tokenizer in {base} has {len(tokenizer)} tokens but the model's vocab_size is "
+                          f"{vocab_size}: it is another model's; {fix}")
+    return tokenizer
 
 
 def _lr(step: int, total: int, lr: float) -> float:
@@ -141,7 +146,8 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
     cfg.validate()
     from transformers import AutoModelForCausalLM
 
-    tokenizer = load_tokenizer(cfg.base)
+    base_config = json.loads((cfg.base / "config.json").read_text())
+    tokenizer = load_tokenizer(cfg.base, int(base_config["vocab_size"]))
     report = on_progress or (lambda p: None)
     rank, world = _dist(cfg.device)
     device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if world > 1 and cfg.device.startswith("cuda")
@@ -173,7 +179,6 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
     held = build_features(held_ex, k, cache_dir, bid, load_model) if held_ex else None
     model_box.clear()  # the base is not needed any more
 
-    base_config = json.loads((cfg.base / "config.json").read_text())
     embed, head = base_tensors(cfg.base)
     dcfg, drafter = new_drafter(base_config, head, num_draft_layers=cfg.num_draft_layers, rnn=cfg.rnn,
                                 exit_dim=cfg.exit_dim or int(base_config["hidden_size"]), predict_n=k, seed=cfg.seed)
