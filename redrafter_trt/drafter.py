@@ -237,7 +237,9 @@ def save_drafter(folder: Path | str, cfg: DrafterConfig, state: dict[str, torch.
     from .io import atomic_output, write_safetensors
 
     with atomic_output(Path(folder), force=True, inputs=inputs) as tmp:
-        write_safetensors(tmp / "model.safetensors", {k: v.contiguous() for k, v in state.items()})
+        # the metadata save_pretrained writes: transformers before 4.46 (Apple's Drafter.from_pretrained) fails on a
+        # safetensors file without it ('NoneType' object has no attribute 'get')
+        write_safetensors(tmp / "model.safetensors", {k: v.contiguous() for k, v in state.items()}, {"format": "pt"})
         meta = cfg.to_json()
         if producer:
             meta["producer"] = producer

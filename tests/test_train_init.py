@@ -49,3 +49,18 @@ def test_singular_vectors_have_a_fixed_sign():
     vt = top_right_singular_vectors(W, 6)
     peak = vt.gather(1, vt.abs().argmax(1, keepdim=True))
     assert (peak > 0).all()
+
+
+def test_saved_drafter_carries_the_metadata_apples_loader_needs(tmp_path):
+    """Apple's Drafter.from_pretrained under transformers before 4.46 (the versions of its time) reads the
+    safetensors metadata's `format` with no check for none: our drafters, written without metadata, failed there
+    with "'NoneType' object has no attribute 'get'". save_pretrained writes {"format": "pt"}; so do we."""
+    from safetensors import safe_open
+
+    from redrafter_trt.drafter import save_drafter
+
+    cfg, model = new_drafter({"hidden_size": H, "vocab_size": V}, head_with_spread_spectrum(), num_draft_layers=1,
+                             rnn=True, exit_dim=H, predict_n=2, seed=0)
+    save_drafter(tmp_path / "d", cfg, model.state_dict())
+    with safe_open(str(tmp_path / "d" / "model.safetensors"), framework="pt") as f:
+        assert f.metadata() == {"format": "pt"}
