@@ -201,9 +201,14 @@ def test_a_resume_is_refused_before_any_work(chat_base, qa_file, tmp_path, monke
     monkeypatch.setattr(loop, "build_examples", lambda *a, **k: pytest.fail("examples built before the refusal"))
     for change, match in [({"distill_max_new_tokens": 16}, "saved with different --distill-max-new-tokens"),
                           ({"lr": 1.0}, "saved with different --lr"),
+                          # only once every cached hidden state was read (minutes for a large distillation)
+                          ({"predict_n": 2}, "saved with different drafter shape"),
+                          ({"num_draft_layers": 2}, "saved with different drafter shape"),
+                          ({"max_steps": 5}, re.escape("different number of steps (--max-steps, --epochs) (4 then, 5 "
+                                                       "now)")),
                           ({"output": tmp_path / "other"}, "no training state")]:
         with pytest.raises(ConfigError, match=match):
-            train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4, resume=True, **change))
+            train_drafter(_cfg(chat_base, qa_file, tmp_path, resume=True, **{"max_steps": 4, **change}))
 
 
 def test_a_resume_where_auto_dtypes_resolve_otherwise_is_refused(chat_base, qa_file, tmp_path, monkeypatch):

@@ -24,7 +24,7 @@ from typing import Callable
 
 import torch
 
-from ..drafter import Drafter, save_drafter
+from ..drafter import Drafter, DrafterConfig, save_drafter
 from ..errors import ConfigError
 from ..io import TensorSource
 from ..runtime.linear import pack_linears
@@ -154,8 +154,10 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
                           else cfg.device)
     torch.manual_seed(cfg.seed)
     options = _options(cfg, device, world)
-    if cfg.resume:  # refused now, not after distilling anew for the changed options
-        _refuse_other(cfg, _read_state(cfg, mmap=True), options)
+    if cfg.resume:  # refused now, not after distilling anew for the changed options (or reading every cached
+        # hidden state for a changed drafter shape or --max-steps)
+        known = {"arch": _arch(cfg, base_config), **({"total": cfg.max_steps} if cfg.max_steps else {})}
+        _refuse_other(cfg, _read_state(cfg, mmap=True), {**options, **known})
     cache_dir = cfg.cache_dir
     if not cfg.resume and rank == 0 and cfg.state_path.exists():  # a new run: never resume an older one's state
         log.info("removing %s, the state of an earlier run", cfg.state_path)
@@ -324,6 +326,13 @@ def _seen_tokens(feats: Features, tokenizer, vocab_size: int, world: int) -> tor
         torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
         seen = flags.bool()
     return seen.nonzero().squeeze(1)
+
+
+def _arch(cfg: TrainConfig, base_config: dict) -> dict:
+    """The drafter shape new_drafter makes, as its config's JSON, known before any work."""
+    H = int(base_config["hidden_size"])
+    return DrafterConfig(hidden_size=H, exit_dim=cfg.exit_dim or H, num_draft_layers=cfg.num_draft_layers,
+                         rnn=cfg.rnn, vocab_size=int(base_config["vocab_size"]), predict_n=cfg.predict_n).to_json()
 
 
 def _options(cfg: TrainConfig, device: torch.device, world: int = 1) -> dict:
