@@ -68,7 +68,7 @@ def _first_human(conversations) -> str:
             raise ValueError("`conversations` must hold objects with `from`/`value` (or `role`/`content`)")
         who = msg.get("from", msg.get("role"))
         text = msg.get("value", msg.get("content"))
-        if who in HUMAN and isinstance(text, str):
+        if str(who).lower() in HUMAN and isinstance(text, str):  # "Human", as train reads it too
             return text
     raise ValueError("`conversations` has no human/user message")
 

@@ -134,6 +134,16 @@ def test_jsonl_of_message_lists_says_to_wrap_them(tmp_path, read):
     assert len(read(p)) == 1
 
 
+def test_roles_are_read_whatever_their_case_by_run_and_train(tmp_path):
+    """A ShareGPT dump writing "Human" trained (train lowercases the roles) but `run --input-file` refused it: "has
+    no human/user message"."""
+    sg = tmp_path / "s.json"
+    sg.write_text(json.dumps([{"conversations": [{"from": "Human", "value": "h"}, {"from": "GPT", "value": "g"}]}]))
+    assert load_prompts(sg) == ["h"]
+    (conv,) = read_conversations(sg)
+    assert conv.messages == ({"role": "user", "content": "h"}, {"role": "assistant", "content": "g"})
+
+
 def test_flatten_windows_do_not_cross_examples():
     a = Example((5, 6, 7, 8, 9), (False, True, True, True, True))
     b = Example((1, 2, 3), (False, True, True))
