@@ -293,3 +293,23 @@ def test_distilled_hidden_states_past_float16_are_kept_not_inf(chat_base, prompt
     shutil.rmtree(files[0].parent)  # the fix it names: the same answers are distilled again, the same teacher key
     r = _run(*args, "--force")
     assert r.exit_code == 0, r.output
+
+
+def test_a_base_whose_hidden_states_are_not_finite_is_named(chat_base, tmp_path):
+    """Broken base weights (hidden states of inf or NaN) stopped training at step 1 saying to lower --lr."""
+    from safetensors.torch import load_file, save_file
+
+    base = tmp_path / "base"
+    shutil.copytree(chat_base, base)
+    weights = load_file(base / "model.safetensors")
+    save_file({**weights, "model.norm.weight": torch.full_like(weights["model.norm.weight"], float("inf"))},
+              base / "model.safetensors", metadata={"format": "pt"})
+    data = tmp_path / "qa.jsonl"
+    data.write_text(json.dumps({"question": "Hi?", "answer": "Hello there."}) + "\n")
+    r = _run("--base", base, "--data", data, "--output", tmp_path / "out", "--cache-dir", tmp_path / "c",
+             "--base-dtype", "float32")
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert r.output.strip().splitlines()[-1] == (
+        "error: the base's hidden states hold inf or NaN (computed in float32): its weights are broken or overflow "
+        "there: check the base, or pass --base-dtype float32"), r.output
+    assert not (tmp_path / "out").exists()

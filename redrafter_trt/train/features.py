@@ -102,7 +102,7 @@ def compute_hidden(model, examples: list[Example], starts: list[int], anchors: t
 
     Right padding needs no attention mask: attention is causal, so real positions never see the padding.
     """
-    device = next(model.parameters()).device
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
     H = model.config.hidden_size
     out = torch.zeros((len(anchors), H), dtype=torch.float32)
     order = sorted(range(len(examples)), key=lambda i: -len(examples[i].ids))
@@ -121,6 +121,10 @@ def compute_hidden(model, examples: list[Example], starts: list[int], anchors: t
         b += n
         if on_batch:
             on_batch(min(b, len(order)), len(order))
+    if not torch.isfinite(out).all():  # else the first step's loss is NaN, and the error blames --lr
+        raise TensorError(f"the base's hidden states hold inf or NaN (computed in "
+                          f"{str(dtype).removeprefix('torch.')}): its weights are broken or overflow there: check the "
+                          f"base, or pass --base-dtype float32")
     return out
 
 
