@@ -351,8 +351,21 @@ def test_a_record_the_template_renders_out_of_order_is_named(tmp_path):
     assert _masked_text(tok, encode(tok, plain, 1000)) == " R<|im_end|> R2<|im_end|>"
     system = conversation_of({"messages": [{"role": "system", "content": "S"}, *turns]}, "d.jsonl line 2")
     with pytest.raises(ConfigError, match=r"^d\.jsonl line 2: the base's chat template does not render it prefix by "
-                                          r"prefix .* remove that record$"):
+                                          r"prefix .* remove that record, or train on the base's own answers with "
+                                          r"--distill \(it renders only the prompt\)$"):
         encode(tok, system, 1000)
+
+
+def test_a_template_whose_generation_prompt_opens_a_think_block_points_to_distill(tmp_path):
+    """DeepSeek-R1's distilled Llama/Qwen2 templates open the generation prompt with <think> that no rendered answer
+    has: every record with an answer is refused, and the fixes named (drop the system message or later turns)
+    did not help; --distill, which renders only the prompt, does."""
+    tok = make_tokenizer(tmp_path / "tok")
+    tok.chat_template = CHATML.replace("'<|im_start|>assistant\n'", "'<|im_start|>assistant\n<think>\n'")
+    conv = conversation_of({"question": "Q", "answer": "A"}, "d.jsonl line 1")
+    with pytest.raises(ConfigError, match=r"with --distill \(it renders only the prompt\)$"):
+        encode(tok, conv, 1000)
+    assert tok.decode(prompt_ids(tok, conv)).endswith("<|im_start|>assistant\n<think>\n")
 
 
 def test_unusable_records_are_skipped_with_a_warning(tmp_path, caplog):

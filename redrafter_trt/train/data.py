@@ -200,9 +200,10 @@ def encode(tokenizer, conv: Conversation, max_len: int) -> Example:
         through = _render(tokenizer, conv, msgs[: j + 1], add_generation_prompt=False)
         if not (text.startswith(before) and text.startswith(through) and through.startswith(before)):
             raise ConfigError(f"{conv.source or 'a conversation'}: the base's chat template does not render it "
-                              f"prefix by prefix (Mistral's moves a system message into the last user turn), so its "
-                              f"assistant turns cannot be located: drop its system message or later turns, or remove "
-                              f"that record")
+                              f"prefix by prefix (Mistral's moves a system message into the last user turn; "
+                              f"DeepSeek-R1's opens its generation prompt with <think>), so its assistant turns cannot "
+                              f"be located: drop its system message or later turns, remove that record, or train on "
+                              f"the base's own answers with --distill (it renders only the prompt)")
         spans.append((len(before), len(through)))
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = enc["input_ids"][:max_len], enc["offset_mapping"][:max_len]
