@@ -80,16 +80,12 @@ def load_prompts(path: Path | str) -> list[str]:
     if not path.is_file():
         raise ConfigError(f"input file {path} {'is a folder' if path.is_dir() else 'does not exist'}: pass a jsonl "
                           "file with one prompt per line")
-    text = read_text(path, "save it as UTF-8 jsonl")
-    if path.suffix.lower() in PLAIN_TEXT:
-        prompts = [line for line in text.splitlines() if line.strip()]
-    else:
-        prompts = []
-        for where, record in records(path, text):
-            try:
-                prompts.append(prompt_of(record))
-            except ValueError as e:
-                raise ConfigError(f"{path} {where}: {e}") from None
+    prompts = []
+    for where, record in records(path, read_text(path, "save it as UTF-8 jsonl")):
+        try:
+            prompts.append(prompt_of(record))
+        except ValueError as e:
+            raise ConfigError(f"{path} {where}: {e}") from None
     if not prompts:
         raise ConfigError(f"input file {path} holds no prompts: add lines like "
                           + ("'What is ReDrafter?'" if path.suffix.lower() in PLAIN_TEXT else '{"prompt": "..."}'))
@@ -98,7 +94,10 @@ def load_prompts(path: Path | str) -> list[str]:
 
 def records(path: Path, text: str) -> list[tuple[str, object]]:
     """(where, record) for each record of a JSON list or jsonl text, where = "line N" or "record N of its JSON
-    list" (1-based); blank lines are skipped. A ConfigError when the text is neither."""
+    list" (1-based); blank lines are skipped. A ConfigError when the text is neither. A `.txt` path's records are
+    its lines, each a prompt (a bare string)."""
+    if path.suffix.lower() in PLAIN_TEXT:
+        return [(f"line {n}", line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
     if text.lstrip().startswith("["):
         try:
             return [(f"record {i} of its JSON list", r) for i, r in enumerate(json.loads(text), start=1)]

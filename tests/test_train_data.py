@@ -102,6 +102,16 @@ def test_readers(tmp_path):
     assert [m["role"] for m in conv.messages] == ["user", "assistant"]
 
 
+def test_a_txt_file_gives_train_the_prompts_run_reads(tmp_path):
+    """run --input-file reads a .txt file as one prompt per line; train refused it ('line 1 is not valid JSON')."""
+    path = tmp_path / "prompts.txt"
+    path.write_text('What is 2+2?\n\n{"prompt": "kept as text"}\n')
+    convs = read_conversations(path)
+    assert [list(c.messages) for c in convs] == [[{"role": "user", "content": t}] for t in load_prompts(path)]
+    assert [c.messages[0]["content"] for c in convs] == ["What is 2+2?", '{"prompt": "kept as text"}']
+    assert not any(c.has_answer for c in convs)
+
+
 @pytest.mark.parametrize("content, match", [("", "holds no records"), ('{"x": 1}\n', "line 1: no prompt"),
                                             ("{bad\n", "line 1 is not valid JSON")])
 def test_reader_errors(tmp_path, content, match):

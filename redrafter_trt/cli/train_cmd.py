@@ -58,7 +58,7 @@ _DTYPE = click.Choice(["auto", "float32", "bfloat16"])
 @click.command(cls=Command)
 @click.option("--base", required=True, type=click.Path(path_type=Path), help="Hugging Face folder of the chat base model.")
 @click.option("--data", "data", required=True, multiple=True, type=click.Path(path_type=Path),
-              help="jsonl (prompt / question+answer / messages) or ShareGPT json; repeat for several files.")
+              help="jsonl (prompt / question+answer / messages), ShareGPT json or .txt prompts (one per line); repeat for several files.")
 @click.option("--output", required=True, type=click.Path(path_type=Path), help="Drafter folder to write (Apple layout).")
 @click.option("--num-draft-layers", default=1, show_default=True, type=int, help="ResBlocks before the final projection.")
 @click.option("--rnn/--no-rnn", default=True, show_default=True, help="Recurrent state (Apple's rnn) or a plain sum of embeddings.")

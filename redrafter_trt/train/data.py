@@ -1,6 +1,6 @@
 """Training data for the drafter: conversation files in, token sequences with a loss mask out.
 
-Records (jsonl, one object per line, or a JSON list such as ShareGPT):
+Records (jsonl, one object per line, a JSON list such as ShareGPT, or a .txt file's lines, each a prompt):
     conversations   ShareGPT: [{"from": "human"|"gpt"|"system", "value"}] or [{"role", "content"}]
     messages        OpenAI style: [{"role", "content"}]
     question+answer GSM8K
@@ -136,7 +136,7 @@ def read_conversations(path: Path | str) -> list[Conversation]:
     (naming the first refused record's line or number, 1-based)."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"data file {path} does not exist: pass jsonl or ShareGPT json files to --data")
+        raise ConfigError(f"data file {path} does not exist: pass jsonl, ShareGPT json or .txt prompt files to --data")
     located = records(path, read_text(path, "save it as UTF-8 jsonl or json"))
     if not located:
         raise ConfigError(f"data file {path} holds no records: add lines like {{\"question\": ..., \"answer\": ...}}")
