@@ -15,6 +15,7 @@ prompt comes from them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shlex
@@ -80,9 +81,9 @@ def pick_questions(prompts: list[str], k: int) -> list[str]:
 
 # ---- drafter -------------------------------------------------------------------------------------------------------
 
-def drafter_origin(folder: Path) -> str | None:
-    """'trained' (by this version's recipe), 'outdated' (trained by an older recipe), 'untrained' (from
-    init-drafter) or None when the folder holds no usable drafter."""
+def drafter_origin(folder: Path, recipe: str = RECIPE) -> str | None:
+    """'trained' (by `recipe`, `recipe_id` of this run's training), 'outdated' (trained by another recipe),
+    'untrained' (from init-drafter) or None when the folder holds no usable drafter."""
     from .drafter import load_drafter
 
     try:
@@ -93,7 +94,7 @@ def drafter_origin(folder: Path) -> str | None:
     producer = producer if isinstance(producer, dict) else {}  # hand-edited into something else: not ours
     if producer.get("command") == "init-drafter":
         return "untrained"
-    return "trained" if producer.get("recipe") == RECIPE else "outdated"
+    return "trained" if producer.get("recipe") == recipe else "outdated"
 
 
 def training_api():
@@ -111,18 +112,41 @@ def ensure_drafter(base: Path, workdir: Path, force: bool, on_progress: Callable
     from .drafter import init_drafter_for_base
 
     folder = workdir / "drafter"
-    origin = None if force else drafter_origin(folder)
     api = training_api()
+    cfg = None
+    if api is not None:
+        quickstart_config, train_drafter = api
+        cfg = quickstart_config(base, folder, cache_dir=workdir / "train-cache")
+        cfg.extra = {"recipe": recipe_id(cfg)}
+    origin = None if force else drafter_origin(folder, cfg.extra["recipe"] if cfg else RECIPE)
     if origin == "trained" or (origin is not None and api is None):
         return folder, origin != "untrained", True
     if api is None:
         init_drafter_for_base(base, folder)
         return folder, False, False
-    quickstart_config, train_drafter = api
-    cfg = quickstart_config(base, folder, cache_dir=workdir / "train-cache", extra={"recipe": RECIPE})
-    cfg.resume = cfg.state_path.exists() and not force  # an interrupted first run goes on where it stopped
+    from .train import resumable
+
+    cfg.resume = not force and resumable(cfg)  # an interrupted run of this recipe goes on where it stopped
     train_drafter(cfg, on_progress)
     return folder, True, False
+
+
+# TrainConfig fields that do not shape the drafter (where it goes, resuming) or are identified by their contents
+NOT_RECIPE = frozenset({"base", "data", "output", "cache_dir", "resume", "checkpoint_every", "extra"})
+
+
+def recipe_id(cfg) -> str:
+    """RECIPE (bumped when the training code changes) and a digest of everything else a drafter depends on: every
+    training option, the base (`base_id`), the data files' contents and this package's version. A drafter or an
+    interrupted run's state from another recipe id is never reused."""
+    from . import __version__
+    from .train.dataset import base_id
+
+    options = {k: str(v) for k, v in sorted(vars(cfg).items()) if k not in NOT_RECIPE}
+    digest = hashlib.sha1(json.dumps([__version__, base_id(cfg.base), options]).encode())
+    for path in cfg.data:
+        digest.update(Path(path).read_bytes())
+    return f"{RECIPE}-{digest.hexdigest()[:12]}"
 
 
 def predict_n(drafter: Path) -> int | None:

@@ -72,7 +72,7 @@ def test_untrained_drafter_is_retrained_and_reconverted(smollm2, untrained, monk
     monkeypatch.setattr(qs, "training_api", lambda: (quickstart_config, fake_train))
     assert qs.ensure_drafter(smollm2, workdir, False, None) == (workdir / "drafter", True, False)
     assert len(calls) == 1 and calls[0].cache_dir == workdir / "train-cache" and calls[0].distill
-    assert qs.drafter_origin(workdir / "drafter") == "trained"
+    assert qs.drafter_origin(workdir / "drafter", calls[0].extra["recipe"]) == "trained"
     assert qs.ensure_drafter(smollm2, workdir, False, None) == (workdir / "drafter", True, True)
     assert len(calls) == 1
     assert qs.ensure_checkpoint(smollm2, workdir / "drafter", workdir, False)[1] is False  # reconverted
@@ -151,3 +151,72 @@ def test_a_hand_edited_producer_block_is_not_ours(tmp_path):
         (folder / "config.json").write_text(json.dumps(cfg | {"producer": "by hand"}))
     assert qs.drafter_origin(drafter) == "outdated"
     assert not qs.checkpoint_is_current(ckpt, drafter, base, 2, 2)
+
+
+@pytest.fixture(scope="module")
+def tiny_recipe(tmp_path_factory):
+    """A chat base of a few KB and 40 question-answer records: (base, training_api maker) where the maker's
+    keyword arguments change the recipe's options."""
+    import json
+    import random
+
+    from test_train_data import make_chat_base
+
+    from redrafter_trt.train import quickstart_config, train_drafter
+
+    folder = tmp_path_factory.mktemp("tiny-recipe")
+    base = make_chat_base(folder / "base")
+    data, r = folder / "qa.jsonl", random.Random(0)
+    data.write_text("".join(json.dumps({"question": f"What is {a} plus {b}?", "answer": f"{a} plus {b} is {a + b}."})
+                            + "\n" for a, b in ((r.randint(1, 60), r.randint(1, 60)) for _ in range(40))))
+
+    def api(calls, **options):
+        def config(b, output, **kw):
+            return quickstart_config(b, output, **{**kw, "data": [data], "distill": False, "max_examples": None,
+                                                   "batch_size": 32, "max_steps": 4, "predict_n": 3, **options})
+
+        def train(cfg, on_progress=None):
+            calls.append(cfg.resume)
+            return train_drafter(cfg, on_progress)
+        return lambda: (config, train)
+    return base, api
+
+
+def test_a_changed_recipe_retrains_and_never_resumes_the_old_state(tiny_recipe, tmp_path, monkeypatch):
+    """A finished run leaves its training state beside drafter/. A recipe option changed without a RECIPE bump
+    reused the stale drafter; with the bump, the next run resumed that state and stopped with train's `--resume`
+    error (a flag the quickstart does not have); a RECIPE bump alone (new training code, the same options)
+    resumed the finished state and relabelled the old weights as the new recipe's."""
+    base, api = tiny_recipe
+    calls = []
+    monkeypatch.setattr(qs, "training_api", api(calls, step_decay=1.0))
+    assert qs.ensure_drafter(base, tmp_path, False, None) == (tmp_path / "drafter", True, False)
+    assert (tmp_path / "drafter.train-state.pt").exists()
+    assert qs.ensure_drafter(base, tmp_path, False, None)[2] is True and calls == [False]  # reused
+    monkeypatch.setattr(qs, "training_api", api(calls, step_decay=0.5))  # an option of the recipe changed
+    assert qs.ensure_drafter(base, tmp_path, False, None) == (tmp_path / "drafter", True, False)
+    assert calls == [False, False]
+    monkeypatch.setattr(qs, "training_api", api(calls, step_decay=1.0))
+    monkeypatch.setattr(qs, "RECIPE", "quickstart-next")  # new training code, the same options
+    assert qs.ensure_drafter(base, tmp_path, False, None) == (tmp_path / "drafter", True, False)
+    assert calls == [False, False, False]
+
+
+def test_an_interrupted_run_resumes_with_its_own_recipe_only(tiny_recipe, tmp_path, monkeypatch):
+    base, api = tiny_recipe
+    calls = []
+
+    def stop(progress):
+        if progress.stats and progress.stats.step == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(qs, "training_api", api(calls, checkpoint_every=1))
+    with pytest.raises(KeyboardInterrupt):
+        qs.ensure_drafter(base, tmp_path, False, stop)
+    assert not (tmp_path / "drafter").exists() and (tmp_path / "drafter.train-state.pt").exists()
+    assert qs.ensure_drafter(base, tmp_path, False, None) == (tmp_path / "drafter", True, False)
+    assert calls == [False, True]  # went on where it stopped
+    (tmp_path / "drafter").rename(tmp_path / "kept")
+    monkeypatch.setattr(qs, "training_api", api(calls, checkpoint_every=1, lr=2e-3))
+    assert qs.ensure_drafter(base, tmp_path, False, None)[1:] == (True, False)
+    assert calls == [False, True, False]  # another recipe's state is not resumed (the run starts over)

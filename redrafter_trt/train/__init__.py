@@ -10,7 +10,8 @@
 """
 
 from .config import TrainConfig
-from .loop import Progress, StepStats, evaluate, train_drafter
+from .loop import Progress, StepStats, evaluate, resumable, train_drafter
 from .quickstart import default_data, quickstart_config
 
-__all__ = ["TrainConfig", "Progress", "StepStats", "evaluate", "train_drafter", "default_data", "quickstart_config"]
+__all__ = ["TrainConfig", "Progress", "StepStats", "evaluate", "resumable", "train_drafter", "default_data",
+           "quickstart_config"]

@@ -352,7 +352,7 @@ def _options(cfg: TrainConfig, device: torch.device, world: int = 1) -> dict:
             "distill": cfg.distill, "distill_max_new_tokens": cfg.distill_max_new_tokens,
             "base_dtype": dtype_name(cfg.torch_dtype(cfg.base_dtype, device)),
             "max_examples": cfg.max_examples, "eval_examples": cfg.eval_examples, "data": data.hexdigest(),
-            "ranks": world}
+            "ranks": world, "extra": cfg.extra}
 
 
 def _save_state(cfg: TrainConfig, drafter: Drafter, head: Head, opt, step: int, same: dict) -> None:
@@ -375,8 +375,18 @@ def _read_state(cfg: TrainConfig, mmap: bool = False) -> dict:
 CHANGED = {"arch": "drafter shape (--num-draft-layers, --rnn, --exit-dim, --predict-n)",
            "base": "--base (its config, weights or tokenizer)", "data": "--data (the files' contents)",
            "train_head": "--freeze-head", "eval_examples": "held-out examples",
-           "total": "number of steps (--max-steps, --epochs)", "ranks": "number of torchrun ranks (WORLD_SIZE)"}
-SAVED_BEFORE = {"ranks": 1}  # what a state saved before a value was compared holds (ranks: most runs have one)
+           "total": "number of steps (--max-steps, --epochs)", "ranks": "number of torchrun ranks (WORLD_SIZE)",
+           "extra": "recipe (the quickstart's)"}
+SAVED_BEFORE = {"ranks": 1, "extra": {}}  # what a state saved before a value was compared holds (ranks: most runs
+                                          # have one; extra: only the quickstart sets it)
+
+
+def resumable(cfg: TrainConfig) -> bool:
+    """Whether `cfg.state_path` holds a state saved with `cfg.extra` (the quickstart's recipe id): a run resumes
+    only such a one. The other options are compared when the run starts."""
+    if not cfg.state_path.exists():
+        return False
+    return _read_state(cfg, mmap=True).get("extra", SAVED_BEFORE["extra"]) == cfg.extra
 
 
 def _refuse_other(cfg: TrainConfig, state: dict, same: dict, more: tuple[str, ...] = ()) -> None:
