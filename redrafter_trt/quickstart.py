@@ -156,7 +156,9 @@ def predict_n(drafter: Path) -> int | None:
 # ---- checkpoint ----------------------------------------------------------------------------------------------------
 
 def checkpoint_is_current(checkpoint: Path, drafter: Path, base: Path, num_beams: int, draft_len: int) -> bool:
-    """The checkpoint was converted (float32, tp 1, these beams) from this base and this very drafter file."""
+    """The checkpoint was converted (float32, tp 1, these beams) by this version from this base and this very
+    drafter file."""
+    from . import __version__
     from .runtime.config import RuntimeConfig
 
     try:
@@ -164,9 +166,10 @@ def checkpoint_is_current(checkpoint: Path, drafter: Path, base: Path, num_beams
     except RedrafterError:
         return False
     raw = json.loads((checkpoint / "config.json").read_text())
+    producer = raw.get("producer") if isinstance(raw.get("producer"), dict) else {}
     weights = drafter / "model.safetensors"
     return (cfg.dtype == "float32" and cfg.tp_size == 1 and (cfg.num_beams, cfg.draft_len) == (num_beams, draft_len)
-            and (checkpoint / "rank0.safetensors").is_file()
+            and (checkpoint / "rank0.safetensors").is_file() and producer.get("version") == __version__
             and recorded_source(raw, "base") == str(base.resolve())
             and recorded_source(raw, "drafter") == str(drafter.resolve())
             and weights.is_file() and (checkpoint / "config.json").stat().st_mtime >= weights.stat().st_mtime)

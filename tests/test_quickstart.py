@@ -153,6 +153,20 @@ def test_a_hand_edited_producer_block_is_not_ours(tmp_path):
     assert not qs.checkpoint_is_current(ckpt, drafter, base, 2, 2)
 
 
+def test_a_checkpoint_from_another_version_is_reconverted(tmp_path, monkeypatch):
+    """The converter's fixes (e.g. max_position_embeddings per architecture) reach the quickstart's checkpoint."""
+    from tinymodels import make_drafter, make_hf
+
+    from redrafter_trt.convert import convert
+
+    base = make_hf(tmp_path / "base", "llama")
+    drafter = make_drafter(tmp_path / "drafter", base)
+    ckpt = convert(base, drafter, tmp_path / "ckpt", tp_size=1, dtype="float32", num_beams=2, draft_len=2)
+    assert qs.checkpoint_is_current(ckpt, drafter, base, 2, 2)
+    monkeypatch.setattr("redrafter_trt.__version__", "99.0")
+    assert not qs.checkpoint_is_current(ckpt, drafter, base, 2, 2)
+
+
 @pytest.fixture(scope="module")
 def tiny_recipe(tmp_path_factory):
     """A chat base of a few KB and 40 question-answer records: (base, training_api maker) where the maker's
