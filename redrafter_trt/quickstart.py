@@ -79,6 +79,20 @@ def pick_questions(prompts: list[str], k: int) -> list[str]:
     return [prompts[i * len(prompts) // k] for i in range(k)]
 
 
+def check_room(base: Path, questions: list[str], max_new_tokens: int) -> None:
+    """The questions (in the chat template, as bench encodes them) plus the answers fit the base's positions:
+    refused before the drafter trains and the checkpoint converts, not by bench after them."""
+    from .config import max_positions, read_json
+    from .tokens import encode_prompts, load_tokenizer
+
+    limit = max_positions(read_json(base / "config.json", "base"))
+    longest = max(map(len, encode_prompts(load_tokenizer(str(base), None), questions, True)))
+    if longest + max_new_tokens > limit:
+        raise ConfigError(f"--max-new-tokens {max_new_tokens}: a {longest}-token question + {max_new_tokens} new "
+                          f"tokens exceed the base's {limit} positions: pass --max-new-tokens {limit - longest} "
+                          f"or less")
+
+
 # ---- drafter -------------------------------------------------------------------------------------------------------
 
 def drafter_origin(folder: Path, recipe: str = RECIPE) -> str | None:
@@ -246,6 +260,7 @@ def quickstart(opts: QuickstartOptions, on_stage: Callable[[str], None] = lambda
     t = time.perf_counter()
     on_stage("base: SmolLM2-135M-Instruct")
     base = ensure_smollm2()
+    check_room(base, questions, opts.max_new_tokens)
     seconds["base"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -234,3 +234,16 @@ def test_an_interrupted_run_resumes_with_its_own_recipe_only(tiny_recipe, tmp_pa
     monkeypatch.setattr(qs, "training_api", api(calls, checkpoint_every=1, lr=2e-3))
     assert qs.ensure_drafter(base, tmp_path, False, None)[1:] == (True, False)
     assert calls == [False, True, False]  # another recipe's state is not resumed (the run starts over)
+
+
+def test_answers_past_the_positions_are_refused_before_training(smollm2, tmp_path, monkeypatch):
+    """--max-new-tokens 9000 (SmolLM2 has 8192 positions) trained for minutes and converted, then bench refused it."""
+    def no_training():
+        raise AssertionError("the drafter stage started")
+
+    monkeypatch.setattr(qs, "training_api", no_training)
+    result = CliRunner().invoke(main, ["quickstart", "--workdir", str(tmp_path), "--num-questions", "1",
+                                       "--max-new-tokens", "9000"])
+    assert result.exit_code == 2, result.output
+    assert "--max-new-tokens 9000" in result.stderr and "8192 positions" in result.stderr
+    assert not (tmp_path / "drafter").exists()
