@@ -23,8 +23,8 @@ MIN_PYTHON = (3, 10)
 ENGINES = "engines (redrafter-trt build, engine runs)"
 
 # what the CPU path imports: distribution -> the oldest version it runs with (setup.cfg's install_requires; a test
-# keeps the two equal)
-REQUIRED_PACKAGES = {"torch": "2.5", "transformers": "4.45", "safetensors": "0.4", "click": "8.1", "tqdm": None,
+# keeps the two equal). transformers 4.56: `from_pretrained(..., dtype=)` (4.55 passes it to the model's __init__)
+REQUIRED_PACKAGES = {"torch": "2.5", "transformers": "4.56", "safetensors": "0.4", "click": "8.1", "tqdm": None,
                      "pyyaml": None}
 
 
@@ -67,7 +67,7 @@ def check_package(dist: str, version: str | None, minimum: str | None) -> Check:
         return Check(dist, False, "not installed", fix, required=True)
     try:
         from packaging.version import Version
-        # release numbers only: NGC's torch 2.5.0a0+...nv24.10 and a 4.45.0.dev0 build are 2.5 and 4.45
+        # release numbers only: NGC's torch 2.5.0a0+...nv24.10 and a 4.56.0.dev0 build are 2.5 and 4.56
         old = minimum is not None and Version(version).release < Version(minimum).release
     except Exception:  # packaging missing (it comes with transformers) or an odd version string: trust it
         old = False

@@ -74,7 +74,7 @@ def fake_machine(monkeypatch, torch: TorchInfo, trtllm: str | None, dists: dict[
     monkeypatch.setattr(doctor, "has_module", lambda name: bool(trtllm))
 
 
-CPU_DISTS = {"torch": "2.6.0", "transformers": "4.46.0", "safetensors": "0.4.5", "click": "8.1.7", "pyyaml": "6.0",
+CPU_DISTS = {"torch": "2.6.0", "transformers": "4.56.0", "safetensors": "0.4.5", "click": "8.1.7", "pyyaml": "6.0",
              "tqdm": "4.66.0"}
 
 
@@ -92,9 +92,23 @@ def test_required_packages_are_setup_cfgs():
         == doctor.REQUIRED_PACKAGES
 
 
+def test_transformers_minimum_takes_from_pretrained_dtype():
+    """The package loads models with `from_pretrained(..., dtype=)`, which transformers has since 4.56 (4.55 passes
+    it on to the model's __init__: a TypeError traceback in train, bench and the quickstart); setup.cfg said 4.45."""
+    import re
+    from pathlib import Path
+
+    from packaging.version import Version
+
+    package = Path(doctor.__file__).parent
+    uses = [f for f in package.rglob("*.py") if re.search(r"from_pretrained\([^)]*\bdtype=", f.read_text())]
+    assert uses
+    assert Version(doctor.REQUIRED_PACKAGES["transformers"]) >= Version("4.56")
+
+
 @pytest.mark.parametrize("dists, line", [
     ({k: v for k, v in CPU_DISTS.items() if k != "tqdm"}, "FIX  tqdm: not installed -> pip install tqdm"),
-    ({**CPU_DISTS, "transformers": "4.40.2"}, "FIX  transformers: 4.40.2, older than 4.45 -> pip install 'transformers>=4.45'"),
+    ({**CPU_DISTS, "transformers": "4.55.4"}, "FIX  transformers: 4.55.4, older than 4.56 -> pip install 'transformers>=4.56'"),
 ])
 def test_a_missing_or_old_required_package_is_not_ready(monkeypatch, dists, line):
     fake_machine(monkeypatch, TorchInfo("2.6.0+cpu", None), None, dists)
@@ -129,7 +143,7 @@ def test_missing_required_package_exits_2(monkeypatch):
     fake_machine(monkeypatch, TorchInfo("2.6.0+cpu", None), None, dists)
     result = CliRunner().invoke(main, ["doctor"])
     assert result.exit_code == 2
-    assert "FIX  transformers: not installed -> pip install 'transformers>=4.45'" in result.output
+    assert "FIX  transformers: not installed -> pip install 'transformers>=4.56'" in result.output
     assert "NOT ready" in result.output
 
 
@@ -180,6 +194,6 @@ def test_real_machine_runs():
 def test_prerelease_builds_of_the_minimum_are_enough(monkeypatch):
     """NGC's torch (in TensorRT-LLM's images) and transformers from git carry pre-release versions."""
     fake_machine(monkeypatch, TorchInfo("2.5.0a0", None), None,
-                 {**CPU_DISTS, "torch": "2.5.0a0+e000cf0ad9.nv24.10", "transformers": "4.45.0.dev0"})
+                 {**CPU_DISTS, "torch": "2.5.0a0+e000cf0ad9.nv24.10", "transformers": "4.56.0.dev0"})
     result = CliRunner().invoke(main, ["doctor"])
     assert "OK   torch: 2.5.0a0+e000cf0ad9.nv24.10" in result.output and "FIX  transformers" not in result.output
