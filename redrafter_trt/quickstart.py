@@ -6,8 +6,9 @@ then the commands that build and run the same drafter on a GPU with TensorRT-LLM
 Work folder (default `<cache root>/quickstart`), reused by the next run:
     drafter/       Apple layout; trained with `redrafter_trt.train.quickstart_config` (self-distilled answers to
                    `data/self_prompts.jsonl` and `data/starter_prompts.jsonl`, about 8 minutes on 2 cores). Without the training package the
-                   drafter is a fresh, untrained one, and every report says so.
-    checkpoint/    float32, tp 1, reused while it was converted from the drafter now in drafter/
+                   drafter is a fresh, untrained one, and every report says so. Reused while its recorded
+                   `recipe_id` is this run's; an interrupted training (drafter.train-state.pt) goes on only then.
+    checkpoint/    float32, tp 1, reused while this version converted it from the drafter now in drafter/
     train-cache/   the distilled answers and base hidden states training made (a forced retrain reuses them)
 The MT-Bench questions (`data/mt_bench_questions.jsonl`, FastChat, Apache-2.0) are the evaluation set: no training
 prompt comes from them.
