@@ -87,7 +87,7 @@ _DTYPE = click.Choice(["auto", "float32", "bfloat16"])
                    "with native bfloat16 (AVX512-BF16 / AMX), else float32.")
 @click.option("--train-dtype", type=_DTYPE, default="auto", show_default=True,
               help="The dtype of the drafter head's products in training (weights, loss and gradients stay "
-                   "float32). auto: as --base-dtype.")
+                   "float32). auto: the same rule as --base-dtype's auto, whatever --base-dtype is.")
 @click.option("--soft-target", default=0.5, show_default=True, type=float,
               help="Share of each target given to the base's own next-token distribution (its top 16 tokens, from "
                    "the cached hidden states); the rest stays on the distilled token. 0 = hard targets only.")
