@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .errors import DependencyError
+from .errors import ConfigError, DependencyError
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,12 @@ def ensure_smollm2(dest: Path | None = None) -> Path:
     for module in ("gguf", "accelerate"):
         if importlib.util.find_spec(module) is None:
             raise DependencyError(f"reading the SmolLM2 GGUF needs `{module}`: run `pip install gguf accelerate`")
+    from .io import writable_folder
+
+    why = writable_folder(dest.parent)
+    if why:  # checked before the minute of dequantising, not after it
+        raise ConfigError(f"cannot write SmolLM2-135M-Instruct into {dest.parent} ({why}): set REDRAFTER_TRT_CACHE "
+                          f"to a writable folder")
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -247,3 +247,17 @@ def test_answers_past_the_positions_are_refused_before_training(smollm2, tmp_pat
     assert result.exit_code == 2, result.output
     assert "--max-new-tokens 9000" in result.stderr and "8192 positions" in result.stderr
     assert not (tmp_path / "drafter").exists()
+
+
+def test_an_unwritable_model_cache_is_refused_before_dequantising(tmp_path, monkeypatch):
+    """REDRAFTER_TRT_CACHE on a file or a read-only place failed only after a minute and a half of dequantising."""
+    from redrafter_trt import smollm2
+
+    def no_gguf():
+        raise AssertionError("dequantising started")
+
+    monkeypatch.setattr(smollm2, "gguf_dir", no_gguf)
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("REDRAFTER_TRT_CACHE", str(tmp_path / "file"))
+    with pytest.raises(ConfigError, match="is not a folder.*REDRAFTER_TRT_CACHE"):
+        smollm2.ensure_smollm2()
