@@ -280,7 +280,7 @@ def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
     texts = first_prompts(texts, opts.num_prompts)
     tokenizer = load_tokenizer(opts.tokenizer_dir, cfg.vocab_size)
     prompt_ids = encode_prompts(tokenizer, texts, opts.chat)
-    check_positions(cfg, prompt_ids, opts.max_new_tokens)
+    check_positions(cfg, prompt_ids, opts.max_new_tokens, "--max-new-tokens")
     eos = stop_ids(tokenizer, opts.tokenizer_dir)  # as run and acceptance: every method stops on the same ids
     hf = load_hf_baseline(hf_dir, cfg.torch_dtype).to(opts.device)  # first: fails in seconds, a compile takes minutes
     if opts.compile:

@@ -133,7 +133,7 @@ def run_acceptance(opts: AcceptanceOptions, progress: Callable[[str], None] = la
     texts = first_prompts(load_prompts(opts.prompts), opts.num_prompts)  # an empty file is an error there
     tokenizer = load_tokenizer(opts.tokenizer_dir, cfg.vocab_size)
     prompt_ids = encode_prompts(tokenizer, texts, opts.chat)
-    check_positions(cfg, prompt_ids, opts.max_new_tokens)
+    check_positions(cfg, prompt_ids, opts.max_new_tokens, "--max-new-tokens")
     eos = stop_ids(tokenizer, opts.tokenizer_dir)
     model = load(opts.checkpoint_dir, device=opts.device)
     start = time.perf_counter()

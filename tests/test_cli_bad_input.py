@@ -181,9 +181,9 @@ def test_lengths_beyond_the_models_positions(smollm2, tmp_path):
     long.write_text(json.dumps({"prompt": "hello " * 9000}) + "\n")
     assert_one_line_error(run_cli("run", *args, "--input-file", long, "--max-output-len", 4), "8192 positions",
                           "shorten the prompt")
-    for cmd in ("bench", "acceptance"):
+    for cmd in ("bench", "acceptance"):  # their option is --max-new-tokens (the message named run's)
         result = run_cli(cmd, *args, "--prompts", long, "--max-new-tokens", 4)
-        assert_one_line_error(result, "8192 positions")
+        assert_one_line_error(result, "8192 positions", "(--max-new-tokens)")
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -116,13 +116,15 @@ def check_draft_shape(cfg: RuntimeConfig, num_beams: int | None, draft_len: int 
     return W, L
 
 
-def check_positions(cfg: RuntimeConfig, prompt_ids: list[list[int]], max_new_tokens: int) -> None:
-    """Refuse prompts that with max_new_tokens run past the model's positions (as TensorRT-LLM's max_seq_len)."""
+def check_positions(cfg: RuntimeConfig, prompt_ids: list[list[int]], max_new_tokens: int,
+                    flag: str = "--max-output-len") -> None:
+    """Refuse prompts that with max_new_tokens run past the model's positions (as TensorRT-LLM's max_seq_len);
+    `flag`: the caller's option for the new tokens."""
     longest = max(map(len, prompt_ids))
     if longest + max_new_tokens > cfg.max_positions:
         raise ConfigError(f"a {longest}-token prompt + {max_new_tokens} new tokens exceed the model's "
                           f"{cfg.max_positions} positions: shorten the prompt or ask for fewer new tokens "
-                          f"(--max-output-len)")
+                          f"({flag})")
 
 
 def check_prompts(cfg: RuntimeConfig, prompt_ids: list[list[int]]) -> None:
