@@ -161,6 +161,9 @@ def _tokenizer(hf_dir: Path):
     except (OSError, ValueError) as e:
         raise ConfigError(f"{hf_dir} has no usable tokenizer for FP8 calibration ({str(e).splitlines()[0][:100]}): "
                           f"save the model's tokenizer into the folder") from None
+    if not tok("Hello")["input_ids"]:  # transformers 5 makes an empty Qwen2 tokenizer from a folder with none
+        raise ConfigError(f"{hf_dir} has no usable tokenizer for FP8 calibration (it turns text into no tokens): "
+                          f"save the model's tokenizer into the folder")
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.convert_ids_to_tokens(0)
