@@ -261,3 +261,29 @@ def test_an_unwritable_model_cache_is_refused_before_dequantising(tmp_path, monk
     monkeypatch.setenv("REDRAFTER_TRT_CACHE", str(tmp_path / "file"))
     with pytest.raises(ConfigError, match="is not a folder.*REDRAFTER_TRT_CACHE"):
         smollm2.ensure_smollm2()
+
+
+def test_sigterm_stops_every_command_as_ctrl_c_does(tmp_path):
+    """`kill` (SIGTERM) ended quickstart at once, losing up to 200 training steps that Ctrl-C saves: only train and
+    serve turned it into Ctrl-C. The command group does it for every command now (the work here is a stand-in that
+    sends itself SIGTERM and records whether its cleanup ran)."""
+    import subprocess
+    import sys
+
+    marker = tmp_path / "cleaned-up"
+    script = f"""
+import os, signal, time
+import redrafter_trt.quickstart as q
+def work(*args, **kwargs):
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+    finally:
+        open({str(marker)!r}, "w").close()
+q.quickstart = work
+from redrafter_trt.cli import main
+main(["quickstart", "--workdir", {str(tmp_path / "w")!r}])
+"""
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 130 and res.stderr.strip().endswith("interrupted"), (res.returncode, res.stderr)
+    assert marker.exists()

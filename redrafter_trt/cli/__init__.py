@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import signal
 import sys
 
 import click
@@ -106,6 +107,10 @@ class LazyGroup(click.Group):
             ctx.exit(130)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def _not_in_preset(e: click.UsageError) -> str:
     """For a required option a --config preset left out (its values are the context's default_map): where to add it."""
     if isinstance(e, click.MissingParameter) and e.ctx and e.ctx.default_map is not None and e.param is not None:
@@ -122,5 +127,8 @@ def _not_in_preset(e: click.UsageError) -> str:
 def main(ctx, debug, verbose):
     """Convert, check, run and build Apple ReDrafter drafters for TensorRT-LLM."""
     ctx.obj = {"debug": debug}
+    # `kill`, `docker stop`, a scheduler's preemption, torchrun stopping its ranks: stop as on Ctrl-C, so train and
+    # quickstart save their training state, serve drains, and a half-written output's temporary folder is removed
+    signal.signal(signal.SIGTERM, _interrupt)
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)

@@ -5,7 +5,6 @@ every GPU its ranks need (`redrafter_trt.serve_engine`). Same routes and request
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import threading
 from pathlib import Path
@@ -101,7 +100,6 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
     click.echo(f"serving {name} at http://{shown}:{server.server_address[1]}/v1 ({kind}, {device}, "
                f"tp {cfg.tp_size}, {cfg.num_beams} beams x {cfg.draft_len} draft tokens); Ctrl-C stops")
     sys.stdout.flush()  # the address, for whoever reads this through a pipe
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill`, `docker stop`: stop like Ctrl-C
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -122,7 +120,3 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt

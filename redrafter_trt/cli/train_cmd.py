@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 from pathlib import Path
 
 import click
@@ -37,10 +36,6 @@ class _Bars:
     def close(self):
         for bar in self.bars.values():
             bar.close()
-
-
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt
 
 
 def _positive(ctx, param, value):
@@ -131,9 +126,6 @@ def train(base, data, output, num_draft_layers, rnn, exit_dim, predict_n, epochs
                       full_vocab=full_vocab, cache_dir=cache_dir)
     cfg.validate()  # every option first: a refused run leaves nothing behind
     check_output_folder(output, force, cfg.inputs)  # the default cache folder included
-    # `kill`, a scheduler's preemption, torchrun stopping its ranks: the state is saved as on Ctrl-C (it once kept
-    # only the last checkpoint, up to 199 steps back)
-    signal.signal(signal.SIGTERM, _interrupt)
     if os.environ.get("RANK", "0") != "0":  # torchrun's other ranks: rank 0 alone draws the bars and reports
         train_drafter(cfg)
         return
