@@ -186,15 +186,19 @@ def resolve_hf_dir(hf_dir: Path | None, ckpt_config: dict, checkpoint_dir: Path)
 # ---- the three methods ---------------------------------------------------------------------------------------------
 
 def load_hf_baseline(hf_dir: Path, dtype: torch.dtype):
-    """The transformers model of the base (on the CPU, in eval mode), or one line naming why it cannot load."""
+    """The transformers model of the base (on the CPU, in eval mode), or one line naming why it cannot load. Its
+    folder's generation_config.json is dropped: `generate` fills every field hf_generate leaves unset from it (Qwen2.5
+    Instruct's repetition_penalty 1.05 would apply to the greedy baseline, which the runtime never does)."""
     from safetensors import SafetensorError
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, GenerationConfig
 
     try:
-        return AutoModelForCausalLM.from_pretrained(hf_dir, dtype=dtype).eval()
+        model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=dtype).eval()
     except (OSError, ValueError, SafetensorError) as e:
         raise ConfigError(f"cannot load the transformers baseline from {hf_dir} ({first_line(e, type(e).__name__)}): "
                           f"pass --hf-dir with the complete Hugging Face folder of the checkpoint's base") from None
+    model.generation_config = GenerationConfig()
+    return model
 
 
 @torch.inference_mode()

@@ -401,3 +401,24 @@ def test_bench_stops_on_the_tokenizer_folders_generation_config_as_acceptance_do
         counts[cmd] = json.loads(out.read_text())["configs"][0]["new_tokens"]
     everything = next(c for c in report[0]["configs"] if c["draft_len"] == 1)["new_tokens"]
     assert counts["bench"] == counts["acceptance"] < everything, (counts, everything)
+
+
+def test_the_transformers_baseline_ignores_the_bases_sampling_and_penalty_settings(setup, tmp_path):
+    """A review: `generate` fills every field bench's GenerationConfig leaves unset from the base's
+    generation_config.json, so a base shipping a repetition_penalty (Qwen2.5 Instruct: 1.05) made the greedy
+    transformers baseline decode other tokens (0/3 prompts agreed with the runtime here) and other counts."""
+    import shutil
+
+    base, ckpt, prompts = setup
+    penalised = tmp_path / "base"
+    shutil.copytree(base, penalised)
+    gen = json.loads((base / "generation_config.json").read_text())
+    gen.update(repetition_penalty=1.5, do_sample=True, temperature=0.7, top_k=20)
+    (penalised / "generation_config.json").write_text(json.dumps(gen))
+    out = tmp_path / "bench.json"
+    result = run_cli(*bench_args(setup, "--hf-dir", penalised, "--max-new-tokens", 12, "--beams", 1, "--draft-lens", 1,
+                                 "--output-json", out))
+    assert result.exit_code == 0, result.output
+    baselines = json.loads(out.read_text())["baselines"]
+    assert baselines["hf_matches_no_draft"] == len(PROMPTS)
+    assert baselines["hf"]["new_tokens"] == baselines["no_draft"]["new_tokens"]
