@@ -1,0 +1,74 @@
+"""scripts/profile_decode.py on a tiny checkpoint under a clock that a base forward advances by its token count:
+the plain step it compares against is timed over the same prompts, and the prefill is its own piece."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from redrafter_trt import runtime as rt
+from test_bench import save_byte_tokenizer
+from test_runtime_support import checkpoint
+
+SPEC = importlib.util.spec_from_file_location("profile_decode",
+                                              Path(__file__).resolve().parents[1] / "scripts" / "profile_decode.py")
+profile_decode = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(profile_decode)
+
+PROMPTS = ["a", "The quick brown fox jumps over the lazy dog"]  # prefills of very different cost
+
+
+def test_plain_step_over_the_same_prompts_and_prefill_apart(tiny_llama, tiny_drafter, tmp_path, monkeypatch):
+    """A review: the plain step was timed on the first prompt alone (the drafted ones on all), and the prefill's
+    forward and argmax were summed into `verify` and `argmax` under a row named `prefill + rest of the loop`."""
+    import time
+
+    from redrafter_trt.runtime.cache import KVCache
+    from redrafter_trt.tokens import encode_prompts, eos_ids, load_tokenizer
+
+    decode_mod = importlib.import_module("redrafter_trt.runtime.decode")
+    for owner, name in ((decode_mod, "_prefill"), (decode_mod, "accept_greedy"), (KVCache, "commit")):
+        monkeypatch.setattr(owner, name, getattr(owner, name))  # the script patches them for good: restored after
+    tokenizer_dir = tmp_path / "tok"
+    save_byte_tokenizer(tokenizer_dir)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS))
+    ckpt = checkpoint(tiny_llama, tiny_drafter, 1, num_beams=2, draft_len=2)
+
+    clock = [0.0]
+    real_load = rt.load
+
+    def load(*args, **kwargs):
+        model = real_load(*args, **kwargs)
+        forward = model.base.forward
+
+        def ticking(tokens, *a, **k):
+            clock[0] += tokens.shape[1]  # one second a token
+            return forward(tokens, *a, **k)
+        model.base.forward = ticking
+        return model
+
+    monkeypatch.setattr(rt, "load", load)
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+    result = CliRunner().invoke(profile_decode.main, ["--checkpoint-dir", str(ckpt), "--tokenizer-dir",
+                                                      str(tokenizer_dir), "--prompts", str(prompts), "--beams", "2",
+                                                      "--draft-len", "2", "--num-prompts", "2",
+                                                      "--max-new-tokens", "6"])
+    assert result.exit_code == 0, result.output
+
+    tokenizer = load_tokenizer(tokenizer_dir, None)
+    ids = encode_prompts(tokenizer, PROMPTS, None)
+    model, eos = real_load(ckpt), eos_ids(tokenizer)
+    plain = [rt.generate(model, [p], 6, eos_token_id=eos, use_draft=False) for p in ids]
+    drafted = [rt.generate(model, [p], 6, num_beams=2, draft_len=2, eos_token_id=eos) for p in ids]
+    # a plain step is one forward of one token, and the prefill one of the prompt's
+    plain_ms = sum(len(p) + r.steps[0] - 1 for p, r in zip(ids, plain)) / sum(r.steps[0] for r in plain) * 1000
+    assert f"({plain_ms:.1f} ms)" in result.output, (plain_ms, result.output)
+    steps = sum(r.steps[0] for r in drafted)
+    prefill = re.search(r"^prefill\s+([\d.]+)", result.output, re.M)
+    assert prefill and float(prefill[1]) == round(sum(map(len, ids)) / steps * 1000, 1), result.output
