@@ -24,7 +24,7 @@ def forward_once(model, context: torch.Tensor, rows: int) -> tuple[torch.Tensor,
     cache = base.new_cache(1, n + rows + 1)
     base.forward(context, torch.arange(n)[None], torch.ones(1, n, n, dtype=torch.bool).tril(), cache)
     cache.lens += n
-    tokens = torch.arange(1000, 1000 + 37 * rows, 37)[None]
+    tokens = torch.arange(1000, 1000 + 37 * rows, 37)[None] % model.config.vocab_size
     start = time.perf_counter()
     hidden = base.forward(tokens, n + torch.arange(rows)[None], torch.ones(1, rows, rows, dtype=torch.bool).tril(),
                           cache)

@@ -1,5 +1,6 @@
-"""scripts/profile_decode.py on a tiny checkpoint under a clock that a base forward advances by its token count:
-the plain step it compares against is timed over the same prompts, and the prefill is its own piece."""
+"""The measuring scripts on a tiny checkpoint: profile_decode.py under a clock that a base forward advances by its
+token count (the plain step it compares against is timed over the same prompts, and the prefill is its own piece),
+and bench_compiled.py's timed forward."""
 
 from __future__ import annotations
 
@@ -15,10 +16,15 @@ from redrafter_trt import runtime as rt
 from test_bench import save_byte_tokenizer
 from test_runtime_support import checkpoint
 
-SPEC = importlib.util.spec_from_file_location("profile_decode",
-                                              Path(__file__).resolve().parents[1] / "scripts" / "profile_decode.py")
-profile_decode = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(profile_decode)
+
+def script(name: str):
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+profile_decode = script("profile_decode")
 
 PROMPTS = ["a", "The quick brown fox jumps over the lazy dog"]  # prefills of very different cost
 
@@ -72,3 +78,15 @@ def test_plain_step_over_the_same_prompts_and_prefill_apart(tiny_llama, tiny_dra
     steps = sum(r.steps[0] for r in drafted)
     prefill = re.search(r"^prefill\s+([\d.]+)", result.output, re.M)
     assert prefill and float(prefill[1]) == round(sum(map(len, ids)) / steps * 1000, 1), result.output
+
+
+def test_bench_compiled_forward_fits_a_small_vocabulary(tiny_llama, tiny_drafter):
+    """A review: the timed forward fed token ids from 1000 up, an IndexError traceback on a checkpoint whose
+    vocabulary is smaller (the tiny test models': 256)."""
+    import torch
+
+    model = rt.load(checkpoint(tiny_llama, tiny_drafter, 1, num_beams=2, draft_len=2))
+    bench_compiled = script("bench_compiled")
+    for rows in bench_compiled.ROWS:
+        hidden, seconds = bench_compiled.forward_once(model, torch.arange(10)[None], rows)
+        assert hidden.shape[:2] == (1, rows) and seconds >= 0
