@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+SCRATCH = {"base", "copy", "drafter", "ckpt"}  # what a run leaves in --workdir (emptied at the next run's start)
+
 
 def synth_llama(folder: Path, layers: int, hidden: int = 2048, inter: int = 5632, vocab: int = 32000,
                 heads: int = 16, kv_heads: int = 8, shard_bytes: int = 500_000_000) -> tuple[int, int]:
@@ -85,6 +87,10 @@ def main() -> None:
     ap.add_argument("--tp", type=int, default=2)
     ap.add_argument("--workdir", type=Path, default=None)
     args = ap.parse_args()
+    if args.workdir and args.workdir.exists() and (not args.workdir.is_dir() or
+                                                    {p.name for p in args.workdir.iterdir()} - SCRATCH):
+        sys.exit(f"error: --workdir {args.workdir} holds more than an earlier run's {', '.join(sorted(SCRATCH))} and "
+                 f"is emptied first: pass a new or empty folder")
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_convert-"))
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)

@@ -90,3 +90,26 @@ def test_bench_compiled_forward_fits_a_small_vocabulary(tiny_llama, tiny_drafter
     for rows in bench_compiled.ROWS:
         hidden, seconds = bench_compiled.forward_once(model, torch.arange(10)[None], rows)
         assert hidden.shape[:2] == (1, rows) and seconds >= 0
+
+
+def test_bench_convert_keeps_a_workdir_holding_other_files(tmp_path, monkeypatch):
+    """A review: `--workdir` was deleted whole before the run (`--workdir ~/models` lost every model there); only a
+    folder holding nothing but an earlier run's scratch is emptied now."""
+    import sys
+
+    import pytest
+
+    bench_convert = script("bench_convert")
+    precious = tmp_path / "mine.safetensors"
+    precious.write_text("keep")
+    monkeypatch.setattr(bench_convert, "synth_llama", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("stop")))
+    monkeypatch.setattr(sys, "argv", ["bench_convert.py", "--workdir", str(tmp_path)])
+    with pytest.raises(SystemExit, match="holds more than an earlier run's"):
+        bench_convert.main()
+    assert precious.read_text() == "keep"
+    earlier = tmp_path / "earlier"
+    (earlier / "ckpt").mkdir(parents=True)
+    monkeypatch.setattr(sys, "argv", ["bench_convert.py", "--workdir", str(earlier)])
+    with pytest.raises(RuntimeError, match="stop"):  # an earlier run's folder is emptied and reused
+        bench_convert.main()
+    assert not (earlier / "ckpt").exists()
