@@ -61,14 +61,14 @@ def main(checkpoint_dir, tokenizer_dir, prompts, beams, draft_len, num_prompts, 
     from redrafter_trt.runtime.cache import KVCache
     from redrafter_trt.prompts import load_prompts
     from redrafter_trt.quickstart import mt_bench_path
-    from redrafter_trt.tokens import encode_prompts, eos_ids
+    from redrafter_trt.tokens import encode_prompts, stop_ids
 
     if threads:
         torch.set_num_threads(threads)
     prompts = prompts or mt_bench_path()
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     ids = encode_prompts(tokenizer, load_prompts(prompts)[:num_prompts], None)
-    eos = eos_ids(tokenizer)
+    eos = stop_ids(tokenizer, tokenizer_dir)  # as run and bench: the generation config's stop tokens too
     model = rt.load(checkpoint_dir, compile=compile_layers)
     rt.generate(model, [ids[0]], 8, num_beams=beams, draft_len=draft_len, eos_token_id=eos)  # warm-up
     rt.generate(model, [ids[0]], 8, eos_token_id=eos, use_draft=False)

@@ -80,6 +80,30 @@ def test_plain_step_over_the_same_prompts_and_prefill_apart(tiny_llama, tiny_dra
     assert prefill and float(prefill[1]) == round(sum(map(len, ids)) / steps * 1000, 1), result.output
 
 
+def test_profile_decode_stops_where_run_and_bench_stop(tiny_llama, tiny_drafter, tmp_path, monkeypatch):
+    """A review: it stopped on the tokenizer's EOS alone, running past the stop tokens of the generation_config.json
+    beside it that run and bench stop at (Llama 3.1 Instruct's <|eom_id|>), so it profiled other answers."""
+    from redrafter_trt.runtime.cache import KVCache
+
+    decode_mod = importlib.import_module("redrafter_trt.runtime.decode")
+    for owner, name in ((decode_mod, "_prefill"), (decode_mod, "accept_greedy"), (KVCache, "commit")):
+        monkeypatch.setattr(owner, name, getattr(owner, name))
+    tokenizer_dir = tmp_path / "tok"
+    save_byte_tokenizer(tokenizer_dir)
+    (tokenizer_dir / "generation_config.json").write_text(json.dumps({"eos_token_id": [65, 66]}))
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": PROMPTS[1]}) + "\n")
+    stops, real = [], rt.generate
+    monkeypatch.setattr(rt, "generate", lambda *a, **k: stops.append(k["eos_token_id"]) or real(*a, **k))
+    ckpt = checkpoint(tiny_llama, tiny_drafter, 1, num_beams=2, draft_len=2)
+    result = CliRunner().invoke(profile_decode.main, ["--checkpoint-dir", str(ckpt), "--tokenizer-dir",
+                                                      str(tokenizer_dir), "--prompts", str(prompts), "--beams", "1",
+                                                      "--draft-len", "1", "--num-prompts", "1",
+                                                      "--max-new-tokens", "2"])
+    assert result.exit_code == 0, result.output
+    assert stops and all({65, 66} <= set(s) for s in stops), stops
+
+
 def test_bench_compiled_forward_fits_a_small_vocabulary(tiny_llama, tiny_drafter):
     """A review: the timed forward fed token ids from 1000 up, an IndexError traceback on a checkpoint whose
     vocabulary is smaller (the tiny test models': 256)."""
