@@ -44,7 +44,8 @@ def time_verify(base, T: int, context: int, reps: int, greedy) -> float:
 
 @click.command()
 @click.option("--threads", type=int, default=None, help="torch intra-op threads [default: torch's choice].")
-@click.option("--sizes", default="1,2,4,8,16,24", show_default=True, help="Tree sizes T (new tokens per forward).")
+@click.option("--sizes", default="1,2,4,8,16,24", show_default=True,
+              help="Tree sizes T (new tokens per forward); T=1 is timed too, the ratios' reference.")
 @click.option("--context", default=150, show_default=True)
 @click.option("--reps", default=8, show_default=True)
 def main(threads, sizes, context, reps):
@@ -57,6 +58,7 @@ def main(threads, sizes, context, reps):
 
     if threads:
         torch.set_num_threads(threads)
+    sizes = sorted({1, *(int(s) for s in sizes.split(","))})  # "vs T=1" divides by the T=1 row
     base_dir = ensure_smollm2()
     with tempfile.TemporaryDirectory(prefix="bench-verify-") as tmp:
         init_drafter_for_base(base_dir, Path(tmp) / "drafter")
@@ -70,7 +72,7 @@ def main(threads, sizes, context, reps):
     full = lambda hidden: base.logits(hidden).argmax(-1)  # noqa: E731
     print("T   ms (full logits)  ms (runtime)  vs T=1 (runtime)  full / runtime")
     one = None
-    for T in (int(s) for s in sizes.split(",")):
+    for T in sizes:
         slow, fast = time_verify(base, T, context, reps, full), time_verify(base, T, context, reps, base.greedy_tokens)
         one = one or fast
         print(f"{T:<3d} {slow:16.1f}  {fast:12.1f}  {fast / one:16.2f}  {slow / fast:14.2f}")
@@ -79,7 +81,7 @@ def main(threads, sizes, context, reps):
     hidden = base.forward(ids, torch.arange(context)[None], torch.ones(1, context, context, dtype=torch.bool).tril(),
                           cache)[0]
     print("lm_head only: rows  ms (full logits)  ms (screened)  full / screened  tokens re-scored")
-    for T in (int(s) for s in sizes.split(",")):
+    for T in sizes:
         x = hidden[-T:].contiguous()
         slow, fast = best_ms(lambda: full(x), reps), best_ms(lambda: screen(x), reps)
         kept = screen.candidates(x).numel()

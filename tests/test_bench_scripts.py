@@ -137,3 +137,22 @@ def test_bench_convert_keeps_a_workdir_holding_other_files(tmp_path, monkeypatch
     with pytest.raises(RuntimeError, match="stop"):  # an earlier run's folder is emptied and reused
         bench_convert.main()
     assert not (earlier / "ckpt").exists()
+
+
+def test_bench_verify_ratios_are_to_a_t1_row(smollm2, monkeypatch):
+    """A review: `vs T=1` divided by the first size timed, so `--sizes 2,4` printed 1.00 for T=2; T=1 is timed
+    always. Forward times are faked (T ms for T tokens): the ratio must be T."""
+    import redrafter_trt.convert
+    import redrafter_trt.drafter
+    from test_runtime_support import fresh_drafter
+
+    bench_verify = script("bench_verify")
+    ckpt = checkpoint(smollm2, fresh_drafter(smollm2), 1)
+    monkeypatch.setattr(redrafter_trt.drafter, "init_drafter_for_base", lambda *a, **k: None)
+    monkeypatch.setattr(redrafter_trt.convert, "convert", lambda *a, **k: ckpt)
+    monkeypatch.setattr(bench_verify, "time_verify", lambda base, T, *a: float(T))
+    monkeypatch.setattr(bench_verify, "best_ms", lambda fn, reps: 1.0)
+    result = CliRunner().invoke(bench_verify.main, ["--sizes", "2,4", "--reps", "1", "--context", "8"])
+    assert result.exit_code == 0, result.output
+    rows = {int(m[1]): float(m[2]) for m in re.finditer(r"^(\d+)\s+[\d.]+\s+[\d.]+\s+([\d.]+)", result.output, re.M)}
+    assert rows == {1: 1.0, 2: 2.0, 4: 4.0}, result.output
