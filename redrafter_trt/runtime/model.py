@@ -3,7 +3,9 @@
 Names are TensorRT-LLM's: `attention.qkv` = per rank cat(q_r, k_r, v_r) (+bias for Qwen2), `attention.dense`
 (row-parallel: all-reduce), `mlp.fc` = gate_proj, `mlp.gate` = up_proj (both column-parallel), `mlp.proj`
 (row-parallel: all-reduce), `lm_head` (column-parallel, rows padded to a multiple of tp: all-gather, then sliced
-to vocab_size). FP8 linears (float8_e4m3fn + `weights_scaling_factor`) are dequantised on load.
+to vocab_size), `vocab_embedding` (whole; with use_parallel_embedding split by rows: all-reduce, or by columns
+with embedding_sharding_dim 1: all-gather). FP8 linears (float8_e4m3fn + `weights_scaling_factor`) are dequantised
+on load.
 
 Shapes: B batch rows, T new tokens, S cached slots, H hidden, hq/hkv local heads, hd head size.
 """
@@ -126,6 +128,8 @@ class BaseModel:
         inv_freq, self.rope_scale = rope_inv_freq(cfg)
         self.inv_freq = inv_freq.to(self.device)
         self.vocab_sharded = self.embed.shape[0] * group.tp_size >= cfg.vocab_size > self.embed.shape[0]
+        # use_parallel_embedding with embedding_sharding_dim 1: each rank holds H/tp columns of every row
+        self.hidden_sharded = self.embed.shape[1] < cfg.hidden_size
         self.compiled = None
         if compile:
             self.compiled = compile_stack(LayerStack(weights, self.ln_f, self.local_heads, self.local_kv_heads,
@@ -134,7 +138,10 @@ class BaseModel:
 
     # ---- pieces -------------------------------------------------------------------------------------------
     def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens [...] -> [..., H]; a vocab-sharded embedding looks up local rows and all-reduces."""
+        """tokens [...] -> [..., H]; a vocab-sharded embedding looks up local rows and all-reduces, a hidden-sharded
+        one looks up its columns and all-gathers them."""
+        if self.hidden_sharded:
+            return self.group.all_gather(F.embedding(tokens, self.embed))
         if not self.vocab_sharded:
             return F.embedding(tokens, self.embed)
         rows = self.embed.shape[0]
