@@ -208,7 +208,7 @@ class ReferenceBackend:
         bad = [t for p in prompts for t in p if not 0 <= t < self.config.vocab_size]
         if bad:
             raise RequestError(f"token id {bad[0]} is outside the vocabulary (0..{self.config.vocab_size - 1})")
-        check_positions(self.config, prompts, max_tokens)
+        check_positions(self.config, prompts, max_tokens, "max_tokens")  # an HTTP client sends max_tokens
 
     def _submit(self, job: Job, on_text) -> Job:
         """Check the job's prompts, queue it, pass its events to on_text until it is answered."""
