@@ -54,9 +54,7 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="also a server with the base's layers compiled")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    sizes = [int(s) for s in args.max_batch_sizes.split(",")]
-    if sizes[0] != 1:
-        sizes.insert(0, 1)
+    sizes = sorted({1, *(int(s) for s in args.max_batch_sizes.split(","))})  # batch 1 first: the ratios' base
     mt_bench = resources.files("redrafter_trt") / "data" / "mt_bench_questions.jsonl"
     questions = (load_prompts(Path(str(mt_bench))) * args.requests)[: args.requests]
 
