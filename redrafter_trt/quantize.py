@@ -221,11 +221,12 @@ def export_fp8_base(hf_dir: Path, out_dir: Path, *, tp_size: int, dtype: str, kv
     mtq, export = require_modelopt()  # after the checks: importing modelopt prints its own version warnings
     tokenizer = _tokenizer(hf_dir)  # before the model: loading a large one takes minutes
 
-    # On CPU, calibrate in float32 (half-precision matmuls are many times slower there); the export still casts
-    # every tensor to `dtype` and computes the FP8 scales from the same weights. On CUDA: the model dtype.
+    # The weights are `dtype`'s, as TensorRT-LLM's quantize.py loads them: their FP8 values and scales then equal its
+    # bit for bit (quantised from a float32 source's own weights, a float32 or float16 base's differed). On CPU the
+    # calibration computes in float32 (half-precision matmuls are many times slower there) on those same values.
     calib_dtype = torch.float32 if device == "cpu" else torch_dtype
-    log.info("loading %s in %s on %s for FP8 calibration", hf_dir, str(calib_dtype).replace("torch.", ""), device)
-    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=calib_dtype).to(device).eval()
+    log.info("loading %s in %s on %s for FP8 calibration", hf_dir, dtype, device)
+    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch_dtype).to(device, calib_dtype).eval()
     loop = _forward_loop(tokenizer, prompts, calib_seq_len, calib_batch_size, device)
     with _prints_logged():
         mtq.quantize(model, fp8_quant_config(mtq, kv_cache_dtype), forward_loop=loop)

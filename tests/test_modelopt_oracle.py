@@ -203,3 +203,72 @@ def test_oracle_comparison_catches_mistakes(tiny_llama, tmp_path):
     (ours / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(AssertionError):
         assert_same_config(ours, oracle, tiny_llama)
+
+
+def modelopt_fp8_export(hf_dir: Path, out_dir: Path, *, tp_size: int, dtype: str, prompts: list[str]) -> Path:
+    """modelopt's FP8 base the way TensorRT-LLM's quantize.py makes it: the model loaded in `dtype`, calibrated with
+    FP8_DEFAULT_CFG over `prompts` (4 prompts, 2 a batch, 32 tokens, as tests/test_fp8.py's CALIB), exported."""
+    import modelopt.torch.quantization as mtq
+    from modelopt.torch.export import export_tensorrt_llm_checkpoint
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    hf = json.loads((Path(hf_dir) / "config.json").read_text())
+    tok = AutoTokenizer.from_pretrained(hf_dir, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=DTYPES[dtype]).eval()
+
+    def loop(m):
+        for i in range(0, len(prompts), 2):
+            enc = tok(prompts[i:i + 2], return_tensors="pt", padding=True, truncation=True, max_length=32)
+            m(**enc)
+
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("ignore")
+        mtq.quantize(model, mtq.FP8_DEFAULT_CFG, forward_loop=loop)
+        export_tensorrt_llm_checkpoint(model, DECODER[hf["architectures"][0]], dtype=DTYPES[dtype],
+                                       export_dir=out_dir, inference_tensor_parallel=tp_size)
+    return Path(out_dir)
+
+
+@pytest.mark.parametrize("variant, tp_size, dtype", [
+    ("llama_gqa", 2, "bfloat16"),        # a float32 source: its FP8 weights come from its bfloat16 values
+    ("qwen2_tied_kv1", 2, "float16"),    # qkv bias, tied lm_head, one kv head duplicated
+])
+def test_fp8_base_equals_modelopt(tiny_variants, tmp_path, variant, tp_size, dtype):
+    """`convert --quantize fp8` against modelopt run as TensorRT-LLM's quantize.py runs it (model in `dtype`): the
+    same tensors, FP8 weights and weight scales bit for bit. Activation scales come from calibration, which ours
+    computes in float32 on CPU: within 2%. lm_head and the drafter stay in `dtype` and out of FP8."""
+    import shutil
+
+    from redrafter_trt.convert import convert
+    from redrafter_trt.quantize import calibration_prompts
+    from test_fp8 import byte_tokenizer
+
+    hf_dir = byte_tokenizer(Path(shutil.copytree(tiny_variants[variant], tmp_path / "hf")))
+    drafter = make_drafter(tmp_path / "drafter", hf_dir)
+    ours = Path(convert(hf_dir, drafter, tmp_path / "ours", tp_size=tp_size, dtype=dtype, quantize="fp8",
+                        calib_size=4, calib_seq_len=32, calib_batch_size=2))
+    oracle = modelopt_fp8_export(hf_dir, tmp_path / "modelopt", tp_size=tp_size, dtype=dtype,
+                                 prompts=calibration_prompts(None, 4))
+    for r in range(tp_size):
+        mine, theirs = base_tensors(ours, r), base_tensors(oracle, r)
+        assert sorted(mine) == sorted(theirs), f"rank {r}: {sorted(set(mine) ^ set(theirs))}"
+        for name in sorted(mine):
+            a, b = mine[name], theirs[name]
+            assert (a.dtype, a.shape) == (b.dtype, b.shape), f"rank {r} {name}: {a.dtype} {a.shape}, {b.dtype} {b.shape}"
+            if name.endswith("activation_scaling_factor"):
+                assert torch.allclose(a, b, rtol=0.02), f"rank {r} {name}: {a.item()} vs {b.item()}"
+            else:
+                assert torch.equal(a.view(torch.uint8), b.view(torch.uint8)), f"rank {r} {name}: values differ"
+        assert mine["lm_head.weight"].dtype == DTYPES[dtype]
+        assert mine["transformer.layers.0.mlp.fc.weight"].dtype == torch.float8_e4m3fn
+        drafter_dtypes = {t.dtype for k, t in load_file(ours / f"rank{r}.safetensors").items() if k.startswith("drafter.")}
+        assert drafter_dtypes == {DTYPES[dtype]}
+    mine = json.loads((ours / "config.json").read_text())
+    theirs = json.loads((oracle / "config.json").read_text())
+    for key in MODEL_FIELDS:
+        assert mine[key] == theirs[key], f"{key}: ours {mine[key]!r}, modelopt {theirs[key]!r}"
+    assert {k: mine["quantization"][k] for k in ("quant_algo", "kv_cache_quant_algo")} == \
+           {k: theirs["quantization"][k] for k in ("quant_algo", "kv_cache_quant_algo")} == \
+           {"quant_algo": "FP8", "kv_cache_quant_algo": None}
+    assert set(theirs["quantization"]["exclude_modules"]) <= set(mine["quantization"]["exclude_modules"])
+    assert {"lm_head", "drafter", "drafter.lm_head"} <= set(mine["quantization"]["exclude_modules"])
