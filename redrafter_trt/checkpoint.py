@@ -36,7 +36,7 @@ CONFIG_TYPES = {
     "head_size": optional(POSITIVE_INT),
     "norm_epsilon": POSITIVE_NUMBER,
     "hidden_act": (f"one of {', '.join(TRTLLM_ACTIVATIONS)}", lambda v: v in TRTLLM_ACTIVATIONS),
-    "rotary_base": optional(POSITIVE_NUMBER),
+    "rotary_base": POSITIVE_NUMBER,  # null: TensorRT-LLM cannot build it (theta None), the runtime took 10000
     "rotary_scaling": (f"null or an object whose rope_type (or type) is one of {', '.join(TRTLLM_ROPE_SCALINGS)} "
                        f"and whose factor, if any, is {POSITIVE_NUMBER[0]}", trtllm_builds),
     **dict.fromkeys(("architecture", "dtype", "base_model_architecture"), ("a string", lambda v: isinstance(v, str))),
@@ -155,6 +155,10 @@ def _check_fields(cfg: dict, rep: Report) -> None:
 
 
 def _check_config(cfg: dict, rep: Report) -> None:
+    if "rotary_base" not in cfg and isinstance(cfg.get("producer"), dict) and cfg["producer"].get("name") == "modelopt":
+        rep.problems.append("rotary_base is absent: nvidia-modelopt under transformers 5 leaves out rotary_base and "
+                            "rotary_scaling, and TensorRT-LLM then builds RoPE with 10000 and no scaling: add both to "
+                            "config.json from the Hugging Face config's rope_theta and rope_scaling")
     m = cfg["mapping"]
     tp, pp = int(m.get("tp_size", 1)), int(m.get("pp_size", 1))
     if pp != 1:

@@ -23,6 +23,7 @@ Deliberate differences, each handled explicitly below:
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -281,3 +282,30 @@ def test_fp8_base_equals_modelopt(tiny_variants, tmp_path, variant, tp_size, dty
            {"quant_algo": "FP8", "kv_cache_quant_algo": None}
     assert set(theirs["quantization"]["exclude_modules"]) <= set(mine["quantization"]["exclude_modules"])
     assert {"lm_head", "drafter", "drafter.lm_head"} <= set(mine["quantization"]["exclude_modules"])
+
+
+def test_a_modelopt_base_as_exported_is_refused(tiny_qwen2, tmp_path):
+    """modelopt's own base checkpoint (the two-step flow) leaves out rotary_base and rotary_scaling: TensorRT-LLM and
+    the reference runtime then take 10000 (this Qwen2's is 1e6). convert refuses it in one line and inspect reports
+    it; a null one too (TensorRT-LLM cannot build it). Restored, it converts to modelopt's tensors unchanged."""
+    from redrafter_trt.checkpoint import inspect_checkpoint
+    from redrafter_trt.convert import convert
+    from redrafter_trt.errors import ConfigError
+
+    oracle = modelopt_export(tiny_qwen2, tmp_path / "modelopt", tp_size=2, dtype="bfloat16")
+    cfg = json.loads((oracle / "config.json").read_text()) | {"qwen_type": "qwen2"}
+    assert "rotary_base" not in cfg, "modelopt now writes rotary_base: revisit"
+    drafter = make_drafter(tmp_path / "drafter", tiny_qwen2, dtype=torch.bfloat16)
+    for edit, problem in (({}, "rotary_base is absent.*rope_theta"), ({"rotary_base": None}, "rotary_base is None")):
+        (oracle / "config.json").write_text(json.dumps(cfg | edit))
+        with pytest.raises(ConfigError, match=problem):
+            convert(oracle, drafter, tmp_path / "ours")
+        assert not (tmp_path / "ours").exists()
+        assert any(re.search(problem, p) for p in inspect_checkpoint(oracle).problems)
+    theta, scaling = hf_rope(json.loads((tiny_qwen2 / "config.json").read_text()))
+    (oracle / "config.json").write_text(json.dumps(cfg | {"rotary_base": theta, "rotary_scaling": scaling}))
+    ours = Path(convert(oracle, drafter, tmp_path / "ours"))
+    assert json.loads((ours / "config.json").read_text())["rotary_base"] == 1e6
+    for r in range(2):
+        mine, theirs = base_tensors(ours, r), base_tensors(oracle, r)
+        assert sorted(mine) == sorted(theirs) and all(torch.equal(mine[k], theirs[k]) for k in mine)
