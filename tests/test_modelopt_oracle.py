@@ -9,8 +9,8 @@ Deliberate differences, each handled explicitly below:
 - Embedding: modelopt writes `use_parallel_embedding: true` (vocab_embedding rows zero-padded to a multiple of tp
   and cut on dim 0); TensorRT-LLM's own `convert_checkpoint.py` defaults to a replicated embedding. Both are valid
   TensorRT-LLM layouts. When ours is replicated we compare it with modelopt's shards joined and unpadded.
-- `rotary_base` / `rotary_scaling`: modelopt 0.47 under transformers 5 writes null (format page); ours must equal
-  the HF config's instead.
+- `rotary_base` / `rotary_scaling`: modelopt 0.47 under transformers 5 leaves both out (the format page says null);
+  ours must equal the HF config's instead.
 - `logits_dtype`: modelopt writes float16 whatever the dtype; TensorRT-LLM's converter writes float32.
 - float32: modelopt 0.47 exports float16 when asked for float32; ours stays float32 and is compared cast to float16.
 - Mistral: modelopt names the HF class (MistralForCausalLM); ours names the TensorRT-LLM Llama it builds as.
