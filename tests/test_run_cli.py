@@ -157,9 +157,12 @@ def test_the_checkpoints_greedy_mode_decides_as_in_its_engine(smollm2, smol_ckpt
     assert res.exit_code == 2 and "--sampling-rule" in res.output and "Traceback" not in res.output
 
 
-def test_a_prompt_too_long_is_refused_before_the_weights_load(smollm2, smol_ckpt, monkeypatch):
+def test_a_prompt_too_long_or_a_tiny_temperature_is_refused_before_the_weights_load(smollm2, smol_ckpt, monkeypatch):
     """A prompt + --max-output-len beyond the positions was found by generate after the weights had loaded (seconds
     for SmolLM2, minutes for an 8B model on a CPU)."""
     monkeypatch.setattr(rt, "load", lambda *a, **k: pytest.fail("the weights were loaded"))
     one_line_error(invoke("--checkpoint-dir", smol_ckpt, "--tokenizer-dir", smollm2, "--input-text", "hi",
                           "--max-output-len", 8192), "prompt + 8192 new tokens exceed the model's 8192 positions")
+    # so is a temperature below the runtime's floor (found by generate, after the weights)
+    one_line_error(invoke("--checkpoint-dir", smol_ckpt, "--tokenizer-dir", smollm2, "--input-text", "hi",
+                          "--temperature", "1e-7", "--no-draft"), "below 1e-05")

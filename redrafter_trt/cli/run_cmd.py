@@ -34,7 +34,8 @@ def _gather_prompts(input_text: tuple[str, ...], input_file: str | None) -> list
 
 def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
     from ..checkpoint import require_valid
-    from ..runtime import RuntimeConfig, check_compile, check_draft_shape, check_positions, generate, generate_tp, load
+    from ..runtime import (RuntimeConfig, check_compile, check_draft_shape, check_positions, check_temperature,
+                           generate, generate_tp, load)
 
     cfg = RuntimeConfig.from_dict(require_valid(ckpt), f"{ckpt}/config.json")
     if o["tp"] is not None and o["tp"] != cfg.tp_size:
@@ -45,6 +46,7 @@ def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
         raise ConfigError("--num-beams and --draft-len shape the drafts: drop them with --no-draft")
     check_draft_shape(cfg, o["num_beams"], o["draft_len"], not o["no_draft"])
     temperature = o["temperature"]
+    check_temperature(temperature)  # before the weights load
     if cfg.has_drafter and not o["no_draft"]:  # as its engine (and `serve`): the checkpoint's greedy mode decides
         if cfg.greedy_search and temperature > 0:
             log.warning("greedy checkpoint (redrafter_greedy_search): --temperature %s is ignored, as its engine "

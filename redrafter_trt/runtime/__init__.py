@@ -127,6 +127,13 @@ def check_positions(cfg: RuntimeConfig, prompt_ids: list[list[int]], max_new_tok
                           f"({flag})")
 
 
+def check_temperature(temperature: float) -> None:
+    """Refuse a temperature that is not 0 (greedy) or a finite value from MIN_TEMPERATURE."""
+    if not (temperature == 0 or MIN_TEMPERATURE <= temperature < math.inf):  # NaN sampled one token forever
+        raise ConfigError(f"--temperature {temperature} is negative, below {MIN_TEMPERATURE:g} or not finite: use 0 "
+                          f"for greedy or a finite value from {MIN_TEMPERATURE:g}")
+
+
 def check_prompts(cfg: RuntimeConfig, prompt_ids: list[list[int]]) -> None:
     """Refuse an empty prompt list, an empty prompt, or a token id outside the vocabulary (an IndexError deep in
     the embedding otherwise, on every tp rank)."""
@@ -157,9 +164,7 @@ def generate(model: ReDrafterModel, prompt_ids: list[list[int]], max_new_tokens:
     distribution at the temperature) or "trtllm" (a sampling engine's own rule, to predict its tokens per step;
     `runtime.accept`)."""
     check_prompts(model.config, prompt_ids)
-    if not (temperature == 0 or MIN_TEMPERATURE <= temperature < math.inf):  # NaN sampled one token forever
-        raise ConfigError(f"--temperature {temperature} is negative, below {MIN_TEMPERATURE:g} or not finite: use 0 "
-                          f"for greedy or a finite value from {MIN_TEMPERATURE:g}")
+    check_temperature(temperature)
     if max_new_tokens < 1:
         raise ConfigError(f"--max-output-len {max_new_tokens} must be at least 1")
     check_positions(model.config, prompt_ids, max_new_tokens)
