@@ -170,6 +170,10 @@ def _check_config(cfg: dict, rep: Report) -> None:
     nh, nkv = cfg["num_attention_heads"], cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
     if nh % tp or (nkv % tp and tp % nkv) or cfg["intermediate_size"] % tp:
         rep.problems.append(f"tp_size {tp} does not fit {nh} heads / {nkv} kv heads / intermediate {cfg['intermediate_size']}")
+    head = cfg.get("head_size") or cfg["hidden_size"] // nh
+    if head % 2:
+        rep.problems.append(f"head size {head} is odd: rotary embeddings rotate pairs of dimensions, so TensorRT-LLM "
+                            f"(and transformers) need an even head size: use another model")
     if not layout.is_redrafter(cfg):
         return
     absent = [k for k in REDRAFTER_KEYS if k not in cfg]

@@ -132,6 +132,14 @@ def test_tp_kv_heads(tmp_path):
     assert_one_line_error(convert_err(parts, "--tp-size", 2), "kv heads")
 
 
+def test_an_odd_head_size_is_refused(tmp_path):
+    """A Qwen2 with head size 9 converted without a word; TensorRT-LLM cannot build its rotary embedding and
+    transformers' own Qwen2 fails on it."""
+    base = make_hf(tmp_path / "b", "qwen2", hidden_size=36, num_attention_heads=4, num_key_value_heads=2)
+    parts = (base, make_drafter(tmp_path / "d", base), tmp_path / "out")
+    assert_one_line_error(convert_err(parts), "head size 9 is odd")
+
+
 def test_tp_intermediate(tmp_path):
     base = make_hf(tmp_path / "b", "llama", intermediate_size=130)
     parts = (base, make_drafter(tmp_path / "d", base), tmp_path / "out")
