@@ -239,10 +239,11 @@ def _hf_cut(output: list[int], eos: list[int]) -> list[int]:
 
 def check_inputs(opts: BenchOptions) -> tuple[RuntimeConfig, dict, Path]:
     """Everything that can be checked before loading a model: (runtime config, raw config, HF base folder)."""
-    from .runtime import check_compile
+    from .runtime import check_compile, check_device
 
     cfg, raw = check_checkpoint(opts)
     check_compile(cfg, opts.compile, opts.device)
+    check_device(opts.device)  # before the transformers baseline moves there (torch's traceback otherwise)
     return cfg, raw, resolve_hf_dir(opts.hf_dir, raw, Path(opts.checkpoint_dir))
 
 

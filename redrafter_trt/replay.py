@@ -123,9 +123,10 @@ def run_acceptance(opts: AcceptanceOptions, progress: Callable[[str], None] = la
     """The JSON report: `meta`, `configs` (each with num_beams, draft_len, mean_tokens_per_step, steps,
     new_tokens, histogram) and `best` (the highest mean_tokens_per_step)."""
     from .prompts import load_prompts
-    from .runtime import check_positions, load
+    from .runtime import check_device, check_positions, load
 
     cfg, raw = check_checkpoint(opts)
+    check_device(opts.device)
     beams = tuple(sorted(set(opts.beams))) or default_grid(cfg.num_beams)
     lens = check_grid(opts.draft_lens, cfg.draft_len, "--draft-lens", "redrafter_draft_len_per_beam", "--draft-len")
     if min(beams) < 1:

@@ -220,6 +220,26 @@ def test_compile_where_it_cannot_run_is_refused_before_any_work(setup):
 
 
 @pytest.mark.parametrize("cmd", ["bench", "acceptance"])
+@pytest.mark.parametrize("device, gpus, needle", [("cuda", 0, "--device cuda requested but no CUDA device"),
+                                                  ("cuda:1", 1, "--device cuda:1 but only 1 CUDA device(s)")])
+def test_a_cuda_device_that_is_not_there_is_one_line_before_any_model_loads(setup, cmd, device, gpus, needle,
+                                                                              monkeypatch):
+    """bench --device cuda without a GPU moved the transformers baseline there first: torch's 'Torch not compiled
+    with CUDA enabled' traceback; cuda:N past the visible GPUs was a traceback in bench and acceptance alike."""
+    import torch
+
+    from redrafter_trt import bench, replay
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    for module in (bench, replay):
+        monkeypatch.setattr(module, "load_tokenizer", lambda *a: pytest.fail("the tokenizer loaded first"))
+    base, ckpt, prompts = setup
+    assert_one_line_error(run_cli(cmd, "--checkpoint-dir", ckpt, "--tokenizer-dir", base, "--prompts", prompts,
+                                  "--device", device), needle)
+
+
+@pytest.mark.parametrize("cmd", ["bench", "acceptance"])
 def test_more_prompts_asked_than_the_file_holds_is_said(setup, cmd, caplog):
     """A review: --num-prompts 80 on a file of 3 measured 3 without a word (the JSON's num_prompts: 3)."""
     base, ckpt, prompts = setup

@@ -78,8 +78,7 @@ def load(checkpoint_dir: Path | str, device: str = "cpu", dtype: torch.dtype | s
     if cfg.tp_size != group.tp_size:
         raise ConfigError(f"{checkpoint_dir} is a tp={cfg.tp_size} checkpoint but the runtime runs tp={group.tp_size}: "
                           f"pass --tp {cfg.tp_size} (Python: generate_tp)")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError("--device cuda requested but no CUDA device is available: use --device cpu")
+    check_device(device)
     tensors = read_rank_file(Path(checkpoint_dir), group.tp_rank)
     dtype = _dtype(dtype)
     base = BaseModel(cfg, tensors, group, dtype, device, compile=compile)
@@ -89,6 +88,19 @@ def load(checkpoint_dir: Path | str, device: str = "cpu", dtype: torch.dtype | s
     del tensors
     log.info("loaded %s rank %d/%d (%s, %s)", checkpoint_dir, group.tp_rank, group.tp_size, base.dtype, device)
     return ReDrafterModel(cfg, base, drafter, group)
+
+
+def check_device(device: str) -> None:
+    """Refuse a CUDA device that is not there (a CPU build of torch, no GPU visible, or cuda:N past the visible
+    GPUs) in one line, before any model loads: torch's own error is a traceback."""
+    if not device.startswith("cuda"):
+        return
+    if not torch.cuda.is_available():
+        raise ConfigError(f"--device {device} requested but no CUDA device is available: use --device cpu")
+    index, count = device.partition(":")[2], torch.cuda.device_count()
+    if index and int(index) >= count:
+        raise ConfigError(f"--device {device} but only {count} CUDA device(s) are visible: pass cuda:0 to "
+                          f"cuda:{count - 1}")
 
 
 def check_compile(cfg: RuntimeConfig, compile: bool, device: str = "cpu", dtype: torch.dtype | str | None = None
