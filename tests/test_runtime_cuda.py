@@ -8,7 +8,8 @@ speculative output is not compared with plain decoding token for token: verifyin
 one-token forward, so in 16-bit a near tie can flip (seen on CPU in bfloat16), as it can in TensorRT-LLM.
 Training on the GPU must lower the loss, write a drafter the CPU loads, and repeat itself under one seed.
 `acceptance`'s replay must count what drafted decoding counts there (also in bfloat16), a float16 overflow must be
-the one-line error, and `serve --device cuda` must answer as transformers does on the same GPU."""
+the one-line error, and `serve --device cuda` must answer as transformers does on the same GPU. On two GPUs, tp=2
+(NCCL) must give tp=1's tokens."""
 
 from __future__ import annotations
 
@@ -180,3 +181,26 @@ def test_serve_on_device_answers_as_transformers(smollm2):
 def test_tp2_checkpoint_on_one_gpu_is_one_clear_error(tiny_llama, tiny_drafter):
     with pytest.raises(ConfigError, match="tp=2 checkpoint but 1 CUDA device"):
         rt.generate_tp(checkpoint(tiny_llama, tiny_drafter, 2), [[1, 2, 3]], 4, device="cuda")
+
+
+@pytest.mark.skipif(DEVICE == "cuda" and torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_tp2_on_two_devices_answers_as_tp1(tiny_llama, tiny_drafter):
+    """tp=2 on two GPUs (NCCL, rank r on cuda:r), in fresh processes and kept loaded (serve's LocalRanks, with a
+    prompt admitted mid-batch and sampling decisions broadcast): the tp=1 tokens and steps on the same device."""
+    from redrafter_trt.runtime.ranks import LocalRanks
+
+    kw = dict(num_beams=3, draft_len=3, eos_token_id=eos_of(tiny_llama))
+    tp2 = checkpoint(tiny_llama, tiny_drafter, 2, num_beams=3, draft_len=3)
+    tp1 = rt.generate(rt.load(checkpoint(tiny_llama, tiny_drafter, 1, num_beams=3, draft_len=3), device=DEVICE),
+                      TINY_PROMPTS, 24, **kw)
+    res = rt.generate_tp(tp2, TINY_PROMPTS, 24, device=DEVICE, **kw)
+    assert (res.output_ids, res.steps) == (tp1.output_ids, tp1.steps)
+    ranks = LocalRanks(tp2, device=DEVICE)
+    try:
+        joined = ranks.generate(TINY_PROMPTS[:1], 24, admit=lambda running, left=[TINY_PROMPTS[1:]]:
+                                left.pop() if left else [], **kw)
+        sampled = ranks.generate(TINY_PROMPTS, 8, num_beams=3, draft_len=3, temperature=0.8, seed=1)
+    finally:
+        ranks.close()
+    assert (joined.output_ids, joined.steps) == (tp1.output_ids, tp1.steps)
+    assert all(1 <= len(o) <= 8 for o in sampled.output_ids)
