@@ -12,7 +12,7 @@ BENCH_PROMPTS=${2:-10}
 [[ $BENCH_PROMPTS =~ ^[1-9][0-9]*$ ]] ||  # bench, the last stage, would refuse it minutes of GPU time later
   { echo "BENCH_PROMPTS '$BENCH_PROMPTS' is not a number of prompts (1 or more)" >&2; exit 2; }
 mkdir -p "$OUT"
-OUT=$(cd "$OUT" && pwd)  # from where the script was started, not from the checkout it runs in
+OUT=$(CDPATH= cd -- "$OUT" && pwd)  # from where the script was started, not from the checkout it runs in
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 TQDM_MININTERVAL=5
 T0=$(date +%s)
