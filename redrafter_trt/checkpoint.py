@@ -247,7 +247,7 @@ def _check_ranks(path: Path, cfg: dict, rep: Report) -> None:
             rep.problems.append(f"rank{r}: missing tensors {name_list(miss)}")
         if extra:
             rep.problems.append(f"rank{r}: unexpected tensors {name_list(extra)}")
-        for n in set(want) & set(have):
+        for n in [n for n in want if n in have]:  # layout order: the same report (and first problem) every run
             (ws, wd), (hs, hd) = want[n], have[n]
             if tuple(hs) != ws:
                 rep.problems.append(f"rank{r}: {n} has shape {tuple(hs)}, config implies {ws}")

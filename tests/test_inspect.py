@@ -1,0 +1,47 @@
+"""`inspect` on checkpoints broken by hand (a review): each mistake is named in one problem line, in the same order
+every run, and `run` / `build` refuse the checkpoint through the same checks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from redrafter_trt import layout
+from redrafter_trt.checkpoint import inspect_checkpoint
+from redrafter_trt.convert import convert
+from test_convert_errors import assert_one_line_error, run_cli
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory, tiny_llama, tiny_drafter):
+    return convert(tiny_llama, tiny_drafter, tmp_path_factory.mktemp("ck") / "ck", num_beams=2, draft_len=2)
+
+
+def broken(ckpt: Path, tmp_path: Path, tensors=None, **fields) -> Path:
+    """A copy of `ckpt` with config fields replaced and `tensors(dict)` applied to rank0's tensors."""
+    copy = tmp_path / "ck"
+    shutil.copytree(ckpt, copy)
+    cfg = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps(cfg | fields))
+    if tensors:
+        rank0 = copy / "rank0.safetensors"
+        held = load_file(rank0)
+        tensors(held)
+        save_file(held, rank0, metadata={"format": "pt"})
+    return copy
+
+
+def test_problems_come_in_layout_order(ckpt, tmp_path):
+    """A review: shape and dtype problems were listed in set order, which Python's string hashing changes from run to
+    run: `inspect --json` differed between two runs of one checkpoint, and `run` / `build` named a different tensor
+    each time."""
+    copy = broken(ckpt, tmp_path, dtype="float16")
+    cfg = json.loads((copy / "config.json").read_text())
+    names = list(layout.expected_tensors(cfg, 0))
+    problems = inspect_checkpoint(copy).problems
+    assert problems == [f"rank0: {n} is F32, config implies torch.float16" for n in names]
