@@ -205,15 +205,16 @@ def _check_config(cfg: dict, rep: Report) -> None:
 
 
 def _check_exclusions(cfg: dict, rep: Report) -> None:
-    """An FP8 config must keep every drafter module out of FP8. Run after the rank files are checked: it names each
-    drafter layer, which a hand-edited redrafter_num_layers would make billions of."""
+    """An FP8 config must keep lm_head and every drafter module out of FP8. Run after the rank files are checked: it
+    names each drafter layer, which a hand-edited redrafter_num_layers would make billions of."""
     quant = cfg.get("quantization") or {}
-    if quant.get("quant_algo") and layout.is_redrafter(cfg):
+    if quant.get("quant_algo"):
         listed = layout.exclusions(quant)
         lacking = [mod for mod in layout.required_exclusions(cfg) if not layout.is_excluded(mod, listed)]
         if lacking:
-            rep.problems.append(f"quantization.exclude_modules lacks drafter modules {name_list(lacking)}: "
-                                f"the build would turn them into {quant['quant_algo']} layers")
+            rep.problems.append(f"quantization.exclude_modules lacks {name_list(lacking)}: the build would turn them "
+                                f"into {quant['quant_algo']} layers, though this checkpoint holds them in "
+                                f"{cfg['dtype']}: add them to the list")
 
 
 def _check_ranks(path: Path, cfg: dict, rep: Report) -> None:

@@ -127,6 +127,10 @@ def expected_tensors(cfg: dict, tp_rank: int) -> dict[str, Spec]:
 
 
 def required_exclusions(cfg: dict) -> list[str]:
-    """Drafter modules an FP8 config must list in `quantization.exclude_modules`."""
-    return drafter_modules(cfg["redrafter_num_layers"], cfg["redrafter_is_rnn"],
-                           cfg["redrafter_exit_dim"] != 2 * cfg["redrafter_hidden_size"])
+    """Modules a quantised config must list in `quantization.exclude_modules`: `lm_head`, which `base_tensors` keeps
+    in the model dtype (a list without it, unlike TensorRT-LLM's default, makes the build quantise it), and every
+    drafter module."""
+    if not is_redrafter(cfg):
+        return ["lm_head"]
+    return ["lm_head", *drafter_modules(cfg["redrafter_num_layers"], cfg["redrafter_is_rnn"],
+                                        cfg["redrafter_exit_dim"] != 2 * cfg["redrafter_hidden_size"])]

@@ -45,3 +45,34 @@ def test_problems_come_in_layout_order(ckpt, tmp_path):
     names = list(layout.expected_tensors(cfg, 0))
     problems = inspect_checkpoint(copy).problems
     assert problems == [f"rank0: {n} is F32, config implies torch.float16" for n in names]
+
+
+def fp8_tensors(cfg: dict):
+    """Turn rank0's base linears into FP8 with unit scales, as an FP8 export holds them (lm_head and drafter kept)."""
+    def edit(held: dict) -> None:
+        for layer in range(cfg["num_hidden_layers"]):
+            for mod in layout.FP8_LINEARS:
+                name = f"transformer.layers.{layer}.{mod}"
+                held[name + ".weight"] = held[name + ".weight"].to(torch.float8_e4m3fn)
+                held[name + ".weights_scaling_factor"] = torch.ones(1)
+                held[name + ".activation_scaling_factor"] = torch.ones(1)
+    return edit
+
+
+@pytest.mark.parametrize("exclude, lacking", [(["drafter*"], "lm_head"), (["lm_head", "*drafter"], "drafter.layers"),
+                                              (None, "drafter.rnn_u"), (["*lm_head", "drafter*"], None)])
+def test_fp8_exclusions_must_keep_lm_head(ckpt, tmp_path, exclude, lacking):
+    """A review: an FP8 checkpoint whose exclude_modules named the drafter but not lm_head (`["drafter*"]`, as one
+    writes by hand after TensorRT-LLM issue #2607) was OK, though a list replaces TensorRT-LLM's default exclusions:
+    the build would make lm_head an FP8 layer from a float weight with no scales."""
+    cfg = json.loads((Path(ckpt) / "config.json").read_text())
+    quant = {"quant_algo": "FP8", "kv_cache_quant_algo": None, "exclude_modules": exclude}
+    copy = broken(ckpt, tmp_path, fp8_tensors(cfg), quantization=quant)
+    result = run_cli("inspect", copy)
+    if lacking is None:
+        assert result.exit_code == 0, result.output
+        return
+    problem = [ln for ln in result.output.splitlines() if "exclude_modules lacks" in ln]
+    assert result.exit_code == 1 and len(problem) == 1 and lacking in problem[0], result.output
+    assert_one_line_error(run_cli("build", "--checkpoint-dir", copy, "--output-dir", tmp_path / "e", "--dry-run"),
+                          "exclude_modules lacks", lacking)
