@@ -165,6 +165,11 @@ def _check_config(cfg: dict, rep: Report) -> None:
         rep.problems.append(f"pp_size is {pp} (pipeline parallel): ReDrafter engines need pp_size 1")
     if int(m.get("world_size", tp * pp)) != tp * pp:
         rep.problems.append(f"mapping.world_size {m.get('world_size')} != tp_size x pp_size = {tp * pp}")
+    quant = cfg.get("quantization") or {}
+    for key in ("quant_algo", "kv_cache_quant_algo"):  # what layout and the runtime know; the build makes the others
+        if quant.get(key) not in (None, "FP8"):
+            rep.problems.append(f"quantization.{key} {quant[key]!r} is not supported (ReDrafter checkpoints here are "
+                                f"unquantized or FP8): convert from an unquantized base, with --quantize fp8 for FP8")
     if cfg["dtype"] not in layout.TORCH_DTYPES:
         rep.problems.append(f"dtype {cfg['dtype']!r} is not one of {', '.join(layout.TORCH_DTYPES)}")
     nh, nkv = cfg["num_attention_heads"], cfg.get("num_key_value_heads") or cfg["num_attention_heads"]

@@ -395,12 +395,6 @@ def _trtllm_config(base: Path, opts: ConvertOptions) -> dict:
     problems = config_problems(cfg)
     if problems:
         raise ConfigError(f"base checkpoint {base}: {problems[0]}: fix its config.json or re-export the base")
-    quant = cfg.get("quantization") or {}
-    for key in ("quant_algo", "kv_cache_quant_algo"):
-        if quant.get(key) not in (None, "FP8"):
-            raise ConfigError(f"{base}: quantization.{key} {quant[key]!r} is not supported (ReDrafter checkpoints here "
-                              f"are unquantized or FP8): export the base without it, or convert the Hugging Face "
-                              f"model with --quantize fp8")
     if cfg.get("architecture") in layout.QWEN_BASES and cfg.get("qwen_type") != "qwen2":
         raise ConfigError(f"{base}: qwen_type {cfg.get('qwen_type')!r} (TensorRT-LLM reads a missing one as the first "
                           f"Qwen) is not supported, only Qwen2: for a Qwen2 checkpoint add \"qwen_type\": \"qwen2\" "

@@ -76,3 +76,17 @@ def test_fp8_exclusions_must_keep_lm_head(ckpt, tmp_path, exclude, lacking):
     assert result.exit_code == 1 and len(problem) == 1 and lacking in problem[0], result.output
     assert_one_line_error(run_cli("build", "--checkpoint-dir", copy, "--output-dir", tmp_path / "e", "--dry-run"),
                           "exclude_modules lacks", lacking)
+
+
+@pytest.mark.parametrize("key, algo", [("quant_algo", "W4A16_AWQ"), ("quant_algo", "W8A16"), ("quant_algo", "fp8"),
+                                       ("quant_algo", ""), ("kv_cache_quant_algo", "INT8")])
+def test_quantizations_other_than_fp8_are_problems(ckpt, tmp_path, key, algo):
+    """A review: a quantization block naming AWQ, INT8 weights or an INT8 KV cache over float tensors was OK (layout
+    reads any algorithm but FP8 as none): `run` ignored it and the build would have made AWQ / INT8 layers with no
+    scales. convert refused such a base; inspect now says what convert says."""
+    quant = {"quant_algo": None, "kv_cache_quant_algo": None, "exclude_modules": None, key: algo}
+    copy = broken(ckpt, tmp_path, quantization=quant)
+    result = run_cli("inspect", copy)
+    assert result.exit_code == 1 and f"quantization.{key} {algo!r} is not supported" in result.output, result.output
+    assert_one_line_error(run_cli("run", "--checkpoint-dir", copy, "--tokenizer-dir", tmp_path, "--input-text", "hi"),
+                          f"quantization.{key} {algo!r} is not supported")
