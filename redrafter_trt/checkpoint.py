@@ -1,5 +1,5 @@
 """Inspect any TensorRT-LLM checkpoint folder (base or ReDrafter) from its config.json and safetensors
-headers alone: what it is, what it holds per rank, and every problem found. `run` and `build` refuse a
+headers (and the first rows of the drafter head): what it is, what it holds per rank, and every problem found. `run` and `build` refuse a
 checkpoint with problems through `require_valid`.
 """
 
@@ -235,30 +235,57 @@ def _check_ranks(path: Path, cfg: dict, rep: Report) -> None:
         try:
             src = TensorSource.from_files([f])
             have = {n: (src.shape(n), src.dtype(n)) for n in src.names()}
-            src.close()
         except TensorError as e:
             rep.problems.append(f"rank{r}.safetensors: {e}")
             continue
-        nbytes = sum(_numel(s) * ST_TO_TORCH[d].itemsize for s, d in have.values() if d in ST_TO_TORCH)
-        rep.ranks.append(RankReport(r, f.name, len(have), nbytes))
-        counts = {k: cfg[k] for k in ("num_hidden_layers", "redrafter_num_layers") if k in cfg}
-        if sum(counts.values()) > len(have):  # each layer holds tensors: listing millions of missing names would hang
-            layers = " + ".join(f"{k} {n}" for k, n in counts.items())
-            rep.problems.append(f"rank{r}: {len(have)} tensors cannot hold {layers} layers: fix the config or "
-                                f"re-convert")
-            continue
-        want = layout.expected_tensors(cfg, r) | {n: s for n, s in layout.optional_tensors(cfg).items() if n in have}
-        miss, extra = set(want) - set(have), set(have) - set(want)
-        if miss:
-            rep.problems.append(f"rank{r}: missing tensors {name_list(miss)}")
-        if extra:
-            rep.problems.append(f"rank{r}: unexpected tensors {name_list(extra)}")
-        for n in [n for n in want if n in have]:  # layout order: the same report (and first problem) every run
-            (ws, wd), (hs, hd) = want[n], have[n]
-            if tuple(hs) != ws:
-                rep.problems.append(f"rank{r}: {n} has shape {tuple(hs)}, config implies {ws}")
-            elif ST_TO_TORCH.get(hd) != wd:
-                rep.problems.append(f"rank{r}: {n} is {hd}, config implies {wd}")
+        try:
+            _check_rank(cfg, r, f, have, src, rep)
+        except TensorError as e:  # the drafter head's rows, read past a header that looked whole
+            rep.problems.append(f"rank{r}.safetensors: {e}")
+        finally:
+            src.close()
+
+
+def _check_rank(cfg: dict, r: int, f: Path, have: dict, src: TensorSource, rep: Report) -> None:
+    nbytes = sum(_numel(s) * ST_TO_TORCH[d].itemsize for s, d in have.values() if d in ST_TO_TORCH)
+    rep.ranks.append(RankReport(r, f.name, len(have), nbytes))
+    counts = {k: cfg[k] for k in ("num_hidden_layers", "redrafter_num_layers") if k in cfg}
+    if sum(counts.values()) > len(have):  # each layer holds tensors: listing millions of missing names would hang
+        layers = " + ".join(f"{k} {n}" for k, n in counts.items())
+        rep.problems.append(f"rank{r}: {len(have)} tensors cannot hold {layers} layers: fix the config or "
+                            f"re-convert")
+        return
+    want = layout.expected_tensors(cfg, r) | {n: s for n, s in layout.optional_tensors(cfg).items() if n in have}
+    miss, extra = set(want) - set(have), set(have) - set(want)
+    if miss:
+        rep.problems.append(f"rank{r}: missing tensors {name_list(miss)}")
+    if extra:
+        rep.problems.append(f"rank{r}: unexpected tensors {name_list(extra)}")
+    for n in [n for n in want if n in have]:  # layout order: the same report (and first problem) every run
+        (ws, wd), (hs, hd) = want[n], have[n]
+        if tuple(hs) != ws:
+            rep.problems.append(f"rank{r}: {n} has shape {tuple(hs)}, config implies {ws}")
+        elif ST_TO_TORCH.get(hd) != wd:
+            rep.problems.append(f"rank{r}: {n} is {hd}, config implies {wd}")
+        elif n == DRAFTER_HEAD and (problem := _head_problem(src.get(n, 0, 0, HEAD_ROWS))):
+            rep.problems.append(f"rank{r}: {n} {problem}")
+
+
+DRAFTER_HEAD = "drafter.lm_head.weight"
+HEAD_ROWS = 256  # the rows of each rank's drafter head inspect reads: a zero, constant or NaN head shows in any
+
+
+def _head_problem(rows) -> str | None:
+    """What makes a drafter head draft nothing the base accepts, seen in its first rows (headers alone cannot tell;
+    reading the whole head would cost a GB on an 8B base): NaN or Inf, or one value everywhere (a head that was
+    never loaded or trained scores every token alike, so every beam drafts the same tokens)."""
+    if not rows.isfinite().all():
+        return "holds NaN or Inf: its drafts are garbage: re-convert from a sound drafter"
+    if rows.numel() and rows.amin() == rows.amax():
+        return (f"is {rows.flatten()[0].item():g} throughout its first {rows.shape[0]} rows: the drafter scores every "
+                f"token alike and the base accepts no draft (1 token per step): train the drafter "
+                f"(`redrafter-trt train`) and re-convert")
+    return None
 
 
 def _numel(shape) -> int:

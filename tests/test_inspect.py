@@ -90,3 +90,29 @@ def test_quantizations_other_than_fp8_are_problems(ckpt, tmp_path, key, algo):
     assert result.exit_code == 1 and f"quantization.{key} {algo!r} is not supported" in result.output, result.output
     assert_one_line_error(run_cli("run", "--checkpoint-dir", copy, "--tokenizer-dir", tmp_path, "--input-text", "hi"),
                           f"quantization.{key} {algo!r} is not supported")
+
+
+@pytest.mark.parametrize("head, named", [(lambda w: torch.zeros_like(w), "is 0 throughout its first"),
+                                         (lambda w: torch.full_like(w, 0.5), "is 0.5 throughout its first"),
+                                         (lambda w: w.index_fill(0, torch.tensor([3]), float("nan")), "NaN or Inf"),
+                                         (lambda w: w.index_fill(1, torch.tensor([0]), float("inf")), "NaN or Inf")])
+def test_a_drafter_head_that_drafts_nothing_is_a_problem(ckpt, tmp_path, head, named):
+    """A review: a checkpoint whose drafter head was all zeros, one constant or NaN (a drafter never loaded or trained,
+    a corrupted export) was OK: headers alone cannot tell, yet such a drafter has every draft rejected (1 token per
+    step, a build slower than the base alone: TensorRT-LLM issue #2155). inspect reads the head's first rows."""
+    def edit(held):
+        held["drafter.lm_head.weight"] = head(held["drafter.lm_head.weight"])
+    copy = broken(ckpt, tmp_path, edit)
+    result = run_cli("inspect", copy)
+    problems = [ln for ln in result.output.splitlines() if "problem:" in ln]
+    assert result.exit_code == 1 and len(problems) == 1, result.output
+    assert "drafter.lm_head.weight" in problems[0] and named in problems[0]
+    assert_one_line_error(run_cli("build", "--checkpoint-dir", copy, "--output-dir", tmp_path / "e", "--dry-run"),
+                          "drafter.lm_head.weight", named)
+
+
+def test_a_trained_drafter_head_is_no_problem(ckpt, tmp_path):
+    """Only a head with one value everywhere is refused: rows that are zero (a padded vocabulary's) are not."""
+    def edit(held):
+        held["drafter.lm_head.weight"][:200] = 0
+    assert run_cli("inspect", broken(ckpt, tmp_path, edit)).exit_code == 0

@@ -14,7 +14,7 @@ from .params import Command
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def inspect(folder, as_json):
-    """Check a TensorRT-LLM checkpoint (base or ReDrafter) from its config and tensor headers."""
+    """Check a TensorRT-LLM checkpoint (base or ReDrafter) from its config, tensor headers and drafter head."""
     from ..checkpoint import inspect_checkpoint
     from ..errors import ConfigError
 
