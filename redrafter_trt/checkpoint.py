@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import layout
+from .drafter import head_problem
 from .errors import COUNT, FLAG, POSITIVE_INT, POSITIVE_NUMBER, ConfigError, TensorError, name_list, optional
 from .io import ST_TO_TORCH, TensorSource
 from .registry import TRTLLM_ACTIVATIONS, TRTLLM_BASES, activation_problem
@@ -267,25 +268,12 @@ def _check_rank(cfg: dict, r: int, f: Path, have: dict, src: TensorSource, rep: 
             rep.problems.append(f"rank{r}: {n} has shape {tuple(hs)}, config implies {ws}")
         elif ST_TO_TORCH.get(hd) != wd:
             rep.problems.append(f"rank{r}: {n} is {hd}, config implies {wd}")
-        elif n == DRAFTER_HEAD and (problem := _head_problem(src.get(n, 0, 0, HEAD_ROWS))):
-            rep.problems.append(f"rank{r}: {n} {problem}")
+        elif n == DRAFTER_HEAD and (problem := head_problem(src.get(n, 0, 0, HEAD_ROWS))):
+            rep.problems.append(f"rank{r}: {n} {problem}: train the drafter (`redrafter-trt train`) and re-convert")
 
 
 DRAFTER_HEAD = "drafter.lm_head.weight"
 HEAD_ROWS = 256  # the rows of each rank's drafter head inspect reads: a zero, constant or NaN head shows in any
-
-
-def _head_problem(rows) -> str | None:
-    """What makes a drafter head draft nothing the base accepts, seen in its first rows (headers alone cannot tell;
-    reading the whole head would cost a GB on an 8B base): NaN or Inf, or one value everywhere (a head that was
-    never loaded or trained scores every token alike, so every beam drafts the same tokens)."""
-    if not rows.isfinite().all():
-        return "holds NaN or Inf: its drafts are garbage: re-convert from a sound drafter"
-    if rows.numel() and rows.amin() == rows.amax():
-        return (f"is {rows.flatten()[0].item():g} throughout its first {rows.shape[0]} rows: the drafter scores every "
-                f"token alike and the base accepts no draft (1 token per step): train the drafter "
-                f"(`redrafter-trt train`) and re-convert")
-    return None
 
 
 def _numel(shape) -> int:

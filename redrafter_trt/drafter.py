@@ -228,6 +228,21 @@ def check_tensors(cfg: DrafterConfig, tensors: dict[str, torch.Tensor], where: s
     for k, t in tensors.items():
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise TensorError(f"drafter {where}: tensor {k} holds NaN or Inf: retrain or re-export the drafter")
+    head = f"lm_head.{cfg.num_draft_layers}.weight"
+    if problem := head_problem(tensors[head]):
+        raise TensorError(f"drafter {where}: {head} {problem}: train it (`redrafter-trt train`) or pass a trained one")
+
+
+def head_problem(rows: torch.Tensor) -> str | None:
+    """Why a drafter head (its final projection [V, E], or some of its rows) drafts nothing the base accepts: NaN or
+    Inf, or one value everywhere (a head never loaded or trained scores every token alike, so every beam drafts the
+    same tokens, all rejected: TensorRT-LLM issue #2155's 1 token per step)."""
+    if not rows.isfinite().all():
+        return "holds NaN or Inf"
+    if rows.numel() and rows.amin() == rows.amax():
+        return (f"is {rows.flatten()[0].item():g} in all {rows.shape[0]} rows read: the drafter scores every token "
+                f"alike and the base accepts no draft (1 token per step)")
+    return None
 
 
 def save_drafter(folder: Path | str, cfg: DrafterConfig, state: dict[str, torch.Tensor], producer: dict | None = None,

@@ -92,8 +92,8 @@ def test_quantizations_other_than_fp8_are_problems(ckpt, tmp_path, key, algo):
                           f"quantization.{key} {algo!r} is not supported")
 
 
-@pytest.mark.parametrize("head, named", [(lambda w: torch.zeros_like(w), "is 0 throughout its first"),
-                                         (lambda w: torch.full_like(w, 0.5), "is 0.5 throughout its first"),
+@pytest.mark.parametrize("head, named", [(lambda w: torch.zeros_like(w), "is 0 in all"),
+                                         (lambda w: torch.full_like(w, 0.5), "is 0.5 in all"),
                                          (lambda w: w.index_fill(0, torch.tensor([3]), float("nan")), "NaN or Inf"),
                                          (lambda w: w.index_fill(1, torch.tensor([0]), float("inf")), "NaN or Inf")])
 def test_a_drafter_head_that_drafts_nothing_is_a_problem(ckpt, tmp_path, head, named):
@@ -116,3 +116,17 @@ def test_a_trained_drafter_head_is_no_problem(ckpt, tmp_path):
     def edit(held):
         held["drafter.lm_head.weight"][:200] = 0
     assert run_cli("inspect", broken(ckpt, tmp_path, edit)).exit_code == 0
+
+
+def test_convert_refuses_a_drafter_whose_head_drafts_nothing(tiny_llama, tiny_drafter, tmp_path):
+    """Was written, then `problem: ...` and exit 1 (the checkpoint left behind): the head is checked as the drafter
+    is read, before anything is written."""
+    drafter = tmp_path / "drafter"
+    shutil.copytree(tiny_drafter, drafter)
+    held = load_file(drafter / "model.safetensors")
+    head = max((k for k in held if k.startswith("lm_head.")), key=lambda k: int(k.split(".")[1]))
+    save_file(held | {head: torch.zeros_like(held[head])}, drafter / "model.safetensors", metadata={"format": "pt"})
+    out = tmp_path / "out"
+    assert_one_line_error(run_cli("convert", "--base", tiny_llama, "--drafter", drafter, "--output", out),
+                          f"{head} is 0 in all", "train it")
+    assert not out.exists()
