@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -302,6 +303,16 @@ def init_drafter_for_base(base: Path | str, output: Path | str, *, num_draft_lay
     if exit_dim is not None and exit_dim < 1:
         raise ConfigError(f"--exit-dim {exit_dim} is invalid: use a positive width")
     src = TensorSource.from_hf_folder(base)
+    H = int(hf["hidden_size"])
+    planned = DrafterConfig(hidden_size=H, exit_dim=exit_dim or 2 * H, num_draft_layers=num_draft_layers, rnn=rnn,
+                            vocab_size=int(hf["vocab_size"]))
+    size, base_size = (sum(math.prod(s) for s in shapes) for shapes in
+                       (expected_shapes(planned).values(), map(src.shape, src.names())))
+    if size > base_size:  # checked before any allocation: --exit-dim 10**8 was a traceback (50 GB for input_proj)
+        src.close()
+        raise ConfigError(f"--exit-dim {planned.exit_dim} makes a drafter of {size:,} parameters, more than its base's "
+                          f"{base_size:,}: a drafter speeds a base up only when far cheaper; use a smaller --exit-dim "
+                          f"(default {2 * H})")
     head_name = "lm_head.weight" if "lm_head.weight" in src.names() else "model.embed_tokens.weight"
     head = src.get(head_name) if exit_dim in (None, 2 * hf["hidden_size"]) else None
     src.close()

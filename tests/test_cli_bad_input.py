@@ -207,6 +207,16 @@ def test_draft_layers_bounded(parts, tmp_path):
     assert_one_line_error(result, "outside 0..64")
 
 
+def test_exit_dim_bounded_by_the_base(parts, tmp_path):
+    """A review: `init-drafter --exit-dim 100000000` was a traceback (50 GB asked for input_proj); a drafter larger
+    than its base (it cannot speed it up) is refused before anything is allocated or written."""
+    for exit_dim in (10 ** 8, 2000):
+        result = run_cli("init-drafter", "--base", parts[0], "--output", tmp_path / "d", "--exit-dim", exit_dim)
+        assert_one_line_error(result, f"--exit-dim {exit_dim} makes a drafter of", "use a smaller --exit-dim")
+    assert not (tmp_path / "d").exists()
+    assert run_cli("init-drafter", "--base", parts[0], "--output", tmp_path / "d", "--exit-dim", 96).exit_code == 0
+
+
 @pytest.mark.parametrize("record, needle", [
     ({"messages": [{"role": "user"}]}, "'user' message whose `value`/`content` is None"),
     ({"conversations": [{"from": "gpt", "value": 5}]}, "'gpt' message whose `value`/`content` is 5"),
