@@ -228,10 +228,12 @@ def _check_ranks(path: Path, cfg: dict, rep: Report) -> None:
     present = {int(m.group(1)) for f in path.glob("rank*.safetensors") if (m := re.fullmatch(r"rank(\d+)\.safetensors", f.name))}
     if present - set(range(tp)):
         rep.problems.append(f"rank files {sorted(present - set(range(tp)))} exceed tp_size {tp}")
+    # named before the tensors' problems: a tp_size edited by hand (or rank files lost) makes every shape wrong
+    missing = [r for r in range(tp) if not (path / f"rank{r}.safetensors").exists()]
+    rep.problems += [f"rank{r}.safetensors is missing" for r in missing]
     for r in range(tp):
         f = path / f"rank{r}.safetensors"
-        if not f.exists():
-            rep.problems.append(f"rank{r}.safetensors is missing")
+        if r in missing:
             continue
         try:
             src = TensorSource.from_files([f])

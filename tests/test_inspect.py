@@ -130,3 +130,13 @@ def test_convert_refuses_a_drafter_whose_head_drafts_nothing(tiny_llama, tiny_dr
     assert_one_line_error(run_cli("convert", "--base", tiny_llama, "--drafter", drafter, "--output", out),
                           f"{head} is 0 in all", "train it")
     assert not out.exists()
+
+
+def test_a_tp_size_the_rank_files_do_not_have_is_named_first(ckpt, tmp_path):
+    """A review: a tp 1 checkpoint whose mapping said tp 2 was refused by `build` and `run` as `rank0: transformer.
+    layers.0.attention.qkv.weight has shape (128, 64), config implies (64, 64) (+19 more)`; the missing rank file,
+    the cause, came last."""
+    copy = broken(ckpt, tmp_path, mapping={"world_size": 2, "tp_size": 2, "pp_size": 1})
+    assert inspect_checkpoint(copy).problems[0] == "rank1.safetensors is missing"
+    assert_one_line_error(run_cli("build", "--checkpoint-dir", copy, "--output-dir", tmp_path / "e", "--dry-run"),
+                          "is not valid: rank1.safetensors is missing (+")
