@@ -118,6 +118,19 @@ def test_a_trained_drafter_head_is_no_problem(ckpt, tmp_path):
     assert run_cli("inspect", broken(ckpt, tmp_path, edit)).exit_code == 0
 
 
+def test_a_trained_head_whose_first_rows_are_zero_is_no_problem(ckpt, tmp_path, monkeypatch):
+    """Our trainer zeroes the rows of tokens it never saw: SmolLM2's quickstart drafter held 315 zero rows in a row.
+    inspect read the first rows alone, so such a head, wherever a rank's rows began in a zero run, was refused as
+    drafting nothing (and run and build with it); it reads rows spread over the head."""
+    from redrafter_trt import checkpoint
+
+    monkeypatch.setattr(checkpoint, "HEAD_ROWS", 16)
+
+    def edit(held):
+        held["drafter.lm_head.weight"][:100] = 0
+    assert run_cli("inspect", broken(ckpt, tmp_path, edit)).exit_code == 0
+
+
 def test_convert_refuses_a_drafter_whose_head_drafts_nothing(tiny_llama, tiny_drafter, tmp_path):
     """Was written, then `problem: ...` and exit 1 (the checkpoint left behind): the head is checked as the drafter
     is read, before anything is written."""
