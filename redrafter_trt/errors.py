@@ -16,6 +16,10 @@ class TensorError(RedrafterError):
     """Tensors are missing, unexpected, misshapen, corrupt or non-finite."""
 
 
+class PeerError(RedrafterError):
+    """Another torchrun rank is gone (it failed with its own error, or was killed): this one cannot go on."""
+
+
 class DependencyError(RedrafterError):
     """An optional dependency (TensorRT-LLM, modelopt, gguf) is not installed."""
 

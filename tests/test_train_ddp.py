@@ -104,3 +104,39 @@ def test_torchrun_ranks_append_distilled_answers_to_files_of_their_own(tmp_path)
     assert not set(keys["answers.jsonl"]) & set(keys["answers.rank1.jsonl"])
     assert len(read_cache(folder)) == 8  # a later run reads both
 
+
+
+FAIL_ON_RANK_1 = """
+import os, sys, time
+from redrafter_trt.cli import main
+from redrafter_trt.errors import ConfigError
+from redrafter_trt.train import loop
+real = loop._seen_tokens
+def seen(*a, **k):  # rank 1 meets bad data only it sees, while rank 0 waits in the first collective
+    if os.environ["RANK"] == "1":
+        time.sleep(3)
+        raise ConfigError("bad data on rank 1: fix it")
+    return real(*a, **k)
+loop._seen_tokens = seen
+main(["train", "--base", sys.argv[2], "--data", sys.argv[1] + "/qa.jsonl", "--output", sys.argv[1] + "/out",
+      "--cache-dir", sys.argv[1] + "/cache", "--max-steps", "2", "--predict-n", "2"])
+"""
+
+
+def test_a_rank_that_fails_ends_the_others_with_one_line(tmp_path):
+    """Rank 1 failed with its one-line error, and rank 0, waiting for it in a collective, printed a 40-line traceback
+    of gloo's 'Connection closed by peer'. Rank 0 now says in one line that another rank stopped."""
+    base = make_chat_base(tmp_path / "base")
+    (tmp_path / "qa.jsonl").write_text("\n".join(json.dumps({"question": f"{i}+1?", "answer": f"{i}+1 is {i + 1}."})
+                                                 for i in range(20)))
+    (tmp_path / "run.py").write_text(FAIL_ON_RANK_1)
+    repo = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           "29533", str(tmp_path / "run.py"), str(tmp_path), str(base)],
+                          capture_output=True, text=True, env=env, timeout=240)
+    assert proc.returncode != 0
+    assert "error: bad data on rank 1: fix it" in proc.stderr, proc.stderr[-3000:]
+    assert "error: another torchrun rank stopped (RuntimeError in a collective)" in proc.stderr, proc.stderr[-3000:]
+    assert "[rank0]: Traceback" not in proc.stderr and "Connection closed by peer" not in proc.stderr

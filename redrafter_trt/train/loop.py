@@ -25,7 +25,7 @@ from typing import Callable
 import torch
 
 from ..drafter import Drafter, DrafterConfig, save_drafter
-from ..errors import ConfigError
+from ..errors import ConfigError, PeerError
 from ..io import TensorSource
 from ..runtime.linear import pack_linears
 from .config import TrainConfig
@@ -72,6 +72,23 @@ def _dist(device: str) -> tuple[int, int]:
         # default would end a run whose shards differ by more than that
         torch.distributed.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo", timeout=DIST_TIMEOUT)
     return (torch.distributed.get_rank() if world > 1 else 0), world
+
+
+@contextlib.contextmanager
+def _peers():
+    """A collective whose peer rank is gone (it failed on data only it saw, printing its one-line error, or was killed)
+    raised gloo's 'Connection closed by peer' on every other rank, a 40-line traceback each: one line now."""
+    try:
+        yield
+    except RuntimeError as e:  # torch.distributed's DistError is one too
+        raise PeerError(f"another torchrun rank stopped ({type(e).__name__} in a collective), so this one cannot go "
+                        f"on: see that rank's error above, fix it and rerun") from None
+
+
+def _all_reduce(t: torch.Tensor, op=None) -> None:
+    """torch.distributed.all_reduce (sum unless `op`), in place, with a gone peer one line (`_peers`)."""
+    with _peers():
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.SUM if op is None else op)
 
 
 def base_tensors(base: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -213,7 +230,7 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
     n = fewest = len(feats.anchors)
     if world > 1:  # the same number of steps on every rank
         t = torch.tensor([n], device=device)
-        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MIN)
+        _all_reduce(t, torch.distributed.ReduceOp.MIN)
         fewest = int(t)
     per_epoch = max(1, fewest // cfg.batch_size)
     total = cfg.max_steps or cfg.epochs * per_epoch
@@ -239,9 +256,9 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
             loss = res.loss.detach().clone()
             if world > 1:
                 for p in params:
-                    torch.distributed.all_reduce(p.grad)
+                    _all_reduce(p.grad)
                     p.grad /= world
-                torch.distributed.all_reduce(loss)  # every rank stops together when one rank's loss diverges
+                _all_reduce(loss)  # every rank stops together when one rank's loss diverges
             _check_finite(loss, torch.nn.utils.clip_grad_norm_(params, 1.0), step + 1, total, cfg.lr)
             with _whole():  # a Ctrl-C inside AdamW's update left it half applied, saved as the step before
                 opt.step()
@@ -279,7 +296,8 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
         state[f"lm_head.{dcfg.num_draft_layers}.weight"] = head.full_weight().float()
         save_drafter(cfg.output, dcfg, state, producer, inputs=tuple(cfg.inputs))
     if world > 1:
-        torch.distributed.barrier()
+        with _peers():
+            torch.distributed.barrier()
     return cfg.output
 
 
@@ -323,7 +341,7 @@ def _seen_tokens(feats: Features, tokenizer, vocab_size: int, world: int) -> tor
         seen[tokenizer.eos_token_id] = True
     if world > 1:
         flags = seen.to(torch.uint8)
-        torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+        _all_reduce(flags, torch.distributed.ReduceOp.MAX)
         seen = flags.bool()
     return seen.nonzero().squeeze(1)
 
