@@ -440,8 +440,30 @@ def test_hidden_state_progress_stops_at_the_total(tmp_path):
     examples = [Example(tuple(range(1, n)), (False,) + (True,) * (n - 2)) for n in (6, 7, 8, 9)]
     _, _, anchors, starts = flatten(examples, tail=4)
     seen = []
+    model.model.register_forward_hook(lambda *a: seen.append("forward"))
     compute_hidden(model, examples, starts, anchors, on_batch=lambda d, t: seen.append((d, t)))
-    assert seen == [(4, 4)]
+    assert seen == [(0, 4), "forward", (4, 4)]  # the bar drawn before the first batch, as distill's
+
+
+def test_the_distill_bar_starts_before_the_first_batch(tmp_path):
+    """The distilling bar was drawn only once the first batch of answers was done (minutes of a large base on a CPU
+    with no bar), and its rate and ETA then left that batch's time out (half the time left, after the second)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from redrafter_trt.train.distill import distill
+
+    base = make_chat_base(tmp_path / "base")
+    tok, seen = AutoTokenizer.from_pretrained(base), []
+
+    def load():
+        model = AutoModelForCausalLM.from_pretrained(base).eval()
+        model.model.register_forward_hook(lambda *a: seen.append("forward") if seen[-1:] != ["forward"] else None)
+        return model
+
+    prompts = [[1, 5 + i, 9] for i in range(5)]
+    distill(load, tok, prompts, tmp_path / "c", max_new_tokens=3, batch_size=2,
+            on_batch=lambda d, t: seen.append((d, t)))
+    assert seen == [(0, 5), "forward", (2, 5), "forward", (4, 5), "forward", (5, 5)]
 
 
 def test_runs_sharing_a_hidden_state_cache_write_files_of_their_own(tmp_path, monkeypatch):

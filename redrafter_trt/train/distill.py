@@ -144,7 +144,8 @@ def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: P
 
     prompts: token id lists ending with the assistant header. Returns (answer ids, its hidden states [n, H] float16,
     read on demand) in prompt order. Prompts are generated in the given order, sorted by length only within windows of 8
-    batches, so a run stopped early has answered a random subset. on_batch(done, total) follows each batch.
+    batches, so a run stopped early has answered a random subset. on_batch(done, total) precedes the first batch and
+    follows each.
     """
     from ..io import atomic_file, write_safetensors
 
@@ -169,6 +170,8 @@ def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: P
         try:
             if os.fstat(fd).st_size and not _ends_with_newline(index):  # a line torn by a kill: end it
                 os.write(fd, b"\n")
+            if on_batch:  # the bar from the start: drawn only after the first batch (minutes), its rate and ETA
+                on_batch(0, len(order))  # left out that batch's time
             for b in range(0, len(order), batch_size):
                 batch = order[b: b + batch_size]
                 answers, hidden = greedy_batch(model, [prompts[i] for i in batch], [caps[i] for i in batch], stop,

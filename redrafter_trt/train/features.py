@@ -107,6 +107,8 @@ def compute_hidden(model, examples: list[Example], starts: list[int], anchors: t
     out = torch.zeros((len(anchors), H), dtype=torch.float32)
     order = sorted(range(len(examples)), key=lambda i: -len(examples[i].ids))
     b = 0
+    if on_batch:  # the bar from the start, as distill's
+        on_batch(0, len(order))
     while b < len(order):
         longest = len(examples[order[b]].ids)
         n = max(1, token_budget // max(longest, 1))
