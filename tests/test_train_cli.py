@@ -54,6 +54,7 @@ def _run(*args):
     ("vocab", "tokens but the model's vocab_size is 64: it is another model's; copy the base's tokenizer files"),
     ("seq_len", "--max-seq-len 4096 is more than the base's 512 positions (max_position_embeddings): pass "
                 "--max-seq-len 512 or less"),
+    ("one_new_token", "--distill-max-new-tokens must be at least 2 (got 1): a draft step learns from 2 answer tokens"),
 ])
 def test_bad_inputs_exit_2_with_one_line(chat_base, prompts, tmp_path, case, match):
     empty = tmp_path / "empty.jsonl"
@@ -66,7 +67,8 @@ def test_bad_inputs_exit_2_with_one_line(chat_base, prompts, tmp_path, case, mat
              "template": ["--distill"], "no_distill": ["--distill-max-new-tokens", "192"],
              "epochs_and_steps": ["--epochs", "3", "--max-steps", "5"],
              "frozen_random_head": ["--freeze-head", "--exit-dim", "96", "--distill"],
-             "seq_len": ["--max-seq-len", "4096", "--distill"]}.get(case, [])
+             "seq_len": ["--max-seq-len", "4096", "--distill"],
+             "one_new_token": ["--distill", "--distill-max-new-tokens", "1"]}.get(case, [])
     base = chat_base
     if case in ("base_json", "no_tokenizer", "template", "vocab"):
         base = tmp_path / "base"
@@ -93,6 +95,26 @@ def test_bad_inputs_exit_2_with_one_line(chat_base, prompts, tmp_path, case, mat
     lines = r.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], r.output
     assert not (tmp_path / "out").exists()
+
+
+def test_a_base_that_stops_at_once_is_named_not_max_seq_len(chat_base, prompts, tmp_path):
+    """A base whose every greedy answer was a stop token at once (here: its generation_config.json lists two
+    eos_token_id, one of them the token it always says first) gave no example, and the error said to raise
+    --max-seq-len (512, far more than the prompts)."""
+    base = tmp_path / "base"
+    shutil.copytree(chat_base, base)
+    gen = json.loads((base / "generation_config.json").read_text())
+    (base / "generation_config.json").write_text(json.dumps({**gen, "eos_token_id": [2, 98]}))  # 98: "\n"
+    r = _run("--base", base, "--data", prompts, "--output", tmp_path / "out", "--cache-dir", tmp_path / "c",
+             "--distill", "--distill-max-new-tokens", "8", "--max-steps", "2", "--base-dtype", "float32")
+    assert r.exit_code == 2, r.output
+    (folder,) = (tmp_path / "c").glob("distill-*")
+    from redrafter_trt.train.distill import read_cache
+
+    assert [a for a, _ in read_cache(folder).values()] == [[98]] * 4  # the second eos id ended every answer
+    last = r.output.strip().splitlines()[-1]
+    assert last.startswith("error: the base answered every training prompt with a stop token at once") and \
+        "max-seq-len" not in last, r.output
 
 
 def test_the_default_max_seq_len_fits_the_base(chat_base, prompts, tmp_path):

@@ -73,6 +73,9 @@ class TrainConfig:
                                        f"draft step alike"),
             (0 < self.lr < math.inf, f"--lr must be positive and finite (got {self.lr})"),
             (self.batch_size >= 1, f"--batch-size must be at least 1 (got {self.batch_size})"),
+            (not self.distill or self.distill_max_new_tokens >= 2,
+             f"--distill-max-new-tokens must be at least 2 (got {self.distill_max_new_tokens}): a draft step learns "
+             f"from 2 answer tokens"),
             (self.distill_batch_size >= 1, f"--distill-batch-size must be at least 1 (got {self.distill_batch_size})"),
             (self.max_seq_len is None or self.max_seq_len >= 8, f"--max-seq-len must be at least 8 (got {self.max_seq_len})"),
             (self.base_dtype in DTYPES, f"--base-dtype must be one of {', '.join(DTYPES)} (got {self.base_dtype!r})"),

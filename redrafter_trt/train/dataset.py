@@ -124,6 +124,10 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
         held = [encode(tokenizer, c, cfg.max_seq_len) for c in eval_c] if rank == 0 else []
     train = [ex for ex in train if sum(ex.mask) >= 2]
     held = [ex for ex in held if sum(ex.mask) >= 2]
+    if not train and cfg.distill:  # prompts are cut to leave 2 answer tokens: the base stopped at once
+        raise ConfigError("the base answered every training prompt with a stop token at once (no answer of 2 or more "
+                          "tokens to learn from): check its chat template and the eos_token_id of its "
+                          "generation_config.json and tokenizer")
     if not train:
         raise ConfigError(f"no training example has an answer of 2 or more tokens within --max-seq-len "
                           f"{cfg.max_seq_len} (the chat template and prompt come first): raise --max-seq-len, or give "
