@@ -65,7 +65,7 @@ _DTYPE = click.Choice(["auto", "float32", "bfloat16"])
               help="Stop after this many steps (instead of --epochs: not both).")
 @click.option("--lr", default=1e-3, show_default=True, type=float)
 @click.option("--batch-size", default=256, show_default=True, type=int, callback=_positive,
-              help="Anchor positions per step (each trains every draft step).")
+              help="Anchor positions per step (each trains every draft step); per rank under torchrun.")
 @click.option("--max-seq-len", type=int, help="Truncate conversations to this many tokens, at most the base's "
               "max_position_embeddings [default: 1024, or that when fewer].")
 @click.option("--max-examples", type=int, callback=_positive, help="Use at most this many conversations (seeded shuffle).")
