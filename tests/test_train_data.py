@@ -253,6 +253,26 @@ def test_runs_sharing_a_distill_cache_keep_their_own_files(tmp_path):
     assert len(out) == 3 and all(h.load().shape[0] == len(ans) for ans, h in out)
 
 
+def test_a_tokenizer_without_eos_or_pad_distills_up_to_the_generation_configs_stop(tmp_path):
+    """A base whose tokenizer names no EOS and no pad token (its stop tokens only in generation_config.json) failed
+    distillation with a TypeError traceback: the padding id was None."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from redrafter_trt.train.distill import distill
+
+    base = make_chat_base(tmp_path / "base")
+    tok = AutoTokenizer.from_pretrained(base)
+    bare = AutoTokenizer.from_pretrained(base, eos_token=None, pad_token=None)
+    assert bare.eos_token_id is None and bare.pad_token_id is None
+    prompts = [[1, 5, 9, 13], [1, 7]]
+
+    def load():
+        return AutoModelForCausalLM.from_pretrained(base).eval()
+
+    want = [a for a, _ in distill(load, tok, prompts, tmp_path / "a", max_new_tokens=4, batch_size=2)]
+    assert [a for a, _ in distill(load, bare, prompts, tmp_path / "b", max_new_tokens=4, batch_size=2)] == want
+
+
 def test_an_answer_index_torn_by_a_kill_loses_only_its_torn_line(tmp_path):
     """A run killed mid-line left the index without its newline; the next run's first line was glued to it, and
     that answer too was lost to every later run."""

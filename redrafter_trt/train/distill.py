@@ -156,7 +156,9 @@ def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: P
     todo = list({k: i for i, k in enumerate(keys) if k not in done}.values())
     if todo:
         model = load_model()
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        # any id: padding is masked out (a tokenizer with neither, its stop tokens only in generation_config.json,
+        # once gave None and a TypeError)
+        pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
         stop = set(eos_ids(tokenizer, getattr(model.generation_config, "eos_token_id", None)))
         log.info("distilling %d of %d prompts (%d cached) into %s", len(todo), len(prompts), len(prompts) - len(todo),
                  folder)
