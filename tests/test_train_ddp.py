@@ -140,3 +140,38 @@ def test_a_rank_that_fails_ends_the_others_with_one_line(tmp_path):
     assert "error: bad data on rank 1: fix it" in proc.stderr, proc.stderr[-3000:]
     assert "error: another torchrun rank stopped (RuntimeError in a collective)" in proc.stderr, proc.stderr[-3000:]
     assert "[rank0]: Traceback" not in proc.stderr and "Connection closed by peer" not in proc.stderr
+
+
+KILLED_ON_RANK_1 = """
+import os, sys
+from redrafter_trt.cli import main
+from redrafter_trt.train import loop
+real, calls = loop.drafter_step, []
+def step(*a, **k):  # rank 1 is killed (out of memory, a node lost) in its 6th step
+    calls.append(1)
+    if os.environ["RANK"] == "1" and len(calls) == 6:
+        os._exit(137)
+    return real(*a, **k)
+loop.drafter_step = step
+main(["train", "--base", sys.argv[2], "--data", sys.argv[1] + "/qa.jsonl", "--output", sys.argv[1] + "/out",
+      "--cache-dir", sys.argv[1] + "/cache", "--max-steps", "50", "--batch-size", "8", "--predict-n", "2"])
+"""
+
+
+def test_a_rank_killed_mid_training_keeps_the_steps_done(tmp_path):
+    """A rank killed mid-training failed rank 0's next collective, and rank 0 left without saving: every step since
+    the last checkpoint (up to 199) was lost. Rank 0 now saves the state of the steps all ranks finished, as on
+    Ctrl-C."""
+    base = make_chat_base(tmp_path / "base")
+    (tmp_path / "qa.jsonl").write_text("\n".join(json.dumps({"question": f"{i}+1?", "answer": f"{i}+1 is {i + 1}."})
+                                                 for i in range(20)))
+    (tmp_path / "run.py").write_text(KILLED_ON_RANK_1)
+    repo = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           "29534", str(tmp_path / "run.py"), str(tmp_path), str(base)],
+                          capture_output=True, text=True, env=env, timeout=240)
+    assert proc.returncode != 0
+    assert "state saved after step 5" in proc.stderr, proc.stderr[-3000:]
+    assert torch.load(tmp_path / "out.train-state.pt", weights_only=True)["step"] == 5

@@ -82,7 +82,7 @@ def _peers():
         yield
     except RuntimeError as e:  # torch.distributed's DistError is one too
         raise PeerError(f"another torchrun rank stopped ({type(e).__name__} in a collective), so this one cannot go "
-                        f"on: see that rank's error above, fix it and rerun") from None
+                        f"on: see that rank's error above (or torchrun's report of it), fix it and rerun") from None
 
 
 def _all_reduce(t: torch.Tensor, op=None) -> None:
@@ -267,9 +267,11 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
             if rank == 0 and done % cfg.checkpoint_every == 0:
                 _save_state(cfg, drafter, head, opt, done, same)
             report(Progress("train", step + 1, total, stats))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, PeerError):  # a peer gone (killed: out of memory, a node lost) fails the next
+        # collective before the update: the state is that of `done` whole steps on every rank, as on Ctrl-C
         if rank == 0 and done > start:
-            _save_state(cfg, drafter, head, opt, done, same)
+            with _whole():  # torchrun's SIGTERM to the ranks left follows at once: not inside the save
+                _save_state(cfg, drafter, head, opt, done, same)
             log.warning("interrupted: state saved after step %d in %s; pass --resume to continue", done, cfg.state_path)
         raise
     if rank == 0:
