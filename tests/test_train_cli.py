@@ -285,6 +285,27 @@ def test_sigterm_saves_the_state_as_ctrl_c_does(chat_base, tmp_path):
     assert torch.load(state, weights_only=True)["step"] > 200
 
 
+def test_a_sigterm_after_the_command_ended_adds_nothing_to_its_one_line(tmp_path):
+    """torchrun sends SIGTERM to the ranks left when one fails; a rank already exiting after its own one-line error
+    turned it into KeyboardInterrupt inside an exit handler: 'Exception ignored in atexit callback' and a
+    traceback. SIGTERM is Ctrl-C only while the command runs."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = f"""
+import atexit, os, signal
+atexit.register(lambda: os.kill(os.getpid(), signal.SIGTERM))  # as torchrun's, while the process exits
+from redrafter_trt.cli import main
+main(["train", "--base", {str(tmp_path)!r}, "--data", {str(tmp_path / "nope.jsonl")!r}, "--output",
+      {str(tmp_path / "out")!r}])
+"""
+    repo = str(Path(__file__).resolve().parents[1])
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=repo)
+    (line,) = res.stderr.strip().splitlines()
+    assert line == f"error: {tmp_path / 'config.json'} is missing: base folder must contain config.json", res.stderr
+
+
 def test_distilled_hidden_states_past_float16_are_kept_not_inf(chat_base, prompts, tmp_path):
     """Distillation cast the base's hidden states to float16 unchecked: a base whose hidden states pass 65504 cached
     inf, and training stopped at step 1 with NaN, saying to lower --lr. Such answers are now kept in float32 (as the

@@ -129,6 +129,9 @@ def main(ctx, debug, verbose):
     ctx.obj = {"debug": debug}
     # `kill`, `docker stop`, a scheduler's preemption, torchrun stopping its ranks: stop as on Ctrl-C, so train and
     # quickstart save their training state, serve drains, and a half-written output's temporary folder is removed
-    signal.signal(signal.SIGTERM, _interrupt)
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    # only while the command runs: torchrun's SIGTERM to a rank exiting after its one-line error (another rank
+    # failed too) raised KeyboardInterrupt in an exit handler, a traceback after that line
+    ctx.call_on_close(lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous))
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
