@@ -450,6 +450,30 @@ def test_duplicate_conversations_are_dropped_before_the_split(tmp_path, caplog):
     assert "dropped 5 duplicate conversations of 8" in caplog.text
 
 
+def test_a_prompt_with_several_answers_is_held_out_whole(tmp_path):
+    """Two answers to one prompt (sampled completions) were two conversations, and the held-out split could put one on
+    each side: the held-out accuracy then scored a prompt the drafter was trained on."""
+    from transformers import AutoTokenizer
+
+    from redrafter_trt.train import TrainConfig
+    from redrafter_trt.train.dataset import build_examples
+
+    base = make_chat_base(tmp_path / "base")
+    tok = AutoTokenizer.from_pretrained(base)
+    data = tmp_path / "qa.jsonl"
+    data.write_text("\n".join(json.dumps({"question": f"What is {i} + 1?", "answer": f"{i + 1}{end}"})
+                               for i in range(10) for end in (".", "!")))
+    cfg = TrainConfig(base=base, data=[data], output=tmp_path / "out", cache_dir=tmp_path / "c", eval_examples=3)
+    cfg.validate()
+    train, held = build_examples(cfg, tok, lambda: pytest.fail("the base ran"), tmp_path / "c", torch.float32)
+
+    def prompt(ex):
+        return tok.decode(ex.ids[: ex.mask.index(True)])
+
+    assert len(held) >= 3 and len(train) + len(held) == 20
+    assert not {prompt(ex) for ex in held} & {prompt(ex) for ex in train}
+
+
 def test_hidden_state_progress_stops_at_the_total(tmp_path):
     """compute_hidden reported 63 of 4 examples: a batch's row count past the end."""
     from transformers import AutoModelForCausalLM

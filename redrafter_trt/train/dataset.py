@@ -76,6 +76,18 @@ def split(items: list, eval_examples: int | None) -> tuple[list, list]:
     return items[n:], items[:n]
 
 
+def split_by_prompt(convs: list[Conversation], eval_examples: int | None) -> tuple[list, list]:
+    """`split`, with the conversations that share a held-out one's prompt held out too: several answers to one prompt
+    (a dataset of sampled completions) once put the prompt on both sides, scoring training data as held out."""
+    train, held = split(convs, eval_examples)
+    prompts = {_prompt_key(c) for c in held}
+    return [c for c in train if _prompt_key(c) not in prompts], held + [c for c in train if _prompt_key(c) in prompts]
+
+
+def _prompt_key(conv: Conversation) -> tuple:
+    return tuple((m["role"], m["content"]) for m in conv.prompt_messages())
+
+
 def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir: Path, base_dtype: torch.dtype, *,
                    rank: int = 0, world: int = 1, on_batch: Callable[[int, int], None] | None = None
                    ) -> tuple[list[Example], list[Example]]:
@@ -118,7 +130,7 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
             first = next(c.source for c in convs if not c.has_answer)
             log.warning("left out %d of %d conversations with no assistant turn (first: %s): pass --distill to have "
                         "the base answer them", len(convs) - len(answered), len(convs), first)
-        train_c, eval_c = split(answered, cfg.eval_examples)
+        train_c, eval_c = split_by_prompt(answered, cfg.eval_examples)
         check_shards(len(train_c), world)
         train = [encode(tokenizer, c, cfg.max_seq_len) for c in train_c[rank::world]]
         held = [encode(tokenizer, c, cfg.max_seq_len) for c in eval_c] if rank == 0 else []
