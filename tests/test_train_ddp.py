@@ -33,8 +33,8 @@ torch.save(torch.stack(seen[:4]), tmp / f"params{rank}.pt")  # the 4 training st
 """
 
 
-def torchrun(script: str, tmp_path: Path, base: Path, port: int) -> None:
-    """Run `script` (given tmp_path and base) in two torchrun ranks on CPU; it must succeed."""
+def torchrun(script: str, tmp_path: Path, base: Path, port: int, fails: bool = False) -> subprocess.CompletedProcess:
+    """Run `script` (given tmp_path and base) in two torchrun ranks on CPU; it must succeed (or, `fails`, not)."""
     (tmp_path / "run.py").write_text(script)
     repo = str(Path(__file__).resolve().parents[1])  # the workers import this checkout, installed or not
     env = {**os.environ, "OMP_NUM_THREADS": "1",
@@ -42,7 +42,15 @@ def torchrun(script: str, tmp_path: Path, base: Path, port: int) -> None:
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
                            str(port), str(tmp_path / "run.py"), str(tmp_path), str(base)],
                           capture_output=True, text=True, env=env, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (proc.returncode != 0) == fails, proc.stderr[-3000:]
+    return proc
+
+
+def twenty_sums(tmp_path: Path) -> Path:
+    """A chat base and qa.jsonl of 20 question/answer records in tmp_path: the base's folder."""
+    (tmp_path / "qa.jsonl").write_text("\n".join(json.dumps({"question": f"{i}+1?", "answer": f"{i}+1 is {i + 1}."})
+                                                 for i in range(20)))
+    return make_chat_base(tmp_path / "base")
 
 
 def test_torchrun_two_ranks(tmp_path):
@@ -130,17 +138,7 @@ main(["train", "--base", sys.argv[2], "--data", sys.argv[1] + "/qa.jsonl", "--ou
 def test_a_rank_that_fails_ends_the_others_with_one_line(tmp_path):
     """Rank 1 failed with its one-line error, and rank 0, waiting for it in a collective, printed a 40-line traceback
     of gloo's 'Connection closed by peer'. Rank 0 now says in one line that another rank stopped."""
-    base = make_chat_base(tmp_path / "base")
-    (tmp_path / "qa.jsonl").write_text("\n".join(json.dumps({"question": f"{i}+1?", "answer": f"{i}+1 is {i + 1}."})
-                                                 for i in range(20)))
-    (tmp_path / "run.py").write_text(FAIL_ON_RANK_1)
-    repo = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                           "29533", str(tmp_path / "run.py"), str(tmp_path), str(base)],
-                          capture_output=True, text=True, env=env, timeout=240)
-    assert proc.returncode != 0
+    proc = torchrun(FAIL_ON_RANK_1, tmp_path, twenty_sums(tmp_path), 29533, fails=True)
     assert "error: bad data on rank 1: fix it" in proc.stderr, proc.stderr[-3000:]
     assert "error: another torchrun rank stopped (RuntimeError in a collective)" in proc.stderr, proc.stderr[-3000:]
     assert "[rank0]: Traceback" not in proc.stderr and "Connection closed by peer" not in proc.stderr
@@ -166,16 +164,6 @@ def test_a_rank_killed_mid_training_keeps_the_steps_done(tmp_path):
     """A rank killed mid-training failed rank 0's next collective, and rank 0 left without saving: every step since
     the last checkpoint (up to 199) was lost. Rank 0 now saves the state of the steps all ranks finished, as on
     Ctrl-C."""
-    base = make_chat_base(tmp_path / "base")
-    (tmp_path / "qa.jsonl").write_text("\n".join(json.dumps({"question": f"{i}+1?", "answer": f"{i}+1 is {i + 1}."})
-                                                 for i in range(20)))
-    (tmp_path / "run.py").write_text(KILLED_ON_RANK_1)
-    repo = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                           "29534", str(tmp_path / "run.py"), str(tmp_path), str(base)],
-                          capture_output=True, text=True, env=env, timeout=240)
-    assert proc.returncode != 0
+    proc = torchrun(KILLED_ON_RANK_1, tmp_path, twenty_sums(tmp_path), 29534, fails=True)
     assert "state saved after step 5" in proc.stderr, proc.stderr[-3000:]
     assert torch.load(tmp_path / "out.train-state.pt", weights_only=True)["step"] == 5
