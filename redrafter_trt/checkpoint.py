@@ -1,5 +1,5 @@
 """Inspect any TensorRT-LLM checkpoint folder (base or ReDrafter) from its config.json and safetensors
-headers (and the first rows of the drafter head): what it is, what it holds per rank, and every problem found. `run` and `build` refuse a
+headers (and rows spread over the drafter head): what it is, what it holds per rank, and every problem found. `run` and `build` refuse a
 checkpoint with problems through `require_valid`.
 """
 
