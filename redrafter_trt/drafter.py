@@ -20,11 +20,15 @@ import math
 import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from .errors import COUNT, FLAG, POSITIVE_INT, ConfigError, TensorError, name_list, optional
+
+if TYPE_CHECKING:
+    from .io import TensorSource
 
 log = logging.getLogger(__name__)
 
@@ -288,6 +292,17 @@ def init_drafter(base_config: dict, base_tensors_lm_head: torch.Tensor | None, *
     return cfg, model
 
 
+def check_size(planned: DrafterConfig, base: TensorSource, default_exit_dim: int) -> None:
+    """Refuse a drafter with more parameters than its base (counted from the base's tensor headers), before any
+    allocation: --exit-dim 10**8 was a traceback (50 GB for input_proj), and such a drafter cannot speed a base up."""
+    size, base_size = (sum(math.prod(s) for s in shapes) for shapes in
+                       (expected_shapes(planned).values(), map(base.shape, base.names())))
+    if size > base_size:
+        raise ConfigError(f"--exit-dim {planned.exit_dim} makes a drafter of {size:,} parameters, more than its base's "
+                          f"{base_size:,}: a drafter speeds a base up only when far cheaper; use a smaller --exit-dim "
+                          f"(default {default_exit_dim})")
+
+
 def init_drafter_for_base(base: Path | str, output: Path | str, *, num_draft_layers: int = 2, rnn: bool = True,
                           exit_dim: int | None = None, seed: int = 0) -> DrafterConfig:
     """init_drafter for a Hugging Face base folder, written in Apple's layout with a producer block."""
@@ -304,15 +319,12 @@ def init_drafter_for_base(base: Path | str, output: Path | str, *, num_draft_lay
         raise ConfigError(f"--exit-dim {exit_dim} is invalid: use a positive width")
     src = TensorSource.from_hf_folder(base)
     H = int(hf["hidden_size"])
-    planned = DrafterConfig(hidden_size=H, exit_dim=exit_dim or 2 * H, num_draft_layers=num_draft_layers, rnn=rnn,
-                            vocab_size=int(hf["vocab_size"]))
-    size, base_size = (sum(math.prod(s) for s in shapes) for shapes in
-                       (expected_shapes(planned).values(), map(src.shape, src.names())))
-    if size > base_size:  # checked before any allocation: --exit-dim 10**8 was a traceback (50 GB for input_proj)
+    try:
+        check_size(DrafterConfig(hidden_size=H, exit_dim=exit_dim or 2 * H, num_draft_layers=num_draft_layers,
+                                 rnn=rnn, vocab_size=int(hf["vocab_size"])), src, default_exit_dim=2 * H)
+    except ConfigError:
         src.close()
-        raise ConfigError(f"--exit-dim {planned.exit_dim} makes a drafter of {size:,} parameters, more than its base's "
-                          f"{base_size:,}: a drafter speeds a base up only when far cheaper; use a smaller --exit-dim "
-                          f"(default {2 * H})")
+        raise
     head_name = "lm_head.weight" if "lm_head.weight" in src.names() else "model.embed_tokens.weight"
     head = src.get(head_name) if exit_dim in (None, 2 * hf["hidden_size"]) else None
     src.close()

@@ -55,6 +55,7 @@ def _run(*args):
     ("seq_len", "--max-seq-len 4096 is more than the base's 512 positions (max_position_embeddings): pass "
                 "--max-seq-len 512 or less"),
     ("one_new_token", "--distill-max-new-tokens must be at least 2 (got 1): a draft step learns from 2 answer tokens"),
+    ("huge_exit_dim", "--exit-dim 100000000 makes a drafter of"),
 ])
 def test_bad_inputs_exit_2_with_one_line(chat_base, prompts, tmp_path, case, match):
     empty = tmp_path / "empty.jsonl"
@@ -68,7 +69,8 @@ def test_bad_inputs_exit_2_with_one_line(chat_base, prompts, tmp_path, case, mat
              "epochs_and_steps": ["--epochs", "3", "--max-steps", "5"],
              "frozen_random_head": ["--freeze-head", "--exit-dim", "96", "--distill"],
              "seq_len": ["--max-seq-len", "4096", "--distill"],
-             "one_new_token": ["--distill", "--distill-max-new-tokens", "1"]}.get(case, [])
+             "one_new_token": ["--distill", "--distill-max-new-tokens", "1"],
+             "huge_exit_dim": ["--exit-dim", "100000000"]}.get(case, [])
     base = chat_base
     if case in ("base_json", "no_tokenizer", "template", "vocab"):
         base = tmp_path / "base"

@@ -96,6 +96,8 @@ class TrainConfig:
             raise ConfigError(f"--freeze-head keeps the final projection at its init, which at --exit-dim "
                               f"{self.exit_dim} is random (the base lm_head only up to the hidden size {H}, or at "
                               f"{2 * H}): pass --exit-dim {H} or less, or {2 * H}, or leave out --freeze-head")
+        if self.exit_dim is not None:  # before the base loads: --exit-dim 10**8 was an allocation traceback
+            self._check_drafter_size(hf, H)
         for p in self.data:
             if not p.is_file():
                 raise ConfigError(f"data file {p} {'is a folder' if p.is_dir() else 'does not exist'}: pass jsonl or "
@@ -107,6 +109,17 @@ class TrainConfig:
         from ..io import check_output_folder
 
         check_output_folder(self.output, True, self.inputs)
+
+    def _check_drafter_size(self, hf: dict, H: int) -> None:
+        from ..drafter import DrafterConfig, check_size
+        from ..io import TensorSource
+
+        src = TensorSource.from_hf_folder(self.base)
+        try:
+            check_size(DrafterConfig(hidden_size=H, exit_dim=self.exit_dim, num_draft_layers=self.num_draft_layers,
+                                     rnn=self.rnn, vocab_size=int(hf["vocab_size"])), src, default_exit_dim=H)
+        finally:
+            src.close()
 
     def _fit_seq_len(self, positions: int) -> None:
         """max_seq_len within the base's positions (max_position_embeddings): the default cut to them; a longer one
