@@ -75,6 +75,19 @@ def _dist(device: str) -> tuple[int, int]:
 
 
 @contextlib.contextmanager
+def _process_group(device: str):
+    """`_dist`'s (rank, world) for the block; a group joined here is destroyed after it. A rank that left gloo's
+    group to the interpreter's exit was sometimes aborted there ("terminate called without an active exception",
+    SIGABRT) after it had written everything."""
+    joined_here = not torch.distributed.is_initialized()
+    try:
+        yield _dist(device)
+    finally:
+        if joined_here and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+@contextlib.contextmanager
 def _peers():
     """A collective whose peer rank is gone (it failed on data only it saw, printing its one-line error, or was killed)
     raised gloo's 'Connection closed by peer' on every other rank, a 40-line traceback each: one line now."""
@@ -161,12 +174,17 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
     """Train a drafter for `cfg.base` and write it to `cfg.output` (Apple layout, predict_n recorded).
     Returns the output folder; its config.json `producer` block holds the held-out accuracy."""
     cfg.validate()
+    with _process_group(cfg.device) as (rank, world):
+        return _train(cfg, rank, world, on_progress)
+
+
+def _train(cfg: TrainConfig, rank: int, world: int, on_progress: Callable[[Progress], None] | None) -> Path:
+    """`train_drafter` as torchrun's rank `rank` of `world` (0 of 1 without torchrun)."""
     from transformers import AutoModelForCausalLM
 
     base_config = json.loads((cfg.base / "config.json").read_text())
     tokenizer = load_tokenizer(cfg.base, int(base_config["vocab_size"]))
     report = on_progress or (lambda p: None)
-    rank, world = _dist(cfg.device)
     device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if world > 1 and cfg.device.startswith("cuda")
                           else cfg.device)
     torch.manual_seed(cfg.seed)
