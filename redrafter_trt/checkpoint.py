@@ -238,9 +238,14 @@ def _check_ranks(path: Path, cfg: dict, rep: Report) -> None:
         try:
             src = TensorSource.from_files([f])
             have = {n: (src.shape(n), src.dtype(n)) for n in src.names()}
+            meta = src.metadata(f)
         except TensorError as e:
             rep.problems.append(f"rank{r}.safetensors: {e}")
             continue
+        written = (meta.get("rank"), meta.get("tp_size"))  # ours say which rank they were written as
+        if written != (None, None) and written != (str(r), str(tp)):
+            rep.problems.append(f"rank{r}.safetensors was written as rank {written[0]} of tp_size {written[1]}: rank "
+                                f"files were renamed or mixed from another checkpoint; re-convert")
         try:
             _check_rank(cfg, r, f, have, src, rep)
         except TensorError as e:  # the drafter head's rows, read past a header that looked whole

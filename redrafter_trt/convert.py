@@ -463,7 +463,8 @@ def _write(output: Path, cfg: dict, plans: list[list[Planned]], force: bool, inp
     with atomic_output(output, force, inputs) as tmp, ThreadPoolExecutor(1) as pool, \
             tqdm(total=total, unit="B", unit_scale=True, desc="convert", disable=None) as bar:
         for r, plan in enumerate(plans):
-            writer = StreamingWriter(tmp / f"rank{r}.safetensors", [(p.name, p.shape, p.dtype) for p in plan], meta)
+            writer = StreamingWriter(tmp / f"rank{r}.safetensors", [(p.name, p.shape, p.dtype) for p in plan],
+                                     meta | {"rank": str(r), "tp_size": str(len(plans))})  # for inspect
             with writer:
                 pending = pool.submit(_read_checked, plan[0])
                 for i, p in enumerate(plan):

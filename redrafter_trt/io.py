@@ -202,6 +202,10 @@ class TensorSource:
             return tuple(self._eager[name].shape)
         return tuple(self._handle(self._files[name]).get_slice(name).get_shape())
 
+    def metadata(self, path: Path) -> dict[str, str]:
+        """The `__metadata__` of one of the source's files ({} when it has none)."""
+        return self._handle(path).metadata() or {}
+
     def dtype(self, name: str) -> str:
         """safetensors dtype string (F16, BF16, F32, F8_E4M3, ...)."""
         if name in self._eager:

@@ -153,3 +153,16 @@ def test_a_tp_size_the_rank_files_do_not_have_is_named_first(ckpt, tmp_path):
     assert inspect_checkpoint(copy).problems[0] == "rank1.safetensors is missing"
     assert_one_line_error(run_cli("build", "--checkpoint-dir", copy, "--output-dir", tmp_path / "e", "--dry-run"),
                           "is not valid: rank1.safetensors is missing (+")
+
+
+def test_swapped_rank_files_are_named(tiny_llama, tiny_drafter, tmp_path):
+    """Rank files of one shape swapped by hand (or copied from another tp=2 checkpoint's other rank) passed inspect:
+    every rank's shapes were right. Each file now says which rank of which tp_size it was written as."""
+    ckpt = convert(tiny_llama, tiny_drafter, tmp_path / "ck", num_beams=2, draft_len=2, tp_size=2)
+    assert inspect_checkpoint(ckpt).problems == []
+    (ckpt / "rank0.safetensors").rename(ckpt / "r0")
+    (ckpt / "rank1.safetensors").rename(ckpt / "rank0.safetensors")
+    (ckpt / "r0").rename(ckpt / "rank1.safetensors")
+    assert inspect_checkpoint(ckpt).problems == [
+        f"rank{r}.safetensors was written as rank {1 - r} of tp_size 2: rank files were renamed or mixed from another "
+        f"checkpoint; re-convert" for r in (0, 1)]
