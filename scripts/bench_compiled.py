@@ -14,6 +14,7 @@ import click
 import torch
 
 from redrafter_trt import runtime as rt
+from redrafter_trt.cli import Script
 
 ROWS = (1, 3, 5, 7, 9, 13)
 
@@ -31,7 +32,7 @@ def forward_once(model, context: torch.Tensor, rows: int) -> tuple[torch.Tensor,
     return hidden, time.perf_counter() - start
 
 
-@click.command()
+@click.command(cls=Script)
 @click.option("--checkpoint-dir", required=True, type=click.Path(file_okay=False))
 @click.option("--threads", type=int, default=None, help="torch intra-op threads [default: torch's choice].")
 @click.option("--context", default=100, show_default=True, help="Cached tokens before the timed forward.")

@@ -13,12 +13,13 @@ from __future__ import annotations
 import click
 import torch
 
+from redrafter_trt.cli import Script
 from redrafter_trt.runtime.linear import PRODUCTS, Linear, describe, plan_from, time_products
 
 HIDDEN, INTER, QKV, LAYERS, VOCAB = 576, 1536, 960, 30, 49152
 
 
-@click.command()
+@click.command(cls=Script)
 @click.option("--threads", type=int, default=None, help="torch intra-op threads [default: torch's choice].")
 @click.option("--reps", default=8, show_default=True)
 def main(threads, reps):

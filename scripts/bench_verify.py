@@ -18,6 +18,8 @@ from pathlib import Path
 import click
 import torch
 
+from redrafter_trt.cli import Script
+
 
 def best_ms(fn, reps: int) -> float:
     """Best of `reps` timed calls in milliseconds, after two warm-up calls."""
@@ -42,7 +44,7 @@ def time_verify(base, T: int, context: int, reps: int, greedy) -> float:
     return best_ms(lambda: greedy(base.forward(tokens, positions, mask, cache)), reps)
 
 
-@click.command()
+@click.command(cls=Script)
 @click.option("--threads", type=int, default=None, help="torch intra-op threads [default: torch's choice].")
 @click.option("--sizes", default="1,2,4,8,16,24", show_default=True,
               help="Tree sizes T (new tokens per forward); T=1 is timed too, the ratios' reference.")

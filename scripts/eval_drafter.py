@@ -16,8 +16,10 @@ from pathlib import Path
 
 import click
 
+from redrafter_trt.cli import Script
 
-@click.command()
+
+@click.command(cls=Script)
 @click.option("--drafter", required=True, type=click.Path(path_type=Path, exists=True))
 @click.option("--base", type=click.Path(path_type=Path, exists=True), default=None,
               help="Hugging Face folder of the base [default: SmolLM2-135M-Instruct from the cache].")

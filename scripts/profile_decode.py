@@ -20,6 +20,8 @@ from pathlib import Path
 import click
 import torch
 
+from redrafter_trt.cli import Script
+
 PIECES = {"draft": ("drafter", "beam_search"), "verify": ("base", "forward"), "argmax": ("base", "greedy_tokens")}
 
 
@@ -42,7 +44,7 @@ def timed_apart(totals: dict, name: str, fn):
     return wrapper
 
 
-@click.command()
+@click.command(cls=Script)
 @click.option("--checkpoint-dir", required=True, type=click.Path(path_type=Path, exists=True))
 @click.option("--tokenizer-dir", required=True, type=click.Path(path_type=Path, exists=True))
 @click.option("--prompts", default=None, type=click.Path(path_type=Path), help="[default: the packaged MT-Bench]")
@@ -54,19 +56,17 @@ def timed_apart(totals: dict, name: str, fn):
 @click.option("--compile", "compile_layers", is_flag=True, help="The base's layers compiled (runtime/compiled.py).")
 def main(checkpoint_dir, tokenizer_dir, prompts, beams, draft_len, num_prompts, max_new_tokens, threads,
          compile_layers):
-    from transformers import AutoTokenizer
-
     import redrafter_trt.runtime as rt
     decode_mod = importlib.import_module("redrafter_trt.runtime.decode")
     from redrafter_trt.runtime.cache import KVCache
     from redrafter_trt.prompts import load_prompts
     from redrafter_trt.quickstart import mt_bench_path
-    from redrafter_trt.tokens import encode_prompts, stop_ids
+    from redrafter_trt.tokens import encode_prompts, load_tokenizer, stop_ids
 
     if threads:
         torch.set_num_threads(threads)
     prompts = prompts or mt_bench_path()
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tokenizer = load_tokenizer(tokenizer_dir, None)
     ids = encode_prompts(tokenizer, load_prompts(prompts)[:num_prompts], None)
     eos = stop_ids(tokenizer, tokenizer_dir)  # as run and bench: the generation config's stop tokens too
     model = rt.load(checkpoint_dir, compile=compile_layers)

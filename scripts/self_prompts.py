@@ -20,6 +20,8 @@ from pathlib import Path
 import click
 import torch
 
+from redrafter_trt.cli import Script
+
 STARTERS = [
     "Write", "Compose", "Draft", "Create", "Design", "Generate", "Rewrite", "Edit", "Summarize", "Translate",
     "Explain", "Describe", "Discuss", "Compare", "Analyze", "Evaluate", "Classify", "Identify", "Extract",
@@ -35,7 +37,7 @@ def batch_sizes(num: int, batch_size: int) -> list[int]:
     return [min(batch_size, num - start) for start in range(0, num, batch_size)]
 
 
-@click.command()
+@click.command(cls=Script)
 @click.option("--base", required=True, type=click.Path(path_type=Path))
 @click.option("--num", default=128, show_default=True, type=click.IntRange(min=1),
               help="Samples drawn (fewer survive the filters).")

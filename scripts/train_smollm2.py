@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from redrafter_trt.cli import Script
 from redrafter_trt.smollm2 import ensure_smollm2
 from redrafter_trt.train import TrainConfig, default_data, train_drafter
 from redrafter_trt.train.heldout import evaluate_on_prompts
@@ -22,7 +23,7 @@ from redrafter_trt.train.heldout import evaluate_on_prompts
 MT_BENCH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mt_bench_questions.jsonl"
 
 
-@click.command()
+@click.command(cls=Script)
 @click.option("--output", type=click.Path(path_type=Path), default=Path(".cache-drafter/smollm2"), show_default=True)
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=Path(".cache-drafter/cache"), show_default=True)
 @click.option("--eval-cache-dir", type=click.Path(path_type=Path), default=Path(".cache-drafter/eval-cache"), show_default=True)

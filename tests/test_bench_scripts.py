@@ -156,3 +156,22 @@ def test_bench_verify_ratios_are_to_a_t1_row(smollm2, monkeypatch):
     assert result.exit_code == 0, result.output
     rows = {int(m[1]): float(m[2]) for m in re.finditer(r"^(\d+)\s+[\d.]+\s+[\d.]+\s+([\d.]+)", result.output, re.M)}
     assert rows == {1: 1.0, 2: 2.0, 4: 4.0}, result.output
+
+
+def test_scripts_bad_input_is_one_line(tiny_llama, tiny_drafter, tmp_path):
+    """A review: a missing or wrong --drafter / --checkpoint-dir (a base model's folder, an empty one) was a
+    ConfigError traceback with exit code 1; the scripts' commands print it as the CLI does: one line, exit 2."""
+    from test_convert_errors import assert_one_line_error
+
+    empty, tokenizer = tmp_path / "empty", tmp_path / "tok"
+    empty.mkdir()
+    save_byte_tokenizer(tokenizer)
+    for name, args, needle in (
+            ("eval_drafter", ["--drafter", tiny_llama, "--base", tiny_llama], "not an Apple ReDrafter drafter"),
+            ("eval_drafter", ["--drafter", empty, "--base", tiny_llama], "config.json is missing"),
+            ("eval_drafter", ["--drafter", tmp_path / "nowhere"], "does not exist"),
+            ("profile_decode", ["--checkpoint-dir", tiny_llama, "--tokenizer-dir", tokenizer], "rank0.safetensors"),
+            ("profile_decode", ["--checkpoint-dir", tiny_llama, "--tokenizer-dir", empty], "cannot load a tokenizer"),
+            ("bench_compiled", ["--checkpoint-dir", empty], "config.json is missing")):
+        result = CliRunner().invoke(script(name).main, [str(a) for a in args])
+        assert_one_line_error(result, needle)

@@ -3,7 +3,7 @@ transformers are slow to import), each from its own small module under `redrafte
 
 Library code raises `RedrafterError`; this group prints it, and click's own usage errors (a bad option or
 value) and OS errors (a full disk, an unwritable folder), as one line on stderr and exits 2 (`--debug` shows the
-traceback instead).
+traceback instead). The scripts under scripts/ do the same through `Script`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import click
 
 from .. import __version__
 from ..errors import RedrafterError
+from .params import Command
 
 COMMANDS = {
     "convert": "redrafter_trt.cli.convert_cmd:convert",
@@ -37,20 +38,11 @@ COMMANDS = {
 NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
 
 
-class LazyGroup(click.Group):
-    def list_commands(self, ctx):
-        return [name for name in COMMANDS if self._spec_exists(name)]
+class OneLineErrors:
+    """The command-line's error handling: bad input (a `RedrafterError`, a bad option or value, an OS error) is one
+    line on stderr and exit code 2. Shared by the `redrafter-trt` group and the scripts' commands (`Script`)."""
 
-    @staticmethod
-    def _spec_exists(name: str) -> bool:
-        module = COMMANDS[name].split(":")[0]
-        return importlib.util.find_spec(module) is not None
-
-    def get_command(self, ctx, name):
-        if name not in COMMANDS or not self._spec_exists(name):
-            return None
-        module, attr = COMMANDS[name].split(":")
-        return getattr(importlib.import_module(module), attr)
+    prog = None  # what a usage error outside any command points to [default: the command's own path]
 
     def main(self, *args, standalone_mode: bool = True, **kwargs):
         """click's own entry point, with a bad top-level option as one line too (click prints a usage block)."""
@@ -62,7 +54,8 @@ class LazyGroup(click.Group):
             e.show()
             sys.exit(e.exit_code)
         except click.UsageError as e:
-            click.echo(f"error: {e.format_message()} (see 'redrafter-trt --help')", err=True)
+            where = self.prog or (e.ctx.command_path if e.ctx else self.name)
+            click.echo(f"error: {e.format_message()} (see '{where} --help')", err=True)
             sys.exit(2)
         except click.ClickException as e:
             e.show()
@@ -105,6 +98,29 @@ class LazyGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             ctx.exit(130)
+
+
+class LazyGroup(OneLineErrors, click.Group):
+    prog = "redrafter-trt"
+
+    def list_commands(self, ctx):
+        return [name for name in COMMANDS if self._spec_exists(name)]
+
+    @staticmethod
+    def _spec_exists(name: str) -> bool:
+        module = COMMANDS[name].split(":")[0]
+        return importlib.util.find_spec(module) is not None
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS or not self._spec_exists(name):
+            return None
+        module, attr = COMMANDS[name].split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+class Script(OneLineErrors, Command):
+    """A script's command (scripts/*.py: `@click.command(cls=Script)`): bad input is one line and exit 2, as in
+    `redrafter-trt`, and an option given twice is refused."""
 
 
 def _interrupt(signum, frame):
