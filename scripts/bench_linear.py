@@ -20,8 +20,9 @@ HIDDEN, INTER, QKV, LAYERS, VOCAB = 576, 1536, 960, 30, 49152
 
 
 @click.command(cls=Script)
-@click.option("--threads", type=int, default=None, help="torch intra-op threads [default: torch's choice].")
-@click.option("--reps", default=8, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch intra-op threads [default: torch's choice].")
+@click.option("--reps", default=8, show_default=True, type=click.IntRange(min=1))
 def main(threads, reps):
     if threads:
         torch.set_num_threads(threads)

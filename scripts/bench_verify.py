@@ -19,6 +19,7 @@ import click
 import torch
 
 from redrafter_trt.cli import Script
+from redrafter_trt.cli.bench_cmd import int_list
 
 
 def best_ms(fn, reps: int) -> float:
@@ -45,11 +46,12 @@ def time_verify(base, T: int, context: int, reps: int, greedy) -> float:
 
 
 @click.command(cls=Script)
-@click.option("--threads", type=int, default=None, help="torch intra-op threads [default: torch's choice].")
-@click.option("--sizes", default="1,2,4,8,16,24", show_default=True,
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch intra-op threads [default: torch's choice].")
+@click.option("--sizes", default="1,2,4,8,16,24", show_default=True, callback=int_list,
               help="Tree sizes T (new tokens per forward); T=1 is timed too, the ratios' reference.")
-@click.option("--context", default=150, show_default=True)
-@click.option("--reps", default=8, show_default=True)
+@click.option("--context", default=150, show_default=True, type=click.IntRange(min=1))
+@click.option("--reps", default=8, show_default=True, type=click.IntRange(min=1))
 def main(threads, sizes, context, reps):
     import redrafter_trt.runtime as rt
     from redrafter_trt.convert import convert
@@ -60,7 +62,7 @@ def main(threads, sizes, context, reps):
 
     if threads:
         torch.set_num_threads(threads)
-    sizes = sorted({1, *(int(s) for s in sizes.split(","))})  # "vs T=1" divides by the T=1 row
+    sizes = sorted({1, *sizes})  # "vs T=1" divides by the T=1 row
     base_dir = ensure_smollm2()
     with tempfile.TemporaryDirectory(prefix="bench-verify-") as tmp:
         init_drafter_for_base(base_dir, Path(tmp) / "drafter")

@@ -50,9 +50,10 @@ def timed_apart(totals: dict, name: str, fn):
 @click.option("--prompts", default=None, type=click.Path(path_type=Path), help="[default: the packaged MT-Bench]")
 @click.option("--beams", default=1, show_default=True)
 @click.option("--draft-len", default=5, show_default=True)
-@click.option("--num-prompts", default=5, show_default=True)
-@click.option("--max-new-tokens", default=96, show_default=True)
-@click.option("--threads", type=int, default=None, help="torch intra-op threads [default: torch's choice].")
+@click.option("--num-prompts", default=5, show_default=True, type=click.IntRange(min=1))
+@click.option("--max-new-tokens", default=96, show_default=True, type=click.IntRange(min=1))
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch intra-op threads [default: torch's choice].")
 @click.option("--compile", "compile_layers", is_flag=True, help="The base's layers compiled (runtime/compiled.py).")
 def main(checkpoint_dir, tokenizer_dir, prompts, beams, draft_len, num_prompts, max_new_tokens, threads,
          compile_layers):

@@ -42,8 +42,9 @@ def batch_sizes(num: int, batch_size: int) -> list[int]:
 @click.option("--num", default=128, show_default=True, type=click.IntRange(min=1),
               help="Samples drawn (fewer survive the filters).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
-@click.option("--max-new-tokens", default=64, show_default=True)
-@click.option("--temperature", default=1.0, show_default=True)
+@click.option("--max-new-tokens", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--temperature", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Sampling temperature (above 0: the prompts are sampled).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--starters", is_flag=True, help="Open each batch's request with the next of STARTERS.")
 @click.option("--output", required=True, type=click.Path(path_type=Path))

@@ -29,12 +29,13 @@ MT_BENCH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mt_
 @click.option("--eval-cache-dir", type=click.Path(path_type=Path), default=Path(".cache-drafter/eval-cache"), show_default=True)
 @click.option("--data", "data", multiple=True, type=click.Path(path_type=Path),
               help="Prompt files [default: the packaged chat and task prompts].")
-@click.option("--max-examples", type=int, default=300, show_default=True)
-@click.option("--epochs", type=int, default=3, show_default=True)
+@click.option("--max-examples", type=click.IntRange(min=1), default=300, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--num-draft-layers", type=int, default=1, show_default=True)
 @click.option("--mt-bench", type=click.Path(path_type=Path), default=MT_BENCH, show_default=True)
-@click.option("--mt-bench-prompts", type=int, default=40, show_default=True)
+@click.option("--mt-bench-prompts", type=click.IntRange(min=0), default=40, show_default=True,
+              help="MT-Bench questions the drafter is evaluated on (0: none).")
 def main(output, cache_dir, eval_cache_dir, data, max_examples, epochs, lr, num_draft_layers, mt_bench, mt_bench_prompts):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     base = ensure_smollm2()

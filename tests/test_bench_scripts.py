@@ -175,3 +175,27 @@ def test_scripts_bad_input_is_one_line(tiny_llama, tiny_drafter, tmp_path):
             ("bench_compiled", ["--checkpoint-dir", empty], "config.json is missing")):
         result = CliRunner().invoke(script(name).main, [str(a) for a in args])
         assert_one_line_error(result, needle)
+
+
+def test_scripts_refuse_counts_below_one(tiny_llama, tiny_drafter, tmp_path):
+    """A review: --threads -1 was torch's RuntimeError traceback (and --threads 0 silently torch's choice), --reps 0
+    printed inf ms and nan ratios, --sizes a a ValueError, --num-prompts 0 an IndexError, --temperature 0
+    transformers' ValueError, train_smollm2 --max-examples 0 trained on every example: each is one line, exit 2."""
+    from test_convert_errors import assert_one_line_error
+
+    tokenizer = tmp_path / "tok"
+    save_byte_tokenizer(tokenizer)
+    ckpt = checkpoint(tiny_llama, tiny_drafter, 1, num_beams=2, draft_len=2)
+    profile = ["--checkpoint-dir", ckpt, "--tokenizer-dir", tokenizer, "--beams", "2", "--draft-len", "2"]
+    for name, args, needle in (
+            ("bench_linear", ["--threads", "-1"], "--threads"),
+            ("bench_linear", ["--reps", "0"], "--reps"),
+            ("bench_verify", ["--sizes", "a"], "--sizes 'a'"),
+            ("bench_verify", ["--sizes", "0"], "--sizes '0'"),
+            ("bench_compiled", ["--checkpoint-dir", ckpt, "--threads", "0"], "--threads"),
+            ("profile_decode", [*profile, "--num-prompts", "0"], "--num-prompts"),
+            ("self_prompts", ["--base", tiny_llama, "--output", tmp_path / "p.jsonl", "--temperature", "0"],
+             "--temperature"),
+            ("train_smollm2", ["--max-examples", "0", "--output", tmp_path / "d"], "--max-examples")):
+        result = CliRunner().invoke(script(name).main, [str(a) for a in args])
+        assert_one_line_error(result, needle)

@@ -57,6 +57,9 @@ class OneLineErrors:
             where = self.prog or (e.ctx.command_path if e.ctx else self.name)
             click.echo(f"error: {e.format_message()} (see '{where} --help')", err=True)
             sys.exit(2)
+        except RedrafterError as e:  # from an option's callback, while a script's command parses its options
+            click.echo(f"error: {e}", err=True)
+            sys.exit(2)
         except click.ClickException as e:
             e.show()
             sys.exit(e.exit_code)
