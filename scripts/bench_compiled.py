@@ -36,7 +36,8 @@ def forward_once(model, context: torch.Tensor, rows: int) -> tuple[torch.Tensor,
 @click.option("--checkpoint-dir", required=True, type=click.Path(file_okay=False))
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch intra-op threads [default: torch's choice].")
-@click.option("--context", default=100, show_default=True, type=click.IntRange(min=1), help="Cached tokens before the timed forward.")
+@click.option("--context", default=100, show_default=True, type=click.IntRange(min=1),
+              help="Cached tokens before the timed forward.")
 @click.option("--reps", default=10, show_default=True, type=click.IntRange(min=1))
 @torch.no_grad()
 def main(checkpoint_dir, threads, context, reps):

@@ -11,38 +11,39 @@ A thin wrapper over `redrafter_trt.bench` (the `redrafter-trt bench` command), w
 
 from __future__ import annotations
 
-import argparse
 import importlib.resources
 import tempfile
 from pathlib import Path
 
+import click
 
-def main() -> None:
+from redrafter_trt.cli import Script
+from redrafter_trt.cli.bench_cmd import int_list
+
+
+@click.command(cls=Script, help=__doc__.splitlines()[0])
+@click.option("--drafter", type=click.Path(path_type=Path),
+              help="Apple-layout drafter [default: a fresh init-drafter one]")
+@click.option("-n", "--num-prompts", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--beams", default="1,2,4", show_default=True, callback=int_list)
+@click.option("--draft-lens", default="2,4", show_default=True, callback=int_list)
+def main(drafter, num_prompts, max_new_tokens, beams, draft_lens) -> None:
     from redrafter_trt.bench import BenchOptions, format_table, run_bench
     from redrafter_trt.convert import convert
     from redrafter_trt.drafter import init_drafter_for_base
     from redrafter_trt.smollm2 import ensure_smollm2
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--drafter", type=Path, help="Apple-layout drafter [default: a fresh init-drafter one]")
-    ap.add_argument("-n", "--num-prompts", type=int, default=8)
-    ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--beams", default="1,2,4")
-    ap.add_argument("--draft-lens", default="2,4")
-    args = ap.parse_args()
     base = ensure_smollm2()
     prompts = importlib.resources.files("redrafter_trt") / "data" / "mt_bench_questions.jsonl"
     with tempfile.TemporaryDirectory() as tmp:
-        drafter = args.drafter
         if drafter is None:
             drafter = Path(tmp) / "drafter"
             init_drafter_for_base(base, drafter, exit_dim=576)
-        ckpt = convert(base, drafter, Path(tmp) / "ckpt", num_beams=max(map(int, args.beams.split(","))),
-                       draft_len=max(map(int, args.draft_lens.split(","))))
+        ckpt = convert(base, drafter, Path(tmp) / "ckpt", num_beams=max(beams), draft_len=max(draft_lens))
         report = run_bench(BenchOptions(checkpoint_dir=ckpt, tokenizer_dir=base, prompts=Path(str(prompts)),
-                                        hf_dir=base, num_prompts=args.num_prompts, max_new_tokens=args.max_new_tokens,
-                                        beams=tuple(map(int, args.beams.split(","))),
-                                        draft_lens=tuple(map(int, args.draft_lens.split(",")))),
+                                        hf_dir=base, num_prompts=num_prompts, max_new_tokens=max_new_tokens,
+                                        beams=beams, draft_lens=draft_lens),
                            progress=print)
         print(format_table(report))
 

@@ -199,3 +199,16 @@ def test_scripts_refuse_counts_below_one(tiny_llama, tiny_drafter, tmp_path):
             ("train_smollm2", ["--max-examples", "0", "--output", tmp_path / "d"], "--max-examples")):
         result = CliRunner().invoke(script(name).main, [str(a) for a in args])
         assert_one_line_error(result, needle)
+
+
+def test_bench_runtime_bad_input_is_one_line(tiny_llama, monkeypatch):
+    """A review: bench_runtime.py (argparse) let every error through as a traceback: a base model's folder as
+    --drafter, --beams a, -n 0."""
+    import redrafter_trt.smollm2
+    from test_convert_errors import assert_one_line_error
+
+    monkeypatch.setattr(redrafter_trt.smollm2, "ensure_smollm2", lambda: tiny_llama)
+    bench_runtime = script("bench_runtime")
+    for args, needle in ((["--drafter", tiny_llama], "not an Apple ReDrafter drafter"),
+                         (["--beams", "a"], "--beams 'a'"), (["-n", "0"], "--num-prompts")):
+        assert_one_line_error(CliRunner().invoke(bench_runtime.main, [str(a) for a in args]), needle)
