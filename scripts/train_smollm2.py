@@ -16,11 +16,11 @@ from pathlib import Path
 import click
 
 from redrafter_trt.cli import Script
+from redrafter_trt.quickstart import mt_bench_path
 from redrafter_trt.smollm2 import ensure_smollm2
 from redrafter_trt.train import TrainConfig, default_data, train_drafter
 from redrafter_trt.train.heldout import evaluate_on_prompts
 
-MT_BENCH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mt_bench_questions.jsonl"
 
 
 @click.command(cls=Script)
@@ -33,7 +33,8 @@ MT_BENCH = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mt_
 @click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--num-draft-layers", type=int, default=1, show_default=True)
-@click.option("--mt-bench", type=click.Path(path_type=Path), default=MT_BENCH, show_default=True)
+@click.option("--mt-bench", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=mt_bench_path,
+              help="Held-out prompts the drafter is evaluated on [default: the packaged MT-Bench first turns].")
 @click.option("--mt-bench-prompts", type=click.IntRange(min=0), default=40, show_default=True,
               help="MT-Bench questions the drafter is evaluated on (0: none).")
 def main(output, cache_dir, eval_cache_dir, data, max_examples, epochs, lr, num_draft_layers, mt_bench, mt_bench_prompts):
@@ -46,7 +47,7 @@ def main(output, cache_dir, eval_cache_dir, data, max_examples, epochs, lr, num_
     train_drafter(cfg)
     print(f"train_drafter: {time.perf_counter() - start:.0f} s")
     print(json.dumps(json.loads((output / "config.json").read_text())["producer"], indent=1))
-    if mt_bench.exists() and mt_bench_prompts:
+    if mt_bench_prompts:
         res = evaluate_on_prompts(output, base, mt_bench, eval_cache_dir, num_prompts=mt_bench_prompts)
         print("MT-Bench first turns (base's greedy answers):", json.dumps(res))
 

@@ -212,3 +212,27 @@ def test_bench_runtime_bad_input_is_one_line(tiny_llama, monkeypatch):
     for args, needle in ((["--drafter", tiny_llama], "not an Apple ReDrafter drafter"),
                          (["--beams", "a"], "--beams 'a'"), (["-n", "0"], "--num-prompts")):
         assert_one_line_error(CliRunner().invoke(bench_runtime.main, [str(a) for a in args]), needle)
+
+
+def test_train_smollm2_evaluates_on_the_packaged_mt_bench(tmp_path, monkeypatch):
+    """A review: --mt-bench defaulted to ../shared/data beside the checkout, a folder only this project's machines
+    have: anywhere else the MT-Bench report was skipped without a word, as for a mistyped --mt-bench. The default is
+    the packaged file, and a missing one is refused."""
+    from redrafter_trt.quickstart import mt_bench_path
+    from test_convert_errors import assert_one_line_error
+
+    train_smollm2 = script("train_smollm2")
+    evaluated = []
+
+    def train(cfg):
+        cfg.output.mkdir()
+        (cfg.output / "config.json").write_text(json.dumps({"producer": {}}))
+    monkeypatch.setattr(train_smollm2, "ensure_smollm2", lambda: tmp_path / "base")
+    monkeypatch.setattr(train_smollm2, "train_drafter", train)
+    monkeypatch.setattr(train_smollm2, "evaluate_on_prompts", lambda out, base, path, *a, **k: evaluated.append(path))
+    result = CliRunner().invoke(train_smollm2.main, ["--output", str(tmp_path / "d")])
+    assert result.exit_code == 0, result.output
+    assert evaluated == [mt_bench_path()]
+    missing = CliRunner().invoke(train_smollm2.main, ["--output", str(tmp_path / "e"), "--mt-bench",
+                                                      str(tmp_path / "typo.jsonl")])
+    assert_one_line_error(missing, "--mt-bench")
