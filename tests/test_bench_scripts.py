@@ -10,11 +10,13 @@ import json
 import re
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from redrafter_trt import runtime as rt
 from test_bench import save_byte_tokenizer
 from test_runtime_support import checkpoint
+from tinymodels import make_hf
 
 
 def script(name: str):
@@ -236,3 +238,19 @@ def test_train_smollm2_evaluates_on_the_packaged_mt_bench(tmp_path, monkeypatch)
     missing = CliRunner().invoke(train_smollm2.main, ["--output", str(tmp_path / "e"), "--mt-bench",
                                                       str(tmp_path / "typo.jsonl")])
     assert_one_line_error(missing, "--mt-bench")
+
+
+def test_eval_drafter_refuses_another_base_before_distilling(tiny_llama, tiny_drafter, tmp_path, monkeypatch):
+    """A review: a drafter made for another base (or a --base folder that is no model) was a matrix-shape
+    RuntimeError traceback, after minutes of distilling the base's answers to every MT-Bench question."""
+    import redrafter_trt.train.heldout as heldout
+    from test_convert_errors import assert_one_line_error
+
+    other = tmp_path / "other"
+    make_hf(other, "llama", hidden_size=32)
+    monkeypatch.setattr(heldout, "distill", lambda *a, **k: pytest.fail("distilled"))
+    eval_drafter = script("eval_drafter")
+    for base, needle in ((other, "not made for the base"), (tmp_path, "config.json is missing")):
+        result = CliRunner().invoke(eval_drafter.main, ["--drafter", str(tiny_drafter), "--base", str(base),
+                                                        "--cache-dir", str(tmp_path / "cache")])
+        assert_one_line_error(result, needle)

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import torch
 
+from ..config import BaseModelConfig, read_json
 from ..drafter import Drafter, load_drafter
+from ..errors import ConfigError
 from .data import prompt_ids, read_conversations
 from .dataset import base_key, distill_folder, distilled_example
 from .distill import distill
@@ -24,6 +26,12 @@ def evaluate_on_prompts(drafter_dir: Path, base: Path, prompts_file: Path, cache
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     cfg, tensors = load_drafter(drafter_dir)
+    where = Path(base) / "config.json"
+    b = BaseModelConfig.from_hf(read_json(where, "base"), str(where))
+    if (cfg.hidden_size, cfg.vocab_size) != (b.hidden_size, b.vocab_size):  # before minutes of distilling
+        raise ConfigError(f"the drafter {drafter_dir} (hidden size {cfg.hidden_size}, vocabulary {cfg.vocab_size}) was "
+                          f"not made for the base {base} (hidden size {b.hidden_size}, vocabulary {b.vocab_size}): "
+                          f"pass the base it was trained for")
     drafter = Drafter(cfg)
     drafter.load_state_dict(tensors)
     k = k or cfg.predict_n or 5
