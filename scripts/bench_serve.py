@@ -15,7 +15,6 @@ sends it the same requests: its ratio to the eager server at each batch size, an
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import threading
@@ -25,8 +24,12 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 
+import click
 import torch
 
+from redrafter_trt.cli import Script
+from redrafter_trt.cli.bench_cmd import int_list
+from redrafter_trt.errors import ConfigError
 from redrafter_trt.prompts import load_prompts
 from redrafter_trt.serve import App, make_server
 from redrafter_trt.serve_backend import ReferenceBackend
@@ -42,37 +45,42 @@ def ask(url: str, question: str, max_tokens: int) -> tuple[float, str, int]:
     return time.perf_counter() - start, out["choices"][0]["message"]["content"], out["usage"]["completion_tokens"]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--checkpoint-dir", required=True, type=Path)
-    ap.add_argument("--tokenizer-dir", required=True, type=Path)
-    ap.add_argument("--clients", type=int, default=8, help="threads sending requests at once")
-    ap.add_argument("--requests", type=int, default=16, help="MT-Bench questions sent in all (per batch size)")
-    ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--max-batch-sizes", default="1,4,8")
-    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
-    ap.add_argument("--compile", action="store_true", help="also a server with the base's layers compiled")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    sizes = sorted({1, *(int(s) for s in args.max_batch_sizes.split(","))})  # batch 1 first: the ratios' base
+@click.command(cls=Script, help=__doc__.split("\n\n")[0])
+@click.option("--checkpoint-dir", required=True, type=click.Path(path_type=Path))
+@click.option("--tokenizer-dir", required=True, type=click.Path(path_type=Path))
+@click.option("--clients", type=click.IntRange(min=1), default=8, show_default=True,
+              help="threads sending requests at once")
+@click.option("--requests", type=click.IntRange(min=1), default=16, show_default=True,
+              help="MT-Bench questions sent in all (per batch size)")
+@click.option("--max-tokens", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--max-batch-sizes", default="1,4,8", show_default=True, callback=int_list)
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True, help="torch intra-op threads")
+@click.option("--compile", "compile_layers", is_flag=True, help="also a server with the base's layers compiled")
+def main(checkpoint_dir, tokenizer_dir, clients, requests, max_tokens, max_batch_sizes, threads,
+         compile_layers) -> None:
+    torch.set_num_threads(threads)
+    sizes = sorted({1, *max_batch_sizes})  # batch 1 first: the ratios' base
     mt_bench = resources.files("redrafter_trt") / "data" / "mt_bench_questions.jsonl"
-    questions = (load_prompts(Path(str(mt_bench))) * args.requests)[: args.requests]
+    questions = (load_prompts(Path(str(mt_bench))) * requests)[:requests]
 
     first_rate, answers, eager_rate = {}, None, {}
-    for kind in ("eager", "compiled") if args.compile else ("eager",):
+    for kind in ("eager", "compiled") if compile_layers else ("eager",):
         # one server at a time: two scheduler threads computing at once would slow each other (serve_backend.py)
-        backend = ReferenceBackend(args.checkpoint_dir, args.tokenizer_dir, max_batch=max(sizes),
-                                   compile=kind == "compiled")
-        server, url = start(backend, args.max_tokens)
+        backend = ReferenceBackend(checkpoint_dir, tokenizer_dir, max_batch=max(sizes), compile=kind == "compiled")
+        if not backend.tokenizer.chat_template:
+            backend.stop()
+            raise ConfigError(f"the tokenizer in {tokenizer_dir} has no chat template, and bench_serve sends chat "
+                              f"requests: pass a chat model's tokenizer folder")
+        server, url = start(backend, max_tokens)
         cfg = backend.config
-        print(f"{kind}: {args.requests} MT-Bench chat requests x max_tokens {args.max_tokens} from {args.clients} "
-              f"clients, {args.threads} threads, {cfg.num_beams} beams x {cfg.draft_len} draft tokens")
+        print(f"{kind}: {requests} MT-Bench chat requests x max_tokens {max_tokens} from {clients} "
+              f"clients, {threads} threads, {cfg.num_beams} beams x {cfg.draft_len} draft tokens")
         for size in sizes:
             assert backend.wait_idle(600)  # the last batch has ended: nothing joins it from this round
             backend.max_batch = size
             start_time = time.perf_counter()
-            with ThreadPoolExecutor(args.clients) as pool:
-                results = list(pool.map(lambda q: ask(url, q, args.max_tokens), questions))
+            with ThreadPoolExecutor(clients) as pool:
+                results = list(pool.map(lambda q: ask(url, q, max_tokens), questions))
             wall = time.perf_counter() - start_time
             texts = [text for _, text, _ in results]
             answers = answers or texts

@@ -254,3 +254,21 @@ def test_eval_drafter_refuses_another_base_before_distilling(tiny_llama, tiny_dr
         result = CliRunner().invoke(eval_drafter.main, ["--drafter", str(tiny_drafter), "--base", str(base),
                                                         "--cache-dir", str(tmp_path / "cache")])
         assert_one_line_error(result, needle)
+
+
+def test_bench_serve_bad_input_is_one_line(tiny_llama, tiny_drafter, tmp_path):
+    """A review: bench_serve.py (argparse) let every error through as a traceback: a missing checkpoint, --clients 0
+    (ThreadPoolExecutor's ValueError), --max-batch-sizes a, and a tokenizer without a chat template (the server's
+    HTTP 400 to every chat request, an HTTPError)."""
+    from test_convert_errors import assert_one_line_error
+
+    tokenizer = tmp_path / "tok"
+    save_byte_tokenizer(tokenizer)
+    ckpt = checkpoint(tiny_llama, tiny_drafter, 1, num_beams=2, draft_len=2)
+    bench_serve = script("bench_serve")
+    for args, needle in ((["--checkpoint-dir", tmp_path / "nowhere"], "does not exist"),
+                         (["--checkpoint-dir", ckpt, "--clients", "0"], "--clients"),
+                         (["--checkpoint-dir", ckpt, "--max-batch-sizes", "a"], "--max-batch-sizes 'a'"),
+                         (["--checkpoint-dir", ckpt, "--requests", "2", "--max-tokens", "2"], "no chat template")):
+        result = CliRunner().invoke(bench_serve.main, [str(a) for a in [*args, "--tokenizer-dir", tokenizer]])
+        assert_one_line_error(result, needle)
