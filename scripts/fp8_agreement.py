@@ -28,7 +28,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import click
+
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the checkout's redrafter_trt, installed or not
+
+from redrafter_trt.cli import Script  # noqa: E402
+from redrafter_trt.cli.params import Device  # noqa: E402
+
 DEFAULT_QUESTIONS = ROOT / "redrafter_trt" / "data" / "mt_bench_questions.jsonl"
 
 
@@ -61,27 +68,31 @@ def teacher_forced(logits_ref, logits_other, answer: list[int]) -> dict:
             "nll_ref": float(-ref.gather(1, target).sum()), "nll_other": float(-other.gather(1, target).sum())}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--base", type=Path, help="Hugging Face base folder (default: SmolLM2-135M-Instruct)")
-    ap.add_argument("--drafter", type=Path, help="Apple-layout drafter (default: a fresh one from init-drafter)")
-    ap.add_argument("--questions", type=Path, default=DEFAULT_QUESTIONS, help="prompts (jsonl; MT-Bench first turns)")
-    ap.add_argument("--limit", type=int, default=None, help="only the first N questions")
-    ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--batch-size", type=int, default=16, help="prompts decoded together")
-    ap.add_argument("--kv-cache-dtype", choices=["fp8"], default=None)
-    ap.add_argument("--calib-size", type=int, default=16)
-    ap.add_argument("--calib-seq-len", type=int, default=128)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--compute-dtype", choices=["float32", "bfloat16"], default=None,
-                    help="dtype the runtime computes in [default: float32 on CPU (no bf16 instructions on most CPUs: "
-                         "the weights keep their bf16/FP8 values, only the arithmetic is wider), bfloat16 on CUDA]")
-    ap.add_argument("--work-dir", type=Path, help="keep the two checkpoints here (default: a temporary folder)")
-    ap.add_argument("--json", action="store_true", help="print the figures as JSON")
-    args = ap.parse_args(argv)
+@click.command(cls=Script, help=__doc__.split("\n\n")[0])
+@click.option("--base", type=click.Path(path_type=Path),
+              help="Hugging Face base folder (default: SmolLM2-135M-Instruct)")
+@click.option("--drafter", type=click.Path(path_type=Path),
+              help="Apple-layout drafter (default: a fresh one from init-drafter)")
+@click.option("--questions", type=click.Path(path_type=Path), default=DEFAULT_QUESTIONS,
+              help="prompts (jsonl; MT-Bench first turns)")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="only the first N questions")
+@click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+              help="prompts decoded together")
+@click.option("--kv-cache-dtype", type=click.Choice(["fp8"]), default=None)
+@click.option("--calib-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--calib-seq-len", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--device", default="cpu", show_default=True, type=Device())
+@click.option("--compute-dtype", type=click.Choice(["float32", "bfloat16"]), default=None,
+              help="dtype the runtime computes in [default: float32 on CPU (no bf16 instructions on most CPUs: "
+                   "the weights keep their bf16/FP8 values, only the arithmetic is wider), bfloat16 on CUDA]")
+@click.option("--work-dir", type=click.Path(path_type=Path),
+              help="keep the two checkpoints here (default: a temporary folder)")
+@click.option("--json", "as_json", is_flag=True, help="print the figures as JSON")
+def main(**options) -> None:
+    args = argparse.Namespace(**options)
     logging.basicConfig(level=logging.WARNING)
 
-    sys.path.insert(0, str(ROOT))
     from transformers import AutoTokenizer
 
     from redrafter_trt.convert import convert
@@ -144,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         "convert_seconds": round(convert_s, 1),
         "decode_seconds_bf16": round(runs["bf16"]["seconds"], 1), "decode_seconds_fp8": round(runs["fp8"]["seconds"], 1),
     }
-    if args.json:
+    if args.as_json:
         print(json.dumps(figures, indent=2))
     else:
         print(f"{figures['prompts']} MT-Bench first turns, greedy, up to {args.max_new_tokens} new tokens, {base.name}")
@@ -158,8 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  same top-1 token:             {figures['same_top1_teacher_forced']:.1%}")
         print(f"  NLL per answer token:         bf16 {figures['nll_per_token_bf16']:.3f}, "
               f"FP8 {figures['nll_per_token_fp8']:.3f}")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -272,3 +272,30 @@ def test_bench_serve_bad_input_is_one_line(tiny_llama, tiny_drafter, tmp_path):
                          (["--checkpoint-dir", ckpt, "--requests", "2", "--max-tokens", "2"], "no chat template")):
         result = CliRunner().invoke(bench_serve.main, [str(a) for a in [*args, "--tokenizer-dir", tokenizer]])
         assert_one_line_error(result, needle)
+
+
+def test_fp8_agreement_bad_input_is_one_line(tiny_llama, tmp_path):
+    """A review: fp8_agreement.py (argparse) let every error through as a traceback: --limit 0 (a ZeroDivisionError
+    after both conversions and decodes), --batch-size 0, a missing --questions file, a base model as --drafter."""
+    import shutil
+
+    from test_convert_errors import assert_one_line_error
+    from test_train_data import CHATML
+    from transformers import AutoTokenizer
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_llama, base)
+    save_byte_tokenizer(base)
+    tok = AutoTokenizer.from_pretrained(base)
+    tok.chat_template = CHATML
+    tok.save_pretrained(base)
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"prompt": "hello"}) + "\n")
+    fp8_agreement = script("fp8_agreement")
+    for args, needle in ((["--limit", "0"], "--limit"), (["--batch-size", "0"], "--batch-size"),
+                         (["--drafter", base], "not an Apple ReDrafter drafter")):
+        result = CliRunner().invoke(fp8_agreement.main, [str(a) for a in ["--base", base, "--questions", questions,
+                                                                             "--work-dir", tmp_path / "work", *args]])
+        assert_one_line_error(result, needle)
+    result = CliRunner().invoke(fp8_agreement.main, ["--base", str(base), "--questions", str(tmp_path / "no.jsonl")])
+    assert_one_line_error(result, "does not exist")
