@@ -21,6 +21,7 @@ import click
 import torch
 
 from redrafter_trt.cli import Script
+from redrafter_trt.cli.params import OutputFile
 
 STARTERS = [
     "Write", "Compose", "Draft", "Create", "Design", "Generate", "Rewrite", "Edit", "Summarize", "Translate",
@@ -38,7 +39,7 @@ def batch_sizes(num: int, batch_size: int) -> list[int]:
 
 
 @click.command(cls=Script)
-@click.option("--base", required=True, type=click.Path(path_type=Path))
+@click.option("--base", required=True, type=click.Path(path_type=Path, file_okay=False))
 @click.option("--num", default=128, show_default=True, type=click.IntRange(min=1),
               help="Samples drawn (fewer survive the filters).")
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
@@ -47,17 +48,26 @@ def batch_sizes(num: int, batch_size: int) -> list[int]:
               help="Sampling temperature (above 0: the prompts are sampled).")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--starters", is_flag=True, help="Open each batch's request with the next of STARTERS.")
-@click.option("--output", required=True, type=click.Path(path_type=Path))
+@click.option("--output", required=True, type=OutputFile(),
+              help="jsonl written here when done (OUTPUT.partial meanwhile, batch by batch).")
 def main(base, num, batch_size, max_new_tokens, temperature, seed, starters, output):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from redrafter_trt.config import read_json
+    from redrafter_trt.errors import ConfigError
+
+    read_json(base / "config.json", "base")  # a missing or wrong folder as one line, before transformers reads it
     tok = AutoTokenizer.from_pretrained(base)
+    if not tok.chat_template:
+        raise ConfigError(f"the tokenizer in {base} has no chat template, which the prompts are sampled after: "
+                          f"pass a chat (instruct) model")
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
     text = tok.apply_chat_template([{"role": "user", "content": "X"}], tokenize=False)
     prefix = text[: text.index("X")]  # the template up to the user's text
     torch.manual_seed(seed)
     seen, kept = set(), []
-    output.write_text("")  # written batch by batch: an interrupted run keeps what it had
+    partial = output.with_name(output.name + ".partial")
+    partial.write_text("")  # written batch by batch: an interrupted run keeps what it had, and OUTPUT stays as it was
     for batch, size in enumerate(batch_sizes(num, batch_size)):
         opener = STARTERS[batch % len(STARTERS)] if starters else ""
         ids = torch.tensor([tok(prefix + opener, add_special_tokens=False)["input_ids"]])
@@ -72,9 +82,10 @@ def main(base, num, batch_size, max_new_tokens, temperature, seed, starters, out
             if len(prompt) >= 15 and prompt not in seen:
                 seen.add(prompt)
                 kept.append(prompt)
-                with output.open("a") as f:
+                with partial.open("a") as f:
                     f.write(json.dumps({"prompt": prompt, "source": "self"}) + "\n")
         print(f"{len(kept)} prompts", flush=True)
+    partial.replace(output)
 
 
 if __name__ == "__main__":

@@ -299,3 +299,38 @@ def test_fp8_agreement_bad_input_is_one_line(tiny_llama, tmp_path):
         assert_one_line_error(result, needle)
     result = CliRunner().invoke(fp8_agreement.main, ["--base", str(base), "--questions", str(tmp_path / "no.jsonl")])
     assert_one_line_error(result, "does not exist")
+
+
+def test_self_prompts_checks_its_output_first_and_replaces_it_whole(tiny_llama, tmp_path, monkeypatch):
+    """A review: --output in a missing folder was a FileNotFoundError traceback after the model had loaded, a missing
+    --base transformers' traceback, and the output was emptied before the first batch: a run that failed or was
+    stopped lost the previous file. It is written to OUTPUT.partial and renamed when done."""
+    import shutil
+
+    import transformers
+    from test_convert_errors import assert_one_line_error
+    from test_train_data import CHATML
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_llama, base)
+    save_byte_tokenizer(base)
+    self_prompts = script("self_prompts")
+    missing = CliRunner().invoke(self_prompts.main, ["--base", str(base), "--output", str(tmp_path / "no" / "p.jsonl")])
+    assert_one_line_error(missing, "does not exist")
+    assert_one_line_error(CliRunner().invoke(self_prompts.main, ["--base", str(tmp_path / "nowhere"), "--output",
+                                                                 str(tmp_path / "p.jsonl")]), "does not exist")
+    output = tmp_path / "p.jsonl"
+    output.write_text("earlier\n")
+    no_chat = CliRunner().invoke(self_prompts.main, ["--base", str(base), "--output", str(output)])
+    assert_one_line_error(no_chat, "no chat template")
+    tok = transformers.AutoTokenizer.from_pretrained(base)
+    tok.chat_template = CHATML
+    tok.save_pretrained(base)
+    monkeypatch.setattr(transformers.GenerationMixin, "generate", lambda *a, **k: (_ for _ in ()).throw(OSError("x")))
+    result = CliRunner().invoke(self_prompts.main, ["--base", str(base), "--output", str(output), "--num", "2"])
+    assert result.exit_code == 2 and output.read_text() == "earlier\n", result.output
+    monkeypatch.undo()
+    result = CliRunner().invoke(self_prompts.main, ["--base", str(base), "--output", str(output), "--num", "2",
+                                                    "--max-new-tokens", "4"])
+    assert result.exit_code == 0, result.output
+    assert output.read_text() != "earlier\n" and not (tmp_path / "p.jsonl.partial").exists()
