@@ -13,7 +13,6 @@ Targets (issue 3): throughput ratio >= 0.8; peak <= 2 x largest tensor + 0.5 GB.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
@@ -23,14 +22,19 @@ import threading
 import time
 from pathlib import Path
 
+import click
 import torch
 from safetensors.torch import save_file
 
+from redrafter_trt.cli import Script
+from redrafter_trt.errors import ConfigError
+
+KV_HEADS = 8  # the synthetic Llama's: --tp must divide them
 SCRATCH = {"base", "copy", "drafter", "ckpt"}  # what a run leaves in --workdir (emptied at the next run's start)
 
 
 def synth_llama(folder: Path, layers: int, hidden: int = 2048, inter: int = 5632, vocab: int = 32000,
-                heads: int = 16, kv_heads: int = 8, shard_bytes: int = 500_000_000) -> tuple[int, int]:
+                heads: int = 16, kv_heads: int = KV_HEADS, shard_bytes: int = 500_000_000) -> tuple[int, int]:
     """Random bf16 Llama as sharded safetensors; returns (total bytes, largest tensor bytes)."""
     folder.mkdir(parents=True)
     hd = hidden // heads
@@ -81,23 +85,25 @@ def proc_status(pid: int, key: str) -> int:
     return 0
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--layers", type=int, default=16)
-    ap.add_argument("--tp", type=int, default=2)
-    ap.add_argument("--workdir", type=Path, default=None)
-    args = ap.parse_args()
-    if args.workdir and args.workdir.exists() and (not args.workdir.is_dir() or
-                                                    {p.name for p in args.workdir.iterdir()} - SCRATCH):
-        sys.exit(f"error: --workdir {args.workdir} holds more than an earlier run's {', '.join(sorted(SCRATCH))} and "
-                 f"is emptied first: pass a new or empty folder")
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_convert-"))
+@click.command(cls=Script, help=__doc__.splitlines()[0])
+@click.option("--layers", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--tp", type=click.IntRange(min=1), default=2, show_default=True,
+              help=f"Tensor parallel size: a divisor of the synthetic Llama's {KV_HEADS} KV heads.")
+@click.option("--workdir", type=click.Path(path_type=Path), default=None,
+              help="Scratch folder, kept after the run [default: a temporary one, removed].")
+def main(layers, tp, workdir) -> None:
+    if KV_HEADS % tp:
+        raise ConfigError(f"--tp {tp} does not divide the synthetic Llama's {KV_HEADS} KV heads: use 1, 2, 4 or 8")
+    if workdir and workdir.exists() and (not workdir.is_dir() or {p.name for p in workdir.iterdir()} - SCRATCH):
+        raise ConfigError(f"--workdir {workdir} holds more than an earlier run's {', '.join(sorted(SCRATCH))} and "
+                          f"is emptied first: pass a new or empty folder")
+    work = workdir or Path(tempfile.mkdtemp(prefix="bench_convert-"))
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     try:
         base = work / "base"
         t0 = time.perf_counter()
-        total, largest = synth_llama(base, args.layers)
+        total, largest = synth_llama(base, layers)
         print(f"synthetic Llama: {total / 1e9:.2f} GB in {len(list(base.glob('*.safetensors')))} shards, "
               f"largest tensor {largest / 1e6:.0f} MB ({time.perf_counter() - t0:.0f} s to write)")
         subprocess.run([sys.executable, "-m", "redrafter_trt.cli", "--help"], capture_output=True)  # warm imports
@@ -124,8 +130,8 @@ def main() -> None:
                  "assert inspect_checkpoint(out).ok\n"
                  "print('END', time.perf_counter(), flush=True)\n")
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-c", child, str(base), str(drafter), str(work / "ckpt"), str(args.tp)],
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        proc = subprocess.Popen([sys.executable, "-c", child, str(base), str(drafter), str(work / "ckpt"), str(tp)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         peak_anon, hwm = 0, 0
 
         def sample():
@@ -137,11 +143,12 @@ def main() -> None:
 
         sampler = threading.Thread(target=sample)
         sampler.start()
-        out, _ = proc.communicate()
+        out, err = proc.communicate()
         sampler.join()
         whole_s = time.perf_counter() - t0
         if proc.returncode:
-            sys.exit(f"conversion failed with exit code {proc.returncode}")
+            last = (err.strip().splitlines() or ["no output"])[-1]
+            sys.exit(f"error: the conversion failed (exit code {proc.returncode}): {last}")
         marks = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.split()}
         convert_s = float(marks["END"][0]) - float(marks["START"][0])
         baseline = int(marks["START"][1])
@@ -149,7 +156,7 @@ def main() -> None:
         out_bytes = sum(f.stat().st_size for f in (work / "ckpt").glob("rank*.safetensors"))
         print(f"copy:    {total / 1e9:.2f} GB in {copy_s:.2f} s = {total / copy_s / 1e6:.0f} MB/s")
         print(f"convert: {total / 1e9:.2f} GB base (+{drafter_bytes / 1e6:.0f} MB drafter) -> {out_bytes / 1e9:.2f} GB "
-              f"at tp {args.tp} in {convert_s:.2f} s = {total / convert_s / 1e6:.0f} MB/s "
+              f"at tp {tp} in {convert_s:.2f} s = {total / convert_s / 1e6:.0f} MB/s "
               f"(whole command with process start and imports: {whole_s:.2f} s)")
         print(f"throughput ratio convert/copy: {copy_s / convert_s:.2f}   (target >= 0.8; whole command: {copy_s / whole_s:.2f})")
         budget = 2 * largest + 0.5e9
@@ -159,7 +166,7 @@ def main() -> None:
               f"{(peak_anon - baseline) / largest:.2f} x largest tensor")
         print(f"peak RSS incl. mapped file pages (VmHWM): {hwm / 1e9:.2f} GB = {hwm / largest:.2f} x largest tensor")
     finally:
-        if args.workdir is None:
+        if workdir is None:
             shutil.rmtree(work, ignore_errors=True)
 
 

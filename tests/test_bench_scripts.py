@@ -120,24 +120,26 @@ def test_bench_compiled_forward_fits_a_small_vocabulary(tiny_llama, tiny_drafter
 
 def test_bench_convert_keeps_a_workdir_holding_other_files(tmp_path, monkeypatch):
     """A review: `--workdir` was deleted whole before the run (`--workdir ~/models` lost every model there); only a
-    folder holding nothing but an earlier run's scratch is emptied now."""
-    import sys
-
-    import pytest
+    folder holding nothing but an earlier run's scratch is emptied now. And a --tp the synthetic Llama cannot split
+    (0, 3) was found by the conversion after the model was written, as `conversion failed with exit code 1` (its
+    error discarded); --layers 0 a CalledProcessError traceback. Refused first, one line, exit 2."""
+    from test_convert_errors import assert_one_line_error
 
     bench_convert = script("bench_convert")
     precious = tmp_path / "mine.safetensors"
     precious.write_text("keep")
     monkeypatch.setattr(bench_convert, "synth_llama", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("stop")))
-    monkeypatch.setattr(sys, "argv", ["bench_convert.py", "--workdir", str(tmp_path)])
-    with pytest.raises(SystemExit, match="holds more than an earlier run's"):
-        bench_convert.main()
+    assert_one_line_error(CliRunner().invoke(bench_convert.main, ["--workdir", str(tmp_path)]),
+                          "holds more than an earlier run's")
     assert precious.read_text() == "keep"
     earlier = tmp_path / "earlier"
     (earlier / "ckpt").mkdir(parents=True)
-    monkeypatch.setattr(sys, "argv", ["bench_convert.py", "--workdir", str(earlier)])
-    with pytest.raises(RuntimeError, match="stop"):  # an earlier run's folder is emptied and reused
-        bench_convert.main()
+    for args, needle in ((["--tp", "3"], "--tp 3 does not divide"), (["--tp", "0"], "--tp"),
+                         (["--layers", "0"], "--layers")):
+        assert_one_line_error(CliRunner().invoke(bench_convert.main, ["--workdir", str(earlier), *args]), needle)
+    assert (earlier / "ckpt").exists()
+    result = CliRunner().invoke(bench_convert.main, ["--workdir", str(earlier)])
+    assert isinstance(result.exception, RuntimeError)  # an earlier run's folder is emptied and reused
     assert not (earlier / "ckpt").exists()
 
 
