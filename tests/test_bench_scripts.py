@@ -174,7 +174,7 @@ def test_scripts_bad_input_is_one_line(tiny_llama, tiny_drafter, tmp_path):
             ("eval_drafter", ["--drafter", tiny_llama, "--base", tiny_llama], "not an Apple ReDrafter drafter"),
             ("eval_drafter", ["--drafter", empty, "--base", tiny_llama], "config.json is missing"),
             ("eval_drafter", ["--drafter", tmp_path / "nowhere"], "does not exist"),
-            ("profile_decode", ["--checkpoint-dir", tiny_llama, "--tokenizer-dir", tokenizer], "rank0.safetensors"),
+            ("profile_decode", ["--checkpoint-dir", tiny_llama, "--tokenizer-dir", tokenizer], "holds a Hugging Face model"),
             ("profile_decode", ["--checkpoint-dir", tiny_llama, "--tokenizer-dir", empty], "cannot load a tokenizer"),
             ("bench_compiled", ["--checkpoint-dir", empty], "config.json is missing")):
         result = CliRunner().invoke(script(name).main, [str(a) for a in args])

@@ -206,3 +206,13 @@ def test_pruned_drafter_head_same_logits(tmp_path, tiny_llama):
     context, state = torch.randn(8, 64, generator=g), torch.randn(8, 64, generator=g)
     dense = torch.nn.functional.linear(pruned.features(context, state), pruned.lm_head)
     assert torch.allclose(pruned.logits(context, state), dense.float(), atol=1e-6)
+
+
+def test_load_names_a_folder_that_is_no_checkpoint(tiny_llama, tiny_drafter):
+    """`runtime.load` (what the scripts call) on a Hugging Face model or an Apple drafter said "rank0.safetensors is
+    missing: the checkpoint is incomplete, re-run convert"; it names what the folder holds, as `run` does."""
+    from redrafter_trt.errors import ConfigError
+
+    for folder, kind in ((tiny_llama, "a Hugging Face model"), (tiny_drafter, "an Apple ReDrafter drafter")):
+        with pytest.raises(ConfigError, match=f"holds {kind}, not a ReDrafter checkpoint: make one with"):
+            rt.load(folder)

@@ -91,9 +91,14 @@ class RuntimeConfig:
         if not path.is_file():
             raise ConfigError(f"{path} is missing: point --checkpoint-dir at the output of `redrafter-trt convert`")
         try:
-            return cls.from_dict(json.loads(path.read_text()), str(path))
+            raw = json.loads(path.read_text())
         except json.JSONDecodeError as e:
             raise ConfigError(f"{path} is not valid JSON ({e.msg}): re-run convert") from None
+        from ..checkpoint import foreign  # a model, drafter or engine folder says so (not "rank0 is missing")
+
+        if isinstance(raw, dict) and (other := foreign(Path(ckpt_dir), raw)):
+            raise ConfigError(other)
+        return cls.from_dict(raw, str(path))
 
 
 def rope_inv_freq(cfg: RuntimeConfig) -> tuple[torch.Tensor, float]:
