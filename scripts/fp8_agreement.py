@@ -93,20 +93,17 @@ def main(**options) -> None:
     args = argparse.Namespace(**options)
     logging.basicConfig(level=logging.WARNING)
 
-    from transformers import AutoTokenizer
-
     from redrafter_trt.convert import convert
     from redrafter_trt.drafter import init_drafter_for_base
     from redrafter_trt.prompts import load_prompts
     from redrafter_trt.runtime import forward_logits, generate, load
     from redrafter_trt.smollm2 import ensure_smollm2
+    from redrafter_trt.tokens import encode_prompts, load_tokenizer
 
     base = args.base or ensure_smollm2()
     prompts = load_prompts(args.questions)[: args.limit]
-    tok = AutoTokenizer.from_pretrained(base)
-    prompt_ids = [tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=True,
-                                          return_dict=False) for p in prompts]
-    prompt_ids = [list(p["input_ids"]) if isinstance(p, dict) else list(p) for p in prompt_ids]
+    tok = load_tokenizer(base, None)  # a folder without one: one line
+    prompt_ids = encode_prompts(tok, prompts, chat=None)  # in the chat template when the base has one
 
     with tempfile.TemporaryDirectory(prefix="fp8-agreement-") as scratch:
         work = args.work_dir or Path(scratch)

@@ -301,6 +301,9 @@ def test_fp8_agreement_bad_input_is_one_line(tiny_llama, tmp_path):
         assert_one_line_error(result, needle)
     result = CliRunner().invoke(fp8_agreement.main, ["--base", str(base), "--questions", str(tmp_path / "no.jsonl")])
     assert_one_line_error(result, "does not exist")
+    # a base without a tokenizer was transformers' traceback
+    result = CliRunner().invoke(fp8_agreement.main, ["--base", str(tiny_llama), "--questions", str(questions)])
+    assert_one_line_error(result, "cannot load a tokenizer")
 
 
 def test_self_prompts_checks_its_output_first_and_replaces_it_whole(tiny_llama, tmp_path, monkeypatch):
