@@ -34,14 +34,15 @@ torch.save(torch.stack(seen[:4]), tmp / f"params{rank}.pt")  # the 4 training st
 """
 
 
-def torchrun(script: str, tmp_path: Path, base: Path, port: int, fails: bool = False) -> subprocess.CompletedProcess:
-    """Run `script` (given tmp_path and base) in two torchrun ranks on CPU; it must succeed (or, `fails`, not)."""
+def torchrun(script: str, tmp_path: Path, base: Path, fails: bool = False) -> subprocess.CompletedProcess:
+    """Run `script` (given tmp_path and base) in two torchrun ranks on CPU; it must succeed (or, `fails`, not).
+    --standalone: the ranks meet on a port the OS picks (a fixed --master_port was sometimes taken: EADDRINUSE)."""
     (tmp_path / "run.py").write_text(script)
     repo = str(Path(__file__).resolve().parents[1])  # the workers import this checkout, installed or not
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                           str(port), str(tmp_path / "run.py"), str(tmp_path), str(base)],
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(tmp_path / "run.py"), str(tmp_path), str(base)],
                           capture_output=True, text=True, env=env, timeout=240)
     assert (proc.returncode != 0) == fails, proc.stderr[-3000:]
     return proc
@@ -60,7 +61,7 @@ def test_torchrun_two_ranks(tmp_path):
     (tmp_path / "qa.jsonl").write_text("\n".join(
         json.dumps({"question": f"{a}+{b}?", "answer": f"{a}+{b} is {a + b}."})
         for a, b in ((r.randint(1, 50), r.randint(1, 50)) for _ in range(40))))
-    torchrun(SCRIPT, tmp_path, base, 29531)
+    torchrun(SCRIPT, tmp_path, base)
     cfg, _ = load_drafter(tmp_path / "out")
     assert cfg.predict_n == 2
     assert torch.equal(torch.load(tmp_path / "params0.pt"), torch.load(tmp_path / "params1.pt"))
@@ -105,7 +106,7 @@ def test_torchrun_ranks_append_distilled_answers_to_files_of_their_own(tmp_path)
 
     base = make_chat_base(tmp_path / "base")
     (tmp_path / "p.jsonl").write_text("\n".join(json.dumps({"prompt": f"Question {i}?"}) for i in range(8)))
-    torchrun(DISTILL, tmp_path, base, 29532)
+    torchrun(DISTILL, tmp_path, base)
     (folder,) = (tmp_path / "cache").glob("distill-*")
     keys = {name: [json.loads(line)["key"] for line in (folder / name).read_text().splitlines()]
             for name in ("answers.jsonl", "answers.rank1.jsonl")}
@@ -139,7 +140,7 @@ main(["train", "--base", sys.argv[2], "--data", sys.argv[1] + "/qa.jsonl", "--ou
 def test_a_rank_that_fails_ends_the_others_with_one_line(tmp_path):
     """Rank 1 failed with its one-line error, and rank 0, waiting for it in a collective, printed a 40-line traceback
     of gloo's 'Connection closed by peer'. Rank 0 now says in one line that another rank stopped."""
-    proc = torchrun(FAIL_ON_RANK_1, tmp_path, twenty_sums(tmp_path), 29533, fails=True)
+    proc = torchrun(FAIL_ON_RANK_1, tmp_path, twenty_sums(tmp_path), fails=True)
     assert "error: bad data on rank 1: fix it" in proc.stderr, proc.stderr[-3000:]
     assert "error: another torchrun rank stopped (RuntimeError in a collective)" in proc.stderr, proc.stderr[-3000:]
     assert "[rank0]: Traceback" not in proc.stderr and "Connection closed by peer" not in proc.stderr
@@ -165,6 +166,6 @@ def test_a_rank_killed_mid_training_keeps_the_steps_done(tmp_path):
     """A rank killed mid-training failed rank 0's next collective, and rank 0 left without saving: every step since
     the last checkpoint (up to 199) was lost. Rank 0 now saves the state of the steps all ranks finished, as on
     Ctrl-C."""
-    proc = torchrun(KILLED_ON_RANK_1, tmp_path, twenty_sums(tmp_path), 29534, fails=True)
+    proc = torchrun(KILLED_ON_RANK_1, tmp_path, twenty_sums(tmp_path), fails=True)
     assert "state saved after step 5" in proc.stderr, proc.stderr[-3000:]
     assert torch.load(tmp_path / "out.train-state.pt", weights_only=True)["step"] == 5
