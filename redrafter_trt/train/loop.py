@@ -288,9 +288,12 @@ def _train(cfg: TrainConfig, rank: int, world: int, on_progress: Callable[[Progr
     except (KeyboardInterrupt, PeerError):  # a peer gone (killed: out of memory, a node lost) fails the next
         # collective before the update: the state is that of `done` whole steps on every rank, as on Ctrl-C
         if rank == 0 and done > start:
-            with _whole():  # torchrun's SIGTERM to the ranks left follows at once: not inside the save
+            # torchrun's SIGTERM to the ranks left follows at once (0.1 s): held until the save is done and said,
+            # else it ended the rank right after the save, before the line telling the user to --resume
+            with _whole():
                 _save_state(cfg, drafter, head, opt, done, same)
-            log.warning("interrupted: state saved after step %d in %s; pass --resume to continue", done, cfg.state_path)
+                log.warning("interrupted: state saved after step %d in %s; pass --resume to continue", done,
+                            cfg.state_path)
         raise
     if rank == 0:
         # saved before the evaluation (minutes on a large held-out set): a Ctrl-C there keeps every step
