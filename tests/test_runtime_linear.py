@@ -29,7 +29,10 @@ def test_pack_linears_takes_bfloat16_only_when_asked():
     with torch.no_grad():
         ref = model(x)
         assert pack_linears(model) == 0
-        assert pack_linears(model, dtypes=(torch.float32, torch.bfloat16)) == 2
+        # oneDNN packs bfloat16 only with avx512bw/vl/dq or avx_ne_convert: an AVX2-only CPU (CI's may be one) keeps
+        # F.linear, and the test asked for 2 there
+        packs = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        assert pack_linears(model, dtypes=(torch.float32, torch.bfloat16)) == (2 if packs else 0)
         out = model(x)
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), ref.float(), atol=3e-2, rtol=2e-2)
