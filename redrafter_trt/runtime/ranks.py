@@ -30,7 +30,7 @@ import torch.distributed as dist
 from ..errors import RedrafterError, first_line
 from .config import RuntimeConfig
 from .decode import GenerationResult
-from .tp import free_port, join, rank_device, require_gpus
+from .tp import join, meeting_store, rank_device, require_gpus
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,8 @@ class LocalRanks:
             self.model = load(checkpoint_dir, device=device, dtype=dtype, compile=compile)
             return
         require_gpus(device, size, checkpoint_dir)
-        port, ctx = free_port(), mp.get_context("spawn")
+        store, ctx = meeting_store(), mp.get_context("spawn")
+        port = store.port
         atexit.register(self.closing.set)  # at exit multiprocessing ends the followers: that is no failure
         try:
             for rank in range(1, size):
@@ -117,7 +118,7 @@ class LocalRanks:
                 self.conns.append(mine)
                 self.procs.append(proc)
             threading.Thread(target=self._watch, daemon=True, name="redrafter-tp-watch").start()
-            group = join(0, size, port, device)
+            group = join(0, size, port, device, store)
             self.model = load(checkpoint_dir, device=rank_device(device, 0), dtype=dtype, group=group)
             for conn in self.conns:
                 conn.recv()  # "ready": every rank has loaded its shard

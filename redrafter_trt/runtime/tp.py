@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import socket
 import tempfile
 from dataclasses import dataclass
 
@@ -64,18 +63,20 @@ class TPGroup:
 SINGLE = TPGroup()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def meeting_store() -> dist.TCPStore:
+    """The store the ranks meet through, held by the process that starts them, on the port the OS gives it as it
+    binds: a port found free and bound by rank 0 only once it had started (seconds later) could be taken meanwhile
+    (EADDRINUSE). The ranks reach it at `.port`."""
+    return dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
 
 
-def join(tp_rank: int, tp_size: int, port: int, device: str) -> TPGroup:
-    """Join the local process group (gloo on CPU; nccl on CUDA, rank r on cuda:r) with a fair share of the cores."""
+def join(tp_rank: int, tp_size: int, port: int, device: str, store: dist.Store | None = None) -> TPGroup:
+    """Join the local process group (gloo on CPU; nccl on CUDA, rank r on cuda:r) through the meeting store at
+    `port` (or `store`, the process's own) with a fair share of the cores."""
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // tp_size))
     nccl = device.startswith("cuda")
-    dist.init_process_group("nccl" if nccl else "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=tp_rank,
-                            world_size=tp_size)
+    store = store if store is not None else dist.TCPStore("127.0.0.1", port, is_master=False)
+    dist.init_process_group("nccl" if nccl else "gloo", store=store, rank=tp_rank, world_size=tp_size)
     if nccl:
         torch.cuda.set_device(tp_rank)
     return TPGroup(tp_rank, tp_size)
@@ -113,7 +114,8 @@ def launch(fn, tp_size: int, *args, device: str = "cpu"):
 
     with tempfile.TemporaryDirectory(prefix="redrafter-tp-") as tmp:
         path = os.path.join(tmp, "result.pkl")
-        mp.spawn(_worker, args=(tp_size, free_port(), device, fn, args, path), nprocs=tp_size, join=True)
+        store = meeting_store()  # held here until every rank has ended
+        mp.spawn(_worker, args=(tp_size, store.port, device, fn, args, path), nprocs=tp_size, join=True)
         with open(path, "rb") as f:
             status, value = pickle.load(f)
     if status == "error":
