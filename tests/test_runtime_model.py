@@ -130,9 +130,12 @@ def test_int8_drafter_head_close(tiny_llama, tiny_drafter):
     agree = (a.argmax(-1) == b.argmax(-1)).float().mean().item()
     print(f"int8 drafter head: relative rms error {rel:.4f}, top-1 agreement {agree:.3f}")
     assert rel < 0.05 and agree > 0.9
-    # each row is quantized alone: a prompt's drafts do not depend on what is batched beside it
+    # each row is quantized alone: a prompt's drafts do not depend on what is batched beside it. Compared on one
+    # input to the head: the linears before it follow the plan timed at load, and MKL's products (`plain`,
+    # `mkl_packed`, picked on an Intel Xeon or by a disturbed timing) round a row by the rows beside it
     loud = torch.cat([context[:1], 50 * context[1:]])
-    assert torch.equal(fast.logits(loud, state)[:1], fast.logits(context[:1], state[:1]))
+    x = fast.features(loud, state)
+    assert torch.equal(fast.head_fn(x)[:1], fast.head_fn(x[:1]))
     beams = fast.beam_search(loud, torch.arange(256) % 7, 4, 3)
     assert torch.equal(beams[:1], fast.beam_search(loud[:1], torch.tensor([0]), 4, 3))
 
