@@ -653,8 +653,9 @@ def test_cli_serves_until_sigterm(smollm2, smol_ckpt, busy):
             sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: "
                          + str(len(body)).encode() + b"\r\n\r\n" + body)
             got = b""
-            while got.count(b"data: ") < 2:
-                got += sock.recv(4096)
+            while got.count(b"data: ") < 2:  # recv gives b"" at once, forever, once the server has closed
+                got += (chunk := sock.recv(4096))
+                assert chunk, got
     finally:
         proc.send_signal(signal.SIGTERM)
         if busy:  # while the answer in flight finishes, a new connection is answered at once: 503, retry later
@@ -735,8 +736,9 @@ def test_cli_tp3_stops_on_ctrl_c_and_exits_when_a_rank_dies(smollm2, event):
         sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: "
                      + str(len(body)).encode() + b"\r\n\r\n" + body)
         got = b""
-        while got.count(b"data: ") < 2:
-            got += sock.recv(4096)
+        while got.count(b"data: ") < 2:  # recv gives b"" at once, forever, once the server has closed
+            got += (chunk := sock.recv(4096))
+            assert chunk, got
         followers = [int(p) for p in subprocess.run(["pgrep", "-f", "-P", str(proc.pid), "multiprocessing.spawn"],
                                                     capture_output=True, text=True).stdout.split()]
         assert len(followers) == 2
