@@ -36,13 +36,14 @@ torch.save(torch.stack(seen[:4]), tmp / f"params{rank}.pt")  # the 4 training st
 
 def torchrun(script: str, tmp_path: Path, base: Path, fails: bool = False) -> subprocess.CompletedProcess:
     """Run `script` (given tmp_path and base) in two torchrun ranks on CPU; it must succeed (or, `fails`, not).
-    --standalone: the ranks meet on a port the OS picks (a fixed --master_port was sometimes taken: EADDRINUSE)."""
+    --standalone: the ranks meet on a port the OS picks (a fixed --master_port was sometimes taken: EADDRINUSE), at
+    127.0.0.1 (not the host's name, which a CI container may not resolve)."""
     (tmp_path / "run.py").write_text(script)
     repo = str(Path(__file__).resolve().parents[1])  # the workers import this checkout, installed or not
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(tmp_path / "run.py"), str(tmp_path), str(base)],
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--local-addr",
+                           "127.0.0.1", "--nproc_per_node", "2", str(tmp_path / "run.py"), str(tmp_path), str(base)],
                           capture_output=True, text=True, env=env, timeout=240)
     assert (proc.returncode != 0) == fails, proc.stderr[-3000:]
     return proc
