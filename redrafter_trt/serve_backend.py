@@ -22,10 +22,12 @@ Scoring prompts (`score`) is a job of its own too: it runs between two batches a
 
 from __future__ import annotations
 
+import atexit
 import logging
 import queue
 import threading
 import time
+import weakref
 from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -137,6 +139,7 @@ class ReferenceBackend:
             self.wake.wait_for(lambda: loaded)
         if loaded[0] is not None:
             raise loaded[0]
+        atexit.register(_stop_at_exit, weakref.ref(self))
 
     def stop(self, grace: float = 0.0) -> None:
         """Refuse what waits and what comes (Unavailable), let the batch in flight run up to `grace` seconds more,
@@ -431,3 +434,12 @@ class ReferenceBackend:
         job.choices = choices
         self.unanswered.remove(job)
         job.events.put(None)
+
+
+def _stop_at_exit(ref: weakref.ref) -> None:
+    """A program that ended with a backend still running (a script exiting after its last answer) was aborted at
+    exit about one run in six ("terminate called without an active exception", exit 134): the scheduler thread was
+    still computing as the interpreter finalised. It is stopped first (`serve` leaves through os._exit instead)."""
+    backend = ref()
+    if backend is not None and backend.scheduler.is_alive():
+        backend.stop()

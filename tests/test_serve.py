@@ -957,3 +957,23 @@ def test_compiled_server_answers_as_the_eager_one_without_compiling_again(tmp_pa
     texts = [[c["text"] for c in out["choices"]] for status, out in answers]
     assert all(status == 200 for status, _ in answers)
     assert texts[8:] == texts[:8] and texts[:4] == texts[4:8] and len({t for ts in texts for t in ts}) > 3
+
+
+LEFT_RUNNING = """
+import atexit, sys
+from redrafter_trt.serve_backend import ReferenceBackend
+# registered first, so run last (atexit is last in, first out): after the backend's own exit handler
+atexit.register(lambda: print("scheduler alive at exit:", backend.scheduler.is_alive(), flush=True))
+backend = ReferenceBackend(sys.argv[1], sys.argv[2])
+print(backend.complete([backend.encode("Hello")], 4, 0.0, 0, [])[0].text, flush=True)
+"""
+
+
+def test_a_backend_left_running_is_stopped_before_the_interpreter_exits(smollm2, smol_ckpt):
+    """A script ending right after its last answer was aborted at exit about one run in six ("terminate called
+    without an active exception", exit 134): the scheduler thread was still computing as the interpreter finalised.
+    The backend now stops itself at exit, before finalisation."""
+    proc = subprocess.run([sys.executable, "-c", LEFT_RUNNING, str(smol_ckpt), str(smollm2)], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "scheduler alive at exit: False" in proc.stdout, proc.stdout
