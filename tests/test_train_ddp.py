@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -87,6 +88,29 @@ def test_process_group_follows_the_device(monkeypatch):
     assert loop._dist("cuda") == (1, 2) and loop._dist("cuda:0") == (1, 2)
     assert joined == ["gloo", "cpu:gloo,cuda:nccl", "cpu:gloo,cuda:nccl"] and gpus == [1, 1]
     assert set(timeouts) == {loop.DIST_TIMEOUT} and loop.DIST_TIMEOUT.total_seconds() >= 6 * 3600  # hours of distilling
+
+
+
+def test_a_group_joined_for_training_is_left_destroyed_unless_a_gpu_rank_failed(monkeypatch):
+    """gloo's group left to the interpreter's exit sometimes aborted a finished rank (SIGABRT): the group train joins
+    is destroyed after it, and after a failure on CPU; a failed GPU rank leaves its NCCL group (destroying it can
+    wait on peers stuck in a collective)."""
+    from redrafter_trt.train import loop
+
+    joined, destroyed = [], []
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: bool(joined) and not destroyed)
+    monkeypatch.setattr(loop, "_dist", lambda device: joined.append(device) or (0, 2))
+    monkeypatch.setattr(torch.distributed, "destroy_process_group", lambda: destroyed.append(True))
+    for device, fails, destroys in (("cpu", False, True), ("cuda", False, True), ("cpu", True, True),
+                                    ("cuda", True, False)):
+        joined.clear()
+        destroyed.clear()
+        with contextlib.suppress(RuntimeError):
+            with loop._process_group(device) as (rank, world):
+                assert (rank, world) == (0, 2)
+                if fails:
+                    raise RuntimeError("a collective failed")
+        assert destroyed == ([True] if destroys else []), (device, fails)
 
 
 DISTILL = """

@@ -78,12 +78,17 @@ def _dist(device: str) -> tuple[int, int]:
 def _process_group(device: str):
     """`_dist`'s (rank, world) for the block; a group joined here is destroyed after it. A rank that left gloo's
     group to the interpreter's exit was sometimes aborted there ("terminate called without an active exception",
-    SIGABRT) after it had written everything."""
+    SIGABRT) after it had written everything. A failed GPU rank leaves its NCCL group as it is: destroying it can
+    wait on peers that are themselves stuck in a collective (the failure is what ends the process)."""
     joined_here = not torch.distributed.is_initialized()
+    failed = False
     try:
         yield _dist(device)
+    except BaseException:
+        failed = True
+        raise
     finally:
-        if joined_here and torch.distributed.is_initialized():
+        if joined_here and torch.distributed.is_initialized() and not (failed and device.startswith("cuda")):
             torch.distributed.destroy_process_group()
 
 
