@@ -56,6 +56,18 @@ def test_non_finite_input_falls_back_to_the_full_logits():
     assert torch.equal(screen(weight)(x), F.linear(x, weight).argmax(-1))
 
 
+def test_timed_under_a_float64_default_dtype():
+    """pays() timed the screen on torch.randn inputs, float64 under a user's torch.set_default_dtype(torch.float64):
+    fbgemm's float16 product refused them ('expected scalar type Float but found Double') as the model loaded."""
+    weight = torch.randn(100, 16, generator=torch.Generator().manual_seed(2))
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        assert screen(weight).pays(lambda x: F.linear(x, weight)) in (True, False)
+    finally:
+        torch.set_default_dtype(before)
+
+
 def test_not_used_where_the_bound_does_not_apply():
     w = torch.randn(10, 8)
     assert ScreenedArgmax.create(w.half()) is None

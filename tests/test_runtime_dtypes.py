@@ -68,3 +68,20 @@ def test_non_finite_hidden_states_are_one_clear_error(tiny_llama, tiny_drafter, 
     for call in (lambda: rt.generate(model, [[1, 2, 3]], 4), lambda: rt.prompt_logprobs(model, [[1, 2, 3]], 1)):
         with pytest.raises(ConfigError, match=needle):
             call()
+
+
+def test_default_dtype_float64_changes_nothing(tiny_llama, tiny_drafter):
+    """A user's torch.set_default_dtype(torch.float64) (common in scientific scripts) made load's product timing
+    and the int8 drafter head build float64 inputs that oneDNN / the quantized op refuse (a RuntimeError
+    traceback); loading and decoding now ignore torch's default dtype."""
+    ckpt = checkpoint(tiny_llama, tiny_drafter, 1)
+    want = rt.generate(rt.load(ckpt), [PROMPT, PROMPT[:3]], 12)
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        model = rt.load(ckpt)
+        got = rt.generate(model, [PROMPT, PROMPT[:3]], 12)
+    finally:
+        torch.set_default_dtype(before)
+    assert model.base.dtype == torch.float32
+    assert (got.output_ids, got.steps, got.accepted) == (want.output_ids, want.steps, want.accepted)

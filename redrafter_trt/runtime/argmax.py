@@ -96,7 +96,7 @@ class ScreenedArgmax:
         times = {}
         with torch.inference_mode():
             for rows in (1, MAX_ROWS):
-                x = torch.randn(rows, self.weight.shape[1])
+                x = torch.randn(rows, self.weight.shape[1], dtype=torch.float32)
                 times[rows] = best_of_each(5, lambda: self(x), lambda: full(x).argmax(-1))
         pays = all(screened < MARGIN * plain for screened, plain in times.values())
         log.info("float16 lm_head screen: %s ms against the full logits' at 1 and %d rows: %s", " ".join(

@@ -57,7 +57,7 @@ def _int8_head(weight: torch.Tensor):
         log.info("int8 drafter head unavailable (%s); using the float weights", e)
         return None
     E = weight.shape[1]
-    pin = torch.zeros(2, E)
+    pin = torch.zeros(2, E, dtype=weight.dtype)
     pin[0, 0], pin[1, 0] = 1.0, -1.0
     tiny = torch.finfo(torch.float32).tiny
 
@@ -174,7 +174,7 @@ class CheckpointDrafter:
             return (beams, context.new_zeros(B, num_beams, 0, self.vocab_size)) if with_logp else beams
         ctx = context[:, None, :]
         state = torch.zeros_like(ctx)
-        score = torch.zeros(B, 1, device=context.device)
+        score = torch.zeros(B, 1, dtype=torch.float32, device=context.device)
         rows = torch.arange(B, device=context.device)[:, None]
         steps: list[tuple[torch.Tensor, torch.Tensor]] = []  # with_logp: (each step's log-probs, parents)
         for _ in range(draft_len):
