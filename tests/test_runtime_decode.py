@@ -99,6 +99,41 @@ def test_token_ids_outside_the_vocabulary_are_one_clear_error(tiny_llama, tiny_d
     assert len(rt.generate(model, [[0, 255]], 2).output_ids[0]) == 2  # both ends of the vocabulary are fine
 
 
+BAD_ARGUMENTS = [  # generate's keyword -> the one line it gives (each was a traceback or silently wrong)
+    ({"batch_size": -1}, "batch_size=-1: it must be None or an integer >= 1"),  # was an empty result
+    ({"batch_size": 0}, "batch_size=0"),  # was every prompt in one batch
+    ({"eos_token_id": "</s>"}, "eos_token_id='</s>'.*not its eos_token"),  # was ignored: no EOS ever stopped
+    ({"max_new_tokens": 2.5}, "max_new_tokens=2.5: it must be an integer >= 1"),  # torch.zeros' TypeError
+    ({"seed": None}, "seed=None: it must be an integer"),  # None + 0: TypeError
+    ({"temperature": "0.7"}, "temperature='0.7': it must be a number"),
+    ({"num_beams": "2"}, "num_beams='2': it must be None or an integer"),
+    ({"prompt_ids": [1, 2, 3]}, "prompt_ids is a batch: one list of token ids per prompt"),  # len(int): TypeError
+    ({"prompt_ids": [[1, 2.5]]}, "token id 2.5 is outside the vocabulary"),  # was decoded as token 2
+]
+
+
+@pytest.mark.parametrize("change, needle", BAD_ARGUMENTS, ids=lambda v: str(v)[:20] if isinstance(v, dict) else "")
+def test_bad_arguments_are_one_clear_error(tiny_llama, tiny_drafter, monkeypatch, change, needle):
+    """generate's arguments from a user's script are checked as the CLI's options are; generate_tp checks them
+    before any rank starts and loads its weights (a tp rank's TypeError was a traceback after the load)."""
+    args = {"prompt_ids": PROMPTS, "max_new_tokens": 4, **change}
+    model = rt.load(checkpoint(tiny_llama, tiny_drafter, 1))
+    with pytest.raises(ConfigError, match=needle):
+        rt.generate(model, **args)
+    monkeypatch.setattr(rt, "launch", lambda *a, **k: pytest.fail("a rank started"))
+    with pytest.raises(ConfigError, match=needle):
+        rt.generate_tp(checkpoint(tiny_llama, tiny_drafter, 2), **args)
+    with pytest.raises(ConfigError, match="temperature -1 is negative"):  # the checks generate_tp lacked before
+        rt.generate_tp(checkpoint(tiny_llama, tiny_drafter, 2), PROMPTS, 4, temperature=-1)
+
+
+def test_forward_logits_refuses_ids_outside_the_vocabulary(tiny_llama, tiny_drafter):
+    model = rt.load(checkpoint(tiny_llama, tiny_drafter, 1))
+    for ids in ([1, 256], []):  # an IndexError from the embedding; torch's max() on an empty tensor
+        with pytest.raises(ConfigError):
+            rt.forward_logits(model, ids)
+
+
 def smollm2_exactness(smollm2, n_prompts, max_new, batch_size, seeds, num_beams=None, draft_len=None,
                       randomize=False):
     prompts = chat_prompts(smollm2, n_prompts)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,9 +150,12 @@ def check_temperature(temperature: float) -> None:
 def check_prompts(cfg: RuntimeConfig, prompt_ids: list[list[int]]) -> None:
     """Refuse an empty prompt list, an empty prompt, or a token id outside the vocabulary (an IndexError deep in
     the embedding otherwise, on every tp rank)."""
+    if not isinstance(prompt_ids, (list, tuple)) or not all(isinstance(p, (list, tuple)) for p in prompt_ids):
+        raise ConfigError("prompt_ids is a batch: one list of token ids per prompt, unpadded ([ids] for one prompt; "
+                          "a tensor's .tolist() without its padding)")
     if not prompt_ids or any(len(p) == 0 for p in prompt_ids):
         raise ConfigError("every prompt needs at least one token")
-    bad = next((t for p in prompt_ids for t in p if not 0 <= t < cfg.vocab_size), None)
+    bad = next((t for p in prompt_ids for t in p if not (_integer(t) and 0 <= t < cfg.vocab_size)), None)
     if bad is not None:
         raise ConfigError(f"token id {bad} is outside the vocabulary (0..{cfg.vocab_size - 1}): encode the prompts "
                           f"with the base model's tokenizer")
@@ -160,6 +164,46 @@ def check_prompts(cfg: RuntimeConfig, prompt_ids: list[list[int]]) -> None:
 def _check_top_k(k: int) -> None:
     if not 0 <= k <= MAX_TOP_LOGPROBS:
         raise ConfigError(f"logprobs {k} is outside 0..{MAX_TOP_LOGPROBS}")
+
+
+def _integer(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)  # Python's and numpy's ints
+
+
+# generate's plain arguments: (what each must be, check); the CLI's options arrive checked by click
+ARGUMENTS = {
+    "max_new_tokens": ("an integer >= 1", lambda v: _integer(v) and v >= 1),
+    "temperature": ("a number", lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool)),
+    "eos_token_id": ("None, a token id or a list of token ids (the tokenizer's eos_token_id, not its eos_token)",
+                     lambda v: v is None or _integer(v) or (isinstance(v, (list, tuple, set)) and all(map(_integer, v)))),
+    "seed": ("an integer in 0..2**63-1", lambda v: _integer(v) and 0 <= v < 2 ** 63),  # torch.Generator's
+    "batch_size": ("None or an integer >= 1", lambda v: v is None or (_integer(v) and v >= 1)),
+    "num_beams": ("None or an integer", lambda v: v is None or _integer(v)),
+    "draft_len": ("None or an integer", lambda v: v is None or _integer(v)),
+}
+
+
+def check_generate(cfg: RuntimeConfig, prompt_ids, max_new_tokens, num_beams=None, draft_len=None,
+                   temperature=0.0, eos_token_id=None, seed=0, use_draft=True, batch_size=None, on_tokens=None,
+                   admit=None, logprobs=None, on_step=None, sampling_rule="exact") -> tuple[int, int]:
+    """Refuse `generate`'s arguments that cannot work, each in one line (generate_tp: before any rank starts and
+    loads its weights); returns the beam width and draft length. Same parameters as generate."""
+    check_prompts(cfg, prompt_ids)
+    given = dict(max_new_tokens=max_new_tokens, temperature=temperature, eos_token_id=eos_token_id, seed=seed,
+                 batch_size=batch_size, num_beams=num_beams, draft_len=draft_len)
+    for name, (need, ok) in ARGUMENTS.items():
+        if not ok(given[name]):
+            raise ConfigError(f"{name}={given[name]!r}: it must be {need}")
+    check_temperature(temperature)
+    check_positions(cfg, prompt_ids, max_new_tokens)
+    W, L = check_draft_shape(cfg, num_beams, draft_len, use_draft)
+    if logprobs is not None:
+        _check_top_k(logprobs)
+    if sampling_rule not in SAMPLING_RULES:
+        raise ConfigError(f"sampling rule {sampling_rule!r} is unknown: use one of {', '.join(SAMPLING_RULES)}")
+    if admit is not None and batch_size is not None:
+        raise ConfigError("admit joins prompts to one running batch: leave batch_size out")
+    return W, L
 
 
 def generate(model: ReDrafterModel, prompt_ids: list[list[int]], max_new_tokens: int, num_beams: int | None = None,
@@ -175,18 +219,8 @@ def generate(model: ReDrafterModel, prompt_ids: list[list[int]], max_new_tokens:
     ended, seconds) hears of each decoding step (`runtime.decode`). sampling_rule: "exact" (the base's
     distribution at the temperature) or "trtllm" (a sampling engine's own rule, to predict its tokens per step;
     `runtime.accept`)."""
-    check_prompts(model.config, prompt_ids)
-    check_temperature(temperature)
-    if max_new_tokens < 1:
-        raise ConfigError(f"--max-output-len {max_new_tokens} must be at least 1")
-    check_positions(model.config, prompt_ids, max_new_tokens)
-    W, L = check_draft_shape(model.config, num_beams, draft_len, use_draft)
-    if logprobs is not None:
-        _check_top_k(logprobs)
-    if sampling_rule not in SAMPLING_RULES:
-        raise ConfigError(f"sampling rule {sampling_rule!r} is unknown: use one of {', '.join(SAMPLING_RULES)}")
-    if admit is not None and batch_size is not None:
-        raise ConfigError("admit joins prompts to one running batch: leave batch_size out")
+    W, L = check_generate(model.config, prompt_ids, max_new_tokens, num_beams, draft_len, temperature, eos_token_id,
+                          seed, use_draft, batch_size, admit=admit, logprobs=logprobs, sampling_rule=sampling_rule)
     size = batch_size or len(prompt_ids)
     parts = [decode(model.base, model.drafter, prompt_ids[i: i + size], max_new_tokens, W, L, temperature,
                     eos_token_id, seed + i // size, model.group,
@@ -208,9 +242,8 @@ def generate_tp(checkpoint_dir: Path | str, prompt_ids: list[list[int]], max_new
                 dtype: str | None = None, **kwargs) -> GenerationResult:
     """`generate` on a tp=N checkpoint in N spawned local processes; returns rank 0's result."""
     cfg = RuntimeConfig.from_dir(checkpoint_dir)
-    check_prompts(cfg, prompt_ids)  # before any rank starts (and loads its weights: minutes for a large model)
-    check_positions(cfg, prompt_ids, max_new_tokens)
-    check_draft_shape(cfg, kwargs.get("num_beams"), kwargs.get("draft_len"), kwargs.get("use_draft", True))
+    check_generate(cfg, prompt_ids, max_new_tokens, **kwargs)  # before any rank starts (and loads its weights)
+    _dtype(dtype)
     if cfg.tp_size == 1:
         return generate(load(checkpoint_dir, device, dtype), prompt_ids, max_new_tokens, **kwargs)
     require_gpus(device, cfg.tp_size, checkpoint_dir)
@@ -230,6 +263,7 @@ def _hidden(base: BaseModel, input_ids: list[int]) -> torch.Tensor:
 @torch.no_grad()
 def forward_logits(model: ReDrafterModel, input_ids: list[int]) -> torch.Tensor:
     """Base-model logits [T, vocab] (float32) of one sequence, no drafting: the conversion check."""
+    check_prompts(model.config, [input_ids])
     return model.base.logits(_hidden(model.base, input_ids))[0].cpu()
 
 
