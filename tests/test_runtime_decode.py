@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import torch
 
 from redrafter_trt import runtime as rt
 from redrafter_trt.errors import ConfigError
@@ -166,3 +167,15 @@ def test_smollm2_greedy_exact_mt_bench(smollm2, batch_size, randomize, seed):
     """All 80 MT-Bench first turns, 128 new tokens, float32 (each id is one seed: select with -k, e.g.
     `-k "batch4 and seed0"`; the HF references are computed once per process)."""
     assert smollm2_exactness(smollm2, 80, 128, batch_size, [seed], randomize=randomize) == []
+
+
+@pytest.mark.parametrize("option, needle", [({"dtype": torch.int8}, "dtype torch.int8 is not one of"),
+                                            ({"device": "gpu"}, "device 'gpu' is not cpu, cuda or cuda:N")])
+def test_load_refuses_a_dtype_or_device_it_cannot_run(tiny_llama, tiny_drafter, monkeypatch, option, needle):
+    """load(dtype=torch.int8) loaded and then failed in the first generate ('value cannot be converted to type
+    int8_t'), load(device='gpu') was torch's RuntimeError; generate_tp refuses both before any rank starts."""
+    with pytest.raises(ConfigError, match=needle):
+        rt.load(checkpoint(tiny_llama, tiny_drafter, 1), **option)
+    monkeypatch.setattr(rt, "launch", lambda *a, **k: pytest.fail("a rank started"))
+    with pytest.raises(ConfigError, match=needle):
+        rt.generate_tp(checkpoint(tiny_llama, tiny_drafter, 2), PROMPTS, 4, **option)

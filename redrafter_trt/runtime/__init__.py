@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,9 +60,9 @@ class ReDrafterModel:
 
 
 def _dtype(dtype) -> torch.dtype | None:
-    if dtype is None or isinstance(dtype, torch.dtype):
+    if dtype is None or dtype in (*DTYPES.values(), torch.float64):  # float64: a numeric reference, as transformers'
         return dtype
-    if dtype in DTYPES:
+    if isinstance(dtype, str) and dtype in DTYPES:
         return DTYPES[dtype]
     raise ConfigError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
 
@@ -93,7 +94,10 @@ def load(checkpoint_dir: Path | str, device: str = "cpu", dtype: torch.dtype | s
 
 def check_device(device: str) -> None:
     """Refuse a CUDA device that is not there (a CPU build of torch, no GPU visible, or cuda:N past the visible
-    GPUs) in one line, before any model loads: torch's own error is a traceback."""
+    GPUs), or a device the runtime does not run on, in one line, before any model loads: torch's own error is a
+    traceback."""
+    if not (isinstance(device, str) and re.fullmatch(r"cpu|cuda(:\d+)?", device)):
+        raise ConfigError(f"device {device!r} is not cpu, cuda or cuda:N: pass one of them (as a string)")
     if not device.startswith("cuda"):
         return
     if not torch.cuda.is_available():
@@ -247,6 +251,7 @@ def generate_tp(checkpoint_dir: Path | str, prompt_ids: list[list[int]], max_new
     if cfg.tp_size == 1:
         return generate(load(checkpoint_dir, device, dtype), prompt_ids, max_new_tokens, **kwargs)
     require_gpus(device, cfg.tp_size, checkpoint_dir)
+    check_device(device)
     return launch(_tp_worker, cfg.tp_size, str(checkpoint_dir), device, dtype, prompt_ids,
                   {"max_new_tokens": max_new_tokens, **kwargs}, device=device)
 
