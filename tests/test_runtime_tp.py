@@ -125,3 +125,28 @@ def test_a_prompt_too_long_is_refused_before_any_rank_starts(tiny_llama, tiny_dr
     monkeypatch.setattr(rt, "launch", lambda *a, **k: pytest.fail("a rank was started"))
     with pytest.raises(ConfigError, match="500-token prompt \\+ 13 new tokens exceed the model's 512 positions"):
         rt.generate_tp(ckpt, [[1, 2], [3] * 500], 13)
+
+
+def test_a_program_ending_with_local_ranks_open_exits(tiny_llama, tiny_drafter, tmp_path):
+    """A script that used LocalRanks on a tp=2 checkpoint and ended without close() never exited: multiprocessing's
+    exit handler sent the followers SIGTERM, which they ignore, and joined them forever (they wait on the pipe the
+    exiting process holds open). They are let go at exit now."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "script.py"
+    script.write_text("import sys\nfrom redrafter_trt.runtime.ranks import LocalRanks\n"
+                      "if __name__ == '__main__':\n"
+                      "    ranks = LocalRanks(sys.argv[1])\n"
+                      "    print(ranks.generate([[1, 2, 3]], 4).output_ids, flush=True)\n")
+    root = str(Path(__file__).resolve().parents[1])
+    try:
+        done = subprocess.run([sys.executable, str(script), str(checkpoint(tiny_llama, tiny_drafter, 2))],
+                              capture_output=True, text=True, timeout=90, cwd=root,
+                              env={**os.environ, "PYTHONPATH": root})
+    except subprocess.TimeoutExpired:
+        pytest.fail("the script did not exit")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("[[")

@@ -107,7 +107,9 @@ class LocalRanks:
         require_gpus(device, size, checkpoint_dir)
         store, ctx = meeting_store(), mp.get_context("spawn")
         port = store.port
-        atexit.register(self.closing.set)  # at exit multiprocessing ends the followers: that is no failure
+        # a program ending without close(): multiprocessing's exit handler would SIGTERM the followers, which ignore
+        # it, and join them forever (they wait on the pipe this process holds open): they are let go first
+        atexit.register(self.close)
         try:
             for rank in range(1, size):
                 mine, theirs = ctx.Pipe()
