@@ -132,6 +132,17 @@ def test_the_default_max_seq_len_fits_the_base(chat_base, prompts, tmp_path):
     assert cfg.max_seq_len == 300
 
 
+@pytest.mark.parametrize("as_type", [str, lambda p: p], ids=["str", "Path"])
+def test_one_data_file_may_be_passed_alone(chat_base, prompts, tmp_path, as_type):
+    """TrainConfig(data="prompts.jsonl") took each character of the str as a file ('data file / is a folder') and
+    data=Path(...) was a TypeError: one file is a list of one."""
+    from redrafter_trt.train import TrainConfig
+
+    cfg = TrainConfig(base=chat_base, data=as_type(prompts), output=tmp_path / "out", cache_dir=tmp_path / "c")
+    cfg.validate()
+    assert cfg.data == [prompts]
+
+
 def test_a_refused_run_leaves_no_folders_behind(chat_base, prompts, tmp_path):
     """The writability probe once made the output's missing parents before the options were checked."""
     bare = tmp_path / "bare"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,7 +51,8 @@ class TrainConfig:
 
     def __post_init__(self):
         self.base, self.output = Path(self.base), Path(self.output)
-        self.data = [Path(p) for p in self.data]
+        one = isinstance(self.data, (str, os.PathLike))  # one file: as a str, its characters were the files
+        self.data = [Path(p) for p in ([self.data] if one else self.data)]
         if not self.cache_dir:
             from ..smollm2 import cache_root
 
