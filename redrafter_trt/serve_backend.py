@@ -204,6 +204,10 @@ class ReferenceBackend:
         """Refuse (RequestError, ConfigError: a 400) prompts this model cannot take with max_tokens new tokens."""
         from .runtime import check_positions
 
+        if not isinstance(prompts, (list, tuple)) or not all(isinstance(p, (list, tuple)) for p in prompts):
+            raise RequestError("prompts is a batch: one list of token ids per prompt ([ids] for one prompt)")
+        if not prompts:  # max() of no prompts' lengths: a ValueError
+            raise RequestError("no prompts: send at least one")
         if any(not p for p in prompts):
             raise RequestError("a prompt is empty: send some text")
         if len(prompts) > MAX_PROMPTS:

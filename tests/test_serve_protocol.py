@@ -112,6 +112,21 @@ def test_shutdown_with_grace_answers_in_full(tiny):
     assert choices[0].finish_reason == "length" and len(choices[0].ids) == 60
 
 
+def test_no_prompts_or_a_flat_prompt_list_is_a_request_error(tiny):
+    """backend.complete([]) (a library user's empty batch) was max()'s ValueError and complete(ids), one prompt's ids
+    not in a list, a TypeError: each is a RequestError naming the fix."""
+    from redrafter_trt.serve_backend import RequestError
+
+    backend = new_backend(tiny)
+    try:
+        for prompts, needle in (([], "no prompts"), ([5, 6, 7], "one list of token ids per prompt")):
+            with pytest.raises(RequestError, match=needle):
+                backend.complete(prompts, 4, 0.0, 0, [])
+        assert len(backend.complete([[5, 6, 7]], 4, 0.0, 0, [])) == 1  # the backend still answers
+    finally:
+        backend.stop()
+
+
 def test_a_non_streaming_client_that_leaves_frees_its_row(tiny):
     """The scheduler drops the row at its next step instead of decoding max_tokens for nobody."""
     backend = new_backend(tiny)
