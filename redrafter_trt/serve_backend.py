@@ -191,6 +191,10 @@ class ReferenceBackend:
         ignore_eos: EOS ends nothing, every answer runs to max_tokens (or a stop string), as TensorRT-LLM's.
         list_eos: the logprobs name the EOS that ended an answer (a completion's: lm-evaluation-harness reads the
         last entry of a one-token answer as the token generated); else they leave it out (chat, as OpenAI)."""
+        if not (isinstance(max_tokens, int) and max_tokens >= 1):  # else the scheduler's traceback, then the error
+            raise RequestError(f"max_tokens {max_tokens!r} must be an integer of at least 1")
+        if isinstance(stop, str) or not all(isinstance(s, str) for s in stop):  # "ab" stopped at "a" and at "b"
+            raise RequestError(f"stop {stop!r} must be a list of strings ([s] for one)")
         job = Job(prompts, max_tokens, self.temperature(temperature), seed, stop, logprobs, ignore_eos=ignore_eos,
                   list_eos=list_eos)
         return self._submit(job, on_text).choices

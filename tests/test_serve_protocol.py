@@ -114,7 +114,8 @@ def test_shutdown_with_grace_answers_in_full(tiny):
 
 def test_no_prompts_or_a_flat_prompt_list_is_a_request_error(tiny):
     """backend.complete([]) (a library user's empty batch) was max()'s ValueError and complete(ids), one prompt's ids
-    not in a list, a TypeError: each is a RequestError naming the fix."""
+    not in a list, a TypeError: each is a RequestError naming the fix; so are max_tokens 0 and a stop string not in
+    a list."""
     from redrafter_trt.serve_backend import RequestError
 
     backend = new_backend(tiny)
@@ -122,6 +123,10 @@ def test_no_prompts_or_a_flat_prompt_list_is_a_request_error(tiny):
         for prompts, needle in (([], "no prompts"), ([5, 6, 7], "one list of token ids per prompt")):
             with pytest.raises(RequestError, match=needle):
                 backend.complete(prompts, 4, 0.0, 0, [])
+        # max_tokens 0 logged the scheduler's traceback before the caller's error; stop "ab" stopped at "a" and "b"
+        for max_tokens, stop, needle in ((0, [], "max_tokens 0 must be"), (4, "ab", "stop 'ab' must be a list")):
+            with pytest.raises(RequestError, match=needle):
+                backend.complete([[5, 6, 7]], max_tokens, 0.0, 0, stop)
         assert len(backend.complete([[5, 6, 7]], 4, 0.0, 0, [])) == 1  # the backend still answers
     finally:
         backend.stop()
