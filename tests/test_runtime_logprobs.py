@@ -76,6 +76,8 @@ def test_logprobs_off_zero_and_streamed(tiny_llama, tiny_drafter):
     assert [[lp for _, lp in seen[i]] for i in seen] == full.logprobs
     with pytest.raises(ConfigError, match="logprobs 21"):
         rt.generate(model, PROMPTS, 10, logprobs=21)
+    with pytest.raises(ConfigError, match="logprobs '2'"):  # from a script: was a TypeError
+        rt.generate(model, PROMPTS, 10, logprobs="2")
 
 
 def test_tp2_logprobs_equal_tp1(tiny_llama, tiny_drafter):
@@ -111,6 +113,8 @@ def test_prompt_logprobs_equal_transformers(request, fixture, tiny_drafter, monk
     assert_prompt_match(base, prompts, scores)
     with pytest.raises(ConfigError, match="logprobs 21"):
         rt.prompt_logprobs(model, PROMPTS, 21)
+    with pytest.raises(ConfigError, match="logprobs '2'"):
+        rt.prompt_logprobs(model, PROMPTS, "2")
     with pytest.raises(ConfigError, match="positions"):
         rt.prompt_logprobs(model, [[1] * (model.config.max_positions + 1)], 0)
 

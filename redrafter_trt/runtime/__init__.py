@@ -166,8 +166,8 @@ def check_prompts(cfg: RuntimeConfig, prompt_ids: list[list[int]]) -> None:
 
 
 def _check_top_k(k: int) -> None:
-    if not 0 <= k <= MAX_TOP_LOGPROBS:
-        raise ConfigError(f"logprobs {k} is outside 0..{MAX_TOP_LOGPROBS}")
+    if not (_integer(k) and 0 <= k <= MAX_TOP_LOGPROBS):  # "2" from a script was a TypeError
+        raise ConfigError(f"logprobs {k!r} is outside 0..{MAX_TOP_LOGPROBS}")
 
 
 def _integer(v) -> bool:
