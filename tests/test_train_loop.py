@@ -61,7 +61,10 @@ def test_loss_decreases_and_drafter_loads(chat_base, qa_file, tmp_path):
 
 
 def test_same_seed_same_drafter_other_seed_differs(chat_base, qa_file, tmp_path, monkeypatch):
+    torch.manual_seed(123)  # the caller's random state: train seeds its own, and once reset the caller's
+    expected = torch.rand(3, generator=torch.Generator().manual_seed(123))
     a = _tensors(train_drafter(_cfg(chat_base, qa_file, tmp_path / "a")))
+    assert torch.equal(torch.rand(3), expected)
     b = _tensors(train_drafter(_cfg(chat_base, qa_file, tmp_path / "b")))
     c = _tensors(train_drafter(_cfg(chat_base, qa_file, tmp_path / "c", seed=2)))
     assert all(torch.equal(a[k], b[k]) for k in a)

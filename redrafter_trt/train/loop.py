@@ -180,18 +180,21 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
     Returns the output folder; its config.json `producer` block holds the held-out accuracy."""
     cfg.validate()
     with _process_group(cfg.device) as (rank, world):
-        return _train(cfg, rank, world, on_progress)
+        device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if world > 1 and cfg.device.startswith("cuda")
+                              else cfg.device)
+        gpu = [torch.cuda.current_device() if device.index is None else device.index] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=gpu):  # train seeds torch's random state: the caller's comes back after
+            return _train(cfg, rank, world, device, on_progress)
 
 
-def _train(cfg: TrainConfig, rank: int, world: int, on_progress: Callable[[Progress], None] | None) -> Path:
+def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
+           on_progress: Callable[[Progress], None] | None) -> Path:
     """`train_drafter` as torchrun's rank `rank` of `world` (0 of 1 without torchrun)."""
     from transformers import AutoModelForCausalLM
 
     base_config = json.loads((cfg.base / "config.json").read_text())
     tokenizer = load_tokenizer(cfg.base, int(base_config["vocab_size"]))
     report = on_progress or (lambda p: None)
-    device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if world > 1 and cfg.device.startswith("cuda")
-                          else cfg.device)
     torch.manual_seed(cfg.seed)
     options = _options(cfg, device, world)
     if cfg.resume:  # refused now, not after distilling anew for the changed options (or reading every cached
