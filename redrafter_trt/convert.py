@@ -50,12 +50,11 @@ class ConvertOptions:
     device: str = "cpu"
 
     def check(self) -> None:
-        if self.num_beams < 1:
-            raise ConfigError(f"--num-beams {self.num_beams} is invalid: use 1 or more (TensorRT-LLM's default is 5)")
-        if self.draft_len < 1:
-            raise ConfigError(f"--draft-len {self.draft_len} is invalid: use 1 or more (TensorRT-LLM's default is 5)")
-        if self.tp_size is not None and self.tp_size < 1:
-            raise ConfigError(f"--tp-size {self.tp_size} is invalid: use 1 or more")
+        for flag, value, hint in (("--num-beams", self.num_beams, " (TensorRT-LLM's default is 5)"),
+                                  ("--draft-len", self.draft_len, " (TensorRT-LLM's default is 5)"),
+                                  ("--tp-size", 1 if self.tp_size is None else self.tp_size, "")):
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):  # "5" from a script too
+                raise ConfigError(f"{flag} {value!r} is invalid: use an integer of 1 or more{hint}")
         from .quantize import check_quantize_options
 
         check_quantize_options(self.quantize, self.kv_cache_dtype, self.dtype)  # FP8 drafter, unknown values

@@ -688,3 +688,18 @@ def test_sigkill_leaves_nothing_inspect_accepts(tmp_path, smollm2):
     assert subprocess.run(cmd, capture_output=True).returncode == 0
     assert run_cli("inspect", out).exit_code == 0
     assert not list(tmp_path.glob(".ckpt.partial-*"))
+
+
+@pytest.mark.parametrize("option, value, needle", [("num_beams", "5", "--num-beams '5' is invalid"),
+                                                   ("draft_len", 0, "--draft-len 0 is invalid"),
+                                                   ("tp_size", 2.0, "--tp-size 2.0 is invalid")])
+def test_convert_options_from_a_script_are_checked(parts, option, value, needle):
+    """convert(..., num_beams="5") from a script was a TypeError from comparing a str with 1; the library's options
+    are checked as the CLI's are, one line naming the option."""
+    from redrafter_trt.convert import convert
+    from redrafter_trt.errors import ConfigError
+
+    base, drafter, out = parts
+    with pytest.raises(ConfigError, match=needle):
+        convert(base, drafter, out, **{option: value})
+    assert not out.exists()
