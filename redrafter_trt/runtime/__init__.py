@@ -21,7 +21,9 @@ PyTorch, with ReDrafter's draft / tree-verify / accept loop. Stable Python API:
 
 Sampling (temperature > 0) is exact: the emitted tokens follow the base model's softmax(logits / T) (see
 `runtime.accept`). No top-k / top-p is applied. sampling_rule="trtllm" accepts as a sampling TensorRT-LLM engine
-does instead (biased, more accepted): its tokens per step predict such an engine's.
+does instead (biased, more accepted): its tokens per step predict such an engine's. `generate` samples whenever
+temperature > 0, also on a greedy checkpoint (`redrafter_greedy_search`), to study sampling on any drafter; that
+checkpoint's engine decodes greedily whatever the temperature, and `run` and `serve` do the same for it.
 """
 
 from __future__ import annotations
