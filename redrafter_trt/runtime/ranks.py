@@ -23,6 +23,7 @@ import multiprocessing as mp
 import os
 import signal
 import threading
+import weakref
 from multiprocessing.connection import wait
 
 import torch.distributed as dist
@@ -109,7 +110,7 @@ class LocalRanks:
         port = store.port
         # a program ending without close(): multiprocessing's exit handler would SIGTERM the followers, which ignore
         # it, and join them forever (they wait on the pipe this process holds open): they are let go first
-        atexit.register(self.close)
+        atexit.register(_close_at_exit, weakref.ref(self))  # weak: a closed instance's model can be freed
         try:
             for rank in range(1, size):
                 mine, theirs = ctx.Pipe()
@@ -197,3 +198,9 @@ class LocalRanks:
             for proc in self.procs:
                 proc.kill()
             os._exit(1)
+
+
+def _close_at_exit(ref: weakref.ref) -> None:
+    ranks = ref()
+    if ranks is not None:
+        ranks.close()
