@@ -51,13 +51,14 @@ def batch_sizes(num: int, batch_size: int) -> list[int]:
 @click.option("--output", required=True, type=OutputFile(),
               help="jsonl written here when done (OUTPUT.partial meanwhile, batch by batch).")
 def main(base, num, batch_size, max_new_tokens, temperature, seed, starters, output):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from redrafter_trt.config import read_json
     from redrafter_trt.errors import ConfigError
+    from redrafter_trt.tokens import load_tokenizer
 
     read_json(base / "config.json", "base")  # a missing or wrong folder as one line, before transformers reads it
-    tok = AutoTokenizer.from_pretrained(base)
+    tok = load_tokenizer(str(base), None)  # a folder without one: one line, as run and bench
     if not tok.chat_template:
         raise ConfigError(f"the tokenizer in {base} has no chat template, which the prompts are sampled after: "
                           f"pass a chat (instruct) model")
