@@ -11,7 +11,6 @@ A thin wrapper over `redrafter_trt.bench` (the `redrafter-trt bench` command), w
 
 from __future__ import annotations
 
-import importlib.resources
 import tempfile
 from pathlib import Path
 
@@ -32,16 +31,17 @@ def main(drafter, num_prompts, max_new_tokens, beams, draft_lens) -> None:
     from redrafter_trt.bench import BenchOptions, format_table, run_bench
     from redrafter_trt.convert import convert
     from redrafter_trt.drafter import init_drafter_for_base
+    from redrafter_trt.quickstart import mt_bench_path
     from redrafter_trt.smollm2 import ensure_smollm2
 
     base = ensure_smollm2()
-    prompts = importlib.resources.files("redrafter_trt") / "data" / "mt_bench_questions.jsonl"
+    prompts = mt_bench_path()
     with tempfile.TemporaryDirectory() as tmp:
         if drafter is None:
             drafter = Path(tmp) / "drafter"
             init_drafter_for_base(base, drafter, exit_dim=576)
         ckpt = convert(base, drafter, Path(tmp) / "ckpt", num_beams=max(beams), draft_len=max(draft_lens))
-        report = run_bench(BenchOptions(checkpoint_dir=ckpt, tokenizer_dir=base, prompts=Path(str(prompts)),
+        report = run_bench(BenchOptions(checkpoint_dir=ckpt, tokenizer_dir=base, prompts=prompts,
                                         hf_dir=base, num_prompts=num_prompts, max_new_tokens=max_new_tokens,
                                         beams=beams, draft_lens=draft_lens),
                            progress=print)

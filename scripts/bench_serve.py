@@ -21,7 +21,6 @@ import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from importlib import resources
 from pathlib import Path
 
 import click
@@ -31,6 +30,7 @@ from redrafter_trt.cli import Script
 from redrafter_trt.cli.bench_cmd import int_list
 from redrafter_trt.errors import ConfigError
 from redrafter_trt.prompts import load_prompts
+from redrafter_trt.quickstart import mt_bench_path
 from redrafter_trt.serve import App, make_server
 from redrafter_trt.serve_backend import ReferenceBackend
 
@@ -60,8 +60,7 @@ def main(checkpoint_dir, tokenizer_dir, clients, requests, max_tokens, max_batch
          compile_layers) -> None:
     torch.set_num_threads(threads)
     sizes = sorted({1, *max_batch_sizes})  # batch 1 first: the ratios' base
-    mt_bench = resources.files("redrafter_trt") / "data" / "mt_bench_questions.jsonl"
-    questions = (load_prompts(Path(str(mt_bench))) * requests)[:requests]
+    questions = (load_prompts(mt_bench_path()) * requests)[:requests]
 
     first_rate, answers, eager_rate = {}, None, {}
     for kind in ("eager", "compiled") if compile_layers else ("eager",):
