@@ -7,20 +7,26 @@ import json
 from pathlib import Path
 
 import torch
+import transformers
 
 from redrafter_trt.drafter import init_drafter, save_drafter
 
 LLAMA = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, vocab_size=256, max_position_embeddings=512, rms_norm_eps=1e-5)
 
+# transformers 5 names RoPE `rope_parameters`; 4.x (TensorRT-LLM 1.2 pins 4.57.1) takes top-level `rope_theta` /
+# `rope_scaling` and keeps an unknown `rope_parameters` as an attribute it never computes with.
+TRANSFORMERS_5 = int(transformers.__version__.split(".")[0]) >= 5
+
 
 def make_hf(folder: Path, arch: str = "llama", *, tie: bool = False, dtype: torch.dtype = torch.float32,
-            rope_layout: str = "params", rope_theta: float = 10000.0, rope_scaling: dict | None = None,
+            rope_layout: str | None = None, rope_theta: float = 10000.0, rope_scaling: dict | None = None,
             seed: int = 0, **overrides) -> Path:
     """Save a random LlamaForCausalLM / Qwen2ForCausalLM / MistralForCausalLM.
 
-    rope_layout: "params" = transformers 5's `rope_parameters`; "top" = published checkpoints' top-level
-    `rope_theta` / `rope_scaling`.
+    rope_layout: "params" = transformers 5's `rope_parameters`; "top" = published checkpoints' (and transformers 4's)
+    top-level `rope_theta` / `rope_scaling`; None = the layout the installed transformers writes, the only one it
+    reads back (transformers 4 computes a "params" file with rope_theta 10000).
     """
     from transformers import (AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config)
 
@@ -29,7 +35,10 @@ def make_hf(folder: Path, arch: str = "llama", *, tie: bool = False, dtype: torc
     rope = {"rope_type": "default", "rope_theta": rope_theta}
     if rope_scaling:
         rope = {**rope_scaling, "rope_theta": rope_theta}
-    cfg = cls(**kwargs, rope_parameters=rope)
+    if TRANSFORMERS_5:
+        cfg = cls(**kwargs, rope_parameters=rope)
+    else:
+        cfg = cls(**kwargs, rope_theta=rope_theta, rope_scaling=rope_scaling and dict(rope_scaling))
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(cfg).to(dtype)
     with torch.no_grad():  # make norms non-trivial so a wrong mapping shows
@@ -39,14 +48,17 @@ def make_hf(folder: Path, arch: str = "llama", *, tie: bool = False, dtype: torc
             elif "bias" in name:
                 p.normal_(0, 0.1)
     model.save_pretrained(folder)
-    if rope_layout == "top":
-        path = Path(folder) / "config.json"
-        raw = json.loads(path.read_text())
-        params = raw.pop("rope_parameters", {})
+    path = Path(folder) / "config.json"
+    raw = json.loads(path.read_text())
+    if rope_layout == "top" and "rope_parameters" in raw:
+        params = raw.pop("rope_parameters")
         raw["rope_theta"] = params.pop("rope_theta", rope_theta)
         if params.get("rope_type", "default") != "default":
             raw["rope_scaling"] = params
-        path.write_text(json.dumps(raw, indent=2))
+    elif rope_layout == "params" and "rope_parameters" not in raw:
+        raw.pop("rope_theta", None)
+        raw["rope_parameters"] = {**(raw.pop("rope_scaling", None) or {"rope_type": "default"}), "rope_theta": rope_theta}
+    path.write_text(json.dumps(raw, indent=2))
     return Path(folder)
 
 
