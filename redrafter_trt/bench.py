@@ -190,10 +190,12 @@ def load_hf_baseline(hf_dir: Path, dtype: torch.dtype):
     folder's generation_config.json is dropped: `generate` fills every field hf_generate leaves unset from it (Qwen2.5
     Instruct's repetition_penalty 1.05 would apply to the greedy baseline, which the runtime never does)."""
     from safetensors import SafetensorError
-    from transformers import AutoModelForCausalLM, GenerationConfig
+    from transformers import GenerationConfig
+
+    from .hf_model import load_causal_lm
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=dtype).eval()
+        model = load_causal_lm(hf_dir, dtype).eval()
     except (OSError, ValueError, SafetensorError) as e:
         raise ConfigError(f"cannot load the transformers baseline from {hf_dir} ({first_line(e, type(e).__name__)}): "
                           f"pass --hf-dir with the complete Hugging Face folder of the checkpoint's base") from None

@@ -40,6 +40,22 @@ def test_llama3_rope_scaling_matches_hf(tmp_path):
     torch.testing.assert_close(rt.forward_logits_tp(ckpt, ids), hf_logits(base, ids), atol=2e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("layout", ["top", "params"])
+def test_every_hf_load_computes_the_rope_convert_writes(tmp_path, layout):
+    """transformers 4.x (TensorRT-LLM 1.2 pins 4.57.1) reads no `rope_parameters`: a base saved by transformers 5 ran
+    with rope_theta 10000 in distillation, bench's baseline and FP8 calibration, while convert wrote its own."""
+    from redrafter_trt.hf_model import load_causal_lm
+
+    scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 16}
+    base = make_hf(tmp_path / "b", "llama", rope_theta=500000.0, rope_scaling=scaling, rope_layout=layout)
+    ckpt = checkpoint(base, make_drafter(tmp_path / "d", base), 1)
+    ids = (IDS * 4)[:48]
+    with torch.no_grad():
+        hf = load_causal_lm(base, torch.float32)(torch.tensor([ids])).logits[0]
+    torch.testing.assert_close(rt.forward_logits_tp(ckpt, ids), hf, atol=2e-5, rtol=1e-5)
+
+
 def assert_as_accurate_as_hf(base, got: torch.Tensor, ids: list[int], factor: float = 4.0):
     """Through 30 layers float32 rounding differs with the kernels (oneDNN's here, MKL's in transformers): judge
     both against transformers in float64 and require our error within `factor` x transformers' float32 error."""

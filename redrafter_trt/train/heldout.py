@@ -23,7 +23,9 @@ def evaluate_on_prompts(drafter_dir: Path, base: Path, prompts_file: Path, cache
                         max_new_tokens: int = 192, k: int | None = None) -> dict:
     """Distill (cached) the base's answers to the first `num_prompts` prompts of the file, then evaluate the
     drafter on them for k draft steps (default: its predict_n, else 5)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from ..hf_model import load_causal_lm
 
     cfg, tensors = load_drafter(drafter_dir)
     where = Path(base) / "config.json"
@@ -38,7 +40,7 @@ def evaluate_on_prompts(drafter_dir: Path, base: Path, prompts_file: Path, cache
     tokenizer = AutoTokenizer.from_pretrained(base)
     convs = read_conversations(prompts_file)[:num_prompts]
     prompts = [prompt_ids(tokenizer, c, 2048) for c in convs]
-    answers = distill(lambda: AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval(), tokenizer,
+    answers = distill(lambda: load_causal_lm(base, torch.float32).eval(), tokenizer,
                       prompts, distill_folder(cache_dir, Path(base), torch.float32), max_new_tokens=max_new_tokens,
                       batch_size=16)
     examples = [distilled_example(p, a, h, 4096) for p, (a, h) in zip(prompts, answers)]

@@ -190,7 +190,7 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
 def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
            on_progress: Callable[[Progress], None] | None) -> Path:
     """`train_drafter` as torchrun's rank `rank` of `world` (0 of 1 without torchrun)."""
-    from transformers import AutoModelForCausalLM
+    from ..hf_model import load_causal_lm
 
     base_config = json.loads((cfg.base / "config.json").read_text())
     tokenizer = load_tokenizer(cfg.base, int(base_config["vocab_size"]))
@@ -210,7 +210,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
 
     def load_model():
         if not model_box:
-            model = AutoModelForCausalLM.from_pretrained(cfg.base, dtype=base_dtype).to(device).eval()
+            model = load_causal_lm(cfg.base, base_dtype).to(device).eval()
             # CPU: oneDNN with packed weights, about 1.25x faster distillation on 2 cores (float32 and bfloat16)
             pack_linears(model, dtypes=(torch.float32, torch.bfloat16))
             model_box.append(model)
