@@ -51,10 +51,9 @@ def batch_sizes(num: int, batch_size: int) -> list[int]:
 @click.option("--output", required=True, type=OutputFile(),
               help="jsonl written here when done (OUTPUT.partial meanwhile, batch by batch).")
 def main(base, num, batch_size, max_new_tokens, temperature, seed, starters, output):
-    from transformers import AutoModelForCausalLM
-
     from redrafter_trt.config import read_json
     from redrafter_trt.errors import ConfigError
+    from redrafter_trt.hf_model import load_causal_lm
     from redrafter_trt.tokens import load_tokenizer
 
     read_json(base / "config.json", "base")  # a missing or wrong folder as one line, before transformers reads it
@@ -62,7 +61,7 @@ def main(base, num, batch_size, max_new_tokens, temperature, seed, starters, out
     if not tok.chat_template:
         raise ConfigError(f"the tokenizer in {base} has no chat template, which the prompts are sampled after: "
                           f"pass a chat (instruct) model")
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
+    model = load_causal_lm(base, torch.float32).eval()
     text = tok.apply_chat_template([{"role": "user", "content": "X"}], tokenize=False)
     prefix = text[: text.index("X")]  # the template up to the user's text
     torch.manual_seed(seed)
