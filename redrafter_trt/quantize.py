@@ -39,7 +39,11 @@ MISLEADING_WARNINGS = (
 )
 FP8_DTYPES = ("float16", "bfloat16")  # dtypes of the layers FP8 leaves alone (norms, embedding, lm_head, drafter)
 FP8_ALIASES = ("fp8", "float8", "float8_e4m3fn", "e4m3")
-DECODER_TYPES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Qwen2ForCausalLM": "qwen"}
+# modelopt's decoder type a base is exported as. Qwen2 goes through modelopt's Llama path: for these dense decoders the
+# decoder type only picks how modelopt writes config.json (the tensors, Qwen2's qkv bias included, are the same:
+# tests/test_modelopt_oracle.py), and modelopt before 0.44 writes a "qwen" config only through an installed
+# TensorRT-LLM, raising NotImplementedError without one. patch_exported_config writes the Qwen2 fields either way.
+DECODER_TYPES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Qwen2ForCausalLM": "llama"}
 DEFAULT_CALIBRATION = "calibration.jsonl"
 INSTALL_HINT = "pip install 'redrafter-trt[fp8]'"
 
@@ -120,18 +124,18 @@ def patch_exported_config(cfg: dict, hf: dict, kv_cache_dtype: str | None) -> di
     TensorRT-LLM's name. Pure: returns a new dict."""
     out = copy.deepcopy(cfg)
     # modelopt names the HF class (MistralForCausalLM); TensorRT-LLM's, as the unquantised path writes (LlamaForCausalLM)
-    out["architecture"] = lookup((hf.get("architectures") or [""])[0]).trtllm_architecture
+    spec = lookup((hf.get("architectures") or [""])[0])
+    out["architecture"] = spec.trtllm_architecture
     theta, scaling = rope_fields(hf)
     out["rotary_base"] = theta
     out["rotary_scaling"] = scaling
     if hf.get("rms_norm_eps") is not None:  # checked by BaseModelConfig.from_hf
         out["norm_epsilon"] = float(hf["rms_norm_eps"])
     out["intermediate_size"] = int(hf["intermediate_size"])
-    qwen = DECODER_TYPES.get((hf.get("architectures") or [""])[0]) == "qwen"
-    if qwen:
-        out["qwen_type"] = hf.get("model_type", "qwen2")
+    if "qwen_type" in spec.extra_config:
+        out["qwen_type"] = hf.get("model_type", spec.extra_config["qwen_type"])
     # modelopt writes no `attn_bias`; say it explicitly, as from_hugging_face does (Qwen2: true).
-    out["attn_bias"] = qwen or bool(hf.get("attention_bias", False))
+    out["attn_bias"] = spec.attn_bias or bool(hf.get("attention_bias", False))
     quant = out.setdefault("quantization", {})
     if kv_cache_dtype is None:
         quant["kv_cache_quant_algo"] = None

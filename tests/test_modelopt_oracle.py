@@ -14,6 +14,9 @@ Deliberate differences, each handled explicitly below:
 - `logits_dtype`: modelopt writes float16 whatever the dtype; TensorRT-LLM's converter writes float32.
 - float32: modelopt 0.47 exports float16 when asked for float32; ours stays float32 and is compared cast to float16.
 - Mistral: modelopt names the HF class (MistralForCausalLM); ours names the TensorRT-LLM Llama it builds as.
+- Qwen2 is exported with modelopt's decoder type "llama", as redrafter_trt/quantize.py does: modelopt before 0.44
+  writes a "qwen" config only through an installed TensorRT-LLM. Its tensors are those of "qwen"
+  (test_modelopt_qwen_decoder_is_its_llama_decoder).
 - Keys only modelopt writes (`rank`, `decoder`, `rmsnorm`, `producer`, ...) or only we write (`redrafter_*`,
   `attn_bias`, `qwen_type`, ...) are not compared; `attn_bias` and `qwen_type` are checked against the HF config.
 - modelopt is wrong for nkv=3 at tp=2: it cuts a kv head in two. That case checks modelopt's bad split (so the
@@ -35,7 +38,7 @@ from tinymodels import make_drafter, make_hf
 
 pytest.importorskip("modelopt.torch.export", reason="the oracle needs nvidia-modelopt (pip install -e '.[test]')")
 
-DECODER = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Qwen2ForCausalLM": "qwen"}
+DECODER = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Qwen2ForCausalLM": "llama"}
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 BASE_ARCH = {"MistralForCausalLM": "LlamaForCausalLM"}  # modelopt's name -> ours (module docstring)
 # Model fields TensorRT-LLM reads, on which modelopt 0.47 is right.
@@ -46,8 +49,20 @@ LLAMA3_SCALING = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, 
                   "original_max_position_embeddings": 128}
 
 
-def modelopt_export(hf_dir: Path, out_dir: Path, *, tp_size: int, dtype: str) -> Path:
-    """modelopt's TensorRT-LLM base checkpoint of the HF model in `hf_dir`, unquantised, at `tp_size`."""
+def modelopt_exports_qwen() -> bool:
+    """Whether modelopt exports decoder type "qwen" here: its own config writer has it since 0.44, older ones hand
+    it to an installed TensorRT-LLM's QWenConfig and raise NotImplementedError without one."""
+    import importlib.util
+
+    import modelopt
+    from packaging.version import Version
+
+    return Version(modelopt.__version__).release >= (0, 44) or importlib.util.find_spec("tensorrt_llm") is not None
+
+
+def modelopt_export(hf_dir: Path, out_dir: Path, *, tp_size: int, dtype: str, decoder: str | None = None) -> Path:
+    """modelopt's TensorRT-LLM base checkpoint of the HF model in `hf_dir`, unquantised, at `tp_size`, exported as
+    `decoder` (DECODER's by default)."""
     from modelopt.torch.export import export_tensorrt_llm_checkpoint
     from transformers import AutoModelForCausalLM
 
@@ -55,7 +70,7 @@ def modelopt_export(hf_dir: Path, out_dir: Path, *, tp_size: int, dtype: str) ->
     model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=DTYPES[dtype]).eval()
     with warnings.catch_warnings(), torch.inference_mode():
         warnings.simplefilter("ignore")  # "No module named 'tensorrt_llm'": modelopt falls back to its own config
-        export_tensorrt_llm_checkpoint(model, DECODER[hf["architectures"][0]], dtype=DTYPES[dtype],
+        export_tensorrt_llm_checkpoint(model, decoder or DECODER[hf["architectures"][0]], dtype=DTYPES[dtype],
                                        export_dir=out_dir, inference_tensor_parallel=tp_size)
     return Path(out_dir)
 
@@ -215,9 +230,11 @@ def test_oracle_comparison_catches_mistakes(tiny_llama, tmp_path):
         assert_same_config(ours, oracle, tiny_llama)
 
 
-def modelopt_fp8_export(hf_dir: Path, out_dir: Path, *, tp_size: int, dtype: str, prompts: list[str]) -> Path:
+def modelopt_fp8_export(hf_dir: Path, out_dir: Path, *, tp_size: int, dtype: str, prompts: list[str],
+                        decoder: str | None = None) -> Path:
     """modelopt's FP8 base the way TensorRT-LLM's quantize.py makes it: the model loaded in `dtype`, calibrated with
-    FP8_DEFAULT_CFG over `prompts` (4 prompts, 2 a batch, 32 tokens, as tests/test_fp8.py's CALIB), exported."""
+    FP8_DEFAULT_CFG over `prompts` (4 prompts, 2 a batch, 32 tokens, as tests/test_fp8.py's CALIB), exported as
+    `decoder` (DECODER's by default)."""
     import modelopt.torch.quantization as mtq
     from modelopt.torch.export import export_tensorrt_llm_checkpoint
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -234,7 +251,7 @@ def modelopt_fp8_export(hf_dir: Path, out_dir: Path, *, tp_size: int, dtype: str
     with warnings.catch_warnings(), torch.inference_mode():
         warnings.simplefilter("ignore")
         mtq.quantize(model, mtq.FP8_DEFAULT_CFG, forward_loop=loop)
-        export_tensorrt_llm_checkpoint(model, DECODER[hf["architectures"][0]], dtype=DTYPES[dtype],
+        export_tensorrt_llm_checkpoint(model, decoder or DECODER[hf["architectures"][0]], dtype=DTYPES[dtype],
                                        export_dir=out_dir, inference_tensor_parallel=tp_size)
     return Path(out_dir)
 
@@ -282,6 +299,41 @@ def test_fp8_base_equals_modelopt(tiny_variants, tmp_path, variant, tp_size, dty
            {"quant_algo": "FP8", "kv_cache_quant_algo": None}
     assert set(theirs["quantization"]["exclude_modules"]) <= set(mine["quantization"]["exclude_modules"])
     assert {"lm_head", "drafter", "drafter.lm_head"} <= set(mine["quantization"]["exclude_modules"])
+
+
+@pytest.mark.parametrize("fp8", [False, True])
+def test_modelopt_qwen_decoder_is_its_llama_decoder(tiny_variants, tmp_path, fp8):
+    """modelopt exports a Qwen2 as decoder type "llama" with the tensors of "qwen", FP8 weights and scales included
+    (the configs differ in modelopt's own `decoder` field only): why quantize.py and this oracle use "llama". Where
+    modelopt cannot export "qwen" (before 0.44, without TensorRT-LLM) it must raise, as `convert --quantize fp8` of a
+    Qwen2 did after calibrating."""
+    import shutil
+
+    from redrafter_trt.quantize import calibration_prompts
+    from test_fp8 import byte_tokenizer
+
+    hf_dir = byte_tokenizer(Path(shutil.copytree(tiny_variants["qwen2_tied_kv1"], tmp_path / "hf")))
+
+    def export(decoder: str) -> Path:
+        if fp8:
+            return modelopt_fp8_export(hf_dir, tmp_path / decoder, tp_size=2, dtype="float16",
+                                       prompts=calibration_prompts(None, 4), decoder=decoder)
+        return modelopt_export(hf_dir, tmp_path / decoder, tp_size=2, dtype="float16", decoder=decoder)
+
+    llama = export("llama")
+    if not modelopt_exports_qwen():
+        with pytest.raises(NotImplementedError, match="Cannot export tensorrt_llm checkpoint for model qwen"):
+            export("qwen")
+        return
+    qwen = export("qwen")
+    for r in range(2):
+        a, b = base_tensors(llama, r), base_tensors(qwen, r)
+        assert sorted(a) == sorted(b), f"rank {r}: {sorted(set(a) ^ set(b))}"
+        for name in sorted(a):
+            assert a[name].dtype == b[name].dtype, f"rank {r} {name}: {a[name].dtype}, {b[name].dtype}"
+            assert torch.equal(a[name].view(torch.uint8), b[name].view(torch.uint8)), f"rank {r} {name}"
+    cfg_llama, cfg_qwen = (json.loads((d / "config.json").read_text()) for d in (llama, qwen))
+    assert {k for k in cfg_llama.keys() | cfg_qwen.keys() if cfg_llama.get(k) != cfg_qwen.get(k)} == {"decoder"}
 
 
 def test_a_modelopt_base_as_exported_is_refused(tiny_qwen2, tmp_path):
