@@ -75,6 +75,17 @@ def modelopt_export(hf_dir: Path, out_dir: Path, *, tp_size: int, dtype: str, de
     return Path(out_dir)
 
 
+def modelopt_rope(hf_dir: Path) -> dict:
+    """The rotary fields modelopt writes: it copies `rope_theta` and `rope_scaling` from the installed transformers'
+    reading of config.json (its hf_config_map), and leaves out a missing or empty one. transformers 5 keeps both in
+    `rope_parameters` (modelopt writes neither); 4.57 reads no `rope_parameters` (modelopt writes its default 10000)."""
+    from transformers import AutoConfig
+
+    seen = AutoConfig.from_pretrained(hf_dir).to_dict()
+    return {key: seen[hf_key] for key, hf_key in (("rotary_base", "rope_theta"), ("rotary_scaling", "rope_scaling"))
+            if seen.get(hf_key)}
+
+
 def hf_rope(hf: dict) -> tuple[float, dict | None]:
     """(rope_theta, rope_scaling) as TensorRT-LLM's from_hugging_face reads them, from either HF layout.
     Written independently of redrafter_trt.config on purpose."""
@@ -125,12 +136,13 @@ def assert_same_config(ours: Path, oracle: Path, hf_dir: Path) -> None:
         assert mine["mapping"][key] == theirs["mapping"][key], f"mapping.{key}"
     assert mine.get("share_embedding_table", False) == theirs["share_embedding_table"]
     assert (mine["quantization"] or {}).get("quant_algo") is None
-    # modelopt writes null here (the bug the format page warns about); ours must follow the HF config.
+    # modelopt writes what the installed transformers reads, or nothing (the bug the format page warns about); ours
+    # must follow the HF config.
     theta, scaling = hf_rope(hf)
     assert mine["rotary_base"] == theta
     assert mine["rotary_scaling"] == scaling
-    for key, value in (("rotary_base", theta), ("rotary_scaling", scaling)):
-        assert theirs.get(key) is None or theirs[key] == value, f"modelopt now writes {key}: compare it"
+    assert {k: theirs[k] for k in ("rotary_base", "rotary_scaling") if theirs.get(k) is not None} == \
+        modelopt_rope(hf_dir), "modelopt's rotary fields changed: compare them"
     qwen = hf["architectures"][0] == "Qwen2ForCausalLM"
     # modelopt omits attn_bias and qwen_type; TensorRT-LLM's QWenConfig defaults attn_bias to true but qwen_type
     # to the first Qwen, so our explicit values are required.
@@ -337,16 +349,20 @@ def test_modelopt_qwen_decoder_is_its_llama_decoder(tiny_variants, tmp_path, fp8
 
 
 def test_a_modelopt_base_as_exported_is_refused(tiny_qwen2, tmp_path):
-    """modelopt's own base checkpoint (the two-step flow) leaves out rotary_base and rotary_scaling: TensorRT-LLM and
-    the reference runtime then take 10000 (this Qwen2's is 1e6). convert refuses it in one line and inspect reports
-    it; a null one too (TensorRT-LLM cannot build it). Restored, it converts to modelopt's tensors unchanged."""
+    """modelopt's own base checkpoint (the two-step flow) under transformers 5 leaves out rotary_base and
+    rotary_scaling: TensorRT-LLM and the reference runtime then take 10000 (this Qwen2's is 1e6). convert refuses it
+    in one line and inspect reports it; a null one too (TensorRT-LLM cannot build it). Restored, it converts to
+    modelopt's tensors unchanged."""
     from redrafter_trt.checkpoint import inspect_checkpoint
     from redrafter_trt.convert import convert
     from redrafter_trt.errors import ConfigError
 
     oracle = modelopt_export(tiny_qwen2, tmp_path / "modelopt", tp_size=2, dtype="bfloat16")
     cfg = json.loads((oracle / "config.json").read_text()) | {"qwen_type": "qwen2"}
-    assert "rotary_base" not in cfg, "modelopt now writes rotary_base: revisit"
+    assert {k: cfg[k] for k in ("rotary_base", "rotary_scaling") if cfg.get(k) is not None} == \
+        modelopt_rope(tiny_qwen2), "modelopt's rotary fields changed: revisit"
+    # as modelopt writes it under transformers 5 (4.57 reads no rope_parameters: modelopt writes its default 10000)
+    cfg = {k: v for k, v in cfg.items() if k not in ("rotary_base", "rotary_scaling")}
     drafter = make_drafter(tmp_path / "drafter", tiny_qwen2, dtype=torch.bfloat16)
     for edit, problem in (({}, "rotary_base is absent.*rope_theta"), ({"rotary_base": None}, "rotary_base is None")):
         (oracle / "config.json").write_text(json.dumps(cfg | edit))
