@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .build import INSTALL_HINT, has_redrafter, trtllm_version
+from .build import INSTALL_HINT, has_redrafter, trtllm_version, version_tuple
 from .errors import first_line
 
 REDRAFTER_MIN_CC = (8, 0)   # TensorRT-LLM's ReDrafter support matrix: Ampere or newer
@@ -131,9 +131,16 @@ def check_tensorrt(version: str | None) -> Check:
 
 
 def check_modelopt(version: str | None) -> Check:
-    return Check("modelopt", version is not None, version or "not installed",
-                 "" if version else "pip install 'redrafter-trt[fp8]' (nvidia-modelopt)",
-                 feature="convert --quantize fp8")
+    from .quantize import MODELOPT_MIN
+
+    feature = "convert --quantize fp8"
+    if version is None:
+        return Check("modelopt", False, "not installed", "pip install 'redrafter-trt[fp8]' (nvidia-modelopt)",
+                     feature=feature)
+    if version_tuple(version) < version_tuple(MODELOPT_MIN):
+        return Check("modelopt", False, f"{version}, older than {MODELOPT_MIN}",
+                     f"pip install 'nvidia-modelopt>={MODELOPT_MIN}'", feature=feature)
+    return Check("modelopt", True, version, feature=feature)
 
 
 def check_trtllm_build(path: str | None) -> Check:

@@ -20,6 +20,7 @@ import warnings
 from importlib import resources
 from pathlib import Path
 
+from .build import version_tuple
 from .config import rope_fields
 from .errors import ConfigError, DependencyError
 from .registry import lookup
@@ -46,6 +47,10 @@ FP8_ALIASES = ("fp8", "float8", "float8_e4m3fn", "e4m3")
 DECODER_TYPES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Qwen2ForCausalLM": "llama"}
 DEFAULT_CALIBRATION = "calibration.jsonl"
 INSTALL_HINT = "pip install 'redrafter-trt[fp8]'"
+# the oldest nvidia-modelopt the FP8 path runs with (setup.cfg's fp8 extra; a test keeps the two equal). 0.33
+# (TensorRT-LLM 1.0's) under transformers >= 4.56 quantises no KV cache: --kv-cache-dtype fp8 wrote
+# kv_cache_quant_algo null and no kv scales, silently.
+MODELOPT_MIN = "0.35"
 
 
 def check_quantize_options(quantize: str | None, kv_cache_dtype: str | None, dtype: str | None = None) -> None:
@@ -64,12 +69,17 @@ def check_quantize_options(quantize: str | None, kv_cache_dtype: str | None, dty
 
 
 def require_modelopt():
-    """(mtq, export_tensorrt_llm_checkpoint), or a DependencyError naming the extra to install."""
+    """(mtq, export_tensorrt_llm_checkpoint), or a DependencyError naming the extra to install (also for a modelopt
+    older than MODELOPT_MIN: a container's own, which pip's floor does not replace)."""
     try:
+        import modelopt
         import modelopt.torch.quantization as mtq
         from modelopt.torch.export import export_tensorrt_llm_checkpoint
     except ImportError as e:
         raise DependencyError(f"--quantize fp8 needs nvidia-modelopt ({e.msg}): run {INSTALL_HINT}") from None
+    if version_tuple(modelopt.__version__) < version_tuple(MODELOPT_MIN):
+        raise DependencyError(f"--quantize fp8 needs nvidia-modelopt {MODELOPT_MIN} or newer, not the installed "
+                              f"{modelopt.__version__}: run pip install 'nvidia-modelopt>={MODELOPT_MIN}'")
     return mtq, export_tensorrt_llm_checkpoint
 
 

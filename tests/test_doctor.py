@@ -92,6 +92,27 @@ def test_required_packages_are_setup_cfgs():
         == doctor.REQUIRED_PACKAGES
 
 
+def test_modelopt_minimum_is_setup_cfgs():
+    """setup.cfg's fp8 and test extras ask for the nvidia-modelopt that quantize.py and doctor require (it said
+    0.27; 0.33 under transformers >= 4.56 quantises no KV cache), and doctor flags an older one."""
+    import configparser
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    from redrafter_trt.quantize import MODELOPT_MIN
+
+    cfg = configparser.ConfigParser()
+    cfg.read(Path(__file__).resolve().parents[1] / "setup.cfg")
+    for extra in ("fp8", "test"):
+        reqs = [Requirement(line) for line in cfg["options.extras_require"][extra].split("\n") if line.strip()]
+        (modelopt,) = [r for r in reqs if r.name == "nvidia-modelopt"]
+        assert [str(s.version) for s in modelopt.specifier if s.operator == ">="] == [MODELOPT_MIN], extra
+    assert doctor.format_check(doctor.check_modelopt("0.33.1")).startswith(
+        f"FIX  modelopt: 0.33.1, older than {MODELOPT_MIN} -> pip install 'nvidia-modelopt>={MODELOPT_MIN}'")
+    assert doctor.check_modelopt(MODELOPT_MIN + ".0").ok and doctor.check_modelopt("0.47.0").ok
+
+
 def test_transformers_minimum_takes_from_pretrained_dtype():
     """The package loads models with `from_pretrained(..., dtype=)`, which transformers has since 4.56 (4.55 passes
     it on to the model's __init__: a TypeError traceback in train, bench and the quickstart); setup.cfg said 4.45."""
@@ -130,7 +151,7 @@ def test_cpu_machine_is_ready_and_lists_what_is_unavailable(monkeypatch):
 
 def test_gpu_machine_with_everything(monkeypatch):
     fake_machine(monkeypatch, TorchInfo("2.6.0", "12.6", (H100, H100)), "1.2.0",
-                 {**CPU_DISTS, "tensorrt": "10.11.0", "nvidia-modelopt": "0.33.0"})
+                 {**CPU_DISTS, "tensorrt": "10.11.0", "nvidia-modelopt": "0.37.0"})
     result = CliRunner().invoke(main, ["doctor"])
     assert result.exit_code == 0, result.output
     assert "FIX" not in result.output

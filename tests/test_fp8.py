@@ -276,6 +276,28 @@ def test_fp8_bad_input(tiny_llama, tiny_drafter, tmp_path, monkeypatch):
     assert not out.exists()
 
 
+def test_an_old_modelopt_is_refused_in_one_line_before_loading_the_model(fp8_models, tiny_drafter, tmp_path,
+                                                                         monkeypatch):
+    """modelopt 0.33 (TensorRT-LLM 1.0's, still a container's own after pip installs this package) under
+    transformers >= 4.56 quantised no KV cache: `--kv-cache-dtype fp8` wrote `kv_cache_quant_algo: null`, silently.
+    setup.cfg said nvidia-modelopt>=0.27; one older than quantize.MODELOPT_MIN is now refused (exit 2)."""
+    import modelopt
+    import transformers
+    from test_convert_errors import assert_one_line_error, run_cli
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded before modelopt's version was checked")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", never)
+    monkeypatch.setattr(modelopt, "__version__", "0.33.1")
+    out = tmp_path / "out"
+    result = run_cli("convert", "--base", fp8_models["llama"], "--drafter", tiny_drafter, "--output", out,
+                     "--quantize", "fp8", "--kv-cache-dtype", "fp8", "--dtype", "bfloat16")
+    assert_one_line_error(result, "nvidia-modelopt 0.35 or newer", "installed 0.33.1",
+                          "pip install 'nvidia-modelopt>=0.35'")
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("base", ["tiny_llama", "tiny_qwen2"])
 def test_fp8_without_tokenizer_fails_before_loading_the_model(request, base, tiny_drafter, tmp_path, monkeypatch):
     """A base folder without a tokenizer is refused before the model loads (minutes to hours for a large one). For
