@@ -210,9 +210,9 @@ def export_fp8_base(hf_dir: Path, out_dir: Path, *, tp_size: int, dtype: str, kv
     """
     check_quantize_options("fp8", kv_cache_dtype)
     import torch
-    from transformers import AutoModelForCausalLM
 
     from .config import BaseModelConfig, read_json
+    from .hf_model import load_causal_lm
 
     hf_dir, out_dir = Path(hf_dir), Path(out_dir)
     hf = read_json(hf_dir / "config.json", "base model")
@@ -240,7 +240,7 @@ def export_fp8_base(hf_dir: Path, out_dir: Path, *, tp_size: int, dtype: str, kv
     # calibration computes in float32 (half-precision matmuls are many times slower there) on those same values.
     calib_dtype = torch.float32 if device == "cpu" else torch_dtype
     log.info("loading %s in %s on %s for FP8 calibration", hf_dir, dtype, device)
-    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch_dtype).to(device, calib_dtype).eval()
+    model = load_causal_lm(hf_dir, torch_dtype).to(device, calib_dtype).eval()
     loop = _forward_loop(tokenizer, prompts, calib_seq_len, calib_batch_size, device)
     with _prints_logged():
         mtq.quantize(model, fp8_quant_config(mtq, kv_cache_dtype), forward_loop=loop)
