@@ -150,3 +150,15 @@ def test_a_program_ending_with_local_ranks_open_exits(tiny_llama, tiny_drafter, 
         pytest.fail("the script did not exit")
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("[[")
+
+
+def test_what_c_code_prints_while_ranks_connect_goes_to_stderr():
+    """torch 2.8 / 2.9's gloo (TensorRT-LLM 1.2 pins 2.9) printf's "[Gloo] Rank r is connected to ..." as a group
+    connects; C's stdout buffer then wrote it into `run --tp`'s answers. Joining is wrapped in quiet_stdout."""
+    import subprocess
+    import sys
+
+    script = ("import ctypes\nfrom redrafter_trt.runtime.tp import quiet_stdout\nprint('before', flush=True)\n"
+              "with quiet_stdout():\n    ctypes.CDLL(None).printf(b'[Gloo] Rank 0 is connected\\n')\nprint('answer')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (0, "before\nanswer\n") and "[Gloo] Rank 0" in done.stderr, done

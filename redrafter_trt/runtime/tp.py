@@ -9,9 +9,12 @@ on rank 0 and broadcast, so every rank keeps the same tokens.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
 import pickle
+import sys
 import tempfile
 from dataclasses import dataclass
 
@@ -70,13 +73,32 @@ def meeting_store() -> dist.TCPStore:
     return dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
 
 
+@contextlib.contextmanager
+def quiet_stdout():
+    """The process's stdout (file descriptor 1) goes to stderr meanwhile. The gloo of torch 2.8 and 2.9 (TensorRT-LLM
+    1.2 pins 2.9) prints "[Gloo] Rank r is connected to n peer ranks..." to stdout as a group connects, which C's
+    buffer then wrote into the answers `run` prints, or into `--output-json -`."""
+    libc = ctypes.CDLL(None)
+    sys.stdout.flush()
+    libc.fflush(None)
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        libc.fflush(None)
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def join(tp_rank: int, tp_size: int, port: int, device: str, store: dist.Store | None = None) -> TPGroup:
     """Join the local process group (gloo on CPU; nccl on CUDA, rank r on cuda:r) through the meeting store at
     `port` (or `store`, the process's own) with a fair share of the cores."""
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // tp_size))
     nccl = device.startswith("cuda")
     store = store if store is not None else dist.TCPStore("127.0.0.1", port, is_master=False)
-    dist.init_process_group("nccl" if nccl else "gloo", store=store, rank=tp_rank, world_size=tp_size)
+    with quiet_stdout():
+        dist.init_process_group("nccl" if nccl else "gloo", store=store, rank=tp_rank, world_size=tp_size)
     if nccl:
         torch.cuda.set_device(tp_rank)
     return TPGroup(tp_rank, tp_size)

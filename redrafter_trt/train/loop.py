@@ -28,6 +28,7 @@ from ..drafter import Drafter, DrafterConfig, save_drafter
 from ..errors import ConfigError, PeerError
 from ..io import TensorSource
 from ..runtime.linear import pack_linears
+from ..runtime.tp import quiet_stdout
 from .config import TrainConfig
 from .dataset import base_id, base_key, build_examples, dtype_name
 from .features import Features, build_features, cache_key
@@ -70,7 +71,8 @@ def _dist(device: str) -> tuple[int, int]:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         # ranks distil shards of different lengths for hours before their first collective: torch's 30-minute
         # default would end a run whose shards differ by more than that
-        torch.distributed.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo", timeout=DIST_TIMEOUT)
+        with quiet_stdout():
+            torch.distributed.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo", timeout=DIST_TIMEOUT)
     return (torch.distributed.get_rank() if world > 1 else 0), world
 
 
