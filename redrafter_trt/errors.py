@@ -20,6 +20,10 @@ class PeerError(RedrafterError):
     """Another torchrun rank is gone (it failed with its own error, or was killed): this one cannot go on."""
 
 
+class TokenizerError(ConfigError):
+    """transformers cannot load a tokenizer from a folder (the message: its reason, in one line)."""
+
+
 class DependencyError(RedrafterError):
     """An optional dependency (TensorRT-LLM, modelopt, gguf) is not installed."""
 

@@ -241,9 +241,8 @@ def cpu_commands(base: Path, checkpoint: Path) -> list[str]:
 def quickstart(opts: QuickstartOptions, on_stage: Callable[[str], None] = lambda line: None,
                on_progress: Callable | None = None) -> QuickstartResult:
     """Every stage in order; `on_stage` hears one line as each stage starts, `on_progress` training's progress."""
-    from transformers import AutoTokenizer
-
     from .smollm2 import ensure_smollm2
+    from .tokens import load_tokenizer
 
     if opts.max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens {opts.max_new_tokens} is invalid: use 1 or more")
@@ -282,7 +281,7 @@ def quickstart(opts: QuickstartOptions, on_stage: Callable[[str], None] = lambda
                               beams=GRID_BEAMS, draft_lens=(config["redrafter_draft_len_per_beam"],), chat=True)
     report = run_bench(bench_opts, prompts=questions, progress=on_stage)
     seconds["generate"] = time.perf_counter() - t
-    tokenizer = AutoTokenizer.from_pretrained(base)
+    tokenizer = load_tokenizer(str(base), None)
     answers = [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in report.best.run.outputs]
     return QuickstartResult(base, drafter, checkpoint, trained, reused, seconds, questions, answers, report,
                             gpu_commands(base, drafter, workdir, config), cpu_commands(base, checkpoint))

@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import COUNT, ConfigError, first_line, read_text
+from .errors import COUNT, ConfigError, TokenizerError, first_line, read_text
+
+# what AutoTokenizer raises for a folder it has no tokenizer for: transformers 4 an ImportError ("requires the
+# protobuf library") when it falls back to building a SentencePiece tokenizer from files that are not there
+LOAD_ERRORS = (OSError, ValueError, ImportError)
 
 
 def encode_prompts(tokenizer, prompts: list[str], chat: bool | None) -> list[list[int]]:
@@ -53,18 +57,40 @@ def stop_ids(tokenizer, tokenizer_dir) -> list[int]:
     return eos_ids(tokenizer, eos)
 
 
+def auto_tokenizer(folder):
+    """AutoTokenizer.from_pretrained(folder), the one way every command loads a tokenizer: one it cannot load is a
+    TokenizerError with transformers' reason (callers add what to do). A folder saved by transformers 5 names
+    `TokenizersBackend`, a class transformers 4 lacks: there it loads as the fast tokenizer it is."""
+    import transformers
+
+    load = transformers.AutoTokenizer
+    if not hasattr(transformers, "TokenizersBackend") and _tokenizer_class(folder) == "TokenizersBackend":
+        load = transformers.PreTrainedTokenizerFast
+    try:
+        return load.from_pretrained(folder)
+    except LOAD_ERRORS as e:
+        raise TokenizerError(first_line(e, type(e).__name__)) from None
+
+
+def _tokenizer_class(folder) -> str | None:
+    """The `tokenizer_class` of the folder's tokenizer_config.json (None: none that reads; AutoTokenizer says why)."""
+    try:
+        raw = json.loads((Path(folder) / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return raw.get("tokenizer_class") if isinstance(raw, dict) else None
+
+
 def load_tokenizer(tokenizer_dir: str, vocab_size: int | None):
     """The base's tokenizer from its Hugging Face folder, checked against the model's vocabulary size (None: not
     checked)."""
-    from transformers import AutoTokenizer
-
     if not Path(tokenizer_dir).is_dir():
         raise ConfigError(f"tokenizer folder {tokenizer_dir} does not exist: pass the base model's Hugging Face "
                           "folder to --tokenizer-dir")
     try:
-        tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"cannot load a tokenizer from {tokenizer_dir} ({first_line(e, type(e).__name__)}): "
+        tok = auto_tokenizer(tokenizer_dir)
+    except TokenizerError as e:
+        raise ConfigError(f"cannot load a tokenizer from {tokenizer_dir} ({e}): "
                           f"pass the base model's Hugging Face folder to --tokenizer-dir") from None
     n = len(tok)
     # models pad their vocabulary a little beyond the tokenizer's (Qwen2: 151936 vs 151665), never below it

@@ -219,6 +219,40 @@ def test_compile_where_it_cannot_run_is_refused_before_any_work(setup):
     assert_one_line_error(result, "--compile runs the layers of a tp=1 float32 checkpoint", "cuda", "drop --compile")
 
 
+def test_every_tokenizer_failure_is_one_config_error(tmp_path, monkeypatch):
+    """transformers 4.57 raises an ImportError ("requires the protobuf library") for a folder without tokenizer
+    files, which went past the commands' `except (OSError, ValueError)` as a traceback (train, fp8_agreement,
+    profile_decode); every load goes through tokens.auto_tokenizer, which turns it into one line."""
+    import transformers
+
+    from redrafter_trt.tokens import load_tokenizer
+
+    def fails(*args, **kwargs):
+        raise ImportError("\n requires the protobuf library but it was not found in your environment.")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", fails)
+    with pytest.raises(ConfigError, match=r"cannot load a tokenizer from .* \(requires the protobuf library"):
+        load_tokenizer(str(tmp_path), None)
+
+
+def test_a_tokenizer_saved_by_transformers_5_loads_under_every_version(tmp_path):
+    """transformers 5 saves `"tokenizer_class": "TokenizersBackend"`, a class transformers 4 lacks: a folder saved by
+    5 (the SmolLM2 cache, a user's fine-tune) was `cannot load a tokenizer` inside TensorRT-LLM's transformers 4.57."""
+    from tokenizers import pre_tokenizers
+
+    from redrafter_trt.tokens import load_tokenizer
+
+    folder = tmp_path / "tok"
+    save_byte_tokenizer(folder)
+    config = folder / "tokenizer_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "tokenizer_class": "TokenizersBackend"}))
+    tok = load_tokenizer(str(folder), 256)
+    text = "caf\u00e9 \U0001f600"
+    ids = tok(text)["input_ids"]
+    assert len(ids) == len(text.encode()) and tok.decode(ids) == text  # one token a byte
+    assert tok.eos_token == sorted(pre_tokenizers.ByteLevel.alphabet())[-1]
+
+
 @pytest.mark.parametrize("cmd", ["bench", "acceptance"])
 @pytest.mark.parametrize("device, gpus, needle", [("cuda", 0, "--device cuda requested but no CUDA device"),
                                                   ("cuda:1", 1, "--device cuda:1 but only 1 CUDA device(s)")])

@@ -15,7 +15,7 @@ from .data import prompt_ids, read_conversations
 from .dataset import base_key, distill_folder, distilled_example
 from .distill import distill
 from .features import build_features
-from .loop import base_tensors, evaluate
+from .loop import base_tensors, evaluate, load_tokenizer
 from .objective import Head
 
 
@@ -23,8 +23,6 @@ def evaluate_on_prompts(drafter_dir: Path, base: Path, prompts_file: Path, cache
                         max_new_tokens: int = 192, k: int | None = None) -> dict:
     """Distill (cached) the base's answers to the first `num_prompts` prompts of the file, then evaluate the
     drafter on them for k draft steps (default: its predict_n, else 5)."""
-    from transformers import AutoTokenizer
-
     from ..hf_model import load_causal_lm
 
     cfg, tensors = load_drafter(drafter_dir)
@@ -37,7 +35,7 @@ def evaluate_on_prompts(drafter_dir: Path, base: Path, prompts_file: Path, cache
     drafter = Drafter(cfg)
     drafter.load_state_dict(tensors)
     k = k or cfg.predict_n or 5
-    tokenizer = AutoTokenizer.from_pretrained(base)
+    tokenizer = load_tokenizer(base)
     convs = read_conversations(prompts_file)[:num_prompts]
     prompts = [prompt_ids(tokenizer, c, 2048) for c in convs]
     answers = distill(lambda: load_causal_lm(base, torch.float32).eval(), tokenizer,

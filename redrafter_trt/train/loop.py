@@ -25,7 +25,7 @@ from typing import Callable
 import torch
 
 from ..drafter import Drafter, DrafterConfig, save_drafter
-from ..errors import ConfigError, PeerError
+from ..errors import ConfigError, PeerError, TokenizerError
 from ..io import TensorSource
 from ..runtime.linear import pack_linears
 from ..runtime.tp import quiet_stdout
@@ -127,14 +127,14 @@ def base_tensors(base: Path) -> tuple[torch.Tensor, torch.Tensor]:
 def load_tokenizer(base: Path, vocab_size: int | None = None):
     """The base's tokenizer, or a ConfigError when its folder has none that loads, or one with more tokens than the
     model's vocab_size (its ids past the embedding crashed the base's first forward pass)."""
-    from transformers import AutoTokenizer
+    from ..tokens import auto_tokenizer
 
     fix = "copy the base's tokenizer files (tokenizer.json, tokenizer_config.json) into it"
     try:
-        tokenizer = AutoTokenizer.from_pretrained(base)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{base} has no usable tokenizer (transformers cannot load one from it: "
-                          f"{type(e).__name__}): {fix}") from None
+        tokenizer = auto_tokenizer(base)
+    except TokenizerError as e:
+        raise ConfigError(f"{base} has no usable tokenizer (transformers cannot load one from it: {e}): "
+                          f"{fix}") from None
     if vocab_size is not None and len(tokenizer) > vocab_size:  # as run refuses it
         raise ConfigError(f"the tokenizer in {base} has {len(tokenizer)} tokens but the model's vocab_size is "
                           f"{vocab_size}: it is another model's; {fix}")
