@@ -263,6 +263,57 @@ def test_an_unwritable_model_cache_is_refused_before_dequantising(tmp_path, monk
         smollm2.ensure_smollm2()
 
 
+def test_smollm2_tokenizer_is_its_published_one(smollm2):
+    """transformers 4.57's GGUF conversion (the SmolLM2 cache made in TensorRT-LLM's environment) swapped BOS and EOS,
+    put <|im_start|> before every text (an echoed prompt began with it, an empty prompt was not empty) and decoded
+    through byte fallback (an emoji's token bytes were replacement characters)."""
+    from transformers import AutoTokenizer
+
+    from redrafter_trt.serve_logprobs import token_bytes
+
+    tok = AutoTokenizer.from_pretrained(smollm2)
+    assert (tok.bos_token, tok.eos_token, tok.pad_token, tok.unk_token) == (
+        "<|im_start|>", "<|im_end|>", "<|im_end|>", "<|endoftext|>")
+    text = "caf\u00e9 \U0001f600 <|im_end|>"
+    ids = tok(text)["input_ids"]
+    assert tok("")["input_ids"] == [] and ids[-1] == tok.eos_token_id and tok.decode(ids) == text
+    assert b"".join(token_bytes(tok, t) for t in ids[:-1]) == text.removesuffix("<|im_end|>").encode()
+    assert tok.decode(ids, skip_special_tokens=True) == text.removesuffix("<|im_end|>")
+    assert not tok.clean_up_tokenization_spaces and tok.decode(tok("a , b")["input_ids"]) == "a , b"
+
+
+def test_a_smollm2_cache_from_another_version_is_made_portable(smollm2, tmp_path):
+    """A cache saved by transformers 5 (tokenizer_class TokenizersBackend, rope_theta inside rope_parameters) could
+    not give its tokenizer to transformers 4.57, which also read rope_theta as 10000 instead of 100000. The cached
+    folder is rewritten in place (tokenizer and config.json) rather than dequantised again."""
+    import json
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from redrafter_trt.smollm2 import ensure_smollm2
+
+    dest = tmp_path / "SmolLM2-135M-Instruct"
+    shutil.copytree(smollm2, dest, ignore=shutil.ignore_patterns("model.safetensors"))
+    (dest / "model.safetensors").symlink_to(smollm2 / "model.safetensors")
+    config = json.loads((dest / "config.json").read_text())
+    theta = config.pop("rope_theta")
+    del config["rope_scaling"]
+    (dest / "config.json").write_text(json.dumps({**config, "rope_parameters": {"rope_theta": theta,
+                                                                               "rope_type": "default"}}))
+    tok = json.loads((dest / "tokenizer_config.json").read_text())
+    (dest / "tokenizer_config.json").write_text(json.dumps({**tok, "tokenizer_class": "TokenizersBackend"}))
+    (dest / "special_tokens_map.json").unlink(missing_ok=True)
+    assert ensure_smollm2(dest) == dest
+    config = json.loads((dest / "config.json").read_text())
+    assert config["rope_theta"] == theta == 100000.0 and "rope_parameters" not in config
+    assert json.loads((dest / "tokenizer_config.json").read_text())["tokenizer_class"] == "PreTrainedTokenizerFast"
+    fresh, reference = AutoTokenizer.from_pretrained(dest), AutoTokenizer.from_pretrained(smollm2)
+    text = "<|im_start|>user\nhi \U0001f916<|im_end|>"
+    assert fresh(text)["input_ids"] == reference(text)["input_ids"] and fresh.eos_token == reference.eos_token
+    assert (dest / "model.safetensors").is_symlink()  # not dequantised again
+
+
 def test_sigterm_stops_every_command_as_ctrl_c_does(tmp_path):
     """`kill` (SIGTERM) ended quickstart at once, losing up to 200 training steps that Ctrl-C saves: only train and
     serve turned it into Ctrl-C. The command group does it for every command now (the work here is a stand-in that
