@@ -168,12 +168,13 @@ def _forward_loop(tokenizer, prompts: list[str], seq_len: int, batch_size: int, 
 
 
 def _tokenizer(hf_dir: Path):
-    from transformers import AutoTokenizer
+    from .errors import TokenizerError
+    from .tokens import auto_tokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(hf_dir)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{hf_dir} has no usable tokenizer for FP8 calibration ({str(e).splitlines()[0][:100]}): "
+        tok = auto_tokenizer(hf_dir)
+    except TokenizerError as e:
+        raise ConfigError(f"{hf_dir} has no usable tokenizer for FP8 calibration ({e}): "
                           f"save the model's tokenizer into the folder") from None
     if not tok("Hello")["input_ids"]:  # transformers 5 makes an empty Qwen2 tokenizer from a folder with none
         raise ConfigError(f"{hf_dir} has no usable tokenizer for FP8 calibration (it turns text into no tokens): "
