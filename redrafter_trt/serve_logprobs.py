@@ -9,6 +9,7 @@ so two such tokens never share a name).
 from __future__ import annotations
 
 import codecs
+import json
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -27,18 +28,37 @@ def _byte_decoder() -> dict[str, int]:
 
 
 def token_bytes(tokenizer, token: int) -> bytes:
-    """The bytes a token adds to the text: from its vocabulary entry for byte-level BPE (Llama 3, Qwen2, SmolLM2)
-    and byte-fallback pieces, else its decoded text."""
+    """The bytes a token adds to the text inside an answer: from its vocabulary entry for byte-level BPE (Llama 3,
+    Qwen2, SmolLM2; also inside a decoder sequence) and byte-fallback pieces, else what the tokenizer's decoder
+    writes for it after another piece (SentencePiece's "\u2581world" is b" world": decoded alone, Llama 2's and
+    Mistral's decoders strip that space, and the tokens' bytes would run the words together)."""
     piece = tokenizer.convert_ids_to_tokens(token)
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None and type(backend.decoder).__name__ == "ByteLevel" and token not in tokenizer.all_special_ids:
+    decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
+    special = token in tokenizer.all_special_ids
+    if decoder is not None and not special and _byte_level(decoder):
         table = _byte_decoder()
         if all(c in table for c in piece):
             return bytes(table[c] for c in piece)
     match = BYTE_TOKEN.fullmatch(piece or "")
     if match:
         return bytes([int(match.group(1), 16)])
+    if decoder is not None and not special and piece is not None:
+        text = decoder.decode([ANCHOR, piece])
+        if text.startswith(ANCHOR):
+            return text[len(ANCHOR):].encode()
     return tokenizer.decode([token]).encode()
+
+
+ANCHOR = "x"  # a piece every decoder writes as itself; what a piece after it writes is that piece's text mid-answer
+
+
+def _byte_level(decoder) -> bool:
+    """Whether the decoder (or a decoder in its sequence) maps GPT-2's byte-level alphabet back to bytes."""
+    def types(spec: dict):
+        yield spec.get("type")
+        for inner in spec.get("decoders", ()):
+            yield from types(inner)
+    return "ByteLevel" in types(json.loads(decoder.__getstate__()))
 
 
 def token_name(data: bytes) -> str:

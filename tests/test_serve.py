@@ -234,6 +234,40 @@ def test_token_bytes_rebuild_multibyte_characters(backend):
     assert [list(d) for d in completion["top_logprobs"]] == [[t] for t in completion["tokens"]]
 
 
+@pytest.mark.parametrize("style", ["sentencepiece", "byte-level in a sequence"])
+def test_token_bytes_keep_the_spaces_and_bytes_the_decoder_writes(style):
+    """A review: Llama 2's and Mistral's decoder ends by stripping the text's first space, so each "\u2581word"
+    token decoded alone lost its space and the tokens' bytes ran the words together ("Helloworld"); a byte-level
+    decoder inside a decoder sequence gave replacement characters for a token holding part of a character."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from redrafter_trt.serve_logprobs import token_bytes
+
+    text = "Hello world \U0001f600"
+    if style == "sentencepiece":  # Llama 2's tokenizer.json, with a small vocabulary
+        vocab = {"<unk>": 0, "<s>": 1} | {f"<0x{i:02X}>": 2 + i for i in range(256)}
+        vocab |= {w: len(vocab) + k for k, w in enumerate(["\u2581Hello", "\u2581world", "\u2581"])}
+        tk = Tokenizer(models.BPE(vocab=vocab, merges=[], byte_fallback=True, unk_token="<unk>"))
+        tk.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+        tk.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                        decoders.Strip(" ", 1, 0)])
+        expected = b" " + text.encode()
+    else:
+        from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+        alphabet = bytes_to_unicode()
+        vocab = {c: i for i, c in enumerate(alphabet.values())}
+        tk = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+        tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tk.decoder = decoders.Sequence([decoders.ByteLevel(), decoders.Strip(" ", 0, 1)])
+        expected = text.encode()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>" if style == "sentencepiece" else None)
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids) == text and len(ids) > 4
+    assert b"".join(token_bytes(tok, t) for t in ids) == expected
+
+
 def test_chat_logprobs_stop_at_the_stop_string(url, backend, smollm2):
     messages = [{"role": "user", "content": "Name a primary color."}]
     body = {"messages": messages, "max_tokens": 12, "logprobs": True, "top_logprobs": 1}
