@@ -1,6 +1,7 @@
 """Inspect any TensorRT-LLM checkpoint folder (base or ReDrafter) from its config.json and safetensors
 headers (and rows spread over the drafter head): what it is, what it holds per rank, and every problem found. `run` and `build` refuse a
-checkpoint with problems through `require_valid`.
+checkpoint with problems through `require_valid`. With `values=True` every tensor is read too, for NaN and Inf (a
+checkpoint another tool wrote; convert checks what it writes).
 """
 
 from __future__ import annotations
@@ -10,10 +11,12 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tqdm import tqdm
+
 from . import layout
 from .drafter import head_problem
 from .errors import COUNT, FLAG, POSITIVE_INT, POSITIVE_NUMBER, ConfigError, TensorError, name_list, optional
-from .io import ST_TO_TORCH, TensorSource
+from .io import ST_TO_TORCH, TensorSource, all_finite
 from .registry import TRTLLM_ACTIVATIONS, TRTLLM_BASES, activation_problem
 from .rope import TRTLLM_ROPE_SCALINGS, rope_scaling_problem, trtllm_builds
 
@@ -80,7 +83,9 @@ class Report:
         return {**asdict(self), "ok": self.ok}
 
 
-def inspect_checkpoint(path: Path | str) -> Report:
+def inspect_checkpoint(path: Path | str, values: bool = False) -> Report:
+    """values: also read every tensor of every rank for NaN and Inf (minutes for a large base), not just the headers
+    and the drafter head's rows."""
     path = Path(path)
     rep = Report(str(path))
     cfg_path = path / "config.json"
@@ -112,7 +117,7 @@ def inspect_checkpoint(path: Path | str) -> Report:
     _check_fields(cfg, rep)
     if rep.problems:
         return rep
-    _check_ranks(path, cfg, rep)
+    _check_ranks(path, cfg, rep, values)
     if not rep.problems:
         _check_exclusions(cfg, rep)
     return rep
@@ -223,7 +228,7 @@ def _check_exclusions(cfg: dict, rep: Report) -> None:
                                 f"{cfg['dtype']}: add them to the list")
 
 
-def _check_ranks(path: Path, cfg: dict, rep: Report) -> None:
+def _check_ranks(path: Path, cfg: dict, rep: Report, values: bool) -> None:
     tp = rep.tp_size
     present = {int(m.group(1)) for f in path.glob("rank*.safetensors") if (m := re.fullmatch(r"rank(\d+)\.safetensors", f.name))}
     if present - set(range(tp)):
@@ -247,14 +252,14 @@ def _check_ranks(path: Path, cfg: dict, rep: Report) -> None:
             rep.problems.append(f"rank{r}.safetensors was written as rank {written[0]} of tp_size {written[1]}: rank "
                                 f"files were renamed or mixed from another checkpoint; re-convert")
         try:
-            _check_rank(cfg, r, f, have, src, rep)
+            _check_rank(cfg, r, f, have, src, rep, values)
         except TensorError as e:  # the drafter head's rows, read past a header that looked whole
             rep.problems.append(f"rank{r}.safetensors: {e}")
         finally:
             src.close()
 
 
-def _check_rank(cfg: dict, r: int, f: Path, have: dict, src: TensorSource, rep: Report) -> None:
+def _check_rank(cfg: dict, r: int, f: Path, have: dict, src: TensorSource, rep: Report, values: bool) -> None:
     nbytes = sum(_numel(s) * ST_TO_TORCH[d].itemsize for s, d in have.values() if d in ST_TO_TORCH)
     rep.ranks.append(RankReport(r, f.name, len(have), nbytes))
     counts = {k: cfg[k] for k in ("num_hidden_layers", "redrafter_num_layers") if k in cfg}
@@ -277,6 +282,12 @@ def _check_rank(cfg: dict, r: int, f: Path, have: dict, src: TensorSource, rep: 
             rep.problems.append(f"rank{r}: {n} is {hd}, config implies {wd}")
         elif n == DRAFTER_HEAD and (problem := head_problem(_spread_rows(src, n, hs[0]))):
             rep.problems.append(f"rank{r}: {n} {problem}: train the drafter (`redrafter-trt train`) and re-convert")
+    if values:
+        broken = [n for n in tqdm(sorted(have), desc=f"rank{r} values", unit="tensor", disable=None, leave=False)
+                  if not _finite_values(src, n, have[n][0])]
+        if broken:
+            rep.problems.append(f"rank{r}: {name_list(broken)} hold NaN or Inf: re-export the weights they come from, "
+                                f"then re-convert (convert refuses non-finite weights)")
 
 
 DRAFTER_HEAD = "drafter.lm_head.weight"
@@ -291,6 +302,26 @@ def _spread_rows(src: TensorSource, name: str, rows: int):
 
     picks = sorted({i * rows // HEAD_ROWS for i in range(min(HEAD_ROWS, rows))})
     return torch.cat([src.get(name, 0, i, i + 1) for i in picks])
+
+
+VALUES_CHUNK = 1 << 26  # elements read at once when scanning a tensor's values (256 MiB in float32)
+
+
+def _finite_values(src: TensorSource, name: str, shape) -> bool:
+    """Whether a tensor holds no NaN or Inf, read in slices of its first dimension (an 8B base's embedding is 1 GB).
+    FP8 (e4m3fn) has no Inf and one NaN pattern, S.1111.111; integer tensors are always finite."""
+    import torch
+
+    rows = shape[0] if shape else 1
+    step = max(1, VALUES_CHUNK // max(1, _numel(shape[1:])))
+    for start in range(0, rows, step):
+        t = src.get(name) if not shape else src.get(name, 0, start, min(rows, start + step))
+        if t.dtype == torch.float8_e4m3fn:
+            if bool(((t.view(torch.uint8) & 0x7F) == 0x7F).any()):
+                return False
+        elif not all_finite(t):
+            return False
+    return True
 
 
 def _numel(shape) -> int:

@@ -166,3 +166,32 @@ def test_swapped_rank_files_are_named(tiny_llama, tiny_drafter, tmp_path):
     assert inspect_checkpoint(ckpt).problems == [
         f"rank{r}.safetensors was written as rank {1 - r} of tp_size 2: rank files were renamed or mixed from another "
         f"checkpoint; re-convert" for r in (0, 1)]
+
+
+@pytest.mark.parametrize("fp8", [False, True])
+def test_values_finds_nan_and_inf_anywhere(ckpt, tmp_path, monkeypatch, fp8):
+    """inspect reads headers and rows of the drafter head: a NaN in a base layer (a checkpoint another tool wrote
+    from an overflowing float16 export) passed it, and every answer of the engine would be garbage. `--values`
+    reads every tensor, in slices (here a few rows at a time), FP8's NaN pattern included."""
+    from redrafter_trt import checkpoint
+
+    monkeypatch.setattr(checkpoint, "VALUES_CHUNK", 64)
+    cfg = json.loads((Path(ckpt) / "config.json").read_text())
+    fc, qkv = "transformer.layers.1.mlp.fc.weight", "transformer.layers.0.attention.qkv.weight"
+
+    def edit(held):
+        if fp8:
+            fp8_tensors(cfg)(held)
+            held[fc].view(torch.uint8)[-1, -1] = 0xFF  # e4m3fn's NaN, in the last slice
+        else:
+            held[fc][-1, -1] = float("nan")
+            held[qkv][0, 0] = float("inf")
+    quant = {"quant_algo": "FP8", "kv_cache_quant_algo": None, "exclude_modules": ["*lm_head", "drafter*"]}
+    copy = broken(ckpt, tmp_path, edit, **({"quantization": quant} if fp8 else {}))
+    assert run_cli("inspect", copy).exit_code == 0  # headers alone cannot tell
+    result = run_cli("inspect", copy, "--values")
+    problems = [ln for ln in result.output.splitlines() if "problem:" in ln]
+    assert result.exit_code == 1 and len(problems) == 1, result.output
+    named = [qkv, fc] if not fp8 else [fc]
+    assert f"rank0: {', '.join(named)} hold NaN or Inf" in problems[0], problems
+    assert run_cli("inspect", ckpt, "--values").exit_code == 0

@@ -13,14 +13,16 @@ from .params import Command
 @click.command(cls=Command)
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def inspect(folder, as_json):
+@click.option("--values", is_flag=True,
+              help="Also read every tensor for NaN and Inf (a checkpoint another tool wrote; minutes for a large base).")
+def inspect(folder, as_json, values):
     """Check a TensorRT-LLM checkpoint (base or ReDrafter) from its config, tensor headers and drafter head."""
     from ..checkpoint import inspect_checkpoint
     from ..errors import ConfigError
 
     if not folder.is_dir():
         raise ConfigError(f"{folder} is not a folder: pass a checkpoint folder (the --output of convert)")
-    rep = inspect_checkpoint(folder)
+    rep = inspect_checkpoint(folder, values=values)
     if as_json:
         click.echo(json.dumps(rep.to_json(), indent=2))
     else:
