@@ -261,8 +261,8 @@ def writable_folder(folder: Path) -> str | None:
         probe = probe.parent
     if not probe.is_dir():
         return f"{probe} is not a folder"
-    try:
-        os.rmdir(tempfile.mkdtemp(prefix=".redrafter-probe-", dir=probe))
+    try:  # resolved: Python 3.12's mkdtemp returns its folder with `link/..` removed by name, not as the OS went
+        os.rmdir(tempfile.mkdtemp(prefix=".redrafter-probe-", dir=probe.resolve()))
     except OSError as e:
         return e.strerror or type(e).__name__
     return None

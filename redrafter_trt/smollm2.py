@@ -73,7 +73,7 @@ def ensure_smollm2(dest: Path | None = None) -> Path:
     plain.load_state_dict(loaded.state_dict())
     plain.generation_config = loaded.generation_config
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".partial-", dir=dest.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".partial-", dir=dest.parent.resolve()))  # see io.writable_folder
     try:
         plain.save_pretrained(tmp)
         save_tokenizer(tmp)
@@ -143,7 +143,7 @@ def _rewrite_tokenizer_and_config(dest: Path) -> None:
     which says the tokenizer is current, is written last."""
     _check_modules()
     log.info("rewriting the tokenizer and config.json of %s (a cache from an older version)", dest)
-    tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".tokenizer-", dir=dest.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".tokenizer-", dir=dest.parent.resolve()))
     try:
         save_tokenizer(tmp)
         for name in TOKENIZER_FILES:
