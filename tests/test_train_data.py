@@ -600,3 +600,26 @@ def test_more_torchrun_ranks_than_training_conversations_is_refused_on_every_ran
                                               r"ranks: .* run 3 ranks or fewer$"):
             build_examples(cfg, tok, lambda: pytest.fail("the base ran"), tmp_path / "c", torch.float32, rank=rank,
                            world=4)
+
+
+def test_examples_left_without_answer_tokens_by_max_seq_len_are_counted_in_a_warning(tmp_path, caplog):
+    """A conversation whose prompt filled --max-seq-len kept no answer token and was dropped without a word: here
+    half the data, seen only as a smaller count in an info line."""
+    from transformers import AutoTokenizer
+
+    from redrafter_trt.train import TrainConfig
+    from redrafter_trt.train.dataset import build_examples
+
+    base = make_chat_base(tmp_path / "base")
+    tok = AutoTokenizer.from_pretrained(base)
+    data = tmp_path / "qa.jsonl"
+    data.write_text("\n".join(json.dumps({"question": ("long " * 20 if i % 2 else "") + f"{i}?",
+                                          "answer": f"It is {i}."}) for i in range(6)))
+    cfg = TrainConfig(base=base, data=[data], output=tmp_path / "out", cache_dir=tmp_path / "c", max_seq_len=64,
+                      eval_examples=0)
+    cfg.validate()
+    with caplog.at_level("WARNING"):
+        train, _ = build_examples(cfg, tok, lambda: None, tmp_path / "c", torch.float32)
+    assert len(train) == 3
+    assert "left out 3 of 6 examples with fewer than 2 answer tokens: their prompt (after the chat template) fills " \
+           "--max-seq-len 64" in caplog.text

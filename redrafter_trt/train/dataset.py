@@ -20,6 +20,11 @@ from .distill import distill
 log = logging.getLogger(__name__)
 
 
+# why an example has fewer than 2 answer tokens (the fewest a draft step learns from), with and without --distill
+SHORT = {False: "their prompt (after the chat template) fills --max-seq-len {n}, or their answer is empty: raise "
+                "--max-seq-len to keep them",
+         True: "the base answered their prompt with a stop token at once"}
+
 TOKENIZER_FILES = ("generation_config.json", "tokenizer_config.json", "tokenizer.json", "special_tokens_map.json")
 
 
@@ -134,6 +139,7 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
         check_shards(len(train_c), world)
         train = [encode(tokenizer, c, cfg.max_seq_len) for c in train_c[rank::world]]
         held = [encode(tokenizer, c, cfg.max_seq_len) for c in eval_c] if rank == 0 else []
+    n = len(train) + len(held)
     train = [ex for ex in train if sum(ex.mask) >= 2]
     held = [ex for ex in held if sum(ex.mask) >= 2]
     if not train and cfg.distill:  # prompts are cut to leave 2 answer tokens: the base stopped at once
@@ -144,6 +150,9 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
         raise ConfigError(f"no training example has an answer of 2 or more tokens within --max-seq-len "
                           f"{cfg.max_seq_len} (the chat template and prompt come first): raise --max-seq-len, or give "
                           f"longer conversations or more data")
+    if n > len(train) + len(held):  # once left out without a word: half the data, with long prompts
+        log.warning("left out %d of %d examples with fewer than 2 answer tokens: %s", n - len(train) - len(held), n,
+                    SHORT[cfg.distill].format(n=cfg.max_seq_len))
     log.info("%d training and %d held-out examples (%d and %d answer tokens)", len(train), len(held),
              sum(sum(ex.mask) for ex in train), sum(sum(ex.mask) for ex in held))
     return train, held
