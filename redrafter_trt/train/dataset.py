@@ -25,7 +25,9 @@ SHORT = {False: "their prompt (after the chat template) fills --max-seq-len {n},
                 "--max-seq-len to keep them",
          True: "the base answered their prompt with a stop token at once"}
 
-TOKENIZER_FILES = ("generation_config.json", "tokenizer_config.json", "tokenizer.json", "special_tokens_map.json")
+# chat_template.jinja: where transformers 5 (and 4.43 on) saves the chat template, no longer in tokenizer_config.json
+TOKENIZER_FILES = ("generation_config.json", "tokenizer_config.json", "tokenizer.json", "special_tokens_map.json",
+                   "chat_template.jinja", "chat_template.json")
 
 
 def base_id(base: Path) -> str:
