@@ -627,3 +627,34 @@ def test_examples_left_without_answer_tokens_by_max_seq_len_are_counted_in_a_war
     assert len(train) == 3
     assert "left out 3 of 6 examples with fewer than 2 answer tokens: their prompt (after the chat template) fills " \
            "--max-seq-len 64" in caplog.text
+
+
+def test_distill_says_it_leaves_out_the_user_turns_after_an_answer(tmp_path, caplog):
+    """--distill answers each conversation's first prompt only: a multi-turn ShareGPT file lost every later turn
+    without a word."""
+    from transformers import AutoTokenizer
+
+    from redrafter_trt.train import TrainConfig
+    from redrafter_trt.train.dataset import build_examples
+
+    base = make_chat_base(tmp_path / "base")
+    tok = AutoTokenizer.from_pretrained(base)
+    data = tmp_path / "sg.json"
+    turns = [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}, {"from": "human", "value": "Bye"},
+             {"from": "gpt", "value": "Ciao"}]
+    two_asks = turns[:3] + [{"from": "human", "value": "!"}]
+    data.write_text(json.dumps([{"conversations": c} for c in (turns, two_asks, turns[:2], [turns[0], turns[2]])]))
+    cfg = TrainConfig(base=base, data=[data], output=tmp_path / "out", cache_dir=tmp_path / "c", distill=True,
+                      eval_examples=0)
+    cfg.validate()
+
+    class Stop(Exception):
+        pass
+
+    def load():
+        raise Stop
+
+    with caplog.at_level("WARNING"), pytest.raises(Stop):
+        build_examples(cfg, tok, load, tmp_path / "c", torch.float32)
+    assert "2 of 4 conversations have user turns after an answer: --distill answers each conversation's first " \
+           "prompt only" in caplog.text

@@ -103,6 +103,10 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
     error."""
     convs = read_all(cfg)
     if cfg.distill:
+        later = sum(any(m["role"] == "user" for m in c.messages[len(c.prompt_messages()):]) for c in convs)
+        if later:  # once left out without a word: a multi-turn ShareGPT file lost every turn after the first
+            log.warning("%d of %d conversations have user turns after an answer: --distill answers each "
+                        "conversation's first prompt only, and leaves those turns out", later, len(convs))
         seen, prompts, cut = set(), [], 0
         for c in convs:
             full = prompt_ids(tokenizer, c)
