@@ -17,7 +17,7 @@ from . import layout
 from .drafter import head_problem
 from .errors import COUNT, FLAG, POSITIVE_INT, POSITIVE_NUMBER, ConfigError, TensorError, name_list, optional
 from .io import ST_TO_TORCH, TensorSource, all_finite
-from .registry import TRTLLM_ACTIVATIONS, TRTLLM_BASES, activation_problem
+from .registry import QWEN_SEQ_LENGTH, TRTLLM_ACTIVATIONS, TRTLLM_BASES, activation_problem
 from .rope import TRTLLM_ROPE_SCALINGS, rope_scaling_problem, trtllm_builds
 
 REDRAFTER_KEYS = ("redrafter_num_layers", "redrafter_hidden_size", "redrafter_exit_dim", "redrafter_is_rnn",
@@ -165,6 +165,11 @@ def _check_config(cfg: dict, rep: Report) -> None:
         rep.problems.append("rotary_base is absent: nvidia-modelopt under transformers 5 leaves out rotary_base and "
                             "rotary_scaling, and TensorRT-LLM then builds RoPE with 10000 and no scaling: add both to "
                             "config.json from the Hugging Face config's rope_theta and rope_scaling")
+    base_arch = cfg.get("base_model_architecture", cfg["architecture"])
+    if base_arch in layout.QWEN_BASES and "seq_length" not in cfg:
+        rep.problems.append(f"seq_length is absent: TensorRT-LLM's Qwen model reads it and trtllm-build fails without it "
+                            f"('QWenConfig' object has no attribute 'seq_length'): add \"seq_length\": {QWEN_SEQ_LENGTH} "
+                            f"(TensorRT-LLM's default) to config.json")
     m = cfg["mapping"]
     tp, pp = int(m.get("tp_size", 1)), int(m.get("pp_size", 1))
     if pp != 1:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import POSITIVE_INT, POSITIVE_NUMBER, ConfigError, read_text
-from .registry import REGISTRY, ArchSpec, lookup
+from .registry import REGISTRY, ArchSpec, extra_fields, lookup
 from .rope import HF_ROPE_NEEDS, HF_ROPE_ORIGINAL, TRTLLM_ROPE_SCALINGS, rope_kind, trtllm_builds
 
 DTYPES = ("float16", "bfloat16", "float32")
@@ -214,10 +214,8 @@ def trtllm_model_fields(base: BaseModelConfig, dtype: str, tp_size: int) -> dict
         "embedding_sharding_dim": 0,
         "mapping": {"world_size": tp_size, "tp_size": tp_size, "pp_size": 1},
         "quantization": {"quant_algo": None, "kv_cache_quant_algo": None, "exclude_modules": None},
-        **base.spec.extra_config,
+        **extra_fields(base.spec, hf),
     }
-    if cfg.get("qwen_type"):
-        cfg["qwen_type"] = hf.get("model_type", cfg["qwen_type"])
     return cfg
 
 

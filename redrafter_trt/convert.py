@@ -27,7 +27,7 @@ from .config import DTYPES, BaseModelConfig, read_json, redrafter_fields, trtllm
 from .drafter import DrafterConfig, drafter_config, load_drafter
 from .errors import ConfigError, TensorError, name_list
 from .io import StreamingWriter, TensorSource, all_finite, atomic_output, check_output_folder, partial_prefix
-from .registry import TRTLLM_ACTIVATIONS, redrafter_for_trtllm_base
+from .registry import QWEN_SEQ_LENGTH, TRTLLM_ACTIVATIONS, redrafter_for_trtllm_base
 from .rules import DROPPED, LAYER_RULES, MODEL_RULES, drafter_to_trtllm
 from .shard import check_tp, even_range, kv_head_range, vocab_range
 
@@ -391,6 +391,8 @@ def _trtllm_config(base: Path, opts: ConvertOptions) -> dict:
     cfg = read_json(base / "config.json", "base checkpoint")
     if "redrafter_num_layers" in cfg:
         raise ConfigError(f"{base} is already a ReDrafter checkpoint: pass the base model's checkpoint instead")
+    if cfg.get("architecture") in layout.QWEN_BASES:  # modelopt without TensorRT-LLM writes none
+        cfg.setdefault("seq_length", QWEN_SEQ_LENGTH)
     problems = config_problems(cfg)
     if problems:
         raise ConfigError(f"base checkpoint {base}: {problems[0]}: fix its config.json or re-export the base")

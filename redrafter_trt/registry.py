@@ -29,8 +29,19 @@ def register(spec: ArchSpec) -> ArchSpec:
 register(ArchSpec("LlamaForCausalLM", "LlamaForCausalLM", "ReDrafterForLLaMALM"))
 # TensorRT-LLM runs Mistral (without a sliding window) as Llama.
 register(ArchSpec("MistralForCausalLM", "LlamaForCausalLM", "ReDrafterForLLaMALM", max_positions=131072))
+# TensorRT-LLM's QWenDecoderLayer reads config.seq_length (logn scaling's length) and QWenConfig sets none, so a Qwen
+# config without it fails trtllm-build; QWenConfig.from_hugging_face writes the HF value, else this.
+QWEN_SEQ_LENGTH = 8192
 register(ArchSpec("Qwen2ForCausalLM", "Qwen2ForCausalLM", "ReDrafterForQWenLM", attn_bias=True,
-                  max_positions=32768, extra_config={"qwen_type": "qwen2"}))
+                  max_positions=32768, extra_config={"qwen_type": "qwen2", "seq_length": QWEN_SEQ_LENGTH}))
+
+# extra_config field -> the HF config key that overrides its default (QWenConfig.from_hugging_face)
+EXTRA_FROM_HF = {"qwen_type": "model_type", "seq_length": "seq_length"}
+
+
+def extra_fields(spec: ArchSpec, hf: dict) -> dict:
+    """The architecture's extra TensorRT-LLM config fields, each taken from the HF config when it says."""
+    return {k: hf.get(EXTRA_FROM_HF.get(k, k), v) for k, v in spec.extra_config.items()}
 
 # TensorRT-LLM base checkpoints (the two-step flow) name these architectures. Its llama converter and modelopt name a
 # Mistral base MistralForCausalLM, which TensorRT-LLM's MODEL_MAP builds as LLaMAForCausalLM, as ReDrafterForLLaMALM is.

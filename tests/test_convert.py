@@ -229,6 +229,24 @@ def test_trtllm_two_step_flow_with_a_mistral_base(tmp_path, tiny_llama, tiny_dra
     assert direct.keys() == two.keys() and all(torch.equal(direct[k], two[k]) for k in direct)
 
 
+def test_qwen2_configs_carry_the_seq_length_trtllm_reads(tmp_path, tiny_qwen2):
+    """TensorRT-LLM 1.2.x's QWenDecoderLayer reads `config.seq_length` (models/qwen/model.py) and QWenConfig sets
+    none, so a Qwen2 checkpoint without it failed trtllm-build ('QWenConfig' object has no attribute 'seq_length',
+    TensorRT-LLM issue #3105): it is written as QWenConfig.from_hugging_face does (the HF value, else 8192), also
+    into a TensorRT-LLM base checkpoint that lacks it (modelopt without TensorRT-LLM writes none)."""
+    drafter = make_drafter(tmp_path / "d", tiny_qwen2)
+    assert json.loads((convert(tiny_qwen2, drafter, tmp_path / "c") / "config.json").read_text())["seq_length"] == 8192
+    own = make_hf(tmp_path / "b", "qwen2", seq_length=4096)
+    out = convert(own, make_drafter(tmp_path / "d2", own), tmp_path / "c2")
+    assert json.loads((out / "config.json").read_text())["seq_length"] == 4096
+    base_ckpt = _trtllm_base_only(tmp_path, tiny_qwen2, 1)
+    cfg = json.loads((base_ckpt / "config.json").read_text())
+    del cfg["seq_length"]
+    (base_ckpt / "config.json").write_text(json.dumps(cfg))
+    two = convert(base_ckpt, drafter, tmp_path / "two")
+    assert json.loads((two / "config.json").read_text())["seq_length"] == 8192 and inspect_checkpoint(two).ok
+
+
 def test_written_files_follow_the_umask(tmp_path, tiny_llama):
     """Drafter and checkpoint files get the umask's mode (safetensors 0.8 alone writes 0600: another user, or a
     TensorRT-LLM container running as non-root, could not read the drafter)."""

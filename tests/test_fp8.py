@@ -239,7 +239,7 @@ def test_smollm2_fp8(smollm2, tmp_path):
     ({"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "rms_norm_eps": 1e-6, "intermediate_size": 8,
       "rope_theta": 1000000.0, "rope_scaling": None},
      {"rotary_base": 1000000.0, "rotary_scaling": None, "qwen_type": "qwen2", "norm_epsilon": 1e-6,
-      "attn_bias": True}),
+      "attn_bias": True, "seq_length": 8192}),
 ])
 def test_patch_exported_config(hf, want):
     exported = {"rotary_base": None, "rotary_scaling": None, "norm_epsilon": 1e-5, "intermediate_size": 8,

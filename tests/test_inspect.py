@@ -47,6 +47,20 @@ def test_problems_come_in_layout_order(ckpt, tmp_path):
     assert problems == [f"rank0: {n} is F32, config implies torch.float16" for n in names]
 
 
+def test_a_qwen_checkpoint_without_seq_length_is_a_problem(tiny_qwen2, tmp_path):
+    """TensorRT-LLM 1.2.x's QWenDecoderLayer reads `config.seq_length` (models/qwen/model.py; QWenConfig sets none):
+    a Qwen checkpoint without it passed inspect and then failed trtllm-build with an AttributeError."""
+    from tinymodels import make_drafter
+
+    ck = convert(tiny_qwen2, make_drafter(tmp_path / "d", tiny_qwen2), tmp_path / "c")
+    cfg = json.loads((ck / "config.json").read_text())
+    del cfg["seq_length"]
+    (ck / "config.json").write_text(json.dumps(cfg))
+    assert [p for p in inspect_checkpoint(ck).problems if "seq_length" in p] == [
+        "seq_length is absent: TensorRT-LLM's Qwen model reads it and trtllm-build fails without it ('QWenConfig' "
+        "object has no attribute 'seq_length'): add \"seq_length\": 8192 (TensorRT-LLM's default) to config.json"]
+
+
 def fp8_tensors(cfg: dict):
     """Turn rank0's base linears into FP8 with unit scales, as an FP8 export holds them (lm_head and drafter kept)."""
     def edit(held: dict) -> None:
