@@ -16,8 +16,9 @@ written against one talks to the other unchanged.
 Every answer carries `usage` and a `redrafter` block (decoding steps, tokens per step): the acceptance to watch.
 A greedy checkpoint (redrafter_greedy_search) answers greedily whatever the temperature, as its engine does; a
 sampling one samples at the request's temperature (1.0 when unset) and answers 0 (or below 1e-5) greedily, as vLLM.
-`"stream": true` sends server-sent events as tokens are accepted (OpenAI's chunk objects, then `data: [DONE]`);
-`"stream_options": {"include_usage": true}` adds a last chunk with the usage, and `"continuous_usage_stats": true` with
+`"stream": true` sends server-sent events as tokens are accepted (OpenAI's chunk objects, then `data: [DONE]`; no
+usage, the last chunk has the `redrafter` block); `"stream_options": {"include_usage": true}` adds a last chunk with
+the usage and no choices, and `"continuous_usage_stats": true` with
 it puts each answer's usage so far in every chunk (as trtllm-serve and vLLM; benchmark clients ask for it).
 A stop string ends the answer as soon as it is decoded (the text stops before it). Requests are batched in flight,
 up to --max-batch-size prompts (`serve_backend`). A tp=N checkpoint runs on N local processes (this one is rank 0;
@@ -201,7 +202,9 @@ class App:
             elif req.include_usage:  # as OpenAI: the usage only in a last chunk without choices (null before it)
                 events(head | {"object": chunk_kind, "choices": ends, "usage": None})
                 ends = []
-            events(head | {"object": chunk_kind, "choices": ends} | tail)
+            # usage only when asked for, as OpenAI, vLLM and trtllm-serve: without include_usage no chunk has one
+            events(head | {"object": chunk_kind, "choices": ends} | (tail if req.include_usage else
+                                                                      {"redrafter": tail["redrafter"]}))
             return None
         return HTTPStatus.OK, head | {"object": kind, "choices": [
             ({"index": i, "message": {"role": "assistant", "content": echoes[i // n].text + c.text}} if chat else

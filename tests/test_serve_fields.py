@@ -143,7 +143,7 @@ def test_continuous_usage_stats_put_each_answers_usage_so_far_in_every_chunk(url
                    for e in mine)
     assert sum(finals) == whole["usage"]["completion_tokens"]  # each answer's own count at its finish
     plain = stream(url, "/v1/completions", body | {"stream_options": {"continuous_usage_stats": True}})
-    assert not any("usage" in e for e in plain[:-1]) and plain[-1]["usage"] == whole["usage"]  # as without it
+    assert not any("usage" in e for e in plain)  # as without it: no usage
 
 
 def test_ignore_eos_runs_every_answer_to_max_tokens_as_transformers_without_eos(url32, backend, smollm2):

@@ -68,7 +68,8 @@ def test_shutdown_lets_answers_in_flight_finish_and_refuses_the_rest_with_503(ti
         if e is not None and e["choices"] and e["choices"][0]["text"]:
             started.set()
 
-    body = {"prompt": "abc", "max_tokens": 40, "ignore_eos": True, "stream": True}
+    body = {"prompt": "abc", "max_tokens": 40, "ignore_eos": True, "stream": True,
+            "stream_options": {"include_usage": True}}
     first = threading.Thread(target=app.post, args=("/v1/completions", body, on_event))
     first.start()
     assert started.wait(60)
@@ -81,7 +82,7 @@ def test_shutdown_lets_answers_in_flight_finish_and_refuses_the_rest_with_503(ti
     first.join(60)
     assert status == 503 and refused["error"] == {"message": SHUTTING_DOWN, "type": "service_unavailable",
                                                   "param": None, "code": None}
-    assert events[-1]["choices"][0]["finish_reason"] == "length" and events[-1]["usage"]["completion_tokens"] == 40
+    assert events[-2]["choices"][0]["finish_reason"] == "length" and events[-1]["usage"]["completion_tokens"] == 40
 
 
 def test_shutdown_without_grace_cuts_the_answer_as_abort(tiny):
