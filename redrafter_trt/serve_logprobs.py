@@ -27,11 +27,21 @@ def _byte_decoder() -> dict[str, int]:
     return {c: b for b, c in bytes_to_unicode().items()}
 
 
-def token_bytes(tokenizer, token: int) -> bytes:
+def token_bytes(tokenizer, token: int, start: bool = False) -> bytes:
     """The bytes a token adds to the text inside an answer: from its vocabulary entry for byte-level BPE (Llama 3,
     Qwen2, SmolLM2; also inside a decoder sequence) and byte-fallback pieces, else what the tokenizer's decoder
     writes for it after another piece (SentencePiece's "\u2581world" is b" world": decoded alone, Llama 2's and
-    Mistral's decoders strip that space, and the tokens' bytes would run the words together)."""
+    Mistral's decoders strip that space, and the tokens' bytes would run the words together). start: the token
+    opens the text (an answer's first), where those decoders strip the space ("\u2581Hello" is b"Hello"), as the
+    answer's text has it."""
+    data = _token_bytes(tokenizer, token)
+    if start and token not in tokenizer.all_special_ids:
+        for _ in range(_stripped_spaces(getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None))):
+            data = data.removeprefix(b" ")
+    return data
+
+
+def _token_bytes(tokenizer, token: int) -> bytes:
     piece = tokenizer.convert_ids_to_tokens(token)
     decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
     special = token in tokenizer.all_special_ids
@@ -52,13 +62,28 @@ def token_bytes(tokenizer, token: int) -> bytes:
 ANCHOR = "x"  # a piece every decoder writes as itself; what a piece after it writes is that piece's text mid-answer
 
 
+def _decoders(decoder):
+    """The decoder's steps (a sequence's, in order) as their JSON objects."""
+    def steps(spec: dict):
+        yield spec
+        for inner in spec.get("decoders", ()):
+            yield from steps(inner)
+    return steps(json.loads(decoder.__getstate__()))
+
+
 def _byte_level(decoder) -> bool:
     """Whether the decoder (or a decoder in its sequence) maps GPT-2's byte-level alphabet back to bytes."""
-    def types(spec: dict):
-        yield spec.get("type")
-        for inner in spec.get("decoders", ()):
-            yield from types(inner)
-    return "ByteLevel" in types(json.loads(decoder.__getstate__()))
+    return any(step.get("type") == "ByteLevel" for step in _decoders(decoder))
+
+
+def _stripped_spaces(decoder) -> int:
+    """How many spaces the decoder strips from the start of a text (Llama 2's and Mistral's Strip, a Metaspace that
+    prepends one: one)."""
+    if decoder is None:
+        return 0
+    return sum(step.get("start", 0) if step.get("type") == "Strip" and step.get("content") == " " else
+               step.get("type") == "Metaspace" and step.get("prepend_scheme", "always") != "never"
+               and step.get("add_prefix_space", True) for step in _decoders(decoder))
 
 
 def token_name(data: bytes) -> str:
@@ -73,20 +98,20 @@ def logprobs_json(tokenizer, values: list, chat: bool) -> dict:
     """OpenAI's logprobs object for these tokens (serve_backend.Logprob each). Completions' `top_logprobs` hold the
     chosen token too (up to k + 1 entries, as OpenAI's); an echoed prompt's first token has null for both."""
     @lru_cache(maxsize=None)
-    def entry(token: int) -> tuple[str, list[int]]:
-        data = token_bytes(tokenizer, token)
+    def entry(token: int, start: bool) -> tuple[str, list[int]]:
+        data = token_bytes(tokenizer, token, start)
         return token_name(data), list(data)
 
     if chat:
-        def item(token: int, logprob: float) -> dict:
-            name, data = entry(token)
+        def item(token: int, logprob: float, start: bool) -> dict:
+            name, data = entry(token, start)
             return {"token": name, "logprob": logprob, "bytes": data}
-        return {"content": [item(v.token, v.value.logprob) | {"top_logprobs": [item(*t) for t in v.value.top]}
-                            for v in values]}
-    return {"tokens": [entry(v.token)[0] for v in values],
+        return {"content": [item(v.token, v.value.logprob, v.start)
+                            | {"top_logprobs": [item(*t, v.start) for t in v.value.top]} for v in values]}
+    return {"tokens": [entry(v.token, v.start)[0] for v in values],
             "token_logprobs": [None if v.value is None else v.value.logprob for v in values],
-            "top_logprobs": [None if v.value is None else
-                             {entry(t)[0]: lp for t, lp in [*v.value.top, (v.token, v.value.logprob)]} for v in values],
+            "top_logprobs": [None if v.value is None else {entry(t, v.start)[0]: lp for t, lp in
+                                                           [*v.value.top, (v.token, v.value.logprob)]} for v in values],
             "text_offset": [v.offset for v in values]}
 
 

@@ -22,6 +22,7 @@ class Logprob:
     token: int
     offset: int
     value: TokenLogprob | None  # None: an echoed prompt's first token (nothing precedes it)
+    start: bool = False         # the answer's first token: its text is what the tokenizer writes at a text's start
 
 
 class AnswerText:
@@ -116,7 +117,7 @@ class AnswerText:
         else:
             covered = max((k + 1 for k, end in enumerate(self.ends) if end <= self.sent), default=0)
         covered = min(covered, len(self.values))
-        out = [Logprob(self.ids[k], min(self.ends[k - 1] if k else 0, len(self.text)), self.values[k])
+        out = [Logprob(self.ids[k], min(self.ends[k - 1] if k else 0, len(self.text)), self.values[k], k == 0)
                for k in range(0 if everything else self.given, covered) if self.ids[k] not in self.eos]
         self.given = max(self.given, covered)
         return out

@@ -240,19 +240,14 @@ def test_token_bytes_keep_the_spaces_and_bytes_the_decoder_writes(style):
     """A review: Llama 2's and Mistral's decoder ends by stripping the text's first space, so each "\u2581word"
     token decoded alone lost its space and the tokens' bytes ran the words together ("Helloworld"); a byte-level
     decoder inside a decoder sequence gave replacement characters for a token holding part of a character."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     from redrafter_trt.serve_logprobs import token_bytes
 
     text = "Hello world \U0001f600"
-    if style == "sentencepiece":  # Llama 2's tokenizer.json, with a small vocabulary
-        vocab = {"<unk>": 0, "<s>": 1} | {f"<0x{i:02X}>": 2 + i for i in range(256)}
-        vocab |= {w: len(vocab) + k for k, w in enumerate(["\u2581Hello", "\u2581world", "\u2581"])}
-        tk = Tokenizer(models.BPE(vocab=vocab, merges=[], byte_fallback=True, unk_token="<unk>"))
-        tk.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
-        tk.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
-                                        decoders.Strip(" ", 1, 0)])
+    if style == "sentencepiece":
+        tok = sentencepiece_tokenizer()
         expected = b" " + text.encode()
     else:
         from transformers.convert_slow_tokenizer import bytes_to_unicode
@@ -263,10 +258,50 @@ def test_token_bytes_keep_the_spaces_and_bytes_the_decoder_writes(style):
         tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tk.decoder = decoders.Sequence([decoders.ByteLevel(), decoders.Strip(" ", 0, 1)])
         expected = text.encode()
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>" if style == "sentencepiece" else None)
+        tok = PreTrainedTokenizerFast(tokenizer_object=tk)
     ids = tok(text, add_special_tokens=False)["input_ids"]
     assert tok.decode(ids) == text and len(ids) > 4
     assert b"".join(token_bytes(tok, t) for t in ids) == expected
+
+
+def sentencepiece_tokenizer(metaspace: bool = False):
+    """Llama 2's tokenizer.json, with a small vocabulary: its decoder strips the text's first space (metaspace: as
+    tokenizers' Metaspace decoder does)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1} | {f"<0x{i:02X}>": 2 + i for i in range(256)}
+    vocab |= {w: len(vocab) + k for k, w in enumerate(["\u2581Hello", "\u2581world", "\u2581"])}
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=[], byte_fallback=True, unk_token="<unk>"))
+    tk.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    tk.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                    decoders.Strip(" ", 1, 0)])
+    if metaspace:
+        tk.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Metaspace(prepend_scheme="first")])
+    return PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>")
+
+
+@pytest.mark.parametrize("metaspace", [False, True])
+def test_an_answers_first_token_is_named_as_the_text_starts(metaspace):
+    """A review: Llama 2's and Mistral's decoders strip a text's first space, so an answer decoded alone reads
+    "Hello world" while its first token's logprobs said " Hello": the tokens (and chat's bytes) no longer added up
+    to the text, as OpenAI's do, and a client rebuilding the text from them got a space the answer does not have."""
+    from redrafter_trt.runtime import TokenLogprob
+    from redrafter_trt.serve_logprobs import logprobs_json
+    from redrafter_trt.serve_text import AnswerText
+
+    tok = sentencepiece_tokenizer(metaspace)
+    ids = tok.convert_tokens_to_ids(["\u2581Hello", "\u2581world"])
+    answer = AnswerText(tok, [])
+    text = answer.add(ids, [TokenLogprob(-1.0, [(t, -1.0) for t in ids]) for _ in ids]) + answer.finish()
+    assert text == "Hello world"
+    values = answer.logprobs(everything=True)
+    chat = logprobs_json(tok, values, chat=True)["content"]
+    assert "".join(e["token"] for e in chat) == text and bytes(b for e in chat for b in e["bytes"]) == text.encode()
+    assert [[t["token"] for t in e["top_logprobs"]] for e in chat] == [["Hello", "world"], [" Hello", " world"]]
+    completion = logprobs_json(tok, values, chat=False)
+    assert "".join(completion["tokens"]) == text and list(completion["top_logprobs"][0]) == ["Hello", "world"]
+    assert [text[o:].startswith(t) for o, t in zip(completion["text_offset"], completion["tokens"])] == [True] * 2
 
 
 def test_chat_logprobs_stop_at_the_stop_string(url, backend, smollm2):
