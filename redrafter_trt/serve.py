@@ -13,7 +13,8 @@ written against one talks to the other unchanged.
                                   "n", "echo", "logprobs": true, "top_logprobs": k, "ignore_eos", "stream",
                                   "stream_options"}
 
-Every answer carries `usage` and a `redrafter` block (decoding steps, tokens per step): the acceptance to watch.
+Every answer carries a `redrafter` block (decoding steps, tokens per step): the acceptance to watch, beside `usage`
+(a streamed answer's only with include_usage).
 A greedy checkpoint (redrafter_greedy_search) answers greedily whatever the temperature, as its engine does; a
 sampling one samples at the request's temperature (1.0 when unset) and answers 0 (or below 1e-5) greedily, as vLLM.
 `"stream": true` sends server-sent events as tokens are accepted (OpenAI's chunk objects, then `data: [DONE]`; no
