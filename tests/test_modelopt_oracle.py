@@ -200,6 +200,26 @@ def test_llama3_style_equals_modelopt(tiny_variants, tmp_path, variant, tp_size)
     assert_same_config(ours, oracle, hf_dir)
 
 
+@pytest.mark.parametrize("tp_size", [1, 2])
+def test_sharded_bf16_tied_base_equals_modelopt(tmp_path, tp_size):
+    """What Qwen2.5-0.5B-style folders hold: bfloat16 weights in shards named by model.safetensors.index.json, tied
+    embeddings (no lm_head.weight stored), 14 heads over 2 kv heads. Ours reads the shards as modelopt's in-memory
+    model does; lm_head comes from embed_tokens as TensorRT-LLM's from_hugging_face maps it when tied."""
+    from transformers import AutoModelForCausalLM
+
+    src = make_hf(tmp_path / "src", "qwen2", tie=True, dtype=torch.bfloat16, hidden_size=112, num_attention_heads=14,
+                  num_key_value_heads=2, intermediate_size=224, rope_theta=1000000.0)
+    hf_dir = tmp_path / "sharded"
+    AutoModelForCausalLM.from_pretrained(src, dtype=torch.bfloat16).save_pretrained(hf_dir, max_shard_size="40KB")
+    assert (hf_dir / "model.safetensors.index.json").exists() and not (hf_dir / "model.safetensors").exists()
+    weight_map = json.loads((hf_dir / "model.safetensors.index.json").read_text())["weight_map"]
+    assert "lm_head.weight" not in weight_map and len(set(weight_map.values())) > 1
+    ours, oracle = convert_and_export(hf_dir, tmp_path, tp_size, "bfloat16")
+    assert json.loads((ours / "config.json").read_text())["dtype"] == "bfloat16"
+    assert_same_base(ours, oracle, tp_size)
+    assert_same_config(ours, oracle, hf_dir)
+
+
 def test_modelopt_splits_a_kv_head_where_we_refuse(tmp_path):
     """nkv=3, tp=2: modelopt silently writes 1.5 kv heads per rank (TensorRT-LLM cannot run it); we must refuse."""
     from redrafter_trt.convert import convert
