@@ -203,6 +203,17 @@ def ensure_checkpoint(base: Path, drafter: Path, workdir: Path, force: bool) -> 
     return checkpoint, False
 
 
+def check_work_folders(base: Path, workdir: Path) -> None:
+    """Refuse, before minutes of training, a `drafter/` or `checkpoint/` in the work folder that the quickstart may not
+    replace (a file, or a folder that is not an earlier ReDrafter output): convert found a foreign `checkpoint/` only
+    after the drafter was trained."""
+    from .io import check_output_folder
+
+    drafter = workdir / "drafter"
+    check_output_folder(drafter, True, [base], option="--workdir")
+    check_output_folder(workdir / "checkpoint", True, [base, drafter], option="--workdir")
+
+
 # ---- GPU commands --------------------------------------------------------------------------------------------------
 
 def gpu_commands(base: Path, drafter: Path, workdir: Path, checkpoint_config: dict) -> list[str]:
@@ -261,6 +272,7 @@ def quickstart(opts: QuickstartOptions, on_stage: Callable[[str], None] = lambda
     on_stage("base: SmolLM2-135M-Instruct")
     base = ensure_smollm2()
     check_room(base, questions, opts.max_new_tokens)
+    check_work_folders(base, workdir)
     seconds["base"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -249,6 +249,24 @@ def test_answers_past_the_positions_are_refused_before_training(smollm2, tmp_pat
     assert not (tmp_path / "drafter").exists()
 
 
+@pytest.mark.parametrize("folder", ["checkpoint", "drafter"])
+def test_a_foreign_work_folder_is_refused_before_training(smollm2, tmp_path, monkeypatch, folder):
+    """A `checkpoint/` in --workdir holding someone's files was found by convert only after minutes of training; a
+    foreign `drafter/` was refused as '--output', an option the quickstart does not have."""
+    def no_training():
+        raise AssertionError("the drafter stage started")
+
+    monkeypatch.setattr(qs, "training_api", no_training)
+    (tmp_path / folder).mkdir()
+    (tmp_path / folder / "notes.txt").write_text("mine")
+    result = CliRunner().invoke(main, ["quickstart", "--workdir", str(tmp_path), "--num-questions", "1"])
+    assert result.exit_code == 2, result.output
+    assert f"--workdir {tmp_path / folder} holds notes.txt" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: --workdir") and "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == [folder]
+    assert (tmp_path / folder / "notes.txt").read_text() == "mine"
+
+
 def test_an_unwritable_model_cache_is_refused_before_dequantising(tmp_path, monkeypatch):
     """REDRAFTER_TRT_CACHE on a file or a read-only place failed only after a minute and a half of dequantising."""
     from redrafter_trt import smollm2
