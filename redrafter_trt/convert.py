@@ -27,6 +27,7 @@ from .config import DTYPES, BaseModelConfig, read_json, redrafter_fields, trtllm
 from .drafter import DrafterConfig, drafter_config, load_drafter
 from .errors import ConfigError, TensorError, name_list
 from .io import StreamingWriter, TensorSource, all_finite, atomic_output, check_output_folder, partial_prefix
+from .producer import producer_block
 from .registry import QWEN_SEQ_LENGTH, TRTLLM_ACTIVATIONS, redrafter_for_trtllm_base
 from .rules import DROPPED, LAYER_RULES, MODEL_RULES, drafter_to_trtllm
 from .shard import check_tp, even_range, kv_head_range, vocab_range
@@ -231,11 +232,6 @@ def plan_drafter(d: DrafterConfig, tensors: dict[str, torch.Tensor], cfg: dict, 
 
 
 # ---------------------------------------------------------------- orchestration
-
-def producer_block(command: str, options: dict, sources: dict) -> dict:
-    return {"name": "redrafter-trt", "version": __version__, "command": command,
-            "options": options, "sources": {k: str(Path(v).resolve()) for k, v in sources.items()}}
-
 
 def _resolve_dtype(requested: str, source: str) -> str:
     if requested != "auto":

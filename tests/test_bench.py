@@ -81,6 +81,27 @@ def test_json_keys_and_grid(report):
     assert data["meta"]["num_prompts"] == len(PROMPTS) and data["meta"]["chat"] is False
 
 
+def test_json_says_what_produced_it(setup, report, tmp_path):
+    """bench's and acceptance's JSON named no version (a review: numbers kept in docs could not be traced to the code
+    that measured them); both carry the `producer` block a converted checkpoint carries."""
+    from redrafter_trt import __version__
+
+    base, ckpt, prompts = setup
+    data, _ = report
+    p = data["producer"]
+    assert (p["name"], p["version"], p["command"]) == ("redrafter-trt", __version__, "bench")
+    assert p["options"]["max_new_tokens"] == 12 and p["options"]["draft_lens"] == [1, 3]
+    assert p["sources"] == {"checkpoint": str(ckpt.resolve()), "tokenizer": str(base.resolve()),
+                            "prompts": str(prompts.resolve()), "hf": str(base.resolve())}
+    out = tmp_path / "acc.json"
+    result = run_cli(*acceptance_args(setup, "--num-prompts", 1, "--max-new-tokens", 2, "--beams", 1, "--draft-lens",
+                                      1, "--output-json", out))
+    assert result.exit_code == 0, result.output
+    p = json.loads(out.read_text())["producer"]
+    assert (p["version"], p["command"], p["options"]["num_prompts"]) == (__version__, "acceptance", 1)
+    assert set(p["sources"]) == {"checkpoint", "tokenizer", "prompts"}
+
+
 def test_speedups_are_ratios_and_best_is_argmax(report):
     data, _ = report
     hf, plain = data["baselines"]["hf"]["tokens_per_second"], data["baselines"]["no_draft"]["tokens_per_second"]

@@ -37,6 +37,12 @@ def test_run_prints_and_writes_json(smollm2, smol_ckpt, tmp_path):
     first = data["results"][0]
     assert set(first) == {"prompt", "output_ids", "text", "steps", "tokens_per_step"}
     assert first["prompt"] == "What is 2+2?" and len(first["output_ids"]) <= 6
+    from redrafter_trt import __version__
+
+    producer = data["producer"]  # which version, options and checkpoint made these outputs
+    assert (producer["version"], producer["command"]) == (__version__, "run")
+    assert producer["options"]["num_beams"] == 2 and producer["options"]["batch_size"] == 2
+    assert producer["sources"] == {"checkpoint": str(smol_ckpt.resolve()), "tokenizer": str(smollm2.resolve())}
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(smollm2)

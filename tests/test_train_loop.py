@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -53,6 +54,10 @@ def test_loss_decreases_and_drafter_loads(chat_base, qa_file, tmp_path):
     assert dcfg.predict_n == 3 and dcfg.exit_dim == 64 and dcfg.rnn
     meta = json.loads((out / "config.json").read_text())["producer"]
     assert meta["heldout"]["anchors"] > 0 and len(meta["heldout"]["top1"]) == 3
+    from redrafter_trt import __version__
+
+    assert (meta["version"], meta["command"]) == (__version__, "train")  # init-drafter's and convert's have them
+    assert meta["data"] == [str(Path(qa_file).resolve())]
     # the head keeps only the rows of tokens in the data: the others are exactly zero
     head = tensors["lm_head.1.weight"]
     zero_rows = (head == 0).all(1)

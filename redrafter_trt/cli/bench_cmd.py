@@ -99,7 +99,8 @@ def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_t
                    err=True)
     if output_json:
         from ..io import write_text_atomic
-        write_text_atomic(output_json, json.dumps(report.to_json(), indent=2) + "\n")
+        write_text_atomic(output_json, json.dumps({**report.to_json(), "producer": producer("bench", opts, base)},
+                                                  indent=2) + "\n")
         click.echo(f"wrote {output_json}")
     if plot_path:
         click.echo(f"wrote {plot(report, plot_path)}")
@@ -133,8 +134,21 @@ def acceptance(checkpoint_dir, tokenizer_dir, prompts, num_prompts, max_new_toke
                    f"{histogram_text({int(k): v for k, v in c['histogram'].items()})}")
     if output_json:
         from ..io import write_text_atomic
-        write_text_atomic(output_json, json.dumps(report, indent=2) + "\n")
+        write_text_atomic(output_json, json.dumps({**report, "producer": producer("acceptance", opts)}, indent=2)
+                          + "\n")
         click.echo(f"wrote {output_json}")
+
+
+def producer(command: str, opts, base: Path | None = None) -> dict:
+    """The JSON's `producer` block: bench's or acceptance's options, and the files they read."""
+    from dataclasses import asdict
+
+    from ..producer import producer_block
+
+    paths = ("checkpoint_dir", "tokenizer_dir", "prompts", "hf_dir")
+    options = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(opts).items() if k not in paths}
+    return producer_block(command, options, {"checkpoint": opts.checkpoint_dir, "tokenizer": opts.tokenizer_dir,
+                                             "prompts": opts.prompts, "hf": base})
 
 
 def warn_if_sampling(cfg, checkpoint_dir: Path) -> None:

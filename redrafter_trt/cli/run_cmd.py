@@ -164,4 +164,9 @@ def run(checkpoint_dir, engine_dir, tokenizer_dir, input_text, input_file, chat,
                      total_new_tokens=result.total_new_tokens, wall_seconds=result.wall_seconds,
                      histogram={str(k): v for k, v in result.histogram().items()})
         from ..io import write_text_atomic
-        write_text_atomic(output_json, json.dumps(dict(results=records, stats=stats), indent=2) + "\n")
+        from ..producer import producer_block
+        options = {k: v for k, v in o.items() if k not in ("typed", "given", "prompts")}
+        producer = producer_block("run", options, {"checkpoint": checkpoint_dir, "engine": engine_dir,
+                                                   "tokenizer": tokenizer_dir, "input_file": input_file})
+        write_text_atomic(output_json, json.dumps(dict(results=records, stats=stats, producer=producer), indent=2)
+                          + "\n")

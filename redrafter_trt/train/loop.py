@@ -24,6 +24,7 @@ from typing import Callable
 
 import torch
 
+from .. import __version__
 from ..drafter import Drafter, DrafterConfig, save_drafter
 from ..errors import ConfigError, PeerError, TokenizerError
 from ..io import TensorSource
@@ -318,7 +319,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
         log.info("%s: top-1 %s, chained %s, %.2f tokens/step at beam width 1",
                  "held-out" if held else "training set (no held-out examples)", result.get("top1"),
                  result.get("chained"), result.get("tokens_per_step_beam1", 0))
-        producer = {"name": "redrafter-trt train", "base": str(cfg.base), "steps": total, "batch_size": cfg.batch_size,
+        producer = {"name": "redrafter-trt train", "version": __version__, "command": "train", "base": str(cfg.base),
+                    "data": [str(Path(p).resolve()) for p in cfg.data], "steps": total, "batch_size": cfg.batch_size,
                     "lr": cfg.lr, "seed": cfg.seed, "distill": cfg.distill, "base_dtype": dtype_name(base_dtype),
                     "train_dtype": dtype_name(train_dtype),
                     "soft_target": cfg.soft_target, "later_sharpness": cfg.later_sharpness,
