@@ -170,7 +170,8 @@ def check_extra_args(extra: tuple[str, ...]) -> None:
         # argparse takes an unambiguous prefix for the whole flag: --max_beam_w is --max_beam_width
         meant = [flag for flag in RESERVED if len(name) > 2 and name.startswith("--") and flag.startswith(name)]
         if meant:
-            raise ConfigError(f"do not pass {name} to trtllm-build after '--' (it is {meant[0]}): {RESERVED[meant[0]]}")
+            spelled = f" (it is {meant[0]})" if name != meant[0] else ""  # only an abbreviation needs saying what it is
+            raise ConfigError(f"do not pass {name} to trtllm-build after '--'{spelled}: {RESERVED[meant[0]]}")
 
 
 def world_size(config: dict) -> int:
