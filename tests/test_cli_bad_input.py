@@ -441,7 +441,11 @@ def test_os_errors_are_one_line(monkeypatch):
 def test_fp8_options_need_quantize(parts, tmp_path):
     result = run_cli("convert", "--base", parts[0], "--drafter", parts[1], "--output", tmp_path / "ck",
                      "--calib-size", 5, "--device", "cuda")
-    assert_one_line_error(result, "--calib-size, --device only apply to FP8 calibration", "--quantize fp8")
+    assert_one_line_error(result, "--calib-size, --device only apply to FP8 calibration", "--quantize fp8",
+                          "leave them out")
+    result = run_cli("convert", "--base", parts[0], "--drafter", parts[1], "--output", tmp_path / "ck",
+                     "--calib-size", 5)  # one option: "--calib-size only apply ... leave them out" before
+    assert_one_line_error(result, "--calib-size only applies to FP8 calibration: add --quantize fp8, or leave it out")
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -48,7 +48,7 @@ def _run(*args):
     ("sharp_inf", "--later-sharpness must be at least 1 and finite (got inf)"),
     ("no_tokenizer", "has no usable tokenizer"),
     ("template", "record 1 of its JSON list: the base's chat template refuses it"),
-    ("no_distill", "--distill-max-new-tokens only apply to the base's own answers: add --distill"),
+    ("no_distill", "--distill-max-new-tokens only applies to the base's own answers: add --distill, or leave it out"),
     ("epochs_and_steps", "--epochs 3 has no effect with --max-steps 5, which sets the number of steps: leave one out"),
     ("frozen_random_head", "--freeze-head keeps the final projection at its init, which at --exit-dim 96 is random"),
     ("vocab", "tokens but the model's vocab_size is 64: it is another model's; copy the base's tokenizer files"),

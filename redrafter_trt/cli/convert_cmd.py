@@ -52,7 +52,9 @@ def convert(base, drafter, output, tp_size, dtype, num_beams, draft_len, no_gree
     typed = [f"--{name.replace('_', '-')}" for name in FP8_ONLY
              if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
     if typed and not quantize:
-        raise ConfigError(f"{', '.join(typed)} only apply to FP8 calibration: add --quantize fp8, or leave them out")
+        many = len(typed) > 1
+        raise ConfigError(f"{', '.join(typed)} only {'apply' if many else 'applies'} to FP8 calibration: add "
+                          f"--quantize fp8, or leave {'them' if many else 'it'} out")
 
     options = dict(force=force, tp_size=tp_size, dtype=dtype, num_beams=num_beams, draft_len=draft_len,
                    greedy=not no_greedy, quantize=quantize, kv_cache_dtype=kv_cache_dtype,

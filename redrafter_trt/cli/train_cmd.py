@@ -111,8 +111,9 @@ def train(base, data, output, num_draft_layers, rnn, exit_dim, predict_n, epochs
     typed = [f"--{name.replace('_', '-')}" for name in DISTILL_ONLY
              if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
     if typed and not distill:  # else the reference answers were trained on, the option silently ignored
-        raise ConfigError(f"{', '.join(typed)} only apply to the base's own answers: add --distill, or leave "
-                          f"{'them' if len(typed) > 1 else 'it'} out")
+        many = len(typed) > 1
+        raise ConfigError(f"{', '.join(typed)} only {'apply' if many else 'applies'} to the base's own answers: add "
+                          f"--distill, or leave {'them' if many else 'it'} out")
     if max_steps is not None and ctx.get_parameter_source("epochs") == click.core.ParameterSource.COMMANDLINE:
         raise ConfigError(f"--epochs {epochs} has no effect with --max-steps {max_steps}, which sets the number of "
                           f"steps: leave one out")  # the epochs were dropped without a word
