@@ -489,6 +489,15 @@ def test_a_bad_top_level_option_is_one_line_and_exit_codes_survive():
     assert bare.exit_code == 2 and "Commands:" in bare.output and "error:" not in bare.output
 
 
+@pytest.mark.parametrize("args", [["convert", "--base"], ["serve", "--port"], ["run", "--tokenizer-dir"]])
+def test_an_option_without_its_value_points_to_its_commands_help(args):
+    """A review: 'convert --base' pointed to the group's help ("(see 'redrafter-trt --help')"), which lists no
+    option of convert: click raises that error without a context."""
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2 and res.output.strip().splitlines() == [
+        f"error: Option '{args[1]}' requires an argument. (see 'main {args[0]} --help')"]
+
+
 def test_fp8_bad_input_is_one_line_before_modelopt_speaks(parts, tmp_path):
     """A fresh process (modelopt not yet imported), --device cuda without a GPU: the input is checked before
     modelopt is imported, whose import prints version warnings of its own (transformers 5.24 with modelopt 0.47: two

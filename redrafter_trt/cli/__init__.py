@@ -83,7 +83,8 @@ class OneLineErrors:
         except click.UsageError as e:  # a bad option or value: one line too, with where to look
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            where = e.ctx.command_path if e.ctx else "redrafter-trt"
+            # an option lacking its value comes without a context: the command being parsed is the one to read
+            where = e.ctx.command_path if e.ctx else " ".join(filter(None, (ctx.command_path, ctx.invoked_subcommand)))
             hint = _not_in_preset(e)
             message = e.format_message().rstrip(".") + hint if hint else e.format_message()
             click.echo(f"error: {message} (see '{where} --help')", err=True)
