@@ -489,6 +489,23 @@ def test_a_bad_top_level_option_is_one_line_and_exit_codes_survive():
     assert bare.exit_code == 2 and "Commands:" in bare.output and "error:" not in bare.output
 
 
+def test_debug_shows_the_traceback(tmp_path):
+    """README: `redrafter-trt --debug CMD` shows tracebacks. A review: it printed the same one line as without it (the
+    group's main caught the error --debug let through)."""
+    from redrafter_trt.errors import ConfigError
+
+    res = CliRunner().invoke(main, ["--debug", "inspect", str(tmp_path / "nonexistent")])
+    assert isinstance(res.exception, ConfigError) and res.exit_code == 1, res.output
+    assert "error:" not in res.output
+    res = CliRunner().invoke(main, ["--debug", "run", "--tokenizer-dir", str(tmp_path), "--engine-dir", str(tmp_path),
+                                    "--checkpoint-dir", str(tmp_path)])
+    assert isinstance(res.exception, ConfigError) and "exactly one of" in str(res.exception)
+    res = CliRunner().invoke(main, ["--debug", "convert", "--bogus"])
+    assert isinstance(res.exception, click.UsageError)
+    res = CliRunner().invoke(main, ["inspect", str(tmp_path / "nonexistent")])  # without it: one line, exit 2
+    assert res.exit_code == 2 and res.output.startswith("error: ")
+
+
 @pytest.mark.parametrize("args", [["convert", "--base"], ["serve", "--port"], ["run", "--tokenizer-dir"]])
 def test_an_option_without_its_value_points_to_its_commands_help(args):
     """A review: 'convert --base' pointed to the group's help ("(see 'redrafter-trt --help')"), which lists no

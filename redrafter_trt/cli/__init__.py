@@ -54,10 +54,14 @@ class OneLineErrors:
             e.show()
             sys.exit(e.exit_code)
         except click.UsageError as e:
+            if getattr(e, "debug", False):
+                raise
             where = self.prog or (e.ctx.command_path if e.ctx else self.name)
             click.echo(f"error: {e.format_message()} (see '{where} --help')", err=True)
             sys.exit(2)
         except RedrafterError as e:  # from an option's callback, while a script's command parses its options
+            if getattr(e, "debug", False):
+                raise
             click.echo(f"error: {e}", err=True)
             sys.exit(2)
         except click.ClickException as e:
@@ -76,12 +80,12 @@ class OneLineErrors:
             sys.stdout.flush()  # here, not at exit: a reader gone (`| head`) is a BrokenPipeError handled below
             return result
         except RedrafterError as e:
-            if ctx.obj and ctx.obj.get("debug"):
+            if _debug(ctx, e):
                 raise
             click.echo(f"error: {e}", err=True)
             ctx.exit(2)
         except click.UsageError as e:  # a bad option or value: one line too, with where to look
-            if ctx.obj and ctx.obj.get("debug"):
+            if _debug(ctx, e):
                 raise
             # an option lacking its value comes without a context: the command being parsed is the one to read
             where = e.ctx.command_path if e.ctx else " ".join(filter(None, (ctx.command_path, ctx.invoked_subcommand)))
@@ -93,7 +97,7 @@ class OneLineErrors:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
             ctx.exit(141)  # 128 + SIGPIPE
         except OSError as e:  # the disk filled up, a folder became unwritable: one line too
-            if ctx.obj and ctx.obj.get("debug"):
+            if _debug(ctx, e):
                 raise
             where = f"{e.filename}: " if e.filename else ""
             click.echo(f"error: {where}{e.strerror or e}: check the path, its permissions and the free disk space",
@@ -125,6 +129,15 @@ class LazyGroup(OneLineErrors, click.Group):
 class Script(OneLineErrors, Command):
     """A script's command (scripts/*.py: `@click.command(cls=Script)`): bad input is one line and exit 2, as in
     `redrafter-trt`, and an option given twice is refused."""
+
+
+def _debug(ctx, e: BaseException) -> bool:
+    """Whether `--debug` asked for the traceback; if so, marks `e` so that `main` lets it through (it printed the
+    exceptions re-raised here as one line, so --debug showed no traceback at all)."""
+    debug = bool(ctx.obj and ctx.obj.get("debug"))
+    if debug:
+        e.debug = True
+    return debug
 
 
 def _interrupt(signum, frame):
