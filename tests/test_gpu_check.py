@@ -7,16 +7,23 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+import torch
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.sh"
 
 
-def gpu_check(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    """The script started from `cwd`, its python3 a stand-in that says no GPU is visible and exits 1."""
-    bin_dir = cwd / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    (bin_dir / "python3").write_text("#!/bin/sh\necho 'no CUDA GPU visible to torch' >&2\nexit 1\n")
-    (bin_dir / "python3").chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+def gpu_check(cwd: Path, *args: str, stand_in: bool = True) -> subprocess.CompletedProcess:
+    """The script started from `cwd`; its python3 a stand-in that passes the CUDA check and stops at the next step
+    (exit 1), or with stand_in=False this machine's own."""
+    env = dict(os.environ)
+    if stand_in:
+        bin_dir = cwd / "bin"
+        bin_dir.mkdir(exist_ok=True)
+        (bin_dir / "python3").write_text('#!/bin/sh\ncase "$*" in *cuda.is_available*) exit 0;; esac\n'
+                                         "echo 'stand-in: stop here' >&2\nexit 1\n")
+        (bin_dir / "python3").chmod(0o755)
+        env["PATH"] = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
     return subprocess.run(["bash", str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
 
 
@@ -26,7 +33,7 @@ def test_a_relative_out_dir_is_taken_from_where_the_script_starts(tmp_path):
     name = f"gpu-check-out-{os.getpid()}"
     try:
         r = gpu_check(tmp_path, name)
-        assert r.returncode == 1 and "no CUDA GPU visible" in r.stderr, r.stderr
+        assert r.returncode == 1 and "stand-in: stop here" in r.stderr, r.stderr
         assert (tmp_path / name).is_dir()
         assert not (SCRIPT.parents[1] / name).exists()
     finally:
@@ -39,4 +46,16 @@ def test_a_bad_bench_prompt_count_is_refused_before_any_work(tmp_path):
     for count in ("0", "ten"):
         r = gpu_check(tmp_path, "out", count)
         assert r.returncode == 2 and f"BENCH_PROMPTS '{count}' is not a number of prompts" in r.stderr, r.stderr
-        assert "no CUDA GPU visible" not in r.stderr
+        assert "stand-in" not in r.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine the script would run every stage")
+def test_no_gpu_is_one_line_exit_2_and_nothing_on_disk(tmp_path):
+    """A review on a CPU machine: `bash scripts/gpu_check.sh OUT` ended with exit code 1 after making OUT (the CUDA
+    check came after mkdir), and without OUT_DIR bash's own `${1:?...}` exit 1."""
+    r = gpu_check(tmp_path, "out", stand_in=False)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "no CUDA GPU visible to torch: run this on a machine with an NVIDIA GPU and a CUDA build of torch"], r.stderr
+    assert not (tmp_path / "out").exists()
+    r = gpu_check(tmp_path, stand_in=False)
+    assert r.returncode == 2 and r.stderr.strip() == "usage: bash scripts/gpu_check.sh OUT_DIR [BENCH_PROMPTS]"
