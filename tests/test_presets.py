@@ -147,6 +147,10 @@ def test_cli_turns_preset_error_into_exit_2(tmp_path):
     ("run: {max-output-len: true}", "'max-output-len' is True: write a whole number"),
     ("build: {checkpoint-dir: [ck], output-dir: e}", "'checkpoint-dir' is ['ck']: write a string"),
     ("run: {chat: 1}", "'chat' is 1: write true or false"),
+    # a review: run's temperature type was no float type here, so '0.5' (a string) passed and true was told
+    # "write a string"
+    ("run: {temperature: '0.5'}", "'temperature' is '0.5': write a number"),
+    ("run: {temperature: true}", "'temperature' is True: write a number"),
     ("run: {input-text: [{a: 1}]}", "write a YAML list, each item a string"),
     ("train: {bogus: 1}\nrun: {chat: true}", "`train` takes no --config"),
     # null took the place of the option's default: tracebacks in run, a silently dropped --max_batch_size in build

@@ -62,8 +62,8 @@ class OutputFile(click.Path):
 SEED = click.IntRange(0, 2 ** 63 - 1)  # what torch.Generator.manual_seed takes
 
 
-class Temperature(click.ParamType):
-    """A finite number >= 0 (0 = greedy)."""
+class Temperature(click.types.FloatParamType):
+    """A finite number >= 0 (0 = greedy). A float type, so that a preset's `temperature` must be a YAML number."""
 
     name = "float"
 
