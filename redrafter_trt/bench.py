@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import transformers
 
 from .errors import ConfigError, DependencyError, first_line
 from .io import atomic_file
@@ -326,7 +327,8 @@ def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
             "chat": bool(opts.chat) if opts.chat is not None else bool(getattr(tokenizer, "chat_template", None)),
             "dtype": cfg.dtype, "device": opts.device, "compile": opts.compile, "torch_threads": torch.get_num_threads(),
             "checkpoint_num_beams": cfg.num_beams, "checkpoint_draft_len": cfg.draft_len,
-            "drafter": recorded_source(ckpt_config, "drafter")}
+            "drafter": recorded_source(ckpt_config, "drafter"),
+            "torch": torch.__version__, "transformers": transformers.__version__}
     return BenchReport(meta, hf_run, plain, configs)
 
 
@@ -364,6 +366,9 @@ def verdict(report: BenchReport) -> str:
     cost = (best.run.wall_seconds / best.run.steps) / (plain.wall_seconds / plain.steps)
     step = (f"a W={best.num_beams} L={best.draft_len} step costs {cost:.2f}x a plain one and makes "
             f"{best.run.mean_tokens_per_step:.2f} tokens")
+    if not any(sum(c.run.histogram.values()) for c in report.configs):
+        return ("no drafted step ran: every answer ended with the prefill's token, so these figures say nothing of the "
+                "drafter; give a larger --max-new-tokens")
     if max(c.run.mean_tokens_per_step for c in report.configs) < ACCEPTS_NOTHING:
         return (f"the drafter accepts almost nothing ({step}): drafting cannot pay, and any speed-up measured is "
                 f"noise; train it on the base's own answers (`redrafter-trt train --distill`) or longer")

@@ -79,6 +79,9 @@ def test_json_keys_and_grid(report):
         assert {"num_beams", "draft_len", "mean_tokens_per_step", "tokens_per_second", "speedup_vs_hf",
                 "speedup_vs_no_draft", "histogram"} <= set(c)
     assert data["meta"]["num_prompts"] == len(PROMPTS) and data["meta"]["chat"] is False
+    import torch
+    import transformers
+    assert (data["meta"]["torch"], data["meta"]["transformers"]) == (torch.__version__, transformers.__version__)
 
 
 def test_json_says_what_produced_it(setup, report, tmp_path):
@@ -426,9 +429,10 @@ def test_acceptance_needs_a_drafter(setup, tmp_path):
     assert_one_line_error(run_cli(*acceptance_args((base, plain, prompts))), "has no drafter", "--drafter")
 
 
-def timed_run(steps: int, seconds: float, tokens: int) -> Run:
+def timed_run(steps: int, seconds: float, tokens: int, histogram: dict | None = None) -> Run:
+    """`steps` steps (the prefill and, unless `histogram` says otherwise, steps - 1 decoding steps) making `tokens`."""
     run = Run()
-    run.add([0] * tokens, seconds, steps, {})
+    run.add([0] * tokens, seconds, steps, {1: steps - 1} if histogram is None else histogram)
     return run
 
 
@@ -451,6 +455,15 @@ def test_verdict_names_a_drafter_that_accepts_nothing():
     line = verdict(BenchReport(meta={}, hf=timed_run(100, 10.0, 100), no_draft=plain, configs=[config]))
     assert line.startswith("the drafter accepts almost nothing") and "1.01 tokens" in line and "--distill" in line
 
+
+
+def test_verdict_says_when_no_drafted_step_ran():
+    """--max-new-tokens 1: every answer is the prefill's token, no draft is ever tried; the verdict said 'the drafter
+    accepts almost nothing ... train it longer'."""
+    plain, drafted = timed_run(3, 0.3, 3, {}), timed_run(3, 0.3, 3, {})
+    config = ConfigResult(4, 2, drafted, speedup_vs_hf=1.0, speedup_vs_no_draft=1.0, mismatched_prompts=[])
+    line = verdict(BenchReport(meta={}, hf=timed_run(3, 0.6, 3), no_draft=plain, configs=[config]))
+    assert line.startswith("no drafted step ran") and "--max-new-tokens" in line
 
 
 def test_bench_stops_on_the_tokenizer_folders_generation_config_as_acceptance_does(setup, report, tmp_path):
