@@ -10,8 +10,11 @@ DRAFTER=${DRAFTER:-models/Llama-3.1-70B-Instruct-redrafter}
 WORK=${WORK:-work/llama-3.1-70b-instruct-tp4}
 PRESET=$(cd "$(dirname "$0")/.." && pwd)/configs/llama-3.1-70b-instruct-tp4.yaml
 
-# No ReDrafter drafter is published for this model: train one first (README, "Train a drafter"), e.g.
-#   redrafter-trt train --base "$BASE" --data prompts.jsonl --distill --device cuda --output "$DRAFTER"
+# No ReDrafter drafter is published for this model: train one first (README, "Train a drafter"). `train` holds the
+# whole base on one device, 141 GB in bfloat16, which no 80 GB GPU holds (--device cuda runs out of memory, and
+# torchrun copies the whole base to every GPU); on a host with RAM to spare (about 200 GB) it runs on the CPU, slowly:
+#   redrafter-trt train --base "$BASE" --data prompts.jsonl --distill --device cpu --base-dtype bfloat16 --output "$DRAFTER"
+# or bring a drafter trained elsewhere for this base (Apple layout: config.json + model.safetensors).
 
 # convert reads the base lazily, one rank's slices at a time: no GPU needed for this step
 redrafter-trt convert --config "$PRESET" \
