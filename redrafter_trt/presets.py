@@ -35,11 +35,17 @@ KNOWN_SECTIONS = frozenset({"convert", "build", "run", "serve", "inspect", "benc
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """safe_load that refuses a key given twice in one mapping (PyYAML keeps the last one silently)."""
+    """safe_load that refuses a key given twice in one mapping (PyYAML keeps the last one silently). A merge key
+    (`<<: *run`) is no key of its own: the base class merges it, and a key written beside it overrides the merged
+    one, as YAML says."""
+
+    MERGE = "tag:yaml.org,2002:merge"
 
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == self.MERGE:
+                continue
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise ConfigError(f"preset field '{key}' is given twice in one section (line "

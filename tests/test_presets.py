@@ -173,6 +173,22 @@ def test_preset_values_have_the_options_types(tmp_path, text, needle):
     assert len(lines) == 1 and needle in lines[0], result.output
 
 
+def test_yaml_merge_keys_share_a_section(tmp_path):
+    """`serve: {<<: *run}` is YAML safe_load reads (a key beside the merge overrides it): the loader that refuses
+    keys given twice called it "not valid YAML at line 4" (no constructor for the merge key)."""
+    text = "convert: &c\n  tp-size: 2\n  output: o\nrun:\n  <<: *c\n  tp: 7\n  output: p\n"
+    assert load_preset_text(tmp_path, text)["run"] == {"tp-size": 2, "output": "p", "tp": 7}
+    assert invoke(tmp_path, "run: &r\n  tp: 6\nconvert:\n  <<: *r\n  tp-size: 5\n", "run").output == "6 out\n"
+    result = invoke(tmp_path, "base: &b {tp: 1}\nrun:\n  <<: *b\n  tp: 2\n  tp: 3\n", "run")
+    assert isinstance(result.exception, ConfigError) and "'tp' is given twice" in str(result.exception)
+
+
+def load_preset_text(tmp_path, text: str) -> dict:
+    path = tmp_path / "merge.yaml"
+    path.write_text(text)
+    return load_preset(path)
+
+
 def test_an_empty_section_is_an_empty_section(tmp_path):
     """`run:` with nothing under it was called "not an option of any command"."""
     assert invoke(tmp_path, "run:\ntp: 5\n", "run").output.split() == ["5", "out"]
