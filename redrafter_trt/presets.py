@@ -219,12 +219,23 @@ def _load_into_context(ctx: click.Context, param: click.Parameter, value):
     group = _group(ctx)
     preset = load_preset(value)
     sections = KNOWN_SECTIONS | set(group.list_commands(ctx.parent) if group else ())
+    others = []
     for section in sorted(k for k in preset if k in sections and k != name):
-        command = group.get_command(ctx.parent, section) if group else None
+        try:
+            command = group.get_command(ctx.parent, section) if group else None
+        except ImportError as e:  # a command module mid-edit must not break another command's preset
+            log.warning("cannot load command %s to check its preset section: %s", section, e)
+            continue
         if command is not None and not takes_config(command):
             raise ConfigError(f"preset section '{section}': `{section}` takes no --config; remove the section "
                               f"and pass its options on the command line")
+        if command is not None:
+            others.append((section, command))
     defaults = resolve(preset, name, ctx.command, sections, _sibling_commands(ctx))
+    # the other commands' sections now, not when their turn comes: a typo under `run:` stopped an example script
+    # only after convert and build had run (hours for a 70B base)
+    for section, command in others:
+        resolve({section: preset[section]}, section, command, sections)
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     log.info("preset %s sets %s for %s", value, ", ".join(sorted(defaults)) or "nothing", name)
     return value

@@ -173,12 +173,25 @@ def test_preset_values_have_the_options_types(tmp_path, text, needle):
     assert len(lines) == 1 and needle in lines[0], result.output
 
 
+@pytest.mark.parametrize("text, needle", [
+    ("run: {tpp: 2}\n", "'run.tpp' is not an option of 'run'"),
+    ("run: {tp: 2.5}\n", "'tp' is 2.5: write a whole number"),
+    ("run: {tp: null}\n", "'tp' is null"),
+])
+def test_another_commands_section_is_checked_up_front(tmp_path, text, needle):
+    """`convert --config` with a typo under `run:` converted (hours for a 70B base, then build) and only `run`, the
+    example scripts' last step, refused the preset."""
+    result = invoke(tmp_path, "convert: {tp-size: 2}\n" + text, "convert")
+    assert isinstance(result.exception, ConfigError) and needle in str(result.exception), result.output
+    assert invoke(tmp_path, "convert: {tp-size: 2}\nrun: {tp: 3}\n", "convert").output == "2 True out []\n"
+
+
 def test_yaml_merge_keys_share_a_section(tmp_path):
     """`serve: {<<: *run}` is YAML safe_load reads (a key beside the merge overrides it): the loader that refuses
     keys given twice called it "not valid YAML at line 4" (no constructor for the merge key)."""
     text = "convert: &c\n  tp-size: 2\n  output: o\nrun:\n  <<: *c\n  tp: 7\n  output: p\n"
     assert load_preset_text(tmp_path, text)["run"] == {"tp-size": 2, "output": "p", "tp": 7}
-    assert invoke(tmp_path, "run: &r\n  tp: 6\nconvert:\n  <<: *r\n  tp-size: 5\n", "run").output == "6 out\n"
+    assert invoke(tmp_path, "convert: &c\n  output: x\nrun:\n  <<: *c\n  tp: 6\n", "run").output == "6 x\n"
     result = invoke(tmp_path, "base: &b {tp: 1}\nrun:\n  <<: *b\n  tp: 2\n  tp: 3\n", "run")
     assert isinstance(result.exception, ConfigError) and "'tp' is given twice" in str(result.exception)
 
