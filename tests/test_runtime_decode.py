@@ -52,6 +52,18 @@ def test_eos_and_length_stops(tiny_llama, tiny_drafter):
     assert [len(o) for o in short.output_ids] == [3] * 4
 
 
+def test_a_numpy_integer_eos_stops_as_an_int_does(tiny_llama, tiny_drafter):
+    """eos_token_id=np.int64(id), which generate's checks take as an id (numpy's ints are Integral), stops where the
+    same int does: it was turned into set(np.int64(id)), a TypeError ('not iterable') after the prefill."""
+    np = pytest.importorskip("numpy")
+    model = rt.load(checkpoint(tiny_llama, tiny_drafter, 1, num_beams=3, draft_len=4))
+    ref = hf_greedy(tiny_llama, PROMPTS[1], 30)
+    eos = ref[7]
+    want = ref[: ref.index(eos) + 1]
+    assert rt.generate(model, [PROMPTS[1]], 30, eos_token_id=eos).output_ids[0] == want
+    assert rt.generate(model, [PROMPTS[1]], 30, eos_token_id=np.int64(eos)).output_ids[0] == want
+
+
 def test_on_tokens_sees_every_token_once_and_can_end_a_row(tiny_llama, tiny_drafter):
     """The deltas handed to on_tokens add up to each row's output (EOS cut included); a row whose callback returns
     True ends there with a prefix of its full answer and fewer steps, the others are untouched."""

@@ -31,6 +31,7 @@ Plain decoding (`use_draft=False`) is the same loop with one-token trees, so it 
 from __future__ import annotations
 
 import logging
+import numbers
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -159,7 +160,8 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
     "trtllm" (`runtime.accept`)."""
     start = time.perf_counter()
     dev = base.device
-    eos = set([eos_token_id] if isinstance(eos_token_id, int) else (eos_token_id or []))
+    # a numpy integer (generate's checks take Python's and numpy's ints) is one id, not an iterable of them
+    eos = set([eos_token_id] if isinstance(eos_token_id, numbers.Integral) else (eos_token_id or []))
     gen = torch.Generator().manual_seed(seed)
     use_draft = drafter is not None and num_beams > 0 and draft_len > 0
     W, L = (num_beams, draft_len + 1) if use_draft else (1, 1)
