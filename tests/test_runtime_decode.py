@@ -64,6 +64,17 @@ def test_a_numpy_integer_eos_stops_as_an_int_does(tiny_llama, tiny_drafter):
     assert rt.generate(model, [PROMPTS[1]], 30, eos_token_id=np.int64(eos)).output_ids[0] == want
 
 
+def test_numpy_integer_seed_and_batch_size_run_as_ints(tiny_llama, tiny_drafter):
+    """seed=np.int64 and batch_size=np.int64, which generate's checks take (numpy's ints are Integral), sample as the
+    same ints do: each batch's seed (seed + batch index) went to torch.Generator.manual_seed as a numpy integer,
+    'TypeError: an integer is required'."""
+    np = pytest.importorskip("numpy")
+    model = rt.load(checkpoint(tiny_llama, tiny_drafter, 1, num_beams=3, draft_len=4))
+    want = rt.generate(model, PROMPTS[:2], 6, temperature=0.8, seed=3, batch_size=1).output_ids
+    assert rt.generate(model, PROMPTS[:2], 6, temperature=0.8, seed=np.int64(3), batch_size=1).output_ids == want
+    assert rt.generate(model, PROMPTS[:2], 6, temperature=0.8, seed=3, batch_size=np.int64(1)).output_ids == want
+
+
 def test_on_tokens_sees_every_token_once_and_can_end_a_row(tiny_llama, tiny_drafter):
     """The deltas handed to on_tokens add up to each row's output (EOS cut included); a row whose callback returns
     True ends there with a prefix of its full answer and fewer steps, the others are untouched."""

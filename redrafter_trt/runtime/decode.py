@@ -162,7 +162,7 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
     dev = base.device
     # a numpy integer (generate's checks take Python's and numpy's ints) is one id, not an iterable of them
     eos = set([eos_token_id] if isinstance(eos_token_id, numbers.Integral) else (eos_token_id or []))
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(int(seed))  # a numpy integer (generate takes them) is a TypeError there
     use_draft = drafter is not None and num_beams > 0 and draft_len > 0
     W, L = (num_beams, draft_len + 1) if use_draft else (1, 1)
     outputs: list[list[int]] = []
