@@ -75,6 +75,18 @@ def test_numpy_integer_seed_and_batch_size_run_as_ints(tiny_llama, tiny_drafter)
     assert rt.generate(model, PROMPTS[:2], 6, temperature=0.8, seed=3, batch_size=np.int64(1)).output_ids == want
 
 
+@pytest.mark.parametrize("joining, needle", [([[1, 300]], "token id 300 is outside the vocabulary"),  # IndexError
+                                              ([[1, 2.5]], "token id 2.5 is outside"),  # decoded as token 2
+                                              ([[]], "an admitted prompt is empty")])
+def test_admitted_prompts_are_checked_as_the_first_ones(tiny_llama, tiny_drafter, joining, needle):
+    """A prompt that admit hands to a running batch is refused as generate refuses its own prompts, one line:
+    an id outside the vocabulary was an IndexError in the embedding, a float id was truncated and decoded."""
+    model = rt.load(checkpoint(tiny_llama, tiny_drafter, 1, num_beams=3, draft_len=4))
+    left = [joining]
+    with pytest.raises(ConfigError, match=needle):
+        rt.generate(model, PROMPTS[:1], 6, admit=lambda running: left.pop() if left else [])
+
+
 def test_on_tokens_sees_every_token_once_and_can_end_a_row(tiny_llama, tiny_drafter):
     """The deltas handed to on_tokens add up to each row's output (EOS cut included); a row whose callback returns
     True ends there with a prefix of its full answer and fewer steps, the others are untouched."""

@@ -197,7 +197,7 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
             g0 = new_g0[keep] if g0 is None else torch.cat([g0, new_g0[keep]])
             active += still
         if not active:  # nothing runs: take whatever admit has, else stop
-            joining = _admitted(admit, 0, group)
+            joining = _admitted(admit, 0, group, base.cfg)
             if joining:
                 continue
             break
@@ -243,7 +243,7 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
             on_step(n, kept, n - len(active), time.perf_counter() - step_start)
         if len(active) < n:
             cache.select_rows(keep.to(dev)); h, g0 = h[keep], g0[keep]
-        joining = _admitted(admit, len(active), group) if active else []  # one round per step: running rows go on
+        joining = _admitted(admit, len(active), group, base.cfg) if active else []  # one round per step: running rows go on
     for b in range(len(outputs)):  # an EOS inside a step's tokens cut that step short
         excess = 1 + sum(accepted[b]) - len(outputs[b])
         if excess and accepted[b]:
@@ -256,13 +256,18 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
     return result
 
 
-def _admitted(admit, running: int, group: TPGroup) -> list[list[int]]:
-    """admit's new prompts (rank 0's, on every rank), checked."""
+def _admitted(admit, running: int, group: TPGroup, cfg) -> list[list[int]]:
+    """admit's new prompts (rank 0's, on every rank), checked as generate checks its prompts (token ids in the
+    vocabulary), but for their positions: a server cuts a joining row at its own max_tokens, which it checked."""
     if admit is None:
         return []
     prompts = group.broadcast_object(admit(running))
-    if any(len(p) == 0 for p in prompts):  # the same on every rank: they all raise
-        raise ConfigError("an admitted prompt is empty: every prompt needs at least one token")
+    if prompts:  # the same on every rank: they all raise
+        from . import check_prompts  # the package imports this module
+
+        if all(isinstance(p, (list, tuple)) for p in prompts) and any(len(p) == 0 for p in prompts):
+            raise ConfigError("an admitted prompt is empty: every prompt needs at least one token")
+        check_prompts(cfg, prompts)
     return prompts
 
 
