@@ -199,7 +199,7 @@ def _sibling_commands(ctx: click.Context) -> Callable[[], list[click.Command]]:
                 continue
             try:
                 cmd = group.get_command(parent, name)
-            except ImportError as e:  # a command module mid-edit must not break another command's preset
+            except ImportError as e:  # a command that cannot be imported here must not stop another command
                 log.warning("cannot load command %s to check preset keys: %s", name, e)
                 continue
             if cmd is not None and takes_config(cmd):
@@ -223,7 +223,7 @@ def _load_into_context(ctx: click.Context, param: click.Parameter, value):
     for section in sorted(k for k in preset if k in sections and k != name):
         try:
             command = group.get_command(ctx.parent, section) if group else None
-        except ImportError as e:  # a command module mid-edit must not break another command's preset
+        except ImportError as e:  # a command that cannot be imported here must not stop another command
             log.warning("cannot load command %s to check its preset section: %s", section, e)
             continue
         if command is not None and not takes_config(command):
