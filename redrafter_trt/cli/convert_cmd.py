@@ -7,9 +7,8 @@ from pathlib import Path
 
 import click
 
-from ..errors import ConfigError
 from ..presets import config_option
-from .params import Command, SEED
+from .params import Command, SEED, refuse_typed_without
 
 PATH = click.Path(path_type=Path)
 FP8_ONLY = ("kv_cache_dtype", "calib_data", "calib_size", "calib_seq_len", "calib_batch_size", "device")
@@ -49,12 +48,8 @@ def convert(base, drafter, output, tp_size, dtype, num_beams, draft_len, no_gree
     from ..convert import convert as run_convert, plan_conversion
 
     ctx = click.get_current_context()
-    typed = [f"--{name.replace('_', '-')}" for name in FP8_ONLY
-             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
-    if typed and not quantize:
-        many = len(typed) > 1
-        raise ConfigError(f"{', '.join(typed)} only {'apply' if many else 'applies'} to FP8 calibration: add "
-                          f"--quantize fp8, or leave {'them' if many else 'it'} out")
+    if not quantize:
+        refuse_typed_without(ctx, FP8_ONLY, "FP8 calibration", "add --quantize fp8")
 
     options = dict(force=force, tp_size=tp_size, dtype=dtype, num_beams=num_beams, draft_len=draft_len,
                    greedy=not no_greedy, quantize=quantize, kv_cache_dtype=kv_cache_dtype,

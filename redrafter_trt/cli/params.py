@@ -95,6 +95,17 @@ def options_given(ctx: click.Context, *, preset: bool = False) -> list[click.Par
     return out
 
 
+def refuse_typed_without(ctx: click.Context, names, purpose: str, fix: str) -> None:
+    """Refuse the options in `names` typed on the command line (a preset's are not refused), called when the option
+    they need is off: '--a, --b only apply to PURPOSE: FIX, or leave them out'."""
+    typed = [f"--{name.replace('_', '-')}" for name in names
+             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+    if typed:
+        many = len(typed) > 1
+        raise ConfigError(f"{', '.join(typed)} only {'apply' if many else 'applies'} to {purpose}: {fix}, or leave "
+                          f"{'them' if many else 'it'} out")
+
+
 def check_output_file(path: Path | None, inputs: list, option: str) -> None:
     """Refuse an output file that is an input or lies inside an input folder (it would overwrite what is read)."""
     if path is None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import ConfigError
-from .params import Command, Device, SEED
+from .params import Command, Device, SEED, refuse_typed_without
 
 
 class _Bars:
@@ -108,12 +108,8 @@ def train(base, data, output, num_draft_layers, rnn, exit_dim, predict_n, epochs
     from ..train import TrainConfig, train_drafter
 
     ctx = click.get_current_context()
-    typed = [f"--{name.replace('_', '-')}" for name in DISTILL_ONLY
-             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
-    if typed and not distill:  # else the reference answers were trained on, the option silently ignored
-        many = len(typed) > 1
-        raise ConfigError(f"{', '.join(typed)} only {'apply' if many else 'applies'} to the base's own answers: add "
-                          f"--distill, or leave {'them' if many else 'it'} out")
+    if not distill:  # else the reference answers were trained on, the option silently ignored
+        refuse_typed_without(ctx, DISTILL_ONLY, "the base's own answers", "add --distill")
     if max_steps is not None and ctx.get_parameter_source("epochs") == click.core.ParameterSource.COMMANDLINE:
         raise ConfigError(f"--epochs {epochs} has no effect with --max-steps {max_steps}, which sets the number of "
                           f"steps: leave one out")  # the epochs were dropped without a word
