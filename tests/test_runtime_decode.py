@@ -87,6 +87,23 @@ def test_admitted_prompts_are_checked_as_the_first_ones(tiny_llama, tiny_drafter
         rt.generate(model, PROMPTS[:1], 6, admit=lambda running: left.pop() if left else [])
 
 
+def test_an_admitted_prompt_ends_at_the_models_last_position(tiny_llama, tiny_drafter, caplog):
+    """A prompt admitted mid-run whose length + max_new_tokens exceed max_position_embeddings (512) stops at the last
+    position, with base's greedy tokens there and a warning (it decoded on, RoPE past the model's positions, to
+    max_new_tokens); one that leaves no position for a new token is refused in one line (it was decoded as well)."""
+    model = rt.load(checkpoint(tiny_llama, tiny_drafter, 1, num_beams=3, draft_len=4))
+    eos = eos_of(tiny_llama)
+    long = [1] + [5 + i % 200 for i in range(505)]  # 506 tokens: 6 positions left
+    left = [[long]]
+    res = rt.generate(model, PROMPTS[:1], 20, eos_token_id=eos, admit=lambda running: left.pop() if left else [])
+    assert len(res.output_ids[1]) == 6 and res.output_ids[1] == hf_greedy(tiny_llama, long, 6)
+    assert "emits at most 6 new tokens" in caplog.text
+    assert res.output_ids[0] == hf_greedy(tiny_llama, PROMPTS[0], 20)  # the running row keeps its max_new_tokens
+    left = [[[1] * 512]]
+    with pytest.raises(ConfigError, match="admitted 512-token prompt leaves no room for a new token"):
+        rt.generate(model, PROMPTS[:1], 6, admit=lambda running: left.pop() if left else [])
+
+
 def test_on_tokens_sees_every_token_once_and_can_end_a_row(tiny_llama, tiny_drafter):
     """The deltas handed to on_tokens add up to each row's output (EOS cut included); a row whose callback returns
     True ends there with a prefix of its full answer and fewer steps, the others are untouched."""

@@ -13,7 +13,9 @@ EOS / at max_new_tokens.
 `admit(running rows)` (optional) is asked after every step for more prompts to join the batch (in-flight batching:
 a server's newly arrived requests); they are prefilled, emit their first token and decode along from the next step,
 as rows numbered after those already there. Decoding ends when no row runs and admit has none. Under
-tensor parallelism rank 0's answer is broadcast (every rank passes an admit, or none).
+tensor parallelism rank 0's answer is broadcast (every rank passes an admit, or none). An admitted row whose
+prompt + max_new_tokens runs past the model's positions ends at the last one (a warning says so; TensorRT-LLM
+lowers such a request's max new tokens alike); a prompt that leaves no position for a new token is refused.
 
 `on_step(rows, tokens, ended, seconds)` (optional) hears of each decoding step after the prefill: the rows it decoded,
 the tokens they emitted (1 + accepted drafts each, after the EOS and max_new_tokens cuts), the rows that ended at it
@@ -170,6 +172,7 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
     steps: list[int] = []
     sent: list[int] = []
     lps: list[list[TokenLogprob]] = []
+    limit: list[int] = []  # per row: max_new_tokens, or fewer where an admitted prompt leaves fewer positions
 
     def report(b: int) -> bool:
         """Hand row b's new tokens to on_tokens; True when it asks the row to end."""
@@ -190,7 +193,8 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
             for i, t in enumerate(new_g0.tolist()):
                 outputs.append([t]); accepted.append([]); steps.append(1); sent.append(0)
                 lps.append(firsts[i] if firsts else [])
-            still, keep = _finish(list(range(first, len(outputs))), outputs, eos, max_new_tokens, reporter, group, dev)
+                limit.append(_row_limit(base.cfg, len(joining[i]), max_new_tokens))
+            still, keep = _finish(list(range(first, len(outputs))), outputs, eos, limit, reporter, group, dev)
             new_cache.select_rows(keep.to(dev))
             cache.extend(new_cache)
             h = new_h[keep] if h is None else torch.cat([h, new_h[keep]])
@@ -230,14 +234,14 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
                     if logprobs is not None else None)
         decoded, before = active, (sum(len(outputs[b]) for b in active) if on_step is not None else 0)
         for i, b in enumerate(active):
-            room = max_new_tokens - len(outputs[b])
+            room = limit[b] - len(outputs[b])
             new = emitted[i][: min(counts[i], room)]
             outputs[b].extend(new)
             if step_lps:
                 lps[b].extend(step_lps[i][: len(new)])
             accepted[b].append(len(new))
             steps[b] += 1
-        active, keep = _finish(active, outputs, eos, max_new_tokens, reporter, group, dev)
+        active, keep = _finish(active, outputs, eos, limit, reporter, group, dev)
         if on_step is not None:
             kept = sum(len(outputs[b]) for b in decoded) - before  # after the EOS and max_new_tokens cuts
             on_step(n, kept, n - len(active), time.perf_counter() - step_start)
@@ -256,9 +260,20 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
     return result
 
 
+def _row_limit(cfg, prompt_len: int, max_new_tokens: int) -> int:
+    """The new tokens a row may emit: max_new_tokens, or what the model's positions leave after its prompt (generate
+    refuses first prompts that need more; an admitted one is cut there, as TensorRT-LLM cuts a request's max new
+    tokens at max_seq_len: a server cuts a joining row at its own max_tokens, which it checked)."""
+    room = cfg.max_positions - prompt_len
+    if room < max_new_tokens:
+        log.warning("an admitted %d-token prompt + %d new tokens exceed the model's %d positions: it emits at most %d "
+                    "new tokens", prompt_len, max_new_tokens, cfg.max_positions, room)
+    return min(max_new_tokens, room)
+
+
 def _admitted(admit, running: int, group: TPGroup, cfg) -> list[list[int]]:
     """admit's new prompts (rank 0's, on every rank), checked as generate checks its prompts (token ids in the
-    vocabulary), but for their positions: a server cuts a joining row at its own max_tokens, which it checked."""
+    vocabulary) and with room for one new token in the model's positions (more than that: `_row_limit`)."""
     if admit is None:
         return []
     prompts = group.broadcast_object(admit(running))
@@ -268,19 +283,24 @@ def _admitted(admit, running: int, group: TPGroup, cfg) -> list[list[int]]:
         if all(isinstance(p, (list, tuple)) for p in prompts) and any(len(p) == 0 for p in prompts):
             raise ConfigError("an admitted prompt is empty: every prompt needs at least one token")
         check_prompts(cfg, prompts)
+        longest = max(map(len, prompts))
+        if longest >= cfg.max_positions:
+            raise ConfigError(f"an admitted {longest}-token prompt leaves no room for a new token in the model's "
+                              f"{cfg.max_positions} positions: shorten it")
     return prompts
 
 
-def _finish(active: list[int], outputs: list[list[int]], eos: set[int], max_new: int,
+def _finish(active: list[int], outputs: list[list[int]], eos: set[int], limit: list[int],
             report: Callable[[int], bool] | None, group: TPGroup, dev) -> tuple[list[int], torch.Tensor]:
-    """Cut outputs after EOS, report each row's new tokens; return the rows still running and their positions in
-    the current batch. report None: nothing is reported (no on_tokens), so the ranks need not agree on anything."""
+    """Cut outputs after EOS, report each row's new tokens; return the rows still running (under their new-token
+    `limit`) and their positions in the current batch. report None: nothing is reported (no on_tokens), so the
+    ranks need not agree on anything."""
     ended = []
     for b in active:
         stop = _stop_index(outputs[b], eos)
         if stop is not None:
             del outputs[b][stop + 1:]
-        ended.append(stop is not None or len(outputs[b]) >= max_new)
+        ended.append(stop is not None or len(outputs[b]) >= limit[b])
     halt = [report(b) for b in active] if report is not None else [False] * len(active)
     if report is not None and group.tp_size > 1:  # on the model's device: nccl broadcasts CUDA tensors only
         (flags,) = _sync(group, torch.tensor(halt, dtype=torch.bool, device=dev))
