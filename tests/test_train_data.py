@@ -83,6 +83,23 @@ def test_prompt_ids_end_with_assistant_header(tok):
     assert tok.decode(prompt_ids(tok, conv, 1000)).endswith("<|im_start|>user\nQ?<|im_end|>\n<|im_start|>assistant\n")
 
 
+@pytest.mark.parametrize("answer", ["\n\nFirst, a list", "  Indented", " Hello there", "Plain"])
+def test_an_answer_opening_with_whitespace_is_trained_after_the_prompts_own_tokens(smollm2, answer):
+    """SmolLM2's byte-level BPE merged the "\n" closing "<|im_start|>assistant\n" with an answer's leading "\n" or
+    " " when the whole conversation was tokenized at once: the drafter was trained after a token the base never sees
+    after its prompt, and the answer's first token was no target. The tokens before the answer are now the prompt's
+    (`prompt_ids`, as run and serve tokenize it), the targets the answer's own tokens."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smollm2)
+    conv = Conversation(({"role": "user", "content": "Hi"}, {"role": "assistant", "content": answer}))
+    ex, prompt = encode(tok, conv, max_len=1000), prompt_ids(tok, conv)
+    assert list(ex.ids[: len(prompt)]) == prompt
+    targets = [t for t, m in zip(ex.ids, ex.mask) if m]
+    assert targets == tok(answer + "<|im_end|>", add_special_tokens=False)["input_ids"]
+    assert list(ex.ids) == prompt + targets + tok("\n", add_special_tokens=False)["input_ids"]
+
+
 def test_readers(tmp_path):
     jl = tmp_path / "d.jsonl"
     jl.write_text("\n".join(json.dumps(r) for r in [

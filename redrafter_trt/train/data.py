@@ -185,7 +185,10 @@ def encode(tokenizer, conv: Conversation, max_len: int) -> Example:
     Assistant spans are found on the text: the template of messages[:j] with the generation prompt must be a
     prefix of the template of messages[:j+1]; the characters in between are turn j's content and end-of-turn
     marker. Tokens that start inside a span are targets; anything after the tokenizer's EOS in a span (a
-    newline the base never generates) is not. Truncated to `max_len` tokens.
+    newline the base never generates) is not. Where a token of the whole text runs across a span's start (an answer
+    opening with whitespace merged into the generation prompt's newline), the text is tokenized in pieces cut at the
+    spans' starts: the tokens before a turn are then its prompt's (`prompt_ids`), those after what the base emits
+    after them. Truncated to `max_len` tokens.
     """
     if not getattr(tokenizer, "chat_template", None):
         raise ConfigError("the base tokenizer has no chat template: train a drafter for a chat/instruct model, "
@@ -205,12 +208,12 @@ def encode(tokenizer, conv: Conversation, max_len: int) -> Example:
                               f"be located: drop its system message or later turns, remove that record, or train on "
                               f"the base's own answers with --distill (it renders only the prompt)")
         spans.append((len(before), len(through)))
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids, offsets = enc["input_ids"][:max_len], enc["offset_mapping"][:max_len]
+    ids, starts = _tokenize(tokenizer, text, [a for a, _ in spans])
+    ids, starts = ids[:max_len], starts[:max_len]
     eos = tokenizer.eos_token_id
     mask, after_eos = [], False
     span_i = 0
-    for tok, (start, _end) in zip(ids, offsets):
+    for tok, start in zip(ids, starts):
         while span_i < len(spans) and start >= spans[span_i][1]:
             span_i, after_eos = span_i + 1, False
         inside = span_i < len(spans) and spans[span_i][0] <= start < spans[span_i][1]
@@ -218,6 +221,25 @@ def encode(tokenizer, conv: Conversation, max_len: int) -> Example:
         if inside and tok == eos:
             after_eos = True
     return Example(tuple(ids), tuple(mask))
+
+
+def _tokenize(tokenizer, text: str, cuts: list[int]) -> tuple[list[int], list[int]]:
+    """text's token ids and the character each starts at: the whole text's, or where one of its tokens runs across a
+    cut, the pieces' between the cuts (a byte-level BPE merges the "\n" closing ChatML's "<|im_start|>assistant\n"
+    with an answer's leading "\n" or " ": the base never sees that token after its prompt, nor the answer's first
+    token at its place)."""
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, starts = enc["input_ids"], [a for a, _ in enc["offset_mapping"]]
+    if not any(a < c < b for c in cuts for a, b in enc["offset_mapping"]):
+        return ids, starts
+    ids, starts = [], []
+    bounds = [0, *cuts, len(text)]
+    for lo, hi in zip(bounds, bounds[1:]):
+        if hi > lo:
+            piece = tokenizer(text[lo:hi], add_special_tokens=False, return_offsets_mapping=True)
+            ids += piece["input_ids"]
+            starts += [lo + a for a, _ in piece["offset_mapping"]]
+    return ids, starts
 
 
 def prompt_ids(tokenizer, conv: Conversation, max_len: int | None = None) -> list[int]:
