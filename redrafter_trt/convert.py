@@ -211,8 +211,12 @@ def check_drafter_fits(d: DrafterConfig, hidden_size: int, vocab_size: int, tp: 
 def warn_sharpened_for_sampling(drafter: Path, greedy: bool) -> None:
     """A drafter trained with `train --later-sharpness S > 1` proposes well for greedy acceptance, but its
     later-step probabilities are S times too confident for sampling's min(1, p/q) test."""
-    trained = (read_json(drafter / "config.json", "drafter").get("producer") or {}).get("later_sharpness", 1.0)
-    if not greedy and trained > 1:
+    producer = read_json(drafter / "config.json", "drafter").get("producer")
+    producer = producer if isinstance(producer, dict) else {}
+    options = producer.get("options") if isinstance(producer.get("options"), dict) else {}
+    # train records its options as every output does; drafters trained before, at the top of the block
+    trained = options.get("later_sharpness", producer.get("later_sharpness", 1.0))
+    if not greedy and isinstance(trained, (int, float)) and trained > 1:
         log.warning("%s was trained with --later-sharpness %g for greedy acceptance: with --no-greedy its "
                     "overconfident later draft steps are accepted less often; for sampling, train with "
                     "--later-sharpness 1", drafter, trained)

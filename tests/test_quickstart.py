@@ -55,6 +55,7 @@ def test_second_run_reuses_drafter_and_checkpoint(smollm2, untrained, monkeypatc
 def test_untrained_drafter_is_retrained_and_reconverted(smollm2, untrained, monkeypatch):
     """Once training is there, a cached untrained drafter is replaced, and the checkpoint follows the new drafter."""
     from redrafter_trt.drafter import load_drafter, save_drafter
+    from redrafter_trt.producer import producer_block
 
     workdir, _ = untrained
     calls = []
@@ -62,7 +63,7 @@ def test_untrained_drafter_is_retrained_and_reconverted(smollm2, untrained, monk
     def fake_train(cfg, on_progress=None):  # what train_drafter leaves behind, without the ten minutes
         calls.append(cfg)
         dcfg, tensors = load_drafter(workdir / "drafter")
-        save_drafter(cfg.output, dcfg, tensors, {"name": "redrafter-trt train", **cfg.extra})
+        save_drafter(cfg.output, dcfg, tensors, {**producer_block("train", {}, {}), **cfg.extra})  # train's
         later = (workdir / "checkpoint" / "config.json").stat().st_mtime + 0.001  # newer, not in the future
         os.utime(cfg.output / "model.safetensors", (later, later))
         return cfg.output

@@ -369,3 +369,29 @@ def test_a_base_whose_hidden_states_are_not_finite_is_named(chat_base, tmp_path)
         "error: the base's hidden states hold inf or NaN (computed in float32): its weights are broken or overflow "
         "there: check the base, or pass --base-dtype float32"), r.output
     assert not (tmp_path / "out").exists()
+
+
+def test_the_drafters_producer_block_is_every_outputs_with_the_recipe_on_top(chat_base, prompts, tmp_path,
+                                                                             monkeypatch, caplog):
+    """train built its drafter's `producer` by its own dict: named "redrafter-trt train", the base as typed (a
+    relative path), no `options` (max_seq_len, epochs, num_draft_layers... not recorded) and no `sources`. It is now
+    producer.py's block, with the run's results and the quickstart's recipe at the top, where the quickstart and
+    convert's sharpness warning find them."""
+    from redrafter_trt import quickstart as qs
+    from redrafter_trt.convert import warn_sharpened_for_sampling
+    from redrafter_trt.train import TrainConfig, train_drafter
+
+    shutil.copytree(chat_base, tmp_path / "base")
+    monkeypatch.chdir(tmp_path)
+    cfg = TrainConfig(base="base", data=[prompts], output=tmp_path / "out", cache_dir=tmp_path / "c", distill=True,
+                      distill_max_new_tokens=12, max_steps=2, predict_n=2, extra={"recipe": "r1"})
+    out = train_drafter(cfg)
+    meta = json.loads((out / "config.json").read_text())["producer"]
+    assert (meta["name"], meta["command"]) == ("redrafter-trt", "train")
+    assert meta["sources"] == {"base": str((tmp_path / "base").resolve()), "data": [str(prompts.resolve())]}
+    assert meta["options"]["max_seq_len"] == 512 and meta["options"]["later_sharpness"] == 4.0
+    assert {"num_draft_layers", "epochs", "max_steps", "distill", "lr", "seed"} <= set(meta["options"])
+    assert meta["steps"] == 2 and meta["recipe"] == "r1" and ("heldout" in meta or "train_set" in meta)
+    assert qs.drafter_origin(out, "r1") == "trained" and qs.drafter_origin(out, "r2") == "outdated"
+    warn_sharpened_for_sampling(out, greedy=False)
+    assert "trained with --later-sharpness 4" in caplog.text

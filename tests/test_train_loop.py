@@ -57,7 +57,7 @@ def test_loss_decreases_and_drafter_loads(chat_base, qa_file, tmp_path):
     from redrafter_trt import __version__
 
     assert (meta["version"], meta["command"]) == (__version__, "train")  # init-drafter's and convert's have them
-    assert meta["data"] == [str(Path(qa_file).resolve())]
+    assert meta["sources"]["data"] == [str(Path(qa_file).resolve())]
     # the head keeps only the rows of tokens in the data: the others are exactly zero
     head = tensors["lm_head.1.weight"]
     zero_rows = (head == 0).all(1)

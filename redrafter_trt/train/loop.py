@@ -18,16 +18,16 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from .. import __version__
 from ..drafter import Drafter, DrafterConfig, save_drafter
 from ..errors import ConfigError, PeerError, TokenizerError
 from ..io import TensorSource
+from ..producer import producer_block
 from ..runtime.linear import pack_linears
 from ..runtime.tp import quiet_stdout
 from .config import TrainConfig
@@ -319,12 +319,10 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
         log.info("%s: top-1 %s, chained %s, %.2f tokens/step at beam width 1",
                  "held-out" if held else "training set (no held-out examples)", result.get("top1"),
                  result.get("chained"), result.get("tokens_per_step_beam1", 0))
-        producer = {"name": "redrafter-trt train", "version": __version__, "command": "train", "base": str(cfg.base),
-                    "data": [str(Path(p).resolve()) for p in cfg.data], "steps": total, "batch_size": cfg.batch_size,
-                    "lr": cfg.lr, "seed": cfg.seed, "distill": cfg.distill, "base_dtype": dtype_name(base_dtype),
-                    "train_dtype": dtype_name(train_dtype),
-                    "soft_target": cfg.soft_target, "later_sharpness": cfg.later_sharpness,
-                    "step_decay": cfg.step_decay, "train_head": cfg.train_head,
+        # the block every output carries (producer.py), then what the run came to (the dtypes "auto" chose), and
+        # cfg.extra: the quickstart's recipe, which it looks for at the top
+        producer = {**producer_block("train", train_options(cfg), {"base": cfg.base, "data": cfg.data}),
+                    "steps": total, "base_dtype": dtype_name(base_dtype), "train_dtype": dtype_name(train_dtype),
                     "head_rows_kept": len(head.keep) if head.keep is not None else dcfg.vocab_size,
                     "heldout" if held else "train_set": result, **cfg.extra}
         state = {name: v.detach().float() for name, v in drafter.state_dict().items()}
@@ -334,6 +332,15 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
         with _peers():
             torch.distributed.barrier()
     return cfg.output
+
+
+TRAIN_SOURCES = ("base", "data", "output", "cache_dir", "extra")  # TrainConfig's fields that are no options
+
+
+def train_options(cfg: TrainConfig) -> dict:
+    """The producer block's options: every TrainConfig field but the folders and files (its sources, the output,
+    the cache) and extra."""
+    return {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in TRAIN_SOURCES}
 
 
 STOPS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; `kill` (the train command raises KeyboardInterrupt on it too)
