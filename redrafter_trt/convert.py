@@ -26,7 +26,7 @@ from .checkpoint import config_problems
 from .config import DTYPES, BaseModelConfig, read_json, redrafter_fields, trtllm_model_fields
 from .drafter import DrafterConfig, drafter_config, load_drafter
 from .errors import ConfigError, TensorError, name_list
-from .io import StreamingWriter, TensorSource, all_finite, atomic_output, check_output_folder, partial_prefix
+from .io import ST_TO_TORCH, StreamingWriter, TensorSource, all_finite, atomic_output, check_output_folder, partial_prefix
 from .producer import producer_block
 from .registry import QWEN_SEQ_LENGTH, TRTLLM_ACTIVATIONS, redrafter_for_trtllm_base
 from .rules import DROPPED, LAYER_RULES, MODEL_RULES, drafter_to_trtllm
@@ -185,8 +185,22 @@ def plan_trtllm_rank(src: TensorSource, cfg: dict, tp_rank: int, where: Path) ->
     for name, (shape, dt) in specs.items():
         if src.shape(name) != shape:
             raise TensorError(f"base checkpoint {where} rank {tp_rank}: {name} is {src.shape(name)}, config says {shape}")
-        planned.append(Planned(name, shape, dt, lambda name=name, dt=dt: src.get(name).to(dt)))
+        planned.append(Planned(name, shape, dt, _trtllm_reader(src, name, dt, f"base checkpoint {where} rank {tp_rank}")))
     return planned
+
+
+def _trtllm_reader(src: TensorSource, name: str, dt: torch.dtype, where: str) -> Callable[[], torch.Tensor]:
+    """How a TensorRT-LLM base tensor becomes the layout's `dt`: a float cast, or FP8 bits stored as int8 (older
+    exporters' layout) viewed as FP8, as TensorRT-LLM's `preprocess_perlayer_weights` loads them. A cast into or
+    out of FP8 (or of integers) would change the values without their scale: refused."""
+    stored = ST_TO_TORCH.get(src.dtype(name))
+    if dt == torch.float8_e4m3fn and stored == torch.int8:
+        return lambda: src.get(name).view(dt)
+    if stored != dt and (stored is None or torch.float8_e4m3fn in (stored, dt) or not stored.is_floating_point):
+        raise TensorError(f"{where}: {name} is {src.dtype(name)}, but its config.json makes it "
+                          f"{str(dt).removeprefix('torch.')}: the base's quantization block does not match its "
+                          f"weights: re-export the base")
+    return lambda: src.get(name).to(dt)
 
 
 # ---------------------------------------------------------------- drafter

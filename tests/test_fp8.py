@@ -198,6 +198,31 @@ def test_attach_to_fp8_base_keeps_what_trtllm_excludes(fp8_models, tmp_path, lis
     shutil.rmtree(base)
 
 
+def test_attach_to_fp8_base_stored_as_int8_keeps_its_fp8_bits(fp8_models, tmp_path):
+    """A review: an FP8 base whose FP8 weights are stored as int8 (older exporters' layout, which TensorRT-LLM's
+    preprocess_perlayer_weights views as FP8) was converted by value, int8 56 becoming FP8 56.0: every base linear
+    garbage, and inspect of the output clean. They are now viewed as FP8, as TensorRT-LLM loads them; a cast into or
+    out of FP8 (an FP8 lm_head the config keeps in bfloat16) is refused."""
+    from safetensors.torch import save_file
+
+    hf_dir = fp8_models["llama"]
+    base = tmp_path / "base"
+    export_fp8_base(hf_dir, base, tp_size=1, dtype="bfloat16", kv_cache_dtype=None,
+                    calib_prompts=calibration_prompts(None, 4), device="cpu", **CALIB)
+    fp8 = load_file(base / "rank0.safetensors")
+    save_file({k: v.view(torch.int8) if v.dtype == torch.float8_e4m3fn else v for k, v in fp8.items()},
+              base / "rank0.safetensors")
+    drafter = make_drafter(tmp_path / "drafter", hf_dir)
+    out = Path(convert(base, drafter, tmp_path / "out"))
+    got = load_file(out / "rank0.safetensors")
+    for name, t in fp8.items():
+        assert got[name].dtype == t.dtype and torch.equal(got[name].view(torch.uint8), t.view(torch.uint8)), name
+    save_file(fp8 | {"lm_head.weight": fp8["lm_head.weight"].to(torch.float8_e4m3fn)}, base / "rank0.safetensors")
+    with pytest.raises(TensorError, match="lm_head.weight is F8_E4M3, but its config.json makes it bfloat16"):
+        convert(base, drafter, tmp_path / "out2")
+    assert not (tmp_path / "out2").exists()
+
+
 def test_inspect_of_an_fp8_checkpoint_checks_exclusions_and_ends_on_absurd_drafter_layers(fp8_models, tmp_path):
     """Drafter modules left out of exclude_modules are named. A review: with a hand-edited redrafter_num_layers of
     10**9, inspect of an FP8 checkpoint never ended (it listed two module names per drafter layer before looking at
