@@ -46,6 +46,7 @@ CONFIG_TYPES = {
     **dict.fromkeys(("architecture", "dtype", "base_model_architecture"), ("a string", lambda v: isinstance(v, str))),
     "quantization": ("null or an object (quant_algo, kv_cache_quant_algo, exclude_modules: a list of names)",
                      lambda v: v is None or isinstance(v, dict) and isinstance(v.get("exclude_modules") or [], list)
+                     and all(isinstance(m, str) for m in v.get("exclude_modules") or [])  # fnmatch patterns
                      and all(isinstance(v.get(k), (str, type(None))) for k in ("quant_algo", "kv_cache_quant_algo"))),
     "mapping": ("an object of positive integer tp_size / pp_size / world_size",
                 lambda v: isinstance(v, dict) and all(POSITIVE_INT[1](v[k]) for k in ("tp_size", "pp_size",

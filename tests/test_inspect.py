@@ -92,6 +92,20 @@ def test_fp8_exclusions_must_keep_lm_head(ckpt, tmp_path, exclude, lacking):
                           "exclude_modules lacks", lacking)
 
 
+@pytest.mark.parametrize("exclude", [["lm_head", None], ["lm_head", 1], [["drafter"]]])
+def test_fp8_exclusions_that_are_not_names_are_a_problem(ckpt, tmp_path, exclude):
+    """A review: an exclude_modules entry that is not a string (a null left by a hand edit) was a TypeError traceback
+    from fnmatch in inspect, run, build and convert (of such a base); it is now one problem line."""
+    cfg = json.loads((Path(ckpt) / "config.json").read_text())
+    quant = {"quant_algo": "FP8", "kv_cache_quant_algo": None, "exclude_modules": exclude}
+    copy = broken(ckpt, tmp_path, fp8_tensors(cfg), quantization=quant)
+    result = run_cli("inspect", copy)
+    assert result.exit_code == 1 and "quantization is" in result.output and "a list of names" in result.output, \
+        result.output
+    assert_one_line_error(run_cli("build", "--checkpoint-dir", copy, "--output-dir", tmp_path / "e", "--dry-run"),
+                          "quantization is", "a list of names")
+
+
 @pytest.mark.parametrize("key, algo", [("quant_algo", "W4A16_AWQ"), ("quant_algo", "W8A16"), ("quant_algo", "fp8"),
                                        ("quant_algo", ""), ("kv_cache_quant_algo", "INT8")])
 def test_quantizations_other_than_fp8_are_problems(ckpt, tmp_path, key, algo):
