@@ -198,17 +198,26 @@ def test_attach_to_fp8_base_keeps_what_trtllm_excludes(fp8_models, tmp_path, lis
     shutil.rmtree(base)
 
 
-def test_attach_to_fp8_base_stored_as_int8_keeps_its_fp8_bits(fp8_models, tmp_path):
+@pytest.fixture(scope="module")
+def fp8_base(fp8_models, tmp_path_factory):
+    """modelopt's FP8 base of the tiny Llama (tp 1, bfloat16) as export_fp8_base writes it; copy it to edit it."""
+    base = tmp_path_factory.mktemp("fp8_base") / "base"
+    export_fp8_base(fp8_models["llama"], base, tp_size=1, dtype="bfloat16", kv_cache_dtype=None,
+                    calib_prompts=calibration_prompts(None, 4), device="cpu", **CALIB)
+    return base
+
+
+def test_attach_to_fp8_base_stored_as_int8_keeps_its_fp8_bits(fp8_models, fp8_base, tmp_path):
     """A review: an FP8 base whose FP8 weights are stored as int8 (older exporters' layout, which TensorRT-LLM's
     preprocess_perlayer_weights views as FP8) was converted by value, int8 56 becoming FP8 56.0: every base linear
     garbage, and inspect of the output clean. They are now viewed as FP8, as TensorRT-LLM loads them; a cast into or
     out of FP8 (an FP8 lm_head the config keeps in bfloat16) is refused."""
     from safetensors.torch import save_file
 
+    import shutil
+
     hf_dir = fp8_models["llama"]
-    base = tmp_path / "base"
-    export_fp8_base(hf_dir, base, tp_size=1, dtype="bfloat16", kv_cache_dtype=None,
-                    calib_prompts=calibration_prompts(None, 4), device="cpu", **CALIB)
+    base = Path(shutil.copytree(fp8_base, tmp_path / "base"))
     fp8 = load_file(base / "rank0.safetensors")
     save_file({k: v.view(torch.int8) if v.dtype == torch.float8_e4m3fn else v for k, v in fp8.items()},
               base / "rank0.safetensors")
@@ -221,6 +230,25 @@ def test_attach_to_fp8_base_stored_as_int8_keeps_its_fp8_bits(fp8_models, tmp_pa
     with pytest.raises(TensorError, match="lm_head.weight is F8_E4M3, but its config.json makes it bfloat16"):
         convert(base, drafter, tmp_path / "out2")
     assert not (tmp_path / "out2").exists()
+
+
+def test_attach_to_fp8_base_with_an_fp8_nan_is_refused(fp8_models, fp8_base, tmp_path):
+    """A review: convert's NaN check skipped FP8 tensors (all_finite called e4m3fn always finite), so an FP8 base
+    weight holding NaN (bits S.1111.111) was copied into a checkpoint that `inspect --values` then flagged, though
+    the README says convert refuses NaN anywhere. It is refused now, naming the tensor, and nothing is written."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    base = Path(shutil.copytree(fp8_base, tmp_path / "base"))
+    weights = load_file(base / "rank0.safetensors")
+    name = "transformer.layers.1.mlp.proj.weight"
+    bits = weights[name].view(torch.uint8).clone()
+    bits[3, 5] = 0xFF  # -NaN
+    save_file(weights | {name: bits.view(torch.float8_e4m3fn)}, base / "rank0.safetensors")
+    with pytest.raises(TensorError, match=f"{name} holds NaN or Inf"):
+        convert(base, make_drafter(tmp_path / "drafter", fp8_models["llama"]), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_inspect_of_an_fp8_checkpoint_checks_exclusions_and_ends_on_absurd_drafter_layers(fp8_models, tmp_path):
