@@ -10,7 +10,8 @@ from pathlib import Path
 
 from .errors import POSITIVE_INT, POSITIVE_NUMBER, ConfigError, read_text
 from .registry import REGISTRY, ArchSpec, extra_fields, lookup
-from .rope import HF_ROPE_NEEDS, HF_ROPE_ORIGINAL, TRTLLM_ROPE_SCALINGS, rope_kind, trtllm_builds
+from .rope import (HF_ROPE_NEEDS, HF_ROPE_ORIGINAL, TRTLLM_ROPE_REFUSED, TRTLLM_ROPE_SCALINGS, rope_kind,
+                   trtllm_builds)
 
 DTYPES = ("float16", "bfloat16", "float32")
 
@@ -95,6 +96,8 @@ def rope_fields(hf: dict, where: str = "config.json") -> tuple[float, dict | Non
 def _buildable(scaling: dict | None, where: str) -> dict | None:
     """The scaling, or a ConfigError when TensorRT-LLM cannot build it (`inspect` would refuse the checkpoint)."""
     if not trtllm_builds(scaling):
+        if why := TRTLLM_ROPE_REFUSED.get(str(rope_kind(scaling))):
+            raise ConfigError(f"{where}: rope scaling {scaling} is not one TensorRT-LLM builds: {why}")
         raise ConfigError(f"{where}: rope scaling {scaling} is not one TensorRT-LLM builds (rope_type one of "
                           f"{', '.join(TRTLLM_ROPE_SCALINGS)}; factor, if any, a positive number): fix or "
                           f"re-download the config")

@@ -5,15 +5,26 @@ from __future__ import annotations
 
 from .errors import POSITIVE_NUMBER
 
-# the rotary_scaling types TensorRT-LLM 1.2.x builds (functional.RotaryScalingType; "default" is no scaling)
-TRTLLM_ROPE_SCALINGS = ("default", "none", "linear", "dynamic", "longrope", "llama3", "yarn", "mrope")
+# the rotary_scaling types TensorRT-LLM 1.2.x's Llama and QWen attention builds as transformers computes them
+# (layers/attention.py create_attention_const_params; "default" is no scaling). Its RotaryScalingType names three more,
+# which a rope_gpt_neox model does not build as transformers means them:
+TRTLLM_ROPE_SCALINGS = ("default", "none", "linear", "llama3", "yarn")
+TRTLLM_ROPE_REFUSED = {
+    # functional.py create_sinusoidal_positions_for_attention_plugin (since Hunyuan's support, August 2025)
+    "dynamic": "TensorRT-LLM reads `dynamic` as Hunyuan's fixed NTK alpha (trtllm-build fails with KeyError 'alpha'), "
+               "not transformers' dynamic NTK, which is plain RoPE up to max_position_embeddings: to serve that "
+               "context, remove the scaling from config.json",
+    # only a long_rope position_embedding_type (Phi-3) reads short_factor / long_factor
+    "longrope": "TensorRT-LLM's Llama and QWen build `longrope` as plain RoPE with the frequencies times factor, "
+                "without short_factor / long_factor",
+    "mrope": "`mrope` is Qwen2-VL's multimodal RoPE, which transformers' Llama and Qwen2 do not compute",
+}
 # the numbers transformers 5 refuses a scaling without (RotaryEmbeddingConfigMixin's _validate_*_rope_parameters;
 # TensorRT-LLM would build it with its own defaults, e.g. llama3's low_freq_factor 1 and high_freq_factor 4)
-HF_ROPE_NEEDS = {"linear": ("factor",), "dynamic": ("factor",), "yarn": ("factor",),
-                 "llama3": ("factor", "low_freq_factor", "high_freq_factor")}
+HF_ROPE_NEEDS = {"linear": ("factor",), "yarn": ("factor",), "llama3": ("factor", "low_freq_factor", "high_freq_factor")}
 # types whose missing original_max_position_embeddings transformers 5 takes from max_position_embeddings
 # (standardize_rope_params; TensorRT-LLM's llama3 would take 8192)
-HF_ROPE_ORIGINAL = ("llama3", "yarn", "longrope")
+HF_ROPE_ORIGINAL = ("llama3", "yarn")
 # rotary_scaling types the runtime computes (runtime.config.rope_inv_freq) -> the numbers each needs
 ROPE_SCALINGS = {"default": (), "linear": ("factor",),
                  "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")}

@@ -462,7 +462,7 @@ def test_base_config_nulls_mean_defaults_and_rope_scaling_is_an_object(parts):
 
 @pytest.mark.parametrize("layout", ["rope_scaling", "rope_parameters"])
 @pytest.mark.parametrize("scaling", [{"rope_type": "foo", "factor": 2.0}, {"type": "linear", "factor": -1},
-                                     {"rope_type": "dynamic", "factor": "2"}])
+                                     {"rope_type": "yarn", "factor": "2"}])
 def test_rope_scaling_trtllm_cannot_build(parts, layout, scaling):
     """Was written anyway: `wrote ... 0 rank file(s)` and inspect's problem, the checkpoint left behind."""
     path = parts[0] / "config.json"
@@ -471,6 +471,32 @@ def test_rope_scaling_trtllm_cannot_build(parts, layout, scaling):
         {"rope_parameters": {**scaling, "rope_theta": 1e4}}
     path.write_text(json.dumps({k: v for k, v in raw.items() if k not in ("rope_parameters", "rope_scaling")} | rope))
     assert_one_line_error(convert_err(parts), "not one TensorRT-LLM builds", "fix or re-download")
+
+
+@pytest.mark.parametrize("scaling, needle", [
+    ({"rope_type": "dynamic", "factor": 2.0}, "KeyError 'alpha'"),
+    ({"rope_type": "longrope", "factor": 2.0, "short_factor": [1.0] * 8, "long_factor": [2.0] * 8,
+      "original_max_position_embeddings": 256}, "without short_factor / long_factor"),
+    ({"rope_type": "mrope", "mrope_section": [2, 3, 3]}, "do not compute"),
+])
+def test_rope_types_trtllm_llama_and_qwen_do_not_build_as_transformers_computes_them(parts, tmp_path, scaling, needle):
+    """A review: a Llama with transformers' dynamic NTK scaling was converted, then trtllm-build failed (TensorRT-LLM
+    1.2 builds `dynamic` as Hunyuan's fixed NTK alpha: create_sinusoidal_positions_for_attention_plugin reads
+    rotary_scaling['alpha']); longrope was converted to plain RoPE with inv_freq x factor (only Phi-3's long_rope
+    position embedding reads the short / long factors); mrope (Qwen2-VL's), which transformers' Llama cannot load, was
+    converted too. Each is refused; inspect names a checkpoint holding one."""
+    from redrafter_trt.checkpoint import inspect_checkpoint
+
+    path = parts[0] / "config.json"
+    raw = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("rope_parameters", "rope_scaling")}
+    path.write_text(json.dumps(raw | {"rope_parameters": {**scaling, "rope_theta": 1e4}}))
+    assert_one_line_error(convert_err(parts), "not one TensorRT-LLM builds", needle)
+    path.write_text(json.dumps(raw))
+    assert run_cli("convert", "--base", parts[0], "--drafter", parts[1], "--output", parts[2]).exit_code == 0
+    cfg = json.loads((parts[2] / "config.json").read_text())
+    (parts[2] / "config.json").write_text(json.dumps(cfg | {"rotary_scaling": scaling}))
+    rep = inspect_checkpoint(parts[2])
+    assert any("rotary_scaling is" in p for p in rep.problems), rep.problems
 
 
 @pytest.mark.parametrize("fields, needle", [
