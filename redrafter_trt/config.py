@@ -148,8 +148,8 @@ class BaseModelConfig:
             raise ConfigError(f"{where} names no `architectures` ({kind} config): pass the Hugging Face base model's "
                               f"folder (its config.json names architectures such as LlamaForCausalLM)")
         spec = lookup(archs[0])
-        if sliding_window(hf, max_positions(hf, where)):
-            raise ConfigError(f"{where}: sliding_window={hf['sliding_window']} is not supported by ReDrafter engines "
+        if window := sliding_window(hf, max_positions(hf, where)):
+            raise ConfigError(f"{where}: sliding_window={window} is not supported by ReDrafter engines "
                               f"(TensorRT-LLM would attend over the whole context): use a version of the model "
                               f"without a sliding window (Mistral v0.2 or newer; Qwen2 with use_sliding_window false)")
         nh = positive_int(hf, "num_attention_heads", where)
@@ -166,27 +166,35 @@ class BaseModelConfig:
                    source_dtype=str(dtype).replace("torch.", ""))
 
 
+def _spec(hf: dict) -> ArchSpec | None:
+    archs = hf.get("architectures")
+    return REGISTRY.get(archs[0]) if isinstance(archs, list) and archs and isinstance(archs[0], str) else None
+
+
 def max_positions(hf: dict, where: str = "config.json") -> int:
     """max_position_embeddings, or transformers' default for the architecture when config.json has none."""
-    archs = hf.get("architectures")
-    spec = REGISTRY.get(archs[0]) if isinstance(archs, list) and archs and isinstance(archs[0], str) else None
+    spec = _spec(hf)
     return positive_int(hf, "max_position_embeddings", where, spec.max_positions if spec else 2048)
 
 
-def sliding_window(hf: dict, max_positions: int) -> bool:
-    """Whether some layer attends over a window shorter than the context: Mistral v0.1's `sliding_window`, or
-    Qwen2's `use_sliding_window` on the layers from `max_window_layers` (transformers 5: `layer_types`)."""
-    window = hf.get("sliding_window")
+def sliding_window(hf: dict, max_positions: int) -> int | None:
+    """The window when some layer attends over one shorter than the context (else None): Mistral v0.1's
+    `sliding_window`, or Qwen2's `use_sliding_window` on the layers from `max_window_layers` (transformers 5:
+    `layer_types`). A key config.json lacks takes transformers' default (a window of 4096, Qwen2's from layer 28); a
+    null window is none."""
+    spec = _spec(hf)
+    window = hf.get("sliding_window", spec.sliding_window if spec else None)
     if not isinstance(window, int) or isinstance(window, bool) or not 0 < window < max_positions:
-        return False
+        return None
     if hf.get("architectures", [""])[0] == "MistralForCausalLM":
-        return True
+        return window
     if not hf.get("use_sliding_window"):
-        return False
+        return None
     types = hf.get("layer_types")
     if isinstance(types, list):
-        return "sliding_attention" in types
-    return (hf.get("max_window_layers") or 0) < (hf.get("num_hidden_layers") or 0)
+        return window if "sliding_attention" in types else None
+    first = hf.get("max_window_layers", spec.max_window_layers if spec else 0)
+    return window if (first or 0) < (hf.get("num_hidden_layers") or 0) else None
 
 
 def trtllm_model_fields(base: BaseModelConfig, dtype: str, tp_size: int) -> dict:

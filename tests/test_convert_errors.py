@@ -614,6 +614,34 @@ def test_sliding_window_attention_is_refused(parts, arch, fields, refused):
         assert "not supported by ReDrafter engines" not in result.output  # (Qwen2 then misses its biases)
 
 
+@pytest.mark.parametrize("arch, fields, layers, refused", [
+    ("MistralForCausalLM", {}, 2, True),
+    ("Qwen2ForCausalLM", {"use_sliding_window": True}, 30, True),   # layers 28 and 29 slide
+    ("Qwen2ForCausalLM", {"use_sliding_window": True}, 2, False),
+])
+def test_a_config_without_its_window_keys_gets_transformers_defaults(parts, arch, fields, layers, refused):
+    """A review: a Mistral config.json without `sliding_window` (transformers' MistralConfig then takes 4096) was
+    converted for a 32768-token context, and the checkpoint attended over all of it where transformers slides a window
+    of 4096 (logits apart from position 4096 on). Qwen2's missing `sliding_window` / `max_window_layers` are 4096 and
+    28 there too."""
+    from transformers import AutoConfig
+
+    path = parts[0] / "config.json"
+    raw = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("sliding_window", "max_window_layers",
+                                                                                "layer_types")}
+    path.write_text(json.dumps(raw | {"architectures": [arch], "model_type": arch[:-len("ForCausalLM")].lower(),
+                                      "num_hidden_layers": layers, "max_position_embeddings": 32768} | fields))
+    hf = AutoConfig.from_pretrained(parts[0])
+    assert hf.sliding_window == 4096 and refused is (arch == "MistralForCausalLM"
+                                                     or "sliding_attention" in hf.layer_types)
+    result = convert_err(parts) if refused else run_cli("convert", "--base", parts[0], "--drafter", parts[1],
+                                                         "--output", parts[2])
+    if refused:
+        assert_one_line_error(result, "sliding_window=4096 is not supported")
+    else:
+        assert "not supported by ReDrafter engines" not in result.output  # (Qwen2 then misses its biases)
+
+
 def test_base_config_not_json(parts):
     (parts[0] / "config.json").write_text("{not json")
     assert_one_line_error(convert_err(parts), "not valid JSON")
