@@ -3,6 +3,8 @@ here, so that `inspect`, `convert` and `build` read it without importing the run
 
 from __future__ import annotations
 
+import math
+
 from .errors import POSITIVE_NUMBER
 
 # the rotary_scaling types TensorRT-LLM 1.2.x's Llama and QWen attention builds as transformers computes them
@@ -57,4 +59,27 @@ def rope_scaling_problem(scaling) -> str | None:
     bad = [k for k in ROPE_SCALINGS[kind] if not ok(scaling.get(k))]
     if bad:
         return f"rotary_scaling {kind} needs {', '.join(bad)} to be {need} (has {scaling})"
+    return None
+
+
+def _yarn_mscale(factor: float, mscale: float = 1.0) -> float:
+    return 1.0 if factor <= 1 else 0.1 * mscale * math.log(factor) + 1.0
+
+
+def yarn_problem(scaling: dict) -> str | None:
+    """Why TensorRT-LLM 1.2.x's yarn would compute another RoPE than transformers' on this scaling (None when the
+    same): layers/attention.py scales cos/sin by mscale(factor, mscale or 1) / mscale(factor, mscale_all_dim or 0),
+    reads no attention_factor (transformers' override) and always truncates the correction range."""
+    extra = {k: scaling[k] for k in ("attention_factor", "mscale", "mscale_all_dim") if scaling.get(k) is not None}
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in extra.values()):
+        return f"{', '.join(extra)} must be numbers"
+    factor, m, m_all = float(scaling["factor"]), extra.get("mscale"), extra.get("mscale_all_dim")
+    trtllm = _yarn_mscale(factor, 1.0 if m is None else m) / _yarn_mscale(factor, 0.0 if m_all is None else m_all)
+    ours = extra.get("attention_factor")  # transformers' _compute_yarn_parameters
+    if ours is None:
+        ours = _yarn_mscale(factor, m) / _yarn_mscale(factor, m_all) if m and m_all else _yarn_mscale(factor)
+    if not math.isclose(ours, trtllm, rel_tol=1e-6):
+        return f"transformers scales its cos/sin by {ours:.6g}, TensorRT-LLM by {trtllm:.6g}"
+    if scaling.get("truncate", True) is not True:
+        return "truncate false is not computed by TensorRT-LLM, which always truncates the correction range"
     return None

@@ -473,6 +473,38 @@ def test_rope_scaling_trtllm_cannot_build(parts, layout, scaling):
     assert_one_line_error(convert_err(parts), "not one TensorRT-LLM builds", "fix or re-download")
 
 
+@pytest.mark.parametrize("extra, transformers_reads, needle", [
+    ({}, None, None),
+    ({"mscale": 0.707, "mscale_all_dim": 0.707}, True, None),   # DeepSeek's pair: a scale of 1 in both
+    ({"attention_factor": 1.0}, True, "transformers scales its cos/sin by 1, TensorRT-LLM by 1.13863"),
+    ({"truncate": False}, True, "truncate false"),
+    ({"mscale": 0.707}, False, "transformers scales its cos/sin by 1.13863, TensorRT-LLM by 1.09801"),
+])
+def test_yarn_keys_trtllm_reads_otherwise_are_refused(parts, extra, transformers_reads, needle):
+    """A review: yarn's attention_factor (transformers' cos/sin scale) and truncate false change transformers' RoPE,
+    and a lone mscale changes TensorRT-LLM 1.2's (layers/attention.py: mscale(factor, mscale or 1) /
+    mscale(factor, mscale_all_dim or 0), no attention_factor, the correction range always truncated), which
+    transformers ignores without mscale_all_dim: each was converted as if TensorRT-LLM built the model's RoPE."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    path = parts[0] / "config.json"
+    raw = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("rope_parameters", "rope_scaling")}
+
+    def logits(scaling):
+        path.write_text(json.dumps(raw | {"rope_parameters": {**scaling, "rope_theta": 1e4}}))
+        with torch.no_grad():
+            return AutoModelForCausalLM.from_pretrained(parts[0])(torch.tensor([list(range(1, 200))])).logits
+
+    if transformers_reads is not None:
+        assert torch.equal(logits(YARN), logits(YARN | extra)) is not transformers_reads
+    path.write_text(json.dumps(raw | {"rope_parameters": {**YARN, **extra, "rope_theta": 1e4}}))
+    if needle:
+        assert_one_line_error(convert_err(parts), "TensorRT-LLM would build another RoPE", needle)
+    else:
+        assert run_cli("convert", "--base", parts[0], "--drafter", parts[1], "--output", parts[2]).exit_code == 0
+
+
 @pytest.mark.parametrize("scaling, needle", [
     ({"rope_type": "dynamic", "factor": 2.0}, "KeyError 'alpha'"),
     ({"rope_type": "longrope", "factor": 2.0, "short_factor": [1.0] * 8, "long_factor": [2.0] * 8,
