@@ -166,6 +166,33 @@ def test_ctrl_c_after_the_last_step_keeps_every_step(chat_base, qa_file, tmp_pat
     assert steps == [] and all(torch.equal(whole[k], resumed[k]) for k in whole)
 
 
+def test_ctrl_c_during_the_last_steps_save_keeps_every_step(chat_base, qa_file, tmp_path, monkeypatch, python_ctrl_c):
+    """The state of the last step was saved with Ctrl-C and SIGTERM free to land inside the save (seconds for a large
+    drafter and its optimizer): every step since the last checkpoint was lost, all of them in a run shorter than
+    one checkpoint interval, and --resume then said to run once without it."""
+    import signal
+
+    from redrafter_trt.train import loop
+
+    whole = _tensors(train_drafter(_cfg(chat_base, qa_file, tmp_path / "whole")))
+    real = loop._save_state
+
+    def ctrl_c_inside(*a, **k):  # the signal lands while the state is being written
+        signal.raise_signal(signal.SIGINT)
+        return real(*a, **k)
+
+    monkeypatch.setattr(loop, "_save_state", ctrl_c_inside)
+    cfg = _cfg(chat_base, qa_file, tmp_path / "cut", checkpoint_every=100)
+    with pytest.raises(KeyboardInterrupt):
+        train_drafter(cfg)
+    assert not cfg.output.exists() and torch.load(cfg.state_path, weights_only=True)["step"] == 8
+    monkeypatch.setattr(loop, "_save_state", real)
+    steps = []
+    cfg.resume = True
+    resumed = _tensors(train_drafter(cfg, on_progress=lambda p: p.stats and steps.append(p.done)))
+    assert steps == [] and all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
 def test_prompts_without_answers_are_left_out_with_a_warning(chat_base, qa_file, tmp_path, caplog):
     """Without --distill, records with no assistant turn (a third of this file) were dropped without a word."""
     mixed = tmp_path / "mixed.jsonl"

@@ -307,8 +307,11 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
                             cfg.state_path)
         raise
     if rank == 0:
-        # saved before the evaluation (minutes on a large held-out set): a Ctrl-C there keeps every step
-        _save_state(cfg, drafter, head, opt, total, same)
+        # saved before the evaluation (minutes on a large held-out set): a Ctrl-C there keeps every step; one during
+        # the save itself (seconds for a large drafter) is held until it is done, else every step since the last
+        # checkpoint was lost
+        with _whole():
+            _save_state(cfg, drafter, head, opt, total, same)
         # evaluated on the training device, in float32 products (the head's matmul_dtype left unset)
         eval_feats = held.to(device) if held else feats
         result = evaluate(drafter, Head(head.weight.detach(), head.keep, head.remap, head.vocab_size), embed,
