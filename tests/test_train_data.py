@@ -317,6 +317,44 @@ def test_an_answer_index_torn_by_a_kill_loses_only_its_torn_line(tmp_path):
 
 
 
+def test_a_distillation_rerun_after_an_interruption_answers_in_the_uninterrupted_runs_batches(tmp_path,
+                                                                                            monkeypatch):
+    """A rerun after an interruption formed its batches from the prompts left, not as an uninterrupted run would
+    have: in bfloat16 an answer depends on the prompts batched with it (2 of 40 SmolLM2 answers differed), so an
+    interrupted distillation gave another drafter than an uninterrupted one under the same --seed."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from redrafter_trt.train import distill as distill_module
+
+    base = make_chat_base(tmp_path / "base")
+    tok = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base).eval()
+    prompts = [[1] + [5 + i] * (1 + i % 7) for i in range(40)]  # 8 x batch 2 = 16 per sorting window
+    batches, real = [], distill_module.greedy_batch
+
+    def record(model, batch, *a, **k):
+        batches.append(sorted(map(tuple, batch)))
+        if len(batches) == stop_at:
+            raise KeyboardInterrupt
+        return real(model, batch, *a, **k)
+
+    monkeypatch.setattr(distill_module, "greedy_batch", record)
+    stop_at = 0
+    distill_module.distill(lambda: model, tok, prompts, tmp_path / "whole", max_new_tokens=3, batch_size=2)
+    whole, batches[:], stop_at = list(batches), [], 4
+    with pytest.raises(KeyboardInterrupt):
+        distill_module.distill(lambda: model, tok, prompts, tmp_path / "cut", max_new_tokens=3, batch_size=2)
+    stop_at = 0
+    distill_module.distill(lambda: model, tok, prompts, tmp_path / "cut", max_new_tokens=3, batch_size=2)
+    assert batches[:3] + batches[4:] == whole
+    # answers cached by another run (less data) leave batches partly answered: the prompts left share batches
+    batches[:] = []
+    distill_module.distill(lambda: model, tok, prompts[::3], tmp_path / "more", max_new_tokens=3, batch_size=2)
+    batches[:] = []
+    distill_module.distill(lambda: model, tok, prompts, tmp_path / "more", max_new_tokens=3, batch_size=2)
+    assert len(batches) == (len(prompts) - len(prompts[::3]) + 1) // 2
+
+
 def test_each_distilled_batch_reaches_the_index_in_one_append(tmp_path, monkeypatch):
     """Runs sharing a cache (two drafters for one base at once) append to one answers.jsonl: a buffered file flushed
     every 8 KB, mid-line, and two runs' flushes tore each other's lines. A batch's lines now go in one write()."""

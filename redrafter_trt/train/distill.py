@@ -153,7 +153,8 @@ def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: P
     caps = [max_new_tokens if max_len is None else max(1, min(max_new_tokens, max_len - len(p))) for p in prompts]
     keys = [prompt_key(p, cap) for p, cap in zip(prompts, caps)]
     done = read_cache(folder)
-    todo = list({k: i for i, k in enumerate(keys) if k not in done}.values())
+    distinct = list({k: i for i, k in enumerate(keys)}.values())  # one prompt of each key
+    todo = [i for i in distinct if keys[i] not in done]
     if todo:
         model = load_model()
         # any id: padding is masked out (a tokenizer with neither, its stop tokens only in generation_config.json,
@@ -163,8 +164,21 @@ def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: P
         log.info("distilling %d of %d prompts (%d cached) into %s", len(todo), len(prompts), len(prompts) - len(todo),
                  folder)
         start, new_tokens, window = time.perf_counter(), 0, 8 * batch_size
-        order = [i for w in range(0, len(todo), window)
-                 for i in sorted(todo[w: w + window], key=lambda i: -len(prompts[i]))]
+        # the batches of a run with nothing cached that have nothing cached: a rerun after an interruption (batches
+        # are cached whole) answers each prompt in the batch an uninterrupted run would have; batches formed from the
+        # prompts left once shifted them, and in bfloat16 an answer depends on the prompts beside it (2 of 40
+        # SmolLM2 answers differed). The prompts left in batches partly cached (another run's answers: more data)
+        # are batched together, as many as fit.
+        order = [i for w in range(0, len(distinct), window)
+                 for i in sorted(distinct[w: w + window], key=lambda i: -len(prompts[i]))]
+        batches, rest = [], []
+        for b in range(0, len(order), batch_size):
+            left = [i for i in order[b: b + batch_size] if keys[i] not in done]
+            if len(left) == len(order[b: b + batch_size]):
+                batches.append(left)
+            else:
+                rest += left
+        batches += [rest[b: b + batch_size] for b in range(0, len(rest), batch_size)]
         index = folder / index_name(rank)
         # one write() per batch on an O_APPEND descriptor: runs sharing the cache append whole batches of lines, never
         # interleaved inside one (a buffered file once flushed every 8 KB, mid-line)
@@ -173,9 +187,9 @@ def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: P
             if os.fstat(fd).st_size and not _ends_with_newline(index):  # a line torn by a kill: end it
                 os.write(fd, b"\n")
             if on_batch:  # the bar from the start: drawn only after the first batch (minutes), its rate and ETA
-                on_batch(0, len(order))  # left out that batch's time
-            for b in range(0, len(order), batch_size):
-                batch = order[b: b + batch_size]
+                on_batch(0, len(todo))  # left out that batch's time
+            answered = 0
+            for batch in batches:
                 answers, hidden = greedy_batch(model, [prompts[i] for i in batch], [caps[i] for i in batch], stop,
                                               pad_id)
                 # a name of this run's own, written whole: runs sharing the cache never replace each other's files
@@ -188,8 +202,9 @@ def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: P
                     new_tokens += len(ans)
                     lines.append(json.dumps({"key": keys[i], "answer_ids": ans, "file": name}) + "\n")
                 os.write(fd, "".join(lines).encode())
+                answered += len(batch)
                 if on_batch:
-                    on_batch(min(b + batch_size, len(order)), len(order))
+                    on_batch(answered, len(todo))
         finally:
             os.close(fd)
         secs = time.perf_counter() - start
