@@ -293,6 +293,23 @@ def test_a_diverging_run_stops_and_writes_no_drafter(chat_base, qa_file, tmp_pat
     assert all(torch.isfinite(t).all() for t in state["drafter"].values()) and torch.isfinite(state["head"]).all()
 
 
+def test_a_state_save_failing_on_a_full_disk_leaves_no_partial_file(chat_base, qa_file, tmp_path, monkeypatch):
+    """A state save that failed part way (a full disk) left its partial file, as large as the state (GBs for an 8B
+    base's drafter and optimizer), holding the space the error asked the user to free."""
+    real = torch.save
+
+    def full_disk(obj, f, *a, **k):
+        Path(f).write_bytes(b"x" * 1000)
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    cfg = _cfg(chat_base, qa_file, tmp_path, checkpoint_every=2)
+    with pytest.raises(OSError, match="No space left"):
+        train_drafter(cfg)
+    monkeypatch.setattr(torch, "save", real)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
+
+
 def test_soft_targets_with_fewer_kept_tokens_than_k():
     """Tiny data keeps fewer head rows than the teacher's top 16: topk once failed with 'index k out of range'."""
     from redrafter_trt.train.features import Features

@@ -423,9 +423,12 @@ def _save_state(cfg: TrainConfig, drafter: Drafter, head: Head, opt, step: int, 
     compare."""
     tmp = cfg.state_path.with_suffix(".partial")
     cfg.state_path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"step": step, "drafter": drafter.state_dict(), "optimizer": opt.state_dict(),
-                "head": head.weight.detach(), "head_keep": head.keep, **same}, tmp)
-    os.replace(tmp, cfg.state_path)
+    try:  # one name, not atomic_file's per process: a killed run's partial (the state's size) is replaced, not kept
+        torch.save({"step": step, "drafter": drafter.state_dict(), "optimizer": opt.state_dict(),
+                    "head": head.weight.detach(), "head_keep": head.keep, **same}, tmp)
+        os.replace(tmp, cfg.state_path)
+    finally:  # a failed save (a full disk) left its partial file, holding the space the error asked to free
+        tmp.unlink(missing_ok=True)
 
 
 def _read_state(cfg: TrainConfig, mmap: bool = False) -> dict:
