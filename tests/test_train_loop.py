@@ -281,6 +281,32 @@ def test_a_new_run_never_resumes_an_older_runs_state(chat_base, qa_file, tmp_pat
         train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4, resume=True))
 
 
+def test_a_rerun_without_resume_says_it_drops_an_interrupted_runs_steps(chat_base, qa_file, tmp_path, caplog):
+    """A rerun that left out --resume (asked for by the interruption's own line) deleted the interrupted run's state
+    and started over without a word at the default log level; an earlier finished run's state goes quietly."""
+    import logging
+
+    def interrupt(p):
+        if p.stage == "train" and p.done == 6:
+            raise KeyboardInterrupt
+
+    cfg = _cfg(chat_base, qa_file, tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        train_drafter(cfg, on_progress=interrupt)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="redrafter_trt.train.loop"):
+        train_drafter(_cfg(chat_base, qa_file, tmp_path))
+    said = [r.getMessage() for r in caplog.records if r.name == "redrafter_trt.train.loop"]
+    assert said == [f"starting over: removed {cfg.state_path}, the state of an interrupted run after step 6 of 8 "
+                    f"(--resume continues such a run)"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="redrafter_trt.train.loop"):
+        train_drafter(_cfg(chat_base, qa_file, tmp_path, output=tmp_path / "again"))  # the finished run's state is apart
+        cfg.output.rename(tmp_path / "gone")
+        train_drafter(_cfg(chat_base, qa_file, tmp_path))
+    assert not [r for r in caplog.records if r.name == "redrafter_trt.train.loop"]
+
+
 def test_a_diverging_run_stops_and_writes_no_drafter(chat_base, qa_file, tmp_path):
     """--lr 1e6 once trained on through NaN losses and wrote an all-NaN drafter with exit code 0."""
     from redrafter_trt.errors import ConfigError

@@ -206,8 +206,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
         _refuse_other(cfg, _read_state(cfg, mmap=True), {**options, **known})
     cache_dir = cfg.cache_dir
     if not cfg.resume and rank == 0 and cfg.state_path.exists():  # a new run: never resume an older one's state
-        log.info("removing %s, the state of an earlier run", cfg.state_path)
-        cfg.state_path.unlink()
+        _remove_earlier_state(cfg)
     model_box: list = []
     base_dtype = cfg.torch_dtype(cfg.base_dtype, device)
 
@@ -429,6 +428,22 @@ def _save_state(cfg: TrainConfig, drafter: Drafter, head: Head, opt, step: int, 
         os.replace(tmp, cfg.state_path)
     finally:  # a failed save (a full disk) left its partial file, holding the space the error asked to free
         tmp.unlink(missing_ok=True)
+
+
+def _remove_earlier_state(cfg: TrainConfig) -> None:
+    """Delete an earlier run's state, with a warning when that run was interrupted: a rerun that left out --resume
+    (which the interruption's own line asked for) once threw its steps away without a word."""
+    try:
+        state = _read_state(cfg, mmap=True)
+        step, total = int(state["step"]), int(state["total"])
+    except Exception:  # unreadable or of an older layout: nothing to continue from, nothing to say
+        step = total = 0
+    if step < total:
+        log.warning("starting over: removed %s, the state of an interrupted run after step %d of %d (--resume "
+                    "continues such a run)", cfg.state_path, step, total)
+    else:
+        log.info("removing %s, the state of an earlier run", cfg.state_path)
+    cfg.state_path.unlink()
 
 
 def _read_state(cfg: TrainConfig, mmap: bool = False) -> dict:
