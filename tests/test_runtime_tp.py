@@ -127,6 +127,23 @@ def test_a_prompt_too_long_is_refused_before_any_rank_starts(tiny_llama, tiny_dr
         rt.generate_tp(ckpt, [[1, 2], [3] * 500], 13)
 
 
+def test_a_broken_rank_file_other_than_rank0s_is_named_by_generate_tp(tiny_llama, tiny_drafter, tmp_path):
+    """generate_tp on a tp=2 checkpoint whose rank1.safetensors was cut short (an interrupted copy): rank 1's
+    TensorError was dropped (only rank 0 reported), and rank 0 died in its first collective, so the caller got
+    ProcessRaisedException 'Connection closed by peer' from gloo instead of the file to re-convert."""
+    import os
+    import shutil
+
+    from redrafter_trt.errors import TensorError
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(checkpoint(tiny_llama, tiny_drafter, 2), ckpt)
+    with open(ckpt / "rank1.safetensors", "r+b") as f:
+        f.truncate(os.path.getsize(ckpt / "rank1.safetensors") - 4000)
+    with pytest.raises(TensorError, match="rank1.safetensors is truncated"):
+        rt.generate_tp(ckpt, PROMPTS, 4)
+
+
 def test_a_program_ending_with_local_ranks_open_exits(tiny_llama, tiny_drafter, tmp_path):
     """A script that used LocalRanks on a tp=2 checkpoint and ended without close() never exited: multiprocessing's
     exit handler sent the followers SIGTERM, which they ignore, and joined them forever (they wait on the pipe the

@@ -119,26 +119,44 @@ def rank_device(device: str, tp_rank: int) -> str:
 def _worker(tp_rank: int, tp_size: int, port: int, device: str, fn, args, result_path: str) -> None:
     group = join(tp_rank, tp_size, port, device)
     try:
-        result = ("ok", fn(group, *args))
-    except RedrafterError as e:  # the user's mistake: hand it to the parent as is
-        result = ("error", e)
+        try:
+            result = ("ok", fn(group, *args))
+        except RedrafterError as e:  # the user's mistake (or this rank's own file): hand it to the parent as is
+            result = ("error", e)
+        if tp_rank == 0 or result[0] == "error":  # before the group ends: the peers fail on its end
+            with open(f"{result_path}{tp_rank}", "wb") as f:
+                pickle.dump(result, f)
     finally:
         dist.destroy_process_group()
-    if tp_rank == 0:
-        with open(result_path, "wb") as f:
-            pickle.dump(result, f)
+
+
+def _first_error(result_path: str, tp_size: int) -> RedrafterError | None:
+    """The RedrafterError of the lowest rank that wrote one."""
+    for r in range(tp_size):
+        with contextlib.suppress(OSError, EOFError, pickle.UnpicklingError):  # none, or cut short by a kill
+            with open(f"{result_path}{r}", "rb") as f:
+                status, value = pickle.load(f)
+            if status == "error":
+                return value
+    return None
 
 
 def launch(fn, tp_size: int, *args, device: str = "cpu"):
-    """Run `fn(group, *args)` in tp_size spawned processes; return rank 0's result (or re-raise rank 0's
-    RedrafterError). `fn` must be a module-level function; its result is pickled through a temporary file."""
+    """Run `fn(group, *args)` in tp_size spawned processes; return rank 0's result (or re-raise the RedrafterError of
+    rank 0, or of the first other rank that raised one while rank 0 crashed). `fn` must be a module-level function;
+    its result is pickled through a temporary file."""
     import torch.multiprocessing as mp
 
     with tempfile.TemporaryDirectory(prefix="redrafter-tp-") as tmp:
-        path = os.path.join(tmp, "result.pkl")
+        path = os.path.join(tmp, "result")
         store = meeting_store()  # held here until every rank has ended
-        mp.spawn(_worker, args=(tp_size, store.port, device, fn, args, path), nprocs=tp_size, join=True)
-        with open(path, "rb") as f:
+        try:
+            mp.spawn(_worker, args=(tp_size, store.port, device, fn, args, path), nprocs=tp_size, join=True)
+        except Exception:  # a rank that refused (a broken rank file of its own) ended the group: the others crashed
+            if (error := _first_error(path, tp_size)) is None:
+                raise
+            raise error from None
+        with open(path + "0", "rb") as f:
             status, value = pickle.load(f)
     if status == "error":
         raise value
