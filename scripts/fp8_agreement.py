@@ -98,12 +98,13 @@ def main(**options) -> None:
     from redrafter_trt.prompts import load_prompts
     from redrafter_trt.runtime import forward_logits, generate, load
     from redrafter_trt.smollm2 import ensure_smollm2
-    from redrafter_trt.tokens import encode_prompts, load_tokenizer
+    from redrafter_trt.tokens import encode_prompts, load_tokenizer, stop_ids
 
     base = args.base or ensure_smollm2()
     prompts = load_prompts(args.questions)[: args.limit]
     tok = load_tokenizer(base, None)  # a folder without one: one line
     prompt_ids = encode_prompts(tok, prompts, chat=None)  # in the chat template when the base has one
+    eos = stop_ids(tok, base)  # as run and bench: the generation config's stop tokens too
 
     with tempfile.TemporaryDirectory(prefix="fp8-agreement-") as scratch:
         work = args.work_dir or Path(scratch)
@@ -124,7 +125,7 @@ def main(**options) -> None:
             outputs, steps, t0 = [], [], time.time()
             for i in range(0, len(prompt_ids), args.batch_size):
                 res = generate(model, prompt_ids[i:i + args.batch_size], args.max_new_tokens, temperature=0.0,
-                               eos_token_id=tok.eos_token_id)
+                               eos_token_id=eos)
                 outputs += res.output_ids
                 steps += res.steps
             runs[name] = {"outputs": outputs, "tokens": sum(map(len, outputs)), "steps": sum(steps),

@@ -309,6 +309,32 @@ def test_fp8_agreement_bad_input_is_one_line(tiny_llama, tmp_path):
     assert_one_line_error(result, "cannot load a tokenizer")
 
 
+def test_fp8_agreement_stops_where_run_and_bench_stop(tiny_llama, tiny_drafter, tmp_path, monkeypatch):
+    """A review: it stopped on the tokenizer's EOS alone, running past the stop tokens of the base's
+    generation_config.json that run, bench and profile_decode stop at (Llama 3.1 Instruct's <|eom_id|>), so its
+    agreement and KL figures counted tokens after the answers' end. Both conversions are bf16 here (no calibration):
+    what is checked is the stop tokens each decode gets."""
+    import shutil
+
+    import redrafter_trt.convert
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_llama, base)
+    save_byte_tokenizer(base)
+    (base / "generation_config.json").write_text(json.dumps({"eos_token_id": [65, 66]}))
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"prompt": PROMPTS[1]}) + "\n")
+    real_convert, stops, real_generate = redrafter_trt.convert.convert, [], rt.generate
+    monkeypatch.setattr(redrafter_trt.convert, "convert", lambda b, d, out, **k: real_convert(
+        b, d, out, dtype="bfloat16", num_beams=2, draft_len=2, force=True))
+    monkeypatch.setattr(rt, "generate", lambda *a, **k: stops.append(k["eos_token_id"]) or real_generate(*a, **k))
+    result = CliRunner().invoke(script("fp8_agreement").main, [
+        "--base", str(base), "--drafter", str(tiny_drafter), "--questions", str(questions), "--max-new-tokens", "4",
+        "--json"])
+    assert result.exit_code == 0, result.output
+    assert len(stops) == 2 and all(isinstance(s, list) and {65, 66} <= set(s) for s in stops), stops
+
+
 def test_self_prompts_checks_its_output_first_and_replaces_it_whole(tiny_llama, tmp_path, monkeypatch):
     """A review: --output in a missing folder was a FileNotFoundError traceback after the model had loaded, a missing
     --base transformers' traceback, and the output was emptied before the first batch: a run that failed or was
