@@ -7,6 +7,7 @@ build and run, FP8, tensor parallelism) and say which feature they gate.
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import importlib.util
 import shutil
@@ -130,7 +131,8 @@ def check_tensorrt(version: str | None) -> Check:
                  "" if version else "installed with tensorrt_llm: " + INSTALL_HINT, feature=ENGINES)
 
 
-def check_modelopt(version: str | None) -> Check:
+def check_modelopt(version: str | None, import_error: str | None = None) -> Check:
+    """import_error: why the modules `convert --quantize fp8` imports fail to import (None: they import)."""
     from .quantize import MODELOPT_MIN
 
     feature = "convert --quantize fp8"
@@ -140,6 +142,10 @@ def check_modelopt(version: str | None) -> Check:
     if version_tuple(version) < version_tuple(MODELOPT_MIN):
         return Check("modelopt", False, f"{version}, older than {MODELOPT_MIN}",
                      f"pip install 'nvidia-modelopt>={MODELOPT_MIN}'", feature=feature)
+    if import_error is not None:
+        return Check("modelopt", False, f"{version}, but it does not import: {import_error}",
+                     f"pip install --force-reinstall 'nvidia-modelopt>={MODELOPT_MIN}' (with its dependencies)",
+                     feature=feature)
     return Check("modelopt", True, version, feature=feature)
 
 
@@ -210,6 +216,21 @@ def torch_info() -> TorchInfo:
     return TorchInfo(torch.__version__, torch.version.cuda, gpus)
 
 
+def modelopt_import_error() -> str | None:
+    """Whether the modules `convert --quantize fp8` needs import here (its package metadata alone says nothing of a
+    dependency missing or a torch it does not run with): None, or the first line of the error."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # modelopt warns about untested transformers versions on import
+            warnings.simplefilter("ignore")
+            importlib.import_module("modelopt.torch.quantization")
+            getattr(importlib.import_module("modelopt.torch.export"), "export_tensorrt_llm_checkpoint")
+    except Exception as e:  # a broken install must not end doctor
+        return first_line(e, type(e).__name__)
+    return None
+
+
 def trtllm_package_dir() -> Path | None:
     """tensorrt_llm's folder without importing it (its import loads CUDA libraries)."""
     spec = importlib.util.find_spec("tensorrt_llm")
@@ -230,6 +251,7 @@ def run_checks() -> list[Check]:
     checks.append(check_trtllm(trtllm_version(), trtllm_package_dir()))
     checks.append(check_tensorrt(dist_version("tensorrt", "tensorrt-cu12", "tensorrt_cu12", "tensorrt-cu13")))
     checks.append(check_trtllm_build(which("trtllm-build")))
-    checks.append(check_modelopt(dist_version("nvidia-modelopt", "nvidia_modelopt")))
+    modelopt = dist_version("nvidia-modelopt", "nvidia_modelopt")
+    checks.append(check_modelopt(modelopt, modelopt_import_error() if modelopt else None))
     checks.append(check_mpi(has_module("mpi4py"), which("mpirun")))
     return checks

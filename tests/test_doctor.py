@@ -72,6 +72,7 @@ def fake_machine(monkeypatch, torch: TorchInfo, trtllm: str | None, dists: dict[
     monkeypatch.setattr(doctor, "dist_version", lambda *names: next((dists[n] for n in names if n in dists), None))
     monkeypatch.setattr(doctor, "which", lambda name: f"/usr/bin/{name}" if trtllm else None)
     monkeypatch.setattr(doctor, "has_module", lambda name: bool(trtllm))
+    monkeypatch.setattr(doctor, "modelopt_import_error", lambda: None)
 
 
 CPU_DISTS = {"torch": "2.6.0", "transformers": "4.56.0", "safetensors": "0.4.5", "click": "8.1.7", "pyyaml": "6.0",
@@ -187,6 +188,22 @@ def test_a_torch_that_does_not_import_is_not_ready(monkeypatch):
     result = CliRunner().invoke(main, ["doctor"])
     assert result.exit_code == 2 and "NOT ready" in result.output
     assert "FIX  torch import: libcudnn.so.9" in result.output and "FIX  cuda: torch does not import" in result.output
+
+
+def test_a_modelopt_that_does_not_import_is_not_ok(monkeypatch):
+    """A review: doctor read modelopt from its package metadata alone, so a modelopt whose import fails (simulated:
+    None in sys.modules) was `OK   modelopt: 0.47.0` while `convert --quantize fp8` refused to start."""
+    import sys
+
+    real = doctor.modelopt_import_error
+    fake_machine(monkeypatch, TorchInfo("2.6.0+cpu", None), None, {**CPU_DISTS, "nvidia-modelopt": "0.47.0"})
+    monkeypatch.setattr(doctor, "modelopt_import_error", real)
+    monkeypatch.setitem(sys.modules, "modelopt", None)
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code == 0, result.output  # the CPU path does not need it
+    assert "FIX  modelopt: 0.47.0, but it does not import: No module named 'modelopt.torch'" in result.output, \
+        result.output
+    assert "convert --quantize fp8" in result.output.strip().splitlines()[-1]
 
 
 def test_a_gpu_torch_cannot_query_is_no_gpu(monkeypatch):
