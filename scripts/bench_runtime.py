@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The runtime benchmark on the built-in default, in one process: SmolLM2-135M-Instruct, a drafter (a fresh
 `init-drafter` one unless --drafter is given), MT-Bench first turns through transformers' `generate` and through
-the reference runtime with and without drafting; prints the table of tokens/step, tokens/s and the ratios.
+the reference runtime with and without drafting; prints the table of tokens/step, tokens/s and the ratios, then
+`bench`'s last line: whether drafting pays on this machine, and why.
 
     python scripts/bench_runtime.py                                   # fresh drafter: shows the cost of drafting
     python scripts/bench_runtime.py --drafter DRAFTER -n 20 --max-new-tokens 128 --beams 1,2,4 --draft-lens 2,4
@@ -28,7 +29,7 @@ from redrafter_trt.cli.bench_cmd import int_list
 @click.option("--beams", default="1,2,4", show_default=True, callback=int_list)
 @click.option("--draft-lens", default="2,4", show_default=True, callback=int_list)
 def main(drafter, num_prompts, max_new_tokens, beams, draft_lens) -> None:
-    from redrafter_trt.bench import BenchOptions, format_table, run_bench
+    from redrafter_trt.bench import BenchOptions, format_table, run_bench, verdict
     from redrafter_trt.convert import convert
     from redrafter_trt.drafter import init_drafter_for_base
     from redrafter_trt.quickstart import mt_bench_path
@@ -46,6 +47,7 @@ def main(drafter, num_prompts, max_new_tokens, beams, draft_lens) -> None:
                                         beams=beams, draft_lens=draft_lens),
                            progress=print)
         print(format_table(report))
+        print(verdict(report))
 
 
 if __name__ == "__main__":

@@ -221,6 +221,32 @@ def test_bench_runtime_bad_input_is_one_line(tiny_llama, monkeypatch):
         assert_one_line_error(CliRunner().invoke(bench_runtime.main, [str(a) for a in args]), needle)
 
 
+def test_bench_runtime_ends_with_benchs_verdict(tiny_llama, tiny_drafter, tmp_path, monkeypatch):
+    """A review: the README calls bench_runtime.py `bench` on the built-in default, whose last line says whether
+    drafting pays here and why; the script printed the table alone, so its fresh drafter's run ("shows the cost of
+    drafting") never said that such a drafter accepts almost nothing."""
+    import shutil
+
+    import redrafter_trt.quickstart
+    import redrafter_trt.smollm2
+    from redrafter_trt.bench import ACCEPTS_NOTHING
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_llama, base)
+    save_byte_tokenizer(base)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": PROMPTS[1]}) + "\n")
+    monkeypatch.setattr(redrafter_trt.smollm2, "ensure_smollm2", lambda: base)
+    monkeypatch.setattr(redrafter_trt.quickstart, "mt_bench_path", lambda: prompts)
+    result = CliRunner().invoke(script("bench_runtime").main, ["--drafter", str(tiny_drafter), "-n", "1",
+                                                               "--max-new-tokens", "6", "--beams", "2",
+                                                               "--draft-lens", "2"])
+    assert result.exit_code == 0, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith(("drafting pays here", "drafting does not pay here", "the drafter accepts almost nothing",
+                            "no drafted step ran")), (ACCEPTS_NOTHING, result.output)
+
+
 def test_train_smollm2_evaluates_on_the_packaged_mt_bench(tmp_path, monkeypatch):
     """A review: --mt-bench defaulted to ../shared/data beside the checkout, a folder only this project's machines
     have: anywhere else the MT-Bench report was skipped without a word, as for a mistyped --mt-bench. The default is
