@@ -163,6 +163,12 @@ def resolve(preset: dict, command_name: str, command: click.Command, sections: I
             shown = set().union(shown_names(command), *(shown_names(c) for c in others))
             raise ConfigError(f"preset field '{unknown[0]}' is not an option of any command; valid top-level fields: "
                               f"{name_list(shown, limit=60)}")
+        # their values now, as the other commands' sections: `max-batch-size: 12.5` stopped build only after convert
+        for other in others:
+            other_keys = option_keys(other)
+            for key in foreign:
+                if _key(str(key)) in other_keys:
+                    _to_default(other_keys, str(key), shared[key])
     section = sections.get(command_name, {})
     for key in section:
         if _key(str(key)) not in keys:

@@ -186,6 +186,18 @@ def test_another_commands_section_is_checked_up_front(tmp_path, text, needle):
     assert invoke(tmp_path, "convert: {tp-size: 2}\nrun: {tp: 3}\n", "convert").output == "2 True out []\n"
 
 
+@pytest.mark.parametrize("text, needle", [
+    ("tp: 2.5\n", "'tp' is 2.5: write a whole number"),
+    ("tp: null\n", "'tp' is null"),
+])
+def test_a_shared_key_of_another_command_is_checked_up_front(tmp_path, text, needle):
+    """A review: `max-batch-size: 12.5` at the top level was checked only by `build`, after `convert` had run with
+    the preset (hours for a 70B base), though the same line under `build:` stopped `convert` at once."""
+    result = invoke(tmp_path, "convert: {tp-size: 2}\n" + text, "convert")
+    assert isinstance(result.exception, ConfigError) and needle in str(result.exception), result.output
+    assert invoke(tmp_path, "convert: {tp-size: 2}\ntp: 3\n", "convert").output == "2 True out []\n"
+
+
 def test_yaml_merge_keys_share_a_section(tmp_path):
     """`serve: {<<: *run}` is YAML safe_load reads (a key beside the merge overrides it): the loader that refuses
     keys given twice called it "not valid YAML at line 4" (no constructor for the merge key)."""
