@@ -19,6 +19,7 @@ import json
 import statistics
 import threading
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -40,8 +41,15 @@ def ask(url: str, question: str, max_tokens: int) -> tuple[float, str, int]:
     req = urllib.request.Request(url + "/v1/chat/completions", data=json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json"})
     start = time.perf_counter()
-    with urllib.request.urlopen(req, timeout=3600) as r:
-        out = json.loads(r.read())
+    try:
+        with urllib.request.urlopen(req, timeout=3600) as r:
+            out = json.loads(r.read())
+    except urllib.error.HTTPError as e:  # an OSError: it ended as one, with a hint about paths and disk space
+        try:
+            reason = json.loads(e.read())["error"]["message"]
+        except Exception:  # not the server's JSON error
+            reason = e.reason
+        raise ConfigError(f"the server refused a request (HTTP {e.code}): {reason}") from None
     return time.perf_counter() - start, out["choices"][0]["message"]["content"], out["usage"]["completion_tokens"]
 
 

@@ -305,6 +305,29 @@ def test_bench_serve_bad_input_is_one_line(tiny_llama, tiny_drafter, tmp_path):
         assert_one_line_error(result, needle)
 
 
+def test_bench_serve_names_the_servers_reason_for_a_refused_request(tiny_llama, tiny_drafter, tmp_path):
+    """A review: a request the server refused (an MT-Bench prompt plus --max-tokens past the model's positions) ended
+    in `HTTP Error 400: Bad Request: check the path, its permissions and the free disk space`, the one line for a
+    disk error; it names the server's own reason now."""
+    import transformers
+
+    from test_convert_errors import assert_one_line_error
+    from test_train_data import CHATML
+
+    tokenizer = tmp_path / "tok"
+    save_byte_tokenizer(tokenizer)
+    tok = transformers.AutoTokenizer.from_pretrained(tokenizer)
+    tok.chat_template = CHATML
+    tok.save_pretrained(tokenizer)
+    ckpt = checkpoint(tiny_llama, tiny_drafter, 1, num_beams=2, draft_len=2)
+    # the warm-up's "Hello" fits 512 positions with 400 new tokens; the first MT-Bench question does not
+    result = CliRunner().invoke(script("bench_serve").main, [
+        "--checkpoint-dir", str(ckpt), "--tokenizer-dir", str(tokenizer), "--requests", "1", "--clients", "1",
+        "--max-tokens", "400", "--max-batch-sizes", "1", "--threads", "1"])
+    assert_one_line_error(result, "the server refused a request (HTTP 400)")
+    assert "maximum context length" in result.output and "disk space" not in result.output, result.output
+
+
 def test_fp8_agreement_bad_input_is_one_line(tiny_llama, tmp_path):
     """A review: fp8_agreement.py (argparse) let every error through as a traceback: --limit 0 (a ZeroDivisionError
     after both conversions and decodes), --batch-size 0, a missing --questions file, a base model as --drafter."""
