@@ -347,7 +347,10 @@ def test_fp8_agreement_bad_input_is_one_line(tiny_llama, tmp_path):
     questions.write_text(json.dumps({"prompt": "hello"}) + "\n")
     fp8_agreement = script("fp8_agreement")
     for args, needle in ((["--limit", "0"], "--limit"), (["--batch-size", "0"], "--batch-size"),
-                         (["--drafter", base], "not an Apple ReDrafter drafter")):
+                         (["--drafter", base], "not an Apple ReDrafter drafter"),
+                         # the runtime reads no KV-cache scales: an FP8 KV cache would change no figure, yet the
+                         # JSON said kv_cache_dtype fp8 (a review), so the option is gone
+                         (["--kv-cache-dtype", "fp8"], "No such option '--kv-cache-dtype'")):
         result = CliRunner().invoke(fp8_agreement.main, [str(a) for a in ["--base", base, "--questions", questions,
                                                                              "--work-dir", tmp_path / "work", *args]])
         assert_one_line_error(result, needle)
