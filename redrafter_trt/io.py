@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
+import logging
 import os
 import pickle
 import shutil
@@ -21,6 +23,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from .errors import ConfigError, TensorError, first_line, name_list
+
+log = logging.getLogger(__name__)
 
 PARTIAL_MARK = ".partial-"
 
@@ -77,8 +81,9 @@ def read_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
 @contextlib.contextmanager
 def atomic_file(path: Path) -> Iterator[Path]:
     """Yield a hidden sibling to write; on success it is renamed to `path`, on any failure removed: an interrupted
-    run never leaves half a file."""
+    run never leaves half a file. What a killed run (kill -9, the OOM killer) left for `path` is removed first."""
     path = Path(path)
+    sweep_partials(path.parent, glob.escape(path.name))
     tmp = path.with_name(f".{path.name}{PARTIAL_MARK}{os.getpid()}")
     try:
         yield tmp
@@ -336,11 +341,36 @@ def remove_stale_partials(dest: Path) -> None:
     """Remove the `.{name}.partial-{pid}-*` folders of runs that are gone (killed); those of a live process,
     this one's FP8 scratch or a concurrent run's output, stay."""
     dest = Path(dest)
-    mark = f".{dest.name}{PARTIAL_MARK}"
-    for stale in dest.parent.glob(f"{mark}*"):
-        pid = stale.name[len(mark):].split("-", 1)[0]
-        if not (pid.isdigit() and _alive(int(pid))):
+    sweep_partials(dest.parent, glob.escape(dest.name))
+
+
+def sweep_partials(folder: Path, name_glob: str) -> None:
+    """Remove the hidden partials `.{name}.partial-{pid}[-*]` (files or folders) in `folder`, for names matching
+    `name_glob`, whose writer `pid` is no longer running on this host: a killed run's (kill -9, the OOM killer), which
+    nothing else removes (an 8B base's cached hidden states: ~100 GB). A live process's (another torchrun rank, a
+    concurrent run) stays. Each removal is logged with the space it freed."""
+    for stale in sorted(Path(folder).glob(f".{name_glob}{PARTIAL_MARK}*")):
+        pid = stale.name.rsplit(PARTIAL_MARK, 1)[1].split("-", 1)[0]
+        if pid.isdigit() and _alive(int(pid)):
+            continue
+        size = _disk_size(stale)
+        if stale.is_dir() and not stale.is_symlink():
             shutil.rmtree(stale, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                stale.unlink()
+        if not stale.exists():
+            log.warning("removed %s, left by an interrupted run (process %s is gone): %.2f GiB freed", stale,
+                        pid if pid.isdigit() else "unknown", size / 2 ** 30)
+
+
+def _disk_size(path: Path) -> int:
+    try:
+        if path.is_dir() and not path.is_symlink():
+            return sum(f.lstat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+        return path.lstat().st_size
+    except OSError:
+        return 0
 
 
 def _alive(pid: int) -> bool:

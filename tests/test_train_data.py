@@ -596,6 +596,66 @@ def test_runs_sharing_a_hidden_state_cache_write_files_of_their_own(tmp_path, mo
     assert feats.hidden.shape == (len(feats.anchors), 64)
 
 
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    return gone.pid
+
+
+def test_a_killed_runs_partial_cache_file_is_removed_by_the_next_write_and_a_live_ones_stays(tmp_path, caplog):
+    """A kill -9 (the OOM killer) while the hidden states were written left `.hidden-KEY.safetensors.partial-PID`
+    (~100 GB for an 8B base) that no run removed. The next run writing that file removes it, saying so; the partial of
+    a process still running (another torchrun rank, a concurrent run) stays."""
+    import logging
+    import os
+
+    from transformers import AutoModelForCausalLM
+
+    from redrafter_trt.train import features
+
+    model = AutoModelForCausalLM.from_pretrained(make_hf(tmp_path / "base", "llama", vocab_size=128)).eval()
+    examples = [Example(tuple(range(1, n)), (False,) + (True,) * (n - 2)) for n in (6, 7, 8, 9)]
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    name = f"hidden-{features.cache_key('base', examples)}.safetensors"
+    killed = cache / f".{name}.partial-{_dead_pid()}"
+    killed.write_bytes(b"x" * 1000)
+    live = cache / f".{name}.partial-{os.getppid()}"
+    live.write_bytes(b"y")
+    with caplog.at_level(logging.WARNING, logger="redrafter_trt.io"):
+        features.build_features(examples, 2, cache, "base", lambda: model)
+    assert sorted(f.name for f in cache.iterdir()) == sorted([name, live.name])
+    assert any(str(killed) in r.getMessage() and "freed" in r.getMessage() for r in caplog.records)
+
+
+def test_a_killed_distill_runs_partial_batch_file_is_removed_by_the_next_distill(tmp_path, caplog):
+    """Distilled batches are written under fresh names (`hidden-KEY-RANDOM.safetensors`), so what a killed run left
+    half-written was never written again, nor removed: the next distill that answers prompts removes it."""
+    import logging
+    import os
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from redrafter_trt.train.distill import distill
+
+    base = make_chat_base(tmp_path / "base")
+    tok = AutoTokenizer.from_pretrained(base)
+    folder = tmp_path / "c"
+    folder.mkdir()
+    killed = folder / f".hidden-0123abcd-89abcdef.safetensors.partial-{_dead_pid()}"
+    killed.write_bytes(b"x" * 1000)
+    live = folder / f".hidden-0123abcd-01234567.safetensors.partial-{os.getppid()}"
+    live.write_bytes(b"y")
+    with caplog.at_level(logging.WARNING, logger="redrafter_trt.io"):
+        distill(lambda: AutoModelForCausalLM.from_pretrained(base).eval(), tok, [[1, 5, 9]], folder,
+                max_new_tokens=3, batch_size=1)
+    assert not killed.exists() and live.exists()
+    assert any(str(killed) in r.getMessage() for r in caplog.records)
+
+
 def test_distill_answers_only_what_max_seq_len_keeps_and_cuts_long_prompts_in_the_middle(tmp_path, caplog):
     """--distill once generated --distill-max-new-tokens whatever room --max-seq-len left after the prompt (training
     then dropped the rest), and cut a long prompt from the left, dropping the template's head (the system turn)

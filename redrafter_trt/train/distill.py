@@ -147,7 +147,7 @@ def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: P
     batches, so a run stopped early has answered a random subset. on_batch(done, total) precedes the first batch and
     follows each.
     """
-    from ..io import atomic_file, write_safetensors
+    from ..io import atomic_file, sweep_partials, write_safetensors
 
     folder.mkdir(parents=True, exist_ok=True)
     caps = [max_new_tokens if max_len is None else max(1, min(max_new_tokens, max_len - len(p))) for p in prompts]
@@ -156,6 +156,8 @@ def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: P
     distinct = list({k: i for i, k in enumerate(keys)}.values())  # one prompt of each key
     todo = [i for i in distinct if keys[i] not in done]
     if todo:
+        # batch files are named afresh each run: what a killed run left half-written is never replaced, only removed
+        sweep_partials(folder, "hidden-*.safetensors")
         model = load_model()
         # any id: padding is masked out (a tokenizer with neither, its stop tokens only in generation_config.json,
         # once gave None and a TypeError)
