@@ -280,17 +280,21 @@ def _check_rank(cfg: dict, r: int, f: Path, have: dict, src: TensorSource, rep: 
         rep.problems.append(f"rank{r}: missing tensors {name_list(miss)}")
     if extra:
         rep.problems.append(f"rank{r}: unexpected tensors {name_list(extra)}")
+    # FP8 weights stored as int8 (older exporters): TensorRT-LLM's preprocess_perlayer_weights views an int8
+    # `*weight` of an FP8 checkpoint as FP8, and convert attaches to such a base
+    fp8_as_int8 = {n for n in want if n in have and n.endswith("weight") and have[n][1] == "I8"
+                   and want[n][1] == ST_TO_TORCH["F8_E4M3"]}
     for n in [n for n in want if n in have]:  # layout order: the same report (and first problem) every run
         (ws, wd), (hs, hd) = want[n], have[n]
         if tuple(hs) != ws:
             rep.problems.append(f"rank{r}: {n} has shape {tuple(hs)}, config implies {ws}")
-        elif ST_TO_TORCH.get(hd) != wd:
+        elif ST_TO_TORCH.get(hd) != wd and n not in fp8_as_int8:
             rep.problems.append(f"rank{r}: {n} is {hd}, config implies {wd}")
         elif n == DRAFTER_HEAD and (problem := head_problem(_spread_rows(src, n, hs[0]))):
             rep.problems.append(f"rank{r}: {n} {problem}: train the drafter (`redrafter-trt train`) and re-convert")
     if values:
         broken = [n for n in tqdm(sorted(have), desc=f"rank{r} values", unit="tensor", disable=None, leave=False)
-                  if not _finite_values(src, n, have[n][0])]
+                  if not _finite_values(src, n, have[n][0], n in fp8_as_int8)]
         if broken:
             rep.problems.append(f"rank{r}: {name_list(broken)} hold NaN or Inf: re-export the weights they come from, "
                                 f"then re-convert (convert refuses non-finite weights)")
@@ -313,15 +317,18 @@ def _spread_rows(src: TensorSource, name: str, rows: int):
 VALUES_CHUNK = 1 << 26  # elements read at once when scanning a tensor's values (256 MiB in float32)
 
 
-def _finite_values(src: TensorSource, name: str, shape) -> bool:
+def _finite_values(src: TensorSource, name: str, shape, fp8_bits: bool = False) -> bool:
     """Whether a tensor holds no NaN or Inf, read in slices of its first dimension (an 8B base's embedding is 1 GB).
-    FP8 (e4m3fn) has no Inf and one NaN pattern, S.1111.111; integer tensors are always finite."""
+    FP8 (e4m3fn) has no Inf and one NaN pattern, S.1111.111; integer tensors are always finite, except int8 holding
+    FP8 bits (`fp8_bits`)."""
     import torch
 
     rows = shape[0] if shape else 1
     step = max(1, VALUES_CHUNK // max(1, _numel(shape[1:])))
     for start in range(0, rows, step):
         t = src.get(name) if not shape else src.get(name, 0, start, min(rows, start + step))
+        if fp8_bits:
+            t = t.view(torch.float8_e4m3fn)
         if t.dtype == torch.float8_e4m3fn:
             if bool(((t.view(torch.uint8) & 0x7F) == 0x7F).any()):
                 return False

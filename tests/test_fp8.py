@@ -232,6 +232,29 @@ def test_attach_to_fp8_base_stored_as_int8_keeps_its_fp8_bits(fp8_models, fp8_ba
     assert not (tmp_path / "out2").exists()
 
 
+def test_inspect_accepts_fp8_weights_stored_as_int8_as_convert_and_tensorrt_llm_do(fp8_base, tmp_path):
+    """A review: inspect refused an FP8 base whose FP8 weights are stored as int8 ("is I8, config implies float8"),
+    though convert attaches to it and TensorRT-LLM's preprocess_perlayer_weights views int8 `*weight` tensors as FP8.
+    It now agrees, and --values looks for FP8's NaN in their bits; int8 anywhere else is still named."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    base = Path(shutil.copytree(fp8_base, tmp_path / "base"))
+    fp8 = load_file(base / "rank0.safetensors")
+    as_int8 = {k: v.view(torch.int8) if v.dtype == torch.float8_e4m3fn else v for k, v in fp8.items()}
+    save_file(as_int8, base / "rank0.safetensors")
+    assert inspect_checkpoint(base, values=True).problems == []
+    name = "transformer.layers.1.mlp.proj.weight"
+    bits = as_int8[name].clone()
+    bits[3, 5] = 0x7F  # +NaN as FP8
+    save_file(as_int8 | {name: bits}, base / "rank0.safetensors")
+    assert any(name in p and "NaN" in p for p in inspect_checkpoint(base, values=True).problems)
+    scale = next(k for k, v in fp8.items() if k.endswith("scaling_factor"))
+    save_file(as_int8 | {scale: torch.zeros_like(fp8[scale], dtype=torch.int8)}, base / "rank0.safetensors")
+    assert any(f"{scale} is I8" in p for p in inspect_checkpoint(base).problems)
+
+
 def test_attach_to_fp8_base_with_an_fp8_nan_is_refused(fp8_models, fp8_base, tmp_path):
     """A review: convert's NaN check skipped FP8 tensors (all_finite called e4m3fn always finite), so an FP8 base
     weight holding NaN (bits S.1111.111) was copied into a checkpoint that `inspect --values` then flagged, though
