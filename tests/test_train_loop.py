@@ -143,9 +143,10 @@ def test_ctrl_c_inside_the_optimizer_update_still_resumes_bit_identically(chat_b
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
 
 
-def test_ctrl_c_after_the_last_step_keeps_every_step(chat_base, qa_file, tmp_path, monkeypatch):
+def test_ctrl_c_after_the_last_step_keeps_every_step(chat_base, qa_file, tmp_path, monkeypatch, caplog):
     """The state of the last step was saved only after the held-out evaluation and the drafter: a Ctrl-C (or a full
-    disk) there lost every step since the last checkpoint (up to 199)."""
+    disk) there lost every step since the last checkpoint (up to 199). A review: the CLI then said only
+    "interrupted", with no word of the saved state or --resume; it says both now."""
     from redrafter_trt.train import loop
 
     whole = _tensors(train_drafter(_cfg(chat_base, qa_file, tmp_path / "whole")))
@@ -156,9 +157,10 @@ def test_ctrl_c_after_the_last_step_keeps_every_step(chat_base, qa_file, tmp_pat
 
     monkeypatch.setattr(loop, "evaluate", interrupt)
     cfg = _cfg(chat_base, qa_file, tmp_path / "cut", checkpoint_every=100)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt), caplog.at_level("WARNING"):
         train_drafter(cfg)
     assert not cfg.output.exists() and torch.load(cfg.state_path, weights_only=True)["step"] == 8
+    assert f"state saved after step 8 in {cfg.state_path}; pass --resume" in caplog.text
     monkeypatch.setattr(loop, "evaluate", real)
     steps = []
     cfg.resume = True
@@ -166,7 +168,8 @@ def test_ctrl_c_after_the_last_step_keeps_every_step(chat_base, qa_file, tmp_pat
     assert steps == [] and all(torch.equal(whole[k], resumed[k]) for k in whole)
 
 
-def test_ctrl_c_during_the_last_steps_save_keeps_every_step(chat_base, qa_file, tmp_path, monkeypatch, python_ctrl_c):
+def test_ctrl_c_during_the_last_steps_save_keeps_every_step(chat_base, qa_file, tmp_path, monkeypatch, python_ctrl_c,
+                                                            caplog):
     """The state of the last step was saved with Ctrl-C and SIGTERM free to land inside the save (seconds for a large
     drafter and its optimizer): every step since the last checkpoint was lost, all of them in a run shorter than
     one checkpoint interval, and --resume then said to run once without it."""
@@ -183,9 +186,10 @@ def test_ctrl_c_during_the_last_steps_save_keeps_every_step(chat_base, qa_file, 
 
     monkeypatch.setattr(loop, "_save_state", ctrl_c_inside)
     cfg = _cfg(chat_base, qa_file, tmp_path / "cut", checkpoint_every=100)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt), caplog.at_level("WARNING"):
         train_drafter(cfg)
     assert not cfg.output.exists() and torch.load(cfg.state_path, weights_only=True)["step"] == 8
+    assert f"state saved after step 8 in {cfg.state_path}; pass --resume" in caplog.text
     monkeypatch.setattr(loop, "_save_state", real)
     steps = []
     cfg.resume = True

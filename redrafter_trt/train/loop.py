@@ -305,31 +305,40 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
                 log.warning("interrupted: state saved after step %d in %s; pass --resume to continue", done,
                             cfg.state_path)
         raise
-    if rank == 0:
-        # saved before the evaluation (minutes on a large held-out set): a Ctrl-C there keeps every step; one during
-        # the save itself (seconds for a large drafter) is held until it is done, else every step since the last
-        # checkpoint was lost
-        with _whole():
-            _save_state(cfg, drafter, head, opt, total, same)
-        # evaluated on the training device, in float32 products (the head's matmul_dtype left unset)
-        eval_feats = held.to(device) if held else feats
-        result = evaluate(drafter, Head(head.weight.detach(), head.keep, head.remap, head.vocab_size), embed,
-                          eval_feats, k)
-    drafter.cpu()
-    head = Head(head.weight.cpu(), *(None if x is None else x.cpu() for x in (head.keep, head.remap)), head.vocab_size)
-    if rank == 0:
-        log.info("%s: top-1 %s, chained %s, %.2f tokens/step at beam width 1",
-                 "held-out" if held else "training set (no held-out examples)", result.get("top1"),
-                 result.get("chained"), result.get("tokens_per_step_beam1", 0))
-        # the block every output carries (producer.py), then what the run came to (the dtypes "auto" chose), and
-        # cfg.extra: the quickstart's recipe, which it looks for at the top
-        producer = {**producer_block("train", train_options(cfg), {"base": cfg.base, "data": cfg.data}),
-                    "steps": total, "base_dtype": dtype_name(base_dtype), "train_dtype": dtype_name(train_dtype),
-                    "head_rows_kept": len(head.keep) if head.keep is not None else dcfg.vocab_size,
-                    "heldout" if held else "train_set": result, **cfg.extra}
-        state = {name: v.detach().float() for name, v in drafter.state_dict().items()}
-        state[f"lm_head.{dcfg.num_draft_layers}.weight"] = head.full_weight().float()
-        save_drafter(cfg.output, dcfg, state, producer, inputs=tuple(cfg.inputs))
+    saved = False
+    try:
+        if rank == 0:
+            # saved before the evaluation (minutes on a large held-out set): a Ctrl-C there keeps every step; one
+            # during the save itself (seconds for a large drafter) is held until it is done, else every step since the
+            # last checkpoint was lost
+            with _whole():
+                _save_state(cfg, drafter, head, opt, total, same)
+                saved = True
+            # evaluated on the training device, in float32 products (the head's matmul_dtype left unset)
+            eval_feats = held.to(device) if held else feats
+            result = evaluate(drafter, Head(head.weight.detach(), head.keep, head.remap, head.vocab_size), embed,
+                              eval_feats, k)
+        drafter.cpu()
+        head = Head(head.weight.cpu(), *(None if x is None else x.cpu() for x in (head.keep, head.remap)),
+                    head.vocab_size)
+        if rank == 0:
+            log.info("%s: top-1 %s, chained %s, %.2f tokens/step at beam width 1",
+                     "held-out" if held else "training set (no held-out examples)", result.get("top1"),
+                     result.get("chained"), result.get("tokens_per_step_beam1", 0))
+            # the block every output carries (producer.py), then what the run came to (the dtypes "auto" chose), and
+            # cfg.extra: the quickstart's recipe, which it looks for at the top
+            producer = {**producer_block("train", train_options(cfg), {"base": cfg.base, "data": cfg.data}),
+                        "steps": total, "base_dtype": dtype_name(base_dtype), "train_dtype": dtype_name(train_dtype),
+                        "head_rows_kept": len(head.keep) if head.keep is not None else dcfg.vocab_size,
+                        "heldout" if held else "train_set": result, **cfg.extra}
+            state = {name: v.detach().float() for name, v in drafter.state_dict().items()}
+            state[f"lm_head.{dcfg.num_draft_layers}.weight"] = head.full_weight().float()
+            save_drafter(cfg.output, dcfg, state, producer, inputs=tuple(cfg.inputs))
+    except KeyboardInterrupt:  # in the evaluation or the drafter's save: the training is kept, and so said
+        if saved:
+            log.warning("interrupted after training: state saved after step %d in %s; pass --resume to evaluate and "
+                        "write the drafter without training again", total, cfg.state_path)
+        raise
     if world > 1:
         with _peers():
             torch.distributed.barrier()
