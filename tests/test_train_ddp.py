@@ -200,3 +200,17 @@ def test_a_rank_killed_mid_training_keeps_the_steps_done(tmp_path):
     proc = torchrun(KILLED_ON_RANK_1, tmp_path, twenty_sums(tmp_path), fails=True)
     assert "state saved after step 5" in proc.stderr, proc.stderr[-3000:]
     assert torch.load(tmp_path / "out.train-state.pt", weights_only=True)["step"] == 5
+
+
+def test_a_rank_left_by_an_interrupted_rank_points_to_resume():
+    """A review: rank 0 interrupted alone (`kill -INT`, a scheduler's SIGTERM to one process) saved the state and said
+    to --resume, and rank 1, its collective failed, then said "fix it and rerun", as for an error. It now names both."""
+    import pytest
+
+    from redrafter_trt.errors import PeerError
+    from redrafter_trt.train import loop
+
+    with pytest.raises(PeerError, match=r"fix its error and rerun, or, if it was interrupted and saved the training "
+                                        r"state, rerun with --resume"):
+        with loop._peers():
+            raise RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer")

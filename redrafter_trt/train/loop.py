@@ -98,12 +98,14 @@ def _process_group(device: str):
 @contextlib.contextmanager
 def _peers():
     """A collective whose peer rank is gone (it failed on data only it saw, printing its one-line error, or was killed)
-    raised gloo's 'Connection closed by peer' on every other rank, a 40-line traceback each: one line now."""
+    raised gloo's 'Connection closed by peer' on every other rank, a 40-line traceback each: one line now. That rank
+    may also have been interrupted alone (`kill`, a scheduler's SIGTERM), saying where it saved the state."""
     try:
         yield
     except RuntimeError as e:  # torch.distributed's DistError is one too
         raise PeerError(f"another torchrun rank stopped ({type(e).__name__} in a collective), so this one cannot go "
-                        f"on: see that rank's error above (or torchrun's report of it), fix it and rerun") from None
+                        f"on: see that rank's message above (or torchrun's report of it): fix its error and rerun, or, "
+                        f"if it was interrupted and saved the training state, rerun with --resume") from None
 
 
 def _all_reduce(t: torch.Tensor, op=None) -> None:
