@@ -54,12 +54,14 @@ def ensure_smollm2(dest: Path | None = None) -> Path:
             _rewrite_tokenizer_and_config(dest)
         return dest
     _check_modules()
-    from .io import writable_folder
+    from .io import partial_prefix, remove_stale_partials, writable_folder
 
     why = writable_folder(dest.parent)
     if why:  # checked before the minute of dequantising, not after it
         raise ConfigError(f"cannot write SmolLM2-135M-Instruct into {dest.parent} ({why}): set REDRAFTER_TRT_CACHE "
                           f"to a writable folder")
+    if dest.parent.is_dir():  # what a killed first use left (540 MB), before writing it again
+        remove_stale_partials(dest)
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -73,7 +75,7 @@ def ensure_smollm2(dest: Path | None = None) -> Path:
     plain.load_state_dict(loaded.state_dict())
     plain.generation_config = loaded.generation_config
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".partial-", dir=dest.parent.resolve()))  # see io.writable_folder
+    tmp = Path(tempfile.mkdtemp(prefix=partial_prefix(dest), dir=dest.parent.resolve()))  # see io.writable_folder
     try:
         plain.save_pretrained(tmp)
         save_tokenizer(tmp)

@@ -282,6 +282,35 @@ def test_an_unwritable_model_cache_is_refused_before_dequantising(tmp_path, monk
         smollm2.ensure_smollm2()
 
 
+def test_a_killed_smollm2_dequantisation_leaves_nothing_the_next_one_keeps(tmp_path, monkeypatch):
+    """A first use killed while it wrote SmolLM2 (kill -9, the OOM killer) left `SmolLM2-135M-Instruct.partial-XXXX`
+    (540 MB) in the model cache, removed by no run. The partial is now hidden and named by its process, and the next
+    first use removes those of processes gone, not a live one's."""
+    import os
+    import subprocess
+    import sys
+
+    from redrafter_trt import smollm2
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    killed = tmp_path / f".SmolLM2-135M-Instruct.partial-{gone.pid}-abc"
+    live = tmp_path / f".SmolLM2-135M-Instruct.partial-{os.getppid()}-def"
+    for folder in (killed, live):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"x" * 100)
+
+    def stop():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(smollm2, "_check_modules", lambda: None)
+    monkeypatch.setattr(smollm2, "gguf_dir", stop)
+    monkeypatch.setenv("REDRAFTER_TRT_CACHE", str(tmp_path))
+    with pytest.raises(KeyboardInterrupt):
+        smollm2.ensure_smollm2()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [live.name]
+
+
 def test_smollm2_tokenizer_is_its_published_one(smollm2):
     """transformers 4.57's GGUF conversion (the SmolLM2 cache made in TensorRT-LLM's environment) swapped BOS and EOS,
     put <|im_start|> before every text (an echoed prompt began with it, an empty prompt was not empty) and decoded
