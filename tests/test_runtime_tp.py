@@ -179,3 +179,33 @@ def test_what_c_code_prints_while_ranks_connect_goes_to_stderr():
               "with quiet_stdout():\n    ctypes.CDLL(None).printf(b'[Gloo] Rank 0 is connected\\n')\nprint('answer')\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stdout) == (0, "before\nanswer\n") and "[Gloo] Rank 0" in done.stderr, done
+
+
+def test_a_broken_rank_file_other_than_rank0s_is_named_by_local_ranks(tiny_llama, tiny_drafter, tmp_path):
+    """serve on a tp=2 checkpoint whose rank1.safetensors was cut short after the server's startup check: rank 1
+    died with a traceback of its own, and rank 0 logged only 'redrafter-tp-rank1 exited (code 1) while loading'.
+    Rank 1 now writes its error as generate_tp's ranks do, and rank 0 names the file in one line."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(checkpoint(tiny_llama, tiny_drafter, 2), ckpt)
+    with open(ckpt / "rank1.safetensors", "r+b") as f:
+        f.truncate(os.path.getsize(ckpt / "rank1.safetensors") - 4000)
+    script = tmp_path / "script.py"
+    script.write_text("import sys\nfrom redrafter_trt.errors import RedrafterError\n"
+                      "from redrafter_trt.runtime.ranks import LocalRanks\n"
+                      "if __name__ == '__main__':\n"
+                      "    try:\n"
+                      "        LocalRanks(sys.argv[1])\n"
+                      "    except RedrafterError as e:\n"  # as the CLI does
+                      "        sys.exit(f'error: {e}')\n")
+    root = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run([sys.executable, str(script), str(ckpt)], capture_output=True, text=True, timeout=90,
+                          cwd=root, env={**os.environ, "PYTHONPATH": root})
+    assert done.returncode == 1  # the error raised here, or the watchdog's exit when it sees rank 1 end first
+    assert "rank1.safetensors is truncated" in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]

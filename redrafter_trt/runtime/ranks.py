@@ -21,7 +21,9 @@ import atexit
 import logging
 import multiprocessing as mp
 import os
+import shutil
 import signal
+import tempfile
 import threading
 import weakref
 from multiprocessing.connection import wait
@@ -31,7 +33,7 @@ import torch.distributed as dist
 from ..errors import RedrafterError, first_line
 from .config import RuntimeConfig
 from .decode import GenerationResult
-from .tp import join, meeting_store, rank_device, require_gpus
+from .tp import first_error, join, keep_result, meeting_store, rank_device, require_gpus
 
 log = logging.getLogger(__name__)
 
@@ -64,14 +66,18 @@ def _die_with_parent() -> None:
         pass
 
 
-def _follow(rank: int, size: int, port: int, checkpoint_dir: str, device: str, dtype, conn) -> None:
+def _follow(rank: int, size: int, port: int, checkpoint_dir: str, device: str, dtype, conn, result_path: str) -> None:
     from . import load
 
     _die_with_parent()
     for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, `kill -TERM -PGID`, systemd reach the whole process
         signal.signal(sig, signal.SIG_IGN)        # group: rank 0 decides, then lets the followers go
     group = join(rank, size, port, device)
-    model = load(checkpoint_dir, device=rank_device(device, rank), dtype=dtype, group=group)
+    try:
+        model = load(checkpoint_dir, device=rank_device(device, rank), dtype=dtype, group=group)
+    except RedrafterError as e:  # its own rank file: rank 0 names it (first_error), as generate_tp's launch does
+        keep_result(result_path, rank, ("error", e))
+        os._exit(1)
     conn.send("ready")
     while True:
         try:
@@ -108,13 +114,16 @@ class LocalRanks:
         require_gpus(device, size, checkpoint_dir)
         store, ctx = meeting_store(), mp.get_context("spawn")
         port = store.port
+        self.results = tempfile.mkdtemp(prefix="redrafter-tp-")  # where a follower that cannot load says why
+        result_path = os.path.join(self.results, "result")
         # a program ending without close(): multiprocessing's exit handler would SIGTERM the followers, which ignore
         # it, and join them forever (they wait on the pipe this process holds open): they are let go first
         atexit.register(_close_at_exit, weakref.ref(self))  # weak: a closed instance's model can be freed
         try:
             for rank in range(1, size):
                 mine, theirs = ctx.Pipe()
-                proc = ctx.Process(target=_follow, args=(rank, size, port, str(checkpoint_dir), device, dtype, theirs),
+                proc = ctx.Process(target=_follow, args=(rank, size, port, str(checkpoint_dir), device, dtype, theirs,
+                                                         result_path),
                                    daemon=True, name=f"redrafter-tp-rank{rank}")
                 proc.start()
                 theirs.close()
@@ -125,14 +134,20 @@ class LocalRanks:
             self.model = load(checkpoint_dir, device=rank_device(device, 0), dtype=dtype, group=group)
             for conn in self.conns:
                 conn.recv()  # "ready": every rank has loaded its shard
-        except BaseException:  # rank 0 could not start (Ctrl-C, a bad shard): the followers go too
+        except BaseException as e:  # rank 0 could not start (Ctrl-C, a bad shard): the followers go too
             self.closing.set()
             for proc in self.procs:
                 proc.kill()
                 proc.join(timeout=10)
             if dist.is_initialized():
                 dist.destroy_process_group()
+            error = first_error(result_path, size)
+            shutil.rmtree(self.results, ignore_errors=True)
+            if error is not None and isinstance(e, Exception) and not isinstance(e, RedrafterError):  # rank 0 saw
+                # only a follower's end (EOF, a failed collective): its error, as generate_tp's launch raises
+                raise error from None
             raise
+        shutil.rmtree(self.results, ignore_errors=True)
         self.serving = True
         log.info("%s loaded on %d ranks", checkpoint_dir, size)
 
@@ -194,6 +209,9 @@ class LocalRanks:
                 dead.join(timeout=5)
                 when = "while serving" if self.serving else "while loading"
                 why = f"{dead.name} exited (code {dead.exitcode}) {when}: rank 0 cannot go on without it"
+                if not self.serving and (error := first_error(os.path.join(self.results, "result"),
+                                                              len(self.procs) + 1)) is not None:
+                    why = f"{dead.name} could not load: {error}"
             log.critical("%s; exiting", why)
             for proc in self.procs:
                 proc.kill()

@@ -124,14 +124,19 @@ def _worker(tp_rank: int, tp_size: int, port: int, device: str, fn, args, result
         except RedrafterError as e:  # the user's mistake (or this rank's own file): hand it to the parent as is
             result = ("error", e)
         if tp_rank == 0 or result[0] == "error":  # before the group ends: the peers fail on its end
-            with open(f"{result_path}{tp_rank}", "wb") as f:
-                pickle.dump(result, f)
+            keep_result(result_path, tp_rank, result)
     finally:
         dist.destroy_process_group()
 
 
-def _first_error(result_path: str, tp_size: int) -> RedrafterError | None:
-    """The RedrafterError of the lowest rank that wrote one."""
+def keep_result(result_path: str, tp_rank: int, result: tuple) -> None:
+    """Write a rank's ("ok", value) or ("error", RedrafterError) where first_error (in the parent) reads it."""
+    with open(f"{result_path}{tp_rank}", "wb") as f:
+        pickle.dump(result, f)
+
+
+def first_error(result_path: str, tp_size: int) -> RedrafterError | None:
+    """The RedrafterError of the lowest rank that wrote one (keep_result)."""
     for r in range(tp_size):
         with contextlib.suppress(OSError, EOFError, pickle.UnpicklingError):  # none, or cut short by a kill
             with open(f"{result_path}{r}", "rb") as f:
@@ -153,7 +158,7 @@ def launch(fn, tp_size: int, *args, device: str = "cpu"):
         try:
             mp.spawn(_worker, args=(tp_size, store.port, device, fn, args, path), nprocs=tp_size, join=True)
         except Exception:  # a rank that refused (a broken rank file of its own) ended the group: the others crashed
-            if (error := _first_error(path, tp_size)) is None:
+            if (error := first_error(path, tp_size)) is None:
                 raise
             raise error from None
         with open(path + "0", "rb") as f:
