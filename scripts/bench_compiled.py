@@ -43,6 +43,7 @@ def forward_once(model, context: torch.Tensor, rows: int) -> tuple[torch.Tensor,
 def main(checkpoint_dir, threads, context, reps):
     if threads:
         torch.set_num_threads(threads)
+    rt.check_positions(rt.RuntimeConfig.from_dir(checkpoint_dir), [[0] * context], max(ROWS), "--context")
     eager = rt.load(checkpoint_dir)
     start = time.perf_counter()
     compiled = rt.load(checkpoint_dir, compile=True)

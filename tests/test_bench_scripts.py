@@ -420,3 +420,25 @@ def test_self_prompts_checks_its_output_first_and_replaces_it_whole(tiny_llama, 
                                                     "--max-new-tokens", "4"])
     assert result.exit_code == 0, result.output
     assert output.read_text() != "earlier\n" and not (tmp_path / "p.jsonl.partial").exists()
+
+
+def test_bench_scripts_refuse_a_context_past_the_models_positions(tiny_llama, tiny_drafter, monkeypatch):
+    """A review: bench_verify.py and bench_compiled.py took any --context (8200 on SmolLM2's 8192 positions ran past
+    400 s); it is refused before any weights load, one line, exit 2, as run and bench refuse a prompt too long."""
+    import redrafter_trt.convert
+    import redrafter_trt.drafter
+    import redrafter_trt.smollm2
+    from test_convert_errors import assert_one_line_error
+
+    ckpt = checkpoint(tiny_llama, tiny_drafter, 1, num_beams=2, draft_len=2)
+    positions = rt.RuntimeConfig.from_dir(ckpt).max_positions
+    monkeypatch.setattr(rt, "load", lambda *a, **k: pytest.fail("loaded the weights"))
+    bench_compiled = script("bench_compiled")
+    assert_one_line_error(CliRunner().invoke(bench_compiled.main, ["--checkpoint-dir", str(ckpt), "--context",
+                                                                   str(positions)]), "--context")
+    monkeypatch.setattr(redrafter_trt.smollm2, "ensure_smollm2", lambda: tiny_llama)
+    monkeypatch.setattr(redrafter_trt.drafter, "init_drafter_for_base", lambda *a, **k: None)
+    monkeypatch.setattr(redrafter_trt.convert, "convert", lambda *a, **k: ckpt)
+    bench_verify = script("bench_verify")
+    assert_one_line_error(CliRunner().invoke(bench_verify.main, ["--sizes", "4", "--context", str(positions - 3)]),
+                          "--context")
