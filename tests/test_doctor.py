@@ -31,6 +31,21 @@ def test_cuda_states():
     assert doctor.check_cuda(TorchInfo("2.4", "12.4", (H100,))).ok
 
 
+def test_a_cpu_torch_is_told_a_cuda_torch_tensorrt_llm_accepts(monkeypatch):
+    """A review: doctor advised the newest torch from the cu128 index, which TensorRT-LLM 1.2.x (torch <= 2.9.0)
+    would swap out again when installed; the advice names the pins file's torch requirement."""
+    import re
+
+    from packaging.requirements import Requirement
+
+    pins = doctor.TRTLLM_PINS.read_text()
+    spec = next(Requirement(line) for line in pins.splitlines() if line.startswith("torch"))
+    fix = doctor.check_cuda(TorchInfo("2.13.0", None)).fix
+    advised = Requirement(re.search(r"pip install '([^']+)' --index-url \S+/cu128", fix)[1])
+    assert advised.name == "torch" and advised.specifier == spec.specifier, fix
+    assert "2.9.0" in advised.specifier and "2.13.0" not in advised.specifier
+
+
 @pytest.mark.parametrize("version, ok", [(None, False), ("0.21.0", False), ("1.0.0", True), ("1.2.0", True),
                                          ("1.3.0rc1", False)])
 def test_trtllm_versions(version, ok):
