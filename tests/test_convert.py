@@ -315,3 +315,15 @@ def test_a_config_without_max_position_embeddings_gets_transformers_default(tmp_
     assert transformers.AutoConfig.from_pretrained(base).max_position_embeddings == want
     out = convert(base, make_drafter(tmp_path / "d", base), tmp_path / "out", num_beams=2, draft_len=2)
     assert json.loads((out / "config.json").read_text())["max_position_embeddings"] == want
+
+
+def test_trtllm_base_with_a_default_rotary_scaling_is_written_without_one(tmp_path, tiny_llama, tiny_drafter):
+    """A TensorRT-LLM base checkpoint whose config has rotary_scaling {"type": "default", ...} (no scaling, as
+    transformers 5 spells it) was copied as is; TensorRT-LLM's RotaryScalingType.from_string has no "default" in
+    1.0 / 1.1 (ValueError at trtllm-build, layers/attention.py). It is written as null, the same RoPE."""
+    base_ckpt = _trtllm_base_only(tmp_path, tiny_llama, 1)
+    cfg = json.loads((base_ckpt / "config.json").read_text())
+    (base_ckpt / "config.json").write_text(json.dumps(cfg | {"rotary_scaling": {"type": "default", "factor": 1.0}}))
+    out = convert(base_ckpt, tiny_drafter, tmp_path / "two")
+    assert json.loads((out / "config.json").read_text())["rotary_scaling"] is None
+    assert inspect_checkpoint(out).ok
