@@ -486,13 +486,18 @@ def test_yarn_keys_trtllm_reads_otherwise_are_refused(parts, extra, transformers
     mscale(factor, mscale_all_dim or 0), no attention_factor, the correction range always truncated), which
     transformers ignores without mscale_all_dim: each was converted as if TensorRT-LLM built the model's RoPE."""
     import torch
+    import transformers
     from transformers import AutoModelForCausalLM
 
     path = parts[0] / "config.json"
-    raw = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("rope_parameters", "rope_scaling")}
+    raw = {k: v for k, v in json.loads(path.read_text()).items()
+           if k not in ("rope_parameters", "rope_scaling", "rope_theta")}
 
-    def logits(scaling):
-        path.write_text(json.dumps(raw | {"rope_parameters": {**scaling, "rope_theta": 1e4}}))
+    def logits(scaling):  # in the key the installed transformers reads (4.x, TensorRT-LLM 1.2's pin: rope_scaling)
+        v5 = int(transformers.__version__.split(".")[0]) >= 5
+        rope = {"rope_parameters": {**scaling, "rope_theta": 1e4}} if v5 else \
+            {"rope_scaling": scaling, "rope_theta": 1e4}
+        path.write_text(json.dumps(raw | rope))
         with torch.no_grad():
             return AutoModelForCausalLM.from_pretrained(parts[0])(torch.tensor([list(range(1, 200))])).logits
 
