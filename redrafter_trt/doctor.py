@@ -23,7 +23,7 @@ FP8_MIN_CC = (8, 9)         # FP8 GEMMs: Ada or Hopper
 MIN_PYTHON = (3, 10)
 ENGINES = "engines (redrafter-trt build, engine runs)"
 TORCH_CUDA_INDEX = "https://download.pytorch.org/whl/cu128"
-TRTLLM_PINS = Path(__file__).resolve().parents[1] / "scripts" / "trtllm-1.2-pins.txt"  # what TensorRT-LLM 1.2.x pins
+TRTLLM_PINS = Path(__file__).resolve().parent / "data" / "trtllm-1.2-pins.txt"  # what TensorRT-LLM 1.2.x pins
 
 # what the CPU path imports: distribution -> the oldest version it runs with (setup.cfg's install_requires; a test
 # keeps the two equal). transformers 4.56: `from_pretrained(..., dtype=)` (4.55 passes it to the model's __init__)
@@ -55,14 +55,11 @@ class TorchInfo:
     error: str | None = None    # why an installed torch does not import (a CUDA library missing, a broken wheel)
 
 
-def trtllm_torch_pin(pins: Path = TRTLLM_PINS) -> str | None:
-    """The torch requirement TensorRT-LLM 1.2.x pins ("torch<=2.9.0"), from the pins file of a source checkout (None
-    without one: a wheel install): a newer torch would be swapped out again when TensorRT-LLM is installed."""
-    try:
-        lines = pins.read_text().splitlines()
-    except OSError:
-        return None
-    return next((line.split("#")[0].strip() for line in lines if line.startswith("torch")), None)
+def trtllm_torch_pin() -> str:
+    """The torch requirement TensorRT-LLM 1.2.x pins ("torch<=2.9.0"), from the pins file shipped in the package: a
+    newer torch would be swapped out again when TensorRT-LLM is installed."""
+    return next(line.split("#")[0].strip() for line in TRTLLM_PINS.read_text().splitlines()
+                if line.startswith("torch"))
 
 
 # ---- pure checks --------------------------------------------------------------------------------------------------
@@ -98,9 +95,7 @@ def check_cuda(torch: TorchInfo) -> Check:
     if torch.version is None:
         return Check("cuda", False, "torch does not import", "fix torch first (above)", feature=feature)
     if torch.cuda is None:
-        spec = trtllm_torch_pin()
-        pin = (f"'{spec}' --index-url {TORCH_CUDA_INDEX}: a torch TensorRT-LLM 1.2.x accepts" if spec else
-               f"torch --index-url {TORCH_CUDA_INDEX}, at the version TensorRT-LLM 1.2.x's requirements.txt pins")
+        pin = f"'{trtllm_torch_pin()}' --index-url {TORCH_CUDA_INDEX}: a torch TensorRT-LLM 1.2.x accepts"
         return Check("cuda", False, "torch is a CPU build", "install a CUDA build of torch on a machine with an NVIDIA "
                      f"GPU (pip install {pin})", feature=feature)
     if not torch.gpus:

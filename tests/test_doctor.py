@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
@@ -44,6 +46,14 @@ def test_a_cpu_torch_is_told_a_cuda_torch_tensorrt_llm_accepts(monkeypatch):
     advised = Requirement(re.search(r"pip install '([^']+)' --index-url \S+/cu128", fix)[1])
     assert advised.name == "torch" and advised.specifier == spec.specifier, fix
     assert "2.9.0" in advised.specifier and "2.13.0" not in advised.specifier
+
+
+def test_the_pins_file_ships_in_the_package():
+    """A review: the pins file lived in scripts/, outside the package, so a wheel install's doctor had no torch pin
+    to advise; it is package data now (setup.cfg's `data/*`)."""
+    package = Path(doctor.__file__).parent
+    assert doctor.TRTLLM_PINS.parent == package / "data" and doctor.TRTLLM_PINS.is_file()
+    assert doctor.trtllm_torch_pin().startswith("torch<=")
 
 
 @pytest.mark.parametrize("version, ok", [(None, False), ("0.21.0", False), ("1.0.0", True), ("1.2.0", True),
