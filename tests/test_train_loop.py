@@ -143,54 +143,41 @@ def test_ctrl_c_inside_the_optimizer_update_still_resumes_bit_identically(chat_b
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
 
 
-def test_ctrl_c_after_the_last_step_keeps_every_step(chat_base, qa_file, tmp_path, monkeypatch, caplog):
-    """The state of the last step was saved only after the held-out evaluation and the drafter: a Ctrl-C (or a full
-    disk) there lost every step since the last checkpoint (up to 199). A review: the CLI then said only
-    "interrupted", with no word of the saved state or --resume; it says both now."""
-    from redrafter_trt.train import loop
-
-    whole = _tensors(train_drafter(_cfg(chat_base, qa_file, tmp_path / "whole")))
-    real = loop.evaluate
-
+def _raise_ctrl_c(real):
     def interrupt(*a, **k):
         raise KeyboardInterrupt
-
-    monkeypatch.setattr(loop, "evaluate", interrupt)
-    cfg = _cfg(chat_base, qa_file, tmp_path / "cut", checkpoint_every=100)
-    with pytest.raises(KeyboardInterrupt), caplog.at_level("WARNING"):
-        train_drafter(cfg)
-    assert not cfg.output.exists() and torch.load(cfg.state_path, weights_only=True)["step"] == 8
-    assert f"state saved after step 8 in {cfg.state_path}; pass --resume" in caplog.text
-    monkeypatch.setattr(loop, "evaluate", real)
-    steps = []
-    cfg.resume = True
-    resumed = _tensors(train_drafter(cfg, on_progress=lambda p: p.stats and steps.append(p.done)))
-    assert steps == [] and all(torch.equal(whole[k], resumed[k]) for k in whole)
+    return interrupt
 
 
-def test_ctrl_c_during_the_last_steps_save_keeps_every_step(chat_base, qa_file, tmp_path, monkeypatch, python_ctrl_c,
-                                                            caplog):
-    """The state of the last step was saved with Ctrl-C and SIGTERM free to land inside the save (seconds for a large
-    drafter and its optimizer): every step since the last checkpoint was lost, all of them in a run shorter than
-    one checkpoint interval, and --resume then said to run once without it."""
+def _signal_ctrl_c_then_run(real):
     import signal
 
+    def ctrl_c_inside(*a, **k):  # the signal lands while the call runs
+        signal.raise_signal(signal.SIGINT)
+        return real(*a, **k)
+    return ctrl_c_inside
+
+
+@pytest.mark.parametrize("where, interrupting", [("evaluate", _raise_ctrl_c), ("_save_state", _signal_ctrl_c_then_run)])
+def test_ctrl_c_at_the_end_of_the_last_step_keeps_every_step(chat_base, qa_file, tmp_path, monkeypatch, python_ctrl_c,
+                                                             caplog, where, interrupting):
+    """evaluate: the state of the last step was saved only after the held-out evaluation and the drafter, so a Ctrl-C
+    (or a full disk) there lost every step since the last checkpoint (up to 199); a review: the CLI then said only
+    "interrupted", with no word of the saved state or --resume; it says both now.
+    _save_state: the last step's state was saved with Ctrl-C and SIGTERM free to land inside the save (seconds for a
+    large drafter and its optimizer), losing every step since the last checkpoint, and --resume then said to run once
+    without it."""
     from redrafter_trt.train import loop
 
     whole = _tensors(train_drafter(_cfg(chat_base, qa_file, tmp_path / "whole")))
-    real = loop._save_state
-
-    def ctrl_c_inside(*a, **k):  # the signal lands while the state is being written
-        signal.raise_signal(signal.SIGINT)
-        return real(*a, **k)
-
-    monkeypatch.setattr(loop, "_save_state", ctrl_c_inside)
+    real = getattr(loop, where)
+    monkeypatch.setattr(loop, where, interrupting(real))
     cfg = _cfg(chat_base, qa_file, tmp_path / "cut", checkpoint_every=100)
     with pytest.raises(KeyboardInterrupt), caplog.at_level("WARNING"):
         train_drafter(cfg)
     assert not cfg.output.exists() and torch.load(cfg.state_path, weights_only=True)["step"] == 8
     assert f"state saved after step 8 in {cfg.state_path}; pass --resume" in caplog.text
-    monkeypatch.setattr(loop, "_save_state", real)
+    monkeypatch.setattr(loop, where, real)
     steps = []
     cfg.resume = True
     resumed = _tensors(train_drafter(cfg, on_progress=lambda p: p.stats and steps.append(p.done)))
