@@ -178,6 +178,12 @@ def plan_trtllm_rank(src: TensorSource, cfg: dict, tp_rank: int, where: Path) ->
     specs = layout.base_tensors(cfg, tp_rank)
     specs |= {n: s for n, s in layout.optional_tensors(cfg).items() if n in have}
     missing, unexpected = set(specs) - have, have - set(specs)
+    lm_head_scales = sorted(n for n in unexpected if n.startswith("lm_head.") and n.endswith("_scaling_factor"))
+    if lm_head_scales:
+        raise TensorError(f"base checkpoint {where} rank {tp_rank} quantizes lm_head ({', '.join(lm_head_scales)}), "
+                          f"which a ReDrafter checkpoint keeps in {cfg['dtype']}, as modelopt and TensorRT-LLM do by "
+                          f"default: re-export the base with lm_head unquantized, or pass the Hugging Face model with "
+                          f"--quantize fp8")
     if missing or unexpected:
         parts = ([f"missing tensors: {name_list(missing)}"] if missing else []) + \
                 ([f"unexpected tensors: {name_list(unexpected)}"] if unexpected else [])

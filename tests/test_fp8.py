@@ -232,6 +232,31 @@ def test_attach_to_fp8_base_stored_as_int8_keeps_its_fp8_bits(fp8_models, fp8_ba
     assert not (tmp_path / "out2").exists()
 
 
+def test_attach_to_a_base_with_an_fp8_lm_head_says_so(fp8_models, fp8_base, tmp_path):
+    """A review: a base whose lm_head is FP8 (its scales beside it, exclude_modules without lm_head) was refused as
+    "unexpected tensors: lm_head.activation_scaling_factor, ...: it does not match its config.json", though config
+    and weights agree; the refusal now says that lm_head is quantized and what to do."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    base = Path(shutil.copytree(fp8_base, tmp_path / "base"))
+    w = load_file(base / "rank0.safetensors")
+    scale = w["lm_head.weight"].float().abs().max() / 448
+    w |= {"lm_head.weight": (w["lm_head.weight"].float() / scale).to(torch.float8_e4m3fn),
+          "lm_head.weights_scaling_factor": scale.reshape(1), "lm_head.activation_scaling_factor": torch.ones(1)}
+    save_file(w, base / "rank0.safetensors")
+    cfg = json.loads((base / "config.json").read_text())
+    cfg["quantization"]["exclude_modules"] = [m for m in cfg["quantization"]["exclude_modules"] if "lm_head" not in m]
+    (base / "config.json").write_text(json.dumps(cfg))
+    drafter = make_drafter(tmp_path / "drafter", fp8_models["llama"])
+    with pytest.raises(TensorError, match=r"rank 0 quantizes lm_head \(lm_head.activation_scaling_factor, "
+                                          r"lm_head.weights_scaling_factor\), which a ReDrafter checkpoint keeps in "
+                                          r"bfloat16.*re-export the base with lm_head unquantized"):
+        convert(base, drafter, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_inspect_accepts_fp8_weights_stored_as_int8_as_convert_and_tensorrt_llm_do(fp8_base, tmp_path):
     """A review: inspect refused an FP8 base whose FP8 weights are stored as int8 ("is I8, config implies float8"),
     though convert attaches to it and TensorRT-LLM's preprocess_perlayer_weights views int8 `*weight` tensors as FP8.
