@@ -127,7 +127,8 @@ def inspect_checkpoint(path: Path | str, values: bool = False) -> Report:
 def foreign(folder: Path, cfg: dict) -> str | None:
     """The problem of a folder whose config.json is a model's, a drafter's or an engine's (each has its own fix)."""
     if "architectures" in cfg or "exit_dim" in cfg:
-        kind = "a Hugging Face model" if "architectures" in cfg else "an Apple ReDrafter drafter"
+        # a drafter first: Apple's trainer saves it with save_pretrained, which writes architectures ["Drafter"]
+        kind = "an Apple ReDrafter drafter" if "exit_dim" in cfg else "a Hugging Face model"
         return (f"{folder} holds {kind}, not a ReDrafter checkpoint: make one with `redrafter-trt convert --base BASE "
                 f"--drafter DRAFTER --output CKPT` and pass CKPT")
     if "pretrained_config" in cfg:

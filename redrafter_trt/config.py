@@ -145,11 +145,15 @@ class BaseModelConfig:
         archs = hf.get("architectures") or []
         if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
             raise ConfigError(f"{where}: `architectures` is {archs!r}, not a list of names: write it as [\"...\"]")
-        if not archs:
-            kind = ("a TensorRT-LLM checkpoint's" if "architecture" in hf else
-                    "an Apple ReDrafter drafter's" if "exit_dim" in hf else "not a Hugging Face causal LM's")
-            raise ConfigError(f"{where} names no `architectures` ({kind} config): pass the Hugging Face base model's "
-                              f"folder (its config.json names architectures such as LlamaForCausalLM)")
+        what = None
+        if "exit_dim" in hf:  # Apple's trainer saves its drafter with save_pretrained: architectures ["Drafter"]
+            what = "is an Apple ReDrafter drafter's config"
+        elif not archs:
+            kind = "a TensorRT-LLM checkpoint's" if "architecture" in hf else "not a Hugging Face causal LM's"
+            what = f"names no `architectures` ({kind} config)"
+        if what:
+            raise ConfigError(f"{where} {what}: pass the Hugging Face base model's folder (its config.json names "
+                              f"architectures such as LlamaForCausalLM)")
         spec = lookup(archs[0])
         if window := sliding_window(hf, max_positions(hf, where)):
             raise ConfigError(f"{where}: sliding_window={window} is not supported by ReDrafter engines "

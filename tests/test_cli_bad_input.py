@@ -264,14 +264,27 @@ def test_inspect_refuses_a_tree_beyond_the_context(ckpt, tmp_path, beams, draft_
                           "exceed max_position_embeddings")
 
 
+def apple_saved(drafter: Path, tmp_path: Path) -> Path:
+    """A copy of `drafter` with the config.json Apple's trainer writes (`Drafter.save_pretrained`: transformers adds
+    architectures ["Drafter"], dtype and its version, Apple's DrafterConfig num_lookback_tokens)."""
+    copy = tmp_path / "apple_drafter"
+    shutil.copytree(drafter, copy)
+    cfg = json.loads((copy / "config.json").read_text())
+    cfg |= {"architectures": ["Drafter"], "dtype": "float32", "num_lookback_tokens": -1, "transformers_version": "4.57.1"}
+    (copy / "config.json").write_text(json.dumps(cfg))
+    return copy
+
+
 def test_inspect_names_a_model_drafter_or_engine_folder(tiny_llama, tiny_drafter, tmp_path):
     """A review: these said `config.json lacks architecture, ...: not a TensorRT-LLM checkpoint config` (inspect)
-    and `... then re-convert it` (run, for an engine folder)."""
+    and `... then re-convert it` (run, for an engine folder); a drafter Apple's trainer saved (architectures
+    ["Drafter"]) was called a Hugging Face model."""
     engine = tmp_path / "engine"
     engine.mkdir()
     (engine / "config.json").write_text(json.dumps({"version": "1.2.0", "pretrained_config": {}, "build_config": {}}))
     for folder, kind, fix in ((tiny_llama, "a Hugging Face model", "redrafter-trt convert"),
                               (tiny_drafter, "an Apple ReDrafter drafter", "redrafter-trt convert"),
+                              (apple_saved(tiny_drafter, tmp_path), "an Apple ReDrafter drafter", "redrafter-trt convert"),
                               (engine, "a TensorRT-LLM engine", "--engine-dir")):
         result = run_cli("inspect", folder)
         assert result.exit_code == 1 and f"problem: {folder} holds {kind}, not a ReDrafter checkpoint" in result.output
@@ -406,10 +419,12 @@ def test_a_base_whose_activation_the_runtime_does_not_compute_is_refused_by_run(
 
 @pytest.mark.parametrize("cmd", ["train", "init-drafter"])
 def test_a_checkpoint_or_drafter_passed_as_base_is_named(ckpt, tiny_drafter, tmp_path, cmd):
-    """`train --base CKPT` said only "names no `architectures`: is this a Hugging Face causal-LM config?"."""
+    """`train --base CKPT` said only "names no `architectures`: is this a Hugging Face causal-LM config?"; a drafter
+    Apple's trainer saved (architectures ["Drafter"]) was "unsupported architecture 'Drafter'"."""
     data = ("--data", tmp_path / "d.jsonl") if cmd == "train" else ()
     (tmp_path / "d.jsonl").write_text('{"prompt": "hi"}\n')
-    for folder, kind in ((ckpt, "a TensorRT-LLM checkpoint's config"), (tiny_drafter, "an Apple ReDrafter drafter's")):
+    for folder, kind in ((ckpt, "a TensorRT-LLM checkpoint's config"), (tiny_drafter, "an Apple ReDrafter drafter's"),
+                         (apple_saved(tiny_drafter, tmp_path), "an Apple ReDrafter drafter's")):
         assert_one_line_error(run_cli(cmd, "--base", folder, *data, "--output", tmp_path / "out"), kind,
                               "pass the Hugging Face base model's folder")
 
