@@ -217,6 +217,16 @@ def test_exit_dim_bounded_by_the_base(parts, tmp_path):
     assert run_cli("init-drafter", "--base", parts[0], "--output", tmp_path / "d", "--exit-dim", 96).exit_code == 0
 
 
+def test_init_drafter_names_a_head_its_config_does_not_describe(parts, tmp_path):
+    """A review: a base whose lm_head rows differ from its config's vocab_size made `init-drafter` a RuntimeError
+    traceback ('The expanded size of the tensor (250) must match the existing size (256)') from the head copy."""
+    path = parts[0] / "config.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | {"vocab_size": 250}))
+    result = run_cli("init-drafter", "--base", parts[0], "--output", tmp_path / "d")
+    assert_one_line_error(result, "lm_head.weight has shape (256, 64), but its config.json", "(250, 64)")
+    assert not (tmp_path / "d").exists()
+
+
 @pytest.mark.parametrize("record, needle", [
     ({"messages": [{"role": "user"}]}, "'user' message whose `value`/`content` is None"),
     ({"conversations": [{"from": "gpt", "value": 5}]}, "'gpt' message whose `value`/`content` is 5"),
