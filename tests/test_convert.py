@@ -140,6 +140,33 @@ def test_drafter_tensors(tmp_path, tiny_llama, rnn, exit_dim, fmt):
     assert ("drafter.rnn_u.weight" in ranks[0]) is rnn
 
 
+TRTLLM_DRAFTER_NAMES = {"input_proj.weight": "drafter.input_proj.weight", "input_proj.bias": "drafter.input_proj.bias",
+                        "rnn_u.weight": "drafter.rnn_u.weight", "rnn_u.bias": "drafter.rnn_u.bias",
+                        "rnn_w.weight": "drafter.rnn_w.weight"}
+
+
+@pytest.mark.parametrize("rnn, exit_dim, layers, tp, dtype", [
+    (True, None, 1, 1, "float32"), (False, 96, 3, 2, "float16"), (True, 32, 3, 2, "bfloat16"),
+    (False, None, 1, 2, "float32"), (True, 96, 1, 2, "float16")])
+def test_drafter_rank_tensors_are_trtllm_converters(tmp_path, tiny_llama, rnn, exit_dim, layers, tp, dtype):
+    """Rank r holds what TensorRT-LLM 1.2's examples/redrafter/convert_checkpoint.py (hf_drafter) writes for the same
+    Apple drafter: each tensor cast to the dtype, then torch.chunk(t, tp, 0)[r] (every drafter layer is a
+    ColumnLinear with gathered output: weights and biases cut by rows), under its `drafter.` name; names spelled
+    out here, not taken from rules.py."""
+    drafter = make_drafter(tmp_path / "d", tiny_llama, rnn=rnn, exit_dim=exit_dim, num_draft_layers=layers)
+    apple = load_file(drafter / "model.safetensors")
+    names = TRTLLM_DRAFTER_NAMES | {f"lm_head.{i}.linear.{k}": f"drafter.layers.{i}.linear.{k}"
+                                    for i in range(layers) for k in ("weight", "bias")}
+    names[f"lm_head.{layers}.weight"] = "drafter.lm_head.weight"
+    out = convert(tiny_llama, drafter, tmp_path / "ckpt", tp_size=tp, dtype=dtype)
+    for r in range(tp):
+        got = {k: v for k, v in load_file(out / f"rank{r}.safetensors").items() if k.startswith("drafter.")}
+        want = {names[k]: torch.chunk(t.to(DT[dtype]), tp, 0)[r] for k, t in apple.items()}
+        assert set(got) == set(want)
+        for k, t in want.items():
+            assert got[k].dtype == t.dtype and torch.equal(got[k], t), (r, k)
+
+
 def test_config_fields(tmp_path, tiny_drafter):
     base = make_hf(tmp_path / "b", "llama")
     out = convert(base, tiny_drafter, tmp_path / "c", num_beams=3, draft_len=4, greedy=False)
