@@ -147,6 +147,20 @@ def canonical_name(name: str) -> str:
     return name
 
 
+def canonical_tensors(weights: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
+    """The tensors under Apple's canonical names; two names of one tensor (`lm_head.0.linear.weight` beside
+    `lm_heads.0.linear.weight`) are refused, not one of them silently kept."""
+    tensors: dict[str, torch.Tensor] = {}
+    seen: dict[str, str] = {}
+    for name, t in weights.items():
+        canon = canonical_name(name)
+        if canon in seen:
+            raise TensorError(f"drafter {where} holds both {seen[canon]} and {name}, two names of {canon}: keep "
+                              f"one of them and re-save the drafter")
+        seen[canon], tensors[canon] = name, t
+    return tensors
+
+
 def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
     st, pt = folder / "model.safetensors", folder / "model.pt"
     if st.exists():
@@ -201,7 +215,7 @@ def load_drafter(folder: Path | str, dtype: torch.dtype | None = None) -> tuple[
     except ConfigError:  # no weights: a folder that is no drafter at all (a checkpoint, an engine) is named by its config
         DrafterConfig.from_json({"vocab_size": 1, **raw}, str(cfg_path))
         raise
-    tensors = {canonical_name(k): v for k, v in weights.items()}
+    tensors = canonical_tensors(weights, str(folder))
     if "vocab_size" not in raw:
         heads = [t for k, t in tensors.items() if re.fullmatch(r"lm_head\.\d+\.weight", k)]
         if heads:

@@ -296,6 +296,17 @@ def test_drafter_tensor_problems(parts):
     assert_one_line_error(convert_err(parts), "misshapen", "rnn_w.weight")
 
 
+def test_a_tensor_under_two_aliases_is_refused(parts):
+    """A review: `lm_heads.0.linear.weight` beside `lm_head.0.linear.weight` (both Apple names of ResBlock 0's
+    weight) collapsed into one name, and whichever the file listed last was converted, silently (TensorRT-LLM's
+    converter takes the first name it tries)."""
+    d = parts[1]
+    t = load_file(d / "model.safetensors")
+    t["lm_heads.0.linear.weight"] = torch.randn(t["lm_head.0.linear.weight"].shape)
+    save_file(t, d / "model.safetensors")
+    assert_one_line_error(convert_err(parts), "holds both lm_head.0.linear.weight and lm_heads.0.linear.weight")
+
+
 def shard(base, pattern, save):
     """Split the tiny base's model.safetensors into two shards named by `pattern`, written by `save(part, path)`:
     the shard names and the weight map of their index."""
