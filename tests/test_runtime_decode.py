@@ -12,7 +12,7 @@ import torch
 from redrafter_trt import runtime as rt
 from redrafter_trt.errors import ConfigError
 from test_runtime_support import (one_thread, LookupDrafter, chat_prompts, checkpoint, eos_of, fresh_drafter,  # noqa: F401
-                                  hf_greedy, release_folders)
+                                  hf_greedy, hf_model, release_folders)
 
 PROMPTS = [[1, 17, 33, 5], [1, 250, 99, 3, 3, 42, 7, 128, 64], [1, 200], [1, 11, 12, 13, 14, 15, 16]]
 
@@ -50,6 +50,61 @@ def test_eos_and_length_stops(tiny_llama, tiny_drafter):
         assert sum(acc) + 1 == len(out) and len(acc) + 1 == steps
     short = rt.generate(model, PROMPTS, 3)
     assert [len(o) for o in short.output_ids] == [3] * 4
+
+
+def lookup_model(base, drafter, max_new_tokens, seed, **options):
+    """The tiny checkpoint with a LookupDrafter that proposes transformers' own continuations (many accepted)."""
+    model = rt.load(checkpoint(base, drafter, 1, num_beams=3, draft_len=4, **options))
+    refs = [hf_greedy(base, p, max_new_tokens) for p in PROMPTS]
+    return dataclasses.replace(model, drafter=LookupDrafter([p + r for p, r in zip(PROMPTS, refs)], 256, seed=seed)), refs
+
+
+def test_max_new_tokens_inside_a_step_emits_exactly_that_many(tiny_llama, tiny_drafter):
+    """Every max_new_tokens from 1 up, most of them falling inside a step's accepted drafts: exactly that many tokens,
+    transformers' first ones, with steps and accepted counts that add up."""
+    model, refs = lookup_model(tiny_llama, tiny_drafter, 12, seed=5)
+    assert max(max(a) for a in rt.generate(model, PROMPTS, 12).accepted) >= 3  # so some n below cut a step short
+    for n in range(1, 12):
+        res = rt.generate(model, PROMPTS, n)
+        assert res.output_ids == [r[:n] for r in refs], n
+        assert all(sum(a) + 1 == n and len(a) + 1 == s for a, s in zip(res.accepted, res.steps))
+
+
+def test_eos_ids_stop_as_transformers_generate_does(tiny_llama, tiny_drafter):
+    """Several EOS ids (a generation config's list), one of them a row's first token (it ends at the prefill while the
+    batch goes on) and one inside accepted drafts: the outputs are transformers' greedy generate with that list (no
+    pad_token_id given, as a config without one), nothing after the EOS is emitted, and the cut step counts only
+    the tokens up to it."""
+    model, refs = lookup_model(tiny_llama, tiny_drafter, 30, seed=6)
+    eos = [refs[2][0], refs[1][9]]
+    hf = hf_model(tiny_llama)
+    want = [hf.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long), max_new_tokens=30,
+                        do_sample=False, eos_token_id=eos)[0, len(p):].tolist() for p in PROMPTS]
+    assert len(want[2]) == 1 and len(want[1]) <= 10  # the cases meant: an EOS first, an EOS mid-answer
+    res = rt.generate(model, PROMPTS, 30, eos_token_id=eos)
+    assert res.output_ids == want and res.mean_tokens_per_step > 1.5  # drafts (past the EOS too) were accepted
+    assert res.steps[2] == 1 and res.accepted[2] == []
+    assert all(sum(a) + 1 == len(o) for a, o in zip(res.accepted, res.output_ids))
+
+
+@pytest.mark.parametrize("num_beams, draft_len", [(1, 1), (1, 4), (3, 1)])
+def test_one_beam_or_one_draft_token_on_a_one_token_prompt(tiny_llama, tiny_drafter, num_beams, draft_len):
+    """The smallest shapes (one beam, one drafted token, a prompt of one token) reproduce transformers' greedy output
+    with drafts accepted."""
+    model, _ = lookup_model(tiny_llama, tiny_drafter, 30, seed=7)
+    prompts = [[7], PROMPTS[1]]
+    refs = [hf_greedy(tiny_llama, p, 20) for p in prompts]
+    model = dataclasses.replace(model, drafter=LookupDrafter([p + r for p, r in zip(prompts, refs)], 256, seed=7))
+    res = rt.generate(model, prompts, 20, num_beams=num_beams, draft_len=draft_len)
+    assert res.output_ids == refs and res.mean_tokens_per_step > 1.3
+
+
+def test_as_many_beams_as_the_vocabulary(tiny_llama, tiny_drafter):
+    """num_beams = vocab_size (256, draft length 1: 512 tree tokens, the model's positions): the drafter's first step
+    keeps every token of the vocabulary, most of them below its top 50; greedy output stays exact."""
+    model = rt.load(checkpoint(tiny_llama, tiny_drafter, 1, num_beams=256, draft_len=1))
+    res = rt.generate(model, PROMPTS[:2], 6)
+    assert res.output_ids == [hf_greedy(tiny_llama, p, 6) for p in PROMPTS[:2]]
 
 
 def test_a_numpy_integer_eos_stops_as_an_int_does(tiny_llama, tiny_drafter):
