@@ -131,7 +131,8 @@ def test_numpy_integer_seed_and_batch_size_run_as_ints(tiny_llama, tiny_drafter)
 
 
 @pytest.mark.parametrize("joining, needle", [([[1, 300]], "token id 300 is outside the vocabulary"),  # IndexError
-                                              ([[1, 2.5]], "token id 2.5 is outside"),  # decoded as token 2
+                                              ([[1, 2.5]], "token id 2.5 is not an integer"),  # decoded as 2
+                                              ([[1, None]], "token id None is not an integer"),  # TypeError
                                               ([[]], "an admitted prompt is empty")])
 def test_admitted_prompts_are_checked_as_the_first_ones(tiny_llama, tiny_drafter, joining, needle):
     """A prompt that admit hands to a running batch is refused as generate refuses its own prompts, one line:
@@ -216,7 +217,9 @@ BAD_ARGUMENTS = [  # generate's keyword -> the one line it gives (each was a tra
     ({"temperature": "0.7"}, "temperature='0.7': it must be a number"),
     ({"num_beams": "2"}, "num_beams='2': it must be None or an integer"),
     ({"prompt_ids": [1, 2, 3]}, "prompt_ids is a batch: one list of token ids per prompt"),  # len(int): TypeError
-    ({"prompt_ids": [[1, 2.5]]}, "token id 2.5 is outside the vocabulary"),  # was decoded as token 2
+    ({"prompt_ids": [[1, 2.5]]}, "token id 2.5 is not an integer"),  # was decoded as token 2
+    ({"prompt_ids": [[1, None]]}, "token id None is not an integer"),  # a TypeError in the prefill (passed the check)
+    ({"prompt_ids": [[1, torch.tensor(17)]]}, r"token id tensor\(17\) is not an integer"),  # "17 is outside 0..255"
 ]
 
 

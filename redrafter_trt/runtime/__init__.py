@@ -161,9 +161,13 @@ def check_prompts(cfg: RuntimeConfig, prompt_ids: list[list[int]]) -> None:
                           "a tensor's .tolist() without its padding)")
     if not prompt_ids or any(len(p) == 0 for p in prompt_ids):
         raise ConfigError("every prompt needs at least one token")
-    bad = next((t for p in prompt_ids for t in p if not (_integer(t) and 0 <= t < cfg.vocab_size)), None)
-    if bad is not None:
-        raise ConfigError(f"token id {bad} is outside the vocabulary (0..{cfg.vocab_size - 1}): encode the prompts "
+    # [t], not t: a None in a prompt (a tokenizer's id for an unknown token) is the first bad one too
+    bad = next(([t] for p in prompt_ids for t in p if not (_integer(t) and 0 <= t < cfg.vocab_size)), None)
+    if bad and not _integer(bad[0]):
+        raise ConfigError(f"token id {bad[0]!r} is not an integer: pass each prompt as a list of Python ints (a "
+                          f"tensor's .tolist(); a tokenizer's None for an unknown token is no id)")
+    if bad:
+        raise ConfigError(f"token id {bad[0]} is outside the vocabulary (0..{cfg.vocab_size - 1}): encode the prompts "
                           f"with the base model's tokenizer")
 
 
