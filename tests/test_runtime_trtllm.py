@@ -39,6 +39,16 @@ def test_missing_tensorrt_llm_is_a_clear_error(tmp_path, monkeypatch):
         trtllm.generate_engine(tmp_path, [[1, 2]], 4, end_id=2, pad_id=2)
 
 
+@pytest.mark.parametrize("version", ["1.3.0", "0.21.0"])
+def test_tensorrt_llm_without_redrafter_is_refused_before_the_import(tmp_path, monkeypatch, version):
+    """As `build` and `serve` refuse it: a TensorRT-LLM outside 1.0 to 1.2.x is named, not imported."""
+    write_engine_config(tmp_path)
+    monkeypatch.setattr("redrafter_trt.build.trtllm_version", lambda: version)
+    monkeypatch.setitem(sys.modules, "tensorrt_llm", types.ModuleType("tensorrt_llm"))  # importable: not imported
+    with pytest.raises(DependencyError, match=f"TensorRT-LLM {version} cannot run ReDrafter engines.*1.2"):
+        trtllm.generate_engine(tmp_path, [[1, 2]], 4, end_id=2, pad_id=2)
+
+
 class FakeExecutor:
     """Answers every request in two polls (a non-final response first), like the executor's await loop."""
 
@@ -84,6 +94,7 @@ def install_fake_trtllm(monkeypatch, executor, calls):
     for name, module in (("tensorrt_llm", tllm), ("tensorrt_llm.runtime", runtime),
                          ("tensorrt_llm.bindings.executor", api)):
         monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setattr("redrafter_trt.build.trtllm_version", lambda: "1.2.0")  # whatever this machine has installed
 
 
 @pytest.mark.parametrize("temperature", [0.0, 0.7])
