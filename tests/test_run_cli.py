@@ -172,3 +172,20 @@ def test_a_prompt_too_long_or_a_tiny_temperature_is_refused_before_the_weights_l
     # so is a temperature below the runtime's floor (found by generate, after the weights)
     one_line_error(invoke("--checkpoint-dir", smol_ckpt, "--tokenizer-dir", smollm2, "--input-text", "hi",
                           "--temperature", "1e-7", "--no-draft"), "below 1e-05")
+
+
+def test_an_engine_and_a_tokenizer_of_another_model_are_refused(smollm2, tmp_path):
+    """As with a checkpoint: the engine keeps the checkpoint's vocab_size, and a tokenizer of another model (49152
+    tokens against 32000 here) would feed the engine ids it has no embedding rows for, or the wrong ones."""
+    engine = tmp_path / "engine"
+    engine.mkdir()
+    (engine / "config.json").write_text(json.dumps({
+        "version": "1.2.0",
+        "pretrained_config": {"architecture": "ReDrafterForLLaMALM", "vocab_size": 32000, "redrafter_num_beams": 5,
+                              "redrafter_draft_len_per_beam": 5, "redrafter_greedy_search": True,
+                              "mapping": {"world_size": 1, "tp_size": 1, "pp_size": 1}},
+        "build_config": {"max_batch_size": 8, "max_input_len": 1024, "max_seq_len": 2073, "max_draft_len": 25,
+                         "max_num_tokens": 8192}}))
+    (engine / "rank0.engine").write_bytes(b"")
+    one_line_error(invoke("--engine-dir", engine, "--tokenizer-dir", smollm2, "--input-text", "hi"),
+                   "has 49152 tokens but the model's vocab_size is 32000")

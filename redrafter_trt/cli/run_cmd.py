@@ -89,7 +89,10 @@ def _run_engine(engine: str, tokenizer_dir: str, o: dict):
         if flag in o["given"]:
             raise ConfigError(f"{flag} works with --checkpoint-dir only (the reference runtime): drop it with "
                               f"--engine-dir")
-    tok = load_tokenizer(tokenizer_dir, None)
+    from ..build import read_engine_config
+
+    vocab_size = read_engine_config(engine)["pretrained_config"].get("vocab_size")  # the checkpoint's, kept by the build
+    tok = load_tokenizer(tokenizer_dir, vocab_size if isinstance(vocab_size, int) else None)
     ids = encode_prompts(tok, o["prompts"], o["chat"])
     end_id, stop_words = split_stop_tokens(tok.eos_token_id, stop_ids(tok, tokenizer_dir))
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else max(end_id, 0)
