@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .build import check_engine, read_engine_config, require_trtllm_tool, world_size
 from .errors import ConfigError, RedrafterError
+from .tokens import load_tokenizer
 
 TRTLLM_SERVE = "trtllm-serve"
 
@@ -47,9 +48,8 @@ def plan_trtllm_serve(engine_dir: Path, tokenizer_dir: Path, host: str, port: in
         check_engine(engine_dir, pretrained)  # one rank{r}.engine per rank
     except RedrafterError as e:
         raise ConfigError(str(e)) from None
-    if not (Path(tokenizer_dir) / "tokenizer_config.json").is_file():
-        raise ConfigError(f"{tokenizer_dir} holds no tokenizer_config.json: pass the base model's Hugging Face folder "
-                          "to --tokenizer-dir")
+    vocab_size = pretrained.get("vocab_size")  # the checkpoint's, kept by the build: as `run` checks the tokenizer
+    load_tokenizer(str(tokenizer_dir), vocab_size if isinstance(vocab_size, int) else None)
     ranks = world_size(pretrained)
     argv = [TRTLLM_SERVE, str(engine_dir), "--backend", "trt", "--tokenizer", str(tokenizer_dir),
             "--host", host, "--port", str(port), "--tp_size", str(ranks),

@@ -29,9 +29,10 @@ def trtllm_serve_12_parser() -> argparse.ArgumentParser:
     return p
 
 
-def make_engine(folder, tp=4, ranks=None, redrafter=True):
+def make_engine(folder, tp=4, ranks=None, redrafter=True, vocab_size=49152):
     folder.mkdir()
-    pretrained = {"architecture": "ReDrafterForLLaMALM", "mapping": {"world_size": tp, "tp_size": tp, "pp_size": 1}}
+    pretrained = {"architecture": "ReDrafterForLLaMALM", "vocab_size": vocab_size,
+                  "mapping": {"world_size": tp, "tp_size": tp, "pp_size": 1}}
     if redrafter:
         pretrained |= {"redrafter_num_beams": 5, "redrafter_draft_len_per_beam": 5, "redrafter_greedy_search": True}
     (folder / "config.json").write_text(json.dumps({
@@ -43,11 +44,9 @@ def make_engine(folder, tp=4, ranks=None, redrafter=True):
 
 
 @pytest.fixture
-def tokenizer_dir(tmp_path):
-    folder = tmp_path / "tok"
-    folder.mkdir()
-    (folder / "tokenizer_config.json").write_text("{}")
-    return folder
+def tokenizer_dir(smollm2):
+    """SmolLM2's tokenizer (49152 tokens, the vocab_size of make_engine's engines)."""
+    return smollm2
 
 
 def serve(*args):
@@ -72,7 +71,8 @@ def test_dry_run_is_a_trtllm_serve_command_for_the_engine(tmp_path, tokenizer_di
     ("missing rank", "rank3.engine"),
     ("not redrafter", "not the config of a ReDrafter engine"),
     ("no config", "no engine config.json"),
-    ("no tokenizer", "tokenizer_config.json"),
+    ("no tokenizer", "cannot load a tokenizer"),
+    ("another model's tokenizer", "has 49152 tokens but the model's vocab_size is 32000"),
 ])
 def test_bad_engine_folders_end_in_one_line(tmp_path, tokenizer_dir, kind, needle):
     engine = tmp_path / "engine"
@@ -82,9 +82,11 @@ def test_bad_engine_folders_end_in_one_line(tmp_path, tokenizer_dir, kind, needl
         make_engine(engine, redrafter=False)
     elif kind == "no config":
         engine.mkdir()
-    else:
+    elif kind == "no tokenizer":
         make_engine(engine)
         tokenizer_dir = tmp_path
+    else:  # trtllm-serve would send the engine another model's token ids
+        make_engine(engine, vocab_size=32000)
     res = serve("--engine-dir", engine, "--tokenizer-dir", tokenizer_dir, "--dry-run")
     assert res.exit_code == 2 and needle in res.output, res.output
     assert len(res.output.strip().splitlines()) == 1 and "Traceback" not in res.output
