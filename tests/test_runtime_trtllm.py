@@ -212,6 +212,16 @@ def test_sampling_engine_refuses_temperature_zero(tmp_path, monkeypatch):
         trtllm.generate_engine(tmp_path, [[1, 2]], 4, end_id=2, pad_id=2)
 
 
+@pytest.mark.parametrize("temperature", [1e-9, 1e-300, -0.5, float("nan"), float("inf")])
+def test_a_temperature_the_reference_runtime_refuses_is_refused_for_an_engine(tmp_path, monkeypatch, temperature):
+    """The same --temperature check as --checkpoint-dir: below 1e-5, logits / T overflow (1e-300 is 0 in the
+    executor's float32), which a sampling engine would decode into NaN."""
+    write_engine_config(tmp_path, greedy=False)
+    monkeypatch.setitem(sys.modules, "tensorrt_llm", None)  # refused before TensorRT-LLM is needed
+    with pytest.raises(ConfigError, match="below 1e-05 or not finite"):
+        trtllm.generate_engine(tmp_path, [[1, 2]], 4, end_id=2, pad_id=2, temperature=temperature)
+
+
 def test_greedy_engine_warns_that_it_ignores_the_temperature(tmp_path, monkeypatch, caplog):
     write_engine_config(tmp_path, greedy=True)
     install_fake_trtllm(monkeypatch, FakeExecutor([[1, 5]], iters=[1]), {})
