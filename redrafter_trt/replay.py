@@ -119,6 +119,20 @@ class AcceptanceOptions:
     device: str = "cpu"
 
 
+def check_widths(cfg, beams: tuple[int, ...], lens: tuple[int, ...]) -> None:
+    """Beam widths above the checkpoint's are replayed, but only those a checkpoint can have (inspect's limits): no
+    more beams than tokens (the drafter's first top-k fails) and a tree within the model's positions."""
+    if min(beams) < 1:
+        raise ConfigError(f"--beams {min(beams)} is invalid: beam widths are 1 or more")
+    if max(beams) > cfg.vocab_size:
+        raise ConfigError(f"--beams {max(beams)} exceeds the vocabulary ({cfg.vocab_size} tokens), beyond which no "
+                          f"beams differ: pass widths up to {cfg.vocab_size}")
+    tree = max(beams) * (max(lens) + 1)
+    if tree > cfg.max_positions:
+        raise ConfigError(f"--beams {max(beams)} with --draft-lens {max(lens)} verify {tree} tokens per step, past the "
+                          f"model's {cfg.max_positions} positions (no checkpoint can have them): pass fewer beams")
+
+
 def run_acceptance(opts: AcceptanceOptions, progress: Callable[[str], None] = lambda line: None) -> dict:
     """The JSON report: `meta`, `configs` (each with num_beams, draft_len, mean_tokens_per_step, steps,
     new_tokens, histogram) and `best` (the highest mean_tokens_per_step)."""
@@ -129,8 +143,7 @@ def run_acceptance(opts: AcceptanceOptions, progress: Callable[[str], None] = la
     check_device(opts.device)
     beams = tuple(sorted(set(opts.beams))) or default_grid(cfg.num_beams)
     lens = check_grid(opts.draft_lens, cfg.draft_len, "--draft-lens", "redrafter_draft_len_per_beam", "--draft-len")
-    if min(beams) < 1:
-        raise ConfigError(f"--beams {min(beams)} is invalid: beam widths are 1 or more")
+    check_widths(cfg, beams, lens)
     texts = first_prompts(load_prompts(opts.prompts), opts.num_prompts)  # an empty file is an error there
     tokenizer = load_tokenizer(opts.tokenizer_dir, cfg.vocab_size)
     prompt_ids = encode_prompts(tokenizer, texts, opts.chat)

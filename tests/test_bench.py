@@ -413,6 +413,18 @@ def test_acceptance_bad_input(setup):
     assert_one_line_error(run_cli(*acceptance_args(setup, "--chat")), "chat template", "leave out --chat")
 
 
+def test_acceptance_refuses_beam_widths_no_checkpoint_can_have(setup, tmp_path):
+    """A review: --beams above the vocabulary (256 here) ran the greedy pass, then died in the drafter's top-k with a
+    RuntimeError traceback; a tree past the model's positions (200 x 4 > 512) was predicted, though inspect refuses
+    such a checkpoint. Both are one line before any model loads, and no JSON is written."""
+    out = tmp_path / "acc.json"
+    assert_one_line_error(run_cli(*acceptance_args(setup, "--beams", "1,257", "--output-json", out)),
+                          "--beams 257", "vocabulary (256 tokens)")
+    assert_one_line_error(run_cli(*acceptance_args(setup, "--beams", "200", "--draft-lens", "1,3", "--output-json",
+                                                   out)), "200", "800 tokens", "512 positions")
+    assert not out.exists()
+
+
 def test_acceptance_needs_a_drafter(setup, tmp_path):
     """A base-only TensorRT-LLM checkpoint (no redrafter_* keys)."""
     import shutil
