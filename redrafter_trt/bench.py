@@ -390,8 +390,21 @@ def require_matplotlib():
     return plt
 
 
+PLOT_FORMATS = ("png", "pdf", "svg")  # what matplotlib writes without LaTeX or Pillow's optional codecs
+
+
+def plot_format(path: Path | str) -> str:
+    """The format `plot` writes to `path`: its suffix's, png without one; a ConfigError for any other suffix (a
+    bench.pdf held PNG bytes, and a --plot naming a .json file got a PNG)."""
+    suffix = Path(path).suffix.lower().removeprefix(".")
+    if suffix and suffix not in PLOT_FORMATS:
+        raise ConfigError(f"--plot {path}: cannot write a .{suffix} plot: name it .png, .pdf or .svg")
+    return suffix or "png"
+
+
 def plot(report: BenchReport, path: Path | str) -> Path:
-    """Tokens per step and speed-up over transformers against beam width, one line per draft length."""
+    """Tokens per step and speed-up over transformers against beam width, one line per draft length; PNG, PDF or SVG
+    by the path's suffix (`plot_format`)."""
     plt = require_matplotlib()
     fig, (ax_tps, ax_speed) = plt.subplots(1, 2, figsize=(11, 4.2))
     for n in sorted({c.draft_len for c in report.configs}):
@@ -416,7 +429,7 @@ def plot(report: BenchReport, path: Path | str) -> Path:
     path = Path(path)
     try:
         with atomic_file(path) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
+            fig.savefig(tmp, dpi=110, format=plot_format(path))
     finally:
         plt.close(fig)
     return path

@@ -150,6 +150,20 @@ def test_plot(setup, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_plot_format_follows_the_suffix(setup, tmp_path):
+    """A review: --plot bench.pdf (or .svg) wrote PNG bytes under that name, and a --plot naming a .json file got a
+    PNG; the suffix picks PDF or SVG, and another suffix is refused before any work."""
+    pytest.importorskip("matplotlib")
+    pdf = tmp_path / "bench.pdf"
+    result = run_cli(*bench_args(setup, "--num-prompts", 1, "--max-new-tokens", 2, "--beams", 1, "--draft-lens", 1,
+                                 "--plot", pdf))
+    assert result.exit_code == 0, result.output
+    assert pdf.read_bytes()[:5] == b"%PDF-"
+    wrong = tmp_path / "bench.json"
+    assert_one_line_error(run_cli(*bench_args(setup, "--plot", wrong)), "cannot write a .json plot", ".png, .pdf or .svg")
+    assert not wrong.exists()
+
+
 def test_beams_above_checkpoint(setup):
     assert_one_line_error(run_cli(*bench_args(setup, "--beams", "1,3")), "--beams 3", "outside 1..2", "--num-beams")
 

@@ -60,14 +60,16 @@ def shared_options(f):
 @click.option("--hf-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Hugging Face base for the transformers baseline [default: the base recorded in the checkpoint].")
 @click.option("--plot", "plot_path", type=OutputFile(),
-              help="Write a PNG: tokens per step and speed-up against beam width (needs matplotlib).")
+              help="Write a plot (.png, .pdf or .svg): tokens per step and speed-up against beam width (needs "
+                   "matplotlib).")
 @click.option("--compile", "compile_layers", is_flag=True,
               help="Run the runtime's base layers compiled by TorchInductor (CPU, float32; minutes of compiling "
                    "before the timed runs).")
 def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_tokens, beams, draft_lens, chat, device,
           output_json, plot_path, compile_layers):
     """Measure tokens per step and speed-up for each (beam width, draft length)."""
-    from ..bench import BenchOptions, check_inputs, format_table, plot, require_matplotlib, run_bench, verdict
+    from ..bench import (BenchOptions, check_inputs, format_table, plot, plot_format, require_matplotlib, run_bench,
+                         verdict)
 
     opts = BenchOptions(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_tokens, beams, draft_lens,
                         chat, device, compile_layers)
@@ -79,6 +81,7 @@ def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_t
         raise ConfigError(f"--output-json and --plot both name {plot_path} (the PNG would replace the JSON): "
                           f"write them to two files")
     if plot_path:
+        plot_format(plot_path)
         require_matplotlib()  # fail before the long run, not after it
     warn_if_sampling(cfg, checkpoint_dir)
     report = run_bench(opts, progress=lambda line: click.echo(line, err=True))
