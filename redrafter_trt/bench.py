@@ -296,10 +296,10 @@ def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
     model = load(opts.checkpoint_dir, device=opts.device, compile=opts.compile)
     N = opts.max_new_tokens
 
-    warm = prompt_ids[0]
-    hf_generate(hf, warm, WARMUP_TOKENS, eos)
-    runtime_generate(model, warm, WARMUP_TOKENS, eos, 0, 0, False)
-    runtime_generate(model, warm, WARMUP_TOKENS, eos, max(beams), max(lens), True)
+    warm, warm_tokens = prompt_ids[0], min(WARMUP_TOKENS, N)  # within the positions check_positions allowed
+    hf_generate(hf, warm, warm_tokens, eos)
+    runtime_generate(model, warm, warm_tokens, eos, 0, 0, False)
+    runtime_generate(model, warm, warm_tokens, eos, max(beams), max(lens), True)
 
     hf_run, plain = Run(), Run()
     drafted = {wl: Run() for wl in grid}

@@ -321,6 +321,20 @@ def test_more_prompts_asked_than_the_file_holds_is_said(setup, cmd, caplog):
     assert f"--num-prompts 80, but there are only {len(PROMPTS)} prompts" in caplog.text
 
 
+def test_a_prompt_near_the_positions_is_benched(setup, tmp_path):
+    """A review: the warm-up decoded 8 new tokens whatever --max-new-tokens was, so a 508-token prompt (of 512
+    positions) with --max-new-tokens 4, which fits, was refused after loading both models, naming run's
+    --max-output-len."""
+    base, ckpt, _ = setup
+    prompts = tmp_path / "long.jsonl"
+    prompts.write_text(json.dumps({"prompt": "a" * 508}) + "\n")  # the byte tokenizer: one token per byte
+    out = tmp_path / "bench.json"
+    result = run_cli(*bench_args((base, ckpt, prompts), "--max-new-tokens", 4, "--beams", 1, "--draft-lens", 1,
+                                 "--output-json", out))
+    assert result.exit_code == 0, result.output
+    assert 1 <= json.loads(out.read_text())["baselines"]["no_draft"]["new_tokens"] <= 4
+
+
 def test_chat_without_template(setup):
     assert_one_line_error(run_cli(*bench_args(setup, "--chat")), "chat template", "leave out --chat")
 
