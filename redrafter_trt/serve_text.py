@@ -50,11 +50,9 @@ class AnswerText:
         text = self._after_sent(self._decode(self.ids))
         if values:
             self.ends.append(len(text.rstrip("\ufffd")))
-        found = [(i, s) for s in self.stop if (i := text.find(s)) >= 0]
-        if found:
-            cut, stop = min(found, key=lambda f: (f[0], len(f[1])))
-            self.text, self.stopped = text[:cut], True
-            self._keep_through(stop, before)
+        if self._stop_at(text) is not None:
+            text = self._keep_through(before, text)
+            self.text, self.stopped = text[:self._stop_at(text)], True
             return self.rest()
         self.text = text
         clean = text.rstrip("\ufffd")  # byte-fallback tokenizers write one per byte of an unfinished character
@@ -83,12 +81,21 @@ class AnswerText:
         tokens' text starts where the character does)."""
         return len(self._decode(ids).rstrip("\ufffd"))
 
-    def _keep_through(self, stop: str, before: int) -> None:
-        """Drop the tokens decoded past the one that completed `stop` (a step may accept several): they are not
-        part of the answer, nor of its usage."""
-        k = next(k for k in range(before + 1, len(self.ids) + 1)
-                 if stop in self._after_sent(self._decode(self.ids[:k])))
-        del self.ids[k:], self.values[k:], self.ends[k:]
+    def _stop_at(self, text: str) -> int | None:
+        """Where the first stop string in `text` starts, or None."""
+        return min((i for s in self.stop if (i := text.find(s)) >= 0), default=None)
+
+    def _keep_through(self, before: int, text: str) -> str:
+        """Drop the tokens decoded past the first one that completed a stop string (a step may accept several):
+        they are not part of the answer, nor of its usage. Returns the text through that token (`text`: through the
+        last). The answer ends as if the tokens had come one at a time, as vLLM checks them: with stop ["abcd", "c"],
+        a step accepting "a", "b", "c", "d" ends at "c" ("ab"), not at "abcd" ("")."""
+        for k in range(before + 1, len(self.ids)):
+            shorter = self._after_sent(self._decode(self.ids[:k]))
+            if self._stop_at(shorter) is not None:
+                del self.ids[k:], self.values[k:], self.ends[k:]
+                return shorter
+        return text
 
     def rest(self) -> str:
         delta, self.sent = self.text[self.sent:], len(self.text)

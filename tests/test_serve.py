@@ -426,6 +426,32 @@ def test_a_long_stop_string_costs_no_more_than_the_answer_so_far(tmp_path):
     assert sent == "zzz" and answer.rest() == "ab"  # "a", then "ab": held back as the start of the stop string
 
 
+def test_a_stop_string_ends_the_answer_where_one_token_at_a_time_would(tmp_path):
+    """A step accepting several tokens was searched for stop strings all at once, the earliest one in the text
+    winning: with stop ["abcd", "c"] a step accepting "a", "b", "c", "d" answered "" where decoding one token at a
+    time (plain decoding, vLLM, which checks after each token) answers "ab". How many tokens a step accepts changes
+    nothing now, nor the tokens counted."""
+    from test_train_data import make_tokenizer
+
+    from redrafter_trt.serve_text import AnswerText
+
+    tok = make_tokenizer(tmp_path)
+    ids = tok("xabcde", add_special_tokens=False)["input_ids"]
+    # (stop strings, the answer, its tokens: through the one that completed the first stop string)
+    for stop, want, made in ((["abcd", "c"], "xab", 4), (["c", "abcd"], "xab", 4), (["abcde", "bcd"], "xa", 5)):
+        one_by_one = AnswerText(tok, stop)
+        sent = ""
+        for t in ids:
+            sent += one_by_one.add([t])
+            if one_by_one.stopped:
+                break
+        for split in range(len(ids)):
+            steps = AnswerText(tok, stop)
+            out = steps.add(ids[:split]) if split else ""
+            out += "" if steps.stopped else steps.add(ids[split:])
+            assert (out, steps.ids) == (sent, one_by_one.ids) == (want, ids[:made]), (stop, split)
+
+
 def test_a_sent_character_is_not_taken_back_by_invalid_bytes_after_it():
     """Byte fallback decodes a run of byte tokens that is not valid UTF-8 to one replacement character per byte,
     the valid character at its start included: "é" went out in the stream, then the answer said "\ufffd\ufffd"
