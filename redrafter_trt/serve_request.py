@@ -47,10 +47,11 @@ def _prompts(prompt) -> list:
 
 
 def _content(content):
-    """A message's text: a string, or OpenAI's list of parts of which only text parts are allowed."""
+    """A message's text: a string, or OpenAI's list of parts of which only text parts are allowed, one line each
+    (as trtllm-serve's and vLLM's chat_utils join them)."""
     if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text"
                                          and isinstance(p.get("text"), str) for p in content):
-        return "".join(p["text"] for p in content)
+        return "\n".join(p["text"] for p in content)
     return content
 
 

@@ -323,9 +323,10 @@ def test_chat_logprobs_stop_at_the_stop_string(url, backend, smollm2):
 
 
 def test_chat_content_may_be_text_parts(url):
-    plain = {"messages": [{"role": "user", "content": "Name a primary color."}], "max_tokens": 6}
-    parts = {"messages": [{"role": "user", "content": [{"type": "text", "text": "Name a primary "},
-                                                       {"type": "text", "text": "color."}]}], "max_tokens": 6}
+    """Text parts are one line each, as trtllm-serve and vLLM join them (they were run together)."""
+    plain = {"messages": [{"role": "user", "content": "Name a primary color.\nOne word."}], "max_tokens": 6}
+    parts = {"messages": [{"role": "user", "content": [{"type": "text", "text": "Name a primary color."},
+                                                       {"type": "text", "text": "One word."}]}], "max_tokens": 6}
     assert call(url, "/v1/chat/completions", parts)[1]["choices"] == call(url, "/v1/chat/completions", plain)[1]["choices"]
     image = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}
     assert call(url, "/v1/chat/completions", image)[0] == 400
