@@ -336,6 +336,8 @@ class Handler(BaseHTTPRequestHandler):
             except UnicodeEncodeError as e:
                 problem = HTTPStatus.BAD_REQUEST, (f"the request body holds {e.object[e.start:e.end]!r}, half of a "
                                                    "UTF-16 surrogate pair: send whole characters")
+            except ValueError:  # json's int() of a number over sys.get_int_max_str_digits() digits (4300)
+                problem = HTTPStatus.BAD_REQUEST, "the request body holds a number too long to read: send a shorter one"
         self.close_connection = True  # whatever is left of the body must not be read as the next request
         self._reply(problem[0], error(problem[1], "invalid_request_error"))
         return UNREADABLE

@@ -306,6 +306,17 @@ def test_a_body_nested_too_deeply_for_json_is_a_400(server):
     assert request(server, "GET", "/health")[0] == 200
 
 
+def test_a_number_too_long_for_int_is_a_400(server):
+    """Python's json reads an integer of more than 4300 digits with int(), which refuses it (ValueError, not a
+    JSONDecodeError): the handler died with a traceback in the log and the client's connection closed without an
+    answer."""
+    conn = http.client.HTTPConnection(*server.server_address, timeout=60)
+    conn.request("POST", "/v1/completions", body='{"prompt": "ab", "max_tokens": ' + "9" * 5000 + "}")
+    r = conn.getresponse()
+    assert r.status == 400 and "number too long" in json.loads(r.read())["error"]["message"]
+    assert request(server, "GET", "/health")[0] == 200
+
+
 @pytest.mark.parametrize("method", ["POST", "PUT"])
 def test_a_content_length_of_other_digits_is_answered(server, method):
     """"Content-Length: ²" (the Latin-1 byte 0xb2, a digit to str.isdigit): int() raised in the handler and the
