@@ -134,6 +134,8 @@ def parse(body, chat: bool, model_name: str, max_output_len: int) -> Request:
     stop = _field(body, "stop", (str, list), [], lambda v: isinstance(v, str) or all(isinstance(s, str) for s in v),
                   "a string or a list of strings")
     seed = _field(body, "seed", int, None, lambda v: -2 ** 63 <= v < 2 ** 63, "a 64-bit integer")
+    for name, (kind, check, need) in FILTER_VALUES.items():  # moot on a greedy answer, but not malformed
+        _field(body, name, kind, None, check, need)
     return Request(
         chat=chat, prompts=prompts, n=n, echo=echo, logprobs=_logprobs_asked(body, chat),
         max_tokens=next((v for v in (max_tokens, newer) if v is not None), None),
@@ -175,6 +177,11 @@ ENDPOINT = {  # how this server builds each endpoint's prompt
 # Sampling filters: nothing to change on a greedy answer, refused when the checkpoint samples (it samples the
 # whole softmax(logits / T), as its ReDrafter engine does).
 SAMPLING_FILTERS = {"top_p": (1,), "top_k": (0, -1), "min_p": (0,)}
+FILTER_VALUES = {  # what a sampling filter may be (vLLM's SamplingParams checks)
+    "top_p": ((int, float), lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    "top_k": (int, lambda v: v >= -1, "an integer >= -1 (-1 or 0: every token)"),
+    "min_p": ((int, float), lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+}
 
 
 def _same(a, b) -> bool:

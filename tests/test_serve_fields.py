@@ -92,6 +92,10 @@ def test_sampling_n_gives_seeded_samples_and_refuses_filters(backend):
     finally:
         backend.config = original
     assert app.post("/v1/completions", {"prompt": "Hi", "max_tokens": 2, "top_p": 0.9})[0] == 200  # greedy: moot
+    for bad, says in (({"top_p": "x"}, "(0, 1]"), ({"top_p": 2}, "(0, 1]"), ({"top_k": 1.5}, "integer"),
+                      ({"min_p": -0.1}, "[0, 1]")):  # but a malformed one is a 400, greedy too (was a 200)
+        status, out = app.post("/v1/completions", {"prompt": "Hi", "max_tokens": 2} | bad)
+        assert status == 400 and says in out["error"]["message"], (bad, out)
 
 
 def test_echo_with_logprobs_scores_the_prompt_as_transformers(url, backend, smollm2):
