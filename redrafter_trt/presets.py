@@ -13,7 +13,7 @@ command line (relative to the working directory); YAML anchors (`&ckpt` / `*ckpt
 
 A key that is no option of its command (or, at the top level, of any command taking --config), a section for a
 command that takes no --config, and a value of the wrong YAML type (12.5 for a count, a list for a path, 1 for a
-flag) are a `ConfigError` naming the field. Of rival options (`--checkpoint-dir` / `--engine-dir`), one given on the
+flag) are a `ConfigError` naming the file and the field (`run.tp`). Of rival options (`--checkpoint-dir` / `--engine-dir`), one given on the
 command line drops the preset's other (`one_of`).
 """
 
@@ -59,7 +59,7 @@ def load_preset(path: str | Path) -> dict:
     try:
         data = yaml.load(read_text(path, "pass an existing UTF-8 YAML preset to --config"), Loader=_UniqueKeyLoader)
     except ConfigError as e:  # a key given twice
-        raise ConfigError(f"preset {path}: {e}") from None
+        raise ConfigError(f"preset {path}: {str(e).removeprefix('preset ')}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -126,8 +126,10 @@ def _yaml_type(param: click.Parameter) -> tuple[str, Callable[[object], bool]]:
     return "a string", lambda v: isinstance(v, (str, int, float)) and not isinstance(v, bool)
 
 
-def _to_default(keys: dict[str, tuple[click.Parameter, bool]], key: str, value) -> tuple[str, object]:
+def _to_default(keys: dict[str, tuple[click.Parameter, bool]], key: str, value, shown: str = "") -> tuple[str, object]:
+    """(parameter name, default) for one preset field; `shown` names it in errors (`run.max-output-len`)."""
     param, invert = keys[_key(key)]
+    key = shown or key
     if value is None:  # click would take None over the option's own default
         raise ConfigError(f"preset field '{key}' is null: remove it to keep the default, or give a value")
     if invert:
@@ -179,7 +181,7 @@ def resolve(preset: dict, command_name: str, command: click.Command, sections: I
         for key, value in fields.items():
             if _key(str(key)) not in keys:
                 continue
-            name, value = _to_default(keys, str(key), value)
+            name, value = _to_default(keys, str(key), value, f"{prefix}{key}")
             if name in given:  # `max_output_len` and `max-output-len`: the command line refuses it too
                 raise ConfigError(f"preset fields '{prefix}{given[name]}' and '{prefix}{key}' set the same option: "
                                   f"give it once")
@@ -225,23 +227,26 @@ def _load_into_context(ctx: click.Context, param: click.Parameter, value):
     group = _group(ctx)
     preset = load_preset(value)
     sections = KNOWN_SECTIONS | set(group.list_commands(ctx.parent) if group else ())
-    others = []
-    for section in sorted(k for k in preset if k in sections and k != name):
-        try:
-            command = group.get_command(ctx.parent, section) if group else None
-        except ImportError as e:  # a command that cannot be imported here must not stop another command
-            log.warning("cannot load command %s to check its preset section: %s", section, e)
-            continue
-        if command is not None and not takes_config(command):
-            raise ConfigError(f"preset section '{section}': `{section}` takes no --config; remove the section "
-                              f"and pass its options on the command line")
-        if command is not None:
-            others.append((section, command))
-    defaults = resolve(preset, name, ctx.command, sections, _sibling_commands(ctx))
-    # the other commands' sections now, not when their turn comes: a typo under `run:` stopped an example script
-    # only after convert and build had run (hours for a 70B base)
-    for section, command in others:
-        resolve({section: preset[section]}, section, command, sections)
+    try:
+        others = []
+        for section in sorted(k for k in preset if k in sections and k != name):
+            try:
+                command = group.get_command(ctx.parent, section) if group else None
+            except ImportError as e:  # a command that cannot be imported here must not stop another command
+                log.warning("cannot load command %s to check its preset section: %s", section, e)
+                continue
+            if command is not None and not takes_config(command):
+                raise ConfigError(f"preset section '{section}': `{section}` takes no --config; remove the section "
+                                  f"and pass its options on the command line")
+            if command is not None:
+                others.append((section, command))
+        defaults = resolve(preset, name, ctx.command, sections, _sibling_commands(ctx))
+        # the other commands' sections now, not when their turn comes: a typo under `run:` stopped an example script
+        # only after convert and build had run (hours for a 70B base)
+        for section, command in others:
+            resolve({section: preset[section]}, section, command, sections)
+    except ConfigError as e:  # which file: a script passes several presets, a user edits one of them
+        raise ConfigError(f"preset {value}: {str(e).removeprefix('preset ')}") from None
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
     log.info("preset %s sets %s for %s", value, ", ".join(sorted(defaults)) or "nothing", name)
     return value

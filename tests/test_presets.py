@@ -139,24 +139,25 @@ def test_cli_turns_preset_error_into_exit_2(tmp_path):
     path.write_text("build: {max-batch-sise: 4}\n")
     result = CliRunner().invoke(main, ["build", "--config", str(path), "--dry-run"])
     assert result.exit_code == 2
-    assert "max-batch-sise" in result.output and len(result.output.strip().splitlines()) == 1
+    assert "'build.max-batch-sise'" in result.output and len(result.output.strip().splitlines()) == 1
+    assert f"preset {path}: " in result.output  # the key and the file it is in
 
 
 @pytest.mark.parametrize("text, needle", [
-    ("run: {max-output-len: 12.5}", "'max-output-len' is 12.5: write a whole number"),
-    ("run: {max-output-len: true}", "'max-output-len' is True: write a whole number"),
-    ("build: {checkpoint-dir: [ck], output-dir: e}", "'checkpoint-dir' is ['ck']: write a string"),
-    ("run: {chat: 1}", "'chat' is 1: write true or false"),
+    ("run: {max-output-len: 12.5}", "'run.max-output-len' is 12.5: write a whole number"),
+    ("run: {max-output-len: true}", "'run.max-output-len' is True: write a whole number"),
+    ("build: {checkpoint-dir: [ck], output-dir: e}", "'build.checkpoint-dir' is ['ck']: write a string"),
+    ("run: {chat: 1}", "'run.chat' is 1: write true or false"),
     # a review: run's temperature type was no float type here, so '0.5' (a string) passed and true was told
     # "write a string"
-    ("run: {temperature: '0.5'}", "'temperature' is '0.5': write a number"),
-    ("run: {temperature: true}", "'temperature' is True: write a number"),
+    ("run: {temperature: '0.5'}", "'run.temperature' is '0.5': write a number"),
+    ("run: {temperature: true}", "'run.temperature' is True: write a number"),
     ("run: {input-text: [{a: 1}]}", "write a YAML list, each item a string"),
     ("train: {bogus: 1}\nrun: {chat: true}", "`train` takes no --config"),
     # null took the place of the option's default: tracebacks in run, a silently dropped --max_batch_size in build
-    ("run: {max-output-len: null}", "'max-output-len' is null: remove it to keep the default"),
+    ("run: {max-output-len: null}", "'run.max-output-len' is null: remove it to keep the default"),
     ("run: {chat: true}\ndevice: null", "'device' is null"),
-    ("build: {max-batch-size: ~}", "'max-batch-size' is null"),
+    ("build: {max-batch-size: ~}", "'build.max-batch-size' is null"),
     # PyYAML keeps the last of two equal keys: the README promises the command line's refusal
     ("run:\n  max-output-len: 2\n  max-output-len: 5", "'max-output-len' is given twice in one section (line 3)"),
 ])
@@ -171,12 +172,13 @@ def test_preset_values_have_the_options_types(tmp_path, text, needle):
     assert result.exit_code == 2 and "Traceback" not in result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], result.output
+    assert f"preset {path}: " in lines[0]  # which file: a script may pass several presets
 
 
 @pytest.mark.parametrize("text, needle", [
     ("run: {tpp: 2}\n", "'run.tpp' is not an option of 'run'"),
-    ("run: {tp: 2.5}\n", "'tp' is 2.5: write a whole number"),
-    ("run: {tp: null}\n", "'tp' is null"),
+    ("run: {tp: 2.5}\n", "'run.tp' is 2.5: write a whole number"),
+    ("run: {tp: null}\n", "'run.tp' is null"),
 ])
 def test_another_commands_section_is_checked_up_front(tmp_path, text, needle):
     """`convert --config` with a typo under `run:` converted (hours for a 70B base, then build) and only `run`, the
