@@ -325,3 +325,20 @@ def test_example_per_preset():
         for command in ("convert", "build", "run"):
             assert f"redrafter-trt {command} --config" in text.replace("\\\n", " "), (script.name, command)
         assert f"configs/{path.name}" in text
+
+
+@pytest.mark.parametrize("args, chat", [((), True), (("--no-chat",), False), (("--chat",), True)])
+def test_command_line_turns_off_a_presets_chat(tmp_path, monkeypatch, args, chat):
+    """The shipped Llama and Qwen presets set `run: {chat: true}`; run's --chat had no --no-chat, so a prompt meant
+    to go in as written could not, though flags on the command line win over the preset."""
+    from redrafter_trt.cli import main, run_cmd
+
+    def seen(ckpt, tokenizer_dir, o):
+        raise ConfigError(f"chat={o['chat']}")
+
+    monkeypatch.setattr(run_cmd, "_run_checkpoint", seen)
+    path = tmp_path / "p.yaml"
+    path.write_text("run: {chat: true}\n")
+    result = CliRunner().invoke(main, ["run", "--config", str(path), "--checkpoint-dir", str(tmp_path),
+                                       "--tokenizer-dir", str(tmp_path), "--input-text", "hi", *args])
+    assert result.exit_code == 2 and f"chat={chat}" in result.output, result.output

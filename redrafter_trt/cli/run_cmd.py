@@ -117,7 +117,9 @@ def stats_line(result) -> str:
 @click.option("--input-file", type=click.Path(dir_okay=False),
               help="jsonl with prompt / turns / question / instruction / conversations per line, a ShareGPT .json, "
                    "or a .txt with one prompt per line.")
-@click.option("--chat", is_flag=True, help="Apply the tokenizer's chat template to each prompt.")
+@click.option("--chat/--no-chat", default=False,
+              help="Apply the tokenizer's chat template to each prompt (--no-chat: as written, over a preset's "
+                   "`chat: true`).")
 @click.option("--max-output-len", default=128, show_default=True, type=click.IntRange(min=1), help="New tokens per prompt.")
 @click.option("--temperature", default=0.0, show_default=True, type=Temperature(), help="0 = greedy.")
 @click.option("--num-beams", type=click.IntRange(min=1), help="Draft beams (at most the checkpoint's).")
