@@ -342,3 +342,20 @@ def test_command_line_turns_off_a_presets_chat(tmp_path, monkeypatch, args, chat
     result = CliRunner().invoke(main, ["run", "--config", str(path), "--checkpoint-dir", str(tmp_path),
                                        "--tokenizer-dir", str(tmp_path), "--input-text", "hi", *args])
     assert result.exit_code == 2 and f"chat={chat}" in result.output, result.output
+
+
+@pytest.mark.parametrize("text", ["num-beams: 5\n", "run: {draft-len: 2}\n"])
+def test_a_presets_option_the_engine_fixed_is_named_as_the_presets(tmp_path, text):
+    """A top-level `num-beams:` (convert's and a checkpoint run's, as the presets module shows) with run --engine-dir
+    said "--num-beams is fixed when the engine is built: drop it", a flag the user never typed."""
+    from redrafter_trt.cli import main
+
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    result = CliRunner().invoke(main, ["run", "--config", str(path), "--engine-dir", str(tmp_path),
+                                       "--tokenizer-dir", str(tmp_path), "--input-text", "hi"])
+    assert result.exit_code == 2 and "the --config preset sets" in result.output, result.output
+    assert "move it under `convert:`" in result.output and len(result.output.strip().splitlines()) == 1
+    typed = CliRunner().invoke(main, ["run", "--engine-dir", str(tmp_path), "--tokenizer-dir", str(tmp_path),
+                                      "--input-text", "hi", "--num-beams", "2"])
+    assert typed.exit_code == 2 and "--num-beams is fixed when the engine is built" in typed.output

@@ -82,9 +82,14 @@ def _run_engine(engine: str, tokenizer_dir: str, o: dict):
     from ..runtime.trtllm import generate_engine, split_stop_tokens
 
     for flag in FIXED_BY_ENGINE:
-        if o[flag.removeprefix("--").replace("-", "_")] is not None:
-            raise ConfigError(f"{flag} is fixed when the engine is built: drop it with --engine-dir "
-                              f"(tensor parallel engines run under `mpirun -n TP`)")
+        if o[flag.removeprefix("--").replace("-", "_")] is None:
+            continue
+        if flag not in o["typed"]:  # a top-level `num-beams:` is convert's too: say where it comes from
+            raise ConfigError(f"the --config preset sets {flag.removeprefix('--')}, which the engine fixed when it was "
+                              f"built: move it under `convert:` (or `run:` of a --checkpoint-dir preset) to run "
+                              f"--engine-dir")
+        raise ConfigError(f"{flag} is fixed when the engine is built: drop it with --engine-dir "
+                          f"(tensor parallel engines run under `mpirun -n TP`)")
     for flag in RUNTIME_ONLY:
         if flag in o["given"]:
             raise ConfigError(f"{flag} works with --checkpoint-dir only (the reference runtime): drop it with "
