@@ -12,8 +12,9 @@ command line (relative to the working directory); YAML anchors (`&ckpt` / `*ckpt
     build: {output-dir: work/llama-3.1-8b/engine, max-batch-size: 8}
 
 A key that is no option of its command (or, at the top level, of any command taking --config), a section for a
-command that takes no --config, and a value of the wrong YAML type (12.5 for a count, a list for a path, 1 for a
-flag) are a `ConfigError` naming the file and the field (`run.tp`). Of rival options (`--checkpoint-dir` / `--engine-dir`), one given on the
+command that takes no --config, a value of the wrong YAML type (12.5 for a count, a list for a path, 1 for a
+flag) and a choice or number out of its range (`gemm-plugin: fp16`, `max-output-len: 0`) are a `ConfigError` naming the
+file and the field (`run.tp`). Of rival options (`--checkpoint-dir` / `--engine-dir`), one given on the
 command line drops the preset's other (`one_of`).
 """
 
@@ -143,7 +144,21 @@ def _to_default(keys: dict[str, tuple[click.Parameter, bool]], key: str, value, 
             raise ConfigError(f"preset field '{key}' is {value!r}: write a YAML list, each item {need}")
     elif not ok(value):
         raise ConfigError(f"preset field '{key}' is {value!r}: write {need}")
+    for item in value if isinstance(value, list) else [value]:
+        _check_value(param, key, item)
     return param.name, value
+
+
+def _check_value(param: click.Parameter, key: str, value) -> None:
+    """A choice or a number's range, checked when the preset loads: `run: {max-output-len: 0}` stopped the example
+    scripts' last step after convert and build had run, as "Invalid value for '--max-output-len'", a flag nobody
+    typed. Paths and the project's own types wait for their command (an earlier step may make the folder)."""
+    if not isinstance(param.type, (click.Choice, click.types.IntParamType, click.types.FloatParamType)):
+        return
+    try:
+        param.type.convert(value, param, None)
+    except click.BadParameter as e:
+        raise ConfigError(f"preset field '{key}' is {value!r}: {e.message.rstrip('.')}") from None
 
 
 def resolve(preset: dict, command_name: str, command: click.Command, sections: Iterable[str] = KNOWN_SECTIONS,

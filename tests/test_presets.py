@@ -153,6 +153,10 @@ def test_cli_turns_preset_error_into_exit_2(tmp_path):
     ("run: {temperature: '0.5'}", "'run.temperature' is '0.5': write a number"),
     ("run: {temperature: true}", "'run.temperature' is True: write a number"),
     ("run: {input-text: [{a: 1}]}", "write a YAML list, each item a string"),
+    # a range or a choice was click's "Invalid value for '--max-output-len'", a flag nobody typed
+    ("run: {max-output-len: 0}", "'run.max-output-len' is 0: 0 is not in the range x>=1"),
+    ("run: {temperature: -0.5}", "'run.temperature' is -0.5: -0.5 is not a finite number >= 0"),
+    ("build: {gemm-plugin: fp16}", "'build.gemm-plugin' is 'fp16': 'fp16' is not one of"),
     ("train: {bogus: 1}\nrun: {chat: true}", "`train` takes no --config"),
     # null took the place of the option's default: tracebacks in run, a silently dropped --max_batch_size in build
     ("run: {max-output-len: null}", "'run.max-output-len' is null: remove it to keep the default"),
@@ -359,3 +363,21 @@ def test_a_presets_option_the_engine_fixed_is_named_as_the_presets(tmp_path, tex
     typed = CliRunner().invoke(main, ["run", "--engine-dir", str(tmp_path), "--tokenizer-dir", str(tmp_path),
                                       "--input-text", "hi", "--num-beams", "2"])
     assert typed.exit_code == 2 and "--num-beams is fixed when the engine is built" in typed.output
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("run: {max-output-len: 0}\n", "'run.max-output-len' is 0"),
+    ("build: {gemm-plugin: fp16}\n", "'build.gemm-plugin' is 'fp16'"),
+    ("serve: {port: 70000}\n", "'serve.port' is 70000"),
+])
+def test_a_range_or_choice_in_another_section_stops_convert(tmp_path, text, needle):
+    """The example scripts run convert, build, then run with one preset: `run: {max-output-len: 0}` passed convert
+    and build (hours for a 70B base) and stopped only run."""
+    from redrafter_trt.cli import main
+
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    result = CliRunner().invoke(main, ["convert", "--config", str(path), "--base", str(tmp_path), "--drafter",
+                                       str(tmp_path), "--output", str(tmp_path / "ck"), "--dry-run"])
+    assert result.exit_code == 2 and needle in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
