@@ -21,8 +21,8 @@ command line drops the preset's other (`one_of`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import click
 import yaml
@@ -48,6 +48,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             if key_node.tag == self.MERGE:
                 continue
             key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):  # `[a]: 1`: the base class refuses it as YAML with its line
+                continue
             if key in seen:
                 raise ConfigError(f"preset field '{key}' is given twice in one section (line "
                                   f"{key_node.start_mark.line + 1}): give it once")

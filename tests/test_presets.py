@@ -103,7 +103,8 @@ def test_flag_half_needs_a_boolean(tmp_path):
     assert isinstance(result.exception, ConfigError) and "no-greedy" in str(result.exception)
 
 
-@pytest.mark.parametrize("text", ["[1, 2]\n", "a: [\n"])
+# a list or a mapping as a key (`[a]: 1`) was a TypeError traceback from the check for keys given twice
+@pytest.mark.parametrize("text", ["[1, 2]\n", "a: [\n", "[a]: 1\n", "? [a]\n: 1\n", "run:\n  {a: 1}: 2\n"])
 def test_bad_yaml_is_a_config_error(tmp_path, text):
     path = tmp_path / "p.yaml"
     path.write_text(text)
