@@ -14,8 +14,8 @@ command line (relative to the working directory); YAML anchors (`&ckpt` / `*ckpt
 A key that is no option of its command (or, at the top level, of any command taking --config), a section for a
 command that takes no --config, a value of the wrong YAML type (12.5 for a count, a list for a path, 1 for a
 flag) and a choice or number out of its range (`gemm-plugin: fp16`, `max-output-len: 0`) are a `ConfigError` naming the
-file and the field (`run.tp`). Of rival options (`--checkpoint-dir` / `--engine-dir`), one given on the
-command line drops the preset's other (`one_of`).
+file and the field (`run.tp`). Of rival options (`--checkpoint-dir` / `--engine-dir`), one given on the command line,
+or else one in the command's section, drops the preset's other (`one_of`).
 """
 
 from __future__ import annotations
@@ -72,6 +72,9 @@ def load_preset(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"preset {path} must be a mapping of option names to values, not a {type(data).__name__}")
     return data
+
+
+_SECTION_META = "redrafter_trt.presets.section"  # ctx.meta: parameter names the command's own section set
 
 
 def _key(name: str) -> str:
@@ -265,18 +268,24 @@ def _load_into_context(ctx: click.Context, param: click.Parameter, value):
     except ConfigError as e:  # which file: a script passes several presets, a user edits one of them
         raise ConfigError(f"preset {value}: {str(e).removeprefix('preset ')}") from None
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    # what the command's own section sets, for `one_of`: its `engine-dir` beats a top-level `checkpoint-dir`
+    ctx.meta[_SECTION_META] = set(resolve({name: preset.get(name) or {}}, name, ctx.command, sections))
     log.info("preset %s sets %s for %s", value, ", ".join(sorted(defaults)) or "nothing", name)
     return value
 
 
 def one_of(ctx: click.Context, **values):
     """The values of rival options (e.g. --checkpoint-dir / --engine-dir) after the command line beat the preset:
-    one given on the command line drops the preset's others."""
+    one given on the command line drops the preset's others, and one in the command's section drops a top-level
+    one (the section wins over the shared keys)."""
     from click.core import ParameterSource
 
     typed = [k for k, v in values.items() if v and ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE]
     if typed:
         return tuple(v if k in typed else None for k, v in values.items())
+    section = [k for k, v in values.items() if v and k in ctx.meta.get(_SECTION_META, ())]
+    if section:
+        return tuple(v if k in section else None for k, v in values.items())
     return tuple(values.values())
 
 

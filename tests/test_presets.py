@@ -237,6 +237,22 @@ def test_command_line_folder_beats_the_presets_rival(tmp_path):
     assert result.exit_code == 2 and "holds no engine config.json" in result.output, result.output
 
 
+@pytest.mark.parametrize("command", ["serve", "run"])
+def test_a_sections_folder_beats_a_top_level_rival(tmp_path, command):
+    """A top-level checkpoint-dir (build's and run's, as the presets module shows) beside `serve: {engine-dir: E}`
+    stopped with "pass exactly one of --checkpoint-dir and --engine-dir", though a section wins over shared keys."""
+    from redrafter_trt.cli import main
+
+    path = tmp_path / "p.yaml"
+    path.write_text(f"checkpoint-dir: {tmp_path / 'ck'}\n{command}: {{engine-dir: {tmp_path / 'eng'}}}\n")
+    args = ["--dry-run"] if command == "serve" else ["--input-text", "hi"]
+    result = CliRunner().invoke(main, [command, "--config", str(path), "--tokenizer-dir", str(tmp_path), *args])
+    assert result.exit_code == 2 and "holds no engine config.json" in result.output, result.output
+    path.write_text(f"{command}: {{engine-dir: {tmp_path / 'eng'}, checkpoint-dir: {tmp_path / 'ck'}}}\n")
+    result = CliRunner().invoke(main, [command, "--config", str(path), "--tokenizer-dir", str(tmp_path), *args])
+    assert result.exit_code == 2 and "pass exactly one of" in result.output, result.output
+
+
 # ---- shipped presets -------------------------------------------------------------------------------------------
 
 def _commands():
