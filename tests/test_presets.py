@@ -398,3 +398,36 @@ def test_a_range_or_choice_in_another_section_stops_convert(tmp_path, text, need
                                        str(tmp_path), "--output", str(tmp_path / "ck"), "--dry-run"])
     assert result.exit_code == 2 and needle in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def _command_lines(text: str) -> list[str]:
+    """`redrafter-trt CMD ...` lines (continuations joined, comments and `mpirun -n N` dropped)."""
+    import re
+
+    lines = []
+    for line in text.replace("\\\n", " ").splitlines():
+        line = re.sub(r"^\s*#?\s*(mpirun -n \S+ )?", "", line)
+        if line.startswith("redrafter-trt ") and not line.startswith("redrafter-trt --"):
+            lines.append(line.split("  #")[0])
+    return lines
+
+
+def test_examples_and_readme_use_only_real_options():
+    """What a user copies: every option in examples/*.sh and in the README's code blocks is one its command takes."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    commands = _commands()
+    readme = root.joinpath("README.md").read_text()
+    blocks = "\n".join(re.findall(r"```bash\n(.*?)```", readme, flags=re.S))
+    texts = {p.name: p.read_text() for p in sorted(root.joinpath("examples").glob("*.sh"))} | {"README.md": blocks}
+    checked = 0
+    for name, text in texts.items():
+        for line in _command_lines(text):
+            command = line.split()[1]
+            assert command in commands, (name, line)
+            opts = {o for p in commands[command].params for o in (*p.opts, *getattr(p, "secondary_opts", ()))}
+            for flag in re.findall(r"(?<![\w-])--[a-z][\w-]*", line.split(" -- ")[0]):
+                assert flag in opts, (name, command, flag)
+                checked += 1
+    assert checked > 50
