@@ -21,6 +21,7 @@ or else one in the command's section, drops the preset's other (`one_of`).
 from __future__ import annotations
 
 import logging
+import shlex
 from collections.abc import Callable, Hashable, Iterable
 from pathlib import Path
 
@@ -143,6 +144,8 @@ def _to_default(keys: dict[str, tuple[click.Parameter, bool]], key: str, value, 
             raise ConfigError(f"preset field '{key}' is a flag: write true or false")
         return param.name, not value
     need, ok = _yaml_type(param)
+    if param.nargs == -1 and isinstance(value, str):  # pass-through arguments (build's trtllm-build args)
+        value = shlex.split(value)  # as a shell splits them after `--`: one string was one argv item
     if param.multiple or param.nargs == -1:  # a YAML list; one value is a list of one
         value = value if isinstance(value, list) else [value]
         if not all(ok(v) for v in value):

@@ -306,6 +306,20 @@ def test_shipped_preset_drives_build_dry_run(path, tmp_path):
     assert {"checkpoint_dir", "output_dir"} <= defaults.keys()
 
 
+@pytest.mark.parametrize("args, argv", [("--multiple_profiles enable", ["--multiple_profiles", "enable"]),
+                                        (["--multiple_profiles", "enable"], ["--multiple_profiles", "enable"]),
+                                        ("--log_level 'info'", ["--log_level", "info"])])
+def test_a_presets_trtllm_build_arguments_split_as_a_shell_would(tmp_path, args, argv):
+    """A review: `build: {trtllm-args: "--multiple_profiles enable"}` reached trtllm-build as one argv item (which
+    it rejects), and past build's own guards; a string is now split as a shell splits what follows `--`."""
+    from redrafter_trt.presets import resolve
+
+    commands = _commands()
+    defaults = resolve({"build": {"trtllm-args": args}}, "build", commands["build"], set(commands) | KNOWN_SECTIONS,
+                       lambda: [c for n, c in commands.items() if n != "build"])
+    assert defaults["trtllm_args"] == argv
+
+
 @pytest.mark.parametrize("path", PRESETS, ids=[p.stem for p in PRESETS])
 def test_shipped_preset_serves_one_folder(path):
     """`serve --config PRESET` gets exactly one of --checkpoint-dir / --engine-dir, and GPU presets serve the engine
