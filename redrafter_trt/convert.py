@@ -117,12 +117,14 @@ def check_hf_tensors(src: TensorSource, b: BaseModelConfig, where: Path) -> None
     if missing or unexpected:
         parts = ([f"missing tensors: {name_list(missing)}"] if missing else []) + \
                 ([f"unexpected tensors: {name_list(unexpected)}"] if unexpected else [])
-        raise TensorError(f"base {where}: {'; '.join(parts)}: the weights do not match its config.json")
+        raise TensorError(f"base {where}: {'; '.join(parts)}: the weights do not match its config.json; re-download "
+                          f"the model (config.json and weights from one download)")
     if "lm_head.weight" in have:  # stored beside tied embeddings: transformers 5 then uses it, so do we
         want["lm_head.weight"] = (b.vocab_size, b.hidden_size)
     bad = [f"{k} {src.shape(k)} != {s}" for k, s in want.items() if src.shape(k) != s]
     if bad:
-        raise TensorError(f"base {where}: misshapen tensors: {'; '.join(bad[:3])}: the weights do not match config.json")
+        raise TensorError(f"base {where}: misshapen tensors: {'; '.join(bad[:3])}: the weights do not match its "
+                          f"config.json; re-download the model (config.json and weights from one download)")
 
 
 def plan_hf_rank(src: TensorSource, b: BaseModelConfig, cfg: dict, tp_rank: int) -> list[Planned]:

@@ -334,11 +334,12 @@ def init_drafter_for_base(base: Path | str, output: Path | str, *, num_draft_lay
     """init_drafter for a Hugging Face base folder, written in Apple's layout with a producer block."""
     from . import __version__
     from .config import BaseModelConfig, read_json
+    from .convert import check_hf_tensors
     from .io import TensorSource
 
     base = Path(base)
     hf = read_json(base / "config.json", "base")
-    BaseModelConfig.from_hf(hf, str(base / "config.json"))  # architecture and fields checked
+    b = BaseModelConfig.from_hf(hf, str(base / "config.json"))  # architecture and fields checked
     if not 0 <= num_draft_layers <= MAX_DRAFT_LAYERS:
         raise ConfigError(f"--num-draft-layers {num_draft_layers} is outside 0..{MAX_DRAFT_LAYERS}: Apple's drafters use 2")
     if exit_dim is not None and exit_dim < 1:
@@ -346,9 +347,13 @@ def init_drafter_for_base(base: Path | str, output: Path | str, *, num_draft_lay
     src = TensorSource.from_hf_folder(base)
     H = int(hf["hidden_size"])
     try:
+        # every tensor named and shaped as config.json says, as convert checks: the head copied below must be [V, H]
+        # (a vocab_size or lm_head that disagreed was a RuntimeError traceback), and a folder convert will refuse
+        # is refused before a drafter is made for it
+        check_hf_tensors(src, b, base)
         check_size(DrafterConfig(hidden_size=H, exit_dim=exit_dim or 2 * H, num_draft_layers=num_draft_layers,
                                  rnn=rnn, vocab_size=int(hf["vocab_size"])), src, default_exit_dim=2 * H)
-    except ConfigError:
+    except (ConfigError, TensorError):
         src.close()
         raise
     head_name = "lm_head.weight" if "lm_head.weight" in src.names() else "model.embed_tokens.weight"

@@ -217,13 +217,22 @@ def test_exit_dim_bounded_by_the_base(parts, tmp_path):
     assert run_cli("init-drafter", "--base", parts[0], "--output", tmp_path / "d", "--exit-dim", 96).exit_code == 0
 
 
-def test_init_drafter_names_a_head_its_config_does_not_describe(parts, tmp_path):
-    """A review: a base whose lm_head rows differ from its config's vocab_size made `init-drafter` a RuntimeError
-    traceback ('The expanded size of the tensor (250) must match the existing size (256)') from the head copy."""
-    path = parts[0] / "config.json"
-    path.write_text(json.dumps(json.loads(path.read_text()) | {"vocab_size": 250}))
+def rewrite_config(folder: Path, **fields) -> None:
+    cfg = folder / "config.json"
+    cfg.write_text(json.dumps({**json.loads(cfg.read_text()), **fields}))
+
+
+@pytest.mark.parametrize("fields, needle", [
+    ({"vocab_size": 300}, "model.embed_tokens.weight (256, 64) != (300, 64)"),  # head [256, H] into [300, H]
+    ({"num_hidden_layers": 3}, "missing tensors: model.layers.2."),
+    ({"num_key_value_heads": 4}, "k_proj.weight (32, 64) != (64, 64)"),
+])
+def test_init_drafter_checks_the_bases_tensors(parts, tmp_path, fields, needle):
+    """A review: a base whose vocab_size disagreed with its lm_head was a RuntimeError traceback from init-drafter,
+    and one whose layers or heads disagreed with config.json got a drafter that convert then refused."""
+    rewrite_config(parts[0], **fields)
     result = run_cli("init-drafter", "--base", parts[0], "--output", tmp_path / "d")
-    assert_one_line_error(result, "lm_head.weight has shape (256, 64), but its config.json", "(250, 64)")
+    assert_one_line_error(result, needle, "re-download")
     assert not (tmp_path / "d").exists()
 
 
