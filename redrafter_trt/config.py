@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import POSITIVE_INT, POSITIVE_NUMBER, ConfigError, read_text
+from .errors import FLAG, POSITIVE_INT, POSITIVE_NUMBER, ConfigError, read_text
 from .registry import REGISTRY, ArchSpec, extra_fields, lookup
 from .rope import (HF_ROPE_NEEDS, HF_ROPE_ORIGINAL, TRTLLM_ROPE_REFUSED, TRTLLM_ROPE_SCALINGS, rope_kind,
                    trtllm_builds, yarn_problem)
@@ -53,6 +53,18 @@ def positive_float(raw: dict, key: str, where: str, default: float) -> float:
     if not ok(value):
         raise ConfigError(f"{where}: {key} is {value!r}, not {need}: fix or re-download the config")
     return float(value)
+
+
+def flag(raw: dict, key: str, where: str) -> bool:
+    """raw[key] as a bool (False when absent or null), else a ConfigError naming the field: a string "false" is
+    truthy, so `bool()` of it silently meant true."""
+    value = raw.get(key)
+    if value is None:
+        return False
+    need, ok = FLAG
+    if not ok(value):
+        raise ConfigError(f"{where}: {key} is {value!r}, not {need}: fix or re-download the config")
+    return value
 
 
 def _written(raw: dict | None) -> dict | None:
@@ -164,12 +176,13 @@ class BaseModelConfig:
         dtype = hf.get("torch_dtype") or hf.get("dtype") or "float32"
         rope_fields(hf, where)  # checked here, before any work
         positive_float(hf, "rms_norm_eps", where, 1e-6)
+        flag(hf, "attention_bias", where), flag(hf, "mlp_bias", where)  # read as truth values further on
         return cls(spec=spec, hf=hf, hidden_size=H, num_layers=positive_int(hf, "num_hidden_layers", where),
                    num_heads=nh, num_kv_heads=positive_int(hf, "num_key_value_heads", where, nh),
                    head_size=positive_int(hf, "head_dim", where, H // nh),
                    intermediate_size=positive_int(hf, "intermediate_size", where),
                    vocab_size=positive_int(hf, "vocab_size", where),
-                   tie_word_embeddings=bool(hf.get("tie_word_embeddings", False)),
+                   tie_word_embeddings=flag(hf, "tie_word_embeddings", where),
                    source_dtype=str(dtype).replace("torch.", ""))
 
 

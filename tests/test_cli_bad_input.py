@@ -236,6 +236,18 @@ def test_init_drafter_checks_the_bases_tensors(parts, tmp_path, fields, needle):
     assert not (tmp_path / "d").exists()
 
 
+@pytest.mark.parametrize("field", ["tie_word_embeddings", "attention_bias", "mlp_bias"])
+@pytest.mark.parametrize("cmd", ["convert", "init-drafter"])
+def test_a_truth_value_written_as_a_string_is_refused(parts, tmp_path, field, cmd):
+    """A review: `"tie_word_embeddings": "false"` (a hand-edited config) was read as bool("false"), true: convert
+    wrote a checkpoint for a tied base without a word. A truth value must be a JSON true or false."""
+    rewrite_config(parts[0], **{field: "false"})
+    args = ["--drafter", parts[1]] if cmd == "convert" else []
+    result = run_cli(cmd, "--base", parts[0], *args, "--output", tmp_path / "o")
+    assert_one_line_error(result, f"{field} is 'false', not true or false", "fix or re-download the config")
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize("record, needle", [
     ({"messages": [{"role": "user"}]}, "'user' message whose `value`/`content` is None"),
     ({"conversations": [{"from": "gpt", "value": 5}]}, "'gpt' message whose `value`/`content` is 5"),
