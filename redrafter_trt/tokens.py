@@ -7,10 +7,6 @@ from pathlib import Path
 
 from .errors import COUNT, ConfigError, TokenizerError, first_line, read_text
 
-# what AutoTokenizer raises for a folder it has no tokenizer for: transformers 4 an ImportError ("requires the
-# protobuf library") when it falls back to building a SentencePiece tokenizer from files that are not there
-LOAD_ERRORS = (OSError, ValueError, ImportError)
-
 
 def encode_prompts(tokenizer, prompts: list[str], chat: bool | None) -> list[list[int]]:
     """Token ids per prompt. chat=True: one user turn in the tokenizer's chat template, ready for the answer;
@@ -23,12 +19,24 @@ def encode_prompts(tokenizer, prompts: list[str], chat: bool | None) -> list[lis
     out = []
     for p in prompts:
         if chat:
-            text = tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
-                                                 tokenize=False)
+            text = chat_text(tokenizer, p)
             out.append(list(tokenizer(text, add_special_tokens=False)["input_ids"]))
         else:
             out.append(list(tokenizer(p)["input_ids"]))
     return out
+
+
+def chat_text(tokenizer, prompt: str) -> str:
+    """One user turn in the tokenizer's chat template, ready for the answer; a template that does not render (not
+    text, broken Jinja) is a ConfigError, not a traceback."""
+    from jinja2 import TemplateError
+
+    try:
+        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                             tokenize=False)
+    except (TemplateError, TypeError, ValueError) as e:  # jinja's errors; a template that is not text
+        raise ConfigError(f"the tokenizer's chat template does not render ({first_line(e, type(e).__name__)}): fix "
+                          f"or re-download its tokenizer_config.json (chat_template), or turn chat off") from None
 
 
 def eos_ids(tokenizer, generation_eos=None) -> list[int]:
@@ -67,9 +75,14 @@ def auto_tokenizer(folder):
     if not hasattr(transformers, "TokenizersBackend") and _tokenizer_class(folder) == "TokenizersBackend":
         load = transformers.PreTrainedTokenizerFast
     try:
-        return load.from_pretrained(folder)
-    except LOAD_ERRORS as e:
+        tokenizer = load.from_pretrained(folder)
+        tokenizer("ReDrafter")  # now, before any weights load: a model_max_length written as text fails every encoding
+    except Exception as e:  # noqa: BLE001 - whatever transformers or tokenizers raise reading the user's files: an
+        # OSError or ValueError for missing files, an ImportError (transformers 4 falling back to SentencePiece), a
+        # TypeError / AttributeError / KeyError for files of the wrong shape, tokenizers' bare Exception for a
+        # tokenizer.json it cannot parse
         raise TokenizerError(first_line(e, type(e).__name__)) from None
+    return tokenizer
 
 
 def _tokenizer_class(folder) -> str | None:

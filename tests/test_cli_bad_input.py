@@ -156,6 +156,42 @@ def test_text_files_that_are_not_utf8(parts, ckpt, tiny_llama, smollm2, tmp_path
                           "not UTF-8")
 
 
+@pytest.mark.parametrize("file, edit", [
+    ("tokenizer_config.json", lambda raw: None),  # null
+    ("tokenizer_config.json", lambda raw: [raw]),
+    ("tokenizer_config.json", lambda raw: {**raw, "eos_token": 5}),
+    ("tokenizer_config.json", lambda raw: {**raw, "model_max_length": "long"}),  # fails every encoding
+    ("tokenizer.json", lambda raw: {}),
+    ("special_tokens_map.json", lambda raw: [raw]),
+])
+def test_malformed_tokenizer_files_are_one_line(ckpt, tmp_path, file, edit):
+    """A review: a tokenizer_config.json holding a list, null or an eos_token number (or a tokenizer.json without its
+    keys) was an AttributeError / TypeError / KeyError traceback from transformers; a model_max_length written as
+    text was one at the first prompt's encoding."""
+    from test_bench import save_byte_tokenizer
+
+    tok = tmp_path / "tok"
+    save_byte_tokenizer(tok)
+    path = tok / file
+    raw = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps(edit(raw)))
+    result = run_cli("run", "--checkpoint-dir", ckpt, "--tokenizer-dir", tok, "--input-text", "hi",
+                     "--max-output-len", 1)
+    assert_one_line_error(result, f"cannot load a tokenizer from {tok}", "--tokenizer-dir")
+
+
+def test_a_chat_template_that_does_not_render_is_one_line(ckpt, tmp_path):
+    from test_bench import save_byte_tokenizer
+
+    tok = tmp_path / "tok"
+    save_byte_tokenizer(tok)
+    path = tok / "tokenizer_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "chat_template": "{% for m in messages %}{{ m.content"}))
+    result = run_cli("run", "--checkpoint-dir", ckpt, "--tokenizer-dir", tok, "--input-text", "hi", "--chat",
+                     "--max-output-len", 1)
+    assert_one_line_error(result, "chat template does not render", "turn chat off")
+
+
 @pytest.mark.parametrize("content, needle", [("[1, 2]", "JSON list, not an object"), (None, "Is a directory")])
 def test_drafter_config_that_is_no_object(parts, tmp_path, content, needle):
     path = parts[1] / "config.json"
