@@ -111,6 +111,20 @@ def test_train_output_over_its_data_or_a_file(parts, tmp_path):
     assert_one_line_error(result, "--cache-dir", "is a file")
 
 
+def test_train_cache_dir_checked_before_the_base_runs(parts, tmp_path):
+    """A review: an unwritable --cache-dir failed only when the first cache file was written, after the base had run
+    over every example ('/proc/x: No such file or directory'); --cache-dir BASE put hidden-*.safetensors among the
+    model's weights."""
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"question": "q", "answer": "a"}\n')
+    train = ["train", "--base", parts[0], "--data", data, "--output", tmp_path / "o", "--cache-dir"]
+    assert_one_line_error(run_cli(*train, NOT_WRITABLE), f"cannot write in --cache-dir {NOT_WRITABLE}",
+                          "choose another --cache-dir")
+    before = files(parts[0])
+    assert_one_line_error(run_cli(*train, parts[0]), "is the base folder", "choose another --cache-dir")
+    assert files(parts[0]) == before and not (tmp_path / "o").exists()
+
+
 def test_output_that_is_a_file_or_unwritable(parts, tmp_path):
     (tmp_path / "out").write_text("not a folder")
     result = run_cli("convert", "--base", parts[0], "--drafter", parts[1], "--output", tmp_path / "out", "--force")
@@ -636,3 +650,4 @@ def test_a_reader_that_leaves_the_pipe_early_is_no_error(parts):
     proc.stdout.close()
     assert proc.wait(timeout=120) == 141
     assert proc.stderr.read() == b""
+

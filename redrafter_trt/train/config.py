@@ -108,7 +108,15 @@ class TrainConfig:
             raise ConfigError(f"{self.base} has no config.json: point --base at a Hugging Face model folder")
         if self.cache_dir.exists() and not self.cache_dir.is_dir():
             raise ConfigError(f"--cache-dir {self.cache_dir} is a file: pass a folder (made if missing)")
-        from ..io import check_output_folder
+        if self.cache_dir.resolve() == self.base.resolve():  # its hidden-*.safetensors beside the model's weights
+            raise ConfigError(f"--cache-dir {self.cache_dir} is the base folder: the cached hidden states would sit "
+                              f"among the model's weights; choose another --cache-dir")
+        from ..io import check_output_folder, writable_folder
+
+        # now, not when the first cache file is written: after the base has run over every example (hours on a
+        # large base), an unwritable cache was 'No such file or directory: check the path ...'
+        if why := writable_folder(self.cache_dir):
+            raise ConfigError(f"cannot write in --cache-dir {self.cache_dir} ({why}): choose another --cache-dir")
 
         check_output_folder(self.output, True, self.inputs)
 
