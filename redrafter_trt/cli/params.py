@@ -77,6 +77,20 @@ class Temperature(click.types.FloatParamType):
         return number
 
 
+class Seconds(click.types.FloatParamType):
+    """A wait in seconds, 0 to a day: NaN passed click's FloatRange(min=0) and made threading's wait last forever,
+    and inf (or 1e300) overflowed it (OverflowError) when the wait came."""
+
+    name = "float"
+    DAY = 86400
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not 0 <= number <= self.DAY:  # NaN fails both comparisons
+            self.fail(f"{value!r} is not a number of seconds from 0 to {self.DAY}: pass e.g. 30", param, ctx)
+        return number
+
+
 def options_given(ctx: click.Context, *, preset: bool = False) -> list[click.Parameter]:
     """The command's parameters given on the command line, or (preset=True) set by a --config preset to something
     other than their own default (a preset's shared keys reach every command that has them, often at the default)."""

@@ -13,7 +13,7 @@ import click
 
 from ..errors import ConfigError
 from ..presets import config_option, one_of
-from .params import Command, options_given
+from .params import Command, Seconds, options_given
 
 
 # the parameters of the reference server alone (trtllm-serve takes them from the engine or has no such thing)
@@ -43,7 +43,7 @@ REFERENCE_ONLY = ("model_name", "max_output_len", "max_batch_size", "device", "c
 @click.option("--compile", "compile_layers", is_flag=True,
               help="Reference server: run the base's layers compiled by TorchInductor (one CPU, float32, tp 1): "
                    "faster steps after minutes of compiling before it listens.")
-@click.option("--shutdown-grace", default=30.0, show_default=True, type=click.FloatRange(min=0),
+@click.option("--shutdown-grace", default=30.0, show_default=True, type=Seconds(),
               help="Reference server: seconds the answers in flight get to finish after SIGTERM or Ctrl-C (new and "
                    "queued requests get 503 at once); a second Ctrl-C cuts them.")
 @click.option("--dry-run", is_flag=True, help="Engine: print the trtllm-serve command and exit.")
