@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 import transformers
 
-from .errors import ConfigError, DependencyError, first_line
+from .errors import ConfigError, DependencyError, RedrafterError, first_line
 from .io import atomic_file
 from .runtime.config import RuntimeConfig
 from .tokens import encode_prompts, load_tokenizer, stop_ids
@@ -178,10 +178,30 @@ def resolve_hf_dir(hf_dir: Path | None, ckpt_config: dict, checkpoint_dir: Path)
     if not raw.is_file():
         raise ConfigError(f"base folder {hf_dir} ({origin}) has no config.json: pass --hf-dir with the Hugging Face "
                           f"folder of the checkpoint's base")
-    if "architectures" not in read_json(raw, f"base ({origin})"):
+    hf = read_json(raw, f"base ({origin})")
+    if "architectures" not in hf:
         raise ConfigError(f"base folder {hf_dir} ({origin}) is not a Hugging Face model (a TensorRT-LLM checkpoint?): "
                           f"pass --hf-dir with the Hugging Face folder of the checkpoint's base")
+    check_hf_folder(hf_dir, hf)
     return hf_dir
+
+
+def check_hf_folder(hf_dir: Path, hf: dict) -> None:
+    """The base's tensors named and shaped as its config.json says (headers only, as convert checks them): weights
+    that disagree were transformers' RuntimeError traceback ('ignore_mismatched_sizes') when the baseline loaded."""
+    from .config import BaseModelConfig
+    from .convert import check_hf_tensors
+    from .io import TensorSource
+
+    b = BaseModelConfig.from_hf(hf, str(hf_dir / "config.json"))
+    try:
+        src = TensorSource.from_hf_folder(hf_dir)
+    except RedrafterError:  # no weights, or a truncated file: load_hf_baseline names it as transformers sees it
+        return
+    try:
+        check_hf_tensors(src, b, hf_dir)
+    finally:
+        src.close()
 
 
 # ---- the three methods ---------------------------------------------------------------------------------------------

@@ -658,3 +658,20 @@ def test_serve_shutdown_grace_is_a_finite_wait(ckpt, tmp_path, grace):
     OverflowError traceback from threading when the wait came); both are refused before the server starts."""
     result = run_cli("serve", "--checkpoint-dir", ckpt, "--tokenizer-dir", tmp_path / "nope", "--shutdown-grace", grace)
     assert_one_line_error(result, f"'{grace}' is not a number of seconds from 0 to 86400", "--shutdown-grace")
+
+
+def test_bench_hf_dir_whose_weights_disagree_with_its_config(ckpt, tiny_llama, tmp_path):
+    """A review: a --hf-dir whose config.json disagreed with its weights (hidden_size 128 over 64-wide tensors) was
+    transformers' RuntimeError traceback ('ignore_mismatched_sizes') when the baseline loaded; it is refused with the
+    inputs, as convert refuses such a base."""
+    hf = tmp_path / "hf"
+    shutil.copytree(tiny_llama, hf)
+    rewrite_config(hf, hidden_size=128, head_dim=None)
+    from test_bench import save_byte_tokenizer
+
+    save_byte_tokenizer(tmp_path / "tok")
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "hi"}\n')
+    result = run_cli("bench", "--checkpoint-dir", ckpt, "--tokenizer-dir", tmp_path / "tok", "--prompts", prompts,
+                     "--hf-dir", hf, "--max-new-tokens", 1)
+    assert_one_line_error(result, f"base {hf}: misshapen tensors", "re-download the model")
