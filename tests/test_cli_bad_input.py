@@ -111,6 +111,23 @@ def test_train_output_over_its_data_or_a_file(parts, tmp_path):
     assert_one_line_error(result, "--cache-dir", "is a file")
 
 
+@pytest.mark.parametrize("fields, needle", [
+    ({"num_hidden_layers": 3}, "missing tensors: model.layers.2."),  # transformers made layer 2 up at random
+    ({"hidden_size": 128, "head_dim": None}, "model.norm.weight (64,) != (128,)"),  # its RuntimeError traceback
+])
+def test_train_checks_the_bases_tensors(parts, tmp_path, fields, needle):
+    """A review: train loaded a base whose config.json disagreed with its weights through transformers, which
+    initialised missing layers at random without a word (a drafter trained on a broken base) or raised a
+    RuntimeError traceback for misshapen ones; it now refuses it up front, as convert does."""
+    rewrite_config(parts[0], **fields)
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"question": "q", "answer": "a"}\n')
+    result = run_cli("train", "--base", parts[0], "--data", data, "--output", tmp_path / "o", "--cache-dir",
+                     tmp_path / "cache")
+    assert_one_line_error(result, needle, "re-download the model")
+    assert not (tmp_path / "o").exists() and not (tmp_path / "cache").exists()
+
+
 def test_train_cache_dir_checked_before_the_base_runs(parts, tmp_path):
     """A review: an unwritable --cache-dir failed only when the first cache file was written, after the base had run
     over every example ('/proc/x: No such file or directory'); --cache-dir BASE put hidden-*.safetensors among the

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from redrafter_trt.cli import main
 from redrafter_trt.drafter import load_drafter
 from test_train_data import make_chat_base
+from tinymodels import make_hf
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +79,9 @@ def test_bad_inputs_exit_2_with_one_line(chat_base, prompts, tmp_path, case, mat
     if case == "base_json":
         (base / "config.json").write_text("{not json")
     if case == "vocab":  # another model's tokenizer, with ids past this one's embedding: an IndexError traceback
-        raw = json.loads((base / "config.json").read_text())
-        (base / "config.json").write_text(json.dumps({**raw, "vocab_size": 64}))
+        small = make_hf(tmp_path / "small", "llama", tie=True, vocab_size=64)  # config and weights agree: 64 tokens
+        for name in ("config.json", "model.safetensors"):
+            shutil.copy(small / name, base / name)
     if case == "no_tokenizer":  # a base folder with only its config and weights
         for f in base.glob("*"):
             if f.name not in ("config.json", "model.safetensors"):
@@ -148,7 +150,7 @@ def test_a_refused_run_leaves_no_folders_behind(chat_base, prompts, tmp_path):
     bare = tmp_path / "bare"
     bare.mkdir()
     shutil.copy(chat_base / "config.json", bare)
-    for base, extra, needle in ((chat_base, ["--lr", "0"], "--lr must be"), (bare, [], "no usable tokenizer")):
+    for base, extra, needle in ((chat_base, ["--lr", "0"], "--lr must be"), (bare, [], "holds no model.safetensors")):
         r = _run("--base", base, "--data", prompts, "--output", tmp_path / "x" / "a" / "out", "--cache-dir",
                  tmp_path / "c", *extra)
         assert r.exit_code == 2 and needle in r.output and len(r.output.strip().splitlines()) == 1, r.output

@@ -92,7 +92,9 @@ class TrainConfig:
         from ..config import BaseModelConfig, max_positions, read_json
 
         hf = read_json(self.base / "config.json", "base")
-        H = BaseModelConfig.from_hf(hf, str(self.base / "config.json")).hidden_size
+        b = BaseModelConfig.from_hf(hf, str(self.base / "config.json"))
+        H = b.hidden_size
+        self._check_base_tensors(b)
         self._fit_seq_len(max_positions(hf))
         if not self.train_head and self.exit_dim is not None and H < self.exit_dim != 2 * H:  # train.init's cases
             raise ConfigError(f"--freeze-head keeps the final projection at its init, which at --exit-dim "
@@ -119,6 +121,19 @@ class TrainConfig:
             raise ConfigError(f"cannot write in --cache-dir {self.cache_dir} ({why}): choose another --cache-dir")
 
         check_output_folder(self.output, True, self.inputs)
+
+    def _check_base_tensors(self, b) -> None:
+        """The base's tensors named and shaped as its config.json says (headers only, as convert checks them): weights
+        that disagreed were transformers' RuntimeError traceback when the base loaded, and missing layers were
+        initialised at random without a word (a drafter trained on a broken base)."""
+        from ..convert import check_hf_tensors
+        from ..io import TensorSource
+
+        src = TensorSource.from_hf_folder(self.base)
+        try:
+            check_hf_tensors(src, b, self.base)
+        finally:
+            src.close()
 
     def _check_drafter_size(self, hf: dict, H: int) -> None:
         from ..drafter import DrafterConfig, check_size
