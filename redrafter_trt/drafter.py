@@ -317,18 +317,6 @@ def check_size(planned: DrafterConfig, base: TensorSource, default_exit_dim: int
                           f"(default {default_exit_dim})")
 
 
-def _base_head(src: TensorSource, name: str, shape: tuple[int, int], base: Path) -> torch.Tensor:
-    """The base's output head [V, H] the drafter's final projection starts from, checked against its config.json
-    (a head of other rows was a RuntimeError traceback from the copy)."""
-    if name not in src.names():
-        raise TensorError(f"base {base} holds neither lm_head.weight nor model.embed_tokens.weight: pass a Hugging "
-                          f"Face causal LM's folder")
-    if (have := tuple(src.shape(name))) != shape:
-        raise TensorError(f"base {base}: {name} has shape {have}, but its config.json (vocab_size, hidden_size) makes "
-                          f"it {shape}: the weights do not match config.json")
-    return src.get(name)
-
-
 def init_drafter_for_base(base: Path | str, output: Path | str, *, num_draft_layers: int = 2, rnn: bool = True,
                           exit_dim: int | None = None, seed: int = 0) -> DrafterConfig:
     """init_drafter for a Hugging Face base folder, written in Apple's layout with a producer block."""
@@ -358,7 +346,7 @@ def init_drafter_for_base(base: Path | str, output: Path | str, *, num_draft_lay
         raise
     head_name = "lm_head.weight" if "lm_head.weight" in src.names() else "model.embed_tokens.weight"
     try:
-        head = _base_head(src, head_name, (int(hf["vocab_size"]), H), base) if exit_dim in (None, 2 * H) else None
+        head = src.get(head_name) if exit_dim in (None, 2 * H) else None  # [V, H]: checked above
     finally:
         src.close()
     cfg, model = init_drafter(hf, head, num_draft_layers=num_draft_layers, rnn=rnn, exit_dim=exit_dim, seed=seed)
