@@ -56,6 +56,18 @@ def test_non_finite_input_falls_back_to_the_full_logits():
     assert torch.equal(screen(weight)(x), F.linear(x, weight).argmax(-1))
 
 
+def test_overflowing_logits_fall_back_to_the_full_logits():
+    """A finite input whose logits overflow float32 (inf, or NaN from inf - inf) left no candidate in its row: the
+    exact argmax over none raised IndexError alone, and batched took another row's candidate."""
+    weight = torch.randn(100, 16, generator=torch.Generator().manual_seed(0)) * 3
+    x = torch.randn(2, 16, generator=torch.Generator().manual_seed(1))
+    x[1] *= 1e38
+    s = screen(weight)
+    assert bool(torch.isfinite(x).all())
+    assert torch.equal(s(x[1:]), F.linear(x[1:], weight).argmax(-1))
+    assert torch.equal(s(x), F.linear(x, weight).argmax(-1))
+
+
 def test_timed_under_a_float64_default_dtype():
     """pays() timed the screen on torch.randn inputs, float64 under a user's torch.set_default_dtype(torch.float64):
     fbgemm's float16 product refused them ('expected scalar type Float but found Double') as the model loaded."""

@@ -19,8 +19,8 @@ bound of the row's approximate maximum (a superset of those whose upper bound re
 their logits are recomputed in float32 from the float32 rows and the first maximum wins, as `argmax` picks it. On
 SmolLM2's hidden states the observed error is under a tenth of the bound and about 10 tokens per row survive.
 
-Used only where it applies (CPU, float32, fbgemm in this torch, |W| within float16's range, finite x); elsewhere
-`BaseModel.greedy_tokens` takes the argmax of the full logits.
+Used only where it applies (CPU, float32, fbgemm in this torch, |W| within float16's range, finite x and approximate
+logits); elsewhere `BaseModel.greedy_tokens` takes the argmax of the full logits.
 """
 
 from __future__ import annotations
@@ -75,14 +75,19 @@ class ScreenedArgmax:
             warnings.simplefilter("ignore")
             return torch.fbgemm_linear_fp16_weight_fp32_activation(flat, self.packed, None)
 
-    def candidates(self, flat: torch.Tensor) -> torch.Tensor:
-        """flat [R, K] -> sorted token ids [C] that may hold some row's maximum (the union over rows).
+    def candidates(self, flat: torch.Tensor) -> torch.Tensor | None:
+        """flat [R, K] -> sorted token ids [C] that may hold some row's maximum (the union over rows), or None
+        where a row's approximate logits or bound overflow float32 (finite inputs of size near float32's range):
+        no bound holds there.
 
         With b_r = the bound for the largest-norm row of W, every token whose logit can reach the maximum has
         approx >= max(approx) - 2 b_r; one comparison over the approximate logits finds them."""
         approx = self.approx(flat)
         reach = 2 * flat.norm(dim=1) * (self.rel * self.max_row_norm + self.abs)  # [R]
-        return (approx >= (approx.amax(dim=1) - reach)[:, None]).any(dim=0).nonzero()[:, 0]
+        floor = approx.amax(dim=1) - reach
+        if not torch.isfinite(floor).all():  # an inf or NaN logit, or an infinite bound: no token is ruled out
+            return None
+        return (approx >= floor[:, None]).any(dim=0).nonzero()[:, 0]
 
     def pays(self, full) -> bool:
         """Whether screening clearly beats `full(x).argmax(-1)` (the float32 lm_head) on this machine at 1 and at
@@ -108,5 +113,7 @@ class ScreenedArgmax:
         if not torch.isfinite(flat).all():  # no bound holds: decide on the full float32 logits
             return F.linear(flat, self.weight).argmax(-1).view(x.shape[:-1])
         cand = self.candidates(flat)
+        if cand is None:
+            return F.linear(flat, self.weight).argmax(-1).view(x.shape[:-1])
         exact = F.linear(flat, self.weight[cand])  # [R, C]
         return cand[exact.argmax(-1)].view(x.shape[:-1])
