@@ -126,7 +126,7 @@ def test_beam_search_logp_is_what_each_token_was_chosen_from(tiny_llama, tiny_dr
     """with_logp changes no beam; logp[b, w, d] is the masked step distribution along beam w's own tokens."""
     from redrafter_trt.runtime.drafter import LOG_0
 
-    model = rt.load(checkpoint(tiny_llama, tiny_drafter, 1, num_beams=3, draft_len=3))  # the int8 head, as run
+    model = rt.load(checkpoint(tiny_llama, tiny_drafter, 1, num_beams=3, draft_len=3), drafter_int8=True)  # either head
     dr = model.drafter
     g = torch.Generator().manual_seed(0)
     context, token = torch.randn(4, 64, generator=g), torch.randint(0, 256, (4,), generator=g)
