@@ -225,6 +225,18 @@ def test_dtype_auto_follows_the_hardware(monkeypatch, tmp_path, choice, device, 
     assert cfg.torch_dtype(cfg.train_dtype, torch.device(device)) == expected
 
 
+@pytest.mark.parametrize("avx512_bf16, amx, native", [(False, False, False), (True, False, True), (False, True, True)])
+def test_native_bfloat16_means_avx512_bf16_or_amx(monkeypatch, avx512_bf16, amx, native):
+    """A review: `auto` took bfloat16 wherever oneDNN runs it, which includes plain AVX-512 (emulated): on an Ice
+    Lake Xeon distillation then took twice float32's time. Only AVX512-BF16 or AMX counts as native now."""
+    from redrafter_trt.train import config
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx, raising=False)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
+    assert config.cpu_has_native_bf16() is native
+
+
 def test_the_cache_key_follows_the_tokenizer_and_generation_config(tmp_path):
     """Fixing a base's stop tokens (generation_config.json) or chat template must redistill, not reuse answers
     that ran past the end of their turn."""

@@ -196,8 +196,10 @@ class TrainConfig:
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether oneDNN runs bfloat16 products natively on this CPU (else they are emulated, slower than float32)."""
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX). oneDNN also runs bfloat16 on plain AVX-512
+    (`_is_mkldnn_bf16_supported`, the check used until session 39), emulated: on an Ice Lake Xeon (AVX-512 without
+    BF16) SmolLM2's distillation took 2.0x float32's time in bfloat16 (docs/measurements.md)."""
     import torch
 
-    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    return bool(check is not None and check())
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check is not None and check() for check in checks)
