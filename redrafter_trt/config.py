@@ -32,39 +32,34 @@ def read_json(path: Path, what: str) -> dict:
     return raw
 
 
+def _typed(value, key: str, where: str, kind):
+    """value if it is of `kind` (a (description, check) pair from errors), else a ConfigError naming the field."""
+    need, ok = kind
+    if not ok(value):
+        raise ConfigError(f"{where}: {key} is {value!r}, not {need}: fix or re-download the config")
+    return value
+
+
 def positive_int(raw: dict, key: str, where: str, default=None) -> int:
     """raw[key] (or default when absent or null) as a positive int, else a ConfigError naming the field."""
     value = raw.get(key)
     value = default if value is None else value
     if value is None:
         raise ConfigError(f"{where} lacks {key}: the config is incomplete, re-download it")
-    need, ok = POSITIVE_INT
-    if not ok(value):
-        raise ConfigError(f"{where}: {key} is {value!r}, not {need}: fix or re-download the config")
-    return value
+    return _typed(value, key, where, POSITIVE_INT)
 
 
 def positive_float(raw: dict, key: str, where: str, default: float) -> float:
     """raw[key] (or default when absent or null) as a positive finite float, else a ConfigError naming the field."""
     value = raw.get(key)
-    if value is None:
-        return default
-    need, ok = POSITIVE_NUMBER
-    if not ok(value):
-        raise ConfigError(f"{where}: {key} is {value!r}, not {need}: fix or re-download the config")
-    return float(value)
+    return default if value is None else float(_typed(value, key, where, POSITIVE_NUMBER))
 
 
 def flag(raw: dict, key: str, where: str) -> bool:
     """raw[key] as a bool (False when absent or null), else a ConfigError naming the field: a string "false" is
     truthy, so `bool()` of it silently meant true."""
     value = raw.get(key)
-    if value is None:
-        return False
-    need, ok = FLAG
-    if not ok(value):
-        raise ConfigError(f"{where}: {key} is {value!r}, not {need}: fix or re-download the config")
-    return value
+    return False if value is None else _typed(value, key, where, FLAG)
 
 
 def _written(raw: dict | None) -> dict | None:
