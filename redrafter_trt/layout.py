@@ -17,15 +17,17 @@ TORCH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32":
 
 Spec = tuple[tuple[int, ...], torch.dtype]
 
-# What TensorRT-LLM 1.2.x's `quantize_layers` keeps unquantised when `quantization.exclude_modules` is null or empty
-# (tensorrt_llm/quantization/quantize.py). A list replaces these: one naming only the drafter would make lm_head FP8.
+# What TensorRT-LLM 1.2.x's `quantize_layers` keeps unquantised when `quantization.exclude_modules` is null
+# (tensorrt_llm/quantization/quantize.py, `if exclude_modules is None`, since PR #3567). Any list replaces these, an
+# empty one too (it excludes nothing): one naming only the drafter would make lm_head FP8.
 TRTLLM_DEFAULT_EXCLUSIONS = ("*lm_head", "*router", "*vocab_embedding", "*position_embedding", "*block_embedding",
                              "*shared_expert_gate")
 
 
 def exclusions(quant: dict) -> list[str]:
     """The module patterns a build keeps unquantised, as TensorRT-LLM reads `exclude_modules`."""
-    return list(quant.get("exclude_modules") or TRTLLM_DEFAULT_EXCLUSIONS)
+    listed = quant.get("exclude_modules")
+    return list(TRTLLM_DEFAULT_EXCLUSIONS if listed is None else listed)
 
 
 def is_excluded(module: str, patterns: list[str]) -> bool:

@@ -165,9 +165,10 @@ def test_export_fp8_base_kv_cache(fp8_models, tmp_path):
 
 @pytest.mark.parametrize("listed", [None, [], ["*lm_head", "*vocab_embedding", "transformer.layers.1.*"]])
 def test_attach_to_fp8_base_keeps_what_trtllm_excludes(fp8_models, tmp_path, listed):
-    """An FP8 TensorRT-LLM base made elsewhere whose exclude_modules is null or empty: TensorRT-LLM then keeps its
+    """An FP8 TensorRT-LLM base made elsewhere whose exclude_modules is null: TensorRT-LLM 1.2 then keeps its
     default list (lm_head, embeddings, ...) unquantised, so the drafter's names must be added to that list, not
-    replace it. A pattern list is matched as TensorRT-LLM does (fnmatch): layer 1 left unquantised is valid."""
+    replace it. An empty list excludes nothing in 1.2 (`is None`, not `or`): lm_head must be added to it. A pattern
+    list is matched as TensorRT-LLM does (fnmatch): layer 1 left unquantised is valid."""
     import shutil
 
     from redrafter_trt.layout import TRTLLM_DEFAULT_EXCLUSIONS
@@ -191,7 +192,10 @@ def test_attach_to_fp8_base_keeps_what_trtllm_excludes(fp8_models, tmp_path, lis
     out = Path(convert(base, drafter, tmp_path / "out", dtype="bfloat16"))
     quant = json.loads((out / "config.json").read_text())["quantization"]
     dcfg = json.loads((drafter / "config.json").read_text())
-    assert set(listed or TRTLLM_DEFAULT_EXCLUSIONS) <= set(quant["exclude_modules"])
+    assert set(TRTLLM_DEFAULT_EXCLUSIONS if listed is None else listed) <= set(quant["exclude_modules"])
+    assert "lm_head" in quant["exclude_modules"] or "*lm_head" in quant["exclude_modules"]
+    if listed == []:  # 1.2 read [] as no default list: what is written is lm_head and the drafter, nothing more
+        assert not set(TRTLLM_DEFAULT_EXCLUSIONS) & set(quant["exclude_modules"])
     assert drafter_exclusions(dcfg["num_draft_layers"], dcfg["rnn"], False) <= set(quant["exclude_modules"])
     report = inspect_checkpoint(out)
     assert report.ok, report.problems

@@ -74,11 +74,14 @@ def fp8_tensors(cfg: dict):
 
 
 @pytest.mark.parametrize("exclude, lacking", [(["drafter*"], "lm_head"), (["lm_head", "*drafter"], "drafter.layers"),
-                                              (None, "drafter.rnn_u"), (["*lm_head", "drafter*"], None)])
+                                              (None, "drafter.rnn_u"), (["*lm_head", "drafter*"], None),
+                                              ([], "drafter.lm_head")])
 def test_fp8_exclusions_must_keep_lm_head(ckpt, tmp_path, exclude, lacking):
     """A review: an FP8 checkpoint whose exclude_modules named the drafter but not lm_head (`["drafter*"]`, as one
     writes by hand after TensorRT-LLM issue #2607) was OK, though a list replaces TensorRT-LLM's default exclusions:
-    the build would make lm_head an FP8 layer from a float weight with no scales."""
+    the build would make lm_head an FP8 layer from a float weight with no scales. An empty list is such a list in
+    TensorRT-LLM 1.2 (`quantize_layers` applies its defaults only when the list `is None`): drafter.lm_head and
+    lm_head are lacking too."""
     cfg = json.loads((Path(ckpt) / "config.json").read_text())
     quant = {"quant_algo": "FP8", "kv_cache_quant_algo": None, "exclude_modules": exclude}
     copy = broken(ckpt, tmp_path, fp8_tensors(cfg), quantization=quant)
