@@ -106,7 +106,8 @@ def _buildable(scaling: dict | None, where: str) -> dict | None:
         if why := TRTLLM_ROPE_REFUSED.get(str(rope_kind(scaling))):
             raise ConfigError(f"{where}: rope scaling {scaling} is not one TensorRT-LLM builds: {why}")
         raise ConfigError(f"{where}: rope scaling {scaling} is not one TensorRT-LLM builds (rope_type one of "
-                          f"{', '.join(TRTLLM_ROPE_SCALINGS)}; factor, if any, a positive number): fix or "
+                          f"{', '.join(TRTLLM_ROPE_SCALINGS)}, type the same if given; factor, if any, a positive "
+                          f"number): fix or "
                           f"re-download the config")
     return scaling
 

@@ -29,7 +29,7 @@ from .errors import ConfigError, TensorError, name_list
 from .io import ST_TO_TORCH, StreamingWriter, TensorSource, all_finite, atomic_output, check_output_folder, partial_prefix
 from .producer import producer_block
 from .registry import QWEN_SEQ_LENGTH, TRTLLM_ACTIVATIONS, redrafter_for_trtllm_base
-from .rope import rope_kind
+from .rope import rope_kind, trtllm_kind
 from .rules import DROPPED, LAYER_RULES, MODEL_RULES, drafter_to_trtllm
 from .shard import check_tp, even_range, kv_head_range, vocab_range
 
@@ -416,6 +416,9 @@ def _trtllm_config(base: Path, opts: ConvertOptions) -> dict:
         raise ConfigError(f"{base} is already a ReDrafter checkpoint: pass the base model's checkpoint instead")
     if cfg.get("architecture") in layout.QWEN_BASES:  # modelopt without TensorRT-LLM writes none
         cfg.setdefault("seq_length", QWEN_SEQ_LENGTH)
+    scaling = cfg.get("rotary_scaling")
+    if isinstance(scaling, dict) and rope_kind(scaling) == "default" and trtllm_kind(scaling) in (None, "default"):
+        cfg["rotary_scaling"] = None  # the same RoPE: 1.0 to 1.2's RotaryScalingType.from_string has no "default"
     problems = config_problems(cfg)
     if problems:
         raise ConfigError(f"base checkpoint {base}: {problems[0]}: fix its config.json or re-export the base")
@@ -433,8 +436,6 @@ def _trtllm_config(base: Path, opts: ConvertOptions) -> dict:
                           f"(the drafter follows the base), or convert from the Hugging Face model")
     cfg.pop("producer", None)
     cfg["mapping"] = {**mapping, "tp_size": tp}
-    if isinstance(cfg.get("rotary_scaling"), dict) and rope_kind(cfg["rotary_scaling"]) == "default":
-        cfg["rotary_scaling"] = None  # the same RoPE: 1.0 / 1.1's RotaryScalingType.from_string has no "default"
     return cfg
 
 

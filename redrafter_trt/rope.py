@@ -8,10 +8,13 @@ import math
 from .errors import POSITIVE_NUMBER
 
 # the rotary_scaling types TensorRT-LLM 1.2.x's Llama and QWen attention builds as transformers computes them
-# (layers/attention.py create_attention_const_params; "default" is no scaling). Its RotaryScalingType names three more,
-# which a rope_gpt_neox model does not build as transformers means them:
-TRTLLM_ROPE_SCALINGS = ("default", "none", "linear", "llama3", "yarn")
+# (layers/attention.py create_attention_const_params; "none" is no scaling). Its RotaryScalingType names three more,
+# which a rope_gpt_neox model does not build as transformers means them, and has no "default" before 1.3:
+TRTLLM_ROPE_SCALINGS = ("none", "linear", "llama3", "yarn")
 TRTLLM_ROPE_REFUSED = {
+    # functional.py RotaryScalingType.from_string is RotaryScalingType[s] up to 1.2.x; main mapped "default" in 2026
+    "default": "TensorRT-LLM 1.2's RotaryScalingType has no `default` (trtllm-build fails: 'Unsupported rotary scaling "
+               "type: default'): write null, the same RoPE",
     # functional.py create_sinusoidal_positions_for_attention_plugin (since Hunyuan's support, August 2025)
     "dynamic": "TensorRT-LLM reads `dynamic` as Hunyuan's fixed NTK alpha (trtllm-build fails with KeyError 'alpha'), "
                "not transformers' dynamic NTK, which is plain RoPE up to max_position_embeddings: to serve that "
@@ -37,10 +40,17 @@ def rope_kind(scaling: dict):
     return scaling.get("rope_type", scaling.get("type", "default"))
 
 
+def trtllm_kind(scaling: dict):
+    """The type TensorRT-LLM builds: layers/attention.py reads `type` first, then `rope_type` (None without either)."""
+    return scaling.get("type", scaling.get("rope_type"))
+
+
 def trtllm_builds(scaling) -> bool:
-    """Whether TensorRT-LLM builds `rotary_scaling`: null, or a type it knows whose `factor` (when given) is a
-    positive finite number (trtllm-build multiplies the positions by it)."""
-    return scaling is None or (isinstance(scaling, dict) and rope_kind(scaling) in TRTLLM_ROPE_SCALINGS
+    """Whether TensorRT-LLM builds `rotary_scaling` as transformers computes it: null, or a type it knows (read the
+    same by both, which prefer different keys) whose `factor` (when given) is a positive finite number
+    (trtllm-build multiplies the positions by it)."""
+    return scaling is None or (isinstance(scaling, dict) and trtllm_kind(scaling) in TRTLLM_ROPE_SCALINGS
+                               and trtllm_kind(scaling) == rope_kind(scaling)
                                and ("factor" not in scaling or POSITIVE_NUMBER[1](scaling["factor"])))
 
 

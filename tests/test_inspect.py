@@ -226,3 +226,24 @@ def test_values_finds_nan_and_inf_anywhere(ckpt, tmp_path, monkeypatch, fp8):
     named = [qkv, fc] if not fp8 else [fc]
     assert f"rank0: {', '.join(named)} hold NaN or Inf" in problems[0], problems
     assert run_cli("inspect", ckpt, "--values").exit_code == 0
+
+
+@pytest.mark.parametrize("scaling, builds", [({"rope_type": "default"}, False), ({"type": "default", "factor": 1.0}, False),
+                                             ({"factor": 2.0}, False), ({"rope_type": "llama3", "type": "default",
+                                                                         "factor": 8.0, "low_freq_factor": 1.0,
+                                                                         "high_freq_factor": 4.0}, False),
+                                             ({"type": "linear", "rope_type": "linear", "factor": 2.0}, True),
+                                             ({"type": "none"}, True), (None, True)])
+def test_rotary_scaling_is_read_as_trtllm_1_2_builds_it(ckpt, tmp_path, scaling, builds):
+    """A review: inspect passed rotary_scaling {"rope_type": "default"}, which TensorRT-LLM 1.2's
+    RotaryScalingType.from_string (RotaryScalingType[s]) refuses: trtllm-build failed with 'Unsupported rotary scaling
+    type: default' (convert writes null for it). layers/attention.py reads `type` before `rope_type` while
+    transformers reads `rope_type`: a scaling whose two keys differ is built as another RoPE, and one with neither
+    fails the build."""
+    copy = broken(ckpt, tmp_path, rotary_scaling=scaling)
+    result = run_cli("inspect", copy)
+    if builds:
+        assert "rotary_scaling is" not in result.output, result.output
+        return
+    assert result.exit_code == 1 and "rotary_scaling is" in result.output and "null (no scaling)" in result.output, \
+        result.output
