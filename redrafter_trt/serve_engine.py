@@ -11,7 +11,12 @@ What TensorRT-LLM 1.0 to 1.2.x does with it (`tensorrt_llm/commands/serve.py`, `
 - `--backend trt` is the spelling every 1.x accepts (1.1 and later also take `tensorrt`); the tokenizer would be
   loaded from MODEL, which holds none, so `--tokenizer` is always passed;
 - `--port 0` is refused by trtllm-serve 1.2 (`launch_server` asserts `port > 0` unless a disaggregated cluster is
-  configured), so it is refused here first, in one line.
+  configured), so it is refused here first, in one line;
+- an answer ends at the tokenizer's EOS only (`SamplingParams._setup`: `end_id = tokenizer.eos_token_id`; the
+  generation config, which `_TrtLLM._build_model` loads from the engine folder, where there is none, is read only for
+  Kimi K2), not at the other `eos_token_id`s of the model's generation_config.json, where the reference server stops
+  too (Llama 3.1 Instruct's <|end_of_text|> and <|eom_id|>, Qwen2.5's <|endoftext|>): `unstopped` names them, and
+  a client that needs them sends them as `stop_token_ids`, which trtllm-serve's requests take.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from pathlib import Path
 
 from .build import check_engine, read_engine_config, require_trtllm_tool, world_size
 from .errors import ConfigError, RedrafterError
-from .tokens import load_tokenizer
+from .tokens import load_tokenizer, stop_ids
 
 TRTLLM_SERVE = "trtllm-serve"
 
@@ -32,9 +37,19 @@ TRTLLM_SERVE = "trtllm-serve"
 class ServePlan:
     argv: tuple[str, ...]
     world_size: int
+    unstopped: tuple[int, ...] = ()  # generation_config.json EOS ids trtllm-serve does not end an answer at
 
     def shell(self) -> str:
         return shlex.join(self.argv)
+
+    def stop_warning(self) -> str | None:
+        """What a client must send for trtllm-serve to stop where the reference server stops (None: nothing)."""
+        if not self.unstopped:
+            return None
+        ids = ", ".join(map(str, self.unstopped))
+        return (f"warning: trtllm-serve ends answers at the tokenizer's EOS only, not at generation_config.json's "
+                f"other eos_token_id {ids} (TensorRT-LLM 1.2 reads no generation config for an engine): clients that "
+                f"need them send \"stop_token_ids\": [{ids}]")
 
 
 def plan_trtllm_serve(engine_dir: Path, tokenizer_dir: Path, host: str, port: int) -> ServePlan:
@@ -49,14 +64,15 @@ def plan_trtllm_serve(engine_dir: Path, tokenizer_dir: Path, host: str, port: in
     except RedrafterError as e:
         raise ConfigError(str(e)) from None
     vocab_size = pretrained.get("vocab_size")  # the checkpoint's, kept by the build: as `run` checks the tokenizer
-    load_tokenizer(str(tokenizer_dir), vocab_size if isinstance(vocab_size, int) else None)
+    tokenizer = load_tokenizer(str(tokenizer_dir), vocab_size if isinstance(vocab_size, int) else None)
+    unstopped = tuple(i for i in stop_ids(tokenizer, tokenizer_dir) if i != tokenizer.eos_token_id)
     ranks = world_size(pretrained)
     argv = [TRTLLM_SERVE, str(engine_dir), "--backend", "trt", "--tokenizer", str(tokenizer_dir),
             "--host", host, "--port", str(port), "--tp_size", str(ranks),
             "--max_batch_size", str(build["max_batch_size"])]
     if build.get("max_num_tokens"):
         argv += ["--max_num_tokens", str(build["max_num_tokens"])]
-    return ServePlan(tuple(argv), ranks)
+    return ServePlan(tuple(argv), ranks, unstopped)
 
 
 def exec_trtllm_serve(plan: ServePlan) -> None:

@@ -140,3 +140,23 @@ def test_port_zero_is_refused_with_an_engine(tmp_path, tokenizer_dir):
     assert res.exit_code == 2, res.output
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "--port 0" in lines[0], res.output
+
+
+def test_eos_ids_trtllm_serve_does_not_stop_at_are_named(tmp_path, tokenizer_dir):
+    """A review: TensorRT-LLM 1.2's trtllm-serve ends an engine's answers at the tokenizer's EOS only
+    (sampling_params.py _setup: end_id = tokenizer.eos_token_id; llm.py _TrtLLM loads the generation config from the
+    engine folder, which holds none), while the reference server also stops at generation_config.json's other
+    eos_token_ids (Llama 3.1 Instruct: <|end_of_text|>, <|eom_id|>). Nothing said so: the two servers' answers
+    differed silently. The ids a client must send as stop_token_ids are now named."""
+    import shutil
+
+    tok = tmp_path / "tok"
+    shutil.copytree(tokenizer_dir, tok)
+    engine = make_engine(tmp_path / "engine", tp=1)
+    quiet = serve("--engine-dir", engine, "--tokenizer-dir", tok, "--port", 9000, "--dry-run")
+    assert quiet.exit_code == 0 and "stop_token_ids" not in quiet.output, quiet.output  # SmolLM2: one EOS, 2
+    gen = json.loads((tok / "generation_config.json").read_text())
+    (tok / "generation_config.json").write_text(json.dumps(gen | {"eos_token_id": [2, 0, 7]}))
+    res = serve("--engine-dir", engine, "--tokenizer-dir", tok, "--port", 9000, "--dry-run")
+    assert res.exit_code == 0, res.output
+    assert '"stop_token_ids": [0, 7]' in res.output and "tokenizer's EOS only" in res.output, res.output

@@ -63,6 +63,8 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
                               "kernels; leave them out")
 
         plan = plan_trtllm_serve(engine_dir, tokenizer_dir, host, port)
+        if warning := plan.stop_warning():
+            click.echo(warning, err=True)
         if dry_run:
             click.echo(plan.shell())
             return
