@@ -9,6 +9,7 @@ stop string, and which tokens' logprobs have gone out with it (`Logprob`).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -35,6 +36,7 @@ class AnswerText:
 
     def __init__(self, tokenizer, stop: list[str], eos: set[int] = frozenset()):
         self.tokenizer, self.stop, self.eos = tokenizer, stop, eos
+        self.longest = max(map(len, stop), default=0)
         self.ids: list[int] = []
         self.ends: list[int] = []     # the answer's length in whole characters after each token (logprobs only)
         self.values: list = []        # the TokenLogprob of each token, when decoding computes them
@@ -56,8 +58,7 @@ class AnswerText:
             return self.rest()
         self.text = text
         clean = text.rstrip("\ufffd")  # byte-fallback tokenizers write one per byte of an unfinished character
-        held = max((k for s in self.stop for k in range(1, min(len(s), len(clean) + 1)) if clean.endswith(s[:k])),
-                   default=0)  # k up to the text's length: a long stop string is not sliced its length times a token
+        held = max((_begins(s, clean) for s in self.stop), default=0)
         delta = text[self.sent: max(len(clean) - held, self.sent)]
         self.sent += len(delta)
         return delta
@@ -82,8 +83,14 @@ class AnswerText:
         return len(self._decode(ids).rstrip("\ufffd"))
 
     def _stop_at(self, text: str) -> int | None:
-        """Where the first stop string in `text` starts, or None."""
-        return min((i for s in self.stop if (i := text.find(s)) >= 0), default=None)
+        """Where the first stop string in `text` starts, or None. `self.text` (the text decoded so far) holds none,
+        else the answer had ended: one in `text` reaches past the start they share, so only that start's last
+        (longest stop string - 1) characters and what follows are searched. The whole text was, for every stop
+        string on every step: quadratic in the answer's length, in the scheduler thread every request waits on."""
+        shared = len(self.text) if text.startswith(self.text) else self.sent + len(
+            os.path.commonprefix([self.text[self.sent:], text[self.sent:]]))  # text keeps what was sent (_after_sent)
+        start = max(shared - max(self.longest - 1, 0), 0)
+        return min((i for s in self.stop if (i := text.find(s, start)) >= 0), default=None)
 
     def _keep_through(self, before: int, text: str) -> str:
         """Drop the tokens decoded past the first one that completed a stop string (a step may accept several):
@@ -128,3 +135,16 @@ class AnswerText:
                for k in range(0 if everything else self.given, covered) if self.ids[k] not in self.eos]
         self.given = max(self.given, covered)
         return out
+
+
+def _begins(stop: str, text: str) -> int:
+    """The length of the longest end of `text` that begins `stop` and is shorter than it (0: none): what to hold
+    back. Only the ends starting with stop's first character are compared, longest first (each of stop's lengths
+    was sliced and compared on every token: quadratic in a long stop string's length)."""
+    tail = text[max(len(text) - len(stop) + 1, 0):] if len(stop) > 1 else ""
+    at = tail.find(stop[0]) if tail else -1
+    while at >= 0:
+        if stop.startswith(tail[at:]):
+            return len(tail) - at
+        at = tail.find(stop[0], at + 1)
+    return 0
