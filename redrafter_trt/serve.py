@@ -30,7 +30,8 @@ rows end). "echo" (as trtllm-serve): a completion's text starts with its prompt 
 tokens too, teacher-forced, the first one null, as OpenAI's; "max_tokens": 0 scores the prompt alone), a chat answer
 with the last message when that is the assistant's (a started answer). Refused with 400: fields that would change the
 answer and are not implemented here (`serve_request.UNSUPPORTED`), fields it does not know, "best_of" > 1, "suffix",
-max_tokens above the server's --max-output-len (left out: what the prompt leaves, up to it), malformed fields;
+max_tokens above the server's --max-output-len (left out: what the prompt leaves, up to it), more than
+`serve_request.MAX_STOP` stop strings or one longer than MAX_STOP_CHARS, malformed fields;
 another "model": 404.
 While the server shuts down, what waits or arrives gets 503 (`ReferenceBackend.stop`).
 """

@@ -86,6 +86,12 @@ def _logprobs_asked(body: dict, chat: bool) -> int | None:
     return (top or 0) if wanted else None
 
 
+# Stop strings in one request, and characters in each (OpenAI takes 4 strings; vLLM and trtllm-serve any number):
+# every decoding step compares the end of each answer with the start of each stop string (`serve_text`), in the
+# scheduler thread that every request waits on, so what one request may ask is bounded. Code-generation and
+# lm-evaluation-harness tasks send up to about 10 short ones.
+MAX_STOP, MAX_STOP_CHARS = 32, 256
+
 STREAM_OPTIONS = {"include_usage", "continuous_usage_stats", "include_obfuscation"}  # the last pads chunks: moot here
 
 
@@ -133,6 +139,10 @@ def parse(body, chat: bool, model_name: str, max_output_len: int) -> Request:
         raise RequestError(f'"max_tokens" {max_tokens} and "max_completion_tokens" {newer} disagree: send one of them')
     stop = _field(body, "stop", (str, list), [], lambda v: isinstance(v, str) or all(isinstance(s, str) for s in v),
                   "a string or a list of strings")
+    stop = [s for s in ([stop] if isinstance(stop, str) else stop) if s]
+    if len(stop) > MAX_STOP or max(map(len, stop), default=0) > MAX_STOP_CHARS:
+        raise RequestError(f'"stop" holds {len(stop)} strings of up to {max(map(len, stop))} characters: send at '
+                           f'most {MAX_STOP}, each at most {MAX_STOP_CHARS} characters long')
     seed = _field(body, "seed", int, None, lambda v: -2 ** 63 <= v < 2 ** 63, "a 64-bit integer")
     for name, (kind, check, need) in FILTER_VALUES.items():  # moot on a greedy answer, but not malformed
         _field(body, name, kind, None, check, need)
@@ -141,7 +151,7 @@ def parse(body, chat: bool, model_name: str, max_output_len: int) -> Request:
         max_tokens=next((v for v in (max_tokens, newer) if v is not None), None),
         temperature=_field(body, "temperature", (int, float), None, lambda v: 0 <= v < math.inf, "a number >= 0"),
         seed=secrets.randbits(63) if seed is None else seed % 2 ** 63,  # as OpenAI: a fresh sample unless sent
-        stop=[s for s in ([stop] if isinstance(stop, str) else stop) if s],
+        stop=stop,
         stream=stream, include_usage=options.get("include_usage", False),
         ignore_eos=_field(body, "ignore_eos", bool, False, need="true or false", allow_bool=True),
         continuous_usage=options.get("include_usage", False) and options.get("continuous_usage_stats", False))

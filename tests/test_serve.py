@@ -596,6 +596,8 @@ def test_answer_text_holds_back_what_may_still_change(backend):
     ({"prompt": "hi", "max_tokens": 3, "max_completion_tokens": "x"}, "max_completion_tokens"),
     ({"prompt": "hi", "max_completion_tokens": 99}, "1..12"),
     ({"prompt": "hi", "stop": [1]}, "stop"),
+    ({"prompt": "hi", "stop": [str(k) for k in range(33)]}, '"stop" holds 33 strings'),
+    ({"prompt": "hi", "stop": ["x" * 257]}, "each at most 256 characters"),
     ({"prompt": ""}, "empty"),
     ({"prompt": [[1, 2], "x"]}, "prompt"),
     ({"prompt": [10 ** 9]}, "vocabulary"),

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from redrafter_trt.serve_text import AnswerText, _begins
 
 LEAD, TRAIL = 0x110000, 0x110001  # together "é"; alone each "\ufffd", as a byte-fallback tokenizer's two bytes
@@ -125,3 +127,17 @@ def test_answers_are_those_of_a_whole_text_search():
             got.append((sent, answer.text, answer.ids, answer.stopped, lps))
         assert got[0] == got[1], (case, ids, stop, steps)
 
+
+def test_a_request_with_too_many_or_too_long_stop_strings_is_refused():
+    from redrafter_trt.serve_backend import RequestError
+    from redrafter_trt.serve_request import MAX_STOP, MAX_STOP_CHARS, parse
+
+    def stop_of(stop):
+        return parse({"prompt": "hi", "stop": stop}, False, "smol", 16).stop
+
+    assert stop_of(["x" * MAX_STOP_CHARS] * MAX_STOP + [""]) == ["x" * MAX_STOP_CHARS] * MAX_STOP  # "": no stop
+    assert stop_of("ab") == ["ab"]
+    with pytest.raises(RequestError, match=f'"stop" holds {MAX_STOP + 1} strings .* send at most {MAX_STOP},'):
+        stop_of(["x"] * (MAX_STOP + 1))
+    with pytest.raises(RequestError, match=f"each at most {MAX_STOP_CHARS} characters long"):
+        stop_of("x" * (MAX_STOP_CHARS + 1))
