@@ -411,19 +411,15 @@ def test_answer_text_with_a_byte_fallback_tokenizer():
 def test_a_long_stop_string_costs_no_more_than_the_answer_so_far(tmp_path):
     """The end that may begin a stop string was looked for at every length of the stop string, sliced each time,
     on every token: one request with a 300000-character stop string held the scheduler thread (every request's
-    decoding) about 2 s a token. It is looked for up to the answer's length; what is held back is the same."""
-    import time
-
+    decoding) about 2 s a token. What is held back is the same (the work is counted in test_serve_text.py)."""
     from test_train_data import make_tokenizer
 
     from redrafter_trt.serve_text import AnswerText
 
     tok = make_tokenizer(tmp_path)
     answer, sent = AnswerText(tok, ["ab" + "x" * 300_000]), ""
-    start = time.perf_counter()
     for ch in "zzzab":
         sent += answer.add(tok.convert_tokens_to_ids([ch]))
-    assert time.perf_counter() - start < 1.0
     assert sent == "zzz" and answer.rest() == "ab"  # "a", then "ab": held back as the start of the stop string
 
 

@@ -482,16 +482,17 @@ def test_a_streamed_request_is_accepted_before_its_first_token(server):
 def test_a_burst_of_connections_is_answered_without_retries(server):
     """200 clients connecting at once (load generators do): the listen backlog holds them all. A connection the
     kernel drops for a full backlog is retried by the client's TCP after 1 s at the earliest (socketserver's default
-    backlog of 5: 75 of 200 still waited after 30 s), so every answer must come sooner than that."""
+    backlog of 5: 75 of 200 still waited after 30 s). A retried connection shows only as time, and timing asserts
+    flake on a loaded machine, so the backlog the server listens with is asserted with the answers."""
+    assert server.request_queue_size >= 200
     results, go = [], threading.Event()
 
     def health():
         go.wait()
-        start = time.perf_counter()
         try:
-            results.append((request(server, "GET", "/health")[0], time.perf_counter() - start))
+            results.append(request(server, "GET", "/health")[0])
         except OSError as e:
-            results.append((repr(e), 0.0))
+            results.append(repr(e))
 
     threads = [threading.Thread(target=health) for _ in range(200)]
     for t in threads:
@@ -499,5 +500,4 @@ def test_a_burst_of_connections_is_answered_without_retries(server):
     go.set()
     for t in threads:
         t.join(60)
-    assert [status for status, _ in results] == [200] * 200, [r for r in results if r[0] != 200][:3]
-    assert max(seconds for _, seconds in results) < 0.9
+    assert results == [200] * 200, [r for r in results if r != 200][:3]
