@@ -752,8 +752,8 @@ def test_examples_left_without_answer_tokens_by_max_seq_len_are_counted_in_a_war
     with caplog.at_level("WARNING"):
         train, _ = build_examples(cfg, tok, lambda: None, tmp_path / "c", torch.float32)
     assert len(train) == 3
-    assert "left out 3 of 6 examples with fewer than 2 answer tokens: their prompt (after the chat template) fills " \
-           "--max-seq-len 64" in caplog.text
+    assert "left out 3 of 6 examples with fewer than 2 answer tokens in a row: their prompt (after the chat " \
+           "template) fills --max-seq-len 64" in caplog.text
 
 
 def test_distill_says_it_leaves_out_the_user_turns_after_an_answer(tmp_path, caplog):
@@ -785,3 +785,28 @@ def test_distill_says_it_leaves_out_the_user_turns_after_an_answer(tmp_path, cap
         build_examples(cfg, tok, load, tmp_path / "c", torch.float32)
     assert "2 of 4 conversations have user turns after an answer: --distill answers each conversation's first " \
            "prompt only" in caplog.text
+
+
+def test_examples_whose_answers_are_all_empty_teach_nothing_and_are_left_out(tmp_path, caplog):
+    """A ShareGPT conversation of empty answers has an answer token per turn (the end of turn) but no two in a row:
+    no draft step learns from it. Two such turns once passed for an example; a file of them trained steps on empty
+    batches, then ended in torch.cat's traceback."""
+    from transformers import AutoTokenizer
+
+    from redrafter_trt.train import TrainConfig
+    from redrafter_trt.train.dataset import build_examples
+
+    base = make_chat_base(tmp_path / "base")
+    tok = AutoTokenizer.from_pretrained(base)
+    empty = [("human", "Q"), ("gpt", ""), ("human", "More?"), ("gpt", "")]
+    data = _sharegpt(tmp_path, *[[("human", f"{i}?"), ("gpt", f"It is {i}.")] for i in range(2)], empty, empty[:2])
+    cfg = TrainConfig(base=base, data=[data], output=tmp_path / "out", cache_dir=tmp_path / "c", eval_examples=0)
+    cfg.validate()
+    with caplog.at_level("WARNING"):
+        train, _ = build_examples(cfg, tok, lambda: None, tmp_path / "c", torch.float32)
+    assert sorted(tok.decode([t for t, m in zip(ex.ids, ex.mask) if m]) for ex in train) == \
+        ["It is 0.<|im_end|>", "It is 1.<|im_end|>"]
+    assert "left out 2 of 4 examples with fewer than 2 answer tokens in a row" in caplog.text
+    data.write_text(json.dumps([{"conversations": [{"from": w, "value": v} for w, v in empty]}]))
+    with pytest.raises(ConfigError, match=r"^no training example has an answer of 2 or more tokens"):
+        build_examples(cfg, tok, lambda: None, tmp_path / "c", torch.float32)

@@ -20,7 +20,7 @@ from .distill import distill
 log = logging.getLogger(__name__)
 
 
-# why an example has fewer than 2 answer tokens (the fewest a draft step learns from), with and without --distill
+# why an example has no 2 answer tokens in a row (the fewest a draft step learns from), with and without --distill
 SHORT = {False: "their prompt (after the chat template) fills --max-seq-len {n}, or their answer is empty: raise "
                 "--max-seq-len to keep them",
          True: "the base answered their prompt with a stop token at once"}
@@ -146,22 +146,29 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
         train = [encode(tokenizer, c, cfg.max_seq_len) for c in train_c[rank::world]]
         held = [encode(tokenizer, c, cfg.max_seq_len) for c in eval_c] if rank == 0 else []
     n = len(train) + len(held)
-    train = [ex for ex in train if sum(ex.mask) >= 2]
-    held = [ex for ex in held if sum(ex.mask) >= 2]
+    train = [ex for ex in train if learnable(ex)]
+    held = [ex for ex in held if learnable(ex)]
     if not train and cfg.distill:  # prompts are cut to leave 2 answer tokens: the base stopped at once
         raise ConfigError("the base answered every training prompt with a stop token at once (no answer of 2 or more "
                           "tokens to learn from): check its chat template and the eos_token_id of its "
                           "generation_config.json and tokenizer")
     if not train:
-        raise ConfigError(f"no training example has an answer of 2 or more tokens within --max-seq-len "
+        raise ConfigError(f"no training example has an answer of 2 or more tokens in a row within --max-seq-len "
                           f"{cfg.max_seq_len} (the chat template and prompt come first): raise --max-seq-len, or give "
                           f"longer conversations or more data")
     if n > len(train) + len(held):  # once left out without a word: half the data, with long prompts
-        log.warning("left out %d of %d examples with fewer than 2 answer tokens: %s", n - len(train) - len(held), n,
-                    SHORT[cfg.distill].format(n=cfg.max_seq_len))
+        log.warning("left out %d of %d examples with fewer than 2 answer tokens in a row: %s",
+                    n - len(train) - len(held), n, SHORT[cfg.distill].format(n=cfg.max_seq_len))
     log.info("%d training and %d held-out examples (%d and %d answer tokens)", len(train), len(held),
              sum(sum(ex.mask) for ex in train), sum(sum(ex.mask) for ex in held))
     return train, held
+
+
+def learnable(ex: Example) -> bool:
+    """Whether an example has 2 answer tokens in a row, the anchor a draft step learns from: a conversation of empty
+    answers has one per turn (its end of turn) and none in a row, and once passed for an example, its steps' batches
+    empty."""
+    return any(a and b for a, b in zip(ex.mask, ex.mask[1:]))
 
 
 def check_shards(n: int, world: int) -> None:
