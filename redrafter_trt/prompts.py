@@ -5,8 +5,8 @@ A record gives its prompt through the first key present, in this order:
     turns           a list of strings; the first turn is the prompt (MT-Bench)
     question        a string (GSM8K)
     instruction     a string (Alpaca; a non-empty `input` is appended after a blank line)
-    conversations   ShareGPT: a list of {"from": "human"|"user"|..., "value": str} (or {"role", "content"});
-                    the first human/user message is the prompt
+    conversations   ShareGPT: a list of {"from": "human"|"user"|..., "value": str} (or {"role", "content"}; a
+                    content may be OpenAI's list of text parts); the first human/user message is the prompt
 A bare JSON string on a line is a prompt too. Blank lines are skipped. Anything else is a `ConfigError`
 naming the file and the line (jsonl) or the record index (JSON list). A `.txt` file is plain text, one prompt per
 non-blank line, as TensorRT-LLM's `run.py --input_file prompts.txt` reads it.
@@ -60,6 +60,15 @@ def message_hint(record: dict) -> str:
     return ""
 
 
+def text_of(content):
+    """A message's text: a string, or OpenAI's list of parts when all are text parts, joined one a line (as `serve`,
+    trtllm-serve and vLLM join them); anything else as it is."""
+    if isinstance(content, list) and content and all(
+            isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content):
+        return "\n".join(p["text"] for p in content)
+    return content
+
+
 def _first_human(conversations) -> str:
     if not isinstance(conversations, list):
         raise ValueError("`conversations` must be a list of messages")
@@ -67,7 +76,7 @@ def _first_human(conversations) -> str:
         if not isinstance(msg, dict):
             raise ValueError("`conversations` must hold objects with `from`/`value` (or `role`/`content`)")
         who = msg.get("from", msg.get("role"))
-        text = msg.get("value", msg.get("content"))
+        text = text_of(msg.get("value", msg.get("content")))
         if str(who).lower() in HUMAN and isinstance(text, str):  # "Human", as train reads it too
             return text
     raise ValueError("`conversations` has no human/user message")

@@ -810,3 +810,18 @@ def test_examples_whose_answers_are_all_empty_teach_nothing_and_are_left_out(tmp
     data.write_text(json.dumps([{"conversations": [{"from": w, "value": v} for w, v in empty]}]))
     with pytest.raises(ConfigError, match=r"^no training example has an answer of 2 or more tokens"):
         build_examples(cfg, tok, lambda: None, tmp_path / "c", torch.float32)
+
+
+def test_openai_text_parts_and_the_developer_role_are_read_as_serve_reads_them(tmp_path):
+    """Messages as OpenAI clients send them (and `serve` takes them): a content of text parts, the system prompt as
+    "developer". train skipped every such record, and refused a file of them; run --input-file refused it."""
+    parts = [{"type": "text", "text": "Hi"}, {"type": "text", "text": "there"}]
+    path = tmp_path / "openai.jsonl"
+    path.write_text(json.dumps({"messages": [{"role": "developer", "content": "Be brief."},
+                                             {"role": "user", "content": parts},
+                                             {"role": "assistant", "content": [{"type": "text", "text": "Yo"}]}]}))
+    (conv,) = read_conversations(path)
+    assert conv.messages == ({"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi\nthere"},
+                             {"role": "assistant", "content": "Yo"})
+    path.write_text(json.dumps({"conversations": [{"role": "user", "content": parts}]}))
+    assert load_prompts(path) == ["Hi\nthere"]

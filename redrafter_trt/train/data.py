@@ -2,7 +2,7 @@
 
 Records (jsonl, one object per line, a JSON list such as ShareGPT, or a .txt file's lines, each a prompt):
     conversations   ShareGPT: [{"from": "human"|"gpt"|"system", "value"}] or [{"role", "content"}]
-    messages        OpenAI style: [{"role", "content"}]
+    messages        OpenAI style: [{"role", "content"}], a content a string or a list of text parts, as `serve` takes
     question+answer GSM8K
     prompt+response / prompt+answer / instruction+output (Alpaca)
     anything `redrafter_trt.prompts.prompt_of` accepts: a prompt without an answer (only useful with --distill)
@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, first_line, read_text
-from ..prompts import KEYS, message_hint, prompt_of, records
+from ..prompts import KEYS, message_hint, prompt_of, records, text_of
 
 if TYPE_CHECKING:
     from .distill import CachedHidden
 
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
-         "bard": "assistant", "bing": "assistant", "model": "assistant", "system": "system"}
+         "bard": "assistant", "bing": "assistant", "model": "assistant", "system": "system",
+         "developer": "system"}  # newer OpenAI clients send the system prompt as "developer" (serve reads it so)
 ANSWER_KEYS = ("answer", "response", "output", "completion")
 PROMPT_KEYS = (*KEYS, "messages")
 
@@ -68,7 +69,7 @@ def _message(msg, key: str) -> tuple[str, str]:
     """(role, text) of one message."""
     if not isinstance(msg, dict):
         raise ValueError(f"`{key}` must hold objects with `from`/`value` (or `role`/`content`)")
-    who, text = msg.get("from", msg.get("role")), msg.get("value", msg.get("content"))
+    who, text = msg.get("from", msg.get("role")), text_of(msg.get("value", msg.get("content")))
     role = ROLES.get(str(who).lower())
     if role is None:
         raise ValueError(f"`{key}` has a message with role {who!r}: expected human/user, gpt/assistant or system")
