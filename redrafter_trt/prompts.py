@@ -103,8 +103,9 @@ def load_prompts(path: Path | str) -> list[str]:
 
 def records(path: Path, text: str) -> list[tuple[str, object]]:
     """(where, record) for each record of a JSON list or jsonl text, where = "line N" or "record N of its JSON
-    list" (1-based); blank lines are skipped. A ConfigError when the text is neither. A `.txt` path's records are
-    its lines, each a prompt (a bare string)."""
+    list" (1-based); blank lines are skipped. A file that is one JSON object over several lines is one record (once
+    refused as jsonl whose line 1 is not valid JSON). A ConfigError when the text is neither. A `.txt` path's records
+    are its lines, each a prompt (a bare string)."""
     if path.suffix.lower() in PLAIN_TEXT:
         return [(f"line {n}", line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
     if text.lstrip().startswith("["):
@@ -124,9 +125,18 @@ def records(path: Path, text: str) -> list[tuple[str, object]]:
         try:
             located.append((f"line {lineno}", json.loads(line)))
         except json.JSONDecodeError as e:
+            if not located and isinstance(whole := _json_or_none(text), dict):  # one record, pretty-printed
+                return [("(its one JSON object)", whole)]
             raise ConfigError(f"{path} line {lineno} is not valid JSON ({e.msg}): write one JSON object per "
                               f"line") from None
     return located
+
+
+def _json_or_none(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return None
 
 
 def _list_line(text: str) -> int | None:

@@ -1,6 +1,7 @@
 """load_prompts: every accepted record shape, file formats, and one-line errors naming the line."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,21 @@ def test_self_prompts_draws_exactly_num_samples():
     assert self_prompts.batch_sizes(10, 32) == [10]
     assert self_prompts.batch_sizes(70, 32) == [32, 32, 6]
     assert self_prompts.batch_sizes(64, 32) == [32, 32]
+
+
+def test_a_file_that_is_one_pretty_printed_json_object_is_one_record(tmp_path):
+    """It was read as jsonl and refused: "line 1 is not valid JSON: write one JSON object per line"."""
+    from redrafter_trt.train.data import read_conversations
+
+    path = tmp_path / "one.json"
+    path.write_text(json.dumps({"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Yo"}]},
+                               indent=2))
+    assert load_prompts(path) == ["Hi"]
+    (conv,) = read_conversations(path)
+    assert conv.messages[1] == {"role": "assistant", "content": "Yo"}
+    path.write_text(json.dumps({"text": "x"}, indent=2))
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))} \(its one JSON object\): no prompt"):
+        load_prompts(path)
+    path.write_text('{"prompt": "a"}\n{"prompt": \n')  # jsonl with a broken line stays a jsonl error
+    with pytest.raises(ConfigError, match=r"line 2 is not valid JSON"):
+        load_prompts(path)
