@@ -825,3 +825,20 @@ def test_openai_text_parts_and_the_developer_role_are_read_as_serve_reads_them(t
                              {"role": "assistant", "content": "Yo"})
     path.write_text(json.dumps({"conversations": [{"role": "user", "content": parts}]}))
     assert load_prompts(path) == ["Hi\nthere"]
+
+
+@pytest.mark.parametrize("record", [
+    {"system": "Be terse.", "conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]},
+    {"system": "Be terse.", "instruction": "Q", "output": "A"},
+])
+def test_a_records_own_system_prompt_opens_its_conversation(tok, record):
+    """LLaMA-Factory's ShareGPT and Alpaca files carry the system prompt in a `system` column: it was dropped without
+    a word, and the template's default system prompt rendered instead (what --distill's base then answered)."""
+    conv = conversation_of(record)
+    assert conv.messages[0] == {"role": "system", "content": "Be terse."}
+    ex = encode(tok, conv, 1000)
+    assert tok.decode(ex.ids).startswith("<|im_start|>system\nBe terse.<|im_end|>\n<|im_start|>user\nQ")
+    assert _masked_text(tok, ex) == "A<|im_end|>"
+    with pytest.raises(ValueError, match=r"`system` is \['x'\]: write the system prompt as a string"):
+        conversation_of({**record, "system": ["x"]})
+    assert conversation_of({**record, "system": ""}).messages[0]["role"] == "user"

@@ -6,6 +6,7 @@ Records (jsonl, one object per line, a JSON list such as ShareGPT, or a .txt fil
     question+answer GSM8K
     prompt+response / prompt+answer / instruction+output (Alpaca)
     anything `redrafter_trt.prompts.prompt_of` accepts: a prompt without an answer (only useful with --distill)
+    system          beside any of these (LLaMA-Factory's column): the system prompt, opening the conversation
 A record with nothing to train on is skipped with a warning. Consecutive turns of one role are kept as they are,
 and joined only for a chat template that refuses them (Llama-2 and Mistral require alternating roles).
 
@@ -106,20 +107,30 @@ def join_roles(messages: list[dict]) -> list[dict]:
 
 def conversation_of(record, source: str = "") -> Conversation:
     """One record -> a Conversation; raises ValueError (with the reason) for a record it cannot read.
-    source: where the record is ("FILE line N"), for later errors."""
+    source: where the record is ("FILE line N"), for later errors. A record's own `system` string (LLaMA-Factory's
+    ShareGPT and Alpaca columns) opens the conversation: it was dropped, and the template's default put in its place."""
+    messages = _record_messages(record)
+    system = record.get("system") if isinstance(record, dict) else None
+    if system is not None and not isinstance(system, str):
+        raise ValueError(f"`system` is {system!r}: write the system prompt as a string")
+    if system and messages[0]["role"] != "system":
+        messages = [{"role": "system", "content": system}, *messages]
+    return Conversation(tuple(messages), source)
+
+
+def _record_messages(record) -> list[dict]:
     if isinstance(record, dict):
         for key in ("conversations", "messages"):
             if key in record:
-                return Conversation(tuple(_messages(record[key], key)), source)
+                return _messages(record[key], key)
         for answer_key in ANSWER_KEYS:
             answer = record.get(answer_key)
             if answer is not None and not (isinstance(answer, str) and answer.strip()):
                 raise ValueError(f"`{answer_key}` is {answer!r}: write the answer as a non-empty string")
             if answer is not None:
                 prompt = _prompt({k: v for k, v in record.items() if k not in ANSWER_KEYS})
-                return Conversation(({"role": "user", "content": prompt},
-                                     {"role": "assistant", "content": record[answer_key]}), source)
-    return Conversation(({"role": "user", "content": _prompt(record)},), source)
+                return [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+    return [{"role": "user", "content": _prompt(record)}]
 
 
 def _prompt(record) -> str:
