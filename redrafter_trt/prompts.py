@@ -7,6 +7,7 @@ A record gives its prompt through the first key present, in this order:
     instruction     a string (Alpaca; a non-empty `input` is appended after a blank line)
     conversations   ShareGPT: a list of {"from": "human"|"user"|..., "value": str} (or {"role", "content"}; a
                     content may be OpenAI's list of text parts); the first human/user message is the prompt
+    messages        OpenAI style: the same, as `train --data` and `serve` take it
 A bare JSON string on a line is a prompt too. Blank lines are skipped. Anything else is a `ConfigError`
 naming the file and the line (jsonl) or the record index (JSON list). A `.txt` file is plain text, one prompt per
 non-blank line, as TensorRT-LLM's `run.py --input_file prompts.txt` reads it.
@@ -20,7 +21,7 @@ from pathlib import Path
 from .errors import ConfigError, read_text
 
 PLAIN_TEXT = (".txt",)  # file suffixes read as one prompt per line, not JSON
-KEYS = ("prompt", "turns", "question", "instruction", "conversations")
+KEYS = ("prompt", "turns", "question", "instruction", "conversations", "messages")
 HUMAN = {"human", "user"}
 
 
@@ -41,8 +42,8 @@ def prompt_of(record) -> str:
             if not isinstance(value, list) or not value or not isinstance(value[0], str):
                 raise ValueError("`turns` must be a non-empty list of strings")
             value = value[0]
-        elif key == "conversations":
-            value = _first_human(value)
+        elif key in ("conversations", "messages"):
+            value = _first_human(value, key)
         elif key == "instruction" and isinstance(value, str) and isinstance(record.get("input"), str) \
                 and record["input"].strip():
             value = f"{value}\n\n{record['input']}"
@@ -69,17 +70,17 @@ def text_of(content):
     return content
 
 
-def _first_human(conversations) -> str:
+def _first_human(conversations, key: str) -> str:
     if not isinstance(conversations, list):
-        raise ValueError("`conversations` must be a list of messages")
+        raise ValueError(f"`{key}` must be a list of messages")
     for msg in conversations:
         if not isinstance(msg, dict):
-            raise ValueError("`conversations` must hold objects with `from`/`value` (or `role`/`content`)")
+            raise ValueError(f"`{key}` must hold objects with `from`/`value` (or `role`/`content`)")
         who = msg.get("from", msg.get("role"))
         text = text_of(msg.get("value", msg.get("content")))
         if str(who).lower() in HUMAN and isinstance(text, str):  # "Human", as train reads it too
             return text
-    raise ValueError("`conversations` has no human/user message")
+    raise ValueError(f"`{key}` has no human/user message")
 
 
 def load_prompts(path: Path | str) -> list[str]:

@@ -120,3 +120,15 @@ def test_a_file_that_is_one_pretty_printed_json_object_is_one_record(tmp_path):
     path.write_text('{"prompt": "a"}\n{"prompt": \n')  # jsonl with a broken line stays a jsonl error
     with pytest.raises(ConfigError, match=r"line 2 is not valid JSON"):
         load_prompts(path)
+
+
+def test_a_file_of_openai_messages_that_train_takes_gives_run_and_bench_its_prompts(tmp_path):
+    """train --data read {"messages": [...]}; run --input-file, bench --prompts and convert's calibration prompts
+    refused the same file ("no prompt: expected one of the keys ...")."""
+    path = tmp_path / "chat.jsonl"
+    path.write_text(json.dumps({"messages": [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"},
+                                             {"role": "assistant", "content": "A"}]}) + "\n")
+    assert load_prompts(path) == ["Q"]
+    path.write_text(json.dumps({"messages": [{"role": "assistant", "content": "A"}]}) + "\n")
+    with pytest.raises(ConfigError, match=r"line 1: `messages` has no human/user message$"):
+        load_prompts(path)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, first_line, read_text
-from ..prompts import KEYS, message_hint, prompt_of, records, text_of
+from ..prompts import KEYS as PROMPT_KEYS, message_hint, prompt_of, records, text_of
 
 if TYPE_CHECKING:
     from .distill import CachedHidden
@@ -32,7 +32,6 @@ ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assi
          "bard": "assistant", "bing": "assistant", "model": "assistant", "system": "system",
          "developer": "system"}  # newer OpenAI clients send the system prompt as "developer" (serve reads it so)
 ANSWER_KEYS = ("answer", "response", "output", "completion")
-PROMPT_KEYS = (*KEYS, "messages")
 
 log = logging.getLogger(__name__)
 
