@@ -842,3 +842,24 @@ def test_a_records_own_system_prompt_opens_its_conversation(tok, record):
     with pytest.raises(ValueError, match=r"`system` is \['x'\]: write the system prompt as a string"):
         conversation_of({**record, "system": ["x"]})
     assert conversation_of({**record, "system": ""}).messages[0]["role"] == "user"
+
+
+# Llama-3.2's system header: today's date unless the caller gives `date_string`
+DATED = ("{%- if not date_string is defined %}{%- if strftime_now is defined %}"
+         "{%- set date_string = strftime_now('%d %b %Y') %}{%- else %}{%- set date_string = 'none' %}{%- endif %}"
+         "{%- endif %}{{ '<|im_start|>system\nToday Date: ' + date_string + '<|im_end|>\n' }}"
+         "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n'}}"
+         "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+
+def test_a_template_that_writes_todays_date_renders_the_same_every_day(tmp_path):
+    """Llama-3.2's template puts today's date in its system prompt: the token ids of every prompt, and with them the
+    keys of the distilled answers and hidden states, changed at midnight, and a distillation resumed the next day
+    answered every prompt anew. The date is now Llama-3.1's fixed default."""
+    tok = make_tokenizer(tmp_path / "tok")
+    tok.chat_template = DATED
+    conv = conversation_of({"question": "Q", "answer": "A"})
+    assert tok.decode(prompt_ids(tok, conv)).startswith("<|im_start|>system\nToday Date: 26 Jul 2024<|im_end|>\n")
+    ex = encode(tok, conv, 1000)
+    assert tok.decode(ex.ids).startswith("<|im_start|>system\nToday Date: 26 Jul 2024<|im_end|>\n")
+    assert _masked_text(tok, ex) == "A<|im_end|>"

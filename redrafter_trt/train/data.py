@@ -166,12 +166,19 @@ def read_conversations(path: Path | str) -> list[Conversation]:
     return out
 
 
+# the date a template that writes today's into its system prompt (Llama-3.2's `strftime_now`, unless given
+# `date_string`) is given: Llama-3.1's own default. With today's, every cache keyed by token ids (distilled answers,
+# hidden states) missed after midnight, and a distillation resumed the next day began again.
+DATE_STRING = "26 Jul 2024"
+
+
 def _render(tokenizer, conv: Conversation, messages: list[dict], add_generation_prompt: bool) -> str:
     """The chat template's text of `messages` (conv's), or a ConfigError naming the record the template refuses."""
     from jinja2 import TemplateError
 
     try:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
+                                             date_string=DATE_STRING)
     except TemplateError as e:
         raise ConfigError(f"{conv.source or 'a conversation'}: the base's chat template refuses it "
                           f"({first_line(e, type(e).__name__)}): fix or remove that record") from None
