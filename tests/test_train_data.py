@@ -863,3 +863,29 @@ def test_a_template_that_writes_todays_date_renders_the_same_every_day(tmp_path)
     ex = encode(tok, conv, 1000)
     assert tok.decode(ex.ids).startswith("<|im_start|>system\nToday Date: 26 Jul 2024<|im_end|>\n")
     assert _masked_text(tok, ex) == "A<|im_end|>"
+
+
+@pytest.mark.parametrize("messages", [
+    [("user", "Hi there"), ("assistant", "Hello! How can I help?")],  # the template's default system prompt
+    [("system", "Be terse."), ("user", "2+2?"), ("assistant", "4")],
+    [("user", "Hi"), ("assistant", "Yo!"), ("user", "Bye now"), ("assistant", "Ciao, friend.")],
+    [("user", "Hi"), ("assistant", ""), ("user", "again"), ("assistant", "ok")],
+])
+def test_the_mask_is_transformers_assistant_mask_on_smollm2(smollm2, messages):
+    """The assistant mask is what transformers' `return_assistant_tokens_mask` gives for SmolLM2's own template with
+    its assistant content and end of turn inside {% generation %}: the answer and <|im_end|>, not the newline after,
+    nor a system prompt (given or the template's default), user turns or role headers."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smollm2)
+    msgs = [{"role": r, "content": c} for r, c in messages]
+    ex = encode(tok, Conversation(tuple(msgs)), 1000)
+    header = "{{ '<|im_start|>' + message['role'] + '\n' }}"
+    tok.chat_template = tok.chat_template.replace(
+        "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}",
+        "{% if message['role'] == 'assistant' %}" + header + "{% generation %}{{ message['content'] + '<|im_end|>' }}"
+        "{% endgeneration %}{{ '\n' }}{% else %}" + header + "{{ message['content'] + '<|im_end|>\n' }}{% endif %}")
+    assert "{% generation %}" in tok.chat_template
+    want = tok.apply_chat_template(msgs, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    assert list(ex.ids) == list(want["input_ids"])
+    assert list(ex.mask) == [bool(m) for m in want["assistant_masks"]]
