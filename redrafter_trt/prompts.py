@@ -4,7 +4,7 @@ A record gives its prompt through the first key present, in this order:
     prompt          a string
     turns           a list of strings; the first turn is the prompt (MT-Bench)
     question        a string (GSM8K)
-    instruction     a string (Alpaca; a non-empty `input` is appended after a blank line)
+    instruction     a string (Alpaca; a non-empty `input`, or Dolly's `context`, is appended after a blank line)
     conversations   ShareGPT: a list of {"from": "human"|"user"|..., "value": str} (or {"role", "content"}; a
                     content may be OpenAI's list of text parts); the first human/user message is the prompt
     messages        OpenAI style: the same, as `train --data` and `serve` take it
@@ -23,6 +23,7 @@ from .errors import ConfigError, read_text
 PLAIN_TEXT = (".txt",)  # file suffixes read as one prompt per line, not JSON
 KEYS = ("prompt", "turns", "question", "instruction", "conversations", "messages")
 HUMAN = {"human", "user"}
+INPUTS = ("input", "context")  # what an instruction works on: Alpaca's `input`, Dolly's `context`
 
 
 def prompt_of(record) -> str:
@@ -44,9 +45,9 @@ def prompt_of(record) -> str:
             value = value[0]
         elif key in ("conversations", "messages"):
             value = _first_human(value, key)
-        elif key == "instruction" and isinstance(value, str) and isinstance(record.get("input"), str) \
-                and record["input"].strip():
-            value = f"{value}\n\n{record['input']}"
+        elif key == "instruction" and isinstance(value, str):
+            value = "\n\n".join([value, *(record[k] for k in INPUTS if isinstance(record.get(k), str)
+                                          and record[k].strip())])
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"`{key}` must be a non-empty string")
         return value

@@ -889,3 +889,15 @@ def test_the_mask_is_transformers_assistant_mask_on_smollm2(smollm2, messages):
     want = tok.apply_chat_template(msgs, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
     assert list(ex.ids) == list(want["input_ids"])
     assert list(ex.mask) == [bool(m) for m in want["assistant_masks"]]
+
+
+def test_a_dolly_records_context_is_part_of_its_prompt(tmp_path):
+    """databricks-dolly-15k's records are instruction + context + response: the context (the passage to summarise or
+    answer from) was dropped without a word, and the response trained after a prompt without it."""
+    path = tmp_path / "dolly.jsonl"
+    path.write_text(json.dumps({"instruction": "Summarise it.", "context": "A long passage.", "response": "Short.",
+                                "category": "summarization"}) + "\n")
+    (conv,) = read_conversations(path)
+    assert conv.messages == ({"role": "user", "content": "Summarise it.\n\nA long passage."},
+                             {"role": "assistant", "content": "Short."})
+    assert load_prompts(path) == ["Summarise it.\n\nA long passage."]
