@@ -63,9 +63,9 @@ def message_hint(record: dict) -> str:
 
 
 def text_of(content):
-    """A message's text: a string, or OpenAI's list of parts when all are text parts, joined one a line (as `serve`,
-    trtllm-serve and vLLM join them); anything else as it is."""
-    if isinstance(content, list) and content and all(
+    """A message's text: a string, or OpenAI's list of parts when all are text parts, joined one a line (as
+    trtllm-serve's and vLLM's chat_utils join them; `serve` reads messages through it); anything else as it is."""
+    if isinstance(content, list) and all(
             isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content):
         return "\n".join(p["text"] for p in content)
     return content

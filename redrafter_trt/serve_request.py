@@ -17,6 +17,7 @@ import math
 import secrets
 from dataclasses import dataclass
 
+from .prompts import text_of
 from .serve_backend import MAX_PROMPTS, RequestError
 
 
@@ -46,15 +47,6 @@ def _prompts(prompt) -> list:
     raise RequestError('"prompt" must be a string, a list of strings, a list of token ids or a list of those')
 
 
-def _content(content):
-    """A message's text: a string, or OpenAI's list of parts of which only text parts are allowed, one line each
-    (as trtllm-serve's and vLLM's chat_utils join them)."""
-    if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text"
-                                         and isinstance(p.get("text"), str) for p in content):
-        return "\n".join(p["text"] for p in content)
-    return content
-
-
 ROLES = ("system", "user", "assistant")
 AS_ROLE = {"developer": "system"}  # newer OpenAI clients send the system prompt as "developer"
 
@@ -62,12 +54,12 @@ AS_ROLE = {"developer": "system"}  # newer OpenAI clients send the system prompt
 def _messages(messages) -> list[dict]:
     ok = isinstance(messages, list) and messages and all(
         isinstance(m, dict) and isinstance(m.get("role"), str) and AS_ROLE.get(m["role"], m["role"]) in ROLES
-        and isinstance(_content(m.get("content")), str)
+        and isinstance(text_of(m.get("content")), str)
         for m in messages)
     if not ok:
         raise RequestError('"messages" must be a non-empty list of {"role": "system", "user" or "assistant", '
                            '"content": str or text parts}')
-    return [{"role": AS_ROLE.get(m["role"], m["role"]), "content": _content(m["content"])} for m in messages]
+    return [{"role": AS_ROLE.get(m["role"], m["role"]), "content": text_of(m["content"])} for m in messages]
 
 
 def _logprobs_asked(body: dict, chat: bool) -> int | None:
