@@ -445,3 +445,58 @@ def test_examples_and_readme_use_only_real_options():
                 assert flag in opts, (name, command, flag)
                 checked += 1
     assert checked > 50
+
+
+REQUIRED = {"convert": ["--base", "b", "--drafter", "d", "--output", "o"],
+            "run": ["--tokenizer-dir", "t", "--checkpoint-dir", "c"],
+            "serve": ["--tokenizer-dir", "t", "--checkpoint-dir", "c"],
+            "bench": ["--checkpoint-dir", "c", "--tokenizer-dir", "t", "--prompts", "p"]}
+
+
+def _params(tmp_path, command: str, preset: str, *args: str) -> dict:
+    """The values the real command would run with, after parsing (the command itself does not run)."""
+    from redrafter_trt.cli import main
+
+    path = tmp_path / "p.yaml"
+    path.write_text(preset)
+    cmd = main.get_command(None, command)
+    with cmd.make_context(command, ["--config", str(path), *REQUIRED[command], *args]) as ctx:
+        return ctx.params
+
+
+@pytest.mark.parametrize("command, preset, on, off, name", [
+    ("convert", "no-greedy: true\n", "--no-greedy", "--greedy", "no_greedy"),
+    ("convert", "convert: {redrafter_no_greedy_search: true}\n", "--redrafter_no_greedy_search", "--greedy",
+     "no_greedy"),
+    ("run", "run: {no-draft: true}\n", "--no-draft", "--draft", "no_draft"),
+    ("run", "compile: true\n", "--compile", "--no-compile", "compile_layers"),
+    ("serve", "serve: {compile: true}\n", "--compile", "--no-compile", "compile_layers"),
+    ("bench", "compile: true\n", "--compile", "--no-compile", "compile_layers"),
+])
+def test_a_flag_a_preset_turns_on_can_be_turned_off_on_the_command_line(tmp_path, command, preset, on, off, name):
+    """These flags were a bare --x (or --no-x): once a preset set it, no command line could take it back."""
+    assert _params(tmp_path, command, preset)[name] is True
+    assert _params(tmp_path, command, preset, off)[name] is False
+    assert _params(tmp_path, command, "", on)[name] is True  # the old spellings still turn it on
+    assert _params(tmp_path, command, "")[name] is False
+
+
+def test_an_off_flag_over_a_preset_is_not_refused_with_an_engine(tmp_path):
+    """`--no-compile` / `--draft` undo a preset's reference-runtime flag: with --engine-dir they ask for nothing,
+    so they must not be refused as "works with --checkpoint-dir only" (the preset's on value still is)."""
+    from redrafter_trt.cli import main
+
+    path = tmp_path / "p.yaml"
+    path.write_text("compile: true\nno-draft: true\n")
+    run = ["run", "--config", str(path), "--engine-dir", str(tmp_path / "engine"), "--tokenizer-dir", str(tmp_path),
+           "--input-text", "hi"]
+    refused = CliRunner().invoke(main, run)
+    assert refused.exit_code == 2 and "works with --checkpoint-dir only" in refused.output, refused.output
+    res = CliRunner().invoke(main, [*run, "--no-compile", "--draft"])
+    assert "holds no engine config.json" in res.output, res.output  # past the option checks, to the engine's
+    assert "holds no engine config.json" in CliRunner().invoke(main, [run[0], *run[3:], "--no-compile"]).output
+    serve = ["serve", "--engine-dir", str(tmp_path / "engine"), "--tokenizer-dir", str(tmp_path), "--dry-run"]
+    res = CliRunner().invoke(main, [*serve, "--no-compile"])
+    assert "holds no engine config.json" in res.output, res.output
+    res = CliRunner().invoke(main, [*serve, "--compile"])
+    assert "--compile apply to --checkpoint-dir only" in res.output, res.output

@@ -62,9 +62,9 @@ def shared_options(f):
 @click.option("--plot", "plot_path", type=OutputFile(),
               help="Write a plot (.png, .pdf or .svg): tokens per step and speed-up against beam width (needs "
                    "matplotlib).")
-@click.option("--compile", "compile_layers", is_flag=True,
+@click.option("--compile/--no-compile", "compile_layers", default=False,
               help="Run the runtime's base layers compiled by TorchInductor (CPU, float32; minutes of compiling "
-                   "before the timed runs).")
+                   "before the timed runs; --no-compile: eager, over a preset's `compile: true`).")
 def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_tokens, beams, draft_lens, chat, device,
           output_json, plot_path, compile_layers):
     """Measure tokens per step and speed-up for each (beam width, draft length)."""

@@ -28,8 +28,9 @@ FP8_ONLY = ("kv_cache_dtype", "calib_data", "calib_size", "calib_seq_len", "cali
 @click.option("--num-beams", "--redrafter_num_beams", "num_beams", type=int, default=5, show_default=True)
 @click.option("--draft-len", "--redrafter_draft_len_per_beam", "draft_len", type=int, default=5, show_default=True,
               help="Drafted tokens per beam, excluding the guaranteed token.")
-@click.option("--no-greedy", "--redrafter_no_greedy_search", "no_greedy", is_flag=True,
-              help="Build for sampling (temperature > 0) instead of greedy acceptance.")
+@click.option("--no-greedy/--greedy", "--redrafter_no_greedy_search", "no_greedy", default=False,
+              help="Build for sampling (temperature > 0) instead of greedy acceptance (--greedy: greedy, over a "
+                   "preset's `no-greedy: true`).")
 @click.option("--quantize", type=click.Choice(["fp8"]), default=None, help="Quantise the base with nvidia-modelopt.")
 @click.option("--kv-cache-dtype", type=click.Choice(["fp8"]), default=None, help="FP8 KV cache (with --quantize fp8).")
 @click.option("--calib-data", type=PATH, default=None, help="Calibration prompts (jsonl/json) [default: shipped set].")

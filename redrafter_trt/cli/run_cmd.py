@@ -91,7 +91,8 @@ def _run_engine(engine: str, tokenizer_dir: str, o: dict):
         raise ConfigError(f"{flag} is fixed when the engine is built: drop it with --engine-dir "
                           f"(tensor parallel engines run under `mpirun -n TP`)")
     for flag in RUNTIME_ONLY:
-        if flag in o["given"]:
+        # an off flag (`--no-compile` over a preset's `compile: true`) asks nothing of the runtime: not refused
+        if flag in o["given"] and o[flag.removeprefix("--").replace("-", "_")] is not False:
             raise ConfigError(f"{flag} works with --checkpoint-dir only (the reference runtime): drop it with "
                               f"--engine-dir")
     from ..build import read_engine_config
@@ -129,13 +130,16 @@ def stats_line(result) -> str:
 @click.option("--temperature", default=0.0, show_default=True, type=Temperature(), help="0 = greedy.")
 @click.option("--num-beams", type=click.IntRange(min=1), help="Draft beams (at most the checkpoint's).")
 @click.option("--draft-len", type=click.IntRange(min=0), help="Draft tokens per beam (at most the checkpoint's).")
-@click.option("--no-draft", is_flag=True, help="Plain autoregressive decoding with the same runtime.")
+@click.option("--no-draft/--draft", default=False,
+              help="Plain autoregressive decoding with the same runtime (--draft: drafting, over a preset's "
+                   "`no-draft: true`).")
 @click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1), help="Prompts per batch.")
 @click.option("--tp", type=click.IntRange(min=1), help="Tensor parallel size (must equal the checkpoint's).")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
-@click.option("--compile", "compile_layers", is_flag=True,
+@click.option("--compile/--no-compile", "compile_layers", default=False,
               help="Run the base's layers compiled by TorchInductor (one CPU, float32): minutes of compiling at load "
-                   "(and again on the first batch of several prompts), then faster steps.")
+                   "(and again on the first batch of several prompts), then faster steps (--no-compile: eager, over "
+                   "a preset's `compile: true`).")
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Sampling seed.")
 @click.option("--sampling-rule", type=click.Choice(["exact", "trtllm"]),
               help="Sampling with drafts (a --no-greedy checkpoint): exact (the default: the base's distribution at "

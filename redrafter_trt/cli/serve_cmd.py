@@ -40,9 +40,10 @@ REFERENCE_ONLY = ("model_name", "max_output_len", "max_batch_size", "device", "c
                    "steps (in-flight batching), a sampled request goes alone.")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
               help="Reference server: where the checkpoint runs.")
-@click.option("--compile", "compile_layers", is_flag=True,
+@click.option("--compile/--no-compile", "compile_layers", default=False,
               help="Reference server: run the base's layers compiled by TorchInductor (one CPU, float32, tp 1): "
-                   "faster steps after minutes of compiling before it listens.")
+                   "faster steps after minutes of compiling before it listens (--no-compile: eager, over a preset's "
+                   "`compile: true`).")
 @click.option("--shutdown-grace", default=30.0, show_default=True, type=Seconds(),
               help="Reference server: seconds the answers in flight get to finish after SIGTERM or Ctrl-C (new and "
                    "queued requests get 503 at once); a second Ctrl-C cuts them.")
@@ -56,7 +57,8 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
     if engine_dir:
         from ..serve_engine import exec_trtllm_serve, plan_trtllm_serve
 
-        given = [p.opts[0] for p in options_given(click.get_current_context()) if p.name in REFERENCE_ONLY]
+        ctx = click.get_current_context()  # an off flag (`--no-compile`) asks nothing of the reference server
+        given = [p.opts[0] for p in options_given(ctx) if p.name in REFERENCE_ONLY and ctx.params[p.name] is not False]
         if given:
             raise ConfigError(f"{', '.join(given)} apply to --checkpoint-dir only: trtllm-serve names the model after "
                               "the engine folder, takes limits and GPUs from the engine and runs TensorRT-LLM's "
