@@ -10,6 +10,8 @@ Work folder (default `<cache root>/quickstart`), reused by the next run:
                    `recipe_id` is this run's; an interrupted training (drafter.train-state.pt) goes on only then.
     checkpoint/    float32, tp 1, reused while this version converted it from the drafter now in drafter/
     train-cache/   the distilled answers and base hidden states training made (a forced retrain reuses them)
+    quickstart.json  marks the folder as the quickstart's (written before the rest): any other non-empty
+                   folder is refused, as the quickstart replaces drafter/ and checkpoint/ in it
 The MT-Bench questions (`data/mt_bench_questions.jsonl`, FastChat, Apache-2.0) are the evaluation set: no training
 prompt comes from them.
 """
@@ -214,6 +216,69 @@ def check_work_folders(base: Path, workdir: Path) -> None:
     check_output_folder(workdir / "checkpoint", True, [base, drafter], option="--workdir")
 
 
+MARKER = "quickstart.json"
+# what the quickstart (and the GPU commands it prints) put in a work folder, for work folders made before MARKER
+OURS = frozenset({"drafter", "checkpoint", "train-cache", "drafter.train-state.pt", "drafter.train-state.partial",
+                  "checkpoint-bf16", "engine"})
+
+
+def check_workdir(workdir: Path) -> None:
+    """Refuse a --workdir that exists, is not empty and is not a quickstart work folder (a model, a checkpoint or an
+    engine folder, a project): the quickstart would write into it and replace its drafter/ and checkpoint/."""
+    if not workdir.is_dir():
+        if workdir.exists():
+            raise ConfigError(f"--workdir {workdir} is a file: pass a folder (new, empty or an earlier quickstart's)")
+        return
+    entries = sorted(p.name for p in workdir.iterdir())
+    if not entries or MARKER in entries or _earlier_workdir(workdir, entries):
+        return
+    raise ConfigError(f"--workdir {workdir} holds {_what(workdir, entries)}, not a quickstart work folder (no "
+                      f"{MARKER}): pass a new or empty folder, or leave --workdir out")
+
+
+def _earlier_workdir(workdir: Path, entries: list[str]) -> bool:
+    """A work folder of a version before MARKER: only the quickstart's entries, and its drafter (or, stopped while
+    training, its train-cache/)."""
+    names = {e.split(".partial-")[0].lstrip(".") if e.startswith(".") else e for e in entries}
+    if not names <= OURS:
+        return False
+    try:
+        producer = json.loads((workdir / "drafter" / "config.json").read_text()).get("producer")
+    except (OSError, ValueError, AttributeError):
+        producer = None
+    producer = producer if isinstance(producer, dict) else {}
+    return str(producer.get("recipe", "")).startswith("quickstart") or producer.get("command") == "init-drafter" \
+        or ("train-cache" in names and "drafter" not in names)
+
+
+def _what(folder: Path, entries: list[str]) -> str:
+    try:
+        cfg = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        cfg = None
+    if isinstance(cfg, dict):
+        if "exit_dim" in cfg:
+            return "an Apple ReDrafter drafter"
+        if "architectures" in cfg:
+            return "a Hugging Face model"
+        if "pretrained_config" in cfg:
+            return "a TensorRT-LLM engine"
+        if "architecture" in cfg:
+            return "a TensorRT-LLM checkpoint"
+    named = [e for e in entries if e not in OURS] or entries  # what is not the quickstart's, first
+    return f"{named[0]}{' and more' if len(entries) > 1 else ''}"
+
+
+def mark_workdir(workdir: Path) -> None:
+    """Write MARKER before anything else goes in: a first run stopped in training still leaves a recognised folder."""
+    from .io import write_text_atomic
+    from .producer import producer_block
+
+    if not (workdir / MARKER).exists():
+        block = producer_block("quickstart", {}, {})
+        write_text_atomic(workdir / MARKER, json.dumps({"producer": block}, indent=2) + "\n")
+
+
 # ---- GPU commands --------------------------------------------------------------------------------------------------
 
 def gpu_commands(base: Path, drafter: Path, workdir: Path, checkpoint_config: dict) -> list[str]:
@@ -264,7 +329,9 @@ def quickstart(opts: QuickstartOptions, on_stage: Callable[[str], None] = lambda
     why = writable_folder(workdir)
     if why:
         raise ConfigError(f"cannot write in {workdir} ({why}): choose another --workdir")
+    check_workdir(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    mark_workdir(workdir)
     seconds: dict[str, float] = {}
     reused: dict[str, bool] = {}
 

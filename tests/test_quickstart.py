@@ -258,14 +258,98 @@ def test_a_foreign_work_folder_is_refused_before_training(smollm2, tmp_path, mon
         raise AssertionError("the drafter stage started")
 
     monkeypatch.setattr(qs, "training_api", no_training)
+    (tmp_path / qs.MARKER).write_text("{}")  # an earlier quickstart's work folder
     (tmp_path / folder).mkdir()
     (tmp_path / folder / "notes.txt").write_text("mine")
     result = CliRunner().invoke(main, ["quickstart", "--workdir", str(tmp_path), "--num-questions", "1"])
     assert result.exit_code == 2, result.output
     assert f"--workdir {tmp_path / folder} holds notes.txt" in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: --workdir") and "Traceback" not in result.output
-    assert sorted(p.name for p in tmp_path.iterdir()) == [folder]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [folder, qs.MARKER]
     assert (tmp_path / folder / "notes.txt").read_text() == "mine"
+
+
+def _workdir(kind: str, folder):
+    """A folder of each kind someone may pass as --workdir by mistake."""
+    import json
+
+    from tinymodels import make_drafter, make_hf
+
+    from redrafter_trt.convert import convert
+
+    folder.mkdir()
+    if kind == "notes":
+        (folder / "notes.txt").write_text("mine")
+        return folder
+    if kind == "engine":
+        (folder / "config.json").write_text(json.dumps({"version": "1.2.0", "pretrained_config": {
+            "architecture": "ReDrafterForLLaMALM"}, "build_config": {}}))
+        (folder / "rank0.engine").write_bytes(b"x")
+        return folder
+    base = make_hf(folder / "base", "llama")
+    if kind == "model":
+        return base
+    drafter = make_drafter(folder / "drafter", base)
+    if kind == "drafter":
+        return drafter
+    checkpoint = convert(base, drafter, folder / "checkpoint", tp_size=1, dtype="float32", num_beams=2, draft_len=2)
+    return checkpoint if kind == "checkpoint" else folder  # "project": base/, drafter/ (not the quickstart's), ...
+
+
+@pytest.mark.parametrize("kind, what", [
+    ("model", "a Hugging Face model"), ("checkpoint", "a TensorRT-LLM checkpoint"),
+    ("engine", "a TensorRT-LLM engine"), ("drafter", "an Apple ReDrafter drafter"), ("notes", "notes.txt"),
+    ("project", "base and more")])
+def test_a_workdir_that_is_something_else_is_refused_untouched(tmp_path, monkeypatch, kind, what):
+    """`--workdir` given a model, checkpoint or engine folder (or a project holding drafter/ and checkpoint/) wrote
+    drafter/, checkpoint/ and train-cache/ into it, replacing a ReDrafter drafter/ or checkpoint/ found there."""
+    from redrafter_trt import smollm2
+
+    def no_base():
+        raise AssertionError("the base stage started")
+
+    monkeypatch.setattr(smollm2, "ensure_smollm2", no_base)
+    workdir = _workdir(kind, tmp_path / "w")
+    before = sorted(p.relative_to(workdir) for p in workdir.rglob("*"))
+    result = CliRunner().invoke(main, ["quickstart", "--workdir", str(workdir), "--num-questions", "1"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (f"error: --workdir {workdir} holds {what}, not a quickstart work folder (no "
+                                     f"{qs.MARKER}): pass a new or empty folder, or leave --workdir out")
+    assert sorted(p.relative_to(workdir) for p in workdir.rglob("*")) == before
+
+
+@pytest.mark.parametrize("kind", ["new", "empty", "marked", "earlier", "earlier-interrupted"])
+def test_a_new_empty_or_quickstart_workdir_is_taken_and_marked(tmp_path, monkeypatch, kind):
+    import json
+
+    from redrafter_trt import smollm2
+
+    class Stop(Exception):
+        pass
+
+    def stop():
+        raise Stop
+
+    monkeypatch.setattr(smollm2, "ensure_smollm2", stop)
+    workdir = tmp_path / "w"
+    if kind != "new":
+        workdir.mkdir()
+    if kind == "marked":
+        (workdir / qs.MARKER).write_text("{}")
+        (workdir / "notes.txt").write_text("mine")
+    if kind == "earlier":  # a work folder of a version before the marker
+        (workdir / "drafter").mkdir()
+        (workdir / "drafter" / "config.json").write_text(json.dumps({"producer": {"recipe": "quickstart-6-abc"}}))
+        (workdir / "checkpoint").mkdir()
+        (workdir / "drafter.train-state.pt").write_bytes(b"x")
+    if kind == "earlier-interrupted":  # stopped while distilling, before drafter/ existed
+        (workdir / "train-cache").mkdir()
+    with pytest.raises(Stop):
+        qs.quickstart(qs.QuickstartOptions(workdir, num_questions=1))
+    if kind == "marked":  # kept as it was
+        assert (workdir / qs.MARKER).read_text() == "{}" and (workdir / "notes.txt").read_text() == "mine"
+    else:
+        assert json.loads((workdir / qs.MARKER).read_text())["producer"]["command"] == "quickstart"
 
 
 def test_an_unwritable_model_cache_is_refused_before_dequantising(tmp_path, monkeypatch):
