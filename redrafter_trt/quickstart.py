@@ -330,8 +330,6 @@ def quickstart(opts: QuickstartOptions, on_stage: Callable[[str], None] = lambda
     if why:
         raise ConfigError(f"cannot write in {workdir} ({why}): choose another --workdir")
     check_workdir(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    mark_workdir(workdir)
     seconds: dict[str, float] = {}
     reused: dict[str, bool] = {}
 
@@ -340,6 +338,8 @@ def quickstart(opts: QuickstartOptions, on_stage: Callable[[str], None] = lambda
     base = ensure_smollm2()
     check_room(base, questions, opts.max_new_tokens)
     check_work_folders(base, workdir)
+    workdir.mkdir(parents=True, exist_ok=True)  # once nothing is refused: a refused run leaves no folder behind
+    mark_workdir(workdir)
     seconds["base"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -243,11 +243,11 @@ def test_answers_past_the_positions_are_refused_before_training(smollm2, tmp_pat
         raise AssertionError("the drafter stage started")
 
     monkeypatch.setattr(qs, "training_api", no_training)
-    result = CliRunner().invoke(main, ["quickstart", "--workdir", str(tmp_path), "--num-questions", "1",
+    result = CliRunner().invoke(main, ["quickstart", "--workdir", str(tmp_path / "new"), "--num-questions", "1",
                                        "--max-new-tokens", "9000"])
     assert result.exit_code == 2, result.output
     assert "--max-new-tokens 9000" in result.stderr and "8192 positions" in result.stderr
-    assert not (tmp_path / "drafter").exists()
+    assert not (tmp_path / "new").exists()  # it was made, empty, before the refusal
 
 
 @pytest.mark.parametrize("folder", ["checkpoint", "drafter"])
@@ -319,18 +319,17 @@ def test_a_workdir_that_is_something_else_is_refused_untouched(tmp_path, monkeyp
 
 
 @pytest.mark.parametrize("kind", ["new", "empty", "marked", "earlier", "earlier-interrupted"])
-def test_a_new_empty_or_quickstart_workdir_is_taken_and_marked(tmp_path, monkeypatch, kind):
+def test_a_new_empty_or_quickstart_workdir_is_taken_and_marked(smollm2, tmp_path, monkeypatch, kind):
     import json
-
-    from redrafter_trt import smollm2
 
     class Stop(Exception):
         pass
 
-    def stop():
+    def stop(*args):
         raise Stop
 
-    monkeypatch.setattr(smollm2, "ensure_smollm2", stop)
+    monkeypatch.setattr("redrafter_trt.smollm2.ensure_smollm2", lambda: smollm2)
+    monkeypatch.setattr(qs, "ensure_drafter", stop)
     workdir = tmp_path / "w"
     if kind != "new":
         workdir.mkdir()
@@ -339,7 +338,8 @@ def test_a_new_empty_or_quickstart_workdir_is_taken_and_marked(tmp_path, monkeyp
         (workdir / "notes.txt").write_text("mine")
     if kind == "earlier":  # a work folder of a version before the marker
         (workdir / "drafter").mkdir()
-        (workdir / "drafter" / "config.json").write_text(json.dumps({"producer": {"recipe": "quickstart-6-abc"}}))
+        (workdir / "drafter" / "config.json").write_text(json.dumps({"producer": {
+            "name": "redrafter-trt", "recipe": "quickstart-6-abc"}}))
         (workdir / "checkpoint").mkdir()
         (workdir / "drafter.train-state.pt").write_bytes(b"x")
     if kind == "earlier-interrupted":  # stopped while distilling, before drafter/ existed
