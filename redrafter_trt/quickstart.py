@@ -8,7 +8,8 @@ Work folder (default `<cache root>/quickstart`), reused by the next run:
                    `data/self_prompts.jsonl` and `data/starter_prompts.jsonl`, about 8 minutes on 2 cores). Without the training package the
                    drafter is a fresh, untrained one, and every report says so. Reused while its recorded
                    `recipe_id` is this run's; an interrupted training (drafter.train-state.pt) goes on only then.
-    checkpoint/    float32, tp 1, reused while this version converted it from the drafter now in drafter/
+    checkpoint/    float32, tp 1, reused while this version converted it from the drafter now in drafter/ and the
+                   base, after both were last written
     train-cache/   the distilled answers and base hidden states training made (a forced retrain reuses them)
     quickstart.json  marks the folder as the quickstart's (written before the rest): any other non-empty
                    folder is refused, as the quickstart replaces drafter/ and checkpoint/ in it
@@ -174,7 +175,8 @@ def predict_n(drafter: Path) -> int | None:
 
 def checkpoint_is_current(checkpoint: Path, drafter: Path, base: Path, num_beams: int, draft_len: int) -> bool:
     """The checkpoint was converted (float32, tp 1, these beams) by this version from this base and this very
-    drafter file."""
+    drafter file, after both were last written (a base made again, or its config rewritten, is converted again even
+    where no training follows it: the untrained drafter is reused)."""
     from . import __version__
     from .runtime.config import RuntimeConfig
 
@@ -189,7 +191,8 @@ def checkpoint_is_current(checkpoint: Path, drafter: Path, base: Path, num_beams
             and (checkpoint / "rank0.safetensors").is_file() and producer.get("version") == __version__
             and recorded_source(raw, "base") == str(base.resolve())
             and recorded_source(raw, "drafter") == str(drafter.resolve())
-            and weights.is_file() and (checkpoint / "config.json").stat().st_mtime >= weights.stat().st_mtime)
+            and weights.is_file() and all((checkpoint / "config.json").stat().st_mtime >= f.stat().st_mtime
+                                          for f in (weights, base / "config.json", *base.glob("*.safetensors"))))
 
 
 def ensure_checkpoint(base: Path, drafter: Path, workdir: Path, force: bool) -> tuple[Path, bool]:

@@ -154,6 +154,25 @@ def test_a_hand_edited_producer_block_is_not_ours(tmp_path):
     assert not qs.checkpoint_is_current(ckpt, drafter, base, 2, 2)
 
 
+def test_a_checkpoint_older_than_its_base_is_reconverted(tmp_path):
+    """A base made again (the model cache deleted, its config.json rewritten for another transformers) left the
+    checkpoint converted from the old one trusted wherever the drafter was not retrained (no training package)."""
+    from tinymodels import make_drafter, make_hf
+
+    from redrafter_trt.convert import convert
+
+    base = make_hf(tmp_path / "base", "llama")
+    drafter = make_drafter(tmp_path / "drafter", base)
+    ckpt = convert(base, drafter, tmp_path / "ckpt", tp_size=1, dtype="float32", num_beams=2, draft_len=2)
+    assert qs.checkpoint_is_current(ckpt, drafter, base, 2, 2)
+    later = (ckpt / "config.json").stat().st_mtime + 1
+    for name in ("config.json", "model.safetensors"):
+        os.utime(base / name, (later, later))
+        assert not qs.checkpoint_is_current(ckpt, drafter, base, 2, 2), name
+        os.utime(base / name, (later - 2, later - 2))
+    assert qs.checkpoint_is_current(ckpt, drafter, base, 2, 2)
+
+
 def test_a_checkpoint_from_another_version_is_reconverted(tmp_path, monkeypatch):
     """The converter's fixes (e.g. max_position_embeddings per architecture) reach the quickstart's checkpoint."""
     from tinymodels import make_drafter, make_hf
