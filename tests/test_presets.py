@@ -500,3 +500,20 @@ def test_an_off_flag_over_a_preset_is_not_refused_with_an_engine(tmp_path):
     assert "holds no engine config.json" in res.output, res.output
     res = CliRunner().invoke(main, [*serve, "--compile"])
     assert "--compile apply to --checkpoint-dir only" in res.output, res.output
+
+
+def test_draft_options_under_a_presets_no_draft_say_where_it_comes_from(tmp_path, tiny_llama, tiny_drafter):
+    """`run --num-beams 2` under a preset's `no-draft: true` said "drop them with --no-draft", a flag nobody typed;
+    --draft (the preset's flag turned off) is the way to draft."""
+    from test_runtime_support import checkpoint
+
+    from redrafter_trt.cli import main
+
+    path = tmp_path / "p.yaml"
+    path.write_text("run: {no-draft: true}\n")
+    args = ["run", "--config", str(path), "--checkpoint-dir", str(checkpoint(tiny_llama, tiny_drafter)),
+            "--tokenizer-dir", str(tmp_path), "--input-text", "hi", "--num-beams", "2"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2 and "the --config preset sets no-draft: pass --draft" in res.output, res.output
+    res = CliRunner().invoke(main, [*args, "--draft"])
+    assert "shape the drafts" not in res.output, res.output

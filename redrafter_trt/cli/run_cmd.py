@@ -43,7 +43,9 @@ def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
                           f"or convert again with --tp-size {o['tp']}")
     check_compile(cfg, o["compile"], o["device"])
     if o["no_draft"] and {"--num-beams", "--draft-len"} & o["typed"]:  # a preset's are convert's too: not refused
-        raise ConfigError("--num-beams and --draft-len shape the drafts: drop them with --no-draft")
+        fix = "drop them with --no-draft" if "--no-draft" in o["typed"] else \
+            "the --config preset sets no-draft: pass --draft to draft, or drop them"
+        raise ConfigError(f"--num-beams and --draft-len shape the drafts: {fix}")
     check_draft_shape(cfg, o["num_beams"], o["draft_len"], not o["no_draft"])
     temperature = o["temperature"]
     check_temperature(temperature)  # before the weights load
