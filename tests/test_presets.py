@@ -492,6 +492,10 @@ def test_an_off_flag_over_a_preset_is_not_refused_with_an_engine(tmp_path):
            "--input-text", "hi"]
     refused = CliRunner().invoke(main, run)
     assert refused.exit_code == 2 and "works with --checkpoint-dir only" in refused.output, refused.output
+    # the preset's, not a typed flag: "drop it with --engine-dir" named a flag nobody typed
+    assert "the --config preset sets no-draft" in refused.output and "pass --draft" in refused.output
+    refused = CliRunner().invoke(main, [*run, "--draft"])
+    assert "the --config preset sets compile" in refused.output and "pass --no-compile" in refused.output
     res = CliRunner().invoke(main, [*run, "--no-compile", "--draft"])
     assert "holds no engine config.json" in res.output, res.output  # past the option checks, to the engine's
     assert "holds no engine config.json" in CliRunner().invoke(main, [run[0], *run[3:], "--no-compile"]).output

@@ -78,6 +78,7 @@ FIXED_BY_ENGINE = ("--num-beams", "--draft-len", "--tp")
 # run options of the reference runtime alone (an engine decodes with TensorRT-LLM's own kernels, batches up to its
 # build's --max-batch-size and runs on its GPUs); refused with an engine when given at all, defaults included
 RUNTIME_ONLY = ("--no-draft", "--compile", "--sampling-rule", "--batch-size", "--device")
+OFF_FORMS = {"--no-draft": "--draft", "--compile": "--no-compile"}
 
 
 def _run_engine(engine: str, tokenizer_dir: str, o: dict):
@@ -94,9 +95,15 @@ def _run_engine(engine: str, tokenizer_dir: str, o: dict):
                           f"(tensor parallel engines run under `mpirun -n TP`)")
     for flag in RUNTIME_ONLY:
         # an off flag (`--no-compile` over a preset's `compile: true`) asks nothing of the runtime: not refused
-        if flag in o["given"] and o[flag.removeprefix("--").replace("-", "_")] is not False:
+        if flag not in o["given"] or o[flag.removeprefix("--").replace("-", "_")] is False:
+            continue
+        if flag in o["typed"]:
             raise ConfigError(f"{flag} works with --checkpoint-dir only (the reference runtime): drop it with "
                               f"--engine-dir")
+        off = OFF_FORMS.get(flag)  # a preset's: "drop it" named a flag nobody typed
+        raise ConfigError(f"the --config preset sets {flag.removeprefix('--')}: {flag} works with --checkpoint-dir "
+                          f"only (the reference runtime); {f'pass {off} or ' if off else ''}remove it from the "
+                          f"preset to run --engine-dir")
     from ..build import read_engine_config
 
     vocab_size = read_engine_config(engine)["pretrained_config"].get("vocab_size")  # the checkpoint's, kept by the build
