@@ -243,6 +243,8 @@ def _earlier_workdir(workdir: Path, entries: list[str]) -> bool:
     """A work folder of a version before MARKER: only the quickstart's entries, and its drafter (or, stopped while
     training, its train-cache/)."""
     names = {e.split(".partial-")[0].lstrip(".") if e.startswith(".") else e for e in entries}
+    if names == {MARKER}:  # a first run killed while it wrote the marker
+        return True
     if not names <= OURS:
         return False
     try:

@@ -337,7 +337,7 @@ def test_a_workdir_that_is_something_else_is_refused_untouched(tmp_path, monkeyp
     assert sorted(p.relative_to(workdir) for p in workdir.rglob("*")) == before
 
 
-@pytest.mark.parametrize("kind", ["new", "empty", "marked", "earlier", "earlier-interrupted"])
+@pytest.mark.parametrize("kind", ["new", "empty", "marked", "marking", "earlier", "earlier-interrupted"])
 def test_a_new_empty_or_quickstart_workdir_is_taken_and_marked(smollm2, tmp_path, monkeypatch, kind):
     import json
 
@@ -355,6 +355,8 @@ def test_a_new_empty_or_quickstart_workdir_is_taken_and_marked(smollm2, tmp_path
     if kind == "marked":
         (workdir / qs.MARKER).write_text("{}")
         (workdir / "notes.txt").write_text("mine")
+    if kind == "marking":  # killed while it wrote the marker
+        (workdir / f".{qs.MARKER}.partial-1-abc").write_text("{")
     if kind == "earlier":  # a work folder of a version before the marker
         (workdir / "drafter").mkdir()
         (workdir / "drafter" / "config.json").write_text(json.dumps({"producer": {
