@@ -158,10 +158,11 @@ def _to_default(keys: dict[str, tuple[click.Parameter, bool]], key: str, value, 
 
 
 def _check_value(param: click.Parameter, key: str, value) -> None:
-    """A choice or a number's range, checked when the preset loads: `run: {max-output-len: 0}` stopped the example
-    scripts' last step after convert and build had run, as "Invalid value for '--max-output-len'", a flag nobody
-    typed. Paths and the project's own types wait for their command (an earlier step may make the folder)."""
-    if not isinstance(param.type, (click.Choice, click.types.IntParamType, click.types.FloatParamType)):
+    """A choice, a number's range or a device name, checked when the preset loads: `run: {max-output-len: 0}` stopped
+    the example scripts' last step after convert and build had run, as "Invalid value for '--max-output-len'", a flag
+    nobody typed (and `bench: {device: gpu}` stopped bench so). Paths wait for their command (an earlier step may
+    make the folder)."""
+    if isinstance(param.type, (click.Path, click.File)):
         return
     try:
         param.type.convert(value, param, None)
