@@ -437,7 +437,7 @@ def test_acceptance_predicts_bench(setup, report, tmp_path):
 
 def test_acceptance_bad_input(setup):
     assert_one_line_error(run_cli(*acceptance_args(setup, "--draft-lens", "4")), "--draft-lens 4", "outside 1..3")
-    assert_one_line_error(run_cli(*acceptance_args(setup, "--beams", "0,2")), "--beams '0,2'", "integers >= 1")
+    assert_one_line_error(run_cli(*acceptance_args(setup, "--beams", "0,2")), "'--beams': '0,2'", "integers >= 1")
     assert_one_line_error(run_cli(*acceptance_args(setup, "--chat")), "chat template", "leave out --chat")
 
 

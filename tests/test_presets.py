@@ -401,6 +401,7 @@ def test_a_presets_option_the_engine_fixed_is_named_as_the_presets(tmp_path, tex
     ("build: {gemm-plugin: fp16}\n", "'build.gemm-plugin' is 'fp16'"),
     ("serve: {port: 70000}\n", "'serve.port' is 70000"),
     ("bench: {device: gpu}\n", "'bench.device' is 'gpu'"),  # a type of the project's own (cli.params.Device)
+    ("acceptance: {beams: '1,0'}\n", "'acceptance.beams' is '1,0'"),  # and bench_cmd.IntList
 ])
 def test_a_range_or_choice_in_another_section_stops_convert(tmp_path, text, needle):
     """The example scripts run convert, build, then run with one preset: `run: {max-output-len: 0}` passed convert

@@ -14,20 +14,46 @@ from ..presets import config_option
 from .params import Command, Device, OutputFile, check_output_file
 
 
-def int_list(ctx, param, value: str | None) -> tuple[int, ...]:
-    """`1,2,4` -> (1, 2, 4); not given -> () (the command's default grid). Beam widths and draft lengths are at
-    least 1 (drafting off is the `no draft` baseline every run measures)."""
-    if value is None:
-        return ()
-    flag = f"--{param.name.replace('_', '-')}"
+def _ints(value: str) -> tuple[int, ...] | None:
+    """`1,2,4` -> (1, 2, 4); None unless every item is an integer >= 1 (drafting off is the `no draft` baseline
+    every run measures)."""
     try:
         values = tuple(int(v) for v in value.split(","))
     except ValueError:
-        values = ()
-    if not values or min(values) < 1:
-        raise ConfigError(f"{flag} {value!r} is not a comma-separated list of integers >= 1: write e.g. 1,2,4, "
-                          "or leave it out for the default grid")
+        return None
+    return values if values and min(values) >= 1 else None
+
+
+LIST_FIX = "is not a comma-separated list of integers >= 1: write e.g. 1,2,4, or leave it out for the default grid"
+
+
+def int_list(ctx, param, value: str | None) -> tuple[int, ...]:
+    """A callback (the scripts' lists): `1,2,4` -> (1, 2, 4); not given -> () (the command's default grid)."""
+    if value is None:
+        return ()
+    values = _ints(value)
+    if values is None:
+        raise ConfigError(f"--{param.name.replace('_', '-')} {value!r} {LIST_FIX}")
     return values
+
+
+class IntList(click.ParamType):
+    """bench's and acceptance's grids as a type, so that a preset's `bench: {beams: "0"}` is refused when the preset
+    loads (presets check every value but a path), not by bench after convert and build."""
+
+    name = "list"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        values = _ints(str(value))
+        if values is None:
+            self.fail(f"{value!r} {LIST_FIX}", param, ctx)
+        return values
+
+
+def _grid(ctx, param, value):
+    return value or ()  # not given: the command's default grid
 
 
 def shared_options(f):
@@ -41,9 +67,9 @@ def shared_options(f):
                      help="Prompt file: jsonl (prompt / turns / question / ...) or ShareGPT JSON."),
         click.option("--num-prompts", type=click.IntRange(min=1), help="Use the first K prompts [default: all]."),
         click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, help="New tokens per prompt at most."),
-        click.option("--beams", callback=int_list, metavar="W,W,...",
+        click.option("--beams", type=IntList(), callback=_grid, metavar="W,W,...",
                      help="Beam widths [default: 1,2,4,... up to the checkpoint's num_beams]."),
-        click.option("--draft-lens", callback=int_list, metavar="L,L,...",
+        click.option("--draft-lens", type=IntList(), callback=_grid, metavar="L,L,...",
                      help="Draft lengths [default: 1,2,4,... up to the checkpoint's draft_len]."),
         click.option("--chat/--no-chat", default=None, show_default=False,
                      help="Wrap each prompt in the chat template [default: when the tokenizer has one]."),
