@@ -13,7 +13,7 @@ command line (relative to the working directory); YAML anchors (`&ckpt` / `*ckpt
 
 A key that is no option of its command (or, at the top level, of any command taking --config), a section for a
 command that takes no --config, a value of the wrong YAML type (12.5 for a count, a list for a path, 1 for a
-flag) and a choice or number out of its range (`gemm-plugin: fp16`, `max-output-len: 0`) are a `ConfigError` naming the
+flag), `force` or `dry-run` (command line only) and a choice or number out of its range (`gemm-plugin: fp16`, `max-output-len: 0`) are a `ConfigError` naming the
 file and the field (`run.tp`). Of rival options (`--checkpoint-dir` / `--engine-dir`), one given on the command line,
 or else one in the command's section, drops the preset's other (`one_of`).
 """
@@ -133,10 +133,18 @@ def _yaml_type(param: click.Parameter) -> tuple[str, Callable[[object], bool]]:
     return "a string", lambda v: isinstance(v, (str, int, float)) and not isinstance(v, bool)
 
 
+# Flags a preset may not set: `force: true` would replace the outputs of every run the preset drives, and
+# `dry-run: true` would skip the work of every run, with no off form on the command line to undo either.
+COMMAND_LINE_ONLY = frozenset({"force", "dry_run"})
+
+
 def _to_default(keys: dict[str, tuple[click.Parameter, bool]], key: str, value, shown: str = "") -> tuple[str, object]:
     """(parameter name, default) for one preset field; `shown` names it in errors (`run.max-output-len`)."""
     param, invert = keys[_key(key)]
     key = shown or key
+    if param.name in COMMAND_LINE_ONLY:
+        raise ConfigError(f"preset field '{key}' is for the command line only (a preset would apply it to every run): "
+                          f"drop it and pass --{_key(param.name)} when you mean it")
     if value is None:  # click would take None over the option's own default
         raise ConfigError(f"preset field '{key}' is null: remove it to keep the default, or give a value")
     if invert:

@@ -523,3 +523,25 @@ def test_draft_options_under_a_presets_no_draft_say_where_it_comes_from(tmp_path
     assert res.exit_code == 2 and "the --config preset sets no-draft: pass --draft" in res.output, res.output
     res = CliRunner().invoke(main, [*args, "--draft"])
     assert "shape the drafts" not in res.output, res.output
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("convert: {force: true}\n", "'convert.force' is for the command line only"),
+    ("force: true\n", "'force' is for the command line only"),  # shared: convert and build take it
+    ("build: {dry-run: true}\n", "'build.dry-run' is for the command line only"),
+])
+def test_force_and_dry_run_are_command_line_only(tmp_path, text, needle):
+    """A preset's `force: true` replaced the outputs of every run it drove (with no --no-force to undo it), and
+    `dry-run: true` skipped the work of every run: both are refused when the preset loads, before anything is
+    replaced."""
+    from redrafter_trt.cli import main
+
+    (tmp_path / "ck").mkdir()
+    (tmp_path / "ck" / "mine.txt").write_text("keep")
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    result = CliRunner().invoke(main, ["convert", "--config", str(path), "--base", str(tmp_path), "--drafter",
+                                       str(tmp_path), "--output", str(tmp_path / "ck")])
+    assert result.exit_code == 2 and needle in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert (tmp_path / "ck" / "mine.txt").read_text() == "keep"
