@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 from redrafter_trt.cli import Script
+from redrafter_trt.io import check_output_folder
 from redrafter_trt.quickstart import mt_bench_path
 from redrafter_trt.smollm2 import ensure_smollm2
 from redrafter_trt.train import TrainConfig, default_data, train_drafter
@@ -43,6 +44,8 @@ def main(output, cache_dir, eval_cache_dir, data, max_examples, epochs, lr, num_
     cfg = TrainConfig(base=base, data=list(data) or default_data(), output=output, distill=True, max_examples=max_examples,
                       epochs=epochs, lr=lr, num_draft_layers=num_draft_layers, cache_dir=cache_dir,
                       distill_max_new_tokens=256, predict_n=5)
+    # before the hour of distilling and training, not at the save: --output replaces an earlier drafter of it
+    check_output_folder(output, True, cfg.inputs)
     start = time.perf_counter()
     train_drafter(cfg)
     print(f"train_drafter: {time.perf_counter() - start:.0f} s")

@@ -442,3 +442,20 @@ def test_bench_scripts_refuse_a_context_past_the_models_positions(tiny_llama, ti
     bench_verify = script("bench_verify")
     assert_one_line_error(CliRunner().invoke(bench_verify.main, ["--sizes", "4", "--context", str(positions - 3)]),
                           "--context")
+
+
+def test_train_smollm2_refuses_a_wrong_output_before_training(tiny_llama, tmp_path, monkeypatch):
+    """A review: train_smollm2.py checked --output only when it saved the drafter, after distilling and training (an
+    hour on a CPU): a folder holding other files was refused then. Refused first now, one line, exit 2."""
+    from test_convert_errors import assert_one_line_error
+
+    train_smollm2 = script("train_smollm2")
+    monkeypatch.setattr(train_smollm2, "ensure_smollm2", lambda: tiny_llama)
+    monkeypatch.setattr(train_smollm2, "train_drafter", lambda cfg: pytest.fail("training started"))
+    output = tmp_path / "project"
+    output.mkdir()
+    (output / "notes.txt").write_text("keep")
+    result = CliRunner().invoke(train_smollm2.main, ["--output", str(output), "--cache-dir", str(tmp_path / "cache"),
+                                                     "--mt-bench-prompts", "0"])
+    assert_one_line_error(result, "holds notes.txt")
+    assert (output / "notes.txt").read_text() == "keep"
