@@ -21,7 +21,7 @@ from redrafter_trt.cli import Script
 from redrafter_trt.cli.bench_cmd import int_list
 
 
-@click.command(cls=Script, help=__doc__.splitlines()[0])
+@click.command(cls=Script, help=__doc__.split("\n\n")[0])
 @click.option("--drafter", type=click.Path(path_type=Path),
               help="Apple-layout drafter [default: a fresh init-drafter one]")
 @click.option("-n", "--num-prompts", type=click.IntRange(min=1), default=8, show_default=True)

@@ -1,6 +1,7 @@
 """How much does FP8 change what the model says? Greedy decoding with the reference runtime on the MT-Bench first
-turns, once from a bfloat16 ReDrafter checkpoint and once from an FP8 one (same base, same drafter), and:
+turns, once from a bfloat16 ReDrafter checkpoint and once from an FP8 one (same base, same drafter).
 
+Printed:
 - token agreement: the share of the bf16 output's token positions where the FP8 output has the same token
   (positions the FP8 output does not reach count as disagreement);
 - prefix agreement: the mean share of each bf16 output covered before the first differing token;

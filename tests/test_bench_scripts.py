@@ -459,3 +459,14 @@ def test_train_smollm2_refuses_a_wrong_output_before_training(tiny_llama, tmp_pa
                                                      "--mt-bench-prompts", "0"])
     assert_one_line_error(result, "holds notes.txt")
     assert (output / "notes.txt").read_text() == "keep"
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "scripts").glob("*.py")))
+def test_every_script_answers_help_in_whole_sentences(name):
+    """The scripts are run rarely, so --help is where they rot first. A review: bench_runtime.py's help was its
+    docstring's first line, cut mid-sentence ("... a drafter (a fresh"), and fp8_agreement.py's ended "..., and:"
+    before a list --help never shows."""
+    result = CliRunner().invoke(script(name).main, ["--help"])
+    assert result.exit_code == 0, result.output
+    about = " ".join(result.output.split("Options:")[0].split("\n")[1:]).strip()
+    assert not about or about.endswith((".", ")")), about
