@@ -109,7 +109,7 @@ def start(backend: ReferenceBackend, max_tokens: int):
     server = make_server(App(backend, "bench", max_tokens), "127.0.0.1", 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
-    ask(url, "Hello", 4)
+    ask(url, "Hello", min(4, max_tokens))  # the server refuses more than max_tokens
     return server, url
 
 

@@ -470,3 +470,23 @@ def test_every_script_answers_help_in_whole_sentences(name):
     assert result.exit_code == 0, result.output
     about = " ".join(result.output.split("Options:")[0].split("\n")[1:]).strip()
     assert not about or about.endswith((".", ")")), about
+
+
+def test_bench_serve_runs_with_max_tokens_below_its_warm_up(tiny_llama, tiny_drafter, tmp_path):
+    """A review: the warm-up request asked for 4 tokens of a server started with --max-tokens as its limit, so
+    `--max-tokens 1` (to 3) ended in "the server refused a request (HTTP 400)" before any measuring."""
+    import transformers
+
+    from test_train_data import CHATML
+
+    tokenizer = tmp_path / "tok"
+    save_byte_tokenizer(tokenizer)
+    tok = transformers.AutoTokenizer.from_pretrained(tokenizer)
+    tok.chat_template = CHATML
+    tok.save_pretrained(tokenizer)
+    result = CliRunner().invoke(script("bench_serve").main, [
+        "--checkpoint-dir", str(checkpoint(tiny_llama, tiny_drafter, 1, num_beams=2, draft_len=2)),
+        "--tokenizer-dir", str(tokenizer), "--requests", "1", "--clients", "1", "--max-tokens", "1",
+        "--max-batch-sizes", "1", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "1/1 answers identical" in result.output, result.output
