@@ -32,6 +32,7 @@ from redrafter_trt.cli.bench_cmd import int_list
 from redrafter_trt.errors import ConfigError
 from redrafter_trt.prompts import load_prompts
 from redrafter_trt.quickstart import mt_bench_path
+from redrafter_trt.runtime.tp import rank_threads
 from redrafter_trt.serve import App, make_server
 from redrafter_trt.serve_backend import ReferenceBackend
 
@@ -62,7 +63,8 @@ def ask(url: str, question: str, max_tokens: int) -> tuple[float, str, int]:
               help="MT-Bench questions sent in all (per batch size)")
 @click.option("--max-tokens", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--max-batch-sizes", default="1,4,8", show_default=True, callback=int_list)
-@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True, help="torch intra-op threads")
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
+              help="torch intra-op threads (a tp=N checkpoint: cores / N per rank instead)")
 @click.option("--compile", "compile_layers", is_flag=True, help="also a server with the base's layers compiled")
 def main(checkpoint_dir, tokenizer_dir, clients, requests, max_tokens, max_batch_sizes, threads,
          compile_layers) -> None:
@@ -80,8 +82,11 @@ def main(checkpoint_dir, tokenizer_dir, clients, requests, max_tokens, max_batch
                               f"requests: pass a chat model's tokenizer folder")
         server, url = start(backend, max_tokens)
         cfg = backend.config
-        print(f"{kind}: {requests} MT-Bench chat requests x max_tokens {max_tokens} from {clients} "
-              f"clients, {threads} threads, {cfg.num_beams} beams x {cfg.draft_len} draft tokens")
+        # what runs: a tp=N checkpoint's ranks take cores / N threads each as they join, not --threads
+        ran = f"{rank_threads(cfg.tp_size)} threads per rank x {cfg.tp_size} ranks" if cfg.tp_size > 1 else \
+            f"{threads} threads"
+        print(f"{kind}: {requests} MT-Bench chat requests x max_tokens {max_tokens} from {clients} clients, "
+              f"{ran}, {cfg.num_beams} beams x {cfg.draft_len} draft tokens")
         for size in sizes:
             assert backend.wait_idle(600)  # the last batch has ended: nothing joins it from this round
             backend.max_batch = size

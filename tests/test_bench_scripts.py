@@ -490,3 +490,32 @@ def test_bench_serve_runs_with_max_tokens_below_its_warm_up(tiny_llama, tiny_dra
         "--max-batch-sizes", "1", "--threads", "1"])
     assert result.exit_code == 0, result.output
     assert "1/1 answers identical" in result.output, result.output
+
+
+
+def test_bench_serve_reports_the_threads_a_tp_checkpoints_ranks_run(tiny_llama, tiny_drafter, tmp_path, monkeypatch):
+    """A review: on a tp=2 checkpoint each rank takes cores / 2 threads as it joins the group (runtime/tp.py), yet
+    the header printed --threads, a figure nothing ran with. It prints what each rank runs with."""
+    import os
+
+    import torch
+    import transformers
+
+    from test_train_data import CHATML
+
+    tokenizer = tmp_path / "tok"
+    save_byte_tokenizer(tokenizer)
+    tok = transformers.AutoTokenizer.from_pretrained(tokenizer)
+    tok.chat_template = CHATML
+    tok.save_pretrained(tokenizer)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)  # rank 0 (this process) joins with 4 // 2 threads, not --threads 1
+    before = torch.get_num_threads()
+    try:
+        result = CliRunner().invoke(script("bench_serve").main, [
+            "--checkpoint-dir", str(checkpoint(tiny_llama, tiny_drafter, 2, num_beams=2, draft_len=2)),
+            "--tokenizer-dir", str(tokenizer), "--requests", "1", "--clients", "1", "--max-tokens", "4",
+            "--max-batch-sizes", "1", "--threads", "1"])
+    finally:
+        torch.set_num_threads(before)
+    assert result.exit_code == 0, result.output
+    assert "2 threads per rank x 2 ranks" in result.output, result.output

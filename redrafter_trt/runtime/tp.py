@@ -91,10 +91,15 @@ def quiet_stdout():
         os.close(saved)
 
 
+def rank_threads(tp_size: int) -> int:
+    """The intra-op threads each of tp_size local ranks takes as it joins: a fair share of the cores."""
+    return max(1, (os.cpu_count() or 1) // tp_size)
+
+
 def join(tp_rank: int, tp_size: int, port: int, device: str, store: dist.Store | None = None) -> TPGroup:
     """Join the local process group (gloo on CPU; nccl on CUDA, rank r on cuda:r) through the meeting store at
-    `port` (or `store`, the process's own) with a fair share of the cores."""
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // tp_size))
+    `port` (or `store`, the process's own) with a fair share of the cores (`rank_threads`)."""
+    torch.set_num_threads(rank_threads(tp_size))
     nccl = device.startswith("cuda")
     store = store if store is not None else dist.TCPStore("127.0.0.1", port, is_master=False)
     with quiet_stdout():
