@@ -29,10 +29,11 @@ def test_tp2_equals_tp1(request, fixture, tiny_drafter):
     assert all(1 <= len(o) <= 8 for o in sampled.output_ids)  # sampling decisions are broadcast from rank 0
 
 
-def test_a_hidden_sharded_embedding_runs_as_tp1(tiny_llama, tiny_drafter, tmp_path):
-    """A TensorRT-LLM base exported with use_parallel_embedding and embedding_sharding_dim 1 (each rank holds H/tp
-    columns of vocab_embedding; the two-step flow copies it): the runtime looked its columns up as whole rows, a
-    shape error in the first layer on every rank."""
+@pytest.mark.parametrize("dim", [0, 1])
+def test_a_sharded_embedding_runs_as_tp1(tiny_llama, tiny_drafter, tmp_path, dim):
+    """A TensorRT-LLM base exported with use_parallel_embedding (the two-step flow copies it): embedding_sharding_dim
+    1 (each rank holds H/tp columns of vocab_embedding) was looked up as whole rows, a shape error in the first layer
+    on every rank; dim 0 (V/tp rows each, nvidia-modelopt's export at tp > 1) is looked up and all-reduced."""
     import shutil
 
     from safetensors.torch import load_file, save_file
@@ -41,11 +42,11 @@ def test_a_hidden_sharded_embedding_runs_as_tp1(tiny_llama, tiny_drafter, tmp_pa
     ckpt = tmp_path / "ckpt"
     shutil.copytree(checkpoint(tiny_llama, tiny_drafter, 2, num_beams=2, draft_len=3), ckpt)
     cfg = json.loads((ckpt / "config.json").read_text())
-    (ckpt / "config.json").write_text(json.dumps(cfg | {"use_parallel_embedding": True, "embedding_sharding_dim": 1}))
+    (ckpt / "config.json").write_text(json.dumps(cfg | {"use_parallel_embedding": True, "embedding_sharding_dim": dim}))
     for r in range(2):
         tensors = load_file(str(ckpt / f"rank{r}.safetensors"))
         name = "transformer.vocab_embedding.weight"
-        tensors[name] = tensors[name].chunk(2, dim=1)[r].contiguous()
+        tensors[name] = tensors[name].chunk(2, dim=dim)[r].contiguous()
         save_file(tensors, str(ckpt / f"rank{r}.safetensors"))
     tp1 = rt.generate(rt.load(checkpoint(tiny_llama, tiny_drafter, 1, num_beams=2, draft_len=3)), PROMPTS, 12, **kw)
     assert rt.generate_tp(ckpt, PROMPTS, 12, **kw).output_ids == tp1.output_ids
