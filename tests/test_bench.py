@@ -531,7 +531,11 @@ def test_bench_stops_on_the_tokenizer_folders_generation_config_as_acceptance_do
         result = run_cli(cmd, "--checkpoint-dir", ckpt, "--tokenizer-dir", tokenizer_dir, "--prompts", prompts, *hf,
                          "--max-new-tokens", 12, "--draft-lens", "1", "--beams", "1", "--output-json", out)
         assert result.exit_code == 0, result.output
-        counts[cmd] = json.loads(out.read_text())["configs"][0]["new_tokens"]
+        data = json.loads(out.read_text())
+        counts[cmd] = data["configs"][0]["new_tokens"]
+        if cmd == "bench":  # transformers stops at that token too, with the same tokens
+            b = data["baselines"]
+            assert (b["hf"]["new_tokens"], b["hf_matches_no_draft"]) == (b["no_draft"]["new_tokens"], len(PROMPTS))
     everything = next(c for c in report[0]["configs"] if c["draft_len"] == 1)["new_tokens"]
     assert counts["bench"] == counts["acceptance"] < everything, (counts, everything)
 
@@ -555,3 +559,33 @@ def test_the_transformers_baseline_ignores_the_bases_sampling_and_penalty_settin
     baselines = json.loads(out.read_text())["baselines"]
     assert baselines["hf_matches_no_draft"] == len(PROMPTS)
     assert baselines["hf"]["new_tokens"] == baselines["no_draft"]["new_tokens"]
+
+
+def test_differing_outputs_are_reported(setup, monkeypatch):
+    """The exactness checks compare tokens: a drafted output that differs from plain decoding on one prompt, and a
+    transformers output that differs from the runtime's, are both counted (the fixture's agree everywhere)."""
+    from redrafter_trt import bench
+
+    base, ckpt, prompts = setup
+    real_hf, real_rt = bench.hf_generate, bench.runtime_generate
+    calls = {"hf": 0}
+
+    def hf_generate(model, ids, *args):
+        out, seconds = real_hf(model, ids, *args)
+        calls["hf"] += 1
+        return (out[:-1] + [(out[-1] + 1) % 256] if calls["hf"] == 3 else out), seconds  # prompt 2 (after warm-up)
+
+    def runtime_generate(model, ids, *args):
+        result, seconds = real_rt(model, ids, *args)
+        if args[2] == 2 and ids == prompt_ids[0]:  # W=2: prompt 0's output altered
+            result.output_ids[0][-1] = (result.output_ids[0][-1] + 1) % 256
+        return result, seconds
+
+    from redrafter_trt.tokens import encode_prompts, load_tokenizer
+    prompt_ids = encode_prompts(load_tokenizer(str(base), None), PROMPTS, None)
+    monkeypatch.setattr(bench, "hf_generate", hf_generate)
+    monkeypatch.setattr(bench, "runtime_generate", runtime_generate)
+    report = bench.run_bench(bench.BenchOptions(ckpt, base, prompts, max_new_tokens=4, beams=(1, 2), draft_lens=(1,)))
+    assert {c.num_beams: c.mismatched_prompts for c in report.configs} == {1: [], 2: [0]}
+    assert report.hf_matches_no_draft == len(PROMPTS) - 1
+    assert report.to_json()["all_match_no_draft"] is False
