@@ -524,7 +524,7 @@ def test_bench_stops_on_the_tokenizer_folders_generation_config_as_acceptance_do
     ids = encode_prompts(load_tokenizer(str(base), None), PROMPTS[:1], None)
     stop = rt.generate(rt.load(ckpt), ids, 4, use_draft=False).output_ids[0][1]  # the base's second token
     (tokenizer_dir / "generation_config.json").write_text(json.dumps({"eos_token_id": stop}))
-    counts = {}
+    counts, walks = {}, {}
     for cmd in ("bench", "acceptance"):
         out = tmp_path / f"{cmd}.json"
         hf = ("--hf-dir", base) if cmd == "bench" else ()
@@ -533,11 +533,13 @@ def test_bench_stops_on_the_tokenizer_folders_generation_config_as_acceptance_do
         assert result.exit_code == 0, result.output
         data = json.loads(out.read_text())
         counts[cmd] = data["configs"][0]["new_tokens"]
+        walks[cmd] = data["configs"][0]["steps"], data["configs"][0]["histogram"]
         if cmd == "bench":  # transformers stops at that token too, with the same tokens
             b = data["baselines"]
             assert (b["hf"]["new_tokens"], b["hf_matches_no_draft"]) == (b["no_draft"]["new_tokens"], len(PROMPTS))
     everything = next(c for c in report[0]["configs"] if c["draft_len"] == 1)["new_tokens"]
     assert counts["bench"] == counts["acceptance"] < everything, (counts, everything)
+    assert walks["bench"] == walks["acceptance"], walks  # stops mid-answer, drafts accepted
 
 
 def test_the_transformers_baseline_ignores_the_bases_sampling_and_penalty_settings(setup, tmp_path):
