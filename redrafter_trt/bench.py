@@ -24,7 +24,7 @@ import transformers
 from .errors import ConfigError, DependencyError, RedrafterError, first_line
 from .io import atomic_file
 from .runtime.config import RuntimeConfig
-from .tokens import encode_prompts, load_tokenizer, stop_ids
+from .tokens import encode_prompts, load_tokenizer, stop_ids, uses_chat
 
 log = logging.getLogger(__name__)
 
@@ -344,7 +344,7 @@ def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
                                     mismatched))
     meta = {"checkpoint_dir": str(opts.checkpoint_dir), "hf_dir": str(hf_dir), "tokenizer_dir": str(opts.tokenizer_dir),
             "prompts": str(opts.prompts), "num_prompts": len(prompt_ids), "max_new_tokens": N,
-            "chat": bool(opts.chat) if opts.chat is not None else bool(getattr(tokenizer, "chat_template", None)),
+            "chat": uses_chat(tokenizer, opts.chat),
             "dtype": cfg.dtype, "device": opts.device, "compile": opts.compile, "torch_threads": torch.get_num_threads(),
             "checkpoint_num_beams": cfg.num_beams, "checkpoint_draft_len": cfg.draft_len,
             "drafter": recorded_source(ckpt_config, "drafter"),

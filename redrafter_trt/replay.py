@@ -27,7 +27,7 @@ import torch
 
 from .bench import check_checkpoint, check_grid, default_grid, first_prompts, recorded_source
 from .errors import ConfigError
-from .tokens import encode_prompts, load_tokenizer, stop_ids
+from .tokens import encode_prompts, load_tokenizer, stop_ids, uses_chat
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def run_acceptance(opts: AcceptanceOptions, progress: Callable[[str], None] = la
             progress(f"W={w} L={n}: {configs[-1].mean_tokens_per_step:.3f} tokens/step")
     meta = {"checkpoint_dir": str(opts.checkpoint_dir), "tokenizer_dir": str(opts.tokenizer_dir),
             "prompts": str(opts.prompts), "num_prompts": len(prompt_ids), "max_new_tokens": opts.max_new_tokens,
-            "dtype": cfg.dtype, "device": opts.device, "method": "replay of one greedy pass",
+            "chat": uses_chat(tokenizer, opts.chat), "dtype": cfg.dtype, "device": opts.device, "method": "replay of one greedy pass",
             "checkpoint_num_beams": cfg.num_beams, "checkpoint_draft_len": cfg.draft_len,
             "drafter": recorded_source(raw, "drafter")}
     best = max(configs, key=lambda c: c.mean_tokens_per_step)

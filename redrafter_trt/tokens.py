@@ -11,11 +11,7 @@ from .errors import COUNT, ConfigError, TokenizerError, first_line, read_text
 def encode_prompts(tokenizer, prompts: list[str], chat: bool | None) -> list[list[int]]:
     """Token ids per prompt. chat=True: one user turn in the tokenizer's chat template, ready for the answer;
     None: chat when the tokenizer has a template; False: plain text."""
-    has_template = bool(getattr(tokenizer, "chat_template", None))
-    if chat and not has_template:
-        raise ConfigError("a chat template was asked for (--chat) but this tokenizer has none: leave out --chat")
-    if chat is None:
-        chat = has_template
+    chat = uses_chat(tokenizer, chat)
     out = []
     for p in prompts:
         if chat:
@@ -24,6 +20,15 @@ def encode_prompts(tokenizer, prompts: list[str], chat: bool | None) -> list[lis
         else:
             out.append(list(tokenizer(p)["input_ids"]))
     return out
+
+
+def uses_chat(tokenizer, chat: bool | None) -> bool:
+    """Whether prompts go through the chat template: `chat` when given (True needs a template), else whether the
+    tokenizer has one."""
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if chat and not has_template:
+        raise ConfigError("a chat template was asked for (--chat) but this tokenizer has none: leave out --chat")
+    return has_template if chat is None else bool(chat)
 
 
 def chat_text(tokenizer, prompt: str) -> str:

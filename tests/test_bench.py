@@ -429,6 +429,7 @@ def test_acceptance_predicts_bench(setup, report, tmp_path):
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
     assert {"meta", "configs", "best"} <= set(data) and data["meta"]["num_prompts"] == len(PROMPTS)
+    assert data["meta"]["chat"] is False  # as bench's: the tiny tokenizer has no template
     got = {(c["num_beams"], c["draft_len"]): c for c in data["configs"]}
     assert sorted(got) == [(1, 1), (1, 3), (2, 1), (2, 3), (5, 1), (5, 3)]  # above the checkpoint's 2 beams too
     assert max(int(k) for c in report[0]["configs"] for k in c["histogram"]) >= 3  # runs of drafts were accepted
