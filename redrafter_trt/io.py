@@ -400,9 +400,16 @@ def atomic_output(dest: Path, force: bool, inputs: Iterable[Path | str] = ()) ->
         yield tmp
         os.chmod(tmp, 0o755)
         if dest.exists():
-            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+            # a partial's name, unique to this write: a run killed while removing it (an 8B checkpoint's) leaves it
+            # for the next run's sweep, and a killed run's leftover of the same process id (a container's) is no
+            # obstacle (the fixed `.NAME.old-PID` was kept forever, and made a later run with that id fail at its end)
+            old = dest.with_name(f"{tmp.name}-old")
             dest.rename(old)
-            tmp.rename(dest)
+            try:
+                tmp.rename(dest)
+            except BaseException:
+                old.rename(dest)
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(dest)

@@ -1,0 +1,138 @@
+"""io.py's atomic outputs, interrupted for real: an exception or a SIGKILL halfway through a write (or through the
+replace of an earlier output) leaves the destination as it was, and the next run removes what was left and
+succeeds."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from redrafter_trt.cli import main
+from redrafter_trt.io import atomic_output
+from tinymodels import make_drafter
+
+OURS = json.dumps({"producer": {"name": "redrafter-trt"}})
+
+
+def write_output(dest: Path, marker: str, force: bool = False) -> None:
+    with atomic_output(dest, force) as tmp:
+        (tmp / "config.json").write_text(OURS)
+        (tmp / "marker").write_text(marker)
+
+
+def run_cli(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def run_child(code: str) -> int:
+    """Run `code` in a fresh interpreter with this worktree's package; its exit status (-9 when it killed itself)."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, timeout=300).returncode
+
+
+def test_a_run_killed_while_removing_the_replaced_output_leaves_only_what_the_next_run_sweeps(tmp_path):
+    """kill -9 while the earlier output (an 8B checkpoint: seconds) was being removed left `.NAME.old-PID`, which no
+    sweep looked for: its gigabytes stayed for good. It is a partial now, removed by the next run."""
+    dest = tmp_path / "out"
+    write_output(dest, "first")
+    rc = run_child(f"""
+        import os, signal, shutil
+        from pathlib import Path
+        import redrafter_trt.io as io
+        from redrafter_trt.io import atomic_output
+
+        def rmtree(path, *a, **k):  # killed as it starts removing the replaced output
+            if Path(path).name.startswith(".out.") and Path(path).exists():
+                os.kill(os.getpid(), signal.SIGKILL)
+            return shutil.rmtree(path, *a, **k)
+
+        io.shutil = type("S", (), {{"rmtree": staticmethod(rmtree)}})
+        with atomic_output(Path({str(dest)!r}), True) as tmp:
+            (tmp / "config.json").write_text({OURS!r})
+            (tmp / "marker").write_text("second")
+    """)
+    assert rc == -signal.SIGKILL
+    assert (dest / "marker").read_text() == "second"  # renamed into place before the kill
+    write_output(dest, "third", force=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert (dest / "marker").read_text() == "third"
+
+
+def test_a_killed_runs_leftover_under_this_process_id_does_not_fail_the_replace(tmp_path):
+    """In a container a killed run's process id comes back (the same command, started the same way): its
+    `.NAME.old-PID` made the replace fail with `OSError: Directory not empty` after all the work, output lost."""
+    dest = tmp_path / "out"
+    write_output(dest, "first")
+    left = tmp_path / f".out.old-{os.getpid()}"
+    left.mkdir()
+    (left / "rank0.safetensors").write_text("left by a killed run")
+    write_output(dest, "second", force=True)
+    assert (dest / "marker").read_text() == "second"
+
+
+def test_a_failure_halfway_through_the_rank_files_keeps_the_earlier_checkpoint(tmp_path, tiny_llama, monkeypatch):
+    """convert --force at tp 2 raising after rank 0 is written: the earlier checkpoint is untouched, no partial stays,
+    and the next run succeeds."""
+    from redrafter_trt import convert as convert_mod
+
+    drafter = make_drafter(tmp_path / "drafter", tiny_llama)
+    out = tmp_path / "ckpt"
+    convert_mod.convert(tiny_llama, drafter, out, tp_size=1)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real = convert_mod.StreamingWriter
+
+    class Failing(real):
+        def __init__(self, path, *a, **k):
+            if path.name == "rank1.safetensors":
+                assert (path.parent / "rank0.safetensors").stat().st_size > 0
+                raise OSError(28, "No space left on device")
+            super().__init__(path, *a, **k)
+
+    monkeypatch.setattr(convert_mod, "StreamingWriter", Failing)
+    with pytest.raises(OSError, match="No space left"):
+        convert_mod.convert(tiny_llama, drafter, out, tp_size=2, force=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "drafter"]
+    monkeypatch.setattr(convert_mod, "StreamingWriter", real)
+    convert_mod.convert(tiny_llama, drafter, out, tp_size=2, force=True)
+    assert json.loads((out / "config.json").read_text())["mapping"]["tp_size"] == 2
+
+
+def test_a_convert_killed_after_its_first_rank_file_keeps_the_earlier_checkpoint(tmp_path, tiny_llama):
+    """The CLI, SIGKILLed once rank 0 of 2 is complete: the earlier checkpoint stays as it was, and the next run
+    removes the killed run's partial and replaces the checkpoint."""
+
+    drafter = make_drafter(tmp_path / "drafter", tiny_llama)
+    out = tmp_path / "ckpt"
+    args = ["convert", "--base", str(tiny_llama), "--drafter", str(drafter), "--output", str(out)]
+    assert run_cli(*args).exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    rc = run_child(f"""
+        import os, signal
+        import redrafter_trt.io as io
+        real = io.StreamingWriter.__init__
+
+        def init(self, path, *a, **k):
+            if path.name == "rank1.safetensors":
+                os.kill(os.getpid(), signal.SIGKILL)
+            real(self, path, *a, **k)
+
+        io.StreamingWriter.__init__ = init
+        from redrafter_trt.cli import main
+        main({args + ["--tp-size", "2", "--force"]!r})
+    """)
+    assert rc == -signal.SIGKILL
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    left = list(tmp_path.glob(".ckpt.partial-*"))
+    assert [p.name for p in left[0].iterdir()] == ["rank0.safetensors"]
+    assert run_cli(*args, "--tp-size", "2", "--force").exit_code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "drafter"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "rank0.safetensors", "rank1.safetensors"]
