@@ -13,6 +13,7 @@ import os
 import pickle
 import shutil
 import tempfile
+import time
 import warnings
 import zipfile
 from pathlib import Path
@@ -27,6 +28,9 @@ from .errors import ConfigError, TensorError, first_line, name_list
 log = logging.getLogger(__name__)
 
 PARTIAL_MARK = ".partial-"
+# this process's partials are all made after io is imported: one named with its id but older (by more than a coarse
+# file system clock's step) is a killed run's whose id came back (a container's entry point is process 1 every time)
+_STARTED = time.time()
 
 TORCH_TO_ST = {torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32", torch.float64: "F64",
                torch.float8_e4m3fn: "F8_E4M3", torch.int8: "I8", torch.uint8: "U8", torch.int32: "I32",
@@ -347,11 +351,12 @@ def remove_stale_partials(dest: Path) -> None:
 def sweep_partials(folder: Path, name_glob: str) -> None:
     """Remove the hidden partials `.{name}.partial-{pid}[-*]` (files or folders) in `folder`, for names matching
     `name_glob`, whose writer `pid` is no longer running on this host: a killed run's (kill -9, the OOM killer), which
-    nothing else removes (an 8B base's cached hidden states: ~100 GB). A live process's (another torchrun rank, a
-    concurrent run) stays. Each removal is logged with the space it freed."""
+    nothing else removes (an 8B base's cached hidden states: ~100 GB), or one named with this process's id but written
+    before it started. A live process's (another torchrun rank, a concurrent run, this one) stays. Each removal is
+    logged with the space it freed."""
     for stale in sorted(Path(folder).glob(f".{name_glob}{PARTIAL_MARK}*")):
         pid = stale.name.rsplit(PARTIAL_MARK, 1)[1].split("-", 1)[0]
-        if pid.isdigit() and _alive(int(pid)):
+        if pid.isdigit() and _alive(int(pid)) and not _earlier_process(stale, int(pid)):
             continue
         size = _disk_size(stale)
         if stale.is_dir() and not stale.is_symlink():
@@ -362,6 +367,14 @@ def sweep_partials(folder: Path, name_glob: str) -> None:
         if not stale.exists():
             log.warning("removed %s, left by an interrupted run (process %s is gone): %.2f GiB freed", stale,
                         pid if pid.isdigit() else "unknown", size / 2 ** 30)
+
+
+def _earlier_process(partial: Path, pid: int) -> bool:
+    """Whether `partial`, named with this process's id, was last written before this process started."""
+    try:
+        return pid == os.getpid() and partial.lstat().st_mtime < _STARTED - 2
+    except OSError:
+        return False
 
 
 def _disk_size(path: Path) -> int:
