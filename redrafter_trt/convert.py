@@ -283,7 +283,7 @@ def convert(base: Path | str, drafter: Path | str, output: Path | str, *, force:
     with scratch:
         source = _quantized_base(base, dcfg, Path(scratch.name) / "base", opts) if opts.quantize else base
         plan, sources = _plan(source, base, drafter, dcfg, dtensors, opts)
-        _write(output, plan.cfg, plan.ranks, force, (base, drafter))
+        _write(output, plan.cfg, plan.ranks, force, _read(base, drafter, opts))
         for s in sources:
             s.close()
     return output
@@ -311,11 +311,17 @@ def plan_conversion(base: Path | str, drafter: Path | str, output: Path | str, *
     return plan
 
 
+def _read(base: Path, drafter: Path, opts: ConvertOptions) -> tuple:
+    """What convert reads, which --force must not delete: --calib-data too (a prompts file kept in the checkpoint
+    folder it replaces was deleted with it)."""
+    return (base, drafter) + ((opts.calib_data,) if opts.calib_data else ())
+
+
 def _inputs(base: Path, drafter: Path, output: Path, force: bool, opts: ConvertOptions):
     """The options, the output folder, the base's config and (from the configs alone) the drafter's fit checked,
     then the drafter loaded: (DrafterConfig, its tensors)."""
     opts.check()
-    check_output_folder(output, force, (base, drafter))
+    check_output_folder(output, force, _read(base, drafter, opts))
     if not base.is_dir():
         state = "is a file, not a folder" if base.exists() else "does not exist"
         raise ConfigError(f"base folder {base} {state}: pass a Hugging Face model folder or a TensorRT-LLM checkpoint")

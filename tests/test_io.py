@@ -153,3 +153,17 @@ def test_a_killed_runs_partial_under_this_process_id_is_swept_and_this_runs_own_
     os.utime(killed, (hour_ago, hour_ago))
     remove_stale_partials(dest)
     assert sorted(p.name for p in tmp_path.iterdir()) == [own.name]
+
+
+def test_convert_force_refuses_to_replace_a_folder_holding_its_calibration_prompts(tmp_path, tiny_llama):
+    """--calib-data kept in the checkpoint folder that --force replaces was deleted with it, after calibrating."""
+    drafter = make_drafter(tmp_path / "drafter", tiny_llama)
+    out = tmp_path / "ckpt"
+    args = ["convert", "--base", str(tiny_llama), "--drafter", str(drafter), "--output", str(out)]
+    assert run_cli(*args).exit_code == 0
+    prompts = out / "calib.jsonl"
+    prompts.write_text('{"prompt": "hello"}\n')
+    result = run_cli(*args, "--force", "--quantize", "fp8", "--calib-data", prompts)
+    assert result.exit_code == 2, result.output
+    assert "is (or holds) the input" in result.stderr and "calib.jsonl" in result.stderr
+    assert prompts.read_text() == '{"prompt": "hello"}\n'
