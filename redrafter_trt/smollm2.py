@@ -126,7 +126,10 @@ def _publish_config(path: Path) -> None:
     rope = raw.pop("rope_parameters", None)
     if rope is not None:  # SmolLM2's: {"rope_theta": 100000.0, "rope_type": "default"}, no scaling
         raw |= {"rope_theta": rope["rope_theta"], "rope_scaling": None}
-    path.write_text(json.dumps(raw, indent=2) + "\n")
+    from .io import write_text_atomic
+
+    # in place in a cache from an older version: a full disk once left it empty, and every later use failed reading it
+    write_text_atomic(path, json.dumps(raw, indent=2) + "\n")
 
 
 def _portable(dest: Path) -> bool:

@@ -167,3 +167,25 @@ def test_convert_force_refuses_to_replace_a_folder_holding_its_calibration_promp
     assert result.exit_code == 2, result.output
     assert "is (or holds) the input" in result.stderr and "calib.jsonl" in result.stderr
     assert prompts.read_text() == '{"prompt": "hello"}\n'
+
+
+def test_a_full_disk_while_updating_a_cached_smollm2_config_keeps_the_old_one(tmp_path, monkeypatch):
+    """The cache's config.json was rewritten in place: a write failing halfway (a full disk) left it truncated, and
+    every later use of the cache failed reading it."""
+    from redrafter_trt.smollm2 import _publish_config
+
+    path = tmp_path / "config.json"
+    old = json.dumps({"model_type": "llama", "rope_parameters": {"rope_theta": 100000.0, "rope_type": "default"}})
+    path.write_text(old)
+
+    def half_then_full(self, text, *a, **k):
+        with open(self, "w") as f:
+            f.write(text[: len(text) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", half_then_full)
+    with pytest.raises(OSError, match="No space left"):
+        _publish_config(path)
+    monkeypatch.undo()
+    assert path.read_text() == old
+    assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
