@@ -643,6 +643,26 @@ def test_a_killed_runs_partial_cache_file_is_removed_by_the_next_write_and_a_liv
     assert any(str(killed) in r.getMessage() and "freed" in r.getMessage() for r in caplog.records)
 
 
+def test_a_killed_runs_partial_cache_file_under_another_key_is_removed_by_the_next_write(tmp_path):
+    """The run after an out-of-memory kill mid-write usually has fewer examples (another key): the killed run's
+    `.hidden-KEY.safetensors.partial-PID` was swept only by a run writing that same key, so it stayed for good."""
+    from transformers import AutoModelForCausalLM
+
+    from redrafter_trt.train import features
+
+    model = AutoModelForCausalLM.from_pretrained(make_hf(tmp_path / "base", "llama", vocab_size=128)).eval()
+    examples = [Example(tuple(range(1, n)), (False,) + (True,) * (n - 2)) for n in (6, 7)]
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    killed = cache / f".hidden-{features.cache_key('base', examples + examples)}.safetensors.partial-{_dead_pid()}"
+    killed.write_bytes(b"x" * 1000)
+    other = cache / f".teacher-0123.safetensors.partial-{_dead_pid()}"  # not this writer's: left to its own
+    other.write_bytes(b"x")
+    features.build_features(examples, 2, cache, "base", lambda: model)
+    assert sorted(f.name for f in cache.iterdir()) == sorted([other.name,
+                                                              f"hidden-{features.cache_key('base', examples)}.safetensors"])
+
+
 def test_a_killed_distill_runs_partial_batch_file_is_removed_by_the_next_distill(tmp_path, caplog):
     """Distilled batches are written under fresh names (`hidden-KEY-RANDOM.safetensors`), so what a killed run left
     half-written was never written again, nor removed: the next distill that answers prompts removes it."""

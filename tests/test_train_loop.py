@@ -525,3 +525,21 @@ def test_a_resume_under_another_number_of_ranks_is_refused(chat_base, qa_file, t
     torch.save(state, tmp_path / "drafter.train-state.pt")
     monkeypatch.undo()
     train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4, resume=True))
+
+
+def test_a_killed_runs_partial_teacher_file_under_another_key_is_removed_by_the_next_write(tmp_path):
+    """As the hidden states': a killed run's `.teacher-KEY.safetensors.partial-PID` was swept only by a run writing
+    that same key, and a rerun after a kill usually has another (fewer examples)."""
+    import subprocess
+    import sys
+
+    from redrafter_trt.train.features import Features
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    killed = tmp_path / f".teacher-0123456789abcdef.safetensors.partial-{gone.pid}"
+    killed.write_bytes(b"x" * 1000)
+    anchors = torch.tensor([3, 4, 5])
+    feats = Features(torch.zeros(8, dtype=torch.long), torch.ones(8, dtype=torch.bool), anchors, torch.eye(6)[:3])
+    Teacher.cached(tmp_path / "teacher-fedcba9876543210.safetensors", feats, torch.eye(6), k=2, weight=0.5)
+    assert [p.name for p in tmp_path.iterdir()] == ["teacher-fedcba9876543210.safetensors"]

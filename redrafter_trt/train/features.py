@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 
 from ..errors import TensorError
-from ..io import atomic_file, read_safetensors, write_safetensors
+from ..io import atomic_file, read_safetensors, sweep_partials, write_safetensors
 from .data import Example
 
 log = logging.getLogger(__name__)
@@ -152,6 +152,9 @@ def build_features(examples: list[Example], predict_n: int, cache_dir: Path, bas
     if torch.isfinite(half).all():
         hidden = half
     path.parent.mkdir(parents=True, exist_ok=True)
+    # every key's, not only this one's (atomic_file's): the run after an out-of-memory kill mid-write usually has fewer
+    # examples, another key, and the killed run's partial (~100 GB for an 8B base) was never removed
+    sweep_partials(path.parent, "hidden-*.safetensors")
     with atomic_file(path) as tmp:  # a name of this run's own: runs sharing the cache once wrote one `.partial`
         write_safetensors(tmp, {"hidden": hidden})
     return Features(tokens, mask, anchors, hidden)

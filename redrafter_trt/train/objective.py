@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..drafter import Drafter
-from ..io import atomic_file, read_safetensors, write_safetensors
+from ..io import atomic_file, read_safetensors, sweep_partials, write_safetensors
 from .features import Features
 
 
@@ -134,6 +134,7 @@ class Teacher:
                 return cls(saved["ids"].long().to(device), saved["probs"].to(device), weight)
         teacher = cls.from_features(feats, base_head_rows, k, weight, device=device)
         path.parent.mkdir(parents=True, exist_ok=True)
+        sweep_partials(path.parent, "teacher-*.safetensors")  # a killed run's under another key too, as features'
         with atomic_file(path) as tmp:
             write_safetensors(tmp, {"ids": teacher.ids.int().cpu(), "probs": teacher.probs.cpu()})
         return teacher
