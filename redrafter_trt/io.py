@@ -406,9 +406,11 @@ def atomic_output(dest: Path, force: bool, inputs: Iterable[Path | str] = ()) ->
     """
     dest = named_path(dest)
     check_output_folder(dest, force, inputs)
+    made = [p for p in dest.parents if not p.exists()]  # nearest first: removed again if the write fails
     dest.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(dest)
     tmp = Path(tempfile.mkdtemp(prefix=partial_prefix(dest), dir=dest.parent))
+    done = False
     try:
         yield tmp
         os.chmod(tmp, 0o755)
@@ -426,6 +428,12 @@ def atomic_output(dest: Path, force: bool, inputs: Iterable[Path | str] = ()) ->
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(dest)
+        done = True
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        for folder in made if not done else ():  # a failed write leaves no empty folders either
+            try:
+                folder.rmdir()
+            except OSError:  # another run's output appeared in it
+                break

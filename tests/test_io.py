@@ -189,3 +189,16 @@ def test_a_full_disk_while_updating_a_cached_smollm2_config_keeps_the_old_one(tm
     monkeypatch.undo()
     assert path.read_text() == old
     assert [p.name for p in tmp_path.iterdir()] == ["config.json"]
+
+
+def test_a_write_failing_halfway_leaves_none_of_the_folders_it_made(tmp_path):
+    """`convert --output new/deep/ckpt` failing mid-write (a float16 overflow found in the last tensor, a full disk)
+    left `new/deep/` behind, empty: the failed run's only trace."""
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(OSError, match="No space"):
+        with atomic_output(tmp_path / "new" / "deep" / "ckpt", False) as tmp:
+            (tmp / "rank0.safetensors").write_bytes(b"x")
+            raise OSError(28, "No space left on device")
+    assert [p.name for p in tmp_path.iterdir()] == ["kept"]
+    write_output(tmp_path / "new" / "deep" / "ckpt", "ok")
+    assert (tmp_path / "new" / "deep" / "ckpt" / "marker").read_text() == "ok"
