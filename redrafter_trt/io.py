@@ -290,6 +290,7 @@ def check_output_folder(dest: Path, force: bool, inputs: Iterable[Path | str] = 
     """Refuse, before any work, an output folder that cannot be (re)written: an existing one without --force, a
     file, one that is or holds an input (replacing it would delete the input), or one in an unwritable place."""
     given, dest = Path(dest), named_path(dest)
+    restore_replaced(dest)
     if dest.exists() and not dest.is_dir():
         raise ConfigError(f"{option} {dest} exists and is a file: pass a folder path")
     target = dest.resolve()
@@ -311,6 +312,22 @@ def check_output_folder(dest: Path, force: bool, inputs: Iterable[Path | str] = 
     why = writable_folder(given.parent)  # as typed: a dangling link on the way is refused, not followed
     if why:
         raise ConfigError(f"cannot write in {dest.parent} ({why}): choose another {option}")
+
+
+def restore_replaced(dest: Path) -> None:
+    """Put back the earlier output that a replace (`--force`) killed between its two renames had moved aside
+    (`.{name}.partial-{pid}-*-old`, `dest` missing): that run never finished, so the earlier output is still the
+    output, and the sweep would have deleted it."""
+    if dest.exists() or dest.is_symlink() or not dest.parent.is_dir():
+        return
+    for old in sorted(dest.parent.glob(f".{glob.escape(dest.name)}{PARTIAL_MARK}*-old")):
+        pid = old.name.rsplit(PARTIAL_MARK, 1)[1].split("-", 1)[0]
+        if pid.isdigit() and _alive(int(pid)) and not _earlier_process(old, int(pid)):
+            continue  # a live run between its two renames
+        with contextlib.suppress(OSError):
+            old.rename(dest)
+            log.warning("put back %s, which an interrupted run (process %s) was replacing", dest, pid)
+            return
 
 
 def foreign_entry(folder: Path) -> str | None:
@@ -425,7 +442,9 @@ def atomic_output(dest: Path, force: bool, inputs: Iterable[Path | str] = ()) ->
             except BaseException:
                 old.rename(dest)
                 raise
-            shutil.rmtree(old, ignore_errors=True)
+            gone = old.with_name(f"{tmp.name}-gone")  # no longer one restore_replaced puts back, even half deleted
+            old.rename(gone)
+            shutil.rmtree(gone, ignore_errors=True)
         else:
             tmp.rename(dest)
         done = True

@@ -38,18 +38,15 @@ def run_child(code: str) -> int:
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, timeout=300).returncode
 
 
-def test_a_run_killed_while_removing_the_replaced_output_leaves_only_what_the_next_run_sweeps(tmp_path):
-    """kill -9 while the earlier output (an 8B checkpoint: seconds) was being removed left `.NAME.old-PID`, which no
-    sweep looked for: its gigabytes stayed for good. It is a partial now, removed by the next run."""
-    dest = tmp_path / "out"
-    write_output(dest, "first")
+def kill_while_removing_the_replaced_output(dest: Path) -> None:
+    """Replace `dest` (force) in a child killed as it starts removing the output it replaced."""
     rc = run_child(f"""
         import os, signal, shutil
         from pathlib import Path
         import redrafter_trt.io as io
         from redrafter_trt.io import atomic_output
 
-        def rmtree(path, *a, **k):  # killed as it starts removing the replaced output
+        def rmtree(path, *a, **k):
             if Path(path).name.startswith(".out.") and Path(path).exists():
                 os.kill(os.getpid(), signal.SIGKILL)
             return shutil.rmtree(path, *a, **k)
@@ -61,7 +58,29 @@ def test_a_run_killed_while_removing_the_replaced_output_leaves_only_what_the_ne
     """)
     assert rc == -signal.SIGKILL
     assert (dest / "marker").read_text() == "second"  # renamed into place before the kill
+
+
+def test_a_run_killed_while_removing_the_replaced_output_leaves_only_what_the_next_run_sweeps(tmp_path):
+    """kill -9 while the earlier output (an 8B checkpoint: seconds) was being removed left `.NAME.old-PID`, which no
+    sweep looked for: its gigabytes stayed for good. It is a partial now, removed by the next run."""
+    dest = tmp_path / "out"
+    write_output(dest, "first")
+    kill_while_removing_the_replaced_output(dest)
     write_output(dest, "third", force=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert (dest / "marker").read_text() == "third"
+
+
+def test_a_replaced_output_killed_while_being_removed_is_never_put_back(tmp_path):
+    """What a kill stopped removing may be half gone: with the new output then deleted by hand, the next run must
+    not put it back as the output."""
+    dest = tmp_path / "out"
+    write_output(dest, "first")
+    kill_while_removing_the_replaced_output(dest)
+    for f in dest.iterdir():
+        f.unlink()
+    dest.rmdir()
+    write_output(dest, "third")  # no --force: nothing is there
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     assert (dest / "marker").read_text() == "third"
 
@@ -202,3 +221,35 @@ def test_a_write_failing_halfway_leaves_none_of_the_folders_it_made(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["kept"]
     write_output(tmp_path / "new" / "deep" / "ckpt", "ok")
     assert (tmp_path / "new" / "deep" / "ckpt" / "marker").read_text() == "ok"
+
+
+def test_a_replace_killed_between_its_two_renames_keeps_the_earlier_output(tmp_path):
+    """kill -9 after `--force` moved the earlier output aside and before the new one took its name: the output was
+    gone, and the next run's sweep deleted the earlier one. It is put back, and needs --force again to replace."""
+    dest = tmp_path / "out"
+    write_output(dest, "first")
+    rc = run_child(f"""
+        import os, signal
+        from pathlib import Path
+        from redrafter_trt.io import atomic_output
+
+        real = Path.rename
+
+        def rename(self, target):
+            if ".partial-" in self.name and not self.name.endswith("-old"):  # the new output, taking its name
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(self, target)
+
+        Path.rename = rename
+        with atomic_output(Path({str(dest)!r}), True) as tmp:
+            (tmp / "config.json").write_text({OURS!r})
+            (tmp / "marker").write_text("second")
+    """)
+    assert rc == -signal.SIGKILL
+    assert not dest.exists()
+    with pytest.raises(Exception, match="already exists"):
+        write_output(dest, "third")
+    assert (dest / "marker").read_text() == "first"
+    write_output(dest, "third", force=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert (dest / "marker").read_text() == "third"
