@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from .checkpoint import config_problems
 from .config import DTYPES, BaseModelConfig, read_json, redrafter_fields, trtllm_model_fields
 from .drafter import DrafterConfig, drafter_config, load_drafter
 from .errors import ConfigError, TensorError, name_list
-from .io import ST_TO_TORCH, StreamingWriter, TensorSource, all_finite, atomic_output, check_output_folder, partial_prefix
+from .io import ST_TO_TORCH, StreamingWriter, TensorSource, all_finite, atomic_output, check_output_folder, scratch_dir
 from .producer import producer_block
 from .registry import QWEN_SEQ_LENGTH, TRTLLM_ACTIVATIONS, redrafter_for_trtllm_base
 from .rope import rope_kind, trtllm_kind
@@ -278,10 +277,8 @@ def convert(base: Path | str, drafter: Path | str, output: Path | str, *, force:
     # FP8 scratch: hidden, named like this run's partial output, so the next run removes it if this one is killed
     if opts.quantize:
         output.parent.mkdir(parents=True, exist_ok=True)
-    scratch = tempfile.TemporaryDirectory(prefix=f"{partial_prefix(output)}fp8-", dir=output.parent) \
-        if opts.quantize else contextlib.nullcontext()
-    with scratch:
-        source = _quantized_base(base, dcfg, Path(scratch.name) / "base", opts) if opts.quantize else base
+    with scratch_dir(output, "fp8-") if opts.quantize else contextlib.nullcontext() as scratch:
+        source = _quantized_base(base, dcfg, scratch / "base", opts) if opts.quantize else base
         plan, sources = _plan(source, base, drafter, dcfg, dtensors, opts)
         _write(output, plan.cfg, plan.ranks, force, _read(base, drafter, opts))
         for s in sources:

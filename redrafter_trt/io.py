@@ -13,7 +13,6 @@ import os
 import pickle
 import shutil
 import tempfile
-import time
 import warnings
 import zipfile
 from pathlib import Path
@@ -28,9 +27,9 @@ from .errors import ConfigError, TensorError, first_line, name_list
 log = logging.getLogger(__name__)
 
 PARTIAL_MARK = ".partial-"
-# this process's partials are all made after io is imported: one named with its id but older (by more than a coarse
-# file system clock's step) is a killed run's whose id came back (a container's entry point is process 1 every time)
-_STARTED = time.time()
+# the partials this process made: one named with its id but not among them is a killed run's whose id came back (a
+# container's entry point is process 1 on every run); names, not times, as a network file system's clock may differ
+_MADE: set[str] = set()
 
 TORCH_TO_ST = {torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32", torch.float64: "F64",
                torch.float8_e4m3fn: "F8_E4M3", torch.int8: "I8", torch.uint8: "U8", torch.int32: "I32",
@@ -89,6 +88,7 @@ def atomic_file(path: Path) -> Iterator[Path]:
     path = Path(path)
     sweep_partials(path.parent, glob.escape(path.name))
     tmp = path.with_name(f".{path.name}{PARTIAL_MARK}{os.getpid()}")
+    _MADE.add(tmp.name)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -322,7 +322,7 @@ def restore_replaced(dest: Path) -> None:
         return
     for old in sorted(dest.parent.glob(f".{glob.escape(dest.name)}{PARTIAL_MARK}*-old")):
         pid = old.name.rsplit(PARTIAL_MARK, 1)[1].split("-", 1)[0]
-        if pid.isdigit() and _alive(int(pid)) and not _earlier_process(old, int(pid)):
+        if pid.isdigit() and _writing(old, int(pid)):
             continue  # a live run between its two renames
         with contextlib.suppress(OSError):
             old.rename(dest)
@@ -358,6 +358,24 @@ def partial_prefix(dest: Path) -> str:
     return f".{Path(dest).name}{PARTIAL_MARK}{os.getpid()}-"
 
 
+def partial_dir(dest: Path, tag: str = "") -> Path:
+    """A new hidden folder `.{name}.partial-{pid}-{tag}*` beside `dest`, which the sweep leaves while this process
+    runs."""
+    tmp = Path(tempfile.mkdtemp(prefix=partial_prefix(dest) + tag, dir=Path(dest).parent.resolve()))
+    _MADE.add(tmp.name)
+    return tmp
+
+
+@contextlib.contextmanager
+def scratch_dir(dest: Path, tag: str) -> Iterator[Path]:
+    """partial_dir for a run's intermediate files (convert's FP8 base), removed when done."""
+    tmp = partial_dir(dest, tag)
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def remove_stale_partials(dest: Path) -> None:
     """Remove the `.{name}.partial-{pid}-*` folders of runs that are gone (killed); those of a live process,
     this one's FP8 scratch or a concurrent run's output, stay."""
@@ -368,12 +386,12 @@ def remove_stale_partials(dest: Path) -> None:
 def sweep_partials(folder: Path, name_glob: str) -> None:
     """Remove the hidden partials `.{name}.partial-{pid}[-*]` (files or folders) in `folder`, for names matching
     `name_glob`, whose writer `pid` is no longer running on this host: a killed run's (kill -9, the OOM killer), which
-    nothing else removes (an 8B base's cached hidden states: ~100 GB), or one named with this process's id but written
-    before it started. A live process's (another torchrun rank, a concurrent run, this one) stays. Each removal is
-    logged with the space it freed."""
+    nothing else removes (an 8B base's cached hidden states: ~100 GB), or one named with this process's id that it did
+    not make. A live process's (another torchrun rank, a concurrent run, this one) stays. Each removal is logged with
+    the space it freed."""
     for stale in sorted(Path(folder).glob(f".{name_glob}{PARTIAL_MARK}*")):
         pid = stale.name.rsplit(PARTIAL_MARK, 1)[1].split("-", 1)[0]
-        if pid.isdigit() and _alive(int(pid)) and not _earlier_process(stale, int(pid)):
+        if pid.isdigit() and _writing(stale, int(pid)):
             continue
         size = _disk_size(stale)
         if stale.is_dir() and not stale.is_symlink():
@@ -386,12 +404,10 @@ def sweep_partials(folder: Path, name_glob: str) -> None:
                         pid if pid.isdigit() else "unknown", size / 2 ** 30)
 
 
-def _earlier_process(partial: Path, pid: int) -> bool:
-    """Whether `partial`, named with this process's id, was last written before this process started."""
-    try:
-        return pid == os.getpid() and partial.lstat().st_mtime < _STARTED - 2
-    except OSError:
-        return False
+def _writing(partial: Path, pid: int) -> bool:
+    """Whether process `pid`, named in `partial`, may still be writing it: it runs, and when it is this process,
+    `partial` is one it made."""
+    return _alive(pid) and (pid != os.getpid() or partial.name in _MADE)
 
 
 def _disk_size(path: Path) -> int:
@@ -426,7 +442,7 @@ def atomic_output(dest: Path, force: bool, inputs: Iterable[Path | str] = ()) ->
     made = [p for p in dest.parents if not p.exists()]  # nearest first: removed again if the write fails
     dest.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(dest)
-    tmp = Path(tempfile.mkdtemp(prefix=partial_prefix(dest), dir=dest.parent))
+    tmp = partial_dir(dest)
     done = False
     try:
         yield tmp

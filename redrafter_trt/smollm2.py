@@ -54,7 +54,7 @@ def ensure_smollm2(dest: Path | None = None) -> Path:
             _rewrite_tokenizer_and_config(dest)
         return dest
     _check_modules()
-    from .io import partial_prefix, remove_stale_partials, writable_folder
+    from .io import partial_dir, remove_stale_partials, writable_folder
 
     why = writable_folder(dest.parent)
     if why:  # checked before the minute of dequantising, not after it
@@ -75,7 +75,7 @@ def ensure_smollm2(dest: Path | None = None) -> Path:
     plain.load_state_dict(loaded.state_dict())
     plain.generation_config = loaded.generation_config
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=partial_prefix(dest), dir=dest.parent.resolve()))  # see io.writable_folder
+    tmp = partial_dir(dest)
     try:
         plain.save_pretrained(tmp)
         save_tokenizer(tmp)

@@ -207,17 +207,17 @@ def test_a_checkpoint_inspect_refuses_is_not_written(parts, monkeypatch, extra, 
 def test_partials_of_live_runs_survive_the_stale_sweep(tmp_path):
     """The sweep before each write removes what killed runs left, never the FP8 scratch of the run itself (it is
     read while the output is written) or a concurrent run's partial output."""
-    from redrafter_trt.io import partial_prefix, remove_stale_partials
+    from redrafter_trt.io import partial_dir, remove_stale_partials
 
     dest = tmp_path / "ckpt"
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    own = tmp_path / f"{partial_prefix(dest)}fp8-abc"
+    own = partial_dir(dest, "fp8-")  # as convert makes its FP8 scratch
     parent = tmp_path / f".ckpt.partial-{os.getppid()}-xyz"
     killed = tmp_path / f".ckpt.partial-{gone.pid}-xyz"
     older = tmp_path / ".ckpt.partial-xyz"  # named before the pid was in the name
     other = tmp_path / f".other.partial-{gone.pid}-xyz"
-    for folder in (own, parent, killed, older, other):
+    for folder in (parent, killed, older, other):
         folder.mkdir()
     remove_stale_partials(dest)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in (own, parent, other))

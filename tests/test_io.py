@@ -160,16 +160,14 @@ def test_a_convert_killed_after_its_first_rank_file_keeps_the_earlier_checkpoint
 def test_a_killed_runs_partial_under_this_process_id_is_swept_and_this_runs_own_is_kept(tmp_path):
     """`docker run IMAGE redrafter-trt convert ...` is process 1 every time: the partial of a run killed there (an FP8
     scratch base, a half checkpoint) was taken for the live run's own and kept by every later run."""
-    from redrafter_trt.io import partial_prefix, remove_stale_partials
+    from redrafter_trt.io import partial_dir, partial_prefix, remove_stale_partials
 
     dest = tmp_path / "ckpt"
     killed = tmp_path / f"{partial_prefix(dest)}abc"
-    own = tmp_path / f"{partial_prefix(dest)}fp8-def"
+    killed.mkdir()
+    own = partial_dir(dest, "fp8-")
     for folder in (killed, own):
-        folder.mkdir()
         (folder / "rank0.safetensors").write_bytes(b"x")
-    hour_ago = killed.stat().st_mtime - 3600
-    os.utime(killed, (hour_ago, hour_ago))
     remove_stale_partials(dest)
     assert sorted(p.name for p in tmp_path.iterdir()) == [own.name]
 
