@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from .errors import ConfigError, DependencyError
@@ -146,9 +145,12 @@ def _portable(dest: Path) -> bool:
 def _rewrite_tokenizer_and_config(dest: Path) -> None:
     """A cached folder made portable in place (seconds, not the minute of dequantising); tokenizer_config.json,
     which says the tokenizer is current, is written last."""
+    from .io import partial_dir, remove_stale_partials
+
     _check_modules()
     log.info("rewriting the tokenizer and config.json of %s (a cache from an older version)", dest)
-    tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".tokenizer-", dir=dest.parent.resolve()))
+    remove_stale_partials(dest)  # a killed rewrite's: it was `NAME.tokenizer-XXXX`, in sight and removed by no run
+    tmp = partial_dir(dest, "tokenizer-")
     try:
         save_tokenizer(tmp)
         for name in TOKENIZER_FILES:

@@ -251,3 +251,27 @@ def test_a_replace_killed_between_its_two_renames_keeps_the_earlier_output(tmp_p
     write_output(dest, "third", force=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     assert (dest / "marker").read_text() == "third"
+
+
+def test_a_killed_smollm2_cache_updates_leftover_is_removed_by_the_next_update(tmp_path, monkeypatch):
+    """Updating an older SmolLM2 cache wrote its tokenizer into `SmolLM2-135M-Instruct.tokenizer-XXXX`, in sight
+    and removed by no run when the update was killed; it is a partial now, swept by the next update."""
+    from redrafter_trt import smollm2
+
+    def save_tokenizer(folder):
+        (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": smollm2.TOKENIZER_CLASS}))
+
+    monkeypatch.setattr(smollm2, "_check_modules", lambda: None)
+    monkeypatch.setattr(smollm2, "save_tokenizer", save_tokenizer)
+    dest = tmp_path / "SmolLM2-135M-Instruct"
+    dest.mkdir()
+    (dest / "model.safetensors").write_bytes(b"x")
+    (dest / "config.json").write_text(json.dumps({"rope_parameters": {"rope_theta": 100000.0}}))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    killed = tmp_path / f".SmolLM2-135M-Instruct.partial-{gone.pid}-tokenizer-abc"
+    killed.mkdir()
+    (killed / "tokenizer.json").write_text("{}")
+    assert smollm2.ensure_smollm2(dest) == dest
+    assert [p.name for p in tmp_path.iterdir()] == [dest.name]
+    assert json.loads((dest / "config.json").read_text())["rope_theta"] == 100000.0
