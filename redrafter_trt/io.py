@@ -446,7 +446,7 @@ def atomic_output(dest: Path, force: bool, inputs: Iterable[Path | str] = ()) ->
     done = False
     try:
         yield tmp
-        os.chmod(tmp, 0o755)
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it owner-only; a folder made by mkdir, as the files in it
         if dest.exists():
             # a partial's name, unique to this write: a run killed while removing it (an 8B checkpoint's) leaves it
             # for the next run's sweep, and a killed run's leftover of the same process id (a container's) is no

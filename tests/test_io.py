@@ -275,3 +275,15 @@ def test_a_killed_smollm2_cache_updates_leftover_is_removed_by_the_next_update(t
     assert smollm2.ensure_smollm2(dest) == dest
     assert [p.name for p in tmp_path.iterdir()] == [dest.name]
     assert json.loads((dest / "config.json").read_text())["rope_theta"] == 100000.0
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_an_output_folder_gets_the_umasks_mode_as_its_files(tmp_path, umask):
+    """The folder was 0755 whatever the umask: a user keeping outputs private (umask 077) had them listed to all."""
+    old = os.umask(umask)
+    try:
+        write_output(tmp_path / "out", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o777 & ~umask
+    assert (tmp_path / "out" / "marker").stat().st_mode & 0o777 == 0o666 & ~umask
