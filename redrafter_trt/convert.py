@@ -344,8 +344,10 @@ def _plan(base: Path, source_base: Path, drafter: Path, dcfg: DrafterConfig, dte
     if (cfg.get("quantization") or {}).get("quant_algo"):
         quant = cfg["quantization"]
         quant["exclude_modules"] = sorted(set(layout.exclusions(quant)) | set(layout.required_exclusions(cfg)))
-    cfg["producer"] = producer_block("convert", {**asdict(opts), "tp_size": cfg["mapping"]["tp_size"]},
-                                     {"base": source_base, "drafter": drafter})
+    # --calib-data among the sources, as an absolute path: as typed (relative to where convert ran) it named nothing
+    options = {k: v for k, v in asdict(opts).items() if k != "calib_data"}
+    cfg["producer"] = producer_block("convert", {**options, "tp_size": cfg["mapping"]["tp_size"]},
+                                     {"base": source_base, "drafter": drafter, "calib_data": opts.calib_data})
     ranks = []
     for r in range(cfg["mapping"]["tp_size"]):
         plan = (plan_trtllm_rank(sources[r], cfg, r, base) if trt_base else plan_hf_rank(sources[0], hf_cfg, cfg, r))

@@ -287,3 +287,18 @@ def test_an_output_folder_gets_the_umasks_mode_as_its_files(tmp_path, umask):
         os.umask(old)
     assert (tmp_path / "out").stat().st_mode & 0o777 == 0o777 & ~umask
     assert (tmp_path / "out" / "marker").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_convert_records_its_calibration_prompts_as_an_absolute_source(tmp_path, tiny_llama, monkeypatch):
+    """The producer block kept --calib-data as typed (`calib.jsonl`, relative to wherever convert ran), among the
+    options; the other files read are sources, as absolute paths."""
+    from redrafter_trt import convert as convert_mod
+
+    drafter = make_drafter(tmp_path / "drafter", tiny_llama)
+    (tmp_path / "calib.jsonl").write_text('{"prompt": "hello"}\n')
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(convert_mod, "_quantized_base", lambda base, *a: base)  # calibration is modelopt's, on a GPU
+    convert_mod.convert(tiny_llama, drafter, tmp_path / "out", quantize="fp8", calib_data="calib.jsonl")
+    producer = json.loads((tmp_path / "out" / "config.json").read_text())["producer"]
+    assert producer["sources"]["calib_data"] == str(tmp_path.resolve() / "calib.jsonl")
+    assert "calib_data" not in producer["options"] and producer["options"]["quantize"] == "fp8"
