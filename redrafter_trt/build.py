@@ -28,6 +28,7 @@ from .errors import POSITIVE_INT, ConfigError, DependencyError, RedrafterError, 
 log = logging.getLogger(__name__)
 
 TRTLLM_BUILD = "trtllm-build"
+PRODUCER_FILE = "redrafter_trt.json"  # beside TensorRT-LLM's config.json in the engine folder: who built it, how
 # ReDrafter's checkpoint format (ReDrafterForLLaMALM / ReDrafterForQWenLM) lives in TensorRT-LLM 1.0 to 1.2.x only.
 REDRAFTER_TRTLLM = (1, 0), (1, 3)
 INSTALL_HINT = ("pip install 'tensorrt_llm==1.2.*' --extra-index-url https://pypi.nvidia.com "
@@ -360,4 +361,14 @@ def build_engine(plan: BuildPlan, on_line: Callable[[str], None] = log.info) -> 
     with atomic_output(plan.output_dir, plan.force, [plan.checkpoint_dir]) as tmp:
         run_streaming(plan.with_output(tmp), on_line)
         check_engine(tmp, plan.config)
+        (tmp / PRODUCER_FILE).write_text(json.dumps({"producer": engine_producer(plan)}, indent=2) + "\n")
     return check_engine(plan.output_dir, plan.config)
+
+
+def engine_producer(plan: BuildPlan) -> dict:
+    """The engine folder's `producer` block (TensorRT-LLM writes the folder's config.json, so ours is a file of its
+    own): the trtllm-build command line as run and TensorRT-LLM's version, with the checkpoint it read."""
+    from .producer import producer_block
+
+    return producer_block("build", {"trtllm_build": list(plan.argv), "tensorrt_llm": trtllm_version()},
+                          {"checkpoint": plan.checkpoint_dir})

@@ -350,6 +350,11 @@ def test_fake_build_streams_output_and_checks_engine(checkpoints, tmp_path, monk
     assert result.exit_code == 0, result.output
     assert "[TRT-LLM] building" in result.output and "Total time of building" in result.output
     assert "engine: " in result.output and "4 rank(s)" in result.output and "5 beams x 5 draft tokens" in result.output
+    producer = json.loads((tmp_path / "engine" / build_mod.PRODUCER_FILE).read_text())["producer"]
+    assert producer["name"] == "redrafter-trt" and producer["command"] == "build"
+    assert producer["sources"] == {"checkpoint": str(checkpoints[False, 4].resolve())}
+    argv = producer["options"]["trtllm_build"]
+    assert argv[0] == "trtllm-build" and argv[argv.index("--output_dir") + 1] == str(tmp_path / "engine")
 
 
 @pytest.mark.parametrize("body, needle", [
