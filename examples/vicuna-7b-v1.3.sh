@@ -9,7 +9,9 @@ DRAFTER=${DRAFTER:-models/vicuna-7b-v1.3-redrafter}
 WORK=${WORK:-work/vicuna-7b-v1.3}
 PRESET=$(cd "$(dirname "$0")/.." && pwd)/configs/vicuna-7b-v1.3.yaml
 
-# No ReDrafter drafter is published for this model: train one first (README, "Train a drafter"), e.g.
+# No ReDrafter drafter is published for this model: train one first with Apple's ml-recurrent-drafter recipe (as the
+# preset says). `redrafter-trt train` renders prompts through the tokenizer's chat template, which Vicuna v1.3 lacks
+# (it refuses such a base): add Vicuna's template to its tokenizer_config.json first, then (README, "Train a drafter")
 #   redrafter-trt train --base "$BASE" --data prompts.jsonl --distill --device cuda --output "$DRAFTER"
 
 redrafter-trt convert --config "$PRESET" \
