@@ -214,3 +214,67 @@ def test_a_rank_left_by_an_interrupted_rank_points_to_resume():
                                         r"state, rerun with --resume"):
         with loop._peers():
             raise RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer")
+
+
+GLOBAL_BATCH = """
+import os, sys, torch
+from pathlib import Path
+from redrafter_trt.train import TrainConfig, train_drafter
+from redrafter_trt.train import loop
+tmp, rank, seen = Path(sys.argv[1]), os.environ["RANK"], {}
+real_step, real_clip = loop.drafter_step, torch.nn.utils.clip_grad_norm_
+def step(drafter, head, embed, feats, idx, k, **kw):  # the first step's inputs, to redo it in one process
+    if not seen:
+        seen.update(drafter={n: p.detach().clone() for n, p in drafter.state_dict().items()}, head=head.weight.detach().clone(),
+                    keep=head.keep, vocab_size=head.vocab_size,
+                    embed=embed, tokens=feats.tokens, mask=feats.mask, anchors=feats.anchors, hidden=feats.hidden,
+                    idx=idx, k=k, later_sharpness=kw["later_sharpness"], step_decay=kw["step_decay"])
+    return real_step(drafter, head, embed, feats, idx, k, **kw)
+def clip(params, norm):  # the gradients the ranks agreed on, before clipping
+    if "grads" not in seen:
+        seen["grads"] = [p.grad.clone() for p in params]
+    return real_clip(params, norm)
+loop.drafter_step, torch.nn.utils.clip_grad_norm_ = step, clip
+train_drafter(TrainConfig(base=Path(sys.argv[2]), data=[tmp / "qa.jsonl"], output=tmp / "out", cache_dir=tmp / "cache",
+                          max_steps=1, batch_size=64, predict_n=3, soft_target=0, train_dtype="float32",
+                          eval_examples=0))
+torch.save(seen, tmp / f"step{rank}.pt")
+"""
+
+
+def test_ranks_gradients_are_one_processs_on_the_global_batch(tmp_path):
+    """Each rank's loss was the mean over its own rows, and the ranks' gradients were averaged: a rank with fewer valid
+    rows (shorter answers) weighed as much as a fuller one, so two ranks did not train as one process on both batches.
+    The means are now over every rank's rows, and the summed gradients are the global batch's."""
+    from redrafter_trt.drafter import Drafter
+    from redrafter_trt.train.features import Features
+    from redrafter_trt.train.objective import Head, drafter_step
+
+    # rank 0 gets the even records (short answers), rank 1 the odd ones (long answers)
+    (tmp_path / "qa.jsonl").write_text("\n".join(json.dumps(
+        {"question": f"{i}+1?", "answer": f"{i}+1 is {i + 1}." if i % 2 == 0 else
+         f"Adding one to {i} gives {i + 1}, since {i} and then one more is {i + 1}, so the answer is {i + 1}."})
+        for i in range(16)))
+    torchrun(GLOBAL_BATCH, tmp_path, make_chat_base(tmp_path / "base"))
+    a, b = (torch.load(tmp_path / f"step{r}.pt", weights_only=False) for r in (0, 1))
+    offset = len(a["tokens"])  # each rank's tokens end in padding: a window never crosses into the other's
+    union = Features(torch.cat([a["tokens"], b["tokens"]]), torch.cat([a["mask"], b["mask"]]),
+                     torch.cat([a["anchors"], b["anchors"] + offset]), torch.cat([a["hidden"], b["hidden"]]))
+    idx = torch.cat([a["idx"], b["idx"] + len(a["anchors"])])
+    valid = [union.windows(x, a["k"])[1].sum(0) for x in (idx[: len(a["idx"])], idx[len(a["idx"]):])]
+    assert not torch.equal(valid[0] * len(b["idx"]), valid[1] * len(a["idx"]))  # the ranks' rows differ
+    cfg, _ = load_drafter(tmp_path / "out")
+    drafter = Drafter(cfg)
+    drafter.load_state_dict(a["drafter"])
+    full = torch.zeros((a["vocab_size"], a["head"].shape[1]))
+    full[a["keep"]] = a["head"]
+    head = Head.pruned(full, a["keep"], True)  # the kept rows, as the ranks trained them
+    res = drafter_step(drafter, head, a["embed"], union, idx, a["k"], later_sharpness=a["later_sharpness"],
+                       step_decay=a["step_decay"])
+    res.loss.backward()
+    params = [p for p in drafter.parameters() if p.requires_grad and p is not drafter.lm_head[-1].weight]
+    expected = [p.grad for p in params] + [head.weight.grad]
+    assert len(expected) == len(a["grads"])
+    for want, got0, got1 in zip(expected, a["grads"], b["grads"]):
+        assert torch.equal(got0, got1)
+        torch.testing.assert_close(got0, want, rtol=1e-4, atol=1e-6)

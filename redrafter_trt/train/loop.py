@@ -279,21 +279,25 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
             for g in opt.param_groups:
                 g["lr"] = _lr(step, total, cfg.lr)
             idx = _batch(step, n, per_epoch, cfg.batch_size, cfg.seed, rank).to(device)
+            counts = None
+            if world > 1:  # each step's mean over every rank's rows: the summed gradients are one process's on the
+                # global batch (averaging the ranks' means weighed a rank with fewer valid rows as much as a fuller one)
+                counts = feats.windows(idx, k)[1].sum(0)
+                _all_reduce(counts)
             res = drafter_step(drafter, head, embed, feats, idx, k, teacher=teacher,
-                               later_sharpness=cfg.later_sharpness, step_decay=cfg.step_decay)
+                               later_sharpness=cfg.later_sharpness, step_decay=cfg.step_decay, counts=counts)
             opt.zero_grad(set_to_none=True)
             res.loss.backward()
             loss = res.loss.detach().clone()
             if world > 1:
                 for p in params:
                     _all_reduce(p.grad)
-                    p.grad /= world
-                _all_reduce(loss)  # every rank stops together when one rank's loss diverges
+                _all_reduce(loss)  # the global batch's loss: every rank stops together when it diverges
             _check_finite(loss, torch.nn.utils.clip_grad_norm_(params, 1.0), step + 1, total, cfg.lr)
             with _whole():  # a Ctrl-C inside AdamW's update left it half applied, saved as the step before
                 opt.step()
                 done = step + 1
-            stats = StepStats(step + 1, total, res.loss.item(), res.top1(), len(idx) / (time.perf_counter() - t0))
+            stats = StepStats(step + 1, total, loss.item(), res.top1(), len(idx) / (time.perf_counter() - t0))
             if rank == 0 and done % cfg.checkpoint_every == 0:
                 _save_state(cfg, drafter, head, opt, done, same)
             report(Progress("train", step + 1, total, stats))

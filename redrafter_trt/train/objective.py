@@ -209,7 +209,7 @@ class StepResult:
 
 def drafter_step(drafter: Drafter, head: Head, embed: torch.Tensor, feats: Features, idx: torch.Tensor, k: int,
                  chunk: int = 1024, teacher: Teacher | None = None, later_sharpness: float = 1.0,
-                 step_decay: float = 1.0) -> StepResult:
+                 step_decay: float = 1.0, counts: torch.Tensor | None = None) -> StepResult:
     """Loss and accuracy of `drafter` (with `head` as its final projection) on anchors `idx` [B] for k draft
     steps; embed: base token embedding [V, H]; teacher: soft targets (else the distilled tokens only).
 
@@ -217,7 +217,10 @@ def drafter_step(drafter: Drafter, head: Head, embed: torch.Tensor, feats: Featu
     S times sharper than calibrated there (step 0 stays calibrated). A beam search ranking beams by summed
     log-probs (TensorRT-LLM's) then keeps more distinct first tokens instead of several continuations of one.
 
-    step_decay d: step i's mean cross-entropy weighs d**i, scaled so the k weights sum to k (d = 1: Apple's sum)."""
+    step_decay d: step i's mean cross-entropy weighs d**i, scaled so the k weights sum to k (d = 1: Apple's sum).
+
+    counts [k]: the valid rows of each step the means are over (torchrun: every rank's batch, so that the ranks'
+    summed losses and gradients are those of one process on the global batch); None: this batch's."""
     win, valid = feats.windows(idx, k)                       # [B, k+1], [B, k]
     h = feats.hidden_at(idx)                                 # [B, H]
     emb = nn.functional.embedding(win[:, :k], embed)          # [B, k, H]: tokens t+1..t+k
@@ -229,7 +232,7 @@ def drafter_step(drafter: Drafter, head: Head, embed: torch.Tensor, feats: Featu
         per_step.append(x_i / later_sharpness if i and later_sharpness != 1.0 else x_i)
     x = torch.stack(per_step, dim=1)                         # [B, k, E]
     rows = valid.nonzero(as_tuple=True)
-    counts = valid.sum(0).clamp(min=1).to(x.dtype)           # [k]
+    counts = (valid.sum(0) if counts is None else counts).clamp(min=1).to(x.dtype)  # [k]
     decay = step_decay ** torch.arange(k, dtype=x.dtype, device=x.device)
     row_w = (decay * (k / decay.sum()) / counts)[rows[1]]
     targets = head.targets(win[:, 1:][rows])
