@@ -543,3 +543,30 @@ def test_a_killed_runs_partial_teacher_file_under_another_key_is_removed_by_the_
     feats = Features(torch.zeros(8, dtype=torch.long), torch.ones(8, dtype=torch.bool), anchors, torch.eye(6)[:3])
     Teacher.cached(tmp_path / "teacher-fedcba9876543210.safetensors", feats, torch.eye(6), k=2, weight=0.5)
     assert [p.name for p in tmp_path.iterdir()] == ["teacher-fedcba9876543210.safetensors"]
+
+
+def test_a_rerun_without_resume_says_it_drops_a_run_interrupted_after_its_last_step(chat_base, qa_file, tmp_path,
+                                                                                     monkeypatch, caplog):
+    """A run interrupted in its final evaluation (or the drafter's save) leaves a state at the last step, which read
+    as a finished run's: a rerun without --resume removed it at info level, though --resume writes the drafter
+    without training again. It says so now; a finished run's state still goes quietly (the test above)."""
+    import logging
+
+    from redrafter_trt.train import loop
+
+    cfg = _cfg(chat_base, qa_file, tmp_path, max_steps=4)
+    real = loop.evaluate
+    monkeypatch.setattr(loop, "evaluate", _raise_ctrl_c(real))
+    with pytest.raises(KeyboardInterrupt):
+        train_drafter(cfg)
+    monkeypatch.setattr(loop, "evaluate", real)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="redrafter_trt.train.loop"):
+        train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4))
+    said = [r.getMessage() for r in caplog.records if r.name == "redrafter_trt.train.loop"]
+    assert said == [f"starting over: removed {cfg.state_path}, the state of a run interrupted after its last step (4) "
+                    f"before its drafter was written (--resume writes it without training again)"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="redrafter_trt.train.loop"):  # that rerun finished: quiet again
+        train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4))
+    assert not [r for r in caplog.records if r.name == "redrafter_trt.train.loop"]

@@ -319,6 +319,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
             # last checkpoint was lost
             with _whole():
                 _save_state(cfg, drafter, head, opt, total, same)
+                _pending(cfg).touch()  # until the drafter is written: a rerun without --resume says what it drops
                 saved = True
             # evaluated on the training device, in float32 products (the head's matmul_dtype left unset)
             eval_feats = held.to(device) if held else feats
@@ -340,6 +341,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
             state = {name: v.detach().float() for name, v in drafter.state_dict().items()}
             state[f"lm_head.{dcfg.num_draft_layers}.weight"] = head.full_weight().float()
             save_drafter(cfg.output, dcfg, state, producer, inputs=tuple(cfg.inputs))
+            _pending(cfg).unlink(missing_ok=True)
     except KeyboardInterrupt:  # in the evaluation or the drafter's save: the training is kept, and so said
         if saved:
             log.warning("interrupted after training: state saved after step %d in %s; pass --resume to evaluate and "
@@ -445,9 +447,16 @@ def _save_state(cfg: TrainConfig, drafter: Drafter, head: Head, opt, step: int, 
         tmp.unlink(missing_ok=True)
 
 
+def _pending(cfg: TrainConfig) -> Path:
+    """Marks a state saved after the last step whose drafter is not written yet (the evaluation and the save come
+    after it): without it that state read as a finished run's."""
+    return cfg.state_path.with_suffix(".pending")
+
+
 def _remove_earlier_state(cfg: TrainConfig) -> None:
     """Delete an earlier run's state, with a warning when that run was interrupted: a rerun that left out --resume
-    (which the interruption's own line asked for) once threw its steps away without a word."""
+    (which the interruption's own line asked for) once threw its steps away without a word, and one interrupted after
+    its last step (in the evaluation or the drafter's save) was removed as a finished run's."""
     try:
         state = _read_state(cfg, mmap=True)
         step, total = int(state["step"]), int(state["total"])
@@ -456,9 +465,13 @@ def _remove_earlier_state(cfg: TrainConfig) -> None:
     if step < total:
         log.warning("starting over: removed %s, the state of an interrupted run after step %d of %d (--resume "
                     "continues such a run)", cfg.state_path, step, total)
+    elif total and _pending(cfg).exists():
+        log.warning("starting over: removed %s, the state of a run interrupted after its last step (%d) before its "
+                    "drafter was written (--resume writes it without training again)", cfg.state_path, step)
     else:
         log.info("removing %s, the state of an earlier run", cfg.state_path)
     cfg.state_path.unlink()
+    _pending(cfg).unlink(missing_ok=True)
 
 
 def _read_state(cfg: TrainConfig, mmap: bool = False) -> dict:
