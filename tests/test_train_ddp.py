@@ -229,7 +229,10 @@ def step(drafter, head, embed, feats, idx, k, **kw):  # the first step's inputs,
                     keep=head.keep, vocab_size=head.vocab_size,
                     embed=embed, tokens=feats.tokens, mask=feats.mask, anchors=feats.anchors, hidden=feats.hidden,
                     idx=idx, k=k, later_sharpness=kw["later_sharpness"], step_decay=kw["step_decay"])
-    return real_step(drafter, head, embed, feats, idx, k, **kw)
+    r = real_step(drafter, head, embed, feats, idx, k, **kw)
+    if "correct" not in seen:  # this rank's rows: the bar's top-1 is over both ranks'
+        seen.update(correct=r.correct.sum(0), valid=r.valid.sum(0))
+    return r
 def clip(params, norm):  # the gradients the ranks agreed on, before clipping
     if "grads" not in seen:
         seen["grads"] = [p.grad.clone() for p in params]
@@ -237,7 +240,7 @@ def clip(params, norm):  # the gradients the ranks agreed on, before clipping
 loop.drafter_step, torch.nn.utils.clip_grad_norm_ = step, clip
 train_drafter(TrainConfig(base=Path(sys.argv[2]), data=[tmp / "qa.jsonl"], output=tmp / "out", cache_dir=tmp / "cache",
                           max_steps=1, batch_size=64, predict_n=3, soft_target=0, train_dtype="float32",
-                          eval_examples=0))
+                          eval_examples=0), on_progress=lambda p: p.stats and seen.setdefault("top1", p.stats.top1))
 torch.save(seen, tmp / f"step{rank}.pt")
 """
 
@@ -245,7 +248,8 @@ torch.save(seen, tmp / f"step{rank}.pt")
 def test_ranks_gradients_are_one_processs_on_the_global_batch(tmp_path):
     """Each rank's loss was the mean over its own rows, and the ranks' gradients were averaged: a rank with fewer valid
     rows (shorter answers) weighed as much as a fuller one, so two ranks did not train as one process on both batches.
-    The means are now over every rank's rows, and the summed gradients are the global batch's."""
+    The means are now over every rank's rows, and the summed gradients are the global batch's. The bar's top-1 was
+    rank 0's batch alone; it is the global batch's too."""
     from redrafter_trt.drafter import Drafter
     from redrafter_trt.train.features import Features
     from redrafter_trt.train.objective import Head, drafter_step
@@ -278,3 +282,5 @@ def test_ranks_gradients_are_one_processs_on_the_global_batch(tmp_path):
     for want, got0, got1 in zip(expected, a["grads"], b["grads"]):
         assert torch.equal(got0, got1)
         torch.testing.assert_close(got0, want, rtol=1e-4, atol=1e-6)
+    top1 = ((a["correct"] + b["correct"]) / (a["valid"] + b["valid"])).tolist()
+    assert a["top1"] == b["top1"] == top1 != (a["correct"] / a["valid"]).tolist()

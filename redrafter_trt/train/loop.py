@@ -3,7 +3,8 @@
 Batches are random anchor positions drawn from a per-epoch permutation seeded by (seed, epoch), so the batch
 of step s depends only on s: a run resumed from its checkpoint replays exactly what an uninterrupted run would
 have done. Under torchrun (WORLD_SIZE > 1) each rank distills and caches its own shard of the examples and the
-drafter's gradients are averaged across ranks; rank 0 writes the checkpoints and the drafter.
+drafter's gradients are summed across ranks, each step's means being over every rank's rows (one process on the
+global batch); rank 0 writes the checkpoints and the drafter.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class StepStats:
     step: int             # 1-based, steps done so far
     total: int
     loss: float
-    top1: list[float]     # per draft step, this batch
+    top1: list[float]     # per draft step, this batch (under torchrun: every rank's)
     positions_per_s: float
 
 
@@ -289,15 +290,19 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
             opt.zero_grad(set_to_none=True)
             res.loss.backward()
             loss = res.loss.detach().clone()
+            top1 = res.top1()
             if world > 1:
                 for p in params:
                     _all_reduce(p.grad)
                 _all_reduce(loss)  # the global batch's loss: every rank stops together when it diverges
+                correct = res.correct.sum(0)  # and its accuracy, over the rows `counts` holds (rank 0's alone once)
+                _all_reduce(correct)
+                top1 = (correct / counts.clamp(min=1)).tolist()
             _check_finite(loss, torch.nn.utils.clip_grad_norm_(params, 1.0), step + 1, total, cfg.lr)
             with _whole():  # a Ctrl-C inside AdamW's update left it half applied, saved as the step before
                 opt.step()
                 done = step + 1
-            stats = StepStats(step + 1, total, loss.item(), res.top1(), len(idx) / (time.perf_counter() - t0))
+            stats = StepStats(step + 1, total, loss.item(), top1, len(idx) / (time.perf_counter() - t0))
             if rank == 0 and done % cfg.checkpoint_every == 0:
                 _save_state(cfg, drafter, head, opt, done, same)
             report(Progress("train", step + 1, total, stats))
