@@ -8,11 +8,11 @@ from pathlib import Path
 
 import torch
 
-from ..config import BaseModelConfig, read_json
+from ..config import BaseModelConfig, max_positions, read_json
 from ..drafter import Drafter, load_drafter
 from ..errors import ConfigError
 from .data import prompt_ids, read_conversations
-from .dataset import base_key, distill_folder, distilled_example
+from .dataset import base_key, distill_folder, distilled_example, learnable
 from .distill import distill
 from .features import build_features
 from .loop import base_tensors, evaluate, load_tokenizer
@@ -27,7 +27,8 @@ def evaluate_on_prompts(drafter_dir: Path, base: Path, prompts_file: Path, cache
 
     cfg, tensors = load_drafter(drafter_dir)
     where = Path(base) / "config.json"
-    b = BaseModelConfig.from_hf(read_json(where, "base"), str(where))
+    hf = read_json(where, "base")
+    b = BaseModelConfig.from_hf(hf, str(where))
     if (cfg.hidden_size, cfg.vocab_size) != (b.hidden_size, b.vocab_size):  # before minutes of distilling
         raise ConfigError(f"the drafter {drafter_dir} (hidden size {cfg.hidden_size}, vocabulary {cfg.vocab_size}) was "
                           f"not made for the base {base} (hidden size {b.hidden_size}, vocabulary {b.vocab_size}): "
@@ -37,11 +38,17 @@ def evaluate_on_prompts(drafter_dir: Path, base: Path, prompts_file: Path, cache
     k = k or cfg.predict_n or 5
     tokenizer = load_tokenizer(base)
     convs = read_conversations(prompts_file)[:num_prompts]
-    prompts = [prompt_ids(tokenizer, c, 2048) for c in convs]
+    # prompt and answer within the base's positions (generated past them, a base's answer was garbage or an error)
+    max_len = min(4096, max_positions(hf, str(where)))
+    prompts = [prompt_ids(tokenizer, c, min(2048, max_len - 2)) for c in convs]
     answers = distill(lambda: load_causal_lm(base, torch.float32).eval(), tokenizer,
                       prompts, distill_folder(cache_dir, Path(base), torch.float32), max_new_tokens=max_new_tokens,
-                      batch_size=16)
-    examples = [distilled_example(p, a, h, 4096) for p, (a, h) in zip(prompts, answers)]
+                      batch_size=16, max_len=max_len)
+    examples = [distilled_example(p, a, h, max_len) for p, (a, h) in zip(prompts, answers)]
+    examples = [ex for ex in examples if learnable(ex)]  # 2 answer tokens in a row: an anchor to draft from
+    if not examples:
+        raise ConfigError(f"the base answered every prompt of {prompts_file} with at most one token (a stop token at "
+                          f"once): nothing to evaluate the drafter on; check the base's chat template and stop tokens")
     feats = build_features(examples, k, Path(cache_dir), base_key(Path(base), torch.float32), lambda: None)
     embed, _ = base_tensors(Path(base))
     weight = drafter.lm_head[-1].weight.detach()

@@ -1,0 +1,51 @@
+"""evaluate_on_prompts (scripts/eval_drafter.py, scripts/train_smollm2.py) on a tiny chat base."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from test_train_data import make_tokenizer
+from tinymodels import make_drafter, make_hf
+
+
+@pytest.fixture(scope="module")
+def short_base(tmp_path_factory):
+    """A chat base of 48 positions, and a drafter for it."""
+    base = make_hf(tmp_path_factory.mktemp("short_base"), "llama", tie=True, vocab_size=128,
+                   max_position_embeddings=48)
+    make_tokenizer(base)
+    return base, make_drafter(tmp_path_factory.mktemp("drafter") / "d", base)
+
+
+def _prompts(tmp_path, *texts):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"prompt": t}) + "\n" for t in texts))
+    return path
+
+
+def test_prompt_and_answer_stay_within_the_bases_positions(short_base, tmp_path, monkeypatch):
+    """Prompts were cut to 2048 tokens and answered 192 more whatever the base's max_position_embeddings: a base of
+    fewer positions answered (and was evaluated) past them."""
+    from redrafter_trt.train import heldout
+
+    base, drafter = short_base
+    lengths, real = [], heldout.build_features
+    monkeypatch.setattr(heldout, "build_features", lambda examples, *a, **k: lengths.extend(
+        len(ex.ids) for ex in examples) or real(examples, *a, **k))
+    result = heldout.evaluate_on_prompts(drafter, base, _prompts(tmp_path, "Hi.", "Tell me a story " * 8),
+                                         tmp_path / "cache", max_new_tokens=30, k=2)
+    assert len(lengths) == 2 and max(lengths) <= 48 and result["anchors"] > 0
+
+
+def test_answers_of_one_token_are_a_one_line_error(short_base, tmp_path, monkeypatch):
+    """A base that answered every prompt with a stop token at once (no 2 answer tokens in a row to draft from) was a
+    traceback from inside the evaluation."""
+    from redrafter_trt.errors import ConfigError
+    from redrafter_trt.train import heldout
+
+    base, drafter = short_base
+    monkeypatch.setattr(heldout, "distill", lambda load, tok, prompts, *a, **k: [([2], None) for _ in prompts])
+    with pytest.raises(ConfigError, match="answered every prompt of .* with at most one token"):
+        heldout.evaluate_on_prompts(drafter, base, _prompts(tmp_path, "Hi.", "Bye."), tmp_path / "cache", k=2)
