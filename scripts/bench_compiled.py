@@ -15,6 +15,7 @@ import torch
 
 from redrafter_trt import runtime as rt
 from redrafter_trt.cli import Script
+from redrafter_trt.errors import ConfigError
 
 ROWS = (1, 3, 5, 7, 9, 13)
 
@@ -43,7 +44,12 @@ def forward_once(model, context: torch.Tensor, rows: int) -> tuple[torch.Tensor,
 def main(checkpoint_dir, threads, context, reps):
     if threads:
         torch.set_num_threads(threads)
-    rt.check_positions(rt.RuntimeConfig.from_dir(checkpoint_dir), [[0] * context], max(ROWS), "--context")
+    cfg = rt.RuntimeConfig.from_dir(checkpoint_dir)
+    if cfg.tp_size != 1:  # rt.load's refusal named a --tp this script has not
+        raise ConfigError(f"{checkpoint_dir} is a tp={cfg.tp_size} checkpoint: bench_compiled.py runs one process "
+                          f"(tp=1 checkpoints); convert with --tp-size 1 for it (`redrafter-trt run --tp "
+                          f"{cfg.tp_size}` runs this one)")
+    rt.check_positions(cfg, [[0] * context], max(ROWS), "--context")
     eager = rt.load(checkpoint_dir)
     start = time.perf_counter()
     compiled = rt.load(checkpoint_dir, compile=True)

@@ -170,12 +170,13 @@ def test_scripts_bad_input_is_one_line(tiny_llama, tiny_drafter, tmp_path):
     empty, tokenizer = tmp_path / "empty", tmp_path / "tok"
     empty.mkdir()
     save_byte_tokenizer(tokenizer)
+    ckpt = checkpoint(tiny_llama, tiny_drafter, 1, num_beams=2, draft_len=2)
     for name, args, needle in (
             ("eval_drafter", ["--drafter", tiny_llama, "--base", tiny_llama], "not an Apple ReDrafter drafter"),
             ("eval_drafter", ["--drafter", empty, "--base", tiny_llama], "config.json is missing"),
             ("eval_drafter", ["--drafter", tmp_path / "nowhere"], "does not exist"),
             ("profile_decode", ["--checkpoint-dir", tiny_llama, "--tokenizer-dir", tokenizer], "holds a Hugging Face model"),
-            ("profile_decode", ["--checkpoint-dir", tiny_llama, "--tokenizer-dir", empty], "cannot load a tokenizer"),
+            ("profile_decode", ["--checkpoint-dir", ckpt, "--tokenizer-dir", empty], "cannot load a tokenizer"),
             ("bench_compiled", ["--checkpoint-dir", empty], "config.json is missing")):
         result = CliRunner().invoke(script(name).main, [str(a) for a in args])
         assert_one_line_error(result, needle)
@@ -519,3 +520,19 @@ def test_bench_serve_reports_the_threads_a_tp_checkpoints_ranks_run(tiny_llama, 
         torch.set_num_threads(before)
     assert result.exit_code == 0, result.output
     assert "2 threads per rank x 2 ranks" in result.output, result.output
+
+
+def test_profiling_scripts_refuse_a_tp_checkpoint_naming_what_they_run(tiny_llama, tiny_drafter, tmp_path, monkeypatch):
+    """profile_decode.py and bench_compiled.py on a tp=2 checkpoint said "pass --tp 2 (Python: generate_tp)" (rt.load's
+    refusal for `run`), an option neither has; each says it runs tp=1 checkpoints, before anything loads."""
+    from test_convert_errors import assert_one_line_error
+
+    tokenizer = tmp_path / "tok"
+    save_byte_tokenizer(tokenizer)
+    ckpt = checkpoint(tiny_llama, tiny_drafter, 2, num_beams=2, draft_len=2)
+    monkeypatch.setattr(rt, "load", lambda *a, **k: pytest.fail("loaded the weights"))
+    for name, args in (("profile_decode", ["--checkpoint-dir", ckpt, "--tokenizer-dir", tokenizer]),
+                       ("bench_compiled", ["--checkpoint-dir", ckpt])):
+        result = CliRunner().invoke(script(name).main, [str(a) for a in args])
+        assert_one_line_error(result, f"is a tp=2 checkpoint: {name}.py runs one process (tp=1 checkpoints)")
+        assert "--tp 2`" in result.output and "pass --tp" not in result.output
