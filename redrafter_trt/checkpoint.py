@@ -27,13 +27,18 @@ MODEL_KEYS = ("architecture", "dtype", "hidden_size", "num_hidden_layers", "num_
               "intermediate_size", "mapping")
 
 
+# far past any drafter's ResBlocks (Apple's have 2; train and init-drafter make at most 64): more is a hand edit, and
+# the FP8 exclusions' check names two modules per layer
+MAX_REDRAFTER_LAYERS = 1024
+
 # config key -> (what it must be, check); checked before anything computes with them
 CONFIG_TYPES = {
     **dict.fromkeys(("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "intermediate_size",
                      "redrafter_hidden_size", "redrafter_exit_dim", "redrafter_num_beams",
                      "redrafter_draft_len_per_beam"), POSITIVE_INT),
     "num_key_value_heads": optional(POSITIVE_INT),
-    "redrafter_num_layers": COUNT,
+    "redrafter_num_layers": (f"an integer within 0..{MAX_REDRAFTER_LAYERS}",
+                             lambda v: COUNT[1](v) and v <= MAX_REDRAFTER_LAYERS),
     "redrafter_is_rnn": FLAG,
     "redrafter_greedy_search": FLAG,
     "max_position_embeddings": optional(POSITIVE_INT),
@@ -120,8 +125,7 @@ def inspect_checkpoint(path: Path | str, values: bool = False) -> Report:
     if rep.problems:
         return rep
     _check_ranks(path, cfg, rep, values)
-    if not rep.problems:
-        _check_exclusions(cfg, rep)
+    _check_exclusions(cfg, rep)  # with the tensors' problems: every problem is listed
     return rep
 
 
@@ -224,8 +228,8 @@ def _check_config(cfg: dict, rep: Report) -> None:
 
 
 def _check_exclusions(cfg: dict, rep: Report) -> None:
-    """An FP8 config must keep lm_head and every drafter module out of FP8. Run after the rank files are checked: it
-    names each drafter layer, which a hand-edited redrafter_num_layers would make billions of."""
+    """An FP8 config must keep lm_head and every drafter module out of FP8. For a config `_check_fields` passed: it
+    names each drafter layer, at most MAX_REDRAFTER_LAYERS (a hand-edited count could be billions)."""
     quant = cfg.get("quantization") or {}
     if quant.get("quant_algo"):
         listed = layout.exclusions(quant)

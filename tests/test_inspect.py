@@ -95,6 +95,21 @@ def test_fp8_exclusions_must_keep_lm_head(ckpt, tmp_path, exclude, lacking):
                           "exclude_modules lacks", lacking)
 
 
+def test_fp8_exclusions_are_checked_beside_tensor_problems(ckpt, tmp_path):
+    """A review: the exclude_modules check ran only when the rank files had no problem, though inspect lists every
+    problem: a checkpoint missing a tensor and lm_head's exclusion named the tensor alone, and the fix of that was
+    met by a second refusal."""
+    cfg = json.loads((Path(ckpt) / "config.json").read_text())
+    quant = {"quant_algo": "FP8", "kv_cache_quant_algo": None, "exclude_modules": ["drafter*"]}
+
+    def edit(held):
+        fp8_tensors(cfg)(held)
+        del held["drafter.rnn_u.weight"]
+    result = run_cli("inspect", broken(ckpt, tmp_path, edit, quantization=quant))
+    assert result.exit_code == 1 and "missing tensors drafter.rnn_u.weight" in result.output, result.output
+    assert "exclude_modules lacks lm_head" in result.output, result.output
+
+
 @pytest.mark.parametrize("exclude", [["lm_head", None], ["lm_head", 1], [["drafter"]]])
 def test_fp8_exclusions_that_are_not_names_are_a_problem(ckpt, tmp_path, exclude):
     """A review: an exclude_modules entry that is not a string (a null left by a hand edit) was a TypeError traceback
