@@ -48,7 +48,7 @@ class StepStats:
     total: int
     loss: float
     top1: list[float]     # per draft step, this batch (under torchrun: every rank's)
-    positions_per_s: float
+    positions_per_s: float  # under torchrun: every rank's (each takes a batch of its own in the same time)
 
 
 @dataclass
@@ -302,7 +302,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
             with _whole():  # a Ctrl-C inside AdamW's update left it half applied, saved as the step before
                 opt.step()
                 done = step + 1
-            stats = StepStats(step + 1, total, loss.item(), top1, len(idx) / (time.perf_counter() - t0))
+            stats = StepStats(step + 1, total, loss.item(), top1, len(idx) * world / (time.perf_counter() - t0))
             if rank == 0 and done % cfg.checkpoint_every == 0:
                 _save_state(cfg, drafter, head, opt, done, same)
             report(Progress("train", step + 1, total, stats))
