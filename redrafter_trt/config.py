@@ -174,7 +174,7 @@ class BaseModelConfig:
         positive_float(hf, "rms_norm_eps", where, 1e-6)
         flag(hf, "attention_bias", where), flag(hf, "mlp_bias", where)  # read as truth values further on
         return cls(spec=spec, hf=hf, hidden_size=H, num_layers=positive_int(hf, "num_hidden_layers", where),
-                   num_heads=nh, num_kv_heads=positive_int(hf, "num_key_value_heads", where, nh),
+                   num_heads=nh, num_kv_heads=positive_int(hf, "num_key_value_heads", where, spec.kv_heads or nh),
                    head_size=positive_int(hf, "head_dim", where, H // nh),
                    intermediate_size=positive_int(hf, "intermediate_size", where),
                    vocab_size=positive_int(hf, "vocab_size", where),

@@ -15,6 +15,7 @@ class ArchSpec:
     redrafter_architecture: str
     attn_bias: bool = False
     max_positions: int = 2048  # transformers' default max_position_embeddings, for a config.json without one
+    kv_heads: int | None = None  # transformers' default num_key_value_heads (None: num_attention_heads), likewise
     sliding_window: int | None = None  # transformers' default sliding_window, for a config.json without the key
     max_window_layers: int = 0  # Qwen2: transformers' default first layer of the window, for a config.json without one
     extra_config: dict = field(default_factory=dict)  # fields TensorRT-LLM's from_hugging_face adds
@@ -31,12 +32,12 @@ def register(spec: ArchSpec) -> ArchSpec:
 register(ArchSpec("LlamaForCausalLM", "LlamaForCausalLM", "ReDrafterForLLaMALM"))
 # TensorRT-LLM runs Mistral (without a sliding window) as Llama.
 register(ArchSpec("MistralForCausalLM", "LlamaForCausalLM", "ReDrafterForLLaMALM", max_positions=131072,
-                  sliding_window=4096))
+                  kv_heads=8, sliding_window=4096))
 # TensorRT-LLM's QWenDecoderLayer reads config.seq_length (logn scaling's length) and QWenConfig sets none, so a Qwen
 # config without it fails trtllm-build; QWenConfig.from_hugging_face writes the HF value, else this.
 QWEN_SEQ_LENGTH = 8192
 register(ArchSpec("Qwen2ForCausalLM", "Qwen2ForCausalLM", "ReDrafterForQWenLM", attn_bias=True,
-                  max_positions=32768, sliding_window=4096, max_window_layers=28,
+                  max_positions=32768, kv_heads=32, sliding_window=4096, max_window_layers=28,
                   extra_config={"qwen_type": "qwen2", "seq_length": QWEN_SEQ_LENGTH}))
 
 # extra_config field -> the HF config key that overrides its default (QWenConfig.from_hugging_face)

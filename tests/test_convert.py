@@ -354,3 +354,27 @@ def test_trtllm_base_with_a_default_rotary_scaling_is_written_without_one(tmp_pa
     out = convert(base_ckpt, tiny_drafter, tmp_path / "two")
     assert json.loads((out / "config.json").read_text())["rotary_scaling"] is None
     assert inspect_checkpoint(out).ok
+
+
+@pytest.mark.parametrize("arch, nh, want", [("llama", 4, 4), ("mistral", 16, 8), ("qwen2", 32, 32)])
+def test_a_config_without_num_key_value_heads_gets_transformers_default(tmp_path, arch, nh, want):
+    """A review: a missing num_key_value_heads was read as num_attention_heads for every architecture, but
+    transformers' MistralConfig defaults it to 8 and Qwen2Config to 32 (TensorRT-LLM's from_hugging_face reads the
+    same through AutoConfig), so a GQA Mistral whose config.json leaves it out was refused as misshapen k_proj."""
+    import transformers
+
+    from redrafter_trt import runtime as rt
+
+    base = make_hf(tmp_path / "base", arch, hidden_size=nh * 4, num_attention_heads=nh, num_key_value_heads=want,
+                   intermediate_size=32, sliding_window=None)
+    cfg = json.loads((base / "config.json").read_text())
+    del cfg["num_key_value_heads"]
+    (base / "config.json").write_text(json.dumps(cfg))
+    hf = transformers.AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
+    assert hf.config.num_key_value_heads == want
+    out = convert(base, make_drafter(tmp_path / "d", base), tmp_path / "out", tp_size=2, num_beams=2, draft_len=2)
+    assert json.loads((out / "config.json").read_text())["num_key_value_heads"] == want
+    ids = [1, 17, 33, 5, 250, 99, 3]
+    with torch.no_grad():
+        ref = hf(torch.tensor([ids])).logits[0]
+    torch.testing.assert_close(rt.forward_logits_tp(out, ids), ref, atol=2e-5, rtol=1e-5)
