@@ -27,12 +27,24 @@ class Logprob:
 
 
 class AnswerText:
-    """One answer's text as its tokens come: decoded whole each time (multi-token characters come out right), cut
-    before the first stop string (the tokens past the one that completed it dropped). `add` returns the text that is
-    safe to send: an end that may begin a stop string and the replacement characters of a half-decoded character
-    are held back until the next tokens or `rest()`.
+    """One answer's text as its tokens come: the text the whole answer decodes to (multi-token characters come out
+    right), cut before the first stop string (the tokens past the one that completed it dropped). `add` returns the
+    text that is safe to send: an end that may begin a stop string and the replacement characters of a half-decoded
+    character are held back until the next tokens or `rest()`.
     eos: the tokens left out of `logprobs` (a chat answer's stop tokens; none for a completion or an ignore_eos
-    answer, which list every token)."""
+    answer, which list every token).
+
+    The answer is decoded incrementally, as vLLM's and TGI's servers do (detokenize_incrementally): the text through
+    the last committed token stands, and each step decodes only a window from the commit before it (its text, the
+    prefix, gives the new tokens the context a tokenizer's first-token rules, such as SentencePiece's first space,
+    need) and takes what follows the prefix. A commit is made when the window adds text that does not end in a
+    replacement character. Decoding the whole answer on every step (and once per new token for logprobs) was work in
+    the answer's length per step, in the scheduler thread every request waits on. A window whose text no longer
+    starts with its prefix (byte fallback turning a committed character into replacement characters when invalid
+    bytes follow it) steps back to earlier commits until it does. The text is the whole decode's, checked on random
+    answers of byte-level BPE and SentencePiece byte-fallback decoders (tests/test_serve_text.py). A window grows
+    while its text ends in U+FFFD (a run of invalid bytes) and spans a run of byte-fallback bytes that keeps turning
+    invalid: the work is then in that run's length, as the whole decode's was in the answer's."""
 
     def __init__(self, tokenizer, stop: list[str], eos: set[int] = frozenset()):
         self.tokenizer, self.stop, self.eos = tokenizer, stop, eos
@@ -41,25 +53,37 @@ class AnswerText:
         self.ends: list[int] = []     # the answer's length in whole characters after each token (logprobs only)
         self.values: list = []        # the TokenLogprob of each token, when decoding computes them
         self.text, self.sent, self.stopped, self.given, self.ended = "", 0, False, 0, False
+        # each commit: how many tokens, the decoded text's length then, and the decode of its tokens since the commit
+        # before (the whole decode after a first commit): the prefix of the windows that start at that commit before
+        self.commits: list[tuple[int, int, str]] = [(0, 0, "")]
+        self.decoded = ""      # the whole decode of the tokens through the last commit: never ends in U+FFFD
+        self.low = 0           # how much of `decoded` this step's decodes share with the last step's
+        self.covered = 0       # how many tokens' text went out (max k + 1 with ends[k] <= sent)
 
     def add(self, new: list[int], values: list = ()) -> str:
         """values: the new tokens' TokenLogprobs, or none (then no per-token lengths are decoded)."""
-        before = len(self.ids)
-        if values:  # the lengths after all but the last new token; the last one is the whole text's
-            self.ends += [self._length(self.ids + new[:k]) for k in range(1, len(new))]
+        before, self.low = len(self.ids), len(self.decoded)
         self.ids += new
+        if values:  # the lengths after all but the last new token; the last one is the whole text's
+            for k in range(before + 1, len(self.ids)):
+                tail = self._tail(k)
+                self.ends.append(len(self.decoded) + _clean(tail))
         self.values += values
-        text = self._after_sent(self._decode(self.ids))
+        tail = self._tail(len(self.ids))
+        text, shared = self._after_sent(tail)
         if values:
-            self.ends.append(len(text.rstrip("\ufffd")))
-        if self._stop_at(text) is not None:
-            text = self._keep_through(before, text)
-            self.text, self.stopped = text[:self._stop_at(text)], True
+            self.ends.append(_clean(text))
+        if self._stop_at(text, shared) is not None:
+            text, shared = self._keep_through(before, text, shared)
+            self.text, self.stopped = text[:self._stop_at(text, shared)], True
             return self.rest()
+        if tail and tail[-1] != "\ufffd":
+            self._commit(tail)
         self.text = text
-        clean = text.rstrip("\ufffd")  # byte-fallback tokenizers write one per byte of an unfinished character
-        held = max((_begins(s, clean) for s in self.stop), default=0)
-        delta = text[self.sent: max(len(clean) - held, self.sent)]
+        clean = _clean(text)  # byte-fallback tokenizers write one per byte of an unfinished character
+        end = text[max(clean - self.longest, 0):clean]
+        held = max((_begins(s, end) for s in self.stop), default=0)
+        delta = text[self.sent: max(clean - held, self.sent)]
         self.sent += len(delta)
         return delta
 
@@ -69,40 +93,61 @@ class AnswerText:
         what was sent would lose a character (as vLLM's incremental decoding, which never cleans them up)."""
         return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
 
-    def _after_sent(self, text: str) -> str:
-        """`text` kept behind what was sent: a byte-fallback tokenizer turns a sent character back into replacement
-        characters (one per byte) when bytes that cannot follow it come next, and the answer would then differ from
-        what its stream said; the sent text stands and the new text goes on after as many characters (as vLLM's
-        incremental decoding has it)."""
-        sent = self.text[:self.sent]
-        return text if text.startswith(sent) else sent + text[len(sent):]
+    def _tail(self, k: int) -> str:
+        """What the whole decode of ids[:k] holds after `decoded` (k >= the last commit): the window from the commit
+        before the last, less its prefix. A window that no longer starts with its prefix steps back a commit."""
+        while True:
+            start = self.commits[-2][0] if len(self.commits) > 1 else 0
+            window, prefix = self._decode(self.ids[start:k]), self.commits[-1][2]
+            if window.startswith(prefix):
+                return window[len(prefix):]
+            self.commits.pop()
+            self.decoded = self.decoded[:self.commits[-1][1]]
+            self.low = min(self.low, len(self.decoded))
 
-    def _length(self, ids: list[int]) -> int:
-        """The answer's length in whole characters after `ids` (an unfinished character's bytes not counted: its
-        tokens' text starts where the character does)."""
-        return len(self._decode(ids).rstrip("\ufffd"))
+    def _commit(self, tail: str) -> None:
+        """The text through the last token stands: the next windows start at the last commit, unless its tokens
+        decode to nothing alone (a space that a first-space rule strips): a prefix with no text cannot show a
+        committed character turning into replacement characters, so the window keeps its start then."""
+        self.decoded += tail
+        last = self.commits[-1][0]
+        prefix = self._decode(self.ids[last:]) if last else self.decoded
+        if not prefix:
+            self.commits.pop()
+            last = self.commits[-1][0]
+            prefix = self._decode(self.ids[last:]) if last else self.decoded
+        self.commits.append((len(self.ids), len(self.decoded), prefix))
 
-    def _stop_at(self, text: str) -> int | None:
+    def _after_sent(self, tail: str) -> tuple[str, int]:
+        """The answer's text given the whole decode (`decoded` + `tail`), kept behind what was sent: a byte-fallback
+        tokenizer turns a sent character back into replacement characters (one per byte) when bytes that cannot
+        follow it come next, and the answer would then differ from what its stream said; the sent text stands and
+        the new text goes on after as many characters (as vLLM's incremental decoding has it). Also returns how
+        long a start the text shares with `self.text`."""
+        at = max(self.sent, self.low)  # self.text past what was sent is the last step's decode, which shares `low`
+        new = self.decoded[at:] + tail if at <= len(self.decoded) else tail[at - len(self.decoded):]
+        old = self.text[at:]
+        return self.text[:at] + new, at + len(os.path.commonprefix([old, new]))
+
+    def _stop_at(self, text: str, shared: int) -> int | None:
         """Where the first stop string in `text` starts, or None. `self.text` (the text decoded so far) holds none,
-        else the answer had ended: one in `text` reaches past the start they share, so only that start's last
+        else the answer had ended: one in `text` reaches past the `shared` start, so only that start's last
         (longest stop string - 1) characters and what follows are searched. The whole text was, for every stop
         string on every step: quadratic in the answer's length, in the scheduler thread every request waits on."""
-        shared = len(self.text) if text.startswith(self.text) else self.sent + len(
-            os.path.commonprefix([self.text[self.sent:], text[self.sent:]]))  # text keeps what was sent (_after_sent)
         start = max(shared - max(self.longest - 1, 0), 0)
         return min((i for s in self.stop if (i := text.find(s, start)) >= 0), default=None)
 
-    def _keep_through(self, before: int, text: str) -> str:
+    def _keep_through(self, before: int, text: str, shared: int) -> tuple[str, int]:
         """Drop the tokens decoded past the first one that completed a stop string (a step may accept several):
         they are not part of the answer, nor of its usage. Returns the text through that token (`text`: through the
         last). The answer ends as if the tokens had come one at a time, as vLLM checks them: with stop ["abcd", "c"],
         a step accepting "a", "b", "c", "d" ends at "c" ("ab"), not at "abcd" ("")."""
         for k in range(before + 1, len(self.ids)):
-            shorter = self._after_sent(self._decode(self.ids[:k]))
-            if self._stop_at(shorter) is not None:
+            shorter, common = self._after_sent(self._tail(k))
+            if self._stop_at(shorter, common) is not None:
                 del self.ids[k:], self.values[k:], self.ends[k:]
-                return shorter
-        return text
+                return shorter, common
+        return text, shared
 
     def rest(self) -> str:
         delta, self.sent = self.text[self.sent:], len(self.text)
@@ -122,19 +167,30 @@ class AnswerText:
         `eos` tokens left out. A token's text went out when the answer up to it did (whatever a byte-fallback
         tokenizer's half characters did to the lengths on the way); once a stop string ended the answer, the token
         that ran into it counts too when part of its text is in the answer (as vLLM has it); once `finish` ran,
-        every token counts."""
+        every token counts. While the answer goes on, only the tokens past those already counted are looked at
+        (sent only grows, and earlier tokens' lengths stay)."""
         if self.ended and not self.stopped:
             covered = len(self.values)
         elif self.stopped and self.sent == len(self.text):
             covered = max((k + 1 for k in range(len(self.ends)) if (self.ends[k - 1] if k else 0) < self.sent),
                           default=0)
         else:
-            covered = max((k + 1 for k, end in enumerate(self.ends) if end <= self.sent), default=0)
+            self.covered = next((k + 1 for k in range(len(self.ends) - 1, self.covered - 1, -1)
+                                 if self.ends[k] <= self.sent), self.covered)
+            covered = self.covered
         covered = min(covered, len(self.values))
         out = [Logprob(self.ids[k], min(self.ends[k - 1] if k else 0, len(self.text)), self.values[k], k == 0)
                for k in range(0 if everything else self.given, covered) if self.ids[k] not in self.eos]
         self.given = max(self.given, covered)
         return out
+
+
+def _clean(text: str) -> int:
+    """The length of `text` without its trailing replacement characters (an unfinished character's bytes)."""
+    k = len(text)
+    while k and text[k - 1] == "\ufffd":
+        k -= 1
+    return k
 
 
 def _begins(stop: str, text: str) -> int:

@@ -1,14 +1,17 @@
-"""`serve_text.AnswerText`'s stop strings: the work per decoding step is the new text's (plus the longest stop
-string's length), not the whole answer's, and the answers are the same as a whole-text search's, byte-fallback
-characters (decoded text that changes behind its end) included. No model: a tokenizer of one character per id."""
+"""`serve_text.AnswerText`: the work per decoding step (stop-string search, decoding, logprobs) is the new tokens'
+(plus the longest stop string's length), not the whole answer's, and the answers are the same as the whole-text
+search's and the whole decode's (`WholeDecode`, the code before), byte-fallback characters (decoded text that changes
+behind its end) included: on a tokenizer of one character per id, SmolLM2's byte-level BPE and Llama 2-style
+SentencePiece byte fallback."""
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
 
-from redrafter_trt.serve_text import AnswerText, _begins
+from redrafter_trt.serve_text import AnswerText, Logprob, _begins
 
 LEAD, TRAIL = 0x110000, 0x110001  # together "é"; alone each "\ufffd", as a byte-fallback tokenizer's two bytes
 
@@ -39,8 +42,116 @@ class Chars:
         return self.kind("".join(out))
 
 
-class WholeText(AnswerText):
-    """The whole-text search this module replaced: the reference for what an answer is."""
+class WholeDecode:
+    """AnswerText as it was before its decoding was made incremental (the code verbatim): the
+    oracle for what an answer is. It decodes the whole answer on every step, and once per new token for logprobs,
+    and its logprobs() walks every token."""
+
+    def __init__(self, tokenizer, stop: list[str], eos: set[int] = frozenset()):
+        self.tokenizer, self.stop, self.eos = tokenizer, stop, eos
+        self.longest = max(map(len, stop), default=0)
+        self.ids: list[int] = []
+        self.ends: list[int] = []     # the answer's length in whole characters after each token (logprobs only)
+        self.values: list = []        # the TokenLogprob of each token, when decoding computes them
+        self.text, self.sent, self.stopped, self.given, self.ended = "", 0, False, 0, False
+
+    def add(self, new: list[int], values: list = ()) -> str:
+        """values: the new tokens' TokenLogprobs, or none (then no per-token lengths are decoded)."""
+        before = len(self.ids)
+        if values:  # the lengths after all but the last new token; the last one is the whole text's
+            self.ends += [self._length(self.ids + new[:k]) for k in range(1, len(new))]
+        self.ids += new
+        self.values += values
+        text = self._after_sent(self._decode(self.ids))
+        if values:
+            self.ends.append(len(text.rstrip("\ufffd")))
+        if self._stop_at(text) is not None:
+            text = self._keep_through(before, text)
+            self.text, self.stopped = text[:self._stop_at(text)], True
+            return self.rest()
+        self.text = text
+        clean = text.rstrip("\ufffd")  # byte-fallback tokenizers write one per byte of an unfinished character
+        held = max((_begins(s, clean) for s in self.stop), default=0)
+        delta = text[self.sent: max(len(clean) - held, self.sent)]
+        self.sent += len(delta)
+        return delta
+
+    def _decode(self, ids: list[int]) -> str:
+        """The text of `ids`, spaces as the tokens have them: a tokenizer that cleans up tokenization spaces (Llama
+        3's tokenizer_config asks for it) would turn a sent "Hello " into "Hello," when "," comes, and the text after
+        what was sent would lose a character (as vLLM's incremental decoding, which never cleans them up)."""
+        return self.tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+    def _after_sent(self, text: str) -> str:
+        """`text` kept behind what was sent: a byte-fallback tokenizer turns a sent character back into replacement
+        characters (one per byte) when bytes that cannot follow it come next, and the answer would then differ from
+        what its stream said; the sent text stands and the new text goes on after as many characters (as vLLM's
+        incremental decoding has it)."""
+        sent = self.text[:self.sent]
+        return text if text.startswith(sent) else sent + text[len(sent):]
+
+    def _length(self, ids: list[int]) -> int:
+        """The answer's length in whole characters after `ids` (an unfinished character's bytes not counted: its
+        tokens' text starts where the character does)."""
+        return len(self._decode(ids).rstrip("\ufffd"))
+
+    def _stop_at(self, text: str) -> int | None:
+        """Where the first stop string in `text` starts, or None. `self.text` (the text decoded so far) holds none,
+        else the answer had ended: one in `text` reaches past the start they share, so only that start's last
+        (longest stop string - 1) characters and what follows are searched. The whole text was, for every stop
+        string on every step: quadratic in the answer's length, in the scheduler thread every request waits on."""
+        shared = len(self.text) if text.startswith(self.text) else self.sent + len(
+            os.path.commonprefix([self.text[self.sent:], text[self.sent:]]))  # text keeps what was sent (_after_sent)
+        start = max(shared - max(self.longest - 1, 0), 0)
+        return min((i for s in self.stop if (i := text.find(s, start)) >= 0), default=None)
+
+    def _keep_through(self, before: int, text: str) -> str:
+        """Drop the tokens decoded past the first one that completed a stop string (a step may accept several):
+        they are not part of the answer, nor of its usage. Returns the text through that token (`text`: through the
+        last). The answer ends as if the tokens had come one at a time, as vLLM checks them: with stop ["abcd", "c"],
+        a step accepting "a", "b", "c", "d" ends at "c" ("ab"), not at "abcd" ("")."""
+        for k in range(before + 1, len(self.ids)):
+            shorter = self._after_sent(self._decode(self.ids[:k]))
+            if self._stop_at(shorter) is not None:
+                del self.ids[k:], self.values[k:], self.ends[k:]
+                return shorter
+        return text
+
+    def rest(self) -> str:
+        delta, self.sent = self.text[self.sent:], len(self.text)
+        return delta
+
+    def finish(self) -> str:
+        """The rest of the text once the answer has ended: the replacement characters of a character that
+        max_tokens cut in half are dropped (never sent), and every token's logprob goes out (the last ones at the
+        end of the text)."""
+        if not self.stopped:
+            self.text = self.text.rstrip("\ufffd")
+        self.ended = True
+        return self.rest()
+
+    def logprobs(self, everything: bool = False) -> list[Logprob]:
+        """The logprobs of the tokens whose text went out since the last call (everything: since the start), the
+        `eos` tokens left out. A token's text went out when the answer up to it did (whatever a byte-fallback
+        tokenizer's half characters did to the lengths on the way); once a stop string ended the answer, the token
+        that ran into it counts too when part of its text is in the answer (as vLLM has it); once `finish` ran,
+        every token counts."""
+        if self.ended and not self.stopped:
+            covered = len(self.values)
+        elif self.stopped and self.sent == len(self.text):
+            covered = max((k + 1 for k in range(len(self.ends)) if (self.ends[k - 1] if k else 0) < self.sent),
+                          default=0)
+        else:
+            covered = max((k + 1 for k, end in enumerate(self.ends) if end <= self.sent), default=0)
+        covered = min(covered, len(self.values))
+        out = [Logprob(self.ids[k], min(self.ends[k - 1] if k else 0, len(self.text)), self.values[k], k == 0)
+               for k in range(0 if everything else self.given, covered) if self.ids[k] not in self.eos]
+        self.given = max(self.given, covered)
+        return out
+
+
+class WholeText(WholeDecode):
+    """The whole-text stop-string search this module replaced before that: the reference for what an answer is."""
 
     def _stop_at(self, text):
         return min((i for s in self.stop if (i := text.find(s)) >= 0), default=None)
@@ -141,3 +252,214 @@ def test_a_request_with_too_many_or_too_long_stop_strings_is_refused():
         stop_of(["x"] * (MAX_STOP + 1))
     with pytest.raises(RequestError, match=f"each at most {MAX_STOP_CHARS} characters long"):
         stop_of("x" * (MAX_STOP_CHARS + 1))
+
+
+def transcript(kind, tok, steps, stop, values, eos=frozenset()):
+    """Everything a client sees of one answer decoded in `steps`: each step's text and logprobs, then the end."""
+    answer, seen = kind(tok, stop, set(eos)), []
+    for step in steps:
+        delta = answer.add(step, [f"lp{t}" for t in step] if values else ())
+        seen.append((delta, [(v.token, v.offset, v.start) for v in answer.logprobs()], answer.stopped))
+        if answer.stopped:
+            break
+    seen.append((answer.finish(), [(v.token, v.offset, v.start) for v in answer.logprobs()]))
+    everything = [(v.token, v.offset, v.value, v.start) for v in answer.logprobs(everything=True)]
+    return seen, answer.text, answer.ids, everything
+
+
+def same_as_whole_decode(tok, rng, ids, stop):
+    """AnswerText and the whole-decode oracle over `ids` in random steps, with and without logprobs."""
+    cuts = sorted(rng.sample(range(1, len(ids)), min(rng.randint(0, 8), len(ids) - 1))) if len(ids) > 1 else []
+    steps = [ids[a:b] for a, b in zip([0, *cuts], [*cuts, len(ids)])]
+    values, eos = rng.random() < 0.6, set(rng.sample(ids, 1)) if rng.random() < 0.2 else set()
+    got, want = (transcript(kind, tok, steps, stop, values, eos) for kind in (AnswerText, WholeDecode))
+    assert got == want, (ids, stop, steps, values, tok.decode(ids))
+    return want
+
+
+def random_stop(rng, text, extra):
+    """0-3 stop strings: pieces of the answer's own text (so they hit), or random ones."""
+    stop = []
+    for _ in range(rng.randint(0, 3)):
+        if text and rng.random() < 0.7:
+            at = rng.randrange(len(text))
+            stop.append(text[at:at + rng.randint(1, 4)])
+        else:
+            stop.append("".join(rng.choices(extra, k=rng.randint(1, 3))))
+    return stop
+
+
+def test_incremental_decoding_is_the_whole_decode_on_the_test_tokenizer():
+    """The test tokenizer (one character per id, a byte-fallback pair): sent text, logprobs at each step, stop cuts,
+    held-back ends and the answer are the whole-decode oracle's, token for token."""
+    rng = random.Random(2)
+    alphabet = [ord(c) for c in "ab c"] + [LEAD, TRAIL, 0xFFFD]
+    for _ in range(3000):
+        ids = rng.choices(alphabet, k=rng.randint(1, 30))
+        same_as_whole_decode(Chars(), rng, ids, random_stop(rng, Chars().decode(ids), "abc \u00e9"))
+
+
+def pieces(tok, rng, texts, specials):
+    """Random token runs: tokenized snippets (multi-byte characters, emoji, spaces), single bytes of UTF-8
+    sequences (characters split over tokens, invalid and unfinished ones) and special tokens."""
+    byte_ids = [i for i in tok.convert_tokens_to_ids([f"<0x{b:02X}>" for b in range(256)]) if i != tok.unk_token_id]
+    emoji = [b for ch in "\u00e9\u96e8\U0001f600\U0001f642\u2581" for b in ch.encode()]
+    ids = []
+    while len(ids) < rng.randint(1, 40):
+        pick = rng.random()
+        if pick < 0.5:
+            ids += tok(rng.choice(texts), add_special_tokens=False)["input_ids"]
+        elif pick < 0.8 and byte_ids:
+            ids += [byte_ids[b] for b in rng.choices(emoji + [0x80, 0xC3, 0x20, 0x41], k=rng.randint(1, 4))]
+        elif pick < 0.9:
+            ids.append(rng.choice(specials))
+        else:
+            ids += tok(rng.choice(texts) + rng.choice(texts), add_special_tokens=False)["input_ids"][::-1]
+    return ids
+
+
+TEXTS = ["Hello", " world", " ", "  ", "\n", "\u00e9t\u00e9", " \u96e8", "\U0001f600", " \U0001f642!", "a\u2581b",
+         "\u00fc\u00df", "END", "\ufffd", "na\u00efve caf\u00e9"]
+
+
+@pytest.fixture(scope="module")
+def smollm2_tokenizer(smollm2):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(smollm2)
+
+
+def test_incremental_decoding_is_the_whole_decode_on_smollm2(smollm2_tokenizer):
+    """SmolLM2's byte-level BPE: characters split over tokens (single-byte tokens), invalid bytes, emoji, spaces,
+    special tokens skipped as the server decodes them."""
+    tok, rng = smollm2_tokenizer, random.Random(3)
+    specials = tok.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>", "<|endoftext|>"])
+    byte_level = {b: tok.convert_tokens_to_ids(ch) for b, ch in enumerate(_bytes_to_unicode())}
+    assert tok.decode([byte_level[b] for b in "\U0001f600".encode()]) == "\U0001f600"
+    emoji = [b for ch in "\u00e9\u96e8\U0001f600\U0001f642" for b in ch.encode()]
+    for _ in range(600):
+        ids = []
+        while len(ids) < rng.randint(1, 40):
+            pick = rng.random()
+            if pick < 0.5:
+                ids += tok(rng.choice(TEXTS), add_special_tokens=False)["input_ids"]
+            elif pick < 0.85:
+                ids += [byte_level[b] for b in rng.choices(emoji + [0x80, 0xC3, 0x20, 0x41], k=rng.randint(1, 4))]
+            else:
+                ids.append(rng.choice(specials))
+        same_as_whole_decode(tok, rng, ids, random_stop(rng, tok.decode(ids, skip_special_tokens=True), "ab \u00e9"))
+
+
+def _bytes_to_unicode() -> list[str]:
+    """GPT-2's byte -> character table (byte b is the character at index b)."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("\u00a1"), ord("\u00ac") + 1),
+            *range(ord("\u00ae"), ord("\u00ff") + 1)]
+    extra = iter(range(256, 512))
+    return [chr(b) if b in keep else chr(next(extra)) for b in range(256)]
+
+
+@pytest.mark.parametrize("decoder", ["strip", "metaspace", "fuse"])
+def test_incremental_decoding_is_the_whole_decode_with_sentencepiece_byte_fallback(decoder):
+    """Llama 2's and Mistral's decoders strip the text's first space (a window decoded alone would lose a space
+    the whole text has: the prefix before the new tokens keeps it) and write one replacement character per byte of
+    a run of byte tokens that is not valid UTF-8 (a committed character turns back into them: the window steps
+    back); byte fallback with no first-space rule too."""
+    from test_serve import sentencepiece_tokenizer
+    from tokenizers import decoders
+
+    tok = sentencepiece_tokenizer(metaspace=decoder == "metaspace")
+    if decoder == "fuse":
+        tok.backend_tokenizer.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
+    rng = random.Random(4)
+    words = tok.convert_tokens_to_ids(["\u2581Hello", "\u2581world", "\u2581"])
+    assert tok.decode([words[1], words[0]]) == ("\u2581world\u2581Hello" if decoder == "fuse" else "world Hello")
+    for _ in range(1500):
+        ids = pieces(tok, rng, ["Hello", " world", " ", "\u00e9", " \U0001f600"], [1])
+        ids = [rng.choice(words) if t == tok.unk_token_id else t for t in ids]
+        same_as_whole_decode(tok, rng, ids, random_stop(rng, tok.decode(ids, skip_special_tokens=True), "Ho \u00e9"))
+
+
+class Counting:
+    """A tokenizer that adds up how many tokens it was asked to decode."""
+
+    def __init__(self, tok):
+        self.tok, self.tokens = tok, 0
+
+    def decode(self, ids, **kw):
+        self.tokens += len(ids)
+        return self.tok.decode(ids, **kw)
+
+
+@pytest.mark.parametrize("step, values", [(1, False), (1, True), (4, True)])
+def test_decoding_work_per_step_is_the_new_tokens_not_the_answer(step, values):
+    """The whole answer was decoded again on every step, and once per new token when logprobs were asked: a
+    2000-token answer decoded about 2 million tokens (4 million with 4-token steps and logprobs), in the scheduler
+    thread every request waits on. Now each step decodes a window of the last two steps' tokens: linear (3 tokens a
+    token one at a time)."""
+    n = 2000
+    ids = [ord("a") + k % 26 for k in range(n)]
+    ids[500:503] = [LEAD, TRAIL, LEAD]  # a character split over tokens, and half of one
+    work = {}
+    for kind in (WholeDecode, AnswerText):
+        tok = Counting(Chars())
+        answer, sent = kind(tok, ["zz"]), ""
+        for at in range(0, n, step):
+            sent += answer.add(ids[at:at + step], ["lp"] * len(ids[at:at + step]) if values else ())
+            answer.logprobs()
+        sent += answer.finish()
+        assert sent == answer.text == Chars().decode(ids)
+        work[kind] = tok.tokens
+    assert work[WholeDecode] >= n * n // 2 // step * (step if values else 1)
+    assert work[AnswerText] <= 4 * n * step  # a window of the last two steps' tokens, per new token with logprobs
+
+
+def test_decoding_work_with_byte_fallback_characters_is_linear():
+    """Llama 2-style byte fallback: characters of 2 to 4 byte tokens between words, some of them after others (a
+    committed character turns into replacement characters while the next one is half there: the window steps
+    back). The whole decode per token was about 2 million tokens over a 2000-token answer."""
+    from test_serve import sentencepiece_tokenizer
+
+    tok, rng, ids = sentencepiece_tokenizer(), random.Random(0), []
+    words = tok.convert_tokens_to_ids(["\u2581Hello", "\u2581world"])
+    while len(ids) < 2000:
+        chars = rng.choices("\u96e8\u00e9\U0001f600", k=rng.randint(1, 3))
+        ids += [tok.convert_tokens_to_ids(f"<0x{b:02X}>") for ch in chars for b in ch.encode()] + [rng.choice(words)]
+    work = {}
+    for kind in (WholeDecode, AnswerText):
+        counting = Counting(tok)
+        answer, sent = kind(counting, []), ""
+        for t in ids:
+            sent += answer.add([t], ["lp"])
+            answer.logprobs()
+        assert sent + answer.finish() == tok.decode(ids)
+        work[kind] = counting.tokens
+    assert work[WholeDecode] >= len(ids) ** 2 // 2 and work[AnswerText] <= 10 * len(ids)
+
+
+class Walked(list):
+    """Token lengths that count the entries read."""
+    reads = 0
+
+    def __getitem__(self, key):
+        Walked.reads += 1
+        return super().__getitem__(key)
+
+    def __iter__(self):
+        for k in range(len(self)):
+            yield self[k]
+
+
+def test_logprobs_read_only_the_tokens_not_yet_given():
+    """`logprobs()` walked every token's length on every step (quadratic over a long answer); now only those past
+    the ones already given."""
+    n = 2000
+    for kind in (WholeDecode, AnswerText):
+        answer = kind(Chars(), [])
+        answer.ends = Walked()
+        Walked.reads = 0
+        for k in range(n):
+            answer.add([ord("a")], ["lp"])
+            assert [v.token for v in answer.logprobs()] == [ord("a")]
+        if kind is WholeDecode:
+            assert Walked.reads >= n * n // 2
+    assert Walked.reads <= 4 * n
