@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from . import layout
 from .drafter import head_problem
-from .errors import COUNT, FLAG, POSITIVE_INT, POSITIVE_NUMBER, ConfigError, TensorError, name_list, optional
+from .errors import FLAG, LAYER_COUNT, POSITIVE_INT, POSITIVE_NUMBER, ConfigError, TensorError, name_list, optional
 from .io import ST_TO_TORCH, TensorSource, all_finite
 from .registry import QWEN_SEQ_LENGTH, TRTLLM_ACTIVATIONS, TRTLLM_BASES, activation_problem
 from .rope import TRTLLM_ROPE_SCALINGS, rope_scaling_problem, trtllm_builds
@@ -27,18 +27,13 @@ MODEL_KEYS = ("architecture", "dtype", "hidden_size", "num_hidden_layers", "num_
               "intermediate_size", "mapping")
 
 
-# far past any drafter's ResBlocks (Apple's have 2; train and init-drafter make at most 64): more is a hand edit, and
-# the FP8 exclusions' check names two modules per layer
-MAX_REDRAFTER_LAYERS = 1024
-
 # config key -> (what it must be, check); checked before anything computes with them
 CONFIG_TYPES = {
     **dict.fromkeys(("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "intermediate_size",
                      "redrafter_hidden_size", "redrafter_exit_dim", "redrafter_num_beams",
                      "redrafter_draft_len_per_beam"), POSITIVE_INT),
     "num_key_value_heads": optional(POSITIVE_INT),
-    "redrafter_num_layers": (f"an integer within 0..{MAX_REDRAFTER_LAYERS}",
-                             lambda v: COUNT[1](v) and v <= MAX_REDRAFTER_LAYERS),
+    "redrafter_num_layers": LAYER_COUNT,
     "redrafter_is_rnn": FLAG,
     "redrafter_greedy_search": FLAG,
     "max_position_embeddings": optional(POSITIVE_INT),
@@ -229,7 +224,7 @@ def _check_config(cfg: dict, rep: Report) -> None:
 
 def _check_exclusions(cfg: dict, rep: Report) -> None:
     """An FP8 config must keep lm_head and every drafter module out of FP8. For a config `_check_fields` passed: it
-    names each drafter layer, at most MAX_REDRAFTER_LAYERS (a hand-edited count could be billions)."""
+    names each drafter layer, at most 1024 (errors.LAYER_COUNT; a hand-edited count could be billions)."""
     quant = cfg.get("quantization") or {}
     if quant.get("quant_algo"):
         listed = layout.exclusions(quant)

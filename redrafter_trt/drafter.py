@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from .errors import COUNT, FLAG, POSITIVE_INT, ConfigError, TensorError, name_list, optional
+from .errors import FLAG, LAYER_COUNT, POSITIVE_INT, ConfigError, TensorError, name_list, optional
 
 if TYPE_CHECKING:
     from .io import TensorSource
@@ -81,7 +81,7 @@ class DrafterConfig:
 
 # drafter config field -> (what it must be, check)
 FIELD_RULES = {"hidden_size": POSITIVE_INT, "exit_dim": POSITIVE_INT, "vocab_size": POSITIVE_INT,
-               "num_draft_layers": COUNT, "rnn": FLAG, "predict_n": optional(POSITIVE_INT)}
+               "num_draft_layers": LAYER_COUNT, "rnn": FLAG, "predict_n": optional(POSITIVE_INT)}
 
 
 def expected_shapes(cfg: DrafterConfig) -> dict[str, tuple[int, ...]]:

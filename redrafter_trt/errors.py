@@ -63,6 +63,9 @@ def _whole(v) -> bool:
 POSITIVE_INT = ("a positive integer", lambda v: _whole(v) and v > 0)
 COUNT = ("an integer >= 0", lambda v: _whole(v) and v >= 0)
 FLAG = ("true or false", lambda v: isinstance(v, bool))
+# a drafter's ResBlocks, read from a config: 1024 is far past any (Apple's have 2; train and init-drafter make at most
+# 64), so more is a hand edit, which would have checks name billions of missing tensors and FP8 exclusions
+LAYER_COUNT = ("an integer within 0..1024", lambda v: _whole(v) and 0 <= v <= 1024)
 POSITIVE_NUMBER = ("a positive finite number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
                    and 0 < v < float("inf"))  # NaN fails both comparisons
 
