@@ -169,7 +169,6 @@ class BaseModelConfig:
                               f"without a sliding window (Mistral v0.2 or newer; Qwen2 with use_sliding_window false)")
         nh = positive_int(hf, "num_attention_heads", where)
         H = positive_int(hf, "hidden_size", where)
-        dtype = hf.get("torch_dtype") or hf.get("dtype") or "float32"
         rope_fields(hf, where)  # checked here, before any work
         positive_float(hf, "rms_norm_eps", where, 1e-6)
         flag(hf, "attention_bias", where), flag(hf, "mlp_bias", where)  # read as truth values further on
@@ -179,7 +178,15 @@ class BaseModelConfig:
                    intermediate_size=positive_int(hf, "intermediate_size", where),
                    vocab_size=positive_int(hf, "vocab_size", where),
                    tie_word_embeddings=flag(hf, "tie_word_embeddings", where),
-                   source_dtype=str(dtype).replace("torch.", ""))
+                   source_dtype=source_dtype(hf))
+
+
+def source_dtype(hf: dict) -> str:
+    """The base's dtype as TensorRT-LLM 1.2's `from_hugging_face` reads it for `--dtype auto`: transformers' `dtype`
+    (which wins over a `torch_dtype` beside it), else `torch_dtype`; float16 when config.json names neither, as
+    TensorRT-LLM's `infer_dtype` makes a missing one (transformers would load such a model in float32)."""
+    dtype = hf.get("dtype") or hf.get("torch_dtype") or "float16"
+    return str(dtype).replace("torch.", "")
 
 
 def _spec(hf: dict) -> ArchSpec | None:

@@ -21,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 
 from .build import version_tuple
-from .config import rope_fields
+from .config import rope_fields, source_dtype
 from .errors import ConfigError, DependencyError
 from .registry import extra_fields, lookup
 from .shard import check_tp
@@ -104,9 +104,9 @@ def calibration_prompts(path: Path | None, size: int) -> list[str]:
 
 def resolve_fp8_dtype(dtype: str, hf_config: dict) -> str:
     """The dtype of the layers FP8 leaves alone. `auto` follows TensorRT-LLM's `infer_dtype`: the base's own
-    dtype, with float32 mapped to float16."""
+    dtype (float16 when config.json names none), with float32 mapped to float16."""
     if dtype == "auto":
-        source = str(hf_config.get("torch_dtype") or hf_config.get("dtype") or "float16").replace("torch.", "")
+        source = source_dtype(hf_config)
         dtype = "float16" if source == "float32" else source
         log.info("--dtype auto for an FP8 base: using %s", dtype)
     if dtype not in FP8_DTYPES:

@@ -378,3 +378,25 @@ def test_a_config_without_num_key_value_heads_gets_transformers_default(tmp_path
     with torch.no_grad():
         ref = hf(torch.tensor([ids])).logits[0]
     torch.testing.assert_close(rt.forward_logits_tp(out, ids), ref, atol=2e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("keys, want", [({}, "float16"), ({"torch_dtype": "bfloat16"}, "bfloat16"),
+                                        ({"torch_dtype": "float16", "dtype": "bfloat16"}, "bfloat16")])
+def test_auto_dtype_reads_the_base_as_trtllm_does(tmp_path, tiny_llama, tiny_drafter, keys, want):
+    """A review: a base config.json naming no dtype converted as float32 under --dtype auto (and FP8's auto as
+    float16: the two disagreed), where TensorRT-LLM 1.2's from_hugging_face writes float16 (infer_dtype of a missing
+    torch_dtype); and a config naming both took torch_dtype, where transformers keeps `dtype`."""
+    from redrafter_trt.config import BaseModelConfig
+    from redrafter_trt.quantize import resolve_fp8_dtype
+
+    hf = json.loads((tiny_llama / "config.json").read_text())
+    hf = {k: v for k, v in hf.items() if k not in ("torch_dtype", "dtype")} | keys
+    base = tmp_path / "base"
+    base.mkdir()
+    for f in tiny_llama.iterdir():
+        (base / f.name).symlink_to(f)
+    (base / "config.json").unlink()
+    (base / "config.json").write_text(json.dumps(hf))
+    out = convert(base, tiny_drafter, tmp_path / "out", num_beams=2, draft_len=2)
+    assert json.loads((out / "config.json").read_text())["dtype"] == want
+    assert BaseModelConfig.from_hf(hf, "config.json").source_dtype == want == resolve_fp8_dtype("auto", hf)

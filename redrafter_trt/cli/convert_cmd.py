@@ -24,7 +24,8 @@ FP8_ONLY = ("kv_cache_dtype", "calib_data", "calib_size", "calib_seq_len", "cali
 @click.option("--tp-size", "--tp_size", "tp_size", type=int, default=None,
               help="Tensor parallel size [default: 1, or the TensorRT-LLM base checkpoint's own].")
 @click.option("--dtype", type=click.Choice(["auto", "float16", "bfloat16", "float32"]), default="auto", show_default=True,
-              help="Model dtype; auto keeps the base's. The drafter is always written in this dtype.")
+              help="Model dtype; auto keeps the base's (float16 when its config.json names none, as TensorRT-LLM; "
+                   "with --quantize fp8, float32 too). The drafter is always written in this dtype.")
 @click.option("--num-beams", "--redrafter_num_beams", "num_beams", type=int, default=5, show_default=True)
 @click.option("--draft-len", "--redrafter_draft_len_per_beam", "draft_len", type=int, default=5, show_default=True,
               help="Drafted tokens per beam, excluding the guaranteed token.")
