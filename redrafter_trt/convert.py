@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -35,6 +35,11 @@ from .shard import check_tp, even_range, kv_head_range, vocab_range
 log = logging.getLogger(__name__)
 
 
+# FP8 calibration's options, with their values when quantizing and not given
+FP8_DEFAULTS = {"kv_cache_dtype": None, "calib_data": None, "calib_size": 16, "calib_seq_len": 128,
+                "calib_batch_size": 4, "device": "cpu"}
+
+
 @dataclass(frozen=True)
 class ConvertOptions:
     tp_size: int | None = None     # None: 1 for a HF base, the checkpoint's own for a TensorRT-LLM base
@@ -43,14 +48,25 @@ class ConvertOptions:
     draft_len: int = 5
     greedy: bool = True
     quantize: str | None = None    # None or "fp8"
+    # FP8 calibration's options (FP8_DEFAULTS): None when not given, refused when given without quantize
     kv_cache_dtype: str | None = None
     calib_data: str | None = None
-    calib_size: int = 16
-    calib_seq_len: int = 128
-    calib_batch_size: int = 4
-    device: str = "cpu"
+    calib_size: int | None = None
+    calib_seq_len: int | None = None
+    calib_batch_size: int | None = None
+    device: str | None = None
+
+    def with_fp8_defaults(self) -> "ConvertOptions":
+        """These options, with FP8 calibration's not given set to FP8_DEFAULTS when quantizing."""
+        if not self.quantize:
+            return self
+        return replace(self, **{k: v for k, v in FP8_DEFAULTS.items() if getattr(self, k) is None})
 
     def check(self) -> None:
+        if not self.quantize and (given := [k for k in FP8_DEFAULTS if getattr(self, k) is not None]):
+            flags, many = [f"--{k.replace('_', '-')}" for k in given], len(given) > 1
+            raise ConfigError(f"{', '.join(flags)} only {'apply' if many else 'applies'} to FP8 calibration: add "
+                              f"--quantize fp8, or leave {'them' if many else 'it'} out")
         for flag, value, hint in (("--num-beams", self.num_beams, " (TensorRT-LLM's default is 5)"),
                                   ("--draft-len", self.draft_len, " (TensorRT-LLM's default is 5)"),
                                   ("--tp-size", 1 if self.tp_size is None else self.tp_size, "")):
@@ -271,7 +287,7 @@ def convert(base: Path | str, drafter: Path | str, output: Path | str, *, force:
             **options) -> Path:
     """Convert; `options` are ConvertOptions fields. Returns the output folder."""
     base, drafter, output = Path(base), Path(drafter), Path(output)
-    opts = ConvertOptions(**options)
+    opts = ConvertOptions(**options).with_fp8_defaults()
     dcfg, dtensors = _inputs(base, drafter, output, force, opts)
 
     # FP8 scratch: hidden, named like this run's partial output, so the next run removes it if this one is killed

@@ -566,6 +566,21 @@ def test_fp8_options_need_quantize(parts, tmp_path):
     assert_one_line_error(result, "--calib-size only applies to FP8 calibration: add --quantize fp8, or leave it out")
 
 
+def test_the_library_refuses_fp8_options_without_quantize_as_the_cli_does(parts, tmp_path):
+    """A review: `convert()` without quantize ignored calib_size, device and the other calibration options the CLI
+    refused; the library's ConvertOptions now holds the one rule, and the CLI passes them on when typed."""
+    with pytest.raises(ConfigError, match="^--calib-size, --device only apply to FP8 calibration: add --quantize fp8, "
+                                          "or leave them out$"):
+        convert(*parts, tmp_path / "ck", calib_size=5, device="cuda")
+    with pytest.raises(ConfigError, match="^--calib-seq-len only applies to FP8 calibration"):
+        convert(*parts, tmp_path / "ck", calib_seq_len=128)  # given, even at FP8's default
+    assert not (tmp_path / "ck").exists()
+    preset = tmp_path / "p.yaml"
+    preset.write_text("device: cuda\nconvert: {calib-size: 5}\n")  # a preset's: used only with --quantize fp8
+    result = run_cli("convert", "--config", preset, "--base", parts[0], "--drafter", parts[1], "--output", tmp_path / "ck")
+    assert result.exit_code == 0, result.output
+
+
 @pytest.mark.parametrize("args, needle", [
     (["serve", "--port", "1", "--port=2"], "--port is given twice"),
     (["convert", "--output", "a", "--output_dir", "b"], "--output and --output_dir set the same option"),

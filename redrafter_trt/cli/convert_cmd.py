@@ -8,10 +8,9 @@ from pathlib import Path
 import click
 
 from ..presets import config_option
-from .params import Command, SEED, refuse_typed_without
+from .params import Command, SEED
 
 PATH = click.Path(path_type=Path)
-FP8_ONLY = ("kv_cache_dtype", "calib_data", "calib_size", "calib_seq_len", "calib_batch_size", "device")
 
 
 @click.command(cls=Command)
@@ -49,14 +48,15 @@ def convert(base, drafter, output, tp_size, dtype, num_beams, draft_len, no_gree
     from ..checkpoint import inspect_checkpoint
     from ..convert import convert as run_convert, plan_conversion
 
+    # FP8 calibration's options go to convert, which refuses them without --quantize, when typed; a preset's and the
+    # defaults only with --quantize (a preset's shared `device` is run's too)
     ctx = click.get_current_context()
-    if not quantize:
-        refuse_typed_without(ctx, FP8_ONLY, "FP8 calibration", "add --quantize fp8")
-
+    fp8 = dict(kv_cache_dtype=kv_cache_dtype, calib_data=str(calib_data) if calib_data else None,
+               calib_size=calib_size, calib_seq_len=calib_seq_len, calib_batch_size=calib_batch_size, device=device)
+    fp8 = {k: v for k, v in fp8.items()
+           if quantize or ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
     options = dict(force=force, tp_size=tp_size, dtype=dtype, num_beams=num_beams, draft_len=draft_len,
-                   greedy=not no_greedy, quantize=quantize, kv_cache_dtype=kv_cache_dtype,
-                   calib_data=str(calib_data) if calib_data else None, calib_size=calib_size,
-                   calib_seq_len=calib_seq_len, calib_batch_size=calib_batch_size, device=device)
+                   greedy=not no_greedy, quantize=quantize, **fp8)
     if dry_run:
         _print_plan(plan_conversion(base, drafter, output, **options), output)
         return
