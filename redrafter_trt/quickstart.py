@@ -39,6 +39,7 @@ MT_BENCH = "mt_bench_questions.jsonl"
 RECIPE = "quickstart-6"                 # recorded in the drafter; a drafter from another recipe is retrained
 CPU_BEAMS, CPU_DRAFT_LEN = 4, 2         # the CPU checkpoint (draft length capped by the drafter's predict_n);
                                         # on 2 CPU cores draft length 2 beat 3 and 5 at W=1 and W=5 (README)
+CPU_GREEDY = True                       # greedy acceptance: bench's and run's answers then equal plain decoding's
 GRID_BEAMS = (1, 2, 4)                  # beam widths measured each run, at the checkpoint's draft length
 GPU_BEAMS, GPU_DRAFT_LEN = 5, 5         # TensorRT-LLM's defaults, capped by what the drafter was trained for
 
@@ -174,9 +175,9 @@ def predict_n(drafter: Path) -> int | None:
 # ---- checkpoint ----------------------------------------------------------------------------------------------------
 
 def checkpoint_is_current(checkpoint: Path, drafter: Path, base: Path, num_beams: int, draft_len: int) -> bool:
-    """The checkpoint was converted (float32, tp 1, these beams) by this version from this base and this very
-    drafter file, after both were last written (a base made again, or its config rewritten, is converted again even
-    where no training follows it: the untrained drafter is reused)."""
+    """The checkpoint was converted (float32, tp 1, these beams, greedy as CPU_GREEDY) by this version from this
+    base and this very drafter file, after both were last written (a base made again, or its config rewritten, is
+    converted again even where no training follows it: the untrained drafter is reused)."""
     from . import __version__
     from .runtime.config import RuntimeConfig
 
@@ -188,6 +189,7 @@ def checkpoint_is_current(checkpoint: Path, drafter: Path, base: Path, num_beams
     producer = raw.get("producer") if isinstance(raw.get("producer"), dict) else {}
     weights = drafter / "model.safetensors"
     return (cfg.dtype == "float32" and cfg.tp_size == 1 and (cfg.num_beams, cfg.draft_len) == (num_beams, draft_len)
+            and cfg.greedy_search == CPU_GREEDY
             and (checkpoint / "rank0.safetensors").is_file() and producer.get("version") == __version__
             and recorded_source(raw, "base") == str(base.resolve())
             and recorded_source(raw, "drafter") == str(drafter.resolve())
@@ -204,7 +206,7 @@ def ensure_checkpoint(base: Path, drafter: Path, workdir: Path, force: bool) -> 
     if not force and checkpoint_is_current(checkpoint, drafter, base, CPU_BEAMS, draft_len):
         return checkpoint, True
     convert(base, drafter, checkpoint, tp_size=1, dtype="float32", num_beams=CPU_BEAMS, draft_len=draft_len,
-            force=True)
+            greedy=CPU_GREEDY, force=True)
     return checkpoint, False
 
 

@@ -173,6 +173,21 @@ def test_a_checkpoint_older_than_its_base_is_reconverted(tmp_path):
     assert qs.checkpoint_is_current(ckpt, drafter, base, 2, 2)
 
 
+def test_a_checkpoint_converted_for_sampling_is_reconverted(tmp_path):
+    """A review: checkpoint_is_current did not look at greedy mode, so a checkpoint converted with --no-greedy into
+    the work folder (same version, base, drafter, beams) was reused, though the quickstart converts a greedy one."""
+    from tinymodels import make_drafter, make_hf
+
+    from redrafter_trt.convert import convert
+
+    base = make_hf(tmp_path / "base", "llama")
+    drafter = make_drafter(tmp_path / "drafter", base)
+    for greedy in (True, False):
+        ckpt = convert(base, drafter, tmp_path / "ckpt", tp_size=1, dtype="float32", num_beams=2, draft_len=2,
+                       greedy=greedy, force=True)
+        assert qs.checkpoint_is_current(ckpt, drafter, base, 2, 2) is (greedy == qs.CPU_GREEDY)
+
+
 def test_a_checkpoint_from_another_version_is_reconverted(tmp_path, monkeypatch):
     """The converter's fixes (e.g. max_position_embeddings per architecture) reach the quickstart's checkpoint."""
     from tinymodels import make_drafter, make_hf
