@@ -176,7 +176,10 @@ def _check_config(cfg: dict, rep: Report) -> None:
     tp, pp = int(m.get("tp_size", 1)), int(m.get("pp_size", 1))
     if pp != 1:
         rep.problems.append(f"pp_size is {pp} (pipeline parallel): ReDrafter engines need pp_size 1")
-    if int(m.get("world_size", tp * pp)) != tp * pp:
+    if "world_size" not in m and tp * pp != 1:  # TensorRT-LLM's Mapping reads 1, then refuses it (a ValueError)
+        rep.problems.append(f"mapping lacks world_size, which TensorRT-LLM reads as 1, not tp_size x pp_size = "
+                            f"{tp * pp}: add \"world_size\": {tp * pp} to mapping")
+    elif int(m.get("world_size", 1)) != tp * pp:
         rep.problems.append(f"mapping.world_size {m.get('world_size')} != tp_size x pp_size = {tp * pp}")
     quant = cfg.get("quantization") or {}
     for key in ("quant_algo", "kv_cache_quant_algo"):  # what layout and the runtime know; the build makes the others

@@ -246,6 +246,8 @@ def trtllm_base_checkpoint(parts, tmp_path, tp=2):
     ({"mapping": {"tp_size": "2"}}, "mapping is {'tp_size': '2'}"),                   # was TypeError
     ({"rotary_scaling": {"type": "foo"}}, "rotary_scaling is {'type': 'foo'}"),     # these three were written,
     ({"mapping": {"world_size": 4, "tp_size": 2, "pp_size": 1}}, "world_size 4"),     # then refused by inspect
+    # written as it was: inspect passed it, trtllm-build's Mapping refused it (world_size 1 != pp x cp x tp = 2)
+    ({"mapping": {"tp_size": 2, "pp_size": 1}}, "mapping lacks world_size, which TensorRT-LLM reads as 1"),
     ({"num_key_value_heads": 3}, "tp_size 2 does not fit 4 heads / 3 kv heads"),
     ({"hidden_act": "swish"}, "hidden_act is 'swish', must be one of silu"),      # trtllm-build's ValueError
 ])
