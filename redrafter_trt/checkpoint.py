@@ -167,6 +167,9 @@ def _check_config(cfg: dict, rep: Report) -> None:
         rep.problems.append("rotary_base is absent: nvidia-modelopt under transformers 5 leaves out rotary_base and "
                             "rotary_scaling, and TensorRT-LLM then builds RoPE with 10000 and no scaling: add both to "
                             "config.json from the Hugging Face config's rope_theta and rope_scaling")
+    if "hidden_act" not in cfg:  # PretrainedConfig's default: every Llama, Mistral and Qwen2 layer's GatedMLP as gelu
+        rep.problems.append("hidden_act is absent: TensorRT-LLM reads gelu, which no Llama, Mistral or Qwen2 uses: "
+                            "add the model's (\"hidden_act\": \"silu\") to config.json")
     base_arch = cfg.get("base_model_architecture", cfg["architecture"])
     if base_arch in layout.QWEN_BASES and "seq_length" not in cfg:
         rep.problems.append(f"seq_length is absent: TensorRT-LLM's Qwen model reads it and trtllm-build fails without it "

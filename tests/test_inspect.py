@@ -201,6 +201,21 @@ def test_a_tp_size_the_rank_files_do_not_have_is_named_first(ckpt, tmp_path):
                           "is not valid: rank1.safetensors is missing (+")
 
 
+def test_fields_left_out_are_read_as_trtllm_reads_them(ckpt, tmp_path):
+    """A review: a checkpoint config without hidden_act passed inspect and ran as silu, but TensorRT-LLM 1.2's
+    PretrainedConfig reads it as gelu (the engine's MLP differs); without norm_epsilon the reference runtime took
+    1e-6, TensorRT-LLM 1e-5."""
+    from redrafter_trt.runtime.config import RuntimeConfig
+
+    cfg = json.loads((ckpt / "config.json").read_text())
+    copy = broken(ckpt, tmp_path)
+    (copy / "config.json").write_text(json.dumps({k: v for k, v in cfg.items() if k != "hidden_act"}))
+    assert inspect_checkpoint(copy).problems == ["hidden_act is absent: TensorRT-LLM reads gelu, which no Llama, "
+                                                 "Mistral or Qwen2 uses: add the model's (\"hidden_act\": \"silu\") "
+                                                 "to config.json"]
+    assert RuntimeConfig.from_dict({k: v for k, v in cfg.items() if k != "norm_epsilon"}).norm_epsilon == 1e-5
+
+
 def test_swapped_rank_files_are_named(tiny_llama, tiny_drafter, tmp_path):
     """Rank files of one shape swapped by hand (or copied from another tp=2 checkpoint's other rank) passed inspect:
     every rank's shapes were right. Each file now says which rank of which tp_size it was written as."""

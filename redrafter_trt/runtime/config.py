@@ -68,7 +68,7 @@ class RuntimeConfig:
                 num_kv_heads=int(raw.get("num_key_value_heads") or nh),
                 head_size=int(raw.get("head_size") or H // nh),
                 vocab_size=int(raw["vocab_size"]),
-                norm_epsilon=float(raw.get("norm_epsilon", 1e-6)),
+                norm_epsilon=float(raw.get("norm_epsilon", 1e-5)),  # absent: TensorRT-LLM's PretrainedConfig's
                 rotary_base=float(raw.get("rotary_base") or 10000.0),
                 rotary_scaling=raw.get("rotary_scaling"),
                 dtype=dtype,
