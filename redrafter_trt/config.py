@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import FLAG, POSITIVE_INT, POSITIVE_NUMBER, ConfigError, read_text
-from .registry import REGISTRY, ArchSpec, extra_fields, lookup
+from .registry import REGISTRY, ArchSpec, bias_fields, extra_fields, lookup
 from .rope import (HF_ROPE_NEEDS, HF_ROPE_ORIGINAL, TRTLLM_ROPE_REFUSED, TRTLLM_ROPE_SCALINGS, rope_kind,
                    trtllm_builds, yarn_problem)
 
@@ -241,8 +241,7 @@ def trtllm_model_fields(base: BaseModelConfig, dtype: str, tp_size: int) -> dict
         "norm_epsilon": positive_float(hf, "rms_norm_eps", "config.json", 1e-6),
         "rotary_base": theta,
         "rotary_scaling": scaling,
-        "attn_bias": bool(base.spec.attn_bias or hf.get("attention_bias", False)),
-        "mlp_bias": bool(hf.get("mlp_bias", False)),
+        **bias_fields(base.spec, hf),
         "tie_word_embeddings": base.tie_word_embeddings,
         "use_parallel_embedding": False,
         "embedding_sharding_dim": 0,

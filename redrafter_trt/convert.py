@@ -27,7 +27,7 @@ from .drafter import DrafterConfig, drafter_config, load_drafter
 from .errors import ConfigError, TensorError, name_list
 from .io import ST_TO_TORCH, StreamingWriter, TensorSource, all_finite, atomic_output, check_output_folder, scratch_dir
 from .producer import producer_block
-from .registry import QWEN_SEQ_LENGTH, TRTLLM_ACTIVATIONS, redrafter_for_trtllm_base
+from .registry import QWEN_SEQ_LENGTH, TRTLLM_ACTIVATIONS, bias_fields, redrafter_for_trtllm_base
 from .rope import rope_kind, trtllm_kind
 from .rules import DROPPED, LAYER_RULES, MODEL_RULES, drafter_to_trtllm
 from .shard import check_tp, even_range, kv_head_range, vocab_range
@@ -111,8 +111,13 @@ def hf_source_shapes(b: BaseModelConfig) -> dict[str, tuple[int, ...]]:
         "self_attn.o_proj.weight": (H, q), "mlp.gate_proj.weight": (I, H), "mlp.up_proj.weight": (I, H),
         "mlp.down_proj.weight": (H, I),
     }
-    if b.spec.attn_bias or b.hf.get("attention_bias"):
+    biases = bias_fields(b.spec, b.hf)
+    if biases["attn_bias"]:
         per_layer |= {"self_attn.q_proj.bias": (q,), "self_attn.k_proj.bias": (kv,), "self_attn.v_proj.bias": (kv,)}
+    if biases["attn_bias"] and b.spec.bias_flags:  # Llama's attention_bias biases o_proj too; Qwen2's does not
+        per_layer["self_attn.o_proj.bias"] = (H,)
+    if biases["mlp_bias"]:
+        per_layer |= {"mlp.gate_proj.bias": (I,), "mlp.up_proj.bias": (I,), "mlp.down_proj.bias": (H,)}
     out = {"model.embed_tokens.weight": (b.vocab_size, H), "model.norm.weight": (H,)}
     if not b.tie_word_embeddings:
         out["lm_head.weight"] = (b.vocab_size, H)
@@ -383,8 +388,8 @@ def _redrafter_config(cfg: dict, d: DrafterConfig, opts: ConvertOptions) -> dict
 
 
 def _hf_config(base: Path, opts: ConvertOptions) -> BaseModelConfig:
-    """The Hugging Face base's config, checked for what this converter carries (the tp split, no MLP or output
-    biases) before any tensor is read or calibrated."""
+    """The Hugging Face base's config, checked for what this converter carries (the tp split, the activation, no
+    quantization) before any tensor is read or calibrated."""
     hf = read_json(base / "config.json", "base")
     b = BaseModelConfig.from_hf(hf, str(base / "config.json"))
     check_tp(b.num_heads, b.num_kv_heads, b.intermediate_size, opts.tp_size or 1)
@@ -392,16 +397,11 @@ def _hf_config(base: Path, opts: ConvertOptions) -> BaseModelConfig:
         raise ConfigError(f"{base / 'config.json'}: hidden_act is {act!r}, not an activation TensorRT-LLM's Llama and "
                           f"Qwen2 build ({', '.join(TRTLLM_ACTIVATIONS)}; transformers' swish is silu): fix or "
                           f"re-download the config")
-    if hf.get("mlp_bias"):
-        raise ConfigError(f"{base}: mlp_bias=true is not supported by this converter: use a model without MLP biases")
     quant = hf.get("quantization_config")
     if quant:  # its tensors are packed or scaled (qweight, weight_scale, ...): cast as they are, they would be garbage
         method = quant.get("quant_method", "?") if isinstance(quant, dict) else quant
         raise ConfigError(f"{base} is a quantized model (quantization_config: {method}), which this converter does not "
                           f"read: pass the unquantized model (add --quantize fp8 for an FP8 checkpoint)")
-    if hf.get("attention_bias") and not b.spec.attn_bias:  # Llama's attention_bias biases o_proj too
-        raise ConfigError(f"{base}: attention_bias=true on {b.spec.hf_architecture} also biases o_proj, which this "
-                          "converter does not carry: use a model without attention biases")
     return b
 
 

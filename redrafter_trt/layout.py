@@ -48,6 +48,12 @@ def attn_bias(cfg: dict) -> bool:
     return bool(cfg.get("attn_bias", base_arch in QWEN_BASES and cfg.get("qwen_type") not in ("qwen3", "qwen3_moe")))
 
 
+def dense_bias(cfg: dict) -> bool:
+    """Whether attention.dense has a bias: TensorRT-LLM's Attention biases it with the qkv (dense_bias defaults to
+    bias), as Llama's attention_bias biases o_proj; its QWen passes dense_bias=False (Qwen2's o_proj has none)."""
+    return attn_bias(cfg) and cfg.get("base_model_architecture", cfg["architecture"]) not in QWEN_BASES
+
+
 def optional_tensors(cfg: dict) -> dict[str, Spec]:
     """Tensors a rank file may hold beyond `expected_tensors`: with an FP8 KV cache, nvidia-modelopt 0.47 and
     TensorRT-LLM's quantize.py also write `k_/v_cache_scaling_factor` (and may write `kv_cache_rcp_scaling_factor`);
@@ -95,6 +101,11 @@ def base_tensors(cfg: dict, tp_rank: int) -> dict[str, Spec]:
                 out[p + mod + ".activation_scaling_factor"] = ((1,), torch.float32)
         if attn_bias(cfg):
             out[p + "attention.qkv.bias"] = ((qkv_rows,), dtype)
+        if dense_bias(cfg):  # row-parallel: whole on every rank (RowLinear adds it after the all-reduce)
+            out[p + "attention.dense.bias"] = ((H,), dtype)
+        if cfg.get("mlp_bias"):
+            out |= {p + "mlp.fc.bias": ((I // tp,), dtype), p + "mlp.gate.bias": ((I // tp,), dtype),
+                    p + "mlp.proj.bias": ((H,), dtype)}
         if kv_fp8:
             out[p + "attention.kv_cache_scaling_factor"] = ((1,), torch.float32)
     out["transformer.ln_f.weight"] = ((H,), dtype)

@@ -23,7 +23,7 @@ from pathlib import Path
 from .build import version_tuple
 from .config import rope_fields, source_dtype
 from .errors import ConfigError, DependencyError
-from .registry import extra_fields, lookup
+from .registry import bias_fields, extra_fields, lookup
 from .shard import check_tp
 
 log = logging.getLogger(__name__)
@@ -130,8 +130,9 @@ def fp8_quant_config(mtq, kv_cache_dtype: str | None) -> dict:
 def patch_exported_config(cfg: dict, hf: dict, kv_cache_dtype: str | None) -> dict:
     """modelopt's exported config.json, corrected from the HF config as `quantize_by_modelopt.py` does:
     `rotary_base`/`rotary_scaling` (both HF layouts), `norm_epsilon`, `intermediate_size`, Qwen's `qwen_type` and
-    `seq_length` (which modelopt without TensorRT-LLM leaves out), `attn_bias`, and `kv_cache_quant_algo: null` when
-    the KV cache stays in the model dtype; and `architecture` in TensorRT-LLM's name. Pure: returns a new dict."""
+    `seq_length` (which modelopt without TensorRT-LLM leaves out), `attn_bias`, `mlp_bias`, and `kv_cache_quant_algo:
+    null` when the KV cache stays in the model dtype; and `architecture` in TensorRT-LLM's name. Pure: returns a new
+    dict."""
     out = copy.deepcopy(cfg)
     # modelopt names the HF class (MistralForCausalLM); TensorRT-LLM's, as the unquantised path writes (LlamaForCausalLM)
     spec = lookup((hf.get("architectures") or [""])[0])
@@ -143,8 +144,8 @@ def patch_exported_config(cfg: dict, hf: dict, kv_cache_dtype: str | None) -> di
         out["norm_epsilon"] = float(hf["rms_norm_eps"])
     out["intermediate_size"] = int(hf["intermediate_size"])
     out.update(extra_fields(spec, hf))  # Qwen's qwen_type and seq_length
-    # modelopt writes no `attn_bias`; say it explicitly, as from_hugging_face does (Qwen2: true).
-    out["attn_bias"] = spec.attn_bias or bool(hf.get("attention_bias", False))
+    # modelopt writes `bias` (which TensorRT-LLM does not read), no `attn_bias` or `mlp_bias`: say them (Qwen2: true)
+    out.update(bias_fields(spec, hf))
     quant = out.setdefault("quantization", {})
     if kv_cache_dtype is None:
         quant["kv_cache_quant_algo"] = None

@@ -13,7 +13,8 @@ class ArchSpec:
     hf_architecture: str
     trtllm_architecture: str   # `base_model_architecture` in the ReDrafter config
     redrafter_architecture: str
-    attn_bias: bool = False
+    attn_bias: bool = False    # q/k/v always biased, o_proj never (Qwen2; TensorRT-LLM's QWen: dense_bias False)
+    bias_flags: bool = False   # the HF class reads `attention_bias` (q/k/v and o_proj) and `mlp_bias` (Llama)
     max_positions: int = 2048  # transformers' default max_position_embeddings, for a config.json without one
     kv_heads: int | None = None  # transformers' default num_key_value_heads (None: num_attention_heads), likewise
     sliding_window: int | None = None  # transformers' default sliding_window, for a config.json without the key
@@ -29,7 +30,7 @@ def register(spec: ArchSpec) -> ArchSpec:
     return spec
 
 
-register(ArchSpec("LlamaForCausalLM", "LlamaForCausalLM", "ReDrafterForLLaMALM"))
+register(ArchSpec("LlamaForCausalLM", "LlamaForCausalLM", "ReDrafterForLLaMALM", bias_flags=True))
 # TensorRT-LLM runs Mistral (without a sliding window) as Llama.
 register(ArchSpec("MistralForCausalLM", "LlamaForCausalLM", "ReDrafterForLLaMALM", max_positions=131072,
                   kv_heads=8, sliding_window=4096))
@@ -47,6 +48,16 @@ EXTRA_FROM_HF = {"qwen_type": "model_type", "seq_length": "seq_length"}
 def extra_fields(spec: ArchSpec, hf: dict) -> dict:
     """The architecture's extra TensorRT-LLM config fields, each taken from the HF config when it says."""
     return {k: hf.get(EXTRA_FROM_HF.get(k, k), v) for k, v in spec.extra_config.items()}
+
+
+def bias_fields(spec: ArchSpec, hf: dict) -> dict:
+    """TensorRT-LLM's `attn_bias` and `mlp_bias` for a HF config, as its Llama and QWen layers read them: attn_bias
+    biases attention.qkv, and for Llama attention.dense too (Attention's dense_bias defaults to its bias); mlp_bias
+    biases mlp.fc, mlp.gate and mlp.proj. A flag the HF class does not read (Mistral's, Qwen2's) biases nothing, as in
+    transformers."""
+    return {"attn_bias": bool(spec.attn_bias or (spec.bias_flags and hf.get("attention_bias"))),
+            "mlp_bias": bool(spec.bias_flags and hf.get("mlp_bias"))}
+
 
 # TensorRT-LLM base checkpoints (the two-step flow) name these architectures. Its llama converter and modelopt name a
 # Mistral base MistralForCausalLM, which TensorRT-LLM's MODEL_MAP builds as LLaMAForCausalLM, as ReDrafterForLLaMALM is.

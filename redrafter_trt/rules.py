@@ -2,7 +2,8 @@
 tensor-parallel rule of each row. `{L}` is the layer index, `{i}` the drafter ResBlock index.
 
 Split kinds (see shard.py):
-    replicate   every rank holds the whole tensor
+    replicate   every rank holds the whole tensor (a row-parallel bias too: TensorRT-LLM's RowLinear adds it whole
+                after the all-reduce)
     rows        torch.chunk(t, tp, 0)[rank]       column-parallel linear (output features)
     cols        torch.chunk(t, tp, 1)[rank]       row-parallel linear (input features)
     qkv         per rank cat(q_r, k_r, v_r); kv heads repeated tp/nkv times first when nkv < tp
@@ -19,7 +20,7 @@ class Rule:
     dest: str                 # TensorRT-LLM name
     sources: tuple[str, ...]  # Hugging Face names, in the order they are fused
     split: str
-    optional: bool = False    # present only in some families (Qwen2's qkv bias)
+    optional: bool = False    # present only in some families or configs (the biases: layout.py says which)
 
 
 def _qkv(kind: str, optional: bool = False) -> Rule:
@@ -27,17 +28,22 @@ def _qkv(kind: str, optional: bool = False) -> Rule:
                 tuple(f"model.layers.{{L}}.self_attn.{p}_proj.{kind}" for p in "qkv"), "qkv", optional)
 
 
-# Llama, Mistral, Qwen2 (decoder layers are identical; Qwen2 adds the qkv bias).
+# Llama, Mistral, Qwen2 (decoder layers are identical). Biases: Qwen2's qkv; Llama's attention_bias (qkv and dense)
+# and mlp_bias (fc, gate, proj).
 LAYER_RULES = (
     Rule("transformer.layers.{L}.input_layernorm.weight", ("model.layers.{L}.input_layernorm.weight",), "replicate"),
     _qkv("weight"),
     _qkv("bias", optional=True),
     Rule("transformer.layers.{L}.attention.dense.weight", ("model.layers.{L}.self_attn.o_proj.weight",), "cols"),
+    Rule("transformer.layers.{L}.attention.dense.bias", ("model.layers.{L}.self_attn.o_proj.bias",), "replicate", True),
     Rule("transformer.layers.{L}.post_layernorm.weight", ("model.layers.{L}.post_attention_layernorm.weight",), "replicate"),
     # TensorRT-LLM's crossing: its `fc` is HF's gate_proj and its `gate` is HF's up_proj.
     Rule("transformer.layers.{L}.mlp.fc.weight", ("model.layers.{L}.mlp.gate_proj.weight",), "rows"),
+    Rule("transformer.layers.{L}.mlp.fc.bias", ("model.layers.{L}.mlp.gate_proj.bias",), "rows", True),
     Rule("transformer.layers.{L}.mlp.gate.weight", ("model.layers.{L}.mlp.up_proj.weight",), "rows"),
+    Rule("transformer.layers.{L}.mlp.gate.bias", ("model.layers.{L}.mlp.up_proj.bias",), "rows", True),
     Rule("transformer.layers.{L}.mlp.proj.weight", ("model.layers.{L}.mlp.down_proj.weight",), "cols"),
+    Rule("transformer.layers.{L}.mlp.proj.bias", ("model.layers.{L}.mlp.down_proj.bias",), "replicate", True),
 )
 
 MODEL_RULES = (

@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny random Llama / Qwen2 bases and drafters, and the real SmolLM2-135M-Instruct."""
+"""Shared fixtures: tiny random Llama (with and without biases) / Qwen2 bases and drafters, and the real SmolLM2-135M-Instruct."""
 
 from __future__ import annotations
 
@@ -16,6 +16,14 @@ def tiny_llama(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_llama_tied(tmp_path_factory):
     return make_hf(tmp_path_factory.mktemp("tiny_llama_tied"), "llama", tie=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_bias(tmp_path_factory):
+    """Llama with attention_bias (q/k/v, o_proj) and mlp_bias (gate/up/down_proj), random biases small enough that
+    greedy answers vary (make_hf's bias_std)."""
+    return make_hf(tmp_path_factory.mktemp("tiny_llama_bias"), "llama", attention_bias=True, mlp_bias=True,
+                   bias_std=0.01)
 
 
 @pytest.fixture(scope="session")

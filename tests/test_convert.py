@@ -45,6 +45,13 @@ def join_base(ckpt, cfg) -> dict[str, torch.Tensor]:
         out[q + "mlp.gate_proj.weight"] = torch.cat([r[p + "mlp.fc.weight"] for r in ranks])
         out[q + "mlp.up_proj.weight"] = torch.cat([r[p + "mlp.gate.weight"] for r in ranks])
         out[q + "mlp.down_proj.weight"] = torch.cat([r[p + "mlp.proj.weight"] for r in ranks], 1)
+        for cut, whole in (("mlp.fc", "mlp.gate_proj"), ("mlp.gate", "mlp.up_proj")):  # column-parallel biases
+            if p + cut + ".bias" in ranks[0]:
+                out[q + whole + ".bias"] = torch.cat([r[p + cut + ".bias"] for r in ranks])
+        for row, whole in (("attention.dense", "self_attn.o_proj"), ("mlp.proj", "mlp.down_proj")):
+            if p + row + ".bias" in ranks[0]:  # row-parallel biases: whole on every rank, added after the all-reduce
+                out[q + whole + ".bias"] = ranks[0][p + row + ".bias"]
+                assert all(torch.equal(r[p + row + ".bias"], ranks[0][p + row + ".bias"]) for r in ranks)
         out[q + "input_layernorm.weight"] = ranks[0][p + "input_layernorm.weight"]
         out[q + "post_attention_layernorm.weight"] = ranks[0][p + "post_layernorm.weight"]
         for r in ranks[1:]:
@@ -74,6 +81,29 @@ def test_shards_join_back(tmp_path, arch, tp, dtype):
     assert cfg["architecture"] == REGISTRY[arch].redrafter_architecture
     assert cfg["base_model_architecture"] == REGISTRY[arch].trtllm_architecture
     assert cfg["attn_bias"] is (family == "qwen2")
+
+
+@pytest.mark.parametrize("tp", [1, 2, 4])
+@pytest.mark.parametrize("flags", [dict(attention_bias=True, mlp_bias=True), dict(attention_bias=True),
+                                   dict(mlp_bias=True)])
+def test_llama_biases_join_back(tmp_path, tp, flags):
+    """Llama's attention_bias (q/k/v, o_proj) and mlp_bias (gate/up/down_proj): attn_bias / mlp_bias in config.json,
+    as TensorRT-LLM's Llama reads them, and every bias in the checkpoint, split as TensorRT-LLM splits it."""
+    base = make_hf(tmp_path / "base", "llama", **flags)
+    out = convert(base, make_drafter(tmp_path / "drafter", base), tmp_path / "ckpt", tp_size=tp, dtype="float32")
+    assert inspect_checkpoint(out).ok
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["attn_bias"], cfg["mlp_bias"]) == (flags.get("attention_bias", False), flags.get("mlp_bias", False))
+    src = load_file(base / "model.safetensors")
+    joined = join_base(out, cfg)
+    assert set(joined) == set(src) and all(torch.equal(joined[k], src[k]) for k in src)
+    assert sum(k.endswith(".bias") for k in src) == 2 * (4 * flags.get("attention_bias", 0) + 3 * flags.get("mlp_bias", 0))
+    # TensorRT-LLM's two-step flow: a base checkpoint with these biases converts to the same tensors
+    again = convert(_trtllm_base_only(tmp_path, base, tp), tmp_path / "drafter", tmp_path / "again")
+    assert json.loads((again / "config.json").read_text())["mlp_bias"] == cfg["mlp_bias"]
+    for r in range(tp):
+        want, got = load_file(out / f"rank{r}.safetensors"), load_file(again / f"rank{r}.safetensors")
+        assert sorted(got) == sorted(want) and all(torch.equal(got[k], want[k]) for k in want)
 
 
 @pytest.mark.parametrize("tp", [3, 4])

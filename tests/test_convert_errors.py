@@ -92,7 +92,7 @@ def test_drafter_vocab_mismatch(parts, tmp_path):
 
 
 @pytest.mark.parametrize("base_fields, drafter_fields, extra, needle", [
-    ({"mlp_bias": True}, {}, (), "mlp_bias=true"),                                   # the base's own config
+    ({"hidden_act": "swish"}, {}, (), "hidden_act is 'swish'"),                      # the base's own config
     ({}, {"hidden_size": 32, "exit_dim": 64}, (), "drafter hidden_size 32"),         # the fit, from the configs
     ({}, {"vocab_size": 128}, (), "drafter vocab 128"),
     ({}, {"predict_n": 3}, ("--draft-len", 4), "trained to predict"),
@@ -154,14 +154,15 @@ def test_tp_drafter_dims(tmp_path):
     assert_one_line_error(convert_err(parts, "--tp-size", 4), "exit_dim E = 30")
 
 
-@pytest.mark.parametrize("field", ["mlp_bias", "attention_bias"])
-def test_llama_biases_the_converter_does_not_carry(parts, field):
-    """Llama's attention_bias also biases o_proj (attention.dense in TensorRT-LLM): refused from the config, not
-    as "unexpected tensors" blaming the weights."""
+@pytest.mark.parametrize("field, tensor", [("attention_bias", "self_attn.o_proj.bias"),
+                                           ("mlp_bias", "mlp.down_proj.bias")])
+def test_llama_bias_flags_without_their_tensors(parts, field, tensor):
+    """Llama's attention_bias (q/k/v and o_proj) and mlp_bias (gate/up/down_proj) are converted; a config that sets
+    one over weights without those biases names the missing tensors."""
     cfg = json.loads((parts[0] / "config.json").read_text())
     cfg[field] = True
     (parts[0] / "config.json").write_text(json.dumps(cfg))
-    assert_one_line_error(convert_err(parts), f"{field}=true")
+    assert_one_line_error(convert_err(parts), "missing tensors", f"model.layers.0.{tensor}")
 
 
 @pytest.mark.parametrize("method", ["fp8", "awq", "bitsandbytes"])

@@ -344,7 +344,12 @@ def test_smollm2_fp8(smollm2, tmp_path):
     ({"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", "rms_norm_eps": 1e-6, "intermediate_size": 8,
       "rope_theta": 1000000.0, "rope_scaling": None},
      {"rotary_base": 1000000.0, "rotary_scaling": None, "qwen_type": "qwen2", "norm_epsilon": 1e-6,
-      "attn_bias": True, "seq_length": 8192}),
+      "attn_bias": True, "mlp_bias": False, "seq_length": 8192}),
+    ({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "intermediate_size": 8, "attention_bias": True,
+      "mlp_bias": True},  # modelopt writes `bias: true`, which TensorRT-LLM's LLaMAConfig does not read
+     {"attn_bias": True, "mlp_bias": True}),
+    ({"architectures": ["MistralForCausalLM"], "model_type": "mistral", "intermediate_size": 8, "mlp_bias": True},
+     {"attn_bias": False, "mlp_bias": False}),  # MistralForCausalLM reads neither flag: no biases
 ])
 def test_patch_exported_config(hf, want):
     exported = {"rotary_base": None, "rotary_scaling": None, "norm_epsilon": 1e-5, "intermediate_size": 8,

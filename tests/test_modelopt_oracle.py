@@ -18,7 +18,7 @@ Deliberate differences, each handled explicitly below:
   writes a "qwen" config only through an installed TensorRT-LLM. Its tensors are those of "qwen"
   (test_modelopt_qwen_decoder_is_its_llama_decoder).
 - Keys only modelopt writes (`rank`, `decoder`, `rmsnorm`, `producer`, ...) or only we write (`redrafter_*`,
-  `attn_bias`, `qwen_type`, ...) are not compared; `attn_bias` and `qwen_type` are checked against the HF config.
+  `attn_bias`, `mlp_bias`, `qwen_type`, ...) are not compared; those three are checked against the HF config.
 - modelopt is wrong for nkv=3 at tp=2: it cuts a kv head in two. That case checks modelopt's bad split (so the
   test notices if modelopt changes) and that our converter refuses it with a ConfigError.
 """
@@ -144,9 +144,12 @@ def assert_same_config(ours: Path, oracle: Path, hf_dir: Path) -> None:
     assert {k: theirs[k] for k in ("rotary_base", "rotary_scaling") if theirs.get(k) is not None} == \
         modelopt_rope(hf_dir), "modelopt's rotary fields changed: compare them"
     qwen = hf["architectures"][0] == "Qwen2ForCausalLM"
-    # modelopt omits attn_bias and qwen_type; TensorRT-LLM's QWenConfig defaults attn_bias to true but qwen_type
-    # to the first Qwen, so our explicit values are required.
-    assert mine.get("attn_bias", False) == qwen
+    llama = hf["architectures"][0] == "LlamaForCausalLM"
+    # modelopt omits attn_bias, mlp_bias and qwen_type (it writes a `bias` TensorRT-LLM does not read);
+    # TensorRT-LLM's QWenConfig defaults attn_bias to true but qwen_type to the first Qwen, so our explicit values
+    # are required. Llama's attention_bias and mlp_bias are TensorRT-LLM's attn_bias and mlp_bias.
+    assert mine.get("attn_bias", False) == (qwen or llama and hf.get("attention_bias", False))
+    assert mine.get("mlp_bias", False) == (llama and hf.get("mlp_bias", False))
     assert mine.get("qwen_type") == ("qwen2" if qwen else None)
 
 
@@ -172,6 +175,9 @@ def tiny_variants(tmp_path_factory, tiny_llama, tiny_llama_tied, tiny_qwen2):
         # untied Qwen2 with nkv = nh and nh x head_dim != hidden_size; vocab 252, 63 rows a rank at tp 4
         "qwen2_head_dim": make_hf(root / "qwen2_head_dim", "qwen2", num_key_value_heads=4, head_dim=32, vocab_size=252),
         "mistral": make_hf(root / "mistral", "mistral"),
+        # Llama biases: q/k/v and o_proj (attention_bias), gate/up/down_proj (mlp_bias); o_proj's and down_proj's are
+        # row-parallel: whole on every rank
+        "llama_bias": make_hf(root / "llama_bias", "llama", attention_bias=True, mlp_bias=True),
         # Llama-3 style: one kv head (duplicated at tp > 1), rope_theta 5e5 with llama3 scaling, both HF layouts
         "llama3_top": make_hf(root / "llama3_top", "llama", rope_layout="top", rope_theta=500000.0,
                               rope_scaling=LLAMA3_SCALING, num_key_value_heads=1),
@@ -183,7 +189,7 @@ def tiny_variants(tmp_path_factory, tiny_llama, tiny_llama_tied, tiny_qwen2):
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
 @pytest.mark.parametrize("tp_size", [1, 2, 4])
 @pytest.mark.parametrize("variant", ["llama_gqa", "llama_gqa_tied", "qwen2", "llama_mha", "llama_head_dim",
-                                     "qwen2_tied_kv1", "qwen2_head_dim", "mistral"])
+                                     "qwen2_tied_kv1", "qwen2_head_dim", "mistral", "llama_bias"])
 def test_tiny_base_equals_modelopt(tiny_variants, tmp_path, variant, tp_size, dtype):
     hf_dir = tiny_variants[variant]
     ours, oracle = convert_and_export(hf_dir, tmp_path, tp_size, dtype)
@@ -291,6 +297,7 @@ def modelopt_fp8_export(hf_dir: Path, out_dir: Path, *, tp_size: int, dtype: str
 @pytest.mark.parametrize("variant, tp_size, dtype", [
     ("llama_gqa", 2, "bfloat16"),        # a float32 source: its FP8 weights come from its bfloat16 values
     ("qwen2_tied_kv1", 2, "float16"),    # qkv bias, tied lm_head, one kv head duplicated
+    ("llama_bias", 2, "bfloat16"),       # Llama's attention and MLP biases stay in bfloat16 beside FP8 weights
 ])
 def test_fp8_base_equals_modelopt(tiny_variants, tmp_path, variant, tp_size, dtype):
     """`convert --quantize fp8` against modelopt run as TensorRT-LLM's quantize.py runs it (model in `dtype`): the

@@ -1,6 +1,7 @@
 """`load(compile=True)`: the base's layers compiled by TorchInductor decode exactly what transformers' greedy
-`generate` does (batches whose rows accept different drafts, plain steps, Llama and Qwen2 with its qkv bias), and
-compute the eager forward's hidden states over a tree; where it cannot run it is a one-line error."""
+`generate` does (batches whose rows accept different drafts, plain steps, Llama and Qwen2 with its qkv bias, Llama
+with attention and MLP biases), and compute the eager forward's hidden states over a tree; where it cannot run it is
+a one-line error."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ PROMPTS = [[1, 17, 33, 5], [1, 250, 99, 3, 3, 42, 7, 128, 64], [1, 200]]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_qwen2"])
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_qwen2", "tiny_llama_bias"])
 def test_compiled_layers_decode_exactly(request, fixture, tiny_drafter):
     base = request.getfixturevalue(fixture)
     ckpt = checkpoint(base, tiny_drafter, 1, num_beams=3, draft_len=4)

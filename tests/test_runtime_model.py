@@ -22,7 +22,7 @@ def hf_logits(base, ids):
         return hf_model(base)(torch.tensor([ids])).logits[0].float()
 
 
-@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_llama_tied", "tiny_qwen2"])
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_llama_tied", "tiny_qwen2", "tiny_llama_bias"])
 @pytest.mark.parametrize("tp", [1, 2])
 def test_tiny_logits_match_hf(request, fixture, tp, tiny_drafter):
     base = request.getfixturevalue(fixture)

@@ -11,19 +11,21 @@ from click.testing import CliRunner
 from redrafter_trt import runtime as rt
 from redrafter_trt.cli import main
 from redrafter_trt.prompts import load_prompts
-from test_runtime_support import MT_BENCH, chat_prompts, checkpoint, eos_of, fresh_drafter, one_thread  # noqa: F401
+from test_runtime_support import (MT_BENCH, chat_prompts, checkpoint, eos_of, fresh_drafter, hf_greedy,  # noqa: F401
+                                  one_thread)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 PROMPTS = [[1, 17, 33, 5], [1, 250, 99, 3, 3, 42, 7, 128, 64], [1, 200]]
 
 
-@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_qwen2"])
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_qwen2", "tiny_llama_bias"])
 def test_tp2_equals_tp1(request, fixture, tiny_drafter):
     base = request.getfixturevalue(fixture)
     kw = dict(num_beams=3, draft_len=3, eos_token_id=eos_of(base), batch_size=2)
     tp1 = rt.generate_tp(checkpoint(base, tiny_drafter, 1, num_beams=3, draft_len=3), PROMPTS, 24, **kw)
     tp2 = rt.generate_tp(checkpoint(base, tiny_drafter, 2, num_beams=3, draft_len=3), PROMPTS, 24, **kw)
     assert tp2.output_ids == tp1.output_ids and tp2.steps == tp1.steps
+    assert tp2.output_ids == [hf_greedy(base, p, 24) for p in PROMPTS]  # row-parallel biases added once, not per rank
     sampled = rt.generate_tp(checkpoint(base, tiny_drafter, 2, num_beams=3, draft_len=3), PROMPTS, 8,
                              temperature=0.8, seed=1)
     assert all(1 <= len(o) <= 8 for o in sampled.output_ids)  # sampling decisions are broadcast from rank 0

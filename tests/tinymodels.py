@@ -21,12 +21,14 @@ TRANSFORMERS_5 = int(transformers.__version__.split(".")[0]) >= 5
 
 def make_hf(folder: Path, arch: str = "llama", *, tie: bool = False, dtype: torch.dtype = torch.float32,
             rope_layout: str | None = None, rope_theta: float = 10000.0, rope_scaling: dict | None = None,
-            seed: int = 0, **overrides) -> Path:
+            seed: int = 0, bias_std: float = 0.1, **overrides) -> Path:
     """Save a random LlamaForCausalLM / Qwen2ForCausalLM / MistralForCausalLM.
 
     rope_layout: "params" = transformers 5's `rope_parameters`; "top" = published checkpoints' (and transformers 4's)
     top-level `rope_theta` / `rope_scaling`; None = the layout the installed transformers writes, the only one it
     reads back (transformers 4 computes a "params" file with rope_theta 10000).
+    bias_std: the spread of random biases (0.1 in o_proj and down_proj, added to the residual at every layer over
+    weights of 0.02, makes every greedy answer one token repeated: a Llama with attention_bias and mlp_bias takes less).
     """
     from transformers import (AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config)
 
@@ -46,7 +48,7 @@ def make_hf(folder: Path, arch: str = "llama", *, tie: bool = False, dtype: torc
             if "norm" in name:
                 p.uniform_(0.5, 1.5)
             elif "bias" in name:
-                p.normal_(0, 0.1)
+                p.normal_(0, bias_std)
     model.save_pretrained(folder)
     path = Path(folder) / "config.json"
     raw = json.loads(path.read_text())

@@ -69,7 +69,11 @@ class CompiledLayer(torch.nn.Module):
         self.input_norm = torch.nn.Parameter(w["input_norm"], requires_grad=False)
         self.post_norm = torch.nn.Parameter(w["post_norm"], requires_grad=False)
         self.qkv = FrozenLinear(w["qkv"], w["qkv_bias"])
-        self.dense, self.fc_gate, self.proj = (FrozenLinear(w[name], None) for name in ("dense", "fc_gate", "proj"))
+        self.fc_gate = FrozenLinear(w["fc_gate"], w["fc_gate_bias"])
+        self.dense, self.proj = FrozenLinear(w["dense"], None), FrozenLinear(w["proj"], None)
+        # row-parallel biases: added after the (here trivial) all-reduce, as the eager layer adds them
+        self.dense_bias, self.proj_bias = (None if w[k] is None else torch.nn.Parameter(w[k], requires_grad=False)
+                                           for k in ("dense_bias", "proj_bias"))
 
 
 class LayerStack(torch.nn.Module):

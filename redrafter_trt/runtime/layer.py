@@ -1,9 +1,11 @@
 """One decoder layer of a Llama / Qwen2 base: the math the eager forward (`BaseModel.forward`) and the compiled one
 (`compiled.LayerStack`) share.
 
-A layer is anything with `input_norm`, `post_norm` ([H] tensors) and the callables `qkv`, `dense`, `fc_gate`,
-`proj` (x [..., K] -> [..., N]): the eager `model.Layer` holds tuned `Linear`s, the compiled one frozen
-`F.linear`s. Names are TensorRT-LLM's (see model.py).
+A layer is anything with `input_norm`, `post_norm` ([H] tensors), `dense_bias`, `proj_bias` ([H] or None) and the
+callables `qkv`, `dense`, `fc_gate`, `proj` (x [..., K] -> [..., N]; qkv and fc_gate add their own column-parallel
+biases): the eager `model.Layer` holds tuned `Linear`s, the compiled one frozen `F.linear`s. Names are TensorRT-LLM's
+(see model.py). The row-parallel biases are added once, after the all-reduce, as TensorRT-LLM's RowLinear adds them:
+inside `dense` and `proj` every rank would add its whole copy.
 
 Shapes: B batch rows, T new tokens, S visible cache slots, H hidden, hq/hkv local heads, hd head size.
 """
@@ -45,7 +47,14 @@ def decoder_layer(x: torch.Tensor, layer, cos: torch.Tensor, sin: torch.Tensor, 
     q, k = apply_rope(qk, cos, sin).split([hq, hkv], dim=1)  # one rotation for q and k together
     keys, values = write_kv(keys, values, k, v, slots, mask.shape[-1])
     att = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=hq != hkv)
-    x = x + all_reduce(layer.dense(att.transpose(1, 2).reshape(B, T, hq * hd)))
+    x = x + row_parallel(layer.dense(att.transpose(1, 2).reshape(B, T, hq * hd)), layer.dense_bias, all_reduce)
     h = rms_norm(x, layer.post_norm, eps)
     gate, up = layer.fc_gate(h).chunk(2, dim=-1)
-    return x + all_reduce(layer.proj(F.silu(gate) * up))
+    return x + row_parallel(layer.proj(F.silu(gate) * up), layer.proj_bias, all_reduce)
+
+
+def row_parallel(partial: torch.Tensor, bias: torch.Tensor | None, all_reduce) -> torch.Tensor:
+    """A row-parallel linear's output: this rank's partial product [..., H] summed over ranks, then the bias [H]
+    (whole on every rank) added once."""
+    out = all_reduce(partial)
+    return out if bias is None else out + bias

@@ -1,8 +1,9 @@
 """The base model (Llama / Qwen2 semantics) executed straight from one rank file of a TensorRT-LLM checkpoint.
 
-Names are TensorRT-LLM's: `attention.qkv` = per rank cat(q_r, k_r, v_r) (+bias for Qwen2), `attention.dense`
-(row-parallel: all-reduce), `mlp.fc` = gate_proj, `mlp.gate` = up_proj (both column-parallel), `mlp.proj`
-(row-parallel: all-reduce), `lm_head` (column-parallel, rows padded to a multiple of tp: all-gather, then sliced
+Names are TensorRT-LLM's: `attention.qkv` = per rank cat(q_r, k_r, v_r) (+bias for Qwen2 and Llama's
+attention_bias), `attention.dense` (row-parallel: all-reduce; its bias, with Llama's attention_bias, whole on every
+rank and added after it), `mlp.fc` = gate_proj, `mlp.gate` = up_proj (both column-parallel, with Llama's mlp_bias
+their biases split alike), `mlp.proj` (row-parallel like dense, its bias too), `lm_head` (column-parallel, rows padded to a multiple of tp: all-gather, then sliced
 to vocab_size), `vocab_embedding` (whole; with use_parallel_embedding split by rows: all-reduce, or by columns
 with embedding_sharding_dim 1: all-gather). FP8 linears (float8_e4m3fn + `weights_scaling_factor`) are dequantised
 on load.
@@ -41,8 +42,10 @@ class Layer:
     qkv: Linear                # [(hq + 2 hkv) hd, H] (+ bias)
     dense: Linear              # [H, hq hd]
     post_norm: torch.Tensor    # [H]
-    fc_gate: Linear            # cat(gate_proj, up_proj) [2 I/tp, H]: one product for both
+    fc_gate: Linear            # cat(gate_proj, up_proj) [2 I/tp, H]: one product for both (+ cat of biases)
     proj: Linear               # down_proj [H, I/tp]
+    dense_bias: torch.Tensor | None = None  # [H], row-parallel: added after the all-reduce (layer.row_parallel)
+    proj_bias: torch.Tensor | None = None   # [H], likewise
 
 
 def read_rank_file(ckpt_dir: Path, tp_rank: int) -> dict[str, torch.Tensor]:
@@ -97,16 +100,20 @@ class BaseModel:
         self.layers, weights = [], []
         for i in range(cfg.num_layers):
             p = f"transformer.layers.{i}."
+            fc_bias = take(p + "mlp.fc.bias", required=False)  # mlp_bias: fc's and gate's both (inspect checks)
             w = dict(input_norm=take(p + "input_layernorm.weight"), qkv=take(p + "attention.qkv.weight"),
                      qkv_bias=take(p + "attention.qkv.bias", required=False), dense=take(p + "attention.dense.weight"),
+                     dense_bias=take(p + "attention.dense.bias", required=False),
                      post_norm=take(p + "post_layernorm.weight"),
                      fc_gate=torch.cat([take(p + "mlp.fc.weight"), take(p + "mlp.gate.weight")]),
-                     proj=take(p + "mlp.proj.weight"))
+                     fc_gate_bias=None if fc_bias is None else torch.cat([fc_bias, take(p + "mlp.gate.bias")]),
+                     proj=take(p + "mlp.proj.weight"), proj_bias=take(p + "mlp.proj.bias", required=False))
             weights.append(w)
             self.layers.append(Layer(
                 input_norm=w["input_norm"], qkv=Linear(w["qkv"], w["qkv_bias"], products=layer_products),
                 dense=Linear(w["dense"], products=layer_products), post_norm=w["post_norm"],
-                fc_gate=Linear(w["fc_gate"], products=layer_products), proj=Linear(w["proj"], products=layer_products)))
+                fc_gate=Linear(w["fc_gate"], w["fc_gate_bias"], products=layer_products),
+                proj=Linear(w["proj"], products=layer_products), dense_bias=w["dense_bias"], proj_bias=w["proj_bias"]))
         self.ln_f = take("transformer.ln_f.weight")
         head = take("lm_head.weight")
         # greedy steps need only the argmax: screened through a float16 copy where a single rank holds the head
