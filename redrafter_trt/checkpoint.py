@@ -36,6 +36,7 @@ CONFIG_TYPES = {
     "redrafter_num_layers": LAYER_COUNT,
     "redrafter_is_rnn": FLAG,
     "redrafter_greedy_search": FLAG,
+    **dict.fromkeys(("attn_bias", "mlp_bias"), optional(FLAG)),  # which bias tensors the layout holds
     "max_position_embeddings": optional(POSITIVE_INT),
     "head_size": optional(POSITIVE_INT),
     "norm_epsilon": POSITIVE_NUMBER,

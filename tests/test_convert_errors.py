@@ -251,6 +251,7 @@ def trtllm_base_checkpoint(parts, tmp_path, tp=2):
     ({"mapping": {"tp_size": 2, "pp_size": 1}}, "mapping lacks world_size, which TensorRT-LLM reads as 1"),
     ({"num_key_value_heads": 3}, "tp_size 2 does not fit 4 heads / 3 kv heads"),
     ({"hidden_act": "swish"}, "hidden_act is 'swish', must be one of silu"),      # trtllm-build's ValueError
+    ({"mlp_bias": "false"}, "mlp_bias is 'false', must be null or true or false"),  # read as true: "missing tensors"
 ])
 def test_trtllm_base_config_checked_as_inspect_checks_it(parts, tmp_path, fields, needle):
     base_ckpt, cfg = trtllm_base_checkpoint(parts, tmp_path)
