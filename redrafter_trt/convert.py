@@ -209,13 +209,23 @@ def plan_trtllm_rank(src: TensorSource, cfg: dict, tp_rank: int, where: Path) ->
     if missing or unexpected:
         parts = ([f"missing tensors: {name_list(missing)}"] if missing else []) + \
                 ([f"unexpected tensors: {name_list(unexpected)}"] if unexpected else [])
-        raise TensorError(f"base checkpoint {where} rank {tp_rank}: {'; '.join(parts)}: it does not match its config.json")
+        raise TensorError(f"base checkpoint {where} rank {tp_rank}: {'; '.join(parts)}: it does not match its "
+                          f"config.json{_bias_hint(cfg, unexpected)}")
     planned = []
     for name, (shape, dt) in specs.items():
         if src.shape(name) != shape:
             raise TensorError(f"base checkpoint {where} rank {tp_rank}: {name} is {src.shape(name)}, config says {shape}")
         planned.append(Planned(name, shape, dt, _trtllm_reader(src, name, dt, f"base checkpoint {where} rank {tp_rank}")))
     return planned
+
+
+def _bias_hint(cfg: dict, unexpected: set[str]) -> str:
+    """modelopt 0.47 writes a biased Llama's config with `bias: true`, which TensorRT-LLM does not read (it would
+    warn and build the model without its biases), and no attn_bias / mlp_bias: name the fields that would fix it."""
+    fields = [f for f, mod in (("attn_bias", ".attention."), ("mlp_bias", ".mlp.")) if not cfg.get(f)
+              and any(n.endswith(".bias") and mod in n for n in unexpected)]
+    added = " and ".join(f'"{f}": true' for f in fields)
+    return f" (add {added}, as TensorRT-LLM reads them)" if fields else ""
 
 
 def _trtllm_reader(src: TensorSource, name: str, dt: torch.dtype, where: str) -> Callable[[], torch.Tensor]:

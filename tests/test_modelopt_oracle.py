@@ -404,3 +404,26 @@ def test_a_modelopt_base_as_exported_is_refused(tiny_qwen2, tmp_path):
     for r in range(2):
         mine, theirs = base_tensors(ours, r), base_tensors(oracle, r)
         assert sorted(mine) == sorted(theirs) and all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+
+def test_a_biased_llama_modelopt_base_names_the_bias_fields(tiny_variants, tmp_path):
+    """modelopt writes a biased Llama's config with `bias: true`, which TensorRT-LLM does not read (it warns
+    'Provided but not required tensors' and builds without the biases), and no attn_bias / mlp_bias: convert refuses
+    it naming both fields; with them it converts to modelopt's tensors unchanged."""
+    from redrafter_trt.convert import convert
+    from redrafter_trt.errors import TensorError
+
+    hf_dir = tiny_variants["llama_bias"]
+    oracle = modelopt_export(hf_dir, tmp_path / "modelopt", tp_size=2, dtype="float16")
+    theta, scaling = hf_rope(json.loads((hf_dir / "config.json").read_text()))
+    cfg = json.loads((oracle / "config.json").read_text()) | {"rotary_base": theta, "rotary_scaling": scaling}
+    assert cfg.get("bias") is True and "attn_bias" not in cfg and "mlp_bias" not in cfg, "modelopt changed: revisit"
+    (oracle / "config.json").write_text(json.dumps(cfg))
+    drafter = make_drafter(tmp_path / "drafter", hf_dir, dtype=torch.float16)
+    with pytest.raises(TensorError, match='unexpected tensors.*add "attn_bias": true and "mlp_bias": true'):
+        convert(oracle, drafter, tmp_path / "ours")
+    (oracle / "config.json").write_text(json.dumps(cfg | {"attn_bias": True, "mlp_bias": True}))
+    ours = Path(convert(oracle, drafter, tmp_path / "ours"))
+    for r in range(2):
+        mine, theirs = base_tensors(ours, r), base_tensors(oracle, r)
+        assert sorted(mine) == sorted(theirs) and all(torch.equal(mine[k], theirs[k]) for k in mine)
