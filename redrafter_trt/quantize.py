@@ -152,6 +152,21 @@ def patch_exported_config(cfg: dict, hf: dict, kv_cache_dtype: str | None) -> di
     return out
 
 
+def check_exported_quantization(cfg: dict, kv_cache_dtype: str | None) -> None:
+    """modelopt's exported config.json says what it quantised, and its tensors follow it: an FP8 it did not apply
+    (`quant_algo`, or `kv_cache_quant_algo` for --kv-cache-dtype fp8, written null, as 0.33 did for the KV cache under
+    transformers >= 4.56) would become a checkpoint that is silently not FP8. Refused, naming the field."""
+    import modelopt
+
+    quant = cfg.get("quantization") if isinstance(cfg.get("quantization"), dict) else {}
+    wanted = ("quant_algo",) + (("kv_cache_quant_algo",) if kv_cache_dtype == "fp8" else ())
+    wrong = [f"quantization.{key} {json.dumps(quant.get(key))}" for key in wanted if quant.get(key) != "FP8"]
+    if wrong:
+        raise DependencyError(f"nvidia-modelopt {modelopt.__version__} exported {' and '.join(wrong)}, not \"FP8\": it "
+                              f"did not quantise this model as asked, and the checkpoint would not be FP8; install "
+                              f"another release (pip install -U 'nvidia-modelopt>={MODELOPT_MIN}')")
+
+
 def _forward_loop(tokenizer, prompts: list[str], seq_len: int, batch_size: int, device: str):
     import torch
     from tqdm.auto import tqdm
@@ -252,6 +267,8 @@ def export_fp8_base(hf_dir: Path, out_dir: Path, *, tp_size: int, dtype: str, kv
             warnings.filterwarnings("ignore", message=message)
         export(model, decoder_type, dtype=torch_dtype, export_dir=out_dir, inference_tensor_parallel=tp_size)
     path = out_dir / "config.json"
-    cfg = patch_exported_config(json.loads(path.read_text()), hf, kv_cache_dtype)
+    exported = json.loads(path.read_text())
+    check_exported_quantization(exported, kv_cache_dtype)
+    cfg = patch_exported_config(exported, hf, kv_cache_dtype)
     path.write_text(json.dumps(cfg, indent=4))
     log.info("FP8 base written to %s (tp %d, kv cache %s)", out_dir, tp_size, kv_cache_dtype or dtype)

@@ -464,3 +464,26 @@ def test_misleading_modelopt_warnings_stay_off_screen(fp8_models, tmp_path, recw
                     calib_prompts=["hello world"] * 2, calib_size=2, calib_seq_len=8, calib_batch_size=2, device="cpu")
     said = [str(w.message) for w in recwarn.list]
     assert not [m for m in said if "lm_head quantization" in m or "Cannot export tensorrt_llm" in m], said
+
+
+@pytest.mark.parametrize("kv, dropped", [(None, "quant_algo"), ("fp8", "kv_cache_quant_algo")])
+def test_an_export_that_is_not_fp8_is_refused(fp8_models, tiny_drafter, tmp_path, monkeypatch, kv, dropped):
+    """A modelopt that does not quantise what was asked writes it null in config.json (0.33 under transformers >=
+    4.56 did so for the KV cache) and its tensors follow: convert wrote that checkpoint, silently not FP8 (or without
+    the FP8 KV cache asked for). The export is now checked: a one-line DependencyError, nothing written."""
+    import redrafter_trt.quantize as quantize
+
+    mtq, export = quantize.require_modelopt()
+
+    def export_without(model, decoder, **kwargs):  # a modelopt that did not apply `dropped`
+        export(model, decoder, **kwargs)
+        path = Path(kwargs["export_dir"]) / "config.json"
+        cfg = json.loads(path.read_text())
+        cfg["quantization"][dropped] = None
+        path.write_text(json.dumps(cfg))
+
+    monkeypatch.setattr(quantize, "require_modelopt", lambda: (mtq, export_without))
+    out = tmp_path / "out"
+    with pytest.raises(DependencyError, match=rf"exported quantization.{dropped} null, not \"FP8\""):
+        convert(fp8_models["llama"], tiny_drafter, out, quantize="fp8", kv_cache_dtype=kv, dtype="bfloat16", **CALIB)
+    assert not out.exists()
