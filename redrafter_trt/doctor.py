@@ -22,6 +22,7 @@ REDRAFTER_MIN_CC = (8, 0)   # TensorRT-LLM's ReDrafter support matrix: Ampere or
 FP8_MIN_CC = (8, 9)         # FP8 GEMMs: Ada or Hopper
 MIN_PYTHON = (3, 10)
 ENGINES = "engines (redrafter-trt build, engine runs)"
+TP_RUNS = "tensor-parallel engine runs (mpirun -n TP)"
 TORCH_CUDA_INDEX = "https://download.pytorch.org/whl/cu128"
 TRTLLM_PINS = Path(__file__).resolve().parent / "data" / "trtllm-1.2-pins.txt"  # what TensorRT-LLM 1.2.x pins
 
@@ -165,12 +166,16 @@ def check_trtllm_build(path: str | None) -> Check:
 
 
 def check_mpi(has_mpi4py: bool, mpirun: str | None) -> Check:
-    missing = [what for what, ok in (("mpi4py", has_mpi4py), ("mpirun", mpirun)) if not ok]
-    if missing:
-        return Check("mpi", False, f"missing {' and '.join(missing)}",
-                     "apt install openmpi-bin libopenmpi-dev && pip install mpi4py",
-                     feature="tensor-parallel engine runs (mpirun -n TP)")
-    return Check("mpi", True, f"mpi4py and {mpirun}", feature="tensor-parallel engine runs (mpirun -n TP)")
+    """mpirun starts tensor-parallel runs; mpi4py is needed by any engine: `import tensorrt_llm` (trtllm-build's too)
+    runs `from mpi4py import MPI` in tensorrt_llm/_utils.py."""
+    fix = "apt install openmpi-bin libopenmpi-dev && pip install mpi4py"
+    missing = " and ".join(what for what, ok in (("mpi4py", has_mpi4py), ("mpirun", mpirun)) if not ok)
+    if not has_mpi4py:
+        return Check("mpi", False, f"missing {missing} (tensorrt_llm imports mpi4py: no engine builds or runs)", fix,
+                     feature=ENGINES)
+    if not mpirun:
+        return Check("mpi", False, f"missing {missing}", fix, feature=TP_RUNS)
+    return Check("mpi", True, f"mpi4py and {mpirun}", feature=TP_RUNS)
 
 
 def cpu_ready(checks: list[Check]) -> bool:

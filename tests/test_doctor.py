@@ -172,7 +172,8 @@ def test_cpu_machine_is_ready_and_lists_what_is_unavailable(monkeypatch):
     assert "FIX  tensorrt_llm: not installed -> pip install 'tensorrt_llm==1.2.*'" in result.output
     assert "CPU path (convert, inspect, run on CPU): ready" in result.output
     last = result.output.strip().splitlines()[-1]
-    assert last.startswith("unavailable here:") and "engines" in last and "FP8 engines" in last and "mpirun" in last
+    assert last.startswith("unavailable here:") and "engines" in last and "FP8 engines" in last
+    assert "FIX  mpi: missing mpi4py and mpirun" in result.output
 
 
 def test_gpu_machine_with_everything(monkeypatch):
@@ -262,3 +263,16 @@ def test_prerelease_builds_of_the_minimum_are_enough(monkeypatch):
                  {**CPU_DISTS, "torch": "2.5.0a0+e000cf0ad9.nv24.10", "transformers": "4.56.0.dev0"})
     result = CliRunner().invoke(main, ["doctor"])
     assert "OK   torch: 2.5.0a0+e000cf0ad9.nv24.10" in result.output and "FIX  transformers" not in result.output
+
+
+def test_without_mpi4py_no_engine_builds_or_runs(monkeypatch):
+    """`import tensorrt_llm` (trtllm-build's too) runs `from mpi4py import MPI`: a GPU machine with TensorRT-LLM but
+    no mpi4py builds and runs no engine at all. doctor said only tensor-parallel runs were unavailable there."""
+    fake_machine(monkeypatch, TorchInfo("2.6.0", "12.6", (H100,)), "1.2.0",
+                 {**CPU_DISTS, "tensorrt": "10.11.0", "nvidia-modelopt": "0.37.0"})
+    monkeypatch.setattr(doctor, "has_module", lambda name: name != "mpi4py")
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code == 0, result.output
+    assert "FIX  mpi: missing mpi4py (tensorrt_llm imports mpi4py: no engine builds or runs)" in result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last == "unavailable here: engines (redrafter-trt build, engine runs)", last
