@@ -10,6 +10,7 @@ from click.testing import CliRunner
 
 from redrafter_trt import runtime as rt
 from redrafter_trt.cli import main
+from redrafter_trt.errors import ConfigError
 from redrafter_trt.prompts import load_prompts
 from test_runtime_support import (MT_BENCH, chat_prompts, checkpoint, eos_of, fresh_drafter, hf_greedy,  # noqa: F401
                                   one_thread)
@@ -101,6 +102,21 @@ def test_prompts_joining_a_running_tp2_batch_get_their_answers_alone(tiny_llama,
         ranks.close()
     assert calls[:3] == [1, 1, 1] and calls[3] == 3  # joined after the third step
     assert result.output_ids == [a.output_ids[0] for a in alone] and result.steps == [a.steps[0] for a in alone]
+
+
+@pytest.mark.parametrize("callback", ["on_tokens", "admit", "on_step"])
+def test_generate_tp_refuses_callbacks_it_cannot_call_here(tiny_llama, tiny_drafter, monkeypatch, callback):
+    """generate_tp spawns the ranks: a lambda callback was a PicklingError traceback from multiprocessing, a
+    module-level one ran in the rank processes (on every rank, on copies: streamed tokens never reached the caller,
+    admit's queue was a copy). A tp=2 checkpoint refuses them in one line, before any rank starts; tp=1 takes them."""
+    seen = []
+    fn = {"on_tokens": lambda i, new, lps: seen.extend(new), "admit": lambda running: [],
+          "on_step": lambda *step: None}[callback]
+    monkeypatch.setattr(rt, "launch", lambda *a, **k: pytest.fail("a rank started"))
+    with pytest.raises(ConfigError, match=f"{callback}: generate_tp runs a tp=2 checkpoint .*LocalRanks"):
+        rt.generate_tp(checkpoint(tiny_llama, tiny_drafter, 2), [[1, 2, 3]], 4, **{callback: fn})
+    result = rt.generate_tp(checkpoint(tiny_llama, tiny_drafter, 1), [[1, 2, 3]], 4, **{callback: fn})
+    assert callback != "on_tokens" or seen == result.output_ids[0]
 
 
 def test_too_few_gpus_is_one_clear_error_before_any_rank_starts(tiny_llama, tiny_drafter, monkeypatch):

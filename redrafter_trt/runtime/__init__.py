@@ -18,6 +18,7 @@ PyTorch, with ReDrafter's draft / tree-verify / accept loop. Stable Python API:
 
     # a tp=N checkpoint: N local processes (gloo on CPU, nccl on CUDA), each loading only its own rank file
     result = generate_tp("ckpt_tp2/", prompt_ids, max_new_tokens=64, device="cpu", ...same keywords...)
+    # (but on_tokens / admit / on_step: they need rank 0 in this process, `runtime.ranks.LocalRanks`)
 
 Sampling (temperature > 0) is exact: the emitted tokens follow the base model's softmax(logits / T) (see
 `runtime.accept`). No top-k / top-p is applied. sampling_rule="trtllm" accepts as a sampling TensorRT-LLM engine
@@ -255,12 +256,19 @@ def _tp_worker(group: TPGroup, checkpoint_dir, device, dtype, prompt_ids, kwargs
 
 def generate_tp(checkpoint_dir: Path | str, prompt_ids: list[list[int]], max_new_tokens: int, *, device: str = "cpu",
                 dtype: str | None = None, **kwargs) -> GenerationResult:
-    """`generate` on a tp=N checkpoint in N spawned local processes; returns rank 0's result."""
+    """`generate` on a tp=N checkpoint in N spawned local processes; returns rank 0's result. on_tokens, admit and
+    on_step would run in those processes (a copy of each callback and of what it touches, on every rank): a tp=N
+    checkpoint refuses them; `runtime.ranks.LocalRanks` runs rank 0, and its callbacks, in this process."""
     cfg = RuntimeConfig.from_dir(checkpoint_dir)
     check_generate(cfg, prompt_ids, max_new_tokens, **kwargs)  # before any rank starts (and loads its weights)
     _dtype(dtype)
     if cfg.tp_size == 1:
         return generate(load(checkpoint_dir, device, dtype), prompt_ids, max_new_tokens, **kwargs)
+    given = [name for name in ("on_tokens", "admit", "on_step") if kwargs.get(name) is not None]
+    if given:
+        raise ConfigError(f"{', '.join(given)}: generate_tp runs a tp={cfg.tp_size} checkpoint in {cfg.tp_size} "
+                          f"spawned processes, where callbacks cannot reach this one: use "
+                          f"runtime.ranks.LocalRanks(checkpoint_dir).generate(...), which runs rank 0 here")
     require_gpus(device, cfg.tp_size, checkpoint_dir)
     check_device(device)
     return launch(_tp_worker, cfg.tp_size, str(checkpoint_dir), device, dtype, prompt_ids,
