@@ -9,6 +9,7 @@ import dataclasses
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
 from redrafter_trt import runtime as rt
 from redrafter_trt.errors import ConfigError
@@ -47,6 +48,13 @@ def test_compiled_layers_decode_exactly(request, fixture, tiny_drafter):
     assert res.output_ids == refs
     assert res.mean_tokens_per_step > 1.5 and len({tuple(a) for a in res.accepted}) > 1
     assert rt.generate(model, [PROMPTS[0]], 30, eos_token_id=eos, use_draft=False).output_ids[0] == refs[0]
+
+    # a one-token sequence teacher-forced (forward_logits; prompt_logprobs: a server's echo of a one-token prompt)
+    # runs on the kinds compiled at load: its forward attended over 1 cache slot, which compiled a third kind
+    graphs = counters["stats"]["unique_graphs"]
+    torch.testing.assert_close(rt.forward_logits(compiled, [5]), rt.forward_logits(eager, [5]), atol=1e-4, rtol=1e-4)
+    assert rt.prompt_logprobs(compiled, [[5]], 1) == [[]]
+    assert counters["stats"]["unique_graphs"] == graphs
 
 
 def test_compile_refuses_what_it_cannot_run(tiny_llama, tiny_drafter):

@@ -278,7 +278,9 @@ def generate_tp(checkpoint_dir: Path | str, prompt_ids: list[list[int]], max_new
 def _hidden(base: BaseModel, input_ids: list[int]) -> torch.Tensor:
     """Final-normed hidden states [1, T, H] of one sequence, teacher-forced (a fresh cache, no drafting)."""
     T = len(input_ids)
-    cache = base.new_cache(1, T)
+    # one slot more than the tokens: the compiled forward attends over one masked slot more (BaseModel.forward); with
+    # exactly T, a one-token sequence attended over 1 slot, a size compiled apart (minutes, in a server's scheduler)
+    cache = base.new_cache(1, T + 1)
     tokens = torch.tensor([input_ids], device=base.device)
     causal = torch.ones(T, T, dtype=torch.bool, device=base.device).tril()[None]
     return base.forward(tokens, torch.arange(T, device=base.device)[None], causal, cache)
