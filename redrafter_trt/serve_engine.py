@@ -38,6 +38,7 @@ class ServePlan:
     argv: tuple[str, ...]
     world_size: int
     unstopped: tuple[int, ...] = ()  # generation_config.json EOS ids trtllm-serve does not end an answer at
+    max_batch_size: int = 0  # the engine's, passed as --max_batch_size
 
     def shell(self) -> str:
         return shlex.join(self.argv)
@@ -72,7 +73,7 @@ def plan_trtllm_serve(engine_dir: Path, tokenizer_dir: Path, host: str, port: in
             "--max_batch_size", str(build["max_batch_size"])]
     if build.get("max_num_tokens"):
         argv += ["--max_num_tokens", str(build["max_num_tokens"])]
-    return ServePlan(tuple(argv), ranks, unstopped)
+    return ServePlan(tuple(argv), ranks, unstopped, build["max_batch_size"])
 
 
 def exec_trtllm_serve(plan: ServePlan) -> None:

@@ -160,3 +160,38 @@ def test_eos_ids_trtllm_serve_does_not_stop_at_are_named(tmp_path, tokenizer_dir
     res = serve("--engine-dir", engine, "--tokenizer-dir", tok, "--port", 9000, "--dry-run")
     assert res.exit_code == 0, res.output
     assert '"stop_token_ids": [0, 7]' in res.output and "tokenizer's EOS only" in res.output, res.output
+
+
+@pytest.mark.parametrize("preset, needle", [
+    ("serve: {max-output-len: 128}\n", "preset sets max-output-len,"),
+    ("model-name: mine\n", "preset sets model-name,"),
+    ("serve: {compile: true, shutdown-grace: 5}\n", "preset sets compile, shutdown-grace,"),
+    ("max-batch-size: 4\n", "preset sets max-batch-size,"),  # the engine was built with 8
+    ("device: cuda\n", "preset sets device,"),
+])
+def test_a_presets_reference_only_values_are_refused_with_an_engine(tmp_path, tokenizer_dir, preset, needle):
+    """A review: `serve --config P --engine-dir E` dropped P's reference-server values (max-output-len, model-name,
+    max-batch-size, device, compile, shutdown-grace) in silence, where the same flags typed are refused: answers ran
+    past the preset's cap and its model name was unknown to trtllm-serve. They are refused now, naming the preset."""
+    engine = make_engine(tmp_path / "engine", tp=1)
+    path = tmp_path / "p.yaml"
+    path.write_text(preset)
+    res = serve("--config", path, "--engine-dir", engine, "--tokenizer-dir", tokenizer_dir, "--port", 9000,
+                "--dry-run")
+    assert res.exit_code == 2 and needle in res.output and "--checkpoint-dir only" in res.output, res.output
+    assert len(res.output.strip().splitlines()) == 1, res.output
+
+
+@pytest.mark.parametrize("preset", [
+    "max-batch-size: 8\n",  # build's and serve's: the engine's own, what trtllm-serve gets
+    "device: cpu\nmax-output-len: 512\n",  # the defaults (a shared `device: cpu` as in smollm2-135m-cpu.yaml)
+    "serve: {compile: true}\n",  # with --no-compile below
+])
+def test_preset_values_that_act_or_ask_nothing_pass_with_an_engine(tmp_path, tokenizer_dir, preset):
+    engine = make_engine(tmp_path / "engine", tp=1)
+    path = tmp_path / "p.yaml"
+    path.write_text(preset)
+    extra = ["--no-compile"] if "compile" in preset else []
+    res = serve("--config", path, "--engine-dir", engine, "--tokenizer-dir", tokenizer_dir, "--port", 9000,
+                "--dry-run", *extra)
+    assert res.exit_code == 0 and res.output.startswith("trtllm-serve "), res.output

@@ -20,6 +20,22 @@ from .params import Command, Seconds, options_given
 REFERENCE_ONLY = ("model_name", "max_output_len", "max_batch_size", "device", "compile_layers", "shutdown_grace")
 
 
+def _refuse_preset_reference_options(ctx: click.Context, plan) -> None:
+    """A --config preset's reference-server values (`serve: {max-output-len: 128}`, `compile: true`) were dropped in
+    silence with --engine-dir (answers ran past the preset's cap, clients asking for the preset's model name got
+    404s). Refused as a typed flag is, naming the preset. A max-batch-size equal to the engine's does act (it is what
+    trtllm-serve gets), so a top-level one shared with `build` passes."""
+    names = [p for p in options_given(ctx, preset=True) if p.name in REFERENCE_ONLY and ctx.params[p.name] is not False
+             and not (p.name == "max_batch_size" and ctx.params[p.name] == plan.max_batch_size)]
+    if names:
+        shown = ", ".join(p.opts[0].removeprefix("--") for p in names)
+        off = " (or pass --no-compile)" if any(p.name == "compile_layers" for p in names) else ""
+        raise ConfigError(f"the --config preset sets {shown}, which apply to --checkpoint-dir only (trtllm-serve names "
+                          f"the model after the engine folder, takes limits and GPUs from the engine and runs "
+                          f"TensorRT-LLM's kernels): remove {'them' if len(names) > 1 else 'it'} from the preset"
+                          f"{off} to serve --engine-dir")
+
+
 @click.command(cls=Command)
 @config_option
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False, path_type=Path),
@@ -65,6 +81,7 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
                               "kernels; leave them out")
 
         plan = plan_trtllm_serve(engine_dir, tokenizer_dir, host, port)
+        _refuse_preset_reference_options(ctx, plan)
         if warning := plan.stop_warning():
             click.echo(warning, err=True)
         if dry_run:
