@@ -183,7 +183,7 @@ class App:
 
         decoded = backend.complete(rows, req.max_tokens, req.temperature, req.seed, req.stop,
                                    on_delta if req.stream else still_there, req.logprobs, req.ignore_eos,
-                                   list_eos=not chat) if req.max_tokens else (
+                                   list_eos=not chat, alive=alive) if req.max_tokens else (
             [Choice([], "", 0, "length", []) for _ in rows])  # echo only: the prompt scored
         choices = [c for c in decoded for _ in range(copies)]
         made = sum(len(c.ids) for c in choices)

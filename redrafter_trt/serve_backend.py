@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 MAX_PROMPTS = 64  # prompts in one /v1/completions request
 SHUTTING_DOWN = "the server is shutting down: send the request again once it is back"
 MAX_ITERATIONS = 1000  # decoding steps kept for GET /metrics until read (TensorRT-LLM's default keeps 1000 too)
+POLL_SECONDS = 1.0  # how often a request with no news (queued) asks whether its client is still there
 
 
 class RequestError(Exception):
@@ -184,20 +185,23 @@ class ReferenceBackend:
 
     def complete(self, prompts: list[list[int]], max_tokens: int, temperature: float | None, seed: int,
                  stop: list[str], on_text: Callable[[int, str, list[Logprob], int], None] | None = None,
-                 logprobs: int | None = None, ignore_eos: bool = False, list_eos: bool = False) -> list[Choice]:
+                 logprobs: int | None = None, ignore_eos: bool = False, list_eos: bool = False,
+                 alive: Callable[[], bool] | None = None) -> list[Choice]:
         """Answer every prompt; on_text(prompt index, new text, its tokens' logprobs, the prompt's tokens generated so
         far) streams it as tokens are accepted (called in this thread; raising ClientGone from it ends this
         request's decoding). logprobs=k: each token's log-probability and the k most likely (None: none).
         ignore_eos: EOS ends nothing, every answer runs to max_tokens (or a stop string), as TensorRT-LLM's.
         list_eos: the logprobs name the EOS that ended an answer (a completion's: lm-evaluation-harness reads the
-        last entry of a one-token answer as the token generated); else they leave it out (chat, as OpenAI)."""
+        last entry of a one-token answer as the token generated); else they leave it out (chat, as OpenAI).
+        alive: False once the client has left (asked every POLL_SECONDS while no text comes): a request still queued
+        leaves the queue at once (ClientGone), one decoding drops its rows and its prompts not started yet."""
         if not (isinstance(max_tokens, int) and max_tokens >= 1):  # else the scheduler's traceback, then the error
             raise RequestError(f"max_tokens {max_tokens!r} must be an integer of at least 1")
         if isinstance(stop, str) or not all(isinstance(s, str) for s in stop):  # "ab" stopped at "a" and at "b"
             raise RequestError(f"stop {stop!r} must be a list of strings ([s] for one)")
         job = Job(prompts, max_tokens, self.temperature(temperature), seed, stop, logprobs, ignore_eos=ignore_eos,
                   list_eos=list_eos)
-        return self._submit(job, on_text).choices
+        return self._submit(job, on_text, alive).choices
 
     def score(self, prompts: list[list[int]], k: int) -> list[list[TokenLogprob]]:
         """Each prompt's tokens after the first under the base, teacher-forced, with the k most likely
@@ -221,15 +225,26 @@ class ReferenceBackend:
             raise RequestError(f"token id {bad[0]} is outside the vocabulary (0..{self.config.vocab_size - 1})")
         check_positions(self.config, prompts, max_tokens, "max_tokens")  # an HTTP client sends max_tokens
 
-    def _submit(self, job: Job, on_text) -> Job:
-        """Check the job's prompts, queue it, pass its events to on_text until it is answered."""
+    def _submit(self, job: Job, on_text, alive: Callable[[], bool] | None = None) -> Job:
+        """Check the job's prompts, queue it, pass its events to on_text until it is answered (or, once `alive`
+        says its client left, until its rows are dropped; at once when it was still queued)."""
         self.check(job.prompts, job.max_tokens)
         with self.wake:
             if self.closing:
                 raise Unavailable(SHUTTING_DOWN)
             self.waiting.append(job)
             self.wake.notify_all()
-        while (event := job.events.get()) is not None:
+        while True:
+            try:
+                event = job.events.get(timeout=POLL_SECONDS if alive is not None else None)
+            except queue.Empty:  # queued (or no text for a while): a client that left waited for nothing
+                if not job.gone.is_set() and not alive():
+                    job.gone.set()
+                    if self._withdraw(job):
+                        raise ClientGone from None
+                continue
+            if event is None:
+                break
             if on_text and not job.gone.is_set():
                 try:
                     on_text(*event)
@@ -243,6 +258,15 @@ class ReferenceBackend:
         if job.error is not None:
             raise job.error
         return job
+
+    def _withdraw(self, job: Job) -> bool:
+        """Take the job out of the queue; False when the scheduler has taken it already."""
+        with self.wake:
+            for i, waiting in enumerate(self.waiting):
+                if waiting is job:
+                    del self.waiting[i]
+                    return True
+        return False
 
     # ---- the scheduler thread ----------------------------------------------------------------------------------
 
@@ -400,6 +424,15 @@ class ReferenceBackend:
             return row.done
 
         def admit(running: int) -> list[list[int]]:
+            left = [job for job, _ in pending if job.gone.is_set()]  # their clients left: never started
+            if left:
+                kept = [(job, i) for job, i in pending if not job.gone.is_set()]
+                pending.clear()
+                pending.extend(kept)
+            for job in left:
+                job.running -= 1
+                if not job.running:
+                    self._answer(job, [x for x in rows if x.job is job])
             with self.wake:
                 if self.stopping:
                     return []

@@ -501,3 +501,75 @@ def test_a_burst_of_connections_is_answered_without_retries(server):
     for t in threads:
         t.join(60)
     assert results == [200] * 200, [r for r in results if r != 200][:3]
+
+
+def test_a_client_that_leaves_while_queued_or_pending_costs_no_decoding(tiny, monkeypatch):
+    """A review: a client that gave up while its request was queued (a timeout under load) was noticed only once its
+    first token was decoded, after its whole wait and a prefill for nobody; and the prompts of a request whose
+    client left mid-answer that had not started yet (more prompts than --max-batch-size) each still started and
+    decoded a step. Now a queued request leaves the queue when its client goes, and unstarted prompts never start."""
+    import redrafter_trt.serve_backend as sb
+
+    monkeypatch.setattr(sb, "POLL_SECONDS", 0.05)
+    backend = new_backend(tiny, max_batch=1)
+    app = App(backend, "tiny", max_output_len=64)
+    release, stepping = threading.Event(), threading.Event()
+    step = backend._iteration
+
+    def held(*args):  # the running batch waits at its first step until the test lets it go
+        stepping.set()
+        release.wait(60)
+        step(*args)
+
+    backend._iteration = held
+    try:
+        first = threading.Thread(target=app.post, args=("/v1/completions", {"prompt": "abc", "max_tokens": 8}))
+        first.start()
+        assert stepping.wait(60)
+        outcome, here = [], [True]
+
+        def queued():
+            try:
+                outcome.append(app.post("/v1/completions", {"prompt": "xyz", "max_tokens": 8},
+                                        alive=lambda: here[0]))
+            except ClientGone as e:
+                outcome.append(e)
+
+        second = threading.Thread(target=queued)
+        second.start()
+        time.sleep(0.3)
+        assert not outcome and len(backend.waiting) == 1  # queued behind the running batch
+        here[0] = False  # the client leaves
+        second.join(10)
+        assert outcome and isinstance(outcome[0], ClientGone) and not backend.waiting  # before the batch ended
+    finally:
+        release.set()
+        backend._iteration = step
+        first.join(60)
+
+    started = []
+
+    class Counted(sb.Row):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            started.append(self.index)
+
+    monkeypatch.setattr(sb, "Row", Counted)
+    left = threading.Event()
+
+    def gone(*_):  # the client leaves at the first text
+        left.set()
+        raise ClientGone
+
+    def after_leaving(*args):
+        left.wait(60)
+        time.sleep(0.2)  # its request thread marks the job gone
+        step(*args)
+
+    backend._iteration = after_leaving
+    with pytest.raises(ClientGone):
+        backend.complete([[5, 6, 7]] * 6, 20, 0.0, 0, [], gone, ignore_eos=True)
+    assert started == [0], started  # the other 5 prompts never started
+    backend._iteration = step
+    assert backend.complete([[5, 6, 7]], 3, 0.0, 0, [], ignore_eos=True)[0].finish_reason == "length"
+    backend.stop()
