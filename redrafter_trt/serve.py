@@ -132,7 +132,7 @@ class App:
             raise RequestError('"stream": true needs an HTTP connection to stream on')
         backend, n = self.backend, req.n
         temperature = backend.temperature(req.temperature)  # the checkpoint's rule: a greedy one answers at 0
-        refuse_unsupported(body, chat, sampling=temperature > 0)
+        refuse_unsupported(body, chat, sampling=temperature > 0, stops=frozenset(() if req.ignore_eos else backend.eos))
         prompts = ([backend.encode_chat(req.prompts[0])] if chat else
                    [backend.encode(p) if isinstance(p, str) else p for p in req.prompts])
         copies = n if temperature == 0 else 1  # greedy: n equal answers, decoded once

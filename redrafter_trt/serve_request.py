@@ -190,7 +190,15 @@ def _same(a, b) -> bool:
     return a == b and isinstance(a, bool) == isinstance(b, bool)
 
 
-def refuse_unsupported(body: dict, chat: bool, sampling: bool) -> None:
+def _stops_already(value, stops: frozenset[int]) -> bool:
+    """`stop_token_ids` naming only tokens every answer ends at anyway (the model's EOS ids, which `serve
+    --engine-dir` tells clients to send, as trtllm-serve stops at the tokenizer's EOS alone): nothing changes."""
+    return isinstance(value, list) and all(isinstance(t, int) and not isinstance(t, bool) and t in stops
+                                           for t in value)
+
+
+def refuse_unsupported(body: dict, chat: bool, sampling: bool, stops: frozenset[int] = frozenset()) -> None:
+    """stops: the tokens this request's answers end at (the model's EOS ids; none under ignore_eos)."""
     known = READ | IGNORED | {PROMPT[chat]} | set(UNSUPPORTED) | set(ENDPOINT[chat]) | set(SAMPLING_FILTERS)
     unknown = [name for name, value in body.items() if name not in known and value is not None]
     if unknown:
@@ -199,6 +207,8 @@ def refuse_unsupported(body: dict, chat: bool, sampling: bool) -> None:
     table = UNSUPPORTED | ENDPOINT[chat] | (SAMPLING_FILTERS if sampling else {})
     for name, neutral in table.items():
         value = body.get(name)
+        if name == "stop_token_ids" and _stops_already(value, stops):
+            continue
         if value is not None and not any(_same(value, v) for v in neutral):
             fix = f"leave it out (or send {json.dumps(neutral[0])})" if neutral else "leave it out"
             if name == "prompt_logprobs":

@@ -573,3 +573,21 @@ def test_a_client_that_leaves_while_queued_or_pending_costs_no_decoding(tiny, mo
     backend._iteration = step
     assert backend.complete([[5, 6, 7]], 3, 0.0, 0, [], ignore_eos=True)[0].finish_reason == "length"
     backend.stop()
+
+
+def test_stop_token_ids_the_model_ends_at_anyway_are_accepted(server):
+    """A review: `serve --engine-dir` tells clients to send the model's other EOS ids as "stop_token_ids" (trtllm-serve
+    stops at the tokenizer's EOS alone), and the same client against `serve --checkpoint-dir` got a 400, though the
+    reference server ends every answer at those ids already. They are accepted now; other ids, or any under
+    ignore_eos (which would then stop nowhere), are still refused."""
+    eos = sorted(server.app.backend.eos)
+    body = {"prompt": "abc", "max_tokens": 4}
+    status, _, plain = request(server, "POST", "/v1/completions", body)
+    status2, _, same = request(server, "POST", "/v1/completions", body | {"stop_token_ids": eos})
+    assert status == status2 == 200, same
+    assert json.loads(same)["choices"] == json.loads(plain)["choices"]
+    other = next(t for t in range(100) if t not in eos)
+    for extra in ({"stop_token_ids": [*eos, other]}, {"stop_token_ids": eos, "ignore_eos": True},
+                  {"stop_token_ids": [True]}):
+        status, _, data = request(server, "POST", "/v1/completions", body | extra)
+        assert status == 400 and '"stop_token_ids"' in json.loads(data)["error"]["message"], (extra, data)
