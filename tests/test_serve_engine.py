@@ -163,7 +163,7 @@ def test_eos_ids_trtllm_serve_does_not_stop_at_are_named(tmp_path, tokenizer_dir
 
 
 @pytest.mark.parametrize("preset, needle", [
-    ("serve: {max-output-len: 128}\n", "preset sets max-output-len,"),
+    ("serve: {max-output-len: 128}\n", "preset sets max-output-len, which applies"),
     ("model-name: mine\n", "preset sets model-name,"),
     ("serve: {compile: true, shutdown-grace: 5}\n", "preset sets compile, shutdown-grace,"),
     ("max-batch-size: 4\n", "preset sets max-batch-size,"),  # the engine was built with 8

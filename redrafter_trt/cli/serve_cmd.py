@@ -30,9 +30,10 @@ def _refuse_preset_reference_options(ctx: click.Context, plan) -> None:
     if names:
         shown = ", ".join(p.opts[0].removeprefix("--") for p in names)
         off = " (or pass --no-compile)" if any(p.name == "compile_layers" for p in names) else ""
-        raise ConfigError(f"the --config preset sets {shown}, which apply to --checkpoint-dir only (trtllm-serve names "
-                          f"the model after the engine folder, takes limits and GPUs from the engine and runs "
-                          f"TensorRT-LLM's kernels): remove {'them' if len(names) > 1 else 'it'} from the preset"
+        many = len(names) > 1
+        raise ConfigError(f"the --config preset sets {shown}, which {'apply' if many else 'applies'} to --checkpoint-dir "
+                          "only (trtllm-serve names the model after the engine folder, takes limits and GPUs from the "
+                          f"engine and runs TensorRT-LLM's kernels): remove {'them' if many else 'it'} from the preset"
                           f"{off} to serve --engine-dir")
 
 
