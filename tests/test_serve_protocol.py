@@ -591,3 +591,35 @@ def test_stop_token_ids_the_model_ends_at_anyway_are_accepted(server):
                   {"stop_token_ids": [True]}):
         status, _, data = request(server, "POST", "/v1/completions", body | extra)
         assert status == 400 and '"stop_token_ids"' in json.loads(data)["error"]["message"], (extra, data)
+
+
+def test_an_interrupt_while_the_model_loads_exits_130_without_a_teardown(tiny, tmp_path):
+    """A review: SIGTERM (or Ctrl-C) while `serve --compile` compiled the base ended in "terminate called without an
+    active exception" and SIGABRT instead of exit 130: the interpreter was torn down while the scheduler thread ran
+    torch. The command now leaves at once (no teardown: an exit handler would run in one) with "interrupted", 130.
+    The load is a stand-in here, held until the signal comes."""
+    import signal
+    import subprocess
+    import sys
+
+    driver = tmp_path / "driver.py"
+    driver.write_text(
+        "import atexit, sys, time\n"
+        "import redrafter_trt.serve_backend as sb\n"
+        "from redrafter_trt.cli import main\n"
+        "def load(self, *args):\n"
+        "    print('loading', flush=True)\n"
+        "    time.sleep(600)\n"
+        "sb.ReferenceBackend._load_and_schedule = load\n"
+        "atexit.register(lambda: print('teardown', flush=True))\n"
+        f"main(['serve', '--checkpoint-dir', {str(tiny[0])!r}, '--tokenizer-dir', {str(tiny[1])!r}, '--port', '0',\n"
+        "      '--max-output-len', '64'])\n")
+    proc = subprocess.Popen([sys.executable, str(driver)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline() == "loading\n", proc.stderr.read() if proc.poll() is not None else ""
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and err.strip().splitlines()[-1] == "interrupted", (proc.returncode, err)
+    assert "teardown" not in out, out

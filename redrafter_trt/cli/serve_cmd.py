@@ -106,6 +106,13 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
         if compile_layers:
             click.echo("compiling the base's layers (minutes)")
         backend = ReferenceBackend(checkpoint_dir, tokenizer_dir, device, max_batch_size, compile=compile_layers)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM while the scheduler thread loads or compiles the model
+        # the interpreter's teardown, with that thread inside torch, aborted the process ("terminate called without
+        # an active exception", SIGABRT): leave at once, as after serving (a follower rank ends with its parent)
+        server.server_close()
+        click.echo("interrupted", err=True)
+        sys.stderr.flush()
+        os._exit(130)
     except BaseException:
         server.server_close()
         raise
