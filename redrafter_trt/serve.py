@@ -2,7 +2,7 @@
 request fields of TensorRT-LLM's `trtllm-serve` (which serves the built engine, see `serve_engine.py`), so a client
 written against one talks to the other unchanged.
 
-    GET  /health                 200 once the model is loaded
+    GET  /health                 200 once the model is loaded; 503 (Retry-After) once shutting down
     GET  /version                {"version": our version}
     GET  /metrics                the decoding steps since the last GET, as trtllm-serve's iteration statistics
                                  (iterLatencyMS, numActiveRequests, specDecodingStats.acceptanceLength, ...)
@@ -90,7 +90,9 @@ class App:
         self.created = int(time.time())
 
     def get(self, path: str) -> tuple[int, dict | list]:
-        if path == "/health":
+        if path == "/health":  # 503 once shutting down, as completions: a load balancer stops sending requests here
+            if self.backend.closing:
+                return HTTPStatus.SERVICE_UNAVAILABLE, error(SHUTTING_DOWN, "service_unavailable")
             return HTTPStatus.OK, {"status": "ok"}
         if path == "/version":
             return HTTPStatus.OK, {"version": __version__}

@@ -78,10 +78,13 @@ def test_shutdown_lets_answers_in_flight_finish_and_refuses_the_rest_with_503(ti
     while not backend.closing:
         threading.Event().wait(0.01)
     status, refused = app.post("/v1/completions", {"prompt": "abc", "max_tokens": 4})
+    # a review: /health said 200 all through the shutdown, so a load balancer kept sending requests to be refused
+    health = app.get("/health")
     stopper.join(120)
     first.join(60)
     assert status == 503 and refused["error"] == {"message": SHUTTING_DOWN, "type": "service_unavailable",
                                                   "param": None, "code": None}
+    assert health == (503, refused)
     assert events[-2]["choices"][0]["finish_reason"] == "length" and events[-1]["usage"]["completion_tokens"] == 40
 
 
