@@ -570,3 +570,42 @@ def test_a_rerun_without_resume_says_it_drops_a_run_interrupted_after_its_last_s
     with caplog.at_level(logging.WARNING, logger="redrafter_trt.train.loop"):  # that rerun finished: quiet again
         train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4))
     assert not [r for r in caplog.records if r.name == "redrafter_trt.train.loop"]
+
+
+def test_each_epoch_trains_its_last_partial_batch_and_resumes_after_it(chat_base, qa_file, tmp_path, monkeypatch):
+    """An epoch's last partial batch was dropped (steps per epoch = anchors // batch): a small dataset lost up to a
+    batch less one of its anchors every epoch. Each epoch now trains every anchor once, the bar's total counts the
+    partial steps, and a run interrupted after one resumes bit for bit."""
+    from redrafter_trt.train import loop
+
+    real, batches = loop.drafter_step, []
+
+    def spy(drafter, head, embed, feats, idx, k, **kw):
+        if "later_sharpness" in kw:  # a training step (the evaluation passes none)
+            batches.append((len(feats.anchors), idx.tolist()))
+        return real(drafter, head, embed, feats, idx, k, **kw)
+
+    monkeypatch.setattr(loop, "drafter_step", spy)
+    kw = dict(max_steps=None, epochs=2, batch_size=1500, checkpoint_every=100)
+    totals = []
+    whole = _tensors(train_drafter(_cfg(chat_base, qa_file, tmp_path / "whole", **kw),
+                                   on_progress=lambda p: p.stats and totals.append((p.done, p.total))))
+    n = batches[0][0]
+    assert 1500 < n < 3000, n  # two steps an epoch, the second partial
+    assert totals == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    for epoch in (batches[:2], batches[2:]):
+        assert sorted(i for _, idx in epoch for i in idx) == list(range(n))
+    assert [len(idx) for _, idx in batches] == [1500, n - 1500] * 2
+
+    def interrupt(p):
+        if p.stage == "train" and p.done == 2:
+            raise KeyboardInterrupt
+
+    cfg = _cfg(chat_base, qa_file, tmp_path / "cut", **kw)
+    with pytest.raises(KeyboardInterrupt):
+        train_drafter(cfg, on_progress=interrupt)
+    cfg.resume = True
+    steps = []
+    resumed = _tensors(train_drafter(cfg, on_progress=lambda p: p.stats and steps.append(p.done)))
+    assert steps == [3, 4]
+    assert all(torch.equal(whole[k], resumed[k]) for k in whole)

@@ -153,10 +153,17 @@ def _lr(step: int, total: int, lr: float) -> float:
     return lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
 
 
+def steps_per_epoch(fewest: int, batch: int) -> int:
+    """Steps an epoch over `fewest` anchors (the smallest rank's under torchrun), its last batch partial where batch
+    does not divide it: dropped, it once left a small dataset's last anchors untrained (63 of 127 at batch 64)."""
+    return max(1, -(-fewest // batch))
+
+
 def _batch(step: int, n: int, per_epoch: int, batch: int, seed: int, rank: int = 0) -> torch.Tensor:
     """Step `step`'s anchor indices among this rank's n: a fresh permutation of all n each epoch, seeded by (seed,
-    epoch, rank). Under torchrun every rank takes per_epoch steps an epoch (the fewest any rank's anchors give),
-    so a rank with more anchors trains a different subset of them each epoch: every anchor counts."""
+    epoch, rank). Under torchrun every rank takes per_epoch steps an epoch (`steps_per_epoch` of the fewest any
+    rank's anchors), so a rank with more anchors trains a different subset of them each epoch: every anchor counts.
+    An epoch's last batch is partial where its anchors run out (its step's means are over the rows there are)."""
     epoch, i = divmod(step, per_epoch)
     mixed = (seed * 1000003 + epoch + rank * 7919) % 2 ** 63  # any --seed up to 2**63 - 1
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(mixed))
@@ -263,10 +270,10 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
         t = torch.tensor([n], device=device)
         _all_reduce(t, torch.distributed.ReduceOp.MIN)
         fewest = int(t)
-    per_epoch = max(1, fewest // cfg.batch_size)
+    per_epoch = steps_per_epoch(fewest, cfg.batch_size)
     total = cfg.max_steps or cfg.epochs * per_epoch
     start = 0
-    same = {"arch": drafter.cfg.to_json(), "total": total, **options}
+    same = {"arch": drafter.cfg.to_json(), "total": total, "per_epoch": per_epoch, **options}
     if cfg.resume:
         start = _load_state(cfg, drafter, head, opt, total, same)
     feats = feats.to(device)
@@ -280,11 +287,13 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
             for g in opt.param_groups:
                 g["lr"] = _lr(step, total, cfg.lr)
             idx = _batch(step, n, per_epoch, cfg.batch_size, cfg.seed, rank).to(device)
-            counts = None
+            counts, rows = None, len(idx) * world
             if world > 1:  # each step's mean over every rank's rows: the summed gradients are one process's on the
-                # global batch (averaging the ranks' means weighed a rank with fewer valid rows as much as a fuller one)
-                counts = feats.windows(idx, k)[1].sum(0)
-                _all_reduce(counts)
+                # global batch (averaging the ranks' means weighed a rank with fewer valid rows as much as a fuller
+                # one), an epoch's last, partial batches too (their sizes can differ between ranks); and its anchors
+                both = torch.cat([feats.windows(idx, k)[1].sum(0), idx.new_tensor([len(idx)])])
+                _all_reduce(both)
+                counts, rows = both[:k], int(both[k])
             res = drafter_step(drafter, head, embed, feats, idx, k, teacher=teacher,
                                later_sharpness=cfg.later_sharpness, step_decay=cfg.step_decay, counts=counts)
             opt.zero_grad(set_to_none=True)
@@ -302,7 +311,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
             with _whole():  # a Ctrl-C inside AdamW's update left it half applied, saved as the step before
                 opt.step()
                 done = step + 1
-            stats = StepStats(step + 1, total, loss.item(), top1, len(idx) * world / (time.perf_counter() - t0))
+            stats = StepStats(step + 1, total, loss.item(), top1, rows / (time.perf_counter() - t0))
             if rank == 0 and done % cfg.checkpoint_every == 0:
                 _save_state(cfg, drafter, head, opt, done, same)
             report(Progress("train", step + 1, total, stats))
@@ -490,7 +499,8 @@ CHANGED = {"arch": "drafter shape (--num-draft-layers, --rnn, --exit-dim, --pred
            "base": "--base (its config, weights or tokenizer)", "data": "--data (the files' contents)",
            "train_head": "--freeze-head", "eval_examples": "held-out examples",
            "total": "number of steps (--max-steps, --epochs)", "ranks": "number of torchrun ranks (WORLD_SIZE)",
-           "extra": "recipe (the quickstart's)"}
+           "extra": "recipe (the quickstart's)",
+           "per_epoch": "steps per epoch (an earlier version's: it left out each epoch's last partial batch)"}
 SAVED_BEFORE = {"ranks": 1, "extra": {}}  # what a state saved before a value was compared holds (ranks: most runs
                                           # have one; extra: only the quickstart sets it)
 
@@ -506,7 +516,7 @@ def resumable(cfg: TrainConfig) -> bool:
 def _refuse_other(cfg: TrainConfig, state: dict, same: dict, more: tuple[str, ...] = ()) -> None:
     saved = {key: state.get(key, SAVED_BEFORE.get(key)) for key in same}
     diff = [CHANGED.get(key, f"--{key.replace('_', '-')}") +
-            ("" if key in ("arch", "base", "data", "train_head") else f" ({saved[key]} then, {v} now)")
+            ("" if key in ("arch", "base", "data", "train_head", "per_epoch") else f" ({saved[key]} then, {v} now)")
             for key, v in same.items() if saved[key] != v] + list(more)
     if diff:
         raise ConfigError(f"--resume: {cfg.state_path} was saved with different {', '.join(diff)}: "
