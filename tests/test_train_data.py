@@ -25,19 +25,21 @@ CHATML = ("{% for message in messages %}{% if loop.first and messages[0]['role']
           "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 
 
-def make_tokenizer(folder: Path):
-    """A character-level tokenizer (ids < 100) with ChatML special tokens and a chat template."""
+def make_tokenizer(folder: Path, eos: str = "<|im_end|>"):
+    """A character-level tokenizer (ids < 100) with ChatML special tokens and a chat template; `eos` another special
+    token than <|im_end|> (Qwen2's base <|endoftext|>) takes the id after the newline's."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     specials = ["<unk>", "<|im_start|>", "<|im_end|>"]
-    vocab = {t: i for i, t in enumerate(specials + [chr(c) for c in range(32, 127)] + ["\n"])}
+    extra = [] if eos in specials else [eos]
+    vocab = {t: i for i, t in enumerate(specials + [chr(c) for c in range(32, 127)] + ["\n"] + extra)}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     tok.decoder = decoders.Fuse()
-    tok.add_special_tokens(specials)
+    tok.add_special_tokens(specials + extra)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<|im_start|>",
-                                   eos_token="<|im_end|>", pad_token="<|im_end|>")
+                                   eos_token=eos, pad_token=eos)
     fast.chat_template = CHATML
     fast.save_pretrained(folder)
     return fast
@@ -921,3 +923,30 @@ def test_a_dolly_records_context_is_part_of_its_prompt(tmp_path):
     assert conv.messages == ({"role": "user", "content": "Summarise it.\n\nA long passage."},
                              {"role": "assistant", "content": "Short."})
     assert load_prompts(path) == ["Summarise it.\n\nA long passage."]
+
+
+@pytest.mark.parametrize("messages", [
+    [("user", "Hi"), ("assistant", "Yo!")],
+    [("system", "Be terse."), ("user", "2+2?"), ("assistant", "4"), ("user", "and 3+3?"), ("assistant", "6")],
+    [("user", "Hi"), ("assistant", ""), ("user", "again"), ("assistant", "ok")],
+])
+def test_a_chatml_base_whose_eos_is_endoftext_trains_no_newline_after_im_end(tmp_path, messages):
+    """A ChatML base whose EOS is <|endoftext|> (Qwen2's base models: <|im_end|> ends a turn, but is no EOS): the
+    mask ran on past <|im_end|> to the template's newline between turns, which the base never emits as part of an
+    answer; it ends at <|im_end|> now, as transformers' `return_assistant_tokens_mask` does for the same template
+    with the answer and <|im_end|> inside {% generation %}."""
+    tok = make_tokenizer(tmp_path, eos="<|endoftext|>")
+    assert tok.eos_token == "<|endoftext|>" and tok.convert_tokens_to_ids("<|im_end|>") != tok.eos_token_id
+    msgs = [{"role": r, "content": c} for r, c in messages]
+    ex = encode(tok, Conversation(tuple(msgs)), 1000)
+    answers = [c for r, c in messages if r == "assistant"]
+    assert _masked_text(tok, ex) == "".join(a + "<|im_end|>" for a in answers)
+    tok.chat_template = CHATML.replace(
+        "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}",
+        "{{'<|im_start|>' + message['role'] + '\n'}}{% if message['role'] == 'assistant' %}{% generation %}"
+        "{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{% else %}{{ message['content'] + '<|im_end|>' }}"
+        "{% endif %}{{ '\n' }}")
+    assert "{% generation %}" in tok.chat_template
+    want = tok.apply_chat_template(msgs, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    assert list(ex.ids) == list(want["input_ids"])
+    assert list(ex.mask) == [bool(m) for m in want["assistant_masks"]]

@@ -202,8 +202,10 @@ def encode(tokenizer, conv: Conversation, max_len: int) -> Example:
 
     Assistant spans are found on the text: the template of messages[:j] with the generation prompt must be a
     prefix of the template of messages[:j+1]; the characters in between are turn j's content and end-of-turn
-    marker. Tokens that start inside a span are targets; anything after the tokenizer's EOS in a span (a
-    newline the base never generates) is not. Where a token of the whole text runs across a span's start (an answer
+    marker. Tokens that start inside a span are targets, up to the end of turn the base emits: anything after the
+    tokenizer's EOS in a span is not, nor the whitespace after its last special token (ChatML's newline after
+    <|im_end|>, Gemma's after <end_of_turn>: template filler between turns, which the base never generates before it
+    stops, whatever its EOS; a base whose EOS is <|endoftext|> once trained it). Where a token of the whole text runs across a span's start (an answer
     opening with whitespace merged into the generation prompt's newline), the text is tokenized in pieces cut at the
     spans' starts: the tokens before a turn are then its prompt's (`prompt_ids`), those after what the base emits
     after them. Truncated to `max_len` tokens.
@@ -229,16 +231,42 @@ def encode(tokenizer, conv: Conversation, max_len: int) -> Example:
     ids, starts = _tokenize(tokenizer, text, [a for a, _ in spans])
     ids, starts = ids[:max_len], starts[:max_len]
     eos = tokenizer.eos_token_id
-    mask, after_eos = [], False
+    mask, span_of, after_eos = [], [], False
     span_i = 0
     for tok, start in zip(ids, starts):
         while span_i < len(spans) and start >= spans[span_i][1]:
             span_i, after_eos = span_i + 1, False
         inside = span_i < len(spans) and spans[span_i][0] <= start < spans[span_i][1]
         mask.append(inside and not after_eos)
+        span_of.append(span_i if inside else -1)
         if inside and tok == eos:
             after_eos = True
+    _untrain_filler(mask, span_of, ids, starts, spans, text, special_ids(tokenizer))
     return Example(tuple(ids), tuple(mask))
+
+
+def special_ids(tokenizer) -> set[int]:
+    """The ids of the tokenizer's special tokens: its named ones and every added token marked special (ChatML's
+    <|im_start|> and <|im_end|>, Llama-3's <|eot_id|>)."""
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    return set(tokenizer.all_special_ids) | {i for i, t in added.items() if getattr(t, "special", False)}
+
+
+def _untrain_filler(mask: list[bool], span_of: list[int], ids: list[int], starts: list[int],
+                    spans: list[tuple[int, int]], text: str, special: set[int]) -> None:
+    """Unmark, in each assistant span, the tokens after its last special token when only whitespace follows it there
+    (the template's separator after the end-of-turn token)."""
+    last: dict[int, int] = {}
+    for t, (span_i, tok) in enumerate(zip(span_of, ids)):
+        if span_i >= 0 and tok in special:
+            last[span_i] = t
+    for span_i, t in last.items():
+        after = list(range(t + 1, len(ids)))
+        after = after[: next((j for j, u in enumerate(after) if span_of[u] != span_i), len(after))]  # a span's are
+        # consecutive
+        if after and not text[starts[after[0]]: spans[span_i][1]].strip():
+            for u in after:
+                mask[u] = False
 
 
 def _tokenize(tokenizer, text: str, cuts: list[int]) -> tuple[list[int], list[int]]:
