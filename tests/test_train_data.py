@@ -331,6 +331,45 @@ def test_an_answer_index_torn_by_a_kill_loses_only_its_torn_line(tmp_path):
 
 
 
+def test_a_distillation_killed_before_indexing_a_batch_leaves_no_file_no_line_names(tmp_path, monkeypatch):
+    """A run killed after a batch's hidden-state file took its name but before its index lines were appended left a
+    file no index line names: never read (its prompts were answered again into another file) nor removed. The lines
+    now go first; the file is named only once they are written."""
+    import os
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from redrafter_trt.train import distill as distill_module
+    from redrafter_trt.train.distill import distill, read_cache
+
+    base = make_chat_base(tmp_path / "base")
+    tok = AutoTokenizer.from_pretrained(base)
+
+    def load():
+        return AutoModelForCausalLM.from_pretrained(base).eval()
+
+    real_write = os.write
+
+    def killed_at_the_index(fd, data):
+        if b'"answer_ids"' in data:
+            raise KeyboardInterrupt  # the kill, at the batch's index lines
+        return real_write(fd, data)
+
+    def named_by_no_line(folder):
+        named = {json.loads(line)["file"] for f in folder.glob("answers*.jsonl") for line in f.read_text().splitlines()}
+        return sorted(f.name for f in folder.glob("hidden-*.safetensors") if f.name not in named)
+
+    folder, prompts = tmp_path / "d", [[1, 5, 6], [1, 7, 8]]
+    monkeypatch.setattr(distill_module.os, "write", killed_at_the_index)
+    with pytest.raises(KeyboardInterrupt):
+        distill(load, tok, prompts, folder, max_new_tokens=4, batch_size=1)
+    monkeypatch.setattr(distill_module.os, "write", real_write)
+    assert named_by_no_line(folder) == []
+    out = distill(load, tok, prompts, folder, max_new_tokens=4, batch_size=1)
+    assert named_by_no_line(folder) == [] and len(read_cache(folder)) == 2
+    assert all(h.load().shape[0] == len(ans) for ans, h in out)
+
+
 def test_a_distillation_rerun_after_an_interruption_answers_in_the_uninterrupted_runs_batches(tmp_path,
                                                                                             monkeypatch):
     """A rerun after an interruption formed its batches from the prompts left, not as an uninterrupted run would

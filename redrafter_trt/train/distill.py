@@ -196,14 +196,17 @@ def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: P
                                               pad_id)
                 # a name of this run's own, written whole: runs sharing the cache never replace each other's files
                 name = f"hidden-{keys[batch[0]]}-{uuid.uuid4().hex[:8]}.safetensors"
+                lines = "".join(json.dumps({"key": keys[i], "answer_ids": ans, "file": name}) + "\n"
+                                for i, ans in zip(batch, answers))
                 with atomic_file(folder / name) as tmp:
                     write_safetensors(tmp, {keys[i]: h for i, h in zip(batch, hidden)})
-                lines = []
+                    # indexed before the file takes its name: a run killed between the two once left a file no line
+                    # names (the batch's disk space, never read nor removed); now it leaves lines naming no file,
+                    # which read_cache passes over, and a partial file, which the next distill removes
+                    os.write(fd, lines.encode())
                 for i, ans in zip(batch, answers):
                     done[keys[i]] = (ans, name)
                     new_tokens += len(ans)
-                    lines.append(json.dumps({"key": keys[i], "answer_ids": ans, "file": name}) + "\n")
-                os.write(fd, "".join(lines).encode())
                 answered += len(batch)
                 if on_batch:
                     on_batch(answered, len(todo))
