@@ -605,6 +605,14 @@ def test_each_epoch_trains_its_last_partial_batch_and_resumes_after_it(chat_base
     with pytest.raises(KeyboardInterrupt):
         train_drafter(cfg, on_progress=interrupt)
     cfg.resume = True
+    state = torch.load(cfg.state_path, weights_only=True)
+    older = {k: v for k, v in state.items() if k != "per_epoch"}  # as saved before partial batches were trained
+    torch.save(older, cfg.state_path)
+    from redrafter_trt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="different steps per epoch"):  # not replayed on other batches
+        train_drafter(cfg)
+    torch.save(state, cfg.state_path)
     steps = []
     resumed = _tensors(train_drafter(cfg, on_progress=lambda p: p.stats and steps.append(p.done)))
     assert steps == [3, 4]
