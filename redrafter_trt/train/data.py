@@ -261,12 +261,11 @@ def _untrain_filler(mask: list[bool], span_of: list[int], ids: list[int], starts
         if span_i >= 0 and tok in special:
             last[span_i] = t
     for span_i, t in last.items():
-        after = list(range(t + 1, len(ids)))
-        after = after[: next((j for j, u in enumerate(after) if span_of[u] != span_i), len(after))]  # a span's are
-        # consecutive
-        if after and not text[starts[after[0]]: spans[span_i][1]].strip():
-            for u in after:
-                mask[u] = False
+        end = t + 1  # a span's tokens are consecutive
+        while end < len(ids) and span_of[end] == span_i:
+            end += 1
+        if end > t + 1 and not text[starts[t + 1]: spans[span_i][1]].strip():
+            mask[t + 1: end] = [False] * (end - t - 1)
 
 
 def _tokenize(tokenizer, text: str, cuts: list[int]) -> tuple[list[int], list[int]]:
