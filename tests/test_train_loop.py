@@ -341,9 +341,9 @@ def test_soft_targets_with_fewer_kept_tokens_than_k():
 def test_batches_cover_every_anchor_of_a_larger_shard_and_take_any_seed():
     """Under torchrun every rank takes the steps the smallest shard gives; a rank with more anchors draws them
     from all of its own, a fresh permutation each epoch. Any --seed up to 2**63 - 1 works."""
-    from redrafter_trt.train.loop import _batch
+    from redrafter_trt.train.loop import _batch, steps_per_epoch
 
-    n, per_epoch, batch = 888, 612 // 64, 64
+    n, per_epoch, batch = 888, steps_per_epoch(612, 64), 64
     seen = torch.cat([_batch(step, n, per_epoch, batch, seed=1, rank=0) for step in range(per_epoch * 12)])
     assert seen.max() < n and len(set(seen.tolist())) == n  # 12 epochs: all 888 anchors, not only the first 612
     assert not torch.equal(_batch(0, n, per_epoch, batch, 1, rank=0), _batch(0, n, per_epoch, batch, 1, rank=1))
