@@ -397,3 +397,18 @@ def test_the_drafters_producer_block_is_every_outputs_with_the_recipe_on_top(cha
     assert qs.drafter_origin(out, "r1") == "trained" and qs.drafter_origin(out, "r2") == "outdated"
     warn_sharpened_for_sampling(out, greedy=False)
     assert "trained with --later-sharpness 4" in caplog.text
+
+
+def test_more_draft_steps_than_a_sequence_holds_are_refused(chat_base, prompts, tmp_path):
+    """--predict-n past --max-seq-len less 2 (a typo: 50000 for 5) trained for ever, every step looping over draft
+    steps no sequence makes valid, and recorded it: convert then took any --draft-len up to it."""
+    from redrafter_trt.errors import ConfigError
+    from redrafter_trt.train import TrainConfig
+
+    def cfg(n):
+        return TrainConfig(base=chat_base, data=[prompts], output=tmp_path / "out", cache_dir=tmp_path / "c",
+                           max_seq_len=64, predict_n=n)
+
+    cfg(62).validate()
+    with pytest.raises(ConfigError, match="--predict-n 63 is more draft steps than --max-seq-len 64 holds"):
+        cfg(63).validate()

@@ -96,6 +96,11 @@ class TrainConfig:
         H = b.hidden_size
         self._check_base_tensors(b)
         self._fit_seq_len(max_positions(hf))
+        if self.predict_n > self.max_seq_len - 2:  # once trained on for ever, each step a loop over every draft step,
+            # the later ones never valid, and recorded, so convert took a --draft-len the drafter never learnt
+            raise ConfigError(f"--predict-n {self.predict_n} is more draft steps than --max-seq-len {self.max_seq_len} "
+                              f"holds (step i needs the anchor and i + 2 tokens after it): pass --predict-n "
+                              f"{self.max_seq_len - 2} or less (5 is TensorRT-LLM's default draft length)")
         if not self.train_head and self.exit_dim is not None and H < self.exit_dim != 2 * H:  # train.init's cases
             raise ConfigError(f"--freeze-head keeps the final projection at its init, which at --exit-dim "
                               f"{self.exit_dim} is random (the base lm_head only up to the hidden size {H}, or at "
