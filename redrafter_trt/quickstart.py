@@ -36,7 +36,7 @@ from .prompts import load_prompts
 log = logging.getLogger(__name__)
 
 MT_BENCH = "mt_bench_questions.jsonl"
-RECIPE = "quickstart-6"                 # recorded in the drafter; a drafter from another recipe is retrained
+RECIPE = "quickstart-7"                 # recorded in the drafter; a drafter from another recipe is retrained
 CPU_BEAMS, CPU_DRAFT_LEN = 4, 2         # the CPU checkpoint (draft length capped by the drafter's predict_n);
                                         # on 2 CPU cores draft length 2 beat 3 and 5 at W=1 and W=5 (README)
 CPU_GREEDY = True                       # greedy acceptance: bench's and run's answers then equal plain decoding's
