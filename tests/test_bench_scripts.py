@@ -536,3 +536,24 @@ def test_profiling_scripts_refuse_a_tp_checkpoint_naming_what_they_run(tiny_llam
         result = CliRunner().invoke(script(name).main, [str(a) for a in args])
         assert_one_line_error(result, f"is a tp=2 checkpoint: {name}.py runs one process (tp=1 checkpoints)")
         assert "--tp 2`" in result.output and "pass --tp" not in result.output
+
+
+def test_dtype_ties_counts_rows_whose_rounded_maximum_is_shared():
+    """dtype_ties.py's README figure (bfloat16 ties at the top of float32 logits): a row counts when rounding makes
+    two tokens share its maximum, not when only lower logits collide."""
+    import torch
+
+    tied_top = script("dtype_ties").tied_top
+    logits = torch.tensor([[30.1, 30.12, 1.0],   # 30.1 and 30.12 round to bfloat16's 30.125: a tie at the top
+                           [30.0, 29.0, 29.0],   # lower logits tie, the top does not
+                           [2.0, 1.0, 3.0]])
+    assert tied_top(logits, torch.bfloat16) == 1
+    assert tied_top(logits, torch.float16) == 0  # float16 keeps them apart (steps of 1/64 at 30)
+    assert tied_top(logits, torch.float32) == 0
+
+
+def test_greedy_exactness_names_the_first_differing_token():
+    first_difference = script("greedy_exactness").first_difference
+    assert first_difference([1, 2, 3], [1, 5, 3]) == 1
+    assert first_difference([1, 2, 3], [1, 2, 3]) == 3
+    assert first_difference([1, 2, 3], [1, 2]) == 2  # one output ended (EOS) before the other
