@@ -1,8 +1,9 @@
 """Greedy exactness on a real model: the reference runtime's greedy output (drafted, and with --plain also without
 drafting) against transformers' greedy `generate` (batch 1) on MT-Bench first turns in the chat template, with
 fresh `init-drafter` drafters of the given seeds, converted in the given dtype. Prints how many outputs are identical
-and, for each that is not, the first differing position with transformers' two highest logits there (in bfloat16
-and float16 a divergence at an exact tie is the tree forward rounding differently, not a bug).
+and, for each that is not, the first differing position with the two highest of the logits transformers' own token
+came from (in bfloat16 and float16 a divergence at a tie or a near tie, a unit or two of the dtype apart, is the tree
+forward's other batch shape rounding differently, not a bug).
 
     python scripts/greedy_exactness.py                      # README: 12 questions x 64 tokens, batch 1 and 4,
                                                             # seeds 0, 1, 2, float32 (72 outputs)
@@ -65,24 +66,26 @@ def main(base, questions, num_prompts, max_new_tokens, seeds, batch_sizes, dtype
     prompts = encode_prompts(load_tokenizer(base, None), load_prompts(questions)[:num_prompts], chat=None)
     hf = load_causal_lm(base, getattr(torch, dtype)).eval()
     eos = hf.generation_config.eos_token_id
-    refs = []
+    refs, ref_logits = [], []
     with torch.no_grad():
         for p in prompts:
             out = hf.generate(torch.tensor([p]), max_new_tokens=max_new_tokens, do_sample=False,
-                              attention_mask=torch.ones(1, len(p), dtype=torch.long))
-            refs.append(out[0, len(p):].tolist())
+                              attention_mask=torch.ones(1, len(p), dtype=torch.long), output_logits=True,
+                              return_dict_in_generate=True)
+            refs.append(out.sequences[0, len(p):].tolist())
+            ref_logits.append(out.logits)  # per step [1, V]: the logits transformers' own token came from
 
     def report(label: str, outputs: list[list[int]]) -> int:
         same = sum(o == r for o, r in zip(outputs, refs))
         print(f"{label}: {same} of {len(refs)} identical")
-        for i, (p, r, o) in enumerate(zip(prompts, refs, outputs)):
+        for i, (r, o) in enumerate(zip(refs, outputs)):
             if o != r:
                 at = first_difference(r, o)
-                with torch.no_grad():
-                    logits = hf(torch.tensor([p + r[:at]])).logits[0, -1]
-                top = logits.topk(2)
-                print(f"  prompt {i}: differs at token {at}: transformers {r[at:at + 1]}, runtime {o[at:at + 1]}; "
-                      f"transformers' top two logits {top.values.tolist()} (tokens {top.indices.tolist()})")
+                line = f"  prompt {i}: differs at token {at}: transformers {r[at:at + 1]}, runtime {o[at:at + 1]}"
+                if at < len(ref_logits[i]):  # else one output ended where the other went on
+                    top = ref_logits[i][at][0].float().topk(2)
+                    line += f"; transformers' top two logits {top.values.tolist()} (tokens {top.indices.tolist()})"
+                print(line)
         return same
 
     same = total = 0
