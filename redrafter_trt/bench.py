@@ -22,7 +22,7 @@ import torch
 import transformers
 
 from .errors import ConfigError, DependencyError, RedrafterError, first_line
-from .io import atomic_file
+from .output import atomic_file
 from .runtime.config import RuntimeConfig
 from .tokens import encode_prompts, load_tokenizer, stop_ids, uses_chat
 

@@ -344,7 +344,7 @@ def validate_checkpoint(checkpoint_dir: Path) -> dict:
 
 
 def prepare(options: BuildOptions) -> BuildPlan:
-    from .io import check_output_folder
+    from .output import check_output_folder
 
     config = validate_checkpoint(options.checkpoint_dir)
     check_output_folder(options.output_dir, options.force, [options.checkpoint_dir], option="--output-dir")
@@ -354,7 +354,7 @@ def prepare(options: BuildOptions) -> BuildPlan:
 def build_engine(plan: BuildPlan, on_line: Callable[[str], None] = log.info) -> EngineReport:
     """Run trtllm-build for a plan into a hidden sibling of the engine folder, check what it wrote, then rename it
     into place (a failed or interrupted build leaves no folder that looks like an engine)."""
-    from .io import atomic_output
+    from .output import atomic_output
 
     require_trtllm_tool(TRTLLM_BUILD)
     on_line(f"$ {plan.shell()}")

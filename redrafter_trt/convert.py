@@ -25,7 +25,8 @@ from .checkpoint import config_problems
 from .config import DTYPES, BaseModelConfig, read_json, redrafter_fields, trtllm_model_fields
 from .drafter import DrafterConfig, drafter_config, load_drafter
 from .errors import ConfigError, TensorError, name_list
-from .io import ST_TO_TORCH, StreamingWriter, TensorSource, all_finite, atomic_output, check_output_folder, scratch_dir
+from .io import ST_TO_TORCH, StreamingWriter, TensorSource, all_finite
+from .output import atomic_output, check_output_folder, scratch_dir
 from .producer import producer_block
 from .registry import QWEN_SEQ_LENGTH, TRTLLM_ACTIVATIONS, bias_fields, redrafter_for_trtllm_base
 from .rope import rope_kind, trtllm_kind

@@ -268,7 +268,8 @@ def save_drafter(folder: Path | str, cfg: DrafterConfig, state: dict[str, torch.
                  inputs: tuple = ()) -> Path:
     """Write Apple's layout (config.json + model.safetensors) atomically, replacing `folder` unless it is or holds
     one of `inputs`."""
-    from .io import atomic_output, write_safetensors
+    from .io import write_safetensors
+    from .output import atomic_output
 
     with atomic_output(Path(folder), force=True, inputs=inputs) as tmp:
         # the metadata save_pretrained writes: transformers before 4.46 (Apple's Drafter.from_pretrained) fails on a

@@ -214,7 +214,7 @@ def check_work_folders(base: Path, workdir: Path) -> None:
     """Refuse, before minutes of training, a `drafter/` or `checkpoint/` in the work folder that the quickstart may not
     replace (a file, or a folder that is not an earlier ReDrafter output): convert found a foreign `checkpoint/` only
     after the drafter was trained."""
-    from .io import check_output_folder
+    from .output import check_output_folder
 
     drafter = workdir / "drafter"
     check_output_folder(drafter, True, [base], option="--workdir")
@@ -278,7 +278,7 @@ def _what(folder: Path, entries: list[str]) -> str:
 
 def mark_workdir(workdir: Path) -> None:
     """Write MARKER before anything else goes in: a first run stopped in training still leaves a recognised folder."""
-    from .io import write_text_atomic
+    from .output import write_text_atomic
     from .producer import producer_block
 
     if not (workdir / MARKER).exists():
@@ -330,7 +330,7 @@ def quickstart(opts: QuickstartOptions, on_stage: Callable[[str], None] = lambda
     if opts.max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens {opts.max_new_tokens} is invalid: use 1 or more")
     questions = pick_questions(load_prompts(mt_bench_path()), opts.num_questions)
-    from .io import writable_folder
+    from .output import writable_folder
 
     workdir = Path(opts.workdir)
     why = writable_folder(workdir)

@@ -53,7 +53,7 @@ def ensure_smollm2(dest: Path | None = None) -> Path:
             _rewrite_tokenizer_and_config(dest)
         return dest
     _check_modules()
-    from .io import partial_dir, remove_stale_partials, writable_folder
+    from .output import partial_dir, remove_stale_partials, writable_folder
 
     why = writable_folder(dest.parent)
     if why:  # checked before the minute of dequantising, not after it
@@ -125,7 +125,7 @@ def _publish_config(path: Path) -> None:
     rope = raw.pop("rope_parameters", None)
     if rope is not None:  # SmolLM2's: {"rope_theta": 100000.0, "rope_type": "default"}, no scaling
         raw |= {"rope_theta": rope["rope_theta"], "rope_scaling": None}
-    from .io import write_text_atomic
+    from .output import write_text_atomic
 
     # in place in a cache from an older version: a full disk once left it empty, and every later use failed reading it
     write_text_atomic(path, json.dumps(raw, indent=2) + "\n")
@@ -145,7 +145,7 @@ def _portable(dest: Path) -> bool:
 def _rewrite_tokenizer_and_config(dest: Path) -> None:
     """A cached folder made portable in place (seconds, not the minute of dequantising); tokenizer_config.json,
     which says the tokenizer is current, is written last."""
-    from .io import partial_dir, remove_stale_partials
+    from .output import partial_dir, remove_stale_partials
 
     _check_modules()
     log.info("rewriting the tokenizer and config.json of %s (a cache from an older version)", dest)

@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from redrafter_trt.cli import Script
-from redrafter_trt.io import check_output_folder
+from redrafter_trt.output import check_output_folder
 from redrafter_trt.quickstart import mt_bench_path
 from redrafter_trt.smollm2 import ensure_smollm2
 from redrafter_trt.train import TrainConfig, default_data, train_drafter

@@ -155,7 +155,7 @@ def test_output_that_is_a_file_or_unwritable(parts, tmp_path):
 
 def test_the_writability_probe_makes_no_folders(tmp_path):
     """It once made the missing parents of --output, left behind when the run was then refused."""
-    from redrafter_trt.io import writable_folder
+    from redrafter_trt.output import writable_folder
 
     assert writable_folder(tmp_path / "a" / "b") is None and not (tmp_path / "a").exists()
     (tmp_path / "afile").write_text("")

@@ -208,7 +208,7 @@ def test_a_checkpoint_inspect_refuses_is_not_written(parts, monkeypatch, extra, 
 def test_partials_of_live_runs_survive_the_stale_sweep(tmp_path):
     """The sweep before each write removes what killed runs left, never the FP8 scratch of the run itself (it is
     read while the output is written) or a concurrent run's partial output."""
-    from redrafter_trt.io import partial_dir, remove_stale_partials
+    from redrafter_trt.output import partial_dir, remove_stale_partials
 
     dest = tmp_path / "ckpt"
     gone = subprocess.Popen([sys.executable, "-c", "pass"])

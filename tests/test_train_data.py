@@ -678,7 +678,7 @@ def test_a_killed_runs_partial_cache_file_is_removed_by_the_next_write_and_a_liv
     killed.write_bytes(b"x" * 1000)
     live = cache / f".{name}.partial-{os.getppid()}"
     live.write_bytes(b"y")
-    with caplog.at_level(logging.WARNING, logger="redrafter_trt.io"):
+    with caplog.at_level(logging.WARNING, logger="redrafter_trt.output"):
         features.build_features(examples, 2, cache, "base", lambda: model)
     assert sorted(f.name for f in cache.iterdir()) == sorted([name, live.name])
     assert any(str(killed) in r.getMessage() and "freed" in r.getMessage() for r in caplog.records)
@@ -722,7 +722,7 @@ def test_a_killed_distill_runs_partial_batch_file_is_removed_by_the_next_distill
     killed.write_bytes(b"x" * 1000)
     live = folder / f".hidden-0123abcd-01234567.safetensors.partial-{os.getppid()}"
     live.write_bytes(b"y")
-    with caplog.at_level(logging.WARNING, logger="redrafter_trt.io"):
+    with caplog.at_level(logging.WARNING, logger="redrafter_trt.output"):
         distill(lambda: AutoModelForCausalLM.from_pretrained(base).eval(), tok, [[1, 5, 9]], folder,
                 max_new_tokens=3, batch_size=1)
     assert not killed.exists() and live.exists()

@@ -127,7 +127,7 @@ def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_t
         click.echo(f"warning: drafted output differs from plain decoding in {len(bad)} configuration(s) ({why})",
                    err=True)
     if output_json:
-        from ..io import write_text_atomic
+        from ..output import write_text_atomic
         write_text_atomic(output_json, json.dumps({**report.to_json(), "producer": producer("bench", opts, base)},
                                                   indent=2) + "\n")
         click.echo(f"wrote {output_json}")
@@ -162,7 +162,7 @@ def acceptance(checkpoint_dir, tokenizer_dir, prompts, num_prompts, max_new_toke
         click.echo(f"{name:<14} {c['mean_tokens_per_step']:>11.3f}  "
                    f"{histogram_text({int(k): v for k, v in c['histogram'].items()})}")
     if output_json:
-        from ..io import write_text_atomic
+        from ..output import write_text_atomic
         write_text_atomic(output_json, json.dumps({**report, "producer": producer("acceptance", opts)}, indent=2)
                           + "\n")
         click.echo(f"wrote {output_json}")

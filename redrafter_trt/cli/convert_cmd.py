@@ -96,7 +96,7 @@ def _print_plan(plan, output: Path) -> None:
 def init_drafter(base, output, num_draft_layers, rnn, exit_dim, seed, force):
     """Write a freshly initialised drafter for BASE (the start of training, or a pipeline smoke test)."""
     from ..drafter import init_drafter_for_base
-    from ..io import check_output_folder
+    from ..output import check_output_folder
 
     check_output_folder(output, force, [base])
     cfg = init_drafter_for_base(base, output, num_draft_layers=num_draft_layers, rnn=rnn, exit_dim=exit_dim, seed=seed)

@@ -51,7 +51,7 @@ class OutputFile(click.Path):
         path = super().convert(value, param, ctx)
         if not path.parent.is_dir():
             self.fail(f"folder {path.parent} does not exist: create it first, or write elsewhere", param, ctx)
-        from ..io import writable_folder
+        from ..output import writable_folder
 
         why = writable_folder(path.parent)
         if why:

@@ -186,7 +186,7 @@ def run(checkpoint_dir, engine_dir, tokenizer_dir, input_text, input_file, chat,
                      tokens_per_second=result.total_new_tokens / result.wall_seconds if result.wall_seconds else 0.0,
                      total_new_tokens=result.total_new_tokens, wall_seconds=result.wall_seconds,
                      histogram={str(k): v for k, v in result.histogram().items()})
-        from ..io import write_text_atomic
+        from ..output import write_text_atomic
         from ..producer import producer_block
         options = {k: v for k, v in o.items() if k not in ("typed", "given", "prompts")}
         producer = producer_block("run", options, {"checkpoint": checkpoint_dir, "engine": engine_dir,

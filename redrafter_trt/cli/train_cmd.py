@@ -104,7 +104,7 @@ def train(base, data, output, num_draft_layers, rnn, exit_dim, predict_n, epochs
           max_examples, seed, device, resume, distill, distill_max_new_tokens, distill_batch_size, base_dtype,
           train_dtype, soft_target, later_sharpness, step_decay, freeze_head, full_vocab, cache_dir, force):
     """Train a ReDrafter drafter for BASE on conversations (or, with --distill, on the base's own answers)."""
-    from ..io import check_output_folder
+    from ..output import check_output_folder
     from ..train import TrainConfig, train_drafter
 
     ctx = click.get_current_context()

@@ -118,7 +118,7 @@ class TrainConfig:
         if self.cache_dir.resolve() == self.base.resolve():  # its hidden-*.safetensors beside the model's weights
             raise ConfigError(f"--cache-dir {self.cache_dir} is the base folder: the cached hidden states would sit "
                               f"among the model's weights; choose another --cache-dir")
-        from ..io import check_output_folder, writable_folder
+        from ..output import check_output_folder, writable_folder
 
         # now, not when the first cache file is written: after the base has run over every example (hours on a
         # large base), an unwritable cache was 'No such file or directory: check the path ...'

@@ -147,7 +147,8 @@ def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: P
     batches, so a run stopped early has answered a random subset. on_batch(done, total) precedes the first batch and
     follows each.
     """
-    from ..io import atomic_file, sweep_partials, write_safetensors
+    from ..io import write_safetensors
+    from ..output import atomic_file, sweep_partials
 
     folder.mkdir(parents=True, exist_ok=True)
     caps = [max_new_tokens if max_len is None else max(1, min(max_new_tokens, max_len - len(p))) for p in prompts]

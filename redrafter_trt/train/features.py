@@ -20,7 +20,8 @@ from typing import Callable
 import torch
 
 from ..errors import TensorError
-from ..io import atomic_file, read_safetensors, sweep_partials, write_safetensors
+from ..io import read_safetensors, write_safetensors
+from ..output import atomic_file, sweep_partials
 from .data import Example
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from ..drafter import Drafter
-from ..io import atomic_file, read_safetensors, sweep_partials, write_safetensors
+from ..io import read_safetensors, write_safetensors
+from ..output import atomic_file, sweep_partials
 from .features import Features
 
 

@@ -1,4 +1,4 @@
-"""io.py's atomic outputs, interrupted for real: an exception or a SIGKILL halfway through a write (or through the
+"""output.py's atomic outputs, interrupted for real: an exception or a SIGKILL halfway through a write (or through the
 replace of an earlier output) leaves the destination as it was, and the next run removes what was left and
 succeeds."""
 
@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from redrafter_trt.cli import main
-from redrafter_trt.io import atomic_output
+from redrafter_trt.output import atomic_output
 from tinymodels import make_drafter
 
 OURS = json.dumps({"producer": {"name": "redrafter-trt"}})
@@ -43,15 +43,15 @@ def kill_while_removing_the_replaced_output(dest: Path) -> None:
     rc = run_child(f"""
         import os, signal, shutil
         from pathlib import Path
-        import redrafter_trt.io as io
-        from redrafter_trt.io import atomic_output
+        import redrafter_trt.output as output
+        from redrafter_trt.output import atomic_output
 
         def rmtree(path, *a, **k):
             if Path(path).name.startswith(".out.") and Path(path).exists():
                 os.kill(os.getpid(), signal.SIGKILL)
             return shutil.rmtree(path, *a, **k)
 
-        io.shutil = type("S", (), {{"rmtree": staticmethod(rmtree)}})
+        output.shutil = type("S", (), {{"rmtree": staticmethod(rmtree)}})
         with atomic_output(Path({str(dest)!r}), True) as tmp:
             (tmp / "config.json").write_text({OURS!r})
             (tmp / "marker").write_text("second")
@@ -160,7 +160,7 @@ def test_a_convert_killed_after_its_first_rank_file_keeps_the_earlier_checkpoint
 def test_a_killed_runs_partial_under_this_process_id_is_swept_and_this_runs_own_is_kept(tmp_path):
     """`docker run IMAGE redrafter-trt convert ...` is process 1 every time: the partial of a run killed there (an FP8
     scratch base, a half checkpoint) was taken for the live run's own and kept by every later run."""
-    from redrafter_trt.io import partial_dir, partial_prefix, remove_stale_partials
+    from redrafter_trt.output import partial_dir, partial_prefix, remove_stale_partials
 
     dest = tmp_path / "ckpt"
     killed = tmp_path / f"{partial_prefix(dest)}abc"
@@ -229,7 +229,7 @@ def test_a_replace_killed_between_its_two_renames_keeps_the_earlier_output(tmp_p
     rc = run_child(f"""
         import os, signal
         from pathlib import Path
-        from redrafter_trt.io import atomic_output
+        from redrafter_trt.output import atomic_output
 
         real = Path.rename
 

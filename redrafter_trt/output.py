@@ -1,0 +1,266 @@
+"""Output files and folders, written whole or not at all: each is written as a hidden sibling
+(`.{name}.partial-{pid}-*`) and renamed into place only when complete. `--force` replaces only an earlier output
+(never a foreign folder, an input or the current folder); a replace killed between its two renames is undone by
+the next run, and the partials that killed runs left are swept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from .errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+PARTIAL_MARK = ".partial-"
+# the partials this process made: one named with its id but not among them is a killed run's whose id came back (a
+# container's entry point is process 1 on every run); names, not times, as a network file system's clock may differ
+_MADE: set[str] = set()
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """Yield a hidden sibling to write; on success it is renamed to `path`, on any failure removed: an interrupted
+    run never leaves half a file. What a killed run (kill -9, the OOM killer) left for `path` is removed first."""
+    path = Path(path)
+    sweep_partials(path.parent, glob.escape(path.name))
+    tmp = path.with_name(f".{path.name}{PARTIAL_MARK}{os.getpid()}")
+    _MADE.add(tmp.name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
+
+
+def current_umask() -> int:
+    """The process's umask (os.umask reads it only by setting it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def writable_folder(folder: Path) -> str | None:
+    """Why files cannot be created in `folder`, or None when they can: probed, not guessed (read-only mounts, /proc,
+    permissions). A missing folder is probed at its nearest existing ancestor, and nothing is left behind: a
+    refused run must not leave empty folders."""
+    probe = Path(folder).absolute()  # `..` left to the OS, as it will read it
+    while not probe.exists() and probe != probe.parent:
+        if probe.is_symlink():
+            return f"{probe} is a dangling symbolic link"
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is not a folder"
+    try:  # resolved: Python 3.12's mkdtemp returns its folder with `link/..` removed by name, not as the OS went
+        os.rmdir(tempfile.mkdtemp(prefix=".redrafter-probe-", dir=probe.resolve()))
+    except OSError as e:
+        return e.strerror or type(e).__name__
+    return None
+
+
+def named_path(path: Path | str) -> Path:
+    """`path` with its parent resolved (symbolic links followed, as the OS will) and its own name kept (`.` and
+    `..` resolved too): the folder an output will really be written as, named before it exists."""
+    path = Path(path)
+    return path.resolve() if path.name in ("", ".", "..") else path.parent.resolve() / path.name
+
+
+def check_output_folder(dest: Path, force: bool, inputs: Iterable[Path | str] = (), option: str = "--output") -> None:
+    """Refuse, before any work, an output folder that cannot be (re)written: an existing one without --force, a
+    file, one that is or holds an input (replacing it would delete the input), or one in an unwritable place."""
+    given, dest = Path(dest), named_path(dest)
+    restore_replaced(dest)
+    if dest.exists() and not dest.is_dir():
+        raise ConfigError(f"{option} {dest} exists and is a file: pass a folder path")
+    target = dest.resolve()
+    for item in inputs:
+        source = Path(item).resolve()
+        if source == target or target in source.parents:
+            raise ConfigError(f"{option} {dest} is (or holds) the input {item}: replacing it would delete the input, "
+                              f"choose another {option}")
+    if dest.exists() and not force:
+        raise ConfigError(f"output folder {dest} already exists: pass --force to replace it, or choose another {option}")
+    here = Path.cwd().resolve()
+    if dest.exists() and (here == target or target in here.parents):
+        raise ConfigError(f"{option} {dest} is (or holds) the current folder: replacing it would leave this shell in a "
+                          f"deleted folder; run from elsewhere, or choose another {option}")
+    foreign = dest.exists() and foreign_entry(dest)
+    if foreign:
+        raise ConfigError(f"{option} {dest} holds {foreign}, and it is not an earlier ReDrafter output: --force "
+                          f"replaces only those and empty folders; choose another {option} or empty it yourself")
+    why = writable_folder(given.parent)  # as typed: a dangling link on the way is refused, not followed
+    if why:
+        raise ConfigError(f"cannot write in {dest.parent} ({why}): choose another {option}")
+
+
+def restore_replaced(dest: Path) -> None:
+    """Put back the earlier output that a replace (`--force`) killed between its two renames had moved aside
+    (`.{name}.partial-{pid}-*-old`, `dest` missing): that run never finished, so the earlier output is still the
+    output, and the sweep would have deleted it."""
+    if dest.exists() or dest.is_symlink() or not dest.parent.is_dir():
+        return
+    for old in sorted(dest.parent.glob(f".{glob.escape(dest.name)}{PARTIAL_MARK}*-old")):
+        pid = old.name.rsplit(PARTIAL_MARK, 1)[1].split("-", 1)[0]
+        if pid.isdigit() and _writing(old, int(pid)):
+            continue  # a live run between its two renames
+        with contextlib.suppress(OSError):
+            old.rename(dest)
+            log.warning("put back %s, which an interrupted run (process %s) was replacing", dest, pid)
+            return
+
+
+def foreign_entry(folder: Path) -> str | None:
+    """None when `folder` is empty or an earlier output of this toolkit or of TensorRT-LLM's ReDrafter tools (its
+    config.json has a redrafter-trt `producer`, or is a ReDrafter checkpoint, engine or Apple drafter config); else
+    the name of one entry it holds, for the refusal (a mistyped --output must not delete a project)."""
+    entries = sorted(p.name for p in folder.iterdir())
+    if not entries:
+        return None
+    try:
+        raw = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        raw = None
+    if isinstance(raw, dict):
+        from .drafter import MODEL_TYPE
+
+        producer = raw.get("producer") if isinstance(raw.get("producer"), dict) else {}
+        pretrained = raw.get("pretrained_config") if isinstance(raw.get("pretrained_config"), dict) else {}
+        arch = str(raw.get("architecture") or pretrained.get("architecture") or "")
+        if str(producer.get("name", "")).startswith("redrafter-trt") or arch.startswith("ReDrafterFor") \
+                or raw.get("model_type") == MODEL_TYPE:
+            return None
+    return next((e for e in entries if e != "config.json"), entries[0])
+
+
+def partial_prefix(dest: Path) -> str:
+    """The hidden sibling name this process writes `dest` under: `.{name}.partial-{pid}-`."""
+    return f".{Path(dest).name}{PARTIAL_MARK}{os.getpid()}-"
+
+
+def partial_dir(dest: Path, tag: str = "") -> Path:
+    """A new hidden folder `.{name}.partial-{pid}-{tag}*` beside `dest`, which the sweep leaves while this process
+    runs."""
+    tmp = Path(tempfile.mkdtemp(prefix=partial_prefix(dest) + tag, dir=Path(dest).parent.resolve()))
+    _MADE.add(tmp.name)
+    return tmp
+
+
+@contextlib.contextmanager
+def scratch_dir(dest: Path, tag: str) -> Iterator[Path]:
+    """partial_dir for a run's intermediate files (convert's FP8 base), removed when done."""
+    tmp = partial_dir(dest, tag)
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stale_partials(dest: Path) -> None:
+    """Remove the `.{name}.partial-{pid}-*` folders of runs that are gone (killed); those of a live process,
+    this one's FP8 scratch or a concurrent run's output, stay."""
+    dest = Path(dest)
+    sweep_partials(dest.parent, glob.escape(dest.name))
+
+
+def sweep_partials(folder: Path, name_glob: str) -> None:
+    """Remove the hidden partials `.{name}.partial-{pid}[-*]` (files or folders) in `folder`, for names matching
+    `name_glob`, whose writer `pid` is no longer running on this host: a killed run's (kill -9, the OOM killer), which
+    nothing else removes (an 8B base's cached hidden states: ~100 GB), or one named with this process's id that it did
+    not make. A live process's (another torchrun rank, a concurrent run, this one) stays. Each removal is logged with
+    the space it freed."""
+    for stale in sorted(Path(folder).glob(f".{name_glob}{PARTIAL_MARK}*")):
+        pid = stale.name.rsplit(PARTIAL_MARK, 1)[1].split("-", 1)[0]
+        if pid.isdigit() and _writing(stale, int(pid)):
+            continue
+        size = _disk_size(stale)
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                stale.unlink()
+        if not stale.exists():
+            log.warning("removed %s, left by an interrupted run (process %s is gone): %.2f GiB freed", stale,
+                        pid if pid.isdigit() else "unknown", size / 2 ** 30)
+
+
+def _writing(partial: Path, pid: int) -> bool:
+    """Whether process `pid`, named in `partial`, may still be writing it: it runs, and when it is this process,
+    `partial` is one it made."""
+    return _alive(pid) and (pid != os.getpid() or partial.name in _MADE)
+
+
+def _disk_size(path: Path) -> int:
+    try:
+        if path.is_dir() and not path.is_symlink():
+            return sum(f.lstat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+        return path.lstat().st_size
+    except OSError:
+        return 0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        pass
+    return True
+
+
+@contextlib.contextmanager
+def atomic_output(dest: Path, force: bool, inputs: Iterable[Path | str] = ()) -> Iterator[Path]:
+    """Yield a hidden sibling folder to write into; on success it replaces `dest`, on any failure it is removed.
+    `check_output_folder` first (inputs: the folders and files read to make it).
+
+    An interrupted run (even SIGKILL) leaves only `.{name}.partial-{pid}-*`, never a folder named `dest`;
+    the next run removes it.
+    """
+    dest = named_path(dest)
+    check_output_folder(dest, force, inputs)
+    made = [p for p in dest.parents if not p.exists()]  # nearest first: removed again if the write fails
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(dest)
+    tmp = partial_dir(dest)
+    done = False
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it owner-only; a folder made by mkdir, as the files in it
+        if dest.exists():
+            # a partial's name, unique to this write: a run killed while removing it (an 8B checkpoint's) leaves it
+            # for the next run's sweep, and a killed run's leftover of the same process id (a container's) is no
+            # obstacle (the fixed `.NAME.old-PID` was kept forever, and made a later run with that id fail at its end)
+            old = dest.with_name(f"{tmp.name}-old")
+            dest.rename(old)
+            try:
+                tmp.rename(dest)
+            except BaseException:
+                old.rename(dest)
+                raise
+            gone = old.with_name(f"{tmp.name}-gone")  # no longer one restore_replaced puts back, even half deleted
+            old.rename(gone)
+            shutil.rmtree(gone, ignore_errors=True)
+        else:
+            tmp.rename(dest)
+        done = True
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        for folder in made if not done else ():  # a failed write leaves no empty folders either
+            try:
+                folder.rmdir()
+            except OSError:  # another run's output appeared in it
+                break
