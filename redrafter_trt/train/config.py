@@ -184,7 +184,7 @@ class TrainConfig:
         """The torch dtype of option `name` ("auto", "float32" or "bfloat16") on `device`. auto: bfloat16 on a
         GPU, and on a CPU with native bfloat16 products (AVX512-BF16 / AMX), else float32.
         - base_dtype, the frozen base writing answers and hidden states: 1.35-1.6x faster distillation on such
-          a CPU; SmolLM2-135M in bfloat16 picks the float32 greedy token 98.4% of the time, teacher-forced on its
+          a CPU; SmolLM2-135M in bfloat16 picks the float32 greedy token 97.9% of the time, teacher-forced on its
           own MT-Bench answers: far inside what a drafter gets right.
         - train_dtype, the products of the drafter's output projection (most of a training step): weights,
           optimizer, logits, loss and gradients stay float32, as in mixed-precision training."""
