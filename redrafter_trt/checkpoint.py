@@ -24,7 +24,7 @@ REDRAFTER_KEYS = ("redrafter_num_layers", "redrafter_hidden_size", "redrafter_ex
                   "redrafter_num_beams", "redrafter_draft_len_per_beam", "redrafter_greedy_search",
                   "base_model_architecture")
 MODEL_KEYS = ("architecture", "dtype", "hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size",
-              "intermediate_size", "mapping")
+              "intermediate_size")  # mapping: TensorRT-LLM reads a missing one as tp 1
 
 
 # config key -> (what it must be, check); checked before anything computes with them
@@ -50,8 +50,8 @@ CONFIG_TYPES = {
                      lambda v: v is None or isinstance(v, dict) and isinstance(v.get("exclude_modules") or [], list)
                      and all(isinstance(m, str) for m in v.get("exclude_modules") or [])  # fnmatch patterns
                      and all(isinstance(v.get(k), (str, type(None))) for k in ("quant_algo", "kv_cache_quant_algo"))),
-    "mapping": ("an object of positive integer tp_size / pp_size / world_size",
-                lambda v: isinstance(v, dict) and all(POSITIVE_INT[1](v[k]) for k in ("tp_size", "pp_size",
+    "mapping": ("null or an object of positive integer tp_size / pp_size / world_size",
+                lambda v: v is None or isinstance(v, dict) and all(POSITIVE_INT[1](v[k]) for k in ("tp_size", "pp_size",
                                                                                      "world_size") if k in v)),
 }
 
@@ -155,7 +155,7 @@ def _check_fields(cfg: dict, rep: Report) -> None:
     # what is sound is shown even when another field is not
     rep.architecture = None if "architecture" in bad else cfg["architecture"]
     rep.dtype = None if "dtype" in bad else cfg["dtype"]
-    rep.tp_size = None if "mapping" in bad else int(cfg["mapping"].get("tp_size", 1))
+    rep.tp_size = None if "mapping" in bad else layout.tp_size(cfg)
     rep.quantization = None if "quantization" in bad else cfg.get("quantization")
     if not rep.problems:
         rep.runtime_problems = [p for p in [rope_scaling_problem(cfg.get("rotary_scaling")),
@@ -176,7 +176,7 @@ def _check_config(cfg: dict, rep: Report) -> None:
         rep.problems.append(f"seq_length is absent: TensorRT-LLM's Qwen model reads it and trtllm-build fails without it "
                             f"('QWenConfig' object has no attribute 'seq_length'): add \"seq_length\": {QWEN_SEQ_LENGTH} "
                             f"(TensorRT-LLM's default) to config.json")
-    m = cfg["mapping"]
+    m = cfg.get("mapping") or {}
     tp, pp = int(m.get("tp_size", 1)), int(m.get("pp_size", 1))
     if pp != 1:
         rep.problems.append(f"pp_size is {pp} (pipeline parallel): ReDrafter engines need pp_size 1")

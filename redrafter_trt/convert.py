@@ -97,7 +97,7 @@ def is_trtllm_checkpoint(folder: Path) -> bool:
     if not cfg.exists():
         return False
     raw = read_json(cfg, "base")
-    return "architecture" in raw and "mapping" in raw
+    return "architecture" in raw  # a Hugging Face config has "architectures"; TensorRT-LLM's mapping may be left out
 
 
 # ---------------------------------------------------------------- Hugging Face base
@@ -149,7 +149,7 @@ def check_hf_tensors(src: TensorSource, b: BaseModelConfig, where: Path) -> None
 
 
 def plan_hf_rank(src: TensorSource, b: BaseModelConfig, cfg: dict, tp_rank: int) -> list[Planned]:
-    tp, dtype = cfg["mapping"]["tp_size"], layout.TORCH_DTYPES[cfg["dtype"]]
+    tp, dtype = layout.tp_size(cfg), layout.TORCH_DTYPES[cfg["dtype"]]
     specs = layout.base_tensors(cfg, tp_rank)
     hd = b.head_size
 
@@ -277,7 +277,7 @@ def warn_sharpened_for_sampling(drafter: Path, greedy: bool) -> None:
 
 
 def plan_drafter(d: DrafterConfig, tensors: dict[str, torch.Tensor], cfg: dict, tp_rank: int) -> list[Planned]:
-    tp = cfg["mapping"]["tp_size"]
+    tp = layout.tp_size(cfg)
     specs = layout.drafter_tensors(cfg)
     planned = []
     for apple, t in tensors.items():
@@ -356,7 +356,7 @@ def _inputs(base: Path, drafter: Path, output: Path, force: bool, opts: ConvertO
         raise ConfigError(f"base folder {base} {state}: pass a Hugging Face model folder or a TensorRT-LLM checkpoint")
     cfg = _base_fields(base, opts)
     if (early := drafter_config(drafter)) is not None:  # else its vocab is known once its weights are read
-        check_drafter_fits(early, cfg["hidden_size"], cfg["vocab_size"], cfg["mapping"]["tp_size"], opts)
+        check_drafter_fits(early, cfg["hidden_size"], cfg["vocab_size"], layout.tp_size(cfg), opts)
         _redrafter_config(cfg, early, opts)
     dcfg, dtensors = load_drafter(drafter)
     warn_sharpened_for_sampling(drafter, opts.greedy)
@@ -371,17 +371,17 @@ def _plan(base: Path, source_base: Path, drafter: Path, dcfg: DrafterConfig, dte
         cfg, sources = _trtllm_base(base, opts)
     else:
         cfg, sources, hf_cfg = _hf_base(base, opts)
-    check_drafter_fits(dcfg, cfg["hidden_size"], cfg["vocab_size"], cfg["mapping"]["tp_size"], opts)
+    check_drafter_fits(dcfg, cfg["hidden_size"], cfg["vocab_size"], layout.tp_size(cfg), opts)
     cfg = _redrafter_config(cfg, dcfg, opts)
     if (cfg.get("quantization") or {}).get("quant_algo"):
         quant = cfg["quantization"]
         quant["exclude_modules"] = sorted(set(layout.exclusions(quant)) | set(layout.required_exclusions(cfg)))
     # --calib-data among the sources, as an absolute path: as typed (relative to where convert ran) it named nothing
     options = {k: v for k, v in asdict(opts).items() if k != "calib_data"}
-    cfg["producer"] = producer_block("convert", {**options, "tp_size": cfg["mapping"]["tp_size"]},
+    cfg["producer"] = producer_block("convert", {**options, "tp_size": layout.tp_size(cfg)},
                                      {"base": source_base, "drafter": drafter, "calib_data": opts.calib_data})
     ranks = []
-    for r in range(cfg["mapping"]["tp_size"]):
+    for r in range(layout.tp_size(cfg)):
         plan = (plan_trtllm_rank(sources[r], cfg, r, base) if trt_base else plan_hf_rank(sources[0], hf_cfg, cfg, r))
         plan += plan_drafter(dcfg, dtensors, cfg, r)
         _check_plan(plan, cfg, r)
@@ -434,7 +434,7 @@ def _hf_base(base: Path, opts: ConvertOptions):
 
 def _trtllm_base(base: Path, opts: ConvertOptions):
     cfg = _trtllm_config(base, opts)
-    tp = cfg["mapping"]["tp_size"]
+    tp = layout.tp_size(cfg)
     files = [base / f"rank{r}.safetensors" for r in range(tp)]
     absent = [f.name for f in files if not f.exists()]
     if absent:
@@ -459,7 +459,7 @@ def _trtllm_config(base: Path, opts: ConvertOptions) -> dict:
                           f"Qwen) is not supported, only Qwen2: for a Qwen2 checkpoint add \"qwen_type\": \"qwen2\" "
                           f"to its config.json")
     mapping = cfg.get("mapping") or {}
-    tp = int(mapping.get("tp_size", 1))  # pp_size 1: checked by config_problems
+    tp = layout.tp_size(cfg)  # pp_size 1: checked by config_problems
     if opts.tp_size is not None and opts.tp_size != tp:
         raise ConfigError(f"--tp-size {opts.tp_size} differs from the base checkpoint's tp_size {tp}: "
                           f"pass --tp-size {tp}, or re-export the base at tp {opts.tp_size}")

@@ -35,6 +35,12 @@ def is_excluded(module: str, patterns: list[str]) -> bool:
     return any(fnmatchcase(module, p) for p in patterns)
 
 
+def tp_size(cfg: dict) -> int:
+    """The checkpoint's tensor-parallel size as TensorRT-LLM reads it: a missing (or null) mapping is Mapping(),
+    a missing tp_size 1."""
+    return int((cfg.get("mapping") or {}).get("tp_size", 1))
+
+
 def is_redrafter(cfg: dict) -> bool:
     return "redrafter_num_layers" in cfg
 
@@ -66,7 +72,7 @@ def optional_tensors(cfg: dict) -> dict[str, Spec]:
 
 
 def base_tensors(cfg: dict, tp_rank: int) -> dict[str, Spec]:
-    tp = cfg["mapping"]["tp_size"]
+    tp = tp_size(cfg)
     dtype = TORCH_DTYPES[cfg["dtype"]]
     H, L, V, I = cfg["hidden_size"], cfg["num_hidden_layers"], cfg["vocab_size"], cfg["intermediate_size"]
     nh, nkv = cfg["num_attention_heads"], cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
@@ -114,7 +120,7 @@ def base_tensors(cfg: dict, tp_rank: int) -> dict[str, Spec]:
 
 
 def drafter_tensors(cfg: dict) -> dict[str, Spec]:
-    tp = cfg["mapping"]["tp_size"]
+    tp = tp_size(cfg)
     dtype = TORCH_DTYPES[cfg["dtype"]]
     H, E, V = cfg["redrafter_hidden_size"], cfg["redrafter_exit_dim"], cfg["vocab_size"]
     out: dict[str, Spec] = {}

@@ -268,6 +268,15 @@ def test_trtllm_base_mapping_without_tp_size(parts, tmp_path):
     assert json.loads((parts[2] / "config.json").read_text())["mapping"]["tp_size"] == 1
 
 
+def test_trtllm_base_without_mapping_is_tp_1(parts, tmp_path):
+    """TensorRT-LLM's PretrainedConfig reads a missing mapping as Mapping() (tp 1); convert took such a base for a
+    Hugging Face folder and refused it for lacking Hugging Face files."""
+    base_ckpt, cfg = trtllm_base_checkpoint(parts, tmp_path, tp=1)
+    (base_ckpt / "config.json").write_text(json.dumps({k: v for k, v in cfg.items() if k != "mapping"}))
+    assert run_cli("convert", "--base", base_ckpt, "--drafter", parts[1], "--output", parts[2]).exit_code == 0
+    assert json.loads((parts[2] / "config.json").read_text())["mapping"]["tp_size"] == 1
+
+
 def test_tp_differs_from_trtllm_base(parts, tmp_path):
     base_ckpt, cfg = trtllm_base_checkpoint(parts, tmp_path)
     assert_one_line_error(convert_err(parts, "--tp-size", 1, base=base_ckpt), "differs from the base checkpoint's tp_size 2")

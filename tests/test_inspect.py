@@ -277,3 +277,19 @@ def test_rotary_scaling_is_read_as_trtllm_1_2_builds_it(ckpt, tmp_path, scaling,
         return
     assert result.exit_code == 1 and "rotary_scaling is" in result.output and "null (no scaling)" in result.output, \
         result.output
+
+
+@pytest.mark.parametrize("mapping", [None, {}, {"pp_size": 1}], ids=["absent", "empty", "no-tp-size"])
+def test_a_mapping_left_out_is_tp_1_as_trtllm_reads_it(ckpt, tmp_path, mapping):
+    """A review: TensorRT-LLM 1.2's PretrainedConfig reads a missing mapping as Mapping() (tp 1, world_size 1) and a
+    missing tp_size as 1, but inspect called an absent mapping a missing field and indexed a tp_size-less one (KeyError
+    traceback), and convert took a TensorRT-LLM base without mapping for a Hugging Face folder."""
+    from redrafter_trt.convert import is_trtllm_checkpoint
+
+    cfg = json.loads((ckpt / "config.json").read_text())
+    copy = broken(ckpt, tmp_path)
+    (copy / "config.json").write_text(json.dumps({k: v for k, v in cfg.items() if k != "mapping"}
+                                                 | ({} if mapping is None else {"mapping": mapping})))
+    report = inspect_checkpoint(copy)
+    assert (report.problems, report.tp_size) == ([], 1)
+    assert is_trtllm_checkpoint(copy)
