@@ -109,7 +109,7 @@ class App:
                                                "invalid_request_error", "model_not_found")
         if path in POST_ROUTES:
             return HTTPStatus.METHOD_NOT_ALLOWED, error(f"{path} takes POST", "invalid_request_error")
-        return HTTPStatus.NOT_FOUND, error(f"no route GET {path}: try /health, /version, /metrics, /v1/models", "not_found")
+        return HTTPStatus.NOT_FOUND, error(f"no route GET {path}: try {', '.join(GET_ROUTES)}", "not_found")
 
     def post(self, path: str, body, events: Callable[[dict | None], None] | None = None,
              alive: Callable[[], bool] | None = None) -> tuple[int, dict] | None:
@@ -117,6 +117,8 @@ class App:
         opens the stream once the request is accepted). alive: False once a non-streaming client has left (its
         rows are then dropped at their next step)."""
         if path not in POST_ROUTES:
+            if path in GET_ROUTES or path.startswith("/v1/models/"):
+                return HTTPStatus.METHOD_NOT_ALLOWED, error(f"{path} takes GET", "invalid_request_error")
             return HTTPStatus.NOT_FOUND, error(f"no route POST {path}: try /v1/completions, /v1/chat/completions",
                                                "not_found")
         try:
@@ -230,6 +232,7 @@ class App:
 
 
 POST_ROUTES = ("/v1/completions", "/v1/chat/completions")
+GET_ROUTES = ("/health", "/version", "/metrics", "/v1/models")  # and /v1/models/NAME
 
 
 def error(message: str, kind: str, code: str | None = None) -> dict:

@@ -265,6 +265,9 @@ def test_openai_error_bodies_and_routes(server):
     status, head, _ = request(server, "OPTIONS", "/v1/completions")
     assert status == 204 and "POST" in head["Allow"]
     assert request(server, "GET", "/v1/completions")[0] == 405
+    for path in ("/v1/models", "/v1/models/tiny", "/health"):  # a GET route POSTed to is a 405, as in vLLM (was 404)
+        status, _, data = request(server, "POST", path, {})
+        assert (status, json.loads(data)["error"]["message"]) == (405, f"{path} takes GET")
     bad_role = {"messages": [{"role": ["user"], "content": "Hi"}]}
     status, _, data = request(server, "POST", "/v1/chat/completions", bad_role)
     assert status == 400 and "role" in json.loads(data)["error"]["message"]
