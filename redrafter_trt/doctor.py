@@ -165,6 +165,29 @@ def check_trtllm_build(path: str | None) -> Check:
                  "" if path else "comes with tensorrt_llm; activate its environment", feature=ENGINES)
 
 
+def check_trtllm_requirements(version: str, requirements: list[str], installed: dict[str, str | None]) -> Check:
+    """The installed distributions against what tensorrt_llm `version`'s metadata requires (`requirements`, as
+    importlib.metadata.requires gives them; `installed`: name -> version or None). A torch newer than 1.2.x's
+    `torch<=2.9.0` breaks its compiled extensions' import; a transformers outside its pin changes what it loads."""
+    from packaging.requirements import Requirement
+
+    outside = []
+    for line in requirements:
+        req = Requirement(line)
+        have = installed.get(req.name)
+        if have is None or not req.specifier or (req.marker is not None and not req.marker.evaluate({"extra": ""})):
+            continue
+        if not req.specifier.contains(have, prereleases=True):
+            outside.append((req, have))
+    if not outside:
+        return Check("tensorrt_llm requirements", True, f"the installed versions meet tensorrt_llm {version}'s",
+                     feature=ENGINES)
+    shown = ", ".join(f"{req.name} {have} (wants {req.specifier})" for req, have in outside)
+    fix = "pip install " + " ".join(f"'{req.name}{req.specifier}'" for req, _ in outside)
+    return Check("tensorrt_llm requirements", False, f"outside tensorrt_llm {version}'s: {shown}",
+                 f"{fix}, or a fresh environment for tensorrt_llm", feature=ENGINES)
+
+
 def check_mpi(has_mpi4py: bool, mpirun: str | None) -> Check:
     """mpirun starts tensor-parallel runs; mpi4py is needed by any engine: `import tensorrt_llm` (trtllm-build's too)
     runs `from mpi4py import MPI` in tensorrt_llm/_utils.py."""
@@ -201,6 +224,16 @@ def dist_version(*names: str) -> str | None:
     for name in names:
         try:
             return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def trtllm_requirements() -> list[str] | None:
+    """tensorrt_llm's declared requirements (None: its metadata is not found, e.g. a source checkout on the path)."""
+    for name in ("tensorrt_llm", "tensorrt-llm"):
+        try:
+            return importlib.metadata.requires(name) or []
         except importlib.metadata.PackageNotFoundError:
             continue
     return None
@@ -263,7 +296,13 @@ def run_checks() -> list[Check]:
     checks.append(check_cuda(torch))
     checks += [check_gpu(i, g) for i, g in enumerate(torch.gpus)]
     checks.append(check_fp8_gpu(torch.gpus))
-    checks.append(check_trtllm(trtllm_version(), trtllm_package_dir()))
+    trtllm = trtllm_version()
+    checks.append(check_trtllm(trtllm, trtllm_package_dir()))
+    if trtllm is not None and (requirements := trtllm_requirements()) is not None:
+        from packaging.requirements import Requirement
+
+        names = {Requirement(line).name for line in requirements}
+        checks.append(check_trtllm_requirements(trtllm, requirements, {n: dist_version(n) for n in names}))
     checks.append(check_tensorrt(dist_version("tensorrt", "tensorrt-cu12", "tensorrt_cu12", "tensorrt-cu13")))
     checks.append(check_trtllm_build(which("trtllm-build")))
     modelopt = dist_version("nvidia-modelopt", "nvidia_modelopt")

@@ -276,3 +276,29 @@ def test_without_mpi4py_no_engine_builds_or_runs(monkeypatch):
     assert "FIX  mpi: missing mpi4py (tensorrt_llm imports mpi4py: no engine builds or runs)" in result.output
     last = result.output.strip().splitlines()[-1]
     assert last == "unavailable here: engines (redrafter-trt build, engine runs)", last
+
+
+TRTLLM_12_REQUIRES = ["torch<=2.9.0,>=2.9.0a0", "transformers==4.57.1", "nvidia-modelopt[torch]~=0.37.0",
+                      "numpy<2", "pynvml; extra == 'devel'", "flashinfer-python==0.3.1; python_version < '3.0'"]
+
+
+@pytest.mark.parametrize("dists, outside", [
+    ({"torch": "2.9.0+cu128", "transformers": "4.57.1", "nvidia-modelopt": "0.37.0", "numpy": "1.26.4"}, None),
+    ({"torch": "2.13.0+cpu", "transformers": "5.0.0", "nvidia-modelopt": "0.37.0", "pynvml": "1.0"},
+     "torch 2.13.0+cpu (wants <=2.9.0,>=2.9.0a0), transformers 5.0.0 (wants ==4.57.1)"),
+])
+def test_packages_outside_tensorrt_llms_requirements_are_named(monkeypatch, dists, outside):
+    """A review: with TensorRT-LLM 1.2 installed beside a newer torch (pip install -U torch after it), doctor said every
+    engine check was OK, though 1.2.x's compiled extensions do not import under another torch; the requirements
+    its metadata declares are checked now (extras and other Pythons' markers left out)."""
+    fake_machine(monkeypatch, TorchInfo(dists["torch"], "12.8", (H100,)), "1.2.0",
+                 {**CPU_DISTS, "tensorrt": "10.13.0", **dists})
+    monkeypatch.setattr(doctor, "trtllm_requirements", lambda: TRTLLM_12_REQUIRES)
+    result = CliRunner().invoke(main, ["doctor"])
+    if outside is None:
+        assert "OK   tensorrt_llm requirements: the installed versions meet tensorrt_llm 1.2.0's" in result.output
+        assert result.output.strip().endswith("GPU features: all available"), result.output
+    else:
+        assert f"FIX  tensorrt_llm requirements: outside tensorrt_llm 1.2.0's: {outside} -> pip install " \
+               "'torch<=2.9.0,>=2.9.0a0' 'transformers==4.57.1', or a fresh environment" in result.output
+        assert "engines" in result.output.strip().splitlines()[-1]
