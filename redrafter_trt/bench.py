@@ -189,8 +189,8 @@ def resolve_hf_dir(hf_dir: Path | None, ckpt_config: dict, checkpoint_dir: Path)
 def check_hf_folder(hf_dir: Path, hf: dict) -> None:
     """The base's tensors named and shaped as its config.json says (headers only, as convert checks them): weights
     that disagree were transformers' RuntimeError traceback ('ignore_mismatched_sizes') when the baseline loaded."""
+    from .base_plan import check_hf_tensors
     from .config import BaseModelConfig
-    from .convert import check_hf_tensors
     from .io import TensorSource
 
     b = BaseModelConfig.from_hf(hf, str(hf_dir / "config.json"))

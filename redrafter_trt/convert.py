@@ -4,7 +4,8 @@
           ->  each rank file streamed tensor by tensor (StreamingWriter)  ->  config.json last  ->  rename
 
 The base comes from a Hugging Face folder (rules.py maps it) or an existing TensorRT-LLM base checkpoint
-(TensorRT-LLM's two-step flow, FP8 from modelopt included), whose tensors are copied as they are.
+(TensorRT-LLM's two-step flow, FP8 from modelopt included), whose tensors are copied as they are; base_plan.py
+reads and checks it and plans its tensors, this module adds the drafter's and writes.
 """
 
 from __future__ import annotations
@@ -15,23 +16,23 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 from tqdm import tqdm
 
 from . import __version__, layout
+from .base_plan import (Planned, base_fields, check_hf_tensors, hf_base, hf_config, is_trtllm_checkpoint,
+                        plan_hf_rank, plan_trtllm_rank, resolve_dtype, trtllm_base)
 from .checkpoint import config_problems
-from .config import DTYPES, BaseModelConfig, read_json, redrafter_fields, trtllm_model_fields
+from .config import DTYPES, read_json, redrafter_fields, trtllm_model_fields
 from .drafter import DrafterConfig, drafter_config, load_drafter
 from .errors import ConfigError, TensorError, name_list
-from .io import ST_TO_TORCH, StreamingWriter, TensorSource, all_finite
+from .io import StreamingWriter, TensorSource, all_finite
 from .output import atomic_output, check_output_folder, scratch_dir
 from .producer import producer_block
-from .registry import QWEN_SEQ_LENGTH, TRTLLM_ACTIVATIONS, bias_fields, redrafter_for_trtllm_base
-from .rope import rope_kind, trtllm_kind
-from .rules import DROPPED, LAYER_RULES, MODEL_RULES, drafter_to_trtllm
-from .shard import check_tp, even_range, kv_head_range, vocab_range
+from .registry import redrafter_for_trtllm_base
+from .rules import drafter_to_trtllm
+from .shard import even_range
 
 log = logging.getLogger(__name__)
 
@@ -79,168 +80,6 @@ class ConvertOptions:
         if self.dtype not in ("auto", *DTYPES):
             raise ConfigError(f"--dtype {self.dtype} is invalid: use auto, {', '.join(DTYPES)}")
 
-
-@dataclass
-class Planned:
-    name: str
-    shape: tuple[int, ...]
-    dtype: torch.dtype
-    read: Callable[[], torch.Tensor]
-
-    @property
-    def nbytes(self) -> int:
-        return torch.Size(self.shape).numel() * torch.empty((), dtype=self.dtype).element_size()
-
-
-def is_trtllm_checkpoint(folder: Path) -> bool:
-    cfg = folder / "config.json"
-    if not cfg.exists():
-        return False
-    raw = read_json(cfg, "base")
-    return "architecture" in raw  # a Hugging Face config has "architectures"; TensorRT-LLM's mapping may be left out
-
-
-# ---------------------------------------------------------------- Hugging Face base
-
-def hf_source_shapes(b: BaseModelConfig) -> dict[str, tuple[int, ...]]:
-    """Every tensor a Hugging Face folder of this config must hold (lm_head only when untied)."""
-    H, I, hd = b.hidden_size, b.intermediate_size, b.head_size
-    q, kv = b.num_heads * hd, b.num_kv_heads * hd
-    per_layer = {
-        "input_layernorm.weight": (H,), "post_attention_layernorm.weight": (H,),
-        "self_attn.q_proj.weight": (q, H), "self_attn.k_proj.weight": (kv, H), "self_attn.v_proj.weight": (kv, H),
-        "self_attn.o_proj.weight": (H, q), "mlp.gate_proj.weight": (I, H), "mlp.up_proj.weight": (I, H),
-        "mlp.down_proj.weight": (H, I),
-    }
-    biases = bias_fields(b.spec, b.hf)
-    if biases["attn_bias"]:
-        per_layer |= {"self_attn.q_proj.bias": (q,), "self_attn.k_proj.bias": (kv,), "self_attn.v_proj.bias": (kv,)}
-    if biases["attn_bias"] and b.spec.bias_flags:  # Llama's attention_bias biases o_proj too; Qwen2's does not
-        per_layer["self_attn.o_proj.bias"] = (H,)
-    if biases["mlp_bias"]:
-        per_layer |= {"mlp.gate_proj.bias": (I,), "mlp.up_proj.bias": (I,), "mlp.down_proj.bias": (H,)}
-    out = {"model.embed_tokens.weight": (b.vocab_size, H), "model.norm.weight": (H,)}
-    if not b.tie_word_embeddings:
-        out["lm_head.weight"] = (b.vocab_size, H)
-    for layer in range(b.num_layers):
-        out |= {f"model.layers.{layer}.{k}": v for k, v in per_layer.items()}
-    return out
-
-
-def check_hf_tensors(src: TensorSource, b: BaseModelConfig, where: Path) -> None:
-    have = src.names()
-    _check_layer_count(len(have), b.num_layers, f"base {where}")
-    want = hf_source_shapes(b)
-    dropped = {d.replace("{L}", str(layer)) for d in DROPPED for layer in range(b.num_layers)}
-    optional = {"lm_head.weight"}  # tied checkpoints sometimes store it anyway
-    missing = set(want) - have
-    unexpected = have - set(want) - dropped - optional
-    if missing or unexpected:
-        parts = ([f"missing tensors: {name_list(missing)}"] if missing else []) + \
-                ([f"unexpected tensors: {name_list(unexpected)}"] if unexpected else [])
-        raise TensorError(f"base {where}: {'; '.join(parts)}: the weights do not match its config.json; re-download "
-                          f"the model (config.json and weights from one download)")
-    if "lm_head.weight" in have:  # stored beside tied embeddings: transformers 5 then uses it, so do we
-        want["lm_head.weight"] = (b.vocab_size, b.hidden_size)
-    bad = [f"{k} {src.shape(k)} != {s}" for k, s in want.items() if src.shape(k) != s]
-    if bad:
-        raise TensorError(f"base {where}: misshapen tensors: {'; '.join(bad[:3])}: the weights do not match its "
-                          f"config.json; re-download the model (config.json and weights from one download)")
-
-
-def plan_hf_rank(src: TensorSource, b: BaseModelConfig, cfg: dict, tp_rank: int) -> list[Planned]:
-    tp, dtype = layout.tp_size(cfg), layout.TORCH_DTYPES[cfg["dtype"]]
-    specs = layout.base_tensors(cfg, tp_rank)
-    hd = b.head_size
-
-    def reader(split: str, sources: tuple[str, ...]) -> Callable[[], torch.Tensor]:
-        def read() -> torch.Tensor:
-            if split == "replicate":
-                t = src.get(sources[0])
-            elif split in ("rows", "cols"):
-                dim = 0 if split == "rows" else 1
-                t = src.get(sources[0], dim, *even_range(src.shape(sources[0])[dim], tp_rank, tp))
-            elif split == "vocab":
-                start, stop, pad = vocab_range(b.vocab_size, tp_rank, tp)
-                t = src.get(sources[0], 0, start, stop)
-                t = torch.cat([t, t.new_zeros((pad, *t.shape[1:]))]) if pad else t
-            else:  # qkv
-                q0, q1 = even_range(b.num_heads, tp_rank, tp)
-                k0, k1 = kv_head_range(b.num_kv_heads, tp_rank, tp)
-                t = torch.cat([src.get(sources[0], 0, q0 * hd, q1 * hd), src.get(sources[1], 0, k0 * hd, k1 * hd),
-                               src.get(sources[2], 0, k0 * hd, k1 * hd)])
-            return t.to(dtype)
-        return read
-
-    planned = []
-    rows = [(r, {"L": layer}) for layer in range(b.num_layers) for r in LAYER_RULES] + [(r, {}) for r in MODEL_RULES]
-    for rule, fmt in rows:
-        name = rule.dest.format(**fmt)
-        if name not in specs:
-            continue  # optional rows (qkv bias) absent from this family's layout
-        sources = tuple(s.format(**fmt) for s in rule.sources)
-        if name == "lm_head.weight" and "lm_head.weight" not in src.names():
-            sources = ("model.embed_tokens.weight",)  # tied embeddings
-        shape, dt = specs[name]
-        planned.append(Planned(name, shape, dt, reader(rule.split, sources)))
-    return planned
-
-
-# ---------------------------------------------------------------- TensorRT-LLM base
-
-def _check_layer_count(tensors: int, layers: int, where: str) -> None:
-    """Each layer holds several tensors: naming every tensor of a config's billion layers would hang."""
-    if layers > tensors:
-        raise TensorError(f"{where}: its {tensors} tensors cannot hold num_hidden_layers={layers} layers: the weights "
-                          f"do not match its config.json")
-
-
-def plan_trtllm_rank(src: TensorSource, cfg: dict, tp_rank: int, where: Path) -> list[Planned]:
-    have = src.names()
-    _check_layer_count(len(have), cfg["num_hidden_layers"], f"base checkpoint {where} rank {tp_rank}")
-    specs = layout.base_tensors(cfg, tp_rank)
-    specs |= {n: s for n, s in layout.optional_tensors(cfg).items() if n in have}
-    missing, unexpected = set(specs) - have, have - set(specs)
-    lm_head_scales = sorted(n for n in unexpected if n.startswith("lm_head.") and n.endswith("_scaling_factor"))
-    if lm_head_scales:
-        raise TensorError(f"base checkpoint {where} rank {tp_rank} quantizes lm_head ({', '.join(lm_head_scales)}), "
-                          f"which a ReDrafter checkpoint keeps in {cfg['dtype']}, as modelopt and TensorRT-LLM do by "
-                          f"default: re-export the base with lm_head unquantized, or pass the Hugging Face model with "
-                          f"--quantize fp8")
-    if missing or unexpected:
-        parts = ([f"missing tensors: {name_list(missing)}"] if missing else []) + \
-                ([f"unexpected tensors: {name_list(unexpected)}"] if unexpected else [])
-        raise TensorError(f"base checkpoint {where} rank {tp_rank}: {'; '.join(parts)}: it does not match its "
-                          f"config.json{_bias_hint(cfg, unexpected)}")
-    planned = []
-    for name, (shape, dt) in specs.items():
-        if src.shape(name) != shape:
-            raise TensorError(f"base checkpoint {where} rank {tp_rank}: {name} is {src.shape(name)}, config says {shape}")
-        planned.append(Planned(name, shape, dt, _trtllm_reader(src, name, dt, f"base checkpoint {where} rank {tp_rank}")))
-    return planned
-
-
-def _bias_hint(cfg: dict, unexpected: set[str]) -> str:
-    """modelopt 0.47 writes a biased Llama's config with `bias: true`, which TensorRT-LLM does not read (it would
-    warn and build the model without its biases), and no attn_bias / mlp_bias: name the fields that would fix it."""
-    fields = [f for f, mod in (("attn_bias", ".attention."), ("mlp_bias", ".mlp.")) if not cfg.get(f)
-              and any(n.endswith(".bias") and mod in n for n in unexpected)]
-    added = " and ".join(f'"{f}": true' for f in fields)
-    return f" (add {added}, as TensorRT-LLM reads them)" if fields else ""
-
-
-def _trtllm_reader(src: TensorSource, name: str, dt: torch.dtype, where: str) -> Callable[[], torch.Tensor]:
-    """How a TensorRT-LLM base tensor becomes the layout's `dt`: a float cast, or FP8 bits stored as int8 (older
-    exporters' layout) viewed as FP8, as TensorRT-LLM's `preprocess_perlayer_weights` loads them. A cast into or
-    out of FP8 (or of integers) would change the values without their scale: refused."""
-    stored = ST_TO_TORCH.get(src.dtype(name))
-    if dt == torch.float8_e4m3fn and stored == torch.int8:
-        return lambda: src.get(name).view(dt)
-    if stored != dt and (stored is None or torch.float8_e4m3fn in (stored, dt) or not stored.is_floating_point):
-        raise TensorError(f"{where}: {name} is {src.dtype(name)}, but its config.json makes it "
-                          f"{str(dt).removeprefix('torch.')}: the base's quantization block does not match its "
-                          f"weights: re-export the base")
-    return lambda: src.get(name).to(dt)
 
 
 # ---------------------------------------------------------------- drafter
@@ -290,14 +129,6 @@ def plan_drafter(d: DrafterConfig, tensors: dict[str, torch.Tensor], cfg: dict, 
 
 
 # ---------------------------------------------------------------- orchestration
-
-def _resolve_dtype(requested: str, source: str) -> str:
-    if requested != "auto":
-        return requested
-    if source not in DTYPES:
-        raise ConfigError(f"base dtype {source!r} is not supported: pass --dtype float16, bfloat16 or float32")
-    return source
-
 
 def convert(base: Path | str, drafter: Path | str, output: Path | str, *, force: bool = False,
             **options) -> Path:
@@ -354,7 +185,7 @@ def _inputs(base: Path, drafter: Path, output: Path, force: bool, opts: ConvertO
     if not base.is_dir():
         state = "is a file, not a folder" if base.exists() else "does not exist"
         raise ConfigError(f"base folder {base} {state}: pass a Hugging Face model folder or a TensorRT-LLM checkpoint")
-    cfg = _base_fields(base, opts)
+    cfg = base_fields(base, opts)
     if (early := drafter_config(drafter)) is not None:  # else its vocab is known once its weights are read
         check_drafter_fits(early, cfg["hidden_size"], cfg["vocab_size"], layout.tp_size(cfg), opts)
         _redrafter_config(cfg, early, opts)
@@ -368,9 +199,9 @@ def _plan(base: Path, source_base: Path, drafter: Path, dcfg: DrafterConfig, dte
     open tensor sources the plan reads from."""
     trt_base = is_trtllm_checkpoint(base)
     if trt_base:
-        cfg, sources = _trtllm_base(base, opts)
+        cfg, sources = trtllm_base(base, opts)
     else:
-        cfg, sources, hf_cfg = _hf_base(base, opts)
+        cfg, sources, hf_cfg = hf_base(base, opts)
     check_drafter_fits(dcfg, cfg["hidden_size"], cfg["vocab_size"], layout.tp_size(cfg), opts)
     cfg = _redrafter_config(cfg, dcfg, opts)
     if (cfg.get("quantization") or {}).get("quant_algo"):
@@ -398,77 +229,6 @@ def _redrafter_config(cfg: dict, d: DrafterConfig, opts: ConvertOptions) -> dict
     return cfg
 
 
-def _hf_config(base: Path, opts: ConvertOptions) -> BaseModelConfig:
-    """The Hugging Face base's config, checked for what this converter carries (the tp split, the activation, no
-    quantization) before any tensor is read or calibrated."""
-    hf = read_json(base / "config.json", "base")
-    b = BaseModelConfig.from_hf(hf, str(base / "config.json"))
-    check_tp(b.num_heads, b.num_kv_heads, b.intermediate_size, opts.tp_size or 1)
-    if (act := hf.get("hidden_act", "silu")) not in TRTLLM_ACTIVATIONS:  # transformers runs more (train may use them)
-        raise ConfigError(f"{base / 'config.json'}: hidden_act is {act!r}, not an activation TensorRT-LLM's Llama and "
-                          f"Qwen2 build ({', '.join(TRTLLM_ACTIVATIONS)}; transformers' swish is silu): fix or "
-                          f"re-download the config")
-    quant = hf.get("quantization_config")
-    if quant:  # its tensors are packed or scaled (qweight, weight_scale, ...): cast as they are, they would be garbage
-        method = quant.get("quant_method", "?") if isinstance(quant, dict) else quant
-        raise ConfigError(f"{base} is a quantized model (quantization_config: {method}), which this converter does not "
-                          f"read: pass the unquantized model (add --quantize fp8 for an FP8 checkpoint)")
-    return b
-
-
-def _base_fields(base: Path, opts: ConvertOptions) -> dict:
-    """The base's TensorRT-LLM model config from its config.json alone, checked: no tensor is read."""
-    if is_trtllm_checkpoint(base):
-        return _trtllm_config(base, opts)
-    b = _hf_config(base, opts)
-    return trtllm_model_fields(b, _resolve_dtype(opts.dtype, b.source_dtype), opts.tp_size or 1)
-
-
-def _hf_base(base: Path, opts: ConvertOptions):
-    b = _hf_config(base, opts)
-    src = TensorSource.from_hf_folder(base)
-    check_hf_tensors(src, b, base)
-    cfg = trtllm_model_fields(b, _resolve_dtype(opts.dtype, b.source_dtype), opts.tp_size or 1)
-    return cfg, [src], b
-
-
-def _trtllm_base(base: Path, opts: ConvertOptions):
-    cfg = _trtllm_config(base, opts)
-    tp = layout.tp_size(cfg)
-    files = [base / f"rank{r}.safetensors" for r in range(tp)]
-    absent = [f.name for f in files if not f.exists()]
-    if absent:
-        raise TensorError(f"base checkpoint {base} lacks {', '.join(absent)} for tp_size {tp}: re-export it")
-    return cfg, [TensorSource.from_files([f]) for f in files]
-
-
-def _trtllm_config(base: Path, opts: ConvertOptions) -> dict:
-    cfg = read_json(base / "config.json", "base checkpoint")
-    if "redrafter_num_layers" in cfg:
-        raise ConfigError(f"{base} is already a ReDrafter checkpoint: pass the base model's checkpoint instead")
-    if cfg.get("architecture") in layout.QWEN_BASES:  # modelopt without TensorRT-LLM writes none
-        cfg.setdefault("seq_length", QWEN_SEQ_LENGTH)
-    scaling = cfg.get("rotary_scaling")
-    if isinstance(scaling, dict) and rope_kind(scaling) == "default" and trtllm_kind(scaling) in (None, "default"):
-        cfg["rotary_scaling"] = None  # the same RoPE: 1.0 to 1.2's RotaryScalingType.from_string has no "default"
-    problems = config_problems(cfg)
-    if problems:
-        raise ConfigError(f"base checkpoint {base}: {problems[0]}: fix its config.json or re-export the base")
-    if cfg.get("architecture") in layout.QWEN_BASES and cfg.get("qwen_type") != "qwen2":
-        raise ConfigError(f"{base}: qwen_type {cfg.get('qwen_type')!r} (TensorRT-LLM reads a missing one as the first "
-                          f"Qwen) is not supported, only Qwen2: for a Qwen2 checkpoint add \"qwen_type\": \"qwen2\" "
-                          f"to its config.json")
-    mapping = cfg.get("mapping") or {}
-    tp = layout.tp_size(cfg)  # pp_size 1: checked by config_problems
-    if opts.tp_size is not None and opts.tp_size != tp:
-        raise ConfigError(f"--tp-size {opts.tp_size} differs from the base checkpoint's tp_size {tp}: "
-                          f"pass --tp-size {tp}, or re-export the base at tp {opts.tp_size}")
-    if opts.dtype not in ("auto", cfg["dtype"]):
-        raise ConfigError(f"--dtype {opts.dtype} differs from the base checkpoint's {cfg['dtype']}: pass --dtype auto "
-                          f"(the drafter follows the base), or convert from the Hugging Face model")
-    cfg.pop("producer", None)
-    cfg["mapping"] = {**mapping, "tp_size": tp}
-    return cfg
 
 
 def _quantized_base(base: Path, drafter: DrafterConfig, dest: Path, opts: ConvertOptions) -> Path:
@@ -477,14 +237,14 @@ def _quantized_base(base: Path, drafter: DrafterConfig, dest: Path, opts: Conver
     if is_trtllm_checkpoint(base):
         raise ConfigError(f"--quantize fp8 needs a Hugging Face --base, but {base} is a TensorRT-LLM checkpoint: "
                           f"pass it without --quantize (an FP8 base checkpoint is used as it is)")
-    b = _hf_config(base, opts)
+    b = hf_config(base, opts)
     src = TensorSource.from_hf_folder(base)  # headers only: transformers would initialise a missing tensor at random
     try:
         check_hf_tensors(src, b, base)
     finally:
         src.close()
     check_drafter_fits(drafter, b.hidden_size, b.vocab_size, opts.tp_size or 1, opts)
-    _redrafter_config(trtllm_model_fields(b, _resolve_dtype(opts.dtype, b.source_dtype), opts.tp_size or 1), drafter,
+    _redrafter_config(trtllm_model_fields(b, resolve_dtype(opts.dtype, b.source_dtype), opts.tp_size or 1), drafter,
                       opts)
     from .quantize import calibration_prompts, export_fp8_base
 

@@ -322,8 +322,8 @@ def init_drafter_for_base(base: Path | str, output: Path | str, *, num_draft_lay
                           exit_dim: int | None = None, seed: int = 0) -> DrafterConfig:
     """init_drafter for a Hugging Face base folder, written in Apple's layout with a producer block."""
     from . import __version__
+    from .base_plan import check_hf_tensors
     from .config import BaseModelConfig, read_json
-    from .convert import check_hf_tensors
     from .io import TensorSource
 
     base = Path(base)

@@ -124,7 +124,8 @@ def test_vocab_padding_and_kv_duplication(tmp_path, tp):
 def _trtllm_base_only(tmp_path, base, tp):
     """A base-only checkpoint through the converter's HF path (drafter vocab must divide tp, so use the plan directly)."""
     from redrafter_trt.config import BaseModelConfig, read_json, trtllm_model_fields
-    from redrafter_trt.convert import _check_plan, _write, plan_hf_rank
+    from redrafter_trt.base_plan import plan_hf_rank
+    from redrafter_trt.convert import _check_plan, _write
     from redrafter_trt.io import TensorSource
 
     hf = read_json(base / "config.json", "base")

@@ -284,7 +284,7 @@ def test_a_mapping_left_out_is_tp_1_as_trtllm_reads_it(ckpt, tmp_path, mapping):
     """A review: TensorRT-LLM 1.2's PretrainedConfig reads a missing mapping as Mapping() (tp 1, world_size 1) and a
     missing tp_size as 1, but inspect called an absent mapping a missing field and indexed a tp_size-less one (KeyError
     traceback), and convert took a TensorRT-LLM base without mapping for a Hugging Face folder."""
-    from redrafter_trt.convert import is_trtllm_checkpoint
+    from redrafter_trt.base_plan import is_trtllm_checkpoint
 
     cfg = json.loads((ckpt / "config.json").read_text())
     copy = broken(ckpt, tmp_path)

@@ -131,7 +131,7 @@ class TrainConfig:
         """The base's tensors named and shaped as its config.json says (headers only, as convert checks them): weights
         that disagreed were transformers' RuntimeError traceback when the base loaded, and missing layers were
         initialised at random without a word (a drafter trained on a broken base)."""
-        from ..convert import check_hf_tensors
+        from ..base_plan import check_hf_tensors
         from ..io import TensorSource
 
         src = TensorSource.from_hf_folder(self.base)
