@@ -10,8 +10,8 @@ from pathlib import Path
 
 from .errors import FLAG, POSITIVE_INT, POSITIVE_NUMBER, ConfigError, read_text
 from .registry import REGISTRY, ArchSpec, bias_fields, extra_fields, lookup
-from .rope import (HF_ROPE_NEEDS, HF_ROPE_ORIGINAL, TRTLLM_ROPE_REFUSED, TRTLLM_ROPE_SCALINGS, rope_kind,
-                   trtllm_builds, yarn_problem)
+from .rope import (HF_ROPE_NEEDS, HF_ROPE_ORIGINAL, TRTLLM_ROPE_REFUSED, TRTLLM_ROPE_SCALINGS, YARN_NULLABLE,
+                   rope_kind, trtllm_builds, yarn_problem)
 
 DTYPES = ("float16", "bfloat16", "float32")
 
@@ -126,6 +126,8 @@ def _as_transformers_reads(scaling: dict | None, hf: dict, where: str) -> dict |
     if kind == "yarn" and (problem := yarn_problem(scaling)):
         raise ConfigError(f"{where}: rope scaling {scaling}: {problem}: TensorRT-LLM would build another RoPE than the "
                           f"model's")
+    if kind == "yarn":
+        scaling = {k: v for k, v in scaling.items() if v is not None or k not in YARN_NULLABLE}
     if kind in HF_ROPE_ORIGINAL:
         original = positive_int(scaling, "original_max_position_embeddings", f"{where} rope scaling",
                                 max_positions(hf, where))

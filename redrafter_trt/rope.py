@@ -30,6 +30,10 @@ HF_ROPE_NEEDS = {"linear": ("factor",), "yarn": ("factor",), "llama3": ("factor"
 # types whose missing original_max_position_embeddings transformers 5 takes from max_position_embeddings
 # (standardize_rope_params; TensorRT-LLM's llama3 would take 8192)
 HF_ROPE_ORIGINAL = ("llama3", "yarn")
+# yarn keys TensorRT-LLM 1.2 reads with `.get(key, default)` (layers/attention.py), so a null one reaches its
+# arithmetic as None (trtllm-build: TypeError), and that transformers reads as absent (`get(key) or default`; mscale
+# and attention_factor only when truthy): the checkpoint leaves a null one out
+YARN_NULLABLE = ("beta_fast", "beta_slow", "mscale", "mscale_all_dim", "attention_factor")
 # rotary_scaling types the runtime computes (runtime.config.rope_inv_freq) -> the numbers each needs
 ROPE_SCALINGS = {"default": (), "linear": ("factor",),
                  "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")}
@@ -83,6 +87,9 @@ def yarn_problem(scaling: dict) -> str | None:
     extra = {k: scaling[k] for k in ("attention_factor", "mscale", "mscale_all_dim") if scaling.get(k) is not None}
     if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in extra.values()):
         return f"{', '.join(extra)} must be numbers"
+    betas = [k for k in ("beta_fast", "beta_slow") if scaling.get(k) is not None]
+    if any(not POSITIVE_NUMBER[1](scaling[k]) for k in betas):  # transformers takes 0 as 32 / 1, TensorRT-LLM as 0
+        return f"{', '.join(betas)} must be {POSITIVE_NUMBER[0]} (TensorRT-LLM divides by them)"
     factor, m, m_all = float(scaling["factor"]), extra.get("mscale"), extra.get("mscale_all_dim")
     trtllm = _yarn_mscale(factor, 1.0 if m is None else m) / _yarn_mscale(factor, 0.0 if m_all is None else m_all)
     ours = extra.get("attention_factor")  # transformers' _compute_yarn_parameters

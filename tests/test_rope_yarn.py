@@ -1,0 +1,34 @@
+"""yarn scalings as the converter writes them for TensorRT-LLM 1.2, which reads beta_fast, beta_slow, mscale and
+mscale_all_dim with `.get(key, default)` (layers/attention.py): a null reaches its arithmetic as None."""
+
+import pytest
+
+from redrafter_trt.config import rope_fields
+from redrafter_trt.errors import ConfigError
+
+HF = {"architectures": ["Qwen2ForCausalLM"], "max_position_embeddings": 2048, "rope_theta": 1e6}
+YARN = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 512}
+
+
+@pytest.mark.parametrize("nulls", [{"beta_fast": None, "beta_slow": None}, {"mscale": None, "mscale_all_dim": None},
+                                   {"attention_factor": None}])
+def test_yarn_null_keys_transformers_reads_as_absent_are_left_out(nulls):
+    """A review: a null beta_fast / mscale (transformers: absent, 32 / no mscale) was written into rotary_scaling, and
+    trtllm-build failed on it with a TypeError (`.get("mscale", 1.0)` is None); now it is left out, TensorRT-LLM
+    taking the same defaults transformers does."""
+    for layout in ({"rope_scaling": YARN | nulls}, {"rope_parameters": YARN | nulls | {"rope_theta": 1e6}}):
+        assert rope_fields(HF | layout) == (1e6, YARN)
+
+
+@pytest.mark.parametrize("beta", [{"beta_fast": 0}, {"beta_slow": 0.0}, {"beta_fast": "32"}])
+def test_yarn_zero_or_non_number_beta_is_refused(beta):
+    """A review: beta_fast 0 is transformers' 32 (`get("beta_fast") or 32`) but TensorRT-LLM's 0, a division by zero
+    in trtllm-build; a string fails its arithmetic: both were converted."""
+    with pytest.raises(ConfigError, match="must be a positive finite number"):
+        rope_fields(HF | {"rope_scaling": YARN | beta})
+
+
+def test_yarn_null_truncate_is_still_refused():
+    """transformers reads a null truncate as false (no truncation), which TensorRT-LLM does not compute."""
+    with pytest.raises(ConfigError, match="truncate false"):
+        rope_fields(HF | {"rope_scaling": YARN | {"truncate": None}})
