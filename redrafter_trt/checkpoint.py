@@ -43,7 +43,8 @@ CONFIG_TYPES = {
     "hidden_act": (f"one of {', '.join(TRTLLM_ACTIVATIONS)}", lambda v: v in TRTLLM_ACTIVATIONS),
     "rotary_base": POSITIVE_NUMBER,  # null: TensorRT-LLM cannot build it (theta None), the runtime took 10000
     "rotary_scaling": (f"null (no scaling) or an object whose rope_type (or type, the same if both) is one of "
-                       f"{', '.join(TRTLLM_ROPE_SCALINGS)} and whose factor, if any, is {POSITIVE_NUMBER[0]}",
+                       f"{', '.join(TRTLLM_ROPE_SCALINGS)} and whose factor, if any, is {POSITIVE_NUMBER[0]} (yarn's "
+                       f"beta_fast, beta_slow too; its mscale, mscale_all_dim numbers)",
                        trtllm_builds),
     **dict.fromkeys(("architecture", "dtype", "base_model_architecture"), ("a string", lambda v: isinstance(v, str))),
     "quantization": ("null or an object (quant_algo, kv_cache_quant_algo, exclude_modules: a list of names)",

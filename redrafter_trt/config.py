@@ -11,7 +11,7 @@ from pathlib import Path
 from .errors import FLAG, POSITIVE_INT, POSITIVE_NUMBER, ConfigError, read_text
 from .registry import REGISTRY, ArchSpec, bias_fields, extra_fields, lookup
 from .rope import (HF_ROPE_NEEDS, HF_ROPE_ORIGINAL, TRTLLM_ROPE_REFUSED, TRTLLM_ROPE_SCALINGS, YARN_NULLABLE,
-                   rope_kind, trtllm_builds, yarn_problem)
+                   rope_kind, trtllm_builds, yarn_problem, yarn_read_problem)
 
 DTYPES = ("float16", "bfloat16", "float32")
 
@@ -63,10 +63,11 @@ def flag(raw: dict, key: str, where: str) -> bool:
 
 
 def _written(raw: dict | None) -> dict | None:
-    """The scaling as the checkpoint carries it (the source's own keys, less rope_theta), None for none."""
+    """The scaling as the checkpoint carries it (the source's own keys, less rope_theta and a null yarn key that
+    transformers reads as absent), None for none."""
     if not raw or rope_kind(raw) == "default":
         return None
-    return {k: v for k, v in raw.items() if k != "rope_theta"}
+    return {k: v for k, v in raw.items() if k != "rope_theta" and (v is not None or k not in YARN_NULLABLE)}
 
 
 def _scaling_of(raw: dict) -> dict | None:
@@ -103,6 +104,8 @@ def rope_fields(hf: dict, where: str = "config.json") -> tuple[float, dict | Non
 def _buildable(scaling: dict | None, where: str) -> dict | None:
     """The scaling, or a ConfigError when TensorRT-LLM cannot build it (`inspect` would refuse the checkpoint)."""
     if not trtllm_builds(scaling):
+        if rope_kind(scaling) == "yarn" and (problem := yarn_read_problem(scaling)):
+            raise ConfigError(f"{where}: rope scaling {scaling}: {problem}: fix or re-download the config")
         if why := TRTLLM_ROPE_REFUSED.get(str(rope_kind(scaling))):
             raise ConfigError(f"{where}: rope scaling {scaling} is not one TensorRT-LLM builds: {why}")
         raise ConfigError(f"{where}: rope scaling {scaling} is not one TensorRT-LLM builds (rope_type one of "
@@ -126,8 +129,6 @@ def _as_transformers_reads(scaling: dict | None, hf: dict, where: str) -> dict |
     if kind == "yarn" and (problem := yarn_problem(scaling)):
         raise ConfigError(f"{where}: rope scaling {scaling}: {problem}: TensorRT-LLM would build another RoPE than the "
                           f"model's")
-    if kind == "yarn":
-        scaling = {k: v for k, v in scaling.items() if v is not None or k not in YARN_NULLABLE}
     if kind in HF_ROPE_ORIGINAL:
         original = positive_int(scaling, "original_max_position_embeddings", f"{where} rope scaling",
                                 max_positions(hf, where))

@@ -55,7 +55,22 @@ def trtllm_builds(scaling) -> bool:
     (trtllm-build multiplies the positions by it)."""
     return scaling is None or (isinstance(scaling, dict) and trtllm_kind(scaling) in TRTLLM_ROPE_SCALINGS
                                and trtllm_kind(scaling) == rope_kind(scaling)
-                               and ("factor" not in scaling or POSITIVE_NUMBER[1](scaling["factor"])))
+                               and ("factor" not in scaling or POSITIVE_NUMBER[1](scaling["factor"]))
+                               and (trtllm_kind(scaling) != "yarn" or yarn_read_problem(scaling) is None))
+
+
+def yarn_read_problem(scaling: dict) -> str | None:
+    """Why trtllm-build fails on a yarn scaling's keys it reads with `.get(key, default)` (None when it does not):
+    a null or non-number mscale / mscale_all_dim, or a beta_fast / beta_slow that is not a positive number (0 is
+    transformers' default 32 / 1, TensorRT-LLM's division by zero)."""
+    betas = [k for k in ("beta_fast", "beta_slow") if k in scaling]
+    if any(not POSITIVE_NUMBER[1](scaling[k]) for k in betas):
+        return f"{', '.join(betas)} must be {POSITIVE_NUMBER[0]} (TensorRT-LLM divides by them)"
+    scales = [k for k in ("mscale", "mscale_all_dim") if k in scaling]
+    if any(isinstance(scaling[k], bool) or not isinstance(scaling[k], (int, float)) or not math.isfinite(scaling[k])
+           for k in scales):
+        return f"{', '.join(scales)} must be numbers (TensorRT-LLM multiplies by them)"
+    return None
 
 
 def rope_scaling_problem(scaling) -> str | None:
@@ -87,9 +102,6 @@ def yarn_problem(scaling: dict) -> str | None:
     extra = {k: scaling[k] for k in ("attention_factor", "mscale", "mscale_all_dim") if scaling.get(k) is not None}
     if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in extra.values()):
         return f"{', '.join(extra)} must be numbers"
-    betas = [k for k in ("beta_fast", "beta_slow") if scaling.get(k) is not None]
-    if any(not POSITIVE_NUMBER[1](scaling[k]) for k in betas):  # transformers takes 0 as 32 / 1, TensorRT-LLM as 0
-        return f"{', '.join(betas)} must be {POSITIVE_NUMBER[0]} (TensorRT-LLM divides by them)"
     factor, m, m_all = float(scaling["factor"]), extra.get("mscale"), extra.get("mscale_all_dim")
     trtllm = _yarn_mscale(factor, 1.0 if m is None else m) / _yarn_mscale(factor, 0.0 if m_all is None else m_all)
     ours = extra.get("attention_factor")  # transformers' _compute_yarn_parameters

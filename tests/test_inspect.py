@@ -263,13 +263,18 @@ def test_values_finds_nan_and_inf_anywhere(ckpt, tmp_path, monkeypatch, fp8):
                                                                          "factor": 8.0, "low_freq_factor": 1.0,
                                                                          "high_freq_factor": 4.0}, False),
                                              ({"type": "linear", "rope_type": "linear", "factor": 2.0}, True),
-                                             ({"type": "none"}, True), (None, True)])
+                                             ({"type": "none"}, True), (None, True),
+                                             ({"rope_type": "yarn", "factor": 4.0, "mscale": None}, False),
+                                             ({"rope_type": "yarn", "factor": 4.0, "beta_fast": 0}, False),
+                                             ({"rope_type": "yarn", "factor": 4.0, "beta_slow": 1.0,
+                                               "mscale_all_dim": 0.0}, True)])
 def test_rotary_scaling_is_read_as_trtllm_1_2_builds_it(ckpt, tmp_path, scaling, builds):
     """A review: inspect passed rotary_scaling {"rope_type": "default"}, which TensorRT-LLM 1.2's
     RotaryScalingType.from_string (RotaryScalingType[s]) refuses: trtllm-build failed with 'Unsupported rotary scaling
     type: default' (convert writes null for it). layers/attention.py reads `type` before `rope_type` while
     transformers reads `rope_type`: a scaling whose two keys differ is built as another RoPE, and one with neither
-    fails the build."""
+    fails the build. A yarn mscale null or beta_fast 0 passed too, where its `.get(key, default)` reads None (a
+    TypeError) or divides by zero."""
     copy = broken(ckpt, tmp_path, rotary_scaling=scaling)
     result = run_cli("inspect", copy)
     if builds:
