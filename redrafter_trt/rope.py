@@ -35,7 +35,7 @@ HF_ROPE_ORIGINAL = ("llama3", "yarn")
 # and attention_factor only when truthy): the checkpoint leaves a null one out
 YARN_NULLABLE = ("beta_fast", "beta_slow", "mscale", "mscale_all_dim", "attention_factor")
 # rotary_scaling types the runtime computes (runtime.config.rope_inv_freq) -> the numbers each needs
-ROPE_SCALINGS = {"default": (), "linear": ("factor",),
+ROPE_SCALINGS = {"default": (), "none": (), "linear": ("factor",),
                  "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")}
 
 

@@ -1,5 +1,5 @@
-"""yarn scalings as the converter writes them for TensorRT-LLM 1.2, which reads beta_fast, beta_slow, mscale and
-mscale_all_dim with `.get(key, default)` (layers/attention.py): a null reaches its arithmetic as None."""
+"""RoPE scalings as TensorRT-LLM 1.2 builds them. yarn: it reads beta_fast, beta_slow, mscale and mscale_all_dim
+with `.get(key, default)` (layers/attention.py), so a null reaches its arithmetic as None."""
 
 import pytest
 
@@ -32,3 +32,14 @@ def test_yarn_null_truncate_is_still_refused():
     """transformers reads a null truncate as false (no truncation), which TensorRT-LLM does not compute."""
     with pytest.raises(ConfigError, match="truncate false"):
         rope_fields(HF | {"rope_scaling": YARN | {"truncate": None}})
+
+
+def test_runtime_computes_rotary_scaling_type_none_as_plain_rope():
+    """A review: {"type": "none"}, which TensorRT-LLM 1.2 builds as RotaryScalingType.none (plain RoPE) and inspect
+    passes, was refused by the reference runtime as an unsupported scaling."""
+    from redrafter_trt.runtime.config import RuntimeConfig, rope_inv_freq
+
+    raw = {"hidden_size": 64, "num_attention_heads": 2, "num_hidden_layers": 1, "vocab_size": 10, "rotary_base": 1e4}
+    plain = rope_inv_freq(RuntimeConfig.from_dict(raw | {"rotary_scaling": None}))
+    none = rope_inv_freq(RuntimeConfig.from_dict(raw | {"rotary_scaling": {"type": "none"}}))
+    assert none[1] == plain[1] == 1.0 and none[0].equal(plain[0])

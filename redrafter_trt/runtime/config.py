@@ -107,7 +107,7 @@ def rope_inv_freq(cfg: RuntimeConfig) -> tuple[torch.Tensor, float]:
     inv = 1.0 / (cfg.rotary_base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
     scaling = cfg.rotary_scaling or {}
     kind = rope_kind(scaling)
-    if kind == "default":
+    if kind in ("default", "none"):  # TensorRT-LLM's RotaryScalingType.none: plain RoPE
         return inv, 1.0
     if kind == "linear":
         return inv / float(scaling["factor"]), 1.0
