@@ -2,6 +2,7 @@
 with `.get(key, default)` (layers/attention.py), so a null reaches its arithmetic as None."""
 
 import pytest
+import torch
 
 from redrafter_trt.config import rope_fields
 from redrafter_trt.errors import ConfigError
@@ -43,3 +44,27 @@ def test_runtime_computes_rotary_scaling_type_none_as_plain_rope():
     plain = rope_inv_freq(RuntimeConfig.from_dict(raw | {"rotary_scaling": None}))
     none = rope_inv_freq(RuntimeConfig.from_dict(raw | {"rotary_scaling": {"type": "none"}}))
     assert none[1] == plain[1] == 1.0 and none[0].equal(plain[0])
+
+
+@pytest.mark.parametrize("scaling", [
+    {"rope_type": "linear", "factor": 4.0},
+    {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+     "original_max_position_embeddings": 64},
+    {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 2.0, "high_freq_factor": 3.0,
+     "original_max_position_embeddings": 100},
+])
+def test_runtime_inv_freq_is_transformers(scaling):
+    """The reference runtime's inverse frequencies and cos/sin scale, against transformers' ROPE_INIT_FUNCTIONS (4.57
+    and 5: a LlamaConfig given rope_scaling), for each scaling the runtime computes."""
+    from transformers import LlamaConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    from redrafter_trt.runtime.config import RuntimeConfig, rope_inv_freq
+
+    hf = LlamaConfig(hidden_size=64, num_attention_heads=2, num_hidden_layers=1, vocab_size=10,
+                     max_position_embeddings=256, rope_theta=5e5, rope_scaling=dict(scaling))
+    inv, scale = ROPE_INIT_FUNCTIONS[scaling["rope_type"]](hf, "cpu")
+    raw = {"hidden_size": 64, "num_attention_heads": 2, "num_hidden_layers": 1, "vocab_size": 10,
+           "rotary_base": 5e5, "rotary_scaling": scaling, "max_position_embeddings": 256}
+    ours, our_scale = rope_inv_freq(RuntimeConfig.from_dict(raw))
+    assert torch.allclose(ours, inv.float(), rtol=1e-6, atol=0) and our_scale == scale
