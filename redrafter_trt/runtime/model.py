@@ -1,12 +1,12 @@
 """The base model (Llama / Qwen2 semantics) executed straight from one rank file of a TensorRT-LLM checkpoint.
 
-Names are TensorRT-LLM's: `attention.qkv` = per rank cat(q_r, k_r, v_r) (+bias for Qwen2 and Llama's
-attention_bias), `attention.dense` (row-parallel: all-reduce; its bias, with Llama's attention_bias, whole on every
-rank and added after it), `mlp.fc` = gate_proj, `mlp.gate` = up_proj (both column-parallel, with Llama's mlp_bias
-their biases split alike), `mlp.proj` (row-parallel like dense, its bias too), `lm_head` (column-parallel, rows padded to a multiple of tp: all-gather, then sliced
-to vocab_size), `vocab_embedding` (whole; with use_parallel_embedding split by rows: all-reduce, or by columns
-with embedding_sharding_dim 1: all-gather). FP8 linears (float8_e4m3fn + `weights_scaling_factor`) are dequantised
-on load.
+Names are TensorRT-LLM's: `attention.qkv` = per rank cat(q_r, k_r, v_r) (+bias for Qwen2 and Llama's attention_bias),
+`attention.dense` (row-parallel: all-reduce; its bias, with Llama's attention_bias, whole on every rank and added after
+it), `mlp.fc` = gate_proj, `mlp.gate` = up_proj (both column-parallel, with Llama's mlp_bias their biases split alike),
+`mlp.proj` (row-parallel like dense, its bias too), `lm_head` (column-parallel, rows padded to a multiple of tp:
+all-gather, then sliced to vocab_size), `vocab_embedding` (whole; with use_parallel_embedding split by rows: all-reduce,
+or by columns with embedding_sharding_dim 1: all-gather). FP8 linears (float8_e4m3fn + `weights_scaling_factor`) are
+dequantised on load.
 
 Shapes: B batch rows, T new tokens, S cached slots, H hidden, hq/hkv local heads, hd head size.
 """

@@ -200,14 +200,14 @@ def _as_template_takes(tokenizer, conv: Conversation, messages: list[dict], add_
 def encode(tokenizer, conv: Conversation, max_len: int) -> Example:
     """Render with the chat template and mark assistant tokens.
 
-    Assistant spans are found on the text: the template of messages[:j] with the generation prompt must be a
-    prefix of the template of messages[:j+1]; the characters in between are turn j's content and end-of-turn
-    marker. Tokens that start inside a span are targets, up to the end of turn the base emits: anything after the
-    tokenizer's EOS in a span is not, nor the whitespace after its last special token (ChatML's newline after
-    <|im_end|>, Gemma's after <end_of_turn>: template filler between turns, which the base never generates before it
-    stops, whatever its EOS; a base whose EOS is <|endoftext|> once trained it). Where a token of the whole text runs across a span's start (an answer
-    opening with whitespace merged into the generation prompt's newline), the text is tokenized in pieces cut at the
-    spans' starts: the tokens before a turn are then its prompt's (`prompt_ids`), those after what the base emits
+    Assistant spans are found on the text: the template of messages[:j] with the generation prompt must be a prefix of
+    the template of messages[:j+1]; the characters in between are turn j's content and end-of-turn marker. Tokens that
+    start inside a span are targets, up to the end of turn the base emits: anything after the tokenizer's EOS in a span
+    is not, nor the whitespace after its last special token (ChatML's newline after <|im_end|>, Gemma's after
+    <end_of_turn>: template filler between turns, which the base never generates before it stops, whatever its EOS; a
+    base whose EOS is <|endoftext|> once trained it). Where a token of the whole text runs across a span's start (an
+    answer opening with whitespace merged into the generation prompt's newline), the text is tokenized in pieces cut at
+    the spans' starts: the tokens before a turn are then its prompt's (`prompt_ids`), those after what the base emits
     after them. Truncated to `max_len` tokens.
     """
     if not getattr(tokenizer, "chat_template", None):
