@@ -72,13 +72,13 @@ class FakeExecutor:
                 for i, (out, it, why) in enumerate(zip(self.outputs, self.iters, self.reasons))]
 
 
-def install_fake_trtllm(monkeypatch, executor, calls):
+def install_fake_trtllm(monkeypatch, executor, calls, holds="session"):
     class FakeRunner:
         @classmethod
         def from_dir(cls, **kwargs):
             calls["from_dir"] = kwargs
             runner = cls()
-            runner.session = executor  # ModelRunnerCpp.__init__: self.session = executor (no .executor)
+            setattr(runner, holds, executor)  # ModelRunnerCpp.__init__: self.session = executor (or self.executor)
             return runner
 
     def record(name):
@@ -118,6 +118,23 @@ def test_runner_arguments_and_outputs(tmp_path, monkeypatch, temperature):
     assert res.output_ids == [[7, 8, 2], [9, 9]]
     assert res.steps == [2, 1] and res.mean_tokens_per_step == pytest.approx(5 / 3)
     assert executor.polls == 2  # the non-final responses were not taken as results
+
+
+@pytest.mark.parametrize("holds", ["session", "executor"])
+def test_the_runner_executor_is_taken_under_either_name(tmp_path, monkeypatch, holds):
+    """NVIDIA/TensorRT-LLM's model_runner_cpp.py keeps the Executor as self.session in some commits and as
+    self.executor in others (its generate() calls that attribute's enqueue_requests): either runs."""
+    write_engine_config(tmp_path)
+    executor = FakeExecutor([[1, 2, 7, 8]], iters=[1])
+    install_fake_trtllm(monkeypatch, executor, {}, holds=holds)
+    assert trtllm.generate_engine(tmp_path, [[1, 2]], 4, end_id=2, pad_id=0).output_ids == [[7, 8]]
+
+
+def test_a_runner_without_an_executor_is_a_dependency_error(tmp_path, monkeypatch):
+    write_engine_config(tmp_path)
+    install_fake_trtllm(monkeypatch, object(), {}, holds="engine")
+    with pytest.raises(DependencyError, match="no Executor as `session` or `executor`.*1.2"):
+        trtllm.generate_engine(tmp_path, [[1, 2]], 4, end_id=2, pad_id=0)
 
 
 @pytest.mark.parametrize("tokenizer_eos, stop, expected", [

@@ -5,8 +5,8 @@ run under `mpirun -n TP redrafter-trt run --engine-dir ...` (every rank calls th
 Beam count, draft length and greedy mode are fixed when the engine is built: a greedy engine ignores the temperature;
 a sampling engine (converted with --no-greedy) samples at it, 1.0 when none is given, so it refuses 0. The requests
 are checked against the engine's build limits first (`ModelRunnerCpp.from_dir` only asserts them). API used (TensorRT-LLM 1.2.x,
-`tensorrt_llm/runtime/model_runner_cpp.py`): `ModelRunnerCpp.from_dir(...).session` (the
-`Executor` it holds; it has no `executor` attribute), and from
+`tensorrt_llm/runtime/model_runner_cpp.py`): `ModelRunnerCpp.from_dir(...)` and the `Executor` it holds (its
+`session` attribute, `executor` in some TensorRT-LLM commits: `runner_executor`), and from
 `tensorrt_llm.bindings.executor`: `Request`, `SamplingConfig`, `enqueue_requests`, `await_responses`,
 `FinishReason`, `Result.output_token_ids / is_final / decoding_iter / finish_reasons`; `tensorrt_llm.mpi_rank` /
 `mpi_world_size`.
@@ -117,6 +117,20 @@ def split_stop_tokens(tokenizer_eos: int | None, stop: list[int]) -> tuple[int, 
     return end_id, [t for t in stop if t != end_id]
 
 
+def runner_executor(runner):
+    """The `Executor` a `ModelRunnerCpp` holds. TensorRT-LLM's `__init__` has stored it as `self.session` (its own
+    `generate` calls `self.session.enqueue_requests`) and, in other commits of the same line, as `self.executor`
+    (`self.executor.enqueue_requests`); either is taken, so no 1.x runner ends in an AttributeError after loading."""
+    from ..build import INSTALL_HINT
+
+    for name in ("session", "executor"):
+        executor = getattr(runner, name, None)
+        if hasattr(executor, "enqueue_requests"):
+            return executor
+    raise DependencyError(f"this TensorRT-LLM's ModelRunnerCpp holds no Executor as `session` or `executor`: "
+                          f"{INSTALL_HINT}")
+
+
 def generate_engine(engine_dir: Path | str, prompt_ids: list[list[int]], max_new_tokens: int, *, end_id: int,
                     pad_id: int, stop_words: list[int] = (), temperature: float = 0.0,
                     seed: int = 0) -> GenerationResult | None:
@@ -136,7 +150,7 @@ def generate_engine(engine_dir: Path | str, prompt_ids: list[list[int]], max_new
     batch = min(len(prompt_ids), limits.max_batch_size)  # more requests than that wait in the executor's queue
     runner = runtime.ModelRunnerCpp.from_dir(**runner_kwargs(engine_dir, tllm.mpi_rank(), batch,
                                                              max(len(p) for p in prompt_ids), max_new_tokens))
-    executor = runner.session  # ModelRunnerCpp keeps its Executor as `session`
+    executor = runner_executor(runner)
     if not executor.can_enqueue_requests():  # under mpirun only rank 0 submits; the others serve its requests
         return None
     sampling = executor_api.SamplingConfig(**sampling_kwargs(temperature, seed))
