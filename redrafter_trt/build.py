@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 TRTLLM_BUILD = "trtllm-build"
 PRODUCER_FILE = "redrafter_trt.json"  # beside TensorRT-LLM's config.json in the engine folder: who built it, how
+# trtllm-build's --output_timing_cache defaults to `model.cache` in the working directory (BuildConfig's
+# output_timing_cache; rank 0 saves it after building, builder.py): kept in the engine folder, which the build owns
+TIMING_CACHE = "model.cache"
 # ReDrafter's checkpoint format (ReDrafterForLLaMALM / ReDrafterForQWenLM) lives in TensorRT-LLM 1.0 to 1.2.x only.
 REDRAFTER_TRTLLM = (1, 0), (1, 3)
 INSTALL_HINT = ("pip install 'tensorrt_llm==1.2.*' --extra-index-url https://pypi.nvidia.com "
@@ -94,9 +97,10 @@ class BuildPlan:
     force: bool = False
 
     def with_output(self, folder: Path) -> tuple[str, ...]:
-        """argv writing the engine into `folder` instead."""
+        """argv writing the engine (and its timing cache) into `folder` instead."""
         argv = list(self.argv)
         argv[argv.index("--output_dir") + 1] = str(folder)
+        argv[argv.index("--output_timing_cache") + 1] = str(Path(folder) / TIMING_CACHE)
         return tuple(argv)
 
     @property
@@ -197,6 +201,7 @@ def plan_build(options: BuildOptions, config: dict) -> BuildPlan:
         TRTLLM_BUILD,
         "--checkpoint_dir", str(options.checkpoint_dir),
         "--output_dir", str(options.output_dir),
+        "--output_timing_cache", str(Path(options.output_dir) / TIMING_CACHE),
         "--speculative_decoding_mode", "explicit_draft_tokens",
         "--max_beam_width", "1",
         "--gemm_plugin", gemm,

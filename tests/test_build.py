@@ -26,7 +26,7 @@ from tinymodels import make_drafter, make_hf
 # tensorrt_llm/commands/build.py parse_arguments() and plugin/plugin.py add_plugin_argument(): names, types, choices.
 def trtllm_12_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(exit_on_error=False)
-    for flag in ("--checkpoint_dir", "--output_dir"):
+    for flag in ("--checkpoint_dir", "--output_dir", "--output_timing_cache"):
         p.add_argument(flag, type=str)
     for flag in ("--max_batch_size", "--max_input_len", "--max_seq_len", "--max_beam_width", "--max_num_tokens",
                  "--opt_num_tokens", "--workers", "--max_draft_len", "--tokens_per_block"):
@@ -153,6 +153,7 @@ def test_dry_run_command_fits_trtllm_12(checkpoints, tmp_path, fp8, tp):
     assert argv[0] == "trtllm-build"
     args = trtllm_12_parser().parse_args(argv[1:])  # raises on any flag or value 1.2.x would reject
     assert args.checkpoint_dir == str(ckpt)
+    assert args.output_timing_cache == str(tmp_path / "engine" / "model.cache")  # not ./model.cache
     assert args.speculative_decoding_mode == "explicit_draft_tokens"
     assert args.max_beam_width == 1
     assert args.max_draft_len is None, "the builder derives max_draft_len from the redrafter_* keys"
@@ -355,6 +356,25 @@ def test_fake_build_streams_output_and_checks_engine(checkpoints, tmp_path, monk
     assert producer["sources"] == {"checkpoint": str(checkpoints[False, 4].resolve())}
     argv = producer["options"]["trtllm_build"]
     assert argv[0] == "trtllm-build" and argv[argv.index("--output_dir") + 1] == str(tmp_path / "engine")
+
+
+def test_the_timing_cache_is_written_in_the_engine_folder_not_the_working_directory(checkpoints, tmp_path,
+                                                                                  monkeypatch):
+    """trtllm-build saves its timing cache to --output_timing_cache, `model.cache` in the working directory unless
+    told (1.2.x: BuildConfig.output_timing_cache): a build overwrote a ./model.cache of the user's, or failed after
+    building from a read-only directory; the cache now lands in the engine folder."""
+    monkeypatch.setattr(build_mod, "trtllm_version", lambda: None)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    (cwd / "model.cache").write_text("the user's own file")
+    monkeypatch.chdir(cwd)
+    saves = ("\nflag = '--output_timing_cache'"
+             "\ncache = argv[argv.index(flag) + 1] if flag in argv else 'model.cache'"
+             "\nPath(cache).write_bytes(b'timing cache')\n")
+    result = run_fake(checkpoints, tmp_path, WRITE_ENGINE + saves)
+    assert result.exit_code == 0, result.output
+    assert (cwd / "model.cache").read_text() == "the user's own file"
+    assert (tmp_path / "engine" / "model.cache").read_bytes() == b"timing cache"
 
 
 @pytest.mark.parametrize("body, needle", [
