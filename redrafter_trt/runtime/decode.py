@@ -94,9 +94,10 @@ class GenerationResult:
         return dict(sorted(out.items()))
 
 
-def _stop_index(tokens: list[int], eos: set[int]) -> int | None:
-    for i, t in enumerate(tokens):
-        if t in eos:
+def _stop_index(tokens: list[int], eos: set[int], start: int = 0) -> int | None:
+    """The first EOS in tokens[start:] (its index in tokens), or None."""
+    for i in range(start, len(tokens)):
+        if tokens[i] in eos:
             return i
     return None
 
@@ -194,7 +195,8 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
                 outputs.append([t]); accepted.append([]); steps.append(1); sent.append(0)
                 lps.append(firsts[i] if firsts else [])
                 limit.append(_row_limit(base.cfg, len(joining[i]), max_new_tokens))
-            still, keep = _finish(list(range(first, len(outputs))), outputs, eos, limit, reporter, group, dev)
+            still, keep = _finish(list(range(first, len(outputs))), [1] * len(joining), outputs, eos, limit, reporter,
+                                  group, dev)
             new_cache.select_rows(keep.to(dev))
             cache.extend(new_cache)
             h = new_h[keep] if h is None else torch.cat([h, new_h[keep]])
@@ -233,15 +235,17 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
         step_lps = (token_logprobs(base, hidden[rows[:, None], acc.path], acc.emitted, logprobs)
                     if logprobs is not None else None)
         decoded, before = active, (sum(len(outputs[b]) for b in active) if on_step is not None else 0)
+        added = []
         for i, b in enumerate(active):
             room = limit[b] - len(outputs[b])
             new = emitted[i][: min(counts[i], room)]
             outputs[b].extend(new)
+            added.append(len(new))
             if step_lps:
                 lps[b].extend(step_lps[i][: len(new)])
             accepted[b].append(len(new))
             steps[b] += 1
-        active, keep = _finish(active, outputs, eos, limit, reporter, group, dev)
+        active, keep = _finish(active, added, outputs, eos, limit, reporter, group, dev)
         if on_step is not None:
             kept = sum(len(outputs[b]) for b in decoded) - before  # after the EOS and max_new_tokens cuts
             on_step(n, kept, n - len(active), time.perf_counter() - step_start)
@@ -290,14 +294,15 @@ def _admitted(admit, running: int, group: TPGroup, cfg) -> list[list[int]]:
     return prompts
 
 
-def _finish(active: list[int], outputs: list[list[int]], eos: set[int], limit: list[int],
+def _finish(active: list[int], added: list[int], outputs: list[list[int]], eos: set[int], limit: list[int],
             report: Callable[[int], bool] | None, group: TPGroup, dev) -> tuple[list[int], torch.Tensor]:
     """Cut outputs after EOS, report each row's new tokens; return the rows still running (under their new-token
-    `limit`) and their positions in the current batch. report None: nothing is reported (no on_tokens), so the
-    ranks need not agree on anything."""
+    `limit`) and their positions in the current batch. added[i]: the tokens row active[i] just got, the only ones
+    searched for EOS (a running row holds none before them; searching the whole output every step was quadratic in
+    its length). report None: nothing is reported (no on_tokens), so the ranks need not agree on anything."""
     ended = []
-    for b in active:
-        stop = _stop_index(outputs[b], eos)
+    for b, new in zip(active, added):
+        stop = _stop_index(outputs[b], eos, len(outputs[b]) - new)
         if stop is not None:
             del outputs[b][stop + 1:]
         ended.append(stop is not None or len(outputs[b]) >= limit[b])
