@@ -53,8 +53,3 @@ def build_tree(beams: torch.Tensor) -> Tree:
     bb, ww, dd, ee = torch.nonzero(tri[None, None].expand(B, W, L, L), as_tuple=True)
     mask[bb, node_of[bb, ww, dd], node_of[bb, ww, ee]] = True
     return Tree(tokens=tokens, depth=depth, mask=mask, node_of=node_of, num_nodes=num_nodes)
-
-
-def chain(tokens: torch.Tensor) -> Tree:
-    """A trivial tree for plain decoding: one token per row. tokens [B] -> Tree with N = 1."""
-    return build_tree(tokens[:, None, None])
