@@ -14,7 +14,6 @@ import importlib.metadata
 import importlib.util
 import json
 import logging
-import math
 import shlex
 import shutil
 import subprocess
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import POSITIVE_INT, ConfigError, DependencyError, RedrafterError, name_list
+from .rope import position_limit
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +42,6 @@ ENGINE_LIMITS = ("max_batch_size", "max_input_len", "max_seq_len")  # build_conf
 # checkpoint dtype -> --gemm_plugin value for `--gemm-plugin auto` (an FP8 base uses "fp8" whatever its dtype)
 GEMM_FOR_DTYPE = {"float16": "float16", "bfloat16": "bfloat16", "float32": "float32"}
 GEMM_CHOICES = ("auto", "float16", "bfloat16", "fp8")
-
-# RoPE scaling types whose `factor` does not stretch max_position_embeddings (tensorrt_llm/builder.py
-# _init_max_seq_len: it deduces and checks max_seq_len against max_position_embeddings x factor for the others)
-UNSTRETCHED_ROPE = ("su", "longrope", "llama3")
 
 # (weights FP8, KV cache FP8) -> --use_fp8_context_fmha. 1.2.x turns FP8 context FMHA off (with a warning) when paged
 # context FMHA is on and the KV cache is not FP8, so say so explicitly; a non-FP8 checkpoint gets the builder default.
@@ -148,20 +144,6 @@ def gemm_plugin(config: dict, requested: str = "auto") -> str:
         raise ConfigError(f"--gemm-plugin {requested} does not match the checkpoint dtype {dtype}: use --gemm-plugin "
                           f"auto{also}")
     return requested
-
-
-def position_limit(config: dict) -> int | None:
-    """The positions a checkpoint covers as trtllm-build counts them: max_position_embeddings times the RoPE
-    scaling factor, except for the types whose factor does not stretch it (None without max_position_embeddings)."""
-    positions = config.get("max_position_embeddings")
-    if not isinstance(positions, int) or isinstance(positions, bool):
-        return None
-    scaling = config.get("rotary_scaling")
-    scaling = scaling if isinstance(scaling, dict) else {}
-    factor = scaling.get("factor", 1.0)
-    if scaling.get("type", scaling.get("rope_type")) in UNSTRETCHED_ROPE or not isinstance(factor, (int, float)):
-        factor = 1
-    return math.ceil(positions * factor)
 
 
 def _flag_name(arg: str) -> str:

@@ -37,6 +37,9 @@ YARN_NULLABLE = ("beta_fast", "beta_slow", "mscale", "mscale_all_dim", "attentio
 # rotary_scaling types the runtime computes (runtime.config.rope_inv_freq) -> the numbers each needs
 ROPE_SCALINGS = {"default": (), "none": (), "linear": ("factor",),
                  "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")}
+# rotary_scaling types whose `factor` does not stretch max_position_embeddings (tensorrt_llm/builder.py
+# _init_max_seq_len: an engine's default max_seq_len is max_position_embeddings x factor for the others, linear's)
+UNSTRETCHED_ROPE = ("su", "longrope", "llama3")
 
 
 def rope_kind(scaling: dict):
@@ -71,6 +74,21 @@ def yarn_read_problem(scaling: dict) -> str | None:
            for k in scales):
         return f"{', '.join(scales)} must be numbers (TensorRT-LLM multiplies by them)"
     return None
+
+
+def position_limit(config: dict) -> int | None:
+    """The positions a checkpoint covers as trtllm-build counts them: max_position_embeddings times the RoPE
+    scaling factor, except for the types whose factor does not stretch it (None without max_position_embeddings).
+    `build` warns past it; the reference runtime refuses prompts and answers past it."""
+    positions = config.get("max_position_embeddings")
+    if not isinstance(positions, int) or isinstance(positions, bool):
+        return None
+    scaling = config.get("rotary_scaling")
+    scaling = scaling if isinstance(scaling, dict) else {}
+    factor = scaling.get("factor", 1.0)
+    if trtllm_kind(scaling) in UNSTRETCHED_ROPE or isinstance(factor, bool) or not isinstance(factor, (int, float)):
+        factor = 1
+    return math.ceil(positions * factor)
 
 
 def rope_scaling_problem(scaling) -> str | None:

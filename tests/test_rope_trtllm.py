@@ -68,3 +68,27 @@ def test_runtime_inv_freq_is_transformers(scaling):
            "rotary_base": 5e5, "rotary_scaling": scaling, "max_position_embeddings": 256}
     ours, our_scale = rope_inv_freq(RuntimeConfig.from_dict(raw))
     assert torch.allclose(ours, inv.float(), rtol=1e-6, atol=0) and our_scale == scale
+
+
+@pytest.mark.parametrize("scaling, positions", [
+    ({"rope_type": "linear", "factor": 4.0}, 1024),
+    ({"type": "linear", "factor": 2.5}, 640),
+    ({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+      "original_max_position_embeddings": 64}, 256),
+    (None, 256),
+])
+def test_runtime_positions_are_trtllm_builds_under_linear_scaling(scaling, positions):
+    """A review: the reference runtime refused prompts past max_position_embeddings under a linear scaling (Vicuna
+    v1.5 16k: 4096 positions, factor 4), though trtllm-build's default max_seq_len is max_position_embeddings x factor
+    (builder.py _init_max_seq_len; not for llama3) and transformers computes those positions: run, bench and serve
+    refused a 5000-token prompt the engine takes."""
+    from redrafter_trt.runtime import check_positions
+    from redrafter_trt.runtime.config import RuntimeConfig
+
+    raw = {"hidden_size": 64, "num_attention_heads": 2, "num_hidden_layers": 1, "vocab_size": 10,
+           "rotary_base": 5e5, "rotary_scaling": scaling, "max_position_embeddings": 256}
+    cfg = RuntimeConfig.from_dict(raw)
+    assert cfg.max_positions == positions
+    check_positions(cfg, [[1] * (positions - 8)], 8)
+    with pytest.raises(ConfigError, match=f"exceed the model's {positions} positions"):
+        check_positions(cfg, [[1] * (positions - 8)], 9)

@@ -12,7 +12,7 @@ import torch
 
 from ..errors import ConfigError
 from ..registry import activation_problem
-from ..rope import rope_kind, rope_scaling_problem
+from ..rope import position_limit, rope_kind, rope_scaling_problem
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -38,7 +38,7 @@ class RuntimeConfig:
     drafter_exit_dim: int = 0
     drafter_rnn: bool = False
     greedy_search: bool = True
-    max_positions: int = 2048  # max_position_embeddings: prompt + new tokens must fit
+    max_positions: int = 2048  # prompt + new tokens must fit: max_position_embeddings (x linear scaling's factor)
 
     @property
     def has_drafter(self) -> bool:
@@ -80,7 +80,9 @@ class RuntimeConfig:
                 drafter_exit_dim=int(raw.get("redrafter_exit_dim", 0) or 0),
                 drafter_rnn=bool(raw.get("redrafter_is_rnn", False)),
                 greedy_search=bool(raw.get("redrafter_greedy_search", True)),
-                max_positions=int(raw.get("max_position_embeddings") or 2048),
+                # as trtllm-build's default max_seq_len: a linear scaling's factor stretches the positions
+                max_positions=position_limit({**raw, "max_position_embeddings": int(raw.get("max_position_embeddings")
+                                                                                    or 2048)}),
             )
         except KeyError as e:
             raise ConfigError(f"{where} lacks {e.args[0]}: it is not a TensorRT-LLM checkpoint config") from None
