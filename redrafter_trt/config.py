@@ -11,7 +11,7 @@ from pathlib import Path
 from .errors import FLAG, POSITIVE_INT, POSITIVE_NUMBER, ConfigError, read_text
 from .registry import REGISTRY, ArchSpec, bias_fields, extra_fields, lookup
 from .rope import (HF_ROPE_NEEDS, HF_ROPE_ORIGINAL, TRTLLM_ROPE_REFUSED, TRTLLM_ROPE_SCALINGS, YARN_NULLABLE,
-                   rope_kind, trtllm_builds, yarn_problem, yarn_read_problem)
+                   llama3_problem, rope_kind, trtllm_builds, yarn_problem, yarn_read_problem)
 
 DTYPES = ("float16", "bfloat16", "float32")
 
@@ -126,7 +126,7 @@ def _as_transformers_reads(scaling: dict | None, hf: dict, where: str) -> dict |
     if bad := [k for k in HF_ROPE_NEEDS.get(kind, ()) if not ok(scaling.get(k))]:
         raise ConfigError(f"{where}: rope scaling {kind} needs {', '.join(bad)} to be {need} (has {scaling}), as "
                           f"transformers does: copy them from the model's published config.json")
-    if kind == "yarn" and (problem := yarn_problem(scaling)):
+    if problem := (yarn_problem(scaling) if kind == "yarn" else llama3_problem(scaling) if kind == "llama3" else None):
         raise ConfigError(f"{where}: rope scaling {scaling}: {problem}: TensorRT-LLM would build another RoPE than the "
                           f"model's")
     if kind in HF_ROPE_ORIGINAL:

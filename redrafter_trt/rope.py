@@ -106,6 +106,18 @@ def rope_scaling_problem(scaling) -> str | None:
     bad = [k for k in ROPE_SCALINGS[kind] if not ok(scaling.get(k))]
     if bad:
         return f"rotary_scaling {kind} needs {', '.join(bad)} to be {need} (has {scaling})"
+    return llama3_problem(scaling) if kind == "llama3" else None
+
+
+def llama3_problem(scaling: dict) -> str | None:
+    """Why TensorRT-LLM 1.2.x's llama3 computes another RoPE than transformers' (None when the same): with
+    high_freq_factor below low_freq_factor, transformers divides every frequency whose wavelength passes
+    original / low_freq_factor by factor, and TensorRT-LLM (functional.py apply_llama3_scaling) keeps those under
+    original / high_freq_factor. Equal factors are the same step in both (no smoothing, no division by zero)."""
+    low, high = scaling.get("low_freq_factor"), scaling.get("high_freq_factor")
+    if POSITIVE_NUMBER[1](low) and POSITIVE_NUMBER[1](high) and high < low:
+        return (f"llama3 high_freq_factor {high:g} is below low_freq_factor {low:g}: transformers and TensorRT-LLM "
+                f"then scale the frequencies between those wavelengths differently")
     return None
 
 

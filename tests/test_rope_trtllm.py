@@ -52,6 +52,10 @@ def test_runtime_computes_rotary_scaling_type_none_as_plain_rope():
      "original_max_position_embeddings": 64},
     {"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 2.0, "high_freq_factor": 3.0,
      "original_max_position_embeddings": 100},
+    # equal factors: a step with no smoothed band (transformers' 0/0 is masked out; TensorRT-LLM's apply_llama3_scaling
+    # never reaches its division), the same in both
+    {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 2.0, "high_freq_factor": 2.0,
+     "original_max_position_embeddings": 64},
 ])
 def test_runtime_inv_freq_is_transformers(scaling):
     """The reference runtime's inverse frequencies and cos/sin scale, against transformers' ROPE_INIT_FUNCTIONS (4.57
@@ -92,3 +96,24 @@ def test_runtime_positions_are_trtllm_builds_under_linear_scaling(scaling, posit
     check_positions(cfg, [[1] * (positions - 8)], 8)
     with pytest.raises(ConfigError, match=f"exceed the model's {positions} positions"):
         check_positions(cfg, [[1] * (positions - 8)], 9)
+
+
+LLAMA3_INVERTED = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 1.0,
+                   "original_max_position_embeddings": 64}
+
+
+def test_llama3_high_freq_factor_below_low_is_refused():
+    """A review: with high_freq_factor below low_freq_factor (transformers only warns) transformers divides the
+    frequencies whose wavelength lies between original / low and original / high by factor and TensorRT-LLM's
+    apply_llama3_scaling keeps them (wavelen < high_freq_wavelen is tested first), so convert wrote a checkpoint whose
+    engine computes another RoPE than the model and the reference runtime (transformers') ran it."""
+    from redrafter_trt.runtime.config import RuntimeConfig
+
+    hf = {"architectures": ["LlamaForCausalLM"], "max_position_embeddings": 256, "rope_theta": 5e5}
+    for layout in ({"rope_scaling": LLAMA3_INVERTED}, {"rope_parameters": LLAMA3_INVERTED | {"rope_theta": 5e5}}):
+        with pytest.raises(ConfigError, match="high_freq_factor 1 is below low_freq_factor 4"):
+            rope_fields(hf | layout)
+    raw = {"hidden_size": 64, "num_attention_heads": 2, "num_hidden_layers": 1, "vocab_size": 10,
+           "rotary_base": 5e5, "rotary_scaling": LLAMA3_INVERTED, "max_position_embeddings": 256}
+    with pytest.raises(ConfigError, match="high_freq_factor 1 is below low_freq_factor 4"):
+        RuntimeConfig.from_dict(raw)
