@@ -51,9 +51,9 @@ CONFIG_TYPES = {
                      lambda v: v is None or isinstance(v, dict) and isinstance(v.get("exclude_modules") or [], list)
                      and all(isinstance(m, str) for m in v.get("exclude_modules") or [])  # fnmatch patterns
                      and all(isinstance(v.get(k), (str, type(None))) for k in ("quant_algo", "kv_cache_quant_algo"))),
-    "mapping": ("null or an object of positive integer tp_size / pp_size / world_size",
-                lambda v: v is None or isinstance(v, dict) and all(POSITIVE_INT[1](v[k]) for k in ("tp_size", "pp_size",
-                                                                                     "world_size") if k in v)),
+    "mapping": ("null or an object of positive integer tp_size / pp_size / cp_size / world_size",
+                lambda v: v is None or isinstance(v, dict) and all(POSITIVE_INT[1](v[k]) for k in (
+                    "tp_size", "pp_size", "cp_size", "world_size") if k in v)),
 }
 
 
@@ -178,14 +178,18 @@ def _check_config(cfg: dict, rep: Report) -> None:
                             f"('QWenConfig' object has no attribute 'seq_length'): add \"seq_length\": {QWEN_SEQ_LENGTH} "
                             f"(TensorRT-LLM's default) to config.json")
     m = cfg.get("mapping") or {}
-    tp, pp = int(m.get("tp_size", 1)), int(m.get("pp_size", 1))
+    tp, pp, cp = (int(m.get(k, 1)) for k in ("tp_size", "pp_size", "cp_size"))
     if pp != 1:
         rep.problems.append(f"pp_size is {pp} (pipeline parallel): ReDrafter engines need pp_size 1")
-    if "world_size" not in m and tp * pp != 1:  # TensorRT-LLM's Mapping reads 1, then refuses it (a ValueError)
-        rep.problems.append(f"mapping lacks world_size, which TensorRT-LLM reads as 1, not tp_size x pp_size = "
-                            f"{tp * pp}: add \"world_size\": {tp * pp} to mapping")
-    elif int(m.get("world_size", 1)) != tp * pp:
-        rep.problems.append(f"mapping.world_size {m.get('world_size')} != tp_size x pp_size = {tp * pp}")
+    if cp != 1:  # its rank files would be world_size = tp x cp, each tp split repeated
+        rep.problems.append(f"cp_size is {cp} (context parallel): ReDrafter checkpoints need cp_size 1 (a rank file "
+                            f"per tp rank): convert or export the base without context parallelism")
+    ranks = tp * pp * cp  # TensorRT-LLM 1.2's Mapping refuses any other world_size (a ValueError)
+    if "world_size" not in m and ranks != 1:  # it reads a missing one as 1
+        rep.problems.append(f"mapping lacks world_size, which TensorRT-LLM reads as 1, not tp_size x pp_size x "
+                            f"cp_size = {ranks}: add \"world_size\": {ranks} to mapping")
+    elif int(m.get("world_size", 1)) != ranks:
+        rep.problems.append(f"mapping.world_size {m.get('world_size')} != tp_size x pp_size x cp_size = {ranks}")
     quant = cfg.get("quantization") or {}
     for key in ("quant_algo", "kv_cache_quant_algo"):  # what layout and the runtime know; the build makes the others
         if quant.get(key) not in (None, "FP8"):

@@ -249,6 +249,8 @@ def trtllm_base_checkpoint(parts, tmp_path, tp=2):
     ({"mapping": {"world_size": 4, "tp_size": 2, "pp_size": 1}}, "world_size 4"),     # then refused by inspect
     # written as it was: inspect passed it, trtllm-build's Mapping refused it (world_size 1 != pp x cp x tp = 2)
     ({"mapping": {"tp_size": 2, "pp_size": 1}}, "mapping lacks world_size, which TensorRT-LLM reads as 1"),
+    # a valid TensorRT-LLM mapping (world_size = tp x pp x cp) was called a world_size mismatch
+    ({"mapping": {"world_size": 4, "tp_size": 2, "pp_size": 1, "cp_size": 2}}, "cp_size is 2 (context parallel)"),
     ({"num_key_value_heads": 3}, "tp_size 2 does not fit 4 heads / 3 kv heads"),
     ({"hidden_act": "swish"}, "hidden_act is 'swish', must be one of silu"),      # trtllm-build's ValueError
     ({"mlp_bias": "false"}, "mlp_bias is 'false', must be null or true or false"),  # read as true: "missing tensors"

@@ -201,6 +201,26 @@ def test_a_tp_size_the_rank_files_do_not_have_is_named_first(ckpt, tmp_path):
                           "is not valid: rank1.safetensors is missing (+")
 
 
+@pytest.mark.parametrize("mapping, problems", [
+    # valid to TensorRT-LLM 1.2's Mapping (world_size = tp x pp x cp): was 'mapping.world_size 2 != tp_size x pp_size
+    # = 1', a mismatch that was not there, and nothing on context parallelism
+    ({"world_size": 2, "tp_size": 1, "pp_size": 1, "cp_size": 2}, ["cp_size is 2"]),
+    ({"world_size": 1, "tp_size": 1, "pp_size": 1, "cp_size": 2},
+     ["cp_size is 2", "mapping.world_size 1 != tp_size x pp_size x cp_size = 2"]),
+    ({"tp_size": 1, "cp_size": 2}, ["cp_size is 2", "mapping lacks world_size, which TensorRT-LLM reads as 1, not "
+                                                     "tp_size x pp_size x cp_size = 2"]),
+    ({"world_size": 1, "tp_size": 1, "pp_size": 1, "cp_size": 1}, []),
+    ({"tp_size": 1, "cp_size": "2"}, ["mapping is {'tp_size': 1, 'cp_size': '2'}, must be null or an object of "
+                                      "positive integer tp_size / pp_size / cp_size / world_size"]),
+])
+def test_context_parallel_mapping_is_named(ckpt, tmp_path, mapping, problems):
+    """A review: a mapping with cp_size 2 was checked as if world_size were tp x pp, so a mapping TensorRT-LLM reads
+    was called a world_size mismatch and the context parallelism (which no ReDrafter checkpoint here lays out) went
+    unnamed."""
+    found = inspect_checkpoint(broken(ckpt, tmp_path, mapping=mapping)).problems
+    assert [p[:len(want)] for p, want in zip(found, problems)] == problems and len(found) == len(problems)
+
+
 def test_fields_left_out_are_read_as_trtllm_reads_them(ckpt, tmp_path):
     """A review: a checkpoint config without hidden_act passed inspect and ran as silu, but TensorRT-LLM 1.2's
     PretrainedConfig reads it as gelu (the engine's MLP differs); without norm_epsilon the reference runtime took
