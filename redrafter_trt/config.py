@@ -80,7 +80,8 @@ def _scaling_of(raw: dict) -> dict | None:
 def rope_fields(hf: dict, where: str = "config.json") -> tuple[float, dict | None]:
     """(rope_theta, rope_scaling) from either layout: published top-level keys, or transformers 5's
     `rope_parameters` (where `rope_type: default` means no scaling). A config holding both, with scalings that
-    differ, is refused: transformers 5 takes `rope_scaling` and drops `rope_parameters`' rope_theta."""
+    differ, is refused: transformers 5 takes `rope_scaling` and drops `rope_parameters`' rope_theta. So is one nested
+    by layer type (Gemma 3's layout), which these architectures' single RoPE does not read."""
     scaling = hf.get("rope_scaling")
     if scaling is not None and not isinstance(scaling, dict):
         raise ConfigError(f"{where}: rope_scaling is {scaling!r}, not an object such as {{\"rope_type\": \"llama3\", "
@@ -89,6 +90,12 @@ def rope_fields(hf: dict, where: str = "config.json") -> tuple[float, dict | Non
     if params is not None and not isinstance(params, dict):
         raise ConfigError(f"{where}: rope_parameters is {params!r}, not an object such as {{\"rope_type\": \"default\", "
                           f"\"rope_theta\": 10000.0}}: fix or re-download the config")
+    if isinstance(params, dict) and (nested := [k for k, v in params.items() if isinstance(v, dict)]):
+        raise ConfigError(f"{where}: rope_parameters is nested by layer type ({', '.join(map(str, nested))}), which "
+                          f"Llama, Mistral and Qwen2 do not compute (one RoPE for every layer: transformers 5 warns and "
+                          f"takes rope_theta {positive_float(hf, 'rope_theta', where, 10000.0):g} unscaled for Llama and "
+                          f"Mistral, and cannot build Qwen2): write the model's RoPE as one flat rope_parameters such "
+                          f"as {{\"rope_type\": \"default\", \"rope_theta\": 10000.0}}")
     if isinstance(params, dict) and any(k in params for k in ("rope_theta", "rope_type", "type")):
         outer = positive_float(hf, "rope_theta", where, 10000.0)
         theta = positive_float(params, "rope_theta", f"{where} rope_parameters", outer)

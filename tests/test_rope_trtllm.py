@@ -117,3 +117,15 @@ def test_llama3_high_freq_factor_below_low_is_refused():
            "rotary_base": 5e5, "rotary_scaling": LLAMA3_INVERTED, "max_position_embeddings": 256}
     with pytest.raises(ConfigError, match="high_freq_factor 1 is below low_freq_factor 4"):
         RuntimeConfig.from_dict(raw)
+
+
+def test_rope_parameters_nested_by_layer_type_is_refused():
+    """A review: transformers 5's per-layer form ({"full_attention": {...}, "sliding_attention": {...}}, Gemma 3's) was
+    read as no rope_parameters at all, so convert wrote rope_theta 10000 unscaled in silence; Llama, Mistral and
+    Qwen2 compute one RoPE (transformers 5 warns and ignores the nesting for Llama and Mistral, and fails to build
+    Qwen2 from it)."""
+    nested = {"full_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 5e5},
+              "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}}
+    with pytest.raises(ConfigError, match=r"rope_parameters is nested by layer type \(full_attention, "
+                                          r"sliding_attention\).*transformers 5 warns and takes rope_theta 1e\+06"):
+        rope_fields(HF | {"rope_parameters": nested})
