@@ -5,6 +5,7 @@ a reader; no data). convert.py adds the drafter's tensors and writes the checkpo
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -24,7 +25,10 @@ from .shard import check_tp, even_range, kv_head_range, vocab_range
 if TYPE_CHECKING:
     from .convert import ConvertOptions
 
-
+log = logging.getLogger(__name__)
+# Mistral 7B v0.1 (and its fine-tunes: Zephyr, OpenHermes, ...): rope_theta 10000 and a sliding window of 4096 in
+# 32768 positions; v0.2 and later (and NeMo, Codestral, Mathstral) use rope_theta 1e6 and no window
+MISTRAL_V01 = {"rotary_base": 10000.0, "window": 4096}
 
 @dataclass
 class Planned:
@@ -267,6 +271,21 @@ def _trtllm_config(base: Path, opts: ConvertOptions) -> dict:
     if opts.dtype not in ("auto", cfg["dtype"]):
         raise ConfigError(f"--dtype {opts.dtype} differs from the base checkpoint's {cfg['dtype']}: pass --dtype auto "
                           f"(the drafter follows the base), or convert from the Hugging Face model")
+    _warn_mistral_window(base, cfg)
     cfg.pop("producer", None)
     cfg["mapping"] = {**mapping, "tp_size": tp}
     return cfg
+
+
+def _warn_mistral_window(base: Path, cfg: dict) -> None:
+    """A TensorRT-LLM checkpoint does not record a sliding window (TensorRT-LLM takes it at run time, as
+    max_attention_window_size), so the refusal a Hugging Face Mistral v0.1 gets cannot be made here: a Mistral base
+    with v0.1's rope_theta and more positions than its window is named, with the way to find out."""
+    positions = cfg.get("max_position_embeddings")
+    if (cfg.get("architecture") == "MistralForCausalLM" and cfg.get("rotary_base") == MISTRAL_V01["rotary_base"]
+            and isinstance(positions, int) and positions > MISTRAL_V01["window"]):
+        log.warning("base checkpoint %s is a Mistral with rotary_base 10000, as Mistral 7B v0.1 and its fine-tunes, "
+                    "which attend over a sliding window of %d positions that a TensorRT-LLM checkpoint does not record: "
+                    "if the model's Hugging Face config.json has sliding_window, the engine attends over the whole "
+                    "context past %d tokens (transformers does not); convert from the Hugging Face folder to have it "
+                    "checked", base, MISTRAL_V01["window"], MISTRAL_V01["window"])

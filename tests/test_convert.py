@@ -287,6 +287,23 @@ def test_trtllm_two_step_flow_with_a_mistral_base(tmp_path, tiny_llama, tiny_dra
     assert direct.keys() == two.keys() and all(torch.equal(direct[k], two[k]) for k in direct)
 
 
+@pytest.mark.parametrize("fields, warned", [
+    ({"rotary_base": 10000.0, "max_position_embeddings": 32768}, True),   # Mistral 7B v0.1's (window 4096)
+    ({"rotary_base": 1e6, "max_position_embeddings": 32768}, False),      # v0.2 and later: no window
+    ({"rotary_base": 10000.0, "max_position_embeddings": 4096}, False),   # no position past the window
+])
+def test_two_step_mistral_v01_window_is_named(tmp_path, tiny_llama, tiny_drafter, caplog, fields, warned):
+    """A review: Mistral v0.1's sliding window (refused from the Hugging Face folder: TensorRT-LLM attends over the
+    whole context) is in no TensorRT-LLM checkpoint, so the two-step flow converted such a base without a word; a
+    Mistral base with v0.1's rotary_base is now named (the checkpoint cannot say more)."""
+    base_ckpt = _trtllm_base_only(tmp_path, tiny_llama, 1)
+    cfg = json.loads((base_ckpt / "config.json").read_text())
+    (base_ckpt / "config.json").write_text(json.dumps(cfg | {"architecture": "MistralForCausalLM"} | fields))
+    with caplog.at_level("WARNING", logger="redrafter_trt.base_plan"):
+        convert(base_ckpt, tiny_drafter, tmp_path / "two")
+    assert ("sliding window of 4096 positions that a TensorRT-LLM checkpoint does not record" in caplog.text) is warned
+
+
 def test_qwen2_configs_carry_the_seq_length_trtllm_reads(tmp_path, tiny_qwen2):
     """TensorRT-LLM 1.2.x's QWenDecoderLayer reads `config.seq_length` (models/qwen/model.py) and QWenConfig sets
     none, so a Qwen2 checkpoint without it failed trtllm-build ('QWenConfig' object has no attribute 'seq_length',
