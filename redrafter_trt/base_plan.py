@@ -88,14 +88,29 @@ def check_hf_tensors(src: TensorSource, b: BaseModelConfig, where: Path) -> None
     if missing or unexpected:
         parts = ([f"missing tensors: {name_list(missing)}"] if missing else []) + \
                 ([f"unexpected tensors: {name_list(unexpected)}"] if unexpected else [])
-        raise TensorError(f"base {where}: {'; '.join(parts)}: the weights do not match its config.json; re-download "
-                          f"the model (config.json and weights from one download)")
+        raise TensorError(f"base {where}: {'; '.join(parts)}: the weights do not match its config.json; "
+                          f"{_hf_bias_hint(b, unexpected) or 're-download the model (config.json and weights from one download)'}")
     if "lm_head.weight" in have:  # stored beside tied embeddings: transformers 5 then uses it, so do we
         want["lm_head.weight"] = (b.vocab_size, b.hidden_size)
     bad = [f"{k} {src.shape(k)} != {s}" for k, s in want.items() if src.shape(k) != s]
     if bad:
         raise TensorError(f"base {where}: misshapen tensors: {'; '.join(bad[:3])}: the weights do not match its "
                           f"config.json; re-download the model (config.json and weights from one download)")
+
+
+def _hf_bias_hint(b: BaseModelConfig, unexpected: set[str]) -> str | None:
+    """transformers' Llama biases its projections only for `attention_bias` / `mlp_bias`; a config saying `bias: true`
+    (which it does not read; TensorRT-LLM's from_hugging_face reads it as attention_bias) over biased weights would
+    run without them. Name the flags that would carry them."""
+    if not b.spec.bias_flags:
+        return None
+    fields = [f for f, mod in (("attention_bias", ".self_attn."), ("mlp_bias", ".mlp.")) if not b.hf.get(f)
+              and any(n.endswith(".bias") and mod in n for n in unexpected)]
+    if not fields:
+        return None
+    added = " and ".join(f'"{f}": true' for f in fields)
+    said = " (transformers' Llama does not read `bias`)" if "bias" in b.hf else ""
+    return f"if the model has these biases, add {added} to config.json{said}"
 
 
 def plan_hf_rank(src: TensorSource, b: BaseModelConfig, cfg: dict, tp_rank: int) -> list[Planned]:

@@ -165,6 +165,26 @@ def test_llama_bias_flags_without_their_tensors(parts, field, tensor):
     assert_one_line_error(convert_err(parts), "missing tensors", f"model.layers.0.{tensor}")
 
 
+@pytest.mark.parametrize("flags, hint", [
+    ({"bias": True}, '"attention_bias": true and "mlp_bias": true to config.json (transformers\' Llama does not read '
+                     '`bias`)'),
+    ({"attention_bias": True}, '"mlp_bias": true to config.json'),
+    ({}, '"attention_bias": true and "mlp_bias": true to config.json'),
+])
+def test_llama_biases_without_their_flags_name_them(tmp_path, flags, hint):
+    """A review: a Llama whose weights hold biases its config.json does not flag (`bias: true`, which TensorRT-LLM's
+    from_hugging_face reads as attention_bias and transformers' Llama does not read, or no flag) was refused as
+    'unexpected tensors ...: re-download the model', where a flag is the fix."""
+    base = make_hf(tmp_path / "b", "llama", attention_bias=True, mlp_bias=True)
+    raw = json.loads((base / "config.json").read_text())
+    for k in ("attention_bias", "mlp_bias"):
+        raw.pop(k)
+    (base / "config.json").write_text(json.dumps(raw | flags))
+    result = convert_err((base, make_drafter(tmp_path / "d", base), tmp_path / "out"))
+    assert_one_line_error(result, "unexpected tensors", f"if the model has these biases, add {hint}")
+    assert "re-download" not in result.stderr
+
+
 @pytest.mark.parametrize("method", ["fp8", "awq", "bitsandbytes"])
 def test_quantized_hf_base(parts, method):
     """An FP8 / AWQ / bitsandbytes Hugging Face base was refused as `unexpected tensors: ...weight_scale` (or
