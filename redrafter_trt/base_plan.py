@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 # 32768 positions; v0.2 and later (and NeMo, Codestral, Mathstral) use rope_theta 1e6 and no window
 MISTRAL_V01 = {"rotary_base": 10000.0, "window": 4096}
 
+
 @dataclass
 class Planned:
     name: str
@@ -88,8 +89,8 @@ def check_hf_tensors(src: TensorSource, b: BaseModelConfig, where: Path) -> None
     if missing or unexpected:
         parts = ([f"missing tensors: {name_list(missing)}"] if missing else []) + \
                 ([f"unexpected tensors: {name_list(unexpected)}"] if unexpected else [])
-        raise TensorError(f"base {where}: {'; '.join(parts)}: the weights do not match its config.json; "
-                          f"{_hf_bias_hint(b, unexpected) or 're-download the model (config.json and weights from one download)'}")
+        fix = _hf_bias_hint(b, unexpected) or "re-download the model (config.json and weights from one download)"
+        raise TensorError(f"base {where}: {'; '.join(parts)}: the weights do not match its config.json; {fix}")
     if "lm_head.weight" in have:  # stored beside tied embeddings: transformers 5 then uses it, so do we
         want["lm_head.weight"] = (b.vocab_size, b.hidden_size)
     bad = [f"{k} {src.shape(k)} != {s}" for k, s in want.items() if src.shape(k) != s]
