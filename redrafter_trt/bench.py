@@ -182,13 +182,39 @@ def resolve_hf_dir(hf_dir: Path | None, ckpt_config: dict, checkpoint_dir: Path)
     if "architectures" not in hf:
         raise ConfigError(f"base folder {hf_dir} ({origin}) is not a Hugging Face model (a TensorRT-LLM checkpoint?): "
                           f"pass --hf-dir with the Hugging Face folder of the checkpoint's base")
-    check_hf_folder(hf_dir, hf)
+    b = check_hf_folder(hf_dir, hf)
+    check_same_base(b, ckpt_config, hf_dir, origin, checkpoint_dir)
     return hf_dir
 
 
-def check_hf_folder(hf_dir: Path, hf: dict) -> None:
-    """The base's tensors named and shaped as its config.json says (headers only, as convert checks them): weights
-    that disagree were transformers' RuntimeError traceback ('ignore_mismatched_sizes') when the baseline loaded."""
+# (the checkpoint's field, the Hugging Face config's value, the checkpoint's value when the field is absent)
+SHAPE_FIELDS = (("num_hidden_layers", lambda b: b.num_layers, None),
+                ("hidden_size", lambda b: b.hidden_size, None),
+                ("intermediate_size", lambda b: b.intermediate_size, None),
+                ("num_attention_heads", lambda b: b.num_heads, None),
+                ("num_key_value_heads", lambda b: b.num_kv_heads, lambda c: c["num_attention_heads"]),
+                ("head_size", lambda b: b.head_size, lambda c: c["hidden_size"] // c["num_attention_heads"]),
+                ("vocab_size", lambda b: b.vocab_size, None))
+
+
+def check_same_base(b, ckpt_config: dict, hf_dir: Path, origin: str, checkpoint_dir: Path) -> None:
+    """The transformers baseline is the checkpoint's base in shape: another model (a larger one of the family, with
+    the same tokenizer) was timed as 'transformers' without a word but 'agree on 0/N prompts', and every
+    speedup_vs_hf, `best` among them, was measured against it."""
+    for key, hf_value, absent in SHAPE_FIELDS:
+        ours = ckpt_config.get(key)
+        if ours is None and absent is not None:
+            ours = absent(ckpt_config)
+        if ours != hf_value(b):
+            raise ConfigError(f"base folder {hf_dir} ({origin}) is not the checkpoint's base: its {key} is "
+                              f"{hf_value(b)}, {checkpoint_dir}'s {ours}: pass --hf-dir with the Hugging Face folder "
+                              f"the checkpoint was converted from")
+
+
+def check_hf_folder(hf_dir: Path, hf: dict):
+    """The base's config (a BaseModelConfig), its tensors named and shaped as its config.json says (headers only, as
+    convert checks them): weights that disagree were transformers' RuntimeError traceback ('ignore_mismatched_sizes')
+    when the baseline loaded."""
     from .base_plan import check_hf_tensors
     from .config import BaseModelConfig
     from .io import TensorSource
@@ -197,11 +223,12 @@ def check_hf_folder(hf_dir: Path, hf: dict) -> None:
     try:
         src = TensorSource.from_hf_folder(hf_dir)
     except RedrafterError:  # no weights, or a truncated file: load_hf_baseline names it as transformers sees it
-        return
+        return b
     try:
         check_hf_tensors(src, b, hf_dir)
     finally:
         src.close()
+    return b
 
 
 # ---- the three methods ---------------------------------------------------------------------------------------------

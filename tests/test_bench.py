@@ -352,6 +352,19 @@ def test_hf_dir_resolution(setup, tmp_path):
         resolve_hf_dir(ckpt, raw, ckpt)  # a TensorRT-LLM checkpoint is no transformers model
 
 
+def test_another_model_as_the_baseline_is_refused(setup, tmp_path):
+    """A review: an --hf-dir (or a recorded base) of another model, one sharing the tokenizer but with more layers or a
+    wider hidden state, was timed as the transformers baseline without a word but 'agree on 0/3 prompts', and every
+    speedup_vs_hf (and `best`) was a ratio to that other model's speed; now one line before any model loads."""
+    for name, overrides, field in (("deeper", {"num_hidden_layers": 3}, "num_hidden_layers"),
+                                   ("wider", {"hidden_size": 128}, "hidden_size"),
+                                   ("more_kv_heads", {"num_key_value_heads": 4}, "num_key_value_heads")):
+        other = make_hf(tmp_path / name, "llama", **overrides)  # the tokenizer stays --tokenizer-dir's
+        assert_one_line_error(run_cli(*bench_args(setup, "--hf-dir", other, "--max-new-tokens", 2)),
+                              f"base folder {other} (--hf-dir) is not the checkpoint's base", f"its {field} is",
+                              "--hf-dir")
+
+
 def test_a_broken_base_config_or_producer_block_is_one_line(setup, tmp_path):
     """A review: a --hf-dir whose config.json is not JSON, and a hand-edited `producer` block, raised tracebacks
     (acceptance's after its whole run, writing the meta)."""
