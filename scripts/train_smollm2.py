@@ -20,6 +20,7 @@ from redrafter_trt.output import check_output_folder
 from redrafter_trt.quickstart import mt_bench_path
 from redrafter_trt.smollm2 import ensure_smollm2
 from redrafter_trt.train import TrainConfig, default_data, train_drafter
+from redrafter_trt.train.data import read_conversations
 from redrafter_trt.train.heldout import evaluate_on_prompts
 
 
@@ -46,6 +47,8 @@ def main(output, cache_dir, eval_cache_dir, data, max_examples, epochs, lr, num_
                       distill_max_new_tokens=256, predict_n=5)
     # before the hour of distilling and training, not at the save: --output replaces an earlier drafter of it
     check_output_folder(output, True, cfg.inputs)
+    if mt_bench_prompts:  # and the held-out prompts (a file with none usable was refused after the hour of training)
+        read_conversations(mt_bench)
     start = time.perf_counter()
     train_drafter(cfg)
     print(f"train_drafter: {time.perf_counter() - start:.0f} s")

@@ -462,6 +462,22 @@ def test_train_smollm2_refuses_a_wrong_output_before_training(tiny_llama, tmp_pa
     assert (output / "notes.txt").read_text() == "keep"
 
 
+def test_train_smollm2_refuses_unusable_held_out_prompts_before_training(tiny_llama, tmp_path, monkeypatch):
+    """A review: the --mt-bench file was first read by the evaluation after distilling and training (an hour on a
+    CPU), so one without a usable prompt (no user message in any record) stopped the script only then, the drafter
+    trained but never evaluated. Refused first now, one line, exit 2."""
+    from test_convert_errors import assert_one_line_error
+
+    train_smollm2 = script("train_smollm2")
+    monkeypatch.setattr(train_smollm2, "ensure_smollm2", lambda: tiny_llama)
+    monkeypatch.setattr(train_smollm2, "train_drafter", lambda cfg: pytest.fail("training started"))
+    held_out = tmp_path / "held_out.jsonl"
+    held_out.write_text(json.dumps({"answer": "no question here"}) + "\n")
+    result = CliRunner().invoke(train_smollm2.main, ["--output", str(tmp_path / "d"), "--cache-dir",
+                                                     str(tmp_path / "cache"), "--mt-bench", str(held_out)])
+    assert_one_line_error(result, str(held_out), "no usable record")
+
+
 @pytest.mark.parametrize("name", sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "scripts").glob("*.py")))
 def test_every_script_answers_help_in_whole_sentences(name):
     """The scripts are run rarely, so --help is where they rot first. A review: bench_runtime.py's help was its
