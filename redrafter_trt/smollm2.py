@@ -79,12 +79,24 @@ def ensure_smollm2(dest: Path | None = None) -> Path:
         plain.save_pretrained(tmp)
         save_tokenizer(tmp)
         _publish_config(tmp / "config.json")
+        _umask_modes(tmp)
         if dest.exists():
             shutil.rmtree(dest)
         tmp.rename(dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def _umask_modes(folder: Path) -> None:
+    """The umask's usual modes for the folder and its files: mkdtemp makes the folder owner-only and safetensors 0.8
+    the weights, so a cache built by one user (a Docker image's root) could not be read by another."""
+    from .output import current_umask
+
+    mask = current_umask()
+    os.chmod(folder, 0o777 & ~mask)
+    for f in folder.iterdir():
+        os.chmod(f, (0o777 if f.is_dir() else 0o666) & ~mask)
 
 
 def _check_modules() -> None:

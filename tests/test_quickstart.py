@@ -506,3 +506,31 @@ main(["quickstart", "--workdir", {str(tmp_path / "w")!r}])
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert res.returncode == 130 and res.stderr.strip().endswith("interrupted"), (res.returncode, res.stderr)
     assert marker.exists()
+
+
+def test_the_smollm2_cache_gets_the_umasks_modes(tmp_path, monkeypatch):
+    """The cache folder came from mkdtemp (owner-only) and safetensors 0.8 writes its weights owner-only, so a model
+    cache built by one user (a Docker image built as root, REDRAFTER_TRT_CACHE shared) could not be read by another;
+    it gets the umask's modes, as every other output does. A tiny Llama stands in for the dequantised GGUF."""
+    import stat
+
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    from redrafter_trt import smollm2
+
+    config = LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
+    monkeypatch.setattr(smollm2, "_check_modules", lambda: None)
+    monkeypatch.setattr(smollm2, "gguf_dir", lambda: tmp_path)
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained",
+                        lambda *a, **k: LlamaForCausalLM(config).to(torch.float32))
+    monkeypatch.setattr(smollm2, "save_tokenizer", lambda folder: (folder / "tokenizer_config.json").write_text("{}"))
+    old = os.umask(0o022)
+    try:
+        dest = smollm2.ensure_smollm2(tmp_path / "cache" / "SmolLM2-135M-Instruct")
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [dest, *dest.iterdir()]}
+    assert modes.pop(dest.name) == 0o755 and set(modes.values()) == {0o644}, modes
+    assert "model.safetensors" in modes
