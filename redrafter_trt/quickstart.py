@@ -213,12 +213,15 @@ def ensure_checkpoint(base: Path, drafter: Path, workdir: Path, force: bool) -> 
 def check_work_folders(base: Path, workdir: Path) -> None:
     """Refuse, before minutes of training, a `drafter/` or `checkpoint/` in the work folder that the quickstart may not
     replace (a file, or a folder that is not an earlier ReDrafter output): convert found a foreign `checkpoint/` only
-    after the drafter was trained."""
+    after the drafter was trained; and a file named `train-cache`."""
     from .output import check_output_folder
 
     drafter = workdir / "drafter"
     check_output_folder(drafter, True, [base], option="--workdir")
     check_output_folder(workdir / "checkpoint", True, [base, drafter], option="--workdir")
+    cache = workdir / "train-cache"
+    if cache.exists() and not cache.is_dir():  # train named it as --cache-dir, a flag the quickstart has not
+        raise ConfigError(f"--workdir {cache} exists and is a file: remove it or pass another --workdir")
 
 
 MARKER = "quickstart.json"

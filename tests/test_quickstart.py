@@ -284,6 +284,25 @@ def test_answers_past_the_positions_are_refused_before_training(smollm2, tmp_pat
     assert not (tmp_path / "new").exists()  # it was made, empty, before the refusal
 
 
+def test_a_train_cache_file_is_refused_naming_the_workdir(smollm2, tmp_path, monkeypatch):
+    """A file named train-cache in the work folder was refused by train as '--cache-dir ... is a file', a flag the
+    quickstart does not have."""
+    from redrafter_trt.train import quickstart_config
+
+    def train(cfg, on_progress=None):  # train's own checks, without the minutes of training
+        cfg.validate()
+        raise AssertionError("the drafter trained")
+
+    monkeypatch.setattr(qs, "training_api", lambda: (quickstart_config, train))
+    (tmp_path / qs.MARKER).write_text("{}")
+    (tmp_path / "train-cache").write_text("mine")
+    result = CliRunner().invoke(main, ["quickstart", "--workdir", str(tmp_path), "--num-questions", "1"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().splitlines()[-1] == (f"error: --workdir {tmp_path / 'train-cache'} exists and is a "
+                                                       f"file: remove it or pass another --workdir")
+    assert (tmp_path / "train-cache").read_text() == "mine"
+
+
 @pytest.mark.parametrize("folder", ["checkpoint", "drafter"])
 def test_a_foreign_work_folder_is_refused_before_training(smollm2, tmp_path, monkeypatch, folder):
     """A `checkpoint/` in --workdir holding someone's files was found by convert only after minutes of training; a
