@@ -130,6 +130,8 @@ def _yaml_type(param: click.Parameter) -> tuple[str, Callable[[object], bool]]:
         return "a whole number", lambda v: isinstance(v, int) and not isinstance(v, bool)
     if isinstance(param.type, click.types.FloatParamType):
         return "a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
+    if isinstance(param.type, (click.Path, click.File)):  # click passes a number on, and os.fspath fails on it
+        return "a string (quote a path YAML reads as a number)", lambda v: isinstance(v, str)
     return "a string", lambda v: isinstance(v, (str, int, float)) and not isinstance(v, bool)
 
 

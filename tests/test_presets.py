@@ -148,6 +148,10 @@ def test_cli_turns_preset_error_into_exit_2(tmp_path):
     ("run: {max-output-len: 12.5}", "'run.max-output-len' is 12.5: write a whole number"),
     ("run: {max-output-len: true}", "'run.max-output-len' is True: write a whole number"),
     ("build: {checkpoint-dir: [ck], output-dir: e}", "'build.checkpoint-dir' is ['ck']: write a string"),
+    # a review: a path YAML reads as a number (a folder named 123, or 2025.10) reached the command as an int or a
+    # float, a TypeError traceback from os.fspath; the command line gives the string
+    ("build: {checkpoint-dir: 123, output-dir: e}", "'build.checkpoint-dir' is 123: write a string (quote a path"),
+    ("run: {checkpoint-dir: ck, tokenizer-dir: 2025.10}", "'run.tokenizer-dir' is 2025.1: write a string (quote"),
     ("run: {chat: 1}", "'run.chat' is 1: write true or false"),
     # a review: run's temperature type was no float type here, so '0.5' (a string) passed and true was told
     # "write a string"
