@@ -121,6 +121,35 @@ def test_gpu_commands_follow_the_build_plan(tmp_path):
     assert "--draft-len 3" in lines[0] and f"--num-beams {qs.GPU_BEAMS}" in lines[0]  # capped by predict_n
 
 
+def test_printed_commands_run_as_printed(tmp_path):
+    """Every printed command goes through our own CLI's parser as printed (a path with a space included), the GPU
+    convert line converts, and `build --dry-run` on what it wrote prints the very trtllm-build line quoted beside it."""
+    import json
+    import shlex
+
+    from tinymodels import make_drafter, make_hf
+
+    from redrafter_trt.convert import convert
+
+    root = tmp_path / "work dir"
+    base = make_hf(root / "base", "llama")
+    drafter = make_drafter(root / "drafter", base)
+    ckpt = convert(base, drafter, root / "checkpoint", tp_size=1, dtype="float32", num_beams=qs.CPU_BEAMS,
+                   draft_len=qs.CPU_DRAFT_LEN, greedy=qs.CPU_GREEDY)
+    gpu = qs.gpu_commands(base, drafter, root, json.loads((ckpt / "config.json").read_text()))
+    for line in gpu + qs.cpu_commands(base, ckpt):
+        argv = shlex.split(line, comments=True)
+        if argv and argv[0] == "redrafter-trt":
+            with main.make_context("redrafter-trt", argv[1:2]) as ctx:
+                main.get_command(ctx, argv[1]).make_context(argv[1], argv[2:], parent=ctx)
+    convert_line, build_line, trtllm_line = gpu[:3]
+    result = CliRunner().invoke(main, shlex.split(convert_line)[1:])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(main, [*shlex.split(build_line)[1:], "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert trtllm_line == f"# (runs: {result.output.strip()})"
+
+
 def test_pick_questions():
     prompts = [f"q{i}" for i in range(80)]
     assert qs.pick_questions(prompts, 8) == [f"q{i}" for i in range(0, 80, 10)]  # one per MT-Bench category
