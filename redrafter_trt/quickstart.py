@@ -127,7 +127,8 @@ def training_api():
 
 
 def ensure_drafter(base: Path, workdir: Path, force: bool, on_progress: Callable | None) -> tuple[Path, bool, bool]:
-    """(drafter folder, trained, reused). Reuses a trained drafter; an untrained one only while training is missing."""
+    """(drafter folder, trained, reused). Reuses a trained drafter (with `force` too while training is missing: it
+    would be replaced by an untrained one); an untrained one only while training is missing."""
     from .drafter import init_drafter_for_base
 
     folder = workdir / "drafter"
@@ -137,12 +138,19 @@ def ensure_drafter(base: Path, workdir: Path, force: bool, on_progress: Callable
         quickstart_config, train_drafter = api
         cfg = quickstart_config(base, folder, cache_dir=workdir / "train-cache")
         cfg.extra = {"recipe": recipe_id(cfg)}
-    origin = None if force else drafter_origin(folder, cfg.extra["recipe"] if cfg else RECIPE)
-    if origin == "trained" or (origin is not None and api is None):
-        return folder, origin != "untrained", True
+    origin = drafter_origin(folder, cfg.extra["recipe"] if cfg else RECIPE)
     if api is None:
+        if origin in ("trained", "outdated"):  # --force cannot retrain it here: an untrained one would only lose it
+            if force:
+                log.warning("--force: drafter training is unavailable, so the trained drafter in %s is kept (remove "
+                            "it to use an untrained one)", folder)
+            return folder, True, True
+        if origin == "untrained" and not force:
+            return folder, False, True
         init_drafter_for_base(base, folder)
         return folder, False, False
+    if origin == "trained" and not force:
+        return folder, True, True
     from .train import resumable
 
     cfg.resume = not force and resumable(cfg)  # an interrupted run of this recipe goes on where it stopped

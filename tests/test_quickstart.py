@@ -150,6 +150,28 @@ def test_printed_commands_run_as_printed(tmp_path):
     assert trtllm_line == f"# (runs: {result.output.strip()})"
 
 
+def test_force_without_training_keeps_a_trained_drafter(tmp_path, monkeypatch):
+    """A review: --force without the training package replaced a trained drafter (minutes of training) by an untrained
+    one, since it cannot retrain; it is kept now, and only an untrained one is made again."""
+    from tinymodels import make_drafter, make_hf
+
+    from redrafter_trt.drafter import load_drafter, save_drafter
+
+    base = make_hf(tmp_path / "base", "llama")
+    folder = tmp_path / "work" / "drafter"
+    cfg, tensors = load_drafter(make_drafter(tmp_path / "made", base))
+    save_drafter(folder, cfg, tensors, {"name": "redrafter-trt", "command": "train", "recipe": f"{qs.RECIPE}-abc"})
+    weights = (folder / "model.safetensors").read_bytes()
+    monkeypatch.setattr(qs, "training_api", lambda: None)
+    assert qs.ensure_drafter(base, folder.parent, True, None) == (folder, True, True)
+    assert (folder / "model.safetensors").read_bytes() == weights and qs.drafter_origin(folder) != "untrained"
+    assert qs.ensure_drafter(base, folder.parent, False, None) == (folder, True, True)
+    qs.ensure_drafter(base, folder.parent, True, None)  # nothing trained is lost by making an untrained one again
+    save_drafter(folder, cfg, tensors, {"name": "redrafter-trt", "command": "init-drafter"})
+    assert qs.ensure_drafter(base, folder.parent, False, None) == (folder, False, True)
+    assert qs.ensure_drafter(base, folder.parent, True, None) == (folder, False, False)
+
+
 def test_pick_questions():
     prompts = [f"q{i}" for i in range(80)]
     assert qs.pick_questions(prompts, 8) == [f"q{i}" for i in range(0, 80, 10)]  # one per MT-Bench category
