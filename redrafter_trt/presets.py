@@ -155,7 +155,11 @@ def _to_default(keys: dict[str, tuple[click.Parameter, bool]], key: str, value, 
         return param.name, not value
     need, ok = _yaml_type(param)
     if param.nargs == -1 and isinstance(value, str):  # pass-through arguments (build's trtllm-build args)
-        value = shlex.split(value)  # as a shell splits them after `--`: one string was one argv item
+        try:
+            value = shlex.split(value)  # as a shell splits them after `--`: one string was one argv item
+        except ValueError as e:  # an unclosed quote
+            raise ConfigError(f"preset field '{key}' is {value!r}, which a shell cannot split ({e}): close its quotes, "
+                              f"or write a YAML list") from None
     if param.multiple or param.nargs == -1:  # a YAML list; one value is a list of one
         value = value if isinstance(value, list) else [value]
         if not all(ok(v) for v in value):

@@ -324,6 +324,19 @@ def test_a_presets_trtllm_build_arguments_split_as_a_shell_would(tmp_path, args,
     assert defaults["trtllm_args"] == argv
 
 
+def test_a_presets_trtllm_build_arguments_with_an_unclosed_quote_are_refused(tmp_path):
+    """A review: an unclosed quote in the string was shlex's ValueError traceback (exit 1) from the preset's load."""
+    from redrafter_trt.cli import main
+
+    path = tmp_path / "p.yaml"
+    path.write_text("build: {trtllm-args: \"--log_level 'info\"}\n")
+    result = CliRunner().invoke(main, ["build", "--config", str(path), "--checkpoint-dir", "c", "--output-dir", "e"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert result.output.strip() == (f"error: preset {path}: field 'build.trtllm-args' is \"--log_level 'info\", which "
+                                     f"a shell cannot split (No closing quotation): close its quotes, or write a YAML "
+                                     f"list")
+
+
 @pytest.mark.parametrize("path", PRESETS, ids=[p.stem for p in PRESETS])
 def test_shipped_preset_serves_one_folder(path):
     """`serve --config PRESET` gets exactly one of --checkpoint-dir / --engine-dir, and GPU presets serve the engine
