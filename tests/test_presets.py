@@ -337,6 +337,23 @@ def test_a_presets_trtllm_build_arguments_with_an_unclosed_quote_are_refused(tmp
                                      f"list")
 
 
+def test_a_presets_reserved_trtllm_build_argument_is_refused_before_convert(tmp_path, monkeypatch):
+    """A review: `build: {trtllm-args: "--max_beam_width 2"}` (a flag ReDrafter fixes) passed `convert --config P`,
+    which converted (hours for a 70B base), and only `build --config P` refused it."""
+    from redrafter_trt import convert
+    from redrafter_trt.cli import main
+
+    def no_convert(*args, **kwargs):
+        raise AssertionError("converted")
+
+    monkeypatch.setattr(convert, "convert", no_convert)
+    path = tmp_path / "p.yaml"
+    path.write_text("convert: {base: b, drafter: d, output: o}\nbuild: {trtllm-args: '--max_beam_width 2'}\n")
+    result = CliRunner().invoke(main, ["convert", "--config", str(path)])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert result.output.startswith(f"error: preset {path}: do not pass --max_beam_width to trtllm-build")
+
+
 @pytest.mark.parametrize("path", PRESETS, ids=[p.stem for p in PRESETS])
 def test_shipped_preset_serves_one_folder(path):
     """`serve --config PRESET` gets exactly one of --checkpoint-dir / --engine-dir, and GPU presets serve the engine

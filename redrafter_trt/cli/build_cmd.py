@@ -11,6 +11,19 @@ from ..presets import config_option
 from .params import Command
 
 
+class TrtllmArg(click.ParamType):
+    """One argument for trtllm-build, refused when it undoes what ReDrafter needs: checked as a --config preset's
+    `trtllm-args` loads, so `convert --config P` does not convert for hours before `build --config P` refuses them."""
+
+    name = "trtllm-build argument"
+
+    def convert(self, value, param, ctx):
+        from ..build import check_extra_args
+
+        check_extra_args((value,))
+        return value
+
+
 @click.command(cls=Command, context_settings={"show_default": True})
 @config_option
 @click.option("--checkpoint-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -29,7 +42,7 @@ from .params import Command
 @click.option("--workers", type=click.IntRange(min=1), default=1, help="Ranks built in parallel (one GPU each).")
 @click.option("--force", is_flag=True, help="Replace an existing --output-dir (an earlier engine, or an empty folder).")
 @click.option("--dry-run", is_flag=True, help="Print the trtllm-build command and exit.")
-@click.argument("trtllm_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- TRTLLM-BUILD ARGS]")
+@click.argument("trtllm_args", nargs=-1, type=TrtllmArg(), metavar="[-- TRTLLM-BUILD ARGS]")
 def build(checkpoint_dir, output_dir, max_batch_size, max_seq_len, max_num_tokens, gemm_plugin, workers, force, dry_run,
           trtllm_args):
     """Build a TensorRT-LLM engine from a ReDrafter checkpoint.
