@@ -337,6 +337,19 @@ def test_a_presets_trtllm_build_arguments_with_an_unclosed_quote_are_refused(tmp
                                      f"list")
 
 
+def test_a_presets_trtllm_build_argument_may_be_a_yaml_number(tmp_path):
+    """A review: `build: {trtllm-args: [--multiple_profiles, 1]}` (YAML reads 1 as a number) was an AttributeError
+    traceback ('int' object has no attribute 'split') from the reserved-flag check; argv items are strings."""
+    from redrafter_trt.cli import main
+
+    path = tmp_path / "p.yaml"
+    path.write_text("build: {trtllm-args: [--multiple_profiles, 1]}\n")
+    result = CliRunner().invoke(main, ["build", "--config", str(path), "--checkpoint-dir", str(tmp_path / "c"),
+                                       "--output-dir", "e", "--dry-run"])
+    assert result.exit_code == 2 and result.output.startswith(f"error: checkpoint folder {tmp_path / 'c'} does not "
+                                                               f"exist"), result.output
+
+
 def test_a_presets_reserved_trtllm_build_argument_is_refused_before_convert(tmp_path, monkeypatch):
     """A review: `build: {trtllm-args: "--max_beam_width 2"}` (a flag ReDrafter fixes) passed `convert --config P`,
     which converted (hours for a 70B base), and only `build --config P` refused it."""

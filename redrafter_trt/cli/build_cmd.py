@@ -20,6 +20,7 @@ class TrtllmArg(click.ParamType):
     def convert(self, value, param, ctx):
         from ..build import check_extra_args
 
+        value = str(value)  # a preset's YAML number (`[--multiple_profiles, 1]`): argv items are strings
         check_extra_args((value,))
         return value
 
