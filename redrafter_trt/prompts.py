@@ -107,9 +107,11 @@ def records(path: Path, text: str) -> list[tuple[str, object]]:
     """(where, record) for each record of a JSON list or jsonl text, where = "line N" or "record N of its JSON
     list" (1-based); blank lines are skipped. A file that is one JSON object over several lines is one record (once
     refused as jsonl whose line 1 is not valid JSON). A ConfigError when the text is neither. A `.txt` path's records
-    are its lines, each a prompt (a bare string)."""
+    are its lines, each a prompt (a bare string). Lines end at "\n" alone (read_text made "\r\n" and "\r" one), as
+    TensorRT-LLM's run.py (readlines) reads them: str.splitlines also cut at U+2028, U+2029 and U+0085, which
+    json.dumps(ensure_ascii=False) writes unescaped inside strings, so a valid jsonl line was refused as not JSON."""
     if path.suffix.lower() in PLAIN_TEXT:
-        return [(f"line {n}", line) for n, line in enumerate(text.splitlines(), start=1) if line.strip()]
+        return [(f"line {n}", line) for n, line in enumerate(text.split("\n"), start=1) if line.strip()]
     if text.lstrip().startswith("["):
         try:
             return [(f"record {i} of its JSON list", r) for i, r in enumerate(json.loads(text), start=1)]
@@ -121,7 +123,7 @@ def records(path: Path, text: str) -> list[tuple[str, object]]:
             raise ConfigError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}): fix it, or write "
                               f"jsonl") from None
     located = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
@@ -143,7 +145,7 @@ def _json_or_none(text: str):
 
 def _list_line(text: str) -> int | None:
     """The number of the first non-blank line when it is a whole JSON list by itself, else None."""
-    lineno, line = next((n, line) for n, line in enumerate(text.splitlines(), start=1) if line.strip())
+    lineno, line = next((n, line) for n, line in enumerate(text.split("\n"), start=1) if line.strip())
     try:
         return lineno if isinstance(json.loads(line), list) else None
     except json.JSONDecodeError:

@@ -132,3 +132,21 @@ def test_a_file_of_openai_messages_that_train_takes_gives_run_and_bench_its_prom
     path.write_text(json.dumps({"messages": [{"role": "assistant", "content": "A"}]}) + "\n")
     with pytest.raises(ConfigError, match=r"line 1: `messages` has no human/user message$"):
         load_prompts(path)
+
+
+@pytest.mark.parametrize("sep", ["\u2028", "\u2029", "\x85"])
+def test_a_line_separator_inside_a_string_ends_no_line(tmp_path, sep):
+    """json.dumps(ensure_ascii=False) writes U+2028, U+2029 and U+0085 as they are inside strings (JSON allows them),
+    and str.splitlines cut a line there: a valid jsonl file was refused as 'line 1 is not valid JSON' by run
+    --input-file and train --data alike, and a .txt file gave two prompts where TensorRT-LLM's run.py (readlines) reads
+    one. Lines end at newlines alone."""
+    from redrafter_trt.train.data import read_conversations
+
+    path, txt = tmp_path / "p.jsonl", tmp_path / "p.txt"
+    path.write_text(json.dumps({"question": f"one{sep}two", "answer": f"a{sep}b"}, ensure_ascii=False) + "\n"
+                    + json.dumps({"prompt": "three"}) + "\n", encoding="utf-8")
+    txt.write_bytes(f"one{sep}two\r\nthree\rfour\n".encode())
+    assert load_prompts(path) == [f"one{sep}two", "three"]
+    first = read_conversations(path)[0]
+    assert first.messages[1]["content"] == f"a{sep}b" and first.source.endswith("line 1")
+    assert load_prompts(txt) == [f"one{sep}two", "three", "four"]
