@@ -88,11 +88,12 @@ def test_bad_inputs_exit_2_with_one_line(chat_base, prompts, tmp_path, case, mat
                 f.unlink()
     if case == "template":  # a template refusing the conversation: jinja's traceback once
         data = tmp_path / "sg.json"
-        data.write_text(json.dumps([{"conversations": [{"from": "human", "value": "Hi"}]}]))
+        data.write_text(json.dumps([{"conversations": [{"from": "human", "value": "Hi you"}]}]))
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(base)
-        tok.chat_template = "{{ raise_exception('Conversation roles must alternate') }}"
+        tok.chat_template = ("{% if messages[0]['content'] == 'Hi you' %}{{ raise_exception('Conversation roles must "
+                             "alternate') }}{% endif %}" + tok.chat_template)
         tok.save_pretrained(base)
     r = _run("--base", base, "--data", data, "--output", tmp_path / "out", "--cache-dir", tmp_path / "c", *extra)
     assert r.exit_code == 2, r.output

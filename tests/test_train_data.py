@@ -498,6 +498,26 @@ def test_a_record_the_template_renders_out_of_order_is_named(tmp_path):
         encode(tok, system, 1000)
 
 
+@pytest.mark.parametrize("template", [5, "{% for m in messages %}{{ m.content }", "{{ foo.bar }}"],
+                         ids=["not text", "broken Jinja", "undefined"])
+def test_a_chat_template_that_renders_nothing_is_named_not_each_record(tmp_path, template):
+    """A chat template that is not text was a TypeError traceback from train (run said one line), and broken Jinja
+    was blamed on the first record ('fix or remove that record'), which every record would have been in turn; both
+    now name the template. A template that refuses one record still names that record."""
+    tok = make_tokenizer(tmp_path / "tok")
+    conv = conversation_of({"question": "Q", "answer": "A"}, "d.jsonl line 1")
+    tok.chat_template = template
+    for call in (lambda: encode(tok, conv, 1000), lambda: prompt_ids(tok, conv)):
+        with pytest.raises(ConfigError, match=r"^the base's chat template does not render \(.+\): fix or re-download "
+                                              r"the base's chat template \(tokenizer_config.json's chat_template, or "
+                                              r"chat_template.jinja\)$"):
+            call()
+    tok.chat_template = "{% if messages[0]['content'] == 'Q' %}{{ raise_exception('no Q') }}{% endif %}" + CHATML
+    with pytest.raises(ConfigError, match=r"^d\.jsonl line 1: the base's chat template refuses it \(no Q\): fix or "
+                                          r"remove that record$"):
+        encode(tok, conv, 1000)
+
+
 def test_a_template_whose_generation_prompt_opens_a_think_block_points_to_distill(tmp_path):
     """DeepSeek-R1's distilled Llama/Qwen2 templates open the generation prompt with <think> that no rendered answer
     has: every record with an answer is refused, and the fixes named (drop the system message or later turns)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, first_line, read_text
 from ..prompts import KEYS as PROMPT_KEYS, message_hint, prompt_of, records, text_of
+from ..tokens import chat_text
 
 if TYPE_CHECKING:
     from .distill import CachedHidden
@@ -173,15 +174,23 @@ DATE_STRING = "26 Jul 2024"
 
 
 def _render(tokenizer, conv: Conversation, messages: list[dict], add_generation_prompt: bool) -> str:
-    """The chat template's text of `messages` (conv's), or a ConfigError naming the record the template refuses."""
+    """The chat template's text of `messages` (conv's), or a ConfigError: naming the record the template refuses, or
+    the template when it renders no prompt at all (not text, broken Jinja: once a TypeError traceback, or every record
+    in turn blamed for it)."""
     from jinja2 import TemplateError
 
     try:
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
                                              date_string=DATE_STRING)
-    except TemplateError as e:
-        raise ConfigError(f"{conv.source or 'a conversation'}: the base's chat template refuses it "
-                          f"({first_line(e, type(e).__name__)}): fix or remove that record") from None
+    except (TemplateError, TypeError, ValueError) as e:  # jinja's errors; a template that is not text
+        why = first_line(e, type(e).__name__)
+        try:
+            chat_text(tokenizer, "Hi")  # run's one user turn
+        except ConfigError:
+            raise ConfigError(f"the base's chat template does not render ({why}): fix or re-download the base's "
+                              f"chat template (tokenizer_config.json's chat_template, or chat_template.jinja)") from None
+        raise ConfigError(f"{conv.source or 'a conversation'}: the base's chat template refuses it ({why}): fix or "
+                          f"remove that record") from None
 
 
 def _as_template_takes(tokenizer, conv: Conversation, messages: list[dict], add_generation_prompt: bool
