@@ -31,7 +31,7 @@ def prompt_of(record) -> str:
     if isinstance(record, str):
         if not record.strip():
             raise ValueError("empty prompt")
-        return record
+        return check_text(record, "the prompt")
     if not isinstance(record, dict):
         wrap = ": wrap a list of messages as {\"conversations\": [...]}" if isinstance(record, list) else ""
         raise ValueError(f"expected a JSON object like {{\"prompt\": \"...\"}}, got {type(record).__name__}{wrap}")
@@ -50,8 +50,20 @@ def prompt_of(record) -> str:
                                           and record[k].strip())])
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"`{key}` must be a non-empty string")
-        return value
+        return check_text(value, f"`{key}`")
     raise ValueError(f"no prompt: expected one of the keys {', '.join(KEYS)}{message_hint(record)}")
+
+
+def check_text(text: str, what: str) -> str:
+    """text, or a ValueError for one holding half a surrogate pair (a JSON escape such as "\\ud83d" alone: an emoji cut
+    in two by a scraper; some ShareGPT dumps have them), which json reads but no tokenizer takes (tokenizers' TypeError
+    traceback from run, bench and train once)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{what} holds half a surrogate pair ({text[e.start]!r} at character {e.start}), not "
+                         f"text") from None
+    return text
 
 
 def message_hint(record: dict) -> str:

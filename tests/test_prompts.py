@@ -150,3 +150,20 @@ def test_a_line_separator_inside_a_string_ends_no_line(tmp_path, sep):
     first = read_conversations(path)[0]
     assert first.messages[1]["content"] == f"a{sep}b" and first.source.endswith("line 1")
     assert load_prompts(txt) == [f"one{sep}two", "three", "four"]
+
+
+def test_half_a_surrogate_pair_is_refused_naming_the_line(tmp_path):
+    """A JSON escape "\\ud83d" alone (an emoji cut in two; some ShareGPT dumps have them) is read by json as a lone
+    surrogate, which no tokenizer takes: run, bench and train ended in tokenizers' TypeError traceback. The prompt
+    reader names the line; train leaves such a record out with its warning, as other unusable records."""
+    from redrafter_trt.train.data import read_conversations
+
+    path = write(tmp_path, '{"prompt": "fine \\ud83d\\ude00"}\n{"prompt": "cut \\ud83d"}\n')
+    with pytest.raises(ConfigError, match=r"line 2: `prompt` holds half a surrogate pair \('\\ud83d' at character 4\), "
+                                          r"not text$"):
+        load_prompts(path)
+    records = ['{"question": "ok", "answer": "fine"}', '{"question": "ok", "answer": "cut \\ud83d"}',
+               '{"system": "\\udc00", "question": "q", "answer": "a"}',
+               '{"conversations": [{"from": "human", "value": "\\ud800"}, {"from": "gpt", "value": "a"}]}']
+    convs = read_conversations(write(tmp_path, "\n".join(records) + "\n"))
+    assert [c.source.rsplit(" ", 1)[1] for c in convs] == ["1"]

@@ -72,6 +72,17 @@ def one_line_error(res, *words):
         assert w in lines[0], lines[0]
 
 
+def test_a_prompt_that_is_not_text_is_one_line(smollm2, smol_ckpt, tmp_path):
+    """Half a surrogate pair (a jsonl escape "\\ud83d" alone, or argv bytes that are not UTF-8, which Python reads as
+    lone surrogates) reached the tokenizer: a TypeError traceback. Now one line naming the line or the option."""
+    base = ["--checkpoint-dir", smol_ckpt, "--tokenizer-dir", smollm2, "--max-output-len", 2]
+    f = tmp_path / "p.jsonl"
+    f.write_text('{"prompt": "Hi"}\n{"prompt": "cut \\ud83d"}\n')
+    one_line_error(invoke(*base, "--input-file", f), f"{f} line 2: `prompt` holds half a surrogate pair")
+    one_line_error(invoke(*base, "--input-text", "Hi", "--input-text", "caf\udce9"),
+                   "--input-text holds half a surrogate pair ('\\udce9' at character 3), not text: pass UTF-8 text")
+
+
 def test_bad_inputs(smollm2, smol_ckpt, tmp_path, tiny_llama, tiny_drafter):
     base = ["--checkpoint-dir", smol_ckpt, "--tokenizer-dir", smollm2]
     one_line_error(invoke(*base, "--input-text", "hi", "--num-beams", 4), "--num-beams")

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 def _gather_prompts(input_text: tuple[str, ...], input_file: str | None) -> list[str]:
-    from ..prompts import load_prompts
+    from ..prompts import check_text, load_prompts
 
     if input_text and input_file:
         raise ConfigError("pass either --input-text or --input-file, not both")
@@ -29,6 +29,11 @@ def _gather_prompts(input_text: tuple[str, ...], input_file: str | None) -> list
         raise ConfigError("nothing to generate: pass --input-text TEXT (repeatable) or --input-file FILE")
     if any(not t.strip() for t in input_text):
         raise ConfigError("--input-text is empty: pass some text")
+    for t in input_text:  # bytes of argv that are not UTF-8 arrive as lone surrogates (surrogateescape)
+        try:
+            check_text(t, "--input-text")
+        except ValueError as e:
+            raise ConfigError(f"{e}: pass UTF-8 text") from None
     return list(input_text)
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, first_line, read_text
-from ..prompts import KEYS as PROMPT_KEYS, message_hint, prompt_of, records, text_of
+from ..prompts import KEYS as PROMPT_KEYS, check_text, message_hint, prompt_of, records, text_of
 from ..tokens import chat_text
 
 if TYPE_CHECKING:
@@ -115,6 +115,8 @@ def conversation_of(record, source: str = "") -> Conversation:
         raise ValueError(f"`system` is {system!r}: write the system prompt as a string")
     if system and messages[0]["role"] != "system":
         messages = [{"role": "system", "content": system}, *messages]
+    for m in messages:
+        check_text(m["content"], f"its {m['role']} message")
     return Conversation(tuple(messages), source)
 
 
