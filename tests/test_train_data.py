@@ -1009,3 +1009,23 @@ def test_a_chatml_base_whose_eos_is_endoftext_trains_no_newline_after_im_end(tmp
     want = tok.apply_chat_template(msgs, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
     assert list(ex.ids) == list(want["input_ids"])
     assert list(ex.mask) == [bool(m) for m in want["assistant_masks"]]
+
+
+def test_an_alpaca_records_history_comes_before_its_prompt(tok, tmp_path):
+    """LLaMA-Factory's Alpaca format keeps a conversation's earlier turns in `history` ([[instruction, answer], ...]):
+    they were dropped without a word, and the last answer trained after a prompt without the turns it follows. They
+    now open the conversation (after its `system`), their answers trained too, as LLaMA-Factory trains them."""
+    record = {"system": "S", "instruction": "And 3+3?", "input": "", "output": "6",
+              "history": [["1+1?", "2"], ["2+2?", "4"]]}
+    conv = conversation_of(record)
+    assert [(m["role"], m["content"]) for m in conv.messages] == [
+        ("system", "S"), ("user", "1+1?"), ("assistant", "2"), ("user", "2+2?"), ("assistant", "4"),
+        ("user", "And 3+3?"), ("assistant", "6")]
+    assert _masked_text(tok, encode(tok, conv, 1000)) == "2<|im_end|>4<|im_end|>6<|im_end|>"
+    assert conversation_of({"instruction": "q", "output": "a", "history": []}).messages == (
+        {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"})
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"instruction": "q", "output": "a", "history": [["only one"]]}) + "\n"
+                    + json.dumps({"instruction": "q", "output": "a"}) + "\n")
+    (kept,) = read_conversations(path)
+    assert kept.source.endswith("line 2")

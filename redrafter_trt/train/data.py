@@ -7,6 +7,7 @@ Records (jsonl, one object per line, a JSON list such as ShareGPT, or a .txt fil
     prompt+response / prompt+answer / instruction+output (Alpaca)
     anything `redrafter_trt.prompts.prompt_of` accepts: a prompt without an answer (only useful with --distill)
     system          beside any of these (LLaMA-Factory's column): the system prompt, opening the conversation
+    history         beside a prompt (LLaMA-Factory's Alpaca column): the turns before it, [[instruction, answer], ...]
 A record with nothing to train on is skipped with a warning. Consecutive turns of one role are kept as they are,
 and joined only for a chat template that refuses them (Llama-2 and Mistral require alternating roles).
 
@@ -131,8 +132,21 @@ def _record_messages(record) -> list[dict]:
                 raise ValueError(f"`{answer_key}` is {answer!r}: write the answer as a non-empty string")
             if answer is not None:
                 prompt = _prompt({k: v for k, v in record.items() if k not in ANSWER_KEYS})
-                return [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
-    return [{"role": "user", "content": _prompt(record)}]
+                return [*_history(record), {"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
+    return [*_history(record), {"role": "user", "content": _prompt(record)}]
+
+
+def _history(record) -> list[dict]:
+    """The turns before a record's prompt in LLaMA-Factory's Alpaca column `history`: [[instruction, answer], ...]
+    (dropped once without a word, so a later turn's answer trained after a prompt without the turns it follows)."""
+    history = record.get("history") if isinstance(record, dict) else None
+    if history is None:
+        return []
+    pairs = isinstance(history, list) and all(isinstance(turn, list) and len(turn) == 2
+                                              and all(isinstance(text, str) for text in turn) for turn in history)
+    if not pairs:
+        raise ValueError("`history` must list the earlier turns as [[instruction, answer], ...] (strings)")
+    return [{"role": role, "content": text} for turn in history for role, text in zip(("user", "assistant"), turn)]
 
 
 def _prompt(record) -> str:
