@@ -147,6 +147,26 @@ def test_bad_inputs(smollm2, smol_ckpt, tmp_path, tiny_llama, tiny_drafter):
     assert res.exit_code == 0, res.output
 
 
+def test_a_presets_chat_with_a_tokenizer_without_a_template_names_the_preset(smollm2, smol_ckpt, tmp_path):
+    """An instruct preset's `run: {chat: true}` beside a base model's tokenizer (no chat template) was refused with
+    'leave out --chat', a flag nobody typed (and leaving it out changes nothing); it names the preset and --no-chat,
+    which runs."""
+    tok = tmp_path / "tok"
+    shutil.copytree(smollm2, tok, ignore=shutil.ignore_patterns("*.safetensors", "chat_template.jinja"))
+    config = json.loads((tok / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (tok / "tokenizer_config.json").write_text(json.dumps(config))
+    preset = tmp_path / "p.yaml"
+    preset.write_text("run: {chat: true}\n")
+    base = ["--config", preset, "--checkpoint-dir", smol_ckpt, "--tokenizer-dir", tok, "--input-text", "hi",
+            "--max-output-len", 2]
+    one_line_error(invoke(*base), "the --config preset sets chat, but this tokenizer has no chat template: pass "
+                                  "--no-chat")
+    one_line_error(invoke(*base, "--chat"), "(--chat) but this tokenizer has none: leave out --chat")
+    res = invoke(*base, "--no-chat")
+    assert res.exit_code == 0, res.output
+
+
 def test_the_checkpoints_greedy_mode_decides_as_in_its_engine(smollm2, smol_ckpt, tmp_path, caplog):
     """A greedy checkpoint decodes greedily whatever --temperature says (with a warning), as its engine and `serve`
     do; a sampling one refuses temperature 0, as its engine would sample at 1.0."""

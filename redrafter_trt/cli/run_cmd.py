@@ -37,6 +37,16 @@ def _gather_prompts(input_text: tuple[str, ...], input_file: str | None) -> list
     return list(input_text)
 
 
+def _encode(tok, o: dict) -> list[list[int]]:
+    """The prompts' token ids; a preset's `chat: true` with a tokenizer that has no chat template (a base model's
+    beside an instruct preset) is refused naming the preset and --no-chat (it said 'leave out --chat', a flag nobody
+    typed)."""
+    if o["chat"] and "--chat" not in o["typed"] and not getattr(tok, "chat_template", None):
+        raise ConfigError("the --config preset sets chat, but this tokenizer has no chat template: pass --no-chat, or "
+                          "the tokenizer of the instruct model the preset is for")
+    return encode_prompts(tok, o["prompts"], o["chat"])
+
+
 def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
     from ..checkpoint import require_valid
     from ..runtime import (RuntimeConfig, check_compile, check_draft_shape, check_positions, check_temperature,
@@ -66,7 +76,7 @@ def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
         raise ConfigError("--sampling-rule trtllm decides which drafts a sampled step accepts: it needs a --no-greedy "
                           "checkpoint, a positive --temperature and drafting (no --no-draft); leave it out")
     tok = load_tokenizer(tokenizer_dir, cfg.vocab_size)
-    ids = encode_prompts(tok, o["prompts"], o["chat"])
+    ids = _encode(tok, o)
     check_positions(cfg, ids, o["max_output_len"])  # before the weights load
     kwargs = dict(num_beams=o["num_beams"], draft_len=o["draft_len"], temperature=temperature,
                   eos_token_id=stop_ids(tok, tokenizer_dir), seed=o["seed"], use_draft=not o["no_draft"],
@@ -113,7 +123,7 @@ def _run_engine(engine: str, tokenizer_dir: str, o: dict):
 
     vocab_size = read_engine_config(engine)["pretrained_config"].get("vocab_size")  # the checkpoint's, kept by the build
     tok = load_tokenizer(tokenizer_dir, vocab_size if isinstance(vocab_size, int) else None)
-    ids = encode_prompts(tok, o["prompts"], o["chat"])
+    ids = _encode(tok, o)
     end_id, stop_words = split_stop_tokens(tok.eos_token_id, stop_ids(tok, tokenizer_dir))
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else max(end_id, 0)
     result = generate_engine(engine, ids, o["max_output_len"], end_id=end_id, pad_id=pad_id, stop_words=stop_words,
