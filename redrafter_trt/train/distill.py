@@ -45,6 +45,33 @@ class CachedHidden:
             return f.get_tensor(self.key)
 
 
+def turn_end_ids(tokenizer) -> set[int]:
+    """The special token the chat template closes an assistant turn with (ChatML's <|im_end|>, Llama-3's <|eot_id|>,
+    Gemma's <end_of_turn>), found by rendering one; none when the template renders no special token there."""
+    from jinja2 import TemplateError
+
+    from .data import DATE_STRING, special_ids
+
+    mark = "Distilled answer."
+    if not getattr(tokenizer, "chat_template", None):
+        return set()
+    turn = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": mark}]
+    try:
+        text = tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=False, date_string=DATE_STRING)
+    except (TemplateError, TypeError, ValueError):  # a template refusing this turn: the base's EOS alone, as before
+        return set()
+    if not isinstance(text, str) or mark not in text:
+        return set()
+    after = tokenizer(text[text.rindex(mark) + len(mark):].lstrip(), add_special_tokens=False)["input_ids"]
+    return {after[0]} if after and after[0] in special_ids(tokenizer) else set()
+
+
+def through_turn_end(answer: list[int], turn_end: set[int]) -> list[int]:
+    """answer up to and with its first end-of-turn token: an answer cached before distillation stopped there (a
+    ChatML base whose EOS is <|endoftext|> answered on into turns of its own) is what distillation answers now."""
+    return next((answer[: i + 1] for i, tok in enumerate(answer) if tok in turn_end), answer)
+
+
 def prompt_key(ids: list[int], max_new_tokens: int) -> str:
     return hashlib.sha1(json.dumps([max_new_tokens, ids]).encode()).hexdigest()[:16]
 
@@ -139,8 +166,9 @@ def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: P
             batch_size: int, max_len: int | None = None, rank: int = 0,
             on_batch: Callable[[int, int], None] | None = None) -> list[tuple[list[int], CachedHidden]]:
     """Greedy answers and their hidden states for every prompt; only prompts not yet in `folder` are generated
-    (the base is loaded only then, by `load_model()`). An answer stops at max_new_tokens, or sooner where prompt
-    and answer would pass max_len tokens (what training keeps: generating more was wasted).
+    (the base is loaded only then, by `load_model()`). An answer stops after a stop token (the base's EOS, or the
+    chat template's end of turn), at max_new_tokens, or sooner where prompt and answer would pass max_len tokens (what
+    training keeps: generating more was wasted).
 
     prompts: token id lists ending with the assistant header. Returns (answer ids, its hidden states [n, H] float16,
     read on demand) in prompt order. Prompts are generated in the given order, sorted by length only within windows of 8
@@ -154,6 +182,10 @@ def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: P
     caps = [max_new_tokens if max_len is None else max(1, min(max_new_tokens, max_len - len(p))) for p in prompts]
     keys = [prompt_key(p, cap) for p, cap in zip(prompts, caps)]
     done = read_cache(folder)
+    # an answer ends at its turn's end as at an EOS: a ChatML base whose EOS is <|endoftext|> (Qwen2's base models)
+    # once answered on past <|im_end|> into turns of its own making, up to --distill-max-new-tokens, and the drafter
+    # learnt them (a reference answer's mask ends there too)
+    turn_end = turn_end_ids(tokenizer)
     distinct = list({k: i for i, k in enumerate(keys)}.values())  # one prompt of each key
     todo = [i for i in distinct if keys[i] not in done]
     if todo:
@@ -163,7 +195,7 @@ def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: P
         # any id: padding is masked out (a tokenizer with neither, its stop tokens only in generation_config.json,
         # once gave None and a TypeError)
         pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
-        stop = set(eos_ids(tokenizer, getattr(model.generation_config, "eos_token_id", None)))
+        stop = set(eos_ids(tokenizer, getattr(model.generation_config, "eos_token_id", None))) | turn_end
         log.info("distilling %d of %d prompts (%d cached) into %s", len(todo), len(prompts), len(prompts) - len(todo),
                  folder)
         start, new_tokens, window = time.perf_counter(), 0, 8 * batch_size
@@ -215,4 +247,4 @@ def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: P
             os.close(fd)
         secs = time.perf_counter() - start
         log.info("distilled %d answer tokens in %.0f s (%.0f tokens/s)", new_tokens, secs, new_tokens / max(secs, 1e-9))
-    return [(done[k][0], CachedHidden(folder / done[k][1], k)) for k in keys]
+    return [(through_turn_end(done[k][0], turn_end), CachedHidden(folder / done[k][1], k)) for k in keys]

@@ -1,0 +1,96 @@
+"""train --distill: the base's greedy answers, their cache and where they stop (a tiny random chat base)."""
+
+from __future__ import annotations
+
+import torch
+
+from test_train_data import CHATML, make_tokenizer
+from tinymodels import make_hf
+
+
+class Scripted(torch.nn.Module):
+    """An lm_head that says `script`, one token a step (its last token ever after), whatever the hidden state."""
+
+    def __init__(self, vocab: int, script: list[int]):
+        super().__init__()
+        self.vocab, self.script, self.step = vocab, script, 0
+
+    def forward(self, h):
+        tok = self.script[min(self.step, len(self.script) - 1)]
+        self.step += 1
+        out = torch.zeros(h.shape[0], self.vocab)
+        out[:, tok] = 1.0
+        return out
+
+
+def _chatml_base_with_endoftext(folder):
+    """Qwen2's base models' stop tokens: <|endoftext|> alone, in the tokenizer and generation_config.json."""
+    tok = make_tokenizer(folder, eos="<|endoftext|>")
+    make_hf(folder, "llama", tie=True, vocab_size=128, bos_token_id=None, eos_token_id=tok.eos_token_id)
+    return tok
+
+
+def _loader(base, tok, text: str):
+    """A loader of the base answering `text` (tokens of the tokenizer, special ones included) to any prompt."""
+    from transformers import AutoModelForCausalLM
+
+    script = tok(text, add_special_tokens=False)["input_ids"]
+
+    def load():
+        model = AutoModelForCausalLM.from_pretrained(base).eval()
+        model.lm_head = Scripted(model.config.vocab_size, script)
+        return model
+    return load
+
+
+RUNAWAY = "Hi.<|im_end|>\n<|im_start|>user\nAnd more?<|im_end|>\n"
+
+
+def test_a_chatml_base_whose_eos_is_endoftext_stops_its_answer_at_im_end(tmp_path):
+    """A ChatML base whose EOS is <|endoftext|> (Qwen2's base models: <|im_end|> ends a turn but is no EOS) answered on
+    past <|im_end|> into a user turn of its own making, up to --distill-max-new-tokens, and the drafter learnt it; the
+    answer ends at the template's end of turn now, as a reference answer's mask does."""
+    from redrafter_trt.train.distill import distill, turn_end_ids
+
+    base = tmp_path / "base"
+    tok = _chatml_base_with_endoftext(base)
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    assert tok.eos_token_id != im_end and turn_end_ids(tok) == {im_end}
+    prompt = tok(tok.apply_chat_template([{"role": "user", "content": "Yo"}], add_generation_prompt=True,
+                                         tokenize=False), add_special_tokens=False)["input_ids"]
+    ((answer, hidden),) = distill(_loader(base, tok, RUNAWAY), tok, [prompt], tmp_path / "c", max_new_tokens=20,
+                                  batch_size=1)
+    assert tok.decode(answer) == "Hi.<|im_end|>" and hidden.load().shape[0] == len(answer)
+
+
+def test_an_answer_cached_past_its_turns_end_is_read_up_to_it(tmp_path, monkeypatch):
+    """Answers cached before distillation stopped at the end of turn (the same keys) were taken as they were: the
+    runaway turns stayed in the training data of every later run on that cache."""
+    from redrafter_trt.train import distill as distill_module
+
+    base = tmp_path / "base"
+    tok = _chatml_base_with_endoftext(base)
+    prompt = [1, 5, 6]
+    monkeypatch.setattr(distill_module, "turn_end_ids", lambda tok: set())  # the older code
+    ((old, _),) = distill_module.distill(_loader(base, tok, RUNAWAY), tok, [prompt], tmp_path / "c",
+                                         max_new_tokens=20, batch_size=1)
+    assert len(old) == 20
+    monkeypatch.undo()
+
+    def no_load():
+        raise AssertionError("answered again, though cached")
+
+    ((answer, hidden),) = distill_module.distill(no_load, tok, [prompt], tmp_path / "c", max_new_tokens=20,
+                                                 batch_size=1)
+    assert tok.decode(answer) == "Hi.<|im_end|>" and hidden.load().shape[0] >= len(answer)
+
+
+def test_the_turn_end_is_the_templates_special_token_after_an_answer(tmp_path):
+    from redrafter_trt.train.distill import turn_end_ids
+
+    tok = make_tokenizer(tmp_path)
+    assert turn_end_ids(tok) == {tok.eos_token_id}  # SmolLM2's: <|im_end|> is its EOS
+    tok.chat_template = CHATML.replace("'<|im_end|>' + '\n'", "'\n'")  # no special token after an answer
+    assert tok.chat_template != CHATML and turn_end_ids(tok) == set()
+    tok.chat_template = "{{ raise_exception('no') }}"
+    assert turn_end_ids(tok) == set()
