@@ -94,3 +94,27 @@ def test_the_turn_end_is_the_templates_special_token_after_an_answer(tmp_path):
     assert tok.chat_template != CHATML and turn_end_ids(tok) == set()
     tok.chat_template = "{{ raise_exception('no') }}"
     assert turn_end_ids(tok) == set()
+
+
+def _tiny(tmp_path):
+    from test_train_data import make_chat_base
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = make_chat_base(tmp_path / "base")
+    return (lambda: AutoModelForCausalLM.from_pretrained(base).eval()), AutoTokenizer.from_pretrained(base)
+
+
+def test_index_lines_of_another_shape_are_passed_over(tmp_path):
+    """An index line that is JSON but no answer record (an array, a record without its file) was a KeyError or
+    TypeError traceback from every later run on that cache."""
+    from redrafter_trt.train.distill import distill, read_cache
+
+    load, tok = _tiny(tmp_path)
+    folder = tmp_path / "c"
+    want = distill(load, tok, [[1, 5, 6]], folder, max_new_tokens=4, batch_size=1)
+    with (folder / "answers.jsonl").open("a") as index:
+        index.write('{"key": "0123456789abcdef", "answer_ids": [5]}\n[1, 2]\n"text"\n')
+    assert len(read_cache(folder)) == 1
+    assert [a for a, _ in distill(load, tok, [[1, 5, 6]], folder, max_new_tokens=4, batch_size=1)] == \
+        [a for a, _ in want]
+

@@ -85,15 +85,22 @@ def index_name(rank: int) -> str:
 def read_cache(folder: Path) -> dict[str, tuple[list[int], str]]:
     """key -> (answer ids, hidden-state file name) from every rank's index; a torn line (killed mid-write) is
     ignored."""
-    out = {}
+    return {rec["key"]: (rec["answer_ids"], rec["file"]) for rec in _index_lines(folder)
+            if (folder / rec["file"]).exists()}
+
+
+def _index_lines(folder: Path) -> list[dict]:
+    """Every rank's index lines, in order, less those that are not a whole answer record (torn by a kill)."""
+    out = []
     for index in sorted(folder.glob("answers*.jsonl")):
         for line in index.read_text().splitlines():
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            if (folder / rec["file"]).exists():
-                out[rec["key"]] = (rec["answer_ids"], rec["file"])
+            if isinstance(rec, dict) and isinstance(rec.get("key"), str) and isinstance(rec.get("file"), str) \
+                    and isinstance(rec.get("answer_ids"), list):
+                out.append(rec)
     return out
 
 
