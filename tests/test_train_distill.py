@@ -118,3 +118,26 @@ def test_index_lines_of_another_shape_are_passed_over(tmp_path):
     assert [a for a, _ in distill(load, tok, [[1, 5, 6]], folder, max_new_tokens=4, batch_size=1)] == \
         [a for a, _ in want]
 
+
+def test_a_batch_file_no_index_line_names_is_removed(tmp_path, caplog):
+    """Before session 41 a batch's file took its name before its index lines were appended: a run killed between the
+    two left a file (the batch's hidden states, GBs for a large base) that no later run read or removed."""
+    import shutil
+
+    from redrafter_trt.train.distill import distill
+
+    load, tok = _tiny(tmp_path)
+    folder = tmp_path / "c"
+    prompts = [[1, 5, 6], [1, 7, 8]]
+    want = distill(load, tok, prompts, folder, max_new_tokens=4, batch_size=1)
+    named = sorted(f.name for f in folder.glob("hidden-*"))
+    orphan = folder / "hidden-0123456789abcdef-89abcdef.safetensors"
+    shutil.copy(folder / named[0], orphan)
+
+    def no_load():
+        raise AssertionError("answered again, though cached")
+
+    with caplog.at_level("WARNING", logger="redrafter_trt.train.distill"):
+        out = distill(no_load, tok, prompts, folder, max_new_tokens=4, batch_size=1)
+    assert sorted(f.name for f in folder.glob("hidden-*")) == named and str(orphan) in caplog.text
+    assert [a for a, _ in out] == [a for a, _ in want] and all(h.load().shape[0] == len(a) for a, h in out)

@@ -104,6 +104,25 @@ def _index_lines(folder: Path) -> list[dict]:
     return out
 
 
+def sweep_unindexed(folder: Path) -> None:
+    """Remove the batch files that no index line names: the code before session 41 named a batch's file before it
+    indexed it, and a run killed between the two left a file (the batch's hidden states, GBs for a large base) that no
+    run read nor removed. A distill now indexes a batch before its file takes its name, so the files are listed before
+    the lines are read: a file listed is named by then, even one a concurrent run has just written."""
+    listed = sorted(folder.glob("hidden-*.safetensors"))
+    named = {rec["file"] for rec in _index_lines(folder)}
+    for f in listed:
+        if f.name in named:
+            continue
+        try:  # another rank's sweep may remove it first
+            size = f.stat().st_size
+            f.unlink()
+        except FileNotFoundError:
+            continue
+        log.warning("removed %s, which no answer in %s names (left by a distillation killed before indexing it): "
+                    "%.2f GiB freed", f, folder, size / 2 ** 30)
+
+
 @torch.inference_mode()
 def greedy_batch(model, prompts: list[list[int]], max_new_tokens: int | list[int], stop: set[int], pad_id: int
                  ) -> tuple[list[list[int]], list[torch.Tensor]]:
@@ -188,6 +207,7 @@ def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: P
     folder.mkdir(parents=True, exist_ok=True)
     caps = [max_new_tokens if max_len is None else max(1, min(max_new_tokens, max_len - len(p))) for p in prompts]
     keys = [prompt_key(p, cap) for p, cap in zip(prompts, caps)]
+    sweep_unindexed(folder)
     done = read_cache(folder)
     # an answer ends at its turn's end as at an EOS: a ChatML base whose EOS is <|endoftext|> (Qwen2's base models)
     # once answered on past <|im_end|> into turns of its own making, up to --distill-max-new-tokens, and the drafter
