@@ -141,3 +141,22 @@ def test_a_batch_file_no_index_line_names_is_removed(tmp_path, caplog):
         out = distill(no_load, tok, prompts, folder, max_new_tokens=4, batch_size=1)
     assert sorted(f.name for f in folder.glob("hidden-*")) == named and str(orphan) in caplog.text
     assert [a for a, _ in out] == [a for a, _ in want] and all(h.load().shape[0] == len(a) for a, h in out)
+
+
+def test_cached_hidden_states_of_inf_or_nan_are_computed_again(tmp_path, caplog):
+    """A teacher-forced cache holding NaN (written before a base computing them was refused) was reused as it was: the
+    first step's loss was NaN and training stopped saying to lower --lr."""
+    from transformers import AutoModelForCausalLM
+
+    from redrafter_trt.io import write_safetensors
+    from redrafter_trt.train import features
+    from redrafter_trt.train.data import Example
+
+    model = AutoModelForCausalLM.from_pretrained(make_hf(tmp_path / "base", "llama", vocab_size=128)).eval()
+    examples = [Example(tuple(range(1, n)), (False,) + (True,) * (n - 2)) for n in (6, 7)]
+    want = features.build_features(examples, 2, tmp_path / "cache", "base", lambda: model).hidden
+    (path,) = (tmp_path / "cache").glob("hidden-*.safetensors")
+    write_safetensors(path, {"hidden": torch.full_like(want, float("nan"))})
+    with caplog.at_level("WARNING"):
+        got = features.build_features(examples, 2, tmp_path / "cache", "base", lambda: model).hidden
+    assert torch.equal(got, want) and "hold inf or NaN" in caplog.text

@@ -141,9 +141,12 @@ def build_features(examples: list[Example], predict_n: int, cache_dir: Path, bas
     path = Path(cache_dir) / f"hidden-{cache_key(base_id, examples)}.safetensors"
     if path.exists():
         hidden = read_safetensors(path)["hidden"]
-        if hidden.shape[0] == len(anchors):
+        if hidden.shape[0] == len(anchors) and torch.isfinite(hidden).all():
             log.info("reusing cached hidden states %s", path)
             return Features(tokens, mask, anchors, hidden)
+        if hidden.shape[0] == len(anchors):  # cached before a base computing them was refused: reused, the first
+            # step's loss was NaN and the error blamed --lr; computed again, a broken base is named with its fix
+            log.warning("cached hidden states %s hold inf or NaN: computing them again", path)
     start = time.perf_counter()
     hidden = compute_hidden(load_model(), examples, starts, anchors, on_batch=on_batch)
     ntok = sum(len(ex.ids) for ex in examples)
