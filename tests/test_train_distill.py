@@ -160,3 +160,33 @@ def test_cached_hidden_states_of_inf_or_nan_are_computed_again(tmp_path, caplog)
     with caplog.at_level("WARNING"):
         got = features.build_features(examples, 2, tmp_path / "cache", "base", lambda: model).hidden
     assert torch.equal(got, want) and "hold inf or NaN" in caplog.text
+
+
+def test_distill_says_how_many_conversations_share_a_prompt(tmp_path, caplog):
+    """--distill answers each distinct prompt once: a file of several answers per prompt (sampled completions) shrank
+    to its prompts without a word, the example count alone smaller than the file's."""
+    import json
+
+    from test_train_data import make_chat_base
+
+    from redrafter_trt.train import TrainConfig
+    from redrafter_trt.train.dataset import build_examples
+    from redrafter_trt.tokens import auto_tokenizer
+
+    base = make_chat_base(tmp_path / "base")
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"prompt": p, "answer": a}) + "\n"
+                            for p, a in [("Hi", "Hello."), ("Hi", "Hey there."), ("Hi", "Yo."), ("Why?", "Because.")]))
+    cfg = TrainConfig(base=base, data=[data], output=tmp_path / "out", cache_dir=tmp_path / "c", distill=True,
+                      distill_max_new_tokens=6, max_seq_len=64, eval_examples=0)
+
+    def load():
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(base).eval()
+
+    with caplog.at_level("WARNING"):
+        train, _ = build_examples(cfg, auto_tokenizer(base), load, tmp_path / "c", torch.float32)
+    assert len(train) <= 2
+    assert "2 of 4 conversations share their prompt (after the chat template and any cut) with an earlier one" \
+        in caplog.text

@@ -115,6 +115,9 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
             if tuple(ids) not in seen:
                 seen.add(tuple(ids))
                 prompts.append(ids)
+        if len(prompts) < len(convs):  # once without a word: several answers per prompt shrank to the prompts
+            log.warning("%d of %d conversations share their prompt (after the chat template and any cut) with an "
+                        "earlier one: --distill answers each prompt once", len(convs) - len(prompts), len(convs))
         if cut:
             log.warning("%d of %d prompts are longer than --max-seq-len %d less 2 answer tokens: their middles were "
                         "cut; raise --max-seq-len to keep them whole", cut, len(convs), cfg.max_seq_len)
