@@ -20,7 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -82,26 +82,26 @@ def index_name(rank: int) -> str:
     return "answers.jsonl" if rank == 0 else f"answers.rank{rank}.jsonl"
 
 
-def read_cache(folder: Path) -> dict[str, tuple[list[int], str]]:
-    """key -> (answer ids, hidden-state file name) from every rank's index; a torn line (killed mid-write) is
+def read_cache(folder: Path, keys: set[str] | None = None) -> dict[str, tuple[list[int], str]]:
+    """key -> (answer ids, hidden-state file name) from every rank's index, for `keys` only when given (a cache shared
+    by runs on other data holds their answers too, which were all held in memory); a torn line (killed mid-write) is
     ignored."""
     return {rec["key"]: (rec["answer_ids"], rec["file"]) for rec in _index_lines(folder)
-            if (folder / rec["file"]).exists()}
+            if (keys is None or rec["key"] in keys) and (folder / rec["file"]).exists()}
 
 
-def _index_lines(folder: Path) -> list[dict]:
+def _index_lines(folder: Path) -> Iterator[dict]:
     """Every rank's index lines, in order, less those that are not a whole answer record (torn by a kill)."""
-    out = []
     for index in sorted(folder.glob("answers*.jsonl")):
-        for line in index.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict) and isinstance(rec.get("key"), str) and isinstance(rec.get("file"), str) \
-                    and isinstance(rec.get("answer_ids"), list):
-                out.append(rec)
-    return out
+        with index.open() as lines:
+            for line in lines:
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue
+                if isinstance(rec, dict) and isinstance(rec.get("key"), str) and isinstance(rec.get("file"), str) \
+                        and isinstance(rec.get("answer_ids"), list):
+                    yield rec
 
 
 def sweep_unindexed(folder: Path) -> None:
@@ -208,7 +208,7 @@ def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: P
     caps = [max_new_tokens if max_len is None else max(1, min(max_new_tokens, max_len - len(p))) for p in prompts]
     keys = [prompt_key(p, cap) for p, cap in zip(prompts, caps)]
     sweep_unindexed(folder)
-    done = read_cache(folder)
+    done = read_cache(folder, set(keys))
     # an answer ends at its turn's end as at an EOS: a ChatML base whose EOS is <|endoftext|> (Qwen2's base models)
     # once answered on past <|im_end|> into turns of its own making, up to --distill-max-new-tokens, and the drafter
     # learnt them (a reference answer's mask ends there too)
