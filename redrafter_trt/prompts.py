@@ -8,6 +8,12 @@ A record gives its prompt through the first key present, in this order:
     conversations   ShareGPT: a list of {"from": "human"|"user"|..., "value": str} (or {"role", "content"}; a
                     content may be OpenAI's list of text parts); the first human/user message is the prompt
     messages        OpenAI style: the same, as `train --data` and `serve` take it
+    system          beside any of these (LLaMA-Factory's column): the system prompt
+A prompt is a `Prompt`: its text, with the system messages the chat template puts before it, as `train --data` renders
+the record: a conversation's own system/developer messages before its first human turn, else the record's `system`
+column (dropped once, so run, bench and acceptance rendered the template's default system prompt where train had the
+record's). Without the chat template a prompt is its text alone, as TensorRT-LLM's run.py takes plain text (a system
+prompt is the template's part: calibration and --no-chat send the user's text as written).
 A bare JSON string on a line is a prompt too. Blank lines are skipped. Anything else is a `ConfigError`
 naming the file and the line (jsonl) or the record index (JSON list). A `.txt` file is plain text, one prompt per
 non-blank line, as TensorRT-LLM's `run.py --input_file prompts.txt` reads it.
@@ -26,31 +32,50 @@ HUMAN = {"human", "user"}
 INPUTS = ("input", "context")  # what an instruction works on: Alpaca's `input`, Dolly's `context`
 
 
-def prompt_of(record) -> str:
-    """The prompt a record carries; raises ValueError (with the reason) when it carries none."""
+SYSTEM = {"system", "developer"}  # newer OpenAI clients send the system prompt as "developer" (train and serve too)
+
+
+class Prompt(str):
+    """A prompt's text, as a str (plain-text users, calibration and --no-chat, read it as it is), with `system`: the
+    system messages a chat template puts before it (`messages`)."""
+
+    def __new__(cls, text: str, system: tuple[str, ...] = ()):
+        self = super().__new__(cls, text)
+        self.system = tuple(system)
+        return self
+
+    def messages(self) -> list[dict]:
+        """The chat template's messages: the system messages, then the prompt as the user turn."""
+        return [*({"role": "system", "content": s} for s in self.system), {"role": "user", "content": str(self)}]
+
+
+def prompt_of(record) -> Prompt:
+    """The prompt a record carries, with its system messages; raises ValueError (with the reason) when it carries
+    none."""
     if isinstance(record, str):
         if not record.strip():
             raise ValueError("empty prompt")
-        return check_text(record, "the prompt")
+        return Prompt(check_text(record, "the prompt"))
     if not isinstance(record, dict):
         wrap = ": wrap a list of messages as {\"conversations\": [...]}" if isinstance(record, list) else ""
         raise ValueError(f"expected a JSON object like {{\"prompt\": \"...\"}}, got {type(record).__name__}{wrap}")
     for key in KEYS:
         if key not in record:
             continue
-        value = record[key]
+        value, system = record[key], ()
         if key == "turns":
             if not isinstance(value, list) or not value or not isinstance(value[0], str):
                 raise ValueError("`turns` must be a non-empty list of strings")
             value = value[0]
         elif key in ("conversations", "messages"):
-            value = _first_human(value, key)
+            value, system = _first_human(value, key)
         elif key == "instruction" and isinstance(value, str):
             value = "\n\n".join([value, *(record[k] for k in INPUTS if isinstance(record.get(k), str)
                                           and record[k].strip())])
         if not isinstance(value, str) or not value.strip():
             raise ValueError(f"`{key}` must be a non-empty string")
-        return check_text(value, f"`{key}`")
+        column = system_of(record)
+        return Prompt(check_text(value, f"`{key}`"), system or ((column,) if column else ()))
     raise ValueError(f"no prompt: expected one of the keys {', '.join(KEYS)}{message_hint(record)}")
 
 
@@ -83,22 +108,37 @@ def text_of(content):
     return content
 
 
-def _first_human(conversations, key: str) -> str:
+def system_of(record: dict) -> str | None:
+    """A record's `system` column (LLaMA-Factory's), checked: a string or None."""
+    system = record.get("system")
+    if system is not None and not isinstance(system, str):
+        raise ValueError(f"`system` is {system!r}: write the system prompt as a string")
+    return system
+
+
+def _first_human(conversations, key: str) -> tuple[str, tuple[str, ...]]:
+    """The first human/user message's text and the system messages before it (those train's conversation opens
+    with, which win over a `system` column there too)."""
     if not isinstance(conversations, list):
         raise ValueError(f"`{key}` must be a list of messages")
+    system = []
     for msg in conversations:
         if not isinstance(msg, dict):
             raise ValueError(f"`{key}` must hold objects with `from`/`value` (or `role`/`content`)")
-        who = msg.get("from", msg.get("role"))
+        who = str(msg.get("from", msg.get("role"))).lower()  # "Human", as train reads it too
         text = text_of(msg.get("value", msg.get("content")))
-        if str(who).lower() in HUMAN and isinstance(text, str):  # "Human", as train reads it too
-            return text
+        if who in SYSTEM:
+            if not isinstance(text, str):
+                raise ValueError(f"`{key}` has a {who!r} message whose `value`/`content` is {text!r}, not a string")
+            system.append(check_text(text, f"`{key}`'s system message"))
+        elif who in HUMAN and isinstance(text, str):
+            return text, tuple(system)
     raise ValueError(f"`{key}` has no human/user message")
 
 
-def load_prompts(path: Path | str) -> list[str]:
-    """Every prompt in a jsonl file (or a JSON list file), in file order. Raises `ConfigError` for a missing
-    or empty file and for a malformed record (naming its line)."""
+def load_prompts(path: Path | str) -> list[Prompt]:
+    """Every prompt in a jsonl file (or a JSON list file), in file order, with its system messages. Raises
+    `ConfigError` for a missing or empty file and for a malformed record (naming its line)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"input file {path} {'is a folder' if path.is_dir() else 'does not exist'}: pass a jsonl "

@@ -9,8 +9,9 @@ from .errors import COUNT, ConfigError, TokenizerError, first_line, read_text
 
 
 def encode_prompts(tokenizer, prompts: list[str], chat: bool | None) -> list[list[int]]:
-    """Token ids per prompt. chat=True: one user turn in the tokenizer's chat template, ready for the answer;
-    None: chat when the tokenizer has a template; False: plain text."""
+    """Token ids per prompt. chat=True: one user turn in the tokenizer's chat template, ready for the answer, after
+    a `Prompt`'s system messages (a prompt file's, as train renders them); None: chat when the tokenizer has a
+    template; False: plain text (the prompt's text alone, as TensorRT-LLM's run.py takes it)."""
     chat = uses_chat(tokenizer, chat)
     out = []
     for p in prompts:
@@ -18,7 +19,7 @@ def encode_prompts(tokenizer, prompts: list[str], chat: bool | None) -> list[lis
             text = chat_text(tokenizer, p)
             out.append(list(tokenizer(text, add_special_tokens=False)["input_ids"]))
         else:
-            out.append(list(tokenizer(p)["input_ids"]))
+            out.append(list(tokenizer(str(p))["input_ids"]))
     return out
 
 
@@ -32,16 +33,29 @@ def uses_chat(tokenizer, chat: bool | None) -> bool:
 
 
 def chat_text(tokenizer, prompt: str) -> str:
-    """One user turn in the tokenizer's chat template, ready for the answer; a template that does not render (not
-    text, broken Jinja) is a ConfigError, not a traceback."""
+    """One user turn in the tokenizer's chat template, ready for the answer, after a `Prompt`'s system messages; a
+    template that does not render (not text, broken Jinja) is a ConfigError, not a traceback, and so is one that
+    refuses a system message (Gemma's: 'System role not supported')."""
     from jinja2 import TemplateError
 
+    from .prompts import Prompt
+
+    messages = prompt.messages() if isinstance(prompt, Prompt) else [{"role": "user", "content": prompt}]
     try:
-        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                             tokenize=False)
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     except (TemplateError, TypeError, ValueError) as e:  # jinja's errors; a template that is not text
-        raise ConfigError(f"the tokenizer's chat template does not render ({first_line(e, type(e).__name__)}): fix "
+        why = first_line(e, type(e).__name__)
+        if len(messages) > 1:
+            chat_text(tokenizer, str(prompt))  # the template itself, when it renders no user turn either
+            raise ConfigError(f"the tokenizer's chat template refuses the system message of the prompt "
+                              f"{_short(prompt)} ({why}): remove the system prompt from its record, or turn chat "
+                              f"off") from None
+        raise ConfigError(f"the tokenizer's chat template does not render ({why}): fix "
                           f"or re-download its tokenizer_config.json (chat_template), or turn chat off") from None
+
+
+def _short(text: str, most: int = 40) -> str:
+    return repr(text if len(text) <= most else text[:most] + "...")
 
 
 def eos_ids(tokenizer, generation_eos=None) -> list[int]:

@@ -167,3 +167,47 @@ def test_half_a_surrogate_pair_is_refused_naming_the_line(tmp_path):
                '{"conversations": [{"from": "human", "value": "\\ud800"}, {"from": "gpt", "value": "a"}]}']
     convs = read_conversations(write(tmp_path, "\n".join(records) + "\n"))
     assert [c.source.rsplit(" ", 1)[1] for c in convs] == ["1"]
+
+
+def test_a_records_system_prompt_renders_as_train_renders_it(tmp_path, smollm2):
+    """run, bench, acceptance took a record's first human turn alone and the chat template put its default system
+    prompt before it, while train renders the record's own (its system message, else its `system` column): the
+    drafter was measured on prompts it never trained on. Both now render the same tokens; plain text is the turn."""
+    from redrafter_trt.tokens import auto_tokenizer, encode_prompts
+    from redrafter_trt.train.data import prompt_ids, read_conversations
+
+    records = [
+        {"conversations": [{"from": "system", "value": "You are a pirate."}, {"from": "human", "value": "Q1"},
+                           {"from": "gpt", "value": "A1"}]},
+        {"messages": [{"role": "user", "content": "Q2"}], "system": "Answer in French."},
+        {"instruction": "Q3", "output": "A3", "system": "Be brief."},
+        {"conversations": [{"from": "gpt", "value": "Hi!"}, {"from": "developer", "value": "Own wins."},
+                           {"from": "human", "value": "Q4"}], "system": "The column loses."},
+        {"messages": [{"role": "user", "content": "Q5"}], "system": ""},
+    ]
+    path = write(tmp_path, "".join(json.dumps(r) + "\n" for r in records))
+    tok = auto_tokenizer(smollm2)
+    prompts = load_prompts(path)
+    assert prompts == ["Q1", "Q2", "Q3", "Q4", "Q5"]
+    assert encode_prompts(tok, prompts, True) == [prompt_ids(tok, c) for c in read_conversations(path)]
+    assert "You are a pirate." in tok.decode(encode_prompts(tok, prompts, True)[0])
+    assert "The column loses." not in tok.decode(encode_prompts(tok, prompts, True)[3])
+    assert encode_prompts(tok, prompts, False) == [tok(q)["input_ids"] for q in prompts]  # as TensorRT-LLM's run.py
+    path = write(tmp_path, json.dumps({"prompt": "Q", "system": 5}) + "\n")
+    with pytest.raises(ConfigError, match=r"line 1: `system` is 5: write the system prompt as a string$"):
+        load_prompts(path)
+
+
+def test_a_template_refusing_a_system_message_is_named(tmp_path, smollm2):
+    """A chat template that refuses a system role (Gemma's) is named for the prompt's system message, not as a
+    template that does not render at all."""
+    from redrafter_trt.prompts import Prompt
+    from redrafter_trt.tokens import auto_tokenizer, chat_text
+
+    tok = auto_tokenizer(smollm2)
+    tok.chat_template = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not "
+                         "supported') }}{% endif %}{{ m['content'] }}{% endfor %}")
+    assert chat_text(tok, Prompt("Q")) == "Q"
+    with pytest.raises(ConfigError, match=r"refuses the system message of the prompt 'Q' \(System role not "
+                                          r"supported\): remove the system prompt from its record, or turn chat off$"):
+        chat_text(tok, Prompt("Q", ("S",)))

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, first_line, read_text
-from ..prompts import KEYS as PROMPT_KEYS, check_text, message_hint, prompt_of, records, text_of
+from ..prompts import KEYS as PROMPT_KEYS, check_text, message_hint, prompt_of, records, system_of, text_of
 from ..tokens import chat_text
 
 if TYPE_CHECKING:
@@ -111,9 +111,7 @@ def conversation_of(record, source: str = "") -> Conversation:
     source: where the record is ("FILE line N"), for later errors. A record's own `system` string (LLaMA-Factory's
     ShareGPT and Alpaca columns) opens the conversation: it was dropped, and the template's default put in its place."""
     messages = _record_messages(record)
-    system = record.get("system") if isinstance(record, dict) else None
-    if system is not None and not isinstance(system, str):
-        raise ValueError(f"`system` is {system!r}: write the system prompt as a string")
+    system = system_of(record) if isinstance(record, dict) else None
     if system and messages[0]["role"] != "system":
         messages = [{"role": "system", "content": system}, *messages]
     for m in messages:
