@@ -122,7 +122,7 @@ def _first_human(conversations, key: str) -> tuple[str, tuple[str, ...]]:
     if not isinstance(conversations, list):
         raise ValueError(f"`{key}` must be a list of messages")
     system = []
-    for msg in conversations:
+    for n, msg in enumerate(conversations, start=1):
         if not isinstance(msg, dict):
             raise ValueError(f"`{key}` must hold objects with `from`/`value` (or `role`/`content`)")
         who = str(msg.get("from", msg.get("role"))).lower()  # "Human", as train reads it too
@@ -132,6 +132,9 @@ def _first_human(conversations, key: str) -> tuple[str, tuple[str, ...]]:
                 raise ValueError(f"`{key}` has a {who!r} message whose `value`/`content` is {text!r}, not a string")
             system.append(check_text(text, f"`{key}`'s system message"))
         elif who in HUMAN and isinstance(text, str):
+            if not text.strip():  # was "`conversations` must be a non-empty string", of a list
+                raise ValueError(f"`{key}` message {n}, its first human/user message, is empty: write its prompt, "
+                                 f"or remove that record")
             return text, tuple(system)
     raise ValueError(f"`{key}` has no human/user message")
 

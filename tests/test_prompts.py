@@ -198,6 +198,16 @@ def test_a_records_system_prompt_renders_as_train_renders_it(tmp_path, smollm2):
         load_prompts(path)
 
 
+def test_an_empty_first_human_turn_is_named(tmp_path):
+    """A ShareGPT record whose first human turn is empty was refused as '`conversations` must be a non-empty
+    string', which it is not (it is a list)."""
+    path = write(tmp_path, json.dumps({"conversations": [{"from": "system", "value": "S"}, {"from": "human",
+                                                                                               "value": " "}]}) + "\n")
+    with pytest.raises(ConfigError, match=r"line 1: `conversations` message 2, its first human/user message, is "
+                                          r"empty: write its prompt, or remove that record$"):
+        load_prompts(path)
+
+
 def test_a_template_refusing_a_system_message_is_named(tmp_path, smollm2):
     """A chat template that refuses a system role (Gemma's) is named for the prompt's system message, not as a
     template that does not render at all."""
