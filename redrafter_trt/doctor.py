@@ -11,6 +11,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,14 +189,18 @@ def check_trtllm_requirements(version: str, requirements: list[str], installed: 
                  f"{fix}, or a fresh environment for tensorrt_llm", feature=ENGINES)
 
 
-def check_mpi(has_mpi4py: bool, mpirun: str | None) -> Check:
+def check_mpi(has_mpi4py: bool, mpirun: str | None, import_error: str | None = None) -> Check:
     """mpirun starts tensor-parallel runs; mpi4py is needed by any engine: `import tensorrt_llm` (trtllm-build's too)
-    runs `from mpi4py import MPI` in tensorrt_llm/_utils.py."""
+    runs `from mpi4py import MPI` in tensorrt_llm/_utils.py. import_error: why that import fails where mpi4py is
+    installed (mpi4py 4's PyPI wheels load the MPI library then: 'cannot load MPI library' without one)."""
     fix = "apt install openmpi-bin libopenmpi-dev && pip install mpi4py"
     missing = " and ".join(what for what, ok in (("mpi4py", has_mpi4py), ("mpirun", mpirun)) if not ok)
     if not has_mpi4py:
         return Check("mpi", False, f"missing {missing} (tensorrt_llm imports mpi4py: no engine builds or runs)", fix,
                      feature=ENGINES)
+    if import_error is not None:
+        return Check("mpi", False, f"from mpi4py import MPI fails ({import_error}): tensorrt_llm imports it, no engine "
+                     "builds or runs", fix, feature=ENGINES)
     if not mpirun:
         return Check("mpi", False, f"missing {missing}", fix, feature=TP_RUNS)
     return Check("mpi", True, f"mpi4py and {mpirun}", feature=TP_RUNS)
@@ -279,6 +284,20 @@ def modelopt_import_error() -> str | None:
     return None
 
 
+def mpi4py_import_error() -> str | None:
+    """Whether `from mpi4py import MPI` works here (None) or the last line of its error. Run in a child Python with MPI
+    left uninitialised (mpi4py.rc.initialize): loading a broken MPI library may crash, and MPI_Init may wait."""
+    code = "import mpi4py; mpi4py.rc.initialize = mpi4py.rc.finalize = False; from mpi4py import MPI"
+    try:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return "it did not finish in 60 s"
+    if done.returncode == 0:
+        return None
+    lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+    return lines[-1] if lines else f"exit status {done.returncode}"
+
+
 def trtllm_package_dir() -> Path | None:
     """tensorrt_llm's folder without importing it (its import loads CUDA libraries)."""
     spec = importlib.util.find_spec("tensorrt_llm")
@@ -307,5 +326,6 @@ def run_checks() -> list[Check]:
     checks.append(check_trtllm_build(which("trtllm-build")))
     modelopt = dist_version("nvidia-modelopt", "nvidia_modelopt")
     checks.append(check_modelopt(modelopt, modelopt_import_error() if modelopt else None))
-    checks.append(check_mpi(has_module("mpi4py"), which("mpirun")))
+    has_mpi4py = has_module("mpi4py")
+    checks.append(check_mpi(has_mpi4py, which("mpirun"), mpi4py_import_error() if has_mpi4py else None))
     return checks

@@ -98,6 +98,7 @@ def fake_machine(monkeypatch, torch: TorchInfo, trtllm: str | None, dists: dict[
     monkeypatch.setattr(doctor, "which", lambda name: f"/usr/bin/{name}" if trtllm else None)
     monkeypatch.setattr(doctor, "has_module", lambda name: bool(trtllm))
     monkeypatch.setattr(doctor, "modelopt_import_error", lambda: None)
+    monkeypatch.setattr(doctor, "mpi4py_import_error", lambda: None)
 
 
 CPU_DISTS = {"torch": "2.6.0", "transformers": "4.56.0", "safetensors": "0.4.5", "click": "8.1.7", "pyyaml": "6.0",
@@ -302,3 +303,37 @@ def test_packages_outside_tensorrt_llms_requirements_are_named(monkeypatch, dist
         assert f"FIX  tensorrt_llm requirements: outside tensorrt_llm 1.2.0's: {outside} -> pip install " \
                "'torch<=2.9.0,>=2.9.0a0' 'transformers==4.57.1', or a fresh environment" in result.output
         assert "engines" in result.output.strip().splitlines()[-1]
+
+
+def fake_mpi4py(folder: Path, mpi_module: str) -> Path:
+    """An mpi4py package in `folder` whose MPI module is `mpi_module`'s text."""
+    (folder / "mpi4py").mkdir()
+    (folder / "mpi4py" / "__init__.py").write_text("class rc:\n    initialize = True\n    finalize = True\n")
+    (folder / "mpi4py" / "MPI.py").write_text(mpi_module)
+    return folder
+
+
+def test_mpi4py_that_does_not_import_builds_no_engine(monkeypatch, tmp_path):
+    """mpi4py 4's PyPI wheels load the MPI library at `from mpi4py import MPI`, which `import tensorrt_llm` runs: with
+    no MPI library there it raises, and no engine builds or runs. doctor looked for the package alone and said
+    only mpirun was missing (tensor-parallel runs)."""
+    broken = fake_mpi4py(tmp_path, "raise RuntimeError('cannot load MPI library')\n")
+    monkeypatch.setenv("PYTHONPATH", str(broken))
+    error = doctor.mpi4py_import_error()
+    assert error == "RuntimeError: cannot load MPI library", error
+    fake_machine(monkeypatch, TorchInfo("2.6.0", "12.6", (H100,)), "1.2.0",
+                 {**CPU_DISTS, "tensorrt": "10.11.0", "nvidia-modelopt": "0.37.0"})
+    monkeypatch.setattr(doctor, "mpi4py_import_error", lambda: error)
+    result = CliRunner().invoke(main, ["doctor"])
+    assert "FIX  mpi: from mpi4py import MPI fails (RuntimeError: cannot load MPI library): tensorrt_llm imports " \
+           "it, no engine builds or runs -> apt install openmpi-bin" in result.output, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last == "unavailable here: engines (redrafter-trt build, engine runs)", last
+
+
+def test_mpi4py_imports_without_initialising_mpi(monkeypatch, tmp_path):
+    """The import is tried with MPI_Init left off (it may wait for a launcher), and a working one is OK."""
+    fine = fake_mpi4py(tmp_path, "import mpi4py\nassert not mpi4py.rc.initialize and not mpi4py.rc.finalize\n")
+    monkeypatch.setenv("PYTHONPATH", str(fine))
+    assert doctor.mpi4py_import_error() is None
+    assert doctor.check_mpi(True, "/usr/bin/mpirun", None).ok
