@@ -96,9 +96,10 @@ def calibration_prompts(path: Path | None, size: int) -> list[str]:
             prompts = load_prompts(default)
     else:
         prompts = load_prompts(Path(path))
-    if len(prompts) < size:
-        log.warning("the calibration set holds %d prompts, not the %d asked for: using all %d (pass --calib-data FILE "
-                    "for more)", len(prompts), size, len(prompts))
+    if len(prompts) < size:  # the hint names what holds the prompts: the shipped set, or the user's own file
+        more = "pass --calib-data FILE for more" if path is None else f"add prompts to {path} for more"
+        log.warning("the calibration set holds %d prompts, not the %d asked for: using all %d (%s, or lower "
+                    "--calib-size)", len(prompts), size, len(prompts), more)
     return prompts[:size]
 
 

@@ -487,3 +487,19 @@ def test_an_export_that_is_not_fp8_is_refused(fp8_models, tiny_drafter, tmp_path
     with pytest.raises(DependencyError, match=rf"exported quantization.{dropped} null, not \"FP8\""):
         convert(fp8_models["llama"], tiny_drafter, out, quantize="fp8", kv_cache_dtype=kv, dtype="bfloat16", **CALIB)
     assert not out.exists()
+
+
+def test_a_short_calibration_file_is_named_not_calib_data(tmp_path, caplog):
+    """A --calib-data file holding fewer prompts than --calib-size was answered 'pass --calib-data FILE for more', the
+    flag the user had passed; the hint now names their file (the shipped set's still names --calib-data)."""
+    custom = tmp_path / "calib.jsonl"
+    custom.write_text('{"prompt": "one"}\n')
+    with caplog.at_level("WARNING", logger="redrafter_trt.quantize"):
+        assert calibration_prompts(custom, 8) == ["one"]
+    assert f"holds 1 prompts, not the 8 asked for: using all 1 (add prompts to {custom} for more, or lower " \
+           "--calib-size)" in caplog.text, caplog.text
+    assert "--calib-data" not in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="redrafter_trt.quantize"):
+        calibration_prompts(None, 1000)
+    assert "(pass --calib-data FILE for more, or lower --calib-size)" in caplog.text, caplog.text
