@@ -138,6 +138,14 @@ def check_trtllm(version: str | None, package_dir: Path | None) -> Check:
     return Check("tensorrt_llm", True, f"{version}, has ReDrafter (explicit_draft_tokens)", feature=feature)
 
 
+def check_trtllm_import(error: str | None) -> Check:
+    """error: why `import tensorrt_llm` (what trtllm-build and every engine run do first) fails here, or None."""
+    if error is None:
+        return Check("tensorrt_llm import", True, "import tensorrt_llm works", feature=ENGINES)
+    return Check("tensorrt_llm import", False, error, "install what it names (TensorRT-LLM's system packages: apt "
+                 "install libopenmpi-dev python3-dev), or reinstall: " + INSTALL_HINT, feature=ENGINES)
+
+
 def check_tensorrt(version: str | None) -> Check:
     return Check("tensorrt", version is not None, version or "not installed",
                  "" if version else "installed with tensorrt_llm: " + INSTALL_HINT, feature=ENGINES)
@@ -284,18 +292,31 @@ def modelopt_import_error() -> str | None:
     return None
 
 
-def mpi4py_import_error() -> str | None:
-    """Whether `from mpi4py import MPI` works here (None) or the last line of its error. Run in a child Python with MPI
-    left uninitialised (mpi4py.rc.initialize): loading a broken MPI library may crash, and MPI_Init may wait."""
-    code = "import mpi4py; mpi4py.rc.initialize = mpi4py.rc.finalize = False; from mpi4py import MPI"
+def child_import_error(code: str, timeout: int) -> str | None:
+    """Whether `code` (imports) runs in a child Python (None) or the last line of its error: a library that loads
+    native code may crash or hang, and must not end doctor."""
     try:
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return "it did not finish in 60 s"
+        return f"it did not finish in {timeout} s"
     if done.returncode == 0:
         return None
     lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
     return lines[-1] if lines else f"exit status {done.returncode}"
+
+
+def mpi4py_import_error() -> str | None:
+    """Whether `from mpi4py import MPI` works here (None) or the last line of its error, with MPI left uninitialised
+    (mpi4py.rc.initialize): MPI_Init may wait for a launcher."""
+    return child_import_error("import mpi4py; mpi4py.rc.initialize = mpi4py.rc.finalize = False; from mpi4py import MPI",
+                              60)
+
+
+def trtllm_import_error() -> str | None:
+    """Whether `import tensorrt_llm` works here (None) or the last line of its error. Its package metadata says nothing
+    of the native libraries the import loads (libpython3.x's shared library, libmpi, TensorRT's, the CUDA driver), whose
+    absence fails trtllm-build and every engine run; it takes seconds, so it runs once, in a child Python."""
+    return child_import_error("import tensorrt_llm", 300)
 
 
 def trtllm_package_dir() -> Path | None:
@@ -317,6 +338,8 @@ def run_checks() -> list[Check]:
     checks.append(check_fp8_gpu(torch.gpus))
     trtllm = trtllm_version()
     checks.append(check_trtllm(trtllm, trtllm_package_dir()))
+    if checks[-1].ok:
+        checks.append(check_trtllm_import(trtllm_import_error()))
     if trtllm is not None and (requirements := trtllm_requirements()) is not None:
         from packaging.requirements import Requirement
 

@@ -99,6 +99,7 @@ def fake_machine(monkeypatch, torch: TorchInfo, trtllm: str | None, dists: dict[
     monkeypatch.setattr(doctor, "has_module", lambda name: bool(trtllm))
     monkeypatch.setattr(doctor, "modelopt_import_error", lambda: None)
     monkeypatch.setattr(doctor, "mpi4py_import_error", lambda: None)
+    monkeypatch.setattr(doctor, "trtllm_import_error", lambda: None)
 
 
 CPU_DISTS = {"torch": "2.6.0", "transformers": "4.56.0", "safetensors": "0.4.5", "click": "8.1.7", "pyyaml": "6.0",
@@ -337,3 +338,32 @@ def test_mpi4py_imports_without_initialising_mpi(monkeypatch, tmp_path):
     monkeypatch.setenv("PYTHONPATH", str(fine))
     assert doctor.mpi4py_import_error() is None
     assert doctor.check_mpi(True, "/usr/bin/mpirun", None).ok
+
+
+def test_tensorrt_llm_that_does_not_import_builds_no_engine(monkeypatch, tmp_path):
+    """TensorRT-LLM's wheel installs without the native libraries its import loads (libpython3.x's shared library,
+    libmpi, a recent enough driver): every check from package metadata said OK, and trtllm-build failed at its first
+    line. The import is tried now, in a child Python."""
+    (tmp_path / "tensorrt_llm").mkdir()
+    (tmp_path / "tensorrt_llm" / "__init__.py").write_text(
+        "raise ImportError('libpython3.12.so.1.0: cannot open shared object file: No such file or directory')\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    error = doctor.trtllm_import_error()
+    assert error == "ImportError: libpython3.12.so.1.0: cannot open shared object file: No such file or directory"
+    fake_machine(monkeypatch, TorchInfo("2.6.0", "12.6", (H100,)), "1.2.0",
+                 {**CPU_DISTS, "tensorrt": "10.11.0", "nvidia-modelopt": "0.37.0"})
+    monkeypatch.setattr(doctor, "trtllm_import_error", lambda: error)
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code == 0, result.output
+    assert f"FIX  tensorrt_llm import: {error} -> install what it names" in result.output, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last == "unavailable here: engines (redrafter-trt build, engine runs)", last
+
+
+def test_tensorrt_llm_import_is_tried_only_for_a_usable_install(monkeypatch):
+    fake_machine(monkeypatch, TorchInfo("2.6.0", "12.6", (H100,)), "0.12.0", {**CPU_DISTS, "tensorrt": "10.11.0"})
+    monkeypatch.setattr(doctor, "trtllm_import_error", lambda: pytest.fail("imported a TensorRT-LLM without ReDrafter"))
+    result = CliRunner().invoke(main, ["doctor"])
+    assert "tensorrt_llm import" not in result.output, result.output
+    fake_machine(monkeypatch, TorchInfo("2.6.0", "12.6", (H100,)), "1.2.0", {**CPU_DISTS, "tensorrt": "10.11.0"})
+    assert "OK   tensorrt_llm import: import tensorrt_llm works" in CliRunner().invoke(main, ["doctor"]).output
