@@ -295,6 +295,9 @@ def modelopt_import_error() -> str | None:
 def child_import_error(code: str, timeout: int) -> str | None:
     """Whether `code` (imports) runs in a child Python (None) or the last line of its error: a library that loads
     native code may crash or hang, and must not end doctor."""
+    # `python -c` puts the working directory first on sys.path, where this process (a console script) has none: a
+    # TensorRT-LLM source checkout there would be imported in place of the installed package doctor reports
+    code = f"import sys; sys.path[:1] = [p for p in sys.path[:1] if p]; {code}"  # PYTHONSAFEPATH puts none
     try:
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:

@@ -367,3 +367,12 @@ def test_tensorrt_llm_import_is_tried_only_for_a_usable_install(monkeypatch):
     assert "tensorrt_llm import" not in result.output, result.output
     fake_machine(monkeypatch, TorchInfo("2.6.0", "12.6", (H100,)), "1.2.0", {**CPU_DISTS, "tensorrt": "10.11.0"})
     assert "OK   tensorrt_llm import: import tensorrt_llm works" in CliRunner().invoke(main, ["doctor"]).output
+
+
+def test_the_import_is_tried_on_the_installed_package_not_a_folder_in_the_working_directory(monkeypatch, tmp_path):
+    """`python -c` imports from the working directory first: doctor run inside a TensorRT-LLM source checkout (its
+    tensorrt_llm/ folder, not built) judged that folder's import, not the installed package doctor reports."""
+    (tmp_path / "tensorrt_llm").mkdir()
+    (tmp_path / "tensorrt_llm" / "__init__.py").write_text("raise ImportError('the source checkout')\n")
+    monkeypatch.chdir(tmp_path)
+    assert doctor.child_import_error("import tensorrt_llm", 60) == "ModuleNotFoundError: No module named 'tensorrt_llm'"
