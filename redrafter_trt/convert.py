@@ -138,8 +138,6 @@ def convert(base: Path | str, drafter: Path | str, output: Path | str, *, force:
     dcfg, dtensors = _inputs(base, drafter, output, force, opts)
 
     # FP8 scratch: hidden, named like this run's partial output, so the next run removes it if this one is killed
-    if opts.quantize:
-        output.parent.mkdir(parents=True, exist_ok=True)
     with scratch_dir(output, "fp8-") if opts.quantize else contextlib.nullcontext() as scratch:
         source = _quantized_base(base, dcfg, scratch / "base", opts) if opts.quantize else base
         plan, sources = _plan(source, base, drafter, dcfg, dtensors, opts)

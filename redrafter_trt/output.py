@@ -160,12 +160,16 @@ def partial_dir(dest: Path, tag: str = "") -> Path:
 
 @contextlib.contextmanager
 def scratch_dir(dest: Path, tag: str) -> Iterator[Path]:
-    """partial_dir for a run's intermediate files (convert's FP8 base), removed when done."""
+    """partial_dir for a run's intermediate files (convert's FP8 base), removed when done, with the parent folders
+    it made for it unless the output went in them."""
+    made = [p for p in Path(dest).parents if not p.exists()]  # nearest first
+    Path(dest).parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_dir(dest, tag)
     try:
         yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty(made)
 
 
 def remove_stale_partials(dest: Path) -> None:
@@ -259,8 +263,14 @@ def atomic_output(dest: Path, force: bool, inputs: Iterable[Path | str] = ()) ->
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-        for folder in made if not done else ():  # a failed write leaves no empty folders either
-            try:
-                folder.rmdir()
-            except OSError:  # another run's output appeared in it
-                break
+        if not done:  # a failed write leaves no empty folders either
+            _remove_empty(made)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove folders this run made, nearest first, up to the first one something else went in."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # an output (this run's, or another run's) is in it
+            break

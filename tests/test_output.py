@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from redrafter_trt.cli import main
-from redrafter_trt.output import atomic_output
+from redrafter_trt.output import atomic_output, scratch_dir
 from tinymodels import make_drafter
 
 OURS = json.dumps({"producer": {"name": "redrafter-trt"}})
@@ -44,7 +44,7 @@ def kill_while_removing_the_replaced_output(dest: Path) -> None:
         import os, signal, shutil
         from pathlib import Path
         import redrafter_trt.output as output
-        from redrafter_trt.output import atomic_output
+        from redrafter_trt.output import atomic_output, scratch_dir
 
         def rmtree(path, *a, **k):
             if Path(path).name.startswith(".out.") and Path(path).exists():
@@ -221,6 +221,22 @@ def test_a_write_failing_halfway_leaves_none_of_the_folders_it_made(tmp_path):
     assert (tmp_path / "new" / "deep" / "ckpt" / "marker").read_text() == "ok"
 
 
+def test_an_fp8_convert_failing_after_its_scratch_leaves_none_of_the_folders_it_made(tmp_path):
+    """`convert --quantize fp8 --output new/deep/ckpt` made new/deep/ for its FP8 scratch before atomic_output, which
+    then found them existing: a failed run left them behind, empty. A run that succeeds keeps them."""
+    (tmp_path / "kept").mkdir()
+    dest = tmp_path / "new" / "deep" / "ckpt"
+    with pytest.raises(OSError, match="No space"):
+        with scratch_dir(dest, "fp8-") as scratch, atomic_output(dest, False) as tmp:
+            (scratch / "base").mkdir()
+            (tmp / "rank0.safetensors").write_bytes(b"x")
+            raise OSError(28, "No space left on device")
+    assert [p.name for p in tmp_path.iterdir()] == ["kept"]
+    with scratch_dir(dest, "fp8-"), atomic_output(dest, False) as tmp:
+        (tmp / "marker").write_text("ok")
+    assert [p.name for p in dest.parent.iterdir()] == ["ckpt"]
+
+
 def test_a_replace_killed_between_its_two_renames_keeps_the_earlier_output(tmp_path):
     """kill -9 after `--force` moved the earlier output aside and before the new one took its name: the output was
     gone, and the next run's sweep deleted the earlier one. It is put back, and needs --force again to replace."""
@@ -229,7 +245,7 @@ def test_a_replace_killed_between_its_two_renames_keeps_the_earlier_output(tmp_p
     rc = run_child(f"""
         import os, signal
         from pathlib import Path
-        from redrafter_trt.output import atomic_output
+        from redrafter_trt.output import atomic_output, scratch_dir
 
         real = Path.rename
 
