@@ -163,6 +163,32 @@ def test_a_broken_rank_file_other_than_rank0s_is_named_by_generate_tp(tiny_llama
         rt.generate_tp(ckpt, PROMPTS, 4)
 
 
+def _refuse_on_rank(group, refusing: int, seconds: float) -> str:
+    """A launch fn: rank `refusing` refuses; the others wait where its end does not reach them (as in an NCCL
+    collective, which waits for its timeout, 10 minutes, where gloo's fails as the peer's sockets close)."""
+    import time
+
+    if group.tp_rank == refusing:
+        raise ConfigError(f"rank {refusing} refuses")
+    time.sleep(seconds)
+    return "waited"
+
+
+@pytest.mark.parametrize("refusing", [0, 1])
+def test_a_rank_that_refuses_ends_the_others_at_once(refusing):
+    """A rank's RedrafterError (its own rank file cut short, on CUDA) left its process with exit code 0, so mp.spawn
+    let the other ranks run on: stuck in an NCCL collective for its timeout before the error was seen (or, from rank
+    1, never raised at all when rank 0 returned). A refusing rank now exits 1: spawn ends the others, launch raises."""
+    import time
+
+    from redrafter_trt.runtime.tp import launch
+
+    start = time.monotonic()
+    with pytest.raises(ConfigError, match=f"rank {refusing} refuses"):
+        launch(_refuse_on_rank, 2, refusing, 120.0)
+    assert time.monotonic() - start < 90  # starting two ranks takes 10-30 s here
+
+
 def test_a_program_ending_with_local_ranks_open_exits(tiny_llama, tiny_drafter, tmp_path):
     """A script that used LocalRanks on a tp=2 checkpoint and ended without close() never exited: multiprocessing's
     exit handler sent the followers SIGTERM, which they ignore, and joined them forever (they wait on the pipe the

@@ -132,6 +132,8 @@ def _worker(tp_rank: int, tp_size: int, port: int, device: str, fn, args, result
             keep_result(result_path, tp_rank, result)
     finally:
         dist.destroy_process_group()
+    if result[0] == "error":  # a failed exit: mp.spawn ends the other ranks, which an NCCL collective would hold
+        sys.exit(1)             # for its whole timeout (gloo's fails as this process's sockets close)
 
 
 def keep_result(result_path: str, tp_rank: int, result: tuple) -> None:
