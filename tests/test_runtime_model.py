@@ -258,3 +258,43 @@ def test_load_names_a_folder_that_is_no_checkpoint(tiny_llama, tiny_drafter):
     for folder, kind in ((tiny_llama, "a Hugging Face model"), (tiny_drafter, "an Apple ReDrafter drafter")):
         with pytest.raises(ConfigError, match=f"holds {kind}, not a ReDrafter checkpoint: make one with"):
             rt.load(folder)
+
+
+def test_fp8_weights_stored_as_int8_run_as_fp8(tiny_llama, tiny_drafter, tmp_path):
+    """A review: FP8 weights stored as int8 (older exporters' layout, which TensorRT-LLM views as FP8, and which
+    inspect passes) were read by the runtime as integers, 56 becoming 56.0 times nothing: every linear garbage, no
+    error. They are viewed as FP8 and dequantised now; an integer tensor without a scale, or int8 weights of another
+    quant_algo (SmoothQuant's), is refused in one line."""
+    import json
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from redrafter_trt.errors import ConfigError, TensorError
+
+    fp8 = tmp_path / "fp8"
+    shutil.copytree(checkpoint(tiny_llama, tiny_drafter, 1), fp8)
+    tensors = load_file(fp8 / "rank0.safetensors")
+    for name in [n for n in tensors if n.startswith("transformer.layers.") and n.endswith(".weight")
+                 and "norm" not in n]:
+        scale = tensors[name].abs().max().reshape(1) / 448
+        tensors[name] = (tensors[name] / scale).to(torch.float8_e4m3fn)
+        tensors[name.removesuffix("weight") + "weights_scaling_factor"] = scale
+    save_file(tensors, fp8 / "rank0.safetensors")
+    cfg = json.loads((fp8 / "config.json").read_text())
+    (fp8 / "config.json").write_text(json.dumps(cfg | {"quantization": {"quant_algo": "FP8"}}))
+    as_int8 = tmp_path / "int8"
+    shutil.copytree(fp8, as_int8)
+    save_file({n: t.view(torch.int8) if t.dtype == torch.float8_e4m3fn else t for n, t in tensors.items()},
+              as_int8 / "rank0.safetensors")
+    want = rt.forward_logits(rt.load(fp8), IDS)
+    torch.testing.assert_close(want, hf_logits(tiny_llama, IDS), atol=0.1, rtol=0)  # FP8 rounding only
+    assert torch.equal(rt.forward_logits(rt.load(as_int8), IDS), want)
+    name = "transformer.layers.0.mlp.proj.weight"  # int8 without a scale beside it: no FP8 bits, no weights
+    unscaled = {n: t for n, t in tensors.items() if n != name.removesuffix("weight") + "weights_scaling_factor"}
+    save_file(unscaled | {name: tensors[name].view(torch.int8)}, as_int8 / "rank0.safetensors")
+    with pytest.raises(TensorError, match=f"{name} is int8, which the reference runtime does not dequantise"):
+        rt.load(as_int8)
+    (as_int8 / "config.json").write_text(json.dumps(cfg | {"quantization": {"quant_algo": "W8A8_SQ_PER_CHANNEL"}}))
+    with pytest.raises(ConfigError, match="quant_algo 'W8A8_SQ_PER_CHANNEL' is not run by the reference runtime"):
+        rt.load(as_int8)

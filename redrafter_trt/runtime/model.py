@@ -13,6 +13,7 @@ Shapes: B batch rows, T new tokens, S cached slots, H hidden, hq/hkv local heads
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,10 +50,18 @@ class Layer:
 
 
 def read_rank_file(ckpt_dir: Path, tp_rank: int) -> dict[str, torch.Tensor]:
-    """Only this rank's tensors; FP8 linear weights dequantised to float32 (weight * weights_scaling_factor)."""
+    """Only this rank's tensors; FP8 linear weights dequantised to float32 (weight * weights_scaling_factor), in an
+    FP8 checkpoint FP8 bits stored as int8 too (older exporters' layout: TensorRT-LLM views an int8 weight of an FP8
+    checkpoint as FP8, and inspect and convert take it so). Another quant_algo, or any other integer tensor, is
+    refused in one line (its integers are no float weights)."""
     path = Path(ckpt_dir) / f"rank{tp_rank}.safetensors"
     if not path.is_file():
         raise ConfigError(f"{path} is missing: the checkpoint is incomplete, re-run convert")
+    algo = quant_algo(Path(ckpt_dir))
+    if algo not in (None, "FP8"):
+        raise ConfigError(f"{ckpt_dir}: quantization.quant_algo {algo!r} is not run by the reference runtime "
+                          f"(unquantized or FP8 checkpoints only): convert from an unquantized base, with --quantize "
+                          f"fp8 for FP8")
     try:
         raw = load_file(str(path))
     except Exception as e:  # safetensors raises several types for a bad file
@@ -61,13 +70,29 @@ def read_rank_file(ckpt_dir: Path, tp_rank: int) -> dict[str, torch.Tensor]:
     for name, t in raw.items():
         if name.endswith((".weights_scaling_factor", ".activation_scaling_factor", ".kv_cache_scaling_factor")):
             continue
+        scale = raw.get(name.removesuffix("weight") + "weights_scaling_factor") if name.endswith("weight") else None
+        if FP8 is not None and t.dtype == torch.int8 and scale is not None and algo == "FP8":
+            t = t.view(FP8)
         if FP8 is not None and t.dtype == FP8:
-            scale = raw.get(name[: -len("weight")] + "weights_scaling_factor")
             if scale is None:
                 raise TensorError(f"{path}: FP8 tensor {name} has no weights_scaling_factor: re-export the checkpoint")
             t = t.float() * scale.float()
+        elif not t.is_floating_point():
+            raise TensorError(f"{path}: {name} is {str(t.dtype).removeprefix('torch.')}, which the reference runtime "
+                              f"does not dequantise (float and FP8 weights only): run it as an engine, or convert "
+                              f"from an unquantized or FP8 base")
         out[name] = t
     return out
+
+
+
+def quant_algo(ckpt_dir: Path) -> str | None:
+    """config.json's quantization.quant_algo (None where it has none or cannot be read: RuntimeConfig names that)."""
+    try:
+        raw = json.loads((ckpt_dir / "config.json").read_text())
+        return (raw.get("quantization") or {}).get("quant_algo")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 class BaseModel:
