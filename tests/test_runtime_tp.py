@@ -189,6 +189,29 @@ def test_a_rank_that_refuses_ends_the_others_at_once(refusing):
     assert time.monotonic() - start < 90  # starting two ranks takes 10-30 s here
 
 
+def _killed_on_rank_1(group) -> None:
+    """A launch fn whose rank 1 is killed as the kernel's OOM killer kills."""
+    import os
+    import signal
+
+    import time
+
+    if group.tp_rank == 1:
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(60)  # rank 0 waits (gloo's collective would fail soon after, NCCL's not for minutes)
+
+
+def test_a_rank_killed_by_a_signal_is_one_line():
+    """A rank killed by a signal (the OOM killer while a tp=N run loads or decodes) left `run --tp` with
+    torch.multiprocessing's ProcessExitedException traceback; it is a PeerError naming the rank and the signal, as a
+    torchrun peer's end is in train."""
+    from redrafter_trt.errors import PeerError
+    from redrafter_trt.runtime.tp import launch
+
+    with pytest.raises(PeerError, match="tp rank 1 was killed by SIGKILL"):
+        launch(_killed_on_rank_1, 2)
+
+
 def test_a_program_ending_with_local_ranks_open_exits(tiny_llama, tiny_drafter, tmp_path):
     """A script that used LocalRanks on a tp=2 checkpoint and ended without close() never exited: multiprocessing's
     exit handler sent the followers SIGTERM, which they ignore, and joined them forever (they wait on the pipe the

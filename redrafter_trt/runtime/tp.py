@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ..errors import ConfigError, RedrafterError
+from ..errors import ConfigError, PeerError, RedrafterError
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +154,8 @@ def first_error(result_path: str, tp_size: int) -> RedrafterError | None:
 
 
 def launch(fn, tp_size: int, *args, device: str = "cpu"):
-    """Run `fn(group, *args)` in tp_size spawned processes; return rank 0's result (or re-raise the RedrafterError of
-    rank 0, or of the first other rank that raised one while rank 0 crashed). `fn` must be a module-level function;
+    """Run `fn(group, *args)` in tp_size spawned processes; return rank 0's result, or re-raise the RedrafterError of
+    the lowest rank that raised one (a rank killed by a signal: PeerError). `fn` must be a module-level function;
     its result is pickled through a temporary file."""
     import torch.multiprocessing as mp
 
@@ -164,10 +164,13 @@ def launch(fn, tp_size: int, *args, device: str = "cpu"):
         store = meeting_store()  # held here until every rank has ended
         try:
             mp.spawn(_worker, args=(tp_size, store.port, device, fn, args, path), nprocs=tp_size, join=True)
-        except Exception:  # a rank that refused (a broken rank file of its own) ended the group: the others crashed
-            if (error := first_error(path, tp_size)) is None:
-                raise
-            raise error from None
+        except Exception as e:  # a rank that refused (a broken rank file of its own) ended the group: the others crashed
+            if (error := first_error(path, tp_size)) is not None:
+                raise error from None
+            if isinstance(e, mp.ProcessExitedException) and e.signal_name:  # the kernel's OOM killer, a kill -9
+                raise PeerError(f"tp rank {e.error_index} was killed by {e.signal_name} (the out-of-memory killer?): "
+                                f"free memory, or decode fewer prompts at once") from None
+            raise
         with open(path + "0", "rb") as f:
             status, value = pickle.load(f)
     if status == "error":
