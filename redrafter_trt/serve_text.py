@@ -35,7 +35,7 @@ class AnswerText:
     answer, which list every token).
 
     The answer is decoded incrementally, as vLLM's and TGI's servers do (detokenize_incrementally): the text through
-    the last committed token stands, and each step decodes only a window from the commit before it (its text, the
+    the last committed token stands, and each token decodes only a window from the commit before it (its text, the
     prefix, gives the new tokens the context a tokenizer's first-token rules, such as SentencePiece's first space,
     need) and takes what follows the prefix. A commit is made when the window adds text that does not end in a
     replacement character. Decoding the whole answer on every step (and once per new token for logprobs) was work in
@@ -57,27 +57,39 @@ class AnswerText:
         # before (the whole decode after a first commit): the prefix of the windows that start at that commit before
         self.commits: list[tuple[int, int, str]] = [(0, 0, "")]
         self.decoded = ""      # the whole decode of the tokens through the last commit: never ends in U+FFFD
-        self.low = 0           # how much of `decoded` this step's decodes share with the last step's
-        self.covered = 0       # how many tokens' text went out (max k + 1 with ends[k] <= sent)
+        self.low = 0           # how much of `decoded` this token's decodes share with the last token's
+        self.covered = 0       # how many tokens' text went out (see logprobs)
 
     def add(self, new: list[int], values: list = ()) -> str:
-        """values: the new tokens' TokenLogprobs, or none (then no per-token lengths are decoded)."""
-        before, self.low = len(self.ids), len(self.decoded)
-        self.ids += new
-        if values:  # the lengths after all but the last new token; the last one is the whole text's
-            for k in range(before + 1, len(self.ids)):
-                tail = self._tail(k)
-                self.ends.append(len(self.decoded) + _clean(tail))
-        self.values += values
+        """values: the new tokens' TokenLogprobs, or none (then no per-token lengths are decoded). The tokens are
+        taken one at a time, as plain decoding gives them (and vLLM's detokenizer reads a step's): a speculative
+        step accepts several, and what goes out (the text, where a stop string cuts it, its held-back end, each
+        token's offset, the tokens past a stop string dropped) is the same however many a step accepted: with stop
+        ["abcd", "c"], a step accepting "a", "b", "c", "d" ends at "c" ("ab"), not at "abcd" (""); the tokens past
+        the one that completed a stop string are not part of the answer, nor of its usage."""
+        delta = ""
+        for k, token in enumerate(new):
+            delta += self._add_one(token, values[k:k + 1], k == len(new) - 1)
+            if self.stopped:
+                break
+        return delta
+
+    def _add_one(self, token: int, value: list, last: bool) -> str:
+        """last: the step's last token, after which the text is committed (each commit decodes its tokens again:
+        the windows of a step's other tokens start at the step's commit before, as they did when only the whole
+        step was decoded, and the text is the same wherever the commits are)."""
+        self.low = len(self.decoded)
+        self.ids.append(token)
+        self.values += value
         tail = self._tail(len(self.ids))
         text, shared = self._after_sent(tail)
-        if values:
+        if value:
             self.ends.append(_clean(text))
-        if self._stop_at(text, shared) is not None:
-            text, shared = self._keep_through(before, text, shared)
-            self.text, self.stopped = text[:self._stop_at(text, shared)], True
+        stop = self._stop_at(text, shared)
+        if stop is not None:  # one holding U+FFFD may start in the text sent (bytes after it turned what followed
+            self.text, self.stopped = text[:max(stop, self.sent)], True  # into U+FFFD): the sent text stands
             return self.rest()
-        if tail and tail[-1] != "\ufffd":
+        if last and tail and tail[-1] != "\ufffd":
             self._commit(tail)
         self.text = text
         clean = _clean(text)  # byte-fallback tokenizers write one per byte of an unfinished character
@@ -124,7 +136,7 @@ class AnswerText:
         follow it come next, and the answer would then differ from what its stream said; the sent text stands and
         the new text goes on after as many characters (as vLLM's incremental decoding has it). Also returns how
         long a start the text shares with `self.text`."""
-        at = max(self.sent, self.low)  # self.text past what was sent is the last step's decode, which shares `low`
+        at = max(self.sent, self.low)  # self.text past what was sent is the last token's decode, which shares `low`
         new = self.decoded[at:] + tail if at <= len(self.decoded) else tail[at - len(self.decoded):]
         old = self.text[at:]
         return self.text[:at] + new, at + len(os.path.commonprefix([old, new]))
@@ -136,18 +148,6 @@ class AnswerText:
         string on every step: quadratic in the answer's length, in the scheduler thread every request waits on."""
         start = max(shared - max(self.longest - 1, 0), 0)
         return min((i for s in self.stop if (i := text.find(s, start)) >= 0), default=None)
-
-    def _keep_through(self, before: int, text: str, shared: int) -> tuple[str, int]:
-        """Drop the tokens decoded past the first one that completed a stop string (a step may accept several):
-        they are not part of the answer, nor of its usage. Returns the text through that token (`text`: through the
-        last). The answer ends as if the tokens had come one at a time, as vLLM checks them: with stop ["abcd", "c"],
-        a step accepting "a", "b", "c", "d" ends at "c" ("ab"), not at "abcd" ("")."""
-        for k in range(before + 1, len(self.ids)):
-            shorter, common = self._after_sent(self._tail(k))
-            if self._stop_at(shorter, common) is not None:
-                del self.ids[k:], self.values[k:], self.ends[k:]
-                return shorter, common
-        return text, shared
 
     def rest(self) -> str:
         delta, self.sent = self.text[self.sent:], len(self.text)
@@ -164,10 +164,11 @@ class AnswerText:
 
     def logprobs(self, everything: bool = False) -> list[Logprob]:
         """The logprobs of the tokens whose text went out since the last call (everything: since the start), the
-        `eos` tokens left out. A token's text went out when the answer up to it did (whatever a byte-fallback
-        tokenizer's half characters did to the lengths on the way); once a stop string ended the answer, the token
-        that ran into it counts too when part of its text is in the answer (as vLLM has it); once `finish` ran,
-        every token counts. While the answer goes on, only the tokens past those already counted are looked at
+        `eos` tokens left out. A token's text went out when the answer through it did and part of it is there (a
+        token holding half a character, or no text yet, waits: a stop string may yet end the answer before it, and
+        the stream would list a token the answer leaves out); once a stop string ended the answer, the token that
+        ran into it counts too when part of its text is in the answer (as vLLM has it); once `finish` ran, every
+        token counts. While the answer goes on, only the tokens past those already counted are looked at
         (sent only grows, and earlier tokens' lengths stay)."""
         if self.ended and not self.stopped:
             covered = len(self.values)
@@ -176,7 +177,8 @@ class AnswerText:
                           default=0)
         else:
             self.covered = next((k + 1 for k in range(len(self.ends) - 1, self.covered - 1, -1)
-                                 if self.ends[k] <= self.sent), self.covered)
+                                 if self.ends[k] <= self.sent and (self.ends[k - 1] if k else 0) < self.sent),
+                                self.covered)
             covered = self.covered
         covered = min(covered, len(self.values))
         out = [Logprob(self.ids[k], min(self.ends[k - 1] if k else 0, len(self.text)), self.values[k], k == 0)

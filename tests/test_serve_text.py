@@ -43,9 +43,10 @@ class Chars:
 
 
 class WholeDecode:
-    """AnswerText as it was before its decoding was made incremental (the code verbatim): the
-    oracle for what an answer is. It decodes the whole answer on every step, and once per new token for logprobs,
-    and its logprobs() walks every token."""
+    """AnswerText as it was before its decoding was made incremental (the code verbatim, but for logprobs' rule for
+    a token whose text has not started going out): the oracle for what an answer is, fed one token at a time. It
+    decodes the whole answer on every step, and once per new token for logprobs, and its logprobs() walks every
+    token."""
 
     def __init__(self, tokenizer, stop: list[str], eos: set[int] = frozenset()):
         self.tokenizer, self.stop, self.eos = tokenizer, stop, eos
@@ -67,7 +68,7 @@ class WholeDecode:
             self.ends.append(len(text.rstrip("\ufffd")))
         if self._stop_at(text) is not None:
             text = self._keep_through(before, text)
-            self.text, self.stopped = text[:self._stop_at(text)], True
+            self.text, self.stopped = text[:max(self._stop_at(text), self.sent)], True
             return self.rest()
         self.text = text
         clean = text.rstrip("\ufffd")  # byte-fallback tokenizers write one per byte of an unfinished character
@@ -136,15 +137,17 @@ class WholeDecode:
         tokenizer's half characters did to the lengths on the way); once a stop string ended the answer, the token
         that ran into it counts too when part of its text is in the answer (as vLLM has it); once `finish` ran,
         every token counts."""
+        ends = self.ends
         if self.ended and not self.stopped:
             covered = len(self.values)
         elif self.stopped and self.sent == len(self.text):
-            covered = max((k + 1 for k in range(len(self.ends)) if (self.ends[k - 1] if k else 0) < self.sent),
+            covered = max((k + 1 for k in range(len(ends)) if (ends[k - 1] if k else 0) < self.sent),
                           default=0)
-        else:
-            covered = max((k + 1 for k, end in enumerate(self.ends) if end <= self.sent), default=0)
+        else:  # a token whose text has not started going out waits (was: went out, then a stop cut before it)
+            covered = max((k + 1 for k, end in enumerate(ends)
+                           if end <= self.sent and (ends[k - 1] if k else 0) < self.sent), default=0)
         covered = min(covered, len(self.values))
-        out = [Logprob(self.ids[k], min(self.ends[k - 1] if k else 0, len(self.text)), self.values[k], k == 0)
+        out = [Logprob(self.ids[k], min(ends[k - 1] if k else 0, len(self.text)), self.values[k], k == 0)
                for k in range(0 if everything else self.given, covered) if self.ids[k] not in self.eos]
         self.given = max(self.given, covered)
         return out
@@ -217,7 +220,7 @@ def test_what_is_held_back_is_the_longest_end_that_begins_a_stop_string():
 def test_answers_are_those_of_a_whole_text_search():
     """Random answers over a few characters and a byte-fallback pair, random stop strings (first one in the text
     wins, tokens past the one that completed it dropped), decoded in random steps, with and without logprobs: what
-    is sent, the answer, its tokens and their logprobs match the whole-text search token for token."""
+    is sent, the answer, its tokens and their logprobs match the whole-text search's, one token at a time."""
     rng = random.Random(1)
     alphabet = [ord(c) for c in "abc"] + [LEAD, TRAIL]
     for case in range(3000):
@@ -227,15 +230,15 @@ def test_answers_are_those_of_a_whole_text_search():
         steps = [ids[a:b] for a, b in zip([0, *cuts], [*cuts, len(ids)])]
         values = rng.random() < 0.5
         got = []
-        for kind in (AnswerText, WholeText):
+        for kind, by in ((AnswerText, steps), (WholeText, [[t] for t in ids])):
             answer, sent = kind(Chars(), stop), []
-            for step in steps:
+            for step in by:
                 sent.append(answer.add(step, [f"lp{t}" for t in step] if values else ()))
                 if answer.stopped:
                     break
             sent.append(answer.finish())
             lps = [(v.token, v.offset) for v in answer.logprobs(everything=True)]
-            got.append((sent, answer.text, answer.ids, answer.stopped, lps))
+            got.append(("".join(sent), answer.text, answer.ids, answer.stopped, lps))
         assert got[0] == got[1], (case, ids, stop, steps)
 
 
@@ -267,14 +270,51 @@ def transcript(kind, tok, steps, stop, values, eos=frozenset()):
     return seen, answer.text, answer.ids, everything
 
 
+def joined(seen_text_ids_everything):
+    """A transcript as a client reads it whatever the chunks: the text and the logprobs sent, the answer, its
+    tokens and all their logprobs."""
+    seen, text, ids, everything = seen_text_ids_everything
+    return "".join(s[0] for s in seen), [v for s in seen for v in s[1]], text, ids, everything
+
+
 def same_as_whole_decode(tok, rng, ids, stop):
-    """AnswerText and the whole-decode oracle over `ids` in random steps, with and without logprobs."""
+    """AnswerText and the whole-decode oracle over `ids` one token at a time, step for step; and AnswerText in
+    random steps (a speculative step accepts several tokens) sends what the oracle sends token by token."""
     cuts = sorted(rng.sample(range(1, len(ids)), min(rng.randint(0, 8), len(ids) - 1))) if len(ids) > 1 else []
     steps = [ids[a:b] for a, b in zip([0, *cuts], [*cuts, len(ids)])]
     values, eos = rng.random() < 0.6, set(rng.sample(ids, 1)) if rng.random() < 0.2 else set()
-    got, want = (transcript(kind, tok, steps, stop, values, eos) for kind in (AnswerText, WholeDecode))
-    assert got == want, (ids, stop, steps, values, tok.decode(ids))
+    single = [[t] for t in ids]
+    got, want = (transcript(kind, tok, single, stop, values, eos) for kind in (AnswerText, WholeDecode))
+    assert got == want, (ids, stop, values, tok.decode(ids))
+    assert joined(transcript(AnswerText, tok, steps, stop, values, eos)) == joined(want), (
+        ids, stop, steps, values, tok.decode(ids))
     return want
+
+
+def test_an_answer_is_the_same_however_many_tokens_a_step_accepts():
+    """A review: a step accepting several tokens was decoded at once, so what went out depended on the drafts
+    accepted: Llama 2-style byte fallback writes a run of bytes that is not UTF-8 as one U+FFFD per byte, so
+    "\u00e9" streamed token by token stood (the sent text stands) where the same tokens in one step never showed
+    it; and a token holding half a character had its logprob streamed at once, though a stop string then ended the
+    answer before it (a stream listed a token the answer and its non-streamed logprobs leave out, one token a step
+    only). Tokens are now taken one at a time, and a token's logprob goes out with the first of its text."""
+    from test_serve import sentencepiece_tokenizer
+
+    tok = sentencepiece_tokenizer()
+    ids = tok.convert_tokens_to_ids(["\u2581Hello", "<0xC3>", "<0xA9>", "<0xA9>", "\u2581world"])
+    answers = [joined(transcript(AnswerText, tok, steps, [], True)) for steps in ([[t] for t in ids], [ids])]
+    assert answers[0][0] == answers[0][2] == "Hello\u00e9\ufffd\ufffd world" and answers[1] == answers[0]
+    ids = [ord("a"), LEAD, TRAIL]  # "a\u00e9" with stop "\u00e9": the answer is "a"
+    for steps in ([[t] for t in ids], [ids]):
+        sent, given, text, kept, everything = joined(transcript(AnswerText, Chars(), steps, ["\u00e9"], True))
+        assert (sent, text, kept) == ("a", "a", ids)
+        assert given == [(ord("a"), 0, True)] and [v[:2] for v in everything] == [(ord("a"), 0)], steps
+    # a stop string holding U+FFFD that starts in the text sent (" " went out, then 0x80 turned 0x20 into U+FFFD):
+    # the answer was cut before what its stream had said, and a step's tokens decided whether its logprob went out
+    ids = tok.convert_tokens_to_ids(["\u2581Hello", "\u2581", "<0x20>", "<0x80>", "\u2581world"])
+    answers = [joined(transcript(AnswerText, tok, steps, [" \ufffd\ufffd w"], True))
+               for steps in ([[t] for t in ids], [ids])]
+    assert answers[0][:3] == ("Hello ", [(ids[0], 0, True), (ids[1], 5, False)], "Hello ") and answers[1] == answers[0]
 
 
 def random_stop(rng, text, extra):
