@@ -51,6 +51,7 @@ class AnswerText:
         self.longest = max(map(len, stop), default=0)
         self.ids: list[int] = []
         self.ends: list[int] = []     # the answer's length in whole characters after each token (logprobs only)
+        self.unsettled: list[tuple[int, int]] = []  # (k, n): token k's text ended in n U+FFFD not yet told apart
         self.values: list = []        # the TokenLogprob of each token, when decoding computes them
         self.text, self.sent, self.stopped, self.given, self.ended = "", 0, False, 0, False
         # each commit: how many tokens, the decoded text's length then, and the decode of its tokens since the commit
@@ -84,7 +85,10 @@ class AnswerText:
         tail = self._tail(len(self.ids))
         text, shared = self._after_sent(tail)
         if value:
+            self._settle(text)
             self.ends.append(_clean(text))
+            if len(text) > self.ends[-1]:
+                self.unsettled.append((len(self.ends) - 1, len(text) - self.ends[-1]))
         stop = self._stop_at(text, shared)
         if stop is not None:  # one holding U+FFFD may start in the text sent (bytes after it turned what followed
             self.text, self.stopped = text[:max(stop, self.sent)], True  # into U+FFFD): the sent text stands
@@ -98,6 +102,23 @@ class AnswerText:
         delta = text[self.sent: max(clean - held, self.sent)]
         self.sent += len(delta)
         return delta
+
+    def _settle(self, text: str) -> None:
+        """A token's text that ended in replacement characters ends at the first of them (an unfinished character
+        starts there, and the token after it, which finishes it, does too) until later text tells them apart: those
+        still there when a character follows them, or the text goes on past them, are invalid bytes' and stand in
+        the answer, so the token ends after them; the others turned into a character, which starts there (the next
+        token's offset was the first's: " world" after an invalid byte pointed at the U+FFFD before it)."""
+        clean, kept = _clean(text), []
+        for k, n in self.unsettled:
+            end = self.ends[k]
+            seg = text[end:end + n]
+            same = len(seg) - len(seg.lstrip("\ufffd"))  # how many of them are still there, from the first
+            if same < n or clean >= end + n:  # the others turned into a character, or text follows them all
+                self.ends[k] = end + same
+            else:
+                kept.append((k, n))
+        self.unsettled = kept
 
     def _decode(self, ids: list[int]) -> str:
         """The text of `ids`, spaces as the tokens have them: a tokenizer that cleans up tokenization spaces (Llama

@@ -53,6 +53,7 @@ class WholeDecode:
         self.longest = max(map(len, stop), default=0)
         self.ids: list[int] = []
         self.ends: list[int] = []     # the answer's length in whole characters after each token (logprobs only)
+        self.texts: list[str] = []    # the text after each token (logprobs only)
         self.values: list = []        # the TokenLogprob of each token, when decoding computes them
         self.text, self.sent, self.stopped, self.given, self.ended = "", 0, False, 0, False
 
@@ -66,6 +67,7 @@ class WholeDecode:
         text = self._after_sent(self._decode(self.ids))
         if values:
             self.ends.append(len(text.rstrip("\ufffd")))
+            self.texts.append(text)
         if self._stop_at(text) is not None:
             text = self._keep_through(before, text)
             self.text, self.stopped = text[:max(self._stop_at(text), self.sent)], True
@@ -131,13 +133,29 @@ class WholeDecode:
         self.ended = True
         return self.rest()
 
+    def _settled(self) -> list[int]:
+        """Each token's end: where its text's replacement characters start, or after those of them a later
+        token's text keeps before a character (invalid bytes): the first later text that changes them or goes on
+        past them decides."""
+        ends = list(self.ends)
+        for j, text in enumerate(self.texts):
+            n = len(text) - ends[j]
+            for later in self.texts[j + 1:] if n else ():
+                same = 0
+                while same < n and later[ends[j] + same:ends[j] + same + 1] == "\ufffd":
+                    same += 1
+                if same < n or len(later.rstrip("\ufffd")) >= ends[j] + n:
+                    ends[j] += same
+                    break
+        return ends
+
     def logprobs(self, everything: bool = False) -> list[Logprob]:
         """The logprobs of the tokens whose text went out since the last call (everything: since the start), the
         `eos` tokens left out. A token's text went out when the answer up to it did (whatever a byte-fallback
         tokenizer's half characters did to the lengths on the way); once a stop string ended the answer, the token
         that ran into it counts too when part of its text is in the answer (as vLLM has it); once `finish` ran,
         every token counts."""
-        ends = self.ends
+        ends = self._settled()
         if self.ended and not self.stopped:
             covered = len(self.values)
         elif self.stopped and self.sent == len(self.text):
@@ -417,6 +435,66 @@ def test_incremental_decoding_is_the_whole_decode_with_sentencepiece_byte_fallba
         ids = pieces(tok, rng, ["Hello", " world", " ", "\u00e9", " \U0001f600"], [1])
         ids = [rng.choice(words) if t == tok.unk_token_id else t for t in ids]
         same_as_whole_decode(tok, rng, ids, random_stop(rng, tok.decode(ids, skip_special_tokens=True), "Ho \u00e9"))
+
+
+def offsets_point_at_their_text(tok, rng, ids, skip):
+    """`ids` in random steps with logprobs: each token that is whole characters (and not `skip`) and is inside the
+    answer has an offset where the answer holds its text, as OpenAI's text_offset."""
+    from redrafter_trt.serve_logprobs import token_bytes
+
+    cuts = sorted(rng.sample(range(1, len(ids)), min(rng.randint(0, 8), len(ids) - 1))) if len(ids) > 1 else []
+    answer = AnswerText(tok, [])
+    for a, b in zip([0, *cuts], [*cuts, len(ids)]):
+        answer.add(ids[a:b], ["lp"] * (b - a))
+    answer.finish()
+    for v in answer.logprobs(everything=True):
+        try:
+            piece = token_bytes(tok, v.token, v.start).decode()
+        except UnicodeDecodeError:
+            continue
+        if not skip(v.token) and v.offset < len(answer.text):  # past it: a U+FFFD at the end, dropped by finish
+            assert answer.text[v.offset:].startswith(piece), (ids, answer.text, v.token, v.offset)
+
+
+def test_token_offsets_after_invalid_bytes_point_at_their_text():
+    """A review: a token's offset is the answer's length in whole characters after the token before it, and a
+    U+FFFD at its end did not count (it may be a character's start, which the next bytes finish); an invalid byte's
+    stays, so " world" after one pointed at that U+FFFD ("Hello\ufffd world"[5:]). The replacement characters that
+    later text keeps count now; a character's bytes still start where it does."""
+    from test_serve import sentencepiece_tokenizer
+
+    tok, rng = sentencepiece_tokenizer(), random.Random(5)
+    for names, text, offsets in ((["\u2581Hello", "<0x80>", "\u2581world"], "Hello\ufffd world", [0, 5, 6]),
+                                 (["\u2581Hello", "<0xC3>", "<0xA9>", "\u2581world"], "Hello\u00e9 world",
+                                  [0, 5, 5, 6]),
+                                 (["<0x80>", "\u2581", "<0xC3>", "<0xA9>"], "\ufffd \u00e9", [0, 1, 2, 2])):
+        answer = AnswerText(tok, [])
+        ids = tok.convert_tokens_to_ids(names)
+        assert answer.add(ids, ["lp"] * len(ids)) + answer.finish() == text
+        assert [v.offset for v in answer.logprobs(everything=True)] == offsets
+    words = tok.convert_tokens_to_ids(["\u2581Hello", "\u2581world", "\u2581"])
+    for _ in range(800):
+        ids = [rng.choice(words) if t == tok.unk_token_id else t
+               for t in pieces(tok, rng, ["Hello", " world", " ", "\u00e9", " \U0001f600"], [1])]
+        offsets_point_at_their_text(tok, rng, ids, lambda t: t not in words)  # a byte token may turn U+FFFD
+
+
+def test_token_offsets_after_invalid_bytes_point_at_their_text_on_smollm2(smollm2_tokenizer):
+    tok, rng = smollm2_tokenizer, random.Random(6)
+    specials = tok.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>", "<|endoftext|>"])
+    byte_level = {b: tok.convert_tokens_to_ids(ch) for b, ch in enumerate(_bytes_to_unicode())}
+    emoji = [b for ch in "\u00e9\u96e8\U0001f600\U0001f642" for b in ch.encode()]
+    for _ in range(400):
+        ids = []
+        while len(ids) < rng.randint(1, 40):
+            pick = rng.random()
+            if pick < 0.5:
+                ids += tok(rng.choice(TEXTS), add_special_tokens=False)["input_ids"]
+            elif pick < 0.85:
+                ids += [byte_level[b] for b in rng.choices(emoji + [0x80, 0xC3, 0x20, 0x41], k=rng.randint(1, 4))]
+            else:
+                ids.append(rng.choice(specials))
+        offsets_point_at_their_text(tok, rng, ids, lambda t: t in specials)
 
 
 class Counting:
