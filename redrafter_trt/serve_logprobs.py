@@ -126,18 +126,28 @@ def echo_of(tokenizer, ids: list[int], sent: str | None, scores: list | None) ->
     """A completion prompt echoed: the prompt as sent (a token-id prompt: its tokens' bytes as text) and, with
     scores (runtime.prompt_logprobs: one per token after the first), each token at its character offset, the first
     one without a value (nothing precedes it). A token holding part of a character starts where that character
-    does; a special token the tokenizer added (BOS) starts at 0."""
+    does, a token after bytes it does not finish after their U+FFFD; a special token the tokenizer added (BOS)
+    starts at 0."""
     data = [token_bytes(tokenizer, t) for t in ids]
     text = sent if sent is not None else b"".join(data).decode("utf-8", errors="replace")
     if scores is None:
         return Echo(text, [])
     offsets = _sent_offsets(tokenizer, ids, sent) if sent is not None else None
     if offsets is None:
-        decoder, offsets, chars = codecs.getincrementaldecoder("utf-8")(errors="replace"), [], 0
+        decoder, offsets, chars = _utf8(), [], 0
         for piece in data:
-            offsets.append(chars)
-            chars += len(decoder.decode(piece))
+            pending = decoder.getstate()[0]
+            out = decoder.decode(piece)
+            # bytes before it that this token does not finish: their U+FFFD come first ("A" after byte 0xC3 starts
+            # after its U+FFFD), else a token continuing a character starts where it does
+            broken = pending.decode("utf-8", errors="replace") if pending else ""
+            offsets.append(chars + (len(broken) if broken and out == broken + _utf8().decode(piece) else 0))
+            chars += len(out)
     return Echo(text, [Logprob(t, offset, value) for t, offset, value in zip(ids, offsets, [None, *scores])])
+
+
+def _utf8():
+    return codecs.getincrementaldecoder("utf-8")(errors="replace")
 
 
 def _sent_offsets(tokenizer, ids: list[int], sent: str) -> list[int] | None:

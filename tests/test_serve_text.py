@@ -581,3 +581,24 @@ def test_logprobs_read_only_the_tokens_not_yet_given():
         if kind is WholeDecode:
             assert Walked.reads >= n * n // 2
     assert Walked.reads <= 4 * n
+
+
+def test_echoed_token_ids_after_invalid_bytes_point_at_their_text():
+    """A review: an echoed prompt sent as token ids put each token where the text stood in whole characters
+    before it, so a token after a byte that began no finished character (0xC3, then " Hello") pointed at that
+    byte's U+FFFD; it starts after it now, and a character's bytes still start where the character does."""
+    from test_serve import sentencepiece_tokenizer
+
+    from redrafter_trt.serve_logprobs import echo_of, token_bytes
+
+    tok = sentencepiece_tokenizer()
+    for names, text, offsets in ((["<0xC3>", "\u2581Hello"], "\ufffd Hello", [0, 1]),
+                                 (["\u2581Hello", "<0xC3>", "<0xA9>", "<0xC3>", "<0xC3>", "<0xA9>"],
+                                  " Hello\u00e9\ufffd\u00e9", [0, 6, 6, 7, 8, 8]),
+                                 (["<0xF0>", "<0x9F>", "<0x41>"], "\ufffdA", [0, 0, 1])):
+        ids = tok.convert_tokens_to_ids(names)
+        echo = echo_of(tok, ids, None, ["lp"] * (len(ids) - 1))
+        assert echo.text == text and [v.offset for v in echo.values] == offsets, names
+        for v in echo.values:
+            piece = token_bytes(tok, v.token)
+            assert piece[:1] >= b"\x80" or echo.text[v.offset:].startswith(piece.decode())
