@@ -391,20 +391,10 @@ def test_incremental_decoding_is_the_whole_decode_on_smollm2(smollm2_tokenizer):
     """SmolLM2's byte-level BPE: characters split over tokens (single-byte tokens), invalid bytes, emoji, spaces,
     special tokens skipped as the server decodes them."""
     tok, rng = smollm2_tokenizer, random.Random(3)
-    specials = tok.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>", "<|endoftext|>"])
     byte_level = {b: tok.convert_tokens_to_ids(ch) for b, ch in enumerate(_bytes_to_unicode())}
     assert tok.decode([byte_level[b] for b in "\U0001f600".encode()]) == "\U0001f600"
-    emoji = [b for ch in "\u00e9\u96e8\U0001f600\U0001f642" for b in ch.encode()]
     for _ in range(600):
-        ids = []
-        while len(ids) < rng.randint(1, 40):
-            pick = rng.random()
-            if pick < 0.5:
-                ids += tok(rng.choice(TEXTS), add_special_tokens=False)["input_ids"]
-            elif pick < 0.85:
-                ids += [byte_level[b] for b in rng.choices(emoji + [0x80, 0xC3, 0x20, 0x41], k=rng.randint(1, 4))]
-            else:
-                ids.append(rng.choice(specials))
+        ids = _smollm2_ids(tok, rng)
         same_as_whole_decode(tok, rng, ids, random_stop(rng, tok.decode(ids, skip_special_tokens=True), "ab \u00e9"))
 
 
@@ -481,20 +471,30 @@ def test_token_offsets_after_invalid_bytes_point_at_their_text():
 
 def test_token_offsets_after_invalid_bytes_point_at_their_text_on_smollm2(smollm2_tokenizer):
     tok, rng = smollm2_tokenizer, random.Random(6)
-    specials = tok.convert_tokens_to_ids(["<|im_start|>", "<|im_end|>", "<|endoftext|>"])
+    specials = tok.convert_tokens_to_ids(SMOLLM2_SPECIALS)
+    for _ in range(400):
+        offsets_point_at_their_text(tok, rng, _smollm2_ids(tok, rng), lambda t: t in specials)
+
+
+SMOLLM2_SPECIALS = ["<|im_start|>", "<|im_end|>", "<|endoftext|>"]
+
+
+def _smollm2_ids(tok, rng: random.Random) -> list[int]:
+    """Random SmolLM2 ids: words, single-byte tokens (characters split over tokens, invalid bytes, emoji, spaces)
+    and special tokens."""
+    specials = tok.convert_tokens_to_ids(SMOLLM2_SPECIALS)
     byte_level = {b: tok.convert_tokens_to_ids(ch) for b, ch in enumerate(_bytes_to_unicode())}
     emoji = [b for ch in "\u00e9\u96e8\U0001f600\U0001f642" for b in ch.encode()]
-    for _ in range(400):
-        ids = []
-        while len(ids) < rng.randint(1, 40):
-            pick = rng.random()
-            if pick < 0.5:
-                ids += tok(rng.choice(TEXTS), add_special_tokens=False)["input_ids"]
-            elif pick < 0.85:
-                ids += [byte_level[b] for b in rng.choices(emoji + [0x80, 0xC3, 0x20, 0x41], k=rng.randint(1, 4))]
-            else:
-                ids.append(rng.choice(specials))
-        offsets_point_at_their_text(tok, rng, ids, lambda t: t in specials)
+    ids = []
+    while len(ids) < rng.randint(1, 40):
+        pick = rng.random()
+        if pick < 0.5:
+            ids += tok(rng.choice(TEXTS), add_special_tokens=False)["input_ids"]
+        elif pick < 0.85:
+            ids += [byte_level[b] for b in rng.choices(emoji + [0x80, 0xC3, 0x20, 0x41], k=rng.randint(1, 4))]
+        else:
+            ids.append(rng.choice(specials))
+    return ids
 
 
 class Counting:
