@@ -64,7 +64,7 @@ def ask(url: str, question: str, max_tokens: int) -> tuple[float, str, int]:
 @click.option("--max-tokens", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--max-batch-sizes", default="1,4,8", show_default=True, callback=int_list)
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True,
-              help="torch intra-op threads (a tp=N checkpoint: cores / N per rank instead)")
+              help="torch intra-op threads (a tp=N checkpoint: the CPUs it may use / N per rank instead)")
 @click.option("--compile", "compile_layers", is_flag=True, help="also a server with the base's layers compiled")
 def main(checkpoint_dir, tokenizer_dir, clients, requests, max_tokens, max_batch_sizes, threads,
          compile_layers) -> None:
@@ -82,7 +82,7 @@ def main(checkpoint_dir, tokenizer_dir, clients, requests, max_tokens, max_batch
                               f"requests: pass a chat model's tokenizer folder")
         server, url = start(backend, max_tokens)
         cfg = backend.config
-        # what runs: a tp=N checkpoint's ranks take cores / N threads each as they join, not --threads
+        # what runs: a tp=N checkpoint's ranks take the usable CPUs / N threads each as they join, not --threads
         ran = f"{rank_threads(cfg.tp_size)} threads per rank x {cfg.tp_size} ranks" if cfg.tp_size > 1 else \
             f"{threads} threads"
         print(f"{kind}: {requests} MT-Bench chat requests x max_tokens {max_tokens} from {clients} clients, "

@@ -525,7 +525,9 @@ def test_bench_serve_reports_the_threads_a_tp_checkpoints_ranks_run(tiny_llama, 
     tok = transformers.AutoTokenizer.from_pretrained(tokenizer)
     tok.chat_template = CHATML
     tok.save_pretrained(tokenizer)
-    monkeypatch.setattr(os, "cpu_count", lambda: 4)  # rank 0 (this process) joins with 4 // 2 threads, not --threads 1
+    # rank 0 (this process) joins with 4 // 2 threads, not --threads 1: the 4 CPUs it may use, not the host's 64
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
     before = torch.get_num_threads()
     try:
         result = CliRunner().invoke(script("bench_serve").main, [
@@ -535,7 +537,7 @@ def test_bench_serve_reports_the_threads_a_tp_checkpoints_ranks_run(tiny_llama, 
     finally:
         torch.set_num_threads(before)
     assert result.exit_code == 0, result.output
-    assert "2 threads per rank x 2 ranks" in result.output, result.output
+    assert ", 2 threads per rank x 2 ranks," in result.output, result.output
 
 
 def test_profiling_scripts_refuse_a_tp_checkpoint_naming_what_they_run(tiny_llama, tiny_drafter, tmp_path, monkeypatch):

@@ -277,3 +277,16 @@ def test_a_broken_rank_file_other_than_rank0s_is_named_by_local_ranks(tiny_llama
     assert done.returncode == 1  # the error raised here, or the watchdog's exit when it sees rank 1 end first
     assert "rank1.safetensors is truncated" in done.stderr, done.stderr[-2000:]
     assert "Traceback" not in done.stderr, done.stderr[-2000:]
+
+
+def test_ranks_share_the_cpus_this_process_may_use(monkeypatch):
+    """A review: each rank took os.cpu_count() // tp_size threads, the host's CPUs, though taskset, a container's
+    cpuset or a batch scheduler let the process use fewer (torch's own default follows that affinity mask): on 4 of
+    a host's 64 CPUs two ranks ran 32 threads each. They share the CPUs the process may use."""
+    import os
+
+    from redrafter_trt.runtime.tp import rank_threads
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
+    assert [rank_threads(n) for n in (1, 2, 3, 8)] == [4, 2, 1, 1]

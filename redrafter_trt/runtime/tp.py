@@ -91,14 +91,24 @@ def quiet_stdout():
         os.close(saved)
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask where the OS has one (taskset, a container's cpuset, a
+    batch scheduler's cores), as torch's default thread count (OpenMP's) follows it; os.cpu_count() counts the
+    whole host's."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):  # macOS, Windows: no affinity mask
+        return os.cpu_count() or 1
+
+
 def rank_threads(tp_size: int) -> int:
-    """The intra-op threads each of tp_size local ranks takes as it joins: a fair share of the cores."""
-    return max(1, (os.cpu_count() or 1) // tp_size)
+    """The intra-op threads each of tp_size local ranks takes as it joins: a fair share of the CPUs it may use."""
+    return max(1, usable_cpus() // tp_size)
 
 
 def join(tp_rank: int, tp_size: int, port: int, device: str, store: dist.Store | None = None) -> TPGroup:
     """Join the local process group (gloo on CPU; nccl on CUDA, rank r on cuda:r) through the meeting store at
-    `port` (or `store`, the process's own) with a fair share of the cores (`rank_threads`)."""
+    `port` (or `store`, the process's own) with a fair share of the CPUs it may use (`rank_threads`)."""
     torch.set_num_threads(rank_threads(tp_size))
     nccl = device.startswith("cuda")
     store = store if store is not None else dist.TCPStore("127.0.0.1", port, is_master=False)
