@@ -290,3 +290,57 @@ def test_ranks_share_the_cpus_this_process_may_use(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
     assert [rank_threads(n) for n in (1, 2, 3, 8)] == [4, 2, 1, 1]
+
+
+def test_a_callback_raising_on_rank0_ends_the_generation_on_every_rank(tiny_llama, tiny_drafter, tmp_path):
+    """A review: an on_tokens raising a RedrafterError (a library user's callback) mid-generation was taken for
+    arguments every rank refused: it left rank 0 while rank 1 waited in the collective broadcasting its answer, so
+    the ranks were out of step from then on (the next generate hung, or answered wrong on gloo); any other exception
+    from a callback ended the process. The generation now ends on every rank and rank 0 raises the user's error;
+    the ranks go on answering as tp=1 does."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    kw = dict(num_beams=3, draft_len=3, eos_token_id=eos_of(tiny_llama))
+    want = rt.generate(rt.load(checkpoint(tiny_llama, tiny_drafter, 1, num_beams=3, draft_len=3)), PROMPTS, 12,
+                       **kw).output_ids
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import json, sys\nfrom redrafter_trt.errors import ConfigError\n"
+        "from redrafter_trt.runtime.ranks import LocalRanks\n"
+        "PROMPTS, KW = json.loads(sys.argv[2]), json.loads(sys.argv[3])\n"
+        "def failing(n, error):\n"
+        "    calls = []\n"
+        "    def callback(*args):\n"
+        "        calls.append(args)\n"
+        "        if len(calls) == n:\n"
+        "            raise error\n"
+        "        return [] if len(args) == 1 else None\n"
+        "    return callback\n"
+        "if __name__ == '__main__':\n"
+        "    ranks = LocalRanks(sys.argv[1])\n"
+        "    for name, error in (('on_tokens', ConfigError('the user refused')), ('admit', ValueError('no queue')),\n"
+        "                        ('on_step', ConfigError('statistics'))):\n"
+        "        try:\n"
+        "            ranks.generate(PROMPTS, 12, **{name: failing(5, error)}, **KW)\n"
+        "            print(name, 'returned', flush=True)\n"
+        "        except Exception as e:\n"
+        "            print(name, 'raised', type(e).__name__, e, e is error, flush=True)\n"
+        "    print(json.dumps(ranks.generate(PROMPTS, 12, logprobs=2, **KW).output_ids), flush=True)\n"
+        "    ranks.close()\n")
+    root = str(Path(__file__).resolve().parents[1])
+    try:
+        done = subprocess.run([sys.executable, str(script), str(checkpoint(tiny_llama, tiny_drafter, 2, num_beams=3,
+                                                                          draft_len=3)),
+                               json.dumps(PROMPTS), json.dumps(kw)],
+                              capture_output=True, text=True, timeout=120, cwd=root,
+                              env={**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": "1"})
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"the ranks hung: {(e.stdout or b'').decode()}")
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert lines[:3] == ["on_tokens raised ConfigError the user refused True", "admit raised ValueError no queue True",
+                         "on_step raised ConfigError statistics True"], done.stdout + done.stderr[-2000:]
+    assert json.loads(lines[3]) == want

@@ -10,9 +10,10 @@ call and run it with rank 0 (gloo on CPU, nccl on CUDA, rank r on cuda:r).
 
 `generate_tp` (one call, fresh processes) suits a batch job; this suits a server. A tp=1 checkpoint has no
 followers. Followers ignore SIGINT and SIGTERM, which reach the whole process group (the server drains first, then
-`close`), and leave when this process dies (their pipe ends). A follower that dies while open, or an error on rank
-0 in the middle of a generation, ends this process and the other followers (exit 1, logged): the ranks would be
-out of step, and the next collective would hang.
+`close`), and leave when this process dies (their pipe ends). An exception raised by a callback (on_tokens, admit,
+on_step: they run here) ends the generation on every rank at the same step and is raised here. A follower that dies
+while open, or another error on rank 0 in the middle of a generation, ends this process and the other followers
+(exit 1, logged): the ranks would be out of step, and the next collective would hang.
 """
 
 from __future__ import annotations
@@ -97,6 +98,33 @@ def _follow(rank: int, size: int, port: int, checkpoint_dir: str, device: str, d
     dist.destroy_process_group()
 
 
+class _Guard:
+    """Rank 0's callbacks under tp. Raising out of one would leave the followers in the collective that broadcasts
+    its answer, out of step with rank 0 from then on; the first exception (the user's code) is kept instead, every
+    row is asked to end at its next report (the followers take rank 0's answers: every rank ends the generation at
+    the same step) and admit has nothing more; LocalRanks.generate raises it then."""
+
+    def __init__(self, on_tokens, admit, on_step):
+        self.user, self.error = (on_tokens, admit, on_step), None
+
+    def _run(self, i: int, args, default):
+        if self.error is None and self.user[i] is not None:
+            try:
+                return self.user[i](*args)
+            except BaseException as e:  # KeyboardInterrupt too: raised once every rank has stopped
+                self.error = e
+        return default
+
+    def on_tokens(self, *args) -> bool:
+        return self._run(0, args, False) or self.error is not None
+
+    def admit(self, running: int) -> list[list[int]]:
+        return self._run(1, (running,), [])
+
+    def on_step(self, *args) -> None:
+        self._run(2, args, None)
+
+
 class LocalRanks:
     """Every rank of a checkpoint, loaded once; see the module docstring."""
 
@@ -151,14 +179,22 @@ class LocalRanks:
         self.serving = True
         log.info("%s loaded on %d ranks", checkpoint_dir, size)
 
-    def generate(self, prompt_ids: list[list[int]], max_new_tokens: int, on_tokens=None, admit=None,
+    def generate(self, prompt_ids: list[list[int]], max_new_tokens: int, on_tokens=None, admit=None, on_step=None,
                  **kwargs) -> GenerationResult:
-        """`runtime.generate` on every rank (the same arguments); rank 0's result. on_tokens and admit run here
-        only (their answers are broadcast)."""
-        followers = kwargs | {"on_tokens": _agree if on_tokens else None, "admit": _none if admit else None,
-                              "on_step": None}  # rank 0's statistics only
-        return self._call("generate", (prompt_ids, max_new_tokens), kwargs | {"on_tokens": on_tokens, "admit": admit},
-                          followers)
+        """`runtime.generate` on every rank (the same arguments); rank 0's result. on_tokens, admit and on_step run
+        here only (their answers are broadcast). An exception one of them raises ends the generation on every rank
+        (`_Guard`) and is raised here."""
+        args, mine = (prompt_ids, max_new_tokens), kwargs | {"on_tokens": on_tokens, "admit": admit, "on_step": on_step}
+        if not self.procs or (on_tokens, admit, on_step) == (None, None, None):
+            return self._call("generate", args, mine, mine)
+        guard = _Guard(on_tokens, admit, on_step)
+        followers = kwargs | {"on_tokens": _agree, "admit": _none if admit else None, "on_step": None}
+        result = self._call("generate", args, kwargs | {"on_tokens": guard.on_tokens,
+                                                        "admit": guard.admit if admit else None,
+                                                        "on_step": guard.on_step if on_step else None}, followers)
+        if guard.error is not None:
+            raise guard.error
+        return result
 
     def prompt_logprobs(self, prompt_ids: list[list[int]], k: int) -> list:
         """`runtime.prompt_logprobs` on every rank; rank 0's result."""
