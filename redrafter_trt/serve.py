@@ -378,18 +378,19 @@ class Handler(BaseHTTPRequestHandler):
                 self.send_header("Cache-Control", "no-cache")
                 self.send_header("Connection", "close")
                 self.end_headers()
-            except (BrokenPipeError, ConnectionResetError):
+            except OSError:  # gone (a broken pipe, a reset) or not reading for `timeout` seconds (TimeoutError)
                 raise ClientGone from None
         if payload is not None and not self._write(f"data: {json.dumps(payload)}\n\n"):
             raise ClientGone
 
     def _write(self, text: str) -> bool:
-        """False when the client has gone."""
+        """False when the client has gone, or has read nothing for `timeout` seconds (its stream is given up)."""
         try:
             self.wfile.write(text.encode())
             self.wfile.flush()
             return True
-        except (BrokenPipeError, ConnectionResetError):
+        except OSError:  # BrokenPipeError, ConnectionResetError, TimeoutError
+            self.close_connection = True
             return False
 
     def _reply(self, status: int, payload: dict | None, body: bool = True, allow: bool = False,
@@ -409,7 +410,7 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             if body:
                 self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
+        except OSError:  # BrokenPipeError, ConnectionResetError, TimeoutError (a client not reading)
             self.close_connection = True
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:

@@ -1125,3 +1125,25 @@ def test_a_batch_that_requests_keep_joining_keeps_nothing_of_those_answered(tmp_
     assert running == 1 and decoded and served  # asked while the long request alone decoded
     # the decoding loop holds the last prefill's lists until the next prompt joins: the last request's 3 at most
     assert in_decode <= 3 and in_server == 0
+
+
+def test_a_stream_whose_client_stopped_reading_is_given_up_as_a_client_gone():
+    """A review: a write timing out (a client that read nothing for Handler.timeout seconds, its socket buffers
+    full) raised TimeoutError out of the stream: the request was logged as failed with a traceback and its error
+    event written for another timeout; like a broken pipe, the client is gone now (its rows stop, the connection
+    closes)."""
+    from types import SimpleNamespace
+
+    from redrafter_trt.serve import Handler
+
+    class Stalled:
+        def write(self, data):
+            raise TimeoutError("timed out")
+
+        flush = write
+
+    handler = SimpleNamespace(wfile=Stalled(), streaming=True, close_connection=False)
+    handler._write = lambda text: Handler._write(handler, text)
+    assert Handler._write(handler, "data: [DONE]\n\n") is False and handler.close_connection
+    with pytest.raises(ClientGone):
+        Handler._event(handler, {"choices": []})
