@@ -86,7 +86,6 @@ class Job:
     scores: list[list[TokenLogprob]] | None = None  # a score job's answer
     error: Exception | None = None
     running: int = 0  # its prompts still decoding
-    rows: list[Row] = field(default_factory=list)  # its prompts started in the running batch (until answered)
 
 
 @dataclass
@@ -382,9 +381,7 @@ class ReferenceBackend:
             self.unanswered.remove(job)
             job.events.put(None)
             return
-        rows: dict[int, Row] = {}  # decode's running row r -> its request, prompt index, text so far (a row that
-        # ended is dropped, its request's answered with it: a batch that new requests keep joining runs for days)
-        counts = [0, 0]  # requests taken, prompts started (the log line's)
+        rows: list[Row] = []  # decode's row r -> its request, prompt index, text so far
         pending: deque[tuple[Job, int]] = deque()  # taken prompts not decoding yet, first come first served
         tops = [job.logprobs for job in batch if job.logprobs is not None]
         limits = Job([], max(job.max_tokens for job in batch), 0.0, 0, [], max(tops) if tops else None,
@@ -392,7 +389,6 @@ class ReferenceBackend:
         eos = self._stops(limits)
 
         def take(jobs: list[Job]) -> None:
-            counts[0] += len(jobs)
             for job in jobs:
                 self.unanswered.append(job)
                 job.running = len(job.prompts)
@@ -404,9 +400,7 @@ class ReferenceBackend:
             while pending and len(new) < room:
                 job, i = pending.popleft()
                 unlisted = set() if job.list_eos else self._stops(job)
-                rows[counts[1]] = row = Row(job, i, AnswerText(self.tokenizer, job.stop, unlisted))
-                job.rows.append(row)
-                counts[1] += 1
+                rows.append(Row(job, i, AnswerText(self.tokenizer, job.stop, unlisted)))
                 new.append(job.prompts[i])
             return new
 
@@ -424,10 +418,9 @@ class ReferenceBackend:
             ended = text.stopped or len(text.ids) >= job.max_tokens or (text.ids and text.ids[-1] in eos)
             if (ended or job.gone.is_set() or self.stopping) and not row.done:
                 row.done, row.cut = True, not ended
-                del rows[r]
                 job.running -= 1
                 if not job.running:
-                    self._answer(job)
+                    self._answer(job, [x for x in rows if x.job is job])
             return row.done
 
         def admit(running: int) -> list[list[int]]:
@@ -439,7 +432,7 @@ class ReferenceBackend:
             for job in left:
                 job.running -= 1
                 if not job.running:
-                    self._answer(job)
+                    self._answer(job, [x for x in rows if x.job is job])
             with self.wake:
                 if self.stopping:
                     return []
@@ -458,17 +451,18 @@ class ReferenceBackend:
                 self.unanswered.remove(job)
                 job.events.put(None)
             else:
-                self._answer(job)
-        if counts[0] > 1:
-            log.info("decoded %d requests (%d prompts) in one batch", *counts)
+                self._answer(job, [x for x in rows if x.job is job])
+        jobs = len({id(row.job) for row in rows})
+        if jobs > 1:
+            log.info("decoded %d requests (%d prompts) in one batch", jobs, len(rows))
 
     def _stops(self, job: Job) -> set[int]:
         """The tokens that end job's answers: the model's EOS, none under ignore_eos."""
         return set() if job.ignore_eos else self.eos
 
-    def _answer(self, job: Job) -> None:
+    def _answer(self, job: Job, rows: list[Row]) -> None:
         choices = []
-        for row in job.rows:
+        for row in rows:
             delta = row.text.finish()
             given = row.text.logprobs()
             if delta or given:
@@ -478,7 +472,7 @@ class ReferenceBackend:
                       else "length")
             lps = row.text.logprobs(everything=True) if job.logprobs is not None else None
             choices.append(Choice(ids, row.text.text, row.steps, reason, lps))
-        job.choices, job.rows = choices, []
+        job.choices = choices
         self.unanswered.remove(job)
         job.events.put(None)
 

@@ -16,8 +16,6 @@ as rows numbered after those already there. Decoding ends when no row runs and a
 tensor parallelism rank 0's answer is broadcast (every rank passes an admit, or none). An admitted row whose
 prompt + max_new_tokens runs past the model's positions ends at the last one (a warning says so; TensorRT-LLM
 lowers such a request's max new tokens alike); a prompt that leaves no position for a new token is refused.
-With admit and on_tokens both, a row that ended keeps nothing (on_tokens had its tokens): the result's outputs,
-accepted and logprobs are empty for it, as a server's batch that requests keep joining may run for days.
 
 `on_step(rows, tokens, ended, seconds)` (optional) hears of each decoding step after the prefill: the rows it decoded,
 the tokens they emitted (1 + accepted drafts each, after the EOS and max_new_tokens cuts), the rows that ended at it
@@ -176,16 +174,6 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
     sent: list[int] = []
     lps: list[list[TokenLogprob]] = []
     limit: list[int] = []  # per row: max_new_tokens, or fewer where an admitted prompt leaves fewer positions
-    dropped = [0]  # tokens of ended rows let go (admit's batches)
-
-    def let_go(rows: list[int], still: list[int]) -> None:
-        """With admit and on_tokens (a server's batch, which new prompts may keep joining for days), rows that
-        ended keep nothing: on_tokens had their tokens, and the result lists them empty (else memory grows by every
-        request answered while the batch runs)."""
-        if admit is not None and on_tokens is not None:
-            for b in set(rows) - set(still):
-                dropped[0] += len(outputs[b])
-                outputs[b], accepted[b], lps[b] = [], [], []
 
     def report(b: int) -> bool:
         """Hand row b's new tokens to on_tokens; True when it asks the row to end."""
@@ -209,7 +197,6 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
                 limit.append(_row_limit(base.cfg, len(joining[i]), max_new_tokens))
             still, keep = _finish(list(range(first, len(outputs))), [1] * len(joining), outputs, eos, limit, reporter,
                                   group, dev)
-            let_go(list(range(first, len(outputs))), still)
             new_cache.select_rows(keep.to(dev))
             cache.extend(new_cache)
             h = new_h[keep] if h is None else torch.cat([h, new_h[keep]])
@@ -262,7 +249,6 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
         if on_step is not None:
             kept = sum(len(outputs[b]) for b in decoded) - before  # after the EOS and max_new_tokens cuts
             on_step(n, kept, n - len(active), time.perf_counter() - step_start)
-        let_go(decoded, active)
         if len(active) < n:
             cache.select_rows(keep.to(dev)); h, g0 = h[keep], g0[keep]
         joining = _admitted(admit, len(active), group, base.cfg) if active else []  # one round per step: running rows go on
@@ -273,9 +259,8 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
         del lps[b][len(outputs[b]):]
     result = GenerationResult(output_ids=outputs, steps=steps, accepted=accepted,
                               logprobs=lps if logprobs is not None else [], wall_seconds=time.perf_counter() - start)
-    made = result.total_new_tokens + dropped[0]
-    log.info("generated %d tokens in %.2fs, %.2f tokens/step", made, result.wall_seconds,
-             made / sum(steps) if steps else 0.0)
+    log.info("generated %d tokens in %.2fs, %.2f tokens/step", result.total_new_tokens, result.wall_seconds,
+             result.mean_tokens_per_step)
     return result
 
 
