@@ -86,6 +86,7 @@ class Job:
     scores: list[list[TokenLogprob]] | None = None  # a score job's answer
     error: Exception | None = None
     running: int = 0  # its prompts still decoding
+    rows: list[Row] = field(default_factory=list)  # its prompts started in the running batch (until answered)
 
 
 @dataclass
@@ -381,7 +382,9 @@ class ReferenceBackend:
             self.unanswered.remove(job)
             job.events.put(None)
             return
-        rows: list[Row] = []  # decode's row r -> its request, prompt index, text so far
+        rows: dict[int, Row] = {}  # decode's running row r -> its request, prompt index, text so far (a row that
+        # ended is dropped, its request's answered with it: a batch that new requests keep joining runs for days)
+        counts = [0, 0]  # requests taken, prompts started (the log line's)
         pending: deque[tuple[Job, int]] = deque()  # taken prompts not decoding yet, first come first served
         tops = [job.logprobs for job in batch if job.logprobs is not None]
         limits = Job([], max(job.max_tokens for job in batch), 0.0, 0, [], max(tops) if tops else None,
@@ -389,6 +392,7 @@ class ReferenceBackend:
         eos = self._stops(limits)
 
         def take(jobs: list[Job]) -> None:
+            counts[0] += len(jobs)
             for job in jobs:
                 self.unanswered.append(job)
                 job.running = len(job.prompts)
@@ -400,7 +404,9 @@ class ReferenceBackend:
             while pending and len(new) < room:
                 job, i = pending.popleft()
                 unlisted = set() if job.list_eos else self._stops(job)
-                rows.append(Row(job, i, AnswerText(self.tokenizer, job.stop, unlisted)))
+                rows[counts[1]] = row = Row(job, i, AnswerText(self.tokenizer, job.stop, unlisted))
+                job.rows.append(row)
+                counts[1] += 1
                 new.append(job.prompts[i])
             return new
 
@@ -418,9 +424,10 @@ class ReferenceBackend:
             ended = text.stopped or len(text.ids) >= job.max_tokens or (text.ids and text.ids[-1] in eos)
             if (ended or job.gone.is_set() or self.stopping) and not row.done:
                 row.done, row.cut = True, not ended
+                del rows[r]
                 job.running -= 1
                 if not job.running:
-                    self._answer(job, [x for x in rows if x.job is job])
+                    self._answer(job)
             return row.done
 
         def admit(running: int) -> list[list[int]]:
@@ -432,7 +439,7 @@ class ReferenceBackend:
             for job in left:
                 job.running -= 1
                 if not job.running:
-                    self._answer(job, [x for x in rows if x.job is job])
+                    self._answer(job)
             with self.wake:
                 if self.stopping:
                     return []
@@ -444,25 +451,25 @@ class ReferenceBackend:
         greedy = batch[0].temperature == 0
         self.ranks.generate(start(self.max_batch), limits.max_tokens, temperature=batch[0].temperature,
                             eos_token_id=sorted(eos), seed=batch[0].seed, use_draft=self.config.has_drafter,
-                            on_tokens=on_tokens, admit=admit, logprobs=limits.logprobs, on_step=self._iteration)
+                            on_tokens=on_tokens, admit=admit, logprobs=limits.logprobs, on_step=self._iteration,
+                            forget_ended=True)
         for job in list(self.unanswered):  # started rows end through on_tokens; prompts never started: stopped
             if any(waiting is job for waiting, _ in pending):
                 job.error = Unavailable(SHUTTING_DOWN)
                 self.unanswered.remove(job)
                 job.events.put(None)
             else:
-                self._answer(job, [x for x in rows if x.job is job])
-        jobs = len({id(row.job) for row in rows})
-        if jobs > 1:
-            log.info("decoded %d requests (%d prompts) in one batch", jobs, len(rows))
+                self._answer(job)
+        if counts[0] > 1:
+            log.info("decoded %d requests (%d prompts) in one batch", *counts)
 
     def _stops(self, job: Job) -> set[int]:
         """The tokens that end job's answers: the model's EOS, none under ignore_eos."""
         return set() if job.ignore_eos else self.eos
 
-    def _answer(self, job: Job, rows: list[Row]) -> None:
+    def _answer(self, job: Job) -> None:
         choices = []
-        for row in rows:
+        for row in job.rows:
             delta = row.text.finish()
             given = row.text.logprobs()
             if delta or given:
@@ -472,7 +479,7 @@ class ReferenceBackend:
                       else "length")
             lps = row.text.logprobs(everything=True) if job.logprobs is not None else None
             choices.append(Choice(ids, row.text.text, row.steps, reason, lps))
-        job.choices = choices
+        job.choices, job.rows = choices, []
         self.unanswered.remove(job)
         job.events.put(None)
 

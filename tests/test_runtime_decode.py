@@ -161,6 +161,34 @@ def test_an_admitted_prompt_ends_at_the_models_last_position(tiny_llama, tiny_dr
         rt.generate(model, PROMPTS[:1], 6, admit=lambda running: left.pop() if left else [])
 
 
+def test_forget_ended_keeps_nothing_of_ended_rows_and_on_tokens_sees_it_all(tiny_llama, tiny_drafter):
+    """A server's batch that requests keep joining never ends: forget_ended drops each ended row's tokens, accepted
+    counts and logprobs (on_tokens had them), while the tokens on_tokens hears, the steps and the running rows'
+    answers stay those of a normal run; without on_tokens it is refused (the tokens would be lost)."""
+    model = rt.load(checkpoint(tiny_llama, tiny_drafter, 1, num_beams=3, draft_len=4))
+    kw = dict(eos_token_id=eos_of(tiny_llama), logprobs=1)
+    runs = []
+    for forget in (False, True):
+        heard, left, held = {}, [PROMPTS[1:3]], []
+
+        def on_tokens(b, new, lps):
+            heard.setdefault(b, []).extend(new)
+
+        def admit(running, left=left, held=held):
+            held.append(running)
+            return left.pop() if left and len(held) == 2 else []
+
+        res = rt.generate(model, PROMPTS[:1], 12, on_tokens=on_tokens, admit=admit,
+                          forget_ended=forget, **kw)
+        runs.append((res, heard))
+    (full, heard_full), (kept, heard_kept) = runs
+    assert heard_kept == heard_full and [heard_full[b] for b in range(3)] == full.output_ids
+    assert kept.output_ids == [[]] * 3 and kept.accepted == [[]] * 3 and kept.logprobs == [[]] * 3
+    assert kept.steps == full.steps
+    with pytest.raises(ConfigError, match="forget_ended .* pass on_tokens"):
+        rt.generate(model, PROMPTS[:1], 4, forget_ended=True)
+
+
 def test_each_token_is_searched_for_eos_once(tiny_llama, tiny_drafter, monkeypatch):
     """A review: every step searched each running row's whole output for EOS, quadratic in its length (8192 tokens
     one at a time: 6 s of Python per row). Now only the tokens a step adds are searched, and EOS still ends rows."""

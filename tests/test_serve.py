@@ -1094,3 +1094,56 @@ def test_a_stream_whose_client_stopped_reading_is_given_up_as_a_client_gone():
     assert Handler._write(handler, "data: [DONE]\n\n") is False and handler.close_connection
     with pytest.raises(ClientGone):
         Handler._event(handler, {"choices": []})
+
+
+def test_a_batch_that_requests_keep_joining_keeps_nothing_of_those_answered(tmp_path):
+    """A review: a running batch kept every row that ever joined it (the server's text and logprobs of each answer,
+    the decoding loop's tokens and logprobs) until the batch ended, which under steady load it never does: memory
+    grew by every request answered. Five short requests join a long one and are answered; while the long one still
+    decodes, nothing of theirs is held."""
+    import gc
+    import weakref
+
+    from test_train_data import make_tokenizer
+    from tinymodels import make_drafter, make_hf
+
+    base = make_hf(tmp_path / "base", "llama", vocab_size=100)  # the character tokenizer's 99 tokens, padded
+    make_tokenizer(base)
+    backend = ReferenceBackend(checkpoint(base, make_drafter(tmp_path / "drafter", base), 1, num_beams=2,
+                                          draft_len=2), base, max_batch=2)
+    real, decoded, served, ask, seen = backend.ranks.generate, [], [], threading.Event(), []
+
+    def generate(prompts, *args, on_tokens, admit, **kwargs):
+        def hear(r, new, values):
+            if r > 0:  # a short request's row: the decoding loop's own logprobs
+                decoded.extend(map(weakref.ref, values))
+            return on_tokens(r, new, values)
+
+        def admit_slowly(running):
+            if ask.is_set():  # the short ones answered, the long one decoding: what is still held a step later?
+                gc.collect()  # (a step's own logprobs are held until the next one)
+                seen.append((running, sum(w() is not None for w in decoded), sum(w() is not None for w in served)))
+            threading.Event().wait(0.02)  # the long request's steps, slowed down: it outlives the short ones
+            return admit(running)
+        return real(prompts, *args, on_tokens=hear, admit=admit_slowly, **kwargs)
+
+    backend.ranks.generate = generate
+    try:
+        long = threading.Thread(target=backend.complete, args=([[5, 6, 7]], 150, None, 0, []),
+                                kwargs={"logprobs": 1, "ignore_eos": True})
+        long.start()
+        while not backend.busy:
+            threading.Event().wait(0.01)
+        for i in range(5):
+            (choice,) = backend.complete([[8 + i, 9]], 3, None, 0, [], logprobs=1, ignore_eos=True)
+            served.extend(map(weakref.ref, choice.logprobs))
+            del choice
+        ask.set()
+        long.join(120)
+    finally:
+        backend.ranks.generate = real
+        backend.stop()
+    (running, in_decode, in_server) = seen[1]
+    assert running == 1 and decoded and served  # asked while the long request alone decoded
+    # the decoding loop holds the last prefill's lists until the next prompt joins: the last request's 3 at most
+    assert in_decode <= 3 and in_server == 0

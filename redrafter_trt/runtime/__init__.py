@@ -201,7 +201,7 @@ ARGUMENTS = {
 
 def check_generate(cfg: RuntimeConfig, prompt_ids, max_new_tokens, num_beams=None, draft_len=None,
                    temperature=0.0, eos_token_id=None, seed=0, use_draft=True, batch_size=None, on_tokens=None,
-                   admit=None, logprobs=None, on_step=None, sampling_rule="exact") -> tuple[int, int]:
+                   admit=None, logprobs=None, on_step=None, sampling_rule="exact", forget_ended=False) -> tuple[int, int]:
     """Refuse `generate`'s arguments that cannot work, each in one line (generate_tp: before any rank starts and
     loads its weights); returns the beam width and draft length. Same parameters as generate."""
     check_prompts(cfg, prompt_ids)
@@ -219,6 +219,8 @@ def check_generate(cfg: RuntimeConfig, prompt_ids, max_new_tokens, num_beams=Non
         raise ConfigError(f"sampling rule {sampling_rule!r} is unknown: use one of {', '.join(SAMPLING_RULES)}")
     if admit is not None and batch_size is not None:
         raise ConfigError("admit joins prompts to one running batch: leave batch_size out")
+    if forget_ended and on_tokens is None:
+        raise ConfigError("forget_ended drops the tokens of rows that ended, which only on_tokens sees: pass on_tokens")
     return W, L
 
 
@@ -226,7 +228,7 @@ def generate(model: ReDrafterModel, prompt_ids: list[list[int]], max_new_tokens:
              draft_len: int | None = None, temperature: float = 0.0, eos_token_id: int | list[int] | None = None,
              seed: int = 0, use_draft: bool = True, batch_size: int | None = None,
              on_tokens=None, admit=None, logprobs: int | None = None, on_step=None,
-             sampling_rule: str = "exact") -> GenerationResult:
+             sampling_rule: str = "exact", forget_ended: bool = False) -> GenerationResult:
     """Generate for every prompt, `batch_size` prompts at a time (None: all in one batch); see the module
     docstring. Batch b uses seed + b. on_tokens(prompt index, new ids, their logprobs) -> True ends that prompt
     (under tp, every rank passes one and rank 0's answers count; see `runtime.decode`). admit(running rows) -> more
@@ -234,14 +236,16 @@ def generate(model: ReDrafterModel, prompt_ids: list[list[int]], max_new_tokens:
     token's log-probability under the base and the k most likely there (`runtime.decode`). on_step(rows, tokens,
     ended, seconds) hears of each decoding step (`runtime.decode`). sampling_rule: "exact" (the base's
     distribution at the temperature) or "trtllm" (a sampling engine's own rule, to predict its tokens per step;
-    `runtime.accept`)."""
+    `runtime.accept`). forget_ended: a row that ended keeps nothing, its result lists empty (a server's long-running
+    batch; on_tokens had its tokens; `runtime.decode`)."""
     W, L = check_generate(model.config, prompt_ids, max_new_tokens, num_beams, draft_len, temperature, eos_token_id,
-                          seed, use_draft, batch_size, admit=admit, logprobs=logprobs, sampling_rule=sampling_rule)
+                          seed, use_draft, batch_size, on_tokens=on_tokens, admit=admit, logprobs=logprobs,
+                          sampling_rule=sampling_rule, forget_ended=forget_ended)
     size = batch_size or len(prompt_ids)
     parts = [decode(model.base, model.drafter, prompt_ids[i: i + size], max_new_tokens, W, L, temperature,
                     eos_token_id, seed + i // size, model.group,
                     None if on_tokens is None else (lambda b, *new, i=i: on_tokens(i + b, *new)), admit, logprobs,
-                    on_step, sampling_rule)
+                    on_step, sampling_rule, forget_ended)
              for i in range(0, len(prompt_ids), size)]
     return GenerationResult(output_ids=[o for r in parts for o in r.output_ids], steps=[s for r in parts for s in r.steps],
                             accepted=[a for r in parts for a in r.accepted],

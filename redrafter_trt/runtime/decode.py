@@ -16,6 +16,9 @@ as rows numbered after those already there. Decoding ends when no row runs and a
 tensor parallelism rank 0's answer is broadcast (every rank passes an admit, or none). An admitted row whose
 prompt + max_new_tokens runs past the model's positions ends at the last one (a warning says so; TensorRT-LLM
 lowers such a request's max new tokens alike); a prompt that leaves no position for a new token is refused.
+`forget_ended=True` (with on_tokens, which had their tokens) keeps nothing of a row that ended: the result's
+outputs, accepted and logprobs are empty for it (a server's batch, which new requests may keep joining for days,
+else holds every answer it ever gave).
 
 `on_step(rows, tokens, ended, seconds)` (optional) hears of each decoding step after the prefill: the rows it decoded,
 the tokens they emitted (1 + accepted drafts each, after the EOS and max_new_tokens cuts), the rows that ended at it
@@ -157,9 +160,9 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
            on_tokens: Callable[[int, list[int], list[TokenLogprob]], bool | None] | None = None,
            admit: Callable[[int], list[list[int]]] | None = None, logprobs: int | None = None,
            on_step: Callable[[int, int, int, float], None] | None = None,
-           sampling_rule: str = "exact") -> GenerationResult:
+           sampling_rule: str = "exact", forget_ended: bool = False) -> GenerationResult:
     """Generate for every prompt; drafter None (or num_beams/draft_len 0) means plain decoding. on_tokens, admit,
-    logprobs, on_step: see the module docstring. sampling_rule (temperature > 0 with drafts): "exact" or
+    logprobs, on_step, forget_ended: see the module docstring. sampling_rule (temperature > 0 with drafts): "exact" or
     "trtllm" (`runtime.accept`)."""
     start = time.perf_counter()
     dev = base.device
@@ -174,6 +177,14 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
     sent: list[int] = []
     lps: list[list[TokenLogprob]] = []
     limit: list[int] = []  # per row: max_new_tokens, or fewer where an admitted prompt leaves fewer positions
+    forgotten = [0]  # tokens of ended rows let go (forget_ended)
+
+    def forget(rows: list[int], still: list[int]) -> None:
+        """Under forget_ended, drop what the rows that just ended hold (on_tokens had their tokens)."""
+        if forget_ended:
+            for b in set(rows) - set(still):
+                forgotten[0] += len(outputs[b])
+                outputs[b], accepted[b], lps[b] = [], [], []
 
     def report(b: int) -> bool:
         """Hand row b's new tokens to on_tokens; True when it asks the row to end."""
@@ -197,6 +208,7 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
                 limit.append(_row_limit(base.cfg, len(joining[i]), max_new_tokens))
             still, keep = _finish(list(range(first, len(outputs))), [1] * len(joining), outputs, eos, limit, reporter,
                                   group, dev)
+            forget(list(range(first, len(outputs))), still)
             new_cache.select_rows(keep.to(dev))
             cache.extend(new_cache)
             h = new_h[keep] if h is None else torch.cat([h, new_h[keep]])
@@ -249,6 +261,7 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
         if on_step is not None:
             kept = sum(len(outputs[b]) for b in decoded) - before  # after the EOS and max_new_tokens cuts
             on_step(n, kept, n - len(active), time.perf_counter() - step_start)
+        forget(decoded, active)
         if len(active) < n:
             cache.select_rows(keep.to(dev)); h, g0 = h[keep], g0[keep]
         joining = _admitted(admit, len(active), group, base.cfg) if active else []  # one round per step: running rows go on
@@ -259,8 +272,9 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
         del lps[b][len(outputs[b]):]
     result = GenerationResult(output_ids=outputs, steps=steps, accepted=accepted,
                               logprobs=lps if logprobs is not None else [], wall_seconds=time.perf_counter() - start)
-    log.info("generated %d tokens in %.2fs, %.2f tokens/step", result.total_new_tokens, result.wall_seconds,
-             result.mean_tokens_per_step)
+    made = result.total_new_tokens + forgotten[0]
+    log.info("generated %d tokens in %.2fs, %.2f tokens/step", made, result.wall_seconds,
+             made / sum(steps) if steps else 0.0)
     return result
 
 
