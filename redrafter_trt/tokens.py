@@ -32,6 +32,22 @@ def uses_chat(tokenizer, chat: bool | None) -> bool:
     return has_template if chat is None else bool(chat)
 
 
+# The date a chat template that dates its system prompt is given (Llama-3.2's prints strftime_now's today unless given
+# `date_string`; Llama-3.1's own default is this one) by train, run, bench, acceptance and the scripts: one prompt text
+# on every day. With today's, the distilled-answer and hidden-state caches (keyed by token ids) missed after midnight,
+# run and bench rendered other tokens than train had, and bench's numbers depended on the day. serve renders today's,
+# as transformers, vLLM and trtllm-serve do for a live client (the date is prompt, never drafted).
+DATE_STRING = "26 Jul 2024"
+
+
+def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool) -> str:
+    """The tokenizer's chat template's text of `messages`, dated DATE_STRING: the one way every command but serve
+    renders it. Raises the template's own errors (jinja's TemplateError; TypeError, ValueError for one that is not
+    text)."""
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
+                                         date_string=DATE_STRING)
+
+
 def chat_text(tokenizer, prompt: str) -> str:
     """One user turn in the tokenizer's chat template, ready for the answer, after a `Prompt`'s system messages; a
     template that does not render (not text, broken Jinja) is a ConfigError, not a traceback, and so is one that
@@ -42,7 +58,7 @@ def chat_text(tokenizer, prompt: str) -> str:
 
     messages = prompt.messages() if isinstance(prompt, Prompt) else [{"role": "user", "content": prompt}]
     try:
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return render_chat(tokenizer, messages, add_generation_prompt=True)
     except (TemplateError, TypeError, ValueError) as e:  # jinja's errors; a template that is not text
         why = first_line(e, type(e).__name__)
         if len(messages) > 1:

@@ -54,7 +54,7 @@ def main(base, num, batch_size, max_new_tokens, temperature, seed, starters, out
     from redrafter_trt.config import read_json
     from redrafter_trt.errors import ConfigError
     from redrafter_trt.hf_model import load_causal_lm
-    from redrafter_trt.tokens import load_tokenizer
+    from redrafter_trt.tokens import load_tokenizer, render_chat
 
     read_json(base / "config.json", "base")  # a missing or wrong folder as one line, before transformers reads it
     tok = load_tokenizer(str(base), None)  # a folder without one: one line, as run and bench
@@ -62,7 +62,7 @@ def main(base, num, batch_size, max_new_tokens, temperature, seed, starters, out
         raise ConfigError(f"the tokenizer in {base} has no chat template, which the prompts are sampled after: "
                           f"pass a chat (instruct) model")
     model = load_causal_lm(base, torch.float32).eval()
-    text = tok.apply_chat_template([{"role": "user", "content": "X"}], tokenize=False)
+    text = render_chat(tok, [{"role": "user", "content": "X"}], add_generation_prompt=False)  # dated as run's
     prefix = text[: text.index("X")]  # the template up to the user's text
     torch.manual_seed(seed)
     seen, kept = set(), []

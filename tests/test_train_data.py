@@ -1029,3 +1029,19 @@ def test_an_alpaca_records_history_comes_before_its_prompt(tok, tmp_path):
                     + json.dumps({"instruction": "q", "output": "a"}) + "\n")
     (kept,) = read_conversations(path)
     assert kept.source.endswith("line 2")
+
+
+
+def test_run_and_bench_render_a_dated_template_as_train_does(tmp_path):
+    """train rendered a template dating its system prompt (Llama-3.2's) with a fixed date and run, bench and
+    acceptance with today's: their prompts' tokens were not those the drafter trained on, and bench's numbers
+    depended on the day. Every path renders the same fixed date now."""
+    from redrafter_trt.tokens import DATE_STRING, encode_prompts
+
+    tok = make_tokenizer(tmp_path / "tok")
+    tok.chat_template = DATED
+    want = prompt_ids(tok, conversation_of({"prompt": "Q"}))
+    assert tok.decode(want).startswith(f"<|im_start|>system\nToday Date: {DATE_STRING}<|im_end|>\n")
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"prompt": "Q"}\n')
+    assert encode_prompts(tok, ["Q"], True) == encode_prompts(tok, load_prompts(path), None) == [want]

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, first_line, read_text
 from ..prompts import KEYS as PROMPT_KEYS, check_text, message_hint, prompt_of, records, system_of, text_of
-from ..tokens import chat_text
+from ..tokens import chat_text, render_chat
 
 if TYPE_CHECKING:
     from .distill import CachedHidden
@@ -181,12 +181,6 @@ def read_conversations(path: Path | str) -> list[Conversation]:
     return out
 
 
-# the date a template that writes today's into its system prompt (Llama-3.2's `strftime_now`, unless given
-# `date_string`) is given: Llama-3.1's own default. With today's, every cache keyed by token ids (distilled answers,
-# hidden states) missed after midnight, and a distillation resumed the next day began again.
-DATE_STRING = "26 Jul 2024"
-
-
 def _render(tokenizer, conv: Conversation, messages: list[dict], add_generation_prompt: bool) -> str:
     """The chat template's text of `messages` (conv's), or a ConfigError: naming the record the template refuses, or
     the template when it renders no prompt at all (not text, broken Jinja: once a TypeError traceback, or every record
@@ -194,8 +188,7 @@ def _render(tokenizer, conv: Conversation, messages: list[dict], add_generation_
     from jinja2 import TemplateError
 
     try:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
-                                             date_string=DATE_STRING)
+        return render_chat(tokenizer, messages, add_generation_prompt)
     except (TemplateError, TypeError, ValueError) as e:  # jinja's errors; a template that is not text
         why = first_line(e, type(e).__name__)
         try:

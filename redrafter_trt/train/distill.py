@@ -50,14 +50,15 @@ def turn_end_ids(tokenizer) -> set[int]:
     Gemma's <end_of_turn>), found by rendering one; none when the template renders no special token there."""
     from jinja2 import TemplateError
 
-    from .data import DATE_STRING, special_ids
+    from ..tokens import render_chat
+    from .data import special_ids
 
     mark = "Distilled answer."
     if not getattr(tokenizer, "chat_template", None):
         return set()
     turn = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": mark}]
     try:
-        text = tokenizer.apply_chat_template(turn, tokenize=False, add_generation_prompt=False, date_string=DATE_STRING)
+        text = render_chat(tokenizer, turn, add_generation_prompt=False)
     except (TemplateError, TypeError, ValueError):  # a template refusing this turn: the base's EOS alone, as before
         return set()
     if not isinstance(text, str) or mark not in text:
