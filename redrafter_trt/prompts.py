@@ -1,19 +1,21 @@
 """Prompt files: one prompt per record, read from jsonl (one JSON object per line) or a JSON list (ShareGPT).
 
-A record gives its prompt through the first key present, in this order:
+A record is a conversation (`messages_of`, which `train --data` reads too), through the first key present of:
+    conversations   ShareGPT: a list of {"from": "human"|"gpt"|"system"|..., "value": str} (or {"role", "content"};
+                    a content may be OpenAI's list of text parts)
+    messages        OpenAI style: the same, as `train --data` and `serve` take it
     prompt          a string
     turns           a list of strings; the first turn is the prompt (MT-Bench)
     question        a string (GSM8K)
     instruction     a string (Alpaca; a non-empty `input`, or Dolly's `context`, is appended after a blank line)
-    conversations   ShareGPT: a list of {"from": "human"|"user"|..., "value": str} (or {"role", "content"}; a
-                    content may be OpenAI's list of text parts); the first human/user message is the prompt
-    messages        OpenAI style: the same, as `train --data` and `serve` take it
     system          beside any of these (LLaMA-Factory's column): the system prompt
-A prompt is a `Prompt`: its text, with the system messages the chat template puts before it, as `train --data` renders
-the record: a conversation's own system/developer messages before its first human turn, else the record's `system`
-column (dropped once, so run, bench and acceptance rendered the template's default system prompt where train had the
-record's). Without the chat template a prompt is its text alone, as TensorRT-LLM's run.py takes plain text (a system
-prompt is the template's part: calibration and --no-chat send the user's text as written).
+    history         beside a prompt (LLaMA-Factory's Alpaca column): the turns before it, [[instruction, answer], ...]
+A record's prompt (`prompt_of`) is its conversation up to its first answer, what `train --distill` answers: the
+system messages and every user turn before it (two human turns in a row are one prompt; run, bench and acceptance
+once took the first alone, train both). A `Prompt` is those messages, which the chat template renders as train does,
+and as a str the user turns' text, joined by a blank line: without the chat template a prompt is that text alone, as
+TensorRT-LLM's run.py takes plain text (a system prompt is the template's part: calibration and --no-chat send the
+user's text as written).
 A bare JSON string on a line is a prompt too. Blank lines are skipped. Anything else is a `ConfigError`
 naming the file and the line (jsonl) or the record index (JSON list). A `.txt` file is plain text, one prompt per
 non-blank line, as TensorRT-LLM's `run.py --input_file prompts.txt` reads it.
@@ -23,60 +25,153 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Iterable, Iterator
 
 from .errors import ConfigError, read_text
 
 PLAIN_TEXT = (".txt",)  # file suffixes read as one prompt per line, not JSON
-KEYS = ("prompt", "turns", "question", "instruction", "conversations", "messages")
-HUMAN = {"human", "user"}
+CHATS = ("conversations", "messages")  # read before a prompt key, as train reads them: they hold the answers
+TEXTS = ("prompt", "turns", "question", "instruction")
+KEYS = (*TEXTS, *CHATS)
 INPUTS = ("input", "context")  # what an instruction works on: Alpaca's `input`, Dolly's `context`
-
-
-SYSTEM = {"system", "developer"}  # newer OpenAI clients send the system prompt as "developer" (train and serve too)
+ANSWER_KEYS = ("answer", "response", "output", "completion")
+ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
+         "bard": "assistant", "bing": "assistant", "model": "assistant", "system": "system",
+         "developer": "system"}  # newer OpenAI clients send the system prompt as "developer" (serve reads it so)
 
 
 class Prompt(str):
-    """A prompt's text, as a str (plain-text users, calibration and --no-chat, read it as it is), with `system`: the
-    system messages a chat template puts before it (`messages`)."""
+    """A prompt's text, as a str (plain-text users, calibration and --no-chat, read it as it is), with `turns`: the
+    messages the chat template renders (`messages`), its user turn alone unless given."""
 
-    def __new__(cls, text: str, system: tuple[str, ...] = ()):
+    def __new__(cls, text: str, turns: Iterable[dict] | None = None):
         self = super().__new__(cls, text)
-        self.system = tuple(system)
+        self.turns = tuple(turns) if turns is not None else ({"role": "user", "content": text},)
         return self
 
     def messages(self) -> list[dict]:
-        """The chat template's messages: the system messages, then the prompt as the user turn."""
-        return [*({"role": "system", "content": s} for s in self.system), {"role": "user", "content": str(self)}]
+        """The chat template's messages: the system messages and user turns before the record's first answer."""
+        return [dict(m) for m in self.turns]
 
 
 def prompt_of(record) -> Prompt:
-    """The prompt a record carries, with its system messages; raises ValueError (with the reason) when it carries
-    none."""
+    """The prompt a record carries: its conversation up to the first answer (`before_answer`); raises ValueError
+    (with the reason) when it carries none. Nothing after that answer is read."""
+    turns = before_answer(messages_of(record))
+    text = "\n\n".join(m["content"] for m in turns if m["role"] == "user")
+    if not text.strip():  # a string or a prompt key is refused empty before: a conversation's, or `history`'s
+        key = next((k for k in CHATS if k in record), None)
+        where = "`history`'s first instruction" if key is None else f"`{key}` message " \
+            f"{next(n for n, m in enumerate(record[key], 1) if _role(m, key) == 'user')}, its first human/user message,"
+        raise ValueError(f"{where} is empty: write its prompt, or remove that record")  # was "`conversations` must be
+        # a non-empty string", of a list
+    return Prompt(text, turns)
+
+
+def before_answer(messages: Iterable[dict]) -> list[dict]:
+    """The messages before the first assistant turn (a conversation's prompt: what `train --distill` answers, and
+    run, bench and acceptance send)."""
+    out = []
+    for m in messages:
+        if m["role"] == "assistant":
+            break
+        out.append(m)
+    return out
+
+
+def messages_of(record) -> Iterator[dict]:
+    """A record's conversation, in order, as chat templates take it: {"role": "system"|"user"|"assistant", "content"}.
+    Its `system` column opens it unless its own messages open with a system one; then a `conversations`/`messages`
+    list's messages (less assistant turns before the first user turn: some ShareGPT dumps open with the bot's
+    greeting, which no chat template expects), or an Alpaca `history`'s turns, the prompt and its answer (the first
+    of ANSWER_KEYS not null, as it is: train checks it). A ValueError names what it cannot read, read lazily: a
+    prompt reads nothing after its first answer."""
+    column = system_of(record) if isinstance(record, dict) else None
+    turns = _turns(record)
+    first = next(turns)  # every record's turns hold a user turn, or raised
+    if column and first["role"] != "system":
+        yield {"role": "system", "content": check_text(column, "`system`")}
+    yield first
+    yield from turns
+
+
+def _turns(record) -> Iterator[dict]:
+    key = next((k for k in CHATS if k in record), None) if isinstance(record, dict) else None
+    if key:
+        yield from _chat(record[key], key)
+        return
+    yield from _history(record)
+    yield {"role": "user", "content": _prompt_text(record)}
+    answer = next((record[k] for k in ANSWER_KEYS if record.get(k) is not None), None) \
+        if isinstance(record, dict) else None
+    if answer is not None:
+        yield {"role": "assistant", "content": answer}
+
+
+def _chat(messages, key: str) -> Iterator[dict]:
+    if not isinstance(messages, list) or not messages:
+        raise ValueError(f"`{key}` must be a non-empty list of messages")
+    seen_user = False
+    for n, msg in enumerate(messages, start=1):
+        role, who = _role(msg, key), msg.get("from", msg.get("role"))
+        text = text_of(msg.get("value", msg.get("content")))
+        if role is None:
+            raise ValueError(f"`{key}` has a message with role {who!r}: expected human/user, gpt/assistant or system")
+        if not isinstance(text, str):
+            raise ValueError(f"`{key}` has a {who!r} message whose `value`/`content` is {text!r}, not a string")
+        if role == "assistant" and not seen_user:
+            continue
+        seen_user = seen_user or role == "user"
+        yield {"role": role, "content": check_text(text, f"`{key}` message {n}")}
+    if not seen_user:
+        raise ValueError(f"`{key}` has no human/user message")
+
+
+def _role(msg, key: str) -> str | None:
+    """A message's role as chat templates name it ("Human" too, lowercased), None for an unknown one; a ValueError
+    for a message that is no object."""
+    if not isinstance(msg, dict):
+        raise ValueError(f"`{key}` must hold objects with `from`/`value` (or `role`/`content`)")
+    return ROLES.get(str(msg.get("from", msg.get("role"))).lower())
+
+
+def _history(record) -> list[dict]:
+    """The turns before a record's prompt in LLaMA-Factory's Alpaca column `history`: [[instruction, answer], ...]
+    (dropped once without a word, so a later turn's answer trained after a prompt without the turns it follows)."""
+    history = record.get("history") if isinstance(record, dict) else None
+    if history is None:
+        return []
+    pairs = isinstance(history, list) and all(isinstance(turn, list) and len(turn) == 2
+                                              and all(isinstance(text, str) for text in turn) for turn in history)
+    if not pairs:
+        raise ValueError("`history` must list the earlier turns as [[instruction, answer], ...] (strings)")
+    return [{"role": role, "content": check_text(text, "`history`")} for turn in history
+            for role, text in zip(("user", "assistant"), turn)]
+
+
+def _prompt_text(record) -> str:
+    """The prompt of a record that is no conversation: a string, or its first prompt key's text."""
     if isinstance(record, str):
         if not record.strip():
             raise ValueError("empty prompt")
-        return Prompt(check_text(record, "the prompt"))
+        return check_text(record, "the prompt")
     if not isinstance(record, dict):
         wrap = ": wrap a list of messages as {\"conversations\": [...]}" if isinstance(record, list) else ""
         raise ValueError(f"expected a JSON object like {{\"prompt\": \"...\"}}, got {type(record).__name__}{wrap}")
-    for key in KEYS:
-        if key not in record:
-            continue
-        value, system = record[key], ()
-        if key == "turns":
-            if not isinstance(value, list) or not value or not isinstance(value[0], str):
-                raise ValueError("`turns` must be a non-empty list of strings")
-            value = value[0]
-        elif key in ("conversations", "messages"):
-            value, system = _first_human(value, key)
-        elif key == "instruction" and isinstance(value, str):
-            value = "\n\n".join([value, *(record[k] for k in INPUTS if isinstance(record.get(k), str)
-                                          and record[k].strip())])
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError(f"`{key}` must be a non-empty string")
-        column = system_of(record)
-        return Prompt(check_text(value, f"`{key}`"), system or ((column,) if column else ()))
-    raise ValueError(f"no prompt: expected one of the keys {', '.join(KEYS)}{message_hint(record)}")
+    key = next((k for k in TEXTS if k in record), None)
+    if key is None:
+        raise ValueError(f"no prompt: expected one of the keys {', '.join(KEYS)}{message_hint(record)}")
+    value = record[key]
+    if key == "turns":
+        if not isinstance(value, list) or not value or not isinstance(value[0], str):
+            raise ValueError("`turns` must be a non-empty list of strings")
+        value = value[0]
+    elif key == "instruction" and isinstance(value, str):
+        value = "\n\n".join([value, *(record[k] for k in INPUTS if isinstance(record.get(k), str)
+                                      and record[k].strip())])
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"`{key}` must be a non-empty string")
+    return check_text(value, f"`{key}`")
 
 
 def check_text(text: str, what: str) -> str:
@@ -114,29 +209,6 @@ def system_of(record: dict) -> str | None:
     if system is not None and not isinstance(system, str):
         raise ValueError(f"`system` is {system!r}: write the system prompt as a string")
     return system
-
-
-def _first_human(conversations, key: str) -> tuple[str, tuple[str, ...]]:
-    """The first human/user message's text and the system messages before it (those train's conversation opens
-    with, which win over a `system` column there too)."""
-    if not isinstance(conversations, list):
-        raise ValueError(f"`{key}` must be a list of messages")
-    system = []
-    for n, msg in enumerate(conversations, start=1):
-        if not isinstance(msg, dict):
-            raise ValueError(f"`{key}` must hold objects with `from`/`value` (or `role`/`content`)")
-        who = str(msg.get("from", msg.get("role"))).lower()  # "Human", as train reads it too
-        text = text_of(msg.get("value", msg.get("content")))
-        if who in SYSTEM:
-            if not isinstance(text, str):
-                raise ValueError(f"`{key}` has a {who!r} message whose `value`/`content` is {text!r}, not a string")
-            system.append(check_text(text, f"`{key}`'s system message"))
-        elif who in HUMAN and isinstance(text, str):
-            if not text.strip():  # was "`conversations` must be a non-empty string", of a list
-                raise ValueError(f"`{key}` message {n}, its first human/user message, is empty: write its prompt, "
-                                 f"or remove that record")
-            return text, tuple(system)
-    raise ValueError(f"`{key}` has no human/user message")
 
 
 def load_prompts(path: Path | str) -> list[Prompt]:

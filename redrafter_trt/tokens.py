@@ -9,9 +9,9 @@ from .errors import COUNT, ConfigError, TokenizerError, first_line, read_text
 
 
 def encode_prompts(tokenizer, prompts: list[str], chat: bool | None) -> list[list[int]]:
-    """Token ids per prompt. chat=True: one user turn in the tokenizer's chat template, ready for the answer, after
-    a `Prompt`'s system messages (a prompt file's, as train renders them); None: chat when the tokenizer has a
-    template; False: plain text (the prompt's text alone, as TensorRT-LLM's run.py takes it)."""
+    """Token ids per prompt. chat=True: in the tokenizer's chat template, ready for the answer (`chat_text`: a prompt
+    file's `Prompt` as train renders its record); None: chat when the tokenizer has a template; False: plain text (the
+    prompt's text alone, as TensorRT-LLM's run.py takes it)."""
     chat = uses_chat(tokenizer, chat)
     out = []
     for p in prompts:
@@ -48,20 +48,47 @@ def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool) ->
                                          date_string=DATE_STRING)
 
 
+def template_text(tokenizer, messages: list[dict], add_generation_prompt: bool) -> tuple[list[dict], str]:
+    """(messages, `render_chat`'s text of them): `messages` as they are, or with consecutive turns of one role joined
+    (`join_roles`) when the template refuses them as they are (Llama-2's and Mistral's want alternating roles); the
+    template's error when it refuses both. train and a prompt file's prompts both render through it."""
+    from jinja2 import TemplateError
+
+    joined = join_roles(messages)
+    if joined != messages:
+        try:
+            return messages, render_chat(tokenizer, messages, add_generation_prompt)
+        except (TemplateError, TypeError, ValueError):
+            pass
+    return joined, render_chat(tokenizer, joined, add_generation_prompt)
+
+
+def join_roles(messages: list[dict]) -> list[dict]:
+    """Consecutive turns of one role joined into one, separated by a blank line."""
+    out: list[dict] = []
+    for m in messages:
+        if out and out[-1]["role"] == m["role"]:
+            out[-1] = {"role": m["role"], "content": out[-1]["content"] + "\n\n" + m["content"]}
+        else:
+            out.append(dict(m))
+    return out
+
+
 def chat_text(tokenizer, prompt: str) -> str:
-    """One user turn in the tokenizer's chat template, ready for the answer, after a `Prompt`'s system messages; a
-    template that does not render (not text, broken Jinja) is a ConfigError, not a traceback, and so is one that
-    refuses a system message (Gemma's: 'System role not supported')."""
+    """A prompt in the tokenizer's chat template, ready for the answer: a `Prompt`'s messages (its record's system
+    messages and user turns before the first answer, as train renders them), else one user turn; a template that does
+    not render (not text, broken Jinja) is a ConfigError, not a traceback, and so is one that refuses a system message
+    (Gemma's: 'System role not supported')."""
     from jinja2 import TemplateError
 
     from .prompts import Prompt
 
     messages = prompt.messages() if isinstance(prompt, Prompt) else [{"role": "user", "content": prompt}]
     try:
-        return render_chat(tokenizer, messages, add_generation_prompt=True)
+        return template_text(tokenizer, messages, add_generation_prompt=True)[1]
     except (TemplateError, TypeError, ValueError) as e:  # jinja's errors; a template that is not text
         why = first_line(e, type(e).__name__)
-        if len(messages) > 1:
+        if any(m["role"] == "system" for m in messages):
             chat_text(tokenizer, str(prompt))  # the template itself, when it renders no user turn either
             raise ConfigError(f"the tokenizer's chat template refuses the system message of the prompt "
                               f"{_short(prompt)} ({why}): remove the system prompt from its record, or turn chat "

@@ -220,4 +220,4 @@ def test_a_template_refusing_a_system_message_is_named(tmp_path, smollm2):
     assert chat_text(tok, Prompt("Q")) == "Q"
     with pytest.raises(ConfigError, match=r"refuses the system message of the prompt 'Q' \(System role not "
                                           r"supported\): remove the system prompt from its record, or turn chat off$"):
-        chat_text(tok, Prompt("Q", ("S",)))
+        chat_text(tok, Prompt("Q", [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}]))

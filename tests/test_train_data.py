@@ -1032,6 +1032,38 @@ def test_an_alpaca_records_history_comes_before_its_prompt(tok, tmp_path):
 
 
 
+def test_run_bench_and_train_take_one_prompt_from_a_record(tmp_path):
+    """run, bench and acceptance took a record's first human turn alone, train every turn before its first answer:
+    two human turns in a row (a ShareGPT question split in two, after a system message or not) were measured on half
+    the prompt the drafter trained on, and an Alpaca record's `history` was passed over. One rule now, the
+    conversation up to its first answer: the same tokens in both, consecutive turns joined only for a template
+    refusing them (Llama-2, Mistral), the plain text the user turns joined."""
+    from redrafter_trt.tokens import encode_prompts
+
+    def sharegpt(*turns):
+        return {"conversations": [{"from": who, "value": text} for who, text in turns]}
+
+    records = [sharegpt(("human", "A"), ("human", "B"), ("gpt", "C")),
+               sharegpt(("system", "S"), ("human", "A"), ("human", "B"), ("gpt", "C"), ("human", "D"), ("gpt", "E")),
+               {"messages": [{"role": "user", "content": "A"}, {"role": "user", "content": "B"}], "system": "S"},
+               {"system": "S", "instruction": "And 3+3?", "output": "6", "history": [["1+1?", "2"]]},
+               {"turns": ["T1", "T2"]},
+               sharegpt(("gpt", "Hello!"), ("human", "A"), ("system", "S"), ("human", "B"))]  # no strict template's
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    prompts = load_prompts(path)
+    assert prompts == ["A\n\nB"] * 3 + ["1+1?", "T1", "A\n\nB"]
+    tok = make_tokenizer(tmp_path / "tok")
+    assert encode_prompts(tok, prompts, True) == [prompt_ids(tok, c) for c in read_conversations(path)]
+    assert tok.decode(encode_prompts(tok, prompts[1:2], True)[0]) == (
+        "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nA<|im_end|>\n<|im_start|>user\nB<|im_end|>\n"
+        "<|im_start|>assistant\n")
+    tok.chat_template = STRICT
+    assert encode_prompts(tok, prompts[:-1], True) == [prompt_ids(tok, c) for c in read_conversations(path)[:-1]]
+    assert tok.decode(encode_prompts(tok, prompts[:1], True)[0]).endswith("A\n\nB<|im_end|>\n<|im_start|>assistant\n")
+    assert encode_prompts(tok, prompts, False) == [tok(p)["input_ids"] for p in prompts]
+
+
 def test_run_and_bench_render_a_dated_template_as_train_does(tmp_path):
     """train rendered a template dating its system prompt (Llama-3.2's) with a fixed date and run, bench and
     acceptance with today's: their prompts' tokens were not those the drafter trained on, and bench's numbers

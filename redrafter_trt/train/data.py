@@ -24,16 +24,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, first_line, read_text
-from ..prompts import KEYS as PROMPT_KEYS, check_text, message_hint, prompt_of, records, system_of, text_of
-from ..tokens import chat_text, render_chat
+from ..prompts import (ANSWER_KEYS, CHATS, KEYS as PROMPT_KEYS, before_answer, check_text, message_hint, messages_of,
+                       records)
+from ..tokens import chat_text, render_chat, template_text
 
 if TYPE_CHECKING:
     from .distill import CachedHidden
-
-ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
-         "bard": "assistant", "bing": "assistant", "model": "assistant", "system": "system",
-         "developer": "system"}  # newer OpenAI clients send the system prompt as "developer" (serve reads it so)
-ANSWER_KEYS = ("answer", "response", "output", "completion")
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +46,9 @@ class Conversation:
         return any(m["role"] == "assistant" for m in self.messages)
 
     def prompt_messages(self) -> list[dict]:
-        """The messages before the first assistant turn (what distillation answers)."""
-        out = []
-        for m in self.messages:
-            if m["role"] == "assistant":
-                break
-            out.append(m)
-        return out
+        """The messages before the first assistant turn (what distillation answers; run, bench and acceptance send a
+        prompt file's record as `prompt_of` reads it: the same messages)."""
+        return before_answer(self.messages)
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,92 +59,21 @@ class Example:
     hidden_from: int = 0
 
 
-def _message(msg, key: str) -> tuple[str, str]:
-    """(role, text) of one message."""
-    if not isinstance(msg, dict):
-        raise ValueError(f"`{key}` must hold objects with `from`/`value` (or `role`/`content`)")
-    who, text = msg.get("from", msg.get("role")), text_of(msg.get("value", msg.get("content")))
-    role = ROLES.get(str(who).lower())
-    if role is None:
-        raise ValueError(f"`{key}` has a message with role {who!r}: expected human/user, gpt/assistant or system")
-    if not isinstance(text, str):
-        raise ValueError(f"`{key}` has a {who!r} message whose `value`/`content` is {text!r}, not a string")
-    return role, text
-
-
-def _messages(raw, key: str) -> list[dict]:
-    """The messages, less assistant turns before the first user turn (some ShareGPT dumps open with the bot's
-    greeting, which no chat template expects)."""
-    if not isinstance(raw, list) or not raw:
-        raise ValueError(f"`{key}` must be a non-empty list of messages")
-    out: list[dict] = []
-    for role, text in (_message(msg, key) for msg in raw):
-        if role == "assistant" and not any(m["role"] == "user" for m in out):
-            continue
-        out.append({"role": role, "content": text})
-    if not any(m["role"] == "user" for m in out):
-        raise ValueError(f"`{key}` has no user message")
-    return out
-
-
-def join_roles(messages: list[dict]) -> list[dict]:
-    """Consecutive turns of one role joined into one, separated by a blank line."""
-    out: list[dict] = []
-    for m in messages:
-        if out and out[-1]["role"] == m["role"]:
-            out[-1] = {"role": m["role"], "content": out[-1]["content"] + "\n\n" + m["content"]}
-        else:
-            out.append(dict(m))
-    return out
-
-
 def conversation_of(record, source: str = "") -> Conversation:
-    """One record -> a Conversation; raises ValueError (with the reason) for a record it cannot read.
-    source: where the record is ("FILE line N"), for later errors. A record's own `system` string (LLaMA-Factory's
-    ShareGPT and Alpaca columns) opens the conversation: it was dropped, and the template's default put in its place."""
-    messages = _record_messages(record)
-    system = system_of(record) if isinstance(record, dict) else None
-    if system and messages[0]["role"] != "system":
-        messages = [{"role": "system", "content": system}, *messages]
-    for m in messages:
-        check_text(m["content"], f"its {m['role']} message")
-    return Conversation(tuple(messages), source)
-
-
-def _record_messages(record) -> list[dict]:
-    if isinstance(record, dict):
-        for key in ("conversations", "messages"):
-            if key in record:
-                return _messages(record[key], key)
-        for answer_key in ANSWER_KEYS:
-            answer = record.get(answer_key)
-            if answer is not None and not (isinstance(answer, str) and answer.strip()):
-                raise ValueError(f"`{answer_key}` is {answer!r}: write the answer as a non-empty string")
-            if answer is not None:
-                prompt = _prompt({k: v for k, v in record.items() if k not in ANSWER_KEYS})
-                return [*_history(record), {"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]
-    return [*_history(record), {"role": "user", "content": _prompt(record)}]
-
-
-def _history(record) -> list[dict]:
-    """The turns before a record's prompt in LLaMA-Factory's Alpaca column `history`: [[instruction, answer], ...]
-    (dropped once without a word, so a later turn's answer trained after a prompt without the turns it follows)."""
-    history = record.get("history") if isinstance(record, dict) else None
-    if history is None:
-        return []
-    pairs = isinstance(history, list) and all(isinstance(turn, list) and len(turn) == 2
-                                              and all(isinstance(text, str) for text in turn) for turn in history)
-    if not pairs:
-        raise ValueError("`history` must list the earlier turns as [[instruction, answer], ...] (strings)")
-    return [{"role": role, "content": text} for turn in history for role, text in zip(("user", "assistant"), turn)]
-
-
-def _prompt(record) -> str:
-    """`prompt_of`, with every key train reads in its refusal of a record that has none."""
+    """One record -> a Conversation (`messages_of`: the conversation `prompt_of` takes a prompt file's prompt from);
+    raises ValueError (with the reason) for a record it cannot read. source: where the record is ("FILE line N"), for
+    later errors."""
     if isinstance(record, dict) and not any(key in record for key in PROMPT_KEYS):
         raise ValueError(f"no prompt: expected one of the keys {', '.join(PROMPT_KEYS)} (an answer under "
                          f"{', '.join(ANSWER_KEYS)}){message_hint(record)}")
-    return prompt_of(record)
+    if isinstance(record, dict) and not any(key in record for key in CHATS):  # prompt_of never reads the answer
+        key = next((k for k in ANSWER_KEYS if record.get(k) is not None), None)
+        if key and not (isinstance(record[key], str) and record[key].strip()):
+            raise ValueError(f"`{key}` is {record[key]!r}: write the answer as a non-empty string")
+    messages = list(messages_of(record))
+    for m in messages:
+        check_text(m["content"], f"its {m['role']} message")
+    return Conversation(tuple(messages), source)
 
 
 def read_conversations(path: Path | str) -> list[Conversation]:
@@ -182,13 +103,25 @@ def read_conversations(path: Path | str) -> list[Conversation]:
 
 
 def _render(tokenizer, conv: Conversation, messages: list[dict], add_generation_prompt: bool) -> str:
-    """The chat template's text of `messages` (conv's), or a ConfigError: naming the record the template refuses, or
-    the template when it renders no prompt at all (not text, broken Jinja: once a TypeError traceback, or every record
-    in turn blamed for it)."""
+    """The chat template's text of `messages` (conv's): `_named`'s `render_chat`."""
+    return _named(tokenizer, conv, render_chat, messages, add_generation_prompt)
+
+
+def _as_template_takes(tokenizer, conv: Conversation, messages: list[dict], add_generation_prompt: bool
+                       ) -> tuple[list[dict], str]:
+    """(messages, the chat template's text of them): `_named`'s `template_text` (consecutive turns of one role joined
+    only for a template refusing them)."""
+    return _named(tokenizer, conv, template_text, messages, add_generation_prompt)
+
+
+def _named(tokenizer, conv: Conversation, render, messages: list[dict], add_generation_prompt: bool):
+    """render(tokenizer, messages, add_generation_prompt), or a ConfigError: naming the record the template refuses,
+    or the template when it renders no prompt at all (not text, broken Jinja: once a TypeError traceback, or every
+    record in turn blamed for it)."""
     from jinja2 import TemplateError
 
     try:
-        return render_chat(tokenizer, messages, add_generation_prompt)
+        return render(tokenizer, messages, add_generation_prompt)
     except (TemplateError, TypeError, ValueError) as e:  # jinja's errors; a template that is not text
         why = first_line(e, type(e).__name__)
         try:
@@ -198,19 +131,6 @@ def _render(tokenizer, conv: Conversation, messages: list[dict], add_generation_
                               f"chat template (tokenizer_config.json's chat_template, or chat_template.jinja)") from None
         raise ConfigError(f"{conv.source or 'a conversation'}: the base's chat template refuses it ({why}): fix or "
                           f"remove that record") from None
-
-
-def _as_template_takes(tokenizer, conv: Conversation, messages: list[dict], add_generation_prompt: bool
-                       ) -> tuple[list[dict], str]:
-    """(messages, the chat template's text of them): `messages` (conv's) as they are, or with consecutive turns of
-    one role joined when the template refuses them as they are; a ConfigError when it refuses both."""
-    joined = join_roles(messages)
-    if joined != messages:
-        try:
-            return messages, _render(tokenizer, conv, messages, add_generation_prompt)
-        except ConfigError:
-            pass
-    return joined, _render(tokenizer, conv, joined, add_generation_prompt)
 
 
 def encode(tokenizer, conv: Conversation, max_len: int) -> Example:
