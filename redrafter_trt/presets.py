@@ -3,7 +3,8 @@
 A preset holds top-level keys shared by every command that has such an option, and one section per command
 (`convert:`, `build:`, `run:`, `serve:`) whose keys win over the shared ones. Keys are the command's option names,
 with dashes or underscores (`tp-size` or `tp_size`); a `--x/--no-x` flag also takes `no-x: true`. Preset values
-become defaults (click's `default_map`), so flags given on the command line always win. Paths are read as on the
+become defaults (click's `default_map`), so flags given on the command line always win. A comma list of the
+command line (bench's `--beams 1,2,4`) is a YAML list (`beams: [1, 2, 4]`) or that string. Paths are read as on the
 command line (relative to the working directory); YAML anchors (`&ckpt` / `*ckpt`) share a path between sections.
 
     checkpoint-dir: &ckpt work/llama-3.1-8b/checkpoint    # build and run
@@ -132,6 +133,9 @@ def _yaml_type(param: click.Parameter) -> tuple[str, Callable[[object], bool]]:
         return "a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
     if isinstance(param.type, (click.Path, click.File)):  # click passes a number on, and os.fspath fails on it
         return "a string (quote a path YAML reads as a number)", lambda v: isinstance(v, str)
+    if getattr(param.type, "yaml_list", False):  # a comma list on the command line (bench's beams: [1, 2, 4])
+        return "a YAML list or a comma-separated string", lambda v: isinstance(v, (str, int, list)) and \
+            not isinstance(v, bool)
     return "a string", lambda v: isinstance(v, (str, int, float)) and not isinstance(v, bool)
 
 
@@ -166,7 +170,7 @@ def _to_default(keys: dict[str, tuple[click.Parameter, bool]], key: str, value, 
             raise ConfigError(f"preset field '{key}' is {value!r}: write a YAML list, each item {need}")
     elif not ok(value):
         raise ConfigError(f"preset field '{key}' is {value!r}: write {need}")
-    for item in value if isinstance(value, list) else [value]:
+    for item in value if param.multiple or param.nargs == -1 else [value]:
         _check_value(param, key, item)
     return param.name, value
 

@@ -592,3 +592,40 @@ def test_force_and_dry_run_are_command_line_only(tmp_path, text, needle):
     assert result.exit_code == 2 and needle in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1
     assert (tmp_path / "ck" / "mine.txt").read_text() == "keep"
+
+
+@pytest.mark.parametrize("preset, beams, draft_lens", [
+    ("bench: {beams: [1, 2, 4], draft-lens: [3]}\n", (1, 2, 4), (3,)),
+    ("beams: [2]\nbench: {draft-lens: '1,2'}\n", (2,), (1, 2)),  # shared, and the command line's comma string
+    ("bench: {beams: 4}\n", (4,), ()),
+])
+def test_a_presets_grid_may_be_a_yaml_list(tmp_path, preset, beams, draft_lens):
+    """A review: `bench: {beams: [1, 2, 4]}`, the list a YAML user writes, was refused ('write a string'); only the
+    command line's comma string "1,2,4" was taken."""
+    params = _params(tmp_path, "bench", preset)
+    assert (params["beams"], params["draft_lens"]) == (beams, draft_lens)
+    assert _params(tmp_path, "bench", preset, "--beams", "1,3")["beams"] == (1, 3)  # the command line still wins
+
+
+@pytest.mark.parametrize("value, needle", [
+    ("[1, x]", "is [1, 'x']: item 'x' is not an integer >= 1: write e.g. [1, 2, 4]"),
+    ("[2, 0]", "is [2, 0]: item 0 is not an integer >= 1"),
+    ("[1, 2.5]", "item 2.5 is not an integer >= 1"),
+    ("[true]", "item True is not an integer >= 1"),
+    ("[[1]]", "item [1] is not an integer >= 1"),
+    ("[]", "is []: the list is empty"),
+    ("{a: 1}", "is {'a': 1}: write a YAML list or a comma-separated string"),
+])
+def test_a_presets_grid_list_with_a_wrong_item_is_one_line(tmp_path, value, needle):
+    """Each item of a grid's YAML list is an integer >= 1, refused in one line naming the item when any command loads
+    the preset (convert here, before hours of converting)."""
+    from redrafter_trt.cli import main
+
+    path = tmp_path / "p.yaml"
+    path.write_text(f"acceptance: {{draft-lens: {value}}}\n")
+    result = CliRunner().invoke(main, ["convert", "--config", str(path), "--base", str(tmp_path), "--drafter",
+                                       str(tmp_path), "--output", str(tmp_path / "ck"), "--dry-run"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: preset {path}: field 'acceptance.draft-lens' is "), lines
+    assert needle in lines[0], lines

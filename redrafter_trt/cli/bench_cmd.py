@@ -39,13 +39,19 @@ def int_list(ctx, param, value: str | None) -> tuple[int, ...]:
 
 class IntList(click.ParamType):
     """bench's and acceptance's grids as a type, so that a preset's `bench: {beams: "0"}` is refused when the preset
-    loads (presets check every value but a path), not by bench after convert and build."""
+    loads (presets check every value but a path), not by bench after convert and build. A preset may also write a
+    YAML list (`beams: [1, 2, 4]`), as `yaml_list` tells presets."""
 
     name = "list"
+    yaml_list = True
 
     def convert(self, value, param, ctx):
-        if isinstance(value, tuple):
-            return value
+        if isinstance(value, (list, tuple)):  # a preset's YAML list, or a grid already converted
+            bad = [v for v in value if not isinstance(v, int) or isinstance(v, bool) or v < 1]
+            if bad or not value:
+                what = f"item {bad[0]!r} is not an integer >= 1" if bad else "the list is empty"
+                self.fail(f"{what}: write e.g. [1, 2, 4], or leave it out for the default grid", param, ctx)
+            return tuple(value)
         values = _ints(str(value))
         if values is None:
             self.fail(f"{value!r} {LIST_FIX}", param, ctx)
