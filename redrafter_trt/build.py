@@ -150,15 +150,23 @@ def _flag_name(arg: str) -> str:
     return arg.split("=", 1)[0]
 
 
+def reserved_flag(arg: str) -> tuple[str, str, str] | None:
+    """(flag as given, the reserved flag it is, why) for an extra trtllm-build argument that would undo what ReDrafter
+    needs or duplicate our own options; None for any other."""
+    name = _flag_name(arg)
+    # argparse takes an unambiguous prefix for the whole flag: --max_beam_w is --max_beam_width
+    meant = [flag for flag in RESERVED if len(name) > 2 and name.startswith("--") and flag.startswith(name)]
+    return (name, meant[0], RESERVED[meant[0]]) if meant else None
+
+
 def check_extra_args(extra: tuple[str, ...]) -> None:
     """Refuse extra trtllm-build flags that would undo what ReDrafter needs or duplicate our own options."""
     for arg in extra:
-        name = _flag_name(arg)
-        # argparse takes an unambiguous prefix for the whole flag: --max_beam_w is --max_beam_width
-        meant = [flag for flag in RESERVED if len(name) > 2 and name.startswith("--") and flag.startswith(name)]
-        if meant:
-            spelled = f" (it is {meant[0]})" if name != meant[0] else ""  # only an abbreviation needs saying what it is
-            raise ConfigError(f"do not pass {name} to trtllm-build after '--'{spelled}: {RESERVED[meant[0]]}")
+        found = reserved_flag(arg)
+        if found:
+            name, meant, why = found
+            spelled = f" (it is {meant})" if name != meant else ""  # only an abbreviation needs saying what it is
+            raise ConfigError(f"do not pass {name} to trtllm-build after '--'{spelled}: {why}")
 
 
 def world_size(config: dict) -> int:

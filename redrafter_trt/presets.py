@@ -164,18 +164,19 @@ def _to_default(keys: dict[str, tuple[click.Parameter, bool]], key: str, value, 
         except ValueError as e:  # an unclosed quote
             raise ConfigError(f"preset field '{key}' is {value!r}, which a shell cannot split ({e}): close its quotes, "
                               f"or write a YAML list") from None
-    if param.multiple or param.nargs == -1:  # a YAML list; one value is a list of one
+    many = param.multiple or param.nargs == -1
+    if many:  # a YAML list; one value is a list of one
         value = value if isinstance(value, list) else [value]
         if not all(ok(v) for v in value):
             raise ConfigError(f"preset field '{key}' is {value!r}: write a YAML list, each item {need}")
     elif not ok(value):
         raise ConfigError(f"preset field '{key}' is {value!r}: write {need}")
-    for item in value if param.multiple or param.nargs == -1 else [value]:
-        _check_value(param, key, item)
+    for item in value if many else [value]:
+        _check_value(param, key, item, many)
     return param.name, value
 
 
-def _check_value(param: click.Parameter, key: str, value) -> None:
+def _check_value(param: click.Parameter, key: str, value, item: bool = False) -> None:
     """A choice, a number's range or a device name, checked when the preset loads: `run: {max-output-len: 0}` stopped
     the example scripts' last step after convert and build had run, as "Invalid value for '--max-output-len'", a flag
     nobody typed (and `bench: {device: gpu}` stopped bench so). Paths wait for their command (an earlier step may
@@ -185,7 +186,8 @@ def _check_value(param: click.Parameter, key: str, value) -> None:
     try:
         param.type.convert(value, param, None)
     except click.BadParameter as e:
-        raise ConfigError(f"preset field '{key}' is {value!r}: {e.message.rstrip('.')}") from None
+        raise ConfigError(f"preset field '{key}' {'holds' if item else 'is'} {value!r}: {e.message.rstrip('.')}") \
+            from None
 
 
 def resolve(preset: dict, command_name: str, command: click.Command, sections: Iterable[str] = KNOWN_SECTIONS,

@@ -364,7 +364,29 @@ def test_a_presets_reserved_trtllm_build_argument_is_refused_before_convert(tmp_
     path.write_text("convert: {base: b, drafter: d, output: o}\nbuild: {trtllm-args: '--max_beam_width 2'}\n")
     result = CliRunner().invoke(main, ["convert", "--config", str(path)])
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
-    assert result.output.startswith(f"error: preset {path}: do not pass --max_beam_width to trtllm-build")
+    assert result.output.startswith(f"error: preset {path}: field 'build.trtllm-args' holds '--max_beam_width'")
+
+
+@pytest.mark.parametrize("args, message", [
+    ("'--max_beam_width 2'", "holds '--max_beam_width': a trtllm-build flag that build sets itself: ReDrafter needs 1 "
+                             "(its beams are draft beams, set at convert time); remove it and its value"),
+    ("[--log_level, info, --max_seq_len, 4096]", "holds '--max_seq_len': a trtllm-build flag that build sets itself; "
+                                                 "remove it and its value, and set max-seq-len under build: instead"),
+    ("[--max_beam_w=2]", "holds '--max_beam_w=2': --max_beam_w is --max_beam_width, a trtllm-build flag that build "
+                         "sets itself: ReDrafter needs 1"),
+])
+@pytest.mark.parametrize("command", ["convert", "build"])
+def test_a_presets_reserved_trtllm_build_argument_names_the_field_and_the_fix(tmp_path, args, message, command):
+    """A review: the refusal said "do not pass --max_beam_width to trtllm-build after '--'", though the preset has no
+    '--' and the flag was in its build.trtllm-args; it now names that field and how to fix it there."""
+    from redrafter_trt.cli import main
+
+    path = tmp_path / "p.yaml"
+    path.write_text(f"build: {{trtllm-args: {args}}}\n")
+    result = CliRunner().invoke(main, [command, "--config", str(path)])
+    assert result.exit_code == 2 and "after '--'" not in result.output, result.output
+    assert result.output.startswith(f"error: preset {path}: field 'build.trtllm-args' {message}"), result.output
+    assert len(result.output.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("path", PRESETS, ids=[p.stem for p in PRESETS])

@@ -3,6 +3,7 @@ engine folder. `--dry-run` prints the command instead (no TensorRT-LLM needed)."
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import click
@@ -13,14 +14,24 @@ from .params import Command
 
 class TrtllmArg(click.ParamType):
     """One argument for trtllm-build, refused when it undoes what ReDrafter needs: checked as a --config preset's
-    `trtllm-args` loads, so `convert --config P` does not convert for hours before `build --config P` refuses them."""
+    `trtllm-args` loads, so `convert --config P` does not convert for hours before `build --config P` refuses them.
+    One typed after `--` is build's error; one in a preset says to remove it from there (the preset names the field)."""
 
     name = "trtllm-build argument"
 
     def convert(self, value, param, ctx):
-        from ..build import check_extra_args
+        from ..build import check_extra_args, reserved_flag
 
         value = str(value)  # a preset's YAML number (`[--multiple_profiles, 1]`): argv items are strings
+        typed = ctx is not None and ctx.get_parameter_source(param.name) == click.core.ParameterSource.COMMANDLINE
+        found = None if typed else reserved_flag(value)
+        if found:
+            name, meant, why = found
+            lead = f"{name} is {meant}, " if name != meant else ""
+            option = re.fullmatch(r"use --([\w-]+)", why)  # one of build's own options: the preset's key for it
+            fix = f"; remove it and its value, and set {option[1]} under build: instead" if option else \
+                f": {why}; remove it and its value"
+            self.fail(f"{lead}a trtllm-build flag that build sets itself{fix}", param, ctx)
         check_extra_args((value,))
         return value
 
