@@ -651,3 +651,53 @@ def test_a_presets_grid_list_with_a_wrong_item_is_one_line(tmp_path, value, need
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: preset {path}: field 'acceptance.draft-lens' is "), lines
     assert needle in lines[0], lines
+
+
+@pytest.mark.parametrize("command", ["convert", "build", "run", "serve", "bench", "acceptance"])
+@pytest.mark.parametrize("path", PRESETS, ids=[p.stem for p in PRESETS])
+def test_shipped_preset_loads_with_every_command_taking_config(path, command):
+    """Each shipped preset loads (every section checked against its command) under every command with --config:
+    `--help` after `--config` exits 0 only once the eager preset callback has passed."""
+    from redrafter_trt.cli import main
+    from redrafter_trt.presets import takes_config
+
+    assert takes_config(main.get_command(None, command))
+    result = CliRunner().invoke(main, [command, "--config", str(path), "--help"])
+    assert result.exit_code == 0 and result.output.startswith("Usage:"), result.output
+
+
+def _example_commands(script: Path) -> list[list[str]]:
+    """The `redrafter-trt ...` lines of an example script (comments too) as argv, its variables at their defaults."""
+    import re
+    import shlex
+
+    text = script.read_text()
+    env = dict(re.findall(r"^(\w+)=\$\{\w+:-(.*)\}$", text, flags=re.M))
+    env |= {"PRESET": str(CONFIGS / f"{script.stem}.yaml"), "ENGINE_CKPT": "$WORK/checkpoint-bf16"}
+    env = {k: v.strip('"') for k, v in env.items()}
+    if script.stem.startswith("smollm2"):
+        env["BASE"] = "models/SmolLM2-135M-Instruct"  # the script asks Python for the cache's path
+    commands = []
+    for line in _command_lines(text):
+        line = line.replace('"${BUILD_MODE[@]}"', "--dry-run")
+        for _ in range(3):  # a default naming another variable ($WORK/drafter)
+            line = re.sub(r"\$\{?(\w+)\}?", lambda m: env.get(m[1], m[0]), line)
+        assert "$" not in line, (script.name, line)
+        commands.append(shlex.split(line)[1:])
+    return commands
+
+
+@pytest.mark.parametrize("script", sorted((CONFIGS.parent / "examples").glob("*.sh")), ids=lambda p: p.stem)
+def test_example_scripts_parse_with_their_presets(script):
+    """Every command line of an example script (and its commented ones) parses as click parses it, with the preset
+    loaded: options, their values, an option given twice, rival folders and required options left to the preset."""
+    from redrafter_trt.cli import main
+
+    commands = _example_commands(script)
+    assert {c[0] for c in commands} >= {"convert", "build", "run", "serve"}, commands
+    for argv in commands:
+        command = main.get_command(None, argv[0])
+        with click.Context(main, info_name="redrafter-trt") as parent:
+            with command.make_context(argv[0], argv[1:], parent=parent) as ctx:
+                given = {p.name for p in command.params if ctx.get_parameter_source(p.name).name == "COMMANDLINE"}
+                assert given, argv
