@@ -701,3 +701,20 @@ def test_example_scripts_parse_with_their_presets(script):
             with command.make_context(argv[0], argv[1:], parent=parent) as ctx:
                 given = {p.name for p in command.params if ctx.get_parameter_source(p.name).name == "COMMANDLINE"}
                 assert given, argv
+
+
+@pytest.mark.parametrize("field", ["num-beams", "draft-len", "tp-size", "calib-size", "calib-seq-len",
+                                   "calib-batch-size"])
+@pytest.mark.parametrize("command", ["convert", "build"])
+def test_a_presets_convert_count_below_one_names_the_field(tmp_path, field, command):
+    """A review: convert's counts were plain integers, so `convert: {num-beams: 0}` passed every preset check and
+    convert itself said "--num-beams 0 is invalid", a flag nobody typed (and `build --config P` never looked)."""
+    from redrafter_trt.cli import main
+
+    path = tmp_path / "p.yaml"
+    path.write_text(f"convert: {{quantize: fp8, {field}: 0}}\n")
+    args = ["--base", "b", "--drafter", "d", "--output", "o"] if command == "convert" else \
+        ["--checkpoint-dir", "c", "--output-dir", "e"]
+    result = CliRunner().invoke(main, [command, "--config", str(path), *args])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == f"error: preset {path}: field 'convert.{field}' is 0: 0 is not in the range x>=1"

@@ -11,7 +11,9 @@ from ..presets import config_option
 from .params import Command, SEED
 
 PATH = click.Path(path_type=Path)
-
+# counts of 1 or more: a preset's `convert: {num-beams: 0}` is refused as that field when any command loads the preset
+# (convert's own check named --num-beams, a flag nobody typed)
+COUNT = click.IntRange(min=1)
 
 @click.command(cls=Command)
 @config_option
@@ -20,13 +22,13 @@ PATH = click.Path(path_type=Path)
 @click.option("--drafter", "--drafter_model_dir", "drafter", type=PATH, required=True,
               help="Apple-layout drafter folder (config.json + model.safetensors, sharded or not, or model.pt).")
 @click.option("--output", "--output_dir", "output", type=PATH, required=True, help="Checkpoint folder to write.")
-@click.option("--tp-size", "--tp_size", "tp_size", type=int, default=None,
+@click.option("--tp-size", "--tp_size", "tp_size", type=COUNT, default=None,
               help="Tensor parallel size [default: 1, or the TensorRT-LLM base checkpoint's own].")
 @click.option("--dtype", type=click.Choice(["auto", "float16", "bfloat16", "float32"]), default="auto", show_default=True,
               help="Model dtype; auto keeps the base's (float16 when its config.json names none, as TensorRT-LLM; "
                    "with --quantize fp8, float32 too). The drafter is always written in this dtype.")
-@click.option("--num-beams", "--redrafter_num_beams", "num_beams", type=int, default=5, show_default=True)
-@click.option("--draft-len", "--redrafter_draft_len_per_beam", "draft_len", type=int, default=5, show_default=True,
+@click.option("--num-beams", "--redrafter_num_beams", "num_beams", type=COUNT, default=5, show_default=True)
+@click.option("--draft-len", "--redrafter_draft_len_per_beam", "draft_len", type=COUNT, default=5, show_default=True,
               help="Drafted tokens per beam, excluding the guaranteed token.")
 @click.option("--no-greedy/--greedy", "--redrafter_no_greedy_search", "no_greedy", default=False,
               help="Build for sampling (temperature > 0) instead of greedy acceptance (--greedy: greedy, over a "
@@ -34,9 +36,9 @@ PATH = click.Path(path_type=Path)
 @click.option("--quantize", type=click.Choice(["fp8"]), default=None, help="Quantise the base with nvidia-modelopt.")
 @click.option("--kv-cache-dtype", type=click.Choice(["fp8"]), default=None, help="FP8 KV cache (with --quantize fp8).")
 @click.option("--calib-data", type=PATH, default=None, help="Calibration prompts (jsonl/json) [default: shipped set].")
-@click.option("--calib-size", type=int, default=16, show_default=True)
-@click.option("--calib-seq-len", type=int, default=128, show_default=True)
-@click.option("--calib-batch-size", type=int, default=4, show_default=True)
+@click.option("--calib-size", type=COUNT, default=16, show_default=True)
+@click.option("--calib-seq-len", type=COUNT, default=128, show_default=True)
+@click.option("--calib-batch-size", type=COUNT, default=4, show_default=True)
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Where FP8 calibration runs.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder (an earlier ReDrafter output, or an empty folder).")
