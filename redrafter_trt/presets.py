@@ -14,7 +14,7 @@ command line (relative to the working directory); YAML anchors (`&ckpt` / `*ckpt
 
 A key that is no option of its command (or, at the top level, of any command taking --config), a section for a
 command that takes no --config, a value of the wrong YAML type (12.5 for a count, a list for a path, 1 for a
-flag), `force` or `dry-run` (command line only) and a choice or number out of its range (`gemm-plugin: fp16`, `max-output-len: 0`) are a `ConfigError` naming the
+flag, 1.10 for text: quoted, '1.10' stays text), `force` or `dry-run` (command line only) and a choice or number out of its range (`gemm-plugin: fp16`, `max-output-len: 0`) are a `ConfigError` naming the
 file and the field (`run.tp`). Of rival options (`--checkpoint-dir` / `--engine-dir`), one given on the command line,
 or else one in the command's section, drops the preset's other (`one_of`).
 """
@@ -133,6 +133,8 @@ def _yaml_type(param: click.Parameter) -> tuple[str, Callable[[object], bool]]:
         return "a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
     if isinstance(param.type, (click.Path, click.File)):  # click passes a number on, and os.fspath fails on it
         return "a string (quote a path YAML reads as a number)", lambda v: isinstance(v, str)
+    if isinstance(param.type, click.types.StringParamType):  # free text: YAML's 1.10 is 1.1, 12:30 is 750, 010 is 8
+        return "a string (quote text YAML reads as a number)", lambda v: isinstance(v, str)
     if getattr(param.type, "yaml_list", False):  # a comma list on the command line (bench's beams: [1, 2, 4])
         return "a YAML list or a comma-separated string", lambda v: isinstance(v, (str, int, list)) and \
             not isinstance(v, bool)
@@ -166,9 +168,10 @@ def _to_default(keys: dict[str, tuple[click.Parameter, bool]], key: str, value, 
                               f"or write a YAML list") from None
     many = param.multiple or param.nargs == -1
     if many:  # a YAML list; one value is a list of one
+        if not all(ok(v) for v in (value if isinstance(value, list) else [value])):
+            each = "a YAML list, each item " if isinstance(value, list) else ""
+            raise ConfigError(f"preset field '{key}' is {value!r}: write {each}{need}")
         value = value if isinstance(value, list) else [value]
-        if not all(ok(v) for v in value):
-            raise ConfigError(f"preset field '{key}' is {value!r}: write a YAML list, each item {need}")
     elif not ok(value):
         raise ConfigError(f"preset field '{key}' is {value!r}: write {need}")
     for item in value if many else [value]:

@@ -158,6 +158,12 @@ def test_cli_turns_preset_error_into_exit_2(tmp_path):
     ("run: {temperature: '0.5'}", "'run.temperature' is '0.5': write a number"),
     ("run: {temperature: true}", "'run.temperature' is True: write a number"),
     ("run: {input-text: [{a: 1}]}", "write a YAML list, each item a string"),
+    # a review: free text YAML reads as a number reached the command as str() of that number: a prompt 12:30 was
+    # '750' (YAML 1.1's base 60), a model name 1.10 was '1.1', a host 010 was '8'
+    ("run: {input-text: 12:30}", "'run.input-text' is 750: write a string (quote text YAML reads as a number)"),
+    ("run: {input-text: [hi, 1.10]}", "'run.input-text' is ['hi', 1.1]: write a YAML list, each item a string (quote"),
+    ("serve: {model-name: 1.10}", "'serve.model-name' is 1.1: write a string (quote text YAML reads as a number)"),
+    ("serve: {host: 010}", "'serve.host' is 8: write a string (quote"),
     # a range or a choice was click's "Invalid value for '--max-output-len'", a flag nobody typed
     ("run: {max-output-len: 0}", "'run.max-output-len' is 0: 0 is not in the range x>=1"),
     ("run: {temperature: -0.5}", "'run.temperature' is -0.5: -0.5 is not a finite number >= 0"),
@@ -614,6 +620,13 @@ def test_force_and_dry_run_are_command_line_only(tmp_path, text, needle):
     assert result.exit_code == 2 and needle in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1
     assert (tmp_path / "ck" / "mine.txt").read_text() == "keep"
+
+
+def test_a_presets_quoted_text_stays_text(tmp_path):
+    """Quoted, the same text reaches the command as written."""
+    params = _params(tmp_path, "serve", "serve: {model-name: '1.10', host: '010'}\n")
+    assert (params["model_name"], params["host"]) == ("1.10", "010")
+    assert _params(tmp_path, "run", "run: {input-text: ['12:30', hi]}\n")["input_text"] == ("12:30", "hi")
 
 
 @pytest.mark.parametrize("preset, beams, draft_lens", [
