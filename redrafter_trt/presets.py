@@ -98,10 +98,11 @@ def option_keys(command: click.Command) -> dict[str, tuple[click.Parameter, bool
 
 
 def shown_names(command: click.Command) -> set[str]:
-    """One name per parameter for error messages: its first long flag (dashes, no prefix) or argument name."""
+    """One name per parameter a preset may set, for error messages: its first long flag (dashes, no prefix) or
+    argument name (`force` and `dry-run` are the command line's)."""
     names = set()
     for param in command.params:
-        if not param.expose_value or param.name in (None, "config"):
+        if not param.expose_value or param.name in (None, "config", *COMMAND_LINE_ONLY):
             continue
         longs = [o for o in param.opts if o.startswith("--")]
         names.add(_key(longs[0] if longs else param.name))

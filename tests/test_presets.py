@@ -74,6 +74,18 @@ def test_config_given_after_flags_still_loses_to_them(tmp_path):
     assert CliRunner().invoke(group, ["run", "--tp", "7", "--config", str(path)]).output == "7 out\n"
 
 
+@pytest.mark.parametrize("text", ["build: {bogus: 1}\n", "bogus: 1\n"])
+def test_the_valid_fields_listed_leave_out_the_command_lines_own(tmp_path, text):
+    """A review: an unknown field's list of valid ones offered force and dry-run, which a preset may not set."""
+    from redrafter_trt.cli import main
+
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    result = CliRunner().invoke(main, ["build", "--config", str(path)])
+    assert result.exit_code == 2 and "max-batch-size" in result.output, result.output
+    assert "force" not in result.output and "dry-run" not in result.output, result.output
+
+
 @pytest.mark.parametrize("text, field", [
     ("convert: {tp_sise: 4}\n", "convert.tp_sise"),
     ("tpp: 3\n", "tpp"),
