@@ -483,6 +483,22 @@ def test_a_presets_option_the_engine_fixed_is_named_as_the_presets(tmp_path, tex
     assert typed.exit_code == 2 and "--num-beams is fixed when the engine is built" in typed.output
 
 
+@pytest.mark.parametrize("text", ["run: {tp: 2}\n", "tp: 2\n"])
+def test_a_presets_tp_the_engine_fixed_moves_as_convert_tp_size(tmp_path, text):
+    """A review: a preset's `tp` (run's option) with run --engine-dir was told "move it under `convert:`", where
+    convert refuses `tp` as no option of its own: convert's is `tp-size`."""
+    from redrafter_trt.cli import main
+
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    result = CliRunner().invoke(main, ["run", "--config", str(path), "--engine-dir", str(tmp_path),
+                                       "--tokenizer-dir", str(tmp_path), "--input-text", "hi"])
+    assert result.exit_code == 2 and "the --config preset sets tp," in result.output, result.output
+    assert "move it as `tp-size` under `convert:`" in result.output, result.output
+    path.write_text("convert: {tp-size: 2}\n")  # the move it says: convert takes it
+    assert "not an option" not in CliRunner().invoke(main, ["convert", "--config", str(path)]).output
+
+
 @pytest.mark.parametrize("text, needle", [
     ("run: {max-output-len: 0}\n", "'run.max-output-len' is 0"),
     ("build: {gemm-plugin: fp16}\n", "'build.gemm-plugin' is 'fp16'"),

@@ -88,8 +88,9 @@ def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
     return tok, result
 
 
-# run options an engine fixed when it was built
+# run options an engine fixed when it was built, and convert's preset key for each
 FIXED_BY_ENGINE = ("--num-beams", "--draft-len", "--tp")
+CONVERT_KEY = {"--num-beams": "num-beams", "--draft-len": "draft-len", "--tp": "tp-size"}
 # run options of the reference runtime alone (an engine decodes with TensorRT-LLM's own kernels, batches up to its
 # build's --max-batch-size and runs on its GPUs); refused with an engine when given at all, defaults included
 RUNTIME_ONLY = ("--no-draft", "--compile", "--sampling-rule", "--batch-size", "--device")
@@ -103,9 +104,10 @@ def _run_engine(engine: str, tokenizer_dir: str, o: dict):
         if o[flag.removeprefix("--").replace("-", "_")] is None:
             continue
         if flag not in o["typed"]:  # a top-level `num-beams:` is convert's too: say where it comes from
-            raise ConfigError(f"the --config preset sets {flag.removeprefix('--')}, which the engine fixed when it was "
-                              f"built: move it under `convert:` (or `run:` of a --checkpoint-dir preset) to run "
-                              f"--engine-dir")
+            key, moved = flag.removeprefix("--"), CONVERT_KEY[flag]  # convert's `tp` is `tp-size`
+            where = "it" if key == moved else f"it as `{moved}`"
+            raise ConfigError(f"the --config preset sets {key}, which the engine fixed when it was built: move {where} "
+                              f"under `convert:` (or `run:` of a --checkpoint-dir preset) to run --engine-dir")
         raise ConfigError(f"{flag} is fixed when the engine is built: drop it with --engine-dir "
                           f"(tensor parallel engines run under `mpirun -n TP`)")
     for flag in RUNTIME_ONLY:
