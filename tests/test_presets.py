@@ -466,6 +466,30 @@ def test_command_line_turns_off_a_presets_chat(tmp_path, monkeypatch, args, chat
     assert result.exit_code == 2 and f"chat={chat}" in result.output, result.output
 
 
+@pytest.mark.parametrize("preset, args, prompts", [
+    ("run: {input-text: [from the preset]}\n", ["--input-file", "FILE"], ["from the file"]),
+    ("run: {input-file: FILE}\n", ["--input-text", "typed"], ["typed"]),
+    ("input-text: [from the preset]\n", [], ["from the preset"]),
+])
+def test_typed_prompts_win_over_a_presets_other_kind(tmp_path, monkeypatch, preset, args, prompts):
+    """A review: a preset's `run: {input-text: [...]}` (a default prompt) with a typed --input-file was refused as
+    "pass either --input-text or --input-file, not both", a flag nobody typed; flags win over the preset, so the
+    typed one drops the preset's other, as a typed --engine-dir drops its checkpoint-dir."""
+    from redrafter_trt.cli import main, run_cmd
+
+    def seen(ckpt, tokenizer_dir, o):
+        raise ConfigError(f"prompts={o['prompts']}")
+
+    monkeypatch.setattr(run_cmd, "_run_checkpoint", seen)
+    file = tmp_path / "prompts.jsonl"
+    file.write_text('{"prompt": "from the file"}\n')
+    path = tmp_path / "p.yaml"
+    path.write_text(preset.replace("FILE", str(file)))
+    result = CliRunner().invoke(main, ["run", "--config", str(path), "--checkpoint-dir", str(tmp_path),
+                                       "--tokenizer-dir", str(tmp_path), *[str(file) if a == "FILE" else a for a in args]])
+    assert result.exit_code == 2 and f"prompts={prompts}" in result.output, result.output
+
+
 @pytest.mark.parametrize("text", ["num-beams: 5\n", "run: {draft-len: 2}\n"])
 def test_a_presets_option_the_engine_fixed_is_named_as_the_presets(tmp_path, text):
     """A top-level `num-beams:` (convert's and a checkpoint run's, as the presets module shows) with run --engine-dir

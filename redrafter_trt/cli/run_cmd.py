@@ -178,9 +178,11 @@ def run(checkpoint_dir, engine_dir, tokenizer_dir, input_text, input_file, chat,
     checkpoint_dir, engine_dir = one_of(click.get_current_context(), checkpoint_dir=checkpoint_dir, engine_dir=engine_dir)
     if bool(checkpoint_dir) == bool(engine_dir):
         raise ConfigError("pass exactly one of --checkpoint-dir (reference runtime) and --engine-dir (TensorRT-LLM)")
-    check_output_file(output_json, [checkpoint_dir, engine_dir, tokenizer_dir, input_file], "--output-json")
-    prompts = _gather_prompts(input_text, input_file)
     ctx = click.get_current_context()
+    # a preset's prompts (`run: {input-text: [...]}`) give way to a typed --input-file, as its folders do
+    input_text, input_file = one_of(ctx, input_text=input_text, input_file=input_file)
+    check_output_file(output_json, [checkpoint_dir, engine_dir, tokenizer_dir, input_file], "--output-json")
+    prompts = _gather_prompts(input_text or (), input_file)
     typed = {p.opts[0] for p in options_given(ctx)}
     preset = {p.opts[0] for p in options_given(ctx, preset=True)}
     o = dict(typed=typed, given=typed | preset, prompts=prompts, chat=chat, max_output_len=max_output_len,
