@@ -15,7 +15,7 @@ command line (relative to the working directory); YAML anchors (`&ckpt` / `*ckpt
 A key that is no option of its command (or, at the top level, of any command taking --config), a section for a
 command that takes no --config, a value of the wrong YAML type (12.5 for a count, a list for a path, 1 for a
 flag, 1.10 for text: quoted, '1.10' stays text), `force` or `dry-run` (command line only) and a choice or number out of its range (`gemm-plugin: fp16`, `max-output-len: 0`) are a `ConfigError` naming the
-file and the field (`run.tp`). Of rival options (`--checkpoint-dir` / `--engine-dir`), one given on the command line,
+file and the field (`run.tp`). Of rival options (`--checkpoint-dir` / `--engine-dir`, `--input-text` / `--input-file`), one given on the command line,
 or else one in the command's section, drops the preset's other (`one_of`).
 """
 
