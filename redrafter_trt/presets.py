@@ -61,6 +61,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def load_preset(path: str | Path) -> dict:
     """Parse a preset file into a dict; an empty file is an empty preset."""
+    if not str(path).strip():  # Path("") is ".", which read as "cannot read  (Is a directory)"
+        raise ConfigError("--config is empty: pass the path of a YAML preset, or leave --config out")
     try:
         data = yaml.load(read_text(path, "pass an existing UTF-8 YAML preset to --config"), Loader=_UniqueKeyLoader)
     except ConfigError as e:  # a key given twice

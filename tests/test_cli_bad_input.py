@@ -579,6 +579,13 @@ def test_the_library_refuses_fp8_options_without_quantize_as_the_cli_does(parts,
     preset.write_text("device: cuda\nconvert: {calib-size: 5}\n")  # a preset's: used only with --quantize fp8
     result = run_cli("convert", "--config", preset, "--base", parts[0], "--drafter", parts[1], "--output", tmp_path / "ck")
     assert result.exit_code == 0, result.output
+    assert "kv-cache-dtype" not in result.output
+    preset.write_text("convert: {kv-cache-dtype: fp8}\n")  # an FP8 KV cache the checkpoint will not have: said
+    result = run_cli("convert", "--config", preset, "--base", parts[0], "--drafter", parts[1], "--output",
+                     tmp_path / "ck2")
+    assert result.exit_code == 0, result.output
+    assert ("note: the preset's kv-cache-dtype fp8 applies with --quantize fp8 only: this checkpoint's KV cache stays "
+            "in its dtype") in result.output
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -127,6 +127,8 @@ def test_bad_yaml_is_a_config_error(tmp_path, text):
 def test_missing_preset_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="cannot read .*absent.yaml.*--config"):
         load_preset(tmp_path / "absent.yaml")
+    with pytest.raises(ConfigError, match="^--config is empty: pass the path of a YAML preset"):  # was "cannot read  (Is
+        load_preset("")  # a directory)": Path("") is the working folder
 
 
 def test_a_required_option_the_preset_leaves_out_says_where_to_add_it(tmp_path):

@@ -57,6 +57,9 @@ def convert(base, drafter, output, tp_size, dtype, num_beams, draft_len, no_gree
                calib_size=calib_size, calib_seq_len=calib_seq_len, calib_batch_size=calib_batch_size, device=device)
     fp8 = {k: v for k, v in fp8.items()
            if quantize or ctx.get_parameter_source(k) == click.core.ParameterSource.COMMANDLINE}
+    if kv_cache_dtype and "kv_cache_dtype" not in fp8:  # a preset's, waiting for --quantize fp8: say it is not used
+        click.echo(f"note: the preset's kv-cache-dtype {kv_cache_dtype} applies with --quantize fp8 only: this "
+                   "checkpoint's KV cache stays in its dtype", err=True)
     options = dict(force=force, tp_size=tp_size, dtype=dtype, num_beams=num_beams, draft_len=draft_len,
                    greedy=not no_greedy, quantize=quantize, **fp8)
     if dry_run:
