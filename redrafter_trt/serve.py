@@ -301,6 +301,10 @@ class Handler(BaseHTTPRequestHandler):
     do_DELETE = do_PATCH = do_PUT
 
     def _post(self):
+        if self.route not in POST_ROUTES:  # a 405 or 404 whatever the body: a bodyless POST is no 411 'send a body'
+            self._skip_body()
+            self._reply(*self.server.app.post(self.route, None))
+            return
         body = self._body()
         if body is UNREADABLE:
             return

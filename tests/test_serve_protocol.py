@@ -629,3 +629,13 @@ def test_an_interrupt_while_the_model_loads_exits_130_without_a_teardown(tiny, t
         proc.kill()
     assert proc.returncode == 130 and err.strip().splitlines()[-1] == "interrupted", (proc.returncode, err)
     assert "teardown" not in out, out
+
+
+@pytest.mark.parametrize("path, status", [("/health", 405), ("/v1/models", 405), ("/nowhere", 404)])
+def test_a_bodyless_post_to_another_route_is_named_for_its_route(server, path, status):
+    """`curl -X POST /health` sends no Content-Length: it got 411 'send a JSON body', where the route takes GET
+    (README: a GET route POSTed to is a 405)."""
+    with socket.create_connection(server.server_address, timeout=30) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        head = sock.recv(12)
+    assert head == f"HTTP/1.1 {status}".encode(), head
