@@ -43,6 +43,7 @@ import json
 import logging
 import select
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -437,6 +438,15 @@ class Handler(BaseHTTPRequestHandler):
 
 class Server(ThreadingHTTPServer):
     request_queue_size = 1024  # the listen backlog: socketserver's 5 reset bursts of connections (load generators)
+
+    def handle_error(self, request, client_address):
+        """A client that reset or dropped its connection (a kept-alive one closed with unread bytes: pooled clients,
+        load balancers) is no server error: one log line, not socketserver's traceback on stderr."""
+        e = sys.exc_info()[1]
+        if isinstance(e, ConnectionError):
+            log.info("%s closed its connection: %s", client_address[0], e)
+            return
+        super().handle_error(request, client_address)
 
 
 class Server6(Server):

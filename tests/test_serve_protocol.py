@@ -639,3 +639,22 @@ def test_a_bodyless_post_to_another_route_is_named_for_its_route(server, path, s
         sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         head = sock.recv(12)
     assert head == f"HTTP/1.1 {status}".encode(), head
+
+
+def test_a_client_resetting_its_connection_is_no_traceback(server, capfd):
+    """A client that resets a kept-alive connection (unread bytes at its close, SO_LINGER 0: pooled HTTP clients, load
+    balancers) made socketserver print 'Exception occurred during processing of request' and a ConnectionResetError
+    traceback on the server's stderr, once per connection; it is one log line now."""
+    import struct
+    import time
+
+    capfd.readouterr()
+    for _ in range(3):
+        with socket.create_connection(server.server_address, timeout=30) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(12) == b"HTTP/1.1 200"
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+    time.sleep(1)  # the handler threads read the reset
+    assert request(server, "GET", "/health")[0] == 200
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "Exception occurred" not in err, err
