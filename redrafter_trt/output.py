@@ -189,7 +189,7 @@ def sweep_partials(folder: Path, name_glob: str) -> None:
         pid = stale.name.rsplit(PARTIAL_MARK, 1)[1].split("-", 1)[0]
         if pid.isdigit() and _writing(stale, int(pid)):
             continue
-        size = _disk_size(stale)
+        size = disk_size(stale)
         if stale.is_dir() and not stale.is_symlink():
             shutil.rmtree(stale, ignore_errors=True)
         else:
@@ -206,7 +206,8 @@ def _writing(partial: Path, pid: int) -> bool:
     return _alive(pid) and (pid != os.getpid() or partial.name in _MADE)
 
 
-def _disk_size(path: Path) -> int:
+def disk_size(path: Path) -> int:
+    """Bytes in a file, or in a folder's files (links not followed); 0 where unreadable."""
     try:
         if path.is_dir() and not path.is_symlink():
             return sum(f.lstat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())

@@ -139,3 +139,6 @@ def train(base, data, output, num_draft_layers, rnn, exit_dim, predict_n, epochs
         if res := meta.get(key):
             click.echo(f"{label} top-1 per step {res['top1']}, chained {res['chained']}: "
                        f"{res['tokens_per_step_beam1']} tokens/step expected at beam width 1")
+    from ..train.cache import summary
+
+    click.echo(summary(cfg.cache_dir))

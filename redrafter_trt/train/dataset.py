@@ -3,6 +3,7 @@ encode the reference answers or (distill) have the base answer the prompts itsel
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -13,6 +14,7 @@ from typing import Callable
 import torch
 
 from ..errors import ConfigError
+from .cache import using
 from .config import TrainConfig
 from .data import Conversation, Example, cut_middle, encode, prompt_ids, read_conversations
 from .distill import distill
@@ -96,10 +98,11 @@ def _prompt_key(conv: Conversation) -> tuple:
 
 
 def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir: Path, base_dtype: torch.dtype, *,
-                   rank: int = 0, world: int = 1, on_batch: Callable[[int, int], None] | None = None
-                   ) -> tuple[list[Example], list[Example]]:
+                   rank: int = 0, world: int = 1, on_batch: Callable[[int, int], None] | None = None,
+                   in_use: contextlib.ExitStack | None = None) -> tuple[list[Example], list[Example]]:
     """(train, held-out) examples for this rank. With distill, prompts are deduplicated and answered by the
-    base, loaded in base_dtype (cached in cache_dir); otherwise conversations without an assistant turn are an
+    base, loaded in base_dtype (cached in cache_dir), the answers' folder marked in use (`cache.using`) until `in_use`
+    closes (the examples read their hidden states from it); otherwise conversations without an assistant turn are an
     error."""
     convs = read_all(cfg)
     if cfg.distill:
@@ -129,7 +132,10 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
         train_p, eval_p = split(prompts, cfg.eval_examples)
         check_shards(len(train_p), world)
         mine = eval_p + train_p[rank::world] if rank == 0 else train_p[rank::world]
-        answers = distill(load_model, tokenizer, mine, distill_folder(cache_dir, cfg.base, base_dtype),
+        folder = distill_folder(cache_dir, cfg.base, base_dtype)
+        if in_use is not None:
+            in_use.enter_context(using(folder, cfg.base))
+        answers = distill(load_model, tokenizer, mine, folder,
                           max_new_tokens=cfg.distill_max_new_tokens, batch_size=cfg.distill_batch_size,
                           max_len=cfg.max_seq_len, rank=rank, on_batch=on_batch)
         examples = [distilled_example(p, a, h, cfg.max_seq_len) for p, (a, h) in zip(mine, answers)]

@@ -32,7 +32,8 @@ from ..producer import producer_block
 from ..runtime.linear import pack_linears
 from ..runtime.tp import quiet_stdout
 from .config import TrainConfig
-from .dataset import base_id, base_key, build_examples, dtype_name
+from .cache import prune_superseded
+from .dataset import base_id, base_key, build_examples, distill_folder, dtype_name
 from .features import Features, build_features, cache_key
 from .init import new_drafter
 from .objective import Head, Teacher, drafter_step
@@ -228,12 +229,15 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
             model_box.append(model)
         return model_box[0]
 
-    train_ex, held_ex = build_examples(cfg, tokenizer, load_model, cache_dir, base_dtype, rank=rank, world=world,
-                                       on_batch=lambda d, t: report(Progress("distill", d, t)))
-    bid = base_key(cfg.base, base_dtype)
-    k = cfg.predict_n
-    feats = build_features(train_ex, k, cache_dir, bid, load_model, lambda d, t: report(Progress("hidden", d, t)))
-    held = build_features(held_ex, k, cache_dir, bid, load_model) if held_ex else None
+    answers = distill_folder(cache_dir, cfg.base, base_dtype) if cfg.distill else None
+    # the answers' folder in use until their hidden states are read: no run on a newer version of the base removes it
+    with contextlib.ExitStack() as in_use:
+        train_ex, held_ex = build_examples(cfg, tokenizer, load_model, cache_dir, base_dtype, rank=rank, world=world,
+                                           on_batch=lambda d, t: report(Progress("distill", d, t)), in_use=in_use)
+        bid = base_key(cfg.base, base_dtype)
+        k = cfg.predict_n
+        feats = build_features(train_ex, k, cache_dir, bid, load_model, lambda d, t: report(Progress("hidden", d, t)))
+        held = build_features(held_ex, k, cache_dir, bid, load_model) if held_ex else None
     model_box.clear()  # the base is not needed any more
 
     embed, head = base_tensors(cfg.base)
@@ -356,6 +360,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
             state[f"lm_head.{dcfg.num_draft_layers}.weight"] = head.full_weight().float()
             save_drafter(cfg.output, dcfg, state, producer, inputs=tuple(cfg.inputs))
             _pending(cfg).unlink(missing_ok=True)
+            if answers:  # once the drafter is written: a failed run keeps them
+                prune_superseded(cache_dir, cfg.base, answers)
     except KeyboardInterrupt:  # in the evaluation or the drafter's save: the training is kept, and so said
         if saved:
             log.warning("interrupted after training: state saved after step %d in %s; pass --resume to evaluate and "
