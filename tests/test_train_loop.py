@@ -617,3 +617,22 @@ def test_each_epoch_trains_its_last_partial_batch_and_resumes_after_it(chat_base
     resumed = _tensors(train_drafter(cfg, on_progress=lambda p: p.stats and steps.append(p.done)))
     assert steps == [3, 4]
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+@pytest.mark.parametrize("stage", ["hidden", "first step"])
+def test_an_interruption_before_the_first_saved_step_says_to_rerun_without_resume(chat_base, qa_file, tmp_path, caplog,
+                                                                                   monkeypatch, stage):
+    """Ctrl-C while the base's hidden states were cached (or while distilling, or in the first step) said only
+    'interrupted', and the --resume that an interruption in training asks for was then refused as 'no training
+    state ...: run once without --resume'; the interruption now says to rerun without it."""
+    from redrafter_trt.train import loop
+
+    def ctrl_c(*a, **k):
+        raise KeyboardInterrupt
+
+    if stage == "first step":
+        monkeypatch.setattr(loop, "drafter_step", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        train_drafter(_cfg(chat_base, qa_file, tmp_path), on_progress=lambda p: p.stage == stage and ctrl_c())
+    assert "interrupted before the first training step was saved: rerun without --resume" in caplog.text
+    assert not _cfg(chat_base, qa_file, tmp_path).state_path.exists()

@@ -197,8 +197,15 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
         device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if world > 1 and cfg.device.startswith("cuda")
                               else cfg.device)
         gpu = [torch.cuda.current_device() if device.index is None else device.index] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=gpu):  # train seeds torch's random state: the caller's comes back after
-            return _train(cfg, rank, world, device, on_progress)
+        try:
+            with torch.random.fork_rng(devices=gpu):  # train seeds torch's random state: the caller's comes back after
+                return _train(cfg, rank, world, device, on_progress)
+        except KeyboardInterrupt:  # before any state was saved (distilling, caching hidden states, the first step):
+            # once only 'interrupted', and the --resume that a later interruption asks for was then refused
+            if rank == 0 and not cfg.resume and not cfg.state_path.exists():
+                log.warning("interrupted before the first training step was saved: rerun without --resume (the "
+                            "answers and hidden states cached so far in %s are reused)", cfg.cache_dir)
+            raise
 
 
 def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
@@ -496,7 +503,9 @@ def _remove_earlier_state(cfg: TrainConfig) -> None:
 
 def _read_state(cfg: TrainConfig, mmap: bool = False) -> dict:
     if not cfg.state_path.exists():
-        raise ConfigError(f"--resume: no training state at {cfg.state_path}: run once without --resume")
+        raise ConfigError(f"--resume: no training state at {cfg.state_path} (a run interrupted before its first "
+                          f"step saves none): run without --resume (the answers and hidden states cached so far are "
+                          f"reused)")
     return torch.load(cfg.state_path, map_location="cpu", weights_only=True, mmap=mmap)
 
 
