@@ -66,6 +66,8 @@ def test_torchrun_two_ranks(tmp_path):
     torchrun(SCRIPT, tmp_path, base)
     cfg, _ = load_drafter(tmp_path / "out")
     assert cfg.predict_n == 2
+    # its options' batch_size is each rank's: the producer once left out how many ranks trained
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["producer"]["ranks"] == 2
     assert torch.equal(torch.load(tmp_path / "params0.pt"), torch.load(tmp_path / "params1.pt"))
 
 

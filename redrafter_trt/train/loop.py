@@ -360,7 +360,9 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
             # the block every output carries (producer.py), then what the run came to (the dtypes "auto" chose), and
             # cfg.extra: the quickstart's recipe, which it looks for at the top
             producer = {**producer_block("train", train_options(cfg), {"base": cfg.base, "data": cfg.data}),
-                        "steps": total, "base_dtype": dtype_name(base_dtype), "train_dtype": dtype_name(train_dtype),
+                        # ranks: each trains --batch-size anchors a step (the global batch is ranks x batch_size)
+                        "steps": total, "ranks": world, "base_dtype": dtype_name(base_dtype),
+                        "train_dtype": dtype_name(train_dtype),
                         "head_rows_kept": len(head.keep) if head.keep is not None else dcfg.vocab_size,
                         "heldout" if held else "train_set": result, **cfg.extra}
             state = {name: v.detach().float() for name, v in drafter.state_dict().items()}
