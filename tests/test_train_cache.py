@@ -1,5 +1,6 @@
-"""The training cache: train says where it is and how big, and removes the answers of an earlier version of a base
-(another base id under the same folder) once no base it was made for can read them, unless a run is using them."""
+"""The training cache: train says where it is and how big, and removes the entries of an earlier version of a base
+(another base id for the same folder) once no base folder they were made for can read them, unless a run is using
+them."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import logging
 import os
 import shutil
 
+import torch
 from click.testing import CliRunner
 
 from redrafter_trt.cli import main
+from redrafter_trt.io import write_safetensors
 from redrafter_trt.train.cache import prune_superseded, summary, using
 from redrafter_trt.train.dataset import base_id
 from test_train_data import make_chat_base
@@ -23,82 +26,99 @@ def _base(folder):
     return folder
 
 
-def _answers(cache, base, dtype="float32"):
-    """A distill folder of `base` as it is now, used by a run on it (so listing it), with 1000 bytes of answers."""
-    folder = cache / f"distill-{base_id(base)}-{dtype}"
-    with using(folder, base):
-        (folder / "hidden-x.safetensors").write_bytes(b"h" * 1000)
-    return folder
+def _entries(cache, base, tag):
+    """Cache entries of `base` as it is now, written by a run on it (which lists it): its answers in two dtypes, a
+    hidden-state file and a soft-target file."""
+    ident = base_id(base)
+    before = set(cache.iterdir()) if cache.exists() else set()
+    with using(cache, base, ident):
+        for dtype in ("float32", "bfloat16"):
+            (cache / f"distill-{ident}-{dtype}").mkdir()
+            (cache / f"distill-{ident}-{dtype}" / "hidden-x.safetensors").write_bytes(b"h" * 1000)
+        for kind in ("hidden", "teacher"):
+            write_safetensors(cache / f"{kind}-{tag}.safetensors", {"x": torch.zeros(4)}, {"base_id": ident})
+    return sorted(set(cache.iterdir()) - before - {cache / "bases"})
 
 
 def _change(base):
     (base / "config.json").write_text('{"hidden_size": 8, "rope_theta": 500000.0}')
 
 
-def test_answers_of_an_earlier_version_of_the_base_are_removed(tmp_path, caplog):
+def test_entries_of_an_earlier_version_of_the_base_are_removed(tmp_path, caplog):
     base, cache = _base(tmp_path / "base"), tmp_path / "cache"
-    old = [_answers(cache, base, dtype) for dtype in ("float32", "bfloat16")]
+    old = _entries(cache, base, "old")
+    unrecorded = cache / "hidden-0123456789abcdef.safetensors"  # written before ids were recorded: nothing says whose
+    write_safetensors(unrecorded, {"x": torch.zeros(1)})
     _change(base)
-    new = _answers(cache, base)
+    new = _entries(cache, base, "new")
     with caplog.at_level(logging.WARNING):
-        prune_superseded(cache, base, new)
-    assert not any(f.exists() for f in old) and new.exists()
-    assert "the answers of an earlier version of" in caplog.text and "GiB freed" in caplog.text
+        prune_superseded(cache, base)
+    assert len(old) == 4 and not any(p.exists() for p in old)
+    assert all(p.exists() for p in new) and unrecorded.exists()
+    assert "removed 4 cache entries of an earlier version of" in caplog.text and "GiB freed" in caplog.text
 
 
-def test_answers_another_base_can_still_read_or_a_run_is_using_are_kept(tmp_path):
+def test_entries_another_base_folder_can_still_read_or_a_run_is_using_are_kept(tmp_path):
     base, cache = _base(tmp_path / "base"), tmp_path / "cache"
     copy = tmp_path / "copy"
     shutil.copytree(base, copy)  # copy2 keeps the times: the same base id
-    assert base_id(copy) == base_id(base)
-    shared = _answers(cache, base)
-    with using(shared, copy):  # listed by a run on the copy too
+    ident = base_id(base)
+    assert base_id(copy) == ident
+    shared = _entries(cache, base, "old")
+    with using(cache, copy, ident):  # a run on the copy listed it too
         pass
     _change(base)
-    prune_superseded(cache, base, _answers(cache, base))
-    assert shared.exists()  # the copy, unchanged, still reads it
+    _entries(cache, base, "new")
+    prune_superseded(cache, base)
+    assert all(p.exists() for p in shared)  # the copy, unchanged, still reads them
 
     _change(copy)
-    with using(shared, copy):  # a run on the copy (its earlier version) still reading them
-        prune_superseded(cache, base, cache / "none")
-        assert shared.exists()
-    prune_superseded(cache, base, cache / "none")
-    assert not shared.exists()
+    with using(cache, copy, ident):  # a run on the copy (its earlier version) still reading them
+        prune_superseded(cache, base)
+        assert all(p.exists() for p in shared)
+    prune_superseded(cache, base)
+    assert not any(p.exists() for p in shared)
 
 
-def test_answers_of_other_bases_and_unlisted_folders_are_kept(tmp_path):
+def test_entries_of_other_bases_are_left_to_their_own_runs(tmp_path):
     base, other, cache = _base(tmp_path / "base"), _base(tmp_path / "other"), tmp_path / "cache"
-    theirs = _answers(cache, other)
+    theirs = _entries(cache, other, "other")
     _change(other)
-    unlisted = cache / "distill-0123456789abcdef-float32"  # an older version's folder: nothing says whose
-    unlisted.mkdir()
     _change(base)
-    prune_superseded(cache, base, _answers(cache, base))
-    assert theirs.exists() and unlisted.exists()  # `other`'s own run removes theirs
+    prune_superseded(cache, base)
+    assert all(p.exists() for p in theirs)
+    prune_superseded(cache, other)
+    assert not any(p.exists() for p in theirs)
 
 
 def test_summary_names_the_folder_and_its_size(tmp_path):
-    base, cache = _base(tmp_path / "base"), tmp_path / "cache"
-    _answers(cache, base)
+    cache = tmp_path / "cache"
+    (cache / "distill-0123456789abcdef-float32").mkdir(parents=True)
     (cache / "teacher-0123456789abcdef.safetensors").write_bytes(b"t" * (2 ** 30 // 100))
     line = summary(cache)
     assert line.startswith(f"training cache {cache}: 0.01 GiB in 2 entries") and "delete the folder" in line
 
 
-def test_train_says_where_the_cache_is_and_removes_an_earlier_bases_answers(tmp_path):
+def test_train_says_where_the_cache_is_and_removes_an_earlier_bases_entries(tmp_path):
     base = make_chat_base(tmp_path / "base")
-    data = tmp_path / "prompts.jsonl"
-    data.write_text("\n".join(json.dumps({"prompt": q}) for q in ["Say hi.", "Count to 3.", "Why?"]))
-    args = ["train", "--base", base, "--data", data, "--output", tmp_path / "out", "--cache-dir", tmp_path / "c",
-            "--distill", "--distill-max-new-tokens", "6", "--max-steps", "1", "--predict-n", "2", "--exit-dim", "16",
-            "--base-dtype", "float32", "--force"]
-    r = CliRunner().invoke(main, list(map(str, args)))
-    assert r.exit_code == 0, r.output
-    assert f"training cache {tmp_path / 'c'}: " in r.output
-    (first,) = (tmp_path / "c").glob("distill-*")
+    data = tmp_path / "qa.jsonl"
+    data.write_text("\n".join(json.dumps({"question": f"{i}+1?", "answer": f"{i}+1 is {i + 1}."}) for i in range(6)))
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("\n".join(json.dumps({"prompt": q}) for q in ["Say hi.", "Count to 3.", "Why?"]))
+    cache = tmp_path / "c"
+    common = ["train", "--base", base, "--output", tmp_path / "out", "--cache-dir", cache, "--max-steps", "1",
+              "--predict-n", "2", "--exit-dim", "16", "--base-dtype", "float32", "--force"]
+    runs = [["--data", data], ["--data", prompts, "--distill", "--distill-max-new-tokens", "6"]]
+    for run in runs:
+        r = CliRunner().invoke(main, list(map(str, common + run)))
+        assert r.exit_code == 0, r.output
+        assert f"training cache {cache}: " in r.output
+    first = sorted(p.name for p in cache.iterdir() if p.name != "bases")
+    assert len(first) == 4  # hidden states and soft targets of the reference answers; answers, soft targets
     weights = base / "model.safetensors"
     os.utime(weights, (weights.stat().st_atime, weights.stat().st_mtime + 10))  # the base re-saved: another id
-    r = CliRunner().invoke(main, list(map(str, args)))
-    assert r.exit_code == 0, r.output
-    (second,) = (tmp_path / "c").glob("distill-*")
-    assert second != first
+    for run in runs:
+        r = CliRunner().invoke(main, list(map(str, common + run)))
+        assert r.exit_code == 0, r.output
+    second = sorted(p.name for p in cache.iterdir() if p.name != "bases")
+    assert len(second) == 4 and not set(first) & set(second)

@@ -3,9 +3,11 @@ and their hidden states, `hidden-KEY.safetensors` (teacher-forced hidden states 
 `teacher-KEY.safetensors` (soft targets). Everything in it is recomputed when missing, so deleting any of it is safe
 between runs.
 
-A distill folder lists the base folders it was made for (`bases.txt`). When every one of them has changed since (its
-config, weights or tokenizer: another base id, so the folder can never be read again for them), a run on one of those
-bases removes it once its own drafter is written, unless a run is using it (it holds `.lock` shared meanwhile).
+Each entry belongs to one base id (dataset.base_id: the base's config, weight files and tokenizer): a distill folder
+names it, the other files carry it in their safetensors metadata (`base_id`). `bases/ID.txt` lists the base folders
+that used an id; a run holds `bases/ID.lock` shared while it reads and writes the id's entries. When every folder listed
+for an id now has another id (re-saved, fixed: its entries can never be read again for them), a run on one of those
+folders removes the id's entries once its own drafter is written, unless a run holds the lock.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import contextlib
 import fcntl
 import logging
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Iterator
@@ -23,82 +24,100 @@ from ..output import disk_size
 
 log = logging.getLogger(__name__)
 
-BASES = "bases.txt"
-LOCK = ".lock"
-DISTILL_NAME = re.compile(r"distill-([0-9a-f]{16})-[a-z0-9]+")
+REGISTRY = "bases"
+FILES = ("hidden-*.safetensors", "teacher-*.safetensors")
+
+
+def _lock(cache_dir: Path, ident: str) -> int:
+    folder = Path(cache_dir) / REGISTRY
+    folder.mkdir(parents=True, exist_ok=True)
+    return os.open(folder / f"{ident}.lock", os.O_RDWR | os.O_CREAT, 0o666)
 
 
 @contextlib.contextmanager
-def using(folder: Path, base: Path) -> Iterator[None]:
-    """Mark distill `folder` as used by a run on `base` for the block: the base is listed in it, and a shared lock
-    keeps `prune_superseded` from removing it meanwhile."""
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+def using(cache_dir: Path, base: Path, ident: str) -> Iterator[None]:
+    """Mark base id `ident`'s entries as in use by a run on `base` for the block: the base is listed for it, and a
+    shared lock keeps `prune_superseded` from removing them meanwhile."""
+    fd = _lock(cache_dir, ident)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH)
         path = str(base.resolve())
-        if path not in _bases(folder):  # one write() on O_APPEND: concurrent runs' lines never interleave
-            bases = os.open(folder / BASES, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        listing = Path(cache_dir) / REGISTRY / f"{ident}.txt"
+        if path not in _listed(listing):  # one write() on O_APPEND: concurrent runs' lines never interleave
+            out = os.open(listing, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
             try:
-                os.write(bases, (path + "\n").encode())
+                os.write(out, (path + "\n").encode())
             finally:
-                os.close(bases)
+                os.close(out)
         yield
     finally:
         os.close(fd)  # releases the lock
 
 
-def _bases(folder: Path) -> list[str]:
+def _listed(listing: Path) -> list[str]:
     try:
-        return [line for line in (folder / BASES).read_text().splitlines() if line]
+        return [line for line in listing.read_text().splitlines() if line]
     except (OSError, UnicodeDecodeError):
         return []
 
 
-def _superseded(folder: Path, base: str) -> bool:
-    """Whether distill `folder` was made for `base` and every base it lists now has another id."""
+def _superseded(listed: list[str], ident: str) -> bool:
+    """Whether every base folder listed for `ident` now has another id (one gone or unreadable, an unmounted disk,
+    may come back as it was: kept)."""
     from .dataset import base_id
 
-    m = DISTILL_NAME.fullmatch(folder.name)
-    listed = _bases(folder)
-    if not m or base not in listed:
+    try:
+        return bool(listed) and all(base_id(Path(path)) != ident for path in listed)
+    except OSError:
         return False
-    for path in map(Path, listed):
-        try:
-            if base_id(path) == m.group(1):
-                return False
-        except OSError:  # gone or unreadable (an unmounted disk): it may come back as it was
-            return False
-    return True
 
 
-def prune_superseded(cache_dir: Path, base: Path, keep: Path) -> None:
-    """Remove the distill folders of earlier versions of `base` (but `keep`) that no listed base can read any more and
-    no run is using, each with a warning saying what it freed."""
-    resolved = str(base.resolve())
-    for folder in sorted(Path(cache_dir).glob("distill-*")):
-        if folder == keep or not folder.is_dir() or not _superseded(folder, resolved):
+def file_base_id(path: Path) -> str | None:
+    """The base id a hidden-* / teacher-* file was written for (None: written before ids were recorded)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return (f.metadata() or {}).get("base_id")
+    except Exception:  # a file being written, or torn: not ours to judge
+        return None
+
+
+def prune_superseded(cache_dir: Path, base: Path) -> None:
+    """Remove the entries of earlier versions of `base` that no base folder listed for them can read any more and no
+    run is using, each with a warning saying what it freed."""
+    cache_dir, resolved = Path(cache_dir), str(base.resolve())
+    for listing in sorted((cache_dir / REGISTRY).glob("*.txt")):
+        ident, listed = listing.stem, _listed(listing)
+        if resolved not in listed or not _superseded(listed, ident):
             continue
-        fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = _lock(cache_dir, ident)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                log.info("kept %s, answers of an earlier version of %s: a run is using it", folder, base)
+                log.info("kept the cached answers and hidden states of an earlier version of %s: a run is using them",
+                         base)
                 continue
-            size = disk_size(folder)
-            shutil.rmtree(folder, ignore_errors=True)
+            entries = [p for p in cache_dir.glob(f"distill-{ident}-*") if p.is_dir()]
+            entries += [p for pattern in FILES for p in cache_dir.glob(pattern) if file_base_id(p) == ident]
+            size = sum(disk_size(p) for p in entries)
+            for p in entries:
+                if p.is_dir():
+                    shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
+            listing.unlink(missing_ok=True)  # the lock stays: a run waiting on it holds that file
         finally:
             os.close(fd)
-        log.warning("removed %s, the answers of an earlier version of %s (its config, weights or tokenizer have "
-                    "changed since): %.2f GiB freed", folder, base, size / 2 ** 30)
+        log.warning("removed %d cache entries of an earlier version of %s (its config, weights or tokenizer have "
+                    "changed since) from %s: %.2f GiB freed", len(entries), base, cache_dir, size / 2 ** 30)
 
 
 def summary(cache_dir: Path) -> str:
     """Where the cache is, how big, and how to free it: one line."""
     cache_dir = Path(cache_dir)
-    entries = [p for pattern in ("distill-*", "hidden-*.safetensors", "teacher-*.safetensors")
-               for p in cache_dir.glob(pattern)]
+    entries = [p for pattern in ("distill-*", *FILES) for p in cache_dir.glob(pattern)]
     size = sum(disk_size(p) for p in entries)
     return (f"training cache {cache_dir}: {size / 2 ** 30:.2f} GiB in {len(entries)} entries (answers, hidden states "
             f"and soft targets, reused by later runs on the same base and data; delete the folder, or entries in it, "

@@ -101,9 +101,8 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
                    rank: int = 0, world: int = 1, on_batch: Callable[[int, int], None] | None = None,
                    in_use: contextlib.ExitStack | None = None) -> tuple[list[Example], list[Example]]:
     """(train, held-out) examples for this rank. With distill, prompts are deduplicated and answered by the
-    base, loaded in base_dtype (cached in cache_dir), the answers' folder marked in use (`cache.using`) until `in_use`
-    closes (the examples read their hidden states from it); otherwise conversations without an assistant turn are an
-    error."""
+    base, loaded in base_dtype (cached in cache_dir); otherwise conversations without an assistant turn are an error.
+    The base's cache entries are marked in use (`cache.using`) until `in_use` closes."""
     convs = read_all(cfg)
     if cfg.distill:
         later = sum(any(m["role"] == "user" for m in c.messages[len(c.prompt_messages()):]) for c in convs)
@@ -132,10 +131,8 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
         train_p, eval_p = split(prompts, cfg.eval_examples)
         check_shards(len(train_p), world)
         mine = eval_p + train_p[rank::world] if rank == 0 else train_p[rank::world]
-        folder = distill_folder(cache_dir, cfg.base, base_dtype)
-        if in_use is not None:
-            in_use.enter_context(using(folder, cfg.base))
-        answers = distill(load_model, tokenizer, mine, folder,
+        _hold(in_use, cache_dir, cfg.base)
+        answers = distill(load_model, tokenizer, mine, distill_folder(cache_dir, cfg.base, base_dtype),
                           max_new_tokens=cfg.distill_max_new_tokens, batch_size=cfg.distill_batch_size,
                           max_len=cfg.max_seq_len, rank=rank, on_batch=on_batch)
         examples = [distilled_example(p, a, h, cfg.max_seq_len) for p, (a, h) in zip(mine, answers)]
@@ -152,6 +149,7 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
                         "the base answer them", len(convs) - len(answered), len(convs), first)
         train_c, eval_c = split_by_prompt(answered, cfg.eval_examples)
         check_shards(len(train_c), world)
+        _hold(in_use, cache_dir, cfg.base)
         train = [encode(tokenizer, c, cfg.max_seq_len) for c in train_c[rank::world]]
         held = [encode(tokenizer, c, cfg.max_seq_len) for c in eval_c] if rank == 0 else []
     n = len(train) + len(held)
@@ -171,6 +169,13 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
     log.info("%d training and %d held-out examples (%d and %d answer tokens)", len(train), len(held),
              sum(sum(ex.mask) for ex in train), sum(sum(ex.mask) for ex in held))
     return train, held
+
+
+def _hold(in_use: contextlib.ExitStack | None, cache_dir: Path, base: Path) -> None:
+    """The base's cache entries in use until `in_use` closes, once the data is known good (a refused run leaves no
+    cache folder)."""
+    if in_use is not None:
+        in_use.enter_context(using(cache_dir, base, base_id(base)))
 
 
 def learnable(ex: Example) -> bool:

@@ -78,6 +78,11 @@ def cache_key(base_id: str, examples: list[Example]) -> str:
     return h.hexdigest()[:16]
 
 
+def file_metadata(base_key: str) -> dict[str, str]:
+    """A cache file's safetensors metadata: the id of the base it was computed with (cache.prune_superseded)."""
+    return {"base_id": base_key.partition("-")[0]}
+
+
 def _assemble(examples: list[Example], starts: list[int], anchors: torch.Tensor) -> torch.Tensor:
     """The anchors' rows of the examples' own hidden states [Na, H], read one example at a time."""
     out = None
@@ -160,5 +165,5 @@ def build_features(examples: list[Example], predict_n: int, cache_dir: Path, bas
     # examples, another key, and the killed run's partial (~100 GB for an 8B base) was never removed
     sweep_partials(path.parent, "hidden-*.safetensors")
     with atomic_file(path) as tmp:  # a name of this run's own: runs sharing the cache once wrote one `.partial`
-        write_safetensors(tmp, {"hidden": hidden})
+        write_safetensors(tmp, {"hidden": hidden}, file_metadata(base_id))
     return Features(tokens, mask, anchors, hidden)

@@ -33,8 +33,8 @@ from ..runtime.linear import pack_linears
 from ..runtime.tp import quiet_stdout
 from .config import TrainConfig
 from .cache import prune_superseded
-from .dataset import base_id, base_key, build_examples, distill_folder, dtype_name
-from .features import Features, build_features, cache_key
+from .dataset import base_id, base_key, build_examples, dtype_name
+from .features import Features, build_features, cache_key, file_metadata
 from .init import new_drafter
 from .objective import Head, Teacher, drafter_step
 
@@ -198,8 +198,10 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
                               else cfg.device)
         gpu = [torch.cuda.current_device() if device.index is None else device.index] if device.type == "cuda" else []
         try:
-            with torch.random.fork_rng(devices=gpu):  # train seeds torch's random state: the caller's comes back after
-                return _train(cfg, rank, world, device, on_progress)
+            # fork_rng: train seeds torch's random state, the caller's comes back after; in_use: the cache entries
+            # this run reads are held (cache.using) until it ends
+            with torch.random.fork_rng(devices=gpu), contextlib.ExitStack() as in_use:
+                return _train(cfg, rank, world, device, on_progress, in_use)
         except KeyboardInterrupt:  # before any state was saved (distilling, caching hidden states, the first step):
             # once only 'interrupted', and the --resume that a later interruption asks for was then refused
             if rank == 0 and not cfg.resume and not cfg.state_path.exists():
@@ -209,7 +211,7 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
 
 
 def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
-           on_progress: Callable[[Progress], None] | None) -> Path:
+           on_progress: Callable[[Progress], None] | None, in_use: contextlib.ExitStack) -> Path:
     """`train_drafter` as torchrun's rank `rank` of `world` (0 of 1 without torchrun)."""
     from ..hf_model import load_causal_lm
 
@@ -236,15 +238,12 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
             model_box.append(model)
         return model_box[0]
 
-    answers = distill_folder(cache_dir, cfg.base, base_dtype) if cfg.distill else None
-    # the answers' folder in use until their hidden states are read: no run on a newer version of the base removes it
-    with contextlib.ExitStack() as in_use:
-        train_ex, held_ex = build_examples(cfg, tokenizer, load_model, cache_dir, base_dtype, rank=rank, world=world,
-                                           on_batch=lambda d, t: report(Progress("distill", d, t)), in_use=in_use)
-        bid = base_key(cfg.base, base_dtype)
-        k = cfg.predict_n
-        feats = build_features(train_ex, k, cache_dir, bid, load_model, lambda d, t: report(Progress("hidden", d, t)))
-        held = build_features(held_ex, k, cache_dir, bid, load_model) if held_ex else None
+    train_ex, held_ex = build_examples(cfg, tokenizer, load_model, cache_dir, base_dtype, rank=rank, world=world,
+                                       on_batch=lambda d, t: report(Progress("distill", d, t)), in_use=in_use)
+    bid = base_key(cfg.base, base_dtype)
+    k = cfg.predict_n
+    feats = build_features(train_ex, k, cache_dir, bid, load_model, lambda d, t: report(Progress("hidden", d, t)))
+    held = build_features(held_ex, k, cache_dir, bid, load_model) if held_ex else None
     model_box.clear()  # the base is not needed any more
 
     embed, head = base_tensors(cfg.base)
@@ -268,7 +267,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
         key = hashlib.sha1(f"{cache_key(bid, train_ex)} {TEACHER_TOP_K} {device.type}".encode())
         key.update(b"all" if head.keep is None else head.keep.cpu().numpy().tobytes())
         teacher = Teacher.cached(cache_dir / f"teacher-{key.hexdigest()[:16]}.safetensors", feats, rows,
-                                 TEACHER_TOP_K, cfg.soft_target, device=device)
+                                 TEACHER_TOP_K, cfg.soft_target, device=device, metadata=file_metadata(bid))
         log.info("soft targets: %.2f of each target is the base's top-%d distribution", cfg.soft_target, TEACHER_TOP_K)
     del base_head
     params = [p for p in drafter.parameters() if p.requires_grad]
@@ -369,8 +368,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
             state[f"lm_head.{dcfg.num_draft_layers}.weight"] = head.full_weight().float()
             save_drafter(cfg.output, dcfg, state, producer, inputs=tuple(cfg.inputs))
             _pending(cfg).unlink(missing_ok=True)
-            if answers:  # once the drafter is written: a failed run keeps them
-                prune_superseded(cache_dir, cfg.base, answers)
+            prune_superseded(cache_dir, cfg.base)  # once the drafter is written: a failed run keeps them
     except KeyboardInterrupt:  # in the evaluation or the drafter's save: the training is kept, and so said
         if saved:
             log.warning("interrupted after training: state saved after step %d in %s; pass --resume to evaluate and "

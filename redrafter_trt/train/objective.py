@@ -122,7 +122,7 @@ class Teacher:
 
     @classmethod
     def cached(cls, path: Path, feats: Features, base_head_rows: torch.Tensor, k: int, weight: float,
-               device: torch.device | str = "cpu") -> "Teacher":
+               device: torch.device | str = "cpu", metadata: dict[str, str] | None = None) -> "Teacher":
         """from_features, kept in `path` for the next run on the same anchors and head rows (a --resume, another
         recipe on the same data): the one-hour recipe's took 1 to 3.5 minutes on 2 CPU cores. Written atomically
         (runs may share the cache)."""
@@ -137,7 +137,7 @@ class Teacher:
         path.parent.mkdir(parents=True, exist_ok=True)
         sweep_partials(path.parent, "teacher-*.safetensors")  # a killed run's under another key too, as features'
         with atomic_file(path) as tmp:
-            write_safetensors(tmp, {"ids": teacher.ids.int().cpu(), "probs": teacher.probs.cpu()})
+            write_safetensors(tmp, {"ids": teacher.ids.int().cpu(), "probs": teacher.probs.cpu()}, metadata)
         return teacher
 
     def for_steps(self, feats: Features, idx: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
