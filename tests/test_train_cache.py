@@ -122,3 +122,19 @@ def test_train_says_where_the_cache_is_and_removes_an_earlier_bases_entries(tmp_
         assert r.exit_code == 0, r.output
     second = sorted(p.name for p in cache.iterdir() if p.name != "bases")
     assert len(second) == 4 and not set(first) & set(second)
+
+
+def test_a_file_system_without_locks_trains_and_prunes_nothing(tmp_path, monkeypatch):
+    """flock fails with an OSError on some file systems (FUSE mounts): the run must not fail for the lock, and as
+    nothing then says whether a run is using an id's entries, they are kept."""
+    from redrafter_trt.train import cache
+
+    def no_locks(fd, op):
+        raise OSError(95, "Operation not supported")
+
+    base, store = _base(tmp_path / "base"), tmp_path / "cache"
+    monkeypatch.setattr(cache.fcntl, "flock", no_locks)
+    old = _entries(store, base, "old")
+    _change(base)
+    prune_superseded(store, base)
+    assert all(p.exists() for p in old)

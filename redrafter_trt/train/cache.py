@@ -40,7 +40,8 @@ def using(cache_dir: Path, base: Path, ident: str) -> Iterator[None]:
     shared lock keeps `prune_superseded` from removing them meanwhile."""
     fd = _lock(cache_dir, ident)
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH)
+        with contextlib.suppress(OSError):  # a file system without locks (some FUSE mounts): no prune can take it
+            fcntl.flock(fd, fcntl.LOCK_SH)
         path = str(base.resolve())
         listing = Path(cache_dir) / REGISTRY / f"{ident}.txt"
         if path not in _listed(listing):  # one write() on O_APPEND: concurrent runs' lines never interleave
@@ -95,9 +96,9 @@ def prune_superseded(cache_dir: Path, base: Path) -> None:
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                log.info("kept the cached answers and hidden states of an earlier version of %s: a run is using them",
-                         base)
+            except OSError:  # held (BlockingIOError), or a file system without locks: whether in use is unknown
+                log.info("kept the cached answers and hidden states of an earlier version of %s: a run may be using "
+                         "them", base)
                 continue
             entries = [p for p in cache_dir.glob(f"distill-{ident}-*") if p.is_dir()]
             entries += [p for pattern in FILES for p in cache_dir.glob(pattern) if file_base_id(p) == ident]
