@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import POSITIVE_INT, ConfigError, DependencyError, RedrafterError, name_list
-from .rope import position_limit
+from .rope import position_limit, rope_kind
 
 log = logging.getLogger(__name__)
 
@@ -179,10 +179,21 @@ def plan_build(options: BuildOptions, config: dict) -> BuildPlan:
     check_extra_args(options.extra_args)
     gemm = gemm_plugin(config, options.gemm_plugin)  # refused before any warning is printed
     positions = position_limit(config)
+    table = config.get("max_position_embeddings") if positions else None  # an int when position_limit read one
     if options.max_seq_len and positions and options.max_seq_len > positions:
         log.warning("--max-seq-len %d exceeds the model's %d positions (max_position_embeddings x its RoPE scaling "
                     "factor): answers past %d tokens run outside the positions it was trained on",
                     options.max_seq_len, positions, positions)
+    # TensorRT-LLM's RoPE is a cos/sin table of max_position_embeddings rows (layers/attention.py
+    # create_attention_const_params), read at each token's position without a bound; trtllm-build's default max_seq_len
+    # (`positions`) stretches past it under a linear or yarn scaling
+    engine_seq = options.max_seq_len or positions
+    if table and table < positions and engine_seq > table:
+        log.warning("%s %d passes max_position_embeddings %d, the length of the cos/sin table TensorRT-LLM "
+                    "builds the RoPE from (its attention kernels index that table by position, unchecked): tokens past "
+                    "%d get no %s RoPE in the engine; pass --max-seq-len %d",
+                    "--max-seq-len" if options.max_seq_len else "trtllm-build's default max_seq_len", engine_seq,
+                    table, table, rope_kind(config.get("rotary_scaling") or {}), table)
     if config.get("dtype") == "float32":
         log.warning("float32 checkpoint: TensorRT-LLM's context FMHA runs only in float16/bfloat16, so this engine "
                     "falls back to unfused attention; convert with --dtype bfloat16 for a fast engine")

@@ -204,9 +204,36 @@ def test_max_seq_len_warning_counts_rope_scaling_as_trtllm_build_does(tmp_path, 
     cfg = {"dtype": "bfloat16", "mapping": {"tp_size": 1}, "max_position_embeddings": 8192, "rotary_scaling": scaling}
     with caplog.at_level("WARNING", logger="redrafter_trt.build"):
         plan_build(BuildOptions(tmp_path, tmp_path / "e", max_seq_len=positions), cfg)
-        assert "positions" not in caplog.text
+        assert "exceeds the model's" not in caplog.text
         plan_build(BuildOptions(tmp_path, tmp_path / "e", max_seq_len=positions + 1), cfg)
     assert f"exceeds the model's {positions} positions" in caplog.text
+
+
+@pytest.mark.parametrize("scaling, warns", [
+    ({"rope_type": "linear", "factor": 4.0}, True),  # Vicuna v1.5 16k: 4096 positions, factor 4
+    ({"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 4096}, True),
+    ({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+      "original_max_position_embeddings": 4096}, False),  # trtllm-build's default stays max_position_embeddings
+    (None, False),
+])
+def test_engine_positions_past_the_rope_table_warn(tmp_path, caplog, scaling, warns):
+    """A review: TensorRT-LLM 1.2 builds its RoPE as a cos/sin table of max_position_embeddings rows
+    (layers/attention.py create_attention_const_params: RopeEmbeddingUtils'
+    create_sinusoidal_positions_for_attention_plugin and create_sinusoidal_positions_yarn get num_pos =
+    config.max_position_embeddings) and its attention kernels read row `position` unchecked
+    (unfusedAttentionKernels rotary_coef_cache_buffer + rotary_position), while trtllm-build's default max_seq_len is
+    max_position_embeddings x factor under a linear or yarn scaling: build said nothing, and the engine's tokens past
+    4096 got cos/sin read past the table. It warns now, for the default and for a --max-seq-len past the table."""
+    cfg = {"dtype": "bfloat16", "mapping": {"tp_size": 1}, "max_position_embeddings": 4096, "rotary_scaling": scaling}
+    with caplog.at_level("WARNING", logger="redrafter_trt.build"):
+        plan_build(BuildOptions(tmp_path, tmp_path / "e", max_seq_len=4096), cfg)
+        assert caplog.text == ""
+        plan_build(BuildOptions(tmp_path, tmp_path / "e"), cfg)
+        assert ("trtllm-build's default max_seq_len 16384 passes max_position_embeddings 4096" in caplog.text) is warns
+        caplog.clear()
+        plan_build(BuildOptions(tmp_path, tmp_path / "e", max_seq_len=4097), cfg)
+    assert ("--max-seq-len 4097 passes max_position_embeddings 4096" in caplog.text) is warns
+    assert ("pass --max-seq-len 4096" in caplog.text) is warns
 
 
 def test_extra_args_pass_through_after_double_dash(checkpoints, tmp_path):
