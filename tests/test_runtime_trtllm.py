@@ -16,7 +16,7 @@ from redrafter_trt.runtime import trtllm
 
 
 def write_engine_config(folder, max_batch_size=8, max_input_len=16, max_seq_len=64, greedy=True, max_num_tokens=None,
-                        packed=True):
+                        packed=True, rope=None):
     """The keys of an engine config.json that the run reads; max_seq_len as passed to trtllm-build, which stores it
     plus max_draft_len (5 x 5 here)."""
     build = {"max_batch_size": max_batch_size, "max_input_len": max_input_len, "max_seq_len": max_seq_len + 25,
@@ -27,7 +27,7 @@ def write_engine_config(folder, max_batch_size=8, max_input_len=16, max_seq_len=
     (folder / "config.json").write_text(json.dumps({
         "version": "1.2.0",
         "pretrained_config": {"architecture": "ReDrafterForLLaMALM", "redrafter_num_beams": 5,
-                              "redrafter_draft_len_per_beam": 5, "redrafter_greedy_search": greedy},
+                              "redrafter_draft_len_per_beam": 5, "redrafter_greedy_search": greedy, **(rope or {})},
         "build_config": build}))
     (folder / "rank0.engine").write_bytes(b"engine")
 
@@ -213,6 +213,28 @@ def test_prompt_limit_is_the_one_the_executor_applies(tmp_path, max_num_tokens, 
     max_num_tokens) whatever --max_input_len was (trtGptModel.h); ModelRunnerCpp no longer asserts it."""
     write_engine_config(tmp_path, max_num_tokens=max_num_tokens, packed=packed)
     assert trtllm.EngineLimits.read(tmp_path).max_input_len == limit
+
+
+@pytest.mark.parametrize("scaling, table", [
+    ({"type": "linear", "factor": 4.0}, 16),
+    ({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16}, 16),
+    ({"rope_type": "llama3", "factor": 4.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+      "original_max_position_embeddings": 16}, None),  # llama3's factor does not stretch: max_seq_len stays in it
+    (None, None),
+])
+def test_a_request_past_the_rope_table_warns(tmp_path, caplog, scaling, table):
+    """A review: an engine of a linear or yarn scaling whose max_seq_len passes max_position_embeddings (trtllm-build's
+    default: max_position_embeddings x factor) reads its RoPE from a table of max_position_embeddings rows, by position
+    and unchecked (TensorRT-LLM 1.2 layers/attention.py create_attention_const_params), so tokens past it got no RoPE
+    of the model's scaling without a word; run --engine-dir warns now."""
+    write_engine_config(tmp_path, max_seq_len=64, rope={"max_position_embeddings": 16, "rotary_scaling": scaling})
+    limits = trtllm.EngineLimits.read(tmp_path)
+    assert limits.rope_table == table
+    with caplog.at_level("WARNING", logger="redrafter_trt.runtime.trtllm"):
+        limits.check([[1] * 10], 6, 0.0)
+        assert caplog.text == ""
+        limits.check([[1] * 10], 7, 0.0)
+    assert ("pass max_position_embeddings 16" in caplog.text) is (table is not None)
 
 
 def test_request_at_the_build_limits_runs(tmp_path, monkeypatch):

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError, DependencyError, RedrafterError
+from ..rope import position_limit
 from .decode import GenerationResult
 
 log = logging.getLogger(__name__)
@@ -32,12 +33,14 @@ class EngineLimits:
     max_draft_len for the draft tokens), `greedy` from `redrafter_greedy_search`. `max_input_len` is the longest
     prompt the executor takes: with packed input and context FMHA (what ReDrafter engines are built with) the
     builder ignores `--max_input_len` and the executor allows min(stored max_seq_len - 1, max_num_tokens)
-    (`trtGptModel.h`)."""
+    (`trtGptModel.h`). `rope_table`: max_position_embeddings when a linear or yarn scaling lets max_seq_len pass it:
+    TensorRT-LLM's RoPE is a cos/sin table of that many rows, read unchecked by position (see build.plan_build)."""
     max_batch_size: int
     max_input_len: int
     max_seq_len: int
     greedy: bool
     ranks: int = 1  # tp x pp: the MPI processes that must run it
+    rope_table: int | None = None
 
     @classmethod
     def read(cls, engine_dir: Path) -> "EngineLimits":
@@ -55,8 +58,12 @@ class EngineLimits:
             packed = plugins.get("remove_input_padding", True) and plugins.get("context_fmha", True)
             max_input = (min(stored_seq - 1, int(build["max_num_tokens"])) if packed and build.get("max_num_tokens")
                          else int(build["max_input_len"]))
+            pretrained = config["pretrained_config"]
+            positions = position_limit(pretrained)
+            table = pretrained.get("max_position_embeddings") if positions else None
             return cls(int(build["max_batch_size"]), max_input, stored_seq - int(build.get("max_draft_len") or 0),
-                       bool(config["pretrained_config"].get("redrafter_greedy_search", True)), ranks)
+                       bool(pretrained.get("redrafter_greedy_search", True)), ranks,
+                       table if table and table < positions else None)
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"{engine_dir}/config.json lacks a build limit ({type(e).__name__}: {e}): rebuild the "
                               "engine with `redrafter-trt build`") from None
@@ -80,6 +87,12 @@ class EngineLimits:
         if self.greedy and temperature > 0:
             log.warning("greedy engine (redrafter_greedy_search): --temperature %s is ignored; convert with "
                         "--no-greedy and rebuild to sample", temperature)
+        if self.rope_table and longest + max_new_tokens > self.rope_table:
+            log.warning("%d prompt tokens + --max-output-len %d pass max_position_embeddings %d, the length of the "
+                        "cos/sin table this engine's RoPE is read from (TensorRT-LLM does not check the position): "
+                        "tokens past %d get no RoPE of the model's scaling; keep prompt and output within %d tokens, "
+                        "or run the checkpoint with --checkpoint-dir", longest, max_new_tokens, self.rope_table,
+                        self.rope_table, self.rope_table)
 
 
 def import_trtllm():
