@@ -26,10 +26,10 @@ import atexit
 import logging
 import queue
 import threading
-import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -321,20 +321,23 @@ class ReferenceBackend:
         return taken
 
     def _iteration(self, rows: int, tokens: int, ended: int, seconds: float) -> None:
-        """runtime.decode's on_step: one decoding step of the running batch, as an iteration statistic. For a
-        checkpoint with a drafter each row drafted draft_len tokens along the beam that counts (the accepted path
-        is at most that long): numAcceptedTokens / numDraftTokens is the acceptance rate, acceptanceLength the
-        tokens per step."""
-        drafted = rows * self.config.draft_len if self.config.has_drafter else 0
+        """runtime.decode's on_step: one decoding step of the running batch, as an iteration statistic, its keys and
+        timestamp as TensorRT-LLM's (executor/types.h IterationStats, common/timestampUtils.cpp). specDecodingStats
+        is ours (TensorRT-LLM 1.2's engine path leaves it null; README "Serve over HTTP"): each row drafted
+        draft_len tokens, as TensorRT-LLM counts a ReDrafter request's draft tokens in its per-request metrics
+        (llmRequest.h updateNumTokensPerIteration: at most the draft path length, not the num_beams x draft_len
+        tree), so numAcceptedTokens / numDraftTokens is its acceptance rate and acceptanceLength the tokens per
+        step; null without a drafter, as TensorRT-LLM writes an absent one."""
         with self.wake:
             self.iteration += 1
-            stats = {"timestamp": time.strftime("%m-%d-%Y %H:%M:%S"), "iter": self.iteration,
+            stats = {"timestamp": datetime.now().strftime("%m-%d-%Y %H:%M:%S.%f"), "iter": self.iteration,
                      "iterLatencyMS": round(seconds * 1000, 3), "numActiveRequests": rows,
                      "numQueuedRequests": sum(len(job.prompts) for job in self.waiting),
-                     "numCompletedRequests": ended, "maxNumActiveRequests": self.max_batch}
-            if drafted:
-                stats["specDecodingStats"] = {"numDraftTokens": drafted, "numAcceptedTokens": tokens - rows,
-                                              "numRequestsWithDraftTokens": rows,
+                     "numCompletedRequests": ended, "maxNumActiveRequests": self.max_batch,
+                     "specDecodingStats": None}
+            if self.config.has_drafter:
+                stats["specDecodingStats"] = {"numDraftTokens": rows * self.config.draft_len,
+                                              "numAcceptedTokens": tokens - rows, "numRequestsWithDraftTokens": rows,
                                               "acceptanceLength": round(tokens / rows, 4)}
             self.iterations.append(stats)
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import threading
 
 import pytest
@@ -280,4 +281,22 @@ def test_metrics_are_the_decoding_steps_as_trtllm_iteration_stats(url, backend):
     assert emitted == out["usage"]["completion_tokens"] - 2
     assert out["redrafter"]["steps"] == sum(s["numActiveRequests"] for s in steps) + 2  # + the two prefills
     assert all(s["iterLatencyMS"] > 0 for s in steps)
+    # TensorRT-LLM's timestamp (common/timestampUtils.cpp getCurrentTimestamp): local time to the microsecond
+    assert all(re.fullmatch(r"\d\d-\d\d-\d{4} \d\d:\d\d:\d\d\.\d{6}", s["timestamp"]) for s in steps)
     assert call(url, "/metrics") == (200, [])  # each step is given once
+
+
+def test_metrics_without_a_drafter_say_specdecodingstats_null(backend):
+    """Decoding without drafts, each step carries "specDecodingStats": null, as TensorRT-LLM's JSON does whenever it
+    has no speculative-decoding statistics (an unset std::optional; jsonSerializeOptional.h writes null): the key is
+    always there."""
+    app, original = App(backend, "smol", 8), backend.config
+    app.get("/metrics")
+    try:
+        backend.config = dataclasses.replace(original, num_beams=0)
+        assert app.post("/v1/completions", {"prompt": "The capital of France is", "max_tokens": 4})[0] == 200
+        assert backend.wait_idle(60)
+        steps = app.get("/metrics")[1]
+    finally:
+        backend.config = original
+    assert len(steps) == 3 and all(s["specDecodingStats"] is None for s in steps)  # 4 tokens: the prefill's + 3 steps
