@@ -80,7 +80,8 @@ def named_path(path: Path | str) -> Path:
 
 def check_output_folder(dest: Path, force: bool, inputs: Iterable[Path | str] = (), option: str = "--output") -> None:
     """Refuse, before any work, an output folder that cannot be (re)written: an existing one without --force, a
-    file, one that is or holds an input (replacing it would delete the input), or one in an unwritable place."""
+    file, one that is or holds an input (replacing it would delete the input), one inside an input folder (a drafter
+    among its base's files, a checkpoint in its drafter's folder), or one in an unwritable place."""
     given, dest = Path(dest), named_path(dest)
     restore_replaced(dest)
     if dest.exists() and not dest.is_dir():
@@ -91,6 +92,9 @@ def check_output_folder(dest: Path, force: bool, inputs: Iterable[Path | str] = 
         if source == target or target in source.parents:
             raise ConfigError(f"{option} {dest} is (or holds) the input {item}: replacing it would delete the input, "
                               f"choose another {option}")
+        if source.is_dir() and source in target.parents:
+            raise ConfigError(f"{option} {dest} is inside the input folder {item}: the output would sit among the "
+                              f"files it is made from; choose an {option} outside {item}")
     if dest.exists() and not force:
         raise ConfigError(f"output folder {dest} already exists: pass --force to replace it, or choose another {option}")
     here = Path.cwd().resolve()

@@ -53,6 +53,22 @@ def test_force_never_replaces_an_input(parts, which):
     assert files(target) == before
 
 
+def test_an_output_inside_an_input_folder_is_refused(parts, tmp_path):
+    """init-drafter wrote a drafter inside its base's folder, convert a checkpoint inside the base's or the drafter's,
+    train a drafter inside its base's: each output sat among the files it was made from."""
+    base, drafter = parts
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"question": "q", "answer": "a"}\n')
+    before = {f: files(f) for f in (base, drafter)}
+    runs = [("init-drafter", "--base", base, "--output", base / "d"),
+            ("convert", "--base", base, "--drafter", drafter, "--output", base / "ck"),
+            ("convert", "--base", base, "--drafter", drafter, "--output", drafter / "sub" / "ck", "--dry-run"),
+            ("train", "--base", base, "--data", data, "--output", base / "d", "--cache-dir", tmp_path / "c")]
+    for args in runs:
+        assert_one_line_error(run_cli(*args), "is inside the input folder", "choose an --output outside")
+    assert {f: files(f) for f in (base, drafter)} == before
+
+
 def test_force_replaces_only_empty_folders_and_earlier_outputs(parts, tmp_path, monkeypatch):
     """A mistyped --output with --force must not wipe a project folder (a review: notes.txt was deleted)."""
     base, drafter = parts

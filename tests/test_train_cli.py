@@ -190,6 +190,17 @@ def test_output_over_the_default_cache_is_refused(chat_base, prompts, tmp_path, 
     assert (cache / "distill-x").is_dir()
 
 
+def test_output_inside_the_cache_is_refused(chat_base, prompts, tmp_path, monkeypatch):
+    """A drafter written inside the training cache (the default one, or --cache-dir) sat among entries that train
+    removes and that its summary line says may be deleted."""
+    monkeypatch.setenv("REDRAFTER_TRT_CACHE", str(tmp_path / "root"))
+    for out, cache in ((tmp_path / "root" / "train" / "d", []), (tmp_path / "c" / "sub" / "d", ["--cache-dir", tmp_path / "c"])):
+        r = _run("--base", chat_base, "--data", prompts, "--output", out, "--distill", *cache)
+        assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+        assert "is inside the training cache" in r.output and "choose an --output outside it" in r.output, r.output
+    assert not (tmp_path / "root").exists() and not (tmp_path / "c").exists()
+
+
 def test_distill_run_writes_drafter_and_reuses_cache(chat_base, prompts, tmp_path):
     args = ["--base", chat_base, "--data", prompts, "--output", tmp_path / "out", "--cache-dir", tmp_path / "c",
             "--distill", "--distill-max-new-tokens", "12", "--max-steps", "3", "--predict-n", "2", "--no-rnn",

@@ -118,13 +118,18 @@ class TrainConfig:
         if self.cache_dir.resolve() == self.base.resolve():  # its hidden-*.safetensors beside the model's weights
             raise ConfigError(f"--cache-dir {self.cache_dir} is the base folder: the cached hidden states would sit "
                               f"among the model's weights; choose another --cache-dir")
-        from ..output import check_output_folder, writable_folder
+        from ..output import check_output_folder, named_path, writable_folder
 
         # now, not when the first cache file is written: after the base has run over every example (hours on a
         # large base), an unwritable cache was 'No such file or directory: check the path ...'
         if why := writable_folder(self.cache_dir):
             raise ConfigError(f"cannot write in --cache-dir {self.cache_dir} ({why}): choose another --cache-dir")
 
+        cache = self.cache_dir.resolve()
+        if cache in named_path(self.output).resolve().parents:  # before it exists too: the run makes it
+            raise ConfigError(f"--output {self.output} is inside the training cache {self.cache_dir}, whose entries "
+                              f"train removes and which may be deleted to free space: choose an --output outside it, "
+                              f"or another --cache-dir")
         check_output_folder(self.output, True, self.inputs)
 
     def _check_base_tensors(self, b) -> None:
