@@ -161,7 +161,7 @@ def plan_conversion(base: Path | str, drafter: Path | str, output: Path | str, *
     opts = ConvertOptions(**options)
     if opts.quantize:
         raise ConfigError("--dry-run plans from the base's own tensors, and FP8's come from calibration: "
-                          "leave out --quantize to see the plan, or --dry-run to convert")
+                          "leave out --quantize (pass --quantize none over a preset's) to see the plan, or --dry-run to convert")
     dcfg, dtensors = _inputs(base, drafter, output, force, opts)
     plan, sources = _plan(base, base, drafter, dcfg, dtensors, opts)
     for s in sources:

@@ -612,6 +612,25 @@ def test_a_flag_a_preset_turns_on_can_be_turned_off_on_the_command_line(tmp_path
     assert _params(tmp_path, command, "")[name] is False
 
 
+def test_a_presets_fp8_can_be_turned_off_on_the_command_line(tmp_path, tiny_llama, tiny_drafter):
+    """`quantize: fp8` (and `kv-cache-dtype: fp8`) in a preset could not be taken back: --quantize took fp8 only."""
+    from redrafter_trt.cli import main
+
+    fp8 = "convert: {quantize: fp8, kv-cache-dtype: fp8}\n"
+    assert _params(tmp_path, "convert", fp8)["quantize"] == "fp8"
+    assert _params(tmp_path, "convert", fp8, "--quantize", "none")["quantize"] is None
+    assert _params(tmp_path, "convert", fp8, "--kv-cache-dtype", "none")["kv_cache_dtype"] is None
+    assert _params(tmp_path, "convert", "", "--quantize", "fp8")["quantize"] == "fp8"
+    path = tmp_path / "p.yaml"
+    path.write_text(fp8)
+    args = ["convert", "--config", str(path), "--base", str(tiny_llama), "--drafter", str(tiny_drafter), "--output",
+            str(tmp_path / "ck"), "--dry-run"]
+    refused = CliRunner().invoke(main, args)
+    assert refused.exit_code == 2 and "pass --quantize none over a preset's" in refused.output, refused.output
+    res = CliRunner().invoke(main, [*args, "--quantize", "none", "--kv-cache-dtype", "none"])
+    assert res.exit_code == 0 and "dry run: nothing was written" in res.output, res.output
+
+
 def test_an_off_flag_over_a_preset_is_not_refused_with_an_engine(tmp_path):
     """`--no-compile` / `--draft` undo a preset's reference-runtime flag: with --engine-dir they ask for nothing,
     so they must not be refused as "works with --checkpoint-dir only" (the preset's on value still is)."""

@@ -15,6 +15,12 @@ PATH = click.Path(path_type=Path)
 # (convert's own check named --num-beams, a flag nobody typed)
 COUNT = click.IntRange(min=1)
 
+
+def _none_is_off(ctx, param, value):
+    """`none` (typed over a preset's `fp8`, which a choice without it could not take back) is the option left out."""
+    return None if value == "none" else value
+
+
 @click.command(cls=Command)
 @config_option
 @click.option("--base", "--base_model_checkpoint_dir", "base", type=PATH, required=True,
@@ -33,8 +39,10 @@ COUNT = click.IntRange(min=1)
 @click.option("--no-greedy/--greedy", "--redrafter_no_greedy_search", "no_greedy", default=False,
               help="Build for sampling (temperature > 0) instead of greedy acceptance (--greedy: greedy, over a "
                    "preset's `no-greedy: true`).")
-@click.option("--quantize", type=click.Choice(["fp8"]), default=None, help="Quantise the base with nvidia-modelopt.")
-@click.option("--kv-cache-dtype", type=click.Choice(["fp8"]), default=None, help="FP8 KV cache (with --quantize fp8).")
+@click.option("--quantize", type=click.Choice(["none", "fp8"]), default=None, callback=_none_is_off,
+              help="Quantise the base with nvidia-modelopt (none: keep it as it is, over a preset's `quantize: fp8`).")
+@click.option("--kv-cache-dtype", type=click.Choice(["none", "fp8"]), default=None, callback=_none_is_off,
+              help="FP8 KV cache (with --quantize fp8; none: the checkpoint's dtype, over a preset's).")
 @click.option("--calib-data", type=PATH, default=None, help="Calibration prompts (jsonl/json) [default: shipped set].")
 @click.option("--calib-size", type=COUNT, default=16, show_default=True)
 @click.option("--calib-seq-len", type=COUNT, default=128, show_default=True)
