@@ -49,3 +49,26 @@ def test_answers_of_one_token_are_a_one_line_error(short_base, tmp_path, monkeyp
     monkeypatch.setattr(heldout, "distill", lambda load, tok, prompts, *a, **k: [([2], None) for _ in prompts])
     with pytest.raises(ConfigError, match="answered every prompt of .* with at most one token"):
         heldout.evaluate_on_prompts(drafter, base, _prompts(tmp_path, "Hi.", "Bye."), tmp_path / "cache", k=2)
+
+
+def test_its_cached_answers_are_pruned_when_the_base_changes(short_base, tmp_path):
+    """Its distill folder was in no base id's listing (cache.py's bases/ID.txt): a re-saved base left the earlier
+    version's answers behind for good, in its own cache folder or train's."""
+    import os
+    import shutil
+
+    from redrafter_trt.train import heldout
+    from redrafter_trt.train.dataset import base_id
+
+    base, cache = tmp_path / "base", tmp_path / "cache"
+    shutil.copytree(short_base[0], base)
+    prompts = _prompts(tmp_path, "Hi.", "Bye.")
+    heldout.evaluate_on_prompts(short_base[1], base, prompts, cache, max_new_tokens=8, k=2)
+    old = base_id(base)
+    assert (cache / "bases" / f"{old}.txt").read_text().splitlines() == [str(base.resolve())]
+    assert (cache / f"distill-{old}-float32").is_dir()
+    weights = base / "model.safetensors"
+    os.utime(weights, (weights.stat().st_atime, weights.stat().st_mtime + 10))  # re-saved: another id
+    heldout.evaluate_on_prompts(short_base[1], base, prompts, cache, max_new_tokens=8, k=2)
+    assert base_id(base) != old and (cache / f"distill-{base_id(base)}-float32").is_dir()
+    assert not (cache / f"distill-{old}-float32").exists() and not (cache / "bases" / f"{old}.txt").exists()

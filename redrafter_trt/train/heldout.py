@@ -1,6 +1,7 @@
 """Accuracy of a saved drafter on the base's own greedy answers to prompts it was not trained on (for
 example MT-Bench first turns): per-step top-1, chained accuracy and the expected tokens per step at beam
-width 1 (1 + sum of chained accuracies), a cheap proxy for what `bench` will measure."""
+width 1 (1 + sum of chained accuracies), a cheap proxy for what `bench` will measure. Its cached answers are the
+training cache's (cache.py): registered under the base's id, and those of an earlier version of the base removed."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from ..config import BaseModelConfig, max_positions, read_json
 from ..drafter import Drafter, load_drafter
 from ..errors import ConfigError
 from .data import prompt_ids, read_conversations
-from .dataset import base_key, distill_folder, distilled_example, learnable
+from .cache import prune_superseded, using
+from .dataset import base_id, base_key, distill_folder, distilled_example, learnable
 from .distill import distill
 from .features import build_features
 from .loop import base_tensors, evaluate, load_tokenizer
@@ -41,9 +43,11 @@ def evaluate_on_prompts(drafter_dir: Path, base: Path, prompts_file: Path, cache
     # prompt and answer within the base's positions (generated past them, a base's answer was garbage or an error)
     max_len = min(4096, max_positions(hf, str(where)))
     prompts = [prompt_ids(tokenizer, c, min(2048, max_len - 2)) for c in convs]
-    answers = distill(lambda: load_causal_lm(base, torch.float32).eval(), tokenizer,
-                      prompts, distill_folder(cache_dir, Path(base), torch.float32), max_new_tokens=max_new_tokens,
-                      batch_size=16, max_len=max_len)
+    with using(cache_dir, Path(base), base_id(Path(base))):  # listed for the base's id, as train's: pruned with it
+        answers = distill(lambda: load_causal_lm(base, torch.float32).eval(), tokenizer,
+                          prompts, distill_folder(cache_dir, Path(base), torch.float32), max_new_tokens=max_new_tokens,
+                          batch_size=16, max_len=max_len)
+    prune_superseded(cache_dir, Path(base))  # an earlier version's answers, which no base folder can read any more
     examples = [distilled_example(p, a, h, max_len) for p, (a, h) in zip(prompts, answers)]
     examples = [ex for ex in examples if learnable(ex)]  # 2 answer tokens in a row: an anchor to draft from
     if not examples:
