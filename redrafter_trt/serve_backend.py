@@ -33,6 +33,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from .errors import first_line
 from .serve_text import AnswerText, Logprob
 
 if TYPE_CHECKING:
@@ -100,6 +101,23 @@ class Row:
     cut: bool = False   # ended by the shutdown before its own end: finish_reason "abort"
 
 
+def raised_by_template(e: BaseException) -> bool:
+    """Whether `e` came from rendering a chat template: jinja's own errors (the template's raise_exception, an
+    undefined value used), or a Python error raised by the template's code on the messages (`'a' + 1`, a division by
+    zero), whose traceback runs through the compiled template (jinja names its frames `<template>`). An error raised
+    before or after rendering is the server's."""
+    from jinja2 import TemplateError
+
+    if isinstance(e, TemplateError):
+        return True
+    tb = e.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def _more(asked: int | None, running: int | None) -> bool:
     """A request asking for `asked` logprobs needs more than a batch computing `running` (None: none)."""
     return asked is not None and (running is None or asked > running)
@@ -165,8 +183,12 @@ class ReferenceBackend:
 
         try:
             text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        except TemplateError as e:  # raise_exception(...) in the template: Mistral's roles must alternate, ...
-            raise RequestError(f"this model's chat template refuses these messages ({e}): send messages it "
+        except Exception as e:  # the template's own refusal is a 400; any other error is the server's, a 500
+            if not raised_by_template(e):
+                raise
+            why = first_line(e, type(e).__name__)  # raise_exception(...): Mistral's roles must alternate, ...
+            why = why if isinstance(e, TemplateError) else f"{type(e).__name__}: {why}"  # 'a' + 1 in the template
+            raise RequestError(f"this model's chat template refuses these messages ({why}): send messages it "
                                "takes") from None
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 

@@ -389,6 +389,34 @@ def test_messages_the_chat_template_refuses_are_a_400(server, monkeypatch):
     assert request(server, "POST", "/v1/chat/completions", two | {"messages": two["messages"][:1]})[0] == 200
 
 
+@pytest.mark.parametrize("code, named", [
+    ("{{ messages[1]['content'] + 1 }}", "TypeError: can only concatenate str"),
+    ("{{ messages[1]['content'] | abs }}", "TypeError: bad operand type for abs()"),  # raised in jinja's filter
+    ("{{ 1 / (messages|length - 2) }}", "ZeroDivisionError: division by zero"),
+    ("{{ messages[1]['content'].missing() }}", "has no attribute 'missing'"),  # jinja's UndefinedError
+])
+def test_a_chat_template_that_fails_on_the_messages_is_a_400(server, monkeypatch, code, named):
+    """A template whose own code raised a Python error on a request's messages (TypeError, ZeroDivisionError) was a
+    500 "internal_error", as if the server had failed; an error outside the template still is one."""
+    tokenizer = server.app.backend.tokenizer
+    monkeypatch.setattr(tokenizer, "chat_template", "{% if messages|length > 1 %}" + code + "{% endif %}" +
+                        tokenizer.chat_template)
+    two = {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], "max_tokens": 2}
+    status, _, data = request(server, "POST", "/v1/chat/completions", two)
+    error = json.loads(data)["error"]
+    assert status == 400 and error["type"] == "invalid_request_error", (status, error)
+    assert error["message"].startswith("this model's chat template refuses these messages (") and \
+        named in error["message"] and "\n" not in error["message"], error["message"]
+    assert request(server, "POST", "/v1/chat/completions", two | {"messages": two["messages"][:1]})[0] == 200
+
+    def broken(*args, **kwargs):  # a server bug before the template runs: not the client's to fix
+        raise TypeError("unexpected keyword argument")
+
+    monkeypatch.setattr(tokenizer, "apply_chat_template", broken)
+    status, _, data = request(server, "POST", "/v1/chat/completions", two)
+    assert status == 500 and json.loads(data)["error"]["type"] == "internal_error", data
+
+
 def test_head_metrics_keeps_the_steps_for_the_next_get(server):
     request(server, "POST", "/v1/completions", {"prompt": "abc", "max_tokens": 3, "ignore_eos": True})
     assert request(server, "HEAD", "/metrics")[0] == 200
