@@ -27,14 +27,18 @@ def _base(folder):
 
 
 def _entries(cache, base, tag):
-    """Cache entries of `base` as it is now, written by a run on it (which lists it): its answers in two dtypes, a
-    hidden-state file and a soft-target file."""
+    """Cache entries of `base` as it is now, written by a run on it (which lists it): its answers in two dtypes, the
+    chunks of a teacher-forced pass, a hidden-state file (as versions before session 44 cached that pass) and a
+    soft-target file."""
     ident = base_id(base)
     before = set(cache.iterdir()) if cache.exists() else set()
     with using(cache, base, ident):
         for dtype in ("float32", "bfloat16"):
             (cache / f"distill-{ident}-{dtype}").mkdir()
             (cache / f"distill-{ident}-{dtype}" / "hidden-x.safetensors").write_bytes(b"h" * 1000)
+        chunks = cache / f"hidden-{ident}-bfloat16-{tag}"  # features.hidden_folder
+        chunks.mkdir()
+        write_safetensors(chunks / "00000-of-00002.safetensors", {"x": torch.zeros(4)}, {"base_id": ident})
         for kind in ("hidden", "teacher"):
             write_safetensors(cache / f"{kind}-{tag}.safetensors", {"x": torch.zeros(4)}, {"base_id": ident})
     return sorted(set(cache.iterdir()) - before - {cache / "bases"})
@@ -53,9 +57,9 @@ def test_entries_of_an_earlier_version_of_the_base_are_removed(tmp_path, caplog)
     new = _entries(cache, base, "new")
     with caplog.at_level(logging.WARNING):
         prune_superseded(cache, base)
-    assert len(old) == 4 and not any(p.exists() for p in old)
+    assert len(old) == 5 and not any(p.exists() for p in old)
     assert all(p.exists() for p in new) and unrecorded.exists()
-    assert "removed 4 cache entries of an earlier version of" in caplog.text and "GiB freed" in caplog.text
+    assert "removed 5 cache entries of an earlier version of" in caplog.text and "GiB freed" in caplog.text
 
 
 def test_entries_another_base_folder_can_still_read_or_a_run_is_using_are_kept(tmp_path):
@@ -95,8 +99,11 @@ def test_summary_names_the_folder_and_its_size(tmp_path):
     cache = tmp_path / "cache"
     (cache / "distill-0123456789abcdef-float32").mkdir(parents=True)
     (cache / "teacher-0123456789abcdef.safetensors").write_bytes(b"t" * (2 ** 30 // 100))
+    (cache / "hidden-0123456789abcdef-float32-89abcdef01234567").mkdir()  # a teacher-forced pass's chunks
+    (cache / "hidden-0123456789abcdef-float32-89abcdef01234567" / "00000-of-00001.safetensors").write_bytes(
+        b"h" * (2 ** 30 // 100))
     line = summary(cache)
-    assert line.startswith(f"training cache {cache}: 0.01 GiB in 2 entries") and "delete the folder" in line
+    assert line.startswith(f"training cache {cache}: 0.02 GiB in 3 entries") and "delete the folder" in line
 
 
 def test_train_says_where_the_cache_is_and_removes_an_earlier_bases_entries(tmp_path):

@@ -425,3 +425,17 @@ def test_more_draft_steps_than_a_sequence_holds_are_refused(chat_base, prompts, 
     cfg(62).validate()
     with pytest.raises(ConfigError, match="--predict-n 63 is more draft steps than --max-seq-len 64 holds"):
         cfg(63).validate()
+
+
+def test_the_hidden_state_bar_starts_at_what_an_interrupted_run_cached():
+    """A rerun after an interrupted teacher-forced pass reads the chunks cached so far: its bar starts there, and its
+    rate and ETA count only the examples this run computes (not those read in the first moment)."""
+    from redrafter_trt.cli.train_cmd import _Bars
+    from redrafter_trt.train.loop import Progress
+
+    bars = _Bars()
+    bars(Progress("hidden", 16, 38))
+    bars(Progress("hidden", 17, 38))
+    bar = bars.bars["hidden"]
+    assert (bar.n, bar.total, bar.format_dict["initial"]) == (17, 38, 16)
+    bars.close()

@@ -610,14 +610,13 @@ def test_hidden_state_progress_stops_at_the_total(tmp_path):
     """compute_hidden reported 63 of 4 examples: a batch's row count past the end."""
     from transformers import AutoModelForCausalLM
 
-    from redrafter_trt.train.features import compute_hidden
+    from redrafter_trt.train.features import build_features
 
     model = AutoModelForCausalLM.from_pretrained(make_hf(tmp_path / "base", "llama", vocab_size=128)).eval()
     examples = [Example(tuple(range(1, n)), (False,) + (True,) * (n - 2)) for n in (6, 7, 8, 9)]
-    _, _, anchors, starts = flatten(examples, tail=4)
     seen = []
     model.model.register_forward_hook(lambda *a: seen.append("forward"))
-    compute_hidden(model, examples, starts, anchors, on_batch=lambda d, t: seen.append((d, t)))
+    build_features(examples, 2, tmp_path / "cache", "base", lambda: model, on_batch=lambda d, t: seen.append((d, t)))
     assert seen == [(0, 4), "forward", (4, 4)]  # the bar drawn before the first batch, as distill's
 
 
@@ -665,7 +664,9 @@ def test_runs_sharing_a_hidden_state_cache_write_files_of_their_own(tmp_path, mo
 
     monkeypatch.setattr(features, "write_safetensors", other_run_finishes_meanwhile)
     feats = features.build_features(examples, 2, tmp_path / "cache", "base", lambda: model)
-    assert [f.name for f in (tmp_path / "cache").iterdir()] == [f"hidden-{features.cache_key('base', examples)}.safetensors"]
+    folder = features.hidden_folder(tmp_path / "cache", "base", examples)
+    assert list((tmp_path / "cache").iterdir()) == [folder]
+    assert [f.name for f in folder.iterdir()] == [features.chunk_name(0, 1)]
     assert feats.hidden.shape == (len(feats.anchors), 64)
 
 
@@ -681,7 +682,7 @@ def _dead_pid() -> int:
 def test_a_killed_runs_partial_cache_file_is_removed_by_the_next_write_and_a_live_ones_stays(tmp_path, caplog):
     """A kill -9 (the OOM killer) while the hidden states were written left `.hidden-KEY.safetensors.partial-PID`
     (~100 GB for an 8B base) that no run removed. The next run writing that file removes it, saying so; the partial of
-    a process still running (another torchrun rank, a concurrent run) stays."""
+    a process still running (another torchrun rank, a concurrent run) stays. The same for a chunk's partial."""
     import logging
     import os
 
@@ -692,15 +693,18 @@ def test_a_killed_runs_partial_cache_file_is_removed_by_the_next_write_and_a_liv
     model = AutoModelForCausalLM.from_pretrained(make_hf(tmp_path / "base", "llama", vocab_size=128)).eval()
     examples = [Example(tuple(range(1, n)), (False,) + (True,) * (n - 2)) for n in (6, 7, 8, 9)]
     cache = tmp_path / "cache"
-    cache.mkdir()
-    name = f"hidden-{features.cache_key('base', examples)}.safetensors"
-    killed = cache / f".{name}.partial-{_dead_pid()}"
+    folder = features.hidden_folder(cache, "base", examples)
+    folder.mkdir(parents=True)
+    name = features.chunk_name(0, 1)
+    killed = folder / f".{name}.partial-{_dead_pid()}"
     killed.write_bytes(b"x" * 1000)
-    live = cache / f".{name}.partial-{os.getppid()}"
+    live = folder / f".{name}.partial-{os.getppid()}"
     live.write_bytes(b"y")
+    single = cache / f".hidden-{features.cache_key('base', examples)}.safetensors.partial-{_dead_pid()}"
+    single.write_bytes(b"x" * 1000)  # a version before session 44 wrote the pass in one file
     with caplog.at_level(logging.WARNING, logger="redrafter_trt.output"):
         features.build_features(examples, 2, cache, "base", lambda: model)
-    assert sorted(f.name for f in cache.iterdir()) == sorted([name, live.name])
+    assert sorted(f.name for f in folder.iterdir()) == sorted([name, live.name]) and not single.exists()
     assert any(str(killed) in r.getMessage() and "freed" in r.getMessage() for r in caplog.records)
 
 
@@ -714,14 +718,100 @@ def test_a_killed_runs_partial_cache_file_under_another_key_is_removed_by_the_ne
     model = AutoModelForCausalLM.from_pretrained(make_hf(tmp_path / "base", "llama", vocab_size=128)).eval()
     examples = [Example(tuple(range(1, n)), (False,) + (True,) * (n - 2)) for n in (6, 7)]
     cache = tmp_path / "cache"
-    cache.mkdir()
-    killed = cache / f".hidden-{features.cache_key('base', examples + examples)}.safetensors.partial-{_dead_pid()}"
+    killed = features.hidden_folder(cache, "base", examples + examples) / f".{features.chunk_name(3, 4)}.partial-{_dead_pid()}"
+    killed.parent.mkdir(parents=True)
     killed.write_bytes(b"x" * 1000)
     other = cache / f".teacher-0123.safetensors.partial-{_dead_pid()}"  # not this writer's: left to its own
     other.write_bytes(b"x")
     features.build_features(examples, 2, cache, "base", lambda: model)
-    assert sorted(f.name for f in cache.iterdir()) == sorted([other.name,
-                                                              f"hidden-{features.cache_key('base', examples)}.safetensors"])
+    assert not killed.exists() and other.exists()
+
+
+def _sums(lengths) -> list[Example]:
+    return [Example(tuple(range(1, n)), (False,) + (True,) * (n - 2)) for n in lengths]
+
+
+def test_an_interrupted_teacher_forced_pass_goes_on_after_its_last_whole_chunk(tmp_path, monkeypatch):
+    """The teacher-forced pass (hours and ~100 GB for an 8B base) was written only once it had finished: a Ctrl-C, a
+    SIGTERM or a lost node in it lost everything, and the rerun started it from zero. Its chunks are now written as
+    they finish; a rerun computes only the chunks left, in the batches an uninterrupted run has, and ends with the
+    same cache, byte for byte."""
+    from transformers import AutoModelForCausalLM
+
+    from redrafter_trt.train import features
+
+    monkeypatch.setattr(features, "TOKEN_BUDGET", 20)  # 1 to 3 examples a batch
+    monkeypatch.setattr(features, "CHUNK_TOKENS", 20)  # 2 batches a chunk, 4 chunks
+    model = AutoModelForCausalLM.from_pretrained(make_hf(tmp_path / "base", "llama", vocab_size=128))
+    model = model.to(torch.bfloat16).eval()  # where a row's hidden states depend on the rows batched with it
+    forwards = []
+    model.model.register_forward_hook(lambda *a: forwards.append(1))
+    examples = _sums([6, 9, 7, 12, 8, 10, 6, 11, 9, 7, 8, 13])
+    chunks = features.plan(examples)
+    assert len(chunks) >= 4 and len(chunks[2]) >= 2, chunks
+    whole = features.build_features(examples, 2, tmp_path / "whole", "base", lambda: model)
+
+    kept = sum(len(batch) for chunk in chunks[:2] for batch in chunk)
+
+    def interrupt(done, total):
+        if done > kept:  # the first batch of the third chunk done
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        features.build_features(examples, 2, tmp_path / "cut", "base", lambda: model, on_batch=interrupt)
+    folder = features.hidden_folder(tmp_path / "cut", "base", examples)
+    assert sorted(f.name for f in folder.iterdir()) == [features.chunk_name(c, len(chunks)) for c in (0, 1)]
+
+    forwards.clear()
+    seen = []
+    resumed = features.build_features(examples, 2, tmp_path / "cut", "base", lambda: model,
+                                      on_batch=lambda d, t: seen.append((d, t)))
+    assert len(forwards) == sum(len(chunk) for chunk in chunks[2:])  # the chunks left only
+    assert seen[0] == (kept, len(examples)) and seen[-1] == (len(examples), len(examples))
+    assert torch.equal(resumed.hidden, whole.hidden) and resumed.hidden.dtype == torch.float16
+    done = features.hidden_folder(tmp_path / "whole", "base", examples)
+    assert {f.name: f.read_bytes() for f in folder.iterdir()} == {f.name: f.read_bytes() for f in done.iterdir()}
+    forwards.clear()
+    again = features.build_features(examples, 2, tmp_path / "cut", "base", lambda: pytest.fail("the base ran"))
+    assert torch.equal(again.hidden, whole.hidden)
+
+
+def test_a_chunk_past_float16_keeps_every_row_finite(tmp_path, monkeypatch):
+    """A chunk whose hidden states pass float16's range is kept in float32, and the features are then float32."""
+    from redrafter_trt.train import features
+
+    monkeypatch.setattr(features, "TOKEN_BUDGET", 8)
+    monkeypatch.setattr(features, "CHUNK_TOKENS", 1)
+    examples = _sums([6, 7])
+
+    class Big(torch.nn.Module):  # hidden states of 1e5 at the longest example's positions, 1 elsewhere
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.ones(1))
+            self.model = self
+
+        def forward(self, input_ids, use_cache):
+            scale = 1e5 if input_ids.shape[1] == 6 else 1.0
+            return type("Out", (), {"last_hidden_state": torch.full((*input_ids.shape, 4), scale)})
+
+    feats = features.build_features(examples, 2, tmp_path / "c", "base", Big)
+    assert feats.hidden.dtype == torch.float32 and torch.isfinite(feats.hidden).all()
+    assert feats.hidden.max() == 1e5 and feats.hidden.min() == 1.0
+    reread = features.build_features(examples, 2, tmp_path / "c", "base", lambda: pytest.fail("the base ran"))
+    assert torch.equal(reread.hidden, feats.hidden)
+
+
+def test_hidden_states_an_earlier_version_cached_in_one_file_are_still_read(tmp_path):
+    """Before session 44 the pass was cached in one `hidden-KEY.safetensors` (hours of an 8B base): still read."""
+    from redrafter_trt.io import write_safetensors
+    from redrafter_trt.train import features
+
+    examples = _sums([6, 7])
+    _, _, anchors, _ = flatten(examples, tail=4)
+    hidden = torch.randn(len(anchors), 8).half()
+    write_safetensors(tmp_path / f"hidden-{features.cache_key('base', examples)}.safetensors", {"hidden": hidden})
+    feats = features.build_features(examples, 2, tmp_path, "base", lambda: pytest.fail("the base ran"))
+    assert torch.equal(feats.hidden, hidden)
 
 
 def test_a_killed_distill_runs_partial_batch_file_is_removed_by_the_next_distill(tmp_path, caplog):

@@ -148,15 +148,16 @@ def test_cached_hidden_states_of_inf_or_nan_are_computed_again(tmp_path, caplog)
     first step's loss was NaN and training stopped saying to lower --lr."""
     from transformers import AutoModelForCausalLM
 
-    from redrafter_trt.io import write_safetensors
+    from redrafter_trt.io import read_safetensors, write_safetensors
     from redrafter_trt.train import features
     from redrafter_trt.train.data import Example
 
     model = AutoModelForCausalLM.from_pretrained(make_hf(tmp_path / "base", "llama", vocab_size=128)).eval()
     examples = [Example(tuple(range(1, n)), (False,) + (True,) * (n - 2)) for n in (6, 7)]
     want = features.build_features(examples, 2, tmp_path / "cache", "base", lambda: model).hidden
-    (path,) = (tmp_path / "cache").glob("hidden-*.safetensors")
-    write_safetensors(path, {"hidden": torch.full_like(want, float("nan"))})
+    (path,) = (tmp_path / "cache").glob("hidden-*/*.safetensors")
+    rows = read_safetensors(path)["rows"]
+    write_safetensors(path, {"rows": rows, "hidden": torch.full_like(want, float("nan"))})
     with caplog.at_level("WARNING"):
         got = features.build_features(examples, 2, tmp_path / "cache", "base", lambda: model).hidden
     assert torch.equal(got, want) and "hold inf or NaN" in caplog.text

@@ -24,8 +24,10 @@ class _Bars:
                   "train": "training drafter (steps)"}
         bar = self.bars.get(p.stage)
         if bar is None:
+            # from where a resumed stage starts (a training state's step, hidden states cached by an interrupted
+            # run): its rate and ETA count only what this run does
             bar = self.bars[p.stage] = tqdm(total=p.total, desc=labels[p.stage], unit="", dynamic_ncols=True,
-                                            initial=p.done - 1 if p.stage == "train" else 0)
+                                            initial=p.done - 1 if p.stage == "train" else p.done)
         bar.update(p.done - bar.n)
         if p.stats is not None:
             bar.set_postfix_str(f"loss {p.stats.loss:.3f} top1 {'/'.join(f'{a:.2f}' for a in p.stats.top1)} "

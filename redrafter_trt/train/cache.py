@@ -1,10 +1,10 @@
 """The training cache (--cache-dir; default <cache root>/train): `distill-BASE-DTYPE/` folders of the base's answers
-and their hidden states, `hidden-KEY.safetensors` (teacher-forced hidden states of reference answers) and
-`teacher-KEY.safetensors` (soft targets). Everything in it is recomputed when missing, so deleting any of it is safe
-between runs.
+and their hidden states, `hidden-BASE-DTYPE-KEY/` folders of teacher-forced hidden states of reference answers, one
+file per chunk of the pass (`hidden-KEY.safetensors` before session 44) and `teacher-KEY.safetensors` (soft targets).
+Everything in it is recomputed when missing, so deleting any of it is safe between runs.
 
-Each entry belongs to one base id (dataset.base_id: the base's config, weight files and tokenizer): a distill folder
-names it, the other files carry it in their safetensors metadata (`base_id`). `bases/ID.txt` lists the base folders
+Each entry belongs to one base id (dataset.base_id: the base's config, weight files and tokenizer): a folder names
+it, the files carry it in their safetensors metadata (`base_id`). `bases/ID.txt` lists the base folders
 that used an id; a run holds `bases/ID.lock` shared while it reads and writes the id's entries. When every folder listed
 for an id now has another id (re-saved, fixed: its entries can never be read again for them), a run on one of those
 folders removes the id's entries once its own drafter is written, unless a run holds the lock.
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 
 REGISTRY = "bases"
 FILES = ("hidden-*.safetensors", "teacher-*.safetensors")
+FOLDERS = ("distill-{}-*", "hidden-{}-*")  # an id's folders: its answers, its teacher-forced chunks
 
 
 def _lock(cache_dir: Path, ident: str) -> int:
@@ -100,7 +101,7 @@ def prune_superseded(cache_dir: Path, base: Path) -> None:
                 log.info("kept the cached answers and hidden states of an earlier version of %s: a run may be using "
                          "them", base)
                 continue
-            entries = [p for p in cache_dir.glob(f"distill-{ident}-*") if p.is_dir()]
+            entries = [p for pattern in FOLDERS for p in cache_dir.glob(pattern.format(ident)) if p.is_dir()]
             entries += [p for pattern in FILES for p in cache_dir.glob(pattern) if file_base_id(p) == ident]
             size = sum(disk_size(p) for p in entries)
             for p in entries:
@@ -118,7 +119,7 @@ def prune_superseded(cache_dir: Path, base: Path) -> None:
 def summary(cache_dir: Path) -> str:
     """Where the cache is, how big, and how to free it: one line."""
     cache_dir = Path(cache_dir)
-    entries = [p for pattern in ("distill-*", *FILES) for p in cache_dir.glob(pattern)]
+    entries = [p for pattern in (*(f.format("*") for f in FOLDERS), *FILES) for p in cache_dir.glob(pattern)]
     size = sum(disk_size(p) for p in entries)
     return (f"training cache {cache_dir}: {size / 2 ** 30:.2f} GiB in {len(entries)} entries (answers, hidden states "
             f"and soft targets, reused by later runs on the same base and data; delete the folder, or entries in it, "

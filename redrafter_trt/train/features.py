@@ -5,7 +5,10 @@ Layout (`Features`): every example's tokens are concatenated, each followed by o
 False) so that no draft window crosses into the next example; `anchors` are the flat positions t whose next
 two tokens are assistant tokens (the only positions a drafter step can learn from, and the positions the
 runtime drafts from: t = the last accepted token, t+1 = the guaranteed token); `hidden` holds the base's last
-hidden state (after the final norm) at each anchor, in float16 unless that overflows.
+hidden state (after the final norm) at each anchor, in float16 unless that overflows (float32 then).
+
+The teacher-forced pass (reference answers; distilled ones carry theirs) is cached chunk by chunk, each chunk written
+whole as soon as it is done: an interrupted pass (hours for an 8B base) goes on after its last chunk when rerun.
 """
 
 from __future__ import annotations
@@ -101,69 +104,179 @@ def _assemble(examples: list[Example], starts: list[int], anchors: torch.Tensor)
     return out
 
 
+TOKEN_BUDGET = 4096  # tokens a teacher-forced batch holds (longest example x rows)
+# examples' tokens a cached chunk of hidden states covers: a pass interrupted (Ctrl-C, SIGTERM, a lost node) loses the
+# chunk under way only: at most 1 GB of an 8B base's float16 rows (a 100 GB pass is ~100 files), about 6 minutes of
+# SmolLM2-135M in float32 on one CPU thread (390 tokens/s, session 44)
+CHUNK_TOKENS = 1 << 17
+
+
+def plan(examples: list[Example]) -> list[list[list[int]]]:
+    """The teacher-forced pass as chunks of batches of example indices: longest examples first, batches of about
+    TOKEN_BUDGET tokens, chunks of about CHUNK_TOKENS. A function of the examples alone: a rerun after an
+    interruption computes the chunks left in the batches an uninterrupted run would have (in bfloat16 a row's hidden
+    states depend on the rows batched with it)."""
+    order = sorted(range(len(examples)), key=lambda i: -len(examples[i].ids))
+    chunks, chunk, tokens, b = [], [], 0, 0
+    while b < len(order):
+        n = max(1, TOKEN_BUDGET // max(len(examples[order[b]].ids), 1))
+        chunk.append(order[b: b + n])
+        tokens += sum(len(examples[i].ids) for i in chunk[-1])
+        b += n
+        if tokens >= CHUNK_TOKENS or b >= len(order):
+            chunks.append(chunk)
+            chunk, tokens = [], 0
+    return chunks
+
+
+def _rows(examples: list[Example], starts: list[int], anchors: torch.Tensor, i: int) -> torch.Tensor:
+    """The anchor indices (rows of Features.hidden) in example i (anchors are sorted: a contiguous range)."""
+    lo, hi = torch.searchsorted(anchors, torch.tensor([starts[i], starts[i] + len(examples[i].ids)])).tolist()
+    return torch.arange(lo, hi)
+
+
 @torch.inference_mode()
-def compute_hidden(model, examples: list[Example], starts: list[int], anchors: torch.Tensor, *,
-                   token_budget: int = 4096, on_batch: Callable[[int, int], None] | None = None) -> torch.Tensor:
-    """Base last hidden states at the anchors [Na, H] (float32), in batches of about `token_budget` tokens.
+def compute_hidden(model, examples: list[Example], starts: list[int], anchors: torch.Tensor, batches: list[list[int]],
+                   on_batch: Callable[[int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows [n] of the anchors in `batches`' examples, in batch order, and the base's last hidden states there
+    [n, H] (float32). on_batch(examples) follows each batch.
 
     Right padding needs no attention mask: attention is causal, so real positions never see the padding.
     """
     device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
-    H = model.config.hidden_size
-    out = torch.zeros((len(anchors), H), dtype=torch.float32)
-    order = sorted(range(len(examples)), key=lambda i: -len(examples[i].ids))
-    b = 0
-    if on_batch:  # the bar from the start, as distill's
-        on_batch(0, len(order))
-    while b < len(order):
-        longest = len(examples[order[b]].ids)
-        n = max(1, token_budget // max(longest, 1))
-        batch = order[b: b + n]
+    rows, hidden = [], []
+    for batch in batches:
+        longest = max(len(examples[i].ids) for i in batch)
         ids = torch.zeros((len(batch), longest), dtype=torch.long)
         for r, i in enumerate(batch):
             ids[r, : len(examples[i].ids)] = torch.tensor(examples[i].ids)
         h = model.model(input_ids=ids.to(device), use_cache=False).last_hidden_state.float().cpu()
-        for r, i in enumerate(batch):  # anchors are sorted: example i owns rows lo:hi
-            lo, hi = torch.searchsorted(anchors, torch.tensor([starts[i], starts[i] + len(examples[i].ids)])).tolist()
-            out[lo:hi] = h[r, anchors[lo:hi] - starts[i]]
-        b += n
+        for r, i in enumerate(batch):
+            rows.append(_rows(examples, starts, anchors, i))
+            hidden.append(h[r, anchors[rows[-1]] - starts[i]])
         if on_batch:
-            on_batch(min(b, len(order)), len(order))
+            on_batch(len(batch))
+    out = torch.cat(hidden)
     if not torch.isfinite(out).all():  # else the first step's loss is NaN, and the error blames --lr
         raise TensorError(f"the base's hidden states hold inf or NaN (computed in "
                           f"{str(dtype).removeprefix('torch.')}): its weights are broken or overflow there: check the "
                           f"base, or pass --base-dtype float32")
-    return out
+    return torch.cat(rows), out
+
+
+def hidden_folder(cache_dir: Path, base_id: str, examples: list[Example]) -> Path:
+    """Where the teacher-forced hidden states of `examples` are cached, one file per chunk of `plan`: named by the base
+    id (`base_id` is base_key's "ID-DTYPE"), as distill folders are, for cache.prune_superseded."""
+    return Path(cache_dir) / f"hidden-{base_id}-{cache_key(base_id, examples)}"
+
+
+def chunk_name(i: int, n: int) -> str:
+    return f"{i:05d}-of-{n:05d}.safetensors"
+
+
+def _read_chunk(path: Path, rows: torch.Tensor) -> torch.Tensor | None:
+    """A cached chunk's hidden states, or None (said) when it is not the chunk expected (another plan's), unreadable,
+    or holds inf or NaN (cached before a base computing them was refused: reused, the first step's loss was NaN and
+    the error blamed --lr; computed again, a broken base is named with its fix)."""
+    try:
+        saved = read_safetensors(path)
+    except TensorError as e:
+        log.warning("%s: computing it again", e)
+        return None
+    hidden = saved.get("hidden")
+    if hidden is None or not torch.equal(saved.get("rows", torch.empty(0)), rows) or hidden.shape[0] != len(rows):
+        log.warning("cached hidden states %s are not those of these examples' chunk: computing them again", path)
+        return None
+    if not torch.isfinite(hidden).all():
+        log.warning("cached hidden states %s hold inf or NaN: computing them again", path)
+        return None
+    return hidden
+
+
+class _Rows:
+    """Features.hidden as its chunks arrive: float16, float32 from the first chunk kept in it (float16 overflows)."""
+
+    def __init__(self, n: int):
+        self.n, self.out = n, None
+
+    def put(self, rows: torch.Tensor, hidden: torch.Tensor) -> None:
+        if self.out is None:
+            self.out = torch.zeros((self.n, hidden.shape[1]), dtype=hidden.dtype)
+        elif self.out.dtype != hidden.dtype:
+            self.out = self.out.to(torch.promote_types(self.out.dtype, hidden.dtype))
+        self.out[rows] = hidden.to(self.out.dtype)
+
+
+def _legacy(cache_dir: Path, base_id: str, examples: list[Example], n: int) -> torch.Tensor | None:
+    """The hidden states a version before session 44 cached in one file, `hidden-KEY.safetensors`, written only at the
+    end of the pass (hours for an 8B base): still read."""
+    path = Path(cache_dir) / f"hidden-{cache_key(base_id, examples)}.safetensors"
+    if not path.exists():
+        return None
+    hidden = read_safetensors(path)["hidden"]
+    if hidden.shape[0] == n and torch.isfinite(hidden).all():
+        log.info("reusing cached hidden states %s", path)
+        return hidden
+    if hidden.shape[0] == n:
+        log.warning("cached hidden states %s hold inf or NaN: computing them again", path)
+    return None
 
 
 def build_features(examples: list[Example], predict_n: int, cache_dir: Path, base_id: str, load_model: Callable,
                    on_batch: Callable[[int, int], None] | None = None) -> Features:
-    """Features for `examples`: from the hidden states they carry (distilled data), else read from `cache_dir`
-    when computed before for the same base and tokens, else computed with the base and cached."""
+    """Features for `examples`: from the hidden states they carry (distilled data), else computed with the base, chunk
+    by chunk (`plan`), each chunk cached in `hidden_folder` as soon as it is done; a chunk cached before (a run
+    interrupted, or another run on the same base and tokens) is read, not computed. on_batch(examples done, total)
+    precedes the first batch computed, counting those read, and follows each."""
     tokens, mask, anchors, starts = flatten(examples, tail=predict_n + 2)
     if all(ex.hidden is not None for ex in examples):
         return Features(tokens, mask, anchors, _assemble(examples, starts, anchors))
-    path = Path(cache_dir) / f"hidden-{cache_key(base_id, examples)}.safetensors"
-    if path.exists():
-        hidden = read_safetensors(path)["hidden"]
-        if hidden.shape[0] == len(anchors) and torch.isfinite(hidden).all():
-            log.info("reusing cached hidden states %s", path)
-            return Features(tokens, mask, anchors, hidden)
-        if hidden.shape[0] == len(anchors):  # cached before a base computing them was refused: reused, the first
-            # step's loss was NaN and the error blamed --lr; computed again, a broken base is named with its fix
-            log.warning("cached hidden states %s hold inf or NaN: computing them again", path)
-    start = time.perf_counter()
-    hidden = compute_hidden(load_model(), examples, starts, anchors, on_batch=on_batch)
-    ntok = sum(len(ex.ids) for ex in examples)
-    log.info("teacher-forced %d tokens in %.0f s (%.0f tokens/s)", ntok, time.perf_counter() - start,
-             ntok / max(time.perf_counter() - start, 1e-9))
-    half = hidden.half()
-    if torch.isfinite(half).all():
-        hidden = half
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # every key's, not only this one's (atomic_file's): the run after an out-of-memory kill mid-write usually has fewer
-    # examples, another key, and the killed run's partial (~100 GB for an 8B base) was never removed
-    sweep_partials(path.parent, "hidden-*.safetensors")
-    with atomic_file(path) as tmp:  # a name of this run's own: runs sharing the cache once wrote one `.partial`
-        write_safetensors(tmp, {"hidden": hidden}, file_metadata(base_id))
-    return Features(tokens, mask, anchors, hidden)
+    legacy = _legacy(cache_dir, base_id, examples, len(anchors))
+    if legacy is not None:
+        return Features(tokens, mask, anchors, legacy)
+    folder, chunks = hidden_folder(cache_dir, base_id, examples), plan(examples)
+    out, todo, reused = _Rows(len(anchors)), [], 0
+    for c, batches in enumerate(chunks):
+        rows = torch.cat([_rows(examples, starts, anchors, i) for batch in batches for i in batch])
+        path = folder / chunk_name(c, len(chunks))
+        hidden = _read_chunk(path, rows) if path.exists() else None
+        if hidden is None:
+            todo.append((path, batches))
+        else:
+            out.put(rows, hidden)
+            reused += sum(map(len, batches))
+    if not todo:
+        log.info("reusing cached hidden states %s", folder)
+        return Features(tokens, mask, anchors, out.out)
+    # partials a killed run left, in every folder (the run after an out-of-memory kill usually has fewer examples,
+    # another key) and in the cache itself (the single files of versions before session 44)
+    sweep_partials(Path(cache_dir), "hidden-*.safetensors")
+    for other in Path(cache_dir).glob("hidden-*"):
+        if other.is_dir():
+            sweep_partials(other, "*.safetensors")
+    model = load_model()
+    log.info("teacher-forcing %d of %d examples (%d cached) into %s", len(examples) - reused, len(examples), reused,
+             folder)
+    start, done = time.perf_counter(), reused
+    if on_batch:  # the bar from the start, as distill's, with what was read
+        on_batch(done, len(examples))
+
+    def batch_done(n: int) -> None:
+        nonlocal done
+        done += n
+        if on_batch:
+            on_batch(done, len(examples))
+
+    for path, batches in todo:
+        rows, hidden = compute_hidden(model, examples, starts, anchors, batches, batch_done)
+        half = hidden.half()
+        if torch.isfinite(half).all():
+            hidden = half
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path) as tmp:  # a name of this run's own: runs sharing the cache once wrote one `.partial`
+            write_safetensors(tmp, {"rows": rows, "hidden": hidden}, file_metadata(base_id))
+        out.put(rows, hidden)
+    ntok = sum(len(examples[i].ids) for _, batches in todo for batch in batches for i in batch)
+    secs = time.perf_counter() - start
+    log.info("teacher-forced %d tokens in %.0f s (%.0f tokens/s)", ntok, secs, ntok / max(secs, 1e-9))
+    return Features(tokens, mask, anchors, out.out)
