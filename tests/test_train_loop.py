@@ -636,3 +636,32 @@ def test_an_interruption_before_the_first_saved_step_says_to_rerun_without_resum
         train_drafter(_cfg(chat_base, qa_file, tmp_path), on_progress=lambda p: p.stage == stage and ctrl_c())
     assert "interrupted before the first training step was saved: rerun without --resume" in caplog.text
     assert not _cfg(chat_base, qa_file, tmp_path).state_path.exists()
+
+
+@pytest.mark.parametrize("stage", ["hidden", "first step"])
+def test_a_resumed_run_interrupted_before_its_first_step_says_to_resume_again(chat_base, qa_file, tmp_path, caplog,
+                                                                              monkeypatch, stage):
+    """A resumed run that had to cache the base's hidden states again (its cache deleted, or on another machine:
+    hours for an 8B base), interrupted there or in its first step, said only 'interrupted': not that its state was
+    kept, nor to --resume again. It now says both, in one line."""
+    import shutil
+
+    from redrafter_trt.train import loop
+
+    def ctrl_c(*a, **k):
+        raise KeyboardInterrupt
+
+    cfg = _cfg(chat_base, qa_file, tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        train_drafter(cfg, on_progress=lambda p: p.stage == "train" and p.done == 6 and ctrl_c())
+    shutil.rmtree(cfg.cache_dir)
+    cfg.resume = True
+    if stage == "first step":
+        monkeypatch.setattr(loop, "drafter_step", ctrl_c)
+    caplog.clear()
+    with pytest.raises(KeyboardInterrupt), caplog.at_level("WARNING"):
+        train_drafter(cfg, on_progress=lambda p: p.stage == stage and ctrl_c())
+    said = [r.getMessage() for r in caplog.records if r.name == "redrafter_trt.train.loop"]
+    assert said == [f"interrupted before training went on from {cfg.state_path}: rerun with --resume (that state is "
+                    f"kept, and the answers and hidden states cached so far in {cfg.cache_dir} are reused)"]
+    assert torch.load(cfg.state_path, weights_only=True)["step"] == 6

@@ -193,6 +193,7 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
     """Train a drafter for `cfg.base` and write it to `cfg.output` (Apple layout, predict_n recorded).
     Returns the output folder; its config.json `producer` block holds the held-out accuracy."""
     cfg.validate()
+    said: list[str] = []  # what _train said on an interruption (the state it saved)
     with _process_group(cfg.device) as (rank, world):
         device = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if world > 1 and cfg.device.startswith("cuda")
                               else cfg.device)
@@ -201,18 +202,25 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
             # fork_rng: train seeds torch's random state, the caller's comes back after; in_use: the cache entries
             # this run reads are held (cache.using) until it ends
             with torch.random.fork_rng(devices=gpu), contextlib.ExitStack() as in_use:
-                return _train(cfg, rank, world, device, on_progress, in_use)
-        except KeyboardInterrupt:  # before any state was saved (distilling, caching hidden states, the first step):
-            # once only 'interrupted', and the --resume that a later interruption asks for was then refused
-            if rank == 0 and not cfg.resume and not cfg.state_path.exists():
-                log.warning("interrupted before the first training step was saved: rerun without --resume (the "
-                            "answers and hidden states cached so far in %s are reused)", cfg.cache_dir)
+                return _train(cfg, rank, world, device, on_progress, in_use, said)
+        except KeyboardInterrupt:  # before this run saved a state (distilling, caching hidden states, the first step):
+            # once only 'interrupted', and the --resume that a later interruption asks for was then refused; a resumed
+            # run said nothing either
+            if rank == 0 and not said:
+                if cfg.resume:
+                    log.warning("interrupted before training went on from %s: rerun with --resume (that state is "
+                                "kept, and the answers and hidden states cached so far in %s are reused)",
+                                cfg.state_path, cfg.cache_dir)
+                else:
+                    log.warning("interrupted before the first training step was saved: rerun without --resume (the "
+                                "answers and hidden states cached so far in %s are reused)", cfg.cache_dir)
             raise
 
 
 def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
-           on_progress: Callable[[Progress], None] | None, in_use: contextlib.ExitStack) -> Path:
-    """`train_drafter` as torchrun's rank `rank` of `world` (0 of 1 without torchrun)."""
+           on_progress: Callable[[Progress], None] | None, in_use: contextlib.ExitStack, said: list[str]) -> Path:
+    """`train_drafter` as torchrun's rank `rank` of `world` (0 of 1 without torchrun); on an interruption, what it said
+    (the state saved, and to resume) is added to `said`."""
     from ..hf_model import load_causal_lm
 
     base_config = json.loads((cfg.base / "config.json").read_text())
@@ -334,6 +342,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
                 _save_state(cfg, drafter, head, opt, done, same)
                 log.warning("interrupted: state saved after step %d in %s; pass --resume to continue", done,
                             cfg.state_path)
+                said.append("saved")
         raise
     saved = False
     try:
@@ -373,6 +382,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
         if saved:
             log.warning("interrupted after training: state saved after step %d in %s; pass --resume to evaluate and "
                         "write the drafter without training again", total, cfg.state_path)
+            said.append("saved")
         raise
     if world > 1:
         with _peers():
