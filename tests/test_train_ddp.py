@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from redrafter_trt.drafter import load_drafter
@@ -286,3 +287,33 @@ def test_ranks_gradients_are_one_processs_on_the_global_batch(tmp_path):
         torch.testing.assert_close(got0, want, rtol=1e-4, atol=1e-6)
     top1 = ((a["correct"] + b["correct"]) / (a["valid"] + b["valid"])).tolist()
     assert a["top1"] == b["top1"] == top1 != (a["correct"] / a["valid"]).tolist()
+
+
+NODES = """
+import os, sys
+os.chdir(os.path.join(sys.argv[1], "node" + os.environ["RANK"]))  # each rank on a node of its own: no shared disk
+from redrafter_trt.cli import main
+main(["train", "--base", sys.argv[2], "--data", sys.argv[1] + "/qa.jsonl", "--output", "out", "--cache-dir", "cache",
+      "--max-steps", "8", "--predict-n", "2", "--resume"])
+"""
+
+
+@pytest.mark.parametrize("other", [None, 3])
+def test_a_rank_that_cannot_find_rank_0s_state_stops_the_resume_in_one_line(tmp_path, other):
+    """Only rank 0 writes the training state, and every rank reads it at the same path: with --resume on nodes that
+    share no disk, rank 1 found none and said to run without --resume (which deletes rank 0's state and its steps),
+    or found another run's (other steps than rank 0's). Every rank now stops, naming the reason and the fix."""
+    base = twenty_sums(tmp_path)
+    for rank, step in ((0, 5), (1, other)):
+        (tmp_path / f"node{rank}").mkdir()
+        if step is not None:
+            torch.save({"step": step}, tmp_path / f"node{rank}" / "out.train-state.pt")
+    proc = torchrun(NODES, tmp_path, base, fails=True)
+    has = "none" if other is None else f"one after step {other}"
+    line = (f"error: --resume: torchrun's rank 0 has the training state after step 5 at out.train-state.pt, but at "
+            f"that path rank 1 has {has}: every rank reads it there on its own node and only rank 0 writes it, so put "
+            f"--output on a file system every node shares (or copy the file to that path on each node), then rerun "
+            f"with --resume")
+    assert proc.stderr.count(line) == 2, proc.stderr[-3000:]
+    assert "run without --resume" not in proc.stderr
+    assert proc.stderr.count("Traceback") == 1  # torchrun's own, of ChildFailedError: none of a rank

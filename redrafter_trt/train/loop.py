@@ -230,6 +230,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
     options = _options(cfg, device, world)
     if cfg.resume:  # refused now, not after distilling anew for the changed options (or reading every cached
         # hidden state for a changed drafter shape or --max-steps)
+        if world > 1:
+            _same_state_on_every_rank(cfg, rank, world)
         known = {"arch": _arch(cfg, base_config), **({"total": cfg.max_steps} if cfg.max_steps else {})}
         _refuse_other(cfg, _read_state(cfg, mmap=True), {**options, **known})
     cache_dir = cfg.cache_dir
@@ -509,6 +511,24 @@ def _remove_earlier_state(cfg: TrainConfig) -> None:
         log.info("removing %s, the state of an earlier run", cfg.state_path)
     cfg.state_path.unlink()
     _pending(cfg).unlink(missing_ok=True)
+
+
+def _same_state_on_every_rank(cfg: TrainConfig, rank: int, world: int) -> None:
+    """Every torchrun rank loads the state from `cfg.state_path` on its own node, and only rank 0 writes it: a rank on
+    a node that does not share rank 0's disk found none there and said to run without --resume (which deletes rank 0's
+    state), or could find another run's and take other steps than rank 0. Refused on every rank, in one line, unless
+    each holds rank 0's step (rank 0 without a state: the usual error, `_read_state`'s)."""
+    steps = torch.zeros(world, dtype=torch.long)
+    steps[rank] = int(_read_state(cfg, mmap=True)["step"]) if cfg.state_path.exists() else -1
+    _all_reduce(steps)
+    first, steps = int(steps[0]), steps.tolist()
+    odd = [f"rank {r} has " + ("none" if step < 0 else f"one after step {step}") for r, step in enumerate(steps)
+           if step != first]
+    if first >= 0 and odd:
+        raise ConfigError(f"--resume: torchrun's rank 0 has the training state after step {first} at "
+                          f"{cfg.state_path}, but at that path {', '.join(odd)}: every rank reads it there on its own "
+                          f"node and only rank 0 writes it, so put --output on a file system every node shares (or "
+                          f"copy the file to that path on each node), then rerun with --resume")
 
 
 def _read_state(cfg: TrainConfig, mmap: bool = False) -> dict:
