@@ -12,11 +12,16 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import multiprocessing
 import os
 import pickle
+import signal
 import sys
 import tempfile
+import threading
+import traceback
 from dataclasses import dataclass
+from multiprocessing.connection import wait
 
 import torch
 import torch.distributed as dist
@@ -131,19 +136,65 @@ def rank_device(device: str, tp_rank: int) -> str:
     return f"cuda:{tp_rank}" if device.startswith("cuda") else device
 
 
-def _worker(tp_rank: int, tp_size: int, port: int, device: str, fn, args, result_path: str) -> None:
-    group = join(tp_rank, tp_size, port, device)
+def die_with_parent(parent: int) -> None:
+    """Linux: this process gets SIGKILL when the thread of `parent` (its pid) that started it ends, however it ends
+    (a kill -9 too), rather than run on, holding its memory or GPU, for a parent that will never read its answer;
+    elsewhere it ends when its pipe or collective does. A parent already gone: exits now."""
     try:
-        try:
-            result = ("ok", fn(group, *args))
-        except RedrafterError as e:  # the user's mistake (or this rank's own file): hand it to the parent as is
-            result = ("error", e)
-        if tp_rank == 0 or result[0] == "error":  # before the group ends: the peers fail on its end
-            keep_result(result_path, tp_rank, result)
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux
+        return
+    if os.getppid() != parent:  # it died before the prctl: no signal will come
+        os._exit(1)
+
+
+@contextlib.contextmanager
+def children_ignore_sigint():
+    """Processes started meanwhile begin with SIGINT ignored (an ignored signal is inherited through exec, and Python
+    then installs no KeyboardInterrupt handler): a Ctrl-C that reaches the whole process group while a rank imports
+    torch printed that rank's KeyboardInterrupt traceback. The rank takes SIGINT back once started (`_worker`). This
+    thread blocks SIGINT meanwhile, so that the Ctrl-C is held for it, not dropped. Main thread only (the only one that
+    may set a handler) with a handler set from Python; elsewhere nothing changes."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous is None:
+        yield
+        return
+    # each call below may raise a KeyboardInterrupt that came meanwhile (Python checks for signals as it returns):
+    # whatever was changed by then is restored
+    was_blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        yield
     finally:
-        dist.destroy_process_group()
-    if result[0] == "error":  # a failed exit: mp.spawn ends the other ranks, which an NCCL collective would hold
-        sys.exit(1)             # for its whole timeout (gloo's fails as this process's sockets close)
+        try:
+            signal.signal(signal.SIGINT, previous)
+        finally:
+            if not was_blocked:  # a Ctrl-C that came meanwhile: KeyboardInterrupt now
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def _worker(tp_rank: int, tp_size: int, port: int, device: str, fn, args, result_path: str, parent: int) -> None:
+    die_with_parent(parent)
+    # SIGINT's default action from now on: a Ctrl-C to the process group ends this rank at once, even inside a
+    # collective (launch stops the others, and says interrupted); one sent to this rank alone is a PeerError there
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        group = join(tp_rank, tp_size, port, device)
+        try:
+            try:
+                result = ("ok", fn(group, *args))
+            except RedrafterError as e:  # the user's mistake (or this rank's own file): hand it to the parent as is
+                result = ("error", e)
+            if tp_rank == 0 or result[0] == "error":  # before the group ends: the peers fail on its end
+                keep_result(result_path, tp_rank, result)
+        finally:
+            dist.destroy_process_group()
+    except Exception:  # a bug here, or a collective failing as another rank ended: launch tells which
+        keep_result(result_path, tp_rank, ("crash", traceback.format_exc()))
+        os._exit(1)
+    if result[0] == "error":  # a failed exit: launch ends the other ranks, which an NCCL collective would hold
+        os._exit(1)           # for its whole timeout (gloo's fails as this process's sockets close)
 
 
 def keep_result(result_path: str, tp_rank: int, result: tuple) -> None:
@@ -152,37 +203,99 @@ def keep_result(result_path: str, tp_rank: int, result: tuple) -> None:
         pickle.dump(result, f)
 
 
-def first_error(result_path: str, tp_size: int) -> RedrafterError | None:
-    """The RedrafterError of the lowest rank that wrote one (keep_result)."""
-    for r in range(tp_size):
-        with contextlib.suppress(OSError, EOFError, pickle.UnpicklingError):  # none, or cut short by a kill
-            with open(f"{result_path}{r}", "rb") as f:
-                status, value = pickle.load(f)
-            if status == "error":
-                return value
+def read_result(result_path: str, tp_rank: int) -> tuple | None:
+    """What a rank wrote (keep_result), or None: nothing, or cut short by a kill."""
+    with contextlib.suppress(OSError, EOFError, pickle.UnpicklingError):
+        with open(f"{result_path}{tp_rank}", "rb") as f:
+            return pickle.load(f)
     return None
+
+
+def first_error(result_path: str, tp_size: int, status: str = "error"):
+    """The RedrafterError of the lowest rank that wrote one (keep_result); status="crash": the traceback text of the
+    lowest rank that failed otherwise."""
+    for r in range(tp_size):
+        result = read_result(result_path, r)
+        if result is not None and result[0] == status:
+            return result[1]
+    return None
+
+
+INTERRUPTS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
+# why a rank that a signal ended was sent it, and what to do, by signal (others: a crash in native code)
+SIGNAL_HINTS = {"SIGKILL": "(the out-of-memory killer?): free memory, or decode fewer prompts at once"} | {
+    name: "sent to that process alone: the other ranks cannot go on without it; stop a run with Ctrl-C, or a signal "
+          "to the process that started the ranks" for name in INTERRUPTS}
+CRASH_HINT = "(a crash in native code?): run again, and report it with the command if it happens again"
+
+
+def rank_ended(tp_rank: int, exitcode: int) -> PeerError:
+    """The one-line error of a rank that a signal ended (exit code -signal)."""
+    try:
+        name = signal.Signals(-exitcode).name
+    except ValueError:
+        name = f"signal {-exitcode}"
+    return PeerError(f"tp rank {tp_rank} was killed by {name} {SIGNAL_HINTS.get(name, CRASH_HINT)}")
+
+
+def _wait_for_failure(procs: list) -> dict[int, int]:
+    """Wait until every rank has ended: {} when all exited 0, or as soon as one failed, {rank: exit code} of those
+    ended by then (the first to fail is the cause; the others may be failing on its end)."""
+    running = {p.sentinel: p for p in procs}
+    while running:
+        for sentinel in wait(list(running)):
+            running.pop(sentinel).join()
+        failed = {r: p.exitcode for r, p in enumerate(procs) if p.exitcode not in (None, 0)}
+        if failed:
+            return failed
+    return {}
+
+
+def _end(procs: list) -> None:
+    """Kill the ranks still running (they would wait in a collective for their peers) and reap them all."""
+    for p in procs:
+        if p.pid is not None and p.exitcode is None:
+            p.kill()
+    for p in procs:
+        if p.pid is not None:
+            p.join(timeout=30)
+
+
+def _failure(result_path: str, tp_size: int, failed: dict[int, int]) -> Exception:
+    """What to raise for ranks that failed: a rank's RedrafterError, a rank a signal ended (PeerError), or a rank's
+    own failure with its traceback (a bug)."""
+    if (error := first_error(result_path, tp_size)) is not None:
+        return error
+    for r, code in sorted(failed.items()):
+        if code < 0:
+            return rank_ended(r, code)
+    if (trace := first_error(result_path, tp_size, "crash")) is not None:
+        return RuntimeError(f"a tp rank failed:\n{trace}")
+    r, code = min(failed.items())
+    return RuntimeError(f"tp rank {r} exited with code {code}")
 
 
 def launch(fn, tp_size: int, *args, device: str = "cpu"):
     """Run `fn(group, *args)` in tp_size spawned processes; return rank 0's result, or re-raise the RedrafterError of
     the lowest rank that raised one (a rank killed by a signal: PeerError). `fn` must be a module-level function;
-    its result is pickled through a temporary file."""
-    import torch.multiprocessing as mp
-
+    its result is pickled through a temporary file. KeyboardInterrupt (Ctrl-C, SIGTERM through the CLI) kills every
+    rank at once and is raised; so does any other exception here."""
+    ctx = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory(prefix="redrafter-tp-") as tmp:
         path = os.path.join(tmp, "result")
         store = meeting_store()  # held here until every rank has ended
+        procs = [ctx.Process(target=_worker, args=(r, tp_size, store.port, device, fn, args, path, os.getpid()),
+                             daemon=True, name=f"redrafter-tp-rank{r}") for r in range(tp_size)]
         try:
-            mp.spawn(_worker, args=(tp_size, store.port, device, fn, args, path), nprocs=tp_size, join=True)
-        except Exception as e:  # a rank that refused (a broken rank file of its own) ended the group: the others crashed
-            if (error := first_error(path, tp_size)) is not None:
-                raise error from None
-            if isinstance(e, mp.ProcessExitedException) and e.signal_name:  # the kernel's OOM killer, a kill -9
-                raise PeerError(f"tp rank {e.error_index} was killed by {e.signal_name} (the out-of-memory killer?): "
-                                f"free memory, or decode fewer prompts at once") from None
-            raise
-        with open(path + "0", "rb") as f:
-            status, value = pickle.load(f)
+            with children_ignore_sigint():
+                for p in procs:
+                    p.start()
+            failed = _wait_for_failure(procs)
+        finally:
+            _end(procs)
+        if failed:
+            raise _failure(path, tp_size, failed)
+        status, value = read_result(path, 0)
     if status == "error":
         raise value
     return value

@@ -1,0 +1,185 @@
+"""Interrupting and losing tensor-parallel ranks, on real processes (tiny tp=2 checkpoints on CPU): Ctrl-C to the
+whole process group of `run --tp 2`, a signal to one rank alone, and the process that started the ranks killed.
+Linux (/proc, PR_SET_PDEATHSIG); every test kills what it left."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from test_bench import save_byte_tokenizer
+from test_runtime_support import checkpoint
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+ROOT = str(Path(__file__).resolve().parents[1])
+ENV = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+    except OSError:
+        return ""
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _ranks(pid: int) -> list[int]:
+    """The rank processes a process started (multiprocessing's resource tracker left out)."""
+    return sorted(c for c in _children(pid) if "spawn_main" in _cmdline(c))
+
+
+def _takes_sigint(pid: int) -> bool:
+    """Whether the process no longer ignores SIGINT: a rank that has started (tp._worker)."""
+    try:
+        line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("SigIgn"))
+    except (OSError, StopIteration):
+        return False
+    return not int(line.split()[1], 16) & (1 << (signal.SIGINT - 1))
+
+
+def _decoding(ranks: list[int]) -> bool:
+    """Whether the ranks have started (SIGINT taken) and imported torch: a tiny checkpoint then loads at once."""
+    def torch_loaded(pid):
+        try:
+            return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+        except OSError:
+            return False
+    return all(_takes_sigint(r) and torch_loaded(r) for r in ranks)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _wait_for(condition, timeout: float, what: str):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if value := condition():
+            return value
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+def _kill_all(pids) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+@pytest.fixture(scope="module")
+def run_args(tiny_llama, tiny_drafter, tmp_path_factory):
+    """`redrafter-trt run` of a tiny tp=2 checkpoint that decodes long enough to be interrupted (seconds)."""
+    tokenizer = tmp_path_factory.mktemp("byte_tokenizer")
+    save_byte_tokenizer(tokenizer)
+    ckpt = checkpoint(tiny_llama, tiny_drafter, 2)
+    return [sys.executable, "-m", "redrafter_trt", "run", "--checkpoint-dir", str(ckpt), "--tokenizer-dir",
+            str(tokenizer), "--tp", "2", "--input-text", "The quick brown fox", "--input-text", "Once upon a time",
+            "--max-output-len", "480"]
+
+
+def _start(argv) -> subprocess.Popen:
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=ENV,
+                            start_new_session=True)  # a process group of its own, as a terminal's foreground job
+
+
+def _finish(proc: subprocess.Popen, ranks: list[int], timeout: float = 30):
+    """(exit code, stderr) of the command, failing if it or a rank outlives `timeout`; kills whatever is left."""
+    try:
+        _, err = proc.communicate(timeout=timeout)
+        _wait_for(lambda: not any(_alive(r) for r in ranks), 10, "the ranks to end")
+        return proc.returncode, err
+    except subprocess.TimeoutExpired:
+        pytest.fail("the command hung")
+    finally:
+        _kill_all([proc.pid, *ranks])
+        proc.communicate()
+
+
+@pytest.mark.parametrize("when", ["starting", "decoding"])
+def test_ctrl_c_stops_every_rank_at_once_without_a_traceback(run_args, when):
+    """Ctrl-C (SIGINT to the whole process group) while the ranks import torch printed each rank's
+    KeyboardInterrupt traceback (they take SIGINT now only once started, and the parent kills them); while they
+    decode, every rank stops at once: `interrupted`, exit code 130, no rank left."""
+    proc = _start(run_args)
+    ranks = _wait_for(lambda: len(r := _ranks(proc.pid)) == 2 and r, 60, "two ranks")
+    if when == "decoding":
+        _wait_for(lambda: _decoding(ranks), 60, "the ranks to start")
+        time.sleep(2)  # loaded (a tiny checkpoint) and decoding
+    start = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    code, err = _finish(proc, ranks)
+    assert (code, err.strip()) == (130, "interrupted"), err[-3000:]
+    assert time.monotonic() - start < 15  # not after the generation (~20 s of decoding)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_a_signal_to_one_rank_alone_is_a_one_line_peer_error(run_args, sig):
+    """SIGINT sent to rank 1 alone (not the group) ended it with a KeyboardInterrupt and rank 0 with gloo's
+    'Connection closed by peer' traceback, exit code 1; SIGKILL's PeerError came after torch's 'Terminating process'
+    warning. Either is now one line naming the rank and the signal, exit code 2, no rank left."""
+    proc = _start(run_args)
+    ranks = _wait_for(lambda: len(r := _ranks(proc.pid)) == 2 and r, 60, "two ranks")
+    _wait_for(lambda: _decoding(ranks), 60, "the ranks to start")
+    time.sleep(2)
+    os.kill(ranks[1], sig)
+    code, err = _finish(proc, ranks)
+    assert code == 2, err[-3000:]
+    assert err.count("\n") == 1 and err.startswith(f"error: tp rank 1 was killed by {sig.name}"), err[-3000:]
+
+
+SLEEPER = """
+import sys, time
+from redrafter_trt.runtime.tp import launch
+
+def sleep_in_a_collective(group):
+    import torch
+    if group.tp_rank == 0:
+        time.sleep(120)
+    group.all_reduce(torch.ones(1))  # rank 1 waits here, in gloo, for rank 0
+
+if __name__ == "__main__":
+    launch(sleep_in_a_collective, 2)
+"""
+
+
+def test_ranks_end_with_the_process_that_started_them(tmp_path):
+    """generate_tp's ranks (torch.multiprocessing's, with a SIGINT parent-death signal that a rank inside a
+    collective does not act on) outlived a killed `run --tp`; they now get SIGKILL when their parent dies."""
+    script = tmp_path / "sleeper.py"
+    script.write_text(SLEEPER)
+    proc = _start([sys.executable, str(script)])
+    ranks = _wait_for(lambda: len(r := _ranks(proc.pid)) == 2 and r, 60, "two ranks")
+    try:
+        _wait_for(lambda: _decoding(ranks), 60, "the ranks to start")
+        time.sleep(1)
+        proc.kill()  # SIGKILL: no handler of the parent runs
+        proc.wait()  # (its pipes stay open while a rank lives)
+        _wait_for(lambda: not any(_alive(r) for r in ranks), 10, "the ranks to end with their parent")
+    finally:
+        _kill_all([proc.pid, *ranks])
+        proc.communicate()
+
