@@ -1,6 +1,6 @@
 """Interrupting and losing tensor-parallel ranks, on real processes (tiny tp=2 checkpoints on CPU): Ctrl-C to the
-whole process group of `run --tp 2`, a signal to one rank alone, and the process that started the ranks killed.
-Linux (/proc, PR_SET_PDEATHSIG); every test kills what it left."""
+whole process group of `run --tp 2`, a signal to one rank alone, the process that started the ranks killed, and
+Ctrl-C in the middle of a LocalRanks call. Linux (/proc, PR_SET_PDEATHSIG); every test kills what it left."""
 
 from __future__ import annotations
 
@@ -183,3 +183,43 @@ def test_ranks_end_with_the_process_that_started_them(tmp_path):
         _kill_all([proc.pid, *ranks])
         proc.communicate()
 
+
+LOCAL_RANKS = """
+import os, signal, sys, threading, time
+from redrafter_trt.runtime.ranks import LocalRanks
+
+if __name__ == "__main__":
+    ranks = LocalRanks(sys.argv[1])
+    print(*(p.pid for p in ranks.procs), flush=True)
+    threading.Timer(2, os.kill, (os.getpid(), signal.SIGINT)).start()  # Ctrl-C mid-generation
+    try:
+        ranks.generate([[1, 2, 3]], 480)
+        print("returned", flush=True)
+    except KeyboardInterrupt:
+        print("interrupted", flush=True)
+    try:
+        ranks.generate([[1, 2, 3]], 4)
+        print("answered", flush=True)
+    except Exception as e:
+        print(type(e).__name__, e, flush=True)
+    ranks.close()
+"""
+
+
+def test_ctrl_c_in_a_local_ranks_call_ends_the_followers(tiny_llama, tiny_drafter, tmp_path):
+    """A KeyboardInterrupt on rank 0 in the middle of LocalRanks.generate left the followers in a collective for
+    ever, and the next call hung (its collectives paired with the old ones). The followers are killed, and a later
+    call is a one-line PeerError."""
+    script = tmp_path / "local_ranks.py"
+    script.write_text(LOCAL_RANKS)
+    proc = _start([sys.executable, str(script), str(checkpoint(tiny_llama, tiny_drafter, 2))])
+    try:
+        out, err = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        _kill_all([proc.pid, *_ranks(proc.pid)])
+        out, err = proc.communicate()
+        pytest.fail(f"hung: {out} {err[-2000:]}")
+    lines = out.splitlines()
+    assert lines[1:3] == ["interrupted", "PeerError the other tp ranks were ended: KeyboardInterrupt in the middle "
+                          "of generate on rank 0; load the checkpoint again (a new LocalRanks) to go on"], out + err
+    assert proc.returncode == 0 and not any(_alive(int(pid)) for pid in lines[0].split()), out + err

@@ -13,7 +13,9 @@ followers. Followers ignore SIGINT and SIGTERM, which reach the whole process gr
 `close`), and leave when this process dies (their pipe ends). An exception raised by a callback (on_tokens, admit,
 on_step: they run here) ends the generation on every rank at the same step and is raised here. A follower that dies
 while open, or another error on rank 0 in the middle of a generation, ends this process and the other followers
-(exit 1, logged): the ranks would be out of step, and the next collective would hang.
+(exit 1, logged): the ranks would be out of step, and the next collective would hang. A KeyboardInterrupt on rank 0
+in the middle of a call (Ctrl-C in a script or notebook) kills the followers instead and is raised: the caller
+decides; a later call raises a PeerError. Followers get SIGKILL when the thread that started them ends.
 """
 
 from __future__ import annotations
@@ -31,10 +33,10 @@ from multiprocessing.connection import wait
 
 import torch.distributed as dist
 
-from ..errors import RedrafterError, first_line
+from ..errors import PeerError, RedrafterError, first_line
 from .config import RuntimeConfig
 from .decode import GenerationResult
-from .tp import first_error, join, keep_result, meeting_store, rank_device, require_gpus
+from .tp import die_with_parent, first_error, join, keep_result, meeting_store, rank_device, require_gpus
 
 log = logging.getLogger(__name__)
 
@@ -56,21 +58,11 @@ def _runtime(name: str):
     return {"generate": generate, "prompt_logprobs": prompt_logprobs}[name]
 
 
-def _die_with_parent() -> None:
-    """Linux: this process gets SIGKILL when the rank 0 thread that started it ends, however it ends (even before
-    the pipe is read): the process dying, or that thread, so the thread that builds LocalRanks closes it too."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: EOF on the pipe still ends the follower
-        pass
-
-
-def _follow(rank: int, size: int, port: int, checkpoint_dir: str, device: str, dtype, conn, result_path: str) -> None:
+def _follow(rank: int, size: int, port: int, checkpoint_dir: str, device: str, dtype, conn, result_path: str,
+            parent: int) -> None:
     from . import load
 
-    _die_with_parent()
+    die_with_parent(parent)  # the thread that built LocalRanks ending ends it, so that thread closes it too
     for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, `kill -TERM -PGID`, systemd reach the whole process
         signal.signal(sig, signal.SIG_IGN)        # group: rank 0 decides, then lets the followers go
     group = join(rank, size, port, device)
@@ -136,6 +128,7 @@ class LocalRanks:
         size = cfg.tp_size
         self.conns, self.procs, self.closing, self.giving_up = [], [], threading.Event(), threading.Lock()
         self.serving = False  # every rank loaded
+        self.broken = None  # why the followers were ended while open (an interrupt mid-generation): no more calls
         if size == 1:
             self.model = load(checkpoint_dir, device=device, dtype=dtype, compile=compile)
             return
@@ -151,7 +144,7 @@ class LocalRanks:
             for rank in range(1, size):
                 mine, theirs = ctx.Pipe()
                 proc = ctx.Process(target=_follow, args=(rank, size, port, str(checkpoint_dir), device, dtype, theirs,
-                                                         result_path),
+                                                         result_path, os.getpid()),
                                    daemon=True, name=f"redrafter-tp-rank{rank}")
                 proc.start()
                 theirs.close()
@@ -202,9 +195,12 @@ class LocalRanks:
 
     def _call(self, name: str, args: tuple, kwargs: dict, followers: dict):
         """runtime.NAME(model, *args) here with kwargs, on the followers with their own (picklable) kwargs."""
-        for conn in self.conns:
-            conn.send((name, args, followers))
+        if self.broken is not None:
+            raise PeerError(f"the other tp ranks were ended: {self.broken}; load the checkpoint again (a new "
+                            "LocalRanks) to go on")
         try:
+            for conn in self.conns:
+                conn.send((name, args, followers))
             return _runtime(name)(self.model, *args, **kwargs)
         except RedrafterError:  # bad arguments: every rank refused them before any collective
             raise
@@ -213,6 +209,22 @@ class LocalRanks:
                 self._give_up(f"tp rank 0 failed mid-generation ({first_line(e, type(e).__name__)}); the ranks are "
                               "out of step")
             raise
+        except BaseException as e:  # Ctrl-C here (KeyboardInterrupt): the caller decides whether to go on
+            if self.procs:
+                self._end_followers(f"{type(e).__name__} in the middle of {name} on rank 0")
+            raise
+
+    def _end_followers(self, why: str) -> None:
+        """Kill the followers, which wait in a collective this rank left and would wait for ever (a later call would
+        hang, or pair its collectives with theirs), and leave the process group; later calls raise a PeerError."""
+        log.warning("%s: ending the other tp ranks", why)
+        self.broken = why
+        self.closing.set()  # the watchdog: their end is not a failure
+        for proc in self.procs:
+            proc.kill()
+        for proc in self.procs:
+            proc.join(timeout=10)
+        dist.destroy_process_group()
 
     def close(self) -> None:
         """Followers leave (call once no generate runs); a tp=1 checkpoint has nothing to close."""
