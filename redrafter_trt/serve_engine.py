@@ -16,17 +16,24 @@ What TensorRT-LLM 1.0 to 1.2.x does with it (`tensorrt_llm/commands/serve.py`, `
   generation config, which `_TrtLLM._build_model` loads from the engine folder, where there is none, is read only for
   Kimi K2), not at the other `eos_token_id`s of the model's generation_config.json, where the reference server stops
   too (Llama 3.1 Instruct's <|end_of_text|> and <|eom_id|>, Qwen2.5's <|endoftext|>): `unstopped` names them, and
-  a client that needs them sends them as `stop_token_ids`, which trtllm-serve's requests take.
+  a client that needs them sends them as `stop_token_ids`, which trtllm-serve's requests take;
+- an IPv6 `--host` (`::`, `::1`) cannot work with a trtllm-serve from PR #9646 (December 2025; the 1.2.0rc8 of issue
+  #10877's report) until PR #10929 (January 2026): `launch_server` binds its socket before the LLM loads, created as
+  `socket.socket(socket.AF_INET, ...)` whatever the host, so the bind fails ("Address family for hostname not
+  supported"); the fix takes AF_INET6 when the host resolves to IPv6 addresses only. Which 1.2.x releases carry the fix
+  is not known here: `ipv6_refusal` reads the installed trtllm-serve's `launch_server` for that line instead.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shlex
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from .build import check_engine, read_engine_config, require_trtllm_tool, world_size
+from .build import check_engine, read_engine_config, require_trtllm_tool, trtllm_version, world_size
 from .errors import ConfigError, RedrafterError
 from .tokens import load_tokenizer, stop_ids
 
@@ -39,6 +46,7 @@ class ServePlan:
     world_size: int
     unstopped: tuple[int, ...] = ()  # generation_config.json EOS ids trtllm-serve does not end an answer at
     max_batch_size: int = 0  # the engine's, passed as --max_batch_size
+    host_warning: str | None = None  # an IPv6 --host whose trtllm-serve could not be read (ipv6_refusal)
 
     def shell(self) -> str:
         return shlex.join(self.argv)
@@ -58,6 +66,7 @@ def plan_trtllm_serve(engine_dir: Path, tokenizer_dir: Path, host: str, port: in
     if port == 0:
         raise ConfigError("--port 0 cannot pick a free port for trtllm-serve (it requires a port above 0): pass a "
                           "free port with --engine-dir")
+    host_warning = ipv6_refusal(host)  # before the tokenizer loads
     config = read_engine_config(engine_dir)
     pretrained, build = config["pretrained_config"], config["build_config"]
     try:
@@ -73,7 +82,53 @@ def plan_trtllm_serve(engine_dir: Path, tokenizer_dir: Path, host: str, port: in
             "--max_batch_size", str(build["max_batch_size"])]
     if build.get("max_num_tokens"):
         argv += ["--max_num_tokens", str(build["max_num_tokens"])]
-    return ServePlan(tuple(argv), ranks, unstopped, build["max_batch_size"])
+    return ServePlan(tuple(argv), ranks, unstopped, build["max_batch_size"], host_warning)
+
+
+IPV4_BIND = "socket.socket(socket.AF_INET, socket.SOCK_STREAM)"  # the line issue #10877 names; PR #10929 replaced it
+IPV6_FIX = ("pass an IPv4 --host (0.0.0.0 listens on every interface), or use a TensorRT-LLM whose trtllm-serve has "
+            "the fix of NVIDIA/TensorRT-LLM PR #10929")
+
+
+def ipv6_only(host: str) -> bool:
+    """Whether `host` resolves to IPv6 addresses only (`::`, `::1`, a name with AAAA records alone): where PR #10929's
+    trtllm-serve takes AF_INET6, and the one before it fails."""
+    try:
+        infos = socket.getaddrinfo(host, None, socket.AF_UNSPEC, socket.SOCK_STREAM)
+    except (OSError, UnicodeError):  # a name that does not resolve: trtllm-serve says so
+        return False
+    return bool(infos) and all(info[0] == socket.AF_INET6 for info in infos)
+
+
+def trtllm_serve_binds_ipv4() -> bool | None:
+    """Whether the installed trtllm-serve's `launch_server` (tensorrt_llm/commands/serve.py, read, not imported)
+    creates an IPv4 socket whatever the host; None: no tensorrt_llm visible from this Python."""
+    spec = importlib.util.find_spec("tensorrt_llm")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    try:
+        source = (Path(next(iter(spec.submodule_search_locations))) / "commands" / "serve.py").read_text()
+    except (OSError, UnicodeError):
+        return None
+    _, found, rest = source.partition("def launch_server(")
+    return bool(found) and IPV4_BIND in rest.split("\ndef ", 1)[0]
+
+
+def ipv6_refusal(host: str) -> str | None:
+    """An IPv6 --host with a trtllm-serve that binds IPv4 only: a ConfigError (it would fail as it starts, after
+    seconds of imports, in a traceback); with no TensorRT-LLM to read here (--dry-run elsewhere): a warning."""
+    if not ipv6_only(host):
+        return None
+    binds_ipv4 = trtllm_serve_binds_ipv4()
+    if binds_ipv4:
+        version = trtllm_version()
+        who = f"TensorRT-LLM {version}'s trtllm-serve" if version else "the installed trtllm-serve"
+        raise ConfigError(f"--host {host} is IPv6, but {who} binds an IPv4 socket whatever the host and fails as it "
+                          f"starts (NVIDIA/TensorRT-LLM issue #10877): {IPV6_FIX}")
+    if binds_ipv4 is None:
+        return (f"warning: --host {host} is IPv6: a trtllm-serve between NVIDIA/TensorRT-LLM PR #9646 and its fix "
+                f"(1.2.0rc8 among them, issue #10877) binds IPv4 only and fails as it starts; if yours does, {IPV6_FIX}")
+    return None
 
 
 def exec_trtllm_serve(plan: ServePlan) -> None:

@@ -195,3 +195,74 @@ def test_preset_values_that_act_or_ask_nothing_pass_with_an_engine(tmp_path, tok
     res = serve("--config", path, "--engine-dir", engine, "--tokenizer-dir", tokenizer_dir, "--port", 9000,
                 "--dry-run", *extra)
     assert res.exit_code == 0 and res.output.startswith("trtllm-serve "), res.output
+
+
+# `launch_server` of tensorrt_llm/commands/serve.py in short: as TensorRT-LLM's main branch had it from PR #9646 until
+# PR #10929 (a socket bound before the LLM loads, always IPv4: issue #10877), and as that PR left it
+LAUNCH_SERVER = {
+    "ipv4": "def launch_server(host, port, llm_args):\n"
+            "    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:\n"
+            "        s.bind((host, port))\n\n\ndef launch_grpc_server(host, port):\n    pass\n",
+    "fixed": "def launch_server(host, port, llm_args):\n"
+             "    infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM)\n"
+             "    family = socket.AF_INET6 if all(i[0] == socket.AF_INET6 for i in infos) else socket.AF_INET\n"
+             "    with socket.socket(family, socket.SOCK_STREAM) as s:\n        s.bind((host, port))\n\n\n"
+             "def other(port):\n    return socket.socket(socket.AF_INET, socket.SOCK_STREAM)\n",
+}
+
+
+@pytest.fixture
+def byte_engine(tmp_path):
+    """An engine folder of vocabulary 256 and a byte-level tokenizer of 256 tokens (no SmolLM2 needed)."""
+    from test_bench import save_byte_tokenizer
+
+    save_byte_tokenizer(tmp_path / "tok")
+    return make_engine(tmp_path / "engine", tp=1, vocab_size=256), tmp_path / "tok"
+
+
+def installed_trtllm(folder, monkeypatch, launch_server: str) -> None:
+    """A tensorrt_llm package on sys.path with this commands/serve.py (read by serve_engine, never imported)."""
+    commands = folder / "tensorrt_llm" / "commands"
+    commands.mkdir(parents=True)
+    (folder / "tensorrt_llm" / "__init__.py").write_text("raise ImportError('imported')\n")
+    (commands / "serve.py").write_text("import socket\n\n\n" + launch_server)
+    monkeypatch.syspath_prepend(str(folder))
+
+
+@pytest.mark.parametrize("host", ["::", "::1"])
+def test_an_ipv6_host_is_refused_for_a_trtllm_serve_that_binds_ipv4_only(tmp_path, byte_engine, monkeypatch, host):
+    """trtllm-serve from TensorRT-LLM PR #9646 until PR #10929 (1.2.0rc8 among them) creates its listening socket
+    AF_INET whatever --host is: `--host ::` passed through, and trtllm-serve failed as it started ('Failed to bind
+    socket to ...: Address family for hostname not supported', NVIDIA/TensorRT-LLM issue #10877) in a traceback.
+    Refused here in one line naming the fix; an IPv4 host, and a trtllm-serve with the fix, pass."""
+    engine, tok = byte_engine
+    installed_trtllm(tmp_path / "site", monkeypatch, LAUNCH_SERVER["ipv4"])
+    res = serve("--engine-dir", engine, "--tokenizer-dir", tok, "--host", host, "--dry-run")
+    lines = res.output.strip().splitlines()
+    assert res.exit_code == 2 and len(lines) == 1, res.output
+    assert lines[0].startswith(f"error: --host {host} is IPv6") and "#10929" in lines[0] and "0.0.0.0" in lines[0]
+    res = serve("--engine-dir", engine, "--tokenizer-dir", tok, "--host", "0.0.0.0", "--dry-run")
+    assert res.exit_code == 0 and "warning" not in res.output, res.output
+
+
+def test_an_ipv6_host_passes_with_a_trtllm_serve_that_has_the_fix(tmp_path, byte_engine, monkeypatch):
+    engine, tok = byte_engine
+    installed_trtllm(tmp_path / "site", monkeypatch, LAUNCH_SERVER["fixed"])
+    res = serve("--engine-dir", engine, "--tokenizer-dir", tok, "--host", "::", "--dry-run")
+    assert res.exit_code == 0 and "warning" not in res.output, res.output
+    assert "--host :: " in res.output
+
+
+def test_an_ipv6_host_is_a_warning_where_trtllm_serve_cannot_be_read(byte_engine):
+    """--dry-run on a machine without TensorRT-LLM (the command runs elsewhere): which trtllm-serve will run is
+    unknown, so a one-line warning names the problem and the fix, and the command is printed."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt_llm") is not None:
+        pytest.skip("TensorRT-LLM is installed here")
+    engine, tok = byte_engine
+    res = serve("--engine-dir", engine, "--tokenizer-dir", tok, "--host", "::1", "--dry-run")
+    assert res.exit_code == 0, res.output
+    warnings = [line for line in res.output.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "--host ::1 is IPv6" in warnings[0] and "#10929" in warnings[0], res.output
+    assert "trtllm-serve" in res.output.splitlines()[-1]

@@ -83,8 +83,9 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
 
         plan = plan_trtllm_serve(engine_dir, tokenizer_dir, host, port)
         _refuse_preset_reference_options(ctx, plan)
-        if warning := plan.stop_warning():
-            click.echo(warning, err=True)
+        for warning in (plan.host_warning, plan.stop_warning()):
+            if warning:
+                click.echo(warning, err=True)
         if dry_run:
             click.echo(plan.shell())
             return
