@@ -666,7 +666,7 @@ def test_runs_sharing_a_hidden_state_cache_write_files_of_their_own(tmp_path, mo
     feats = features.build_features(examples, 2, tmp_path / "cache", "base", lambda: model)
     folder = features.hidden_folder(tmp_path / "cache", "base", examples)
     assert list((tmp_path / "cache").iterdir()) == [folder]
-    assert [f.name for f in folder.iterdir()] == [features.chunk_name(0, 1)]
+    assert [f.name for f in folder.iterdir() if f.name != features.WRITING] == [features.chunk_name(0, 1)]
     assert feats.hidden.shape == (len(feats.anchors), 64)
 
 
@@ -704,7 +704,8 @@ def test_a_killed_runs_partial_cache_file_is_removed_by_the_next_write_and_a_liv
     single.write_bytes(b"x" * 1000)  # a version before session 44 wrote the pass in one file
     with caplog.at_level(logging.WARNING, logger="redrafter_trt.output"):
         features.build_features(examples, 2, cache, "base", lambda: model)
-    assert sorted(f.name for f in folder.iterdir()) == sorted([name, live.name]) and not single.exists()
+    assert sorted(f.name for f in folder.iterdir() if f.name != features.WRITING) == sorted([name, live.name])
+    assert not single.exists()
     assert any(str(killed) in r.getMessage() and "freed" in r.getMessage() for r in caplog.records)
 
 
@@ -725,6 +726,35 @@ def test_a_killed_runs_partial_cache_file_under_another_key_is_removed_by_the_ne
     other.write_bytes(b"x")
     features.build_features(examples, 2, cache, "base", lambda: model)
     assert not killed.exists() and other.exists()
+
+
+def test_a_sweep_leaves_the_chunk_another_host_is_writing(tmp_path, monkeypatch):
+    """Partials are swept by process id, which names a process of this host only: a torchrun rank on another node
+    sharing the cache (or another machine's run) writing a chunk looked dead, and the pass that rank 0 starts on its
+    held-out examples, as the other ranks write their last chunks, deleted it: that rank failed in its rename
+    (FileNotFoundError) and the job ended. A folder a run is writing into is locked; the others' sweeps leave it."""
+    from transformers import AutoModelForCausalLM
+
+    from redrafter_trt import output
+    from redrafter_trt.train import features
+
+    model = AutoModelForCausalLM.from_pretrained(make_hf(tmp_path / "base", "llama", vocab_size=128)).eval()
+    cache, mine, held = tmp_path / "cache", _sums((6, 7, 8)), _sums((9, 10))
+    monkeypatch.setattr(output, "_alive", lambda pid: False)  # every writer on another host: its id is none here
+    real, partials = features.write_safetensors, []
+
+    def held_out_pass_starts_meanwhile(path, tensors, metadata):
+        real(path, tensors, metadata)
+        if not partials:  # rank 0, on another node, begins its held-out pass while this chunk is being written
+            partials.append(path)
+            features.build_features(held, 2, cache, "base", lambda: model)
+            assert path.exists()
+
+    monkeypatch.setattr(features, "write_safetensors", held_out_pass_starts_meanwhile)
+    feats = features.build_features(mine, 2, cache, "base", lambda: model)
+    chunk = features.hidden_folder(cache, "base", mine) / features.chunk_name(0, 1)
+    assert chunk.is_file() and feats.hidden.shape == (len(feats.anchors), 64)
+    assert (features.hidden_folder(cache, "base", held) / features.chunk_name(0, 1)).is_file()
 
 
 def _sums(lengths) -> list[Example]:
@@ -760,7 +790,8 @@ def test_an_interrupted_teacher_forced_pass_goes_on_after_its_last_whole_chunk(t
     with pytest.raises(KeyboardInterrupt):
         features.build_features(examples, 2, tmp_path / "cut", "base", lambda: model, on_batch=interrupt)
     folder = features.hidden_folder(tmp_path / "cut", "base", examples)
-    assert sorted(f.name for f in folder.iterdir()) == [features.chunk_name(c, len(chunks)) for c in (0, 1)]
+    assert sorted(f.name for f in folder.iterdir() if f.name != features.WRITING) == \
+        [features.chunk_name(c, len(chunks)) for c in (0, 1)]
 
     forwards.clear()
     seen = []

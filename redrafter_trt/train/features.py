@@ -13,12 +13,15 @@ whole as soon as it is done: an interrupted pass (hours for an 8B base) goes on 
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 
@@ -222,6 +225,46 @@ def _legacy(cache_dir: Path, base_id: str, examples: list[Example], n: int) -> t
     return None
 
 
+WRITING = ".writing.lock"  # in a hidden-* folder: held shared while a run writes chunks into it
+
+
+def _lock(folder: Path) -> int:
+    return os.open(folder / WRITING, os.O_RDWR | os.O_CREAT, 0o666)  # read-write: NFS locks flock() as fcntl()
+
+
+@contextlib.contextmanager
+def _writing_into(folder: Path) -> Iterator[None]:
+    """Hold `folder`'s lock shared while this run writes chunks into it: the partial chunk being written is named by a
+    process id of this host, which a run on another host (a torchrun rank on another node sharing the cache) finds
+    dead; the lock tells it otherwise (`_sweep_idle`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = None
+    with contextlib.suppress(OSError):  # another user's lock file, read-only to us: nothing held
+        fd = _lock(folder)
+        fcntl.flock(fd, fcntl.LOCK_SH)  # a file system without locks: no sweep can take it (`_sweep_idle`)
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _sweep_idle(folder: Path) -> None:
+    """The partial chunks killed runs left in `folder`, unless a run (on any host) is writing into it."""
+    try:
+        fd = _lock(folder)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # held (BlockingIOError), or a file system without locks: whether in use is unknown
+        return
+    else:
+        sweep_partials(folder, "*.safetensors")
+    finally:
+        os.close(fd)
+
+
 def build_features(examples: list[Example], predict_n: int, cache_dir: Path, base_id: str, load_model: Callable,
                    on_batch: Callable[[int, int], None] | None = None) -> Features:
     """Features for `examples`: from the hidden states they carry (distilled data), else computed with the base, chunk
@@ -248,12 +291,22 @@ def build_features(examples: list[Example], predict_n: int, cache_dir: Path, bas
     if not todo:
         log.info("reusing cached hidden states %s", folder)
         return Features(tokens, mask, anchors, out.out)
-    # partials a killed run left, in every folder (the run after an out-of-memory kill usually has fewer examples,
-    # another key) and in the cache itself (the single files of versions before session 44)
-    sweep_partials(Path(cache_dir), "hidden-*.safetensors")
-    for other in Path(cache_dir).glob("hidden-*"):
-        if other.is_dir():
-            sweep_partials(other, "*.safetensors")
+    with _writing_into(folder):
+        # partials a killed run left, in every folder no run writes into (the run after an out-of-memory kill usually
+        # has fewer examples, another key; this one's own are swept as each chunk is written) and in the cache itself
+        # (the single files of versions before session 44)
+        sweep_partials(Path(cache_dir), "hidden-*.safetensors")
+        for other in Path(cache_dir).glob("hidden-*"):
+            if other.is_dir() and other != folder:
+                _sweep_idle(other)
+        hidden = _teacher_force(examples, starts, anchors, folder, base_id, todo, reused, out, load_model, on_batch)
+    return Features(tokens, mask, anchors, hidden)
+
+
+def _teacher_force(examples: list[Example], starts: list[int], anchors: torch.Tensor, folder: Path, base_id: str,
+                   todo: list, reused: int, out: _Rows, load_model: Callable,
+                   on_batch: Callable[[int, int], None] | None) -> torch.Tensor:
+    """build_features' chunks left to compute, each written to its file in `folder` as it is done: Features.hidden."""
     model = load_model()
     log.info("teacher-forcing %d of %d examples (%d cached) into %s", len(examples) - reused, len(examples), reused,
              folder)
@@ -272,11 +325,10 @@ def build_features(examples: list[Example], predict_n: int, cache_dir: Path, bas
         half = hidden.half()
         if torch.isfinite(half).all():
             hidden = half
-        folder.mkdir(parents=True, exist_ok=True)
         with atomic_file(path) as tmp:  # a name of this run's own: runs sharing the cache once wrote one `.partial`
             write_safetensors(tmp, {"rows": rows, "hidden": hidden}, file_metadata(base_id))
         out.put(rows, hidden)
     ntok = sum(len(examples[i].ids) for _, batches in todo for batch in batches for i in batch)
     secs = time.perf_counter() - start
     log.info("teacher-forced %d tokens in %.0f s (%.0f tokens/s)", ntok, secs, ntok / max(secs, 1e-9))
-    return Features(tokens, mask, anchors, out.out)
+    return out.out
