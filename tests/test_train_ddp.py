@@ -317,3 +317,21 @@ def test_a_rank_that_cannot_find_rank_0s_state_stops_the_resume_in_one_line(tmp_
     assert proc.stderr.count(line) == 2, proc.stderr[-3000:]
     assert "run without --resume" not in proc.stderr
     assert proc.stderr.count("Traceback") == 1  # torchrun's own, of ChildFailedError: none of a rank
+
+
+def test_a_resume_where_rank_0_has_no_state_stops_every_rank(tmp_path):
+    """Rank 0 without a training state failed with the usual error while a rank finding one on its own node (another
+    run's) went on alone: distilling or teacher-forcing its shard for as long as that takes before its first
+    collective, to fail there. Every rank now stops at once with rank 0's error."""
+    base = twenty_sums(tmp_path)
+    for rank in (0, 1):
+        (tmp_path / f"node{rank}").mkdir()
+    torch.save({"step": 3}, tmp_path / "node1" / "out.train-state.pt")
+    # rank 1's is another run's, on the same options
+    proc = torchrun(NODES.replace("from redrafter_trt.cli import main", "from redrafter_trt.cli import main\n"
+                                  "from redrafter_trt.train import loop\n"
+                                  "loop._refuse_other = lambda *a, **k: None"), tmp_path, base, fails=True)
+    line = ("error: --resume: no training state at out.train-state.pt (a run interrupted before its first step saves "
+            "none): run without --resume (the answers and hidden states cached so far are reused)")
+    assert proc.stderr.count(line) == 2, proc.stderr[-3000:]
+    assert not list((tmp_path / "node1" / "cache").glob("hidden-*")), "rank 1 went on to its teacher-forced pass"

@@ -517,25 +517,31 @@ def _same_state_on_every_rank(cfg: TrainConfig, rank: int, world: int) -> None:
     """Every torchrun rank loads the state from `cfg.state_path` on its own node, and only rank 0 writes it: a rank on
     a node that does not share rank 0's disk found none there and said to run without --resume (which deletes rank 0's
     state), or could find another run's and take other steps than rank 0. Refused on every rank, in one line, unless
-    each holds rank 0's step (rank 0 without a state: the usual error, `_read_state`'s)."""
+    each holds rank 0's step. Rank 0 without a state: the usual error, `_read_state`'s, on every rank (a rank finding
+    another run's state on its node once went on alone, for as long as its shard's distillation took)."""
     steps = torch.zeros(world, dtype=torch.long)
     steps[rank] = int(_read_state(cfg, mmap=True)["step"]) if cfg.state_path.exists() else -1
     _all_reduce(steps)
     first, steps = int(steps[0]), steps.tolist()
     odd = [f"rank {r} has " + ("none" if step < 0 else f"one after step {step}") for r, step in enumerate(steps)
            if step != first]
-    if first >= 0 and odd:
+    if first < 0:
+        raise _no_state(cfg)
+    if odd:
         raise ConfigError(f"--resume: torchrun's rank 0 has the training state after step {first} at "
                           f"{cfg.state_path}, but at that path {', '.join(odd)}: every rank reads it there on its own "
                           f"node and only rank 0 writes it, so put --output on a file system every node shares (or "
                           f"copy the file to that path on each node), then rerun with --resume")
 
 
+def _no_state(cfg: TrainConfig) -> ConfigError:
+    return ConfigError(f"--resume: no training state at {cfg.state_path} (a run interrupted before its first step "
+                       f"saves none): run without --resume (the answers and hidden states cached so far are reused)")
+
+
 def _read_state(cfg: TrainConfig, mmap: bool = False) -> dict:
     if not cfg.state_path.exists():
-        raise ConfigError(f"--resume: no training state at {cfg.state_path} (a run interrupted before its first "
-                          f"step saves none): run without --resume (the answers and hidden states cached so far are "
-                          f"reused)")
+        raise _no_state(cfg)
     return torch.load(cfg.state_path, map_location="cpu", weights_only=True, mmap=mmap)
 
 
