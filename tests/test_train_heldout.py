@@ -72,3 +72,28 @@ def test_its_cached_answers_are_pruned_when_the_base_changes(short_base, tmp_pat
     heldout.evaluate_on_prompts(short_base[1], base, prompts, cache, max_new_tokens=8, k=2)
     assert base_id(base) != old and (cache / f"distill-{base_id(base)}-float32").is_dir()
     assert not (cache / f"distill-{old}-float32").exists() and not (cache / "bases" / f"{old}.txt").exists()
+
+
+def test_a_prune_while_it_reads_its_cached_answers_keeps_them(short_base, tmp_path, monkeypatch):
+    """It read its cached answers' hidden states after giving back the cache lock (cache.using): a run on a re-saved
+    version of the base, pruning meanwhile, found them unused and deleted them under it."""
+    import os
+    import shutil
+
+    from redrafter_trt.train import heldout
+    from redrafter_trt.train.cache import prune_superseded
+
+    base, cache = tmp_path / "base", tmp_path / "cache"
+    shutil.copytree(short_base[0], base)
+    real = heldout.build_features
+
+    def resaved_and_pruned_meanwhile(*a, **k):
+        weights = base / "model.safetensors"
+        os.utime(weights, (weights.stat().st_atime, weights.stat().st_mtime + 10))
+        prune_superseded(cache, base)  # a run on the new version, finishing as this one reads
+        return real(*a, **k)
+
+    monkeypatch.setattr(heldout, "build_features", resaved_and_pruned_meanwhile)
+    result = heldout.evaluate_on_prompts(short_base[1], base, _prompts(tmp_path, "Hi.", "Bye."), cache,
+                                         max_new_tokens=8, k=2)
+    assert result["anchors"] > 0

@@ -43,17 +43,20 @@ def evaluate_on_prompts(drafter_dir: Path, base: Path, prompts_file: Path, cache
     # prompt and answer within the base's positions (generated past them, a base's answer was garbage or an error)
     max_len = min(4096, max_positions(hf, str(where)))
     prompts = [prompt_ids(tokenizer, c, min(2048, max_len - 2)) for c in convs]
-    with using(cache_dir, Path(base), base_id(Path(base))):  # listed for the base's id, as train's: pruned with it
+    # listed for the base's id, as train's (pruned with it), and held until its cached hidden states are read: a
+    # concurrent run's prune once deleted them between the two
+    with using(cache_dir, Path(base), base_id(Path(base))):
         answers = distill(lambda: load_causal_lm(base, torch.float32).eval(), tokenizer,
                           prompts, distill_folder(cache_dir, Path(base), torch.float32), max_new_tokens=max_new_tokens,
                           batch_size=16, max_len=max_len)
+        examples = [distilled_example(p, a, h, max_len) for p, (a, h) in zip(prompts, answers)]
+        examples = [ex for ex in examples if learnable(ex)]  # 2 answer tokens in a row: an anchor to draft from
+        if not examples:
+            raise ConfigError(f"the base answered every prompt of {prompts_file} with at most one token (a stop token "
+                              f"at once): nothing to evaluate the drafter on; check the base's chat template and stop "
+                              f"tokens")
+        feats = build_features(examples, k, Path(cache_dir), base_key(Path(base), torch.float32), lambda: None)
     prune_superseded(cache_dir, Path(base))  # an earlier version's answers, which no base folder can read any more
-    examples = [distilled_example(p, a, h, max_len) for p, (a, h) in zip(prompts, answers)]
-    examples = [ex for ex in examples if learnable(ex)]  # 2 answer tokens in a row: an anchor to draft from
-    if not examples:
-        raise ConfigError(f"the base answered every prompt of {prompts_file} with at most one token (a stop token at "
-                          f"once): nothing to evaluate the drafter on; check the base's chat template and stop tokens")
-    feats = build_features(examples, k, Path(cache_dir), base_key(Path(base), torch.float32), lambda: None)
     embed, _ = base_tensors(Path(base))
     weight = drafter.lm_head[-1].weight.detach()
     nonzero = (weight != 0).any(1).nonzero().squeeze(1)
