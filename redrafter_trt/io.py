@@ -76,6 +76,14 @@ def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: di
     os.chmod(path, 0o666 & ~current_umask())
 
 
+def write_safetensors_stable(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """write_safetensors, the same bytes every time for the same tensors and metadata: save_file writes metadata of
+    several keys in an order that differs from call to call, so a cache chunk computed twice differed."""
+    with StreamingWriter(path, [(name, tuple(t.shape), t.dtype) for name, t in tensors.items()], metadata) as out:
+        for name, t in tensors.items():
+            out.write(name, t)
+
+
 class StreamingWriter:
     """Write a safetensors file tensor by tensor, holding one tensor in memory at a time.
 

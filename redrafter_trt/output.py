@@ -27,11 +27,13 @@ _MADE: set[str] = set()
 
 
 @contextlib.contextmanager
-def atomic_file(path: Path) -> Iterator[Path]:
+def atomic_file(path: Path, sweep: bool = True) -> Iterator[Path]:
     """Yield a hidden sibling to write; on success it is renamed to `path`, on any failure removed: an interrupted
-    run never leaves half a file. What a killed run (kill -9, the OOM killer) left for `path` is removed first."""
+    run never leaves half a file. With `sweep`, what a killed run (kill -9, the OOM killer) left for `path` is removed
+    first (by process id: a folder that runs on other hosts write into sweeps otherwise, train/chunks.py)."""
     path = Path(path)
-    sweep_partials(path.parent, glob.escape(path.name))
+    if sweep:
+        sweep_partials(path.parent, glob.escape(path.name))
     tmp = path.with_name(f".{path.name}{PARTIAL_MARK}{os.getpid()}")
     _MADE.add(tmp.name)
     try:

@@ -28,17 +28,18 @@ def _base(folder):
 
 def _entries(cache, base, tag):
     """Cache entries of `base` as it is now, written by a run on it (which lists it): its answers in two dtypes, the
-    chunks of a teacher-forced pass, a hidden-state file (as versions before session 44 cached that pass) and a
-    soft-target file."""
+    chunks of a teacher-forced pass and of a soft-target pass, a hidden-state file and a soft-target file (as versions
+    before sessions 44 and 45 cached those passes)."""
     ident = base_id(base)
     before = set(cache.iterdir()) if cache.exists() else set()
     with using(cache, base, ident):
         for dtype in ("float32", "bfloat16"):
             (cache / f"distill-{ident}-{dtype}").mkdir()
             (cache / f"distill-{ident}-{dtype}" / "hidden-x.safetensors").write_bytes(b"h" * 1000)
-        chunks = cache / f"hidden-{ident}-bfloat16-{tag}"  # features.hidden_folder
-        chunks.mkdir()
-        write_safetensors(chunks / "00000-of-00002.safetensors", {"x": torch.zeros(4)}, {"base_id": ident})
+        for kind in ("hidden", "teacher"):  # features.hidden_folder, loop's soft targets
+            chunks = cache / f"{kind}-{ident}-bfloat16-{tag}"
+            chunks.mkdir()
+            write_safetensors(chunks / "00000-of-00002.safetensors", {"x": torch.zeros(4)}, {"base_id": ident})
         for kind in ("hidden", "teacher"):
             write_safetensors(cache / f"{kind}-{tag}.safetensors", {"x": torch.zeros(4)}, {"base_id": ident})
     return sorted(set(cache.iterdir()) - before - {cache / "bases"})
@@ -57,9 +58,9 @@ def test_entries_of_an_earlier_version_of_the_base_are_removed(tmp_path, caplog)
     new = _entries(cache, base, "new")
     with caplog.at_level(logging.WARNING):
         prune_superseded(cache, base)
-    assert len(old) == 5 and not any(p.exists() for p in old)
+    assert len(old) == 6 and not any(p.exists() for p in old)
     assert all(p.exists() for p in new) and unrecorded.exists()
-    assert "removed 5 cache entries of an earlier version of" in caplog.text and "GiB freed" in caplog.text
+    assert "removed 6 cache entries of an earlier version of" in caplog.text and "GiB freed" in caplog.text
 
 
 def test_entries_another_base_folder_can_still_read_or_a_run_is_using_are_kept(tmp_path):

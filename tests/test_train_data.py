@@ -641,19 +641,25 @@ def test_the_distill_bar_starts_before_the_first_batch(tmp_path):
     assert seen == [(0, 5), "forward", (2, 5), "forward", (4, 5), "forward", (5, 5)]
 
 
-def test_runs_sharing_a_hidden_state_cache_write_files_of_their_own(tmp_path, monkeypatch):
+@pytest.mark.parametrize("other_host", [False, True])
+def test_runs_sharing_a_hidden_state_cache_write_files_of_their_own(tmp_path, monkeypatch, other_host):
     """Two runs on the same reference answers (two drafters for one base at once) wrote the same
     `hidden-KEY.partial`: the one finishing second found it renamed away by the first and failed at the end of its
-    teacher-forced pass."""
+    teacher-forced pass. The same for a run on another host sharing the cache, whose writing the chunk removed this
+    one's partial of it by process id (none on that host)."""
     import os
 
     from transformers import AutoModelForCausalLM
 
-    from redrafter_trt.train import features
+    from redrafter_trt import output
+    from redrafter_trt.train import chunks, features
+
+    if other_host:
+        monkeypatch.setattr(output, "_alive", lambda pid: False)
 
     model = AutoModelForCausalLM.from_pretrained(make_hf(tmp_path / "base", "llama", vocab_size=128)).eval()
     examples = [Example(tuple(range(1, n)), (False,) + (True,) * (n - 2)) for n in (6, 7, 8, 9)]
-    real, pid = features.write_safetensors, os.getpid()
+    real, pid = chunks.write_safetensors_stable, os.getpid()
 
     def other_run_finishes_meanwhile(path, tensors, *a, **k):
         real(path, tensors, *a, **k)
@@ -662,11 +668,11 @@ def test_runs_sharing_a_hidden_state_cache_write_files_of_their_own(tmp_path, mo
             features.build_features(examples, 2, tmp_path / "cache", "base", lambda: model)
             monkeypatch.setattr(os, "getpid", lambda: pid)
 
-    monkeypatch.setattr(features, "write_safetensors", other_run_finishes_meanwhile)
+    monkeypatch.setattr(chunks, "write_safetensors_stable", other_run_finishes_meanwhile)
     feats = features.build_features(examples, 2, tmp_path / "cache", "base", lambda: model)
     folder = features.hidden_folder(tmp_path / "cache", "base", examples)
     assert list((tmp_path / "cache").iterdir()) == [folder]
-    assert [f.name for f in folder.iterdir() if f.name != features.WRITING] == [features.chunk_name(0, 1)]
+    assert [f.name for f in folder.iterdir() if f.name != chunks.WRITING] == [features.chunk_name(0, 1)]
     assert feats.hidden.shape == (len(feats.anchors), 64)
 
 
@@ -688,7 +694,7 @@ def test_a_killed_runs_partial_cache_file_is_removed_by_the_next_write_and_a_liv
 
     from transformers import AutoModelForCausalLM
 
-    from redrafter_trt.train import features
+    from redrafter_trt.train import chunks, features
 
     model = AutoModelForCausalLM.from_pretrained(make_hf(tmp_path / "base", "llama", vocab_size=128)).eval()
     examples = [Example(tuple(range(1, n)), (False,) + (True,) * (n - 2)) for n in (6, 7, 8, 9)]
@@ -704,7 +710,7 @@ def test_a_killed_runs_partial_cache_file_is_removed_by_the_next_write_and_a_liv
     single.write_bytes(b"x" * 1000)  # a version before session 44 wrote the pass in one file
     with caplog.at_level(logging.WARNING, logger="redrafter_trt.output"):
         features.build_features(examples, 2, cache, "base", lambda: model)
-    assert sorted(f.name for f in folder.iterdir() if f.name != features.WRITING) == sorted([name, live.name])
+    assert sorted(f.name for f in folder.iterdir() if f.name != chunks.WRITING) == sorted([name, live.name])
     assert not single.exists()
     assert any(str(killed) in r.getMessage() and "freed" in r.getMessage() for r in caplog.records)
 
@@ -736,12 +742,12 @@ def test_a_sweep_leaves_the_chunk_another_host_is_writing(tmp_path, monkeypatch)
     from transformers import AutoModelForCausalLM
 
     from redrafter_trt import output
-    from redrafter_trt.train import features
+    from redrafter_trt.train import chunks, features
 
     model = AutoModelForCausalLM.from_pretrained(make_hf(tmp_path / "base", "llama", vocab_size=128)).eval()
     cache, mine, held = tmp_path / "cache", _sums((6, 7, 8)), _sums((9, 10))
     monkeypatch.setattr(output, "_alive", lambda pid: False)  # every writer on another host: its id is none here
-    real, partials = features.write_safetensors, []
+    real, partials = chunks.write_safetensors_stable, []
 
     def held_out_pass_starts_meanwhile(path, tensors, metadata):
         real(path, tensors, metadata)
@@ -750,7 +756,7 @@ def test_a_sweep_leaves_the_chunk_another_host_is_writing(tmp_path, monkeypatch)
             features.build_features(held, 2, cache, "base", lambda: model)
             assert path.exists()
 
-    monkeypatch.setattr(features, "write_safetensors", held_out_pass_starts_meanwhile)
+    monkeypatch.setattr(chunks, "write_safetensors_stable", held_out_pass_starts_meanwhile)
     feats = features.build_features(mine, 2, cache, "base", lambda: model)
     chunk = features.hidden_folder(cache, "base", mine) / features.chunk_name(0, 1)
     assert chunk.is_file() and feats.hidden.shape == (len(feats.anchors), 64)
@@ -768,7 +774,7 @@ def test_an_interrupted_teacher_forced_pass_goes_on_after_its_last_whole_chunk(t
     same cache, byte for byte."""
     from transformers import AutoModelForCausalLM
 
-    from redrafter_trt.train import features
+    from redrafter_trt.train import chunks, features
 
     monkeypatch.setattr(features, "TOKEN_BUDGET", 20)  # 1 to 3 examples a batch
     monkeypatch.setattr(features, "CHUNK_TOKENS", 20)  # 2 batches a chunk, 4 chunks
@@ -777,34 +783,84 @@ def test_an_interrupted_teacher_forced_pass_goes_on_after_its_last_whole_chunk(t
     forwards = []
     model.model.register_forward_hook(lambda *a: forwards.append(1))
     examples = _sums([6, 9, 7, 12, 8, 10, 6, 11, 9, 7, 8, 13])
-    chunks = features.plan(examples)
-    assert len(chunks) >= 4 and len(chunks[2]) >= 2, chunks
-    whole = features.build_features(examples, 2, tmp_path / "whole", "base", lambda: model)
+    planned = features.plan(examples)
+    assert len(planned) >= 4 and len(planned[2]) >= 2, planned
+    whole = features.build_features(examples, 2, tmp_path / "whole", "base", lambda: model, dtype=torch.bfloat16)
 
-    kept = sum(len(batch) for chunk in chunks[:2] for batch in chunk)
+    kept = sum(len(batch) for chunk in planned[:2] for batch in chunk)
 
     def interrupt(done, total):
         if done > kept:  # the first batch of the third chunk done
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        features.build_features(examples, 2, tmp_path / "cut", "base", lambda: model, on_batch=interrupt)
+        features.build_features(examples, 2, tmp_path / "cut", "base", lambda: model, on_batch=interrupt,
+                                dtype=torch.bfloat16)
     folder = features.hidden_folder(tmp_path / "cut", "base", examples)
-    assert sorted(f.name for f in folder.iterdir() if f.name != features.WRITING) == \
-        [features.chunk_name(c, len(chunks)) for c in (0, 1)]
+    assert sorted(f.name for f in folder.iterdir() if f.name != chunks.WRITING) == \
+        [features.chunk_name(c, len(planned)) for c in (0, 1)]
 
     forwards.clear()
     seen = []
     resumed = features.build_features(examples, 2, tmp_path / "cut", "base", lambda: model,
-                                      on_batch=lambda d, t: seen.append((d, t)))
-    assert len(forwards) == sum(len(chunk) for chunk in chunks[2:])  # the chunks left only
+                                      on_batch=lambda d, t: seen.append((d, t)), dtype=torch.bfloat16)
+    assert len(forwards) == sum(len(chunk) for chunk in planned[2:])  # the chunks left only
     assert seen[0] == (kept, len(examples)) and seen[-1] == (len(examples), len(examples))
     assert torch.equal(resumed.hidden, whole.hidden) and resumed.hidden.dtype == torch.float16
     done = features.hidden_folder(tmp_path / "whole", "base", examples)
     assert {f.name: f.read_bytes() for f in folder.iterdir()} == {f.name: f.read_bytes() for f in done.iterdir()}
     forwards.clear()
-    again = features.build_features(examples, 2, tmp_path / "cut", "base", lambda: pytest.fail("the base ran"))
+    again = features.build_features(examples, 2, tmp_path / "cut", "base", lambda: pytest.fail("the base ran"),
+                                    dtype=torch.bfloat16)
     assert torch.equal(again.hidden, whole.hidden)
+
+
+def test_chunks_computed_on_another_device_or_dtype_are_computed_again(tmp_path, monkeypatch, caplog):
+    """A chunk did not record what computed it: a pass interrupted on a GPU and resumed on a CPU mixed both (bfloat16
+    hidden states differ between them). A chunk recording another kind of device or dtype is computed again, saying so,
+    and the pass ends as one uninterrupted pass on this device, byte for byte; a chunk recording neither (written before
+    session 45) is reused."""
+    import logging
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    from redrafter_trt.io import read_safetensors, write_safetensors
+    from redrafter_trt.train import features
+
+    monkeypatch.setattr(features, "TOKEN_BUDGET", 20)
+    monkeypatch.setattr(features, "CHUNK_TOKENS", 20)
+    model = AutoModelForCausalLM.from_pretrained(make_hf(tmp_path / "base", "llama", vocab_size=128))
+    model = model.to(torch.bfloat16).eval()
+    forwards = []
+    model.model.register_forward_hook(lambda *a: forwards.append(1))
+    examples = _sums([6, 9, 7, 12, 8, 10, 6, 11, 9, 7, 8, 13])
+    planned = features.plan(examples)
+    whole = features.build_features(examples, 2, tmp_path / "whole", "base", lambda: model, dtype=torch.bfloat16)
+    done = features.hidden_folder(tmp_path / "whole", "base", examples)
+    folder = features.hidden_folder(tmp_path / "cut", "base", examples)
+    shutil.copytree(done, folder)
+    names = [features.chunk_name(c, len(planned)) for c in range(len(planned))]
+
+    def computed_elsewhere(name, **recorded):  # other hidden states, as another device or dtype gives
+        saved = read_safetensors(folder / name)
+        write_safetensors(folder / name, {"rows": saved["rows"], "hidden": saved["hidden"] + 1},
+                          {"base_id": "base", **recorded})
+        return saved["rows"]
+
+    computed_elsewhere(names[0], device="cuda", dtype="bfloat16")
+    computed_elsewhere(names[1], device="cpu", dtype="float32")
+    older = computed_elsewhere(names[2])
+    forwards.clear()
+    with caplog.at_level(logging.WARNING):
+        resumed = features.build_features(examples, 2, tmp_path / "cut", "base", lambda: model, dtype=torch.bfloat16)
+    assert len(forwards) == len(planned[0]) + len(planned[1])
+    assert "computed with device cuda, this run computes with device cpu: computing it again" in caplog.text
+    assert "computed with dtype float32, this run computes with dtype bfloat16: computing it again" in caplog.text
+    assert torch.equal(resumed.hidden[older], whole.hidden[older] + 1)
+    resumed.hidden[older] = whole.hidden[older]
+    assert torch.equal(resumed.hidden, whole.hidden)
+    assert all((folder / name).read_bytes() == (done / name).read_bytes() for name in names[:2])
 
 
 def test_a_chunk_past_float16_keeps_every_row_finite(tmp_path, monkeypatch):

@@ -160,7 +160,7 @@ def test_cached_hidden_states_of_inf_or_nan_are_computed_again(tmp_path, caplog)
     write_safetensors(path, {"rows": rows, "hidden": torch.full_like(want, float("nan"))})
     with caplog.at_level("WARNING"):
         got = features.build_features(examples, 2, tmp_path / "cache", "base", lambda: model).hidden
-    assert torch.equal(got, want) and "hold inf or NaN" in caplog.text
+    assert torch.equal(got, want) and "holds inf or NaN" in caplog.text
 
 
 def test_distill_says_how_many_conversations_share_a_prompt(tmp_path, caplog):

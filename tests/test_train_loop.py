@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from redrafter_trt.drafter import load_drafter
-from redrafter_trt.train import TrainConfig, train_drafter
+from redrafter_trt.train import TrainConfig, features, objective, train_drafter
 from redrafter_trt.train.objective import FusedCrossEntropy, Head, Teacher
 from test_train_data import make_chat_base
 
@@ -74,9 +74,11 @@ def test_same_seed_same_drafter_other_seed_differs(chat_base, qa_file, tmp_path,
     c = _tensors(train_drafter(_cfg(chat_base, qa_file, tmp_path / "c", seed=2)))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
-    # a second run on a's cache reads the soft targets it computed (minutes for a real recipe): the same drafter
-    assert len(list((tmp_path / "a" / "cache").glob("teacher-*.safetensors"))) == 1
-    monkeypatch.setattr(Teacher, "from_features", lambda *a, **k: pytest.fail("the soft targets were recomputed"))
+    # a second run on a's cache reads the hidden states and soft targets it computed (hours for a real recipe, as long
+    # as they record this run's device and dtype): the same drafter
+    assert len(list((tmp_path / "a" / "cache").glob("teacher-*/*.safetensors"))) == 1
+    monkeypatch.setattr(objective, "top_k", lambda *a, **k: pytest.fail("the soft targets were recomputed"))
+    monkeypatch.setattr(features, "compute_hidden", lambda *a, **k: pytest.fail("the hidden states were recomputed"))
     again = _tensors(train_drafter(_cfg(chat_base, qa_file, tmp_path / "a", output=tmp_path / "again")))
     assert all(torch.equal(a[k], again[k]) for k in a)
 
@@ -528,22 +530,83 @@ def test_a_resume_under_another_number_of_ranks_is_refused(chat_base, qa_file, t
     train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4, resume=True))
 
 
+def _teacher_features(n: int):
+    from redrafter_trt.train.features import Features
+
+    hidden = torch.randn(n, 6, generator=torch.Generator().manual_seed(0))
+    return Features(torch.zeros(n + 4, dtype=torch.long), torch.ones(n + 4, dtype=torch.bool), torch.arange(n), hidden)
+
+
 def test_a_killed_runs_partial_teacher_file_under_another_key_is_removed_by_the_next_write(tmp_path):
-    """As the hidden states': a killed run's `.teacher-KEY.safetensors.partial-PID` was swept only by a run writing
-    that same key, and a rerun after a kill usually has another (fewer examples)."""
+    """As the hidden states': a killed run's partial soft targets were swept only by a run writing that same key, and
+    a rerun after a kill usually has another (fewer examples). So is the single file of a version before session 45."""
     import subprocess
     import sys
 
-    from redrafter_trt.train.features import Features
-
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    killed = tmp_path / f".teacher-0123456789abcdef.safetensors.partial-{gone.pid}"
+    killed = tmp_path / "teacher-base-float32-0123456789abcdef" / f".00003-of-00004.safetensors.partial-{gone.pid}"
+    killed.parent.mkdir()
     killed.write_bytes(b"x" * 1000)
-    anchors = torch.tensor([3, 4, 5])
-    feats = Features(torch.zeros(8, dtype=torch.long), torch.ones(8, dtype=torch.bool), anchors, torch.eye(6)[:3])
-    Teacher.cached(tmp_path / "teacher-fedcba9876543210.safetensors", feats, torch.eye(6), k=2, weight=0.5)
-    assert [p.name for p in tmp_path.iterdir()] == ["teacher-fedcba9876543210.safetensors"]
+    single = tmp_path / f".teacher-0123456789abcdef.safetensors.partial-{gone.pid}"
+    single.write_bytes(b"x" * 1000)
+    Teacher.cached(tmp_path / "teacher-base-float32-fedcba9876543210", _teacher_features(3), torch.eye(6), k=2,
+                   weight=0.5)
+    assert not killed.exists() and not single.exists()
+    assert [p.name for p in (tmp_path / "teacher-base-float32-fedcba9876543210").iterdir() if p.name != ".writing.lock"] \
+        == ["00000-of-00001.safetensors"]
+
+
+def test_an_interrupted_soft_target_pass_goes_on_after_its_last_whole_chunk(tmp_path, monkeypatch):
+    """The soft targets (hours for an 8B base's head) were written only once all were computed: an interruption lost
+    them all. They are written chunk by chunk; a rerun computes the chunks left and ends with the soft targets and the
+    cache of an uninterrupted pass, byte for byte."""
+    monkeypatch.setattr(objective, "CHUNK_ROWS", 8)
+    feats, rows = _teacher_features(30), torch.randn(40, 6, generator=torch.Generator().manual_seed(1))
+    whole = Teacher.cached(tmp_path / "whole" / "teacher-k", feats, rows, k=4, weight=0.5)
+    real, computed = objective.top_k, []
+
+    def interrupted_in_the_third(*a, **k):
+        computed.append(1)
+        if len(computed) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(objective, "top_k", interrupted_in_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        Teacher.cached(tmp_path / "cut" / "teacher-k", feats, rows, k=4, weight=0.5)
+    folder, done = tmp_path / "cut" / "teacher-k", tmp_path / "whole" / "teacher-k"
+    assert sorted(p.name for p in folder.glob("*.safetensors")) == ["00000-of-00004.safetensors",
+                                                                    "00001-of-00004.safetensors"]
+    computed.clear()
+    resumed = Teacher.cached(folder, feats, rows, k=4, weight=0.5)
+    assert len(computed) == 2  # the chunks left only
+    assert torch.equal(resumed.ids, whole.ids) and torch.equal(resumed.probs, whole.probs)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == {p.name: p.read_bytes() for p in done.iterdir()}
+
+
+def test_a_soft_target_pass_leaves_the_chunk_another_host_is_writing(tmp_path, monkeypatch):
+    """Partials were swept by process id, which names a process of this host only: a torchrun rank on another node
+    sharing the cache, computing its soft targets, deleted the file another rank was writing (its id is none here), and
+    that rank failed in its rename. A folder a run writes into is locked; the others' sweeps leave it."""
+    from redrafter_trt import output
+    from redrafter_trt.train import chunks
+
+    monkeypatch.setattr(output, "_alive", lambda pid: False)  # every writer on another host: its id is none here
+    real, partials = chunks.write_safetensors_stable, []
+
+    def another_rank_starts_meanwhile(path, tensors, metadata):
+        real(path, tensors, metadata)
+        if not partials:
+            partials.append(path)
+            Teacher.cached(tmp_path / "teacher-base-float32-rank1", _teacher_features(5), torch.eye(6), k=2,
+                           weight=0.5)
+            assert path.exists()
+
+    monkeypatch.setattr(chunks, "write_safetensors_stable", another_rank_starts_meanwhile)
+    Teacher.cached(tmp_path / "teacher-base-float32-rank0", _teacher_features(3), torch.eye(6), k=2, weight=0.5)
+    assert (tmp_path / "teacher-base-float32-rank0" / "00000-of-00001.safetensors").is_file()
+    assert (tmp_path / "teacher-base-float32-rank1" / "00000-of-00001.safetensors").is_file()
 
 
 def test_a_rerun_without_resume_says_it_drops_a_run_interrupted_after_its_last_step(chat_base, qa_file, tmp_path,

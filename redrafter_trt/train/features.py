@@ -7,28 +7,28 @@ two tokens are assistant tokens (the only positions a drafter step can learn fro
 runtime drafts from: t = the last accepted token, t+1 = the guaranteed token); `hidden` holds the base's last
 hidden state (after the final norm) at each anchor, in float16 unless that overflows (float32 then).
 
-The teacher-forced pass (reference answers; distilled ones carry theirs) is cached chunk by chunk, each chunk written
-whole as soon as it is done: an interrupted pass (hours for an 8B base) goes on after its last chunk when rerun.
+The teacher-forced pass (reference answers; distilled ones carry theirs) is cached chunk by chunk (chunks.py), each
+chunk written whole as soon as it is done with the kind of device and the dtype that computed it: an interrupted pass
+(hours for an 8B base) goes on after its last chunk when rerun, and computes again the chunks of another device or
+dtype (bfloat16 results differ between a GPU and a CPU), ending as one uninterrupted pass on this device would.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 
 from ..errors import TensorError
-from ..io import read_safetensors, write_safetensors
-from ..output import atomic_file, sweep_partials
+from ..io import read_safetensors
+from .chunks import chunk_name, read_chunk, write_chunk, writing_pass
 from .data import Example
+from .dataset import dtype_name
 
 log = logging.getLogger(__name__)
 
@@ -173,29 +173,6 @@ def hidden_folder(cache_dir: Path, base_id: str, examples: list[Example]) -> Pat
     return Path(cache_dir) / f"hidden-{base_id}-{cache_key(base_id, examples)}"
 
 
-def chunk_name(i: int, n: int) -> str:
-    return f"{i:05d}-of-{n:05d}.safetensors"
-
-
-def _read_chunk(path: Path, rows: torch.Tensor) -> torch.Tensor | None:
-    """A cached chunk's hidden states, or None (said) when it is not the chunk expected (another plan's), unreadable,
-    or holds inf or NaN (cached before a base computing them was refused: reused, the first step's loss was NaN and
-    the error blamed --lr; computed again, a broken base is named with its fix)."""
-    try:
-        saved = read_safetensors(path)
-    except TensorError as e:
-        log.warning("%s: computing it again", e)
-        return None
-    hidden = saved.get("hidden")
-    if hidden is None or not torch.equal(saved.get("rows", torch.empty(0)), rows) or hidden.shape[0] != len(rows):
-        log.warning("cached hidden states %s are not those of these examples' chunk: computing them again", path)
-        return None
-    if not torch.isfinite(hidden).all():
-        log.warning("cached hidden states %s hold inf or NaN: computing them again", path)
-        return None
-    return hidden
-
-
 class _Rows:
     """Features.hidden as its chunks arrive: float16, float32 from the first chunk kept in it (float16 overflows)."""
 
@@ -225,52 +202,21 @@ def _legacy(cache_dir: Path, base_id: str, examples: list[Example], n: int) -> t
     return None
 
 
-WRITING = ".writing.lock"  # in a hidden-* folder: held shared while a run writes chunks into it
-
-
-def _lock(folder: Path) -> int:
-    return os.open(folder / WRITING, os.O_RDWR | os.O_CREAT, 0o666)  # read-write: NFS locks flock() as fcntl()
-
-
-@contextlib.contextmanager
-def _writing_into(folder: Path) -> Iterator[None]:
-    """Hold `folder`'s lock shared while this run writes chunks into it: the partial chunk being written is named by a
-    process id of this host, which a run on another host (a torchrun rank on another node sharing the cache) finds
-    dead; the lock tells it otherwise (`_sweep_idle`)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = None
-    with contextlib.suppress(OSError):  # another user's lock file, read-only to us: nothing held
-        fd = _lock(folder)
-        fcntl.flock(fd, fcntl.LOCK_SH)  # a file system without locks: no sweep can take it (`_sweep_idle`)
-    try:
-        yield
-    finally:
-        if fd is not None:
-            os.close(fd)
-
-
-def _sweep_idle(folder: Path) -> None:
-    """The partial chunks killed runs left in `folder`, unless a run (on any host) is writing into it."""
-    try:
-        fd = _lock(folder)
-    except OSError:
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:  # held (BlockingIOError), or a file system without locks: whether in use is unknown
-        return
-    else:
-        sweep_partials(folder, "*.safetensors")
-    finally:
-        os.close(fd)
+def computed_on(device: torch.device | str, dtype: torch.dtype) -> dict[str, str]:
+    """What a chunk of hidden states records of how it was computed, beside the base and tokens (`hidden_folder`): the
+    kind of device and the dtype (bfloat16 results differ between a GPU and a CPU)."""
+    return {"device": torch.device(device).type, "dtype": dtype_name(dtype)}
 
 
 def build_features(examples: list[Example], predict_n: int, cache_dir: Path, base_id: str, load_model: Callable,
-                   on_batch: Callable[[int, int], None] | None = None) -> Features:
+                   on_batch: Callable[[int, int], None] | None = None, *, device: torch.device | str = "cpu",
+                   dtype: torch.dtype = torch.float32) -> Features:
     """Features for `examples`: from the hidden states they carry (distilled data), else computed with the base, chunk
     by chunk (`plan`), each chunk cached in `hidden_folder` as soon as it is done; a chunk cached before (a run
-    interrupted, or another run on the same base and tokens) is read, not computed. on_batch(examples done, total)
-    precedes the first batch computed, counting those read, and follows each."""
+    interrupted, or another run on the same base and tokens) is read, not computed, unless computed on another kind of
+    device or in another dtype than `device` and `dtype`, those of load_model()'s base (chunks written before session
+    45 record neither: reused). on_batch(examples done, total) precedes the first batch computed, counting those read,
+    and follows each."""
     tokens, mask, anchors, starts = flatten(examples, tail=predict_n + 2)
     if all(ex.hidden is not None for ex in examples):
         return Features(tokens, mask, anchors, _assemble(examples, starts, anchors))
@@ -282,23 +228,16 @@ def build_features(examples: list[Example], predict_n: int, cache_dir: Path, bas
     for c, batches in enumerate(chunks):
         rows = torch.cat([_rows(examples, starts, anchors, i) for batch in batches for i in batch])
         path = folder / chunk_name(c, len(chunks))
-        hidden = _read_chunk(path, rows) if path.exists() else None
-        if hidden is None:
+        saved = read_chunk(path, rows, computed_on(device, dtype)) if path.exists() else None
+        if saved is None:
             todo.append((path, batches))
         else:
-            out.put(rows, hidden)
+            out.put(rows, saved["hidden"])
             reused += sum(map(len, batches))
     if not todo:
         log.info("reusing cached hidden states %s", folder)
         return Features(tokens, mask, anchors, out.out)
-    with _writing_into(folder):
-        # partials a killed run left, in every folder no run writes into (the run after an out-of-memory kill usually
-        # has fewer examples, another key; this one's own are swept as each chunk is written) and in the cache itself
-        # (the single files of versions before session 44)
-        sweep_partials(Path(cache_dir), "hidden-*.safetensors")
-        for other in Path(cache_dir).glob("hidden-*"):
-            if other.is_dir() and other != folder:
-                _sweep_idle(other)
+    with writing_pass(folder):
         hidden = _teacher_force(examples, starts, anchors, folder, base_id, todo, reused, out, load_model, on_batch)
     return Features(tokens, mask, anchors, hidden)
 
@@ -308,6 +247,8 @@ def _teacher_force(examples: list[Example], starts: list[int], anchors: torch.Te
                    on_batch: Callable[[int, int], None] | None) -> torch.Tensor:
     """build_features' chunks left to compute, each written to its file in `folder` as it is done: Features.hidden."""
     model = load_model()
+    weight = next(model.parameters())
+    metadata = {**file_metadata(base_id), **computed_on(weight.device, weight.dtype)}
     log.info("teacher-forcing %d of %d examples (%d cached) into %s", len(examples) - reused, len(examples), reused,
              folder)
     start, done = time.perf_counter(), reused
@@ -325,8 +266,7 @@ def _teacher_force(examples: list[Example], starts: list[int], anchors: torch.Te
         half = hidden.half()
         if torch.isfinite(half).all():
             hidden = half
-        with atomic_file(path) as tmp:  # a name of this run's own: runs sharing the cache once wrote one `.partial`
-            write_safetensors(tmp, {"rows": rows, "hidden": hidden}, file_metadata(base_id))
+        write_chunk(path, {"rows": rows, "hidden": hidden}, metadata)
         out.put(rows, hidden)
     ntok = sum(len(examples[i].ids) for _, batches in todo for batch in batches for i in batch)
     secs = time.perf_counter() - start

@@ -252,8 +252,9 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
                                        on_batch=lambda d, t: report(Progress("distill", d, t)), in_use=in_use)
     bid = base_key(cfg.base, base_dtype)
     k = cfg.predict_n
-    feats = build_features(train_ex, k, cache_dir, bid, load_model, lambda d, t: report(Progress("hidden", d, t)))
-    held = build_features(held_ex, k, cache_dir, bid, load_model) if held_ex else None
+    feats = build_features(train_ex, k, cache_dir, bid, load_model, lambda d, t: report(Progress("hidden", d, t)),
+                           device=device, dtype=base_dtype)
+    held = build_features(held_ex, k, cache_dir, bid, load_model, device=device, dtype=base_dtype) if held_ex else None
     model_box.clear()  # the base is not needed any more
 
     embed, head = base_tensors(cfg.base)
@@ -276,7 +277,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
         rows = base_head if head.keep is None else base_head[head.keep.cpu()]
         key = hashlib.sha1(f"{cache_key(bid, train_ex)} {TEACHER_TOP_K} {device.type}".encode())
         key.update(b"all" if head.keep is None else head.keep.cpu().numpy().tobytes())
-        teacher = Teacher.cached(cache_dir / f"teacher-{key.hexdigest()[:16]}.safetensors", feats, rows,
+        # named by the base id, as hidden-* folders are, for cache.prune_superseded
+        teacher = Teacher.cached(cache_dir / f"teacher-{bid}-{key.hexdigest()[:16]}", feats, rows,
                                  TEACHER_TOP_K, cfg.soft_target, device=device, metadata=file_metadata(bid))
         log.info("soft targets: %.2f of each target is the base's top-%d distribution", cfg.soft_target, TEACHER_TOP_K)
     del base_head

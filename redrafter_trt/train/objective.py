@@ -25,8 +25,7 @@ import torch
 from torch import nn
 
 from ..drafter import Drafter
-from ..io import read_safetensors, write_safetensors
-from ..output import atomic_file, sweep_partials
+from .chunks import chunk_name, read_chunk, write_chunk, writing_pass
 from .features import Features
 
 
@@ -92,6 +91,26 @@ class FusedCrossEntropy(torch.autograd.Function):
                 grad_w * grad_loss if grad_w is not None else None, None, None, None, None, None, None)
 
 
+# anchors a cached chunk of soft targets covers (a multiple of top_k's 4096, so that a chunk computes the same row
+# blocks as a whole pass): an interruption loses at most this chunk, 4.5 MB, minutes of an 8B base's full head in
+# float32 on a GPU
+CHUNK_ROWS = 1 << 15
+
+
+@torch.no_grad()
+def top_k(hidden: torch.Tensor, rows: torch.Tensor, k: int, device: torch.device | str,
+          chunk: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top-k token rows [N, k] and their probabilities [N, k] of softmax(hidden @ rows.T), for hidden [N, H] (any
+    device) and rows [Vc, H] on `device`, computed there `chunk` rows of hidden at a time."""
+    k = min(k, len(rows))
+    ids = torch.empty((len(hidden), k), dtype=torch.long, device=device)
+    probs = torch.empty((len(hidden), k), dtype=torch.float32, device=device)
+    for s in range(0, len(hidden), chunk):
+        p = torch.softmax(hidden[s: s + chunk].to(device).float() @ rows.T, -1)
+        probs[s: s + chunk], ids[s: s + chunk] = p.topk(k, dim=-1)
+    return ids, probs
+
+
 @dataclass
 class Teacher:
     """The base's own next-token distribution at every anchor, cut to its top K kept tokens: the soft target.
@@ -105,40 +124,38 @@ class Teacher:
     weight: float
 
     @classmethod
-    @torch.no_grad()
     def from_features(cls, feats: Features, base_head_rows: torch.Tensor, k: int, weight: float,
-                      chunk: int = 4096, device: torch.device | str = "cpu") -> "Teacher":
+                      device: torch.device | str = "cpu") -> "Teacher":
         """base_head_rows [Vc, H]: the base lm_head's rows of the kept tokens (the pruned head's order). Computed on
-        `device`, chunk by chunk (features stay where they are), and kept there. Fewer than k kept tokens (tiny
-        data): all of them."""
-        rows = base_head_rows.to(device)
-        k = min(k, len(rows))
-        ids = torch.empty((len(feats.anchors), k), dtype=torch.long, device=device)
-        probs = torch.empty((len(feats.anchors), k), dtype=torch.float32, device=device)
-        for s in range(0, len(feats.anchors), chunk):
-            p = torch.softmax(feats.hidden[s: s + chunk].to(device).float() @ rows.T, -1)
-            probs[s: s + chunk], ids[s: s + chunk] = p.topk(k, dim=-1)
-        return cls(ids, probs, weight)
+        `device` (features stay where they are), and kept there. Fewer than k kept tokens (tiny data): all of them."""
+        return cls(*top_k(feats.hidden, base_head_rows.to(device), k, device), weight)
 
     @classmethod
-    def cached(cls, path: Path, feats: Features, base_head_rows: torch.Tensor, k: int, weight: float,
+    def cached(cls, folder: Path, feats: Features, base_head_rows: torch.Tensor, k: int, weight: float,
                device: torch.device | str = "cpu", metadata: dict[str, str] | None = None) -> "Teacher":
-        """from_features, kept in `path` for the next run on the same anchors and head rows (a --resume, another
-        recipe on the same data): the one-hour recipe's took 1 to 3.5 minutes on 2 CPU cores. Written atomically
-        (runs may share the cache)."""
-        if path.exists():
-            saved = read_safetensors(path)
-            # not one of NaNs, from the infs float16 hidden states once cached: deleting those, as their error says,
-            # redistils the same answers under the same key
-            if tuple(saved["ids"].shape) == (len(feats.anchors), min(k, len(base_head_rows))) and \
-                    torch.isfinite(saved["probs"]).all():
-                return cls(saved["ids"].long().to(device), saved["probs"].to(device), weight)
-        teacher = cls.from_features(feats, base_head_rows, k, weight, device=device)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sweep_partials(path.parent, "teacher-*.safetensors")  # a killed run's under another key too, as features'
-        with atomic_file(path) as tmp:
-            write_safetensors(tmp, {"ids": teacher.ids.int().cpu(), "probs": teacher.probs.cpu()}, metadata)
-        return teacher
+        """from_features, kept in `folder` for the next run on the same anchors and head rows (a --resume, another
+        recipe on the same data): the one-hour recipe's took 1 to 3.5 minutes on 2 CPU cores, an 8B base's hours.
+        Written chunk by chunk (chunks.py, CHUNK_ROWS anchors each) as it goes: an interrupted pass goes on after its
+        last whole chunk, to what an uninterrupted one gives."""
+        n, rows = len(feats.anchors), base_head_rows.to(device)
+        ids = torch.empty((n, min(k, len(rows))), dtype=torch.long, device=device)
+        probs = torch.empty((n, min(k, len(rows))), dtype=torch.float32, device=device)
+        spans = [(s, min(s + CHUNK_ROWS, n)) for s in range(0, n, CHUNK_ROWS)]
+        todo = []
+        for c, (s, e) in enumerate(spans):
+            path = folder / chunk_name(c, len(spans))
+            saved = read_chunk(path, torch.arange(s, e), {}) if path.exists() else None
+            if saved is None:
+                todo.append((path, s, e))
+            else:
+                ids[s:e], probs[s:e] = saved["ids"].long().to(device), saved["probs"].to(device)
+        if todo:
+            with writing_pass(folder):
+                for path, s, e in todo:
+                    ids[s:e], probs[s:e] = top_k(feats.hidden[s:e], rows, k, device)
+                    write_chunk(path, {"rows": torch.arange(s, e), "ids": ids[s:e].int().cpu(),
+                                       "probs": probs[s:e].cpu()}, metadata or {})
+        return cls(ids, probs, weight)
 
     def for_steps(self, feats: Features, idx: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Soft targets of drafter steps 0..k-1 of anchors idx [B]: ids [B, k, K], probs [B, k, K] already scaled

@@ -1,0 +1,128 @@
+"""Cache folders that runs sharing the training cache write into: the passes that take hours for a large base
+(features' teacher-forced hidden states, objective's soft targets), written chunk by chunk, and distill's answers.
+
+A chunked pass keeps one safetensors file per chunk (`chunk_name`), written whole as soon as it is done, so an
+interrupted pass goes on after its last whole chunk when rerun; each chunk holds the indices of its rows (`rows`), which
+`read_chunk` checks against those expected, with what computed it in its metadata.
+
+A partial file is named by the id of the process writing it (output.atomic_file), which says nothing on another host (a
+torchrun rank on another node sharing the cache): a run writing into a folder holds the folder's `WRITING` lock shared
+(`writing_into`), and the partials killed runs left are swept only from folders whose lock can be taken exclusively,
+where no run on any host writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from ..errors import TensorError
+from ..io import all_finite, read_safetensors, write_safetensors_stable
+from ..output import atomic_file, sweep_partials
+
+log = logging.getLogger(__name__)
+
+WRITING = ".writing.lock"  # in a folder runs write into: held shared while a run writes there
+
+
+def chunk_name(i: int, n: int) -> str:
+    return f"{i:05d}-of-{n:05d}.safetensors"
+
+
+def read_chunk(path: Path, rows: torch.Tensor, computed_as: dict[str, str]) -> dict[str, torch.Tensor] | None:
+    """A cached chunk's tensors (`rows` and one row of each other tensor per row), or None (said) when it is not the
+    chunk expected (another plan's), unreadable, holds inf or NaN (cached before a base computing them was refused:
+    reused, the first step's loss was NaN and the error blamed --lr; computed again, a broken base is named with its
+    fix), or records in its metadata that it was computed otherwise than `computed_as` says (a pass interrupted on a
+    GPU and resumed on a CPU). A chunk recording nothing of a key (written before it was recorded) is reused."""
+    from safetensors import safe_open
+
+    try:
+        saved = read_safetensors(path)
+        with safe_open(str(path), framework="pt") as f:
+            recorded = f.metadata() or {}
+    except TensorError as e:
+        log.warning("%s: computing it again", e)
+        return None
+    if not torch.equal(saved.get("rows", torch.empty(0)), rows) or len(saved) < 2 or \
+            any(t.shape[:1] != (len(rows),) for t in saved.values()):
+        log.warning("cached chunk %s is not that of these rows: computing it again", path)
+        return None
+    if not all(all_finite(t) for t in saved.values()):
+        log.warning("cached chunk %s holds inf or NaN: computing it again", path)
+        return None
+    other = {key: recorded[key] for key, value in computed_as.items() if recorded.get(key, value) != value}
+    if other:
+        log.warning("cached chunk %s was computed with %s, this run computes with %s: computing it again", path,
+                    _said(other), _said({key: computed_as[key] for key in other}))
+        return None
+    return saved
+
+
+def _said(values: dict[str, str]) -> str:
+    return ", ".join(f"{key} {value}" for key, value in values.items())
+
+
+def write_chunk(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """A chunk written whole under a name of this run's own (runs sharing the cache once wrote one `.partial`),
+    renamed to `path` once done. Partials of `path` are left: another host's run may be writing one (`writing_into`
+    swept the folder's dead ones)."""
+    with atomic_file(path, sweep=False) as tmp:
+        write_safetensors_stable(tmp, tensors, metadata)
+
+
+def _lock(folder: Path) -> int:
+    return os.open(folder / WRITING, os.O_RDWR | os.O_CREAT, 0o666)  # read-write: NFS locks flock() as fcntl()
+
+
+@contextlib.contextmanager
+def writing_into(folder: Path) -> Iterator[None]:
+    """Hold `folder`'s lock shared while this run writes into it, after sweeping the partials killed runs left there if
+    no run (on any host) writes there (`sweep_idle`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    sweep_idle(folder)
+    fd = None
+    with contextlib.suppress(OSError):  # another user's lock file, read-only to us: nothing held
+        fd = _lock(folder)
+        fcntl.flock(fd, fcntl.LOCK_SH)  # a file system without locks: no sweep can take it (`sweep_idle`)
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def sweep_idle(folder: Path) -> None:
+    """The partials killed runs left in `folder`, unless a run (on any host) is writing into it."""
+    try:
+        fd = _lock(folder)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # held (BlockingIOError), or a file system without locks: whether in use is unknown
+        return
+    else:
+        sweep_partials(folder, "*")
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def writing_pass(folder: Path) -> Iterator[None]:
+    """writing_into `folder`, a chunked pass's `KIND-...` folder in the cache, sweeping the partials killed runs left
+    in every other `KIND-*` folder no run writes into (the run after an out-of-memory kill usually has fewer examples,
+    another key) and in the cache itself (the single `KIND-*.safetensors` files of earlier versions)."""
+    kind = folder.name.split("-", 1)[0]
+    with writing_into(folder):
+        sweep_partials(folder.parent, f"{kind}-*.safetensors")
+        for other in folder.parent.glob(f"{kind}-*"):
+            if other.is_dir() and other != folder:
+                sweep_idle(other)
+        yield
