@@ -219,3 +219,34 @@ def test_a_shared_cache_holds_only_this_runs_answers_in_memory(tmp_path):
     finally:
         tracemalloc.stop()
     assert answer == want and peak < 20 * 2 ** 20, f"{peak / 2 ** 20:.0f} MiB"
+
+
+def test_a_distillation_leaves_the_batch_file_another_hosts_rank_is_writing(tmp_path, monkeypatch):
+    """Partials were swept by process id, which names a process of this host only: under torchrun on several nodes the
+    ranks share one distill folder, and a rank starting to distill deleted the batch file a rank on another node was
+    writing (its id is none here), which then failed in its rename. A folder a run writes into is locked; the others'
+    sweeps leave it, and sweep only when no run writes there."""
+    import os
+
+    from redrafter_trt import io, output
+    from redrafter_trt.train import distill as distill_module
+
+    load, tok = _tiny(tmp_path)
+    folder = tmp_path / "c"
+    monkeypatch.setattr(output, "_alive", lambda pid: False)  # every writer on another host: its id is none here
+    real, partials = io.write_safetensors, []
+
+    def another_rank_starts_meanwhile(path, tensors, *a):
+        real(path, tensors, *a)
+        if not partials:  # rank 1, on another node, starts its shard while this batch is written
+            partials.append(path)
+            distill_module.distill(load, tok, [[1, 7, 8]], folder, max_new_tokens=4, batch_size=1, rank=1)
+            assert path.exists()
+
+    monkeypatch.setattr(io, "write_safetensors", another_rank_starts_meanwhile)
+    ((answer, hidden),) = distill_module.distill(load, tok, [[1, 5, 6]], folder, max_new_tokens=4, batch_size=1)
+    assert hidden.load().shape[0] == len(answer) and len(list(folder.glob("hidden-*.safetensors"))) == 2
+    killed = folder / f".hidden-0123456789abcdef-01234567.safetensors.partial-{os.getpid() + 1}"
+    killed.write_bytes(b"x")  # once no run writes here, a killed run's partial is swept
+    distill_module.distill(load, tok, [[1, 9, 10]], folder, max_new_tokens=4, batch_size=1)
+    assert not killed.exists()

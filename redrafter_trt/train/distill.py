@@ -25,6 +25,7 @@ from typing import Callable, Iterator
 import torch
 
 from ..tokens import eos_ids
+from .chunks import writing_into
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +204,7 @@ def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: P
     follows each.
     """
     from ..io import write_safetensors
-    from ..output import atomic_file, sweep_partials
+    from ..output import atomic_file
 
     folder.mkdir(parents=True, exist_ok=True)
     caps = [max_new_tokens if max_len is None else max(1, min(max_new_tokens, max_len - len(p))) for p in prompts]
@@ -217,8 +218,6 @@ def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: P
     distinct = list({k: i for i, k in enumerate(keys)}.values())  # one prompt of each key
     todo = [i for i in distinct if keys[i] not in done]
     if todo:
-        # batch files are named afresh each run: what a killed run left half-written is never replaced, only removed
-        sweep_partials(folder, "hidden-*.safetensors")
         model = load_model()
         # any id: padding is masked out (a tokenizer with neither, its stop tokens only in generation_config.json,
         # once gave None and a TypeError)
@@ -245,34 +244,37 @@ def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: P
         index = folder / index_name(rank)
         # one write() per batch on an O_APPEND descriptor: runs sharing the cache append whole batches of lines, never
         # interleaved inside one (a buffered file once flushed every 8 KB, mid-line)
-        fd = os.open(index, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-        try:
-            if os.fstat(fd).st_size and not _ends_with_newline(index):  # a line torn by a kill: end it
-                os.write(fd, b"\n")
-            if on_batch:  # the bar from the start: drawn only after the first batch (minutes), its rate and ETA
-                on_batch(0, len(todo))  # left out that batch's time
-            answered = 0
-            for batch in batches:
-                answers, hidden = greedy_batch(model, [prompts[i] for i in batch], [caps[i] for i in batch], stop,
-                                              pad_id)
-                # a name of this run's own, written whole: runs sharing the cache never replace each other's files
-                name = f"hidden-{keys[batch[0]]}-{uuid.uuid4().hex[:8]}.safetensors"
-                lines = "".join(json.dumps({"key": keys[i], "answer_ids": ans, "file": name}) + "\n"
-                                for i, ans in zip(batch, answers))
-                with atomic_file(folder / name) as tmp:
-                    write_safetensors(tmp, {keys[i]: h for i, h in zip(batch, hidden)})
-                    # indexed before the file takes its name: a run killed between the two once left a file no line
-                    # names (the batch's disk space, never read nor removed); now it leaves lines naming no file,
-                    # which read_cache passes over, and a partial file, which the next distill removes
-                    os.write(fd, lines.encode())
-                for i, ans in zip(batch, answers):
-                    done[keys[i]] = (ans, name)
-                    new_tokens += len(ans)
-                answered += len(batch)
-                if on_batch:
-                    on_batch(answered, len(todo))
-        finally:
-            os.close(fd)
+        # batch files are named afresh each run: what a killed run left half-written is never replaced, only removed,
+        # and only while no run writes here (torchrun's ranks share the folder, those on other nodes too)
+        with writing_into(folder):
+            fd = os.open(index, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                if os.fstat(fd).st_size and not _ends_with_newline(index):  # a line torn by a kill: end it
+                    os.write(fd, b"\n")
+                if on_batch:  # the bar from the start: drawn only after the first batch (minutes), its rate and ETA
+                    on_batch(0, len(todo))  # left out that batch's time
+                answered = 0
+                for batch in batches:
+                    answers, hidden = greedy_batch(model, [prompts[i] for i in batch], [caps[i] for i in batch], stop,
+                                                  pad_id)
+                    # a name of this run's own, written whole: runs sharing the cache never replace each other's files
+                    name = f"hidden-{keys[batch[0]]}-{uuid.uuid4().hex[:8]}.safetensors"
+                    lines = "".join(json.dumps({"key": keys[i], "answer_ids": ans, "file": name}) + "\n"
+                                    for i, ans in zip(batch, answers))
+                    with atomic_file(folder / name) as tmp:
+                        write_safetensors(tmp, {keys[i]: h for i, h in zip(batch, hidden)})
+                        # indexed before the file takes its name: a run killed between the two once left a file no line
+                        # names (the batch's disk space, never read nor removed); now it leaves lines naming no file,
+                        # which read_cache passes over, and a partial file, which the next distill removes
+                        os.write(fd, lines.encode())
+                    for i, ans in zip(batch, answers):
+                        done[keys[i]] = (ans, name)
+                        new_tokens += len(ans)
+                    answered += len(batch)
+                    if on_batch:
+                        on_batch(answered, len(todo))
+            finally:
+                os.close(fd)
         secs = time.perf_counter() - start
         log.info("distilled %d answer tokens in %.0f s (%.0f tokens/s)", new_tokens, secs, new_tokens / max(secs, 1e-9))
     return [(through_turn_end(done[k][0], turn_end), CachedHidden(folder / done[k][1], k)) for k in keys]
