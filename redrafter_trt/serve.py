@@ -4,8 +4,8 @@ written against one talks to the other unchanged.
 
     GET  /health                 200 once the model is loaded; 503 (Retry-After) once shutting down
     GET  /version                {"version": our version}
-    GET  /metrics                the decoding steps since the last GET, as trtllm-serve's iteration statistics
-                                 (iterLatencyMS, numActiveRequests, specDecodingStats.acceptanceLength, ...)
+    GET  /metrics                the prefills and decoding steps since the last GET, as trtllm-serve's iteration
+                                 statistics (iterLatencyMS, inflightBatchingStats, specDecodingStats, ...; serve_metrics)
     GET  /v1/models              the one model
     POST /v1/completions         {"prompt": str | [str] | [int] | [[int]], "max_tokens", "temperature", "seed", "stop",
                                   "n", "echo", "logprobs": k, "ignore_eos", "stream", "stream_options"}

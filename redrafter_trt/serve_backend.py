@@ -5,7 +5,7 @@ between two steps (in-flight batching, as TensorRT-LLM's executor does), up to `
     backend = ReferenceBackend(ckpt, tokenizer_dir, device="cpu", max_batch=8)   # compile=True: runtime/compiled.py
     choices = backend.complete(prompts, max_tokens, temperature, seed, stop, on_text, logprobs)   # any thread
     scores = backend.score(prompts, k)     # the prompts' own logprobs (an echo), between two batches
-    backend.take_iterations()              # the decoding steps since the last call (GET /metrics)
+    backend.take_iterations()              # the prefills and decoding steps since the last call (GET /metrics)
     backend.stop()
 
 Batching changes nothing in an answer: each prompt keeps its own max_tokens (its tokens are cut there and its row
@@ -26,24 +26,25 @@ import atexit
 import logging
 import queue
 import threading
+import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from .errors import first_line
+from .serve_metrics import IterationLog
 from .serve_text import AnswerText, Logprob
 
 if TYPE_CHECKING:
     from .runtime import TokenLogprob
+    from .runtime.decode import Iteration
 
 log = logging.getLogger(__name__)
 
 MAX_PROMPTS = 64  # prompts in one /v1/completions request
 SHUTTING_DOWN = "the server is shutting down: send the request again once it is back"
-MAX_ITERATIONS = 1000  # decoding steps kept for GET /metrics until read (TensorRT-LLM's default keeps 1000 too)
 POLL_SECONDS = 1.0  # how often a request with no news (queued) asks whether its client is still there
 
 
@@ -86,6 +87,7 @@ class Job:
     choices: list[Choice] | None = None
     scores: list[list[TokenLogprob]] | None = None  # a score job's answer
     error: Exception | None = None
+    queued_at: float = 0.0  # time.perf_counter() when it was queued
     running: int = 0  # its prompts still decoding
     rows: list[Row] = field(default_factory=list)  # its prompts started in the running batch (until answered)
 
@@ -149,8 +151,6 @@ class ReferenceBackend:
         self.unanswered: list[Job] = []  # taken into the running batch, not answered yet (scheduler thread only)
         self.wake = threading.Condition()
         self.closing = self.stopping = self.busy = False  # closing: refusing requests; stopping: ending the batch
-        self.iterations: deque[dict] = deque(maxlen=MAX_ITERATIONS)  # not yet read by take_iterations
-        self.iteration = 0
         loaded: list[BaseException | None] = []
         self.scheduler = threading.Thread(target=self._load_and_schedule, daemon=True, name="redrafter-serve-scheduler",
                                           args=(checkpoint_dir, device, compile, loaded))
@@ -255,6 +255,7 @@ class ReferenceBackend:
         with self.wake:
             if self.closing:
                 raise Unavailable(SHUTTING_DOWN)
+            job.queued_at = time.perf_counter()
             self.waiting.append(job)
             self.wake.notify_all()
         while True:
@@ -300,6 +301,7 @@ class ReferenceBackend:
 
         try:
             self.ranks = LocalRanks(checkpoint_dir, device=device, compile=compile)
+            self.iterations = IterationLog(self.ranks.model.base.device)  # not yet read by take_iterations
             if compile and self.max_batch > 1:  # the kinds a batch of several prompts runs, before a request waits,
                 # their GEMMs autotuned for a full batch (on SmolLM2, W=1 L=2, 2 threads: tuned for a batch of 8, not 2,
                 # a batch of 8 served 1.07x the eager runtime's tokens/s instead of 0.82x; scripts/bench_serve.py)
@@ -336,32 +338,21 @@ class ReferenceBackend:
                 self.wake.notify_all()
 
     def take_iterations(self) -> list[dict]:
-        """The decoding steps since the last call, oldest first (at most MAX_ITERATIONS), in the shape of
-        TensorRT-LLM's iteration statistics (trtllm-serve's GET /metrics); each is given once."""
-        with self.wake:
-            taken, self.iterations = list(self.iterations), deque(maxlen=MAX_ITERATIONS)
-        return taken
+        """The prefills and decoding steps since the last call, oldest first (at most serve_metrics.MAX_ITERATIONS),
+        as TensorRT-LLM's iteration statistics (trtllm-serve's GET /metrics); each is given once."""
+        return self.iterations.take()
 
-    def _iteration(self, rows: int, tokens: int, ended: int, seconds: float) -> None:
-        """runtime.decode's on_step: one decoding step of the running batch, as an iteration statistic, its keys and
-        timestamp as TensorRT-LLM's (executor/types.h IterationStats, common/timestampUtils.cpp). specDecodingStats
-        is ours (TensorRT-LLM 1.2's engine path leaves it null; README "Serve over HTTP"): each row drafted
-        draft_len tokens, as TensorRT-LLM counts a ReDrafter request's draft tokens in its per-request metrics
-        (llmRequest.h updateNumTokensPerIteration: at most the draft path length, not the num_beams x draft_len
-        tree), so numAcceptedTokens / numDraftTokens is its acceptance rate and acceptanceLength the tokens per
-        step; null without a drafter, as TensorRT-LLM writes an absent one."""
+    def _iteration(self, it: Iteration, pending: int, waited: list[float]) -> None:
+        """runtime.decode's on_step: one forward pass of the running batch, as an iteration statistic (serve_metrics).
+        pending: the prompts of requests taken into the batch not started yet, which wait as the queue does;
+        waited: the seconds each row started since the last prefill waited (given to that prefill, then cleared)."""
         with self.wake:
-            self.iteration += 1
-            stats = {"timestamp": datetime.now().strftime("%m-%d-%Y %H:%M:%S.%f"), "iter": self.iteration,
-                     "iterLatencyMS": round(seconds * 1000, 3), "numActiveRequests": rows,
-                     "numQueuedRequests": sum(len(job.prompts) for job in self.waiting),
-                     "numCompletedRequests": ended, "maxNumActiveRequests": self.max_batch,
-                     "specDecodingStats": None}
-            if self.config.has_drafter:
-                stats["specDecodingStats"] = {"numDraftTokens": rows * self.config.draft_len,
-                                              "numAcceptedTokens": tokens - rows, "numRequestsWithDraftTokens": rows,
-                                              "acceptanceLength": round(tokens / rows, 4)}
-            self.iterations.append(stats)
+            queued = sum(len(job.prompts) for job in self.waiting) + pending
+        self.iterations.record(it, queued=queued, queue_seconds=sum(waited) if it.context_rows else 0.0,
+                               max_batch=self.max_batch,
+                               draft_len=self.config.draft_len if self.config.has_drafter else None)
+        if it.context_rows:
+            waited.clear()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until nothing decodes and nothing waits (a request is answered before its batch has ended, and
@@ -411,6 +402,7 @@ class ReferenceBackend:
         # ended is dropped, its request's answered with it: a batch that new requests keep joining runs for days)
         counts = [0, 0]  # requests taken, prompts started (the log line's)
         pending: deque[tuple[Job, int]] = deque()  # taken prompts not decoding yet, first come first served
+        waited: list[float] = []  # seconds each row started for the next prefill waited since its request came
         tops = [job.logprobs for job in batch if job.logprobs is not None]
         limits = Job([], max(job.max_tokens for job in batch), 0.0, 0, [], max(tops) if tops else None,
                      ignore_eos=batch[0].ignore_eos)
@@ -428,6 +420,7 @@ class ReferenceBackend:
             new = []
             while pending and len(new) < room:
                 job, i = pending.popleft()
+                waited.append(time.perf_counter() - job.queued_at)
                 unlisted = set() if job.list_eos else self._stops(job)
                 rows[counts[1]] = row = Row(job, i, AnswerText(self.tokenizer, job.stop, unlisted))
                 job.rows.append(row)
@@ -476,7 +469,8 @@ class ReferenceBackend:
         greedy = batch[0].temperature == 0
         self.ranks.generate(start(self.max_batch), limits.max_tokens, temperature=batch[0].temperature,
                             eos_token_id=sorted(eos), seed=batch[0].seed, use_draft=self.config.has_drafter,
-                            on_tokens=on_tokens, admit=admit, logprobs=limits.logprobs, on_step=self._iteration,
+                            on_tokens=on_tokens, admit=admit, logprobs=limits.logprobs,
+                            on_step=lambda it: self._iteration(it, len(pending), waited),
                             forget_ended=True)
         for job in list(self.unanswered):  # started rows end through on_tokens; prompts never started: stopped
             if any(waiting is job for waiting, _ in pending):

@@ -170,10 +170,18 @@ def test_serve_on_device_answers_as_transformers(smollm2):
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=300) as r:
             out = json.loads(r.read())
+        with urllib.request.urlopen(address.group(1) + "/metrics", timeout=60) as r:
+            iterations = json.loads(r.read())
     finally:
         proc.send_signal(signal.SIGTERM)
         rest, err = proc.communicate(timeout=120)
     assert [c["text"] for c in sorted(out["choices"], key=lambda c: c["index"])] == want
+    # /metrics: the tensors held on the GPU (the weights at least: half the checkpoint's bytes, in case a tied
+    # lm_head is held once), 0 on the CPU; the drafter timed between two CUDA events, within the step
+    weights = sum(f.stat().st_size for f in ckpt.glob("*.safetensors"))
+    assert all((s["gpuMemUsage"] >= weights // 2) == (DEVICE == "cuda") for s in iterations), iterations
+    steps = [s for s in iterations if s["inflightBatchingStats"]["numGenRequests"]]
+    assert steps and all(0 < s["specDecodingStats"]["iterLatencyMS"] < s["iterLatencyMS"] for s in steps), steps
     assert proc.returncode == 0 and "stopped" in rest, (proc.returncode, err[-2000:])
 
 

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 import threading
 
 import pytest
@@ -263,40 +262,3 @@ def test_streamed_echo_of_a_prompt_too_long_is_a_plain_400(url):
     ok = {"prompt": "hi", "max_tokens": 2, "stream": True, "add_special_tokens": True,
           "stream_options": {"include_usage": True, "continuous_usage_stats": False, "include_obfuscation": True}}
     assert stream(url, "/v1/completions", ok)[-1]["usage"]["completion_tokens"] == 2
-
-
-def test_metrics_are_the_decoding_steps_as_trtllm_iteration_stats(url, backend):
-    """GET /metrics gives each decoding step once, in trtllm-serve's shape; its tokens add up to the answers'."""
-    call(url, "/metrics")  # drop what earlier tests left
-    out = call(url, "/v1/completions", {"prompt": ["The capital of France is", "Name a color:"], "max_tokens": 12})[1]
-    assert backend.wait_idle(60)  # the answer goes out at its last token, the step's statistics right after
-    status, steps = call(url, "/metrics")
-    assert status == 200 and [s["iter"] for s in steps] == list(range(steps[0]["iter"], steps[0]["iter"] + len(steps)))
-    spec = [s["specDecodingStats"] for s in steps]
-    assert all(s["numDraftTokens"] == s["numRequestsWithDraftTokens"] * backend.config.draft_len for s in spec)
-    assert all(0 <= s["numAcceptedTokens"] <= s["numDraftTokens"] for s in spec)
-    assert sum(s["numCompletedRequests"] for s in steps) == 2 and steps[0]["numActiveRequests"] == 2
-    # every token after each prompt's first (the prefill's) comes from a step, counted as returned
-    emitted = sum(s["numAcceptedTokens"] + s["numRequestsWithDraftTokens"] for s in spec)
-    assert emitted == out["usage"]["completion_tokens"] - 2
-    assert out["redrafter"]["steps"] == sum(s["numActiveRequests"] for s in steps) + 2  # + the two prefills
-    assert all(s["iterLatencyMS"] > 0 for s in steps)
-    # TensorRT-LLM's timestamp (common/timestampUtils.cpp getCurrentTimestamp): local time to the microsecond
-    assert all(re.fullmatch(r"\d\d-\d\d-\d{4} \d\d:\d\d:\d\d\.\d{6}", s["timestamp"]) for s in steps)
-    assert call(url, "/metrics") == (200, [])  # each step is given once
-
-
-def test_metrics_without_a_drafter_say_specdecodingstats_null(backend):
-    """Decoding without drafts, each step carries "specDecodingStats": null, as TensorRT-LLM's JSON does whenever it
-    has no speculative-decoding statistics (an unset std::optional; jsonSerializeOptional.h writes null): the key is
-    always there."""
-    app, original = App(backend, "smol", 8), backend.config
-    app.get("/metrics")
-    try:
-        backend.config = dataclasses.replace(original, num_beams=0)
-        assert app.post("/v1/completions", {"prompt": "The capital of France is", "max_tokens": 4})[0] == 200
-        assert backend.wait_idle(60)
-        steps = app.get("/metrics")[1]
-    finally:
-        backend.config = original
-    assert len(steps) == 3 and all(s["specDecodingStats"] is None for s in steps)  # 4 tokens: the prefill's + 3 steps

@@ -233,8 +233,8 @@ def generate(model: ReDrafterModel, prompt_ids: list[list[int]], max_new_tokens:
     docstring. Batch b uses seed + b. on_tokens(prompt index, new ids, their logprobs) -> True ends that prompt
     (under tp, every rank passes one and rank 0's answers count; see `runtime.decode`). admit(running rows) -> more
     prompts to join the batch as it runs (one batch only: no batch_size; see `runtime.decode`). logprobs=k: each
-    token's log-probability under the base and the k most likely there (`runtime.decode`). on_step(rows, tokens,
-    ended, seconds) hears of each decoding step (`runtime.decode`). sampling_rule: "exact" (the base's
+    token's log-probability under the base and the k most likely there (`runtime.decode`). on_step(Iteration)
+    hears of each prefill and decoding step (`runtime.decode`). sampling_rule: "exact" (the base's
     distribution at the temperature) or "trtllm" (a sampling engine's own rule, to predict its tokens per step;
     `runtime.accept`). forget_ended: a row that ended keeps nothing, its result lists empty (a server's long-running
     batch; on_tokens had its tokens; `runtime.decode`)."""

@@ -20,10 +20,9 @@ lowers such a request's max new tokens alike); a prompt that leaves no position 
 outputs, accepted and logprobs are empty for it (a server's batch, which new requests may keep joining for days,
 else holds every answer it ever gave).
 
-`on_step(rows, tokens, ended, seconds)` (optional) hears of each decoding step after the prefill: the rows it decoded,
-the tokens they emitted (1 + accepted drafts each, after the EOS and max_new_tokens cuts), the rows that ended at it
-and its wall time (a server's iteration statistics; on_tokens has seen the step's tokens by then). Informational:
-under tensor parallelism rank 0 alone passes one.
+`on_step(Iteration)` (optional) hears of each forward pass of the batch: a prefill of new rows and each decoding step
+(a server's iteration statistics, as TensorRT-LLM's executor reports an iteration; on_tokens has seen its tokens by
+then). Informational: under tensor parallelism rank 0 alone passes one.
 
 `logprobs=k` (None: off) adds each emitted token's log-probability under the base model and the k most likely
 tokens there: log-softmax of the base's raw logits at the node that emitted it (temperature not applied, as vLLM's
@@ -61,6 +60,44 @@ class TokenLogprob:
     at that position, most likely first."""
     logprob: float
     top: list[tuple[int, float]]
+
+
+@dataclass
+class Iteration:
+    """One forward pass of the running batch, for on_step: either a prefill of the rows joining (context rows) while
+    the running ones wait, or a decoding step of the running rows (generation rows)."""
+    context_rows: int = 0        # rows prefilled: their prompts went through the base, their first tokens emitted
+    context_tokens: int = 0      # those prompts' tokens
+    waiting_rows: int = 0        # running rows that waited while the new ones were prefilled
+    generation_rows: int = 0     # rows that decoded a step
+    tokens: int = 0              # tokens they emitted: 1 + accepted drafts each, after the EOS and max_new_tokens cuts
+    tokens_per_step: float = 0.0  # the mean over the generation rows of their tokens per step before this one
+    drafted: bool = False        # the drafter proposed a draft for each generation row
+    ended: int = 0               # rows that ended at it
+    seconds: float = 0.0         # its wall time
+    draft_seconds: float = 0.0   # the drafter's part of it (on CUDA: between two events around it on the stream)
+
+
+class _Clock:
+    """Times a part of a step: host time on CPU; on CUDA the span between two events on the stream, read once the step
+    has synchronised anyway (reading the accepted counts), so timing adds no synchronisation."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self.marks: list = []
+
+    def mark(self) -> None:
+        if self.cuda:
+            self.marks.append(torch.cuda.Event(enable_timing=True))
+            self.marks[-1].record()
+        else:
+            self.marks.append(time.perf_counter())
+
+    def seconds(self) -> float:
+        """Between the last two marks (then forgotten)."""
+        a, b = self.marks[-2:]
+        self.marks.clear()
+        return a.elapsed_time(b) / 1000 if self.cuda else b - a
 
 
 @dataclass
@@ -159,7 +196,7 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
            seed: int = 0, group: TPGroup = SINGLE,
            on_tokens: Callable[[int, list[int], list[TokenLogprob]], bool | None] | None = None,
            admit: Callable[[int], list[list[int]]] | None = None, logprobs: int | None = None,
-           on_step: Callable[[int, int, int, float], None] | None = None,
+           on_step: Callable[[Iteration], None] | None = None,
            sampling_rule: str = "exact", forget_ended: bool = False) -> GenerationResult:
     """Generate for every prompt; drafter None (or num_beams/draft_len 0) means plain decoding. on_tokens, admit,
     logprobs, on_step, forget_ended: see the module docstring. sampling_rule (temperature > 0 with drafts): "exact" or
@@ -192,12 +229,14 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
         return bool(on_tokens(b, new, lps[b][start: sent[b]]))
 
     reporter = report if on_tokens is not None else None
+    clock = _Clock(torch.device(dev)) if on_step is not None else None
     cache = base.new_cache(0, 0)
     h = g0 = None  # [rows, H] last hidden states, [rows] last tokens of the running rows
     active: list[int] = []
     joining = prompt_ids
     while True:
         if joining:  # prefill the new rows, emit their first tokens, append the running ones to the batch
+            prefill_start = time.perf_counter()
             first = len(outputs)
             capacity = max(len(p) for p in joining) + max_new_tokens + L + W * L + 1
             new_cache, new_h, new_g0 = _prefill(base, joining, capacity, temperature, gen, group)
@@ -213,6 +252,10 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
             cache.extend(new_cache)
             h = new_h[keep] if h is None else torch.cat([h, new_h[keep]])
             g0 = new_g0[keep] if g0 is None else torch.cat([g0, new_g0[keep]])
+            if on_step is not None:
+                on_step(Iteration(context_rows=len(joining), context_tokens=sum(map(len, joining)),
+                                  waiting_rows=len(active), ended=len(joining) - len(still),
+                                  seconds=time.perf_counter() - prefill_start))
             active += still
         if not active:  # nothing runs: take whatever admit has, else stop
             joining = _admitted(admit, 0, group, base.cfg)
@@ -221,6 +264,8 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
             break
         step_start = time.perf_counter()
         engine_rule = use_draft and temperature > 0 and sampling_rule == "trtllm"
+        if use_draft and clock:
+            clock.mark()
         if engine_rule:
             beams, draft_logp = drafter.beam_search(h, g0, W, draft_len, with_logp=True)
             (beams,) = _sync(group, beams)
@@ -229,6 +274,8 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
             (beams,) = _sync(group, beams)
         else:
             beams = g0[:, None, None]
+        if use_draft and clock:
+            clock.mark()
         tree = build_tree(beams)
         hidden = base.forward(tree.tokens, cache.lens[:, None] + tree.depth, tree.mask, cache)
         if engine_rule:
@@ -247,6 +294,7 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
         step_lps = (token_logprobs(base, hidden[rows[:, None], acc.path], acc.emitted, logprobs)
                     if logprobs is not None else None)
         decoded, before = active, (sum(len(outputs[b]) for b in active) if on_step is not None else 0)
+        so_far = sum(len(outputs[b]) / steps[b] for b in active) / n if on_step is not None else 0.0
         added = []
         for i, b in enumerate(active):
             room = limit[b] - len(outputs[b])
@@ -260,7 +308,9 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
         active, keep = _finish(active, added, outputs, eos, limit, reporter, group, dev)
         if on_step is not None:
             kept = sum(len(outputs[b]) for b in decoded) - before  # after the EOS and max_new_tokens cuts
-            on_step(n, kept, n - len(active), time.perf_counter() - step_start)
+            on_step(Iteration(generation_rows=n, tokens=kept, tokens_per_step=so_far, drafted=use_draft,
+                              ended=n - len(active), seconds=time.perf_counter() - step_start,
+                              draft_seconds=clock.seconds() if use_draft else 0.0))
         forget(decoded, active)
         if len(active) < n:
             cache.select_rows(keep.to(dev)); h, g0 = h[keep], g0[keep]
