@@ -309,8 +309,9 @@ def _check_rank(cfg: dict, r: int, f: Path, have: dict, src: TensorSource, rep: 
         broken = [n for n in tqdm(sorted(have), desc=f"rank{r} values", unit="tensor", disable=None, leave=False)
                   if not _finite_values(src, n, have[n][0], n in fp8_as_int8)]
         if broken:
-            rep.problems.append(f"rank{r}: {name_list(broken)} hold NaN or Inf: re-export the weights they come from, "
-                                f"then re-convert (convert refuses non-finite weights)")
+            verb, source = ("holds", "it comes") if len(broken) == 1 else ("hold", "they come")
+            rep.problems.append(f"rank{r}: {name_list(broken)} {verb} NaN or Inf: re-export the weights {source} "
+                                f"from, then re-convert (convert refuses non-finite weights)")
 
 
 DRAFTER_HEAD = "drafter.lm_head.weight"

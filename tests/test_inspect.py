@@ -273,8 +273,8 @@ def test_values_finds_nan_and_inf_anywhere(ckpt, tmp_path, monkeypatch, fp8):
     result = run_cli("inspect", copy, "--values")
     problems = [ln for ln in result.output.splitlines() if "problem:" in ln]
     assert result.exit_code == 1 and len(problems) == 1, result.output
-    named = [qkv, fc] if not fp8 else [fc]
-    assert f"rank0: {', '.join(named)} hold NaN or Inf" in problems[0], problems
+    named, verb = ([qkv, fc], "hold") if not fp8 else ([fc], "holds")  # one tensor "holds", as a sentence says it
+    assert f"rank0: {', '.join(named)} {verb} NaN or Inf" in problems[0], problems
     assert run_cli("inspect", ckpt, "--values").exit_code == 0
 
 
