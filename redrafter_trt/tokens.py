@@ -127,6 +127,10 @@ def stop_ids(tokenizer, tokenizer_dir) -> list[int]:
     return eos_ids(tokenizer, eos)
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")  # one of them in any
+# Llama, Mistral or Qwen2 tokenizer folder (fast, SentencePiece, byte-level BPE)
+
+
 def auto_tokenizer(folder):
     """AutoTokenizer.from_pretrained(folder), the one way every command loads a tokenizer: one it cannot load is a
     TokenizerError with transformers' reason (callers add what to do). A folder saved by transformers 5 names
@@ -143,6 +147,9 @@ def auto_tokenizer(folder):
         # OSError or ValueError for missing files, an ImportError (transformers 4 falling back to SentencePiece), a
         # TypeError / AttributeError / KeyError for files of the wrong shape, tokenizers' bare Exception for a
         # tokenizer.json it cannot parse
+        if not any((Path(folder) / name).is_file() for name in TOKENIZER_FILES):  # a checkpoint, drafter or empty
+            # folder: transformers' reason, cut to its first line, named nothing ("... from one of: ")
+            raise TokenizerError(f"it holds none of {', '.join(TOKENIZER_FILES)}") from None
         raise TokenizerError(first_line(e, type(e).__name__)) from None
     return tokenizer
 

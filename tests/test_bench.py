@@ -272,6 +272,9 @@ def test_every_tokenizer_failure_is_one_config_error(tmp_path, monkeypatch):
         raise ImportError("\n requires the protobuf library but it was not found in your environment.")
 
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", fails)
+    with pytest.raises(ConfigError, match=r"cannot load a tokenizer from .* \(it holds none of tokenizer.json, "):
+        load_tokenizer(str(tmp_path), None)  # what the missing files mean, not the ImportError they caused
+    (tmp_path / "tokenizer_config.json").write_text("{}")
     with pytest.raises(ConfigError, match=r"cannot load a tokenizer from .* \(requires the protobuf library"):
         load_tokenizer(str(tmp_path), None)
 

@@ -229,6 +229,17 @@ def test_malformed_tokenizer_files_are_one_line(ckpt, tmp_path, file, edit):
     assert_one_line_error(result, f"cannot load a tokenizer from {tok}", "--tokenizer-dir")
 
 
+def test_a_tokenizer_dir_without_tokenizer_files_says_so(ckpt, tmp_path):
+    """README walk: `--tokenizer-dir CKPT` (the checkpoint, not the base), or an empty folder, gave transformers'
+    reason cut at its first line, 'Couldn't instantiate the backend tokenizer from one of: ', which names nothing."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for folder in (ckpt, empty):
+        result = run_cli("run", "--checkpoint-dir", ckpt, "--tokenizer-dir", folder, "--input-text", "hi")
+        assert_one_line_error(result, f"cannot load a tokenizer from {folder} (it holds none of tokenizer.json, "
+                              f"tokenizer_config.json, tokenizer.model, vocab.json)", "--tokenizer-dir")
+
+
 def test_a_chat_template_that_does_not_render_is_one_line(ckpt, tmp_path):
     from test_bench import save_byte_tokenizer
 
