@@ -145,6 +145,33 @@ def test_greedy_drafting_is_exact_in_float32(report):
     assert any(v in stdout for v in verdicts), stdout
 
 
+def test_counted():
+    from redrafter_trt.plural import counted
+
+    assert [counted(n, "prompt") for n in (0, 1, 2)] == ["0 prompts", "1 prompt", "2 prompts"]
+    assert (counted(1, "CPU thread"), counted(8, "CPU thread")) == ("1 CPU thread", "8 CPU threads")
+
+
+@pytest.mark.parametrize("prompts, threads, words", [
+    (1, 1, ["1 prompt, ", "(1 thread)", "agree on 1/1 prompt\n"]),
+    (2, 2, ["2 prompts, ", "(2 threads)", "agree on 2/2 prompts\n"]),
+])
+def test_headers_count_in_the_singular_and_plural(setup, prompts, threads, words):
+    """A walkthrough: bench printed "1 prompts" and "(1 threads)", acceptance "1 prompts"."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        short = ("--num-prompts", prompts, "--max-new-tokens", 2, "--beams", 1, "--draft-lens", 1)
+        bench, acceptance = run_cli(*bench_args(setup, *short)), run_cli(*acceptance_args(setup, *short))
+    finally:
+        torch.set_num_threads(before)
+    assert bench.exit_code == 0 and acceptance.exit_code == 0, (bench.output, acceptance.output)
+    assert all(w in bench.stdout for w in words), bench.stdout
+    assert acceptance.stdout.startswith(words[0]), acceptance.stdout
+
+
 def test_plot(setup, tmp_path):
     pytest.importorskip("matplotlib")
     png = tmp_path / "bench.png"

@@ -5,6 +5,7 @@ with a budget of two steps, first and second run. The printed GPU commands are t
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -19,11 +20,18 @@ TINY = dict(max_examples=6, distill_max_new_tokens=12, max_steps=2, batch_size=1
 @pytest.fixture(scope="module")
 def untrained(smollm2, tmp_path_factory):
     """One whole quickstart through the CLI with the training package unavailable: (workdir, CLI result)."""
+    import torch
+
     workdir = tmp_path_factory.mktemp("quickstart-untrained")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(qs, "training_api", lambda: None)
-        result = CliRunner().invoke(main, ["quickstart", "--workdir", str(workdir), "--num-questions", "1",
-                                           "--max-new-tokens", "6"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # its header counts them: "1 CPU thread"
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(qs, "training_api", lambda: None)
+            result = CliRunner().invoke(main, ["quickstart", "--workdir", str(workdir), "--num-questions", "1",
+                                               "--max-new-tokens", "6"])
+    finally:
+        torch.set_num_threads(threads)
     assert result.exit_code == 0, result.output
     return workdir, result
 
@@ -41,6 +49,10 @@ def test_untrained_fallback_says_so(untrained):
         assert needle in out, needle
     for w in qs.GRID_BEAMS:
         assert f"W={w} L={qs.CPU_DRAFT_LEN}" in out
+    # a walkthrough: "Measured here (1 questions, ..., 1 CPU threads)"
+    assert "Measured here (1 question, " in out and "1 CPU thread):" in out, out
+    best = int(re.search(r"W=(\d+) L=\d+\*", out).group(1))  # the table's starred row
+    assert f"ReDrafter, {best} beam{'' if best == 1 else 's'} x " in out, out
     # bench's verdict, as `bench` prints it (an untrained drafter mostly "accepts almost nothing")
     assert any(v in out for v in ("drafting pays here", "drafting does not pay here", "the drafter accepts almost"))
 

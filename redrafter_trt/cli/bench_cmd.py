@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from ..errors import ConfigError
+from ..plural import counted
 from ..presets import config_option
 from .params import Command, Device, OutputFile, check_output_file
 
@@ -118,9 +119,9 @@ def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_t
     warn_if_sampling(cfg, checkpoint_dir)
     report = run_bench(opts, progress=lambda line: click.echo(line, err=True))
     m = report.meta
-    click.echo(f"{m['num_prompts']} prompts, up to {m['max_new_tokens']} new tokens, greedy, batch 1, {m['dtype']} on "
-               f"{m['device']} ({m['torch_threads']} threads); transformers and the runtime agree on "
-               f"{report.hf_matches_no_draft}/{m['num_prompts']} prompts")
+    click.echo(f"{counted(m['num_prompts'], 'prompt')}, up to {m['max_new_tokens']} new tokens, greedy, batch 1, "
+               f"{m['dtype']} on {m['device']} ({counted(m['torch_threads'], 'thread')}); transformers and the runtime "
+               f"agree on {report.hf_matches_no_draft}/{counted(m['num_prompts'], 'prompt')}")
     click.echo(format_table(report))
     best = report.best
     click.echo(f"best: W={best.num_beams} L={best.draft_len}: {best.run.mean_tokens_per_step:.2f} tokens/step, "
@@ -160,8 +161,8 @@ def acceptance(checkpoint_dir, tokenizer_dir, prompts, num_prompts, max_new_toke
     warn_if_sampling(check_checkpoint(opts)[0], checkpoint_dir)
     report = run_acceptance(opts, progress=lambda line: click.echo(line, err=True))
     m = report["meta"]
-    click.echo(f"{m['num_prompts']} prompts, up to {m['max_new_tokens']} new tokens, greedy, {m['dtype']} on "
-               f"{m['device']}: tokens per step replayed over one greedy pass (speed: `redrafter-trt bench`)")
+    click.echo(f"{counted(m['num_prompts'], 'prompt')}, up to {m['max_new_tokens']} new tokens, greedy, {m['dtype']} "
+               f"on {m['device']}: tokens per step replayed over one greedy pass (speed: `redrafter-trt bench`)")
     click.echo(f"{'config':<14} {'tokens/step':>11}  histogram")
     for c in report["configs"]:
         name = f"W={c['num_beams']} L={c['draft_len']}" + ("*" if c == report["best"] else "")

@@ -55,13 +55,14 @@ def quickstart(workdir, num_questions, max_new_tokens, force):
         click.echo("NOTE: the drafter is UNTRAINED (the training package is not installed): it accepts almost no "
                    "draft tokens, so these figures show the cost of drafting, not its gain.")
     from ..bench import format_table, verdict
+    from ..plural import counted
 
     m = rep.meta
-    click.echo(f"Measured here ({m['num_prompts']} questions, up to {m['max_new_tokens']} tokens, greedy, batch 1, "
-               f"{m['dtype']}, {m['torch_threads']} CPU threads):")
+    click.echo(f"Measured here ({counted(m['num_prompts'], 'question')}, up to {m['max_new_tokens']} tokens, greedy, "
+               f"batch 1, {m['dtype']}, {counted(m['torch_threads'], 'CPU thread')}):")
     click.echo(format_table(rep))
     exact = "yes" if not best.mismatched_prompts else "NO (a bug: please report it)"
-    click.echo(f"\nReDrafter, {best.num_beams} beam(s) x {best.draft_len} draft tokens: "
+    click.echo(f"\nReDrafter, {counted(best.num_beams, 'beam')} x {counted(best.draft_len, 'draft token')}: "
                f"{best.run.mean_tokens_per_step:.2f} tokens/step, {best.run.tokens_per_second:.1f} tokens/s, "
                f"{best.speedup_vs_hf:.2f}x transformers generate ({rep.hf.tokens_per_second:.1f} tokens/s), "
                f"{best.speedup_vs_no_draft:.2f}x the same runtime without drafting; same text as without drafting: "

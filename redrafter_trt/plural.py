@@ -1,0 +1,8 @@
+"""Counts in printed lines: `1 prompt`, `3 prompts`."""
+
+from __future__ import annotations
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """`n noun`, the noun in its plural (`plural`, else noun + "s") unless n is 1."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
