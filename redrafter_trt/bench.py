@@ -136,13 +136,21 @@ def default_grid(maximum: int) -> tuple[int, ...]:
     return tuple(out + [maximum])
 
 
-def check_grid(values: tuple[int, ...], maximum: int, flag: str, key: str, convert_flag: str) -> tuple[int, ...]:
+def check_grid(values: tuple[int, ...], maximum: int, flag: str, key: str,
+               fix: Callable[[int], str]) -> tuple[int, ...]:
+    """The values, sorted (none: default_grid); refused outside 1..maximum, `fix` saying how to get the largest
+    (`reconvert with --num-beams 8`, RuntimeConfig.draft_len_fix)."""
     values = tuple(sorted(set(values))) or default_grid(maximum)
     bad = [v for v in values if not 1 <= v <= maximum]
     if bad:
+        larger = f", or {fix(max(values))}" if max(values) > maximum else ""
         raise ConfigError(f"{flag} {bad[0]} is outside 1..{maximum} (the checkpoint's {key}): pass values up to "
-                          f"{maximum}, or reconvert with {convert_flag} {max(values)}")
+                          f"{maximum}{larger}")
     return values
+
+
+def reconvert_beams(wanted: int) -> str:
+    return f"reconvert with --num-beams {wanted}"
 
 
 def first_prompts(texts: list[str], num_prompts: int | None) -> list[str]:
@@ -326,8 +334,8 @@ def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
     from .runtime import check_positions, load
 
     cfg, ckpt_config, hf_dir = check_inputs(opts)
-    beams = check_grid(opts.beams, cfg.num_beams, "--beams", "redrafter_num_beams", "--num-beams")
-    lens = check_grid(opts.draft_lens, cfg.draft_len, "--draft-lens", "redrafter_draft_len_per_beam", "--draft-len")
+    beams = check_grid(opts.beams, cfg.num_beams, "--beams", "redrafter_num_beams", reconvert_beams)
+    lens = check_grid(opts.draft_lens, cfg.draft_len, "--draft-lens", "redrafter_draft_len_per_beam", cfg.draft_len_fix)
     grid = [(w, n) for n in lens for w in beams]
     texts = load_prompts(opts.prompts) if prompts is None else list(prompts)
     if not texts:

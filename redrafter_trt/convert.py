@@ -207,8 +207,11 @@ def _plan(base: Path, source_base: Path, drafter: Path, dcfg: DrafterConfig, dte
         quant["exclude_modules"] = sorted(set(layout.exclusions(quant)) | set(layout.required_exclusions(cfg)))
     # --calib-data among the sources, as an absolute path: as typed (relative to where convert ran) it named nothing
     options = {k: v for k, v in asdict(opts).items() if k != "calib_data"}
-    cfg["producer"] = producer_block("convert", {**options, "tp_size": layout.tp_size(cfg)},
-                                     {"base": source_base, "drafter": drafter, "calib_data": opts.calib_data})
+    # the drafter's predict_n too (null: it does not say), for `bench`, `acceptance` and `run` to advise on a longer
+    # draft length; the producer block is ours (TensorRT-LLM keeps an unknown key as an attribute, unread)
+    cfg["producer"] = {**producer_block("convert", {**options, "tp_size": layout.tp_size(cfg)},
+                                        {"base": source_base, "drafter": drafter, "calib_data": opts.calib_data}),
+                       "drafter_predict_n": dcfg.predict_n}
     ranks = []
     for r in range(layout.tp_size(cfg)):
         plan = (plan_trtllm_rank(sources[r], cfg, r, base) if trt_base else plan_hf_rank(sources[0], hf_cfg, cfg, r))

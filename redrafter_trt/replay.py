@@ -142,7 +142,7 @@ def run_acceptance(opts: AcceptanceOptions, progress: Callable[[str], None] = la
     cfg, raw = check_checkpoint(opts)
     check_device(opts.device)
     beams = tuple(sorted(set(opts.beams))) or default_grid(cfg.num_beams)
-    lens = check_grid(opts.draft_lens, cfg.draft_len, "--draft-lens", "redrafter_draft_len_per_beam", "--draft-len")
+    lens = check_grid(opts.draft_lens, cfg.draft_len, "--draft-lens", "redrafter_draft_len_per_beam", cfg.draft_len_fix)
     check_widths(cfg, beams, lens)
     texts = first_prompts(load_prompts(opts.prompts), opts.num_prompts)  # an empty file is an error there
     tokenizer = load_tokenizer(opts.tokenizer_dir, cfg.vocab_size)

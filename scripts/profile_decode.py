@@ -60,7 +60,7 @@ def main(checkpoint_dir, tokenizer_dir, prompts, beams, draft_len, num_prompts, 
     import redrafter_trt.runtime as rt
     decode_mod = importlib.import_module("redrafter_trt.runtime.decode")
     from redrafter_trt.runtime.cache import KVCache
-    from redrafter_trt.bench import check_grid
+    from redrafter_trt.bench import check_grid, reconvert_beams
     from redrafter_trt.errors import ConfigError
     from redrafter_trt.prompts import load_prompts
     from redrafter_trt.quickstart import mt_bench_path
@@ -78,8 +78,9 @@ def main(checkpoint_dir, tokenizer_dir, prompts, beams, draft_len, num_prompts, 
     ids = encode_prompts(tokenizer, load_prompts(prompts)[:num_prompts], None)
     eos = stop_ids(tokenizer, tokenizer_dir)  # as run and bench: the generation config's stop tokens too
     model = rt.load(checkpoint_dir, compile=compile_layers)
-    check_grid((beams,), model.config.num_beams, "--beams", "redrafter_num_beams", "--num-beams")
-    check_grid((draft_len,), model.config.draft_len, "--draft-len", "redrafter_draft_len_per_beam", "--draft-len")
+    check_grid((beams,), model.config.num_beams, "--beams", "redrafter_num_beams", reconvert_beams)
+    check_grid((draft_len,), model.config.draft_len, "--draft-len", "redrafter_draft_len_per_beam",
+               model.config.draft_len_fix)
     rt.generate(model, [ids[0]], 8, num_beams=beams, draft_len=draft_len, eos_token_id=eos)  # warm-up
     rt.generate(model, [ids[0]], 8, eos_token_id=eos, use_draft=False)
 

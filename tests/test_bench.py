@@ -202,6 +202,60 @@ def test_draft_len_above_checkpoint(setup):
     assert_one_line_error(run_cli(*bench_args(setup, "--draft-lens", "4")), "--draft-lens 4", "outside 1..3")
 
 
+def short_checkpoint(setup, folder, predict_n: int, draft_len: int):
+    """The setup's base and drafter, the drafter recorded as trained to predict `predict_n` tokens, converted at
+    `draft_len`."""
+    import shutil
+
+    from redrafter_trt.convert import convert
+
+    base, ckpt, _ = setup
+    drafter = folder / "drafter"
+    shutil.copytree(ckpt.parent / "drafter", drafter)
+    cfg = json.loads((drafter / "config.json").read_text())
+    (drafter / "config.json").write_text(json.dumps({**cfg, "predict_n": predict_n}))
+    return convert(base, drafter, folder / "ckpt", tp_size=1, dtype="float32", num_beams=2, draft_len=draft_len)
+
+
+def test_a_draft_length_past_the_drafters_asks_for_retraining(setup, tmp_path):
+    """A walkthrough: on a checkpoint whose drafter predicts 2 tokens, `acceptance --draft-lens 3` (and bench, and
+    run's --draft-len) advised "reconvert with --draft-len 3", which convert refuses; they say to retrain."""
+    from redrafter_trt import runtime as rt
+
+    base, _, prompts = setup
+    ckpt = short_checkpoint(setup, tmp_path, predict_n=2, draft_len=2)
+    args = ("--checkpoint-dir", ckpt, "--tokenizer-dir", base, "--prompts", prompts, "--draft-lens", "1,3")
+    for command in ("acceptance", "bench"):
+        result = run_cli(command, *args)
+        assert_one_line_error(result, "--draft-lens 3", "outside 1..2", "train --predict-n 3")
+        assert "--draft-len 3" not in result.stderr
+    with pytest.raises(ConfigError, match="train --predict-n 3") as e:
+        rt.check_draft_shape(rt.RuntimeConfig.from_dir(ckpt), None, 3, True)
+    assert "--draft-len 3 is outside 0..2" in str(e.value) and "reconvert" not in str(e.value)
+
+
+@pytest.mark.parametrize("recorded, wanted, says, never", [
+    (None, 5, ["or reconvert with --draft-len 5 if its drafter", "train --predict-n 5"], []),  # converted by an older version
+    (5, 5, ["or reconvert with --draft-len 5"], ["predict-n"]),
+    (4, 5, ["or reconvert with --draft-len 4", "train --predict-n 5"], ["--draft-len 5"]),
+    (3, 5, ["trained to predict 3 tokens", "train --predict-n 5"], ["reconvert", "--draft-len 5"]),
+])
+def test_the_longer_draft_length_advice_follows_the_recorded_predict_n(setup, recorded, wanted, says, never):
+    from redrafter_trt.bench import check_grid
+    from redrafter_trt.runtime.config import RuntimeConfig
+
+    _, ckpt, _ = setup
+    raw = json.loads((ckpt / "config.json").read_text())
+    raw["producer"] = {k: v for k, v in raw["producer"].items() if k != "drafter_predict_n"}
+    if recorded is not None:
+        raw["producer"]["drafter_predict_n"] = recorded
+    cfg = RuntimeConfig.from_dict(raw)
+    with pytest.raises(ConfigError) as e:
+        check_grid((1, wanted), cfg.draft_len, "--draft-lens", "redrafter_draft_len_per_beam", cfg.draft_len_fix)
+    assert str(e.value).startswith(f"--draft-lens {wanted} is outside 1..3"), e.value
+    assert all(s in str(e.value) for s in says) and not any(n in str(e.value) for n in never), e.value
+
+
 @pytest.mark.parametrize("flag, value", [("--beams", "1,x"), ("--beams", ""), ("--beams", "0"), ("--draft-lens", "-1")])
 def test_malformed_list(setup, flag, value):
     assert_one_line_error(run_cli(*bench_args(setup, flag, value)), flag, "comma-separated")

@@ -209,6 +209,24 @@ def test_config_fields(tmp_path, tiny_drafter):
     assert cfg["producer"]["name"] == "redrafter-trt" and cfg["producer"]["options"]["num_beams"] == 3
 
 
+@pytest.mark.parametrize("predict_n", [2, None])
+def test_the_drafters_predict_n_is_recorded(tmp_path, tiny_drafter, predict_n):
+    """A walkthrough: the checkpoint kept no trace of the drafter's predict_n, so `acceptance --draft-lens 3` on one
+    whose drafter predicts 2 advised a reconversion convert refuses. It is recorded in the producer block (ours:
+    TensorRT-LLM's PretrainedConfig only keeps unknown keys as attributes), null for a drafter that does not say."""
+    import shutil
+
+    from redrafter_trt.runtime.config import RuntimeConfig
+
+    drafter = tmp_path / "d"
+    shutil.copytree(tiny_drafter, drafter)
+    cfg = json.loads((drafter / "config.json").read_text())
+    (drafter / "config.json").write_text(json.dumps({**cfg, "predict_n": predict_n}))
+    out = convert(make_hf(tmp_path / "b", "llama"), drafter, tmp_path / "c", draft_len=2)
+    assert json.loads((out / "config.json").read_text())["producer"]["drafter_predict_n"] == predict_n
+    assert RuntimeConfig.from_dir(out).drafter_predict_n == predict_n
+
+
 def test_sharpened_drafter_warns_only_for_sampling(tmp_path, tiny_drafter, caplog):
     """A drafter trained with --later-sharpness 4 (recorded in its producer block) is for greedy acceptance."""
     import shutil

@@ -137,7 +137,9 @@ def check_draft_shape(cfg: RuntimeConfig, num_beams: int | None, draft_len: int 
     if not 1 <= W <= cfg.num_beams:
         raise ConfigError(f"--num-beams {W} is outside 1..{cfg.num_beams} (the checkpoint's redrafter_num_beams)")
     if not 0 <= L <= cfg.draft_len:
-        raise ConfigError(f"--draft-len {L} is outside 0..{cfg.draft_len} (the checkpoint's redrafter_draft_len_per_beam)")
+        larger = f": pass at most {cfg.draft_len}, or {cfg.draft_len_fix(L)}" if L > cfg.draft_len else ""
+        raise ConfigError(f"--draft-len {L} is outside 0..{cfg.draft_len} (the checkpoint's "
+                          f"redrafter_draft_len_per_beam){larger}")
     return W, L
 
 

@@ -38,6 +38,7 @@ class RuntimeConfig:
     drafter_exit_dim: int = 0
     drafter_rnn: bool = False
     greedy_search: bool = True
+    drafter_predict_n: int | None = None  # the tokens its drafter was trained to predict (None: not recorded)
     max_positions: int = 2048  # prompt + new tokens must fit: max_position_embeddings (x linear scaling's factor)
 
     @property
@@ -47,6 +48,20 @@ class RuntimeConfig:
     @property
     def torch_dtype(self) -> torch.dtype:
         return DTYPES[self.dtype]
+
+    def draft_len_fix(self, wanted: int) -> str:
+        """How to draft `wanted` tokens a beam, past this checkpoint's draft_len: convert again up to what its drafter
+        was trained to predict (convert refuses more), past that retrain it."""
+        n, retrain = self.drafter_predict_n, f"`redrafter-trt train --predict-n {wanted}`"
+        if n is None:  # converted before predict_n was recorded, or a drafter that does not say
+            return (f"reconvert with --draft-len {wanted} if its drafter was trained to predict {wanted} tokens (else "
+                    f"retrain the drafter with {retrain})")
+        if wanted <= n:
+            return f"reconvert with --draft-len {wanted}"
+        if n > self.draft_len:
+            return f"reconvert with --draft-len {n} (the most its drafter was trained to predict), or retrain the " \
+                   f"drafter with {retrain}"
+        return f"retrain its drafter (trained to predict {n} tokens) with {retrain}, then convert again"
 
     @classmethod
     def from_dict(cls, raw: dict, where: str = "config.json") -> "RuntimeConfig":
@@ -80,6 +95,7 @@ class RuntimeConfig:
                 drafter_exit_dim=int(raw.get("redrafter_exit_dim", 0) or 0),
                 drafter_rnn=bool(raw.get("redrafter_is_rnn", False)),
                 greedy_search=bool(raw.get("redrafter_greedy_search", True)),
+                drafter_predict_n=_recorded_predict_n(raw),
                 # as trtllm-build's default max_seq_len: a linear scaling's factor stretches the positions
                 max_positions=position_limit({**raw, "max_position_embeddings": int(raw.get("max_position_embeddings")
                                                                                     or 2048)}),
@@ -101,6 +117,14 @@ class RuntimeConfig:
         if isinstance(raw, dict) and (other := foreign(Path(ckpt_dir), raw)):
             raise ConfigError(other)
         return cls.from_dict(raw, str(path))
+
+
+def _recorded_predict_n(raw: dict) -> int | None:
+    """The drafter's predict_n `convert` recorded in the producer block; None where absent or hand-edited into
+    something that is no positive integer."""
+    producer = raw.get("producer")
+    n = producer.get("drafter_predict_n") if isinstance(producer, dict) else None
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
 
 
 def rope_inv_freq(cfg: RuntimeConfig) -> tuple[torch.Tensor, float]:
