@@ -250,3 +250,25 @@ def test_a_distillation_leaves_the_batch_file_another_hosts_rank_is_writing(tmp_
     killed.write_bytes(b"x")  # once no run writes here, a killed run's partial is swept
     distill_module.distill(load, tok, [[1, 9, 10]], folder, max_new_tokens=4, batch_size=1)
     assert not killed.exists()
+
+
+def test_a_distillation_leaves_a_batch_file_whose_index_lines_another_host_has_not_shown_yet(tmp_path):
+    """A rank starting to distill removed every batch file no index line named, lock or not: on a network file system
+    a rank on another node renames its batch file at once, but its index lines reach the server when that rank's
+    client flushes them, so the file was deleted under a live run (which then failed reading it). Unindexed files are
+    now removed only when no run on any host writes into the folder, as partials are."""
+    import shutil
+
+    from redrafter_trt.train.chunks import writing_into
+    from redrafter_trt.train.distill import distill
+
+    load, tok = _tiny(tmp_path)
+    folder = tmp_path / "c"
+    distill(load, tok, [[1, 5, 6]], folder, max_new_tokens=4, batch_size=1)
+    written = folder / "hidden-0123456789abcdef-89abcdef.safetensors"  # its index lines not yet seen here
+    shutil.copy(next(folder.glob("hidden-*")), written)
+    with writing_into(folder):  # the other node's rank, distilling on
+        distill(load, tok, [[1, 5, 6], [1, 7, 8]], folder, max_new_tokens=4, batch_size=1)
+        assert written.exists()
+    distill(load, tok, [[1, 5, 6]], folder, max_new_tokens=4, batch_size=1)  # no run writes there: a killed run's
+    assert not written.exists()

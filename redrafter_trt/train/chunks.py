@@ -18,7 +18,7 @@ import fcntl
 import logging
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -98,8 +98,9 @@ def writing_into(folder: Path) -> Iterator[None]:
             os.close(fd)
 
 
-def sweep_idle(folder: Path) -> None:
-    """The partials killed runs left in `folder`, unless a run (on any host) is writing into it."""
+def sweep_idle(folder: Path, also: Callable[[Path], None] | None = None) -> None:
+    """The partials killed runs left in `folder`, and what `also(folder)` removes (what only an idle folder can tell
+    apart from a live run's), unless a run (on any host) is writing into it."""
     try:
         fd = _lock(folder)
     except OSError:
@@ -110,6 +111,8 @@ def sweep_idle(folder: Path) -> None:
         return
     else:
         sweep_partials(folder, "*")
+        if also:
+            also(folder)
     finally:
         os.close(fd)
 

@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 import torch
 
 from ..tokens import eos_ids
-from .chunks import writing_into
+from .chunks import sweep_idle, writing_into
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +109,9 @@ def _index_lines(folder: Path) -> Iterator[dict]:
 def sweep_unindexed(folder: Path) -> None:
     """Remove the batch files that no index line names: the code before session 41 named a batch's file before it
     indexed it, and a run killed between the two left a file (the batch's hidden states, GBs for a large base) that no
-    run read nor removed. A distill now indexes a batch before its file takes its name, so the files are listed before
-    the lines are read: a file listed is named by then, even one a concurrent run has just written."""
+    run read nor removed. Called only while no run writes into `folder` (chunks.sweep_idle): a run on another host
+    renames its batch file at once, but its index lines reach a network file system's server only when its client
+    flushes them, so its file, named no line here yet, was removed under it."""
     listed = sorted(folder.glob("hidden-*.safetensors"))
     named = {rec["file"] for rec in _index_lines(folder)}
     for f in listed:
@@ -209,7 +210,7 @@ def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: P
     folder.mkdir(parents=True, exist_ok=True)
     caps = [max_new_tokens if max_len is None else max(1, min(max_new_tokens, max_len - len(p))) for p in prompts]
     keys = [prompt_key(p, cap) for p, cap in zip(prompts, caps)]
-    sweep_unindexed(folder)
+    sweep_idle(folder, sweep_unindexed)
     done = read_cache(folder, set(keys))
     # an answer ends at its turn's end as at an EOS: a ChatML base whose EOS is <|endoftext|> (Qwen2's base models)
     # once answered on past <|im_end|> into turns of its own making, up to --distill-max-new-tokens, and the drafter
