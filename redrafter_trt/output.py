@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -28,13 +29,15 @@ _MADE: set[str] = set()
 
 @contextlib.contextmanager
 def atomic_file(path: Path, sweep: bool = True) -> Iterator[Path]:
-    """Yield a hidden sibling to write; on success it is renamed to `path`, on any failure removed: an interrupted
-    run never leaves half a file. With `sweep`, what a killed run (kill -9, the OOM killer) left for `path` is removed
-    first (by process id: a folder that runs on other hosts write into sweeps otherwise, train/chunks.py)."""
+    """Yield a hidden sibling to write, `.{name}.partial-{pid}-{this write's own}`; on success it is renamed to `path`,
+    on any failure removed: an interrupted run never leaves half a file. With `sweep`, what a killed run (kill -9, the
+    OOM killer) left for `path` is removed first (by process id: a folder that runs on other hosts write into sweeps
+    otherwise, train/chunks.py). The process id alone once named it: runs on two hosts sharing a folder, of one id
+    (containers number their processes alike), wrote the same chunk into one file, each renaming the other's."""
     path = Path(path)
     if sweep:
         sweep_partials(path.parent, glob.escape(path.name))
-    tmp = path.with_name(f".{path.name}{PARTIAL_MARK}{os.getpid()}")
+    tmp = path.with_name(f".{path.name}{PARTIAL_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
     _MADE.add(tmp.name)
     try:
         yield tmp

@@ -763,6 +763,23 @@ def test_a_sweep_leaves_the_chunk_another_host_is_writing(tmp_path, monkeypatch)
     assert (features.hidden_folder(cache, "base", held) / features.chunk_name(0, 1)).is_file()
 
 
+
+def test_a_chunk_leaves_the_partial_another_hosts_run_of_the_same_process_id_is_writing(tmp_path):
+    """Containers number their processes alike (an entry point is process 1 on every node): two runs on the same
+    reference answers on two nodes sharing the cache wrote a chunk under one partial name, `.NAME.partial-PID`, each
+    truncating the other's file and renaming it away (the one finishing second failed in its rename, or a chunk took
+    its name holding both runs' bytes). A partial's name is now this write's own."""
+    import os
+
+    from redrafter_trt.train import chunks
+
+    path = tmp_path / chunks.chunk_name(0, 1)
+    theirs = tmp_path / f".{path.name}.partial-{os.getpid()}"
+    theirs.write_bytes(b"another host's chunk, half written")
+    chunks.write_chunk(path, {"rows": torch.arange(2), "hidden": torch.ones(2, 3)}, {})
+    assert theirs.read_bytes() == b"another host's chunk, half written"
+    assert torch.equal(chunks.read_chunk(path, torch.arange(2), {})["hidden"], torch.ones(2, 3))
+
 def _sums(lengths) -> list[Example]:
     return [Example(tuple(range(1, n)), (False,) + (True,) * (n - 2)) for n in lengths]
 
