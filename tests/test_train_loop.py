@@ -83,6 +83,26 @@ def test_same_seed_same_drafter_other_seed_differs(chat_base, qa_file, tmp_path,
     assert all(torch.equal(a[k], again[k]) for k in a)
 
 
+
+def test_the_soft_targets_an_earlier_version_cached_in_one_file_are_read(chat_base, qa_file, tmp_path, monkeypatch):
+    """Session 45 moved the soft targets from one `teacher-KEY.safetensors` to a folder of chunks, and a cache of an
+    earlier version computed them all again (hours for an 8B base's head), its single file left beside them, never read
+    nor removed; it is read now, as the hidden states' single file of before session 44 is."""
+    import shutil
+
+    from redrafter_trt.io import read_safetensors, write_safetensors
+
+    first = _tensors(train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4)))
+    (folder,) = (tmp_path / "cache").glob("teacher-*")
+    (chunk,) = folder.glob("*.safetensors")
+    saved = read_safetensors(chunk)
+    single = tmp_path / "cache" / f"teacher-{folder.name.rsplit('-', 1)[1]}.safetensors"
+    write_safetensors(single, {"ids": saved["ids"], "probs": saved["probs"]}, {"base_id": folder.name.split("-")[1]})
+    shutil.rmtree(folder)  # as an earlier version left the cache
+    monkeypatch.setattr(objective, "top_k", lambda *a, **k: pytest.fail("the soft targets were computed again"))
+    again = _tensors(train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4, output=tmp_path / "again")))
+    assert all(torch.equal(first[k], again[k]) for k in first)
+
 class Stop(Exception):
     pass
 

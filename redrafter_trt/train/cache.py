@@ -1,7 +1,7 @@
 """The training cache (--cache-dir; default <cache root>/train): `distill-BASE-DTYPE/` folders of the base's answers
 and their hidden states, `hidden-BASE-DTYPE-KEY/` folders of teacher-forced hidden states of reference answers and
 `teacher-BASE-DTYPE-KEY/` folders of soft targets, one file per chunk of the pass (chunks.py; single files before
-sessions 44 and 45: `hidden-KEY.safetensors`, `teacher-KEY.safetensors`).
+sessions 44 and 45, still read: `hidden-KEY.safetensors`, `teacher-KEY.safetensors`).
 Everything in it is recomputed when missing, so deleting any of it is safe between runs.
 
 Each entry belongs to one base id (dataset.base_id: the base's config, weight files and tokenizer): a folder names

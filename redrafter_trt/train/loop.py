@@ -278,8 +278,10 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
         key = hashlib.sha1(f"{cache_key(bid, train_ex)} {TEACHER_TOP_K} {device.type}".encode())
         key.update(b"all" if head.keep is None else head.keep.cpu().numpy().tobytes())
         # named by the base id, as hidden-* folders are, for cache.prune_superseded
-        teacher = Teacher.cached(cache_dir / f"teacher-{bid}-{key.hexdigest()[:16]}", feats, rows,
-                                 TEACHER_TOP_K, cfg.soft_target, device=device, metadata=file_metadata(bid))
+        name = key.hexdigest()[:16]
+        teacher = Teacher.cached(cache_dir / f"teacher-{bid}-{name}", feats, rows, TEACHER_TOP_K, cfg.soft_target,
+                                 device=device, metadata=file_metadata(bid),
+                                 single=cache_dir / f"teacher-{name}.safetensors")
         log.info("soft targets: %.2f of each target is the base's top-%d distribution", cfg.soft_target, TEACHER_TOP_K)
     del base_head
     params = [p for p in drafter.parameters() if p.requires_grad]

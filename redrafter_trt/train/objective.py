@@ -17,6 +17,7 @@ The final projection [V, E] is nearly all of the cost (V = 49152 for SmolLM2). T
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +26,12 @@ import torch
 from torch import nn
 
 from ..drafter import Drafter
+from ..errors import TensorError
+from ..io import all_finite, read_safetensors
 from .chunks import chunk_name, read_chunk, write_chunk, writing_pass
 from .features import Features
 
+log = logging.getLogger(__name__)
 
 class FusedCrossEntropy(torch.autograd.Function):
     """loss = sum_r w_r * CE(logits_r, target distribution_r), logits_r = [feats_r @ weight.T, n_zero zeros];
@@ -132,12 +136,17 @@ class Teacher:
 
     @classmethod
     def cached(cls, folder: Path, feats: Features, base_head_rows: torch.Tensor, k: int, weight: float,
-               device: torch.device | str = "cpu", metadata: dict[str, str] | None = None) -> "Teacher":
+               device: torch.device | str = "cpu", metadata: dict[str, str] | None = None,
+               single: Path | None = None) -> "Teacher":
         """from_features, kept in `folder` for the next run on the same anchors and head rows (a --resume, another
         recipe on the same data): the one-hour recipe's took 1 to 3.5 minutes on 2 CPU cores, an 8B base's hours.
         Written chunk by chunk (chunks.py, CHUNK_ROWS anchors each) as it goes: an interrupted pass goes on after its
-        last whole chunk, to what an uninterrupted one gives."""
+        last whole chunk, to what an uninterrupted one gives. `single`: the one file a version before session 45 kept
+        them in, read instead when it holds them."""
         n, rows = len(feats.anchors), base_head_rows.to(device)
+        earlier = _read_single(single, (n, min(k, len(rows)))) if single is not None else None
+        if earlier is not None:
+            return cls(earlier[0].to(device), earlier[1].to(device), weight)
         ids = torch.empty((n, min(k, len(rows))), dtype=torch.long, device=device)
         probs = torch.empty((n, min(k, len(rows))), dtype=torch.float32, device=device)
         spans = [(s, min(s + CHUNK_ROWS, n)) for s in range(0, n, CHUNK_ROWS)]
@@ -165,6 +174,23 @@ class Teacher:
         ok = feats.anchors[j] == t[:, None] + torch.arange(1, k + 1, device=idx.device)
         return self.ids[j], self.probs[j] * (ok[..., None] * self.weight)
 
+
+
+def _read_single(path: Path, shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The soft-target ids and probabilities of `shape` [anchors, K] that a version before session 45 kept in one
+    file (`teacher-KEY.safetensors`, its key the folder's), or None when it is missing or holds others."""
+    if not path.exists():
+        return None
+    try:
+        saved = read_safetensors(path)
+    except TensorError as e:
+        log.warning("%s: computing the soft targets again", e)
+        return None
+    ids, probs = saved.get("ids"), saved.get("probs")
+    if ids is None or probs is None or {tuple(ids.shape), tuple(probs.shape)} != {shape} or not all_finite(probs):
+        return None
+    log.info("reusing cached soft targets %s", path)
+    return ids.long(), probs
 
 @dataclass
 class Head:
