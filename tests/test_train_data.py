@@ -1271,3 +1271,25 @@ def test_run_and_bench_render_a_dated_template_as_train_does(tmp_path):
     path = tmp_path / "p.jsonl"
     path.write_text('{"prompt": "Q"}\n')
     assert encode_prompts(tok, ["Q"], True) == encode_prompts(tok, load_prompts(path), None) == [want]
+
+
+def test_an_interrupt_while_waiting_for_a_folders_lock_leaves_no_descriptor_open(tmp_path, monkeypatch):
+    """A Ctrl-C while a run waited for a folder's `.writing.lock` (held by another run's sweep, or a network file
+    system's lock server in its grace period after a restart) left the lock file's descriptor open in the process."""
+    import fcntl
+    import os
+
+    from redrafter_trt.train import chunks
+
+    real = fcntl.flock
+
+    def interrupted_while_waiting(fd, op):
+        if op == fcntl.LOCK_SH:
+            raise KeyboardInterrupt
+        return real(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", interrupted_while_waiting)
+    before = set(os.listdir("/proc/self/fd"))
+    with pytest.raises(KeyboardInterrupt), chunks.writing_into(tmp_path / "f"):
+        pass
+    assert set(os.listdir("/proc/self/fd")) == before

@@ -88,10 +88,10 @@ def writing_into(folder: Path) -> Iterator[None]:
     folder.mkdir(parents=True, exist_ok=True)
     sweep_idle(folder)
     fd = None
-    with contextlib.suppress(OSError):  # another user's lock file, read-only to us: nothing held
-        fd = _lock(folder)
-        fcntl.flock(fd, fcntl.LOCK_SH)  # a file system without locks: no sweep can take it (`sweep_idle`)
-    try:
+    try:  # the descriptor closed on an interrupt while waiting for the lock too
+        with contextlib.suppress(OSError):  # another user's lock file, read-only to us: nothing held
+            fd = _lock(folder)
+            fcntl.flock(fd, fcntl.LOCK_SH)  # a file system without locks: no sweep can take it (`sweep_idle`)
         yield
     finally:
         if fd is not None:
