@@ -41,12 +41,8 @@ def read_chunk(path: Path, rows: torch.Tensor, computed_as: dict[str, str]) -> d
     reused, the first step's loss was NaN and the error blamed --lr; computed again, a broken base is named with its
     fix), or records in its metadata that it was computed otherwise than `computed_as` says (a pass interrupted on a
     GPU and resumed on a CPU). A chunk recording nothing of a key (written before it was recorded) is reused."""
-    from safetensors import safe_open
-
     try:
-        saved = read_safetensors(path)
-        with safe_open(str(path), framework="pt") as f:
-            recorded = f.metadata() or {}
+        saved, recorded = read_safetensors(path), recorded_by(path)
     except TensorError as e:
         log.warning("%s: computing it again", e)
         return None
@@ -63,6 +59,14 @@ def read_chunk(path: Path, rows: torch.Tensor, computed_as: dict[str, str]) -> d
                     _said(other), _said({key: computed_as[key] for key in other}))
         return None
     return saved
+
+
+def recorded_by(path: Path) -> dict[str, str]:
+    """What a chunk's metadata records of the run that wrote it."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata() or {}
 
 
 def _said(values: dict[str, str]) -> str:

@@ -9,8 +9,9 @@ hidden state (after the final norm) at each anchor, in float16 unless that overf
 
 The teacher-forced pass (reference answers; distilled ones carry theirs) is cached chunk by chunk (chunks.py), each
 chunk written whole as soon as it is done with the kind of device and the dtype that computed it: an interrupted pass
-(hours for an 8B base) goes on after its last chunk when rerun, and computes again the chunks of another device or
-dtype (bfloat16 results differ between a GPU and a CPU), ending as one uninterrupted pass on this device would.
+(hours for an 8B base) goes on after its last chunk when rerun, and computes again the chunks of another dtype. Chunks
+another kind of device computed are reused, saying so (a pass made on a GPU would take days again on a CPU; its hidden
+states differ from a CPU's in rounding only, so the features are then not exactly those of one pass here).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch
 
 from ..errors import TensorError
 from ..io import read_safetensors
-from .chunks import chunk_name, read_chunk, write_chunk, writing_pass
+from .chunks import chunk_name, read_chunk, recorded_by, write_chunk, writing_pass
 from .data import Example
 from .dataset import dtype_name
 
@@ -213,10 +214,10 @@ def build_features(examples: list[Example], predict_n: int, cache_dir: Path, bas
                    dtype: torch.dtype = torch.float32) -> Features:
     """Features for `examples`: from the hidden states they carry (distilled data), else computed with the base, chunk
     by chunk (`plan`), each chunk cached in `hidden_folder` as soon as it is done; a chunk cached before (a run
-    interrupted, or another run on the same base and tokens) is read, not computed, unless computed on another kind of
-    device or in another dtype than `device` and `dtype`, those of load_model()'s base (chunks written before session
-    45 record neither: reused). on_batch(examples done, total) precedes the first batch computed, counting those read,
-    and follows each."""
+    interrupted, or another run on the same base and tokens) is read, not computed, unless computed in another dtype
+    than `dtype`, that of load_model()'s base; those another kind of device than `device` computed are read, with a
+    warning (chunks written before session 45 record neither: reused). on_batch(examples done, total) precedes the
+    first batch computed, counting those read, and follows each."""
     tokens, mask, anchors, starts = flatten(examples, tail=predict_n + 2)
     if all(ex.hidden is not None for ex in examples):
         return Features(tokens, mask, anchors, _assemble(examples, starts, anchors))
@@ -224,16 +225,23 @@ def build_features(examples: list[Example], predict_n: int, cache_dir: Path, bas
     if legacy is not None:
         return Features(tokens, mask, anchors, legacy)
     folder, chunks = hidden_folder(cache_dir, base_id, examples), plan(examples)
-    out, todo, reused = _Rows(len(anchors)), [], 0
+    out, todo, reused, elsewhere = _Rows(len(anchors)), [], 0, set()
+    here = computed_on(device, dtype)
     for c, batches in enumerate(chunks):
         rows = torch.cat([_rows(examples, starts, anchors, i) for batch in batches for i in batch])
         path = folder / chunk_name(c, len(chunks))
-        saved = read_chunk(path, rows, computed_on(device, dtype)) if path.exists() else None
+        saved = read_chunk(path, rows, {"dtype": here["dtype"]}) if path.exists() else None
         if saved is None:
             todo.append((path, batches))
         else:
             out.put(rows, saved["hidden"])
             reused += sum(map(len, batches))
+            elsewhere.add(recorded_by(path).get("device", here["device"]))
+    elsewhere.discard(here["device"])
+    if elsewhere:
+        log.warning("reusing cached hidden states %s computed on %s, not %s: devices round differently, so these "
+                    "features are not exactly those of one pass on %s (delete the folder to "
+                    "compute them all here)", folder, " and ".join(sorted(elsewhere)), here["device"], here["device"])
     if not todo:
         log.info("reusing cached hidden states %s", folder)
         return Features(tokens, mask, anchors, out.out)
