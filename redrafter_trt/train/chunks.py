@@ -18,7 +18,7 @@ import fcntl
 import logging
 import os
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import torch
 
@@ -67,6 +67,19 @@ def recorded_by(path: Path) -> dict[str, str]:
 
     with safe_open(str(path), framework="pt") as f:
         return f.metadata() or {}
+
+
+def warn_computed_elsewhere(what: str, reused: Iterable[tuple[Path, str]], here: str) -> None:
+    """One warning when cached `what` reused from `reused` (each a folder or file and the kind of device that computed
+    it) were computed on another kind of device than `here`: reused all the same (a pass made on a GPU would take
+    hours or days again on a CPU, and the devices differ in rounding only), naming what to delete to compute them all
+    here."""
+    elsewhere = {(place, device) for place, device in reused if device != here}
+    if elsewhere:
+        log.warning("reusing cached %s computed on %s, not %s: devices round differently, so they are not exactly "
+                    "those of one pass on %s (delete %s to compute them all here)", what,
+                    " and ".join(sorted({device for _, device in elsewhere})), here, here,
+                    " and ".join(sorted({str(place) for place, _ in elsewhere})))
 
 
 def _said(values: dict[str, str]) -> str:

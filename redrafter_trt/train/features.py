@@ -27,7 +27,7 @@ import torch
 
 from ..errors import TensorError
 from ..io import read_safetensors
-from .chunks import chunk_name, read_chunk, recorded_by, write_chunk, writing_pass
+from .chunks import chunk_name, read_chunk, recorded_by, warn_computed_elsewhere, write_chunk, writing_pass
 from .data import Example
 from .dataset import dtype_name
 
@@ -225,7 +225,7 @@ def build_features(examples: list[Example], predict_n: int, cache_dir: Path, bas
     if legacy is not None:
         return Features(tokens, mask, anchors, legacy)
     folder, chunks = hidden_folder(cache_dir, base_id, examples), plan(examples)
-    out, todo, reused, elsewhere = _Rows(len(anchors)), [], 0, set()
+    out, todo, reused, devices = _Rows(len(anchors)), [], 0, set()
     here = computed_on(device, dtype)
     for c, batches in enumerate(chunks):
         rows = torch.cat([_rows(examples, starts, anchors, i) for batch in batches for i in batch])
@@ -236,12 +236,8 @@ def build_features(examples: list[Example], predict_n: int, cache_dir: Path, bas
         else:
             out.put(rows, saved["hidden"])
             reused += sum(map(len, batches))
-            elsewhere.add(recorded_by(path).get("device", here["device"]))
-    elsewhere.discard(here["device"])
-    if elsewhere:
-        log.warning("reusing cached hidden states %s computed on %s, not %s: devices round differently, so these "
-                    "features are not exactly those of one pass on %s (delete the folder to "
-                    "compute them all here)", folder, " and ".join(sorted(elsewhere)), here["device"], here["device"])
+            devices.add((folder, recorded_by(path).get("device", here["device"])))
+    warn_computed_elsewhere("hidden states", devices, here["device"])
     if not todo:
         log.info("reusing cached hidden states %s", folder)
         return Features(tokens, mask, anchors, out.out)
