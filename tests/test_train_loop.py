@@ -84,24 +84,54 @@ def test_same_seed_same_drafter_other_seed_differs(chat_base, qa_file, tmp_path,
 
 
 
-def test_the_soft_targets_an_earlier_version_cached_in_one_file_are_read(chat_base, qa_file, tmp_path, monkeypatch):
-    """Session 45 moved the soft targets from one `teacher-KEY.safetensors` to a folder of chunks, and a cache of an
-    earlier version computed them all again (hours for an 8B base's head), its single file left beside them, never read
-    nor removed; it is read now, as the hidden states' single file of before session 44 is."""
+def test_soft_targets_cached_under_an_earlier_versions_key_are_read(chat_base, qa_file, tmp_path, monkeypatch,
+                                                                   caplog):
+    """Earlier versions keyed the soft targets by the kind of device too (in a folder of chunks, and before session 45
+    in one `teacher-KEY.safetensors`); the key dropped the device (one cache whatever computed it), and a cache written
+    under the earlier key, in chunks or in one file, is read (not computed again: hours for an 8B base's head): one of
+    this kind of device quietly, one of another with the warning naming it."""
+    import hashlib
+    import logging
     import shutil
 
     from redrafter_trt.io import read_safetensors, write_safetensors
+    from redrafter_trt.train import loop
 
-    first = _tensors(train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4)))
-    (folder,) = (tmp_path / "cache").glob("teacher-*")
+    keyed, real_key = [], loop.cache_key
+    monkeypatch.setattr(loop, "cache_key", lambda *a: keyed.append(a) or real_key(*a))
+    first = _tensors(train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4, full_vocab=True)))
+    cache = tmp_path / "cache"
+    (folder,) = cache.glob("teacher-*")
+    bid, examples = keyed[-1]
+    assert loop.soft_target_cache(cache, bid, examples, None, torch.device("cuda"))[0] == folder  # whatever computes
     (chunk,) = folder.glob("*.safetensors")
     saved = read_safetensors(chunk)
-    single = tmp_path / "cache" / f"teacher-{folder.name.rsplit('-', 1)[1]}.safetensors"
-    write_safetensors(single, {"ids": saved["ids"], "probs": saved["probs"]}, {"base_id": folder.name.split("-")[1]})
-    shutil.rmtree(folder)  # as an earlier version left the cache
+    write_safetensors(chunk, saved, {"base_id": bid.split("-")[0]})  # as earlier versions wrote it: no device
+
+    def earlier_key(device: str) -> str:  # as loop keyed them before (the whole vocabulary kept)
+        key = hashlib.sha1(f"{real_key(bid, examples)} 16 {device}".encode())
+        key.update(b"all")
+        return key.hexdigest()[:16]
+
     monkeypatch.setattr(objective, "top_k", lambda *a, **k: pytest.fail("the soft targets were computed again"))
-    again = _tensors(train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4, output=tmp_path / "again")))
+    for device, warned in (("cuda", True), ("cpu", False)):
+        earlier = cache / f"teacher-{bid}-{earlier_key(device)}"
+        folder.rename(earlier)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            again = _tensors(train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4, full_vocab=True,
+                                                output=tmp_path / device)))
+        assert all(torch.equal(first[k], again[k]) for k in first)
+        assert ("soft targets computed on cuda, not cpu" in caplog.text) == warned
+        assert (str(earlier) in caplog.text) == warned and not folder.exists()
+        earlier.rename(folder)
+    single = cache / f"teacher-{earlier_key('cpu')}.safetensors"
+    write_safetensors(single, {"ids": saved["ids"], "probs": saved["probs"]}, {"base_id": bid.split("-")[0]})
+    shutil.rmtree(folder)  # as a version before session 45 left the cache
+    again = _tensors(train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4, full_vocab=True,
+                                        output=tmp_path / "single")))
     assert all(torch.equal(first[k], again[k]) for k in first)
+
 
 class Stop(Exception):
     pass
@@ -603,6 +633,35 @@ def test_an_interrupted_soft_target_pass_goes_on_after_its_last_whole_chunk(tmp_
     assert len(computed) == 2  # the chunks left only
     assert torch.equal(resumed.ids, whole.ids) and torch.equal(resumed.probs, whole.probs)
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == {p.name: p.read_bytes() for p in done.iterdir()}
+
+
+def test_soft_targets_another_kind_of_device_computed_are_reused_saying_so(tmp_path, monkeypatch, caplog):
+    """Soft targets were cached per kind of device: a pass made on a GPU was computed again in full on a CPU rerun
+    (hours for an 8B base's head over a 128k vocabulary). Each chunk records the kind of device that computed it, as
+    a chunk of hidden states does, and those another kind computed are reused with one warning naming the devices
+    and the folder (they differ in rounding only); those of this kind quietly."""
+    import logging
+
+    from redrafter_trt.io import read_safetensors, write_safetensors
+    from redrafter_trt.train.chunks import recorded_by
+
+    monkeypatch.setattr(objective, "CHUNK_ROWS", 8)
+    feats, rows = _teacher_features(30), torch.randn(40, 6, generator=torch.Generator().manual_seed(1))
+    folder = tmp_path / "teacher-base-float32-k"
+    whole = Teacher.cached(folder, feats, rows, k=4, weight=0.5, metadata={"base_id": "base"})
+    chunks = sorted(folder.glob("*.safetensors"))
+    assert [recorded_by(p) for p in chunks] == [{"base_id": "base", "device": "cpu"}] * 4
+    monkeypatch.setattr(objective, "top_k", lambda *a, **k: pytest.fail("the soft targets were computed again"))
+    with caplog.at_level(logging.WARNING):
+        Teacher.cached(folder, feats, rows, k=4, weight=0.5)
+    assert "computed on" not in caplog.text
+    for path in chunks[:2]:  # as a GPU computed them
+        write_safetensors(path, read_safetensors(path), {"base_id": "base", "device": "cuda"})
+    with caplog.at_level(logging.WARNING):
+        again = Teacher.cached(folder, feats, rows, k=4, weight=0.5)
+    assert torch.equal(again.ids, whole.ids) and torch.equal(again.probs, whole.probs)
+    assert caplog.text.count("computed on") == 1 and "soft targets computed on cuda, not cpu" in caplog.text
+    assert str(folder) in caplog.text
 
 
 def test_a_soft_target_pass_leaves_the_chunk_another_host_is_writing(tmp_path, monkeypatch):

@@ -36,7 +36,7 @@ from .cache import prune_superseded
 from .dataset import base_id, base_key, build_examples, dtype_name
 from .features import Features, build_features, cache_key, file_metadata
 from .init import new_drafter
-from .objective import Head, Teacher, drafter_step
+from .objective import EarlierCache, Head, Teacher, drafter_step
 
 log = logging.getLogger(__name__)
 
@@ -275,13 +275,9 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
     teacher = None
     if cfg.soft_target > 0:
         rows = base_head if head.keep is None else base_head[head.keep.cpu()]
-        key = hashlib.sha1(f"{cache_key(bid, train_ex)} {TEACHER_TOP_K} {device.type}".encode())
-        key.update(b"all" if head.keep is None else head.keep.cpu().numpy().tobytes())
-        # named by the base id, as hidden-* folders are, for cache.prune_superseded
-        name = key.hexdigest()[:16]
-        teacher = Teacher.cached(cache_dir / f"teacher-{bid}-{name}", feats, rows, TEACHER_TOP_K, cfg.soft_target,
-                                 device=device, metadata=file_metadata(bid),
-                                 single=cache_dir / f"teacher-{name}.safetensors")
+        folder, earlier = soft_target_cache(cache_dir, bid, train_ex, head.keep, device)
+        teacher = Teacher.cached(folder, feats, rows, TEACHER_TOP_K, cfg.soft_target, device=device,
+                                 metadata=file_metadata(bid), earlier=earlier)
         log.info("soft targets: %.2f of each target is the base's top-%d distribution", cfg.soft_target, TEACHER_TOP_K)
     del base_head
     params = [p for p in drafter.parameters() if p.requires_grad]
@@ -397,6 +393,24 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
 
 
 TRAIN_SOURCES = ("base", "data", "output", "cache_dir", "extra")  # TrainConfig's fields that are no options
+
+
+def soft_target_cache(cache_dir: Path, bid: str, examples: list, keep: torch.Tensor | None,
+                      device: torch.device) -> tuple[Path, list[EarlierCache]]:
+    """The soft targets' chunk folder for the anchors of `examples` under the base `bid`, TEACHER_TOP_K and the kept
+    head rows `keep` (None: all), whatever kind of device computes them (named by the base id, as hidden-* folders are,
+    for cache.prune_superseded); and where versions before, whose key named the kind of device too, kept them: this
+    device's kind first, then the others'."""
+    data = f"{cache_key(bid, examples)} {TEACHER_TOP_K}"
+    rows = b"all" if keep is None else keep.cpu().numpy().tobytes()
+
+    def name(key: str) -> str:
+        return hashlib.sha1(key.encode() + rows).hexdigest()[:16]
+
+    kinds = [device.type, *(kind for kind in ("cuda", "cpu") if kind != device.type)]
+    return cache_dir / f"teacher-{bid}-{name(data)}", [
+        EarlierCache(kind, cache_dir / f"teacher-{bid}-{name(f'{data} {kind}')}",
+                     cache_dir / f"teacher-{name(f'{data} {kind}')}.safetensors") for kind in kinds]
 
 
 def train_options(cfg: TrainConfig) -> dict:

@@ -21,6 +21,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -28,7 +29,7 @@ from torch import nn
 from ..drafter import Drafter
 from ..errors import TensorError
 from ..io import all_finite, read_safetensors
-from .chunks import chunk_name, read_chunk, write_chunk, writing_pass
+from .chunks import chunk_name, read_chunk, recorded_by, warn_computed_elsewhere, write_chunk, writing_pass
 from .features import Features
 
 log = logging.getLogger(__name__)
@@ -137,33 +138,43 @@ class Teacher:
     @classmethod
     def cached(cls, folder: Path, feats: Features, base_head_rows: torch.Tensor, k: int, weight: float,
                device: torch.device | str = "cpu", metadata: dict[str, str] | None = None,
-               single: Path | None = None) -> "Teacher":
+               earlier: Sequence[EarlierCache] = ()) -> "Teacher":
         """from_features, kept in `folder` for the next run on the same anchors and head rows (a --resume, another
         recipe on the same data): the one-hour recipe's took 1 to 3.5 minutes on 2 CPU cores, an 8B base's hours.
-        Written chunk by chunk (chunks.py, CHUNK_ROWS anchors each) as it goes: an interrupted pass goes on after its
-        last whole chunk, to what an uninterrupted one gives. `single`: the one file a version before session 45 kept
-        them in, read instead when it holds them."""
-        n, rows = len(feats.anchors), base_head_rows.to(device)
-        earlier = _read_single(single, (n, min(k, len(rows)))) if single is not None else None
-        if earlier is not None:
-            return cls(earlier[0].to(device), earlier[1].to(device), weight)
-        ids = torch.empty((n, min(k, len(rows))), dtype=torch.long, device=device)
-        probs = torch.empty((n, min(k, len(rows))), dtype=torch.float32, device=device)
+        Written chunk by chunk (chunks.py, CHUNK_ROWS anchors each) as it goes, each recording the kind of device that
+        computed it: an interrupted pass goes on after its last whole chunk, to what an uninterrupted one gives. Chunks
+        another kind of device computed are reused, saying so (they differ in rounding only). A chunk missing from
+        `folder` is read from the `earlier` caches of versions before this one, in their order, and those still missing
+        from the first of their single files holding them all."""
+        n, rows, here = len(feats.anchors), base_head_rows.to(device), torch.device(device).type
+        shape = (n, min(k, len(rows)))
+        ids = torch.empty(shape, dtype=torch.long, device=device)
+        probs = torch.empty(shape, dtype=torch.float32, device=device)
         spans = [(s, min(s + CHUNK_ROWS, n)) for s in range(0, n, CHUNK_ROWS)]
-        todo = []
+        places = [(folder, here), *((e.folder, e.device) for e in earlier)]
+        todo, reused = [], []
         for c, (s, e) in enumerate(spans):
-            path = folder / chunk_name(c, len(spans))
-            saved = read_chunk(path, torch.arange(s, e), {}) if path.exists() else None
-            if saved is None:
-                todo.append((path, s, e))
+            found = _read_chunk_from(places, chunk_name(c, len(spans)), torch.arange(s, e))
+            if found is None:
+                todo.append((folder / chunk_name(c, len(spans)), s, e))
             else:
+                saved, place, computed_on = found
                 ids[s:e], probs[s:e] = saved["ids"].long().to(device), saved["probs"].to(device)
+                reused.append((place, computed_on))
+        single = _first_single(earlier, shape) if todo else None
+        if single is not None:
+            place, (single_ids, single_probs) = single
+            for _, s, e in todo:
+                ids[s:e], probs[s:e] = single_ids[s:e].to(device), single_probs[s:e].to(device)
+            reused.append((place.single, place.device))
+            todo = []
+        warn_computed_elsewhere("soft targets", reused, here)
         if todo:
             with writing_pass(folder):
                 for path, s, e in todo:
                     ids[s:e], probs[s:e] = top_k(feats.hidden[s:e], rows, k, device)
                     write_chunk(path, {"rows": torch.arange(s, e), "ids": ids[s:e].int().cpu(),
-                                       "probs": probs[s:e].cpu()}, metadata or {})
+                                       "probs": probs[s:e].cpu()}, {**(metadata or {}), "device": here})
         return cls(ids, probs, weight)
 
     def for_steps(self, feats: Features, idx: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -174,6 +185,36 @@ class Teacher:
         ok = feats.anchors[j] == t[:, None] + torch.arange(1, k + 1, device=idx.device)
         return self.ids[j], self.probs[j] * (ok[..., None] * self.weight)
 
+
+@dataclass(frozen=True)
+class EarlierCache:
+    """Where an earlier version, whose key named the kind of device too, kept these soft targets computed on `device`:
+    a folder of chunks (session 45, before this key), or one file `single` (before session 45)."""
+    device: str
+    folder: Path
+    single: Path
+
+
+def _read_chunk_from(places: list[tuple[Path, str]], name: str,
+                     rows: torch.Tensor) -> tuple[dict[str, torch.Tensor], Path, str] | None:
+    """The first of the `places` (a folder and the kind of device its chunks were computed on unless they record one)
+    holding the chunk `name` of `rows`: its tensors, the folder and the kind of device that computed it."""
+    for folder, device in places:
+        path = folder / name
+        saved = read_chunk(path, rows, {}) if path.exists() else None
+        if saved is not None:
+            return saved, folder, recorded_by(path).get("device", device)
+    return None
+
+
+def _first_single(earlier: Sequence[EarlierCache],
+                  shape: tuple[int, int]) -> tuple[EarlierCache, tuple[torch.Tensor, torch.Tensor]] | None:
+    """The first of the `earlier` caches whose single file holds soft targets of `shape`, and them."""
+    for place in earlier:
+        saved = _read_single(place.single, shape)
+        if saved is not None:
+            return place, saved
+    return None
 
 
 def _read_single(path: Path, shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor] | None:
