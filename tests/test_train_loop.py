@@ -86,10 +86,10 @@ def test_same_seed_same_drafter_other_seed_differs(chat_base, qa_file, tmp_path,
 
 def test_soft_targets_cached_under_an_earlier_versions_key_are_read(chat_base, qa_file, tmp_path, monkeypatch,
                                                                    caplog):
-    """Earlier versions keyed the soft targets by the kind of device too (in a folder of chunks, and before session 45
-    in one `teacher-KEY.safetensors`); the key dropped the device (one cache whatever computed it), and a cache written
-    under the earlier key, in chunks or in one file, is read (not computed again: hours for an 8B base's head): one of
-    this kind of device quietly, one of another with the warning naming it."""
+    """Versions before session 45 kept the soft targets in one `teacher-KEY.safetensors`, the key naming the kind of
+    device too; the key dropped the device (one cache whatever computed it), and such a file is read (not computed
+    again: hours for an 8B base's head): one of this kind of device quietly, one of another with the warning naming
+    it."""
     import hashlib
     import logging
     import shutil
@@ -106,7 +106,7 @@ def test_soft_targets_cached_under_an_earlier_versions_key_are_read(chat_base, q
     assert loop.soft_target_cache(cache, bid, examples, None, torch.device("cuda"))[0] == folder  # whatever computes
     (chunk,) = folder.glob("*.safetensors")
     saved = read_safetensors(chunk)
-    write_safetensors(chunk, saved, {"base_id": bid.split("-")[0]})  # as earlier versions wrote it: no device
+    shutil.rmtree(folder)  # as a version before session 45 left the cache
 
     def earlier_key(device: str) -> str:  # as loop keyed them before (the whole vocabulary kept)
         key = hashlib.sha1(f"{real_key(bid, examples)} 16 {device}".encode())
@@ -115,22 +115,16 @@ def test_soft_targets_cached_under_an_earlier_versions_key_are_read(chat_base, q
 
     monkeypatch.setattr(objective, "top_k", lambda *a, **k: pytest.fail("the soft targets were computed again"))
     for device, warned in (("cuda", True), ("cpu", False)):
-        earlier = cache / f"teacher-{bid}-{earlier_key(device)}"
-        folder.rename(earlier)
+        single = cache / f"teacher-{earlier_key(device)}.safetensors"
+        write_safetensors(single, {"ids": saved["ids"], "probs": saved["probs"]}, {"base_id": bid.split("-")[0]})
         caplog.clear()
         with caplog.at_level(logging.WARNING):
             again = _tensors(train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4, full_vocab=True,
                                                 output=tmp_path / device)))
         assert all(torch.equal(first[k], again[k]) for k in first)
         assert ("soft targets computed on cuda, not cpu" in caplog.text) == warned
-        assert (str(earlier) in caplog.text) == warned and not folder.exists()
-        earlier.rename(folder)
-    single = cache / f"teacher-{earlier_key('cpu')}.safetensors"
-    write_safetensors(single, {"ids": saved["ids"], "probs": saved["probs"]}, {"base_id": bid.split("-")[0]})
-    shutil.rmtree(folder)  # as a version before session 45 left the cache
-    again = _tensors(train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4, full_vocab=True,
-                                        output=tmp_path / "single")))
-    assert all(torch.equal(first[k], again[k]) for k in first)
+        assert (str(single) in caplog.text) == warned and not folder.exists()
+        single.unlink()
 
 
 class Stop(Exception):

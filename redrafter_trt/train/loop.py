@@ -36,7 +36,7 @@ from .cache import prune_superseded
 from .dataset import base_id, base_key, build_examples, dtype_name
 from .features import Features, build_features, cache_key, file_metadata
 from .init import new_drafter
-from .objective import EarlierCache, Head, Teacher, drafter_step
+from .objective import Head, Teacher, drafter_step
 
 log = logging.getLogger(__name__)
 
@@ -396,11 +396,11 @@ TRAIN_SOURCES = ("base", "data", "output", "cache_dir", "extra")  # TrainConfig'
 
 
 def soft_target_cache(cache_dir: Path, bid: str, examples: list, keep: torch.Tensor | None,
-                      device: torch.device) -> tuple[Path, list[EarlierCache]]:
+                      device: torch.device) -> tuple[Path, list[tuple[str, Path]]]:
     """The soft targets' chunk folder for the anchors of `examples` under the base `bid`, TEACHER_TOP_K and the kept
     head rows `keep` (None: all), whatever kind of device computes them (named by the base id, as hidden-* folders are,
-    for cache.prune_superseded); and where versions before, whose key named the kind of device too, kept them: this
-    device's kind first, then the others'."""
+    for cache.prune_superseded); and the single files versions before session 45 kept them in, their key naming the
+    kind of device too: this device's kind first, then the others'."""
     data = f"{cache_key(bid, examples)} {TEACHER_TOP_K}"
     rows = b"all" if keep is None else keep.cpu().numpy().tobytes()
 
@@ -408,9 +408,8 @@ def soft_target_cache(cache_dir: Path, bid: str, examples: list, keep: torch.Ten
         return hashlib.sha1(key.encode() + rows).hexdigest()[:16]
 
     kinds = [device.type, *(kind for kind in ("cuda", "cpu") if kind != device.type)]
-    return cache_dir / f"teacher-{bid}-{name(data)}", [
-        EarlierCache(kind, cache_dir / f"teacher-{bid}-{name(f'{data} {kind}')}",
-                     cache_dir / f"teacher-{name(f'{data} {kind}')}.safetensors") for kind in kinds]
+    return (cache_dir / f"teacher-{bid}-{name(data)}",
+            [(kind, cache_dir / f"teacher-{name(f'{data} {kind}')}.safetensors") for kind in kinds])
 
 
 def train_options(cfg: TrainConfig) -> dict:

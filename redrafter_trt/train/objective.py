@@ -138,36 +138,33 @@ class Teacher:
     @classmethod
     def cached(cls, folder: Path, feats: Features, base_head_rows: torch.Tensor, k: int, weight: float,
                device: torch.device | str = "cpu", metadata: dict[str, str] | None = None,
-               earlier: Sequence[EarlierCache] = ()) -> "Teacher":
+               earlier: Sequence[tuple[str, Path]] = ()) -> "Teacher":
         """from_features, kept in `folder` for the next run on the same anchors and head rows (a --resume, another
         recipe on the same data): the one-hour recipe's took 1 to 3.5 minutes on 2 CPU cores, an 8B base's hours.
         Written chunk by chunk (chunks.py, CHUNK_ROWS anchors each) as it goes, each recording the kind of device that
         computed it: an interrupted pass goes on after its last whole chunk, to what an uninterrupted one gives. Chunks
-        another kind of device computed are reused, saying so (they differ in rounding only). A chunk missing from
-        `folder` is read from the `earlier` caches of versions before this one, in their order, and those still missing
-        from the first of their single files holding them all."""
+        another kind of device computed are reused, saying so (they differ in rounding only). `earlier`: the kind of
+        device and the one file a version before session 45 kept them in (its key named the device), read when
+        nothing is cached in `folder` and one of them holds them all."""
         n, rows, here = len(feats.anchors), base_head_rows.to(device), torch.device(device).type
         shape = (n, min(k, len(rows)))
         ids = torch.empty(shape, dtype=torch.long, device=device)
         probs = torch.empty(shape, dtype=torch.float32, device=device)
         spans = [(s, min(s + CHUNK_ROWS, n)) for s in range(0, n, CHUNK_ROWS)]
-        places = [(folder, here), *((e.folder, e.device) for e in earlier)]
         todo, reused = [], []
         for c, (s, e) in enumerate(spans):
-            found = _read_chunk_from(places, chunk_name(c, len(spans)), torch.arange(s, e))
-            if found is None:
-                todo.append((folder / chunk_name(c, len(spans)), s, e))
+            path = folder / chunk_name(c, len(spans))
+            saved = read_chunk(path, torch.arange(s, e), {}) if path.exists() else None
+            if saved is None:
+                todo.append((path, s, e))
             else:
-                saved, place, computed_on = found
                 ids[s:e], probs[s:e] = saved["ids"].long().to(device), saved["probs"].to(device)
-                reused.append((place, computed_on))
-        single = _first_single(earlier, shape) if todo else None
+                reused.append((folder, recorded_by(path).get("device", here)))
+        single = _first_single(earlier, shape) if len(todo) == len(spans) else None
         if single is not None:
-            place, (single_ids, single_probs) = single
-            for _, s, e in todo:
-                ids[s:e], probs[s:e] = single_ids[s:e].to(device), single_probs[s:e].to(device)
-            reused.append((place.single, place.device))
-            todo = []
+            kind, path, (ids, probs) = single
+            ids, probs, todo = ids.to(device), probs.to(device), []
+            reused.append((path, kind))
         warn_computed_elsewhere("soft targets", reused, here)
         if todo:
             with writing_pass(folder):
@@ -186,40 +183,19 @@ class Teacher:
         return self.ids[j], self.probs[j] * (ok[..., None] * self.weight)
 
 
-@dataclass(frozen=True)
-class EarlierCache:
-    """Where an earlier version, whose key named the kind of device too, kept these soft targets computed on `device`:
-    a folder of chunks (session 45, before this key), or one file `single` (before session 45)."""
-    device: str
-    folder: Path
-    single: Path
-
-
-def _read_chunk_from(places: list[tuple[Path, str]], name: str,
-                     rows: torch.Tensor) -> tuple[dict[str, torch.Tensor], Path, str] | None:
-    """The first of the `places` (a folder and the kind of device its chunks were computed on unless they record one)
-    holding the chunk `name` of `rows`: its tensors, the folder and the kind of device that computed it."""
-    for folder, device in places:
-        path = folder / name
-        saved = read_chunk(path, rows, {}) if path.exists() else None
+def _first_single(earlier: Sequence[tuple[str, Path]],
+                  shape: tuple[int, int]) -> tuple[str, Path, tuple[torch.Tensor, torch.Tensor]] | None:
+    """The first of the `earlier` (kind of device, single file) whose file holds soft targets of `shape`: those."""
+    for kind, path in earlier:
+        saved = _read_single(path, shape)
         if saved is not None:
-            return saved, folder, recorded_by(path).get("device", device)
-    return None
-
-
-def _first_single(earlier: Sequence[EarlierCache],
-                  shape: tuple[int, int]) -> tuple[EarlierCache, tuple[torch.Tensor, torch.Tensor]] | None:
-    """The first of the `earlier` caches whose single file holds soft targets of `shape`, and them."""
-    for place in earlier:
-        saved = _read_single(place.single, shape)
-        if saved is not None:
-            return place, saved
+            return kind, path, saved
     return None
 
 
 def _read_single(path: Path, shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The soft-target ids and probabilities of `shape` [anchors, K] that a version before session 45 kept in one
-    file (`teacher-KEY.safetensors`, its key the folder's), or None when it is missing or holds others."""
+    file (`teacher-KEY.safetensors`, its key the folder's and the kind of device's), or None when it is missing or holds others."""
     if not path.exists():
         return None
     try:
