@@ -103,6 +103,13 @@ class Row:
     cut: bool = False   # ended by the shutdown before its own end: finish_reason "abort"
 
 
+@dataclass
+class Unreported:
+    """What a running batch's callbacks saw since its last iteration statistic, for the next one (`_iteration`)."""
+    waited: list[float] = field(default_factory=list)  # per row started since: the seconds its request had waited
+    dropped: int = 0  # tokens decoded past what their rows' requests take (their own max_tokens, a stop string)
+
+
 def raised_by_template(e: BaseException) -> bool:
     """Whether `e` came from rendering a chat template: jinja's own errors (the template's raise_exception, an
     undefined value used), or a Python error raised by the template's code on the messages (`'a' + 1`, a division by
@@ -342,17 +349,20 @@ class ReferenceBackend:
         as TensorRT-LLM's iteration statistics (trtllm-serve's GET /metrics); each is given once."""
         return self.iterations.take()
 
-    def _iteration(self, it: Iteration, pending: int, waited: list[float]) -> None:
+    def _iteration(self, it: Iteration, pending: int, seen: Unreported) -> None:
         """runtime.decode's on_step: one forward pass of the running batch, as an iteration statistic (serve_metrics).
         pending: the prompts of requests taken into the batch not started yet, which wait as the queue does;
-        waited: the seconds each row started since the last prefill waited (given to that prefill, then cleared)."""
+        seen.waited: the seconds each row started since the last prefill waited (given to that prefill, then cleared);
+        seen.dropped: the tokens it decoded that no answer took (a row of a request with a lower max_tokens than the
+        batch's, or ended by a stop string, decodes past its end), left out of its tokens, as usage leaves them out."""
         with self.wake:
             queued = sum(len(job.prompts) for job in self.waiting) + pending
-        self.iterations.record(it, queued=queued, queue_seconds=sum(waited) if it.context_rows else 0.0,
-                               max_batch=self.max_batch,
+        self.iterations.record(replace(it, tokens=it.tokens - seen.dropped), queued=queued,
+                               queue_seconds=sum(seen.waited) if it.context_rows else 0.0, max_batch=self.max_batch,
                                draft_len=self.config.draft_len if self.config.has_drafter else None)
+        seen.dropped = 0
         if it.context_rows:
-            waited.clear()
+            seen.waited.clear()
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Wait until nothing decodes and nothing waits (a request is answered before its batch has ended, and
@@ -402,7 +412,7 @@ class ReferenceBackend:
         # ended is dropped, its request's answered with it: a batch that new requests keep joining runs for days)
         counts = [0, 0]  # requests taken, prompts started (the log line's)
         pending: deque[tuple[Job, int]] = deque()  # taken prompts not decoding yet, first come first served
-        waited: list[float] = []  # seconds each row started for the next prefill waited since its request came
+        seen = Unreported()  # for the next iteration statistic
         tops = [job.logprobs for job in batch if job.logprobs is not None]
         limits = Job([], max(job.max_tokens for job in batch), 0.0, 0, [], max(tops) if tops else None,
                      ignore_eos=batch[0].ignore_eos)
@@ -420,7 +430,7 @@ class ReferenceBackend:
             new = []
             while pending and len(new) < room:
                 job, i = pending.popleft()
-                waited.append(time.perf_counter() - job.queued_at)
+                seen.waited.append(time.perf_counter() - job.queued_at)
                 unlisted = set() if job.list_eos else self._stops(job)
                 rows[counts[1]] = row = Row(job, i, AnswerText(self.tokenizer, job.stop, unlisted))
                 job.rows.append(row)
@@ -433,9 +443,11 @@ class ReferenceBackend:
             row = rows[r]
             job, text = row.job, row.text
             row.steps += 1
-            room = job.max_tokens - len(text.ids)
+            had = len(text.ids)
+            room = job.max_tokens - had
             mine = [] if job.logprobs is None else [replace(v, top=v.top[: job.logprobs]) for v in values[:room]]
             delta = text.add(new[:room], mine)
+            seen.dropped += len(new) - (len(text.ids) - had)  # past max_tokens or the stop string: not the answer's
             given = text.logprobs()
             if delta or given:
                 job.events.put((row.index, delta, given, len(text.ids)))
@@ -470,7 +482,7 @@ class ReferenceBackend:
         self.ranks.generate(start(self.max_batch), limits.max_tokens, temperature=batch[0].temperature,
                             eos_token_id=sorted(eos), seed=batch[0].seed, use_draft=self.config.has_drafter,
                             on_tokens=on_tokens, admit=admit, logprobs=limits.logprobs,
-                            on_step=lambda it: self._iteration(it, len(pending), waited),
+                            on_step=lambda it: self._iteration(it, len(pending), seen),
                             forget_ended=True)
         for job in list(self.unanswered):  # started rows end through on_tokens; prompts never started: stopped
             if any(waiting is job for waiting, _ in pending):

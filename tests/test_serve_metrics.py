@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import threading
 
 import pytest
 
@@ -137,3 +138,36 @@ def test_metrics_without_a_drafter_say_specdecodingstats_null(url, backend):
     finally:
         backend.config = original
     assert len(its) == 4 and all(s["specDecodingStats"] is None for s in its)  # 4 tokens: the prefill + 3 steps
+
+
+def test_metrics_count_the_tokens_a_request_took_not_those_past_its_own_max_tokens(url, backend, monkeypatch):
+    """Two requests in one batch, max_tokens 4 and 12: the batch decodes up to 12, and the step that gives the short
+    answer its 4th token accepts a draft past it (alone with max_tokens 5, its 4th and 5th tokens come in one step).
+    That token is no part of the answer: the drafts counted accepted add up to the tokens the answers took."""
+    alone = call(url, "/v1/completions", {"prompt": PROMPTS[0], "max_tokens": 5})[1]
+    assert alone["redrafter"]["steps"] == 4, alone  # the premise: 5 tokens in the prefill and 3 steps
+    assert backend.wait_idle(60)  # its batch is over: the two requests start a new one
+
+    def together(real=backend._next_batch):  # the scheduler takes the two requests into one batch
+        backend.wake.wait_for(lambda: len(backend.waiting) == 2, 60)
+        return real()
+
+    monkeypatch.setattr(backend, "_next_batch", together)
+    call(url, "/metrics")
+    outs = [None, None]
+
+    def post(i, max_tokens):
+        outs[i] = call(url, "/v1/completions", {"prompt": PROMPTS[i], "max_tokens": max_tokens})
+
+    threads = [threading.Thread(target=post, args=(i, m)) for i, m in enumerate((4, 12))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert backend.wait_idle(60)
+    its = call(url, "/metrics")[1]
+    assert [status for status, _ in outs] == [200, 200], outs
+    assert its[0]["inflightBatchingStats"]["numContextRequests"] == 2  # the premise: one batch
+    taken = sum(out["usage"]["completion_tokens"] for _, out in outs)
+    spec = [s["specDecodingStats"] for s in its]
+    assert sum(s["numAcceptedTokens"] + s["numRequestsWithDraftTokens"] for s in spec) + 2 == taken
