@@ -340,3 +340,30 @@ def test_load_refuses_a_dtype_or_device_it_cannot_run(tiny_llama, tiny_drafter, 
     monkeypatch.setattr(rt, "launch", lambda *a, **k: pytest.fail("a rank started"))
     with pytest.raises(ConfigError, match=needle):
         rt.generate_tp(checkpoint(tiny_llama, tiny_drafter, 2), PROMPTS, 4, **option)
+
+
+def test_the_drafters_clock_records_its_events_on_the_models_gpu(monkeypatch):
+    """A review: on_step's drafter timing recorded its two CUDA events on the current device's stream (cuda:0, as
+    nothing sets the device for one rank), so a model served on --device cuda:1 timed an empty stream (about 0 ms)
+    and opened a CUDA context on GPU 0; they go on the stream of the device the model runs on. (Fakes: no GPU here.)"""
+    from redrafter_trt.runtime.decode import _Clock
+
+    recorded = []
+
+    class Event:  # torch.cuda.Event's interface: elapsed_time in milliseconds
+        def __init__(self, enable_timing: bool = False):
+            assert enable_timing
+
+        def record(self, stream=None):
+            recorded.append(stream)
+
+        def elapsed_time(self, end) -> float:
+            return 2.5
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: ("stream of", device))
+    clock = _Clock(torch.device("cuda:1"))
+    clock.mark()
+    clock.mark()
+    assert recorded == [("stream of", torch.device("cuda:1"))] * 2
+    assert clock.seconds() == 0.0025 and clock.marks == []

@@ -79,17 +79,18 @@ class Iteration:
 
 
 class _Clock:
-    """Times a part of a step: host time on CPU; on CUDA the span between two events on the stream, read once the step
-    has synchronised anyway (reading the accepted counts), so timing adds no synchronisation."""
+    """Times a part of a step: host time on CPU; on CUDA the span between two events on the model's stream (its
+    device's, not the current device's: a model on cuda:1), read once the step has synchronised anyway (reading the
+    accepted counts), so timing adds no synchronisation."""
 
     def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
+        self.device, self.cuda = device, device.type == "cuda"
         self.marks: list = []
 
     def mark(self) -> None:
         if self.cuda:
             self.marks.append(torch.cuda.Event(enable_timing=True))
-            self.marks[-1].record()
+            self.marks[-1].record(torch.cuda.current_stream(self.device))
         else:
             self.marks.append(time.perf_counter())
 
