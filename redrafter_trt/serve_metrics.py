@@ -11,12 +11,14 @@ What our runtime has no counterpart for is written as TensorRT-LLM writes it wit
 over HTTP"): no paged KV cache manager, so "kvCacheStats": null; inflight batching only, "staticBatchingStats": null;
 no dynamic batch tuner, its recommendations 0; no max_num_tokens budget, the maxNumTokens keys 0 (the engine's
 `mMaxNumTokensStatic.value_or(0)`); nothing paused (a row is never evicted from the cache); one micro batch (no
-pipeline parallelism), microBatchId 0. "cpuMemUsage" is left out: TensorRT-LLM counts its own host buffers there, which
-torch does not count for us (its PyTorch backend writes 0, which on --device cpu would say the weights take nothing).
+pipeline parallelism), microBatchId 0. "cpuMemUsage" is the server process's resident memory (Linux's
+/proc/self/statm; 0 where that is absent): TensorRT-LLM counts its own host buffers there, which torch does not count
+for us, and the 0 its PyTorch backend writes would say on --device cpu that the weights take nothing.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import deque
 from datetime import datetime
@@ -52,6 +54,16 @@ class IterationLog:
 
         return torch.cuda.memory_allocated(self.device)
 
+    @staticmethod
+    def _resident_bytes() -> int:
+        """The process's resident memory (weights and KV cache on --device cpu, Python and torch besides), read from
+        /proc/self/statm: 0 where there is none (not Linux)."""
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            return 0
+
     def take(self) -> list[dict]:
         with self.lock:
             taken, self.kept = list(self.kept), deque(maxlen=MAX_ITERATIONS)
@@ -78,6 +90,7 @@ class IterationLog:
             "maxNumTokensStatic": 0,
             "maxNumTokensTunerRecommended": 0,
             "maxNumTokensRuntime": 0,
+            "cpuMemUsage": self._resident_bytes(),
             "gpuMemUsage": self._gpu_bytes(),
             "pinnedMemUsage": 0,  # the runtime pins no host memory
             "kvCacheStats": None,

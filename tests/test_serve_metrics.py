@@ -106,11 +106,12 @@ def test_metrics_count_the_prompts_waiting_and_their_time_in_the_queue(url, back
 
 def test_metrics_write_what_trtllm_writes_for_what_the_runtime_lacks(url, backend):
     """No paged KV cache manager (kvCacheStats null), no static batching, no batch tuner, no max_num_tokens budget
-    (TensorRT-LLM's 0), nothing paused, one micro batch; no GPU memory on the CPU, no pinned memory; TensorRT-LLM's
-    JSON types (integers as integers, its doubles and floats as numbers with a point)."""
+    (TensorRT-LLM's 0), nothing paused, one micro batch; no GPU memory on the CPU, no pinned memory; cpuMemUsage the
+    process's resident memory (TensorRT-LLM always writes the key); TensorRT-LLM's JSON types (integers as integers, its doubles and floats as numbers with a point)."""
     _, its = answer_and_metrics(url, backend, {"prompt": PROMPTS, "max_tokens": 4})
     for s in its:
-        assert s["kvCacheStats"] is None and s["staticBatchingStats"] is None and "cpuMemUsage" not in s
+        assert s["kvCacheStats"] is None and s["staticBatchingStats"] is None
+        assert type(s["cpuMemUsage"]) is int and 50 << 20 < s["cpuMemUsage"] < 64 << 30  # torch alone takes more
         assert (s["maxBatchSizeStatic"], s["maxBatchSizeTunerRecommended"], s["maxBatchSizeRuntime"]) == (
             backend.max_batch, 0, backend.max_batch)
         assert s["maxNumTokensStatic"] == s["maxNumTokensTunerRecommended"] == s["maxNumTokensRuntime"] == 0
