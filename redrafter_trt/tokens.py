@@ -134,7 +134,12 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
 def auto_tokenizer(folder):
     """AutoTokenizer.from_pretrained(folder), the one way every command loads a tokenizer: one it cannot load is a
     TokenizerError with transformers' reason (callers add what to do). A folder saved by transformers 5 names
-    `TokenizersBackend`, a class transformers 4 lacks: there it loads as the fast tokenizer it is."""
+    `TokenizersBackend`, a class transformers 4 lacks: there it loads as the fast tokenizer it is. A folder holding
+    none of TOKENIZER_FILES (a checkpoint, a drafter or an empty folder passed in the base's place) is refused before
+    transformers reads it: it printed a warning of its own above the error (a drafter's config.json: 'You are using
+    a model of type `recurrent_drafting_drafter`...') and its reason named nothing ("... from one of: ")."""
+    if not any((Path(folder) / name).is_file() for name in TOKENIZER_FILES):
+        raise TokenizerError(f"it holds none of {', '.join(TOKENIZER_FILES)}")
     import transformers
 
     load = transformers.AutoTokenizer
@@ -147,9 +152,6 @@ def auto_tokenizer(folder):
         # OSError or ValueError for missing files, an ImportError (transformers 4 falling back to SentencePiece), a
         # TypeError / AttributeError / KeyError for files of the wrong shape, tokenizers' bare Exception for a
         # tokenizer.json it cannot parse
-        if not any((Path(folder) / name).is_file() for name in TOKENIZER_FILES):  # a checkpoint, drafter or empty
-            # folder: transformers' reason, cut to its first line, named nothing ("... from one of: ")
-            raise TokenizerError(f"it holds none of {', '.join(TOKENIZER_FILES)}") from None
         raise TokenizerError(first_line(e, type(e).__name__)) from None
     return tokenizer
 

@@ -240,6 +240,50 @@ def test_a_tokenizer_dir_without_tokenizer_files_says_so(ckpt, tmp_path):
                               f"tokenizer_config.json, tokenizer.model, vocab.json)", "--tokenizer-dir")
 
 
+def test_a_drafter_as_tokenizer_dir_is_one_line_in_a_fresh_process(ckpt, tiny_drafter):
+    """README walk: `run --tokenizer-dir DRAFTER` printed transformers' own warning ('You are using a model of type
+    `recurrent_drafting_drafter` ...', read from the drafter's config.json) above the error; a fresh process, since
+    transformers' logging writes to the stderr of the process that imported it, not to CliRunner's."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run([sys.executable, "-m", "redrafter_trt", "run", "--checkpoint-dir", str(ckpt),
+                           "--tokenizer-dir", str(tiny_drafter), "--input-text", "hi"],
+                          capture_output=True, text=True, timeout=120, env=env)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"error: cannot load a tokenizer from {tiny_drafter} (it holds none of "), lines[0]
+
+
+def test_every_tokenizer_dir_without_tokenizer_files_is_refused_before_transformers(ckpt, tiny_drafter, tmp_path,
+                                                                                     monkeypatch):
+    """run, bench, acceptance and serve (a checkpoint or an engine) load --tokenizer-dir through one check: a folder
+    holding none of the tokenizer files never reaches transformers, which would speak about it first."""
+    import transformers
+
+    from test_serve_engine import make_engine
+
+    asked = []
+
+    def record(folder, *args, **kwargs):
+        asked.append(folder)
+        raise OSError("transformers was asked")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", record)
+    monkeypatch.setattr(transformers.PreTrainedTokenizerFast, "from_pretrained", record)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "hi"}) + "\n")
+    grid = ("--checkpoint-dir", ckpt, "--prompts", prompts, "--max-new-tokens", 2)
+    commands = [("run", "--checkpoint-dir", ckpt, "--input-text", "hi"), ("bench", *grid), ("acceptance", *grid),
+                ("serve", "--checkpoint-dir", ckpt, "--port", 0, "--max-output-len", 8),
+                ("serve", "--engine-dir", make_engine(tmp_path / "engine", tp=1), "--dry-run")]
+    for command in commands:
+        result = run_cli(*command, "--tokenizer-dir", tiny_drafter)
+        assert_one_line_error(result, f"cannot load a tokenizer from {tiny_drafter} (it holds none of ")
+    assert asked == []
+
+
 def test_a_chat_template_that_does_not_render_is_one_line(ckpt, tmp_path):
     from test_bench import save_byte_tokenizer
 
