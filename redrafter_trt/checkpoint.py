@@ -17,6 +17,7 @@ from . import layout
 from .drafter import head_problem
 from .errors import FLAG, LAYER_COUNT, POSITIVE_INT, POSITIVE_NUMBER, ConfigError, TensorError, name_list, optional
 from .io import ST_TO_TORCH, TensorSource, all_finite
+from .producer import producer_summary
 from .registry import QWEN_SEQ_LENGTH, TRTLLM_ACTIVATIONS, TRTLLM_BASES, activation_problem
 from .rope import TRTLLM_ROPE_SCALINGS, rope_scaling_problem, trtllm_builds
 
@@ -74,6 +75,7 @@ class Report:
     quantization: dict | None = None
     config_read: bool = False  # config.json parsed into an object holding the model keys
     drafter: dict | None = None
+    producer: dict | None = None  # producer_summary: the tool that wrote it and its drafter's recorded predict_n
     ranks: list[RankReport] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     malformed: list[str] = field(default_factory=list)  # config fields that fail their CONFIG_TYPES check
@@ -158,6 +160,7 @@ def _check_fields(cfg: dict, rep: Report) -> None:
     rep.dtype = None if "dtype" in bad else cfg["dtype"]
     rep.tp_size = None if "mapping" in bad else layout.tp_size(cfg)
     rep.quantization = None if "quantization" in bad else cfg.get("quantization")
+    rep.producer = producer_summary(cfg)
     if not rep.problems:
         rep.runtime_problems = [p for p in [rope_scaling_problem(cfg.get("rotary_scaling")),
                                             activation_problem(cfg.get("hidden_act", "silu"))] if p]

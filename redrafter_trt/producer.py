@@ -18,3 +18,21 @@ def producer_block(command: str, options: dict, sources: dict) -> dict:
 
 def _absolute(path) -> str:
     return str(Path(path).resolve())
+
+
+def recorded_predict_n(cfg: dict) -> int | None:
+    """The drafter's predict_n `convert` recorded in a checkpoint config's producer block; None where absent or
+    hand-edited into something that is no positive integer."""
+    producer = cfg.get("producer")
+    n = producer.get("drafter_predict_n") if isinstance(producer, dict) else None
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
+
+
+def producer_summary(cfg: dict) -> dict | None:
+    """What `inspect` shows of a config's producer block (None: it has none): the tool, its version and command
+    (None: absent or not text) and the drafter's recorded predict_n."""
+    producer = cfg.get("producer")
+    if not isinstance(producer, dict):
+        return None
+    text = {k: v if isinstance(v := producer.get(k), str) else None for k in ("name", "version", "command")}
+    return {**text, "drafter_predict_n": recorded_predict_n(cfg)}

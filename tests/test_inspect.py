@@ -318,3 +318,33 @@ def test_a_mapping_left_out_is_tp_1_as_trtllm_reads_it(ckpt, tmp_path, mapping):
     report = inspect_checkpoint(copy)
     assert (report.problems, report.tp_size) == ([], 1)
     assert is_trtllm_checkpoint(copy)
+
+
+@pytest.mark.parametrize("predict_n, shown", [(3, "drafter predict_n 3"), (None, "drafter predict_n unknown"),
+                                              ("absent", "drafter predict_n unknown"), ("no producer", None)])
+def test_the_producer_and_the_drafters_predict_n_are_shown(ckpt, tmp_path, predict_n, shown):
+    """README walk: inspect showed nothing of the producer block, so the drafter's predict_n convert records (the most
+    draft tokens it was trained to predict; null when the drafter does not say, absent before it was recorded) was
+    seen only by opening config.json."""
+    producer = json.loads((ckpt / "config.json").read_text())["producer"]
+    producer = {k: v for k, v in producer.items() if k != "drafter_predict_n"}
+    if predict_n != "absent":
+        producer["drafter_predict_n"] = predict_n
+    copy = broken(ckpt, tmp_path, producer=None if predict_n == "no producer" else producer)
+    human = run_cli("inspect", copy)
+    lines = [ln.strip() for ln in human.output.splitlines() if ln.strip().startswith("producer:")]
+    version = producer["version"]
+    assert human.exit_code == 0 and lines == ([f"producer: redrafter-trt {version} (convert); {shown}"] if shown else [])
+    report = json.loads(run_cli("inspect", copy, "--json").output)
+    assert report["producer"] == (None if shown is None else {
+        "name": "redrafter-trt", "version": version, "command": "convert",
+        "drafter_predict_n": predict_n if isinstance(predict_n, int) else None})
+
+
+def test_a_base_checkpoints_producer_is_shown_without_a_drafter():
+    """A base another tool exported (nvidia-modelopt writes name and version only): no drafter, so no predict_n."""
+    from redrafter_trt.cli.inspect_cmd import producer_line
+    from redrafter_trt.producer import producer_summary
+
+    assert producer_line(producer_summary({"producer": {"name": "modelopt", "version": "0.47.0"}}), False) == \
+        "modelopt 0.47.0"

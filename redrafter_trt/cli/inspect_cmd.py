@@ -38,6 +38,8 @@ def inspect(folder, as_json, values):
             click.echo(f"  drafter: {d['num_layers']} layers, hidden {d['hidden_size']}, exit_dim {d['exit_dim']}, "
                        f"rnn {d['is_rnn']}; {d['num_beams']} beams x draft len {d['draft_len_per_beam']}, "
                        f"greedy {d['greedy_search']}")
+        if rep.producer:
+            click.echo(f"  producer: {producer_line(rep.producer, bool(rep.drafter))}")
         for r in rep.ranks:
             click.echo(f"  {r.file}: {r.tensors} tensors, {r.bytes / 2**20:.1f} MiB")
         for p in rep.problems:
@@ -46,3 +48,13 @@ def inspect(folder, as_json, values):
             click.echo(f"  reference runtime (run, bench, serve) refuses it: {p}; an engine can still be built")
         click.echo("  OK" if rep.ok else f"  INVALID ({len(rep.problems)} problem(s))")
     raise SystemExit(0 if rep.ok else 1)
+
+
+def producer_line(producer: dict, drafter: bool) -> str:
+    """`redrafter-trt 0.1.0 (convert)`, then with a drafter the most draft tokens it was trained to predict."""
+    made = " ".join(filter(None, (producer["name"] or "?", producer["version"],
+                                  producer["command"] and f"({producer['command']})")))
+    if not drafter:
+        return made
+    n = producer["drafter_predict_n"]
+    return f"{made}; drafter predict_n {n if n is not None else 'unknown'}"

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError
+from ..producer import recorded_predict_n
 from ..registry import activation_problem
 from ..rope import position_limit, rope_kind, rope_scaling_problem
 
@@ -95,7 +96,7 @@ class RuntimeConfig:
                 drafter_exit_dim=int(raw.get("redrafter_exit_dim", 0) or 0),
                 drafter_rnn=bool(raw.get("redrafter_is_rnn", False)),
                 greedy_search=bool(raw.get("redrafter_greedy_search", True)),
-                drafter_predict_n=_recorded_predict_n(raw),
+                drafter_predict_n=recorded_predict_n(raw),
                 # as trtllm-build's default max_seq_len: a linear scaling's factor stretches the positions
                 max_positions=position_limit({**raw, "max_position_embeddings": int(raw.get("max_position_embeddings")
                                                                                     or 2048)}),
@@ -117,14 +118,6 @@ class RuntimeConfig:
         if isinstance(raw, dict) and (other := foreign(Path(ckpt_dir), raw)):
             raise ConfigError(other)
         return cls.from_dict(raw, str(path))
-
-
-def _recorded_predict_n(raw: dict) -> int | None:
-    """The drafter's predict_n `convert` recorded in the producer block; None where absent or hand-edited into
-    something that is no positive integer."""
-    producer = raw.get("producer")
-    n = producer.get("drafter_predict_n") if isinstance(producer, dict) else None
-    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
 
 
 def rope_inv_freq(cfg: RuntimeConfig) -> tuple[torch.Tensor, float]:
