@@ -23,6 +23,7 @@ import transformers
 
 from .errors import ConfigError, DependencyError, RedrafterError, first_line
 from .output import atomic_file
+from .plural import counted
 from .runtime.config import RuntimeConfig
 from .tokens import encode_prompts, load_tokenizer, stop_ids, uses_chat
 
@@ -374,7 +375,8 @@ def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
         tps = run.tokens_per_second
         mismatched = [i for i, (a, b) in enumerate(zip(run.outputs, plain.outputs)) if a != b]
         if mismatched:
-            log.warning("W=%d L=%d: drafted output differs from plain decoding on prompt(s) %s", w, n, mismatched)
+            log.warning("W=%d L=%d: drafted output differs from plain decoding on %s %s", w, n,
+                        counted(len(mismatched), "prompt"), mismatched)
         configs.append(ConfigResult(w, n, run, tps / hf_run.tokens_per_second, tps / plain.tokens_per_second,
                                     mismatched))
     meta = {"checkpoint_dir": str(opts.checkpoint_dir), "hf_dir": str(hf_dir), "tokenizer_dir": str(opts.tokenizer_dir),
@@ -431,6 +433,16 @@ def verdict(report: BenchReport) -> str:
         return f"drafting pays here: {step} ({best.speedup_vs_no_draft:.2f}x the runtime without drafting)"
     return (f"drafting does not pay here: {step} ({best.speedup_vs_no_draft:.2f}x the runtime without drafting); "
             f"it pays where a tree costs little more than one token (a GPU engine) or with a drafter that accepts more")
+
+
+def mismatch_warning(report: BenchReport) -> str | None:
+    """The configurations whose drafted output differs from plain decoding, and why (None: none differs)."""
+    bad = [c for c in report.configs if c.mismatched_prompts]
+    if not bad:
+        return None
+    dtype = report.meta["dtype"]
+    why = "a bug" if dtype == "float32" else f"{dtype} logits tie often, and a tree rounds differently from one token"
+    return f"warning: drafted output differs from plain decoding in {counted(len(bad), 'configuration')} ({why})"
 
 
 def require_matplotlib():

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import POSITIVE_INT, ConfigError, DependencyError, RedrafterError, name_list
+from .plural import counted
 from .rope import position_limit, rope_kind
 
 log = logging.getLogger(__name__)
@@ -335,7 +336,8 @@ def check_engine(engine_dir: Path, checkpoint_config: dict) -> EngineReport:
     engines = tuple(engine_dir / f"rank{r}.engine" for r in range(size))
     absent = [p.name for p in engines if not p.is_file()]
     if absent:
-        raise RedrafterError(f"engine folder {engine_dir} lacks {name_list(absent)} for {size} rank(s): rerun the build")
+        raise RedrafterError(f"engine folder {engine_dir} lacks {name_list(absent)} for {counted(size, 'rank')}: "
+                             "rerun the build")
     stale = sorted(p.name for p in engine_dir.glob("rank*.engine") if p not in engines)
     if stale:
         log.warning("engine folder %s also holds %s from an earlier build", engine_dir, ", ".join(stale))

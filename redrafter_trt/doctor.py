@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .build import INSTALL_HINT, has_redrafter, trtllm_version, version_tuple
 from .errors import first_line
+from .plural import counted
 
 REDRAFTER_MIN_CC = (8, 0)   # TensorRT-LLM's ReDrafter support matrix: Ampere or newer
 FP8_MIN_CC = (8, 9)         # FP8 GEMMs: Ada or Hopper
@@ -103,7 +104,7 @@ def check_cuda(torch: TorchInfo) -> Check:
     if not torch.gpus:
         return Check("cuda", False, f"CUDA {torch.cuda}, but no GPU visible",
                      "check the NVIDIA driver (nvidia-smi) and CUDA_VISIBLE_DEVICES", feature=feature)
-    return Check("cuda", True, f"CUDA {torch.cuda}, {len(torch.gpus)} GPU(s)", feature=feature)
+    return Check("cuda", True, f"CUDA {torch.cuda}, {counted(len(torch.gpus), 'GPU')}", feature=feature)
 
 
 def check_gpu(index: int, gpu: Gpu) -> Check:

@@ -35,6 +35,14 @@ def name_list(names, limit: int = 8) -> str:
     return shown + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
 
 
+def cuda_index_past(device: str, count: int) -> str:
+    """The refusal of `--device cuda:N` past the `count` GPUs visible (run's, bench's, serve's and train's)."""
+    from .plural import are, counted
+
+    choices = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
+    return f"--device {device} but only {counted(count, 'CUDA device')} {are(count)} visible: pass {choices}"
+
+
 def first_line(error: BaseException, fallback: str) -> str:
     """The first line of an exception's message (cut to 120 characters), or `fallback` when it has none."""
     text = str(error).strip()

@@ -6,3 +6,8 @@ from __future__ import annotations
 def counted(n: int, noun: str, plural: str | None = None) -> str:
     """`n noun`, the noun in its plural (`plural`, else noun + "s") unless n is 1."""
     return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
+def are(n: int) -> str:
+    """The verb after `counted(n, ...)`: `1 device is`, `2 devices are`."""
+    return "is" if n == 1 else "are"

@@ -379,8 +379,12 @@ def test_a_tokenizer_saved_by_transformers_5_loads_under_every_version(tmp_path)
 
 
 @pytest.mark.parametrize("cmd", ["bench", "acceptance"])
-@pytest.mark.parametrize("device, gpus, needle", [("cuda", 0, "--device cuda requested but no CUDA device"),
-                                                  ("cuda:1", 1, "--device cuda:1 but only 1 CUDA device(s)")])
+@pytest.mark.parametrize("device, gpus, needle", [("cuda", 0, "--device cuda requested but no CUDA device is "
+                                                              "available: use --device cpu"),
+                                                  ("cuda:1", 1, "--device cuda:1 but only 1 CUDA device is visible: "
+                                                                "pass cuda:0"),
+                                                  ("cuda:2", 2, "--device cuda:2 but only 2 CUDA devices are "
+                                                                "visible: pass cuda:0 to cuda:1")])
 def test_a_cuda_device_that_is_not_there_is_one_line_before_any_model_loads(setup, cmd, device, gpus, needle,
                                                                               monkeypatch):
     """bench --device cuda without a GPU moved the transformers baseline there first: torch's 'Torch not compiled
@@ -394,8 +398,9 @@ def test_a_cuda_device_that_is_not_there_is_one_line_before_any_model_loads(setu
     for module in (bench, replay):
         monkeypatch.setattr(module, "load_tokenizer", lambda *a: pytest.fail("the tokenizer loaded first"))
     base, ckpt, prompts = setup
-    assert_one_line_error(run_cli(cmd, "--checkpoint-dir", ckpt, "--tokenizer-dir", base, "--prompts", prompts,
-                                  "--device", device), needle)
+    result = run_cli(cmd, "--checkpoint-dir", ckpt, "--tokenizer-dir", base, "--prompts", prompts, "--device", device)
+    assert_one_line_error(result, needle)
+    assert result.stderr.strip().endswith(needle)  # one GPU: `pass cuda:0`, not `cuda:0 to cuda:0`
 
 
 @pytest.mark.parametrize("cmd", ["bench", "acceptance"])
@@ -661,9 +666,11 @@ def test_the_transformers_baseline_ignores_the_bases_sampling_and_penalty_settin
     assert baselines["hf"]["new_tokens"] == baselines["no_draft"]["new_tokens"]
 
 
-def test_differing_outputs_are_reported(setup, monkeypatch):
-    """The exactness checks compare tokens: a drafted output that differs from plain decoding on one prompt, and a
-    transformers output that differs from the runtime's, are both counted (the fixture's agree everywhere)."""
+def test_differing_outputs_are_reported(setup, monkeypatch, caplog):
+    """The exactness checks compare tokens: a drafted output that differs from plain decoding on some prompts, and a
+    transformers output that differs from the runtime's, are both counted (the fixture's agree everywhere); the
+    warnings count prompts and configurations in the singular or the plural (they said 'prompt(s)',
+    'configuration(s)')."""
     from redrafter_trt import bench
 
     base, ckpt, prompts = setup
@@ -677,7 +684,7 @@ def test_differing_outputs_are_reported(setup, monkeypatch):
 
     def runtime_generate(model, ids, *args):
         result, seconds = real_rt(model, ids, *args)
-        if args[2] == 2 and ids == prompt_ids[0]:  # W=2: prompt 0's output altered
+        if ids in {1: prompt_ids[:2], 2: prompt_ids[:1]}.get(args[2], []):  # W=1: prompts 0 and 1 altered, W=2: 0
             result.output_ids[0][-1] = (result.output_ids[0][-1] + 1) % 256
         return result, seconds
 
@@ -686,6 +693,16 @@ def test_differing_outputs_are_reported(setup, monkeypatch):
     monkeypatch.setattr(bench, "hf_generate", hf_generate)
     monkeypatch.setattr(bench, "runtime_generate", runtime_generate)
     report = bench.run_bench(bench.BenchOptions(ckpt, base, prompts, max_new_tokens=4, beams=(1, 2), draft_lens=(1,)))
-    assert {c.num_beams: c.mismatched_prompts for c in report.configs} == {1: [], 2: [0]}
+    assert {c.num_beams: c.mismatched_prompts for c in report.configs} == {1: [0, 1], 2: [0]}
     assert report.hf_matches_no_draft == len(PROMPTS) - 1
     assert report.to_json()["all_match_no_draft"] is False
+    assert [r.getMessage() for r in caplog.records if "differs" in r.getMessage()] == [
+        "W=1 L=1: drafted output differs from plain decoding on 2 prompts [0, 1]",
+        "W=2 L=1: drafted output differs from plain decoding on 1 prompt [0]"]
+    assert bench.mismatch_warning(report) == "warning: drafted output differs from plain decoding in 2 configurations " \
+        "(a bug)"
+    report.configs[0].mismatched_prompts = []
+    assert bench.mismatch_warning(report) == "warning: drafted output differs from plain decoding in 1 configuration " \
+        "(a bug)"
+    report.configs[1].mismatched_prompts = []
+    assert bench.mismatch_warning(report) is None

@@ -377,7 +377,7 @@ def test_fake_build_streams_output_and_checks_engine(checkpoints, tmp_path, monk
     result = run_fake(checkpoints, tmp_path, WRITE_ENGINE)
     assert result.exit_code == 0, result.output
     assert "[TRT-LLM] building" in result.output and "Total time of building" in result.output
-    assert "engine: " in result.output and "4 rank(s)" in result.output and "5 beams x 5 draft tokens" in result.output
+    assert "engine: " in result.output and "(4 ranks, " in result.output and "5 beams x 5 draft tokens" in result.output
     producer = json.loads((tmp_path / "engine" / build_mod.PRODUCER_FILE).read_text())["producer"]
     assert producer["name"] == "redrafter-trt" and producer["command"] == "build"
     assert producer["sources"] == {"checkpoint": str(checkpoints[False, 4].resolve())}
@@ -442,6 +442,21 @@ def test_check_engine_rejects_changed_redrafter_key(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"pretrained_config": {"redrafter_num_beams": 4}}))
     (tmp_path / "rank0.engine").write_bytes(b"x")
     with pytest.raises(RedrafterError, match="changed: redrafter_num_beams"):
+        build_mod.check_engine(tmp_path, cfg)
+
+
+def test_a_one_rank_engine_is_one_rank(checkpoints, tmp_path, monkeypatch):
+    """The engine line said '1 rank(s)'."""
+    monkeypatch.setattr(build_mod, "trtllm_version", lambda: None)
+    result = run_fake(checkpoints, tmp_path, WRITE_ENGINE, tp=1)
+    assert result.exit_code == 0 and "(1 rank, " in result.output, result.output
+
+
+@pytest.mark.parametrize("tp, ranks", [(1, "1 rank"), (2, "2 ranks")])
+def test_an_engine_without_its_rank_files_names_how_many_it_needs(tmp_path, tp, ranks):
+    cfg = {"mapping": {"tp_size": tp, "world_size": tp}}
+    (tmp_path / "config.json").write_text(json.dumps({"pretrained_config": {}}))
+    with pytest.raises(RedrafterError, match=f"lacks rank0.engine.* for {ranks}: rerun the build"):
         build_mod.check_engine(tmp_path, cfg)
 
 

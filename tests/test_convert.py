@@ -466,3 +466,15 @@ def test_auto_dtype_reads_the_base_as_trtllm_does(tmp_path, tiny_llama, tiny_dra
     out = convert(base, tiny_drafter, tmp_path / "out", num_beams=2, draft_len=2)
     assert json.loads((out / "config.json").read_text())["dtype"] == want
     assert BaseModelConfig.from_hf(hf, "config.json").source_dtype == want == resolve_fp8_dtype("auto", hf)
+
+
+@pytest.mark.parametrize("tp, files", [(1, "1 rank file"), (2, "2 rank files")])
+def test_the_rank_files_written_are_counted(tiny_llama, tiny_drafter, tmp_path, tp, files):
+    """convert's last line said 'tp 1, 1 rank file(s)'."""
+    from click.testing import CliRunner
+
+    from redrafter_trt.cli import main
+
+    result = CliRunner().invoke(main, ["convert", "--base", str(tiny_llama), "--drafter", str(tiny_drafter),
+                                       "--output", str(tmp_path / "out"), "--tp-size", str(tp)])
+    assert result.exit_code == 0 and f", tp {tp}, {files}, " in result.output, result.output

@@ -31,6 +31,8 @@ def test_cuda_states():
     assert not doctor.check_cuda(TorchInfo("2.4", None)).ok
     assert "no GPU visible" in doctor.check_cuda(TorchInfo("2.4", "12.4")).detail
     assert doctor.check_cuda(TorchInfo("2.4", "12.4", (H100,))).ok
+    assert doctor.check_cuda(TorchInfo("2.4", "12.4", (H100,))).detail == "CUDA 12.4, 1 GPU"
+    assert doctor.check_cuda(TorchInfo("2.4", "12.4", (H100, H100))).detail == "CUDA 12.4, 2 GPUs"
 
 
 def test_a_cpu_torch_is_told_a_cuda_torch_tensorrt_llm_accepts(monkeypatch):

@@ -348,3 +348,11 @@ def test_a_base_checkpoints_producer_is_shown_without_a_drafter():
 
     assert producer_line(producer_summary({"producer": {"name": "modelopt", "version": "0.47.0"}}), False) == \
         "modelopt 0.47.0"
+
+
+@pytest.mark.parametrize("fields, invalid", [({"hidden_act": 7}, "1 problem"),
+                                             ({"hidden_act": 7, "norm_epsilon": -1.0}, "2 problems")])
+def test_the_problems_are_counted(ckpt, tmp_path, fields, invalid):
+    """The last line said 'INVALID (1 problem(s))'."""
+    result = run_cli("inspect", broken(ckpt, tmp_path, **fields))
+    assert result.exit_code == 1 and result.output.splitlines()[-1] == f"  INVALID ({invalid})", result.output

@@ -344,3 +344,15 @@ def test_a_callback_raising_on_rank0_ends_the_generation_on_every_rank(tiny_llam
     assert lines[:3] == ["on_tokens raised ConfigError the user refused True", "admit raised ValueError no queue True",
                          "on_step raised ConfigError statistics True"], done.stdout + done.stderr[-2000:]
     assert json.loads(lines[3]) == want
+
+
+@pytest.mark.parametrize("gpus, visible", [(1, "but 1 CUDA device is visible"), (2, "but 2 CUDA devices are visible")])
+def test_too_few_gpus_for_the_tp_size_are_counted(monkeypatch, gpus, visible):
+    """The refusal said '1 CUDA device(s) are visible'."""
+    import torch
+
+    from redrafter_trt.runtime.tp import require_gpus
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    with pytest.raises(ConfigError, match=f"^ck is a tp=4 checkpoint {visible}: run on 4 GPUs"):
+        require_gpus("cuda", 4, "ck")

@@ -159,7 +159,10 @@ def test_a_refused_run_leaves_no_folders_behind(chat_base, prompts, tmp_path):
 
 
 @pytest.mark.parametrize("device, gpus, match", [("cuda", 0, "--device cuda but no CUDA device is visible"),
-                                                 ("cuda:5", 2, "--device cuda:5 but only 2 CUDA device(s)")])
+                                                 ("cuda:5", 2, "--device cuda:5 but only 2 CUDA devices are visible: "
+                                                               "pass cuda:0 to cuda:1"),
+                                                 ("cuda:1", 1, "--device cuda:1 but only 1 CUDA device is visible: "
+                                                               "pass cuda:0\n")])
 def test_a_missing_gpu_is_refused_before_any_work(chat_base, prompts, tmp_path, monkeypatch, device, gpus, match):
     """`--device cuda` without CUDA once crashed with torch's traceback after the data stage."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)

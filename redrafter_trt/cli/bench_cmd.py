@@ -101,8 +101,8 @@ def shared_options(f):
 def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_tokens, beams, draft_lens, chat, device,
           output_json, plot_path, compile_layers):
     """Measure tokens per step and speed-up for each (beam width, draft length)."""
-    from ..bench import (BenchOptions, check_inputs, format_table, plot, plot_format, require_matplotlib, run_bench,
-                         verdict)
+    from ..bench import (BenchOptions, check_inputs, format_table, mismatch_warning, plot, plot_format,
+                         require_matplotlib, run_bench, verdict)
 
     opts = BenchOptions(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_tokens, beams, draft_lens,
                         chat, device, compile_layers)
@@ -127,12 +127,8 @@ def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_t
     click.echo(f"best: W={best.num_beams} L={best.draft_len}: {best.run.mean_tokens_per_step:.2f} tokens/step, "
                f"{best.speedup_vs_hf:.2f}x over transformers, {best.speedup_vs_no_draft:.2f}x over no drafting")
     click.echo(verdict(report))
-    bad = [c for c in report.configs if c.mismatched_prompts]
-    if bad:
-        why = "a bug" if m["dtype"] == "float32" else \
-            f"{m['dtype']} logits tie often, and a tree rounds differently from one token"
-        click.echo(f"warning: drafted output differs from plain decoding in {len(bad)} configuration(s) ({why})",
-                   err=True)
+    if warning := mismatch_warning(report):
+        click.echo(warning, err=True)
     if output_json:
         from ..output import write_text_atomic
         write_text_atomic(output_json, json.dumps({**report.to_json(), "producer": producer("bench", opts, base)},

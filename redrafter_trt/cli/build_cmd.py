@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ..plural import counted
 from ..presets import config_option
 from .params import Command
 
@@ -69,6 +70,7 @@ def build(checkpoint_dir, output_dir, max_batch_size, max_seq_len, max_num_token
         click.echo(plan.shell())
         return
     report = build_engine(plan, on_line=click.echo)
-    click.echo(f"engine: {report.engine_dir} ({len(report.engines)} rank(s), {report.total_bytes / 2**30:.2f} GiB); "
+    click.echo(f"engine: {report.engine_dir} ({counted(len(report.engines), 'rank')}, "
+               f"{report.total_bytes / 2**30:.2f} GiB); "
                f"ReDrafter {report.redrafter.get('redrafter_num_beams')} beams x "
                f"{report.redrafter.get('redrafter_draft_len_per_beam')} draft tokens")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ..plural import counted
 from ..presets import config_option
 from .params import Command, SEED
 
@@ -76,7 +77,8 @@ def convert(base, drafter, output, tp_size, dtype, num_beams, draft_len, no_gree
     out = run_convert(base, drafter, output, **options)
     rep = inspect_checkpoint(out)
     size = sum(r.bytes for r in rep.ranks) / 2**20
-    click.echo(f"wrote {out}: {rep.architecture}, {rep.dtype}, tp {rep.tp_size}, {len(rep.ranks)} rank file(s), {size:.1f} MiB")
+    click.echo(f"wrote {out}: {rep.architecture}, {rep.dtype}, tp {rep.tp_size}, "
+               f"{counted(len(rep.ranks), 'rank file')}, {size:.1f} MiB")
     for p in rep.problems:
         click.echo(f"problem: {p}", err=True)
     for p in rep.runtime_problems:  # e.g. a YaRN base: TensorRT-LLM builds it, `run --checkpoint-dir` cannot

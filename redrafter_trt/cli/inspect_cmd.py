@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ..plural import counted
 from .params import Command
 
 
@@ -46,7 +47,7 @@ def inspect(folder, as_json, values):
             click.echo(f"  problem: {p}")
         for p in rep.runtime_problems:
             click.echo(f"  reference runtime (run, bench, serve) refuses it: {p}; an engine can still be built")
-        click.echo("  OK" if rep.ok else f"  INVALID ({len(rep.problems)} problem(s))")
+        click.echo("  OK" if rep.ok else f"  INVALID ({counted(len(rep.problems), 'problem')})")
     raise SystemExit(0 if rep.ok else 1)
 
 

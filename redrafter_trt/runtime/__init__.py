@@ -38,7 +38,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, cuda_index_past
 from .config import DTYPES, RuntimeConfig
 from .decode import MAX_TOP_LOGPROBS, GenerationResult, TokenLogprob, decode, token_logprobs
 from .drafter import CheckpointDrafter
@@ -112,8 +112,7 @@ def check_device(device: str) -> None:
         raise ConfigError(f"--device {device} requested but no CUDA device is available: use --device cpu")
     index, count = device.partition(":")[2], torch.cuda.device_count()
     if index and int(index) >= count:
-        raise ConfigError(f"--device {device} but only {count} CUDA device(s) are visible: pass cuda:0 to "
-                          f"cuda:{count - 1}")
+        raise ConfigError(cuda_index_past(device, count))
 
 
 def check_compile(cfg: RuntimeConfig, compile: bool, device: str = "cpu", dtype: torch.dtype | str | None = None

@@ -27,6 +27,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import ConfigError, PeerError, RedrafterError
+from ..plural import are, counted
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +128,9 @@ def join(tp_rank: int, tp_size: int, port: int, device: str, store: dist.Store |
 def require_gpus(device: str, tp_size: int, checkpoint_dir) -> None:
     """A tp=N checkpoint on CUDA takes GPUs 0..N-1 (rank r on cuda:r): refuse before any process starts."""
     if device.startswith("cuda") and torch.cuda.device_count() < tp_size:
-        raise ConfigError(f"{checkpoint_dir} is a tp={tp_size} checkpoint but {torch.cuda.device_count()} CUDA "
-                          f"device(s) are visible: run on {tp_size} GPUs, or convert with a smaller --tp-size")
+        count = torch.cuda.device_count()
+        raise ConfigError(f"{checkpoint_dir} is a tp={tp_size} checkpoint but {counted(count, 'CUDA device')} "
+                          f"{are(count)} visible: run on {tp_size} GPUs, or convert with a smaller --tp-size")
 
 
 def rank_device(device: str, tp_rank: int) -> str:

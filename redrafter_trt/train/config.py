@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..drafter import MAX_DRAFT_LAYERS
-from ..errors import ConfigError
+from ..errors import ConfigError, cuda_index_past
 
 DTYPES = ("auto", "float32", "bfloat16")
 DEFAULT_SEQ_LEN = 1024
@@ -177,8 +177,7 @@ class TrainConfig:
                               f"CUDA): use --device cpu")
         index = int(self.device.partition(":")[2] or 0)
         if index >= torch.cuda.device_count():
-            raise ConfigError(f"--device {self.device} but only {torch.cuda.device_count()} CUDA device(s) are "
-                              f"visible: pass cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+            raise ConfigError(cuda_index_past(self.device, torch.cuda.device_count()))
 
     @property
     def inputs(self) -> list[Path]:
