@@ -138,7 +138,7 @@ def load_tokenizer(base: Path, vocab_size: int | None = None):
     try:
         tokenizer = auto_tokenizer(base)
     except TokenizerError as e:
-        raise ConfigError(f"{base} has no usable tokenizer (transformers cannot load one from it: {e}): "
+        raise ConfigError(f"{base} has no usable tokenizer ({e}): "
                           f"{fix}") from None
     if vocab_size is not None and len(tokenizer) > vocab_size:  # as run refuses it
         raise ConfigError(f"the tokenizer in {base} has {len(tokenizer)} tokens but the model's vocab_size is "
