@@ -127,8 +127,10 @@ def stop_ids(tokenizer, tokenizer_dir) -> list[int]:
     return eos_ids(tokenizer, eos)
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")  # one of them in any
-# Llama, Mistral or Qwen2 tokenizer folder (fast, SentencePiece, byte-level BPE)
+# one of them in any Llama, Mistral or Qwen2 tokenizer folder (fast, SentencePiece, byte-level BPE, and Mistral's own
+# formats, which transformers reads with no tokenizer.json: tekken.json, and tokenizer.model.v3 through mistral-common)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "tekken.json",
+                   "tokenizer.model.v*")
 
 
 def auto_tokenizer(folder):
@@ -138,7 +140,7 @@ def auto_tokenizer(folder):
     none of TOKENIZER_FILES (a checkpoint, a drafter or an empty folder passed in the base's place) is refused before
     transformers reads it: it printed a warning of its own above the error (a drafter's config.json: 'You are using
     a model of type `recurrent_drafting_drafter`...') and its reason named nothing ("... from one of: ")."""
-    if not any((Path(folder) / name).is_file() for name in TOKENIZER_FILES):
+    if not any(path.is_file() for name in TOKENIZER_FILES for path in Path(folder).glob(name)):
         raise TokenizerError(f"it holds none of {', '.join(TOKENIZER_FILES)}")
     import transformers
 

@@ -237,7 +237,7 @@ def test_a_tokenizer_dir_without_tokenizer_files_says_so(ckpt, tmp_path):
     for folder in (ckpt, empty):
         result = run_cli("run", "--checkpoint-dir", ckpt, "--tokenizer-dir", folder, "--input-text", "hi")
         assert_one_line_error(result, f"cannot load a tokenizer from {folder} (it holds none of tokenizer.json, "
-                              f"tokenizer_config.json, tokenizer.model, vocab.json)", "--tokenizer-dir")
+                              f"tokenizer_config.json, tokenizer.model, vocab.json, tekken.json, tokenizer.model.v*)", "--tokenizer-dir")
 
 
 def test_a_drafter_as_tokenizer_dir_is_one_line_in_a_fresh_process(ckpt, tiny_drafter):
@@ -282,6 +282,60 @@ def test_every_tokenizer_dir_without_tokenizer_files_is_refused_before_transform
         result = run_cli(*command, "--tokenizer-dir", tiny_drafter)
         assert_one_line_error(result, f"cannot load a tokenizer from {tiny_drafter} (it holds none of ")
     assert asked == []
+
+
+def save_tekken_mistral(folder: Path) -> Path:
+    """A Mistral base's tokenizer as Mistral ships it in some repositories: tekken.json beside config.json, with no
+    tokenizer.json or tokenizer_config.json (256 byte tokens, one merge, three special tokens)."""
+    import base64
+
+    folder.mkdir()
+    vocab = [{"rank": i, "token_bytes": base64.b64encode(bytes([i])).decode(), "token_str": None} for i in range(256)]
+    vocab.append({"rank": 256, "token_bytes": base64.b64encode(b"Re").decode(), "token_str": "Re"})
+    specials = [{"rank": i, "token_str": s, "is_control": True} for i, s in enumerate(("<unk>", "<s>", "</s>"))]
+    (folder / "tekken.json").write_text(json.dumps({
+        "config": {"pattern": r"\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+|\s+", "num_vocab_tokens": 257,
+                   "default_vocab_size": 260, "default_num_special_tokens": 3, "version": "v7"},
+        "vocab": vocab, "special_tokens": specials}))
+    (folder / "config.json").write_text(json.dumps({"architectures": ["MistralForCausalLM"], "model_type": "mistral",
+                                                    "vocab_size": 260}))
+    return folder
+
+
+@pytest.mark.parametrize("name", ["tekken.json", "tokenizer.model.v3"])
+def test_a_mistral_tokenizer_without_tokenizer_json_reaches_transformers(tmp_path, monkeypatch, name):
+    """977b3db refused a folder holding none of tokenizer.json, tokenizer_config.json, tokenizer.model, vocab.json
+    before transformers saw it, and with it a Mistral base shipping only its own format: tekken.json (transformers 5
+    reads it itself) or a versioned tokenizer.model.v3 (read through mistral-common)."""
+    import transformers
+
+    from redrafter_trt.tokens import auto_tokenizer
+
+    asked = []
+
+    def record(folder, *args, **kwargs):
+        asked.append(Path(folder))
+        raise OSError("transformers was asked")
+
+    folder = tmp_path / "mistral"
+    folder.mkdir()
+    (folder / name).write_text("{}")
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", record)
+    with pytest.raises(Exception, match="transformers was asked"):
+        auto_tokenizer(folder)
+    assert asked == [folder]
+
+
+@pytest.mark.skipif(not TRANSFORMERS_5, reason="transformers 4 reads tekken.json through mistral-common only")
+def test_a_tekken_only_mistral_tokenizer_loads(tmp_path):
+    """A tekken.json-only Mistral folder loads as transformers loads it (977b3db refused it as holding no tokenizer)."""
+    import transformers
+
+    from redrafter_trt.tokens import auto_tokenizer
+
+    folder = save_tekken_mistral(tmp_path / "mistral")
+    assert auto_tokenizer(folder)("ReDrafter")["input_ids"] == \
+        transformers.AutoTokenizer.from_pretrained(folder)("ReDrafter")["input_ids"]
 
 
 def test_a_chat_template_that_does_not_render_is_one_line(ckpt, tmp_path):
