@@ -256,6 +256,26 @@ def test_the_cache_key_follows_the_tokenizer_and_generation_config(tmp_path):
     assert len({before, with_eos, with_template, base_id(tmp_path)}) == 4
 
 
+def test_the_cache_key_follows_the_vocabulary_files_of_a_base_without_tokenizer_json(tmp_path):
+    """A Qwen2 base without tokenizer.json is tokenized from vocab.json and merges.txt (a SentencePiece one from
+    tokenizer.model): editing them kept the cache key, and distilled answers and hidden states of the old tokens were
+    reused. With a tokenizer.json they are not read, and do not move the key (caches keyed before stay valid)."""
+    from redrafter_trt.train.dataset import base_id
+
+    (tmp_path / "config.json").write_text("{}")
+    keys = [base_id(tmp_path)]
+    for name in ("vocab.json", "merges.txt", "tokenizer.model", "tekken.json"):
+        (tmp_path / name).write_text("a")
+        keys.append(base_id(tmp_path))
+        (tmp_path / name).write_text("b")
+        keys.append(base_id(tmp_path))
+    assert len(set(keys)) == len(keys)
+    (tmp_path / "tokenizer.json").write_text("{}")
+    with_json = base_id(tmp_path)
+    (tmp_path / "merges.txt").write_text("c")
+    assert base_id(tmp_path) == with_json
+
+
 def test_runs_sharing_a_distill_cache_keep_their_own_files(tmp_path):
     """Two runs answering in one cache folder at once, whose batches start with the same prompt, once wrote one
     file name each: the second replaced the first, and every later run failed reading it."""

@@ -30,17 +30,24 @@ SHORT = {False: "their prompt (after the chat template) fills --max-seq-len {n},
 # chat_template.jinja: where transformers 5 (and 4.43 on) saves the chat template, no longer in tokenizer_config.json
 TOKENIZER_FILES = ("generation_config.json", "tokenizer_config.json", "tokenizer.json", "special_tokens_map.json",
                    "chat_template.jinja", "chat_template.json")
+# what transformers builds the tokenizer from where a folder has no tokenizer.json (SentencePiece, byte-level BPE,
+# Mistral's formats); with one, they are not read, and left out of the key (caches keyed before stay valid)
+VOCAB_FILES = ("tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json", "tekken.json", "tokenizer.model.v*")
 
 
 def base_id(base: Path) -> str:
     """Identifies the base for cache keys: its config, the sizes and times of its weight files, and the contents of
-    its tokenizer and generation config (the stop tokens that end a distilled answer, the chat template)."""
+    its tokenizer and generation config (the stop tokens that end a distilled answer, the chat template; without a
+    tokenizer.json, the vocabulary files the tokenizer is built from)."""
     parts = [(base / "config.json").read_text()]
     for f in sorted(base.glob("*.safetensors")) + sorted(base.glob("*.bin")):
         st = f.stat()
         parts.append(f"{f.name}:{st.st_size}:{int(st.st_mtime)}")
     parts += [f"{name}:{hashlib.sha1((base / name).read_bytes()).hexdigest()}" for name in TOKENIZER_FILES
               if (base / name).is_file()]
+    if not (base / "tokenizer.json").is_file():
+        parts += [f"{f.name}:{hashlib.sha1(f.read_bytes()).hexdigest()}" for pattern in VOCAB_FILES
+                  for f in sorted(base.glob(pattern)) if f.is_file()]
     return hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:16]
 
 
