@@ -5,8 +5,8 @@ A chunked pass keeps one safetensors file per chunk (`chunk_name`), written whol
 interrupted pass goes on after its last whole chunk when rerun; each chunk holds the indices of its rows (`rows`), which
 `read_chunk` checks against those expected, with what computed it in its metadata.
 
-A partial file is named by the id of the process writing it (output.atomic_file), which says nothing on another host (a
-torchrun rank on another node sharing the cache): a run writing into a folder holds the folder's `WRITING` lock shared
+A partial file is named by the id of the process writing it and a random part (output.atomic_file); the id says nothing
+on another host (a torchrun rank on another node sharing the cache): a run writing into a folder holds the folder's `WRITING` lock shared
 (`writing_into`), and the partials killed runs left are swept only from folders whose lock can be taken exclusively,
 where no run on any host writes.
 """
@@ -39,8 +39,8 @@ def read_chunk(path: Path, rows: torch.Tensor, computed_as: dict[str, str]) -> d
     """A cached chunk's tensors (`rows` and one row of each other tensor per row), or None (said) when it is not the
     chunk expected (another plan's), unreadable, holds inf or NaN (cached before a base computing them was refused:
     reused, the first step's loss was NaN and the error blamed --lr; computed again, a broken base is named with its
-    fix), or records in its metadata that it was computed otherwise than `computed_as` says (a pass interrupted on a
-    GPU and resumed on a CPU). A chunk recording nothing of a key (written before it was recorded) is reused."""
+    fix), or records in its metadata that it was computed otherwise than `computed_as` says (hidden states of another
+    dtype). A chunk recording nothing of a key (written before it was recorded) is reused."""
     try:
         saved, recorded = read_safetensors(path), recorded_by(path)
     except TensorError as e:
