@@ -854,9 +854,10 @@ def test_an_interrupted_teacher_forced_pass_goes_on_after_its_last_whole_chunk(t
 
 def test_chunks_of_another_dtype_are_computed_again_another_devices_reused_saying_so(tmp_path, monkeypatch, caplog):
     """A chunk records what computed it. One of another dtype is computed again, saying so, byte for byte as one pass
-    here writes it; one another kind of device computed is reused, with a warning naming the devices (a whole pass
-    made on a GPU, computed again on a CPU, would cost days for an 8B base, where the devices differ in rounding
-    only); a chunk recording neither (written before session 45) is reused."""
+    here writes it; one another device computed (another kind, or one described otherwise: a CPU emulating bfloat16)
+    is reused, with a warning naming the devices (a whole pass made on a GPU, computed again on a CPU, would cost days
+    for an 8B base, where the devices differ in rounding only); a chunk recording neither (written before session 45)
+    is reused."""
     import logging
     import shutil
 
@@ -864,6 +865,7 @@ def test_chunks_of_another_dtype_are_computed_again_another_devices_reused_sayin
 
     from redrafter_trt.io import read_safetensors, write_safetensors
     from redrafter_trt.train import features
+    from redrafter_trt.train.chunks import describe_device
 
     monkeypatch.setattr(features, "TOKEN_BUDGET", 20)
     monkeypatch.setattr(features, "CHUNK_TOKENS", 20)
@@ -888,13 +890,15 @@ def test_chunks_of_another_dtype_are_computed_again_another_devices_reused_sayin
     gpu = computed_elsewhere(names[0], device="cuda", dtype="bfloat16")
     computed_elsewhere(names[1], device="cpu", dtype="float32")
     older = computed_elsewhere(names[2])
+    other_cpu = computed_elsewhere(names[3], device="cpu", device_name="cpu emulating bfloat16", dtype="bfloat16")
     forwards.clear()
     with caplog.at_level(logging.WARNING):
         resumed = features.build_features(examples, 2, tmp_path / "cut", "base", lambda: model, dtype=torch.bfloat16)
     assert len(forwards) == len(planned[1])
-    assert "computed on cuda, not cpu" in caplog.text and "with device" not in caplog.text
+    assert f"computed on cpu emulating bfloat16 and cuda, not {describe_device(torch.device('cpu'))}:" in caplog.text
+    assert "with device" not in caplog.text
     assert "computed with dtype float32, this run computes with dtype bfloat16: computing it again" in caplog.text
-    for kept in (gpu, older):
+    for kept in (gpu, older, other_cpu):
         assert torch.equal(resumed.hidden[kept], whole.hidden[kept] + 1)
         resumed.hidden[kept] = whole.hidden[kept]
     assert torch.equal(resumed.hidden, whole.hidden)

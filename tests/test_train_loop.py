@@ -637,14 +637,14 @@ def test_soft_targets_another_kind_of_device_computed_are_reused_saying_so(tmp_p
     import logging
 
     from redrafter_trt.io import read_safetensors, write_safetensors
-    from redrafter_trt.train.chunks import recorded_by
+    from redrafter_trt.train.chunks import computed_on, recorded_by
 
     monkeypatch.setattr(objective, "CHUNK_ROWS", 8)
     feats, rows = _teacher_features(30), torch.randn(40, 6, generator=torch.Generator().manual_seed(1))
     folder = tmp_path / "teacher-base-float32-k"
     whole = Teacher.cached(folder, feats, rows, k=4, weight=0.5, metadata={"base_id": "base"})
     chunks = sorted(folder.glob("*.safetensors"))
-    assert [recorded_by(p) for p in chunks] == [{"base_id": "base", "device": "cpu"}] * 4
+    assert [recorded_by(p) for p in chunks] == [{"base_id": "base", **computed_on("cpu")}] * 4
     monkeypatch.setattr(objective, "top_k", lambda *a, **k: pytest.fail("the soft targets were computed again"))
     with caplog.at_level(logging.WARNING):
         Teacher.cached(folder, feats, rows, k=4, weight=0.5)
@@ -802,3 +802,58 @@ def test_a_resumed_run_interrupted_before_its_first_step_says_to_resume_again(ch
     assert said == [f"interrupted before training went on from {cfg.state_path}: rerun with --resume (that state is "
                     f"kept, and the answers and hidden states cached so far in {cfg.cache_dir} are reused)"]
     assert torch.load(cfg.state_path, weights_only=True)["step"] == 6
+
+
+def test_soft_targets_another_model_of_the_same_kind_of_device_computed_are_reused_naming_both(tmp_path, monkeypatch,
+                                                                                              caplog):
+    """Chunks recorded the kind of device alone: an A100's soft targets reused on an H100 (or a CPU with native
+    bfloat16's on one emulating it) were taken for this device's, though their bfloat16 rounds otherwise. A chunk
+    records the device's description too, compared when both have one (the warning naming both), and the kind alone
+    against a chunk recording no description (before session 46)."""
+    import logging
+
+    from redrafter_trt.io import read_safetensors, write_safetensors
+    from redrafter_trt.train import chunks
+
+    monkeypatch.setattr(objective, "CHUNK_ROWS", 8)
+    feats, rows = _teacher_features(30), torch.randn(40, 6, generator=torch.Generator().manual_seed(1))
+    folder = tmp_path / "teacher-base-float32-k"
+    monkeypatch.setattr(chunks, "describe_device", lambda device: "cpu x86_64 with native bfloat16")
+    whole = Teacher.cached(folder, feats, rows, k=4, weight=0.5, metadata={"base_id": "base"})
+    chunk_files = sorted(folder.glob("*.safetensors"))
+    assert chunks.recorded_by(chunk_files[0]) == \
+        {"base_id": "base", "device": "cpu", "device_name": "cpu x86_64 with native bfloat16"}
+    monkeypatch.setattr(objective, "top_k", lambda *a, **k: pytest.fail("the soft targets were computed again"))
+    monkeypatch.setattr(chunks, "describe_device", lambda device: "cpu x86_64 without native bfloat16")
+    with caplog.at_level(logging.WARNING):
+        again = Teacher.cached(folder, feats, rows, k=4, weight=0.5)
+    assert torch.equal(again.ids, whole.ids) and torch.equal(again.probs, whole.probs)
+    assert caplog.text.count("computed on") == 1
+    assert "soft targets computed on cpu x86_64 with native bfloat16, not cpu x86_64 without native bfloat16" \
+        in caplog.text
+    caplog.clear()
+    for path, device in zip(chunk_files, ("cpu", "cpu", "cuda", "cpu")):  # as a version before session 46 wrote them
+        write_safetensors(path, read_safetensors(path), {"base_id": "base", "device": device})
+    with caplog.at_level(logging.WARNING):
+        Teacher.cached(folder, feats, rows, k=4, weight=0.5)
+    assert caplog.text.count("computed on") == 1
+    assert "soft targets computed on cuda, not cpu x86_64 without native bfloat16" in caplog.text
+
+
+def test_a_device_is_described_by_its_model_or_its_bfloat16(monkeypatch):
+    """What a cache records of the device computing it: a GPU's name and compute capability (an H100 and an A100 round
+    bfloat16 otherwise), a CPU's architecture and whether it multiplies bfloat16 natively (oneDNN emulates it
+    otherwise, rounding otherwise)."""
+    import platform
+
+    from redrafter_trt.train import chunks
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i: f"NVIDIA H100 80GB HBM3 #{i}")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i: (9, 0))
+    assert chunks.describe_device(torch.device("cuda")) == "cuda NVIDIA H100 80GB HBM3 #1 (compute capability 9.0)"
+    assert chunks.describe_device(torch.device("cuda:3")) == "cuda NVIDIA H100 80GB HBM3 #3 (compute capability 9.0)"
+    for native, said in ((True, "with"), (False, "without")):
+        monkeypatch.setattr(chunks, "cpu_has_native_bf16", lambda: native)
+        assert chunks.describe_device(torch.device("cpu")) == f"cpu {platform.machine()} {said} native bfloat16"
+    assert chunks.describe_device(torch.device("meta")) == "meta"

@@ -3,7 +3,7 @@
 
 A chunked pass keeps one safetensors file per chunk (`chunk_name`), written whole as soon as it is done, so an
 interrupted pass goes on after its last whole chunk when rerun; each chunk holds the indices of its rows (`rows`), which
-`read_chunk` checks against those expected, with what computed it in its metadata.
+`read_chunk` checks against those expected, with what computed it in its metadata (`computed_on`).
 
 A partial file is named by the id of the process writing it and a random part (output.atomic_file); the id says nothing
 on another host (a torchrun rank on another node sharing the cache): a run writing into a folder holds the folder's `WRITING` lock shared
@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import platform
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -25,6 +26,7 @@ import torch
 from ..errors import TensorError
 from ..io import all_finite, read_safetensors, write_safetensors_stable
 from ..output import atomic_file, sweep_partials
+from .config import cpu_has_native_bf16
 
 log = logging.getLogger(__name__)
 
@@ -69,16 +71,52 @@ def recorded_by(path: Path) -> dict[str, str]:
         return f.metadata() or {}
 
 
-def warn_computed_elsewhere(what: str, reused: Iterable[tuple[Path, str]], here: str) -> None:
-    """One warning when cached `what` reused from `reused` (each a folder or file and the kind of device that computed
-    it) were computed on another kind of device than `here`: reused all the same (a pass made on a GPU would take
-    hours or days again on a CPU, and the devices differ in rounding only), naming what to delete to compute them all
-    here."""
-    elsewhere = {(place, device) for place, device in reused if device != here}
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def computed_on(device: torch.device | str, dtype: torch.dtype | None = None) -> dict[str, str]:
+    """What a cache entry records of how it was computed, beside its key: the kind of device (all a version before
+    session 46 recorded, and read), the device's description (describe_device) and the dtype, when given."""
+    device = torch.device(device)
+    said = {"device": device.type, "device_name": describe_device(device)}
+    return said if dtype is None else {**said, "dtype": dtype_name(dtype)}
+
+
+def describe_device(device: torch.device) -> str:
+    """The device as far as its rounding goes: a GPU's name and compute capability (an H100's bfloat16 results are
+    not an A100's), a CPU's architecture and whether it multiplies bfloat16 natively (oneDNN emulates it otherwise,
+    rounding otherwise); another kind of device, its kind."""
+    if device.type == "cuda":
+        index = torch.cuda.current_device() if device.index is None else device.index
+        major, minor = torch.cuda.get_device_capability(index)
+        return f"cuda {torch.cuda.get_device_name(index)} (compute capability {major}.{minor})"
+    if device.type == "cpu":
+        return f"cpu {platform.machine()} {'with' if cpu_has_native_bf16() else 'without'} native bfloat16"
+    return device.type
+
+
+def _other_device(recorded: dict[str, str], here: dict[str, str]) -> str | None:
+    """The device `recorded` (a cache entry's metadata) names, when it is not `here` (computed_on's): its description,
+    or its kind alone for an entry recording no description (before session 46) of another kind; None when it is the
+    same, or unknown."""
+    if "device_name" in recorded:
+        return recorded["device_name"] if recorded["device_name"] != here["device_name"] else None
+    kind = recorded.get("device", here["device"])
+    return kind if kind != here["device"] else None
+
+
+def warn_computed_elsewhere(what: str, reused: Iterable[tuple[Path, dict[str, str]]], here: dict[str, str]) -> None:
+    """One warning when cached `what` reused from `reused` (each a folder or file and what it records of the device
+    that computed it) were computed on another device than `here` (computed_on's): reused all the same (a pass made on
+    a GPU would take hours or days again on a CPU, and the devices differ in rounding only), naming both devices and
+    what to delete to compute them all here."""
+    elsewhere = {(place, device) for place, recorded in reused if (device := _other_device(recorded, here))}
     if elsewhere:
+        name = here["device_name"]
         log.warning("reusing cached %s computed on %s, not %s: devices round differently, so they are not exactly "
                     "those of one pass on %s (delete %s to compute them all here)", what,
-                    " and ".join(sorted({device for _, device in elsewhere})), here, here,
+                    " and ".join(sorted({device for _, device in elsewhere})), name, name,
                     " and ".join(sorted({str(place) for place, _ in elsewhere})))
 
 

@@ -15,6 +15,7 @@ import torch
 
 from ..errors import ConfigError
 from .cache import using
+from .chunks import dtype_name
 from .config import TrainConfig
 from .data import Conversation, Example, cut_middle, encode, prompt_ids, read_conversations
 from .distill import distill
@@ -49,10 +50,6 @@ def base_id(base: Path) -> str:
         parts += [f"{f.name}:{hashlib.sha1(f.read_bytes()).hexdigest()}" for pattern in VOCAB_FILES
                   for f in sorted(base.glob(pattern)) if f.is_file()]
     return hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:16]
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
 
 
 def base_key(base: Path, dtype: torch.dtype) -> str:

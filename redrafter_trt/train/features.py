@@ -8,10 +8,11 @@ runtime drafts from: t = the last accepted token, t+1 = the guaranteed token); `
 hidden state (after the final norm) at each anchor, in float16 unless that overflows (float32 then).
 
 The teacher-forced pass (reference answers; distilled ones carry theirs) is cached chunk by chunk (chunks.py), each
-chunk written whole as soon as it is done with the kind of device and the dtype that computed it: an interrupted pass
-(hours for an 8B base) goes on after its last chunk when rerun, and computes again the chunks of another dtype. Chunks
-another kind of device computed are reused, saying so (a pass made on a GPU would take days again on a CPU; its hidden
-states differ from a CPU's in rounding only, so the features are then not exactly those of one pass here).
+chunk written whole as soon as it is done with the device and the dtype that computed it: an interrupted pass (hours
+for an 8B base) goes on after its last chunk when rerun, and computes again the chunks of another dtype. Chunks another
+device computed (another kind, or another GPU model or CPU bfloat16) are reused, saying so (a pass made on a GPU would
+take days again on a CPU; its hidden states differ from a CPU's in rounding only, so the features are then not exactly
+those of one pass here).
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ import torch
 
 from ..errors import TensorError
 from ..io import read_safetensors
-from .chunks import chunk_name, read_chunk, recorded_by, warn_computed_elsewhere, write_chunk, writing_pass
+from .chunks import (chunk_name, computed_on, read_chunk, recorded_by, warn_computed_elsewhere, write_chunk,
+                     writing_pass)
 from .data import Example
-from .dataset import dtype_name
 
 log = logging.getLogger(__name__)
 
@@ -203,20 +204,15 @@ def _legacy(cache_dir: Path, base_id: str, examples: list[Example], n: int) -> t
     return None
 
 
-def computed_on(device: torch.device | str, dtype: torch.dtype) -> dict[str, str]:
-    """What a chunk of hidden states records of how it was computed, beside the base and tokens (`hidden_folder`): the
-    kind of device and the dtype (bfloat16 results differ between a GPU and a CPU)."""
-    return {"device": torch.device(device).type, "dtype": dtype_name(dtype)}
-
-
 def build_features(examples: list[Example], predict_n: int, cache_dir: Path, base_id: str, load_model: Callable,
                    on_batch: Callable[[int, int], None] | None = None, *, device: torch.device | str = "cpu",
                    dtype: torch.dtype = torch.float32) -> Features:
     """Features for `examples`: from the hidden states they carry (distilled data), else computed with the base, chunk
     by chunk (`plan`), each chunk cached in `hidden_folder` as soon as it is done; a chunk cached before (a run
     interrupted, or another run on the same base and tokens) is read, not computed, unless computed in another dtype
-    than `dtype`, that of load_model()'s base; those another kind of device than `device` computed are read, with a
-    warning (chunks written before session 45 record neither: reused). on_batch(examples done, total) precedes the
+    than `dtype`, that of load_model()'s base; those another device than `device` computed are read, with a
+    warning (chunks written before session 46 record the kind of device alone, compared alone; before session 45,
+    neither: reused). on_batch(examples done, total) precedes the
     first batch computed, counting those read, and follows each."""
     tokens, mask, anchors, starts = flatten(examples, tail=predict_n + 2)
     if all(ex.hidden is not None for ex in examples):
@@ -225,7 +221,7 @@ def build_features(examples: list[Example], predict_n: int, cache_dir: Path, bas
     if legacy is not None:
         return Features(tokens, mask, anchors, legacy)
     folder, chunks = hidden_folder(cache_dir, base_id, examples), plan(examples)
-    out, todo, reused, devices = _Rows(len(anchors)), [], 0, set()
+    out, todo, reused, devices = _Rows(len(anchors)), [], 0, []
     here = computed_on(device, dtype)
     for c, batches in enumerate(chunks):
         rows = torch.cat([_rows(examples, starts, anchors, i) for batch in batches for i in batch])
@@ -236,8 +232,8 @@ def build_features(examples: list[Example], predict_n: int, cache_dir: Path, bas
         else:
             out.put(rows, saved["hidden"])
             reused += sum(map(len, batches))
-            devices.add((folder, recorded_by(path).get("device", here["device"])))
-    warn_computed_elsewhere("hidden states", devices, here["device"])
+            devices.append((folder, recorded_by(path)))
+    warn_computed_elsewhere("hidden states", devices, here)
     if not todo:
         log.info("reusing cached hidden states %s", folder)
         return Features(tokens, mask, anchors, out.out)

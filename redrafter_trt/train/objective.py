@@ -29,7 +29,8 @@ from torch import nn
 from ..drafter import Drafter
 from ..errors import TensorError
 from ..io import all_finite, read_safetensors
-from .chunks import chunk_name, read_chunk, recorded_by, warn_computed_elsewhere, write_chunk, writing_pass
+from .chunks import (chunk_name, computed_on, read_chunk, recorded_by, warn_computed_elsewhere, write_chunk,
+                     writing_pass)
 from .features import Features
 
 log = logging.getLogger(__name__)
@@ -141,12 +142,12 @@ class Teacher:
                earlier: Sequence[tuple[str, Path]] = ()) -> "Teacher":
         """from_features, kept in `folder` for the next run on the same anchors and head rows (a --resume, another
         recipe on the same data): the one-hour recipe's took 1 to 3.5 minutes on 2 CPU cores, an 8B base's hours.
-        Written chunk by chunk (chunks.py, CHUNK_ROWS anchors each) as it goes, each recording the kind of device that
-        computed it: an interrupted pass goes on after its last whole chunk, to what an uninterrupted one gives. Chunks
-        another kind of device computed are reused, saying so (they differ in rounding only). `earlier`: the kind of
+        Written chunk by chunk (chunks.py, CHUNK_ROWS anchors each) as it goes, each recording the device that computed
+        it (chunks.computed_on): an interrupted pass goes on after its last whole chunk, to what an uninterrupted one
+        gives. Chunks another device computed are reused, saying so (they differ in rounding only). `earlier`: the kind of
         device and the one file a version before session 45 kept them in (its key named the device), read when
         nothing is cached in `folder` and one of them holds them all."""
-        n, rows, here = len(feats.anchors), base_head_rows.to(device), torch.device(device).type
+        n, rows, here = len(feats.anchors), base_head_rows.to(device), computed_on(device)
         shape = (n, min(k, len(rows)))
         ids = torch.empty(shape, dtype=torch.long, device=device)
         probs = torch.empty(shape, dtype=torch.float32, device=device)
@@ -159,19 +160,19 @@ class Teacher:
                 todo.append((path, s, e))
             else:
                 ids[s:e], probs[s:e] = saved["ids"].long().to(device), saved["probs"].to(device)
-                reused.append((folder, recorded_by(path).get("device", here)))
+                reused.append((folder, recorded_by(path)))
         single = _first_single(earlier, shape) if len(todo) == len(spans) else None
         if single is not None:
             kind, path, (ids, probs) = single
             ids, probs, todo = ids.to(device), probs.to(device), []
-            reused.append((path, kind))
+            reused.append((path, {"device": kind}))
         warn_computed_elsewhere("soft targets", reused, here)
         if todo:
             with writing_pass(folder):
                 for path, s, e in todo:
                     ids[s:e], probs[s:e] = top_k(feats.hidden[s:e], rows, k, device)
                     write_chunk(path, {"rows": torch.arange(s, e), "ids": ids[s:e].int().cpu(),
-                                       "probs": probs[s:e].cpu()}, {**(metadata or {}), "device": here})
+                                       "probs": probs[s:e].cpu()}, {**(metadata or {}), **here})
         return cls(ids, probs, weight)
 
     def for_steps(self, feats: Features, idx: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
