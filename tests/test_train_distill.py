@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from test_train_data import CHATML, make_tokenizer
@@ -272,3 +273,40 @@ def test_a_distillation_leaves_a_batch_file_whose_index_lines_another_host_has_n
         assert written.exists()
     distill(load, tok, [[1, 5, 6]], folder, max_new_tokens=4, batch_size=1)  # no run writes there: a killed run's
     assert not written.exists()
+
+
+def test_answers_another_device_wrote_are_reused_saying_which_once(tmp_path, monkeypatch, caplog):
+    """Distilled answers recorded nothing of what wrote them: a resume on another device (an A100's answers gone on
+    from on an H100) mixed answers whose greedy ties may fall otherwise, without a word. A batch file now records the
+    device and the base's dtype; answers another device wrote are reused (the base never runs), with one warning
+    naming both devices; those this device wrote, or a batch file recording nothing (before session 46), quietly."""
+    import logging
+
+    from redrafter_trt.io import read_safetensors, write_safetensors
+    from redrafter_trt.train import chunks
+    from redrafter_trt.train.chunks import recorded_by
+    from redrafter_trt.train.distill import distill
+
+    load, tok = _tiny(tmp_path)
+    folder, prompts = tmp_path / "c", [[1, 5, 6], [1, 7, 8, 9]]
+    monkeypatch.setattr(chunks, "describe_device", lambda device: "cuda NVIDIA A100 (compute capability 8.0)")
+    want = distill(load, tok, prompts, folder, max_new_tokens=4, batch_size=1)
+    files = sorted(folder.glob("hidden-*.safetensors"))
+    assert [recorded_by(f) for f in files] == \
+        [{"device": "cpu", "device_name": "cuda NVIDIA A100 (compute capability 8.0)", "dtype": "float32"}] * 2
+    never = lambda: pytest.fail("the base ran")  # noqa: E731
+    with caplog.at_level(logging.WARNING):
+        assert distill(never, tok, prompts, folder, max_new_tokens=4, batch_size=1) == want
+    assert "computed on" not in caplog.text
+    monkeypatch.setattr(chunks, "describe_device", lambda device: "cuda NVIDIA H100 (compute capability 9.0)")
+    with caplog.at_level(logging.WARNING):
+        assert distill(never, tok, prompts, folder, max_new_tokens=4, batch_size=1) == want
+    assert caplog.text.count("computed on") == 1 and str(folder) in caplog.text
+    assert "distilled answers computed on cuda NVIDIA A100 (compute capability 8.0), not cuda NVIDIA H100 " \
+        "(compute capability 9.0)" in caplog.text
+    caplog.clear()
+    for f in files:  # as a version before session 46 wrote them
+        write_safetensors(f, read_safetensors(f))
+    with caplog.at_level(logging.WARNING):
+        assert distill(never, tok, prompts, folder, max_new_tokens=4, batch_size=1) == want
+    assert "computed on" not in caplog.text

@@ -102,10 +102,12 @@ def _prompt_key(conv: Conversation) -> tuple:
 
 
 def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir: Path, base_dtype: torch.dtype, *,
-                   rank: int = 0, world: int = 1, on_batch: Callable[[int, int], None] | None = None,
+                   rank: int = 0, world: int = 1, device: torch.device | str = "cpu",
+                   on_batch: Callable[[int, int], None] | None = None,
                    in_use: contextlib.ExitStack | None = None) -> tuple[list[Example], list[Example]]:
     """(train, held-out) examples for this rank. With distill, prompts are deduplicated and answered by the
-    base, loaded in base_dtype (cached in cache_dir); otherwise conversations without an assistant turn are an error.
+    base, loaded in base_dtype on `device` (cached in cache_dir); otherwise conversations without an assistant turn
+    are an error.
     The base's cache entries are marked in use (`cache.using`) until `in_use` closes."""
     convs = read_all(cfg)
     if cfg.distill:
@@ -138,7 +140,7 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
         _hold(in_use, cache_dir, cfg.base)
         answers = distill(load_model, tokenizer, mine, distill_folder(cache_dir, cfg.base, base_dtype),
                           max_new_tokens=cfg.distill_max_new_tokens, batch_size=cfg.distill_batch_size,
-                          max_len=cfg.max_seq_len, rank=rank, on_batch=on_batch)
+                          max_len=cfg.max_seq_len, rank=rank, device=device, on_batch=on_batch)
         examples = [distilled_example(p, a, h, cfg.max_seq_len) for p, (a, h) in zip(mine, answers)]
         n_eval = len(eval_p) if rank == 0 else 0
         held, train = examples[:n_eval], examples[n_eval:]

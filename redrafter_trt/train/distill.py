@@ -5,8 +5,9 @@ Generation is batched with a KV cache: prompts are sorted by length and left-pad
 (and the cache) as soon as it emits EOS, so long answers do not keep finished rows busy. The base's last hidden
 states at the answer positions come out of generation for free and are kept, so distilled data never needs a
 teacher-forced pass. Each batch's answers go to `answers.jsonl` (torchrun's rank N: `answers.rankN.jsonl`) and
-its hidden states to one safetensors file as soon as it finishes, keyed by a hash of the prompt's token ids: an
-interrupted run resumes where it stopped and a second run with the same prompts generates nothing.
+its hidden states to one safetensors file as soon as it finishes (recording the device and dtype that wrote it, as a
+chunk does: chunks.computed_on), keyed by a hash of the prompt's token ids: an interrupted run resumes where it stopped
+and a second run with the same prompts generates nothing.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Callable, Iterator
 import torch
 
 from ..tokens import eos_ids
-from .chunks import sweep_idle, writing_into
+from .chunks import computed_on, recorded_by, sweep_idle, warn_computed_elsewhere, writing_into
 
 log = logging.getLogger(__name__)
 
@@ -192,12 +193,14 @@ def _cache_keyword(model) -> str:
 
 
 def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: Path, *, max_new_tokens: int,
-            batch_size: int, max_len: int | None = None, rank: int = 0,
+            batch_size: int, max_len: int | None = None, rank: int = 0, device: torch.device | str = "cpu",
             on_batch: Callable[[int, int], None] | None = None) -> list[tuple[list[int], CachedHidden]]:
     """Greedy answers and their hidden states for every prompt; only prompts not yet in `folder` are generated
     (the base is loaded only then, by `load_model()`). An answer stops after a stop token (the base's EOS, or the
     chat template's end of turn), at max_new_tokens, or sooner where prompt and answer would pass max_len tokens (what
-    training keeps: generating more was wasted).
+    training keeps: generating more was wasted). Answers another device than `device` (the base's) wrote are reused
+    with one warning (a greedy tie may fall otherwise there, but answering again takes as long as the first time;
+    batch files written before session 46 record nothing: reused quietly).
 
     prompts: token id lists ending with the assistant header. Returns (answer ids, its hidden states [n, H] float16,
     read on demand) in prompt order. Prompts are generated in the given order, sorted by length only within windows of 8
@@ -212,6 +215,9 @@ def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: P
     keys = [prompt_key(p, cap) for p, cap in zip(prompts, caps)]
     sweep_idle(folder, sweep_unindexed)
     done = read_cache(folder, set(keys))
+    warn_computed_elsewhere("distilled answers", [(folder, recorded_by(folder / name))
+                                                  for name in {done[k][1] for k in keys if k in done}],
+                            computed_on(device))
     # an answer ends at its turn's end as at an EOS: a ChatML base whose EOS is <|endoftext|> (Qwen2's base models)
     # once answered on past <|im_end|> into turns of its own making, up to --distill-max-new-tokens, and the drafter
     # learnt them (a reference answer's mask ends there too)
@@ -224,6 +230,8 @@ def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: P
         # once gave None and a TypeError)
         pad_id = next((i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id) if i is not None), 0)
         stop = set(eos_ids(tokenizer, getattr(model.generation_config, "eos_token_id", None))) | turn_end
+        weight = next(model.parameters())
+        written_by = computed_on(weight.device, weight.dtype)
         log.info("distilling %d of %d prompts (%d cached) into %s", len(todo), len(prompts), len(prompts) - len(todo),
                  folder)
         start, new_tokens, window = time.perf_counter(), 0, 8 * batch_size
@@ -263,7 +271,7 @@ def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: P
                     lines = "".join(json.dumps({"key": keys[i], "answer_ids": ans, "file": name}) + "\n"
                                     for i, ans in zip(batch, answers))
                     with atomic_file(folder / name) as tmp:
-                        write_safetensors(tmp, {keys[i]: h for i, h in zip(batch, hidden)})
+                        write_safetensors(tmp, {keys[i]: h for i, h in zip(batch, hidden)}, written_by)
                         # indexed before the file takes its name: a run killed between the two once left a file no line
                         # names (the batch's disk space, never read nor removed); now it leaves lines naming no file,
                         # which read_cache passes over, and a partial file, which the next distill removes

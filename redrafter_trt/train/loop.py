@@ -249,7 +249,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
         return model_box[0]
 
     train_ex, held_ex = build_examples(cfg, tokenizer, load_model, cache_dir, base_dtype, rank=rank, world=world,
-                                       on_batch=lambda d, t: report(Progress("distill", d, t)), in_use=in_use)
+                                       device=device, on_batch=lambda d, t: report(Progress("distill", d, t)),
+                                       in_use=in_use)
     bid = base_key(cfg.base, base_dtype)
     k = cfg.predict_n
     feats = build_features(train_ex, k, cache_dir, bid, load_model, lambda d, t: report(Progress("hidden", d, t)),
