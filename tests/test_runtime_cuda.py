@@ -129,6 +129,28 @@ def test_train_on_device_resumes_as_uninterrupted(chat_base, qa_file, tmp_path):
     assert all(torch.equal(whole[k], resumed[k]) for k in whole)
 
 
+def test_train_caches_record_the_gpu_and_a_cpu_rerun_names_it(chat_base, qa_file, tmp_path, caplog):  # noqa: F811
+    """`train --distill --device cuda` records the GPU's model in every cache file it writes (distilled answers,
+    hidden states, soft targets), through train's device hand-off to distill; a rerun on the CPU over the same cache
+    reuses them (float32 both times: one folder) with the one warning naming both devices."""
+    import logging
+
+    from redrafter_trt.train.chunks import describe_device, recorded_by
+
+    cache = tmp_path / "cache"
+    kw = dict(distill=True, distill_max_new_tokens=8, base_dtype="float32", max_steps=4, cache_dir=cache)
+    train_drafter(_cfg(chat_base, qa_file, tmp_path / "gpu", device=DEVICE, **kw))
+    here = describe_device(torch.device(DEVICE))
+    if DEVICE == "cuda":
+        assert torch.cuda.get_device_name() in here
+    records = [recorded_by(f) for f in cache.rglob("*.safetensors")]
+    assert len(records) >= 3 and all(r.get("device_name") == here for r in records), records
+    with caplog.at_level(logging.WARNING):
+        train_drafter(_cfg(chat_base, qa_file, tmp_path / "cpu", device="cpu", **kw))
+    named = f"computed on {here}, not {describe_device(torch.device('cpu'))}"
+    assert (named in caplog.text) == (DEVICE != "cpu"), caplog.text
+
+
 @pytest.mark.parametrize("dtype", [None, "bfloat16"])
 def test_replay_counts_what_decoding_counts_on_device(tiny_llama, tiny_drafter, dtype):
     """`acceptance` on the GPU: one greedy pass and the replayed beam searches give drafted decoding's steps and
