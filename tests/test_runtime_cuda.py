@@ -6,7 +6,8 @@ float32 on the GPU must give the CPU's logits (tight tolerance) and, plain and s
 tokens from the same GPU. float16 and bfloat16 must keep the float32 argmax almost everywhere and generate; their
 speculative output is not compared with plain decoding token for token: verifying a tree rounds differently from a
 one-token forward, so in 16-bit a near tie can flip (seen on CPU in bfloat16), as it can in TensorRT-LLM.
-Training on the GPU must lower the loss, write a drafter the CPU loads, and repeat itself under one seed.
+Training on the GPU must lower the loss, write a drafter the CPU loads, repeat itself under one seed and record
+the GPU in its caches.
 `acceptance`'s replay must count what drafted decoding counts there (also in bfloat16), a float16 overflow must be
 the one-line error, and `serve --device cuda` must answer as transformers does on the same GPU. On two GPUs, tp=2
 (NCCL) must give tp=1's tokens."""
