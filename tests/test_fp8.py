@@ -148,6 +148,37 @@ def test_fp8_convert_structure(fp8_models, tmp_path, model, tp_size, dtype, exit
     assert_fp8_checkpoint(Path(out), hf_dir, drafter, dtype=dtype, kv_fp8=kv == "fp8")
 
 
+@pytest.mark.parametrize("arch, tp_size, overrides", [
+    ("qwen2", 4, dict(tie=True, num_key_value_heads=1)),       # qkv bias, one kv head on 4 ranks, tied lm_head
+    ("llama", 2, dict(attention_bias=True, mlp_bias=True)),    # row-parallel biases whole on every rank
+])
+def test_fp8_ranks_dequantise_to_the_unquantised_ranks(tmp_path, arch, tp_size, overrides):
+    """Each rank of an FP8 conversion is the same rank of the unquantised one (rules.py's split, checked against
+    modelopt in test_modelopt_oracle.py): every FP8 linear dequantised (weight x that rank's weights_scaling_factor)
+    within e4m3's rounding, every other tensor bit for bit, the padded vocab-split embedding joined back. The FP8
+    split is modelopt's own: without this, nothing independent checked its qkv, dense and proj shards per rank."""
+    hf_dir = byte_tokenizer(make_hf(tmp_path / "hf", arch, **overrides))
+    drafter = make_drafter(tmp_path / "drafter", hf_dir)
+    plain = Path(convert(hf_dir, drafter, tmp_path / "plain", tp_size=tp_size, dtype="bfloat16"))
+    fp8 = Path(convert(hf_dir, drafter, tmp_path / "fp8", tp_size=tp_size, dtype="bfloat16", quantize="fp8", **CALIB))
+    vocab = json.loads((fp8 / "config.json").read_text())["vocab_size"]
+    embedding = "transformer.vocab_embedding.weight"
+    ranks = [(load_file(plain / f"rank{r}.safetensors"), load_file(fp8 / f"rank{r}.safetensors")) for r in range(tp_size)]
+    joined = torch.cat([w[embedding] for _, w in ranks]) if ranks[0][1][embedding].shape[0] < vocab else ranks[0][1][embedding]
+    assert torch.equal(joined[:vocab], ranks[0][0][embedding]) and not joined[vocab:].any()
+    for r, (want, got) in enumerate(ranks):
+        scales = {k for k in got if k.endswith("_scaling_factor")}
+        fp8_weights = {k for k, t in got.items() if t.dtype == torch.float8_e4m3fn}
+        assert len(fp8_weights) == 5 * 2 and set(want) == set(got) - scales, f"rank {r}"
+        for name in sorted(set(want) - {embedding}):
+            if name in fp8_weights:
+                dequantised = got[name].float() * got[name.removesuffix("weight") + "weights_scaling_factor"]
+                source = want[name].float()
+                assert (dequantised - source).norm() / source.norm() < 0.05, f"rank {r} {name}"
+            else:
+                assert got[name].dtype == want[name].dtype and torch.equal(got[name], want[name]), f"rank {r} {name}"
+
+
 def test_export_fp8_base_kv_cache(fp8_models, tmp_path):
     """modelopt's FP8 KV cache output as export_fp8_base leaves it: kv scale per layer, FP8 kv algo, RoPE restored."""
     hf_dir = fp8_models["llama"]
