@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from contextvars import ContextVar
+from datetime import datetime
 from pathlib import Path
 
 from .errors import COUNT, ConfigError, TokenizerError, first_line, read_text
@@ -38,14 +40,42 @@ def uses_chat(tokenizer, chat: bool | None) -> bool:
 # run and bench rendered other tokens than train had, and bench's numbers depended on the day. serve renders today's,
 # as transformers, vLLM and trtllm-serve do for a live client (the date is prompt, never drafted).
 DATE_STRING = "26 Jul 2024"
+_RENDER_DAY: ContextVar[datetime | None] = ContextVar("render_day", default=None)  # set inside render_chat only
 
 
 def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool) -> str:
-    """The tokenizer's chat template's text of `messages`, dated DATE_STRING: the one way every command but serve
-    renders it. Raises the template's own errors (jinja's TemplateError; TypeError, ValueError for one that is not
-    text)."""
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
-                                         date_string=DATE_STRING)
+    """The tokenizer's chat template's text of `messages`, dated DATE_STRING (as `date_string`, and as the day a
+    template's own `strftime_now(...)` reads): the one way every command but serve renders it. Raises the template's
+    own errors (jinja's TemplateError; TypeError, ValueError for one that is not text)."""
+    _date_template_clock()
+    token = _RENDER_DAY.set(datetime.strptime(DATE_STRING, "%d %b %Y"))
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
+                                             date_string=DATE_STRING)
+    finally:
+        _RENDER_DAY.reset(token)
+
+
+def _date_template_clock() -> None:
+    """Make the clock behind transformers' `strftime_now` (its chat-template module's `datetime.now`) read
+    _RENDER_DAY where it is set (this thread, inside render_chat), and the real time everywhere else (serve's renders).
+    A `strftime_now` passed to apply_chat_template would not do: transformers 5 turns a callable among its keyword
+    arguments into the text '<function>' before the template sees it."""
+    from transformers.utils import chat_template_utils as module
+
+    real = module.datetime
+    if getattr(real, "dated_by_render_chat", False):
+        return
+
+    class Clock(real):
+        dated_by_render_chat = True
+
+        @classmethod
+        def now(cls, tz=None):
+            day = _RENDER_DAY.get()
+            return real.now(tz) if day is None else day
+
+    module.datetime = Clock
 
 
 def template_text(tokenizer, messages: list[dict], add_generation_prompt: bool) -> tuple[list[dict], str]:

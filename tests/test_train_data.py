@@ -1170,6 +1170,23 @@ def test_a_template_that_writes_todays_date_renders_the_same_every_day(tmp_path)
     assert _masked_text(tok, ex) == "A<|im_end|>"
 
 
+def test_a_template_that_calls_strftime_now_itself_renders_the_same_every_day_but_in_serve(tmp_path):
+    """A template that dates its system prompt with `strftime_now(...)` and no `date_string` check rendered today's
+    date through render_chat, so train's caches missed after midnight. render_chat's is DATE_STRING's day now; serve
+    (apply_chat_template as it is) keeps today's."""
+    from datetime import datetime
+
+    from redrafter_trt.tokens import render_chat
+
+    tok = make_tokenizer(tmp_path / "tok")
+    tok.chat_template = "{{ 'Today: ' + strftime_now('%Y-%m-%d') + '\n' }}" + CHATML
+    messages = [{"role": "user", "content": "Q"}]
+    assert render_chat(tok, messages, add_generation_prompt=True).startswith("Today: 2024-07-26\n")
+    today = datetime.now().strftime("%Y-%m-%d")
+    served = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert served.startswith(f"Today: {today}\n") or served.startswith(f"Today: {datetime.now():%Y-%m-%d}\n")
+
+
 @pytest.mark.parametrize("messages", [
     [("user", "Hi there"), ("assistant", "Hello! How can I help?")],  # the template's default system prompt
     [("system", "Be terse."), ("user", "2+2?"), ("assistant", "4")],
