@@ -58,6 +58,7 @@ def main(base, num_prompts, max_new_tokens, rows, head_rows, exit_dim, repeats, 
          as_json) -> None:
     import torch
 
+    from redrafter_trt.plural import counted
     from redrafter_trt.train.config import cpu_has_native_bf16
     from redrafter_trt.train.objective import FusedCrossEntropy
 
@@ -118,7 +119,8 @@ def main(base, num_prompts, max_new_tokens, rows, head_rows, exit_dim, repeats, 
     if as_json:
         print(json.dumps(figures, indent=2))
         return
-    print(f"{threads} thread(s); native bfloat16 (AVX512-BF16 or AMX): {figures['native_bf16']}; best of {repeats}")
+    print(f"{counted(threads, 'thread')}; native bfloat16 (AVX512-BF16 or AMX): {figures['native_bf16']}; "
+          f"best of {repeats}")
     p = figures["product_seconds"]
     print(f"  training product ({rows} x {exit_dim} @ {exit_dim} x {head_rows}, forward and gradients): "
           f"float32 {p['float32']:.3f} s, bfloat16 {p['bfloat16']:.3f} s: bfloat16 {figures['product_bf16_speed']:.2f}x "

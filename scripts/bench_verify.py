@@ -58,6 +58,7 @@ def main(threads, sizes, context, reps):
     from redrafter_trt.runtime.argmax import ScreenedArgmax
     from redrafter_trt.runtime.model import read_rank_file
     from redrafter_trt.drafter import init_drafter_for_base
+    from redrafter_trt.plural import counted
     from redrafter_trt.smollm2 import ensure_smollm2
 
     if threads:
@@ -72,8 +73,8 @@ def main(threads, sizes, context, reps):
         head = read_rank_file(ckpt, 0)["lm_head.weight"]
     base = model.base
     screen = base.screened_argmax or ScreenedArgmax.create(head[: base.cfg.vocab_size])
-    print(f"SmolLM2-135M float32, {torch.get_num_threads()} thread(s), context {context}; the runtime screens greedy "
-          f"steps here: {'yes' if base.screened_argmax else 'no (ScreenedArgmax.pays: slower on this machine)'}")
+    print(f"SmolLM2-135M float32, {counted(torch.get_num_threads(), 'thread')}, context {context}; the runtime "
+          f"screens greedy steps here: {'yes' if base.screened_argmax else 'no (ScreenedArgmax.pays: slower on this machine)'}")
     full = lambda hidden: base.logits(hidden).argmax(-1)  # noqa: E731
     print("T   ms (full logits)  ms (runtime)  vs T=1 (runtime)  full / runtime")
     one = None

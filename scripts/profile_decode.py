@@ -62,6 +62,7 @@ def main(checkpoint_dir, tokenizer_dir, prompts, beams, draft_len, num_prompts, 
     from redrafter_trt.runtime.cache import KVCache
     from redrafter_trt.bench import check_grid, reconvert_beams
     from redrafter_trt.errors import ConfigError
+    from redrafter_trt.plural import counted
     from redrafter_trt.prompts import load_prompts
     from redrafter_trt.quickstart import mt_bench_path
     from redrafter_trt.tokens import encode_prompts, load_tokenizer, stop_ids
@@ -99,9 +100,9 @@ def main(checkpoint_dir, tokenizer_dir, prompts, beams, draft_len, num_prompts, 
         res = rt.generate(model, [p], max_new_tokens, num_beams=beams, draft_len=draft_len, eos_token_id=eos)
         wall, steps, new = wall + res.wall_seconds, steps + res.steps[0], new + res.total_new_tokens
     totals["rest of the loop"] = wall - sum(totals.values())
-    print(f"{len(ids)} prompts, W={beams} L={draft_len}, {torch.get_num_threads()} thread(s): {new / steps:.2f} "
-          f"tokens/step, {wall / steps * 1000:.1f} ms/step = {wall / steps * 1000 / plain_ms:.2f}x a plain step "
-          f"({plain_ms:.1f} ms)")
+    print(f"{counted(len(ids), 'prompt')}, W={beams} L={draft_len}, {counted(torch.get_num_threads(), 'thread')}: "
+          f"{new / steps:.2f} tokens/step, {wall / steps * 1000:.1f} ms/step = {wall / steps * 1000 / plain_ms:.2f}x "
+          f"a plain step ({plain_ms:.1f} ms)")
     print("piece                        ms/step  share")
     for name, seconds in sorted(totals.items(), key=lambda kv: -kv[1]):
         print(f"{name:28s} {seconds / steps * 1000:7.1f}  {seconds / wall:5.1%}")

@@ -11,9 +11,11 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from redrafter_trt import runtime as rt
+from redrafter_trt.plural import counted
 from test_bench import save_byte_tokenizer
 from test_runtime_support import checkpoint
 from tinymodels import make_hf
@@ -80,6 +82,7 @@ def test_plain_step_over_the_same_prompts_and_prefill_apart(tiny_llama, tiny_dra
     steps = sum(r.steps[0] for r in drafted)
     prefill = re.search(r"^prefill\s+([\d.]+)", result.output, re.M)
     assert prefill and float(prefill[1]) == round(sum(map(len, ids)) / steps * 1000, 1), result.output
+    assert f"2 prompts, W=2 L=2, {counted(torch.get_num_threads(), 'thread')}: " in result.output, result.output
 
 
 def test_profile_decode_stops_where_run_and_bench_stop(tiny_llama, tiny_drafter, tmp_path, monkeypatch):
@@ -104,6 +107,7 @@ def test_profile_decode_stops_where_run_and_bench_stop(tiny_llama, tiny_drafter,
                                                       "--max-new-tokens", "2"])
     assert result.exit_code == 0, result.output
     assert stops and all({65, 66} <= set(s) for s in stops), stops
+    assert result.output.startswith(f"1 prompt, W=1 L=1, {counted(torch.get_num_threads(), 'thread')}: ")
 
 
 def test_bench_compiled_forward_fits_a_small_vocabulary(tiny_llama, tiny_drafter):
@@ -160,6 +164,21 @@ def test_bench_verify_ratios_are_to_a_t1_row(smollm2, monkeypatch):
     assert result.exit_code == 0, result.output
     rows = {int(m[1]): float(m[2]) for m in re.finditer(r"^(\d+)\s+[\d.]+\s+[\d.]+\s+([\d.]+)", result.output, re.M)}
     assert rows == {1: 1.0, 2: 2.0, 4: 4.0}, result.output
+    assert f"float32, {counted(torch.get_num_threads(), 'thread')}, context 8;" in result.output, result.output
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_bench_dtype_counts_its_threads(threads):
+    """It printed "1 thread(s)"; the count reads as every printed count does now."""
+    before = torch.get_num_threads()
+    try:
+        result = CliRunner().invoke(script("bench_dtype").main, [
+            "--skip-distill", "--rows", "4", "--head-rows", "8", "--exit-dim", "4", "--repeats", "1",
+            "--threads", str(threads)])
+    finally:
+        torch.set_num_threads(before)
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"{counted(threads, 'thread')}; native bfloat16"), result.output
 
 
 def test_scripts_bad_input_is_one_line(tiny_llama, tiny_drafter, tmp_path):
