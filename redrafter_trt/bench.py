@@ -89,7 +89,8 @@ class ConfigResult:
     run: Run
     speedup_vs_hf: float
     speedup_vs_no_draft: float
-    mismatched_prompts: list[int]  # indices whose drafted output differs from the no-draft output
+    mismatched_prompts: list[int]  # the prompts whose drafted output differs from the no-draft output, numbered
+    # from 1 in the prompts file's order, as the progress lines number them (`prompt 3/80`)
 
     def to_json(self) -> dict:
         return {"num_beams": self.num_beams, "draft_len": self.draft_len,
@@ -373,7 +374,7 @@ def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
     configs = []
     for (w, n), run in drafted.items():
         tps = run.tokens_per_second
-        mismatched = [i for i, (a, b) in enumerate(zip(run.outputs, plain.outputs)) if a != b]
+        mismatched = [i for i, (a, b) in enumerate(zip(run.outputs, plain.outputs), start=1) if a != b]
         if mismatched:
             log.warning("W=%d L=%d: drafted output differs from plain decoding on %s %s", w, n,
                         counted(len(mismatched), "prompt"), mismatched)

@@ -670,7 +670,7 @@ def test_differing_outputs_are_reported(setup, monkeypatch, caplog):
     """The exactness checks compare tokens: a drafted output that differs from plain decoding on some prompts, and a
     transformers output that differs from the runtime's, are both counted (the fixture's agree everywhere); the
     warnings count prompts and configurations in the singular or the plural (they said 'prompt(s)',
-    'configuration(s)')."""
+    'configuration(s)'), and name the prompts by the numbers the progress lines give them."""
     from redrafter_trt import bench
 
     base, ckpt, prompts = setup
@@ -693,12 +693,14 @@ def test_differing_outputs_are_reported(setup, monkeypatch, caplog):
     monkeypatch.setattr(bench, "hf_generate", hf_generate)
     monkeypatch.setattr(bench, "runtime_generate", runtime_generate)
     report = bench.run_bench(bench.BenchOptions(ckpt, base, prompts, max_new_tokens=4, beams=(1, 2), draft_lens=(1,)))
-    assert {c.num_beams: c.mismatched_prompts for c in report.configs} == {1: [0, 1], 2: [0]}
+    # numbered from 1, as the progress lines number them (`prompt 1/3`): the JSON and the warning said [0, 1]
+    assert {c.num_beams: c.mismatched_prompts for c in report.configs} == {1: [1, 2], 2: [1]}
     assert report.hf_matches_no_draft == len(PROMPTS) - 1
     assert report.to_json()["all_match_no_draft"] is False
+    assert [c["mismatched_prompts"] for c in report.to_json()["configs"]] == [[1, 2], [1]]
     assert [r.getMessage() for r in caplog.records if "differs" in r.getMessage()] == [
-        "W=1 L=1: drafted output differs from plain decoding on 2 prompts [0, 1]",
-        "W=2 L=1: drafted output differs from plain decoding on 1 prompt [0]"]
+        "W=1 L=1: drafted output differs from plain decoding on 2 prompts [1, 2]",
+        "W=2 L=1: drafted output differs from plain decoding on 1 prompt [1]"]
     assert bench.mismatch_warning(report) == "warning: drafted output differs from plain decoding in 2 configurations " \
         "(a bug)"
     report.configs[0].mismatched_prompts = []
