@@ -41,9 +41,14 @@ def _open(path: Path):
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    return read_safetensors_and_metadata(path)[0]
+
+
+def read_safetensors_and_metadata(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A safetensors file's tensors and the metadata of its header, read in one opening."""
     with _open(path) as f:
         try:
-            return {k: f.get_tensor(k) for k in f.keys()}
+            return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
         except (SafetensorError, OSError, ValueError) as e:
             raise TensorError(f"{path} is truncated or corrupted ({e}): re-download or re-export it") from None
 

@@ -798,7 +798,7 @@ def test_a_chunk_leaves_the_partial_another_hosts_run_of_the_same_process_id_is_
     theirs.write_bytes(b"another host's chunk, half written")
     chunks.write_chunk(path, {"rows": torch.arange(2), "hidden": torch.ones(2, 3)}, {})
     assert theirs.read_bytes() == b"another host's chunk, half written"
-    assert torch.equal(chunks.read_chunk(path, torch.arange(2), {})["hidden"], torch.ones(2, 3))
+    assert torch.equal(chunks.read_chunk(path, torch.arange(2), {})[0]["hidden"], torch.ones(2, 3))
 
 def _sums(lengths) -> list[Example]:
     return [Example(tuple(range(1, n)), (False,) + (True,) * (n - 2)) for n in lengths]

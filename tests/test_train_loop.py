@@ -633,22 +633,30 @@ def test_soft_targets_another_kind_of_device_computed_are_reused_saying_so(tmp_p
     """Soft targets were cached per kind of device: a pass made on a GPU was computed again in full on a CPU rerun
     (hours for an 8B base's head over a 128k vocabulary). Each chunk records the kind of device that computed it, as
     a chunk of hidden states does, and those another kind computed are reused with one warning naming the devices
-    and the folder (they differ in rounding only); those of this kind quietly."""
+    and the folder (they differ in rounding only); those of this kind quietly. A reused chunk is opened once (its
+    tensors and the metadata naming its device were three openings)."""
     import logging
 
-    from redrafter_trt.io import read_safetensors, write_safetensors
-    from redrafter_trt.train.chunks import computed_on, recorded_by
+    import safetensors
+
+    from redrafter_trt import io
+    from redrafter_trt.io import read_safetensors, read_safetensors_and_metadata, write_safetensors
+    from redrafter_trt.train.chunks import computed_on
 
     monkeypatch.setattr(objective, "CHUNK_ROWS", 8)
     feats, rows = _teacher_features(30), torch.randn(40, 6, generator=torch.Generator().manual_seed(1))
     folder = tmp_path / "teacher-base-float32-k"
     whole = Teacher.cached(folder, feats, rows, k=4, weight=0.5, metadata={"base_id": "base"})
     chunks = sorted(folder.glob("*.safetensors"))
-    assert [recorded_by(p) for p in chunks] == [{"base_id": "base", **computed_on("cpu")}] * 4
+    assert [read_safetensors_and_metadata(p)[1] for p in chunks] == [{"base_id": "base", **computed_on("cpu")}] * 4
     monkeypatch.setattr(objective, "top_k", lambda *a, **k: pytest.fail("the soft targets were computed again"))
+    opened, real_open = [], safetensors.safe_open
+    for module in (io, safetensors):
+        monkeypatch.setattr(module, "safe_open", lambda path, *a, **k: opened.append(path) or real_open(path, *a, **k))
     with caplog.at_level(logging.WARNING):
         Teacher.cached(folder, feats, rows, k=4, weight=0.5)
     assert "computed on" not in caplog.text
+    assert sorted(opened) == [str(p) for p in chunks]
     for path in chunks[:2]:  # as a GPU computed them
         write_safetensors(path, read_safetensors(path), {"base_id": "base", "device": "cuda"})
     with caplog.at_level(logging.WARNING):

@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Iterator
 import torch
 
 from ..errors import TensorError
-from ..io import all_finite, read_safetensors, write_safetensors_stable
+from ..io import all_finite, read_safetensors_and_metadata, write_safetensors_stable
 from ..output import atomic_file, sweep_partials
 from .config import cpu_has_native_bf16
 
@@ -37,14 +37,16 @@ def chunk_name(i: int, n: int) -> str:
     return f"{i:05d}-of-{n:05d}.safetensors"
 
 
-def read_chunk(path: Path, rows: torch.Tensor, computed_as: dict[str, str]) -> dict[str, torch.Tensor] | None:
-    """A cached chunk's tensors (`rows` and one row of each other tensor per row), or None (said) when it is not the
-    chunk expected (another plan's), unreadable, holds inf or NaN (cached before a base computing them was refused:
-    reused, the first step's loss was NaN and the error blamed --lr; computed again, a broken base is named with its
-    fix), or records in its metadata that it was computed otherwise than `computed_as` says (hidden states of another
-    dtype). A chunk recording nothing of a key (written before it was recorded) is reused."""
+def read_chunk(path: Path, rows: torch.Tensor,
+               computed_as: dict[str, str]) -> tuple[dict[str, torch.Tensor], dict[str, str]] | None:
+    """A cached chunk's tensors (`rows` and one row of each other tensor per row) and what its metadata records of the
+    run that wrote it (its `device` among them), read in one opening; or None (said) when it is not the chunk expected
+    (another plan's), unreadable, holds inf or NaN (cached before a base computing them was refused: reused, the first
+    step's loss was NaN and the error blamed --lr; computed again, a broken base is named with its fix), or records in
+    its metadata that it was computed otherwise than `computed_as` says (hidden states of another dtype). A chunk
+    recording nothing of a key (written before it was recorded) is reused."""
     try:
-        saved, recorded = read_safetensors(path), recorded_by(path)
+        saved, recorded = read_safetensors_and_metadata(path)
     except TensorError as e:
         log.warning("%s: computing it again", e)
         return None
@@ -60,11 +62,12 @@ def read_chunk(path: Path, rows: torch.Tensor, computed_as: dict[str, str]) -> d
         log.warning("cached chunk %s was computed with %s, this run computes with %s: computing it again", path,
                     _said(other), _said({key: computed_as[key] for key in other}))
         return None
-    return saved
+    return saved, recorded
 
 
 def recorded_by(path: Path) -> dict[str, str]:
-    """What a chunk's metadata records of the run that wrote it."""
+    """What a cache file's metadata records of the run that wrote it, its tensors left unread (distill's batch files,
+    checked before their answers are needed)."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:

@@ -28,8 +28,7 @@ import torch
 
 from ..errors import TensorError
 from ..io import read_safetensors
-from .chunks import (chunk_name, computed_on, read_chunk, recorded_by, warn_computed_elsewhere, write_chunk,
-                     writing_pass)
+from .chunks import chunk_name, computed_on, read_chunk, warn_computed_elsewhere, write_chunk, writing_pass
 from .data import Example
 
 log = logging.getLogger(__name__)
@@ -226,13 +225,14 @@ def build_features(examples: list[Example], predict_n: int, cache_dir: Path, bas
     for c, batches in enumerate(chunks):
         rows = torch.cat([_rows(examples, starts, anchors, i) for batch in batches for i in batch])
         path = folder / chunk_name(c, len(chunks))
-        saved = read_chunk(path, rows, {"dtype": here["dtype"]}) if path.exists() else None
-        if saved is None:
+        chunk = read_chunk(path, rows, {"dtype": here["dtype"]}) if path.exists() else None
+        if chunk is None:
             todo.append((path, batches))
         else:
+            saved, recorded = chunk
             out.put(rows, saved["hidden"])
             reused += sum(map(len, batches))
-            devices.append((folder, recorded_by(path)))
+            devices.append((folder, recorded))
     warn_computed_elsewhere("hidden states", devices, here)
     if not todo:
         log.info("reusing cached hidden states %s", folder)

@@ -29,8 +29,7 @@ from torch import nn
 from ..drafter import Drafter
 from ..errors import TensorError
 from ..io import all_finite, read_safetensors
-from .chunks import (chunk_name, computed_on, read_chunk, recorded_by, warn_computed_elsewhere, write_chunk,
-                     writing_pass)
+from .chunks import chunk_name, computed_on, read_chunk, warn_computed_elsewhere, write_chunk, writing_pass
 from .features import Features
 
 log = logging.getLogger(__name__)
@@ -155,12 +154,13 @@ class Teacher:
         todo, reused = [], []
         for c, (s, e) in enumerate(spans):
             path = folder / chunk_name(c, len(spans))
-            saved = read_chunk(path, torch.arange(s, e), {}) if path.exists() else None
-            if saved is None:
+            chunk = read_chunk(path, torch.arange(s, e), {}) if path.exists() else None
+            if chunk is None:
                 todo.append((path, s, e))
             else:
+                saved, recorded = chunk
                 ids[s:e], probs[s:e] = saved["ids"].long().to(device), saved["probs"].to(device)
-                reused.append((folder, recorded_by(path)))
+                reused.append((folder, recorded))
         single = _first_single(earlier, shape) if len(todo) == len(spans) else None
         if single is not None:
             kind, path, (ids, probs) = single
