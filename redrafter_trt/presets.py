@@ -15,7 +15,8 @@ command line (relative to the working directory); YAML anchors (`&ckpt` / `*ckpt
 A key that is no option of its command (or, at the top level, of any command taking --config), a section for a
 command that takes no --config, a value of the wrong YAML type (12.5 for a count, a list for a path, 1 for a
 flag, 1.10 for text: quoted, '1.10' stays text), `force` or `dry-run` (command line only) and a choice or number out of its range (`gemm-plugin: fp16`, `max-output-len: 0`) are a `ConfigError` naming the
-file and the field (`run.tp`). Of rival options (`--checkpoint-dir` / `--engine-dir`, `--input-text` / `--input-file`), one given on the command line,
+file and the field (`run.tp`), whichever command reads the preset: a top-level value one command taking it refuses
+stops the others too (`device: cuda:1` is bench's and acceptance's alone: under their sections). Of rival options (`--checkpoint-dir` / `--engine-dir`, `--input-text` / `--input-file`), one given on the command line,
 or else one in the command's section, drops the preset's other (`one_of`).
 """
 
@@ -201,26 +202,21 @@ def resolve(preset: dict, command_name: str, command: click.Command, sections: I
     """The `default_map` for one command: shared keys it has, then its section (which wins).
 
     Shared keys that this command lacks must be options of some other command (`other_commands` is called only
-    when such a key appears); section keys must all be this command's options.
+    when the preset has shared keys), and each shared value must pass every command taking it (one this command
+    takes but another refuses is named with the section to move it to); section keys must all be this command's
+    options.
     """
     keys = option_keys(command)
     shared, sections = split_preset(preset, set(sections) | {command_name})
     defaults: dict = {}
+    others = list(other_commands()) if shared else []
     foreign = [k for k in shared if _key(str(k)) not in keys]
-    if foreign:
-        others = list(other_commands())
-        known = set().union(*(option_keys(c) for c in others))
-        unknown = [str(k) for k in foreign if _key(str(k)) not in known]
-        if unknown:
-            shown = set().union(shown_names(command), *(shown_names(c) for c in others))
-            raise ConfigError(f"preset field '{unknown[0]}' is not an option of any command; valid top-level fields: "
-                              f"{name_list(shown, limit=60)}")
-        # their values now, as the other commands' sections: `max-batch-size: 12.5` stopped build only after convert
-        for other in others:
-            other_keys = option_keys(other)
-            for key in foreign:
-                if _key(str(key)) in other_keys:
-                    _to_default(other_keys, str(key), shared[key])
+    known = set().union(*(option_keys(c) for c in others))
+    unknown = [str(k) for k in foreign if _key(str(k)) not in known]
+    if unknown:
+        shown = set().union(shown_names(command), *(shown_names(c) for c in others))
+        raise ConfigError(f"preset field '{unknown[0]}' is not an option of any command; valid top-level fields: "
+                          f"{name_list(shown, limit=60)}")
     section = sections.get(command_name, {})
     for key in section:
         if _key(str(key)) not in keys:
@@ -237,6 +233,21 @@ def resolve(preset: dict, command_name: str, command: click.Command, sections: I
                                   f"give it once")
             given[name] = key
             defaults[name] = value
+    # shared values now (this command's passed above), as the other commands taking them read them: `max-batch-size:
+    # 12.5` stopped build only after convert, and `device: cuda:1` (bench's; convert, run and serve take cpu or cuda)
+    # passed bench alone
+    for other in others:
+        other_keys = option_keys(other)
+        for key, value in shared.items():
+            if _key(str(key)) not in other_keys:
+                continue
+            try:
+                _to_default(other_keys, str(key), value)
+            except ConfigError as e:
+                if _key(str(key)) not in keys:
+                    raise
+                raise ConfigError(f"{e} for `{other.name}`, which reads the top-level fields too: move it under "
+                                  f"`{command_name}:`") from None
     return defaults
 
 

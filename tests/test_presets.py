@@ -740,6 +740,25 @@ def test_a_presets_grid_list_with_a_wrong_item_is_one_line(tmp_path, value, need
 
 
 @pytest.mark.parametrize("command", ["convert", "build", "run", "serve", "bench", "acceptance"])
+def test_a_top_level_value_one_command_refuses_stops_every_command(tmp_path, command):
+    """A top-level `device: cuda:1` passed bench and acceptance (cpu, cuda or cuda:N) and stopped convert, run and
+    serve (cpu or cuda) and build (for convert's sake): one preset drove some commands and not others. Every command
+    refuses it, naming the section that keeps it bench's; there it loads with every command."""
+    from redrafter_trt.cli import main
+
+    path = tmp_path / "p.yaml"
+    path.write_text("device: cuda:1\n")
+    result = CliRunner().invoke(main, [command, "--config", str(path), "--help"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith(f"error: preset {path}: field 'device' is 'cuda:1': "), lines
+    if command in ("bench", "acceptance"):
+        assert lines[0].endswith(f"for `convert`, which reads the top-level fields too: move it under `{command}:`")
+    path.write_text("bench: {device: cuda:1}\nacceptance: {device: cuda:1}\n")
+    assert CliRunner().invoke(main, [command, "--config", str(path), "--help"]).exit_code == 0
+
+
+@pytest.mark.parametrize("command", ["convert", "build", "run", "serve", "bench", "acceptance"])
 @pytest.mark.parametrize("path", PRESETS, ids=[p.stem for p in PRESETS])
 def test_shipped_preset_loads_with_every_command_taking_config(path, command):
     """Each shipped preset loads (every section checked against its command) under every command with --config:
