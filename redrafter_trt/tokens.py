@@ -63,9 +63,9 @@ def _date_template_clock() -> None:
     arguments into the text '<function>' before the template sees it."""
     from transformers.utils import chat_template_utils as module
 
-    real = module.datetime
-    if getattr(real, "dated_by_render_chat", False):
-        return
+    real = getattr(module, "datetime", None)
+    if not isinstance(real, type) or getattr(real, "dated_by_render_chat", False):
+        return  # set already, or a transformers whose strftime_now reads another clock: templates get today there
 
     class Clock(real):
         dated_by_render_chat = True
