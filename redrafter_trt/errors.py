@@ -36,7 +36,8 @@ def name_list(names, limit: int = 8) -> str:
 
 
 def cuda_index_past(device: str, count: int) -> str:
-    """The refusal of `--device cuda:N` past the `count` GPUs visible (run's, bench's, serve's and train's)."""
+    """The refusal of a device `cuda:N` past the `count` GPUs visible (train's, bench's and acceptance's `--device`,
+    and the runtime's `device` in the Python API)."""
     from .plural import are, counted
 
     choices = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"

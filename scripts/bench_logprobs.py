@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the checkout's redrafter_trt, installed or not
 
 from redrafter_trt.cli import Script  # noqa: E402
+from redrafter_trt.plural import counted  # noqa: E402
 
 DEFAULT_QUESTIONS = ROOT / "redrafter_trt" / "data" / "mt_bench_questions.jsonl"
 
@@ -81,7 +82,8 @@ def main(checkpoint_dir, tokenizer_dir, questions, num_prompts, max_new_tokens, 
     if as_json:
         print(json.dumps(figures, indent=2))
         return
-    print(f"{len(prompts)} prompts, {tokens} tokens, batch {batch_size}, {threads} threads, best of {repeats}:")
+    print(f"{counted(len(prompts), 'prompt')}, {counted(tokens, 'token')}, batch {batch_size}, {counted(threads, 'thread')}, "
+          f"best of {repeats}:")
     print(f"  without logprobs {1000 * best['off'] / tokens:.1f} ms/token, with logprobs={top} "
           f"{1000 * best['on'] / tokens:.1f} ms/token: {figures['ratio']:.3f}x the time")
 
