@@ -59,7 +59,7 @@ class TorchInfo:
 
 
 def trtllm_torch_pin() -> str:
-    """The torch requirement TensorRT-LLM 1.2.x pins ("torch<=2.9.0"), from the pins file shipped in the package: a
+    """The torch requirement TensorRT-LLM 1.2.x pins ("torch>=2.9.1,<=2.10.0a0"), from the pins file shipped in the package: a
     newer torch would be swapped out again when TensorRT-LLM is installed."""
     return next(line.split("#")[0].strip() for line in TRTLLM_PINS.read_text().splitlines()
                 if line.startswith("torch"))
@@ -177,8 +177,8 @@ def check_trtllm_build(path: str | None) -> Check:
 
 def check_trtllm_requirements(version: str, requirements: list[str], installed: dict[str, str | None]) -> Check:
     """The installed distributions against what tensorrt_llm `version`'s metadata requires (`requirements`, as
-    importlib.metadata.requires gives them; `installed`: name -> version or None). A torch newer than 1.2.x's
-    `torch<=2.9.0` breaks its compiled extensions' import; a transformers outside its pin changes what it loads."""
+    importlib.metadata.requires gives them; `installed`: name -> version or None). A torch outside 1.2.x's
+    `torch>=2.9.1,<=2.10.0a0` breaks its compiled extensions' import; a transformers outside its pin changes what it loads."""
     from packaging.requirements import Requirement
 
     outside = []

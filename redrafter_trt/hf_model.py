@@ -1,5 +1,5 @@
 """Every Hugging Face base model this package computes with (distillation, bench's baseline, FP8 calibration) is
-loaded here, so that transformers 5 and the transformers 4.x that TensorRT-LLM's environment pins (4.57.1 in 1.2.x)
+loaded here, so that transformers 5 and the transformers 4.x that TensorRT-LLM's environment pins (4.57.3 in 1.2.x)
 build the same model: the one `convert` writes.
 
 transformers 5 writes RoPE as `rope_parameters`; 4.x reads only the top-level `rope_theta` / `rope_scaling` and keeps

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The tests again under TensorRT-LLM 1.2.x's pins (redrafter_trt/data/trtllm-1.2-pins.txt: transformers 4.57.1,
+# The tests again under TensorRT-LLM 1.2.x's pins (redrafter_trt/data/trtllm-1.2-pins.txt: transformers 4.57.3,
 # modelopt 0.37, numpy 1), in a venv of their own (VENV, default .venv-trtllm-pins). Arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -36,8 +36,8 @@ def test_cuda_states():
 
 
 def test_a_cpu_torch_is_told_a_cuda_torch_tensorrt_llm_accepts(monkeypatch):
-    """A review: doctor advised the newest torch from the cu128 index, which TensorRT-LLM 1.2.x (torch <= 2.9.0)
-    would swap out again when installed; the advice names the pins file's torch requirement."""
+    """A review: doctor advised the newest torch from the cu128 index, which TensorRT-LLM 1.2.x (torch 2.9.1 up to
+    2.10.0a0) would swap out again when installed; the advice names the pins file's torch requirement."""
     import re
 
     from packaging.requirements import Requirement
@@ -47,7 +47,7 @@ def test_a_cpu_torch_is_told_a_cuda_torch_tensorrt_llm_accepts(monkeypatch):
     fix = doctor.check_cuda(TorchInfo("2.13.0", None)).fix
     advised = Requirement(re.search(r"pip install '([^']+)' --index-url \S+/cu128", fix)[1])
     assert advised.name == "torch" and advised.specifier == spec.specifier, fix
-    assert "2.9.0" in advised.specifier and "2.13.0" not in advised.specifier
+    assert "2.9.1" in advised.specifier and "2.13.0" not in advised.specifier
 
 
 def test_the_pins_file_ships_in_the_package():
@@ -55,7 +55,21 @@ def test_the_pins_file_ships_in_the_package():
     to advise; it is package data now (setup.cfg's `data/*`)."""
     package = Path(doctor.__file__).parent
     assert doctor.TRTLLM_PINS.parent == package / "data" and doctor.TRTLLM_PINS.is_file()
-    assert doctor.trtllm_torch_pin().startswith("torch<=")
+    assert doctor.trtllm_torch_pin().startswith("torch")
+
+
+def test_the_pins_are_the_released_1_2_x_ones():
+    """A review: the pins file held a 1.2.0 release candidate's requirements (torch<=2.9.0, transformers 4.57.1),
+    while TensorRT-LLM's releases 1.2.0 and 1.2.1 depend on PyTorch 2.9.1 and transformers 4.57.3 (their release
+    notes; 1.2.1's requirements.txt: torch>=2.9.1,<=2.10.0a0): CI's second job ran under an environment no release
+    installs, and doctor advised a torch the release swaps out."""
+    from packaging.requirements import Requirement
+
+    pins = {r.name: r.specifier for r in (Requirement(line) for line in doctor.TRTLLM_PINS.read_text().splitlines()
+                                          if line.strip() and not line.startswith("#"))}
+    assert "2.9.1" in pins["torch"] and "2.9.0" not in pins["torch"] and "2.10.0" not in pins["torch"]
+    assert "4.57.3" in pins["transformers"] and "4.57.1" not in pins["transformers"]
+    assert "0.37.0" in pins["nvidia-modelopt"] and "1.26.4" in pins["numpy"]
 
 
 @pytest.mark.parametrize("version, ok", [(None, False), ("0.21.0", False), ("1.0.0", True), ("1.2.0", True),

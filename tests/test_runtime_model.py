@@ -42,7 +42,7 @@ def test_llama3_rope_scaling_matches_hf(tmp_path):
 
 @pytest.mark.parametrize("layout", ["top", "params"])
 def test_every_hf_load_computes_the_rope_convert_writes(tmp_path, layout):
-    """transformers 4.x (TensorRT-LLM 1.2 pins 4.57.1) reads no `rope_parameters`: a base saved by transformers 5 ran
+    """transformers 4.x (TensorRT-LLM 1.2 pins 4.57.3) reads no `rope_parameters`: a base saved by transformers 5 ran
     with rope_theta 10000 in distillation, bench's baseline and FP8 calibration, while convert wrote its own."""
     from redrafter_trt.hf_model import load_causal_lm
 

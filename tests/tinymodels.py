@@ -14,7 +14,7 @@ from redrafter_trt.drafter import init_drafter, save_drafter
 LLAMA = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, vocab_size=256, max_position_embeddings=512, rms_norm_eps=1e-5)
 
-# transformers 5 names RoPE `rope_parameters`; 4.x (TensorRT-LLM 1.2 pins 4.57.1) takes top-level `rope_theta` /
+# transformers 5 names RoPE `rope_parameters`; 4.x (TensorRT-LLM 1.2 pins 4.57.3) takes top-level `rope_theta` /
 # `rope_scaling` and keeps an unknown `rope_parameters` as an attribute it never computes with.
 TRANSFORMERS_5 = int(transformers.__version__.split(".")[0]) >= 5
 
