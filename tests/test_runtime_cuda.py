@@ -131,9 +131,12 @@ def test_train_on_device_resumes_as_uninterrupted(chat_base, qa_file, tmp_path):
 
 
 def test_train_caches_record_the_gpu_and_a_cpu_rerun_names_it(chat_base, qa_file, tmp_path, caplog):  # noqa: F811
-    """`train --distill --device cuda` records the GPU's model in every cache file it writes (distilled answers,
-    hidden states, soft targets), through train's device hand-off to distill; a rerun on the CPU over the same cache
-    reuses them (float32 both times: one folder) with the one warning naming both devices."""
+    """`train --distill --device cuda` records the GPU's model in every cache file it writes (distilled answers with
+    their hidden states, soft targets). A rerun on the same GPU reuses them without a word: train hands its device to
+    distill, which compares the answers' device with it before any base is loaded (without the hand-off it compared
+    them with the CPU, and said the GPU's own answers came from another device; the check before, a CPU rerun alone,
+    passed without it). A rerun on the CPU over the same cache (float32 both times: one folder) reuses them, warning
+    once for the answers and once for the soft targets, each naming both devices."""
     import logging
 
     from redrafter_trt.train.chunks import describe_device, recorded_by
@@ -146,10 +149,15 @@ def test_train_caches_record_the_gpu_and_a_cpu_rerun_names_it(chat_base, qa_file
         assert torch.cuda.get_device_name() in here
     records = [recorded_by(f) for f in cache.rglob("*.safetensors")]
     assert len(records) >= 3 and all(r.get("device_name") == here for r in records), records
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        train_drafter(_cfg(chat_base, qa_file, tmp_path / "again", device=DEVICE, **kw))
+    assert "computed on" not in caplog.text, caplog.text
     with caplog.at_level(logging.WARNING):
         train_drafter(_cfg(chat_base, qa_file, tmp_path / "cpu", device="cpu", **kw))
     named = f"computed on {here}, not {describe_device(torch.device('cpu'))}"
     assert (named in caplog.text) == (DEVICE != "cpu"), caplog.text
+    assert all((f"{w} {named}" in caplog.text) == (DEVICE != "cpu") for w in ("distilled answers", "soft targets"))
 
 
 @pytest.mark.parametrize("dtype", [None, "bfloat16"])
