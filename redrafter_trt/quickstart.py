@@ -29,7 +29,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable
 
-from .bench import BenchOptions, BenchReport, recorded_source, run_bench
+from .bench import BenchOptions, BenchReport, run_bench
+from .bench_inputs import recorded_source
 from .errors import ConfigError, RedrafterError
 from .prompts import load_prompts
 

@@ -25,7 +25,7 @@ from typing import Callable
 
 import torch
 
-from .bench import check_checkpoint, check_grid, default_grid, first_prompts, recorded_source
+from .bench_inputs import check_checkpoint, check_grid, default_grid, first_prompts, recorded_source
 from .errors import ConfigError
 from .tokens import encode_prompts, load_tokenizer, stop_ids, uses_chat
 

@@ -29,7 +29,8 @@ from redrafter_trt.cli.bench_cmd import int_list
 @click.option("--beams", default="1,2,4", show_default=True, callback=int_list)
 @click.option("--draft-lens", default="2,4", show_default=True, callback=int_list)
 def main(drafter, num_prompts, max_new_tokens, beams, draft_lens) -> None:
-    from redrafter_trt.bench import BenchOptions, format_table, run_bench, verdict
+    from redrafter_trt.bench import BenchOptions, run_bench
+    from redrafter_trt.bench_report import format_table, verdict
     from redrafter_trt.convert import convert
     from redrafter_trt.drafter import init_drafter_for_base
     from redrafter_trt.quickstart import mt_bench_path

@@ -60,7 +60,7 @@ def main(checkpoint_dir, tokenizer_dir, prompts, beams, draft_len, num_prompts, 
     import redrafter_trt.runtime as rt
     decode_mod = importlib.import_module("redrafter_trt.runtime.decode")
     from redrafter_trt.runtime.cache import KVCache
-    from redrafter_trt.bench import check_grid, reconvert_beams
+    from redrafter_trt.bench_inputs import check_grid, reconvert_beams
     from redrafter_trt.errors import ConfigError
     from redrafter_trt.plural import counted
     from redrafter_trt.prompts import load_prompts

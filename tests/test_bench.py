@@ -9,7 +9,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from redrafter_trt.bench import BenchReport, ConfigResult, Run, default_grid, resolve_hf_dir, verdict
+from redrafter_trt.bench import BenchReport, ConfigResult, Run
+from redrafter_trt.bench_inputs import default_grid, resolve_hf_dir
+from redrafter_trt.bench_report import mismatch_warning, verdict
 from redrafter_trt.cli import main
 from redrafter_trt.errors import ConfigError
 from redrafter_trt.drafter import init_drafter_for_base
@@ -241,7 +243,7 @@ def test_a_draft_length_past_the_drafters_asks_for_retraining(setup, tmp_path):
     (3, 5, ["trained to predict 3 tokens", "train --predict-n 5"], ["reconvert", "--draft-len 5"]),
 ])
 def test_the_longer_draft_length_advice_follows_the_recorded_predict_n(setup, recorded, wanted, says, never):
-    from redrafter_trt.bench import check_grid
+    from redrafter_trt.bench_inputs import check_grid
     from redrafter_trt.runtime.config import RuntimeConfig
 
     _, ckpt, _ = setup
@@ -701,10 +703,10 @@ def test_differing_outputs_are_reported(setup, monkeypatch, caplog):
     assert [r.getMessage() for r in caplog.records if "differs" in r.getMessage()] == [
         "W=1 L=1: drafted output differs from plain decoding on 2 prompts [1, 2]",
         "W=2 L=1: drafted output differs from plain decoding on 1 prompt [1]"]
-    assert bench.mismatch_warning(report) == "warning: drafted output differs from plain decoding in 2 configurations " \
+    assert mismatch_warning(report) == "warning: drafted output differs from plain decoding in 2 configurations " \
         "(a bug)"
     report.configs[0].mismatched_prompts = []
-    assert bench.mismatch_warning(report) == "warning: drafted output differs from plain decoding in 1 configuration " \
+    assert mismatch_warning(report) == "warning: drafted output differs from plain decoding in 1 configuration " \
         "(a bug)"
     report.configs[1].mismatched_prompts = []
-    assert bench.mismatch_warning(report) is None
+    assert mismatch_warning(report) is None

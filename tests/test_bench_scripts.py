@@ -249,7 +249,7 @@ def test_bench_runtime_ends_with_benchs_verdict(tiny_llama, tiny_drafter, tmp_pa
 
     import redrafter_trt.quickstart
     import redrafter_trt.smollm2
-    from redrafter_trt.bench import ACCEPTS_NOTHING
+    from redrafter_trt.bench_report import ACCEPTS_NOTHING
 
     base = tmp_path / "base"
     shutil.copytree(tiny_llama, base)

@@ -101,8 +101,8 @@ def shared_options(f):
 def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_tokens, beams, draft_lens, chat, device,
           output_json, plot_path, compile_layers):
     """Measure tokens per step and speed-up for each (beam width, draft length)."""
-    from ..bench import (BenchOptions, check_inputs, format_table, mismatch_warning, plot, plot_format,
-                         require_matplotlib, run_bench, verdict)
+    from ..bench import BenchOptions, check_inputs, run_bench
+    from ..bench_report import format_table, mismatch_warning, plot, plot_format, require_matplotlib, verdict
 
     opts = BenchOptions(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_tokens, beams, draft_lens,
                         chat, device, compile_layers)
@@ -147,7 +147,8 @@ def acceptance(checkpoint_dir, tokenizer_dir, prompts, num_prompts, max_new_toke
     Greedy verification accepts a draft exactly when it equals the base's greedy output, so every configuration is
     replayed over that one output; beam widths above the checkpoint's are allowed (pick --num-beams before converting).
     """
-    from ..bench import check_checkpoint, histogram_text
+    from ..bench_inputs import check_checkpoint
+    from ..bench_report import histogram_text
     from ..replay import AcceptanceOptions, run_acceptance
 
     check_output_file(output_json, [checkpoint_dir, tokenizer_dir, prompts], "--output-json")

@@ -54,7 +54,7 @@ def quickstart(workdir, num_questions, max_new_tokens, force):
     if not res.trained:
         click.echo("NOTE: the drafter is UNTRAINED (the training package is not installed): it accepts almost no "
                    "draft tokens, so these figures show the cost of drafting, not its gain.")
-    from ..bench import format_table, verdict
+    from ..bench_report import format_table, verdict
     from ..plural import counted
 
     m = rep.meta

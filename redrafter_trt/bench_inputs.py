@@ -1,0 +1,150 @@
+"""What `bench` and `acceptance` check before loading a model: the checkpoint (limits, tp 1, a drafter, the tokenizer
+folder), the (beam width, draft length) grids, the prompts taken, and for bench the Hugging Face base of the
+transformers baseline: --hf-dir or the base `convert` recorded, a Hugging Face model whose tensors match its
+config.json, and the checkpoint's base in shape.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Callable
+
+from .errors import ConfigError, RedrafterError
+from .runtime.config import RuntimeConfig
+
+log = logging.getLogger(__name__)
+
+
+def check_checkpoint(opts) -> tuple[RuntimeConfig, dict]:
+    """The checks `bench` and `acceptance` share: limits, a tp-1 checkpoint with a drafter, the tokenizer folder."""
+    if opts.max_new_tokens < 1:
+        raise ConfigError(f"--max-new-tokens {opts.max_new_tokens} is invalid: use 1 or more")
+    if opts.num_prompts is not None and opts.num_prompts < 1:
+        raise ConfigError(f"--num-prompts {opts.num_prompts} is invalid: use 1 or more")
+    from .checkpoint import require_valid
+
+    raw = require_valid(opts.checkpoint_dir)  # a Hugging Face folder is named as no checkpoint, not as "no drafter"
+    cfg = RuntimeConfig.from_dict(raw, f"{opts.checkpoint_dir}/config.json")
+    if not cfg.has_drafter:
+        raise ConfigError(f"{opts.checkpoint_dir} has no drafter (no redrafter_* keys): pass a checkpoint "
+                          f"converted with --drafter")
+    if cfg.tp_size != 1:
+        raise ConfigError(f"{opts.checkpoint_dir} is a tp={cfg.tp_size} checkpoint: bench and acceptance run one "
+                          f"process; convert with --tp-size 1 for them")
+    if not Path(opts.tokenizer_dir).is_dir():
+        raise ConfigError(f"tokenizer folder {opts.tokenizer_dir} does not exist: pass --tokenizer-dir with the base's "
+                          f"Hugging Face folder")
+    return cfg, raw
+
+
+def default_grid(maximum: int) -> tuple[int, ...]:
+    """1, 2, 4, ... below `maximum`, then `maximum`."""
+    out, v = [], 1
+    while v < maximum:
+        out.append(v)
+        v *= 2
+    return tuple(out + [maximum])
+
+
+def check_grid(values: tuple[int, ...], maximum: int, flag: str, key: str,
+               fix: Callable[[int], str]) -> tuple[int, ...]:
+    """The values, sorted (none: default_grid); refused outside 1..maximum, `fix` saying how to get the largest
+    (`reconvert with --num-beams 8`, RuntimeConfig.draft_len_fix)."""
+    values = tuple(sorted(set(values))) or default_grid(maximum)
+    bad = [v for v in values if not 1 <= v <= maximum]
+    if bad:
+        larger = f", or {fix(max(values))}" if max(values) > maximum else ""
+        raise ConfigError(f"{flag} {bad[0]} is outside 1..{maximum} (the checkpoint's {key}): pass values up to "
+                          f"{maximum}{larger}")
+    return values
+
+
+def reconvert_beams(wanted: int) -> str:
+    return f"reconvert with --num-beams {wanted}"
+
+
+def first_prompts(texts: list[str], num_prompts: int | None) -> list[str]:
+    """The first --num-prompts prompts (all of them without it); a file holding fewer is said, not hidden."""
+    if num_prompts and num_prompts > len(texts):
+        log.warning("--num-prompts %d, but there are only %d prompts: measuring those %d", num_prompts, len(texts),
+                    len(texts))
+    return texts[:num_prompts] if num_prompts else texts
+
+
+def recorded_source(ckpt_config: dict, key: str) -> str | None:
+    """The `base` or `drafter` folder `convert` recorded in producer.sources; None when absent or hand-edited into
+    something else."""
+    producer = ckpt_config.get("producer")
+    sources = producer.get("sources") if isinstance(producer, dict) else None
+    value = sources.get(key) if isinstance(sources, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def resolve_hf_dir(hf_dir: Path | None, ckpt_config: dict, checkpoint_dir: Path) -> Path:
+    """The Hugging Face base for the transformers baseline: --hf-dir, else the checkpoint's recorded base."""
+    from .config import read_json
+
+    if hf_dir is None:
+        recorded = recorded_source(ckpt_config, "base")
+        if not recorded:
+            raise ConfigError(f"{checkpoint_dir} records no base model (producer.sources.base): pass --hf-dir with "
+                              f"the Hugging Face folder of its base")
+        hf_dir, origin = Path(recorded), f"recorded in {checkpoint_dir}/config.json"
+    else:
+        hf_dir, origin = Path(hf_dir), "--hf-dir"
+    raw = hf_dir / "config.json"
+    if not raw.is_file():
+        raise ConfigError(f"base folder {hf_dir} ({origin}) has no config.json: pass --hf-dir with the Hugging Face "
+                          f"folder of the checkpoint's base")
+    hf = read_json(raw, f"base ({origin})")
+    if "architectures" not in hf:
+        raise ConfigError(f"base folder {hf_dir} ({origin}) is not a Hugging Face model (a TensorRT-LLM checkpoint?): "
+                          f"pass --hf-dir with the Hugging Face folder of the checkpoint's base")
+    b = check_hf_folder(hf_dir, hf)
+    check_same_base(b, ckpt_config, hf_dir, origin, checkpoint_dir)
+    return hf_dir
+
+
+# (the checkpoint's field, the Hugging Face config's value, the checkpoint's value when the field is absent)
+SHAPE_FIELDS = (("num_hidden_layers", lambda b: b.num_layers, None),
+                ("hidden_size", lambda b: b.hidden_size, None),
+                ("intermediate_size", lambda b: b.intermediate_size, None),
+                ("num_attention_heads", lambda b: b.num_heads, None),
+                ("num_key_value_heads", lambda b: b.num_kv_heads, lambda c: c["num_attention_heads"]),
+                ("head_size", lambda b: b.head_size, lambda c: c["hidden_size"] // c["num_attention_heads"]),
+                ("vocab_size", lambda b: b.vocab_size, None))
+
+
+def check_same_base(b, ckpt_config: dict, hf_dir: Path, origin: str, checkpoint_dir: Path) -> None:
+    """The transformers baseline is the checkpoint's base in shape: another model (a larger one of the family, with
+    the same tokenizer) was timed as 'transformers' without a word but 'agree on 0/N prompts', and every
+    speedup_vs_hf, `best` among them, was measured against it."""
+    for key, hf_value, absent in SHAPE_FIELDS:
+        ours = ckpt_config.get(key)
+        if ours is None and absent is not None:
+            ours = absent(ckpt_config)
+        if ours != hf_value(b):
+            raise ConfigError(f"base folder {hf_dir} ({origin}) is not the checkpoint's base: its {key} is "
+                              f"{hf_value(b)}, {checkpoint_dir}'s {ours}: pass --hf-dir with the Hugging Face folder "
+                              f"the checkpoint was converted from")
+
+
+def check_hf_folder(hf_dir: Path, hf: dict):
+    """The base's config (a BaseModelConfig), its tensors named and shaped as its config.json says (headers only, as
+    convert checks them): weights that disagree were transformers' RuntimeError traceback ('ignore_mismatched_sizes')
+    when the baseline loaded."""
+    from .base_plan import check_hf_tensors
+    from .config import BaseModelConfig
+    from .io import TensorSource
+
+    b = BaseModelConfig.from_hf(hf, str(hf_dir / "config.json"))
+    try:
+        src = TensorSource.from_hf_folder(hf_dir)
+    except RedrafterError:  # no weights, or a truncated file: load_hf_baseline names it as transformers sees it
+        return b
+    try:
+        check_hf_tensors(src, b, hf_dir)
+    finally:
+        src.close()
+    return b

@@ -1,0 +1,123 @@
+"""`bench`'s report: the table of baselines and configurations, the verdict on whether drafting pays, the warning
+when drafted output differs from plain decoding, and the plot (matplotlib, an optional dependency).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .bench import BenchReport
+from .errors import ConfigError, DependencyError
+from .output import atomic_file
+from .plural import counted
+
+
+def histogram_text(histogram: dict[int, int]) -> str:
+    return " ".join(f"{k}:{v}" for k, v in sorted(histogram.items()))
+
+
+def format_table(report: BenchReport) -> str:
+    """One row per baseline and configuration; the best configuration is starred."""
+    head = f"{'method':<14} {'tokens/step':>11} {'tokens/s':>9} {'vs HF':>6} {'vs plain':>8} {'exact':>5}  histogram"
+    rows = [head, "-" * len(head)]
+    base = report.hf.tokens_per_second
+    rows.append(f"{'transformers':<14} {1.0:>11.2f} {base:>9.2f} {1.0:>6.2f} "
+                f"{base / report.no_draft.tokens_per_second:>8.2f} {'-':>5}  -")
+    nd = report.no_draft
+    rows.append(f"{'no draft':<14} {nd.mean_tokens_per_step:>11.2f} {nd.tokens_per_second:>9.2f} "
+                f"{nd.tokens_per_second / base:>6.2f} {1.0:>8.2f} {'-':>5}  -")
+    best = report.best
+    for c in report.configs:
+        name = f"W={c.num_beams} L={c.draft_len}" + ("*" if c is best else "")
+        rows.append(f"{name:<14} {c.run.mean_tokens_per_step:>11.2f} {c.run.tokens_per_second:>9.2f} "
+                    f"{c.speedup_vs_hf:>6.2f} {c.speedup_vs_no_draft:>8.2f} "
+                    f"{'yes' if not c.mismatched_prompts else 'NO':>5}  {histogram_text(c.run.histogram)}")
+    return "\n".join(rows)
+
+
+ACCEPTS_NOTHING = 1.05  # tokens per step below which no configuration can beat plain decoding (a step costs >= 1x)
+
+
+def verdict(report: BenchReport) -> str:
+    """Whether drafting pays on this machine, and why: the best configuration's step against a plain one's."""
+    best, plain = report.best, report.no_draft
+    cost = (best.run.wall_seconds / best.run.steps) / (plain.wall_seconds / plain.steps)
+    step = (f"a W={best.num_beams} L={best.draft_len} step costs {cost:.2f}x a plain one and makes "
+            f"{best.run.mean_tokens_per_step:.2f} tokens")
+    if not any(sum(c.run.histogram.values()) for c in report.configs):
+        return ("no drafted step ran: every answer ended with the prefill's token, so these figures say nothing of the "
+                "drafter; give a larger --max-new-tokens")
+    if max(c.run.mean_tokens_per_step for c in report.configs) < ACCEPTS_NOTHING:
+        return (f"the drafter accepts almost nothing ({step}): drafting cannot pay, and any speed-up measured is "
+                f"noise; train it on the base's own answers (`redrafter-trt train --distill`) or longer")
+    if best.speedup_vs_no_draft >= 1:
+        return f"drafting pays here: {step} ({best.speedup_vs_no_draft:.2f}x the runtime without drafting)"
+    return (f"drafting does not pay here: {step} ({best.speedup_vs_no_draft:.2f}x the runtime without drafting); "
+            f"it pays where a tree costs little more than one token (a GPU engine) or with a drafter that accepts more")
+
+
+def mismatch_warning(report: BenchReport) -> str | None:
+    """The configurations whose drafted output differs from plain decoding, and why (None: none differs)."""
+    bad = [c for c in report.configs if c.mismatched_prompts]
+    if not bad:
+        return None
+    dtype = report.meta["dtype"]
+    why = "a bug" if dtype == "float32" else f"{dtype} logits tie often, and a tree rounds differently from one token"
+    return f"warning: drafted output differs from plain decoding in {counted(len(bad), 'configuration')} ({why})"
+
+
+def require_matplotlib():
+    try:
+        import matplotlib
+    except ImportError:
+        raise DependencyError("--plot needs matplotlib: run `pip install 'redrafter-trt[plot]'` "
+                              "(or `pip install matplotlib`), or leave out --plot") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+PLOT_FORMATS = ("png", "pdf", "svg")  # what matplotlib writes without LaTeX or Pillow's optional codecs
+
+
+def plot_format(path: Path | str) -> str:
+    """The format `plot` writes to `path`: its suffix's, png without one; a ConfigError for any other suffix (a
+    bench.pdf held PNG bytes, and a --plot naming a .json file got a PNG)."""
+    suffix = Path(path).suffix.lower().removeprefix(".")
+    if suffix and suffix not in PLOT_FORMATS:
+        raise ConfigError(f"--plot {path}: cannot write a .{suffix} plot: name it .png, .pdf or .svg")
+    return suffix or "png"
+
+
+def plot(report: BenchReport, path: Path | str) -> Path:
+    """Tokens per step and speed-up over transformers against beam width, one line per draft length; PNG, PDF or SVG
+    by the path's suffix (`plot_format`)."""
+    plt = require_matplotlib()
+    fig, (ax_tps, ax_speed) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for n in sorted({c.draft_len for c in report.configs}):
+        rows = sorted((c for c in report.configs if c.draft_len == n), key=lambda c: c.num_beams)
+        xs = [c.num_beams for c in rows]
+        ax_tps.plot(xs, [c.run.mean_tokens_per_step for c in rows], marker="o", label=f"draft length {n}")
+        ax_speed.plot(xs, [c.speedup_vs_hf for c in rows], marker="o", label=f"draft length {n}")
+    ax_speed.axhline(1.0, color="gray", linestyle="--", label="transformers generate")
+    ax_speed.axhline(report.no_draft.tokens_per_second / report.hf.tokens_per_second, color="gray", linestyle=":",
+                     label="runtime, no drafting")
+    m = report.meta
+    beams = sorted({c.num_beams for c in report.configs})
+    for ax, title in ((ax_tps, "mean tokens per step"), (ax_speed, "speed-up over transformers generate")):
+        ax.set_xlabel("beam width")
+        ax.set_xticks(beams)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{Path(m['hf_dir']).name}, {m['num_prompts']} prompts x {m['max_new_tokens']} tokens, {m['dtype']}, "
+                 f"{m['device']}, {m['torch_threads']} threads", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    try:
+        with atomic_file(path) as tmp:
+            fig.savefig(tmp, dpi=110, format=plot_format(path))
+    finally:
+        plt.close(fig)
+    return path
