@@ -16,6 +16,11 @@ class TensorError(RedrafterError):
     """Tensors are missing, unexpected, misshapen, corrupt or non-finite."""
 
 
+class CorruptFileError(TensorError):
+    """A file's bytes are not a whole file of its format (cut short by a copy broken off or a full disk, bit rot): no
+    process can read it, unlike a file this one could not open (another user's, an I/O error of this host)."""
+
+
 class PeerError(RedrafterError):
     """Another torchrun rank is gone (it failed with its own error, or was killed): this one cannot go on."""
 

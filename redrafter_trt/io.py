@@ -16,7 +16,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .errors import ConfigError, TensorError, first_line, name_list
+from .errors import ConfigError, CorruptFileError, TensorError, first_line, name_list
 from .output import current_umask
 
 TORCH_TO_ST = {torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32", torch.float64: "F64",
@@ -33,11 +33,34 @@ def all_finite(t: torch.Tensor) -> bool:
     return not t.is_floating_point() or t.numel() == 0 or bool(torch.isfinite(t.abs().amax()))
 
 
-def _open(path: Path):
+REEXPORT = "re-download or re-export it"  # the fix of a file that cannot be read, unless the caller knows another
+
+
+def _open(path: Path, fix: str = REEXPORT):
+    """safe_open(path); a file that cannot be read is a TensorError ending in `fix`, a CorruptFileError when its bytes
+    are at fault (rather than this process's opening it)."""
     try:
         return safe_open(str(path), framework="pt")
-    except (SafetensorError, OSError, ValueError) as e:
-        raise TensorError(f"{path} is truncated or not a safetensors file ({e}): re-download or re-export it") from None
+    except OSError as e:
+        raise TensorError(f"{path} cannot be read ({e}): {fix}") from None
+    except (SafetensorError, ValueError) as e:
+        raise CorruptFileError(f"{path} is truncated or not a safetensors file ({e}): {fix}") from None
+
+
+def read_metadata(path: Path, fix: str = REEXPORT) -> dict[str, str]:
+    """The metadata of a safetensors file's header ({} when it has none), its tensors left unread (what a cache file
+    records of the run that wrote it)."""
+    with _open(path, fix) as f:
+        return f.metadata() or {}
+
+
+def read_tensor(path: Path, name: str, fix: str = REEXPORT) -> torch.Tensor:
+    """One tensor of a safetensors file, the others left unread."""
+    with _open(path, fix) as f:
+        try:
+            return f.get_tensor(name)
+        except (SafetensorError, OSError, ValueError) as e:
+            raise TensorError(f"{path} is truncated or corrupted ({e}): {fix}") from None
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:

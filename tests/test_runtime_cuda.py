@@ -139,7 +139,8 @@ def test_train_caches_record_the_gpu_and_a_cpu_rerun_names_it(chat_base, qa_file
     once for the answers and once for the soft targets, each naming both devices."""
     import logging
 
-    from redrafter_trt.train.chunks import describe_device, recorded_by
+    from redrafter_trt.io import read_metadata
+    from redrafter_trt.train.chunks import describe_device
 
     cache = tmp_path / "cache"
     kw = dict(distill=True, distill_max_new_tokens=8, base_dtype="float32", max_steps=4, cache_dir=cache)
@@ -147,7 +148,7 @@ def test_train_caches_record_the_gpu_and_a_cpu_rerun_names_it(chat_base, qa_file
     here = describe_device(torch.device(DEVICE))
     if DEVICE == "cuda":
         assert torch.cuda.get_device_name() in here
-    records = [recorded_by(f) for f in cache.rglob("*.safetensors")]
+    records = [read_metadata(f) for f in cache.rglob("*.safetensors")]
     assert len(records) >= 3 and all(r.get("device_name") == here for r in records), records
     caplog.clear()
     with caplog.at_level(logging.WARNING):

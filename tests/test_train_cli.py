@@ -238,6 +238,36 @@ def test_distill_run_writes_drafter_and_reuses_cache(chat_base, prompts, tmp_pat
     assert len((folder / "answers.jsonl").read_text().splitlines()) == 4
 
 
+def test_a_broken_batch_file_of_answers_is_distilled_again_or_named_in_one_line(chat_base, prompts, tmp_path,
+                                                                                monkeypatch, caplog):
+    """A batch file of distilled answers cut short (a copy broken off, a disk filled up on another host) was a
+    safetensors traceback at every later run: its prompts are now distilled again, saying so. One broken after distill
+    read it (the run going on) is one line naming it and the fix, exit 2."""
+    from redrafter_trt.train import dataset
+
+    args = ["--base", chat_base, "--data", prompts, "--output", tmp_path / "out", "--cache-dir", tmp_path / "c",
+            "--distill", "--distill-max-new-tokens", "6", "--max-steps", "1", "--predict-n", "2", "--base-dtype",
+            "float32"]
+    assert _run(*args).exit_code == 0
+    broken = sorted(next((tmp_path / "c").glob("distill-*")).glob("hidden-*.safetensors"))[0]
+    broken.write_bytes(broken.read_bytes()[:-40])
+    with caplog.at_level("WARNING"):
+        assert _run(*args, "--force").exit_code == 0
+    assert f"{broken} is truncated" in caplog.text and not broken.exists(), caplog.text
+    real, cut = dataset.distill, []
+
+    def cut_once_read(*a, **k):
+        answers = real(*a, **k)
+        cut.append(answers[0][1].path)
+        cut[0].write_bytes(cut[0].read_bytes()[:-40])
+        return answers
+
+    monkeypatch.setattr(dataset, "distill", cut_once_read)
+    r = _run(*args, "--force")
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    assert r.output.startswith(f"error: {cut[0]} is truncated") and "delete it and rerun" in r.output, r.output
+
+
 def test_bfloat16_answers_are_cached_apart_and_dtypes_recorded(chat_base, prompts, tmp_path):
     common = ["--base", chat_base, "--data", prompts, "--cache-dir", tmp_path / "c", "--distill",
               "--distill-max-new-tokens", "12", "--max-steps", "2", "--predict-n", "2"]

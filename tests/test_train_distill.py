@@ -282,9 +282,8 @@ def test_answers_another_device_wrote_are_reused_saying_which_once(tmp_path, mon
     naming both devices; those this device wrote, or a batch file recording nothing (before session 46), quietly."""
     import logging
 
-    from redrafter_trt.io import read_safetensors, write_safetensors
+    from redrafter_trt.io import read_metadata, read_safetensors, write_safetensors
     from redrafter_trt.train import chunks
-    from redrafter_trt.train.chunks import recorded_by
     from redrafter_trt.train.distill import distill
 
     load, tok = _tiny(tmp_path)
@@ -292,7 +291,7 @@ def test_answers_another_device_wrote_are_reused_saying_which_once(tmp_path, mon
     monkeypatch.setattr(chunks, "describe_device", lambda device: "cuda NVIDIA A100 (compute capability 8.0)")
     want = distill(load, tok, prompts, folder, max_new_tokens=4, batch_size=1)
     files = sorted(folder.glob("hidden-*.safetensors"))
-    assert [recorded_by(f) for f in files] == \
+    assert [read_metadata(f) for f in files] == \
         [{"device": "cpu", "device_name": "cuda NVIDIA A100 (compute capability 8.0)", "dtype": "float32"}] * 2
     never = lambda: pytest.fail("the base ran")  # noqa: E731
     with caplog.at_level(logging.WARNING):
@@ -310,3 +309,78 @@ def test_answers_another_device_wrote_are_reused_saying_which_once(tmp_path, mon
     with caplog.at_level(logging.WARNING):
         assert distill(never, tok, prompts, folder, max_new_tokens=4, batch_size=1) == want
     assert "computed on" not in caplog.text
+
+
+def _cut(path, keep: int = 40) -> None:
+    """`path` cut short, as a copy broken off or a disk filled up on another host leaves it."""
+    path.write_bytes(path.read_bytes()[:-keep])
+
+
+def test_a_truncated_batch_file_is_named_once_and_its_prompts_distilled_again(tmp_path, caplog):
+    """A batch file that could not be read (cut short: a partial copy, a disk filled up on another host; bit rot) was
+    a safetensors traceback at every later run's start. As an unreadable chunk of hidden states is, it is now named in
+    one warning, removed, and its prompts (those alone) distilled again, in the batch they were answered in."""
+    import logging
+
+    from redrafter_trt.train.distill import distill
+
+    load, tok = _tiny(tmp_path)
+    folder, prompts = tmp_path / "c", [[1, 5, 6], [1, 7, 8, 9], [1, 10], [1, 11, 12, 13, 14]]
+    want = distill(load, tok, prompts, folder, max_new_tokens=4, batch_size=2)
+    kept = want[0][1].path
+    (broken,) = {h.path for _, h in want} - {kept}
+    _cut(broken)
+    loads = []
+    with caplog.at_level(logging.WARNING):
+        got = distill(lambda: loads.append(1) or load(), tok, prompts, folder, max_new_tokens=4, batch_size=2)
+    assert [a for a, _ in got] == [a for a, _ in want] and all(h.load().shape[0] == len(a) for a, h in got)
+    assert loads == [1] and not broken.exists() and kept.exists()
+    assert caplog.text.count(str(broken)) == 1 and "distilling its 2 prompts again" in caplog.text, caplog.text
+    again = {h.path for _, h in got} - {kept}  # one batch, as before
+    assert len(again) == 1 and [h.path == kept for _, h in got] == [h.path == kept for _, h in want]
+    assert len((folder / "answers.jsonl").read_text().splitlines()) == 6  # the others were not distilled again
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert distill(lambda: pytest.fail("the base ran"), tok, prompts, folder, max_new_tokens=4,
+                       batch_size=2) == got
+    assert not caplog.text
+
+
+def test_a_batch_file_this_process_cannot_open_is_distilled_again_and_left(tmp_path, monkeypatch, caplog):
+    """A file that cannot be opened here (another user's, written owner-only; an I/O error of this host) may be one
+    another run reads: its prompts are distilled again, but only a file whose bytes are broken is removed."""
+    import logging
+
+    from redrafter_trt import io
+    from redrafter_trt.train.distill import distill
+
+    load, tok = _tiny(tmp_path)
+    folder = tmp_path / "c"
+    ((answer, hidden),) = distill(load, tok, [[1, 5, 6]], folder, max_new_tokens=4, batch_size=1)
+    real = io.safe_open
+
+    def refused(path, *a, **k):
+        if path == str(hidden.path):
+            raise PermissionError(13, "Permission denied", path)
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(io, "safe_open", refused)
+    with caplog.at_level(logging.WARNING):
+        ((again, other),) = distill(load, tok, [[1, 5, 6]], folder, max_new_tokens=4, batch_size=1)
+    assert again == answer and other.path != hidden.path and other.load().shape[0] == len(answer)
+    assert hidden.path.exists() and str(hidden.path) in caplog.text and "Permission denied" in caplog.text
+
+
+def test_a_batch_file_broken_after_distill_read_it_is_one_line_naming_it_and_the_fix(tmp_path):
+    """A batch file broken between distill's start and the read of its hidden states (removed or cut meanwhile) was a
+    safetensors traceback: now a TensorError naming the file and what to do (the CLI's exit 2)."""
+    from redrafter_trt.errors import TensorError
+    from redrafter_trt.train.distill import distill
+
+    load, tok = _tiny(tmp_path)
+    ((_, hidden),) = distill(load, tok, [[1, 5, 6]], tmp_path / "c", max_new_tokens=4, batch_size=1)
+    _cut(hidden.path)
+    with pytest.raises(TensorError) as e:
+        hidden.load()
+    assert str(hidden.path) in str(e.value) and "delete it and rerun" in str(e.value)
+    assert len(str(e.value).splitlines()) == 1

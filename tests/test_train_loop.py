@@ -820,7 +820,7 @@ def test_soft_targets_another_model_of_the_same_kind_of_device_computed_are_reus
     against a chunk recording no description (before session 46)."""
     import logging
 
-    from redrafter_trt.io import read_safetensors, write_safetensors
+    from redrafter_trt.io import read_metadata, read_safetensors, write_safetensors
     from redrafter_trt.train import chunks
 
     monkeypatch.setattr(objective, "CHUNK_ROWS", 8)
@@ -829,7 +829,7 @@ def test_soft_targets_another_model_of_the_same_kind_of_device_computed_are_reus
     monkeypatch.setattr(chunks, "describe_device", lambda device: "cpu x86_64 with native bfloat16")
     whole = Teacher.cached(folder, feats, rows, k=4, weight=0.5, metadata={"base_id": "base"})
     chunk_files = sorted(folder.glob("*.safetensors"))
-    assert chunks.recorded_by(chunk_files[0]) == \
+    assert read_metadata(chunk_files[0]) == \
         {"base_id": "base", "device": "cpu", "device_name": "cpu x86_64 with native bfloat16"}
     monkeypatch.setattr(objective, "top_k", lambda *a, **k: pytest.fail("the soft targets were computed again"))
     monkeypatch.setattr(chunks, "describe_device", lambda device: "cpu x86_64 without native bfloat16")

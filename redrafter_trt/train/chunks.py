@@ -65,15 +65,6 @@ def read_chunk(path: Path, rows: torch.Tensor,
     return saved, recorded
 
 
-def recorded_by(path: Path) -> dict[str, str]:
-    """What a cache file's metadata records of the run that wrote it, its tensors left unread (distill's batch files,
-    checked before their answers are needed)."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return f.metadata() or {}
-
-
 def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 

@@ -7,11 +7,13 @@ states at the answer positions come out of generation for free and are kept, so 
 teacher-forced pass. Each batch's answers go to `answers.jsonl` (torchrun's rank N: `answers.rankN.jsonl`) and
 its hidden states to one safetensors file as soon as it finishes (recording the device and dtype that wrote it, as a
 chunk does: chunks.computed_on), keyed by a hash of the prompt's token ids: an interrupted run resumes where it stopped
-and a second run with the same prompts generates nothing.
+and a second run with the same prompts generates nothing (but the prompts of a batch file it cannot read:
+drop_unreadable).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
@@ -25,8 +27,11 @@ from typing import Callable, Iterator
 
 import torch
 
+from ..errors import CorruptFileError, TensorError
+from ..io import read_metadata, read_tensor
+from ..plural import counted
 from ..tokens import eos_ids
-from .chunks import computed_on, recorded_by, sweep_idle, warn_computed_elsewhere, writing_into
+from .chunks import computed_on, sweep_idle, warn_computed_elsewhere, writing_into
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +45,8 @@ class CachedHidden:
 
     def load(self) -> torch.Tensor:
         """[n, H] float16 (float32 past its range): the base's last hidden state at each position that predicted
-        an answer token."""
-        from safetensors import safe_open
-
-        with safe_open(str(self.path), framework="pt") as f:
-            return f.get_tensor(self.key)
+        an answer token. distill read the file's header: one that cannot be read now was removed or broken since."""
+        return read_tensor(self.path, self.key, fix="delete it and rerun (its prompts are distilled again)")
 
 
 def turn_end_ids(tokenizer) -> set[int]:
@@ -105,6 +107,30 @@ def _index_lines(folder: Path) -> Iterator[dict]:
                 if isinstance(rec, dict) and isinstance(rec.get("key"), str) and isinstance(rec.get("file"), str) \
                         and isinstance(rec.get("answer_ids"), list):
                     yield rec
+
+
+def drop_unreadable(folder: Path, done: dict[str, tuple[list[int], str]]) -> list[dict[str, str]]:
+    """What each batch file `done` (read_cache's) names records of the run that wrote it, read before the base is
+    loaded (or not). A file that cannot be read is named in one warning and its answers dropped from `done`, to be
+    distilled again, as an unreadable chunk of hidden states is computed again. A file whose bytes are broken (cut short
+    by a copy broken off or a disk filled up on another host, bit rot) is removed: no run can read it, and a run finding
+    it too finds it gone or removes it too. One this process cannot open (another user's, an I/O error of this host) is
+    left: another run may be reading it."""
+    by_file: dict[str, list[str]] = {}
+    for key, (_, name) in done.items():
+        by_file.setdefault(name, []).append(key)
+    recorded = []
+    for name, keys in sorted(by_file.items()):
+        try:
+            recorded.append(read_metadata(folder / name, fix=f"distilling its {counted(len(keys), 'prompt')} again"))
+        except TensorError as e:
+            log.warning("%s", e)
+            for key in keys:
+                del done[key]
+            if isinstance(e, CorruptFileError):
+                with contextlib.suppress(OSError):  # another user's in a sticky folder, only theirs to remove: left
+                    (folder / name).unlink()
+    return recorded
 
 
 def sweep_unindexed(folder: Path) -> None:
@@ -215,8 +241,7 @@ def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: P
     keys = [prompt_key(p, cap) for p, cap in zip(prompts, caps)]
     sweep_idle(folder, sweep_unindexed)
     done = read_cache(folder, set(keys))
-    warn_computed_elsewhere("distilled answers", [(folder, recorded_by(folder / name))
-                                                  for name in {done[k][1] for k in keys if k in done}],
+    warn_computed_elsewhere("distilled answers", [(folder, recorded) for recorded in drop_unreadable(folder, done)],
                             computed_on(device))
     # an answer ends at its turn's end as at an EOS: a ChatML base whose EOS is <|endoftext|> (Qwen2's base models)
     # once answered on past <|im_end|> into turns of its own making, up to --distill-max-new-tokens, and the drafter
