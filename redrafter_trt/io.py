@@ -67,13 +67,13 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     return read_safetensors_and_metadata(path)[0]
 
 
-def read_safetensors_and_metadata(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def read_safetensors_and_metadata(path: Path, fix: str = REEXPORT) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """A safetensors file's tensors and the metadata of its header, read in one opening."""
-    with _open(path) as f:
+    with _open(path, fix) as f:
         try:
             return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
         except (SafetensorError, OSError, ValueError) as e:
-            raise TensorError(f"{path} is truncated or corrupted ({e}): re-download or re-export it") from None
+            raise TensorError(f"{path} is truncated or corrupted ({e}): {fix}") from None
 
 
 def read_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:

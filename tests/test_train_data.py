@@ -1340,3 +1340,20 @@ def test_an_interrupt_while_waiting_for_a_folders_lock_leaves_no_descriptor_open
     with pytest.raises(KeyboardInterrupt), chunks.writing_into(tmp_path / "f"):
         pass
     assert set(os.listdir("/proc/self/fd")) == before
+
+
+def test_an_unreadable_chunk_is_named_once_and_computed_again(tmp_path, caplog):
+    """A chunk cut short (a disk filled up, a partial copy) is one warning saying it is computed again: the advice
+    for a broken download ('re-download or re-export it') came first, then ': computing it again'."""
+    import logging
+
+    from redrafter_trt.train.chunks import read_chunk, write_chunk
+
+    path, rows = tmp_path / "00000-of-00001.safetensors", torch.arange(4)
+    write_chunk(path, {"rows": rows, "hidden": torch.ones(4, 3)}, {"dtype": "float32"})
+    assert read_chunk(path, rows, {"dtype": "float32"})[0]["hidden"].shape == (4, 3)
+    path.write_bytes(path.read_bytes()[:-5])
+    with caplog.at_level(logging.WARNING):
+        assert read_chunk(path, rows, {"dtype": "float32"}) is None
+    assert caplog.text.count(str(path)) == 1 and "is truncated" in caplog.text, caplog.text
+    assert caplog.text.rstrip().endswith(": computing it again") and "re-download" not in caplog.text

@@ -46,9 +46,9 @@ def read_chunk(path: Path, rows: torch.Tensor,
     its metadata that it was computed otherwise than `computed_as` says (hidden states of another dtype). A chunk
     recording nothing of a key (written before it was recorded) is reused."""
     try:
-        saved, recorded = read_safetensors_and_metadata(path)
+        saved, recorded = read_safetensors_and_metadata(path, fix="computing it again")
     except TensorError as e:
-        log.warning("%s: computing it again", e)
+        log.warning("%s", e)
         return None
     if not torch.equal(saved.get("rows", torch.empty(0)), rows) or len(saved) < 2 or \
             any(t.shape[:1] != (len(rows),) for t in saved.values()):
