@@ -36,7 +36,7 @@ def _entries(cache, base, tag):
         for dtype in ("float32", "bfloat16"):
             (cache / f"distill-{ident}-{dtype}").mkdir()
             (cache / f"distill-{ident}-{dtype}" / "hidden-x.safetensors").write_bytes(b"h" * 1000)
-        for kind in ("hidden", "teacher"):  # features.hidden_folder, loop's soft targets
+        for kind in ("hidden", "teacher"):  # features.hidden_folder, objective.soft_target_cache
             chunks = cache / f"{kind}-{ident}-bfloat16-{tag}"
             chunks.mkdir()
             write_safetensors(chunks / "00000-of-00002.safetensors", {"x": torch.zeros(4)}, {"base_id": ident})

@@ -464,7 +464,7 @@ def test_the_hidden_state_bar_starts_at_what_an_interrupted_run_cached():
     """A rerun after an interrupted teacher-forced pass reads the chunks cached so far: its bar starts there, and its
     rate and ETA count only the examples this run computes (not those read in the first moment)."""
     from redrafter_trt.cli.train_cmd import _Bars
-    from redrafter_trt.train.loop import Progress
+    from redrafter_trt.train.progress import Progress
 
     bars = _Bars()
     bars(Progress("hidden", 16, 38))

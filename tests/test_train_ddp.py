@@ -20,13 +20,13 @@ SCRIPT = """
 import os, sys, torch
 from pathlib import Path
 from redrafter_trt.train import TrainConfig, train_drafter
-from redrafter_trt.train import loop
+from redrafter_trt.train import steps
 seen = []
-real = loop.drafter_step
+real = steps.drafter_step
 def spy(drafter, *a, **k):  # record every rank's parameters before each step: they must stay equal
     seen.append(torch.cat([p.detach().flatten() for p in drafter.parameters()]))
     return real(drafter, *a, **k)
-loop.drafter_step = spy
+steps.drafter_step = spy
 tmp = Path(sys.argv[1])
 train_drafter(TrainConfig(base=Path(sys.argv[2]), data=[tmp / "qa.jsonl"], output=tmp / "out", cache_dir=tmp / "cache",
                           max_steps=4, batch_size=32, predict_n=2))
@@ -76,7 +76,7 @@ def test_process_group_follows_the_device(monkeypatch):
     """torchrun's ranks join gloo for --device cpu (even on a host with GPUs), and for --device cuda / cuda:N each
     takes its LOCAL_RANK's GPU with NCCL for GPU tensors and gloo for CPU ones (the kept-vocabulary vote is a CPU
     tensor: NCCL alone refuses it)."""
-    from redrafter_trt.train import loop
+    from redrafter_trt.train import torchrun
 
     joined, gpus, timeouts = [], [], []
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
@@ -87,10 +87,10 @@ def test_process_group_follows_the_device(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("LOCAL_RANK", "1")
-    assert loop._dist("cpu") == (1, 2)
-    assert loop._dist("cuda") == (1, 2) and loop._dist("cuda:0") == (1, 2)
+    assert torchrun._dist("cpu") == (1, 2)
+    assert torchrun._dist("cuda") == (1, 2) and torchrun._dist("cuda:0") == (1, 2)
     assert joined == ["gloo", "cpu:gloo,cuda:nccl", "cpu:gloo,cuda:nccl"] and gpus == [1, 1]
-    assert set(timeouts) == {loop.DIST_TIMEOUT} and loop.DIST_TIMEOUT.total_seconds() >= 6 * 3600  # hours of distilling
+    assert set(timeouts) == {torchrun.DIST_TIMEOUT} and torchrun.DIST_TIMEOUT.total_seconds() >= 6 * 3600  # hours of distilling
 
 
 
@@ -98,18 +98,18 @@ def test_a_group_joined_for_training_is_left_destroyed_unless_a_gpu_rank_failed(
     """gloo's group left to the interpreter's exit sometimes aborted a finished rank (SIGABRT): the group train joins
     is destroyed after it, and after a failure on CPU; a failed GPU rank leaves its NCCL group (destroying it can
     wait on peers stuck in a collective)."""
-    from redrafter_trt.train import loop
+    from redrafter_trt.train import torchrun
 
     joined, destroyed = [], []
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: bool(joined) and not destroyed)
-    monkeypatch.setattr(loop, "_dist", lambda device: joined.append(device) or (0, 2))
+    monkeypatch.setattr(torchrun, "_dist", lambda device: joined.append(device) or (0, 2))
     monkeypatch.setattr(torch.distributed, "destroy_process_group", lambda: destroyed.append(True))
     for device, fails, destroys in (("cpu", False, True), ("cuda", False, True), ("cpu", True, True),
                                     ("cuda", True, False)):
         joined.clear()
         destroyed.clear()
         with contextlib.suppress(RuntimeError):
-            with loop._process_group(device) as (rank, world):
+            with torchrun.process_group(device) as (rank, world):
                 assert (rank, world) == (0, 2)
                 if fails:
                     raise RuntimeError("a collective failed")
@@ -177,19 +177,19 @@ def test_a_rank_that_fails_ends_the_others_with_one_line(tmp_path):
 KILLED_ON_RANK_1 = """
 import os, sys, time
 from redrafter_trt.cli import main
-from redrafter_trt.train import loop
-real, calls = loop.drafter_step, []
+from redrafter_trt.train import loop, steps
+real, calls = steps.drafter_step, []
 def step(*a, **k):  # rank 1 is killed (out of memory, a node lost) in its 6th step
     calls.append(1)
     if os.environ["RANK"] == "1" and len(calls) == 6:
         os._exit(137)
     return real(*a, **k)
-loop.drafter_step = step
-real_save = loop._save_state
+steps.drafter_step = step
+real_save = loop.save_state
 def slow_save(*a, **k):  # rank 0's save outlasts torchrun's SIGTERM (0.1 s after rank 1's death), as a large one does
     time.sleep(2)
     return real_save(*a, **k)
-loop._save_state = slow_save
+loop.save_state = slow_save
 main(["train", "--base", sys.argv[2], "--data", sys.argv[1] + "/qa.jsonl", "--output", sys.argv[1] + "/out",
       "--cache-dir", sys.argv[1] + "/cache", "--max-steps", "50", "--batch-size", "8", "--predict-n", "2"])
 """
@@ -211,11 +211,11 @@ def test_a_rank_left_by_an_interrupted_rank_points_to_resume():
     import pytest
 
     from redrafter_trt.errors import PeerError
-    from redrafter_trt.train import loop
+    from redrafter_trt.train import torchrun
 
     with pytest.raises(PeerError, match=r"fix its error and rerun, or, if it was interrupted and saved the training "
                                         r"state, rerun with --resume"):
-        with loop._peers():
+        with torchrun.collective():
             raise RuntimeError("[../third_party/gloo/gloo/transport/tcp/pair.cc:534] Connection closed by peer")
 
 
@@ -223,9 +223,9 @@ GLOBAL_BATCH = """
 import os, sys, torch
 from pathlib import Path
 from redrafter_trt.train import TrainConfig, train_drafter
-from redrafter_trt.train import loop
+from redrafter_trt.train import steps
 tmp, rank, seen = Path(sys.argv[1]), os.environ["RANK"], {}
-real_step, real_clip = loop.drafter_step, torch.nn.utils.clip_grad_norm_
+real_step, real_clip = steps.drafter_step, torch.nn.utils.clip_grad_norm_
 def step(drafter, head, embed, feats, idx, k, **kw):  # the first step's inputs, to redo it in one process
     if not seen:
         seen.update(drafter={n: p.detach().clone() for n, p in drafter.state_dict().items()}, head=head.weight.detach().clone(),
@@ -240,7 +240,7 @@ def clip(params, norm):  # the gradients the ranks agreed on, before clipping
     if "grads" not in seen:
         seen["grads"] = [p.grad.clone() for p in params]
     return real_clip(params, norm)
-loop.drafter_step, torch.nn.utils.clip_grad_norm_ = step, clip
+steps.drafter_step, torch.nn.utils.clip_grad_norm_ = step, clip
 train_drafter(TrainConfig(base=Path(sys.argv[2]), data=[tmp / "qa.jsonl"], output=tmp / "out", cache_dir=tmp / "cache",
                           max_steps=1, batch_size=64, predict_n=3, soft_target=0, train_dtype="float32",
                           eval_examples=0), on_progress=lambda p: p.stats and seen.setdefault("top1", p.stats.top1))
@@ -330,7 +330,7 @@ def test_a_resume_where_rank_0_has_no_state_stops_every_rank(tmp_path):
     # rank 1's is another run's, on the same options
     proc = torchrun(NODES.replace("from redrafter_trt.cli import main", "from redrafter_trt.cli import main\n"
                                   "from redrafter_trt.train import loop\n"
-                                  "loop._refuse_other = lambda *a, **k: None"), tmp_path, base, fails=True)
+                                  "loop.refuse_other = lambda *a, **k: None"), tmp_path, base, fails=True)
     line = ("error: --resume: no training state at out.train-state.pt (a run interrupted before its first step saves "
             "none): run without --resume (the answers and hidden states cached so far are reused)")
     assert proc.stderr.count(line) == 2, proc.stderr[-3000:]

@@ -95,20 +95,19 @@ def test_soft_targets_cached_under_an_earlier_versions_key_are_read(chat_base, q
     import shutil
 
     from redrafter_trt.io import read_safetensors, write_safetensors
-    from redrafter_trt.train import loop
 
-    keyed, real_key = [], loop.cache_key
-    monkeypatch.setattr(loop, "cache_key", lambda *a: keyed.append(a) or real_key(*a))
+    keyed, real_key = [], objective.cache_key
+    monkeypatch.setattr(objective, "cache_key", lambda *a: keyed.append(a) or real_key(*a))
     first = _tensors(train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4, full_vocab=True)))
     cache = tmp_path / "cache"
     (folder,) = cache.glob("teacher-*")
     bid, examples = keyed[-1]
-    assert loop.soft_target_cache(cache, bid, examples, None, torch.device("cuda"))[0] == folder  # whatever computes
+    assert objective.soft_target_cache(cache, bid, examples, None, torch.device("cuda"))[0] == folder  # whatever computes
     (chunk,) = folder.glob("*.safetensors")
     saved = read_safetensors(chunk)
     shutil.rmtree(folder)  # as a version before session 45 left the cache
 
-    def earlier_key(device: str) -> str:  # as loop keyed them before (the whole vocabulary kept)
+    def earlier_key(device: str) -> str:  # as train keyed them before (the whole vocabulary kept)
         key = hashlib.sha1(f"{real_key(bid, examples)} 16 {device}".encode())
         key.update(b"all")
         return key.hexdigest()[:16]
@@ -204,13 +203,13 @@ def _signal_ctrl_c_then_run(real):
     return ctrl_c_inside
 
 
-@pytest.mark.parametrize("where, interrupting", [("evaluate", _raise_ctrl_c), ("_save_state", _signal_ctrl_c_then_run)])
+@pytest.mark.parametrize("where, interrupting", [("evaluate", _raise_ctrl_c), ("save_state", _signal_ctrl_c_then_run)])
 def test_ctrl_c_at_the_end_of_the_last_step_keeps_every_step(chat_base, qa_file, tmp_path, monkeypatch, python_ctrl_c,
                                                              caplog, where, interrupting):
     """evaluate: the state of the last step was saved only after the held-out evaluation and the drafter, so a Ctrl-C
     (or a full disk) there lost every step since the last checkpoint (up to 199); a review: the CLI then said only
     "interrupted", with no word of the saved state or --resume; it says both now.
-    _save_state: the last step's state was saved with Ctrl-C and SIGTERM free to land inside the save (seconds for a
+    save_state: the last step's state was saved with Ctrl-C and SIGTERM free to land inside the save (seconds for a
     large drafter and its optimizer), losing every step since the last checkpoint, and --resume then said to run once
     without it."""
     from redrafter_trt.train import loop
@@ -331,17 +330,17 @@ def test_a_rerun_without_resume_says_it_drops_an_interrupted_runs_steps(chat_bas
     with pytest.raises(KeyboardInterrupt):
         train_drafter(cfg, on_progress=interrupt)
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="redrafter_trt.train.loop"):
+    with caplog.at_level(logging.WARNING, logger="redrafter_trt.train.state"):
         train_drafter(_cfg(chat_base, qa_file, tmp_path))
-    said = [r.getMessage() for r in caplog.records if r.name == "redrafter_trt.train.loop"]
+    said = [r.getMessage() for r in caplog.records if r.name == "redrafter_trt.train.state"]
     assert said == [f"starting over: removed {cfg.state_path}, the state of an interrupted run after step 6 of 8 "
                     f"(--resume continues such a run)"]
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="redrafter_trt.train.loop"):
+    with caplog.at_level(logging.WARNING, logger="redrafter_trt.train.state"):
         train_drafter(_cfg(chat_base, qa_file, tmp_path, output=tmp_path / "again"))  # the finished run's state is apart
         cfg.output.rename(tmp_path / "gone")
         train_drafter(_cfg(chat_base, qa_file, tmp_path))
-    assert not [r for r in caplog.records if r.name == "redrafter_trt.train.loop"]
+    assert not [r for r in caplog.records if r.name == "redrafter_trt.train.state"]
 
 
 def test_a_diverging_run_stops_and_writes_no_drafter(chat_base, qa_file, tmp_path):
@@ -387,13 +386,14 @@ def test_soft_targets_with_fewer_kept_tokens_than_k():
 def test_batches_cover_every_anchor_of_a_larger_shard_and_take_any_seed():
     """Under torchrun every rank takes the steps the smallest shard gives; a rank with more anchors draws them
     from all of its own, a fresh permutation each epoch. Any --seed up to 2**63 - 1 works."""
-    from redrafter_trt.train.loop import _batch, steps_per_epoch
+    from redrafter_trt.train.steps import batch_anchors, steps_per_epoch
 
     n, per_epoch, batch = 888, steps_per_epoch(612, 64), 64
-    seen = torch.cat([_batch(step, n, per_epoch, batch, seed=1, rank=0) for step in range(per_epoch * 12)])
+    seen = torch.cat([batch_anchors(step, n, per_epoch, batch, seed=1, rank=0) for step in range(per_epoch * 12)])
     assert seen.max() < n and len(set(seen.tolist())) == n  # 12 epochs: all 888 anchors, not only the first 612
-    assert not torch.equal(_batch(0, n, per_epoch, batch, 1, rank=0), _batch(0, n, per_epoch, batch, 1, rank=1))
-    assert len(_batch(5, n, per_epoch, batch, seed=2 ** 63 - 1)) == batch
+    assert not torch.equal(batch_anchors(0, n, per_epoch, batch, 1, rank=0),
+                           batch_anchors(0, n, per_epoch, batch, 1, rank=1))
+    assert len(batch_anchors(5, n, per_epoch, batch, seed=2 ** 63 - 1)) == batch
 
 
 def test_pruned_head_loss_is_the_full_vocabulary_loss():
@@ -558,11 +558,11 @@ def test_a_resume_under_another_number_of_ranks_is_refused(chat_base, qa_file, t
     """A run resumed under torchrun with another number of ranks went on silently with other shards and batches
     (with --max-steps the step count matched, so nothing was compared that told): no longer the interrupted run."""
     from redrafter_trt.errors import ConfigError
-    from redrafter_trt.train import loop
+    from redrafter_trt.train import loop, torchrun
 
     train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4))
-    monkeypatch.setattr(loop, "_dist", lambda device: (0, 2))
-    monkeypatch.setattr(loop, "_same_state_on_every_rank", lambda *a: None)  # a collective: no peer rank here
+    monkeypatch.setattr(torchrun, "_dist", lambda device: (0, 2))
+    monkeypatch.setattr(loop, "same_state_on_every_rank", lambda *a: None)  # a collective: no peer rank here
     monkeypatch.setattr(loop, "build_examples", lambda *a, **k: pytest.fail("examples built before the refusal"))
     with pytest.raises(ConfigError, match=re.escape("saved with different number of torchrun ranks (WORLD_SIZE) "
                                                     "(1 then, 2 now)")):
@@ -706,31 +706,31 @@ def test_a_rerun_without_resume_says_it_drops_a_run_interrupted_after_its_last_s
         train_drafter(cfg)
     monkeypatch.setattr(loop, "evaluate", real)
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="redrafter_trt.train.loop"):
+    with caplog.at_level(logging.WARNING, logger="redrafter_trt.train.state"):
         train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4))
-    said = [r.getMessage() for r in caplog.records if r.name == "redrafter_trt.train.loop"]
+    said = [r.getMessage() for r in caplog.records if r.name == "redrafter_trt.train.state"]
     assert said == [f"starting over: removed {cfg.state_path}, the state of a run interrupted after its last step (4) "
                     f"before its drafter was written (--resume writes it without training again)"]
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="redrafter_trt.train.loop"):  # that rerun finished: quiet again
+    with caplog.at_level(logging.WARNING, logger="redrafter_trt.train.state"):  # that rerun finished: quiet again
         train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4))
-    assert not [r for r in caplog.records if r.name == "redrafter_trt.train.loop"]
+    assert not [r for r in caplog.records if r.name == "redrafter_trt.train.state"]
 
 
 def test_each_epoch_trains_its_last_partial_batch_and_resumes_after_it(chat_base, qa_file, tmp_path, monkeypatch):
     """An epoch's last partial batch was dropped (steps per epoch = anchors // batch): a small dataset lost up to a
     batch less one of its anchors every epoch. Each epoch now trains every anchor once, the bar's total counts the
     partial steps, and a run interrupted after one resumes bit for bit."""
-    from redrafter_trt.train import loop
+    from redrafter_trt.train import steps
 
-    real, batches = loop.drafter_step, []
+    real, batches = steps.drafter_step, []
 
     def spy(drafter, head, embed, feats, idx, k, **kw):
         if "later_sharpness" in kw:  # a training step (the evaluation passes none)
             batches.append((len(feats.anchors), idx.tolist()))
         return real(drafter, head, embed, feats, idx, k, **kw)
 
-    monkeypatch.setattr(loop, "drafter_step", spy)
+    monkeypatch.setattr(steps, "drafter_step", spy)
     kw = dict(max_steps=None, epochs=2, batch_size=1500, checkpoint_every=100)
     totals = []
     whole = _tensors(train_drafter(_cfg(chat_base, qa_file, tmp_path / "whole", **kw),
@@ -770,13 +770,13 @@ def test_an_interruption_before_the_first_saved_step_says_to_rerun_without_resum
     """Ctrl-C while the base's hidden states were cached (or while distilling, or in the first step) said only
     'interrupted', and the --resume that an interruption in training asks for was then refused as 'no training
     state ...: run once without --resume'; the interruption now says to rerun without it."""
-    from redrafter_trt.train import loop
+    from redrafter_trt.train import steps
 
     def ctrl_c(*a, **k):
         raise KeyboardInterrupt
 
     if stage == "first step":
-        monkeypatch.setattr(loop, "drafter_step", ctrl_c)
+        monkeypatch.setattr(steps, "drafter_step", ctrl_c)
     with pytest.raises(KeyboardInterrupt):
         train_drafter(_cfg(chat_base, qa_file, tmp_path), on_progress=lambda p: p.stage == stage and ctrl_c())
     assert "interrupted before the first training step was saved: rerun without --resume" in caplog.text
@@ -791,7 +791,7 @@ def test_a_resumed_run_interrupted_before_its_first_step_says_to_resume_again(ch
     kept, nor to --resume again. It now says both, in one line."""
     import shutil
 
-    from redrafter_trt.train import loop
+    from redrafter_trt.train import steps
 
     def ctrl_c(*a, **k):
         raise KeyboardInterrupt
@@ -802,7 +802,7 @@ def test_a_resumed_run_interrupted_before_its_first_step_says_to_resume_again(ch
     shutil.rmtree(cfg.cache_dir)
     cfg.resume = True
     if stage == "first step":
-        monkeypatch.setattr(loop, "drafter_step", ctrl_c)
+        monkeypatch.setattr(steps, "drafter_step", ctrl_c)
     caplog.clear()
     with pytest.raises(KeyboardInterrupt), caplog.at_level("WARNING"):
         train_drafter(cfg, on_progress=lambda p: p.stage == stage and ctrl_c())

@@ -1,4 +1,5 @@
-"""Accuracy of a saved drafter on the base's own greedy answers to prompts it was not trained on (for
+"""Accuracy of a drafter over a set of anchors (`evaluate`: train's held-out examples, or its training set when it
+has none), and of a saved drafter on the base's own greedy answers to prompts it was not trained on (for
 example MT-Bench first turns): per-step top-1, chained accuracy and the expected tokens per step at beam
 width 1 (1 + sum of chained accuracies), a cheap proxy for what `bench` will measure. Its cached answers are the
 training cache's (cache.py): registered under the base's id, and those of an earlier version of the base removed."""
@@ -12,13 +13,31 @@ import torch
 from ..config import BaseModelConfig, max_positions, read_json
 from ..drafter import Drafter, load_drafter
 from ..errors import ConfigError
+from .base import base_tensors, load_tokenizer
 from .data import prompt_ids, read_conversations
 from .cache import prune_superseded, using
 from .dataset import base_id, base_key, distill_folder, distilled_example, learnable
 from .distill import distill
-from .features import build_features
-from .loop import base_tensors, evaluate, load_tokenizer
-from .objective import Head
+from .features import Features, build_features
+from .objective import Head, drafter_step
+
+
+@torch.no_grad()
+def evaluate(drafter: Drafter, head: Head, embed: torch.Tensor, feats: Features, k: int, batch: int = 512) -> dict:
+    """Per-step top-1 and chained accuracy over every anchor, and the expected tokens per step at beam width 1
+    (1 + sum of chained accuracies)."""
+    correct, valid = [], []
+    for s in range(0, len(feats.anchors), batch):
+        idx = torch.arange(s, min(s + batch, len(feats.anchors)), device=feats.anchors.device)
+        r = drafter_step(drafter, head, embed, feats, idx, k)
+        correct.append(r.correct)
+        valid.append(r.valid)
+    c, v = torch.cat(correct), torch.cat(valid)
+    n = v.sum(0).clamp(min=1)
+    top1 = (c.sum(0) / n).tolist()
+    chained = ((c.cumprod(1).bool() & v).sum(0) / n).tolist()
+    return {"anchors": len(feats.anchors), "top1": [round(x, 4) for x in top1],
+            "chained": [round(x, 4) for x in chained], "tokens_per_step_beam1": round(1 + sum(chained), 3)}
 
 
 def evaluate_on_prompts(drafter_dir: Path, base: Path, prompts_file: Path, cache_dir: Path, *, num_prompts: int = 40,

@@ -17,6 +17,7 @@ The final projection [V, E] is nearly all of the cost (V = 49152 for SmolLM2). T
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from ..drafter import Drafter
 from ..errors import TensorError
 from ..io import all_finite, read_safetensors
 from .chunks import chunk_name, computed_on, read_chunk, warn_computed_elsewhere, write_chunk, writing_pass
-from .features import Features
+from .features import Features, cache_key
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ class FusedCrossEntropy(torch.autograd.Function):
 # blocks as a whole pass): an interruption loses at most this chunk, 4.5 MB, minutes of an 8B base's full head in
 # float32 on a GPU
 CHUNK_ROWS = 1 << 15
+TEACHER_TOP_K = 16  # tokens of the base's distribution kept per position for soft targets
 
 
 @torch.no_grad()
@@ -209,6 +211,24 @@ def _read_single(path: Path, shape: tuple[int, int]) -> tuple[torch.Tensor, torc
         return None
     log.info("reusing cached soft targets %s", path)
     return ids.long(), probs
+
+
+def soft_target_cache(cache_dir: Path, bid: str, examples: list, keep: torch.Tensor | None,
+                      device: torch.device) -> tuple[Path, list[tuple[str, Path]]]:
+    """The soft targets' chunk folder for the anchors of `examples` under the base `bid`, TEACHER_TOP_K and the kept
+    head rows `keep` (None: all), whatever kind of device computes them (named by the base id, as hidden-* folders are,
+    for cache.prune_superseded); and the single files versions before session 45 kept them in, their key naming the
+    kind of device too: this device's kind first, then the others'."""
+    data = f"{cache_key(bid, examples)} {TEACHER_TOP_K}"
+    rows = b"all" if keep is None else keep.cpu().numpy().tobytes()
+
+    def name(key: str) -> str:
+        return hashlib.sha1(key.encode() + rows).hexdigest()[:16]
+
+    kinds = [device.type, *(kind for kind in ("cuda", "cpu") if kind != device.type)]
+    return (cache_dir / f"teacher-{bid}-{name(data)}",
+            [(kind, cache_dir / f"teacher-{name(f'{data} {kind}')}.safetensors") for kind in kinds])
+
 
 @dataclass
 class Head:

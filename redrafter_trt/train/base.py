@@ -1,0 +1,41 @@
+"""What training reads from the base's folder besides its hidden states: its tokenizer, and its input embedding and
+output head (lazily, as tensors)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..errors import ConfigError, TokenizerError
+from ..io import TensorSource
+
+
+def base_tensors(base: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """(embed_tokens [V, H], lm_head [V, H]) read lazily from the base folder."""
+    src = TensorSource.from_hf_folder(base)
+    names = src.names()
+    emb_name = next((n for n in ("model.embed_tokens.weight", "embed_tokens.weight") if n in names), None)
+    if emb_name is None:
+        raise ConfigError(f"{base} has no model.embed_tokens.weight: only Llama/Qwen2-style bases are supported")
+    embed = src.get(emb_name).float()
+    head = src.get("lm_head.weight").float() if "lm_head.weight" in names else embed
+    src.close()
+    return embed, head
+
+
+def load_tokenizer(base: Path, vocab_size: int | None = None):
+    """The base's tokenizer, or a ConfigError when its folder has none that loads, or one with more tokens than the
+    model's vocab_size (its ids past the embedding crashed the base's first forward pass)."""
+    from ..tokens import auto_tokenizer
+
+    fix = "copy the base's tokenizer files (tokenizer.json, tokenizer_config.json) into it"
+    try:
+        tokenizer = auto_tokenizer(base)
+    except TokenizerError as e:
+        raise ConfigError(f"{base} has no usable tokenizer ({e}): "
+                          f"{fix}") from None
+    if vocab_size is not None and len(tokenizer) > vocab_size:  # as run refuses it
+        raise ConfigError(f"the tokenizer in {base} has {len(tokenizer)} tokens but the model's vocab_size is "
+                          f"{vocab_size}: it is another model's; {fix}")
+    return tokenizer

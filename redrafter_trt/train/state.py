@@ -1,0 +1,167 @@
+"""The training state (`TrainConfig.state_path`, next to the output) that --resume continues from: saving it, reading
+it, refusing one saved with other options (named as the options the user changed), and the earlier run's state a
+new run removes (saying so when that run was interrupted).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from ..drafter import Drafter, DrafterConfig
+from ..errors import ConfigError
+from .config import TrainConfig
+from .dataset import base_id, dtype_name
+from .objective import Head
+from .torchrun import all_reduce
+
+log = logging.getLogger(__name__)
+
+
+def drafter_arch(cfg: TrainConfig, base_config: dict) -> dict:
+    """The drafter shape new_drafter makes, as its config's JSON, known before any work."""
+    H = int(base_config["hidden_size"])
+    return DrafterConfig(hidden_size=H, exit_dim=cfg.exit_dim or H, num_draft_layers=cfg.num_draft_layers,
+                         rnn=cfg.rnn, vocab_size=int(base_config["vocab_size"]), predict_n=cfg.predict_n).to_json()
+
+
+def resume_options(cfg: TrainConfig, device: torch.device, world: int = 1) -> dict:
+    """What a resumed run must share with the interrupted one, besides the drafter's shape and the number of steps:
+    every option that changes a step, the base and the data (computed once per run: it reads every data file). The
+    dtypes as resolved on `device`: an `auto` resumed on another machine or device may resolve to another one. The
+    number of torchrun ranks: each rank's shard of the data and its batches follow from it."""
+    data = hashlib.sha1()
+    for path in cfg.data:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                data.update(block)
+    return {"base": base_id(cfg.base), "batch_size": cfg.batch_size, "seed": cfg.seed,
+            "soft_target": cfg.soft_target, "later_sharpness": cfg.later_sharpness, "step_decay": cfg.step_decay,
+            "lr": cfg.lr, "train_dtype": dtype_name(cfg.torch_dtype(cfg.train_dtype, device)),
+            "train_head": cfg.train_head, "full_vocab": cfg.full_vocab, "max_seq_len": cfg.max_seq_len,
+            "distill": cfg.distill, "distill_max_new_tokens": cfg.distill_max_new_tokens,
+            "base_dtype": dtype_name(cfg.torch_dtype(cfg.base_dtype, device)),
+            "max_examples": cfg.max_examples, "eval_examples": cfg.eval_examples, "data": data.hexdigest(),
+            "ranks": world, "extra": cfg.extra}
+
+
+def save_state(cfg: TrainConfig, drafter: Drafter, head: Head, opt, step: int, same: dict) -> None:
+    """same: what a resume must share with this run (`resume_options`, the drafter's shape, the steps), saved for it to
+    compare."""
+    tmp = cfg.state_path.with_suffix(".partial")
+    cfg.state_path.parent.mkdir(parents=True, exist_ok=True)
+    try:  # one name, not atomic_file's per process: a killed run's partial (the state's size) is replaced, not kept
+        torch.save({"step": step, "drafter": drafter.state_dict(), "optimizer": opt.state_dict(),
+                    "head": head.weight.detach(), "head_keep": head.keep, **same}, tmp)
+        os.replace(tmp, cfg.state_path)
+    finally:  # a failed save (a full disk) left its partial file, holding the space the error asked to free
+        tmp.unlink(missing_ok=True)
+
+
+def pending_marker(cfg: TrainConfig) -> Path:
+    """Marks a state saved after the last step whose drafter is not written yet (the evaluation and the save come
+    after it): without it that state read as a finished run's."""
+    return cfg.state_path.with_suffix(".pending")
+
+
+def remove_earlier_state(cfg: TrainConfig) -> None:
+    """Delete an earlier run's state, with a warning when that run was interrupted: a rerun that left out --resume
+    (which the interruption's own line asked for) once threw its steps away without a word, and one interrupted after
+    its last step (in the evaluation or the drafter's save) was removed as a finished run's."""
+    try:
+        state = read_state(cfg, mmap=True)
+        step, total = int(state["step"]), int(state["total"])
+    except Exception:  # unreadable or of an older layout: nothing to continue from, nothing to say
+        step = total = 0
+    if step < total:
+        log.warning("starting over: removed %s, the state of an interrupted run after step %d of %d (--resume "
+                    "continues such a run)", cfg.state_path, step, total)
+    elif total and pending_marker(cfg).exists():
+        log.warning("starting over: removed %s, the state of a run interrupted after its last step (%d) before its "
+                    "drafter was written (--resume writes it without training again)", cfg.state_path, step)
+    else:
+        log.info("removing %s, the state of an earlier run", cfg.state_path)
+    cfg.state_path.unlink()
+    pending_marker(cfg).unlink(missing_ok=True)
+
+
+def same_state_on_every_rank(cfg: TrainConfig, rank: int, world: int) -> None:
+    """Every torchrun rank loads the state from `cfg.state_path` on its own node, and only rank 0 writes it: a rank on
+    a node that does not share rank 0's disk found none there and said to run without --resume (which deletes rank 0's
+    state), or could find another run's and take other steps than rank 0. Refused on every rank, in one line, unless
+    each holds rank 0's step. Rank 0 without a state: the usual error, `read_state`'s, on every rank (a rank finding
+    another run's state on its node once went on alone, for as long as its shard's distillation took)."""
+    steps = torch.zeros(world, dtype=torch.long)
+    steps[rank] = int(read_state(cfg, mmap=True)["step"]) if cfg.state_path.exists() else -1
+    all_reduce(steps)
+    first, steps = int(steps[0]), steps.tolist()
+    odd = [f"rank {r} has " + ("none" if step < 0 else f"one after step {step}") for r, step in enumerate(steps)
+           if step != first]
+    if first < 0:
+        raise _no_state(cfg)
+    if odd:
+        raise ConfigError(f"--resume: torchrun's rank 0 has the training state after step {first} at "
+                          f"{cfg.state_path}, but at that path {', '.join(odd)}: every rank reads it there on its own "
+                          f"node and only rank 0 writes it, so put --output on a file system every node shares (or "
+                          f"copy the file to that path on each node), then rerun with --resume")
+
+
+def _no_state(cfg: TrainConfig) -> ConfigError:
+    return ConfigError(f"--resume: no training state at {cfg.state_path} (a run interrupted before its first step "
+                       f"saves none): run without --resume (the answers and hidden states cached so far are reused)")
+
+
+def read_state(cfg: TrainConfig, mmap: bool = False) -> dict:
+    if not cfg.state_path.exists():
+        raise _no_state(cfg)
+    return torch.load(cfg.state_path, map_location="cpu", weights_only=True, mmap=mmap)
+
+
+# a resume's compared values -> what the user changed; the others are the option of the key's name, with both values
+CHANGED = {"arch": "drafter shape (--num-draft-layers, --rnn, --exit-dim, --predict-n)",
+           "base": "--base (its config, weights or tokenizer)", "data": "--data (the files' contents)",
+           "train_head": "--freeze-head", "eval_examples": "held-out examples",
+           "total": "number of steps (--max-steps, --epochs)", "ranks": "number of torchrun ranks (WORLD_SIZE)",
+           "extra": "recipe (the quickstart's)",
+           "per_epoch": "steps per epoch (an earlier version's: it left out each epoch's last partial batch)"}
+SAVED_BEFORE = {"ranks": 1, "extra": {}}  # what a state saved before a value was compared holds (ranks: most runs
+                                          # have one; extra: only the quickstart sets it)
+
+
+def resumable(cfg: TrainConfig) -> bool:
+    """Whether `cfg.state_path` holds a state saved with `cfg.extra` (the quickstart's recipe id): a run resumes
+    only such a one. The other options are compared when the run starts."""
+    if not cfg.state_path.exists():
+        return False
+    return read_state(cfg, mmap=True).get("extra", SAVED_BEFORE["extra"]) == cfg.extra
+
+
+def refuse_other(cfg: TrainConfig, state: dict, same: dict, more: tuple[str, ...] = ()) -> None:
+    saved = {key: state.get(key, SAVED_BEFORE.get(key)) for key in same}
+    diff = [CHANGED.get(key, f"--{key.replace('_', '-')}") +
+            ("" if key in ("arch", "base", "data", "train_head", "per_epoch") else f" ({saved[key]} then, {v} now)")
+            for key, v in same.items() if saved[key] != v] + list(more)
+    if diff:
+        raise ConfigError(f"--resume: {cfg.state_path} was saved with different {', '.join(diff)}: "
+                          f"resume with the options of the interrupted run, or start over without --resume")
+
+
+def load_state(cfg: TrainConfig, drafter: Drafter, head: Head, opt, total: int, same: dict) -> int:
+    state = read_state(cfg)
+    refuse_other(cfg, state, same, () if _same_keep(state["head_keep"], head.keep) else
+                  ("data (the kept vocabulary differs)",))
+    drafter.load_state_dict(state["drafter"])
+    with torch.no_grad():
+        head.weight.copy_(state["head"])
+    opt.load_state_dict(state["optimizer"])
+    log.info("resuming at step %d of %d from %s", state["step"], total, cfg.state_path)
+    return int(state["step"])
+
+
+def _same_keep(a: torch.Tensor | None, b: torch.Tensor | None) -> bool:
+    """Saved (CPU) and current (training device) kept rows: equal wherever each lives."""
+    return (a is None and b is None) or (a is not None and b is not None and torch.equal(a.cpu(), b.cpu()))
