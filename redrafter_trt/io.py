@@ -63,8 +63,8 @@ def read_tensor(path: Path, name: str, fix: str = REEXPORT) -> torch.Tensor:
             raise TensorError(f"{path} is truncated or corrupted ({e}): {fix}") from None
 
 
-def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    return read_safetensors_and_metadata(path)[0]
+def read_safetensors(path: Path, fix: str = REEXPORT) -> dict[str, torch.Tensor]:
+    return read_safetensors_and_metadata(path, fix)[0]
 
 
 def read_safetensors_and_metadata(path: Path, fix: str = REEXPORT) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

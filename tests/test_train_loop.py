@@ -865,3 +865,21 @@ def test_a_device_is_described_by_its_model_or_its_bfloat16(monkeypatch):
         monkeypatch.setattr(chunks, "cpu_has_native_bf16", lambda: native)
         assert chunks.describe_device(torch.device("cpu")) == f"cpu {platform.machine()} {said} native bfloat16"
     assert chunks.describe_device(torch.device("meta")) == "meta"
+
+
+def test_an_unreadable_file_of_soft_targets_an_earlier_version_cached_is_one_warning_of_what_happens(tmp_path, caplog):
+    """The single `teacher-KEY.safetensors` of a version before session 45, cut short: its warning gave a broken
+    download's advice, then the action ('...: re-download or re-export it: computing the soft targets again'), as an
+    unreadable chunk's did; it ends in what happens now."""
+    import logging
+
+    from redrafter_trt.io import write_safetensors
+
+    path = tmp_path / "teacher-0123456789abcdef.safetensors"
+    write_safetensors(path, {"ids": torch.zeros(4, 2, dtype=torch.int32), "probs": torch.full((4, 2), 0.5)})
+    assert objective._read_single(path, (4, 2)) is not None
+    path.write_bytes(path.read_bytes()[:-5])
+    with caplog.at_level(logging.WARNING):
+        assert objective._read_single(path, (4, 2)) is None
+    assert caplog.text.count(str(path)) == 1 and "is truncated" in caplog.text, caplog.text
+    assert caplog.text.rstrip().endswith(": computing the soft targets again") and "re-download" not in caplog.text

@@ -202,9 +202,9 @@ def _read_single(path: Path, shape: tuple[int, int]) -> tuple[torch.Tensor, torc
     if not path.exists():
         return None
     try:
-        saved = read_safetensors(path)
+        saved = read_safetensors(path, fix="computing the soft targets again")
     except TensorError as e:
-        log.warning("%s: computing the soft targets again", e)
+        log.warning("%s", e)
         return None
     ids, probs = saved.get("ids"), saved.get("probs")
     if ids is None or probs is None or {tuple(ids.shape), tuple(probs.shape)} != {shape} or not all_finite(probs):
