@@ -1357,3 +1357,33 @@ def test_an_unreadable_chunk_is_named_once_and_computed_again(tmp_path, caplog):
         assert read_chunk(path, rows, {"dtype": "float32"}) is None
     assert caplog.text.count(str(path)) == 1 and "is truncated" in caplog.text, caplog.text
     assert caplog.text.rstrip().endswith(": computing it again") and "re-download" not in caplog.text
+
+
+def test_an_unreadable_file_of_hidden_states_an_earlier_version_cached_is_computed_again(tmp_path, caplog):
+    """The single `hidden-KEY.safetensors` of a version before session 44, cut short (a disk filled up, a partial
+    copy): train stopped with exit 2 and a broken download's advice ('re-download or re-export it', for a cache file);
+    it is one warning saying the hidden states are computed again, as an unreadable chunk is, and removed (read before
+    the chunks, it would be named again at every run)."""
+    import logging
+
+    from transformers import AutoModelForCausalLM
+
+    from redrafter_trt.io import write_safetensors
+    from redrafter_trt.train import features
+
+    examples = _sums([6, 7])
+    _, _, anchors, _ = flatten(examples, tail=4)
+    path = tmp_path / f"hidden-{features.cache_key('base', examples)}.safetensors"
+    write_safetensors(path, {"hidden": torch.randn(len(anchors), 8).half()})
+    path.write_bytes(path.read_bytes()[:-5])
+    base = AutoModelForCausalLM.from_pretrained(make_hf(tmp_path / "base", "llama", vocab_size=128)).eval()
+    with caplog.at_level(logging.WARNING):
+        feats = features.build_features(examples, 2, tmp_path, "base", lambda: base)
+    assert feats.hidden.shape[0] == len(anchors)
+    assert caplog.text.count(str(path)) == 1 and "is truncated" in caplog.text, caplog.text
+    assert "computing the hidden states again" in caplog.text and "re-download" not in caplog.text, caplog.text
+    assert not path.exists()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        again = features.build_features(examples, 2, tmp_path, "base", lambda: pytest.fail("the base ran"))
+    assert torch.equal(again.hidden, feats.hidden) and not caplog.text, caplog.text

@@ -870,7 +870,7 @@ def test_a_device_is_described_by_its_model_or_its_bfloat16(monkeypatch):
 def test_an_unreadable_file_of_soft_targets_an_earlier_version_cached_is_one_warning_of_what_happens(tmp_path, caplog):
     """The single `teacher-KEY.safetensors` of a version before session 45, cut short: its warning gave a broken
     download's advice, then the action ('...: re-download or re-export it: computing the soft targets again'), as an
-    unreadable chunk's did; it ends in what happens now."""
+    unreadable chunk's did; it ends in what happens now, and the file is removed (no run can read it)."""
     import logging
 
     from redrafter_trt.io import write_safetensors
@@ -883,3 +883,4 @@ def test_an_unreadable_file_of_soft_targets_an_earlier_version_cached_is_one_war
         assert objective._read_single(path, (4, 2)) is None
     assert caplog.text.count(str(path)) == 1 and "is truncated" in caplog.text, caplog.text
     assert caplog.text.rstrip().endswith(": computing the soft targets again") and "re-download" not in caplog.text
+    assert not path.exists()  # no run can read it

@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Iterator
 
 import torch
 
-from ..errors import TensorError
+from ..errors import CorruptFileError, TensorError
 from ..io import all_finite, read_safetensors_and_metadata, write_safetensors_stable
 from ..output import atomic_file, sweep_partials
 from .config import cpu_has_native_bf16
@@ -63,6 +63,16 @@ def read_chunk(path: Path, rows: torch.Tensor,
                     _said(other), _said({key: computed_as[key] for key in other}))
         return None
     return saved, recorded
+
+
+def remove_broken(path: Path, error: TensorError) -> None:
+    """Remove the cache file `path` when `error`, reading it, says its bytes are broken (CorruptFileError: cut short by
+    a copy broken off or a disk filled up on another host, bit rot): no run can read it, and a run finding it too finds
+    it gone or removes it too. One this process could not open (another user's, an I/O error of this host) is left:
+    another run may be reading it."""
+    if isinstance(error, CorruptFileError):
+        with contextlib.suppress(OSError):  # another user's in a sticky folder, only theirs to remove: left
+            path.unlink()
 
 
 def dtype_name(dtype: torch.dtype) -> str:

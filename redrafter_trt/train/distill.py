@@ -13,7 +13,6 @@ drop_unreadable).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import inspect
 import json
@@ -27,11 +26,11 @@ from typing import Callable, Iterator
 
 import torch
 
-from ..errors import CorruptFileError, TensorError
+from ..errors import TensorError
 from ..io import read_metadata, read_tensor
 from ..plural import counted
 from ..tokens import eos_ids
-from .chunks import computed_on, sweep_idle, warn_computed_elsewhere, writing_into
+from .chunks import computed_on, remove_broken, sweep_idle, warn_computed_elsewhere, writing_into
 
 log = logging.getLogger(__name__)
 
@@ -112,10 +111,8 @@ def _index_lines(folder: Path) -> Iterator[dict]:
 def drop_unreadable(folder: Path, done: dict[str, tuple[list[int], str]]) -> list[dict[str, str]]:
     """What each batch file `done` (read_cache's) names records of the run that wrote it, read before the base is
     loaded (or not). A file that cannot be read is named in one warning and its answers dropped from `done`, to be
-    distilled again, as an unreadable chunk of hidden states is computed again. A file whose bytes are broken (cut short
-    by a copy broken off or a disk filled up on another host, bit rot) is removed: no run can read it, and a run finding
-    it too finds it gone or removes it too. One this process cannot open (another user's, an I/O error of this host) is
-    left: another run may be reading it."""
+    distilled again, as an unreadable chunk of hidden states is computed again; one whose bytes are broken is removed
+    (chunks.remove_broken)."""
     by_file: dict[str, list[str]] = {}
     for key, (_, name) in done.items():
         by_file.setdefault(name, []).append(key)
@@ -127,9 +124,7 @@ def drop_unreadable(folder: Path, done: dict[str, tuple[list[int], str]]) -> lis
             log.warning("%s", e)
             for key in keys:
                 del done[key]
-            if isinstance(e, CorruptFileError):
-                with contextlib.suppress(OSError):  # another user's in a sticky folder, only theirs to remove: left
-                    (folder / name).unlink()
+            remove_broken(folder / name, e)
     return recorded
 
 

@@ -28,7 +28,8 @@ import torch
 
 from ..errors import TensorError
 from ..io import read_safetensors
-from .chunks import chunk_name, computed_on, read_chunk, warn_computed_elsewhere, write_chunk, writing_pass
+from .chunks import (chunk_name, computed_on, read_chunk, remove_broken, warn_computed_elsewhere, write_chunk,
+                     writing_pass)
 from .data import Example
 
 log = logging.getLogger(__name__)
@@ -194,7 +195,12 @@ def _legacy(cache_dir: Path, base_id: str, examples: list[Example], n: int) -> t
     path = Path(cache_dir) / f"hidden-{cache_key(base_id, examples)}.safetensors"
     if not path.exists():
         return None
-    hidden = read_safetensors(path)["hidden"]
+    try:
+        hidden = read_safetensors(path, fix="computing the hidden states again")["hidden"]
+    except TensorError as e:  # cut short (a disk filled up, a partial copy): a cache file, not a download
+        log.warning("%s", e)
+        remove_broken(path, e)  # read before the chunks: named again at every run
+        return None
     if hidden.shape[0] == n and torch.isfinite(hidden).all():
         log.info("reusing cached hidden states %s", path)
         return hidden

@@ -30,7 +30,8 @@ from torch import nn
 from ..drafter import Drafter
 from ..errors import TensorError
 from ..io import all_finite, read_safetensors
-from .chunks import chunk_name, computed_on, read_chunk, warn_computed_elsewhere, write_chunk, writing_pass
+from .chunks import (chunk_name, computed_on, read_chunk, remove_broken, warn_computed_elsewhere, write_chunk,
+                     writing_pass)
 from .features import Features, cache_key
 
 log = logging.getLogger(__name__)
@@ -205,6 +206,7 @@ def _read_single(path: Path, shape: tuple[int, int]) -> tuple[torch.Tensor, torc
         saved = read_safetensors(path, fix="computing the soft targets again")
     except TensorError as e:
         log.warning("%s", e)
+        remove_broken(path, e)
         return None
     ids, probs = saved.get("ids"), saved.get("probs")
     if ids is None or probs is None or {tuple(ids.shape), tuple(probs.shape)} != {shape} or not all_finite(probs):
