@@ -22,6 +22,7 @@ or else one in the command's section, drops the preset's other (`one_of`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shlex
 from collections.abc import Callable, Hashable, Iterable
@@ -227,7 +228,10 @@ def resolve(preset: dict, command_name: str, command: click.Command, sections: I
         for key, value in fields.items():
             if _key(str(key)) not in keys:
                 continue
-            name, value = _to_default(keys, str(key), value, f"{prefix}{key}")
+            try:
+                name, value = _to_default(keys, str(key), value, f"{prefix}{key}")
+            except ConfigError as e:
+                raise ConfigError(f"{e}{_taken_by(others, str(key), value) if not prefix else ''}") from None
             if name in given:  # `max_output_len` and `max-output-len`: the command line refuses it too
                 raise ConfigError(f"preset fields '{prefix}{given[name]}' and '{prefix}{key}' set the same option: "
                                   f"give it once")
@@ -244,11 +248,28 @@ def resolve(preset: dict, command_name: str, command: click.Command, sections: I
             try:
                 _to_default(other_keys, str(key), value)
             except ConfigError as e:
+                where = f"{e} for `{other.name}`, which reads the top-level fields too"
                 if _key(str(key)) not in keys:
-                    raise
-                raise ConfigError(f"{e} for `{other.name}`, which reads the top-level fields too: move it under "
-                                  f"`{command_name}:`") from None
+                    raise ConfigError(f"{where}{_taken_by(others, str(key), value)}") from None
+                raise ConfigError(f"{where}: move it under `{command_name}:`") from None
     return defaults
+
+
+def _taken_by(commands: Iterable[click.Command], key: str, value) -> str:
+    """' (`acceptance` and `bench` take it: move it under `acceptance:` and `bench:`)': the `commands` whose option
+    `key` takes the top-level `value` another command refuses ('' when none does)."""
+    takers = []
+    for command in commands:
+        keys = option_keys(command)
+        if _key(key) in keys:
+            with contextlib.suppress(ConfigError):
+                _to_default(keys, key, value)
+                takers.append(command.name)
+    if not takers:
+        return ""
+    takers.sort()
+    return (f" ({' and '.join(f'`{t}`' for t in takers)} take{'s' if len(takers) == 1 else ''} it: move it under "
+            f"{' and '.join(f'`{t}:`' for t in takers)})")
 
 
 def _group(ctx: click.Context) -> click.Group | None:

@@ -743,7 +743,8 @@ def test_a_presets_grid_list_with_a_wrong_item_is_one_line(tmp_path, value, need
 def test_a_top_level_value_one_command_refuses_stops_every_command(tmp_path, command):
     """A top-level `device: cuda:1` passed bench and acceptance (cpu, cuda or cuda:N) and stopped convert, run and
     serve (cpu or cuda) and build (for convert's sake): one preset drove some commands and not others. Every command
-    refuses it, naming the section that keeps it bench's; there it loads with every command."""
+    refuses it, naming the sections to move it to (convert, run, serve and build named none, nor build the command
+    refusing it); there it loads with every command."""
     from redrafter_trt.cli import main
 
     path = tmp_path / "p.yaml"
@@ -754,6 +755,10 @@ def test_a_top_level_value_one_command_refuses_stops_every_command(tmp_path, com
     assert lines[0].startswith(f"error: preset {path}: field 'device' is 'cuda:1': "), lines
     if command in ("bench", "acceptance"):
         assert lines[0].endswith(f"for `convert`, which reads the top-level fields too: move it under `{command}:`")
+    else:
+        assert lines[0].endswith("(`acceptance` and `bench` take it: move it under `acceptance:` and `bench:`)"), lines
+    if command == "build":  # no option of build's: the command refusing it is named
+        assert "for `convert`, which reads the top-level fields too" in lines[0], lines
     path.write_text("bench: {device: cuda:1}\nacceptance: {device: cuda:1}\n")
     assert CliRunner().invoke(main, [command, "--config", str(path), "--help"]).exit_code == 0
 
