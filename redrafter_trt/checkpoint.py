@@ -14,7 +14,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from . import layout
-from .drafter import head_problem
+from .drafter import uniform_head
 from .errors import FLAG, LAYER_COUNT, POSITIVE_INT, POSITIVE_NUMBER, ConfigError, TensorError, name_list, optional
 from .io import ST_TO_TORCH, TensorSource, all_finite
 from .producer import producer_summary
@@ -252,6 +252,7 @@ def _check_exclusions(cfg: dict, rep: Report) -> None:
 
 def _check_ranks(path: Path, cfg: dict, rep: Report, values: bool) -> None:
     tp = rep.tp_size
+    uniform: dict[int, tuple[float, int]] = {}  # rank -> the one value its drafter head holds throughout, its rows
     present = {int(m.group(1)) for f in path.glob("rank*.safetensors") if (m := re.fullmatch(r"rank(\d+)\.safetensors", f.name))}
     if present - set(range(tp)):
         rep.problems.append(f"rank files {sorted(present - set(range(tp)))} exceed tp_size {tp}")
@@ -274,14 +275,22 @@ def _check_ranks(path: Path, cfg: dict, rep: Report, values: bool) -> None:
             rep.problems.append(f"rank{r}.safetensors was written as rank {written[0]} of tp_size {written[1]}: rank "
                                 f"files were renamed or mixed from another checkpoint; re-convert")
         try:
-            _check_rank(cfg, r, f, have, src, rep, values)
+            if (value := _check_rank(cfg, r, f, have, src, rep, values)) is not None:
+                uniform[r] = value
         except TensorError as e:  # the drafter head's rows, read past a header that looked whole
             rep.problems.append(f"rank{r}.safetensors: {e}")
         finally:
             src.close()
+    # train saves the rows of tokens it never saw as zeros, so one rank's rows of a trained head may all be zero (its
+    # share of the vocabulary unseen): a head drafts nothing only when every rank holds one same value throughout
+    if len(uniform) == tp and len({value for value, _ in uniform.values()}) == 1:
+        rep.problems += [f"rank{r}: {DRAFTER_HEAD} {uniform_head(value, rows)}: train the drafter (`redrafter-trt "
+                         f"train`) and re-convert" for r, (value, rows) in uniform.items()]
 
 
-def _check_rank(cfg: dict, r: int, f: Path, have: dict, src: TensorSource, rep: Report, values: bool) -> None:
+def _check_rank(cfg: dict, r: int, f: Path, have: dict, src: TensorSource, rep: Report,
+                values: bool) -> tuple[float, int] | None:
+    """Adds the rank's problems to `rep`; returns the one value its drafter head holds throughout and its rows, if so."""
     nbytes = sum(_numel(s) * ST_TO_TORCH[d].itemsize for s, d in have.values() if d in ST_TO_TORCH)
     rep.ranks.append(RankReport(r, f.name, len(have), nbytes))
     counts = {k: cfg[k] for k in ("num_hidden_layers", "redrafter_num_layers") if k in cfg}
@@ -289,7 +298,8 @@ def _check_rank(cfg: dict, r: int, f: Path, have: dict, src: TensorSource, rep: 
         layers = " + ".join(f"{k} {n}" for k, n in counts.items())
         rep.problems.append(f"rank{r}: {len(have)} tensors cannot hold {layers} layers: fix the config or "
                             f"re-convert")
-        return
+        return None
+    uniform = None
     want = layout.expected_tensors(cfg, r) | {n: s for n, s in layout.optional_tensors(cfg).items() if n in have}
     miss, extra = set(want) - set(have), set(have) - set(want)
     if miss:
@@ -306,8 +316,13 @@ def _check_rank(cfg: dict, r: int, f: Path, have: dict, src: TensorSource, rep: 
             rep.problems.append(f"rank{r}: {n} has shape {tuple(hs)}, config implies {ws}")
         elif ST_TO_TORCH.get(hd) != wd and n not in fp8_as_int8:
             rep.problems.append(f"rank{r}: {n} is {hd}, config implies {wd}")
-        elif n == DRAFTER_HEAD and (problem := head_problem(_spread_rows(src, n, hs[0]))):
-            rep.problems.append(f"rank{r}: {n} {problem}: train the drafter (`redrafter-trt train`) and re-convert")
+        elif n == DRAFTER_HEAD:
+            sample = _spread_rows(src, n, hs[0])
+            if not all_finite(sample):
+                rep.problems.append(f"rank{r}: {n} holds NaN or Inf: train the drafter (`redrafter-trt train`) and "
+                                    f"re-convert")
+            elif (value := _one_value(src, n, hs[0], sample)) is not None:
+                uniform = (value, hs[0])
     if values:
         broken = [n for n in tqdm(sorted(have), desc=f"rank{r} values", unit="tensor", disable=None, leave=False)
                   if not _finite_values(src, n, have[n][0], n in fp8_as_int8)]
@@ -315,6 +330,7 @@ def _check_rank(cfg: dict, r: int, f: Path, have: dict, src: TensorSource, rep: 
             verb, source = ("holds", "it comes") if len(broken) == 1 else ("hold", "they come")
             rep.problems.append(f"rank{r}: {name_list(broken)} {verb} NaN or Inf: re-export the weights {source} "
                                 f"from, then re-convert (convert refuses non-finite weights)")
+    return uniform
 
 
 DRAFTER_HEAD = "drafter.lm_head.weight"
@@ -329,6 +345,18 @@ def _spread_rows(src: TensorSource, name: str, rows: int):
 
     picks = sorted({i * rows // HEAD_ROWS for i in range(min(HEAD_ROWS, rows))})
     return torch.cat([src.get(name, 0, i, i + 1) for i in picks])
+
+
+def _one_value(src: TensorSource, name: str, rows: int, sample) -> float | None:
+    """The one value a [rows, E] tensor holds throughout, else None: read whole, in slices, only when the rows of
+    `sample` hold one value (a trained head's rank may keep a few rows in thousands, which the sample misses)."""
+    value = sample.flatten()[0]
+    if not bool((sample == value).all()):
+        return None
+    step = max(1, VALUES_CHUNK // max(1, sample.shape[1]))
+    if any(not bool((src.get(name, 0, start, min(rows, start + step)) == value).all()) for start in range(0, rows, step)):
+        return None
+    return value.item()
 
 
 VALUES_CHUNK = 1 << 26  # elements read at once when scanning a tensor's values (256 MiB in float32)

@@ -259,9 +259,13 @@ def head_problem(rows: torch.Tensor) -> str | None:
     if not rows.isfinite().all():
         return "holds NaN or Inf"
     if rows.numel() and rows.amin() == rows.amax():
-        return (f"is {rows.flatten()[0].item():g} in all {rows.shape[0]} rows read: the drafter scores every token "
-                f"alike and the base accepts no draft (1 token per step)")
+        return uniform_head(rows.flatten()[0].item(), rows.shape[0])
     return None
+
+
+def uniform_head(value: float, rows: int) -> str:
+    """What a head of one value throughout does (said of its `rows` rows)."""
+    return f"is {value:g} in all {rows} rows: the drafter scores every token alike and the base accepts no draft (1 token per step)"
 
 
 def save_drafter(folder: Path | str, cfg: DrafterConfig, state: dict[str, torch.Tensor], producer: dict | None = None,

@@ -177,6 +177,48 @@ def test_a_trained_head_whose_first_rows_are_zero_is_no_problem(ckpt, tmp_path, 
     assert run_cli("inspect", broken(ckpt, tmp_path, edit)).exit_code == 0
 
 
+def sparse_drafter(folder: Path, base: Path, kept_rows: list[int]) -> Path:
+    """A drafter as `train` saves one that saw few tokens: its head's other rows exact zeros."""
+    from tinymodels import make_drafter
+
+    drafter = make_drafter(folder, base)
+    held = load_file(drafter / "model.safetensors")
+    head = max((k for k in held if k.startswith("lm_head.")), key=lambda k: int(k.split(".")[1]))
+    kept = torch.zeros(held[head].shape[0], dtype=torch.bool).index_fill(0, torch.tensor(kept_rows), True)
+    held[head] = held[head] * kept[:, None]
+    save_file(held, drafter / "model.safetensors", metadata={"format": "pt"})
+    return drafter
+
+
+@pytest.mark.parametrize("tp, kept_rows", [(2, list(range(40))), (1, [5, 77, 140])])
+def test_a_trained_head_with_few_rows_kept_is_no_problem(tiny_qwen2, tmp_path, monkeypatch, tp, kept_rows):
+    """Walking the README with a Qwen2 base: a drafter `train` wrote (4% of its head's rows kept), converted at tp 4,
+    was refused by inspect, run and serve as `rank3: drafter.lm_head.weight is 0 in all 256 rows read`: the last
+    rank's quarter of the vocabulary held 63 trained rows, none among the 256 read, and a rank may hold none at all.
+    Here: rank 1's half of the head is all zeros (tp 2), and at tp 1 the rows read miss the 3 kept (16 read of 256)."""
+    from redrafter_trt import checkpoint
+
+    monkeypatch.setattr(checkpoint, "HEAD_ROWS", 16)
+    drafter = sparse_drafter(tmp_path / "d", tiny_qwen2, kept_rows)
+    ck = convert(tiny_qwen2, drafter, tmp_path / "c", tp_size=tp, num_beams=2, draft_len=2)
+    assert inspect_checkpoint(ck).problems == []
+
+
+def test_a_head_of_zeros_on_every_rank_is_a_problem(tiny_qwen2, tmp_path):
+    """The other half of the test above: zeros on every rank are an untrained head, named once per rank."""
+    from tinymodels import make_drafter
+
+    ck = convert(tiny_qwen2, make_drafter(tmp_path / "d", tiny_qwen2), tmp_path / "c", tp_size=2, num_beams=2,
+                 draft_len=2)
+    for r in range(2):
+        rank = ck / f"rank{r}.safetensors"
+        held = load_file(rank)
+        held["drafter.lm_head.weight"] = torch.zeros_like(held["drafter.lm_head.weight"])
+        save_file(held, rank, metadata={"format": "pt"})
+    problems = inspect_checkpoint(ck).problems
+    assert len(problems) == 2 and all("drafter.lm_head.weight is 0 in all" in p for p in problems), problems
+
+
 def test_convert_refuses_a_drafter_whose_head_drafts_nothing(tiny_llama, tiny_drafter, tmp_path):
     """Was written, then `problem: ...` and exit 1 (the checkpoint left behind): the head is checked as the drafter
     is read, before anything is written."""
