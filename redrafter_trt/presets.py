@@ -15,8 +15,9 @@ command line (relative to the working directory); YAML anchors (`&ckpt` / `*ckpt
 A key that is no option of its command (or, at the top level, of any command taking --config), a section for a
 command that takes no --config, a value of the wrong YAML type (12.5 for a count, a list for a path, 1 for a
 flag, 1.10 for text: quoted, '1.10' stays text), `force` or `dry-run` (command line only) and a choice or number out of its range (`gemm-plugin: fp16`, `max-output-len: 0`) are a `ConfigError` naming the
-file and the field (`run.tp`), whichever command reads the preset: a top-level value one command taking it refuses
-stops the others too (`device: cuda:1` is bench's and acceptance's alone: under their sections). Of rival options (`--checkpoint-dir` / `--engine-dir`, `--input-text` / `--input-file`), one given on the command line,
+file and the field (`run.tp`), whichever command reads the preset: a top-level value refused by one command using it
+(one taking it whose section does not set it) stops the others too (`device: cuda:1` is bench's and acceptance's
+alone: under their sections, or override it under `convert:`, `run:` and `serve:`). Of rival options (`--checkpoint-dir` / `--engine-dir`, `--input-text` / `--input-file`), one given on the command line,
 or else one in the command's section, drops the preset's other (`one_of`).
 """
 
@@ -203,9 +204,9 @@ def resolve(preset: dict, command_name: str, command: click.Command, sections: I
     """The `default_map` for one command: shared keys it has, then its section (which wins).
 
     Shared keys that this command lacks must be options of some other command (`other_commands` is called only
-    when the preset has shared keys), and each shared value must pass every command taking it (one this command
-    takes but another refuses is named with the section to move it to); section keys must all be this command's
-    options.
+    when the preset has shared keys), and each shared value must pass every command reading it, i.e. taking it
+    with a section that does not set it (one this command reads but another refuses is named with the section to
+    move it to); section keys must all be this command's options.
     """
     keys = option_keys(command)
     shared, sections = split_preset(preset, set(sections) | {command_name})
@@ -219,11 +220,16 @@ def resolve(preset: dict, command_name: str, command: click.Command, sections: I
         raise ConfigError(f"preset field '{unknown[0]}' is not an option of any command; valid top-level fields: "
                           f"{name_list(shown, limit=60)}")
     section = sections.get(command_name, {})
+
+    def readers(key: str) -> list[click.Command]:  # the other commands using the top-level `key`
+        return [o for o in others if _reads(o, sections.get(o.name, {}), key)]
+
     for key in section:
         if _key(str(key)) not in keys:
             raise ConfigError(f"preset field '{command_name}.{key}' is not an option of '{command_name}'; valid: "
                               f"{name_list(shown_names(command), limit=60)}")
-    for prefix, fields in (("", shared), (f"{command_name}.", section)):  # the command's section wins
+    used = {k: v for k, v in shared.items() if _reads(command, section, str(k))}  # not those its section sets
+    for prefix, fields in (("", used), (f"{command_name}.", section)):  # the command's section wins
         given: dict = {}
         for key, value in fields.items():
             if _key(str(key)) not in keys:
@@ -231,28 +237,36 @@ def resolve(preset: dict, command_name: str, command: click.Command, sections: I
             try:
                 name, value = _to_default(keys, str(key), value, f"{prefix}{key}")
             except ConfigError as e:
-                raise ConfigError(f"{e}{_taken_by(others, str(key), value) if not prefix else ''}") from None
+                raise ConfigError(f"{e}{_taken_by(readers(str(key)), str(key), value) if not prefix else ''}") from None
             if name in given:  # `max_output_len` and `max-output-len`: the command line refuses it too
                 raise ConfigError(f"preset fields '{prefix}{given[name]}' and '{prefix}{key}' set the same option: "
                                   f"give it once")
             given[name] = key
             defaults[name] = value
-    # shared values now (this command's passed above), as the other commands taking them read them: `max-batch-size:
-    # 12.5` stopped build only after convert, and `device: cuda:1` (bench's; convert, run and serve take cpu or cuda)
-    # passed bench alone
+    # shared values now (this command's passed above), as the other commands using them (their sections leave them)
+    # read them: `max-batch-size: 12.5` stopped build only after convert, and `device: cuda:1` (bench's; convert, run
+    # and serve take cpu or cuda) passed bench alone
     for other in others:
         other_keys = option_keys(other)
         for key, value in shared.items():
-            if _key(str(key)) not in other_keys:
+            if not _reads(other, sections.get(other.name, {}), str(key)):  # not its, or its section sets it
                 continue
             try:
                 _to_default(other_keys, str(key), value)
             except ConfigError as e:
                 where = f"{e} for `{other.name}`, which reads the top-level fields too"
-                if _key(str(key)) not in keys:
-                    raise ConfigError(f"{where}{_taken_by(others, str(key), value)}") from None
+                if not _reads(command, section, str(key)):
+                    raise ConfigError(f"{where}{_taken_by(readers(str(key)), str(key), value)}") from None
                 raise ConfigError(f"{where}: move it under `{command_name}:`") from None
     return defaults
+
+
+def _reads(command: click.Command, section: dict, key: str) -> bool:
+    """Whether `command` uses the top-level `key`: it takes the option, and its own `section` does not set it (under
+    any of its names: `dev` for `device`, `no-compile` for `compile`)."""
+    keys = option_keys(command)
+    set_here = {keys[_key(str(k))][0].name for k in section if _key(str(k)) in keys}
+    return _key(key) in keys and keys[_key(key)][0].name not in set_here
 
 
 def _taken_by(commands: Iterable[click.Command], key: str, value) -> str:

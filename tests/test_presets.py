@@ -764,6 +764,50 @@ def test_a_top_level_value_one_command_refuses_stops_every_command(tmp_path, com
 
 
 @pytest.mark.parametrize("command", ["convert", "build", "run", "serve", "bench", "acceptance"])
+def test_a_top_level_value_is_checked_only_by_commands_whose_section_leaves_it(tmp_path, command):
+    """A top-level `device: cuda:1` that convert, run and serve each override in their section is bench's and
+    acceptance's alone, yet stopped every command, as if convert, run and serve read it. It loads with every command."""
+    from redrafter_trt.cli import main
+
+    path = tmp_path / "p.yaml"
+    path.write_text("device: cuda:1\nconvert: {device: cuda}\nrun: {device: cuda}\nserve: {device: cuda}\n")
+    result = CliRunner().invoke(main, [command, "--config", str(path), "--help"])
+    assert result.exit_code == 0, result.output
+
+
+def test_a_section_setting_an_option_under_another_name_overrides_the_top_level_value():
+    """`dev: cpu` sets `--device` as `device: cpu` does: the top-level `device: gpu` is the other command's alone."""
+    from redrafter_trt.presets import resolve
+
+    picky = click.Command("picky", params=[click.Option(["--device", "--dev"], type=click.Choice(["cpu"]))])
+    lax = click.Command("lax", params=[click.Option(["--device"])])
+    preset = {"device": "gpu", "picky": {"dev": "cpu"}}
+    assert resolve(preset, "lax", lax, {"picky", "lax"}, lambda: [picky]) == {"device": "gpu"}
+    assert resolve(preset, "picky", picky, {"picky", "lax"}, lambda: [lax]) == {"device": "cpu"}
+
+
+@pytest.mark.parametrize("command", ["convert", "build", "run", "serve", "bench", "acceptance"])
+def test_a_top_level_value_names_only_the_sections_that_would_use_it(tmp_path, command):
+    """`device: cuda:1` with `convert: {device: cuda}` and `bench: {device: cuda}` still reaches run and serve, which
+    refuse it: every command stops, naming run as the refusing command (convert no more) and acceptance, whose
+    section leaves it, as the only one to move it under (bench's own section sets its device)."""
+    from redrafter_trt.cli import main
+
+    path = tmp_path / "p.yaml"
+    path.write_text("device: cuda:1\nconvert: {device: cuda}\nbench: {device: cuda}\n")
+    result = CliRunner().invoke(main, [command, "--config", str(path), "--help"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith(f"error: preset {path}: field 'device' is 'cuda:1': "), lines
+    if command == "acceptance":
+        assert lines[0].endswith("for `run`, which reads the top-level fields too: move it under `acceptance:`"), lines
+    else:
+        assert lines[0].endswith("(`acceptance` takes it: move it under `acceptance:`)"), lines
+    if command in ("convert", "build", "bench"):  # none of them reads it: the command refusing it is named
+        assert "for `run`, which reads the top-level fields too" in lines[0], lines
+
+
+@pytest.mark.parametrize("command", ["convert", "build", "run", "serve", "bench", "acceptance"])
 @pytest.mark.parametrize("path", PRESETS, ids=[p.stem for p in PRESETS])
 def test_shipped_preset_loads_with_every_command_taking_config(path, command):
     """Each shipped preset loads (every section checked against its command) under every command with --config:
