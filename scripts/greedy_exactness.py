@@ -38,6 +38,22 @@ def first_difference(ref: list[int], out: list[int]) -> int:
     return next((i for i, (a, b) in enumerate(zip(ref, out)) if a != b), min(len(ref), len(out)))
 
 
+def differences(refs: list[list[int]], outputs: list[list[int]], ref_logits: list) -> list[str]:
+    """One line per output that differs from transformers': the prompt (numbered from 1 in the prompts file's order,
+    as bench numbers them), the first differing token and the two highest logits transformers' token came from.
+    `ref_logits[i]` holds one [1, vocab] tensor per token transformers generated for prompt i."""
+    lines = []
+    for i, (r, o) in enumerate(zip(refs, outputs)):
+        if o != r:
+            at = first_difference(r, o)
+            line = f"  prompt {i + 1}: differs at token {at}: transformers {r[at:at + 1]}, runtime {o[at:at + 1]}"
+            if at < len(ref_logits[i]):  # else one output ended where the other went on
+                top = ref_logits[i][at][0].float().topk(2)
+                line += f"; transformers' top two logits {top.values.tolist()} (tokens {top.indices.tolist()})"
+            lines.append(line)
+    return lines
+
+
 @click.command(cls=Script, help=__doc__.split("\n\n")[0])
 @click.option("--base", type=click.Path(path_type=Path), help="Hugging Face base folder (default: SmolLM2-135M-Instruct)")
 @click.option("--questions", type=click.Path(path_type=Path), default=DEFAULT_QUESTIONS, help="prompts (jsonl)")
@@ -78,14 +94,8 @@ def main(base, questions, num_prompts, max_new_tokens, seeds, batch_sizes, dtype
     def report(label: str, outputs: list[list[int]]) -> int:
         same = sum(o == r for o, r in zip(outputs, refs))
         print(f"{label}: {same} of {len(refs)} identical")
-        for i, (r, o) in enumerate(zip(refs, outputs)):
-            if o != r:
-                at = first_difference(r, o)
-                line = f"  prompt {i}: differs at token {at}: transformers {r[at:at + 1]}, runtime {o[at:at + 1]}"
-                if at < len(ref_logits[i]):  # else one output ended where the other went on
-                    top = ref_logits[i][at][0].float().topk(2)
-                    line += f"; transformers' top two logits {top.values.tolist()} (tokens {top.indices.tolist()})"
-                print(line)
+        for line in differences(refs, outputs, ref_logits):
+            print(line)
         return same
 
     same = total = 0
