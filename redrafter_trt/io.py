@@ -42,9 +42,20 @@ def _open(path: Path, fix: str = REEXPORT):
     try:
         return safe_open(str(path), framework="pt")
     except OSError as e:
-        raise TensorError(f"{path} cannot be read ({e}): {fix}") from None
+        raise TensorError(f"{path} cannot be read ({_os_reason(path, e)}): {fix}") from None
     except (SafetensorError, ValueError) as e:
         raise CorruptFileError(f"{path} is truncated or not a safetensors file ({e}): {fix}") from None
+
+
+def _os_reason(path: Path, error: OSError) -> str:
+    """Why `path` cannot be opened, as the operating system says it ('Permission denied', 'Not a directory'):
+    safetensors names every failed open 'No such file or directory: PATH', a folder 'No such device (os error 19)'.
+    Python opens it again, only once safetensors has failed; `error` stands when Python can open it."""
+    try:
+        with open(path, "rb"):
+            return str(error)
+    except OSError as e:
+        return e.strerror or type(e).__name__
 
 
 def read_metadata(path: Path, fix: str = REEXPORT) -> dict[str, str]:

@@ -1,0 +1,39 @@
+"""io's safetensors readers: a file that cannot be opened is one line with the operating system's own reason."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from redrafter_trt.errors import TensorError
+from redrafter_trt.io import read_metadata
+
+
+def unreadable(tmp_path, why):
+    """A path that cannot be opened for `why`: missing, a folder, under a file, or a file this process may not read."""
+    if why == "missing":
+        return tmp_path / "model.safetensors"
+    if why == "folder":
+        (tmp_path / "model.safetensors").mkdir()
+        return tmp_path / "model.safetensors"
+    if why == "under a file":
+        (tmp_path / "model").write_bytes(b"")
+        return tmp_path / "model" / "model.safetensors"
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(b"")
+    path.chmod(0)
+    if os.access(path, os.R_OK):
+        pytest.skip("this process reads a file of mode 000 (root)")
+    return path
+
+
+@pytest.mark.parametrize("why, reason", [("missing", "No such file or directory"), ("folder", "Is a directory"),
+                                         ("under a file", "Not a directory"), ("mode 000", "Permission denied")])
+def test_an_unopenable_file_is_named_with_the_os_reason(tmp_path, why, reason):
+    """safetensors names every failed open 'No such file or directory' (a folder 'No such device'): a file this
+    process may not read, or a path through a file, was reported missing."""
+    path = unreadable(tmp_path, why)
+    with pytest.raises(TensorError) as e:
+        read_metadata(path, "fix it")
+    assert str(e.value) == f"{path} cannot be read ({reason}): fix it"
