@@ -739,6 +739,18 @@ def test_a_presets_grid_list_with_a_wrong_item_is_one_line(tmp_path, value, need
     assert needle in lines[0], lines
 
 
+def device_refusal(path, command: str, preset: str) -> str:
+    """The one error line of `command --config path` over `preset`: its top-level `device: cuda:1` a command refuses."""
+    from redrafter_trt.cli import main
+
+    path.write_text(preset)
+    result = CliRunner().invoke(main, [command, "--config", str(path), "--help"])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert lines[0].startswith(f"error: preset {path}: field 'device' is 'cuda:1': "), lines
+    return lines[0]
+
+
 @pytest.mark.parametrize("command", ["convert", "build", "run", "serve", "bench", "acceptance"])
 def test_a_top_level_value_one_command_refuses_stops_every_command(tmp_path, command):
     """A top-level `device: cuda:1` passed bench and acceptance (cpu, cuda or cuda:N) and stopped convert, run and
@@ -748,17 +760,13 @@ def test_a_top_level_value_one_command_refuses_stops_every_command(tmp_path, com
     from redrafter_trt.cli import main
 
     path = tmp_path / "p.yaml"
-    path.write_text("device: cuda:1\n")
-    result = CliRunner().invoke(main, [command, "--config", str(path), "--help"])
-    lines = result.output.strip().splitlines()
-    assert result.exit_code == 2 and len(lines) == 1, result.output
-    assert lines[0].startswith(f"error: preset {path}: field 'device' is 'cuda:1': "), lines
+    line = device_refusal(path, command, "device: cuda:1\n")
     if command in ("bench", "acceptance"):
-        assert lines[0].endswith(f"for `convert`, which reads the top-level fields too: move it under `{command}:`")
+        assert line.endswith(f"for `convert`, which reads the top-level fields too: move it under `{command}:`")
     else:
-        assert lines[0].endswith("(`acceptance` and `bench` take it: move it under `acceptance:` and `bench:`)"), lines
+        assert line.endswith("(`acceptance` and `bench` take it: move it under `acceptance:` and `bench:`)"), line
     if command == "build":  # no option of build's: the command refusing it is named
-        assert "for `convert`, which reads the top-level fields too" in lines[0], lines
+        assert "for `convert`, which reads the top-level fields too" in line, line
     path.write_text("bench: {device: cuda:1}\nacceptance: {device: cuda:1}\n")
     assert CliRunner().invoke(main, [command, "--config", str(path), "--help"]).exit_code == 0
 
@@ -791,20 +799,14 @@ def test_a_top_level_value_names_only_the_sections_that_would_use_it(tmp_path, c
     """`device: cuda:1` with `convert: {device: cuda}` and `bench: {device: cuda}` still reaches run and serve, which
     refuse it: every command stops, naming run as the refusing command (convert no more) and acceptance, whose
     section leaves it, as the only one to move it under (bench's own section sets its device)."""
-    from redrafter_trt.cli import main
-
-    path = tmp_path / "p.yaml"
-    path.write_text("device: cuda:1\nconvert: {device: cuda}\nbench: {device: cuda}\n")
-    result = CliRunner().invoke(main, [command, "--config", str(path), "--help"])
-    lines = result.output.strip().splitlines()
-    assert result.exit_code == 2 and len(lines) == 1, result.output
-    assert lines[0].startswith(f"error: preset {path}: field 'device' is 'cuda:1': "), lines
+    line = device_refusal(tmp_path / "p.yaml", command,
+                          "device: cuda:1\nconvert: {device: cuda}\nbench: {device: cuda}\n")
     if command == "acceptance":
-        assert lines[0].endswith("for `run`, which reads the top-level fields too: move it under `acceptance:`"), lines
+        assert line.endswith("for `run`, which reads the top-level fields too: move it under `acceptance:`"), line
     else:
-        assert lines[0].endswith("(`acceptance` takes it: move it under `acceptance:`)"), lines
+        assert line.endswith("(`acceptance` takes it: move it under `acceptance:`)"), line
     if command in ("convert", "build", "bench"):  # none of them reads it: the command refusing it is named
-        assert "for `run`, which reads the top-level fields too" in lines[0], lines
+        assert "for `run`, which reads the top-level fields too" in line, line
 
 
 @pytest.mark.parametrize("command", ["convert", "build", "run", "serve", "bench", "acceptance"])
