@@ -145,11 +145,16 @@ def plan_hf_rank(src: TensorSource, b: BaseModelConfig, cfg: dict, tp_rank: int)
         if name not in specs:
             continue  # optional rows (qkv bias) absent from this family's layout
         sources = tuple(s.format(**fmt) for s in rule.sources)
-        if name == "lm_head.weight" and "lm_head.weight" not in src.names():
-            sources = ("model.embed_tokens.weight",)  # tied embeddings
+        if name == "lm_head.weight":
+            sources = (hf_lm_head(src),)
         shape, dt = specs[name]
         planned.append(Planned(name, shape, dt, reader(rule.split, sources)))
     return planned
+
+
+def hf_lm_head(src: TensorSource) -> str:
+    """The Hugging Face tensor the checkpoint's lm_head is: the embedding where a tied model stores no lm_head."""
+    return "lm_head.weight" if "lm_head.weight" in src.names() else "model.embed_tokens.weight"
 
 
 # ---------------------------------------------------------------- TensorRT-LLM base

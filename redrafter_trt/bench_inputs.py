@@ -1,7 +1,7 @@
 """What `bench` and `acceptance` check before loading a model: the checkpoint (limits, tp 1, a drafter, the tokenizer
 folder), the (beam width, draft length) grids, the prompts taken, and for bench the Hugging Face base of the
 transformers baseline: --hf-dir or the base `convert` recorded, a Hugging Face model whose tensors match its
-config.json, and the checkpoint's base in shape.
+config.json, and the checkpoint's base in shape and in a few rows of its weights.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from typing import Callable
+
+import torch
 
 from .errors import ConfigError, RedrafterError
 from .runtime.config import RuntimeConfig
@@ -83,7 +85,7 @@ def recorded_source(ckpt_config: dict, key: str) -> str | None:
 
 def resolve_hf_dir(hf_dir: Path | None, ckpt_config: dict, checkpoint_dir: Path) -> Path:
     """The Hugging Face base for the transformers baseline: --hf-dir, else the checkpoint's recorded base."""
-    from .config import read_json
+    from .config import BaseModelConfig, read_json
 
     if hf_dir is None:
         recorded = recorded_source(ckpt_config, "base")
@@ -101,9 +103,28 @@ def resolve_hf_dir(hf_dir: Path | None, ckpt_config: dict, checkpoint_dir: Path)
     if "architectures" not in hf:
         raise ConfigError(f"base folder {hf_dir} ({origin}) is not a Hugging Face model (a TensorRT-LLM checkpoint?): "
                           f"pass --hf-dir with the Hugging Face folder of the checkpoint's base")
-    b = check_hf_folder(hf_dir, hf)
-    check_same_base(b, ckpt_config, hf_dir, origin, checkpoint_dir)
+    check_base_folder(BaseModelConfig.from_hf(hf, str(raw)), ckpt_config, hf_dir, origin, checkpoint_dir)
     return hf_dir
+
+
+def check_base_folder(b, ckpt_config: dict, hf_dir: Path, origin: str, checkpoint_dir: Path) -> None:
+    """The base's tensors named and shaped as its config.json says (headers only, as convert checks them: weights that
+    disagree were transformers' RuntimeError traceback, 'ignore_mismatched_sizes', when the baseline loaded), then
+    the checkpoint's base in shape and in a few rows of its weights."""
+    from .base_plan import check_hf_tensors
+    from .io import TensorSource
+
+    try:
+        src = TensorSource.from_hf_folder(hf_dir)
+    except RedrafterError:  # no weights, or a truncated file: load_hf_baseline names it as transformers sees it
+        check_same_base(b, ckpt_config, hf_dir, origin, checkpoint_dir)
+        return
+    try:
+        check_hf_tensors(src, b, hf_dir)
+        check_same_base(b, ckpt_config, hf_dir, origin, checkpoint_dir)
+        check_same_weights(src, b, ckpt_config, hf_dir, origin, checkpoint_dir)
+    finally:
+        src.close()
 
 
 # (the checkpoint's field, the Hugging Face config's value, the checkpoint's value when the field is absent)
@@ -126,25 +147,64 @@ def check_same_base(b, ckpt_config: dict, hf_dir: Path, origin: str, checkpoint_
             ours = absent(ckpt_config)
         if ours != hf_value(b):
             raise ConfigError(f"base folder {hf_dir} ({origin}) is not the checkpoint's base: its {key} is "
-                              f"{hf_value(b)}, {checkpoint_dir}'s {ours}: pass --hf-dir with the Hugging Face folder "
-                              f"the checkpoint was converted from")
+                              f"{hf_value(b)}, {checkpoint_dir}'s {ours}: {source_fix(hf_dir, ckpt_config)}")
 
 
-def check_hf_folder(hf_dir: Path, hf: dict):
-    """The base's config (a BaseModelConfig), its tensors named and shaped as its config.json says (headers only, as
-    convert checks them): weights that disagree were transformers' RuntimeError traceback ('ignore_mismatched_sizes')
-    when the baseline loaded."""
-    from .base_plan import check_hf_tensors
-    from .config import BaseModelConfig
+# (the checkpoint's tensor, the Hugging Face tensor whose rows are its first rows at tp 1; {last}: the last layer).
+# lm_head moves in any full fine-tune (softmax gives every row a gradient, where most embedding rows get none);
+# q_proj (the first rows of qkv) and down_proj are what LoRA fine-tunes change. An FP8 checkpoint's quantised linears
+# are left out: its lm_head is kept in the model dtype.
+SAMPLED_TENSORS = (("lm_head.weight", "lm_head.weight"),
+                   ("transformer.layers.{last}.attention.qkv.weight", "model.layers.{last}.self_attn.q_proj.weight"),
+                   ("transformer.layers.{last}.mlp.proj.weight", "model.layers.{last}.mlp.down_proj.weight"))
+SAMPLED_ROWS = 8
+UNQUANTISED = ("F32", "F16", "BF16")
+# bfloat16's epsilon: the base in another dtype differs from the checkpoint's tensors by rounding (a relative
+# difference near 1e-3 at most), another model by percents (a fine-tune) or about 1.4 (another random model)
+SAME_WEIGHTS_TOLERANCE = 2 ** -7
+
+
+def check_same_weights(src, b, ckpt_config: dict, hf_dir: Path, origin: str, checkpoint_dir: Path) -> None:
+    """SAMPLED_ROWS rows of each of SAMPLED_TENSORS in `src` (the base's TensorSource) are the checkpoint's within
+    SAME_WEIGHTS_TOLERANCE (a few KiB read of a large base): a model of the same shapes but other weights (a fine-tune,
+    the instruct model of a base) was timed as the baseline, and bench reported 'agree on 0/N prompts'."""
+    from .base_plan import hf_lm_head
     from .io import TensorSource
 
-    b = BaseModelConfig.from_hf(hf, str(hf_dir / "config.json"))
+    ckpt = TensorSource.from_files([Path(checkpoint_dir) / "rank0.safetensors"])  # bench takes tp 1 alone
     try:
-        src = TensorSource.from_hf_folder(hf_dir)
-    except RedrafterError:  # no weights, or a truncated file: load_hf_baseline names it as transformers sees it
-        return b
-    try:
-        check_hf_tensors(src, b, hf_dir)
+        for ours, theirs in SAMPLED_TENSORS:
+            ours, theirs = ours.format(last=b.num_layers - 1), theirs.format(last=b.num_layers - 1)
+            if ckpt.dtype(ours) not in UNQUANTISED:
+                continue
+            theirs = hf_lm_head(src) if theirs == "lm_head.weight" else theirs
+            relative = sampled_difference(src, theirs, ckpt, ours)
+            if relative > SAME_WEIGHTS_TOLERANCE:
+                raise ConfigError(f"base folder {hf_dir} ({origin}) is not the checkpoint's base: its {theirs} is not "
+                                  f"{checkpoint_dir}'s {ours} (relative difference {relative:.2g} in "
+                                  f"{SAMPLED_ROWS} rows): {source_fix(hf_dir, ckpt_config)}")
     finally:
-        src.close()
-    return b
+        ckpt.close()
+
+
+def sampled_difference(src, name: str, ckpt, ckpt_name: str) -> float:
+    """|theirs - ours| / |ours| over SAMPLED_ROWS rows spread from the first to the last of `name` ([rows, cols], the
+    same rows of `ckpt_name`), read one at a time; 0 where both are zero, inf where ours alone are."""
+    n = src.shape(name)[0]
+    rows = [i * (n - 1) // (SAMPLED_ROWS - 1) for i in range(SAMPLED_ROWS)]
+    theirs = torch.cat([src.get(name, 0, r, r + 1) for r in rows]).float()
+    ours = torch.cat([ckpt.get(ckpt_name, 0, r, r + 1) for r in rows]).float()
+    difference, scale = float((theirs - ours).norm()), float(ours.norm())
+    return difference / scale if scale else float("inf") if difference else 0.0
+
+
+def source_fix(hf_dir: Path, ckpt_config: dict) -> str:
+    """What to pass instead of a base folder that is not the checkpoint's: the one convert recorded, unless that is
+    the folder refused (it holds another model now)."""
+    recorded = recorded_source(ckpt_config, "base")
+    fix = "pass --hf-dir with the Hugging Face folder the checkpoint was converted from"
+    if recorded is None:
+        return fix
+    if Path(recorded).resolve() == Path(hf_dir).resolve():
+        return f"{hf_dir} changed since convert recorded it: {fix}"
+    return f"{fix} (convert recorded {recorded})"

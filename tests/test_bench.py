@@ -5,6 +5,7 @@ input exiting 2 with one line."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -454,6 +455,53 @@ def test_another_model_as_the_baseline_is_refused(setup, tmp_path):
         assert_one_line_error(run_cli(*bench_args(setup, "--hf-dir", other, "--max-new-tokens", 2)),
                               f"base folder {other} (--hf-dir) is not the checkpoint's base", f"its {field} is",
                               "--hf-dir")
+
+
+def test_another_model_of_the_same_shapes_is_refused(setup, tmp_path):
+    """A review: a model of the checkpoint's shapes but other weights (a random Qwen2 and a trained copy of it, a
+    base and its instruct model) passed the shape check, was timed as the transformers baseline, and bench reported
+    'agree on 0/3 prompts'. A few rows of lm_head and of the last layer's q_proj and down_proj, read from both
+    folders, tell them apart before any model loads; the fix names the base convert recorded."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    base, ckpt, prompts = setup
+    other = make_hf(tmp_path / "other", "llama", seed=1)
+    assert_one_line_error(run_cli(*bench_args(setup, "--hf-dir", other, "--max-new-tokens", 2)),
+                          f"base folder {other} (--hf-dir) is not the checkpoint's base", "lm_head.weight",
+                          f"convert recorded {base.resolve()}", "--hf-dir")
+    # a LoRA-style fine-tune: only the attention's q_proj moved, lm_head and embeddings as they were
+    tuned = Path(shutil.copytree(base, tmp_path / "tuned"))
+    weights = load_file(tuned / "model.safetensors")
+    for name in [n for n in weights if n.endswith("q_proj.weight")]:
+        weights[name] = weights[name] * 1.1
+    save_file(weights, tuned / "model.safetensors", metadata={"format": "pt"})
+    assert_one_line_error(run_cli(*bench_args(setup, "--hf-dir", tuned, "--max-new-tokens", 2)),
+                          "q_proj.weight", "is not the checkpoint's")
+    # the recorded base itself replaced by another model since convert
+    moved = Path(shutil.copytree(ckpt, tmp_path / "ckpt"))
+    raw = json.loads((ckpt / "config.json").read_text())
+    raw["producer"]["sources"]["base"] = str(other)
+    (moved / "config.json").write_text(json.dumps(raw))
+    assert_one_line_error(run_cli(*bench_args((base, moved, prompts), "--max-new-tokens", 2)),
+                          f"base folder {other} (recorded in {moved}/config.json) is not the checkpoint's base",
+                          "changed since convert", "--hf-dir")
+
+
+def test_the_base_in_another_dtype_is_its_base(setup, tmp_path):
+    """The checkpoint's base saved in bfloat16 (a float32 checkpoint here) differs from it by rounding alone: it is the
+    same model, accepted as the baseline."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    base, ckpt, _ = setup
+    copy = Path(shutil.copytree(base, tmp_path / "bf16"))
+    weights = {k: v.bfloat16() for k, v in load_file(copy / "model.safetensors").items()}
+    save_file(weights, copy / "model.safetensors", metadata={"format": "pt"})
+    raw = json.loads((ckpt / "config.json").read_text())
+    assert resolve_hf_dir(copy, raw, ckpt) == copy
 
 
 def test_a_broken_base_config_or_producer_block_is_one_line(setup, tmp_path):

@@ -233,6 +233,22 @@ def test_attach_to_fp8_base_keeps_what_trtllm_excludes(fp8_models, tmp_path, lis
     shutil.rmtree(base)
 
 
+def test_bench_takes_an_fp8_checkpoints_own_base_as_its_baseline(fp8_models, tmp_path):
+    """bench compares a few rows of the transformers baseline's weights with the checkpoint's: an FP8 checkpoint's
+    quantised linears are left out, its lm_head (kept in the model dtype, float32 rounded to bfloat16 here) compared,
+    so its own base is accepted and another model of its shapes (a tied Qwen2: lm_head is the embedding) refused."""
+    from redrafter_trt.bench_inputs import resolve_hf_dir
+
+    hf_dir = fp8_models["qwen2"]
+    out = Path(convert(hf_dir, make_drafter(tmp_path / "drafter", hf_dir), tmp_path / "out", tp_size=1,
+                       dtype="bfloat16", quantize="fp8", **CALIB))
+    raw = json.loads((out / "config.json").read_text())
+    assert resolve_hf_dir(None, raw, out) == hf_dir.resolve()
+    other = make_hf(tmp_path / "other", "qwen2", rope_theta=1000000.0, tie=True, seed=1)
+    with pytest.raises(ConfigError, match=f"its model.embed_tokens.weight is not {out}'s lm_head.weight"):
+        resolve_hf_dir(other, raw, out)
+
+
 @pytest.fixture(scope="module")
 def fp8_base(fp8_models, tmp_path_factory):
     """modelopt's FP8 base of the tiny Llama (tp 1, bfloat16) as export_fp8_base writes it; copy it to edit it."""
