@@ -52,6 +52,37 @@ def test_run_prints_and_writes_json(smollm2, smol_ckpt, tmp_path):
     assert first["output_ids"] == api.output_ids[0]
 
 
+def test_chat_on_a_chatml_base_goes_on_past_its_end_of_turn_as_transformers_does(smollm2, smol_ckpt, tmp_path):
+    """run stops at the tokenizer's EOS and generation_config.json's eos_token_id, as transformers' generate does; not
+    at the chat template's end of turn (train --distill's answers alone end there). SmolLM2's tokenizer made a Qwen2
+    base's (EOS <|endoftext|>): its answer to 'Say hi.' closes its turn with <|im_end|> and goes on into a user turn
+    of its own, token for token transformers'."""
+    import torch
+
+    from test_runtime_support import hf_model
+
+    tok = tmp_path / "chatml-base"
+    shutil.copytree(smollm2, tok, ignore=shutil.ignore_patterns("*.safetensors"))
+    for name, key in (("tokenizer_config.json", "eos_token"), ("generation_config.json", "eos_token_id")):
+        raw = json.loads((tok / name).read_text())
+        (tok / name).write_text(json.dumps({**raw, key: "<|endoftext|>" if key == "eos_token" else 0}))
+    out = tmp_path / "out.json"
+    res = invoke("--checkpoint-dir", smol_ckpt, "--tokenizer-dir", tok, "--chat", "--input-text", "Say hi.",
+                 "--max-output-len", 30, "--num-beams", 2, "--draft-len", 2, "--output-json", out)
+    assert res.exit_code == 0, res.output
+    ids = json.loads(out.read_text())["results"][0]["output_ids"]
+    end_of_turn = 2  # SmolLM2's <|im_end|>
+    assert end_of_turn in ids[:-1] and len(ids) == 30
+    from transformers import AutoTokenizer
+
+    prompt = torch.tensor([AutoTokenizer.from_pretrained(tok).apply_chat_template(
+        [{"role": "user", "content": "Say hi."}], add_generation_prompt=True, tokenize=True, return_dict=False)])
+    with torch.no_grad():
+        want = hf_model(smollm2).generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=30,
+                                          do_sample=False, eos_token_id=0, pad_token_id=0)
+    assert ids == want[0, prompt.shape[1]:].tolist()
+
+
 def test_input_file_no_draft(smollm2, smol_ckpt, tmp_path):
     f = tmp_path / "p.jsonl"
     f.write_text('{"turns": ["Say hi.", "again"]}\n{"question": "Say bye."}\n')
