@@ -22,7 +22,7 @@ usage, the last chunk has the `redrafter` block); `"stream_options": {"include_u
 the usage and no choices, and `"continuous_usage_stats": true` with
 it puts each answer's usage so far in every chunk (as trtllm-serve and vLLM; benchmark clients ask for it).
 A stop string ends the answer as soon as it is decoded (the text stops before it). Requests are batched in flight,
-up to --max-batch-size prompts (`serve_backend`). A tp=N checkpoint runs on N local processes (this one is rank 0;
+up to --max-batch-size prompts (`serve_scheduler`). A tp=N checkpoint runs on N local processes (this one is rank 0;
 `runtime.ranks`), N GPUs with --device cuda. logprobs: each token of the text under the base's raw logits, with the
 k most likely (`runtime.decode`). "n": answers per prompt, choice index = prompt index x n + answer (greedy: one decode
 per prompt, its answer n times; sampling: n samples; at most --max-batch-size rows decode at once, the rest join as
@@ -54,7 +54,9 @@ from urllib.parse import unquote, urlsplit
 
 from . import __version__
 from .errors import ConfigError
-from .serve_backend import SHUTTING_DOWN, Choice, ClientGone, ReferenceBackend, RequestError, Unavailable
+from .serve_backend import ReferenceBackend
+from .serve_errors import SHUTTING_DOWN, ClientGone, RequestError, Unavailable
+from .serve_jobs import Choice
 from .serve_logprobs import Echo, echo_of, logprobs_json
 from .serve_request import ModelNotFound, Request, parse, refuse_unsupported
 

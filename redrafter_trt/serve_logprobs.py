@@ -2,7 +2,7 @@
 with each token's own bytes (a token holding part of a UTF-8 character is named `bytes:\\xf0\\x9f`, as OpenAI does,
 so two such tokens never share a name).
 
-    logprobs_json(tokenizer, values, chat=True)   # values: serve_backend.Logprob, one per token of the answer
+    logprobs_json(tokenizer, values, chat=True)   # values: serve_text.Logprob, one per token of the answer
     echo_of(tokenizer, prompt_ids, sent, scores)   # an echoed prompt: its text and its tokens' Logprobs
 """
 
@@ -95,7 +95,7 @@ def token_name(data: bytes) -> str:
 
 
 def logprobs_json(tokenizer, values: list, chat: bool) -> dict:
-    """OpenAI's logprobs object for these tokens (serve_backend.Logprob each). Completions' `top_logprobs` hold the
+    """OpenAI's logprobs object for these tokens (serve_text.Logprob each). Completions' `top_logprobs` hold the
     chosen token too (up to k + 1 entries, as OpenAI's); an echoed prompt's first token has null for both."""
     @lru_cache(maxsize=None)
     def entry(token: int, start: bool) -> tuple[str, list[int]]:

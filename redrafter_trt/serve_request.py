@@ -18,7 +18,8 @@ import secrets
 from dataclasses import dataclass
 
 from .prompts import text_of
-from .serve_backend import MAX_PROMPTS, RequestError
+from .serve_backend import MAX_PROMPTS
+from .serve_errors import RequestError
 
 
 class ModelNotFound(RequestError):

@@ -74,7 +74,7 @@ def main(checkpoint_dir, tokenizer_dir, clients, requests, max_tokens, max_batch
 
     first_rate, answers, eager_rate = {}, None, {}
     for kind in ("eager", "compiled") if compile_layers else ("eager",):
-        # one server at a time: two scheduler threads computing at once would slow each other (serve_backend.py)
+        # one server at a time: two scheduler threads computing at once would slow each other (serve_scheduler.py)
         backend = ReferenceBackend(checkpoint_dir, tokenizer_dir, max_batch=max(sizes), compile=kind == "compiled")
         if not backend.tokenizer.chat_template:
             backend.stop()
@@ -89,7 +89,7 @@ def main(checkpoint_dir, tokenizer_dir, clients, requests, max_tokens, max_batch
               f"{ran}, {cfg.num_beams} beams x {cfg.draft_len} draft tokens")
         for size in sizes:
             assert backend.wait_idle(600)  # the last batch has ended: nothing joins it from this round
-            backend.max_batch = size
+            backend.scheduler.max_batch = size
             start_time = time.perf_counter()
             with ThreadPoolExecutor(clients) as pool:
                 results = list(pool.map(lambda q: ask(url, q, max_tokens), questions))

@@ -20,7 +20,8 @@ from click.testing import CliRunner
 import redrafter_trt
 from redrafter_trt.cli import main
 from redrafter_trt.serve import App, make_server
-from redrafter_trt.serve_backend import ClientGone, ReferenceBackend
+from redrafter_trt.serve_backend import ReferenceBackend
+from redrafter_trt.serve_errors import ClientGone
 from test_runtime_support import checkpoint, fresh_drafter, hf_greedy, one_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -204,13 +205,13 @@ def test_completion_logprobs_name_the_eos_that_ended_the_answer(url, backend, sm
 
 
 def test_batched_requests_get_their_own_number_of_top_logprobs(backend):
-    from redrafter_trt.serve_backend import Job
+    from redrafter_trt.serve_jobs import Job
 
     jobs = [Job([backend.encode(p)], 5, 0.0, 0, [], k) for p, k in [("Hi", 3), ("Once upon", 1), ("The sky", None)]]
     assert backend.wait_idle(120)
-    with backend.wake:  # waiting together: the scheduler starts them as one batch computing 3
-        backend.waiting.extend(jobs)
-        backend.wake.notify_all()
+    with backend.scheduler.wake:  # waiting together: the scheduler starts them as one batch computing 3
+        backend.scheduler.waiting.extend(jobs)
+        backend.scheduler.wake.notify_all()
     for job in jobs:
         while job.events.get(timeout=120) is not None:
             pass
@@ -655,7 +656,7 @@ def test_cli_refuses_both_or_neither_folder(tmp_path, smollm2):
 
 def test_the_scheduler_thread_loads_the_model_it_runs(tmp_path, monkeypatch):
     """Loading and decoding happen in one thread (a second thread computing makes OpenMP's workers sleep between
-    parallel regions: serve_backend.ReferenceBackend); a load that fails is raised by the constructor."""
+    parallel regions: serve_scheduler.Scheduler); a load that fails is raised by the constructor."""
     from test_train_data import make_tokenizer
     from tinymodels import make_drafter, make_hf
 
@@ -674,7 +675,7 @@ def test_the_scheduler_thread_loads_the_model_it_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(ranks.LocalRanks, "__init__", init)
     backend = ReferenceBackend(ckpt, base, max_batch=2)
     try:
-        assert loaders == [backend.scheduler] and loaders[0] is not threading.current_thread()
+        assert loaders == [backend.scheduler.thread] and loaders[0] is not threading.current_thread()
         assert backend.complete([[5, 6, 7]], 4, None, 0, [])[0].ids
     finally:
         backend.stop()
@@ -774,7 +775,7 @@ def tp3_backend(smollm2):
     backend = ReferenceBackend(checkpoint(smollm2, fresh_drafter(smollm2), 3, num_beams=3, draft_len=3), smollm2)
     yield backend
     backend.stop()
-    assert [p.exitcode for p in backend.ranks.procs] == [0, 0]  # followers left when told to
+    assert [p.exitcode for p in backend.scheduler.ranks.procs] == [0, 0]  # followers left when told to
 
 
 def test_tp3_server_answers_as_tp1_and_survives_a_client_leaving(tp3_backend, backend):
@@ -893,7 +894,7 @@ def test_requests_join_the_running_batch_and_answer_as_alone(backend):
         assert backend.wait_idle(60)
         alone[i] = app.post("/v1/completions", bodies[i], lambda e: None)
     assert backend.wait_idle(60)
-    sizes, joined, paused, go, real = [], [], threading.Event(), threading.Event(), backend.ranks.generate
+    sizes, joined, paused, go, real = [], [], threading.Event(), threading.Event(), backend.scheduler.ranks.generate
 
     def generate(prompt_ids, *args, admit, **kwargs):
         sizes.append(len(prompt_ids))
@@ -926,20 +927,20 @@ def test_requests_join_the_running_batch_and_answer_as_alone(backend):
         except ClientGone:
             answers[i] = "gone"
 
-    backend.ranks.generate = generate
+    backend.scheduler.ranks.generate = generate
     try:
         threads = [threading.Thread(target=post, args=(i,)) for i in range(5)]
         threads[0].start()
         assert paused.wait(60)
         for n, t in enumerate(threads[1:], 1):  # queued in this order
             t.start()
-            while len(backend.waiting) < n:
+            while len(backend.scheduler.waiting) < n:
                 threading.Event().wait(0.01)
         go.set()
         for t in threads:
             t.join(120)
     finally:
-        backend.ranks.generate = real
+        backend.scheduler.ranks.generate = real
     assert sizes == [1, 1] and len(joined) == 2 + 1 + 1  # the 12-token request waited for a batch of its own
     for i in solo:
         assert answers[i][0] == 200 and answers[i][1]["choices"] == alone[i][1]["choices"]
@@ -952,39 +953,40 @@ def test_scheduler_batches_greedy_requests_only_and_within_max_batch():
     from collections import deque
     from types import SimpleNamespace
 
-    from redrafter_trt.serve_backend import Job
+    from redrafter_trt.serve_jobs import Job
+    from redrafter_trt.serve_scheduler import Scheduler
 
     jobs = [Job([[1]] * n, 4, t, 0, []) for n, t in [(2, 0.0), (1, 0.7), (3, 0.0), (4, 0.0), (1, 0.0), (1, 0.7)]]
     fake = SimpleNamespace(waiting=deque(jobs), max_batch=6, config=SimpleNamespace(max_positions=512))
-    fake._take = lambda room, batch, running=False: ReferenceBackend._take(fake, room, batch, running)
+    fake._take = lambda room, batch, running=False: Scheduler._take(fake, room, batch, running)
     taken = []
     while fake.waiting:
-        taken.append([jobs.index(j) for j in ReferenceBackend._next_batch(fake)])
+        taken.append([jobs.index(j) for j in Scheduler._next_batch(fake)])
     # first come, first served: sampled requests alone (their seed decides), at most 6 prompts, none overtaken
     assert taken == [[0], [1], [2], [3, 4], [5]]
     running = Job([], 4, 0.0, 0, [])
     fake.waiting = deque([Job([[1]], 4, 0.0, 0, []), Job([[1]], 8, 0.0, 0, []), Job([[1]], 4, 0.0, 0, [])])
-    assert [j.max_tokens for j in ReferenceBackend._take(fake, 2, running, True)] == [4]  # the 8-token one is not overtaken
+    assert [j.max_tokens for j in Scheduler._take(fake, 2, running, True)] == [4]  # the 8-token one is not overtaken
     assert [j.max_tokens for j in fake.waiting] == [8, 4]
     # logprobs: a request joins only a batch computing at least as many
     fake.waiting = deque([Job([[1]], 4, 0.0, 0, [], None), Job([[1]], 4, 0.0, 0, [], 0), Job([[1]], 4, 0.0, 0, [], 2)])
-    assert [j.logprobs for j in ReferenceBackend._take(fake, 3, running, True)] == [None]
-    assert [j.logprobs for j in ReferenceBackend._take(fake, 3, Job([], 4, 0.0, 0, [], 1), True)] == [0]
-    assert [j.logprobs for j in ReferenceBackend._take(fake, 3, Job([], 4, 0.0, 0, [], 2), True)] == [2]
+    assert [j.logprobs for j in Scheduler._take(fake, 3, running, True)] == [None]
+    assert [j.logprobs for j in Scheduler._take(fake, 3, Job([], 4, 0.0, 0, [], 1), True)] == [0]
+    assert [j.logprobs for j in Scheduler._take(fake, 3, Job([], 4, 0.0, 0, [], 2), True)] == [2]
     # ignore_eos: requests batch only with their own kind (the batch's EOS rule is one), first come, first served
     kinds = [False, True, True, False, True]
     jobs = [Job([[1]], 4, 0.0, 0, [], ignore_eos=k) for k in kinds]
     fake.waiting = deque(jobs)
     taken = []
     while fake.waiting:
-        taken.append([jobs.index(j) for j in ReferenceBackend._next_batch(fake)])
+        taken.append([jobs.index(j) for j in Scheduler._next_batch(fake)])
     assert taken == [[0], [1, 2], [3], [4]]
     fake.waiting = deque([Job([[1]], 4, 0.0, 0, [], ignore_eos=True)])
-    assert ReferenceBackend._take(fake, 3, running, True) == [] and len(fake.waiting) == 1
+    assert Scheduler._take(fake, 3, running, True) == [] and len(fake.waiting) == 1
     # positions: a new batch runs to its longest prompt + its largest max_tokens (each fits alone)
     fake.waiting = deque([Job([[1] * 500], 10, 0.0, 0, []), Job([[1]], 64, 0.0, 0, []), Job([[1]], 12, 0.0, 0, [])])
-    assert [len(j.prompts[0]) for j in ReferenceBackend._next_batch(fake)] == [500]
-    assert [j.max_tokens for j in ReferenceBackend._next_batch(fake)] == [64, 12]
+    assert [len(j.prompts[0]) for j in Scheduler._next_batch(fake)] == [500]
+    assert [j.max_tokens for j in Scheduler._next_batch(fake)] == [64, 12]
 
 
 def test_max_output_len_must_leave_room_for_a_prompt(backend):
@@ -1000,7 +1002,7 @@ def test_shutdown_refuses_the_prompts_a_request_never_started(tmp_path):
     from test_train_data import make_tokenizer
     from tinymodels import make_drafter, make_hf
 
-    from redrafter_trt.serve_backend import SHUTTING_DOWN, RequestError
+    from redrafter_trt.serve_errors import SHUTTING_DOWN, RequestError
 
     base = make_hf(tmp_path / "base", "llama", vocab_size=100)  # the character tokenizer's 99 tokens, padded
     make_tokenizer(base)
@@ -1032,7 +1034,7 @@ def test_compiled_server_answers_as_the_eager_one_without_compiling_again(tmp_pa
     ckpt = checkpoint(base, make_drafter(tmp_path / "drafter", base), 1, num_beams=2, draft_len=2)
     eager = ReferenceBackend(ckpt, base, max_batch=4)
     compiled = ReferenceBackend(ckpt, base, max_batch=4, compile=True)
-    assert compiled.ranks.model.base.compiled is not None
+    assert compiled.scheduler.ranks.model.base.compiled is not None
     graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"]
     bodies = [{"prompt": "abc", "max_tokens": 9}, {"prompt": ["hello", "xy z", "q"], "max_tokens": 7},
               {"prompt": "Once upon", "max_tokens": 12}, {"prompt": "0123456789", "max_tokens": 5}]
@@ -1058,7 +1060,7 @@ LEFT_RUNNING = """
 import atexit, sys
 from redrafter_trt.serve_backend import ReferenceBackend
 # registered first, so run last (atexit is last in, first out): after the backend's own exit handler
-atexit.register(lambda: print("scheduler alive at exit:", backend.scheduler.is_alive(), flush=True))
+atexit.register(lambda: print("scheduler alive at exit:", backend.scheduler.thread.is_alive(), flush=True))
 backend = ReferenceBackend(sys.argv[1], sys.argv[2])
 print(backend.complete([backend.encode("Hello")], 4, 0.0, 0, [])[0].text, flush=True)
 """
@@ -1111,7 +1113,7 @@ def test_a_batch_that_requests_keep_joining_keeps_nothing_of_those_answered(tmp_
     make_tokenizer(base)
     backend = ReferenceBackend(checkpoint(base, make_drafter(tmp_path / "drafter", base), 1, num_beams=2,
                                           draft_len=2), base, max_batch=2)
-    real, decoded, served, ask, seen = backend.ranks.generate, [], [], threading.Event(), []
+    real, decoded, served, ask, seen = backend.scheduler.ranks.generate, [], [], threading.Event(), []
 
     def generate(prompts, *args, on_tokens, admit, **kwargs):
         def hear(r, new, values):
@@ -1127,12 +1129,12 @@ def test_a_batch_that_requests_keep_joining_keeps_nothing_of_those_answered(tmp_
             return admit(running)
         return real(prompts, *args, on_tokens=hear, admit=admit_slowly, **kwargs)
 
-    backend.ranks.generate = generate
+    backend.scheduler.ranks.generate = generate
     try:
         long = threading.Thread(target=backend.complete, args=([[5, 6, 7]], 150, None, 0, []),
                                 kwargs={"logprobs": 1, "ignore_eos": True})
         long.start()
-        while not backend.busy:
+        while not backend.scheduler.busy:
             threading.Event().wait(0.01)
         for i in range(5):
             (choice,) = backend.complete([[8 + i, 9]], 3, None, 0, [], logprobs=1, ignore_eos=True)
@@ -1141,7 +1143,7 @@ def test_a_batch_that_requests_keep_joining_keeps_nothing_of_those_answered(tmp_
         ask.set()
         long.join(120)
     finally:
-        backend.ranks.generate = real
+        backend.scheduler.ranks.generate = real
         backend.stop()
     (running, in_decode, in_server) = seen[1]
     assert running == 1 and decoded and served  # asked while the long request alone decoded

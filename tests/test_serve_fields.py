@@ -54,7 +54,7 @@ def test_prompts_beyond_max_batch_join_as_rows_end(backend, smollm2):
     app = App(backend, "smol", 8)
     prompts = ["The capital of France is", "Two plus two is", "Red, green and", "Once upon a time", "The sun is"]
     app.get("/metrics")
-    before, backend.max_batch = backend.max_batch, 2
+    before, backend.scheduler.max_batch = backend.scheduler.max_batch, 2
     original = backend.config
     try:
         status, out = app.post("/v1/completions", {"prompt": prompts, "max_tokens": 6})
@@ -72,7 +72,7 @@ def test_prompts_beyond_max_batch_join_as_rows_end(backend, smollm2):
         assert status == 200 and [c["text"] for c in low["choices"]] == [c["text"] for c in high["choices"]]
         assert max(s["numActiveRequests"] for s in app.get("/metrics")[1]) == 2
     finally:
-        backend.max_batch, backend.config = before, original
+        backend.scheduler.max_batch, backend.config = before, original
 
 
 def test_sampling_n_gives_seeded_samples_and_refuses_filters(backend):

@@ -85,12 +85,12 @@ def test_metrics_count_the_prompts_waiting_and_their_time_in_the_queue(url, back
     """Three prompts on a batch of two: the third waits (numQueuedRequests, though its request was taken), then
     joins as a row ends, prefilled while the other row waits; newActiveRequestsQueueLatencyMS sums the time the
     rows a prefill started spent waiting, so the third's covers the iterations before it."""
-    before, backend.max_batch = backend.max_batch, 2
+    before, backend.scheduler.max_batch = backend.scheduler.max_batch, 2
     try:  # "Paris" ends the first answer early (its greedy answer names it), the second runs on
         out, its = answer_and_metrics(url, backend, {"prompt": PROMPTS[:1] + ["Two plus two is", "Red, green and"],
                                                      "max_tokens": 12, "stop": ["Paris"]})
     finally:
-        backend.max_batch = before
+        backend.scheduler.max_batch = before
     assert out["choices"][0]["finish_reason"] == "stop"  # the premise: a row ended before the others
     prefills = [(i, s) for i, s in enumerate(its) if s["inflightBatchingStats"]["numContextRequests"]]
     assert [s["inflightBatchingStats"]["numContextRequests"] for _, s in prefills] == [2, 1]
@@ -113,7 +113,7 @@ def test_metrics_write_what_trtllm_writes_for_what_the_runtime_lacks(url, backen
         assert s["kvCacheStats"] is None and s["staticBatchingStats"] is None
         assert type(s["cpuMemUsage"]) is int and 50 << 20 < s["cpuMemUsage"] < 64 << 30  # torch alone takes more
         assert (s["maxBatchSizeStatic"], s["maxBatchSizeTunerRecommended"], s["maxBatchSizeRuntime"]) == (
-            backend.max_batch, 0, backend.max_batch)
+            backend.scheduler.max_batch, 0, backend.scheduler.max_batch)
         assert s["maxNumTokensStatic"] == s["maxNumTokensTunerRecommended"] == s["maxNumTokensRuntime"] == 0
         assert s["gpuMemUsage"] == s["pinnedMemUsage"] == 0
         assert s["inflightBatchingStats"]["numPausedRequests"] == s["inflightBatchingStats"]["microBatchId"] == 0
@@ -132,12 +132,12 @@ def test_metrics_without_a_drafter_say_specdecodingstats_null(url, backend):
     """Decoding without drafts, each iteration carries "specDecodingStats": null, as TensorRT-LLM's JSON does
     whenever it has no speculative-decoding statistics (an unset std::optional; jsonSerializeOptional.h writes null):
     the key is always there."""
-    original = backend.config
+    original = backend.scheduler.config
     try:
-        backend.config = dataclasses.replace(original, num_beams=0)
+        backend.scheduler.config = dataclasses.replace(original, num_beams=0)
         _, its = answer_and_metrics(url, backend, {"prompt": PROMPTS[0], "max_tokens": 4})
     finally:
-        backend.config = original
+        backend.scheduler.config = original
     assert len(its) == 4 and all(s["specDecodingStats"] is None for s in its)  # 4 tokens: the prefill + 3 steps
 
 
@@ -149,11 +149,11 @@ def test_metrics_count_the_tokens_a_request_took_not_those_past_its_own_max_toke
     assert alone["redrafter"]["steps"] == 4, alone  # the premise: 5 tokens in the prefill and 3 steps
     assert backend.wait_idle(60)  # its batch is over: the two requests start a new one
 
-    def together(real=backend._next_batch):  # the scheduler takes the two requests into one batch
-        backend.wake.wait_for(lambda: len(backend.waiting) == 2, 60)
+    def together(real=backend.scheduler._next_batch):  # the scheduler takes the two requests into one batch
+        backend.scheduler.wake.wait_for(lambda: len(backend.scheduler.waiting) == 2, 60)
         return real()
 
-    monkeypatch.setattr(backend, "_next_batch", together)
+    monkeypatch.setattr(backend.scheduler, "_next_batch", together)
     call(url, "/metrics")
     outs = [None, None]
 

@@ -14,7 +14,8 @@ import time
 import pytest
 
 from redrafter_trt.serve import App, make_server
-from redrafter_trt.serve_backend import SHUTTING_DOWN, ClientGone, ReferenceBackend, Unavailable
+from redrafter_trt.serve_backend import ReferenceBackend
+from redrafter_trt.serve_errors import SHUTTING_DOWN, ClientGone, Unavailable
 from test_runtime_support import checkpoint
 
 
@@ -120,7 +121,7 @@ def test_no_prompts_or_a_flat_prompt_list_is_a_request_error(tiny):
     """backend.complete([]) (a library user's empty batch) was max()'s ValueError and complete(ids), one prompt's ids
     not in a list, a TypeError: each is a RequestError naming the fix; so are max_tokens 0 and a stop string not in
     a list."""
-    from redrafter_trt.serve_backend import RequestError
+    from redrafter_trt.serve_errors import RequestError
 
     backend = new_backend(tiny)
     try:
@@ -228,7 +229,7 @@ def test_requests_that_fit_alone_are_not_batched_past_the_positions(tiny):
         first = threading.Thread(target=post, args=("x", {"prompt": ["ab"] * 4, "max_tokens": 400, "ignore_eos": True}))
         first.start()
         deadline = time.monotonic() + 60
-        while not backend.busy and time.monotonic() < deadline:
+        while not backend.scheduler.busy and time.monotonic() < deadline:
             time.sleep(0.01)
         late = [threading.Thread(target=post, args=(name, body)) for name, body in
                 (("a", {"prompt": [5] * 500, "max_tokens": 10}), ("b", {"prompt": [5], "max_tokens": 64}))]
@@ -542,20 +543,20 @@ def test_a_client_that_leaves_while_queued_or_pending_costs_no_decoding(tiny, mo
     first token was decoded, after its whole wait and a prefill for nobody; and the prompts of a request whose
     client left mid-answer that had not started yet (more prompts than --max-batch-size) each still started and
     decoded a step. Now a queued request leaves the queue when its client goes, and unstarted prompts never start."""
-    import redrafter_trt.serve_backend as sb
+    import redrafter_trt.serve_scheduler as ss
 
-    monkeypatch.setattr(sb, "POLL_SECONDS", 0.05)
+    monkeypatch.setattr(ss, "POLL_SECONDS", 0.05)
     backend = new_backend(tiny, max_batch=1)
     app = App(backend, "tiny", max_output_len=64)
     release, stepping = threading.Event(), threading.Event()
-    step = backend._iteration
+    step = backend.scheduler._iteration
 
     def held(*args):  # the running batch waits at its first step until the test lets it go
         stepping.set()
         release.wait(60)
         step(*args)
 
-    backend._iteration = held
+    backend.scheduler._iteration = held
     try:
         first = threading.Thread(target=app.post, args=("/v1/completions", {"prompt": "abc", "max_tokens": 8}))
         first.start()
@@ -572,23 +573,24 @@ def test_a_client_that_leaves_while_queued_or_pending_costs_no_decoding(tiny, mo
         second = threading.Thread(target=queued)
         second.start()
         time.sleep(0.3)
-        assert not outcome and len(backend.waiting) == 1  # queued behind the running batch
+        assert not outcome and len(backend.scheduler.waiting) == 1  # queued behind the running batch
         here[0] = False  # the client leaves
         second.join(10)
-        assert outcome and isinstance(outcome[0], ClientGone) and not backend.waiting  # before the batch ended
+        # before the batch ended
+        assert outcome and isinstance(outcome[0], ClientGone) and not backend.scheduler.waiting
     finally:
         release.set()
-        backend._iteration = step
+        backend.scheduler._iteration = step
         first.join(60)
 
     started = []
 
-    class Counted(sb.Row):
+    class Counted(ss.Row):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             started.append(self.index)
 
-    monkeypatch.setattr(sb, "Row", Counted)
+    monkeypatch.setattr(ss, "Row", Counted)
     left = threading.Event()
 
     def gone(*_):  # the client leaves at the first text
@@ -600,11 +602,11 @@ def test_a_client_that_leaves_while_queued_or_pending_costs_no_decoding(tiny, mo
         time.sleep(0.2)  # its request thread marks the job gone
         step(*args)
 
-    backend._iteration = after_leaving
+    backend.scheduler._iteration = after_leaving
     with pytest.raises(ClientGone):
         backend.complete([[5, 6, 7]] * 6, 20, 0.0, 0, [], gone, ignore_eos=True)
     assert started == [0], started  # the other 5 prompts never started
-    backend._iteration = step
+    backend.scheduler._iteration = step
     assert backend.complete([[5, 6, 7]], 3, 0.0, 0, [], ignore_eos=True)[0].finish_reason == "length"
     backend.stop()
 
@@ -639,12 +641,12 @@ def test_an_interrupt_while_the_model_loads_exits_130_without_a_teardown(tiny, t
     driver = tmp_path / "driver.py"
     driver.write_text(
         "import atexit, sys, time\n"
-        "import redrafter_trt.serve_backend as sb\n"
+        "import redrafter_trt.serve_scheduler as ss\n"
         "from redrafter_trt.cli import main\n"
         "def load(self, *args):\n"
         "    print('loading', flush=True)\n"
         "    time.sleep(600)\n"
-        "sb.ReferenceBackend._load_and_schedule = load\n"
+        "ss.Scheduler._load_and_schedule = load\n"
         "atexit.register(lambda: print('teardown', flush=True))\n"
         f"main(['serve', '--checkpoint-dir', {str(tiny[0])!r}, '--tokenizer-dir', {str(tiny[1])!r}, '--port', '0',\n"
         "      '--max-output-len', '64'])\n")

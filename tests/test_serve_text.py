@@ -261,7 +261,7 @@ def test_answers_are_those_of_a_whole_text_search():
 
 
 def test_a_request_with_too_many_or_too_long_stop_strings_is_refused():
-    from redrafter_trt.serve_backend import RequestError
+    from redrafter_trt.serve_errors import RequestError
     from redrafter_trt.serve_request import MAX_STOP, MAX_STOP_CHARS, parse
 
     def stop_of(stop):
