@@ -1,5 +1,9 @@
 """How the reference server refuses a request: the exceptions its answer is (RequestError: 400, Unavailable: 503,
-ClientGone: nothing more is sent)."""
+ClientGone: nothing more is sent) and OpenAI's error body they go out in.
+
+    raise RequestError("a prompt is empty: send some text")    # anywhere on a request's way: a 400 and the fix
+    error(message, "invalid_request_error")                     # {"error": {"message", "type", "param", "code"}}
+"""
 
 from __future__ import annotations
 
@@ -17,3 +21,7 @@ class Unavailable(RequestError):
 class ClientGone(Exception):
     """The client closed a streaming connection: generation stops, nothing more is sent."""
 
+
+def error(message: str, kind: str, code: str | None = None) -> dict:
+    """OpenAI's error body (`param` and `code` always present, null when there is nothing to say)."""
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}

@@ -33,8 +33,9 @@ from redrafter_trt.errors import ConfigError
 from redrafter_trt.prompts import load_prompts
 from redrafter_trt.quickstart import mt_bench_path
 from redrafter_trt.runtime.tp import rank_threads
-from redrafter_trt.serve import App, make_server
+from redrafter_trt.serve_app import App
 from redrafter_trt.serve_backend import ReferenceBackend
+from redrafter_trt.serve_http import make_server
 
 
 def ask(url: str, question: str, max_tokens: int) -> tuple[float, str, int]:

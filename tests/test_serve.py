@@ -19,9 +19,10 @@ from click.testing import CliRunner
 
 import redrafter_trt
 from redrafter_trt.cli import main
-from redrafter_trt.serve import App, make_server
+from redrafter_trt.serve_app import App
 from redrafter_trt.serve_backend import ReferenceBackend
 from redrafter_trt.serve_errors import ClientGone
+from redrafter_trt.serve_http import make_server
 from test_runtime_support import checkpoint, fresh_drafter, hf_greedy, one_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -338,7 +339,7 @@ def test_client_leaving_a_stream_stops_it_and_the_server_goes_on(url, caplog):
 
     host, port = url.removeprefix("http://").split(":")
     body = json.dumps({"prompt": "Tell me a long story about a dragon.", "max_tokens": 12, "stream": True}).encode()
-    with caplog.at_level("INFO", logger="redrafter_trt.serve"):
+    with caplog.at_level("INFO", logger="redrafter_trt.serve_http"):
         with socket.create_connection((host, int(port)), timeout=60) as sock:
             sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                          b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
@@ -1083,7 +1084,7 @@ def test_a_stream_whose_client_stopped_reading_is_given_up_as_a_client_gone():
     closes)."""
     from types import SimpleNamespace
 
-    from redrafter_trt.serve import Handler
+    from redrafter_trt.serve_http import Handler
 
     class Stalled:
         def write(self, data):

@@ -9,7 +9,8 @@ import threading
 import pytest
 import torch
 
-from redrafter_trt.serve import App, make_server
+from redrafter_trt.serve_app import App
+from redrafter_trt.serve_http import make_server
 from test_runtime_support import hf_greedy, one_thread  # noqa: F401
 from test_serve import backend, call, hf_answer_logprobs, smol_ckpt, stream, url  # noqa: F401
 

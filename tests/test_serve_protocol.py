@@ -13,9 +13,10 @@ import time
 
 import pytest
 
-from redrafter_trt.serve import App, make_server
+from redrafter_trt.serve_app import App
 from redrafter_trt.serve_backend import ReferenceBackend
 from redrafter_trt.serve_errors import SHUTTING_DOWN, ClientGone, Unavailable
+from redrafter_trt.serve_http import make_server
 from test_runtime_support import checkpoint
 
 

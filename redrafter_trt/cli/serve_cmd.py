@@ -1,6 +1,6 @@
 """`redrafter-trt serve`: an OpenAI-style HTTP server. `--checkpoint-dir` serves a checkpoint with the reference
-runtime (`redrafter_trt.serve`); `--engine-dir` starts TensorRT-LLM's own `trtllm-serve` on a built engine, on
-every GPU its ranks need (`redrafter_trt.serve_engine`). Same routes and request fields both ways."""
+runtime (`redrafter_trt.serve_app` over `serve_http`); `--engine-dir` starts TensorRT-LLM's own `trtllm-serve` on a
+built engine, on every GPU its ranks need (`redrafter_trt.serve_engine`). Same routes and request fields both ways."""
 
 from __future__ import annotations
 
@@ -94,8 +94,9 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
         raise ConfigError("--dry-run prints the trtllm-serve command of an --engine-dir: leave it out here")
     from ..checkpoint import require_valid
     from ..runtime import RuntimeConfig, check_compile
-    from ..serve import App, check_max_output_len, drain, make_server
+    from ..serve_app import App, check_max_output_len
     from ..serve_backend import ReferenceBackend
+    from ..serve_http import drain, make_server
 
     cfg = RuntimeConfig.from_dict(require_valid(checkpoint_dir), f"{checkpoint_dir}/config.json")
     check_compile(cfg, compile_layers, device)

@@ -33,34 +33,25 @@ answer and are not implemented here (`serve_request.UNSUPPORTED`), fields it doe
 max_tokens above the server's --max-output-len (left out: what the prompt leaves, up to it), more than
 `serve_request.MAX_STOP` stop strings or one longer than MAX_STOP_CHARS, malformed fields;
 another "model": 404.
-While the server shuts down, what waits or arrives gets 503 (`ReferenceBackend.stop`).
+While the server shuts down, what waits or arrives gets 503 (`ReferenceBackend.stop`). The HTTP server around it:
+`serve_http`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import logging
-import select
-import socket
-import sys
-import threading
 import time
 import uuid
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
-from urllib.parse import unquote, urlsplit
 
 from . import __version__
 from .errors import ConfigError
 from .serve_backend import ReferenceBackend
-from .serve_errors import SHUTTING_DOWN, ClientGone, RequestError, Unavailable
+from .serve_errors import SHUTTING_DOWN, ClientGone, RequestError, Unavailable, error
 from .serve_jobs import Choice
 from .serve_logprobs import Echo, echo_of, logprobs_json
 from .serve_request import ModelNotFound, Request, parse, refuse_unsupported
-
-log = logging.getLogger(__name__)
 
 
 def check_max_output_len(cfg, max_output_len: int) -> None:
@@ -236,239 +227,3 @@ class App:
 
 POST_ROUTES = ("/v1/completions", "/v1/chat/completions")
 GET_ROUTES = ("/health", "/version", "/metrics", "/v1/models")  # and /v1/models/NAME
-
-
-def error(message: str, kind: str, code: str | None = None) -> dict:
-    """OpenAI's error body (`param` and `code` always present, null when there is nothing to say)."""
-    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
-
-
-# ---- HTTP ----------------------------------------------------------------------------------------------------------
-
-MAX_BODY = 8 << 20  # bytes in one request
-UNREADABLE = object()  # _body's answer when the body could not be read (the client was already told why)
-
-
-PROTOCOL_FIXES = {  # http.server's refusal -> what the client should send instead
-    HTTPStatus.BAD_REQUEST: "send a request line of the form 'POST /v1/completions HTTP/1.1'",
-    HTTPStatus.REQUEST_URI_TOO_LONG: "send a shorter path (the prompt goes in the JSON body)",
-    HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE: "send fewer or shorter headers",
-    HTTPStatus.NOT_IMPLEMENTED: "use GET /v1/models or POST a completion",
-    HTTPStatus.HTTP_VERSION_NOT_SUPPORTED: "send HTTP/1.1 or HTTP/1.0",
-}
-
-
-def _byte_count(header: str) -> bool:
-    """A Content-Length int() reads: ASCII digits (str.isdigit also takes "²", a Latin-1 header byte)."""
-    return header.isascii() and header.isdigit()
-
-
-class Handler(BaseHTTPRequestHandler):
-    server_version = f"redrafter-trt/{__version__}"
-    protocol_version = "HTTP/1.1"
-    timeout = 300  # seconds a connection may sit idle or half-sent
-
-    @property
-    def route(self) -> str:
-        """The request's path without its query string (`?api-version=...` from Azure-style clients) or a
-        trailing slash."""
-        return unquote(urlsplit(self.path).path).rstrip("/") or "/"
-
-    def do_GET(self):
-        self._skip_body()
-        self._reply(*self.server.app.get(self.route))
-
-    def do_HEAD(self):  # health checks (`wget --spider`): GET's status and headers (/metrics keeps its steps)
-        self._skip_body()
-        self._reply(*((HTTPStatus.OK, []) if self.route == "/metrics" else self.server.app.get(self.route)), body=False)
-
-    def do_OPTIONS(self):
-        self._skip_body()
-        self._reply(HTTPStatus.NO_CONTENT, None, allow=True)
-
-    def do_POST(self):
-        with self.server.busy:
-            self.server.in_flight += 1
-        try:
-            self._post()
-        finally:
-            with self.server.busy:
-                self.server.in_flight -= 1
-                self.server.busy.notify_all()
-
-    def do_PUT(self):
-        self._skip_body()
-        self._reply(HTTPStatus.METHOD_NOT_ALLOWED, error(f"{self.command} is not served: use GET /v1/models or POST "
-                                                         "a completion", "invalid_request_error"), allow=True)
-
-    do_DELETE = do_PATCH = do_PUT
-
-    def _post(self):
-        if self.route not in POST_ROUTES:  # a 405 or 404 whatever the body: a bodyless POST is no 411 'send a body'
-            self._skip_body()
-            self._reply(*self.server.app.post(self.route, None))
-            return
-        body = self._body()
-        if body is UNREADABLE:
-            return
-        self.streaming = False
-        try:
-            answer = self.server.app.post(self.route, body, self._event, self._client_alive)
-        except ClientGone:
-            log.info("%s left before its answer to %s; generation stopped", self.address_string(), self.path)
-            self.close_connection = True
-            return
-        except Exception as e:  # answer the client, keep serving; the traceback goes to the log
-            log.exception("request to %s failed", self.path)
-            answer = HTTPStatus.INTERNAL_SERVER_ERROR, error(f"{type(e).__name__}: {e}", "internal_error")
-        if self.streaming:  # an error after the stream opened goes out as its last event
-            self._write((f"data: {json.dumps(answer[1])}\n\n" if answer else "") + "data: [DONE]\n\n")
-        else:
-            self._reply(*answer)
-
-    def _body(self):
-        """The JSON request body (None when empty), or UNREADABLE after answering why it cannot be read (and
-        closing the connection)."""
-        length = self.headers.get("Content-Length")
-        problem = None
-        if self.headers.get("Transfer-Encoding"):
-            problem = HTTPStatus.LENGTH_REQUIRED, "chunked request bodies are not accepted: send a Content-Length"
-        elif length is None or not _byte_count(length):
-            problem = HTTPStatus.LENGTH_REQUIRED, f"Content-Length {length!r} is not a byte count: send a JSON body"
-        elif int(length) > MAX_BODY:
-            problem = HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body is over {MAX_BODY} bytes: send a shorter prompt"
-        if problem is None:
-            try:
-                body = json.loads(self.rfile.read(int(length)) or b"null")
-                json.dumps(body, ensure_ascii=False).encode()  # a lone surrogate ("\ud800") is no text to tokenize
-                return body
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                problem = HTTPStatus.BAD_REQUEST, f"the request body is not JSON ({e}): send a JSON object"
-            except RecursionError:  # json reads nested arrays and objects recursively
-                problem = HTTPStatus.BAD_REQUEST, "the request body nests too deeply to read: send a request object"
-            except UnicodeEncodeError as e:
-                problem = HTTPStatus.BAD_REQUEST, (f"the request body holds {e.object[e.start:e.end]!r}, half of a "
-                                                   "UTF-16 surrogate pair: send whole characters")
-            except ValueError:  # json's int() of a number over sys.get_int_max_str_digits() digits (4300)
-                problem = HTTPStatus.BAD_REQUEST, "the request body holds a number too long to read: send a shorter one"
-        self.close_connection = True  # whatever is left of the body must not be read as the next request
-        self._reply(problem[0], error(problem[1], "invalid_request_error"))
-        return UNREADABLE
-
-    def _skip_body(self) -> None:
-        """Drop the body of a request that takes none (a PUT, a GET with a JSON body): left unread, a kept-alive
-        connection would read it as its next request. One that cannot be read to its end closes the connection."""
-        length = self.headers.get("Content-Length")
-        if self.headers.get("Transfer-Encoding") or (length is not None and not (_byte_count(length)
-                                                                                 and int(length) <= MAX_BODY)):
-            self.close_connection = True
-        elif length:
-            self.rfile.read(int(length))
-
-    def _client_alive(self) -> bool:
-        """False once the client has closed its end of the connection (it gave up waiting for its answer)."""
-        try:  # poll, not select: any descriptor number (select stops at 1024 open files)
-            poller = select.poll()
-            poller.register(self.connection, select.POLLIN)
-            return not poller.poll(0) or self.connection.recv(1, socket.MSG_PEEK) != b""
-        except OSError:
-            return False
-
-    def _event(self, payload: dict | None) -> None:
-        """One server-sent event (None: none, the stream only opens); the first call opens the stream (the
-        connection closes after it)."""
-        if not self.streaming:
-            self.close_connection = self.streaming = True
-            try:
-                self.send_response(HTTPStatus.OK)
-                self.send_header("Content-Type", "text/event-stream")
-                self.send_header("Cache-Control", "no-cache")
-                self.send_header("Connection", "close")
-                self.end_headers()
-            except OSError:  # gone (a broken pipe, a reset) or not reading for `timeout` seconds (TimeoutError)
-                raise ClientGone from None
-        if payload is not None and not self._write(f"data: {json.dumps(payload)}\n\n"):
-            raise ClientGone
-
-    def _write(self, text: str) -> bool:
-        """False when the client has gone, or has read nothing for `timeout` seconds (its stream is given up)."""
-        try:
-            self.wfile.write(text.encode())
-            self.wfile.flush()
-            return True
-        except OSError:  # BrokenPipeError, ConnectionResetError, TimeoutError
-            self.close_connection = True
-            return False
-
-    def _reply(self, status: int, payload: dict | None, body: bool = True, allow: bool = False,
-               close: bool = False) -> None:
-        data = b"" if payload is None else json.dumps(payload).encode()
-        try:
-            self.send_response(status)
-            if close:
-                self.send_header("Connection", "close")
-            if payload is not None:
-                self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            if allow:
-                self.send_header("Allow", "GET, HEAD, POST, OPTIONS")
-            if status == HTTPStatus.SERVICE_UNAVAILABLE:
-                self.send_header("Retry-After", "10")
-            self.end_headers()
-            if body:
-                self.wfile.write(data)
-        except OSError:  # BrokenPipeError, ConnectionResetError, TimeoutError (a client not reading)
-            self.close_connection = True
-
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """http.server's own refusals (an unknown method such as FOO, a malformed request line, an HTTP version it
-        does not speak, a path or headers too long) as OpenAI's JSON error body, as every other answer, not its HTML
-        page; with a status line even when the request line was too broken to name an HTTP version."""
-        self.log_error("code %d, message %s", code, message)
-        self.close_connection = True
-        if self.request_version == "HTTP/0.9":  # the default until a request line was read: no headers would go out
-            self.request_version = self.protocol_version
-        text = message or HTTPStatus(code).phrase
-        if code == HTTPStatus.NOT_IMPLEMENTED:
-            text = f"{self.command} is not served"
-        self._reply(code, error(f"{text}: {PROTOCOL_FIXES.get(code, 'send an HTTP/1.1 request')}",
-                                "invalid_request_error"), body=self.command != "HEAD", close=True)
-
-    def log_message(self, fmt, *args):
-        log.info("%s %s", self.address_string(), fmt % args)
-
-
-class Server(ThreadingHTTPServer):
-    request_queue_size = 1024  # the listen backlog: socketserver's 5 reset bursts of connections (load generators)
-
-    def handle_error(self, request, client_address):
-        """A client that reset or dropped its connection (a kept-alive one closed with unread bytes: pooled clients,
-        load balancers) is no server error: one log line, not socketserver's traceback on stderr."""
-        e = sys.exc_info()[1]
-        if isinstance(e, ConnectionError):
-            log.info("%s closed its connection: %s", client_address[0], e)
-            return
-        super().handle_error(request, client_address)
-
-
-class Server6(Server):
-    address_family = socket.AF_INET6  # an IPv6 --host ("::" takes IPv4 connections too, Linux's default)
-
-
-def make_server(app: App | None, host: str, port: int) -> ThreadingHTTPServer:
-    """Bound and ready; `serve_forever()` runs it (port 0 picks a free port: see `server_address`). `app` may be
-    set later (`server.app`), before `serve_forever()`: the port is taken before a long load."""
-    try:
-        server = (Server6 if ":" in host else Server)((host, port), Handler)
-    except OSError as e:
-        raise ConfigError(f"cannot listen on {host}:{port} ({e.strerror}): pick another --port or --host") from None
-    server.daemon_threads = True
-    server.app = app
-    server.in_flight, server.busy = 0, threading.Condition()
-    return server
-
-
-def drain(server: ThreadingHTTPServer, timeout: float) -> bool:
-    """Wait until no POST is being answered (at most `timeout` seconds); True when none is."""
-    with server.busy:
-        return server.busy.wait_for(lambda: server.in_flight == 0, timeout)
