@@ -50,12 +50,15 @@ def _open(path: Path, fix: str = REEXPORT):
 def _os_reason(path: Path, error: OSError) -> str:
     """Why `path` cannot be opened, as the operating system says it ('Permission denied', 'Not a directory'):
     safetensors names every failed open 'No such file or directory: PATH', a folder 'No such device (os error 19)'.
-    Python opens it again, only once safetensors has failed; `error` stands when Python can open it."""
+    Python opens it again, only once safetensors has failed; `error` stands when Python can open it. A path holding a
+    NUL byte is Python's ValueError, 'embedded null byte'."""
     try:
         with open(path, "rb"):
             return str(error)
     except OSError as e:
         return e.strerror or type(e).__name__
+    except ValueError as e:
+        return str(e)
 
 
 def read_metadata(path: Path, fix: str = REEXPORT) -> dict[str, str]:

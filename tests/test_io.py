@@ -17,6 +17,8 @@ def unreadable(tmp_path, why):
     if why == "folder":
         (tmp_path / "model.safetensors").mkdir()
         return tmp_path / "model.safetensors"
+    if why == "nul byte":  # a path from JSON or YAML may hold one; no file can be named so
+        return tmp_path / "model\0.safetensors"
     if why == "under a file":
         (tmp_path / "model").write_bytes(b"")
         return tmp_path / "model" / "model.safetensors"
@@ -29,7 +31,8 @@ def unreadable(tmp_path, why):
 
 
 @pytest.mark.parametrize("why, reason", [("missing", "No such file or directory"), ("folder", "Is a directory"),
-                                         ("under a file", "Not a directory"), ("mode 000", "Permission denied")])
+                                         ("under a file", "Not a directory"), ("mode 000", "Permission denied"),
+                                         ("nul byte", "embedded null byte")])
 def test_an_unopenable_file_is_named_with_the_os_reason(tmp_path, why, reason):
     """safetensors names every failed open 'No such file or directory' (a folder 'No such device'): a file this
     process may not read, or a path through a file, was reported missing."""
