@@ -204,6 +204,30 @@ def test_a_trained_head_with_few_rows_kept_is_no_problem(tiny_qwen2, tmp_path, m
     assert inspect_checkpoint(ck).problems == []
 
 
+def test_a_head_of_one_value_in_its_rows_read_is_read_whole_in_slices(tiny_qwen2, tmp_path, monkeypatch):
+    """A review: the whole-head read that follows a sample of one value (a GB on an 8B base's vocabulary at tp 1) was
+    untested in slices: a checkpoint's heads fit one. Here 8 rows a slice, and the one row kept is the last, in no
+    row sampled and in the last slice."""
+    from redrafter_trt import checkpoint
+    from redrafter_trt.io import TensorSource
+
+    ck = convert(tiny_qwen2, sparse_drafter(tmp_path / "d", tiny_qwen2, [255]), tmp_path / "c", num_beams=2,
+                 draft_len=2)
+    exit_dim = load_file(ck / "rank0.safetensors")["drafter.lm_head.weight"].shape[1]
+    monkeypatch.setattr(checkpoint, "HEAD_ROWS", 16)
+    monkeypatch.setattr(checkpoint, "VALUES_CHUNK", 8 * exit_dim)
+    spans, get = [], TensorSource.get
+
+    def spy(self, name, dim=None, start=0, stop=None):
+        if name == "drafter.lm_head.weight":
+            spans.append(stop - start)
+        return get(self, name, dim, start, stop)
+
+    monkeypatch.setattr(TensorSource, "get", spy)
+    assert inspect_checkpoint(ck).problems == []
+    assert max(spans) == 8 and sum(s for s in spans if s > 1) == 256, spans
+
+
 def test_a_head_of_zeros_on_every_rank_is_a_problem(tiny_qwen2, tmp_path):
     """The other half of the test above: zeros on every rank are an untrained head, named once per rank."""
     from tinymodels import make_drafter
