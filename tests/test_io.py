@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from redrafter_trt.errors import TensorError
+from redrafter_trt.errors import CorruptFileError, TensorError
 from redrafter_trt.io import read_metadata
 
 
@@ -40,3 +40,15 @@ def test_an_unopenable_file_is_named_with_the_os_reason(tmp_path, why, reason):
     with pytest.raises(TensorError) as e:
         read_metadata(path, "fix it")
     assert str(e.value) == f"{path} cannot be read ({reason}): fix it"
+
+
+@pytest.mark.parametrize("content", [b"", b"\x05", b"x" * 100], ids=["empty", "short", "garbage"])
+def test_a_readable_file_that_is_not_safetensors_is_corrupt(tmp_path, content):
+    """The other side of the test above: a file the operating system opens, whose bytes safetensors refuses, stays
+    a CorruptFileError (train deletes such a cache file and computes it again), not 'cannot be read'."""
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(CorruptFileError) as e:
+        read_metadata(path, "fix it")
+    assert str(e.value).startswith(f"{path} is truncated or not a safetensors file (") and str(e.value).endswith(
+        "): fix it")
