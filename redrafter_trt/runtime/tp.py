@@ -155,8 +155,10 @@ def children_ignore_sigint():
     """Processes started meanwhile begin with SIGINT ignored (an ignored signal is inherited through exec, and Python
     then installs no KeyboardInterrupt handler): a Ctrl-C that reaches the whole process group while a rank imports
     torch printed that rank's KeyboardInterrupt traceback. The rank takes SIGINT back once started (`_worker`). This
-    thread blocks SIGINT meanwhile, so that the Ctrl-C is held for it, not dropped. Main thread only (the only one that
-    may set a handler) with a handler set from Python; elsewhere nothing changes."""
+    thread blocks SIGINT meanwhile, so that a Ctrl-C it takes is held for it; one the process's other threads take
+    (the TCPStore's, torch's) is dropped, being ignored: a Ctrl-C in the milliseconds of starting the ranks is lost
+    (press it again). Main thread only (the only one that may set a handler) with a handler set from Python; elsewhere
+    nothing changes."""
     previous = signal.getsignal(signal.SIGINT)
     if threading.current_thread() is not threading.main_thread() or previous is None:
         yield
