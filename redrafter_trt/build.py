@@ -33,10 +33,11 @@ PRODUCER_FILE = "redrafter_trt.json"  # beside TensorRT-LLM's config.json in the
 # trtllm-build's --output_timing_cache defaults to `model.cache` in the working directory (BuildConfig's
 # output_timing_cache; rank 0 saves it after building, builder.py): kept in the engine folder, which the build owns
 TIMING_CACHE = "model.cache"
-# ReDrafter's checkpoint format (ReDrafterForLLaMALM / ReDrafterForQWenLM) lives in TensorRT-LLM 1.0 to 1.2.x only.
+# ReDrafter's checkpoint format (ReDrafterForLLaMALM / ReDrafterForQWenLM) ships in the TensorRT-LLM 1.0 to 1.2.x
+# releases (1.2.1, April 2026, the newest in December 2026; no 1.3 release, 1.4 pre-releases have no TensorRT backend).
 REDRAFTER_TRTLLM = (1, 0), (1, 3)
 INSTALL_HINT = ("pip install 'tensorrt_llm==1.2.*' --extra-index-url https://pypi.nvidia.com "
-                "(ReDrafter exists only in TensorRT-LLM 1.0 to 1.2.x, on a Linux machine with an NVIDIA GPU)")
+                "(ReDrafter ships in the TensorRT-LLM 1.0 to 1.2.x releases, on a Linux machine with an NVIDIA GPU)")
 
 ENGINE_LIMITS = ("max_batch_size", "max_input_len", "max_seq_len")  # build_config keys every engine has
 
@@ -248,6 +249,16 @@ def has_redrafter(version: str) -> bool:
     return low <= version_tuple(version) < high
 
 
+def unsupported_trtllm(version: str) -> str:
+    """Why a TensorRT-LLM outside 1.0 to 1.2.x is refused (the words after "TensorRT-LLM VERSION"). The 1.3 line's
+    early pre-releases (1.3.0rc0-rc15) still had trtllm-build and this format, untested here; TensorRT-LLM removed its
+    TensorRT engine backend in July 2026 (PRs #15918, #16369), before 1.3.0rc22, and 1.4 has none either."""
+    if version_tuple(version) < REDRAFTER_TRTLLM[0]:
+        return "has the older ReDrafter format (one ReDrafterForCausalLM, Llama bases only), not this checkpoint's"
+    return ("is past the 1.2.x line redrafter-trt supports (from 1.3.0rc22 on there is no TensorRT engine backend: "
+            "no trtllm-build, no ReDrafter)")
+
+
 def require_trtllm_tool(tool: str = TRTLLM_BUILD) -> str:
     """Path of a TensorRT-LLM command (`trtllm-build`, `trtllm-serve`), or a DependencyError saying how to install a
     TensorRT-LLM that has ReDrafter."""
@@ -258,8 +269,7 @@ def require_trtllm_tool(tool: str = TRTLLM_BUILD) -> str:
                  else f"TensorRT-LLM is not installed ({tool} not on PATH, tensorrt_llm not importable)")
         raise DependencyError(f"{found}: {INSTALL_HINT}; or use --dry-run to print the command")
     if version is not None and not has_redrafter(version):
-        raise DependencyError(f"TensorRT-LLM {version} cannot run ReDrafter checkpoints in this format: "
-                              f"{INSTALL_HINT}")
+        raise DependencyError(f"TensorRT-LLM {version} {unsupported_trtllm(version)}: {INSTALL_HINT}")
     if version is None and importlib.util.find_spec("tensorrt_llm") is None:
         log.info("%s found at %s; its TensorRT-LLM version is unknown from this Python", tool, path)
     return path

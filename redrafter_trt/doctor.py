@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .build import INSTALL_HINT, has_redrafter, trtllm_version, version_tuple
+from .build import INSTALL_HINT, has_redrafter, trtllm_version, unsupported_trtllm, version_tuple
 from .errors import first_line
 from .plural import counted
 
@@ -131,8 +131,8 @@ def check_trtllm(version: str | None, package_dir: Path | None) -> Check:
     if version is None:
         return Check("tensorrt_llm", False, "not installed", INSTALL_HINT, feature=feature)
     if not has_redrafter(version):
-        return Check("tensorrt_llm", False, f"{version}, which has no ReDrafter in this checkpoint format",
-                     INSTALL_HINT, feature=feature)
+        return Check("tensorrt_llm", False, f"{version}, which {unsupported_trtllm(version)}", INSTALL_HINT,
+                     feature=feature)
     if package_dir is not None and not (package_dir / "models" / "redrafter").is_dir():
         return Check("tensorrt_llm", False, f"{version}, but tensorrt_llm/models/redrafter is missing",
                      f"reinstall: {INSTALL_HINT}", feature=feature)

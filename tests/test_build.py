@@ -268,6 +268,25 @@ def test_tensorrt_llm_without_redrafter_is_refused(checkpoints, tmp_path, monkey
     one_line_error(result, "TensorRT-LLM 1.3.0", "1.0 to 1.2.x")
 
 
+@pytest.mark.parametrize("version, says", [
+    ("1.3.0rc5", ("past the 1.2.x line", "1.3.0rc22", "no trtllm-build")),
+    ("1.4.0rc1", ("past the 1.2.x line", "1.3.0rc22", "no trtllm-build")),
+    ("0.21.0", ("older ReDrafter format", "ReDrafterForCausalLM")),
+])
+def test_refused_tensorrt_llm_is_named_for_what_it_is(tmp_path, monkeypatch, version, says):
+    """TensorRT-LLM's 1.3.0rc0-rc15 still had trtllm-build and ReDrafterForLLaMALM/QWenLM (the TensorRT backend went in
+    July 2026, PRs #15918 and #16369; 1.3.0rc22 came after): the refusal does not claim they cannot run the format, it
+    says they are past the supported line; a 0.x says its ReDrafter is the older format."""
+    fake_trtllm_build(tmp_path / "bin", "")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(build_mod, "trtllm_version", lambda: version)
+    with pytest.raises(build_mod.DependencyError) as raised:
+        build_mod.require_trtllm_tool()
+    message = str(raised.value)
+    assert f"TensorRT-LLM {version} " in message and "tensorrt_llm==1.2.*" in message
+    assert "cannot run" not in message and all(s in message for s in says)
+
+
 @pytest.mark.parametrize("extra, needle", [
     (["--max_draft_len", "25"], "--max_draft_len"),
     (["--remove_input_padding=disable"], "--remove_input_padding"),

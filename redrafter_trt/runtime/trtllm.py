@@ -96,11 +96,11 @@ class EngineLimits:
 
 
 def import_trtllm():
-    from ..build import INSTALL_HINT, has_redrafter, trtllm_version
+    from ..build import INSTALL_HINT, has_redrafter, trtllm_version, unsupported_trtllm
 
     version = trtllm_version()  # from package metadata, as `build` and `serve` check it, before the long import
     if version is not None and not has_redrafter(version):
-        raise DependencyError(f"TensorRT-LLM {version} cannot run ReDrafter engines: {INSTALL_HINT}, and rebuild the "
+        raise DependencyError(f"TensorRT-LLM {version} {unsupported_trtllm(version)}: {INSTALL_HINT}, and rebuild the "
                               "engine with it")
     try:
         return importlib.import_module("tensorrt_llm"), importlib.import_module("tensorrt_llm.runtime")
