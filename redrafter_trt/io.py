@@ -175,8 +175,12 @@ class TensorSource:
 
     @classmethod
     def from_hf_folder(cls, folder: Path) -> "TensorSource":
+        """The weights transformers' from_pretrained loads: model.safetensors first, beside it a stale index is
+        ignored (save_pretrained over a sharded download deletes the shards, not their index), then the sharded
+        safetensors, then `pytorch_model*.bin`."""
+        single = folder / "model.safetensors"
         index = folder / "model.safetensors.index.json"
-        if index.exists():
+        if index.exists() and not single.exists():
             files = _index_files(index)
             held = {}
             for f in set(files.values()):
@@ -187,9 +191,8 @@ class TensorSource:
                 raise TensorError(f"{index.name} puts {name_list(astray)} in shards that do not hold them (the index "
                                   f"and its shards are from different downloads): re-download the model")
             return cls(files)
-        # model.safetensors alone when present, as transformers reads it (beside it: a LoRA adapter_model.safetensors,
-        # Mistral's consolidated.safetensors)
-        single = folder / "model.safetensors"
+        # model.safetensors alone when present (beside it: a LoRA adapter_model.safetensors, Mistral's
+        # consolidated.safetensors)
         singles = [single] if single.exists() else sorted(folder.glob("*.safetensors"))
         if singles:
             return cls.from_files(singles)

@@ -478,3 +478,28 @@ def test_the_rank_files_written_are_counted(tiny_llama, tiny_drafter, tmp_path, 
     result = CliRunner().invoke(main, ["convert", "--base", str(tiny_llama), "--drafter", str(tiny_drafter),
                                        "--output", str(tmp_path / "out"), "--tp-size", str(tp)])
     assert result.exit_code == 0 and f", tp {tp}, {files}, " in result.output, result.output
+
+
+@pytest.mark.parametrize("first, then", [("100KB", "50GB"), ("50GB", "100KB")])
+def test_a_base_saved_over_another_layout_converts_what_transformers_loads(tmp_path, tiny_llama, tiny_drafter, first,
+                                                                           then):
+    """A review: a fine-tune saved with `save_pretrained` over its sharded download (transformers 5 writes up to 50GB
+    as one model.safetensors) keeps the download's model.safetensors.index.json while its shards are deleted:
+    transformers loads model.safetensors, convert read the stale index and refused the folder ('named in
+    model.safetensors.index.json but missing: re-download the model'). The other way round (sharded over a single
+    file) the single file stays, which transformers loads and convert did not. convert reads what transformers does."""
+    import transformers
+
+    base = tmp_path / "base"
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)
+    model.save_pretrained(base, max_shard_size=first)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.5)  # the fine-tune
+    model.save_pretrained(base, max_shard_size=then)
+    assert (base / "model.safetensors").exists() and (base / "model.safetensors.index.json").exists()
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    out = convert(base, tiny_drafter, tmp_path / "ckpt", dtype="float32")
+    got = load_file(out / "rank0.safetensors")
+    assert torch.equal(got["lm_head.weight"], loaded.lm_head.weight)
+    assert torch.equal(got["transformer.layers.0.mlp.fc.weight"], loaded.model.layers[0].mlp.gate_proj.weight)
