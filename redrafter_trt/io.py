@@ -177,7 +177,7 @@ class TensorSource:
     def from_hf_folder(cls, folder: Path) -> "TensorSource":
         """The weights transformers' from_pretrained loads: model.safetensors first, beside it a stale index is
         ignored (save_pretrained over a sharded download deletes the shards, not their index), then the sharded
-        safetensors, then `pytorch_model*.bin`."""
+        safetensors, then pytorch_model.bin, then its shards."""
         single = folder / "model.safetensors"
         index = folder / "model.safetensors.index.json"
         if index.exists() and not single.exists():
@@ -196,9 +196,13 @@ class TensorSource:
         singles = [single] if single.exists() else sorted(folder.glob("*.safetensors"))
         if singles:
             return cls.from_files(singles)
-        bin_index = folder / "pytorch_model.bin.index.json"
-        bins = sorted(set(_index_files(bin_index).values())) if bin_index.exists() else \
-            sorted(folder.glob("pytorch_model*.bin"))
+        single_bin, bin_index = folder / "pytorch_model.bin", folder / "pytorch_model.bin.index.json"
+        if single_bin.exists():
+            bins = [single_bin]
+        elif bin_index.exists():
+            bins = sorted(set(_index_files(bin_index).values()))
+        else:
+            bins = sorted(folder.glob("pytorch_model*.bin"))
         if bins:
             eager = {}
             for f in bins:

@@ -503,3 +503,23 @@ def test_a_base_saved_over_another_layout_converts_what_transformers_loads(tmp_p
     got = load_file(out / "rank0.safetensors")
     assert torch.equal(got["lm_head.weight"], loaded.lm_head.weight)
     assert torch.equal(got["transformer.layers.0.mlp.fc.weight"], loaded.model.layers[0].mlp.gate_proj.weight)
+
+
+def test_a_pytorch_model_bin_beside_a_stale_bin_index_converts_what_transformers_loads(tmp_path, tiny_llama,
+                                                                                       tiny_drafter):
+    """The same for a .bin base (Vicuna's layout): transformers loads pytorch_model.bin before
+    pytorch_model.bin.index.json, whose shards a re-save deleted; convert refused it as a partial download."""
+    import shutil
+
+    import transformers
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_llama, base)
+    weights = load_file(base / "model.safetensors")
+    (base / "model.safetensors").unlink()
+    torch.save({k: v * 1.5 for k, v in weights.items()}, base / "pytorch_model.bin")
+    stale = {k: "pytorch_model-00001-of-00002.bin" for k in weights}
+    (base / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": stale}))
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    got = load_file(convert(base, tiny_drafter, tmp_path / "ckpt", dtype="float32") / "rank0.safetensors")
+    assert torch.equal(got["lm_head.weight"], loaded.lm_head.weight)
