@@ -251,8 +251,8 @@ def has_redrafter(version: str) -> bool:
 
 def unsupported_trtllm(version: str) -> str:
     """Why a TensorRT-LLM outside 1.0 to 1.2.x is refused (the words after "TensorRT-LLM VERSION"). The 1.3 line's
-    early pre-releases (1.3.0rc0-rc15) still had trtllm-build and this format, untested here; TensorRT-LLM removed its
-    TensorRT engine backend in July 2026 (PRs #15918, #16369), before 1.3.0rc22, and 1.4 has none either."""
+    early pre-releases (1.3.0rc0-rc15) predate the removal of its TensorRT engine backend (July 2026, PRs #15918,
+    #16369, before 1.3.0rc22; their source not read, untested here), and 1.4 has none."""
     if version_tuple(version) < REDRAFTER_TRTLLM[0]:
         return "has the older ReDrafter format (one ReDrafterForCausalLM, Llama bases only), not this checkpoint's"
     return ("is past the 1.2.x line redrafter-trt supports (from 1.3.0rc22 on there is no TensorRT engine backend: "
