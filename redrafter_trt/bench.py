@@ -23,9 +23,10 @@ from typing import Callable
 import torch
 import transformers
 
-from .bench_inputs import check_checkpoint, check_grid, first_prompts, reconvert_beams, recorded_source, resolve_hf_dir
+from .bench_inputs import check_checkpoint, check_grid, first_prompts, reconvert_beams, resolve_hf_dir
 from .errors import ConfigError, first_line
 from .plural import counted
+from .producer import recorded_source
 from .runtime.config import RuntimeConfig
 from .tokens import encode_prompts, load_tokenizer, stop_ids, uses_chat
 

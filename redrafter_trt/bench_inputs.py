@@ -10,9 +10,10 @@ import logging
 from pathlib import Path
 from typing import Callable
 
-import torch
-
+from .base_sample import (SAME_WEIGHTS_TOLERANCE, SAMPLED_ROWS, UNQUANTISED, hf_tensor, read_rows,
+                          relative_difference, sampled_names, spread)
 from .errors import ConfigError, RedrafterError
+from .producer import recorded_source
 from .runtime.config import RuntimeConfig
 
 log = logging.getLogger(__name__)
@@ -72,15 +73,6 @@ def first_prompts(texts: list[str], num_prompts: int | None) -> list[str]:
         log.warning("--num-prompts %d, but there are only %d prompts: measuring those %d", num_prompts, len(texts),
                     len(texts))
     return texts[:num_prompts] if num_prompts else texts
-
-
-def recorded_source(ckpt_config: dict, key: str) -> str | None:
-    """The `base` or `drafter` folder `convert` recorded in producer.sources; None when absent or hand-edited into
-    something else."""
-    producer = ckpt_config.get("producer")
-    sources = producer.get("sources") if isinstance(producer, dict) else None
-    value = sources.get(key) if isinstance(sources, dict) else None
-    return value if isinstance(value, str) and value else None
 
 
 def resolve_hf_dir(hf_dir: Path | None, ckpt_config: dict, checkpoint_dir: Path) -> Path:
@@ -150,34 +142,18 @@ def check_same_base(b, ckpt_config: dict, hf_dir: Path, origin: str, checkpoint_
                               f"{hf_value(b)}, {checkpoint_dir}'s {ours}: {source_fix(hf_dir, ckpt_config)}")
 
 
-# (the checkpoint's tensor, the Hugging Face tensor whose rows are its first rows at tp 1; {last}: the last layer).
-# lm_head moves in any full fine-tune (softmax gives every row a gradient, where most embedding rows get none);
-# q_proj (the first rows of qkv) and down_proj are what LoRA fine-tunes change. An FP8 checkpoint's quantised linears
-# are left out: its lm_head is kept in the model dtype.
-SAMPLED_TENSORS = (("lm_head.weight", "lm_head.weight"),
-                   ("transformer.layers.{last}.attention.qkv.weight", "model.layers.{last}.self_attn.q_proj.weight"),
-                   ("transformer.layers.{last}.mlp.proj.weight", "model.layers.{last}.mlp.down_proj.weight"))
-SAMPLED_ROWS = 8
-UNQUANTISED = ("F32", "F16", "BF16")
-# bfloat16's epsilon: the base in another dtype differs from the checkpoint's tensors by rounding (a relative
-# difference near 1e-3 at most), another model by percents (a fine-tune) or about 1.4 (another random model)
-SAME_WEIGHTS_TOLERANCE = 2 ** -7
-
-
 def check_same_weights(src, b, ckpt_config: dict, hf_dir: Path, origin: str, checkpoint_dir: Path) -> None:
     """SAMPLED_ROWS rows of each of SAMPLED_TENSORS in `src` (the base's TensorSource) are the checkpoint's within
     SAME_WEIGHTS_TOLERANCE (a few KiB read of a large base): a model of the same shapes but other weights (a fine-tune,
     the instruct model of a base) was timed as the baseline, and bench reported 'agree on 0/N prompts'."""
-    from .base_plan import hf_lm_head
     from .io import TensorSource
 
     ckpt = TensorSource.from_files([Path(checkpoint_dir) / "rank0.safetensors"])  # bench takes tp 1 alone
     try:
-        for ours, theirs in SAMPLED_TENSORS:
-            ours, theirs = ours.format(last=b.num_layers - 1), theirs.format(last=b.num_layers - 1)
+        for ours, theirs in sampled_names(b.num_layers):
             if ckpt.dtype(ours) not in UNQUANTISED:
                 continue
-            theirs = hf_lm_head(src) if theirs == "lm_head.weight" else theirs
+            theirs = hf_tensor(src, theirs)
             relative = sampled_difference(src, theirs, ckpt, ours)
             if relative > SAME_WEIGHTS_TOLERANCE:
                 raise ConfigError(f"base folder {hf_dir} ({origin}) is not the checkpoint's base: its {theirs} is not "
@@ -188,14 +164,10 @@ def check_same_weights(src, b, ckpt_config: dict, hf_dir: Path, origin: str, che
 
 
 def sampled_difference(src, name: str, ckpt, ckpt_name: str) -> float:
-    """|theirs - ours| / |ours| over SAMPLED_ROWS rows spread from the first to the last of `name` ([rows, cols], the
-    same rows of `ckpt_name`), read one at a time; 0 where both are zero, inf where ours alone are."""
-    n = src.shape(name)[0]
-    rows = [i * (n - 1) // (SAMPLED_ROWS - 1) for i in range(SAMPLED_ROWS)]
-    theirs = torch.cat([src.get(name, 0, r, r + 1) for r in rows]).float()
-    ours = torch.cat([ckpt.get(ckpt_name, 0, r, r + 1) for r in rows]).float()
-    difference, scale = float((theirs - ours).norm()), float(ours.norm())
-    return difference / scale if scale else float("inf") if difference else 0.0
+    """relative_difference over SAMPLED_ROWS rows spread from the first to the last of `name` ([rows, cols]) and the
+    same rows of `ckpt_name`."""
+    rows = spread(src.shape(name)[0], SAMPLED_ROWS)
+    return relative_difference(read_rows(src, name, rows), read_rows(ckpt, ckpt_name, rows))
 
 
 def source_fix(hf_dir: Path, ckpt_config: dict) -> str:

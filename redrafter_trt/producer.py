@@ -20,6 +20,15 @@ def _absolute(path) -> str:
     return str(Path(path).resolve())
 
 
+def recorded_source(cfg: dict, key: str) -> str | None:
+    """The `base` or `drafter` folder a command recorded in producer.sources; None when absent or hand-edited into
+    something else."""
+    producer = cfg.get("producer")
+    sources = producer.get("sources") if isinstance(producer, dict) else None
+    value = sources.get(key) if isinstance(sources, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
 def recorded_predict_n(cfg: dict) -> int | None:
     """The drafter's predict_n `convert` recorded in a checkpoint config's producer block; None where absent or
     hand-edited into something that is no positive integer."""

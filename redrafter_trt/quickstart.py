@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Callable
 
 from .bench import BenchOptions, BenchReport, run_bench
-from .bench_inputs import recorded_source
 from .errors import ConfigError, RedrafterError
+from .producer import recorded_source
 from .prompts import load_prompts
 
 log = logging.getLogger(__name__)

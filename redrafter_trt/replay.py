@@ -25,8 +25,9 @@ from typing import Callable
 
 import torch
 
-from .bench_inputs import check_checkpoint, check_grid, default_grid, first_prompts, recorded_source
+from .bench_inputs import check_checkpoint, check_grid, default_grid, first_prompts
 from .errors import ConfigError
+from .producer import recorded_source
 from .tokens import encode_prompts, load_tokenizer, stop_ids, uses_chat
 
 log = logging.getLogger(__name__)
