@@ -1,13 +1,21 @@
 """A few of a base model's weights, read without loading the model, to tell two models of the same shapes apart (a
-fine-tune, the base's instruct model, another checkpoint): `bench --hf-dir` compares rows of them with a checkpoint's.
+fine-tune, the base's instruct model, another checkpoint): `bench --hf-dir` compares rows of them with a checkpoint's;
+`train` records values of them in its drafter's producer block (`base_sample`), which `convert` compares with --base's.
 The same model in another dtype passes: rounding to bfloat16 moves them by less than SAME_WEIGHTS_TOLERANCE.
 """
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import torch
 
-from .base_plan import hf_lm_head
+from . import layout
+from .base_plan import hf_lm_head, is_trtllm_checkpoint
+from .config import read_json
+from .errors import RedrafterError
+from .io import TensorSource
 
 # (the checkpoint's tensor, the Hugging Face tensor whose rows are its first rows at tp 1; {last}: the last layer).
 # lm_head moves in any full fine-tune (softmax gives every row a gradient, where most embedding rows get none);
@@ -17,9 +25,10 @@ SAMPLED_TENSORS = (("lm_head.weight", "lm_head.weight"),
                    ("transformer.layers.{last}.attention.qkv.weight", "model.layers.{last}.self_attn.q_proj.weight"),
                    ("transformer.layers.{last}.mlp.proj.weight", "model.layers.{last}.mlp.down_proj.weight"))
 SAMPLED_ROWS = 8
+RECORDED_COLUMNS = 4  # of each sampled row, the values a drafter records: 96 numbers, 2 KB of JSON
 UNQUANTISED = ("F32", "F16", "BF16")
-# bfloat16's epsilon: the base in another dtype differs from the checkpoint's tensors by rounding (a relative
-# difference near 1e-3 at most), another model by percents (a fine-tune) or about 1.4 (another random model)
+# bfloat16's epsilon: the base in another dtype differs from a checkpoint's tensors or a drafter's record by rounding
+# (a relative difference near 1e-3 at most), another model by percents (a fine-tune) or about 1.4 (another random model)
 SAME_WEIGHTS_TOLERANCE = 2 ** -7
 
 
@@ -47,3 +56,104 @@ def relative_difference(theirs: torch.Tensor, ours: torch.Tensor) -> float:
     """|theirs - ours| / |ours|; 0 where both are zero, inf where ours alone are."""
     difference, scale = float((theirs - ours).norm()), float(ours.norm())
     return difference / scale if scale else float("inf") if difference else 0.0
+
+
+# ---------------------------------------------------------------- a drafter's record of its base
+
+def record_base_sample(base: Path) -> dict:
+    """What `train` records of its Hugging Face base: for each of SAMPLED_TENSORS (its Hugging Face name), the shape,
+    the rows and columns read and the values there (6 significant digits: float32 rounding is far below the
+    tolerance). A tensor the base names otherwise is left out (train reads bases convert refuses)."""
+    num_layers = int(read_json(Path(base) / "config.json", "base")["num_hidden_layers"])
+    src, sample = TensorSource.from_hf_folder(Path(base)), {}
+    try:
+        for _, name in sampled_names(num_layers):
+            held = hf_tensor(src, name)
+            if held in src.names() and len(src.shape(held)) == 2:
+                sample[name] = _sample(src, held)
+    finally:
+        src.close()
+    return sample
+
+
+def _sample(src, name: str) -> dict:
+    n, columns = src.shape(name)
+    rows, cols = spread(n, SAMPLED_ROWS), spread(columns, RECORDED_COLUMNS)
+    values = read_rows(src, name, rows)[:, cols].flatten()
+    return {"shape": [n, columns], "rows": rows, "columns": cols,
+            "values": [float(f"{v:.6g}") for v in values.tolist()]}
+
+
+def recorded_sample(producer) -> dict | None:
+    """A drafter's `base_sample` from its producer block; None where absent (Apple's drafters, init-drafter's, those
+    trained before it was recorded) or hand-edited into something record_base_sample does not write."""
+    sample = producer.get("base_sample") if isinstance(producer, dict) else None
+    if not isinstance(sample, dict) or not sample:
+        return None
+    for entry in sample.values():
+        if not isinstance(entry, dict):
+            return None
+        shape, rows, cols, values = (entry.get(k) for k in ("shape", "rows", "columns", "values"))
+        if not (_counts(shape) and len(shape) == 2 and _counts(rows) and _counts(cols)
+                and max(rows) < shape[0] and max(cols) < shape[1] and isinstance(values, list)
+                and len(values) == len(rows) * len(cols)
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values)):
+            return None
+    return sample
+
+
+def _counts(value) -> bool:
+    """A non-empty list of integers of 0 or more."""
+    return (isinstance(value, list) and bool(value)
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value))
+
+
+def sample_difference(sample: dict, src, names: dict[str, str | None]) -> tuple[str, float] | None:
+    """The largest relative_difference between a drafter's record (recorded_sample) and `src`'s weights at the
+    recorded positions, with the Hugging Face name of the tensor holding it; None when nothing was compared.
+    `names`: each sampled Hugging Face name of `src`'s model -> its tensor in `src` (None: not comparable, such as an
+    FP8 checkpoint's quantised linears). A recorded tensor outside `names` (another layer count) or of another width
+    differs (inf); one `src` lacks is left to the checks that refuse such a base."""
+    worst = None
+    for name, entry in sample.items():
+        if name not in names:
+            relative = float("inf")
+        elif names[name] is None or names[name] not in src.names():
+            continue
+        else:
+            relative = _recorded_difference(src, names[name], entry)
+        if worst is None or relative > worst[1]:
+            worst = (name, relative)
+    return worst
+
+
+def _recorded_difference(src, name: str, entry: dict) -> float:
+    shape = src.shape(name)
+    if len(shape) != 2 or shape[1] != entry["shape"][1] or shape[0] <= max(entry["rows"]):
+        return float("inf")
+    theirs = read_rows(src, name, entry["rows"])[:, entry["columns"]].flatten()
+    return relative_difference(theirs, torch.tensor(entry["values"]))
+
+
+def base_sample_difference(sample: dict, base: Path, cfg: dict) -> tuple[str, float] | None:
+    """sample_difference against convert's --base with TensorRT-LLM config `cfg` (base_fields): a Hugging Face folder,
+    or rank0 of a TensorRT-LLM base checkpoint at tp 1 (its unquantised tensors; at tp > 1 rank0 holds a slice of
+    each, and nothing is compared). None as well where the base's files cannot be read: convert refuses it next."""
+    trtllm = is_trtllm_checkpoint(base)
+    if trtllm and layout.tp_size(cfg) != 1:
+        return None
+    try:
+        src = TensorSource.from_files([base / "rank0.safetensors"]) if trtllm else TensorSource.from_hf_folder(base)
+    except RedrafterError:
+        return None
+    try:
+        pairs = sampled_names(int(cfg["num_hidden_layers"]))
+        if trtllm:
+            names = {hf: ours if ours in src.names() and src.dtype(ours) in UNQUANTISED else None for ours, hf in pairs}
+        else:
+            names = {hf: hf_tensor(src, hf) for _, hf in pairs}
+        return sample_difference(sample, src, names)
+    except RedrafterError:
+        return None
+    finally:
+        src.close()

@@ -75,7 +75,7 @@ class Report:
     quantization: dict | None = None
     config_read: bool = False  # config.json parsed into an object holding the model keys
     drafter: dict | None = None
-    producer: dict | None = None  # producer_summary: the tool that wrote it and its drafter's recorded predict_n
+    producer: dict | None = None  # producer_summary: the tool that wrote it, its drafter's recorded predict_n and base
     ranks: list[RankReport] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     malformed: list[str] = field(default_factory=list)  # config fields that fail their CONFIG_TYPES check

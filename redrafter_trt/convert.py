@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from . import __version__, layout
+from .base_sample import SAME_WEIGHTS_TOLERANCE, base_sample_difference, recorded_sample
 from .base_plan import (Planned, base_fields, check_hf_tensors, hf_base, hf_config, is_trtllm_checkpoint,
                         plan_hf_rank, plan_trtllm_rank, resolve_dtype, trtllm_base)
 from .checkpoint import config_problems
@@ -29,7 +30,7 @@ from .drafter import DrafterConfig, drafter_config, load_drafter
 from .errors import ConfigError, TensorError, name_list
 from .io import StreamingWriter, TensorSource, all_finite
 from .output import atomic_output, check_output_folder, scratch_dir
-from .producer import producer_block
+from .producer import producer_block, recorded_source
 from .registry import redrafter_for_trtllm_base
 from .rules import drafter_to_trtllm
 from .shard import even_range
@@ -101,11 +102,16 @@ def check_drafter_fits(d: DrafterConfig, hidden_size: int, vocab_size: int, tp: 
                           f"predict: use --draft-len {d.predict_n} or less")
 
 
+def drafter_producer(drafter: Path) -> dict:
+    """The drafter's producer block ({} where it has none or a hand-edited one that is no mapping)."""
+    producer = read_json(drafter / "config.json", "drafter").get("producer")
+    return producer if isinstance(producer, dict) else {}
+
+
 def warn_sharpened_for_sampling(drafter: Path, greedy: bool) -> None:
     """A drafter trained with `train --later-sharpness S > 1` proposes well for greedy acceptance, but its
     later-step probabilities are S times too confident for sampling's min(1, p/q) test."""
-    producer = read_json(drafter / "config.json", "drafter").get("producer")
-    producer = producer if isinstance(producer, dict) else {}
+    producer = drafter_producer(drafter)
     options = producer.get("options") if isinstance(producer.get("options"), dict) else {}
     # train records its options as every output does; drafters trained before, at the top of the block
     trained = options.get("later_sharpness", producer.get("later_sharpness", 1.0))
@@ -113,6 +119,28 @@ def warn_sharpened_for_sampling(drafter: Path, greedy: bool) -> None:
         log.warning("%s was trained with --later-sharpness %g for greedy acceptance: with --no-greedy its "
                     "overconfident later draft steps are accepted less often; for sampling, train with "
                     "--later-sharpness 1", drafter, trained)
+
+
+def check_drafter_base(base: Path, drafter: Path, cfg: dict, output: Path) -> bool | None:
+    """Whether --base holds the weights `train` trained the drafter on (the sample of them it recorded, within
+    SAME_WEIGHTS_TOLERANCE): a drafter trained on another model of the same shapes (the base's instruct model, a
+    fine-tune) converted without a word and accepted little. A warning, not a refusal: on a light fine-tune it may
+    still pay, which `acceptance` measures. None: the drafter records no sample, or nothing could be compared."""
+    producer = drafter_producer(drafter)
+    sample = recorded_sample(producer)
+    found = base_sample_difference(sample, base, cfg) if sample else None
+    if found is None:
+        return None
+    name, relative = found
+    if relative <= SAME_WEIGHTS_TOLERANCE:
+        return True
+    trained_on = recorded_source({"producer": producer}, "base") or "another base"
+    what = f"{name} differs by {relative:.2g}" if relative != float("inf") else f"{name}: another depth or width"
+    log.warning("drafter %s was trained on %s, but the weights of --base %s differ (%s): it will likely accept few "
+                "draft tokens; measure it with `redrafter-trt acceptance --checkpoint-dir %s` before building an "
+                "engine, or train a drafter on this base (`redrafter-trt train --base %s`)", drafter, trained_on, base,
+                what, output, base)
+    return False
 
 
 def plan_drafter(d: DrafterConfig, tensors: dict[str, torch.Tensor], cfg: dict, tp_rank: int) -> list[Planned]:
@@ -135,12 +163,12 @@ def convert(base: Path | str, drafter: Path | str, output: Path | str, *, force:
     """Convert; `options` are ConvertOptions fields. Returns the output folder."""
     base, drafter, output = Path(base), Path(drafter), Path(output)
     opts = ConvertOptions(**options).with_fp8_defaults()
-    dcfg, dtensors = _inputs(base, drafter, output, force, opts)
+    dcfg, dtensors, base_matches = _inputs(base, drafter, output, force, opts)
 
     # FP8 scratch: hidden, named like this run's partial output, so the next run removes it if this one is killed
     with scratch_dir(output, "fp8-") if opts.quantize else contextlib.nullcontext() as scratch:
         source = _quantized_base(base, dcfg, scratch / "base", opts) if opts.quantize else base
-        plan, sources = _plan(source, base, drafter, dcfg, dtensors, opts)
+        plan, sources = _plan(source, base, drafter, dcfg, dtensors, opts, base_matches)
         _write(output, plan.cfg, plan.ranks, force, _read(base, drafter, opts))
         for s in sources:
             s.close()
@@ -162,8 +190,8 @@ def plan_conversion(base: Path | str, drafter: Path | str, output: Path | str, *
     if opts.quantize:
         raise ConfigError("--dry-run plans from the base's own tensors, and FP8's come from calibration: "
                           "leave out --quantize (pass --quantize none over a preset's) to see the plan, or --dry-run to convert")
-    dcfg, dtensors = _inputs(base, drafter, output, force, opts)
-    plan, sources = _plan(base, base, drafter, dcfg, dtensors, opts)
+    dcfg, dtensors, base_matches = _inputs(base, drafter, output, force, opts)
+    plan, sources = _plan(base, base, drafter, dcfg, dtensors, opts, base_matches)
     for s in sources:
         s.close()
     return plan
@@ -177,7 +205,7 @@ def _read(base: Path, drafter: Path, opts: ConvertOptions) -> tuple:
 
 def _inputs(base: Path, drafter: Path, output: Path, force: bool, opts: ConvertOptions):
     """The options, the output folder, the base's config and (from the configs alone) the drafter's fit checked,
-    then the drafter loaded: (DrafterConfig, its tensors)."""
+    then the drafter loaded: (DrafterConfig, its tensors, check_drafter_base's outcome)."""
     opts.check()
     check_output_folder(output, force, _read(base, drafter, opts))
     if not base.is_dir():
@@ -189,12 +217,13 @@ def _inputs(base: Path, drafter: Path, output: Path, force: bool, opts: ConvertO
         _redrafter_config(cfg, early, opts)
     dcfg, dtensors = load_drafter(drafter)
     warn_sharpened_for_sampling(drafter, opts.greedy)
-    return dcfg, dtensors
+    return dcfg, dtensors, check_drafter_base(base, drafter, cfg, output)
 
 
-def _plan(base: Path, source_base: Path, drafter: Path, dcfg: DrafterConfig, dtensors, opts: ConvertOptions):
+def _plan(base: Path, source_base: Path, drafter: Path, dcfg: DrafterConfig, dtensors, opts: ConvertOptions,
+          base_matches: bool | None):
     """The checked config and every rank's tensors from `base` (the FP8 export, or `source_base` itself), and the
-    open tensor sources the plan reads from."""
+    open tensor sources the plan reads from; `base_matches`: check_drafter_base's outcome, recorded."""
     trt_base = is_trtllm_checkpoint(base)
     if trt_base:
         cfg, sources = trtllm_base(base, opts)
@@ -208,10 +237,11 @@ def _plan(base: Path, source_base: Path, drafter: Path, dcfg: DrafterConfig, dte
     # --calib-data among the sources, as an absolute path: as typed (relative to where convert ran) it named nothing
     options = {k: v for k, v in asdict(opts).items() if k != "calib_data"}
     # the drafter's predict_n too (null: it does not say), for `bench`, `acceptance` and `run` to advise on a longer
-    # draft length; the producer block is ours (TensorRT-LLM keeps an unknown key as an attribute, unread)
+    # draft length; whether the drafter was trained on this base (null: not known), for `inspect`; the producer block
+    # is ours (TensorRT-LLM keeps an unknown key as an attribute, unread)
     cfg["producer"] = {**producer_block("convert", {**options, "tp_size": layout.tp_size(cfg)},
                                         {"base": source_base, "drafter": drafter, "calib_data": opts.calib_data}),
-                       "drafter_predict_n": dcfg.predict_n}
+                       "drafter_predict_n": dcfg.predict_n, "drafter_base_matches": base_matches}
     ranks = []
     for r in range(layout.tp_size(cfg)):
         plan = (plan_trtllm_rank(sources[r], cfg, r, base) if trt_base else plan_hf_rank(sources[0], hf_cfg, cfg, r))

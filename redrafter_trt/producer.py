@@ -39,9 +39,12 @@ def recorded_predict_n(cfg: dict) -> int | None:
 
 def producer_summary(cfg: dict) -> dict | None:
     """What `inspect` shows of a config's producer block (None: it has none): the tool, its version and command
-    (None: absent or not text) and the drafter's recorded predict_n."""
+    (None: absent or not text), the drafter's recorded predict_n and whether convert found the drafter trained on this
+    base (None: not known, or not a boolean)."""
     producer = cfg.get("producer")
     if not isinstance(producer, dict):
         return None
     text = {k: v if isinstance(v := producer.get(k), str) else None for k in ("name", "version", "command")}
-    return {**text, "drafter_predict_n": recorded_predict_n(cfg)}
+    matches = producer.get("drafter_base_matches")
+    return {**text, "drafter_predict_n": recorded_predict_n(cfg),
+            "drafter_base_matches": matches if isinstance(matches, bool) else None}

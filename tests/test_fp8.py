@@ -258,6 +258,23 @@ def fp8_base(fp8_models, tmp_path_factory):
     return base
 
 
+@pytest.mark.parametrize("base, same", [("hf", False), ("fp8_base", True), ("fp8_base", False)])
+def test_a_drafter_trained_on_another_base_is_said_on_the_fp8_paths(fp8_models, request, tmp_path, caplog, base, same):
+    """--quantize fp8 compares the drafter's record with the Hugging Face --base before calibrating; modelopt's FP8
+    base checkpoint, by its lm_head (kept in the model dtype; its quantised linears are left out)."""
+    from test_drafter_base import trained_on
+
+    trained = fp8_models["llama"] if same else make_hf(tmp_path / "other", "llama", seed=1)
+    drafter = trained_on(tmp_path / "drafter", trained)
+    if base == "hf":
+        out = convert(fp8_models["llama"], drafter, tmp_path / "out", dtype="bfloat16", quantize="fp8", **CALIB)
+    else:
+        out = convert(request.getfixturevalue("fp8_base"), drafter, tmp_path / "out")
+    assert json.loads((Path(out) / "config.json").read_text())["producer"]["drafter_base_matches"] is same
+    said = [r.getMessage() for r in caplog.records if r.name == "redrafter_trt.convert" and r.levelname == "WARNING"]
+    assert len(said) == (not same) and all(f"trained on {trained.resolve()}" in m for m in said), said
+
+
 def test_attach_to_fp8_base_stored_as_int8_keeps_its_fp8_bits(fp8_models, fp8_base, tmp_path):
     """A review: an FP8 base whose FP8 weights are stored as int8 (older exporters' layout, which TensorRT-LLM's
     preprocess_perlayer_weights views as FP8) was converted by value, int8 56 becoming FP8 56.0: every base linear

@@ -314,6 +314,20 @@ def test_a_changed_recipe_retrains_and_never_resumes_the_old_state(tiny_recipe, 
     assert calls == [False, False, False]
 
 
+def test_the_trained_drafter_converts_on_its_base_without_a_warning(tiny_recipe, tmp_path, monkeypatch, caplog):
+    """The quickstart converts its drafter with the base it trained it on: train's record of that base (its weights
+    read as convert reads them) matches, and the checkpoint says so."""
+    import json
+
+    base, api = tiny_recipe
+    monkeypatch.setattr(qs, "training_api", api([]))
+    drafter = qs.ensure_drafter(base, tmp_path, False, None)[0]
+    caplog.clear()  # train's own (the data's duplicate questions)
+    checkpoint = qs.ensure_checkpoint(base, drafter, tmp_path, False)[0]
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == []
+    assert json.loads((checkpoint / "config.json").read_text())["producer"]["drafter_base_matches"] is True
+
+
 def test_an_interrupted_run_resumes_with_its_own_recipe_only(tiny_recipe, tmp_path, monkeypatch):
     base, api = tiny_recipe
     calls = []

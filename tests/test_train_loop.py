@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from redrafter_trt.base_sample import record_base_sample
 from redrafter_trt.drafter import load_drafter
 from redrafter_trt.train import TrainConfig, features, objective, train_drafter
 from redrafter_trt.train.objective import FusedCrossEntropy, Head, Teacher
@@ -58,6 +59,7 @@ def test_loss_decreases_and_drafter_loads(chat_base, qa_file, tmp_path):
 
     assert (meta["version"], meta["command"]) == (__version__, "train")  # init-drafter's and convert's have them
     assert meta["sources"]["data"] == [str(Path(qa_file).resolve())]
+    assert meta["base_sample"] == record_base_sample(chat_base)  # what convert compares with --base
     # the head keeps only the rows of tokens in the data: the others are exactly zero
     head = tensors["lm_head.1.weight"]
     zero_rows = (head == 0).all(1)

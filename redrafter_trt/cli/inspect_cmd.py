@@ -52,10 +52,18 @@ def inspect(folder, as_json, values):
 
 
 def producer_line(producer: dict, drafter: bool) -> str:
-    """`redrafter-trt 0.1.0 (convert)`, then with a drafter the most draft tokens it was trained to predict."""
+    """`redrafter-trt 0.1.0 (convert)`, then with a drafter the most draft tokens it was trained to predict and, where
+    convert could tell, whether it was trained on this base."""
     made = " ".join(filter(None, (producer["name"] or "?", producer["version"],
                                   producer["command"] and f"({producer['command']})")))
     if not drafter:
         return made
     n = producer["drafter_predict_n"]
-    return f"{made}; drafter predict_n {n if n is not None else 'unknown'}"
+    line = f"{made}; drafter predict_n {n if n is not None else 'unknown'}"
+    matches = producer["drafter_base_matches"]
+    if matches is None:
+        return line
+    if matches:
+        return f"{line}; drafter trained on this base"
+    return (f"{line}; drafter trained on another base (it will likely accept few draft tokens: measure with "
+            f"`redrafter-trt acceptance`)")

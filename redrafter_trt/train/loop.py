@@ -20,6 +20,7 @@ from typing import Callable
 
 import torch
 
+from ..base_sample import record_base_sample
 from ..drafter import save_drafter
 from ..errors import PeerError
 from ..producer import producer_block
@@ -111,6 +112,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
     model_box.clear()  # the base is not needed any more
 
     embed, head = base_tensors(cfg.base)
+    base_sample = record_base_sample(cfg.base)  # for the drafter's producer block: read now, not after training
     dcfg, drafter = new_drafter(base_config, head, num_draft_layers=cfg.num_draft_layers, rnn=cfg.rnn,
                                 exit_dim=cfg.exit_dim or int(base_config["hidden_size"]), predict_n=k, seed=cfg.seed)
     base_head = head
@@ -201,9 +203,11 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
             log.info("%s: top-1 %s, chained %s, %.2f tokens/step at beam width 1",
                      "held-out" if held else "training set (no held-out examples)", result.get("top1"),
                      result.get("chained"), result.get("tokens_per_step_beam1", 0))
-            # the block every output carries (producer.py), then what the run came to (the dtypes "auto" chose), and
-            # cfg.extra: the quickstart's recipe, which it looks for at the top
+            # the block every output carries (producer.py), then what the run came to (the dtypes "auto" chose), a
+            # sample of the base's weights (convert warns where --base's differ: its path tells nothing on another
+            # machine), and cfg.extra: the quickstart's recipe, which it looks for at the top
             producer = {**producer_block("train", train_options(cfg), {"base": cfg.base, "data": cfg.data}),
+                        "base_sample": base_sample,
                         # ranks: each trains --batch-size anchors a step (the global batch is ranks x batch_size)
                         "steps": total, "ranks": world, "base_dtype": dtype_name(base_dtype),
                         "train_dtype": dtype_name(train_dtype),

@@ -1,0 +1,132 @@
+"""A drafter and the base it was trained on: `train` records a sample of its base's weights in the drafter's producer
+block, `convert` compares it with --base's and warns in one line where they differ (a drafter trained on another model
+of the same shapes, such as the base's instruct model, converted without a word and then accepted little), records
+the outcome in the checkpoint, and `inspect` shows it."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from redrafter_trt.base_sample import record_base_sample
+from redrafter_trt.cli import main
+from redrafter_trt.convert import convert
+from redrafter_trt.producer import producer_block
+from tinymodels import make_drafter, make_hf
+
+
+@pytest.fixture(scope="module")
+def bases(tmp_path_factory):
+    """The same random Llama in float32 and bfloat16, and another of the same shapes."""
+    root = tmp_path_factory.mktemp("bases")
+    return {"f32": make_hf(root / "f32"), "bf16": make_hf(root / "bf16", dtype=torch.bfloat16),
+            "other": make_hf(root / "other", seed=1)}
+
+
+def trained_on(folder, base, record=None):
+    """A drafter for `base`'s shapes with train's producer block: `base` as its source and `record` as its sample
+    (default: the one train records of `base`)."""
+    make_drafter(folder, base)
+    raw = json.loads((folder / "config.json").read_text())
+    sample = record_base_sample(base) if record is None else record
+    raw["producer"] = {**producer_block("train", {}, {"base": base}), "base_sample": sample}
+    (folder / "config.json").write_text(json.dumps(raw, indent=2))
+    return folder
+
+
+def matches(checkpoint):
+    return json.loads((checkpoint / "config.json").read_text())["producer"]["drafter_base_matches"]
+
+
+def warnings(caplog):
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize("trained, given", [("f32", "f32"), ("f32", "bf16"), ("bf16", "f32")])
+def test_the_same_base_in_any_dtype_converts_without_a_word(bases, tmp_path, caplog, trained, given):
+    drafter = trained_on(tmp_path / "d", bases[trained])
+    out = convert(bases[given], drafter, tmp_path / "c")
+    assert warnings(caplog) == [] and matches(out) is True
+
+
+def test_a_drafter_trained_on_another_base_is_one_warning_and_inspect_says_so(bases, tmp_path, caplog):
+    drafter = trained_on(tmp_path / "d", bases["other"])
+    result = CliRunner().invoke(main, ["convert", "--base", str(bases["f32"]), "--drafter", str(drafter),
+                                       "--output", str(tmp_path / "c")])
+    assert result.exit_code == 0, result.output
+    lines = warnings(caplog)
+    assert len(lines) == 1 and "\n" not in lines[0], lines
+    line = lines[0]
+    for needle in (str(drafter), str(bases["other"].resolve()), str(bases["f32"]), "differ", "accept",
+                   "redrafter-trt acceptance", "train"):
+        assert needle in line, (needle, line)
+    assert matches(tmp_path / "c") is False
+    shown = CliRunner().invoke(main, ["inspect", str(tmp_path / "c")])
+    assert shown.exit_code == 0 and "drafter trained on another base" in shown.output, shown.output
+    report = json.loads(CliRunner().invoke(main, ["inspect", str(tmp_path / "c"), "--json"]).output)
+    assert report["producer"]["drafter_base_matches"] is False
+
+
+def test_a_base_of_another_depth_differs(bases, tmp_path, caplog):
+    """convert checks hidden size and vocabulary: a deeper model of the family passed, and its last layer is another."""
+    drafter = trained_on(tmp_path / "d", bases["f32"])
+    out = convert(make_hf(tmp_path / "deeper", num_hidden_layers=3), drafter, tmp_path / "c")
+    said = warnings(caplog)
+    assert matches(out) is False and len(said) == 1 and "model.layers.1.self_attn.q_proj.weight: another depth" in said[0], said
+
+
+@pytest.mark.parametrize("record", ["absent", "by hand", "values cut"])
+def test_a_drafter_without_a_record_is_not_checked(bases, tmp_path, caplog, record):
+    """Apple's drafters, init-drafter's and those trained before the record have none; a hand-edited one is none."""
+    if record == "absent":
+        drafter = make_drafter(tmp_path / "d", bases["other"])
+    else:
+        sample = record_base_sample(bases["other"])
+        for entry in sample.values():
+            entry["values"] = entry["values"][:-1]
+        drafter = trained_on(tmp_path / "d", bases["other"], "by hand" if record == "by hand" else sample)
+    out = convert(bases["f32"], drafter, tmp_path / "c")
+    assert warnings(caplog) == [] and matches(out) is None
+    shown = CliRunner().invoke(main, ["inspect", str(out)])
+    assert shown.exit_code == 0 and "trained on" not in shown.output, shown.output
+
+
+@pytest.mark.parametrize("tp, same, expected", [(1, True, True), (1, False, False), (2, True, None)])
+def test_a_tensorrt_llm_base_checkpoint_is_compared_at_tp_1(bases, tmp_path, caplog, tp, same, expected):
+    """TensorRT-LLM's two-step flow: rank0 of a tp-1 base checkpoint holds the rows compared; at tp 2 it is not
+    checked."""
+    from test_convert import _trtllm_base_only
+
+    base = _trtllm_base_only(tmp_path, bases["f32"], tp)
+    drafter = trained_on(tmp_path / "d", bases["f32" if same else "other"])
+    out = convert(base, drafter, tmp_path / "c")
+    assert matches(out) is expected
+    assert len(warnings(caplog)) == (expected is False)
+
+
+def test_train_records_its_base_in_a_few_kilobytes(bases):
+    sample = record_base_sample(bases["f32"])
+    assert set(sample) == {"lm_head.weight", "model.layers.1.self_attn.q_proj.weight",
+                           "model.layers.1.mlp.down_proj.weight"}
+    assert len(json.dumps(sample, indent=2)) < 4096  # config.json is written indented
+
+
+@pytest.mark.parametrize("recorded, shown", [(True, "; drafter trained on this base"),
+                                             (False, "; drafter trained on another base"), (None, None),
+                                             ("yes", None)])
+def test_inspect_shows_what_convert_recorded(recorded, shown):
+    """A hand-edited value is not known: nothing is said of it."""
+    from redrafter_trt.cli.inspect_cmd import producer_line
+    from redrafter_trt.producer import producer_summary
+
+    summary = producer_summary({"producer": {"name": "redrafter-trt", "version": "1", "command": "convert",
+                                             "drafter_predict_n": 3, "drafter_base_matches": recorded}})
+    assert summary["drafter_base_matches"] is (recorded if isinstance(recorded, bool) else None)
+    line = producer_line(summary, True)
+    assert line.startswith("redrafter-trt 1 (convert); drafter predict_n 3")
+    assert (shown in line) if shown else "trained on" not in line
+    assert "trained on" not in producer_line(summary, False)  # a base checkpoint
