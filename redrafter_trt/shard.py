@@ -41,16 +41,23 @@ def kv_head_range(num_kv_heads: int, tp_rank: int, tp_size: int) -> tuple[int, i
     return head, head + 1
 
 
+def tp_sizes(num_heads: int, num_kv_heads: int, intermediate_size: int) -> list[int]:
+    """Every tp_size that check_tp accepts for this base (each divides the heads, so none is above them)."""
+    return [t for t in range(1, num_heads + 1) if not num_heads % t and not intermediate_size % t
+            and not (num_kv_heads % t and t % num_kv_heads)]
+
+
 def check_tp(num_heads: int, num_kv_heads: int, intermediate_size: int, tp_size: int) -> None:
-    """TensorRT-LLM's constraints on a base model's tensor parallelism, as one-line errors."""
+    """TensorRT-LLM's constraints on a base model's tensor parallelism, as one-line errors. Each names the sizes
+    that pass them all: a divisor of the heads alone (SmolLM2's 9) can fail on the intermediate size next."""
     if tp_size < 1:
         raise ConfigError(f"--tp-size {tp_size} is invalid: use 1 or more")
+    *others, last = map(str, tp_sizes(num_heads, num_kv_heads, intermediate_size))  # 1 always fits
+    fits = f"--tp-size {', '.join(others)} or {last} splits this model" if others else "use --tp-size 1"
     if num_heads % tp_size:
-        raise ConfigError(f"--tp-size {tp_size} does not divide the {num_heads} attention heads: use a divisor of {num_heads}")
+        raise ConfigError(f"--tp-size {tp_size} does not divide the {num_heads} attention heads: {fits}")
     if num_kv_heads % tp_size and tp_size % num_kv_heads:
         raise ConfigError(f"--tp-size {tp_size} and the {num_kv_heads} kv heads must divide one another "
-                          f"(a kv head cannot be split): use a divisor or a multiple of {num_kv_heads}")
+                          f"(a kv head cannot be split): {fits}")
     if intermediate_size % tp_size:
-        raise ConfigError(f"--tp-size {tp_size} does not divide the intermediate size {intermediate_size}: "
-                          f"use a divisor of it")
-
+        raise ConfigError(f"--tp-size {tp_size} does not divide the intermediate size {intermediate_size}: {fits}")

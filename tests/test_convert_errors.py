@@ -132,6 +132,18 @@ def test_tp_kv_heads(tmp_path):
     assert_one_line_error(convert_err(parts, "--tp-size", 2), "kv heads")
 
 
+def test_tp_refusal_names_the_sizes_that_split_the_model(tmp_path):
+    """SmolLM2 (9 heads, 3 kv heads, intermediate 1536) at --tp-size 2 was told 'use a divisor of 9'; 9 was then
+    refused for the intermediate size. The refusal names the sizes that pass every check instead."""
+    base = make_hf(tmp_path / "b", "llama", num_attention_heads=9, num_key_value_heads=3, hidden_size=72,
+                   intermediate_size=96, vocab_size=255)
+    parts = (base, make_drafter(tmp_path / "d", base, exit_dim=72), tmp_path / "out")
+    for tp in (2, 9):
+        assert_one_line_error(convert_err(parts, "--tp-size", tp), "--tp-size 1 or 3 splits this model")
+    assert run_cli("convert", "--base", base, "--drafter", parts[1], "--output", parts[2], "--tp-size", 3,
+                   "--dry-run").exit_code == 0
+
+
 def test_an_odd_head_size_is_refused(tmp_path):
     """A Qwen2 with head size 9 converted without a word; TensorRT-LLM cannot build its rotary embedding and
     transformers' own Qwen2 fails on it."""
