@@ -301,6 +301,9 @@ def read_engine_config(engine_dir: Path) -> dict:
     """An engine folder's config.json (`pretrained_config` with the `redrafter_*` keys, `build_config` with the
     limits trtllm-build fixed); a ConfigError naming the fix when it is absent or not an engine's."""
     path = Path(engine_dir) / "config.json"
+    if not Path(engine_dir).is_dir():  # a preset's relative engine-dir, read from another folder, did not say so
+        raise ConfigError(f"engine folder {engine_dir} does not exist (paths are read from {Path.cwd()}): pass the "
+                          "output folder of `redrafter-trt build`")
     if not path.is_file():
         raise ConfigError(f"{engine_dir} holds no engine config.json: pass the output folder of `redrafter-trt build`")
     try:

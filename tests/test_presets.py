@@ -258,7 +258,7 @@ def test_command_line_folder_beats_the_presets_rival(tmp_path):
     path.write_text(f"serve: {{checkpoint-dir: {tmp_path / 'ck'}}}\n")
     result = CliRunner().invoke(main, ["serve", "--config", str(path), "--engine-dir", str(tmp_path / "eng"),
                                        "--tokenizer-dir", str(tmp_path), "--dry-run"])
-    assert result.exit_code == 2 and "holds no engine config.json" in result.output, result.output
+    assert result.exit_code == 2 and f"engine folder {tmp_path / 'eng'} does not exist" in result.output, result.output
 
 
 @pytest.mark.parametrize("command", ["serve", "run"])
@@ -271,7 +271,7 @@ def test_a_sections_folder_beats_a_top_level_rival(tmp_path, command):
     path.write_text(f"checkpoint-dir: {tmp_path / 'ck'}\n{command}: {{engine-dir: {tmp_path / 'eng'}}}\n")
     args = ["--dry-run"] if command == "serve" else ["--input-text", "hi"]
     result = CliRunner().invoke(main, [command, "--config", str(path), "--tokenizer-dir", str(tmp_path), *args])
-    assert result.exit_code == 2 and "holds no engine config.json" in result.output, result.output
+    assert result.exit_code == 2 and f"engine folder {tmp_path / 'eng'} does not exist" in result.output, result.output
     path.write_text(f"{command}: {{engine-dir: {tmp_path / 'eng'}, checkpoint-dir: {tmp_path / 'ck'}}}\n")
     result = CliRunner().invoke(main, [command, "--config", str(path), "--tokenizer-dir", str(tmp_path), *args])
     assert result.exit_code == 2 and "pass exactly one of" in result.output, result.output
@@ -647,11 +647,12 @@ def test_an_off_flag_over_a_preset_is_not_refused_with_an_engine(tmp_path):
     refused = CliRunner().invoke(main, [*run, "--draft"])
     assert "the --config preset sets compile" in refused.output and "pass --no-compile" in refused.output
     res = CliRunner().invoke(main, [*run, "--no-compile", "--draft"])
-    assert "holds no engine config.json" in res.output, res.output  # past the option checks, to the engine's
-    assert "holds no engine config.json" in CliRunner().invoke(main, [run[0], *run[3:], "--no-compile"]).output
+    missing = f"engine folder {tmp_path / 'engine'} does not exist"
+    assert missing in res.output, res.output  # past the option checks, to the engine's
+    assert missing in CliRunner().invoke(main, [run[0], *run[3:], "--no-compile"]).output
     serve = ["serve", "--engine-dir", str(tmp_path / "engine"), "--tokenizer-dir", str(tmp_path), "--dry-run"]
     res = CliRunner().invoke(main, [*serve, "--no-compile"])
-    assert "holds no engine config.json" in res.output, res.output
+    assert missing in res.output, res.output
     res = CliRunner().invoke(main, [*serve, "--compile"])
     assert "--compile apply to --checkpoint-dir only" in res.output, res.output
 

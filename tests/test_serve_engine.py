@@ -71,6 +71,7 @@ def test_dry_run_is_a_trtllm_serve_command_for_the_engine(tmp_path, tokenizer_di
     ("missing rank", "rank3.engine"),
     ("not redrafter", "not the config of a ReDrafter engine"),
     ("no config", "no engine config.json"),
+    ("no folder", "engine folder"),
     ("no tokenizer", "cannot load a tokenizer"),
     ("another model's tokenizer", "has 49152 tokens but the model's vocab_size is 32000"),
 ])
@@ -82,6 +83,9 @@ def test_bad_engine_folders_end_in_one_line(tmp_path, tokenizer_dir, kind, needl
         make_engine(engine, redrafter=False)
     elif kind == "no config":
         engine.mkdir()
+    elif kind == "no folder":  # a preset's relative engine-dir read from another folder said it "holds no config"
+        engine = tmp_path / "work" / "engine"
+        needle = f"engine folder {engine} does not exist (paths are read from "
     elif kind == "no tokenizer":
         make_engine(engine)
         tokenizer_dir = tmp_path
