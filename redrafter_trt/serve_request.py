@@ -53,13 +53,19 @@ AS_ROLE = {"developer": "system"}  # newer OpenAI clients send the system prompt
 
 
 def _messages(messages) -> list[dict]:
-    ok = isinstance(messages, list) and messages and all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and AS_ROLE.get(m["role"], m["role"]) in ROLES
-        and isinstance(text_of(m.get("content")), str)
-        for m in messages)
-    if not ok:
+    """The chat messages, each checked on its own: a long history's one bad message is named by its index."""
+    if not isinstance(messages, list) or not messages:
         raise RequestError('"messages" must be a non-empty list of {"role": "system", "user" or "assistant", '
                            '"content": str or text parts}')
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise RequestError(f'"messages"[{i}] must be an object {{"role": ..., "content": ...}}')
+        if not isinstance(m.get("role"), str) or AS_ROLE.get(m["role"], m["role"]) not in ROLES:
+            raise RequestError(f'"messages"[{i}]: role {json.dumps(m.get("role"))} is not one of {", ".join(ROLES)} '
+                               f'({", ".join(AS_ROLE)})')
+        if not isinstance(text_of(m.get("content")), str):
+            raise RequestError(f'"messages"[{i}]: "content" must be a string or a list of text parts '
+                               '({"type": "text", "text": str})')
     return [{"role": AS_ROLE.get(m["role"], m["role"]), "content": text_of(m["content"])} for m in messages]
 
 
@@ -119,6 +125,9 @@ def parse(body, chat: bool, model_name: str, max_output_len: int) -> Request:
     _field(body, "best_of", int, 1, lambda v: v == 1, '1: send "n" for more answers')
     _field(body, "suffix", str, None, lambda v: False, "left out: no insertion here")
     echo = _field(body, "echo", bool, False, need="true or false", allow_bool=True)
+    if body.get(PROMPT[chat]) is None and body.get(PROMPT[not chat]) is not None:  # a client at the wrong route
+        raise RequestError(f'"{PROMPT[not chat]}" is read by POST /v1/{"" if chat else "chat/"}completions: send this '
+                           f'body there, or "{PROMPT[chat]}" here')
     prompts = [_messages(body.get("messages"))] if chat else _prompts(body.get("prompt"))
     if len(prompts) > MAX_PROMPTS:
         raise RequestError(f"{len(prompts)} prompts in one request: send at most {MAX_PROMPTS}")

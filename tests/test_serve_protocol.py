@@ -482,6 +482,26 @@ def test_fields_it_does_not_know_are_refused_not_ignored(server, path, body, say
     assert status == 400 and says in json.loads(data)["error"]["message"], data
 
 
+@pytest.mark.parametrize("path, body, says", [
+    ("/v1/completions", {"messages": HI}, '"messages" is read by POST /v1/chat/completions: send this body there, '
+                                          'or "prompt" here'),
+    ("/v1/chat/completions", {"prompt": "Hi"}, '"prompt" is read by POST /v1/completions: send this body there, '
+                                               'or "messages" here'),
+    ("/v1/chat/completions", {"messages": [*HI, {"role": "assistant", "content": "Hello"}, {"role": "tool",
+                                                                                          "content": "42"}]},
+     '"messages"[2]: role "tool" is not one of system, user, assistant (developer)'),
+    ("/v1/chat/completions", {"messages": [{"role": "user"}]}, '"messages"[0]: "content" must be a string or a list'),
+    ("/v1/chat/completions", {"messages": ["Hi"]}, '"messages"[0] must be an object'),
+    ("/v1/chat/completions", {"messages": []}, '"messages" must be a non-empty list'),
+])
+def test_a_malformed_prompt_names_its_endpoint_or_message(server, path, body, says):
+    """A chat body POSTed to /v1/completions (a client pointed at the wrong route) was told '"prompt" must be a
+    string, ...', and a tool message or one without content, anywhere in a long history, '"messages" must be a
+    non-empty list of ...': neither said what to change. The 400 names the route, or the message and its field."""
+    status, _, data = request(server, "POST", path, body | {"max_tokens": 2})
+    assert status == 400 and says in json.loads(data)["error"]["message"], data
+
+
 def test_openai_fields_that_change_nothing_are_accepted(server):
     body = {"messages": HI, "max_tokens": 2, "user": "u", "metadata": {"k": "v"}, "store": False, "tool_choice": "none",
             "parallel_tool_calls": False, "modalities": ["text"], "reasoning_effort": "low", "service_tier": "auto",
