@@ -258,8 +258,9 @@ def records(path: Path, text: str) -> list[tuple[str, object]]:
         except json.JSONDecodeError as e:
             if not located and isinstance(whole := _json_or_none(text), dict):  # one record, pretty-printed
                 return [("(its one JSON object)", whole)]
+            plain = "" if located else ", or name the file .txt to read it one prompt per line"  # plain text?
             raise ConfigError(f"{path} line {lineno} is not valid JSON ({e.msg}): write one JSON object per "
-                              f"line") from None
+                              f"line{plain}") from None
     return located
 
 

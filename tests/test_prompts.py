@@ -76,6 +76,20 @@ def test_a_txt_file_holds_one_prompt_per_line(tmp_path, name):
         load_prompts(write(tmp_path, "\n \n", name))
 
 
+@pytest.mark.parametrize("name", ["prompts.csv", "prompts", "questions.md"])
+def test_plain_text_under_another_name_is_told_to_be_named_txt(tmp_path, name):
+    """A file of plain prompts not named .txt was told only 'line 1 is not valid JSON: write one JSON object per
+    line', as if it had to be rewritten; naming it .txt reads it one prompt per line. A jsonl file broken further
+    down keeps the plain jsonl error."""
+    path = write(tmp_path, "What is 2+2?\nName a color.\n", name)
+    with pytest.raises(ConfigError, match=r"line 1 is not valid JSON .*: write one JSON object per line, or name "
+                                          r"the file \.txt to read it one prompt per line$"):
+        load_prompts(path)
+    path = write(tmp_path, '{"prompt": "a"}\nName a color.\n', name)
+    with pytest.raises(ConfigError, match=r"line 2 is not valid JSON .*: write one JSON object per line$"):
+        load_prompts(path)
+
+
 def test_json_list_of_non_objects_names_the_record_and_the_shape(tmp_path):
     f = tmp_path / "arr.jsonl"
     f.write_text('[1, 2, 3]\n')
