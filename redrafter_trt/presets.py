@@ -24,6 +24,7 @@ or else one in the command's section, drops the preset's other (`one_of`).
 from __future__ import annotations
 
 import contextlib
+import difflib
 import logging
 import shlex
 from collections.abc import Callable, Hashable, Iterable
@@ -214,8 +215,13 @@ def resolve(preset: dict, command_name: str, command: click.Command, sections: I
     others = list(other_commands()) if shared else []
     foreign = [k for k in shared if _key(str(k)) not in keys]
     known = set().union(*(option_keys(c) for c in others))
-    unknown = [str(k) for k in foreign if _key(str(k)) not in known]
+    unknown = [k for k in foreign if _key(str(k)) not in known]
     if unknown:
+        if isinstance(shared[unknown[0]], dict):  # a misspelt section: the fields' list would not name the sections
+            names = sorted({command_name, *(c.name for c in others)})
+            close = difflib.get_close_matches(str(unknown[0]), names, n=1, cutoff=0.5)
+            raise ConfigError(f"preset field '{unknown[0]}' is a mapping but no command's section: "
+                              + (f"did you mean `{close[0]}:`?" if close else f"sections are {', '.join(names)}"))
         shown = set().union(shown_names(command), *(shown_names(c) for c in others))
         raise ConfigError(f"preset field '{unknown[0]}' is not an option of any command; valid top-level fields: "
                           f"{name_list(shown, limit=60)}")

@@ -89,13 +89,30 @@ def test_the_valid_fields_listed_leave_out_the_command_lines_own(tmp_path, text)
 @pytest.mark.parametrize("text, field", [
     ("convert: {tp_sise: 4}\n", "convert.tp_sise"),
     ("tpp: 3\n", "tpp"),
-    ("convrt: {tp-size: 2}\n", "convrt"),
 ])
 def test_unknown_field_is_named(tmp_path, text, field):
     result = invoke(tmp_path, text, "convert")
     assert isinstance(result.exception, ConfigError)
     message = str(result.exception)
     assert f"'{field}'" in message and "tp-size" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("text, says", [
+    ("convrt: {tp-size: 2}\n", "'convrt' is a mapping but no command's section: did you mean `convert:`?"),
+    ("benchmark: {beams: [1, 2]}\n", "'benchmark' is a mapping but no command's section: did you mean `bench:`?"),
+    ("gpu: {device: cuda}\n", "'gpu' is a mapping but no command's section: sections are acceptance, bench, build, "
+                               "convert, run, serve"),
+])
+def test_a_misspelt_section_is_named_as_a_section(tmp_path, text, says):
+    """A misspelt section (`convrt:`, `benchmark:`) was called a field that 'is not an option of any command', then
+    listed the 50 top-level fields, none of them a section: the section it meant is named instead."""
+    from redrafter_trt.cli import main
+
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    for command in ("convert", "run", "serve"):
+        result = CliRunner().invoke(main, [command, "--config", str(path)])
+        assert result.exit_code == 2 and says in result.output, result.output
 
 
 @pytest.mark.parametrize("text, first, second", [
