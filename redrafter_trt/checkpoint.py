@@ -264,7 +264,7 @@ def _check_ranks(path: Path, cfg: dict, rep: Report, values: bool) -> None:
         if r in missing:
             continue
         try:
-            src = TensorSource.from_files([f])
+            src = TensorSource.from_files([f], fix="re-convert it")  # convert writes it, no download
             have = {n: (src.shape(n), src.dtype(n)) for n in src.names()}
             meta = src.metadata(f)
         except TensorError as e:

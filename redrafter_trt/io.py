@@ -166,12 +166,14 @@ class StreamingWriter:
 
 class TensorSource:
     """Lazy, name-addressed view of a folder's tensors. `shape(name)` reads headers only; `get(name, dim, part,
-    parts)` reads one shard's range from disk (safetensors `get_slice`)."""
+    parts)` reads one shard's range from disk (safetensors `get_slice`). fix: what a file that cannot be read asks
+    of the user (None: a download's fix)."""
 
-    def __init__(self, files: dict[str, Path], eager: dict[str, torch.Tensor] | None = None):
+    def __init__(self, files: dict[str, Path], eager: dict[str, torch.Tensor] | None = None, fix: str | None = None):
         self._files = files  # name -> safetensors file
         self._eager = eager or {}
         self._handles: dict[Path, object] = {}
+        self._fix = fix
 
     @classmethod
     def from_hf_folder(cls, folder: Path) -> "TensorSource":
@@ -212,19 +214,19 @@ class TensorSource:
                           f"point --base at a Hugging Face model folder")
 
     @classmethod
-    def from_files(cls, files: list[Path]) -> "TensorSource":
+    def from_files(cls, files: list[Path], fix: str | None = None) -> "TensorSource":
         out = {}
         for f in files:
-            with _open(f) as h:
+            with _open(f, fix or REEXPORT) as h:
                 out.update({k: f for k in h.keys()})
-        return cls(out)
+        return cls(out, fix=fix)
 
     def names(self) -> set[str]:
         return set(self._files) | set(self._eager)
 
     def _handle(self, path: Path):
         if path not in self._handles:
-            self._handles[path] = _open(path).__enter__()
+            self._handles[path] = _open(path, self._fix or REEXPORT).__enter__()
         return self._handles[path]
 
     def shape(self, name: str) -> tuple[int, ...]:
@@ -256,7 +258,8 @@ class TensorSource:
             index[dim] = slice(start, stop)
             return sl[tuple(index)]
         except (SafetensorError, OSError, ValueError) as e:
-            raise TensorError(f"reading {name} failed ({e}): the file is truncated or corrupted, re-download it") from None
+            raise TensorError(f"reading {name} failed ({e}): the file is truncated or corrupted, "
+                              f"{self._fix or 're-download it'}") from None
 
     def close(self) -> None:
         for h in self._handles.values():

@@ -422,3 +422,18 @@ def test_the_problems_are_counted(ckpt, tmp_path, fields, invalid):
     """The last line said 'INVALID (1 problem(s))'."""
     result = run_cli("inspect", broken(ckpt, tmp_path, **fields))
     assert result.exit_code == 1 and result.output.splitlines()[-1] == f"  INVALID ({invalid})", result.output
+
+
+def test_a_rank_file_cut_short_is_re_converted_not_re_downloaded(ckpt, tmp_path):
+    """A checkpoint's rank file cut short (a copy interrupted) was told 're-download or re-export it', then
+    're-convert it': a checkpoint is neither downloaded nor exported, convert writes it again. A base cut short keeps
+    its download's fix (test_convert_errors' test_truncated_safetensors)."""
+    copy = tmp_path / "ck"
+    shutil.copytree(ckpt, copy)
+    rank0 = copy / "rank0.safetensors"
+    rank0.write_bytes(rank0.read_bytes()[: rank0.stat().st_size // 2])
+    [problem] = inspect_checkpoint(copy).problems
+    assert problem.startswith(f"rank0.safetensors: {rank0} is truncated") and problem.endswith("): re-convert it")
+    result = run_cli("run", "--checkpoint-dir", copy, "--tokenizer-dir", tmp_path, "--input-text", "hi")
+    assert_one_line_error(result, f"{rank0} is truncated", "re-convert it")
+    assert "re-download" not in result.stderr and "re-export" not in result.stderr

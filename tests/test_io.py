@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from redrafter_trt.errors import CorruptFileError, TensorError
-from redrafter_trt.io import read_metadata
+from redrafter_trt.io import TensorSource, read_metadata
 
 
 def unreadable(tmp_path, why):
@@ -52,3 +54,19 @@ def test_a_readable_file_that_is_not_safetensors_is_corrupt(tmp_path, content):
         read_metadata(path, "fix it")
     assert str(e.value).startswith(f"{path} is truncated or not a safetensors file (") and str(e.value).endswith(
         "): fix it")
+
+
+def test_a_tensor_source_names_its_own_fix(tmp_path):
+    """TensorSource.from_files takes the fix to name, as io's readers do (a checkpoint's rank file: re-convert it),
+    for a file cut short when opened and for one that fails when a tensor is read; by default a download's fix."""
+    path = tmp_path / "rank0.safetensors"
+    save_file({"w": torch.ones(4, 4)}, str(path))
+    whole = path.read_bytes()
+    src = TensorSource.from_files([path], fix="re-convert it")
+    path.write_bytes(whole[:-8])
+    with pytest.raises(TensorError, match=r"truncated .*: re-convert it$"):
+        src.get("w")  # opened only now: the file was cut after its names were read
+    with pytest.raises(CorruptFileError, match=r": re-convert it$"):
+        TensorSource.from_files([path], fix="re-convert it")
+    with pytest.raises(CorruptFileError, match=r": re-download or re-export it$"):
+        TensorSource.from_files([path])
