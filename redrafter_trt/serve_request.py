@@ -213,7 +213,7 @@ def refuse_unsupported(body: dict, chat: bool, sampling: bool, stops: frozenset[
     unknown = [name for name, value in body.items() if name not in known and value is not None]
     if unknown:
         raise RequestError(f'"{unknown[0]}" is not a field of {"chat " if chat else ""}completions here: leave it out '
-                           f'(read: {", ".join(sorted(READ | {PROMPT[chat]}))})')
+                           f'(fields this server reads: {", ".join(sorted(READ | {PROMPT[chat]}))})')
     table = UNSUPPORTED | ENDPOINT[chat] | (SAMPLING_FILTERS if sampling else {})
     for name, neutral in table.items():
         value = body.get(name)

@@ -464,9 +464,11 @@ HI = [{"role": "user", "content": "Hi"}]
 
 
 @pytest.mark.parametrize("path, body, says", [
-    ("/v1/completions", {"prompt": "Hi", "temprature": 0}, '"temprature" is not a field of completions'),
+    ("/v1/completions", {"prompt": "Hi", "temprature": 0},
+     '"temprature" is not a field of completions here: leave it out (fields this server reads: best_of, echo, '),
     ("/v1/completions", {"prompt": "Hi", "add_generation_prompt": True}, '"add_generation_prompt" is not a field'),
     ("/v1/chat/completions", {"messages": HI, "prompt": "Hi"}, '"prompt" is not a field of chat completions'),
+    ("/v1/chat/completions", {"messages": HI, "temprature": 0}, ', max_tokens, messages, model, n, seed, '),
     ("/v1/chat/completions", {"messages": HI, "functions": [{"name": "f", "parameters": {}}]}, '"functions" is not'),
     ("/v1/chat/completions", {"messages": HI, "tool_choice": "required"}, '"tool_choice" is not implemented'),
     ("/v1/chat/completions", {"messages": HI, "modalities": ["text", "audio"], "audio": {"voice": "alloy"}},
@@ -477,7 +479,7 @@ def test_fields_it_does_not_know_are_refused_not_ignored(server, path, body, say
     """Any field outside the ones it reads, refuses or knows to change nothing was dropped silently: a misspelt
     temperature, OpenAI's older `functions`, a forced `tool_choice`, audio output, vLLM's `structured_outputs`
     each got a plain text answer; they are a 400 naming the field (trtllm-serve's request models forbid extra
-    fields too)."""
+    fields too). The fields it reads follow, introduced as such (was '(read: ...)')."""
     status, _, data = request(server, "POST", path, body | {"max_tokens": 2})
     assert status == 400 and says in json.loads(data)["error"]["message"], data
 
