@@ -19,7 +19,7 @@ A greedy checkpoint (redrafter_greedy_search) answers greedily whatever the temp
 sampling one samples at the request's temperature (1.0 when unset) and answers 0 (or below 1e-5) greedily, as vLLM.
 `"stream": true` sends server-sent events as tokens are accepted (OpenAI's chunk objects, then `data: [DONE]`; no
 usage, the last chunk has the `redrafter` block); `"stream_options": {"include_usage": true}` adds a last chunk with
-the usage and no choices, and `"continuous_usage_stats": true` with
+the usage and no choices (the others carry `"usage": null`, as OpenAI's), and `"continuous_usage_stats": true` with
 it puts each answer's usage so far in every chunk (as trtllm-serve and vLLM; benchmark clients ask for it).
 A stop string ends the answer as soon as it is decoded (the text stops before it). Requests are batched in flight,
 up to --max-batch-size prompts (`serve_scheduler`). A tp=N checkpoint runs on N local processes (this one is rank 0;
@@ -159,7 +159,9 @@ class App:
         def chunk(i: int, delta: str, values: list, role: bool = False, made: int = 0) -> None:
             part = ({"delta": {"role": "assistant", "content": delta} if role else {"content": delta}} if chat else
                     {"text": delta})
-            usage = {"usage": usage_of(len(prompts[i // n]), made)} if req.continuous_usage else {}
+            # as OpenAI: with include_usage every chunk has a usage, null but the last (continuous: so far)
+            usage = ({"usage": usage_of(len(prompts[i // n]), made)} if req.continuous_usage else
+                     {"usage": None} if req.include_usage else {})
             events(head | {"object": chunk_kind,
                            "choices": [{"index": i, **part, "logprobs": lps(values), "finish_reason": None}]} | usage)
         if req.stream:

@@ -122,7 +122,24 @@ def test_echo_with_logprobs_scores_the_prompt_as_transformers(url, backend, smol
     assert sum((c["tokens"] for c in chunks), []) == lp["tokens"]
     assert sum((c["text_offset"] for c in chunks), []) == lp["text_offset"]
     assert events[-1]["choices"] == [] and events[-1]["usage"]["completion_tokens"] == len(answer)
-    assert [e["usage"] for e in events[:-1] if "usage" in e] == [None]  # counted once: the finish chunk has null
+    assert [e.get("usage", "absent") for e in events[:-1]] == [None] * (len(events) - 1)  # counted once, at the end
+
+
+@pytest.mark.parametrize("path", ["/v1/completions", "/v1/chat/completions"])
+def test_include_usage_puts_a_null_usage_in_every_chunk_but_the_last(url, path):
+    """OpenAI's stream_options.include_usage: 'an additional chunk will be streamed before the data: [DONE] message.
+    The usage field on this chunk shows the token usage statistics for the entire request, and the choices field
+    will always be an empty array. All other chunks will also include a usage field, but with a null value.' Only
+    the chunk finishing the answers had one; the role, echo and text chunks had none. n > 1 too; without the option
+    no chunk has a usage key."""
+    chat = path.endswith("chat/completions")
+    body = ({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]} if chat else
+            {"prompt": ["Count to five:", "Hi"]}) | {"n": 2, "max_tokens": 6, "echo": True}
+    events = stream(url, path, body | {"stream_options": {"include_usage": True}})
+    whole = call(url, path, body)[1]
+    assert events[-1]["choices"] == [] and events[-1]["usage"] == whole["usage"]
+    assert len(events) > 4 and [e.get("usage", "absent") for e in events[:-1]] == [None] * (len(events) - 1)
+    assert not any("usage" in e for e in stream(url, path, body))
 
 
 def test_continuous_usage_stats_put_each_answers_usage_so_far_in_every_chunk(url, backend):
