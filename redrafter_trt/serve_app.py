@@ -13,8 +13,9 @@ written against one talks to the other unchanged.
                                   "n", "echo", "logprobs": true, "top_logprobs": k, "ignore_eos", "stream",
                                   "stream_options"}
 
-Every answer carries a `redrafter` block (decoding steps, tokens per step): the acceptance to watch, beside `usage`
-(a streamed answer's only with include_usage).
+Every answer carries a `redrafter` block (the decoding steps run, the tokens they made per step; a greedy n > 1's
+copies are decoded once and counted once): the acceptance to watch, beside `usage` (a streamed answer's only with
+include_usage).
 A greedy checkpoint (redrafter_greedy_search) answers greedily whatever the temperature, as its engine does; a
 sampling one samples at the request's temperature (1.0 when unset) and answers 0 (or below 1e-5) greedily, as vLLM.
 `"stream": true` sends server-sent events as tokens are accepted (OpenAI's chunk objects, then `data: [DONE]`; no
@@ -187,10 +188,12 @@ class App:
             [Choice([], "", 0, "length", []) for _ in rows])  # echo only: the prompt scored
         choices = [c for c in decoded for _ in range(copies)]
         made = sum(len(c.ids) for c in choices)
-        steps = sum(c.steps for c in choices)
+        # the steps run, and the tokens they made per step: a greedy answer copied n times was decoded once
+        steps = sum(c.steps for c in decoded)
         prompt_tokens = sum(map(len, prompts))
         usage = usage_of(prompt_tokens, made)
-        per_step = round(made / steps, 4) if steps else None  # None: nothing decoded (an echo scored alone)
+        per_step = (round(sum(len(c.ids) for c in decoded) / steps, 4) if steps else
+                    None)  # None: nothing decoded (an echo scored alone)
         tail = {"usage": usage, "redrafter": {"steps": steps, "tokens_per_step": per_step}}
         if req.stream:
             empty = {"delta": {}} if chat else {"text": ""}

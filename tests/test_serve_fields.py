@@ -38,6 +38,8 @@ def test_n_answers_per_prompt_indexed_prompt_times_n(url, backend, smollm2):
     assert [c["text"] for c in out["choices"]] == [want[0], want[0], want[1], want[1]]  # greedy: n equal answers
     assert out["usage"]["prompt_tokens"] == sum(map(len, ids))  # each prompt counted once
     assert out["usage"]["completion_tokens"] == 2 * sum(len(hf_greedy(smollm2, p, 6)) for p in ids)
+    once = call(url, "/v1/completions", {"prompt": prompts, "max_tokens": 6})[1]
+    assert out["redrafter"] == once["redrafter"]  # the steps run: each prompt decoded once, as n = 1 (was twice)
     chat = call(url, "/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}], "n": 3,
                                               "max_tokens": 4})[1]
     assert [c["index"] for c in chat["choices"]] == [0, 1, 2]
@@ -87,6 +89,9 @@ def test_sampling_n_gives_seeded_samples_and_refuses_filters(backend):
         texts = [c["text"] for c in first["choices"]]
         assert status == 200 and texts == [c["text"] for c in again["choices"]]  # the seed decides all n
         assert len(set(texts)) > 1  # n samples, not one copied
+        steps = first["redrafter"]["steps"]  # n decodes: their steps add up, each sample's prefill one of them
+        assert steps >= 3 and first["redrafter"]["tokens_per_step"] == round(
+            first["usage"]["completion_tokens"] / steps, 4)
         status, out = app.post("/v1/completions", body | {"top_p": 0.9})
         assert status == 400 and '"top_p" is not implemented' in out["error"]["message"]
         assert app.post("/v1/completions", body | {"top_p": 1, "top_k": -1})[0] == 200  # the values that change nothing
