@@ -29,7 +29,8 @@ k most likely (`runtime.decode`). "n": answers per prompt, choice index = prompt
 per prompt, its answer n times; sampling: n samples; at most --max-batch-size rows decode at once, the rest join as
 rows end). "echo" (as trtllm-serve): a completion's text starts with its prompt as sent (with logprobs: the prompt's
 tokens too, teacher-forced, the first one null, as OpenAI's; "max_tokens": 0 scores the prompt alone), a chat answer
-with the last message when that is the assistant's (a started answer). Refused with 400: fields that would change the
+with the last message when that is the assistant's (the answer is a new turn after it, as vLLM's default; its
+continue_final_message is refused). Refused with 400: fields that would change the
 answer and are not implemented here (`serve_request.UNSUPPORTED`), fields it does not know, "best_of" > 1, "suffix",
 max_tokens above the server's --max-output-len (left out: what the prompt leaves, up to it), more than
 `serve_request.MAX_STOP` stop strings or one longer than MAX_STOP_CHARS, malformed fields;
@@ -219,10 +220,10 @@ class App:
 
     def _echoes(self, req: Request, prompts: list[list[int]]) -> list[Echo]:
         """What each prompt's answers start with: nothing; with echo a completion's prompt as sent (scored when
-        logprobs are asked) or, as trtllm-serve, a chat's last message when it is the assistant's."""
+        logprobs are asked) or, as trtllm-serve and vLLM, a chat's last message when it is the assistant's."""
         if not req.echo:
             return [Echo("", [])] * len(prompts)
-        if req.chat:  # as trtllm-serve: a last message of the answering role (a started answer) comes back
+        if req.chat:  # as trtllm-serve and vLLM: a last message of the answering role comes back, a new turn after it
             last = req.prompts[0][-1]
             return [Echo(last["content"] if last["role"] == "assistant" else "", [])]
         scores = self.backend.score(prompts, req.logprobs) if req.logprobs is not None else None

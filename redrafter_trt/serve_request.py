@@ -181,9 +181,10 @@ READ = {  # the fields `parse` reads, beside the prompt ("prompt"; chat: "messag
 IGNORED = {"user", "metadata", "store", "service_tier", "parallel_tool_calls", "prediction", "reasoning_effort",
            "request_id", "cache_salt", "priority", "prompt_cache_key", "safety_identifier"}
 PROMPT = {False: "prompt", True: "messages"}
-ENDPOINT = {  # how this server builds each endpoint's prompt
+ENDPOINT = {  # how this server builds each endpoint's prompt (a chat answer is a new assistant turn, as vLLM's
+    # default: continue_final_message, which vLLM asks with add_generation_prompt false, is named first)
     False: {"add_special_tokens": (True,)},
-    True: {"add_special_tokens": (False,), "add_generation_prompt": (True,), "continue_final_message": (False,),
+    True: {"add_special_tokens": (False,), "continue_final_message": (False,), "add_generation_prompt": (True,),
            "chat_template": (), "chat_template_kwargs": ({},)},
 }
 # Sampling filters: nothing to change on a greedy answer, refused when the checkpoint samples (it samples the

@@ -235,8 +235,10 @@ def test_max_tokens_zero_with_echo_scores_the_prompt_alone(url, backend):
     assert [c["text"] for c in plain["choices"]] == body["prompt"] and plain["choices"][0]["logprobs"] is None
 
 
-def test_chat_echo_starts_with_a_started_answer_only(url):
-    """As trtllm-serve: echo brings back a last message of the answering role (an answer the client started)."""
+def test_chat_echo_brings_back_a_last_assistant_message_before_a_new_turn(url, backend, smollm2):
+    """As vLLM and trtllm-serve: echo brings back a last message of the answering role, and the answer is a new
+    assistant turn after it (the template's generation prompt, vLLM's default add_generation_prompt), not the
+    message continued; vLLM continues it under continue_final_message, which is refused here."""
     body = {"messages": [{"role": "user", "content": "Say hi."}], "max_tokens": 4}
     plain = call(url, "/v1/chat/completions", body)[1]["choices"][0]["message"]["content"]
     assert call(url, "/v1/chat/completions", body | {"echo": True})[1]["choices"][0]["message"]["content"] == plain
@@ -244,6 +246,12 @@ def test_chat_echo_starts_with_a_started_answer_only(url):
     answer = call(url, "/v1/chat/completions", started)[1]["choices"][0]["message"]["content"]
     echoed = call(url, "/v1/chat/completions", started | {"echo": True})[1]["choices"][0]["message"]["content"]
     assert echoed == "Sure:" + answer
+    turn = backend.tokenizer.apply_chat_template(started["messages"], add_generation_prompt=True, tokenize=True,
+                                                 return_dict=False)
+    assert answer == backend.tokenizer.decode(hf_greedy(smollm2, turn, 4), skip_special_tokens=True)
+    status, out = call(url, "/v1/chat/completions", started | {"echo": True, "continue_final_message": True,
+                                                               "add_generation_prompt": False})
+    assert status == 400 and out["error"]["message"].startswith('"continue_final_message" is not implemented')
 
 
 @pytest.mark.parametrize("prompt", ["<|im_start|>user\nhi<|im_end|>", "café 😀 日本語 🤖x"])
