@@ -264,7 +264,7 @@ def _check_ranks(path: Path, cfg: dict, rep: Report, values: bool) -> None:
         if r in missing:
             continue
         try:
-            src = TensorSource.from_files([f], fix="re-convert it")  # convert writes it, no download
+            src = TensorSource.from_files([f], fix=RECONVERT)  # convert writes it, no download
             have = {n: (src.shape(n), src.dtype(n)) for n in src.names()}
             meta = src.metadata(f)
         except TensorError as e:
@@ -334,6 +334,8 @@ def _check_rank(cfg: dict, r: int, f: Path, have: dict, src: TensorSource, rep: 
 
 
 DRAFTER_HEAD = "drafter.lm_head.weight"
+RECONVERT = "re-convert it"  # a checkpoint's fix: convert wrote it, so nothing is downloaded again
+
 HEAD_ROWS = 256  # the rows of each rank's drafter head inspect reads, spread over it
 
 
@@ -409,6 +411,7 @@ def require_valid(path: Path | str) -> dict:
     rep = inspect_checkpoint(path)
     if not rep.ok:
         more = f" (+{len(rep.problems) - 1} more)" if len(rep.problems) > 1 else ""
+        then = "" if rep.problems[0].endswith(RECONVERT) else f", then {RECONVERT}"  # a rank file cut short says it
         raise ConfigError(f"checkpoint {path} is not valid: {rep.problems[0]}{more}: "
-                          f"run `redrafter-trt inspect {path}` for all problems, then re-convert it")
+                          f"run `redrafter-trt inspect {path}` for all problems{then}")
     return json.loads((Path(path) / "config.json").read_text())
