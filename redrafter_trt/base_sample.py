@@ -15,7 +15,7 @@ from . import layout
 from .base_plan import hf_lm_head, is_trtllm_checkpoint
 from .config import read_json
 from .errors import RedrafterError
-from .io import TensorSource
+from .io import TensorSource, all_finite
 
 # (the checkpoint's tensor, the Hugging Face tensor whose rows are its first rows at tp 1; {last}: the last layer).
 # lm_head moves in any full fine-tune (softmax gives every row a gradient, where most embedding rows get none);
@@ -113,26 +113,29 @@ def sample_difference(sample: dict, src, names: dict[str, str | None]) -> tuple[
     recorded positions, with the Hugging Face name of the tensor holding it; None when nothing was compared.
     `names`: each sampled Hugging Face name of `src`'s model -> its tensor in `src` (None: not comparable, such as an
     FP8 checkpoint's quantised linears). A recorded tensor outside `names` (another layer count) or of another width
-    differs (inf); one `src` lacks is left to the checks that refuse such a base."""
+    differs (inf); one `src` lacks, or holds NaN or Inf at the recorded positions, is left to the checks that refuse
+    such a base."""
     worst = None
     for name, entry in sample.items():
         if name not in names:
             relative = float("inf")
         elif names[name] is None or names[name] not in src.names():
             continue
-        else:
-            relative = _recorded_difference(src, names[name], entry)
+        elif (relative := _recorded_difference(src, names[name], entry)) is None:
+            continue
         if worst is None or relative > worst[1]:
             worst = (name, relative)
     return worst
 
 
-def _recorded_difference(src, name: str, entry: dict) -> float:
+def _recorded_difference(src, name: str, entry: dict) -> float | None:
+    """relative_difference at `entry`'s positions of `name`; None where the base holds NaN or Inf there (broken
+    weights, which convert refuses, not another model's)."""
     shape = src.shape(name)
     if len(shape) != 2 or shape[1] != entry["shape"][1] or shape[0] <= max(entry["rows"]):
         return float("inf")
     theirs = read_rows(src, name, entry["rows"])[:, entry["columns"]].flatten()
-    return relative_difference(theirs, torch.tensor(entry["values"]))
+    return relative_difference(theirs, torch.tensor(entry["values"])) if all_finite(theirs) else None
 
 
 def base_sample_difference(sample: dict, base: Path, cfg: dict) -> tuple[str, float] | None:

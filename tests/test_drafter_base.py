@@ -130,3 +130,30 @@ def test_inspect_shows_what_convert_recorded(recorded, shown):
     assert line.startswith("redrafter-trt 1 (convert); drafter predict_n 3")
     assert (shown in line) if shown else "trained on" not in line
     assert "trained on" not in producer_line(summary, False)  # a base checkpoint
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_nan_in_the_base_is_no_other_base(bases, tmp_path, caplog, dry_run):
+    """A review: --base holding NaN where the drafter's record was read (the base it was trained on, broken since)
+    was said to be another base ('lm_head.weight differs by nan': measure the drafter or train one on it), before
+    convert refused its NaN; the broken tensor is left to that refusal, the others compared."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    drafter = trained_on(tmp_path / "d", bases["f32"])
+    broken = tmp_path / "broken"
+    shutil.copytree(bases["f32"], broken)
+    tensors = load_file(broken / "model.safetensors")
+    tensors["lm_head.weight"][0, 0] = float("nan")  # the first recorded value
+    save_file(tensors, broken / "model.safetensors", metadata={"format": "pt"})
+    if dry_run:
+        from redrafter_trt.convert import plan_conversion
+
+        assert plan_conversion(broken, drafter, tmp_path / "c").cfg["producer"]["drafter_base_matches"] is True
+    else:
+        from redrafter_trt.errors import TensorError
+
+        with pytest.raises(TensorError, match="NaN"):
+            convert(broken, drafter, tmp_path / "c")
+    assert warnings(caplog) == []
