@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import shlex
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -137,10 +138,24 @@ def check_drafter_base(base: Path, drafter: Path, cfg: dict, output: Path) -> bo
     trained_on = recorded_source({"producer": producer}, "base") or "another base"
     what = f"{name} differs by {relative:.2g}" if relative != float("inf") else f"{name}: another depth or width"
     log.warning("drafter %s was trained on %s, but the weights of --base %s differ (%s): it will likely accept few "
-                "draft tokens; measure it with `redrafter-trt acceptance --checkpoint-dir %s` before building an "
-                "engine, or train a drafter on this base (`redrafter-trt train --base %s`)", drafter, trained_on, base,
-                what, output, base)
+                "draft tokens; %s", drafter, trained_on, base, what, measure_or_retrain(base, output, cfg))
     return False
+
+
+def measure_or_retrain(base: Path, output: Path, cfg: dict) -> str:
+    """check_drafter_base's advice, as commands that run: acceptance (which requires --tokenizer-dir and --prompts,
+    and runs a tp-1 checkpoint alone) on the checkpoint, or train on --base (its Hugging Face model where --base is
+    a TensorRT-LLM checkpoint, which neither reads)."""
+    from .quickstart import mt_bench_path
+
+    hf = "HF_BASE" if is_trtllm_checkpoint(base) else str(base)
+    tp1 = layout.tp_size(cfg) == 1
+    measure = shlex.join(["redrafter-trt", "acceptance", "--checkpoint-dir", str(output) if tp1 else "TP1_CKPT",
+                          "--tokenizer-dir", hf, "--prompts", str(mt_bench_path())])
+    notes = ([] if tp1 else ["TP1_CKPT: the drafter converted with --tp-size 1, as acceptance runs one process"]) + \
+        ([] if hf == str(base) else [f"HF_BASE: the Hugging Face model {base} was exported from"])
+    return (f"measure it with `{measure}` before building an engine, or train a drafter on this base "
+            f"(`{shlex.join(['redrafter-trt', 'train', '--base', hf])}`)" + (f" ({'; '.join(notes)})" if notes else ""))
 
 
 def plan_drafter(d: DrafterConfig, tensors: dict[str, torch.Tensor], cfg: dict, tp_rank: int) -> list[Planned]:

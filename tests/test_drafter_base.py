@@ -157,3 +157,36 @@ def test_nan_in_the_base_is_no_other_base(bases, tmp_path, caplog, dry_run):
         with pytest.raises(TensorError, match="NaN"):
             convert(broken, drafter, tmp_path / "c")
     assert warnings(caplog) == []
+
+
+def said_command(line: str, command: str) -> list[str]:
+    """The arguments of the `redrafter-trt COMMAND ...` a warning gives."""
+    import shlex
+
+    return shlex.split(line.split(f"`redrafter-trt {command} ")[1].split("`")[0])
+
+
+@pytest.mark.parametrize("base, tp", [("hf", 1), ("hf", 2), ("trtllm", 1)])
+def test_the_warning_gives_commands_that_run(bases, tmp_path, caplog, base, tp):
+    """A review: the warning's `redrafter-trt acceptance --checkpoint-dir OUT` lacked the options acceptance requires
+    (--tokenizer-dir, --prompts: 'Missing option'), at tp 2 named a checkpoint acceptance refuses (it runs one
+    process), and with a TensorRT-LLM base checkpoint sent it and `train --base` to that checkpoint, which neither
+    reads. They are now whole commands, on the tp-1 conversion and the Hugging Face model."""
+    from test_convert import _trtllm_base_only
+
+    from redrafter_trt.cli.bench_cmd import acceptance
+
+    given = bases["f32"] if base == "hf" else _trtllm_base_only(tmp_path, bases["f32"], tp)
+    drafter = trained_on(tmp_path / "d", bases["other"])
+    out = tmp_path / "c"
+    convert(given, drafter, out, tp_size=tp) if base == "hf" else convert(given, drafter, out)
+    [line] = warnings(caplog)
+    ctx = acceptance.make_context("acceptance", said_command(line, "acceptance"))  # click refuses a missing option
+    assert ctx.params["prompts"].is_file()
+    assert ctx.params["checkpoint_dir"] == out if tp == 1 else (ctx.params["checkpoint_dir"] != out
+                                                                and "--tp-size 1" in line), line
+    retrain = said_command(line, "train")
+    if base == "hf":
+        assert ctx.params["tokenizer_dir"] == given and retrain == ["--base", str(given)]
+    else:  # the Hugging Face model the checkpoint was exported from
+        assert str(given) not in (str(ctx.params["tokenizer_dir"]), retrain[-1]) and "exported from" in line, line
