@@ -28,8 +28,12 @@ SAMPLED_ROWS = 8
 RECORDED_COLUMNS = 4  # of each sampled row, the values a drafter records: 96 numbers, 2 KB of JSON
 UNQUANTISED = ("F32", "F16", "BF16")
 # bfloat16's epsilon: the base in another dtype differs from a checkpoint's tensors or a drafter's record by rounding
-# (a relative difference near 1e-3 at most), another model by percents (a fine-tune) or about 1.4 (another random model)
+# (1.5e-3 for SmolLM2 saved in bfloat16; 2 ** -8 at most), another model by about 1.4 (another random model), a
+# fine-tune by its steps (SmolLM2 at lr 2e-5: 0.4% after 100 steps, 0.66% after 200, passing this)
 SAME_WEIGHTS_TOLERANCE = 2 ** -7
+# a drafter's record against a base of the dtype it was read in: the same model reads back exactly, to the 6
+# significant digits recorded (a relative 5e-6 at most), so a fine-tune moving one of them by a step of that dtype shows
+SAME_DTYPE_TOLERANCE = 2 ** -16
 
 
 def sampled_names(num_layers: int) -> list[tuple[str, str]]:
@@ -62,8 +66,8 @@ def relative_difference(theirs: torch.Tensor, ours: torch.Tensor) -> float:
 
 def record_base_sample(base: Path) -> dict:
     """What `train` records of its Hugging Face base: for each of SAMPLED_TENSORS (its Hugging Face name), the shape,
-    the rows and columns read and the values there (6 significant digits: float32 rounding is far below the
-    tolerance). A tensor the base names otherwise is left out (train reads bases convert refuses)."""
+    the rows and columns read, the values there (6 significant digits: float32 rounding is far below the
+    tolerance) and its dtype (safetensors', for SAME_DTYPE_TOLERANCE). A tensor the base names otherwise is left out (train reads bases convert refuses)."""
     num_layers = int(read_json(Path(base) / "config.json", "base")["num_hidden_layers"])
     src, sample = TensorSource.from_hf_folder(Path(base)), {}
     try:
@@ -81,7 +85,7 @@ def _sample(src, name: str) -> dict:
     rows, cols = spread(n, SAMPLED_ROWS), spread(columns, RECORDED_COLUMNS)
     values = read_rows(src, name, rows)[:, cols].flatten()
     return {"shape": [n, columns], "rows": rows, "columns": cols,
-            "values": [float(f"{v:.6g}") for v in values.tolist()]}
+            "values": [float(f"{v:.6g}") for v in values.tolist()], "dtype": src.dtype(name)}
 
 
 def recorded_sample(producer) -> dict | None:
@@ -108,9 +112,11 @@ def _counts(value) -> bool:
             and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value))
 
 
-def sample_difference(sample: dict, src, names: dict[str, str | None]) -> tuple[str, float] | None:
-    """The largest relative_difference between a drafter's record (recorded_sample) and `src`'s weights at the
-    recorded positions, with the Hugging Face name of the tensor holding it; None when nothing was compared.
+def sample_difference(sample: dict, src, names: dict[str, str | None]) -> tuple[str, float, float] | None:
+    """The relative_difference between a drafter's record (recorded_sample) and `src`'s weights at the recorded
+    positions furthest past its tolerance, with the Hugging Face name of the tensor holding it and that tolerance
+    (SAME_DTYPE_TOLERANCE where `src` holds it in the dtype recorded, else SAME_WEIGHTS_TOLERANCE); None when nothing
+    was compared.
     `names`: each sampled Hugging Face name of `src`'s model -> its tensor in `src` (None: not comparable, such as an
     FP8 checkpoint's quantised linears). A recorded tensor outside `names` (another layer count) or of another width
     differs (inf); one `src` lacks, or holds NaN or Inf at the recorded positions, is left to the checks that refuse
@@ -118,13 +124,16 @@ def sample_difference(sample: dict, src, names: dict[str, str | None]) -> tuple[
     worst = None
     for name, entry in sample.items():
         if name not in names:
-            relative = float("inf")
+            relative, tolerance = float("inf"), SAME_WEIGHTS_TOLERANCE
         elif names[name] is None or names[name] not in src.names():
             continue
         elif (relative := _recorded_difference(src, names[name], entry)) is None:
             continue
-        if worst is None or relative > worst[1]:
-            worst = (name, relative)
+        else:
+            same_dtype = entry.get("dtype") == src.dtype(names[name])
+            tolerance = SAME_DTYPE_TOLERANCE if same_dtype else SAME_WEIGHTS_TOLERANCE
+        if worst is None or relative / tolerance > worst[1] / worst[2]:
+            worst = (name, relative, tolerance)
     return worst
 
 
@@ -138,7 +147,7 @@ def _recorded_difference(src, name: str, entry: dict) -> float | None:
     return relative_difference(theirs, torch.tensor(entry["values"])) if all_finite(theirs) else None
 
 
-def base_sample_difference(sample: dict, base: Path, cfg: dict) -> tuple[str, float] | None:
+def base_sample_difference(sample: dict, base: Path, cfg: dict) -> tuple[str, float, float] | None:
     """sample_difference against convert's --base with TensorRT-LLM config `cfg` (base_fields): a Hugging Face folder,
     or rank0 of a TensorRT-LLM base checkpoint at tp 1 (its unquantised tensors; at tp > 1 rank0 holds a slice of
     each, and nothing is compared). None as well where the base's files cannot be read: convert refuses it next."""

@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from . import __version__, layout
-from .base_sample import SAME_WEIGHTS_TOLERANCE, base_sample_difference, recorded_sample
+from .base_sample import base_sample_difference, recorded_sample
 from .base_plan import (Planned, base_fields, check_hf_tensors, hf_base, hf_config, is_trtllm_checkpoint,
                         plan_hf_rank, plan_trtllm_rank, resolve_dtype, trtllm_base)
 from .checkpoint import config_problems
@@ -123,8 +123,8 @@ def warn_sharpened_for_sampling(drafter: Path, greedy: bool) -> None:
 
 
 def check_drafter_base(base: Path, drafter: Path, cfg: dict, output: Path) -> bool | None:
-    """Whether --base holds the weights `train` trained the drafter on (the sample of them it recorded, within
-    SAME_WEIGHTS_TOLERANCE): a drafter trained on another model of the same shapes (the base's instruct model, a
+    """Whether --base holds the weights `train` trained the drafter on (the sample of them it recorded, within the
+    tolerance of their dtypes): a drafter trained on another model of the same shapes (the base's instruct model, a
     fine-tune) converted without a word and accepted little. A warning, not a refusal: on a light fine-tune it may
     still pay, which `acceptance` measures. None: the drafter records no sample, or nothing could be compared."""
     producer = drafter_producer(drafter)
@@ -132,8 +132,8 @@ def check_drafter_base(base: Path, drafter: Path, cfg: dict, output: Path) -> bo
     found = base_sample_difference(sample, base, cfg) if sample else None
     if found is None:
         return None
-    name, relative = found
-    if relative <= SAME_WEIGHTS_TOLERANCE:
+    name, relative, tolerance = found
+    if relative <= tolerance:
         return True
     trained_on = recorded_source({"producer": producer}, "base") or "another base"
     what = f"{name} differs by {relative:.2g}" if relative != float("inf") else f"{name}: another depth or width"
