@@ -224,12 +224,14 @@ def resolve_dtype(requested: str, source: str) -> str:
     return source
 
 
-def hf_config(base: Path, opts: ConvertOptions) -> BaseModelConfig:
+def hf_config(base: Path, opts: ConvertOptions, exit_dim: tuple[int, ...] = ()) -> BaseModelConfig:
     """The Hugging Face base's config, checked for what this converter carries (the tp split, the activation, no
-    quantization) before any tensor is read or calibrated."""
+    quantization) before any tensor is read or calibrated. `exit_dim`: the drafter's E, where known, which the tp
+    sizes a refusal names divide as they divide the base's hidden size and vocabulary (the drafter's H and V)."""
     hf = read_json(base / "config.json", "base")
     b = BaseModelConfig.from_hf(hf, str(base / "config.json"))
-    check_tp(b.num_heads, b.num_kv_heads, b.intermediate_size, opts.tp_size or 1)
+    check_tp(b.num_heads, b.num_kv_heads, b.intermediate_size, opts.tp_size or 1,
+             (b.hidden_size, b.vocab_size, *exit_dim))
     if (act := hf.get("hidden_act", "silu")) not in TRTLLM_ACTIVATIONS:  # transformers runs more (train may use them)
         raise ConfigError(f"{base / 'config.json'}: hidden_act is {act!r}, not an activation TensorRT-LLM's Llama and "
                           f"Qwen2 build ({', '.join(TRTLLM_ACTIVATIONS)}; transformers' swish is silu): fix or "
@@ -242,11 +244,12 @@ def hf_config(base: Path, opts: ConvertOptions) -> BaseModelConfig:
     return b
 
 
-def base_fields(base: Path, opts: ConvertOptions) -> dict:
-    """The base's TensorRT-LLM model config from its config.json alone, checked: no tensor is read."""
+def base_fields(base: Path, opts: ConvertOptions, exit_dim: tuple[int, ...] = ()) -> dict:
+    """The base's TensorRT-LLM model config from its config.json alone, checked: no tensor is read. `exit_dim`: as
+    hf_config's."""
     if is_trtllm_checkpoint(base):
         return _trtllm_config(base, opts)
-    b = hf_config(base, opts)
+    b = hf_config(base, opts, exit_dim)
     return trtllm_model_fields(b, resolve_dtype(opts.dtype, b.source_dtype), opts.tp_size or 1)
 
 

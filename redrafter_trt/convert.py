@@ -34,7 +34,7 @@ from .output import atomic_output, check_output_folder, scratch_dir
 from .producer import producer_block, recorded_source
 from .registry import redrafter_for_trtllm_base
 from .rules import drafter_to_trtllm
-from .shard import even_range
+from .shard import even_range, tp_fits
 
 log = logging.getLogger(__name__)
 
@@ -86,21 +86,37 @@ class ConvertOptions:
 
 # ---------------------------------------------------------------- drafter
 
-def check_drafter_fits(d: DrafterConfig, hidden_size: int, vocab_size: int, tp: int, opts: ConvertOptions) -> None:
-    """The drafter matches the base (hidden size, vocabulary), splits at tp and was trained for --draft-len."""
+def check_drafter_fits(d: DrafterConfig, cfg: dict, opts: ConvertOptions) -> None:
+    """The drafter matches the base (`cfg`, its TensorRT-LLM config: hidden size, vocabulary), splits at its tp and
+    was trained for --draft-len."""
+    hidden_size, vocab_size, tp = cfg["hidden_size"], cfg["vocab_size"], layout.tp_size(cfg)
     if d.hidden_size != hidden_size:
         raise ConfigError(f"drafter hidden_size {d.hidden_size} differs from the base's {hidden_size}: "
                           f"the drafter was trained for another base model")
     if d.vocab_size != vocab_size:
         raise ConfigError(f"drafter vocab {d.vocab_size} differs from the base's {vocab_size}: "
                           f"the drafter was trained for another tokenizer")
-    for label, n in (("hidden size H", d.hidden_size), ("exit_dim E", d.exit_dim), ("vocab V", d.vocab_size)):
+    dims = (d.hidden_size, d.exit_dim, d.vocab_size)
+    for label, n in zip(("hidden size H", "exit_dim E", "vocab V"), dims):
         if n % tp:
+            nh = cfg["num_attention_heads"]
+            fits = tp_fits(nh, cfg.get("num_key_value_heads") or nh, cfg["intermediate_size"], dims)
             raise ConfigError(f"--tp-size {tp} does not divide the drafter's {label} = {n} (TensorRT-LLM splits drafter "
-                              f"layers by rows without padding): use a tp that divides {n}")
+                              f"layers by rows without padding): {fits}")
     if d.predict_n is not None and opts.draft_len > d.predict_n:
         raise ConfigError(f"--draft-len {opts.draft_len} exceeds the {d.predict_n} tokens the drafter was trained to "
                           f"predict: use --draft-len {d.predict_n} or less")
+
+
+def _exit_dim(drafter: Path) -> tuple[int, ...]:
+    """The drafter's exit_dim E from its config.json, for the tp sizes a refusal of the base names (the drafter
+    splits E without padding); () where it cannot be read: the drafter's own checks, after the base's, say why."""
+    try:
+        raw = read_json(drafter / "config.json", "drafter")
+    except ConfigError:
+        return ()
+    e = raw.get("exit_dim") if isinstance(raw, dict) else None
+    return (e,) if isinstance(e, int) and not isinstance(e, bool) and e > 0 else ()
 
 
 def drafter_producer(drafter: Path) -> dict:
@@ -226,9 +242,9 @@ def _inputs(base: Path, drafter: Path, output: Path, force: bool, opts: ConvertO
     if not base.is_dir():
         state = "is a file, not a folder" if base.exists() else "does not exist"
         raise ConfigError(f"base folder {base} {state}: pass a Hugging Face model folder or a TensorRT-LLM checkpoint")
-    cfg = base_fields(base, opts)
+    cfg = base_fields(base, opts, _exit_dim(drafter))
     if (early := drafter_config(drafter)) is not None:  # else its vocab is known once its weights are read
-        check_drafter_fits(early, cfg["hidden_size"], cfg["vocab_size"], layout.tp_size(cfg), opts)
+        check_drafter_fits(early, cfg, opts)
         _redrafter_config(cfg, early, opts)
     dcfg, dtensors = load_drafter(drafter)
     warn_sharpened_for_sampling(drafter, opts.greedy)
@@ -244,7 +260,7 @@ def _plan(base: Path, source_base: Path, drafter: Path, dcfg: DrafterConfig, dte
         cfg, sources = trtllm_base(base, opts)
     else:
         cfg, sources, hf_cfg = hf_base(base, opts)
-    check_drafter_fits(dcfg, cfg["hidden_size"], cfg["vocab_size"], layout.tp_size(cfg), opts)
+    check_drafter_fits(dcfg, cfg, opts)
     cfg = _redrafter_config(cfg, dcfg, opts)
     if (cfg.get("quantization") or {}).get("quant_algo"):
         quant = cfg["quantization"]
@@ -283,15 +299,15 @@ def _quantized_base(base: Path, drafter: DrafterConfig, dest: Path, opts: Conver
     if is_trtllm_checkpoint(base):
         raise ConfigError(f"--quantize fp8 needs a Hugging Face --base, but {base} is a TensorRT-LLM checkpoint: "
                           f"pass it without --quantize (an FP8 base checkpoint is used as it is)")
-    b = hf_config(base, opts)
+    b = hf_config(base, opts, (drafter.exit_dim,))
     src = TensorSource.from_hf_folder(base)  # headers only: transformers would initialise a missing tensor at random
     try:
         check_hf_tensors(src, b, base)
     finally:
         src.close()
-    check_drafter_fits(drafter, b.hidden_size, b.vocab_size, opts.tp_size or 1, opts)
-    _redrafter_config(trtllm_model_fields(b, resolve_dtype(opts.dtype, b.source_dtype), opts.tp_size or 1), drafter,
-                      opts)
+    cfg = trtllm_model_fields(b, resolve_dtype(opts.dtype, b.source_dtype), opts.tp_size or 1)
+    check_drafter_fits(drafter, cfg, opts)
+    _redrafter_config(cfg, drafter, opts)
     from .quantize import calibration_prompts, export_fp8_base
 
     export_fp8_base(base, dest, tp_size=opts.tp_size or 1, dtype=opts.dtype, kv_cache_dtype=opts.kv_cache_dtype,

@@ -41,19 +41,27 @@ def kv_head_range(num_kv_heads: int, tp_rank: int, tp_size: int) -> tuple[int, i
     return head, head + 1
 
 
-def tp_sizes(num_heads: int, num_kv_heads: int, intermediate_size: int) -> list[int]:
-    """Every tp_size that check_tp accepts for this base (each divides the heads, so none is above them)."""
+def tp_sizes(num_heads: int, num_kv_heads: int, intermediate_size: int, unpadded: tuple[int, ...] = ()) -> list[int]:
+    """Every tp_size that check_tp accepts for this base (each divides the heads, so none is above them) and that
+    divides each of `unpadded`: the drafter's H, E and V, which TensorRT-LLM splits without padding."""
     return [t for t in range(1, num_heads + 1) if not num_heads % t and not intermediate_size % t
-            and not (num_kv_heads % t and t % num_kv_heads)]
+            and not (num_kv_heads % t and t % num_kv_heads) and not any(n % t for n in unpadded)]
 
 
-def check_tp(num_heads: int, num_kv_heads: int, intermediate_size: int, tp_size: int) -> None:
+def tp_fits(num_heads: int, num_kv_heads: int, intermediate_size: int, unpadded: tuple[int, ...] = ()) -> str:
+    """The advice a tp refusal ends with: the sizes tp_sizes names (1 always fits)."""
+    *others, last = map(str, tp_sizes(num_heads, num_kv_heads, intermediate_size, unpadded))
+    return f"--tp-size {', '.join(others)} or {last} splits this model" if others else "use --tp-size 1"
+
+
+def check_tp(num_heads: int, num_kv_heads: int, intermediate_size: int, tp_size: int,
+             unpadded: tuple[int, ...] = ()) -> None:
     """TensorRT-LLM's constraints on a base model's tensor parallelism, as one-line errors. Each names the sizes
-    that pass them all: a divisor of the heads alone (SmolLM2's 9) can fail on the intermediate size next."""
+    that pass them all and divide `unpadded` (tp_sizes): a divisor of the heads alone (SmolLM2's 9) can fail on
+    the intermediate size next, one of the base's (SmolLM2-360M's 5) on the drafter's vocabulary."""
     if tp_size < 1:
         raise ConfigError(f"--tp-size {tp_size} is invalid: use 1 or more")
-    *others, last = map(str, tp_sizes(num_heads, num_kv_heads, intermediate_size))  # 1 always fits
-    fits = f"--tp-size {', '.join(others)} or {last} splits this model" if others else "use --tp-size 1"
+    fits = tp_fits(num_heads, num_kv_heads, intermediate_size, unpadded)
     if num_heads % tp_size:
         raise ConfigError(f"--tp-size {tp_size} does not divide the {num_heads} attention heads: {fits}")
     if num_kv_heads % tp_size and tp_size % num_kv_heads:

@@ -144,6 +144,23 @@ def test_tp_refusal_names_the_sizes_that_split_the_model(tmp_path):
                    "--dry-run").exit_code == 0
 
 
+def test_tp_sizes_named_fit_the_drafter_too(tmp_path):
+    """SmolLM2-360M (15 heads, 5 kv heads, intermediate 2560, vocabulary 49152) at --tp-size 2 was told '--tp-size 1
+    or 5 splits this model'; 5 was then refused for the drafter's vocabulary, which TensorRT-LLM splits without
+    padding, with 'use a tp that divides 49152', of which the base takes none but 1. Both refusals name the sizes
+    that split the base and the drafter (its H and V are the base's; its exit_dim E its own)."""
+    base = make_hf(tmp_path / "b", "llama", num_attention_heads=15, num_key_value_heads=5, hidden_size=120,
+                   intermediate_size=40, vocab_size=256)
+    parts = (base, make_drafter(tmp_path / "d", base), tmp_path / "out")
+    for tp in (2, 5):
+        assert_one_line_error(convert_err(parts, "--tp-size", tp), "use --tp-size 1")
+    base = make_hf(tmp_path / "b2", "llama", num_attention_heads=9, num_key_value_heads=3, hidden_size=72,
+                   intermediate_size=96, vocab_size=255)
+    parts = (base, make_drafter(tmp_path / "d2", base, exit_dim=64), tmp_path / "out")
+    for tp in (2, 3):
+        assert_one_line_error(convert_err(parts, "--tp-size", tp), "use --tp-size 1")
+
+
 def test_an_odd_head_size_is_refused(tmp_path):
     """A Qwen2 with head size 9 converted without a word; TensorRT-LLM cannot build its rotary embedding and
     transformers' own Qwen2 fails on it."""
