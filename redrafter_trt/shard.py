@@ -42,10 +42,12 @@ def kv_head_range(num_kv_heads: int, tp_rank: int, tp_size: int) -> tuple[int, i
 
 
 def tp_sizes(num_heads: int, num_kv_heads: int, intermediate_size: int, unpadded: tuple[int, ...] = ()) -> list[int]:
-    """Every tp_size that check_tp accepts for this base (each divides the heads, so none is above them) and that
-    divides each of `unpadded`: the drafter's H, E and V, which TensorRT-LLM splits without padding."""
-    return [t for t in range(1, num_heads + 1) if not num_heads % t and not intermediate_size % t
-            and not (num_kv_heads % t and t % num_kv_heads) and not any(n % t for n in unpadded)]
+    """Every tp_size that check_tp accepts for this base and that divides each of `unpadded`: the drafter's H, E
+    and V, which TensorRT-LLM splits without padding. Divisors of what they share, found up to its square root: a
+    mistyped head count (10**9) is not counted up to."""
+    shared = math.gcd(num_heads, intermediate_size, *unpadded)
+    low = [t for t in range(1, math.isqrt(shared) + 1) if not shared % t]
+    return sorted(t for t in {*low, *(shared // t for t in low)} if not (num_kv_heads % t and t % num_kv_heads))
 
 
 def tp_fits(num_heads: int, num_kv_heads: int, intermediate_size: int, unpadded: tuple[int, ...] = ()) -> str:

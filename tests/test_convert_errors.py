@@ -161,6 +161,16 @@ def test_tp_sizes_named_fit_the_drafter_too(tmp_path):
         assert_one_line_error(convert_err(parts, "--tp-size", tp), "use --tp-size 1")
 
 
+def test_tp_sizes_of_a_mistyped_head_count_are_named_at_once():
+    """A config.json whose num_attention_heads was mistyped (10**9 where 32 was meant) took 35 s to be refused at
+    --tp-size 3, trying every count up to it for the sizes to name (one of 10**12 would take hours); the sizes are
+    the divisors of what every count shares, found up to its square root."""
+    code = ("from redrafter_trt.shard import tp_sizes; "
+            "print(tp_sizes(10**12, 10**12, 10**12, (2**40,))); print(tp_sizes(9, 3, 1536, (576, 64, 255)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.splitlines() == [str([2 ** i for i in range(13)]), "[1]"]
+
+
 def test_an_odd_head_size_is_refused(tmp_path):
     """A Qwen2 with head size 9 converted without a word; TensorRT-LLM cannot build its rotary embedding and
     transformers' own Qwen2 fails on it."""
