@@ -30,6 +30,7 @@ from typing import Iterable, Iterator
 from .errors import ConfigError, read_text
 
 PLAIN_TEXT = (".txt",)  # file suffixes read as one prompt per line, not JSON
+AS_TXT = ", or name the file .txt to read it one prompt per line"  # after a JSON error on a file's first line
 CHATS = ("conversations", "messages")  # read before a prompt key, as train reads them: they hold the answers
 TEXTS = ("prompt", "turns", "question", "instruction")
 KEYS = (*TEXTS, *CHATS)
@@ -247,8 +248,10 @@ def records(path: Path, text: str) -> list[tuple[str, object]]:
                 raise ConfigError(f"{path} line {n} is a JSON list, not an object: jsonl takes one "
                                   f"object per line: wrap each line's messages as {{\"conversations\": [...]}}, "
                                   f"or make the whole file one JSON list") from None
+            first = text[:len(text) - len(text.lstrip())].count("\n") + 1  # the "["'s line
+            plain = AS_TXT if e.lineno == first else ""  # "[INST] ...": plain prompts?
             raise ConfigError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}): fix it, or write "
-                              f"jsonl") from None
+                              f"jsonl{plain}") from None
     located = []
     for lineno, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
@@ -258,7 +261,7 @@ def records(path: Path, text: str) -> list[tuple[str, object]]:
         except json.JSONDecodeError as e:
             if not located and isinstance(whole := _json_or_none(text), dict):  # one record, pretty-printed
                 return [("(its one JSON object)", whole)]
-            plain = "" if located else ", or name the file .txt to read it one prompt per line"  # plain text?
+            plain = "" if located else AS_TXT  # plain text?
             raise ConfigError(f"{path} line {lineno} is not valid JSON ({e.msg}): write one JSON object per "
                               f"line{plain}") from None
     return located

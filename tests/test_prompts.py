@@ -90,6 +90,19 @@ def test_plain_text_under_another_name_is_told_to_be_named_txt(tmp_path, name):
         load_prompts(path)
 
 
+def test_plain_text_opening_with_a_bracket_is_told_to_be_named_txt(tmp_path):
+    """Plain prompts whose first opens with "[" (Llama-2's "[INST] ... [/INST]", a numbered "[1] ...") were read as
+    a JSON list and told only 'is not valid JSON: fix it, or write jsonl'; a JSON list broken past its first line
+    keeps that error."""
+    path = write(tmp_path, "[INST] Tell me a joke [/INST]\n[1] Name a color.\n", "prompts.md")
+    with pytest.raises(ConfigError, match=r"is not valid JSON .*: fix it, or write jsonl, or name the file \.txt to "
+                                          r"read it one prompt per line$"):
+        load_prompts(path)
+    path = write(tmp_path, '[\n{"prompt": "a"},\n{"prompt": b}\n]\n', "prompts.json")
+    with pytest.raises(ConfigError, match=r"is not valid JSON .* at line 3\): fix it, or write jsonl$"):
+        load_prompts(path)
+
+
 def test_json_list_of_non_objects_names_the_record_and_the_shape(tmp_path):
     f = tmp_path / "arr.jsonl"
     f.write_text('[1, 2, 3]\n')
