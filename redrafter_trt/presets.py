@@ -200,6 +200,16 @@ def _check_value(param: click.Parameter, key: str, value, item: bool = False) ->
             from None
 
 
+def _section_meant(key: str, configured: set[str], commands: set[str]) -> str:
+    """What a top-level mapping `key` that is no section may have meant: the command named closest (difflib's own
+    cutoff: at 0.5 `trian` was `run` and `tokenizer` `convert`), one taking no --config said to be so, else the
+    sections."""
+    close = difflib.get_close_matches(key, sorted(commands | configured), n=1)
+    if close and close[0] not in configured:
+        return f"did you mean `{close[0]}:`? `{close[0]}` takes no --config: pass its options on the command line"
+    return f"did you mean `{close[0]}:`?" if close else f"sections are {', '.join(sorted(configured))}"
+
+
 def resolve(preset: dict, command_name: str, command: click.Command, sections: Iterable[str] = KNOWN_SECTIONS,
             other_commands: Callable[[], Iterable[click.Command]] = lambda: ()) -> dict:
     """The `default_map` for one command: shared keys it has, then its section (which wins).
@@ -210,7 +220,8 @@ def resolve(preset: dict, command_name: str, command: click.Command, sections: I
     move it to); section keys must all be this command's options.
     """
     keys = option_keys(command)
-    shared, sections = split_preset(preset, set(sections) | {command_name})
+    commands = set(sections) | {command_name}  # with those that take no --config, for a misspelt section's name
+    shared, sections = split_preset(preset, commands)
     defaults: dict = {}
     others = list(other_commands()) if shared else []
     foreign = [k for k in shared if _key(str(k)) not in keys]
@@ -218,10 +229,8 @@ def resolve(preset: dict, command_name: str, command: click.Command, sections: I
     unknown = [k for k in foreign if _key(str(k)) not in known]
     if unknown:
         if isinstance(shared[unknown[0]], dict):  # a misspelt section: the fields' list would not name the sections
-            names = sorted({command_name, *(c.name for c in others)})
-            close = difflib.get_close_matches(str(unknown[0]), names, n=1, cutoff=0.5)
             raise ConfigError(f"preset field '{unknown[0]}' is a mapping but no command's section: "
-                              + (f"did you mean `{close[0]}:`?" if close else f"sections are {', '.join(names)}"))
+                              f"{_section_meant(str(unknown[0]), {command_name, *(c.name for c in others)}, commands)}")
         shown = set().union(shown_names(command), *(shown_names(c) for c in others))
         raise ConfigError(f"preset field '{unknown[0]}' is not an option of any command; valid top-level fields: "
                           f"{name_list(shown, limit=60)}")

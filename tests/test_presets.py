@@ -102,6 +102,13 @@ def test_unknown_field_is_named(tmp_path, text, field):
     ("benchmark: {beams: [1, 2]}\n", "'benchmark' is a mapping but no command's section: did you mean `bench:`?"),
     ("gpu: {device: cuda}\n", "'gpu' is a mapping but no command's section: sections are acceptance, bench, build, "
                                "convert, run, serve"),
+    # a review: at difflib's cutoff 0.5 these were 'did you mean `run:`?' and 'did you mean `convert:`?'
+    ("trian: {epochs: 1}\n", "'trian' is a mapping but no command's section: did you mean `train:`? `train` takes "
+                             "no --config: pass its options on the command line"),
+    ("tokenizer: {dir: t}\n", "'tokenizer' is a mapping but no command's section: sections are acceptance, bench, "
+                              "build, convert, run, serve"),
+    ("quant: {algo: fp8}\n", "'quant' is a mapping but no command's section: sections are acceptance, bench, "
+                             "build, convert, run, serve"),
 ])
 def test_a_misspelt_section_is_named_as_a_section(tmp_path, text, says):
     """A misspelt section (`convrt:`, `benchmark:`) was called a field that 'is not an option of any command', then
