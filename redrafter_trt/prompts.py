@@ -85,7 +85,7 @@ def messages_of(record) -> Iterator[dict]:
     Its `system` column opens it unless its own messages open with a system one; then a `conversations`/`messages`
     list's messages (less assistant turns before the first user turn: some ShareGPT dumps open with the bot's
     greeting, which no chat template expects), or an Alpaca `history`'s turns, the prompt and its answer (the first
-    of ANSWER_KEYS not null, as it is: train checks it). A ValueError names what it cannot read, read lazily: a
+    of ANSWER_KEYS not null, as it is: train checks it; none where it is blank). A ValueError names what it cannot read, read lazily: a
     prompt reads nothing after its first answer."""
     column = system_of(record) if isinstance(record, dict) else None
     turns = _turns(record)
@@ -105,8 +105,8 @@ def _turns(record) -> Iterator[dict]:
     yield {"role": "user", "content": _prompt_text(record)}
     answer = next((record[k] for k in ANSWER_KEYS if record.get(k) is not None), None) \
         if isinstance(record, dict) else None
-    if answer is not None:
-        yield {"role": "assistant", "content": answer}
+    if answer is not None and not (isinstance(answer, str) and not answer.strip()):  # "" is none, as null is: a
+        yield {"role": "assistant", "content": answer}  # file written for generation ("output": "") holds prompts
 
 
 def _chat(messages, key: str) -> Iterator[dict]:

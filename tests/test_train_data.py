@@ -1272,6 +1272,26 @@ def test_an_alpaca_records_history_comes_before_its_prompt(tok, tmp_path):
     assert kept.source.endswith("line 2")
 
 
+def test_a_record_with_an_empty_answer_is_a_prompt_for_distill(tmp_path):
+    """An Alpaca file written for generation ("output": "", as run --input-file reads it) was refused by train
+    --distill, which answers prompts itself: every record skipped ('`output` is '': write the answer as a non-empty
+    string'), the file then 'holds no usable record'. An empty (or blank) answer is now no answer, as null is: a
+    prompt for --distill, left out without it, and a `history`'s answers still trained."""
+    path = tmp_path / "alpaca.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in [
+        {"instruction": "Name a colour.", "input": "", "output": ""},
+        {"question": "2+2?", "answer": " \n"},
+        {"instruction": "And 3+3?", "output": "", "history": [["1+1?", "2"]]}]))
+    convs = read_conversations(path)
+    assert [list(c.messages) for c in convs] == [
+        [{"role": "user", "content": "Name a colour."}], [{"role": "user", "content": "2+2?"}],
+        [{"role": "user", "content": "1+1?"}, {"role": "assistant", "content": "2"},
+         {"role": "user", "content": "And 3+3?"}]]
+    assert [c.prompt_messages() for c in convs[:2]] == [list(p.messages()) for p in load_prompts(path)[:2]]
+    with pytest.raises(ValueError, match=r"^`output` is 3: write the answer as a string$"):
+        conversation_of({"instruction": "q", "output": 3})
+
+
 
 def test_run_bench_and_train_take_one_prompt_from_a_record(tmp_path):
     """run, bench and acceptance took a record's first human turn alone, train every turn before its first answer:

@@ -5,7 +5,8 @@ Records (jsonl, one object per line, a JSON list such as ShareGPT, or a .txt fil
     messages        OpenAI style: [{"role", "content"}], a content a string or a list of text parts, as `serve` takes
     question+answer GSM8K
     prompt+response / prompt+answer / instruction+output (Alpaca)
-    anything `redrafter_trt.prompts.prompt_of` accepts: a prompt without an answer (only useful with --distill)
+    anything `redrafter_trt.prompts.prompt_of` accepts: a prompt without an answer, or with an empty one (only useful
+                    with --distill)
     system          beside any of these (LLaMA-Factory's column): the system prompt, opening the conversation
     history         beside a prompt (LLaMA-Factory's Alpaca column): the turns before it, [[instruction, answer], ...]
 A record with nothing to train on is skipped with a warning. Consecutive turns of one role are kept as they are,
@@ -68,8 +69,8 @@ def conversation_of(record, source: str = "") -> Conversation:
                          f"{', '.join(ANSWER_KEYS)}){message_hint(record)}")
     if isinstance(record, dict) and not any(key in record for key in CHATS):  # prompt_of never reads the answer
         key = next((k for k in ANSWER_KEYS if record.get(k) is not None), None)
-        if key and not (isinstance(record[key], str) and record[key].strip()):
-            raise ValueError(f"`{key}` is {record[key]!r}: write the answer as a non-empty string")
+        if key and not isinstance(record[key], str):  # a blank one is none (messages_of): a prompt for --distill
+            raise ValueError(f"`{key}` is {record[key]!r}: write the answer as a string")
     messages = list(messages_of(record))
     for m in messages:
         check_text(m["content"], f"its {m['role']} message")
