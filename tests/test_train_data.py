@@ -626,6 +626,29 @@ def test_a_prompt_with_several_answers_is_held_out_whole(tmp_path):
     assert not {prompt(ex) for ex in held} & {prompt(ex) for ex in train}
 
 
+def test_a_data_set_of_few_prompts_is_not_held_out_whole():
+    """Every conversation sharing a prompt with the first 5% went to the held-out set: 5 prompts x 20 sampled answers
+    (in the shuffled order, the first 5 conversations of 5 prompts) held out all 100, and one prompt's 40 answers all
+    40, which train refused as '0 training conversations ... for 1 torchrun ranks: ... run 1 ranks or fewer'. Whole
+    prompts are held out until they hold the 5%, never every prompt."""
+    from redrafter_trt.train.dataset import split, split_by_prompt
+
+    def qa(prompts, answers):
+        return [conversation_of({"question": f"Q{p}", "answer": f"A{a}"}) for a in range(answers) for p in range(prompts)]
+
+    def prompts(convs):
+        return {c.messages[0]["content"] for c in convs}
+
+    train, held = split_by_prompt(qa(5, 20), None)
+    assert (len(train), len(held), prompts(held)) == (80, 20, {"Q0"})
+    assert not prompts(train) & prompts(held)
+    assert split_by_prompt(qa(1, 40), None) == (qa(1, 40), [])
+    unique = qa(100, 1)
+    assert split_by_prompt(unique, None) == split(unique, None) == (unique[5:], unique[:5])
+    train, held = split_by_prompt(qa(100, 2), 7)  # whole prompts: 4 of them
+    assert (len(train), len(held), prompts(held)) == (192, 8, {"Q0", "Q1", "Q2", "Q3"})
+
+
 def test_hidden_state_progress_stops_at_the_total(tmp_path):
     """compute_hidden reported 63 of 4 examples: a batch's row count past the end."""
     from transformers import AutoModelForCausalLM

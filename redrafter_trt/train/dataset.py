@@ -90,11 +90,21 @@ def split(items: list, eval_examples: int | None) -> tuple[list, list]:
 
 
 def split_by_prompt(convs: list[Conversation], eval_examples: int | None) -> tuple[list, list]:
-    """`split`, with the conversations that share a held-out one's prompt held out too: several answers to one prompt
-    (a dataset of sampled completions) once put the prompt on both sides, scoring training data as held out."""
-    train, held = split(convs, eval_examples)
-    prompts = {_prompt_key(c) for c in held}
-    return [c for c in train if _prompt_key(c) not in prompts], held + [c for c in train if _prompt_key(c) in prompts]
+    """`split`, a prompt's conversations all on one side: whole prompts, in order, are held out until they hold
+    `split`'s number of conversations, never every prompt. Several answers to one prompt (a dataset of sampled
+    completions) once put the prompt on both sides, scoring training data as held out; then every conversation sharing
+    a held-out one's prompt went with it, which held out most of a data set of few prompts, or all of it."""
+    n = len(split(convs, eval_examples)[1])
+    groups: dict[tuple, list[Conversation]] = {}
+    for c in convs:
+        groups.setdefault(_prompt_key(c), []).append(c)
+    held, held_prompts = [], set()
+    for prompt, group in list(groups.items())[:-1]:
+        if len(held) >= n:
+            break
+        held += group
+        held_prompts.add(prompt)
+    return [c for c in convs if _prompt_key(c) not in held_prompts], held
 
 
 def _prompt_key(conv: Conversation) -> tuple:
