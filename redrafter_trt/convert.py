@@ -86,9 +86,10 @@ class ConvertOptions:
 
 # ---------------------------------------------------------------- drafter
 
-def check_drafter_fits(d: DrafterConfig, cfg: dict, opts: ConvertOptions) -> None:
+def check_drafter_fits(d: DrafterConfig, cfg: dict, opts: ConvertOptions, base_checkpoint: bool = False) -> None:
     """The drafter matches the base (`cfg`, its TensorRT-LLM config: hidden size, vocabulary), splits at its tp and
-    was trained for --draft-len."""
+    was trained for --draft-len. `base_checkpoint`: the base is the user's TensorRT-LLM checkpoint, whose tp is its
+    own, not --tp-size's."""
     hidden_size, vocab_size, tp = cfg["hidden_size"], cfg["vocab_size"], layout.tp_size(cfg)
     if d.hidden_size != hidden_size:
         raise ConfigError(f"drafter hidden_size {d.hidden_size} differs from the base's {hidden_size}: "
@@ -100,8 +101,9 @@ def check_drafter_fits(d: DrafterConfig, cfg: dict, opts: ConvertOptions) -> Non
     for label, n in zip(("hidden size H", "exit_dim E", "vocab V"), dims):
         if n % tp:
             nh = cfg["num_attention_heads"]
-            fits = tp_fits(nh, cfg.get("num_key_value_heads") or nh, cfg["intermediate_size"], dims)
-            raise ConfigError(f"--tp-size {tp} does not divide the drafter's {label} = {n} (TensorRT-LLM splits drafter "
+            fits = tp_fits(nh, cfg.get("num_key_value_heads") or nh, cfg["intermediate_size"], dims, base_checkpoint)
+            tp_named = f"the base checkpoint's tp_size {tp}" if base_checkpoint else f"--tp-size {tp}"
+            raise ConfigError(f"{tp_named} does not divide the drafter's {label} = {n} (TensorRT-LLM splits drafter "
                               f"layers by rows without padding): {fits}")
     if d.predict_n is not None and opts.draft_len > d.predict_n:
         raise ConfigError(f"--draft-len {opts.draft_len} exceeds the {d.predict_n} tokens the drafter was trained to "
@@ -244,7 +246,7 @@ def _inputs(base: Path, drafter: Path, output: Path, force: bool, opts: ConvertO
         raise ConfigError(f"base folder {base} {state}: pass a Hugging Face model folder or a TensorRT-LLM checkpoint")
     cfg = base_fields(base, opts, _exit_dim(drafter))
     if (early := drafter_config(drafter)) is not None:  # else its vocab is known once its weights are read
-        check_drafter_fits(early, cfg, opts)
+        check_drafter_fits(early, cfg, opts, is_trtllm_checkpoint(base))
         _redrafter_config(cfg, early, opts)
     dcfg, dtensors = load_drafter(drafter)
     warn_sharpened_for_sampling(drafter, opts.greedy)
@@ -260,7 +262,7 @@ def _plan(base: Path, source_base: Path, drafter: Path, dcfg: DrafterConfig, dte
         cfg, sources = trtllm_base(base, opts)
     else:
         cfg, sources, hf_cfg = hf_base(base, opts)
-    check_drafter_fits(dcfg, cfg, opts)
+    check_drafter_fits(dcfg, cfg, opts, trt_base and base == source_base)  # not an FP8 export: its tp is --tp-size's
     cfg = _redrafter_config(cfg, dcfg, opts)
     if (cfg.get("quantization") or {}).get("quant_algo"):
         quant = cfg["quantization"]

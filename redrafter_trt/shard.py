@@ -50,10 +50,15 @@ def tp_sizes(num_heads: int, num_kv_heads: int, intermediate_size: int, unpadded
     return sorted(t for t in {*low, *(shared // t for t in low)} if not (num_kv_heads % t and t % num_kv_heads))
 
 
-def tp_fits(num_heads: int, num_kv_heads: int, intermediate_size: int, unpadded: tuple[int, ...] = ()) -> str:
-    """The advice a tp refusal ends with: the sizes tp_sizes names (1 always fits)."""
+def tp_fits(num_heads: int, num_kv_heads: int, intermediate_size: int, unpadded: tuple[int, ...] = (),
+            base_checkpoint: bool = False) -> str:
+    """The advice a tp refusal ends with: the sizes tp_sizes names (1 always fits). A TensorRT-LLM
+    `base_checkpoint` is split already (--tp-size must be its own): its advice is to re-export it at one of them."""
     *others, last = map(str, tp_sizes(num_heads, num_kv_heads, intermediate_size, unpadded))
-    return f"--tp-size {', '.join(others)} or {last} splits this model" if others else "use --tp-size 1"
+    sizes = f"{', '.join(others)} or {last}" if others else last
+    if base_checkpoint:
+        return f"re-export the base at tp {sizes}, or convert its Hugging Face model at --tp-size {sizes}"
+    return f"--tp-size {sizes} splits this model" if others else "use --tp-size 1"
 
 
 def check_tp(num_heads: int, num_kv_heads: int, intermediate_size: int, tp_size: int,

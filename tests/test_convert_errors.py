@@ -338,6 +338,22 @@ def test_trtllm_base_without_mapping_is_tp_1(parts, tmp_path):
     assert json.loads((parts[2] / "config.json").read_text())["mapping"]["tp_size"] == 1
 
 
+def test_drafter_refused_at_a_trtllm_base_tp_names_a_re_export(parts, tmp_path):
+    """A drafter of exit_dim 62 over a TensorRT-LLM base checkpoint at tp 4, converted without --tp-size, was told
+    '--tp-size 4 does not divide ... : --tp-size 1 or 2 splits this model', and --tp-size 2 was then refused as
+    other than the checkpoint's 4: its tp is the checkpoint's own. The refusal names it and the sizes to re-export
+    the base at (or to convert the Hugging Face model at)."""
+    base_ckpt, _ = trtllm_base_checkpoint(parts, tmp_path, tp=4)
+    drafter = make_drafter(tmp_path / "d62", parts[0], exit_dim=62)
+    for extra in ((), ("--tp-size", 4)):
+        result = convert_err(parts, *extra, base=base_ckpt, drafter=drafter)
+        assert_one_line_error(result, "the base checkpoint's tp_size 4 does not divide the drafter's exit_dim E = 62",
+                              "re-export the base at tp 1 or 2, or convert its Hugging Face model at --tp-size 1 or 2")
+        assert "splits this model" not in result.stderr
+    fits = run_cli("convert", "--base", parts[0], "--drafter", drafter, "--output", parts[2], "--tp-size", 2)
+    assert fits.exit_code == 0, fits.output
+
+
 def test_tp_differs_from_trtllm_base(parts, tmp_path):
     base_ckpt, cfg = trtllm_base_checkpoint(parts, tmp_path)
     assert_one_line_error(convert_err(parts, "--tp-size", 1, base=base_ckpt), "differs from the base checkpoint's tp_size 2")
