@@ -411,7 +411,8 @@ def require_valid(path: Path | str) -> dict:
     rep = inspect_checkpoint(path)
     if not rep.ok:
         more = f" (+{len(rep.problems) - 1} more)" if len(rep.problems) > 1 else ""
-        then = "" if rep.problems[0].endswith(RECONVERT) else f", then {RECONVERT}"  # a rank file cut short says it
+        # a problem whose own fix re-converts (a rank file cut short, a head to train, rank files renamed) says it
+        then = "" if "re-convert" in rep.problems[0] else f", then {RECONVERT}"
         raise ConfigError(f"checkpoint {path} is not valid: {rep.problems[0]}{more}: "
                           f"run `redrafter-trt inspect {path}` for all problems{then}")
     return json.loads((Path(path) / "config.json").read_text())

@@ -438,3 +438,19 @@ def test_a_rank_file_cut_short_is_re_converted_not_re_downloaded(ckpt, tmp_path)
     assert_one_line_error(result, f"{rank0} is truncated", "re-convert it")
     assert "re-download" not in result.stderr and "re-export" not in result.stderr
     assert result.stderr.count("re-convert it") == 1  # require_valid's own fix is not said twice
+
+
+
+@pytest.mark.parametrize("head, named", [(torch.zeros_like, "is 0 in all"),
+                                         (lambda w: torch.full_like(w, float("nan")), "holds NaN or Inf")])
+def test_a_problem_whose_fix_re_converts_is_not_told_it_again(ckpt, tmp_path, head, named):
+    """7d62da6 left out require_valid's closing 'then re-convert it' only after a problem ending in 're-convert it'
+    (a rank file cut short): a drafter head of zeros still told build '... train the drafter (`redrafter-trt train`)
+    and re-convert: run `redrafter-trt inspect CKPT` for all problems, then re-convert it', the fix said twice (as
+    rank files renamed, '...; re-convert')."""
+    def edit(held):
+        held["drafter.lm_head.weight"] = head(held["drafter.lm_head.weight"])
+    copy = broken(ckpt, tmp_path, edit)
+    result = run_cli("build", "--checkpoint-dir", copy, "--output-dir", tmp_path / "e", "--dry-run")
+    assert_one_line_error(result, named, "train the drafter (`redrafter-trt train`) and re-convert")
+    assert result.stderr.count("re-convert") == 1, result.stderr
