@@ -146,9 +146,10 @@ def check_same_weights(src, b, ckpt_config: dict, hf_dir: Path, origin: str, che
     """SAMPLED_ROWS rows of each of SAMPLED_TENSORS in `src` (the base's TensorSource) are the checkpoint's within
     SAME_WEIGHTS_TOLERANCE (a few KiB read of a large base): a model of the same shapes but other weights (a fine-tune,
     the instruct model of a base) was timed as the baseline, and bench reported 'agree on 0/N prompts'."""
+    from .checkpoint import RECONVERT
     from .io import TensorSource
 
-    ckpt = TensorSource.from_files([Path(checkpoint_dir) / "rank0.safetensors"])  # bench takes tp 1 alone
+    ckpt = TensorSource.from_files([Path(checkpoint_dir) / "rank0.safetensors"], fix=RECONVERT)  # bench: tp 1 alone
     try:
         for ours, theirs in sampled_names(b.num_layers):
             if ckpt.dtype(ours) not in UNQUANTISED:

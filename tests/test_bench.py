@@ -758,3 +758,19 @@ def test_differing_outputs_are_reported(setup, monkeypatch, caplog):
         "(a bug)"
     report.configs[1].mismatched_prompts = []
     assert mismatch_warning(report) is None
+
+
+def test_a_checkpoint_cut_short_under_the_weight_check_is_re_converted(setup, tmp_path):
+    """bench's weight check reads a few rows of the checkpoint's rank0 through TensorSource.from_files, whose fix is a
+    download's unless named (2ca06c2): a rank0 cut short after require_valid read it (a copy still going on) was
+    told 're-download or re-export it'; convert wrote it, so it is re-converted, as inspect says."""
+    import shutil
+
+    from redrafter_trt.errors import TensorError
+
+    base, ckpt, _ = setup
+    copy = Path(shutil.copytree(ckpt, tmp_path / "ck"))
+    rank0 = copy / "rank0.safetensors"
+    rank0.write_bytes(rank0.read_bytes()[:-8])
+    with pytest.raises(TensorError, match=r"rank0\.safetensors is truncated .*: re-convert it$"):
+        resolve_hf_dir(base, json.loads((copy / "config.json").read_text()), copy)
