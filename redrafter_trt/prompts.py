@@ -4,6 +4,8 @@ A record is a conversation (`messages_of`, which `train --data` reads too), thro
     conversations   ShareGPT: a list of {"from": "human"|"gpt"|"system"|..., "value": str} (or {"role", "content"};
                     a content may be OpenAI's list of text parts)
     messages        OpenAI style: the same, as `train --data` and `serve` take it
+    conversation    LMSYS-Chat-1M's and WildChat's: the same (a message's other keys, WildChat's `language`,
+                    `toxic`, `turn_identifier`..., are left alone)
     prompt          a string
     turns           a list of strings; the first turn is the prompt (MT-Bench)
     question        a string (GSM8K)
@@ -31,7 +33,8 @@ from .errors import ConfigError, read_text
 
 PLAIN_TEXT = (".txt",)  # file suffixes read as one prompt per line, not JSON
 AS_TXT = ", or name the file .txt to read it one prompt per line"  # after a JSON error on a file's first line
-CHATS = ("conversations", "messages")  # read before a prompt key, as train reads them: they hold the answers
+CHATS = ("conversations", "messages", "conversation")  # read before a prompt key, as train reads them: they hold the
+# answers; the first present is read (`conversation`: LMSYS-Chat-1M's and WildChat's)
 TEXTS = ("prompt", "turns", "question", "instruction")
 KEYS = (*TEXTS, *CHATS)
 INPUTS = ("input", "context")  # what an instruction works on: Alpaca's `input`, Dolly's `context`

@@ -568,8 +568,8 @@ def test_records_are_numbered_from_1_and_every_key_is_named(tmp_path):
     path = tmp_path / "d.json"
     path.write_text(json.dumps([{"text": "x"}]))
     with pytest.raises(ConfigError, match=r"record 1 of its JSON list: no prompt: expected one of the keys prompt, "
-                                          r"turns, question, instruction, conversations, messages \(an answer under "
-                                          r"answer, response, output, completion\)"):
+                                          r"turns, question, instruction, conversations, messages, conversation \(an "
+                                          r"answer under answer, response, output, completion\)"):
         read_conversations(path)
 
 
@@ -1234,6 +1234,47 @@ def test_the_mask_is_transformers_assistant_mask_on_smollm2(smollm2, messages):
     want = tok.apply_chat_template(msgs, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
     assert list(ex.ids) == list(want["input_ids"])
     assert list(ex.mask) == [bool(m) for m in want["assistant_masks"]]
+
+
+MODERATION = [{"categories": {"harassment": False, "hate": False, "sexual": False, "violence": False},
+               "category_scores": {"harassment": 1.2e-05, "hate": 3.1e-06, "sexual": 2.2e-05, "violence": 4.0e-06},
+               "flagged": False}]
+LMSYS = {"conversation_id": "33f01939a744455c869cb234afca47f1", "model": "vicuna-13b",
+         "conversation": [{"content": "What is the capital of France?", "role": "user"},
+                          {"content": "The capital of France is Paris.", "role": "assistant"},
+                          {"content": "And of Italy?", "role": "user"},
+                          {"content": "Rome.", "role": "assistant"}],
+         "turn": 2, "language": "English", "openai_moderation": MODERATION * 4, "redacted": False}
+HEADER = {"accept-language": "en-GB,en;q=0.9", "user-agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64)"}
+WILDCHAT = {"conversation_hash": "c9ec5b440fbdd2a269333dd241f32f64", "model": "gpt-3.5-turbo-0301",
+            "timestamp": "2023-04-09T00:02:53Z",
+            "conversation": [{"content": "Write a haiku about rain.", "country": "United Kingdom",
+                              "hashed_ip": "f5e4c3b2a1", "header": HEADER, "language": "English", "redacted": False,
+                              "role": "user", "state": "Gloucestershire", "timestamp": None, "toxic": False,
+                              "turn_identifier": 101932},
+                             {"content": "Soft rain on the roof", "country": None, "hashed_ip": None, "header": None,
+                              "language": "English", "redacted": False, "role": "assistant", "state": None,
+                              "timestamp": "2023-04-09T00:02:53Z", "toxic": False, "turn_identifier": 101932}],
+            "turn": 1, "language": "English", "openai_moderation": MODERATION * 2,
+            "detoxify_moderation": [{"identity_attack": 0.0001, "toxicity": 0.0007}] * 2, "toxic": False,
+            "redacted": False, "state": "Gloucestershire", "country": "United Kingdom", "hashed_ip": "f5e4c3b2a1",
+            "header": HEADER}
+
+
+def test_lmsys_chat_and_wildchat_records_are_read_from_their_conversation(tmp_path):
+    """LMSYS-Chat-1M and WildChat keep each conversation under `conversation`, OpenAI-style messages (WildChat's with
+    its language, toxic, redacted, turn_identifier... beside role and content): train refused every record ('no
+    prompt: expected one of the keys ...'), and so did run --input-file. Read as `messages` is, the extra keys left
+    alone; an unknown role is refused naming `conversation`."""
+    path = tmp_path / "chats.jsonl"
+    path.write_text(json.dumps(LMSYS) + "\n" + json.dumps(WILDCHAT) + "\n")
+    convs = read_conversations(path)
+    assert [list(c.messages) for c in convs] == [
+        [{"role": m["role"], "content": m["content"]} for m in r["conversation"]] for r in (LMSYS, WILDCHAT)]
+    assert load_prompts(path) == ["What is the capital of France?", "Write a haiku about rain."]
+    tool = {**LMSYS, "conversation": [*LMSYS["conversation"][:1], {"content": "{}", "role": "tool"}]}
+    with pytest.raises(ValueError, match=r"^`conversation` has a message with role 'tool': expected human/user"):
+        conversation_of(tool)
 
 
 def test_a_dolly_records_context_is_part_of_its_prompt(tmp_path):
