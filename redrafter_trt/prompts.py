@@ -10,7 +10,7 @@ A record is a conversation (`messages_of`, which `train --data` reads too), thro
     turns           a list of strings; the first turn is the prompt (MT-Bench)
     question        a string (GSM8K)
     instruction     a string (Alpaca; a non-empty `input`, or Dolly's `context`, is appended after a blank line)
-    system          beside any of these (LLaMA-Factory's column): the system prompt
+    system          beside any of these (LLaMA-Factory's column; OpenOrca's `system_prompt`): the system prompt
     history         beside a prompt (LLaMA-Factory's Alpaca column): the turns before it, [[instruction, answer], ...]
 A record's prompt (`prompt_of`) is its conversation up to its first answer, what `train --distill` answers: the
 system messages and every user turn before it (two human turns in a row are one prompt; run, bench and acceptance
@@ -39,6 +39,7 @@ TEXTS = ("prompt", "turns", "question", "instruction")
 KEYS = (*TEXTS, *CHATS)
 INPUTS = ("input", "context")  # what an instruction works on: Alpaca's `input`, Dolly's `context`
 ANSWER_KEYS = ("answer", "response", "output", "completion")
+SYSTEMS = ("system", "system_prompt")  # a record's system prompt, the first not null: LLaMA-Factory's, OpenOrca's
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
          "bard": "assistant", "bing": "assistant", "model": "assistant", "system": "system",
          "developer": "system"}  # newer OpenAI clients send the system prompt as "developer" (serve reads it so)
@@ -85,7 +86,7 @@ def before_answer(messages: Iterable[dict]) -> list[dict]:
 
 def messages_of(record) -> Iterator[dict]:
     """A record's conversation, in order, as chat templates take it: {"role": "system"|"user"|"assistant", "content"}.
-    Its `system` column opens it unless its own messages open with a system one; then a `conversations`/`messages`
+    Its system prompt column (`system_of`) opens it unless its own messages open with a system one; then a CHATS
     list's messages (less assistant turns before the first user turn: some ShareGPT dumps open with the bot's
     greeting, which no chat template expects), or an Alpaca `history`'s turns, the prompt and its answer (the first
     of ANSWER_KEYS not null, as it is: train checks it; none where it is blank). A ValueError names what it cannot read, read lazily: a
@@ -94,7 +95,7 @@ def messages_of(record) -> Iterator[dict]:
     turns = _turns(record)
     first = next(turns)  # every record's turns hold a user turn, or raised
     if column and first["role"] != "system":
-        yield {"role": "system", "content": check_text(column, "`system`")}
+        yield {"role": "system", "content": column}
     yield first
     yield from turns
 
@@ -208,11 +209,14 @@ def text_of(content):
 
 
 def system_of(record: dict) -> str | None:
-    """A record's `system` column (LLaMA-Factory's), checked: a string or None."""
-    system = record.get("system")
-    if system is not None and not isinstance(system, str):
-        raise ValueError(f"`system` is {system!r}: write the system prompt as a string")
-    return system
+    """A record's system prompt, the first of SYSTEMS not null (LLaMA-Factory's `system` column, OpenOrca's
+    `system_prompt`), checked: a string or None."""
+    key = next((k for k in SYSTEMS if record.get(k) is not None), None)
+    if key is None:
+        return None
+    if not isinstance(record[key], str):
+        raise ValueError(f"`{key}` is {record[key]!r}: write the system prompt as a string")
+    return check_text(record[key], f"`{key}`")
 
 
 def load_prompts(path: Path | str) -> list[Prompt]:

@@ -1277,6 +1277,28 @@ def test_lmsys_chat_and_wildchat_records_are_read_from_their_conversation(tmp_pa
         conversation_of(tool)
 
 
+def test_an_openorca_records_system_prompt_opens_its_conversation(tok, tmp_path):
+    """OpenOrca's records are system_prompt + question + response: the system prompt (the one the response was
+    written to) was dropped without a word, and the template's default one rendered instead, by train and by run
+    --input-file alike. It now opens the conversation as a record's `system` string does; OpenOrca's empty one is
+    none, and one that is no string is refused naming `system_prompt`."""
+    records = [{"id": "niv.242684", "system_prompt": "You are an AI assistant. You will be given a task. You must "
+                "generate a detailed and long answer.", "question": "Translate to German: Good morning.",
+                "response": "Guten Morgen."},
+               {"id": "flan.564327", "system_prompt": "", "question": "Is 7 prime?", "response": "Yes."}]
+    path = tmp_path / "orca.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    first, second = read_conversations(path)
+    assert first.messages == ({"role": "system", "content": records[0]["system_prompt"]},
+                              {"role": "user", "content": "Translate to German: Good morning."},
+                              {"role": "assistant", "content": "Guten Morgen."})
+    assert [m["role"] for m in second.messages] == ["user", "assistant"]
+    assert [p.messages() for p in load_prompts(path)] == [c.prompt_messages() for c in (first, second)]
+    assert tok.decode(encode(tok, first, 1000).ids).startswith(f"<|im_start|>system\n{records[0]['system_prompt']}")
+    with pytest.raises(ValueError, match=r"^`system_prompt` is 5: write the system prompt as a string$"):
+        conversation_of({**records[1], "system_prompt": 5})
+
+
 def test_a_dolly_records_context_is_part_of_its_prompt(tmp_path):
     """databricks-dolly-15k's records are instruction + context + response: the context (the passage to summarise or
     answer from) was dropped without a word, and the response trained after a prompt without it."""

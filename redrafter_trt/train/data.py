@@ -8,7 +8,8 @@ Records (jsonl, one object per line, a JSON list such as ShareGPT, or a .txt fil
     prompt+response / prompt+answer / instruction+output (Alpaca)
     anything `redrafter_trt.prompts.prompt_of` accepts: a prompt without an answer, or with an empty one (only useful
                     with --distill)
-    system          beside any of these (LLaMA-Factory's column): the system prompt, opening the conversation
+    system          beside any of these (LLaMA-Factory's column; OpenOrca's `system_prompt`): the system prompt,
+                    opening the conversation
     history         beside a prompt (LLaMA-Factory's Alpaca column): the turns before it, [[instruction, answer], ...]
 A record with nothing to train on is skipped with a warning. Consecutive turns of one role are kept as they are,
 and joined only for a chat template that refuses them (Llama-2 and Mistral require alternating roles).
