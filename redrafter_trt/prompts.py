@@ -9,6 +9,7 @@ A record is a conversation (`messages_of`, which `train --data` reads too), thro
     prompt          a string
     turns           a list of strings; the first turn is the prompt (MT-Bench)
     question        a string (GSM8K)
+    query           a string (MetaMathQA; its `original_question` is not read)
     instruction     a string (Alpaca; a non-empty `input`, or Dolly's `context`, is appended after a blank line)
     system          beside any of these (LLaMA-Factory's column; OpenOrca's `system_prompt`): the system prompt
     history         beside a prompt (LLaMA-Factory's Alpaca column): the turns before it, [[instruction, answer], ...]
@@ -35,7 +36,7 @@ PLAIN_TEXT = (".txt",)  # file suffixes read as one prompt per line, not JSON
 AS_TXT = ", or name the file .txt to read it one prompt per line"  # after a JSON error on a file's first line
 CHATS = ("conversations", "messages", "conversation")  # read before a prompt key, as train reads them: they hold the
 # answers; the first present is read (`conversation`: LMSYS-Chat-1M's and WildChat's)
-TEXTS = ("prompt", "turns", "question", "instruction")
+TEXTS = ("prompt", "turns", "question", "query", "instruction")  # `query`: MetaMathQA's
 KEYS = (*TEXTS, *CHATS)
 INPUTS = ("input", "context")  # what an instruction works on: Alpaca's `input`, Dolly's `context`
 ANSWER_KEYS = ("answer", "response", "output", "completion")

@@ -568,8 +568,8 @@ def test_records_are_numbered_from_1_and_every_key_is_named(tmp_path):
     path = tmp_path / "d.json"
     path.write_text(json.dumps([{"text": "x"}]))
     with pytest.raises(ConfigError, match=r"record 1 of its JSON list: no prompt: expected one of the keys prompt, "
-                                          r"turns, question, instruction, conversations, messages, conversation \(an "
-                                          r"answer under answer, response, output, completion\)"):
+                                          r"turns, question, query, instruction, conversations, messages, "
+                                          r"conversation \(an answer under answer, response, output, completion\)"):
         read_conversations(path)
 
 
@@ -1297,6 +1297,23 @@ def test_an_openorca_records_system_prompt_opens_its_conversation(tok, tmp_path)
     assert tok.decode(encode(tok, first, 1000).ids).startswith(f"<|im_start|>system\n{records[0]['system_prompt']}")
     with pytest.raises(ValueError, match=r"^`system_prompt` is 5: write the system prompt as a string$"):
         conversation_of({**records[1], "system_prompt": 5})
+
+
+def test_a_metamathqa_records_query_is_its_prompt(tmp_path):
+    """MetaMathQA's records are query + response (+ type, original_question): `query` was not read, and every record
+    refused ('no prompt: expected one of the keys ...') by train and run --input-file alike. The query (the rephrased
+    question the response answers, not `original_question`) is now the prompt."""
+    records = [{"type": "GSM_Rephrased", "query": "If Jasmine's shoe size is 7 and Alexa's shoes are twice as big, what "
+                "is their combined shoe size?", "original_question": "Jasmine wants to know the total size of "
+                "her and Alexa's shoes. ...", "response": "Alexa's size is 2 * 7 = 14.\nTogether: 7 + 14 = 21.\n"
+                "#### 21\nThe answer is: 21"},
+               {"type": "MATH_AnsAug", "query": "What is $\\sqrt{49}$?", "original_question": "What is "
+                "$\\sqrt{49}$?", "response": "$\\sqrt{49} = \\boxed{7}$.\nThe answer is: 7"}]
+    path = tmp_path / "metamath.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert [list(c.messages) for c in read_conversations(path)] == [
+        [{"role": "user", "content": r["query"]}, {"role": "assistant", "content": r["response"]}] for r in records]
+    assert load_prompts(path) == [r["query"] for r in records]
 
 
 def test_a_dolly_records_context_is_part_of_its_prompt(tmp_path):

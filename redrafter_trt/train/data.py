@@ -5,6 +5,7 @@ Records (jsonl, one object per line, a JSON list such as ShareGPT, or a .txt fil
     messages        OpenAI style: [{"role", "content"}], a content a string or a list of text parts, as `serve` takes
     conversation    the same (LMSYS-Chat-1M, WildChat: a message's other keys left alone)
     question+answer GSM8K
+    query+response  MetaMathQA
     prompt+response / prompt+answer / instruction+output (Alpaca)
     anything `redrafter_trt.prompts.prompt_of` accepts: a prompt without an answer, or with an empty one (only useful
                     with --distill)
