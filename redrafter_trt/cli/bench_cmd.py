@@ -71,8 +71,8 @@ def shared_options(f):
         click.option("--tokenizer-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
                      help="Tokenizer folder (the base's Hugging Face folder)."),
         click.option("--prompts", required=True, type=click.Path(dir_okay=False, path_type=Path),
-                     help="Prompt file: jsonl (prompt / turns / question / ...), ShareGPT JSON or a .txt with one "
-                          "prompt per line."),
+                     help="Prompt file: jsonl (prompt / turns / question / messages / ..., as `train --data` reads "
+                          "them), ShareGPT JSON or a .txt with one prompt per line."),
         click.option("--num-prompts", type=click.IntRange(min=1), help="Use the first K prompts [default: all]."),
         click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, help="New tokens per prompt at most."),
         click.option("--beams", type=IntList(), callback=_grid, metavar="W,W,...",

@@ -147,8 +147,8 @@ def stats_line(result) -> str:
 @click.option("--tokenizer-dir", required=True, type=click.Path(file_okay=False), help="The base model's HF folder.")
 @click.option("--input-text", multiple=True, help="A prompt (repeatable).")
 @click.option("--input-file", type=click.Path(dir_okay=False),
-              help="jsonl with prompt / turns / question / instruction / conversations per line, a ShareGPT .json, "
-                   "or a .txt with one prompt per line.")
+              help="jsonl (prompt / turns / question / messages / conversations / ..., as `train --data` reads "
+                   "them), a ShareGPT .json, or a .txt with one prompt per line.")
 @click.option("--chat/--no-chat", default=False,
               help="Apply the tokenizer's chat template to each prompt (--no-chat: as written, over a preset's "
                    "`chat: true`).")
