@@ -649,6 +649,29 @@ def test_a_data_set_of_few_prompts_is_not_held_out_whole():
     assert (len(train), len(held), prompts(held)) == (192, 8, {"Q0", "Q1", "Q2", "Q3"})
 
 
+def test_a_prompt_of_many_answers_is_not_held_out_for_a_few(tmp_path):
+    """Whole prompts were held out in order until they held the 5%: one prompt of 1000 sampled answers beside 10 of
+    one answer, first in any shuffle, held out 1000 of the 1010 conversations for a target of 50, and the drafter
+    trained on 10. A prompt of more answers than the target is now passed over while smaller ones fill it (the 10);
+    it is held out only when every prompt is (5 prompts x 20 answers: one prompt, as before)."""
+    from redrafter_trt.train import TrainConfig
+    from redrafter_trt.train.dataset import read_all, split_by_prompt
+
+    data = tmp_path / "sampled.jsonl"
+    data.write_text("".join(json.dumps({"question": "Tell me a story.", "answer": f"Story {i}."}) + "\n"
+                            for i in range(1000))
+                    + "".join(json.dumps({"question": f"Q{i}?", "answer": f"A{i}."}) + "\n" for i in range(10)))
+    for seed in range(3):
+        convs = read_all(TrainConfig(base=tmp_path, data=[data], output=tmp_path / "out", seed=seed))
+        train, held = split_by_prompt(convs, None)
+        assert (len(train), len(held)) == (1000, 10)
+        assert {c.messages[0]["content"] for c in held} == {f"Q{i}?" for i in range(10)}
+    big = [conversation_of({"question": "Big", "answer": f"A{a}"}) for a in range(60)]
+    small = [conversation_of({"question": f"Q{p}", "answer": "A"}) for p in range(3)]
+    assert split_by_prompt(big + small, 4) == (big, small)  # all 3 in place of the 60 answers
+    assert split_by_prompt(big[:8] + small[:1] + big[8:] + small[1:], 5) == (big, small)
+
+
 def test_hidden_state_progress_stops_at_the_total(tmp_path):
     """compute_hidden reported 63 of 4 examples: a batch's row count past the end."""
     from transformers import AutoModelForCausalLM

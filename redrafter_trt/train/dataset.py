@@ -91,20 +91,28 @@ def split(items: list, eval_examples: int | None) -> tuple[list, list]:
 
 def split_by_prompt(convs: list[Conversation], eval_examples: int | None) -> tuple[list, list]:
     """`split`, a prompt's conversations all on one side: whole prompts, in order, are held out until they hold
-    `split`'s number of conversations, never every prompt. Several answers to one prompt (a dataset of sampled
-    completions) once put the prompt on both sides, scoring training data as held out; then every conversation sharing
-    a held-out one's prompt went with it, which held out most of a data set of few prompts, or all of it."""
+    `split`'s number of conversations, passing over a prompt of more answers than that (the smallest prompt alone when
+    every one has), never every prompt. Several answers to one prompt (a dataset of sampled completions) once put the
+    prompt on both sides, scoring training data as held out; then every conversation sharing a held-out one's prompt
+    went with it, which held out most of a data set of few prompts, or all of it; then one prompt of 1000 answers,
+    first in the order, was held out for a target of 50."""
     n = len(split(convs, eval_examples)[1])
     groups: dict[tuple, list[Conversation]] = {}
     for c in convs:
         groups.setdefault(_prompt_key(c), []).append(c)
-    held, held_prompts = [], set()
-    for prompt, group in list(groups.items())[:-1]:
-        if len(held) >= n:
+    fitting = [prompt for prompt, group in groups.items() if len(group) <= n]
+    held_prompts, count = [], 0
+    for prompt in fitting:
+        if count >= n:
             break
-        held += group
-        held_prompts.add(prompt)
-    return [c for c in convs if _prompt_key(c) not in held_prompts], held
+        held_prompts.append(prompt)
+        count += len(groups[prompt])
+    if not held_prompts and n and len(groups) > 1:
+        held_prompts = [min(groups, key=lambda prompt: len(groups[prompt]))]
+    if len(held_prompts) == len(groups):
+        held_prompts.pop()
+    held = set(held_prompts)
+    return [c for c in convs if _prompt_key(c) not in held], [c for p in held_prompts for c in groups[p]]
 
 
 def _prompt_key(conv: Conversation) -> tuple:
