@@ -1105,6 +1105,10 @@ def test_examples_left_without_answer_tokens_by_max_seq_len_are_counted_in_a_war
     assert len(train) == 3
     assert "left out 3 of 6 examples with fewer than 2 answer tokens in a row: their prompt (after the chat " \
            "template) fills --max-seq-len 64" in caplog.text
+    data.write_text("\n".join(line for i, line in enumerate(data.read_text().split("\n")) if i % 2))
+    with pytest.raises(ConfigError, match=r"^no training example has an answer of 2 or more tokens in a row within "
+                                          r"--max-seq-len 64 .*: raise --max-seq-len"):
+        build_examples(cfg, tok, lambda: None, tmp_path / "c", torch.float32)
 
 
 def test_distill_says_it_leaves_out_the_user_turns_after_an_answer(tmp_path, caplog):
@@ -1157,9 +1161,10 @@ def test_examples_whose_answers_are_all_empty_teach_nothing_and_are_left_out(tmp
         train, _ = build_examples(cfg, tok, lambda: None, tmp_path / "c", torch.float32)
     assert sorted(tok.decode([t for t, m in zip(ex.ids, ex.mask) if m]) for ex in train) == \
         ["It is 0.<|im_end|>", "It is 1.<|im_end|>"]
-    assert "left out 2 of 4 examples with fewer than 2 answer tokens in a row" in caplog.text
+    # since blank answers are no answers (as Alpaca's "output": ""), left out before: prompts for --distill
+    assert "left out 2 of 4 conversations with no answer" in caplog.text
     data.write_text(json.dumps([{"conversations": [{"from": w, "value": v} for w, v in empty]}]))
-    with pytest.raises(ConfigError, match=r"^no training example has an answer of 2 or more tokens"):
+    with pytest.raises(ConfigError, match=r"^the data has prompts but no answers: pass --distill"):
         build_examples(cfg, tok, lambda: None, tmp_path / "c", torch.float32)
 
 
@@ -1417,6 +1422,40 @@ def test_a_record_with_an_empty_answer_is_a_prompt_for_distill(tmp_path):
     with pytest.raises(ValueError, match=r"^`output` is 3: write the answer as a string$"):
         conversation_of({"instruction": "q", "output": 3})
 
+
+
+def test_a_conversation_whose_answers_are_blank_is_a_prompt_too(tmp_path, caplog):
+    """1007070 made an Alpaca `"output": ""` no answer, left out without --distill ('pass --distill'), but a `messages`
+    or ShareGPT record ending in an empty (or blank) assistant turn, as generation files write it, still counted as
+    answered: without --distill the blank one trained as an answer ('  \\n<|im_end|>'), the empty one was dropped later
+    as too short, and a file of them was told 'raise --max-seq-len, or give longer conversations or more data'. An
+    assistant turn of blank text is no answer: such a conversation is a prompt, left out with the others."""
+    from transformers import AutoTokenizer
+
+    from redrafter_trt.train import TrainConfig
+    from redrafter_trt.train.dataset import build_examples
+
+    base = make_chat_base(tmp_path / "base")
+    tok = AutoTokenizer.from_pretrained(base)
+    blank = [{"messages": [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": ""}]},
+             {"conversations": [{"from": "human", "value": "Say bye."}, {"from": "gpt", "value": "  \n"}]},
+             {"instruction": "And 3+3?", "output": "", "history": [["1+1?", ""]]}]
+    data = tmp_path / "blank.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in blank))
+
+    def examples(path):
+        cfg = TrainConfig(base=base, data=[path], output=tmp_path / "out", cache_dir=tmp_path / "c")
+        cfg.validate()
+        return build_examples(cfg, tok, lambda: pytest.fail("the base ran"), tmp_path / "c", torch.float32)
+
+    with pytest.raises(ConfigError, match="^the data has prompts but no answers: pass --distill"):
+        examples(data)
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text(data.read_text() + json.dumps({"question": "2+2?", "answer": "Four."}) + "\n")
+    with caplog.at_level("WARNING"):
+        train, held = examples(mixed)
+    assert [tok.decode([t for t, m in zip(ex.ids, ex.mask) if m]) for ex in train + held] == ["Four.<|im_end|>"]
+    assert "left out 3 of 4 conversations with no answer" in caplog.text and "pass --distill" in caplog.text
 
 
 def test_run_bench_and_train_take_one_prompt_from_a_record(tmp_path):

@@ -47,7 +47,9 @@ class Conversation:
 
     @property
     def has_answer(self) -> bool:
-        return any(m["role"] == "assistant" for m in self.messages)
+        """Whether an assistant turn has text: a blank one is no answer, as Alpaca's `"output": ""` (a generation
+        file's last `messages` or ShareGPT turn once trained as one, or was refused as too short to train on)."""
+        return any(m["role"] == "assistant" and m["content"].strip() for m in self.messages)
 
     def prompt_messages(self) -> list[dict]:
         """The messages before the first assistant turn (what distillation answers; run, bench and acceptance send a

@@ -169,8 +169,8 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
                               "or give conversations with assistant turns")
         if len(answered) < len(convs):  # once left out without a word
             first = next(c.source for c in convs if not c.has_answer)
-            log.warning("left out %d of %d conversations with no assistant turn (first: %s): pass --distill to have "
-                        "the base answer them", len(convs) - len(answered), len(convs), first)
+            log.warning("left out %d of %d conversations with no answer (no assistant turn, or blank ones; first: %s): "
+                        "pass --distill to have the base answer them", len(convs) - len(answered), len(convs), first)
         train_c, eval_c = split_by_prompt(answered, cfg.eval_examples)
         check_shards(len(train_c), world)
         _hold(in_use, cache_dir, cfg.base)
