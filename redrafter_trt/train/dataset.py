@@ -92,7 +92,7 @@ def split(items: list, eval_examples: int | None) -> tuple[list, list]:
 def split_by_prompt(convs: list[Conversation], eval_examples: int | None) -> tuple[list, list]:
     """`split`, a prompt's conversations all on one side: whole prompts, in order, are held out until they hold
     `split`'s number of conversations, passing over a prompt of more answers than that (the smallest prompt alone when
-    every one has), never every prompt. Several answers to one prompt (a dataset of sampled completions) once put the
+    every one has, if it holds at most a quarter of the conversations), never every prompt. Several answers to one prompt (a dataset of sampled completions) once put the
     prompt on both sides, scoring training data as held out; then every conversation sharing a held-out one's prompt
     went with it, which held out most of a data set of few prompts, or all of it; then one prompt of 1000 answers,
     first in the order, was held out for a target of 50."""
@@ -107,8 +107,9 @@ def split_by_prompt(convs: list[Conversation], eval_examples: int | None) -> tup
             break
         held_prompts.append(prompt)
         count += len(groups[prompt])
-    if not held_prompts and n and len(groups) > 1:
-        held_prompts = [min(groups, key=lambda prompt: len(groups[prompt]))]
+    smallest = min(groups, key=lambda prompt: len(groups[prompt]), default=None)
+    if not held_prompts and n and len(groups) > 1 and 4 * len(groups[smallest]) <= len(convs):
+        held_prompts = [smallest]  # at most a quarter of the data: two prompts of 100 and 110 answers hold out none
     if len(held_prompts) == len(groups):
         held_prompts.pop()
     held = set(held_prompts)
