@@ -1113,6 +1113,33 @@ def test_examples_left_without_answer_tokens_by_max_seq_len_are_counted_in_a_war
         build_examples(cfg, tok, lambda: None, tmp_path / "c", torch.float32)
 
 
+def test_answer_tokens_cut_by_max_seq_len_are_counted_in_a_warning(tmp_path, caplog):
+    """A reference conversation longer than --max-seq-len is cut from its end: a long chat's later answers were left
+    out without a word (the info line's token count alone changed)."""
+    from transformers import AutoTokenizer
+
+    from redrafter_trt.train import TrainConfig
+    from redrafter_trt.train.dataset import build_examples
+
+    base = make_chat_base(tmp_path / "base")
+    tok = AutoTokenizer.from_pretrained(base)
+    chat = [{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello there, friend."},
+            {"role": "user", "content": "More?"}, {"role": "assistant", "content": "word " * 40}]
+    data = tmp_path / "chat.jsonl"
+    data.write_text(json.dumps({"messages": chat}) + "\n" + json.dumps({"question": "Short?", "answer": "Yes."}))
+    cfg = TrainConfig(base=base, data=[data], output=tmp_path / "out", cache_dir=tmp_path / "c", max_seq_len=120,
+                      eval_examples=0)
+    cfg.validate()
+    with caplog.at_level("WARNING"):
+        train, _ = build_examples(cfg, tok, lambda: None, tmp_path / "c", torch.float32)
+    [long] = [ex for ex in train if ex.cut]
+    whole = build_examples(TrainConfig(**{**vars(cfg), "max_seq_len": 512}), tok, lambda: None, tmp_path / "c",
+                           torch.float32)[0]
+    assert long.cut == max(sum(ex.mask) for ex in whole) - sum(long.mask) > 0  # the answer tokens past 120
+    assert f"1 of 2 conversations run past --max-seq-len 120: their last {long.cut} answer tokens were left out; " \
+           "raise --max-seq-len to train on them" in caplog.text
+
+
 def test_distill_says_it_leaves_out_the_user_turns_after_an_answer(tmp_path, caplog):
     """--distill answers each conversation's first prompt only: a multi-turn ShareGPT file lost every later turn
     without a word."""

@@ -63,6 +63,7 @@ class Example:
     mask: tuple[bool, ...]  # [T], True = assistant token (a training target)
     hidden: "CachedHidden | None" = None  # [n, H] base hidden states at positions hidden_from.. (distilled data)
     hidden_from: int = 0
+    cut: int = 0  # answer tokens past --max-seq-len, left out (reference conversations only)
 
 
 def conversation_of(record, source: str = "") -> Conversation:
@@ -150,7 +151,7 @@ def encode(tokenizer, conv: Conversation, max_len: int) -> Example:
     base whose EOS is <|endoftext|> once trained it). Where a token of the whole text runs across a span's start (an
     answer opening with whitespace merged into the generation prompt's newline), the text is tokenized in pieces cut at
     the spans' starts: the tokens before a turn are then its prompt's (`prompt_ids`), those after what the base emits
-    after them. Truncated to `max_len` tokens.
+    after them. Truncated to `max_len` tokens (the answer tokens cut counted in `cut`).
     """
     if not getattr(tokenizer, "chat_template", None):
         raise ConfigError("the base tokenizer has no chat template: train a drafter for a chat/instruct model, "
@@ -171,7 +172,6 @@ def encode(tokenizer, conv: Conversation, max_len: int) -> Example:
                               f"the base's own answers with --distill (it renders only the prompt)")
         spans.append((len(before), len(through)))
     ids, starts = _tokenize(tokenizer, text, [a for a, _ in spans])
-    ids, starts = ids[:max_len], starts[:max_len]
     eos = tokenizer.eos_token_id
     mask, span_of, after_eos = [], [], False
     span_i = 0
@@ -184,7 +184,8 @@ def encode(tokenizer, conv: Conversation, max_len: int) -> Example:
         if inside and tok == eos:
             after_eos = True
     _untrain_filler(mask, span_of, ids, starts, spans, text, special_ids(tokenizer))
-    return Example(tuple(ids), tuple(mask))
+    # masked whole, then cut: the kept tokens' mask is the same (the filler test reads the text to each span's end)
+    return Example(tuple(ids[:max_len]), tuple(mask[:max_len]), cut=sum(mask[max_len:]))
 
 
 def special_ids(tokenizer) -> set[int]:

@@ -178,6 +178,9 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
         train = [encode(tokenizer, c, cfg.max_seq_len) for c in train_c[rank::world]]
         held = [encode(tokenizer, c, cfg.max_seq_len) for c in eval_c] if rank == 0 else []
     n = len(train) + len(held)
+    if cut := [ex.cut for ex in train + held if ex.cut]:  # once cut without a word: a long chat lost its last turns
+        log.warning("%d of %d conversations run past --max-seq-len %d: their last %d answer tokens were left out; "
+                    "raise --max-seq-len to train on them", len(cut), n, cfg.max_seq_len, sum(cut))
     train = [ex for ex in train if learnable(ex)]
     held = [ex for ex in held if learnable(ex)]
     if not train and cfg.distill:  # prompts are cut to leave 2 answer tokens: the base stopped at once
