@@ -13,6 +13,8 @@ A record is a conversation (`messages_of`, which `train --data` reads too), thro
     instruction     a string (Alpaca; a non-empty `input`, or Dolly's `context`, is appended after a blank line)
     system          beside any of these (LLaMA-Factory's column; OpenOrca's `system_prompt`): the system prompt
     history         beside a prompt (LLaMA-Factory's Alpaca column): the turns before it, [[instruction, answer], ...]
+A conversation key holding no list of messages (a transcript string, null: another source's column in a mixed
+table) is passed over for a later one or a prompt key (`chat_key`); read alone, it is refused.
 A record's prompt (`prompt_of`) is its conversation up to its first answer, what `train --distill` answers: the
 system messages and every user turn before it (two human turns in a row are one prompt; run, bench and acceptance
 once took the first alone, train both). A `Prompt` is those messages, which the chat template renders as train does,
@@ -35,7 +37,7 @@ from .errors import ConfigError, read_text
 PLAIN_TEXT = (".txt",)  # file suffixes read as one prompt per line, not JSON
 AS_TXT = ", or name the file .txt to read it one prompt per line"  # after a JSON error on a file's first line
 CHATS = ("conversations", "messages", "conversation")  # read before a prompt key, as train reads them: they hold the
-# answers; the first present is read (`conversation`: LMSYS-Chat-1M's and WildChat's)
+# answers; the first holding messages is read (`chat_key`; `conversation`: LMSYS-Chat-1M's and WildChat's)
 TEXTS = ("prompt", "turns", "question", "query", "instruction")  # `query`: MetaMathQA's
 KEYS = (*TEXTS, *CHATS)
 INPUTS = ("input", "context")  # what an instruction works on: Alpaca's `input`, Dolly's `context`
@@ -66,7 +68,7 @@ def prompt_of(record) -> Prompt:
     turns = before_answer(messages_of(record))
     text = "\n\n".join(m["content"] for m in turns if m["role"] == "user")
     if not text.strip():  # a string or a prompt key is refused empty before: a conversation's, or `history`'s
-        key = next((k for k in CHATS if k in record), None)
+        key = chat_key(record)
         where = "`history`'s first instruction" if key is None else f"`{key}` message " \
             f"{next(n for n, m in enumerate(record[key], 1) if _role(m, key) == 'user')}, its first human/user message,"
         raise ValueError(f"{where} is empty: write its prompt, or remove that record")  # was "`conversations` must be
@@ -101,8 +103,20 @@ def messages_of(record) -> Iterator[dict]:
     yield from turns
 
 
+def chat_key(record) -> str | None:
+    """The CHATS key a record's conversation is read from: the first holding a non-empty list; else, for a record
+    with no prompt key, the first present (refused by `_chat`); else None (a string or null `conversation` beside
+    question + response, as OpenOrca-derived and mixed tables have, once refused the record)."""
+    if not isinstance(record, dict):
+        return None
+    key = next((k for k in CHATS if isinstance(record.get(k), list) and record[k]), None)
+    if key is None and not any(k in record for k in TEXTS):
+        key = next((k for k in CHATS if k in record), None)
+    return key
+
+
 def _turns(record) -> Iterator[dict]:
-    key = next((k for k in CHATS if k in record), None) if isinstance(record, dict) else None
+    key = chat_key(record)
     if key:
         yield from _chat(record[key], key)
         return

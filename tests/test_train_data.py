@@ -1356,6 +1356,29 @@ def test_an_openorca_records_system_prompt_opens_its_conversation(tok, tmp_path)
         conversation_of({**records[1], "system_prompt": 5})
 
 
+def test_a_conversation_column_holding_no_messages_leaves_the_records_prompt_read(tmp_path):
+    """Since `conversation` was read (LMSYS-Chat-1M's), a record holding it as a transcript string beside question +
+    response (an OpenOrca-derived set), or as null (OpenOrca and LMSYS rows in one table, each the other's column
+    empty), was refused as '`conversation` must be a non-empty list of messages', where its question and response
+    were read before. A conversation key holding no list of messages is passed over for a prompt key (or a later
+    conversation key); one alone is still refused, as is an answer that is no string beside it."""
+    orca = {"id": "flan.564327", "system_prompt": "Be brief.", "question": "Is 7 prime?", "response": "Yes.",
+            "conversation": "Human: Is 7 prime?\nAssistant: Yes."}
+    mixed = [{**orca, "conversation": None}, {**LMSYS, "system_prompt": None, "question": None, "response": None},
+             {"conversations": None, "messages": LMSYS["conversation"]}]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in [orca, *mixed]))
+    convs = read_conversations(path)
+    assert [list(c.messages) for c in convs] == [
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Is 7 prime?"},
+         {"role": "assistant", "content": "Yes."}]] * 2 + [LMSYS["conversation"]] * 2
+    assert load_prompts(path) == ["Is 7 prime?"] * 2 + ["What is the capital of France?"] * 2
+    with pytest.raises(ValueError, match=r"^`conversation` must be a non-empty list of messages$"):
+        conversation_of({"id": "x", "conversation": "Human: Hi"})
+    with pytest.raises(ValueError, match=r"^`response` is 5: write the answer as a string$"):
+        conversation_of({**orca, "response": 5})
+
+
 def test_a_metamathqa_records_query_is_its_prompt(tmp_path):
     """MetaMathQA's records are query + response (+ type, original_question): `query` was not read, and every record
     refused ('no prompt: expected one of the keys ...') by train and run --input-file alike. The query (the rephrased

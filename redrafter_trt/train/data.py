@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, first_line, read_text
-from ..prompts import (ANSWER_KEYS, CHATS, KEYS as PROMPT_KEYS, before_answer, check_text, message_hint, messages_of,
-                       records)
+from ..prompts import (ANSWER_KEYS, KEYS as PROMPT_KEYS, before_answer, chat_key, check_text, message_hint,
+                       messages_of, records)
 from ..tokens import chat_text, render_chat, template_text
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ def conversation_of(record, source: str = "") -> Conversation:
     if isinstance(record, dict) and not any(key in record for key in PROMPT_KEYS):
         raise ValueError(f"no prompt: expected one of the keys {', '.join(PROMPT_KEYS)} (an answer under "
                          f"{', '.join(ANSWER_KEYS)}){message_hint(record)}")
-    if isinstance(record, dict) and not any(key in record for key in CHATS):  # prompt_of never reads the answer
+    if isinstance(record, dict) and chat_key(record) is None:  # prompt_of never reads the answer
         key = next((k for k in ANSWER_KEYS if record.get(k) is not None), None)
         if key and not isinstance(record[key], str):  # a blank one is none (messages_of): a prompt for --distill
             raise ValueError(f"`{key}` is {record[key]!r}: write the answer as a string")
