@@ -94,11 +94,11 @@ def messages_of(record) -> Iterator[dict]:
     greeting, which no chat template expects), or an Alpaca `history`'s turns, the prompt and its answer (the first
     of ANSWER_KEYS not null, as it is: train checks it; none where it is blank). A ValueError names what it cannot read, read lazily: a
     prompt reads nothing after its first answer."""
-    column = system_of(record) if isinstance(record, dict) else None
+    key, column = system_of(record) if isinstance(record, dict) else (None, None)
     turns = _turns(record)
     first = next(turns)  # every record's turns hold a user turn, or raised
-    if column and first["role"] != "system":
-        yield {"role": "system", "content": column}
+    if column and first["role"] != "system":  # its text checked only here: a column the messages' own system
+        yield {"role": "system", "content": check_text(column, f"`{key}`")}  # message replaces is not read
     yield first
     yield from turns
 
@@ -223,15 +223,13 @@ def text_of(content):
     return content
 
 
-def system_of(record: dict) -> str | None:
-    """A record's system prompt, the first of SYSTEMS not null (LLaMA-Factory's `system` column, OpenOrca's
-    `system_prompt`), checked: a string or None."""
+def system_of(record: dict) -> tuple[str | None, str | None]:
+    """(key, text) of a record's system prompt, the first of SYSTEMS not null (LLaMA-Factory's `system` column,
+    OpenOrca's `system_prompt`), or (None, None); a ValueError for one that is no string."""
     key = next((k for k in SYSTEMS if record.get(k) is not None), None)
-    if key is None:
-        return None
-    if not isinstance(record[key], str):
+    if key is not None and not isinstance(record[key], str):
         raise ValueError(f"`{key}` is {record[key]!r}: write the system prompt as a string")
-    return check_text(record[key], f"`{key}`")
+    return (key, record[key]) if key else (None, None)
 
 
 def load_prompts(path: Path | str) -> list[Prompt]:

@@ -1229,6 +1229,20 @@ def test_a_records_own_system_prompt_opens_its_conversation(tok, record):
     assert conversation_of({**record, "system": ""}).messages[0]["role"] == "user"
 
 
+@pytest.mark.parametrize("column", ["system", "system_prompt"])
+def test_a_system_column_half_a_surrogate_pair_is_refused_only_where_it_opens_the_conversation(tmp_path, column):
+    """A record's system column is read only when its messages open with no system one: a half surrogate pair there
+    (a scraped emoji cut in two) once refused only records it opened, and since 1cdd9c9 checked every record's
+    column, refusing a conversation opening with its own system message (`system_prompt` one it never read)."""
+    chat = [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]
+    path = tmp_path / "chats.jsonl"
+    path.write_text(json.dumps({column: "Be brief \ud83d", "messages": chat}) + "\n")
+    assert [list(c.messages) for c in read_conversations(path)] == [chat]
+    assert [p.messages() for p in load_prompts(path)] == [chat[:2]]
+    with pytest.raises(ValueError, match=rf"^`{column}` holds half a surrogate pair \('\\ud83d' at character 9\)"):
+        conversation_of({column: "Be brief \ud83d", "messages": chat[1:]})
+
+
 # Llama-3.2's system header: today's date unless the caller gives `date_string`
 DATED = ("{%- if not date_string is defined %}{%- if strftime_now is defined %}"
          "{%- set date_string = strftime_now('%d %b %Y') %}{%- else %}{%- set date_string = 'none' %}{%- endif %}"
