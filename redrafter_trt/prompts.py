@@ -135,6 +135,9 @@ def _chat(messages, key: str) -> Iterator[dict]:
     for n, msg in enumerate(messages, start=1):
         role, who = _role(msg, key), msg.get("from", msg.get("role"))
         text = text_of(msg.get("value", msg.get("content")))
+        if role is None and not {"from", "role"} & msg.keys():  # once 'with role None'
+            raise ValueError(f"`{key}` message {n} has no `from` or `role` (it holds {', '.join(msg) or 'nothing'}): "
+                             f"write each message as {{\"role\": \"user\"|\"assistant\", \"content\": ...}}")
         if role is None:
             raise ValueError(f"`{key}` has a message with role {who!r}: expected human/user, gpt/assistant or system")
         if not isinstance(text, str):

@@ -1348,6 +1348,17 @@ def test_lmsys_chat_and_wildchat_records_are_read_from_their_conversation(tmp_pa
         conversation_of(tool)
 
 
+def test_a_message_without_a_role_is_named_with_the_keys_it_holds(tmp_path):
+    """A message with neither `from` nor `role` was refused as one 'with role None: expected human/user, ...', which
+    named neither the message nor what it holds."""
+    path = tmp_path / "chats.jsonl"
+    path.write_text(json.dumps({"conversation": [{"speaker": "human", "text": "Hi"}]}) + "\n")
+    with pytest.raises(ConfigError, match=r" line 1: `conversation` message 1 has no `from` or `role` \(it holds "
+                                          r"speaker, text\): write each message as \{\"role\": \"user\"\|\"assistant\", "
+                                          r"\"content\": \.\.\.\}$"):
+        load_prompts(path)
+
+
 def test_an_openorca_records_system_prompt_opens_its_conversation(tok, tmp_path):
     """OpenOrca's records are system_prompt + question + response: the system prompt (the one the response was
     written to) was dropped without a word, and the template's default one rendered instead, by train and by run
