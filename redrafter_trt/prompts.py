@@ -9,8 +9,9 @@ A record is a conversation (`messages_of`, which `train --data` reads too), thro
     prompt          a string
     turns           a list of strings; the first turn is the prompt (MT-Bench)
     question        a string (GSM8K)
+    instruction     a string (Alpaca; a non-empty `input`, Dolly's `context` or LLaMA-Factory's `query`, is appended
+                    after a blank line)
     query           a string (MetaMathQA; its `original_question` is not read)
-    instruction     a string (Alpaca; a non-empty `input`, or Dolly's `context`, is appended after a blank line)
     system          beside any of these (LLaMA-Factory's column; OpenOrca's `system_prompt`): the system prompt
     history         beside a prompt (LLaMA-Factory's Alpaca column): the turns before it, [[instruction, answer], ...]
 A conversation key holding no list of messages (a transcript string, null: another source's column in a mixed
@@ -38,9 +39,11 @@ PLAIN_TEXT = (".txt",)  # file suffixes read as one prompt per line, not JSON
 AS_TXT = ", or name the file .txt to read it one prompt per line"  # after a JSON error on a file's first line
 CHATS = ("conversations", "messages", "conversation")  # read before a prompt key, as train reads them: they hold the
 # answers; the first holding messages is read (`chat_key`; `conversation`: LMSYS-Chat-1M's and WildChat's)
-TEXTS = ("prompt", "turns", "question", "query", "instruction")  # `query`: MetaMathQA's
+TEXTS = ("prompt", "turns", "question", "instruction", "query")  # `query`: MetaMathQA's (after `instruction`, whose
+# input it is in LLaMA-Factory's columns)
 KEYS = (*TEXTS, *CHATS)
-INPUTS = ("input", "context")  # what an instruction works on: Alpaca's `input`, Dolly's `context`
+INPUTS = ("input", "context", "query")  # what an instruction works on: Alpaca's `input`, Dolly's `context`,
+# LLaMA-Factory's `query` (its name for `input`)
 ANSWER_KEYS = ("answer", "response", "output", "completion")
 SYSTEMS = ("system", "system_prompt")  # a record's system prompt, the first not null: LLaMA-Factory's, OpenOrca's
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",

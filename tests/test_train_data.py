@@ -568,7 +568,7 @@ def test_records_are_numbered_from_1_and_every_key_is_named(tmp_path):
     path = tmp_path / "d.json"
     path.write_text(json.dumps([{"text": "x"}]))
     with pytest.raises(ConfigError, match=r"record 1 of its JSON list: no prompt: expected one of the keys prompt, "
-                                          r"turns, question, query, instruction, conversations, messages, "
+                                          r"turns, question, instruction, query, conversations, messages, "
                                           r"conversation \(an answer under answer, response, output, completion\)"):
         read_conversations(path)
 
@@ -1421,11 +1421,14 @@ def test_a_metamathqa_records_query_is_its_prompt(tmp_path):
     assert load_prompts(path) == [r["query"] for r in records]
 
 
-def test_a_dolly_records_context_is_part_of_its_prompt(tmp_path):
+@pytest.mark.parametrize("key", ["context", "query"])
+def test_a_dolly_records_context_is_part_of_its_prompt(tmp_path, key):
     """databricks-dolly-15k's records are instruction + context + response: the context (the passage to summarise or
-    answer from) was dropped without a word, and the response trained after a prompt without it."""
+    answer from) was dropped without a word, and the response trained after a prompt without it. LLaMA-Factory names
+    the input column `query`: read as MetaMathQA's prompt before `instruction` (5d86800), it was trained and run
+    alone, the instruction dropped, where the instruction was read before; it is now the instruction's input too."""
     path = tmp_path / "dolly.jsonl"
-    path.write_text(json.dumps({"instruction": "Summarise it.", "context": "A long passage.", "response": "Short.",
+    path.write_text(json.dumps({"instruction": "Summarise it.", key: "A long passage.", "response": "Short.",
                                 "category": "summarization"}) + "\n")
     (conv,) = read_conversations(path)
     assert conv.messages == ({"role": "user", "content": "Summarise it.\n\nA long passage."},
