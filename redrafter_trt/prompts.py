@@ -176,7 +176,7 @@ def _history(record) -> list[dict]:
 
 
 def _prompt_text(record) -> str:
-    """The prompt of a record that is no conversation: a string, or its first prompt key's text."""
+    """The prompt of a record that is no conversation: a string, or the text of its first prompt key not null."""
     if isinstance(record, str):
         if not record.strip():
             raise ValueError("empty prompt")
@@ -184,7 +184,8 @@ def _prompt_text(record) -> str:
     if not isinstance(record, dict):
         wrap = ": wrap a list of messages as {\"conversations\": [...]}" if isinstance(record, list) else ""
         raise ValueError(f"expected a JSON object like {{\"prompt\": \"...\"}}, got {type(record).__name__}{wrap}")
-    key = next((k for k in TEXTS if k in record), None)
+    # the first not null (a mixed table's rows hold every column, null where another dataset's), as answers are read
+    key = next((k for k in TEXTS if record.get(k) is not None), next((k for k in TEXTS if k in record), None))
     if key is None:
         raise ValueError(f"no prompt: expected one of the keys {', '.join(KEYS)}{message_hint(record)}")
     value = record[key]

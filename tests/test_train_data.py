@@ -1404,6 +1404,22 @@ def test_a_conversation_column_holding_no_messages_leaves_the_records_prompt_rea
         conversation_of({**orca, "response": 5})
 
 
+def test_a_null_prompt_column_leaves_the_next_prompt_key_read(tmp_path):
+    """A mixed table's rows hold every dataset's columns, null where another's: {"prompt": null, "question": ...}
+    was refused as '`prompt` must be a non-empty string' while an answer column is read as the first not null. The
+    first prompt key not null is read; one null alone is still refused."""
+    rows = [{"prompt": None, "question": "Is 7 prime?", "response": "Yes."},
+            {"prompt": None, "instruction": "Add 2 and 3.", "output": "5"}]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert [list(c.messages) for c in read_conversations(path)] == [
+        [{"role": "user", "content": "Is 7 prime?"}, {"role": "assistant", "content": "Yes."}],
+        [{"role": "user", "content": "Add 2 and 3."}, {"role": "assistant", "content": "5"}]]
+    assert load_prompts(path) == ["Is 7 prime?", "Add 2 and 3."]
+    with pytest.raises(ValueError, match=r"^`prompt` must be a non-empty string$"):
+        conversation_of({"prompt": None, "response": "Yes."})
+
+
 def test_a_metamathqa_records_query_is_its_prompt(tmp_path):
     """MetaMathQA's records are query + response (+ type, original_question): `query` was not read, and every record
     refused ('no prompt: expected one of the keys ...') by train and run --input-file alike. The query (the rephrased
