@@ -49,6 +49,8 @@ SYSTEMS = ("system", "system_prompt")  # a record's system prompt, the first not
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
          "bard": "assistant", "bing": "assistant", "model": "assistant", "system": "system",
          "developer": "system"}  # newer OpenAI clients send the system prompt as "developer" (serve reads it so)
+CALLS = ("function_call", "function-call")  # a tool call answering a prompt: ShareGPT's (glaive as LLaMA-Factory and
+# its ChatML conversion write it); OpenAI's is an assistant turn, its content null beside `tool_calls`
 
 
 class Prompt(str):
@@ -68,7 +70,7 @@ class Prompt(str):
 def prompt_of(record) -> Prompt:
     """The prompt a record carries: its conversation up to the first answer (`before_answer`); raises ValueError
     (with the reason) when it carries none. Nothing after that answer is read."""
-    turns = before_answer(messages_of(record))
+    turns = before_answer(messages_of(record, prompt_only=True))
     text = "\n\n".join(m["content"] for m in turns if m["role"] == "user")
     if not text.strip():  # a string or a prompt key is refused empty before: a conversation's, or `history`'s
         key = chat_key(record)
@@ -90,15 +92,16 @@ def before_answer(messages: Iterable[dict]) -> list[dict]:
     return out
 
 
-def messages_of(record) -> Iterator[dict]:
+def messages_of(record, prompt_only: bool = False) -> Iterator[dict]:
     """A record's conversation, in order, as chat templates take it: {"role": "system"|"user"|"assistant", "content"}.
     Its system prompt column (`system_of`) opens it unless its own messages open with a system one; then a CHATS
     list's messages (less assistant turns before the first user turn: some ShareGPT dumps open with the bot's
     greeting, which no chat template expects), or an Alpaca `history`'s turns, the prompt and its answer (the first
     of ANSWER_KEYS not null, as it is: train checks it; none where it is blank). A ValueError names what it cannot read, read lazily: a
-    prompt reads nothing after its first answer."""
+    prompt reads nothing after its first answer. prompt_only: a CHATS list ends before its first answer, a tool call
+    too (a CALLS turn, an assistant one of null content beside `tool_calls`), nothing after it read."""
     key, column = system_of(record) if isinstance(record, dict) else (None, None)
-    turns = _turns(record)
+    turns = _turns(record, prompt_only)
     first = next(turns)  # every record's turns hold a user turn, or raised
     if column and first["role"] != "system":  # its text checked only here: a column the messages' own system
         yield {"role": "system", "content": check_text(column, f"`{key}`")}  # message replaces is not read
@@ -118,10 +121,10 @@ def chat_key(record) -> str | None:
     return key
 
 
-def _turns(record) -> Iterator[dict]:
+def _turns(record, prompt_only: bool) -> Iterator[dict]:
     key = chat_key(record)
     if key:
-        yield from _chat(record[key], key)
+        yield from _chat(record[key], key, prompt_only)
         return
     yield from _history(record)
     yield {"role": "user", "content": _prompt_text(record)}
@@ -131,12 +134,14 @@ def _turns(record) -> Iterator[dict]:
         yield {"role": "assistant", "content": answer}  # file written for generation ("output": "") holds prompts
 
 
-def _chat(messages, key: str) -> Iterator[dict]:
+def _chat(messages, key: str, prompt_only: bool) -> Iterator[dict]:
     if not isinstance(messages, list) or not messages:
         raise ValueError(f"`{key}` must be a non-empty list of messages")
     seen_user = False
     for n, msg in enumerate(messages, start=1):
         role, who = _role(msg, key), msg.get("from", msg.get("role"))
+        if prompt_only and seen_user and (role == "assistant" or str(who).lower() in CALLS):
+            return  # the prompt's answer, a tool call's null content too: not read
         text = text_of(msg.get("value", msg.get("content")))
         if role is None and not {"from", "role"} & msg.keys():  # once 'with role None'
             raise ValueError(f"`{key}` message {n} has no `from` or `role` (it holds {', '.join(msg) or 'nothing'}): "

@@ -248,3 +248,51 @@ def test_a_template_refusing_a_system_message_is_named(tmp_path, smollm2):
     with pytest.raises(ConfigError, match=r"refuses the system message of the prompt 'Q' \(System role not "
                                           r"supported\): remove the system prompt from its record, or turn chat off$"):
         chat_text(tok, Prompt("Q", [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}]))
+
+
+# agent data: the prompt is answered with a tool call, the tool's result and the final answer after it
+WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city now",
+                                            "parameters": {"type": "object", "required": ["city"],
+                                                           "properties": {"city": {"type": "string"}}}}}
+OPENAI_TOOLS = {"messages": [  # an OpenAI fine-tuning file's line: the call's content null beside tool_calls
+    {"role": "system", "content": "You are a weather assistant."},
+    {"role": "user", "content": "What's the weather in Paris?"},
+    {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+    {"role": "tool", "tool_call_id": "call_1", "content": "18C"},
+    {"role": "assistant", "content": "It is 18C."}], "tools": [WEATHER], "parallel_tool_calls": False}
+GLAIVE = {"conversations": [  # glaive-function-calling-v2 as LLaMA-Factory's glaive_toolcall writes it
+    {"from": "human", "value": "I need to convert 500 US dollars to Euros."},
+    {"from": "function_call", "value": '{"name": "convert_currency", "arguments": {"amount": 500, "from": "USD", '
+                                       '"to": "EUR"}}'},
+    {"from": "observation", "value": '{"converted_amount": 425.5}'},
+    {"from": "gpt", "value": "500 US dollars are about 425.50 Euros."}],
+    "tools": '[{"name": "convert_currency", "parameters": {"type": "object"}}]'}
+GLAIVE_CHATML = {"conversations": [  # and as its ChatML conversion (function-calling-chatml) writes it
+    {"from": "system", "value": "You are a helpful assistant with access to the following functions."},
+    {"from": "human", "value": "Create a contact for John Doe."},
+    {"from": "function-call", "value": '{"name": "create_contact", "arguments": \'{"name": "John Doe"}\'}'},
+    {"from": "function-response", "value": '{"status": "success"}'},
+    {"from": "gpt", "value": "John Doe is in your contacts now."}]}
+TOOL_CALLING = [OPENAI_TOOLS, GLAIVE, GLAIVE_CHATML]
+
+
+def test_a_tool_calling_records_prompt_is_its_turns_before_the_call(tmp_path):
+    """Agent data (OpenAI fine-tuning files with tools, glaive's function calling as LLaMA-Factory and its ChatML
+    conversion write it) answers a prompt with a tool call: an assistant turn of null content beside `tool_calls`,
+    or a `function_call` / `function-call` turn. run --input-file, bench and acceptance, which read nothing after a
+    prompt's first answer, refused every such record ('... whose `value`/`content` is None, not a string', 'role
+    'function_call''). Its prompt is now read up to the call; a tool turn before it is still refused."""
+    path = write(tmp_path, "".join(json.dumps(r) + "\n" for r in TOOL_CALLING))
+    prompts = load_prompts(path)
+    assert prompts == ["What's the weather in Paris?", "I need to convert 500 US dollars to Euros.",
+                       "Create a contact for John Doe."]
+    assert prompts[0].messages() == OPENAI_TOOLS["messages"][:2]
+    assert prompts[2].messages() == [{"role": "system", "content": GLAIVE_CHATML["conversations"][0]["value"]},
+                                     {"role": "user", "content": "Create a contact for John Doe."}]
+    early = [{"messages": [OPENAI_TOOLS["messages"][1], *OPENAI_TOOLS["messages"][3:]]},  # a tool turn, then the answer
+             {"conversations": [GLAIVE["conversations"][1], *GLAIVE["conversations"]]}]  # a call before the user's turn
+    for record, role in zip(early, ["tool", "function_call"]):
+        write(tmp_path, json.dumps(record) + "\n")
+        with pytest.raises(ConfigError, match=rf"line 1: `\w+` has a message with role '{role}': expected human/user"):
+            load_prompts(path)

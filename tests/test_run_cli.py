@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from redrafter_trt import runtime as rt
 from redrafter_trt.cli import main
+from test_prompts import OPENAI_TOOLS
 from test_runtime_support import checkpoint, fresh_drafter, one_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -85,12 +86,13 @@ def test_chat_on_a_chatml_base_goes_on_past_its_end_of_turn_as_transformers_does
 
 def test_input_file_no_draft(smollm2, smol_ckpt, tmp_path):
     f = tmp_path / "p.jsonl"
-    f.write_text('{"turns": ["Say hi.", "again"]}\n{"question": "Say bye."}\n')
+    f.write_text('{"turns": ["Say hi.", "again"]}\n{"question": "Say bye."}\n'
+                 + json.dumps(OPENAI_TOOLS) + "\n")  # a tool call answers its prompt
     res = invoke("--checkpoint-dir", smol_ckpt, "--tokenizer-dir", smollm2, "--input-file", f, "--max-output-len", 3,
                  "--no-draft", "--output-json", tmp_path / "o.json")
     assert res.exit_code == 0, res.output
     data = json.loads((tmp_path / "o.json").read_text())
-    assert [r["prompt"] for r in data["results"]] == ["Say hi.", "Say bye."]
+    assert [r["prompt"] for r in data["results"]] == ["Say hi.", "Say bye.", "What's the weather in Paris?"]
     assert all(r["tokens_per_step"] == 1.0 for r in data["results"])
 
 
