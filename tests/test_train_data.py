@@ -1668,3 +1668,47 @@ def test_an_unreadable_file_of_hidden_states_an_earlier_version_cached_is_comput
     with caplog.at_level(logging.WARNING):
         again = features.build_features(examples, 2, tmp_path, "base", lambda: pytest.fail("the base ran"))
     assert torch.equal(again.hidden, feats.hidden) and not caplog.text, caplog.text
+
+
+TOOLACE = {"system": "You are an expert in composing functions. Here is a list of functions in JSON format: [...]",
+           "conversations": [{"from": "user", "value": "How are the US markets today?"},
+                             {"from": "assistant", "value": '[Market Trends(trend_type="INDEXES", country="us")]'},
+                             {"from": "tool", "value": '[{"name": "Market Trends", "results": {"S&P 500": "+0.4%"}}]'},
+                             {"from": "assistant", "value": "The S&P 500 is up 0.4%."}]}
+
+
+def test_distill_answers_a_tool_calling_records_prompt(tmp_path, caplog):
+    """--distill answers each conversation's first prompt only, yet agent data (OpenAI fine-tuning files with tools,
+    glaive, ToolACE) lost every record, skipped whole for the tool turns after that prompt's answer ('role 'tool'',
+    a call's null content). Such a record now gives --distill its prompt, the same tokens run --input-file renders
+    from it, saying how many were read so; without --distill it is still skipped (its tool turns cannot be trained)."""
+    from test_prompts import OPENAI_TOOLS, TOOL_CALLING
+
+    from redrafter_trt.tokens import encode_prompts
+    from redrafter_trt.train import TrainConfig
+    from redrafter_trt.train.dataset import read_all
+
+    path = tmp_path / "agent.jsonl"
+    records = [*TOOL_CALLING, TOOLACE, {"question": "2+2?", "answer": "4"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    def read(distill):
+        return read_all(TrainConfig(base=tmp_path, data=[path], output=tmp_path / "out", distill=distill))
+
+    with caplog.at_level("WARNING"):
+        (conv,) = read(False)
+    assert conv.messages[0]["content"] == "2+2?"
+    assert f"{path}: skipped 4 of 5 records with nothing to train on (first: line 1: `messages` has a 'assistant' " \
+           f"message whose `value`/`content` is None" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        convs = sorted(read(True), key=lambda c: c.source)
+    assert f"{path}: 4 of 5 records cannot be read past their prompt (first: line 1: `messages` has a 'assistant' " \
+           f"message whose `value`/`content` is None, not a string): --distill answers their prompts alone" \
+        in caplog.text
+    assert [c.prompt_messages() for c in convs[:-1]] == [p.messages() for p in load_prompts(path)[:-1]]
+    assert list(convs[0].messages) == OPENAI_TOOLS["messages"][:2]
+    assert list(convs[3].messages) == [{"role": "system", "content": TOOLACE["system"]},
+                                       {"role": "user", "content": "How are the US markets today?"}]
+    tok = make_tokenizer(tmp_path / "tok")
+    assert [prompt_ids(tok, c) for c in convs] == encode_prompts(tok, load_prompts(path), True)

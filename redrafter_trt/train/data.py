@@ -12,8 +12,9 @@ Records (jsonl, one object per line, a JSON list such as ShareGPT, or a .txt fil
     system          beside any of these (LLaMA-Factory's column; OpenOrca's `system_prompt`): the system prompt,
                     opening the conversation
     history         beside a prompt (LLaMA-Factory's Alpaca column): the turns before it, [[instruction, answer], ...]
-A record with nothing to train on is skipped with a warning. Consecutive turns of one role are kept as they are,
-and joined only for a chat template that refuses them (Llama-2 and Mistral require alternating roles).
+A record with nothing to train on is skipped with a warning (with --distill, one whose prompt reads gives it: agent
+data's tool turns after it). Consecutive turns of one role are kept as they are, and joined only for a chat template
+that refuses them (Llama-2 and Mistral require alternating roles).
 
 An `Example` is one rendered conversation: `ids` [T] token ids from the base tokenizer's chat template and `mask`
 [T] True where the token belongs to an assistant turn (its content and end-of-turn token). System and user tokens,
@@ -66,10 +67,12 @@ class Example:
     cut: int = 0  # answer tokens past --max-seq-len, left out (reference conversations only)
 
 
-def conversation_of(record, source: str = "") -> Conversation:
+def conversation_of(record, source: str = "", prompt_only: bool = False) -> Conversation:
     """One record -> a Conversation (`messages_of`: the conversation `prompt_of` takes a prompt file's prompt from);
     raises ValueError (with the reason) for a record it cannot read. source: where the record is ("FILE line N"), for
-    later errors."""
+    later errors. prompt_only: its messages before the first answer alone, nothing after them read."""
+    if prompt_only:
+        return Conversation(tuple(before_answer(messages_of(record, prompt_only=True))), source)
     if isinstance(record, dict) and not any(key in record for key in PROMPT_KEYS):
         raise ValueError(f"no prompt: expected one of the keys {', '.join(PROMPT_KEYS)} (an answer under "
                          f"{', '.join(ANSWER_KEYS)}){message_hint(record)}")
@@ -83,30 +86,44 @@ def conversation_of(record, source: str = "") -> Conversation:
     return Conversation(tuple(messages), source)
 
 
-def read_conversations(path: Path | str) -> list[Conversation]:
+def read_conversations(path: Path | str, prompts_only: bool = False) -> list[Conversation]:
     """Every usable record of a jsonl or JSON-list file, in file order. A record with nothing to train on (no user
     message, an unknown role, a message that is not a string: public ShareGPT dumps have some) is skipped with a
-    warning. Raises ConfigError for a missing file, one that is not JSON or jsonl, or one without a usable record
-    (naming the first refused record's line or number, 1-based)."""
+    warning; prompts_only (--distill, which answers a conversation's first prompt only): its prompt is read where
+    that reads (agent data's tool turns after it), saying so. Raises ConfigError for a missing file, one that is not
+    JSON or jsonl, or one without a usable record (naming the first refused record's line or number, 1-based)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"data file {path} does not exist: pass jsonl, ShareGPT json or .txt prompt files to --data")
     located = records(path, read_text(path, "save it as UTF-8 jsonl or json"))
     if not located:
         raise ConfigError(f"data file {path} holds no records: add lines like {{\"question\": ..., \"answer\": ...}}")
-    out, skipped = [], []
+    out, skipped, prompts = [], [], []
     for where, record in located:
         try:
             out.append(conversation_of(record, f"{path} {where}"))
         except ValueError as e:
-            skipped.append(f"{where}: {e}")
+            conv = prompts_only and _prompt_or_none(record, f"{path} {where}")
+            (prompts if conv else skipped).append(f"{where}: {e}")
+            out += [conv] if conv else []
     if not out:
         raise ConfigError(f"data file {path} holds no usable record ({skipped[0]}): fix the records, or pass "
                           f"another file")
     if skipped:
         log.warning("%s: skipped %d of %d records with nothing to train on (first: %s)", path, len(skipped),
                     len(located), skipped[0])
+    if prompts:  # agent data: a tool call answers the prompt
+        log.warning("%s: %d of %d records cannot be read past their prompt (first: %s): --distill answers their "
+                    "prompts alone", path, len(prompts), len(located), prompts[0])
     return out
+
+
+def _prompt_or_none(record, source: str) -> Conversation | None:
+    """The record's prompt (`conversation_of`'s prompt_only), or None where it has none."""
+    try:
+        return conversation_of(record, source, prompt_only=True)
+    except ValueError:
+        return None
 
 
 def _render(tokenizer, conv: Conversation, messages: list[dict], add_generation_prompt: bool) -> str:

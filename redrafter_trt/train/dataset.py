@@ -64,7 +64,7 @@ def distill_folder(cache_dir: Path, base: Path, dtype: torch.dtype) -> Path:
 
 def read_all(cfg: TrainConfig) -> list[Conversation]:
     """Every distinct conversation of every data file, shuffled under the seed, cut to max_examples."""
-    convs = unique([c for path in cfg.data for c in read_conversations(path)])
+    convs = unique([c for path in cfg.data for c in read_conversations(path, cfg.distill)])
     random.Random(cfg.seed).shuffle(convs)
     return convs[: cfg.max_examples] if cfg.max_examples else convs
 
