@@ -128,10 +128,16 @@ def _turns(record, prompt_only: bool) -> Iterator[dict]:
         return
     yield from _history(record)
     yield {"role": "user", "content": _prompt_text(record)}
-    answer = next((record[k] for k in ANSWER_KEYS if record.get(k) is not None), None) \
-        if isinstance(record, dict) else None
-    if answer is not None and not (isinstance(answer, str) and not answer.strip()):  # "" is none, as null is: a
-        yield {"role": "assistant", "content": answer}  # file written for generation ("output": "") holds prompts
+    key = first_filled(record, ANSWER_KEYS) if isinstance(record, dict) else None
+    if key:  # "" is none, as null is: a file written for generation ("output": "") holds prompts
+        yield {"role": "assistant", "content": record[key]}
+
+
+def first_filled(record: dict, keys: Iterable[str]) -> str | None:
+    """The first of `keys` holding a value: neither null nor a blank string (a mixed table's row holds the other
+    datasets' columns as null, or as "": once refused as the prompt, or read as no answer)."""
+    return next((k for k in keys if record.get(k) is not None
+                 and not (isinstance(record[k], str) and not record[k].strip())), None)
 
 
 def _chat(messages, key: str, prompt_only: bool) -> Iterator[dict]:
@@ -181,7 +187,7 @@ def _history(record) -> list[dict]:
 
 
 def _prompt_text(record) -> str:
-    """The prompt of a record that is no conversation: a string, or the text of its first prompt key not null."""
+    """The prompt of a record that is no conversation: a string, or the text of its first prompt key holding one."""
     if isinstance(record, str):
         if not record.strip():
             raise ValueError("empty prompt")
@@ -189,8 +195,9 @@ def _prompt_text(record) -> str:
     if not isinstance(record, dict):
         wrap = ": wrap a list of messages as {\"conversations\": [...]}" if isinstance(record, list) else ""
         raise ValueError(f"expected a JSON object like {{\"prompt\": \"...\"}}, got {type(record).__name__}{wrap}")
-    # the first not null (a mixed table's rows hold every column, null where another dataset's), as answers are read
-    key = next((k for k in TEXTS if record.get(k) is not None), next((k for k in TEXTS if k in record), None))
+    # the first holding a value (a mixed table's rows hold every column, null or "" where another dataset's), as
+    # answers are read; else the first present, refused below
+    key = first_filled(record, TEXTS) or next((k for k in TEXTS if k in record), None)
     if key is None:
         raise ValueError(f"no prompt: expected one of the keys {', '.join(KEYS)}{message_hint(record)}")
     value = record[key]

@@ -1420,6 +1420,28 @@ def test_a_null_prompt_column_leaves_the_next_prompt_key_read(tmp_path):
         conversation_of({"prompt": None, "response": "Yes."})
 
 
+def test_a_blank_column_of_a_mixed_table_leaves_the_next_key_read(tmp_path):
+    """A blank answer is no answer, as null is (1007070), and a null prompt or answer column is passed over for the
+    next (3c6896e): a mixed table filled with "" where another dataset's column is, {"question": "", "instruction":
+    ..., "answer": "", "output": ...}, was refused ('`question` must be a non-empty string'), and a GSM8K row's
+    response beside a blank `answer` left out as no answer ('pass --distill'). A blank column is passed over as a null
+    one; one alone is still refused, or no answer."""
+    rows = [{"question": "", "instruction": "Add 2 and 3.", "input": "", "answer": "", "output": "5"},
+            {"prompt": " ", "question": "Is 7 prime?", "answer": "", "response": "Yes."}]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert [list(c.messages) for c in read_conversations(path)] == [
+        [{"role": "user", "content": "Add 2 and 3."}, {"role": "assistant", "content": "5"}],
+        [{"role": "user", "content": "Is 7 prime?"}, {"role": "assistant", "content": "Yes."}]]
+    assert load_prompts(path) == ["Add 2 and 3.", "Is 7 prime?"]
+    with pytest.raises(ValueError, match=r"^`prompt` must be a non-empty string$"):
+        conversation_of({"prompt": "", "question": None, "response": "Yes."})
+    assert list(conversation_of({"question": "Q", "answer": "", "response": None}).messages) == [
+        {"role": "user", "content": "Q"}]
+    with pytest.raises(ValueError, match=r"^`response` is 5: write the answer as a string$"):
+        conversation_of({"question": "Q", "answer": " ", "response": 5})
+
+
 def test_a_metamathqa_records_query_is_its_prompt(tmp_path):
     """MetaMathQA's records are query + response (+ type, original_question): `query` was not read, and every record
     refused ('no prompt: expected one of the keys ...') by train and run --input-file alike. The query (the rephrased

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, first_line, read_text
-from ..prompts import (ANSWER_KEYS, KEYS as PROMPT_KEYS, before_answer, chat_key, check_text, message_hint,
-                       messages_of, records)
+from ..prompts import (ANSWER_KEYS, KEYS as PROMPT_KEYS, before_answer, chat_key, check_text, first_filled,
+                       message_hint, messages_of, records)
 from ..tokens import chat_text, render_chat, template_text
 
 if TYPE_CHECKING:
@@ -77,8 +77,8 @@ def conversation_of(record, source: str = "", prompt_only: bool = False) -> Conv
         raise ValueError(f"no prompt: expected one of the keys {', '.join(PROMPT_KEYS)} (an answer under "
                          f"{', '.join(ANSWER_KEYS)}){message_hint(record)}")
     if isinstance(record, dict) and chat_key(record) is None:  # prompt_of never reads the answer
-        key = next((k for k in ANSWER_KEYS if record.get(k) is not None), None)
-        if key and not isinstance(record[key], str):  # a blank one is none (messages_of): a prompt for --distill
+        key = first_filled(record, ANSWER_KEYS)  # a blank one is none (messages_of): a prompt for --distill
+        if key and not isinstance(record[key], str):
             raise ValueError(f"`{key}` is {record[key]!r}: write the answer as a string")
     messages = list(messages_of(record))
     for m in messages:
