@@ -92,10 +92,10 @@ def split(items: list, eval_examples: int | None) -> tuple[list, list]:
 def split_by_prompt(convs: list[Conversation], eval_examples: int | None) -> tuple[list, list]:
     """`split`, a prompt's conversations all on one side: whole prompts, in order, are held out until they hold
     `split`'s number of conversations, passing over a prompt of more answers than that (the smallest prompt alone when
-    every one has, if it holds at most a quarter of the conversations), never every prompt. Several answers to one prompt (a dataset of sampled completions) once put the
-    prompt on both sides, scoring training data as held out; then every conversation sharing a held-out one's prompt
-    went with it, which held out most of a data set of few prompts, or all of it; then one prompt of 1000 answers,
-    first in the order, was held out for a target of 50."""
+    every one has, if it holds at most a quarter of the conversations), never every prompt. Several answers to one
+    prompt (a dataset of sampled completions) once put the prompt on both sides, scoring training data as held out;
+    then every conversation sharing a held-out one's prompt went with it, which held out most of a data set of few
+    prompts, or all of it; then one prompt of 1000 answers, first in the order, was held out for a target of 50."""
     n = len(split(convs, eval_examples)[1])
     groups: dict[tuple, list[Conversation]] = {}
     for c in convs:
