@@ -97,8 +97,8 @@ def messages_of(record, prompt_only: bool = False) -> Iterator[dict]:
     Its system prompt column (`system_of`) opens it unless its own messages open with a system one; then a CHATS
     list's messages (less assistant turns before the first user turn: some ShareGPT dumps open with the bot's
     greeting, which no chat template expects), or an Alpaca `history`'s turns, the prompt and its answer (the first
-    of ANSWER_KEYS not null, as it is: train checks it; none where it is blank). A ValueError names what it cannot read, read lazily: a
-    prompt reads nothing after its first answer. prompt_only: a CHATS list ends before its first answer, a tool call
+    of ANSWER_KEYS neither null nor blank, `first_filled`, as it is: train checks it). A ValueError names what it
+    cannot read, read lazily: a prompt reads nothing after its first answer. prompt_only: a CHATS list ends before its first answer, a tool call
     too (a CALLS turn, an assistant one of null content beside `tool_calls`), nothing after it read."""
     key, column = system_of(record) if isinstance(record, dict) else (None, None)
     turns = _turns(record, prompt_only)
