@@ -645,6 +645,8 @@ def test_a_data_set_of_few_prompts_is_not_held_out_whole():
     assert split_by_prompt(qa(1, 40), None) == (qa(1, 40), [])
     # two prompts of many answers: holding one out would take half the data from training
     assert split_by_prompt(qa(2, 50), None) == (qa(2, 50), [])
+    # nor more than the 200 held out at most: 7 prompts of 300 answers held out 300
+    assert split_by_prompt(qa(7, 300), None) == (qa(7, 300), [])
     unique = qa(100, 1)
     assert split_by_prompt(unique, None) == split(unique, None) == (unique[5:], unique[:5])
     train, held = split_by_prompt(qa(100, 2), 7)  # whole prompts: 4 of them

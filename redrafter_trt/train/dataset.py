@@ -83,16 +83,19 @@ def unique(convs: list[Conversation]) -> list[Conversation]:
     return out
 
 
+HELD_OUT_MOST = 200  # conversations scored after training (their hidden states computed as the training data's)
+
+
 def split(items: list, eval_examples: int | None) -> tuple[list, list]:
     """(train, held out): the held-out set is the first n items (5%, at most 200, when not given)."""
-    n = eval_examples if eval_examples is not None else min(len(items) // 20, 200)
+    n = eval_examples if eval_examples is not None else min(len(items) // 20, HELD_OUT_MOST)
     return items[n:], items[:n]
 
 
 def split_by_prompt(convs: list[Conversation], eval_examples: int | None) -> tuple[list, list]:
     """`split`, a prompt's conversations all on one side: whole prompts, in order, are held out until they hold
     `split`'s number of conversations, passing over a prompt of more answers than that (the smallest prompt alone when
-    every one has, if it holds at most a quarter of the conversations), never every prompt. Several answers to one
+    every one has, if it holds at most a quarter of the conversations and HELD_OUT_MOST), never every prompt. Several answers to one
     prompt (a dataset of sampled completions) once put the prompt on both sides, scoring training data as held out;
     then every conversation sharing a held-out one's prompt went with it, which held out most of a data set of few
     prompts, or all of it; then one prompt of 1000 answers, first in the order, was held out for a target of 50."""
@@ -108,8 +111,8 @@ def split_by_prompt(convs: list[Conversation], eval_examples: int | None) -> tup
         held_prompts.append(prompt)
         count += len(groups[prompt])
     smallest = min(groups, key=lambda prompt: len(groups[prompt]), default=None)
-    if not held_prompts and n and len(groups) > 1 and 4 * len(groups[smallest]) <= len(convs):
-        held_prompts = [smallest]  # at most a quarter of the data: two prompts of 100 and 110 answers hold out none
+    if not held_prompts and n and len(groups) > 1 and len(groups[smallest]) <= min(len(convs) // 4, HELD_OUT_MOST):
+        held_prompts = [smallest]  # two prompts of 100 and 110 answers hold out none, nor 5 of 2000
     if len(held_prompts) == len(groups):
         held_prompts.pop()
     held = set(held_prompts)
