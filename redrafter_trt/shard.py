@@ -68,11 +68,12 @@ def check_tp(num_heads: int, num_kv_heads: int, intermediate_size: int, tp_size:
     the intermediate size next, one of the base's (SmolLM2-360M's 5) on the drafter's vocabulary."""
     if tp_size < 1:
         raise ConfigError(f"--tp-size {tp_size} is invalid: use 1 or more")
-    fits = tp_fits(num_heads, num_kv_heads, intermediate_size, unpadded)
     if num_heads % tp_size:
-        raise ConfigError(f"--tp-size {tp_size} does not divide the {num_heads} attention heads: {fits}")
-    if num_kv_heads % tp_size and tp_size % num_kv_heads:
-        raise ConfigError(f"--tp-size {tp_size} and the {num_kv_heads} kv heads must divide one another "
-                          f"(a kv head cannot be split): {fits}")
-    if intermediate_size % tp_size:
-        raise ConfigError(f"--tp-size {tp_size} does not divide the intermediate size {intermediate_size}: {fits}")
+        problem = f"does not divide the {num_heads} attention heads"
+    elif num_kv_heads % tp_size and tp_size % num_kv_heads:
+        problem = f"and the {num_kv_heads} kv heads must divide one another (a kv head cannot be split)"
+    elif intermediate_size % tp_size:
+        problem = f"does not divide the intermediate size {intermediate_size}"
+    else:
+        return
+    raise ConfigError(f"--tp-size {tp_size} {problem}: {tp_fits(num_heads, num_kv_heads, intermediate_size, unpadded)}")

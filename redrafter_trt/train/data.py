@@ -103,9 +103,12 @@ def read_conversations(path: Path | str, prompts_only: bool = False) -> list[Con
         try:
             out.append(conversation_of(record, f"{path} {where}"))
         except ValueError as e:
-            conv = prompts_only and _prompt_or_none(record, f"{path} {where}")
-            (prompts if conv else skipped).append(f"{where}: {e}")
-            out += [conv] if conv else []
+            conv = _prompt_or_none(record, f"{path} {where}") if prompts_only else None
+            if conv is None:
+                skipped.append(f"{where}: {e}")
+            else:
+                out.append(conv)
+                prompts.append(f"{where}: {e}")
     if not out:
         raise ConfigError(f"data file {path} holds no usable record ({skipped[0]}): fix the records, or pass "
                           f"another file")
