@@ -97,3 +97,22 @@ def test_a_prune_while_it_reads_its_cached_answers_keeps_them(short_base, tmp_pa
     result = heldout.evaluate_on_prompts(short_base[1], base, _prompts(tmp_path, "Hi.", "Bye."), cache,
                                          max_new_tokens=8, k=2)
     assert result["anchors"] > 0
+
+
+def test_agent_records_give_their_prompts(short_base, tmp_path, monkeypatch):
+    """It read its prompt file as training data, where a record answered by a tool call is skipped: an agent-data
+    file's prompts were dropped from the evaluation (or the whole file refused), though distilling answers the
+    prompt alone, as train --distill and run/bench read it."""
+    from redrafter_trt.train import heldout
+
+    call = {"role": "assistant", "content": None,
+            "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "{}"}}]}
+    path = tmp_path / "agent.jsonl"
+    path.write_text(json.dumps({"messages": [{"role": "user", "content": "Weather in Paris?"}, call]}) + "\n"
+                    + json.dumps({"prompt": "Hi."}) + "\n")
+    seen = []
+    real = heldout.distill
+    monkeypatch.setattr(heldout, "distill", lambda load, tok, prompts, *a, **k: seen.extend(prompts) or real(
+        load, tok, prompts, *a, **k))
+    heldout.evaluate_on_prompts(short_base[1], short_base[0], path, tmp_path / "cache", max_new_tokens=8, k=2)
+    assert len(seen) == 2

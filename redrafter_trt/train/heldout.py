@@ -58,7 +58,7 @@ def evaluate_on_prompts(drafter_dir: Path, base: Path, prompts_file: Path, cache
     drafter.load_state_dict(tensors)
     k = k or cfg.predict_n or 5
     tokenizer = load_tokenizer(base)
-    convs = read_conversations(prompts_file)[:num_prompts]
+    convs = read_conversations(prompts_file, prompts_only=True)[:num_prompts]  # distilled: their prompts alone
     # prompt and answer within the base's positions (generated past them, a base's answer was garbage or an error)
     max_len = min(4096, max_positions(hf, str(where)))
     prompts = [prompt_ids(tokenizer, c, min(2048, max_len - 2)) for c in convs]
