@@ -335,3 +335,28 @@ def test_a_resume_where_rank_0_has_no_state_stops_every_rank(tmp_path):
             "none): run without --resume (the answers and hidden states cached so far are reused)")
     assert proc.stderr.count(line) == 2, proc.stderr[-3000:]
     assert not list((tmp_path / "node1" / "cache").glob("hidden-*")), "rank 1 went on to its teacher-forced pass"
+
+
+WARNED = """
+import sys
+from redrafter_trt.cli import main
+main(["train", "--base", sys.argv[2], "--data", sys.argv[1] + "/qa.jsonl", "--output", sys.argv[1] + "/out",
+      "--cache-dir", sys.argv[1] + "/cache", "--max-steps", "2", "--predict-n", "2", "--max-seq-len", "64"])
+"""
+
+
+def test_warnings_about_the_data_are_said_once_and_a_shards_name_its_rank(tmp_path):
+    """Every rank reads every data file: each said the same warnings about it (a skipped record, duplicates, left-out
+    conversations), once per rank. Rank 0 alone says those now; what a rank counts on its own shard (conversations
+    cut by --max-seq-len) names the rank, its counts being of that shard, not of the data."""
+    base = twenty_sums(tmp_path)
+    lines = (tmp_path / "qa.jsonl").read_text().splitlines()
+    long = json.dumps({"question": "Say it.", "answer": "word " * 80})
+    (tmp_path / "qa.jsonl").write_text("\n".join(lines + [lines[0], '{"question": 3}', '{"question": "x?"}']
+                                                 + [long, long.replace("Say", "Tell")]))
+    proc = torchrun(WARNED, tmp_path, base)
+    for said in ("skipped 1 of 25 records", "dropped 1 duplicate conversations of 24",
+                 "left out 1 of 23 conversations with no answer"):
+        assert proc.stderr.count(said) == 1, proc.stderr[-3000:]
+    cut = [line for line in proc.stderr.splitlines() if "run past --max-seq-len 64" in line]
+    assert cut and all("torchrun rank " in line for line in cut), proc.stderr[-3000:]

@@ -69,6 +69,21 @@ def read_all(cfg: TrainConfig) -> list[Conversation]:
     return convs[: cfg.max_examples] if cfg.max_examples else convs
 
 
+@contextlib.contextmanager
+def _said_by_rank_0(rank: int):
+    """The block's warnings from reading the data files (skipped records, duplicates), said on rank 0 alone: every
+    torchrun rank reads every file, and each said them once more."""
+    loggers = [log, logging.getLogger(read_conversations.__module__)] if rank else []
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
 def unique(convs: list[Conversation]) -> list[Conversation]:
     """The first of each set of identical conversations (a file passed twice, a copied record): a copy on each
     side of the held-out split would score training data as held out."""
@@ -130,13 +145,17 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
     """(train, held-out) examples for this rank. With distill, prompts are deduplicated and answered by the
     base, loaded in base_dtype on `device` (cached in cache_dir); otherwise conversations without an assistant turn
     are an error.
-    The base's cache entries are marked in use (`cache.using`) until `in_use` closes."""
-    convs = read_all(cfg)
+    The base's cache entries are marked in use (`cache.using`) until `in_use` closes. What is said of the data as a
+    whole (the same on every rank) is rank 0's to say; what a rank counts on its shard names the rank."""
+    with _said_by_rank_0(rank):
+        convs = read_all(cfg)
+    whole = log.warning if rank == 0 else log.debug  # of the data as a whole
+    shard = f"torchrun rank {rank}: " if world > 1 else ""  # of this rank's shard
     if cfg.distill:
         later = sum(any(m["role"] == "user" for m in c.messages[len(c.prompt_messages()):]) for c in convs)
         if later:  # once left out without a word: a multi-turn ShareGPT file lost every turn after the first
-            log.warning("%d of %d conversations have user turns after an answer: --distill answers each "
-                        "conversation's first prompt only, and leaves those turns out", later, len(convs))
+            whole("%d of %d conversations have user turns after an answer: --distill answers each "
+                  "conversation's first prompt only, and leaves those turns out", later, len(convs))
         seen, prompts, cut = set(), [], 0
         for c in convs:
             full = prompt_ids(tokenizer, c)
@@ -146,16 +165,16 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
                 seen.add(tuple(ids))
                 prompts.append(ids)
         if len(prompts) < len(convs):  # once without a word: several answers per prompt shrank to the prompts
-            log.warning("%d of %d conversations share their prompt (after the chat template and any cut) with an "
-                        "earlier one: --distill answers each prompt once", len(convs) - len(prompts), len(convs))
+            whole("%d of %d conversations share their prompt (after the chat template and any cut) with an "
+                  "earlier one: --distill answers each prompt once", len(convs) - len(prompts), len(convs))
         if cut:
-            log.warning("%d of %d prompts are longer than --max-seq-len %d less 2 answer tokens: their middles were "
-                        "cut; raise --max-seq-len to keep them whole", cut, len(convs), cfg.max_seq_len)
+            whole("%d of %d prompts are longer than --max-seq-len %d less 2 answer tokens: their middles were "
+                  "cut; raise --max-seq-len to keep them whole", cut, len(convs), cfg.max_seq_len)
         short = sum(len(p) + cfg.distill_max_new_tokens > cfg.max_seq_len for p in prompts)
         if short:
-            log.warning("%d of %d prompts leave less than --distill-max-new-tokens %d answer tokens within "
-                        "--max-seq-len %d: their answers stop there", short, len(prompts),
-                        cfg.distill_max_new_tokens, cfg.max_seq_len)
+            whole("%d of %d prompts leave less than --distill-max-new-tokens %d answer tokens within "
+                  "--max-seq-len %d: their answers stop there", short, len(prompts),
+                  cfg.distill_max_new_tokens, cfg.max_seq_len)
         train_p, eval_p = split(prompts, cfg.eval_examples)
         check_shards(len(train_p), world)
         mine = eval_p + train_p[rank::world] if rank == 0 else train_p[rank::world]
@@ -173,8 +192,8 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
                               "or give conversations with assistant turns")
         if len(answered) < len(convs):  # once left out without a word
             first = next(c.source for c in convs if not c.has_answer)
-            log.warning("left out %d of %d conversations with no answer (no assistant turn, or blank ones; first: %s): "
-                        "pass --distill to have the base answer them", len(convs) - len(answered), len(convs), first)
+            whole("left out %d of %d conversations with no answer (no assistant turn, or blank ones; first: %s): "
+                  "pass --distill to have the base answer them", len(convs) - len(answered), len(convs), first)
         train_c, eval_c = split_by_prompt(answered, cfg.eval_examples)
         check_shards(len(train_c), world)
         _hold(in_use, cache_dir, cfg.base)
@@ -182,8 +201,8 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
         held = [encode(tokenizer, c, cfg.max_seq_len) for c in eval_c] if rank == 0 else []
     n = len(train) + len(held)
     if cut := [ex.cut for ex in train + held if ex.cut]:  # once cut without a word: a long chat lost its last turns
-        log.warning("%d of %d conversations run past --max-seq-len %d: their last %d answer tokens were left out; "
-                    "raise --max-seq-len to train on them", len(cut), n, cfg.max_seq_len, sum(cut))
+        log.warning(shard + "%d of %d conversations run past --max-seq-len %d: their last %d answer tokens were left "
+                    "out; raise --max-seq-len to train on them", len(cut), n, cfg.max_seq_len, sum(cut))
     train = [ex for ex in train if learnable(ex)]
     held = [ex for ex in held if learnable(ex)]
     if not train and cfg.distill:  # prompts are cut to leave 2 answer tokens: the base stopped at once
@@ -195,7 +214,7 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
                           f"{cfg.max_seq_len} (the chat template and prompt come first): raise --max-seq-len, or give "
                           f"longer conversations or more data")
     if n > len(train) + len(held):  # once left out without a word: half the data, with long prompts
-        log.warning("left out %d of %d examples with fewer than 2 answer tokens in a row: %s",
+        log.warning(shard + "left out %d of %d examples with fewer than 2 answer tokens in a row: %s",
                     n - len(train) - len(held), n, SHORT[cfg.distill].format(n=cfg.max_seq_len))
     log.info("%d training and %d held-out examples (%d and %d answer tokens)", len(train), len(held),
              sum(sum(ex.mask) for ex in train), sum(sum(ex.mask) for ex in held))
