@@ -13,6 +13,7 @@ A record is a conversation (`messages_of`, which `train --data` reads too), thro
                     after a blank line)
     query           a string (MetaMathQA; its `original_question` is not read)
     system          beside any of these (LLaMA-Factory's column; OpenOrca's `system_prompt`): the system prompt
+                    (of the two, the first neither null nor blank)
     history         beside a prompt (LLaMA-Factory's Alpaca column): the turns before it, [[instruction, answer], ...]
 A conversation key holding no list of messages (a transcript string, null: another source's column in a mixed
 table) is passed over for a later one or a prompt key (`chat_key`); read alone, it is refused.
@@ -45,7 +46,8 @@ KEYS = (*TEXTS, *CHATS)
 INPUTS = ("input", "context", "query")  # what an instruction works on: Alpaca's `input`, Dolly's `context`,
 # LLaMA-Factory's `query` (its name for `input`)
 ANSWER_KEYS = ("answer", "response", "output", "completion")
-SYSTEMS = ("system", "system_prompt")  # a record's system prompt, the first not null: LLaMA-Factory's, OpenOrca's
+SYSTEMS = ("system", "system_prompt")  # a record's system prompt, the first neither null nor blank: LLaMA-Factory's,
+# OpenOrca's
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
          "bard": "assistant", "bing": "assistant", "model": "assistant", "system": "system",
          "developer": "system"}  # newer OpenAI clients send the system prompt as "developer" (serve reads it so)
@@ -243,9 +245,10 @@ def text_of(content):
 
 
 def system_of(record: dict) -> tuple[str | None, str | None]:
-    """(key, text) of a record's system prompt, the first of SYSTEMS not null (LLaMA-Factory's `system` column,
-    OpenOrca's `system_prompt`), or (None, None); a ValueError for one that is no string."""
-    key = next((k for k in SYSTEMS if record.get(k) is not None), None)
+    """(key, text) of a record's system prompt, the first of SYSTEMS neither null nor blank (`first_filled`:
+    LLaMA-Factory's `system` column, OpenOrca's `system_prompt`; a mixed table's {"system": "", "system_prompt": ...}
+    once dropped it), or (None, None); a ValueError for one that is no string."""
+    key = first_filled(record, SYSTEMS)
     if key is not None and not isinstance(record[key], str):
         raise ValueError(f"`{key}` is {record[key]!r}: write the system prompt as a string")
     return (key, record[key]) if key else (None, None)

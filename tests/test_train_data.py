@@ -1383,6 +1383,24 @@ def test_an_openorca_records_system_prompt_opens_its_conversation(tok, tmp_path)
         conversation_of({**records[1], "system_prompt": 5})
 
 
+def test_a_blank_system_column_leaves_the_next_one_read(tmp_path):
+    """A mixed table's row holds every dataset's system column, "" where another's: {"system": "", "system_prompt":
+    "You are ..."} dropped the system prompt without a word (the first column not null was read, as answers were
+    once), and a blank one opened the conversation with a blank system turn. The first neither null nor blank is read
+    (`first_filled`), as the prompt and answer keys are."""
+    rows = [{"system": "", "system_prompt": "You are a tutor.", "question": "Is 7 prime?", "response": "Yes."},
+            {"system": " ", "system_prompt": None, "question": "Is 9 prime?", "response": "No."}]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert [list(c.messages) for c in read_conversations(path)] == [
+        [{"role": "system", "content": "You are a tutor."}, {"role": "user", "content": "Is 7 prime?"},
+         {"role": "assistant", "content": "Yes."}],
+        [{"role": "user", "content": "Is 9 prime?"}, {"role": "assistant", "content": "No."}]]
+    assert [p.messages() for p in load_prompts(path)] == [
+        [{"role": "system", "content": "You are a tutor."}, {"role": "user", "content": "Is 7 prime?"}],
+        [{"role": "user", "content": "Is 9 prime?"}]]
+
+
 def test_a_conversation_column_holding_no_messages_leaves_the_records_prompt_read(tmp_path):
     """Since `conversation` was read (LMSYS-Chat-1M's), a record holding it as a transcript string beside question +
     response (an OpenOrca-derived set), or as null (OpenOrca and LMSYS rows in one table, each the other's column
