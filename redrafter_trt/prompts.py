@@ -5,7 +5,8 @@ A record is a conversation (`messages_of`, which `train --data` reads too), thro
                     a content may be OpenAI's list of text parts)
     messages        OpenAI style: the same, as `train --data` and `serve` take it
     conversation    LMSYS-Chat-1M's and WildChat's: the same (a message's other keys, WildChat's `language`,
-                    `toxic`, `turn_identifier`..., are left alone)
+                    `toxic`, `turn_identifier`..., are left alone); LDJnr/Capybara's: exchanges, {"input": a user
+                    turn, "output": its answer} (`EXCHANGE`: in any of these lists)
     prompt          a string
     turns           a list of strings; the first turn is the prompt (MT-Bench)
     question        a string (GSM8K)
@@ -51,6 +52,8 @@ SYSTEMS = ("system", "system_prompt")  # a record's system prompt, the first nei
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
          "bard": "assistant", "bing": "assistant", "model": "assistant", "system": "system",
          "developer": "system"}  # newer OpenAI clients send the system prompt as "developer" (serve reads it so)
+EXCHANGE = (("input", "user"), ("output", "assistant"))  # a message with neither `from` nor `role` holding `input`:
+# one exchange, its keys' turns in this order (LDJnr/Capybara's and Pure-Dove's {"input", "output"}, in `conversation`)
 CALLS = ("function_call", "function-call")  # a tool call answering a prompt: ShareGPT's (glaive as LLaMA-Factory and
 # its ChatML conversion write it); OpenAI's is an assistant turn, its content null beside `tool_calls`
 
@@ -77,7 +80,7 @@ def prompt_of(record) -> Prompt:
     if not text.strip():  # a string or a prompt key is refused empty before: a conversation's, or `history`'s
         key = chat_key(record)
         where = "`history`'s first instruction" if key is None else f"`{key}` message " \
-            f"{next(n for n, m in enumerate(record[key], 1) if _role(m, key) == 'user')}, its first human/user message,"
+            f"{next(n for n, m in _numbered(record[key]) if _role(m, key) == 'user')}, its first human/user message,"
         raise ValueError(f"{where} is empty: write its prompt, or remove that record")  # was "`conversations` must be
         # a non-empty string", of a list
     return Prompt(text, turns)
@@ -146,7 +149,7 @@ def _chat(messages, key: str, prompt_only: bool) -> Iterator[dict]:
     if not isinstance(messages, list) or not messages:
         raise ValueError(f"`{key}` must be a non-empty list of messages")
     seen_user = False
-    for n, msg in enumerate(messages, start=1):
+    for n, msg in _numbered(messages):
         role, who = _role(msg, key), msg.get("from", msg.get("role"))
         if prompt_only and seen_user and (role == "assistant" or str(who).lower() in CALLS):
             return  # the prompt's answer, a tool call's null content too: not read
@@ -164,6 +167,16 @@ def _chat(messages, key: str, prompt_only: bool) -> Iterator[dict]:
         yield {"role": role, "content": check_text(text, f"`{key}` message {n}")}
     if not seen_user:
         raise ValueError(f"`{key}` has no human/user message")
+
+
+def _numbered(messages: list) -> Iterator[tuple[int, object]]:
+    """(n, message) for each of a conversation's messages, 1-based; an EXCHANGE message gives its turns, each
+    numbered n, as {"role", "content"}."""
+    for n, msg in enumerate(messages, start=1):
+        if isinstance(msg, dict) and EXCHANGE[0][0] in msg and not {"from", "role"} & msg.keys():
+            yield from ((n, {"role": role, "content": msg[part]}) for part, role in EXCHANGE if part in msg)
+        else:
+            yield n, msg
 
 
 def _role(msg, key: str) -> str | None:

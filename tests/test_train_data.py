@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from redrafter_trt.errors import ConfigError
-from redrafter_trt.prompts import load_prompts
+from redrafter_trt.prompts import load_prompts, prompt_of
 from redrafter_trt.train.data import (Conversation, Example, conversation_of, encode, prompt_ids,
                                      read_conversations)
 from redrafter_trt.train.features import flatten
@@ -1359,6 +1359,28 @@ def test_a_message_without_a_role_is_named_with_the_keys_it_holds(tmp_path):
                                           r"speaker, text\): write each message as \{\"role\": \"user\"\|\"assistant\", "
                                           r"\"content\": \.\.\.\}$"):
         load_prompts(path)
+
+
+CAPYBARA = {"source": "Airoboros", "conversation": [  # LDJnr/Capybara's (and Pure-Dove's): one exchange a message
+    {"input": "Name a prime.", "output": "7."}, {"input": "And an even one?", "output": "2."}]}
+
+
+def test_capybaras_input_output_exchanges_are_read_as_turns(tmp_path):
+    """LDJnr/Capybara writes a conversation as exchanges, {"input": the user's turn, "output": the answer}, under
+    `conversation`: train skipped every record and run --input-file, bench and acceptance refused it ('`conversation`
+    message 1 has no `from` or `role` (it holds input, output)'). Each exchange is read as its two turns; an exchange
+    without `output` is its user turn (a prompt for --distill), and a blank first input is named by its message."""
+    path = tmp_path / "capybara.jsonl"
+    path.write_text(json.dumps(CAPYBARA) + "\n" + json.dumps({"conversation": [{"input": "Hi"}]}) + "\n")
+    first, second = read_conversations(path, prompts_only=True)
+    assert first.messages == ({"role": "user", "content": "Name a prime."}, {"role": "assistant", "content": "7."},
+                              {"role": "user", "content": "And an even one?"}, {"role": "assistant", "content": "2."})
+    assert second.messages == ({"role": "user", "content": "Hi"},)
+    assert [p.messages() for p in load_prompts(path)] == [[first.messages[0]], [second.messages[0]]]
+    with pytest.raises(ValueError, match=r"^`conversation` message 1, its first human/user message, is empty"):
+        prompt_of({"conversation": [{"input": " ", "output": "7."}]})
+    with pytest.raises(ValueError, match=r"^`conversation` has a 'user' message whose `value`/`content` is 5, not a "):
+        conversation_of({"conversation": [{"input": 5, "output": "7."}]})
 
 
 def test_an_openorca_records_system_prompt_opens_its_conversation(tok, tmp_path):

@@ -3,7 +3,8 @@
 Records (jsonl, one object per line, a JSON list such as ShareGPT, or a .txt file's lines, each a prompt):
     conversations   ShareGPT: [{"from": "human"|"gpt"|"system", "value"}] or [{"role", "content"}]
     messages        OpenAI style: [{"role", "content"}], a content a string or a list of text parts, as `serve` takes
-    conversation    the same (LMSYS-Chat-1M, WildChat: a message's other keys left alone)
+    conversation    the same (LMSYS-Chat-1M, WildChat: a message's other keys left alone), or LDJnr/Capybara's
+                    exchanges, [{"input": a user turn, "output": its answer}]
     question+answer GSM8K
     query+response  MetaMathQA
     prompt+response / prompt+answer / instruction+output (Alpaca)
