@@ -16,6 +16,8 @@ A record is a conversation (`messages_of`, which `train --data` reads too), thro
     system          beside any of these (LLaMA-Factory's column; OpenOrca's `system_prompt`): the system prompt
                     (of the two, the first neither null nor blank)
     history         beside a prompt (LLaMA-Factory's Alpaca column): the turns before it, [[instruction, answer], ...]
+    tools           beside any of these (OpenAI's; its legacy `functions`; LLaMA-Factory's and xLAM's, a JSON
+                    string): the tool definitions the chat template is given with the prompt (`tools_of`)
 A conversation key holding no list of messages (a transcript string, null: another source's column in a mixed
 table) is passed over for a later one or a prompt key (`chat_key`); read alone, it is refused.
 A record's prompt (`prompt_of`) is its conversation up to its first answer, what `train --distill` answers: the
@@ -54,17 +56,23 @@ ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assi
          "developer": "system"}  # newer OpenAI clients send the system prompt as "developer" (serve reads it so)
 EXCHANGE = (("input", "user"), ("output", "assistant"))  # a message with neither `from` nor `role` holding `input`:
 # one exchange, its keys' turns in this order (LDJnr/Capybara's and Pure-Dove's {"input", "output"}, in `conversation`)
+TOOLS = ("tools", "functions")  # a record's tool definitions, given to the chat template (the first neither null nor
+# blank): OpenAI's chat-completions `tools`, [{"type": "function", "function": {...}}], or its legacy `functions`, the
+# {...} alone; LLaMA-Factory's and xLAM's `tools` is such a list of bare definitions as a JSON string. A bare one is
+# given as OpenAI's `tools` lists it (as clients send it to an inference server, which gives it to the template)
 CALLS = ("function_call", "function-call")  # a tool call answering a prompt: ShareGPT's (glaive as LLaMA-Factory and
 # its ChatML conversion write it); OpenAI's is an assistant turn, its content null beside `tool_calls`
 
 
 class Prompt(str):
     """A prompt's text, as a str (plain-text users, calibration and --no-chat, read it as it is), with `turns`: the
-    messages the chat template renders (`messages`), its user turn alone unless given."""
+    messages the chat template renders (`messages`), its user turn alone unless given; and `tools`: the tool
+    definitions the template is given with them (`tools_of`)."""
 
-    def __new__(cls, text: str, turns: Iterable[dict] | None = None):
+    def __new__(cls, text: str, turns: Iterable[dict] | None = None, tools: Iterable[dict] = ()):
         self = super().__new__(cls, text)
         self.turns = tuple(turns) if turns is not None else ({"role": "user", "content": text},)
+        self.tools = tuple(tools)
         return self
 
     def messages(self) -> list[dict]:
@@ -83,7 +91,7 @@ def prompt_of(record) -> Prompt:
             f"{next(n for n, m in _numbered(record[key]) if _role(m, key) == 'user')}, its first human/user message,"
         raise ValueError(f"{where} is empty: write its prompt, or remove that record")  # was "`conversations` must be
         # a non-empty string", of a list
-    return Prompt(text, turns)
+    return Prompt(text, turns, tools_of(record))
 
 
 def before_answer(messages: Iterable[dict]) -> list[dict]:
@@ -265,6 +273,22 @@ def system_of(record: dict) -> tuple[str | None, str | None]:
     if key is not None and not isinstance(record[key], str):
         raise ValueError(f"`{key}` is {record[key]!r}: write the system prompt as a string")
     return (key, record[key]) if key else (None, None)
+
+
+def tools_of(record) -> tuple[dict, ...]:
+    """The tool definitions a record gives its chat template (the first of TOOLS neither null nor blank), each as
+    OpenAI's `tools` lists one; () for none. A ValueError for one that is no list of objects, nor a JSON string of
+    one."""
+    key = first_filled(record, TOOLS) if isinstance(record, dict) else None
+    if key is None:
+        return ()
+    tools = _json_or_none(record[key]) if isinstance(record[key], str) else record[key]
+    if not isinstance(tools, list) or not all(isinstance(tool, dict) for tool in tools):
+        raise ValueError(f"`{key}` must list the tool definitions, [{{\"type\": \"function\", \"function\": "
+                         f"{{\"name\": ..., \"parameters\": ...}}}}, ...] (or that list as a JSON string), not "
+                         f"{record[key]!r:.80}")
+    return tuple(tool if {"type", "function"} & tool.keys() else {"type": "function", "function": tool}
+                 for tool in tools)
 
 
 def load_prompts(path: Path | str) -> list[Prompt]:

@@ -43,15 +43,16 @@ DATE_STRING = "26 Jul 2024"
 _RENDER_DAY: ContextVar[datetime | None] = ContextVar("render_day", default=None)  # set inside render_chat only
 
 
-def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool) -> str:
-    """The tokenizer's chat template's text of `messages`, dated DATE_STRING (as `date_string`, and as the day a
-    template's own `strftime_now(...)` reads): the one way every command but serve renders it. Raises the template's
-    own errors (jinja's TemplateError; TypeError, ValueError for one that is not text)."""
+def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool, tools: tuple[dict, ...] = ()) -> str:
+    """The tokenizer's chat template's text of `messages`, given `tools` (a record's tool definitions, `tools_of`: a
+    template that shows none renders them not), dated DATE_STRING (as `date_string`, and as the day a template's own
+    `strftime_now(...)` reads): the one way every command but serve renders it. Raises the template's own errors
+    (jinja's TemplateError; TypeError, ValueError for one that is not text)."""
     _date_template_clock()
     token = _RENDER_DAY.set(datetime.strptime(DATE_STRING, "%d %b %Y"))
     try:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt,
-                                             date_string=DATE_STRING)
+        return tokenizer.apply_chat_template(messages, tools=list(tools) or None, tokenize=False,
+                                             add_generation_prompt=add_generation_prompt, date_string=DATE_STRING)
     finally:
         _RENDER_DAY.reset(token)
 
@@ -78,7 +79,8 @@ def _date_template_clock() -> None:
     module.datetime = Clock
 
 
-def template_text(tokenizer, messages: list[dict], add_generation_prompt: bool) -> tuple[list[dict], str]:
+def template_text(tokenizer, messages: list[dict], add_generation_prompt: bool, tools: tuple[dict, ...] = ()
+                  ) -> tuple[list[dict], str]:
     """(messages, `render_chat`'s text of them): `messages` as they are, or with consecutive turns of one role joined
     (`join_roles`) when the template refuses them as they are (Llama-2's and Mistral's want alternating roles); the
     template's error when it refuses both. train and a prompt file's prompts both render through it."""
@@ -87,10 +89,10 @@ def template_text(tokenizer, messages: list[dict], add_generation_prompt: bool) 
     joined = join_roles(messages)
     if joined != messages:
         try:
-            return messages, render_chat(tokenizer, messages, add_generation_prompt)
+            return messages, render_chat(tokenizer, messages, add_generation_prompt, tools)
         except (TemplateError, TypeError, ValueError):
             pass
-    return joined, render_chat(tokenizer, joined, add_generation_prompt)
+    return joined, render_chat(tokenizer, joined, add_generation_prompt, tools)
 
 
 def join_roles(messages: list[dict]) -> list[dict]:
@@ -106,16 +108,17 @@ def join_roles(messages: list[dict]) -> list[dict]:
 
 def chat_text(tokenizer, prompt: str) -> str:
     """A prompt in the tokenizer's chat template, ready for the answer: a `Prompt`'s messages (its record's system
-    messages and user turns before the first answer, as train renders them), else one user turn; a template that does
-    not render (not text, broken Jinja) is a ConfigError, not a traceback, and so is one that refuses a system message
-    (Gemma's: 'System role not supported')."""
+    messages and user turns before the first answer, as train renders them, given its tools), else one user turn; a
+    template that does not render (not text, broken Jinja) is a ConfigError, not a traceback, and so is one that
+    refuses a system message (Gemma's: 'System role not supported')."""
     from jinja2 import TemplateError
 
     from .prompts import Prompt
 
-    messages = prompt.messages() if isinstance(prompt, Prompt) else [{"role": "user", "content": prompt}]
+    prompt = prompt if isinstance(prompt, Prompt) else Prompt(prompt)
+    messages = prompt.messages()
     try:
-        return template_text(tokenizer, messages, add_generation_prompt=True)[1]
+        return template_text(tokenizer, messages, add_generation_prompt=True, tools=prompt.tools)[1]
     except (TemplateError, TypeError, ValueError) as e:  # jinja's errors; a template that is not text
         why = first_line(e, type(e).__name__)
         if any(m["role"] == "system" for m in messages):

@@ -296,3 +296,43 @@ def test_a_tool_calling_records_prompt_is_its_turns_before_the_call(tmp_path):
         write(tmp_path, json.dumps(record) + "\n")
         with pytest.raises(ConfigError, match=rf"line 1: `\w+` has a message with role '{role}': expected human/user"):
             load_prompts(path)
+
+
+def test_a_records_tools_are_given_to_the_chat_template_as_train_gives_them(tmp_path):
+    """A record's tool definitions (OpenAI's `tools`, its legacy `functions`, LLaMA-Factory's and xLAM's JSON string
+    of bare definitions) were not given to the chat template: run --input-file, bench and acceptance rendered the
+    prompt as if the base had no tools, and train --distill had the base answer it so. They are given as `tools`, a
+    bare definition as OpenAI's `tools` lists it, as train gives them; a record without tools renders as before."""
+    from test_train_data import TOOLED, make_tokenizer
+
+    from redrafter_trt.tokens import encode_prompts
+    from redrafter_trt.train.data import prompt_ids, read_conversations
+
+    legacy = {"messages": OPENAI_TOOLS["messages"][1:2], "functions": [WEATHER["function"]]}
+    path = write(tmp_path, "".join(json.dumps(r) + "\n" for r in [*TOOL_CALLING, legacy, {"prompt": "Hi"}]))
+    tok = make_tokenizer(tmp_path / "tok")
+    tok.chat_template = TOOLED
+    prompts = load_prompts(path)
+    assert prompts[3].tools == (WEATHER,) and prompts[2].tools == prompts[4].tools == ()
+    ids = encode_prompts(tok, prompts, True)
+    assert [tok.decode(i).split("<|im_end|>")[0] for i in ids] == [
+        "<|im_start|>system\nTools: get_weather", "<|im_start|>system\nTools: convert_currency",
+        "<|im_start|>system\nYou are a helpful assistant with access to the following functions.",
+        "<|im_start|>system\nTools: get_weather", "<|im_start|>system\nBe brief."]
+    assert ids == [prompt_ids(tok, c) for c in read_conversations(path, prompts_only=True)]
+    assert encode_prompts(tok, prompts, False) == [tok(str(p))["input_ids"] for p in prompts]  # plain text: the turn
+
+
+@pytest.mark.parametrize("tools", [{"type": "function", "function": {"name": "f"}}, "get_weather", ["get_weather"]])
+def test_tools_that_are_no_list_of_definitions_are_named_with_the_fix(tmp_path, tools):
+    """A `tools` value that is no list of objects (nor a JSON string of one) is one line naming the record's line,
+    what it holds and how to write it; train skips the record, and refuses a file of no other."""
+    from redrafter_trt.train.data import read_conversations
+
+    path = write(tmp_path, json.dumps({"prompt": "Q", "answer": "A", "tools": tools}) + "\n")
+    why = (r"`tools` must list the tool definitions, \[\{\"type\": \"function\", \"function\": \{\"name\": \.\.\., "
+           r"\"parameters\": \.\.\.\}\}, \.\.\.\] \(or that list as a JSON string\), not " + re.escape(repr(tools)))
+    with pytest.raises(ConfigError, match=rf" line 1: {why}$"):
+        load_prompts(path)
+    with pytest.raises(ConfigError, match=rf"holds no usable record \(line 1: {why}\): fix the records"):
+        read_conversations(path, prompts_only=True)

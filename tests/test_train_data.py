@@ -25,6 +25,11 @@ CHATML = ("{% for message in messages %}{% if loop.first and messages[0]['role']
           "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 
 
+# a template showing the tools it is given (as Qwen2.5's and Llama-3.1's do, in a system turn of their own)
+TOOLED = ("{% if tools %}{{ '<|im_start|>system\nTools:' }}{% for t in tools %}{{ ' ' + t['function']['name'] }}"
+          "{% endfor %}{{ '<|im_end|>\n' }}{% endif %}" + CHATML)
+
+
 def make_tokenizer(folder: Path, eos: str = "<|im_end|>"):
     """A character-level tokenizer (ids < 100) with ChatML special tokens and a chat template; `eos` another special
     token than <|im_end|> (Qwen2's base <|endoftext|>) takes the id after the newline's."""
@@ -1381,6 +1386,30 @@ def test_capybaras_input_output_exchanges_are_read_as_turns(tmp_path):
         prompt_of({"conversation": [{"input": " ", "output": "7."}]})
     with pytest.raises(ValueError, match=r"^`conversation` has a 'user' message whose `value`/`content` is 5, not a "):
         conversation_of({"conversation": [{"input": 5, "output": "7."}]})
+
+
+def test_a_conversations_tools_are_rendered_with_it_and_keep_it_apart(tmp_path):
+    """A record's tool definitions were dropped: train rendered its conversation as if the base had no tools, and a
+    conversation with tools and the same one without were one (the second dropped as a duplicate, or split apart by
+    the held-out set as one prompt). The chat template is given them, in every render (the masks' prefixes too)."""
+    from test_prompts import WEATHER
+
+    from redrafter_trt.train.dataset import split_by_prompt, unique
+
+    tok = make_tokenizer(tmp_path / "tok")
+    tok.chat_template = TOOLED
+    chat = [{"role": "user", "content": "Weather?"}, {"role": "assistant", "content": "Sunny."}]
+    path = tmp_path / "tools.jsonl"
+    path.write_text(json.dumps({"messages": chat, "tools": [WEATHER]}) + "\n" + json.dumps({"messages": chat}) + "\n")
+    tooled, plain = read_conversations(path)
+    assert tooled.tools == (WEATHER,) and plain.tools == ()
+    ex = encode(tok, tooled, 1000)
+    assert tok.decode(ex.ids).startswith("<|im_start|>system\nTools: get_weather<|im_end|>\n")
+    assert _masked_text(tok, ex) == "Sunny.<|im_end|>"
+    assert tok.decode(prompt_ids(tok, tooled)).startswith("<|im_start|>system\nTools: get_weather<|im_end|>\n")
+    assert tok.decode(prompt_ids(tok, plain)).startswith("<|im_start|>system\nBe brief.<|im_end|>\n")
+    assert unique([tooled, plain]) == [tooled, plain]
+    assert [len(side) for side in split_by_prompt([tooled, plain], 1)] == [1, 1]
 
 
 def test_an_openorca_records_system_prompt_opens_its_conversation(tok, tmp_path):

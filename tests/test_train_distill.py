@@ -384,3 +384,34 @@ def test_a_batch_file_broken_after_distill_read_it_is_one_line_naming_it_and_the
         hidden.load()
     assert str(hidden.path) in str(e.value) and "delete it and rerun" in str(e.value)
     assert len(str(e.value).splitlines()) == 1
+
+
+def test_a_prompt_with_tools_is_not_answered_from_the_same_prompt_without_them(tmp_path):
+    """Answers are cached by the prompt's token ids: a record's tools, once not given to the chat template, rendered
+    no tokens, and a prompt with tools got the answer cached for it without them. Given to a template that shows them,
+    they make another prompt, answered anew."""
+    import json
+
+    from test_prompts import WEATHER
+    from test_train_data import TOOLED
+
+    from redrafter_trt.train import TrainConfig
+    from redrafter_trt.train.dataset import build_examples
+
+    base = tmp_path / "base"
+    make_hf(base, "llama", tie=True, vocab_size=128)
+    tok = make_tokenizer(base)
+    tok.chat_template = TOOLED
+    tok.save_pretrained(base)
+    answers = {}
+    for name, record, answer in [("plain", {"prompt": "Hi"}, "Plain."), ("tooled", {"prompt": "Hi", "tools": [WEATHER]},
+                                                                           "Tooled.")]:
+        data = tmp_path / f"{name}.jsonl"
+        data.write_text(json.dumps(record) + "\n")
+        cfg = TrainConfig(base=base, data=[data], output=tmp_path / "out", cache_dir=tmp_path / "c", distill=True,
+                          distill_max_new_tokens=8, max_seq_len=128, eval_examples=0)
+        (ex,), _ = build_examples(cfg, tok, _loader(base, tok, answer + "<|im_end|>"), tmp_path / "c", torch.float32)
+        answers[name] = tok.decode(ex.ids)
+    assert answers["plain"].endswith("<|im_start|>assistant\nPlain.<|im_end|>")
+    assert answers["tooled"].startswith("<|im_start|>system\nTools: get_weather<|im_end|>\n")
+    assert answers["tooled"].endswith("<|im_start|>assistant\nTooled.<|im_end|>")

@@ -13,6 +13,7 @@ Records (jsonl, one object per line, a JSON list such as ShareGPT, or a .txt fil
     system          beside any of these (LLaMA-Factory's column; OpenOrca's `system_prompt`): the system prompt,
                     opening the conversation
     history         beside a prompt (LLaMA-Factory's Alpaca column): the turns before it, [[instruction, answer], ...]
+    tools           beside any of these (OpenAI's, or `functions`): the tool definitions the chat template is given
 A record with nothing to train on is skipped with a warning (with --distill, one whose prompt reads gives it: agent
 data's tool turns after it). Consecutive turns of one role are kept as they are, and joined only for a chat template
 that refuses them (Llama-2 and Mistral require alternating roles).
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, first_line, read_text
 from ..prompts import (ANSWER_KEYS, KEYS as PROMPT_KEYS, before_answer, chat_key, check_text, first_filled,
-                       message_hint, messages_of, records)
+                       message_hint, messages_of, records, tools_of)
 from ..tokens import chat_text, render_chat, template_text
 
 if TYPE_CHECKING:
@@ -43,9 +44,11 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Conversation:
     """messages: [{"role": "system"|"user"|"assistant", "content": str}]; the last one may be a user turn
-    (a prompt still waiting for its answer)."""
+    (a prompt still waiting for its answer). tools: the tool definitions the chat template is given with them
+    (`tools_of`)."""
     messages: tuple[dict, ...]
     source: str = field(default="", compare=False)  # "FILE line N", named in errors
+    tools: tuple[dict, ...] = ()
 
     @property
     def has_answer(self) -> bool:
@@ -73,7 +76,7 @@ def conversation_of(record, source: str = "", prompt_only: bool = False) -> Conv
     raises ValueError (with the reason) for a record it cannot read. source: where the record is ("FILE line N"), for
     later errors. prompt_only: its messages before the first answer alone, nothing after them read."""
     if prompt_only:
-        return Conversation(tuple(before_answer(messages_of(record, prompt_only=True))), source)
+        return Conversation(tuple(before_answer(messages_of(record, prompt_only=True))), source, tools_of(record))
     if isinstance(record, dict) and not any(key in record for key in PROMPT_KEYS):
         raise ValueError(f"no prompt: expected one of the keys {', '.join(PROMPT_KEYS)} (an answer under "
                          f"{', '.join(ANSWER_KEYS)}){message_hint(record)}")
@@ -84,7 +87,7 @@ def conversation_of(record, source: str = "", prompt_only: bool = False) -> Conv
     messages = list(messages_of(record))
     for m in messages:
         check_text(m["content"], f"its {m['role']} message")
-    return Conversation(tuple(messages), source)
+    return Conversation(tuple(messages), source, tools_of(record))
 
 
 def read_conversations(path: Path | str, prompts_only: bool = False) -> list[Conversation]:
@@ -143,13 +146,13 @@ def _as_template_takes(tokenizer, conv: Conversation, messages: list[dict], add_
 
 
 def _named(tokenizer, conv: Conversation, render, messages: list[dict], add_generation_prompt: bool):
-    """render(tokenizer, messages, add_generation_prompt), or a ConfigError: naming the record the template refuses,
-    or the template when it renders no prompt at all (not text, broken Jinja: once a TypeError traceback, or every
-    record in turn blamed for it)."""
+    """render(tokenizer, messages, add_generation_prompt, conv's tools), or a ConfigError: naming the record the
+    template refuses, or the template when it renders no prompt at all (not text, broken Jinja: once a TypeError
+    traceback, or every record in turn blamed for it)."""
     from jinja2 import TemplateError
 
     try:
-        return render(tokenizer, messages, add_generation_prompt)
+        return render(tokenizer, messages, add_generation_prompt, conv.tools)
     except (TemplateError, TypeError, ValueError) as e:  # jinja's errors; a template that is not text
         why = first_line(e, type(e).__name__)
         try:

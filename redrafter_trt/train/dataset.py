@@ -89,7 +89,7 @@ def unique(convs: list[Conversation]) -> list[Conversation]:
     side of the held-out split would score training data as held out."""
     seen, out = set(), []
     for c in convs:
-        key = tuple((m["role"], m["content"]) for m in c.messages)
+        key = _key(c, c.messages)
         if key not in seen:
             seen.add(key)
             out.append(c)
@@ -135,7 +135,13 @@ def split_by_prompt(convs: list[Conversation], eval_examples: int | None) -> tup
 
 
 def _prompt_key(conv: Conversation) -> tuple:
-    return tuple((m["role"], m["content"]) for m in conv.prompt_messages())
+    return _key(conv, conv.prompt_messages())
+
+
+def _key(conv: Conversation, messages: list[dict]) -> tuple:
+    """What tells conversations (or their prompts) apart: the messages' roles and texts, and conv's tools (a template
+    showing them renders another prompt)."""
+    return json.dumps(conv.tools, sort_keys=True), tuple((m["role"], m["content"]) for m in messages)
 
 
 def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir: Path, base_dtype: torch.dtype, *,
