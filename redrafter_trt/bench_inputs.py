@@ -10,8 +10,8 @@ import logging
 from pathlib import Path
 from typing import Callable
 
-from .base_sample import (SAME_WEIGHTS_TOLERANCE, SAMPLED_ROWS, UNQUANTISED, hf_tensor, read_rows,
-                          relative_difference, sampled_names, spread)
+from .base_rows import HfRows, TrtllmRows
+from .base_sample import SAME_WEIGHTS_TOLERANCE, SAMPLED_ROWS, relative_difference, sampled_names, spread
 from .errors import ConfigError, RedrafterError
 from .producer import recorded_source
 from .runtime.config import RuntimeConfig
@@ -143,32 +143,25 @@ def check_same_base(b, ckpt_config: dict, hf_dir: Path, origin: str, checkpoint_
 
 
 def check_same_weights(src, b, ckpt_config: dict, hf_dir: Path, origin: str, checkpoint_dir: Path) -> None:
-    """SAMPLED_ROWS rows of each of SAMPLED_TENSORS in `src` (the base's TensorSource) are the checkpoint's within
-    SAME_WEIGHTS_TOLERANCE (a few KiB read of a large base): a model of the same shapes but other weights (a fine-tune,
-    the instruct model of a base) was timed as the baseline, and bench reported 'agree on 0/N prompts'."""
+    """SAMPLED_ROWS rows of each of sampled_names (lm_head, the embedding, every linear of the first, middle and last
+    layers) in `src` (the base's TensorSource) are the checkpoint's within SAME_WEIGHTS_TOLERANCE (a few KiB read of
+    a large base): a model of the same shapes but other weights (a fine-tune, the instruct model of a base, a LoRA
+    merged into any linear) was timed as the baseline, and bench reported 'agree on 0/N prompts'."""
     from .checkpoint import RECONVERT
-    from .io import TensorSource
 
-    ckpt = TensorSource.from_files([Path(checkpoint_dir) / "rank0.safetensors"], fix=RECONVERT)  # bench: tp 1 alone
+    theirs, ours = HfRows(src), TrtllmRows(Path(checkpoint_dir), ckpt_config, fix=RECONVERT)  # bench: tp 1 alone
     try:
-        for ours, theirs in sampled_names(b.num_layers):
-            if ckpt.dtype(ours) not in UNQUANTISED:
+        for name in sampled_names(b.num_layers):
+            if ours.dtype(name) is None:  # an FP8 checkpoint's quantised linears
                 continue
-            theirs = hf_tensor(src, theirs)
-            relative = sampled_difference(src, theirs, ckpt, ours)
+            rows = spread(theirs.shape(name)[0], SAMPLED_ROWS)
+            relative = relative_difference(theirs.rows(name, rows), ours.rows(name, rows))
             if relative > SAME_WEIGHTS_TOLERANCE:
-                raise ConfigError(f"base folder {hf_dir} ({origin}) is not the checkpoint's base: its {theirs} is not "
-                                  f"{checkpoint_dir}'s {ours} (relative difference {relative:.2g} in "
-                                  f"{SAMPLED_ROWS} rows): {source_fix(hf_dir, ckpt_config)}")
+                raise ConfigError(f"base folder {hf_dir} ({origin}) is not the checkpoint's base: its {name} is not "
+                                  f"{checkpoint_dir}'s (relative difference {relative:.2g} in {SAMPLED_ROWS} rows): "
+                                  f"{source_fix(hf_dir, ckpt_config)}")
     finally:
-        ckpt.close()
-
-
-def sampled_difference(src, name: str, ckpt, ckpt_name: str) -> float:
-    """relative_difference over SAMPLED_ROWS rows spread from the first to the last of `name` ([rows, cols]) and the
-    same rows of `ckpt_name`."""
-    rows = spread(src.shape(name)[0], SAMPLED_ROWS)
-    return relative_difference(read_rows(src, name, rows), read_rows(ckpt, ckpt_name, rows))
+        ours.close()
 
 
 def source_fix(hf_dir: Path, ckpt_config: dict) -> str:

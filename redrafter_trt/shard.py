@@ -41,6 +41,24 @@ def kv_head_range(num_kv_heads: int, tp_rank: int, tp_size: int) -> tuple[int, i
     return head, head + 1
 
 
+def row_home(n: int, row: int, tp_size: int) -> tuple[int, int]:
+    """(rank, its row) holding `row` of n split in blocks of rows (even_range, or vocab_range's padded ones)."""
+    block = padded_rows(n, tp_size) // tp_size
+    return row // block, row % block
+
+
+def qkv_home(part: int, row: int, num_heads: int, num_kv_heads: int, head_size: int,
+             tp_size: int) -> tuple[int, int]:
+    """(rank, its row of the fused qkv) holding `row` of q (part 0), k (1) or v (2); a kv head repeated over ranks
+    (kv_head_range): its first rank."""
+    q_rows = num_heads // tp_size * head_size
+    if part == 0:
+        return row // q_rows, row % q_rows
+    kv_heads = max(num_kv_heads // tp_size, 1)  # a rank's
+    rank = row // head_size // kv_heads * max(tp_size // num_kv_heads, 1)
+    return rank, q_rows + (part - 1) * kv_heads * head_size + row % (kv_heads * head_size)
+
+
 def tp_sizes(num_heads: int, num_kv_heads: int, intermediate_size: int, unpadded: tuple[int, ...] = ()) -> list[int]:
     """Every tp_size that check_tp accepts for this base and that divides each of `unpadded`: the drafter's H, E
     and V, which TensorRT-LLM splits without padding. Divisors of what they share, found up to its square root: a

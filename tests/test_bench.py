@@ -774,3 +774,17 @@ def test_a_checkpoint_cut_short_under_the_weight_check_is_re_converted(setup, tm
     rank0.write_bytes(rank0.read_bytes()[:-8])
     with pytest.raises(TensorError, match=r"rank0\.safetensors is truncated .*: re-convert it$"):
         resolve_hf_dir(base, json.loads((copy / "config.json").read_text()), copy)
+
+
+def test_a_lora_merged_into_an_early_v_proj_alone_is_refused_as_the_baseline(setup, tmp_path):
+    """A review: bench compared rows of lm_head and of the last layer's q_proj and down_proj alone, so a base with a
+    LoRA merged into other linears (v_proj, the early layers) was timed as the transformers baseline; every linear of
+    the first, middle and last layers is compared now."""
+    from tinymodels import lora_merged
+
+    base, ckpt, _ = setup
+    tuned = lora_merged(tmp_path, base, "model.layers.0.self_attn.v_proj.weight", scale=0.05)
+    raw = json.loads((ckpt / "config.json").read_text())
+    with pytest.raises(ConfigError, match="its model.layers.0.self_attn.v_proj.weight is not"):
+        resolve_hf_dir(tuned, raw, ckpt)
+    assert resolve_hf_dir(base, raw, ckpt) == base

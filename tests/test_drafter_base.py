@@ -16,7 +16,7 @@ from redrafter_trt.base_sample import record_base_sample
 from redrafter_trt.cli import main
 from redrafter_trt.convert import convert
 from redrafter_trt.producer import producer_block
-from tinymodels import make_drafter, make_hf
+from tinymodels import lora_merged, make_drafter, make_hf
 
 
 @pytest.fixture(scope="module")
@@ -108,11 +108,18 @@ def test_a_tensorrt_llm_base_checkpoint_is_compared_at_tp_1(bases, tmp_path, cap
     assert len(warnings(caplog)) == (expected is False)
 
 
-def test_train_records_its_base_in_a_few_kilobytes(bases):
-    sample = record_base_sample(bases["f32"])
-    assert set(sample) == {"lm_head.weight", "model.layers.1.self_attn.q_proj.weight",
-                           "model.layers.1.mlp.down_proj.weight"}
-    assert len(json.dumps(sample, indent=2)) < 4096  # config.json is written indented
+@pytest.mark.parametrize("layers, tie", [(2, False), (5, False), (5, True)])
+def test_train_records_every_linear_of_three_layers_in_a_few_hundred_values(tmp_path, layers, tie):
+    """lm_head (not a tied model's: its embedding), the embedding and the 7 linears of the first, middle and last
+    layers, 16 values of each: at most 368 values (12 KB of indented JSON) however deep the base."""
+    from redrafter_trt.base_sample import LINEARS
+
+    sample = record_base_sample(make_hf(tmp_path / "b", num_hidden_layers=layers, tie=tie))
+    kept = sorted({0, layers // 2, layers - 1})
+    assert list(sample) == ["lm_head.weight"] * (not tie) + ["model.embed_tokens.weight"] + \
+        [f"model.layers.{layer}.{linear}.weight" for layer in kept for linear in LINEARS]
+    assert all(len(e["values"]) == 16 for e in sample.values())
+    assert sum(len(e["values"]) for e in sample.values()) <= 368 and len(json.dumps(sample, indent=2)) < 13000
 
 
 @pytest.mark.parametrize("recorded, shown", [(True, "; drafter trained on this base"),
@@ -215,3 +222,46 @@ def test_a_light_fine_tune_in_the_bases_own_dtype_is_told(bases, tmp_path, caplo
     assert 0 < moved < SAME_WEIGHTS_TOLERANCE  # within another dtype's rounding
     out = convert(tuned, trained_on(tmp_path / "d", bases["bf16"]), tmp_path / "c")
     assert matches(out) is False and len(warnings(caplog)) == 1
+
+
+@pytest.mark.parametrize("tensor", ["model.layers.0.self_attn.k_proj.weight", "model.layers.0.self_attn.v_proj.weight",
+                                    "model.layers.0.self_attn.o_proj.weight", "model.layers.0.mlp.gate_proj.weight",
+                                    "model.layers.0.mlp.up_proj.weight", "model.layers.1.self_attn.v_proj.weight",
+                                    "model.embed_tokens.weight"])
+def test_a_fine_tune_of_any_linear_or_the_first_layer_is_told(bases, tmp_path, caplog, tensor):
+    """A review: the record held lm_head and the last layer's q_proj and down_proj alone, so a LoRA merged into
+    v_proj, k_proj, o_proj, gate_proj or up_proj, a fine-tune of the early layers or of the (untied) embedding passed
+    as the drafter's own base. Every linear of the first, middle and last layers and the embedding are recorded."""
+    tuned = lora_merged(tmp_path, bases["f32"], tensor)
+    out = convert(tuned, trained_on(tmp_path / "d", bases["f32"]), tmp_path / "c")
+    said = warnings(caplog)
+    assert matches(out) is False and len(said) == 1 and tensor in said[0], said
+
+
+def old_record(base, names):
+    """A record as train wrote it before every linear was sampled: 8 rows x 4 columns of `names` (the base's
+    tensors; lm_head.weight read from the embedding of a tied model)."""
+    from safetensors.torch import load_file
+
+    from redrafter_trt.base_sample import spread
+
+    tensors = load_file(base / "model.safetensors")
+    record = {}
+    for name in names:
+        t = tensors.get(name, tensors["model.embed_tokens.weight"]).float()
+        rows, cols = spread(t.shape[0], 8), spread(t.shape[1], 4)
+        record[name] = {"shape": list(t.shape), "rows": rows, "columns": cols,
+                        "values": [float(f"{v:.6g}") for v in t[rows][:, cols].flatten().tolist()], "dtype": "F32"}
+    return record
+
+
+OLD_NAMES = ("lm_head.weight", "model.layers.1.self_attn.q_proj.weight", "model.layers.1.mlp.down_proj.weight")
+
+
+@pytest.mark.parametrize("given, expected", [("f32", True), ("bf16", True), ("other", False)])
+def test_a_record_of_the_earlier_three_tensors_is_still_compared(bases, tmp_path, caplog, given, expected):
+    """Drafters trained before every linear was sampled record lm_head and the last layer's q_proj and down_proj
+    (8 rows x 4 columns): the tensors they name are compared as before."""
+    drafter = trained_on(tmp_path / "d", bases["f32"], old_record(bases["f32"], OLD_NAMES))
+    out = convert(bases[given], drafter, tmp_path / "c")
+    assert matches(out) is expected and len(warnings(caplog)) == (not expected)

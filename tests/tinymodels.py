@@ -77,3 +77,21 @@ def make_drafter(folder: Path, base_dir: Path, *, rnn: bool = True, exit_dim: in
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
     save_drafter(folder, cfg, {k: v.to(dtype) for k, v in model.state_dict().items()})
     return Path(folder)
+
+
+def lora_merged(tmp_path: Path, base: Path, tensor: str, scale: float = 0.01, name: str = "tuned") -> Path:
+    """A copy of `base` with a rank-2 update merged into `tensor` alone (`scale` of its spread), every other tensor
+    as it was: what a LoRA fine-tune of that module leaves."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    tuned = tmp_path / name
+    shutil.copytree(base, tuned)
+    tensors = load_file(tuned / "model.safetensors")
+    t = tensors[tensor]
+    gen = torch.Generator().manual_seed(2)
+    b, a = torch.randn(t.shape[0], 2, generator=gen), torch.randn(2, t.shape[1], generator=gen)
+    tensors[tensor] = (t.float() + scale * t.float().std() * (b @ a)).to(t.dtype)
+    save_file(tensors, tuned / "model.safetensors", metadata={"format": "pt"})
+    return tuned
