@@ -12,7 +12,6 @@ from pathlib import Path
 
 import torch
 
-from . import layout
 from .base_plan import is_trtllm_checkpoint
 from .base_rows import LAYER, HfRows, TrtllmRows, read_rows
 from .config import read_json
@@ -141,13 +140,10 @@ def _recorded_difference(weights, name: str, entry: dict) -> float | None:
 
 def base_sample_difference(sample: dict, base: Path, cfg: dict) -> tuple[str, float, float] | None:
     """sample_difference against convert's --base with TensorRT-LLM config `cfg` (base_fields): a Hugging Face folder,
-    or a TensorRT-LLM base checkpoint at tp 1 (its unquantised tensors; at tp > 1 rank0 holds a slice of each, and
-    nothing is compared). None as well where the base's files cannot be read: convert refuses it next."""
-    trtllm = is_trtllm_checkpoint(base)
-    if trtllm and layout.tp_size(cfg) != 1:
-        return None
+    or a TensorRT-LLM base checkpoint at any tp (its unquantised tensors, each row read from the rank holding it).
+    None as well where the base's files cannot be read: convert refuses it next."""
     try:
-        weights = TrtllmRows(base, cfg) if trtllm else HfRows(TensorSource.from_hf_folder(base))
+        weights = TrtllmRows(base, cfg) if is_trtllm_checkpoint(base) else HfRows(TensorSource.from_hf_folder(base))
     except RedrafterError:
         return None
     try:

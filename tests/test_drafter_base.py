@@ -95,10 +95,12 @@ def test_a_drafter_without_a_record_is_not_checked(bases, tmp_path, caplog, reco
     assert shown.exit_code == 0 and "trained on" not in shown.output, shown.output
 
 
-@pytest.mark.parametrize("tp, same, expected", [(1, True, True), (1, False, False), (2, True, None)])
-def test_a_tensorrt_llm_base_checkpoint_is_compared_at_tp_1(bases, tmp_path, caplog, tp, same, expected):
-    """TensorRT-LLM's two-step flow: rank0 of a tp-1 base checkpoint holds the rows compared; at tp 2 it is not
-    checked."""
+@pytest.mark.parametrize("tp, same, expected", [(1, True, True), (1, False, False), (2, True, True),
+                                                (2, False, False), (4, True, True), (4, False, False)])
+def test_a_tensorrt_llm_base_checkpoint_is_compared_at_any_tp(bases, tmp_path, caplog, tp, same, expected):
+    """TensorRT-LLM's two-step flow: the rank files hold the rows compared. A review: at tp > 1 nothing was compared
+    (rank0 holds a slice of each tensor), drafter_base_matches null without a word; each row is now read from the
+    rank holding it (at tp 4, each of the 2 kv heads is repeated on two ranks)."""
     from test_convert import _trtllm_base_only
 
     base = _trtllm_base_only(tmp_path, bases["f32"], tp)
@@ -106,6 +108,42 @@ def test_a_tensorrt_llm_base_checkpoint_is_compared_at_tp_1(bases, tmp_path, cap
     out = convert(base, drafter, tmp_path / "c")
     assert matches(out) is expected
     assert len(warnings(caplog)) == (expected is False)
+
+
+@pytest.mark.parametrize("kv_heads, tp, embedding", [(1, 1, None), (4, 2, None), (1, 3, None), (2, 4, None),
+                                                     (4, 2, 0), (1, 3, 1)])
+def test_a_checkpoints_rows_by_hugging_face_name_are_the_models(tmp_path, kv_heads, tp, embedding):
+    """Every sampled tensor read back whole from a TensorRT-LLM checkpoint's rank files is the Hugging Face model's:
+    several kv heads a rank or one repeated over ranks, lm_head's vocabulary padded (250 rows at tp 3 and 4), the
+    row-parallel o_proj and down_proj joined across ranks, and a parallel embedding split by rows or columns."""
+    from safetensors.torch import load_file, save_file
+    from test_convert import _trtllm_base_only
+
+    from redrafter_trt.base_rows import TrtllmRows
+    from redrafter_trt.base_sample import sampled_names
+    from redrafter_trt.shard import padded_rows
+
+    hf = make_hf(tmp_path / "hf", vocab_size=250, num_attention_heads=12, num_key_value_heads=kv_heads,
+                 hidden_size=96, intermediate_size=192, num_hidden_layers=3)
+    ckpt = _trtllm_base_only(tmp_path, hf, tp)
+    cfg = json.loads((ckpt / "config.json").read_text())
+    want = load_file(hf / "model.safetensors")
+    if embedding is not None:  # as TensorRT-LLM's use_parallel_embedding writes it
+        cfg |= {"use_parallel_embedding": True, "embedding_sharding_dim": embedding}
+        whole = want["model.embed_tokens.weight"]
+        if embedding == 0:
+            whole = torch.cat([whole, whole.new_zeros(padded_rows(250, tp) - 250, 96)])
+        for r in range(tp):
+            rank = load_file(ckpt / f"rank{r}.safetensors")
+            rank["transformer.vocab_embedding.weight"] = torch.chunk(whole, tp, embedding)[r].contiguous()
+            save_file(rank, ckpt / f"rank{r}.safetensors")
+    rows = TrtllmRows(ckpt, cfg)
+    try:
+        for name in sampled_names(3):
+            assert rows.shape(name) == tuple(want[name].shape), name
+            assert torch.equal(rows.rows(name, list(range(want[name].shape[0]))), want[name]), name
+    finally:
+        rows.close()
 
 
 @pytest.mark.parametrize("layers, tie", [(2, False), (5, False), (5, True)])
@@ -173,7 +211,7 @@ def said_command(line: str, command: str) -> list[str]:
     return shlex.split(line.split(f"`redrafter-trt {command} ")[1].split("`")[0])
 
 
-@pytest.mark.parametrize("base, tp", [("hf", 1), ("hf", 2), ("trtllm", 1)])
+@pytest.mark.parametrize("base, tp", [("hf", 1), ("hf", 2), ("trtllm", 1), ("trtllm", 2)])
 def test_the_warning_gives_commands_that_run(bases, tmp_path, caplog, base, tp):
     """A review: the warning's `redrafter-trt acceptance --checkpoint-dir OUT` lacked the options acceptance requires
     (--tokenizer-dir, --prompts: 'Missing option'), at tp 2 named a checkpoint acceptance refuses (it runs one
