@@ -141,9 +141,9 @@ def warn_sharpened_for_sampling(drafter: Path, greedy: bool) -> None:
 
 
 def check_drafter_base(base: Path, drafter: Path, cfg: dict, output: Path) -> bool | None:
-    """Whether --base holds the weights `train` trained the drafter on (the sample of them it recorded, within the
-    tolerance of their dtypes): a drafter trained on another model of the same shapes (the base's instruct model, a
-    fine-tune) converted without a word and accepted little. A warning, not a refusal: on a light fine-tune it may
+    """Whether --base holds the weights `train` trained the drafter on, or init-drafter made it for (the sample of
+    them recorded, within the tolerance of their dtypes): a drafter trained on another model of the same shapes (the
+    base's instruct model, a fine-tune) converted without a word and accepted little. A warning, not a refusal: on a light fine-tune it may
     still pay, which `acceptance` measures. None: the drafter records no sample, or nothing could be compared."""
     producer = drafter_producer(drafter)
     sample = recorded_sample(producer)
@@ -154,9 +154,10 @@ def check_drafter_base(base: Path, drafter: Path, cfg: dict, output: Path) -> bo
     if relative <= tolerance:
         return True
     trained_on = recorded_source({"producer": producer}, "base") or "another base"
+    made = "made for" if producer.get("command") == "init-drafter" else "trained on"  # init-drafter's, untrained
     what = f"{name} differs by {relative:.2g}" if relative != float("inf") else f"{name}: another depth or width"
-    log.warning("drafter %s was trained on %s, but the weights of --base %s differ (%s): it will likely accept few "
-                "draft tokens; %s", drafter, trained_on, base, what, measure_or_retrain(base, output, cfg))
+    log.warning("drafter %s was %s %s, but the weights of --base %s differ (%s): it will likely accept few "
+                "draft tokens; %s", drafter, made, trained_on, base, what, measure_or_retrain(base, output, cfg))
     return False
 
 

@@ -327,6 +327,7 @@ def init_drafter_for_base(base: Path | str, output: Path | str, *, num_draft_lay
     """init_drafter for a Hugging Face base folder, written in Apple's layout with a producer block."""
     from . import __version__
     from .base_plan import check_hf_tensors
+    from .base_sample import record_base_sample
     from .config import BaseModelConfig, read_json
     from .io import TensorSource
 
@@ -355,8 +356,9 @@ def init_drafter_for_base(base: Path | str, output: Path | str, *, num_draft_lay
     finally:
         src.close()
     cfg, model = init_drafter(hf, head, num_draft_layers=num_draft_layers, rnn=rnn, exit_dim=exit_dim, seed=seed)
+    # base_sample: train's record of the base, which convert compares with its --base
     producer = {"name": "redrafter-trt", "version": __version__, "command": "init-drafter",
                 "options": {"num_draft_layers": num_draft_layers, "rnn": rnn, "exit_dim": cfg.exit_dim, "seed": seed},
-                "sources": {"base": str(base.resolve())}}
+                "sources": {"base": str(base.resolve())}, "base_sample": record_base_sample(base)}
     save_drafter(output, cfg, model.state_dict(), producer, inputs=(base,))
     return cfg

@@ -303,3 +303,20 @@ def test_a_record_of_the_earlier_three_tensors_is_still_compared(bases, tmp_path
     drafter = trained_on(tmp_path / "d", bases["f32"], old_record(bases["f32"], OLD_NAMES))
     out = convert(bases[given], drafter, tmp_path / "c")
     assert matches(out) is expected and len(warnings(caplog)) == (not expected)
+
+
+def test_init_drafter_records_its_base_and_convert_tells_another(bases, tmp_path, caplog):
+    """A review: init-drafter made a drafter from its base's lm_head but recorded no sample of the base, so convert
+    compared nothing (drafter_base_matches null) where --base was another model. It records train's sample now."""
+    from redrafter_trt.drafter import init_drafter_for_base
+
+    result = CliRunner().invoke(main, ["init-drafter", "--base", str(bases["f32"]), "--output", str(tmp_path / "d")])
+    assert result.exit_code == 0, result.output
+    producer = json.loads((tmp_path / "d" / "config.json").read_text())["producer"]
+    assert producer["command"] == "init-drafter" and producer["base_sample"] == record_base_sample(bases["f32"])
+    assert matches(convert(bases["bf16"], tmp_path / "d", tmp_path / "same")) is True and warnings(caplog) == []
+    assert matches(convert(bases["other"], tmp_path / "d", tmp_path / "other")) is False
+    [line] = warnings(caplog)
+    assert f"drafter {tmp_path / 'd'} was made for {bases['f32'].resolve()}" in line, line
+    init_drafter_for_base(bases["f32"], tmp_path / "d2")  # the function the quickstart calls records it too
+    assert "base_sample" in json.loads((tmp_path / "d2" / "config.json").read_text())["producer"]
