@@ -320,3 +320,18 @@ def test_init_drafter_records_its_base_and_convert_tells_another(bases, tmp_path
     assert f"drafter {tmp_path / 'd'} was made for {bases['f32'].resolve()}" in line, line
     init_drafter_for_base(bases["f32"], tmp_path / "d2")  # the function the quickstart calls records it too
     assert "base_sample" in json.loads((tmp_path / "d2" / "config.json").read_text())["producer"]
+
+
+@pytest.mark.parametrize("given", ["hf", "tp2"])
+def test_a_tied_models_records_of_either_format_are_compared(tmp_path, caplog, given):
+    """A tied model stores no lm_head: an earlier record names its embedding lm_head.weight, a record now names it
+    model.embed_tokens.weight alone; both compare with the model and with its TensorRT-LLM checkpoint's lm_head."""
+    from test_convert import _trtllm_base_only
+
+    tied = make_hf(tmp_path / "tied", tie=True)
+    base = tied if given == "hf" else _trtllm_base_only(tmp_path, tied, 2)
+    for record in (old_record(tied, OLD_NAMES), record_base_sample(tied)):
+        other = {name: {**entry, "values": [v * 1.01 for v in entry["values"]]} for name, entry in record.items()}
+        assert matches(convert(base, trained_on(tmp_path / "d", tied, record), tmp_path / "c", force=True)) is True
+        assert matches(convert(base, trained_on(tmp_path / "e", tied, other), tmp_path / "c", force=True)) is False
+    assert len(warnings(caplog)) == 2
