@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import types
 
@@ -35,8 +36,11 @@ def write_engine_config(folder, max_batch_size=8, max_input_len=16, max_seq_len=
 def test_missing_tensorrt_llm_is_a_clear_error(tmp_path, monkeypatch):
     write_engine_config(tmp_path)
     monkeypatch.setitem(sys.modules, "tensorrt_llm", None)
-    with pytest.raises(DependencyError, match="TensorRT-LLM"):
+    with pytest.raises(DependencyError, match="TensorRT-LLM") as e:
         trtllm.generate_engine(tmp_path, [[1, 2]], 4, end_id=2, pad_id=2)
+    # what is quoted is a command to copy: the install hint's remark on the releases was quoted with it
+    assert all("(" not in quoted for quoted in re.findall("`([^`]*)`", str(e.value))), str(e.value)
+    assert "pip install 'tensorrt_llm==1.2.*'" in str(e.value)
 
 
 @pytest.mark.parametrize("version, why", [("1.3.0", "is past the 1.2.x line"), ("0.21.0", "older ReDrafter format")])

@@ -105,9 +105,8 @@ def import_trtllm():
     try:
         return importlib.import_module("tensorrt_llm"), importlib.import_module("tensorrt_llm.runtime")
     except ImportError as e:
-        raise DependencyError(f"--engine-dir needs TensorRT-LLM 1.2.x ({e.msg}): install it on a GPU machine "
-                              f"(`{INSTALL_HINT}`), or run the checkpoint with "
-                              f"--checkpoint-dir instead") from None
+        raise DependencyError(f"--engine-dir needs TensorRT-LLM 1.2.x ({e.msg}): {INSTALL_HINT}; or run the "
+                              f"checkpoint with --checkpoint-dir instead") from None
 
 
 def runner_kwargs(engine_dir: Path, rank: int, batch_size: int, max_input_len: int, max_output_len: int) -> dict:
