@@ -194,7 +194,27 @@ def _read_config(folder: Path) -> dict:
                           f"its weights")
     from .config import read_json
 
-    return read_json(folder / "config.json", "drafter")
+    raw = read_json(folder / "config.json", "drafter")
+    if isinstance(raw, dict) and "exit_dim" not in raw and (what := _other_folder(raw)):
+        raise ConfigError(f"{folder} holds {what[0]}, not an Apple ReDrafter drafter: {what[1]}")
+    return raw
+
+
+def _other_folder(raw: dict) -> tuple[str, str] | None:
+    """What a folder passed as --drafter holds instead of a drafter (the base, convert's output, an engine), and the
+    fix: named, where a drafter config's missing fields were listed."""
+    if "pretrained_config" in raw:
+        return "a TensorRT-LLM engine", "pass the drafter folder its checkpoint was converted from"
+    if "redrafter_num_beams" in raw:
+        return "a ReDrafter checkpoint", "pass the drafter folder it was converted from"
+    model = raw.get("architectures") or raw.get("architecture")
+    if isinstance(model, list) and model:
+        model = model[0]
+    if not isinstance(model, str) or "Drafter" in model:  # a drafter's config that lacks a field: listed as such
+        return None
+    return (f"a {'Hugging Face model' if 'architectures' in raw else 'TensorRT-LLM checkpoint'} ({model})",
+            "pass it to --base, and to --drafter the drafter folder (none yet? `redrafter-trt train` makes one for "
+            "your base)")
 
 
 def drafter_config(folder: Path | str) -> DrafterConfig | None:

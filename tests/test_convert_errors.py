@@ -66,7 +66,24 @@ def test_a_checkpoint_as_drafter(parts, tmp_path):
     missing."""
     ckpt = tmp_path / "ckpt"
     assert run_cli("convert", "--base", parts[0], "--drafter", parts[1], "--output", ckpt).exit_code == 0
-    assert_one_line_error(convert_err(parts, drafter=ckpt), "lacks exit_dim", "not an Apple ReDrafter drafter config")
+    assert_one_line_error(convert_err(parts, drafter=ckpt), "holds a ReDrafter checkpoint",
+                          "not an Apple ReDrafter drafter", "pass the drafter folder it was converted from")
+
+
+def test_the_base_as_drafter(parts):
+    """--drafter given the base (the two swapped, or the base passed twice) was said to lack exit_dim,
+    num_draft_layers and rnn, as if a drafter's config were incomplete."""
+    assert_one_line_error(convert_err(parts, drafter=parts[0]), "holds a Hugging Face model (LlamaForCausalLM)",
+                          "not an Apple ReDrafter drafter", "--base", "redrafter-trt train")
+
+
+def test_an_engine_as_drafter(parts, tmp_path):
+    engine = tmp_path / "engine"
+    engine.mkdir()
+    (engine / "config.json").write_text(json.dumps({"version": "1.2.0", "pretrained_config": {}, "build_config": {}}))
+    (engine / "rank0.engine").write_bytes(b"")
+    assert_one_line_error(convert_err(parts, drafter=engine), "holds a TensorRT-LLM engine",
+                          "not an Apple ReDrafter drafter")
 
 
 def test_missing_config(parts):
