@@ -297,7 +297,7 @@ def load_prompts(path: Path | str) -> list[Prompt]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"input file {path} {'is a folder' if path.is_dir() else 'does not exist'}: pass a jsonl "
-                          "file with one prompt per line")
+                          "file (one record a line), a ShareGPT .json or a .txt of prompts, one a line")
     prompts = []
     for where, record in records(path, read_text(path, "save it as UTF-8 jsonl")):
         try:

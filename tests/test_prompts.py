@@ -62,7 +62,9 @@ def test_malformed_line_names_line(tmp_path, bad, why):
 def test_empty_and_missing(tmp_path):
     with pytest.raises(ConfigError, match="no prompts"):
         load_prompts(write(tmp_path, "\n  \n"))
-    with pytest.raises(ConfigError, match="does not exist"):
+    # the fix named the jsonl alone, one prompt a line, as if a .txt or a ShareGPT .json were not read
+    with pytest.raises(ConfigError, match=r"does not exist: pass a jsonl file \(one record a line\), a ShareGPT "
+                                          r"\.json or a \.txt of prompts, one a line"):
         load_prompts(tmp_path / "nope.jsonl")
 
 

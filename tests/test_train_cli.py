@@ -33,7 +33,7 @@ def _run(*args):
 
 
 @pytest.mark.parametrize("case, match", [
-    ("missing", "does not exist"),
+    ("missing", "does not exist: pass jsonl, ShareGPT json or .txt prompt files to --data"),
     ("empty", "holds no records"),
     ("predict0", "--predict-n must be at least 1"),
     ("no_answers", "pass --distill"),
@@ -44,7 +44,7 @@ def _run(*args):
     ("device", "not a device this tool runs on"),
     ("decay", "--step-decay must be within (0, 1]"),
     ("base_json", "not valid JSON"),
-    ("data_folder", "is a folder"),
+    ("data_folder", "is a folder: pass jsonl, ShareGPT json or .txt prompt files to --data"),
     ("lr_inf", "--lr must be positive and finite (got inf)"),
     ("sharp_inf", "--later-sharpness must be at least 1 and finite (got inf)"),
     ("no_tokenizer", "has no usable tokenizer"),

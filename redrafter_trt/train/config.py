@@ -109,8 +109,8 @@ class TrainConfig:
             self._check_drafter_size(hf, H)
         for p in self.data:
             if not p.is_file():
-                raise ConfigError(f"data file {p} {'is a folder' if p.is_dir() else 'does not exist'}: pass jsonl or "
-                                  "ShareGPT json files to --data")
+                raise ConfigError(f"data file {p} {'is a folder' if p.is_dir() else 'does not exist'}: pass jsonl, "
+                                  "ShareGPT json or .txt prompt files to --data")
         if not (self.base / "config.json").is_file():
             raise ConfigError(f"{self.base} has no config.json: point --base at a Hugging Face model folder")
         if self.cache_dir.exists() and not self.cache_dir.is_dir():
