@@ -237,6 +237,20 @@ def test_a_draft_length_past_the_drafters_asks_for_retraining(setup, tmp_path):
     assert "--draft-len 3 is outside 0..2" in str(e.value) and "reconvert" not in str(e.value)
 
 
+def test_run_num_beams_past_the_checkpoints_says_how_to_get_them(setup):
+    """run --num-beams above the checkpoint's said only that it was outside 1..W, where --draft-len and bench's
+    --beams say to pass at most W or reconvert."""
+    from redrafter_trt import runtime as rt
+
+    _, ckpt, _ = setup
+    cfg = rt.RuntimeConfig.from_dir(ckpt)
+    with pytest.raises(ConfigError) as e:
+        rt.check_draft_shape(cfg, cfg.num_beams + 2, None, True)
+    assert str(e.value) == (f"--num-beams {cfg.num_beams + 2} is outside 1..{cfg.num_beams} (the checkpoint's "
+                            f"redrafter_num_beams): pass at most {cfg.num_beams}, or reconvert with --num-beams "
+                            f"{cfg.num_beams + 2}"), e.value
+
+
 @pytest.mark.parametrize("recorded, wanted, says, never", [
     (None, 5, ["or reconvert with --draft-len 5 if its drafter", "train --predict-n 5"], []),  # converted by an older version
     (5, 5, ["or reconvert with --draft-len 5"], ["predict-n"]),

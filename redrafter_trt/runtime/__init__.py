@@ -134,7 +134,9 @@ def check_draft_shape(cfg: RuntimeConfig, num_beams: int | None, draft_len: int 
     W = cfg.num_beams if num_beams is None else int(num_beams)
     L = cfg.draft_len if draft_len is None else int(draft_len)
     if not 1 <= W <= cfg.num_beams:
-        raise ConfigError(f"--num-beams {W} is outside 1..{cfg.num_beams} (the checkpoint's redrafter_num_beams)")
+        larger = f": pass at most {cfg.num_beams}, or reconvert with --num-beams {W}" if W > cfg.num_beams else ""
+        raise ConfigError(f"--num-beams {W} is outside 1..{cfg.num_beams} (the checkpoint's redrafter_num_beams)"
+                          f"{larger}")
     if not 0 <= L <= cfg.draft_len:
         larger = f": pass at most {cfg.draft_len}, or {cfg.draft_len_fix(L)}" if L > cfg.draft_len else ""
         raise ConfigError(f"--draft-len {L} is outside 0..{cfg.draft_len} (the checkpoint's "
