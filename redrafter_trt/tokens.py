@@ -110,7 +110,8 @@ def chat_text(tokenizer, prompt: str) -> str:
     """A prompt in the tokenizer's chat template, ready for the answer: a `Prompt`'s messages (its record's system
     messages and user turns before the first answer, as train renders them, given its tools), else one user turn; a
     template that does not render (not text, broken Jinja) is a ConfigError, not a traceback, and so is one that
-    refuses a system message (Gemma's: 'System role not supported')."""
+    refuses a system message (Gemma's: 'System role not supported') or the prompt's tools (once blamed on the template
+    or the system message, which render without them)."""
     from jinja2 import TemplateError
 
     from .prompts import Prompt
@@ -121,6 +122,12 @@ def chat_text(tokenizer, prompt: str) -> str:
         return template_text(tokenizer, messages, add_generation_prompt=True, tools=prompt.tools)[1]
     except (TemplateError, TypeError, ValueError) as e:  # jinja's errors; a template that is not text
         why = first_line(e, type(e).__name__)
+        if prompt.tools:
+            chat_text(tokenizer, Prompt(prompt, prompt.turns))  # the same prompt without them: its own error, if any
+            raise ConfigError(f"the tokenizer's chat template refuses the tools of the prompt {_short(prompt)} "
+                              f"({why}): write each as OpenAI's `tools` lists one, {{\"type\": \"function\", "
+                              f"\"function\": {{\"name\": ..., \"parameters\": ...}}}}, or remove `tools` from its "
+                              f"record") from None
         if any(m["role"] == "system" for m in messages):
             chat_text(tokenizer, str(prompt))  # the template itself, when it renders no user turn either
             raise ConfigError(f"the tokenizer's chat template refuses the system message of the prompt "

@@ -338,3 +338,25 @@ def test_tools_that_are_no_list_of_definitions_are_named_with_the_fix(tmp_path, 
         load_prompts(path)
     with pytest.raises(ConfigError, match=rf"holds no usable record \(line 1: {why}\): fix the records"):
         read_conversations(path, prompts_only=True)
+
+
+def test_a_template_refusing_a_prompts_tools_is_named_for_them(tmp_path):
+    """A chat template that refuses a record's tools (one written {"type": "function", "function": "get_weather"},
+    which a template reading `function.name` cannot render) was blamed on the template itself ('does not render: fix
+    or re-download its tokenizer_config.json'), or on the prompt's system message, which both render without the
+    tools. run --input-file, bench and acceptance now name the tools and how to write them."""
+    from test_train_data import TOOLED, make_tokenizer
+
+    from redrafter_trt.tokens import encode_prompts
+
+    tok = make_tokenizer(tmp_path / "tok")
+    tok.chat_template = TOOLED
+    bad = [{"type": "function", "function": "get_weather"}]
+    path = write(tmp_path, json.dumps({"prompt": "Q", "tools": bad}) + "\n"
+                 + json.dumps({"prompt": "R", "system": "S", "tools": bad}) + "\n")
+    for prompt in load_prompts(path):
+        with pytest.raises(ConfigError, match=rf"^the tokenizer's chat template refuses the tools of the prompt "
+                                              rf"'{prompt}' \(.+\): write each as OpenAI's `tools` lists one, "
+                                              r"\{\"type\": \"function\", \"function\": \{\"name\": \.\.\., "
+                                              r"\"parameters\": \.\.\.\}\}, or remove `tools` from its record$"):
+            encode_prompts(tok, [prompt], True)
