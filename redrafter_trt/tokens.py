@@ -57,6 +57,19 @@ def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool, to
         _RENDER_DAY.reset(token)
 
 
+def shows_tools(tokenizer) -> bool:
+    """Whether the tokenizer's chat template renders the tool definitions it is given (Qwen2.5's and Llama-3.1's do,
+    SmolLM2's not): one that does not render a user turn is said to, its error left to the render that needs it."""
+    from jinja2 import TemplateError
+
+    turn = [{"role": "user", "content": "Hi"}]
+    tool = {"type": "function", "function": {"name": "f", "description": "", "parameters": {"type": "object",
+                                                                                           "properties": {}}}}
+    try:
+        return render_chat(tokenizer, turn, True, (tool,)) != render_chat(tokenizer, turn, True)
+    except (TemplateError, TypeError, ValueError):  # jinja's errors; a template that is not text, or none
+        return True
+
 def _date_template_clock() -> None:
     """Make the clock behind transformers' `strftime_now` (its chat-template module's `datetime.now`) read
     _RENDER_DAY where it is set (this thread, inside render_chat), and the real time everywhere else (serve's renders).

@@ -1412,6 +1412,32 @@ def test_a_conversations_tools_are_rendered_with_it_and_keep_it_apart(tmp_path):
     assert [len(side) for side in split_by_prompt([tooled, plain], 1)] == [1, 1]
 
 
+def test_tools_a_template_does_not_show_keep_no_copy_apart(tmp_path, caplog):
+    """Since a record's tools were read, the same conversation with and without them was two, whatever the template:
+    on one that shows no tools (SmolLM2's) they render the same tokens, trained twice, and the held-out split could put
+    one on each side, scoring training data as held out. Tools such a template does not show are no part of a
+    conversation (its copy dropped as a duplicate); on one showing them, the two stay apart."""
+    from test_prompts import WEATHER
+
+    from redrafter_trt.train import TrainConfig
+    from redrafter_trt.train.dataset import build_examples
+
+    base = make_chat_base(tmp_path / "base")
+    chat = [{"role": "user", "content": "Weather?"}, {"role": "assistant", "content": "Sunny."}]
+    data = tmp_path / "tools.jsonl"
+    data.write_text(json.dumps({"messages": chat, "tools": [WEATHER]}) + "\n" + json.dumps({"messages": chat}) + "\n")
+    cfg = TrainConfig(base=base, data=[data], output=tmp_path / "out", cache_dir=tmp_path / "c", eval_examples=0)
+    cfg.validate()
+    counts = {}
+    for name, template in [("plain", CHATML), ("tooled", TOOLED)]:
+        tok = make_tokenizer(tmp_path / name)
+        tok.chat_template = template
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            train, _ = build_examples(cfg, tok, lambda: pytest.fail("the base ran"), tmp_path / "c", torch.float32)
+        counts[name] = len(train), "dropped 1 duplicate conversations of 2" in caplog.text
+    assert counts == {"plain": (1, True), "tooled": (2, False)}
+
 def test_an_openorca_records_system_prompt_opens_its_conversation(tok, tmp_path):
     """OpenOrca's records are system_prompt + question + response: the system prompt (the one the response was
     written to) was dropped without a word, and the template's default one rendered instead, by train and by run

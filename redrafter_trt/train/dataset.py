@@ -4,6 +4,7 @@ encode the reference answers or (distill) have the base answer the prompts itsel
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -14,6 +15,7 @@ from typing import Callable
 import torch
 
 from ..errors import ConfigError
+from ..tokens import shows_tools
 from .cache import using
 from .chunks import dtype_name
 from .config import TrainConfig
@@ -62,9 +64,14 @@ def distill_folder(cache_dir: Path, base: Path, dtype: torch.dtype) -> Path:
     return Path(cache_dir) / f"distill-{base_key(base, dtype)}"
 
 
-def read_all(cfg: TrainConfig) -> list[Conversation]:
-    """Every distinct conversation of every data file, shuffled under the seed, cut to max_examples."""
-    convs = unique([c for path in cfg.data for c in read_conversations(path, cfg.distill)])
+def read_all(cfg: TrainConfig, tokenizer=None) -> list[Conversation]:
+    """Every distinct conversation of every data file, shuffled under the seed, cut to max_examples. Their tools are
+    dropped where the tokenizer's chat template shows none (`shows_tools`): they render nothing, and a conversation
+    with them and its copy without were two, trained twice or each on one side of the held-out split."""
+    convs = [c for path in cfg.data for c in read_conversations(path, cfg.distill)]
+    if tokenizer is not None and not shows_tools(tokenizer):
+        convs = [dataclasses.replace(c, tools=()) for c in convs]
+    convs = unique(convs)
     random.Random(cfg.seed).shuffle(convs)
     return convs[: cfg.max_examples] if cfg.max_examples else convs
 
@@ -154,7 +161,7 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
     The base's cache entries are marked in use (`cache.using`) until `in_use` closes. What is said of the data as a
     whole (the same on every rank) is rank 0's to say; what a rank counts on its shard names the rank."""
     with _said_by_rank_0(rank):
-        convs = read_all(cfg)
+        convs = read_all(cfg, tokenizer)
     whole = log.warning if rank == 0 else log.debug  # of the data as a whole
     shard = f"torchrun rank {rank}: " if world > 1 else ""  # of this rank's shard
     if cfg.distill:
