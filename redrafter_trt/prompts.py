@@ -277,12 +277,15 @@ def system_of(record: dict) -> tuple[str | None, str | None]:
 
 def tools_of(record) -> tuple[dict, ...]:
     """The tool definitions a record gives its chat template (the first of TOOLS neither null nor blank), each as
-    OpenAI's `tools` lists one; () for none. A ValueError for one that is no list of objects, nor a JSON string of
-    one."""
+    OpenAI's `tools` lists one; () for none. A list, one tool alone, and each (or all) as a JSON string (parquet
+    exports of tool-calling sets store them so) are read. A ValueError for anything else."""
     key = first_filled(record, TOOLS) if isinstance(record, dict) else None
     if key is None:
         return ()
     tools = _json_or_none(record[key]) if isinstance(record[key], str) else record[key]
+    tools = [tools] if isinstance(tools, dict) else tools
+    if isinstance(tools, list):
+        tools = [_json_or_none(tool) if isinstance(tool, str) else tool for tool in tools]
     if not isinstance(tools, list) or not all(isinstance(tool, dict) for tool in tools):
         raise ValueError(f"`{key}` must list the tool definitions, [{{\"type\": \"function\", \"function\": "
                          f"{{\"name\": ..., \"parameters\": ...}}}}, ...] (or that list as a JSON string), not "

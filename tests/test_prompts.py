@@ -325,7 +325,7 @@ def test_a_records_tools_are_given_to_the_chat_template_as_train_gives_them(tmp_
     assert encode_prompts(tok, prompts, False) == [tok(str(p))["input_ids"] for p in prompts]  # plain text: the turn
 
 
-@pytest.mark.parametrize("tools", [{"type": "function", "function": {"name": "f"}}, "get_weather", ["get_weather"]])
+@pytest.mark.parametrize("tools", ["get_weather", ["get_weather"], [1], 3])
 def test_tools_that_are_no_list_of_definitions_are_named_with_the_fix(tmp_path, tools):
     """A `tools` value that is no list of objects (nor a JSON string of one) is one line naming the record's line,
     what it holds and how to write it; train skips the record, and refuses a file of no other."""
@@ -338,6 +338,14 @@ def test_tools_that_are_no_list_of_definitions_are_named_with_the_fix(tmp_path, 
         load_prompts(path)
     with pytest.raises(ConfigError, match=rf"holds no usable record \(line 1: {why}\): fix the records"):
         read_conversations(path, prompts_only=True)
+
+
+@pytest.mark.parametrize("tools", [WEATHER, [json.dumps(WEATHER)], WEATHER["function"], [json.dumps(WEATHER["function"])]])
+def test_one_tool_alone_or_tools_each_a_json_string_are_read(tmp_path, tools):
+    """A record's one tool as an object (not in a list), and a list of tools each a JSON string (as parquet exports
+    of tool-calling sets store them) were refused by run, and skipped by train, as no list of definitions."""
+    path = write(tmp_path, json.dumps({"prompt": "Q", "tools": tools}) + "\n")
+    assert load_prompts(path)[0].tools == (WEATHER,)
 
 
 def test_a_template_refusing_a_prompts_tools_is_named_for_them(tmp_path):
