@@ -523,6 +523,22 @@ def test_a_record_the_template_renders_out_of_order_is_named(tmp_path):
         encode(tok, system, 1000)
 
 
+def test_tools_a_template_moves_into_the_last_turn_are_named_in_its_refusal(tmp_path):
+    """Mistral-v0.3's template puts a conversation's tools before its last user turn, so a multi-turn conversation
+    with tools cannot be split into turns either; the refusal blamed a system message it does not have and said to
+    drop that. It names the tools."""
+    tok = make_tokenizer(tmp_path / "tok")
+    tok.chat_template = ("{% for m in messages %}{% if m['role'] == 'user' %}{% if loop.index0 == messages|length - 2 "
+                         "and tools %}{{ '[TOOLS]' + tools|length|string }}{% endif %}{{ '[INST] ' + m['content'] + "
+                         "'[/INST]' }}{% else %}{{ ' ' + m['content'] + eos_token }}{% endif %}{% endfor %}")
+    turns = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "R"},
+             {"role": "user", "content": "Q2"}, {"role": "assistant", "content": "R2"}]
+    tooled = conversation_of({"messages": turns, "tools": [{"name": "f"}]}, "d.jsonl line 1")
+    with pytest.raises(ConfigError, match=r"^d\.jsonl line 1: .* moves a system message and the tools into the last "
+                                          r"user turn; .*: drop its system message, its tools or later turns, "):
+        encode(tok, tooled, 1000)
+
+
 @pytest.mark.parametrize("template", [5, "{% for m in messages %}{{ m.content }", "{{ foo.bar }}"],
                          ids=["not text", "broken Jinja", "undefined"])
 def test_a_chat_template_that_renders_nothing_is_named_not_each_record(tmp_path, template):
@@ -1823,7 +1839,7 @@ def test_distill_answers_a_tool_calling_records_prompt(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         convs = sorted(read(True), key=lambda c: c.source)
     assert f"{path}: 4 of 5 records cannot be read past their prompt (first: line 1: `messages` has a 'assistant' " \
-           f"message whose `value`/`content` is None, not a string): --distill answers their prompts alone" \
+           f"message whose `value`/`content` is None, not a string): their prompts alone are answered" \
         in caplog.text
     assert [c.prompt_messages() for c in convs[:-1]] == [p.messages() for p in load_prompts(path)[:-1]]
     assert list(convs[0].messages) == OPENAI_TOOLS["messages"][:2]

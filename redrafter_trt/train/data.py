@@ -40,6 +40,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# encode's refusal of a template that renders no conversation prefix by prefix, for a conversation without and with
+# tools (Mistral v0.3's puts them before the last user turn too)
+TOOLS_TOO = {False: "", True: " and the tools"}
+DROP = {False: "system message", True: "system message, its tools"}
+
 
 @dataclass(frozen=True)
 class Conversation:
@@ -120,8 +125,8 @@ def read_conversations(path: Path | str, prompts_only: bool = False) -> list[Con
         log.warning("%s: skipped %d of %d records with nothing to train on (first: %s)", path, len(skipped),
                     len(located), skipped[0])
     if prompts:  # agent data: a tool call answers the prompt
-        log.warning("%s: %d of %d records cannot be read past their prompt (first: %s): --distill answers their "
-                    "prompts alone", path, len(prompts), len(located), prompts[0])
+        log.warning("%s: %d of %d records cannot be read past their prompt (first: %s): their prompts alone are "
+                    "answered", path, len(prompts), len(located), prompts[0])
     return out
 
 
@@ -190,10 +195,11 @@ def encode(tokenizer, conv: Conversation, max_len: int) -> Example:
         through = _render(tokenizer, conv, msgs[: j + 1], add_generation_prompt=False)
         if not (text.startswith(before) and text.startswith(through) and through.startswith(before)):
             raise ConfigError(f"{conv.source or 'a conversation'}: the base's chat template does not render it "
-                              f"prefix by prefix (Mistral's moves a system message into the last user turn; "
-                              f"DeepSeek-R1's opens its generation prompt with <think>), so its assistant turns cannot "
-                              f"be located: drop its system message or later turns, remove that record, or train on "
-                              f"the base's own answers with --distill (it renders only the prompt)")
+                              f"prefix by prefix (Mistral's moves a system message{TOOLS_TOO[bool(conv.tools)]} into "
+                              f"the last user turn; DeepSeek-R1's opens its generation prompt with <think>), so its "
+                              f"assistant turns cannot be located: drop its {DROP[bool(conv.tools)]} or later turns, "
+                              f"remove that record, or train on the base's own answers with --distill (it renders only "
+                              f"the prompt)")
         spans.append((len(before), len(through)))
     ids, starts = _tokenize(tokenizer, text, [a for a, _ in spans])
     eos = tokenizer.eos_token_id
