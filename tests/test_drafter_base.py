@@ -335,3 +335,55 @@ def test_a_tied_models_records_of_either_format_are_compared(tmp_path, caplog, g
         assert matches(convert(base, trained_on(tmp_path / "d", tied, record), tmp_path / "c", force=True)) is True
         assert matches(convert(base, trained_on(tmp_path / "e", tied, other), tmp_path / "c", force=True)) is False
     assert len(warnings(caplog)) == 2
+
+
+# (heads, kv heads, head size, hidden size, intermediate size, vocabulary): one kv head and several, fewer kv heads
+# than some tp (repeated over ranks), a head size that is not hidden / heads, a vocabulary no tp above 1 divides
+SHAPES = [(4, 4, 16, 64, 96, 97), (12, 1, 8, 96, 192, 250), (12, 3, 8, 96, 192, 251), (8, 2, 32, 64, 96, 101),
+          (6, 2, 16, 96, 96, 100)]
+
+
+@pytest.mark.parametrize("heads, kv_heads, head_size, hidden, intermediate, vocab", SHAPES)
+def test_every_row_read_from_the_rank_files_is_the_hugging_face_tensors_at_every_tp(
+        tmp_path, heads, kv_heads, head_size, hidden, intermediate, vocab):
+    """shard.row_home and qkv_home against the converter's own splits (plan_hf_rank), for every tp from 1 to 4 that
+    check_tp lets through: each row of each sampled tensor read by Hugging Face name from the rank files is that
+    tensor's row (a parallel embedding: test_a_checkpoints_rows_by_hugging_face_name_are_the_models)."""
+    from safetensors.torch import save_file
+
+    from redrafter_trt.base_plan import hf_source_shapes, plan_hf_rank
+    from redrafter_trt.base_rows import TrtllmRows
+    from redrafter_trt.base_sample import sampled_names
+    from redrafter_trt.config import BaseModelConfig, trtllm_model_fields
+    from redrafter_trt.errors import ConfigError
+    from redrafter_trt.io import TensorSource
+    from redrafter_trt.shard import check_tp
+
+    hf = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "num_attention_heads": heads,
+          "num_key_value_heads": kv_heads, "head_dim": head_size, "hidden_size": hidden,
+          "intermediate_size": intermediate, "vocab_size": vocab, "num_hidden_layers": 3, "rms_norm_eps": 1e-5,
+          "max_position_embeddings": 64, "torch_dtype": "float32"}
+    b = BaseModelConfig.from_hf(hf, "config.json")
+    gen = torch.Generator().manual_seed(0)
+    want = {name: torch.randn(shape, generator=gen) for name, shape in hf_source_shapes(b).items()}
+    src, tried = TensorSource({}, want), []
+    for tp in range(1, 5):
+        try:
+            check_tp(heads, kv_heads, intermediate, tp)
+        except ConfigError:
+            continue
+        cfg = trtllm_model_fields(b, "float32", tp)
+        (tmp_path / f"tp{tp}").mkdir()
+        for r in range(tp):
+            save_file({p.name: p.read().contiguous() for p in plan_hf_rank(src, b, cfg, r)},
+                      tmp_path / f"tp{tp}" / f"rank{r}.safetensors")
+        rows = TrtllmRows(tmp_path / f"tp{tp}", cfg)
+        try:
+            for name in sampled_names(3):
+                held = want.get(name, want["model.embed_tokens.weight"])  # a tied model's lm_head
+                assert rows.shape(name) == tuple(held.shape), (tp, name)
+                assert torch.equal(rows.rows(name, list(range(held.shape[0]))), held), (tp, name)
+        finally:
+            rows.close()
+        tried.append(tp)
+    assert tried[0] == 1 and len(tried) > 1, tried
