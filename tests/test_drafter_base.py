@@ -149,7 +149,8 @@ def test_a_checkpoints_rows_by_hugging_face_name_are_the_models(tmp_path, kv_hea
 @pytest.mark.parametrize("layers, tie", [(2, False), (5, False), (5, True)])
 def test_train_records_every_linear_of_three_layers_in_a_few_hundred_values(tmp_path, layers, tie):
     """lm_head (not a tied model's: its embedding), the embedding and the 7 linears of the first, middle and last
-    layers, 16 values of each: at most 368 values (12 KB of indented JSON) however deep the base."""
+    layers, 16 values of each: at most 368 values however deep the base (13 KB of indented JSON with this tiny
+    model's short row numbers; 17 KB of a drafter's config.json at most)."""
     from redrafter_trt.base_sample import LINEARS
 
     sample = record_base_sample(make_hf(tmp_path / "b", num_hidden_layers=layers, tie=tie))
