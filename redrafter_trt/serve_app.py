@@ -124,7 +124,7 @@ class App:
         except ModelNotFound as e:
             return HTTPStatus.NOT_FOUND, error(str(e), "invalid_request_error", "model_not_found")
         except (RequestError, ConfigError) as e:
-            return HTTPStatus.BAD_REQUEST, error(str(e), "invalid_request_error")
+            return HTTPStatus.BAD_REQUEST, error(str(e), "invalid_request_error", param=getattr(e, "param", None))
 
     def _complete(self, chat: bool, body, events, alive) -> tuple[int, dict] | None:
         req = parse(body, chat, self.model_name, self.max_output_len)

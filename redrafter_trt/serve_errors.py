@@ -2,6 +2,7 @@
 ClientGone: nothing more is sent) and OpenAI's error body they go out in.
 
     raise RequestError("a prompt is empty: send some text")    # anywhere on a request's way: a 400 and the fix
+    raise RequestError('"n" must be ...', param="n")            # naming the field refused, as OpenAI's `param`
     error(message, "invalid_request_error")                     # {"error": {"message", "type", "param", "code"}}
 """
 
@@ -11,7 +12,12 @@ SHUTTING_DOWN = "the server is shutting down: send the request again once it is 
 
 
 class RequestError(Exception):
-    """A bad request: answered with 400 and this message."""
+    """A bad request: answered with 400 and this message; param: the request field refused (OpenAI's error `param`,
+    which the openai client gives as `e.param`), None when no one field is."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
 
 
 class Unavailable(RequestError):
@@ -22,6 +28,6 @@ class ClientGone(Exception):
     """The client closed a streaming connection: generation stops, nothing more is sent."""
 
 
-def error(message: str, kind: str, code: str | None = None) -> dict:
+def error(message: str, kind: str, code: str | None = None, param: str | None = None) -> dict:
     """OpenAI's error body (`param` and `code` always present, null when there is nothing to say)."""
-    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}

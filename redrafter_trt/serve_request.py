@@ -31,7 +31,7 @@ def _field(body: dict, name: str, kind, default, check=lambda v: True, need: str
     if value is None:
         return default
     if (isinstance(value, bool) and not allow_bool) or not isinstance(value, kind) or not check(value):
-        raise RequestError(f'"{name}" must be {need}')
+        raise RequestError(f'"{name}" must be {need}', param=name)
     return value
 
 
@@ -224,4 +224,5 @@ def refuse_unsupported(body: dict, chat: bool, sampling: bool, stops: frozenset[
             fix = f"leave it out (or send {json.dumps(neutral[0])})" if neutral else "leave it out"
             if name == "prompt_logprobs":
                 fix = 'send "echo": true with "logprobs": k for the prompt\'s logprobs'
-            raise RequestError(f'"{name}" is not implemented by this server and would change the answer: {fix}')
+            raise RequestError(f'"{name}" is not implemented by this server and would change the answer: {fix}',
+                               param=name)

@@ -241,20 +241,23 @@ def test_models_and_raw_responses(client):
         assert all(isinstance(valid(c), ChatCompletionChunk) for c in r.parse())
 
 
-@pytest.mark.parametrize("extra, error, says", [
+@pytest.mark.parametrize("extra, error, says, param", [
     ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]},
-     openai.BadRequestError, '"tools" is not implemented'),
-    ({"presence_penalty": 0.5}, openai.BadRequestError, '"presence_penalty" is not implemented'),
-    ({"model": "gpt-4o"}, openai.NotFoundError, "'gpt-4o' is not served here"),
-    ({"max_tokens": 10 ** 6}, openai.BadRequestError, "--max-output-len"),
-    ({"extra_body": {"temprature": 0.5}}, openai.BadRequestError, '"temprature" is not a field'),
+     openai.BadRequestError, '"tools" is not implemented', "tools"),
+    ({"presence_penalty": 0.5}, openai.BadRequestError, '"presence_penalty" is not implemented', "presence_penalty"),
+    ({"model": "gpt-4o"}, openai.NotFoundError, "'gpt-4o' is not served here", None),
+    ({"max_tokens": 10 ** 6}, openai.BadRequestError, "--max-output-len", "max_tokens"),
+    ({"n": 0}, openai.BadRequestError, '"n" must be', "n"),
+    ({"extra_body": {"temprature": 0.5}}, openai.BadRequestError, '"temprature" is not a field', None),
 ])
 @pytest.mark.parametrize("stream", [False, True])
-def test_refusals_raise_the_clients_errors_with_the_servers_message(client, extra, error, says, stream):
+def test_refusals_raise_the_clients_errors_with_the_servers_message(client, extra, error, says, param, stream):
+    """As OpenAI's: the message, the type, the code, and the field refused as `param` (null for an unknown field
+    and another model, as OpenAI's)."""
     with pytest.raises(error) as e:
         client.chat.completions.create(**{"model": "tiny", "messages": ASK, "max_tokens": 2, "stream": stream} | extra)
     body = e.value.body
     assert e.value.status_code == (404 if error is openai.NotFoundError else 400)
     assert says in body["message"] and body["message"] in e.value.message
     assert "\n" not in body["message"] and e.value.type == "invalid_request_error"
-    assert e.value.code == ("model_not_found" if error is openai.NotFoundError else None)
+    assert e.value.code == ("model_not_found" if error is openai.NotFoundError else None) and e.value.param == param
