@@ -176,10 +176,10 @@ READ = {  # the fields `parse` reads, beside the prompt ("prompt"; chat: "messag
     "stop", "seed", "temperature", "logprobs", "top_logprobs", "ignore_eos",
 }
 # OpenAI's and the engines' fields that change no answer here: accepted and ignored (reasoning_effort: read only by
-# reasoning models' chat templates, none of the Llama, Mistral or Qwen2 ones served here; prediction: a hint for
-# speed, never the output; priority: the order requests are served in)
+# reasoning models' chat templates, none of the Llama, Mistral or Qwen2 ones served here; verbosity: a hint OpenAI's
+# GPT-5 models alone follow; prediction: a hint for speed, never the output; priority: the order requests are served)
 IGNORED = {"user", "metadata", "store", "service_tier", "parallel_tool_calls", "prediction", "reasoning_effort",
-           "request_id", "cache_salt", "priority", "prompt_cache_key", "safety_identifier"}
+           "verbosity", "request_id", "cache_salt", "priority", "prompt_cache_key", "safety_identifier"}
 PROMPT = {False: "prompt", True: "messages"}
 ENDPOINT = {  # how this server builds each endpoint's prompt (a chat answer is a new assistant turn, as vLLM's
     # default: continue_final_message, which vLLM asks with add_generation_prompt false, is named first)

@@ -507,7 +507,7 @@ def test_a_malformed_prompt_names_its_endpoint_or_message(server, path, body, sa
 def test_openai_fields_that_change_nothing_are_accepted(server):
     body = {"messages": HI, "max_tokens": 2, "user": "u", "metadata": {"k": "v"}, "store": False, "tool_choice": "none",
             "parallel_tool_calls": False, "modalities": ["text"], "reasoning_effort": "low", "service_tier": "auto",
-            "functions": [], "documents": [], "spaces_between_special_tokens": True, "not_a_field": None}
+            "verbosity": "low", "functions": [], "documents": [], "spaces_between_special_tokens": True, "not_a_field": None}
     status, _, data = request(server, "POST", "/v1/chat/completions", body)
     assert status == 200, data
 
