@@ -184,7 +184,7 @@ class BaseModelConfig:
         flag(hf, "attention_bias", where), flag(hf, "mlp_bias", where)  # read as truth values further on
         return cls(spec=spec, hf=hf, hidden_size=H, num_layers=positive_int(hf, "num_hidden_layers", where),
                    num_heads=nh, num_kv_heads=positive_int(hf, "num_key_value_heads", where, spec.kv_heads or nh),
-                   head_size=positive_int(hf, "head_dim", where, H // nh),
+                   head_size=positive_int(hf, "head_dim", where, spec.head_dim or H // nh),
                    intermediate_size=positive_int(hf, "intermediate_size", where),
                    vocab_size=positive_int(hf, "vocab_size", where),
                    tie_word_embeddings=flag(hf, "tie_word_embeddings", where),

@@ -45,13 +45,23 @@ def is_redrafter(cfg: dict) -> bool:
     return "redrafter_num_layers" in cfg
 
 
-QWEN_BASES = ("QWenForCausalLM", "Qwen2ForCausalLM")
+QWEN_BASES = ("QWenForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
+# the qwen_types whose QWenDecoderLayer normalises q and k per head (TensorRT-LLM: `qk_layernorm = config.qwen_type in
+# ('qwen3', 'qwen3_moe')`); a MoE base is not converted here
+QK_NORM_QWEN_TYPES = ("qwen3", "qwen3_moe")
 
 
 def attn_bias(cfg: dict) -> bool:
     """TensorRT-LLM's QWenConfig defaults attn_bias to true; modelopt's and quantize.py's configs omit the key."""
     base_arch = cfg.get("base_model_architecture", cfg["architecture"])
     return bool(cfg.get("attn_bias", base_arch in QWEN_BASES and cfg.get("qwen_type") not in ("qwen3", "qwen3_moe")))
+
+
+def qk_norm(cfg: dict) -> bool:
+    """Whether each layer holds attention.q_layernorm / k_layernorm ([head_size], whole on every rank): TensorRT-LLM's
+    QWen builds them by qwen_type alone, whatever the architecture is named (modelopt may name a Qwen3 QWenForCausalLM)."""
+    base_arch = cfg.get("base_model_architecture", cfg["architecture"])
+    return base_arch in QWEN_BASES and cfg.get("qwen_type") in QK_NORM_QWEN_TYPES
 
 
 def dense_bias(cfg: dict) -> bool:
@@ -105,6 +115,9 @@ def base_tensors(cfg: dict, tp_rank: int) -> dict[str, Spec]:
             if quantised:
                 out[p + mod + ".weights_scaling_factor"] = ((1,), torch.float32)
                 out[p + mod + ".activation_scaling_factor"] = ((1,), torch.float32)
+        if qk_norm(cfg):  # per head, so whole on every rank; never quantised
+            out[p + "attention.q_layernorm.weight"] = ((hd,), dtype)
+            out[p + "attention.k_layernorm.weight"] = ((hd,), dtype)
         if attn_bias(cfg):
             out[p + "attention.qkv.bias"] = ((qkv_rows,), dtype)
         if dense_bias(cfg):  # row-parallel: whole on every rank (RowLinear adds it after the all-reduce)

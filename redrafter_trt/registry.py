@@ -19,6 +19,8 @@ class ArchSpec:
     kv_heads: int | None = None  # transformers' default num_key_value_heads (None: num_attention_heads), likewise
     sliding_window: int | None = None  # transformers' default sliding_window, for a config.json without the key
     max_window_layers: int = 0  # Qwen2: transformers' default first layer of the window, for a config.json without one
+    head_dim: int | None = None  # transformers' default head_dim (None: hidden_size / num_attention_heads), likewise
+    qk_norm: bool = False      # per-head RMSNorm of q and k before RoPE (Qwen3's q_norm / k_norm)
     extra_config: dict = field(default_factory=dict)  # fields TensorRT-LLM's from_hugging_face adds
 
 
@@ -40,6 +42,12 @@ QWEN_SEQ_LENGTH = 8192
 register(ArchSpec("Qwen2ForCausalLM", "Qwen2ForCausalLM", "ReDrafterForQWenLM", attn_bias=True,
                   max_positions=32768, kv_heads=32, sliding_window=4096, max_window_layers=28,
                   extra_config={"qwen_type": "qwen2", "seq_length": QWEN_SEQ_LENGTH}))
+# Qwen3 dense: TensorRT-LLM's QWenConfig (qwen_type "qwen3", since PR #5650) sets attn_bias false whatever the HF
+# config says, and its QWenDecoderLayer gives Attention qk_layernorm with RmsNorm: q_layernorm / k_layernorm [head_size]
+# on every rank, from HF's self_attn.q_norm / k_norm. transformers' Qwen3Config defaults head_dim to 128.
+register(ArchSpec("Qwen3ForCausalLM", "Qwen3ForCausalLM", "ReDrafterForQWenLM", max_positions=32768, kv_heads=32,
+                  sliding_window=4096, max_window_layers=28, head_dim=128, qk_norm=True,
+                  extra_config={"qwen_type": "qwen3", "seq_length": QWEN_SEQ_LENGTH}))
 
 # extra_config field -> the HF config key that overrides its default (QWenConfig.from_hugging_face)
 EXTRA_FROM_HF = {"qwen_type": "model_type", "seq_length": "seq_length"}
@@ -62,7 +70,8 @@ def bias_fields(spec: ArchSpec, hf: dict) -> dict:
 # TensorRT-LLM base checkpoints (the two-step flow) name these architectures. Its llama converter and modelopt name a
 # Mistral base MistralForCausalLM, which TensorRT-LLM's MODEL_MAP builds as LLaMAForCausalLM, as ReDrafterForLLaMALM is.
 TRTLLM_BASES = {"LlamaForCausalLM": "ReDrafterForLLaMALM", "MistralForCausalLM": "ReDrafterForLLaMALM",
-                "QWenForCausalLM": "ReDrafterForQWenLM", "Qwen2ForCausalLM": "ReDrafterForQWenLM"}
+                "QWenForCausalLM": "ReDrafterForQWenLM", "Qwen2ForCausalLM": "ReDrafterForQWenLM",
+                "Qwen3ForCausalLM": "ReDrafterForQWenLM"}
 
 # the `hidden_act`s TensorRT-LLM 1.2.x's Llama and QWen models build (their GatedMLP): functional.ACT2FN less the
 # gated ones (swiglu, fast-swiglu, geglu, gegelu halve fc's output) and softplus (it needs arguments GatedMLP omits)

@@ -28,12 +28,16 @@ def _qkv(kind: str, optional: bool = False) -> Rule:
                 tuple(f"model.layers.{{L}}.self_attn.{p}_proj.{kind}" for p in "qkv"), "qkv", optional)
 
 
-# Llama, Mistral, Qwen2 (decoder layers are identical). Biases: Qwen2's qkv; Llama's attention_bias (qkv and dense)
-# and mlp_bias (fc, gate, proj).
+# Llama, Mistral, Qwen2, Qwen3 (decoder layers are identical but for Qwen3's per-head q/k norms). Biases: Qwen2's qkv;
+# Llama's attention_bias (qkv and dense) and mlp_bias (fc, gate, proj).
 LAYER_RULES = (
     Rule("transformer.layers.{L}.input_layernorm.weight", ("model.layers.{L}.input_layernorm.weight",), "replicate"),
     _qkv("weight"),
     _qkv("bias", optional=True),
+    Rule("transformer.layers.{L}.attention.q_layernorm.weight", ("model.layers.{L}.self_attn.q_norm.weight",), "replicate",
+         True),
+    Rule("transformer.layers.{L}.attention.k_layernorm.weight", ("model.layers.{L}.self_attn.k_norm.weight",), "replicate",
+         True),
     Rule("transformer.layers.{L}.attention.dense.weight", ("model.layers.{L}.self_attn.o_proj.weight",), "cols"),
     Rule("transformer.layers.{L}.attention.dense.bias", ("model.layers.{L}.self_attn.o_proj.bias",), "replicate", True),
     Rule("transformer.layers.{L}.post_layernorm.weight", ("model.layers.{L}.post_attention_layernorm.weight",), "replicate"),

@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny random Llama (with and without biases) / Qwen2 bases and drafters, and the real SmolLM2-135M-Instruct."""
+"""Shared fixtures: tiny random Llama (with and without biases) / Qwen2 / Qwen3 bases and drafters, and the real SmolLM2-135M-Instruct."""
 
 from __future__ import annotations
 
@@ -29,6 +29,13 @@ def tiny_llama_bias(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_qwen2(tmp_path_factory):
     return make_hf(tmp_path_factory.mktemp("tiny_qwen2"), "qwen2", rope_theta=1000000.0)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3(tmp_path_factory):
+    """Qwen3: per-head q/k norms, and a head_dim (32) other than hidden_size / num_attention_heads (16), as Qwen3's
+    128 is for most of its sizes."""
+    return make_hf(tmp_path_factory.mktemp("tiny_qwen3"), "qwen3", rope_theta=1000000.0, head_dim=32)
 
 
 @pytest.fixture(scope="session")

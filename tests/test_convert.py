@@ -52,6 +52,10 @@ def join_base(ckpt, cfg) -> dict[str, torch.Tensor]:
             if p + row + ".bias" in ranks[0]:  # row-parallel biases: whole on every rank, added after the all-reduce
                 out[q + whole + ".bias"] = ranks[0][p + row + ".bias"]
                 assert all(torch.equal(r[p + row + ".bias"], ranks[0][p + row + ".bias"]) for r in ranks)
+        for norm, whole in (("attention.q_layernorm", "self_attn.q_norm"), ("attention.k_layernorm", "self_attn.k_norm")):
+            if p + norm + ".weight" in ranks[0]:  # Qwen3's per-head norms: whole on every rank
+                out[q + whole + ".weight"] = ranks[0][p + norm + ".weight"]
+                assert all(torch.equal(r[p + norm + ".weight"], ranks[0][p + norm + ".weight"]) for r in ranks)
         out[q + "input_layernorm.weight"] = ranks[0][p + "input_layernorm.weight"]
         out[q + "post_attention_layernorm.weight"] = ranks[0][p + "post_layernorm.weight"]
         for r in ranks[1:]:
@@ -63,9 +67,11 @@ def join_base(ckpt, cfg) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("tp", [1, 2, 4])
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_shards_join_back(tmp_path, arch, tp, dtype):
-    family = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2"}[arch]
+    family = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2",
+              "Qwen3ForCausalLM": "qwen3"}[arch]
     tie = tp == 2  # tied and untied both covered
-    base = make_hf(tmp_path / "base", family, tie=tie)  # 4 heads, 2 kv heads: tp 4 repeats each kv head twice
+    # 4 heads, 2 kv heads: tp 4 repeats each kv head twice; Qwen3 with its head_dim other than hidden / heads
+    base = make_hf(tmp_path / "base", family, tie=tie, **({"head_dim": 32} if family == "qwen3" else {}))
     drafter = make_drafter(tmp_path / "drafter", base)
     out = convert(base, drafter, tmp_path / "ckpt", tp_size=tp, dtype=dtype)
     rep = inspect_checkpoint(out)
@@ -81,6 +87,9 @@ def test_shards_join_back(tmp_path, arch, tp, dtype):
     assert cfg["architecture"] == REGISTRY[arch].redrafter_architecture
     assert cfg["base_model_architecture"] == REGISTRY[arch].trtllm_architecture
     assert cfg["attn_bias"] is (family == "qwen2")
+    if family == "qwen3":  # as TensorRT-LLM's QWenConfig.from_hugging_face writes a Qwen3
+        assert (cfg["qwen_type"], cfg["head_size"], cfg["seq_length"]) == ("qwen3", 32, 8192)
+        assert sum(k.endswith(("q_norm.weight", "k_norm.weight")) for k in src) == 2 * cfg["num_hidden_layers"]
 
 
 @pytest.mark.parametrize("tp", [1, 2, 4])
@@ -340,6 +349,24 @@ def test_qwen2_configs_carry_the_seq_length_trtllm_reads(tmp_path, tiny_qwen2):
     assert json.loads((two / "config.json").read_text())["seq_length"] == 8192 and inspect_checkpoint(two).ok
 
 
+@pytest.mark.parametrize("tp", [1, 2])
+def test_a_trtllm_qwen3_base_converts_to_the_hf_conversion(tmp_path, tiny_qwen3, tp):
+    """TensorRT-LLM's two-step flow on a Qwen3 (qwen_type qwen3, q/k layernorms on every rank) was refused as a qwen_type
+    other than qwen2; it converts to the tensors the Hugging Face folder converts to, under either name TensorRT-LLM's
+    MODEL_MAP builds as QWenForCausalLM."""
+    drafter = make_drafter(tmp_path / "d", tiny_qwen3)
+    direct = convert(tiny_qwen3, drafter, tmp_path / "direct", tp_size=tp, dtype="float32")
+    base_ckpt = _trtllm_base_only(tmp_path, tiny_qwen3, tp)
+    for arch in ("Qwen3ForCausalLM", "QWenForCausalLM"):
+        cfg = json.loads((base_ckpt / "config.json").read_text())
+        (base_ckpt / "config.json").write_text(json.dumps(cfg | {"architecture": arch}))
+        two = convert(base_ckpt, drafter, tmp_path / arch)
+        assert inspect_checkpoint(two).ok and json.loads((two / "config.json").read_text())["qwen_type"] == "qwen3"
+        for r in range(tp):
+            want, got = load_file(direct / f"rank{r}.safetensors"), load_file(two / f"rank{r}.safetensors")
+            assert sorted(got) == sorted(want) and all(torch.equal(got[k], want[k]) for k in want)
+
+
 def test_written_files_follow_the_umask(tmp_path, tiny_llama):
     """Drafter and checkpoint files get the umask's mode (safetensors 0.8 alone writes 0600: another user, or a
     TensorRT-LLM container running as non-root, could not read the drafter)."""
@@ -394,7 +421,7 @@ def test_dry_run_prints_what_convert_writes_and_writes_nothing(tiny_qwen2, tmp_p
     assert refused.exit_code == 2 and "leave out --quantize" in refused.output
 
 
-@pytest.mark.parametrize("arch, want", [("llama", 2048), ("qwen2", 32768), ("mistral", 131072)])
+@pytest.mark.parametrize("arch, want", [("llama", 2048), ("qwen2", 32768), ("qwen3", 32768), ("mistral", 131072)])
 def test_a_config_without_max_position_embeddings_gets_transformers_default(tmp_path, arch, want):
     """A review: every architecture got 2048, so a Qwen2 or Mistral config without the field was converted (and
     `run` / the engine's max_seq_len limited) at a sixteenth of the context transformers gives it."""
@@ -408,6 +435,22 @@ def test_a_config_without_max_position_embeddings_gets_transformers_default(tmp_
     assert transformers.AutoConfig.from_pretrained(base).max_position_embeddings == want
     out = convert(base, make_drafter(tmp_path / "d", base), tmp_path / "out", num_beams=2, draft_len=2)
     assert json.loads((out / "config.json").read_text())["max_position_embeddings"] == want
+
+
+def test_a_qwen3_config_without_head_dim_gets_transformers_128(tmp_path):
+    """transformers' Qwen3Config defaults head_dim to 128, not hidden_size / num_attention_heads (TensorRT-LLM's
+    QWenConfig.from_hugging_face reads it from that config): a Qwen3 config.json without the key is read so."""
+    import transformers
+
+    base = make_hf(tmp_path / "base", "qwen3", hidden_size=64, num_attention_heads=2, num_key_value_heads=1,
+                   head_dim=128)
+    cfg = json.loads((base / "config.json").read_text())
+    del cfg["head_dim"]
+    (base / "config.json").write_text(json.dumps(cfg))
+    assert transformers.AutoConfig.from_pretrained(base).head_dim == 128
+    out = convert(base, make_drafter(tmp_path / "d", base), tmp_path / "out", num_beams=2, draft_len=2)
+    assert json.loads((out / "config.json").read_text())["head_size"] == 128
+    assert inspect_checkpoint(out).ok
 
 
 def test_trtllm_base_with_a_default_rotary_scaling_is_written_without_one(tmp_path, tiny_llama, tiny_drafter):

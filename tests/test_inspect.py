@@ -61,6 +61,24 @@ def test_a_qwen_checkpoint_without_seq_length_is_a_problem(tiny_qwen2, tmp_path)
         "object has no attribute 'seq_length'): add \"seq_length\": 8192 (TensorRT-LLM's default) to config.json"]
 
 
+def test_qwen3_checkpoints_hold_their_qk_norms(tiny_qwen3, tmp_path):
+    """TensorRT-LLM builds attention.q_layernorm / k_layernorm ([head_size], every rank) for qwen_type qwen3 alone:
+    a Qwen3 checkpoint without one would fail to load its weights, and one whose config says qwen2 would build
+    without them (q and k not normed), so both are named."""
+    from tinymodels import make_drafter
+
+    ck = convert(tiny_qwen3, make_drafter(tmp_path / "d", tiny_qwen3), tmp_path / "c", tp_size=2, num_beams=2,
+                 draft_len=2)
+    assert inspect_checkpoint(ck).ok
+    assert load_file(ck / "rank1.safetensors")["transformer.layers.1.attention.k_layernorm.weight"].shape == (32,)
+    lost = broken(ck, tmp_path / "lost", lambda held: held.pop("transformer.layers.1.attention.k_layernorm.weight"))
+    assert inspect_checkpoint(lost).problems == [
+        "rank0: missing tensors transformer.layers.1.attention.k_layernorm.weight"]
+    as_qwen2 = inspect_checkpoint(broken(ck, tmp_path / "qwen2", qwen_type="qwen2")).problems
+    assert len(as_qwen2) == 2 and all(p.startswith(f"rank{r}: unexpected tensors ") and "q_layernorm" in p
+                                      for r, p in enumerate(as_qwen2))
+
+
 def fp8_tensors(cfg: dict):
     """Turn rank0's base linears into FP8 with unit scales, as an FP8 export holds them (lm_head and drafter kept)."""
     def edit(held: dict) -> None:

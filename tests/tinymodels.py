@@ -22,7 +22,7 @@ TRANSFORMERS_5 = int(transformers.__version__.split(".")[0]) >= 5
 def make_hf(folder: Path, arch: str = "llama", *, tie: bool = False, dtype: torch.dtype = torch.float32,
             rope_layout: str | None = None, rope_theta: float = 10000.0, rope_scaling: dict | None = None,
             seed: int = 0, bias_std: float = 0.1, **overrides) -> Path:
-    """Save a random LlamaForCausalLM / Qwen2ForCausalLM / MistralForCausalLM.
+    """Save a random LlamaForCausalLM / Qwen2ForCausalLM / Qwen3ForCausalLM / MistralForCausalLM.
 
     rope_layout: "params" = transformers 5's `rope_parameters`; "top" = published checkpoints' (and transformers 4's)
     top-level `rope_theta` / `rope_scaling`; None = the layout the installed transformers writes, the only one it
@@ -30,9 +30,9 @@ def make_hf(folder: Path, arch: str = "llama", *, tie: bool = False, dtype: torc
     bias_std: the spread of random biases (0.1 in o_proj and down_proj, added to the residual at every layer over
     weights of 0.02, makes every greedy answer one token repeated: a Llama with attention_bias and mlp_bias takes less).
     """
-    from transformers import (AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config)
+    from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
 
-    cls = {"llama": LlamaConfig, "qwen2": Qwen2Config, "mistral": MistralConfig}[arch]
+    cls = {"llama": LlamaConfig, "qwen2": Qwen2Config, "qwen3": Qwen3Config, "mistral": MistralConfig}[arch]
     kwargs = {**LLAMA, **overrides, "tie_word_embeddings": tie}
     rope = {"rope_type": "default", "rope_theta": rope_theta}
     if rope_scaling:
