@@ -465,7 +465,7 @@ def test_trtllm_base_with_a_default_rotary_scaling_is_written_without_one(tmp_pa
     assert inspect_checkpoint(out).ok
 
 
-@pytest.mark.parametrize("arch, nh, want", [("llama", 4, 4), ("mistral", 16, 8), ("qwen2", 32, 32)])
+@pytest.mark.parametrize("arch, nh, want", [("llama", 4, 4), ("mistral", 16, 8), ("qwen2", 32, 32), ("qwen3", 32, 32)])
 def test_a_config_without_num_key_value_heads_gets_transformers_default(tmp_path, arch, nh, want):
     """A review: a missing num_key_value_heads was read as num_attention_heads for every architecture, but
     transformers' MistralConfig defaults it to 8 and Qwen2Config to 32 (TensorRT-LLM's from_hugging_face reads the

@@ -20,7 +20,7 @@ PROMPTS = [[1, 17, 33, 5], [1, 250, 99, 3, 3, 42, 7, 128, 64], [1, 200]]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_qwen2", "tiny_llama_bias"])
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_qwen2", "tiny_qwen3", "tiny_llama_bias"])
 def test_compiled_layers_decode_exactly(request, fixture, tiny_drafter):
     base = request.getfixturevalue(fixture)
     ckpt = checkpoint(base, tiny_drafter, 1, num_beams=3, draft_len=4)

@@ -44,7 +44,7 @@ def lookup_model(base, drafter, seed=1):
     return dataclasses.replace(model, drafter=LookupDrafter([p + r for p, r in zip(PROMPTS, refs)], 256, seed=seed))
 
 
-@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_qwen2"])
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_qwen2", "tiny_qwen3"])
 def test_greedy_logprobs_equal_transformers_with_accepted_drafts(request, fixture, tiny_drafter):
     base = request.getfixturevalue(fixture)
     model = lookup_model(base, tiny_drafter)
@@ -102,7 +102,7 @@ def assert_prompt_match(base, prompts, scores, k=K):
             assert [v for _, v in lp.top] == pytest.approx(top_lp.tolist(), abs=1e-4)
 
 
-@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_qwen2"])
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_qwen2", "tiny_qwen3"])
 def test_prompt_logprobs_equal_transformers(request, fixture, tiny_drafter, monkeypatch):
     base = request.getfixturevalue(fixture)
     model = rt.load(checkpoint(base, tiny_drafter, 1, num_beams=3, draft_len=3))

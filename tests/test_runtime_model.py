@@ -22,13 +22,32 @@ def hf_logits(base, ids):
         return hf_model(base)(torch.tensor([ids])).logits[0].float()
 
 
-@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_llama_tied", "tiny_qwen2", "tiny_llama_bias"])
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_llama_tied", "tiny_qwen2", "tiny_qwen3", "tiny_llama_bias"])
 @pytest.mark.parametrize("tp", [1, 2])
 def test_tiny_logits_match_hf(request, fixture, tp, tiny_drafter):
     base = request.getfixturevalue(fixture)
     ckpt = checkpoint(base, tiny_drafter, tp)
     got = rt.forward_logits_tp(ckpt, IDS)
     torch.testing.assert_close(got, hf_logits(base, IDS), atol=2e-5, rtol=1e-5)
+
+
+def test_qwen3_qk_norms_use_the_engine_epsilon(tmp_path, tiny_drafter):
+    """TensorRT-LLM's QWenDecoderLayer builds Qwen3's q_layernorm / k_layernorm without an eps (Attention's default,
+    1e-5), while transformers' Qwen3 uses rms_norm_eps (1e-6 in Qwen3's configs) there too: the runtime computes the
+    engine's, so its logits are transformers' with the q/k norms' epsilon set to 1e-5, and every other norm's 1e-6."""
+    from transformers import AutoModelForCausalLM
+
+    # q_proj weights of 0.003 make each head's mean square near 1e-5, where the two epsilons differ visibly
+    base = make_hf(tmp_path / "b", "qwen3", head_dim=32, rms_norm_eps=1e-6, initializer_range=0.003)
+    got = rt.forward_logits_tp(checkpoint(base, tiny_drafter, 1), IDS)
+    hf = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
+    with torch.no_grad():
+        as_is = hf(torch.tensor([IDS])).logits[0]
+        for layer in hf.model.layers:
+            layer.self_attn.q_norm.variance_epsilon = layer.self_attn.k_norm.variance_epsilon = 1e-5
+        engine = hf(torch.tensor([IDS])).logits[0]
+    torch.testing.assert_close(got, engine, atol=2e-5, rtol=1e-5)
+    assert not torch.allclose(got, as_is, atol=2e-5, rtol=1e-5)  # the test can tell the two apart
 
 
 def test_llama3_rope_scaling_matches_hf(tmp_path):

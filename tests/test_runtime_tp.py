@@ -19,7 +19,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 PROMPTS = [[1, 17, 33, 5], [1, 250, 99, 3, 3, 42, 7, 128, 64], [1, 200]]
 
 
-@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_qwen2", "tiny_llama_bias"])
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_qwen2", "tiny_qwen3", "tiny_llama_bias"])
 def test_tp2_equals_tp1(request, fixture, tiny_drafter):
     base = request.getfixturevalue(fixture)
     kw = dict(num_beams=3, draft_len=3, eos_token_id=eos_of(base), batch_size=2)

@@ -71,9 +71,10 @@ class CompiledLayer(torch.nn.Module):
         self.qkv = FrozenLinear(w["qkv"], w["qkv_bias"])
         self.fc_gate = FrozenLinear(w["fc_gate"], w["fc_gate_bias"])
         self.dense, self.proj = FrozenLinear(w["dense"], None), FrozenLinear(w["proj"], None)
-        # row-parallel biases: added after the (here trivial) all-reduce, as the eager layer adds them
-        self.dense_bias, self.proj_bias = (None if w[k] is None else torch.nn.Parameter(w[k], requires_grad=False)
-                                           for k in ("dense_bias", "proj_bias"))
+        # row-parallel biases: added after the (here trivial) all-reduce, as the eager layer adds them; Qwen3's q/k norms
+        self.dense_bias, self.proj_bias, self.q_norm, self.k_norm = (
+            None if w[k] is None else torch.nn.Parameter(w[k], requires_grad=False)
+            for k in ("dense_bias", "proj_bias", "q_norm", "k_norm"))
 
 
 class LayerStack(torch.nn.Module):

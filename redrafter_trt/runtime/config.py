@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError
+from ..layout import qk_norm
 from ..producer import recorded_predict_n
 from ..registry import activation_problem
 from ..rope import position_limit, rope_kind, rope_scaling_problem
@@ -41,6 +42,7 @@ class RuntimeConfig:
     greedy_search: bool = True
     drafter_predict_n: int | None = None  # the tokens its drafter was trained to predict (None: not recorded)
     max_positions: int = 2048  # prompt + new tokens must fit: max_position_embeddings (x linear scaling's factor)
+    qk_norm: bool = False  # Qwen3 (qwen_type qwen3): each layer's q and k heads RMS-normed before RoPE
 
     @property
     def has_drafter(self) -> bool:
@@ -97,6 +99,7 @@ class RuntimeConfig:
                 drafter_rnn=bool(raw.get("redrafter_is_rnn", False)),
                 greedy_search=bool(raw.get("redrafter_greedy_search", True)),
                 drafter_predict_n=recorded_predict_n(raw),
+                qk_norm=qk_norm(raw),
                 # as trtllm-build's default max_seq_len: a linear scaling's factor stretches the positions
                 max_positions=position_limit({**raw, "max_position_embeddings": int(raw.get("max_position_embeddings")
                                                                                     or 2048)}),

@@ -1,7 +1,8 @@
-"""One decoder layer of a Llama / Qwen2 base: the math the eager forward (`BaseModel.forward`) and the compiled one
-(`compiled.LayerStack`) share.
+"""One decoder layer of a Llama / Qwen2 / Qwen3 base: the math the eager forward (`BaseModel.forward`) and the compiled
+one (`compiled.LayerStack`) share.
 
-A layer is anything with `input_norm`, `post_norm` ([H] tensors), `dense_bias`, `proj_bias` ([H] or None) and the
+A layer is anything with `input_norm`, `post_norm` ([H] tensors), `q_norm`, `k_norm` ([hd] or None: Qwen3's per-head
+RMSNorm of q and k before RoPE), `dense_bias`, `proj_bias` ([H] or None) and the
 callables `qkv`, `dense`, `fc_gate`, `proj` (x [..., K] -> [..., N]; qkv and fc_gate add their own column-parallel
 biases): the eager `model.Layer` holds tuned `Linear`s, the compiled one frozen `F.linear`s. Names are TensorRT-LLM's
 (see model.py). The row-parallel biases are added once, after the all-reduce, as TensorRT-LLM's RowLinear adds them:
@@ -16,6 +17,11 @@ import torch
 import torch.nn.functional as F
 
 from .cache import write_kv
+
+# The epsilon of Qwen3's q/k norms in a TensorRT-LLM engine: its QWenDecoderLayer builds Attention(qk_layernorm=True,
+# layernorm_type=RmsNorm) without `eps`, so q_layernorm / k_layernorm take Attention's default 1e-5
+# (tensorrt_llm/layers/attention.py), not config.norm_epsilon (transformers' Qwen3 uses rms_norm_eps, 1e-6).
+QK_NORM_EPSILON = 1e-5
 
 
 def rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
@@ -44,6 +50,9 @@ def decoder_layer(x: torch.Tensor, layer, cos: torch.Tensor, sin: torch.Tensor, 
     h = rms_norm(x, layer.input_norm, eps)
     qkv = layer.qkv(h).view(B, T, hq + 2 * hkv, hd).transpose(1, 2)
     qk, v = qkv.split([hq + hkv, hkv], dim=1)
+    if layer.q_norm is not None:  # per head, before RoPE, as TensorRT-LLM's Attention (and transformers' Qwen3)
+        q, k = qk.split([hq, hkv], dim=1)
+        qk = torch.cat([rms_norm(q, layer.q_norm, QK_NORM_EPSILON), rms_norm(k, layer.k_norm, QK_NORM_EPSILON)], 1)
     q, k = apply_rope(qk, cos, sin).split([hq, hkv], dim=1)  # one rotation for q and k together
     keys, values = write_kv(keys, values, k, v, slots, mask.shape[-1])
     att = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=hq != hkv)

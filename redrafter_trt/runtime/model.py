@@ -1,6 +1,7 @@
-"""The base model (Llama / Qwen2 semantics) executed straight from one rank file of a TensorRT-LLM checkpoint.
+"""The base model (Llama / Qwen2 / Qwen3 semantics) executed straight from one rank file of a TensorRT-LLM checkpoint.
 
 Names are TensorRT-LLM's: `attention.qkv` = per rank cat(q_r, k_r, v_r) (+bias for Qwen2 and Llama's attention_bias),
+`attention.q_layernorm` / `k_layernorm` (Qwen3: [hd], whole on every rank, applied to each head before RoPE),
 `attention.dense` (row-parallel: all-reduce; its bias, with Llama's attention_bias, whole on every rank and added after
 it), `mlp.fc` = gate_proj, `mlp.gate` = up_proj (both column-parallel, with Llama's mlp_bias their biases split alike),
 `mlp.proj` (row-parallel like dense, its bias too), `lm_head` (column-parallel, rows padded to a multiple of tp:
@@ -47,6 +48,8 @@ class Layer:
     proj: Linear               # down_proj [H, I/tp]
     dense_bias: torch.Tensor | None = None  # [H], row-parallel: added after the all-reduce (layer.row_parallel)
     proj_bias: torch.Tensor | None = None   # [H], likewise
+    q_norm: torch.Tensor | None = None      # [hd], Qwen3: each q head RMS-normed before RoPE (layer.decoder_layer)
+    k_norm: torch.Tensor | None = None      # [hd], each k head likewise
 
 
 def read_rank_file(ckpt_dir: Path, tp_rank: int) -> dict[str, torch.Tensor]:
@@ -132,13 +135,16 @@ class BaseModel:
                      post_norm=take(p + "post_layernorm.weight"),
                      fc_gate=torch.cat([take(p + "mlp.fc.weight"), take(p + "mlp.gate.weight")]),
                      fc_gate_bias=None if fc_bias is None else torch.cat([fc_bias, take(p + "mlp.gate.bias")]),
-                     proj=take(p + "mlp.proj.weight"), proj_bias=take(p + "mlp.proj.bias", required=False))
+                     proj=take(p + "mlp.proj.weight"), proj_bias=take(p + "mlp.proj.bias", required=False),
+                     q_norm=take(p + "attention.q_layernorm.weight") if cfg.qk_norm else None,
+                     k_norm=take(p + "attention.k_layernorm.weight") if cfg.qk_norm else None)
             weights.append(w)
             self.layers.append(Layer(
                 input_norm=w["input_norm"], qkv=Linear(w["qkv"], w["qkv_bias"], products=layer_products),
                 dense=Linear(w["dense"], products=layer_products), post_norm=w["post_norm"],
                 fc_gate=Linear(w["fc_gate"], w["fc_gate_bias"], products=layer_products),
-                proj=Linear(w["proj"], products=layer_products), dense_bias=w["dense_bias"], proj_bias=w["proj_bias"]))
+                proj=Linear(w["proj"], products=layer_products), dense_bias=w["dense_bias"], proj_bias=w["proj_bias"],
+                q_norm=w["q_norm"], k_norm=w["k_norm"]))
         self.ln_f = take("transformer.ln_f.weight")
         head = take("lm_head.weight")
         # greedy steps need only the argmax: screened through a float16 copy where a single rank holds the head
