@@ -1,4 +1,4 @@
-"""FP8 base through nvidia-modelopt: calibrate a Hugging Face Llama/Qwen2 base (`mtq.quantize` with
+"""FP8 base through nvidia-modelopt: calibrate a Hugging Face Llama/Qwen2/Qwen3 base (`mtq.quantize` with
 `FP8_DEFAULT_CFG`, plus `FP8_KV_CFG` for an FP8 KV cache) over a few calibration prompts, export it with
 modelopt's own `export_tensorrt_llm_checkpoint` at the requested tp, then patch the exported config.json the way
 TensorRT-LLM's `tensorrt_llm/quantization/quantize_by_modelopt.py` does. The drafter is attached afterwards by the
@@ -44,7 +44,10 @@ FP8_ALIASES = ("fp8", "float8", "float8_e4m3fn", "e4m3")
 # decoder type only picks how modelopt writes config.json (the tensors, Qwen2's qkv bias included, are the same:
 # tests/test_modelopt_oracle.py), and modelopt before 0.44 writes a "qwen" config only through an installed
 # TensorRT-LLM, raising NotImplementedError without one. patch_exported_config writes the Qwen2 fields either way.
-DECODER_TYPES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Qwen2ForCausalLM": "llama"}
+DECODER_TYPES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Qwen2ForCausalLM": "llama",
+                 # modelopt's attention export writes Qwen3's q_norm / k_norm as attention.q_layernorm / k_layernorm
+                 # (unquantised, whole on every rank) under either decoder type (tests/test_modelopt_oracle.py)
+                 "Qwen3ForCausalLM": "llama"}
 DEFAULT_CALIBRATION = "calibration.jsonl"
 INSTALL_HINT = "pip install 'redrafter-trt[fp8]'"
 # the oldest nvidia-modelopt the FP8 path runs with (setup.cfg's fp8 extra; a test keeps the two equal). 0.33

@@ -81,7 +81,8 @@ def assert_fp8_checkpoint(out: Path, hf_dir: Path, drafter_dir: Path, *, dtype: 
     theta, scaling = hf_rope(hf)
     assert (cfg["rotary_base"], cfg["rotary_scaling"]) == (theta, scaling)
     qwen = hf["architectures"][0] == "Qwen2ForCausalLM"
-    assert cfg.get("qwen_type") == ("qwen2" if qwen else None)
+    qwen3 = hf["architectures"][0] == "Qwen3ForCausalLM"
+    assert cfg.get("qwen_type") == ("qwen2" if qwen else "qwen3" if qwen3 else None)
     assert cfg["attn_bias"] == qwen
     input_proj = dcfg["exit_dim"] != 2 * dcfg["hidden_size"]
     assert drafter_exclusions(dcfg["num_draft_layers"], dcfg["rnn"], input_proj) <= set(quant["exclude_modules"])
@@ -98,8 +99,10 @@ def assert_fp8_checkpoint(out: Path, hf_dir: Path, drafter_dir: Path, *, dtype: 
                     assert (s.dtype, tuple(s.shape)) == (torch.float32, (1,)) and s.item() > 0, f"{p}{mod}.{scale}"
             # q, k, v share one scale inside qkv; TensorRT-LLM fuses fc and gate, which needs them equal too.
             assert torch.equal(w[p + "mlp.fc.weights_scaling_factor"], w[p + "mlp.gate.weights_scaling_factor"])
-            for norm in ("input_layernorm", "post_layernorm"):
+            for norm in ("input_layernorm", "post_layernorm") + (("attention.q_layernorm", "attention.k_layernorm")
+                                                                  if qwen3 else ()):  # never quantised
                 assert w[f"{p}{norm}.weight"].dtype == want
+                assert f"{p}{norm}.weights_scaling_factor" not in w
             kv = p + "attention.kv_cache_scaling_factor"
             if kv_fp8:
                 assert (w[kv].dtype, tuple(w[kv].shape)) == (torch.float32, (1,)) and w[kv].item() > 0
@@ -118,13 +121,13 @@ def assert_fp8_checkpoint(out: Path, hf_dir: Path, drafter_dir: Path, *, dtype: 
 
 
 @pytest.fixture(scope="module")
-def fp8_models(tmp_path_factory, tiny_llama, tiny_qwen2):
+def fp8_models(tmp_path_factory, tiny_llama, tiny_qwen2, tiny_qwen3):
     """Copies of the session's tiny models with a tokenizer, and one Llama-3-style model in the top-level layout."""
     import shutil
 
     root = tmp_path_factory.mktemp("fp8_models")
     models = {}
-    for name, src in (("llama", tiny_llama), ("qwen2", tiny_qwen2)):
+    for name, src in (("llama", tiny_llama), ("qwen2", tiny_qwen2), ("qwen3", tiny_qwen3)):
         models[name] = byte_tokenizer(Path(shutil.copytree(src, root / name)))
     models["mistral"] = byte_tokenizer(make_hf(root / "mistral", "mistral"))
     models["llama3_top"] = byte_tokenizer(make_hf(root / "llama3_top", "llama", rope_layout="top", rope_theta=500000.0,
@@ -139,6 +142,7 @@ def fp8_models(tmp_path_factory, tiny_llama, tiny_qwen2):
     ("qwen2", 1, "bfloat16", None, None),
     ("mistral", 1, "bfloat16", None, None),    # modelopt names it MistralForCausalLM: was refused after calibrating
     ("qwen2", 2, "bfloat16", None, "fp8"),      # needs the converter to accept modelopt's k_/v_cache_scaling_factor
+    ("qwen3", 2, "bfloat16", None, "fp8"),      # q/k layernorms whole on both ranks, in bfloat16
 ])
 def test_fp8_convert_structure(fp8_models, tmp_path, model, tp_size, dtype, exit_dim, kv):
     hf_dir = fp8_models[model]
@@ -151,6 +155,7 @@ def test_fp8_convert_structure(fp8_models, tmp_path, model, tp_size, dtype, exit
 @pytest.mark.parametrize("arch, tp_size, overrides", [
     ("qwen2", 4, dict(tie=True, num_key_value_heads=1)),       # qkv bias, one kv head on 4 ranks, tied lm_head
     ("llama", 2, dict(attention_bias=True, mlp_bias=True)),    # row-parallel biases whole on every rank
+    ("qwen3", 2, dict(tie=True, head_dim=32)),                  # q/k layernorms, head_dim other than hidden / heads
 ])
 def test_fp8_ranks_dequantise_to_the_unquantised_ranks(tmp_path, arch, tp_size, overrides):
     """Each rank of an FP8 conversion is the same rank of the unquantised one (rules.py's split, checked against

@@ -14,7 +14,7 @@ Deliberate differences, each handled explicitly below:
 - `logits_dtype`: modelopt writes float16 whatever the dtype; TensorRT-LLM's converter writes float32.
 - float32: modelopt 0.47 exports float16 when asked for float32; ours stays float32 and is compared cast to float16.
 - Mistral: modelopt names the HF class (MistralForCausalLM); ours names the TensorRT-LLM Llama it builds as.
-- Qwen2 is exported with modelopt's decoder type "llama", as redrafter_trt/quantize.py does: modelopt before 0.44
+- Qwen2 and Qwen3 are exported with modelopt's decoder type "llama", as redrafter_trt/quantize.py does: modelopt before 0.44
   writes a "qwen" config only through an installed TensorRT-LLM. Its tensors are those of "qwen"
   (test_modelopt_qwen_decoder_is_its_llama_decoder).
 - Keys only modelopt writes (`rank`, `decoder`, `rmsnorm`, `producer`, ...) or only we write (`redrafter_*`,
@@ -38,7 +38,8 @@ from tinymodels import make_drafter, make_hf
 
 pytest.importorskip("modelopt.torch.export", reason="the oracle needs nvidia-modelopt (pip install -e '.[test]')")
 
-DECODER = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Qwen2ForCausalLM": "llama"}
+DECODER = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama", "Qwen2ForCausalLM": "llama",
+           "Qwen3ForCausalLM": "llama"}
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 BASE_ARCH = {"MistralForCausalLM": "LlamaForCausalLM"}  # modelopt's name -> ours (module docstring)
 # Model fields TensorRT-LLM reads, on which modelopt 0.47 is right.
@@ -144,13 +145,14 @@ def assert_same_config(ours: Path, oracle: Path, hf_dir: Path) -> None:
     assert {k: theirs[k] for k in ("rotary_base", "rotary_scaling") if theirs.get(k) is not None} == \
         modelopt_rope(hf_dir), "modelopt's rotary fields changed: compare them"
     qwen = hf["architectures"][0] == "Qwen2ForCausalLM"
+    qwen3 = hf["architectures"][0] == "Qwen3ForCausalLM"  # no attention bias in TensorRT-LLM's Qwen3, whatever HF says
     llama = hf["architectures"][0] == "LlamaForCausalLM"
     # modelopt omits attn_bias, mlp_bias and qwen_type (it writes a `bias` TensorRT-LLM does not read);
     # TensorRT-LLM's QWenConfig defaults attn_bias to true but qwen_type to the first Qwen, so our explicit values
     # are required. Llama's attention_bias and mlp_bias are TensorRT-LLM's attn_bias and mlp_bias.
     assert mine.get("attn_bias", False) == (qwen or llama and hf.get("attention_bias", False))
     assert mine.get("mlp_bias", False) == (llama and hf.get("mlp_bias", False))
-    assert mine.get("qwen_type") == ("qwen2" if qwen else None)
+    assert mine.get("qwen_type") == ("qwen2" if qwen else "qwen3" if qwen3 else None)
 
 
 def convert_and_export(hf_dir: Path, tmp_path: Path, tp_size: int, dtype: str) -> tuple[Path, Path]:
@@ -175,6 +177,9 @@ def tiny_variants(tmp_path_factory, tiny_llama, tiny_llama_tied, tiny_qwen2):
         # untied Qwen2 with nkv = nh and nh x head_dim != hidden_size; vocab 252, 63 rows a rank at tp 4
         "qwen2_head_dim": make_hf(root / "qwen2_head_dim", "qwen2", num_key_value_heads=4, head_dim=32, vocab_size=252),
         "mistral": make_hf(root / "mistral", "mistral"),
+        # Qwen3: per-head q/k norms (modelopt's attention config names them q_layernorm / k_layernorm), head_dim 32
+        # other than hidden / heads, tied
+        "qwen3": make_hf(root / "qwen3", "qwen3", head_dim=32, rope_theta=1000000.0, tie=True),
         # Llama biases: q/k/v and o_proj (attention_bias), gate/up/down_proj (mlp_bias); o_proj's and down_proj's are
         # row-parallel: whole on every rank
         "llama_bias": make_hf(root / "llama_bias", "llama", attention_bias=True, mlp_bias=True),
@@ -189,7 +194,7 @@ def tiny_variants(tmp_path_factory, tiny_llama, tiny_llama_tied, tiny_qwen2):
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
 @pytest.mark.parametrize("tp_size", [1, 2, 4])
 @pytest.mark.parametrize("variant", ["llama_gqa", "llama_gqa_tied", "qwen2", "llama_mha", "llama_head_dim",
-                                     "qwen2_tied_kv1", "qwen2_head_dim", "mistral", "llama_bias"])
+                                     "qwen2_tied_kv1", "qwen2_head_dim", "mistral", "llama_bias", "qwen3"])
 def test_tiny_base_equals_modelopt(tiny_variants, tmp_path, variant, tp_size, dtype):
     hf_dir = tiny_variants[variant]
     ours, oracle = convert_and_export(hf_dir, tmp_path, tp_size, dtype)
@@ -340,10 +345,12 @@ def test_fp8_base_equals_modelopt(tiny_variants, tmp_path, variant, tp_size, dty
     assert {"lm_head", "drafter", "drafter.lm_head"} <= set(mine["quantization"]["exclude_modules"])
 
 
+@pytest.mark.parametrize("variant", ["qwen2_tied_kv1", "qwen3"])
 @pytest.mark.parametrize("fp8", [False, True])
-def test_modelopt_qwen_decoder_is_its_llama_decoder(tiny_variants, tmp_path, fp8):
-    """modelopt exports a Qwen2 as decoder type "llama" with the tensors of "qwen", FP8 weights and scales included
-    (the configs differ in modelopt's own `decoder` field only): why quantize.py and this oracle use "llama". Where
+def test_modelopt_qwen_decoder_is_its_llama_decoder(tiny_variants, tmp_path, fp8, variant):
+    """modelopt exports a Qwen2 or Qwen3 as decoder type "llama" with the tensors of "qwen", FP8 weights and scales
+    included, Qwen3's q/k layernorms unquantised (the configs differ in modelopt's own `decoder` field only): why
+    quantize.py and this oracle use "llama". Where
     modelopt cannot export "qwen" (before 0.44, without TensorRT-LLM) it must raise, as `convert --quantize fp8` of a
     Qwen2 did after calibrating."""
     import shutil
@@ -351,7 +358,7 @@ def test_modelopt_qwen_decoder_is_its_llama_decoder(tiny_variants, tmp_path, fp8
     from redrafter_trt.quantize import calibration_prompts
     from test_fp8 import byte_tokenizer
 
-    hf_dir = byte_tokenizer(Path(shutil.copytree(tiny_variants["qwen2_tied_kv1"], tmp_path / "hf")))
+    hf_dir = byte_tokenizer(Path(shutil.copytree(tiny_variants[variant], tmp_path / "hf")))
 
     def export(decoder: str) -> Path:
         if fp8:
