@@ -17,7 +17,7 @@ def base_tensors(base: Path) -> tuple[torch.Tensor, torch.Tensor]:
     names = src.names()
     emb_name = next((n for n in ("model.embed_tokens.weight", "embed_tokens.weight") if n in names), None)
     if emb_name is None:
-        raise ConfigError(f"{base} has no model.embed_tokens.weight: only Llama/Qwen2-style bases are supported")
+        raise ConfigError(f"{base} has no model.embed_tokens.weight: only Llama/Qwen2/Qwen3-style bases are supported")
     embed = src.get(emb_name).float()
     head = src.get("lm_head.weight").float() if "lm_head.weight" in names else embed
     src.close()
