@@ -535,8 +535,35 @@ def test_tools_a_template_moves_into_the_last_turn_are_named_in_its_refusal(tmp_
              {"role": "user", "content": "Q2"}, {"role": "assistant", "content": "R2"}]
     tooled = conversation_of({"messages": turns, "tools": [{"name": "f"}]}, "d.jsonl line 1")
     with pytest.raises(ConfigError, match=r"^d\.jsonl line 1: .* moves a system message and the tools into the last "
-                                          r"user turn; .*: drop its system message, its tools or later turns, "):
+                                          r"user turn; .*: drop its tools or later turns, "):
         encode(tok, tooled, 1000)
+
+
+# Qwen3's chat template, reduced to what splits a conversation: an answer after the last user turn opens with a
+# <think> block (empty when it has no reasoning), one before it is rendered without
+QWEN3_THINK = ("{% set ns = namespace(last=0) %}{% for m in messages %}{% if m['role'] == 'user' %}"
+               "{% set ns.last = loop.index0 %}{% endif %}{% endfor %}{% for m in messages %}"
+               "{% if m['role'] == 'assistant' and loop.index0 > ns.last %}"
+               "{{ '<|im_start|>assistant\n<think>\n\n</think>\n\n' + m['content'] + '<|im_end|>\n' }}"
+               "{% else %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endif %}"
+               "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+
+def test_qwen3s_template_trains_one_answer_and_names_itself_for_more(tmp_path):
+    """Qwen3's template gives the last answer an empty <think> block and earlier ones none, so a conversation of
+    several answers cannot be split into turns: the refusal named Mistral's and DeepSeek-R1's templates and said to
+    drop a system message the conversation does not have. It names Qwen3's and says to drop the later turns (or to
+    distill); one answer trains, its empty <think> block with it (what the base answers with thinking off)."""
+    tok = make_tokenizer(tmp_path / "tok")
+    tok.chat_template = QWEN3_THINK
+    turns = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "R"}]
+    one = conversation_of({"messages": turns}, "d.jsonl line 1")
+    assert _masked_text(tok, encode(tok, one, 1000)) == "<think>\n\n</think>\n\nR<|im_end|>"
+    two = conversation_of({"messages": turns + [{"role": "user", "content": "Q2"},
+                                                {"role": "assistant", "content": "R2"}]}, "d.jsonl line 2")
+    with pytest.raises(ConfigError, match=r"^d\.jsonl line 2: .*; Qwen3's gives the last answer alone a <think> "
+                                          r"block\), .*: drop its later turns, remove that record, or train on"):
+        encode(tok, two, 1000)
 
 
 @pytest.mark.parametrize("template", [5, "{% for m in messages %}{{ m.content }", "{{ foo.bar }}"],
