@@ -240,6 +240,10 @@ def hf_config(base: Path, opts: ConvertOptions, exit_dim: tuple[int, ...] = ()) 
         raise ConfigError(f"{base / 'config.json'}: hidden_act is {act!r}, not an activation TensorRT-LLM's Llama and "
                           f"Qwen2 build ({', '.join(TRTLLM_ACTIVATIONS)}; transformers' swish is silu): fix or "
                           f"re-download the config")
+    if b.spec.qk_norm and hf.get("attention_bias"):  # transformers' Qwen3 biases q/k/v and o_proj for it
+        raise ConfigError(f"{base / 'config.json'}: attention_bias is true, but TensorRT-LLM builds a Qwen3 without "
+                          f"attention biases (its QWenConfig sets attn_bias false for qwen3): its engine would drop "
+                          f"them; use a Qwen3 without attention biases")
     quant = hf.get("quantization_config")
     if quant:  # its tensors are packed or scaled (qweight, weight_scale, ...): cast as they are, they would be garbage
         method = quant.get("quant_method", "?") if isinstance(quant, dict) else quant

@@ -196,6 +196,15 @@ def test_an_odd_head_size_is_refused(tmp_path):
     assert_one_line_error(convert_err(parts), "head size 9 is odd")
 
 
+def test_a_qwen3_with_attention_biases_is_refused_as_trtllm_builds_none(tmp_path):
+    """TensorRT-LLM's QWenConfig sets attn_bias false for every Qwen3, so a Qwen3 with attention_bias (q/k/v and
+    o_proj biases, which transformers' Qwen3 adds) would build without them: it was refused as a broken download
+    ('unexpected tensors ... re-download the model'), which it is not."""
+    base = make_hf(tmp_path / "b", "qwen3", attention_bias=True, head_dim=32)
+    parts = (base, make_drafter(tmp_path / "d", base), tmp_path / "out")
+    assert_one_line_error(convert_err(parts), "attention_bias is true", "TensorRT-LLM builds a Qwen3 without")
+
+
 def test_tp_intermediate(tmp_path):
     base = make_hf(tmp_path / "b", "llama", intermediate_size=130)
     parts = (base, make_drafter(tmp_path / "d", base), tmp_path / "out")
