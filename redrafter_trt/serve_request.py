@@ -176,8 +176,9 @@ READ = {  # the fields `parse` reads, beside the prompt ("prompt"; chat: "messag
     "stop", "seed", "temperature", "logprobs", "top_logprobs", "ignore_eos",
 }
 # OpenAI's and the engines' fields that change no answer here: accepted and ignored (reasoning_effort: read only by
-# reasoning models' chat templates, none of the Llama, Mistral or Qwen2 ones served here; verbosity: a hint OpenAI's
-# GPT-5 models alone follow; prediction: a hint for speed, never the output; priority: the order requests are served)
+# reasoning models' chat templates, none of the Llama, Mistral, Qwen2 or Qwen3 ones served here; verbosity: a
+# hint OpenAI's GPT-5 models alone follow; prediction: a hint for speed, never the output; priority: the order
+# requests are served in)
 IGNORED = {"user", "metadata", "store", "service_tier", "parallel_tool_calls", "prediction", "reasoning_effort",
            "verbosity", "request_id", "cache_salt", "priority", "prompt_cache_key", "safety_identifier"}
 PROMPT = {False: "prompt", True: "messages"}

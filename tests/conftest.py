@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny random Llama (with and without biases) / Qwen2 / Qwen3 bases and drafters, and the real SmolLM2-135M-Instruct."""
+"""Shared fixtures: tiny random Llama (with and without biases) / Qwen2 / Qwen3 bases and drafters, and the real
+SmolLM2-135M-Instruct."""
 
 from __future__ import annotations
 

@@ -14,8 +14,8 @@ Deliberate differences, each handled explicitly below:
 - `logits_dtype`: modelopt writes float16 whatever the dtype; TensorRT-LLM's converter writes float32.
 - float32: modelopt 0.47 exports float16 when asked for float32; ours stays float32 and is compared cast to float16.
 - Mistral: modelopt names the HF class (MistralForCausalLM); ours names the TensorRT-LLM Llama it builds as.
-- Qwen2 and Qwen3 are exported with modelopt's decoder type "llama", as redrafter_trt/quantize.py does: modelopt before 0.44
-  writes a "qwen" config only through an installed TensorRT-LLM. Its tensors are those of "qwen"
+- Qwen2 and Qwen3 are exported with modelopt's decoder type "llama", as redrafter_trt/quantize.py does: modelopt
+  before 0.44 writes a "qwen" config only through an installed TensorRT-LLM. Its tensors are those of "qwen"
   (test_modelopt_qwen_decoder_is_its_llama_decoder).
 - Keys only modelopt writes (`rank`, `decoder`, `rmsnorm`, `producer`, ...) or only we write (`redrafter_*`,
   `attn_bias`, `mlp_bias`, `qwen_type`, ...) are not compared; those three are checked against the HF config.

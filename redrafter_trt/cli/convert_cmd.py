@@ -25,7 +25,8 @@ def _none_is_off(ctx, param, value):
 @click.command(cls=Command)
 @config_option
 @click.option("--base", "--base_model_checkpoint_dir", "base", type=PATH, required=True,
-              help="Hugging Face folder (Llama, Mistral, Qwen2, Qwen3) or a TensorRT-LLM base checkpoint (bf16/fp16/FP8).")
+              help="Hugging Face folder (Llama, Mistral, Qwen2, Qwen3) or a TensorRT-LLM base checkpoint "
+                   "(bf16/fp16/FP8).")
 @click.option("--drafter", "--drafter_model_dir", "drafter", type=PATH, required=True,
               help="Apple-layout drafter folder (config.json + model.safetensors, sharded or not, or model.pt).")
 @click.option("--output", "--output_dir", "output", type=PATH, required=True, help="Checkpoint folder to write.")
