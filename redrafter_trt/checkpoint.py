@@ -180,6 +180,9 @@ def _check_config(cfg: dict, rep: Report) -> None:
         rep.problems.append(f"seq_length is absent: TensorRT-LLM's Qwen model reads it and trtllm-build fails without it "
                             f"('QWenConfig' object has no attribute 'seq_length'): add \"seq_length\": {QWEN_SEQ_LENGTH} "
                             f"(TensorRT-LLM's default) to config.json")
+    if layout.qk_norm(cfg) and "attn_bias" not in cfg:
+        rep.problems.append("attn_bias is absent: TensorRT-LLM's QWenConfig reads it as true (biased q/k/v) for every "
+                            "qwen_type, and a Qwen3 has no attention biases: add \"attn_bias\": false to config.json")
     m = cfg.get("mapping") or {}
     tp, pp, cp = (int(m.get(k, 1)) for k in ("tp_size", "pp_size", "cp_size"))
     if pp != 1:

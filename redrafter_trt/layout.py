@@ -52,9 +52,10 @@ QK_NORM_QWEN_TYPES = ("qwen3", "qwen3_moe")
 
 
 def attn_bias(cfg: dict) -> bool:
-    """TensorRT-LLM's QWenConfig defaults attn_bias to true; modelopt's and quantize.py's configs omit the key."""
+    """TensorRT-LLM's QWenConfig defaults attn_bias to true, whatever the qwen_type (only from_hugging_face writes a
+    Qwen3's false; `inspect` names a Qwen3 config without it); modelopt's and quantize.py's configs omit the key."""
     base_arch = cfg.get("base_model_architecture", cfg["architecture"])
-    return bool(cfg.get("attn_bias", base_arch in QWEN_BASES and cfg.get("qwen_type") not in ("qwen3", "qwen3_moe")))
+    return bool(cfg.get("attn_bias", base_arch in QWEN_BASES))
 
 
 def qk_norm(cfg: dict) -> bool:

@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from redrafter_trt import layout
 from redrafter_trt.checkpoint import inspect_checkpoint
 from redrafter_trt.convert import convert
+from redrafter_trt.errors import ConfigError
 from test_convert_errors import assert_one_line_error, run_cli
 
 
@@ -77,6 +78,30 @@ def test_qwen3_checkpoints_hold_their_qk_norms(tiny_qwen3, tmp_path):
     as_qwen2 = inspect_checkpoint(broken(ck, tmp_path / "qwen2", qwen_type="qwen2")).problems
     assert len(as_qwen2) == 2 and all(p.startswith(f"rank{r}: unexpected tensors ") and "q_layernorm" in p
                                       for r, p in enumerate(as_qwen2))
+
+
+def test_a_qwen3_checkpoint_without_attn_bias_is_a_problem(tiny_qwen3, tmp_path):
+    """TensorRT-LLM's QWenConfig defaults attn_bias to true whatever the qwen_type (only from_hugging_face sets it
+    false for a Qwen3): a Qwen3 checkpoint without the key passed inspect (and a base checkpoint so converted), then
+    its engine would be built with q/k/v biases no rank file holds (trtllm-build: 'Required but not provided
+    tensors'). It is named, with the fix; a TensorRT-LLM base checkpoint so written is refused before conversion."""
+    from tinymodels import make_drafter
+    from test_convert import _trtllm_base_only
+
+    drafter = make_drafter(tmp_path / "d", tiny_qwen3)
+    ck = convert(tiny_qwen3, drafter, tmp_path / "c", num_beams=2, draft_len=2)
+    cfg = json.loads((ck / "config.json").read_text())
+    del cfg["attn_bias"]
+    (ck / "config.json").write_text(json.dumps(cfg))
+    assert [p for p in inspect_checkpoint(ck).problems if "attn_bias" in p] == [
+        "attn_bias is absent: TensorRT-LLM's QWenConfig reads it as true (biased q/k/v) for every qwen_type, and a "
+        "Qwen3 has no attention biases: add \"attn_bias\": false to config.json"]
+    base = _trtllm_base_only(tmp_path, tiny_qwen3, 1)
+    cfg = json.loads((base / "config.json").read_text())
+    del cfg["attn_bias"]
+    (base / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ConfigError, match="attn_bias is absent.*fix its config.json"):
+        convert(base, drafter, tmp_path / "two", num_beams=2, draft_len=2)
 
 
 def fp8_tensors(cfg: dict):
