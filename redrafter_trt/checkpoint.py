@@ -206,6 +206,11 @@ def _check_config(cfg: dict, rep: Report) -> None:
     nh, nkv = cfg["num_attention_heads"], cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
     if nh % tp or (nkv % tp and tp % nkv) or cfg["intermediate_size"] % tp:
         rep.problems.append(f"tp_size {tp} does not fit {nh} heads / {nkv} kv heads / intermediate {cfg['intermediate_size']}")
+    elif layout.qk_norm(cfg) and nh // tp == -(-nkv // tp) > 1:  # as many kv heads as heads a rank, more than one
+        rep.problems.append(f"a Qwen3 with {nh} heads and {nkv} kv heads has {nh // tp} of each a rank at tp_size "
+                            f"{tp}: TensorRT-LLM 1.2's Attention then norms q and k reading a rank's qkv as interleaved "
+                            f"per head (Persimmon's layout), not as the q, k and v blocks written, and its engine "
+                            f"would compute another model: only one head a rank (tp_size {nh}) is read right")
     head = cfg.get("head_size") or cfg["hidden_size"] // nh
     if head % 2:
         rep.problems.append(f"head size {head} is odd: rotary embeddings rotate pairs of dimensions, so TensorRT-LLM "

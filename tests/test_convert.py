@@ -12,6 +12,7 @@ from safetensors.torch import load_file, save_file
 from redrafter_trt.checkpoint import inspect_checkpoint
 from redrafter_trt.convert import convert
 from redrafter_trt.drafter import load_drafter
+from redrafter_trt.errors import ConfigError
 from redrafter_trt.registry import REGISTRY
 from redrafter_trt.rules import drafter_to_trtllm
 from tinymodels import make_drafter, make_hf
@@ -367,6 +368,24 @@ def test_a_trtllm_qwen3_base_converts_to_the_hf_conversion(tmp_path, tiny_qwen3,
             assert sorted(got) == sorted(want) and all(torch.equal(got[k], want[k]) for k in want)
 
 
+@pytest.mark.parametrize("tp, refused", [(1, True), (2, True), (4, False)])
+def test_a_qwen3_with_as_many_kv_heads_as_heads_a_rank_is_refused(tmp_path, tp, refused):
+    """TensorRT-LLM 1.2's Attention norms q and k (qk_layernorm) by viewing a rank's qkv as [heads, 3, head_size]
+    when the rank holds as many kv heads as heads (Persimmon's interleaved layout; its Qwen converter writes q, k
+    and v one after another, as this one does), so with more than one head a rank the engine would norm and attend
+    over rows mixed from q, k and v. Such a Qwen3 was converted (and the reference runtime answered as transformers
+    does); it is refused from the config, naming why; one head a rank reads the same either way and converts."""
+    base = make_hf(tmp_path / "base", "qwen3", num_key_value_heads=4, head_dim=32)
+    drafter = make_drafter(tmp_path / "d", base)
+    if refused:
+        with pytest.raises(ConfigError, match=f"4 heads and 4 kv heads.*{4 // tp} of each a rank at tp_size {tp}"
+                                              ".*interleaved per head"):
+            convert(base, drafter, tmp_path / "out", tp_size=tp, num_beams=2, draft_len=2)
+        assert not (tmp_path / "out").exists()
+    else:
+        assert inspect_checkpoint(convert(base, drafter, tmp_path / "out", tp_size=tp, num_beams=2, draft_len=2)).ok
+
+
 def test_written_files_follow_the_umask(tmp_path, tiny_llama):
     """Drafter and checkpoint files get the umask's mode (safetensors 0.8 alone writes 0600: another user, or a
     TensorRT-LLM container running as non-root, could not read the drafter)."""
@@ -465,7 +484,7 @@ def test_trtllm_base_with_a_default_rotary_scaling_is_written_without_one(tmp_pa
     assert inspect_checkpoint(out).ok
 
 
-@pytest.mark.parametrize("arch, nh, want", [("llama", 4, 4), ("mistral", 16, 8), ("qwen2", 32, 32), ("qwen3", 32, 32)])
+@pytest.mark.parametrize("arch, nh, want", [("llama", 4, 4), ("mistral", 16, 8), ("qwen2", 32, 32), ("qwen3", 64, 32)])
 def test_a_config_without_num_key_value_heads_gets_transformers_default(tmp_path, arch, nh, want):
     """A review: a missing num_key_value_heads was read as num_attention_heads for every architecture, but
     transformers' MistralConfig defaults it to 8 and Qwen2Config to 32 (TensorRT-LLM's from_hugging_face reads the
