@@ -37,6 +37,14 @@ def broken(ckpt: Path, tmp_path: Path, tensors=None, **fields) -> Path:
     return copy
 
 
+def drop_field(folder: Path, key: str) -> Path:
+    """`folder` with `key` taken out of its config.json."""
+    cfg = json.loads((folder / "config.json").read_text())
+    del cfg[key]
+    (folder / "config.json").write_text(json.dumps(cfg))
+    return folder
+
+
 def test_problems_come_in_layout_order(ckpt, tmp_path):
     """A review: shape and dtype problems were listed in set order, which Python's string hashing changes from run to
     run: `inspect --json` differed between two runs of one checkpoint, and `run` / `build` named a different tensor
@@ -53,10 +61,7 @@ def test_a_qwen_checkpoint_without_seq_length_is_a_problem(tiny_qwen2, tmp_path)
     a Qwen checkpoint without it passed inspect and then failed trtllm-build with an AttributeError."""
     from tinymodels import make_drafter
 
-    ck = convert(tiny_qwen2, make_drafter(tmp_path / "d", tiny_qwen2), tmp_path / "c")
-    cfg = json.loads((ck / "config.json").read_text())
-    del cfg["seq_length"]
-    (ck / "config.json").write_text(json.dumps(cfg))
+    ck = drop_field(convert(tiny_qwen2, make_drafter(tmp_path / "d", tiny_qwen2), tmp_path / "c"), "seq_length")
     assert [p for p in inspect_checkpoint(ck).problems if "seq_length" in p] == [
         "seq_length is absent: TensorRT-LLM's Qwen model reads it and trtllm-build fails without it ('QWenConfig' "
         "object has no attribute 'seq_length'): add \"seq_length\": 8192 (TensorRT-LLM's default) to config.json"]
@@ -89,17 +94,11 @@ def test_a_qwen3_checkpoint_without_attn_bias_is_a_problem(tiny_qwen3, tmp_path)
     from test_convert import _trtllm_base_only
 
     drafter = make_drafter(tmp_path / "d", tiny_qwen3)
-    ck = convert(tiny_qwen3, drafter, tmp_path / "c", num_beams=2, draft_len=2)
-    cfg = json.loads((ck / "config.json").read_text())
-    del cfg["attn_bias"]
-    (ck / "config.json").write_text(json.dumps(cfg))
+    ck = drop_field(convert(tiny_qwen3, drafter, tmp_path / "c", num_beams=2, draft_len=2), "attn_bias")
     assert [p for p in inspect_checkpoint(ck).problems if "attn_bias" in p] == [
         "attn_bias is absent: TensorRT-LLM's QWenConfig reads it as true (biased q/k/v) for every qwen_type, and a "
         "Qwen3 has no attention biases: add \"attn_bias\": false to config.json"]
-    base = _trtllm_base_only(tmp_path, tiny_qwen3, 1)
-    cfg = json.loads((base / "config.json").read_text())
-    del cfg["attn_bias"]
-    (base / "config.json").write_text(json.dumps(cfg))
+    base = drop_field(_trtllm_base_only(tmp_path, tiny_qwen3, 1), "attn_bias")
     with pytest.raises(ConfigError, match="attn_bias is absent.*fix its config.json"):
         convert(base, drafter, tmp_path / "two", num_beams=2, draft_len=2)
 
