@@ -61,7 +61,7 @@ def attn_bias(cfg: dict) -> bool:
 def qk_norm(cfg: dict) -> bool:
     """Whether each layer holds attention.q_layernorm / k_layernorm ([head_size], whole on every rank): TensorRT-LLM's
     QWen builds them by qwen_type alone, whatever the architecture is named (modelopt may name a Qwen3 QWenForCausalLM)."""
-    base_arch = cfg.get("base_model_architecture", cfg["architecture"])
+    base_arch = cfg.get("base_model_architecture", cfg.get("architecture"))
     return base_arch in QWEN_BASES and cfg.get("qwen_type") in QK_NORM_QWEN_TYPES
 
 
