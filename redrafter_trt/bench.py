@@ -48,6 +48,7 @@ class BenchOptions:
     chat: bool | None = None          # None: apply the chat template when the tokenizer has one
     device: str = "cpu"
     compile: bool = False             # the runtime's base layers compiled by TorchInductor (runtime/compiled.py)
+    chat_template_kwargs: dict = field(default_factory=dict)  # the chat template's variables (--chat-template-kwargs)
 
 
 @dataclass
@@ -210,7 +211,7 @@ def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
     if not texts:
         raise ConfigError("no prompts to benchmark: pass a --prompts file with at least one prompt")
     texts = first_prompts(texts, opts.num_prompts)
-    tokenizer = load_tokenizer(opts.tokenizer_dir, cfg.vocab_size)
+    tokenizer = load_tokenizer(opts.tokenizer_dir, cfg.vocab_size, opts.chat_template_kwargs)
     prompt_ids = encode_prompts(tokenizer, texts, opts.chat)
     check_positions(cfg, prompt_ids, opts.max_new_tokens, "--max-new-tokens")
     eos = stop_ids(tokenizer, opts.tokenizer_dir)  # as run and acceptance: every method stops on the same ids

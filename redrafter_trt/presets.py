@@ -4,7 +4,8 @@ A preset holds top-level keys shared by every command that has such an option, a
 (`convert:`, `build:`, `run:`, `serve:`) whose keys win over the shared ones. Keys are the command's option names,
 with dashes or underscores (`tp-size` or `tp_size`); a `--x/--no-x` flag also takes `no-x: true`. Preset values
 become defaults (click's `default_map`), so flags given on the command line always win. A comma list of the
-command line (bench's `--beams 1,2,4`) is a YAML list (`beams: [1, 2, 4]`) or that string. Paths are read as on the
+command line (bench's `--beams 1,2,4`) is a YAML list (`beams: [1, 2, 4]`) or that string, and a JSON object
+(`--chat-template-kwargs`) a YAML mapping (`chat-template-kwargs: {enable_thinking: false}`) or that string. Paths are read as on the
 command line (relative to the working directory); YAML anchors (`&ckpt` / `*ckpt`) share a path between sections.
 
     checkpoint-dir: &ckpt work/llama-3.1-8b/checkpoint    # build and run
@@ -142,6 +143,8 @@ def _yaml_type(param: click.Parameter) -> tuple[str, Callable[[object], bool]]:
         return "a string (quote a path YAML reads as a number)", lambda v: isinstance(v, str)
     if isinstance(param.type, click.types.StringParamType):  # free text: YAML's 1.10 is 1.1, 12:30 is 750, 010 is 8
         return "a string (quote text YAML reads as a number)", lambda v: isinstance(v, str)
+    if getattr(param.type, "yaml_mapping", False):  # a JSON object on the command line (chat-template-kwargs)
+        return "a YAML mapping or a JSON object as a string", lambda v: isinstance(v, (dict, str))
     if getattr(param.type, "yaml_list", False):  # a comma list on the command line (bench's beams: [1, 2, 4])
         return "a YAML list or a comma-separated string", lambda v: isinstance(v, (str, int, list)) and \
             not isinstance(v, bool)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -118,6 +118,7 @@ class AcceptanceOptions:
     draft_lens: tuple[int, ...] = ()  # empty: likewise up to the checkpoint's draft_len (the most it allows)
     chat: bool | None = None
     device: str = "cpu"
+    chat_template_kwargs: dict = field(default_factory=dict)  # the chat template's variables (--chat-template-kwargs)
 
 
 def check_widths(cfg, beams: tuple[int, ...], lens: tuple[int, ...]) -> None:
@@ -146,7 +147,7 @@ def run_acceptance(opts: AcceptanceOptions, progress: Callable[[str], None] = la
     lens = check_grid(opts.draft_lens, cfg.draft_len, "--draft-lens", "redrafter_draft_len_per_beam", cfg.draft_len_fix)
     check_widths(cfg, beams, lens)
     texts = first_prompts(load_prompts(opts.prompts), opts.num_prompts)  # an empty file is an error there
-    tokenizer = load_tokenizer(opts.tokenizer_dir, cfg.vocab_size)
+    tokenizer = load_tokenizer(opts.tokenizer_dir, cfg.vocab_size, opts.chat_template_kwargs)
     prompt_ids = encode_prompts(tokenizer, texts, opts.chat)
     check_positions(cfg, prompt_ids, opts.max_new_tokens, "--max-new-tokens")
     eos = stop_ids(tokenizer, opts.tokenizer_dir)

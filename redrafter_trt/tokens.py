@@ -13,8 +13,11 @@ from .errors import COUNT, ConfigError, TokenizerError, first_line, read_text
 def encode_prompts(tokenizer, prompts: list[str], chat: bool | None) -> list[list[int]]:
     """Token ids per prompt. chat=True: in the tokenizer's chat template, ready for the answer (`chat_text`: a prompt
     file's `Prompt` as train renders its record); None: chat when the tokenizer has a template; False: plain text (the
-    prompt's text alone, as TensorRT-LLM's run.py takes it)."""
+    prompt's text alone, as TensorRT-LLM's run.py takes it). Template variables without the template are refused."""
     chat = uses_chat(tokenizer, chat)
+    if not chat and template_kwargs(tokenizer):  # they would change nothing
+        raise ConfigError("--chat-template-kwargs sets variables of the chat template, which these prompts are not "
+                          "rendered in: pass --chat (and a tokenizer with a chat template), or leave it out")
     out = []
     for p in prompts:
         if chat:
@@ -45,16 +48,47 @@ _RENDER_DAY: ContextVar[datetime | None] = ContextVar("render_day", default=None
 
 def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool, tools: tuple[dict, ...] = ()) -> str:
     """The tokenizer's chat template's text of `messages`, given `tools` (a record's tool definitions, `tools_of`: a
-    template that shows none renders them not), dated DATE_STRING (as `date_string`, and as the day a template's own
-    `strftime_now(...)` reads): the one way every command but serve renders it. Raises the template's own errors
-    (jinja's TemplateError; TypeError, ValueError for one that is not text)."""
+    template that shows none renders them not) and the command's template variables (`template_kwargs`), dated
+    DATE_STRING (as `date_string` unless those set it, and as the day a template's own `strftime_now(...)` reads):
+    the one way every command but serve renders it. Raises the template's own errors (jinja's TemplateError;
+    TypeError, ValueError for one that is not text)."""
     _date_template_clock()
     token = _RENDER_DAY.set(datetime.strptime(DATE_STRING, "%d %b %Y"))
     try:
         return tokenizer.apply_chat_template(messages, tools=list(tools) or None, tokenize=False,
-                                             add_generation_prompt=add_generation_prompt, date_string=DATE_STRING)
+                                             add_generation_prompt=add_generation_prompt,
+                                             **{"date_string": DATE_STRING, **template_kwargs(tokenizer)})
     finally:
         _RENDER_DAY.reset(token)
+
+
+# The attribute of a command's tokenizer holding the variables its chat template renders with (auto_tokenizer's
+# template_kwargs: --chat-template-kwargs), read by every render_chat: a command loads its tokenizer once
+TEMPLATE_KWARGS = "redrafter_template_kwargs"
+
+
+def template_kwargs(tokenizer) -> dict:
+    """The variables `tokenizer`'s chat template renders with in this command ({} unless given)."""
+    return getattr(tokenizer, TEMPLATE_KWARGS, None) or {}
+
+
+def template_kwargs_refusal(kwargs: dict) -> str | None:
+    """Why `kwargs` (--chat-template-kwargs, serve's "chat_template_kwargs") cannot be given to a chat template, or
+    None: a key naming one of apply_chat_template's own arguments (`tokenize` returns ids for text,
+    `add_generation_prompt`, `chat_template` or `tools` undo what the command or the request decided) or the
+    messages, which the template takes beside the variables, would change what is rendered or break it, not set a
+    variable."""
+    if not kwargs:
+        return None
+    import inspect
+
+    from transformers import PreTrainedTokenizerBase
+
+    own = inspect.signature(PreTrainedTokenizerBase.apply_chat_template).parameters.values()
+    taken = {p.name for p in own if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"} | {"messages"}
+    key = next((k for k in kwargs if k in taken), None)
+    return None if key is None else (f'"{key}" is an argument of apply_chat_template, not a variable of the chat '
+                                     f"template: leave it out")
 
 
 def shows_tools(tokenizer) -> bool:
@@ -186,8 +220,9 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
                    "tokenizer.model.v*")
 
 
-def auto_tokenizer(folder):
-    """AutoTokenizer.from_pretrained(folder), the one way every command loads a tokenizer: one it cannot load is a
+def auto_tokenizer(folder, template_kwargs: dict | None = None):
+    """AutoTokenizer.from_pretrained(folder), the one way every command loads a tokenizer, its chat template rendered
+    with `template_kwargs` (`render_chat`; checked by the caller: `template_kwargs_refusal`): one it cannot load is a
     TokenizerError with transformers' reason (callers add what to do). A folder saved by transformers 5 names
     `TokenizersBackend`, a class transformers 4 lacks: there it loads as the fast tokenizer it is. A folder holding
     none of TOKENIZER_FILES (a checkpoint, a drafter or an empty folder passed in the base's place) is refused before
@@ -208,6 +243,7 @@ def auto_tokenizer(folder):
         # TypeError / AttributeError / KeyError for files of the wrong shape, tokenizers' bare Exception for a
         # tokenizer.json it cannot parse
         raise TokenizerError(first_line(e, type(e).__name__)) from None
+    setattr(tokenizer, TEMPLATE_KWARGS, dict(template_kwargs or {}))
     return tokenizer
 
 
@@ -220,14 +256,14 @@ def _tokenizer_class(folder) -> str | None:
     return raw.get("tokenizer_class") if isinstance(raw, dict) else None
 
 
-def load_tokenizer(tokenizer_dir: str, vocab_size: int | None):
+def load_tokenizer(tokenizer_dir: str, vocab_size: int | None, template_kwargs: dict | None = None):
     """The base's tokenizer from its Hugging Face folder, checked against the model's vocabulary size (None: not
-    checked)."""
+    checked), its chat template rendered with `template_kwargs` (--chat-template-kwargs)."""
     if not Path(tokenizer_dir).is_dir():
         raise ConfigError(f"tokenizer folder {tokenizer_dir} does not exist: pass the base model's Hugging Face "
                           "folder to --tokenizer-dir")
     try:
-        tok = auto_tokenizer(tokenizer_dir)
+        tok = auto_tokenizer(tokenizer_dir, template_kwargs)
     except TokenizerError as e:
         raise ConfigError(f"cannot load a tokenizer from {tokenizer_dir} ({e}): "
                           f"pass the base model's Hugging Face folder to --tokenizer-dir") from None

@@ -12,7 +12,7 @@ import click
 from ..errors import ConfigError
 from ..plural import counted
 from ..presets import config_option
-from .params import Command, Device, OutputFile, check_output_file
+from .params import CHAT_TEMPLATE_KWARGS, Command, Device, OutputFile, check_output_file
 
 
 def _ints(value: str) -> tuple[int, ...] | None:
@@ -81,6 +81,7 @@ def shared_options(f):
                      help="Draft lengths [default: 1,2,4,... up to the checkpoint's draft_len]."),
         click.option("--chat/--no-chat", default=None, show_default=False,
                      help="Wrap each prompt in the chat template [default: when the tokenizer has one]."),
+        CHAT_TEMPLATE_KWARGS,
         click.option("--device", default="cpu", type=Device(), help="Torch device (cpu, cuda, cuda:N)."),
         click.option("--output-json", type=OutputFile(), help="Write the results as JSON."),
     ]
@@ -99,14 +100,14 @@ def shared_options(f):
 @click.option("--compile/--no-compile", "compile_layers", default=False,
               help="Run the runtime's base layers compiled by TorchInductor (CPU, float32; minutes of compiling "
                    "before the timed runs; --no-compile: eager, over a preset's `compile: true`).")
-def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_tokens, beams, draft_lens, chat, device,
-          output_json, plot_path, compile_layers):
+def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_tokens, beams, draft_lens, chat,
+          chat_template_kwargs, device, output_json, plot_path, compile_layers):
     """Measure tokens per step and speed-up for each (beam width, draft length)."""
     from ..bench import BenchOptions, check_inputs, run_bench
     from ..bench_report import format_table, mismatch_warning, plot, plot_format, require_matplotlib, verdict
 
     opts = BenchOptions(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_tokens, beams, draft_lens,
-                        chat, device, compile_layers)
+                        chat, device, compile_layers, chat_template_kwargs)
     cfg, _, base = check_inputs(opts)  # the base recorded in the checkpoint is read too
     inputs = [checkpoint_dir, tokenizer_dir, prompts, base]
     check_output_file(output_json, inputs, "--output-json")
@@ -141,8 +142,8 @@ def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_t
 
 @click.command(cls=Command, context_settings={"show_default": True})
 @shared_options
-def acceptance(checkpoint_dir, tokenizer_dir, prompts, num_prompts, max_new_tokens, beams, draft_lens, chat, device,
-               output_json):
+def acceptance(checkpoint_dir, tokenizer_dir, prompts, num_prompts, max_new_tokens, beams, draft_lens, chat,
+               chat_template_kwargs, device, output_json):
     """Predict bench's tokens per step for each (beam width, draft length) from one greedy pass (minutes).
 
     Greedy verification accepts a draft exactly when it equals the base's greedy output, so every configuration is
@@ -155,7 +156,7 @@ def acceptance(checkpoint_dir, tokenizer_dir, prompts, num_prompts, max_new_toke
     check_output_file(output_json, [checkpoint_dir, tokenizer_dir, prompts], "--output-json")
 
     opts = AcceptanceOptions(checkpoint_dir, tokenizer_dir, prompts, num_prompts, max_new_tokens, beams, draft_lens,
-                             chat, device)
+                             chat, device, chat_template_kwargs)
     warn_if_sampling(check_checkpoint(opts)[0], checkpoint_dir)
     report = run_acceptance(opts, progress=lambda line: click.echo(line, err=True))
     m = report["meta"]

@@ -3,6 +3,7 @@ is checked before any work, and the torch device names this tool runs on."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -128,6 +129,37 @@ def check_output_file(path: Path | None, inputs: list, option: str) -> None:
     for item in inputs:
         if item is not None and (Path(item).resolve() == target or Path(item).resolve() in target.parents):
             raise ConfigError(f"{option} {path} is inside the input {item}: write it elsewhere")
+
+
+class TemplateKwargs(click.ParamType):
+    """--chat-template-kwargs: a JSON object of the chat template's variables, given to every render of the command
+    (Qwen3's `{"enable_thinking": false}`, as vLLM's and trtllm-serve's clients send `chat_template_kwargs`); a
+    preset's YAML mapping too (`yaml_mapping` tells presets)."""
+
+    name = "json"
+    yaml_mapping = True
+    EXAMPLE = """write a JSON object of template variables, e.g. '{"enable_thinking": false}'"""
+
+    def convert(self, value, param, ctx):
+        kwargs = value
+        if isinstance(value, str):
+            try:
+                kwargs = json.loads(value)
+            except json.JSONDecodeError as e:
+                self.fail(f"{value!r} is not JSON ({e.msg}): {self.EXAMPLE}", param, ctx)
+        if not isinstance(kwargs, dict):
+            self.fail(f"{value!r} is not a JSON object: {self.EXAMPLE}", param, ctx)
+        from ..tokens import template_kwargs_refusal
+
+        if why := template_kwargs_refusal(kwargs):
+            self.fail(why, param, ctx)
+        return kwargs
+
+
+CHAT_TEMPLATE_KWARGS = click.option(
+    "--chat-template-kwargs", type=TemplateKwargs(), default="{}", metavar="JSON",
+    help="""Variables of the chat template, a JSON object given to it at every render (e.g. '{"enable_thinking": """
+         """false}' turns Qwen3's thinking off, as serve's chat_template_kwargs).""")
 
 
 class Device(click.ParamType):

@@ -12,7 +12,7 @@ import click
 
 from ..errors import ConfigError
 from ..presets import config_option, one_of
-from .params import Command, OutputFile, SEED, Temperature, check_output_file, options_given
+from .params import CHAT_TEMPLATE_KWARGS, Command, OutputFile, SEED, Temperature, check_output_file, options_given
 from ..tokens import encode_prompts, load_tokenizer, stop_ids
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
     if o["sampling_rule"] == "trtllm" and not (cfg.has_drafter and not o["no_draft"] and temperature > 0):
         raise ConfigError("--sampling-rule trtllm decides which drafts a sampled step accepts: it needs a --no-greedy "
                           "checkpoint, a positive --temperature and drafting (no --no-draft); leave it out")
-    tok = load_tokenizer(tokenizer_dir, cfg.vocab_size)
+    tok = load_tokenizer(tokenizer_dir, cfg.vocab_size, o["chat_template_kwargs"])
     ids = _encode(tok, o)
     check_positions(cfg, ids, o["max_output_len"])  # before the weights load
     kwargs = dict(num_beams=o["num_beams"], draft_len=o["draft_len"], temperature=temperature,
@@ -124,7 +124,7 @@ def _run_engine(engine: str, tokenizer_dir: str, o: dict):
     from ..build import read_engine_config
 
     vocab_size = read_engine_config(engine)["pretrained_config"].get("vocab_size")  # the checkpoint's, kept by the build
-    tok = load_tokenizer(tokenizer_dir, vocab_size if isinstance(vocab_size, int) else None)
+    tok = load_tokenizer(tokenizer_dir, vocab_size if isinstance(vocab_size, int) else None, o["chat_template_kwargs"])
     ids = _encode(tok, o)
     end_id, stop_words = split_stop_tokens(tok.eos_token_id, stop_ids(tok, tokenizer_dir))
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else max(end_id, 0)
@@ -152,6 +152,7 @@ def stats_line(result) -> str:
 @click.option("--chat/--no-chat", default=False,
               help="Apply the tokenizer's chat template to each prompt (--no-chat: as written, over a preset's "
                    "`chat: true`).")
+@CHAT_TEMPLATE_KWARGS
 @click.option("--max-output-len", default=128, show_default=True, type=click.IntRange(min=1), help="New tokens per prompt.")
 @click.option("--temperature", default=0.0, show_default=True, type=Temperature(), help="0 = greedy.")
 @click.option("--num-beams", type=click.IntRange(min=1), help="Draft beams (at most the checkpoint's).")
@@ -172,8 +173,9 @@ def stats_line(result) -> str:
                    "the temperature) or trtllm (a sampling engine's own, biased rule, which accepts more: its tokens "
                    "per step predict the engine's).")
 @click.option("--output-json", type=OutputFile(), help="Write results and stats as JSON.")
-def run(checkpoint_dir, engine_dir, tokenizer_dir, input_text, input_file, chat, max_output_len, temperature,
-        num_beams, draft_len, no_draft, batch_size, tp, device, compile_layers, seed, sampling_rule, output_json):
+def run(checkpoint_dir, engine_dir, tokenizer_dir, input_text, input_file, chat, chat_template_kwargs, max_output_len,
+        temperature, num_beams, draft_len, no_draft, batch_size, tp, device, compile_layers, seed, sampling_rule,
+        output_json):
     """Generate with a ReDrafter checkpoint (PyTorch reference runtime) or engine (TensorRT-LLM)."""
     checkpoint_dir, engine_dir = one_of(click.get_current_context(), checkpoint_dir=checkpoint_dir, engine_dir=engine_dir)
     if bool(checkpoint_dir) == bool(engine_dir):
@@ -185,9 +187,10 @@ def run(checkpoint_dir, engine_dir, tokenizer_dir, input_text, input_file, chat,
     prompts = _gather_prompts(input_text or (), input_file)
     typed = {p.opts[0] for p in options_given(ctx)}
     preset = {p.opts[0] for p in options_given(ctx, preset=True)}
-    o = dict(typed=typed, given=typed | preset, prompts=prompts, chat=chat, max_output_len=max_output_len,
-             temperature=temperature, num_beams=num_beams, draft_len=draft_len, no_draft=no_draft,
-             batch_size=batch_size, tp=tp, device=device, seed=seed, compile=compile_layers, sampling_rule=sampling_rule)
+    o = dict(typed=typed, given=typed | preset, prompts=prompts, chat=chat, chat_template_kwargs=chat_template_kwargs,
+             max_output_len=max_output_len, temperature=temperature, num_beams=num_beams, draft_len=draft_len,
+             no_draft=no_draft, batch_size=batch_size, tp=tp, device=device, seed=seed, compile=compile_layers,
+             sampling_rule=sampling_rule)
     if checkpoint_dir:
         tok, result = _run_checkpoint(checkpoint_dir, tokenizer_dir, o)
     else:

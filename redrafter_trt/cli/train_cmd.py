@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import ConfigError
-from .params import Command, Device, SEED, refuse_typed_without
+from .params import CHAT_TEMPLATE_KWARGS, Command, Device, SEED, refuse_typed_without
 
 
 class _Bars:
@@ -76,6 +76,7 @@ _DTYPE = click.Choice(["auto", "float32", "bfloat16"])
               help="cpu, cuda or cuda:N (torchrun picks the rank's GPU).")
 @click.option("--resume", is_flag=True, help="Continue from OUTPUT.train-state.pt (same options as the interrupted run).")
 @click.option("--distill", is_flag=True, help="Train on the base's own greedy answers to the prompts (cached, resumable).")
+@CHAT_TEMPLATE_KWARGS
 @click.option("--distill-max-new-tokens", default=256, show_default=True, type=int, callback=_positive)
 @click.option("--distill-batch-size", default=64, show_default=True, type=int, callback=_positive,
               help="Prompts answered together; lower it if the base runs out of memory.")
@@ -103,8 +104,8 @@ _DTYPE = click.Choice(["auto", "float32", "bfloat16"])
 @click.option("--cache-dir", type=click.Path(path_type=Path), help="Distilled answers and hidden states [default: cache root/train].")
 @click.option("--force", is_flag=True, help="Replace an existing --output drafter folder (an earlier drafter, or an empty folder).")
 def train(base, data, output, num_draft_layers, rnn, exit_dim, predict_n, epochs, max_steps, lr, batch_size, max_seq_len,
-          max_examples, seed, device, resume, distill, distill_max_new_tokens, distill_batch_size, base_dtype,
-          train_dtype, soft_target, later_sharpness, step_decay, freeze_head, full_vocab, cache_dir, force):
+          max_examples, seed, device, resume, distill, chat_template_kwargs, distill_max_new_tokens, distill_batch_size,
+          base_dtype, train_dtype, soft_target, later_sharpness, step_decay, freeze_head, full_vocab, cache_dir, force):
     """Train a ReDrafter drafter for BASE on conversations (or, with --distill, on the base's own answers)."""
     from ..output import check_output_folder
     from ..train import TrainConfig, train_drafter
@@ -122,7 +123,7 @@ def train(base, data, output, num_draft_layers, rnn, exit_dim, predict_n, epochs
                       distill_batch_size=distill_batch_size, base_dtype=base_dtype, train_dtype=train_dtype,
                       soft_target=soft_target, later_sharpness=later_sharpness, step_decay=step_decay,
                       train_head=not freeze_head,
-                      full_vocab=full_vocab, cache_dir=cache_dir)
+                      full_vocab=full_vocab, cache_dir=cache_dir, chat_template_kwargs=chat_template_kwargs)
     cfg.validate()  # every option first: a refused run leaves nothing behind
     check_output_folder(output, force, cfg.inputs)  # the default cache folder included
     if os.environ.get("RANK", "0") != "0":  # torchrun's other ranks: rank 0 alone draws the bars and reports

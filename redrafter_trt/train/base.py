@@ -24,14 +24,15 @@ def base_tensors(base: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return embed, head
 
 
-def load_tokenizer(base: Path, vocab_size: int | None = None):
-    """The base's tokenizer, or a ConfigError when its folder has none that loads, or one with more tokens than the
-    model's vocab_size (its ids past the embedding crashed the base's first forward pass)."""
+def load_tokenizer(base: Path, vocab_size: int | None = None, template_kwargs: dict | None = None):
+    """The base's tokenizer, its chat template rendered with `template_kwargs` (--chat-template-kwargs), or a
+    ConfigError when its folder has none that loads, or one with more tokens than the model's vocab_size (its ids past
+    the embedding crashed the base's first forward pass)."""
     from ..tokens import auto_tokenizer
 
     fix = "copy the base's tokenizer files (tokenizer.json, tokenizer_config.json) into it"
     try:
-        tokenizer = auto_tokenizer(base)
+        tokenizer = auto_tokenizer(base, template_kwargs)
     except TokenizerError as e:
         raise ConfigError(f"{base} has no usable tokenizer ({e}): "
                           f"{fix}") from None

@@ -47,6 +47,7 @@ class TrainConfig:
     full_vocab: bool = False         # False: train (and keep non-zero) only the head rows of tokens in the data
     checkpoint_every: int = 200      # steps
     cache_dir: Path | None = None    # distilled answers and hidden states; None = <cache root>/train (set on init)
+    chat_template_kwargs: dict = field(default_factory=dict)  # the chat template's variables at every render
     extra: dict = field(default_factory=dict)  # recorded in the producer block, e.g. the quickstart's version
 
     def __post_init__(self):

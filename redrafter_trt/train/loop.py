@@ -77,7 +77,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
     from ..hf_model import load_causal_lm
 
     base_config = json.loads((cfg.base / "config.json").read_text())
-    tokenizer = load_tokenizer(cfg.base, int(base_config["vocab_size"]))
+    tokenizer = load_tokenizer(cfg.base, int(base_config["vocab_size"]), cfg.chat_template_kwargs)
     report = on_progress or (lambda p: None)
     torch.manual_seed(cfg.seed)
     options = resume_options(cfg, device, world)

@@ -46,7 +46,7 @@ def resume_options(cfg: TrainConfig, device: torch.device, world: int = 1) -> di
             "distill": cfg.distill, "distill_max_new_tokens": cfg.distill_max_new_tokens,
             "base_dtype": dtype_name(cfg.torch_dtype(cfg.base_dtype, device)),
             "max_examples": cfg.max_examples, "eval_examples": cfg.eval_examples, "data": data.hexdigest(),
-            "ranks": world, "extra": cfg.extra}
+            "ranks": world, "extra": cfg.extra, "chat_template_kwargs": cfg.chat_template_kwargs}
 
 
 def save_state(cfg: TrainConfig, drafter: Drafter, head: Head, opt, step: int, same: dict) -> None:
@@ -128,8 +128,8 @@ CHANGED = {"arch": "drafter shape (--num-draft-layers, --rnn, --exit-dim, --pred
            "total": "number of steps (--max-steps, --epochs)", "ranks": "number of torchrun ranks (WORLD_SIZE)",
            "extra": "recipe (the quickstart's)",
            "per_epoch": "steps per epoch (an earlier version's: it left out each epoch's last partial batch)"}
-SAVED_BEFORE = {"ranks": 1, "extra": {}}  # what a state saved before a value was compared holds (ranks: most runs
-                                          # have one; extra: only the quickstart sets it)
+SAVED_BEFORE = {"ranks": 1, "extra": {}, "chat_template_kwargs": {}}  # what a state saved before a value was
+# compared holds (ranks: most runs have one; extra: only the quickstart sets it; chat_template_kwargs: none then)
 
 
 def resumable(cfg: TrainConfig) -> bool:

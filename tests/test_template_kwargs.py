@@ -1,0 +1,163 @@
+"""Chat-template variables (Qwen3's `enable_thinking`): `--chat-template-kwargs JSON` reaches every render of run,
+bench, acceptance and train (a preset's mapping too), on a tiny Llama whose character tokenizer's template closes an
+empty <think> block in the generation prompt when `enable_thinking` is false, as Qwen3's does; bad values are one
+line (exit 2)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from redrafter_trt.cli import main
+from test_runtime_support import checkpoint, one_thread  # noqa: F401
+from test_train_data import QWEN3_THINK, make_tokenizer
+from tinymodels import make_drafter, make_hf
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+GENERATION = "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+THINKING = QWEN3_THINK.replace(GENERATION, "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}"
+                               "{% if enable_thinking is defined and not enable_thinking %}"
+                               "{{ '<think>\n\n</think>\n\n' }}{% endif %}{% endif %}")
+EMPTY_THINK = "<think>\n\n</think>\n\n"
+OFF = '{"enable_thinking": false}'
+HI = "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"  # the prompt "Hi", thinking
+
+
+@pytest.fixture(scope="module")
+def thinking(tmp_path_factory):
+    """(checkpoint, base folder): a tiny Llama, its tokenizer's template Qwen3's thinking switch."""
+    assert THINKING != QWEN3_THINK
+    folder = tmp_path_factory.mktemp("thinking")
+    base = make_hf(folder / "base", "llama", vocab_size=100)  # the character tokenizer's 99 tokens, padded
+    tok = make_tokenizer(base)
+    tok.chat_template = THINKING
+    tok.save_pretrained(base)
+    return checkpoint(base, make_drafter(folder / "drafter", base), 1, num_beams=2, draft_len=2), base
+
+
+@pytest.fixture()
+def rendered(monkeypatch):
+    """The prompt texts run, bench and acceptance encoded (their encode_prompts, spied on)."""
+    from redrafter_trt import tokens
+
+    seen = []
+
+    def spy(tokenizer, prompts, chat):
+        ids = tokens.encode_prompts(tokenizer, prompts, chat)
+        seen.extend(tokenizer.decode(p) for p in ids)
+        return ids
+
+    for module in ("redrafter_trt.cli.run_cmd", "redrafter_trt.bench", "redrafter_trt.replay"):
+        monkeypatch.setattr(f"{module}.encode_prompts", spy)
+    return seen
+
+
+def _cli(*args, code: int = 0):
+    r = CliRunner().invoke(main, [*map(str, args)])
+    assert r.exit_code == code, (r.output, r.exception)
+    return r
+
+
+@pytest.fixture()
+def prompts(tmp_path):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text('{"prompt": "Hi"}\n')
+    return path
+
+
+COMMANDS = {  # each command's arguments on the fixture, less the checkpoint and tokenizer
+    "run": lambda p: ["--input-file", p, "--chat", "--max-output-len", 2],
+    "bench": lambda p: ["--prompts", p, "--max-new-tokens", 2, "--beams", 1, "--draft-lens", 1],
+    "acceptance": lambda p: ["--prompts", p, "--max-new-tokens", 2, "--beams", 1, "--draft-lens", 1],
+}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_run_bench_and_acceptance_render_their_prompts_with_the_kwargs(thinking, rendered, prompts, tmp_path,
+                                                                       command):
+    """Nothing passed Qwen3's enable_thinking (or any template variable) to the prompts of run, bench and
+    acceptance: a drafter served with thinking off was measured on thinking prompts. The option's object is given
+    to the template, and recorded in the output's producer block."""
+    ckpt, base = thinking
+    args = [command, "--checkpoint-dir", ckpt, "--tokenizer-dir", base, *COMMANDS[command](prompts)]
+    _cli(*args)
+    _cli(*args, "--chat-template-kwargs", OFF, "--output-json", tmp_path / "out.json")
+    assert rendered == [HI, HI + EMPTY_THINK]
+    producer = json.loads((tmp_path / "out.json").read_text())["producer"]
+    assert producer["options"]["chat_template_kwargs"] == {"enable_thinking": False}
+
+
+def test_a_presets_mapping_sets_them(thinking, rendered, prompts, tmp_path):
+    ckpt, base = thinking
+    preset = tmp_path / "p.yaml"
+    preset.write_text("run:\n  chat-template-kwargs: {enable_thinking: false}\n")
+    _cli("run", "--config", preset, "--checkpoint-dir", ckpt, "--tokenizer-dir", base, *COMMANDS["run"](prompts))
+    assert rendered == [HI + EMPTY_THINK]
+    preset.write_text("chat-template-kwargs: [enable_thinking]\n")
+    r = _cli("run", "--config", preset, "--checkpoint-dir", ckpt, "--tokenizer-dir", base, "--input-text", "Hi",
+             code=2)
+    assert "'chat-template-kwargs'" in r.output and "mapping" in r.output and r.output.count("\n") == 1, r.output
+
+
+@pytest.mark.parametrize("value, says", [
+    ("{enable_thinking: false}", "is not JSON"),
+    ("[1]", "not a JSON object"),
+    ('{"tokenize": true}', '"tokenize" is an argument of apply_chat_template'),
+])
+@pytest.mark.parametrize("command", ["run", "train"])
+def test_bad_kwargs_are_one_line(thinking, prompts, tmp_path, command, value, says):
+    ckpt, base = thinking
+    args = ["--checkpoint-dir", ckpt, "--tokenizer-dir", base, "--input-text", "Hi", "--chat"] if command == "run" \
+        else ["--base", base, "--data", prompts, "--output", tmp_path / "d", "--distill"]
+    r = _cli(command, *args, "--chat-template-kwargs", value, code=2)
+    assert "--chat-template-kwargs" in r.output and says in r.output and r.output.count("\n") == 1, r.output
+
+
+def test_kwargs_without_the_chat_template_are_refused(thinking):
+    """run renders no template without --chat: the kwargs would change nothing."""
+    ckpt, base = thinking
+    r = _cli("run", "--checkpoint-dir", ckpt, "--tokenizer-dir", base, "--input-text", "Hi", "--chat-template-kwargs",
+             OFF, code=2)
+    assert "--chat-template-kwargs" in r.output and "pass --chat" in r.output and r.output.count("\n") == 1, r.output
+
+
+def test_train_distills_each_rendering_apart_and_records_it(thinking, prompts, tmp_path):
+    """train --distill keys its cached answers by the prompts' token ids: the same prompts rendered with thinking off
+    are answered apart (two answers cached per prompt), the drafter's producer block records the kwargs, and a
+    resume with other kwargs (other examples) is refused."""
+    from redrafter_trt.train.distill import read_cache
+
+    _, base = thinking
+    prompts.write_text('{"prompt": "Hi"}\n{"prompt": "Count to 3."}\n')
+    train = ["train", "--base", base, "--data", prompts, "--cache-dir", tmp_path / "cache", "--distill",
+             "--distill-max-new-tokens", 4, "--max-steps", 1, "--predict-n", 2, "--no-rnn", "--exit-dim", 16,
+             "--base-dtype", "float32"]
+    _cli(*train, "--output", tmp_path / "on")
+    _cli(*train, "--output", tmp_path / "off", "--chat-template-kwargs", OFF)
+    (folder,) = (tmp_path / "cache").glob("distill-*")
+    assert len(read_cache(folder)) == 4
+    options = json.loads((tmp_path / "off" / "config.json").read_text())["producer"]["options"]
+    assert options["chat_template_kwargs"] == {"enable_thinking": False}
+    r = _cli(*train, "--output", tmp_path / "on", "--resume", "--force", "--chat-template-kwargs", OFF, code=2)
+    assert "--chat-template-kwargs ({} then, {'enable_thinking': False} now)" in r.output, r.output
+
+
+def test_reference_answers_leave_the_empty_think_block_to_the_prompt_with_thinking_off(thinking):
+    """Qwen3's template gives a reference answer an empty <think> block: trained as the answer's with thinking on
+    (the base writes it), as the prompt's with thinking off (the template writes it)."""
+    from redrafter_trt.train.base import load_tokenizer
+    from redrafter_trt.train.data import conversation_of, encode
+
+    _, base = thinking
+    conv = conversation_of({"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "R"}]})
+
+    def answer(kwargs):
+        tok = load_tokenizer(base, None, kwargs)
+        ex = encode(tok, conv, 1000)
+        return tok.decode([t for t, m in zip(ex.ids, ex.mask) if m])
+
+    assert answer({}) == EMPTY_THINK + "R<|im_end|>"
+    assert answer({"enable_thinking": False}) == "R<|im_end|>"
