@@ -133,7 +133,7 @@ class App:
         backend, n = self.backend, req.n
         temperature = backend.temperature(req.temperature)  # the checkpoint's rule: a greedy one answers at 0
         refuse_unsupported(body, chat, sampling=temperature > 0, stops=frozenset(() if req.ignore_eos else backend.eos))
-        prompts = ([backend.encode_chat(req.prompts[0])] if chat else
+        prompts = ([backend.encode_chat(req.prompts[0], req.template_kwargs)] if chat else
                    [backend.encode(p) if isinstance(p, str) else p for p in req.prompts])
         copies = n if temperature == 0 else 1  # greedy: n equal answers, decoded once
         rows = [p for p in prompts for _ in range(n // copies)]  # answer i is prompt i // n's, decoded row i // copies

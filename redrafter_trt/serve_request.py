@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from .prompts import text_of
 from .serve_backend import MAX_PROMPTS
 from .serve_errors import RequestError
+from .tokens import template_kwargs_refusal
 
 
 class ModelNotFound(RequestError):
@@ -111,6 +112,8 @@ class Request:
     ignore_eos: bool         # EOS ends nothing: the answer runs to max_tokens (or a stop string), as TensorRT-LLM's
     continuous_usage: bool   # and continuous_usage_stats (ignored without include_usage, as trtllm-serve and vLLM
                              # do): every chunk carries its answer's usage so far
+    template_kwargs: dict    # chat: chat_template_kwargs, the chat template's variables for this request (Qwen3's
+                             # enable_thinking), as vLLM and trtllm-serve give them to apply_chat_template
 
 
 def parse(body, chat: bool, model_name: str, max_output_len: int) -> Request:
@@ -148,6 +151,10 @@ def parse(body, chat: bool, model_name: str, max_output_len: int) -> Request:
     seed = _field(body, "seed", int, None, lambda v: -2 ** 63 <= v < 2 ** 63, "a 64-bit integer")
     for name, (kind, check, need) in FILTER_VALUES.items():  # moot on a greedy answer, but not malformed
         _field(body, name, kind, None, check, need)
+    template_kwargs = _field(body, "chat_template_kwargs", dict, {}, need='an object of the chat template\'s '
+                             'variables, e.g. {"enable_thinking": false}') if chat else {}  # completions: unknown
+    if why := template_kwargs_refusal(template_kwargs):
+        raise RequestError(f'"chat_template_kwargs": {why}', param="chat_template_kwargs")
     return Request(
         chat=chat, prompts=prompts, n=n, echo=echo, logprobs=_logprobs_asked(body, chat),
         max_tokens=next((v for v in (max_tokens, newer) if v is not None), None),
@@ -156,7 +163,8 @@ def parse(body, chat: bool, model_name: str, max_output_len: int) -> Request:
         stop=stop,
         stream=stream, include_usage=options.get("include_usage", False),
         ignore_eos=_field(body, "ignore_eos", bool, False, need="true or false", allow_bool=True),
-        continuous_usage=options.get("include_usage", False) and options.get("continuous_usage_stats", False))
+        continuous_usage=options.get("include_usage", False) and options.get("continuous_usage_stats", False),
+        template_kwargs=template_kwargs)
 
 
 # Fields that change the answer and that this server does not implement -> the values that change nothing (none:
@@ -171,7 +179,7 @@ UNSUPPORTED = {
     "modalities": (["text"],), "audio": (), "structured_outputs": (), "allowed_token_ids": (), "documents": ([],),
     "spaces_between_special_tokens": (True,),
 }
-READ = {  # the fields `parse` reads, beside the prompt ("prompt"; chat: "messages")
+READ = {  # the fields `parse` reads of both endpoints (READ_BY: of one)
     "model", "stream", "stream_options", "best_of", "suffix", "echo", "n", "max_tokens", "max_completion_tokens",
     "stop", "seed", "temperature", "logprobs", "top_logprobs", "ignore_eos",
 }
@@ -182,11 +190,12 @@ READ = {  # the fields `parse` reads, beside the prompt ("prompt"; chat: "messag
 IGNORED = {"user", "metadata", "store", "service_tier", "parallel_tool_calls", "prediction", "reasoning_effort",
            "verbosity", "request_id", "cache_salt", "priority", "prompt_cache_key", "safety_identifier"}
 PROMPT = {False: "prompt", True: "messages"}
+READ_BY = {False: {PROMPT[False]}, True: {PROMPT[True], "chat_template_kwargs"}}
 ENDPOINT = {  # how this server builds each endpoint's prompt (a chat answer is a new assistant turn, as vLLM's
     # default: continue_final_message, which vLLM asks with add_generation_prompt false, is named first)
     False: {"add_special_tokens": (True,)},
     True: {"add_special_tokens": (False,), "continue_final_message": (False,), "add_generation_prompt": (True,),
-           "chat_template": (), "chat_template_kwargs": ({},)},
+           "chat_template": ()},
 }
 # Sampling filters: nothing to change on a greedy answer, refused when the checkpoint samples (it samples the
 # whole softmax(logits / T), as its ReDrafter engine does).
@@ -211,11 +220,11 @@ def _stops_already(value, stops: frozenset[int]) -> bool:
 
 def refuse_unsupported(body: dict, chat: bool, sampling: bool, stops: frozenset[int] = frozenset()) -> None:
     """stops: the tokens this request's answers end at (the model's EOS ids; none under ignore_eos)."""
-    known = READ | IGNORED | {PROMPT[chat]} | set(UNSUPPORTED) | set(ENDPOINT[chat]) | set(SAMPLING_FILTERS)
+    known = READ | IGNORED | READ_BY[chat] | set(UNSUPPORTED) | set(ENDPOINT[chat]) | set(SAMPLING_FILTERS)
     unknown = [name for name, value in body.items() if name not in known and value is not None]
     if unknown:
         raise RequestError(f'"{unknown[0]}" is not a field of {"chat " if chat else ""}completions here: leave it out '
-                           f'(fields this server reads: {", ".join(sorted(READ | {PROMPT[chat]}))})')
+                           f'(fields this server reads: {", ".join(sorted(READ | READ_BY[chat]))})')
     table = UNSUPPORTED | ENDPOINT[chat] | (SAMPLING_FILTERS if sampling else {})
     for name, neutral in table.items():
         value = body.get(name)

@@ -1,17 +1,19 @@
 """Chat-template variables (Qwen3's `enable_thinking`): `--chat-template-kwargs JSON` reaches every render of run,
-bench, acceptance and train (a preset's mapping too), on a tiny Llama whose character tokenizer's template closes an
-empty <think> block in the generation prompt when `enable_thinking` is false, as Qwen3's does; bad values are one
-line (exit 2)."""
+bench, acceptance and train (a preset's mapping too), and serve's `chat_template_kwargs` its request's render, on a
+tiny Llama whose character tokenizer's template closes an empty <think> block in the generation prompt when
+`enable_thinking` is false, as Qwen3's does; bad values are one line (exit 2) or a 400 naming the field."""
 
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 from click.testing import CliRunner
 
 from redrafter_trt.cli import main
 from test_runtime_support import checkpoint, one_thread  # noqa: F401
+from test_serve import call
 from test_train_data import QWEN3_THINK, make_tokenizer
 from tinymodels import make_drafter, make_hf
 
@@ -161,3 +163,48 @@ def test_reference_answers_leave_the_empty_think_block_to_the_prompt_with_thinki
 
     assert answer({}) == EMPTY_THINK + "R<|im_end|>"
     assert answer({"enable_thinking": False}) == "R<|im_end|>"
+
+
+@pytest.fixture(scope="module")
+def url(thinking):
+    from redrafter_trt.serve_app import App
+    from redrafter_trt.serve_backend import ReferenceBackend
+    from redrafter_trt.serve_http import make_server
+
+    backend = ReferenceBackend(*thinking)
+    server = make_server(App(backend, "tiny", max_output_len=8), "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    backend.stop()
+
+
+def test_serve_renders_a_chat_request_with_its_kwargs(url, thinking):
+    """serve refused "chat_template_kwargs" (vLLM's and trtllm-serve's field, which clients send to turn Qwen3's
+    thinking off): the request's object is given to the template for that request alone."""
+    def prompt_tokens(**fields):
+        status, out = call(url, "/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}],
+                                                         "max_tokens": 1, **fields})
+        assert status == 200, out
+        return out["usage"]["prompt_tokens"]
+
+    thinking_on = prompt_tokens()
+    assert prompt_tokens(chat_template_kwargs={"enable_thinking": False}) == thinking_on + len(EMPTY_THINK)
+    assert prompt_tokens(chat_template_kwargs={}) == prompt_tokens(chat_template_kwargs=None) == thinking_on
+
+
+@pytest.mark.parametrize("path, kwargs, says", [
+    ("/v1/chat/completions", [1], '"chat_template_kwargs" must be an object'),
+    ("/v1/chat/completions", "enable_thinking=false", '"chat_template_kwargs" must be an object'),
+    ("/v1/chat/completions", {"tokenize": True}, '"tokenize" is an argument of apply_chat_template'),
+    ("/v1/chat/completions", {"add_generation_prompt": False}, '"add_generation_prompt" is an argument'),
+    ("/v1/completions", {"enable_thinking": False}, '"chat_template_kwargs" is not a field of completions'),
+])
+def test_serve_refuses_kwargs_it_cannot_render_with(url, path, kwargs, says):
+    body = {"messages": [{"role": "user", "content": "Hi"}]} if "chat" in path else {"prompt": "Hi"}
+    status, out = call(url, path, {**body, "max_tokens": 1, "chat_template_kwargs": kwargs})
+    assert status == 400 and says in out["error"]["message"], out
+    assert "\n" not in out["error"]["message"]
+    if "chat" in path:
+        assert out["error"]["param"] == "chat_template_kwargs"
