@@ -75,16 +75,22 @@ def template_kwargs(tokenizer) -> dict:
 def template_kwargs_refusal(kwargs: dict) -> str | None:
     """Why `kwargs` (--chat-template-kwargs, serve's "chat_template_kwargs") cannot be given to a chat template, or
     None: a key naming one of apply_chat_template's own arguments (`tokenize` returns ids for text,
-    `add_generation_prompt`, `chat_template` or `tools` undo what the command or the request decided) or the
-    messages, which the template takes beside the variables, would change what is rendered or break it, not set a
-    variable."""
+    `add_generation_prompt`, `chat_template` or `tools` undo what the command or the request decided), or of the
+    renderer it hands its keyword arguments to (transformers' render_jinja_template: `conversations` was a TypeError
+    there, a server error or the template blamed), or the messages, which the template takes beside the variables,
+    would change what is rendered or break it, not set a variable."""
     if not kwargs:
         return None
     import inspect
 
     from transformers import PreTrainedTokenizerBase
 
-    own = inspect.signature(PreTrainedTokenizerBase.apply_chat_template).parameters.values()
+    own = [*inspect.signature(PreTrainedTokenizerBase.apply_chat_template).parameters.values()]
+    try:  # a transformers that renders in a function of its own (5.x, late 4.x)
+        from transformers.utils.chat_template_utils import render_jinja_template
+        own += inspect.signature(render_jinja_template).parameters.values()
+    except ImportError:
+        pass
     taken = {p.name for p in own if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"} | {"messages"}
     key = next((k for k in kwargs if k in taken), None)
     return None if key is None else (f'"{key}" is an argument of apply_chat_template, not a variable of the chat '

@@ -108,6 +108,7 @@ def test_a_presets_mapping_sets_them(thinking, rendered, prompts, tmp_path):
     ("{enable_thinking: false}", "is not JSON"),
     ("[1]", "not a JSON object"),
     ('{"tokenize": true}', '"tokenize" is an argument of apply_chat_template'),
+    ('{"conversations": []}', '"conversations" is an argument of apply_chat_template'),
 ])
 @pytest.mark.parametrize("command", ["run", "train"])
 def test_bad_kwargs_are_one_line(thinking, prompts, tmp_path, command, value, says):
@@ -199,6 +200,7 @@ def test_serve_renders_a_chat_request_with_its_kwargs(url, thinking):
     ("/v1/chat/completions", "enable_thinking=false", '"chat_template_kwargs" must be an object'),
     ("/v1/chat/completions", {"tokenize": True}, '"tokenize" is an argument of apply_chat_template'),
     ("/v1/chat/completions", {"add_generation_prompt": False}, '"add_generation_prompt" is an argument'),
+    ("/v1/chat/completions", {"conversations": []}, '"conversations" is an argument'),
     ("/v1/completions", {"enable_thinking": False}, '"chat_template_kwargs" is not a field of completions'),
 ])
 def test_serve_refuses_kwargs_it_cannot_render_with(url, path, kwargs, says):
