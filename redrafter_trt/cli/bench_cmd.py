@@ -12,7 +12,7 @@ import click
 from ..errors import ConfigError
 from ..plural import counted
 from ..presets import config_option
-from .params import CHAT_TEMPLATE_KWARGS, Command, Device, OutputFile, check_output_file
+from .params import CHAT_TEMPLATE_KWARGS, Command, Device, OutputFile, check_output_file, template_kwargs_given
 
 
 def _ints(value: str) -> tuple[int, ...] | None:
@@ -107,7 +107,8 @@ def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_t
     from ..bench_report import format_table, mismatch_warning, plot, plot_format, require_matplotlib, verdict
 
     opts = BenchOptions(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_tokens, beams, draft_lens,
-                        chat, device, compile_layers, chat_template_kwargs)
+                        chat, device, compile_layers,
+                        template_kwargs_given(click.get_current_context(), chat, chat_template_kwargs))
     cfg, _, base = check_inputs(opts)  # the base recorded in the checkpoint is read too
     inputs = [checkpoint_dir, tokenizer_dir, prompts, base]
     check_output_file(output_json, inputs, "--output-json")
@@ -156,7 +157,8 @@ def acceptance(checkpoint_dir, tokenizer_dir, prompts, num_prompts, max_new_toke
     check_output_file(output_json, [checkpoint_dir, tokenizer_dir, prompts], "--output-json")
 
     opts = AcceptanceOptions(checkpoint_dir, tokenizer_dir, prompts, num_prompts, max_new_tokens, beams, draft_lens,
-                             chat, device, chat_template_kwargs)
+                             chat, device, template_kwargs_given(click.get_current_context(), chat,
+                                                                 chat_template_kwargs))
     warn_if_sampling(check_checkpoint(opts)[0], checkpoint_dir)
     report = run_acceptance(opts, progress=lambda line: click.echo(line, err=True))
     m = report["meta"]

@@ -162,6 +162,15 @@ CHAT_TEMPLATE_KWARGS = click.option(
          """false}' turns Qwen3's thinking off, as serve's chat_template_kwargs).""")
 
 
+
+def template_kwargs_given(ctx: click.Context, chat: bool | None, kwargs: dict) -> dict:
+    """--chat-template-kwargs, or {} where a preset set them and chat is off (--no-chat, run without --chat): a
+    preset's options that do not apply are left out, as `refuse_typed_without` leaves them; typed ones reach
+    encode_prompts' refusal."""
+    typed = ctx.get_parameter_source("chat_template_kwargs") == click.core.ParameterSource.COMMANDLINE
+    return kwargs if typed or chat is not False else {}
+
+
 class Device(click.ParamType):
     """cpu, cuda or cuda:N."""
 

@@ -12,7 +12,8 @@ import click
 
 from ..errors import ConfigError
 from ..presets import config_option, one_of
-from .params import CHAT_TEMPLATE_KWARGS, Command, OutputFile, SEED, Temperature, check_output_file, options_given
+from .params import CHAT_TEMPLATE_KWARGS, Command, OutputFile, SEED, Temperature, check_output_file, options_given, \
+    template_kwargs_given
 from ..tokens import encode_prompts, load_tokenizer, stop_ids
 
 log = logging.getLogger(__name__)
@@ -187,7 +188,8 @@ def run(checkpoint_dir, engine_dir, tokenizer_dir, input_text, input_file, chat,
     prompts = _gather_prompts(input_text or (), input_file)
     typed = {p.opts[0] for p in options_given(ctx)}
     preset = {p.opts[0] for p in options_given(ctx, preset=True)}
-    o = dict(typed=typed, given=typed | preset, prompts=prompts, chat=chat, chat_template_kwargs=chat_template_kwargs,
+    o = dict(typed=typed, given=typed | preset, prompts=prompts, chat=chat,
+             chat_template_kwargs=template_kwargs_given(ctx, chat, chat_template_kwargs),
              max_output_len=max_output_len, temperature=temperature, num_beams=num_beams, draft_len=draft_len,
              no_draft=no_draft, batch_size=batch_size, tp=tp, device=device, seed=seed, compile=compile_layers,
              sampling_rule=sampling_rule)
