@@ -98,6 +98,10 @@ def test_a_presets_mapping_sets_them(thinking, rendered, prompts, tmp_path):
     preset.write_text("run:\n  chat-template-kwargs: {enable_thinking: false}\n")
     _cli("run", "--config", preset, "--checkpoint-dir", ckpt, "--tokenizer-dir", base, *COMMANDS["run"](prompts))
     assert rendered == [HI + EMPTY_THINK]
+    preset.write_text("chat-template-kwargs: {1: true}\n")  # YAML's keys need not be text: a TypeError, the template blamed
+    r = _cli("run", "--config", preset, "--checkpoint-dir", ckpt, "--tokenizer-dir", base, "--input-text", "Hi",
+             "--chat", code=2)
+    assert "chat-template-kwargs" in r.output and "1 is not" in r.output and r.output.count("\n") == 1, r.output
     preset.write_text("chat-template-kwargs: [enable_thinking]\n")
     r = _cli("run", "--config", preset, "--checkpoint-dir", ckpt, "--tokenizer-dir", base, "--input-text", "Hi",
              code=2)

@@ -149,6 +149,8 @@ class TemplateKwargs(click.ParamType):
                 self.fail(f"{value!r} is not JSON ({e.msg}): {self.EXAMPLE}", param, ctx)
         if not isinstance(kwargs, dict):
             self.fail(f"{value!r} is not a JSON object: {self.EXAMPLE}", param, ctx)
+        if names := [k for k in kwargs if not isinstance(k, str)]:  # a preset's YAML: {1: true}
+            self.fail(f"{names[0]!r} is not the name of a template variable: {self.EXAMPLE}", param, ctx)
         from ..tokens import template_kwargs_refusal
 
         if why := template_kwargs_refusal(kwargs):
