@@ -80,9 +80,13 @@ def check_context(cfg, prompts: list[list[int]], max_tokens: int | None, chat: b
 class App:
     """Routes -> (HTTP status, JSON payload). Pure apart from the backend, so it is tested without sockets."""
 
-    def __init__(self, backend: ReferenceBackend, model_name: str, max_output_len: int):
+    def __init__(self, backend: ReferenceBackend, model_name: str, max_output_len: int,
+                 template_kwargs: dict | None = None):
+        """template_kwargs: the chat template's variables of every chat request (serve --chat-template-kwargs),
+        a request's chat_template_kwargs overriding them key by key (vLLM's --default-chat-template-kwargs)."""
         check_max_output_len(backend.config, max_output_len)
         self.backend, self.model_name, self.max_output_len = backend, model_name, max_output_len
+        self.template_kwargs = dict(template_kwargs or {})
         self.created = int(time.time())
 
     def get(self, path: str) -> tuple[int, dict | list]:
@@ -133,7 +137,7 @@ class App:
         backend, n = self.backend, req.n
         temperature = backend.temperature(req.temperature)  # the checkpoint's rule: a greedy one answers at 0
         refuse_unsupported(body, chat, sampling=temperature > 0, stops=frozenset(() if req.ignore_eos else backend.eos))
-        prompts = ([backend.encode_chat(req.prompts[0], req.template_kwargs)] if chat else
+        prompts = ([backend.encode_chat(req.prompts[0], self.template_kwargs | req.template_kwargs)] if chat else
                    [backend.encode(p) if isinstance(p, str) else p for p in req.prompts])
         copies = n if temperature == 0 else 1  # greedy: n equal answers, decoded once
         rows = [p for p in prompts for _ in range(n // copies)]  # answer i is prompt i // n's, decoded row i // copies

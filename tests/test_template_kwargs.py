@@ -127,11 +127,12 @@ def test_a_presets_kwargs_are_left_out_where_chat_is_off(thinking, rendered, pro
     ('{"tokenize": true}', '"tokenize" is an argument of apply_chat_template'),
     ('{"conversations": []}', '"conversations" is an argument of apply_chat_template'),
 ])
-@pytest.mark.parametrize("command", ["run", "train"])
+@pytest.mark.parametrize("command", ["run", "train", "serve"])
 def test_bad_kwargs_are_one_line(thinking, prompts, tmp_path, command, value, says):
     ckpt, base = thinking
-    args = ["--checkpoint-dir", ckpt, "--tokenizer-dir", base, "--input-text", "Hi", "--chat"] if command == "run" \
-        else ["--base", base, "--data", prompts, "--output", tmp_path / "d", "--distill"]
+    args = {"run": ["--checkpoint-dir", ckpt, "--tokenizer-dir", base, "--input-text", "Hi", "--chat"],
+            "train": ["--base", base, "--data", prompts, "--output", tmp_path / "d", "--distill"],
+            "serve": ["--checkpoint-dir", ckpt, "--tokenizer-dir", base, "--port", 0]}[command]
     r = _cli(command, *args, "--chat-template-kwargs", value, code=2)
     assert "--chat-template-kwargs" in r.output and says in r.output and r.output.count("\n") == 1, r.output
 
@@ -227,3 +228,56 @@ def test_serve_refuses_kwargs_it_cannot_render_with(url, path, kwargs, says):
     assert "\n" not in out["error"]["message"]
     if "chat" in path:
         assert out["error"]["param"] == "chat_template_kwargs"
+
+
+def test_serves_a_presets_kwargs_as_the_defaults_of_chat_requests(thinking, tmp_path):
+    """serve had no --chat-template-kwargs, so a preset's top-level chat-template-kwargs (thinking off for run, bench
+    and train) was dropped in silence by serve: it served thinking prompts unless every client sent the field. They
+    are the defaults of its chat requests now (said at startup), a request's own keys overriding them key by key, as
+    vLLM's --default-chat-template-kwargs."""
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    ckpt, base = thinking
+    preset = tmp_path / "p.yaml"
+    preset.write_text("chat-template-kwargs: {enable_thinking: false}\n")
+    proc = subprocess.Popen([sys.executable, "-m", "redrafter_trt", "serve", "--config", str(preset), "--checkpoint-dir",
+                             str(ckpt), "--tokenizer-dir", str(base), "--port", "0", "--max-output-len", "4"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        address = re.search(r"(http://[\d.:]+)/v1", line)
+        assert address and 'chat_template_kwargs {"enable_thinking": false}' in line, (
+            line, proc.stderr.read() if proc.poll() is not None else "")
+
+        def prompt_tokens(**fields):
+            status, out = call(address.group(1), "/v1/chat/completions",
+                               {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1, **fields})
+            assert status == 200, out
+            return out["usage"]["prompt_tokens"]
+
+        thinking_on = prompt_tokens(chat_template_kwargs={"enable_thinking": True})
+        assert prompt_tokens() == prompt_tokens(chat_template_kwargs={"unused": 1}) == thinking_on + len(EMPTY_THINK)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=120)
+
+
+def test_serve_refuses_them_with_an_engine(smollm2, tmp_path):
+    """trtllm-serve 1.2 has no server-wide chat template variables (no flag; its clients send chat_template_kwargs
+    with each request): serve --engine-dir would serve thinking prompts where the option, typed or a preset's, said
+    otherwise."""
+    from test_serve_engine import make_engine
+
+    engine = make_engine(tmp_path / "engine", tp=1)
+    args = ["serve", "--engine-dir", engine, "--tokenizer-dir", smollm2, "--port", 9000, "--dry-run"]
+    r = _cli(*args, "--chat-template-kwargs", OFF, code=2)
+    assert "--chat-template-kwargs applies to --checkpoint-dir only" in r.output and r.output.count("\n") == 1, r.output
+    preset = tmp_path / "p.yaml"
+    preset.write_text("chat-template-kwargs: {enable_thinking: false}\n")
+    r = _cli(*args, "--config", preset, code=2)
+    assert "preset sets chat-template-kwargs" in r.output and r.output.count("\n") == 1, r.output
+    preset.write_text("chat-template-kwargs: {}\n")  # asks nothing
+    assert _cli(*args, "--config", preset).output.startswith("trtllm-serve ")

@@ -158,11 +158,14 @@ class TemplateKwargs(click.ParamType):
         return kwargs
 
 
-CHAT_TEMPLATE_KWARGS = click.option(
-    "--chat-template-kwargs", type=TemplateKwargs(), default="{}", metavar="JSON",
-    help="""Variables of the chat template, a JSON object given to it at every render (e.g. '{"enable_thinking": """
-         """false}' turns Qwen3's thinking off, as serve's chat_template_kwargs).""")
+def chat_template_kwargs_option(help: str):
+    """--chat-template-kwargs JSON (`TemplateKwargs`), its help the command's use of it."""
+    return click.option("--chat-template-kwargs", type=TemplateKwargs(), default="{}", metavar="JSON", help=help)
 
+
+CHAT_TEMPLATE_KWARGS = chat_template_kwargs_option(
+    """Variables of the chat template, a JSON object given to it at every render (e.g. '{"enable_thinking": """
+    """false}' turns Qwen3's thinking off, as serve's chat_template_kwargs).""")
 
 
 def template_kwargs_given(ctx: click.Context, chat: bool | None, kwargs: dict) -> dict:

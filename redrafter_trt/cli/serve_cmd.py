@@ -4,6 +4,7 @@ built engine, on every GPU its ranks need (`redrafter_trt.serve_engine`). Same r
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -13,7 +14,7 @@ import click
 
 from ..errors import ConfigError
 from ..presets import config_option, one_of
-from .params import Command, Seconds, options_given
+from .params import Command, Seconds, chat_template_kwargs_option, options_given
 
 
 # the parameters of the reference server alone (trtllm-serve takes them from the engine or has no such thing)
@@ -35,6 +36,21 @@ def _refuse_preset_reference_options(ctx: click.Context, plan) -> None:
                           "only (trtllm-serve names the model after the engine folder, takes limits and GPUs from the "
                           f"engine and runs TensorRT-LLM's kernels): remove {'them' if many else 'it'} from the preset"
                           f"{off} to serve --engine-dir")
+
+
+def _refuse_engine_template_kwargs(ctx: click.Context, kwargs: dict) -> None:
+    """trtllm-serve 1.2 has no server-wide chat template variables (no flag, no LLM API option: it renders each chat
+    request with that request's chat_template_kwargs alone): --chat-template-kwargs, typed or a preset's, would be
+    dropped and Qwen3 served thinking. Refused, as the other reference-server options."""
+    if not kwargs:
+        return
+    fix = ("trtllm-serve has no server-wide chat template variables: its clients send \"chat_template_kwargs\" "
+           "with each request")
+    if ctx.get_parameter_source("chat_template_kwargs") == click.core.ParameterSource.COMMANDLINE:
+        raise ConfigError(f"--chat-template-kwargs applies to --checkpoint-dir only ({fix}); leave it out")
+    raise ConfigError(f"the --config preset sets chat-template-kwargs, which applies to --checkpoint-dir only ({fix}): "
+                      "remove it from the preset (or move it under the sections of run, bench and acceptance) to "
+                      "serve --engine-dir")
 
 
 @click.command(cls=Command)
@@ -64,9 +80,13 @@ def _refuse_preset_reference_options(ctx: click.Context, plan) -> None:
 @click.option("--shutdown-grace", default=30.0, show_default=True, type=Seconds(),
               help="Reference server: seconds the answers in flight get to finish after SIGTERM or Ctrl-C (new and "
                    "queued requests get 503 at once); a second Ctrl-C cuts them.")
+@chat_template_kwargs_option(
+    """Reference server: the chat template's variables of every chat request, a JSON object (e.g. """
+    """'{"enable_thinking": false}' turns Qwen3's thinking off); a request's own chat_template_kwargs override them """
+    """key by key, as vLLM's --default-chat-template-kwargs.""")
 @click.option("--dry-run", is_flag=True, help="Engine: print the trtllm-serve command and exit.")
 def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max_output_len, max_batch_size, device,
-          compile_layers, shutdown_grace, dry_run):
+          compile_layers, shutdown_grace, chat_template_kwargs, dry_run):
     """Serve a ReDrafter checkpoint or engine over HTTP (OpenAI-style /v1/completions, /v1/chat/completions)."""
     checkpoint_dir, engine_dir = one_of(click.get_current_context(), checkpoint_dir=checkpoint_dir, engine_dir=engine_dir)
     if bool(checkpoint_dir) == bool(engine_dir):
@@ -81,6 +101,7 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
                               "the engine folder, takes limits and GPUs from the engine and runs TensorRT-LLM's "
                               "kernels; leave them out")
 
+        _refuse_engine_template_kwargs(ctx, chat_template_kwargs)
         plan = plan_trtllm_serve(engine_dir, tokenizer_dir, host, port)
         _refuse_preset_reference_options(ctx, plan)
         for warning in (plan.host_warning, plan.stop_warning()):
@@ -120,7 +141,7 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
         raise
     name = model_name or Path(checkpoint_dir).resolve().name
     try:
-        server.app = App(backend, name, max_output_len)
+        server.app = App(backend, name, max_output_len, chat_template_kwargs)
     except BaseException:  # let the other tp ranks go before the error
         backend.stop()
         server.server_close()
@@ -128,8 +149,9 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
     cfg = backend.config
     kind = "reference runtime, compiled" if compile_layers else "reference runtime"
     shown = f"[{host}]" if ":" in host else host  # an IPv6 address, as URLs write it
+    kwargs = f", chat_template_kwargs {json.dumps(chat_template_kwargs, default=str)}" if chat_template_kwargs else ""
     click.echo(f"serving {name} at http://{shown}:{server.server_address[1]}/v1 ({kind}, {device}, "
-               f"tp {cfg.tp_size}, {cfg.num_beams} beams x {cfg.draft_len} draft tokens); Ctrl-C stops")
+               f"tp {cfg.tp_size}, {cfg.num_beams} beams x {cfg.draft_len} draft tokens{kwargs}); Ctrl-C stops")
     sys.stdout.flush()  # the address, for whoever reads this through a pipe
     try:
         server.serve_forever()
