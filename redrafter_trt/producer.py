@@ -37,6 +37,15 @@ def recorded_predict_n(cfg: dict) -> int | None:
     return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
 
 
+def recorded_template_kwargs(cfg: dict) -> dict:
+    """The chat template's variables `train` recorded in a drafter config's producer block (--chat-template-kwargs:
+    the prompts it was trained on); {} where absent or hand-edited into something that is no object of names."""
+    producer = cfg.get("producer")
+    options = producer.get("options") if isinstance(producer, dict) else None
+    kwargs = options.get("chat_template_kwargs") if isinstance(options, dict) else None
+    return kwargs if isinstance(kwargs, dict) and all(isinstance(k, str) for k in kwargs) else {}
+
+
 def producer_summary(cfg: dict) -> dict | None:
     """What `inspect` shows of a config's producer block (None: it has none): the tool, its version and command
     (None: absent or not text), the drafter's recorded predict_n and whether convert found the drafter trained on this

@@ -5,7 +5,9 @@ step at beam width 1 (1 + the sum of chained accuracies), weighted by answer pos
 
     python scripts/eval_drafter.py --drafter DRAFTER [--base SMOLLM2] [--cache-dir .cache-drafter/eval-cache]
 
-The base's answers (192 new tokens per question) are distilled once and cached in --cache-dir.
+The base's answers (192 new tokens per question) are distilled once and cached in --cache-dir; the questions are
+rendered with the chat template variables the drafter was trained with (train --chat-template-kwargs, recorded in its
+producer block: Qwen3's thinking off).
 """
 
 from __future__ import annotations

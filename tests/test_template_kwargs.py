@@ -281,3 +281,27 @@ def test_serve_refuses_them_with_an_engine(smollm2, tmp_path):
     assert "preset sets chat-template-kwargs" in r.output and r.output.count("\n") == 1, r.output
     preset.write_text("chat-template-kwargs: {}\n")  # asks nothing
     assert _cli(*args, "--config", preset).output.startswith("trtllm-serve ")
+
+
+def test_evaluate_on_prompts_renders_them_as_the_drafter_was_trained(thinking, prompts, tmp_path, monkeypatch):
+    """scripts/eval_drafter.py and train_smollm2.py (heldout.evaluate_on_prompts) loaded the tokenizer without the
+    kwargs: a drafter trained with thinking off was scored on thinking prompts. The drafter's recorded ones
+    (its producer block's options) are the default; a chat_template_kwargs given wins."""
+    from redrafter_trt.train import heldout
+
+    _, base = thinking
+    drafter = make_drafter(tmp_path / "d", base)
+    config = json.loads((drafter / "config.json").read_text())
+    config["producer"] = {"command": "train", "options": {"chat_template_kwargs": {"enable_thinking": False}}}
+    (drafter / "config.json").write_text(json.dumps(config))
+    seen = []
+
+    def spy(load, tokenizer, ids, *a, **k):
+        seen.extend(tokenizer.decode(p) for p in ids)
+        raise KeyboardInterrupt  # what was distilled is all this test reads
+
+    monkeypatch.setattr(heldout, "distill", spy)
+    for kwargs in (None, {}):
+        with pytest.raises(KeyboardInterrupt):
+            heldout.evaluate_on_prompts(drafter, base, prompts, tmp_path / "cache", k=2, chat_template_kwargs=kwargs)
+    assert seen == [HI + EMPTY_THINK, HI]

@@ -41,10 +41,14 @@ def evaluate(drafter: Drafter, head: Head, embed: torch.Tensor, feats: Features,
 
 
 def evaluate_on_prompts(drafter_dir: Path, base: Path, prompts_file: Path, cache_dir: Path, *, num_prompts: int = 40,
-                        max_new_tokens: int = 192, k: int | None = None) -> dict:
+                        max_new_tokens: int = 192, k: int | None = None,
+                        chat_template_kwargs: dict | None = None) -> dict:
     """Distill (cached) the base's answers to the first `num_prompts` prompts of the file, then evaluate the
-    drafter on them for k draft steps (default: its predict_n, else 5)."""
+    drafter on them for k draft steps (default: its predict_n, else 5). The prompts are rendered with
+    `chat_template_kwargs` (default: those the drafter was trained with, its producer block's: a drafter of Qwen3's
+    thinking off is scored on such prompts)."""
     from ..hf_model import load_causal_lm
+    from ..producer import recorded_template_kwargs
 
     cfg, tensors = load_drafter(drafter_dir)
     where = Path(base) / "config.json"
@@ -57,7 +61,9 @@ def evaluate_on_prompts(drafter_dir: Path, base: Path, prompts_file: Path, cache
     drafter = Drafter(cfg)
     drafter.load_state_dict(tensors)
     k = k or cfg.predict_n or 5
-    tokenizer = load_tokenizer(base)
+    if chat_template_kwargs is None:
+        chat_template_kwargs = recorded_template_kwargs(read_json(Path(drafter_dir) / "config.json", "drafter"))
+    tokenizer = load_tokenizer(base, None, chat_template_kwargs)
     convs = read_conversations(prompts_file, prompts_only=True)[:num_prompts]  # distilled: their prompts alone
     # prompt and answer within the base's positions (generated past them, a base's answer was garbage or an error)
     max_len = min(4096, max_positions(hf, str(where)))
