@@ -40,10 +40,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# encode's refusal of a template that renders no conversation prefix by prefix, for a conversation without and with
-# tools (Mistral v0.3's puts them before the last user turn too)
-TOOLS_TOO = {False: "", True: " and the tools"}
-
 
 def _droppable(conv: "Conversation") -> str:
     """What encode's refusal says to drop of `conv`: its system message and tools where it has them, its later turns."""
@@ -201,11 +197,12 @@ def encode(tokenizer, conv: Conversation, max_len: int) -> Example:
         through = _render(tokenizer, conv, msgs[: j + 1], add_generation_prompt=False)
         if not (text.startswith(before) and text.startswith(through) and through.startswith(before)):
             raise ConfigError(f"{conv.source or 'a conversation'}: the base's chat template does not render it "
-                              f"prefix by prefix (Mistral's moves a system message{TOOLS_TOO[bool(conv.tools)]} into "
-                              f"the last user turn; DeepSeek-R1's opens its generation prompt with <think>; Qwen3's "
-                              f"gives the last answer alone a <think> block), so its assistant turns cannot be "
-                              f"located: {_droppable(conv)}, remove that record, or train on the base's own answers "
-                              f"with --distill (it renders only the prompt)")
+                              f"prefix by prefix (Mistral's moves a system message"
+                              f"{' and the tools' if conv.tools else ''} into the last user turn; DeepSeek-R1's opens "
+                              f"its generation prompt with <think>; Qwen3's gives the last answer alone a <think> "
+                              f"block), so its assistant turns cannot be located: {_droppable(conv)}, remove that "
+                              f"record, or train on the base's own answers with --distill (it renders only the "
+                              f"prompt)")
         spans.append((len(before), len(through)))
     ids, starts = _tokenize(tokenizer, text, [a for a, _ in spans])
     eos = tokenizer.eos_token_id
