@@ -115,9 +115,9 @@ def sample_difference(sample: dict, weights, num_layers: int) -> tuple[str, floa
     width; one the base does not hold comparably (an FP8 checkpoint's quantised linears), or holds NaN or Inf at the
     recorded positions, is left to the checks that refuse such a base."""
     layers = {name: int(m[1]) for name in sample if (m := LAYER.match(name))}
-    if layers and max(layers.values()) != num_layers - 1:
-        return next(n for n, layer in layers.items() if layer == max(layers.values())), float("inf"), \
-            SAME_WEIGHTS_TOLERANCE
+    deepest = max(layers, key=layers.get, default=None)  # the record's first tensor of its last layer
+    if deepest is not None and layers[deepest] != num_layers - 1:
+        return deepest, float("inf"), SAME_WEIGHTS_TOLERANCE
     worst = None
     for name, entry in sample.items():
         if (dtype := weights.dtype(name)) is None or (relative := _recorded_difference(weights, name, entry)) is None:
