@@ -29,8 +29,6 @@ log = logging.getLogger(__name__)
 # Mistral 7B v0.1 (and its fine-tunes: Zephyr, OpenHermes, ...): rope_theta 10000 and a sliding window of 4096 in
 # 32768 positions; v0.2 and later (and NeMo, Codestral, Mathstral) use rope_theta 1e6 and no window
 MISTRAL_V01 = {"rotary_base": 10000.0, "window": 4096}
-# the qwen_types a TensorRT-LLM Qwen base checkpoint may name: the dense ones registry.py converts
-QWEN_TYPES = ("qwen2", "qwen3")
 
 
 @dataclass
@@ -291,10 +289,6 @@ def _trtllm_config(base: Path, opts: ConvertOptions) -> dict:
     problems = config_problems(cfg)
     if problems:
         raise ConfigError(f"base checkpoint {base}: {problems[0]}: fix its config.json or re-export the base")
-    if cfg.get("architecture") in layout.QWEN_BASES and cfg.get("qwen_type") not in QWEN_TYPES:
-        raise ConfigError(f"{base}: qwen_type {cfg.get('qwen_type')!r} (TensorRT-LLM reads a missing one as the first "
-                          f"Qwen) is not supported, only Qwen2 and Qwen3 (dense): for a Qwen2 or Qwen3 checkpoint add "
-                          f"\"qwen_type\": \"qwen2\" or \"qwen3\" (its Hugging Face model_type) to its config.json")
     mapping = cfg.get("mapping") or {}
     tp = layout.tp_size(cfg)  # pp_size 1: checked by config_problems
     if opts.tp_size is not None and opts.tp_size != tp:

@@ -180,6 +180,10 @@ def _check_config(cfg: dict, rep: Report) -> None:
         rep.problems.append(f"seq_length is absent: TensorRT-LLM's Qwen model reads it and trtllm-build fails without it "
                             f"('QWenConfig' object has no attribute 'seq_length'): add \"seq_length\": {QWEN_SEQ_LENGTH} "
                             f"(TensorRT-LLM's default) to config.json")
+    if base_arch in layout.QWEN_BASES and cfg.get("qwen_type") not in layout.QWEN_TYPES:
+        rep.problems.append(f"qwen_type {cfg.get('qwen_type')!r} (TensorRT-LLM reads a missing one as the first Qwen) "
+                            f"is not supported, only Qwen2 and Qwen3 (dense): for a Qwen2 or Qwen3 checkpoint add "
+                            f"\"qwen_type\": \"qwen2\" or \"qwen3\" (its Hugging Face model_type) to its config.json")
     if layout.qk_norm(cfg) and "attn_bias" not in cfg:
         rep.problems.append("attn_bias is absent: TensorRT-LLM's QWenConfig reads it as true (biased q/k/v) for every "
                             "qwen_type, and a Qwen3 has no attention biases: add \"attn_bias\": false to config.json")

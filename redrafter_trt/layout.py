@@ -48,6 +48,7 @@ def is_redrafter(cfg: dict) -> bool:
 QWEN_BASES = ("QWenForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
 # the qwen_types whose QWenDecoderLayer normalises q and k per head (TensorRT-LLM: `qk_layernorm = config.qwen_type in
 # ('qwen3', 'qwen3_moe')`); a MoE base is not converted here
+QWEN_TYPES = ("qwen2", "qwen3")  # the Qwen layouts this project writes, checks and runs
 QK_NORM_QWEN_TYPES = ("qwen3", "qwen3_moe")
 
 

@@ -103,6 +103,23 @@ def test_a_qwen3_checkpoint_without_attn_bias_is_a_problem(tiny_qwen3, tmp_path)
         convert(base, drafter, tmp_path / "two", num_beams=2, draft_len=2)
 
 
+@pytest.mark.parametrize("qwen_type", [None, "qwen", "qwen2_moe"])
+def test_a_qwen_checkpoint_of_another_qwen_type_is_a_problem(tiny_qwen2, tmp_path, qwen_type):
+    """inspect (and so build's validation) passed a Qwen checkpoint without qwen_type (TensorRT-LLM then builds the
+    first Qwen: another MLP width, another layout) or of a qwen_type nothing here checks (qwen, qwen2_moe); only
+    convert's TensorRT-LLM base path refused them. It is named, with the fix, by the check they now share."""
+    from tinymodels import make_drafter
+
+    ck = convert(tiny_qwen2, make_drafter(tmp_path / "d", tiny_qwen2), tmp_path / "c", num_beams=2, draft_len=2)
+    cfg = json.loads((ck / "config.json").read_text())
+    cfg.pop("qwen_type") if qwen_type is None else cfg.update(qwen_type=qwen_type)
+    (ck / "config.json").write_text(json.dumps(cfg))
+    assert [p for p in inspect_checkpoint(ck).problems if "qwen_type" in p] == [
+        f"qwen_type {qwen_type!r} (TensorRT-LLM reads a missing one as the first Qwen) is not supported, only Qwen2 and "
+        f"Qwen3 (dense): for a Qwen2 or Qwen3 checkpoint add \"qwen_type\": \"qwen2\" or \"qwen3\" (its Hugging Face "
+        f"model_type) to its config.json"]
+
+
 def fp8_tensors(cfg: dict):
     """Turn rank0's base linears into FP8 with unit scales, as an FP8 export holds them (lm_head and drafter kept)."""
     def edit(held: dict) -> None:
