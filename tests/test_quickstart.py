@@ -49,6 +49,8 @@ def test_untrained_fallback_says_so(untrained):
         assert needle in out, needle
     for w in qs.GRID_BEAMS:
         assert f"W={w} L={qs.CPU_DRAFT_LEN}" in out
+    # the install command stands alone on its line's end, not inside another parenthesis (copied, it ran as written)
+    assert "On a machine with an NVIDIA GPU and TensorRT-LLM, installed with: pip install 'tensorrt_llm==1.2.*'" in out
     # a walkthrough: "Measured here (1 questions, ..., 1 CPU threads)"
     assert "Measured here (1 question, " in out and "1 CPU thread):" in out, out
     best = int(re.search(r"W=(\d+) L=\d+\*", out).group(1))  # the table's starred row

@@ -77,6 +77,6 @@ def quickstart(workdir, num_questions, max_new_tokens, force):
         click.echo(f"  {line}")
     from ..build import INSTALL_HINT
 
-    click.echo(f"\nOn a machine with an NVIDIA GPU and TensorRT-LLM ({INSTALL_HINT}):")
+    click.echo(f"\nOn a machine with an NVIDIA GPU and TensorRT-LLM, installed with: {INSTALL_HINT}:")
     for line in res.gpu_commands:
         click.echo(f"  {line}")
