@@ -259,6 +259,29 @@ def unsupported_trtllm(version: str) -> str:
             "no trtllm-build, no ReDrafter)")
 
 
+def installed_source(relative: str) -> str | None:
+    """The text of a module of the installed TensorRT-LLM (`relative` to its package folder), read, not imported (its
+    import loads CUDA); None where no tensorrt_llm is visible from this Python, or the file cannot be read."""
+    spec = importlib.util.find_spec("tensorrt_llm")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    try:
+        return (Path(next(iter(spec.submodule_search_locations))) / relative).read_text()
+    except (OSError, UnicodeError):
+        return None
+
+
+def check_trtllm_builds(config: dict) -> None:
+    """A DependencyError where the installed TensorRT-LLM cannot build this checkpoint's base: a Qwen3 (its QWenConfig
+    knows qwen_type qwen3 since PR #5650, July 2025; an older trtllm-build stops on an assertion after its imports)."""
+    from .layout import qk_norm
+
+    source = installed_source("models/qwen/config.py") if qk_norm(config) else None
+    if source is not None and "'qwen3'" not in source and '"qwen3"' not in source:
+        raise DependencyError(f"TensorRT-LLM {trtllm_version()} builds no Qwen3 (its QWenConfig has no qwen_type qwen3, "
+                              f"added by PR #5650 in July 2025): {INSTALL_HINT}")
+
+
 def require_trtllm_tool(tool: str = TRTLLM_BUILD) -> str:
     """Path of a TensorRT-LLM command (`trtllm-build`, `trtllm-serve`), or a DependencyError saying how to install a
     TensorRT-LLM that has ReDrafter."""
@@ -378,6 +401,7 @@ def build_engine(plan: BuildPlan, on_line: Callable[[str], None] = log.info) -> 
     from .output import atomic_output
 
     require_trtllm_tool(TRTLLM_BUILD)
+    check_trtllm_builds(plan.config)
     on_line(f"$ {plan.shell()}")
     with atomic_output(plan.output_dir, plan.force, [plan.checkpoint_dir]) as tmp:
         run_streaming(plan.with_output(tmp), on_line)

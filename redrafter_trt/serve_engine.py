@@ -26,14 +26,14 @@ What TensorRT-LLM 1.0 to 1.2.x does with it (`tensorrt_llm/commands/serve.py`, `
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shlex
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from .build import check_engine, read_engine_config, require_trtllm_tool, trtllm_version, world_size
+from .build import (check_engine, installed_source, read_engine_config, require_trtllm_tool, trtllm_version,
+                    world_size)
 from .errors import ConfigError, RedrafterError
 from .tokens import load_tokenizer, stop_ids
 
@@ -103,12 +103,8 @@ def ipv6_only(host: str) -> bool:
 def trtllm_serve_binds_ipv4() -> bool | None:
     """Whether the installed trtllm-serve's `launch_server` (tensorrt_llm/commands/serve.py, read, not imported)
     creates an IPv4 socket whatever the host; None: no tensorrt_llm visible from this Python."""
-    spec = importlib.util.find_spec("tensorrt_llm")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    try:
-        source = (Path(next(iter(spec.submodule_search_locations))) / "commands" / "serve.py").read_text()
-    except (OSError, UnicodeError):
+    source = installed_source("commands/serve.py")
+    if source is None:
         return None
     _, found, rest = source.partition("def launch_server(")
     return bool(found) and IPV4_BIND in rest.split("\ndef ", 1)[0]

@@ -496,3 +496,26 @@ def test_output_dir_is_checked_before_building(checkpoints, tmp_path, monkeypatc
     assert run_fake(checkpoints, tmp_path, WRITE_ENGINE).exit_code == 0
     again = run_fake(checkpoints, tmp_path, WRITE_ENGINE)
     assert again.exit_code == 2 and "--force" in again.output
+
+
+@pytest.mark.parametrize("knows, says", [(True, None), (False, "builds no Qwen3"), (None, None)])
+def test_a_qwen3_checkpoint_needs_a_tensorrt_llm_that_builds_qwen3(tmp_path, monkeypatch, knows, says):
+    """TensorRT-LLM's TensorRT backend builds Qwen3 since PR #5650 (July 2025): an older one failed inside
+    trtllm-build, after its imports, on an assertion ('Unsupported Qwen type: qwen3'). Its QWenConfig's source is read
+    (not imported) first; a Qwen2 checkpoint, and a TensorRT-LLM not visible from this Python, are not held up."""
+    if knows is not None:
+        qwen = tmp_path / "site" / "tensorrt_llm" / "models" / "qwen"
+        qwen.mkdir(parents=True)
+        (tmp_path / "site" / "tensorrt_llm" / "__init__.py").write_text("")
+        (qwen / "config.py").write_text("valid_types = ('qwen', 'qwen2'" + (", 'qwen3')" if knows else ")"))
+        monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    else:
+        monkeypatch.setattr(build_mod.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(build_mod, "trtllm_version", lambda: "1.0.0")
+    qwen3 = {"architecture": "ReDrafterForQWenLM", "base_model_architecture": "Qwen3ForCausalLM", "qwen_type": "qwen3"}
+    if says:
+        with pytest.raises(build_mod.DependencyError, match=f"TensorRT-LLM 1.0.0 {says}.*tensorrt_llm==1.2"):
+            build_mod.check_trtllm_builds(qwen3)
+    else:
+        build_mod.check_trtllm_builds(qwen3)
+    build_mod.check_trtllm_builds(qwen3 | {"base_model_architecture": "Qwen2ForCausalLM", "qwen_type": "qwen2"})
