@@ -233,7 +233,7 @@ def hf_config(base: Path, opts: ConvertOptions, exit_dim: tuple[int, ...] = ()) 
     hf = read_json(base / "config.json", "base")
     b = BaseModelConfig.from_hf(hf, str(base / "config.json"))
     check_tp(b.num_heads, b.num_kv_heads, b.intermediate_size, opts.tp_size or 1,
-             (b.hidden_size, b.vocab_size, *exit_dim))
+             (b.hidden_size, b.vocab_size, *exit_dim), b.spec.qk_norm)
     if (act := hf.get("hidden_act", "silu")) not in TRTLLM_ACTIVATIONS:  # transformers runs more (train may use them)
         raise ConfigError(f"{base / 'config.json'}: hidden_act is {act!r}, not an activation TensorRT-LLM's Llama and "
                           f"Qwen2 build ({', '.join(TRTLLM_ACTIVATIONS)}; transformers' swish is silu): fix or "

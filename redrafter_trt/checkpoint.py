@@ -20,6 +20,7 @@ from .io import ST_TO_TORCH, TensorSource, all_finite
 from .producer import producer_summary
 from .registry import QWEN_SEQ_LENGTH, TRTLLM_ACTIVATIONS, TRTLLM_BASES, activation_problem
 from .rope import TRTLLM_ROPE_SCALINGS, rope_scaling_problem, trtllm_builds
+from .shard import qk_norm_misread
 
 REDRAFTER_KEYS = ("redrafter_num_layers", "redrafter_hidden_size", "redrafter_exit_dim", "redrafter_is_rnn",
                   "redrafter_num_beams", "redrafter_draft_len_per_beam", "redrafter_greedy_search",
@@ -210,7 +211,7 @@ def _check_config(cfg: dict, rep: Report) -> None:
     nh, nkv = cfg["num_attention_heads"], cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
     if nh % tp or (nkv % tp and tp % nkv) or cfg["intermediate_size"] % tp:
         rep.problems.append(f"tp_size {tp} does not fit {nh} heads / {nkv} kv heads / intermediate {cfg['intermediate_size']}")
-    elif layout.qk_norm(cfg) and nh // tp == -(-nkv // tp) > 1:  # as many kv heads as heads a rank, more than one
+    elif layout.qk_norm(cfg) and qk_norm_misread(nh, nkv, tp):
         rep.problems.append(f"a Qwen3 with {nh} heads and {nkv} kv heads has {nh // tp} of each a rank at tp_size "
                             f"{tp}: TensorRT-LLM 1.2's Attention then norms q and k reading a rank's qkv as interleaved "
                             f"per head (Persimmon's layout), not as the q, k and v blocks written, and its engine "

@@ -101,7 +101,8 @@ def check_drafter_fits(d: DrafterConfig, cfg: dict, opts: ConvertOptions, base_c
     for label, n in zip(("hidden size H", "exit_dim E", "vocab V"), dims):
         if n % tp:
             nh = cfg["num_attention_heads"]
-            fits = tp_fits(nh, cfg.get("num_key_value_heads") or nh, cfg["intermediate_size"], dims, base_checkpoint)
+            fits = tp_fits(nh, cfg.get("num_key_value_heads") or nh, cfg["intermediate_size"], dims, base_checkpoint,
+                           layout.qk_norm(cfg))
             tp_named = f"the base checkpoint's tp_size {tp}" if base_checkpoint else f"--tp-size {tp}"
             raise ConfigError(f"{tp_named} does not divide the drafter's {label} = {n} (TensorRT-LLM splits drafter "
                               f"layers by rows without padding): {fits}")

@@ -242,7 +242,7 @@ def export_fp8_base(hf_dir: Path, out_dir: Path, *, tp_size: int, dtype: str, kv
         raise ConfigError(f"--quantize fp8 does not support {base.spec.hf_architecture}: "
                           f"supported are {', '.join(sorted(DECODER_TYPES))}")
     # modelopt does not check these: for nkv=3 at tp=2 it silently cuts a kv head in two.
-    check_tp(base.num_heads, base.num_kv_heads, base.intermediate_size, tp_size)
+    check_tp(base.num_heads, base.num_kv_heads, base.intermediate_size, tp_size, qk_norm=base.spec.qk_norm)
     if min(calib_size, calib_seq_len, calib_batch_size) < 1:
         raise ConfigError("--calib-size, --calib-seq-len and --calib-batch-size must be 1 or more")
     prompts = list(calib_prompts)[:calib_size]

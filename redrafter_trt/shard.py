@@ -59,31 +59,48 @@ def qkv_home(part: int, row: int, num_heads: int, num_kv_heads: int, head_size: 
     return rank, q_rows + (part - 1) * kv_heads * head_size + row % (kv_heads * head_size)
 
 
-def tp_sizes(num_heads: int, num_kv_heads: int, intermediate_size: int, unpadded: tuple[int, ...] = ()) -> list[int]:
-    """Every tp_size that check_tp accepts for this base and that divides each of `unpadded`: the drafter's H, E
-    and V, which TensorRT-LLM splits without padding. Divisors of what they share, found up to its square root: a
-    mistyped head count (10**9) is not counted up to."""
+def qk_norm_misread(num_heads: int, num_kv_heads: int, tp_size: int) -> bool:
+    """Whether TensorRT-LLM 1.2's Attention misreads a Qwen3 (per-head q/k norms) at this tp: a rank holding as many
+    kv heads as heads, more than one, is normed as interleaved per head (Persimmon's layout), not as the q, k and v
+    blocks written. Only one head a rank of a Qwen3 with as many kv heads as heads is read right."""
+    return num_heads // tp_size == -(-num_kv_heads // tp_size) > 1
+
+
+def tp_sizes(num_heads: int, num_kv_heads: int, intermediate_size: int, unpadded: tuple[int, ...] = (),
+             qk_norm: bool = False) -> list[int]:
+    """Every tp_size that check_tp accepts for this base, that divides each of `unpadded` (the drafter's H, E and V,
+    which TensorRT-LLM splits without padding) and, for a base with per-head q/k norms (`qk_norm`: Qwen3), that
+    qk_norm_misread does not refuse. Divisors of what they share, found up to its square root: a mistyped head count
+    (10**9) is not counted up to."""
     shared = math.gcd(num_heads, intermediate_size, *unpadded)
     low = [t for t in range(1, math.isqrt(shared) + 1) if not shared % t]
-    return sorted(t for t in {*low, *(shared // t for t in low)} if not (num_kv_heads % t and t % num_kv_heads))
+    return sorted(t for t in {*low, *(shared // t for t in low)} if not (num_kv_heads % t and t % num_kv_heads)
+                  and not (qk_norm and qk_norm_misread(num_heads, num_kv_heads, t)))
 
 
 def tp_fits(num_heads: int, num_kv_heads: int, intermediate_size: int, unpadded: tuple[int, ...] = (),
-            base_checkpoint: bool = False) -> str:
-    """The advice a tp refusal ends with: the sizes tp_sizes names (1 always fits). A TensorRT-LLM
-    `base_checkpoint` is split already (--tp-size must be its own): its advice is to re-export it at one of them."""
-    *others, last = map(str, tp_sizes(num_heads, num_kv_heads, intermediate_size, unpadded))
-    sizes = f"{', '.join(others)} or {last}" if others else last
+            base_checkpoint: bool = False, qk_norm: bool = False) -> str:
+    """The advice a tp refusal ends with: the sizes tp_sizes names (1 fits all but a Qwen3 with as many kv heads as
+    heads, which may fit none). A TensorRT-LLM `base_checkpoint` is split already (--tp-size must be its own): its
+    advice is to re-export it at one of them."""
+    sizes = tp_sizes(num_heads, num_kv_heads, intermediate_size, unpadded, qk_norm)
+    if not sizes:
+        return (f"no --tp-size splits this model: a Qwen3 with as many kv heads as heads is read right by "
+                f"TensorRT-LLM at one head a rank only (tp {num_heads}), which does not divide one of its "
+                f"intermediate size, hidden size, vocabulary or drafter exit_dim: use another model")
+    *others, last = map(str, sizes)
+    named = f"{', '.join(others)} or {last}" if others else last
     if base_checkpoint:
-        return f"re-export the base at tp {sizes}, or convert its Hugging Face model at --tp-size {sizes}"
-    return f"--tp-size {sizes} splits this model" if others else "use --tp-size 1"
+        return f"re-export the base at tp {named}, or convert its Hugging Face model at --tp-size {named}"
+    return f"--tp-size {named} splits this model" if others else f"use --tp-size {last}"
 
 
 def check_tp(num_heads: int, num_kv_heads: int, intermediate_size: int, tp_size: int,
-             unpadded: tuple[int, ...] = ()) -> None:
+             unpadded: tuple[int, ...] = (), qk_norm: bool = False) -> None:
     """TensorRT-LLM's constraints on a base model's tensor parallelism, as one-line errors. Each names the sizes
     that pass them all and divide `unpadded` (tp_sizes): a divisor of the heads alone (SmolLM2's 9) can fail on
-    the intermediate size next, one of the base's (SmolLM2-360M's 5) on the drafter's vocabulary."""
+    the intermediate size next, one of the base's (SmolLM2-360M's 5) on the drafter's vocabulary, and for a Qwen3
+    (`qk_norm`) none that qk_norm_misread refuses (inspect's rule, which convert applies to what it writes)."""
     if tp_size < 1:
         raise ConfigError(f"--tp-size {tp_size} is invalid: use 1 or more")
     if num_heads % tp_size:
@@ -94,4 +111,5 @@ def check_tp(num_heads: int, num_kv_heads: int, intermediate_size: int, tp_size:
         problem = f"does not divide the intermediate size {intermediate_size}"
     else:
         return
-    raise ConfigError(f"--tp-size {tp_size} {problem}: {tp_fits(num_heads, num_kv_heads, intermediate_size, unpadded)}")
+    fits = tp_fits(num_heads, num_kv_heads, intermediate_size, unpadded, qk_norm=qk_norm)
+    raise ConfigError(f"--tp-size {tp_size} {problem}: {fits}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -176,6 +177,23 @@ def test_tp_sizes_named_fit_the_drafter_too(tmp_path):
     parts = (base, make_drafter(tmp_path / "d2", base, exit_dim=64), tmp_path / "out")
     for tp in (2, 3):
         assert_one_line_error(convert_err(parts, "--tp-size", tp), "use --tp-size 1")
+
+
+def test_tp_sizes_named_for_a_qwen3_with_as_many_kv_heads_as_heads_convert(tmp_path):
+    """A Qwen3 with as many kv heads as heads converts only at one head a rank (its refusal at more: TensorRT-LLM
+    1.2 norms q and k reading the rank's qkv as interleaved), yet a refused --tp-size named 1 and 2 beside 4 for 4
+    heads, both then refused; where one head a rank does not split the rest (a vocabulary of 255), it named 1."""
+    base = make_hf(tmp_path / "b", "qwen3", num_key_value_heads=4, head_dim=32)
+    parts = (base, make_drafter(tmp_path / "d", base), tmp_path / "out")
+    result = convert_err(parts, "--tp-size", 3)
+    assert_one_line_error(result, "does not divide the 4 attention heads")
+    named = [int(t) for t in re.findall(r"\b\d+\b", result.stderr.split(":")[-1])]
+    assert named == [4], result.stderr
+    assert run_cli("convert", "--base", base, "--drafter", parts[1], "--output", parts[2], "--tp-size", 4).exit_code == 0
+    base = make_hf(tmp_path / "b2", "qwen3", num_key_value_heads=4, head_dim=32, vocab_size=255)
+    parts = (base, make_drafter(tmp_path / "d2", base), tmp_path / "out2")
+    assert_one_line_error(convert_err(parts, "--tp-size", 3), "no --tp-size splits this model")
+    assert_one_line_error(convert_err(parts, "--tp-size", 4), "no --tp-size splits this model")
 
 
 def test_tp_sizes_of_a_mistyped_head_count_are_named_at_once():
