@@ -54,7 +54,9 @@ AS_ROLE = {"developer": "system"}  # newer OpenAI clients send the system prompt
 
 
 def _messages(messages) -> list[dict]:
-    """The chat messages, each checked on its own: a long history's one bad message is named by its index."""
+    """The chat messages, each checked on its own: a long history's one bad message is named by its index. OpenAI's
+    `name` (who speaks; null: none) is kept for the chat template, as vLLM keeps it (trtllm-serve's parser drops it):
+    most templates never read it, and those that do render it rather than lose it."""
     if not isinstance(messages, list) or not messages:
         raise RequestError('"messages" must be a non-empty list of {"role": "system", "user" or "assistant", '
                            '"content": str or text parts}')
@@ -67,7 +69,10 @@ def _messages(messages) -> list[dict]:
         if not isinstance(text_of(m.get("content")), str):
             raise RequestError(f'"messages"[{i}]: "content" must be a string or a list of text parts '
                                '({"type": "text", "text": str})')
-    return [{"role": AS_ROLE.get(m["role"], m["role"]), "content": text_of(m["content"])} for m in messages]
+        if not isinstance(m.get("name"), (str, type(None))):
+            raise RequestError(f'"messages"[{i}]: "name" must be a string (who speaks), or left out')
+    return [{"role": AS_ROLE.get(m["role"], m["role"]), "content": text_of(m["content"]),
+             **({"name": m["name"]} if m.get("name") is not None else {})} for m in messages]
 
 
 def _logprobs_asked(body: dict, chat: bool) -> int | None:

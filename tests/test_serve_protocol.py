@@ -391,6 +391,20 @@ def test_messages_the_chat_template_refuses_are_a_400(server, monkeypatch):
     assert request(server, "POST", "/v1/chat/completions", two | {"messages": two["messages"][:1]})[0] == 200
 
 
+def test_a_messages_name_reaches_the_chat_template(server, monkeypatch):
+    """OpenAI's `name` on a message (who speaks: a multi-party chat) was dropped before the chat template, which vLLM
+    and trtllm-serve hand it; a template that reads `message.name` now sees it (one that does not reads past it)."""
+    naming = ("{% for m in messages %}{% if m.name is defined %}{{ raise_exception('named ' + m.role + ' ' + m.name) }}"
+              "{% endif %}{{ m['content'] }}{% endfor %}")
+    monkeypatch.setattr(server.app.backend.tokenizer, "chat_template", naming)
+    body = {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "a", "name": "ann"}],
+            "max_tokens": 2}
+    status, _, data = request(server, "POST", "/v1/chat/completions", body)
+    assert status == 400 and "named user ann" in json.loads(data)["error"]["message"], data
+    nameless = [*body["messages"][:1], {"role": "user", "content": "a", "name": None}]  # null: a client's unset field
+    assert request(server, "POST", "/v1/chat/completions", body | {"messages": nameless})[0] == 200
+
+
 @pytest.mark.parametrize("code, named", [
     ("{{ messages[1]['content'] + 1 }}", "TypeError: can only concatenate str"),
     ("{{ messages[1]['content'] | abs }}", "TypeError: bad operand type for abs()"),  # raised in jinja's filter
@@ -494,6 +508,8 @@ def test_fields_it_does_not_know_are_refused_not_ignored(server, path, body, say
      '"messages"[2]: role "tool" is not one of system, user, assistant (developer)'),
     ("/v1/chat/completions", {"messages": [{"role": "user"}]}, '"messages"[0]: "content" must be a string or a list'),
     ("/v1/chat/completions", {"messages": ["Hi"]}, '"messages"[0] must be an object'),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi", "name": False}]},
+     '"messages"[0]: "name" must be a string'),
     ("/v1/chat/completions", {"messages": []}, '"messages" must be a non-empty list'),
 ])
 def test_a_malformed_prompt_names_its_endpoint_or_message(server, path, body, says):
