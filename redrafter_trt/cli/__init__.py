@@ -9,6 +9,7 @@ traceback instead). The scripts under scripts/ do the same through `Script`.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import os
 import signal
