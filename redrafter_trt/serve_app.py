@@ -11,7 +11,7 @@ written against one talks to the other unchanged.
                                   "n", "echo", "logprobs": k, "ignore_eos", "stream", "stream_options"}
     POST /v1/chat/completions    {"messages": [{"role", "content"}], "max_tokens", "temperature", "seed", "stop",
                                   "n", "echo", "logprobs": true, "top_logprobs": k, "ignore_eos", "stream",
-                                  "stream_options"}
+                                  "stream_options"; with --tool-parser: "tools", "tool_choice", tool messages}
 
 Every answer carries a `redrafter` block (the decoding steps run, the tokens they made per step; a greedy n > 1's
 copies are decoded once and counted once): the acceptance to watch, beside `usage` (a streamed answer's only with
@@ -34,7 +34,8 @@ continue_final_message is refused). Refused with 400: fields that would change t
 answer and are not implemented here (`serve_request.UNSUPPORTED`), fields it does not know, "best_of" > 1, "suffix",
 max_tokens above the server's --max-output-len (left out: what the prompt leaves, up to it), more than
 `serve_request.MAX_STOP` stop strings or one longer than MAX_STOP_CHARS, malformed fields;
-another "model": 404.
+another "model": 404. With --tool-parser, a chat answer's tool calls are parsed out of its text (`serve_tools`):
+`message.tool_calls`, finish_reason "tool_calls", streamed as one delta per completed call.
 While the server shuts down, what waits or arrives gets 503 (`ReferenceBackend.stop`). The HTTP server around it:
 `serve_http`.
 """
@@ -54,6 +55,7 @@ from .serve_errors import SHUTTING_DOWN, ClientGone, RequestError, Unavailable, 
 from .serve_jobs import Choice
 from .serve_logprobs import Echo, echo_of, logprobs_json
 from .serve_request import ModelNotFound, Request, parse, refuse_unsupported
+from .serve_tools import TOOL_PARSERS, parse_answer
 
 
 def check_max_output_len(cfg, max_output_len: int) -> None:
@@ -81,11 +83,13 @@ class App:
     """Routes -> (HTTP status, JSON payload). Pure apart from the backend, so it is tested without sockets."""
 
     def __init__(self, backend: ReferenceBackend, model_name: str, max_output_len: int,
-                 template_kwargs: dict | None = None):
+                 template_kwargs: dict | None = None, tool_parser: str | None = None):
         """template_kwargs: the chat template's variables of every chat request (serve --chat-template-kwargs),
-        a request's chat_template_kwargs overriding them key by key (vLLM's --default-chat-template-kwargs)."""
+        a request's chat_template_kwargs overriding them key by key (vLLM's --default-chat-template-kwargs).
+        tool_parser: serve --tool-parser, a name of serve_tools.TOOL_PARSERS (None: `tools` are refused)."""
         check_max_output_len(backend.config, max_output_len)
         self.backend, self.model_name, self.max_output_len = backend, model_name, max_output_len
+        self.tool_parser = tool_parser
         self.template_kwargs = dict(template_kwargs or {})
         self.created = int(time.time())
 
@@ -131,14 +135,15 @@ class App:
             return HTTPStatus.BAD_REQUEST, error(str(e), "invalid_request_error", param=getattr(e, "param", None))
 
     def _complete(self, chat: bool, body, events, alive) -> tuple[int, dict] | None:
-        req = parse(body, chat, self.model_name, self.max_output_len)
+        req = parse(body, chat, self.model_name, self.max_output_len, self.tool_parser)
         if req.stream and events is None:
             raise RequestError('"stream": true needs an HTTP connection to stream on')
         backend, n = self.backend, req.n
         temperature = backend.temperature(req.temperature)  # the checkpoint's rule: a greedy one answers at 0
-        refuse_unsupported(body, chat, sampling=temperature > 0, stops=frozenset(() if req.ignore_eos else backend.eos))
-        prompts = ([backend.encode_chat(req.prompts[0], self.template_kwargs | req.template_kwargs)] if chat else
-                   [backend.encode(p) if isinstance(p, str) else p for p in req.prompts])
+        refuse_unsupported(body, chat, sampling=temperature > 0, stops=frozenset(() if req.ignore_eos else backend.eos),
+                           tools=self.tool_parser is not None)
+        prompts = ([backend.encode_chat(req.prompts[0], self.template_kwargs | req.template_kwargs, req.tools)]
+                   if chat else [backend.encode(p) if isinstance(p, str) else p for p in req.prompts])
         copies = n if temperature == 0 else 1  # greedy: n equal answers, decoded once
         rows = [p for p in prompts for _ in range(n // copies)]  # answer i is prompt i // n's, decoded row i // copies
         check_context(backend.config, prompts, req.max_tokens, chat)
@@ -162,9 +167,13 @@ class App:
         def usage_of(prompt_tokens: int, made: int) -> dict:
             return {"prompt_tokens": prompt_tokens, "completion_tokens": made, "total_tokens": prompt_tokens + made}
 
-        def chunk(i: int, delta: str, values: list, role: bool = False, made: int = 0) -> None:
-            part = ({"delta": {"role": "assistant", "content": delta} if role else {"content": delta}} if chat else
-                    {"text": delta})
+        def chunk(i: int, delta: str, values: list, role: bool = False, made: int = 0, calls: list = ()) -> None:
+            """calls: tool calls, in a chunk of their own (delta: the text before them, sent first)."""
+            if calls:
+                part = {"delta": {"tool_calls": [{"index": k, **c} for k, c in calls]}}
+            else:
+                part = ({"delta": {"role": "assistant", "content": delta} if role else {"content": delta}} if chat
+                        else {"text": delta})
             # as OpenAI: with include_usage every chunk has a usage, null but the last (continuous: so far)
             usage = ({"usage": usage_of(len(prompts[i // n]), made)} if req.continuous_usage else
                      {"usage": None} if req.include_usage else {})
@@ -179,9 +188,22 @@ class App:
                     chunk(i, "", [], role=True)
                 if echoes[i // n].text or echoes[i // n].values:
                     chunk(i, echoes[i // n].text, echoes[i // n].values)
+        parsers = [TOOL_PARSERS[req.tool_parser]() for _ in range(len(prompts) * n)] if req.tool_parser else None
+
+        def tool_chunks(i: int, content: str, calls: list[dict], made: int) -> None:
+            """Answer i's content and its tool calls, each indexed by its place among the answer's calls."""
+            if content:
+                chunk(i, content, [], made=made)
+            first = len(parsers[i].calls) - len(calls)
+            for k, call in enumerate(calls, first):
+                chunk(i, "", [], made=made, calls=[(k, call)])
+
         def on_delta(r: int, delta: str, values: list, made: int) -> None:
             for i in range(r * copies, (r + 1) * copies):
-                chunk(i, delta, after_echo(i, values), made=made)
+                if parsers:
+                    tool_chunks(i, *parsers[i].add(delta), made)
+                else:
+                    chunk(i, delta, after_echo(i, values), made=made)
 
         def still_there(*_) -> None:  # a non-streaming client that left frees its rows too
             if alive is not None and not alive():
@@ -201,6 +223,11 @@ class App:
                     None)  # None: nothing decoded (an echo scored alone)
         tail = {"usage": usage, "redrafter": {"steps": steps, "tokens_per_step": per_step}}
         if req.stream:
+            for i, c in enumerate(choices if parsers else ()):  # what the parsers held back
+                tool_chunks(i, *parsers[i].finish(), len(c.ids))
+            if parsers:
+                choices = [dataclasses.replace(c, finish_reason="tool_calls") if p.calls else c
+                           for c, p in zip(choices, parsers)]
             empty = {"delta": {}} if chat else {"text": ""}
             ends = [{"index": i, **empty, "logprobs": None, "finish_reason": c.finish_reason}
                     for i, c in enumerate(choices)]
@@ -217,10 +244,22 @@ class App:
                                                                       {"redrafter": tail["redrafter"]}))
             return None
         return HTTPStatus.OK, head | {"object": kind, "choices": [
-            ({"index": i, "message": {"role": "assistant", "content": echoes[i // n].text + c.text}} if chat else
-             {"index": i, "text": echoes[i // n].text + c.text})
-            | {"logprobs": lps(echoes[i // n].values + after_echo(i, c.logprobs or [])), "finish_reason": c.finish_reason}
+            ({"index": i, **self._message(echoes[i // n].text, c, req.tool_parser)} if chat else
+             {"index": i, "text": echoes[i // n].text + c.text, "finish_reason": c.finish_reason})
+            | {"logprobs": lps(echoes[i // n].values + after_echo(i, c.logprobs or []))}
             for i, c in enumerate(choices)]} | tail
+
+    @staticmethod
+    def _message(echo: str, choice: Choice, tool_parser: str | None) -> dict:
+        """A chat answer's message and finish_reason: its tool calls parsed out when asked (`serve_tools`), the
+        finish_reason then "tool_calls", as vLLM's and trtllm-serve's."""
+        if tool_parser is None:
+            return {"message": {"role": "assistant", "content": echo + choice.text},
+                    "finish_reason": choice.finish_reason}
+        content, calls = parse_answer(tool_parser, choice.text)
+        content = None if content is None and not echo else echo + (content or "")
+        return {"message": {"role": "assistant", "content": content} | ({"tool_calls": calls} if calls else {}),
+                "finish_reason": "tool_calls" if calls else choice.finish_reason}
 
     def _echoes(self, req: Request, prompts: list[list[int]]) -> list[Echo]:
         """What each prompt's answers start with: nothing; with echo a completion's prompt as sent (scored when

@@ -81,16 +81,18 @@ class ReferenceBackend:
         as TensorRT-LLM's iteration statistics (trtllm-serve's GET /metrics); each is given once."""
         return self.scheduler.take_iterations()
 
-    def encode_chat(self, messages: list[dict], template_kwargs: dict | None = None) -> list[int]:
+    def encode_chat(self, messages: list[dict], template_kwargs: dict | None = None, tools: tuple[dict, ...] = ()
+                    ) -> list[int]:
         """The messages in the chat template, ready for the answer, rendered with the request's chat_template_kwargs
-        (checked: `tokens.template_kwargs_refusal`)."""
+        (checked: `tokens.template_kwargs_refusal`) and its tools (OpenAI's function tools, as `tokens.render_chat`
+        gives a record's)."""
         if not getattr(self.tokenizer, "chat_template", None):
             raise RequestError("this model's tokenizer has no chat template: use /v1/completions")
         from jinja2 import TemplateError
 
         try:
-            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False,
-                                                      **(template_kwargs or {}))
+            text = self.tokenizer.apply_chat_template(messages, tools=list(tools) or None, add_generation_prompt=True,
+                                                      tokenize=False, **(template_kwargs or {}))
         except Exception as e:  # the template's own refusal is a 400; any other error is the server's, a 500
             if not raised_by_template(e):
                 raise

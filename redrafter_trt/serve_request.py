@@ -50,29 +50,96 @@ def _prompts(prompt) -> list:
 
 
 ROLES = ("system", "user", "assistant")
+TOOL_ROLES = ("tool",)  # with serve --tool-parser: a tool's result, after the assistant's call
 AS_ROLE = {"developer": "system"}  # newer OpenAI clients send the system prompt as "developer"
+TOOLS_NEED = "start the server with --tool-parser qwen3 (Qwen2.5's and Qwen3's tool calls)"
 
 
-def _messages(messages) -> list[dict]:
-    """The chat messages, each checked on its own: a long history's one bad message is named by its index. OpenAI's
-    `name` (who speaks; null: none) is kept for the chat template, as vLLM keeps it (trtllm-serve's parser drops it):
-    most templates never read it, and those that do render it rather than lose it."""
+def _messages(messages, tools: bool = False) -> list[dict]:
+    """The chat messages, each checked on its own: a long history's one bad message is named by its index. tools:
+    the server parses tool calls (--tool-parser): a "tool" message and an assistant's `tool_calls` are taken.
+    OpenAI's `name` (who speaks; null: none) is kept for the chat template, as vLLM keeps it (trtllm-serve's parser
+    drops it): most templates never read it, and those that do render it rather than lose it."""
     if not isinstance(messages, list) or not messages:
         raise RequestError('"messages" must be a non-empty list of {"role": "system", "user" or "assistant", '
                            '"content": str or text parts}')
+    roles = ROLES + TOOL_ROLES if tools else ROLES
+    out = []
     for i, m in enumerate(messages):
         if not isinstance(m, dict):
             raise RequestError(f'"messages"[{i}] must be an object {{"role": ..., "content": ...}}')
-        if not isinstance(m.get("role"), str) or AS_ROLE.get(m["role"], m["role"]) not in ROLES:
-            raise RequestError(f'"messages"[{i}]: role {json.dumps(m.get("role"))} is not one of {", ".join(ROLES)} '
+        role = AS_ROLE.get(m.get("role"), m.get("role")) if isinstance(m.get("role"), str) else None
+        if not tools and (role in TOOL_ROLES or m.get("tool_calls")):
+            raise RequestError(f'"messages"[{i}]: tool calls and results need tool calling: {TOOLS_NEED}')
+        if role not in roles:
+            raise RequestError(f'"messages"[{i}]: role {json.dumps(m.get("role"))} is not one of {", ".join(roles)} '
                                f'({", ".join(AS_ROLE)})')
-        if not isinstance(text_of(m.get("content")), str):
+        calls = _tool_calls(m.get("tool_calls"), i) if role == "assistant" else []
+        content = "" if calls and m.get("content") is None else text_of(m.get("content"))
+        if not isinstance(content, str):
             raise RequestError(f'"messages"[{i}]: "content" must be a string or a list of text parts '
                                '({"type": "text", "text": str})')
         if not isinstance(m.get("name"), (str, type(None))):
             raise RequestError(f'"messages"[{i}]: "name" must be a string (who speaks), or left out')
-    return [{"role": AS_ROLE.get(m["role"], m["role"]), "content": text_of(m["content"]),
-             **({"name": m["name"]} if m.get("name") is not None else {})} for m in messages]
+        message = {"role": role, "content": content} | ({"name": m["name"]} if m.get("name") is not None else {})
+        if role == "tool":
+            if not isinstance(m.get("tool_call_id"), str):
+                raise RequestError(f'"messages"[{i}]: a "tool" message needs "tool_call_id", the id of the call it '
+                                   'answers')
+            message["tool_call_id"] = m["tool_call_id"]
+        out.append(message | ({"tool_calls": calls} if calls else {}))
+    return out
+
+
+def _tool_calls(calls, i: int) -> list[dict]:
+    """An assistant message's `tool_calls` as chat templates read them: arguments sent as a JSON object's text are
+    given as the object (Qwen2.5's template writes `arguments | tojson`, which would quote the text again; Qwen3's
+    writes a string as it is), as vLLM gives them."""
+    if calls is None or calls == []:
+        return []
+    need = (f'"messages"[{i}]: "tool_calls" must be a list of {{"id": str, "type": "function", "function": '
+            '{"name": str, "arguments": JSON object text}}')
+    if not isinstance(calls, list):
+        raise RequestError(need)
+    out = []
+    for call in calls:
+        function = call.get("function") if isinstance(call, dict) else None
+        if (not isinstance(function, dict) or call.get("type", "function") != "function"
+                or not isinstance(function.get("name"), str)
+                or not isinstance(function.get("arguments"), (str, dict))):
+            raise RequestError(need)
+        arguments = function["arguments"]
+        if isinstance(arguments, str):
+            try:
+                parsed = json.loads(arguments)
+            except ValueError:
+                parsed = None
+            arguments = parsed if isinstance(parsed, dict) else arguments
+        out.append({**({"id": call["id"]} if isinstance(call.get("id"), str) else {}), "type": "function",
+                    "function": {"name": function["name"], "arguments": arguments}})
+    return out
+
+
+TOOL_SHAPE = '{"type": "function", "function": {"name": str, "description": str, "parameters": JSON schema}}'
+TOOL_FIELDS = (("name", str, "a string"), ("description", str, "a string"), ("parameters", dict, "a JSON schema "
+               "object"))  # OpenAI's FunctionDefinition: the name required, the others optional
+
+
+def _tools(tools) -> tuple[dict, ...]:
+    """A request's `tools`: OpenAI's function tools, given to the chat template as sent."""
+    if tools is None:
+        return ()
+    if not isinstance(tools, list):
+        raise RequestError(f'"tools" must be a list of {TOOL_SHAPE}', param="tools")
+    for k, tool in enumerate(tools):
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(function, dict) or tool.get("type") != "function":
+            raise RequestError(f'"tools"[{k}] must be {TOOL_SHAPE}', param="tools")
+        for key, kind, what in TOOL_FIELDS:
+            value = function.get(key)
+            if (key == "name" or value is not None) and not isinstance(value, kind):
+                raise RequestError(f'"tools"[{k}]: "function"."{key}" must be {what}', param="tools")
+    return tuple(tools)
 
 
 def _logprobs_asked(body: dict, chat: bool) -> int | None:
@@ -119,9 +186,13 @@ class Request:
                              # do): every chunk carries its answer's usage so far
     template_kwargs: dict    # chat: chat_template_kwargs, the chat template's variables for this request (Qwen3's
                              # enable_thinking), as vLLM and trtllm-serve give them to apply_chat_template
+    tools: tuple[dict, ...] = ()   # chat with --tool-parser: the function tools, given to the chat template
+    tool_parser: str | None = None  # the answers' tool calls are parsed (serve_tools): tools given, tool_choice
+                                    # not "none" (then the template still gets them, as vLLM's)
 
 
-def parse(body, chat: bool, model_name: str, max_output_len: int) -> Request:
+def parse(body, chat: bool, model_name: str, max_output_len: int, tool_parser: str | None = None) -> Request:
+    """tool_parser: the server's --tool-parser (None: `tools` are refused, by refuse_unsupported)."""
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
     stream = _field(body, "stream", bool, False, need="true or false", allow_bool=True)
@@ -136,7 +207,8 @@ def parse(body, chat: bool, model_name: str, max_output_len: int) -> Request:
     if body.get(PROMPT[chat]) is None and body.get(PROMPT[not chat]) is not None:  # a client at the wrong route
         raise RequestError(f'"{PROMPT[not chat]}" is read by POST /v1/{"" if chat else "chat/"}completions: send this '
                            f'body there, or "{PROMPT[chat]}" here')
-    prompts = [_messages(body.get("messages"))] if chat else _prompts(body.get("prompt"))
+    tooled = chat and tool_parser is not None
+    prompts = [_messages(body.get("messages"), tooled)] if chat else _prompts(body.get("prompt"))
     if len(prompts) > MAX_PROMPTS:
         raise RequestError(f"{len(prompts)} prompts in one request: send at most {MAX_PROMPTS}")
     n = _field(body, "n", int, 1, lambda v: 1 <= v <= MAX_PROMPTS // len(prompts),
@@ -160,8 +232,14 @@ def parse(body, chat: bool, model_name: str, max_output_len: int) -> Request:
                              'variables, e.g. {"enable_thinking": false}') if chat else {}  # completions: unknown
     if why := template_kwargs_refusal(template_kwargs):
         raise RequestError(f'"chat_template_kwargs": {why}', param="chat_template_kwargs")
+    tools = _tools(body.get("tools")) if tooled else ()
+    parsed = tools and body.get("tool_choice") != "none"  # another tool_choice: refuse_unsupported's
+    logprobs = _logprobs_asked(body, chat)
+    if parsed and logprobs is not None:
+        raise RequestError('"logprobs" with "tools": the tokens of a tool call have no place in the answer\'s '
+                           'logprobs here: leave out one of them', param="logprobs")
     return Request(
-        chat=chat, prompts=prompts, n=n, echo=echo, logprobs=_logprobs_asked(body, chat),
+        chat=chat, prompts=prompts, n=n, echo=echo, logprobs=logprobs,
         max_tokens=next((v for v in (max_tokens, newer) if v is not None), None),
         temperature=_field(body, "temperature", (int, float), None, lambda v: 0 <= v < math.inf, "a number >= 0"),
         seed=secrets.randbits(63) if seed is None else seed % 2 ** 63,  # as OpenAI: a fresh sample unless sent
@@ -169,7 +247,7 @@ def parse(body, chat: bool, model_name: str, max_output_len: int) -> Request:
         stream=stream, include_usage=options.get("include_usage", False),
         ignore_eos=_field(body, "ignore_eos", bool, False, need="true or false", allow_bool=True),
         continuous_usage=options.get("include_usage", False) and options.get("continuous_usage_stats", False),
-        template_kwargs=template_kwargs)
+        template_kwargs=template_kwargs, tools=tools, tool_parser=tool_parser if parsed else None)
 
 
 # Fields that change the answer and that this server does not implement -> the values that change nothing (none:
@@ -194,6 +272,11 @@ READ = {  # the fields `parse` reads of both endpoints (READ_BY: of one)
 # requests are served in)
 IGNORED = {"user", "metadata", "store", "service_tier", "parallel_tool_calls", "prediction", "reasoning_effort",
            "verbosity", "request_id", "cache_salt", "priority", "prompt_cache_key", "safety_identifier"}
+FIXES = {  # what to do instead of leaving an UNSUPPORTED field out
+    "prompt_logprobs": 'send "echo": true with "logprobs": k for the prompt\'s logprobs',
+    "tools": TOOLS_NEED + ", or leave it out",
+}
+CHAT_FIXES = {"tools"}  # of chat alone: completions leave them out
 PROMPT = {False: "prompt", True: "messages"}
 READ_BY = {False: {PROMPT[False]}, True: {PROMPT[True], "chat_template_kwargs"}}
 ENDPOINT = {  # how this server builds each endpoint's prompt (a chat answer is a new assistant turn, as vLLM's
@@ -223,8 +306,10 @@ def _stops_already(value, stops: frozenset[int]) -> bool:
                                            for t in value)
 
 
-def refuse_unsupported(body: dict, chat: bool, sampling: bool, stops: frozenset[int] = frozenset()) -> None:
-    """stops: the tokens this request's answers end at (the model's EOS ids; none under ignore_eos)."""
+def refuse_unsupported(body: dict, chat: bool, sampling: bool, stops: frozenset[int] = frozenset(),
+                       tools: bool = False) -> None:
+    """stops: the tokens this request's answers end at (the model's EOS ids; none under ignore_eos). tools: the
+    server parses tool calls (--tool-parser): chat's `tools` are `parse`'s."""
     known = READ | IGNORED | READ_BY[chat] | set(UNSUPPORTED) | set(ENDPOINT[chat]) | set(SAMPLING_FILTERS)
     unknown = [name for name, value in body.items() if name not in known and value is not None]
     if unknown:
@@ -232,12 +317,13 @@ def refuse_unsupported(body: dict, chat: bool, sampling: bool, stops: frozenset[
                            f'(fields this server reads: {", ".join(sorted(READ | READ_BY[chat]))})')
     table = UNSUPPORTED | ENDPOINT[chat] | (SAMPLING_FILTERS if sampling else {})
     for name, neutral in table.items():
+        if name == "tools" and tools and chat:
+            continue
         value = body.get(name)
         if name == "stop_token_ids" and _stops_already(value, stops):
             continue
         if value is not None and not any(_same(value, v) for v in neutral):
             fix = f"leave it out (or send {json.dumps(neutral[0])})" if neutral else "leave it out"
-            if name == "prompt_logprobs":
-                fix = 'send "echo": true with "logprobs": k for the prompt\'s logprobs'
+            fix = FIXES.get(name, fix) if chat or name not in CHAT_FIXES else fix
             raise RequestError(f'"{name}" is not implemented by this server and would change the answer: {fix}',
                                param=name)

@@ -243,7 +243,8 @@ def test_models_and_raw_responses(client):
 
 @pytest.mark.parametrize("extra, error, says, param", [
     ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]},
-     openai.BadRequestError, '"tools" is not implemented', "tools"),
+     openai.BadRequestError, '"tools" is not implemented by this server and would change the answer: start the '
+                             'server with --tool-parser qwen3', "tools"),
     ({"presence_penalty": 0.5}, openai.BadRequestError, '"presence_penalty" is not implemented', "presence_penalty"),
     ({"model": "gpt-4o"}, openai.NotFoundError, "'gpt-4o' is not served here", None),
     ({"max_tokens": 10 ** 6}, openai.BadRequestError, "--max-output-len", "max_tokens"),

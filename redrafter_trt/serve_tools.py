@@ -1,0 +1,109 @@
+"""Tool calls in the reference server's chat answers (`serve --tool-parser NAME`, the name trtllm-serve's
+--tool_parser gives the format): the answer's text split into its content and OpenAI `tool_calls`.
+
+    calls = TOOL_PARSERS["qwen3"]()
+    content, new = calls.add(text_delta)    # the content safe to send now, the calls completed by this text
+    content, new = calls.finish()           # the answer ended: what was held back
+    content, found = parse_answer("qwen3", whole_text)   # a whole answer: content (None when empty beside calls)
+
+qwen3 is the Hermes format Qwen2.5's and Qwen3's chat templates ask for: each call a JSON object
+{"name": ..., "arguments": {...}} between <tool_call> and </tool_call> (trtllm-serve's Qwen3ToolParser, vLLM's
+hermes). A block whose text is no such object stays in the content, as both servers leave it. The text outside the
+calls is the content, without the whitespace next to a call (the newlines the template puts between calls). A whole
+answer is parsed by the same steps as a stream, so a streamed answer's content and calls add up to the whole one's.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from .serve_text import _begins
+
+
+def tool_call_json(name: str, arguments: dict) -> dict:
+    """One call as OpenAI's message.tool_calls lists it: arguments as a JSON string."""
+    return {"id": f"chatcmpl-tool-{uuid.uuid4().hex}", "type": "function",
+            "function": {"name": name, "arguments": json.dumps(arguments, ensure_ascii=False)}}
+
+
+class HermesCalls:
+    """One answer's tool calls in the Hermes format, read as its text comes. Text that may be the start of
+    `<tool_call>` is held back (as serve_text holds back the start of a stop string), a block until its
+    `</tool_call>`, and whitespace at the end of the content until text other than a call follows it."""
+
+    START, END = "<tool_call>", "</tool_call>"
+
+    def __init__(self):
+        self.pending = ""      # text not decided yet: a possible start of START, or a block without its END
+        self.space = ""        # whitespace at the content's end: dropped when a call follows
+        self.after_call = False  # the last thing read was a call: the whitespace after it is dropped
+        self.calls: list[dict] = []
+
+    def add(self, text: str) -> tuple[str, list[dict]]:
+        """(content to send, calls completed) for the answer's next text."""
+        self.pending += text
+        content, calls = "", []
+        while True:
+            if self.pending.startswith(self.START):
+                end = self.pending.find(self.END, len(self.START))
+                if end < 0:
+                    return content, calls
+                block, self.pending = self.pending[:end + len(self.END)], self.pending[end + len(self.END):]
+                call = self._call(block[len(self.START):-len(self.END)])
+                if call is None:  # not a call: the block is content
+                    content += self._content(block)
+                else:
+                    self.space, self.after_call = "", True
+                    self.calls.append(call)
+                    calls.append(call)
+                continue
+            at = self.pending.find(self.START)
+            cut = at if at >= 0 else len(self.pending) - _begins(self.START, self.pending)
+            content += self._content(self.pending[:cut])
+            self.pending = self.pending[cut:]
+            if at < 0:
+                return content, calls
+
+    def finish(self) -> tuple[str, list[dict]]:
+        """The rest once the answer has ended: a block cut before its END (max_tokens) is content."""
+        content = self._content(self.pending) + self.space
+        self.pending = self.space = ""
+        return content, []
+
+    def _content(self, text: str) -> str:
+        """What of `text`, content after what was read, goes out now: none of the whitespace after a call, and
+        its own trailing whitespace not yet."""
+        if self.after_call:
+            text = text.lstrip()
+            if not text:
+                return ""
+            self.after_call = False
+        text = self.space + text
+        body = text.rstrip()
+        self.space = text[len(body):]
+        return body
+
+    @staticmethod
+    def _call(inside: str) -> dict | None:
+        """A block's call, or None when its text is no {"name": str, "arguments": object} (arguments may be left
+        out: {})."""
+        try:
+            obj = json.loads(inside)
+        except ValueError:
+            return None
+        if (not isinstance(obj, dict) or not isinstance(obj.get("name"), str)
+                or not isinstance(obj.get("arguments", {}), dict)):
+            return None
+        return tool_call_json(obj["name"], obj.get("arguments", {}))
+
+
+TOOL_PARSERS = {"qwen3": HermesCalls}  # serve --tool-parser NAME -> its parser, named as trtllm-serve's --tool_parser
+
+
+def parse_answer(parser: str, text: str) -> tuple[str | None, list[dict]]:
+    """A whole answer's (content, tool calls): content None when it is empty beside calls."""
+    calls = TOOL_PARSERS[parser]()
+    content, found = calls.add(text)
+    content += calls.finish()[0]
+    return (content or None) if found else content, found

@@ -1,0 +1,251 @@
+"""`serve --tool-parser qwen3`: OpenAI tool calling on the reference server. Requests' `tools` are refused without
+it (naming it) and checked with it; tools, assistant tool calls and tool results reach the chat template
+(Qwen2.5-Instruct's real one, tests/fixtures/qwen2_5_instruct_chat_template.jinja, Apache-2.0 as its model); the
+Hermes parser splits an answer into content and tool calls, whole or streamed. A tiny random model does not write
+tool calls, so the answers' format is checked on fixed answer texts: the parser alone, and through the HTTP app
+and the official `openai` client with the backend's `complete` replaced by a double that answers a fixed text
+(only the format layer is under test there; one request runs the real model, for the prompt and the shape)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from redrafter_trt.serve_app import App
+from redrafter_trt.serve_errors import RequestError
+from redrafter_trt.serve_http import make_server
+from redrafter_trt.serve_jobs import Choice
+from redrafter_trt.serve_request import parse, refuse_unsupported
+from redrafter_trt.serve_tools import TOOL_PARSERS, parse_answer
+from test_runtime_support import one_thread  # noqa: F401
+from test_serve_protocol import new_backend, request
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+QWEN25 = (Path(__file__).parent / "fixtures" / "qwen2_5_instruct_chat_template.jinja").read_text()
+WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "The weather in a city.",
+                                            "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                                           "required": ["city"]}}}
+ASK = [{"role": "user", "content": "Weather in Paris?"}]
+CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+
+
+ANSWERS = {  # answer text -> (content, [(name, arguments)])
+    "plain": ("It is sunny.", ("It is sunny.", [])),
+    "one call": (CALL, (None, [("get_weather", {"city": "Paris"})])),
+    "two calls": (CALL + "\n" + CALL.replace("Paris", "Lyon"),
+                  (None, [("get_weather", {"city": "Paris"}), ("get_weather", {"city": "Lyon"})])),
+    "text first": ("Let me check.\n" + CALL, ("Let me check.", [("get_weather", {"city": "Paris"})])),
+    "malformed": ('<tool_call>\n{"name": "get_weather", "arguments": {"city": \n</tool_call>',
+                  ('<tool_call>\n{"name": "get_weather", "arguments": {"city": \n</tool_call>', [])),
+    "unicode": ('<tool_call>\n{"name": "get_weather", "arguments": {"city": "東京 🌧"}}\n</tool_call>',
+                (None, [("get_weather", {"city": "東京 🌧"})])),
+    "cut": ("Sure.\n<tool_call>\n{\"name\": \"get_we", ("Sure.\n<tool_call>\n{\"name\": \"get_we", [])),
+}
+
+
+def shown(calls: list[dict]) -> list[tuple[str, dict]]:
+    for c in calls:
+        assert c["type"] == "function" and c["id"].startswith("chatcmpl-tool-")
+        assert isinstance(c["function"]["arguments"], str)
+    return [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls]
+
+
+@pytest.mark.parametrize("case", ANSWERS)
+def test_the_qwen3_parser_splits_content_and_calls_whole_and_streamed(case):
+    """Each <tool_call> block holding {"name", "arguments"} is a call (arguments as a JSON string, unicode kept);
+    the text outside is the content, null beside calls when empty; a block that is no JSON object, or one cut by
+    max_tokens, stays content. Streamed a character at a time, the deltas add up to the same content and calls, and
+    no delta carries a part of <tool_call> that turned out to be a call."""
+    text, (content, calls) = ANSWERS[case]
+    got, found = parse_answer("qwen3", text)
+    assert (got, shown(found)) == (content, calls)
+    assert len({c["id"] for c in found}) == len(found)
+    if case == "unicode":
+        assert "東京 🌧" in found[0]["function"]["arguments"]
+    parser, deltas, streamed = TOOL_PARSERS["qwen3"](), [], []
+    for ch in text:
+        delta, new = parser.add(ch)
+        deltas.append(delta)
+        streamed += new
+    deltas.append(parser.finish()[0])
+    assert ("".join(deltas) or None if calls else "".join(deltas)) == content and shown(streamed) == calls
+    if calls:
+        assert not any("<" in d for d in deltas)
+
+
+def chat(body: dict, tool_parser: str | None = "qwen3"):
+    """parse and refuse_unsupported as the app calls them, for a greedy checkpoint."""
+    req = parse(body, True, "tiny", 16, tool_parser)
+    refuse_unsupported(body, True, sampling=False, tools=tool_parser is not None)
+    return req
+
+
+HISTORY = [*ASK, {"role": "assistant", "content": None, "tool_calls": [
+    {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+    {"role": "tool", "tool_call_id": "call_1", "content": "18C"}]
+
+
+@pytest.mark.parametrize("body", [{"tools": [WEATHER]}, {"messages": HISTORY}])
+def test_tools_without_the_parser_are_refused_naming_it(body):
+    with pytest.raises(RequestError, match="--tool-parser qwen3") as e:
+        chat({"messages": ASK} | body, tool_parser=None)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("tools, says", [
+    ({"type": "function"}, r'"tools" must be a list of'),
+    ([WEATHER, {"type": "function"}], r'"tools"\[1\] must be \{"type": "function"'),
+    ([{"type": "code_interpreter", "function": WEATHER["function"]}], r'"tools"\[0\] must be'),
+    ([{"type": "function", "function": {"name": 3}}], r'"tools"\[0\]: "function"."name" must be a string'),
+    ([{"type": "function", "function": {"description": "x"}}], r'"tools"\[0\]: "function"."name" must be'),
+    ([{"type": "function", "function": {"name": "f", "parameters": "{}"}}], r'"function"."parameters" must be a JSON'),
+])
+def test_bad_tool_shapes_are_named_by_param(tools, says):
+    with pytest.raises(RequestError, match=says) as e:
+        chat({"messages": ASK, "tools": tools})
+    assert e.value.param == "tools"
+
+
+def test_tool_choice_none_and_auto_are_taken_others_refused_and_logprobs_with_parsed_tools():
+    assert chat({"messages": ASK, "tools": [WEATHER]}).tool_parser == "qwen3"
+    assert chat({"messages": ASK, "tools": [WEATHER], "tool_choice": "auto"}).tool_parser == "qwen3"
+    none = chat({"messages": ASK, "tools": [WEATHER], "tool_choice": "none"})
+    assert none.tools == (WEATHER,) and none.tool_parser is None  # the template sees them; nothing is parsed
+    for choice in ("required", {"type": "function", "function": {"name": "get_weather"}}):
+        with pytest.raises(RequestError, match='"tool_choice" is not implemented'):
+            chat({"messages": ASK, "tools": [WEATHER], "tool_choice": choice})
+    with pytest.raises(RequestError, match='"logprobs" with "tools"') as e:
+        chat({"messages": ASK, "tools": [WEATHER], "logprobs": True})
+    assert e.value.param == "logprobs"
+    assert chat({"messages": ASK, "tools": [WEATHER], "tool_choice": "none", "logprobs": True}).logprobs == 0
+
+
+def test_tool_history_is_given_as_chat_templates_read_it():
+    """An assistant's call (content null) and the tool's result: arguments sent as JSON text are given as the
+    object (Qwen2.5's template quotes a string again with tojson); a tool message needs its tool_call_id."""
+    messages = chat({"messages": HISTORY, "tools": [WEATHER]}).prompts[0]
+    assert messages[1] == {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]}
+    assert messages[2] == {"role": "tool", "content": "18C", "tool_call_id": "call_1"}
+    with pytest.raises(RequestError, match=r'"messages"\[2\]: a "tool" message needs "tool_call_id"'):
+        chat({"messages": HISTORY[:2] + [{"role": "tool", "content": "18C"}]})
+    with pytest.raises(RequestError, match=r'"messages"\[1\]: "tool_calls" must be a list of'):
+        chat({"messages": [ASK[0], {"role": "assistant", "tool_calls": [{"function": {"name": 1}}]}]})
+
+
+@pytest.fixture(scope="module")
+def tiny_qwen(tmp_path_factory):
+    """(checkpoint, tokenizer folder) of a tiny Qwen2 with the ChatML character tokenizer and 2048 positions: room
+    for Qwen2.5's tool prompt, a character a token."""
+    from test_runtime_support import checkpoint
+    from test_train_data import make_tokenizer
+    from tinymodels import make_drafter, make_hf
+
+    folder = tmp_path_factory.mktemp("tiny_qwen")
+    base = make_hf(folder / "base", "qwen2", vocab_size=100, max_position_embeddings=2048)
+    make_tokenizer(base)
+    return checkpoint(base, make_drafter(folder / "drafter", base), 1, num_beams=2, draft_len=2), base
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_qwen):
+    backend = new_backend(tiny_qwen)
+    yield backend
+    backend.stop()
+
+
+@pytest.fixture(scope="module")
+def server(backend):
+    server = make_server(App(backend, "tiny", max_output_len=16, tool_parser="qwen3"), "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_tools_and_tool_history_reach_the_real_qwen25_template_and_the_answer_has_chats_shape(server, backend,
+                                                                                            monkeypatch):
+    """One request through the HTTP app on the real model: the prompt it decodes is Qwen2.5's, with the tool's
+    definition in its system turn, the earlier call's arguments as an object and the tool's result."""
+    monkeypatch.setattr(backend.tokenizer, "chat_template", QWEN25)
+    real, prompts = backend.complete, []
+    monkeypatch.setattr(backend, "complete", lambda rows, *a, **k: prompts.append(rows) or real(rows, *a, **k))
+    status, _, data = request(server, "POST", "/v1/chat/completions",
+                              {"messages": HISTORY, "tools": [WEATHER], "max_tokens": 4})
+    answer = json.loads(data)
+    assert status == 200, answer
+    text = "".join(backend.tokenizer.convert_ids_to_tokens(prompts[0][0]))  # a character a token, whitespace none
+
+    def has(part: str) -> bool:
+        return "".join(part.split()) in text
+
+    assert has("<|im_start|>system\nYou are Qwen") and has("# Tools") and has(json.dumps(WEATHER))
+    assert has('<|im_start|>assistant\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}')
+    assert text.endswith("".join("<tool_response>18C</tool_response><|im_end|><|im_start|>assistant".split()))
+    (choice,) = answer["choices"]
+    assert choice["message"]["role"] == "assistant" and isinstance(choice["message"]["content"], str)
+    assert "tool_calls" not in choice["message"] and choice["finish_reason"] in ("stop", "length")
+
+
+def answering(text: str, pieces: int = 3):
+    """A backend double's `complete`: every row answers `text`, streamed `pieces` characters at a time."""
+    def complete(rows, max_tokens, temperature, seed, stop, on_text=None, *_, **__):
+        for r in range(len(rows)):
+            for k in range(0, len(text), pieces):
+                if on_text is not None:
+                    on_text(r, text[k:k + pieces], [], k + 1)
+        return [Choice([1] * len(text), text, 1, "stop") for _ in rows]
+    return complete
+
+
+def events_of(app: App, body: dict) -> list[dict]:
+    events: list = []
+    assert app.post("/v1/chat/completions", body, events.append) is None
+    return events[1:]
+
+
+@pytest.mark.parametrize("case", ["plain", "one call", "two calls", "text first", "malformed"])
+def test_fixed_answers_come_out_as_openai_tool_calls_whole_and_streamed(backend, monkeypatch, case):
+    text, (content, calls) = ANSWERS[case]
+    monkeypatch.setattr(backend, "complete", answering(text))
+    app = App(backend, "tiny", max_output_len=16, tool_parser="qwen3")
+    body = {"messages": ASK, "tools": [WEATHER], "n": 2}
+    status, answer = app.post("/v1/chat/completions", body)
+    assert status == 200
+    for choice in answer["choices"]:
+        assert choice["message"]["content"] == content
+        assert shown(choice["message"].get("tool_calls", [])) == calls
+        assert choice["finish_reason"] == ("tool_calls" if calls else "stop")
+    chunks = [c for e in events_of(app, body | {"stream": True}) for c in e["choices"]]
+    for i in range(2):
+        mine = [c for c in chunks if c["index"] == i]
+        streamed = "".join(c["delta"].get("content", "") for c in mine)
+        deltas = [t for c in mine for t in c["delta"].get("tool_calls", [])]
+        assert (streamed or None if calls else streamed) == content
+        assert [d["index"] for d in deltas] == list(range(len(calls))) and shown(deltas) == calls
+        assert mine[-1]["finish_reason"] == ("tool_calls" if calls else "stop")
+    monkeypatch.setattr(backend, "complete", answering(CALL))  # tool_choice none: the text as it is
+    status, answer = app.post("/v1/chat/completions", {"messages": ASK, "tools": [WEATHER], "tool_choice": "none"})
+    assert answer["choices"][0]["message"] == {"role": "assistant", "content": CALL}
+
+
+def test_the_openai_client_parses_a_tool_call_answer_whole_and_streamed(server, backend, monkeypatch):
+    """The official client's typed answer, and its stream helper's accumulated one (backend double: the format
+    layer only)."""
+    openai = pytest.importorskip("openai")
+    monkeypatch.setattr(backend, "complete", answering("Let me check.\n" + CALL))
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{server.server_address[1]}/v1", api_key="x", max_retries=0)
+    body = {"model": "tiny", "messages": ASK, "tools": [WEATHER], "tool_choice": "auto"}
+    whole = client.chat.completions.create(**body)
+    with client.chat.completions.stream(**body) as stream:
+        final = stream.get_final_completion()
+    for answer in (whole, final):
+        (choice,) = answer.choices
+        assert choice.finish_reason == "tool_calls" and choice.message.content == "Let me check."
+        (tool_call,) = choice.message.tool_calls
+        assert tool_call.type == "function" and tool_call.function.name == "get_weather"
+        assert json.loads(tool_call.function.arguments) == {"city": "Paris"}
