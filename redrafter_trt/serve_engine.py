@@ -61,12 +61,16 @@ class ServePlan:
                 f"need them send \"stop_token_ids\": [{ids}]")
 
 
-def plan_trtllm_serve(engine_dir: Path, tokenizer_dir: Path, host: str, port: int) -> ServePlan:
-    """The trtllm-serve argv for a checked ReDrafter engine folder."""
+def plan_trtllm_serve(engine_dir: Path, tokenizer_dir: Path, host: str, port: int,
+                      tool_parser: str | None = None) -> ServePlan:
+    """The trtllm-serve argv for a checked ReDrafter engine folder. tool_parser: serve --tool-parser, passed on as
+    trtllm-serve's --tool_parser."""
     if port == 0:
         raise ConfigError("--port 0 cannot pick a free port for trtllm-serve (it requires a port above 0): pass a "
                           "free port with --engine-dir")
     host_warning = ipv6_refusal(host)  # before the tokenizer loads
+    if tool_parser:
+        check_tool_parser(tool_parser)
     config = read_engine_config(engine_dir)
     pretrained, build = config["pretrained_config"], config["build_config"]
     try:
@@ -82,6 +86,8 @@ def plan_trtllm_serve(engine_dir: Path, tokenizer_dir: Path, host: str, port: in
             "--max_batch_size", str(build["max_batch_size"])]
     if build.get("max_num_tokens"):
         argv += ["--max_num_tokens", str(build["max_num_tokens"])]
+    if tool_parser:
+        argv += ["--tool_parser", tool_parser]
     return ServePlan(tuple(argv), ranks, unstopped, build["max_batch_size"], host_warning)
 
 
@@ -125,6 +131,26 @@ def ipv6_refusal(host: str) -> str | None:
         return (f"warning: --host {host} is IPv6: a trtllm-serve between NVIDIA/TensorRT-LLM PR #9646 and its fix "
                 f"(1.2.0rc8 among them, issue #10877) binds IPv4 only and fails as it starts; if yours does, {IPV6_FIX}")
     return None
+
+
+TOOL_PARSER_FILES = ("commands/serve.py", "serve/tool_parser/tool_parser_factory.py")  # its option, its parsers
+
+
+def check_tool_parser(name: str) -> None:
+    """A ConfigError where the installed trtllm-serve (read, not imported) has no --tool_parser option or no parser
+    `name` in its ToolParserFactory (it would refuse it after seconds of imports); nothing where no TensorRT-LLM
+    can be read here (--dry-run elsewhere)."""
+    option, factory = map(installed_source, TOOL_PARSER_FILES)
+    if option is None:
+        return
+    version = trtllm_version()
+    who = f"TensorRT-LLM {version}'s trtllm-serve" if version else "the installed trtllm-serve"
+    if '"--tool_parser"' not in option:
+        raise ConfigError(f"{who} has no --tool_parser option: leave out --tool-parser, or use a TensorRT-LLM whose "
+                          "trtllm-serve parses tool calls (1.2)")
+    if factory is None or f'"{name}"' not in factory:
+        raise ConfigError(f"{who} has no tool parser {name!r} (tensorrt_llm/serve/tool_parser/tool_parser_factory.py)"
+                          f": leave out --tool-parser, or use a TensorRT-LLM whose trtllm-serve has it (1.2)")
 
 
 def exec_trtllm_serve(plan: ServePlan) -> None:

@@ -26,7 +26,13 @@ def trtllm_serve_12_parser() -> argparse.ArgumentParser:
         p.add_argument(flag, type=str)
     for flag in ("--port", "--tp_size", "--max_batch_size", "--max_num_tokens", "--max_seq_len"):
         p.add_argument(flag, type=int)
+    p.add_argument("--tool_parser", choices=TRTLLM_TOOL_PARSERS)
     return p
+
+
+# ToolParserFactory.parsers of the newest tensorrt_llm/serve/tool_parser/tool_parser_factory.py read (not checked
+# at the v1.2.0 tag)
+TRTLLM_TOOL_PARSERS = ["qwen3", "qwen3_coder", "kimi_k2", "deepseekv3", "deepseekv3.1", "deepseek_v32"]
 
 
 def make_engine(folder, tp=4, ranks=None, redrafter=True, vocab_size=49152):
@@ -224,12 +230,16 @@ def byte_engine(tmp_path):
     return make_engine(tmp_path / "engine", tp=1, vocab_size=256), tmp_path / "tok"
 
 
-def installed_trtllm(folder, monkeypatch, launch_server: str) -> None:
-    """A tensorrt_llm package on sys.path with this commands/serve.py (read by serve_engine, never imported)."""
+def installed_trtllm(folder, monkeypatch, launch_server: str, tool_parsers: str | None = None) -> None:
+    """A tensorrt_llm package on sys.path with this commands/serve.py (read by serve_engine, never imported), and
+    this serve/tool_parser/tool_parser_factory.py."""
     commands = folder / "tensorrt_llm" / "commands"
     commands.mkdir(parents=True)
     (folder / "tensorrt_llm" / "__init__.py").write_text("raise ImportError('imported')\n")
     (commands / "serve.py").write_text("import socket\n\n\n" + launch_server)
+    if tool_parsers is not None:
+        (folder / "tensorrt_llm" / "serve" / "tool_parser").mkdir(parents=True)
+        (folder / "tensorrt_llm" / "serve" / "tool_parser" / "tool_parser_factory.py").write_text(tool_parsers)
     monkeypatch.syspath_prepend(str(folder))
 
 
@@ -270,3 +280,40 @@ def test_an_ipv6_host_is_a_warning_where_trtllm_serve_cannot_be_read(byte_engine
     warnings = [line for line in res.output.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1 and "--host ::1 is IPv6" in warnings[0] and "#10929" in warnings[0], res.output
     assert "trtllm-serve" in res.output.splitlines()[-1]
+
+
+TOOL_OPTION = ('@click.option("--tool_parser", type=click.Choice(ToolParserFactory.parsers.keys()), default=None)\n'
+               'def serve(model, tool_parser):\n    launch_server(host, port, llm_args, tool_parser)\n')
+FACTORY = ('class ToolParserFactory:\n    parsers = {\n' + "".join(f'        "{name}": object,\n' for name in
+                                                             TRTLLM_TOOL_PARSERS) + '    }\n')
+
+
+@pytest.mark.parametrize("installed", [None, "1.2"])
+def test_tool_parser_is_passed_as_trtllm_serves_option(tmp_path, byte_engine, monkeypatch, installed):
+    """serve --engine-dir --tool-parser qwen3 starts trtllm-serve with --tool_parser qwen3 (its option and parser
+    name), read from the installed trtllm-serve where there is one; without TensorRT-LLM here it is passed on."""
+    engine, tok = byte_engine
+    if installed:
+        installed_trtllm(tmp_path / "site", monkeypatch, LAUNCH_SERVER["fixed"] + TOOL_OPTION, FACTORY)
+    res = serve("--engine-dir", engine, "--tokenizer-dir", tok, "--port", 9000, "--tool-parser", "qwen3", "--dry-run")
+    assert res.exit_code == 0, res.output
+    args = trtllm_serve_12_parser().parse_args(shlex.split(res.output.splitlines()[-1])[1:])
+    assert args.tool_parser == "qwen3"
+    res = serve("--engine-dir", engine, "--tokenizer-dir", tok, "--port", 9000, "--dry-run")
+    assert "--tool_parser" not in res.output
+
+
+@pytest.mark.parametrize("option, factory, says", [
+    ("", None, "has no --tool_parser option"),
+    (TOOL_OPTION, FACTORY.replace('"qwen3"', '"qwen2"'), "has no tool parser 'qwen3'"),
+])
+def test_a_trtllm_serve_without_the_tool_parser_is_refused_in_one_line(tmp_path, byte_engine, monkeypatch, option,
+                                                                        factory, says):
+    """A trtllm-serve without --tool_parser (or without the qwen3 parser) would stop on the unknown option or
+    choice after its imports: refused before it starts, naming what is missing and the fix."""
+    engine, tok = byte_engine
+    installed_trtllm(tmp_path / "site", monkeypatch, LAUNCH_SERVER["fixed"] + option, factory)
+    res = serve("--engine-dir", engine, "--tokenizer-dir", tok, "--port", 9000, "--tool-parser", "qwen3", "--dry-run")
+    lines = res.output.strip().splitlines()
+    assert res.exit_code == 2 and len(lines) == 1, res.output
+    assert says in lines[0] and "--tool-parser" in lines[0]
