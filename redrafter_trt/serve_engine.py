@@ -21,7 +21,10 @@ What TensorRT-LLM 1.0 to 1.2.x does with it (`tensorrt_llm/commands/serve.py`, `
   #10877's report) until PR #10929 (January 2026): `launch_server` binds its socket before the LLM loads, created as
   `socket.socket(socket.AF_INET, ...)` whatever the host, so the bind fails ("Address family for hostname not
   supported"); the fix takes AF_INET6 when the host resolves to IPv6 addresses only. Which 1.2.x releases carry the fix
-  is not known here: `ipv6_refusal` reads the installed trtllm-serve's `launch_server` for that line instead.
+  is not known here: `ipv6_refusal` reads the installed trtllm-serve's `launch_server` for that line instead;
+- `--tool_parser NAME` (a click.Choice of `ToolParserFactory.parsers`, tensorrt_llm/serve/tool_parser/) has
+  `OpenAIServer` parse the tool calls of chat answers (qwen3: Qwen2.5's and Qwen3's <tool_call> JSON); the names are
+  read from the newest source seen, not at the v1.2.0 tag, so `check_tool_parser` reads the installed ones.
 """
 
 from __future__ import annotations

@@ -236,8 +236,9 @@ def parse(body, chat: bool, model_name: str, max_output_len: int, tool_parser: s
     parsed = tools and body.get("tool_choice") != "none"  # another tool_choice: refuse_unsupported's
     logprobs = _logprobs_asked(body, chat)
     if parsed and logprobs is not None:
-        raise RequestError('"logprobs" with "tools": the tokens of a tool call have no place in the answer\'s '
-                           'logprobs here: leave out one of them', param="logprobs")
+        raise RequestError('"logprobs" with "tools": the tokens of a parsed tool call have no place in the '
+                           'answer\'s logprobs here: leave out one of them, or send "tool_choice": "none"',
+                           param="logprobs")
     return Request(
         chat=chat, prompts=prompts, n=n, echo=echo, logprobs=logprobs,
         max_tokens=next((v for v in (max_tokens, newer) if v is not None), None),
