@@ -35,8 +35,11 @@ HF_ROPE_ORIGINAL = ("llama3", "yarn")
 # and attention_factor only when truthy): the checkpoint leaves a null one out
 YARN_NULLABLE = ("beta_fast", "beta_slow", "mscale", "mscale_all_dim", "attention_factor")
 # rotary_scaling types the runtime computes (runtime.config.rope_inv_freq) -> the numbers each needs
+# (convert writes original_max_position_embeddings, the max_position_embeddings transformers assumes when absent;
+# TensorRT-LLM's llama3 would assume 8192, its yarn 4096)
 ROPE_SCALINGS = {"default": (), "none": (), "linear": ("factor",),
-                 "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")}
+                 "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
+                 "yarn": ("factor", "original_max_position_embeddings")}
 # rotary_scaling types whose `factor` does not stretch max_position_embeddings (tensorrt_llm/builder.py
 # _init_max_seq_len: an engine's default max_seq_len is max_position_embeddings x factor for the others, linear's)
 UNSTRETCHED_ROPE = ("su", "longrope", "llama3")
@@ -104,8 +107,11 @@ def rope_scaling_problem(scaling) -> str | None:
                 f"(supported: {', '.join(ROPE_SCALINGS)})")
     need, ok = POSITIVE_NUMBER
     bad = [k for k in ROPE_SCALINGS[kind] if not ok(scaling.get(k))]
+    bad += [k for k in ("attention_factor",) if kind == "yarn" and scaling.get(k) is not None and not ok(scaling[k])]
     if bad:
         return f"rotary_scaling {kind} needs {', '.join(bad)} to be {need} (has {scaling})"
+    if kind == "yarn" and (problem := yarn_read_problem(scaling)):
+        return f"rotary_scaling yarn: {problem}"
     return llama3_problem(scaling) if kind == "llama3" else None
 
 
@@ -125,6 +131,16 @@ def _yarn_mscale(factor: float, mscale: float = 1.0) -> float:
     return 1.0 if factor <= 1 else 0.1 * mscale * math.log(factor) + 1.0
 
 
+def yarn_attention_factor(scaling: dict) -> float:
+    """transformers' cos/sin scale for a yarn scaling (modeling_rope_utils _compute_yarn_parameters, 4.57 and 5):
+    attention_factor when not null, else mscale(factor, mscale) / mscale(factor, mscale_all_dim) when both are
+    non-zero, else mscale(factor)."""
+    factor, m, m_all = float(scaling["factor"]), scaling.get("mscale"), scaling.get("mscale_all_dim")
+    if scaling.get("attention_factor") is not None:
+        return float(scaling["attention_factor"])
+    return float(_yarn_mscale(factor, m) / _yarn_mscale(factor, m_all)) if m and m_all else _yarn_mscale(factor)
+
+
 def yarn_problem(scaling: dict) -> str | None:
     """Why TensorRT-LLM 1.2.x's yarn would compute another RoPE than transformers' on this scaling (None when the
     same): layers/attention.py scales cos/sin by mscale(factor, mscale or 1) / mscale(factor, mscale_all_dim or 0),
@@ -134,9 +150,7 @@ def yarn_problem(scaling: dict) -> str | None:
         return f"{', '.join(extra)} must be numbers"
     factor, m, m_all = float(scaling["factor"]), extra.get("mscale"), extra.get("mscale_all_dim")
     trtllm = _yarn_mscale(factor, 1.0 if m is None else m) / _yarn_mscale(factor, 0.0 if m_all is None else m_all)
-    ours = extra.get("attention_factor")  # transformers' _compute_yarn_parameters
-    if ours is None:
-        ours = _yarn_mscale(factor, m) / _yarn_mscale(factor, m_all) if m and m_all else _yarn_mscale(factor)
+    ours = yarn_attention_factor(scaling)
     if not math.isclose(ours, trtllm, rel_tol=1e-6):
         return f"transformers scales its cos/sin by {ours:.6g}, TensorRT-LLM by {trtllm:.6g}"
     if scaling.get("truncate", True) is not True:

@@ -56,6 +56,14 @@ def test_runtime_computes_rotary_scaling_type_none_as_plain_rope():
     # never reaches its division), the same in both
     {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 2.0, "high_freq_factor": 2.0,
      "original_max_position_embeddings": 64},
+    # yarn (original_max_position_embeddings: max_position_embeddings / factor, or transformers warns); the last three
+    # convert refuses (TensorRT-LLM computes another RoPE), a checkpoint written by hand may carry them
+    {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64},
+    {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "beta_fast": 16, "beta_slow": 0.5},
+    {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "mscale": 1.5, "mscale_all_dim": 0.5},
+    {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "mscale": 1.5},
+    {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "attention_factor": 0.8},
+    {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "truncate": False},
 ])
 def test_runtime_inv_freq_is_transformers(scaling):
     """The reference runtime's inverse frequencies and cos/sin scale, against transformers' ROPE_INIT_FUNCTIONS (4.57

@@ -10,7 +10,7 @@ from redrafter_trt import runtime as rt
 from redrafter_trt.drafter import Drafter, load_drafter
 from redrafter_trt.runtime.drafter import LOG_0, TOP_K
 from tinymodels import make_drafter, make_hf
-from test_runtime_support import one_thread, checkpoint, fresh_drafter, hf_model  # noqa: F401
+from test_runtime_support import one_thread, checkpoint, eos_of, fresh_drafter, hf_greedy, hf_model  # noqa: F401
 
 IDS = [1, 17, 33, 5, 250, 99, 3, 3, 42, 7, 128, 64, 200, 11]
 
@@ -57,6 +57,38 @@ def test_llama3_rope_scaling_matches_hf(tmp_path):
     ckpt = checkpoint(base, make_drafter(tmp_path / "d", base), 1)
     ids = (IDS * 4)[:48]
     torch.testing.assert_close(rt.forward_logits_tp(ckpt, ids), hf_logits(base, ids), atol=2e-5, rtol=1e-5)
+
+
+# yarn bases as convert takes them (TensorRT-LLM builds the same RoPE), rope_theta 100 so that the ramp between
+# interpolated and extrapolated frequencies spans dimensions of head_size 16. max_position_embeddings is factor x
+# original_max_position_embeddings where that is given (transformers warns otherwise).
+YARN_BASES = [
+    ("qwen2", {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16}, 64),  # Qwen2.5's model card
+    ("llama", {"rope_type": "yarn", "factor": 4.0}, 32),  # transformers' original: max_position_embeddings
+    ("llama", {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16, "beta_fast": 2,
+               "beta_slow": 0.5}, 64),
+    ("qwen2", {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16, "mscale": 2.0,
+               "mscale_all_dim": 1.0}, 64),
+]
+
+
+@pytest.mark.parametrize("arch, scaling, positions", YARN_BASES)
+def test_yarn_rope_scaling_matches_hf(tmp_path, arch, scaling, positions):
+    """The reference runtime refused a YaRN base (Qwen2.5 / Qwen3 past 32k) that convert and TensorRT-LLM take: past
+    original_max_position_embeddings its logits and greedy output (drafting or not) are transformers'."""
+    import json
+
+    base = make_hf(tmp_path / "b", arch, rope_theta=100.0, rope_scaling=scaling, rope_layout="top",
+                   max_position_embeddings=positions)
+    raw = json.loads((base / "config.json").read_text())  # the scaling as given (transformers 5 adds the original)
+    (base / "config.json").write_text(json.dumps(raw | {"rope_scaling": scaling}))
+    ckpt = checkpoint(base, make_drafter(tmp_path / "d", base), 1)
+    ids = (IDS * 4)[:48]
+    torch.testing.assert_close(rt.forward_logits_tp(ckpt, ids), hf_logits(base, ids), atol=2e-5, rtol=1e-5)
+    prompt, model = IDS + IDS[:6], rt.load(ckpt)
+    want = hf_greedy(base, prompt, 28)
+    for use_draft in (False, True):
+        assert rt.generate(model, [prompt], 28, eos_token_id=eos_of(base), use_draft=use_draft).output_ids == [want]
 
 
 @pytest.mark.parametrize("layout", ["top", "params"])

@@ -82,7 +82,7 @@ def convert(base, drafter, output, tp_size, dtype, num_beams, draft_len, no_gree
                f"{counted(len(rep.ranks), 'rank file')}, {size:.1f} MiB")
     for p in rep.problems:
         click.echo(f"problem: {p}", err=True)
-    for p in rep.runtime_problems:  # e.g. a YaRN base: TensorRT-LLM builds it, `run --checkpoint-dir` cannot
+    for p in rep.runtime_problems:  # e.g. a gelu base: TensorRT-LLM builds it, `run --checkpoint-dir` cannot
         click.echo(f"note: the reference runtime (run, bench, serve) refuses it: {p}; build an engine to run it",
                    err=True)
     if rep.problems:

@@ -1,5 +1,5 @@
 """The parts of a TensorRT-LLM ReDrafter checkpoint's `config.json` the runtime needs, as one frozen dataclass,
-plus RoPE inverse frequencies computed the way transformers computes them (default, linear, llama3)."""
+plus RoPE inverse frequencies computed the way transformers computes them (default, linear, llama3, yarn)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from ..errors import ConfigError
 from ..layout import qk_norm
 from ..producer import recorded_predict_n
 from ..registry import activation_problem
-from ..rope import position_limit, rope_kind, rope_scaling_problem
+from ..rope import position_limit, rope_kind, rope_scaling_problem, yarn_attention_factor
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -125,8 +125,9 @@ class RuntimeConfig:
 
 def rope_inv_freq(cfg: RuntimeConfig) -> tuple[torch.Tensor, float]:
     """inv_freq [head_size/2] (float32) and the attention scaling factor, as transformers computes them."""
-    dim = cfg.head_size
-    inv = 1.0 / (cfg.rotary_base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    dim, base = cfg.head_size, cfg.rotary_base
+    wavelen_over_2pi = base ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim)
+    inv = 1.0 / wavelen_over_2pi
     scaling = cfg.rotary_scaling or {}
     kind = rope_kind(scaling)
     if kind in ("default", "none"):  # TensorRT-LLM's RotaryScalingType.none: plain RoPE
@@ -143,4 +144,20 @@ def rope_inv_freq(cfg: RuntimeConfig) -> tuple[torch.Tensor, float]:
         smoothed = (1 - smooth) * scaled / factor + smooth * scaled
         medium = ~(wavelen < high_wavelen) * ~(wavelen > low_wavelen)
         return torch.where(medium, smoothed, scaled), 1.0
+    if kind == "yarn":  # transformers' _compute_yarn_parameters (4.57 and 5). TensorRT-LLM 1.2 reads its yarn in
+        # layers/attention.py create_attention_const_params (RopeEmbeddingUtils.create_sinusoidal_positions_yarn), which
+        # computes another RoPE where rope.yarn_problem says: convert refuses those, the runtime stays transformers'
+        factor, old = float(scaling["factor"]), float(scaling["original_max_position_embeddings"])
+
+        def dim_of(rotations):  # the dimension that turns `rotations` times over the original positions
+            return dim * math.log(old / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+        low, high = dim_of(scaling.get("beta_fast") or 32), dim_of(scaling.get("beta_slow") or 1)
+        if scaling.get("truncate", True):
+            low, high = math.floor(low), math.ceil(high)
+        low, high = max(low, 0), min(high, dim - 1)
+        high = high + 0.001 if high == low else high
+        extrapolated = 1 - ((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)
+        interpolated = 1.0 / (factor * wavelen_over_2pi)
+        return interpolated * (1 - extrapolated) + inv * extrapolated, yarn_attention_factor(scaling)
     raise ConfigError(rope_scaling_problem(scaling))
