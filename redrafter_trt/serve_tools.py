@@ -8,9 +8,14 @@
 
 qwen3 is the Hermes format Qwen2.5's and Qwen3's chat templates ask for: each call a JSON object
 {"name": ..., "arguments": {...}} between <tool_call> and </tool_call> (trtllm-serve's Qwen3ToolParser, vLLM's
-hermes). A block whose text is no such object stays in the content, as both servers leave it. The text outside the
-calls is the content, without the whitespace next to a call (the newlines the template puts between calls). A whole
-answer is parsed by the same steps as a stream, so a streamed answer's content and calls add up to the whole one's.
+hermes; "parameters" is read where "arguments" is missing, as trtllm-serve's; a last block the answer ended in before
+its </tool_call>, a stop string "</tool_call>" or EOS, is a call when its JSON is whole, as vLLM's). A block whose
+text is no such object stays in the content, the other blocks still calls: there vLLM keeps the whole text as
+content and no call, and trtllm-serve keeps the good calls and drops the bad block. The text outside the calls is
+the content, without the whitespace next to a call (the newlines the template puts between calls), the text after
+a call included (both servers' whole answers keep only the text before the first call). Tool names are not checked against the
+request's tools (neither server refuses one either). A whole answer is parsed by the same steps as a stream, so a
+streamed answer's content and calls add up to the whole one's.
 """
 
 from __future__ import annotations
@@ -66,7 +71,14 @@ class HermesCalls:
                 return content, calls
 
     def finish(self) -> tuple[str, list[dict]]:
-        """The rest once the answer has ended: a block cut before its END (max_tokens) is content."""
+        """The rest once the answer has ended: a last block without its END is a call when its text is one whole
+        (the answer stopped at a stop string "</tool_call>", or at EOS, as vLLM's hermes parser takes it), else
+        content (cut by max_tokens)."""
+        call = self._call(self.pending[len(self.START):]) if self.pending.startswith(self.START) else None
+        if call is not None:
+            self.calls.append(call)
+            self.pending = self.space = ""
+            return "", [call]
         content = self._content(self.pending) + self.space
         self.pending = self.space = ""
         return content, []
@@ -87,15 +99,15 @@ class HermesCalls:
     @staticmethod
     def _call(inside: str) -> dict | None:
         """A block's call, or None when its text is no {"name": str, "arguments": object} (arguments may be left
-        out: {})."""
+        out: {}; "parameters" stands for them where "arguments" is missing, as trtllm-serve's parser reads it)."""
         try:
             obj = json.loads(inside)
         except ValueError:
             return None
-        if (not isinstance(obj, dict) or not isinstance(obj.get("name"), str)
-                or not isinstance(obj.get("arguments", {}), dict)):
+        arguments = obj.get("arguments", obj.get("parameters", {})) if isinstance(obj, dict) else None
+        if not isinstance(arguments, dict) or not isinstance(obj.get("name"), str):
             return None
-        return tool_call_json(obj["name"], obj.get("arguments", {}))
+        return tool_call_json(obj["name"], arguments)
 
 
 TOOL_PARSERS = {"qwen3": HermesCalls}  # serve --tool-parser NAME -> its parser, named as trtllm-serve's --tool_parser
@@ -105,5 +117,6 @@ def parse_answer(parser: str, text: str) -> tuple[str | None, list[dict]]:
     """A whole answer's (content, tool calls): content None when it is empty beside calls."""
     calls = TOOL_PARSERS[parser]()
     content, found = calls.add(text)
-    content += calls.finish()[0]
+    rest, last = calls.finish()
+    content, found = content + rest, found + last
     return (content or None) if found else content, found

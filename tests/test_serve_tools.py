@@ -44,6 +44,10 @@ ANSWERS = {  # answer text -> (content, [(name, arguments)])
     "unicode": ('<tool_call>\n{"name": "get_weather", "arguments": {"city": "東京 🌧"}}\n</tool_call>',
                 (None, [("get_weather", {"city": "東京 🌧"})])),
     "cut": ("Sure.\n<tool_call>\n{\"name\": \"get_we", ("Sure.\n<tool_call>\n{\"name\": \"get_we", [])),
+    # "parameters" for "arguments" (trtllm-serve's parser takes either): the arguments are not lost
+    "parameters": (CALL.replace('"arguments"', '"parameters"'), (None, [("get_weather", {"city": "Paris"})])),
+    # ended before </tool_call> (a stop string "</tool_call>", or EOS) with the call whole: a call, as vLLM's
+    "unclosed": ("Sure.\n" + CALL.removesuffix("</tool_call>"), ("Sure.", [("get_weather", {"city": "Paris"})])),
 }
 
 
@@ -58,7 +62,7 @@ def shown(calls: list[dict]) -> list[tuple[str, dict]]:
 def test_the_qwen3_parser_splits_content_and_calls_whole_and_streamed(case):
     """Each <tool_call> block holding {"name", "arguments"} is a call (arguments as a JSON string, unicode kept);
     the text outside is the content, null beside calls when empty; a block that is no JSON object, or one cut by
-    max_tokens, stays content. Streamed a character at a time, the deltas add up to the same content and calls, and
+    max_tokens, stays content; a last block whole but for its </tool_call> is a call. Streamed a character at a time, the deltas add up to the same content and calls, and
     no delta carries a part of <tool_call> that turned out to be a call."""
     text, (content, calls) = ANSWERS[case]
     got, found = parse_answer("qwen3", text)
@@ -71,7 +75,9 @@ def test_the_qwen3_parser_splits_content_and_calls_whole_and_streamed(case):
         delta, new = parser.add(ch)
         deltas.append(delta)
         streamed += new
-    deltas.append(parser.finish()[0])
+    delta, new = parser.finish()
+    deltas.append(delta)
+    streamed += new
     assert ("".join(deltas) or None if calls else "".join(deltas)) == content and shown(streamed) == calls
     if calls:
         assert not any("<" in d for d in deltas)
@@ -208,7 +214,7 @@ def events_of(app: App, body: dict) -> list[dict]:
     return events[1:]
 
 
-@pytest.mark.parametrize("case", ["plain", "one call", "two calls", "text first", "malformed"])
+@pytest.mark.parametrize("case", ["plain", "one call", "two calls", "text first", "malformed", "unclosed"])
 def test_fixed_answers_come_out_as_openai_tool_calls_whole_and_streamed(backend, monkeypatch, case):
     text, (content, calls) = ANSWERS[case]
     monkeypatch.setattr(backend, "complete", answering(text))
