@@ -23,8 +23,12 @@ What TensorRT-LLM 1.0 to 1.2.x does with it (`tensorrt_llm/commands/serve.py`, `
   supported"); the fix takes AF_INET6 when the host resolves to IPv6 addresses only. Which 1.2.x releases carry the fix
   is not known here: `ipv6_refusal` reads the installed trtllm-serve's `launch_server` for that line instead;
 - `--tool_parser NAME` (a click.Choice of `ToolParserFactory.parsers`, tensorrt_llm/serve/tool_parser/) has
-  `OpenAIServer` parse the tool calls of chat answers (qwen3: Qwen2.5's and Qwen3's <tool_call> JSON); the names are
-  read from the newest source seen, not at the v1.2.0 tag, so `check_tool_parser` reads the installed ones.
+  `OpenAIServer` parse the tool calls of chat answers (qwen3: Qwen2.5's and Qwen3's <tool_call> JSON). Read in
+  sources of late 2025 and after, at commits whose release is not known here (none at a v1.2.x tag), and never run
+  here on an engine: one factory lists qwen3, qwen3_coder, kimi_k2, deepseekv3, deepseekv3.1 and deepseek_v32; the
+  chat route sets `postproc_args.tool_parser` whatever the backend, and `postprocess_handlers.apply_tool_parser`
+  parses only a request with `tools` (finish_reason "tool_calls" only where the engine's was "stop"). So
+  `check_tool_parser` reads the installed option and names instead of trusting these.
 """
 
 from __future__ import annotations
