@@ -6,16 +6,16 @@
     content, new = calls.finish()           # the answer ended: what was held back
     content, found = parse_answer("qwen3", whole_text)   # a whole answer: content (None when empty beside calls)
 
-qwen3 is the Hermes format Qwen2.5's and Qwen3's chat templates ask for: each call a JSON object
-{"name": ..., "arguments": {...}} between <tool_call> and </tool_call> (trtllm-serve's Qwen3ToolParser, vLLM's
-hermes; "parameters" is read where "arguments" is missing, as trtllm-serve's; a last block the answer ended in before
-its </tool_call>, a stop string "</tool_call>" or EOS, is a call when its JSON is whole, as vLLM's). A block whose
-text is no such object stays in the content, the other blocks still calls: there vLLM keeps the whole text as
-content and no call, and trtllm-serve keeps the good calls and drops the bad block. The text outside the calls is
-the content, without the whitespace next to a call (the newlines the template puts between calls), the text after
-a call included (both servers' whole answers keep only the text before the first call). Tool names are not checked against the
-request's tools (neither server refuses one either). A whole answer is parsed by the same steps as a stream, so a
-streamed answer's content and calls add up to the whole one's.
+qwen3 is the Hermes format Qwen2.5's and Qwen3's chat templates ask for: each call a JSON object {"name": ...,
+"arguments": {...}} between <tool_call> and </tool_call> (trtllm-serve's Qwen3ToolParser, vLLM's hermes; "parameters"
+is read where "arguments" is missing, as trtllm-serve's; a last block the answer ended in before its </tool_call>, a
+stop string "</tool_call>" or EOS, is a call when its JSON is whole, as vLLM's). A block whose text is no such object
+stays in the content, the other blocks still calls: there vLLM keeps the whole text as content and no call, and
+trtllm-serve keeps the good calls and drops the bad block. The text outside the calls is the content, without the
+whitespace next to a call (the newlines the template puts between calls) but the one joining its parts (see
+HermesCalls), the text after a call included (both servers' whole answers keep only the text before the first call).
+Tool names are not checked against the request's tools (neither server refuses one either). A whole answer is parsed
+by the same steps as a stream, so a streamed answer's content and calls add up to the whole one's.
 """
 
 from __future__ import annotations
@@ -35,14 +35,18 @@ def tool_call_json(name: str, arguments: dict) -> dict:
 class HermesCalls:
     """One answer's tool calls in the Hermes format, read as its text comes. Text that may be the start of
     `<tool_call>` is held back (as serve_text holds back the start of a stop string), a block until its
-    `</tool_call>`, and whitespace at the end of the content until text other than a call follows it."""
+    `</tool_call>`, and whitespace at the end of the content until text other than a call follows it. Content that
+    resumes after calls is joined to the content before them by the whitespace after the last call (else the one
+    before the first), so "Let me check.\n<call>\nThen..." reads "Let me check.\nThen...", not "...check.Then"."""
 
     START, END = "<tool_call>", "</tool_call>"
 
     def __init__(self):
         self.pending = ""      # text not decided yet: a possible start of START, or a block without its END
         self.space = ""        # whitespace at the content's end: dropped when a call follows
-        self.after_call = False  # the last thing read was a call: the whitespace after it is dropped
+        self.after_call = False  # the last thing read was a call: the whitespace after it is held
+        self.before = self.after = ""  # the whitespace before the calls since the last content, and after the last
+        self.sent = False      # some content went out: content after calls is joined to it
         self.calls: list[dict] = []
 
     def add(self, text: str) -> tuple[str, list[dict]]:
@@ -59,9 +63,7 @@ class HermesCalls:
                 if call is None:  # not a call: the block is content
                     content += self._content(block)
                 else:
-                    self.space, self.after_call = "", True
-                    self.calls.append(call)
-                    calls.append(call)
+                    calls.append(self._took(call))
                 continue
             at = self.pending.find(self.START)
             cut = at if at >= 0 else len(self.pending) - _begins(self.START, self.pending)
@@ -75,25 +77,35 @@ class HermesCalls:
         (the answer stopped at a stop string "</tool_call>", or at EOS, as vLLM's hermes parser takes it), else
         content (cut by max_tokens)."""
         call = self._call(self.pending[len(self.START):]) if self.pending.startswith(self.START) else None
+        self.pending, pending = "", self.pending
         if call is not None:
-            self.calls.append(call)
-            self.pending = self.space = ""
-            return "", [call]
-        content = self._content(self.pending) + self.space
-        self.pending = self.space = ""
+            return "", [self._took(call)]
+        content = self._content(pending) + self.space
+        self.space = ""
         return content, []
 
+    def _took(self, call: dict) -> dict:
+        """`call` read: the whitespace held before it leaves the content (kept as a joint, see the class)."""
+        if not self.after_call:
+            self.before, self.space, self.after_call = self.space, "", True
+        self.after = ""
+        self.calls.append(call)
+        return call
+
     def _content(self, text: str) -> str:
-        """What of `text`, content after what was read, goes out now: none of the whitespace after a call, and
-        its own trailing whitespace not yet."""
+        """What of `text`, content after what was read, goes out now: after calls, their joint and no other
+        whitespace; its own trailing whitespace not yet."""
         if self.after_call:
-            text = text.lstrip()
-            if not text:
+            body = text.lstrip()
+            self.after += text[:len(text) - len(body)]
+            if not body:
                 return ""
             self.after_call = False
+            text = (self.after or self.before) + body if self.sent else body
         text = self.space + text
         body = text.rstrip()
         self.space = text[len(body):]
+        self.sent = self.sent or bool(body)
         return body
 
     @staticmethod

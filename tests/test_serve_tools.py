@@ -44,6 +44,11 @@ ANSWERS = {  # answer text -> (content, [(name, arguments)])
     "unicode": ('<tool_call>\n{"name": "get_weather", "arguments": {"city": "東京 🌧"}}\n</tool_call>',
                 (None, [("get_weather", {"city": "東京 🌧"})])),
     "cut": ("Sure.\n<tool_call>\n{\"name\": \"get_we", ("Sure.\n<tool_call>\n{\"name\": \"get_we", [])),
+    # text between calls: its parts keep the whitespace after the call between them, not glued together
+    "text between": ("Let me check.\n" + CALL + "\nThen Lyon.\n" + CALL.replace("Paris", "Lyon") + "\n\nDone.",
+                     ("Let me check.\nThen Lyon.\n\nDone.", [("get_weather", {"city": "Paris"}),
+                                                         ("get_weather", {"city": "Lyon"})])),
+    "spaces between": ("A " + CALL + " B", ("A B", [("get_weather", {"city": "Paris"})])),
     # "parameters" for "arguments" (trtllm-serve's parser takes either): the arguments are not lost
     "parameters": (CALL.replace('"arguments"', '"parameters"'), (None, [("get_weather", {"city": "Paris"})])),
     # ended before </tool_call> (a stop string "</tool_call>", or EOS) with the call whole: a call, as vLLM's
