@@ -242,6 +242,9 @@ def test_fixed_answers_come_out_as_openai_tool_calls_whole_and_streamed(backend,
     monkeypatch.setattr(backend, "complete", answering(CALL))  # tool_choice none: the text as it is
     status, answer = app.post("/v1/chat/completions", {"messages": ASK, "tools": [WEATHER], "tool_choice": "none"})
     assert answer["choices"][0]["message"] == {"role": "assistant", "content": CALL}
+    status, answer = app.post("/v1/chat/completions", {"messages": ASK})  # no tools: as without --tool-parser (vLLM)
+    assert answer["choices"][0]["message"] == {"role": "assistant", "content": CALL}
+    assert answer["choices"][0]["finish_reason"] == "stop"
 
 
 def test_the_openai_client_parses_a_tool_call_answer_whole_and_streamed(server, backend, monkeypatch):
