@@ -20,7 +20,7 @@ from .io import ST_TO_TORCH, TensorSource, all_finite
 from .producer import producer_summary
 from .registry import QWEN_SEQ_LENGTH, TRTLLM_ACTIVATIONS, TRTLLM_BASES, activation_problem
 from .rope import TRTLLM_ROPE_SCALINGS, rope_scaling_problem, trtllm_builds
-from .shard import qk_norm_misread
+from .shard import qk_norm_misread, qk_norm_problem, tp_fits
 
 REDRAFTER_KEYS = ("redrafter_num_layers", "redrafter_hidden_size", "redrafter_exit_dim", "redrafter_is_rnn",
                   "redrafter_num_beams", "redrafter_draft_len_per_beam", "redrafter_greedy_search",
@@ -212,10 +212,9 @@ def _check_config(cfg: dict, rep: Report) -> None:
     if nh % tp or (nkv % tp and tp % nkv) or cfg["intermediate_size"] % tp:
         rep.problems.append(f"tp_size {tp} does not fit {nh} heads / {nkv} kv heads / intermediate {cfg['intermediate_size']}")
     elif layout.qk_norm(cfg) and qk_norm_misread(nh, nkv, tp):
-        rep.problems.append(f"a Qwen3 with {nh} heads and {nkv} kv heads has {nh // tp} of each a rank at tp_size "
-                            f"{tp}: TensorRT-LLM 1.2's Attention then norms q and k reading a rank's qkv as interleaved "
-                            f"per head (Persimmon's layout), not as the q, k and v blocks written, and its engine "
-                            f"would compute another model: only one head a rank (tp_size {nh}) is read right")
+        dims = (cfg["hidden_size"], cfg["vocab_size"], *[cfg[k] for k in ("redrafter_exit_dim",) if cfg.get(k)])
+        fits = tp_fits(nh, nkv, cfg["intermediate_size"], dims, base_checkpoint=True, qk_norm=True)
+        rep.problems.append(f"{qk_norm_problem(nh, nkv, tp)}: {fits}")
     head = cfg.get("head_size") or cfg["hidden_size"] // nh
     if head % 2:
         rep.problems.append(f"head size {head} is odd: rotary embeddings rotate pairs of dimensions, so TensorRT-LLM "

@@ -66,6 +66,15 @@ def qk_norm_misread(num_heads: int, num_kv_heads: int, tp_size: int) -> bool:
     return num_heads // tp_size == -(-num_kv_heads // tp_size) > 1
 
 
+def qk_norm_problem(num_heads: int, num_kv_heads: int, tp_size: int) -> str:
+    """Why a Qwen3 that qk_norm_misread names at this tp is refused (check_tp's and inspect's words; each adds its
+    advice)."""
+    return (f"a Qwen3 with {num_heads} heads and {num_kv_heads} kv heads has {num_heads // tp_size} of each a rank at "
+            f"tp_size {tp_size}: TensorRT-LLM 1.2's Attention then norms q and k reading a rank's qkv as interleaved "
+            f"per head (Persimmon's layout), not as the q, k and v blocks written, and its engine would compute another "
+            f"model")
+
+
 def tp_sizes(num_heads: int, num_kv_heads: int, intermediate_size: int, unpadded: tuple[int, ...] = (),
              qk_norm: bool = False) -> list[int]:
     """Every tp_size that check_tp accepts for this base, that divides each of `unpadded` (the drafter's H, E and V,
@@ -99,8 +108,8 @@ def check_tp(num_heads: int, num_kv_heads: int, intermediate_size: int, tp_size:
              unpadded: tuple[int, ...] = (), qk_norm: bool = False) -> None:
     """TensorRT-LLM's constraints on a base model's tensor parallelism, as one-line errors. Each names the sizes
     that pass them all and divide `unpadded` (tp_sizes): a divisor of the heads alone (SmolLM2's 9) can fail on
-    the intermediate size next, one of the base's (SmolLM2-360M's 5) on the drafter's vocabulary, and for a Qwen3
-    (`qk_norm`) none that qk_norm_misread refuses (inspect's rule, which convert applies to what it writes)."""
+    the intermediate size next, one of the base's (SmolLM2-360M's 5) on the drafter's vocabulary. A Qwen3 (`qk_norm`)
+    is refused at a tp qk_norm_misread names (inspect's rule) here, before any weight is read or calibrated."""
     if tp_size < 1:
         raise ConfigError(f"--tp-size {tp_size} is invalid: use 1 or more")
     if num_heads % tp_size:
@@ -109,6 +118,8 @@ def check_tp(num_heads: int, num_kv_heads: int, intermediate_size: int, tp_size:
         problem = f"and the {num_kv_heads} kv heads must divide one another (a kv head cannot be split)"
     elif intermediate_size % tp_size:
         problem = f"does not divide the intermediate size {intermediate_size}"
+    elif qk_norm and qk_norm_misread(num_heads, num_kv_heads, tp_size):
+        problem = f"is refused: {qk_norm_problem(num_heads, num_kv_heads, tp_size)}"
     else:
         return
     fits = tp_fits(num_heads, num_kv_heads, intermediate_size, unpadded, qk_norm=qk_norm)

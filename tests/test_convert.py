@@ -386,6 +386,21 @@ def test_a_qwen3_with_as_many_kv_heads_as_heads_a_rank_is_refused(tmp_path, tp, 
         assert inspect_checkpoint(convert(base, drafter, tmp_path / "out", tp_size=tp, num_beams=2, draft_len=2)).ok
 
 
+def test_inspect_of_a_qwen3_tp_its_attention_misreads_names_the_sizes_that_convert(tmp_path):
+    """A review: inspect refused a Qwen3 with 4 heads and 4 kv heads at tp_size 2 saying one head a rank (tp_size 4) is
+    read right, where 4 does not divide its intermediate size of 130 (no size converts it): its advice is tp_fits',
+    as convert's is, naming the sizes that split base and drafter alike."""
+    base = make_hf(tmp_path / "base", "qwen3", num_key_value_heads=4, head_dim=32)
+    out = convert(base, make_drafter(tmp_path / "d", base), tmp_path / "out", tp_size=4, num_beams=2, draft_len=2)
+    cfg = json.loads((out / "config.json").read_text())
+    mapping = cfg["mapping"] | {"tp_size": 2, "world_size": 2}
+    for inter, advice in ((128, "re-export the base at tp 4, or convert its Hugging Face model at --tp-size 4"),
+                          (130, "no --tp-size splits this model")):
+        (out / "config.json").write_text(json.dumps(cfg | {"mapping": mapping, "intermediate_size": inter}))
+        named = [p for p in inspect_checkpoint(out).problems if "interleaved per head" in p]
+        assert len(named) == 1 and advice in named[0], named
+
+
 def test_written_files_follow_the_umask(tmp_path, tiny_llama):
     """Drafter and checkpoint files get the umask's mode (safetensors 0.8 alone writes 0600: another user, or a
     TensorRT-LLM container running as non-root, could not read the drafter)."""

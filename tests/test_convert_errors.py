@@ -196,6 +196,24 @@ def test_tp_sizes_named_for_a_qwen3_with_as_many_kv_heads_as_heads_convert(tmp_p
     assert_one_line_error(convert_err(parts, "--tp-size", 4), "no --tp-size splits this model")
 
 
+def test_a_qwen3_tp_its_attention_misreads_is_refused_before_any_work(tmp_path):
+    """A review: --tp-size 2 of a Qwen3 with 4 heads and 4 kv heads passed check_tp, every shard was written, and only
+    the written checkpoint's check refused it, naming tp_size 4 as the one read right where 4 does not divide the
+    intermediate size of 130 (no size converts that model). check_tp refuses it first, with tp_fits' advice."""
+    from redrafter_trt.errors import ConfigError
+    from redrafter_trt.shard import check_tp
+
+    with pytest.raises(ConfigError, match="no --tp-size splits this model"):
+        check_tp(4, 4, 130, 2, qk_norm=True)
+    with pytest.raises(ConfigError, match=r"--tp-size 2 is refused: a Qwen3 with 4 heads and 4 kv heads has 2 of each a rank.*: use --tp-size 4$"):
+        check_tp(4, 4, 128, 2, qk_norm=True)
+    check_tp(4, 4, 128, 2)  # not a Qwen3: the rule is its attention's
+    check_tp(4, 2, 128, 2, qk_norm=True)  # fewer kv heads than heads: its q, k and v blocks are read as written
+    base = make_hf(tmp_path / "b", "qwen3", num_key_value_heads=4, head_dim=32, intermediate_size=130)
+    parts = (base, make_drafter(tmp_path / "d", base), tmp_path / "out")
+    assert_one_line_error(convert_err(parts, "--tp-size", 2), "no --tp-size splits this model")
+
+
 def test_tp_sizes_of_a_mistyped_head_count_are_named_at_once():
     """A config.json whose num_attention_heads was mistyped (10**9 where 32 was meant) took 35 s to be refused at
     --tp-size 3, trying every count up to it for the sizes to name (one of 10**12 would take hours); the sizes are
