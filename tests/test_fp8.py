@@ -457,6 +457,22 @@ def test_fp8_bad_input(tiny_llama, tiny_drafter, tmp_path, monkeypatch):
     assert not out.exists()
 
 
+def test_fp8_of_a_qwen3_tp_its_attention_misreads_is_refused_before_calibrating(tmp_path, monkeypatch):
+    """A review: export_fp8_base passed a Qwen3 with as many kv heads as heads at tp 2 to check_tp, which let it through
+    (its qk_norm flag only trimmed the sizes named): the base was loaded and calibrated before the written checkpoint
+    was refused. check_tp refuses it first, naming the tp that converts."""
+    import transformers
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded before its tp was checked")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", never)
+    base = make_hf(tmp_path / "b", "qwen3", num_key_value_heads=4, head_dim=32)
+    with pytest.raises(ConfigError, match=r"--tp-size 2 is refused: a Qwen3 with 4 heads and 4 kv heads.*--tp-size 4$"):
+        export_fp8_base(base, tmp_path / "out", tp_size=2, dtype="bfloat16", kv_cache_dtype=None, calib_prompts=["a"],
+                        calib_size=1, calib_seq_len=8, calib_batch_size=1, device="cpu")
+
+
 def test_an_old_modelopt_is_refused_in_one_line_before_loading_the_model(fp8_models, tiny_drafter, tmp_path,
                                                                          monkeypatch):
     """modelopt 0.33 (TensorRT-LLM 1.0's, still a container's own after pip installs this package) under
