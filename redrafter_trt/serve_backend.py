@@ -49,12 +49,11 @@ class ReferenceBackend:
 
     def __init__(self, checkpoint_dir: Path, tokenizer_dir: Path, device: str = "cpu", max_batch: int = 8,
                  compile: bool = False):
-        from .checkpoint import require_valid
-        from .runtime import RuntimeConfig
+        from .runtime import open_checkpoint
         from .tokens import load_tokenizer, stop_ids
 
-        raw = require_valid(checkpoint_dir)
-        cfg = RuntimeConfig.from_dict(raw, f"{checkpoint_dir}/config.json")
+        checkpoint_dir = open_checkpoint(checkpoint_dir)
+        cfg = checkpoint_dir.config
         self.config = cfg
         self.tokenizer = load_tokenizer(str(tokenizer_dir), cfg.vocab_size)
         self.eos = stop_ids(self.tokenizer, tokenizer_dir)

@@ -513,3 +513,34 @@ def test_a_problem_whose_fix_re_converts_is_not_told_it_again(ckpt, tmp_path, he
     result = run_cli("build", "--checkpoint-dir", copy, "--output-dir", tmp_path / "e", "--dry-run")
     assert_one_line_error(result, named, "train the drafter (`redrafter-trt train`) and re-convert")
     assert result.stderr.count("re-convert") == 1, result.stderr
+
+
+def _api_refusals(folder: Path) -> set[str]:
+    """The one-line errors of the runtime's loading entry points (its Python API) on `folder`."""
+    from redrafter_trt import runtime as rt
+    from redrafter_trt.runtime.ranks import LocalRanks
+
+    said = set()
+    for enter in (rt.load, lambda f: rt.generate_tp(f, [[1, 2]], 2), lambda f: rt.forward_logits_tp(f, [1, 2]),
+                  LocalRanks):
+        with pytest.raises(ConfigError) as e:
+            enter(folder)
+        said.add(f"error: {e.value}")
+    return said
+
+
+@pytest.mark.parametrize("fields", [{"qwen_type": "qwen2_moe"}, {"mapping": {"world_size": 2, "tp_size": 1}},
+                                    {"mapping": {"world_size": 2, "tp_size": 2, "pp_size": 1}}])
+def test_the_python_api_refuses_what_run_refuses(tiny_qwen2, tmp_path, fields):
+    """A review: `run`, `bench`, `acceptance` and `serve` refuse a checkpoint inspect finds problems in, but the Python
+    API (runtime.load, generate_tp, forward_logits_tp, LocalRanks) read only the fields it computes with: a qwen2_moe
+    checkpoint ran as a Qwen2 (another model's answers), a world_size the rank files are not loaded. Each refuses it
+    in `run`'s own line."""
+    from tinymodels import make_drafter
+
+    ck = convert(tiny_qwen2, make_drafter(tmp_path / "d", tiny_qwen2), tmp_path / "c", num_beams=2, draft_len=2)
+    copy = broken(ck, tmp_path, **fields)
+    result = run_cli("run", "--checkpoint-dir", copy, "--tokenizer-dir", tiny_qwen2, "--input-text", "hi")
+    assert_one_line_error(result, "is not valid: ")
+    assert _api_refusals(copy) == {result.stderr.strip()}
+

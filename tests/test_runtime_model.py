@@ -322,6 +322,7 @@ def test_fp8_weights_stored_as_int8_run_as_fp8(tiny_llama, tiny_drafter, tmp_pat
     from safetensors.torch import load_file, save_file
 
     from redrafter_trt.errors import ConfigError, TensorError
+    from redrafter_trt.runtime.model import read_rank_file
 
     fp8 = tmp_path / "fp8"
     shutil.copytree(checkpoint(tiny_llama, tiny_drafter, 1), fp8)
@@ -331,9 +332,11 @@ def test_fp8_weights_stored_as_int8_run_as_fp8(tiny_llama, tiny_drafter, tmp_pat
         scale = tensors[name].abs().max().reshape(1) / 448
         tensors[name] = (tensors[name] / scale).to(torch.float8_e4m3fn)
         tensors[name.removesuffix("weight") + "weights_scaling_factor"] = scale
+        tensors[name.removesuffix("weight") + "activation_scaling_factor"] = torch.ones(1)  # as an FP8 export's
     save_file(tensors, fp8 / "rank0.safetensors")
     cfg = json.loads((fp8 / "config.json").read_text())
-    (fp8 / "config.json").write_text(json.dumps(cfg | {"quantization": {"quant_algo": "FP8"}}))
+    fp8_cfg = {"quant_algo": "FP8", "exclude_modules": ["lm_head", "drafter*"]}  # what inspect (so load) requires
+    (fp8 / "config.json").write_text(json.dumps(cfg | {"quantization": fp8_cfg}))
     as_int8 = tmp_path / "int8"
     shutil.copytree(fp8, as_int8)
     save_file({n: t.view(torch.int8) if t.dtype == torch.float8_e4m3fn else t for n, t in tensors.items()},
@@ -344,8 +347,14 @@ def test_fp8_weights_stored_as_int8_run_as_fp8(tiny_llama, tiny_drafter, tmp_pat
     name = "transformer.layers.0.mlp.proj.weight"  # int8 without a scale beside it: no FP8 bits, no weights
     unscaled = {n: t for n, t in tensors.items() if n != name.removesuffix("weight") + "weights_scaling_factor"}
     save_file(unscaled | {name: tensors[name].view(torch.int8)}, as_int8 / "rank0.safetensors")
+    # load refuses both through inspect's checks (`run`'s line), before the runtime's own reading of the rank file
+    with pytest.raises(ConfigError, match=f"missing tensors {name.removesuffix('weight')}weights_scaling_factor"):
+        rt.load(as_int8)
     with pytest.raises(TensorError, match=f"{name} is int8, which the reference runtime does not dequantise"):
+        read_rank_file(as_int8, 0)
+    smooth_quant = fp8_cfg | {"quant_algo": "W8A8_SQ_PER_CHANNEL"}
+    (as_int8 / "config.json").write_text(json.dumps(cfg | {"quantization": smooth_quant}))
+    with pytest.raises(ConfigError, match="quant_algo 'W8A8_SQ_PER_CHANNEL' is not supported"):
         rt.load(as_int8)
-    (as_int8 / "config.json").write_text(json.dumps(cfg | {"quantization": {"quant_algo": "W8A8_SQ_PER_CHANNEL"}}))
     with pytest.raises(ConfigError, match="quant_algo 'W8A8_SQ_PER_CHANNEL' is not run by the reference runtime"):
-        rt.load(as_int8)
+        read_rank_file(as_int8, 0)

@@ -49,11 +49,11 @@ def _encode(tok, o: dict) -> list[list[int]]:
 
 
 def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
-    from ..checkpoint import require_valid
-    from ..runtime import (RuntimeConfig, check_compile, check_draft_shape, check_positions, check_temperature,
-                           generate, generate_tp, load)
+    from ..runtime import (check_compile, check_draft_shape, check_positions, check_temperature, generate, generate_tp,
+                           load, open_checkpoint)
 
-    cfg = RuntimeConfig.from_dict(require_valid(ckpt), f"{ckpt}/config.json")
+    ckpt = open_checkpoint(ckpt)  # inspected once, here: generate_tp and load take it checked
+    cfg = ckpt.config
     if o["tp"] is not None and o["tp"] != cfg.tp_size:
         raise ConfigError(f"--tp {o['tp']} differs from the checkpoint's tp_size {cfg.tp_size}: pass --tp {cfg.tp_size}, "
                           f"or convert again with --tp-size {o['tp']}")

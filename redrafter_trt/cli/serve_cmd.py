@@ -118,13 +118,13 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
         exec_trtllm_serve(plan)
     if dry_run:
         raise ConfigError("--dry-run prints the trtllm-serve command of an --engine-dir: leave it out here")
-    from ..checkpoint import require_valid
-    from ..runtime import RuntimeConfig, check_compile
+    from ..runtime import check_compile, open_checkpoint
     from ..serve_app import App, check_max_output_len
     from ..serve_backend import ReferenceBackend
     from ..serve_http import drain, make_server
 
-    cfg = RuntimeConfig.from_dict(require_valid(checkpoint_dir), f"{checkpoint_dir}/config.json")
+    checkpoint_dir = open_checkpoint(checkpoint_dir)  # inspected once: the backend and its ranks take it checked
+    cfg = checkpoint_dir.config
     check_compile(cfg, compile_layers, device)
     check_max_output_len(cfg, max_output_len)
     # the port first (as vLLM binds its socket before building the engine): a taken port is one line at once, not

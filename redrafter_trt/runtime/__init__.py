@@ -3,6 +3,8 @@ PyTorch, with ReDrafter's draft / tree-verify / accept loop. Stable Python API:
 
     from redrafter_trt.runtime import load, generate, generate_tp
     model = load("ckpt/", device="cpu", dtype=None)          # tp=1 checkpoints; dtype None = the checkpoint's
+    # every loading entry point first refuses a checkpoint `inspect` finds problems in, in `run`'s line;
+    # open_checkpoint("ckpt/") is that check alone: its Checkpoint, passed to any of them, is not inspected again
     result = generate(model, [[1, 2, 3], [4, 5]], max_new_tokens=64,
                       num_beams=None, draft_len=None,         # None = the checkpoint's redrafter_* values
                       temperature=0.0,                        # 0 = greedy (exactly the base's greedy output)
@@ -42,14 +44,15 @@ from ..errors import ConfigError, cuda_index_past
 from .config import DTYPES, RuntimeConfig
 from .decode import MAX_TOP_LOGPROBS, GenerationResult, TokenLogprob, decode, token_logprobs
 from .drafter import CheckpointDrafter
+from .folder import Checkpoint, open_checkpoint
 from .model import BaseModel, read_rank_file
 from .tp import SINGLE, TPGroup, launch, rank_device, require_gpus
 
 SAMPLING_RULES = ("exact", "trtllm")  # generate's sampling_rule: see runtime.accept
 MIN_TEMPERATURE = 1e-5  # below it logits / T overflow to NaN (vLLM decodes greedily there)
 
-__all__ = ["ReDrafterModel", "GenerationResult", "TokenLogprob", "RuntimeConfig", "load", "generate", "generate_tp",
-           "forward_logits", "forward_logits_tp", "prompt_logprobs"]
+__all__ = ["ReDrafterModel", "GenerationResult", "TokenLogprob", "RuntimeConfig", "Checkpoint", "open_checkpoint",
+           "load", "generate", "generate_tp", "forward_logits", "forward_logits_tp", "prompt_logprobs"]
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +73,11 @@ def _dtype(dtype) -> torch.dtype | None:
     raise ConfigError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
 
 
-def load(checkpoint_dir: Path | str, device: str = "cpu", dtype: torch.dtype | str | None = None,
+def load(checkpoint_dir: Checkpoint | Path | str, device: str = "cpu", dtype: torch.dtype | str | None = None,
          group: TPGroup = SINGLE, drafter_int8: bool = False, compile: bool = False) -> ReDrafterModel:
-    """Load this process's rank of a checkpoint. Without `group`, the checkpoint must be tp=1.
+    """Load this process's rank of a checkpoint. Without `group`, the checkpoint must be tp=1. One `inspect` finds
+    problems in is refused first, in `run`'s line (`open_checkpoint`; a `Checkpoint` it returned is not inspected
+    again).
 
     compile: run the base's layers compiled by TorchInductor (CPU, float32, tp=1; minutes of compiling on first
     use, then faster steps: `runtime/compiled.py`).
@@ -84,7 +89,8 @@ def load(checkpoint_dir: Path | str, device: str = "cpu", dtype: torch.dtype | s
     so tokens per step would no longer predict the engine's, and `sampling_rule="trtllm"` would accept against
     int8's q.
     Greedy output and exact sampling stay exact either way (the base verifies; q is not used there)."""
-    cfg = RuntimeConfig.from_dir(checkpoint_dir)
+    checkpoint_dir = open_checkpoint(checkpoint_dir)  # a path; a Checkpoint stands for its folder
+    cfg = checkpoint_dir.config
     if cfg.tp_size != group.tp_size:
         raise ConfigError(f"{checkpoint_dir} is a tp={cfg.tp_size} checkpoint but the runtime runs tp={group.tp_size}: "
                           f"pass --tp {cfg.tp_size} (Python: generate_tp)")
@@ -261,12 +267,13 @@ def _tp_worker(group: TPGroup, checkpoint_dir, device, dtype, prompt_ids, kwargs
     return generate(model, prompt_ids, **kwargs)
 
 
-def generate_tp(checkpoint_dir: Path | str, prompt_ids: list[list[int]], max_new_tokens: int, *, device: str = "cpu",
-                dtype: str | None = None, **kwargs) -> GenerationResult:
+def generate_tp(checkpoint_dir: Checkpoint | Path | str, prompt_ids: list[list[int]], max_new_tokens: int, *,
+                device: str = "cpu", dtype: str | None = None, **kwargs) -> GenerationResult:
     """`generate` on a tp=N checkpoint in N spawned local processes; returns rank 0's result. on_tokens, admit and
     on_step would run in those processes (a copy of each callback and of what it touches, on every rank): a tp=N
     checkpoint refuses them; `runtime.ranks.LocalRanks` runs rank 0, and its callbacks, in this process."""
-    cfg = RuntimeConfig.from_dir(checkpoint_dir)
+    checkpoint_dir = open_checkpoint(checkpoint_dir)  # once: the ranks take it checked
+    cfg = checkpoint_dir.config
     check_generate(cfg, prompt_ids, max_new_tokens, **kwargs)  # before any rank starts (and loads its weights)
     _dtype(dtype)
     if cfg.tp_size == 1:
@@ -278,7 +285,7 @@ def generate_tp(checkpoint_dir: Path | str, prompt_ids: list[list[int]], max_new
                           f"runtime.ranks.LocalRanks(checkpoint_dir).generate(...), which runs rank 0 here")
     require_gpus(device, cfg.tp_size, checkpoint_dir)
     check_device(device)
-    return launch(_tp_worker, cfg.tp_size, str(checkpoint_dir), device, dtype, prompt_ids,
+    return launch(_tp_worker, cfg.tp_size, checkpoint_dir, device, dtype, prompt_ids,
                   {"max_new_tokens": max_new_tokens, **kwargs}, device=device)
 
 
@@ -325,9 +332,10 @@ def _logits_worker(group: TPGroup, checkpoint_dir, input_ids, dtype) -> torch.Te
     return forward_logits(load(checkpoint_dir, dtype=dtype, group=group), input_ids)
 
 
-def forward_logits_tp(checkpoint_dir: Path | str, input_ids: list[int], dtype: str | None = None) -> torch.Tensor:
+def forward_logits_tp(checkpoint_dir: Checkpoint | Path | str, input_ids: list[int], dtype: str | None = None
+                      ) -> torch.Tensor:
     """`forward_logits` of any checkpoint on CPU, in tp_size processes when tp_size > 1."""
-    cfg = RuntimeConfig.from_dir(checkpoint_dir)
-    if cfg.tp_size == 1:
+    checkpoint_dir = open_checkpoint(checkpoint_dir)
+    if checkpoint_dir.config.tp_size == 1:
         return forward_logits(load(checkpoint_dir, dtype=dtype), input_ids)
-    return launch(_logits_worker, cfg.tp_size, str(checkpoint_dir), input_ids, dtype)
+    return launch(_logits_worker, checkpoint_dir.config.tp_size, checkpoint_dir, input_ids, dtype)

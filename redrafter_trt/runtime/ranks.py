@@ -30,12 +30,13 @@ import tempfile
 import threading
 import weakref
 from multiprocessing.connection import wait
+from pathlib import Path
 
 import torch.distributed as dist
 
 from ..errors import PeerError, RedrafterError, first_line
-from .config import RuntimeConfig
 from .decode import GenerationResult
+from .folder import Checkpoint, open_checkpoint
 from .tp import die_with_parent, first_error, join, keep_result, meeting_store, rank_device, require_gpus
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def _runtime(name: str):
     return {"generate": generate, "prompt_logprobs": prompt_logprobs}[name]
 
 
-def _follow(rank: int, size: int, port: int, checkpoint_dir: str, device: str, dtype, conn, result_path: str,
+def _follow(rank: int, size: int, port: int, checkpoint_dir: Checkpoint, device: str, dtype, conn, result_path: str,
             parent: int) -> None:
     from . import load
 
@@ -120,10 +121,11 @@ class _Guard:
 class LocalRanks:
     """Every rank of a checkpoint, loaded once; see the module docstring."""
 
-    def __init__(self, checkpoint_dir, device: str = "cpu", dtype=None, compile: bool = False):
+    def __init__(self, checkpoint_dir: Checkpoint | Path | str, device: str = "cpu", dtype=None, compile: bool = False):
         from . import check_compile, load
 
-        cfg = RuntimeConfig.from_dir(checkpoint_dir)
+        checkpoint_dir = open_checkpoint(checkpoint_dir)  # refused as `run` refuses it; the ranks take it checked
+        cfg = checkpoint_dir.config
         check_compile(cfg, compile, device, dtype)
         size = cfg.tp_size
         self.conns, self.procs, self.closing, self.giving_up = [], [], threading.Event(), threading.Lock()
@@ -143,7 +145,7 @@ class LocalRanks:
         try:
             for rank in range(1, size):
                 mine, theirs = ctx.Pipe()
-                proc = ctx.Process(target=_follow, args=(rank, size, port, str(checkpoint_dir), device, dtype, theirs,
+                proc = ctx.Process(target=_follow, args=(rank, size, port, checkpoint_dir, device, dtype, theirs,
                                                          result_path, os.getpid()),
                                    daemon=True, name=f"redrafter-tp-rank{rank}")
                 proc.start()
