@@ -27,7 +27,7 @@ from .bench_inputs import check_checkpoint, check_grid, first_prompts, reconvert
 from .errors import ConfigError, first_line
 from .plural import counted
 from .producer import recorded_source
-from .runtime.config import RuntimeConfig
+from .runtime.folder import Checkpoint
 from .tokens import encode_prompts, load_tokenizer, stop_ids, uses_chat
 
 log = logging.getLogger(__name__)
@@ -187,14 +187,14 @@ def _hf_cut(output: list[int], eos: list[int]) -> list[int]:
 
 # ---- orchestration ------------------------------------------------------------------------------------------------
 
-def check_inputs(opts: BenchOptions) -> tuple[RuntimeConfig, dict, Path]:
-    """Everything that can be checked before loading a model: (runtime config, raw config, HF base folder)."""
+def check_inputs(opts: BenchOptions) -> tuple[Checkpoint, Path]:
+    """Everything that can be checked before loading a model: (the checkpoint opened, HF base folder)."""
     from .runtime import check_compile, check_device
 
-    cfg, raw = check_checkpoint(opts)
-    check_compile(cfg, opts.compile, opts.device)
+    ckpt = check_checkpoint(opts)
+    check_compile(ckpt.config, opts.compile, opts.device)
     check_device(opts.device)  # before the transformers baseline moves there (torch's traceback otherwise)
-    return cfg, raw, resolve_hf_dir(opts.hf_dir, raw, Path(opts.checkpoint_dir))
+    return ckpt, resolve_hf_dir(opts.hf_dir, ckpt.raw, ckpt.path)
 
 
 def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
@@ -203,7 +203,8 @@ def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
     from .prompts import load_prompts
     from .runtime import check_positions, load
 
-    cfg, ckpt_config, hf_dir = check_inputs(opts)
+    ckpt, hf_dir = check_inputs(opts)
+    cfg, ckpt_config = ckpt.config, ckpt.raw
     beams = check_grid(opts.beams, cfg.num_beams, "--beams", "redrafter_num_beams", reconvert_beams)
     lens = check_grid(opts.draft_lens, cfg.draft_len, "--draft-lens", "redrafter_draft_len_per_beam", cfg.draft_len_fix)
     grid = [(w, n) for n in lens for w in beams]
@@ -218,7 +219,7 @@ def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
     hf = load_hf_baseline(hf_dir, cfg.torch_dtype).to(opts.device)  # first: fails in seconds, a compile takes minutes
     if opts.compile:
         progress("compiling the runtime's base layers (minutes, before any timing)")
-    model = load(opts.checkpoint_dir, device=opts.device, compile=opts.compile)
+    model = load(ckpt, device=opts.device, compile=opts.compile)
     N = opts.max_new_tokens
 
     warm, warm_tokens = prompt_ids[0], min(WARMUP_TOKENS, N)  # within the positions check_positions allowed

@@ -14,21 +14,20 @@ from .base_rows import HfRows, TrtllmRows
 from .base_sample import SAME_WEIGHTS_TOLERANCE, SAMPLED_ROWS, relative_difference, sampled_names, spread
 from .errors import ConfigError, RedrafterError
 from .producer import recorded_source
-from .runtime.config import RuntimeConfig
+from .runtime.folder import Checkpoint, open_checkpoint
 
 log = logging.getLogger(__name__)
 
 
-def check_checkpoint(opts) -> tuple[RuntimeConfig, dict]:
-    """The checks `bench` and `acceptance` share: limits, a tp-1 checkpoint with a drafter, the tokenizer folder."""
+def check_checkpoint(opts) -> Checkpoint:
+    """The checks `bench` and `acceptance` share: limits, a tp-1 checkpoint with a drafter, the tokenizer folder;
+    the checkpoint opened (`runtime.open_checkpoint`: one opened before is not inspected again)."""
     if opts.max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens {opts.max_new_tokens} is invalid: use 1 or more")
     if opts.num_prompts is not None and opts.num_prompts < 1:
         raise ConfigError(f"--num-prompts {opts.num_prompts} is invalid: use 1 or more")
-    from .checkpoint import require_valid
-
-    raw = require_valid(opts.checkpoint_dir)  # a Hugging Face folder is named as no checkpoint, not as "no drafter"
-    cfg = RuntimeConfig.from_dict(raw, f"{opts.checkpoint_dir}/config.json")
+    ckpt = open_checkpoint(opts.checkpoint_dir)  # a Hugging Face folder is named as no checkpoint, not as "no drafter"
+    cfg = ckpt.config
     if not cfg.has_drafter:
         raise ConfigError(f"{opts.checkpoint_dir} has no drafter (no redrafter_* keys): pass a checkpoint "
                           f"converted with --drafter")
@@ -38,7 +37,7 @@ def check_checkpoint(opts) -> tuple[RuntimeConfig, dict]:
     if not Path(opts.tokenizer_dir).is_dir():
         raise ConfigError(f"tokenizer folder {opts.tokenizer_dir} does not exist: pass --tokenizer-dir with the base's "
                           f"Hugging Face folder")
-    return cfg, raw
+    return ckpt
 
 
 def default_grid(maximum: int) -> tuple[int, ...]:

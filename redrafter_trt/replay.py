@@ -141,7 +141,8 @@ def run_acceptance(opts: AcceptanceOptions, progress: Callable[[str], None] = la
     from .prompts import load_prompts
     from .runtime import check_device, check_positions, load
 
-    cfg, raw = check_checkpoint(opts)
+    ckpt = check_checkpoint(opts)
+    cfg, raw = ckpt.config, ckpt.raw
     check_device(opts.device)
     beams = tuple(sorted(set(opts.beams))) or default_grid(cfg.num_beams)
     lens = check_grid(opts.draft_lens, cfg.draft_len, "--draft-lens", "redrafter_draft_len_per_beam", cfg.draft_len_fix)
@@ -151,7 +152,7 @@ def run_acceptance(opts: AcceptanceOptions, progress: Callable[[str], None] = la
     prompt_ids = encode_prompts(tokenizer, texts, opts.chat)
     check_positions(cfg, prompt_ids, opts.max_new_tokens, "--max-new-tokens")
     eos = stop_ids(tokenizer, opts.tokenizer_dir)
-    model = load(opts.checkpoint_dir, device=opts.device)
+    model = load(ckpt, device=opts.device)
     start = time.perf_counter()
     outputs, contexts = greedy_pass(model, prompt_ids, opts.max_new_tokens, eos, progress)
     log.info("greedy pass over %d prompts in %.1f s", len(prompt_ids), time.perf_counter() - start)

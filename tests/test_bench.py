@@ -802,3 +802,21 @@ def test_a_lora_merged_into_an_early_v_proj_alone_is_refused_as_the_baseline(set
     with pytest.raises(ConfigError, match="its model.layers.0.self_attn.v_proj.weight is not"):
         resolve_hf_dir(tuned, raw, ckpt)
     assert resolve_hf_dir(base, raw, ckpt) == base
+
+
+@pytest.mark.parametrize("command", ["run", "bench", "acceptance"])
+def test_a_checkpoint_is_inspected_once_a_command(setup, command, monkeypatch):
+    """The runtime's loading entry points inspect the checkpoint they are given (its rank files' headers, rows of its
+    drafter head); a command inspects it first, to refuse it before the tokenizer and models load, and hands on the
+    opened checkpoint, which is not inspected again (bench and acceptance inspected it twice before they loaded it)."""
+    from redrafter_trt import checkpoint
+
+    seen = []
+    monkeypatch.setattr(checkpoint, "inspect_checkpoint", lambda *a, _inspect=checkpoint.inspect_checkpoint, **k:
+                        seen.append(a) or _inspect(*a, **k))
+    base, ckpt, prompts = setup
+    given = (["--input-text", "hi", "--max-output-len", 2] if command == "run" else
+             ["--prompts", prompts, "--num-prompts", 1, "--max-new-tokens", 2, "--draft-lens", 1])
+    result = run_cli(command, "--checkpoint-dir", ckpt, "--tokenizer-dir", base, *given)
+    assert result.exit_code == 0, result.output
+    assert len(seen) == 1, seen

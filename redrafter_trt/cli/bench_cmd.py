@@ -5,6 +5,7 @@ the same tokens per step predicted from one greedy pass."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -109,7 +110,7 @@ def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_t
     opts = BenchOptions(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_tokens, beams, draft_lens,
                         chat, device, compile_layers,
                         template_kwargs_given(click.get_current_context(), chat, chat_template_kwargs))
-    cfg, _, base = check_inputs(opts)  # the base recorded in the checkpoint is read too
+    ckpt, base = check_inputs(opts)  # the base recorded in the checkpoint is read too
     inputs = [checkpoint_dir, tokenizer_dir, prompts, base]
     check_output_file(output_json, inputs, "--output-json")
     check_output_file(plot_path, inputs, "--plot")
@@ -119,8 +120,8 @@ def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_t
     if plot_path:
         plot_format(plot_path)
         require_matplotlib()  # fail before the long run, not after it
-    warn_if_sampling(cfg, checkpoint_dir)
-    report = run_bench(opts, progress=lambda line: click.echo(line, err=True))
+    warn_if_sampling(ckpt.config, checkpoint_dir)
+    report = run_bench(replace(opts, checkpoint_dir=ckpt), progress=lambda line: click.echo(line, err=True))
     m = report.meta
     click.echo(f"{counted(m['num_prompts'], 'prompt')}, up to {m['max_new_tokens']} new tokens, greedy, batch 1, "
                f"{m['dtype']} on {m['device']} ({counted(m['torch_threads'], 'thread')}); transformers and the runtime "
@@ -159,8 +160,9 @@ def acceptance(checkpoint_dir, tokenizer_dir, prompts, num_prompts, max_new_toke
     opts = AcceptanceOptions(checkpoint_dir, tokenizer_dir, prompts, num_prompts, max_new_tokens, beams, draft_lens,
                              chat, device, template_kwargs_given(click.get_current_context(), chat,
                                                                  chat_template_kwargs))
-    warn_if_sampling(check_checkpoint(opts)[0], checkpoint_dir)
-    report = run_acceptance(opts, progress=lambda line: click.echo(line, err=True))
+    ckpt = check_checkpoint(opts)
+    warn_if_sampling(ckpt.config, checkpoint_dir)
+    report = run_acceptance(replace(opts, checkpoint_dir=ckpt), progress=lambda line: click.echo(line, err=True))
     m = report["meta"]
     click.echo(f"{counted(m['num_prompts'], 'prompt')}, up to {m['max_new_tokens']} new tokens, greedy, {m['dtype']} "
                f"on {m['device']}: tokens per step replayed over one greedy pass (speed: `redrafter-trt bench`)")
