@@ -44,7 +44,8 @@ def forward_once(model, context: torch.Tensor, rows: int) -> tuple[torch.Tensor,
 def main(checkpoint_dir, threads, context, reps):
     if threads:
         torch.set_num_threads(threads)
-    cfg = rt.RuntimeConfig.from_dir(checkpoint_dir)
+    checkpoint_dir = rt.open_checkpoint(checkpoint_dir)  # inspected once, for both loads
+    cfg = checkpoint_dir.config
     if cfg.tp_size != 1:  # rt.load's refusal named a --tp this script has not
         raise ConfigError(f"{checkpoint_dir} is a tp={cfg.tp_size} checkpoint: bench_compiled.py runs one process "
                           f"(tp=1 checkpoints); convert with --tp-size 1 for it (`redrafter-trt run --tp "

@@ -67,7 +67,8 @@ def main(checkpoint_dir, tokenizer_dir, prompts, beams, draft_len, num_prompts, 
     from redrafter_trt.quickstart import mt_bench_path
     from redrafter_trt.tokens import encode_prompts, load_tokenizer, stop_ids
 
-    cfg = rt.RuntimeConfig.from_dir(checkpoint_dir)
+    checkpoint_dir = rt.open_checkpoint(checkpoint_dir)  # refused as `run` refuses it, before the tokenizer
+    cfg = checkpoint_dir.config
     if cfg.tp_size != 1:  # before the tokenizer and prompts; rt.load's refusal named a --tp this script has not
         raise ConfigError(f"{checkpoint_dir} is a tp={cfg.tp_size} checkpoint: profile_decode.py runs one process "
                           f"(tp=1 checkpoints); convert with --tp-size 1 for it (`redrafter-trt run --tp "

@@ -146,20 +146,22 @@ def test_a_prompt_too_long_is_refused_before_any_rank_starts(tiny_llama, tiny_dr
         rt.generate_tp(ckpt, [[1, 2], [3] * 500], 13)
 
 
-def test_a_broken_rank_file_other_than_rank0s_is_named_by_generate_tp(tiny_llama, tiny_drafter, tmp_path):
+def test_a_broken_rank_file_other_than_rank0s_is_named_by_generate_tp(tiny_llama, tiny_drafter, tmp_path,
+                                                                      monkeypatch):
     """generate_tp on a tp=2 checkpoint whose rank1.safetensors was cut short (an interrupted copy): rank 1's
     TensorError was dropped (only rank 0 reported), and rank 0 died in its first collective, so the caller got
-    ProcessRaisedException 'Connection closed by peer' from gloo instead of the file to re-convert."""
+    ProcessRaisedException 'Connection closed by peer' from gloo instead of the file to re-convert. Inspect's checks
+    (which generate_tp runs as `run` does) name it now, before any rank starts; a rank's own errors reach the caller
+    through launch (test_a_rank_that_refuses_ends_the_others_at_once)."""
     import os
     import shutil
-
-    from redrafter_trt.errors import TensorError
 
     ckpt = tmp_path / "ckpt"
     shutil.copytree(checkpoint(tiny_llama, tiny_drafter, 2), ckpt)
     with open(ckpt / "rank1.safetensors", "r+b") as f:
         f.truncate(os.path.getsize(ckpt / "rank1.safetensors") - 4000)
-    with pytest.raises(TensorError, match="rank1.safetensors is truncated"):
+    monkeypatch.setattr(rt, "launch", lambda *a, **k: pytest.fail("a rank was started"))
+    with pytest.raises(ConfigError, match="rank1.safetensors is truncated .*: re-convert it"):
         rt.generate_tp(ckpt, PROMPTS, 4)
 
 
