@@ -75,9 +75,9 @@ def _dtype(dtype) -> torch.dtype | None:
 
 def load(checkpoint_dir: Checkpoint | Path | str, device: str = "cpu", dtype: torch.dtype | str | None = None,
          group: TPGroup = SINGLE, drafter_int8: bool = False, compile: bool = False) -> ReDrafterModel:
-    """Load this process's rank of a checkpoint. Without `group`, the checkpoint must be tp=1. One `inspect` finds
-    problems in is refused first, in `run`'s line (`open_checkpoint`; a `Checkpoint` it returned is not inspected
-    again).
+    """Load this process's rank of a checkpoint. Without `group`, the checkpoint must be tp=1. A checkpoint `inspect`
+    finds problems in is refused first, in `run`'s line (`open_checkpoint`; a `Checkpoint` it returned is not
+    inspected again).
 
     compile: run the base's layers compiled by TorchInductor (CPU, float32, tp=1; minutes of compiling on first
     use, then faster steps: `runtime/compiled.py`).
@@ -89,7 +89,7 @@ def load(checkpoint_dir: Checkpoint | Path | str, device: str = "cpu", dtype: to
     so tokens per step would no longer predict the engine's, and `sampling_rule="trtllm"` would accept against
     int8's q.
     Greedy output and exact sampling stay exact either way (the base verifies; q is not used there)."""
-    checkpoint_dir = open_checkpoint(checkpoint_dir)  # a path; a Checkpoint stands for its folder
+    checkpoint_dir = open_checkpoint(checkpoint_dir)  # stands for its folder below (Path, f-strings)
     cfg = checkpoint_dir.config
     if cfg.tp_size != group.tp_size:
         raise ConfigError(f"{checkpoint_dir} is a tp={cfg.tp_size} checkpoint but the runtime runs tp={group.tp_size}: "
