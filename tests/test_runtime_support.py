@@ -58,7 +58,7 @@ def checkpoint(base: Path, drafter: Path, tp_size: int = 1, **options) -> Path:
 
 
 def hf_model(base: Path):
-    key = ("hf", str(base))
+    key = ("hf", _signature(base))  # not the path alone: see _signature
     if key not in _CACHE:
         from transformers import AutoModelForCausalLM
 
@@ -68,7 +68,7 @@ def hf_model(base: Path):
 
 def hf_greedy(base: Path, prompt: list[int], max_new_tokens: int) -> list[int]:
     """transformers' greedy output (batch 1), prompt removed, stopping at the model's EOS like the runtime."""
-    key = ("greedy", str(base), tuple(prompt), max_new_tokens)
+    key = ("greedy", _signature(base), tuple(prompt), max_new_tokens)
     if key not in _CACHE:
         model = hf_model(base)
         with torch.no_grad():
