@@ -19,7 +19,7 @@ from .errors import FLAG, LAYER_COUNT, POSITIVE_INT, POSITIVE_NUMBER, ConfigErro
 from .io import ST_TO_TORCH, TensorSource, all_finite
 from .producer import producer_summary
 from .registry import QWEN_SEQ_LENGTH, TRTLLM_ACTIVATIONS, TRTLLM_BASES, activation_problem
-from .rope import TRTLLM_ROPE_SCALINGS, rope_scaling_problem, trtllm_builds
+from .rope import ENGINE_FIX, TRTLLM_ROPE_SCALINGS, rope_scaling_problem, runtime_fix, trtllm_builds
 from .shard import qk_norm_misread, qk_norm_problem, tp_fits
 
 REDRAFTER_KEYS = ("redrafter_num_layers", "redrafter_hidden_size", "redrafter_exit_dim", "redrafter_is_rnn",
@@ -163,9 +163,16 @@ def _check_fields(cfg: dict, rep: Report) -> None:
     rep.quantization = None if "quantization" in bad else cfg.get("quantization")
     rep.producer = producer_summary(cfg)
     if not rep.problems:
-        rep.runtime_problems = [p for p in [rope_scaling_problem(cfg.get("rotary_scaling")),
-                                            activation_problem(cfg.get("hidden_act", "silu"))] if p]
+        rep.runtime_problems = runtime_refusals(cfg)
         _check_config(cfg, rep)
+
+
+def runtime_refusals(cfg: dict) -> list[str]:
+    """Why the reference runtime refuses a checkpoint config TensorRT-LLM builds, each with its fix: `run` raises the
+    first, `inspect` and `convert` name them all."""
+    scaling = cfg.get("rotary_scaling")
+    return [f"{p}: {fix}" for p, fix in ((rope_scaling_problem(scaling), runtime_fix(scaling)),
+                                         (activation_problem(cfg.get("hidden_act", "silu")), ENGINE_FIX)) if p]
 
 
 def _check_config(cfg: dict, rep: Report) -> None:

@@ -28,15 +28,18 @@ TRTLLM_ROPE_REFUSED = {
 # TensorRT-LLM would build it with its own defaults, e.g. llama3's low_freq_factor 1 and high_freq_factor 4)
 HF_ROPE_NEEDS = {"linear": ("factor",), "yarn": ("factor",), "llama3": ("factor", "low_freq_factor", "high_freq_factor")}
 # types whose missing original_max_position_embeddings transformers 5 takes from max_position_embeddings
-# (standardize_rope_params; TensorRT-LLM's llama3 would take 8192)
+# (standardize_rope_params; TensorRT-LLM would take TRTLLM_ORIGINAL's)
 HF_ROPE_ORIGINAL = ("llama3", "yarn")
+# the original_max_position_embeddings TensorRT-LLM 1.2 builds a scaling without one with (layers/attention.py
+# create_attention_const_params for yarn, functional.py RopeEmbeddingUtils.apply_llama3_scaling for llama3)
+TRTLLM_ORIGINAL = {"llama3": 8192, "yarn": 4096}
 # yarn keys TensorRT-LLM 1.2 reads with `.get(key, default)` (layers/attention.py), so a null one reaches its
 # arithmetic as None (trtllm-build: TypeError), and that transformers reads as absent (`get(key) or default`; mscale
 # and attention_factor only when truthy): the checkpoint leaves a null one out
 YARN_NULLABLE = ("beta_fast", "beta_slow", "mscale", "mscale_all_dim", "attention_factor")
 # rotary_scaling types the runtime computes (runtime.config.rope_inv_freq) -> the numbers each needs
-# (convert writes original_max_position_embeddings, the max_position_embeddings transformers assumes when absent;
-# TensorRT-LLM's llama3 would assume 8192, its yarn 4096)
+# (convert writes original_max_position_embeddings, the max_position_embeddings transformers assumes when absent,
+# where TensorRT-LLM would assume TRTLLM_ORIGINAL's)
 ROPE_SCALINGS = {"default": (), "none": (), "linear": ("factor",),
                  "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
                  "yarn": ("factor", "original_max_position_embeddings")}
@@ -113,6 +116,22 @@ def rope_scaling_problem(scaling) -> str | None:
     if kind == "yarn" and (problem := yarn_read_problem(scaling)):
         return f"rotary_scaling yarn: {problem}"
     return llama3_problem(scaling) if kind == "llama3" else None
+
+
+def runtime_fix(scaling) -> str:
+    """How to run a checkpoint whose `rotary_scaling` rope_scaling_problem names: an engine, except for a llama3 or
+    yarn one without original_max_position_embeddings (an older redrafter-trt's, or a TensorRT-LLM base checkpoint's),
+    whose engine would take TRTLLM_ORIGINAL's where transformers takes max_position_embeddings."""
+    kind = rope_kind(scaling) if isinstance(scaling, dict) else None
+    if kind in TRTLLM_ORIGINAL and not POSITIVE_NUMBER[1](scaling.get("original_max_position_embeddings")):
+        return (f"an engine would assume {TRTLLM_ORIGINAL[kind]} original positions where transformers takes "
+                f"max_position_embeddings: reconvert with this redrafter-trt, which writes "
+                f"original_max_position_embeddings (a TensorRT-LLM base checkpoint: add to rotary_scaling the Hugging "
+                f"Face config's original_max_position_embeddings, else its max_position_embeddings)")
+    return ENGINE_FIX
+
+
+ENGINE_FIX = "build a TensorRT-LLM engine to run it (`redrafter-trt build`)"
 
 
 def llama3_problem(scaling: dict) -> str | None:

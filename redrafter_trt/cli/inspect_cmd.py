@@ -46,7 +46,7 @@ def inspect(folder, as_json, values):
         for p in rep.problems:
             click.echo(f"  problem: {p}")
         for p in rep.runtime_problems:
-            click.echo(f"  reference runtime (run, bench, serve) refuses it: {p}; an engine can still be built")
+            click.echo(f"  reference runtime (run, bench, serve) refuses it: {p}")
         click.echo("  OK" if rep.ok else f"  INVALID ({counted(len(rep.problems), 'problem')})")
     raise SystemExit(0 if rep.ok else 1)
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 
+from ..checkpoint import foreign, runtime_refusals
 from ..errors import ConfigError
 from ..layout import qk_norm
 from ..producer import recorded_predict_n
-from ..registry import activation_problem
 from ..rope import position_limit, rope_kind, rope_scaling_problem, yarn_attention_factor
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -74,11 +74,8 @@ class RuntimeConfig:
             dtype = str(raw.get("dtype", "float32"))
             if dtype not in DTYPES:
                 raise ConfigError(f"{where}: dtype {dtype!r} is not one of {', '.join(DTYPES)}")
-            for problem in (rope_scaling_problem(raw.get("rotary_scaling")),
-                            activation_problem(raw.get("hidden_act", "silu"))):
-                if problem:
-                    raise ConfigError(f"{where}: {problem}: build a TensorRT-LLM engine to run it "
-                                      f"(`redrafter-trt build`)")
+            if refusals := runtime_refusals(raw):
+                raise ConfigError(f"{where}: {refusals[0]}")
             return cls(
                 hidden_size=H,
                 num_layers=int(raw["num_hidden_layers"]),
@@ -116,8 +113,7 @@ class RuntimeConfig:
             raw = json.loads(path.read_text())
         except json.JSONDecodeError as e:
             raise ConfigError(f"{path} is not valid JSON ({e.msg}): re-run convert") from None
-        from ..checkpoint import foreign  # a model, drafter or engine folder says so (not "rank0 is missing")
-
+        # a model, drafter or engine folder says so (not "rank0 is missing")
         if isinstance(raw, dict) and (other := foreign(Path(ckpt_dir), raw)):
             raise ConfigError(other)
         return cls.from_dict(raw, str(path))
