@@ -137,10 +137,27 @@ def _as_transformers_reads(scaling: dict | None, hf: dict, where: str) -> dict |
         raise ConfigError(f"{where}: rope scaling {scaling}: {problem}: TensorRT-LLM would build another RoPE than the "
                           f"model's")
     if kind in HF_ROPE_ORIGINAL:
-        original = positive_int(scaling, "original_max_position_embeddings", f"{where} rope scaling",
-                                max_positions(hf, where))
-        scaling = {**scaling, "original_max_position_embeddings": original}
+        scaling = {**scaling, "original_max_position_embeddings": _original_positions(scaling, hf, where)}
     return scaling
+
+
+def _original_positions(scaling: dict, hf: dict, where: str) -> int:
+    """The original_max_position_embeddings a llama3 or yarn scaling computes with: the scaling's, else
+    max_position_embeddings; transformers 5 (standardize_rope_params) puts a top-level one (Phi-3's layout) in place of
+    either, transformers 4.57 reads only the scaling's (yarn: else max_position_embeddings; llama3: refuses to load
+    without it). A `rope_scaling` both read is refused where they differ; `rope_parameters` only 5 reads."""
+    key = "original_max_position_embeddings"
+    inner = positive_int(scaling, key, f"{where} rope scaling", max_positions(hf, where))
+    if hf.get(key) is None:
+        return inner
+    top = positive_int(hf, key, where)
+    v4 = inner if scaling.get(key) is not None or rope_kind(scaling) == "yarn" else None
+    if hf.get("rope_scaling") and v4 is not None and v4 != top:
+        source = "rope_scaling's" if scaling.get(key) is not None else "max_position_embeddings"
+        raise ConfigError(f"{where}: top-level {key} {top} beside rope_scaling {rope_kind(scaling)}: transformers 5 "
+                          f"computes RoPE with {top}, transformers 4 with {v4} ({source}): put the model's {key} "
+                          f"inside rope_scaling and delete the top-level one")
+    return top
 
 
 @dataclass(frozen=True)

@@ -726,6 +726,9 @@ def test_garbage_base_configs_are_one_line_before_any_tensor(parts, monkeypatch,
     assert_one_line_error(convert_err(parts), f"{path}: ", needle, "config")
 
 
+LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0}
+
+
 @pytest.mark.parametrize("layout", ["rope_scaling", "rope_parameters"])
 def test_llama3_scaling_without_original_length_is_what_transformers_computes(parts, layout):
     """transformers 5 takes a missing original_max_position_embeddings from max_position_embeddings; TensorRT-LLM's
@@ -734,15 +737,59 @@ def test_llama3_scaling_without_original_length_is_what_transformers_computes(pa
 
     path = parts[0] / "config.json"
     raw = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("rope_parameters", "rope_scaling")}
-    llama3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0}
-    rope = {"rope_scaling": llama3, "rope_theta": 5e5} if layout == "rope_scaling" else \
-        {"rope_parameters": {**llama3, "rope_theta": 5e5}}
+    rope = {"rope_scaling": LLAMA3, "rope_theta": 5e5} if layout == "rope_scaling" else \
+        {"rope_parameters": {**LLAMA3, "rope_theta": 5e5}}
     path.write_text(json.dumps(raw | rope))
     assert run_cli("convert", "--base", parts[0], "--drafter", parts[1], "--output", parts[2]).exit_code == 0
     written = json.loads((parts[2] / "config.json").read_text())["rotary_scaling"]
     assert written["original_max_position_embeddings"] == 512
     if TRANSFORMERS_5:  # transformers 4 refuses this config (its llama3 validation requires the key)
         assert AutoConfig.from_pretrained(parts[0]).rope_parameters["original_max_position_embeddings"] == 512
+
+
+@pytest.mark.parametrize("layout, scaling, loads_in_4", [
+    ("rope_parameters", {"rope_type": "yarn", "factor": 4.0}, False),  # transformers 4 reads no rope_parameters
+    ("rope_parameters", LLAMA3 | {"original_max_position_embeddings": 256}, False),
+    ("rope_scaling", LLAMA3, False),  # transformers 4's llama3 requires the scaling's own
+    ("rope_scaling", {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 128}, True),
+    ("rope_scaling", LLAMA3 | {"original_max_position_embeddings": 128}, True)])
+def test_top_level_original_positions_is_what_transformers_computes(parts, layout, scaling, loads_in_4):
+    """A review: a top-level original_max_position_embeddings (Phi-3's layout) is what transformers 5's
+    standardize_rope_params computes a llama3 or yarn RoPE with, in place of the scaling's or max_position_embeddings
+    (512 here): convert wrote those, so the engine's RoPE differed from the model's."""
+    from transformers import AutoConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    from redrafter_trt.runtime.config import RuntimeConfig, rope_inv_freq
+
+    path = parts[0] / "config.json"
+    raw = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("rope_parameters", "rope_scaling")}
+    rope = {layout: scaling | ({"rope_theta": 5e5} if layout == "rope_parameters" else {}), "rope_theta": 5e5}
+    path.write_text(json.dumps(raw | rope | {"original_max_position_embeddings": 128}))
+    assert run_cli("convert", "--base", parts[0], "--drafter", parts[1], "--output", parts[2]).exit_code == 0
+    assert json.loads((parts[2] / "config.json").read_text())["rotary_scaling"]["original_max_position_embeddings"] \
+        == 128
+    if TRANSFORMERS_5 or loads_in_4:
+        hf = AutoConfig.from_pretrained(parts[0])
+        inv, scale = ROPE_INIT_FUNCTIONS[scaling["rope_type"]](hf, "cpu")
+        ours, our_scale = rope_inv_freq(RuntimeConfig.from_dir(parts[2]))
+        assert torch.allclose(ours, inv.float(), rtol=1e-6, atol=0) and our_scale == pytest.approx(scale)
+
+
+@pytest.mark.parametrize("scaling, fourth", [({"rope_type": "yarn", "factor": 4.0}, "512 (max_position_embeddings)"),
+                                             ({"rope_type": "yarn", "factor": 4.0,
+                                               "original_max_position_embeddings": 256}, "256 (rope_scaling's)"),
+                                             (LLAMA3 | {"original_max_position_embeddings": 256}, "256")])
+def test_top_level_original_positions_transformers_4_and_5_read_apart_is_refused(parts, scaling, fourth):
+    """transformers 5 computes with the top-level original_max_position_embeddings, 4.57 (and TensorRT-LLM) with the
+    rope_scaling's, its yarn else with max_position_embeddings: where those differ which RoPE the model was trained
+    with is not in the config, and convert refuses it rather than guess."""
+    path = parts[0] / "config.json"
+    raw = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("rope_parameters", "rope_scaling")}
+    path.write_text(json.dumps(raw | {"rope_scaling": scaling, "original_max_position_embeddings": 128}))
+    assert_one_line_error(convert_err(parts), f"{path}: top-level original_max_position_embeddings 128",
+                          "transformers 5 computes RoPE with 128", f"transformers 4 with {fourth}",
+                          "inside rope_scaling")
 
 
 def test_rope_parameters_with_the_older_type_key_is_read(parts):
