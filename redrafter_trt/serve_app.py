@@ -35,7 +35,8 @@ answer and are not implemented here (`serve_request.UNSUPPORTED`), fields it doe
 max_tokens above the server's --max-output-len (left out: what the prompt leaves, up to it), more than
 `serve_request.MAX_STOP` stop strings or one longer than MAX_STOP_CHARS, malformed fields;
 another "model": 404. With --tool-parser, a chat answer's tool calls are parsed out of its text (`serve_tools`):
-`message.tool_calls`, finish_reason "tool_calls", streamed as one delta per completed call.
+`message.tool_calls`, finish_reason "tool_calls", streamed as one delta per completed call. With --reasoning-parser,
+its thinking is split out first (`serve_reasoning`): `message.reasoning_content`, streamed as `delta.reasoning_content`.
 While the server shuts down, what waits or arrives gets 503 (`ReferenceBackend.stop`). The HTTP server around it:
 `serve_http`.
 """
@@ -55,6 +56,7 @@ from .serve_errors import SHUTTING_DOWN, ClientGone, RequestError, Unavailable, 
 from .serve_jobs import Choice
 from .serve_logprobs import Echo, echo_of, logprobs_json
 from .serve_request import ModelNotFound, Request, parse, refuse_unsupported
+from .serve_reasoning import REASONING_PARSERS, Thinking, opened_by, parse_reasoning
 from .serve_tools import TOOL_PARSERS, parse_answer
 
 
@@ -83,13 +85,16 @@ class App:
     """Routes -> (HTTP status, JSON payload). Pure apart from the backend, so it is tested without sockets."""
 
     def __init__(self, backend: ReferenceBackend, model_name: str, max_output_len: int,
-                 template_kwargs: dict | None = None, tool_parser: str | None = None):
+                 template_kwargs: dict | None = None, tool_parser: str | None = None,
+                 reasoning_parser: str | None = None):
         """template_kwargs: the chat template's variables of every chat request (serve --chat-template-kwargs),
         a request's chat_template_kwargs overriding them key by key (vLLM's --default-chat-template-kwargs).
-        tool_parser: serve --tool-parser, a name of serve_tools.TOOL_PARSERS (None: `tools` are refused)."""
+        tool_parser: serve --tool-parser, a name of serve_tools.TOOL_PARSERS (None: `tools` are refused).
+        reasoning_parser: serve --reasoning-parser, a name of serve_reasoning.REASONING_PARSERS (None: a chat
+        answer's thinking stays in its content)."""
         check_max_output_len(backend.config, max_output_len)
         self.backend, self.model_name, self.max_output_len = backend, model_name, max_output_len
-        self.tool_parser = tool_parser
+        self.tool_parser, self.reasoning_parser = tool_parser, reasoning_parser
         self.template_kwargs = dict(template_kwargs or {})
         self.created = int(time.time())
 
@@ -167,13 +172,16 @@ class App:
         def usage_of(prompt_tokens: int, made: int) -> dict:
             return {"prompt_tokens": prompt_tokens, "completion_tokens": made, "total_tokens": prompt_tokens + made}
 
-        def chunk(i: int, delta: str, values: list, role: bool = False, made: int = 0, calls: list = ()) -> None:
-            """calls: tool calls, in a chunk of their own (delta: the text before them, sent first)."""
+        def chunk(i: int, delta: str, values: list, role: bool = False, made: int = 0, calls: list = (),
+                  reasoning: str = "") -> None:
+            """calls: tool calls, in a chunk of their own (delta: the text before them, sent first). reasoning: the
+            answer's thinking (`delta.reasoning_content`, without a content when delta is empty)."""
             if calls:
                 part = {"delta": {"tool_calls": [{"index": k, **c} for k, c in calls]}}
             else:
-                part = ({"delta": {"role": "assistant", "content": delta} if role else {"content": delta}} if chat
-                        else {"text": delta})
+                part = ({"delta": ({"role": "assistant"} if role else {}) | (
+                    {"reasoning_content": reasoning} if reasoning else {}) | (
+                    {"content": delta} if delta or not reasoning else {})} if chat else {"text": delta})
             # as OpenAI: with include_usage every chunk has a usage, null but the last (continuous: so far)
             usage = ({"usage": usage_of(len(prompts[i // n]), made)} if req.continuous_usage else
                      {"usage": None} if req.include_usage else {})
@@ -189,6 +197,8 @@ class App:
                 if echoes[i // n].text or echoes[i // n].values:
                     chunk(i, echoes[i // n].text, echoes[i // n].values)
         parsers = [TOOL_PARSERS[req.tool_parser]() for _ in range(len(prompts) * n)] if req.tool_parser else None
+        start = self._thinking_start(prompts[0]) if chat else None
+        thinkers = [Thinking(start) for _ in range(len(prompts) * n)] if start else None  # read before the tools
 
         def tool_chunks(i: int, content: str, calls: list[dict], made: int) -> None:
             """Answer i's content and its tool calls, each indexed by its place among the answer's calls."""
@@ -198,12 +208,18 @@ class App:
             for k, call in enumerate(calls, first):
                 chunk(i, "", [], made=made, calls=[(k, call)])
 
+        def split(i: int, reasoning: str, text: str, values: list, made: int) -> None:
+            """Answer i's next reasoning and text: its tool calls parsed out of the text, after the reasoning."""
+            if parsers:
+                if reasoning:
+                    chunk(i, "", [], made=made, reasoning=reasoning)
+                tool_chunks(i, *parsers[i].add(text), made)
+            elif reasoning or text or values or not thinkers:
+                chunk(i, text, values, made=made, reasoning=reasoning)
+
         def on_delta(r: int, delta: str, values: list, made: int) -> None:
             for i in range(r * copies, (r + 1) * copies):
-                if parsers:
-                    tool_chunks(i, *parsers[i].add(delta), made)
-                else:
-                    chunk(i, delta, after_echo(i, values), made=made)
+                split(i, *(thinkers[i].add(delta) if thinkers else ("", delta)), after_echo(i, values), made)
 
         def still_there(*_) -> None:  # a non-streaming client that left frees its rows too
             if alive is not None and not alive():
@@ -223,7 +239,9 @@ class App:
                     None)  # None: nothing decoded (an echo scored alone)
         tail = {"usage": usage, "redrafter": {"steps": steps, "tokens_per_step": per_step}}
         if req.stream:
-            for i, c in enumerate(choices if parsers else ()):  # what the parsers held back
+            for i, c in enumerate(choices if thinkers else ()):  # what the parsers held back, reasoning first
+                split(i, *thinkers[i].finish(), [], len(c.ids))
+            for i, c in enumerate(choices if parsers else ()):
                 tool_chunks(i, *parsers[i].finish(), len(c.ids))
             if parsers:
                 choices = [dataclasses.replace(c, finish_reason="tool_calls") if p.calls else c
@@ -244,21 +262,34 @@ class App:
                                                                       {"redrafter": tail["redrafter"]}))
             return None
         return HTTPStatus.OK, head | {"object": kind, "choices": [
-            ({"index": i, **self._message(echoes[i // n].text, c, req.tool_parser)} if chat else
+            ({"index": i, **self._message(echoes[i // n].text, c, req.tool_parser, start)} if chat else
              {"index": i, "text": echoes[i // n].text + c.text, "finish_reason": c.finish_reason})
             | {"logprobs": lps(echoes[i // n].values + after_echo(i, c.logprobs or []))}
             for i, c in enumerate(choices)]} | tail
 
+    def _thinking_start(self, prompt: list[int]) -> str | None:
+        """Where a chat answer to `prompt` starts with --reasoning-parser (serve_reasoning.Thinking): as the
+        prompt's end decides (`opened_by`), else as the parser's format; None without one."""
+        if self.reasoning_parser is None:
+            return None
+        tail = self.backend.tokenizer.decode(prompt[-PROMPT_TAIL:], skip_special_tokens=False)
+        return opened_by(tail) or REASONING_PARSERS[self.reasoning_parser]
+
     @staticmethod
-    def _message(echo: str, choice: Choice, tool_parser: str | None) -> dict:
-        """A chat answer's message and finish_reason: its tool calls parsed out when asked (`serve_tools`), the
-        finish_reason then "tool_calls", as vLLM's and trtllm-serve's."""
+    def _message(echo: str, choice: Choice, tool_parser: str | None, start: str | None) -> dict:
+        """A chat answer's message and finish_reason: its thinking split out when the server has a reasoning
+        parser starting there (`serve_reasoning`: reasoning_content, null when the answer did not think), then its
+        tool calls parsed out of the rest when asked (`serve_tools`), the finish_reason then "tool_calls", as vLLM's
+        and trtllm-serve's."""
+        reasoning, text = parse_reasoning(start, choice.text) if start else (None, choice.text)
+        thought = {"reasoning_content": reasoning} if start else {}
         if tool_parser is None:
-            return {"message": {"role": "assistant", "content": echo + choice.text},
+            return {"message": {"role": "assistant", "content": echo + text} | thought,
                     "finish_reason": choice.finish_reason}
-        content, calls = parse_answer(tool_parser, choice.text)
+        content, calls = parse_answer(tool_parser, text)
         content = None if content is None and not echo else echo + (content or "")
-        return {"message": {"role": "assistant", "content": content} | ({"tool_calls": calls} if calls else {}),
+        return {"message": {"role": "assistant", "content": content} | thought | ({"tool_calls": calls} if calls
+                                                                                   else {}),
                 "finish_reason": "tool_calls" if calls else choice.finish_reason}
 
     def _echoes(self, req: Request, prompts: list[list[int]]) -> list[Echo]:
@@ -276,3 +307,4 @@ class App:
 
 POST_ROUTES = ("/v1/completions", "/v1/chat/completions")
 GET_ROUTES = ("/health", "/version", "/metrics", "/v1/models")  # and /v1/models/NAME
+PROMPT_TAIL = 16  # the prompt tokens whose text may hold the <think> or </think> a chat template ends it with

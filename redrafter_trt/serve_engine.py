@@ -28,7 +28,12 @@ What TensorRT-LLM 1.0 to 1.2.x does with it (`tensorrt_llm/commands/serve.py`, `
   here on an engine: one factory lists qwen3, qwen3_coder, kimi_k2, deepseekv3, deepseekv3.1 and deepseek_v32; the
   chat route sets `postproc_args.tool_parser` whatever the backend, and `postprocess_handlers.apply_tool_parser`
   parses only a request with `tools` (finish_reason "tool_calls" only where the engine's was "stop"). So
-  `check_tool_parser` reads the installed option and names instead of trusting these.
+  `check_parser` reads the installed option and names instead of trusting these;
+- `--reasoning_parser NAME` (a click.Choice of the names of `ReasoningParserFactory`,
+  tensorrt_llm/llmapi/reasoning_parser.py) has `OpenAIServer` split the thinking of chat answers into
+  `reasoning_content`, before the tool calls are parsed out of the rest (`postprocess_handlers.apply_reasoning_parser`).
+  Read in the same sources: qwen3 and deepseek-r1 are one DeepSeekR1Parser, deepseek-r1's answers starting inside
+  their thinking; `check_parser` reads the installed option and names too.
 """
 
 from __future__ import annotations
@@ -69,15 +74,17 @@ class ServePlan:
 
 
 def plan_trtllm_serve(engine_dir: Path, tokenizer_dir: Path, host: str, port: int,
-                      tool_parser: str | None = None) -> ServePlan:
-    """The trtllm-serve argv for a checked ReDrafter engine folder. tool_parser: serve --tool-parser, passed on as
-    trtllm-serve's --tool_parser."""
+                      tool_parser: str | None = None, reasoning_parser: str | None = None) -> ServePlan:
+    """The trtllm-serve argv for a checked ReDrafter engine folder. tool_parser, reasoning_parser: serve
+    --tool-parser and --reasoning-parser, passed on as trtllm-serve's --tool_parser and --reasoning_parser."""
     if port == 0:
         raise ConfigError("--port 0 cannot pick a free port for trtllm-serve (it requires a port above 0): pass a "
                           "free port with --engine-dir")
     host_warning = ipv6_refusal(host)  # before the tokenizer loads
-    if tool_parser:
-        check_tool_parser(tool_parser)
+    parsers = {option: name for option, name in (("--tool_parser", tool_parser),
+                                                 ("--reasoning_parser", reasoning_parser)) if name}
+    for option, name in parsers.items():
+        check_parser(option, name)
     config = read_engine_config(engine_dir)
     pretrained, build = config["pretrained_config"], config["build_config"]
     try:
@@ -93,8 +100,8 @@ def plan_trtllm_serve(engine_dir: Path, tokenizer_dir: Path, host: str, port: in
             "--max_batch_size", str(build["max_batch_size"])]
     if build.get("max_num_tokens"):
         argv += ["--max_num_tokens", str(build["max_num_tokens"])]
-    if tool_parser:
-        argv += ["--tool_parser", tool_parser]
+    for option, name in parsers.items():
+        argv += [option, name]
     return ServePlan(tuple(argv), ranks, unstopped, build["max_batch_size"], host_warning)
 
 
@@ -140,24 +147,30 @@ def ipv6_refusal(host: str) -> str | None:
     return None
 
 
-TOOL_PARSER_FILES = ("commands/serve.py", "serve/tool_parser/tool_parser_factory.py")  # its option, its parsers
+# trtllm-serve's parser option -> (ours, what it parses, the file of its factory of parser names, the release that
+# has it where known)
+PARSER_OPTIONS = {
+    "--tool_parser": ("--tool-parser", "tool", "serve/tool_parser/tool_parser_factory.py", " (1.2)"),
+    "--reasoning_parser": ("--reasoning-parser", "reasoning", "llmapi/reasoning_parser.py", ""),
+}
 
 
-def check_tool_parser(name: str) -> None:
-    """A ConfigError where the installed trtllm-serve (read, not imported) has no --tool_parser option or no parser
-    `name` in its ToolParserFactory (it would refuse it after seconds of imports); nothing where no TensorRT-LLM
-    can be read here (--dry-run elsewhere)."""
-    option, factory = map(installed_source, TOOL_PARSER_FILES)
-    if option is None:
+def check_parser(option: str, name: str) -> None:
+    """A ConfigError where the installed trtllm-serve (read, not imported) has no `option` (a PARSER_OPTIONS key)
+    or no parser `name` in that option's factory (it would refuse it after seconds of imports); nothing where no
+    TensorRT-LLM can be read here (--dry-run elsewhere)."""
+    ours, kind, factory_file, release = PARSER_OPTIONS[option]
+    source, factory = installed_source("commands/serve.py"), installed_source(factory_file)
+    if source is None:
         return
     version = trtllm_version()
     who = f"TensorRT-LLM {version}'s trtllm-serve" if version else "the installed trtllm-serve"
-    if '"--tool_parser"' not in option:
-        raise ConfigError(f"{who} has no --tool_parser option: leave out --tool-parser, or use a TensorRT-LLM whose "
-                          "trtllm-serve parses tool calls (1.2)")
+    if f'"{option}"' not in source:
+        raise ConfigError(f"{who} has no {option} option: leave out {ours}, or use a TensorRT-LLM whose trtllm-serve "
+                          f"has it{release}")
     if factory is None or f'"{name}"' not in factory:
-        raise ConfigError(f"{who} has no tool parser {name!r} (tensorrt_llm/serve/tool_parser/tool_parser_factory.py)"
-                          f": leave out --tool-parser, or use a TensorRT-LLM whose trtllm-serve has it (1.2)")
+        raise ConfigError(f"{who} has no {kind} parser {name!r} (tensorrt_llm/{factory_file}): leave out {ours}, or "
+                          f"use a TensorRT-LLM whose trtllm-serve has it{release}")
 
 
 def exec_trtllm_serve(plan: ServePlan) -> None:

@@ -27,12 +27,15 @@ def trtllm_serve_12_parser() -> argparse.ArgumentParser:
     for flag in ("--port", "--tp_size", "--max_batch_size", "--max_num_tokens", "--max_seq_len"):
         p.add_argument(flag, type=int)
     p.add_argument("--tool_parser", choices=TRTLLM_TOOL_PARSERS)
+    p.add_argument("--reasoning_parser", choices=TRTLLM_REASONING_PARSERS)
     return p
 
 
 # ToolParserFactory.parsers of the newest tensorrt_llm/serve/tool_parser/tool_parser_factory.py read (not checked
 # at the v1.2.0 tag)
 TRTLLM_TOOL_PARSERS = ["qwen3", "qwen3_coder", "kimi_k2", "deepseekv3", "deepseekv3.1", "deepseek_v32"]
+# some of the ReasoningParserFactory names of the newest tensorrt_llm/llmapi/reasoning_parser.py read
+TRTLLM_REASONING_PARSERS = ["deepseek-r1", "qwen3", "qwen3_5", "nano-v3"]
 
 
 def make_engine(folder, tp=4, ranks=None, redrafter=True, vocab_size=49152):
@@ -230,9 +233,10 @@ def byte_engine(tmp_path):
     return make_engine(tmp_path / "engine", tp=1, vocab_size=256), tmp_path / "tok"
 
 
-def installed_trtllm(folder, monkeypatch, launch_server: str, tool_parsers: str | None = None) -> None:
-    """A tensorrt_llm package on sys.path with this commands/serve.py (read by serve_engine, never imported), and
-    this serve/tool_parser/tool_parser_factory.py."""
+def installed_trtllm(folder, monkeypatch, launch_server: str, tool_parsers: str | None = None,
+                     reasoning_parsers: str | None = None) -> None:
+    """A tensorrt_llm package on sys.path with this commands/serve.py (read by serve_engine, never imported), this
+    serve/tool_parser/tool_parser_factory.py and this llmapi/reasoning_parser.py."""
     commands = folder / "tensorrt_llm" / "commands"
     commands.mkdir(parents=True)
     (folder / "tensorrt_llm" / "__init__.py").write_text("raise ImportError('imported')\n")
@@ -240,6 +244,9 @@ def installed_trtllm(folder, monkeypatch, launch_server: str, tool_parsers: str 
     if tool_parsers is not None:
         (folder / "tensorrt_llm" / "serve" / "tool_parser").mkdir(parents=True)
         (folder / "tensorrt_llm" / "serve" / "tool_parser" / "tool_parser_factory.py").write_text(tool_parsers)
+    if reasoning_parsers is not None:
+        (folder / "tensorrt_llm" / "llmapi").mkdir(parents=True)
+        (folder / "tensorrt_llm" / "llmapi" / "reasoning_parser.py").write_text(reasoning_parsers)
     monkeypatch.syspath_prepend(str(folder))
 
 
@@ -317,3 +324,44 @@ def test_a_trtllm_serve_without_the_tool_parser_is_refused_in_one_line(tmp_path,
     lines = res.output.strip().splitlines()
     assert res.exit_code == 2 and len(lines) == 1, res.output
     assert says in lines[0] and "--tool-parser" in lines[0]
+
+
+REASONING_OPTION = ('@click.option("--reasoning_parser", type=click.Choice(ReasoningParserFactory.keys()), '
+                    'default=None)\ndef serve(model, reasoning_parser):\n    pass\n')
+REASONING_FACTORY = "".join(f'@register_reasoning_parser("{name}")\n' for name in TRTLLM_REASONING_PARSERS) + (
+    "class DeepSeekR1Parser(BaseReasoningParser):\n    pass\n")
+
+
+@pytest.mark.parametrize("installed", [None, "1.2"])
+@pytest.mark.parametrize("name", ["qwen3", "deepseek-r1"])
+def test_reasoning_parser_is_passed_as_trtllm_serves_option(tmp_path, byte_engine, monkeypatch, installed, name):
+    """serve --engine-dir --reasoning-parser NAME starts trtllm-serve with --reasoning_parser NAME (beside
+    --tool_parser), read from the installed trtllm-serve where there is one; without TensorRT-LLM here, passed on."""
+    engine, tok = byte_engine
+    if installed:
+        installed_trtllm(tmp_path / "site", monkeypatch, LAUNCH_SERVER["fixed"] + TOOL_OPTION + REASONING_OPTION,
+                         FACTORY, REASONING_FACTORY)
+    res = serve("--engine-dir", engine, "--tokenizer-dir", tok, "--port", 9000, "--reasoning-parser", name,
+                "--tool-parser", "qwen3", "--dry-run")
+    assert res.exit_code == 0, res.output
+    args = trtllm_serve_12_parser().parse_args(shlex.split(res.output.splitlines()[-1])[1:])
+    assert (args.reasoning_parser, args.tool_parser) == (name, "qwen3")
+    res = serve("--engine-dir", engine, "--tokenizer-dir", tok, "--port", 9000, "--dry-run")
+    assert "--reasoning_parser" not in res.output
+
+
+@pytest.mark.parametrize("option, factory, says", [
+    (TOOL_OPTION, None, "has no --reasoning_parser option"),
+    (REASONING_OPTION, REASONING_FACTORY.replace('"qwen3"', '"qwen2"'), "has no reasoning parser 'qwen3'"),
+])
+def test_a_trtllm_serve_without_the_reasoning_parser_is_refused_in_one_line(tmp_path, byte_engine, monkeypatch,
+                                                                             option, factory, says):
+    """A trtllm-serve without --reasoning_parser (or without the parser named) would stop on the unknown option or
+    choice after its imports: refused before it starts, naming what is missing and the fix."""
+    engine, tok = byte_engine
+    installed_trtllm(tmp_path / "site", monkeypatch, LAUNCH_SERVER["fixed"] + option, None, factory)
+    res = serve("--engine-dir", engine, "--tokenizer-dir", tok, "--port", 9000, "--reasoning-parser", "qwen3",
+                "--dry-run")
+    lines = res.output.strip().splitlines()
+    assert res.exit_code == 2 and len(lines) == 1, res.output
+    assert says in lines[0] and "--reasoning-parser" in lines[0]

@@ -14,6 +14,7 @@ import click
 
 from ..errors import ConfigError
 from ..presets import config_option, one_of
+from ..serve_reasoning import REASONING_PARSERS
 from ..serve_tools import TOOL_PARSERS
 from .params import Command, Seconds, chat_template_kwargs_option, options_given
 
@@ -89,9 +90,14 @@ def _refuse_engine_template_kwargs(ctx: click.Context, kwargs: dict) -> None:
               help="Parse the tool calls of chat answers in this model's format and take requests' \"tools\" (qwen3: "
                    "Qwen2.5's and Qwen3's <tool_call> JSON, as trtllm-serve's --tool_parser qwen3, which --engine-dir "
                    "passes on). Without it, \"tools\" are refused.")
+@click.option("--reasoning-parser", type=click.Choice(sorted(REASONING_PARSERS)),
+              help="Split the thinking of chat answers into message.reasoning_content (streamed as "
+                   "delta.reasoning_content), the rest staying content (qwen3: the answer opens <think> itself; "
+                   "deepseek-r1: the prompt did, the answer starts inside it), as trtllm-serve's --reasoning_parser, "
+                   "which --engine-dir passes on.")
 @click.option("--dry-run", is_flag=True, help="Engine: print the trtllm-serve command and exit.")
 def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max_output_len, max_batch_size, device,
-          compile_layers, shutdown_grace, chat_template_kwargs, tool_parser, dry_run):
+          compile_layers, shutdown_grace, chat_template_kwargs, tool_parser, reasoning_parser, dry_run):
     """Serve a ReDrafter checkpoint or engine over HTTP (OpenAI-style /v1/completions, /v1/chat/completions)."""
     checkpoint_dir, engine_dir = one_of(click.get_current_context(), checkpoint_dir=checkpoint_dir, engine_dir=engine_dir)
     if bool(checkpoint_dir) == bool(engine_dir):
@@ -107,7 +113,7 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
                               "kernels; leave them out")
 
         _refuse_engine_template_kwargs(ctx, chat_template_kwargs)
-        plan = plan_trtllm_serve(engine_dir, tokenizer_dir, host, port, tool_parser)
+        plan = plan_trtllm_serve(engine_dir, tokenizer_dir, host, port, tool_parser, reasoning_parser)
         _refuse_preset_reference_options(ctx, plan)
         for warning in (plan.host_warning, plan.stop_warning()):
             if warning:
@@ -146,7 +152,7 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
         raise
     name = model_name or Path(checkpoint_dir).resolve().name
     try:
-        server.app = App(backend, name, max_output_len, chat_template_kwargs, tool_parser)
+        server.app = App(backend, name, max_output_len, chat_template_kwargs, tool_parser, reasoning_parser)
     except BaseException:  # let the other tp ranks go before the error
         backend.stop()
         server.server_close()
@@ -156,6 +162,7 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
     shown = f"[{host}]" if ":" in host else host  # an IPv6 address, as URLs write it
     kwargs = f", chat_template_kwargs {json.dumps(chat_template_kwargs, default=str)}" if chat_template_kwargs else ""
     kwargs += f", tool parser {tool_parser}" if tool_parser else ""
+    kwargs += f", reasoning parser {reasoning_parser}" if reasoning_parser else ""
     click.echo(f"serving {name} at http://{shown}:{server.server_address[1]}/v1 ({kind}, {device}, "
                f"tp {cfg.tp_size}, {cfg.num_beams} beams x {cfg.draft_len} draft tokens{kwargs}); Ctrl-C stops")
     sys.stdout.flush()  # the address, for whoever reads this through a pipe
