@@ -358,3 +358,26 @@ def test_fp8_weights_stored_as_int8_run_as_fp8(tiny_llama, tiny_drafter, tmp_pat
         rt.load(as_int8)
     with pytest.raises(ConfigError, match="quant_algo 'W8A8_SQ_PER_CHANNEL' is not run by the reference runtime"):
         read_rank_file(as_int8, 0)
+
+
+def test_a_checkpoint_written_again_since_it_was_opened_is_opened_again(tiny_llama, tiny_drafter, tmp_path):
+    """A review: a Checkpoint (runtime.open_checkpoint) is taken as checked, config included; a folder converted
+    again into after it was opened (the quickstart re-converts its checkpoint in place) ran the weights on disk with
+    the config read before: another rotary_base's logits, and a config inspect now refuses was run. The entry points
+    open it again when its config or rank files changed."""
+    import json
+    import shutil
+
+    from redrafter_trt.errors import ConfigError
+
+    folder = tmp_path / "ck"
+    shutil.copytree(checkpoint(tiny_llama, tiny_drafter, 1), folder)
+    opened = rt.open_checkpoint(folder)
+    raw = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(raw | {"rotary_base": raw["rotary_base"] / 7}))
+    want = rt.forward_logits(rt.load(folder), IDS)
+    assert not torch.equal(want, rt.forward_logits(rt.load(checkpoint(tiny_llama, tiny_drafter, 1)), IDS))
+    torch.testing.assert_close(rt.forward_logits(rt.load(opened), IDS), want, atol=0, rtol=0)
+    (folder / "config.json").write_text(json.dumps(raw | {"mapping": {"world_size": 2, "tp_size": 1}}))
+    with pytest.raises(ConfigError, match="is not valid: "):
+        rt.load(opened)

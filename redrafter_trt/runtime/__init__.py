@@ -5,6 +5,7 @@ PyTorch, with ReDrafter's draft / tree-verify / accept loop. Stable Python API:
     model = load("ckpt/", device="cpu", dtype=None)          # tp=1 checkpoints; dtype None = the checkpoint's
     # every loading entry point first refuses a checkpoint `inspect` finds problems in, in `run`'s line;
     # open_checkpoint("ckpt/") is that check alone: its Checkpoint, passed to any of them, is not inspected again
+    # (a folder written again since, by a convert into it, is opened again)
     result = generate(model, [[1, 2, 3], [4, 5]], max_new_tokens=64,
                       num_beams=None, draft_len=None,         # None = the checkpoint's redrafter_* values
                       temperature=0.0,                        # 0 = greedy (exactly the base's greedy output)

@@ -2,14 +2,25 @@
 inspect` finds problems in (checkpoint.require_valid: its config, each rank file's header, rows spread over its
 drafter head; no weights read), in the one line `run` gives. Every loading entry point (runtime.load, generate_tp,
 forward_logits_tp, ranks.LocalRanks) opens what it is given, and takes a `Checkpoint` as already checked: a command
-that opened it first, and the tp ranks an entry point starts, do not inspect it again."""
+that opened it first, and the tp ranks an entry point starts, do not inspect it again. A folder written again since
+it was opened (a convert into it) is opened again: its config is not run with the weights that replaced it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import RuntimeConfig
+
+
+def _stamp(folder: Path) -> tuple | None:
+    """config.json's and the rank files' names, sizes and modification times (None: config.json is gone): another
+    stamp means the folder was written since."""
+    try:
+        return tuple((f.name, st.st_size, st.st_mtime_ns)
+                     for f in [folder / "config.json", *sorted(folder.glob("rank*.safetensors"))] for st in [f.stat()])
+    except OSError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -19,6 +30,7 @@ class Checkpoint:
     path: Path
     config: RuntimeConfig
     raw: dict
+    stamp: tuple | None = field(default=None, repr=False)  # _stamp(path) when it was opened
 
     def __str__(self) -> str:
         return str(self.path)
@@ -28,10 +40,14 @@ class Checkpoint:
 
 
 def open_checkpoint(folder: Checkpoint | Path | str) -> Checkpoint:
-    """`folder` checked (a Checkpoint is returned as it is), or the one-line ConfigError `run` gives."""
+    """`folder` checked (a Checkpoint whose folder is as it was is returned as it is), or the one-line ConfigError
+    `run` gives."""
     if isinstance(folder, Checkpoint):
-        return folder
+        if folder.stamp is not None and _stamp(folder.path) == folder.stamp:
+            return folder
+        folder = folder.path
     from ..checkpoint import require_valid
 
+    stamp = _stamp(Path(folder))  # before it is read: a folder written meanwhile is opened again next time
     raw = require_valid(folder)
-    return Checkpoint(Path(folder), RuntimeConfig.from_dict(raw, f"{folder}/config.json"), raw)
+    return Checkpoint(Path(folder), RuntimeConfig.from_dict(raw, f"{folder}/config.json"), raw, stamp)
