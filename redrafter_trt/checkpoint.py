@@ -415,8 +415,8 @@ def require_valid(path: Path | str) -> dict:
     holds a model or drafter `convert` has not turned into a checkpoint yet, or an engine, says so)."""
     folder = Path(path)
     if not folder.is_dir():
-        raise ConfigError(f"checkpoint folder {path} does not exist (paths are read from {Path.cwd()}): pass the "
-                          f"folder `redrafter-trt convert` wrote")
+        state = "is a file, not a folder" if folder.exists() else f"does not exist (paths are read from {Path.cwd()})"
+        raise ConfigError(f"checkpoint folder {path} {state}: pass the folder `redrafter-trt convert` wrote")
     inner = sorted(c.parent.name for c in folder.glob("*/config.json") if (c.parent / "rank0.safetensors").is_file())
     if not (folder / "config.json").exists() and inner:  # a work folder such as the quickstart's
         raise ConfigError(f"{path} holds no checkpoint itself but {', '.join(inner)} in it: pass "

@@ -311,6 +311,16 @@ def test_load_names_a_folder_that_is_no_checkpoint(tiny_llama, tiny_drafter):
             rt.load(folder)
 
 
+
+def test_load_names_a_file_given_as_the_checkpoint_folder(tiny_llama, tiny_drafter):
+    """A review: `runtime.load` (any entry point, since it inspects) on a checkpoint's rank file said the folder "does
+    not exist"; it says the path is a file, as the drafter and base folders' checks do."""
+    from redrafter_trt.errors import ConfigError
+
+    rank0 = checkpoint(tiny_llama, tiny_drafter, 1) / "rank0.safetensors"
+    with pytest.raises(ConfigError, match=f"^checkpoint folder {rank0} is a file, not a folder: pass the folder"):
+        rt.load(rank0)
+
 def test_fp8_weights_stored_as_int8_run_as_fp8(tiny_llama, tiny_drafter, tmp_path):
     """A review: FP8 weights stored as int8 (older exporters' layout, which TensorRT-LLM views as FP8, and which
     inspect passes) were read by the runtime as integers, 56 becoming 56.0 times nothing: every linear garbage, no
