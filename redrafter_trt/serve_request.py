@@ -59,7 +59,8 @@ def _messages(messages, tools: bool = False) -> list[dict]:
     """The chat messages, each checked on its own: a long history's one bad message is named by its index. tools:
     the server parses tool calls (--tool-parser): a "tool" message and an assistant's `tool_calls` are taken.
     OpenAI's `name` (who speaks; null: none) is kept for the chat template, as vLLM keeps it (trtllm-serve's parser
-    drops it): most templates never read it, and those that do render it rather than lose it."""
+    drops it): most templates never read it, and those that do render it rather than lose it. An assistant's
+    earlier thinking is kept too (`_reasoning`)."""
     if not isinstance(messages, list) or not messages:
         raise RequestError('"messages" must be a non-empty list of {"role": "system", "user" or "assistant", '
                            '"content": str or text parts}')
@@ -82,6 +83,8 @@ def _messages(messages, tools: bool = False) -> list[dict]:
         if not isinstance(m.get("name"), (str, type(None))):
             raise RequestError(f'"messages"[{i}]: "name" must be a string (who speaks), or left out')
         message = {"role": role, "content": content} | ({"name": m["name"]} if m.get("name") is not None else {})
+        if role == "assistant":
+            message |= _reasoning(m, i)
         if role == "tool":
             if not isinstance(m.get("tool_call_id"), str):
                 raise RequestError(f'"messages"[{i}]: a "tool" message needs "tool_call_id", the id of the call it '
@@ -89,6 +92,20 @@ def _messages(messages, tools: bool = False) -> list[dict]:
             message["tool_call_id"] = m["tool_call_id"]
         out.append(message | ({"tool_calls": calls} if calls else {}))
     return out
+
+
+def _reasoning(m: dict, i: int) -> dict:
+    """An assistant message's earlier thinking, as --reasoning-parser answered it (`reasoning_content`, or vLLM's
+    newer `reasoning`): given to the chat template under both names, as vLLM gives it. Qwen3's template renders the
+    thinking of the turns since the last user message (a tool-calling loop) from `message.reasoning_content`; dropped,
+    they were rendered without it."""
+    given = [m[key] for key in ("reasoning_content", "reasoning") if m.get(key) is not None]
+    if not given:
+        return {}
+    if not all(isinstance(g, str) for g in given):
+        raise RequestError(f'"messages"[{i}]: "reasoning_content" must be a string (the answer\'s thinking), or left '
+                           'out')
+    return {"reasoning_content": given[0], "reasoning": given[0]}
 
 
 def _tool_calls(calls, i: int) -> list[dict]:

@@ -209,3 +209,22 @@ def test_serve_gives_its_reasoning_parser_to_the_app(tiny_qwen, monkeypatch):
     assert res.exit_code == 2 and "stopped here" in res.output and given == ["deepseek-r1"], res.output
     res = CliRunner().invoke(main, args + ["--reasoning-parser", "deepseek_r1"])
     assert res.exit_code == 2 and "'deepseek-r1'" in res.output and "'qwen3'" in res.output, res.output
+
+
+@pytest.mark.parametrize("key", ["reasoning_content", "reasoning"])
+def test_an_earlier_answers_reasoning_content_reaches_the_chat_template(backend, monkeypatch, key):
+    """A client sends an answer's reasoning_content back in its next request's messages (vLLM's newer name:
+    reasoning); Qwen3's template renders it for the turns since the last user message (a tool-calling loop) from
+    message.reasoning_content. It was dropped before the template, as vLLM hands it on; not a string is a 400."""
+    reading = ("{% for m in messages %}{% if m.reasoning_content is string %}"
+               "{{ raise_exception('thought ' + m.reasoning_content) }}{% endif %}{{ m.content }}{% endfor %}")
+    monkeypatch.setattr(backend.tokenizer, "chat_template", reading)
+    monkeypatch.setattr(backend, "complete", answering("x"))
+    history = [*ASK, {"role": "assistant", "content": "It is sunny.", key: "Paris, June."}, *ASK]
+    status, answer = app(backend).post("/v1/chat/completions", {"messages": history})
+    assert status == 400 and "thought Paris, June." in answer["error"]["message"], answer
+    history[1][key] = None  # null: a client's unset field
+    assert app(backend).post("/v1/chat/completions", {"messages": history})[0] == 200
+    history[1][key] = ["Paris"]
+    status, answer = app(backend).post("/v1/chat/completions", {"messages": history})
+    assert status == 400 and '"messages"[1]: "reasoning_content" must be a string' in answer["error"]["message"]
