@@ -76,15 +76,16 @@ def _messages(messages, tools: bool = False) -> list[dict]:
             raise RequestError(f'"messages"[{i}]: role {json.dumps(m.get("role"))} is not one of {", ".join(roles)} '
                                f'({", ".join(AS_ROLE)})')
         calls = _tool_calls(m.get("tool_calls"), i) if role == "assistant" else []
-        content = "" if calls and m.get("content") is None else text_of(m.get("content"))
+        thought = _reasoning(m, i) if role == "assistant" else {}
+        # null beside calls or thinking: an answer that wrote none (vLLM's answer cut inside its thinking)
+        content = "" if (calls or thought) and m.get("content") is None else text_of(m.get("content"))
         if not isinstance(content, str):
             raise RequestError(f'"messages"[{i}]: "content" must be a string or a list of text parts '
                                '({"type": "text", "text": str})')
         if not isinstance(m.get("name"), (str, type(None))):
             raise RequestError(f'"messages"[{i}]: "name" must be a string (who speaks), or left out')
         message = {"role": role, "content": content} | ({"name": m["name"]} if m.get("name") is not None else {})
-        if role == "assistant":
-            message |= _reasoning(m, i)
+        message |= thought
         if role == "tool":
             if not isinstance(m.get("tool_call_id"), str):
                 raise RequestError(f'"messages"[{i}]: a "tool" message needs "tool_call_id", the id of the call it '

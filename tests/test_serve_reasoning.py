@@ -225,6 +225,9 @@ def test_an_earlier_answers_reasoning_content_reaches_the_chat_template(backend,
     assert status == 400 and "thought Paris, June." in answer["error"]["message"], answer
     history[1][key] = None  # null: a client's unset field
     assert app(backend).post("/v1/chat/completions", {"messages": history})[0] == 200
+    history[1] |= {"content": None, key: "Hmm"}  # an answer cut inside its thinking, content null (as vLLM's)
+    status, answer = app(backend).post("/v1/chat/completions", {"messages": history})
+    assert status == 400 and "thought Hmm" in answer["error"]["message"], answer
     history[1][key] = ["Paris"]
     status, answer = app(backend).post("/v1/chat/completions", {"messages": history})
     assert status == 400 and '"messages"[1]: "reasoning_content" must be a string' in answer["error"]["message"]
