@@ -35,8 +35,9 @@ answer and are not implemented here (`serve_request.UNSUPPORTED`), fields it doe
 max_tokens above the server's --max-output-len (left out: what the prompt leaves, up to it), more than
 `serve_request.MAX_STOP` stop strings or one longer than MAX_STOP_CHARS, malformed fields;
 another "model": 404. With --tool-parser, a chat answer's tool calls are parsed out of its text (`serve_tools`):
-`message.tool_calls`, finish_reason "tool_calls", streamed as one delta per completed call. With --reasoning-parser,
-its thinking is split out first (`serve_reasoning`): `message.reasoning_content`, streamed as `delta.reasoning_content`.
+`message.tool_calls`, finish_reason "tool_calls" (where it was "stop"), streamed as one delta per completed call. With
+--reasoning-parser, its thinking is split out first (`serve_reasoning`): `message.reasoning_content`, streamed as
+`delta.reasoning_content`.
 While the server shuts down, what waits or arrives gets 503 (`ReferenceBackend.stop`). The HTTP server around it:
 `serve_http`.
 """
@@ -57,7 +58,7 @@ from .serve_jobs import Choice
 from .serve_logprobs import Echo, echo_of, logprobs_json
 from .serve_request import ModelNotFound, Request, parse, refuse_unsupported
 from .serve_reasoning import REASONING_PARSERS, Thinking, opened_by, parse_reasoning
-from .serve_tools import TOOL_PARSERS, parse_answer
+from .serve_tools import TOOL_PARSERS, finish_reason, parse_answer
 
 
 def check_max_output_len(cfg, max_output_len: int) -> None:
@@ -244,7 +245,7 @@ class App:
             for i, c in enumerate(choices if parsers else ()):
                 tool_chunks(i, *parsers[i].finish(), len(c.ids))
             if parsers:
-                choices = [dataclasses.replace(c, finish_reason="tool_calls") if p.calls else c
+                choices = [dataclasses.replace(c, finish_reason=finish_reason(c.finish_reason, p.calls))
                            for c, p in zip(choices, parsers)]
             empty = {"delta": {}} if chat else {"text": ""}
             ends = [{"index": i, **empty, "logprobs": None, "finish_reason": c.finish_reason}
@@ -279,8 +280,8 @@ class App:
     def _message(echo: str, choice: Choice, tool_parser: str | None, start: str | None) -> dict:
         """A chat answer's message and finish_reason: its thinking split out when the server has a reasoning
         parser starting there (`serve_reasoning`: reasoning_content, null when the answer did not think), then its
-        tool calls parsed out of the rest when asked (`serve_tools`), the finish_reason then "tool_calls", as vLLM's
-        and trtllm-serve's."""
+        tool calls parsed out of the rest when asked (`serve_tools`), the finish_reason then "tool_calls" where it was
+        "stop" (`finish_reason`)."""
         reasoning, text = parse_reasoning(start, choice.text) if start else (None, choice.text)
         thought = {"reasoning_content": reasoning} if start else {}
         if tool_parser is None:
@@ -290,7 +291,7 @@ class App:
         content = None if content is None and not echo else echo + (content or "")
         return {"message": {"role": "assistant", "content": content} | thought | ({"tool_calls": calls} if calls
                                                                                    else {}),
-                "finish_reason": "tool_calls" if calls else choice.finish_reason}
+                "finish_reason": finish_reason(choice.finish_reason, calls)}
 
     def _echoes(self, req: Request, prompts: list[list[int]]) -> list[Echo]:
         """What each prompt's answers start with: nothing; with echo a completion's prompt as sent (scored when

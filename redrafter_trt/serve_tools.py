@@ -125,6 +125,13 @@ class HermesCalls:
 TOOL_PARSERS = {"qwen3": HermesCalls}  # serve --tool-parser NAME -> its parser, named as trtllm-serve's --tool_parser
 
 
+def finish_reason(ended: str, calls: list) -> str:
+    """An answer's finish_reason once its tool calls are parsed: "tool_calls" for one that ended by itself ("stop": EOS
+    or a stop string), as trtllm-serve's; "length" (OpenAI's reason when the token limit was reached) and "abort"
+    stay, whatever calls came before the cut (vLLM's says "tool_calls" there too)."""
+    return "tool_calls" if calls and ended == "stop" else ended
+
+
 def parse_answer(parser: str, text: str) -> tuple[str | None, list[dict]]:
     """A whole answer's (content, tool calls): content None when it is empty beside calls."""
     calls = TOOL_PARSERS[parser]()

@@ -202,14 +202,15 @@ def test_tools_and_tool_history_reach_the_real_qwen25_template_and_the_answer_ha
     assert "tool_calls" not in choice["message"] and choice["finish_reason"] in ("stop", "length")
 
 
-def answering(text: str, pieces: int = 3):
-    """A backend double's `complete`: every row answers `text`, streamed `pieces` characters at a time."""
+def answering(text: str, pieces: int = 3, finish: str = "stop"):
+    """A backend double's `complete`: every row answers `text`, streamed `pieces` characters at a time, ended by
+    `finish`."""
     def complete(rows, max_tokens, temperature, seed, stop, on_text=None, *_, **__):
         for r in range(len(rows)):
             for k in range(0, len(text), pieces):
                 if on_text is not None:
                     on_text(r, text[k:k + pieces], [], k + 1)
-        return [Choice([1] * len(text), text, 1, "stop") for _ in rows]
+        return [Choice([1] * len(text), text, 1, finish) for _ in rows]
     return complete
 
 
@@ -245,6 +246,22 @@ def test_fixed_answers_come_out_as_openai_tool_calls_whole_and_streamed(backend,
     status, answer = app.post("/v1/chat/completions", {"messages": ASK})  # no tools: as without --tool-parser (vLLM)
     assert answer["choices"][0]["message"] == {"role": "assistant", "content": CALL}
     assert answer["choices"][0]["finish_reason"] == "stop"
+
+
+@pytest.mark.parametrize("finish", ["length", "abort"])
+def test_an_answer_cut_after_its_calls_keeps_its_finish_reason(backend, monkeypatch, finish):
+    """finish_reason "tool_calls" replaces "stop" alone, as trtllm-serve's: an answer cut by max_tokens (or the
+    shutdown) after a whole call says so, as OpenAI's "length" when the token limit was reached; the calls stay."""
+    monkeypatch.setattr(backend, "complete", answering(CALL + "\nAnd", finish=finish))
+    app = App(backend, "tiny", max_output_len=16, tool_parser="qwen3")
+    body = {"messages": ASK, "tools": [WEATHER]}
+    status, answer = app.post("/v1/chat/completions", body)
+    (choice,) = answer["choices"]
+    assert shown(choice["message"]["tool_calls"]) == [("get_weather", {"city": "Paris"})]
+    assert choice["finish_reason"] == finish
+    chunks = [c for e in events_of(app, body | {"stream": True}) for c in e["choices"]]
+    assert shown([t for c in chunks for t in c["delta"].get("tool_calls", [])]) == [("get_weather", {"city": "Paris"})]
+    assert chunks[-1]["finish_reason"] == finish
 
 
 def test_the_openai_client_parses_a_tool_call_answer_whole_and_streamed(server, backend, monkeypatch):
