@@ -319,7 +319,7 @@ PRESETS = sorted(CONFIGS.glob("*.yaml"))
 
 def test_presets_ship():
     assert {p.stem for p in PRESETS} >= {"vicuna-7b-v1.3", "llama-3.1-8b-instruct", "qwen2.5-7b-instruct-fp8",
-                                         "llama-3.1-70b-instruct-tp4", "smollm2-135m-cpu"}
+                                         "llama-3.1-70b-instruct-tp4", "smollm2-135m-cpu", "qwen3-8b"}
 
 
 @pytest.mark.parametrize("path", PRESETS, ids=[p.stem for p in PRESETS])
