@@ -449,6 +449,30 @@ def test_shipped_preset_serves_one_folder(path):
         assert serve["engine_dir"] == build["output_dir"] and "tokenizer_dir" in serve
 
 
+ENGINE_PRESETS = [p for p in PRESETS if "engine-dir" in (load_preset(p).get("serve") or {})]
+
+
+@pytest.mark.parametrize("path", ENGINE_PRESETS, ids=[p.stem for p in ENGINE_PRESETS])
+def test_shipped_preset_serves_its_engine_with_trtllm_serve(path, tmp_path):
+    """Preset checks take every option of `serve`, but --engine-dir refuses the reference server's (max-output-len,
+    chat-template-kwargs, ...) only when it starts: each GPU preset's serve, as its example runs it, makes a
+    trtllm-serve command, its serve section's parsers passed on (Qwen3's tool-parser and reasoning-parser)."""
+    from test_bench import save_byte_tokenizer
+    from test_serve_engine import make_engine
+
+    from redrafter_trt.cli import main
+
+    save_byte_tokenizer(tmp_path / "tok")
+    engine = make_engine(tmp_path / "engine", tp=int(load_preset(path)["convert"].get("tp-size", 1)), vocab_size=256)
+    res = CliRunner().invoke(main, ["serve", "--config", str(path), "--engine-dir", str(engine), "--tokenizer-dir",
+                                    str(tmp_path / "tok"), "--dry-run"])
+    assert res.exit_code == 0 and res.output.startswith("trtllm-serve "), res.output
+    serve = load_preset(path)["serve"]
+    for key in ("tool-parser", "reasoning-parser"):
+        if key in serve:
+            assert f"--{key.replace('-', '_')} {serve[key]}" in res.output, res.output
+
+
 @pytest.mark.parametrize("path", PRESETS, ids=[p.stem for p in PRESETS])
 def test_shipped_engine_run_passes_no_option_the_engine_fixed(path):
     """`run --engine-dir` refuses --num-beams / --draft-len / --tp; a tensor parallel preset's example runs the
