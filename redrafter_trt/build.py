@@ -24,7 +24,7 @@ from typing import Callable
 
 from .errors import POSITIVE_INT, ConfigError, DependencyError, RedrafterError, name_list
 from .plural import counted
-from .rope import position_limit, rope_kind
+from .rope import TRTLLM_ORIGINAL, position_limit, rope_kind, runtime_fix
 
 log = logging.getLogger(__name__)
 
@@ -176,9 +176,23 @@ def world_size(config: dict) -> int:
     return int(mapping.get("world_size") or int(mapping.get("tp_size", 1)) * int(mapping.get("pp_size", 1)))
 
 
+def check_original_positions(config: dict, checkpoint_dir: Path) -> None:
+    """Refuse a llama3 or yarn rotary_scaling without original_max_position_embeddings (an older redrafter-trt's, a
+    TensorRT-LLM base checkpoint's) where trtllm-build's default for it (TRTLLM_ORIGINAL) is not the
+    max_position_embeddings transformers takes: the engine would compute another RoPE than the model, in silence."""
+    scaling = config.get("rotary_scaling") or {}
+    kind = rope_kind(scaling) if isinstance(scaling, dict) else None
+    if (kind in TRTLLM_ORIGINAL and scaling.get("original_max_position_embeddings") is None
+            and config.get("max_position_embeddings") != TRTLLM_ORIGINAL[kind]):
+        raise ConfigError(f"{checkpoint_dir}/config.json: its {kind} rotary_scaling has no "
+                          f"original_max_position_embeddings and max_position_embeddings is "
+                          f"{config.get('max_position_embeddings')}: {runtime_fix(scaling)}")
+
+
 def plan_build(options: BuildOptions, config: dict) -> BuildPlan:
     """The exact trtllm-build argv for a validated ReDrafter checkpoint config."""
     check_extra_args(options.extra_args)
+    check_original_positions(config, options.checkpoint_dir)
     gemm = gemm_plugin(config, options.gemm_plugin)  # refused before any warning is printed
     positions = position_limit(config)
     table = config.get("max_position_embeddings") if positions else None  # an int when position_limit read one

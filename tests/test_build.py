@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from redrafter_trt import build as build_mod
 from redrafter_trt.build import BuildOptions, plan_build, run_streaming
 from redrafter_trt.cli import main
-from redrafter_trt.errors import RedrafterError
+from redrafter_trt.errors import ConfigError, RedrafterError
 from tinymodels import make_drafter, make_hf
 
 
@@ -519,3 +519,26 @@ def test_a_qwen3_checkpoint_needs_a_tensorrt_llm_that_builds_qwen3(tmp_path, mon
     else:
         build_mod.check_trtllm_builds(qwen3)
     build_mod.check_trtllm_builds(qwen3 | {"base_model_architecture": "Qwen2ForCausalLM", "qwen_type": "qwen2"})
+
+
+@pytest.mark.parametrize("scaling, positions, refused", [
+    ({"type": "yarn", "factor": 4.0}, 32768, True),  # trtllm-build would take 4096, transformers 32768
+    ({"type": "yarn", "factor": 4.0}, 4096, False),  # the same number either way
+    ({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0}, 131072, True),
+    ({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0}, 8192, False),
+    ({"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8192}, 32768, False),
+])
+def test_a_rope_scaling_without_its_original_positions_is_refused_where_the_engine_would_differ(
+        tmp_path, scaling, positions, refused):
+    """A review: build took a llama3 or yarn rotary_scaling without original_max_position_embeddings, for which
+    TensorRT-LLM 1.2 assumes 8192 / 4096 where transformers takes max_position_embeddings: an engine with another
+    RoPE than the model, built without a word (inspect and run named the fix)."""
+    cfg = {"dtype": "bfloat16", "mapping": {"tp_size": 1}, "max_position_embeddings": positions,
+           "rotary_scaling": scaling}
+    options = BuildOptions(tmp_path, tmp_path / "e", max_seq_len=4096)
+    if not refused:
+        plan_build(options, cfg)
+        return
+    with pytest.raises(ConfigError, match=r"has no original_max_position_embeddings and max_position_embeddings is "
+                                          rf"{positions}: an engine would assume \d+ original positions.*reconvert"):
+        plan_build(options, cfg)
