@@ -33,6 +33,7 @@ non-blank line, as TensorRT-LLM's `run.py --input_file prompts.txt` reads it.
 
 from __future__ import annotations
 
+import ast
 import json
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -61,7 +62,10 @@ TOOLS = ("tools", "functions")  # a record's tool definitions, given to the chat
 # {...} alone; LLaMA-Factory's and xLAM's `tools` is such a list of bare definitions as a JSON string. A bare one is
 # given as OpenAI's `tools` lists it (as clients send it to an inference server, which gives it to the template)
 CALLS = ("function_call", "function-call")  # a tool call answering a prompt: ShareGPT's (glaive as LLaMA-Factory and
-# its ChatML conversion write it); OpenAI's is an assistant turn, its content null beside `tool_calls`
+# its ChatML conversion write it), its value the call's JSON, {"name", "arguments"} (or a list of them); OpenAI's is an
+# assistant turn, its content null beside `tool_calls`. train reads either as an assistant turn with `tool_calls`
+RESULTS = ("tool", "observation", "function_response", "function-response")  # a tool's result, read by train as a
+# "tool" turn (OpenAI's role; LLaMA-Factory's `observation`; glaive's ChatML conversion's `function-response`)
 
 
 class Prompt(str):
@@ -105,16 +109,18 @@ def before_answer(messages: Iterable[dict]) -> list[dict]:
     return out
 
 
-def messages_of(record, prompt_only: bool = False) -> Iterator[dict]:
+def messages_of(record, prompt_only: bool = False, tool_turns: bool = False) -> Iterator[dict]:
     """A record's conversation, in order, as chat templates take it: {"role": "system"|"user"|"assistant", "content"}.
     Its system prompt column (`system_of`) opens it unless its own messages open with a system one; then a CHATS
     list's messages (less assistant turns before the first user turn: some ShareGPT dumps open with the bot's
     greeting, which no chat template expects), or an Alpaca `history`'s turns, the prompt and its answer (the first
     of ANSWER_KEYS neither null nor blank, `first_filled`, as it is: train checks it). A ValueError names what it
     cannot read, read lazily: a prompt reads nothing after its first answer. prompt_only: a CHATS list ends before its first answer, a tool call
-    too (a CALLS turn, an assistant one of null content beside `tool_calls`), nothing after it read."""
+    too (a CALLS turn, an assistant one of null content beside `tool_calls`), nothing after it read. tool_turns (train
+    without --distill): a tool call is an assistant turn with `tool_calls` (`_call_turn`), a RESULTS turn a "tool" one,
+    its `tool_call_id` kept; else both are refused."""
     key, column = system_of(record) if isinstance(record, dict) else (None, None)
-    turns = _turns(record, prompt_only)
+    turns = _turns(record, prompt_only, tool_turns)
     first = next(turns)  # every record's turns hold a user turn, or raised
     if column and first["role"] != "system":  # its text checked only here: a column the messages' own system
         yield {"role": "system", "content": check_text(column, f"`{key}`")}  # message replaces is not read
@@ -134,10 +140,10 @@ def chat_key(record) -> str | None:
     return key
 
 
-def _turns(record, prompt_only: bool) -> Iterator[dict]:
+def _turns(record, prompt_only: bool, tool_turns: bool) -> Iterator[dict]:
     key = chat_key(record)
     if key:
-        yield from _chat(record[key], key, prompt_only)
+        yield from _chat(record[key], key, prompt_only, tool_turns)
         return
     yield from _history(record)
     yield {"role": "user", "content": _prompt_text(record)}
@@ -153,7 +159,7 @@ def first_filled(record: dict, keys: Iterable[str]) -> str | None:
                  and not (isinstance(record[k], str) and not record[k].strip())), None)
 
 
-def _chat(messages, key: str, prompt_only: bool) -> Iterator[dict]:
+def _chat(messages, key: str, prompt_only: bool, tool_turns: bool = False) -> Iterator[dict]:
     if not isinstance(messages, list) or not messages:
         raise ValueError(f"`{key}` must be a non-empty list of messages")
     seen_user = False
@@ -161,6 +167,9 @@ def _chat(messages, key: str, prompt_only: bool) -> Iterator[dict]:
         role, who = _role(msg, key), msg.get("from", msg.get("role"))
         if prompt_only and seen_user and (role == "assistant" or str(who).lower() in CALLS):
             return  # the prompt's answer, a tool call's null content too: not read
+        if tool_turns and seen_user and (tool := _tool_turn(msg, str(who).lower(), f"`{key}` message {n}")):
+            yield tool
+            continue
         text = text_of(msg.get("value", msg.get("content")))
         if role is None and not {"from", "role"} & msg.keys():  # once 'with role None'
             raise ValueError(f"`{key}` message {n} has no `from` or `role` (it holds {', '.join(msg) or 'nothing'}): "
@@ -175,6 +184,56 @@ def _chat(messages, key: str, prompt_only: bool) -> Iterator[dict]:
         yield {"role": role, "content": check_text(text, f"`{key}` message {n}")}
     if not seen_user:
         raise ValueError(f"`{key}` has no human/user message")
+
+
+def _tool_turn(msg: dict, who: str, where: str) -> dict | None:
+    """A tool call (OpenAI's assistant turn with `tool_calls`, or a CALLS turn) as an assistant turn with
+    `tool_calls` (serve's `_tool_calls`: arguments given as JSON text passed as the object, which Qwen2.5's template
+    writes `| tojson`), its content "" when null; a RESULTS turn as {"role": "tool", "content", "tool_call_id"}; None
+    for any other turn. A ValueError names a call it cannot read."""
+    from .serve_errors import RequestError
+    from .serve_request import _tool_calls
+
+    calls = msg.get("tool_calls") if ROLES.get(who) == "assistant" else _call_json(msg, who, where)
+    if who in RESULTS:
+        text = check_text(_text_or_refuse(msg, who, where), where)
+        return {"role": "tool", "content": text} | ({"tool_call_id": msg["tool_call_id"]}
+                                                    if isinstance(msg.get("tool_call_id"), str) else {})
+    if not calls:
+        return None
+    try:
+        calls = _tool_calls(calls, 0)
+    except RequestError:
+        raise ValueError(f"{where} has a tool call that is not {{\"type\": \"function\", \"function\": {{\"name\": "
+                         f"str, \"arguments\": JSON object}}}}: fix or remove that record") from None
+    content = "" if msg.get("content") is None else _text_or_refuse(msg, who, where)
+    return {"role": "assistant", "content": check_text(content, where), "tool_calls": calls}
+
+
+def _call_json(msg: dict, who: str, where: str) -> list | None:
+    """A CALLS turn's value, {"name", "arguments"} or a list of them, as OpenAI's `tool_calls`; None for another
+    turn. glaive's own files write the arguments as single-quoted JSON text (a Python literal, not JSON): read too."""
+    if who not in CALLS:
+        return None
+    value = msg.get("value", msg.get("content"))
+    call = _json_or_none(value) if isinstance(value, str) else None
+    if call is None and isinstance(value, str):
+        try:
+            call = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            call = None
+    calls = call if isinstance(call, list) else [call]
+    if not calls or not all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in calls):
+        raise ValueError(f"{where} ({who}) is not a tool call's JSON, {{\"name\": ..., \"arguments\": {{...}}}}: fix "
+                         f"or remove that record")
+    return [{"type": "function", "function": {"name": c["name"], "arguments": c.get("arguments", {})}} for c in calls]
+
+
+def _text_or_refuse(msg: dict, who: str, where: str) -> str:
+    text = text_of(msg.get("value", msg.get("content")))
+    if not isinstance(text, str):
+        raise ValueError(f"{where} ({who!r}) has a `value`/`content` of {text!r}, not a string")
+    return text
 
 
 def _numbered(messages: list) -> Iterator[tuple[int, object]]:

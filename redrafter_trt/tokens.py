@@ -110,6 +110,26 @@ def shows_tools(tokenizer) -> bool:
     except (TemplateError, TypeError, ValueError):  # jinja's errors; a template that is not text, or none
         return True
 
+
+def writes_tool_calls(tokenizer) -> bool:
+    """Whether the tokenizer's chat template writes an assistant turn's `tool_calls` (Qwen2.5's and Qwen3's do, in
+    `<tool_call>` blocks; SmolLM2's writes the turn's empty content alone): the call's name is in its text. One that
+    does not render a user turn is said to, its error left to the render that needs it."""
+    from jinja2 import TemplateError
+
+    name = "redrafter_probe_call"
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "call_0", "type": "function", "function": {"name": name, "arguments": {}}}]}]
+    try:
+        return name in render_chat(tokenizer, turns, False)
+    except (TemplateError, TypeError, ValueError):
+        try:
+            render_chat(tokenizer, turns[:1], True)
+        except (TemplateError, TypeError, ValueError):  # no template, or a broken one
+            return True
+        return False
+
+
 def _date_template_clock() -> None:
     """Make the clock behind transformers' `strftime_now` (its chat-template module's `datetime.now`) read
     _RENDER_DAY where it is set (this thread, inside render_chat), and the real time everywhere else (serve's renders).

@@ -601,7 +601,7 @@ def test_a_template_whose_generation_prompt_opens_a_think_block_points_to_distil
 def test_unusable_records_are_skipped_with_a_warning(tmp_path, caplog):
     """Public ShareGPT dumps hold records with nothing to train on; one of them once refused the whole file."""
     path = _sharegpt(tmp_path, [("human", "Q"), ("gpt", "A")], [], [("gpt", "only the bot")],
-                     [("human", "Q"), ("tool", "{}")], [("human", None)], [("human", ["a", "b"])])
+                     [("human", "Q"), ("critic", "{}")], [("human", None)], [("human", ["a", "b"])])
     with caplog.at_level("WARNING"):
         (conv,) = read_conversations(path)
     assert conv.messages[0]["content"] == "Q"
@@ -1393,9 +1393,9 @@ def test_lmsys_chat_and_wildchat_records_are_read_from_their_conversation(tmp_pa
     assert [list(c.messages) for c in convs] == [
         [{"role": m["role"], "content": m["content"]} for m in r["conversation"]] for r in (LMSYS, WILDCHAT)]
     assert load_prompts(path) == ["What is the capital of France?", "Write a haiku about rain."]
-    tool = {**LMSYS, "conversation": [*LMSYS["conversation"][:1], {"content": "{}", "role": "tool"}]}
-    with pytest.raises(ValueError, match=r"^`conversation` has a message with role 'tool': expected human/user"):
-        conversation_of(tool)
+    critic = {**LMSYS, "conversation": [*LMSYS["conversation"][:1], {"content": "{}", "role": "critic"}]}
+    with pytest.raises(ValueError, match=r"^`conversation` has a message with role 'critic': expected human/user"):
+        conversation_of(critic)
 
 
 def test_a_message_without_a_role_is_named_with_the_keys_it_holds(tmp_path):
@@ -1843,7 +1843,8 @@ def test_distill_answers_a_tool_calling_records_prompt(tmp_path, caplog):
     """--distill answers each conversation's first prompt only, yet agent data (OpenAI fine-tuning files with tools,
     glaive, ToolACE) lost every record, skipped whole for the tool turns after that prompt's answer ('role 'tool'',
     a call's null content). Such a record now gives --distill its prompt, the same tokens run --input-file renders
-    from it, saying how many were read so; without --distill it is still skipped (its tool turns cannot be trained)."""
+    from it, saying how many were read so; without --distill the whole conversation is read, its calls answers
+    (`test_a_tool_calling_conversation_trains_its_calls_and_answer_not_the_tool_results`)."""
     from test_prompts import OPENAI_TOOLS, TOOL_CALLING
 
     from redrafter_trt.tokens import encode_prompts
@@ -1858,11 +1859,9 @@ def test_distill_answers_a_tool_calling_records_prompt(tmp_path, caplog):
         return read_all(TrainConfig(base=tmp_path, data=[path], output=tmp_path / "out", distill=distill))
 
     with caplog.at_level("WARNING"):
-        (conv,) = read(False)
-    assert conv.messages[0]["content"] == "2+2?"
-    assert f"{path}: skipped 4 of 5 records with nothing to train on (first: line 1: `messages` has a 'assistant' " \
-           f"message whose `value`/`content` is None" in caplog.text
-    caplog.clear()
+        whole = sorted(read(False), key=lambda c: c.source)
+    assert [len(c.messages) for c in whole] == [5, 4, 5, 5, 2] and not caplog.text, caplog.text
+    assert whole[3].messages[3] == {"role": "tool", "content": TOOLACE["conversations"][2]["value"]}
     with caplog.at_level("WARNING"):
         convs = sorted(read(True), key=lambda c: c.source)
     assert f"{path}: 4 of 5 records cannot be read past their prompt (first: line 1: `messages` has a 'assistant' " \
@@ -1874,3 +1873,61 @@ def test_distill_answers_a_tool_calling_records_prompt(tmp_path, caplog):
                                        {"role": "user", "content": "How are the US markets today?"}]
     tok = make_tokenizer(tmp_path / "tok")
     assert [prompt_ids(tok, c) for c in convs] == encode_prompts(tok, load_prompts(path), True)
+
+
+QWEN25 = (Path(__file__).parent / "fixtures" / "qwen2_5_instruct_chat_template.jinja").read_text()
+
+
+def test_a_tool_calling_conversation_trains_its_calls_and_answer_not_the_tool_results(tmp_path, caplog):
+    """Agent data (an OpenAI fine-tuning file's tool calls, glaive's `function_call` / `observation` turns as
+    LLaMA-Factory writes them) was skipped without --distill ('... whose `value`/`content` is None'): the tool-call
+    text the base writes, the most predictable it writes, was never trained. A call is now an answer, written by the
+    base's chat template (Qwen2.5's `<tool_call>` block, arguments given as JSON text written as the object, not
+    quoted again), and a tool's result is masked as a prompt is."""
+    from test_prompts import GLAIVE, GLAIVE_CHATML, OPENAI_TOOLS
+
+    path = tmp_path / "agent.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in [OPENAI_TOOLS, GLAIVE, GLAIVE_CHATML]))
+    with caplog.at_level("WARNING"):
+        convs = read_conversations(path)
+    assert len(convs) == 3 and not caplog.text, caplog.text
+    tok = make_tokenizer(tmp_path / "tok")
+    tok.chat_template = QWEN25
+    masked = [_masked_text(tok, encode(tok, c, 10_000)) for c in convs]
+    assert masked == [
+        '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call><|im_end|>'
+        'It is 18C.<|im_end|>',
+        '<tool_call>\n{"name": "convert_currency", "arguments": {"amount": 500, "from": "USD", "to": "EUR"}}\n'
+        '</tool_call><|im_end|>500 US dollars are about 425.50 Euros.<|im_end|>',
+        '<tool_call>\n{"name": "create_contact", "arguments": {"name": "John Doe"}}\n</tool_call><|im_end|>'
+        'John Doe is in your contacts now.<|im_end|>']
+    whole = tok.decode(encode(tok, convs[1], 10_000).ids)
+    assert '<tool_response>\n{"converted_amount": 425.5}\n</tool_response>' in whole  # rendered, masked
+    assert '"name": "convert_currency", "parameters"' in whole  # the record's tools, given to the template
+
+
+def test_tool_calls_a_template_cannot_write_are_left_out_saying_so(tmp_path, caplog):
+    """A template that writes no tool calls (SmolLM2's, this ChatML one: the call's empty content alone) would train an
+    empty answer where the base calls a tool: such conversations are left out, counted, naming --distill; where
+    nothing else is left, train refuses in one line."""
+    from test_prompts import OPENAI_TOOLS
+
+    from redrafter_trt.train import TrainConfig
+    from redrafter_trt.train.dataset import read_all
+
+    path = tmp_path / "agent.jsonl"
+    path.write_text(json.dumps(OPENAI_TOOLS) + "\n" + json.dumps({"question": "2+2?", "answer": "4"}) + "\n")
+    tok = make_tokenizer(tmp_path / "tok")
+    cfg = TrainConfig(base=tmp_path, data=[path], output=tmp_path / "out")
+    with caplog.at_level("WARNING"):
+        (conv,) = read_all(cfg, tok)
+    assert conv.messages[0]["content"] == "2+2?"
+    assert (f"the base's chat template writes no tool calls, so 1 of 2 conversations calling tools cannot be trained "
+            f"(first: {path} line 1): left out; pass --distill") in caplog.text, caplog.text
+    path.write_text(json.dumps(OPENAI_TOOLS) + "\n")
+    with pytest.raises(ConfigError, match=r"writes no tool calls, .*: pass --distill to train on the base's own "
+                                          r"answers to their prompts, or use a base whose chat template writes tool "
+                                          r"calls \(Qwen2.5's, Qwen3's\)$"):
+        read_all(cfg, tok)
+    tok.chat_template = QWEN25
+    assert len(read_all(cfg, tok)) == 1

@@ -14,8 +14,12 @@ Records (jsonl, one object per line, a JSON list such as ShareGPT, or a .txt fil
                     opening the conversation
     history         beside a prompt (LLaMA-Factory's Alpaca column): the turns before it, [[instruction, answer], ...]
     tools           beside any of these (OpenAI's, or `functions`): the tool definitions the chat template is given
-A record with nothing to train on is skipped with a warning (with --distill, one whose prompt reads gives it: agent
-data's tool turns after it). Consecutive turns of one role are kept as they are, and joined only for a chat template
+Agent data's turns are read into a conversation: a tool call (OpenAI's assistant turn with `tool_calls`, its content
+null; glaive's `function_call` ShareGPT turn, as LLaMA-Factory writes it) is an answer, its calls written by the chat
+template (Qwen2.5's `<tool_call>` blocks); a tool's result (OpenAI's `tool` turn; `observation`) is masked out of the
+loss as a prompt is. With --distill, which answers a conversation's first prompt only, a record is read up to its
+first call. A record with nothing to train on is skipped with a warning (with --distill, one whose prompt reads gives
+it). Consecutive turns of one role are kept as they are, and joined only for a chat template
 that refuses them (Llama-2 and Mistral require alternating roles).
 
 An `Example` is one rendered conversation: `ids` [T] token ids from the base tokenizer's chat template and `mask`
@@ -50,8 +54,9 @@ def _droppable(conv: "Conversation") -> str:
 
 @dataclass(frozen=True)
 class Conversation:
-    """messages: [{"role": "system"|"user"|"assistant", "content": str}]; the last one may be a user turn
-    (a prompt still waiting for its answer). tools: the tool definitions the chat template is given with them
+    """messages: [{"role": "system"|"user"|"assistant"|"tool", "content": str}], an assistant turn with
+    `tool_calls` too (OpenAI's), a tool one its `tool_call_id`; the last one may be a user turn (a prompt still
+    waiting for its answer). tools: the tool definitions the chat template is given with them
     (`tools_of`)."""
     messages: tuple[dict, ...]
     source: str = field(default="", compare=False)  # "FILE line N", named in errors
@@ -61,7 +66,12 @@ class Conversation:
     def has_answer(self) -> bool:
         """Whether an assistant turn has text: a blank one is no answer, as Alpaca's `"output": ""` (a generation
         file's last `messages` or ShareGPT turn once trained as one, or was refused as too short to train on)."""
-        return any(m["role"] == "assistant" and m["content"].strip() for m in self.messages)
+        return any(m["role"] == "assistant" and (m["content"].strip() or m.get("tool_calls")) for m in self.messages)
+
+    @property
+    def calls_tools(self) -> bool:
+        """Whether an assistant turn calls tools (`tool_calls`): a chat template must write them."""
+        return any(m.get("tool_calls") for m in self.messages)
 
     def prompt_messages(self) -> list[dict]:
         """The messages before the first assistant turn (what distillation answers; run, bench and acceptance send a
@@ -78,10 +88,11 @@ class Example:
     cut: int = 0  # answer tokens past --max-seq-len, left out (reference conversations only)
 
 
-def conversation_of(record, source: str = "", prompt_only: bool = False) -> Conversation:
+def conversation_of(record, source: str = "", prompt_only: bool = False, tool_turns: bool = True) -> Conversation:
     """One record -> a Conversation (`messages_of`: the conversation `prompt_of` takes a prompt file's prompt from);
     raises ValueError (with the reason) for a record it cannot read. source: where the record is ("FILE line N"), for
-    later errors. prompt_only: its messages before the first answer alone, nothing after them read."""
+    later errors. prompt_only: its messages before the first answer alone, nothing after them read. tool_turns: tool
+    calls and results read (`messages_of`), else refused."""
     if prompt_only:
         return Conversation(tuple(before_answer(messages_of(record, prompt_only=True))), source, tools_of(record))
     if isinstance(record, dict) and not any(key in record for key in PROMPT_KEYS):
@@ -91,7 +102,7 @@ def conversation_of(record, source: str = "", prompt_only: bool = False) -> Conv
         key = first_filled(record, ANSWER_KEYS)  # a blank one is none (messages_of): a prompt for --distill
         if key and not isinstance(record[key], str):
             raise ValueError(f"`{key}` is {record[key]!r}: write the answer as a string")
-    messages = list(messages_of(record))
+    messages = list(messages_of(record, tool_turns=tool_turns))
     for m in messages:
         check_text(m["content"], f"its {m['role']} message")
     return Conversation(tuple(messages), source, tools_of(record))
@@ -101,7 +112,7 @@ def read_conversations(path: Path | str, prompts_only: bool = False) -> list[Con
     """Every usable record of a jsonl or JSON-list file, in file order. A record with nothing to train on (no user
     message, an unknown role, a message that is not a string: public ShareGPT dumps have some) is skipped with a
     warning; prompts_only (--distill, which answers a conversation's first prompt only): its prompt is read where
-    that reads (agent data's tool turns after it), saying so. Raises ConfigError for a missing file, one that is not
+    that reads (agent data's tool turns after it, which it does not read), saying so. Raises ConfigError for a missing file, one that is not
     JSON or jsonl, or one without a usable record (naming the first refused record's line or number, 1-based)."""
     path = Path(path)
     if not path.is_file():
@@ -112,7 +123,7 @@ def read_conversations(path: Path | str, prompts_only: bool = False) -> list[Con
     out, skipped, prompts = [], [], []
     for where, record in located:
         try:
-            out.append(conversation_of(record, f"{path} {where}"))
+            out.append(conversation_of(record, f"{path} {where}", tool_turns=not prompts_only))
         except ValueError as e:
             conv = _prompt_or_none(record, f"{path} {where}") if prompts_only else None
             if conv is None:

@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 
 from ..errors import ConfigError
-from ..tokens import shows_tools
+from ..tokens import shows_tools, writes_tool_calls
 from .cache import using
 from .chunks import dtype_name
 from .config import TrainConfig
@@ -67,10 +67,14 @@ def distill_folder(cache_dir: Path, base: Path, dtype: torch.dtype) -> Path:
 def read_all(cfg: TrainConfig, tokenizer=None) -> list[Conversation]:
     """Every distinct conversation of every data file, shuffled under the seed, cut to max_examples. Their tools are
     dropped where the tokenizer's chat template shows none (`shows_tools`): they render nothing, and a conversation
-    with them and its copy without were two, trained twice or each on one side of the held-out split."""
+    with them and its copy without were two, trained twice or each on one side of the held-out split. Conversations
+    calling tools are left out, counted, where the template writes no tool calls (`writes_tool_calls`: SmolLM2's
+    trained an empty answer in their place)."""
     convs = [c for path in cfg.data for c in read_conversations(path, cfg.distill)]
     if tokenizer is not None and not shows_tools(tokenizer):
         convs = [dataclasses.replace(c, tools=()) for c in convs]
+    if tokenizer is not None and any(c.calls_tools for c in convs) and not writes_tool_calls(tokenizer):
+        convs = _without_calls(convs)
     convs = unique(convs)
     random.Random(cfg.seed).shuffle(convs)
     return convs[: cfg.max_examples] if cfg.max_examples else convs
@@ -89,6 +93,19 @@ def _said_by_rank_0(rank: int):
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
+
+
+def _without_calls(convs: list[Conversation]) -> list[Conversation]:
+    """convs less those calling tools, saying how many; a ConfigError when none is left."""
+    kept = [c for c in convs if not c.calls_tools]
+    first = next(c.source for c in convs if c.calls_tools)
+    why = (f"the base's chat template writes no tool calls, so {len(convs) - len(kept)} of {len(convs)} "
+           f"conversations calling tools cannot be trained (first: {first})")
+    if not kept:
+        raise ConfigError(f"{why}: pass --distill to train on the base's own answers to their prompts, or use a base "
+                          f"whose chat template writes tool calls (Qwen2.5's, Qwen3's)")
+    log.warning("%s: left out; pass --distill to train on the base's own answers to their prompts", why)
+    return kept
 
 
 def unique(convs: list[Conversation]) -> list[Conversation]:
@@ -146,9 +163,10 @@ def _prompt_key(conv: Conversation) -> tuple:
 
 
 def _key(conv: Conversation, messages: list[dict]) -> tuple:
-    """What tells conversations (or their prompts) apart: the messages' roles and texts, and conv's tools (a template
-    showing them renders another prompt)."""
-    return json.dumps(conv.tools, sort_keys=True), tuple((m["role"], m["content"]) for m in messages)
+    """What tells conversations (or their prompts) apart: the messages' roles, texts and tool calls, and conv's tools
+    (a template showing them renders another prompt)."""
+    return json.dumps(conv.tools, sort_keys=True), tuple((m["role"], m["content"], json.dumps(m.get("tool_calls")))
+                                                         for m in messages)
 
 
 def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir: Path, base_dtype: torch.dtype, *,
