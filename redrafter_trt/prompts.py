@@ -188,12 +188,9 @@ def _chat(messages, key: str, prompt_only: bool, tool_turns: bool = False) -> It
 
 def _tool_turn(msg: dict, who: str, where: str) -> dict | None:
     """A tool call (OpenAI's assistant turn with `tool_calls`, or a CALLS turn) as an assistant turn with
-    `tool_calls` (serve's `_tool_calls`: arguments given as JSON text passed as the object, which Qwen2.5's template
+    `tool_calls` (`template_tool_calls`: arguments given as JSON text passed as the object, which Qwen2.5's template
     writes `| tojson`), its content "" when null; a RESULTS turn as {"role": "tool", "content", "tool_call_id"}; None
     for any other turn. A ValueError names a call it cannot read."""
-    from .serve_errors import RequestError
-    from .serve_request import _tool_calls
-
     calls = msg.get("tool_calls") if ROLES.get(who) == "assistant" else _call_json(msg, who, where)
     if who in RESULTS:
         text = check_text(_text_or_refuse(msg, who, where), where)
@@ -202,12 +199,36 @@ def _tool_turn(msg: dict, who: str, where: str) -> dict | None:
     if not calls:
         return None
     try:
-        calls = _tool_calls(calls, 0)
-    except RequestError:
+        calls = template_tool_calls(calls)
+    except ValueError:
         raise ValueError(f"{where} has a tool call that is not {{\"type\": \"function\", \"function\": {{\"name\": "
                          f"str, \"arguments\": JSON object}}}}: fix or remove that record") from None
     content = "" if msg.get("content") is None else _text_or_refuse(msg, who, where)
     return {"role": "assistant", "content": check_text(content, where), "tool_calls": calls}
+
+
+def template_tool_calls(calls) -> list[dict]:
+    """OpenAI's `tool_calls` (an assistant turn's, a serve request's) as chat templates read them: arguments sent as a
+    JSON object's text are given as the object (Qwen2.5's template writes `arguments | tojson`, which would quote the
+    text again; Qwen3's writes a string as it is), as vLLM gives them. A ValueError for calls of another shape."""
+    if calls is None or calls == []:
+        return []
+    if not isinstance(calls, list):
+        raise ValueError("tool_calls is not a list")
+    out = []
+    for call in calls:
+        function = call.get("function") if isinstance(call, dict) else None
+        if (not isinstance(function, dict) or call.get("type", "function") != "function"
+                or not isinstance(function.get("name"), str)
+                or not isinstance(function.get("arguments"), (str, dict))):
+            raise ValueError("a tool call of another shape")
+        arguments = function["arguments"]
+        if isinstance(arguments, str):
+            parsed = _json_or_none(arguments)
+            arguments = parsed if isinstance(parsed, dict) else arguments
+        out.append({**({"id": call["id"]} if isinstance(call.get("id"), str) else {}), "type": "function",
+                    "function": {"name": function["name"], "arguments": arguments}})
+    return out
 
 
 def _call_json(msg: dict, who: str, where: str) -> list | None:

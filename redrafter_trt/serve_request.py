@@ -17,7 +17,7 @@ import math
 import secrets
 from dataclasses import dataclass
 
-from .prompts import text_of
+from .prompts import template_tool_calls, text_of
 from .serve_backend import MAX_PROMPTS
 from .serve_errors import RequestError
 from .tokens import template_kwargs_refusal
@@ -110,32 +110,12 @@ def _reasoning(m: dict, i: int) -> dict:
 
 
 def _tool_calls(calls, i: int) -> list[dict]:
-    """An assistant message's `tool_calls` as chat templates read them: arguments sent as a JSON object's text are
-    given as the object (Qwen2.5's template writes `arguments | tojson`, which would quote the text again; Qwen3's
-    writes a string as it is), as vLLM gives them."""
-    if calls is None or calls == []:
-        return []
-    need = (f'"messages"[{i}]: "tool_calls" must be a list of {{"id": str, "type": "function", "function": '
-            '{"name": str, "arguments": JSON object text}}')
-    if not isinstance(calls, list):
-        raise RequestError(need)
-    out = []
-    for call in calls:
-        function = call.get("function") if isinstance(call, dict) else None
-        if (not isinstance(function, dict) or call.get("type", "function") != "function"
-                or not isinstance(function.get("name"), str)
-                or not isinstance(function.get("arguments"), (str, dict))):
-            raise RequestError(need)
-        arguments = function["arguments"]
-        if isinstance(arguments, str):
-            try:
-                parsed = json.loads(arguments)
-            except ValueError:
-                parsed = None
-            arguments = parsed if isinstance(parsed, dict) else arguments
-        out.append({**({"id": call["id"]} if isinstance(call.get("id"), str) else {}), "type": "function",
-                    "function": {"name": function["name"], "arguments": arguments}})
-    return out
+    """An assistant message's `tool_calls` as chat templates read them (`prompts.template_tool_calls`)."""
+    try:
+        return template_tool_calls(calls)
+    except ValueError:
+        raise RequestError(f'"messages"[{i}]: "tool_calls" must be a list of {{"id": str, "type": "function", '
+                           '"function": {"name": str, "arguments": JSON object text}}') from None
 
 
 TOOL_SHAPE = '{"type": "function", "function": {"name": str, "description": str, "parameters": JSON schema}}'
