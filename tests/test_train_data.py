@@ -1931,3 +1931,49 @@ def test_tool_calls_a_template_cannot_write_are_left_out_saying_so(tmp_path, cap
         read_all(cfg, tok)
     tok.chat_template = QWEN25
     assert len(read_all(cfg, tok)) == 1
+
+
+# Qwen3's chat template, reduced to how it writes a tool-calling loop: the tools' results in one user turn, a call
+# after the last user query without a <think> block unless it is the last turn (QWEN3_THINK)
+QWEN3_TOOLS = ("{% set ns = namespace(last=0) %}{% for m in messages %}{% if m['role'] == 'user' %}"
+               "{% set ns.last = loop.index0 %}{% endif %}{% endfor %}{% for m in messages %}"
+               "{% if m['role'] == 'tool' %}{% if messages[loop.index0 - 1]['role'] != 'tool' %}"
+               "{{ '<|im_start|>user' }}{% endif %}{{ '\n<tool_response>\n' + m['content'] + '\n</tool_response>' }}"
+               "{% if loop.last or messages[loop.index0 + 1]['role'] != 'tool' %}{{ '<|im_end|>\n' }}{% endif %}"
+               "{% elif m['role'] == 'assistant' %}{{ '<|im_start|>assistant\n' }}"
+               "{% if loop.index0 > ns.last and loop.last %}{{ '<think>\n\n</think>\n\n' }}{% endif %}"
+               "{{ m['content'] }}{% for c in m['tool_calls'] or [] %}"
+               "{{ '<tool_call>\n' + c['function']['name'] + '\n</tool_call>' }}{% endfor %}{{ '<|im_end|>\n' }}"
+               "{% else %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}{% endif %}"
+               "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+
+def test_tool_calling_loops_qwen3s_template_cannot_split_are_left_out_saying_so(tmp_path, caplog):
+    """Qwen3's template writes tool calls, but gives the last answer alone a <think> block, so a call followed by
+    the tool's result and an answer cannot be split into turns: since tool calls were read, every such record
+    stopped train whole with encode's refusal (where they were skipped before), though the README names Qwen3 as a
+    base that trains them. They are left out, counted, naming --distill; a call answering alone still trains."""
+    from test_prompts import OPENAI_TOOLS
+
+    from redrafter_trt.train import TrainConfig
+    from redrafter_trt.train.dataset import read_all
+
+    alone = {"messages": OPENAI_TOOLS["messages"][:2] + [{"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "get_time", "arguments": "{}"}}]}]}
+    path = tmp_path / "agent.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in [OPENAI_TOOLS, alone, {"question": "2+2?", "answer": "4"}]))
+    tok = make_tokenizer(tmp_path / "tok")
+    tok.chat_template = QWEN3_TOOLS
+    cfg = TrainConfig(base=tmp_path, data=[path], output=tmp_path / "out")
+    with caplog.at_level("WARNING"):
+        convs = sorted(read_all(cfg, tok), key=lambda c: c.source)
+    assert [c.source for c in convs] == [f"{path} line 2", f"{path} line 3"]
+    assert (f"the base's chat template does not render 1 of 2 conversations calling tools turn by turn (Qwen3's "
+            f"gives the last answer alone a <think> block), so they cannot be trained (first: {path} line 1): left "
+            f"out; pass --distill") in caplog.text, caplog.text
+    assert _masked_text(tok, encode(tok, convs[0], 1000)) == ("<think>\n\n</think>\n\n<tool_call>\nget_time\n"
+                                                             "</tool_call><|im_end|>")
+    path.write_text(json.dumps(OPENAI_TOOLS) + "\n")
+    with pytest.raises(ConfigError, match=r"turn by turn .*: pass --distill to train on the base's own answers to "
+                                          r"their prompts, or drop their turns after the first answer$"):
+        read_all(cfg, tok)

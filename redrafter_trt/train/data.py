@@ -198,23 +198,15 @@ def encode(tokenizer, conv: Conversation, max_len: int) -> Example:
     if not getattr(tokenizer, "chat_template", None):
         raise ConfigError("the base tokenizer has no chat template: train a drafter for a chat/instruct model, "
                           "or add a chat_template to its tokenizer_config.json")
-    msgs, text = _as_template_takes(tokenizer, conv, list(conv.messages),
-                                    add_generation_prompt=not conv.messages[-1]["role"] == "assistant")
-    spans = []
-    for j, m in enumerate(msgs):
-        if m["role"] != "assistant":
-            continue
-        before = _render(tokenizer, conv, msgs[:j], add_generation_prompt=True)
-        through = _render(tokenizer, conv, msgs[: j + 1], add_generation_prompt=False)
-        if not (text.startswith(before) and text.startswith(through) and through.startswith(before)):
-            raise ConfigError(f"{conv.source or 'a conversation'}: the base's chat template does not render it "
-                              f"prefix by prefix (Mistral's moves a system message"
-                              f"{' and the tools' if conv.tools else ''} into the last user turn; DeepSeek-R1's opens "
-                              f"its generation prompt with <think>; Qwen3's gives the last answer alone a <think> "
-                              f"block), so its assistant turns cannot be located: {_droppable(conv)}, remove that "
-                              f"record, or train on the base's own answers with --distill (it renders only the "
-                              f"prompt)")
-        spans.append((len(before), len(through)))
+    text, spans = _spans(tokenizer, conv)
+    if spans is None:
+        raise ConfigError(f"{conv.source or 'a conversation'}: the base's chat template does not render it "
+                          f"prefix by prefix (Mistral's moves a system message"
+                          f"{' and the tools' if conv.tools else ''} into the last user turn; DeepSeek-R1's opens "
+                          f"its generation prompt with <think>; Qwen3's gives the last answer alone a <think> "
+                          f"block), so its assistant turns cannot be located: {_droppable(conv)}, remove that "
+                          f"record, or train on the base's own answers with --distill (it renders only the "
+                          f"prompt)")
     ids, starts = _tokenize(tokenizer, text, [a for a, _ in spans])
     eos = tokenizer.eos_token_id
     mask, span_of, after_eos = [], [], False
@@ -230,6 +222,29 @@ def encode(tokenizer, conv: Conversation, max_len: int) -> Example:
     _untrain_filler(mask, span_of, ids, starts, spans, text, special_ids(tokenizer))
     # masked whole, then cut: the kept tokens' mask is the same (the filler test reads the text to each span's end)
     return Example(tuple(ids[:max_len]), tuple(mask[:max_len]), cut=sum(mask[max_len:]))
+
+
+def renders_by_turn(tokenizer, conv: Conversation) -> bool:
+    """Whether the chat template renders conv prefix by prefix, so that `encode` finds its assistant turns (Qwen3's
+    does not where an answer follows another after the last user turn, as in a tool-calling loop)."""
+    return _spans(tokenizer, conv)[1] is not None
+
+
+def _spans(tokenizer, conv: Conversation) -> tuple[str, list[tuple[int, int]] | None]:
+    """(the chat template's text of conv, each assistant turn's (start, end) character span in it), the spans None
+    where the template does not render conv prefix by prefix (`encode`)."""
+    msgs, text = _as_template_takes(tokenizer, conv, list(conv.messages),
+                                    add_generation_prompt=not conv.messages[-1]["role"] == "assistant")
+    spans = []
+    for j, m in enumerate(msgs):
+        if m["role"] != "assistant":
+            continue
+        before = _render(tokenizer, conv, msgs[:j], add_generation_prompt=True)
+        through = _render(tokenizer, conv, msgs[: j + 1], add_generation_prompt=False)
+        if not (text.startswith(before) and text.startswith(through) and through.startswith(before)):
+            return text, None
+        spans.append((len(before), len(through)))
+    return text, spans
 
 
 def special_ids(tokenizer) -> set[int]:

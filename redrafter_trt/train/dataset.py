@@ -19,7 +19,8 @@ from ..tokens import shows_tools, writes_tool_calls
 from .cache import using
 from .chunks import dtype_name
 from .config import TrainConfig
-from .data import Conversation, Example, cut_middle, encode, prompt_ids, read_conversations
+from .data import (Conversation, Example, cut_middle, encode, prompt_ids, read_conversations,
+                   renders_by_turn)
 from .distill import distill
 
 log = logging.getLogger(__name__)
@@ -73,8 +74,8 @@ def read_all(cfg: TrainConfig, tokenizer=None) -> list[Conversation]:
     convs = [c for path in cfg.data for c in read_conversations(path, cfg.distill)]
     if tokenizer is not None and not shows_tools(tokenizer):
         convs = [dataclasses.replace(c, tools=()) for c in convs]
-    if tokenizer is not None and any(c.calls_tools for c in convs) and not writes_tool_calls(tokenizer):
-        convs = _without_calls(convs)
+    if tokenizer is not None and any(c.calls_tools for c in convs):
+        convs = _without_calls(convs, tokenizer)
     convs = unique(convs)
     random.Random(cfg.seed).shuffle(convs)
     return convs[: cfg.max_examples] if cfg.max_examples else convs
@@ -95,15 +96,29 @@ def _said_by_rank_0(rank: int):
             logger.setLevel(level)
 
 
-def _without_calls(convs: list[Conversation]) -> list[Conversation]:
-    """convs less those calling tools, saying how many; a ConfigError when none is left."""
-    kept = [c for c in convs if not c.calls_tools]
-    first = next(c.source for c in convs if c.calls_tools)
-    why = (f"the base's chat template writes no tool calls, so {len(convs) - len(kept)} of {len(convs)} "
-           f"conversations calling tools cannot be trained (first: {first})")
+def _without_calls(convs: list[Conversation], tokenizer) -> list[Conversation]:
+    """convs less those calling tools that the chat template cannot train: it writes no tool calls
+    (`writes_tool_calls`), or does not render the conversation turn by turn (`renders_by_turn`: Qwen3's, whose last
+    answer alone has a <think> block, refused a tool-calling loop's every record), saying how many; a ConfigError when
+    none is left."""
+    writes = writes_tool_calls(tokenizer)
+    out = [c for c in convs if c.calls_tools and not (writes and renders_by_turn(tokenizer, c))]
+    if not out:
+        return convs
+    left_out = {id(c) for c in out}
+    kept = [c for c in convs if id(c) not in left_out]
+    calling = sum(c.calls_tools for c in convs)
+    if writes:
+        why = (f"the base's chat template does not render {len(out)} of {calling} conversations calling tools turn "
+               f"by turn (Qwen3's gives the last answer alone a <think> block), so they cannot be trained "
+               f"(first: {out[0].source})")
+        other = "or drop their turns after the first answer"
+    else:
+        why = (f"the base's chat template writes no tool calls, so {len(out)} of {len(convs)} "
+               f"conversations calling tools cannot be trained (first: {out[0].source})")
+        other = "or use a base whose chat template writes tool calls (Qwen2.5's, Qwen3's)"
     if not kept:
-        raise ConfigError(f"{why}: pass --distill to train on the base's own answers to their prompts, or use a base "
-                          f"whose chat template writes tool calls (Qwen2.5's, Qwen3's)")
+        raise ConfigError(f"{why}: pass --distill to train on the base's own answers to their prompts, {other}")
     log.warning("%s: left out; pass --distill to train on the base's own answers to their prompts", why)
     return kept
 
