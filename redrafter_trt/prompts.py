@@ -241,7 +241,8 @@ def _call_json(msg: dict, who: str, where: str) -> list | None:
     if call is None and isinstance(value, str):
         try:
             call = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
+            json.dumps(call)  # a literal JSON has not (a set, bytes) is no call a template writes
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
             call = None
     calls = call if isinstance(call, list) else [call]
     if not calls or not all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in calls):

@@ -1977,3 +1977,23 @@ def test_tool_calling_loops_qwen3s_template_cannot_split_are_left_out_saying_so(
     with pytest.raises(ConfigError, match=r"turn by turn .*: pass --distill to train on the base's own answers to "
                                           r"their prompts, or drop their turns after the first answer$"):
         read_all(cfg, tok)
+
+
+def test_a_glaive_call_whose_python_literal_is_no_json_is_skipped_with_a_warning(tmp_path, caplog):
+    """glaive's calls are read as Python literals too (single-quoted JSON), which also give sets and bytes that no
+    chat template's `tojson` writes: read_all stopped in a TypeError traceback ('Object of type set is not JSON
+    serializable') telling duplicates apart. Such a record is skipped with the others that are no tool call."""
+    from redrafter_trt.train import TrainConfig
+    from redrafter_trt.train.dataset import read_all
+
+    path = tmp_path / "glaive.jsonl"
+    calls = ["{'name': 'f', 'arguments': {'a': {1, 2}}}", "{'name': 'f', 'arguments': {'a': b'x'}}",
+             "{'name': 'f', 'arguments': '{\"a\": 1}'}"]
+    path.write_text("".join(json.dumps({"conversations": [{"from": "human", "value": "Q"},
+                                                          {"from": "function_call", "value": v}]}) + "\n"
+                            for v in calls))
+    with caplog.at_level("WARNING"):
+        (conv,) = read_all(TrainConfig(base=tmp_path, data=[path], output=tmp_path / "out"))
+    assert conv.messages[1]["tool_calls"] == [{"type": "function", "function": {"name": "f", "arguments": {"a": 1}}}]
+    assert f"{path}: skipped 2 of 3 records with nothing to train on (first: line 1: `conversations` message 2 " \
+           f"(function_call) is not a tool call's JSON" in caplog.text, caplog.text
