@@ -431,9 +431,11 @@ def records(path: Path, text: str) -> list[tuple[str, object]]:
 
 
 def _json_or_none(text: str):
+    """text's JSON value, or None where json cannot read it (not JSON; nested past the recursion limit; a number over
+    sys.get_int_max_str_digits() digits, json's ValueError that is no JSONDecodeError)."""
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
         return None
 
 

@@ -1997,3 +1997,25 @@ def test_a_glaive_call_whose_python_literal_is_no_json_is_skipped_with_a_warning
     assert conv.messages[1]["tool_calls"] == [{"type": "function", "function": {"name": "f", "arguments": {"a": 1}}}]
     assert f"{path}: skipped 2 of 3 records with nothing to train on (first: line 1: `conversations` message 2 " \
            f"(function_call) is not a tool call's JSON" in caplog.text, caplog.text
+
+
+def test_a_tool_call_json_cannot_read_is_read_as_text_not_a_traceback(tmp_path, caplog):
+    """json reads nested lists recursively, and refuses a number over 4300 digits with a ValueError that is no
+    JSONDecodeError: a glaive call nested that deep stopped train in a RecursionError traceback, and an OpenAI call's
+    arguments holding such a number refused its record ('not {"type": "function", ...}'), where serve once kept
+    them as the text they are. The call is no tool call's JSON (skipped, saying so); the arguments stay text."""
+    from redrafter_trt.train import TrainConfig
+    from redrafter_trt.train.dataset import read_all
+
+    deep = {"conversations": [{"from": "human", "value": "Q"},
+                              {"from": "function_call", "value": "[" * 100_000 + "]" * 100_000}]}
+    digits = "1" * 5000
+    long = {"messages": [{"role": "user", "content": "Q"}, {"role": "assistant", "content": None, "tool_calls": [
+        {"type": "function", "function": {"name": "f", "arguments": digits}}]}]}
+    path = tmp_path / "agent.jsonl"
+    path.write_text(json.dumps(deep) + "\n" + json.dumps(long) + "\n")
+    with caplog.at_level("WARNING"):
+        (conv,) = read_all(TrainConfig(base=tmp_path, data=[path], output=tmp_path / "out"))
+    assert conv.messages[1]["tool_calls"] == [{"type": "function", "function": {"name": "f", "arguments": digits}}]
+    assert f"{path}: skipped 1 of 2 records with nothing to train on (first: line 1: `conversations` message 2 " \
+           f"(function_call) is not a tool call's JSON" in caplog.text, caplog.text
