@@ -43,6 +43,7 @@ class HermesCalls:
 
     def __init__(self):
         self.pending = ""      # text not decided yet: a possible start of START, or a block without its END
+        self.searched = 0      # how much of an open block's `pending` was searched for END
         self.space = ""        # whitespace at the content's end: dropped when a call follows
         self.after_call = False  # the last thing read was a call: the whitespace after it is held
         self.before = self.after = ""  # the whitespace before the calls since the last content, and after the last
@@ -55,9 +56,11 @@ class HermesCalls:
         content, calls = "", []
         while True:
             if self.pending.startswith(self.START):
-                end = self.pending.find(self.END, len(self.START))
-                if end < 0:
+                end = self.pending.find(self.END, max(len(self.START), self.searched - len(self.END) + 1))
+                if end < 0:  # an END may begin in the last len(END) - 1 characters: the next search starts there
+                    self.searched = len(self.pending)
                     return content, calls
+                self.searched = 0
                 block, self.pending = self.pending[:end + len(self.END)], self.pending[end + len(self.END):]
                 call = self._call(block[len(self.START):-len(self.END)])
                 if call is None:  # not a call: the block is content
@@ -77,7 +80,7 @@ class HermesCalls:
         (the answer stopped at a stop string "</tool_call>", or at EOS, as vLLM's hermes parser takes it), else
         content (cut by max_tokens)."""
         call = self._call(self.pending[len(self.START):]) if self.pending.startswith(self.START) else None
-        self.pending, pending = "", self.pending
+        self.pending, pending, self.searched = "", self.pending, 0
         if call is not None:
             return "", [self._took(call)]
         content = self._content(pending) + self.space

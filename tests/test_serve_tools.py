@@ -88,6 +88,38 @@ def test_the_qwen3_parser_splits_content_and_calls_whole_and_streamed(case):
         assert not any("<" in d for d in deltas)
 
 
+class Searched(str):
+    """A parser's pending text that counts the characters its `find` searches."""
+    chars = 0
+
+    def find(self, sub, start=0, *args):
+        Searched.chars += len(self) - start
+        return super().find(sub, start, *args)
+
+
+class CountingCalls(TOOL_PARSERS["qwen3"]):
+    pending = property(lambda self: Searched(self.__dict__["pending"]),
+                       lambda self, text: self.__dict__.__setitem__("pending", text))
+
+
+@pytest.mark.parametrize("step", [1, 7])
+def test_an_open_call_is_searched_for_its_end_once_not_on_every_delta(step):
+    """A review: while a <tool_call> block was open, each delta searched the whole block from its start for
+    </tool_call>: quadratic over a long call (a 20000-character one streamed a character at a time searched about
+    200 million characters). Now each search starts where the last one left off, less a </tool_call> split over
+    deltas."""
+    text = "Sure.\n" + CALL.replace("Paris", "P" * 20000) + "\n" + CALL
+    parser, content, found = CountingCalls(), "", []
+    Searched.chars = 0
+    for at in range(0, len(text), step):
+        delta, new = parser.add(text[at:at + step])
+        content, found = content + delta, found + new
+    delta, new = parser.finish()
+    assert (content + delta, shown(found + new)) == ("Sure.", [("get_weather", {"city": "P" * 20000}),
+                                                               ("get_weather", {"city": "Paris"})])
+    assert Searched.chars <= 2 * len(CountingCalls.END) * len(text)  # the last END-length searched again per delta
+
+
 def chat(body: dict, tool_parser: str | None = "qwen3"):
     """parse and refuse_unsupported as the app calls them, for a greedy checkpoint."""
     req = parse(body, True, "tiny", 16, tool_parser)
