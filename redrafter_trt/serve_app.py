@@ -173,16 +173,20 @@ class App:
         def usage_of(prompt_tokens: int, made: int) -> dict:
             return {"prompt_tokens": prompt_tokens, "completion_tokens": made, "total_tokens": prompt_tokens + made}
 
-        def chunk(i: int, delta: str, values: list, role: bool = False, made: int = 0, calls: list = (),
-                  reasoning: str = "") -> None:
-            """calls: tool calls, in a chunk of their own (delta: the text before them, sent first). reasoning: the
-            answer's thinking (`delta.reasoning_content`, without a content when delta is empty)."""
-            if calls:
-                part = {"delta": {"tool_calls": [{"index": k, **c} for k, c in calls]}}
+        def chunk(i: int, delta: str, values: list, role: bool = False, made: int = 0, reasoning: str = "",
+                  call: tuple[int, dict] | None = None) -> None:
+            """reasoning: the answer's thinking (`delta.reasoning_content`, without a content when delta is empty).
+            call: (k, a tool call): the chunk holds that call alone, indexed k among the answer's calls (delta and
+            reasoning are not sent)."""
+            if call is not None:
+                part = {"delta": {"tool_calls": [{"index": call[0], **call[1]}]}}
+            elif not chat:
+                part = {"text": delta}
+            elif reasoning:
+                part = {"delta": ({"role": "assistant"} if role else {}) | {"reasoning_content": reasoning} | (
+                    {"content": delta} if delta else {})}
             else:
-                part = ({"delta": ({"role": "assistant"} if role else {}) | (
-                    {"reasoning_content": reasoning} if reasoning else {}) | (
-                    {"content": delta} if delta or not reasoning else {})} if chat else {"text": delta})
+                part = {"delta": {"role": "assistant", "content": delta} if role else {"content": delta}}
             # as OpenAI: with include_usage every chunk has a usage, null but the last (continuous: so far)
             usage = ({"usage": usage_of(len(prompts[i // n]), made)} if req.continuous_usage else
                      {"usage": None} if req.include_usage else {})
@@ -207,7 +211,7 @@ class App:
                 chunk(i, content, [], made=made)
             first = len(parsers[i].calls) - len(calls)
             for k, call in enumerate(calls, first):
-                chunk(i, "", [], made=made, calls=[(k, call)])
+                chunk(i, "", [], made=made, call=(k, call))
 
         def split(i: int, reasoning: str, text: str, values: list, made: int) -> None:
             """Answer i's next reasoning and text: its tool calls parsed out of the text, after the reasoning."""
@@ -215,12 +219,18 @@ class App:
                 if reasoning:
                     chunk(i, "", [], made=made, reasoning=reasoning)
                 tool_chunks(i, *parsers[i].add(text), made)
-            elif reasoning or text or values or not thinkers:
+            elif reasoning or text or values:
                 chunk(i, text, values, made=made, reasoning=reasoning)
 
-        def on_delta(r: int, delta: str, values: list, made: int) -> None:
+        def parsed(r: int, delta: str, values: list, made: int) -> None:
             for i in range(r * copies, (r + 1) * copies):
                 split(i, *(thinkers[i].add(delta) if thinkers else ("", delta)), after_echo(i, values), made)
+
+        def plain(r: int, delta: str, values: list, made: int) -> None:  # no parser: each delta goes out as it is
+            for i in range(r * copies, (r + 1) * copies):
+                chunk(i, delta, after_echo(i, values), made=made)
+
+        on_delta = parsed if parsers or thinkers else plain
 
         def still_there(*_) -> None:  # a non-streaming client that left frees its rows too
             if alive is not None and not alive():
