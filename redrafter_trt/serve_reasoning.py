@@ -24,7 +24,7 @@ back the start of a stop string), and a whole answer is parsed by the same steps
 
 from __future__ import annotations
 
-from .serve_text import _begins
+from .serve_text import begins
 
 START, END = "<think>", "</think>"
 # serve --reasoning-parser NAME -> where its answers start: before their thinking (which they open with <think>) or
@@ -60,7 +60,7 @@ class Thinking:
                 self.pending, self.state = self.pending.removeprefix(START), "thinking"
             tag = START if self.state == "before" else END
             at = self.pending.find(tag)
-            cut = at if at >= 0 else len(self.pending) - _begins(tag, self.pending)
+            cut = at if at >= 0 else len(self.pending) - begins(tag, self.pending)
             if self.state == "before":
                 content += self.pending[:cut]
             else:

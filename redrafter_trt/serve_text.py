@@ -98,7 +98,7 @@ class AnswerText:
         self.text = text
         clean = _clean(text)  # byte-fallback tokenizers write one per byte of an unfinished character
         end = text[max(clean - self.longest, 0):clean]
-        held = max((_begins(s, end) for s in self.stop), default=0)
+        held = max((begins(s, end) for s in self.stop), default=0)
         delta = text[self.sent: max(clean - held, self.sent)]
         self.sent += len(delta)
         return delta
@@ -216,7 +216,7 @@ def _clean(text: str) -> int:
     return k
 
 
-def _begins(stop: str, text: str) -> int:
+def begins(stop: str, text: str) -> int:
     """The length of the longest end of `text` that begins `stop` and is shorter than it (0: none): what to hold
     back. Only the ends starting with stop's first character are compared, longest first (each of stop's lengths
     was sliced and compared on every token: quadratic in a long stop string's length)."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import uuid
 
-from .serve_text import _begins
+from .serve_text import begins
 
 
 def tool_call_json(name: str, arguments: dict) -> dict:
@@ -69,7 +69,7 @@ class HermesCalls:
                     calls.append(self._took(call))
                 continue
             at = self.pending.find(self.START)
-            cut = at if at >= 0 else len(self.pending) - _begins(self.START, self.pending)
+            cut = at if at >= 0 else len(self.pending) - begins(self.START, self.pending)
             content += self._content(self.pending[:cut])
             self.pending = self.pending[cut:]
             if at < 0:

@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from redrafter_trt.serve_text import AnswerText, Logprob, _begins
+from redrafter_trt.serve_text import AnswerText, Logprob, begins
 
 LEAD, TRAIL = 0x110000, 0x110001  # together "é"; alone each "\ufffd", as a byte-fallback tokenizer's two bytes
 
@@ -74,7 +74,7 @@ class WholeDecode:
             return self.rest()
         self.text = text
         clean = text.rstrip("\ufffd")  # byte-fallback tokenizers write one per byte of an unfinished character
-        held = max((_begins(s, clean) for s in self.stop), default=0)
+        held = max((begins(s, clean) for s in self.stop), default=0)
         delta = text[self.sent: max(len(clean) - held, self.sent)]
         self.sent += len(delta)
         return delta
@@ -231,8 +231,8 @@ def test_what_is_held_back_is_the_longest_end_that_begins_a_stop_string():
     for _ in range(20000):
         stop = "".join(rng.choices("ab", k=rng.randint(1, 7)))
         text = "".join(rng.choices("ab", k=rng.randint(0, 9)))
-        assert _begins(stop, text) == naive_begins(stop, text), (stop, text)
-    assert _begins("", "abc") == 0
+        assert begins(stop, text) == naive_begins(stop, text), (stop, text)
+    assert begins("", "abc") == 0
 
 
 def test_answers_are_those_of_a_whole_text_search():
