@@ -271,11 +271,10 @@ READ = {  # the fields `parse` reads of both endpoints (READ_BY: of one)
 # requests are served in)
 IGNORED = {"user", "metadata", "store", "service_tier", "parallel_tool_calls", "prediction", "reasoning_effort",
            "verbosity", "request_id", "cache_salt", "priority", "prompt_cache_key", "safety_identifier"}
-FIXES = {  # what to do instead of leaving an UNSUPPORTED field out
+FIXES = {False: {  # endpoint (chat: True) -> what to do instead of leaving an UNSUPPORTED field out
     "prompt_logprobs": 'send "echo": true with "logprobs": k for the prompt\'s logprobs',
-    "tools": TOOLS_NEED + ", or leave it out",
-}
-CHAT_FIXES = {"tools"}  # of chat alone: completions leave them out
+}}
+FIXES[True] = FIXES[False] | {"tools": TOOLS_NEED + ", or leave it out"}  # completions leave tools out
 PROMPT = {False: "prompt", True: "messages"}
 READ_BY = {False: {PROMPT[False]}, True: {PROMPT[True], "chat_template_kwargs"}}
 ENDPOINT = {  # how this server builds each endpoint's prompt (a chat answer is a new assistant turn, as vLLM's
@@ -315,14 +314,14 @@ def refuse_unsupported(body: dict, chat: bool, sampling: bool, stops: frozenset[
         raise RequestError(f'"{unknown[0]}" is not a field of {"chat " if chat else ""}completions here: leave it out '
                            f'(fields this server reads: {", ".join(sorted(READ | READ_BY[chat]))})')
     table = UNSUPPORTED | ENDPOINT[chat] | (SAMPLING_FILTERS if sampling else {})
+    if chat and tools:  # parse reads them
+        del table["tools"]
     for name, neutral in table.items():
-        if name == "tools" and tools and chat:
-            continue
         value = body.get(name)
         if name == "stop_token_ids" and _stops_already(value, stops):
             continue
         if value is not None and not any(_same(value, v) for v in neutral):
-            fix = f"leave it out (or send {json.dumps(neutral[0])})" if neutral else "leave it out"
-            fix = FIXES.get(name, fix) if chat or name not in CHAT_FIXES else fix
+            fix = FIXES[chat].get(name) or (f"leave it out (or send {json.dumps(neutral[0])})" if neutral else
+                                            "leave it out")
             raise RequestError(f'"{name}" is not implemented by this server and would change the answer: {fix}',
                                param=name)

@@ -139,6 +139,15 @@ def test_tools_without_the_parser_are_refused_naming_it(body):
     assert "\n" not in str(e.value)
 
 
+def test_completions_refuse_tools_as_any_field_the_parser_being_chats():
+    """/v1/completions has no tool calls: its "tools" is refused as an unimplemented field, with or without
+    --tool-parser, and not told to start the server with one."""
+    for tools in (False, True):
+        with pytest.raises(RequestError, match=r'"tools" is not implemented .*: leave it out \(or send \[\]\)$') as e:
+            refuse_unsupported({"prompt": "hi", "tools": [WEATHER]}, False, sampling=False, tools=tools)
+        assert e.value.param == "tools"
+
+
 @pytest.mark.parametrize("tools, says", [
     ({"type": "function"}, r'"tools" must be a list of'),
     ([WEATHER, {"type": "function"}], r'"tools"\[1\] must be \{"type": "function"'),
