@@ -1916,14 +1916,15 @@ def test_tool_calls_a_template_cannot_write_are_left_out_saying_so(tmp_path, cap
     from redrafter_trt.train.dataset import read_all
 
     path = tmp_path / "agent.jsonl"
-    path.write_text(json.dumps(OPENAI_TOOLS) + "\n" + json.dumps({"question": "2+2?", "answer": "4"}) + "\n")
+    plain = [{"question": f"{n}+{n}?", "answer": str(2 * n)} for n in range(2)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in [OPENAI_TOOLS] + plain))
     tok = make_tokenizer(tmp_path / "tok")
     cfg = TrainConfig(base=tmp_path, data=[path], output=tmp_path / "out")
     with caplog.at_level("WARNING"):
-        (conv,) = read_all(cfg, tok)
-    assert conv.messages[0]["content"] == "2+2?"
-    assert (f"the base's chat template writes no tool calls, so 1 of 2 conversations calling tools cannot be trained "
-            f"(first: {path} line 1): left out; pass --distill") in caplog.text, caplog.text
+        convs = read_all(cfg, tok)
+    assert sorted(c.messages[0]["content"] for c in convs) == ["0+0?", "1+1?"]
+    assert (f"the base's chat template writes no tool calls, so the conversations calling tools (1 of 3) cannot be "
+            f"trained (first: {path} line 1): left out; pass --distill") in caplog.text, caplog.text
     path.write_text(json.dumps(OPENAI_TOOLS) + "\n")
     with pytest.raises(ConfigError, match=r"writes no tool calls, .*: pass --distill to train on the base's own "
                                           r"answers to their prompts, or use a base whose chat template writes tool "

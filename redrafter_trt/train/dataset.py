@@ -102,11 +102,11 @@ def _without_calls(convs: list[Conversation], tokenizer) -> list[Conversation]:
     answer alone has a <think> block, refused a tool-calling loop's every record), saying how many; a ConfigError when
     none is left."""
     writes = writes_tool_calls(tokenizer)
-    out = [c for c in convs if c.calls_tools and not (writes and renders_by_turn(tokenizer, c))]
+    kept, out = [], []
+    for c in convs:
+        (out if c.calls_tools and not (writes and renders_by_turn(tokenizer, c)) else kept).append(c)
     if not out:
         return convs
-    left_out = {id(c) for c in out}
-    kept = [c for c in convs if id(c) not in left_out]
     calling = sum(c.calls_tools for c in convs)
     if writes:
         why = (f"the base's chat template does not render {len(out)} of {calling} conversations calling tools turn "
@@ -114,8 +114,8 @@ def _without_calls(convs: list[Conversation], tokenizer) -> list[Conversation]:
                f"(first: {out[0].source})")
         other = "or drop their turns after the first answer"
     else:
-        why = (f"the base's chat template writes no tool calls, so {len(out)} of {len(convs)} "
-               f"conversations calling tools cannot be trained (first: {out[0].source})")
+        why = (f"the base's chat template writes no tool calls, so the conversations calling tools ({len(out)} of "
+               f"{len(convs)}) cannot be trained (first: {out[0].source})")
         other = "or use a base whose chat template writes tool calls (Qwen2.5's, Qwen3's)"
     if not kept:
         raise ConfigError(f"{why}: pass --distill to train on the base's own answers to their prompts, {other}")
