@@ -1980,6 +1980,28 @@ def test_tool_calling_loops_qwen3s_template_cannot_split_are_left_out_saying_so(
         read_all(cfg, tok)
 
 
+def test_tool_calls_are_checked_after_duplicates_and_max_examples(tmp_path, monkeypatch):
+    """Whether the template renders a tool-calling conversation turn by turn costs about two renders a turn: it was
+    checked on every conversation read, duplicates and those past --max-examples too. It is checked on the shuffled
+    distinct conversations until --max-examples are kept, which still keeps that many."""
+    from test_prompts import OPENAI_TOOLS
+
+    from redrafter_trt.train import TrainConfig
+    from redrafter_trt.train import dataset
+
+    checked = []
+    monkeypatch.setattr(dataset, "renders_by_turn", lambda tok, conv: checked.append(conv) or True)
+    records = [dict(OPENAI_TOOLS, messages=[dict(OPENAI_TOOLS["messages"][0], content=f"Q{i}")]
+                    + OPENAI_TOOLS["messages"][1:]) for i in range(6)]
+    path = tmp_path / "agent.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    tok = make_tokenizer(tmp_path / "tok")
+    tok.chat_template = QWEN25
+    convs = dataset.read_all(TrainConfig(base=tmp_path, data=[path, path], output=tmp_path / "out", max_examples=2),
+                             tok)
+    assert len(convs) == 2 and len(checked) == 2, [c.source for c in checked]
+
+
 def test_a_glaive_call_whose_python_literal_is_no_json_is_skipped_with_a_warning(tmp_path, caplog):
     """glaive's calls are read as Python literals too (single-quoted JSON), which also give sets and bytes that no
     chat template's `tojson` writes: read_all stopped in a TypeError traceback ('Object of type set is not JSON

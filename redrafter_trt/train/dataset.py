@@ -70,14 +70,15 @@ def read_all(cfg: TrainConfig, tokenizer=None) -> list[Conversation]:
     dropped where the tokenizer's chat template shows none (`shows_tools`): they render nothing, and a conversation
     with them and its copy without were two, trained twice or each on one side of the held-out split. Conversations
     calling tools are left out, counted, where the template writes no tool calls (`writes_tool_calls`: SmolLM2's
-    trained an empty answer in their place)."""
+    trained an empty answer in their place) or cannot split them into turns: checked in the shuffled order until
+    max_examples are kept, not on duplicates or past the cut (each check renders about two prompts a turn)."""
     convs = [c for path in cfg.data for c in read_conversations(path, cfg.distill)]
     if tokenizer is not None and not shows_tools(tokenizer):
         convs = [dataclasses.replace(c, tools=()) for c in convs]
-    if tokenizer is not None and any(c.calls_tools for c in convs):
-        convs = _without_calls(convs, tokenizer)
     convs = unique(convs)
     random.Random(cfg.seed).shuffle(convs)
+    if tokenizer is not None and any(c.calls_tools for c in convs):
+        return _without_calls(convs, tokenizer, cfg.max_examples)
     return convs[: cfg.max_examples] if cfg.max_examples else convs
 
 
@@ -96,26 +97,31 @@ def _said_by_rank_0(rank: int):
             logger.setLevel(level)
 
 
-def _without_calls(convs: list[Conversation], tokenizer) -> list[Conversation]:
-    """convs less those calling tools that the chat template cannot train: it writes no tool calls
-    (`writes_tool_calls`), or does not render the conversation turn by turn (`renders_by_turn`: Qwen3's, whose last
-    answer alone has a <think> block, refused a tool-calling loop's every record), saying how many; a ConfigError when
-    none is left."""
+def _without_calls(convs: list[Conversation], tokenizer, most: int | None = None) -> list[Conversation]:
+    """The first `most` (all without it) of convs less those calling tools that the chat template cannot train: it
+    writes no tool calls (`writes_tool_calls`), or does not render the conversation turn by turn (`renders_by_turn`:
+    Qwen3's, whose last answer alone has a <think> block, refused a tool-calling loop's every record), saying how many
+    of those read until `most` were kept (each check renders about two prompts a turn); a ConfigError when none is
+    left."""
     writes = writes_tool_calls(tokenizer)
-    kept, out = [], []
+    kept, out, read = [], [], 0
     for c in convs:
+        if most and len(kept) == most:
+            break
+        read += 1
         (out if c.calls_tools and not (writes and renders_by_turn(tokenizer, c)) else kept).append(c)
     if not out:
-        return convs
-    calling = sum(c.calls_tools for c in convs)
+        return kept
+    calling = sum(c.calls_tools for c in convs[:read])
+    of = f" read to fill --max-examples {most}" if read < len(convs) else ""
     if writes:
-        why = (f"the base's chat template does not render {len(out)} of {calling} conversations calling tools turn "
-               f"by turn (Qwen3's gives the last answer alone a <think> block), so they cannot be trained "
+        why = (f"the base's chat template does not render {len(out)} of {calling} conversations calling tools{of} "
+               f"turn by turn (Qwen3's gives the last answer alone a <think> block), so they cannot be trained "
                f"(first: {out[0].source})")
         other = "or drop their turns after the first answer"
     else:
         why = (f"the base's chat template writes no tool calls, so the conversations calling tools ({len(out)} of "
-               f"{len(convs)}) cannot be trained (first: {out[0].source})")
+               f"{read}{of}) cannot be trained (first: {out[0].source})")
         other = "or use a base whose chat template writes tool calls (Qwen2.5's, Qwen3's)"
     if not kept:
         raise ConfigError(f"{why}: pass --distill to train on the base's own answers to their prompts, {other}")
