@@ -24,7 +24,7 @@ from typing import Callable
 
 from .errors import POSITIVE_INT, ConfigError, DependencyError, RedrafterError, name_list
 from .plural import counted
-from .rope import TRTLLM_ORIGINAL, position_limit, rope_kind, runtime_fix
+from .rope import engine_original_differs, position_limit, rope_kind, runtime_fix
 
 log = logging.getLogger(__name__)
 
@@ -177,16 +177,14 @@ def world_size(config: dict) -> int:
 
 
 def check_original_positions(config: dict, checkpoint_dir: Path) -> None:
-    """Refuse a llama3 or yarn rotary_scaling without original_max_position_embeddings (an older redrafter-trt's, a
-    TensorRT-LLM base checkpoint's) where trtllm-build's default for it (TRTLLM_ORIGINAL) is not the
-    max_position_embeddings transformers takes: the engine would compute another RoPE than the model, in silence."""
-    scaling = config.get("rotary_scaling") or {}
-    kind = rope_kind(scaling) if isinstance(scaling, dict) else None
-    if (kind in TRTLLM_ORIGINAL and scaling.get("original_max_position_embeddings") is None
-            and config.get("max_position_embeddings") != TRTLLM_ORIGINAL[kind]):
-        raise ConfigError(f"{checkpoint_dir}/config.json: its {kind} rotary_scaling has no "
-                          f"original_max_position_embeddings and max_position_embeddings is "
-                          f"{config.get('max_position_embeddings')}: {runtime_fix(scaling)}")
+    """Refuse a llama3 or yarn rotary_scaling without a positive original_max_position_embeddings where the engine
+    would compute another RoPE than the model, in silence (`engine_original_differs`: trtllm-build's default for it,
+    TRTLLM_ORIGINAL, is not the max_position_embeddings transformers takes)."""
+    scaling, positions = config.get("rotary_scaling"), config.get("max_position_embeddings")
+    if engine_original_differs(scaling, positions):
+        raise ConfigError(f"{checkpoint_dir}/config.json: its {rope_kind(scaling)} rotary_scaling has no positive "
+                          f"original_max_position_embeddings and max_position_embeddings is {positions}: "
+                          f"{runtime_fix(scaling, positions)}")
 
 
 def plan_build(options: BuildOptions, config: dict) -> BuildPlan:

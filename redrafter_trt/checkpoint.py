@@ -170,8 +170,8 @@ def _check_fields(cfg: dict, rep: Report) -> None:
 def runtime_refusals(cfg: dict) -> list[str]:
     """Why the reference runtime refuses a checkpoint config TensorRT-LLM builds, each with its fix: `run` raises the
     first, `inspect` and `convert` name them all."""
-    scaling = cfg.get("rotary_scaling")
-    return [f"{p}: {fix}" for p, fix in ((rope_scaling_problem(scaling), runtime_fix(scaling)),
+    scaling, positions = cfg.get("rotary_scaling"), cfg.get("max_position_embeddings")
+    return [f"{p}: {fix}" for p, fix in ((rope_scaling_problem(scaling), runtime_fix(scaling, positions)),
                                          (activation_problem(cfg.get("hidden_act", "silu")), ENGINE_FIX)) if p]
 
 

@@ -118,12 +118,22 @@ def rope_scaling_problem(scaling) -> str | None:
     return llama3_problem(scaling) if kind == "llama3" else None
 
 
-def runtime_fix(scaling) -> str:
-    """How to run a checkpoint whose `rotary_scaling` rope_scaling_problem names: an engine, except for a llama3 or
-    yarn one without original_max_position_embeddings (an older redrafter-trt's, or a TensorRT-LLM base checkpoint's),
-    whose engine would take TRTLLM_ORIGINAL's where transformers takes max_position_embeddings."""
+def engine_original_differs(scaling, max_position_embeddings) -> bool:
+    """Whether an engine would compute another RoPE than transformers for a llama3 or yarn `rotary_scaling` with no
+    positive original_max_position_embeddings (an older redrafter-trt's, a TensorRT-LLM base checkpoint's): without
+    one (or null), TensorRT-LLM takes TRTLLM_ORIGINAL's where transformers takes max_position_embeddings, the same
+    where they are equal; any other it computes with."""
     kind = rope_kind(scaling) if isinstance(scaling, dict) else None
-    if kind in TRTLLM_ORIGINAL and not POSITIVE_NUMBER[1](scaling.get("original_max_position_embeddings")):
+    if kind not in TRTLLM_ORIGINAL or POSITIVE_NUMBER[1](original := scaling.get("original_max_position_embeddings")):
+        return False
+    return original is not None or max_position_embeddings != TRTLLM_ORIGINAL[kind]
+
+
+def runtime_fix(scaling, max_position_embeddings) -> str:
+    """How to run a checkpoint whose `rotary_scaling` rope_scaling_problem names: an engine, except where it would
+    compute another RoPE than the model (`engine_original_differs`)."""
+    if engine_original_differs(scaling, max_position_embeddings):
+        kind = rope_kind(scaling)
         return (f"an engine would assume {TRTLLM_ORIGINAL[kind]} original positions where transformers takes "
                 f"max_position_embeddings: reconvert with this redrafter-trt, which writes "
                 f"original_max_position_embeddings (a TensorRT-LLM base checkpoint: add to rotary_scaling the Hugging "

@@ -527,6 +527,8 @@ def test_a_qwen3_checkpoint_needs_a_tensorrt_llm_that_builds_qwen3(tmp_path, mon
     ({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0}, 131072, True),
     ({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0}, 8192, False),
     ({"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8192}, 32768, False),
+    # one TensorRT-LLM would compute with, as inspect and run read it (not the 4096 assumed without it)
+    ({"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 0}, 4096, True),
 ])
 def test_a_rope_scaling_without_its_original_positions_is_refused_where_the_engine_would_differ(
         tmp_path, scaling, positions, refused):
@@ -539,6 +541,7 @@ def test_a_rope_scaling_without_its_original_positions_is_refused_where_the_engi
     if not refused:
         plan_build(options, cfg)
         return
-    with pytest.raises(ConfigError, match=r"has no original_max_position_embeddings and max_position_embeddings is "
+    with pytest.raises(ConfigError, match=r"has no positive original_max_position_embeddings and "
+                                          r"max_position_embeddings is "
                                           rf"{positions}: an engine would assume \d+ original positions.*reconvert"):
         plan_build(options, cfg)

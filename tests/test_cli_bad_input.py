@@ -595,20 +595,24 @@ def test_build_refuses_a_rope_factor_it_cannot_multiply_by(ckpt, tmp_path, facto
 REBUILD, RECONVERT = "build a TensorRT-LLM engine to run it (`redrafter-trt build`)", "reconvert with this redrafter-trt"
 
 
-@pytest.mark.parametrize("scaling, named, fix", [
-    ({"rope_type": "yarn", "factor": 4.0}, "yarn needs original_max_position_embeddings", RECONVERT),
-    ({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0},
+@pytest.mark.parametrize("scaling, positions, named, fix", [
+    ({"rope_type": "yarn", "factor": 4.0}, None, "yarn needs original_max_position_embeddings", RECONVERT),
+    ({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0}, None,
      "llama3 needs original_max_position_embeddings", RECONVERT),
-    ({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "attention_factor": "0.8"},
+    # the 4096 TensorRT-LLM assumes is the max_position_embeddings transformers takes: an engine computes its RoPE
+    ({"rope_type": "yarn", "factor": 4.0}, 4096, "yarn needs original_max_position_embeddings", REBUILD),
+    ({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "attention_factor": "0.8"}, None,
      "yarn needs attention_factor", REBUILD),
-    ({"type": "linear"}, "linear needs factor", REBUILD)])
-def test_inspect_names_a_rope_scaling_only_engines_run(ckpt, tmp_path, scaling, named, fix):
+    ({"type": "linear"}, None, "linear needs factor", REBUILD)])
+def test_inspect_names_a_rope_scaling_only_engines_run(ckpt, tmp_path, scaling, positions, named, fix):
     """TensorRT-LLM builds these, the reference runtime cannot compute them: inspect says so (and stays valid, so
     build works); run refuses with the same words before loading any weight. A review: a llama3 or yarn scaling
     without original_max_position_embeddings (an older redrafter-trt's, a TensorRT-LLM base checkpoint's) was sent to
     build an engine, which assumes 8192 or 4096 original positions where transformers takes max_position_embeddings:
-    the fix is to reconvert (or add the key)."""
-    copy = edited(ckpt, tmp_path, rotary_scaling=scaling)
+    the fix is to reconvert (or add the key); where max_position_embeddings is the number assumed, as build takes
+    it, an engine (inspect said to reconvert)."""
+    sized = {"max_position_embeddings": positions} if positions else {}
+    copy = edited(ckpt, tmp_path, rotary_scaling=scaling, **sized)
     result = run_cli("inspect", copy)
     assert result.exit_code == 0 and f"reference runtime (run, bench, serve) refuses it: rotary_scaling {named}" \
         in result.output and fix in result.output and (fix == RECONVERT) != ("redrafter-trt build" in result.output)
