@@ -117,7 +117,7 @@ def messages_of(record, prompt_only: bool = False, tool_turns: bool = False) -> 
     of ANSWER_KEYS neither null nor blank, `first_filled`, as it is: train checks it). A ValueError names what it
     cannot read, read lazily: a prompt reads nothing after its first answer. prompt_only: a CHATS list ends before its first answer, a tool call
     too (a CALLS turn, an assistant one of null content beside `tool_calls`), nothing after it read. tool_turns (train
-    without --distill): a tool call is an assistant turn with `tool_calls` (`_call_turn`), a RESULTS turn a "tool" one,
+    without --distill): a tool call is an assistant turn with `tool_calls` (`_tool_turn`), a RESULTS turn a "tool" one,
     its `tool_call_id` kept; else both are refused."""
     key, column = system_of(record) if isinstance(record, dict) else (None, None)
     turns = _turns(record, prompt_only, tool_turns)
@@ -159,7 +159,7 @@ def first_filled(record: dict, keys: Iterable[str]) -> str | None:
                  and not (isinstance(record[k], str) and not record[k].strip())), None)
 
 
-def _chat(messages, key: str, prompt_only: bool, tool_turns: bool = False) -> Iterator[dict]:
+def _chat(messages, key: str, prompt_only: bool, tool_turns: bool) -> Iterator[dict]:
     if not isinstance(messages, list) or not messages:
         raise ValueError(f"`{key}` must be a non-empty list of messages")
     seen_user = False
