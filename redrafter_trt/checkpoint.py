@@ -20,7 +20,7 @@ from .io import ST_TO_TORCH, TensorSource, all_finite
 from .producer import producer_summary
 from .registry import QWEN_SEQ_LENGTH, TRTLLM_ACTIVATIONS, TRTLLM_BASES, activation_problem
 from .rope import ENGINE_FIX, TRTLLM_ROPE_SCALINGS, rope_scaling_problem, runtime_fix, trtllm_builds
-from .shard import qk_norm_misread, qk_norm_problem, tp_fits
+from .shard import qk_norm_misread, qk_norm_problem, tp_fits, tp_problem
 
 REDRAFTER_KEYS = ("redrafter_num_layers", "redrafter_hidden_size", "redrafter_exit_dim", "redrafter_is_rnn",
                   "redrafter_num_beams", "redrafter_draft_len_per_beam", "redrafter_greedy_search",
@@ -216,7 +216,7 @@ def _check_config(cfg: dict, rep: Report) -> None:
     if cfg["dtype"] not in layout.TORCH_DTYPES:
         rep.problems.append(f"dtype {cfg['dtype']!r} is not one of {', '.join(layout.TORCH_DTYPES)}")
     nh, nkv = cfg["num_attention_heads"], cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
-    if nh % tp or (nkv % tp and tp % nkv) or cfg["intermediate_size"] % tp:
+    if tp_problem(nh, nkv, cfg["intermediate_size"], tp):
         rep.problems.append(f"tp_size {tp} does not fit {nh} heads / {nkv} kv heads / intermediate {cfg['intermediate_size']}")
     elif layout.qk_norm(cfg) and qk_norm_misread(nh, nkv, tp):
         dims = (cfg["hidden_size"], cfg["vocab_size"], *[cfg[k] for k in ("redrafter_exit_dim",) if cfg.get(k)])

@@ -75,6 +75,22 @@ def qk_norm_problem(num_heads: int, num_kv_heads: int, tp_size: int) -> str:
             f"model")
 
 
+def tp_problem(num_heads: int, num_kv_heads: int, intermediate_size: int, tp_size: int,
+               qk_norm: bool = False) -> str | None:
+    """What about this base a tp_size of 1 or more breaks, worded after "--tp-size N" (None: nothing): TensorRT-LLM
+    splits the heads and the MLP evenly, never one kv head, and (`qk_norm`: Qwen3) reads q/k norms right only where
+    qk_norm_misread does not name the tp. check_tp, tp_sizes and inspect's config check share it."""
+    if num_heads % tp_size:
+        return f"does not divide the {num_heads} attention heads"
+    if num_kv_heads % tp_size and tp_size % num_kv_heads:
+        return f"and the {num_kv_heads} kv heads must divide one another (a kv head cannot be split)"
+    if intermediate_size % tp_size:
+        return f"does not divide the intermediate size {intermediate_size}"
+    if qk_norm and qk_norm_misread(num_heads, num_kv_heads, tp_size):
+        return f"is refused: {qk_norm_problem(num_heads, num_kv_heads, tp_size)}"
+    return None
+
+
 def tp_sizes(num_heads: int, num_kv_heads: int, intermediate_size: int, unpadded: tuple[int, ...] = (),
              qk_norm: bool = False) -> list[int]:
     """Every tp_size that check_tp accepts for this base, that divides each of `unpadded` (the drafter's H, E and V,
@@ -83,8 +99,8 @@ def tp_sizes(num_heads: int, num_kv_heads: int, intermediate_size: int, unpadded
     (10**9) is not counted up to."""
     shared = math.gcd(num_heads, intermediate_size, *unpadded)
     low = [t for t in range(1, math.isqrt(shared) + 1) if not shared % t]
-    return sorted(t for t in {*low, *(shared // t for t in low)} if not (num_kv_heads % t and t % num_kv_heads)
-                  and not (qk_norm and qk_norm_misread(num_heads, num_kv_heads, t)))
+    return sorted(t for t in {*low, *(shared // t for t in low)}
+                  if tp_problem(num_heads, num_kv_heads, intermediate_size, t, qk_norm) is None)
 
 
 def tp_fits(num_heads: int, num_kv_heads: int, intermediate_size: int, unpadded: tuple[int, ...] = (),
@@ -112,15 +128,8 @@ def check_tp(num_heads: int, num_kv_heads: int, intermediate_size: int, tp_size:
     is refused at a tp qk_norm_misread names (inspect's rule) here, before any weight is read or calibrated."""
     if tp_size < 1:
         raise ConfigError(f"--tp-size {tp_size} is invalid: use 1 or more")
-    if num_heads % tp_size:
-        problem = f"does not divide the {num_heads} attention heads"
-    elif num_kv_heads % tp_size and tp_size % num_kv_heads:
-        problem = f"and the {num_kv_heads} kv heads must divide one another (a kv head cannot be split)"
-    elif intermediate_size % tp_size:
-        problem = f"does not divide the intermediate size {intermediate_size}"
-    elif qk_norm and qk_norm_misread(num_heads, num_kv_heads, tp_size):
-        problem = f"is refused: {qk_norm_problem(num_heads, num_kv_heads, tp_size)}"
-    else:
+    problem = tp_problem(num_heads, num_kv_heads, intermediate_size, tp_size, qk_norm)
+    if problem is None:
         return
     fits = tp_fits(num_heads, num_kv_heads, intermediate_size, unpadded, qk_norm=qk_norm)
     raise ConfigError(f"--tp-size {tp_size} {problem}: {fits}")
