@@ -56,7 +56,7 @@ from .serve_backend import ReferenceBackend
 from .serve_errors import SHUTTING_DOWN, ClientGone, RequestError, Unavailable, error
 from .serve_jobs import Choice
 from .serve_logprobs import Echo, echo_of, logprobs_json
-from .serve_request import ModelNotFound, Request, parse, refuse_unsupported
+from .serve_request import PROMPT, ModelNotFound, Request, parse, refuse_unsupported
 from .serve_reasoning import REASONING_PARSERS, Thinking, opened_by, parse_reasoning
 from .serve_tools import TOOL_PARSERS, finish_reason, parse_answer
 
@@ -74,12 +74,14 @@ def check_context(cfg, prompts: list[list[int]], max_tokens: int | None, chat: b
     longest, limit = max(map(len, prompts)), cfg.max_positions
     what = "messages" if chat else "prompt" if len(prompts) == 1 else "longest prompt"
     head = f"This model's maximum context length is {limit} tokens. However, "
+    refused = {"param": PROMPT[chat], "code": "context_length_exceeded"}  # OpenAI's, as clients read it
     if max_tokens is None and longest >= limit:
         raise RequestError(f"{head}your {what} is {longest} tokens, which leaves no room for the completion. "
-                           f"Please reduce the length of the {what}.")
+                           f"Please reduce the length of the {what}.", **refused)
     if max_tokens is not None and longest + max_tokens > limit:
         raise RequestError(f"{head}you requested {longest + max_tokens} tokens ({longest} in the {what}, "
-                           f"{max_tokens} in the completion). Please reduce the length of the {what} or max_tokens.")
+                           f"{max_tokens} in the completion). Please reduce the length of the {what} or max_tokens.",
+                           **refused)
 
 
 class App:
@@ -138,7 +140,8 @@ class App:
         except ModelNotFound as e:
             return HTTPStatus.NOT_FOUND, error(str(e), "invalid_request_error", "model_not_found")
         except (RequestError, ConfigError) as e:
-            return HTTPStatus.BAD_REQUEST, error(str(e), "invalid_request_error", param=getattr(e, "param", None))
+            return HTTPStatus.BAD_REQUEST, error(str(e), "invalid_request_error", getattr(e, "code", None),
+                                                 getattr(e, "param", None))
 
     def _complete(self, chat: bool, body, events, alive) -> tuple[int, dict] | None:
         req = parse(body, chat, self.model_name, self.max_output_len, self.tool_parser)

@@ -98,7 +98,7 @@ class ReferenceBackend:
             why = first_line(e, type(e).__name__)  # raise_exception(...): Mistral's roles must alternate, ...
             why = why if isinstance(e, TemplateError) else f"{type(e).__name__}: {why}"  # 'a' + 1 in the template
             raise RequestError(f"this model's chat template refuses these messages ({why}): send messages it "
-                               "takes") from None
+                               "takes", param="messages") from None
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def encode(self, prompt: str) -> list[int]:
@@ -150,12 +150,13 @@ class ReferenceBackend:
         if not prompts:  # max() of no prompts' lengths: a ValueError
             raise RequestError("no prompts: send at least one")
         if any(not p for p in prompts):
-            raise RequestError("a prompt is empty: send some text")
+            raise RequestError("a prompt is empty: send some text", param="prompt")
         if len(prompts) > MAX_PROMPTS:
             raise RequestError(f"{len(prompts)} prompts in one request: send at most {MAX_PROMPTS}")
         bad = [t for p in prompts for t in p if not 0 <= t < self.config.vocab_size]
         if bad:
-            raise RequestError(f"token id {bad[0]} is outside the vocabulary (0..{self.config.vocab_size - 1})")
+            raise RequestError(f"token id {bad[0]} is outside the vocabulary (0..{self.config.vocab_size - 1})",
+                               param="prompt")
         check_positions(self.config, prompts, max_tokens, "max_tokens")  # an HTTP client sends max_tokens
 
     def _submit(self, job: Job, on_text, alive: Callable[[], bool] | None = None) -> Job:

@@ -46,7 +46,8 @@ def _prompts(prompt) -> list:
         if all(isinstance(p, str) for p in prompt) or all(
                 isinstance(p, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in p) for p in prompt):
             return prompt
-    raise RequestError('"prompt" must be a string, a list of strings, a list of token ids or a list of those')
+    raise RequestError('"prompt" must be a string, a list of strings, a list of token ids or a list of those',
+                       param="prompt")
 
 
 ROLES = ("system", "user", "assistant")
@@ -63,33 +64,34 @@ def _messages(messages, tools: bool = False) -> list[dict]:
     earlier thinking is kept too (`_reasoning`)."""
     if not isinstance(messages, list) or not messages:
         raise RequestError('"messages" must be a non-empty list of {"role": "system", "user" or "assistant", '
-                           '"content": str or text parts}')
+                           '"content": str or text parts}', param="messages")
     roles = ROLES + TOOL_ROLES if tools else ROLES
     out = []
     for i, m in enumerate(messages):
         if not isinstance(m, dict):
-            raise RequestError(f'"messages"[{i}] must be an object {{"role": ..., "content": ...}}')
+            raise RequestError(f'"messages"[{i}] must be an object {{"role": ..., "content": ...}}', param="messages")
         role = AS_ROLE.get(m.get("role"), m.get("role")) if isinstance(m.get("role"), str) else None
         if not tools and (role in TOOL_ROLES or m.get("tool_calls")):
-            raise RequestError(f'"messages"[{i}]: tool calls and results need tool calling: {TOOLS_NEED}')
+            raise RequestError(f'"messages"[{i}]: tool calls and results need tool calling: {TOOLS_NEED}',
+                               param="messages")
         if role not in roles:
             raise RequestError(f'"messages"[{i}]: role {json.dumps(m.get("role"))} is not one of {", ".join(roles)} '
-                               f'({", ".join(AS_ROLE)})')
+                               f'({", ".join(AS_ROLE)})', param="messages")
         calls = _tool_calls(m.get("tool_calls"), i) if role == "assistant" else []
         thought = _reasoning(m, i) if role == "assistant" else {}
         # null beside calls or thinking: an answer that wrote none (vLLM's answer cut inside its thinking)
         content = "" if (calls or thought) and m.get("content") is None else text_of(m.get("content"))
         if not isinstance(content, str):
             raise RequestError(f'"messages"[{i}]: "content" must be a string or a list of text parts '
-                               '({"type": "text", "text": str})')
+                               '({"type": "text", "text": str})', param="messages")
         if not isinstance(m.get("name"), (str, type(None))):
-            raise RequestError(f'"messages"[{i}]: "name" must be a string (who speaks), or left out')
+            raise RequestError(f'"messages"[{i}]: "name" must be a string (who speaks), or left out', param="messages")
         message = {"role": role, "content": content} | ({"name": m["name"]} if m.get("name") is not None else {})
         message |= thought
         if role == "tool":
             if not isinstance(m.get("tool_call_id"), str):
                 raise RequestError(f'"messages"[{i}]: a "tool" message needs "tool_call_id", the id of the call it '
-                                   'answers')
+                                   'answers', param="messages")
             message["tool_call_id"] = m["tool_call_id"]
         out.append(message | ({"tool_calls": calls} if calls else {}))
     return out
@@ -105,7 +107,7 @@ def _reasoning(m: dict, i: int) -> dict:
         return {}
     if not all(isinstance(g, str) for g in given):
         raise RequestError(f'"messages"[{i}]: "reasoning_content" must be a string (the answer\'s thinking), or left '
-                           'out')
+                           'out', param="messages")
     return {"reasoning_content": given[0], "reasoning": given[0]}
 
 
@@ -115,7 +117,7 @@ def _tool_calls(calls, i: int) -> list[dict]:
         return template_tool_calls(calls)
     except ValueError:
         raise RequestError(f'"messages"[{i}]: "tool_calls" must be a list of {{"id": str, "type": "function", '
-                           '"function": {"name": str, "arguments": JSON object text}}') from None
+                           '"function": {"name": str, "arguments": JSON object text}}', param="messages") from None
 
 
 TOOL_SHAPE = '{"type": "function", "function": {"name": str, "description": str, "parameters": JSON schema}}'
@@ -152,7 +154,7 @@ def _logprobs_asked(body: dict, chat: bool) -> int | None:
     wanted = _field(body, "logprobs", bool, False, need="true or false", allow_bool=True)
     top = _field(body, "top_logprobs", int, None, lambda v: 0 <= v <= MAX_TOP_LOGPROBS, limit)
     if top is not None and not wanted:
-        raise RequestError('"top_logprobs" needs "logprobs": true')
+        raise RequestError('"top_logprobs" needs "logprobs": true', param="top_logprobs")
     return (top or 0) if wanted else None
 
 
@@ -204,11 +206,11 @@ def parse(body, chat: bool, model_name: str, max_output_len: int, tool_parser: s
     echo = _field(body, "echo", bool, False, need="true or false", allow_bool=True)
     if body.get(PROMPT[chat]) is None and body.get(PROMPT[not chat]) is not None:  # a client at the wrong route
         raise RequestError(f'"{PROMPT[not chat]}" is read by POST /v1/{"" if chat else "chat/"}completions: send this '
-                           f'body there, or "{PROMPT[chat]}" here')
+                           f'body there, or "{PROMPT[chat]}" here', param=PROMPT[not chat])
     tooled = chat and tool_parser is not None
     prompts = [_messages(body.get("messages"), tooled)] if chat else _prompts(body.get("prompt"))
     if len(prompts) > MAX_PROMPTS:
-        raise RequestError(f"{len(prompts)} prompts in one request: send at most {MAX_PROMPTS}")
+        raise RequestError(f"{len(prompts)} prompts in one request: send at most {MAX_PROMPTS}", param="prompt")
     n = _field(body, "n", int, 1, lambda v: 1 <= v <= MAX_PROMPTS // len(prompts),
                f"an integer in 1..{MAX_PROMPTS // len(prompts)} ({MAX_PROMPTS} answers in one request)")
     low = 0 if echo and not chat else 1
@@ -216,13 +218,14 @@ def parse(body, chat: bool, model_name: str, max_output_len: int, tool_parser: s
     max_tokens, newer = (_field(body, key, int, None, lambda v: low <= v <= max_output_len, limit)
                          for key in ("max_tokens", "max_completion_tokens"))  # the second: OpenAI's chat name
     if None not in (max_tokens, newer) and max_tokens != newer:  # vLLM takes the second; trtllm-serve refuses the pair
-        raise RequestError(f'"max_tokens" {max_tokens} and "max_completion_tokens" {newer} disagree: send one of them')
+        raise RequestError(f'"max_tokens" {max_tokens} and "max_completion_tokens" {newer} disagree: send one of them',
+                           param="max_completion_tokens")
     stop = _field(body, "stop", (str, list), [], lambda v: isinstance(v, str) or all(isinstance(s, str) for s in v),
                   "a string or a list of strings")
     stop = [s for s in ([stop] if isinstance(stop, str) else stop) if s]
     if len(stop) > MAX_STOP or max(map(len, stop), default=0) > MAX_STOP_CHARS:
         raise RequestError(f'"stop" holds {len(stop)} strings of up to {max(map(len, stop))} characters: send at '
-                           f'most {MAX_STOP}, each at most {MAX_STOP_CHARS} characters long')
+                           f'most {MAX_STOP}, each at most {MAX_STOP_CHARS} characters long', param="stop")
     seed = _field(body, "seed", int, None, lambda v: -2 ** 63 <= v < 2 ** 63, "a 64-bit integer")
     for name, (kind, check, need) in FILTER_VALUES.items():  # moot on a greedy answer, but not malformed
         _field(body, name, kind, None, check, need)

@@ -420,7 +420,7 @@ def test_a_chat_template_that_fails_on_the_messages_is_a_400(server, monkeypatch
     two = {"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}], "max_tokens": 2}
     status, _, data = request(server, "POST", "/v1/chat/completions", two)
     error = json.loads(data)["error"]
-    assert status == 400 and error["type"] == "invalid_request_error", (status, error)
+    assert status == 400 and (error["type"], error["param"]) == ("invalid_request_error", "messages"), (status, error)
     assert error["message"].startswith("this model's chat template refuses these messages (") and \
         named in error["message"] and "\n" not in error["message"], error["message"]
     assert request(server, "POST", "/v1/chat/completions", two | {"messages": two["messages"][:1]})[0] == 200
@@ -520,6 +520,45 @@ def test_a_malformed_prompt_names_its_endpoint_or_message(server, path, body, sa
     non-empty list of ...': neither said what to change. The 400 names the route, or the message and its field."""
     status, _, data = request(server, "POST", path, body | {"max_tokens": 2})
     assert status == 400 and says in json.loads(data)["error"]["message"], data
+
+
+LONG = {"messages": [{"role": "user", "content": "ab" * 300}], "max_tokens": 2}
+
+
+@pytest.mark.parametrize("path, body, param", [
+    ("/v1/chat/completions", {"messages": []}, "messages"),
+    ("/v1/chat/completions", {"messages": [{"role": "function", "content": "42"}]}, "messages"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": None}]}, "messages"),
+    ("/v1/completions", {"messages": HI}, "messages"),
+    ("/v1/chat/completions", {"prompt": "Hi"}, "prompt"),
+    ("/v1/completions", {"prompt": []}, "prompt"),
+    ("/v1/completions", {"prompt": ""}, "prompt"),
+    ("/v1/completions", {"prompt": [999]}, "prompt"),
+    ("/v1/completions", {"prompt": ["a"] * 65}, "prompt"),
+    ("/v1/chat/completions", {"messages": HI, "top_logprobs": 2}, "top_logprobs"),
+    ("/v1/completions", {"prompt": "a", "max_completion_tokens": 3}, "max_completion_tokens"),
+    ("/v1/completions", {"prompt": "a", "stop": ["x"] * 33}, "stop"),
+])
+def test_a_refusal_of_one_field_names_it_as_param(server, path, body, param):
+    """The README promises OpenAI's `param` naming the field refused (the openai client's `e.param`); a malformed
+    message, prompt, stop list or top_logprobs without logprobs said null (found by hand against SmolLM2)."""
+    status, _, data = request(server, "POST", path, {"max_tokens": 2} | body)
+    error = json.loads(data)["error"]
+    assert status == 400 and error["param"] == param and error["code"] is None, error
+
+
+@pytest.mark.parametrize("path, body, param", [
+    ("/v1/completions", {"prompt": [5] * 500, "max_tokens": 13}, "prompt"),
+    ("/v1/completions", {"prompt": [5] * 512}, "prompt"),
+    ("/v1/chat/completions", LONG, "messages"),
+])
+def test_a_prompt_past_the_context_is_openais_context_length_exceeded(server, path, body, param):
+    """OpenAI answers a prompt past the model's context with code "context_length_exceeded" and the prompt's field
+    as param, which clients (LangChain's context-overflow error) read; this server said null for both."""
+    status, _, data = request(server, "POST", path, body)
+    error = json.loads(data)["error"]
+    assert status == 400 and error["message"].startswith("This model's maximum context length is 512 tokens.")
+    assert (error["param"], error["code"]) == (param, "context_length_exceeded"), error
 
 
 def test_openai_fields_that_change_nothing_are_accepted(server):
