@@ -81,7 +81,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_PUT(self):
         self._skip_body()
         self._reply(HTTPStatus.METHOD_NOT_ALLOWED, error(f"{self.command} is not served: use GET /v1/models or POST "
-                                                         "a completion", "invalid_request_error"), allow=True)
+                                                         "a completion", "invalid_request_error"))
 
     do_DELETE = do_PATCH = do_PUT
 
@@ -192,8 +192,8 @@ class Handler(BaseHTTPRequestHandler):
             if payload is not None:
                 self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
-            if allow:
-                self.send_header("Allow", "GET, HEAD, POST, OPTIONS")
+            if allow or status == HTTPStatus.METHOD_NOT_ALLOWED:  # RFC 9110: a 405 names the route's methods
+                self.send_header("Allow", "POST, OPTIONS" if self.route in POST_ROUTES else "GET, HEAD, OPTIONS")
             if status == HTTPStatus.SERVICE_UNAVAILABLE:
                 self.send_header("Retry-After", "10")
             self.end_headers()

@@ -751,6 +751,20 @@ def test_a_bodyless_post_to_another_route_is_named_for_its_route(server, path, s
     assert head == f"HTTP/1.1 {status}".encode(), head
 
 
+@pytest.mark.parametrize("method, path, allow", [
+    ("GET", "/v1/chat/completions", "POST, OPTIONS"),
+    ("POST", "/health", "GET, HEAD, OPTIONS"),
+    ("PUT", "/v1/completions", "POST, OPTIONS"),
+    ("DELETE", "/v1/models", "GET, HEAD, OPTIONS"),
+    ("OPTIONS", "/v1/models/tiny", "GET, HEAD, OPTIONS"),
+])
+def test_a_405_says_which_methods_its_route_takes(server, method, path, allow):
+    """RFC 9110 (15.5.6): a 405 MUST carry Allow with the target's methods. `curl /v1/chat/completions` (a GET)
+    and a POST to /health had none, and PUT's and OPTIONS' named GET and POST on every route (found by hand)."""
+    status, head, _ = request(server, method, path, {} if method == "POST" else None)
+    assert status in (204, 405) and head.get("Allow") == allow, (status, head)
+
+
 def test_a_client_resetting_its_connection_is_no_traceback(server, capfd):
     """A client that resets a kept-alive connection (unread bytes at its close, SO_LINGER 0: pooled HTTP clients, load
     balancers) made socketserver print 'Exception occurred during processing of request' and a ConnectionResetError
