@@ -96,6 +96,20 @@ def test_input_file_no_draft(smollm2, smol_ckpt, tmp_path):
     assert all(r["tokens_per_step"] == 1.0 for r in data["results"])
 
 
+def test_a_run_with_no_decoding_step_says_so_not_that_an_engine_hid_its_histogram(smollm2, smol_ckpt):
+    """--max-output-len 1 ends at the prefill: no decoding step, so an empty histogram. The stats line said
+    "- (not reported by the engine)" of the reference runtime; only an engine's empty histogram is one it hid."""
+    res = invoke("--checkpoint-dir", smol_ckpt, "--tokenizer-dir", smollm2, "--input-text", "Hi", "--max-output-len", 1)
+    assert res.exit_code == 0, res.output
+    stats = res.output.strip().splitlines()[-1]
+    assert stats.endswith("histogram - (no decoding step after the prefill)"), stats
+    from redrafter_trt.cli.run_cmd import stats_line
+    from redrafter_trt.runtime.decode import GenerationResult
+
+    engine = GenerationResult(output_ids=[[5, 6, 7]], steps=[2], accepted=[[]], wall_seconds=1.0)
+    assert stats_line(engine, engine=True).endswith("histogram - (not reported by the engine)")
+
+
 def one_line_error(res, *words):
     assert res.exit_code == 2, res.output
     assert "Traceback" not in res.output

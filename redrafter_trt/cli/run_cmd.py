@@ -134,9 +134,11 @@ def _run_engine(engine: str, tokenizer_dir: str, o: dict):
     return tok, result
 
 
-def stats_line(result) -> str:
+def stats_line(result, *, engine: bool) -> str:
     tps = result.total_new_tokens / result.wall_seconds if result.wall_seconds else 0.0
-    hist = " ".join(f"{k}:{v}" for k, v in result.histogram().items()) or "- (not reported by the engine)"
+    # empty: an engine reports no per-step counts; the reference runtime made no step after the prefill
+    hist = " ".join(f"{k}:{v}" for k, v in result.histogram().items()) or (
+        "- (not reported by the engine)" if engine else "- (no decoding step after the prefill)")
     return (f"mean tokens/step {result.mean_tokens_per_step:.2f} | {tps:.1f} tokens/s | "
             f"{result.total_new_tokens} new tokens in {result.wall_seconds:.1f}s | tokens per step histogram {hist}")
 
@@ -204,7 +206,7 @@ def run(checkpoint_dir, engine_dir, tokenizer_dir, input_text, input_file, chat,
         text = tok.decode(out, skip_special_tokens=True)
         records.append(dict(prompt=prompt, output_ids=out, text=text, steps=steps, tokens_per_step=round(tps, 4)))
         click.echo(f"[prompt] {prompt}\n[output] {text}\n")
-    click.echo(stats_line(result))
+    click.echo(stats_line(result, engine=bool(engine_dir)))
     if output_json:
         stats = dict(mean_tokens_per_step=result.mean_tokens_per_step,
                      tokens_per_second=result.total_new_tokens / result.wall_seconds if result.wall_seconds else 0.0,
