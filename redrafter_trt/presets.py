@@ -256,27 +256,33 @@ def resolve(preset: dict, command_name: str, command: click.Command, sections: I
                 name, value = _to_default(keys, str(key), value, f"{prefix}{key}")
             except ConfigError as e:
                 raise ConfigError(f"{e}{_taken_by(readers(str(key)), str(key), value) if not prefix else ''}") from None
-            if name in given:  # `max_output_len` and `max-output-len`: the command line refuses it too
-                raise ConfigError(f"preset fields '{prefix}{given[name]}' and '{prefix}{key}' set the same option: "
-                                  f"give it once")
-            given[name] = key
+            _given_once(given, name, f"{prefix}{key}")  # `max_output_len` and `max-output-len`, as the command line
             defaults[name] = value
     # shared values now (this command's passed above), as the other commands using them (their sections leave them)
     # read them: `max-batch-size: 12.5` stopped build only after convert, and `device: cuda:1` (bench's; convert, run
     # and serve take cpu or cuda) passed bench alone
     for other in others:
         other_keys = option_keys(other)
+        other_given: dict = {}  # `tp_size` and `tp-size` at the top level: convert's, so build refuses them too
         for key, value in shared.items():
             if not _reads(other, sections.get(other.name, {}), str(key)):  # not its, or its section sets it
                 continue
             try:
-                _to_default(other_keys, str(key), value)
+                name, _ = _to_default(other_keys, str(key), value)
             except ConfigError as e:
                 where = f"{e} for `{other.name}`, which reads the top-level fields too"
                 if not _reads(command, section, str(key)):
                     raise ConfigError(f"{where}{_taken_by(readers(str(key)), str(key), value)}") from None
                 raise ConfigError(f"{where}: move it under `{command_name}:`") from None
+            _given_once(other_given, name, str(key))
     return defaults
+
+
+def _given_once(given: dict, name: str, field: str) -> None:
+    """Record that preset `field` sets parameter `name`; a second field setting it (another spelling) is refused."""
+    if name in given:
+        raise ConfigError(f"preset fields '{given[name]}' and '{field}' set the same option: give it once")
+    given[name] = field
 
 
 def _reads(command: click.Command, section: dict, key: str) -> bool:

@@ -134,6 +134,14 @@ def test_one_option_under_two_spellings_is_refused(tmp_path, text, first, second
     assert f"'{first}' and '{second}' set the same option" in str(result.exception)
 
 
+def test_one_top_level_option_under_two_spellings_stops_a_command_that_does_not_take_it(tmp_path):
+    """`tp_size: 4` and `tp-size: 2` at the top level are convert's: `run` (which has no --tp-size) passed them
+    silently, though a typo at the top level stops every command reading the preset."""
+    result = invoke(tmp_path, "tp_size: 4\ntp-size: 2\n", "run")
+    assert isinstance(result.exception, ConfigError), result.output
+    assert "'tp_size' and 'tp-size' set the same option" in str(result.exception)
+
+
 def test_flag_half_needs_a_boolean(tmp_path):
     result = invoke(tmp_path, "convert: {no-greedy: maybe}\n", "convert")
     assert isinstance(result.exception, ConfigError) and "no-greedy" in str(result.exception)
