@@ -238,8 +238,8 @@ class BaseModel:
         if self.dtype == torch.float16:
             raise ConfigError("the base overflowed float16 (its activations exceed 65504) on this input: convert "
                               "with --dtype bfloat16 (or load with dtype bfloat16), whose range is float32's")
-        raise ConfigError("the base's hidden states hold NaN or Inf: its weights are broken (check the checkpoint "
-                          "with `redrafter-trt inspect`, reconvert from a sound source)")
+        raise ConfigError("the base's hidden states hold NaN or Inf: its weights are broken (`redrafter-trt inspect "
+                          "--values` names the tensors; reconvert from a sound source)")
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden [..., H] -> float32 logits [..., vocab_size] (padding rows of lm_head dropped)."""
