@@ -223,8 +223,9 @@ def plan_conversion(base: Path | str, drafter: Path | str, output: Path | str, *
     base, drafter, output = Path(base), Path(drafter), Path(output)
     opts = ConvertOptions(**options)
     if opts.quantize:
-        raise ConfigError("--dry-run plans from the base's own tensors, and FP8's come from calibration: "
-                          "leave out --quantize (pass --quantize none over a preset's) to see the plan, or --dry-run to convert")
+        raise ConfigError("--dry-run plans from the base's own tensors, and FP8's come from calibration: leave out "
+                          "--quantize (pass --quantize none over a preset's) to see the plan, or leave out --dry-run "
+                          "to convert")
     dcfg, dtensors, base_matches = _inputs(base, drafter, output, force, opts)
     plan, sources = _plan(base, base, drafter, dcfg, dtensors, opts, base_matches)
     for s in sources:

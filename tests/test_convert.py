@@ -453,6 +453,7 @@ def test_dry_run_prints_what_convert_writes_and_writes_nothing(tiny_qwen2, tmp_p
     assert {k: v for k, v in shown.items() if k != "producer"} == {k: v for k, v in cfg.items() if k != "producer"}
     refused = CliRunner().invoke(main, [*args, "--force", "--dry-run", "--quantize", "fp8"])
     assert refused.exit_code == 2 and "leave out --quantize" in refused.output
+    assert "or leave out --dry-run to convert" in refused.output  # it said "or --dry-run to convert"
 
 
 @pytest.mark.parametrize("arch, want", [("llama", 2048), ("qwen2", 32768), ("qwen3", 32768), ("mistral", 131072)])
