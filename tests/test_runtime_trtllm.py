@@ -189,13 +189,14 @@ def test_more_prompts_than_the_engine_batch_wait_in_the_executor_queue(tmp_path,
 @pytest.mark.parametrize("prompt_len, new_tokens, message", [
     (17, 4, "17 tokens exceeds the 16 the engine takes"),
     (16, 49, r"16 prompt tokens \+ --max-output-len 49 exceed the engine's max_seq_len 64: lower --max-output-len to 48"),
+    (1, 64, r"^1 prompt token \+ --max-output-len 64 exceed"),
 ])
 def test_requests_beyond_the_build_limits_are_refused_before_loading(tmp_path, monkeypatch, prompt_len, new_tokens,
                                                                      message):
     write_engine_config(tmp_path)
     monkeypatch.setitem(sys.modules, "tensorrt_llm", None)  # refused before TensorRT-LLM is needed
     with pytest.raises(ConfigError, match=message):
-        trtllm.generate_engine(tmp_path, [[1] * 3, [1] * prompt_len], new_tokens, end_id=2, pad_id=2)
+        trtllm.generate_engine(tmp_path, [[1] * min(3, prompt_len), [1] * prompt_len], new_tokens, end_id=2, pad_id=2)
 
 
 @pytest.mark.parametrize("prompt_len", [64, 70])

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError, DependencyError, RedrafterError
+from ..plural import counted
 from ..rope import position_limit
 from .decode import GenerationResult
 
@@ -75,7 +76,7 @@ class EngineLimits:
             raise ConfigError(f"a prompt of {longest} tokens exceeds the {takes} the engine takes: "
                               "shorten it, or rebuild with a larger --max-num-tokens and --max-seq-len")
         if longest + max_new_tokens > self.max_seq_len:
-            raise ConfigError(f"{longest} prompt tokens + --max-output-len {max_new_tokens} exceed the engine's "
+            raise ConfigError(f"{counted(longest, 'prompt token')} + --max-output-len {max_new_tokens} exceed the engine's "
                               f"max_seq_len {self.max_seq_len}: lower --max-output-len to "
                               f"{max(self.max_seq_len - longest, 1)}, or rebuild with a larger --max-seq-len")
         from . import check_temperature
@@ -88,10 +89,10 @@ class EngineLimits:
             log.warning("greedy engine (redrafter_greedy_search): --temperature %s is ignored; convert with "
                         "--no-greedy and rebuild to sample", temperature)
         if self.rope_table and longest + max_new_tokens > self.rope_table:
-            log.warning("%d prompt tokens + --max-output-len %d pass max_position_embeddings %d, the length of the "
+            log.warning("%s + --max-output-len %d pass max_position_embeddings %d, the length of the "
                         "cos/sin table this engine's RoPE is read from (TensorRT-LLM does not check the position): "
                         "tokens past %d get no RoPE of the model's scaling; keep prompt and output within %d tokens, "
-                        "or run the checkpoint with --checkpoint-dir", longest, max_new_tokens, self.rope_table,
+                        "or run the checkpoint with --checkpoint-dir", counted(longest, "prompt token"), max_new_tokens, self.rope_table,
                         self.rope_table, self.rope_table)
 
 
