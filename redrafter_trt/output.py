@@ -1,12 +1,14 @@
 """Output files and folders, written whole or not at all: each is written as a hidden sibling
 (`.{name}.partial-{pid}-*`) and renamed into place only when complete. `--force` replaces only an earlier output
-(never a foreign folder, an input or the current folder); a replace killed between its two renames is undone by
-the next run, and the partials that killed runs left are swept.
+that holds nothing but what its writers put there (never a foreign folder, the user's files beside ours, an input or
+the current folder); a replace killed between its two renames is undone by the next run, and the partials that killed
+runs left are swept.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import glob
 import json
 import logging
@@ -17,7 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .errors import ConfigError
+from .errors import ConfigError, name_list
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +88,8 @@ def named_path(path: Path | str) -> Path:
 def check_output_folder(dest: Path, force: bool, inputs: Iterable[Path | str] = (), option: str = "--output") -> None:
     """Refuse, before any work, an output folder that cannot be (re)written: an existing one without --force, a
     file, one that is or holds an input (replacing it would delete the input), one inside an input folder (a drafter
-    among its base's files, a checkpoint in its drafter's folder), or one in an unwritable place."""
+    among its base's files, a checkpoint in its drafter's folder), an earlier output that also holds the user's own
+    files (users_entries: replacing the folder would delete them), or one in an unwritable place."""
     given, dest = Path(dest), named_path(dest)
     restore_replaced(dest)
     if dest.exists() and not dest.is_dir():
@@ -110,6 +113,11 @@ def check_output_folder(dest: Path, force: bool, inputs: Iterable[Path | str] = 
     if foreign:
         raise ConfigError(f"{option} {dest} holds {foreign}, and it is not an earlier ReDrafter output: --force "
                           f"replaces only those and empty folders; choose another {option} or empty it yourself")
+    mine = dest.exists() and users_entries(dest)
+    if mine:
+        raise ConfigError(f"{option} {dest} is an earlier ReDrafter output but also holds {name_list(mine, 3)}, which "
+                          f"no ReDrafter tool writes there: replacing the folder would delete them; move them out of "
+                          f"it, or choose another {option}")
     why = writable_folder(given.parent)  # as typed: a dangling link on the way is refused, not followed
     if why:
         raise ConfigError(f"cannot write in {dest.parent} ({why}): choose another {option}")
@@ -131,27 +139,59 @@ def restore_replaced(dest: Path) -> None:
             return
 
 
+# What an earlier output holds besides its config.json, by kind (fnmatch patterns): every version of this toolkit wrote
+# these and no more (train's state file and the quickstart's caches always went beside the folder, never in it), as
+# do the other tools whose outputs --force replaces (Apple's trainer: the weight files drafter.py reads; TensorRT-LLM's
+# convert_checkpoint.py and trtllm-build). Anything else is the user's, which replacing the folder would delete.
+OUTPUT_LAYOUTS = {
+    "drafter": ("model.safetensors", "model.pt", "model-*.safetensors", "model.safetensors.index.json",
+                "pytorch_model*.bin", "pytorch_model.bin.index.json"),
+    "checkpoint": ("rank*.safetensors",),
+    "engine": ("rank*.engine", "model.cache", "redrafter_trt.json"),  # build.TIMING_CACHE and build.PRODUCER_FILE
+}
+
+
+def earlier_output_kind(folder: Path) -> str | None:
+    """Which earlier output `folder` is, by its config.json: an engine (TensorRT-LLM's config of a ReDrafter
+    model), a checkpoint (a ReDrafter architecture), a drafter (Apple's model_type) or, with only a redrafter-trt
+    `producer` block, "ours"; None: none of these (or no readable config.json)."""
+    try:
+        raw = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(raw, dict):
+        return None
+    from .drafter import MODEL_TYPE
+
+    producer = raw.get("producer") if isinstance(raw.get("producer"), dict) else {}
+    pretrained = raw.get("pretrained_config") if isinstance(raw.get("pretrained_config"), dict) else {}
+    if str(pretrained.get("architecture") or "").startswith("ReDrafterFor"):
+        return "engine"
+    if str(raw.get("architecture") or "").startswith("ReDrafterFor"):
+        return "checkpoint"
+    if raw.get("model_type") == MODEL_TYPE:
+        return "drafter"
+    return "ours" if str(producer.get("name", "")).startswith("redrafter-trt") else None
+
+
 def foreign_entry(folder: Path) -> str | None:
     """None when `folder` is empty or an earlier output of this toolkit or of TensorRT-LLM's ReDrafter tools (its
     config.json has a redrafter-trt `producer`, or is a ReDrafter checkpoint, engine or Apple drafter config); else
     the name of one entry it holds, for the refusal (a mistyped --output must not delete a project)."""
     entries = sorted(p.name for p in folder.iterdir())
-    if not entries:
+    if not entries or earlier_output_kind(folder):
         return None
-    try:
-        raw = json.loads((folder / "config.json").read_text())
-    except (OSError, ValueError):
-        raw = None
-    if isinstance(raw, dict):
-        from .drafter import MODEL_TYPE
-
-        producer = raw.get("producer") if isinstance(raw.get("producer"), dict) else {}
-        pretrained = raw.get("pretrained_config") if isinstance(raw.get("pretrained_config"), dict) else {}
-        arch = str(raw.get("architecture") or pretrained.get("architecture") or "")
-        if str(producer.get("name", "")).startswith("redrafter-trt") or arch.startswith("ReDrafterFor") \
-                or raw.get("model_type") == MODEL_TYPE:
-            return None
     return next((e for e in entries if e != "config.json"), entries[0])
+
+
+def users_entries(folder: Path) -> list[str]:
+    """The entries of an earlier output `folder` that its kind's writers never put there (OUTPUT_LAYOUTS; a
+    folder of only a `producer` block: any kind's), such as the user's notes or eval results: replacing the folder
+    would delete them."""
+    kind = earlier_output_kind(folder)
+    ours = OUTPUT_LAYOUTS.get(kind) or tuple(p for layout in OUTPUT_LAYOUTS.values() for p in layout)
+    return sorted(p.name for p in folder.iterdir()
+                  if p.name != "config.json" and not any(fnmatch.fnmatchcase(p.name, g) for g in ours))
 
 
 def partial_prefix(dest: Path) -> str:

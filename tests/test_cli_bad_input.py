@@ -97,6 +97,33 @@ def test_force_replaces_only_empty_folders_and_earlier_outputs(parts, tmp_path, 
     assert json.loads((tmp_path / "work2" / "config.json").read_text())["producer"]["name"] == "redrafter-trt"
 
 
+def test_force_refuses_an_earlier_output_that_holds_the_users_own_files(parts, tmp_path):
+    """init-drafter --force over its earlier drafter that also held the user's notes.md and eval/ deleted them (a
+    README walk-through): the folder is replaced whole, so --force refuses it, naming them, and replaces what it wrote
+    itself (convert's rank files of another --tp-size too) as before."""
+    base, drafter = parts
+    out, ck = tmp_path / "d", tmp_path / "ck"
+    assert run_cli("init-drafter", "--base", base, "--output", out).exit_code == 0
+    (out / "notes.md").write_text("mine")
+    (out / "eval").mkdir()
+    (out / "eval" / "scores.json").write_text("{}")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    result = run_cli("init-drafter", "--base", base, "--output", out, "--force", "--seed", 1)
+    assert_one_line_error(result, "eval, notes.md", "move them out", "another --output")
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    shutil.move(out / "notes.md", tmp_path / "notes.md")
+    shutil.move(out / "eval", tmp_path / "eval")
+    assert run_cli("init-drafter", "--base", base, "--output", out, "--force", "--seed", 1).exit_code == 0
+
+    assert run_cli("convert", "--base", base, "--drafter", drafter, "--output", ck, "--tp-size", 2).exit_code == 0
+    assert run_cli("convert", "--base", base, "--drafter", drafter, "--output", ck, "--force").exit_code == 0
+    assert sorted(p.name for p in ck.iterdir()) == ["config.json", "rank0.safetensors"]
+    (ck / "README.md").write_text("mine")
+    assert_one_line_error(run_cli("convert", "--base", base, "--drafter", drafter, "--output", ck, "--force"),
+                          "holds README.md", "another --output")
+    assert (ck / "README.md").read_text() == "mine"
+
+
 def test_output_paths_through_symbolic_links(parts, tmp_path, monkeypatch):
     """`sym/../ckpt` is where the OS puts it (the link followed, as before 7d44cf3..); an output under a dangling
     link is refused before any work, not when the result is written (a review)."""

@@ -16,16 +16,18 @@ import pytest
 from click.testing import CliRunner
 
 from redrafter_trt.cli import main
-from redrafter_trt.output import atomic_output, scratch_dir
+from redrafter_trt.errors import ConfigError
+from redrafter_trt.output import atomic_output, check_output_folder, scratch_dir
 from tinymodels import make_drafter
 
 OURS = json.dumps({"producer": {"name": "redrafter-trt"}})
+MARKER = "model.safetensors"  # a file an earlier output holds (output.OUTPUT_LAYOUTS), written with its config.json
 
 
 def write_output(dest: Path, marker: str, force: bool = False) -> None:
     with atomic_output(dest, force) as tmp:
         (tmp / "config.json").write_text(OURS)
-        (tmp / "marker").write_text(marker)
+        (tmp / MARKER).write_text(marker)
 
 
 def run_cli(*args):
@@ -54,10 +56,10 @@ def kill_while_removing_the_replaced_output(dest: Path) -> None:
         output.shutil = type("S", (), {{"rmtree": staticmethod(rmtree)}})
         with atomic_output(Path({str(dest)!r}), True) as tmp:
             (tmp / "config.json").write_text({OURS!r})
-            (tmp / "marker").write_text("second")
+            (tmp / {MARKER!r}).write_text("second")
     """)
     assert rc == -signal.SIGKILL
-    assert (dest / "marker").read_text() == "second"  # renamed into place before the kill
+    assert (dest / MARKER).read_text() == "second"  # renamed into place before the kill
 
 
 def test_a_run_killed_while_removing_the_replaced_output_leaves_only_what_the_next_run_sweeps(tmp_path):
@@ -68,7 +70,7 @@ def test_a_run_killed_while_removing_the_replaced_output_leaves_only_what_the_ne
     kill_while_removing_the_replaced_output(dest)
     write_output(dest, "third", force=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
-    assert (dest / "marker").read_text() == "third"
+    assert (dest / MARKER).read_text() == "third"
 
 
 def test_a_replaced_output_killed_while_being_removed_is_never_put_back(tmp_path):
@@ -82,7 +84,7 @@ def test_a_replaced_output_killed_while_being_removed_is_never_put_back(tmp_path
     dest.rmdir()
     write_output(dest, "third")  # no --force: nothing is there
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
-    assert (dest / "marker").read_text() == "third"
+    assert (dest / MARKER).read_text() == "third"
 
 
 def test_a_killed_runs_leftover_under_this_process_id_does_not_fail_the_replace(tmp_path):
@@ -94,7 +96,7 @@ def test_a_killed_runs_leftover_under_this_process_id_does_not_fail_the_replace(
     left.mkdir()
     (left / "rank0.safetensors").write_text("left by a killed run")
     write_output(dest, "second", force=True)
-    assert (dest / "marker").read_text() == "second"
+    assert (dest / MARKER).read_text() == "second"
 
 
 def test_a_failure_halfway_through_the_rank_files_keeps_the_earlier_checkpoint(tmp_path, tiny_llama, monkeypatch):
@@ -218,7 +220,7 @@ def test_a_write_failing_halfway_leaves_none_of_the_folders_it_made(tmp_path):
             raise OSError(28, "No space left on device")
     assert [p.name for p in tmp_path.iterdir()] == ["kept"]
     write_output(tmp_path / "new" / "deep" / "ckpt", "ok")
-    assert (tmp_path / "new" / "deep" / "ckpt" / "marker").read_text() == "ok"
+    assert (tmp_path / "new" / "deep" / "ckpt" / MARKER).read_text() == "ok"
 
 
 def test_an_fp8_convert_failing_after_its_scratch_leaves_none_of_the_folders_it_made(tmp_path):
@@ -233,7 +235,7 @@ def test_an_fp8_convert_failing_after_its_scratch_leaves_none_of_the_folders_it_
             raise OSError(28, "No space left on device")
     assert [p.name for p in tmp_path.iterdir()] == ["kept"]
     with scratch_dir(dest, "fp8-"), atomic_output(dest, False) as tmp:
-        (tmp / "marker").write_text("ok")
+        (tmp / MARKER).write_text("ok")
     assert [p.name for p in dest.parent.iterdir()] == ["ckpt"]
 
 
@@ -257,16 +259,16 @@ def test_a_replace_killed_between_its_two_renames_keeps_the_earlier_output(tmp_p
         Path.rename = rename
         with atomic_output(Path({str(dest)!r}), True) as tmp:
             (tmp / "config.json").write_text({OURS!r})
-            (tmp / "marker").write_text("second")
+            (tmp / {MARKER!r}).write_text("second")
     """)
     assert rc == -signal.SIGKILL
     assert not dest.exists()
     with pytest.raises(Exception, match="already exists"):
         write_output(dest, "third")
-    assert (dest / "marker").read_text() == "first"
+    assert (dest / MARKER).read_text() == "first"
     write_output(dest, "third", force=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
-    assert (dest / "marker").read_text() == "third"
+    assert (dest / MARKER).read_text() == "third"
 
 
 def test_a_killed_smollm2_cache_updates_leftover_is_removed_by_the_next_update(tmp_path, monkeypatch):
@@ -302,7 +304,7 @@ def test_an_output_folder_gets_the_umasks_mode_as_its_files(tmp_path, umask):
     finally:
         os.umask(old)
     assert (tmp_path / "out").stat().st_mode & 0o777 == 0o777 & ~umask
-    assert (tmp_path / "out" / "marker").stat().st_mode & 0o777 == 0o666 & ~umask
+    assert (tmp_path / "out" / MARKER).stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_convert_records_its_calibration_prompts_as_an_absolute_source(tmp_path, tiny_llama, monkeypatch):
@@ -318,3 +320,30 @@ def test_convert_records_its_calibration_prompts_as_an_absolute_source(tmp_path,
     producer = json.loads((tmp_path / "out" / "config.json").read_text())["producer"]
     assert producer["sources"]["calib_data"] == str(tmp_path.resolve() / "calib.jsonl")
     assert "calib_data" not in producer["options"] and producer["options"]["quantize"] == "fp8"
+
+
+ENGINE = {"pretrained_config": {"architecture": "ReDrafterForLLaMALM"}}
+
+
+@pytest.mark.parametrize("config, written", [
+    (ENGINE, ["rank0.engine", "rank1.engine", "model.cache", "redrafter_trt.json"]),  # trtllm-build's, and ours
+    ({"architecture": "ReDrafterForQWenLM"}, ["rank0.safetensors", "rank3.safetensors"]),  # convert's, any --tp-size
+    ({"model_type": "recurrent_drafting_drafter"}, ["model-00001-of-00002.safetensors", "model.safetensors.index.json"]),
+    ({"model_type": "recurrent_drafting_drafter"}, ["model.pt"]),  # Apple's trainer's drafters
+])
+def test_force_replaces_what_the_outputs_writers_wrote_and_refuses_the_users_own_files(tmp_path, config, written):
+    """What each kind of earlier output holds is replaced as before; a file or folder of the user's beside it (notes,
+    eval results, or another kind's file) is refused, naming up to three and the fix, before any work."""
+    dest = tmp_path / "checkpoint"
+    dest.mkdir()
+    (dest / "config.json").write_text(json.dumps(config))
+    for name in written:
+        (dest / name).write_text("x")
+    check_output_folder(dest, True)
+    other = "model.safetensors" if "architecture" in json.dumps(config) else "rank0.engine"
+    for name in ("notes.md", "eval", "a.txt", "b.txt", other):
+        (dest / name).mkdir() if name == "eval" else (dest / name).write_text("mine")
+    with pytest.raises(ConfigError) as e:
+        check_output_folder(dest, True, option="--workdir")  # as the quickstart checks its checkpoint/
+    assert f"holds a.txt, b.txt, eval (+2 more)" in str(e.value) and "choose another --workdir" in str(e.value)
+    assert "\n" not in str(e.value) and (dest / "notes.md").read_text() == "mine"

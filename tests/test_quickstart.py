@@ -401,6 +401,30 @@ def test_a_foreign_work_folder_is_refused_before_training(smollm2, tmp_path, mon
     assert (tmp_path / folder / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.parametrize("folder, config", [("checkpoint", {"architecture": "ReDrafterForLLaMALM"}),
+                                            ("drafter", {"model_type": "recurrent_drafting_drafter"})])
+def test_an_earlier_work_folder_holding_the_users_files_is_refused_before_training(smollm2, tmp_path, monkeypatch,
+                                                                                   folder, config):
+    """Notes of the user's in the quickstart's own `checkpoint/` or `drafter/` were deleted with it by the next
+    reconvert or retrain, which replaces the folder whole."""
+    import json
+
+    def no_training():
+        raise AssertionError("the drafter stage started")
+
+    monkeypatch.setattr(qs, "training_api", no_training)
+    (tmp_path / qs.MARKER).write_text("{}")
+    (tmp_path / folder).mkdir()
+    (tmp_path / folder / "config.json").write_text(json.dumps(config))
+    (tmp_path / folder / "notes.txt").write_text("mine")
+    result = CliRunner().invoke(main, ["quickstart", "--workdir", str(tmp_path), "--num-questions", "1"])
+    assert result.exit_code == 2, result.output
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: --workdir {tmp_path / folder} is an earlier ReDrafter output but also holds "
+                           f"notes.txt") and last.endswith("or choose another --workdir"), last
+    assert (tmp_path / folder / "notes.txt").read_text() == "mine"
+
+
 def _workdir(kind: str, folder):
     """A folder of each kind someone may pass as --workdir by mistake."""
     import json
