@@ -111,9 +111,14 @@ def shown_names(command: click.Command) -> set[str]:
     for param in command.params:
         if not param.expose_value or param.name in (None, "config", *COMMAND_LINE_ONLY):
             continue
-        longs = [o for o in param.opts if o.startswith("--")]
-        names.add(_key(longs[0] if longs else param.name))
+        names.add(_shown(param))
     return names
+
+
+def _shown(param: click.Parameter) -> str:
+    """A parameter's name in messages: its first long flag (dashes, no prefix), or its argument name."""
+    longs = [o for o in param.opts if o.startswith("--")]
+    return _key(longs[0] if longs else param.name)
 
 
 def split_preset(preset: dict, sections: Iterable[str]) -> tuple[dict, dict[str, dict]]:
@@ -274,14 +279,18 @@ def resolve(preset: dict, command_name: str, command: click.Command, sections: I
                 if not _reads(command, section, str(key)):
                     raise ConfigError(f"{where}{_taken_by(readers(str(key)), str(key), value)}") from None
                 raise ConfigError(f"{where}: move it under `{command_name}:`") from None
-            _given_once(other_given, name, str(key))
+            # `output` and `output-dir` (build's) are both convert's --output: named as convert's, not build's
+            _given_once(other_given, name, str(key), f" of `{other.name}` (--{_shown(other_keys[_key(str(key))][0])}), "
+                        f"which reads the top-level fields too: give it once, or put each under the section of the "
+                        f"command it is for")
     return defaults
 
 
-def _given_once(given: dict, name: str, field: str) -> None:
-    """Record that preset `field` sets parameter `name`; a second field setting it (another spelling) is refused."""
+def _given_once(given: dict, name: str, field: str, fix: str = ": give it once") -> None:
+    """Record that preset `field` sets parameter `name`; a second field setting it (another spelling) is refused,
+    with `fix` (another command's option: that command named)."""
     if name in given:
-        raise ConfigError(f"preset fields '{given[name]}' and '{field}' set the same option: give it once")
+        raise ConfigError(f"preset fields '{given[name]}' and '{field}' set the same option{fix}")
     given[name] = field
 
 

@@ -931,3 +931,20 @@ def test_a_presets_convert_count_below_one_names_the_field(tmp_path, field, comm
     result = CliRunner().invoke(main, [command, "--config", str(path), *args])
     assert result.exit_code == 2, result.output
     assert result.output.strip() == f"error: preset {path}: field 'convert.{field}' is 0: 0 is not in the range x>=1"
+
+
+def test_two_top_level_fields_of_one_option_of_another_command_name_that_command(tmp_path):
+    """`output: ck` and `output-dir: engine` at the top level, meant for convert's --output and build's --output-dir,
+    are both convert's --output (--output_dir is its TensorRT-LLM spelling): build refused them as fields that 'set
+    the same option: give it once', which its own --output-dir is not (a review of bc3da47)."""
+    from redrafter_trt.cli import main
+
+    path = tmp_path / "p.yaml"
+    path.write_text(f"output: {tmp_path / 'ck'}\noutput-dir: {tmp_path / 'engine'}\n")
+    result = CliRunner().invoke(main, ["build", "--config", str(path), "--dry-run"])
+    assert result.exit_code == 2, result.output
+    assert ("fields 'output' and 'output-dir' set the same option of `convert` (--output), which reads the top-level "
+            "fields too: give it once, or put each under the section of the command it is for") in result.output
+    assert not list(tmp_path.glob("engine*"))
+    path.write_text(f"convert: {{output: {tmp_path / 'ck'}}}\noutput-dir: {tmp_path / 'engine'}\n")
+    assert "set the same option" not in CliRunner().invoke(main, ["build", "--config", str(path), "--dry-run"]).output
