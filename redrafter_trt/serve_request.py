@@ -206,7 +206,7 @@ def parse(body, chat: bool, model_name: str, max_output_len: int, tool_parser: s
     echo = _field(body, "echo", bool, False, need="true or false", allow_bool=True)
     if body.get(PROMPT[chat]) is None and body.get(PROMPT[not chat]) is not None:  # a client at the wrong route
         raise RequestError(f'"{PROMPT[not chat]}" is read by POST /v1/{"" if chat else "chat/"}completions: send this '
-                           f'body there, or "{PROMPT[chat]}" here', param=PROMPT[not chat])
+                           f'body there, or "{PROMPT[chat]}" here', param=PROMPT[chat])  # OpenAI's: the one missing
     tooled = chat and tool_parser is not None
     prompts = [_messages(body.get("messages"), tooled)] if chat else _prompts(body.get("prompt"))
     if len(prompts) > MAX_PROMPTS:

@@ -529,8 +529,8 @@ LONG = {"messages": [{"role": "user", "content": "ab" * 300}], "max_tokens": 2}
     ("/v1/chat/completions", {"messages": []}, "messages"),
     ("/v1/chat/completions", {"messages": [{"role": "function", "content": "42"}]}, "messages"),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": None}]}, "messages"),
-    ("/v1/completions", {"messages": HI}, "messages"),
-    ("/v1/chat/completions", {"prompt": "Hi"}, "prompt"),
+    ("/v1/completions", {"messages": HI}, "prompt"),  # OpenAI's: the field missing (missing_required_parameter)
+    ("/v1/chat/completions", {"prompt": "Hi"}, "messages"),
     ("/v1/completions", {"prompt": []}, "prompt"),
     ("/v1/completions", {"prompt": ""}, "prompt"),
     ("/v1/completions", {"prompt": [999]}, "prompt"),
@@ -541,7 +541,9 @@ LONG = {"messages": [{"role": "user", "content": "ab" * 300}], "max_tokens": 2}
 ])
 def test_a_refusal_of_one_field_names_it_as_param(server, path, body, param):
     """The README promises OpenAI's `param` naming the field refused (the openai client's `e.param`); a malformed
-    message, prompt, stop list or top_logprobs without logprobs said null (found by hand against SmolLM2)."""
+    message, prompt, stop list or top_logprobs without logprobs said null (found by hand against SmolLM2). A body
+    sent to the other route names the field the route misses, as OpenAI's "Missing required parameter: 'messages'"
+    does, not the one it does not read (which OpenAI would call unrecognized, param null)."""
     status, _, data = request(server, "POST", path, {"max_tokens": 2} | body)
     error = json.loads(data)["error"]
     assert status == 400 and error["param"] == param and error["code"] is None, error
