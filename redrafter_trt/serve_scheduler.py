@@ -256,6 +256,8 @@ class Scheduler:
             self.unanswered.remove(job)
             job.events.put(None)
             return
+        from .runtime.decode import Joining  # torch is loaded by then: the ranks hold the model
+
         rows: dict[int, Row] = {}  # decode's running row r -> its request, prompt index, text so far (a row that
         # ended is dropped, its request's answered with it: a batch that new requests keep joining runs for days)
         counts = [0, 0]  # requests taken, prompts started (the log line's)
@@ -273,8 +275,8 @@ class Scheduler:
                 job.running = len(job.prompts)
                 pending.extend((job, i) for i in range(len(job.prompts)))
 
-        def start(room: int) -> list[list[int]]:
-            """Up to `room` pending prompts become rows of the running batch."""
+        def start(room: int) -> list[Joining]:
+            """Up to `room` pending prompts become rows of the running batch, each ending at its own max_tokens."""
             new = []
             while pending and len(new) < room:
                 job, i = pending.popleft()
@@ -283,7 +285,7 @@ class Scheduler:
                 rows[counts[1]] = row = Row(job, i, AnswerText(self.tokenizer, job.stop, unlisted))
                 job.rows.append(row)
                 counts[1] += 1
-                new.append(job.prompts[i])
+                new.append(Joining(job.prompts[i], job.max_tokens))
             return new
 
         def on_tokens(r: int, new: list[int], values: list) -> bool:
@@ -308,7 +310,7 @@ class Scheduler:
                     self._answer(job)
             return row.done
 
-        def admit(running: int) -> list[list[int]]:
+        def admit(running: int) -> list[Joining]:
             left = [job for job, _ in pending if job.gone.is_set()]  # their clients left: never started
             if left:
                 kept = [(job, i) for job, i in pending if not job.gone.is_set()]
@@ -327,7 +329,7 @@ class Scheduler:
 
         take(batch)
         greedy = batch[0].temperature == 0
-        self.ranks.generate(start(self.max_batch), limits.max_tokens, temperature=batch[0].temperature,
+        self.ranks.generate([j.ids for j in start(self.max_batch)], limits.max_tokens, temperature=batch[0].temperature,
                             eos_token_id=sorted(eos), seed=batch[0].seed, use_draft=self.config.has_drafter,
                             on_tokens=on_tokens, admit=admit, logprobs=limits.logprobs,
                             on_step=lambda it: self._iteration(it, len(pending), seen),

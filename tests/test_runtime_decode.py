@@ -161,6 +161,26 @@ def test_an_admitted_prompt_ends_at_the_models_last_position(tiny_llama, tiny_dr
         rt.generate(model, PROMPTS[:1], 6, admit=lambda running: left.pop() if left else [])
 
 
+def test_an_admitted_joining_ends_at_its_own_max_new_tokens_and_is_warned_of_only_when_cut(tiny_llama, tiny_drafter,
+                                                                                             caplog):
+    """A server's request joining a batch of larger max_tokens comes as a Joining of its own: its row ends there, and
+    the positions' warning names it only when they leave it fewer (a 510-token prompt asking for 2 new tokens of
+    512 positions, joining a request of 11, was warned of as 'an admitted 510-token prompt + 11 new tokens ...: it
+    emits at most 2', though it got the 2 it asked)."""
+    from redrafter_trt.runtime.decode import Joining
+
+    model = rt.load(checkpoint(tiny_llama, tiny_drafter, 1, num_beams=3, draft_len=4))
+    eos = eos_of(tiny_llama)
+    long = [1] + [5 + i % 200 for i in range(505)]  # 506 tokens: 6 positions left
+    left = [[Joining(long, 6), Joining(long, 8), Joining(PROMPTS[1], 3)]]
+    res = rt.generate(model, PROMPTS[:1], 20, eos_token_id=eos, admit=lambda running: left.pop() if left else [])
+    assert res.output_ids[1:] == [hf_greedy(tiny_llama, long, 6)] * 2 + [hf_greedy(tiny_llama, PROMPTS[1], 3)]
+    assert res.output_ids[0] == hf_greedy(tiny_llama, PROMPTS[0], 20)
+    warned = [r.getMessage() for r in caplog.records if "emits at most" in r.getMessage()]
+    assert warned == ["an admitted 506-token prompt + 8 new tokens exceed the model's 512 positions: it emits at "
+                      "most 6 new tokens"], warned
+
+
 def test_forget_ended_keeps_nothing_of_ended_rows_and_on_tokens_sees_it_all(tiny_llama, tiny_drafter):
     """A server's batch that requests keep joining never ends: forget_ended drops each ended row's tokens, accepted
     counts and logprobs (on_tokens had them), while the tokens on_tokens hears, the steps and the running rows'

@@ -1150,3 +1150,43 @@ def test_a_batch_that_requests_keep_joining_keeps_nothing_of_those_answered(tmp_
     assert running == 1 and decoded and served  # asked while the long request alone decoded
     # the decoding loop holds the last prefill's lists until the next prompt joins: the last request's 3 at most
     assert in_decode <= 3 and in_server == 0
+
+
+def test_a_prompt_near_the_context_joining_a_longer_batch_is_no_warning(tmp_path, caplog):
+    """A prompt 2 positions short of the model's 512 asking for 2 tokens, joining a running request of 150: the
+    log warned 'an admitted 510-token prompt + 150 new tokens exceed the model's 512 positions: it emits at most 2
+    new tokens', the batch's max_tokens taken for the row's own, though the request got all it asked (found by hand
+    on SmolLM2). The row joins with its own max_tokens: no warning, its 2 tokens (a genuine cut still warns:
+    test_runtime_decode)."""
+    from test_train_data import make_tokenizer
+    from tinymodels import make_drafter, make_hf
+
+    base = make_hf(tmp_path / "base", "llama", vocab_size=100)
+    make_tokenizer(base)
+    backend = ReferenceBackend(checkpoint(base, make_drafter(tmp_path / "drafter", base), 1, num_beams=2,
+                                          draft_len=2), base, max_batch=2)
+    real, sizes = backend.scheduler.ranks.generate, []
+
+    def generate(prompts, *args, admit, **kwargs):
+        def admit_slowly(running):
+            threading.Event().wait(0.02)  # the long request's steps, slowed down: the near-limit one joins it
+            new = admit(running)
+            sizes.extend(len(j.ids) for j in new)
+            return new
+        return real(prompts, *args, admit=admit_slowly, **kwargs)
+
+    backend.scheduler.ranks.generate = generate
+    try:
+        long = threading.Thread(target=backend.complete, args=([[5, 6, 7]], 150, None, 0, []),
+                                kwargs={"ignore_eos": True})
+        long.start()
+        while not backend.scheduler.busy:
+            threading.Event().wait(0.01)
+        with caplog.at_level("WARNING"):
+            (choice,) = backend.complete([[5] * 510], 2, None, 0, [], ignore_eos=True)
+        long.join(120)
+    finally:
+        backend.scheduler.ranks.generate = real
+        backend.stop()
+    assert 510 in sizes and len(choice.ids) == 2  # it joined the running batch, and got its 2 tokens
+    assert "emits at most" not in caplog.text, caplog.text

@@ -13,9 +13,11 @@ EOS / at max_new_tokens.
 `admit(running rows)` (optional) is asked after every step for more prompts to join the batch (in-flight batching:
 a server's newly arrived requests); they are prefilled, emit their first token and decode along from the next step,
 as rows numbered after those already there. Decoding ends when no row runs and admit has none. Under
-tensor parallelism rank 0's answer is broadcast (every rank passes an admit, or none). An admitted row whose
-prompt + max_new_tokens runs past the model's positions ends at the last one (a warning says so; TensorRT-LLM
-lowers such a request's max new tokens alike); a prompt that leaves no position for a new token is refused.
+tensor parallelism rank 0's answer is broadcast (every rank passes an admit, or none). A prompt may come as a
+`Joining`, with its own max new tokens (a server's request's max_tokens, below the batch's): its row ends there. An
+admitted row whose prompt + max new tokens runs past the model's positions ends at the last one (a warning says so;
+TensorRT-LLM lowers such a request's max new tokens alike); a prompt that leaves no position for a new token is
+refused.
 `forget_ended=True` (with on_tokens, which had their tokens) keeps nothing of a row that ended: the result's
 outputs, accepted and logprobs are empty for it (a server's batch, which new requests may keep joining for days,
 else holds every answer it ever gave).
@@ -60,6 +62,15 @@ class TokenLogprob:
     at that position, most likely first."""
     logprob: float
     top: list[tuple[int, float]]
+
+
+@dataclass(frozen=True)
+class Joining:
+    """A prompt admit hands to the running batch with its own max new tokens (at most the batch's max_new_tokens; a
+    plain list of ids takes the batch's): its row ends there, and is warned of as cut only where the model's
+    positions leave it fewer (a server's request joining a batch of larger max_tokens got what it asked)."""
+    ids: list[int]
+    max_new_tokens: int
 
 
 @dataclass
@@ -234,7 +245,7 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
     cache = base.new_cache(0, 0)
     h = g0 = None  # [rows, H] last hidden states, [rows] last tokens of the running rows
     active: list[int] = []
-    joining = prompt_ids
+    joining, wants = prompt_ids, [max_new_tokens] * len(prompt_ids)  # wants: each joining row's max new tokens
     while True:
         if joining:  # prefill the new rows, emit their first tokens, append the running ones to the batch
             prefill_start = time.perf_counter()
@@ -245,7 +256,7 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
             for i, t in enumerate(new_g0.tolist()):
                 outputs.append([t]); accepted.append([]); steps.append(1); sent.append(0)
                 lps.append(firsts[i] if firsts else [])
-                limit.append(_row_limit(base.cfg, len(joining[i]), max_new_tokens))
+                limit.append(_row_limit(base.cfg, len(joining[i]), wants[i]))
             still, keep = _finish(list(range(first, len(outputs))), [1] * len(joining), outputs, eos, limit, reporter,
                                   group, dev)
             forget(list(range(first, len(outputs))), still)
@@ -259,7 +270,7 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
                                   seconds=time.perf_counter() - prefill_start))
             active += still
         if not active:  # nothing runs: take whatever admit has, else stop
-            joining = _admitted(admit, 0, group, base.cfg)
+            joining, wants = _admitted(admit, 0, group, base.cfg, max_new_tokens)
             if joining:
                 continue
             break
@@ -315,7 +326,8 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
         forget(decoded, active)
         if len(active) < n:
             cache.select_rows(keep.to(dev)); h, g0 = h[keep], g0[keep]
-        joining = _admitted(admit, len(active), group, base.cfg) if active else []  # one round per step: running rows go on
+        # one round per step: running rows go on
+        joining, wants = _admitted(admit, len(active), group, base.cfg, max_new_tokens) if active else ([], [])
     for b in range(len(outputs)):  # an EOS inside a step's tokens cut that step short
         excess = 1 + sum(accepted[b]) - len(outputs[b])
         if excess and accepted[b]:
@@ -330,9 +342,9 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
 
 
 def _row_limit(cfg, prompt_len: int, max_new_tokens: int) -> int:
-    """The new tokens a row may emit: max_new_tokens, or what the model's positions leave after its prompt (generate
-    refuses first prompts that need more; an admitted one is cut there, as TensorRT-LLM cuts a request's max new
-    tokens at max_seq_len: a server cuts a joining row at its own max_tokens, which it checked)."""
+    """The new tokens a row may emit: its max_new_tokens, or what the model's positions leave after its prompt
+    (generate refuses first prompts that need more; an admitted one is cut there, as TensorRT-LLM cuts a request's max
+    new tokens at max_seq_len: a server's joining row comes as a `Joining` of its own max_tokens, which it checked)."""
     room = cfg.max_positions - prompt_len
     if room < max_new_tokens:
         log.warning("an admitted %d-token prompt + %d new tokens exceed the model's %d positions: it emits at most %d "
@@ -340,12 +352,16 @@ def _row_limit(cfg, prompt_len: int, max_new_tokens: int) -> int:
     return min(max_new_tokens, room)
 
 
-def _admitted(admit, running: int, group: TPGroup, cfg) -> list[list[int]]:
+def _admitted(admit, running: int, group: TPGroup, cfg, max_new_tokens: int) -> tuple[list[list[int]], list[int]]:
     """admit's new prompts (rank 0's, on every rank), checked as generate checks its prompts (token ids in the
-    vocabulary) and with room for one new token in the model's positions (more than that: `_row_limit`)."""
+    vocabulary) and with room for one new token in the model's positions (more than that: `_row_limit`), and each
+    one's max new tokens (a `Joining`'s own, at most max_new_tokens)."""
     if admit is None:
-        return []
-    prompts = group.broadcast_object(admit(running))
+        return [], []
+    prompts, wants = group.broadcast_object(admit(running)) or [], []
+    if isinstance(prompts, (list, tuple)):  # else check_prompts refuses it
+        wants = [min(p.max_new_tokens, max_new_tokens) if isinstance(p, Joining) else max_new_tokens for p in prompts]
+        prompts = [p.ids if isinstance(p, Joining) else p for p in prompts]
     if prompts:  # the same on every rank: they all raise
         from . import check_prompts  # the package imports this module
 
@@ -356,7 +372,7 @@ def _admitted(admit, running: int, group: TPGroup, cfg) -> list[list[int]]:
         if longest >= cfg.max_positions:
             raise ConfigError(f"an admitted {longest}-token prompt leaves no room for a new token in the model's "
                               f"{cfg.max_positions} positions: shorten it")
-    return prompts
+    return prompts, wants
 
 
 def _finish(active: list[int], added: list[int], outputs: list[list[int]], eos: set[int], limit: list[int],
