@@ -187,15 +187,14 @@ class AnswerText:
         """The logprobs of the tokens whose text went out since the last call (everything: since the start), the
         `eos` tokens left out. A token's text went out when the answer through it did and part of it is there (a
         token holding half a character, or no text yet, waits: a stop string may yet end the answer before it, and
-        the stream would list a token the answer leaves out); once a stop string ended the answer, the token that
-        ran into it counts too when part of its text is in the answer (as vLLM has it); once `finish` ran, every
-        token counts. While the answer goes on, only the tokens past those already counted are looked at
+        the stream would list a token the answer leaves out); once a stop string ended the answer, every token
+        through the one that completed it counts, its text in the stop string or not: one per token `usage` counts,
+        as vLLM and trtllm-serve list them; once `finish` ran, every token counts. While the answer goes on, only the tokens past those already counted are looked at
         (sent only grows, and earlier tokens' lengths stay)."""
         if self.ended and not self.stopped:
             covered = len(self.values)
         elif self.stopped and self.sent == len(self.text):
-            covered = max((k + 1 for k in range(len(self.ends)) if (self.ends[k - 1] if k else 0) < self.sent),
-                          default=0)
+            covered = len(self.ids)  # cut after the token that completed the stop string
         else:
             self.covered = next((k + 1 for k in range(len(self.ends) - 1, self.covered - 1, -1)
                                  if self.ends[k] <= self.sent and (self.ends[k - 1] if k else 0) < self.sent),

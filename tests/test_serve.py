@@ -314,12 +314,18 @@ def test_chat_logprobs_stop_at_the_stop_string(url, backend, smollm2):
     assert "".join(e["token"] for e in content) == out["message"]["content"]
     assert all(e["bytes"] == list(e["token"].encode()) and len(e["top_logprobs"]) == 1 for e in content)
     assert all(e["top_logprobs"][0]["logprob"] >= e["logprob"] - 1e-9 for e in content)  # greedy: the best one
-    text = out["message"]["content"]
-    stop = text[len(text) // 2:][:2]
-    cut = call(url, "/v1/chat/completions", body | {"stop": stop})[1]["choices"][0]
-    kept = "".join(e["token"] for e in cut["logprobs"]["content"])  # up to the token that ran into the stop string
-    assert cut["message"]["content"] == text[: text.index(stop)] and kept.startswith(cut["message"]["content"])
-    assert len(kept) - len(cut["message"]["content"]) < len(cut["logprobs"]["content"][-1]["token"])
+    text, tokens = out["message"]["content"], [e["token"] for e in content]
+    starts = [len("".join(tokens[:k])) for k in range(len(tokens))]
+    whole = next(t for k, t in enumerate(tokens) if k and t.strip() and text.index(t) == starts[k])  # a token's text
+    for stop in (text[len(text) // 2:][:2], whole):
+        answer = call(url, "/v1/chat/completions", body | {"stop": stop})[1]
+        cut = answer["choices"][0]
+        kept = "".join(e["token"] for e in cut["logprobs"]["content"])  # through the token that completed the stop
+        assert cut["message"]["content"] == text[: text.index(stop)] and kept.startswith(
+            cut["message"]["content"] + stop)
+        # one per token usage counts, as vLLM and trtllm-serve list them (the token that completed a stop string
+        # that is its whole text was counted and left out)
+        assert len(cut["logprobs"]["content"]) == answer["usage"]["completion_tokens"], (stop, cut, answer["usage"])
     no = call(url, "/v1/chat/completions", body | {"logprobs": False, "top_logprobs": None})[1]["choices"][0]
     assert no["logprobs"] is None and no["message"] == out["message"]
 

@@ -152,15 +152,13 @@ class WholeDecode:
     def logprobs(self, everything: bool = False) -> list[Logprob]:
         """The logprobs of the tokens whose text went out since the last call (everything: since the start), the
         `eos` tokens left out. A token's text went out when the answer up to it did (whatever a byte-fallback
-        tokenizer's half characters did to the lengths on the way); once a stop string ended the answer, the token
-        that ran into it counts too when part of its text is in the answer (as vLLM has it); once `finish` ran,
-        every token counts."""
+        tokenizer's half characters did to the lengths on the way); once a stop string ended the answer, every
+        token through the one that completed it counts; once `finish` ran, every token counts."""
         ends = self._settled()
         if self.ended and not self.stopped:
             covered = len(self.values)
         elif self.stopped and self.sent == len(self.text):
-            covered = max((k + 1 for k in range(len(ends)) if (ends[k - 1] if k else 0) < self.sent),
-                          default=0)
+            covered = len(self.ids)
         else:  # a token whose text has not started going out waits (was: went out, then a stop cut before it)
             covered = max((k + 1 for k, end in enumerate(ends)
                            if end <= self.sent and (ends[k - 1] if k else 0) < self.sent), default=0)
@@ -260,6 +258,27 @@ def test_answers_are_those_of_a_whole_text_search():
         assert got[0] == got[1], (case, ids, stop, steps)
 
 
+@pytest.mark.parametrize("ids, stop, text", [("abc", "bc", "a"), ("abc", "c", "ab"), ("xab", "ab", "x"),
+                                             ("ab", "ab", ""), ("aé", "\u00e9", "a")])
+def test_a_stopped_answer_lists_a_logprob_for_every_token_usage_counts(ids, stop, text):
+    """The tokens through the one that completed a stop string are the answer's usage; its logprobs left out those
+    whose text was all in the stop string (stop "bc" after "a", "b", "c": usage 3, logprobs "a" alone), the one that
+    completed it included. vLLM (serving_chat: one entry per output token id, usage their count) and trtllm-serve
+    (create_logprobs asserts one logprob per token id, usage their count) list every counted token."""
+    ids = [t for c in ids for t in ([LEAD, TRAIL] if c == "\u00e9" else [ord(c)])]
+    for steps in ([[t] for t in ids], [ids]):  # token by token, and one speculative step
+        answer = AnswerText(Chars(), [stop])
+        sent, listed = "", []
+        for step in steps:
+            sent += answer.add(step, [f"lp{t}" for t in step])
+            listed += answer.logprobs()
+        sent += answer.finish()
+        listed += answer.logprobs()
+        assert (sent, answer.text, answer.stopped) == (text, text, True)
+        assert [v.token for v in listed] == answer.ids == ids, (steps, listed)
+        assert [v.token for v in answer.logprobs(everything=True)] == ids
+
+
 def test_a_request_with_too_many_or_too_long_stop_strings_is_refused():
     from redrafter_trt.serve_errors import RequestError
     from redrafter_trt.serve_request import MAX_STOP, MAX_STOP_CHARS, parse
@@ -326,13 +345,16 @@ def test_an_answer_is_the_same_however_many_tokens_a_step_accepts():
     for steps in ([[t] for t in ids], [ids]):
         sent, given, text, kept, everything = joined(transcript(AnswerText, Chars(), steps, ["\u00e9"], True))
         assert (sent, text, kept) == ("a", "a", ids)
-        assert given == [(ord("a"), 0, True)] and [v[:2] for v in everything] == [(ord("a"), 0)], steps
+        # the tokens of the stop string's "\u00e9" are listed once it ended the answer, as usage counts them
+        listed = [(ord("a"), 0, True), (LEAD, 1, False), (TRAIL, 1, False)]
+        assert given == listed and [v[:2] for v in everything] == [v[:2] for v in listed], steps
     # a stop string holding U+FFFD that starts in the text sent (" " went out, then 0x80 turned 0x20 into U+FFFD):
     # the answer was cut before what its stream had said, and a step's tokens decided whether its logprob went out
     ids = tok.convert_tokens_to_ids(["\u2581Hello", "\u2581", "<0x20>", "<0x80>", "\u2581world"])
     answers = [joined(transcript(AnswerText, tok, steps, [" \ufffd\ufffd w"], True))
                for steps in ([[t] for t in ids], [ids])]
-    assert answers[0][:3] == ("Hello ", [(ids[0], 0, True), (ids[1], 5, False)], "Hello ") and answers[1] == answers[0]
+    listed = [(ids[0], 0, True), (ids[1], 5, False)] + [(t, 6, False) for t in ids[2:]]  # every token usage counts
+    assert answers[0][:3] == ("Hello ", listed, "Hello ") and answers[1] == answers[0]
 
 
 def random_stop(rng, text, extra):
