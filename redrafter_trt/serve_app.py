@@ -129,7 +129,7 @@ class App:
         opens the stream once the request is accepted). alive: False once a non-streaming client has left (its
         rows are then dropped at their next step)."""
         if path not in POST_ROUTES:
-            if path in GET_ROUTES or path.startswith("/v1/models/"):
+            if is_route(path):
                 return HTTPStatus.METHOD_NOT_ALLOWED, error(f"{path} takes GET", "invalid_request_error")
             return HTTPStatus.NOT_FOUND, error(f"no route POST {path}: try /v1/completions, /v1/chat/completions",
                                                "not_found")
@@ -321,4 +321,11 @@ class App:
 
 POST_ROUTES = ("/v1/completions", "/v1/chat/completions")
 GET_ROUTES = ("/health", "/version", "/metrics", "/v1/models")  # and /v1/models/NAME
+
+
+def is_route(path: str) -> bool:
+    """A path this server answers at (a method it does not take there is a 405; elsewhere: 404)."""
+    return path in POST_ROUTES or path in GET_ROUTES or path.startswith("/v1/models/")
+
+
 PROMPT_TAIL = 16  # the prompt tokens whose text may hold the <think> or </think> a chat template ends it with
