@@ -83,17 +83,19 @@ def test_smollm2_tp3_cli_equals_tp1(smollm2, tmp_path):
 
 def test_prompts_joining_a_running_tp2_batch_get_their_answers_alone(tiny_llama, tiny_drafter):
     """In-flight batching under tp: rank 0's admit hands two prompts to a batch three steps in; every rank prefills
-    and decodes them (rank 0's list is broadcast), and each row gets exactly its tp=1 answer and step count."""
+    and decodes them (rank 0's list is broadcast), and each row gets exactly its tp=1 answer and step count. The
+    second comes as a server's does, a Joining of its own max new tokens (5), which every rank ends it at."""
+    from redrafter_trt.runtime.decode import Joining
     from redrafter_trt.runtime.ranks import LocalRanks
 
     kw = dict(num_beams=3, draft_len=3, eos_token_id=eos_of(tiny_llama))
-    alone = [rt.generate(rt.load(checkpoint(tiny_llama, tiny_drafter, 1, num_beams=3, draft_len=3)), [p], 24, **kw)
-             for p in PROMPTS]
+    alone = [rt.generate(rt.load(checkpoint(tiny_llama, tiny_drafter, 1, num_beams=3, draft_len=3)), [p], n, **kw)
+             for p, n in zip(PROMPTS, (24, 24, 5))]
     calls = []
 
     def admit(running):
         calls.append(running)
-        return PROMPTS[1:] if len(calls) == 3 else []
+        return [PROMPTS[1], Joining(PROMPTS[2], 5)] if len(calls) == 3 else []
 
     ranks = LocalRanks(checkpoint(tiny_llama, tiny_drafter, 2, num_beams=3, draft_len=3))
     try:
