@@ -50,6 +50,11 @@ def _prompts(prompt) -> list:
                        param="prompt")
 
 
+def _at(i: int, key: str | None = None) -> str:
+    """The param of message i's fault (its field `key`), as OpenAI's errors name it: 'messages.[2].role'."""
+    return f"messages.[{i}]" + (f".{key}" if key else "")
+
+
 ROLES = ("system", "user", "assistant")
 TOOL_ROLES = ("tool",)  # with serve --tool-parser: a tool's result, after the assistant's call
 AS_ROLE = {"developer": "system"}  # newer OpenAI clients send the system prompt as "developer"
@@ -69,29 +74,30 @@ def _messages(messages, tools: bool = False) -> list[dict]:
     out = []
     for i, m in enumerate(messages):
         if not isinstance(m, dict):
-            raise RequestError(f'"messages"[{i}] must be an object {{"role": ..., "content": ...}}', param="messages")
+            raise RequestError(f'"messages"[{i}] must be an object {{"role": ..., "content": ...}}', param=_at(i))
         role = AS_ROLE.get(m.get("role"), m.get("role")) if isinstance(m.get("role"), str) else None
         if not tools and (role in TOOL_ROLES or m.get("tool_calls")):
             raise RequestError(f'"messages"[{i}]: tool calls and results need tool calling: {TOOLS_NEED}',
-                               param="messages")
+                               param=_at(i, "role" if role in TOOL_ROLES else "tool_calls"))
         if role not in roles:
             raise RequestError(f'"messages"[{i}]: role {json.dumps(m.get("role"))} is not one of {", ".join(roles)} '
-                               f'({", ".join(AS_ROLE)})', param="messages")
+                               f'({", ".join(AS_ROLE)})', param=_at(i, "role"))
         calls = _tool_calls(m.get("tool_calls"), i) if role == "assistant" else []
         thought = _reasoning(m, i) if role == "assistant" else {}
         # null beside calls or thinking: an answer that wrote none (vLLM's answer cut inside its thinking)
         content = "" if (calls or thought) and m.get("content") is None else text_of(m.get("content"))
         if not isinstance(content, str):
             raise RequestError(f'"messages"[{i}]: "content" must be a string or a list of text parts '
-                               '({"type": "text", "text": str})', param="messages")
+                               '({"type": "text", "text": str})', param=_at(i, "content"))
         if not isinstance(m.get("name"), (str, type(None))):
-            raise RequestError(f'"messages"[{i}]: "name" must be a string (who speaks), or left out', param="messages")
+            raise RequestError(f'"messages"[{i}]: "name" must be a string (who speaks), or left out',
+                               param=_at(i, "name"))
         message = {"role": role, "content": content} | ({"name": m["name"]} if m.get("name") is not None else {})
         message |= thought
         if role == "tool":
             if not isinstance(m.get("tool_call_id"), str):
                 raise RequestError(f'"messages"[{i}]: a "tool" message needs "tool_call_id", the id of the call it '
-                                   'answers', param="messages")
+                                   'answers', param=_at(i, "tool_call_id"))
             message["tool_call_id"] = m["tool_call_id"]
         out.append(message | ({"tool_calls": calls} if calls else {}))
     return out
@@ -107,7 +113,7 @@ def _reasoning(m: dict, i: int) -> dict:
         return {}
     if not all(isinstance(g, str) for g in given):
         raise RequestError(f'"messages"[{i}]: "reasoning_content" must be a string (the answer\'s thinking), or left '
-                           'out', param="messages")
+                           'out', param=_at(i, "reasoning_content"))
     return {"reasoning_content": given[0], "reasoning": given[0]}
 
 
@@ -117,7 +123,8 @@ def _tool_calls(calls, i: int) -> list[dict]:
         return template_tool_calls(calls)
     except ValueError:
         raise RequestError(f'"messages"[{i}]: "tool_calls" must be a list of {{"id": str, "type": "function", '
-                           '"function": {"name": str, "arguments": JSON object text}}', param="messages") from None
+                           '"function": {"name": str, "arguments": JSON object text}}',
+                           param=_at(i, "tool_calls")) from None
 
 
 TOOL_SHAPE = '{"type": "function", "function": {"name": str, "description": str, "parameters": JSON schema}}'

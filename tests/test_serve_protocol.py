@@ -527,8 +527,15 @@ LONG = {"messages": [{"role": "user", "content": "ab" * 300}], "max_tokens": 2}
 
 @pytest.mark.parametrize("path, body, param", [
     ("/v1/chat/completions", {"messages": []}, "messages"),
-    ("/v1/chat/completions", {"messages": [{"role": "function", "content": "42"}]}, "messages"),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": None}]}, "messages"),
+    # one message's fault names it as OpenAI's do ('messages.[2].role': "messages with role 'tool' must be ...")
+    ("/v1/chat/completions", {"messages": [{"role": "function", "content": "42"}]}, "messages.[0].role"),
+    ("/v1/chat/completions", {"messages": HI + [{"role": "user", "content": None}]}, "messages.[1].content"),
+    ("/v1/chat/completions", {"messages": HI + ["Hi"]}, "messages.[1]"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "a", "name": 5}]}, "messages.[0].name"),
+    ("/v1/chat/completions", {"messages": [{"role": "assistant", "content": "a", "tool_calls": [{}]}]},
+     "messages.[0].tool_calls"),
+    ("/v1/chat/completions", {"messages": [{"role": "assistant", "content": "a", "reasoning_content": 5}]},
+     "messages.[0].reasoning_content"),
     ("/v1/completions", {"messages": HI}, "prompt"),  # OpenAI's: the field missing (missing_required_parameter)
     ("/v1/chat/completions", {"prompt": "Hi"}, "messages"),
     ("/v1/completions", {"prompt": []}, "prompt"),
