@@ -1844,7 +1844,9 @@ def test_distill_answers_a_tool_calling_records_prompt(tmp_path, caplog):
     glaive, ToolACE) lost every record, skipped whole for the tool turns after that prompt's answer ('role 'tool'',
     a call's null content). Such a record now gives --distill its prompt, the same tokens run --input-file renders
     from it, saying how many were read so; without --distill the whole conversation is read, its calls answers
-    (`test_a_tool_calling_conversation_trains_its_calls_and_answer_not_the_tool_results`)."""
+    (`test_a_tool_calling_conversation_trains_its_calls_and_answer_not_the_tool_results`). The warning said why as if
+    the file were broken ('... whose `value`/`content` is None, not a string' for an OpenAI call): it says the record
+    calls tools."""
     from test_prompts import OPENAI_TOOLS, TOOL_CALLING
 
     from redrafter_trt.tokens import encode_prompts
@@ -1864,9 +1866,9 @@ def test_distill_answers_a_tool_calling_records_prompt(tmp_path, caplog):
     assert whole[3].messages[3] == {"role": "tool", "content": TOOLACE["conversations"][2]["value"]}
     with caplog.at_level("WARNING"):
         convs = sorted(read(True), key=lambda c: c.source)
-    assert f"{path}: 4 of 5 records cannot be read past their prompt (first: line 1: `messages` has a 'assistant' " \
-           f"message whose `value`/`content` is None, not a string): their prompts alone are answered" \
-        in caplog.text
+    assert f"{path}: 4 of 5 records cannot be read past their prompt (first: line 1: it calls tools, and --distill " \
+           f"reads no tool turns): their prompts alone are answered" in caplog.text
+    assert "None, not a string" not in caplog.text  # valid agent data, not a broken record
     assert [c.prompt_messages() for c in convs[:-1]] == [p.messages() for p in load_prompts(path)[:-1]]
     assert list(convs[0].messages) == OPENAI_TOOLS["messages"][:2]
     assert list(convs[3].messages) == [{"role": "system", "content": TOOLACE["system"]},

@@ -130,7 +130,7 @@ def read_conversations(path: Path | str, prompts_only: bool = False) -> list[Con
                 skipped.append(f"{where}: {e}")
             else:
                 out.append(conv)
-                prompts.append(f"{where}: {e}")
+                prompts.append(f"{where}: {_past_prompt(record, e)}")
     if not out:
         raise ConfigError(f"data file {path} holds no usable record ({skipped[0]}): fix the records, or pass "
                           f"another file")
@@ -141,6 +141,17 @@ def read_conversations(path: Path | str, prompts_only: bool = False) -> list[Con
         log.warning("%s: %d of %d records cannot be read past their prompt (first: %s): their prompts alone are "
                     "answered", path, len(prompts), len(located), prompts[0])
     return out
+
+
+def _past_prompt(record, refusal: ValueError) -> str:
+    """Why --distill reads no more of a record than its prompt: that it calls tools, where its tool turns read (valid
+    agent data: the refusal without them, a call's null content or a `function_call` role, read as a broken file),
+    else the refusal."""
+    try:
+        conversation_of(record, tool_turns=True)
+    except ValueError:
+        return str(refusal)
+    return "it calls tools, and --distill reads no tool turns"
 
 
 def _prompt_or_none(record, source: str) -> Conversation | None:
