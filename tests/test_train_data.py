@@ -1936,6 +1936,26 @@ def test_tool_calls_a_template_cannot_write_are_left_out_saying_so(tmp_path, cap
     assert len(read_all(cfg, tok)) == 1
 
 
+def test_tool_calls_left_out_name_the_first_in_the_files(tmp_path, caplog):
+    """The warning's `first:` named the first left out in the shuffled order (`data/tools.jsonl line 4` where every
+    line called tools): it names the first in the files' order, as every other `first:` does."""
+    from test_prompts import OPENAI_TOOLS
+
+    from redrafter_trt.train import TrainConfig
+    from redrafter_trt.train.dataset import read_all
+
+    calls = [{**OPENAI_TOOLS, "messages": [OPENAI_TOOLS["messages"][0], {"role": "user", "content": f"Paris {n}?"},
+                                           *OPENAI_TOOLS["messages"][2:]]} for n in range(8)]
+    path = tmp_path / "agent.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in calls + [{"question": "2+2?", "answer": "4"}]))
+    tok = make_tokenizer(tmp_path / "tok")
+    for seed in range(3):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            read_all(TrainConfig(base=tmp_path, data=[path], output=tmp_path / "out", seed=seed), tok)
+        assert f"(8 of 9) cannot be trained (first: {path} line 1)" in caplog.text, caplog.text
+
+
 # Qwen3's chat template, reduced to how it writes a tool-calling loop: the tools' results in one user turn, a call
 # after the last user query without a <think> block unless it is the last turn (QWEN3_THINK)
 QWEN3_TOOLS = ("{% set ns = namespace(last=0) %}{% for m in messages %}{% if m['role'] == 'user' %}"

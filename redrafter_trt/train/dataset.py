@@ -76,9 +76,10 @@ def read_all(cfg: TrainConfig, tokenizer=None) -> list[Conversation]:
     if tokenizer is not None and not shows_tools(tokenizer):
         convs = [dataclasses.replace(c, tools=()) for c in convs]
     convs = unique(convs)
+    in_files = list(convs)
     random.Random(cfg.seed).shuffle(convs)
     if tokenizer is not None and any(c.calls_tools for c in convs):
-        return _without_calls(convs, tokenizer, cfg.max_examples)
+        return _without_calls(convs, tokenizer, cfg.max_examples, in_files)
     return convs[: cfg.max_examples] if cfg.max_examples else convs
 
 
@@ -97,12 +98,13 @@ def _said_by_rank_0(rank: int):
             logger.setLevel(level)
 
 
-def _without_calls(convs: list[Conversation], tokenizer, most: int | None = None) -> list[Conversation]:
+def _without_calls(convs: list[Conversation], tokenizer, most: int | None = None,
+                   in_files: list[Conversation] | None = None) -> list[Conversation]:
     """The first `most` (all without it) of convs less those calling tools that the chat template cannot train: it
     writes no tool calls (`writes_tool_calls`), or does not render the conversation turn by turn (`renders_by_turn`:
     Qwen3's, whose last answer alone has a <think> block, refused a tool-calling loop's every record), saying how many
-    of those read until `most` were kept (each check renders about two prompts a turn); a ConfigError when none is
-    left."""
+    of those read until `most` were kept (each check renders about two prompts a turn) and naming the first of them in
+    `in_files` (convs in the files' order; without it, in convs'); a ConfigError when none is left."""
     writes = writes_tool_calls(tokenizer)
     kept, out, read = [], [], 0
     for c in convs:
@@ -113,15 +115,17 @@ def _without_calls(convs: list[Conversation], tokenizer, most: int | None = None
     if not out:
         return kept
     calling = sum(c.calls_tools for c in convs[:read])
+    left_out = {id(c) for c in out}
+    first = next(c for c in in_files or convs if id(c) in left_out).source
     of = f" read to fill --max-examples {most}" if read < len(convs) else ""
     if writes:
         why = (f"the base's chat template does not render {len(out)} of {calling} conversations calling tools{of} "
                f"turn by turn (Qwen3's gives the last answer alone a <think> block), so they cannot be trained "
-               f"(first: {out[0].source})")
+               f"(first: {first})")
         other = "or drop their turns after the first answer"
     else:
         why = (f"the base's chat template writes no tool calls, so the conversations calling tools ({len(out)} of "
-               f"{read}{of}) cannot be trained (first: {out[0].source})")
+               f"{read}{of}) cannot be trained (first: {first})")
         other = "or use a base whose chat template writes tool calls (Qwen2.5's, Qwen3's)"
     if not kept:
         raise ConfigError(f"{why}: pass --distill to train on the base's own answers to their prompts, {other}")
