@@ -413,7 +413,7 @@ def records(path: Path, text: str) -> list[tuple[str, object]]:
                                   f"or make the whole file one JSON list") from None
             first = text[:len(text) - len(text.lstrip())].count("\n") + 1  # the "["'s line
             plain = AS_TXT if e.lineno == first else ""  # "[INST] ...": plain prompts?
-            raise ConfigError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}): fix it, or write "
+            raise ConfigError(f"{path} is not valid JSON ({e.msg}: line {e.lineno}): fix it, or write "
                               f"jsonl{plain}") from None
     located = []
     for lineno, line in enumerate(text.split("\n"), start=1):

@@ -101,7 +101,15 @@ def test_plain_text_opening_with_a_bracket_is_told_to_be_named_txt(tmp_path):
                                           r"read it one prompt per line$"):
         load_prompts(path)
     path = write(tmp_path, '[\n{"prompt": "a"},\n{"prompt": b}\n]\n', "prompts.json")
-    with pytest.raises(ConfigError, match=r"is not valid JSON .* at line 3\): fix it, or write jsonl$"):
+    with pytest.raises(ConfigError, match=r"is not valid JSON \(Expecting value: line 3\): fix it, or write jsonl$"):
+        load_prompts(path)
+
+
+def test_a_json_list_cut_in_a_string_is_told_where_the_string_starts(tmp_path):
+    """A JSON list cut short inside a string (a download or copy broken off) was told '(Unterminated string starting at
+    at line 3)': json's message ends in 'at', and the line was appended with another."""
+    path = write(tmp_path, '[\n{"prompt": "a"},\n{"prompt": "b', "prompts.json")
+    with pytest.raises(ConfigError, match=r"is not valid JSON \(Unterminated string starting at: line 3\): fix it"):
         load_prompts(path)
 
 

@@ -155,7 +155,7 @@ def test_jsonl_of_message_lists_says_to_wrap_them(tmp_path, read):
                                           r'\{"conversations": \[\.\.\.\]\}'):
         read(p)
     p.write_text('[\n{"prompt": "a"}\n]\n]\n')  # a broken JSON list is still said to be one
-    with pytest.raises(ConfigError, match=r"is not valid JSON \(Extra data at line 4\): fix it, or write jsonl"):
+    with pytest.raises(ConfigError, match=r"is not valid JSON \(Extra data: line 4\): fix it, or write jsonl"):
         read(p)
     p.write_text('{"prompt": "a"}\n[{"role": "user", "content": "b"}]\n')
     with pytest.raises(ConfigError, match=r'line 2: .*got list: wrap a list of messages as \{"conversations"'):
