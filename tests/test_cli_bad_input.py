@@ -481,6 +481,20 @@ def test_train_data_errors_name_the_field(smollm2, tmp_path, record, needle):
     assert_one_line_error(run_cli("train", "--base", smollm2, "--data", data, "--output", tmp_path / "o"), needle)
 
 
+def test_output_file_that_is_an_input_file_is_said_to_be_it(tmp_path):
+    """`acceptance --output-json` naming its --prompts file was refused as '... prompts.jsonl is inside the input
+    prompts.jsonl': a file holds nothing; it is that input."""
+    from redrafter_trt.cli.params import check_output_file
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "hi"}\n')
+    with pytest.raises(ConfigError, match=rf"^--output-json {prompts} is the input {prompts}: write it elsewhere$"):
+        check_output_file(prompts, [tmp_path / "ckpt", prompts], "--output-json")
+    with pytest.raises(ConfigError, match=rf"^--plot {tmp_path / 'ckpt' / 'b.png'} is inside the input "
+                                          rf"{tmp_path / 'ckpt'}: write it elsewhere$"):
+        check_output_file(tmp_path / "ckpt" / "b.png", [tmp_path / "ckpt", prompts], "--plot")
+
+
 def test_output_json_inside_an_input_folder(ckpt, tiny_llama):
     target = Path(ckpt) / "config.json"
     before = target.read_text()

@@ -128,7 +128,8 @@ def check_output_file(path: Path | None, inputs: list, option: str) -> None:
     target = Path(path).resolve()
     for item in inputs:
         if item is not None and (Path(item).resolve() == target or Path(item).resolve() in target.parents):
-            raise ConfigError(f"{option} {path} is inside the input {item}: write it elsewhere")
+            where = "is the input" if Path(item).resolve() == target else "is inside the input"
+            raise ConfigError(f"{option} {path} {where} {item}: write it elsewhere")
 
 
 class TemplateKwargs(click.ParamType):
