@@ -155,7 +155,7 @@ def ensure_drafter(base: Path, workdir: Path, force: bool, on_progress: Callable
     from .train import resumable
 
     cfg.resume = not force and resumable(cfg)  # an interrupted run of this recipe goes on where it stopped
-    train_drafter(cfg, on_progress)
+    train_drafter(cfg, on_progress, rerun="rerun the quickstart")
     return folder, True, False
 
 

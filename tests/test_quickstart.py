@@ -74,7 +74,7 @@ def test_untrained_drafter_is_retrained_and_reconverted(smollm2, untrained, monk
     workdir, _ = untrained
     calls = []
 
-    def fake_train(cfg, on_progress=None):  # what train_drafter leaves behind, without the ten minutes
+    def fake_train(cfg, on_progress=None, **kw):  # what train_drafter leaves behind, without the ten minutes
         calls.append(cfg)
         dcfg, tensors = load_drafter(workdir / "drafter")
         save_drafter(cfg.output, dcfg, tensors, {**producer_block("train", {}, {}), **cfg.extra})  # train's
@@ -104,9 +104,9 @@ def test_real_training_first_and_second_run(smollm2, tmp_path, monkeypatch):
     def config(base, output, **kw):
         return quickstart_config(base, output, **{**kw, **TINY})
 
-    def train(cfg, on_progress=None):
+    def train(cfg, on_progress=None, **kw):
         calls.append(cfg)
-        return train_drafter(cfg, on_progress)
+        return train_drafter(cfg, on_progress, **kw)
 
     monkeypatch.setattr(qs, "training_api", lambda: (config, train))
     opts = qs.QuickstartOptions(tmp_path, num_questions=1, max_new_tokens=8)
@@ -289,9 +289,9 @@ def tiny_recipe(tmp_path_factory):
             return quickstart_config(b, output, **{**kw, "data": [data], "distill": False, "max_examples": None,
                                                    "batch_size": 32, "max_steps": 4, "predict_n": 3, **options})
 
-        def train(cfg, on_progress=None):
+        def train(cfg, on_progress=None, **kw):
             calls.append(cfg.resume)
-            return train_drafter(cfg, on_progress)
+            return train_drafter(cfg, on_progress, **kw)
         return lambda: (config, train)
     return base, api
 
@@ -350,6 +350,26 @@ def test_an_interrupted_run_resumes_with_its_own_recipe_only(tiny_recipe, tmp_pa
     assert calls == [False, True, False]  # another recipe's state is not resumed (the run starts over)
 
 
+@pytest.mark.parametrize("stage", ["hidden", "train"])
+def test_an_interrupted_training_says_to_rerun_the_quickstart(tiny_recipe, tmp_path, monkeypatch, caplog, stage):
+    """Ctrl-C in the quickstart's training said '...; pass --resume to continue' (before the first saved step: 'rerun
+    without --resume'): train's flag, which the quickstart does not have; a rerun of it goes on by itself."""
+    base, api = tiny_recipe
+
+    def stop(progress):
+        if progress.stage == stage and (stage != "train" or progress.stats and progress.stats.step == 2):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(qs, "training_api", api([], checkpoint_every=1))
+    with pytest.raises(KeyboardInterrupt), caplog.at_level("WARNING"):
+        qs.ensure_drafter(base, tmp_path, False, stop)
+    said = [r.getMessage() for r in caplog.records if r.name == "redrafter_trt.train.loop"]
+    assert len(said) == 1 and "rerun the quickstart" in said[0] and "--resume" not in said[0], said
+    if stage == "train":
+        assert said[0] == f"interrupted: state saved after step 2 in {tmp_path / 'drafter.train-state.pt'}; rerun " \
+                          f"the quickstart to continue"
+
+
 def test_answers_past_the_positions_are_refused_before_training(smollm2, tmp_path, monkeypatch):
     """--max-new-tokens 9000 (SmolLM2 has 8192 positions) trained for minutes and converted, then bench refused it."""
     def no_training():
@@ -368,7 +388,7 @@ def test_a_train_cache_file_is_refused_naming_the_workdir(smollm2, tmp_path, mon
     quickstart does not have."""
     from redrafter_trt.train import quickstart_config
 
-    def train(cfg, on_progress=None):  # train's own checks, without the minutes of training
+    def train(cfg, on_progress=None, **kw):  # train's own checks, without the minutes of training
         cfg.validate()
         raise AssertionError("the drafter trained")
 

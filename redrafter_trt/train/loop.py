@@ -42,9 +42,12 @@ from .torchrun import all_reduce, collective, process_group
 log = logging.getLogger(__name__)
 
 
-def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | None = None) -> Path:
+def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | None = None,
+                  rerun: str | None = None) -> Path:
     """Train a drafter for `cfg.base` and write it to `cfg.output` (Apple layout, predict_n recorded).
-    Returns the output folder; its config.json `producer` block holds the held-out accuracy."""
+    Returns the output folder; its config.json `producer` block holds the held-out accuracy. rerun: what an
+    interruption's warning says to do in place of train's `--resume` / `without --resume` (the quickstart's
+    "rerun the quickstart": it has no such flag, and goes on by itself)."""
     cfg.validate()
     said: list[str] = []  # what _train said on an interruption (the state it saved)
     with process_group(cfg.device) as (rank, world):
@@ -55,23 +58,25 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
             # fork_rng: train seeds torch's random state, the caller's comes back after; in_use: the cache entries
             # this run reads are held (cache.using) until it ends
             with torch.random.fork_rng(devices=gpu), contextlib.ExitStack() as in_use:
-                return _train(cfg, rank, world, device, on_progress, in_use, said)
+                return _train(cfg, rank, world, device, on_progress, in_use, said, rerun)
         except KeyboardInterrupt:  # before this run saved a state (distilling, caching hidden states, the first step):
             # once only 'interrupted', and the --resume that a later interruption asks for was then refused; a resumed
             # run said nothing either
             if rank == 0 and not said:
                 if cfg.resume:
-                    log.warning("interrupted before training went on from %s: rerun with --resume (that state is "
-                                "kept, and the answers and hidden states cached so far in %s are reused)",
-                                cfg.state_path, cfg.cache_dir)
+                    log.warning("interrupted before training went on from %s: %s (that state is kept, and the "
+                                "answers and hidden states cached so far in %s are reused)", cfg.state_path,
+                                rerun or "rerun with --resume", cfg.cache_dir)
                 else:
-                    log.warning("interrupted before the first training step was saved: rerun without --resume (the "
-                                "answers and hidden states cached so far in %s are reused)", cfg.cache_dir)
+                    log.warning("interrupted before the first training step was saved: %s (the answers and hidden "
+                                "states cached so far in %s are reused)", rerun or "rerun without --resume",
+                                cfg.cache_dir)
             raise
 
 
 def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
-           on_progress: Callable[[Progress], None] | None, in_use: contextlib.ExitStack, said: list[str]) -> Path:
+           on_progress: Callable[[Progress], None] | None, in_use: contextlib.ExitStack, said: list[str],
+           rerun: str | None) -> Path:
     """`train_drafter` as torchrun's rank `rank` of `world` (0 of 1 without torchrun); on an interruption, what it said
     (the state saved, and to resume) is added to `said`."""
     from ..hf_model import load_causal_lm
@@ -178,8 +183,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
             # else it ended the rank right after the save, before the line telling the user to --resume
             with uninterrupted():
                 save_state(cfg, drafter, head, opt, done, same)
-                log.warning("interrupted: state saved after step %d in %s; pass --resume to continue", done,
-                            cfg.state_path)
+                log.warning("interrupted: state saved after step %d in %s; %s to continue", done, cfg.state_path,
+                            rerun or "pass --resume")
                 said.append("saved")
         raise
     saved = False
@@ -220,8 +225,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
             prune_superseded(cache_dir, cfg.base)  # once the drafter is written: a failed run keeps them
     except KeyboardInterrupt:  # in the evaluation or the drafter's save: the training is kept, and so said
         if saved:
-            log.warning("interrupted after training: state saved after step %d in %s; pass --resume to evaluate and "
-                        "write the drafter without training again", total, cfg.state_path)
+            log.warning("interrupted after training: state saved after step %d in %s; %s to evaluate and write the "
+                        "drafter without training again", total, cfg.state_path, rerun or "pass --resume")
             said.append("saved")
         raise
     if world > 1:
