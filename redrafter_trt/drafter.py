@@ -264,6 +264,11 @@ def check_tensors(cfg: DrafterConfig, tensors: dict[str, torch.Tensor], where: s
     bad = [f"{k} {tuple(tensors[k].shape)} != {s}" for k, s in want.items() if tuple(tensors[k].shape) != s]
     if bad:
         raise TensorError(f"drafter {where}: misshapen tensors: {'; '.join(bad[:4])}: the weights do not match its config.json")
+    from .io import TORCH_TO_ST, integer_weights
+
+    if ints := integer_weights({k: TORCH_TO_ST.get(t.dtype, str(t.dtype)) for k, t in tensors.items()}):
+        raise TensorError(f"drafter {where}: {'; '.join(ints[:3])}, not floating point: the weights are corrupt; "
+                          f"re-download or re-export the drafter")
     for k, t in tensors.items():
         if t.is_floating_point() and not torch.isfinite(t).all():
             raise TensorError(f"drafter {where}: tensor {k} holds NaN or Inf: retrain or re-export the drafter")

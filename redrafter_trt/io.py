@@ -25,6 +25,13 @@ TORCH_TO_ST = {torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32
 ST_TO_TORCH = {v: k for k, v in TORCH_TO_ST.items()}
 
 
+def integer_weights(dtypes: dict[str, str]) -> list[str]:
+    """`NAME is I32` for each weight (name -> safetensors dtype) stored as integers or booleans, which no float
+    model's weights are: a header that lies about a dtype (I32 for F32 takes the same bytes), or another format's
+    tensor. A cast would read the bit patterns as numbers."""
+    return [f"{k} is {d}" for k, d in sorted(dtypes.items()) if d == "BOOL" or d.startswith(("I", "U"))]
+
+
 def all_finite(t: torch.Tensor) -> bool:
     """No NaN or Inf: max |t| propagates both, and costs a fraction of `isfinite(t).all()` on half types. FP8
     (e4m3fn) has no Inf and one NaN pattern, S.1111.111, looked for in its bits."""

@@ -448,6 +448,17 @@ def test_drafter_tensor_problems(parts):
     assert_one_line_error(convert_err(parts), "misshapen", "rnn_w.weight")
 
 
+@pytest.mark.parametrize("which, name", [(0, "model.layers.0.self_attn.q_proj.weight"), (1, "rnn_w.weight")],
+                         ids=["base", "drafter"])
+def test_integer_weights_are_refused(parts, which, name):
+    """A weight stored as integers (a header that lies about its dtype, I32 for F32: the same bytes) was cast to
+    floats and converted, exit 0: its values are bit patterns read as numbers."""
+    f = parts[which] / "model.safetensors"
+    t = load_file(f)
+    save_file(t | {name: t[name].view(torch.int32)}, f)
+    assert_one_line_error(convert_err(parts), f"{name} is I32", "re-download or re-export")
+
+
 def test_a_tensor_under_two_aliases_is_refused(parts):
     """A review: `lm_heads.0.linear.weight` beside `lm_head.0.linear.weight` (both Apple names of ResBlock 0's
     weight) collapsed into one name, and whichever the file listed last was converted, silently (TensorRT-LLM's
