@@ -212,6 +212,20 @@ def test_output_json_in_an_unwritable_folder(ckpt, tiny_llama):
     assert_one_line_error(result, "cannot write in /proc/sys", "write elsewhere")
 
 
+@pytest.mark.parametrize("command, option", [("run", "--output-json"), ("acceptance", "--output-json"),
+                                             ("bench", "--plot")])
+def test_output_file_on_a_pipe_or_device(tmp_path, command, option):
+    """`--output-json /dev/full` (or /dev/stdout, a named pipe) was written as a sibling renamed over it: as root, a
+    plain file replaced the device node /dev/full for every program of the host. Refused while parsing options."""
+    fifo, folder = tmp_path / "fifo", tmp_path / "in"
+    os.mkfifo(fifo)
+    folder.mkdir()
+    inputs = ["--input-text", "hi"] if command == "run" else ["--prompts", folder / "p.jsonl"]
+    result = run_cli(command, option, fifo, "--checkpoint-dir", folder, "--tokenizer-dir", folder, *inputs)
+    assert_one_line_error(result, f"{fifo} is not a regular file", "pass a file path")
+    assert fifo.is_fifo()
+
+
 def test_convert_leaves_no_scratch_folder(parts, tmp_path):
     out = tmp_path / "ck"
     assert run_cli("convert", "--base", parts[0], "--drafter", parts[1], "--output", out).exit_code == 0
