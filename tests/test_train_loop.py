@@ -284,6 +284,25 @@ def test_a_resume_is_refused_before_any_work(chat_base, qa_file, tmp_path, monke
             train_drafter(_cfg(chat_base, qa_file, tmp_path, resume=True, **{"max_steps": 4, **change}))
 
 
+def test_a_corrupt_state_is_one_error_and_the_quickstart_starts_over(chat_base, qa_file, tmp_path, monkeypatch):
+    """A state cut short (a full disk, a copy broken off) or not a state at all ended --resume in torch.load's
+    traceback (RuntimeError, UnpicklingError), exit 1; the quickstart, which resumes its own recipe's state, too."""
+    from redrafter_trt.errors import CorruptFileError
+    from redrafter_trt.train import loop, resumable
+
+    monkeypatch.setattr(loop, "build_examples", lambda *a, **k: pytest.fail("examples built before the refusal"))
+    cfg = _cfg(chat_base, qa_file, tmp_path, resume=True)
+    cfg.state_path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"step": 1}, cfg.state_path)
+    whole = cfg.state_path.read_bytes()
+    for content in (whole[: len(whole) // 2], b"garbage" * 10, b""):
+        cfg.state_path.write_bytes(content)
+        with pytest.raises(CorruptFileError, match=f"{re.escape(str(cfg.state_path))} is truncated or not a "
+                                                   f"training state .*: start over without --resume"):
+            train_drafter(cfg)
+        assert not resumable(cfg)
+
+
 def test_a_resume_where_auto_dtypes_resolve_otherwise_is_refused(chat_base, qa_file, tmp_path, monkeypatch):
     """`auto` was compared as typed: a run resumed on a CPU without native bfloat16 (or another device) went on in
     float32 from bfloat16 state and caches, silently no longer the uninterrupted run."""

@@ -8,12 +8,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import pickle
+import zipfile
 from pathlib import Path
 
 import torch
 
 from ..drafter import Drafter, DrafterConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, CorruptFileError, first_line
 from .config import TrainConfig
 from .dataset import base_id, dtype_name
 from .objective import Head
@@ -116,9 +118,20 @@ def _no_state(cfg: TrainConfig) -> ConfigError:
 
 
 def read_state(cfg: TrainConfig, mmap: bool = False) -> dict:
+    """The saved state; a file cut short (a full disk, a copy broken off) or not a state: CorruptFileError."""
     if not cfg.state_path.exists():
         raise _no_state(cfg)
-    return torch.load(cfg.state_path, map_location="cpu", weights_only=True, mmap=mmap)
+    state = "not a whole PyTorch file"  # save_state's torch.save writes a zip archive, whose end a cut file lacks
+    if zipfile.is_zipfile(cfg.state_path):
+        try:
+            state = torch.load(cfg.state_path, map_location="cpu", weights_only=True, mmap=mmap)
+        except (RuntimeError, EOFError, pickle.UnpicklingError, UnicodeDecodeError, ValueError) as e:
+            state = first_line(e, type(e).__name__)
+    if not isinstance(state, dict) or "step" not in state:
+        why = state if isinstance(state, str) else "no step saved"
+        raise CorruptFileError(f"{cfg.state_path} is truncated or not a training state ({why}): start over without "
+                               f"--resume (the answers and hidden states cached so far are reused)")
+    return state
 
 
 # a resume's compared values -> what the user changed; the others are the option of the key's name, with both values
@@ -137,7 +150,10 @@ def resumable(cfg: TrainConfig) -> bool:
     only such a one. The other options are compared when the run starts."""
     if not cfg.state_path.exists():
         return False
-    return read_state(cfg, mmap=True).get("extra", SAVED_BEFORE["extra"]) == cfg.extra
+    try:
+        return read_state(cfg, mmap=True).get("extra", SAVED_BEFORE["extra"]) == cfg.extra
+    except CorruptFileError:  # nothing to continue from: the run starts over, removing it
+        return False
 
 
 def refuse_other(cfg: TrainConfig, state: dict, same: dict, more: tuple[str, ...] = ()) -> None:
