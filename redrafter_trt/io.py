@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import warnings
 import zipfile
 from pathlib import Path
@@ -121,7 +122,12 @@ def read_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """safetensors' save_file (0.8) creates owner-only files: they get the umask's usual mode, as every other file we
     write, so a drafter can be read by another user or container (a TensorRT-LLM image running as non-root)."""
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata=metadata)
+    except SafetensorError as e:  # its failed write (a full disk) is no OSError, which the CLI says in one line
+        if errno := re.search(r"\(os error (\d+)\)", str(e)):
+            raise OSError(int(errno[1]), os.strerror(int(errno[1]))) from None
+        raise
     os.chmod(path, 0o666 & ~current_umask())
 
 

@@ -226,6 +226,28 @@ def test_output_file_on_a_pipe_or_device(tmp_path, command, option):
     assert fifo.is_fifo()
 
 
+@pytest.fixture()
+def small_file_limit():
+    """Files past 64 KiB fail to grow (EFBIG, Python ignores SIGXFSZ): a full disk, for this process alone."""
+    import resource
+
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, limits[1]))
+    yield
+    resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+
+
+@pytest.mark.parametrize("command", ["init-drafter", "convert"])
+def test_a_full_disk_is_one_line_and_leaves_nothing(parts, tmp_path, small_file_limit, command):
+    """init-drafter's drafter is written by safetensors, whose failed write is its own SafetensorError, not an
+    OSError: a full disk ended init-drafter (and train's final save) in a traceback, exit 1."""
+    out = tmp_path / "out"
+    extra = ("--drafter", parts[1], "--num-beams", 2, "--draft-len", 2) if command == "convert" else ()
+    result = run_cli(command, "--base", parts[0], "--output", out, *extra)
+    assert_one_line_error(result, "File too large", "free disk space")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base", "drafter"]
+
+
 def test_convert_leaves_no_scratch_folder(parts, tmp_path):
     out = tmp_path / "ck"
     assert run_cli("convert", "--base", parts[0], "--drafter", parts[1], "--output", out).exit_code == 0
