@@ -303,6 +303,31 @@ def test_a_corrupt_state_is_one_error_and_the_quickstart_starts_over(chat_base, 
         assert not resumable(cfg)
 
 
+def test_a_state_that_does_not_fit_on_the_disk_is_one_error(chat_base, qa_file, tmp_path, monkeypatch):
+    """torch.save says a failed write (a full disk) as a RuntimeError ("unexpected pos ..."), not an OSError: the
+    first checkpoint on a full disk ended train in a traceback, exit 1. Its partial is removed, an earlier state kept."""
+    import resource
+
+    from redrafter_trt.errors import RedrafterError
+    from redrafter_trt.train import loop
+
+    def on_a_full_disk(*args):  # files past 4 KiB fail to grow while the state is saved (Python ignores SIGXFSZ)
+        limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, limits[1]))
+        try:
+            save_state(*args)
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+
+    save_state = loop.save_state
+    monkeypatch.setattr(loop, "save_state", on_a_full_disk)
+    cfg = _cfg(chat_base, qa_file, tmp_path, max_steps=4)
+    with pytest.raises(RedrafterError, match=f"cannot save the training state {re.escape(str(cfg.state_path))} "
+                                             f"\\(.+\\): free disk space"):
+        train_drafter(cfg)
+    assert not cfg.state_path.exists() and not cfg.state_path.with_suffix(".partial").exists()
+
+
 def test_a_resume_where_auto_dtypes_resolve_otherwise_is_refused(chat_base, qa_file, tmp_path, monkeypatch):
     """`auto` was compared as typed: a run resumed on a CPU without native bfloat16 (or another device) went on in
     float32 from bfloat16 state and caches, silently no longer the uninterrupted run."""

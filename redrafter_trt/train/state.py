@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..drafter import Drafter, DrafterConfig
-from ..errors import ConfigError, CorruptFileError, first_line
+from ..errors import ConfigError, CorruptFileError, RedrafterError, first_line
 from .config import TrainConfig
 from .dataset import base_id, dtype_name
 from .objective import Head
@@ -57,8 +57,13 @@ def save_state(cfg: TrainConfig, drafter: Drafter, head: Head, opt, step: int, s
     tmp = cfg.state_path.with_suffix(".partial")
     cfg.state_path.parent.mkdir(parents=True, exist_ok=True)
     try:  # one name, not atomic_file's per process: a killed run's partial (the state's size) is replaced, not kept
-        torch.save({"step": step, "drafter": drafter.state_dict(), "optimizer": opt.state_dict(),
-                    "head": head.weight.detach(), "head_keep": head.keep, **same}, tmp)
+        try:
+            torch.save({"step": step, "drafter": drafter.state_dict(), "optimizer": opt.state_dict(),
+                        "head": head.weight.detach(), "head_keep": head.keep, **same}, tmp)
+        except RuntimeError as e:  # torch's writer says a failed write (a full disk) so, not as an OSError
+            raise RedrafterError(f"cannot save the training state {cfg.state_path} ({first_line(e, 'write failed')}): "
+                                 f"free disk space in {cfg.state_path.parent} (an earlier state there is kept for "
+                                 f"--resume)") from None
         os.replace(tmp, cfg.state_path)
     finally:  # a failed save (a full disk) left its partial file, holding the space the error asked to free
         tmp.unlink(missing_ok=True)
