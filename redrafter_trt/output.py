@@ -291,7 +291,12 @@ def atomic_output(dest: Path, force: bool, inputs: Iterable[Path | str] = ()) ->
     tmp = partial_dir(dest)
     done = False
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as e:
+            if e.filename is None and e.errno:  # a failed write (a full disk) names no file: name the output
+                raise OSError(e.errno, e.strerror, str(dest)) from None
+            raise
         os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it owner-only; a folder made by mkdir, as the files in it
         if dest.exists():
             # a partial's name, unique to this write: a run killed while removing it (an 8B checkpoint's) leaves it
