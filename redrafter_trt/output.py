@@ -42,10 +42,23 @@ def atomic_file(path: Path, sweep: bool = True) -> Iterator[Path]:
     tmp = path.with_name(f".{path.name}{PARTIAL_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}")
     _MADE.add(tmp.name)
     try:
-        yield tmp
+        with named_failures(path):
+            yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def named_failures(output: Path) -> Iterator[None]:
+    """A write that fails (a full disk) names no file, and the CLI's line said `No space left on device` without
+    saying where: its OSError names `output`, the file or folder being written."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None and e.errno:
+            raise OSError(e.errno, e.strerror, str(output)) from None
+        raise
 
 
 def write_text_atomic(path: Path, text: str) -> None:
@@ -291,12 +304,8 @@ def atomic_output(dest: Path, force: bool, inputs: Iterable[Path | str] = ()) ->
     tmp = partial_dir(dest)
     done = False
     try:
-        try:
+        with named_failures(dest):
             yield tmp
-        except OSError as e:
-            if e.filename is None and e.errno:  # a failed write (a full disk) names no file: name the output
-                raise OSError(e.errno, e.strerror, str(dest)) from None
-            raise
         os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it owner-only; a folder made by mkdir, as the files in it
         if dest.exists():
             # a partial's name, unique to this write: a run killed while removing it (an 8B checkpoint's) leaves it

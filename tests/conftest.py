@@ -52,6 +52,17 @@ def smollm2():
     return ensure_smollm2()
 
 
+@pytest.fixture()
+def small_file_limit():
+    """Files past 64 KiB fail to grow (EFBIG, Python ignores SIGXFSZ): a full disk, for this process alone."""
+    import resource
+
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, limits[1]))
+    yield
+    resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _release_checkpoints():
     """After each module, delete the checkpoints and drafters `test_runtime_support` built for it."""

@@ -226,17 +226,6 @@ def test_output_file_on_a_pipe_or_device(tmp_path, command, option):
     assert fifo.is_fifo()
 
 
-@pytest.fixture()
-def small_file_limit():
-    """Files past 64 KiB fail to grow (EFBIG, Python ignores SIGXFSZ): a full disk, for this process alone."""
-    import resource
-
-    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (64 << 10, limits[1]))
-    yield
-    resource.setrlimit(resource.RLIMIT_FSIZE, limits)
-
-
 @pytest.mark.parametrize("command", ["init-drafter", "convert"])
 def test_a_full_disk_is_one_line_and_leaves_nothing(parts, tmp_path, small_file_limit, command):
     """init-drafter's drafter is written by safetensors, whose failed write is its own SafetensorError, not an

@@ -347,3 +347,15 @@ def test_force_replaces_what_the_outputs_writers_wrote_and_refuses_the_users_own
         check_output_folder(dest, True, option="--workdir")  # as the quickstart checks its checkpoint/
     assert f"holds a.txt, b.txt, eval (+2 more)" in str(e.value) and "choose another --workdir" in str(e.value)
     assert "\n" not in str(e.value) and (dest / "notes.md").read_text() == "mine"
+
+
+def test_a_file_that_does_not_fit_on_the_disk_is_named(tmp_path, small_file_limit):
+    """A write's error names no file: bench's and acceptance's --output-json and --plot on a full disk said `File too
+    large` (or `No space left on device`) without saying which."""
+    from redrafter_trt.output import write_text_atomic
+
+    path = tmp_path / "results.json"
+    with pytest.raises(OSError) as raised:
+        write_text_atomic(path, "x" * (128 << 10))
+    assert raised.value.filename == str(path) and raised.value.strerror == "File too large"
+    assert list(tmp_path.iterdir()) == []
