@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import FLAG, POSITIVE_INT, POSITIVE_NUMBER, ConfigError, read_text
+from .errors import FLAG, POSITIVE_INT, POSITIVE_NUMBER, ConfigError, dangling_link, read_text
 from .registry import REGISTRY, ArchSpec, bias_fields, extra_fields, lookup
 from .rope import (HF_ROPE_NEEDS, HF_ROPE_ORIGINAL, TRTLLM_ROPE_REFUSED, TRTLLM_ROPE_SCALINGS, YARN_NULLABLE,
                    llama3_problem, rope_kind, trtllm_builds, yarn_problem, yarn_read_problem)
@@ -22,7 +22,7 @@ def read_json(path: Path, what: str) -> dict:
         state = "is a file, not a folder" if path.parent.exists() else "does not exist"
         raise ConfigError(f"{what} folder {path.parent} {state}: pass the model's folder")
     if not path.exists():
-        raise ConfigError(f"{path} is missing: {what} folder must contain config.json")
+        raise ConfigError(dangling_link(path) or f"{path} is missing: {what} folder must contain config.json")
     try:
         raw = json.loads(read_text(path, "fix or re-download it"))
     except json.JSONDecodeError as e:

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from .errors import FLAG, LAYER_COUNT, POSITIVE_INT, ConfigError, TensorError, name_list, optional
+from .errors import (FLAG, LAYER_COUNT, POSITIVE_INT, ConfigError, TensorError, dangling_link, name_list,
+                     optional)
 
 if TYPE_CHECKING:
     from .io import TensorSource
@@ -190,8 +191,8 @@ def _read_config(folder: Path) -> dict:
         raise ConfigError(f"drafter folder {folder} {state}: pass the folder holding config.json and "
                           "model.safetensors (none yet? `redrafter-trt train` makes one for your base)")
     if not (folder / "config.json").exists():
-        raise ConfigError(f"{folder / 'config.json'} is missing: a drafter folder needs Apple's config.json next to "
-                          f"its weights")
+        raise ConfigError(dangling_link(folder / "config.json") or f"{folder / 'config.json'} is missing: a drafter "
+                          f"folder needs Apple's config.json next to its weights")
     from .config import read_json
 
     raw = read_json(folder / "config.json", "drafter")

@@ -55,6 +55,20 @@ def first_line(error: BaseException, fallback: str) -> str:
     return text.splitlines()[0][:120] if text else fallback
 
 
+def dangling_link(path) -> str | None:
+    """The refusal of a file that is a symbolic link to nothing (None when `path` is not one): `ls` lists it, so
+    "missing" would mislead. A Hugging Face cache snapshot is relative links into ../../blobs, which `cp -r` copies
+    as links."""
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_symlink() or path.exists():
+        return None
+    return (f"{path} is a symbolic link to {os.readlink(path)}, which does not exist (links copied without their "
+            f"files, as `cp -r` copies a Hugging Face cache snapshot): copy it with `cp -rL`, or re-download it")
+
+
 def read_text(path, fix: str) -> str:
     """A user's text file as UTF-8 (a leading byte-order mark, as some Windows editors write, dropped), or a
     ConfigError naming why it cannot be read and `fix`."""

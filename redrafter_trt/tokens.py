@@ -7,7 +7,7 @@ from contextvars import ContextVar
 from datetime import datetime
 from pathlib import Path
 
-from .errors import COUNT, ConfigError, TokenizerError, first_line, read_text
+from .errors import COUNT, ConfigError, TokenizerError, dangling_link, first_line, read_text
 
 
 def encode_prompts(tokenizer, prompts: list[str], chat: bool | None) -> list[list[int]]:
@@ -254,7 +254,12 @@ def auto_tokenizer(folder, template_kwargs: dict | None = None):
     none of TOKENIZER_FILES (a checkpoint, a drafter or an empty folder passed in the base's place) is refused before
     transformers reads it: it printed a warning of its own above the error (a drafter's config.json: 'You are using
     a model of type `recurrent_drafting_drafter`...') and its reason named nothing ("... from one of: ")."""
-    if not any(path.is_file() for name in TOKENIZER_FILES for path in Path(folder).glob(name)):
+    # a name without a wildcard as it is: glob (3.11) leaves out a link to nothing
+    files = [path for name in TOKENIZER_FILES for path in (Path(folder).glob(name) if "*" in name else
+                                                           [Path(folder) / name])]
+    if dangling := next(filter(None, map(dangling_link, files)), None):
+        raise TokenizerError(dangling)
+    if not any(path.is_file() for path in files):
         raise TokenizerError(f"it holds none of {', '.join(TOKENIZER_FILES)}")
     import transformers
 

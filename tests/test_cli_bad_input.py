@@ -226,6 +226,35 @@ def test_output_file_on_a_pipe_or_device(tmp_path, command, option):
     assert fifo.is_fifo()
 
 
+def test_a_copied_cache_snapshot_of_dangling_links(parts, ckpt, smollm2, tmp_path):
+    """A Hugging Face cache snapshot is relative symbolic links into ../../blobs; `cp -r` copies the links, which then
+    point nowhere. `ls` shows config.json and tokenizer.json, but the errors said config.json was missing and the
+    folder held no tokenizer file."""
+    snapshot = tmp_path / "hub" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    for folder, name in [(parts[0], "base"), (parts[1], "drafter"), (smollm2, "tok")]:
+        for f in folder.iterdir():
+            blob = tmp_path / "hub" / "blobs" / f"{name}-{f.name}"
+            blob.parent.mkdir(exist_ok=True)
+            shutil.copy(f, blob)
+            (snapshot / name).mkdir(exist_ok=True)
+            (snapshot / name / f.name).symlink_to(Path("../../../blobs") / blob.name)
+        copied = tmp_path / f"copied-{name}"
+        shutil.copytree(snapshot / name, copied, symlinks=True)  # `cp -r`
+    needle = "which does not exist", "copy it with `cp -rL`"
+    base, drafter = tmp_path / "copied-base", tmp_path / "copied-drafter"
+    out = tmp_path / "out"
+    assert_one_line_error(run_cli("convert", "--base", base, "--drafter", parts[1], "--output", out),
+                          f"{base / 'config.json'} is a symbolic link to ../../../blobs/base-config.json", *needle)
+    assert_one_line_error(run_cli("convert", "--base", parts[0], "--drafter", drafter, "--output", out),
+                          f"{drafter / 'config.json'} is a symbolic link", *needle)
+    assert_one_line_error(run_cli("init-drafter", "--base", base, "--output", out), "config.json is a symbolic", *needle)
+    tok = tmp_path / "copied-tok"
+    assert_one_line_error(run_cli("run", "--checkpoint-dir", ckpt, "--tokenizer-dir", tok, "--input-text", "hi"),
+                          f"{tok / 'tokenizer.json'} is a symbolic link", *needle)
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("command", ["init-drafter", "convert"])
 def test_a_full_disk_is_one_line_and_leaves_nothing(parts, tmp_path, small_file_limit, command):
     """init-drafter's drafter is written by safetensors, whose failed write is its own SafetensorError, not an
