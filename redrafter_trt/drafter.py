@@ -181,8 +181,9 @@ def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
             return {name: src.get(name) for name in sorted(src.names())}
         finally:
             src.close()
-    raise ConfigError(f"{folder} has neither model.safetensors (or its shards with model.safetensors.index.json, or "
-                      f"pytorch_model*.bin) nor model.pt: point --drafter at a trained drafter folder")
+    raise ConfigError(dangling_link(st) or f"{folder} has neither model.safetensors (or its shards with "
+                      f"model.safetensors.index.json, or pytorch_model*.bin) nor model.pt: point --drafter at a "
+                      f"trained drafter folder")
 
 
 def _read_config(folder: Path) -> dict:

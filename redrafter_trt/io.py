@@ -17,7 +17,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .errors import ConfigError, CorruptFileError, TensorError, first_line, name_list
+from .errors import ConfigError, CorruptFileError, TensorError, dangling_link, first_line, name_list
 from .output import current_umask
 
 TORCH_TO_ST = {torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32", torch.float64: "F64",
@@ -50,7 +50,7 @@ def _open(path: Path, fix: str = REEXPORT):
     try:
         return safe_open(str(path), framework="pt")
     except OSError as e:
-        raise TensorError(f"{path} cannot be read ({_os_reason(path, e)}): {fix}") from None
+        raise TensorError(dangling_link(path) or f"{path} cannot be read ({_os_reason(path, e)}): {fix}") from None
     except (SafetensorError, ValueError) as e:
         raise CorruptFileError(f"{path} is truncated or not a safetensors file ({e}): {fix}") from None
 

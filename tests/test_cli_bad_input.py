@@ -252,6 +252,13 @@ def test_a_copied_cache_snapshot_of_dangling_links(parts, ckpt, smollm2, tmp_pat
     tok = tmp_path / "copied-tok"
     assert_one_line_error(run_cli("run", "--checkpoint-dir", ckpt, "--tokenizer-dir", tok, "--input-text", "hi"),
                           f"{tok / 'tokenizer.json'} is a symbolic link", *needle)
+    for folder, source in [(base, parts[0]), (drafter, parts[1])]:  # the weights' links alone dangle
+        (folder / "config.json").unlink()
+        shutil.copy(source / "config.json", folder)
+    assert_one_line_error(run_cli("convert", "--base", base, "--drafter", parts[1], "--output", out),
+                          f"{base / 'model.safetensors'} is a symbolic link", *needle)
+    assert_one_line_error(run_cli("convert", "--base", parts[0], "--drafter", drafter, "--output", out),
+                          f"{drafter / 'model.safetensors'} is a symbolic link", *needle)
     assert not out.exists()
 
 
