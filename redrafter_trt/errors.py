@@ -69,6 +69,20 @@ def dangling_link(path) -> str | None:
             f"files, as `cp -r` copies a Hugging Face cache snapshot): copy it with `cp -rL`, or re-download it")
 
 
+def check_input_file(path, what: str, fix: str) -> None:
+    """Refuse an input file that is not a regular file: `{what} PATH is a folder` / `does not exist`, then `fix`; a
+    pipe or device (`--input-file <(jq ...)` passes /dev/fd/63, which exists) is named as one, not as missing."""
+    from pathlib import Path
+
+    path = Path(path)
+    if path.is_file():
+        return
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"{what} {path} is a pipe or device, not a file (as `<(...)` makes): save its text in a file "
+                          f"and pass that")
+    raise ConfigError(f"{what} {path} {'is a folder' if path.is_dir() else 'does not exist'}: {fix}")
+
+
 def read_text(path, fix: str) -> str:
     """A user's text file as UTF-8 (a leading byte-order mark, as some Windows editors write, dropped), or a
     ConfigError naming why it cannot be read and `fix`."""

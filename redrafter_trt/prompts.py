@@ -38,7 +38,7 @@ import json
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .errors import ConfigError, read_text
+from .errors import ConfigError, check_input_file, read_text
 
 PLAIN_TEXT = (".txt",)  # file suffixes read as one prompt per line, not JSON
 AS_TXT = ", or name the file .txt to read it one prompt per line"  # after a JSON error on a file's first line
@@ -379,9 +379,8 @@ def load_prompts(path: Path | str) -> list[Prompt]:
     """Every prompt in a jsonl file (or a JSON list file), in file order, with its system messages. Raises
     `ConfigError` for a missing or empty file and for a malformed record (naming its line)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"input file {path} {'is a folder' if path.is_dir() else 'does not exist'}: pass a jsonl "
-                          "file (one record a line), a ShareGPT .json or a .txt of prompts, one a line")
+    check_input_file(path, "input file", "pass a jsonl file (one record a line), a ShareGPT .json or a .txt of "
+                                         "prompts, one a line")
     prompts = []
     for where, record in records(path, read_text(path, "save it as UTF-8 jsonl")):
         try:

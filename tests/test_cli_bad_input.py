@@ -212,6 +212,19 @@ def test_output_json_in_an_unwritable_folder(ckpt, tiny_llama):
     assert_one_line_error(result, "cannot write in /proc/sys", "write elsewhere")
 
 
+def test_an_input_file_that_is_a_pipe(ckpt, tiny_llama, tmp_path):
+    """`--input-file <(jq ...)` (a pipe, /dev/fd/63), a named pipe: the error said the file did not exist, while the
+    shell had just made it. Refused as a pipe, before it is opened (a named pipe without a writer blocks the open)."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    runs = [("run", "--checkpoint-dir", ckpt, "--tokenizer-dir", tiny_llama, "--input-file", fifo),
+            ("acceptance", "--checkpoint-dir", ckpt, "--tokenizer-dir", tiny_llama, "--prompts", fifo),
+            ("train", "--base", tiny_llama, "--data", fifo, "--output", tmp_path / "d", "--cache-dir", tmp_path / "c")]
+    for args in runs:
+        assert_one_line_error(run_cli(*args), f"{fifo} is a pipe or device, not a file", "save its text in a file")
+    assert not (tmp_path / "d").exists()
+
+
 @pytest.mark.parametrize("command, option", [("run", "--output-json"), ("acceptance", "--output-json"),
                                              ("bench", "--plot")])
 def test_output_file_on_a_pipe_or_device(tmp_path, command, option):

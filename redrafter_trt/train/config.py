@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..drafter import MAX_DRAFT_LAYERS
-from ..errors import ConfigError, cuda_index_past
+from ..errors import ConfigError, check_input_file, cuda_index_past
 
 DTYPES = ("auto", "float32", "bfloat16")
 DEFAULT_SEQ_LEN = 1024
+
+DATA_FIX = "pass jsonl, ShareGPT json or .txt prompt files to --data"  # what a --data path that is not a file asks
 
 
 @dataclass
@@ -109,9 +111,7 @@ class TrainConfig:
         if self.exit_dim is not None:  # before the base loads: --exit-dim 10**8 was an allocation traceback
             self._check_drafter_size(hf, H)
         for p in self.data:
-            if not p.is_file():
-                raise ConfigError(f"data file {p} {'is a folder' if p.is_dir() else 'does not exist'}: pass jsonl, "
-                                  "ShareGPT json or .txt prompt files to --data")
+            check_input_file(p, "data file", DATA_FIX)
         if not (self.base / "config.json").is_file():
             raise ConfigError(f"{self.base} has no config.json: point --base at a Hugging Face model folder")
         if self.cache_dir.exists() and not self.cache_dir.is_dir():

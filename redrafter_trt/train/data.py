@@ -34,10 +34,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigError, first_line, read_text
+from ..errors import ConfigError, check_input_file, first_line, read_text
 from ..prompts import (ANSWER_KEYS, KEYS as PROMPT_KEYS, before_answer, chat_key, check_text, first_filled,
                        message_hint, messages_of, records, tools_of)
 from ..tokens import chat_text, render_chat, template_text
+from .config import DATA_FIX
 
 if TYPE_CHECKING:
     from .distill import CachedHidden
@@ -115,8 +116,7 @@ def read_conversations(path: Path | str, prompts_only: bool = False) -> list[Con
     that reads (agent data's tool turns after it, which it does not read), saying so. Raises ConfigError for a missing file, one that is not
     JSON or jsonl, or one without a usable record (naming the first refused record's line or number, 1-based)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"data file {path} does not exist: pass jsonl, ShareGPT json or .txt prompt files to --data")
+    check_input_file(path, "data file", DATA_FIX)
     located = records(path, read_text(path, "save it as UTF-8 jsonl or json"))
     if not located:
         raise ConfigError(f"data file {path} holds no records: add lines like {{\"question\": ..., \"answer\": ...}}")
