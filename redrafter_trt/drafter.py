@@ -356,7 +356,7 @@ def init_drafter_for_base(base: Path | str, output: Path | str, *, num_draft_lay
     from .base_plan import check_hf_tensors
     from .base_sample import record_base_sample
     from .config import BaseModelConfig, read_json
-    from .io import TensorSource
+    from .io import TensorSource, finite_base_tensor
 
     base = Path(base)
     hf = read_json(base / "config.json", "base")
@@ -382,6 +382,8 @@ def init_drafter_for_base(base: Path | str, output: Path | str, *, num_draft_lay
         head = src.get(head_name) if exit_dim in (None, 2 * H) else None  # [V, H]: checked above
     finally:
         src.close()
+    if head is not None:
+        finite_base_tensor(head, head_name, base)
     cfg, model = init_drafter(hf, head, num_draft_layers=num_draft_layers, rnn=rnn, exit_dim=exit_dim, seed=seed)
     # base_sample: train's record of the base, which convert compares with its --base
     producer = {"name": "redrafter-trt", "version": __version__, "command": "init-drafter",

@@ -41,6 +41,15 @@ def all_finite(t: torch.Tensor) -> bool:
     return not t.is_floating_point() or t.numel() == 0 or bool(torch.isfinite(t.abs().amax()))
 
 
+def finite_base_tensor(t: torch.Tensor, name: str, base: Path) -> torch.Tensor:
+    """`t`, the base's tensor `name` read whole (the lm_head or embedding a drafter starts from), or a TensorError
+    naming the base when it holds NaN or Inf: copied into a drafter, convert blamed the drafter; in training, the
+    first loss was NaN and the error said to lower --lr."""
+    if not all_finite(t):
+        raise TensorError(f"base {base}: {name} holds NaN or Inf: the base's weights are broken; re-download it")
+    return t
+
+
 REEXPORT = "re-download or re-export it"  # the fix of a file that cannot be read, unless the caller knows another
 
 

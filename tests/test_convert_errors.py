@@ -966,6 +966,24 @@ def test_nan_weights(parts, where):
     assert_one_line_error(convert_err(parts), "NaN")
 
 
+@pytest.mark.parametrize("tie", [False, True], ids=["lm_head", "tied embedding"])
+def test_init_drafter_from_a_base_head_holding_nan(parts, tie):
+    """init-drafter copies the base's lm_head into the drafter's: a NaN there was written into the drafter, exit 0,
+    and convert then told the user to retrain or re-export the drafter. The base is named, nothing written."""
+    t = load_file(parts[0] / "model.safetensors")
+    if tie:
+        del t["lm_head.weight"]
+        config = parts[0] / "config.json"
+        config.write_text(json.dumps(json.loads(config.read_text()) | {"tie_word_embeddings": True}))
+    head = "model.embed_tokens.weight" if tie else "lm_head.weight"
+    t[head][3, 1] = float("nan")
+    save_file(t, parts[0] / "model.safetensors")
+    out = parts[2]
+    assert_one_line_error(run_cli("init-drafter", "--base", parts[0], "--output", out),
+                          f"base {parts[0]}: {head} holds NaN or Inf", "re-download")
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("where", ["base", "drafter"])
 def test_weights_beyond_float16_range(parts, where):
     """A finite weight float16 cannot hold: the cast made it Inf, and the error says so (not 'broken source')."""

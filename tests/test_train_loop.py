@@ -328,6 +328,26 @@ def test_a_state_that_does_not_fit_on_the_disk_is_one_error(chat_base, qa_file, 
     assert not cfg.state_path.exists() and not cfg.state_path.with_suffix(".partial").exists()
 
 
+def test_a_base_head_holding_nan_is_named_not_the_learning_rate(chat_base, qa_file, tmp_path):
+    """The base's lm_head (or tied embedding) is the drafter's start and the teacher's head: a NaN in it made the
+    first loss NaN, and the error said to lower --lr. The base is named, and no drafter written."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from redrafter_trt.errors import TensorError
+
+    base = tmp_path / "base"
+    shutil.copytree(chat_base, base)
+    t = load_file(base / "model.safetensors")
+    head = "lm_head.weight" if "lm_head.weight" in t else "model.embed_tokens.weight"
+    t[head][-1, 1] = float("nan")  # the last token's row: no text encodes it, so the hidden states stay finite
+    save_file(t, base / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(TensorError, match=f"base {re.escape(str(base))}: {head} holds NaN or Inf"):
+        train_drafter(_cfg(base, qa_file, tmp_path))
+    assert not (tmp_path / "drafter").exists()
+
+
 def test_a_resume_where_auto_dtypes_resolve_otherwise_is_refused(chat_base, qa_file, tmp_path, monkeypatch):
     """`auto` was compared as typed: a run resumed on a CPU without native bfloat16 (or another device) went on in
     float32 from bfloat16 state and caches, silently no longer the uninterrupted run."""

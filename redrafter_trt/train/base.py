@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError, TokenizerError
-from ..io import TensorSource
+from ..io import TensorSource, finite_base_tensor
 
 
 def base_tensors(base: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -18,8 +18,9 @@ def base_tensors(base: Path) -> tuple[torch.Tensor, torch.Tensor]:
     emb_name = next((n for n in ("model.embed_tokens.weight", "embed_tokens.weight") if n in names), None)
     if emb_name is None:
         raise ConfigError(f"{base} has no model.embed_tokens.weight: only Llama/Qwen2/Qwen3-style bases are supported")
-    embed = src.get(emb_name).float()
-    head = src.get("lm_head.weight").float() if "lm_head.weight" in names else embed
+    embed = finite_base_tensor(src.get(emb_name).float(), emb_name, base)
+    head = finite_base_tensor(src.get("lm_head.weight").float(), "lm_head.weight", base) if "lm_head.weight" in names \
+        else embed
     src.close()
     return embed, head
 
