@@ -37,6 +37,11 @@ INDUCTOR_OPTIONS = {
     "max_autotune": True,                          # time the candidate GEMMs per shape, keep the fastest
     "max_autotune_gemm_backends": "CPP,ATEN",      # inductor's C++ micro-GEMM and ATen's (MKL) product
 }
+# autotuning printed its timing tables (about 60 lines on stderr for a SmolLM2 bench --compile); torch releases
+# without these settings print them still
+INDUCTOR_OPTIONS |= {key: value for key, value in {"autotune_num_choices_displayed": 0,
+                                                   "max_autotune_report_choices_stats": False}.items()
+                     if hasattr(inductor_config, key)}
 
 
 # Rows the many-token kind is first compiled for, which its GEMMs are autotuned at: the verify tree of W=1 L=2, the
