@@ -111,8 +111,8 @@ def plot(report: BenchReport, path: Path | str) -> Path:
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"{Path(m['hf_dir']).name}, {m['num_prompts']} prompts x {m['max_new_tokens']} tokens, {m['dtype']}, "
-                 f"{m['device']}, {m['torch_threads']} threads", fontsize=10)
+    fig.suptitle(f"{Path(m['hf_dir']).name}, {counted(m['num_prompts'], 'prompt')} x {m['max_new_tokens']} tokens, {m['dtype']}, "
+                 f"{m['device']}, {counted(m['torch_threads'], 'thread')}", fontsize=10)
     fig.tight_layout()
     path = Path(path)
     try:

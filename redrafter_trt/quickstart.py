@@ -31,6 +31,7 @@ from typing import Callable
 
 from .bench import BenchOptions, BenchReport, run_bench
 from .errors import ConfigError, RedrafterError
+from .plural import counted
 from .producer import recorded_source
 from .prompts import load_prompts
 
@@ -372,7 +373,7 @@ def quickstart(opts: QuickstartOptions, on_stage: Callable[[str], None] = lambda
     seconds["checkpoint"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    on_stage(f"generating: {len(questions)} MT-Bench questions, up to {opts.max_new_tokens} tokens each, with "
+    on_stage(f"generating: {counted(len(questions), 'MT-Bench question')}, up to {opts.max_new_tokens} tokens each, with "
              f"transformers, without drafting, and drafting with {len(GRID_BEAMS)} beam widths")
     config = json.loads((checkpoint / "config.json").read_text())
     bench_opts = BenchOptions(checkpoint, base, mt_bench_path(), hf_dir=base, max_new_tokens=opts.max_new_tokens,

@@ -27,6 +27,7 @@ import torch
 
 from .bench_inputs import check_checkpoint, check_grid, default_grid, first_prompts
 from .errors import ConfigError
+from .plural import counted
 from .producer import recorded_source
 from .tokens import encode_prompts, load_tokenizer, stop_ids, uses_chat
 
@@ -69,7 +70,7 @@ def greedy_pass(model, prompt_ids: list[list[int]], max_new_tokens: int, eos: li
     for lo in range(0, len(prompt_ids), batch):
         chunk = prompt_ids[lo: lo + batch]
         outputs += decode(base, None, chunk, max_new_tokens, 0, 0, eos_token_id=eos, group=model.group).output_ids
-        progress(f"greedy pass: {len(outputs)}/{len(prompt_ids)} prompts")
+        progress(f"greedy pass: {len(outputs)}/{counted(len(prompt_ids), 'prompt')}")
     for prompt, out in zip(prompt_ids, outputs):
         ids = torch.tensor([prompt + out], device=base.device)
         T = ids.shape[1]

@@ -53,6 +53,7 @@ def test_untrained_fallback_says_so(untrained):
     assert "On a machine with an NVIDIA GPU and TensorRT-LLM, installed with: pip install 'tensorrt_llm==1.2.*'" in out
     # a walkthrough: "Measured here (1 questions, ..., 1 CPU threads)"
     assert "Measured here (1 question, " in out and "1 CPU thread):" in out, out
+    assert "generating: 1 MT-Bench question, up to 6 tokens" in result.output, result.output  # its stage line too
     best = int(re.search(r"W=(\d+) L=\d+\*", out).group(1))  # the table's starred row
     assert f"ReDrafter, {best} beam{'' if best == 1 else 's'} x " in out, out
     # bench's verdict, as `bench` prints it (an untrained drafter mostly "accepts almost nothing")
