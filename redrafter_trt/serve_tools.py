@@ -114,13 +114,14 @@ class HermesCalls:
     @staticmethod
     def _call(inside: str) -> dict | None:
         """A block's call, or None when its text is no {"name": str, "arguments": object} (arguments may be left
-        out: {}; "parameters" stands for them where "arguments" is missing, as trtllm-serve's parser reads it)."""
+        out: {}; "parameters" stands for them where "arguments" is missing, as trtllm-serve's parser reads it; an
+        empty name calls nothing, as trtllm-serve's parser makes no call of it)."""
         try:
             obj = json.loads(inside)
         except ValueError:
             return None
         arguments = obj.get("arguments", obj.get("parameters", {})) if isinstance(obj, dict) else None
-        if not isinstance(arguments, dict) or not isinstance(obj.get("name"), str):
+        if not isinstance(arguments, dict) or not isinstance(obj.get("name"), str) or not obj["name"]:
             return None
         return tool_call_json(obj["name"], arguments)
 

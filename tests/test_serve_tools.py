@@ -51,6 +51,9 @@ ANSWERS = {  # answer text -> (content, [(name, arguments)])
     "spaces between": ("A " + CALL + " B", ("A B", [("get_weather", {"city": "Paris"})])),
     # "parameters" for "arguments" (trtllm-serve's parser takes either): the arguments are not lost
     "parameters": (CALL.replace('"arguments"', '"parameters"'), (None, [("get_weather", {"city": "Paris"})])),
+    # an empty name calls nothing (trtllm-serve's parser makes no call of it either): the block stays content
+    "empty name": ('<tool_call>\n{"name": "", "arguments": {}}\n</tool_call>',
+                   ('<tool_call>\n{"name": "", "arguments": {}}\n</tool_call>', [])),
     # ended before </tool_call> (a stop string "</tool_call>", or EOS) with the call whole: a call, as vLLM's
     "unclosed": ("Sure.\n" + CALL.removesuffix("</tool_call>"), ("Sure.", [("get_weather", {"city": "Paris"})])),
 }
