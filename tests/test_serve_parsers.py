@@ -1,0 +1,273 @@
+"""`serve --tool-parser qwen3` and `--reasoning-parser qwen3|deepseek-r1` on random answers, as the server runs them:
+answer texts mixing plain text (multi-byte characters, `<`, braces), `<think>` / `</think>`, `<tool_call>` blocks with
+valid, invalid and partial JSON (tags inside their strings, no newlines, "parameters", an array, ...) and tags' starts
+go through the HTTP app, whose backend double decodes each answer's UTF-8 bytes a token per byte through
+serve_text.AnswerText as the scheduler does (random steps of 1 to 4 tokens, so tags and characters split at every
+boundary, random stop strings near the tags, max_tokens cutting inside a tag, its JSON or a character). Each answer
+is asked whole and streamed, with a prompt whose end opens, closes or leaves the thinking. Checked: the stream's
+content, reasoning_content and tool_calls add up to the whole message exactly (nothing lost, doubled or held back at
+the end) with the same finish_reason, and the whole message is what a whole-text reading of README's rules gives:
+TensorRT-LLM's DeepSeekR1Parser.parse and Qwen3ToolParser.detect_and_parse where those are defined (well-formed
+blocks with its newlines), with the differences README's Serve section documents."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+
+import pytest
+
+from redrafter_trt.serve_app import App
+from redrafter_trt.serve_jobs import Choice
+from redrafter_trt.serve_text import AnswerText
+from test_runtime_support import one_thread  # noqa: F401
+from test_serve_tools import ASK, WEATHER, backend, events_of, tiny_qwen  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+# a chat template whose generation prompt ends in chat_template_kwargs' `tail`: where the prompt leaves the thinking
+TAILED = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+          "{% if add_generation_prompt %}<|im_start|>assistant\n{{ tail }}{% endif %}")
+TAILS = {"": None, "<think>\n": "opening", "<think>\n\n</think>\n\n": "after"}  # the prompt's end -> where it starts
+STARTS = {"qwen3": "before", "deepseek-r1": "opening"}  # README: where each parser's answers start otherwise
+
+
+class Bytes:
+    """A byte-level tokenizer double: a token per UTF-8 byte; a character cut short decodes to U+FFFD."""
+
+    @staticmethod
+    def decode(ids: list[int], **_) -> str:
+        return bytes(ids).decode("utf-8", errors="replace")
+
+
+def decoding(text: str, rng: random.Random, seen: list):
+    """A backend double's `complete`: one row answering `text` then EOS, decoded as the scheduler's on_tokens and
+    _answer do (AnswerText, steps of 1-4 tokens, max_tokens, stop strings); its (text, finish_reason) go to `seen`."""
+    def complete(rows, max_tokens, temperature, seed, stop, on_text=None, *_, **__):
+        (_,) = rows
+        ids, answer, steps = list(text.encode()), AnswerText(Bytes(), stop), 0
+        sent = ""
+        while not answer.stopped and len(answer.ids) < min(len(ids), max_tokens):
+            at = len(answer.ids)
+            delta = answer.add(ids[at:min(at + rng.randint(1, 4), max_tokens)])
+            steps, sent = steps + 1, sent + delta
+            if delta and on_text is not None:
+                on_text(0, delta, [], len(answer.ids))
+        delta = answer.finish()
+        if delta and on_text is not None:
+            on_text(0, delta, [], len(answer.ids))
+        assert sent + delta == answer.text
+        ended = "stop" if answer.stopped or max_tokens > len(ids) else "length"  # room for the EOS after the text
+        seen.append((answer.text, ended))
+        return [Choice(answer.ids, answer.text, steps, ended)]
+    return complete
+
+
+WORDS = ["Sure.", " ", "\n", "\n\n", "  ", "It is 4 < 5", "a>b", "{}", '"x"', "é", "東京", "🌧", "Ω≈", "\t"]
+TAGS = ["<think>", "</think>", "<tool_call>", "</tool_call>", "<thi", "</th", "<tool_", "</tool_call", "<", "</"]
+
+
+def arguments(rng: random.Random) -> dict:
+    return rng.choice([{}, {"city": "Paris"}, {"city": "東京 🌧", "n": 2}, {"q": "</tool_call>"}, {"q": "<think>"},
+                       {"q": "<tool_call>"}, {"deep": {"a": [1, 2.5, None, True]}}, {"s": "a\nb\"c"}])
+
+
+def block_json(rng: random.Random, plain: bool) -> str:
+    """A <tool_call> block's inside: a call, or text that is none (bad or partial JSON, other shapes; plain: only
+    a call, a partial one or one with an empty name)."""
+    name = rng.choice(["get_weather", "f", "名前"])
+    pick = rng.choice([0, 7, 9]) if plain else rng.randrange(12)
+    if pick < 5:
+        return json.dumps({"name": name, "arguments": arguments(rng)}, ensure_ascii=rng.random() < 0.5)
+    return [json.dumps({"name": name, "parameters": arguments(rng)}),
+            json.dumps({"name": name}),
+            json.dumps({"name": name, "arguments": arguments(rng)})[:-rng.randint(1, 5)],  # partial
+            json.dumps([{"name": name, "arguments": {}}]),
+            json.dumps({"name": "", "arguments": {}}),
+            json.dumps({"name": 5, "arguments": {}}),
+            json.dumps({"name": name, "arguments": "x"}),
+            "not json"][pick - 5]
+
+
+def answer(rng: random.Random) -> str:
+    """A random answer: words, tags, tags' starts and tool-call blocks (with or without their newlines or end; a
+    plain answer's as Qwen3ToolParser reads them)."""
+    parts, plain = [], rng.random() < 0.3
+    for _ in range(rng.randint(1, 10)):
+        pick = rng.random()
+        if pick < 0.4:
+            parts.append(rng.choice(WORDS))
+        elif pick < 0.55:
+            parts.append(rng.choice(TAGS[:2] + TAGS[4:] if plain else TAGS))
+        else:
+            nl = "\n" if plain else rng.choice(["\n", "\n", "", " "])
+            parts.append("<tool_call>" + nl + block_json(rng, plain) + (
+                nl + "</tool_call>" if plain or rng.random() < 0.85 else ""))
+    return "".join(parts)
+
+
+def stops(rng: random.Random, text: str) -> list[str]:
+    """0-2 stop strings: near the tags, or a random piece of the answer (which may split a tag or a character)."""
+    out = []
+    for _ in range(rng.choice([0, 0, 0, 1, 2])):
+        if rng.random() < 0.3 and text:
+            at = rng.randrange(len(text))
+            out.append(text[at:at + rng.randint(1, 4)])
+        else:
+            out.append(rng.choice(["</tool_call>", "\n</tool_call>", "</think>", "call>", "\n\n", "}}", "é", "🌧"]))
+    return out
+
+
+# whole-text readings of README's Serve rules, written from TensorRT-LLM's parsers (tensorrt_llm/llmapi/
+# reasoning_parser.py DeepSeekR1Parser.parse, serve/tool_parser/qwen3_tool_parser.py detect_and_parse) and the
+# differences README documents
+
+
+def spec_reasoning(start: str, text: str) -> tuple[str | None, str]:
+    """(reasoning, content). trtllm-serve's parse: qwen3 (reasoning_at_start False) reads from the first <think> to
+    the first </think> after it, all content without one; deepseek-r1 (reasoning_at_start True) reads to the first
+    </think>. README's differences: qwen3 keeps the text before <think> as content (trtllm-serve drops it),
+    deepseek-r1 drops a <think> the answer starts with (trtllm-serve keeps it), reasoning null without thinking (""),
+    and a prompt ending in a tag decides where the answer starts."""
+    if start == "after":
+        return None, text
+    if start == "before":
+        before, tag, text = text.partition("<think>")
+        if not tag:
+            return None, before
+        reasoning, _, content = text.partition("</think>")
+        return reasoning, before + content
+    reasoning, _, content = text.removeprefix("<think>").partition("</think>")
+    return reasoning, content
+
+
+def spec_call(inside: str) -> tuple[str, dict] | None:
+    """A block's (name, arguments), README's rule: a JSON object with a non-empty string "name" and an object
+    "arguments" ("parameters" where it is missing, {} without either)."""
+    try:
+        obj = json.loads(inside)
+    except ValueError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    args = obj.get("arguments", obj.get("parameters", {}))
+    name = obj.get("name")
+    return (name, args) if isinstance(name, str) and name and isinstance(args, dict) else None
+
+
+BLOCK = re.compile(r"<tool_call>(.*?)</tool_call>", re.S)
+
+
+def spec_tools(text: str, ended: str) -> tuple[str | None, list[tuple[str, dict]], str]:
+    """(content, calls, finish_reason): each block a call when it holds one (a last one without its </tool_call> too),
+    the others text; the text around the calls the content, less the whitespace next to them but the joint (the
+    whitespace after the last call of a run, else the one before it) between content before and after them."""
+    texts, calls, at, last = [], [], 0, 0
+    for m in BLOCK.finditer(text):
+        last = m.end()
+        call = spec_call(m.group(1))
+        if call is not None:
+            texts.append(text[at:m.start()])
+            calls.append(call)
+            at = m.end()
+    opened = text.find("<tool_call>", last)
+    if opened >= 0 and (call := spec_call(text[opened + len("<tool_call>"):])) is not None:
+        texts.append(text[at:opened])
+        calls.append(call)
+        at = len(text)
+    texts.append(text[at:])
+    content = texts[0]
+    for k, t in enumerate(texts[1:], 1):
+        body = content.rstrip()
+        if not t.strip():
+            if k == len(texts) - 1:
+                content = body
+            continue
+        lead = t[:len(t) - len(t.lstrip())]
+        content = body + ((lead or content[len(body):]) if body else "") + t.lstrip()
+    return (content or None) if calls else content, calls, "tool_calls" if calls and ended == "stop" else ended
+
+
+def trtllm_calls(text: str) -> list[tuple[str, dict]] | None:
+    """Qwen3ToolParser.detect_and_parse's calls, where this server's must be the same: every block written as its
+    format has them ("<tool_call>\\n" and "\\n</tool_call>", an object with a string "name" and an object "arguments",
+    or invalid JSON: both parsers call nothing of that or of an empty name) and none left open; None elsewhere."""
+    blocks = BLOCK.findall(text)
+    if text.count("<tool_call>") != len(blocks) or not blocks:
+        return None
+    calls = []
+    for inside in blocks:
+        if not (inside.startswith("\n") and inside.endswith("\n")):
+            return None
+        try:
+            obj = json.loads(inside.strip())
+        except ValueError:
+            continue
+        if not (isinstance(obj, dict) and set(obj) == {"name", "arguments"} and isinstance(obj["name"], str)
+                and isinstance(obj["arguments"], dict)):
+            return None
+        if obj["name"]:  # parse_base_json: `if name:`
+            calls.append((obj["name"], obj["arguments"]))
+    return calls
+
+
+def message(events: list[dict]) -> tuple[str, str, list[tuple[int, str, dict]], str]:
+    """A stream's (reasoning, content, [(index, name, arguments)], finish_reason), its chunks added up."""
+    chunks = [c for e in events for c in e["choices"]]
+    deltas = [c["delta"] for c in chunks if "delta" in c]
+    calls = [(t["index"], t["function"]["name"], json.loads(t["function"]["arguments"]))
+             for d in deltas for t in d.get("tool_calls", [])]
+    assert all(c["finish_reason"] is None for c in chunks[:-1])
+    return ("".join(d.get("reasoning_content", "") for d in deltas), "".join(d.get("content", "") for d in deltas),
+            calls, chunks[-1]["finish_reason"])
+
+
+def calls_of(message: dict) -> list[tuple[str, dict]]:
+    return [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in message.get("tool_calls", [])]
+
+
+def test_random_answers_stream_as_they_answer_whole_and_as_readmes_rules_read_them(backend, monkeypatch):
+    """2000 random answers, each asked whole and streamed (n 1 or 2, an echoed assistant message or none), under
+    each pair of parsers (or none) and prompt end: see the module's docstring."""
+    monkeypatch.setattr(backend.tokenizer, "chat_template", TAILED)
+    rng = random.Random(20261205)
+    apps = {(t, r): App(backend, "tiny", max_output_len=1024, tool_parser=t, reasoning_parser=r)
+            for t in (None, "qwen3") for r in (None, "qwen3", "deepseek-r1")}
+    compared = 0
+    for case in range(2000):
+        text = answer(rng)
+        (tools, reasoner), tail = rng.choice(sorted(apps, key=str)), rng.choice(sorted(TAILS))
+        size, echo = len(text.encode()), rng.choice(["", "", "Pre <tool_call>"])
+        body = {"messages": ASK + ([{"role": "assistant", "content": echo}] if echo else []), "echo": bool(echo),
+                "chat_template_kwargs": {"tail": tail}, "stop": stops(rng, text), "n": rng.choice([1, 1, 2]),
+                "max_tokens": rng.randint(1, size + 1) if rng.random() < 0.3 else size + 1} | (
+            {"tools": [WEATHER]} if tools else {})
+        seen: list = []
+        monkeypatch.setattr(backend, "complete", decoding(text, rng, seen))
+        where = f"case {case}: {text!r} {body['stop']} max_tokens {body['max_tokens']} {tools} {reasoner} {tail!r}"
+        status, whole = apps[tools, reasoner].post("/v1/chat/completions", body)
+        assert status == 200, where
+        said, ended = seen[0]
+        reasoning, content = spec_reasoning(TAILS[tail] or STARTS[reasoner], said) if reasoner else (None, said)
+        calls, trt = [], trtllm_calls(content) if tools else None  # the content the reasoning parser left
+        if tools:
+            content, calls, ended = spec_tools(content, ended)
+        if trt is not None:
+            assert calls == trt, where
+            compared += 1
+        events = events_of(apps[tools, reasoner], body | {"stream": True})
+        assert seen[1] == seen[0], where  # the double decodes the same text however the steps fall
+        for i, choice in enumerate(whole["choices"]):
+            got = choice["message"]
+            assert got.get("reasoning_content", "absent") == (reasoning if reasoner else "absent"), where
+            assert (calls_of(got), "tool_calls" in got) == (calls, bool(calls)), where
+            assert (got["content"], choice["finish_reason"]) == (
+                echo + (content or "") if echo or content is not None else None, ended), where
+            stream_reasoning, stream_content, stream_calls, finish = message(
+                [e | {"choices": [c for c in e["choices"] if c["index"] == i]} for e in events])
+            assert stream_reasoning == (got.get("reasoning_content") or ""), where
+            assert stream_content == (got["content"] or ""), where
+            assert stream_calls == [(k, *c) for k, c in enumerate(calls_of(got))], where
+            assert finish == choice["finish_reason"], where
+    assert compared > 50
