@@ -11,9 +11,10 @@ qwen3 is the Hermes format Qwen2.5's and Qwen3's chat templates ask for: each ca
 is read where "arguments" is missing, as trtllm-serve's; a last block the answer ended in before its </tool_call>, a
 stop string "</tool_call>" or EOS, is a call when its JSON is whole, as vLLM's). A block whose text is no such object
 stays in the content, the other blocks still calls: there vLLM keeps the whole text as content and no call, and
-trtllm-serve keeps the good calls and drops the bad block. The text outside the calls is the content, without the
-whitespace next to a call (the newlines the template puts between calls) but the one joining its parts (see
-HermesCalls), the text after a call included (both servers' whole answers keep only the text before the first call).
+trtllm-serve keeps the good calls and drops the bad block (README's Serve section lists where else trtllm-serve's
+parser reads otherwise). The text outside the calls is the content, without the whitespace next to a call (the
+newlines the template puts between calls) but the one joining its parts (see HermesCalls), the text after a call
+included (both servers' whole answers keep only the text before the first call).
 Tool names are not checked against the request's tools (neither server refuses one either). A whole answer is parsed
 by the same steps as a stream, so a streamed answer's content and calls add up to the whole one's.
 """
