@@ -134,10 +134,19 @@ def test_numpy_integer_seed_and_batch_size_run_as_ints(tiny_llama, tiny_drafter)
 @pytest.mark.parametrize("joining, needle", [([[1, 300]], "token id 300 is outside the vocabulary"),  # IndexError
                                               ([[1, 2.5]], "token id 2.5 is not an integer"),  # decoded as 2
                                               ([[1, None]], "token id None is not an integer"),  # TypeError
-                                              ([[]], "an admitted prompt is empty")])
+                                              ([[]], "an admitted prompt is empty"),
+                                              # a Joining's own max new tokens, as generate's: 0 emitted a token,
+                                              # 2.5 and None were TypeErrors mid-step, 7 was cut at 6 unsaid
+                                              *[((n,), f"max_new_tokens={n!r}: it must be an integer >= 1, at "
+                                                       f"most the batch's 6") for n in (0, -1, True, 2.5, None, 7)]])
 def test_admitted_prompts_are_checked_as_the_first_ones(tiny_llama, tiny_drafter, joining, needle):
     """A prompt that admit hands to a running batch is refused as generate refuses its own prompts, one line:
-    an id outside the vocabulary was an IndexError in the embedding, a float id was truncated and decoded."""
+    an id outside the vocabulary was an IndexError in the embedding, a float id was truncated and decoded. A
+    Joining's max new tokens (a 1-tuple here) is refused as generate's, and above the batch's (its cache's size)."""
+    from redrafter_trt.runtime.decode import Joining
+
+    if isinstance(joining, tuple):
+        joining = [Joining(PROMPTS[1], joining[0])]
     model = rt.load(checkpoint(tiny_llama, tiny_drafter, 1, num_beams=3, draft_len=4))
     left = [joining]
     with pytest.raises(ConfigError, match=needle):
@@ -179,6 +188,27 @@ def test_an_admitted_joining_ends_at_its_own_max_new_tokens_and_is_warned_of_onl
     warned = [r.getMessage() for r in caplog.records if "emits at most" in r.getMessage()]
     assert warned == ["an admitted 506-token prompt + 8 new tokens exceed the model's 512 positions: it emits at "
                       "most 6 new tokens"], warned
+
+
+def test_a_joining_emits_exactly_its_max_new_tokens_inside_a_drafted_step(tiny_llama, tiny_drafter):
+    """Rows joining with every max new tokens from 1 to the batch's, most of them falling inside a step's accepted
+    drafts: exactly that many, transformers' first ones, with steps and accepted counts that add up (greedy); a
+    sampling batch's joining rows emit exactly theirs too."""
+    from redrafter_trt.runtime.decode import Joining
+
+    model, refs = lookup_model(tiny_llama, tiny_drafter, 12, seed=5)
+    most = 0  # the most tokens a greedy joining row's step emitted
+    for n, temperature in [*((n, 0.0) for n in range(1, 13)), (1, 0.9), (5, 0.9)]:
+        left = [[Joining(PROMPTS[1], n), Joining(PROMPTS[2], n)]]
+        res = rt.generate(model, PROMPTS[:1] + PROMPTS[3:], 12, temperature=temperature, seed=n,
+                          admit=lambda running: left.pop() if left and running else [])
+        assert [len(o) for o in res.output_ids] == [12, 12, n, n], (n, temperature)
+        if not temperature:
+            assert res.output_ids == [refs[0], refs[3], refs[1][:n], refs[2][:n]], n
+            most = max(most, *res.accepted[2], *res.accepted[3], 0)
+        assert all(sum(a) + 1 == len(o) and len(a) + 1 == s
+                   for a, s, o in zip(res.accepted, res.steps, res.output_ids)), (n, res.accepted, res.steps)
+    assert most >= 3  # drafts accepted: some of the limits above fell inside a step
 
 
 def test_forget_ended_keeps_nothing_of_ended_rows_and_on_tokens_sees_it_all(tiny_llama, tiny_drafter):

@@ -14,7 +14,7 @@ EOS / at max_new_tokens.
 a server's newly arrived requests); they are prefilled, emit their first token and decode along from the next step,
 as rows numbered after those already there. Decoding ends when no row runs and admit has none. Under
 tensor parallelism rank 0's answer is broadcast (every rank passes an admit, or none). A prompt may come as a
-`Joining`, with its own max new tokens (a server's request's max_tokens, below the batch's): its row ends there. An
+`Joining`, with its own max new tokens (a server's request's max_tokens, up to the batch's): its row ends there. An
 admitted row whose prompt + max new tokens runs past the model's positions ends at the last one (a warning says so;
 TensorRT-LLM lowers such a request's max new tokens alike); a prompt that leaves no position for a new token is
 refused.
@@ -66,9 +66,10 @@ class TokenLogprob:
 
 @dataclass(frozen=True)
 class Joining:
-    """A prompt admit hands to the running batch with its own max new tokens (at most the batch's max_new_tokens; a
-    plain list of ids takes the batch's): its row ends there, and is warned of as cut only where the model's
-    positions leave it fewer (a server's request joining a batch of larger max_tokens got what it asked)."""
+    """A prompt admit hands to the running batch with its own max new tokens (an integer from 1 to the batch's
+    max_new_tokens, which its cache was sized for, else refused; a plain list of ids takes the batch's): its row ends
+    there, and is warned of as cut only where the model's positions leave it fewer (a server's request joining a
+    batch of larger max_tokens got what it asked)."""
     ids: list[int]
     max_new_tokens: int
 
@@ -355,15 +356,22 @@ def _row_limit(cfg, prompt_len: int, max_new_tokens: int) -> int:
 def _admitted(admit, running: int, group: TPGroup, cfg, max_new_tokens: int) -> tuple[list[list[int]], list[int]]:
     """admit's new prompts (rank 0's, on every rank), checked as generate checks its prompts (token ids in the
     vocabulary) and with room for one new token in the model's positions (more than that: `_row_limit`), and each
-    one's max new tokens (a `Joining`'s own, at most max_new_tokens)."""
+    one's max new tokens (a `Joining`'s own, checked as generate's and at most max_new_tokens)."""
     if admit is None:
         return [], []
     prompts, wants = group.broadcast_object(admit(running)) or [], []
     if isinstance(prompts, (list, tuple)):  # else check_prompts refuses it
-        wants = [min(p.max_new_tokens, max_new_tokens) if isinstance(p, Joining) else max_new_tokens for p in prompts]
+        wants = [p.max_new_tokens if isinstance(p, Joining) else max_new_tokens for p in prompts]
         prompts = [p.ids if isinstance(p, Joining) else p for p in prompts]
     if prompts:  # the same on every rank: they all raise
-        from . import check_prompts  # the package imports this module
+        from . import ARGUMENTS, check_prompts  # the package imports this module
+
+        need, ok = ARGUMENTS["max_new_tokens"]
+        # [w], not w: a None is the first bad one too (0 emitted a token, 2.5 or None was a TypeError mid-step)
+        bad = next(([w] for w in wants if not (ok(w) and w <= max_new_tokens)), None)
+        if bad:
+            raise ConfigError(f"an admitted Joining's max_new_tokens={bad[0]!r}: it must be {need}, at most the "
+                              f"batch's {max_new_tokens} (its cache was sized for that)")
 
         if all(isinstance(p, (list, tuple)) for p in prompts) and any(len(p) == 0 for p in prompts):
             raise ConfigError("an admitted prompt is empty: every prompt needs at least one token")
