@@ -279,6 +279,32 @@ def test_a_stopped_answer_lists_a_logprob_for_every_token_usage_counts(ids, stop
         assert [v.token for v in answer.logprobs(everything=True)] == ids
 
 
+class Table:
+    """id -> its text in `pieces`: tokens of several characters."""
+
+    def __init__(self, pieces: list[str]):
+        self.pieces = pieces
+
+    def decode(self, ids, skip_special_tokens=True, clean_up_tokenization_spaces=False):
+        return "".join(self.pieces[t] for t in ids)
+
+
+@pytest.mark.parametrize("tokens, stop, text", [(["a", "bc", "d"], "b", "a"),  # completed, its text going on past it
+                                                (["x", "ab", "cd", "e"], "bc", "xa"),  # over two tokens, both going on
+                                                (["xa", "b", "cab", "c"], "bc", "xa")])  # held back, then completed
+def test_a_token_that_completes_a_stop_string_and_goes_on_past_it_is_listed_once(tokens, stop, text):
+    """A review of 3217655 (every token usage counts is listed): the token that completed the stop string and whose
+    text goes on past it is listed, at the answer's end, whatever the steps; the tokens after it are not."""
+    pieces = sorted(set(tokens))
+    ids = [pieces.index(t) for t in tokens]
+    for steps in ([[t] for t in ids], [ids]):
+        sent, given, kept, ids_kept, everything = joined(transcript(AnswerText, Table(pieces), steps, [stop], True))
+        through = ids[:next(k + 1 for k in range(len(ids)) if stop in "".join(tokens[:k + 1]))]
+        assert (sent, kept, ids_kept) == (text, text, through), steps
+        assert [v[:2] for v in given] == [v[:2] for v in everything], steps
+        assert [v[0] for v in given] == through and all(v[1] <= len(text) for v in given), (steps, given)
+
+
 def test_a_request_with_too_many_or_too_long_stop_strings_is_refused():
     from redrafter_trt.serve_errors import RequestError
     from redrafter_trt.serve_request import MAX_STOP, MAX_STOP_CHARS, parse
