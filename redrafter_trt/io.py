@@ -21,8 +21,9 @@ from .errors import ConfigError, CorruptFileError, TensorError, dangling_link, f
 from .output import current_umask
 
 TORCH_TO_ST = {torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32", torch.float64: "F64",
-               torch.float8_e4m3fn: "F8_E4M3", torch.int8: "I8", torch.uint8: "U8", torch.int32: "I32",
-               torch.int64: "I64", torch.bool: "BOOL"}
+               torch.float8_e4m3fn: "F8_E4M3", torch.int8: "I8", torch.uint8: "U8", torch.int16: "I16",
+               torch.uint16: "U16", torch.int32: "I32", torch.uint32: "U32", torch.int64: "I64", torch.uint64: "U64",
+               torch.bool: "BOOL"}
 ST_TO_TORCH = {v: k for k, v in TORCH_TO_ST.items()}
 
 

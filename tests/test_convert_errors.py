@@ -459,6 +459,18 @@ def test_integer_weights_are_refused(parts, which, name):
     assert_one_line_error(convert_err(parts), f"{name} is I32", "re-download or re-export")
 
 
+@pytest.mark.parametrize("which, name, file", [(0, "model.layers.0.self_attn.q_proj.weight", "pytorch_model.bin"),
+                                               (1, "rnn_w.weight", "model.pt")], ids=["base", "drafter"])
+def test_int16_weights_in_torch_files_are_refused(parts, which, name, file):
+    """A review: a weight stored as int16 in a pytorch_model.bin base ended in a KeyError traceback, exit 1 (int16
+    had no safetensors name), and in a drafter's model.pt it was cast to floats and converted, exit 0."""
+    folder = parts[which]
+    t = load_file(folder / "model.safetensors")
+    torch.save(t | {name: t[name].to(torch.int16)}, folder / file)
+    (folder / "model.safetensors").unlink()
+    assert_one_line_error(convert_err(parts), f"{name} is I16", "re-download or re-export")
+
+
 def test_a_tensor_under_two_aliases_is_refused(parts):
     """A review: `lm_heads.0.linear.weight` beside `lm_head.0.linear.weight` (both Apple names of ResBlock 0's
     weight) collapsed into one name, and whichever the file listed last was converted, silently (TensorRT-LLM's
