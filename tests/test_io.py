@@ -70,3 +70,22 @@ def test_a_tensor_source_names_its_own_fix(tmp_path):
         TensorSource.from_files([path], fix="re-convert it")
     with pytest.raises(CorruptFileError, match=r": re-download or re-export it$"):
         TensorSource.from_files([path])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("bad", [None, float("nan"), float("inf"), float("-inf")])
+def test_all_finite_allocates_no_copy_of_the_tensor(dtype, bad):
+    """A review: all_finite's `t.abs().amax()` allocated a copy of `t` (train's float32 embedding and lm_head of an
+    8B base: 2 GB more, about 1.4 s each on one core); one pass of aminmax reads it in place (NaN in both ends, -Inf
+    in the minimum)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from redrafter_trt.io import all_finite
+
+    t = torch.randn(512, 256).to(dtype)
+    if bad is not None:
+        t[-1, -1] = bad
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as p:
+        finite = all_finite(t)
+    assert finite == (bad is None)
+    assert max((e.cpu_memory_usage for e in p.events()), default=0) < t.nbytes // 8
