@@ -257,10 +257,9 @@ def auto_tokenizer(folder, template_kwargs: dict | None = None):
     # a name without a wildcard as it is: glob (3.11) leaves out a link to nothing
     files = [path for name in TOKENIZER_FILES for path in (Path(folder).glob(name) if "*" in name else
                                                            [Path(folder) / name])]
-    if dangling := next(filter(None, map(dangling_link, files)), None):
-        raise TokenizerError(dangling)
-    if not any(path.is_file() for path in files):
-        raise TokenizerError(f"it holds none of {', '.join(TOKENIZER_FILES)}")
+    if not any(path.is_file() for path in files):  # a link to nothing named only then: transformers skips one
+        raise TokenizerError(next(filter(None, map(dangling_link, files)), None) or
+                             f"it holds none of {', '.join(TOKENIZER_FILES)}")
     import transformers
 
     load = transformers.AutoTokenizer

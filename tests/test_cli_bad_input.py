@@ -275,6 +275,22 @@ def test_a_copied_cache_snapshot_of_dangling_links(parts, ckpt, smollm2, tmp_pat
     assert not out.exists()
 
 
+def test_a_cache_snapshot_whose_links_resolve_loads_beside_a_dangling_optional_file(smollm2, tmp_path):
+    """A review: a snapshot laid out as huggingface_hub does (snapshots/REV/* -> ../../blobs/*) whose tokenizer.json
+    loads, beside one link to nothing (a tokenizer.model whose blob was removed), was refused naming the dangling
+    link, though transformers loads the folder; the link is named only when no tokenizer file can be read."""
+    from redrafter_trt.tokens import auto_tokenizer
+
+    snapshot, blobs = tmp_path / "hub" / "snapshots" / "abc", tmp_path / "hub" / "blobs"
+    snapshot.mkdir(parents=True)
+    blobs.mkdir()
+    for f in smollm2.glob("*.json*"):
+        shutil.copy(f, blobs / f.name)
+        (snapshot / f.name).symlink_to(Path("../../blobs") / f.name)
+    (snapshot / "tokenizer.model").symlink_to("../../blobs/removed")
+    assert auto_tokenizer(snapshot)("ReDrafter")["input_ids"] == auto_tokenizer(smollm2)("ReDrafter")["input_ids"]
+
+
 @pytest.mark.parametrize("command", ["init-drafter", "convert"])
 def test_a_full_disk_is_one_line_and_leaves_nothing(parts, tmp_path, small_file_limit, command):
     """init-drafter's drafter is written by safetensors, whose failed write is its own SafetensorError, not an
