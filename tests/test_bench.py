@@ -309,6 +309,20 @@ def test_output_json_and_plot_in_one_file_are_refused(setup, tmp_path):
     assert not out.exists()
 
 
+def test_output_json_through_a_link_writes_the_file_it_names(setup, tmp_path):
+    """A review: `--output-json LINK` (a symbolic link to a regular file, as `/dev/stdout` is when stdout is redirected
+    to one) had the link replaced by a plain file and its target left stale; as root, `--output-json /dev/stdout >
+    f.json` replaced /dev/stdout for every program of the host. The file the link names is written."""
+    target, link = tmp_path / "results" / "acc.json", tmp_path / "latest.json"
+    target.parent.mkdir()
+    target.write_text("stale")
+    link.symlink_to(target)
+    result = run_cli(*acceptance_args(setup, "--num-prompts", 1, "--max-new-tokens", 2, "--beams", 1, "--draft-lens", 1,
+                                      "--output-json", link))
+    assert result.exit_code == 0, result.output
+    assert link.is_symlink() and "meta" in json.loads(target.read_text())
+
+
 def test_a_sampling_checkpoint_warns_its_figures_are_greedy(setup, tmp_path):
     import shutil
 

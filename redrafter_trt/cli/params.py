@@ -45,7 +45,8 @@ class Command(click.Command):
 class OutputFile(click.Path):
     """A file written at the end of a command: its folder must exist now, not after an hour of generation. It is
     written as a sibling renamed over it, so a device or pipe (/dev/full, /dev/stdout, a named pipe) is refused: the
-    rename would replace it by a plain file (as root, /dev/full for every program of the host)."""
+    rename would replace it by a plain file (as root, /dev/full for every program of the host). A link to a regular
+    file is taken as the file it names, which is written, not the link replaced (`/dev/stdout > f.json`: f.json)."""
 
     def __init__(self):
         super().__init__(dir_okay=False, path_type=Path)
@@ -55,6 +56,8 @@ class OutputFile(click.Path):
         if path.exists() and not path.is_file():
             self.fail(f"{path} is not a regular file (a device, pipe or socket, which the output would replace): "
                       f"pass a file path", param, ctx)
+        if path.is_symlink() and path.is_file():
+            path = path.resolve()
         if not path.parent.is_dir():
             self.fail(f"folder {path.parent} does not exist: create it first, or write elsewhere", param, ctx)
         from ..output import writable_folder
