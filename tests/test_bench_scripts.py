@@ -606,3 +606,31 @@ def test_greedy_exactness_numbers_prompts_from_1_as_bench_does():
     lines = script("greedy_exactness").differences(refs, outputs, ref_logits)
     assert lines == ["  prompt 2: differs at token 1: transformers [5], runtime [7]; transformers' top two logits "
                      "[9.5, 9.25] (tokens [5, 6])"]
+
+
+def test_eval_drafter_reports_progress_and_caches_under_the_cache_root(tiny_llama, tiny_drafter, tmp_path, monkeypatch):
+    """A README walk-through: eval_drafter.py printed nothing in its minutes of distilling, and its --cache-dir
+    default was .cache-drafter/eval-cache under whatever folder it was run from; it now says on stderr what it does,
+    category by category, and caches under the toolkit's cache root, as train does."""
+    import redrafter_trt.train.heldout as heldout
+    from redrafter_trt.quickstart import mt_bench_path
+
+    seen = []
+
+    def evaluate_on_prompts(drafter, base, path, cache_dir, num_prompts, progress):
+        seen.append((path.stem, cache_dir))
+        progress("answering")
+        return {"anchors": num_prompts, "top1": [0.5, 0.25], "tokens_per_step_beam1": 1.625}
+
+    monkeypatch.setattr(heldout, "evaluate_on_prompts", evaluate_on_prompts)
+    monkeypatch.setenv("REDRAFTER_TRT_CACHE", str(tmp_path / "root"))
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(script("eval_drafter").main, ["--drafter", str(tiny_drafter), "--base", str(tiny_llama)])
+    assert result.exit_code == 0, result.output
+    categories = sorted({json.loads(line)["category"] for line in mt_bench_path().read_text().splitlines()})
+    assert [c for c, _ in seen] == categories
+    assert {d for _, d in seen} == {tmp_path / "root" / "eval"}
+    assert not (tmp_path / ".cache-drafter").exists()
+    assert result.stderr.splitlines() == [f"{c} ({i + 1}/{len(categories)}): {line}" for i, c in enumerate(categories)
+                                          for line in ("answering", "1.625 tokens/step at W=1")]
+    assert "category" not in result.stderr and result.stdout.startswith("category"), result.stdout

@@ -39,6 +39,32 @@ def test_prompt_and_answer_stay_within_the_bases_positions(short_base, tmp_path,
     assert len(lengths) == 2 and max(lengths) <= 48 and result["anchors"] > 0
 
 
+def test_it_says_what_it_distills_before_the_minutes_of_it(short_base, tmp_path, monkeypatch):
+    """scripts/eval_drafter.py printed nothing in its minutes of distilling: a line now says what is answered and
+    where it is cached, after the inputs are checked (a bad one stays a one-line error, alone)."""
+    import torch
+
+    from redrafter_trt.train import heldout
+    from redrafter_trt.train.dataset import distill_folder
+
+    class Distilling(Exception):
+        pass
+
+    def distill(*args, **kwargs):
+        lines.append("distilling")
+        raise Distilling
+
+    base, drafter = short_base
+    lines = []
+    monkeypatch.setattr(heldout, "distill", distill)
+    with pytest.raises(Distilling):
+        heldout.evaluate_on_prompts(drafter, base, _prompts(tmp_path, "Hi.", "Bye."), tmp_path / "cache",
+                                    max_new_tokens=7, k=2, progress=lines.append)
+    assert len(lines) == 2 and lines[1] == "distilling", lines
+    folder = distill_folder(tmp_path / "cache", base, torch.float32)
+    assert lines[0].startswith("the base's answers to 2 prompts, up to 7 tokens each") and str(folder) in lines[0]
+
+
 def test_answers_of_one_token_are_a_one_line_error(short_base, tmp_path, monkeypatch):
     """A base that answered every prompt with a stop token at once (no 2 answer tokens in a row to draft from) was a
     traceback from inside the evaluation."""

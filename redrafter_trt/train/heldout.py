@@ -7,6 +7,7 @@ training cache's (cache.py): registered under the base's id, and those of an ear
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -42,12 +43,15 @@ def evaluate(drafter: Drafter, head: Head, embed: torch.Tensor, feats: Features,
 
 def evaluate_on_prompts(drafter_dir: Path, base: Path, prompts_file: Path, cache_dir: Path, *, num_prompts: int = 40,
                         max_new_tokens: int = 192, k: int | None = None,
-                        chat_template_kwargs: dict | None = None) -> dict:
+                        chat_template_kwargs: dict | None = None,
+                        progress: Callable[[str], None] = lambda line: None) -> dict:
     """Distill (cached) the base's answers to the first `num_prompts` prompts of the file, then evaluate the
     drafter on them for k draft steps (default: its predict_n, else 5). The prompts are rendered with
     `chat_template_kwargs` (default: those the drafter was trained with, its producer block's: a drafter of Qwen3's
-    thinking off is scored on such prompts)."""
+    thinking off is scored on such prompts). `progress` gets a line once the inputs are checked, before the
+    distilling (minutes where nothing is cached)."""
     from ..hf_model import load_causal_lm
+    from ..plural import counted
     from ..producer import recorded_template_kwargs
 
     cfg, tensors = load_drafter(drafter_dir)
@@ -70,9 +74,12 @@ def evaluate_on_prompts(drafter_dir: Path, base: Path, prompts_file: Path, cache
     prompts = [prompt_ids(tokenizer, c, min(2048, max_len - 2)) for c in convs]
     # listed for the base's id, as train's (pruned with it), and held until its cached hidden states are read: a
     # concurrent run's prune once deleted them between the two
+    folder = distill_folder(cache_dir, Path(base), torch.float32)
+    progress(f"the base's answers to {counted(len(prompts), 'prompt')}, up to {max_new_tokens} tokens each "
+             f"(cached in {folder}), then the drafter's top-1 on them")
     with using(cache_dir, Path(base), base_id(Path(base))):
         answers = distill(lambda: load_causal_lm(base, torch.float32).eval(), tokenizer,
-                          prompts, distill_folder(cache_dir, Path(base), torch.float32), max_new_tokens=max_new_tokens,
+                          prompts, folder, max_new_tokens=max_new_tokens,
                           batch_size=16, max_len=max_len)
         examples = [distilled_example(p, a, h, max_len) for p, (a, h) in zip(prompts, answers)]
         examples = [ex for ex in examples if learnable(ex)]  # 2 answer tokens in a row: an anchor to draft from
