@@ -260,6 +260,26 @@ def test_without_tensorrt_llm_says_how_to_install(checkpoints, tmp_path, monkeyp
     one_line_error(result, "pip install", "tensorrt_llm==1.2.*", "1.0 to 1.2.x")
 
 
+def test_without_tensorrt_llm_the_dependency_error_comes_alone(tmp_path, monkeypatch, caplog):
+    """A README walk-through: build of a float32 checkpoint on a machine without TensorRT-LLM printed the float32
+    warning (unfused attention in the engine it could not build) before the one-line "not installed" error; the error
+    now comes first, alone. --dry-run, which needs no TensorRT-LLM, still warns."""
+    from redrafter_trt.convert import convert
+
+    base = make_hf(tmp_path / "base", "llama")
+    save_byte_tokenizer(base)
+    ckpt = tmp_path / "ckpt"
+    convert(base, make_drafter(tmp_path / "drafter", base), ckpt, tp_size=1, dtype="float32")
+    monkeypatch.setattr(build_mod, "trtllm_version", lambda: None)
+    args = ("--checkpoint-dir", str(ckpt), "--output-dir", str(tmp_path / "e"))
+    with caplog.at_level("WARNING", logger="redrafter_trt.build"):
+        one_line_error(invoke(*args, env={"PATH": str(tmp_path)}), "TensorRT-LLM is not installed", "--dry-run")
+        assert caplog.text == ""
+        result = invoke(*args, "--dry-run", env={"PATH": str(tmp_path)})
+    assert result.exit_code == 0 and result.output.startswith("trtllm-build "), result.output
+    assert "float32 checkpoint" in caplog.text
+
+
 def test_tensorrt_llm_without_redrafter_is_refused(checkpoints, tmp_path, monkeypatch):
     fake_trtllm_build(tmp_path / "bin", "")
     monkeypatch.setattr(build_mod, "trtllm_version", lambda: "1.3.0")

@@ -62,8 +62,10 @@ def build(checkpoint_dir, output_dir, max_batch_size, max_seq_len, max_num_token
 
     Arguments after `--` go to trtllm-build unchanged (except the settings ReDrafter fixes).
     """
-    from ..build import BuildOptions, build_engine, prepare
+    from ..build import TRTLLM_BUILD, BuildOptions, build_engine, prepare, require_trtllm_tool
 
+    if not dry_run:  # first: the checkpoint's warnings (float32's unfused attention) are of an engine it cannot build
+        require_trtllm_tool(TRTLLM_BUILD)
     plan = prepare(BuildOptions(checkpoint_dir, output_dir, max_batch_size, max_seq_len, max_num_tokens, gemm_plugin,
                                 workers, tuple(trtllm_args), force))
     if dry_run:
