@@ -272,18 +272,41 @@ def auto_tokenizer(folder, template_kwargs: dict | None = None):
         # OSError or ValueError for missing files, an ImportError (transformers 4 falling back to SentencePiece), a
         # TypeError / AttributeError / KeyError for files of the wrong shape, tokenizers' bare Exception for a
         # tokenizer.json it cannot parse
+        if problem := _template_list_problem(folder):  # a KeyError's reason is the key alone: `('name')`
+            raise ConfigError(problem) from None
         raise TokenizerError(first_line(e, type(e).__name__)) from None
     setattr(tokenizer, TEMPLATE_KWARGS, dict(template_kwargs or {}))
     return tokenizer
 
 
-def _tokenizer_class(folder) -> str | None:
-    """The `tokenizer_class` of the folder's tokenizer_config.json (None: none that reads; AutoTokenizer says why)."""
+def _tokenizer_config(folder) -> dict:
+    """The folder's tokenizer_config.json ({}: none that reads as an object; AutoTokenizer says why)."""
     try:
         raw = json.loads((Path(folder) / "tokenizer_config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
+        return {}
+    return raw if isinstance(raw, dict) else {}
+
+
+def _tokenizer_class(folder) -> str | None:
+    """The `tokenizer_class` of the folder's tokenizer_config.json (None: none that reads; AutoTokenizer says why)."""
+    return _tokenizer_config(folder).get("tokenizer_class")
+
+
+def _template_list_problem(folder) -> str | None:
+    """What is wrong with a chat_template given as a list (transformers reads it as named templates, {"name": ...,
+    "template": ...} each, with a KeyError or TypeError for an entry otherwise), or None."""
+    entries = _tokenizer_config(folder).get("chat_template")
+    if not isinstance(entries, list):
         return None
-    return raw.get("tokenizer_class") if isinstance(raw, dict) else None
+    for i, entry in enumerate(entries):
+        lacking = "that is not an object" if not isinstance(entry, dict) else next(
+            (f'without "{key}"' for key in ("name", "template") if key not in entry), None)
+        if lacking:
+            return (f"the chat_template list of {Path(folder) / 'tokenizer_config.json'} has an entry {lacking} "
+                    f"(entry {i + 1} of {len(entries)}): each is {{\"name\": ..., \"template\": ...}}, \"default\" used "
+                    f"unless there are tools (\"tool_use\"); complete it, or make chat_template the template's text")
+    return None
 
 
 def load_tokenizer(tokenizer_dir: str, vocab_size: int | None, template_kwargs: dict | None = None):

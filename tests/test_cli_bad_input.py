@@ -347,6 +347,26 @@ def test_malformed_tokenizer_files_are_one_line(ckpt, tmp_path, file, edit):
     assert_one_line_error(result, f"cannot load a tokenizer from {tok}", "--tokenizer-dir")
 
 
+@pytest.mark.parametrize("entries, lacking", [
+    ([{"template": "{{ messages }}"}], 'without "name"'),
+    ([{"name": "default", "template": "{{ messages }}"}, {"name": "tool_use"}], 'without "template"'),
+    (["{{ messages }}"], "that is not an object"),
+])
+def test_a_chat_template_list_entry_it_cannot_read_is_named(ckpt, tmp_path, entries, lacking):
+    """The bad-input sweep: a tokenizer_config.json whose chat_template list had an entry without "name" gave the
+    reason `('name')` (transformers' KeyError) and said to pass another folder; it names the entry and the fix."""
+    from test_bench import save_byte_tokenizer
+
+    tok = tmp_path / "tok"
+    save_byte_tokenizer(tok)
+    path = tok / "tokenizer_config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "chat_template": entries}))
+    result = run_cli("run", "--checkpoint-dir", ckpt, "--tokenizer-dir", tok, "--input-text", "hi",
+                     "--max-output-len", 1)
+    assert_one_line_error(result, f"the chat_template list of {path} has an entry {lacking} (entry {len(entries)} of "
+                                  f"{len(entries)})", '{"name": ..., "template": ...}', "the template's text")
+
+
 def test_a_tokenizer_dir_without_tokenizer_files_says_so(ckpt, tmp_path):
     """README walk: `--tokenizer-dir CKPT` (the checkpoint, not the base), or an empty folder, gave transformers'
     reason cut at its first line, 'Couldn't instantiate the backend tokenizer from one of: ', which names nothing."""
