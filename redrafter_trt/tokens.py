@@ -309,6 +309,20 @@ def _template_list_problem(folder) -> str | None:
     return None
 
 
+def refuse_specials_past(tok, folder, vocab_size: int) -> None:
+    """A ConfigError naming a special token (eos_token, pad_token, ...) whose id is past the model's vocab_size: one the
+    vocabulary lacks, which transformers added as a new token when it loaded the tokenizer (said before the vocabulary
+    sizes, which name no token)."""
+    for key, value in tok.special_tokens_map.items():
+        for token in value if isinstance(value, (list, tuple)) else [value]:
+            i = tok.convert_tokens_to_ids(str(token))
+            if isinstance(i, int) and i >= vocab_size:
+                raise ConfigError(f"the tokenizer in {folder} has {key} {str(token)!r}, which is not in its vocabulary "
+                                  f"(transformers added it as token {i}, past the model's vocab_size {vocab_size}): "
+                                  f"set {key} in its tokenizer_config.json (or special_tokens_map.json) to a token of "
+                                  f"the vocabulary")
+
+
 def load_tokenizer(tokenizer_dir: str, vocab_size: int | None, template_kwargs: dict | None = None):
     """The base's tokenizer from its Hugging Face folder, checked against the model's vocabulary size (None: not
     checked), its chat template rendered with `template_kwargs` (--chat-template-kwargs)."""
@@ -321,6 +335,8 @@ def load_tokenizer(tokenizer_dir: str, vocab_size: int | None, template_kwargs: 
         raise ConfigError(f"cannot load a tokenizer from {tokenizer_dir} ({e}): "
                           f"pass the base model's Hugging Face folder to --tokenizer-dir") from None
     n = len(tok)
+    if vocab_size is not None and n > vocab_size:
+        refuse_specials_past(tok, tokenizer_dir, vocab_size)
     # models pad their vocabulary a little beyond the tokenizer's (Qwen2: 151936 vs 151665), never below it
     if vocab_size is not None and (n > vocab_size or n < 0.95 * vocab_size):
         raise ConfigError(f"the tokenizer in {tokenizer_dir} has {n} tokens but the model's vocab_size is {vocab_size}: "

@@ -391,6 +391,26 @@ def test_every_tokenizer_failure_is_one_config_error(tmp_path, monkeypatch):
         load_tokenizer(str(tmp_path), None)
 
 
+@pytest.mark.parametrize("key", ["eos_token", "pad_token"])
+def test_a_special_token_outside_the_vocabulary_is_named(tmp_path, key):
+    """The bad-input sweep: an eos_token that is no token of the vocabulary (transformers adds it as a new one, past
+    the model's rows) was refused as a vocabulary-size mismatch, naming no token; it names the token and its key."""
+    from redrafter_trt.tokens import load_tokenizer
+    from redrafter_trt.train import base as train_base
+
+    folder = tmp_path / "tok"
+    save_byte_tokenizer(folder)
+    config = folder / "tokenizer_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), key: "<|no such token|>"}))
+    for load in (load_tokenizer, train_base.load_tokenizer):  # run's and the other commands', train's
+        with pytest.raises(ConfigError) as raised:
+            load(str(folder), 256)
+        message = str(raised.value)
+        assert f"the tokenizer in {folder} has {key} '<|no such token|>', which is not in its vocabulary" in message
+        assert "token 256, past the model's vocab_size 256" in message and f"set {key}" in message, message
+    assert load_tokenizer(str(folder), None).convert_tokens_to_ids("<|no such token|>") == 256  # what was added
+
+
 def test_a_tokenizer_saved_by_transformers_5_loads_under_every_version(tmp_path):
     """transformers 5 saves `"tokenizer_class": "TokenizersBackend"`, a class transformers 4 lacks: a folder saved by
     5 (the SmolLM2 cache, a user's fine-tune) was `cannot load a tokenizer` inside TensorRT-LLM's transformers 4.57."""

@@ -29,7 +29,7 @@ def load_tokenizer(base: Path, vocab_size: int | None = None, template_kwargs: d
     """The base's tokenizer, its chat template rendered with `template_kwargs` (--chat-template-kwargs), or a
     ConfigError when its folder has none that loads, or one with more tokens than the model's vocab_size (its ids past
     the embedding crashed the base's first forward pass)."""
-    from ..tokens import auto_tokenizer
+    from ..tokens import auto_tokenizer, refuse_specials_past
 
     fix = "copy the base's tokenizer files (tokenizer.json, tokenizer_config.json) into it"
     try:
@@ -38,6 +38,7 @@ def load_tokenizer(base: Path, vocab_size: int | None = None, template_kwargs: d
         raise ConfigError(f"{base} has no usable tokenizer ({e}): "
                           f"{fix}") from None
     if vocab_size is not None and len(tokenizer) > vocab_size:  # as run refuses it
+        refuse_specials_past(tokenizer, base, vocab_size)
         raise ConfigError(f"the tokenizer in {base} has {len(tokenizer)} tokens but the model's vocab_size is "
                           f"{vocab_size}: it is another model's; {fix}")
     return tokenizer
