@@ -304,8 +304,9 @@ def _template_list_problem(folder) -> str | None:
             (f'without "{key}"' for key in ("name", "template") if key not in entry), None)
         if lacking:
             return (f"the chat_template list of {Path(folder) / 'tokenizer_config.json'} has an entry {lacking} "
-                    f"(entry {i + 1} of {len(entries)}): each is {{\"name\": ..., \"template\": ...}}, \"default\" used "
-                    f"unless there are tools (\"tool_use\"); complete it, or make chat_template the template's text")
+                    f"(entry {i + 1} of {len(entries)}): each is {{\"name\": ..., \"template\": ...}}, "
+                    f"\"default\" used unless there are tools (\"tool_use\"); complete it, or make chat_template "
+                    f"the template's text")
     return None
 
 

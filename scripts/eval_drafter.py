@@ -6,9 +6,10 @@ step at beam width 1 (1 + the sum of chained accuracies), weighted by answer pos
     python scripts/eval_drafter.py --drafter DRAFTER [--base SMOLLM2] [--cache-dir CACHE]
 
 The base's answers (192 new tokens per question) are distilled once and cached in --cache-dir (default: the cache
-root's eval/, ~/.cache/redrafter-trt/eval or $REDRAFTER_TRT_CACHE/eval); each category's start and end are a line on stderr
-(minutes in all the first time, seconds once cached). The questions are rendered with the chat template variables
-the drafter was trained with (train --chat-template-kwargs, recorded in its producer block: Qwen3's thinking off).
+root's eval/, ~/.cache/redrafter-trt/eval or $REDRAFTER_TRT_CACHE/eval); each category's start and end are a line
+on stderr (minutes in all the first time, seconds once cached). The questions are rendered with the chat template
+variables the drafter was trained with (train --chat-template-kwargs, recorded in its producer block: Qwen3's
+thinking off).
 """
 
 from __future__ import annotations

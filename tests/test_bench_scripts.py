@@ -625,7 +625,8 @@ def test_eval_drafter_reports_progress_and_caches_under_the_cache_root(tiny_llam
     monkeypatch.setattr(heldout, "evaluate_on_prompts", evaluate_on_prompts)
     monkeypatch.setenv("REDRAFTER_TRT_CACHE", str(tmp_path / "root"))
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(script("eval_drafter").main, ["--drafter", str(tiny_drafter), "--base", str(tiny_llama)])
+    args = ["--drafter", str(tiny_drafter), "--base", str(tiny_llama)]  # no --cache-dir
+    result = CliRunner().invoke(script("eval_drafter").main, args)
     assert result.exit_code == 0, result.output
     categories = sorted({json.loads(line)["category"] for line in mt_bench_path().read_text().splitlines()})
     assert [c for c, _ in seen] == categories
