@@ -110,7 +110,8 @@ def read_safetensors_and_metadata(path: Path, fix: str = REEXPORT) -> tuple[dict
 
 
 def read_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Load a pickled state dict without running code (`weights_only=True`)."""
+    """Load a pickled state dict without running code (`weights_only=True`); every tensor's dtype is one of
+    TORCH_TO_ST's (the floats this converter casts, FP8 e4m3fn, and the integers a reader refuses by name)."""
     try:
         with warnings.catch_warnings():  # a garbage file's "Detected pickle protocol N" would precede our one line
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
@@ -127,6 +128,10 @@ def read_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise TensorError(f"{path} does not hold a state dict of tensors: save `model.state_dict()` instead")
+    # a dtype outside the table (float8_e5m2, complex64) was a KeyError traceback where a reader named its dtype
+    if unread := [f"{k} is {str(t.dtype).removeprefix('torch.')}" for k, t in obj.items() if t.dtype not in TORCH_TO_ST]:
+        raise TensorError(f"{path}: {'; '.join(unread[:3])}, not a float dtype this converter reads: re-download or "
+                          f"re-export it as float16, bfloat16 or float32")
     return dict(obj)
 
 

@@ -471,6 +471,19 @@ def test_int16_weights_in_torch_files_are_refused(parts, which, name, file):
     assert_one_line_error(convert_err(parts), f"{name} is I16", "re-download or re-export")
 
 
+@pytest.mark.parametrize("dtype, said", [(torch.float8_e5m2, "float8_e5m2"), (torch.complex64, "complex64")])
+@pytest.mark.parametrize("which, name, file", [(0, "model.layers.0.self_attn.q_proj.weight", "pytorch_model.bin"),
+                                               (1, "rnn_w.weight", "model.pt")], ids=["base", "drafter"])
+def test_non_float_dtypes_in_torch_files_are_refused(parts, which, name, file, dtype, said):
+    """A review: a pytorch_model.bin base holding a float8_e5m2 or complex tensor ended in a KeyError traceback from
+    the dtype table (which names the dtypes this converter reads); a drafter's model.pt was cast and converted."""
+    folder = parts[which]
+    t = load_file(folder / "model.safetensors")
+    torch.save(t | {name: t[name].to(dtype)}, folder / file)
+    (folder / "model.safetensors").unlink()
+    assert_one_line_error(convert_err(parts), f"{name} is {said}", "re-download or re-export")
+
+
 def test_the_drafter_check_allocates_no_copy_of_its_tensors(parts):
     """A review: the drafter's NaN check (`isfinite(t).all()`, then the head's again and its amin and amax) made a
     mask of every tensor: ~9 s of convert on one core for an 8B base's [128256, 8192] head; aminmax reads each in
