@@ -323,9 +323,39 @@ def test_a_state_that_does_not_fit_on_the_disk_is_one_error(chat_base, qa_file, 
     monkeypatch.setattr(loop, "save_state", on_a_full_disk)
     cfg = _cfg(chat_base, qa_file, tmp_path, max_steps=4)
     with pytest.raises(RedrafterError, match=f"cannot save the training state {re.escape(str(cfg.state_path))} "
-                                             f"\\(.+\\): free disk space"):
+                                             f"\\(File too large\\): free disk space") as raised:
         train_drafter(cfg)
+    assert "enforce fail" not in str(raised.value)  # torch's own text ("[enforce fail at inline_container.cc:672]")
     assert not cfg.state_path.exists() and not cfg.state_path.with_suffix(".partial").exists()
+
+
+def test_a_state_that_cannot_be_written_says_why_not_free_disk_space(chat_base, qa_file, tmp_path):
+    """A review: every failed torch.save was reported as a full disk (`free disk space in ...`), also a partial file
+    that cannot be created (here a folder in its place; a folder unwritable for this user, likewise). The OS error is
+    said, and the folder in the way kept."""
+    from redrafter_trt.errors import RedrafterError
+
+    cfg = _cfg(chat_base, qa_file, tmp_path, max_steps=4)
+    in_the_way = cfg.state_path.with_suffix(".partial")
+    in_the_way.mkdir(parents=True)
+    with pytest.raises(RedrafterError, match=f"cannot save the training state {re.escape(str(cfg.state_path))} "
+                                             f"\\({re.escape(str(in_the_way))}: Is a directory\\): check") as raised:
+        train_drafter(cfg)
+    assert "free disk space" not in str(raised.value) and in_the_way.is_dir()
+
+
+def test_a_failed_save_without_an_os_error_drops_torchs_internal_text(chat_base, qa_file, tmp_path, monkeypatch):
+    """A torch writer's failure that carries no OSError is said without its "[enforce fail at ...] . " prefix."""
+    from redrafter_trt.errors import RedrafterError
+
+    def failing_save(obj, f):
+        raise RuntimeError(f"[enforce fail at inline_container.cc:{random.randint(1, 999)}] . unexpected pos 7 vs 3")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    cfg = _cfg(chat_base, qa_file, tmp_path, max_steps=4)
+    with pytest.raises(RedrafterError, match=r"\(unexpected pos 7 vs 3\): check that .* is writable") as raised:
+        train_drafter(cfg)
+    assert "enforce fail" not in str(raised.value)
 
 
 def test_a_base_head_holding_nan_is_named_not_the_learning_rate(chat_base, qa_file, tmp_path):
@@ -426,13 +456,15 @@ def test_a_state_save_failing_on_a_full_disk_leaves_no_partial_file(chat_base, q
     base's drafter and optimizer), holding the space the error asked the user to free."""
     real = torch.save
 
-    def full_disk(obj, f, *a, **k):
-        Path(f).write_bytes(b"x" * 1000)
+    from redrafter_trt.errors import RedrafterError
+
+    def full_disk(obj, f, *a, **k):  # save_state opens the file and torch writes into it
+        f.write(b"x" * 1000)
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(torch, "save", full_disk)
     cfg = _cfg(chat_base, qa_file, tmp_path, checkpoint_every=2)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(RedrafterError, match=r"\(No space left on device\): free disk space"):
         train_drafter(cfg)
     monkeypatch.setattr(torch, "save", real)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]

@@ -5,10 +5,12 @@ new run removes (saying so when that run was interrupted).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
 import pickle
+import re
 import zipfile
 from pathlib import Path
 
@@ -51,22 +53,39 @@ def resume_options(cfg: TrainConfig, device: torch.device, world: int = 1) -> di
             "ranks": world, "extra": cfg.extra, "chat_template_kwargs": cfg.chat_template_kwargs}
 
 
+FULL_DISK = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # a write that did not fit: the disk, the quota, ulimit -f
+
+
 def save_state(cfg: TrainConfig, drafter: Drafter, head: Head, opt, step: int, same: dict) -> None:
     """same: what a resume must share with this run (`resume_options`, the drafter's shape, the steps), saved for it to
     compare."""
     tmp = cfg.state_path.with_suffix(".partial")
     cfg.state_path.parent.mkdir(parents=True, exist_ok=True)
     try:  # one name, not atomic_file's per process: a killed run's partial (the state's size) is replaced, not kept
-        try:
-            torch.save({"step": step, "drafter": drafter.state_dict(), "optimizer": opt.state_dict(),
-                        "head": head.weight.detach(), "head_keep": head.keep, **same}, tmp)
-        except RuntimeError as e:  # torch's writer says a failed write (a full disk) so, not as an OSError
-            raise RedrafterError(f"cannot save the training state {cfg.state_path} ({first_line(e, 'write failed')}): "
-                                 f"free disk space in {cfg.state_path.parent} (an earlier state there is kept for "
-                                 f"--resume)") from None
+        try:  # opened here, not by torch: a failed open or write is an OSError, which torch says as its own text
+            with open(tmp, "wb") as f:
+                torch.save({"step": step, "drafter": drafter.state_dict(), "optimizer": opt.state_dict(),
+                            "head": head.weight.detach(), "head_keep": head.keep, **same}, f)
+        except (OSError, RuntimeError) as e:
+            raise RedrafterError(f"cannot save the training state {cfg.state_path} {_save_failure(e, cfg)}") from None
         os.replace(tmp, cfg.state_path)
     finally:  # a failed save (a full disk) left its partial file, holding the space the error asked to free
-        tmp.unlink(missing_ok=True)
+        if not tmp.is_dir():  # a folder in its place is what the error names
+            tmp.unlink(missing_ok=True)
+
+
+def _save_failure(e: BaseException, cfg: TrainConfig) -> str:
+    """`(why): fix` of a failed save: free disk space for a write that did not fit, else the OS error (torch's writer
+    raises a RuntimeError, "[enforce fail at inline_container.cc:672] . unexpected pos ...", over the file's)."""
+    cause = e if isinstance(e, OSError) else e.__context__
+    if not isinstance(cause, OSError):
+        said = re.sub(r"^\[enforce fail at [^]]*\] \. ", "", first_line(e, "write failed"))
+        return f"({said}): check that {cfg.state_path.parent} is writable and has free disk space"
+    if cause.errno in FULL_DISK:
+        return (f"({cause.strerror}): free disk space in {cfg.state_path.parent} (an earlier state there is kept for "
+                f"--resume)")
+    where = f"{cause.filename}: " if cause.filename else ""
+    return f"({where}{cause.strerror or cause}): check the path and its permissions"
 
 
 def pending_marker(cfg: TrainConfig) -> Path:
