@@ -71,12 +71,15 @@ def dangling_link(path) -> str | None:
 
 def check_input_file(path, what: str, fix: str) -> None:
     """Refuse an input file that is not a regular file: `{what} PATH is a folder` / `does not exist`, then `fix`; a
-    pipe or device (`--input-file <(jq ...)` passes /dev/fd/63, which exists) is named as one, not as missing."""
+    pipe or device (`--input-file <(jq ...)` passes /dev/fd/63, which exists) is named as one, not as missing, and a
+    symbolic link to nothing with its target (dangling_link)."""
     from pathlib import Path
 
     path = Path(path)
     if path.is_file():
         return
+    if link := dangling_link(path):
+        raise ConfigError(f"{what} {link}")
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{what} {path} is a pipe or device, not a file (as `<(...)` makes): save its text in a file "
                           f"and pass that")

@@ -68,6 +68,15 @@ def test_empty_and_missing(tmp_path):
         load_prompts(tmp_path / "nope.jsonl")
 
 
+def test_a_dangling_link_is_named_with_its_target(tmp_path):
+    """A review: `--input-file LINK` / `--prompts LINK`, a symbolic link to nothing, said `does not exist`, which `ls`
+    contradicts; the link and its target are named, as other readers name them."""
+    (tmp_path / "link.jsonl").symlink_to("gone.jsonl")
+    with pytest.raises(ConfigError, match=f"input file {tmp_path}/link.jsonl is a symbolic link to gone.jsonl, which "
+                                          f"does not exist"):
+        load_prompts(tmp_path / "link.jsonl")
+
+
 @pytest.mark.parametrize("name", ["prompts.txt", "PROMPTS.TXT"])
 def test_a_txt_file_holds_one_prompt_per_line(tmp_path, name):
     """TensorRT-LLM's run.py reads `--input_file prompts.txt` one prompt per line; here it was read as jsonl and

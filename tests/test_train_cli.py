@@ -34,6 +34,7 @@ def _run(*args):
 
 @pytest.mark.parametrize("case, match", [
     ("missing", "does not exist: pass jsonl, ShareGPT json or .txt prompt files to --data"),
+    ("dangling", "data file {tmp}/link.jsonl is a symbolic link to {tmp}/gone.jsonl, which does not exist"),
     ("empty", "holds no records"),
     ("predict0", "--predict-n must be at least 1"),
     ("no_answers", "pass --distill"),
@@ -61,7 +62,11 @@ def _run(*args):
 def test_bad_inputs_exit_2_with_one_line(chat_base, prompts, tmp_path, case, match):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
-    data = {"missing": tmp_path / "nope.jsonl", "empty": empty, "data_folder": tmp_path}.get(case, prompts)
+    if case == "dangling":  # said as missing, its target unnamed
+        (tmp_path / "link.jsonl").symlink_to(tmp_path / "gone.jsonl")
+        match = match.format(tmp=tmp_path)
+    data = {"missing": tmp_path / "nope.jsonl", "empty": empty, "data_folder": tmp_path,
+            "dangling": tmp_path / "link.jsonl"}.get(case, prompts)
     extra = {"predict0": ["--predict-n", "0"], "soft2": ["--soft-target", "2"],
              "sharp": ["--later-sharpness", "0.5"], "device": ["--device", "tpu"], "decay": ["--step-decay", "0"],
              "dtype": ["--base-dtype", "float16"], "distill_batch0": ["--distill-batch-size", "0"],
