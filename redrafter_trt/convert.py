@@ -245,8 +245,12 @@ def _inputs(base: Path, drafter: Path, output: Path, force: bool, opts: ConvertO
     opts.check()
     check_output_folder(output, force, _read(base, drafter, opts))
     if not base.is_dir():
-        state = "is a file, not a folder" if base.exists() else "does not exist"
-        raise ConfigError(f"base folder {base} {state}: pass a Hugging Face model folder or a TensorRT-LLM checkpoint")
+        if base.exists():
+            raise ConfigError(f"base folder {base} is a file, not a folder: pass a Hugging Face model folder or a "
+                              "TensorRT-LLM checkpoint")
+        raise ConfigError(f"base folder {base} does not exist (paths are read from {Path.cwd()}): pass a Hugging Face "
+                          f"model folder (`hf download ORG/NAME --local-dir {base}` fetches one) or a TensorRT-LLM "
+                          "checkpoint")
     cfg = base_fields(base, opts, _exit_dim(drafter))
     if (early := drafter_config(drafter)) is not None:  # else its vocab is known once its weights are read
         check_drafter_fits(early, cfg, opts, is_trtllm_checkpoint(base))

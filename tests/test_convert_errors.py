@@ -55,6 +55,15 @@ def test_missing_folder(parts, tmp_path):
     assert_one_line_error(convert_err(parts, base=tmp_path / "nope"), "does not exist")
 
 
+def test_missing_base_says_how_to_get_one(parts, tmp_path, monkeypatch):
+    """The examples' `models/Llama-3.1-8B-Instruct` missing said only `does not exist: pass a Hugging Face model
+    folder`: neither where a relative path was looked for nor how to fetch one."""
+    monkeypatch.chdir(tmp_path)
+    result = convert_err(parts, base="models/Some-Model")
+    assert_one_line_error(result, f"base folder models/Some-Model does not exist (paths are read from {tmp_path})",
+                          "hf download ORG/NAME --local-dir models/Some-Model")
+
+
 @pytest.mark.parametrize("which", ["base", "drafter"])
 def test_a_file_for_a_folder(parts, which):
     """`--base BASE/model.safetensors` said `base folder .../model.safetensors does not exist`."""
