@@ -508,6 +508,18 @@ def test_every_script_answers_help_in_whole_sentences(name):
     assert not about or about.endswith((".", ")")), about
 
 
+@pytest.mark.parametrize("name", sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "scripts").glob("*.py")))
+def test_every_script_says_what_it_does_in_help(name):
+    """A newcomer's pass: seven scripts (bench_compiled.py, eval_drafter.py, ...) answered --help with options alone,
+    their module docstring, which says what they measure, never shown. With no docstring on the command itself, the
+    help is the module docstring's first paragraph."""
+    module = script(name)
+    result = CliRunner().invoke(module.main, ["--help"])
+    about = " ".join(result.output.split("Options:")[0].split("\n")[1:]).split()
+    first = (module.main.callback.__doc__ or module.__doc__).strip().split("\n\n")[0].split()
+    assert about and about[:8] == first[:8], (about, first)
+
+
 def test_bench_serve_runs_with_max_tokens_below_its_warm_up(tiny_llama, tiny_drafter, tmp_path):
     """A review: the warm-up request asked for 4 tokens of a server started with --max-tokens as its limit, so
     `--max-tokens 1` (to 3) ended in "the server refused a request (HTTP 400)" before any measuring."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import logging
 import os
 import signal
@@ -129,7 +130,14 @@ class LazyGroup(OneLineErrors, click.Group):
 
 class Script(OneLineErrors, Command):
     """A script's command (scripts/*.py: `@click.command(cls=Script)`): bad input is one line and exit 2, as in
-    `redrafter-trt`, and an option given twice is refused."""
+    `redrafter-trt`, and an option given twice is refused; with no docstring of its own, --help opens with the first
+    paragraph of the script's module docstring (what it measures)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        about = getattr(inspect.unwrap(self.callback), "__globals__", {}).get("__doc__")  # under @torch.no_grad()
+        if self.help is None and about:
+            self.help = about.strip().split("\n\n")[0]
 
 
 def _debug(ctx, e: BaseException) -> bool:
