@@ -6,7 +6,7 @@ prompt's forward and first token, apart from the steps' verify and argmax) and t
 Also prints plain decoding's time per step over the same prompts, so the drafted step's cost is a ratio measured in
 the same run.
 
-    python scripts/profile_decode.py --checkpoint-dir CKPT --tokenizer-dir SMOLLM2 [--beams 1] [--draft-len 5]
+    python scripts/profile_decode.py --checkpoint-dir CKPT --tokenizer-dir SMOLLM2 [--beams 1] [--draft-len L]
         [--num-prompts 5] [--max-new-tokens 96] [--threads N] [--compile]
 """
 
@@ -49,7 +49,7 @@ def timed_apart(totals: dict, name: str, fn):
 @click.option("--tokenizer-dir", required=True, type=click.Path(path_type=Path, exists=True))
 @click.option("--prompts", default=None, type=click.Path(path_type=Path), help="[default: the packaged MT-Bench]")
 @click.option("--beams", default=1, show_default=True)
-@click.option("--draft-len", default=5, show_default=True)
+@click.option("--draft-len", type=click.IntRange(min=1), default=None, help="[default: the checkpoint's]")
 @click.option("--num-prompts", default=5, show_default=True, type=click.IntRange(min=1))
 @click.option("--max-new-tokens", default=96, show_default=True, type=click.IntRange(min=1))
 @click.option("--threads", type=click.IntRange(min=1), default=None,
@@ -80,6 +80,7 @@ def main(checkpoint_dir, tokenizer_dir, prompts, beams, draft_len, num_prompts, 
     ids = encode_prompts(tokenizer, load_prompts(prompts)[:num_prompts], None)
     eos = stop_ids(tokenizer, tokenizer_dir)  # as run and bench: the generation config's stop tokens too
     model = rt.load(checkpoint_dir, compile=compile_layers)
+    draft_len = draft_len or model.config.draft_len
     check_grid((beams,), model.config.num_beams, "--beams", "redrafter_num_beams", reconvert_beams)
     check_grid((draft_len,), model.config.draft_len, "--draft-len", "redrafter_draft_len_per_beam",
                model.config.draft_len_fix)

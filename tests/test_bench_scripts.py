@@ -110,6 +110,27 @@ def test_profile_decode_stops_where_run_and_bench_stop(tiny_llama, tiny_drafter,
     assert result.output.startswith(f"1 prompt, W=1 L=1, {counted(torch.get_num_threads(), 'thread')}: ")
 
 
+def test_profile_decode_drafts_the_checkpoints_length_by_default(tiny_llama, tiny_drafter, tmp_path, monkeypatch):
+    """A newcomer's pass: `profile_decode.py --checkpoint-dir CKPT --tokenizer-dir TOK`, as its docstring shows it,
+    stopped on the quickstart's checkpoint (draft_len 2) with `--draft-len 5 is outside 1..2`, a default it never asked
+    for: without --draft-len it drafts the checkpoint's own length, as `run` does."""
+    from redrafter_trt.runtime.cache import KVCache
+
+    decode_mod = importlib.import_module("redrafter_trt.runtime.decode")
+    for owner, name in ((decode_mod, "_prefill"), (decode_mod, "accept_greedy"), (KVCache, "commit")):
+        monkeypatch.setattr(owner, name, getattr(owner, name))
+    tokenizer_dir = tmp_path / "tok"
+    save_byte_tokenizer(tokenizer_dir)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": PROMPTS[1]}) + "\n")
+    ckpt = checkpoint(tiny_llama, tiny_drafter, 1, num_beams=2, draft_len=2)
+    result = CliRunner().invoke(profile_decode.main, ["--checkpoint-dir", str(ckpt), "--tokenizer-dir",
+                                                      str(tokenizer_dir), "--prompts", str(prompts),
+                                                      "--num-prompts", "1", "--max-new-tokens", "2"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"1 prompt, W=1 L=2, {counted(torch.get_num_threads(), 'thread')}: "), result.output
+
+
 def test_bench_compiled_forward_fits_a_small_vocabulary(tiny_llama, tiny_drafter):
     """A review: the timed forward fed token ids from 1000 up, an IndexError traceback on a checkpoint whose
     vocabulary is smaller (the tiny test models': 256)."""
