@@ -3,6 +3,8 @@
 # 4 rank engines built in parallel, run over 4 GPUs of 80 GB (A100 or H100; see the preset for why bfloat16).
 # Runs as written on such a machine with the models downloaded, TensorRT-LLM 1.2.x and MPI installed
 # (check with `redrafter-trt doctor`). Override any path below from the environment, e.g. BASE=/data/m ./llama-3.1-70b-instruct-tp4.sh
+# The base, into BASE's default (a gated repository: accept its licence on Hugging Face and `hf auth login` first):
+#   hf download meta-llama/Llama-3.1-70B-Instruct --local-dir models/Llama-3.1-70B-Instruct
 set -euo pipefail
 
 BASE=${BASE:-models/Llama-3.1-70B-Instruct}

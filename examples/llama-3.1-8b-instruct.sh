@@ -2,6 +2,8 @@
 # Llama-3.1-8B-Instruct + a ReDrafter drafter: bfloat16 checkpoint, engine on one GPU (24 GB+), one chat prompt.
 # Runs as written on a GPU machine with the models downloaded and TensorRT-LLM 1.2.x installed
 # (check with `redrafter-trt doctor`). Override any path below from the environment, e.g. BASE=/data/m ./llama-3.1-8b-instruct.sh
+# The base, into BASE's default (a gated repository: accept its licence on Hugging Face and `hf auth login` first):
+#   hf download meta-llama/Llama-3.1-8B-Instruct --local-dir models/Llama-3.1-8B-Instruct
 set -euo pipefail
 
 BASE=${BASE:-models/Llama-3.1-8B-Instruct}

@@ -2,6 +2,8 @@
 # Qwen2.5-7B-Instruct + a ReDrafter drafter, FP8 base (calibrated on the GPU with nvidia-modelopt), FP8 engine on one GPU with compute capability 8.9+ (L4, L40S, H100).
 # Runs as written on a GPU machine with the models downloaded and TensorRT-LLM 1.2.x installed
 # (check with `redrafter-trt doctor`). Override any path below from the environment, e.g. BASE=/data/m ./qwen2.5-7b-instruct-fp8.sh
+# The base, into BASE's default:
+#   hf download Qwen/Qwen2.5-7B-Instruct --local-dir models/Qwen2.5-7B-Instruct
 set -euo pipefail
 
 BASE=${BASE:-models/Qwen2.5-7B-Instruct}

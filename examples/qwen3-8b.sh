@@ -2,6 +2,8 @@
 # Qwen3-8B + a ReDrafter drafter: bfloat16 checkpoint, engine on one GPU (80 GB), one chat prompt with thinking on.
 # Runs as written on a GPU machine with the models downloaded and TensorRT-LLM 1.2.x installed
 # (check with `redrafter-trt doctor`). Override any path below from the environment, e.g. BASE=/data/m ./qwen3-8b.sh
+# The base, into BASE's default:
+#   hf download Qwen/Qwen3-8B --local-dir models/Qwen3-8B
 set -euo pipefail
 
 BASE=${BASE:-models/Qwen3-8B}

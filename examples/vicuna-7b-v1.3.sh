@@ -2,6 +2,8 @@
 # Vicuna-7B v1.3 + its ReDrafter drafter: float16 checkpoint, engine on one GPU (compute capability 8.0+), one prompt.
 # Runs as written on a GPU machine with the models downloaded and TensorRT-LLM 1.2.x installed
 # (check with `redrafter-trt doctor`). Override any path below from the environment, e.g. BASE=/data/m ./vicuna-7b-v1.3.sh
+# The base, into BASE's default:
+#   hf download lmsys/vicuna-7b-v1.3 --local-dir models/vicuna-7b-v1.3
 set -euo pipefail
 
 BASE=${BASE:-models/vicuna-7b-v1.3}
