@@ -30,6 +30,7 @@ import torch
 from redrafter_trt.cli import Script
 from redrafter_trt.cli.bench_cmd import int_list
 from redrafter_trt.errors import ConfigError
+from redrafter_trt.plural import counted
 from redrafter_trt.prompts import load_prompts
 from redrafter_trt.quickstart import mt_bench_path
 from redrafter_trt.runtime.tp import rank_threads
@@ -84,10 +85,11 @@ def main(checkpoint_dir, tokenizer_dir, clients, requests, max_tokens, max_batch
         server, url = start(backend, max_tokens)
         cfg = backend.config
         # what runs: a tp=N checkpoint's ranks take the usable CPUs / N threads each as they join, not --threads
-        ran = f"{rank_threads(cfg.tp_size)} threads per rank x {cfg.tp_size} ranks" if cfg.tp_size > 1 else \
-            f"{threads} threads"
-        print(f"{kind}: {requests} MT-Bench chat requests x max_tokens {max_tokens} from {clients} clients, "
-              f"{ran}, {cfg.num_beams} beams x {cfg.draft_len} draft tokens")
+        ran = f"{counted(rank_threads(cfg.tp_size), 'thread')} per rank x {cfg.tp_size} ranks" if cfg.tp_size > 1 \
+            else counted(threads, "thread")
+        print(f"{kind}: {counted(requests, 'MT-Bench chat request')} x max_tokens {max_tokens} from "
+              f"{counted(clients, 'client')}, {ran}, {counted(cfg.num_beams, 'beam')} x "
+              f"{counted(cfg.draft_len, 'draft token')}")
         for size in sizes:
             assert backend.wait_idle(600)  # the last batch has ended: nothing joins it from this round
             backend.scheduler.max_batch = size

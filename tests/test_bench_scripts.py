@@ -559,6 +559,9 @@ def test_bench_serve_runs_with_max_tokens_below_its_warm_up(tiny_llama, tiny_dra
         "--max-batch-sizes", "1", "--threads", "1"])
     assert result.exit_code == 0, result.output
     assert "1/1 answers identical" in result.output, result.output
+    # a newcomer's pass: the header said "1 MT-Bench chat requests ... from 1 clients, 1 threads"
+    assert "eager: 1 MT-Bench chat request x max_tokens 1 from 1 client, 1 thread, 2 beams x 2 draft tokens" \
+        in result.output, result.output
 
 
 
