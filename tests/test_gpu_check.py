@@ -59,3 +59,12 @@ def test_no_gpu_is_one_line_exit_2_and_nothing_on_disk(tmp_path):
     assert not (tmp_path / "out").exists()
     r = gpu_check(tmp_path, stand_in=False)
     assert r.returncode == 2 and r.stderr.strip() == "usage: bash scripts/gpu_check.sh OUT_DIR [BENCH_PROMPTS]"
+
+
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_prints_the_usage_and_runs_nothing(tmp_path, flag):
+    """A newcomer's pass: `bash scripts/gpu_check.sh --help` took `--help` for OUT_DIR, so on a GPU machine it made a
+    folder named --help and started five minutes of GPU stages."""
+    r = gpu_check(tmp_path, flag)
+    assert r.returncode == 0 and r.stdout.startswith("usage: bash scripts/gpu_check.sh OUT_DIR [BENCH_PROMPTS]"), r
+    assert "stand-in" not in r.stderr and not (tmp_path / flag).exists()
