@@ -239,9 +239,9 @@ def test_scripts_refuse_counts_below_one(tiny_llama, tiny_drafter, tmp_path):
             ("bench_verify", ["--sizes", "0"], "--sizes '0'"),
             ("bench_compiled", ["--checkpoint-dir", ckpt, "--threads", "0"], "--threads"),
             ("profile_decode", [*profile, "--num-prompts", "0"], "--num-prompts"),
-            # named run's --num-beams, an option the script does not have; its default --draft-len 5 was refused so
+            # named run's --num-beams, an option the script does not have; --draft-len 5 was refused so
             ("profile_decode", [*profile[:4], "--beams", "3", "--draft-len", "2"], "--beams 3 is outside 1..2"),
-            ("profile_decode", profile[:6], "--draft-len 5 is outside 1..2"),
+            ("profile_decode", [*profile[:6], "--draft-len", "5"], "--draft-len 5 is outside 1..2"),
             ("self_prompts", ["--base", tiny_llama, "--output", tmp_path / "p.jsonl", "--temperature", "0"],
              "--temperature"),
             ("train_smollm2", ["--max-examples", "0", "--output", tmp_path / "d"], "--max-examples")):
