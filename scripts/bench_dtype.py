@@ -126,7 +126,7 @@ def main(base, num_prompts, max_new_tokens, rows, head_rows, exit_dim, repeats, 
           f"float32 {p['float32']:.3f} s, bfloat16 {p['bfloat16']:.3f} s: bfloat16 {figures['product_bf16_speed']:.2f}x "
           f"float32's speed")
     if not skip_distill:
-        print(f"  distillation ({num_prompts} prompts x up to {max_new_tokens} tokens, one batch): "
+        print(f"  distillation ({counted(num_prompts, 'prompt')} x up to {max_new_tokens} tokens, one batch): "
               f"float32 {d['float32']:.1f} s ({tokens['float32']} tokens), bfloat16 {d['bfloat16']:.1f} s "
               f"({tokens['bfloat16']} tokens): bfloat16 {figures['distill_bf16_speed']:.2f}x float32's tokens/s")
 

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the checkout's redrafter_trt, installed or not
 
 from redrafter_trt.cli import Script  # noqa: E402
+from redrafter_trt.plural import counted  # noqa: E402
 
 DEFAULT_QUESTIONS = ROOT / "redrafter_trt" / "data" / "mt_bench_questions.jsonl"
 
@@ -92,7 +93,7 @@ def main(base, questions, limit, max_new_tokens, batch_size, threads, as_json) -
         print(json.dumps(figures, indent=2))
         return
     n = positions
-    print(f"{figures['questions']} questions x up to {max_new_tokens} tokens: {n} answer positions "
+    print(f"{counted(figures['questions'], 'question')} x up to {max_new_tokens} tokens: {n} answer positions "
           f"(float32 greedy answers, teacher-forced)")
     print(f"  float32 logits tied at the top rounded to bfloat16: {figures['ties_bfloat16']} ({figures['ties_bfloat16'] / n:.2%})")
     print(f"  float32 logits tied at the top rounded to float16:  {figures['ties_float16']} ({figures['ties_float16'] / n:.2%})")

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the checkout's redrafter_trt, installed or not
 
 from redrafter_trt.cli import Script  # noqa: E402
+from redrafter_trt.plural import counted  # noqa: E402
 
 DEFAULT_QUESTIONS = ROOT / "redrafter_trt" / "data" / "mt_bench_questions.jsonl"
 
@@ -111,7 +112,7 @@ def main(base, questions, num_prompts, max_new_tokens, seeds, batch_sizes, dtype
                     n = report(f"seed {seed}, batch {bs}, {'drafted' if use_draft else 'plain'}", res.output_ids)
                     same, total = same + n, total + len(refs)
             del model
-    print(f"{same} of {total} identical ({dtype}, {len(prompts)} questions x {max_new_tokens} tokens)")
+    print(f"{same} of {total} identical ({dtype}, {counted(len(prompts), 'question')} x {max_new_tokens} tokens)")
 
 
 if __name__ == "__main__":
