@@ -5,6 +5,8 @@ Per configuration: mean tokens per step (the runtime's count: new tokens / decod
 step), the histogram of tokens emitted per step after the prefill, tokens per second (new tokens / wall seconds, both
 summed over prompts) and the speed-up over both baselines (the ratio of tokens per second). Prompts run one at a
 time, every method on a prompt before the next prompt, so that a change in machine load hits all methods alike.
+Beside each timed call's wall time, the seconds its threads ran and waited for a core (Linux's scheduler figures):
+other processes competing for the cores show as waiting, and make the wall times, not the token counts, noise.
 
 Greedy drafting must reproduce plain decoding token for token: every configuration reports the prompts where it
 did not (in float32 that is a bug; in float16/bfloat16 logits tie often, and a tie can flip a token).
@@ -14,11 +16,12 @@ The checks before any model loads are in bench_inputs.py; the table, verdict and
 
 from __future__ import annotations
 
+import glob
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 import torch
 import transformers
@@ -33,6 +36,42 @@ from .tokens import encode_prompts, load_tokenizer, stop_ids, uses_chat
 log = logging.getLogger(__name__)
 
 WARMUP_TOKENS = 8
+T = TypeVar("T")
+
+
+def sched_seconds() -> tuple[float, float] | None:
+    """(seconds running on a core, seconds runnable but waiting for one) of this process, summed over its threads
+    (torch's intra-op pool included), from Linux's /proc/self/task/*/schedstat; None where it cannot be read (not
+    Linux, a kernel without CONFIG_SCHED_INFO). Sleeping (I/O, a GPU sync that yields) counts as neither."""
+    run = wait = 0
+    for path in glob.glob("/proc/self/task/*/schedstat"):
+        try:
+            with open(path) as f:
+                ran, waited = f.read().split()[:2]
+        except (OSError, ValueError):
+            continue  # a thread that ended between the listing and the read
+        run, wait = run + int(ran), wait + int(waited)
+    return (run / 1e9, wait / 1e9) if run else None
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One timed call: wall seconds, and the seconds its threads ran and waited for a core (0 and 0: unknown)."""
+    wall: float
+    cpu: float = 0.0
+    wait: float = 0.0
+
+
+def timed(call: Callable[[], T]) -> tuple[T, Timing]:
+    """call() and its Timing; the scheduler is read outside the wall clock's span."""
+    before = sched_seconds()
+    start = time.perf_counter()
+    out = call()
+    wall = time.perf_counter() - start
+    after = sched_seconds()
+    if before is None or after is None:
+        return out, Timing(wall)
+    return out, Timing(wall, after[0] - before[0], after[1] - before[1])
 
 
 @dataclass(frozen=True)
@@ -53,9 +92,12 @@ class BenchOptions:
 
 @dataclass
 class Run:
-    """One method over all prompts, batch 1 each: outputs (prompt excluded), summed wall time and steps."""
+    """One method over all prompts, batch 1 each: outputs (prompt excluded), summed wall time and steps, and the
+    seconds its threads ran on a core and waited for one (summed over threads, so up to threads x wall)."""
     outputs: list[list[int]] = field(default_factory=list)
     wall_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    cpu_wait_seconds: float = 0.0
     steps: int = 0
     histogram: dict[int, int] = field(default_factory=dict)
     prompt_steps: list[int] = field(default_factory=list)  # decoding steps of each prompt
@@ -72,9 +114,18 @@ class Run:
     def mean_tokens_per_step(self) -> float:
         return self.new_tokens / self.steps if self.steps else 0.0
 
-    def add(self, output: list[int], seconds: float, steps: int, histogram: dict[int, int]) -> None:
+    @property
+    def cpu_wait_share(self) -> float | None:
+        """The share of its threads' runnable time spent waiting for a core: near 0 on a quiet machine, high when
+        other processes compete for the cores (None: the scheduler's figures could not be read)."""
+        ready = self.cpu_seconds + self.cpu_wait_seconds
+        return self.cpu_wait_seconds / ready if ready else None
+
+    def add(self, output: list[int], timing: Timing, steps: int, histogram: dict[int, int]) -> None:
         self.outputs.append(list(output))
-        self.wall_seconds += seconds
+        self.wall_seconds += timing.wall
+        self.cpu_seconds += timing.cpu
+        self.cpu_wait_seconds += timing.wait
         self.steps += steps
         self.prompt_steps.append(steps)
         for k, n in histogram.items():
@@ -83,7 +134,11 @@ class Run:
     def to_json(self) -> dict:
         return {"new_tokens": self.new_tokens, "wall_seconds": self.wall_seconds, "steps": self.steps,
                 "tokens_per_second": self.tokens_per_second, "mean_tokens_per_step": self.mean_tokens_per_step,
-                "histogram": {str(k): v for k, v in sorted(self.histogram.items())}}
+                "histogram": {str(k): v for k, v in sorted(self.histogram.items())}, **self.cpu_json()}
+
+    def cpu_json(self) -> dict:
+        return {"cpu_seconds": self.cpu_seconds, "cpu_wait_seconds": self.cpu_wait_seconds,
+                "cpu_wait_share": self.cpu_wait_share}
 
 
 @dataclass
@@ -103,7 +158,8 @@ class ConfigResult:
                 "speedup_vs_hf": self.speedup_vs_hf, "speedup_vs_no_draft": self.speedup_vs_no_draft,
                 "histogram": {str(k): v for k, v in sorted(self.run.histogram.items())},
                 "new_tokens": self.run.new_tokens, "wall_seconds": self.run.wall_seconds, "steps": self.run.steps,
-                "matches_no_draft": not self.mismatched_prompts, "mismatched_prompts": self.mismatched_prompts}
+                "matches_no_draft": not self.mismatched_prompts, "mismatched_prompts": self.mismatched_prompts,
+                **self.run.cpu_json()}
 
 
 @dataclass
@@ -116,6 +172,12 @@ class BenchReport:
     @property
     def best(self) -> ConfigResult:
         return max(self.configs, key=lambda c: c.speedup_vs_hf)
+
+    @property
+    def methods(self) -> list[tuple[str, Run]]:
+        """Every timed method with its table name."""
+        return [("transformers", self.hf), ("no draft", self.no_draft),
+                *((f"W={c.num_beams} L={c.draft_len}", c.run) for c in self.configs)]
 
     @property
     def hf_matches_no_draft(self) -> int:
@@ -152,29 +214,25 @@ def load_hf_baseline(hf_dir: Path, dtype: torch.dtype):
 
 
 @torch.inference_mode()
-def hf_generate(model, ids: list[int], max_new_tokens: int, eos: list[int]) -> tuple[list[int], float]:
-    """transformers' greedy `generate` on one prompt: (new ids, wall seconds)."""
+def hf_generate(model, ids: list[int], max_new_tokens: int, eos: list[int]) -> tuple[list[int], Timing]:
+    """transformers' greedy `generate` on one prompt: (new ids, its Timing)."""
     from transformers import GenerationConfig
 
     device = next(model.parameters()).device
     gen = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos or None,
                            pad_token_id=eos[0] if eos else 0)
     x = torch.tensor([ids], device=device)
-    start = time.perf_counter()
-    out = model.generate(input_ids=x, attention_mask=torch.ones_like(x), generation_config=gen)
-    seconds = time.perf_counter() - start
-    return out[0, len(ids):].tolist(), seconds
+    out, timing = timed(lambda: model.generate(input_ids=x, attention_mask=torch.ones_like(x), generation_config=gen))
+    return out[0, len(ids):].tolist(), timing
 
 
 def runtime_generate(model, ids: list[int], max_new_tokens: int, eos: list[int], num_beams: int, draft_len: int,
                      use_draft: bool):
-    """The reference runtime on one prompt: (GenerationResult, wall seconds)."""
+    """The reference runtime on one prompt: (GenerationResult, its Timing)."""
     from .runtime import generate
 
-    start = time.perf_counter()
-    result = generate(model, [ids], max_new_tokens, num_beams=num_beams, draft_len=draft_len, temperature=0.0,
-                      eos_token_id=eos, use_draft=use_draft)
-    return result, time.perf_counter() - start
+    return timed(lambda: generate(model, [ids], max_new_tokens, num_beams=num_beams, draft_len=draft_len,
+                                  temperature=0.0, eos_token_id=eos, use_draft=use_draft))
 
 
 def _hf_cut(output: list[int], eos: list[int]) -> list[int]:
@@ -230,14 +288,14 @@ def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
     hf_run, plain = Run(), Run()
     drafted = {wl: Run() for wl in grid}
     for i, ids in enumerate(prompt_ids):
-        out, seconds = hf_generate(hf, ids, N, eos)
+        out, timing = hf_generate(hf, ids, N, eos)
         out = _hf_cut(out, eos)
-        hf_run.add(out, seconds, len(out), {1: len(out) - 1})  # one token per step, the first at prefill
-        result, seconds = runtime_generate(model, ids, N, eos, 0, 0, False)
-        plain.add(result.output_ids[0], seconds, result.steps[0], result.histogram())
+        hf_run.add(out, timing, len(out), {1: len(out) - 1})  # one token per step, the first at prefill
+        result, timing = runtime_generate(model, ids, N, eos, 0, 0, False)
+        plain.add(result.output_ids[0], timing, result.steps[0], result.histogram())
         for (w, n), run in drafted.items():
-            result, seconds = runtime_generate(model, ids, N, eos, w, n, True)
-            run.add(result.output_ids[0], seconds, result.steps[0], result.histogram())
+            result, timing = runtime_generate(model, ids, N, eos, w, n, True)
+            run.add(result.output_ids[0], timing, result.steps[0], result.histogram())
         progress(f"prompt {i + 1}/{len(prompt_ids)}: {len(ids)} prompt tokens, {len(plain.outputs[-1])} new tokens")
 
     configs = []

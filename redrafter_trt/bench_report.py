@@ -1,5 +1,6 @@
-"""`bench`'s report: the table of baselines and configurations, the verdict on whether drafting pays, the warning
-when drafted output differs from plain decoding, and the plot (matplotlib, an optional dependency).
+"""`bench`'s report: the table of baselines and configurations (and a line after it when other processes competed for
+the cores during timing), the verdict on whether drafting pays, the warning when drafted output differs from plain
+decoding, and the plot (matplotlib, an optional dependency).
 """
 
 from __future__ import annotations
@@ -16,8 +17,27 @@ def histogram_text(histogram: dict[int, int]) -> str:
     return " ".join(f"{k}:{v}" for k, v in sorted(histogram.items()))
 
 
+# The share of the timed calls' runnable thread time spent waiting for a core above which the machine was busy. Measured
+# on 2 cores, SmolLM2-135M, transformers' generate at 2 threads: 1-2% alone; 69-86% beside one or two Python busy
+# loops, its wall time 11-30x longer (OpenMP's threads wait at every barrier for the one without a core).
+BUSY_WAIT_SHARE = 0.05
+
+
+def busy_warning(report: BenchReport) -> str | None:
+    """One line when some method's threads waited for a core more than BUSY_WAIT_SHARE of their runnable time (None:
+    none did, or the scheduler's figures could not be read)."""
+    shares = [(run.cpu_wait_share, name) for name, run in report.methods if run.cpu_wait_share is not None]
+    if not shares or max(shares)[0] <= BUSY_WAIT_SHARE:
+        return None
+    share, name = max(shares)
+    return (f"warning: the machine was busy during timing: this process's threads waited for a core {share:.0%} of "
+            f"the time they were ready to run ({name}; a quiet machine: under {BUSY_WAIT_SHARE:.0%}), so tokens/s, "
+            f"speed-ups and the verdict are unreliable (tokens/step and histograms are not affected): rerun on a "
+            f"quiet machine")
+
+
 def format_table(report: BenchReport) -> str:
-    """One row per baseline and configuration; the best configuration is starred."""
+    """One row per baseline and configuration, the best configuration starred; then busy_warning's line, if any."""
     head = f"{'method':<14} {'tokens/step':>11} {'tokens/s':>9} {'vs HF':>6} {'vs plain':>8} {'exact':>5}  histogram"
     rows = [head, "-" * len(head)]
     base = report.hf.tokens_per_second
@@ -32,6 +52,8 @@ def format_table(report: BenchReport) -> str:
         rows.append(f"{name:<14} {c.run.mean_tokens_per_step:>11.2f} {c.run.tokens_per_second:>9.2f} "
                     f"{c.speedup_vs_hf:>6.2f} {c.speedup_vs_no_draft:>8.2f} "
                     f"{'yes' if not c.mismatched_prompts else 'NO':>5}  {histogram_text(c.run.histogram)}")
+    if busy := busy_warning(report):
+        rows.append(busy)
     return "\n".join(rows)
 
 
@@ -39,7 +61,13 @@ ACCEPTS_NOTHING = 1.05  # tokens per step below which no configuration can beat 
 
 
 def verdict(report: BenchReport) -> str:
-    """Whether drafting pays on this machine, and why: the best configuration's step against a plain one's."""
+    """Whether drafting pays on this machine, and why: the best configuration's step against a plain one's; marked
+    unreliable when the machine was busy during timing (busy_warning)."""
+    line = timed_verdict(report)
+    return f"{line} (unreliable: the machine was busy during timing)" if busy_warning(report) else line
+
+
+def timed_verdict(report: BenchReport) -> str:
     best, plain = report.best, report.no_draft
     cost = (best.run.wall_seconds / best.run.steps) / (plain.wall_seconds / plain.steps)
     step = (f"a W={best.num_beams} L={best.draft_len} step costs {cost:.2f}x a plain one and makes "

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from redrafter_trt.bench import BenchReport, ConfigResult, Run
+from redrafter_trt.bench import BenchReport, ConfigResult, Run, Timing
 from redrafter_trt.bench_inputs import default_grid, resolve_hf_dir
 from redrafter_trt.bench_report import mismatch_warning, verdict
 from redrafter_trt.cli import main
@@ -677,7 +677,7 @@ def test_acceptance_needs_a_drafter(setup, tmp_path):
 def timed_run(steps: int, seconds: float, tokens: int, histogram: dict | None = None) -> Run:
     """`steps` steps (the prefill and, unless `histogram` says otherwise, steps - 1 decoding steps) making `tokens`."""
     run = Run()
-    run.add([0] * tokens, seconds, steps, {1: steps - 1} if histogram is None else histogram)
+    run.add([0] * tokens, Timing(seconds), steps, {1: steps - 1} if histogram is None else histogram)
     return run
 
 
@@ -854,3 +854,87 @@ def test_a_checkpoint_is_inspected_once_a_command(setup, command, monkeypatch):
     result = run_cli(command, "--checkpoint-dir", ckpt, "--tokenizer-dir", base, *given)
     assert result.exit_code == 0, result.output
     assert len(seen) == 1, seen
+
+
+def fake_scheduler(monkeypatch, wait_per_call: float):
+    """bench's scheduler clock faked: every reading adds 1 s running and `wait_per_call` s waiting for a core, so each
+    timed call (read before and after) waits wait / (1 + wait) of its runnable time."""
+    from redrafter_trt import bench
+
+    clock = {"run": 0.0, "wait": 0.0}
+
+    def sched_seconds():
+        clock["run"] += 1.0
+        clock["wait"] += wait_per_call
+        return clock["run"], clock["wait"]
+
+    monkeypatch.setattr(bench, "sched_seconds", sched_seconds)
+
+
+@pytest.mark.parametrize("wait, busy", [(0.01, False), (0.5, True)])
+def test_timings_disturbed_by_other_processes_are_said(setup, monkeypatch, wait, busy):
+    """On a shared machine other processes took the cores during timing: a quickstart printed 5.29x the runtime
+    without drafting ('a W=2 L=2 step costs 0.26x a plain one') beside a W=4 L=2 row at 0.95x, and nothing said the
+    figures were noise. The share of runnable time spent waiting for a core is recorded per method, and above
+    BUSY_WAIT_SHARE a line after the table and the verdict say so."""
+    from redrafter_trt import bench
+    from redrafter_trt.bench_report import BUSY_WAIT_SHARE, format_table
+
+    base, ckpt, prompts = setup
+    fake_scheduler(monkeypatch, wait)
+    report = bench.run_bench(bench.BenchOptions(ckpt, base, prompts, max_new_tokens=4, beams=(1,), draft_lens=(1,)))
+    share = wait / (1 + wait)
+    data = report.to_json()
+    for method in (data["baselines"]["hf"], data["baselines"]["no_draft"], *data["configs"]):
+        assert method["cpu_wait_share"] == pytest.approx(share)
+        assert method["cpu_seconds"] == pytest.approx(len(PROMPTS)) and method["wall_seconds"] > 0
+    last = format_table(report).splitlines()[-1]
+    line = verdict(report)
+    if busy:
+        assert share > BUSY_WAIT_SHARE
+        assert last.startswith("warning: the machine was busy during timing") and f"{share:.0%}" in last
+        assert all(w in last for w in ("unreliable", "tokens/step", "not affected", "quiet machine")), last
+        assert "unreliable" in line and "busy" in line
+    else:
+        assert share < BUSY_WAIT_SHARE
+        assert last.startswith("W=1 L=1") and "busy" not in line
+
+
+def test_no_scheduler_clock_says_nothing(setup, monkeypatch):
+    """Where the kernel keeps no per-thread scheduler figures (not Linux): nothing is known, nothing is claimed."""
+    from redrafter_trt import bench
+    from redrafter_trt.bench_report import format_table
+
+    base, ckpt, prompts = setup
+    monkeypatch.setattr(bench, "sched_seconds", lambda: None)
+    report = bench.run_bench(bench.BenchOptions(ckpt, base, prompts, max_new_tokens=4, beams=(1,), draft_lens=(1,)))
+    assert report.to_json()["baselines"]["hf"]["cpu_wait_share"] is None
+    assert "busy" not in format_table(report) + verdict(report)
+
+
+def test_the_scheduler_clock_reads_this_process():
+    from redrafter_trt.bench import sched_seconds
+
+    import sys
+    if not sys.platform.startswith("linux"):
+        pytest.skip("Linux's /proc/self/task/*/schedstat")
+    run, wait = sched_seconds()
+    sum(range(10**6))
+    run2, wait2 = sched_seconds()
+    assert run2 > run > 0 and wait2 >= wait >= 0
+
+
+def test_the_busiest_method_is_named():
+    """The line names the method whose threads waited most, and how much; the verdict keeps its figures and says it
+    is unreliable."""
+    from redrafter_trt.bench_report import busy_warning
+
+    plain, drafted = timed_run(100, 5.0, 100), timed_run(60, 4.0, 100)
+    plain.add([], Timing(0.0, cpu=9.0, wait=1.0), 0, {})   # 10% waiting
+    drafted.add([], Timing(0.0, cpu=6.0, wait=4.0), 0, {})  # 40%: the worst
+    config = ConfigResult(2, 2, drafted, speedup_vs_hf=1.0, speedup_vs_no_draft=5.0 / 4.0, mismatched_prompts=[])
+    report = BenchReport(meta={}, hf=timed_run(100, 10.0, 100), no_draft=plain, configs=[config])
+    assert "40% of the time" in busy_warning(report) and "(W=2 L=2;" in busy_warning(report)
+    line = verdict(report)
+    assert line.startswith("drafting pays here: a W=2 L=2 step costs") and line.endswith(
+        "(unreliable: the machine was busy during timing)")
