@@ -18,8 +18,9 @@ def histogram_text(histogram: dict[int, int]) -> str:
 
 
 # The share of the timed calls' runnable thread time spent waiting for a core above which the machine was busy. Measured
-# on 2 cores, SmolLM2-135M, transformers' generate at 2 threads: 1-2% alone; 69-86% beside one or two Python busy
-# loops, its wall time 11-30x longer (OpenMP's threads wait at every barrier for the one without a core).
+# on 2 cores, SmolLM2-135M, transformers' generate at 2 threads (docs/measurements.md): 1% alone; 6-9% while other jobs
+# ran part of the time, already 11-17% slower; 38-40% beside one Python busy loop, 3x slower (OpenMP's threads wait at
+# every barrier for the one without a core).
 BUSY_WAIT_SHARE = 0.05
 
 
