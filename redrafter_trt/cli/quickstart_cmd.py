@@ -54,7 +54,7 @@ def quickstart(workdir, num_questions, max_new_tokens, force):
     if not res.trained:
         click.echo("NOTE: the drafter is UNTRAINED (the training package is not installed): it accepts almost no "
                    "draft tokens, so these figures show the cost of drafting, not its gain.")
-    from ..bench_report import format_table, verdict
+    from ..bench_report import busy_warning, format_table, verdict
     from ..plural import counted
 
     m = rep.meta
@@ -66,7 +66,7 @@ def quickstart(workdir, num_questions, max_new_tokens, force):
                f"{best.run.mean_tokens_per_step:.2f} tokens/step, {best.run.tokens_per_second:.1f} tokens/s, "
                f"{best.speedup_vs_hf:.2f}x transformers generate ({rep.hf.tokens_per_second:.1f} tokens/s), "
                f"{best.speedup_vs_no_draft:.2f}x the same runtime without drafting; same text as without drafting: "
-               f"{exact}")
+               f"{exact}" + ("; speeds unreliable: the machine was busy during timing" if busy_warning(rep) else ""))
     click.echo(verdict(rep))
     stages = ", ".join(f"{k} {v:.0f}s{' (reused)' if res.reused.get(k) else ''}" for k, v in res.seconds.items())
     click.echo(f"time: {stages}")
