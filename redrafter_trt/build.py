@@ -40,6 +40,7 @@ INSTALL_HINT = ("pip install 'tensorrt_llm==1.2.*' --extra-index-url https://pyp
                 "(ReDrafter ships in the TensorRT-LLM 1.0 to 1.2.x releases, on a Linux machine with an NVIDIA GPU)")
 
 ENGINE_LIMITS = ("max_batch_size", "max_input_len", "max_seq_len")  # build_config keys every engine has
+MIN_SEQ_LEN = 2  # the least --max-seq-len: one prompt token and one new one (seq_len_problem)
 
 # checkpoint dtype -> --gemm_plugin value for `--gemm-plugin auto` (an FP8 base uses "fp8" whatever its dtype)
 GEMM_FOR_DTYPE = {"float16": "float16", "bfloat16": "bfloat16", "float32": "float32"}
@@ -187,8 +188,26 @@ def check_original_positions(config: dict, checkpoint_dir: Path) -> None:
                           f"{runtime_fix(scaling, positions)}")
 
 
+def seq_len_problem(max_seq_len: int) -> str | None:
+    """Why an engine of this --max-seq-len would answer nothing (the words after the value); None when it holds an
+    answer. With packed input and context FMHA TensorRT-LLM's executor takes prompts of up to min(max_seq_len - 1,
+    max_num_tokens) tokens (`trtGptModel.h`) and cuts a request's new tokens to what max_seq_len leaves after its
+    prompt and the draft tokens (`LlmRequest::validate`). trtllm-build refuses nothing here (`_init_max_seq_len` clips
+    max_input_len to max_seq_len, and ignores it with packed input) and gives the draft tokens room of their own:
+    `builder.build` adds max_draft_len (num_beams x draft_len) to max_seq_len. So MIN_SEQ_LEN, one prompt token and
+    one new one, is the least an engine holds."""
+    if max_seq_len >= MIN_SEQ_LEN:
+        return None
+    return (f"leaves no room for an answer: the longest prompt the engine would take is {max(max_seq_len - 1, 0)} "
+            f"tokens (max_seq_len - 1: one new token after it); use {MIN_SEQ_LEN} or more (prompt plus answer: "
+            f"trtllm-build adds room for the num_beams x draft_len draft tokens itself)")
+
+
 def plan_build(options: BuildOptions, config: dict) -> BuildPlan:
     """The exact trtllm-build argv for a validated ReDrafter checkpoint config."""
+    why = options.max_seq_len is not None and seq_len_problem(options.max_seq_len)
+    if why:
+        raise ConfigError(f"--max-seq-len {options.max_seq_len} {why}")
     check_extra_args(options.extra_args)
     check_original_positions(config, options.checkpoint_dir)
     gemm = gemm_plugin(config, options.gemm_plugin)  # refused before any warning is printed

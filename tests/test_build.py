@@ -193,6 +193,31 @@ def test_max_seq_len_beyond_the_model_positions_warns(tmp_path, caplog):
     assert "exceeds the model's 8192 positions" in caplog.text
 
 
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "build"])
+def test_a_max_seq_len_without_room_for_an_answer_is_refused_before_tensorrt_llm(checkpoints, tmp_path, monkeypatch,
+                                                                                  dry_run):
+    """--max-seq-len 1 printed a command (or asked to install TensorRT-LLM for it) whose engine answers nothing: the
+    executor takes prompts of up to max_seq_len - 1 tokens, and each needs one new token. trtllm-build refuses
+    nothing here (it clips max_input_len to max_seq_len) and gives the draft tokens room of its own (builder.py adds
+    max_draft_len to max_seq_len), so 2 is the least it holds: one prompt token and one new one."""
+    monkeypatch.setattr(build_mod, "trtllm_version", lambda: None)
+    args = ["--checkpoint-dir", str(checkpoints[False, 1]), "--output-dir", str(tmp_path / "e")]
+    args += ["--dry-run"] if dry_run else []
+    one_line_error(invoke(*args, "--max-seq-len", "1", env={"PATH": str(tmp_path)}),
+                   "'--max-seq-len': 1 leaves no room for an answer", "the longest prompt the engine would take is 0 "
+                   "tokens", "use 2 or more")
+    assert not (tmp_path / "e").exists()
+    with pytest.raises(ConfigError, match="--max-seq-len 0 leaves no room for an answer"):
+        plan_build(BuildOptions(tmp_path, tmp_path / "e", max_seq_len=0), {"dtype": "bfloat16"})
+    preset = tmp_path / "p.yaml"
+    preset.write_text("build: {max-seq-len: 1}\n")
+    one_line_error(invoke("--config", str(preset), *args), f"preset {preset}: field 'build.max-seq-len' is 1: 1 leaves")
+    if dry_run:
+        result = invoke(*args, "--max-seq-len", "2")
+        assert result.exit_code == 0, result.output
+        assert trtllm_12_parser().parse_args(shlex.split(result.output)[1:]).max_seq_len == 2
+
+
 @pytest.mark.parametrize("scaling, positions", [
     ({"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8192}, 32768),  # Qwen2.5 long context
     ({"rope_type": "linear", "factor": 2.0}, 16384),

@@ -37,6 +37,20 @@ class TrtllmArg(click.ParamType):
         return value
 
 
+class SeqLen(click.types.IntParamType):
+    """--max-seq-len: an engine that answers nothing (`build.seq_len_problem`) is refused as the value is read, before
+    the checkpoint or TensorRT-LLM is looked at, and as a --config preset's `max-seq-len` loads (naming its field)."""
+
+    def convert(self, value, param, ctx):
+        from ..build import seq_len_problem
+
+        number = super().convert(value, param, ctx)
+        why = seq_len_problem(number)
+        if why:
+            self.fail(f"{number} {why}", param, ctx)
+        return number
+
+
 @click.command(cls=Command, context_settings={"show_default": True})
 @config_option
 @click.option("--checkpoint-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -46,7 +60,9 @@ class TrtllmArg(click.ParamType):
 @click.option("--max-batch-size", type=click.IntRange(min=1), default=8,
               help="Requests per batch. A ReDrafter engine reserves batch x (beams x draft_len + 1) tokens of "
                    "activations and logits: trtllm-build's own default (2048) would reserve 53248 at 5 x 5.")
-@click.option("--max-seq-len", type=click.IntRange(min=1), help="Prompt plus output tokens (default: from the model).")
+@click.option("--max-seq-len", type=SeqLen(),
+              help="Prompt plus output tokens, 2 or more (trtllm-build adds room for the draft tokens) [default: from "
+                   "the model].")
 @click.option("--max-num-tokens", type=click.IntRange(min=1),
               help="Tokens per batch after padding removal (raised to batch x (draft tokens + 1) if lower); also "
                    "the longest prompt the engine takes, with --max-seq-len - 1.")
