@@ -1,9 +1,11 @@
 """Train a ReDrafter drafter for SmolLM2-135M-Instruct on its own answers to the packaged prompts, then
-report its accuracy on the base's answers to MT-Bench first turns (never trained on).
+report its accuracy on the base's answers to MT-Bench first turns (never trained on). Its folders default to
+<cache>/...: $REDRAFTER_TRT_CACHE, else ~/.cache/redrafter-trt, whatever folder it runs from.
 
-    python scripts/train_smollm2.py --output .cache-drafter/smollm2 [--data FILE ...] [--max-examples 300] [--epochs 3]
+    python scripts/train_smollm2.py [--output DRAFTER] [--data FILE ...] [--max-examples 300] [--epochs 3]
 
-The distilled answers and hidden states are cached (`--cache-dir`), so a second run only trains.
+The distilled answers and hidden states are cached (`--cache-dir`, `train`'s cache), so a second run only trains;
+the base's answers to MT-Bench too (`--eval-cache-dir`, scripts/eval_drafter.py's).
 """
 
 from __future__ import annotations
@@ -18,17 +20,23 @@ import click
 from redrafter_trt.cli import Script
 from redrafter_trt.output import check_output_folder
 from redrafter_trt.quickstart import mt_bench_path
-from redrafter_trt.smollm2 import ensure_smollm2
+from redrafter_trt.smollm2 import cache_root, ensure_smollm2
 from redrafter_trt.train import TrainConfig, default_data, train_drafter
 from redrafter_trt.train.data import read_conversations
 from redrafter_trt.train.heldout import evaluate_on_prompts
 
 
+def under_cache(name: str, what: str) -> dict:
+    """An option's default, the cache root's folder `name` (read as the option is), and its help saying so."""
+    return {"default": lambda: cache_root() / name, "help": f"{what} [default: <cache>/{name}]."}
+
 
 @click.command(cls=Script)
-@click.option("--output", type=click.Path(path_type=Path), default=Path(".cache-drafter/smollm2"), show_default=True)
-@click.option("--cache-dir", type=click.Path(path_type=Path), default=Path(".cache-drafter/cache"), show_default=True)
-@click.option("--eval-cache-dir", type=click.Path(path_type=Path), default=Path(".cache-drafter/eval-cache"), show_default=True)
+@click.option("--output", type=click.Path(path_type=Path), **under_cache("smollm2-drafter", "The drafter (replaced)"))
+@click.option("--cache-dir", type=click.Path(path_type=Path),
+              **under_cache("train", "The base's distilled answers and hidden states (`redrafter-trt train`'s cache)"))
+@click.option("--eval-cache-dir", type=click.Path(path_type=Path),
+              **under_cache("eval", "The base's answers to MT-Bench (scripts/eval_drafter.py's cache)"))
 @click.option("--data", "data", multiple=True, type=click.Path(path_type=Path),
               help="Prompt files [default: the packaged chat and task prompts].")
 @click.option("--max-examples", type=click.IntRange(min=1), default=300, show_default=True)

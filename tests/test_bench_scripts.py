@@ -312,6 +312,37 @@ def test_train_smollm2_evaluates_on_the_packaged_mt_bench(tmp_path, monkeypatch)
     assert_one_line_error(missing, "--mt-bench")
 
 
+def test_train_smollm2_keeps_its_folders_under_the_cache_root(tmp_path, monkeypatch):
+    """--output, --cache-dir and --eval-cache-dir defaulted to .cache-drafter/... under whatever folder the script
+    was run from, scattering caches of minutes of distilling. They default to the cache root's folders now (train's
+    and eval_drafter.py's caches, $REDRAFTER_TRT_CACHE), and --help shows where."""
+    root, elsewhere = tmp_path / "root", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.setenv("REDRAFTER_TRT_CACHE", str(root))
+    monkeypatch.chdir(elsewhere)
+    train_smollm2 = script("train_smollm2")
+    seen = {}
+
+    def train(cfg):
+        seen["train"] = (cfg.output, cfg.cache_dir)
+        cfg.output.mkdir(parents=True)
+        (cfg.output / "config.json").write_text(json.dumps({"producer": {}}))
+
+    monkeypatch.setattr(train_smollm2, "ensure_smollm2", lambda: tmp_path / "base")
+    monkeypatch.setattr(train_smollm2, "train_drafter", train)
+    monkeypatch.setattr(train_smollm2, "evaluate_on_prompts",
+                        lambda out, base, path, cache, **k: seen.update(eval=(out, cache)) or {})
+    result = CliRunner().invoke(train_smollm2.main, [])
+    assert result.exit_code == 0, result.output
+    drafter = root / "smollm2-drafter"
+    assert seen == {"train": (drafter, root / "train"), "eval": (drafter, root / "eval")}
+    assert list(elsewhere.iterdir()) == []
+    shown = " ".join(CliRunner().invoke(train_smollm2.main, ["--help"]).output.split())
+    assert "<cache>/...: $REDRAFTER_TRT_CACHE, else ~/.cache/redrafter-trt" in shown, shown
+    for folder in (drafter, root / "train", root / "eval"):
+        assert f"[default: <cache>/{folder.name}]" in shown, shown
+
+
 def test_eval_drafter_refuses_another_base_before_distilling(tiny_llama, tiny_drafter, tmp_path, monkeypatch):
     """A review: a drafter made for another base (or a --base folder that is no model) was a matrix-shape
     RuntimeError traceback, after minutes of distilling the base's answers to every MT-Bench question."""
