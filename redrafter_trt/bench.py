@@ -256,12 +256,15 @@ def check_inputs(opts: BenchOptions) -> tuple[Checkpoint, Path]:
 
 
 def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
-              progress: Callable[[str], None] = lambda line: None) -> BenchReport:
-    """Run the benchmark; `prompts` overrides the prompts file (the quickstart passes its own)."""
+              progress: Callable[[str], None] = lambda line: None,
+              checked: tuple[Checkpoint, Path] | None = None) -> BenchReport:
+    """Run the benchmark; `prompts` overrides the prompts file (the quickstart passes its own). `checked`: what
+    check_inputs(opts) returned where the caller ran it already (the bench command, to name the base among the files
+    its outputs may not replace): the base's rows are compared with the checkpoint's once a bench."""
     from .prompts import load_prompts
     from .runtime import check_positions, load
 
-    ckpt, hf_dir = check_inputs(opts)
+    ckpt, hf_dir = checked or check_inputs(opts)
     cfg, ckpt_config = ckpt.config, ckpt.raw
     beams = check_grid(opts.beams, cfg.num_beams, "--beams", "redrafter_num_beams", reconvert_beams)
     lens = check_grid(opts.draft_lens, cfg.draft_len, "--draft-lens", "redrafter_draft_len_per_beam", cfg.draft_len_fix)

@@ -856,6 +856,28 @@ def test_a_checkpoint_is_inspected_once_a_command(setup, command, monkeypatch):
     assert len(seen) == 1, seen
 
 
+def test_the_bases_rows_are_compared_once_a_bench(setup, monkeypatch):
+    """bench compared the base's sampled rows with the checkpoint's twice: in the command (to name the base among the
+    files its outputs may not replace) and again in run_bench. Once now, in each way bench runs: the command's, and
+    run_bench alone (the quickstart's); nothing is timed, the baseline's loading stops each."""
+    from redrafter_trt import bench, bench_inputs
+
+    seen = []
+    monkeypatch.setattr(bench_inputs, "check_same_weights", lambda *a, _check=bench_inputs.check_same_weights:
+                        seen.append(a[3]) or _check(*a))
+
+    def stop(*args):
+        raise ConfigError("stopped where the baseline loads")
+
+    monkeypatch.setattr(bench, "load_hf_baseline", stop)
+    base, ckpt, prompts = setup
+    assert_one_line_error(run_cli(*bench_args(setup, "--num-prompts", 1)), "stopped where the baseline loads")
+    assert seen == [base], seen
+    with pytest.raises(ConfigError, match="stopped where the baseline loads"):
+        bench.run_bench(bench.BenchOptions(ckpt, base, prompts, num_prompts=1))
+    assert seen == [base, base], seen
+
+
 def fake_scheduler(monkeypatch, wait_per_call: float):
     """bench's scheduler clock faked: every reading adds 1 s running and `wait_per_call` s waiting for a core, so each
     timed call (read before and after) waits wait / (1 + wait) of its runnable time."""

@@ -121,7 +121,8 @@ def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_t
         plot_format(plot_path)
         require_matplotlib()  # fail before the long run, not after it
     warn_if_sampling(ckpt.config, checkpoint_dir)
-    report = run_bench(replace(opts, checkpoint_dir=ckpt), progress=lambda line: click.echo(line, err=True))
+    report = run_bench(replace(opts, checkpoint_dir=ckpt), progress=lambda line: click.echo(line, err=True),
+                       checked=(ckpt, base))
     m = report.meta
     click.echo(f"{counted(m['num_prompts'], 'prompt')}, up to {m['max_new_tokens']} new tokens, greedy, batch 1, "
                f"{m['dtype']} on {m['device']} ({counted(m['torch_threads'], 'thread')}); transformers and the runtime "
