@@ -12,7 +12,8 @@ Work folder (default `<cache root>/quickstart`), reused by the next run:
                    base, after both were last written
     train-cache/   the distilled answers and base hidden states training made (a forced retrain reuses them)
     quickstart.json  marks the folder as the quickstart's (written before the rest): any other non-empty
-                   folder is refused, as the quickstart replaces drafter/ and checkpoint/ in it
+                   folder is refused, as the quickstart replaces drafter/ and checkpoint/ in it (refused too where
+                   one it is about to replace holds the user's files; one it reuses may)
 The MT-Bench questions (`data/mt_bench_questions.jsonl`, FastChat, Apache-2.0) are the evaluation set: no training
 prompt comes from them.
 """
@@ -128,11 +129,21 @@ def training_api():
     return quickstart_config, train_drafter
 
 
-def ensure_drafter(base: Path, workdir: Path, force: bool, on_progress: Callable | None) -> tuple[Path, bool, bool]:
-    """(drafter folder, trained, reused). Reuses a trained drafter (with `force` too while training is missing: it
-    would be replaced by an untrained one); an untrained one only while training is missing."""
-    from .drafter import init_drafter_for_base
+@dataclass(frozen=True)
+class DrafterPlan:
+    """What the drafter stage will do, decided before it starts (so that only a folder about to be replaced is checked
+    for the user's files): `reuse` the drafter in `folder` (`trained` or not), or make it, by training with `cfg`
+    and `train` where the training package is there, else as a fresh untrained one."""
+    folder: Path
+    reuse: bool
+    trained: bool
+    cfg: object | None = None  # a train.TrainConfig, with this recipe's id in `extra`
+    train: Callable | None = None
 
+
+def plan_drafter(base: Path, workdir: Path, force: bool) -> DrafterPlan:
+    """Reuse a trained drafter (with `force` too while training is missing: it would be replaced by an untrained one);
+    an untrained one only while training is missing."""
     folder = workdir / "drafter"
     api = training_api()
     cfg = None
@@ -146,18 +157,27 @@ def ensure_drafter(base: Path, workdir: Path, force: bool, on_progress: Callable
             if force:
                 log.warning("--force: drafter training is unavailable, so the trained drafter in %s is kept (remove "
                             "it to use an untrained one)", folder)
-            return folder, True, True
-        if origin == "untrained" and not force:
-            return folder, False, True
-        init_drafter_for_base(base, folder)
-        return folder, False, False
-    if origin == "trained" and not force:
-        return folder, True, True
+            return DrafterPlan(folder, True, True)
+        return DrafterPlan(folder, origin == "untrained" and not force, False)
+    return DrafterPlan(folder, origin == "trained" and not force, True, cfg, train_drafter)
+
+
+def ensure_drafter(base: Path, workdir: Path, force: bool, on_progress: Callable | None,
+                   plan: DrafterPlan | None = None) -> tuple[Path, bool, bool]:
+    """(drafter folder, trained, reused), as `plan` (default: plan_drafter's) says."""
+    from .drafter import init_drafter_for_base
+
+    plan = plan or plan_drafter(base, workdir, force)
+    if plan.reuse:
+        return plan.folder, plan.trained, True
+    if plan.train is None:
+        init_drafter_for_base(base, plan.folder)
+        return plan.folder, False, False
     from .train import resumable
 
-    cfg.resume = not force and resumable(cfg)  # an interrupted run of this recipe goes on where it stopped
-    train_drafter(cfg, on_progress, rerun="rerun the quickstart")
-    return folder, True, False
+    plan.cfg.resume = not force and resumable(plan.cfg)  # an interrupted run of this recipe goes on where it stopped
+    plan.train(plan.cfg, on_progress, rerun="rerun the quickstart")
+    return plan.folder, True, False
 
 
 # TrainConfig fields that do not shape the drafter (where it goes, resuming) or are identified by their contents
@@ -207,28 +227,40 @@ def checkpoint_is_current(checkpoint: Path, drafter: Path, base: Path, num_beams
                                           for f in (weights, base / "config.json", *base.glob("*.safetensors"))))
 
 
+def cpu_draft_len(drafter: Path) -> int:
+    """The CPU checkpoint's draft length: CPU_DRAFT_LEN, capped by what the drafter was trained for."""
+    return min(CPU_DRAFT_LEN, predict_n(drafter) or CPU_DRAFT_LEN)
+
+
+def reuses_checkpoint(base: Path, drafter: Path, workdir: Path, force: bool) -> bool:
+    return not force and checkpoint_is_current(workdir / "checkpoint", drafter, base, CPU_BEAMS, cpu_draft_len(drafter))
+
+
 def ensure_checkpoint(base: Path, drafter: Path, workdir: Path, force: bool) -> tuple[Path, bool]:
     from .convert import convert
 
     checkpoint = workdir / "checkpoint"
-    limit = predict_n(drafter) or CPU_DRAFT_LEN
-    draft_len = min(CPU_DRAFT_LEN, limit)
-    if not force and checkpoint_is_current(checkpoint, drafter, base, CPU_BEAMS, draft_len):
+    draft_len = cpu_draft_len(drafter)
+    if reuses_checkpoint(base, drafter, workdir, force):
         return checkpoint, True
     convert(base, drafter, checkpoint, tp_size=1, dtype="float32", num_beams=CPU_BEAMS, draft_len=draft_len,
             greedy=CPU_GREEDY, force=True)
     return checkpoint, False
 
 
-def check_work_folders(base: Path, workdir: Path) -> None:
-    """Refuse, before minutes of training, a `drafter/` or `checkpoint/` in the work folder that the quickstart may not
-    replace (a file, or a folder that is not an earlier ReDrafter output): convert found a foreign `checkpoint/` only
-    after the drafter was trained; and a file named `train-cache`."""
+def check_work_folders(base: Path, workdir: Path, drafter_plan: DrafterPlan, force: bool) -> None:
+    """Refuse, before minutes of training, a `drafter/` or `checkpoint/` in the work folder that the quickstart is about
+    to replace but may not (a file, a folder that is not an earlier ReDrafter output, or one also holding the user's
+    files): convert found a foreign `checkpoint/` only after the drafter was trained. A folder it reuses is left as
+    it is, the user's files in it too (the checkpoint is reused only with the drafter); and a file named
+    `train-cache`."""
     from .output import check_output_folder
 
     drafter = workdir / "drafter"
-    check_output_folder(drafter, True, [base], option="--workdir")
-    check_output_folder(workdir / "checkpoint", True, [base, drafter], option="--workdir")
+    if not drafter_plan.reuse:
+        check_output_folder(drafter, True, [base], option="--workdir")
+    if not (drafter_plan.reuse and reuses_checkpoint(base, drafter, workdir, force)):
+        check_output_folder(workdir / "checkpoint", True, [base, drafter], option="--workdir")
     cache = workdir / "train-cache"
     if cache.exists() and not cache.is_dir():  # train named it as --cache-dir, a flag the quickstart has not
         raise ConfigError(f"--workdir {cache} exists and is a file: remove it or pass another --workdir")
@@ -357,14 +389,15 @@ def quickstart(opts: QuickstartOptions, on_stage: Callable[[str], None] = lambda
     on_stage("base: SmolLM2-135M-Instruct")
     base = ensure_smollm2()
     check_room(base, questions, opts.max_new_tokens)
-    check_work_folders(base, workdir)
+    drafter_plan = plan_drafter(base, workdir, opts.force)
+    check_work_folders(base, workdir, drafter_plan, opts.force)
     workdir.mkdir(parents=True, exist_ok=True)  # once nothing is refused: a refused run leaves no folder behind
     mark_workdir(workdir)
     seconds["base"] = time.perf_counter() - t
 
     t = time.perf_counter()
     on_stage(f"drafter: {workdir / 'drafter'}")
-    drafter, trained, reused["drafter"] = ensure_drafter(base, workdir, opts.force, on_progress)
+    drafter, trained, reused["drafter"] = ensure_drafter(base, workdir, opts.force, on_progress, drafter_plan)
     seconds["drafter"] = time.perf_counter() - t
 
     t = time.perf_counter()

@@ -67,6 +67,38 @@ def test_second_run_reuses_drafter_and_checkpoint(smollm2, untrained, monkeypatc
     assert qs.ensure_checkpoint(smollm2, workdir / "drafter", workdir, False) == (workdir / "checkpoint", True)
 
 
+def test_the_users_files_in_folders_it_reuses_do_not_stop_it(smollm2, untrained, monkeypatch):
+    """Notes of the user's in the work folder's drafter/ and checkpoint/ refused every quickstart, even one reusing
+    both (nothing to delete or overwrite). They are refused only where the folder is about to be replaced (--force
+    here, before anything is)."""
+    workdir, _ = untrained
+
+    class Stop(Exception):
+        pass
+
+    def stop(*args, **kwargs):
+        raise Stop
+
+    monkeypatch.setattr(qs, "training_api", lambda: None)
+    monkeypatch.setattr(qs, "run_bench", stop)  # reached once drafter and checkpoint are settled: nothing timed
+    notes = [workdir / folder / "notes.txt" for folder in ("drafter", "checkpoint")]
+    before = {p: p.stat().st_mtime_ns for p in (workdir / "drafter").iterdir()}
+    try:
+        for note in notes:
+            note.write_text("mine")
+        with pytest.raises(Stop):
+            qs.quickstart(qs.QuickstartOptions(workdir, num_questions=1, max_new_tokens=6))
+        with pytest.raises(ConfigError, match=f"--workdir {workdir / 'drafter'} is an earlier ReDrafter output but "
+                                              f"also holds notes.txt"):
+            qs.quickstart(qs.QuickstartOptions(workdir, num_questions=1, max_new_tokens=6, force=True))
+        assert [note.read_text() for note in notes] == ["mine", "mine"]
+        assert {p: p.stat().st_mtime_ns for p in (workdir / "drafter").iterdir() if p not in notes} == before
+    finally:
+        for note in notes:
+            note.unlink(missing_ok=True)
+    assert qs.ensure_checkpoint(smollm2, workdir / "drafter", workdir, False) == (workdir / "checkpoint", True)
+
+
 def test_untrained_drafter_is_retrained_and_reconverted(smollm2, untrained, monkeypatch):
     """Once training is there, a cached untrained drafter is replaced, and the checkpoint follows the new drafter."""
     from redrafter_trt.drafter import load_drafter, save_drafter
@@ -403,14 +435,22 @@ def test_a_train_cache_file_is_refused_naming_the_workdir(smollm2, tmp_path, mon
     assert (tmp_path / "train-cache").read_text() == "mine"
 
 
+def training_not_started():
+    """A training API whose training must not start: the quickstart reads its recipe (to tell whether drafter/ is
+    reused) before it checks the folders it will replace."""
+    from redrafter_trt.train import quickstart_config
+
+    def train(*args, **kwargs):
+        raise AssertionError("the drafter trained")
+
+    return quickstart_config, train
+
+
 @pytest.mark.parametrize("folder", ["checkpoint", "drafter"])
 def test_a_foreign_work_folder_is_refused_before_training(smollm2, tmp_path, monkeypatch, folder):
     """A `checkpoint/` in --workdir holding someone's files was found by convert only after minutes of training; a
     foreign `drafter/` was refused as '--output', an option the quickstart does not have."""
-    def no_training():
-        raise AssertionError("the drafter stage started")
-
-    monkeypatch.setattr(qs, "training_api", no_training)
+    monkeypatch.setattr(qs, "training_api", training_not_started)
     (tmp_path / qs.MARKER).write_text("{}")  # an earlier quickstart's work folder
     (tmp_path / folder).mkdir()
     (tmp_path / folder / "notes.txt").write_text("mine")
@@ -430,10 +470,7 @@ def test_an_earlier_work_folder_holding_the_users_files_is_refused_before_traini
     reconvert or retrain, which replaces the folder whole."""
     import json
 
-    def no_training():
-        raise AssertionError("the drafter stage started")
-
-    monkeypatch.setattr(qs, "training_api", no_training)
+    monkeypatch.setattr(qs, "training_api", training_not_started)
     (tmp_path / qs.MARKER).write_text("{}")
     (tmp_path / folder).mkdir()
     (tmp_path / folder / "config.json").write_text(json.dumps(config))
