@@ -16,7 +16,7 @@ from . import layout
 from .checkpoint import config_problems
 from .config import DTYPES, BaseModelConfig, read_json, trtllm_model_fields
 from .errors import ConfigError, TensorError, name_list
-from .io import ST_TO_TORCH, TensorSource, integer_weights
+from .io import ST_TO_TORCH, UNREAD_FIX, TensorSource, unread_weights
 from .registry import QWEN_SEQ_LENGTH, TRTLLM_ACTIVATIONS, bias_fields
 from .rope import rope_kind, trtllm_kind
 from .rules import DROPPED, LAYER_RULES, MODEL_RULES
@@ -99,9 +99,8 @@ def check_hf_tensors(src: TensorSource, b: BaseModelConfig, where: Path) -> None
     if bad:
         raise TensorError(f"base {where}: misshapen tensors: {'; '.join(bad[:3])}: the weights do not match its "
                           f"config.json; re-download the model (config.json and weights from one download)")
-    if ints := integer_weights({k: src.dtype(k) for k in want}):
-        raise TensorError(f"base {where}: {'; '.join(ints[:3])}, not floating point: the weights are corrupt; "
-                          f"re-download or re-export the model")
+    if unread := unread_weights({k: src.dtype(k) for k in want}):
+        raise TensorError(f"base {where}: {unread}: {UNREAD_FIX}")
 
 
 def _hf_bias_hint(b: BaseModelConfig, unexpected: set[str]) -> str | None:

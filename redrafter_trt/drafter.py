@@ -266,11 +266,10 @@ def check_tensors(cfg: DrafterConfig, tensors: dict[str, torch.Tensor], where: s
     bad = [f"{k} {tuple(tensors[k].shape)} != {s}" for k, s in want.items() if tuple(tensors[k].shape) != s]
     if bad:
         raise TensorError(f"drafter {where}: misshapen tensors: {'; '.join(bad[:4])}: the weights do not match its config.json")
-    from .io import TORCH_TO_ST, all_finite, integer_weights
+    from .io import UNREAD_FIX, all_finite, dtype_name, unread_weights
 
-    if ints := integer_weights({k: TORCH_TO_ST.get(t.dtype, str(t.dtype)) for k, t in tensors.items()}):
-        raise TensorError(f"drafter {where}: {'; '.join(ints[:3])}, not floating point: the weights are corrupt; "
-                          f"re-download or re-export the drafter")
+    if unread := unread_weights({k: dtype_name(t.dtype) for k, t in tensors.items()}):
+        raise TensorError(f"drafter {where}: {unread}: {UNREAD_FIX}")
     for k, t in tensors.items():
         if not all_finite(t):
             raise TensorError(f"drafter {where}: tensor {k} holds NaN or Inf: retrain or re-export the drafter")

@@ -27,11 +27,28 @@ TORCH_TO_ST = {torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32
 ST_TO_TORCH = {v: k for k, v in TORCH_TO_ST.items()}
 
 
-def integer_weights(dtypes: dict[str, str]) -> list[str]:
-    """`NAME is I32` for each weight (name -> safetensors dtype) stored as integers or booleans, which no float
-    model's weights are: a header that lies about a dtype (I32 for F32 takes the same bytes), or another format's
-    tensor. A cast would read the bit patterns as numbers."""
-    return [f"{k} is {d}" for k, d in sorted(dtypes.items()) if d == "BOOL" or d.startswith(("I", "U"))]
+# The dtypes (safetensors' names) a model's weights may be read in, wherever they are read from (a safetensors header,
+# a pytorch_model.bin, a drafter's model.pt): the floats this converter casts, and FP8 e4m3fn. Any other is refused by
+# name: integers or booleans (a header that lies about a dtype: I32 for F32 takes the same bytes) would be cast from
+# bit patterns, and float8_e5m2, float8_e8m0 or complex values are another format's (or cannot be cast at all).
+WEIGHT_DTYPES = ("F16", "BF16", "F32", "F64", "F8_E4M3")
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """safetensors' name of `dtype` (F16, I32), or torch's own (float8_e5m2, complex64) where TORCH_TO_ST has none."""
+    return TORCH_TO_ST.get(dtype) or str(dtype).removeprefix("torch.")
+
+
+def unread_weights(dtypes: dict[str, str]) -> str | None:
+    """`NAME is F8_E5M2; NAME is I32, not a weight dtype this converter reads (...)` for the first weights (name ->
+    dtype_name) outside WEIGHT_DTYPES, or None when it reads them all; the caller adds whose weights and the fix."""
+    unread = [f"{k} is {d}" for k, d in sorted(dtypes.items()) if d not in WEIGHT_DTYPES]
+    if not unread:
+        return None
+    return f"{'; '.join(unread[:3])}, not a weight dtype this converter reads ({', '.join(WEIGHT_DTYPES)})"
+
+
+UNREAD_FIX = "re-download or re-export it as float16, bfloat16 or float32"  # the fix of unread_weights' refusal
 
 
 def all_finite(t: torch.Tensor) -> bool:
@@ -110,8 +127,8 @@ def read_safetensors_and_metadata(path: Path, fix: str = REEXPORT) -> tuple[dict
 
 
 def read_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Load a pickled state dict without running code (`weights_only=True`); every tensor's dtype is one of
-    TORCH_TO_ST's (the floats this converter casts, FP8 e4m3fn, and the integers a reader refuses by name)."""
+    """Load a pickled state dict without running code (`weights_only=True`); its dtypes are checked where its
+    weights are, as a safetensors file's (unread_weights)."""
     try:
         with warnings.catch_warnings():  # a garbage file's "Detected pickle protocol N" would precede our one line
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
@@ -128,10 +145,6 @@ def read_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise TensorError(f"{path} does not hold a state dict of tensors: save `model.state_dict()` instead")
-    # a dtype outside the table (float8_e5m2, complex64) was a KeyError traceback where a reader named its dtype
-    if unread := [f"{k} is {str(t.dtype).removeprefix('torch.')}" for k, t in obj.items() if t.dtype not in TORCH_TO_ST]:
-        raise TensorError(f"{path}: {'; '.join(unread[:3])}, not a float dtype this converter reads: re-download or "
-                          f"re-export it as float16, bfloat16 or float32")
     return dict(obj)
 
 
@@ -268,9 +281,9 @@ class TensorSource:
         return self._handle(path).metadata() or {}
 
     def dtype(self, name: str) -> str:
-        """safetensors dtype string (F16, BF16, F32, F8_E4M3, ...)."""
+        """safetensors dtype string (F16, BF16, F32, F8_E4M3, ...); torch's name for a .bin's dtype that has none."""
         if name in self._eager:
-            return TORCH_TO_ST[self._eager[name].dtype]
+            return dtype_name(self._eager[name].dtype)
         return self._handle(self._files[name]).get_slice(name).get_dtype()
 
     def get(self, name: str, dim: int | None = None, start: int = 0, stop: int | None = None) -> torch.Tensor:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 import pytest
+import torch
 from click.testing import CliRunner
 
 from redrafter_trt.cli import main
@@ -566,6 +567,33 @@ def test_init_drafter_checks_the_bases_tensors(parts, tmp_path, fields, needle):
     result = run_cli("init-drafter", "--base", parts[0], "--output", tmp_path / "d")
     assert_one_line_error(result, needle, "re-download")
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("dtype, said", [(torch.float8_e5m2, "F8_E5M2"), (torch.complex64, "C64")])
+@pytest.mark.parametrize("cmd", ["convert", "init-drafter", "train", "bench"])
+def test_a_safetensors_base_in_a_dtype_no_reader_takes_is_refused(parts, ckpt, tmp_path, cmd, dtype, said):
+    """A review: a safetensors base holding a float8_e5m2 or complex tensor was cast and used (convert, init-drafter,
+    train, bench's baseline) where the same tensor in a pytorch_model.bin was refused: every path reads one table."""
+    from safetensors.torch import load_file, save_file
+
+    base, drafter = parts
+    name = "model.layers.0.self_attn.q_proj.weight"
+    t = load_file(base / "model.safetensors")
+    save_file(t | {name: t[name].to(dtype)}, base / "model.safetensors")
+    data, prompts = tmp_path / "d.jsonl", tmp_path / "p.jsonl"
+    data.write_text('{"question": "q", "answer": "a"}\n')
+    prompts.write_text('{"prompt": "hi"}\n')
+    args = {"convert": ["--base", base, "--drafter", drafter, "--output", tmp_path / "o"],
+            "init-drafter": ["--base", base, "--output", tmp_path / "o"],
+            "train": ["--base", base, "--data", data, "--output", tmp_path / "o", "--cache-dir", tmp_path / "cache"],
+            "bench": ["--checkpoint-dir", ckpt, "--tokenizer-dir", tmp_path / "tok", "--prompts", prompts,
+                      "--hf-dir", base, "--max-new-tokens", 1]}[cmd]
+    if cmd == "bench":
+        from test_bench import save_byte_tokenizer
+
+        save_byte_tokenizer(tmp_path / "tok")
+    assert_one_line_error(run_cli(cmd, *args), f"base {base}: {name} is {said}", "re-download or re-export")
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("field", ["tie_word_embeddings", "attention_bias", "mlp_bias"])

@@ -493,6 +493,17 @@ def test_non_float_dtypes_in_torch_files_are_refused(parts, which, name, file, d
     assert_one_line_error(convert_err(parts), f"{name} is {said}", "re-download or re-export")
 
 
+@pytest.mark.parametrize("dtype, said", [(torch.float8_e5m2, "float8_e5m2"), (torch.complex64, "complex64")])
+def test_non_float_dtypes_in_a_safetensors_drafter_are_refused(parts, dtype, said):
+    """A review: a drafter's model.safetensors holding a float8_e5m2 or complex tensor failed in aminmax (a traceback)
+    or was converted where its model.pt was refused (the base's safetensors: test_cli_bad_input). Its tensors are read
+    whole, so torch names their dtype, as for a model.pt."""
+    f = parts[1] / "model.safetensors"
+    t = load_file(f)
+    save_file(t | {"rnn_w.weight": t["rnn_w.weight"].to(dtype)}, f)
+    assert_one_line_error(convert_err(parts), f"rnn_w.weight is {said}", "re-download or re-export")
+
+
 def test_the_drafter_check_allocates_no_copy_of_its_tensors(parts):
     """A review: the drafter's NaN check (`isfinite(t).all()`, then the head's again and its amin and amax) made a
     mask of every tensor: ~9 s of convert on one core for an 8B base's [128256, 8192] head; aminmax reads each in
