@@ -310,18 +310,39 @@ def _template_list_problem(folder) -> str | None:
     return None
 
 
-def refuse_specials_past(tok, folder, vocab_size: int) -> None:
-    """A ConfigError naming a special token (eos_token, pad_token, ...) whose id is past the model's vocab_size: one the
-    vocabulary lacks, which transformers added as a new token when it loaded the tokenizer (said before the vocabulary
-    sizes, which name no token)."""
+def refuse_added_specials(tok, folder, vocab_size: int) -> None:
+    """A ConfigError naming a special token (eos_token, pad_token, ...) that the vocabulary lacks, which transformers
+    added as a new token when it loaded the tokenizer: the model has no row for it, or only a padding row (Qwen2's
+    151936 rows for 151665 tokens) that it was never trained to emit (said before the vocabulary sizes, which name no
+    token). Told from what the folder's tokenizer files define (`_defined_tokens`); without a tokenizer.json, by an id
+    past vocab_size."""
+    defined = _defined_tokens(folder)
     for key, value in tok.special_tokens_map.items():
         for token in value if isinstance(value, (list, tuple)) else [value]:
             i = tok.convert_tokens_to_ids(str(token))
-            if isinstance(i, int) and i >= vocab_size:
-                raise ConfigError(f"the tokenizer in {folder} has {key} {str(token)!r}, which is not in its vocabulary "
-                                  f"(transformers added it as token {i}, past the model's vocab_size {vocab_size}): "
-                                  f"set {key} in its tokenizer_config.json (or special_tokens_map.json) to a token of "
-                                  f"the vocabulary")
+            if not isinstance(i, int) or (i < vocab_size if defined is None else defined(str(token))):
+                continue
+            row = f"past the model's vocab_size {vocab_size}" if i >= vocab_size else \
+                f"a padding row of the model's vocab_size {vocab_size}, which it never emits"
+            raise ConfigError(f"the tokenizer in {folder} has {key} {str(token)!r}, which is not in its vocabulary "
+                              f"(transformers added it as token {i}, {row}): set {key} in its tokenizer_config.json "
+                              f"(or special_tokens_map.json) to a token of the vocabulary")
+
+
+def _defined_tokens(folder):
+    """Whether a token is one the folder's tokenizer files define (tokenizer.json's vocabulary or added tokens, or
+    tokenizer_config.json's added_tokens_decoder) rather than one transformers adds at load (a special token they
+    lack: it gets the next id); None without a tokenizer.json that reads (a SentencePiece or tekken folder)."""
+    from tokenizers import Tokenizer
+
+    try:
+        files = Tokenizer.from_file(str(Path(folder) / "tokenizer.json"))
+    except Exception:  # noqa: BLE001 - none, or one tokenizers cannot parse (its bare Exception): another file was read
+        return None
+    decoder = _tokenizer_config(folder).get("added_tokens_decoder")
+    decoder = decoder.values() if isinstance(decoder, dict) else ()
+    listed = {str(t.get("content")) for t in decoder if isinstance(t, dict)}
+    return lambda token: files.token_to_id(token) is not None or token in listed
 
 
 def load_tokenizer(tokenizer_dir: str, vocab_size: int | None, template_kwargs: dict | None = None):
@@ -336,8 +357,8 @@ def load_tokenizer(tokenizer_dir: str, vocab_size: int | None, template_kwargs: 
         raise ConfigError(f"cannot load a tokenizer from {tokenizer_dir} ({e}): "
                           f"pass the base model's Hugging Face folder to --tokenizer-dir") from None
     n = len(tok)
-    if vocab_size is not None and n > vocab_size:
-        refuse_specials_past(tok, tokenizer_dir, vocab_size)
+    if vocab_size is not None:
+        refuse_added_specials(tok, tokenizer_dir, vocab_size)
     # models pad their vocabulary a little beyond the tokenizer's (Qwen2: 151936 vs 151665), never below it
     if vocab_size is not None and (n > vocab_size or n < 0.95 * vocab_size):
         raise ConfigError(f"the tokenizer in {tokenizer_dir} has {n} tokens but the model's vocab_size is {vocab_size}: "

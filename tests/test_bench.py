@@ -411,6 +411,34 @@ def test_a_special_token_outside_the_vocabulary_is_named(tmp_path, key):
     assert load_tokenizer(str(folder), None).convert_tokens_to_ids("<|no such token|>") == 256  # what was added
 
 
+@pytest.mark.parametrize("key", ["eos_token", "pad_token"])
+def test_a_special_token_outside_the_vocabulary_is_named_under_a_padded_vocab(tmp_path, key):
+    """A review: with a model vocabulary padded past the tokenizer's (Qwen2: 151936 rows, 151665 tokens), an eos_token
+    missing from the vocabulary was added at load as token 151665, under vocab_size, and passed: the model never emits
+    it. What transformers added is told from what the tokenizer files define, not by the model's vocab_size; a special
+    token the files add (Qwen2's <|im_end|>, in tokenizer.json's added_tokens) is the vocabulary's own."""
+    from redrafter_trt.tokens import load_tokenizer
+    from redrafter_trt.train import base as train_base
+
+    folder = tmp_path / "tok"
+    save_byte_tokenizer(folder)
+    config = folder / "tokenizer_config.json"
+    saved = json.loads(config.read_text())
+    config.write_text(json.dumps({**saved, key: "<|no such token|>"}))
+    for load in (load_tokenizer, train_base.load_tokenizer):  # run's and the other commands', train's
+        with pytest.raises(ConfigError) as raised:
+            load(str(folder), 260)
+        message = str(raised.value)
+        assert f"the tokenizer in {folder} has {key} '<|no such token|>', which is not in its vocabulary" in message
+        assert "token 256, a padding row of the model's vocab_size 260" in message and f"set {key}" in message
+    config.write_text(json.dumps(saved))
+    tokenizer = load_tokenizer(str(folder), None)
+    tokenizer.add_special_tokens({key: "<|end|>"})  # token 256, defined by the files it saves
+    tokenizer.save_pretrained(folder)
+    for load in (load_tokenizer, train_base.load_tokenizer):
+        assert load(str(folder), 260).convert_tokens_to_ids(getattr(load(str(folder), 260), key)) == 256
+
+
 def test_a_tokenizer_saved_by_transformers_5_loads_under_every_version(tmp_path):
     """transformers 5 saves `"tokenizer_class": "TokenizersBackend"`, a class transformers 4 lacks: a folder saved by
     5 (the SmolLM2 cache, a user's fine-tune) was `cannot load a tokenizer` inside TensorRT-LLM's transformers 4.57."""

@@ -27,9 +27,10 @@ def base_tensors(base: Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 def load_tokenizer(base: Path, vocab_size: int | None = None, template_kwargs: dict | None = None):
     """The base's tokenizer, its chat template rendered with `template_kwargs` (--chat-template-kwargs), or a
-    ConfigError when its folder has none that loads, or one with more tokens than the model's vocab_size (its ids past
-    the embedding crashed the base's first forward pass)."""
-    from ..tokens import auto_tokenizer, refuse_specials_past
+    ConfigError when its folder has none that loads, one with a special token its vocabulary lacks
+    (refuse_added_specials), or one with more tokens than the model's vocab_size (its ids past the embedding crashed
+    the base's first forward pass)."""
+    from ..tokens import auto_tokenizer, refuse_added_specials
 
     fix = "copy the base's tokenizer files (tokenizer.json, tokenizer_config.json) into it"
     try:
@@ -37,8 +38,9 @@ def load_tokenizer(base: Path, vocab_size: int | None = None, template_kwargs: d
     except TokenizerError as e:
         raise ConfigError(f"{base} has no usable tokenizer ({e}): "
                           f"{fix}") from None
-    if vocab_size is not None and len(tokenizer) > vocab_size:  # as run refuses it
-        refuse_specials_past(tokenizer, base, vocab_size)
+    if vocab_size is not None:  # as run refuses them
+        refuse_added_specials(tokenizer, base, vocab_size)
+    if vocab_size is not None and len(tokenizer) > vocab_size:
         raise ConfigError(f"the tokenizer in {base} has {len(tokenizer)} tokens but the model's vocab_size is "
                           f"{vocab_size}: it is another model's; {fix}")
     return tokenizer
