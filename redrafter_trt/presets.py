@@ -42,12 +42,27 @@ log = logging.getLogger(__name__)
 KNOWN_SECTIONS = frozenset({"convert", "build", "run", "serve", "inspect", "bench", "train", "quickstart"})
 
 
+class _Mapping(dict):
+    """A preset's mapping; `merged`: the keys a merge key (`<<: *run`) brought into it, none written in it."""
+
+    merged: frozenset = frozenset()
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """safe_load that refuses a key given twice in one mapping (PyYAML keeps the last one silently). A merge key
     (`<<: *run`) is no key of its own: the base class merges it, and a key written beside it overrides the merged
-    one, as YAML says."""
+    one, as YAML says; each mapping is a _Mapping naming the keys merged in, so that a key written beside the merge
+    overrides one of the same option spelled otherwise too (`resolve`)."""
 
     MERGE = "tag:yaml.org,2002:merge"
+
+    def construct_yaml_map(self, node):
+        data = _Mapping()
+        yield data
+        # the keys written in it, taken before construct_mapping flattens the merged mappings' keys into node.value
+        written = [key_node for key_node, _ in node.value if key_node.tag != self.MERGE]
+        data.update(self.construct_mapping(node))
+        data.merged = frozenset(data) - {self.construct_object(key_node) for key_node in written}
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -62,6 +77,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                                   f"{key_node.start_mark.line + 1}): give it once")
             seen.add(key)
         return super().construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:map", _UniqueKeyLoader.construct_yaml_map)
 
 
 def load_preset(path: str | Path) -> dict:
@@ -252,7 +270,8 @@ def resolve(preset: dict, command_name: str, command: click.Command, sections: I
             raise ConfigError(f"preset field '{command_name}.{key}' is not an option of '{command_name}'; valid: "
                               f"{name_list(shown_names(command), limit=60)}")
     used = {k: v for k, v in shared.items() if _reads(command, section, str(k))}  # not those its section sets
-    for prefix, fields in (("", used), (f"{command_name}.", section)):  # the command's section wins
+    for prefix, fields, mapping in (("", used, preset), (f"{command_name}.", section, section)):  # the section wins
+        fields = _overridden(fields, mapping, keys)
         given: dict = {}
         for key, value in fields.items():
             if _key(str(key)) not in keys:
@@ -269,7 +288,7 @@ def resolve(preset: dict, command_name: str, command: click.Command, sections: I
     for other in others:
         other_keys = option_keys(other)
         other_given: dict = {}  # `tp_size` and `tp-size` at the top level: convert's, so build refuses them too
-        for key, value in shared.items():
+        for key, value in _overridden(shared, preset, other_keys).items():
             if not _reads(other, sections.get(other.name, {}), str(key)):  # not its, or its section sets it
                 continue
             try:
@@ -284,6 +303,20 @@ def resolve(preset: dict, command_name: str, command: click.Command, sections: I
                         f"which reads the top-level fields too: give it once, or put each under the section of the "
                         f"command it is for")
     return defaults
+
+
+def _overridden(fields: dict, mapping: dict, keys: dict[str, tuple[click.Parameter, bool]]) -> dict:
+    """`fields` (of the preset's `mapping`: a _Mapping, or a dict made otherwise, with no merged keys) without the keys
+    a merge key brought in whose option (`keys`: option_keys) a key written beside the merge sets under another
+    spelling (`tp-size` under a written `tp_size`, `greedy` under `no-greedy`): YAML overrides one spelled alike. Two
+    spellings both written, or both merged, are left to be refused."""
+    merged = getattr(mapping, "merged", frozenset())
+
+    def option(key) -> str | None:
+        return keys[_key(str(key))][0].name if _key(str(key)) in keys else None
+
+    written = {option(k) for k in fields if k not in merged} - {None}
+    return {k: v for k, v in fields.items() if k not in merged or option(k) not in written}
 
 
 def _given_once(given: dict, name: str, field: str, fix: str = ": give it once") -> None:

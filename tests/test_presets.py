@@ -271,6 +271,21 @@ def test_yaml_merge_keys_share_a_section(tmp_path):
     assert isinstance(result.exception, ConfigError) and "'tp' is given twice" in str(result.exception)
 
 
+def test_a_key_beside_a_merge_overrides_it_under_any_spelling(tmp_path):
+    """A review: `tp_size: 4` written beside a merge bringing `tp-size: 2` was refused as the same option given twice,
+    where YAML overrides a merged key spelled alike: the written one wins under any spelling of its option (a `no-x`
+    for a merged `x` too). Two spellings written side by side, or both merged, are still refused."""
+    assert invoke(tmp_path, "convert:\n  <<: &c {tp-size: 2}\n  tp_size: 4\n", "convert").output == "4 True out []\n"
+    text = "convert:\n  <<: &c {greedy: true, tp_size: 2}\n  no-greedy: true\n  TP-SIZE: 3\n"
+    assert invoke(tmp_path, text, "convert").output == "3 False out []\n"
+    assert invoke(tmp_path, "tp_size: 5\n<<: {tp-size: 2}\n", "convert").output == "5 True out []\n"  # top level
+    for text in ("convert:\n  <<: &c {output: x}\n  tp_size: 4\n  tp-size: 3\n",
+                 "convert:\n  <<: [{tp_size: 4}, {tp-size: 3}]\n"):
+        result = invoke(tmp_path, text, "convert")
+        assert isinstance(result.exception, ConfigError), result.output
+        assert "'convert.tp" in str(result.exception) and "set the same option" in str(result.exception)
+
+
 def load_preset_text(tmp_path, text: str) -> dict:
     path = tmp_path / "merge.yaml"
     path.write_text(text)
