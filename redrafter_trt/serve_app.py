@@ -35,7 +35,8 @@ answer and are not implemented here (`serve_request.UNSUPPORTED`), fields it doe
 max_tokens above the server's --max-output-len (left out: what the prompt leaves, up to it), more than
 `serve_request.MAX_STOP` stop strings or one longer than MAX_STOP_CHARS, malformed fields;
 another "model": 404. With --tool-parser, a chat answer's tool calls are parsed out of its text (`serve_tools`):
-`message.tool_calls`, finish_reason "tool_calls" (where it was "stop"), streamed as one delta per completed call. With
+`message.tool_calls`, finish_reason "tool_calls" (where it was "stop"), streamed as OpenAI streams them (a delta with
+a call's id and name, then deltas with pieces of its arguments). With
 --reasoning-parser, its thinking is split out first (`serve_reasoning`): `message.reasoning_content`, streamed as
 `delta.reasoning_content`.
 While the server shuts down, what waits or arrives gets 503 (`ReferenceBackend.stop`). The HTTP server around it:
@@ -177,12 +178,12 @@ class App:
             return {"prompt_tokens": prompt_tokens, "completion_tokens": made, "total_tokens": prompt_tokens + made}
 
         def chunk(i: int, delta: str, values: list, role: bool = False, made: int = 0, reasoning: str = "",
-                  call: tuple[int, dict] | None = None) -> None:
+                  call: dict | None = None) -> None:
             """reasoning: the answer's thinking (`delta.reasoning_content`, without a content when delta is empty).
-            call: (k, a tool call): the chunk holds that call alone, indexed k among the answer's calls (delta and
-            reasoning are not sent)."""
+            call: a tool call delta (serve_tools: its index among the answer's calls, with its id and name or with a
+            piece of its arguments): the chunk holds it alone (delta and reasoning are not sent)."""
             if call is not None:
-                part = {"delta": {"tool_calls": [{"index": call[0], **call[1]}]}}
+                part = {"delta": {"tool_calls": [call]}}
             elif not chat:
                 part = {"text": delta}
             elif reasoning:
@@ -209,12 +210,11 @@ class App:
         thinkers = [Thinking(start) for _ in range(len(prompts) * n)] if start else None  # read before the tools
 
         def tool_chunks(i: int, content: str, calls: list[dict], made: int) -> None:
-            """Answer i's content and its tool calls, each indexed by its place among the answer's calls."""
+            """Answer i's content and its tool call deltas, each in a chunk of its own."""
             if content:
                 chunk(i, content, [], made=made)
-            first = len(parsers[i].calls) - len(calls)
-            for k, call in enumerate(calls, first):
-                chunk(i, "", [], made=made, call=(k, call))
+            for call in calls:
+                chunk(i, "", [], made=made, call=call)
 
         def split(i: int, reasoning: str, text: str, values: list, made: int) -> None:
             """Answer i's next reasoning and text: its tool calls parsed out of the text, after the reasoning."""

@@ -2,16 +2,22 @@
 --tool_parser gives the format): the answer's text split into its content and OpenAI `tool_calls`.
 
     calls = TOOL_PARSERS["qwen3"]()
-    content, new = calls.add(text_delta)    # the content safe to send now, the calls completed by this text
-    content, new = calls.finish()           # the answer ended: what was held back
+    content, deltas = calls.add(text_delta)  # the content safe to send now, the tool call deltas this text made
+    content, deltas = calls.finish()         # the answer ended: what was held back
     content, found = parse_answer("qwen3", whole_text)   # a whole answer: content (None when empty beside calls)
 
 qwen3 is the Hermes format Qwen2.5's and Qwen3's chat templates ask for: each call a JSON object {"name": ...,
 "arguments": {...}} between <tool_call> and </tool_call> (trtllm-serve's Qwen3ToolParser, vLLM's hermes; "parameters"
 is read where "arguments" is missing, as trtllm-serve's; a last block the answer ended in before its </tool_call>, a
-stop string "</tool_call>" or EOS, is a call when its JSON is whole, as vLLM's). A block whose text is no such object
-stays in the content, the other blocks still calls: there vLLM keeps the whole text as content and no call, and
-trtllm-serve keeps the good calls and drops the bad block (README's Serve section lists where else trtllm-serve's
+stop string "</tool_call>" or EOS, is read to the answer's end, as vLLM's). A call is streamed as OpenAI, vLLM and
+trtllm-serve stream one: a delta with its index, id and name as soon as it is a call, then deltas with pieces of its
+arguments as they are read, which add up to its arguments (JSON text as json.dumps writes it, as both servers).
+A stream cannot take back what it sent, so a block is a call once its name and the start of its arguments are read
+(CallBlock), whatever follows: JSON that goes bad or is cut short after that leaves the call with the arguments read
+until there (as OpenAI's call cut by the token limit; both servers' streams do the same, their whole answers keep
+the text as content, vLLM, or drop the block, trtllm-serve). A block that is no call by then (no such object, an
+empty name) stays in the content, the other blocks still calls: there vLLM keeps the whole text as content and no call,
+and trtllm-serve keeps the good calls and drops the bad block (README's Serve section lists where else trtllm-serve's
 parser reads otherwise). The text outside the calls is the content, without the whitespace next to a call (the
 newlines the template puts between calls) but the one joining its parts (see HermesCalls), the text after a call
 included (both servers' whole answers keep only the text before the first call).
@@ -21,22 +27,66 @@ by the same steps as a stream, so a streamed answer's content and calls add up t
 
 from __future__ import annotations
 
-import json
 import uuid
 
+from .serve_json import BadJson, JsonTokens
 from .serve_text import begins
 
 
-def tool_call_json(name: str, arguments: dict) -> dict:
-    """One call as OpenAI's message.tool_calls lists it: arguments as a JSON string."""
-    return {"id": f"chatcmpl-tool-{uuid.uuid4().hex}", "type": "function",
-            "function": {"name": name, "arguments": json.dumps(arguments, ensure_ascii=False)}}
+class CallBlock:
+    """One <tool_call> block's JSON, read as it comes (`serve_json`). It is a call once its "name" is read (a
+    non-empty string; the last one read until then) and its arguments have begun (the first "arguments" or
+    "parameters" value, an object; {} when the object ends without them); from then on nothing takes the call back:
+    `args`, the arguments' text as json.dumps(..., ensure_ascii=False) writes it, only grows as it is read, and what
+    follows them in the block is not read. A block that is no call by its end (its text no such object, an empty
+    name, arguments that are no object, its JSON bad or cut short before the call was made) stays text."""
+
+    ARGUMENTS = ("arguments", "parameters")
+
+    def __init__(self):
+        self.tokens = JsonTokens()
+        self.name = self.key = None   # the name read, the top-level key whose value comes
+        self.args: str | None = None  # the arguments' text so far (None: not begun)
+        self.in_args = False          # their object is open
+        self.called = False           # a call: streamed as one, whatever follows
+        self.done = False             # nothing more is read
+
+    def read(self, text: str, start: int, stop: int, final: bool) -> None:
+        """The block's text text[start:stop] read (what it read before again given; final: the block ends at stop).
+        Bad JSON ends the reading: a call keeps the arguments read until there (as a call cut short does)."""
+        self.tokens.pos = max(self.tokens.pos, start)
+        try:
+            for depth, role, text_of, value in self.tokens.read(text, stop, final):
+                self._token(depth, role, text_of, value)
+                if self.done:
+                    return
+        except BadJson:
+            self.done = True
+        self.done = self.done or final
+
+    def _token(self, depth: int, role: str, text_of: str, value) -> None:
+        if self.in_args:
+            self.args += text_of
+            self.in_args = not (depth == 1 and role == "close")
+        elif depth == 0:  # the block's object opens, ends, or is no object
+            if role == "close" and self.args is None:
+                self.args = "{}"
+            self.done = text_of != "{"
+        elif depth == 1 and role == "key":
+            self.key = value
+        elif depth == 1 and self.key == "name" and role in ("open", "value"):
+            self.name = value if role == "value" else None
+        elif depth == 1 and self.key in self.ARGUMENTS and self.args is None and role != ":":
+            self.in_args, self.done = role == "open" and text_of == "{", role != "open" or text_of != "{"
+            self.args = "{" if self.in_args else None
+        self.called = self.called or (self.args is not None and isinstance(self.name, str) and self.name != "")
+        self.done = self.done or (self.called and not self.in_args)
 
 
 class HermesCalls:
     """One answer's tool calls in the Hermes format, read as its text comes. Text that may be the start of
-    `<tool_call>` is held back (as serve_text holds back the start of a stop string), a block until its
-    `</tool_call>`, and whitespace at the end of the content until text other than a call follows it. Content that
+    `<tool_call>` is held back (as serve_text holds back the start of a stop string), a block's text until it is a
+    call (its call's deltas then go out as it is read) or, when it is none, its `</tool_call>`, and whitespace at the end of the content until text other than a call follows it. Content that
     resumes after calls is joined to the content before them by the whitespace after the last call (else the one
     before the first), so "Let me check.\n<call>\nThen..." reads "Let me check.\nThen...", not "...check.Then"."""
 
@@ -49,52 +99,76 @@ class HermesCalls:
         self.after_call = False  # the last thing read was a call: the whitespace after it is held
         self.before = self.after = ""  # the whitespace before the calls since the last content, and after the last
         self.sent = False      # some content went out: content after calls is joined to it
-        self.calls: list[dict] = []
+        self.block: CallBlock | None = None  # the open block's reading
+        self.calls: list[dict] = []  # the calls made, each as message.tool_calls lists it (its arguments so far)
 
     def add(self, text: str) -> tuple[str, list[dict]]:
-        """(content to send, calls completed) for the answer's next text."""
+        """(content to send, tool call deltas) for the answer's next text (see `_read`)."""
         self.pending += text
-        content, calls = "", []
+        content, deltas = "", []
         while True:
             if self.pending.startswith(self.START):
                 end = self.pending.find(self.END, max(len(self.START), self.searched - len(self.END) + 1))
                 if end < 0:  # an END may begin in the last len(END) - 1 characters: the next search starts there
                     self.searched = len(self.pending)
-                    return content, calls
+                    deltas += self._read(len(self.pending) - begins(self.END, self.pending), final=False)
+                    return content, deltas
                 self.searched = 0
+                deltas += self._read(end, final=True)
                 block, self.pending = self.pending[:end + len(self.END)], self.pending[end + len(self.END):]
-                call = self._call(block[len(self.START):-len(self.END)])
-                if call is None:  # not a call: the block is content
+                if not self.block.called:  # not a call: the block is content
                     content += self._content(block)
-                else:
-                    calls.append(self._took(call))
+                self.block = None
                 continue
             at = self.pending.find(self.START)
             cut = at if at >= 0 else len(self.pending) - begins(self.START, self.pending)
             content += self._content(self.pending[:cut])
             self.pending = self.pending[cut:]
             if at < 0:
-                return content, calls
+                return content, deltas
 
     def finish(self) -> tuple[str, list[dict]]:
-        """The rest once the answer has ended: a last block without its END is a call when its text is one whole
-        (the answer stopped at a stop string "</tool_call>", or at EOS, as vLLM's hermes parser takes it), else
-        content (cut by max_tokens)."""
-        call = self._call(self.pending[len(self.START):]) if self.pending.startswith(self.START) else None
-        self.pending, pending, self.searched = "", self.pending, 0
-        if call is not None:
-            return "", [self._took(call)]
+        """The rest once the answer has ended: a last block without its END is read to the answer's end (the answer
+        stopped at a stop string "</tool_call>", or at EOS, as vLLM's hermes parser takes it; or max_tokens cut it)."""
+        deltas = self._read(len(self.pending), final=True) if self.pending.startswith(self.START) else []
+        called = self.block is not None and self.block.called
+        self.pending, pending, self.searched, self.block = "", self.pending, 0, None
+        if called:
+            return "", deltas
         content = self._content(pending) + self.space
         self.space = ""
         return content, []
 
-    def _took(self, call: dict) -> dict:
+    def _read(self, stop: int, final: bool) -> list[dict]:
+        """The open block read through pending[:stop]: the deltas of its call, as OpenAI streams one: a first
+        {"index", "id", "type", "function": {"name", "arguments": ""}} once it is a call, then {"index",
+        "function": {"arguments": piece}} as its arguments' text grows (the pieces add up to the call's arguments)."""
+        if self.block is None:
+            self.block = CallBlock()
+        block, deltas = self.block, []
+        was = block.called
+        if not block.done:
+            block.read(self.pending, len(self.START), stop, final)
+        if not block.called:
+            return deltas
+        if not was:
+            call = {"id": f"chatcmpl-tool-{uuid.uuid4().hex}", "type": "function",
+                    "function": {"name": block.name, "arguments": ""}}
+            self._took(call)
+            deltas.append({"index": len(self.calls) - 1, **call, "function": dict(call["function"])})
+        call = self.calls[-1]["function"]
+        piece = block.args[len(call["arguments"]):]
+        if piece:
+            call["arguments"] += piece
+            deltas.append({"index": len(self.calls) - 1, "function": {"arguments": piece}})
+        return deltas
+
+    def _took(self, call: dict) -> None:
         """`call` read: the whitespace held before it leaves the content (kept as a joint, see the class)."""
         if not self.after_call:
             self.before, self.space, self.after_call = self.space, "", True
         self.after = ""
         self.calls.append(call)
-        return call
 
     def _content(self, text: str) -> str:
         """What of `text`, content after what was read, goes out now: after calls, their joint and no other
@@ -112,20 +186,6 @@ class HermesCalls:
         self.sent = self.sent or bool(body)
         return body
 
-    @staticmethod
-    def _call(inside: str) -> dict | None:
-        """A block's call, or None when its text is no {"name": str, "arguments": object} (arguments may be left
-        out: {}; "parameters" stands for them where "arguments" is missing, as trtllm-serve's parser reads it; an
-        empty name calls nothing, as trtllm-serve's parser makes no call of it)."""
-        try:
-            obj = json.loads(inside)
-        except ValueError:
-            return None
-        arguments = obj.get("arguments", obj.get("parameters", {})) if isinstance(obj, dict) else None
-        if not isinstance(arguments, dict) or not isinstance(obj.get("name"), str) or not obj["name"]:
-            return None
-        return tool_call_json(obj["name"], arguments)
-
 
 TOOL_PARSERS = {"qwen3": HermesCalls}  # serve --tool-parser NAME -> its parser, named as trtllm-serve's --tool_parser
 
@@ -140,7 +200,6 @@ def finish_reason(ended: str, calls: list) -> str:
 def parse_answer(parser: str, text: str) -> tuple[str | None, list[dict]]:
     """A whole answer's (content, tool calls): content None when it is empty beside calls."""
     calls = TOOL_PARSERS[parser]()
-    content, found = calls.add(text)
-    rest, last = calls.finish()
-    content, found = content + rest, found + last
-    return (content or None) if found else content, found
+    content, _ = calls.add(text)
+    content += calls.finish()[0]
+    return (content or None) if calls.calls else content, calls.calls

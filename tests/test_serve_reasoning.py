@@ -14,7 +14,7 @@ from redrafter_trt.serve_app import App
 from redrafter_trt.serve_http import make_server
 from redrafter_trt.serve_reasoning import REASONING_PARSERS, Thinking, opened_by, parse_reasoning
 from test_runtime_support import one_thread  # noqa: F401
-from test_serve_tools import ASK, CALL, WEATHER, answering, backend, events_of, shown, tiny_qwen  # noqa: F401
+from test_serve_tools import ASK, CALL, WEATHER, answering, backend, events_of, gathered, shown, tiny_qwen  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -155,7 +155,8 @@ def test_tool_calls_are_parsed_from_the_content_after_the_reasoning(backend, mon
     reasoning, content, chunks = streamed(server, body)
     assert (reasoning, content) == ("\nMaybe " + CALL + "\n", "")
     calls = [t for c in chunks for t in c["delta"].get("tool_calls", [])]
-    assert shown(calls) == [("get_weather", {"city": "Paris"})] and chunks[-1]["finish_reason"] == "tool_calls"
+    assert shown(gathered(calls)) == [("get_weather", {"city": "Paris"})]
+    assert chunks[-1]["finish_reason"] == "tool_calls"
 
 
 @pytest.fixture

@@ -39,8 +39,24 @@ ANSWERS = {  # answer text -> (content, [(name, arguments)])
     "two calls": (CALL + "\n" + CALL.replace("Paris", "Lyon"),
                   (None, [("get_weather", {"city": "Paris"}), ("get_weather", {"city": "Lyon"})])),
     "text first": ("Let me check.\n" + CALL, ("Let me check.", [("get_weather", {"city": "Paris"})])),
+    # bad JSON after the call was made (its name and the start of its arguments): the call stays, with the
+    # arguments read until there, as a call cut short by max_tokens (a stream cannot take back what it sent)
     "malformed": ('<tool_call>\n{"name": "get_weather", "arguments": {"city": \n</tool_call>',
-                  ('<tool_call>\n{"name": "get_weather", "arguments": {"city": \n</tool_call>', [])),
+                  (None, [("get_weather", '{"city": ')])),
+    "cut in the arguments": ('Sure.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Pa',
+                             ("Sure.", [("get_weather", '{"city": "Pa')])),
+    # bad before that: no call was made, the block is content
+    "malformed name": ('<tool_call>\n{"name": get_weather}\n</tool_call>',
+                       ('<tool_call>\n{"name": get_weather}\n</tool_call>', [])),
+    "string arguments": ('<tool_call>\n{"name": "f", "arguments": "x"}\n</tool_call>',
+                         ('<tool_call>\n{"name": "f", "arguments": "x"}\n</tool_call>', [])),
+    "array": ('<tool_call>\n[{"name": "f", "arguments": {}}]\n</tool_call>',
+              ('<tool_call>\n[{"name": "f", "arguments": {}}]\n</tool_call>', [])),
+    # the arguments as json.dumps(..., ensure_ascii=False) writes them, whatever the escapes, numbers and spaces
+    "written otherwise": ('<tool_call>{"arguments":{"city":"\\u6771\\u4eac \\ud83c\\udf27\\/","n":1.50E1,"ok":'
+                          'true,"l":[ ]},"name":"get_weather"}</tool_call>',
+                          (None, [("get_weather", {"city": "東京 🌧/", "n": 15.0, "ok": True, "l": []})])),
+    "no arguments": ('<tool_call>\n{"name": "f"}\n</tool_call>', (None, [("f", {})])),
     "unicode": ('<tool_call>\n{"name": "get_weather", "arguments": {"city": "東京 🌧"}}\n</tool_call>',
                 (None, [("get_weather", {"city": "東京 🌧"})])),
     "cut": ("Sure.\n<tool_call>\n{\"name\": \"get_we", ("Sure.\n<tool_call>\n{\"name\": \"get_we", [])),
@@ -59,19 +75,49 @@ ANSWERS = {  # answer text -> (content, [(name, arguments)])
 }
 
 
-def shown(calls: list[dict]) -> list[tuple[str, dict]]:
+def shown(calls: list[dict]) -> list[tuple[str, dict | str]]:
+    """(name, arguments) of each call: arguments as their JSON reads, or their text where it was cut short (then the
+    start of a JSON object), and the text json.dumps(..., ensure_ascii=False) writes of what it reads."""
+    out = []
     for c in calls:
         assert c["type"] == "function" and c["id"].startswith("chatcmpl-tool-")
-        assert isinstance(c["function"]["arguments"], str)
-    return [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls]
+        text = c["function"]["arguments"]
+        try:
+            arguments = json.loads(text)
+        except ValueError:
+            assert text.startswith("{")
+            arguments = text
+        else:
+            assert text == json.dumps(arguments, ensure_ascii=False)
+        out.append((c["function"]["name"], arguments))
+    return out
+
+
+def gathered(deltas: list[dict]) -> list[dict]:
+    """A stream's tool call deltas added up as OpenAI's clients do (by index), each checked to be as OpenAI, vLLM and
+    trtllm-serve send them: a call's first delta its index, id, type and name with arguments "", before any other of
+    it and after the earlier calls' first deltas; the others its index and a piece of its arguments alone."""
+    calls: list[dict] = []
+    for d in deltas:
+        if d["index"] == len(calls):
+            assert set(d) == {"index", "id", "type", "function"} and set(d["function"]) == {"name", "arguments"}
+            assert d["function"]["arguments"] == "" and d["function"]["name"]
+            calls.append({"id": d["id"], "type": d["type"], "function": dict(d["function"])})
+        else:
+            assert set(d) == {"index", "function"} and set(d["function"]) == {"arguments"} and d["index"] < len(calls)
+            assert isinstance(d["function"]["arguments"], str) and d["function"]["arguments"]
+            calls[d["index"]]["function"]["arguments"] += d["function"]["arguments"]
+    return calls
 
 
 @pytest.mark.parametrize("case", ANSWERS)
 def test_the_qwen3_parser_splits_content_and_calls_whole_and_streamed(case):
     """Each <tool_call> block holding {"name", "arguments"} is a call (arguments as a JSON string, unicode kept);
-    the text outside is the content, null beside calls when empty; a block that is no JSON object, or one cut by
-    max_tokens, stays content; a last block whole but for its </tool_call> is a call. Streamed a character at a time, the deltas add up to the same content and calls, and
-    no delta carries a part of <tool_call> that turned out to be a call."""
+    the text outside is the content, null beside calls when empty; a block that is no JSON object, or whose JSON
+    goes bad or is cut by max_tokens before its name and the start of its arguments are read, stays content (after
+    them: the call keeps the arguments read); a last block whole but for its </tool_call> is a call. Streamed a
+    character at a time, the deltas add up to the same content and calls, and no delta carries a part of
+    <tool_call> that turned out to be a call."""
     text, (content, calls) = ANSWERS[case]
     got, found = parse_answer("qwen3", text)
     assert (got, shown(found)) == (content, calls)
@@ -86,9 +132,33 @@ def test_the_qwen3_parser_splits_content_and_calls_whole_and_streamed(case):
     delta, new = parser.finish()
     deltas.append(delta)
     streamed += new
-    assert ("".join(deltas) or None if calls else "".join(deltas)) == content and shown(streamed) == calls
+    assert ("".join(deltas) or None if calls else "".join(deltas)) == content and shown(gathered(streamed)) == calls
     if calls:
         assert not any("<" in d for d in deltas)
+
+
+def test_a_call_goes_out_as_its_name_then_its_arguments_as_they_are_written():
+    """A review: a streamed call went out as one delta once its </tool_call> came, where OpenAI, vLLM and
+    trtllm-serve send its id and name as soon as they are known, then its arguments in pieces (clients show a call
+    as it comes). Now its first delta goes out once its name and the "{" of its arguments are read, and each piece
+    as soon as it is sure: what went out of the arguments is at every step the start of their final text (a number
+    waits for its end, which may change it)."""
+    call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris", "days": 10}}\n</tool_call>'
+    text = "Let me check.\n" + call
+    parser, deltas, sent = TOOL_PARSERS["qwen3"](), [], {}
+    for at in range(1, len(text) + 1):
+        deltas += parser.add(text[at - 1])[1]
+        sent[text[:at]] = [c["function"]["arguments"] for c in gathered(deltas)]
+    deltas += parser.finish()[1]
+    (whole,) = gathered(deltas)
+    assert whole["function"] == {"name": "get_weather", "arguments": '{"city": "Paris", "days": 10}'}
+    first = next(t for t, args in sent.items() if args)
+    assert first.endswith('"arguments": {') and sent[first] == ["{"]
+    assert all(whole["function"]["arguments"].startswith(args[0]) for args in sent.values() if args)
+    upto = {part: sent[text[:text.index(part) + len(part)]] for part in ('"Par', '"days": 1', "10}}")}
+    assert upto == {'"Par': ['{"city": "Par'], '"days": 1': ['{"city": "Paris", "days": '],
+                    "10}}": ['{"city": "Paris", "days": 10}']}
+    assert len(deltas) > 10 and [d["index"] for d in deltas] == [0] * len(deltas)
 
 
 class Searched(str):
@@ -118,8 +188,8 @@ def test_an_open_call_is_searched_for_its_end_once_not_on_every_delta(step):
         delta, new = parser.add(text[at:at + step])
         content, found = content + delta, found + new
     delta, new = parser.finish()
-    assert (content + delta, shown(found + new)) == ("Sure.", [("get_weather", {"city": "P" * 20000}),
-                                                               ("get_weather", {"city": "Paris"})])
+    assert (content + delta, shown(gathered(found + new))) == ("Sure.", [("get_weather", {"city": "P" * 20000}),
+                                                                         ("get_weather", {"city": "Paris"})])
     assert Searched.chars <= 2 * len(CountingCalls.END) * len(text)  # the last END-length searched again per delta
 
 
@@ -264,7 +334,8 @@ def events_of(app: App, body: dict) -> list[dict]:
     return events[1:]
 
 
-@pytest.mark.parametrize("case", ["plain", "one call", "two calls", "text first", "malformed", "unclosed"])
+@pytest.mark.parametrize("case", ["plain", "one call", "two calls", "text first", "malformed", "unclosed",
+                                  "malformed name"])
 def test_fixed_answers_come_out_as_openai_tool_calls_whole_and_streamed(backend, monkeypatch, case):
     text, (content, calls) = ANSWERS[case]
     monkeypatch.setattr(backend, "complete", answering(text))
@@ -282,7 +353,7 @@ def test_fixed_answers_come_out_as_openai_tool_calls_whole_and_streamed(backend,
         streamed = "".join(c["delta"].get("content", "") for c in mine)
         deltas = [t for c in mine for t in c["delta"].get("tool_calls", [])]
         assert (streamed or None if calls else streamed) == content
-        assert [d["index"] for d in deltas] == list(range(len(calls))) and shown(deltas) == calls
+        assert shown(gathered(deltas)) == calls
         assert mine[-1]["finish_reason"] == ("tool_calls" if calls else "stop")
     monkeypatch.setattr(backend, "complete", answering(CALL))  # tool_choice none: the text as it is
     status, answer = app.post("/v1/chat/completions", {"messages": ASK, "tools": [WEATHER], "tool_choice": "none"})
@@ -304,20 +375,28 @@ def test_an_answer_cut_after_its_calls_keeps_its_finish_reason(backend, monkeypa
     assert shown(choice["message"]["tool_calls"]) == [("get_weather", {"city": "Paris"})]
     assert choice["finish_reason"] == finish
     chunks = [c for e in events_of(app, body | {"stream": True}) for c in e["choices"]]
-    assert shown([t for c in chunks for t in c["delta"].get("tool_calls", [])]) == [("get_weather", {"city": "Paris"})]
+    assert shown(gathered([t for c in chunks for t in c["delta"].get("tool_calls", [])])) == [
+        ("get_weather", {"city": "Paris"})]
     assert chunks[-1]["finish_reason"] == finish
 
 
 def test_the_openai_client_parses_a_tool_call_answer_whole_and_streamed(server, backend, monkeypatch):
-    """The official client's typed answer, and its stream helper's accumulated one (backend double: the format
-    layer only)."""
+    """The official client's typed answer, and its stream helper's accumulated one and events: the call's name
+    known from its first arguments event on, the arguments in several pieces adding up to the whole answer's
+    (backend double: the format layer only)."""
     openai = pytest.importorskip("openai")
     monkeypatch.setattr(backend, "complete", answering("Let me check.\n" + CALL))
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{server.server_address[1]}/v1", api_key="x", max_retries=0)
     body = {"model": "tiny", "messages": ASK, "tools": [WEATHER], "tool_choice": "auto"}
     whole = client.chat.completions.create(**body)
     with client.chat.completions.stream(**body) as stream:
+        events = list(stream)
         final = stream.get_final_completion()
+    pieces = [e for e in events if e.type == "tool_calls.function.arguments.delta"]
+    (done,) = [e for e in events if e.type == "tool_calls.function.arguments.done"]
+    assert len(pieces) > 3 and {(e.name, e.index) for e in pieces} == {("get_weather", 0)}
+    assert "".join(e.arguments_delta for e in pieces) == done.arguments == whole.choices[0].message.tool_calls[
+        0].function.arguments
     for answer in (whole, final):
         (choice,) = answer.choices
         assert choice.finish_reason == "tool_calls" and choice.message.content == "Let me check."
