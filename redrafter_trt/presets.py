@@ -43,9 +43,10 @@ KNOWN_SECTIONS = frozenset({"convert", "build", "run", "serve", "inspect", "benc
 
 
 class _Mapping(dict):
-    """A preset's mapping; `merged`: the keys a merge key (`<<: *run`) brought into it, none written in it."""
+    """A preset's mapping; `merges`: (the keys written in it, the same pair for each mapping a merge key (`<<: *run`)
+    brought in, in order), nested as its merges are."""
 
-    merged: frozenset = frozenset()
+    merges: tuple = ()
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -59,10 +60,21 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_yaml_map(self, node):
         data = _Mapping()
         yield data
-        # the keys written in it, taken before construct_mapping flattens the merged mappings' keys into node.value
-        written = [key_node for key_node, _ in node.value if key_node.tag != self.MERGE]
         data.update(self.construct_mapping(node))
-        data.merged = frozenset(data) - {self.construct_object(key_node) for key_node in written}
+        data.merges = self._merges(node)
+
+    def flatten_mapping(self, node):
+        # what a mapping writes and merges, noted before the base class moves the merged keys into node.value: once,
+        # at its first flattening (where it is merged, perhaps before it is constructed itself)
+        if not hasattr(node, "written"):
+            node.written = [key_node for key_node, _ in node.value if key_node.tag != self.MERGE]
+            node.merged = [sub for key_node, value in node.value if key_node.tag == self.MERGE
+                           for sub in (value.value if isinstance(value, yaml.SequenceNode) else [value])]
+        super().flatten_mapping(node)
+
+    def _merges(self, node) -> tuple:
+        return (frozenset(self.construct_object(key_node) for key_node in node.written),
+                tuple(self._merges(sub) for sub in node.merged if isinstance(sub, yaml.MappingNode)))
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -308,15 +320,20 @@ def resolve(preset: dict, command_name: str, command: click.Command, sections: I
 def _overridden(fields: dict, mapping: dict, keys: dict[str, tuple[click.Parameter, bool]]) -> dict:
     """`fields` (of the preset's `mapping`: a _Mapping, or a dict made otherwise, with no merged keys) without the keys
     a merge key brought in whose option (`keys`: option_keys) a key written beside the merge sets under another
-    spelling (`tp-size` under a written `tp_size`, `greedy` under `no-greedy`): YAML overrides one spelled alike. Two
-    spellings both written, or both merged, are left to be refused."""
-    merged = getattr(mapping, "merged", frozenset())
-
+    spelling (`tp-size` under a written `tp_size`, `greedy` under `no-greedy`): YAML overrides one spelled alike. A
+    merged mapping is read so first, then merged on (`_Mapping.merges`). Two spellings both written, or both merged
+    (from two mappings), are left to be refused."""
     def option(key) -> str | None:
         return keys[_key(str(key))][0].name if _key(str(key)) in keys else None
 
-    written = {option(k) for k in fields if k not in merged} - {None}
-    return {k: v for k, v in fields.items() if k not in merged or option(k) not in written}
+    def kept(written: frozenset, merged: tuple) -> set:
+        options = {option(k) for k in written} - {None}
+        return set(written).union(*({k for k in kept(*sub) if option(k) is None or option(k) not in options}
+                                    for sub in merged))
+
+    merges = getattr(mapping, "merges", ())
+    keep = kept(*merges) if merges else set(fields)
+    return {k: v for k, v in fields.items() if k in keep}
 
 
 def _given_once(given: dict, name: str, field: str, fix: str = ": give it once") -> None:

@@ -286,6 +286,19 @@ def test_a_key_beside_a_merge_overrides_it_under_any_spelling(tmp_path):
         assert "'convert.tp" in str(result.exception) and "set the same option" in str(result.exception)
 
 
+def test_a_key_beside_a_merge_overrides_it_through_merges_of_merges(tmp_path):
+    """A review: a mapping merged in (`<<: *run`) whose own key beside its merge overrode the same option spelled
+    otherwise (`tp_size: 4` over a merged `tp-size: 2`) brought both spellings into the mapping merging it, refused as
+    the same option given twice: each mapping is read as its own keys override its merged ones, then merged on."""
+    inner = "{<<: {tp-size: 2, greedy: true}, tp_size: 4, no-greedy: true}"
+    assert invoke(tmp_path, f"convert:\n  <<: {inner}\n  output: o\n", "convert").output == "4 False o []\n"
+    chain = f"convert:\n  <<: {{<<: {inner}, TP-SIZE: 6}}\n"  # three deep: the nearest written one wins
+    assert invoke(tmp_path, chain, "convert").output == "6 False out []\n"
+    result = invoke(tmp_path, "convert:\n  <<: [{<<: {tp-size: 2}, tp_size: 4}, {tp-size: 3}]\n", "convert")
+    assert isinstance(result.exception, ConfigError), result.output  # two merged mappings: still refused
+    assert "set the same option" in str(result.exception)
+
+
 def load_preset_text(tmp_path, text: str) -> dict:
     path = tmp_path / "merge.yaml"
     path.write_text(text)
