@@ -15,7 +15,7 @@ import torch
 from . import layout
 from .base_plan import hf_lm_head
 from .errors import TensorError
-from .io import TensorSource
+from .io import WEIGHT_DTYPES, TensorSource
 from .rules import LAYER_RULES, MODEL_RULES
 from .shard import qkv_home, row_home
 
@@ -39,8 +39,11 @@ class HfRows:
         return held if held in self.src.names() else None
 
     def dtype(self, name: str) -> str | None:
+        """None also for a dtype no reader takes (complex, float8_e5m2: cast to float, a torch warning): not
+        comparable, and refused by name where the base's tensors are checked (check_hf_tensors)."""
         held = self._held(name)
-        return None if held is None else self.src.dtype(held)
+        dtype = None if held is None else self.src.dtype(held)
+        return dtype if dtype in WEIGHT_DTYPES else None
 
     def shape(self, name: str) -> tuple[int, ...]:
         return self.src.shape(self._held(name))

@@ -493,6 +493,31 @@ def test_non_float_dtypes_in_torch_files_are_refused(parts, which, name, file, d
     assert_one_line_error(convert_err(parts), f"{name} is {said}", "re-download or re-export")
 
 
+@pytest.mark.parametrize("file", ["model.safetensors", "pytorch_model.bin"])
+def test_a_base_in_a_dtype_no_reader_takes_is_refused_in_one_line_beside_a_drafters_record(parts, tmp_path, file,
+                                                                                         monkeypatch):
+    """A review: a drafter recording its base's weights (init-drafter's, train's) had them compared with --base's
+    before the base's dtypes were checked: a complex tensor was cast to float there, torch's 'Casting complex values to
+    real discards the imaginary part' warning printed above the one-line refusal (a pytorch_model.bin's was refused
+    alone while its reader checked dtypes). The comparison leaves such a tensor to that refusal."""
+    from redrafter_trt import base_rows
+    from redrafter_trt.drafter import init_drafter_for_base
+
+    def read_rows(src, name, rows, _read=base_rows.read_rows):  # torch warns once a process: seen here each time
+        assert not src.get(name, 0, rows[0], rows[0] + 1).is_complex(), f"{name}: complex values cast to float"
+        return _read(src, name, rows)
+
+    monkeypatch.setattr(base_rows, "read_rows", read_rows)
+    base = parts[0]
+    drafter = tmp_path / "init"
+    init_drafter_for_base(base, drafter)
+    name = "model.embed_tokens.weight"  # one of the rows the drafter records
+    t = load_file(base / "model.safetensors")
+    (base / "model.safetensors").unlink()
+    (save_file if file.endswith("safetensors") else torch.save)(t | {name: t[name].to(torch.complex64)}, base / file)
+    assert_one_line_error(convert_err(parts, drafter=drafter), f"base {base}: {name} is ", "re-download or re-export")
+
+
 @pytest.mark.parametrize("dtype, said", [(torch.float8_e5m2, "float8_e5m2"), (torch.complex64, "complex64")])
 def test_non_float_dtypes_in_a_safetensors_drafter_are_refused(parts, dtype, said):
     """A review: a drafter's model.safetensors holding a float8_e5m2 or complex tensor failed in aminmax (a traceback)
