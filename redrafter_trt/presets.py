@@ -72,9 +72,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                            for sub in (value.value if isinstance(value, yaml.SequenceNode) else [value])]
         super().flatten_mapping(node)
 
-    def _merges(self, node) -> tuple:
+    def _merges(self, node, within: tuple = ()) -> tuple:
+        # `within`: the mappings merging this one; one merging itself (`a: &a {<<: *a}`) merges nothing more
         return (frozenset(self.construct_object(key_node) for key_node in node.written),
-                tuple(self._merges(sub) for sub in node.merged if isinstance(sub, yaml.MappingNode)))
+                tuple(self._merges(sub, (*within, node)) for sub in node.merged
+                      if isinstance(sub, yaml.MappingNode) and sub is not node and sub not in within))
 
     def construct_mapping(self, node, deep=False):
         seen = set()

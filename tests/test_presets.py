@@ -297,6 +297,8 @@ def test_a_key_beside_a_merge_overrides_it_through_merges_of_merges(tmp_path):
     result = invoke(tmp_path, "convert:\n  <<: [{<<: {tp-size: 2}, tp_size: 4}, {tp-size: 3}]\n", "convert")
     assert isinstance(result.exception, ConfigError), result.output  # two merged mappings: still refused
     assert "set the same option" in str(result.exception)
+    # a mapping merging itself (YAML lets an alias name the mapping it is in): merged once, as PyYAML does
+    assert invoke(tmp_path, "convert: &a\n  <<: *a\n  tp_size: 2\n", "convert").output == "2 True out []\n"
 
 
 def load_preset_text(tmp_path, text: str) -> dict:
