@@ -8,7 +8,8 @@ characters come, so what was written of a call's arguments is already the start 
 
 `read` is given the whole text so far each time (it starts where it stopped): a token that more text may still
 change (a number, a literal, an escape) waits for it unless `final`. Stricter than json.loads: NaN and Infinity are
-not JSON, and are refused.
+not JSON, and are refused, as is a number json.loads reads as one (past a float's range) or not at all (an int past
+Python's digit limit). Keys written twice are written twice (json.loads keeps the last).
 """
 
 from __future__ import annotations
@@ -99,7 +100,12 @@ class JsonTokens:
             return run, LITERALS[run]
         if not NUMBER.fullmatch(run):
             raise BadJson(f"{run!r} is no JSON value")
-        value = json.loads(run)
+        try:
+            value = json.loads(run)
+        except ValueError:  # an int past Python's digit limit (sys.get_int_max_str_digits)
+            raise BadJson(f"a number of {len(run)} characters is too long to read") from None
+        if value in (float("inf"), float("-inf")):  # json.dumps would write Infinity, no JSON
+            raise BadJson("a number past a float's range")
         return json.dumps(value), value
 
     def _string(self, text: str, stop: int, final: bool) -> Iterator[tuple[int, str, str, object]]:

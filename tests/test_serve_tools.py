@@ -45,6 +45,11 @@ ANSWERS = {  # answer text -> (content, [(name, arguments)])
                   (None, [("get_weather", '{"city": ')])),
     "cut in the arguments": ('Sure.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Pa',
                              ("Sure.", [("get_weather", '{"city": "Pa')])),
+    # a number json.loads cannot give back as JSON (an int past Python's 4300 digits, a float past its range) is bad
+    # JSON as any other, not a traceback
+    "number too long": ('<tool_call>{"name": "f", "arguments": {"a": 1, "n": ' + "9" * 4301 + '}}</tool_call>',
+                        (None, [("f", '{"a": 1, "n": ')])),
+    "number too large": ('<tool_call>{"name": "f", "arguments": {"x": 1e400}}</tool_call>', (None, [("f", '{"x": ')])),
     # bad before that: no call was made, the block is content
     "malformed name": ('<tool_call>\n{"name": get_weather}\n</tool_call>',
                        ('<tool_call>\n{"name": get_weather}\n</tool_call>', [])),
