@@ -62,3 +62,83 @@ def test_text_that_is_no_json_is_refused_given_whole_or_a_character_at_a_time(te
     with pytest.raises(BadJson):
         for at in range(1, len(text) + 1):
             written(tokens, text, at, at == len(text))
+
+
+def number_text(rng: random.Random, number) -> str:
+    """number written as other writers may (json.loads reads each the same): -0, a fraction's trailing zeros, an
+    exponent in either case, with a sign or not."""
+    if isinstance(number, int):
+        return rng.choice([str(number), "-0" if number == 0 else str(number)])
+    mantissa, _, exponent = repr(number).partition("e")
+    mantissa += "0" * rng.randrange(3) if "." in mantissa else ""
+    exponent = int(exponent or 0)
+    return mantissa + (rng.choice(["e", "E"]) + rng.choice(["", "+"] if exponent >= 0 else [""]) + str(exponent)
+                       if exponent or rng.random() < 0.3 else "")
+
+
+def string_text(rng: random.Random, chars: str) -> str:
+    """chars as a JSON string written with random escapes: \\/, \\uXXXX of any character (a pair for one past
+    U+FFFF, lone surrogates kept lone), either hex case."""
+    out = []
+    for ch in chars:
+        code = ord(ch)
+        if ch in '"\\' or code < 0x20 or rng.random() < 0.3:
+            if ch == "/" and rng.random() < 0.5:
+                out.append("\\/")
+                continue
+            units = [code] if code <= 0xFFFF else [0xD800 + ((code - 0x10000) >> 10), 0xDC00 + (code & 0x3FF)]
+            out += ["\\u" + (f"{u:04x}" if rng.random() < 0.5 else f"{u:04X}") for u in units]
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def written_otherwise(rng: random.Random, depth: int = 0) -> tuple[str, str]:
+    """(a random JSON value's text as a model may write it: random spaces, escapes and number forms, keys written
+    twice; the text JsonTokens should write of it: json.dumps's of each token, its separators, keys as written)."""
+    space = lambda: rng.choice(["", "", " ", "\n  ", "\t", "\r\n"])  # noqa: E731
+    pick = rng.randrange(8 if depth < 3 else 5)
+    if pick == 0:
+        word = rng.choice(["true", "false", "null"])
+        return word, word
+    if pick == 1:
+        number = rng.choice([0, -3, 12345, 10 ** 25, 1.5, -0.25, 1e30, 2.5e-7, 0.1, -0.0, 123.0])
+        text = number_text(rng, number)
+        return text, json.dumps(json.loads(text))
+    if pick < 5:
+        chars = "".join(rng.choice(CHARS + ["\ud83c", "\udf27", "\x7f", "\u00e9"]) for _ in range(rng.randrange(6)))
+        text = string_text(rng, chars)  # escaped surrogates side by side are one character
+        return text, json.dumps(json.loads(text), ensure_ascii=False)
+    items = []
+    for _ in range(rng.randrange(4)):
+        value_text, value_want = written_otherwise(rng, depth + 1)
+        if pick < 7:
+            key = rng.choice(["a", "b", "🌧", "/"])  # often twice in one object
+            items.append((space() + string_text(rng, key) + space() + ":" + space() + value_text + space(),
+                          json.dumps(key, ensure_ascii=False) + ": " + value_want))
+        else:
+            items.append((space() + value_text + space(), value_want))
+    open_, close = "{}" if pick < 7 else "[]"
+    return (open_ + ",".join(t for t, _ in items) + (space() if not items else "") + close,
+            open_ + ", ".join(w for _, w in items) + close)
+
+
+def test_json_as_models_write_it_comes_out_in_any_pieces_as_json_dumps_writes_each_token():
+    """Random spaces, escapes (\\/, \\u of any character, surrogate pairs and lone surrogates), number forms (-0,
+    1.50, 1E+30) and keys written twice, given in random pieces: what went out is at every step the start of the
+    whole, which is json.dumps(json.loads(text), ensure_ascii=False) where no key is written twice (the keys written
+    twice are written twice: what went out stays)."""
+    rng = random.Random(5)
+    for case in range(3000):
+        text, want = written_otherwise(rng)
+        text = rng.choice(["", " ", "\n"]) + text + rng.choice(["", " ", "\n"])
+        tokens, out, at = JsonTokens(), "", 0
+        while at < len(text):
+            at = min(len(text), at + rng.randint(1, 5))
+            out += written(tokens, text, at, False)
+            assert want.startswith(out), (case, text, out)
+        assert out + written(tokens, text, len(text), True) == want, (case, text)
+        twice = []
+        json.loads(text, object_pairs_hook=lambda pairs: twice.append(len(pairs) > len(dict(pairs))) or dict(pairs))
+        if not any(twice):
+            assert want == json.dumps(json.loads(text), ensure_ascii=False), (case, text)
