@@ -408,3 +408,46 @@ def test_the_openai_client_parses_a_tool_call_answer_whole_and_streamed(server, 
         (tool_call,) = choice.message.tool_calls
         assert tool_call.type == "function" and tool_call.function.name == "get_weather"
         assert json.loads(tool_call.function.arguments) == {"city": "Paris"}
+
+
+def merged(chunks: list[dict]) -> dict:
+    """A stream's deltas as a plain client adds them up: each key's string pieces joined, its lists merged by
+    "index", anything else (an index, a type) taken from the first delta that has it."""
+    def merge(into: dict, delta: dict) -> None:
+        for key, value in delta.items():
+            if isinstance(value, str):
+                into[key] = into.get(key, "") + value
+            elif isinstance(value, dict):
+                merge(into.setdefault(key, {}), value)
+            elif isinstance(value, list):
+                for item in value:
+                    merge(into.setdefault(key, {}).setdefault(item["index"], {}), item)
+            elif value is not None:
+                into.setdefault(key, value)
+    out: dict = {}
+    for c in chunks:
+        merge(out, c["delta"])
+    return out
+
+
+@pytest.mark.parametrize("case", ["two calls", "malformed", "cut in the arguments", "text between", "written otherwise"])
+def test_the_openai_client_and_a_plain_merging_client_add_a_stream_up_to_the_whole_answer(server, backend, monkeypatch,
+                                                                                         case):
+    """The official client's stream accumulation and a client that merges the deltas' dicts itself both rebuild the
+    whole answer's calls (ids, names, arguments, cut ones too) and content, streamed in pieces of 1 to 4 characters."""
+    openai = pytest.importorskip("openai")
+    text = ANSWERS[case][0]
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{server.server_address[1]}/v1", api_key="x", max_retries=0)
+    body = {"model": "tiny", "messages": ASK, "tools": [WEATHER]}
+    for pieces in (1, 4):
+        monkeypatch.setattr(backend, "complete", answering(text, pieces=pieces))
+        whole = client.chat.completions.create(**body).choices[0].message
+        want = [(c.function.name, c.function.arguments) for c in whole.tool_calls]
+        with client.chat.completions.stream(**body) as stream:
+            final = stream.get_final_completion().choices[0].message
+        assert [(c.function.name, c.function.arguments) for c in final.tool_calls] == want and want
+        assert (final.content or None) == whole.content  # the first chunk carries content "" beside the role
+        events = events_of(App(backend, "tiny", max_output_len=16, tool_parser="qwen3"), body | {"stream": True})
+        plain = merged([c for e in events for c in e["choices"]])
+        assert [(c["function"]["name"], c["function"]["arguments"]) for c in plain["tool_calls"].values()] == want
+        assert plain.get("content", "") == (whole.content or "")
