@@ -32,6 +32,17 @@ def written(tokens: JsonTokens, text: str, stop: int, final: bool) -> str:
     return "".join(canonical for _, _, canonical, _ in tokens.read(text, stop, final))
 
 
+def in_pieces(rng: random.Random, text: str, want: str, most: int) -> None:
+    """text given in random pieces of 1 to `most` characters: what went out starts `want` at every step, is it at
+    the end."""
+    tokens, out, at = JsonTokens(), "", 0
+    while at < len(text):
+        at = min(len(text), at + rng.randint(1, most))
+        out += written(tokens, text, at, False)
+        assert want.startswith(out), (text, out)
+    assert out + written(tokens, text, len(text), True) == want, text
+
+
 def test_random_json_in_random_pieces_comes_out_as_json_dumps_writes_it():
     rng = random.Random(20261205)
     for case in range(2000):
@@ -39,12 +50,7 @@ def test_random_json_in_random_pieces_comes_out_as_json_dumps_writes_it():
         if rng.random() < 0.3:  # numbers as other writers put them: json.loads reads them the same
             text = text.replace("1e+30", "1E30").replace("0.25", "25e-2").replace("1.5", "1.50")
         want = json.dumps(json.loads(text), ensure_ascii=False)
-        tokens, out, at = JsonTokens(), "", 0
-        while at < len(text):
-            at = min(len(text), at + rng.randint(1, 4))
-            out += written(tokens, text, at, False)
-            assert want.startswith(out), (case, text, out)
-        assert out + written(tokens, text, len(text), True) == want, (case, text)
+        in_pieces(rng, text, want, 4)
         cut = rng.randrange(len(text) + 1)  # the text cut short: what went out still starts the whole
         tokens = JsonTokens()
         assert want.startswith(written(tokens, text, cut, False)), (case, text, cut)
@@ -132,12 +138,7 @@ def test_json_as_models_write_it_comes_out_in_any_pieces_as_json_dumps_writes_ea
     for case in range(3000):
         text, want = written_otherwise(rng)
         text = rng.choice(["", " ", "\n"]) + text + rng.choice(["", " ", "\n"])
-        tokens, out, at = JsonTokens(), "", 0
-        while at < len(text):
-            at = min(len(text), at + rng.randint(1, 5))
-            out += written(tokens, text, at, False)
-            assert want.startswith(out), (case, text, out)
-        assert out + written(tokens, text, len(text), True) == want, (case, text)
+        in_pieces(rng, text, want, 5)
         twice = []
         json.loads(text, object_pairs_hook=lambda pairs: twice.append(len(pairs) > len(dict(pairs))) or dict(pairs))
         if not any(twice):
