@@ -15,12 +15,13 @@ arguments as they are read, which add up to its arguments (JSON text as json.dum
 A stream cannot take back what it sent, so a block is a call once its name and the start of its arguments are read
 (CallBlock), whatever follows: JSON that goes bad or is cut short after that leaves the call with the arguments read
 until there (as OpenAI's call cut by the token limit; both servers' streams do the same, their whole answers keep
-the text as content, vLLM, or drop the block, trtllm-serve). A block that is no call by then (no such object, an
-empty name) stays in the content, the other blocks still calls: there vLLM keeps the whole text as content and no call,
-and trtllm-serve keeps the good calls and drops the bad block (README's Serve section lists where else trtllm-serve's
-parser reads otherwise). The text outside the calls is the content, without the whitespace next to a call (the
-newlines the template puts between calls) but the one joining its parts (see HermesCalls), the text after a call
-included (both servers' whole answers keep only the text before the first call).
+the text as content, vLLM, or drop the block, trtllm-serve); text in the block after a call's object is content.
+A block that is no call by then (no such object, an empty name) stays in the content, the other blocks still calls:
+there vLLM keeps the whole text as content and no call, and trtllm-serve keeps the good calls and drops the bad
+block (README's Serve section lists where else trtllm-serve's parser reads otherwise). The text outside the calls is
+the content, without the whitespace next to a call (the newlines the template puts between calls) but the one joining
+its parts (see HermesCalls), the text after a call included (both servers' whole answers keep only the text before
+the first call).
 Tool names are not checked against the request's tools (neither server refuses one either). A whole answer is parsed
 by the same steps as a stream, so a streamed answer's content and calls add up to the whole one's.
 """
@@ -38,8 +39,10 @@ class CallBlock:
     non-empty string; the last one read until then) and its arguments have begun (the first "arguments" or
     "parameters" value, an object; {} when the object ends without them); from then on nothing takes the call back:
     `args`, the arguments' text as json.dumps(..., ensure_ascii=False) writes it, only grows as it is read, and what
-    follows them in the block is not read. A block that is no call by its end (its text no such object, an empty
-    name, arguments that are no object, its JSON bad or cut short before the call was made) stays text."""
+    follows them in the object is checked as JSON but not used; `end` is where the object ended in the text (None:
+    it did not, its JSON bad or cut short), the block's text after it being content. A block that is no call by its
+    end (its text no such object, an empty name, arguments that are no object, its JSON bad or cut short before the
+    call was made) stays text."""
 
     ARGUMENTS = ("arguments", "parameters")
 
@@ -50,6 +53,7 @@ class CallBlock:
         self.in_args = False          # their object is open
         self.called = False           # a call: streamed as one, whatever follows
         self.done = False             # nothing more is read
+        self.end: int | None = None   # where the block's object ended in the text read
 
     def read(self, text: str, start: int, stop: int, final: bool) -> None:
         """The block's text text[start:stop] read (what it read before again given; final: the block ends at stop).
@@ -72,6 +76,9 @@ class CallBlock:
             if role == "close" and self.args is None:
                 self.args = "{}"
             self.done = text_of != "{"
+            self.end = self.tokens.pos + 1 if role == "close" else None
+        elif self.called:  # the object's rest after the arguments: only its end matters
+            return
         elif depth == 1 and role == "key":
             self.key = value
         elif depth == 1 and self.key == "name" and role in ("open", "value"):
@@ -80,14 +87,14 @@ class CallBlock:
             self.in_args, self.done = role == "open" and text_of == "{", role != "open" or text_of != "{"
             self.args = "{" if self.in_args else None
         self.called = self.called or (self.args is not None and isinstance(self.name, str) and self.name != "")
-        self.done = self.done or (self.called and not self.in_args)
 
 
 class HermesCalls:
     """One answer's tool calls in the Hermes format, read as its text comes. Text that may be the start of
     `<tool_call>` is held back (as serve_text holds back the start of a stop string), a block's text until it is a
-    call (its call's deltas then go out as it is read) or, when it is none, its `</tool_call>`, and whitespace at the end of the content until text other than a call follows it. Content that
-    resumes after calls is joined to the content before them by the whitespace after the last call (else the one
+    call (its call's deltas then go out as it is read) or, when it is none, its `</tool_call>` (as a call's block's
+    text after its object), and whitespace at the end of the content until text other than a call follows it. Content
+    that resumes after calls is joined to the content before them by the whitespace after the last call (else the one
     before the first), so "Let me check.\n<call>\nThen..." reads "Let me check.\nThen...", not "...check.Then"."""
 
     START, END = "<tool_call>", "</tool_call>"
@@ -116,8 +123,7 @@ class HermesCalls:
                 self.searched = 0
                 deltas += self._read(end, final=True)
                 block, self.pending = self.pending[:end + len(self.END)], self.pending[end + len(self.END):]
-                if not self.block.called:  # not a call: the block is content
-                    content += self._content(block)
+                content += self._content(self._rest(block))
                 self.block = None
                 continue
             at = self.pending.find(self.START)
@@ -131,13 +137,11 @@ class HermesCalls:
         """The rest once the answer has ended: a last block without its END is read to the answer's end (the answer
         stopped at a stop string "</tool_call>", or at EOS, as vLLM's hermes parser takes it; or max_tokens cut it)."""
         deltas = self._read(len(self.pending), final=True) if self.pending.startswith(self.START) else []
-        called = self.block is not None and self.block.called
-        self.pending, pending, self.searched, self.block = "", self.pending, 0, None
-        if called:
-            return "", deltas
-        content = self._content(pending) + self.space
+        rest = self._rest(self.pending) if self.pending.startswith(self.START) else self.pending
+        self.pending, self.searched, self.block = "", 0, None
+        content = self._content(rest) + self.space
         self.space = ""
-        return content, []
+        return content, deltas
 
     def _read(self, stop: int, final: bool) -> list[dict]:
         """The open block read through pending[:stop]: the deltas of its call, as OpenAI streams one: a first
@@ -162,6 +166,17 @@ class HermesCalls:
             call["arguments"] += piece
             deltas.append({"index": len(self.calls) - 1, "function": {"arguments": piece}})
         return deltas
+
+    def _rest(self, block: str) -> str:
+        """What of the open block's text is content: all of it unless it is a call, else what follows its object
+        (up to its </tool_call> or the start of one the answer ended in, less the whitespace next to that, as next to
+        a block), none where the object did not end."""
+        if not self.block.called:
+            return block
+        if self.block.end is None:
+            return ""
+        rest = block[self.block.end:].removesuffix(self.END)
+        return rest[:len(rest) - begins(self.END, rest)].rstrip()
 
     def _took(self, call: dict) -> None:
         """`call` read: the whitespace held before it leaves the content (kept as a joint, see the class)."""

@@ -71,10 +71,11 @@ def arguments(rng: random.Random) -> dict:
 
 
 def block_json(rng: random.Random, plain: bool) -> str:
-    """A <tool_call> block's inside: a call, or text that is none (bad or partial JSON, other shapes; plain: only
-    a call, one with an empty name or no JSON: where trtllm-serve's reading is this server's, README)."""
+    """A <tool_call> block's inside: a call (with text after its object or not), or text that is none (bad or
+    partial JSON, other shapes; plain: only a call, one with an empty name or no JSON: where trtllm-serve's reading
+    is this server's, README)."""
     name = rng.choice(["get_weather", "f", "名前"])
-    pick = rng.choice([0, 9, 12]) if plain else rng.randrange(13)
+    pick = rng.choice([0, 9, 12]) if plain else rng.randrange(14)
     if pick < 5:
         return json.dumps({"name": name, "arguments": arguments(rng)}, ensure_ascii=rng.random() < 0.5)
     return [json.dumps({"name": name, "parameters": arguments(rng)}),
@@ -84,7 +85,9 @@ def block_json(rng: random.Random, plain: bool) -> str:
             json.dumps({"name": "", "arguments": {}}),
             json.dumps({"name": 5, "arguments": {}}),
             json.dumps({"name": name, "arguments": "x"}),
-            "not json"][pick - 5]
+            "not json",
+            json.dumps({"name": name, "arguments": arguments(rng)}) + rng.choice(  # text after a call's object
+                [" ", "\n"]) + rng.choice(WORDS[:3] + ['{"name": "g", "arguments": {}}', "</tool_"])][pick - 5]
 
 
 def answer(rng: random.Random) -> str:
@@ -185,22 +188,26 @@ def closing(text: str, filler: str) -> str:
 MADE = re.compile(r'[ \t\n\r]*\{"name": ("(?:[^"\\]|\\.)+"), "(?:arguments|parameters)": (\{.*)', re.S)
 
 
-def spec_call(inside: str) -> tuple[str, str | Cut] | None:
-    """A block's (name, arguments text), README's rule: a JSON object with a non-empty string "name" and an object
-    "arguments" ("parameters" where it is missing, {} without either), its arguments as json.dumps writes them (what
-    follows its object in the block is not read); or, where it holds no whole object, one whose name and the "{" of
-    its arguments were read (arguments `Cut`)."""
+def spec_call(inside: str) -> tuple[str, str | Cut, str] | None:
+    """A block's (name, arguments text, content), README's rule: a JSON object with a non-empty string "name" and an
+    object "arguments" ("parameters" where it is missing, {} without either), its arguments as json.dumps writes them,
+    the text after its object in the block content (less the whitespace at its end, and a </tool_call> cut short
+    there); or, where it holds no whole object, one whose name and the "{" of its arguments were read (arguments
+    `Cut`, no content)."""
+    inside = inside.lstrip(" \t\n\r")
     try:
-        obj = json.JSONDecoder().raw_decode(inside.lstrip(" \t\n\r"))[0]
+        obj, end = json.JSONDecoder().raw_decode(inside)
     except ValueError:
         made = MADE.match(inside)
-        return (json.loads(made.group(1)), Cut(made.group(2))) if made else None
+        return (json.loads(made.group(1)), Cut(made.group(2)), "") if made else None
     if not isinstance(obj, dict):
         return None
     args = obj.get("arguments", obj.get("parameters", {}))
     name = obj.get("name")
-    return (name, json.dumps(args, ensure_ascii=False)) if isinstance(name, str) and name and isinstance(args, dict) \
-        else None
+    rest = next(inside[end:].removesuffix("</tool_call>"[:k]) for k in range(12, -1, -1)
+                if inside.endswith("</tool_call>"[:k]))
+    return (name, json.dumps(args, ensure_ascii=False), rest.rstrip()) \
+        if isinstance(name, str) and name and isinstance(args, dict) else None
 
 
 BLOCK = re.compile(r"<tool_call>(.*?)</tool_call>", re.S)
@@ -210,20 +217,20 @@ def spec_tools(text: str, ended: str) -> tuple[str | None, list[tuple[str, dict]
     """(content, calls, finish_reason): each block a call when it holds one (a last one without its </tool_call> too),
     the others text; the text around the calls the content, less the whitespace next to them but the joint (the
     whitespace after the last call of a run, else the one before it) between content before and after them."""
-    texts, calls, at, last = [], [], 0, 0
+    texts, calls, at, last, rest = [], [], 0, 0, ""
     for m in BLOCK.finditer(text):
         last = m.end()
-        call = spec_call(m.group(1))
+        call = spec_call(m.group(1) + "</tool_call>")
         if call is not None:
-            texts.append(text[at:m.start()])
-            calls.append(call)
-            at = m.end()
+            texts.append(rest + text[at:m.start()])
+            calls.append(call[:2])
+            at, rest = m.end(), call[2]
     opened = text.find("<tool_call>", last)
     if opened >= 0 and (call := spec_call(text[opened + len("<tool_call>"):])) is not None:
-        texts.append(text[at:opened])
-        calls.append(call)
-        at = len(text)
-    texts.append(text[at:])
+        texts.append(rest + text[at:opened])
+        calls.append(call[:2])
+        at, rest = len(text), call[2]
+    texts.append(rest + text[at:])
     content = texts[0]
     for k, t in enumerate(texts[1:], 1):
         body = content.rstrip()

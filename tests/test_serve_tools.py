@@ -50,6 +50,12 @@ ANSWERS = {  # answer text -> (content, [(name, arguments)])
     "number too long": ('<tool_call>{"name": "f", "arguments": {"a": 1, "n": ' + "9" * 4301 + '}}</tool_call>',
                         (None, [("f", '{"a": 1, "n": ')])),
     "number too large": ('<tool_call>{"name": "f", "arguments": {"x": 1e400}}</tool_call>', (None, [("f", '{"x": ')])),
+    # text in a call's block after its JSON object is content, as text after the block is (it was dropped unseen)
+    "text after the object": ('<tool_call>\n{"name": "f", "arguments": {"a": 1}} Let me explain.\n</tool_call>',
+                              ("Let me explain.", [("f", {"a": 1})])),
+    "two objects in a block": ('<tool_call>\n{"name": "f", "arguments": {}}\n{"name": "g", "arguments": {}}\n'
+                               '</tool_call>', ('{"name": "g", "arguments": {}}', [("f", {})])),
+    "unclosed, text after": ('Sure.\n<tool_call>\n{"name": "f"} and more', ("Sure. and more", [("f", {})])),
     # bad before that: no call was made, the block is content
     "malformed name": ('<tool_call>\n{"name": get_weather}\n</tool_call>',
                        ('<tool_call>\n{"name": get_weather}\n</tool_call>', [])),
@@ -430,7 +436,8 @@ def merged(chunks: list[dict]) -> dict:
     return out
 
 
-@pytest.mark.parametrize("case", ["two calls", "malformed", "cut in the arguments", "text between", "written otherwise"])
+@pytest.mark.parametrize("case", ["two calls", "malformed", "cut in the arguments", "text between", "written otherwise",
+                                  "two objects in a block"])
 def test_the_openai_client_and_a_plain_merging_client_add_a_stream_up_to_the_whole_answer(server, backend, monkeypatch,
                                                                                          case):
     """The official client's stream accumulation and a client that merges the deltas' dicts itself both rebuild the
