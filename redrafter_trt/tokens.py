@@ -313,14 +313,16 @@ def _template_list_problem(folder) -> str | None:
 def refuse_added_specials(tok, folder, vocab_size: int) -> None:
     """A ConfigError naming a special token (eos_token, pad_token, ...) that the vocabulary lacks, which transformers
     added as a new token when it loaded the tokenizer: the model has no row for it, or only a padding row (Qwen2's
-    151936 rows for 151665 tokens) that it was never trained to emit (said before the vocabulary sizes, which name no
-    token). Told from what the folder's tokenizer files define (`_defined_tokens`); without a tokenizer.json, by an id
+    151936 rows for 151665 tokens) that it was never trained to emit or read (said before the vocabulary sizes, which
+    name no token). A pad_token on a padding row passes: it only fills masked positions. Told from what the folder's tokenizer files define (`_defined_tokens`); without a tokenizer.json, by an id
     past vocab_size."""
     defined = _defined_tokens(folder)
     for key, value in tok.special_tokens_map.items():
         for token in value if isinstance(value, (list, tuple)) else [value]:
             i = tok.convert_tokens_to_ids(str(token))
             if not isinstance(i, int) or (i < vocab_size if defined is None else defined(str(token))):
+                continue
+            if key == "pad_token" and i < vocab_size:  # a padding row pads masked positions only: read by nothing
                 continue
             row = f"past the model's vocab_size {vocab_size}" if i >= vocab_size else \
                 f"a padding row of the model's vocab_size {vocab_size}, which it never emits"

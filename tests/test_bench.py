@@ -5,6 +5,7 @@ input exiting 2 with one line."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -411,7 +412,7 @@ def test_a_special_token_outside_the_vocabulary_is_named(tmp_path, key):
     assert load_tokenizer(str(folder), None).convert_tokens_to_ids("<|no such token|>") == 256  # what was added
 
 
-@pytest.mark.parametrize("key", ["eos_token", "pad_token"])
+@pytest.mark.parametrize("key", ["eos_token", "bos_token"])
 def test_a_special_token_outside_the_vocabulary_is_named_under_a_padded_vocab(tmp_path, key):
     """A review: with a model vocabulary padded past the tokenizer's (Qwen2: 151936 rows, 151665 tokens), an eos_token
     missing from the vocabulary was added at load as token 151665, under vocab_size, and passed: the model never emits
@@ -437,6 +438,20 @@ def test_a_special_token_outside_the_vocabulary_is_named_under_a_padded_vocab(tm
     tokenizer.save_pretrained(folder)
     for load in (load_tokenizer, train_base.load_tokenizer):
         assert load(str(folder), 260).convert_tokens_to_ids(getattr(load(str(folder), 260), key)) == 256
+
+
+def test_a_pad_token_outside_the_vocabulary_on_a_padding_row_loads(tmp_path):
+    """A review of the check above: a pad_token the files lack, added at load on a padding row, fills only masked
+    positions (run's and distillation's batches), so it loads; past vocab_size it is still refused."""
+    from redrafter_trt.tokens import load_tokenizer
+
+    folder = tmp_path / "tok"
+    save_byte_tokenizer(folder)
+    config = folder / "tokenizer_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "pad_token": "<|no such token|>"}))
+    assert load_tokenizer(str(folder), 260).pad_token_id == 256
+    with pytest.raises(ConfigError, match=re.escape("pad_token '<|no such token|>', which is not in its vocabulary")):
+        load_tokenizer(str(folder), 256)
 
 
 def test_a_tokenizer_saved_by_transformers_5_loads_under_every_version(tmp_path):
