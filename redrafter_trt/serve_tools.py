@@ -11,7 +11,8 @@ qwen3 is the Hermes format Qwen2.5's and Qwen3's chat templates ask for: each ca
 is read where "arguments" is missing, as trtllm-serve's; a last block the answer ended in before its </tool_call>, a
 stop string "</tool_call>" or EOS, is read to the answer's end, as vLLM's). A call is streamed as OpenAI, vLLM and
 trtllm-serve stream one: a delta with its index, id and name as soon as it is a call, then deltas with pieces of its
-arguments as they are read, which add up to its arguments (JSON text as json.dumps writes it, as both servers).
+arguments as they are read, which add up to its arguments (JSON text as json.dumps writes it, as trtllm-serve's, whose
+pieces escape non-ASCII; vLLM's pieces are the model's own text).
 A stream cannot take back what it sent, so a block is a call once its name and the start of its arguments are read
 (CallBlock), whatever follows: JSON that goes bad or is cut short after that leaves the call with the arguments read
 until there (as OpenAI's call cut by the token limit; both servers' streams do the same, their whole answers keep
