@@ -1055,3 +1055,22 @@ def test_the_command_list_needs_no_importlib_util_from_elsewhere():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-500:]
     assert "bench" in done.stdout
+
+
+@pytest.mark.parametrize("command", ["convert", "run", "serve"])
+def test_a_command_that_is_no_torchrun_rank_is_refused_under_torchrun(parts, ckpt, tmp_path, monkeypatch, command):
+    """`torchrun --nproc-per-node 2 -m redrafter_trt run --checkpoint-dir CKPT` (a tp-2 checkpoint, after training
+    under torchrun) ran the whole command in each copy: each started its own 2 tp ranks and printed every answer,
+    and two converts wrote the same output. Only train's copies work together; the others say to start it once."""
+    base, drafter = parts
+    args = {"convert": ["--base", base, "--drafter", drafter, "--output", tmp_path / "out"],
+            "run": ["--checkpoint-dir", ckpt, "--tokenizer-dir", base, "--input-text", "hi"],
+            "serve": ["--checkpoint-dir", ckpt, "--tokenizer-dir", base]}[command]
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert_one_line_error(run_cli(command, *args), f"`{command}`", "torchrun", "WORLD_SIZE 2", "without torchrun")
+    assert not (tmp_path / "out").exists()
+    monkeypatch.setenv("WORLD_SIZE", "1")  # torchrun --nproc-per-node 1: one copy, nothing duplicated
+    assert run_cli("inspect", ckpt).exit_code == 0
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert run_cli("inspect", ckpt).exit_code == 0  # reads only: each copy prints the same report, nothing clashes
+

@@ -19,7 +19,7 @@ import sys
 import click
 
 from .. import __version__
-from ..errors import RedrafterError
+from ..errors import ConfigError, RedrafterError
 from .params import Command
 
 COMMANDS = {
@@ -36,6 +36,10 @@ COMMANDS = {
     "serve": "redrafter_trt.cli.serve_cmd:serve",
 }
 
+# Commands whose copies may run under torchrun: train's ranks share the work; inspect and doctor only read. Any other
+# command, started once per rank, would do all of its work in each copy (run and serve start a tp checkpoint's ranks
+# themselves), printing every answer twice or writing one output folder from two processes.
+TORCHRUN_COMMANDS = ("train", "inspect", "doctor")
 
 NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
 
@@ -149,6 +153,17 @@ def _debug(ctx, e: BaseException) -> bool:
     return debug
 
 
+def _refuse_torchrun_copies(command: str | None) -> None:
+    """ConfigError for a command other than TORCHRUN_COMMANDS started as one of several torchrun ranks
+    (WORLD_SIZE > 1, as train reads it)."""
+    world = os.environ.get("WORLD_SIZE", "1")
+    if command in TORCHRUN_COMMANDS or not world.isdigit() or int(world) <= 1:
+        return
+    raise ConfigError(f"`{command}` under torchrun (WORLD_SIZE {world}) would run whole in every copy: start it once, "
+                      f"without torchrun (only `train` runs under torchrun; `run` and `serve` start a tp checkpoint's "
+                      f"ranks themselves)")
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -169,6 +184,7 @@ def _not_in_preset(e: click.UsageError) -> str:
 def main(ctx, debug, verbose):
     """Convert, check, run and build Apple ReDrafter drafters for TensorRT-LLM."""
     ctx.obj = {"debug": debug}
+    _refuse_torchrun_copies(ctx.invoked_subcommand)
     # `kill`, `docker stop`, a scheduler's preemption, torchrun stopping its ranks: stop as on Ctrl-C, so train and
     # quickstart save their training state, serve drains, and a half-written output's temporary folder is removed
     previous = signal.signal(signal.SIGTERM, _interrupt)
