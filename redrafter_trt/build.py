@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import POSITIVE_INT, ConfigError, DependencyError, RedrafterError, name_list
+from .output import earlier_output_kind
 from .plural import counted
 from .rope import engine_original_differs, position_limit, rope_kind, runtime_fix
 
@@ -360,14 +361,14 @@ def read_engine_config(engine_dir: Path) -> dict:
                           "output folder of `redrafter-trt build`")
     if not path.is_file():
         raise ConfigError(f"{engine_dir} holds no engine config.json: pass the output folder of `redrafter-trt build`")
+    config = None
     try:
         config = json.loads(path.read_text())
         ok = all(isinstance(config.get(k), dict) for k in ("pretrained_config", "build_config"))
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
         ok = False
     if not ok or "redrafter_num_beams" not in config["pretrained_config"]:
-        raise ConfigError(f"{path} is not the config of a ReDrafter engine: pass the output folder of "
-                          "`redrafter-trt build`")
+        raise ConfigError(_not_an_engine(Path(engine_dir), config if isinstance(config, dict) else {}))
     need, positive = POSITIVE_INT
     mapping = config["pretrained_config"].get("mapping") or {}
     bad = [f"build_config.{k} is {config['build_config'].get(k)!r}, not {need}" for k in ENGINE_LIMITS
@@ -381,6 +382,22 @@ def read_engine_config(engine_dir: Path) -> dict:
     if bad:
         raise ConfigError(f"{path}: {bad[0]}: rebuild the engine with `redrafter-trt build`")
     return config
+
+
+def _not_an_engine(engine_dir: Path, config: dict) -> str:
+    """Why `engine_dir`'s config.json is no ReDrafter engine's, with the fix for what the folder holds instead (a
+    checkpoint not built yet, a drafter or a model not converted yet), as inspect names an engine passed as one."""
+    if earlier_output_kind(engine_dir) == "checkpoint":
+        return (f"{engine_dir} holds a ReDrafter checkpoint, not an engine: build one (`redrafter-trt build "
+                f"--checkpoint-dir {engine_dir} --output-dir ENGINE`) and pass ENGINE, or run this checkpoint in the "
+                f"reference runtime with --checkpoint-dir")
+    if "exit_dim" in config or "architectures" in config:  # Apple's trainer saves a drafter with architectures too
+        kind = "an Apple ReDrafter drafter" if "exit_dim" in config else "a Hugging Face model"
+        return (f"{engine_dir} holds {kind}, not an engine: make a checkpoint (`redrafter-trt convert --base BASE "
+                f"--drafter DRAFTER --output CKPT`), build it (`redrafter-trt build --checkpoint-dir CKPT --output-dir "
+                f"ENGINE`) and pass ENGINE")
+    return (f"{engine_dir / 'config.json'} is not the config of a ReDrafter engine: pass the output folder of "
+            "`redrafter-trt build`")
 
 
 def check_engine(engine_dir: Path, checkpoint_config: dict) -> EngineReport:

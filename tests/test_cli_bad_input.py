@@ -1074,3 +1074,15 @@ def test_a_command_that_is_no_torchrun_rank_is_refused_under_torchrun(parts, ckp
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert run_cli("inspect", ckpt).exit_code == 0  # reads only: each copy prints the same report, nothing clashes
 
+
+def test_a_checkpoint_or_model_passed_as_engine_names_what_it_is(ckpt, tiny_llama, tmp_path):
+    """`run --engine-dir CKPT` (the converted checkpoint, before any build) said only `CKPT/config.json is not the
+    config of a ReDrafter engine: pass the output folder of redrafter-trt build`, where `--checkpoint-dir CKPT` given
+    an engine names the engine and the other flag."""
+    for cmd in (["run", "--input-text", "hi"], ["serve", "--dry-run"]):
+        args = [*cmd, "--engine-dir", ckpt, "--tokenizer-dir", tiny_llama]
+        assert_one_line_error(run_cli(*args), f"{ckpt} holds a ReDrafter checkpoint, not an engine",
+                              f"redrafter-trt build --checkpoint-dir {ckpt}", "--checkpoint-dir")
+    args = ["run", "--input-text", "hi", "--engine-dir", tiny_llama, "--tokenizer-dir", tiny_llama]
+    assert_one_line_error(run_cli(*args), f"{tiny_llama} holds a Hugging Face model, not an engine",
+                          "redrafter-trt convert")
