@@ -95,6 +95,18 @@ def mismatch_warning(report: BenchReport) -> str | None:
     return f"warning: drafted output differs from plain decoding in {counted(len(bad), 'configuration')} ({why})"
 
 
+def baseline_note(report: BenchReport) -> str:
+    """Why transformers' greedy output may differ from the runtime's without drafting, for the header's `agree on`
+    ("" where every prompt agrees, and in float32, where a conversion makes them agree)."""
+    if report.hf_matches_no_draft == report.meta["num_prompts"]:
+        return ""
+    if report.meta.get("quant_algo") == "FP8":
+        return (" (transformers runs the unquantised base: FP8 weights change a token now and then, and the answer "
+                "goes on from there; scripts/fp8_agreement.py measures how often)")
+    dtype = report.meta["dtype"]
+    return "" if dtype == "float32" else f" ({dtype} logits tie often, and transformers rounds them its own way)"
+
+
 def require_matplotlib():
     try:
         import matplotlib

@@ -1002,3 +1002,25 @@ def test_the_busiest_method_is_named():
     line = verdict(report)
     assert line.startswith("drafting pays here: a W=2 L=2 step costs") and line.endswith(
         "(unreliable: the machine was busy during timing)")
+
+
+@pytest.mark.parametrize("dtype, quant_algo, note", [
+    ("bfloat16", "FP8", "transformers runs the unquantised base"),
+    ("bfloat16", None, "bfloat16 logits tie often"),
+    ("float32", None, None),
+])
+def test_a_baseline_that_differs_says_why_where_it_may(dtype, quant_algo, note):
+    """A walkthrough: bench on an FP8 checkpoint said `transformers and the runtime agree on 2/3 prompts` and no more,
+    though its transformers baseline is the unquantised base, which FP8 weights depart from now and then."""
+    from redrafter_trt.bench_report import baseline_note
+
+    hf, plain = Run(), Run()
+    for a, b in (([1, 2], [1, 2]), ([3, 4], [3, 5])):
+        hf.add(a, Timing(1.0), 2, {1: 1})
+        plain.add(b, Timing(1.0), 2, {1: 1})
+    report = BenchReport(meta={"dtype": dtype, "quant_algo": quant_algo, "num_prompts": 2}, hf=hf, no_draft=plain,
+                         configs=[])
+    assert report.hf_matches_no_draft == 1
+    assert (baseline_note(report) or None) is None if note is None else note in baseline_note(report)
+    plain.outputs[1] = [3, 4]  # every prompt agrees: nothing to explain
+    assert baseline_note(report) == ""

@@ -105,7 +105,8 @@ def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_t
           chat_template_kwargs, device, output_json, plot_path, compile_layers):
     """Measure tokens per step and speed-up for each (beam width, draft length)."""
     from ..bench import BenchOptions, check_inputs, run_bench
-    from ..bench_report import format_table, mismatch_warning, plot, plot_format, require_matplotlib, verdict
+    from ..bench_report import (baseline_note, format_table, mismatch_warning, plot, plot_format, require_matplotlib,
+                                verdict)
 
     opts = BenchOptions(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_tokens, beams, draft_lens,
                         chat, device, compile_layers,
@@ -126,7 +127,7 @@ def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_t
     m = report.meta
     click.echo(f"{counted(m['num_prompts'], 'prompt')}, up to {m['max_new_tokens']} new tokens, greedy, batch 1, "
                f"{m['dtype']} on {m['device']} ({counted(m['torch_threads'], 'thread')}); transformers and the runtime "
-               f"agree on {report.hf_matches_no_draft}/{counted(m['num_prompts'], 'prompt')}")
+               f"agree on {report.hf_matches_no_draft}/{counted(m['num_prompts'], 'prompt')}{baseline_note(report)}")
     click.echo(format_table(report))
     best = report.best
     click.echo(f"best: W={best.num_beams} L={best.draft_len}: {best.run.mean_tokens_per_step:.2f} tokens/step, "
