@@ -62,6 +62,16 @@ from .serve_reasoning import REASONING_PARSERS, Thinking, opened_by, parse_reaso
 from .serve_tools import TOOL_PARSERS, finish_reason, parse_answer
 
 
+def serve_max_output_len(cfg, max_output_len: int, given: bool) -> int:
+    """serve --max-output-len: a value given (typed, or a preset's) is checked; the default (512) is cut to what the
+    model's positions leave after a one-token prompt where they are fewer (a 512-position model refused to start
+    without the flag). cfg: the checkpoint's RuntimeConfig."""
+    if not given:
+        return min(max_output_len, cfg.max_positions - 1)
+    check_max_output_len(cfg, max_output_len)
+    return max_output_len
+
+
 def check_max_output_len(cfg, max_output_len: int) -> None:
     """cfg: the checkpoint's RuntimeConfig."""
     if max_output_len >= cfg.max_positions:

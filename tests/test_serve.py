@@ -1196,3 +1196,30 @@ def test_a_prompt_near_the_context_joining_a_longer_batch_is_no_warning(tmp_path
         backend.stop()
     assert 510 in sizes and len(choice.ids) == 2  # it joined the running batch, and got its 2 tokens
     assert "emits at most" not in caplog.text, caplog.text
+
+
+def test_cli_the_default_max_output_len_fits_a_model_of_few_positions(tmp_path, monkeypatch):
+    """A walkthrough on a tiny model of 512 positions: `serve --checkpoint-dir CKPT --tokenizer-dir BASE` refused to
+    start (`--max-output-len 512 leaves no room for a prompt`) though no --max-output-len was given. The default is
+    512 or, where fewer, what the positions leave after a one-token prompt; a value given is still checked."""
+    from redrafter_trt import serve_http
+    from redrafter_trt.errors import ConfigError
+    from redrafter_trt.runtime import open_checkpoint
+    from redrafter_trt.serve_app import serve_max_output_len
+    from test_train_data import make_tokenizer
+    from tinymodels import make_drafter, make_hf
+
+    base = make_hf(tmp_path / "base", "llama", vocab_size=100)  # max_position_embeddings 512
+    make_tokenizer(base)
+    ckpt = checkpoint(base, make_drafter(tmp_path / "drafter", base), 1)
+    cfg = open_checkpoint(ckpt).config
+    assert cfg.max_positions == 512 and serve_max_output_len(cfg, 512, given=False) == 511
+    assert serve_max_output_len(cfg, 64, given=False) == serve_max_output_len(cfg, 64, given=True) == 64
+    with pytest.raises(ConfigError, match="leaves no room for a prompt"):
+        serve_max_output_len(cfg, 512, given=True)
+
+    def bound(*args, **kwargs):
+        raise ConfigError("reached the port")
+    monkeypatch.setattr(serve_http, "make_server", bound)
+    res = CliRunner().invoke(main, ["serve", "--checkpoint-dir", str(ckpt), "--tokenizer-dir", str(base)])
+    assert res.exit_code == 2 and "reached the port" in res.output, res.output

@@ -69,7 +69,8 @@ def _refuse_engine_template_kwargs(ctx: click.Context, kwargs: dict) -> None:
               help="0 picks a free port (--checkpoint-dir only: trtllm-serve needs one above 0).")
 @click.option("--model-name", help="The model id clients send and /v1/models lists (default: the folder's name).")
 @click.option("--max-output-len", default=512, show_default=True, type=click.IntRange(min=1),
-              help="Reference server: the largest max_tokens a request may ask for, and the default.")
+              help="Reference server: the largest max_tokens a request may ask for, and the default (left out: at "
+                   "most the model's positions less one).")
 @click.option("--max-batch-size", default=8, show_default=True, type=click.IntRange(min=1),
               help="Reference server: prompts decoding at once; greedy requests join the running batch between "
                    "steps (in-flight batching), a sampled request goes alone.")
@@ -125,14 +126,15 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
     if dry_run:
         raise ConfigError("--dry-run prints the trtllm-serve command of an --engine-dir: leave it out here")
     from ..runtime import check_compile, open_checkpoint
-    from ..serve_app import App, check_max_output_len
+    from ..serve_app import App, serve_max_output_len
     from ..serve_backend import ReferenceBackend
     from ..serve_http import drain, make_server
 
     checkpoint_dir = open_checkpoint(checkpoint_dir)  # inspected once: the backend and its ranks take it checked
     cfg = checkpoint_dir.config
     check_compile(cfg, compile_layers, device)
-    check_max_output_len(cfg, max_output_len)
+    default = click.get_current_context().get_parameter_source("max_output_len") == click.core.ParameterSource.DEFAULT
+    max_output_len = serve_max_output_len(cfg, max_output_len, given=not default)
     # the port first (as vLLM binds its socket before building the engine): a taken port is one line at once, not
     # after minutes of loading and compiling; connections made meanwhile wait in the backlog
     server = make_server(None, host, port)
