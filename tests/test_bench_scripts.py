@@ -614,6 +614,7 @@ def test_bench_serve_reports_the_threads_a_tp_checkpoints_ranks_run(tiny_llama, 
     # rank 0 (this process) joins with 4 // 2 threads, not --threads 1: the 4 CPUs it may use, not the host's 64
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # a thread count asked for would cap the share (tp.py)
     before = torch.get_num_threads()
     try:
         result = CliRunner().invoke(script("bench_serve").main, [

@@ -293,7 +293,25 @@ def test_ranks_share_the_cpus_this_process_may_use(monkeypatch):
 
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # no thread count asked for (below)
     assert [rank_threads(n) for n in (1, 2, 3, 8)] == [4, 2, 1, 1]
+
+
+def test_ranks_keep_to_the_threads_omp_num_threads_asks(monkeypatch):
+    """A walkthrough: README has a shared machine run with OMP_NUM_THREADS=1, yet each tp rank took its share of the
+    CPUs whatever it said (torch.set_num_threads overrides the variable): on 16 free-looking CPUs two ranks ran 8
+    threads each beside the other users' jobs. A thread count the variable asks for is kept, within the share."""
+    import os
+
+    from redrafter_trt.runtime.tp import rank_threads
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    for value, want in (("1", [1, 1, 1]), ("4", [4, 4, 4]), ("12", [12, 8, 4]), ("", [16, 8, 4]), ("x", [16, 8, 4]),
+                        ("0", [16, 8, 4])):
+        monkeypatch.setenv("OMP_NUM_THREADS", value)
+        assert [rank_threads(n) for n in (1, 2, 4)] == want, value
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert [rank_threads(n) for n in (1, 2, 4)] == [16, 8, 4]
 
 
 def test_a_callback_raising_on_rank0_ends_the_generation_on_every_rank(tiny_llama, tiny_drafter, tmp_path):

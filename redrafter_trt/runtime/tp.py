@@ -108,8 +108,11 @@ def usable_cpus() -> int:
 
 
 def rank_threads(tp_size: int) -> int:
-    """The intra-op threads each of tp_size local ranks takes as it joins: a fair share of the CPUs it may use."""
-    return max(1, usable_cpus() // tp_size)
+    """The intra-op threads each of tp_size local ranks takes as it joins: a fair share of the CPUs it may use, or
+    fewer where OMP_NUM_THREADS asks for fewer (torch's own default keeps to it; set_num_threads would not)."""
+    share = max(1, usable_cpus() // tp_size)
+    asked = os.environ.get("OMP_NUM_THREADS", "")
+    return min(share, int(asked)) if asked.isdigit() and int(asked) > 0 else share
 
 
 def join(tp_rank: int, tp_size: int, port: int, device: str, store: dist.Store | None = None) -> TPGroup:
