@@ -226,3 +226,18 @@ def test_ctrl_c_in_a_local_ranks_call_ends_the_followers(tiny_llama, tiny_drafte
     assert lines[1:3] == ["interrupted", "PeerError the other tp ranks were ended: KeyboardInterrupt in the middle "
                           "of generate on rank 0; load the checkpoint again (a new LocalRanks) to go on"], out + err
     assert proc.returncode == 0 and not any(_alive(int(pid)) for pid in lines[0].split()), out + err
+
+
+def test_ctrl_c_while_serve_starts_its_followers_prints_no_traceback(run_args):
+    """A walkthrough: Ctrl-C while `serve` on a tp=2 checkpoint started its follower printed the follower's
+    KeyboardInterrupt traceback (from its `import torch`, as the ranks of `run` once did): serve starts its ranks in
+    the scheduler thread, where no SIGINT handler can be set for them to inherit, so they ignore it from their first
+    line instead. The server says `interrupted`, exit code 130, and no rank is left."""
+    ckpt, tokenizer = run_args[run_args.index("--checkpoint-dir") + 1], run_args[run_args.index("--tokenizer-dir") + 1]
+    proc = _start([sys.executable, "-m", "redrafter_trt", "serve", "--checkpoint-dir", ckpt, "--tokenizer-dir",
+                   tokenizer, "--port", "0"])
+    ranks = _wait_for(lambda: len(r := _ranks(proc.pid)) == 1 and r, 60, "the follower")
+    time.sleep(0.3)  # the follower is importing torch (seconds)
+    os.killpg(proc.pid, signal.SIGINT)
+    code, err = _finish(proc, ranks)
+    assert (code, err.strip()) == (130, "interrupted"), err[-3000:]

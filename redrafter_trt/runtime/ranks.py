@@ -24,6 +24,7 @@ import atexit
 import logging
 import multiprocessing as mp
 import os
+import pickle
 import shutil
 import signal
 import tempfile
@@ -35,6 +36,7 @@ from pathlib import Path
 import torch.distributed as dist
 
 from ..errors import PeerError, RedrafterError, first_line
+from ..sigint_free import run_ignoring_sigint
 from .decode import GenerationResult
 from .folder import Checkpoint, open_checkpoint
 from .tp import die_with_parent, first_error, join, keep_result, meeting_store, rank_device, require_gpus
@@ -145,8 +147,11 @@ class LocalRanks:
         try:
             for rank in range(1, size):
                 mine, theirs = ctx.Pipe()
-                proc = ctx.Process(target=_follow, args=(rank, size, port, checkpoint_dir, device, dtype, theirs,
-                                                         result_path, os.getpid()),
+                # started from the scheduler thread, where no SIGINT handler can be set for it to inherit: it
+                # ignores SIGINT from its first line, before unpickling its work imports torch
+                work = pickle.dumps((_follow, (rank, size, port, checkpoint_dir, device, dtype)))
+                proc = ctx.Process(target=run_ignoring_sigint, args=(work,),
+                                   kwargs={"conn": theirs, "result_path": result_path, "parent": os.getpid()},
                                    daemon=True, name=f"redrafter-tp-rank{rank}")
                 proc.start()
                 theirs.close()
