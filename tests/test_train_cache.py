@@ -135,14 +135,47 @@ def test_train_says_where_the_cache_is_and_removes_an_earlier_bases_entries(tmp_
 def test_a_file_system_without_locks_trains_and_prunes_nothing(tmp_path, monkeypatch):
     """flock fails with an OSError on some file systems (FUSE mounts): the run must not fail for the lock, and as
     nothing then says whether a run is using an id's entries, they are kept."""
-    from redrafter_trt.train import cache
+    from redrafter_trt import locks
 
     def no_locks(fd, op):
         raise OSError(95, "Operation not supported")
 
     base, store = _base(tmp_path / "base"), tmp_path / "cache"
-    monkeypatch.setattr(cache.fcntl, "flock", no_locks)
+    monkeypatch.setattr(locks.fcntl, "flock", no_locks)
     old = _entries(store, base, "old")
     _change(base)
     prune_superseded(store, base)
+    assert all(p.exists() for p in old)
+
+
+def test_a_python_without_fcntl_trains_and_prunes_nothing(tmp_path):
+    """Windows has no fcntl: `import redrafter_trt.train` failed there, so `train` was a traceback and the quickstart
+    silently used an untrained drafter ("drafter training is unavailable"). Every lock then fails as on a file system
+    without locks: runs go on, and nothing is pruned or swept while whether a run is using it is unknown."""
+    import subprocess
+    import sys
+
+    base, store = _base(tmp_path / "base"), tmp_path / "cache"
+    old = _entries(store, base, "old")
+    _change(base)
+    script = f"""
+import sys
+sys.modules["fcntl"] = None  # as on Windows: `import fcntl` raises ImportError
+from pathlib import Path
+from redrafter_trt.quickstart import training_api
+from redrafter_trt.train import chunks
+from redrafter_trt.train.cache import prune_superseded, using
+from redrafter_trt.train.dataset import base_id
+assert training_api() is not None
+base, store = Path({str(base)!r}), Path({str(store)!r})
+with using(store, base, base_id(base)):
+    prune_superseded(store, base)
+folder = store / "hidden-x"
+with chunks.writing_into(folder):
+    (folder / ".a.partial-999999999-0").write_text("a killed run's")
+chunks.sweep_idle(folder)
+assert (folder / ".a.partial-999999999-0").exists()
+"""
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
     assert all(p.exists() for p in old)

@@ -14,13 +14,13 @@ folders removes the id's entries once its own drafter is written, unless a run h
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import shutil
 from pathlib import Path
 from typing import Iterator
 
+from ..locks import lock_shared, try_lock_exclusive
 from ..output import disk_size
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def using(cache_dir: Path, base: Path, ident: str) -> Iterator[None]:
     fd = _lock(cache_dir, ident)
     try:
         with contextlib.suppress(OSError):  # a file system without locks (some FUSE mounts): no prune can take it
-            fcntl.flock(fd, fcntl.LOCK_SH)
+            lock_shared(fd)
         path = str(base.resolve())
         listing = Path(cache_dir) / REGISTRY / f"{ident}.txt"
         if path not in _listed(listing):  # one write() on O_APPEND: concurrent runs' lines never interleave
@@ -97,7 +97,7 @@ def prune_superseded(cache_dir: Path, base: Path) -> None:
         fd = _lock(cache_dir, ident)
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                try_lock_exclusive(fd)
             except OSError:  # held (BlockingIOError), or a file system without locks: whether in use is unknown
                 log.info("kept the cached answers and hidden states of an earlier version of %s: a run may be using "
                          "them", base)

@@ -14,7 +14,6 @@ where no run on any host writes.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import platform
@@ -25,6 +24,7 @@ import torch
 
 from ..errors import CorruptFileError, TensorError
 from ..io import all_finite, read_safetensors_and_metadata, write_safetensors_stable
+from ..locks import lock_shared, try_lock_exclusive
 from ..output import atomic_file, sweep_partials
 from .config import cpu_has_native_bf16
 
@@ -150,7 +150,7 @@ def writing_into(folder: Path) -> Iterator[None]:
     try:  # the descriptor closed on an interrupt while waiting for the lock too
         with contextlib.suppress(OSError):  # another user's lock file, read-only to us: nothing held
             fd = _lock(folder)
-            fcntl.flock(fd, fcntl.LOCK_SH)  # a file system without locks: no sweep can take it (`sweep_idle`)
+            lock_shared(fd)  # a file system without locks: no sweep can take it (`sweep_idle`)
         yield
     finally:
         if fd is not None:
@@ -165,7 +165,7 @@ def sweep_idle(folder: Path, also: Callable[[Path], None] | None = None) -> None
     except OSError:
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try_lock_exclusive(fd)
     except OSError:  # held (BlockingIOError), or a file system without locks: whether in use is unknown
         return
     else:
