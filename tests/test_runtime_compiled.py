@@ -73,3 +73,17 @@ def test_check_compile_follows_the_dtype_the_runtime_loads_in(tiny_llama, tiny_d
     rt.check_compile(cfg, False, "cuda")  # nothing to check without --compile
     with pytest.raises(ConfigError, match="cuda.*drop --compile"):
         rt.check_compile(cfg, True, "cuda", "float32")
+
+
+def test_compile_without_a_cpp_compiler_is_one_line(tiny_llama, tiny_drafter, monkeypatch):
+    """TorchInductor generates C++: on a laptop without a compiler (a Mac without Xcode's command line tools, Windows
+    without MSVC) --compile was a 30-line InductorError traceback after the weights were read. It is refused first."""
+    import torch._inductor.config as inductor_config
+
+    monkeypatch.setattr(inductor_config.cpp, "cxx", ("/nonexistent/c++",))
+    ckpt = checkpoint(tiny_llama, tiny_drafter, 1)
+    with pytest.raises(ConfigError, match=r"--compile needs a C\+\+ compiler.*/nonexistent/c\+\+.*drop --compile"):
+        rt.check_compile(rt.RuntimeConfig.from_dir(ckpt), True)
+    with pytest.raises(ConfigError, match=r"C\+\+ compiler.*drop --compile"):
+        rt.load(ckpt, compile=True)
+    rt.check_compile(rt.RuntimeConfig.from_dir(ckpt), False)  # nothing to check without --compile

@@ -42,6 +42,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError, cuda_index_past
+from .compiled import check_cxx_compiler
 from .config import DTYPES, RuntimeConfig
 from .decode import MAX_TOP_LOGPROBS, GenerationResult, TokenLogprob, decode, token_logprobs
 from .drafter import CheckpointDrafter
@@ -130,6 +131,8 @@ def check_compile(cfg: RuntimeConfig, compile: bool, device: str = "cpu", dtype:
     if compile and (cfg.tp_size > 1 or not device.startswith("cpu") or dtype != "float32"):
         raise ConfigError(f"--compile runs the layers of a tp=1 float32 checkpoint on one CPU (here tp={cfg.tp_size}, "
                           f"{dtype}, {device}): drop --compile")
+    if compile:
+        check_cxx_compiler()
 
 
 def check_draft_shape(cfg: RuntimeConfig, num_beams: int | None, draft_len: int | None, use_draft: bool) -> tuple[int, int]:

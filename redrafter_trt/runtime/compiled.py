@@ -27,6 +27,7 @@ import torch._inductor.config as inductor_config
 import torch.fx.experimental._config
 import torch.nn.functional as F
 
+from ..errors import ConfigError
 from .layer import decoder_layer, rms_norm
 from .tp import SINGLE
 
@@ -102,10 +103,28 @@ class LayerStack(torch.nn.Module):
         return rms_norm(x, self.ln_f, self.eps)
 
 
+def check_cxx_compiler() -> None:
+    """Refuse a machine where TorchInductor finds no working C++ compiler (it generates C++ for the CPU: a Mac without
+    Xcode's command line tools, Windows without MSVC), before minutes of tracing end in its long traceback. A torch
+    without inductor's `get_cpp_compiler` is not checked."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+        from torch._inductor.exc import InvalidCxxCompiler
+    except ImportError:
+        return
+    try:
+        get_cpp_compiler()
+    except InvalidCxxCompiler as e:
+        raise ConfigError(f"--compile needs a C++ compiler for TorchInductor and none works here ({e}): install one "
+                          f"(g++ or clang++; Xcode's command line tools on macOS, MSVC on Windows) or name it in CXX, "
+                          f"or drop --compile") from None
+
+
 def compile_stack(stack: LayerStack):
     """torch.compile with frozen weights and GEMM autotuning; every dimension dynamic but size 1 (dynamo keeps a
     size-1 dimension apart), so a batch of one compiles twice, for one token and for more (`BaseModel.compile_now`
     does both at load), and a batch of several twice again (`compile_now(B)`, or on first use)."""
+    check_cxx_compiler()
     log.info("compiling the base's layers with TorchInductor (minutes)")
     compiled = torch.compile(stack.eval(), dynamic=True)
 
