@@ -45,6 +45,16 @@ def _byte_count(header: str) -> bool:
     return header.isascii() and header.isdigit()
 
 
+def _readable(sock: socket.socket) -> bool:
+    """Whether `sock` has bytes to read, or its peer's end closed, now. poll where there is one: any descriptor number
+    (select stops at 1024 open files); select on Windows, which has no poll (its select takes any socket)."""
+    if not hasattr(select, "poll"):
+        return bool(select.select([sock], [], [], 0)[0])
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
+
+
 class Handler(BaseHTTPRequestHandler):
     server_version = f"redrafter-trt/{__version__}"
     protocol_version = "HTTP/1.1"
@@ -153,10 +163,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _client_alive(self) -> bool:
         """False once the client has closed its end of the connection (it gave up waiting for its answer)."""
-        try:  # poll, not select: any descriptor number (select stops at 1024 open files)
-            poller = select.poll()
-            poller.register(self.connection, select.POLLIN)
-            return not poller.poll(0) or self.connection.recv(1, socket.MSG_PEEK) != b""
+        try:
+            return not _readable(self.connection) or self.connection.recv(1, socket.MSG_PEEK) != b""
         except OSError:
             return False
 
