@@ -98,6 +98,24 @@ def named_path(path: Path | str) -> Path:
     return path.resolve() if path.name in ("", ".", "..") else path.parent.resolve() / path.name
 
 
+def is_within(path: Path | str, folder: Path | str) -> bool:
+    """Whether `path` is `folder` or lies inside it: by resolved names, and by identity (device and inode) where they
+    exist, as two names of one folder resolve to neither (`Drafter` and `drafter` on a case-insensitive file system,
+    macOS's or Windows' default; a bind mount)."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    if path == folder or folder in path.parents:
+        return True
+    try:
+        key = folder.stat()
+    except OSError:
+        return False
+    for p in (path, *path.parents):
+        with contextlib.suppress(OSError):
+            if os.path.samestat(p.stat(), key):
+                return True
+    return False
+
+
 def check_output_folder(dest: Path, force: bool, inputs: Iterable[Path | str] = (), option: str = "--output") -> None:
     """Refuse, before any work, an output folder that cannot be (re)written: an existing one without --force, a
     file, one that is or holds an input (replacing it would delete the input), one inside an input folder (a drafter
@@ -110,16 +128,15 @@ def check_output_folder(dest: Path, force: bool, inputs: Iterable[Path | str] = 
     target = dest.resolve()
     for item in inputs:
         source = Path(item).resolve()
-        if source == target or target in source.parents:
+        if is_within(source, target):
             raise ConfigError(f"{option} {dest} is (or holds) the input {item}: replacing it would delete the input, "
                               f"choose another {option}")
-        if source.is_dir() and source in target.parents:
+        if source.is_dir() and is_within(target, source):
             raise ConfigError(f"{option} {dest} is inside the input folder {item}: the output would sit among the "
                               f"files it is made from; choose an {option} outside {item}")
     if dest.exists() and not force:
         raise ConfigError(f"output folder {dest} already exists: pass --force to replace it, or choose another {option}")
-    here = Path.cwd().resolve()
-    if dest.exists() and (here == target or target in here.parents):
+    if dest.exists() and is_within(Path.cwd(), target):
         raise ConfigError(f"{option} {dest} is (or holds) the current folder: replacing it would leave this shell in a "
                           f"deleted folder; run from elsewhere, or choose another {option}")
     foreign = dest.exists() and foreign_entry(dest)

@@ -54,6 +54,39 @@ def test_force_never_replaces_an_input(parts, which):
     assert files(target) == before
 
 
+@pytest.fixture()
+def second_name(tmp_path):
+    """tmp_path/b: a second name of folder tmp_path/a (a bind mount), as `Drafter` names `drafter` on a case-insensitive
+    file system (macOS's APFS, Windows' NTFS) though neither name resolves to the other."""
+    import subprocess
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    if subprocess.run(["mount", "--bind", tmp_path / "a", tmp_path / "b"], capture_output=True).returncode:
+        pytest.skip("no bind mounts here (needs root)")
+    yield tmp_path / "a", tmp_path / "b"
+    subprocess.run(["umount", tmp_path / "b"], check=True)
+
+
+def test_an_input_under_another_name_is_never_replaced(parts, second_name):
+    """Inputs were compared with the output by name: `--output ./Drafter --force` replaced (deleted) the input
+    ./drafter on a Mac. They are compared by identity too."""
+    here, alias = second_name
+    base, drafter = (shutil.move(p, here / p.name) for p in parts)
+    before = files(drafter)
+    for output, needle in ((alias / "drafter", "would delete the input"), (alias, "is (or holds) the input"),
+                           (alias / "drafter" / "ck", "is inside the input folder")):
+        assert_one_line_error(run_cli("convert", "--base", base, "--drafter", drafter, "--output", output, "--force"),
+                              needle)
+    assert files(drafter) == before
+    from redrafter_trt.cli.params import check_output_file
+
+    for output, needle in ((alias / "drafter" / "config.json", "is the input"), (alias / "drafter" / "x.json",
+                                                                                  "is inside the input")):
+        with pytest.raises(ConfigError, match=needle):
+            check_output_file(output, [drafter / "config.json", drafter], "--output-json")
+
+
 def test_an_output_inside_an_input_folder_is_refused(parts, tmp_path):
     """init-drafter wrote a drafter inside its base's folder, convert a checkpoint inside the base's or the drafter's,
     train a drafter inside its base's: each output sat among the files it was made from."""

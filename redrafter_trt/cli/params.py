@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from ..errors import ConfigError
+from ..output import is_within
 
 
 class Command(click.Command):
@@ -133,10 +134,9 @@ def check_output_file(path: Path | None, inputs: list, option: str) -> None:
     """Refuse an output file that is an input or lies inside an input folder (it would overwrite what is read)."""
     if path is None:
         return
-    target = Path(path).resolve()
     for item in inputs:
-        if item is not None and (Path(item).resolve() == target or Path(item).resolve() in target.parents):
-            where = "is the input" if Path(item).resolve() == target else "is inside the input"
+        if item is not None and is_within(path, item):
+            where = "is the input" if is_within(item, path) else "is inside the input"
             raise ConfigError(f"{option} {path} {where} {item}: write it elsewhere")
 
 
