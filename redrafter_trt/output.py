@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import tempfile
 import uuid
 from pathlib import Path
@@ -296,6 +297,10 @@ def disk_size(path: Path) -> int:
 
 
 def _alive(pid: int) -> bool:
+    """Whether process `pid` runs on this host, asked with signal 0; where signal 0 is Ctrl-C (Windows' CTRL_C_EVENT:
+    os.kill would interrupt the console's programs, this one included) nothing is asked and it counts as running."""
+    if getattr(signal, "CTRL_C_EVENT", None) == 0:
+        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -359,3 +359,22 @@ def test_a_file_that_does_not_fit_on_the_disk_is_named(tmp_path, small_file_limi
         write_text_atomic(path, "x" * (128 << 10))
     assert raised.value.filename == str(path) and raised.value.strerror == "File too large"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_where_signal_0_is_ctrl_c_no_process_is_probed(tmp_path, monkeypatch):
+    """On Windows signal 0 is CTRL_C_EVENT: os.kill(pid, 0), asking whether a killed run's process still runs, sent
+    Ctrl-C to the console, interrupting the run sweeping its partials (and the shell's other programs). There no
+    process is asked: every one counts as running, so the partials stay (to delete by hand)."""
+    import signal
+
+    from redrafter_trt.output import sweep_partials
+
+    def ctrl_c(pid, sig):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(signal, "CTRL_C_EVENT", 0, raising=False)
+    monkeypatch.setattr(os, "kill", ctrl_c)
+    stale = tmp_path / ".ck.partial-999999999-abcd1234"
+    stale.mkdir()
+    sweep_partials(tmp_path, "ck")
+    assert stale.exists()
