@@ -378,3 +378,33 @@ def test_too_few_gpus_for_the_tp_size_are_counted(monkeypatch, gpus, visible):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
     with pytest.raises(ConfigError, match=f"^ck is a tp=4 checkpoint {visible}: run on 4 GPUs"):
         require_gpus("cuda", 4, "ck")
+
+
+def test_the_launchers_os_calls_degrade_where_windows_lacks_them(monkeypatch, capfd):
+    """Windows has no signal.pthread_sigmask, and its ctypes cannot open the process itself (CDLL(None) raises
+    TypeError): starting the ranks raised AttributeError, and every rank TypeError. Without them a Ctrl-C while the
+    ranks start is not held, gloo's printf is not flushed first and no rank dies with its parent."""
+    import ctypes
+    import os
+    import signal
+
+    from redrafter_trt.runtime.tp import children_ignore_sigint, die_with_parent, quiet_stdout
+
+    def no_self(name, *args, **kwargs):
+        if name is None:
+            raise TypeError("argument of type 'NoneType' is not iterable")
+        return real(name, *args, **kwargs)
+
+    real = ctypes.CDLL
+    monkeypatch.setattr(ctypes, "CDLL", no_self)
+    for name in ("pthread_sigmask", "SIG_BLOCK", "SIG_UNBLOCK"):
+        monkeypatch.delattr(signal, name)
+    die_with_parent(os.getppid())  # returns: not Linux
+    with quiet_stdout():
+        os.write(1, b"[Gloo] Rank 0 is connected\n")
+    os.write(1, b"answer\n")
+    assert capfd.readouterr() == ("answer\n", "[Gloo] Rank 0 is connected\n")
+    handler = signal.getsignal(signal.SIGINT)
+    with children_ignore_sigint():
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    assert signal.getsignal(signal.SIGINT) is handler

@@ -83,18 +83,28 @@ def meeting_store() -> dist.TCPStore:
 def quiet_stdout():
     """The process's stdout (file descriptor 1) goes to stderr meanwhile. The gloo of torch 2.8 and 2.9 (TensorRT-LLM
     1.2 pins 2.9) prints "[Gloo] Rank r is connected to n peer ranks..." to stdout as a group connects, which C's
-    buffer then wrote into the answers `run` prints, or into `--output-json -`."""
-    libc = ctypes.CDLL(None)
+    buffer then wrote into the answers `run` prints, or into `--output-json -`. C's buffers are flushed where ctypes
+    can open the process itself (not on Windows)."""
+    flush_c = getattr(_own_process(), "fflush", lambda _: None)
     sys.stdout.flush()
-    libc.fflush(None)
+    flush_c(None)
     saved = os.dup(1)
     os.dup2(2, 1)
     try:
         yield
     finally:
-        libc.fflush(None)
+        flush_c(None)
         os.dup2(saved, 1)
         os.close(saved)
+
+
+def _own_process() -> ctypes.CDLL | None:
+    """This process's C symbols (libc's among them), or None where ctypes cannot open the process itself (Windows:
+    TypeError)."""
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except (OSError, TypeError):
+        return None
 
 
 def usable_cpus() -> int:
@@ -146,7 +156,7 @@ def die_with_parent(parent: int) -> None:
     (a kill -9 too), rather than run on, holding its memory or GPU, for a parent that will never read its answer;
     elsewhere it ends when its pipe or collective does. A parent already gone: exits now."""
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        _own_process().prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):  # not Linux
         return
     if os.getppid() != parent:  # it died before the prctl: no signal will come
@@ -161,16 +171,18 @@ def children_ignore_sigint():
     thread blocks SIGINT meanwhile, so that a Ctrl-C it takes is held for it; one the process's other threads take
     (the TCPStore's, torch's) is dropped, being ignored: a Ctrl-C in the milliseconds of starting the ranks is lost
     (press it again). Main thread only (the only one that may set a handler) with a handler set from Python; elsewhere
-    nothing changes."""
+    nothing changes. Where signals cannot be blocked (Windows: no pthread_sigmask) a Ctrl-C meanwhile is lost too."""
     previous = signal.getsignal(signal.SIGINT)
     if threading.current_thread() is not threading.main_thread() or previous is None:
         yield
         return
     # each call below may raise a KeyboardInterrupt that came meanwhile (Python checks for signals as it returns):
     # whatever was changed by then is restored
-    was_blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    blockable = hasattr(signal, "pthread_sigmask")
+    was_blocked = not blockable or signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
     try:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        if blockable:
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         yield
     finally:
