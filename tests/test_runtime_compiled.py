@@ -87,3 +87,22 @@ def test_compile_without_a_cpp_compiler_is_one_line(tiny_llama, tiny_drafter, mo
     with pytest.raises(ConfigError, match=r"C\+\+ compiler.*drop --compile"):
         rt.load(ckpt, compile=True)
     rt.check_compile(rt.RuntimeConfig.from_dir(ckpt), False)  # nothing to check without --compile
+
+
+def test_a_cpp_compiler_that_cannot_build_inductors_code_is_one_line(tiny_llama, tiny_drafter, monkeypatch, tmp_path):
+    """A compiler that is there but cannot build inductor's OpenMP code (macOS's clang without Homebrew's libomp:
+    'omp.h' file not found) was 40 lines of autotuning errors and an InductorError traceback; it is one line naming
+    the compiler's own error."""
+    import stat
+
+    import torch._inductor.config as inductor_config
+
+    cxx = tmp_path / "c++"  # answers --version as the real one, fails every build
+    cxx.write_text('#!/bin/sh\ncase " $* " in *" --version "*|*" -v "*|*" -dumpversion "*|*" -E "*) exec c++ "$@";; '
+                   "esac\necho \"fatal error: 'omp.h' file not found\" >&2\nexit 1\n")
+    cxx.chmod(cxx.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setattr(inductor_config.cpp, "cxx", (str(cxx),))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    with pytest.raises(ConfigError, match=r"TorchInductor could not compile the base's layers \(.*'omp.h' file not "
+                                          r"found\).*brew install libomp.*drop --compile"):
+        rt.load(checkpoint(tiny_llama, tiny_drafter, 1), compile=True)

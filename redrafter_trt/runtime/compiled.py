@@ -26,6 +26,7 @@ import torch
 import torch._inductor.config as inductor_config
 import torch.fx.experimental._config
 import torch.nn.functional as F
+from torch._dynamo.exc import BackendCompilerFailed
 
 from ..errors import ConfigError
 from .layer import decoder_layer, rms_norm
@@ -133,5 +134,18 @@ def compile_stack(stack: LayerStack):
         # no "duck sizing": sizes that happen to be equal when a kind compiles (a prompt's tokens and the cache
         # slots it fills) must not become a guard that compiles the kind again for every other forward
         with inductor_config.patch(INDUCTOR_OPTIONS), torch.fx.experimental._config.patch(use_duck_shape=False):
-            return compiled(*args)
+            try:
+                return compiled(*args)
+            except BackendCompilerFailed as e:  # --debug shows inductor's own traceback (the cause)
+                raise ConfigError(f"TorchInductor could not compile the base's layers ({_reason(e)}): its C++ "
+                                  f"compiler must build OpenMP code (on macOS: brew install libomp), or drop "
+                                  f"--compile") from e
     return run
+
+
+def _reason(e: Exception) -> str:
+    """Inductor's error in one line: its first line, and the first line after it naming an error (the compiler's own,
+    as `fatal error: 'omp.h' file not found`)."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+    detail = next((line for line in lines[1:] if "error" in line.lower()), None)
+    return f"{lines[0]}: {detail}" if detail else lines[0]
