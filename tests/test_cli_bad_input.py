@@ -1119,3 +1119,18 @@ def test_a_checkpoint_or_model_passed_as_engine_names_what_it_is(ckpt, tiny_llam
     args = ["run", "--input-text", "hi", "--engine-dir", tiny_llama, "--tokenizer-dir", tiny_llama]
     assert_one_line_error(run_cli(*args), f"{tiny_llama} holds a Hugging Face model, not an engine",
                           "redrafter-trt convert")
+
+
+def test_output_the_terminals_encoding_cannot_write_is_written_as_utf8(tiny_llama, tmp_path):
+    """Windows writes a redirected stdout in its ANSI code page (cp1252): an emoji or a CJK character in an answer or a
+    path (`run ... > answers.txt`) was a UnicodeEncodeError traceback after the work was done. Such a stdout writes
+    UTF-8, as Python's UTF-8 mode would."""
+    import subprocess
+    import sys
+
+    dest = tmp_path / "drafter \U0001f600 \u4f60\u597d"
+    env = {**os.environ, "PYTHONIOENCODING": "cp1252"}
+    res = subprocess.run([sys.executable, "-m", "redrafter_trt", "init-drafter", "--base", str(tiny_llama), "--output",
+                          str(dest)], capture_output=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr.decode(errors="replace")[-2000:]
+    assert str(dest) in res.stdout.decode("utf-8")

@@ -44,6 +44,15 @@ TORCHRUN_COMMANDS = ("train", "inspect", "doctor")
 NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
 
 
+def utf8_stdout() -> None:
+    """stdout in UTF-8 where its encoding cannot write every character: Windows writes a redirected stdout in its ANSI
+    code page (cp1252), where an emoji or a CJK character in an answer or a path (`run ... > answers.txt`) was a
+    UnicodeEncodeError traceback after the work was done. Python's UTF-8 mode (PYTHONUTF8=1) does the same."""
+    encoding = (getattr(sys.stdout, "encoding", None) or "").lower().replace("-", "").replace("_", "")
+    if encoding not in ("utf8", "utf16", "utf32") and hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(encoding="utf-8")
+
+
 class OneLineErrors:
     """The command-line's error handling: bad input (a `RedrafterError`, a bad option or value, an OS error) is one
     line on stderr and exit code 2. Shared by the `redrafter-trt` group and the scripts' commands (`Script`)."""
@@ -54,6 +63,7 @@ class OneLineErrors:
         """click's own entry point, with a bad top-level option as one line too (click prints a usage block)."""
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
+        utf8_stdout()
         try:
             code = super().main(*args, standalone_mode=False, **kwargs)  # ctx.exit(n) comes back as n
         except NO_ARGS_IS_HELP as e:  # no command at all: the help, as click shows it
