@@ -1134,3 +1134,18 @@ def test_output_the_terminals_encoding_cannot_write_is_written_as_utf8(tiny_llam
                           str(dest)], capture_output=True, env=env, timeout=120)
     assert res.returncode == 0, res.stderr.decode(errors="replace")[-2000:]
     assert str(dest) in res.stdout.decode("utf-8")
+
+
+@pytest.mark.parametrize("command", ["run", "serve", "convert"])
+def test_a_refused_commands_help_still_shows_under_torchrun(monkeypatch, command):
+    """A review: `run --help` in a shell where WORLD_SIZE is 2 (a torchrun rank, a job's environment) printed the
+    torchrun refusal instead of the help: the group refused the command before it read its options. --help does no
+    work, so it shows; the command itself is still refused."""
+    from redrafter_trt.errors import ConfigError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    shown = run_cli(command, "--help")
+    assert shown.exit_code == 0 and shown.output.startswith("Usage:") and "torchrun" not in shown.stderr, shown.output
+    assert_one_line_error(run_cli(command), f"`{command}`", "WORLD_SIZE 2")
+    debug = run_cli("--debug", command)  # --debug: the traceback, as for any other error
+    assert isinstance(debug.exception, ConfigError) and "WORLD_SIZE 2" in str(debug.exception), debug.output

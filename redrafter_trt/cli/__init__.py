@@ -40,6 +40,7 @@ COMMANDS = {
 # command, started once per rank, would do all of its work in each copy (run and serve start a tp checkpoint's ranks
 # themselves), printing every answer twice or writing one output folder from two processes.
 TORCHRUN_COMMANDS = ("train", "inspect", "doctor")
+HELP_ASKED = "redrafter_trt.help_asked"  # ctx.meta: the command's arguments ask for its --help (LazyGroup)
 
 NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
 
@@ -141,6 +142,14 @@ class LazyGroup(OneLineErrors, click.Group):
         module, attr = COMMANDS[name].split(":")
         return getattr(importlib.import_module(module), attr)
 
+    def resolve_command(self, ctx, args):
+        """click's, noting for `main` whether the command's own arguments ask for its --help (which `main`, run
+        before the command reads them, cannot see): a help does no work, so it shows under torchrun too."""
+        name, cmd, rest = super().resolve_command(ctx, args)
+        head = rest[: rest.index("--")] if "--" in rest else rest
+        ctx.meta[HELP_ASKED] = cmd is not None and bool(set(head) & set(cmd.get_help_option_names(ctx)))
+        return name, cmd, rest
+
 
 class Script(OneLineErrors, Command):
     """A script's command (scripts/*.py: `@click.command(cls=Script)`): bad input is one line and exit 2, as in
@@ -194,7 +203,8 @@ def _not_in_preset(e: click.UsageError) -> str:
 def main(ctx, debug, verbose):
     """Convert, check, run and build Apple ReDrafter drafters for TensorRT-LLM."""
     ctx.obj = {"debug": debug}
-    _refuse_torchrun_copies(ctx.invoked_subcommand)
+    if not ctx.meta.get(HELP_ASKED):
+        _refuse_torchrun_copies(ctx.invoked_subcommand)
     # `kill`, `docker stop`, a scheduler's preemption, torchrun stopping its ranks: stop as on Ctrl-C, so train and
     # quickstart save their training state, serve drains, and a half-written output's temporary folder is removed
     previous = signal.signal(signal.SIGTERM, _interrupt)
