@@ -179,8 +179,9 @@ def _refuse_torchrun_copies(command: str | None) -> None:
     if command in TORCHRUN_COMMANDS or not world.isdigit() or int(world) <= 1:
         return
     raise ConfigError(f"`{command}` under torchrun (WORLD_SIZE {world}) would run whole in every copy: start it once, "
-                      f"without torchrun (only `train` runs under torchrun; `run` and `serve` start a tp checkpoint's "
-                      f"ranks themselves)")
+                      f"without torchrun, or unset WORLD_SIZE where a launcher's environment left it (only `train` "
+                      f"shares its work between torchrun's copies; `run` and `serve` start a tp checkpoint's ranks "
+                      f"themselves)")
 
 
 def _interrupt(signum, frame):
