@@ -46,23 +46,31 @@ def _ranks(pid: int) -> list[int]:
     return sorted(c for c in _children(pid) if "spawn_main" in _cmdline(c))
 
 
-def _takes_sigint(pid: int) -> bool:
-    """Whether the process no longer ignores SIGINT: a rank that has started (tp._worker)."""
+def _sigint_ignored(pid: int) -> bool | None:
+    """Whether the process ignores SIGINT; None where its status cannot be read."""
     try:
         line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith("SigIgn"))
     except (OSError, StopIteration):
+        return None
+    return bool(int(line.split()[1], 16) & (1 << (signal.SIGINT - 1)))
+
+
+def _takes_sigint(pid: int) -> bool:
+    """Whether the process no longer ignores SIGINT: a rank that has started (tp._worker)."""
+    return _sigint_ignored(pid) is False
+
+
+def _torch_loaded(pid: int) -> bool:
+    """Whether the process has mapped torch's library (its `import torch` is under way or done)."""
+    try:
+        return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
         return False
-    return not int(line.split()[1], 16) & (1 << (signal.SIGINT - 1))
 
 
 def _decoding(ranks: list[int]) -> bool:
     """Whether the ranks have started (SIGINT taken) and imported torch: a tiny checkpoint then loads at once."""
-    def torch_loaded(pid):
-        try:
-            return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
-        except OSError:
-            return False
-    return all(_takes_sigint(r) and torch_loaded(r) for r in ranks)
+    return all(_takes_sigint(r) and _torch_loaded(r) for r in ranks)
 
 
 def _alive(pid: int) -> bool:
@@ -237,7 +245,9 @@ def test_ctrl_c_while_serve_starts_its_followers_prints_no_traceback(run_args):
     proc = _start([sys.executable, "-m", "redrafter_trt", "serve", "--checkpoint-dir", ckpt, "--tokenizer-dir",
                    tokenizer, "--port", "0"])
     ranks = _wait_for(lambda: len(r := _ranks(proc.pid)) == 1 and r, 60, "the follower")
-    time.sleep(0.3)  # the follower is importing torch (seconds)
+    # past Python's own start (a Ctrl-C there is no test of ours) and into its `import torch` (seconds): it ignores
+    # SIGINT from its first line, or (before that fix) has mapped torch's library
+    _wait_for(lambda: _sigint_ignored(ranks[0]) or _torch_loaded(ranks[0]), 60, "the follower to start")
     os.killpg(proc.pid, signal.SIGINT)
     code, err = _finish(proc, ranks)
     assert (code, err.strip()) == (130, "interrupted"), err[-3000:]
