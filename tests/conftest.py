@@ -63,6 +63,20 @@ def small_file_limit():
     resource.setrlimit(resource.RLIMIT_FSIZE, limits)
 
 
+@pytest.fixture()
+def second_name(tmp_path):
+    """tmp_path/b: a second name of folder tmp_path/a (a bind mount), as `Drafter` names `drafter` on a case-insensitive
+    file system (macOS's APFS, Windows' NTFS) though neither name resolves to the other."""
+    import subprocess
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    if subprocess.run(["mount", "--bind", tmp_path / "a", tmp_path / "b"], capture_output=True).returncode:
+        pytest.skip("no bind mounts here (needs root)")
+    yield tmp_path / "a", tmp_path / "b"
+    subprocess.run(["umount", tmp_path / "b"], check=True)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _release_checkpoints():
     """After each module, delete the checkpoints and drafters `test_runtime_support` built for it."""

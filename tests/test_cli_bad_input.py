@@ -54,20 +54,6 @@ def test_force_never_replaces_an_input(parts, which):
     assert files(target) == before
 
 
-@pytest.fixture()
-def second_name(tmp_path):
-    """tmp_path/b: a second name of folder tmp_path/a (a bind mount), as `Drafter` names `drafter` on a case-insensitive
-    file system (macOS's APFS, Windows' NTFS) though neither name resolves to the other."""
-    import subprocess
-
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    if subprocess.run(["mount", "--bind", tmp_path / "a", tmp_path / "b"], capture_output=True).returncode:
-        pytest.skip("no bind mounts here (needs root)")
-    yield tmp_path / "a", tmp_path / "b"
-    subprocess.run(["umount", tmp_path / "b"], check=True)
-
-
 def test_an_input_under_another_name_is_never_replaced(parts, second_name):
     """Inputs were compared with the output by name: `--output ./Drafter --force` replaced (deleted) the input
     ./drafter on a Mac. They are compared by identity too."""
