@@ -206,6 +206,19 @@ def test_train_cache_dir_checked_before_the_base_runs(parts, tmp_path):
     assert files(parts[0]) == before and not (tmp_path / "o").exists()
 
 
+def test_train_cache_dir_that_is_the_base_under_another_name_is_refused(parts, second_name, tmp_path):
+    """--cache-dir and --base were compared by name: `--cache-dir Base` for the base `base` on a Mac's case-insensitive
+    disk put the cache among the model's weights (and its summary line said to delete that folder to free space)."""
+    here, alias = second_name
+    base = Path(shutil.move(parts[0], here / "base"))
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"question": "q", "answer": "a"}\n')
+    before = files(base)
+    assert_one_line_error(run_cli("train", "--base", base, "--data", data, "--output", tmp_path / "o", "--cache-dir",
+                                  alias / "base"), "is the base folder", "choose another --cache-dir")
+    assert files(base) == before and not (tmp_path / "o").exists()
+
+
 def test_output_that_is_a_file_or_unwritable(parts, tmp_path):
     (tmp_path / "out").write_text("not a folder")
     result = run_cli("convert", "--base", parts[0], "--drafter", parts[1], "--output", tmp_path / "out", "--force")

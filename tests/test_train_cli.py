@@ -209,6 +209,17 @@ def test_output_inside_the_cache_is_refused(chat_base, prompts, tmp_path, monkey
     assert not (tmp_path / "root").exists() and not (tmp_path / "c").exists()
 
 
+def test_output_inside_the_cache_under_another_name_is_refused(chat_base, prompts, second_name):
+    """--output and --cache-dir were compared by name: a drafter written into the cache under another of its names
+    (`Cache/d` for `cache` on a Mac's case-insensitive disk) was refused only as inside an input folder (the cache is
+    one), which said nothing of the cache."""
+    cache, alias = second_name
+    r = _run("--base", chat_base, "--data", prompts, "--output", alias / "sub" / "d", "--distill", "--cache-dir", cache)
+    assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+    assert "is inside the training cache" in r.output and "choose an --output outside it" in r.output, r.output
+    assert not (cache / "sub").exists()
+
+
 def test_distill_run_writes_drafter_and_reuses_cache(chat_base, prompts, tmp_path):
     args = ["--base", chat_base, "--data", prompts, "--output", tmp_path / "out", "--cache-dir", tmp_path / "c",
             "--distill", "--distill-max-new-tokens", "12", "--max-steps", "3", "--predict-n", "2", "--no-rnn",

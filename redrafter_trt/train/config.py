@@ -116,18 +116,21 @@ class TrainConfig:
             raise ConfigError(f"{self.base} has no config.json: point --base at a Hugging Face model folder")
         if self.cache_dir.exists() and not self.cache_dir.is_dir():
             raise ConfigError(f"--cache-dir {self.cache_dir} is a file: pass a folder (made if missing)")
-        if self.cache_dir.resolve() == self.base.resolve():  # its hidden-*.safetensors beside the model's weights
+        from ..output import check_output_folder, is_within, writable_folder
+
+        # its hidden-*.safetensors beside the model's weights; by identity too, as for outputs (is_within: `Base` on a
+        # case-insensitive disk names `base`)
+        if is_within(self.cache_dir, self.base) and is_within(self.base, self.cache_dir):
             raise ConfigError(f"--cache-dir {self.cache_dir} is the base folder: the cached hidden states would sit "
                               f"among the model's weights; choose another --cache-dir")
-        from ..output import check_output_folder, named_path, writable_folder
 
         # now, not when the first cache file is written: after the base has run over every example (hours on a
         # large base), an unwritable cache was 'No such file or directory: check the path ...'
         if why := writable_folder(self.cache_dir):
             raise ConfigError(f"cannot write in --cache-dir {self.cache_dir} ({why}): choose another --cache-dir")
 
-        cache = self.cache_dir.resolve()
-        if cache in named_path(self.output).resolve().parents:  # before it exists too: the run makes it
+        # by identity too (is_within); before either exists, by name: the run makes them
+        if is_within(self.output, self.cache_dir) and not is_within(self.cache_dir, self.output):
             raise ConfigError(f"--output {self.output} is inside the training cache {self.cache_dir}, whose entries "
                               f"train removes and which may be deleted to free space: choose an --output outside it, "
                               f"or another --cache-dir")
