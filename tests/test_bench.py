@@ -310,6 +310,18 @@ def test_output_json_and_plot_in_one_file_are_refused(setup, tmp_path):
     assert not out.exists()
 
 
+def test_output_json_and_plot_in_one_file_under_two_names_are_refused(setup, second_name):
+    """--output-json and --plot were compared by name: one file under two names (`R.png` and `r.png` on a Mac's
+    case-insensitive disk) had the PNG replace the JSON; refused whether the file exists yet or not."""
+    here, alias = second_name
+    for exists in (False, True):
+        if exists:
+            (here / "r.png").write_text("an earlier result")
+        assert_one_line_error(run_cli(*bench_args(setup, "--output-json", here / "r.png", "--plot", alias / "r.png")),
+                              "--output-json and --plot both name", "two files")
+    assert (here / "r.png").read_text() == "an earlier result"
+
+
 def test_output_json_through_a_link_writes_the_file_it_names(setup, tmp_path):
     """A review: `--output-json LINK` (a symbolic link to a regular file, as `/dev/stdout` is when stdout is redirected
     to one) had the link replaced by a plain file and its target left stale; as root, `--output-json /dev/stdout >

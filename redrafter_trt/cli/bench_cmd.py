@@ -13,7 +13,8 @@ import click
 from ..errors import ConfigError
 from ..plural import counted
 from ..presets import config_option
-from .params import CHAT_TEMPLATE_KWARGS, Command, Device, OutputFile, check_output_file, template_kwargs_given
+from .params import (CHAT_TEMPLATE_KWARGS, Command, Device, OutputFile, check_output_file, same_file,
+                     template_kwargs_given)
 
 
 def _ints(value: str) -> tuple[int, ...] | None:
@@ -115,7 +116,7 @@ def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_t
     inputs = [checkpoint_dir, tokenizer_dir, prompts, base]
     check_output_file(output_json, inputs, "--output-json")
     check_output_file(plot_path, inputs, "--plot")
-    if output_json and plot_path and output_json.resolve() == plot_path.resolve():
+    if output_json and plot_path and same_file(output_json, plot_path):
         raise ConfigError(f"--output-json and --plot both name {plot_path} (the PNG would replace the JSON): "
                           f"write them to two files")
     if plot_path:
