@@ -6,6 +6,7 @@ a one-line error."""
 from __future__ import annotations
 
 import dataclasses
+import errno
 
 import pytest
 import torch
@@ -106,3 +107,24 @@ def test_a_cpp_compiler_that_cannot_build_inductors_code_is_one_line(tiny_llama,
     with pytest.raises(ConfigError, match=r"TorchInductor could not compile the base's layers \(.*'omp.h' file not "
                                           r"found\).*brew install libomp.*drop --compile"):
         rt.load(checkpoint(tiny_llama, tiny_drafter, 1), compile=True)
+
+
+@pytest.mark.parametrize("failure", [OSError(errno.ENOSPC, "No space left on device"), RuntimeError("a bug")],
+                         ids=["disk-full", "inductor-bug"])
+def test_only_a_compiler_that_cannot_build_is_blamed_on_the_compiler(tiny_llama, tiny_drafter, monkeypatch, tmp_path,
+                                                                     failure):
+    """A compile that fails for another reason than the C++ compiler is not blamed on it (or on OpenMP): a full disk
+    under inductor's cache (or TMPDIR) is the OSError it is, which the command line says in one line with the free disk
+    space to check; any other failure is inductor's own error (a bug to report), not a ConfigError."""
+    import torch._inductor.codecache as codecache
+
+    def fail(*args, **kwargs):
+        raise failure
+
+    monkeypatch.setattr(codecache, "write_atomic", fail)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    with pytest.raises(Exception) as raised:
+        rt.load(checkpoint(tiny_llama, tiny_drafter, 1), compile=True)
+    assert not isinstance(raised.value, ConfigError), raised.value
+    if isinstance(failure, OSError):
+        assert raised.value is failure

@@ -137,10 +137,29 @@ def compile_stack(stack: LayerStack):
             try:
                 return compiled(*args)
             except BackendCompilerFailed as e:  # --debug shows inductor's own traceback (the cause)
+                cause = _cause(e)
+                if isinstance(cause, OSError):  # a full disk, an unwritable cache: the command line's one line on it
+                    raise cause from e
+                if cause is None:  # inductor's own failure (a bug to report): its traceback
+                    raise
                 raise ConfigError(f"TorchInductor could not compile the base's layers ({_reason(e)}): its C++ "
                                   f"compiler must build OpenMP code (on macOS: brew install libomp), or drop "
                                   f"--compile") from e
     return run
+
+
+def _cause(e: BaseException) -> BaseException | None:
+    """What made inductor fail, where it is the machine's doing: the C++ compiler's error (CppCompileError) or an
+    OSError (a full disk under its cache or TMPDIR), the first found down `e`'s causes; None for anything else."""
+    from torch._inductor.exc import CppCompileError
+
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, (CppCompileError, OSError)):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def _reason(e: Exception) -> str:
