@@ -3,6 +3,7 @@ exit 2, no traceback, inputs never deleted, nothing written, and refused before 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -1149,3 +1150,30 @@ def test_a_refused_commands_help_still_shows_under_torchrun(monkeypatch, command
     assert_one_line_error(run_cli(command), f"`{command}`", "WORLD_SIZE 2", "unset WORLD_SIZE")
     debug = run_cli("--debug", command)  # --debug: the traceback, as for any other error
     assert isinstance(debug.exception, ConfigError) and "WORLD_SIZE 2" in str(debug.exception), debug.output
+
+
+@pytest.mark.parametrize("terminal", [False, True], ids=["redirected", "terminal"])
+def test_a_terminal_keeps_its_encoding_and_undecodable_names_print(tiny_llama, tmp_path, terminal):
+    """stdout is re-encoded as UTF-8 only where redirected (Windows' cp1252 file): a terminal in a Latin-1 locale shows
+    Latin-1 still (UTF-8 there printed 'Ã©' for 'é'), and the error handler is kept, so a path with bytes that are not
+    UTF-8 (a non-UTF-8 locale's surrogateescape) prints as those bytes, as before (it was a UnicodeEncodeError)."""
+    import pty
+    import subprocess
+    import sys
+
+    dest = Path(os.fsdecode(bytes(tmp_path) + "/drafter-é-".encode() + b"\xff"))
+    env = {**os.environ, "PYTHONIOENCODING": "latin-1:surrogateescape"}
+    reader, writer = pty.openpty() if terminal else (None, subprocess.PIPE)
+    res = subprocess.run([sys.executable, "-m", "redrafter_trt", "init-drafter", "--base", str(tiny_llama), "--output",
+                          dest], stdout=writer, stderr=subprocess.PIPE, env=env, timeout=120)
+    if terminal:
+        os.close(writer)
+        out = b""
+        with contextlib.suppress(OSError):  # EIO once the child's end is closed and read
+            while chunk := os.read(reader, 65536):
+                out += chunk
+        os.close(reader)
+    else:
+        out = res.stdout
+    assert res.returncode == 0, res.stderr.decode(errors="replace")[-2000:]
+    assert os.fsencode(dest).replace(b"\xc3\xa9", b"\xe9" if terminal else b"\xc3\xa9") in out

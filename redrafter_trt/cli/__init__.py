@@ -46,12 +46,14 @@ NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >=
 
 
 def utf8_stdout() -> None:
-    """stdout in UTF-8 where its encoding cannot write every character: Windows writes a redirected stdout in its ANSI
+    """A redirected stdout in UTF-8 where its encoding cannot write every character: Windows writes one in its ANSI
     code page (cp1252), where an emoji or a CJK character in an answer or a path (`run ... > answers.txt`) was a
-    UnicodeEncodeError traceback after the work was done. Python's UTF-8 mode (PYTHONUTF8=1) does the same."""
+    UnicodeEncodeError traceback after the work was done. Python's UTF-8 mode (PYTHONUTF8=1) does the same. A terminal
+    keeps its encoding (a Latin-1 one would show UTF-8's bytes), and the error handler stays (surrogateescape writes a
+    name's bytes that are not UTF-8 as they are)."""
     encoding = (getattr(sys.stdout, "encoding", None) or "").lower().replace("-", "").replace("_", "")
-    if encoding not in ("utf8", "utf16", "utf32") and hasattr(sys.stdout, "reconfigure"):
-        sys.stdout.reconfigure(encoding="utf-8")
+    if encoding not in ("utf8", "utf16", "utf32") and hasattr(sys.stdout, "reconfigure") and not sys.stdout.isatty():
+        sys.stdout.reconfigure(encoding="utf-8", errors=sys.stdout.errors)
 
 
 class OneLineErrors:
