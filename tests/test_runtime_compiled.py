@@ -21,6 +21,19 @@ PROMPTS = [[1, 17, 33, 5], [1, 250, 99, 3, 3, 42, 7, 128, 64], [1, 200]]
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+@pytest.fixture()
+def fresh_inductor(tmp_path):
+    """Compiling as in a new process, for a test that needs inductor to compile: dynamo's compiled kinds of
+    `LayerStack.forward` dropped (past its recompile_limit, 8 kinds, the 4 `load(compile=True)` of the tests above,
+    dynamo runs the layers eagerly and compiles nothing: nothing was left to fail) and no cache, on disk or in memory."""
+    from torch._inductor.utils import fresh_cache
+
+    torch._dynamo.reset()
+    with fresh_cache(dir=str(tmp_path)):
+        yield
+    torch._dynamo.reset()
+
+
 @pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_qwen2", "tiny_qwen3", "tiny_llama_bias"])
 def test_compiled_layers_decode_exactly(request, fixture, tiny_drafter, capfd, tmp_path, monkeypatch):
     base = request.getfixturevalue(fixture)
@@ -90,7 +103,8 @@ def test_compile_without_a_cpp_compiler_is_one_line(tiny_llama, tiny_drafter, mo
     rt.check_compile(rt.RuntimeConfig.from_dir(ckpt), False)  # nothing to check without --compile
 
 
-def test_a_cpp_compiler_that_cannot_build_inductors_code_is_one_line(tiny_llama, tiny_drafter, monkeypatch, tmp_path):
+def test_a_cpp_compiler_that_cannot_build_inductors_code_is_one_line(tiny_llama, tiny_drafter, monkeypatch, tmp_path,
+                                                                    fresh_inductor):
     """A compiler that is there but cannot build inductor's OpenMP code (macOS's clang without Homebrew's libomp:
     'omp.h' file not found) was 40 lines of autotuning errors and an InductorError traceback; it is one line naming
     the compiler's own error."""
@@ -103,7 +117,6 @@ def test_a_cpp_compiler_that_cannot_build_inductors_code_is_one_line(tiny_llama,
                    "esac\necho \"fatal error: 'omp.h' file not found\" >&2\nexit 1\n")
     cxx.chmod(cxx.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setattr(inductor_config.cpp, "cxx", (str(cxx),))
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     with pytest.raises(ConfigError, match=r"TorchInductor could not compile the base's layers \(.*'omp.h' file not "
                                           r"found\).*brew install libomp.*drop --compile"):
         rt.load(checkpoint(tiny_llama, tiny_drafter, 1), compile=True)
@@ -111,8 +124,8 @@ def test_a_cpp_compiler_that_cannot_build_inductors_code_is_one_line(tiny_llama,
 
 @pytest.mark.parametrize("failure", [OSError(errno.ENOSPC, "No space left on device"), RuntimeError("a bug")],
                          ids=["disk-full", "inductor-bug"])
-def test_only_a_compiler_that_cannot_build_is_blamed_on_the_compiler(tiny_llama, tiny_drafter, monkeypatch, tmp_path,
-                                                                     failure):
+def test_only_a_compiler_that_cannot_build_is_blamed_on_the_compiler(tiny_llama, tiny_drafter, monkeypatch, failure,
+                                                                     fresh_inductor):
     """A compile that fails for another reason than the C++ compiler is not blamed on it (or on OpenMP): a full disk
     under inductor's cache (or TMPDIR) is the OSError it is, which the command line says in one line with the free disk
     space to check; any other failure is inductor's own error (a bug to report), not a ConfigError."""
@@ -122,7 +135,6 @@ def test_only_a_compiler_that_cannot_build_is_blamed_on_the_compiler(tiny_llama,
         raise failure
 
     monkeypatch.setattr(codecache, "write_atomic", fail)
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     with pytest.raises(Exception) as raised:
         rt.load(checkpoint(tiny_llama, tiny_drafter, 1), compile=True)
     assert not isinstance(raised.value, ConfigError), raised.value
