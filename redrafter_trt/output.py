@@ -110,6 +110,8 @@ def is_within(path: Path | str, folder: Path | str) -> bool:
         key = folder.stat()
     except OSError:
         return False
+    if not key.st_ino:  # a file system without file ids (Windows' FAT, some network shares): every inode reads 0
+        return False
     for p in (path, *path.parents):
         with contextlib.suppress(OSError):
             if os.path.samestat(p.stat(), key):

@@ -378,3 +378,23 @@ def test_where_signal_0_is_ctrl_c_no_process_is_probed(tmp_path, monkeypatch):
     stale.mkdir()
     sweep_partials(tmp_path, "ck")
     assert stale.exists()
+
+
+def test_is_within_tells_nothing_by_identity_where_every_inode_reads_zero(tmp_path, monkeypatch):
+    """A review: on a file system without file ids (Windows' FAT, some network shares) every st_ino is 0, so one
+    device's folders would all be 'the same' and every output refused as inside its input. Identity is not used
+    there; names still are."""
+    import redrafter_trt.output as output
+
+    (tmp_path / "base").mkdir()
+    (tmp_path / "out").mkdir()
+    assert not output.is_within(tmp_path / "out", tmp_path / "base")
+    original = Path.stat
+
+    def no_ids(self, *args, **kwargs):
+        st = original(self, *args, **kwargs)
+        return os.stat_result((st.st_mode, 0, st.st_dev, *st[3:10]))
+
+    monkeypatch.setattr(Path, "stat", no_ids)
+    assert not output.is_within(tmp_path / "out", tmp_path / "base")
+    assert output.is_within(tmp_path / "base" / "x", tmp_path / "base")
