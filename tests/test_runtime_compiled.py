@@ -89,21 +89,21 @@ def test_check_compile_follows_the_dtype_the_runtime_loads_in(tiny_llama, tiny_d
         rt.check_compile(cfg, True, "cuda", "float32")
 
 
-def test_compile_without_a_cpp_compiler_is_one_line(tiny_llama, tiny_drafter, monkeypatch):
+def test_compile_without_a_cpp_compiler_is_one_line(tiny_llama, tiny_drafter):
     """TorchInductor generates C++: on a laptop without a compiler (a Mac without Xcode's command line tools, Windows
     without MSVC) --compile was a 30-line InductorError traceback after the weights were read. It is refused first."""
     import torch._inductor.config as inductor_config
 
-    monkeypatch.setattr(inductor_config.cpp, "cxx", ("/nonexistent/c++",))
     ckpt = checkpoint(tiny_llama, tiny_drafter, 1)
-    with pytest.raises(ConfigError, match=r"--compile needs a C\+\+ compiler.*/nonexistent/c\+\+.*drop --compile"):
-        rt.check_compile(rt.RuntimeConfig.from_dir(ckpt), True)
-    with pytest.raises(ConfigError, match=r"C\+\+ compiler.*drop --compile"):
-        rt.load(ckpt, compile=True)
+    with inductor_config.patch({"cpp.cxx": ("/nonexistent/c++",)}):  # torch's own: monkeypatch >= 9.2 deletes it after
+        with pytest.raises(ConfigError, match=r"--compile needs a C\+\+ compiler.*/nonexistent/c\+\+.*drop --compile"):
+            rt.check_compile(rt.RuntimeConfig.from_dir(ckpt), True)
+        with pytest.raises(ConfigError, match=r"C\+\+ compiler.*drop --compile"):
+            rt.load(ckpt, compile=True)
     rt.check_compile(rt.RuntimeConfig.from_dir(ckpt), False)  # nothing to check without --compile
 
 
-def test_a_cpp_compiler_that_cannot_build_inductors_code_is_one_line(tiny_llama, tiny_drafter, monkeypatch, tmp_path,
+def test_a_cpp_compiler_that_cannot_build_inductors_code_is_one_line(tiny_llama, tiny_drafter, tmp_path,
                                                                     fresh_inductor):
     """A compiler that is there but cannot build inductor's OpenMP code (macOS's clang without Homebrew's libomp:
     'omp.h' file not found) was 40 lines of autotuning errors and an InductorError traceback; it is one line naming
@@ -116,9 +116,9 @@ def test_a_cpp_compiler_that_cannot_build_inductors_code_is_one_line(tiny_llama,
     cxx.write_text('#!/bin/sh\ncase " $* " in *" --version "*|*" -v "*|*" -dumpversion "*|*" -E "*) exec c++ "$@";; '
                    "esac\necho \"fatal error: 'omp.h' file not found\" >&2\nexit 1\n")
     cxx.chmod(cxx.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setattr(inductor_config.cpp, "cxx", (str(cxx),))
-    with pytest.raises(ConfigError, match=r"TorchInductor could not compile the base's layers \(.*'omp.h' file not "
-                                          r"found\).*brew install libomp.*drop --compile"):
+    with inductor_config.patch({"cpp.cxx": (str(cxx),)}), \
+            pytest.raises(ConfigError, match=r"TorchInductor could not compile the base's layers \(.*'omp.h' file not "
+                                             r"found\).*brew install libomp.*drop --compile"):
         rt.load(checkpoint(tiny_llama, tiny_drafter, 1), compile=True)
 
 

@@ -626,7 +626,7 @@ def test_later_sharpness_and_step_decay_against_plain_torch():
     assert 0 < int(valid[:, 2].sum()) < int(valid[:, 0].sum())  # the boundary cut some later steps
 
 
-def test_training_step_keeps_every_tensor_on_the_drafter_device(monkeypatch):
+def test_training_step_keeps_every_tensor_on_the_drafter_device():
     """The step (pruned head, soft targets, sharpness, decay) run forward and backward on the meta device, which
     refuses any tensor made on the CPU, as a GPU does (`train --device cuda` once crashed in `Features.windows`;
     the GPU run itself is in test_runtime_cuda.py). meta's nonzero needs a stand-in shape: all rows valid."""
@@ -636,20 +636,20 @@ def test_training_step_keeps_every_tensor_on_the_drafter_device(monkeypatch):
     from redrafter_trt.train.features import Features
     from redrafter_trt.train.objective import Teacher, drafter_step
 
-    monkeypatch.setattr(fx_config, "meta_nonzero_assume_all_nonzero", True)
-    H, V, k = 8, 40, 3
-    _, drafter = init_drafter({"hidden_size": H, "vocab_size": V}, None, num_draft_layers=1)
-    anchors = torch.arange(1, 20)
-    feats = Features(torch.randint(0, V, (30,)), torch.ones(30, dtype=torch.bool), anchors, torch.randn(19, H))
-    keep = torch.arange(0, V, 2)
-    teacher = Teacher.from_features(feats, torch.randn(len(keep), H), 4, 0.5, device="meta")
-    drafter.to("meta")
-    head = Head.pruned(drafter.lm_head[-1].weight, keep.to("meta"), True)
-    feats = Features(*(x.to("meta") for x in (feats.tokens, feats.mask, feats.anchors, feats.hidden)))
-    res = drafter_step(drafter, head, torch.randn(V, H, device="meta"), feats, torch.arange(5, device="meta"), k,
-                       teacher=teacher, later_sharpness=4.0, step_decay=0.8)
-    res.loss.backward()
-    assert res.loss.device.type == "meta" and res.correct.device.type == "meta"
+    with fx_config.patch(meta_nonzero_assume_all_nonzero=True):  # torch's own: monkeypatch >= 9.2 deletes it after
+        H, V, k = 8, 40, 3
+        _, drafter = init_drafter({"hidden_size": H, "vocab_size": V}, None, num_draft_layers=1)
+        anchors = torch.arange(1, 20)
+        feats = Features(torch.randint(0, V, (30,)), torch.ones(30, dtype=torch.bool), anchors, torch.randn(19, H))
+        keep = torch.arange(0, V, 2)
+        teacher = Teacher.from_features(feats, torch.randn(len(keep), H), 4, 0.5, device="meta")
+        drafter.to("meta")
+        head = Head.pruned(drafter.lm_head[-1].weight, keep.to("meta"), True)
+        feats = Features(*(x.to("meta") for x in (feats.tokens, feats.mask, feats.anchors, feats.hidden)))
+        res = drafter_step(drafter, head, torch.randn(V, H, device="meta"), feats, torch.arange(5, device="meta"), k,
+                           teacher=teacher, later_sharpness=4.0, step_decay=0.8)
+        res.loss.backward()
+        assert res.loss.device.type == "meta" and res.correct.device.type == "meta"
 
 
 def test_a_resume_under_another_number_of_ranks_is_refused(chat_base, qa_file, tmp_path, monkeypatch):
