@@ -119,6 +119,14 @@ def is_within(path: Path | str, folder: Path | str) -> bool:
     return False
 
 
+def same_file(a: Path, b: Path) -> bool:
+    """Whether output files `a` and `b` are one file: by identity where it exists (is_within), else as one name in one
+    folder reached under two names (a bind mount; `Out/r.png` and `out/r.png` on a case-insensitive disk). Two names
+    differing in case of a file not written yet are not told apart."""
+    a, b = Path(a), Path(b)
+    return is_within(a, b) or (a.name == b.name and is_within(a.parent, b.parent) and is_within(b.parent, a.parent))
+
+
 def check_output_folder(dest: Path, force: bool, inputs: Iterable[Path | str] = (), option: str = "--output") -> None:
     """Refuse, before any work, an output folder that cannot be (re)written: an existing one without --force, a
     file, one that is or holds an input (replacing it would delete the input), one inside an input folder (a drafter

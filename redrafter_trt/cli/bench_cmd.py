@@ -11,10 +11,10 @@ from pathlib import Path
 import click
 
 from ..errors import ConfigError
+from ..output import same_file
 from ..plural import counted
 from ..presets import config_option
-from .params import (CHAT_TEMPLATE_KWARGS, Command, Device, OutputFile, check_output_file, same_file,
-                     template_kwargs_given)
+from .params import CHAT_TEMPLATE_KWARGS, Command, Device, OutputFile, check_output_file, template_kwargs_given
 
 
 def _ints(value: str) -> tuple[int, ...] | None:

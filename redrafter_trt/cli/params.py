@@ -140,14 +140,6 @@ def check_output_file(path: Path | None, inputs: list, option: str) -> None:
             raise ConfigError(f"{option} {path} {where} {item}: write it elsewhere")
 
 
-def same_file(a: Path, b: Path) -> bool:
-    """Whether output files `a` and `b` are one file: by identity where it exists (is_within), else as one name in one
-    folder reached under two names (a bind mount; `Out/r.png` and `out/r.png` on a case-insensitive disk). Two names
-    differing in case of a file not written yet are not told apart."""
-    a, b = Path(a), Path(b)
-    return is_within(a, b) or (a.name == b.name and is_within(a.parent, b.parent) and is_within(b.parent, a.parent))
-
-
 class TemplateKwargs(click.ParamType):
     """--chat-template-kwargs: a JSON object of the chat template's variables, given to every render of the command
     (Qwen3's `{"enable_thinking": false}`, as vLLM's and trtllm-serve's clients send `chat_template_kwargs`); a
