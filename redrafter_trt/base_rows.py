@@ -16,7 +16,7 @@ from . import layout
 from .base_plan import hf_lm_head
 from .errors import TensorError
 from .io import WEIGHT_DTYPES, TensorSource
-from .rules import LAYER_RULES, MODEL_RULES
+from .rules import EMBEDDING, LAYER_RULES, MODEL_RULES, embedding_split
 from .shard import qkv_home, row_home
 
 UNQUANTISED = ("F32", "F16", "BF16")
@@ -80,9 +80,7 @@ class TrtllmRows:
         rules, source = (LAYER_RULES, f"model.layers.{{L}}.{layer[2]}") if layer else (MODEL_RULES, name)
         for rule in rules:
             if source in rule.sources:
-                split = rule.split
-                if rule.dest == "transformer.vocab_embedding.weight" and self.cfg.get("use_parallel_embedding"):
-                    split = "vocab" if self.cfg.get("embedding_sharding_dim", 0) == 0 else "cols"
+                split = embedding_split(self.cfg) if rule.dest == EMBEDDING else rule.split
                 return rule.dest.format(L=layer and layer[1]), split, rule.sources.index(source)
         return None
 

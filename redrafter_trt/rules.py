@@ -8,10 +8,19 @@ Split kinds (see shard.py):
     cols        torch.chunk(t, tp, 1)[rank]       row-parallel linear (input features)
     qkv         per rank cat(q_r, k_r, v_r); kv heads repeated tp/nkv times first when nkv < tp
     vocab       rows zero-padded to a multiple of tp, then `rows`
+
+Their inverse (shard.MERGES): a tp checkpoint's ranks of one tensor joined back into the tp=1 tensor, for `bench`
+and `acceptance` in one process (runtime/merge.py):
+    replicate   rank 0's
+    rows        torch.cat(ranks, 0)
+    cols        torch.cat(ranks, 1)
+    qkv         cat(every q_r, the k_r of each kv head's first rank, its v_r): a repeated kv head taken once
+    vocab       torch.cat(ranks, 0)[:vocab_size]: the padding rows dropped
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -50,8 +59,19 @@ LAYER_RULES = (
     Rule("transformer.layers.{L}.mlp.proj.bias", ("model.layers.{L}.mlp.down_proj.bias",), "replicate", True),
 )
 
+EMBEDDING = "transformer.vocab_embedding.weight"
+
+
+def embedding_split(cfg: dict) -> str:
+    """How a checkpoint's embedding is split: whole on every rank, or as `use_parallel_embedding` splits it (a
+    TensorRT-LLM base's, modelopt's at tp > 1): by vocabulary rows, or by hidden columns (embedding_sharding_dim 1)."""
+    if not cfg.get("use_parallel_embedding"):
+        return "replicate"
+    return "vocab" if cfg.get("embedding_sharding_dim", 0) == 0 else "cols"
+
+
 MODEL_RULES = (
-    Rule("transformer.vocab_embedding.weight", ("model.embed_tokens.weight",), "replicate"),
+    Rule(EMBEDDING, ("model.embed_tokens.weight",), "replicate"),  # or as embedding_split says
     Rule("transformer.ln_f.weight", ("model.norm.weight",), "replicate"),
     Rule("lm_head.weight", ("lm_head.weight",), "vocab"),  # tied models: from embed_tokens (see convert.py)
 )
@@ -95,3 +115,23 @@ def drafter_modules(num_draft_layers: int, rnn: bool, input_proj: bool) -> list[
     if input_proj:
         mods.append("drafter.input_proj")
     return mods
+
+
+SPLITS = {rule.dest: rule.split for rule in LAYER_RULES + MODEL_RULES}  # TensorRT-LLM name ({L}) -> split kind
+TRTLLM_LAYER = re.compile(r"transformer\.layers\.\d+\.")
+
+
+def split_of(name: str, cfg: dict) -> str:
+    """The split kind of a checkpoint tensor by its TensorRT-LLM name (`cfg`: the checkpoint's config.json): its
+    rule's (the embedding's, embedding_split's), `rows` for every drafter tensor, `replicate` for the per-tensor
+    scales an FP8 KV cache adds (layout.optional_tensors: one float each, whole on every rank)."""
+    if name.startswith("drafter."):
+        return "rows"
+    if name == EMBEDDING:
+        return embedding_split(cfg)
+    generic = TRTLLM_LAYER.sub("transformer.layers.{L}.", name, count=1)
+    if generic in SPLITS:
+        return SPLITS[generic]
+    if name.endswith("_scaling_factor"):
+        return "replicate"
+    raise KeyError(name)

@@ -1,14 +1,21 @@
 """Pure tensor-parallel arithmetic: which rows or columns of a source tensor a rank holds.
 
 Ranges, not tensors, so the converter reads only a rank's part from disk. Tested through the converter: the
-shards of every kind join back to the source (tests/test_convert.py).
+shards of every kind join back to the source (tests/test_convert.py). MERGES, at the end, is the inverse: a tp
+checkpoint's ranks of one tensor joined back (rules.py's table; tests/test_tp_merge.py).
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+    from .runtime.config import RuntimeConfig
 
 
 def even_range(n: int, tp_rank: int, tp_size: int) -> tuple[int, int]:
@@ -133,3 +140,32 @@ def check_tp(num_heads: int, num_kv_heads: int, intermediate_size: int, tp_size:
         return
     fits = tp_fits(num_heads, num_kv_heads, intermediate_size, unpadded, qk_norm=qk_norm)
     raise ConfigError(f"--tp-size {tp_size} {problem}: {fits}")
+
+
+def merge_qkv(parts: list[torch.Tensor], num_heads: int, num_kv_heads: int, head_size: int) -> torch.Tensor:
+    """The tp=1 fused qkv [(nh + 2 nkv) hd, ...] from each rank's cat(q_r, k_r, v_r): every rank's q rows, then the k
+    rows and the v rows of each kv head's first rank (kv_head_range: a head repeated over ranks is taken once)."""
+    import torch
+
+    tp = len(parts)
+    q, kv = num_heads // tp * head_size, max(num_kv_heads // tp, 1) * head_size
+    firsts = sorted({kv_head_range(num_kv_heads, r, tp): r for r in reversed(range(tp))}.values())
+    return torch.cat([p[:q] for p in parts] + [parts[r][q + i * kv: q + (i + 1) * kv] for i in (0, 1) for r in firsts])
+
+
+def _cat(dim: int):
+    def cat(parts: list[torch.Tensor], cfg: RuntimeConfig) -> torch.Tensor:
+        import torch
+
+        return torch.cat(parts, dim)
+    return cat
+
+
+# Each split kind's inverse (rules.py's table): a tensor's ranks, in rank order -> the tp=1 tensor
+MERGES = {
+    "replicate": lambda parts, cfg: parts[0],
+    "rows": _cat(0),
+    "cols": _cat(1),
+    "qkv": lambda parts, cfg: merge_qkv(parts, cfg.num_heads, cfg.num_kv_heads, cfg.head_size),
+    "vocab": lambda parts, cfg: _cat(0)(parts, cfg)[: cfg.vocab_size],
+}
