@@ -19,6 +19,8 @@ PyTorch, with ReDrafter's draft / tree-verify / accept loop. Stable Python API:
     # logprobs=k: result.logprobs[i][t] = TokenLogprob(logprob, top) of output token t under the base (k most likely)
     prompt_logprobs(model, prompt_ids, k)[i][t - 1]   # the same for prompt token t >= 1, teacher-forced
 
+    # a tp=N checkpoint in one process, its rank files merged (bench, acceptance; the whole model in memory):
+    model = load(merge_ranks(open_checkpoint("ckpt_tp2/")))   # from redrafter_trt.runtime.merge import merge_ranks
     # a tp=N checkpoint: N local processes (gloo on CPU, nccl on CUDA), each loading only its own rank file
     result = generate_tp("ckpt_tp2/", prompt_ids, max_new_tokens=64, device="cpu", ...same keywords...)
     # (but on_tokens / admit / on_step: they need rank 0 in this process, `runtime.ranks.LocalRanks`)
@@ -47,6 +49,7 @@ from .config import DTYPES, RuntimeConfig
 from .decode import MAX_TOP_LOGPROBS, GenerationResult, TokenLogprob, decode, token_logprobs
 from .drafter import CheckpointDrafter
 from .folder import Checkpoint, open_checkpoint
+from .merge import merged_tensors
 from .model import BaseModel, read_rank_file
 from .tp import SINGLE, TPGroup, launch, rank_device, require_gpus
 
@@ -77,7 +80,8 @@ def _dtype(dtype) -> torch.dtype | None:
 
 def load(checkpoint_dir: Checkpoint | Path | str, device: str = "cpu", dtype: torch.dtype | str | None = None,
          group: TPGroup = SINGLE, drafter_int8: bool = False, compile: bool = False) -> ReDrafterModel:
-    """Load this process's rank of a checkpoint. Without `group`, the checkpoint must be tp=1. A checkpoint `inspect`
+    """Load this process's rank of a checkpoint. Without `group`, the checkpoint must be tp=1, or one
+    `merge.merge_ranks` returned: every rank file read and merged into the tp=1 model. A checkpoint `inspect`
     finds problems in is refused first, in `run`'s line (`open_checkpoint`; a `Checkpoint` it returned is not
     inspected again).
 
@@ -97,7 +101,10 @@ def load(checkpoint_dir: Checkpoint | Path | str, device: str = "cpu", dtype: to
         raise ConfigError(f"{checkpoint_dir} is a tp={cfg.tp_size} checkpoint but the runtime runs tp={group.tp_size}: "
                           f"pass --tp {cfg.tp_size} (Python: generate_tp)")
     check_device(device)
-    tensors = read_rank_file(Path(checkpoint_dir), group.tp_rank)
+    if checkpoint_dir.merged:  # bench, acceptance: a tp=N checkpoint in one process (runtime/merge.py)
+        tensors = merged_tensors(checkpoint_dir.path, checkpoint_dir.raw)
+    else:
+        tensors = read_rank_file(Path(checkpoint_dir), group.tp_rank)
     dtype = _dtype(dtype)
     base = BaseModel(cfg, tensors, group, dtype, device, compile=compile)
     drafter = (CheckpointDrafter(cfg, tensors, base.embed_tokens, group, dtype, device, int8_head=drafter_int8,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..layout import tp_size
 from .config import RuntimeConfig
 
 
@@ -31,6 +32,11 @@ class Checkpoint:
     config: RuntimeConfig
     raw: dict
     stamp: tuple | None = field(default=None, repr=False)  # _stamp(path) when it was opened
+
+    @property
+    def merged(self) -> bool:
+        """Whether its config runs at tp 1 a folder of more rank files (`merge.merge_ranks`): `load` merges them."""
+        return self.config.tp_size != tp_size(self.raw)
 
     def __str__(self) -> str:
         return str(self.path)
