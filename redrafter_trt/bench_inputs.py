@@ -1,7 +1,7 @@
-"""What `bench` and `acceptance` check before loading a model: the checkpoint (limits, tp 1, a drafter, the tokenizer
-folder), the (beam width, draft length) grids, the prompts taken, and for bench the Hugging Face base of the
-transformers baseline: --hf-dir or the base `convert` recorded, a Hugging Face model whose tensors match its
-config.json, and the checkpoint's base in shape and in a few rows of its weights.
+"""What `bench` and `acceptance` check before loading a model: the checkpoint (limits, a drafter, the tokenizer
+folder; a tp>1 one run with its ranks merged), the (beam width, draft length) grids, the prompts taken, and for bench
+the Hugging Face base of the transformers baseline: --hf-dir or the base `convert` recorded, a Hugging Face model
+whose tensors match its config.json, and the checkpoint's base in shape and in a few rows of its weights.
 """
 
 from __future__ import annotations
@@ -13,15 +13,18 @@ from typing import Callable
 from .base_rows import HfRows, TrtllmRows
 from .base_sample import SAME_WEIGHTS_TOLERANCE, SAMPLED_ROWS, relative_difference, sampled_names, spread
 from .errors import ConfigError, RedrafterError
+from .layout import tp_size
 from .producer import recorded_source
 from .runtime.folder import Checkpoint, open_checkpoint
+from .runtime.merge import merge_ranks
 
 log = logging.getLogger(__name__)
 
 
 def check_checkpoint(opts) -> Checkpoint:
-    """The checks `bench` and `acceptance` share: limits, a tp-1 checkpoint with a drafter, the tokenizer folder;
-    the checkpoint opened (`runtime.open_checkpoint`: one opened before is not inspected again)."""
+    """The checks `bench` and `acceptance` share: limits, a checkpoint with a drafter, the tokenizer folder; the
+    checkpoint opened (`runtime.open_checkpoint`: one opened before is not inspected again), a tp>1 one to run with
+    its ranks merged in this process (`runtime.merge.merge_ranks`)."""
     if opts.max_new_tokens < 1:
         raise ConfigError(f"--max-new-tokens {opts.max_new_tokens} is invalid: use 1 or more")
     if opts.num_prompts is not None and opts.num_prompts < 1:
@@ -31,13 +34,20 @@ def check_checkpoint(opts) -> Checkpoint:
     if not cfg.has_drafter:
         raise ConfigError(f"{opts.checkpoint_dir} has no drafter (no redrafter_* keys): pass a checkpoint "
                           f"converted with --drafter")
-    if cfg.tp_size != 1:
-        raise ConfigError(f"{opts.checkpoint_dir} is a tp={cfg.tp_size} checkpoint: bench and acceptance run one "
-                          f"process; convert with --tp-size 1 for them")
     if not Path(opts.tokenizer_dir).is_dir():
         raise ConfigError(f"tokenizer folder {opts.tokenizer_dir} does not exist: pass --tokenizer-dir with the base's "
                           f"Hugging Face folder")
-    return ckpt
+    return merge_ranks(ckpt)
+
+
+def merge_note(ckpt: Checkpoint) -> str | None:
+    """The line bench and acceptance print for a checkpoint whose rank files `load` merges (None: a tp=1 one)."""
+    if not ckpt.merged:
+        return None
+    tp = tp_size(ckpt.raw)
+    return (f"{ckpt} is tp={tp}: its {tp} rank files merged into one process for this measurement (the whole model "
+            f"in memory); tokens/step are the tp={tp} model's up to the order of its row-parallel sums (a near-tie, "
+            f"rarely)")
 
 
 def default_grid(maximum: int) -> tuple[int, ...]:
@@ -148,7 +158,7 @@ def check_same_weights(src, b, ckpt_config: dict, hf_dir: Path, origin: str, che
     merged into any linear) was timed as the baseline, and bench reported 'agree on 0/N prompts'."""
     from .checkpoint import RECONVERT
 
-    theirs, ours = HfRows(src), TrtllmRows(Path(checkpoint_dir), ckpt_config, fix=RECONVERT)  # bench: tp 1 alone
+    theirs, ours = HfRows(src), TrtllmRows(Path(checkpoint_dir), ckpt_config, fix=RECONVERT)  # any tp: by its raw
     try:
         for name in sampled_names(b.num_layers):
             if ours.dtype(name) is None:  # an FP8 checkpoint's quantised linears

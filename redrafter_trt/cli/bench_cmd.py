@@ -122,6 +122,7 @@ def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_t
     if plot_path:
         plot_format(plot_path)
         require_matplotlib()  # fail before the long run, not after it
+    echo_merge_note(ckpt)
     warn_if_sampling(ckpt.config, checkpoint_dir)
     report = run_bench(replace(opts, checkpoint_dir=ckpt), progress=lambda line: click.echo(line, err=True),
                        checked=(ckpt, base))
@@ -164,6 +165,7 @@ def acceptance(checkpoint_dir, tokenizer_dir, prompts, num_prompts, max_new_toke
                              chat, device, template_kwargs_given(click.get_current_context(), chat,
                                                                  chat_template_kwargs))
     ckpt = check_checkpoint(opts)
+    echo_merge_note(ckpt)
     warn_if_sampling(ckpt.config, checkpoint_dir)
     report = run_acceptance(replace(opts, checkpoint_dir=ckpt), progress=lambda line: click.echo(line, err=True))
     m = report["meta"]
@@ -191,6 +193,13 @@ def producer(command: str, opts, base: Path | None = None) -> dict:
     options = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(opts).items() if k not in paths}
     return producer_block(command, options, {"checkpoint": opts.checkpoint_dir, "tokenizer": opts.tokenizer_dir,
                                              "prompts": opts.prompts, "hf": base})
+
+
+def echo_merge_note(ckpt) -> None:
+    from ..bench_inputs import merge_note
+
+    if note := merge_note(ckpt):
+        click.echo(note)
 
 
 def warn_if_sampling(cfg, checkpoint_dir: Path) -> None:
