@@ -158,24 +158,22 @@ def check_drafter_base(base: Path, drafter: Path, cfg: dict, output: Path) -> bo
     made = "made for" if producer.get("command") == "init-drafter" else "trained on"  # init-drafter's, untrained
     what = f"{name} differs by {relative:.2g}" if relative != float("inf") else f"{name}: another depth or width"
     log.warning("drafter %s was %s %s, but the weights of --base %s differ (%s): it will likely accept few "
-                "draft tokens; %s", drafter, made, trained_on, base, what, measure_or_retrain(base, output, cfg))
+                "draft tokens; %s", drafter, made, trained_on, base, what, measure_or_retrain(base, output))
     return False
 
 
-def measure_or_retrain(base: Path, output: Path, cfg: dict) -> str:
+def measure_or_retrain(base: Path, output: Path) -> str:
     """check_drafter_base's advice, as commands that run: acceptance (which requires --tokenizer-dir and --prompts,
-    and runs a tp-1 checkpoint alone) on the checkpoint, or train on --base (its Hugging Face model where --base is
-    a TensorRT-LLM checkpoint, which neither reads)."""
+    and merges a tp>1 checkpoint's ranks itself) on the checkpoint, or train on --base (its Hugging Face model where
+    --base is a TensorRT-LLM checkpoint, which neither reads)."""
     from .quickstart import mt_bench_path
 
     hf = "HF_BASE" if is_trtllm_checkpoint(base) else str(base)
-    tp1 = layout.tp_size(cfg) == 1
-    measure = shlex.join(["redrafter-trt", "acceptance", "--checkpoint-dir", str(output) if tp1 else "TP1_CKPT",
-                          "--tokenizer-dir", hf, "--prompts", str(mt_bench_path())])
-    notes = ([] if tp1 else ["TP1_CKPT: the drafter converted with --tp-size 1, as acceptance runs one process"]) + \
-        ([] if hf == str(base) else [f"HF_BASE: the Hugging Face model {base} was exported from"])
+    measure = shlex.join(["redrafter-trt", "acceptance", "--checkpoint-dir", str(output), "--tokenizer-dir", hf,
+                          "--prompts", str(mt_bench_path())])
+    note = "" if hf == str(base) else f" (HF_BASE: the Hugging Face model {base} was exported from)"
     return (f"measure it with `{measure}` before building an engine, or train a drafter on this base "
-            f"(`{shlex.join(['redrafter-trt', 'train', '--base', hf])}`)" + (f" ({'; '.join(notes)})" if notes else ""))
+            f"(`{shlex.join(['redrafter-trt', 'train', '--base', hf])}`){note}")
 
 
 def plan_drafter(d: DrafterConfig, tensors: dict[str, torch.Tensor], cfg: dict, tp_rank: int) -> list[Planned]:

@@ -215,9 +215,10 @@ def said_command(line: str, command: str) -> list[str]:
 @pytest.mark.parametrize("base, tp", [("hf", 1), ("hf", 2), ("trtllm", 1), ("trtllm", 2)])
 def test_the_warning_gives_commands_that_run(bases, tmp_path, caplog, base, tp):
     """A review: the warning's `redrafter-trt acceptance --checkpoint-dir OUT` lacked the options acceptance requires
-    (--tokenizer-dir, --prompts: 'Missing option'), at tp 2 named a checkpoint acceptance refuses (it runs one
-    process), and with a TensorRT-LLM base checkpoint sent it and `train --base` to that checkpoint, which neither
-    reads. They are now whole commands, on the tp-1 conversion and the Hugging Face model."""
+    (--tokenizer-dir, --prompts: 'Missing option'), and with a TensorRT-LLM base checkpoint sent it and `train
+    --base` to that checkpoint, which neither reads. They are now whole commands, on the Hugging Face model; at tp 2
+    on the checkpoint itself, whose ranks acceptance merges (it named a tp-1 conversion to make while acceptance
+    refused a tp>1 checkpoint)."""
     from test_convert import _trtllm_base_only
 
     from redrafter_trt.cli.bench_cmd import acceptance
@@ -229,8 +230,7 @@ def test_the_warning_gives_commands_that_run(bases, tmp_path, caplog, base, tp):
     [line] = warnings(caplog)
     ctx = acceptance.make_context("acceptance", said_command(line, "acceptance"))  # click refuses a missing option
     assert ctx.params["prompts"].is_file()
-    assert ctx.params["checkpoint_dir"] == out if tp == 1 else (ctx.params["checkpoint_dir"] != out
-                                                                and "--tp-size 1" in line), line
+    assert ctx.params["checkpoint_dir"] == out and "--tp-size 1" not in line, line
     retrain = said_command(line, "train")
     if base == "hf":
         assert ctx.params["tokenizer_dir"] == given and retrain == ["--base", str(given)]
