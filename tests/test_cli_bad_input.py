@@ -1177,3 +1177,38 @@ def test_a_terminal_keeps_its_encoding_and_undecodable_names_print(tiny_llama, t
         out = res.stdout
     assert res.returncode == 0, res.stderr.decode(errors="replace")[-2000:]
     assert os.fsencode(dest).replace(b"\xc3\xa9", b"\xe9" if terminal else b"\xc3\xa9") in out
+
+
+MPI_LAUNCHERS = [("OMPI_COMM_WORLD_SIZE", "mpirun"), ("PMI_SIZE", "mpiexec"), ("MV2_COMM_WORLD_SIZE", "mpirun"),
+                 ("SLURM_STEP_NUM_TASKS", "srun")]
+
+
+@pytest.mark.parametrize("var, launcher", MPI_LAUNCHERS, ids=[v for v, _ in MPI_LAUNCHERS])
+def test_copies_started_by_an_mpi_launcher_are_refused_but_an_engines_ranks(parts, ckpt, tmp_path, monkeypatch, var,
+                                                                            launcher):
+    """`mpirun -n 2 redrafter-trt run --checkpoint-dir CKPT` (or mpiexec, srun) ran the whole command in each copy, as
+    under torchrun, which alone was refused. An engine of world size 2 is run that way (TensorRT-LLM's run.py under
+    `mpirun -n 2`): `run --engine-dir` passes, as do inspect and doctor, which only read; the others are refused in
+    one line naming the variable; their --help still shows."""
+    for other in ("WORLD_SIZE", *(v for v, _ in MPI_LAUNCHERS)):
+        monkeypatch.delenv(other, raising=False)
+    base, drafter = parts
+    monkeypatch.setenv(var, "2")
+    refused = {"convert": ["--base", base, "--drafter", drafter, "--output", tmp_path / "out"],
+               "run": ["--checkpoint-dir", ckpt, "--tokenizer-dir", base, "--input-text", "hi"],
+               "serve": ["--engine-dir", ckpt, "--tokenizer-dir", base, "--dry-run"],
+               "train": ["--base", base, "--output", tmp_path / "out"]}
+    for command, args in refused.items():
+        assert_one_line_error(run_cli(command, *args), f"`{command}", launcher, f"{var} 2", f"unset {var}")
+        shown = run_cli(command, "--help")
+        assert shown.exit_code == 0 and shown.output.startswith("Usage:"), shown.output
+    assert not (tmp_path / "out").exists()
+    # an engine's ranks: past the launcher, to run's own checks of the folder
+    assert_one_line_error(run_cli("run", "--engine-dir", ckpt, "--tokenizer-dir", base, "--input-text", "hi"),
+                          "holds a ReDrafter checkpoint, not an engine")
+    assert run_cli("inspect", ckpt).exit_code == 0
+    monkeypatch.setenv(var, "1")  # one copy: nothing duplicated (past the launcher, to the tiny base's missing tokenizer)
+    assert_one_line_error(run_cli("run", *refused["run"]), "cannot load a tokenizer")
+    monkeypatch.delenv(var)
+    monkeypatch.setenv("SLURM_NTASKS", "4")  # sbatch's, for the allocation, in a batch script that runs once
+    assert_one_line_error(run_cli("run", *refused["run"]), "cannot load a tokenizer")

@@ -20,6 +20,7 @@ import click
 
 from .. import __version__
 from ..errors import ConfigError, RedrafterError
+from ..launchers import copies_error, launched_copies
 from .params import Command
 
 COMMANDS = {
@@ -40,6 +41,10 @@ COMMANDS = {
 # command, started once per rank, would do all of its work in each copy (run and serve start a tp checkpoint's ranks
 # themselves), printing every answer twice or writing one output folder from two processes.
 TORCHRUN_COMMANDS = ("train", "inspect", "doctor")
+# ... and under an MPI launcher (mpirun, mpiexec, srun: launchers.py): `run --engine-dir`, an engine's ranks as
+# TensorRT-LLM's run.py runs them (run refuses its --checkpoint-dir there itself: the reference runtime starts its
+# ranks); not train, whose ranks are torchrun's, nor serve, whose trtllm-serve starts an engine's ranks itself
+MPI_COMMANDS = ("run", "inspect", "doctor")
 HELP_ASKED = "redrafter_trt.help_asked"  # ctx.meta: the command's arguments ask for its --help (LazyGroup)
 
 NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
@@ -174,16 +179,16 @@ def _debug(ctx, e: BaseException) -> bool:
     return debug
 
 
-def _refuse_torchrun_copies(command: str | None) -> None:
-    """ConfigError for a command other than TORCHRUN_COMMANDS started as one of several torchrun ranks
-    (WORLD_SIZE > 1, as train reads it)."""
-    world = os.environ.get("WORLD_SIZE", "1")
-    if command in TORCHRUN_COMMANDS or not world.isdigit() or int(world) <= 1:
+def _refuse_launched_copies(command: str | None) -> None:
+    """ConfigError for a command started as one of several copies by a launcher whose copies it does not share its
+    work between (TORCHRUN_COMMANDS under torchrun, MPI_COMMANDS under an MPI launcher)."""
+    copies = launched_copies()
+    if copies is None or command in (TORCHRUN_COMMANDS if copies[1] == "torchrun" else MPI_COMMANDS):
         return
-    raise ConfigError(f"`{command}` under torchrun (WORLD_SIZE {world}) would run whole in every copy: start it once, "
-                      f"without torchrun, or unset WORLD_SIZE where a launcher's environment left it (only `train` "
-                      f"shares its work between torchrun's copies; `run` and `serve` start a tp checkpoint's ranks "
-                      f"themselves)")
+    raise copies_error(copies, f"`{command}`", "only `train` shares its work between torchrun's copies; `run` and "
+                       "`serve` start a tp checkpoint's ranks themselves" if copies[1] == "torchrun" else
+                       "under an MPI launcher only `run --engine-dir` runs as an engine's ranks; `train` shares its "
+                       "work under torchrun; `run --checkpoint-dir` and `serve` start their ranks themselves")
 
 
 def _interrupt(signum, frame):
@@ -207,7 +212,7 @@ def main(ctx, debug, verbose):
     """Convert, check, run and build Apple ReDrafter drafters for TensorRT-LLM."""
     ctx.obj = {"debug": debug}
     if not ctx.meta.get(HELP_ASKED):
-        _refuse_torchrun_copies(ctx.invoked_subcommand)
+        _refuse_launched_copies(ctx.invoked_subcommand)
     # `kill`, `docker stop`, a scheduler's preemption, torchrun stopping its ranks: stop as on Ctrl-C, so train and
     # quickstart save their training state, serve drains, and a half-written output's temporary folder is removed
     previous = signal.signal(signal.SIGTERM, _interrupt)

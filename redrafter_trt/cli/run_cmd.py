@@ -11,6 +11,7 @@ import logging
 import click
 
 from ..errors import ConfigError
+from ..launchers import copies_error, launched_copies
 from ..presets import config_option, one_of
 from .params import CHAT_TEMPLATE_KWARGS, Command, OutputFile, SEED, Temperature, check_output_file, options_given, \
     template_kwargs_given
@@ -52,6 +53,10 @@ def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
     from ..runtime import (check_compile, check_draft_shape, check_positions, check_temperature, generate, generate_tp,
                            load, open_checkpoint)
 
+    copies = launched_copies()  # past the group's check: an MPI launcher's, whose copies only an engine's ranks are
+    if copies is not None:
+        raise copies_error(copies, "`run --checkpoint-dir`", "the reference runtime starts a tp checkpoint's ranks "
+                           "itself; only `run --engine-dir` runs as an engine's ranks")
     ckpt = open_checkpoint(ckpt)  # inspected once, here: generate_tp and load take it checked
     cfg = ckpt.config
     if o["tp"] is not None and o["tp"] != cfg.tp_size:

@@ -1,0 +1,42 @@
+"""Launchers that start one command as several copies (torchrun, mpirun / mpiexec, srun), told apart by the variable
+each sets in every copy it starts: the number of copies started together.
+
+Read from the launchers' documentation: torchrun sets WORLD_SIZE; Open MPI's mpirun OMPI_COMM_WORLD_SIZE (its PMIx
+launcher, Open MPI 5's prterun, too); the hydra mpiexec of MPICH and Intel MPI PMI_SIZE (as `srun --mpi=pmi2`
+does); MVAPICH2's MV2_COMM_WORLD_SIZE; Slurm's srun SLURM_STEP_NUM_TASKS, the tasks of its job step. Not SLURM_NTASKS:
+sbatch sets it too, to the allocation's task count, in a batch script that runs once. PMIx alone (PMIX_RANK) sets no
+count in the environment: a PMIx process started by srun or Open MPI is told by theirs.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .errors import ConfigError
+
+# (variable, launcher): torchrun first, so train's ranks under a torchrun that srun or mpirun started count as torchrun's
+LAUNCHERS = (
+    ("WORLD_SIZE", "torchrun"),
+    ("OMPI_COMM_WORLD_SIZE", "mpirun"),
+    ("PMI_SIZE", "mpiexec"),
+    ("MV2_COMM_WORLD_SIZE", "mpirun"),
+    ("SLURM_STEP_NUM_TASKS", "srun"),
+)
+
+
+def launched_copies() -> tuple[str, str, int] | None:
+    """(variable, launcher, copies) of the first of LAUNCHERS that started this process as one of several copies;
+    None for a process started alone (a count of 1, or none)."""
+    for var, launcher in LAUNCHERS:
+        n = os.environ.get(var, "").strip()
+        if n.isdigit() and int(n) > 1:
+            return var, launcher, int(n)
+    return None
+
+
+def copies_error(copies: tuple[str, str, int], what: str, why: str) -> ConfigError:
+    """The one-line refusal of `what` (a command) started as one of `copies` (launched_copies), `why` saying which
+    commands do run as copies."""
+    var, launcher, n = copies
+    return ConfigError(f"{what} under {launcher} ({var} {n}) would run whole in every copy: start it once, without "
+                       f"{launcher}, or unset {var} where a launcher's environment left it ({why})")
