@@ -16,7 +16,7 @@ from . import layout
 from .checkpoint import config_problems
 from .config import DTYPES, BaseModelConfig, read_json, trtllm_model_fields
 from .errors import ConfigError, TensorError, name_list
-from .io import ST_TO_TORCH, UNREAD_FIX, TensorSource, unread_weights
+from .io import ST_TO_TORCH, UNREAD_BASE_FIX, TensorSource, unread_weights
 from .registry import QWEN_SEQ_LENGTH, TRTLLM_ACTIVATIONS, bias_fields
 from .rope import rope_kind, trtllm_kind
 from .rules import DROPPED, LAYER_RULES, MODEL_RULES
@@ -81,6 +81,7 @@ def hf_source_shapes(b: BaseModelConfig) -> dict[str, tuple[int, ...]]:
 
 
 def check_hf_tensors(src: TensorSource, b: BaseModelConfig, where: Path) -> None:
+    refuse_quantized(b.hf, where)  # before its scales are called unexpected tensors (init-drafter, train, bench)
     have = src.names()
     _check_layer_count(len(have), b.num_layers, f"base {where}")
     want = hf_source_shapes(b)
@@ -100,7 +101,7 @@ def check_hf_tensors(src: TensorSource, b: BaseModelConfig, where: Path) -> None
         raise TensorError(f"base {where}: misshapen tensors: {'; '.join(bad[:3])}: the weights do not match its "
                           f"config.json; re-download the model (config.json and weights from one download)")
     if unread := unread_weights({k: src.dtype(k) for k in want}):
-        raise TensorError(f"base {where}: {unread}: {UNREAD_FIX}")
+        raise TensorError(f"base {where}: {unread}: {UNREAD_BASE_FIX}")
 
 
 def _hf_bias_hint(b: BaseModelConfig, unexpected: set[str]) -> str | None:
@@ -244,12 +245,18 @@ def hf_config(base: Path, opts: ConvertOptions, exit_dim: tuple[int, ...] = ()) 
         raise ConfigError(f"{base / 'config.json'}: attention_bias is true, but TensorRT-LLM builds a Qwen3 without "
                           f"attention biases (its QWenConfig sets attn_bias false for qwen3): its engine would drop "
                           f"them; use a Qwen3 without attention biases")
+    refuse_quantized(hf, base)
+    return b
+
+
+def refuse_quantized(hf: dict, base: Path) -> None:
+    """ConfigError for a Hugging Face base whose config.json (`hf`) has a quantization_config (an -FP8 release, GPTQ,
+    AWQ): its tensors are packed or scaled (qweight, weight_scale, ...): cast as they are, they would be garbage."""
     quant = hf.get("quantization_config")
-    if quant:  # its tensors are packed or scaled (qweight, weight_scale, ...): cast as they are, they would be garbage
+    if quant:
         method = quant.get("quant_method", "?") if isinstance(quant, dict) else quant
         raise ConfigError(f"{base} is a quantized model (quantization_config: {method}), which this converter does not "
                           f"read: pass the unquantized model (add --quantize fp8 for an FP8 checkpoint)")
-    return b
 
 
 def base_fields(base: Path, opts: ConvertOptions, exit_dim: tuple[int, ...] = ()) -> dict:

@@ -39,7 +39,7 @@ class HfRows:
         return held if held in self.src.names() else None
 
     def dtype(self, name: str) -> str | None:
-        """None also for a dtype no reader takes (complex, float8_e5m2: cast to float, a torch warning): not
+        """None also for a dtype no reader takes (complex, FP8 without its scales: cast to float): not
         comparable, and refused by name where the base's tensors are checked (check_hf_tensors)."""
         held = self._held(name)
         dtype = None if held is None else self.src.dtype(held)

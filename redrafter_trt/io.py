@@ -27,11 +27,13 @@ TORCH_TO_ST = {torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32
 ST_TO_TORCH = {v: k for k, v in TORCH_TO_ST.items()}
 
 
-# The dtypes (safetensors' names) a model's weights may be read in, wherever they are read from (a safetensors header,
-# a pytorch_model.bin, a drafter's model.pt): the floats this converter casts, and FP8 e4m3fn. Any other is refused by
-# name: integers or booleans (a header that lies about a dtype: I32 for F32 takes the same bytes) would be cast from
-# bit patterns, and float8_e5m2, float8_e8m0 or complex values are another format's (or cannot be cast at all).
-WEIGHT_DTYPES = ("F16", "BF16", "F32", "F64", "F8_E4M3")
+# The dtypes (safetensors' names) a Hugging Face model's or a drafter's weights may be read in, wherever they are read
+# from (a safetensors header, a pytorch_model.bin, a drafter's model.pt): the floats this converter casts. Any other is
+# refused by name: integers or booleans (a header that lies about a dtype: I32 for F32 takes the same bytes) would be
+# cast from bit patterns, float8_e8m0 or complex values are another format's (or cannot be cast at all), and FP8
+# (F8_E4M3, F8_E5M2) holds no scale there (a quantization_config, which would give them, is refused before): cast, its
+# values would be off by the scale. FP8 is read only from a TensorRT-LLM checkpoint, with its scaling factors.
+WEIGHT_DTYPES = ("F16", "BF16", "F32", "F64")
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -45,10 +47,14 @@ def unread_weights(dtypes: dict[str, str]) -> str | None:
     unread = [f"{k} is {d}" for k, d in sorted(dtypes.items()) if d not in WEIGHT_DTYPES]
     if not unread:
         return None
-    return f"{'; '.join(unread[:3])}, not a weight dtype this converter reads ({', '.join(WEIGHT_DTYPES)})"
+    fp8 = any(d.startswith(("F8_", "float8_")) for d in dtypes.values() if d not in WEIGHT_DTYPES)
+    return (f"{'; '.join(unread[:3])}, not a weight dtype this converter reads ({', '.join(WEIGHT_DTYPES)}"
+            f"{'; FP8 here has no scales, so its values would be off by them' if fp8 else ''})")
 
 
 UNREAD_FIX = "re-download or re-export it as float16, bfloat16 or float32"  # the fix of unread_weights' refusal
+# ... of a base's: an FP8 release (scaled or not) is no base; convert makes FP8 itself
+UNREAD_BASE_FIX = f"{UNREAD_FIX} (an FP8 model: pass its unquantized release; convert --quantize fp8 makes FP8 itself)"
 
 
 def all_finite(t: torch.Tensor) -> bool:

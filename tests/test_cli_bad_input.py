@@ -613,20 +613,27 @@ def test_a_safetensors_base_in_a_dtype_no_reader_takes_is_refused(parts, ckpt, t
     name = "model.layers.0.self_attn.q_proj.weight"
     t = load_file(base / "model.safetensors")
     save_file(t | {name: t[name].to(dtype)}, base / "model.safetensors")
+    assert_one_line_error(run_cli(cmd, *base_reader_args(cmd, parts, ckpt, tmp_path)), f"base {base}: {name} is {said}",
+                          "re-download or re-export")
+    assert not (tmp_path / "o").exists()
+
+
+def base_reader_args(cmd: str, parts, ckpt, tmp_path: Path) -> list:
+    """The arguments of `cmd`, one of the commands that read a Hugging Face base's tensors, for the base of `parts`
+    (written to tmp_path / "o" where it writes)."""
+    base, drafter = parts
     data, prompts = tmp_path / "d.jsonl", tmp_path / "p.jsonl"
     data.write_text('{"question": "q", "answer": "a"}\n')
     prompts.write_text('{"prompt": "hi"}\n')
-    args = {"convert": ["--base", base, "--drafter", drafter, "--output", tmp_path / "o"],
-            "init-drafter": ["--base", base, "--output", tmp_path / "o"],
-            "train": ["--base", base, "--data", data, "--output", tmp_path / "o", "--cache-dir", tmp_path / "cache"],
-            "bench": ["--checkpoint-dir", ckpt, "--tokenizer-dir", tmp_path / "tok", "--prompts", prompts,
-                      "--hf-dir", base, "--max-new-tokens", 1]}[cmd]
     if cmd == "bench":
         from test_bench import save_byte_tokenizer
 
         save_byte_tokenizer(tmp_path / "tok")
-    assert_one_line_error(run_cli(cmd, *args), f"base {base}: {name} is {said}", "re-download or re-export")
-    assert not (tmp_path / "o").exists()
+    return {"convert": ["--base", base, "--drafter", drafter, "--output", tmp_path / "o"],
+            "init-drafter": ["--base", base, "--output", tmp_path / "o"],
+            "train": ["--base", base, "--data", data, "--output", tmp_path / "o", "--cache-dir", tmp_path / "cache"],
+            "bench": ["--checkpoint-dir", ckpt, "--tokenizer-dir", tmp_path / "tok", "--prompts", prompts,
+                      "--hf-dir", base, "--max-new-tokens", 1]}[cmd]
 
 
 @pytest.mark.parametrize("field", ["tie_word_embeddings", "attention_bias", "mlp_bias"])
@@ -1212,3 +1219,26 @@ def test_copies_started_by_an_mpi_launcher_are_refused_but_an_engines_ranks(part
     monkeypatch.delenv(var)
     monkeypatch.setenv("SLURM_NTASKS", "4")  # sbatch's, for the allocation, in a batch script that runs once
     assert_one_line_error(run_cli("run", *refused["run"]), "cannot load a tokenizer")
+
+
+@pytest.mark.parametrize("release", [False, True], ids=["no-block", "fp8-release"])
+@pytest.mark.parametrize("cmd", ["convert", "init-drafter", "train", "bench"])
+def test_an_fp8_base_is_refused(parts, ckpt, tmp_path, cmd, release):
+    """A Hugging Face base holding float8_e4m3fn weights and no quantization_config was cast to float without a scale:
+    garbage weights converted, trained on or benched. Refused naming the tensor and the unquantized base, as
+    `--quantize fp8` makes FP8 itself. An FP8 release (its quantization_config and weight_scale tensors) was refused
+    by convert alone; init-drafter, train and bench said its scales were unexpected tensors, to re-download it."""
+    from safetensors.torch import load_file, save_file
+
+    base = parts[0]
+    name = "model.layers.0.mlp.up_proj.weight"
+    t = load_file(base / "model.safetensors")
+    scales = {name + "_scale": torch.ones(())} if release else {}
+    save_file(t | {name: t[name].to(torch.float8_e4m3fn)} | scales, base / "model.safetensors")
+    if release:
+        rewrite_config(base, quantization_config={"quant_method": "fp8", "activation_scheme": "dynamic"})
+    args = base_reader_args(cmd, parts, ckpt, tmp_path)
+    said = ("is a quantized model (quantization_config: fp8)" if release else
+            f"{name} is F8_E4M3, not a weight dtype this converter reads (F16, BF16, F32, F64; FP8 here has no scales")
+    assert_one_line_error(run_cli(cmd, *args), f"{base}", said, "unquantized", "--quantize fp8")
+    assert not (tmp_path / "o").exists()

@@ -1125,3 +1125,13 @@ def test_convert_options_from_a_script_are_checked(parts, option, value, needle)
     with pytest.raises(ConfigError, match=needle):
         convert(base, drafter, out, **{option: value})
     assert not out.exists()
+
+
+def test_an_fp8_drafter_is_refused(parts):
+    """A drafter whose safetensors hold float8_e4m3fn weights (no scale anywhere: a drafter is never quantized) was
+    cast to float and converted: refused naming the tensor."""
+    f = parts[1] / "model.safetensors"
+    t = load_file(f)
+    save_file(t | {"rnn_w.weight": t["rnn_w.weight"].to(torch.float8_e4m3fn)}, f)
+    assert_one_line_error(convert_err(parts), f"drafter {parts[1]}", "rnn_w.weight is F8_E4M3", "has no scales",
+                          "re-download or re-export")
