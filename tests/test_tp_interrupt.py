@@ -109,8 +109,8 @@ def run_args(tiny_llama, tiny_drafter, tmp_path_factory):
             "--max-output-len", "480"]
 
 
-def _start(argv) -> subprocess.Popen:
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=ENV,
+def _start(argv, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env or ENV,
                             start_new_session=True)  # a process group of its own, as a terminal's foreground job
 
 
@@ -177,12 +177,20 @@ if __name__ == "__main__":
 """
 
 
-def test_ranks_end_with_the_process_that_started_them(tmp_path):
+def test_ranks_end_with_the_process_that_started_them(tmp_path, monkeypatch):
     """generate_tp's ranks (torch.multiprocessing's, with a SIGINT parent-death signal that a rank inside a
-    collective does not act on) outlived a killed `run --tp`; they now get SIGKILL when their parent dies."""
-    script = tmp_path / "sleeper.py"
+    collective does not act on) outlived a killed `run --tp`; they now get SIGKILL when their parent dies. The
+    temporary folder of their results, which a killed run cannot remove, was left in the temporary directory for
+    good: the next start of ranks removes it (its process is gone)."""
+    import tempfile
+
+    from redrafter_trt.runtime.tp import launch
+    from test_runtime_tp import _killed_on_rank_1
+
+    script, tmp = tmp_path / "sleeper.py", tmp_path / "tmp"
     script.write_text(SLEEPER)
-    proc = _start([sys.executable, str(script)])
+    tmp.mkdir()
+    proc = _start([sys.executable, str(script)], {**ENV, "TMPDIR": str(tmp)})
     ranks = _wait_for(lambda: len(r := _ranks(proc.pid)) == 2 and r, 60, "two ranks")
     try:
         _wait_for(lambda: _decoding(ranks), 60, "the ranks to start")
@@ -193,6 +201,12 @@ def test_ranks_end_with_the_process_that_started_them(tmp_path):
     finally:
         _kill_all([proc.pid, *ranks])
         proc.communicate()
+    left = list(tmp.iterdir())
+    assert len(left) == 1 and left[0].is_dir(), left
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    with pytest.raises(Exception, match="killed by SIGKILL"):  # the next start, with a rank of its own killed
+        launch(_killed_on_rank_1, 2)
+    assert list(tmp.iterdir()) == [], "the killed run's folder was left"  # (and the next start's own removed)
 
 
 LOCAL_RANKS = """

@@ -27,7 +27,6 @@ import os
 import pickle
 import shutil
 import signal
-import tempfile
 import threading
 import weakref
 from multiprocessing.connection import wait
@@ -39,7 +38,8 @@ from ..errors import PeerError, RedrafterError, first_line
 from ..sigint_free import run_ignoring_sigint
 from .decode import GenerationResult
 from .folder import Checkpoint, open_checkpoint
-from .tp import die_with_parent, first_error, join, keep_result, meeting_store, rank_device, require_gpus
+from .tp import die_with_parent, first_error, join, keep_result, meeting_store, rank_device, require_gpus, \
+    results_dir
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class LocalRanks:
         require_gpus(device, size, checkpoint_dir)
         store, ctx = meeting_store(), mp.get_context("spawn")
         port = store.port
-        self.results = tempfile.mkdtemp(prefix="redrafter-tp-")  # where a follower that cannot load says why
+        self.results = results_dir()  # where a follower that cannot load says why
         result_path = os.path.join(self.results, "result")
         # a program ending without close(): multiprocessing's exit handler would SIGTERM the followers, which ignore
         # it, and join them forever (they wait on the pipe this process holds open): they are let go first

@@ -15,6 +15,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import shutil
 import signal
 import sys
 import tempfile
@@ -22,6 +23,7 @@ import threading
 import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import wait
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -216,6 +218,18 @@ def _worker(tp_rank: int, tp_size: int, port: int, device: str, fn, args, result
         os._exit(1)           # for its whole timeout (gloo's fails as this process's sockets close)
 
 
+def results_dir() -> str:
+    """A new folder in the temporary directory for the ranks' results (keep_result), `.redrafter-tp.partial-{pid}-*`,
+    which the caller removes. A run killed by SIGKILL (or the OOM killer) cannot remove its own, so the folders of
+    processes that are gone are removed first, as output's sweep removes a killed run's partial outputs (by process
+    id: another live run's stay; on Windows none is removed)."""
+    from ..output import partial_dir, remove_stale_partials
+
+    mark = Path(tempfile.gettempdir()) / "redrafter-tp"  # no such path is made: the folders are named after it
+    remove_stale_partials(mark)
+    return str(partial_dir(mark))
+
+
 def keep_result(result_path: str, tp_rank: int, result: tuple) -> None:
     """Write a rank's ("ok", value) or ("error", RedrafterError) where first_error (in the parent) reads it."""
     with open(f"{result_path}{tp_rank}", "wb") as f:
@@ -300,7 +314,8 @@ def launch(fn, tp_size: int, *args, device: str = "cpu"):
     its result is pickled through a temporary file. KeyboardInterrupt (Ctrl-C, SIGTERM through the CLI) kills every
     rank at once and is raised; so does any other exception here."""
     ctx = multiprocessing.get_context("spawn")
-    with tempfile.TemporaryDirectory(prefix="redrafter-tp-") as tmp:
+    tmp = results_dir()
+    try:
         path = os.path.join(tmp, "result")
         store = meeting_store()  # held here until every rank has ended
         procs = [ctx.Process(target=_worker, args=(r, tp_size, store.port, device, fn, args, path, os.getpid()),
@@ -315,6 +330,8 @@ def launch(fn, tp_size: int, *args, device: str = "cpu"):
         if failed:
             raise _failure(path, tp_size, failed)
         status, value = read_result(path, 0)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     if status == "error":
         raise value
     return value
