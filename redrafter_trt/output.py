@@ -100,31 +100,47 @@ def named_path(path: Path | str) -> Path:
 
 
 def is_within(path: Path | str, folder: Path | str) -> bool:
-    """Whether `path` is `folder` or lies inside it: by resolved names, and by identity (device and inode) where they
-    exist, as two names of one folder resolve to neither (`Drafter` and `drafter` on a case-insensitive file system,
-    macOS's or Windows' default; a bind mount)."""
-    path, folder = Path(path).resolve(), Path(folder).resolve()
-    if path == folder or folder in path.parents:
-        return True
+    """Whether `path` is `folder` or lies inside it, either made or not yet: by resolved names, and by identity (device
+    and inode) where they exist, as two names of one folder resolve to neither (`Drafter` and `drafter` on a
+    case-insensitive file system, macOS's or Windows' default; a bind mount). A `folder` not made yet is its nearest
+    existing folder, compared so, and the names below it, compared case-blind where that folder's own name is found
+    under its other case (its file system ignores case; taken to hold for the folders made in it), exactly where not
+    or where its name has no letters to tell (`/`, `C:\\`): there two new names that differ in case are told apart."""
+    path = Path(path).resolve()
+    base, rest = Path(folder).resolve(), []
+    while not os.path.exists(base) and base.parent != base:  # (False, not an error, where a folder cannot be read)
+        base, rest = base.parent, [base.name, *rest]
     try:
-        key = folder.stat()
+        key = base.stat()
     except OSError:
-        return False
-    if not key.st_ino:  # a file system without file ids (Windows' FAT, some network shares): every inode reads 0
-        return False
+        key = None
     for p in (path, *path.parents):
-        with contextlib.suppress(OSError):
-            if os.path.samestat(p.stat(), key):
-                return True
+        if p == base or (key is not None and key.st_ino and _same_stat(p, key)):  # no ids (FAT): every inode is 0
+            below = path.relative_to(p).parts[:len(rest)]
+            fold = str.casefold if rest and key is not None and _case_blind(base, key) else str
+            return len(below) == len(rest) and [fold(n) for n in below] == [fold(n) for n in rest]
     return False
 
 
+def _same_stat(p: Path, key: os.stat_result) -> bool:
+    try:
+        return os.path.samestat(p.stat(), key)
+    except OSError:
+        return False
+
+
+def _case_blind(folder: Path, key: os.stat_result) -> bool:
+    """Whether `folder` (`key`: its stat) is found under its name's other case (`Out` for `out`): a case-insensitive
+    file system."""
+    other = folder.with_name(folder.name.swapcase()) if folder.name else folder
+    return other != folder and _same_stat(other, key)
+
+
 def same_file(a: Path, b: Path) -> bool:
-    """Whether output files `a` and `b` are one file: by identity where it exists (is_within), else as one name in one
-    folder reached under two names (a bind mount; `Out/r.png` and `out/r.png` on a case-insensitive disk). Two names
-    differing in case of a file not written yet are not told apart."""
-    a, b = Path(a), Path(b)
-    return is_within(a, b) or (a.name == b.name and is_within(a.parent, b.parent) and is_within(b.parent, a.parent))
+    """Whether output files `a` and `b` are one file, either written or not yet (is_within: by identity where it
+    exists, as one name in one folder reached under two names: a bind mount; `Out/r.png` and `out/R.png` on a
+    case-insensitive disk)."""
+    return is_within(a, b)
 
 
 def check_output_folder(dest: Path, force: bool, inputs: Iterable[Path | str] = (), option: str = "--output") -> None:

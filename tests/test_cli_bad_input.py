@@ -1242,3 +1242,15 @@ def test_an_fp8_base_is_refused(parts, ckpt, tmp_path, cmd, release):
             f"{name} is F8_E4M3, not a weight dtype this converter reads (F16, BF16, F32, F64; FP8 here has no scales")
     assert_one_line_error(run_cli(cmd, *args), f"{base}", said, "unquantized", "--quantize fp8")
     assert not (tmp_path / "o").exists()
+
+
+def test_train_output_inside_a_new_cache_under_another_name_is_refused(parts, second_name, tmp_path):
+    """--output inside --cache-dir, both to be made, under two names of one folder (a bind mount; `Out/d` and `out` on
+    a case-insensitive disk) was not seen: the cache's folder did not exist yet, so is_within said no and train wrote
+    its drafter where it removes cache entries."""
+    here, alias = second_name
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"question": "q", "answer": "a"}\n')
+    assert_one_line_error(run_cli("train", "--base", parts[0], "--data", data, "--output", here / "new" / "d",
+                                  "--cache-dir", alias / "new", "--max-steps", 1), "is inside the training cache")
+    assert not (here / "new").exists()

@@ -398,3 +398,35 @@ def test_is_within_tells_nothing_by_identity_where_every_inode_reads_zero(tmp_pa
     monkeypatch.setattr(Path, "stat", no_ids)
     assert not output.is_within(tmp_path / "out", tmp_path / "base")
     assert output.is_within(tmp_path / "base" / "x", tmp_path / "base")
+
+
+def test_is_within_tells_two_names_of_one_folder_not_made_yet(second_name):
+    """is_within said no when `folder` did not exist yet, so two new paths in one folder reached under two names (a
+    bind mount; `Out` and `out` on a case-insensitive disk) were told apart: the nearest existing folder is compared
+    by identity, and the names below it."""
+    from redrafter_trt.output import is_within, same_file
+
+    here, alias = second_name
+    assert is_within(here / "new" / "d", alias / "new") and is_within(alias / "new", here / "new")
+    assert same_file(here / "new" / "r.png", alias / "new" / "r.png")
+    assert not is_within(here / "other" / "d", alias / "new") and not is_within(here / "newer", alias / "new")
+    assert not is_within(here, alias / "new")  # the folder above holds it, not it the folder above
+    assert not any(p.exists() for p in (here / "new", here / "other", here / "newer"))
+
+
+@pytest.mark.parametrize("blind", [False, True], ids=["case-sensitive", "case-insensitive"])
+def test_is_within_folds_case_only_where_the_file_system_does(tmp_path, monkeypatch, blind):
+    """`Out/d` and `out`, neither made yet, are one folder where names are looked up case-blind (macOS's and Windows'
+    default disks), as the nearest existing folder's own name under its other case tells; two folders elsewhere."""
+    from redrafter_trt import output
+
+    (tmp_path / "x").mkdir()
+    original = Path.stat
+
+    def case_blind(self, *args, **kwargs):  # a disk that finds `X` for `x` (tmp_path's own names are lower case)
+        return original(Path(str(self).lower()) if blind else self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", case_blind)
+    assert output.is_within(tmp_path / "x" / "Out" / "d", tmp_path / "x" / "out") == blind
+    assert output.same_file(tmp_path / "x" / "Out" / "r.json", tmp_path / "x" / "out" / "R.json") == blind
+    assert not output.is_within(tmp_path / "x" / "Outer" / "d", tmp_path / "x" / "out")
