@@ -58,6 +58,8 @@ def _run(*args):
                 "--max-seq-len 512 or less"),
     ("one_new_token", "--distill-max-new-tokens must be at least 2 (got 1): a draft step learns from 2 answer tokens"),
     ("huge_exit_dim", "--exit-dim 100000000 makes a drafter of"),
+    ("nothing_to_train", "--freeze-head with --no-rnn and --num-draft-layers 0 at --exit-dim 128 leaves the drafter "
+                         "nothing to train"),
 ])
 def test_bad_inputs_exit_2_with_one_line(chat_base, prompts, tmp_path, case, match):
     empty = tmp_path / "empty.jsonl"
@@ -76,7 +78,11 @@ def test_bad_inputs_exit_2_with_one_line(chat_base, prompts, tmp_path, case, mat
              "frozen_random_head": ["--freeze-head", "--exit-dim", "96", "--distill"],
              "seq_len": ["--max-seq-len", "4096", "--distill"],
              "one_new_token": ["--distill", "--distill-max-new-tokens", "1"],
-             "huge_exit_dim": ["--exit-dim", "100000000"]}.get(case, [])
+             "huge_exit_dim": ["--exit-dim", "100000000"],
+             # no recurrence, ResBlock or input_proj, and the head frozen: an optimizer's ValueError traceback once,
+             # after the distillation
+             "nothing_to_train": ["--freeze-head", "--no-rnn", "--num-draft-layers", "0", "--exit-dim", "128",
+                                  "--distill"]}.get(case, [])
     base = chat_base
     if case in ("base_json", "no_tokenizer", "template", "vocab"):
         base = tmp_path / "base"

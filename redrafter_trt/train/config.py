@@ -108,6 +108,12 @@ class TrainConfig:
             raise ConfigError(f"--freeze-head keeps the final projection at its init, which at --exit-dim "
                               f"{self.exit_dim} is random (the base lm_head only up to the hidden size {H}, or at "
                               f"{2 * H}): pass --exit-dim {H} or less, or {2 * H}, or leave out --freeze-head")
+        if not self.train_head and not self.rnn and self.num_draft_layers == 0 and self.exit_dim == 2 * H:
+            # no recurrence, ResBlock or input_proj (E = 2H): the optimizer's ValueError traceback once, after the
+            # distillation and the hidden states
+            raise ConfigError(f"--freeze-head with --no-rnn and --num-draft-layers 0 at --exit-dim {2 * H} leaves the "
+                              f"drafter nothing to train (no recurrence, ResBlock or input_proj, and the final "
+                              f"projection frozen): leave out --freeze-head, or pass --rnn or --num-draft-layers 1")
         if self.exit_dim is not None:  # before the base loads: --exit-dim 10**8 was an allocation traceback
             self._check_drafter_size(hf, H)
         for p in self.data:
