@@ -107,6 +107,29 @@ def test_an_answer_opening_with_whitespace_is_trained_after_the_prompts_own_toke
     assert list(ex.ids) == prompt + targets + tok("\n", add_special_tokens=False)["input_ids"]
 
 
+def test_a_prompt_ending_in_whitespace_keeps_its_own_tokens_before_the_answer(smollm2):
+    """A generation prompt ending in two newlines (Llama-3's header) before an answer opening with a letter: SmolLM2's
+    byte-level BPE gives the whole conversation "\n", "\n" there (its regex leaves a whitespace run's last character
+    to what follows), the prompt alone "\n\n". No token ran across the answer's start, so the whole text's tokens were
+    kept: the base's hidden state was taken after a token pair it never sees after its prompt. They are now the
+    prompt's own (`prompt_ids`, as run and serve tokenize it)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smollm2)
+    tok.chat_template = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n\n' + m['content'] + '<|im_end|>' }}"
+                         "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n\n' }}{% endif %}")
+    turns = ({"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there"},
+             {"role": "user", "content": "More"}, {"role": "assistant", "content": "Sure"})
+    ex = encode(tok, Conversation(turns), max_len=1000)
+    prompt = prompt_ids(tok, Conversation(turns))
+    assert list(ex.ids[: len(prompt)]) == prompt and ex.mask[len(prompt)]
+    header = tok("<|im_start|>assistant\n\n", add_special_tokens=False)["input_ids"]
+    firsts = [i for i, m in enumerate(ex.mask) if m and not ex.mask[i - 1]]
+    assert [list(ex.ids[i - len(header): i]) for i in firsts] == [header, header]  # the second answer's too
+    targets = [t for t, m in zip(ex.ids, ex.mask) if m]
+    assert targets == tok("Hello there<|im_end|>Sure<|im_end|>", add_special_tokens=False)["input_ids"]
+
+
 def test_readers(tmp_path):
     jl = tmp_path / "d.jsonl"
     jl.write_text("\n".join(json.dumps(r) for r in [

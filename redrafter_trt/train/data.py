@@ -202,8 +202,9 @@ def encode(tokenizer, conv: Conversation, max_len: int) -> Example:
     is not, nor the whitespace after its last special token (ChatML's newline after <|im_end|>, Gemma's after
     <end_of_turn>: template filler between turns, which the base never generates before it stops, whatever its EOS; a
     base whose EOS is <|endoftext|> once trained it). Where a token of the whole text runs across a span's start (an
-    answer opening with whitespace merged into the generation prompt's newline), the text is tokenized in pieces cut at
-    the spans' starts: the tokens before a turn are then its prompt's (`prompt_ids`), those after what the base emits
+    answer opening with whitespace merged into the generation prompt's newline), or the whole text's tokens before a
+    span's start are not those of the text up to it alone (a prompt ending in whitespace the tokenizer splits before a
+    letter), the text is tokenized in pieces cut at the spans' starts: the tokens before a turn are then its prompt's (`prompt_ids`), those after what the base emits
     after them. Truncated to `max_len` tokens (the answer tokens cut counted in `cut`).
     """
     if not getattr(tokenizer, "chat_template", None):
@@ -283,12 +284,14 @@ def _untrain_filler(mask: list[bool], span_of: list[int], ids: list[int], starts
 
 def _tokenize(tokenizer, text: str, cuts: list[int]) -> tuple[list[int], list[int]]:
     """text's token ids and the character each starts at: the whole text's, or where one of its tokens runs across a
-    cut, the pieces' between the cuts (a byte-level BPE merges the "\n" closing ChatML's "<|im_start|>assistant\n"
-    with an answer's leading "\n" or " ": the base never sees that token after its prompt, nor the answer's first
-    token at its place)."""
+    cut, or its tokens before a cut are not those of the text up to it alone (`_as_alone`), the pieces' between the
+    cuts (a byte-level BPE merges the "\n" closing ChatML's "<|im_start|>assistant\n" with an answer's leading "\n"
+    or " ", and splits the "\n\n" closing a Llama-3-style header before an answer's first letter: the base never
+    sees those tokens after its prompt, nor the answer's first token at its place)."""
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, starts = enc["input_ids"], [a for a, _ in enc["offset_mapping"]]
-    if not any(a < c < b for c in cuts for a, b in enc["offset_mapping"]):
+    if not any(a < c < b for c in cuts for a, b in enc["offset_mapping"]) and \
+            all(_as_alone(tokenizer, text, c, ids, starts) for c in cuts):
         return ids, starts
     ids, starts = [], []
     bounds = [0, *cuts, len(text)]
@@ -298,6 +301,12 @@ def _tokenize(tokenizer, text: str, cuts: list[int]) -> tuple[list[int], list[in
             ids += piece["input_ids"]
             starts += [lo + a for a, _ in piece["offset_mapping"]]
     return ids, starts
+
+
+def _as_alone(tokenizer, text: str, cut: int, ids: list[int], starts: list[int]) -> bool:
+    """Whether the tokens `ids` (starting at `starts`) of `text` before `cut` are those of text[:cut] alone, as run and
+    serve tokenize a prompt."""
+    return [i for i, at in zip(ids, starts) if at < cut] == tokenizer(text[:cut], add_special_tokens=False)["input_ids"]
 
 
 def prompt_ids(tokenizer, conv: Conversation, max_len: int | None = None) -> list[int]:
