@@ -168,7 +168,7 @@ def _chat(messages, key: str, prompt_only: bool, tool_turns: bool) -> Iterator[d
         if prompt_only and seen_user and (role == "assistant" or str(who).lower() in CALLS):
             return  # the prompt's answer, a tool call's null content too: not read
         if tool_turns and seen_user and (tool := _tool_turn(msg, str(who).lower(), f"`{key}` message {n}")):
-            yield tool
+            yield tool | _untrained(msg, tool["role"])
             continue
         text = text_of(msg.get("value", msg.get("content")))
         if role is None and not {"from", "role"} & msg.keys():  # once 'with role None'
@@ -181,9 +181,15 @@ def _chat(messages, key: str, prompt_only: bool, tool_turns: bool) -> Iterator[d
         if role == "assistant" and not seen_user:
             continue
         seen_user = seen_user or role == "user"
-        yield {"role": role, "content": check_text(text, f"`{key}` message {n}")}
+        yield {"role": role, "content": check_text(text, f"`{key}` message {n}")} | _untrained(msg, role)
     if not seen_user:
         raise ValueError(f"`{key}` has no human/user message")
+
+
+def _untrained(msg: dict, role: str) -> dict:
+    """{"weight": 0} for an assistant turn that OpenAI's fine-tuning files mark not to learn from (`"weight": 0`:
+    train masks it out of the loss as a prompt), else {}."""
+    return {"weight": 0} if role == "assistant" and msg.get("weight") == 0 else {}
 
 
 def _tool_turn(msg: dict, who: str, where: str) -> dict | None:

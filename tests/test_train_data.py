@@ -76,6 +76,25 @@ def test_mask_keeps_only_assistant_turns(tok):
     assert "Be brief." in unmasked and "Hi" in unmasked and "Bye" in unmasked and "assistant\n" in unmasked
 
 
+def test_an_assistant_turn_of_weight_0_is_not_trained(tok, tmp_path):
+    """OpenAI's fine-tuning files mark an assistant turn not to learn from with `"weight": 0`: it was trained as every
+    other answer. It is now masked out as a prompt is (kept as context), and a conversation with no other answer
+    is one with no answer."""
+    from redrafter_trt.train.dataset import unique
+
+    path = tmp_path / "ft.jsonl"
+    turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo!", "weight": 0},
+             {"role": "user", "content": "Bye"}, {"role": "assistant", "content": "Ciao", "weight": 1}]
+    path.write_text("\n".join(json.dumps({"messages": m}) for m in (turns, turns[:2])))
+    kept, untrained = read_conversations(path)
+    assert _masked_text(tok, encode(tok, kept, max_len=1000)) == "Ciao<|im_end|>"
+    assert "Yo!" in tok.decode(encode(tok, kept, max_len=1000).ids)
+    assert kept.has_answer and not untrained.has_answer
+    # a copy trained on both answers is another conversation, not a duplicate of it
+    both = conversation_of({"messages": [{k: v for k, v in m.items() if k != "weight"} for m in turns]})
+    assert len(unique([kept, both])) == 2
+
+
 def test_mask_with_explicit_system_and_truncation(tok):
     conv = Conversation(({"role": "system", "content": "S"}, {"role": "user", "content": "Q"},
                          {"role": "assistant", "content": "ABCDEFGH"}))

@@ -237,7 +237,8 @@ def test_prompts_without_answers_are_left_out_with_a_warning(chat_base, qa_file,
     mixed.write_text(qa_file.read_text() + "".join(json.dumps({"prompt": f"Say {i}."}) + "\n" for i in range(40)))
     with caplog.at_level("WARNING"):
         train_drafter(_cfg(chat_base, mixed, tmp_path, max_steps=1))
-    assert "left out 40 of 118 conversations with no answer (no assistant turn, or blank ones; first: " in caplog.text  # 2 duplicates
+    assert ("left out 40 of 118 conversations with no answer (no assistant turn, or blank ones or ones of weight 0; "
+            "first: ") in caplog.text  # 2 duplicates
     assert "pass --distill" in caplog.text
 
 

@@ -24,7 +24,8 @@ that refuses them (Llama-2 and Mistral require alternating roles).
 
 An `Example` is one rendered conversation: `ids` [T] token ids from the base tokenizer's chat template and `mask`
 [T] True where the token belongs to an assistant turn (its content and end-of-turn token). System and user tokens,
-and the template's role headers, are masked out of the loss.
+the template's role headers, and an assistant turn of `"weight": 0` (OpenAI's fine-tuning files' mark of a turn not
+to learn from) are masked out of the loss.
 """
 
 from __future__ import annotations
@@ -66,8 +67,9 @@ class Conversation:
     @property
     def has_answer(self) -> bool:
         """Whether an assistant turn has text: a blank one is no answer, as Alpaca's `"output": ""` (a generation
-        file's last `messages` or ShareGPT turn once trained as one, or was refused as too short to train on)."""
-        return any(m["role"] == "assistant" and (m["content"].strip() or m.get("tool_calls")) for m in self.messages)
+        file's last `messages` or ShareGPT turn once trained as one, or was refused as too short to train on), nor is
+        one of weight 0 (`trained`)."""
+        return any(trained(m) and (m["content"].strip() or m.get("tool_calls")) for m in self.messages)
 
     @property
     def calls_tools(self) -> bool:
@@ -78,6 +80,12 @@ class Conversation:
         """The messages before the first assistant turn (what distillation answers; run, bench and acceptance send a
         prompt file's record as `prompt_of` reads it: the same messages)."""
         return before_answer(self.messages)
+
+
+def trained(message: dict) -> bool:
+    """Whether a message is an answer to train on: an assistant turn, but one of `"weight": 0` (OpenAI's fine-tuning
+    files' mark of a turn not to learn from: masked out as a prompt is)."""
+    return message["role"] == "assistant" and message.get("weight") != 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -243,13 +251,13 @@ def renders_by_turn(tokenizer, conv: Conversation) -> bool:
 
 
 def _spans(tokenizer, conv: Conversation) -> tuple[str, list[tuple[int, int]] | None]:
-    """(the chat template's text of conv, each assistant turn's (start, end) character span in it), the spans None
-    where the template does not render conv prefix by prefix (`encode`)."""
+    """(the chat template's text of conv, each assistant turn's (start, end) character span in it, but those of weight
+    0: `trained`), the spans None where the template does not render conv prefix by prefix (`encode`)."""
     msgs, text = _as_template_takes(tokenizer, conv, list(conv.messages),
                                     add_generation_prompt=not conv.messages[-1]["role"] == "assistant")
     spans = []
     for j, m in enumerate(msgs):
-        if m["role"] != "assistant":
+        if not trained(m):
             continue
         before = _render(tokenizer, conv, msgs[:j], add_generation_prompt=True)
         through = _render(tokenizer, conv, msgs[: j + 1], add_generation_prompt=False)

@@ -188,10 +188,10 @@ def _prompt_key(conv: Conversation) -> tuple:
 
 
 def _key(conv: Conversation, messages: list[dict]) -> tuple:
-    """What tells conversations (or their prompts) apart: the messages' roles, texts and tool calls, and conv's tools
-    (a template showing them renders another prompt)."""
-    return json.dumps(conv.tools, sort_keys=True), tuple((m["role"], m["content"], json.dumps(m.get("tool_calls")))
-                                                         for m in messages)
+    """What tells conversations (or their prompts) apart: the messages' roles, texts, tool calls and weights (an answer
+    of weight 0 is not trained), and conv's tools (a template showing them renders another prompt)."""
+    return json.dumps(conv.tools, sort_keys=True), tuple((m["role"], m["content"], json.dumps(m.get("tool_calls")),
+                                                          m.get("weight")) for m in messages)
 
 
 def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir: Path, base_dtype: torch.dtype, *,
@@ -248,8 +248,9 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
                               "or give conversations with assistant turns")
         if len(answered) < len(convs):  # once left out without a word
             first = next(c.source for c in convs if not c.has_answer)
-            whole("left out %d of %d conversations with no answer (no assistant turn, or blank ones; first: %s): "
-                  "pass --distill to have the base answer them", len(convs) - len(answered), len(convs), first)
+            whole("left out %d of %d conversations with no answer (no assistant turn, or blank ones or ones of "
+                  "weight 0; first: %s): pass --distill to have the base answer them", len(convs) - len(answered),
+                  len(convs), first)
         train_c, eval_c = split_by_prompt(answered, cfg.eval_examples)
         check_shards(len(train_c), world)
         _hold(in_use, cache_dir, cfg.base)
