@@ -120,6 +120,7 @@ def test_acceptance_of_a_tp2_checkpoint_is_its_tp1_twins(twins, tmp_path):
         reports.append(json.loads(out.read_text()))
         outputs.append(result.stdout)
     assert reports[0]["configs"] == reports[1]["configs"] and reports[0]["best"] == reports[1]["best"]
+    assert [(r["meta"]["checkpoint_tp_size"], r["meta"]["ranks_merged"]) for r in reports] == [(1, False), (2, True)]
     assert any(c["mean_tokens_per_step"] > 1 for c in reports[0]["configs"])  # drafts accepted: a replay that counts
     note = [line for line in outputs[1].splitlines() if "merged" in line]
     assert len(note) == 1 and re.search(r"2 rank files merged", note[0]), outputs[1]
@@ -129,10 +130,13 @@ def test_acceptance_of_a_tp2_checkpoint_is_its_tp1_twins(twins, tmp_path):
     assert tables[0] == tables[1]
 
 
-def test_bench_of_a_tp2_checkpoint_says_its_ranks_were_merged(twins):
+def test_bench_of_a_tp2_checkpoint_says_its_ranks_were_merged(twins, tmp_path):
     base, ckpts, prompts = twins
+    out = tmp_path / "bench.json"
     result = run_cli("bench", "--checkpoint-dir", ckpts[1], "--tokenizer-dir", base, "--prompts", prompts,
-                     "--num-prompts", 1, "--max-new-tokens", 4, "--beams", 2, "--draft-lens", 3)
+                     "--num-prompts", 1, "--max-new-tokens", 4, "--beams", 2, "--draft-lens", 3, "--output-json", out)
     assert result.exit_code == 0, result.output
     assert len([line for line in result.stdout.splitlines() if "2 rank files merged" in line]) == 1
     assert "agree on 1/1 prompt" in result.stdout
+    meta = json.loads(out.read_text())["meta"]  # the JSON says which model was timed: tp=2's ranks, merged
+    assert (meta["checkpoint_tp_size"], meta["ranks_merged"]) == (2, True)
