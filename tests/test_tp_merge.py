@@ -140,3 +140,16 @@ def test_bench_of_a_tp2_checkpoint_says_its_ranks_were_merged(twins, tmp_path):
     assert "agree on 1/1 prompt" in result.stdout
     meta = json.loads(out.read_text())["meta"]  # the JSON says which model was timed: tp=2's ranks, merged
     assert (meta["checkpoint_tp_size"], meta["ranks_merged"]) == (2, True)
+
+
+def test_a_merged_checkpoint_written_again_is_merged_again(twins):
+    """A folder written since bench or acceptance opened it (a convert into it meanwhile) is opened again by `load`:
+    its ranks are still merged, not refused with run's 'pass --tp 2', an option neither command has."""
+    import os
+
+    _, ckpts, _ = twins
+    merged = merge_ranks(open_checkpoint(ckpts[1]))
+    config = ckpts[1] / "config.json"
+    os.utime(config, ns=(config.stat().st_atime_ns, config.stat().st_mtime_ns + 10**9))  # its stamp changes
+    model = load(merged)
+    assert model.group.tp_size == 1 and model.base.local_heads == model.config.num_heads

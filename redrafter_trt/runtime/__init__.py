@@ -49,7 +49,7 @@ from .config import DTYPES, RuntimeConfig
 from .decode import MAX_TOP_LOGPROBS, GenerationResult, TokenLogprob, decode, token_logprobs
 from .drafter import CheckpointDrafter
 from .folder import Checkpoint, open_checkpoint
-from .merge import merged_tensors
+from .merge import merge_ranks, merged_tensors
 from .model import BaseModel, read_rank_file
 from .tp import SINGLE, TPGroup, launch, rank_device, require_gpus
 
@@ -95,7 +95,10 @@ def load(checkpoint_dir: Checkpoint | Path | str, device: str = "cpu", dtype: to
     so tokens per step would no longer predict the engine's, and `sampling_rule="trtllm"` would accept against
     int8's q.
     Greedy output and exact sampling stay exact either way (the base verifies; q is not used there)."""
+    merge = isinstance(checkpoint_dir, Checkpoint) and checkpoint_dir.merged  # kept where its folder is opened again
     checkpoint_dir = open_checkpoint(checkpoint_dir)  # stands for its folder below (Path, f-strings)
+    if merge:
+        checkpoint_dir = merge_ranks(checkpoint_dir)
     cfg = checkpoint_dir.config
     if cfg.tp_size != group.tp_size:
         raise ConfigError(f"{checkpoint_dir} is a tp={cfg.tp_size} checkpoint but the runtime runs tp={group.tp_size}: "
