@@ -10,9 +10,10 @@ those sums: a greedy near-tie, rarely.
 
 FP8: read_rank_file dequantises each rank's FP8 linears with that rank's own `weights_scaling_factor` before they
 are joined, so the merged weights are the ones each rank multiplies by (the runtime computes with dequantised
-weights at any tp) whether or not the ranks' scales agree. modelopt's export gives every rank of a split weight the
-scale of the whole tensor, taken before the split: merged, an FP8 tp export is its tp=1 export's dequantised weights
-bit for bit.
+weights at any tp), whether or not the ranks' scales agree, but for a kv head repeated over ranks (nkv < tp),
+whose k and v rows are taken from its first rank. modelopt's export gives every rank of a split weight the scale of
+the whole tensor, taken before the split: merged, an FP8 tp export is its tp=1 export's dequantised weights bit for
+bit.
 
 Memory: the whole model is held once (each rank's tensors are dropped as they are joined), and the largest tensor
 twice while it is joined; the runtime then casts it to its dtype as `load` does any rank file.
