@@ -5,7 +5,9 @@ Read from the launchers' documentation: torchrun sets WORLD_SIZE; Open MPI's mpi
 launcher, Open MPI 5's prterun, too); the hydra mpiexec of MPICH and Intel MPI PMI_SIZE (as `srun --mpi=pmi2`
 does); MVAPICH2's MV2_COMM_WORLD_SIZE; Slurm's srun SLURM_STEP_NUM_TASKS, the tasks of its job step. Not SLURM_NTASKS:
 sbatch sets it too, to the allocation's task count, in a batch script that runs once. PMIx alone (PMIX_RANK) sets no
-count in the environment: a PMIx process started by srun or Open MPI is told by theirs.
+count in the environment: a PMIx process started by srun or Open MPI is told by theirs. Nor the shell of an
+interactive step (`srun -n 8 --pty bash`, tasks asked for their CPUs or GPUs): srun gives task 0 the terminal
+(SLURM_PTY_PORT, its port) and the other tasks none, so they end at once; what is typed there runs once.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ LAUNCHERS = (
     ("MV2_COMM_WORLD_SIZE", "mpirun"),
     ("SLURM_STEP_NUM_TASKS", "srun"),
 )
+# (variable, its launcher's interactive mark): the copies counted by `variable` are one shell where the mark is set
+# and this is task 0 (SLURM_PROCID), the one with the terminal
+INTERACTIVE = {"SLURM_STEP_NUM_TASKS": "SLURM_PTY_PORT"}
 
 
 def launched_copies() -> tuple[str, str, int] | None:
@@ -29,7 +34,7 @@ def launched_copies() -> tuple[str, str, int] | None:
     None for a process started alone (a count of 1, or none)."""
     for var, launcher in LAUNCHERS:
         n = os.environ.get(var, "").strip()
-        if n.isdigit() and int(n) > 1:
+        if n.isdigit() and int(n) > 1 and not _interactive_shell(var):
             return var, launcher, int(n)
     return None
 
@@ -40,3 +45,9 @@ def copies_error(copies: tuple[str, str, int], what: str, why: str) -> ConfigErr
     var, launcher, n = copies
     return ConfigError(f"{what} under {launcher} ({var} {n}) would run whole in every copy: start it once, without "
                        f"{launcher}, or unset {var} where a launcher's environment left it ({why})")
+
+
+def _interactive_shell(var: str) -> bool:
+    """Whether this process is the shell (or runs in it) that an interactive step of the launcher counting `var`
+    opened on task 0 (INTERACTIVE)."""
+    return var in INTERACTIVE and INTERACTIVE[var] in os.environ and os.environ.get("SLURM_PROCID", "0") == "0"

@@ -1254,3 +1254,23 @@ def test_train_output_inside_a_new_cache_under_another_name_is_refused(parts, se
     assert_one_line_error(run_cli("train", "--base", parts[0], "--data", data, "--output", here / "new" / "d",
                                   "--cache-dir", alias / "new", "--max-steps", 1), "is inside the training cache")
     assert not (here / "new").exists()
+
+
+def test_the_shell_of_an_interactive_srun_step_is_not_its_copies(parts, ckpt, monkeypatch):
+    """`srun -n 8 --pty bash` (tasks asked for their CPUs or GPUs) gives a shell on task 0 whose environment says 8
+    tasks in the step (SLURM_STEP_NUM_TASKS 8): the others have no terminal and end at once. Every command typed in
+    that shell was refused as one of srun's copies. Task 0 of a pty step (SLURM_PTY_PORT) runs; another task of it
+    is still refused."""
+    for other in ("WORLD_SIZE", *(v for v, _ in MPI_LAUNCHERS)):
+        monkeypatch.delenv(other, raising=False)
+    base = parts[0]
+    args = ["--checkpoint-dir", ckpt, "--tokenizer-dir", base, "--input-text", "hi"]
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "8")
+    monkeypatch.setenv("SLURM_PTY_PORT", "34889")
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    assert_one_line_error(run_cli("run", *args), "cannot load a tokenizer")  # past the launcher
+    monkeypatch.setenv("SLURM_PROCID", "3")
+    assert_one_line_error(run_cli("run", *args), "under srun (SLURM_STEP_NUM_TASKS 8)")
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    monkeypatch.delenv("SLURM_PTY_PORT")  # `srun -n 8 redrafter-trt ...`: its task 0 is one of 8 copies
+    assert_one_line_error(run_cli("run", *args), "under srun (SLURM_STEP_NUM_TASKS 8)")
