@@ -265,3 +265,34 @@ def test_ctrl_c_while_serve_starts_its_followers_prints_no_traceback(run_args):
     os.killpg(proc.pid, signal.SIGINT)
     code, err = _finish(proc, ranks)
     assert (code, err.strip()) == (130, "interrupted"), err[-3000:]
+
+
+def _own_pid_namespace() -> list[str] | None:
+    """The command prefix that runs a program in a pid namespace of its own (as a container's), /tmp shared; None
+    where this machine cannot make one."""
+    import shutil
+
+    argv = ["unshare", "--user", "--map-root-user", "--pid", "--fork", "--mount-proc"]
+    if shutil.which("unshare") is None or subprocess.run([*argv, "true"], capture_output=True).returncode:
+        return None
+    return argv
+
+
+def test_a_start_in_another_pid_namespace_leaves_a_live_runs_results_folder(tmp_path, monkeypatch):
+    """Containers sharing the temporary directory (`docker run -v /tmp:/tmp`, a pod's shared volume) each have pid
+    namespaces of their own: a start of ranks in one asked whether the other's live `run --tp` still ran by its pid,
+    which names no process there, and removed that run's results folder, so its ranks could not report."""
+    import tempfile
+
+    from redrafter_trt.runtime.tp import results_dir
+
+    prefix = _own_pid_namespace()
+    if prefix is None:
+        pytest.skip("no pid namespace can be made here (unshare)")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    live = Path(results_dir())  # this process's, as a run's that goes on
+    other = subprocess.run([*prefix, sys.executable, "-c", "from redrafter_trt.runtime.tp import results_dir; "
+                            "print(results_dir())"], capture_output=True, text=True, env={**ENV, "TMPDIR": str(tmp_path)})
+    assert other.returncode == 0, other.stderr[-2000:]
+    assert Path(other.stdout.strip()).is_dir()  # the other start made its own (which it would remove when done)
+    assert live.is_dir(), "a start in another pid namespace removed a live run's results folder"

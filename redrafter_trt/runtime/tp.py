@@ -219,15 +219,26 @@ def _worker(tp_rank: int, tp_size: int, port: int, device: str, fn, args, result
 
 
 def results_dir() -> str:
-    """A new folder in the temporary directory for the ranks' results (keep_result), `.redrafter-tp.partial-{pid}-*`,
-    which the caller removes. A run killed by SIGKILL (or the OOM killer) cannot remove its own, so the folders of
-    processes that are gone are removed first, as output's sweep removes a killed run's partial outputs (by process
-    id: another live run's stay; on Windows none is removed)."""
+    """A new folder in the temporary directory for the ranks' results (keep_result),
+    `.redrafter-tp-ns{pid namespace}.partial-{pid}-*`, which the caller removes. A run killed by SIGKILL (or the OOM
+    killer) cannot remove its own, so the folders of processes that are gone are removed first, as output's sweep
+    removes a killed run's partial outputs (by process id: another live run's stay; on Windows none is removed).
+    Only those of this pid namespace: containers sharing the temporary directory have namespaces of their own, where
+    another's live run has a pid that names no process, or another one."""
     from ..output import partial_dir, remove_stale_partials
 
-    mark = Path(tempfile.gettempdir()) / "redrafter-tp"  # no such path is made: the folders are named after it
+    # no such path is made: the folders are named after it
+    mark = Path(tempfile.gettempdir()) / f"redrafter-tp{_pid_namespace()}"
     remove_stale_partials(mark)
     return str(partial_dir(mark))
+
+
+def _pid_namespace() -> str:
+    """`-ns{id}` for this process's pid namespace (Linux: the inode of /proc/self/ns/pid); '' where none is told."""
+    try:
+        return f"-ns{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return ""
 
 
 def keep_result(result_path: str, tp_rank: int, result: tuple) -> None:
