@@ -105,7 +105,8 @@ def is_within(path: Path | str, folder: Path | str) -> bool:
     case-insensitive file system, macOS's or Windows' default; a bind mount). A `folder` not made yet is its nearest
     existing folder, compared so, and the names below it, compared case-blind where that folder's own name is found
     under its other case (its file system ignores case; taken to hold for the folders made in it), exactly where not
-    or where its name has no letters to tell (`/`, `C:\\`): there two new names that differ in case are told apart."""
+    or where its name has no letters to tell (`/`, `C:\\`): there two new names that differ in case are told apart.
+    A `path` whose first name below that folder exists is not inside the new one (which would be found then)."""
     path = Path(path).resolve()
     base, rest = Path(folder).resolve(), []
     while not os.path.exists(base) and base.parent != base:  # (False, not an error, where a folder cannot be read)
@@ -117,8 +118,10 @@ def is_within(path: Path | str, folder: Path | str) -> bool:
     for p in (path, *path.parents):
         if p == base or (key is not None and key.st_ino and _same_stat(p, key)):  # no ids (FAT): every inode is 0
             below = path.relative_to(p).parts[:len(rest)]
+            if len(below) != len(rest) or (rest and os.path.lexists(p / below[0])):  # an existing name is not the new
+                return False                                                        # one: that would be found under it
             fold = str.casefold if rest and key is not None and _case_blind(base, key) else str
-            return len(below) == len(rest) and [fold(n) for n in below] == [fold(n) for n in rest]
+            return [fold(n) for n in below] == [fold(n) for n in rest]
     return False
 
 
@@ -131,9 +134,12 @@ def _same_stat(p: Path, key: os.stat_result) -> bool:
 
 def _case_blind(folder: Path, key: os.stat_result) -> bool:
     """Whether `folder` (`key`: its stat) is found under its name's other case (`Out` for `out`): a case-insensitive
-    file system."""
+    file system. Not through a symbolic link so named (`PROJ` -> `proj` on a case-sensitive disk)."""
     other = folder.with_name(folder.name.swapcase()) if folder.name else folder
-    return other != folder and _same_stat(other, key)
+    try:
+        return other != folder and os.path.samestat(other.lstat(), key)
+    except OSError:
+        return False
 
 
 def same_file(a: Path, b: Path) -> bool:

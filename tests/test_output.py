@@ -430,3 +430,36 @@ def test_is_within_folds_case_only_where_the_file_system_does(tmp_path, monkeypa
     assert output.is_within(tmp_path / "x" / "Out" / "d", tmp_path / "x" / "out") == blind
     assert output.same_file(tmp_path / "x" / "Out" / "r.json", tmp_path / "x" / "out" / "R.json") == blind
     assert not output.is_within(tmp_path / "x" / "Outer" / "d", tmp_path / "x" / "out")
+
+
+def test_a_link_named_in_the_other_case_is_no_case_blind_disk(tmp_path):
+    """A symbolic link `PROJ` -> `proj` (or `/data/ML` -> `ml`) on a case-sensitive disk made is_within take proj's
+    file system as case-blind, found under its other case through the link: `--output proj/out` was then the input
+    `proj/Out` (two folders), and train's new `--output proj/Out/d` lay in its new `--cache-dir proj/out`."""
+    from redrafter_trt.output import check_output_folder, is_within
+
+    proj = tmp_path / "proj"
+    (proj / "Out").mkdir(parents=True)
+    (tmp_path / "PROJ").symlink_to(proj)
+    assert not is_within(proj / "Out", proj / "out") and not is_within(proj / "New" / "d", proj / "new")
+    check_output_folder(proj / "out", False, [proj / "Out"])  # not refused
+    assert is_within(proj / "new" / "d", tmp_path / "PROJ" / "new")  # the link is still a name of proj
+
+
+def test_an_existing_folder_is_never_the_one_not_made_yet(tmp_path, monkeypatch):
+    """A case-sensitive folder in a case-blind one (WSL's folders made from Linux on a Windows drive, a case-sensitive
+    volume under macOS's /Volumes) is found under its other case through its parent: is_within took the folder's own
+    names as case-blind and the existing input `x/Out` as the new `--output x/out`. A name that exists is not the new
+    one, which would be found under it."""
+    from redrafter_trt import output
+
+    (tmp_path / "x" / "Out").mkdir(parents=True)
+    original = Path.stat
+
+    def blind_parent(self, *args, **kwargs):  # tmp_path finds `X` for `x`; x itself tells `Out` from `out`
+        return original(tmp_path / "x" if self == tmp_path / "X" else self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", blind_parent)
+    assert not output.is_within(tmp_path / "x" / "Out", tmp_path / "x" / "out")
+    assert not output.is_within(tmp_path / "x" / "Out" / "d", tmp_path / "x" / "out")
+    assert output.is_within(tmp_path / "x" / "New" / "d", tmp_path / "x" / "new")  # both new: taken as x's parent's
