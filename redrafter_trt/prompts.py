@@ -164,11 +164,11 @@ def _chat(messages, key: str, prompt_only: bool, tool_turns: bool) -> Iterator[d
         raise ValueError(f"`{key}` must be a non-empty list of messages")
     seen_user = False
     for n, msg in _numbered(messages):
-        role, who = _role(msg, key), msg.get("from", msg.get("role"))
+        role, who, where = _role(msg, key), msg.get("from", msg.get("role")), f"`{key}` message {n}"
         if prompt_only and seen_user and (role == "assistant" or str(who).lower() in CALLS):
             return  # the prompt's answer, a tool call's null content too: not read
-        if tool_turns and seen_user and (tool := _tool_turn(msg, str(who).lower(), f"`{key}` message {n}")):
-            yield tool | _untrained(msg, tool["role"])
+        if tool_turns and seen_user and (tool := _tool_turn(msg, str(who).lower(), where)):
+            yield tool | _untrained(msg, tool["role"], where)
             continue
         text = text_of(msg.get("value", msg.get("content")))
         if role is None and not {"from", "role"} & msg.keys():  # once 'with role None'
@@ -181,15 +181,21 @@ def _chat(messages, key: str, prompt_only: bool, tool_turns: bool) -> Iterator[d
         if role == "assistant" and not seen_user:
             continue
         seen_user = seen_user or role == "user"
-        yield {"role": role, "content": check_text(text, f"`{key}` message {n}")} | _untrained(msg, role)
+        yield {"role": role, "content": check_text(text, where)} | _untrained(msg, role, where)
     if not seen_user:
         raise ValueError(f"`{key}` has no human/user message")
 
 
-def _untrained(msg: dict, role: str) -> dict:
+def _untrained(msg: dict, role: str, where: str) -> dict:
     """{"weight": 0} for an assistant turn that OpenAI's fine-tuning files mark not to learn from (`"weight": 0`:
-    train masks it out of the loss as a prompt), else {}."""
-    return {"weight": 0} if role == "assistant" and msg.get("weight") == 0 else {}
+    train masks it out of the loss as a prompt), else {}; a ValueError for an assistant turn's weight other than 0 or
+    1 (a user turn's is not read)."""
+    weight = msg.get("weight")
+    if role != "assistant":
+        return {}
+    if isinstance(weight, str) or weight not in (None, 0, 1):  # once read as no weight: "0" and 2 trained
+        raise ValueError(f"{where} has weight {weight!r}: OpenAI's fine-tuning files allow 0 (not trained) or 1")
+    return {"weight": 0} if weight == 0 else {}
 
 
 def _tool_turn(msg: dict, who: str, where: str) -> dict | None:
