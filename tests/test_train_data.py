@@ -161,6 +161,31 @@ def test_a_prompt_ending_in_whitespace_keeps_its_own_tokens_before_the_answer(sm
     assert targets == tok("Hello there<|im_end|>Sure<|im_end|>", add_special_tokens=False)["input_ids"]
 
 
+def test_the_prompts_own_tokens_are_checked_in_linear_time(smollm2, monkeypatch):
+    """Each answer's tokens before it were checked against the text up to it tokenized whole, again for every answer:
+    a conversation of 40 answers was about 20 times its text tokenized, 8 times slower to encode than before the
+    check. The check starts at the last special token before the answer (a tokenizer splits those out first, so the
+    text before one tokenizes alone as in the whole), and the ids are the same."""
+    from transformers import AutoTokenizer
+
+    from redrafter_trt.tokens import render_chat
+
+    tok = AutoTokenizer.from_pretrained(smollm2)
+    words = "the quick brown fox jumps over a lazy dog".split()
+    turns = tuple({"role": ("user", "assistant")[i % 2], "content": " ".join(words[(i + j) % 9] for j in range(60))}
+                  for i in range(80))
+    conv = Conversation(turns)
+    text = render_chat(tok, list(turns), add_generation_prompt=False)
+    seen = []
+    real = type(tok).__call__
+    monkeypatch.setattr(type(tok), "__call__", lambda self, t, **kw: seen.append(len(t)) or real(self, t, **kw))
+    ex = encode(tok, conv, max_len=10**6)
+    assert sum(seen) < 3 * len(text)
+    monkeypatch.undo()
+    whole = tok(text, add_special_tokens=False)["input_ids"]
+    assert list(ex.ids) == whole  # ChatML's answers open after a special token and a newline: nothing is cut
+
+
 def test_readers(tmp_path):
     jl = tmp_path / "d.jsonl"
     jl.write_text("\n".join(json.dumps(r) for r in [

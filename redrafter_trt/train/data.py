@@ -30,6 +30,7 @@ to learn from) are masked out of the loss.
 
 from __future__ import annotations
 
+import bisect
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -298,8 +299,9 @@ def _tokenize(tokenizer, text: str, cuts: list[int]) -> tuple[list[int], list[in
     sees those tokens after its prompt, nor the answer's first token at its place)."""
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, starts = enc["input_ids"], [a for a, _ in enc["offset_mapping"]]
+    special = special_ids(tokenizer)
     if not any(a < c < b for c in cuts for a, b in enc["offset_mapping"]) and \
-            all(_as_alone(tokenizer, text, c, ids, starts) for c in cuts):
+            all(_as_alone(tokenizer, text, c, ids, starts, special) for c in cuts):
         return ids, starts
     ids, starts = [], []
     bounds = [0, *cuts, len(text)]
@@ -311,10 +313,14 @@ def _tokenize(tokenizer, text: str, cuts: list[int]) -> tuple[list[int], list[in
     return ids, starts
 
 
-def _as_alone(tokenizer, text: str, cut: int, ids: list[int], starts: list[int]) -> bool:
+def _as_alone(tokenizer, text: str, cut: int, ids: list[int], starts: list[int], special: set[int]) -> bool:
     """Whether the tokens `ids` (starting at `starts`) of `text` before `cut` are those of text[:cut] alone, as run and
-    serve tokenize a prompt."""
-    return [i for i, at in zip(ids, starts) if at < cut] == tokenizer(text[:cut], add_special_tokens=False)["input_ids"]
+    serve tokenize a prompt: compared from the last `special` token before the cut (a tokenizer splits its special
+    tokens out first, so the text before one tokenizes alone as in the whole). From the start, each answer's check
+    tokenized the text up to it: 20 times the text for 40 answers, 8 times slower to encode."""
+    end = bisect.bisect_left(starts, cut)
+    last = next((k for k in range(end - 1, -1, -1) if ids[k] in special), 0)
+    return ids[last:end] == tokenizer(text[starts[last]:cut], add_special_tokens=False)["input_ids"] if end else True
 
 
 def prompt_ids(tokenizer, conv: Conversation, max_len: int | None = None) -> list[int]:
