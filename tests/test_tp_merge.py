@@ -52,6 +52,17 @@ def test_merged_ranks_are_the_tp1_conversion(tmp_path, arch, tp, overrides, draf
     assert model.group.tp_size == 1 and model.base.local_heads == model.config.num_heads
 
 
+def test_merge_ranks_opens_a_folder(tmp_path):
+    """merge_ranks took only open_checkpoint's Checkpoint: a folder, as every loading entry point takes, was an
+    AttributeError ('str' object has no attribute 'config'). It opens it, with inspect's checks, as load does."""
+    hf = make_hf(tmp_path / "hf", "llama")
+    folder = convert(hf, make_drafter(tmp_path / "drafter", hf), tmp_path / "tp2", tp_size=2, dtype="float32")
+    for given in (str(folder), folder):
+        merged = merge_ranks(given)
+        assert merged.merged and merged.config.tp_size == 1 and merged.path == folder
+    assert load(merge_ranks(str(folder))).group.tp_size == 1
+
+
 @pytest.mark.parametrize("tp", [2, 4])
 def test_a_padded_vocabulary_is_trimmed(tmp_path, tp):
     """A base whose vocabulary tp does not divide (251): lm_head's ranks end in zero rows (a drafter's vocabulary must

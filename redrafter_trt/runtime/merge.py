@@ -30,7 +30,7 @@ from ..layout import tp_size
 from ..rules import split_of
 from ..shard import MERGES
 from .config import RuntimeConfig
-from .folder import Checkpoint
+from .folder import Checkpoint, open_checkpoint
 from .model import read_rank_file
 
 
@@ -46,8 +46,10 @@ def merged_tensors(folder: Path | str, raw: dict) -> dict[str, torch.Tensor]:
     return merge_tensors([read_rank_file(Path(folder), r) for r in range(tp_size(raw))], raw)
 
 
-def merge_ranks(ckpt: Checkpoint) -> Checkpoint:
-    """An opened checkpoint as one process runs it: its config at tp 1, which `load` takes as its rank files merged
-    (`Checkpoint.merged`). Its `raw` stays the folder's config.json, by which its rank files are read (bench's
-    base rows, base_rows.TrtllmRows), its producer block saying how they were made. A tp=1 one as it is."""
+def merge_ranks(ckpt: Checkpoint | Path | str) -> Checkpoint:
+    """A checkpoint (opened first, `open_checkpoint`, when a folder is given) as one process runs it: its config at
+    tp 1, which `load` takes as its rank files merged (`Checkpoint.merged`). Its `raw` stays the folder's
+    config.json, by which its rank files are read (bench's base rows, base_rows.TrtllmRows), its producer block
+    saying how they were made. A tp=1 one as it is."""
+    ckpt = open_checkpoint(ckpt)
     return replace(ckpt, config=replace(ckpt.config, tp_size=1)) if ckpt.config.tp_size > 1 else ckpt
