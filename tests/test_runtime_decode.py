@@ -321,6 +321,10 @@ BAD_ARGUMENTS = [  # generate's keyword -> the one line it gives (each was a tra
     ({"prompt_ids": [[1, 2.5]]}, "token id 2.5 is not an integer"),  # was decoded as token 2
     ({"prompt_ids": [[1, None]]}, "token id None is not an integer"),  # a TypeError in the prefill (passed the check)
     ({"prompt_ids": [[1, torch.tensor(17)]]}, r"token id tensor\(17\) is not an integer"),  # "17 is outside 0..255"
+    # transformers 5's apply_chat_template returns a BatchEncoding (a dict) unless told return_dict=False: the
+    # message said "one list of token ids per prompt", which a dict of input_ids seemed to be
+    ({"prompt_ids": [{"input_ids": [1, 2], "attention_mask": [1, 1]}]}, r"\['input_ids'\].*return_dict=False"),
+    ({"prompt_ids": {"input_ids": [[1, 2]], "attention_mask": [[1, 1]]}}, r"\['input_ids'\].*return_dict=False"),
 ]
 
 
@@ -337,6 +341,17 @@ def test_bad_arguments_are_one_clear_error(tiny_llama, tiny_drafter, monkeypatch
         rt.generate_tp(checkpoint(tiny_llama, tiny_drafter, 2), **args)
     with pytest.raises(ConfigError, match="temperature -1 is negative"):  # the checks generate_tp lacked before
         rt.generate_tp(checkpoint(tiny_llama, tiny_drafter, 2), PROMPTS, 4, temperature=-1)
+
+
+def test_a_folder_or_checkpoint_for_the_model_is_one_clear_error(tiny_llama, tiny_drafter):
+    """generate_tp takes a checkpoint folder, generate and prompt_logprobs the model load returns: a folder (or
+    open_checkpoint's Checkpoint) passed to them was an AttributeError ('str' object has no attribute 'config')."""
+    ckpt = checkpoint(tiny_llama, tiny_drafter, 1)
+    for wrong in (str(ckpt), rt.open_checkpoint(ckpt)):
+        with pytest.raises(ConfigError, match=r"takes the model runtime.load\(checkpoint\) returns"):
+            rt.generate(wrong, PROMPTS, 4)
+        with pytest.raises(ConfigError, match=r"takes the model runtime.load\(checkpoint\) returns"):
+            rt.prompt_logprobs(wrong, PROMPTS, 2)
 
 
 def test_forward_logits_refuses_ids_outside_the_vocabulary(tiny_llama, tiny_drafter):

@@ -38,6 +38,7 @@ import logging
 import math
 import numbers
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -185,6 +186,9 @@ def check_temperature(temperature: float) -> None:
 def check_prompts(cfg: RuntimeConfig, prompt_ids: list[list[int]]) -> None:
     """Refuse an empty prompt list, an empty prompt, or a token id outside the vocabulary (an IndexError deep in
     the embedding otherwise, on every tp rank)."""
+    if any(isinstance(p, Mapping) and "input_ids" in p for p in [prompt_ids, *_items(prompt_ids)]):
+        raise ConfigError("prompt_ids holds a tokenizer's BatchEncoding (transformers 5's apply_chat_template returns "
+                          "one): pass its ['input_ids'], or call apply_chat_template with return_dict=False")
     if not isinstance(prompt_ids, (list, tuple)) or not all(isinstance(p, (list, tuple)) for p in prompt_ids):
         raise ConfigError("prompt_ids is a batch: one list of token ids per prompt, unpadded ([ids] for one prompt; "
                           "a tensor's .tolist() without its padding)")
@@ -198,6 +202,19 @@ def check_prompts(cfg: RuntimeConfig, prompt_ids: list[list[int]]) -> None:
     if bad:
         raise ConfigError(f"token id {bad[0]} is outside the vocabulary (0..{cfg.vocab_size - 1}): encode the prompts "
                           f"with the base model's tokenizer")
+
+
+def _items(prompt_ids) -> list:
+    """prompt_ids' prompts when it is a list or tuple, else none."""
+    return list(prompt_ids) if isinstance(prompt_ids, (list, tuple)) else []
+
+
+def check_model(model, name: str) -> None:
+    """Refuse a checkpoint folder (or a Checkpoint) passed where the loaded model goes: an AttributeError deep in
+    `name` otherwise."""
+    if not isinstance(model, ReDrafterModel):
+        raise ConfigError(f"{name} takes the model runtime.load(checkpoint) returns, not {type(model).__name__} "
+                          f"{str(model)[:80]!r}: model = load(checkpoint) first (generate_tp takes the folder)")
 
 
 def _check_top_k(k: int) -> None:
@@ -261,6 +278,7 @@ def generate(model: ReDrafterModel, prompt_ids: list[list[int]], max_new_tokens:
     distribution at the temperature) or "trtllm" (a sampling engine's own rule, to predict its tokens per step;
     `runtime.accept`). forget_ended: a row that ended keeps nothing, its result lists empty (a server's long-running
     batch; on_tokens had its tokens; `runtime.decode`)."""
+    check_model(model, "generate")
     W, L = check_generate(model.config, prompt_ids, max_new_tokens, num_beams, draft_len, temperature, eos_token_id,
                           seed, use_draft, batch_size, on_tokens=on_tokens, admit=admit, logprobs=logprobs,
                           sampling_rule=sampling_rule, forget_ended=forget_ended)
@@ -329,6 +347,7 @@ def prompt_logprobs(model: ReDrafterModel, prompt_ids: list[list[int]], k: int) 
     """Each prompt's tokens after the first under the base, teacher-forced: [prompt][t - 1] is token t's
     log-probability given tokens 0..t-1 and the k most likely there (an API's `echo` with logprobs, perplexity).
     Under tp every rank calls it with the same arguments."""
+    check_model(model, "prompt_logprobs")
     check_prompts(model.config, prompt_ids)
     _check_top_k(k)
     check_positions(model.config, prompt_ids, 0)
