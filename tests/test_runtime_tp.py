@@ -241,6 +241,29 @@ def test_a_program_ending_with_local_ranks_open_exits(tiny_llama, tiny_drafter, 
     assert done.stdout.startswith("[[")
 
 
+def test_a_script_without_a_main_guard_is_told_to_add_one(tiny_llama, tiny_drafter, tmp_path):
+    """generate_tp in a script's top level, as a notebook cell runs it: every spawned rank runs the script again and
+    fails in multiprocessing's bootstrap, and the script got RuntimeError('tp rank 0 exited with code 1'). It is
+    one line naming the `if __name__ == "__main__":` guard."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "script.py"
+    script.write_text("import sys\nfrom redrafter_trt.errors import RedrafterError\n"
+                      "from redrafter_trt.runtime import generate_tp\n"
+                      "try:\n"
+                      "    generate_tp(sys.argv[1], [[1, 2, 3]], 4)\n"
+                      "except RedrafterError as e:\n"  # as the CLI does
+                      "    sys.exit(f'error: {e}')\n")
+    root = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run([sys.executable, str(script), str(checkpoint(tiny_llama, tiny_drafter, 2))],
+                          capture_output=True, text=True, timeout=90, cwd=root, env={**os.environ, "PYTHONPATH": root})
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: tp rank") and 'if __name__ == "__main__":' in last, done.stderr[-2000:]
+
+
 def test_what_c_code_prints_while_ranks_connect_goes_to_stderr():
     """torch 2.8 / 2.9's gloo (TensorRT-LLM 1.2 pins 2.9) printf's "[Gloo] Rank r is connected to ..." as a group
     connects; C's stdout buffer then wrote it into `run --tp`'s answers. Joining is wrapped in quiet_stdout."""

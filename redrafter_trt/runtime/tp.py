@@ -306,7 +306,8 @@ def _end(procs: list) -> None:
 
 
 def _failure(result_path: str, tp_size: int, failed: dict[int, int]) -> Exception:
-    """What to raise for ranks that failed: a rank's RedrafterError, a rank a signal ended (PeerError), or a rank's
+    """What to raise for ranks that failed: a rank's RedrafterError, a rank a signal ended (PeerError), a rank that
+    failed before it ran (PeerError: a script without a main guard, run again by each spawned rank), or a rank's
     own failure with its traceback (a bug)."""
     if (error := first_error(result_path, tp_size)) is not None:
         return error
@@ -316,6 +317,10 @@ def _failure(result_path: str, tp_size: int, failed: dict[int, int]) -> Exceptio
     if (trace := first_error(result_path, tp_size, "crash")) is not None:
         return RuntimeError(f"a tp rank failed:\n{trace}")
     r, code = min(failed.items())
+    if code == 1:  # no record at all: it failed before _worker ran, in multiprocessing's bootstrap
+        return PeerError(f"tp rank {r} exited with code 1 before it started (its error above): a spawned rank runs "
+                         f"the script that started it again, so a script needs its generate_tp call under "
+                         f'`if __name__ == "__main__":`')
     return RuntimeError(f"tp rank {r} exited with code {code}")
 
 
