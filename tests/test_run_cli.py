@@ -267,3 +267,39 @@ def test_an_engine_and_a_tokenizer_of_another_model_are_refused(smollm2, tmp_pat
     (engine / "rank0.engine").write_bytes(b"")
     one_line_error(invoke("--engine-dir", engine, "--tokenizer-dir", smollm2, "--input-text", "hi"),
                    "has 49152 tokens but the model's vocab_size is 32000")
+
+
+def readme_python_example() -> str:
+    """The ```python block of README.md's "Python API" section, as written."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("### Python API\n"):]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_the_readmes_python_example_runs_and_gives_runs_outputs(smollm2, tmp_path, capsys):
+    """README's Python API example, run as written on a tiny model (SmolLM2's tokenizer and vocabulary, 2 layers of
+    64) with its two paths replaced: it prints an answer per prompt, and its ids are `run --chat`'s for the same
+    prompts (the section says so)."""
+    from tinymodels import make_drafter, make_hf
+
+    base = make_hf(tmp_path / "base", vocab_size=49152, bias_std=0.02)
+    for f in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json"):
+        if (smollm2 / f).exists():
+            shutil.copy(smollm2 / f, base / f)
+    ckpt = checkpoint(base, make_drafter(tmp_path / "drafter", base), 1)
+    code = readme_python_example()
+    paths = 'ckpt, base = "ckpt/", "SmolLM2-135M-Instruct/"'
+    assert paths in code  # the line this test points at the tiny model
+    scope: dict = {}
+    exec(code.replace(paths, f"ckpt, base = {str(ckpt)!r}, {str(base)!r}"), scope)
+    printed = capsys.readouterr().out.splitlines()
+    result = scope["result"]
+    assert len(printed) == 3 and all(f"{len(o)} tokens in" in line for o, line in zip(result.output_ids, printed))
+    out = tmp_path / "run.json"
+    res = invoke("--checkpoint-dir", ckpt, "--tokenizer-dir", base, "--chat", "--input-text", "What is ReDrafter?",
+                 "--input-text", "Name three colors.", "--max-output-len", 32, "--output-json", out)
+    assert res.exit_code == 0, res.output
+    assert [r["output_ids"] for r in json.loads(out.read_text())["results"]] == result.output_ids

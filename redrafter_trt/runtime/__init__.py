@@ -21,7 +21,8 @@ PyTorch, with ReDrafter's draft / tree-verify / accept loop. Stable Python API:
 
     # a tp=N checkpoint in one process, its rank files merged (bench, acceptance; the whole model in memory):
     model = load(merge_ranks(open_checkpoint("ckpt_tp2/")))   # from redrafter_trt.runtime.merge import merge_ranks
-    # a tp=N checkpoint: N local processes (gloo on CPU, nccl on CUDA), each loading only its own rank file
+    # a tp=N checkpoint: N local processes (gloo on CPU, nccl on CUDA), each loading only its own rank file; they
+    # run the calling script again: a script calls it under `if __name__ == "__main__":` (a notebook need not)
     result = generate_tp("ckpt_tp2/", prompt_ids, max_new_tokens=64, device="cpu", ...same keywords...)
     # (but on_tokens / admit / on_step: they need rank 0 in this process, `runtime.ranks.LocalRanks`)
 
