@@ -69,7 +69,7 @@ def shared_options(f):
     """The options `bench` and `acceptance` share (same names, same defaults)."""
     options = [
         click.option("--checkpoint-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-                     help="ReDrafter checkpoint (from `convert`), tp 1."),
+                     help="ReDrafter checkpoint (from `convert`); a tp>1 one's ranks are merged into this process."),
         click.option("--tokenizer-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
                      help="Tokenizer folder (the base's Hugging Face folder)."),
         click.option("--prompts", required=True, type=click.Path(dir_okay=False, path_type=Path),

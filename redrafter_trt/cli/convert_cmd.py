@@ -35,7 +35,8 @@ def _none_is_off(ctx, param, value):
 @click.option("--dtype", type=click.Choice(["auto", "float16", "bfloat16", "float32"]), default="auto", show_default=True,
               help="Model dtype; auto keeps the base's (float16 when its config.json names none, as TensorRT-LLM; "
                    "with --quantize fp8, float32 too). The drafter is always written in this dtype.")
-@click.option("--num-beams", "--redrafter_num_beams", "num_beams", type=COUNT, default=5, show_default=True)
+@click.option("--num-beams", "--redrafter_num_beams", "num_beams", type=COUNT, default=5, show_default=True,
+              help="Beams the drafter searches per step.")
 @click.option("--draft-len", "--redrafter_draft_len_per_beam", "draft_len", type=COUNT, default=5, show_default=True,
               help="Drafted tokens per beam, excluding the guaranteed token.")
 @click.option("--no-greedy/--greedy", "--redrafter_no_greedy_search", "no_greedy", default=False,
@@ -46,9 +47,11 @@ def _none_is_off(ctx, param, value):
 @click.option("--kv-cache-dtype", type=click.Choice(["none", "fp8"]), default=None, callback=_none_is_off,
               help="FP8 KV cache (with --quantize fp8; none: the checkpoint's dtype, over a preset's).")
 @click.option("--calib-data", type=PATH, default=None, help="Calibration prompts (jsonl/json) [default: shipped set].")
-@click.option("--calib-size", type=COUNT, default=16, show_default=True)
-@click.option("--calib-seq-len", type=COUNT, default=128, show_default=True)
-@click.option("--calib-batch-size", type=COUNT, default=4, show_default=True)
+@click.option("--calib-size", type=COUNT, default=16, show_default=True, help="Calibration prompts used (the first N).")
+@click.option("--calib-seq-len", type=COUNT, default=128, show_default=True,
+              help="Tokens each calibration prompt is cut to.")
+@click.option("--calib-batch-size", type=COUNT, default=4, show_default=True,
+              help="Calibration prompts per forward.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Where FP8 calibration runs.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder (an earlier ReDrafter output, or an empty folder).")
@@ -106,7 +109,7 @@ def _print_plan(plan, output: Path) -> None:
 @click.option("--num-draft-layers", type=int, default=2, show_default=True, help="ResBlocks before the final projection.")
 @click.option("--rnn/--no-rnn", default=True, show_default=True, help="Recurrent state update (Apple's default).")
 @click.option("--exit-dim", type=int, default=None, help="Drafter width E [default: 2 x hidden size, no input_proj].")
-@click.option("--seed", type=SEED, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the random initialisation.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder (an earlier ReDrafter output, or an empty folder).")
 def init_drafter(base, output, num_draft_layers, rnn, exit_dim, seed, force):
     """Write a freshly initialised drafter for BASE (the start of training, or a pipeline smoke test)."""

@@ -170,7 +170,8 @@ def stats_line(result, *, engine: bool) -> str:
                    "`no-draft: true`).")
 @click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1), help="Prompts per batch.")
 @click.option("--tp", type=click.IntRange(min=1), help="Tensor parallel size (must equal the checkpoint's).")
-@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
+              help="Where the reference runtime runs (--checkpoint-dir only).")
 @click.option("--compile/--no-compile", "compile_layers", default=False,
               help="Run the base's layers compiled by TorchInductor (one CPU, float32): minutes of compiling at load "
                    "(and again on the first batch of several prompts), then faster steps (--no-compile: eager, over "

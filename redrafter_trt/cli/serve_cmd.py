@@ -67,7 +67,8 @@ def _refuse_engine_template_kwargs(ctx: click.Context, kwargs: dict) -> None:
               help="Address to listen on (0.0.0.0: every interface; ::, IPv6 too).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
               help="0 picks a free port (--checkpoint-dir only: trtllm-serve needs one above 0).")
-@click.option("--model-name", help="The model id clients send and /v1/models lists (default: the folder's name).")
+@click.option("--model-name",
+              help="The model id clients send and /v1/models lists (default: the checkpoint folder's name).")
 @click.option("--max-output-len", default=512, show_default=True, type=click.IntRange(min=1),
               help="Reference server: the largest max_tokens a request may ask for, and the default (left out: at "
                    "most the model's positions less one).")

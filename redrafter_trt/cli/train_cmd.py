@@ -62,22 +62,25 @@ _DTYPE = click.Choice(["auto", "float32", "bfloat16"])
 @click.option("--exit-dim", type=int, callback=_positive, help="Width of the final projection [default: the base hidden size].")
 @click.option("--predict-n", default=5, show_default=True, type=int, callback=_positive,
               help="Draft steps trained; recorded so `convert` can refuse a longer --draft-len.")
-@click.option("--epochs", default=1, show_default=True, type=int, callback=_positive)
+@click.option("--epochs", default=1, show_default=True, type=int, callback=_positive, help="Passes over the data.")
 @click.option("--max-steps", type=int, callback=_positive,
               help="Stop after this many steps (instead of --epochs: not both).")
-@click.option("--lr", default=1e-3, show_default=True, type=float)
+@click.option("--lr", default=1e-3, show_default=True, type=float,
+              help="AdamW's peak learning rate (5% linear warm-up, then cosine to zero).")
 @click.option("--batch-size", default=256, show_default=True, type=int, callback=_positive,
               help="Anchor positions per step (each trains every draft step); per rank under torchrun.")
 @click.option("--max-seq-len", type=int, help="Truncate conversations to this many tokens, at most the base's "
               "max_position_embeddings [default: 1024, or that when fewer].")
 @click.option("--max-examples", type=int, callback=_positive, help="Use at most this many conversations (seeded shuffle).")
-@click.option("--seed", default=0, show_default=True, type=SEED)
+@click.option("--seed", default=0, show_default=True, type=SEED,
+              help="Seed of the initialisation, the data shuffle and each step's anchors.")
 @click.option("--device", default="cpu", show_default=True, type=Device(),
               help="cpu, cuda or cuda:N (torchrun picks the rank's GPU).")
 @click.option("--resume", is_flag=True, help="Continue from OUTPUT.train-state.pt (same options as the interrupted run).")
 @click.option("--distill", is_flag=True, help="Train on the base's own greedy answers to the prompts (cached, resumable).")
 @CHAT_TEMPLATE_KWARGS
-@click.option("--distill-max-new-tokens", default=256, show_default=True, type=int, callback=_positive)
+@click.option("--distill-max-new-tokens", default=256, show_default=True, type=int, callback=_positive,
+              help="New tokens per distilled answer at most (with --distill).")
 @click.option("--distill-batch-size", default=64, show_default=True, type=int, callback=_positive,
               help="Prompts answered together; lower it if the base runs out of memory.")
 @click.option("--base-dtype", type=_DTYPE, default="auto", show_default=True,
