@@ -664,6 +664,73 @@ def test_examples_and_readme_use_only_real_options():
     assert checked > 50
 
 
+def _readme_section(readme: str, command: str) -> str:
+    """Where the README documents `command`: the `## ` section whose heading starts with its name (`## Convert`,
+    `## Run: ...`, `## Benchmark: ...` for bench), else the one holding a `### ... (command)` heading (acceptance), else
+    its row in the Pipeline table (init-drafter). Empty where there is none."""
+    import re
+
+    sections = re.split(r"^(?=## )", readme, flags=re.M)[1:]
+    for section in sections:
+        if section[3:].lower().startswith(command):
+            return section
+    for section in sections:
+        if re.search(rf"^### .*\({command}\)", section, flags=re.M):
+            return section
+    return "\n".join(re.findall(rf"^\| `{command}` \|.*", readme, flags=re.M))
+
+
+def test_readme_mentions_every_option_in_its_commands_section():
+    """The converse of the test above: every long name of every option of every command (TensorRT-LLM's
+    underscore spellings too) is in the README where that command is documented, so a new option is documented."""
+    import re
+
+    readme = Path(__file__).resolve().parents[1].joinpath("README.md").read_text()
+    missing = []
+    for name, command in _commands().items():
+        section = _readme_section(readme, name)
+        assert section, f"README.md has no section for `{name}`: add one, or a row in the Pipeline table"
+        for param in command.params:
+            for opt in (*param.opts, *getattr(param, "secondary_opts", ())) if isinstance(param, click.Option) else ():
+                if opt.startswith("--") and not re.search(rf"(?<![\w-]){re.escape(opt)}(?![\w-])", section):
+                    missing.append(f"{name} {opt}")
+    assert not missing, f"options not in their command's README section: {', '.join(missing)}"
+
+
+def test_every_option_has_a_help_text():
+    """`redrafter-trt CMD --help` says what each option does (convert's --num-beams and --calib-size showed only
+    their defaults)."""
+    bare = [f"{name} {param.opts[0]}" for name, command in _commands().items() for param in command.params
+            if isinstance(param, click.Option) and not param.help]
+    assert not bare, f"options without a help text: {', '.join(bare)}"
+
+
+# how the README states an option's default: `[--port 8000]` in a usage line, "`--lr` (default 1e-3",
+# "`--soft-target 0.5`, the default", "`--max-output-len`: 512 by default", "`--max-batch-size` defaults to 8"
+README_DEFAULTS = (r"\[(--[a-z][\w-]*) ([\d.]+)\]", r"`(--[a-z][\w-]*)`,? \(default:? `?([\w.]+)",
+                   r"`(--[a-z][\w-]*) ([\w.]+)`,? the default", r"`(--[a-z][\w-]*)`:? ([\w.]+) by default",
+                   r"`(--[a-z][\w-]*)`'s\s+default of ([\w.]+)", r"`(--[a-z][\w-]*)` defaults to ([\w.]+)")
+
+
+def test_readme_states_the_commands_defaults():
+    """A default the README states in a command's section is the one its option has (options whose default is
+    worked out at run time, as train's `--max-seq-len`, have none to compare)."""
+    import re
+
+    readme = Path(__file__).resolve().parents[1].joinpath("README.md").read_text()
+    compared = []
+    for name, command in _commands().items():
+        options = {o: p for p in command.params if isinstance(p, click.Option) for o in p.opts}
+        for pattern in README_DEFAULTS:
+            for opt, stated in re.findall(pattern, _readme_section(readme, name)):
+                default = getattr(options.get(opt), "default", None)
+                if isinstance(default, (bool, int, float, str)) and not isinstance(default, bool):
+                    value = type(default)(stated)
+                    assert value == default, f"README.md: {name} {opt} defaults to {stated}, the option to {default}"
+                    compared.append(f"{name} {opt}")
+    assert len(compared) >= 15, compared
+
+
 REQUIRED = {"convert": ["--base", "b", "--drafter", "d", "--output", "o"],
             "run": ["--tokenizer-dir", "t", "--checkpoint-dir", "c"],
             "serve": ["--tokenizer-dir", "t", "--checkpoint-dir", "c"],
