@@ -64,8 +64,8 @@ class SeqLen(click.types.IntParamType):
               help="Prompt plus output tokens, 2 or more (trtllm-build adds room for the draft tokens) [default: from "
                    "the model].")
 @click.option("--max-num-tokens", type=click.IntRange(min=1),
-              help="Tokens per batch after padding removal (raised to batch x (draft tokens + 1) if lower); also "
-                   "the longest prompt the engine takes, with --max-seq-len - 1.")
+              help="Tokens per batch after padding removal (raised to batch x (draft tokens + 1) if lower); a prompt "
+                   "may have at most this many tokens, and at most --max-seq-len - 1.")
 @click.option("--gemm-plugin", type=click.Choice(["auto", "float16", "bfloat16", "fp8"]), default="auto",
               help="auto: the checkpoint dtype, or fp8 for an FP8 base.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, help="Ranks built in parallel (one GPU each).")

@@ -34,7 +34,7 @@ def _none_is_off(ctx, param, value):
               help="Tensor parallel size [default: 1, or the TensorRT-LLM base checkpoint's own].")
 @click.option("--dtype", type=click.Choice(["auto", "float16", "bfloat16", "float32"]), default="auto", show_default=True,
               help="Model dtype; auto keeps the base's (float16 when its config.json names none, as TensorRT-LLM; "
-                   "with --quantize fp8, float32 too). The drafter is always written in this dtype.")
+                   "with --quantize fp8 a float32 base becomes float16). The drafter is always written in this dtype.")
 @click.option("--num-beams", "--redrafter_num_beams", "num_beams", type=COUNT, default=5, show_default=True,
               help="Beams the drafter searches per step.")
 @click.option("--draft-len", "--redrafter_draft_len_per_beam", "draft_len", type=COUNT, default=5, show_default=True,
