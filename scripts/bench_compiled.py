@@ -14,8 +14,8 @@ import click
 import torch
 
 from redrafter_trt import runtime as rt
+from redrafter_trt.bench_inputs import merge_note
 from redrafter_trt.cli import Script
-from redrafter_trt.errors import ConfigError
 
 ROWS = (1, 3, 5, 7, 9, 13)
 
@@ -44,12 +44,10 @@ def forward_once(model, context: torch.Tensor, rows: int) -> tuple[torch.Tensor,
 def main(checkpoint_dir, threads, context, reps):
     if threads:
         torch.set_num_threads(threads)
-    checkpoint_dir = rt.open_checkpoint(checkpoint_dir)  # inspected once, for both loads
+    checkpoint_dir = rt.merge_ranks(checkpoint_dir)  # inspected once, for both loads; a tp>1 one's ranks merged
+    if note := merge_note(checkpoint_dir):
+        click.echo(note)
     cfg = checkpoint_dir.config
-    if cfg.tp_size != 1:  # rt.load's refusal named a --tp this script has not
-        raise ConfigError(f"{checkpoint_dir} is a tp={cfg.tp_size} checkpoint: bench_compiled.py runs one process "
-                          f"(tp=1 checkpoints); convert with --tp-size 1 for it (`redrafter-trt run --tp "
-                          f"{cfg.tp_size}` runs this one)")
     rt.check_positions(cfg, [[0] * context], max(ROWS), "--context")
     eager = rt.load(checkpoint_dir)
     start = time.perf_counter()

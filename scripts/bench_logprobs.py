@@ -44,10 +44,11 @@ def main(checkpoint_dir, tokenizer_dir, questions, num_prompts, max_new_tokens, 
          as_json) -> None:
     import torch
 
+    from redrafter_trt.bench_inputs import merge_note
     from redrafter_trt.convert import convert
     from redrafter_trt.drafter import init_drafter_for_base
     from redrafter_trt.prompts import load_prompts
-    from redrafter_trt.runtime import generate, load
+    from redrafter_trt.runtime import generate, load, merge_ranks
     from redrafter_trt.smollm2 import ensure_smollm2
     from redrafter_trt.tokens import encode_prompts, load_tokenizer, stop_ids
 
@@ -63,6 +64,9 @@ def main(checkpoint_dir, tokenizer_dir, questions, num_prompts, max_new_tokens, 
         tok = load_tokenizer(tokenizer_dir, None)
         prompts = encode_prompts(tok, load_prompts(questions)[:num_prompts], chat=None)
         eos = stop_ids(tok, tokenizer_dir)
+        checkpoint_dir = merge_ranks(checkpoint_dir)  # a tp>1 one's rank files merged, as bench runs it
+        if note := merge_note(checkpoint_dir):
+            click.echo(note)
         model = load(checkpoint_dir)
         generate(model, prompts[:1], 4, eos_token_id=eos)  # warm-up: the linear plan's timing, first-call costs
         best = {"off": float("inf"), "on": float("inf")}

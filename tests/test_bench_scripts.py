@@ -627,20 +627,40 @@ def test_bench_serve_reports_the_threads_a_tp_checkpoints_ranks_run(tiny_llama, 
     assert ", 2 threads per rank x 2 ranks," in result.output, result.output
 
 
-def test_profiling_scripts_refuse_a_tp_checkpoint_naming_what_they_run(tiny_llama, tiny_drafter, tmp_path, monkeypatch):
-    """profile_decode.py and bench_compiled.py on a tp=2 checkpoint said "pass --tp 2 (Python: generate_tp)" (rt.load's
-    refusal for `run`), an option neither has; each says it runs tp=1 checkpoints, before anything loads."""
-    from test_convert_errors import assert_one_line_error
+def test_scripts_run_a_tp_checkpoint_with_its_ranks_merged_as_bench_does(tiny_llama, tiny_drafter, tmp_path,
+                                                                         monkeypatch):
+    """profile_decode.py and bench_compiled.py refused a tp=2 checkpoint ("runs one process (tp=1 checkpoints)"),
+    bench_logprobs.py with rt.load's "pass --tp 2", an option it has not, where bench and acceptance measure one
+    with its rank files merged: each loads it so (`merge_ranks`) and prints bench's line saying so (`merge_note`)."""
+    from redrafter_trt.bench_inputs import merge_note
+    from redrafter_trt.runtime.cache import KVCache
 
+    decode_mod = importlib.import_module("redrafter_trt.runtime.decode")
+    for owner, name in ((decode_mod, "_prefill"), (decode_mod, "accept_greedy"), (KVCache, "commit")):
+        monkeypatch.setattr(owner, name, getattr(owner, name))  # profile_decode patches them for good
     tokenizer = tmp_path / "tok"
     save_byte_tokenizer(tokenizer)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": PROMPTS[1]}) + "\n")
     ckpt = checkpoint(tiny_llama, tiny_drafter, 2, num_beams=2, draft_len=2)
-    monkeypatch.setattr(rt, "load", lambda *a, **k: pytest.fail("loaded the weights"))
-    for name, args in (("profile_decode", ["--checkpoint-dir", ckpt, "--tokenizer-dir", tokenizer]),
-                       ("bench_compiled", ["--checkpoint-dir", ckpt])):
+    loaded, real_load = [], rt.load
+
+    def load(checkpoint_dir, *args, compile=False, **kwargs):  # bench_compiled's compiled copy: minutes, not its point
+        loaded.append(checkpoint_dir)
+        return real_load(checkpoint_dir, *args, **kwargs)
+
+    monkeypatch.setattr(rt, "load", load)
+    for name, args in (("profile_decode", ["--checkpoint-dir", ckpt, "--tokenizer-dir", tokenizer, "--prompts", prompts,
+                                           "--num-prompts", "1", "--max-new-tokens", "2"]),
+                       ("bench_compiled", ["--checkpoint-dir", ckpt, "--context", "4", "--reps", "1"]),
+                       ("bench_logprobs", ["--checkpoint-dir", ckpt, "--tokenizer-dir", tokenizer, "--questions",
+                                           prompts, "--num-prompts", "1", "--max-new-tokens", "2", "--repeats", "1",
+                                           "--threads", "1"])):
+        loaded.clear()
         result = CliRunner().invoke(script(name).main, [str(a) for a in args])
-        assert_one_line_error(result, f"is a tp=2 checkpoint: {name}.py runs one process (tp=1 checkpoints)")
-        assert "--tp 2`" in result.output and "pass --tp" not in result.output
+        assert result.exit_code == 0, (name, result.output)
+        assert loaded and all(c.merged and c.config.tp_size == 1 for c in loaded), (name, loaded)
+        assert result.output.startswith(merge_note(loaded[0]) + "\n"), (name, result.output)
 
 
 def test_dtype_ties_counts_rows_whose_rounded_maximum_is_shared():
