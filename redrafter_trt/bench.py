@@ -26,7 +26,7 @@ from typing import Callable, TypeVar
 import torch
 import transformers
 
-from .bench_inputs import check_checkpoint, check_grid, first_prompts, reconvert_beams, resolve_hf_dir, tp_meta
+from .bench_inputs import check_checkpoint, check_grid, first_prompts, model_meta, reconvert_beams, resolve_hf_dir
 from .errors import ConfigError, first_line
 from .plural import counted
 from .producer import recorded_source
@@ -313,9 +313,9 @@ def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
     meta = {"checkpoint_dir": str(opts.checkpoint_dir), "hf_dir": str(hf_dir), "tokenizer_dir": str(opts.tokenizer_dir),
             "prompts": str(opts.prompts), "num_prompts": len(prompt_ids), "max_new_tokens": N,
             "chat": uses_chat(tokenizer, opts.chat),
-            "dtype": cfg.dtype, "quant_algo": (ckpt_config.get("quantization") or {}).get("quant_algo"),
-            "device": opts.device, "compile": opts.compile, "torch_threads": torch.get_num_threads(),
-            "checkpoint_num_beams": cfg.num_beams, "checkpoint_draft_len": cfg.draft_len, **tp_meta(ckpt),
+            "dtype": cfg.dtype, "device": opts.device, "compile": opts.compile,
+            "torch_threads": torch.get_num_threads(),
+            "checkpoint_num_beams": cfg.num_beams, "checkpoint_draft_len": cfg.draft_len, **model_meta(ckpt),
             "drafter": recorded_source(ckpt_config, "drafter"),
             "torch": torch.__version__, "transformers": transformers.__version__}
     return BenchReport(meta, hf_run, plain, configs)

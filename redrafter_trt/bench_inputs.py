@@ -50,10 +50,12 @@ def merge_note(ckpt: Checkpoint) -> str | None:
             f"rarely)")
 
 
-def tp_meta(ckpt: Checkpoint) -> dict:
-    """What bench's and acceptance's JSON `meta` say of the model measured: the checkpoint's tp (its config.json's)
-    and whether its rank files were merged into this process (merge_note)."""
-    return {"checkpoint_tp_size": tp_size(ckpt.raw), "ranks_merged": ckpt.merged}
+def model_meta(ckpt: Checkpoint) -> dict:
+    """What bench's and acceptance's JSON `meta` say of the model measured: its quantisation (`quant_algo`: FP8, or
+    None), the checkpoint's tp (its config.json's) and whether its rank files were merged into this process
+    (merge_note)."""
+    return {"quant_algo": (ckpt.raw.get("quantization") or {}).get("quant_algo"),
+            "checkpoint_tp_size": tp_size(ckpt.raw), "ranks_merged": ckpt.merged}
 
 
 def default_grid(maximum: int) -> tuple[int, ...]:

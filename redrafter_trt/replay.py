@@ -25,7 +25,7 @@ from typing import Callable
 
 import torch
 
-from .bench_inputs import check_checkpoint, check_grid, default_grid, first_prompts, tp_meta
+from .bench_inputs import check_checkpoint, check_grid, default_grid, first_prompts, model_meta
 from .errors import ConfigError
 from .plural import counted
 from .producer import recorded_source
@@ -165,7 +165,7 @@ def run_acceptance(opts: AcceptanceOptions, progress: Callable[[str], None] = la
     meta = {"checkpoint_dir": str(opts.checkpoint_dir), "tokenizer_dir": str(opts.tokenizer_dir),
             "prompts": str(opts.prompts), "num_prompts": len(prompt_ids), "max_new_tokens": opts.max_new_tokens,
             "chat": uses_chat(tokenizer, opts.chat), "dtype": cfg.dtype, "device": opts.device, "method": "replay of one greedy pass",
-            "checkpoint_num_beams": cfg.num_beams, "checkpoint_draft_len": cfg.draft_len, **tp_meta(ckpt),
+            "checkpoint_num_beams": cfg.num_beams, "checkpoint_draft_len": cfg.draft_len, **model_meta(ckpt),
             "drafter": recorded_source(raw, "drafter")}
     best = max(configs, key=lambda c: c.mean_tokens_per_step)
     return {"meta": meta, "configs": [c.to_json() for c in configs], "best": best.to_json()}

@@ -254,6 +254,24 @@ def test_bench_takes_an_fp8_checkpoints_own_base_as_its_baseline(fp8_models, tmp
         resolve_hf_dir(other, raw, out)
 
 
+def test_acceptance_json_says_an_fp8_tp_checkpoint_was_measured(fp8_models, tmp_path):
+    """acceptance's JSON `meta` said `dtype` and the tp of an FP8 tp=2 checkpoint, not that it was FP8 (bench's says
+    `quant_algo`): tokens/step of an FP8 base are not its bf16 base's. It says quant_algo as bench does."""
+    from test_bench import run_cli
+
+    hf_dir = fp8_models["llama"]
+    out = convert(hf_dir, make_drafter(tmp_path / "drafter", hf_dir), tmp_path / "out", tp_size=2, dtype="bfloat16",
+                  quantize="fp8", num_beams=2, draft_len=2, **CALIB)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "The quick brown fox"}) + "\n")
+    report = tmp_path / "acceptance.json"
+    result = run_cli("acceptance", "--checkpoint-dir", out, "--tokenizer-dir", hf_dir, "--prompts", prompts,
+                     "--max-new-tokens", 4, "--output-json", report)
+    assert result.exit_code == 0, result.output
+    meta = json.loads(report.read_text())["meta"]
+    assert (meta["quant_algo"], meta["checkpoint_tp_size"], meta["ranks_merged"]) == ("FP8", 2, True), meta
+
+
 @pytest.fixture(scope="module")
 def fp8_base(fp8_models, tmp_path_factory):
     """modelopt's FP8 base of the tiny Llama (tp 1, bfloat16) as export_fp8_base writes it; copy it to edit it."""
