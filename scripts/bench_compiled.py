@@ -16,6 +16,7 @@ import torch
 from redrafter_trt import runtime as rt
 from redrafter_trt.bench_inputs import merge_note
 from redrafter_trt.cli import Script
+from redrafter_trt.errors import ConfigError
 
 ROWS = (1, 3, 5, 7, 9, 13)
 
@@ -45,9 +46,13 @@ def main(checkpoint_dir, threads, context, reps):
     if threads:
         torch.set_num_threads(threads)
     checkpoint_dir = rt.merge_ranks(checkpoint_dir)  # inspected once, for both loads; a tp>1 one's ranks merged
+    cfg = checkpoint_dir.config
+    if cfg.dtype != "float32":  # before the eager load; the compiled load's refusal named a --compile this has not
+        raise ConfigError(f"{checkpoint_dir} is {cfg.dtype}: bench_compiled.py times the base compiled, which runs "
+                          f"float32 checkpoints (runtime/compiled.py); convert with --dtype float32 (and without "
+                          f"--quantize fp8) for it")
     if note := merge_note(checkpoint_dir):
         click.echo(note)
-    cfg = checkpoint_dir.config
     rt.check_positions(cfg, [[0] * context], max(ROWS), "--context")
     eager = rt.load(checkpoint_dir)
     start = time.perf_counter()
