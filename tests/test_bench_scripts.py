@@ -663,6 +663,19 @@ def test_scripts_run_a_tp_checkpoint_with_its_ranks_merged_as_bench_does(tiny_ll
         assert result.output.startswith(merge_note(loaded[0]) + "\n"), (name, result.output)
 
 
+def test_bench_compiled_refuses_a_checkpoint_not_in_float32_before_loading(tiny_llama, tiny_drafter, monkeypatch):
+    """A walk with an FP8 checkpoint (float16): bench_compiled.py loaded the eager model, then stopped on the compiled
+    load's "compiling the base runs ... in float32: drop --compile", an option it has not (it always compiles). It
+    is refused first, one line, naming the conversion that it runs."""
+    from test_convert_errors import assert_one_line_error
+
+    ckpt = checkpoint(tiny_llama, tiny_drafter, 1, num_beams=2, draft_len=2, dtype="bfloat16")
+    monkeypatch.setattr(rt, "load", lambda *a, **k: pytest.fail("loaded the weights"))
+    result = CliRunner().invoke(script("bench_compiled").main, ["--checkpoint-dir", str(ckpt), "--context", "4"])
+    assert_one_line_error(result, "is bfloat16", "convert with --dtype float32")
+    assert "--compile" not in result.output
+
+
 def test_dtype_ties_counts_rows_whose_rounded_maximum_is_shared():
     """dtype_ties.py's README figure (bfloat16 ties at the top of float32 logits): a row counts when rounding makes
     two tokens share its maximum, not when only lower logits collide."""
