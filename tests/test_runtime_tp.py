@@ -264,6 +264,30 @@ def test_a_script_without_a_main_guard_is_told_to_add_one(tiny_llama, tiny_draft
     assert last.startswith("error: tp rank") and 'if __name__ == "__main__":' in last, done.stderr[-2000:]
 
 
+def test_a_program_read_from_standard_input_is_refused_before_ranks_start(tiny_llama, tiny_drafter):
+    """`python - <<EOF` with its call under the main guard: each spawned rank runs the calling program again from
+    __main__.__file__, '<stdin>', a file that is not there, and the guard's PeerError told it to add the guard it
+    has. It is refused before any rank starts, naming standard input and what to do."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    program = ("import sys\nfrom redrafter_trt.errors import RedrafterError\n"
+               "from redrafter_trt.runtime import generate_tp\n"
+               "if __name__ == '__main__':\n"
+               "    try:\n"
+               f"        generate_tp({str(checkpoint(tiny_llama, tiny_drafter, 2))!r}, [[1, 2, 3]], 4)\n"
+               "    except RedrafterError as e:\n"
+               "        sys.exit(f'error: {e}')\n")
+    root = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run([sys.executable, "-"], input=program, capture_output=True, text=True, timeout=90, cwd=root,
+                          env={**os.environ, "PYTHONPATH": root})
+    assert done.stderr.strip().splitlines()[-1].startswith("error: ") and "standard input" in done.stderr, \
+        done.stderr[-2000:]
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]  # no rank started (each printed one)
+
+
 def test_what_c_code_prints_while_ranks_connect_goes_to_stderr():
     """torch 2.8 / 2.9's gloo (TensorRT-LLM 1.2 pins 2.9) printf's "[Gloo] Rank r is connected to ..." as a group
     connects; C's stdout buffer then wrote it into `run --tp`'s answers. Joining is wrapped in quiet_stdout."""

@@ -38,8 +38,8 @@ from ..errors import PeerError, RedrafterError, first_line
 from ..sigint_free import run_ignoring_sigint
 from .decode import GenerationResult
 from .folder import Checkpoint, open_checkpoint
-from .tp import die_with_parent, first_error, join, keep_result, meeting_store, rank_device, require_gpus, \
-    results_dir
+from .tp import check_rerunnable_main, die_with_parent, first_error, join, keep_result, meeting_store, rank_device, \
+    require_gpus, results_dir
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,7 @@ class LocalRanks:
             self.model = load(checkpoint_dir, device=device, dtype=dtype, compile=compile)
             return
         require_gpus(device, size, checkpoint_dir)
+        check_rerunnable_main(size)
         store, ctx = meeting_store(), mp.get_context("spawn")
         port = store.port
         self.results = results_dir()  # where a follower that cannot load says why

@@ -148,6 +148,21 @@ def require_gpus(device: str, tp_size: int, checkpoint_dir) -> None:
                           f"{are(count)} visible: run on {tp_size} GPUs, or convert with a smaller --tp-size")
 
 
+def check_rerunnable_main(tp_size: int) -> None:
+    """Refuse, before any rank starts, a calling program the spawned ranks cannot run again: one read from standard
+    input (`python -`, a heredoc), whose __main__.__file__ '<stdin>' names no file. Each rank failed to open it, and
+    the ranks' failure then read as a script without a main guard. A notebook and `python -c` have no file, and their
+    ranks run nothing again."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if getattr(main, "__spec__", None) is not None or path is None:  # python -m: run again by its module name
+        return
+    if not os.path.isfile(os.path.join(multiprocessing.process.ORIGINAL_DIR or "", path)):
+        raise ConfigError(f"a tp={tp_size} checkpoint runs in {tp_size} spawned processes, which run the calling "
+                          f"program again from its file, and {path!r} is none (a program read from standard input): "
+                          f"save it to a file and run that, or pass it with python -c")
+
+
 def rank_device(device: str, tp_rank: int) -> str:
     """Where a rank's shard lives: GPU r for rank r on CUDA."""
     return f"cuda:{tp_rank}" if device.startswith("cuda") else device
@@ -329,6 +344,7 @@ def launch(fn, tp_size: int, *args, device: str = "cpu"):
     the lowest rank that raised one (a rank killed by a signal: PeerError). `fn` must be a module-level function;
     its result is pickled through a temporary file. KeyboardInterrupt (Ctrl-C, SIGTERM through the CLI) kills every
     rank at once and is raised; so does any other exception here."""
+    check_rerunnable_main(tp_size)
     ctx = multiprocessing.get_context("spawn")
     tmp = results_dir()
     try:
