@@ -176,7 +176,9 @@ class HermesCalls:
             return block
         if self.block.end is None:
             return ""
-        rest = block[self.block.end:].removesuffix(self.END)
+        rest = block[self.block.end:]
+        if rest.endswith(self.END):  # a start of one before its END is text
+            return rest.removesuffix(self.END).rstrip()
         return rest[:len(rest) - begins(self.END, rest)].rstrip()
 
     def _took(self, call: dict) -> None:

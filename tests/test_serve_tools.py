@@ -53,6 +53,9 @@ ANSWERS = {  # answer text -> (content, [(name, arguments)])
     # text in a call's block after its JSON object is content, as text after the block is (it was dropped unseen)
     "text after the object": ('<tool_call>\n{"name": "f", "arguments": {"a": 1}} Let me explain.\n</tool_call>',
                               ("Let me explain.", [("f", {"a": 1})])),
+    # a start of </tool_call> in that text is text: only where the answer ended in it is it dropped (below)
+    "a tag's start after the object": ('<tool_call>\n{"name": "f", "arguments": {"a": 1}} x </tool_</tool_call>',
+                                       ("x </tool_", [("f", {"a": 1})])),
     "two objects in a block": ('<tool_call>\n{"name": "f", "arguments": {}}\n{"name": "g", "arguments": {}}\n'
                                '</tool_call>', ('{"name": "g", "arguments": {}}', [("f", {})])),
     "unclosed, text after": ('Sure.\n<tool_call>\n{"name": "f"} and more', ("Sure. and more", [("f", {})])),
@@ -144,7 +147,7 @@ def test_the_qwen3_parser_splits_content_and_calls_whole_and_streamed(case):
     deltas.append(delta)
     streamed += new
     assert ("".join(deltas) or None if calls else "".join(deltas)) == content and shown(gathered(streamed)) == calls
-    if calls:
+    if calls and "<" not in (content or ""):
         assert not any("<" in d for d in deltas)
 
 
