@@ -147,7 +147,8 @@ class Cut:
     """The arguments of a call whose JSON went bad or was cut short after the call was made, `written` the text of
     them in the block (what was cut, or went bad, included): what went out must be the start of the final text
     (json.dumps, ensure_ascii=False) of arguments that the longest start of `written` which some text can end as
-    JSON begins (ended by closing its open string, a value or key where one is due, and its brackets)."""
+    JSON begins (ended by closing its open string, a value or key where one is due, and its brackets), keys written
+    twice written twice."""
 
     def __init__(self, written: str):
         self.written = written
@@ -157,7 +158,8 @@ class Cut:
             finals = []
             for filler in ("", "0", ":0", '"":0'):
                 try:
-                    finals.append(json.dumps(json.loads(closing(self.written[:k], filler)), ensure_ascii=False))
+                    finals.append(json.dumps(json.loads(closing(self.written[:k], filler), object_pairs_hook=Pairs),
+                                             ensure_ascii=False))
                 except ValueError:
                     pass
             if finals:
@@ -166,6 +168,17 @@ class Cut:
 
     def __repr__(self) -> str:
         return f"Cut({self.written!r})"
+
+
+class Pairs(dict):
+    """A JSON object as read, keys written twice kept twice (json.dumps writes a dict by its items())."""
+
+    def __init__(self, pairs: list[tuple[str, object]]):
+        super().__init__(pairs)
+        self.pairs = pairs
+
+    def items(self):
+        return self.pairs
 
 
 def closing(text: str, filler: str) -> str:
@@ -204,29 +217,35 @@ def spec_call(inside: str) -> tuple[str, str | Cut, str] | None:
         return None
     args = obj.get("arguments", obj.get("parameters", {}))
     name = obj.get("name")
-    rest = next(inside[end:].removesuffix("</tool_call>"[:k]) for k in range(12, -1, -1)
-                if inside.endswith("</tool_call>"[:k]))
-    return (name, json.dumps(args, ensure_ascii=False), rest.rstrip()) \
+    return (name, json.dumps(args, ensure_ascii=False), after_object(inside[end:])) \
         if isinstance(name, str) and name and isinstance(args, dict) else None
+
+
+def after_object(text: str) -> str:
+    """The content of a block's `text` after its call's object: less its </tool_call> (or the start of one the answer
+    ended in) and the whitespace at its end."""
+    return next(text.removesuffix("</tool_call>"[:k]) for k in range(12, -1, -1)
+                if text.endswith("</tool_call>"[:k])).rstrip()
 
 
 BLOCK = re.compile(r"<tool_call>(.*?)</tool_call>", re.S)
 
 
-def spec_tools(text: str, ended: str) -> tuple[str | None, list[tuple[str, dict]], str]:
-    """(content, calls, finish_reason): each block a call when it holds one (a last one without its </tool_call> too),
-    the others text; the text around the calls the content, less the whitespace next to them but the joint (the
-    whitespace after the last call of a run, else the one before it) between content before and after them."""
+def spec_tools(text: str, ended: str, read=spec_call) -> tuple[str | None, list[tuple[str, dict]], str]:
+    """(content, calls, finish_reason): each block a call when it holds one (a last one without its </tool_call> too;
+    `read` tells, from the block's text after <tool_call>: spec_call's reading), the others text; the text around the
+    calls the content, less the whitespace next to them but the joint (the whitespace after the last call of a run,
+    else the one before it) between content before and after them."""
     texts, calls, at, last, rest = [], [], 0, 0, ""
     for m in BLOCK.finditer(text):
         last = m.end()
-        call = spec_call(m.group(1) + "</tool_call>")
+        call = read(m.group(1) + "</tool_call>")
         if call is not None:
             texts.append(rest + text[at:m.start()])
             calls.append(call[:2])
             at, rest = m.end(), call[2]
     opened = text.find("<tool_call>", last)
-    if opened >= 0 and (call := spec_call(text[opened + len("<tool_call>"):])) is not None:
+    if opened >= 0 and (call := read(text[opened + len("<tool_call>"):])) is not None:
         texts.append(rest + text[at:opened])
         calls.append(call[:2])
         at, rest = len(text), call[2]
