@@ -82,15 +82,18 @@ def number_text(rng: random.Random, number) -> str:
                        if exponent or rng.random() < 0.3 else "")
 
 
+SHORT = {'"': '\\"', "\\": "\\\\", "/": "\\/", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
 def string_text(rng: random.Random, chars: str) -> str:
-    """chars as a JSON string written with random escapes: \\/, \\uXXXX of any character (a pair for one past
-    U+FFFF, lone surrogates kept lone), either hex case."""
+    """chars as a JSON string written with random escapes: \\", \\\\, \\/, \\n and the other short ones, \\uXXXX of any
+    character (a pair for one past U+FFFF, lone surrogates kept lone), either hex case."""
     out = []
     for ch in chars:
         code = ord(ch)
         if ch in '"\\' or code < 0x20 or rng.random() < 0.3:
-            if ch == "/" and rng.random() < 0.5:
-                out.append("\\/")
+            if ch in SHORT and rng.random() < 0.5:
+                out.append(SHORT[ch])
                 continue
             units = [code] if code <= 0xFFFF else [0xD800 + ((code - 0x10000) >> 10), 0xDC00 + (code & 0x3FF)]
             out += ["\\u" + (f"{u:04x}" if rng.random() < 0.5 else f"{u:04X}") for u in units]

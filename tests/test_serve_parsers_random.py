@@ -37,6 +37,7 @@ BAD_VALUES = ["1e400", "-1E+999", "9" * 4301, "NaN", "Infinity", "01", "-", "tru
 TEXT = WORDS + ["</tool_call>", "<tool_", "</tool_call", "<", "</", "<thi", "</th", '{"name": "f"}']
 REMARKS = ["", "", "\n", " Let me explain.", ' {"name": "g", "arguments": {}}', " </tool_", " x </tool_", "\n\n é"]
 END = "</tool_call>"
+LOOKALIKES = ["\\ud83c\\udf27", "\\", "\\u00", "u0022"]  # a string's text escapes may not start
 
 
 def space(rng: random.Random) -> str:
@@ -52,7 +53,8 @@ def arguments_text(rng: random.Random, tags: list[str]) -> tuple[str, str]:
         if text.startswith("{"):
             break
     if rng.random() < 0.4:
-        edge = rng.choice(EDGES) if rng.random() < 0.6 else string_text(rng, rng.choice(tags) + rng.choice(CHARS))
+        chars = rng.choice(tags + LOOKALIKES) + rng.choice(CHARS)
+        edge = rng.choice(EDGES) if rng.random() < 0.6 else string_text(rng, chars)
         member = '"n"' + space(rng) + ":" + space(rng) + edge
         text = "{" + space(rng) + member + ("," if text != "{}" and text[1:].lstrip() != "}" else "") + text[1:]
         want = '{"n": ' + json.dumps(json.loads(edge), ensure_ascii=False) + (", " if want != "{}" else "") + want[1:]
