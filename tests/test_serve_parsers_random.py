@@ -194,7 +194,7 @@ def whole(start: str | None, text: str) -> tuple[str | None, str | None, list[tu
 def check(rng: random.Random, seen: collections.Counter) -> None:
     """One random answer (cut or not) streamed and parsed whole, checked (see the module); `seen` counts its parts."""
     start, text, truth = answer(rng)
-    cut = rng.random() < 0.25
+    cut = rng.randrange(4) == 3  # (hypothesis draws small numbers more often)
     if cut:
         full, text = whole(start, text), text[:rng.randrange(len(text) + 1)]
     got = whole(start, text)
@@ -223,15 +223,16 @@ def check(rng: random.Random, seen: collections.Counter) -> None:
 
 
 def test_random_answers_stream_as_they_parse_whole_and_as_they_were_written():
-    """400 answers drawn by hypothesis, derandomized (the same ones on every run; a failure is shrunk to a small
-    answer): see the module's docstring. Checked locally on 200000 seeded ones (`check` with random.Random(seed))."""
+    """600 answers drawn by hypothesis, derandomized (the same ones on every run; a failure is shrunk to a small
+    answer): see the module's docstring. Run locally on 300000 more (`check` with random.Random(seed)) and 25000 that
+    hypothesis drew at random."""
     seen = collections.Counter()
 
-    @settings(max_examples=400, derandomize=True, database=None, deadline=None,
+    @settings(max_examples=600, derandomize=True, database=None, deadline=None,
               suppress_health_check=[HealthCheck.too_slow])
     @given(st.randoms(use_true_random=False))
     def answers(rng):
         check(rng, seen)
 
     answers()
-    assert min(seen["valid"], seen["cut calls"], seen["blocks as content"], seen["cut"]) > 15, seen
+    assert min(seen["valid"], seen["cut calls"], seen["blocks as content"], seen["cut"]) > 40, seen
