@@ -223,9 +223,12 @@ def check(rng: random.Random, seen: collections.Counter) -> None:
 
 
 def test_random_answers_stream_as_they_parse_whole_and_as_they_were_written():
-    """600 answers drawn by hypothesis, derandomized (the same ones on every run; a failure is shrunk to a small
-    answer): see the module's docstring. Run locally on 300000 more (`check` with random.Random(seed)) and 25000 that
-    hypothesis drew at random."""
+    """600 answers drawn by hypothesis, derandomized (a failure is shrunk to a small answer): see the module's
+    docstring. Run locally on 300000 more (`check` with random.Random(seed)) and 25000 that hypothesis drew at random.
+    The same answers on every run of the same code, not on every code: hypothesis's draws change with its version and
+    with the constants it reads from the package's modules loaded (this file alone draws other answers than the whole
+    suite), so each kind is asked for with a wide margin: 600 answers held 49 to 81 cut calls, the rarest kind, in
+    the ten draws seen; a floor of 10 only catches a generator that stopped making one."""
     seen = collections.Counter()
 
     @settings(max_examples=600, derandomize=True, database=None, deadline=None,
@@ -235,4 +238,4 @@ def test_random_answers_stream_as_they_parse_whole_and_as_they_were_written():
         check(rng, seen)
 
     answers()
-    assert min(seen["valid"], seen["cut calls"], seen["blocks as content"], seen["cut"]) > 40, seen
+    assert min(seen["valid"], seen["cut calls"], seen["blocks as content"], seen["cut"]) >= 10, seen
