@@ -53,9 +53,13 @@ ANSWERS = {  # answer text -> (content, [(name, arguments)])
     # text in a call's block after its JSON object is content, as text after the block is (it was dropped unseen)
     "text after the object": ('<tool_call>\n{"name": "f", "arguments": {"a": 1}} Let me explain.\n</tool_call>',
                               ("Let me explain.", [("f", {"a": 1})])),
-    # a start of </tool_call> in that text is text: only where the answer ended in it is it dropped (below)
+    # a start of </tool_call> in that text is text: only where the answer ended in it is it dropped
     "a tag's start after the object": ('<tool_call>\n{"name": "f", "arguments": {"a": 1}} x </tool_</tool_call>',
                                        ("x </tool_", [("f", {"a": 1})])),
+    "the answer ended in a tag's start": ('<tool_call>\n{"name": "f", "arguments": {"a": 1}} x </tool_',
+                                          ("x", [("f", {"a": 1})])),
+    "a tag's start, other text after": ('<tool_call>\n{"name": "f", "arguments": {"a": 1}} x </tool_s',
+                                        ("x </tool_s", [("f", {"a": 1})])),
     "two objects in a block": ('<tool_call>\n{"name": "f", "arguments": {}}\n{"name": "g", "arguments": {}}\n'
                                '</tool_call>', ('{"name": "g", "arguments": {}}', [("f", {})])),
     "unclosed, text after": ('Sure.\n<tool_call>\n{"name": "f"} and more', ("Sure. and more", [("f", {})])),
