@@ -156,24 +156,31 @@ def template_text(tokenizer, messages: list[dict], add_generation_prompt: bool, 
                   ) -> tuple[list[dict], str]:
     """(messages, `render_chat`'s text of them): `messages` as they are, or with consecutive turns of one role joined
     (`join_roles`) when the template refuses them as they are (Llama-2's and Mistral's want alternating roles); the
-    template's error when it refuses both. train and a prompt file's prompts both render through it."""
+    template's error when it refuses both (`join_roles`' where they cannot be joined). train and a prompt file's prompts
+    both render through it."""
     from jinja2 import TemplateError
 
-    joined = join_roles(messages)
-    if joined != messages:
-        try:
-            return messages, render_chat(tokenizer, messages, add_generation_prompt, tools)
-        except (TemplateError, TypeError, ValueError):
-            pass
+    try:
+        return messages, render_chat(tokenizer, messages, add_generation_prompt, tools)
+    except (TemplateError, TypeError, ValueError):
+        joined = join_roles(messages)
+        if joined == messages:
+            raise
     return joined, render_chat(tokenizer, joined, add_generation_prompt, tools)
 
 
 def join_roles(messages: list[dict]) -> list[dict]:
-    """Consecutive turns of one role joined into one, separated by a blank line."""
+    """Consecutive turns of one role joined into one, separated by a blank line: assistant turns all of `"weight": 0`
+    (not trained) into one of weight 0; a ValueError for assistant turns of weight 0 and 1, which one turn cannot be
+    (once joined into a trained one)."""
     out: list[dict] = []
     for m in messages:
         if out and out[-1]["role"] == m["role"]:
-            out[-1] = {"role": m["role"], "content": out[-1]["content"] + "\n\n" + m["content"]}
+            untrained = {t.get("weight") == 0 for t in (out[-1], m)} if m["role"] == "assistant" else {False}
+            if len(untrained) > 1:
+                raise ValueError("consecutive assistant turns of weight 0 and 1, which it takes only joined into one")
+            out[-1] = {"role": m["role"], "content": out[-1]["content"] + "\n\n" + m["content"],
+                       **({"weight": 0} if untrained == {True} else {})}
         else:
             out.append(dict(m))
     return out

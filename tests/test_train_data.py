@@ -578,6 +578,28 @@ def test_turns_of_one_role_are_joined_and_a_refused_record_is_named(tmp_path):
         prompt_ids(strict, prompt_only, 1000)
 
 
+def test_assistant_turns_joined_for_a_strict_template_keep_weight_0(tmp_path):
+    """Consecutive assistant turns joined for a strict template (Llama-2, Mistral) lost `"weight": 0`: a turn not to
+    learn from was trained with the one it joined. The joined turn is now of weight 0 where all its turns were; where
+    only some were (one turn cannot be both) the record is a ConfigError naming it, not an answer trained or dropped
+    without a word. A template taking the turns as they are trains each as its weight says."""
+    strict, chatml = make_tokenizer(tmp_path / "tok"), make_tokenizer(tmp_path / "tok")
+    strict.chat_template = STRICT
+    q, r, s = ({"role": "user", "content": "Q"}, {"role": "assistant", "content": "R"},
+               {"role": "assistant", "content": "S"})
+    later = [{"role": "user", "content": "Q2"}, {"role": "assistant", "content": "T"}]
+    untrained = conversation_of({"messages": [q, {**r, "weight": 0}, {**s, "weight": 0}, *later]})
+    assert _masked_text(strict, encode(strict, untrained, 1000)) == "T<|im_end|>"
+    assert "R\n\nS<|im_end|>" in strict.decode(encode(strict, untrained, 1000).ids)
+    for first, second in (({**r, "weight": 0}, s), (r, {**s, "weight": 0})):
+        mixed = conversation_of({"messages": [q, first, second]}, "ft.jsonl line 2")
+        assert _masked_text(chatml, encode(chatml, mixed, 1000)) == ("S" if second is s else "R") + "<|im_end|>"
+        with pytest.raises(ConfigError, match=r"^ft.jsonl line 2: the base's chat template refuses it \(consecutive "
+                                              r"assistant turns of weight 0 and 1, which it takes only joined into one"
+                                              r"\): fix or remove that record$"):
+            encode(strict, mixed, 1000)
+
+
 MISTRAL_SYSTEM = ("{% if messages[0]['role'] == 'system' %}{% set sys = messages[0]['content'] %}{% set rest = messages[1:] %}"
                   "{% else %}{% set rest = messages %}{% endif %}{% for m in rest %}{% if m['role'] == 'user' %}"
                   "{% if loop.last and sys is defined %}{{ '[INST] ' + sys + '\\n\\n' + m['content'] + '[/INST]' }}"
