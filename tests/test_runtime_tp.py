@@ -216,6 +216,25 @@ def test_a_rank_killed_by_a_signal_is_one_line():
         launch(_killed_on_rank_1, 2)
 
 
+def _exits_on_rank_1(group) -> None:
+    """A launch fn whose rank 1 exits 1 once started, leaving no result (as sys.exit in the user's fn does)."""
+    import time
+
+    if group.tp_rank == 1:
+        raise SystemExit(1)
+    time.sleep(60)
+
+
+def test_a_rank_that_exits_after_it_started_is_not_told_to_add_a_main_guard():
+    """A rank that exited 1 without a result was taken for a script without a main guard, which fails before
+    `_worker` runs; one that started (SystemExit in fn, its result not written on a full disk) is told as such."""
+    from redrafter_trt.runtime.tp import launch
+
+    with pytest.raises(Exception, match="tp rank 1 exited with code 1") as raised:
+        launch(_exits_on_rank_1, 2)
+    assert "__main__" not in str(raised.value)
+
+
 def test_a_program_ending_with_local_ranks_open_exits(tiny_llama, tiny_drafter, tmp_path):
     """A script that used LocalRanks on a tp=2 checkpoint and ended without close() never exited: multiprocessing's
     exit handler sent the followers SIGTERM, which they ignore, and joined them forever (they wait on the pipe the

@@ -211,6 +211,7 @@ def children_ignore_sigint():
 
 
 def _worker(tp_rank: int, tp_size: int, port: int, device: str, fn, args, result_path: str, parent: int) -> None:
+    Path(started_mark(result_path, tp_rank)).touch()  # first: a rank that fails from here on ran its script's guard
     die_with_parent(parent)
     # SIGINT's default action from now on: a Ctrl-C to the process group ends this rank at once, even inside a
     # collective (launch stops the others, and says interrupted); one sent to this rank alone is a PeerError there
@@ -260,6 +261,12 @@ def keep_result(result_path: str, tp_rank: int, result: tuple) -> None:
     """Write a rank's ("ok", value) or ("error", RedrafterError) where first_error (in the parent) reads it."""
     with open(f"{result_path}{tp_rank}", "wb") as f:
         pickle.dump(result, f)
+
+
+def started_mark(result_path: str, tp_rank: int) -> str:
+    """The empty file a rank makes as `_worker` begins: one that exited 1 without it failed in multiprocessing's
+    bootstrap (a script without a main guard), one with it after it started (SystemExit in fn, a full disk)."""
+    return f"{result_path}{tp_rank}.started"
 
 
 def read_result(result_path: str, tp_rank: int) -> tuple | None:
@@ -322,8 +329,8 @@ def _end(procs: list) -> None:
 
 def _failure(result_path: str, tp_size: int, failed: dict[int, int]) -> Exception:
     """What to raise for ranks that failed: a rank's RedrafterError, a rank a signal ended (PeerError), a rank that
-    failed before it ran (PeerError: a script without a main guard, run again by each spawned rank), or a rank's
-    own failure with its traceback (a bug)."""
+    failed before it started (PeerError: a script without a main guard, run again by each spawned rank; no
+    started_mark), or a rank's own failure with its traceback (a bug), or its exit code alone."""
     if (error := first_error(result_path, tp_size)) is not None:
         return error
     for r, code in sorted(failed.items()):
@@ -332,7 +339,8 @@ def _failure(result_path: str, tp_size: int, failed: dict[int, int]) -> Exceptio
     if (trace := first_error(result_path, tp_size, "crash")) is not None:
         return RuntimeError(f"a tp rank failed:\n{trace}")
     r, code = min(failed.items())
-    if code == 1:  # no record at all: it failed before _worker ran, in multiprocessing's bootstrap
+    # no record and no started_mark: it failed before _worker ran, in multiprocessing's bootstrap
+    if code == 1 and not os.path.exists(started_mark(result_path, r)):
         return PeerError(f"tp rank {r} exited with code 1 before it started (its error above): a spawned rank runs "
                          f"the script that started it again, so a script needs its generate_tp call under "
                          f'`if __name__ == "__main__":`')
