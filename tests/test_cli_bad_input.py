@@ -1221,6 +1221,24 @@ def test_copies_started_by_an_mpi_launcher_are_refused_but_an_engines_ranks(part
     assert_one_line_error(run_cli("run", *refused["run"]), "cannot load a tokenizer")
 
 
+def test_serve_under_an_mpi_launcher_says_how_to_serve_an_engine_across_nodes(parts, ckpt, monkeypatch):
+    """`mpirun -n 2 redrafter-trt serve --engine-dir ENGINE` was refused saying serve starts its ranks itself, and no
+    more: across nodes TensorRT-LLM serves under `mpirun -n N trtllm-llmapi-launch ...`, whose rank 0 runs the command
+    once with the MPI launcher's variables removed (OMPI_ PMI_ MV2_ SLURM_ ...; the other ranks are its MPI workers),
+    so that form passes our check, and the refusal names it."""
+    for other in ("WORLD_SIZE", *(v for v, _ in MPI_LAUNCHERS)):
+        monkeypatch.delenv(other, raising=False)
+    args = ("serve", "--engine-dir", ckpt, "--tokenizer-dir", parts[0], "--dry-run")
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    assert_one_line_error(run_cli(*args), "`serve`", "OMPI_COMM_WORLD_SIZE 2",
+                          "`trtllm-llmapi-launch redrafter-trt serve --engine-dir", "mpirun or srun")
+    # what trtllm-llmapi-launch leaves the command it runs on rank 0: its own variables, none of the launcher's
+    monkeypatch.delenv("OMPI_COMM_WORLD_SIZE")
+    monkeypatch.setenv("TLLM_SPAWN_PROXY_PROCESS", "1")
+    monkeypatch.setenv("tllm_mpi_size", "2")
+    assert_one_line_error(run_cli(*args), "holds a ReDrafter checkpoint, not an engine")  # past the launcher
+
+
 @pytest.mark.parametrize("release", [False, True], ids=["no-block", "fp8-release"])
 @pytest.mark.parametrize("cmd", ["convert", "init-drafter", "train", "bench"])
 def test_an_fp8_base_is_refused(parts, ckpt, tmp_path, cmd, release):

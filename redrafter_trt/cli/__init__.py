@@ -45,6 +45,11 @@ TORCHRUN_COMMANDS = ("train", "inspect", "doctor")
 # TensorRT-LLM's run.py runs them (run refuses its --checkpoint-dir there itself: the reference runtime starts its
 # ranks); not train, whose ranks are torchrun's, nor serve, whose trtllm-serve starts an engine's ranks itself
 MPI_COMMANDS = ("run", "inspect", "doctor")
+# (command, its form under an MPI launcher) for a refused command that has one: an engine served across nodes as
+# TensorRT-LLM serves one, under trtllm-llmapi-launch, whose rank 0 runs the command once with the launcher's
+# variables (OMPI_ PMI_ MV2_ SLURM_ ...) removed, so past this check, and whose other ranks are the engine's MPI workers
+MPI_FORMS = {"serve": "to serve an engine across nodes, start `trtllm-llmapi-launch redrafter-trt serve --engine-dir "
+                      "...` under mpirun or srun: its rank 0 runs it once"}
 HELP_ASKED = "redrafter_trt.help_asked"  # ctx.meta: the command's arguments ask for its --help (LazyGroup)
 
 NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
@@ -188,7 +193,8 @@ def _refuse_launched_copies(command: str | None) -> None:
     raise copies_error(copies, f"`{command}`", "only `train` shares its work between torchrun's copies; `run` and "
                        "`serve` start a tp checkpoint's ranks themselves" if copies[1] == "torchrun" else
                        "under an MPI launcher only `run --engine-dir` runs as an engine's ranks; `train` shares its "
-                       "work under torchrun; `run --checkpoint-dir` and `serve` start their ranks themselves")
+                       "work under torchrun; `run --checkpoint-dir` and `serve` start their ranks themselves"
+                       + (f"; {MPI_FORMS[command]}" if command in MPI_FORMS else ""))
 
 
 def _interrupt(signum, frame):
