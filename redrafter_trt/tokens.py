@@ -156,14 +156,20 @@ def template_text(tokenizer, messages: list[dict], add_generation_prompt: bool, 
                   ) -> tuple[list[dict], str]:
     """(messages, `render_chat`'s text of them): `messages` as they are, or with consecutive turns of one role joined
     (`join_roles`) when the template refuses them as they are (Llama-2's and Mistral's want alternating roles); the
-    template's error when it refuses both (`join_roles`' where they cannot be joined). train and a prompt file's prompts
-    both render through it."""
+    template's error when it refuses both, and `join_roles`' where only their weights keep them from being joined (the
+    template's own first: the weights were blamed for a record, or a template, it refuses anyway). train and a prompt
+    file's prompts both render through it."""
     from jinja2 import TemplateError
 
     try:
         return messages, render_chat(tokenizer, messages, add_generation_prompt, tools)
     except (TemplateError, TypeError, ValueError):
-        joined = join_roles(messages)
+        try:
+            joined = join_roles(messages)
+        except ValueError:  # assistant turns of weight 0 and 1: raised unless the template refuses them joined anyway
+            unweighted = [{k: v for k, v in m.items() if k != "weight"} for m in messages]
+            render_chat(tokenizer, join_roles(unweighted), add_generation_prompt, tools)
+            raise
         if joined == messages:
             raise
     return joined, render_chat(tokenizer, joined, add_generation_prompt, tools)

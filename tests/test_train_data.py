@@ -600,6 +600,24 @@ def test_assistant_turns_joined_for_a_strict_template_keep_weight_0(tmp_path):
             encode(strict, mixed, 1000)
 
 
+
+def test_a_template_refusing_the_joined_turns_too_is_named_before_their_weights(tmp_path):
+    """Consecutive assistant turns of weight 0 and 1 (which cannot be joined into one) were blamed for a record the
+    template refuses anyway, joined or not (a system turn after the first), and for a template that renders nothing
+    ('does not render' then gave the weights as its reason): the template's own error comes first, the weights' only
+    where the joined turns would render."""
+    strict = make_tokenizer(tmp_path / "tok")
+    strict.chat_template = STRICT
+    q, r, s = ({"role": "user", "content": "Q"}, {"role": "assistant", "content": "R", "weight": 0},
+               {"role": "assistant", "content": "S"})
+    late = conversation_of({"messages": [q, r, s, {"role": "system", "content": "late"}, q, s]}, "ft.jsonl line 2")
+    with pytest.raises(ConfigError, match=r"^ft.jsonl line 2: the base's chat template refuses it \(Conversation "
+                                          r"roles must alternate"):
+        encode(strict, late, 1000)
+    strict.chat_template = "{{ messages[0]['content'] + 1 }}"  # renders no prompt at all
+    with pytest.raises(ConfigError, match=r"^the base's chat template does not render \(can only concatenate"):
+        encode(strict, conversation_of({"messages": [q, r, s]}, "ft.jsonl line 2"), 1000)
+
 MISTRAL_SYSTEM = ("{% if messages[0]['role'] == 'system' %}{% set sys = messages[0]['content'] %}{% set rest = messages[1:] %}"
                   "{% else %}{% set rest = messages %}{% endif %}{% for m in rest %}{% if m['role'] == 'user' %}"
                   "{% if loop.last and sys is defined %}{{ '[INST] ' + sys + '\\n\\n' + m['content'] + '[/INST]' }}"
