@@ -188,13 +188,17 @@ def _refuse_launched_copies(command: str | None) -> None:
     """ConfigError for a command started as one of several copies by a launcher whose copies it does not share its
     work between (TORCHRUN_COMMANDS under torchrun, MPI_COMMANDS under an MPI launcher)."""
     copies = launched_copies()
-    if copies is None or command in (TORCHRUN_COMMANDS if copies[1] == "torchrun" else MPI_COMMANDS):
+    if copies is None:
         return
-    raise copies_error(copies, f"`{command}`", "only `train` shares its work between torchrun's copies; `run` and "
-                       "`serve` start a tp checkpoint's ranks themselves" if copies[1] == "torchrun" else
-                       "under an MPI launcher only `run --engine-dir` runs as an engine's ranks; `train` shares its "
-                       "work under torchrun; `run --checkpoint-dir` and `serve` start their ranks themselves"
-                       + (f"; {MPI_FORMS[command]}" if command in MPI_FORMS else ""))
+    if copies[1] == "torchrun":
+        if command not in TORCHRUN_COMMANDS:
+            raise copies_error(copies, f"`{command}`", "only `train` shares its work between torchrun's copies; `run` "
+                               "and `serve` start a tp checkpoint's ranks themselves")
+    elif command not in MPI_COMMANDS:
+        form = f"; {MPI_FORMS[command]}" if command in MPI_FORMS else ""
+        raise copies_error(copies, f"`{command}`", "under an MPI launcher only `run --engine-dir` runs as an engine's "
+                           "ranks; `train` shares its work under torchrun; `run --checkpoint-dir` and `serve` start "
+                           f"their ranks themselves{form}")
 
 
 def _interrupt(signum, frame):
