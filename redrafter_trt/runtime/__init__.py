@@ -20,7 +20,7 @@ PyTorch, with ReDrafter's draft / tree-verify / accept loop. Stable Python API:
     prompt_logprobs(model, prompt_ids, k)[i][t - 1]   # the same for prompt token t >= 1, teacher-forced
 
     # a tp=N checkpoint in one process, its rank files merged (bench, acceptance; the whole model in memory):
-    model = load(merge_ranks(open_checkpoint("ckpt_tp2/")))   # from redrafter_trt.runtime.merge import merge_ranks
+    model = load(merge_ranks("ckpt_tp2/"))   # from redrafter_trt.runtime.merge import merge_ranks
     # a tp=N checkpoint: N local processes (gloo on CPU, nccl on CUDA), each loading only its own rank file; they
     # run the calling script again: a script calls it under `if __name__ == "__main__":` (a notebook need not)
     result = generate_tp("ckpt_tp2/", prompt_ids, max_new_tokens=64, device="cpu", ...same keywords...)
@@ -185,9 +185,10 @@ def check_temperature(temperature: float) -> None:
 
 
 def check_prompts(cfg: RuntimeConfig, prompt_ids: list[list[int]]) -> None:
-    """Refuse an empty prompt list, an empty prompt, or a token id outside the vocabulary (an IndexError deep in
-    the embedding otherwise, on every tp rank)."""
-    if any(isinstance(p, Mapping) and "input_ids" in p for p in [prompt_ids, *_items(prompt_ids)]):
+    """Refuse a tokenizer's BatchEncoding, an empty prompt list, an empty prompt, or a token id outside the
+    vocabulary (an IndexError deep in the embedding otherwise, on every tp rank)."""
+    prompts = list(prompt_ids) if isinstance(prompt_ids, (list, tuple)) else []
+    if any(isinstance(p, Mapping) and "input_ids" in p for p in [prompt_ids, *prompts]):
         raise ConfigError("prompt_ids holds a tokenizer's BatchEncoding (transformers 5's apply_chat_template returns "
                           "one): pass its ['input_ids'], or call apply_chat_template with return_dict=False")
     if not isinstance(prompt_ids, (list, tuple)) or not all(isinstance(p, (list, tuple)) for p in prompt_ids):
@@ -203,11 +204,6 @@ def check_prompts(cfg: RuntimeConfig, prompt_ids: list[list[int]]) -> None:
     if bad:
         raise ConfigError(f"token id {bad[0]} is outside the vocabulary (0..{cfg.vocab_size - 1}): encode the prompts "
                           f"with the base model's tokenizer")
-
-
-def _items(prompt_ids) -> list:
-    """prompt_ids' prompts when it is a list or tuple, else none."""
-    return list(prompt_ids) if isinstance(prompt_ids, (list, tuple)) else []
 
 
 def check_model(model, name: str) -> None:
