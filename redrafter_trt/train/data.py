@@ -213,8 +213,9 @@ def encode(tokenizer, conv: Conversation, max_len: int) -> Example:
     base whose EOS is <|endoftext|> once trained it). Where a token of the whole text runs across a span's start (an
     answer opening with whitespace merged into the generation prompt's newline), or the whole text's tokens before a
     span's start are not those of the text up to it alone (a prompt ending in whitespace the tokenizer splits before a
-    letter), the text is tokenized in pieces cut at the spans' starts: the tokens before a turn are then its prompt's (`prompt_ids`), those after what the base emits
-    after them. Truncated to `max_len` tokens (the answer tokens cut counted in `cut`).
+    letter), the text is tokenized in pieces cut at the spans' starts: the tokens before a turn are then its prompt's
+    (`prompt_ids`), those after what the base emits after them. Truncated to `max_len` tokens (the answer tokens cut
+    counted in `cut`).
     """
     if not getattr(tokenizer, "chat_template", None):
         raise ConfigError("the base tokenizer has no chat template: train a drafter for a chat/instruct model, "
