@@ -19,7 +19,7 @@ import sys
 import click
 
 from .. import __version__
-from ..errors import ConfigError, RedrafterError
+from ..errors import RedrafterError
 from ..launchers import copies_error, launched_copies
 from .params import Command
 
