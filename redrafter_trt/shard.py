@@ -153,11 +153,13 @@ def merge_qkv(parts: list[torch.Tensor], num_heads: int, num_kv_heads: int, head
     return torch.cat([p[:q] for p in parts] + [parts[r][q + i * kv: q + (i + 1) * kv] for i in (0, 1) for r in firsts])
 
 
-def _cat(dim: int):
+def _cat(dim: int, keep: str | None = None):
+    """Ranks joined along `dim`; `keep` names the config field of how many rows to keep (a vocab's padding dropped)."""
     def cat(parts: list[torch.Tensor], cfg: RuntimeConfig) -> torch.Tensor:
         import torch
 
-        return torch.cat(parts, dim)
+        whole = torch.cat(parts, dim)
+        return whole[: getattr(cfg, keep)] if keep else whole
     return cat
 
 
@@ -167,5 +169,5 @@ MERGES = {
     "rows": _cat(0),
     "cols": _cat(1),
     "qkv": lambda parts, cfg: merge_qkv(parts, cfg.num_heads, cfg.num_kv_heads, cfg.head_size),
-    "vocab": lambda parts, cfg: _cat(0)(parts, cfg)[: cfg.vocab_size],
+    "vocab": _cat(0, keep="vocab_size"),
 }

@@ -14,8 +14,8 @@ import click
 import torch
 
 from redrafter_trt import runtime as rt
-from redrafter_trt.bench_inputs import merge_note
 from redrafter_trt.cli import Script
+from redrafter_trt.cli.bench_cmd import echo_merge_note
 from redrafter_trt.errors import ConfigError
 
 ROWS = (1, 3, 5, 7, 9, 13)
@@ -51,8 +51,7 @@ def main(checkpoint_dir, threads, context, reps):
         raise ConfigError(f"{checkpoint_dir} is {cfg.dtype}: bench_compiled.py times the base compiled, which runs "
                           f"float32 checkpoints (runtime/compiled.py); convert with --dtype float32 (and without "
                           f"--quantize fp8) for it")
-    if note := merge_note(checkpoint_dir):
-        click.echo(note)
+    echo_merge_note(checkpoint_dir)  # a tp>1 one's rank files merged, as bench says
     rt.check_positions(cfg, [[0] * context], max(ROWS), "--context")
     eager = rt.load(checkpoint_dir)
     start = time.perf_counter()

@@ -44,7 +44,7 @@ def main(checkpoint_dir, tokenizer_dir, questions, num_prompts, max_new_tokens, 
          as_json) -> None:
     import torch
 
-    from redrafter_trt.bench_inputs import merge_note
+    from redrafter_trt.cli.bench_cmd import echo_merge_note
     from redrafter_trt.convert import convert
     from redrafter_trt.drafter import init_drafter_for_base
     from redrafter_trt.prompts import load_prompts
@@ -65,8 +65,7 @@ def main(checkpoint_dir, tokenizer_dir, questions, num_prompts, max_new_tokens, 
         prompts = encode_prompts(tok, load_prompts(questions)[:num_prompts], chat=None)
         eos = stop_ids(tok, tokenizer_dir)
         checkpoint_dir = merge_ranks(checkpoint_dir)  # a tp>1 one's rank files merged, as bench runs it
-        if note := merge_note(checkpoint_dir):
-            click.echo(note)
+        echo_merge_note(checkpoint_dir)  # a tp>1 one's rank files merged, as bench says
         model = load(checkpoint_dir)
         generate(model, prompts[:1], 4, eos_token_id=eos)  # warm-up: the linear plan's timing, first-call costs
         best = {"off": float("inf"), "on": float("inf")}

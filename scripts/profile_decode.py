@@ -60,15 +60,15 @@ def main(checkpoint_dir, tokenizer_dir, prompts, beams, draft_len, num_prompts, 
     import redrafter_trt.runtime as rt
     decode_mod = importlib.import_module("redrafter_trt.runtime.decode")
     from redrafter_trt.runtime.cache import KVCache
-    from redrafter_trt.bench_inputs import check_grid, merge_note, reconvert_beams
+    from redrafter_trt.bench_inputs import check_grid, reconvert_beams
+    from redrafter_trt.cli.bench_cmd import echo_merge_note
     from redrafter_trt.plural import counted
     from redrafter_trt.prompts import load_prompts
     from redrafter_trt.quickstart import mt_bench_path
     from redrafter_trt.tokens import encode_prompts, load_tokenizer, stop_ids
 
     checkpoint_dir = rt.merge_ranks(checkpoint_dir)  # refused as `run` refuses it, before the tokenizer
-    if note := merge_note(checkpoint_dir):  # a tp>1 one's rank files merged, as bench runs it
-        click.echo(note)
+    echo_merge_note(checkpoint_dir)  # a tp>1 one's rank files merged, as bench says
     if threads:
         torch.set_num_threads(threads)
     prompts = prompts or mt_bench_path()

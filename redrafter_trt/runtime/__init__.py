@@ -59,7 +59,7 @@ SAMPLING_RULES = ("exact", "trtllm")  # generate's sampling_rule: see runtime.ac
 MIN_TEMPERATURE = 1e-5  # below it logits / T overflow to NaN (vLLM decodes greedily there)
 
 __all__ = ["ReDrafterModel", "GenerationResult", "TokenLogprob", "RuntimeConfig", "Checkpoint", "open_checkpoint",
-           "load", "generate", "generate_tp", "forward_logits", "forward_logits_tp", "prompt_logprobs"]
+           "load", "generate", "generate_tp", "forward_logits", "forward_logits_tp", "prompt_logprobs", "merge_ranks"]
 
 log = logging.getLogger(__name__)
 
