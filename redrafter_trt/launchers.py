@@ -8,6 +8,10 @@ sbatch sets it too, to the allocation's task count, in a batch script that runs 
 count in the environment: a PMIx process started by srun or Open MPI is told by theirs. Nor the shell of an
 interactive step (`srun -n 8 --pty bash`, tasks asked for their CPUs or GPUs): srun gives task 0 the terminal
 (SLURM_PTY_PORT, its port) and the other tasks none, so they end at once; what is typed there runs once.
+
+TensorRT-LLM's trtllm-llmapi-launch (read from its script in tensorrt_llm/llmapi), started under mpirun or srun,
+runs the command once on rank 0 with those variables removed, setting TLLM_SPAWN_PROXY_PROCESS=1 and tllm_mpi_size
+(the ranks); the other ranks wait as MPI workers for an engine that TensorRT-LLM's LLM API starts on them.
 """
 
 from __future__ import annotations
@@ -45,6 +49,23 @@ def copies_error(copies: tuple[str, str, int], what: str, why: str) -> ConfigErr
     var, launcher, n = copies
     return ConfigError(f"{what} under {launcher} ({var} {n}) would run whole in every copy: start it once, without "
                        f"{launcher}, or unset {var} where a launcher's environment left it ({why})")
+
+
+def llmapi_ranks() -> int | None:
+    """The MPI ranks trtllm-llmapi-launch started, where this process is the command it runs on rank 0 and they are
+    more than one; None otherwise."""
+    n = os.environ.get("tllm_mpi_size", "").strip()
+    if os.environ.get("TLLM_SPAWN_PROXY_PROCESS") == "1" and n.isdigit() and int(n) > 1:
+        return int(n)
+    return None
+
+
+def llmapi_error(ranks: int, what: str, instead: str) -> ConfigError:
+    """The one-line refusal of `what`, which TensorRT-LLM's LLM API does not run, under trtllm-llmapi-launch's
+    `ranks` (llmapi_ranks); `instead` says how to run it."""
+    return ConfigError(f"{what} under trtllm-llmapi-launch (tllm_mpi_size {ranks}) would run in this process alone "
+                       f"while the other {ranks - 1} MPI ranks wait for an engine: {instead}; only `serve "
+                       f"--engine-dir` serves across them")
 
 
 def _interactive_shell(var: str) -> bool:

@@ -1239,6 +1239,32 @@ def test_serve_under_an_mpi_launcher_says_how_to_serve_an_engine_across_nodes(pa
     assert_one_line_error(run_cli(*args), "holds a ReDrafter checkpoint, not an engine")  # past the launcher
 
 
+def test_commands_the_llm_api_does_not_run_are_refused_under_trtllm_llmapi_launch(parts, ckpt, tmp_path, monkeypatch):
+    """`mpirun -n 4 trtllm-llmapi-launch redrafter-trt serve --checkpoint-dir CKPT` passed the MPI check (rank 0's
+    command runs without the launcher's variables) and served from rank 0 alone, the other 3 ranks waiting for an
+    engine that never came; so did convert, train or run there. Refused in one line, as the script marks its command
+    (TLLM_SPAWN_PROXY_PROCESS=1, tllm_mpi_size); `serve --engine-dir`, inspect and doctor pass, and one rank is one
+    process."""
+    for other in ("WORLD_SIZE", *(v for v, _ in MPI_LAUNCHERS)):
+        monkeypatch.delenv(other, raising=False)
+    base, drafter = parts
+    monkeypatch.setenv("TLLM_SPAWN_PROXY_PROCESS", "1")
+    monkeypatch.setenv("tllm_mpi_size", "4")
+    refused = {("convert",): ["--base", base, "--drafter", drafter, "--output", tmp_path / "out"],
+               ("run",): ["--checkpoint-dir", ckpt, "--tokenizer-dir", base, "--input-text", "hi"],
+               ("serve", "--checkpoint-dir"): ["--checkpoint-dir", ckpt, "--tokenizer-dir", base],
+               ("train",): ["--base", base, "--output", tmp_path / "out"]}
+    for command, args in refused.items():
+        assert_one_line_error(run_cli(command[0], *args), f"`{' '.join(command)}` under trtllm-llmapi-launch "
+                              "(tllm_mpi_size 4)", "other 3 MPI ranks", "without mpirun and trtllm-llmapi-launch")
+    assert not (tmp_path / "out").exists()
+    serve_engine = ("serve", "--engine-dir", ckpt, "--tokenizer-dir", base, "--dry-run")
+    assert_one_line_error(run_cli(*serve_engine), "holds a ReDrafter checkpoint, not an engine")  # past the launcher
+    assert run_cli("inspect", ckpt).exit_code == 0
+    monkeypatch.setenv("tllm_mpi_size", "1")  # one rank: nobody waits
+    assert_one_line_error(run_cli("run", *refused[("run",)]), "cannot load a tokenizer")
+
+
 @pytest.mark.parametrize("release", [False, True], ids=["no-block", "fp8-release"])
 @pytest.mark.parametrize("cmd", ["convert", "init-drafter", "train", "bench"])
 def test_an_fp8_base_is_refused(parts, ckpt, tmp_path, cmd, release):

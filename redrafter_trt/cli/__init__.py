@@ -20,7 +20,7 @@ import click
 
 from .. import __version__
 from ..errors import RedrafterError
-from ..launchers import copies_error, launched_copies
+from ..launchers import copies_error, launched_copies, llmapi_error, llmapi_ranks
 from .params import Command
 
 COMMANDS = {
@@ -50,6 +50,9 @@ MPI_COMMANDS = ("run", "inspect", "doctor")
 # variables (OMPI_ PMI_ MV2_ SLURM_ ...) removed, so past this check, and whose other ranks are the engine's MPI workers
 MPI_FORMS = {"serve": "to serve an engine across nodes, start `trtllm-llmapi-launch redrafter-trt serve --engine-dir "
                       "...` under mpirun or srun: its rank 0 runs it once"}
+# ... and under trtllm-llmapi-launch's rank 0 (launchers.llmapi_ranks): `serve --engine-dir` (serve refuses its
+# --checkpoint-dir there itself), whose trtllm-serve starts the engine on the waiting ranks
+LLMAPI_COMMANDS = ("serve", "inspect", "doctor")
 HELP_ASKED = "redrafter_trt.help_asked"  # ctx.meta: the command's arguments ask for its --help (LazyGroup)
 
 NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
@@ -187,6 +190,9 @@ def _debug(ctx, e: BaseException) -> bool:
 def _refuse_launched_copies(command: str | None) -> None:
     """ConfigError for a command started as one of several copies by a launcher whose copies it does not share its
     work between (TORCHRUN_COMMANDS under torchrun, MPI_COMMANDS under an MPI launcher)."""
+    ranks = llmapi_ranks()
+    if ranks and command not in LLMAPI_COMMANDS:
+        raise llmapi_error(ranks, f"`{command}`", "start it once, without mpirun and trtllm-llmapi-launch")
     copies = launched_copies()
     if copies is None:
         return

@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from ..errors import ConfigError
+from ..launchers import llmapi_error, llmapi_ranks
 from ..presets import config_option, one_of
 from ..serve_reasoning import REASONING_PARSERS
 from ..serve_tools import TOOL_PARSERS
@@ -126,6 +127,9 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
         exec_trtllm_serve(plan)
     if dry_run:
         raise ConfigError("--dry-run prints the trtllm-serve command of an --engine-dir: leave it out here")
+    if ranks := llmapi_ranks():  # past the group's check, which lets serve --engine-dir through
+        raise llmapi_error(ranks, "`serve --checkpoint-dir`", "start it once, without mpirun and trtllm-llmapi-launch "
+                           "(the reference runtime starts a tp checkpoint's ranks itself)")
     from ..runtime import check_compile, open_checkpoint
     from ..serve_app import App, serve_max_output_len
     from ..serve_backend import ReferenceBackend
