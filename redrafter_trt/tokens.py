@@ -178,15 +178,18 @@ def template_text(tokenizer, messages: list[dict], add_generation_prompt: bool, 
 def join_roles(messages: list[dict]) -> list[dict]:
     """Consecutive turns of one role joined into one, separated by a blank line: assistant turns all of `"weight": 0`
     (not trained) into one of weight 0; a ValueError for assistant turns of weight 0 and 1, which one turn cannot be
-    (once joined into a trained one)."""
+    (once joined into a trained one). Assistant turns keep their `tool_calls`, in order (a null or empty content of
+    a call adds no blank line); tool results, each answering its own call (`tool_call_id`), are never joined."""
     out: list[dict] = []
     for m in messages:
-        if out and out[-1]["role"] == m["role"]:
+        if out and out[-1]["role"] == m["role"] != "tool":
             untrained = {t.get("weight") == 0 for t in (out[-1], m)} if m["role"] == "assistant" else {False}
             if len(untrained) > 1:
                 raise ValueError("consecutive assistant turns of weight 0 and 1, which it takes only joined into one")
-            out[-1] = {"role": m["role"], "content": out[-1]["content"] + "\n\n" + m["content"],
-                       **({"weight": 0} if untrained == {True} else {})}
+            calls = [*(out[-1].get("tool_calls") or []), *(m.get("tool_calls") or [])]
+            texts = [t.get("content") or "" for t in (out[-1], m)]
+            out[-1] = {"role": m["role"], "content": "\n\n".join(t for t in texts if t or not calls),
+                       **({"tool_calls": calls} if calls else {}), **({"weight": 0} if untrained == {True} else {})}
         else:
             out.append(dict(m))
     return out

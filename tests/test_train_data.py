@@ -618,6 +618,52 @@ def test_a_template_refusing_the_joined_turns_too_is_named_before_their_weights(
     with pytest.raises(ConfigError, match=r"^the base's chat template does not render \(can only concatenate"):
         encode(strict, conversation_of({"messages": [q, r, s]}, "ft.jsonl line 2"), 1000)
 
+# Mistral-v0.3's chat template, reduced: roles alternate but for tool calls and results, which it writes by id
+MISTRAL_TOOLS = ("{% set ns = namespace(i=0) %}{% for m in messages %}"
+                 "{% if not (m['role'] == 'tool' or m['tool_calls'] is defined and m['tool_calls']) %}"
+                 "{% if (m['role'] == 'user') != (ns.i % 2 == 0) %}"
+                 "{{ raise_exception('roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+                 "{% set ns.i = ns.i + 1 %}{% endif %}{% endfor %}{% for m in messages %}"
+                 "{% if m['role'] == 'user' %}{{ '[INST] ' + m['content'] + '[/INST]' }}"
+                 "{% elif m['role'] == 'tool' %}{% if m['tool_call_id'] is not defined %}"
+                 "{{ raise_exception('a tool result needs its call id') }}{% endif %}"
+                 "{{ '[TOOL_RESULTS] ' + m['tool_call_id'] + ': ' + m['content'] + '[/TOOL_RESULTS]' }}"
+                 "{% else %}{{ m['content'] }}{% for c in m['tool_calls'] or [] %}"
+                 "{{ '[TOOL_CALLS] ' + c['id'] + ' ' + c['function'] | tojson }}{% endfor %}"
+                 "{{ '<|im_end|>' }}{% endif %}{% endfor %}")
+
+
+def test_turns_joined_for_a_strict_template_keep_their_tool_calls_and_results(tmp_path):
+    """Consecutive turns of one role joined for a template refusing them (Mistral's) were rebuilt as {role, content}:
+    an answer's text followed by its tool call lost the call (trained as the text and a blank line, or the record
+    refused), and parallel calls' results were merged into one turn without their ids. The joined answer keeps
+    every call (its content the text alone); results, each answering its own call, are never joined."""
+    from test_prompts import OPENAI_TOOLS, WEATHER
+
+    from redrafter_trt.tokens import join_roles
+
+    tok = make_tokenizer(tmp_path / "tok")
+    tok.chat_template = MISTRAL_TOOLS
+    call = {"role": "assistant", "content": None, "tool_calls": [
+        {"id": f"call_{city}", "type": "function", "function": {"name": "get_weather",
+                                                                "arguments": json.dumps({"city": city})}}
+        for city in ("Paris", "Rome")]}
+    record = {"messages": [{"role": "user", "content": "Weather in Paris"}, {"role": "user", "content": "and Rome?"},
+                           {"role": "assistant", "content": "Let me check."}, call,
+                           {"role": "tool", "tool_call_id": "call_Paris", "content": "18C"},
+                           {"role": "tool", "tool_call_id": "call_Rome", "content": "21C"},
+                           {"role": "assistant", "content": "18C and 21C."}], "tools": [WEATHER]}
+    conv = conversation_of(record, "agent.jsonl line 1")
+    ex = encode(tok, conv, 10_000)
+    calls = ('[TOOL_CALLS] call_Paris {"name": "get_weather", "arguments": {"city": "Paris"}}'
+             '[TOOL_CALLS] call_Rome {"name": "get_weather", "arguments": {"city": "Rome"}}')
+    assert _masked_text(tok, ex) == f"Let me check.{calls}<|im_end|>18C and 21C.<|im_end|>"
+    assert "[TOOL_RESULTS] call_Paris: 18C[/TOOL_RESULTS][TOOL_RESULTS] call_Rome: 21C" in tok.decode(ex.ids)
+    first = OPENAI_TOOLS["messages"][2]  # as OpenAI writes it: content null
+    assert join_roles([first, call]) == [{"role": "assistant", "content": "",
+                                          "tool_calls": first["tool_calls"] + call["tool_calls"]}]
+
+
 MISTRAL_SYSTEM = ("{% if messages[0]['role'] == 'system' %}{% set sys = messages[0]['content'] %}{% set rest = messages[1:] %}"
                   "{% else %}{% set rest = messages %}{% endif %}{% for m in rest %}{% if m['role'] == 'user' %}"
                   "{% if loop.last and sys is defined %}{{ '[INST] ' + sys + '\\n\\n' + m['content'] + '[/INST]' }}"
