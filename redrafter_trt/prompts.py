@@ -64,8 +64,10 @@ TOOLS = ("tools", "functions")  # a record's tool definitions, given to the chat
 CALLS = ("function_call", "function-call")  # a tool call answering a prompt: ShareGPT's (glaive as LLaMA-Factory and
 # its ChatML conversion write it), its value the call's JSON, {"name", "arguments"} (or a list of them); OpenAI's is an
 # assistant turn, its content null beside `tool_calls`. train reads either as an assistant turn with `tool_calls`
-RESULTS = ("tool", "observation", "function_response", "function-response")  # a tool's result, read by train as a
-# "tool" turn (OpenAI's role; LLaMA-Factory's `observation`; glaive's ChatML conversion's `function-response`)
+RESULTS = ("tool", "function", "observation", "function_response", "function-response")  # a tool's result, read by
+# train as a "tool" turn (OpenAI's role, `function` in its legacy format; LLaMA-Factory's `observation`; glaive's ChatML
+# conversion's `function-response`)
+LEGACY_CALL = "function_call"  # OpenAI's legacy assistant turn's one call, {"name", "arguments"}, beside `functions`
 
 
 class Prompt(str):
@@ -118,7 +120,7 @@ def messages_of(record, prompt_only: bool = False, tool_turns: bool = False) -> 
     cannot read, read lazily: a prompt reads nothing after its first answer. prompt_only: a CHATS list ends before its first answer, a tool call
     too (a CALLS turn, an assistant one of null content beside `tool_calls`), nothing after it read. tool_turns (train
     without --distill): a tool call is an assistant turn with `tool_calls` (`_tool_turn`), a RESULTS turn a "tool" one,
-    its `tool_call_id` kept; else both are refused."""
+    its `tool_call_id` and `name` kept; else both are refused."""
     key, column = system_of(record) if isinstance(record, dict) else (None, None)
     turns = _turns(record, prompt_only, tool_turns)
     first = next(turns)  # every record's turns hold a user turn, or raised
@@ -199,15 +201,20 @@ def _untrained(msg: dict, role: str, where: str) -> dict:
 
 
 def _tool_turn(msg: dict, who: str, where: str) -> dict | None:
-    """A tool call (OpenAI's assistant turn with `tool_calls`, or a CALLS turn) as an assistant turn with
-    `tool_calls` (`template_tool_calls`: arguments given as JSON text passed as the object, which Qwen2.5's template
-    writes `| tojson`), its content "" when null; a RESULTS turn as {"role": "tool", "content", "tool_call_id"}; None
-    for any other turn. A ValueError names a call it cannot read."""
-    calls = msg.get("tool_calls") if ROLES.get(who) == "assistant" else _call_json(msg, who, where)
+    """A tool call (OpenAI's assistant turn with `tool_calls`, or its legacy LEGACY_CALL; a CALLS turn) as an
+    assistant turn with `tool_calls` (`template_tool_calls`: arguments given as JSON text passed as the object, which
+    Qwen2.5's template writes `| tojson`), its content "" when null; a RESULTS turn as {"role": "tool", "content"},
+    its `tool_call_id` and `name` kept (as serve gives them to the template); None for any other turn. A ValueError
+    names a call it cannot read."""
+    if ROLES.get(who) == "assistant":
+        legacy = msg.get(LEGACY_CALL)
+        calls = msg.get("tool_calls") or ([{"type": "function", "function": legacy}] if legacy else None)
+    else:
+        calls = _call_json(msg, who, where)
     if who in RESULTS:
         text = check_text(_text_or_refuse(msg, who, where), where)
-        return {"role": "tool", "content": text} | ({"tool_call_id": msg["tool_call_id"]}
-                                                    if isinstance(msg.get("tool_call_id"), str) else {})
+        return {"role": "tool", "content": text} | {key: msg[key] for key in ("tool_call_id", "name")
+                                                    if isinstance(msg.get(key), str)}
     if not calls:
         return None
     try:

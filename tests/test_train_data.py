@@ -2073,6 +2073,27 @@ def test_a_tool_calling_conversation_trains_its_calls_and_answer_not_the_tool_re
     assert '"name": "convert_currency", "parameters"' in whole  # the record's tools, given to the template
 
 
+def test_openai_legacy_function_calls_train_as_tool_calls_and_messages_match_serves(tmp_path):
+    """OpenAI's legacy fine-tuning format (`functions`, an assistant turn's `function_call` with no content, a
+    `function` turn naming the function) was skipped ("a 'assistant' message whose `value`/`content` is None"),
+    though its `functions` were read: it trains as the same record written with `tool_calls` does. A tool turn's
+    `name` was dropped, which serve gives the chat template: a record's messages are those serve renders."""
+    from test_prompts import OPENAI_TOOLS
+
+    from redrafter_trt.serve_request import _messages
+
+    system, user, call, result, answer = OPENAI_TOOLS["messages"]
+    legacy = {"messages": [system, user, {"role": "assistant", "function_call": call["tool_calls"][0]["function"]},
+                           {"role": "function", "name": "get_weather", "content": result["content"]}, answer],
+              "functions": [t["function"] for t in OPENAI_TOOLS["tools"]]}
+    tok = make_tokenizer(tmp_path / "tok")
+    tok.chat_template = QWEN25
+    old, new = (encode(tok, conversation_of(r), 10_000) for r in (legacy, OPENAI_TOOLS))
+    assert (old.ids, old.mask) == (new.ids, new.mask) and "<tool_call>" in _masked_text(tok, old)
+    named = {**OPENAI_TOOLS, "messages": [system, user, call, {**result, "name": "get_weather"}, answer]}
+    assert conversation_of(named).messages == tuple(_messages(named["messages"], tools=True))
+
+
 def test_tool_calls_a_template_cannot_write_are_left_out_saying_so(tmp_path, caplog):
     """A template that writes no tool calls (SmolLM2's, this ChatML one: the call's empty content alone) would train an
     empty answer where the base calls a tool: such conversations are left out, counted, naming --distill; where

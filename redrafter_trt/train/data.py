@@ -15,8 +15,9 @@ Records (jsonl, one object per line, a JSON list such as ShareGPT, or a .txt fil
     history         beside a prompt (LLaMA-Factory's Alpaca column): the turns before it, [[instruction, answer], ...]
     tools           beside any of these (OpenAI's, or `functions`): the tool definitions the chat template is given
 Agent data's turns are read into a conversation: a tool call (OpenAI's assistant turn with `tool_calls`, its content
-null; glaive's `function_call` ShareGPT turn, as LLaMA-Factory writes it) is an answer, its calls written by the chat
-template (Qwen2.5's `<tool_call>` blocks); a tool's result (OpenAI's `tool` turn; `observation`) is masked out of the
+null, or its legacy `function_call`; glaive's `function_call` ShareGPT turn, as LLaMA-Factory writes it) is an answer,
+its calls written by the chat template (Qwen2.5's `<tool_call>` blocks); a tool's result (OpenAI's `tool` turn, its
+legacy `function`; `observation`) is masked out of the
 loss as a prompt is. With --distill, which answers a conversation's first prompt only, a record is read up to its
 first call. A record with nothing to train on is skipped with a warning (with --distill, one whose prompt reads gives
 it). Consecutive turns of one role are kept as they are, and joined only for a chat template
@@ -58,7 +59,7 @@ def _droppable(conv: "Conversation") -> str:
 @dataclass(frozen=True)
 class Conversation:
     """messages: [{"role": "system"|"user"|"assistant"|"tool", "content": str}], an assistant turn with
-    `tool_calls` too (OpenAI's), a tool one its `tool_call_id`; the last one may be a user turn (a prompt still
+    `tool_calls` too (OpenAI's), a tool one its `tool_call_id` and `name`; the last one may be a user turn (a prompt still
     waiting for its answer). tools: the tool definitions the chat template is given with them
     (`tools_of`)."""
     messages: tuple[dict, ...]
