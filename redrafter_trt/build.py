@@ -4,7 +4,9 @@ folder it wrote.
 What ReDrafter needs from TensorRT-LLM 1.2.x's builder (`tensorrt_llm/commands/build.py`, `plugin/plugin.py`,
 `builder.py`): `--speculative_decoding_mode explicit_draft_tokens`, `--max_beam_width 1`, a GEMM plugin in the
 checkpoint dtype (`fp8` for an FP8 base), paged KV cache (`--kv_cache_type paged`; 1.2.x has no `--paged_kv_cache`
-plugin flag any more, only a deprecated top-level alias), `--remove_input_padding enable` and `--context_fmha enable`.
+plugin flag any more, only a deprecated top-level alias), `--remove_input_padding enable` and `--context_fmha enable`,
+and the GPT attention plugin (its default, the checkpoint dtype: the executor, `TrtGptModelInflightBatching`, runs no
+engine without it, packed input or paged KV cache).
 No `--max_draft_len`: the builder sets it to num_beams x draft_len from the `redrafter_*` config keys.
 """
 
@@ -71,6 +73,9 @@ RESERVED = {
     "--paged_kv_cache": "ReDrafter needs the paged KV cache",
     "--remove_input_padding": "ReDrafter needs removed input padding",
     "--context_fmha": "ReDrafter keeps context FMHA on",
+    # TrtGptModelInflightBatching, the executor behind run --engine-dir and trtllm-serve, throws for an engine without it
+    "--gpt_attention_plugin": "TensorRT-LLM's executor runs only engines built with the GPT attention plugin (in the "
+                              "checkpoint dtype, trtllm-build's default)",
     "--use_fp8_context_fmha": "set from the checkpoint's quantization",
     "--build_config": "a build config file would override what ReDrafter needs: pass trtllm-build flags instead",
 }

@@ -341,6 +341,9 @@ def test_refused_tensorrt_llm_is_named_for_what_it_is(tmp_path, monkeypatch, ver
     (["--max_beam_w", "4"], "it is --max_beam_width"),
     (["--kv_cache", "continuous"], "paged KV cache"),
     (["--build_config", "b.json"], "build config file"),
+    # TrtGptModelInflightBatching (the executor behind run --engine-dir and trtllm-serve) throws for an engine built
+    # without the GPT attention plugin ("requires GPT attention/Mamba Conv 1d plugin with packed input and paged KV cache")
+    (["--gpt_attention_plugin", "disable"], "GPT attention plugin"),
 ])
 def test_extra_args_may_not_undo_redrafter_settings(checkpoints, tmp_path, extra, needle):
     result = invoke("--checkpoint-dir", str(checkpoints[False, 1]), "--output-dir", str(tmp_path / "engine"), "--dry-run", "--",
