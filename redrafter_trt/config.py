@@ -1,5 +1,9 @@
-"""Configs: read a Hugging Face config.json (either RoPE layout) and derive the TensorRT-LLM model fields
-exactly as TensorRT-LLM 1.2.x's `LLaMAConfig/QWenConfig.from_hugging_face` would; add the ReDrafter keys.
+"""Configs: read a Hugging Face config.json (either RoPE layout) and derive the TensorRT-LLM model fields as
+TensorRT-LLM 1.2.x's `LLaMAConfig/QWenConfig.from_hugging_face` do; add the ReDrafter keys.
+
+Where we differ, on purpose, the model transformers computes wins: a Llama's `mlp_bias` is read from its config
+(from_hugging_face leaves it False, dropping the biases), and a config without `rope_theta` gets transformers'
+10000 (QWenConfig assumes 100000).
 """
 
 from __future__ import annotations
