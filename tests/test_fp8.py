@@ -272,6 +272,20 @@ def test_acceptance_json_says_an_fp8_tp_checkpoint_was_measured(fp8_models, tmp_
     assert (meta["quant_algo"], meta["checkpoint_tp_size"], meta["ranks_merged"]) == ("FP8", 2, True), meta
 
 
+def test_converts_last_line_says_the_checkpoint_is_fp8(fp8_models, tmp_path):
+    """A walk-through: `convert --quantize fp8 --kv-cache-dtype fp8` ended "wrote OUT: ReDrafterForQWenLM, bfloat16,
+    tp 2, ...", the same line as an unquantised conversion's; it names the quantization as inspect does."""
+    from test_bench import run_cli
+
+    hf_dir = fp8_models["qwen2"]
+    drafter = make_drafter(tmp_path / "drafter", hf_dir)
+    result = run_cli("convert", "--base", hf_dir, "--drafter", drafter, "--output", tmp_path / "out", "--tp-size", 2,
+                     "--dtype", "bfloat16", "--quantize", "fp8", "--kv-cache-dtype", "fp8",
+                     *[x for k, v in CALIB.items() for x in (f"--{k.replace('_', '-')}", v)])
+    assert result.exit_code == 0, result.output
+    assert ": ReDrafterForQWenLM, bfloat16, FP8 (kv cache FP8), tp 2, 2 rank files, " in result.output, result.output
+
+
 @pytest.fixture(scope="module")
 def fp8_base(fp8_models, tmp_path_factory):
     """modelopt's FP8 base of the tiny Llama (tp 1, bfloat16) as export_fp8_base writes it; copy it to edit it."""

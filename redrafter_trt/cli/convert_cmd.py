@@ -62,6 +62,7 @@ def convert(base, drafter, output, tp_size, dtype, num_beams, draft_len, no_gree
     """Convert a base model and an Apple ReDrafter drafter into one TensorRT-LLM checkpoint."""
     from ..checkpoint import inspect_checkpoint
     from ..convert import convert as run_convert, plan_conversion
+    from .inspect_cmd import quantization_text
 
     # FP8 calibration's options go to convert, which refuses them without --quantize, when typed; a preset's and the
     # defaults only with --quantize (a preset's shared `device` is run's too)
@@ -81,7 +82,8 @@ def convert(base, drafter, output, tp_size, dtype, num_beams, draft_len, no_gree
     out = run_convert(base, drafter, output, **options)
     rep = inspect_checkpoint(out)
     size = sum(r.bytes for r in rep.ranks) / 2**20
-    click.echo(f"wrote {out}: {rep.architecture}, {rep.dtype}, tp {rep.tp_size}, "
+    quant = f"{quantization_text(rep.quantization)}, " if (rep.quantization or {}).get("quant_algo") else ""
+    click.echo(f"wrote {out}: {rep.architecture}, {rep.dtype}, {quant}tp {rep.tp_size}, "
                f"{counted(len(rep.ranks), 'rank file')}, {size:.1f} MiB")
     for p in rep.problems:
         click.echo(f"problem: {p}", err=True)

@@ -11,6 +11,11 @@ from ..plural import counted
 from .params import Command
 
 
+def quantization_text(q: dict) -> str:
+    """A checkpoint's `quantization` as inspect and convert say it: "FP8 (kv cache FP8)", "none (kv cache model dtype)"."""
+    return f"{q.get('quant_algo') or 'none'} (kv cache {q.get('kv_cache_quant_algo') or 'model dtype'})"
+
+
 @click.command(cls=Command)
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -32,8 +37,7 @@ def inspect(folder, as_json, values):
         if not rep.config_read or "quantization" in rep.malformed:
             click.echo("  quantization: ?")
         else:
-            click.echo(f"  quantization: {q.get('quant_algo') or 'none'} "
-                       f"(kv cache {q.get('kv_cache_quant_algo') or 'model dtype'})")
+            click.echo(f"  quantization: {quantization_text(q)}")
         if rep.drafter:
             d = rep.drafter
             click.echo(f"  drafter: {d['num_layers']} layers, hidden {d['hidden_size']}, exit_dim {d['exit_dim']}, "
