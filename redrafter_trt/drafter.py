@@ -18,7 +18,7 @@ import json
 import logging
 import math
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -342,12 +342,37 @@ def init_drafter(base_config: dict, base_tensors_lm_head: torch.Tensor | None, *
 def check_size(planned: DrafterConfig, base: TensorSource, default_exit_dim: int) -> None:
     """Refuse a drafter with more parameters than its base (counted from the base's tensor headers), before any
     allocation: --exit-dim 10**8 was a traceback (50 GB for input_proj), and such a drafter cannot speed a base up."""
-    size, base_size = (sum(math.prod(s) for s in shapes) for shapes in
-                       (expected_shapes(planned).values(), map(base.shape, base.names())))
+    base_size = sum(math.prod(base.shape(name)) for name in base.names())
+    size = drafter_size(planned)
     if size > base_size:
+        fits = largest_exit_dim(planned, base_size)
+        fix = f"--exit-dim {fits} or less" if fits else "a smaller --exit-dim"
         raise ConfigError(f"--exit-dim {planned.exit_dim} makes a drafter of {size:,} parameters, more than its base's "
-                          f"{base_size:,}: a drafter speeds a base up only when far cheaper; use a smaller --exit-dim "
+                          f"{base_size:,}: a drafter speeds a base up only when far cheaper; use {fix} "
                           f"(default {default_exit_dim})")
+
+
+def drafter_size(cfg: DrafterConfig) -> int:
+    """Parameters of a drafter with this config."""
+    return sum(math.prod(s) for s in expected_shapes(cfg).values())
+
+
+def largest_exit_dim(planned: DrafterConfig, limit: int) -> int | None:
+    """The widest E below `planned.exit_dim` whose drafter has at most `limit` parameters (None when even E = 1 has
+    more). The size grows with E but for E = 2H, which needs no input_proj [E, 2H]: searched counting one there too
+    (a size that grows with E throughout), then 2H tried alone."""
+    H = planned.hidden_size
+
+    def grown(E: int) -> int:
+        return drafter_size(replace(planned, exit_dim=E)) + (2 * H * E + E if E == 2 * H else 0)
+
+    lo, hi = 0, planned.exit_dim - 1  # grown(E) <= limit for every E <= lo (none for 0), > limit past hi
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if grown(mid) <= limit else (lo, mid - 1)
+    if lo < 2 * H < planned.exit_dim and drafter_size(replace(planned, exit_dim=2 * H)) <= limit:
+        lo = 2 * H
+    return lo or None
 
 
 def init_drafter_for_base(base: Path | str, output: Path | str, *, num_draft_layers: int = 2, rnn: bool = True,

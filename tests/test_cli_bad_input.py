@@ -578,9 +578,23 @@ def test_exit_dim_bounded_by_the_base(parts, tmp_path):
     than its base (it cannot speed it up) is refused before anything is allocated or written."""
     for exit_dim in (10 ** 8, 2000):
         result = run_cli("init-drafter", "--base", parts[0], "--output", tmp_path / "d", "--exit-dim", exit_dim)
-        assert_one_line_error(result, f"--exit-dim {exit_dim} makes a drafter of", "use a smaller --exit-dim")
+        assert_one_line_error(result, f"--exit-dim {exit_dim} makes a drafter of", "or less (default")
     assert not (tmp_path / "d").exists()
     assert run_cli("init-drafter", "--base", parts[0], "--output", tmp_path / "d", "--exit-dim", 96).exit_code == 0
+
+
+def test_exit_dim_refusal_names_the_widest_that_fits(parts, tmp_path):
+    """A walk-through on a tiny tied Qwen2 (hidden 64, SmolLM2's 49152 tokens): init-drafter's default refused with
+    "use a smaller --exit-dim (default 128)", naming no width that fits. It names the widest: it is taken, one more
+    refused."""
+    import re
+
+    result = run_cli("init-drafter", "--base", parts[0], "--output", tmp_path / "d", "--exit-dim", 2000)
+    assert_one_line_error(result, "makes a drafter of")
+    fits = int(re.search(r"use --exit-dim (\d+) or less", result.output)[1])
+    refused = run_cli("init-drafter", "--base", parts[0], "--output", tmp_path / "d", "--exit-dim", fits + 1)
+    assert_one_line_error(refused, f"--exit-dim {fits + 1} makes a drafter of")
+    assert run_cli("init-drafter", "--base", parts[0], "--output", tmp_path / "d", "--exit-dim", fits).exit_code == 0
 
 
 def rewrite_config(folder: Path, **fields) -> None:
