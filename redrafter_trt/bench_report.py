@@ -95,6 +95,13 @@ def mismatch_warning(report: BenchReport) -> str | None:
     return f"warning: drafted output differs from plain decoding in {counted(len(bad), 'configuration')} ({why})"
 
 
+def weights_text(meta: dict) -> str:
+    """What bench and acceptance computed in, for their headers: "bfloat16", or "FP8 weights dequantised to bfloat16"
+    (the runtime dequantises an FP8 checkpoint on load: its tokens/s are not an FP8 engine's)."""
+    quant = meta.get("quant_algo")
+    return f"{quant} weights dequantised to {meta['dtype']}" if quant else meta["dtype"]
+
+
 def baseline_note(report: BenchReport) -> str:
     """Why transformers' greedy output may differ from the runtime's without drafting, for the header's `agree on`
     ("" where every prompt agrees, and in float32, where a conversion makes them agree)."""

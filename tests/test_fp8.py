@@ -270,6 +270,24 @@ def test_acceptance_json_says_an_fp8_tp_checkpoint_was_measured(fp8_models, tmp_
     assert result.exit_code == 0, result.output
     meta = json.loads(report.read_text())["meta"]
     assert (meta["quant_algo"], meta["checkpoint_tp_size"], meta["ranks_merged"]) == ("FP8", 2, True), meta
+    # a walk-through: the header said "greedy, bfloat16 on cpu", as for a bfloat16 checkpoint
+    assert "greedy, FP8 weights dequantised to bfloat16 on cpu" in result.output, result.output
+
+
+def test_bench_header_says_an_fp8_checkpoint_runs_dequantised(fp8_models, tmp_path):
+    """A walk-through: bench's header said "greedy, batch 1, bfloat16 on cpu" for an FP8 checkpoint, whose tokens/s
+    here are those of its weights dequantised (no FP8 product on a CPU), not an FP8 engine's."""
+    from test_bench import run_cli
+
+    hf_dir = fp8_models["llama"]
+    out = convert(hf_dir, make_drafter(tmp_path / "drafter", hf_dir), tmp_path / "out", tp_size=1, dtype="bfloat16",
+                  quantize="fp8", num_beams=1, draft_len=1, **CALIB)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "The quick brown fox"}) + "\n")
+    result = run_cli("bench", "--checkpoint-dir", out, "--tokenizer-dir", hf_dir, "--prompts", prompts,
+                     "--max-new-tokens", 2)
+    assert result.exit_code == 0, result.output
+    assert "greedy, batch 1, FP8 weights dequantised to bfloat16 on cpu" in result.output, result.output
 
 
 def test_converts_last_line_says_the_checkpoint_is_fp8(fp8_models, tmp_path):

@@ -107,7 +107,7 @@ def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_t
     """Measure tokens per step and speed-up for each (beam width, draft length)."""
     from ..bench import BenchOptions, check_inputs, run_bench
     from ..bench_report import (baseline_note, format_table, mismatch_warning, plot, plot_format, require_matplotlib,
-                                verdict)
+                                verdict, weights_text)
 
     opts = BenchOptions(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_tokens, beams, draft_lens,
                         chat, device, compile_layers,
@@ -128,8 +128,8 @@ def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_t
                        checked=(ckpt, base))
     m = report.meta
     click.echo(f"{counted(m['num_prompts'], 'prompt')}, up to {m['max_new_tokens']} new tokens, greedy, batch 1, "
-               f"{m['dtype']} on {m['device']} ({counted(m['torch_threads'], 'thread')}); transformers and the runtime "
-               f"agree on {report.hf_matches_no_draft}/{counted(m['num_prompts'], 'prompt')}{baseline_note(report)}")
+               f"{weights_text(m)} on {m['device']} ({counted(m['torch_threads'], 'thread')}); transformers and the "
+               f"runtime agree on {report.hf_matches_no_draft}/{counted(m['num_prompts'], 'prompt')}{baseline_note(report)}")
     click.echo(format_table(report))
     best = report.best
     click.echo(f"best: W={best.num_beams} L={best.draft_len}: {best.run.mean_tokens_per_step:.2f} tokens/step, "
@@ -156,7 +156,7 @@ def acceptance(checkpoint_dir, tokenizer_dir, prompts, num_prompts, max_new_toke
     replayed over that one output; beam widths above the checkpoint's are allowed (pick --num-beams before converting).
     """
     from ..bench_inputs import check_checkpoint
-    from ..bench_report import histogram_text
+    from ..bench_report import histogram_text, weights_text
     from ..replay import AcceptanceOptions, run_acceptance
 
     check_output_file(output_json, [checkpoint_dir, tokenizer_dir, prompts], "--output-json")
@@ -169,8 +169,8 @@ def acceptance(checkpoint_dir, tokenizer_dir, prompts, num_prompts, max_new_toke
     warn_if_sampling(ckpt.config, checkpoint_dir)
     report = run_acceptance(replace(opts, checkpoint_dir=ckpt), progress=lambda line: click.echo(line, err=True))
     m = report["meta"]
-    click.echo(f"{counted(m['num_prompts'], 'prompt')}, up to {m['max_new_tokens']} new tokens, greedy, {m['dtype']} "
-               f"on {m['device']}: tokens per step replayed over one greedy pass (speed: `redrafter-trt bench`)")
+    click.echo(f"{counted(m['num_prompts'], 'prompt')}, up to {m['max_new_tokens']} new tokens, greedy, "
+               f"{weights_text(m)} on {m['device']}: tokens per step replayed over one greedy pass (speed: `redrafter-trt bench`)")
     click.echo(f"{'config':<14} {'tokens/step':>11}  histogram")
     for c in report["configs"]:
         name = f"W={c['num_beams']} L={c['draft_len']}" + ("*" if c == report["best"] else "")
