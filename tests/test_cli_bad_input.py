@@ -1279,6 +1279,27 @@ def test_commands_the_llm_api_does_not_run_are_refused_under_trtllm_llmapi_launc
     assert_one_line_error(run_cli("run", *refused[("run",)]), "cannot load a tokenizer")
 
 
+def test_the_llm_api_refusal_says_how_to_clear_variables_left_without_the_launcher(parts, ckpt, tmp_path, monkeypatch):
+    """TLLM_SPAWN_PROXY_PROCESS and tllm_mpi_size left in a shell (a job script or profile exporting what
+    trtllm-llmapi-launch sets) refused every command with 'start it once, without mpirun and trtllm-llmapi-launch',
+    which it already was: the refusal names the variable to unset, as the MPI launchers' does. `run`, whose
+    --engine-dir runs an engine's ranks under mpirun itself, is told so."""
+    for other in ("WORLD_SIZE", *(v for v, _ in MPI_LAUNCHERS)):
+        monkeypatch.delenv(other, raising=False)
+    base, drafter = parts
+    monkeypatch.setenv("TLLM_SPAWN_PROXY_PROCESS", "1")
+    monkeypatch.setenv("tllm_mpi_size", "2")
+    unset = "or unset TLLM_SPAWN_PROXY_PROCESS where a launcher's environment left it"
+    assert_one_line_error(run_cli("convert", "--base", base, "--drafter", drafter, "--output", tmp_path / "out"),
+                          unset)
+    assert_one_line_error(run_cli("serve", "--checkpoint-dir", ckpt, "--tokenizer-dir", base), unset)
+    assert_one_line_error(run_cli("run", "--engine-dir", ckpt, "--tokenizer-dir", base, "--input-text", "hi"), unset,
+                          "`run --engine-dir` runs an engine's ranks under mpirun without trtllm-llmapi-launch")
+    monkeypatch.delenv("TLLM_SPAWN_PROXY_PROCESS")  # unset as told: past the launcher
+    assert_one_line_error(run_cli("run", "--checkpoint-dir", ckpt, "--tokenizer-dir", base, "--input-text", "hi"),
+                          "cannot load a tokenizer")
+
+
 @pytest.mark.parametrize("release", [False, True], ids=["no-block", "fp8-release"])
 @pytest.mark.parametrize("cmd", ["convert", "init-drafter", "train", "bench"])
 def test_an_fp8_base_is_refused(parts, ckpt, tmp_path, cmd, release):

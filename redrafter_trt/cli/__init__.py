@@ -53,6 +53,9 @@ MPI_FORMS = {"serve": "to serve an engine across nodes, start `trtllm-llmapi-lau
 # ... and under trtllm-llmapi-launch's rank 0 (launchers.llmapi_ranks): `serve --engine-dir` (serve refuses its
 # --checkpoint-dir there itself), whose trtllm-serve starts the engine on the waiting ranks
 LLMAPI_COMMANDS = ("serve", "inspect", "doctor")
+# (command, how it runs across ranks instead) for a command refused there that has another form: `run --engine-dir`
+# runs an engine's ranks under mpirun itself (MPI_COMMANDS)
+LLMAPI_FORMS = {"run": "`run --engine-dir` runs an engine's ranks under mpirun without trtllm-llmapi-launch"}
 HELP_ASKED = "redrafter_trt.help_asked"  # ctx.meta: the command's arguments ask for its --help (LazyGroup)
 
 NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
@@ -192,7 +195,8 @@ def _refuse_launched_copies(command: str | None) -> None:
     work between (TORCHRUN_COMMANDS under torchrun, MPI_COMMANDS under an MPI launcher)."""
     ranks = llmapi_ranks()
     if ranks and command not in LLMAPI_COMMANDS:
-        raise llmapi_error(ranks, f"`{command}`", "start it once, without mpirun and trtllm-llmapi-launch")
+        form = f" ({LLMAPI_FORMS[command]})" if command in LLMAPI_FORMS else ""
+        raise llmapi_error(ranks, f"`{command}`", f"start it once, without mpirun and trtllm-llmapi-launch{form}")
     copies = launched_copies()
     if copies is None:
         return
