@@ -68,6 +68,7 @@ RESULTS = ("tool", "function", "observation", "function_response", "function-res
 # train as a "tool" turn (OpenAI's role, `function` in its legacy format; LLaMA-Factory's `observation`; glaive's ChatML
 # conversion's `function-response`)
 LEGACY_CALL = "function_call"  # OpenAI's legacy assistant turn's one call, {"name", "arguments"}, beside `functions`
+# (an object only: "none" or "auto", a request's own field, logged beside an answer, is no call)
 
 
 class Prompt(str):
@@ -208,7 +209,8 @@ def _tool_turn(msg: dict, who: str, where: str) -> dict | None:
     names a call it cannot read."""
     if ROLES.get(who) == "assistant":
         legacy = msg.get(LEGACY_CALL)
-        calls = msg.get("tool_calls") or ([{"type": "function", "function": legacy}] if legacy else None)
+        calls = msg.get("tool_calls") or ([{"type": "function", "function": legacy}] if isinstance(legacy, dict)
+                                          and legacy else None)
     else:
         calls = _call_json(msg, who, where)
     if who in RESULTS:

@@ -2094,6 +2094,24 @@ def test_openai_legacy_function_calls_train_as_tool_calls_and_messages_match_ser
     assert conversation_of(named).messages == tuple(_messages(named["messages"], tools=True))
 
 
+def test_a_legacy_function_call_that_is_no_call_leaves_the_answer_as_it_was(tmp_path):
+    """An answer's `function_call` read as a call whatever it held: a logged request's "none" or "auto" (what a
+    request's own `function_call` field holds) beside the answer's text skipped a record that trained before as
+    "a tool call that is not ..."; only an object is a call, and the answer trains as its text."""
+    plain = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}],
+             "functions": [{"name": "get_weather", "parameters": {"type": "object"}}]}
+    tok = make_tokenizer(tmp_path / "tok")
+    tok.chat_template = QWEN25
+    want = encode(tok, conversation_of(plain), 10_000)
+    for mode in ("none", "auto"):
+        logged = {**plain, "messages": [plain["messages"][0], {**plain["messages"][1], "function_call": mode}]}
+        got = encode(tok, conversation_of(logged), 10_000)
+        assert (got.ids, got.mask) == (want.ids, want.mask)
+    with pytest.raises(ValueError, match="message 2 has a tool call that is not"):  # an object is read as the call
+        conversation_of({**plain, "messages": [plain["messages"][0], {"role": "assistant", "function_call": {
+            "arguments": "{}"}}]})
+
+
 def test_tool_calls_a_template_cannot_write_are_left_out_saying_so(tmp_path, caplog):
     """A template that writes no tool calls (SmolLM2's, this ChatML one: the call's empty content alone) would train an
     empty answer where the base calls a tool: such conversations are left out, counted, naming --distill; where
