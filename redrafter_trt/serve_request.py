@@ -13,8 +13,8 @@ this server has never heard of is not silently dropped.
 from __future__ import annotations
 
 import json
-import math
 import secrets
+import sys
 from dataclasses import dataclass
 
 from .prompts import template_tool_calls, text_of
@@ -250,7 +250,9 @@ def parse(body, chat: bool, model_name: str, max_output_len: int, tool_parser: s
     return Request(
         chat=chat, prompts=prompts, n=n, echo=echo, logprobs=logprobs,
         max_tokens=next((v for v in (max_tokens, newer) if v is not None), None),
-        temperature=_field(body, "temperature", (int, float), None, lambda v: 0 <= v < math.inf, "a number >= 0"),
+        # at most float's largest: a longer integer is float()'s OverflowError (a 500 on a sampling checkpoint)
+        temperature=_field(body, "temperature", (int, float), None, lambda v: 0 <= v <= sys.float_info.max,
+                           "a finite number >= 0"),
         seed=secrets.randbits(63) if seed is None else seed % 2 ** 63,  # as OpenAI: a fresh sample unless sent
         stop=stop,
         stream=stream, include_usage=options.get("include_usage", False),

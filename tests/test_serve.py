@@ -588,6 +588,8 @@ def test_answer_text_holds_back_what_may_still_change(backend):
     ({"prompt": "hi", "ignore_eos": 1}, '"ignore_eos" must be true or false'),
     ({"prompt": "hi", "repetition_penalty": 1.2}, "send 1"),
     ({"prompt": "hi", "temperature": -1}, "temperature"),
+    # an integer past float's range: a greedy checkpoint's 200 (moot), a sampling one's 500 (OverflowError)
+    ({"prompt": "hi", "temperature": 10 ** 400}, '"temperature" must be a finite number >= 0'),
     ({"prompt": "hi", "seed": "x"}, "seed"),
     ({"prompt": "hi", "seed": 10 ** 24}, "seed"),
     ({"prompt": "hi", "n": True}, '"n"'),
@@ -651,6 +653,9 @@ def test_sampling_checkpoint_answers_temperature_zero_greedily(backend):
                                                        "temperature": t, "seed": 3})
             assert status == 200 and out["choices"][0]["text"] == greedy["choices"][0]["text"]
         assert backend.temperature(None) == 1.0 and backend.temperature(0.5) == 0.5
+        # a review: an integer temperature past float's range was float()'s OverflowError, a 500
+        status, out = app.post("/v1/completions", {"prompt": "Hi", "max_tokens": 2, "temperature": 10 ** 400})
+        assert status == 400 and out["error"]["param"] == "temperature", out
     finally:
         backend.config = original
 
