@@ -121,7 +121,8 @@ def messages_of(record, prompt_only: bool = False, tool_turns: bool = False) -> 
     cannot read, read lazily: a prompt reads nothing after its first answer. prompt_only: a CHATS list ends before its first answer, a tool call
     too (a CALLS turn, an assistant one of null content beside `tool_calls`), nothing after it read. tool_turns (train
     without --distill): a tool call is an assistant turn with `tool_calls` (`_tool_turn`), a RESULTS turn a "tool" one,
-    its `tool_call_id` and `name` kept; else both are refused."""
+    its `tool_call_id` kept; else both are refused. A message's `name` (who speaks) is kept on every turn, as serve
+    keeps it (`_speaker`)."""
     key, column = system_of(record) if isinstance(record, dict) else (None, None)
     turns = _turns(record, prompt_only, tool_turns)
     first = next(turns)  # every record's turns hold a user turn, or raised
@@ -184,7 +185,7 @@ def _chat(messages, key: str, prompt_only: bool, tool_turns: bool) -> Iterator[d
         if role == "assistant" and not seen_user:
             continue
         seen_user = seen_user or role == "user"
-        yield {"role": role, "content": check_text(text, where)} | _untrained(msg, role, where)
+        yield {"role": role, "content": check_text(text, where)} | _speaker(msg) | _untrained(msg, role, where)
     if not seen_user:
         raise ValueError(f"`{key}` has no human/user message")
 
@@ -199,6 +200,13 @@ def _untrained(msg: dict, role: str, where: str) -> dict:
     if isinstance(weight, str) or weight not in (None, 0, 1):  # once read as no weight: "0" and 2 trained
         raise ValueError(f"{where} has weight {weight!r}: OpenAI's fine-tuning files allow 0 (not trained) or 1")
     return {"weight": 0} if weight == 0 else {}
+
+
+def _speaker(msg: dict) -> dict:
+    """A message's OpenAI `name` (who speaks) as serve gives it to the chat template: {"name": str}, else {} (null, or
+    not a string, which serve refuses). Kept on every turn: a template writing it (a speaker's name before the text)
+    once rendered it in serving and not in training."""
+    return {"name": msg["name"]} if isinstance(msg.get("name"), str) else {}
 
 
 def _tool_turn(msg: dict, who: str, where: str) -> dict | None:
@@ -225,7 +233,7 @@ def _tool_turn(msg: dict, who: str, where: str) -> dict | None:
         raise ValueError(f"{where} has a tool call that is not {{\"type\": \"function\", \"function\": {{\"name\": "
                          f"str, \"arguments\": JSON object}}}}: fix or remove that record") from None
     content = "" if msg.get("content") is None else _text_or_refuse(msg, who, where)
-    return {"role": "assistant", "content": check_text(content, where), "tool_calls": calls}
+    return {"role": "assistant", "content": check_text(content, where)} | _speaker(msg) | {"tool_calls": calls}
 
 
 def template_tool_calls(calls) -> list[dict]:

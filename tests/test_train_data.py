@@ -815,6 +815,20 @@ def test_duplicate_conversations_are_dropped_before_the_split(tmp_path, caplog):
     assert "dropped 5 duplicate conversations of 8" in caplog.text
 
 
+def test_conversations_of_other_speakers_are_no_duplicates(tmp_path):
+    """A message's `name` reaches the chat template (a template writing it renders another conversation): records
+    alike but for who speaks are kept, each once."""
+    from redrafter_trt.train import TrainConfig
+    from redrafter_trt.train.dataset import read_all
+
+    path = tmp_path / "named.jsonl"
+    path.write_text("".join(json.dumps({"messages": [{"role": "user", "content": "hi"} | name,
+                                                     {"role": "assistant", "content": "hello"}]}) + "\n"
+                            for name in [{"name": "ann"}, {"name": "bob"}, {}, {"name": "ann"}]))
+    convs = read_all(TrainConfig(base=tmp_path, data=[path], output=tmp_path / "out"))
+    assert sorted(c.messages[0].get("name", "") for c in convs) == ["", "ann", "bob"]
+
+
 def test_a_prompt_with_several_answers_is_held_out_whole(tmp_path):
     """Two answers to one prompt (sampled completions) were two conversations, and the held-out split could put one on
     each side: the held-out accuracy then scored a prompt the drafter was trained on."""
@@ -2268,3 +2282,44 @@ def test_a_tool_call_json_cannot_read_is_read_as_text_not_a_traceback(tmp_path, 
     assert conv.messages[1]["tool_calls"] == [{"type": "function", "function": {"name": "f", "arguments": digits}}]
     assert f"{path}: skipped 1 of 2 records with nothing to train on (first: line 1: `conversations` message 2 " \
            f"(function_call) is not a tool call's JSON" in caplog.text, caplog.text
+
+
+# ChatML writing a message's speaker (`name`) before its text, and its tool calls after it
+NAMED = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\n' }}{% if m['name'] is defined %}"
+         "{{ m['name'] + ': ' }}{% endif %}{{ m['content'] }}{% for c in m['tool_calls'] or [] %}"
+         "{{ '<call>' + c['function']['name'] + '</call>' }}{% endfor %}{{ '<|im_end|>\n' }}{% endfor %}"
+         "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+
+def test_train_and_run_render_a_messages_name_as_serve_does(tmp_path):
+    """OpenAI's `name` (who speaks) reached serve's chat template on every turn, train's only on a tool's result:
+    a template writing it trained the drafter on text the base never reads in serving. train's text of a record, and
+    run's of its prompt, are now serve's of the same history, names and all."""
+    from types import SimpleNamespace
+
+    from redrafter_trt.serve_backend import ReferenceBackend
+    from redrafter_trt.serve_request import parse
+    from redrafter_trt.tokens import chat_text
+
+    weather = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    history = [{"role": "system", "content": "Be brief.", "name": "rules"},
+               {"role": "user", "content": "Weather?", "name": "ann"},
+               {"role": "assistant", "content": None, "name": "bot", "tool_calls": [
+                   {"id": "c0", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+               {"role": "tool", "content": "18C", "tool_call_id": "c0", "name": "get_weather"},
+               {"role": "assistant", "content": "It is 18C.", "name": "bot"},
+               {"role": "user", "content": "Thanks!", "name": "ann"}]
+    tok = make_tokenizer(tmp_path / "tok")
+    tok.chat_template = NAMED
+    serve = SimpleNamespace(tokenizer=tok)
+
+    def served(messages):
+        request = parse({"messages": messages, "tools": [weather]}, chat=True, model_name="m", max_output_len=8,
+                        tool_parser="qwen3")
+        return ReferenceBackend.encode_chat(serve, request.prompts[0], tools=request.tools)
+
+    record = {"messages": history, "tools": [weather]}
+    assert list(encode(tok, conversation_of(record), 10_000).ids) == served(history)
+    prompt = prompt_of(record)  # run --input-file's: the turns before the first answer
+    assert tok(chat_text(tok, prompt), add_special_tokens=False)["input_ids"] == served(history[:2])
+    assert "ann: Weather?" in chat_text(tok, prompt)

@@ -58,10 +58,10 @@ def _droppable(conv: "Conversation") -> str:
 
 @dataclass(frozen=True)
 class Conversation:
-    """messages: [{"role": "system"|"user"|"assistant"|"tool", "content": str}], an assistant turn with
-    `tool_calls` too (OpenAI's), a tool one its `tool_call_id` and `name`; the last one may be a user turn (a prompt still
-    waiting for its answer). tools: the tool definitions the chat template is given with them
-    (`tools_of`)."""
+    """messages: [{"role": "system"|"user"|"assistant"|"tool", "content": str}], any with its `name` (who speaks, as
+    serve keeps it), an assistant turn with `tool_calls` too (OpenAI's), a tool one its `tool_call_id`; the last one
+    may be a user turn (a prompt still waiting for its answer). tools: the tool definitions the chat template is given
+    with them (`tools_of`)."""
     messages: tuple[dict, ...]
     source: str = field(default="", compare=False)  # "FILE line N", named in errors
     tools: tuple[dict, ...] = ()

@@ -188,10 +188,12 @@ def _prompt_key(conv: Conversation) -> tuple:
 
 
 def _key(conv: Conversation, messages: list[dict]) -> tuple:
-    """What tells conversations (or their prompts) apart: the messages' roles, texts, tool calls and weights (an answer
-    of weight 0 is not trained), and conv's tools (a template showing them renders another prompt)."""
-    return json.dumps(conv.tools, sort_keys=True), tuple((m["role"], m["content"], json.dumps(m.get("tool_calls")),
-                                                          m.get("weight")) for m in messages)
+    """What tells conversations (or their prompts) apart: the messages' roles, speakers (`name`: a template writing it
+    renders another prompt), texts, tool calls and weights (an answer of weight 0 is not trained), and conv's tools
+    (a template showing them renders another prompt)."""
+    return json.dumps(conv.tools, sort_keys=True), tuple((m["role"], m.get("name"), m["content"],
+                                                          json.dumps(m.get("tool_calls")), m.get("weight"))
+                                                         for m in messages)
 
 
 def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir: Path, base_dtype: torch.dtype, *,
