@@ -176,10 +176,11 @@ def template_text(tokenizer, messages: list[dict], add_generation_prompt: bool, 
 
 
 def join_roles(messages: list[dict]) -> list[dict]:
-    """Consecutive turns of one role joined into one, separated by a blank line: assistant turns all of `"weight": 0`
-    (not trained) into one of weight 0; a ValueError for assistant turns of weight 0 and 1, which one turn cannot be
-    (once joined into a trained one). Assistant turns keep their `tool_calls`, in order (a null or empty content of
-    a call adds no blank line); tool results, each answering its own call (`tool_call_id`), are never joined."""
+    """Consecutive turns of one role joined into one, their texts separated by a blank line (a null or empty content
+    adds none): assistant turns all of `"weight": 0` (not trained) into one of weight 0; a ValueError for assistant
+    turns of weight 0 and 1, which one turn cannot be (once joined into a trained one). Assistant turns keep their
+    `tool_calls`, in order, and turns of one speaker its `name`; tool results, each answering its own call
+    (`tool_call_id`), are never joined."""
     out: list[dict] = []
     for m in messages:
         if out and out[-1]["role"] == m["role"] != "tool":
@@ -188,7 +189,8 @@ def join_roles(messages: list[dict]) -> list[dict]:
                 raise ValueError("consecutive assistant turns of weight 0 and 1, which it takes only joined into one")
             calls = [*(out[-1].get("tool_calls") or []), *(m.get("tool_calls") or [])]
             texts = [t.get("content") or "" for t in (out[-1], m)]
-            out[-1] = {"role": m["role"], "content": "\n\n".join(t for t in texts if t or not calls),
+            name = {"name": m["name"]} if "name" in m and out[-1].get("name") == m["name"] else {}
+            out[-1] = {"role": m["role"], "content": "\n\n".join(t for t in texts if t), **name,
                        **({"tool_calls": calls} if calls else {}), **({"weight": 0} if untrained == {True} else {})}
         else:
             out.append(dict(m))

@@ -664,6 +664,24 @@ def test_turns_joined_for_a_strict_template_keep_their_tool_calls_and_results(tm
                                           "tool_calls": first["tool_calls"] + call["tool_calls"]}]
 
 
+def test_an_empty_turn_joined_adds_no_blank_line():
+    """Turns were joined two by two: a text, an empty answer and a call gave "hi\n\n" (the text and the empty one
+    joined first, the call's empty content then skipped), and an empty user turn before another opened it with a
+    blank line. An empty content adds no separator; a speaker's `name` shared by the turns joined is kept."""
+    from redrafter_trt.tokens import join_roles
+
+    call = {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c0", "type": "function", "function": {"name": "f", "arguments": {}}}]}
+    text, empty = ({"role": "assistant", "content": c} for c in ("hi", ""))
+    assert join_roles([text, empty, call]) == [{"role": "assistant", "content": "hi", "tool_calls": call["tool_calls"]}]
+    assert join_roles([text, empty]) == [{"role": "assistant", "content": "hi"}]
+    assert join_roles([{"role": "user", "content": ""}, {"role": "user", "content": "x"}]) == [
+        {"role": "user", "content": "x"}]
+    ann, bob = ({"role": "user", "content": "a", "name": who} for who in ("ann", "bob"))
+    assert join_roles([ann, ann]) == [{"role": "user", "content": "a\n\na", "name": "ann"}]
+    assert join_roles([ann, bob]) == [{"role": "user", "content": "a\n\na"}]
+
+
 MISTRAL_SYSTEM = ("{% if messages[0]['role'] == 'system' %}{% set sys = messages[0]['content'] %}{% set rest = messages[1:] %}"
                   "{% else %}{% set rest = messages %}{% endif %}{% for m in rest %}{% if m['role'] == 'user' %}"
                   "{% if loop.last and sys is defined %}{{ '[INST] ' + sys + '\\n\\n' + m['content'] + '[/INST]' }}"
