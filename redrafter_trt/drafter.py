@@ -345,10 +345,9 @@ def check_size(planned: DrafterConfig, base: TensorSource, default_exit_dim: int
     base_size = sum(math.prod(base.shape(name)) for name in base.names())
     size = drafter_size(planned)
     if size > base_size:
-        fits = largest_exit_dim(planned, base_size)
-        fix = f"--exit-dim {fits} or less" if fits else "a smaller --exit-dim"
         raise ConfigError(f"--exit-dim {planned.exit_dim} makes a drafter of {size:,} parameters, more than its base's "
-                          f"{base_size:,}: a drafter speeds a base up only when far cheaper; use {fix} "
+                          f"{base_size:,}: a drafter speeds a base up only when far cheaper; use "
+                          f"{exit_dims_that_fit(planned, base_size)} "
                           f"(default {default_exit_dim})")
 
 
@@ -357,10 +356,11 @@ def drafter_size(cfg: DrafterConfig) -> int:
     return sum(math.prod(s) for s in expected_shapes(cfg).values())
 
 
-def largest_exit_dim(planned: DrafterConfig, limit: int) -> int | None:
-    """The widest E below `planned.exit_dim` whose drafter has at most `limit` parameters (None when even E = 1 has
-    more). The size grows with E but for E = 2H, which needs no input_proj [E, 2H]: searched counting one there too
-    (a size that grows with E throughout), then 2H tried alone."""
+def exit_dims_that_fit(planned: DrafterConfig, limit: int) -> str:
+    """The widths below `planned.exit_dim` whose drafter has at most `limit` parameters, as a refusal names them:
+    "--exit-dim W or less" (every one up to W fits), with ", or 2H" where E = 2H, which needs no input_proj [E, 2H],
+    fits beyond them ("--exit-dim 128 or less" was said where 126 and 127 did not fit); "a smaller --exit-dim" when
+    none does. W: a binary search over the size counting an input_proj at 2H too (a size that grows with E)."""
     H = planned.hidden_size
 
     def grown(E: int) -> int:
@@ -370,9 +370,13 @@ def largest_exit_dim(planned: DrafterConfig, limit: int) -> int | None:
     while lo < hi:
         mid = (lo + hi + 1) // 2
         lo, hi = (mid, hi) if grown(mid) <= limit else (lo, mid - 1)
-    if lo < 2 * H < planned.exit_dim and drafter_size(replace(planned, exit_dim=2 * H)) <= limit:
-        lo = 2 * H
-    return lo or None
+    apart = lo < 2 * H < planned.exit_dim and drafter_size(replace(planned, exit_dim=2 * H)) <= limit
+    if apart and lo == 2 * H - 1:  # every width up to 2H
+        lo, apart = 2 * H, False
+    below = f"--exit-dim {lo} or less" if lo else ""
+    if not apart:
+        return below or "a smaller --exit-dim"
+    return f"{below}, or {2 * H}" if below else f"--exit-dim {2 * H}"
 
 
 def init_drafter_for_base(base: Path | str, output: Path | str, *, num_draft_layers: int = 2, rnn: bool = True,

@@ -597,6 +597,39 @@ def test_exit_dim_refusal_names_the_widest_that_fits(parts, tmp_path):
     assert run_cli("init-drafter", "--base", parts[0], "--output", tmp_path / "d", "--exit-dim", fits).exit_code == 0
 
 
+@pytest.mark.parametrize("H, V, layers, rnn", [(64, 1000, 1, True), (16, 5, 1, False), (16, 50, 1, True),
+                                                (8, 49152, 2, True)])
+def test_every_exit_dim_the_refusal_names_fits(H, V, layers, rnn):
+    """E = 2H needs no input_proj, so it may fit where a narrower E does not: "--exit-dim 128 or less" was said where
+    126 and 127 were refused in turn. Each width named fits (counted independently of the search: the drafter's
+    tensors against the base's), and the one past "or less" does not."""
+    import math
+    import re
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from redrafter_trt.drafter import DrafterConfig, check_size, expected_shapes
+
+    def size(cfg):
+        return sum(math.prod(shape) for shape in expected_shapes(cfg).values())
+
+    planned = DrafterConfig(hidden_size=H, exit_dim=5 * H, num_draft_layers=layers, rnn=rnn, vocab_size=V)
+    widths = [E for E in range(1, 5 * H) if E != 2 * H]
+    for limit in sorted({size(replace(planned, exit_dim=2 * H)) + d for d in (-1, 0, 1)}
+                        | {size(replace(planned, exit_dim=E)) for E in widths[::7]}):
+        base = SimpleNamespace(names=lambda: ["w"], shape=lambda name, n=limit: (n,))
+        with pytest.raises(ConfigError) as e:
+            check_size(planned, base, default_exit_dim=2 * H)
+        fix = re.search(r"use (.*) \(default", str(e.value))[1]
+        below = re.search(r"--exit-dim (\d+) or less", fix)
+        named = [*range(1, int(below[1]) + 1)] if below else []
+        named += [int(E) for E in re.findall(r"(?:, or|^--exit-dim) (\d+)$", fix)]
+        assert named or fix == "a smaller --exit-dim", fix
+        assert all(size(replace(planned, exit_dim=E)) <= limit for E in named), (limit, fix)
+        if below:
+            assert size(replace(planned, exit_dim=int(below[1]) + 1)) > limit, (limit, fix)
+
+
 def rewrite_config(folder: Path, **fields) -> None:
     cfg = folder / "config.json"
     cfg.write_text(json.dumps({**json.loads(cfg.read_text()), **fields}))
