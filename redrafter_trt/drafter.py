@@ -339,15 +339,16 @@ def init_drafter(base_config: dict, base_tensors_lm_head: torch.Tensor | None, *
     return cfg, model
 
 
-def check_size(planned: DrafterConfig, base: TensorSource, default_exit_dim: int) -> None:
+def check_size(planned: DrafterConfig, base: TensorSource, default_exit_dim: int, frozen_head: bool = False) -> None:
     """Refuse a drafter with more parameters than its base (counted from the base's tensor headers), before any
-    allocation: --exit-dim 10**8 was a traceback (50 GB for input_proj), and such a drafter cannot speed a base up."""
+    allocation: --exit-dim 10**8 was a traceback (50 GB for input_proj), and such a drafter cannot speed a base up.
+    frozen_head: train's --freeze-head, which takes a width up to the hidden size H (or 2H) alone."""
     base_size = sum(math.prod(base.shape(name)) for name in base.names())
     size = drafter_size(planned)
     if size > base_size:
         raise ConfigError(f"--exit-dim {planned.exit_dim} makes a drafter of {size:,} parameters, more than its base's "
                           f"{base_size:,}: a drafter speeds a base up only when far cheaper; use "
-                          f"{exit_dims_that_fit(planned, base_size)} "
+                          f"{exit_dims_that_fit(planned, base_size, frozen_head)} "
                           f"(default {default_exit_dim})")
 
 
@@ -356,11 +357,12 @@ def drafter_size(cfg: DrafterConfig) -> int:
     return sum(math.prod(s) for s in expected_shapes(cfg).values())
 
 
-def exit_dims_that_fit(planned: DrafterConfig, limit: int) -> str:
+def exit_dims_that_fit(planned: DrafterConfig, limit: int, frozen_head: bool = False) -> str:
     """The widths below `planned.exit_dim` whose drafter has at most `limit` parameters, as a refusal names them:
     "--exit-dim W or less" (every one up to W fits), with ", or 2H" where E = 2H, which needs no input_proj [E, 2H],
     fits beyond them ("--exit-dim 128 or less" was said where 126 and 127 did not fit); "a smaller --exit-dim" when
-    none does. W: a binary search over the size counting an input_proj at 2H too (a size that grows with E)."""
+    none does. W: a binary search over the size counting an input_proj at 2H too (a size that grows with E), at most
+    H for a frozen head (`check_size`)."""
     H = planned.hidden_size
 
     def grown(E: int) -> int:
@@ -370,6 +372,7 @@ def exit_dims_that_fit(planned: DrafterConfig, limit: int) -> str:
     while lo < hi:
         mid = (lo + hi + 1) // 2
         lo, hi = (mid, hi) if grown(mid) <= limit else (lo, mid - 1)
+    lo = min(lo, H) if frozen_head else lo
     apart = lo < 2 * H < planned.exit_dim and drafter_size(replace(planned, exit_dim=2 * H)) <= limit
     if apart and lo == 2 * H - 1:  # every width up to 2H
         lo, apart = 2 * H, False

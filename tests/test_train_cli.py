@@ -32,6 +32,20 @@ def _run(*args):
     return CliRunner().invoke(main, ["train", *map(str, args)])
 
 
+def test_a_frozen_heads_exit_dim_refusal_names_a_width_it_takes(chat_base, tmp_path):
+    """--freeze-head takes --exit-dim up to the hidden size or 2H (the base lm_head's); a drafter too large named the
+    widest that fits whatever the head ("--exit-dim 107 or less"), which --freeze-head then refused in turn."""
+    import re
+
+    r = _run("--base", chat_base, "--data", tmp_path / "nope.jsonl", "--output", tmp_path / "out", "--freeze-head",
+             "--num-draft-layers", "4", "--exit-dim", "128")
+    assert r.exit_code == 2 and "makes a drafter of" in r.output, r.output
+    width = re.search(r"use --exit-dim (\d+) or less", r.output)[1]
+    r = _run("--base", chat_base, "--data", tmp_path / "nope.jsonl", "--output", tmp_path / "out", "--freeze-head",
+             "--num-draft-layers", "4", "--exit-dim", width)
+    assert r.exit_code == 2 and "nope.jsonl" in r.output, r.output  # past the size and the head: the data's turn
+
+
 @pytest.mark.parametrize("case, match", [
     ("missing", "does not exist: pass jsonl, ShareGPT json or .txt prompt files to --data"),
     ("dangling", "data file {tmp}/link.jsonl is a symbolic link to {tmp}/gone.jsonl, which does not exist"),

@@ -162,7 +162,8 @@ class TrainConfig:
         src = TensorSource.from_hf_folder(self.base)
         try:
             check_size(DrafterConfig(hidden_size=H, exit_dim=self.exit_dim, num_draft_layers=self.num_draft_layers,
-                                     rnn=self.rnn, vocab_size=int(hf["vocab_size"])), src, default_exit_dim=H)
+                                     rnn=self.rnn, vocab_size=int(hf["vocab_size"])), src, default_exit_dim=H,
+                       frozen_head=not self.train_head)
         finally:
             src.close()
 
