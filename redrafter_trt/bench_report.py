@@ -96,8 +96,9 @@ def mismatch_warning(report: BenchReport) -> str | None:
 
 
 def weights_text(meta: dict) -> str:
-    """What bench and acceptance computed in, for their headers: "bfloat16", or "FP8 weights dequantised to bfloat16"
-    (the runtime dequantises an FP8 checkpoint on load: its tokens/s are not an FP8 engine's)."""
+    """What bench and acceptance computed in, for their headers and bench's plot title: "bfloat16", or "FP8 weights
+    dequantised to bfloat16" (the runtime dequantises an FP8 checkpoint on load: its tokens/s are not an FP8
+    engine's)."""
     quant = meta.get("quant_algo")
     return f"{quant} weights dequantised to {meta['dtype']}" if quant else meta["dtype"]
 
@@ -159,7 +160,8 @@ def plot(report: BenchReport, path: Path | str) -> Path:
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"{Path(m['hf_dir']).name}, {counted(m['num_prompts'], 'prompt')} x {m['max_new_tokens']} tokens, {m['dtype']}, "
+    fig.suptitle(f"{Path(m['hf_dir']).name}, {counted(m['num_prompts'], 'prompt')} x {m['max_new_tokens']} tokens, "
+                 f"{weights_text(m)}, "
                  f"{m['device']}, {counted(m['torch_threads'], 'thread')}", fontsize=10)
     fig.tight_layout()
     path = Path(path)

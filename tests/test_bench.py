@@ -184,6 +184,23 @@ def test_plot(setup, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_plots_title_says_an_fp8_checkpoint_ran_dequantised(tmp_path):
+    """bench's header says "FP8 weights dequantised to bfloat16" for an FP8 checkpoint; its --plot's title still said
+    "bfloat16", the words a bfloat16 checkpoint gets. Read from the SVG's text (matplotlib writes each as a comment)."""
+    pytest.importorskip("matplotlib")
+    import re
+    from types import SimpleNamespace
+
+    from redrafter_trt.bench_report import plot, weights_text
+
+    meta = {"hf_dir": "/models/base", "num_prompts": 2, "max_new_tokens": 4, "dtype": "bfloat16", "device": "cpu",
+            "torch_threads": 1, "quant_algo": "FP8"}
+    run = SimpleNamespace(tokens_per_second=1.0)
+    svg = plot(SimpleNamespace(meta=meta, hf=run, no_draft=run, configs=[]), tmp_path / "bench.svg")
+    title = next(t for t in re.findall(r"<!-- (.*?) -->", svg.read_text()) if t.startswith("base, "))
+    assert f", {weights_text(meta)}, cpu" in title and weights_text(meta) != "bfloat16", title
+
+
 def test_plot_format_follows_the_suffix(setup, tmp_path):
     """A review: --plot bench.pdf (or .svg) wrote PNG bytes under that name, and a --plot naming a .json file got a
     PNG; the suffix picks PDF or SVG, and another suffix is refused before any work."""
