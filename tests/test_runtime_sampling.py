@@ -161,3 +161,31 @@ def test_generate_with_tensorrt_llms_sampling_rule(tiny_llama, tiny_drafter):
     for t in (-1.0, 1e-300, float("nan"), float("inf")):
         with pytest.raises(rt.ConfigError, match="negative, below 1e-05 or not finite"):
             rt.generate(model, prompts, 4, temperature=t)
+
+
+@pytest.mark.parametrize("rule", ["exact", "trtllm"])
+def test_seeds_per_prompt_make_each_rows_sample_its_own(tiny_llama, tiny_drafter, rule):
+    """seed as a list: each prompt's row draws from its own generator, so its sample is the one it gets alone, first,
+    last or admitted later as a Joining of that seed (a server's prompt list: one shared generator made a prompt's
+    answer depend on the prompts beside it); one seed for the batch still shares one generator, as before."""
+    from redrafter_trt.runtime.decode import Joining
+
+    model = rt.load(checkpoint(tiny_llama, tiny_drafter, 1, num_beams=3, draft_len=3))
+    prompts = [[1, 17, 33, 5], [250, 99, 4], [7, 8, 9, 10, 11]]
+    kw = dict(temperature=1.0, sampling_rule=rule)
+    alone = [rt.generate(model, [p], 10, seed=[40 + i], **kw).output_ids[0] for i, p in enumerate(prompts)]
+    assert alone[0] == rt.generate(model, prompts[:1], 10, seed=40, **kw).output_ids[0]  # one row: as an int seed
+    together = rt.generate(model, prompts, 10, seed=[40, 41, 42], **kw).output_ids
+    assert together == alone
+    reverse = rt.generate(model, prompts[::-1], 10, seed=[42, 41, 40], **kw).output_ids
+    assert reverse == alone[::-1]
+    left = [[Joining(prompts[1], 10, seed=41), Joining(prompts[2], 10, seed=42)]]
+    joined = rt.generate(model, prompts[:1], 10, seed=[40], admit=lambda running: left.pop() if left else [], **kw)
+    assert joined.output_ids == alone
+    shared = rt.generate(model, prompts, 10, seed=40, **kw).output_ids
+    assert shared != alone  # one generator for the batch: each row's draws depend on the rows beside it
+    if rule == "exact":  # one uniform per token: drafts change none of the tokens, only how many a step emits
+        assert alone == [rt.generate(model, [p], 10, seed=[40 + i], use_draft=False, **kw).output_ids[0]
+                         for i, p in enumerate(prompts)]
+    with pytest.raises(rt.ConfigError, match="one seed per prompt"):
+        rt.generate(model, prompts, 4, seed=[1, 2], **kw)

@@ -244,9 +244,14 @@ def check_generate(cfg: RuntimeConfig, prompt_ids, max_new_tokens, num_beams=Non
     check_prompts(cfg, prompt_ids)
     given = dict(max_new_tokens=max_new_tokens, temperature=temperature, eos_token_id=eos_token_id, seed=seed,
                  batch_size=batch_size, num_beams=num_beams, draft_len=draft_len)
+    seeds = seed if isinstance(seed, (list, tuple)) else None  # one per prompt: each checked as an int seed
+    if seeds is not None and len(seeds) != len(prompt_ids):
+        raise ConfigError(f"seed: {len(seeds)} seeds for {len(prompt_ids)} prompts: give one seed per prompt (or one "
+                          "integer for the batch)")
     for name, (need, ok) in ARGUMENTS.items():
-        if not ok(given[name]):
-            raise ConfigError(f"{name}={given[name]!r}: it must be {need}")
+        for value in (seeds if name == "seed" and seeds is not None else [given[name]]):
+            if not ok(value):
+                raise ConfigError(f"{name}={value!r}: it must be {need}")
     check_temperature(temperature)
     check_positions(cfg, prompt_ids, max_new_tokens)
     W, L = check_draft_shape(cfg, num_beams, draft_len, use_draft)
@@ -263,25 +268,28 @@ def check_generate(cfg: RuntimeConfig, prompt_ids, max_new_tokens, num_beams=Non
 
 def generate(model: ReDrafterModel, prompt_ids: list[list[int]], max_new_tokens: int, num_beams: int | None = None,
              draft_len: int | None = None, temperature: float = 0.0, eos_token_id: int | list[int] | None = None,
-             seed: int = 0, use_draft: bool = True, batch_size: int | None = None,
+             seed: int | list[int] = 0, use_draft: bool = True, batch_size: int | None = None,
              on_tokens=None, admit=None, logprobs: int | None = None, on_step=None,
              sampling_rule: str = "exact", forget_ended: bool = False) -> GenerationResult:
     """Generate for every prompt, `batch_size` prompts at a time (None: all in one batch); see the module
-    docstring. Batch b uses seed + b. on_tokens(prompt index, new ids, their logprobs) -> True ends that prompt
-    (under tp, every rank passes one and rank 0's answers count; see `runtime.decode`). admit(running rows) -> more
-    prompts to join the batch as it runs (one batch only: no batch_size; see `runtime.decode`). logprobs=k: each
-    token's log-probability under the base and the k most likely there (`runtime.decode`). on_step(Iteration)
-    hears of each prefill and decoding step (`runtime.decode`). sampling_rule: "exact" (the base's
-    distribution at the temperature) or "trtllm" (a sampling engine's own rule, to predict its tokens per step;
-    `runtime.accept`). forget_ended: a row that ended keeps nothing, its result lists empty (a server's long-running
-    batch; on_tokens had its tokens; `runtime.decode`)."""
+    docstring. seed: an integer, batch b's rows sharing one generator seeded seed + b (a row's sample then depends on
+    the rows beside it); or one seed per prompt, each row drawing from its own generator (its exact-rule sample is the
+    one it gets alone, as a server's answers are; an admitted `Joining` brings its own). on_tokens(prompt index, new
+    ids, their logprobs) -> True ends that prompt (under tp, every rank passes one and rank 0's answers count; see
+    `runtime.decode`). admit(running rows) -> more prompts to join the batch as it runs (one batch only: no batch_size;
+    see `runtime.decode`). logprobs=k: each token's log-probability under the base and the k most likely there
+    (`runtime.decode`). on_step(Iteration) hears of each prefill and decoding step (`runtime.decode`). sampling_rule:
+    "exact" (the base's distribution at the temperature) or "trtllm" (a sampling engine's own rule, to predict its
+    tokens per step; `runtime.accept`). forget_ended: a row that ended keeps nothing, its result lists empty (a server's
+    long-running batch; on_tokens had its tokens; `runtime.decode`)."""
     check_model(model, "generate")
     W, L = check_generate(model.config, prompt_ids, max_new_tokens, num_beams, draft_len, temperature, eos_token_id,
                           seed, use_draft, batch_size, on_tokens=on_tokens, admit=admit, logprobs=logprobs,
                           sampling_rule=sampling_rule, forget_ended=forget_ended)
     size = batch_size or len(prompt_ids)
     parts = [decode(model.base, model.drafter, prompt_ids[i: i + size], max_new_tokens, W, L, temperature,
-                    eos_token_id, seed + i // size, model.group,
+                    eos_token_id, seed[i: i + size] if isinstance(seed, (list, tuple)) else seed + i // size,
+                    model.group,
                     None if on_tokens is None else (lambda b, *new, i=i: on_tokens(i + b, *new)), admit, logprobs,
                     on_step, sampling_rule, forget_ended)
              for i in range(0, len(prompt_ids), size)]

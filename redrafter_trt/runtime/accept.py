@@ -5,12 +5,14 @@ prefix of length d+1; the beam with the largest n wins (the first on ties). The 
 prefix is emitted too, so a step emits n + 1 tokens and the output is exactly the base model's greedy output.
 
 Sampling (temperature T > 0), exact: the drafts are treated as proposals of a deterministic drafter (q is a point
-mass on each drafted token). At tree node u with base distribution p = softmax(logits_u / T), the node's distinct
-children x1, x2, ... are tried in beam order: accept x_i with probability p_i(x_i), where p_1 = p and
-p_{i+1} = p_i with x_i zeroed, renormalised. An accepted child becomes the new node; if every child is rejected
-(or u is a leaf), one token is drawn from the last p_i and the step ends. P(emit x) = p(x) for every x (for a child
-x_i: prod_{j<i}(1 - p_j(x_j)) * p_i(x_i) = p(x_i); for any other token the same telescoping product), so the output
-has exactly the base model's sampling distribution at temperature T. The drafter's own probabilities are not used.
+mass on each drafted token). Each emitted token is drawn by inverse transform from the base distribution
+p = softmax(logits_u / T) at its tree node u, one uniform per token: the token whose interval of p's cumulative sum
+(in vocabulary order) holds it. When that token is a drafted child of u the child is accepted and becomes the new
+node; else (or at a leaf) the token ends the step. P(accept child x) = p(x), as recursive rejection of the children
+in turn gives, and every token follows p exactly; the drafter's own probabilities are not used. A row's k-th token
+takes its generator's k-th uniform whatever was drafted, so its answer is the one plain decoding draws from the same
+generator: drafts, their order and the rows batched beside it (whose drafts may break a near-tie otherwise) change
+none of it, only how many tokens a step emits.
 
 Sampling as TensorRT-LLM's engine does (`accept_sample_trtllm`, to predict a sampling engine's tokens per step; its
 output is biased: the drafts come from a beam search, q is the drafter's untempered top-50 distribution, and the
@@ -52,10 +54,25 @@ def accept_greedy(beams: torch.Tensor, tree: Tree, pred: torch.Tensor) -> Accept
     return Acceptance(path=path, count=n + 1, emitted=emitted, last=last)
 
 
+def _per_row(generator: torch.Generator | list[torch.Generator], B: int) -> list[torch.Generator]:
+    """One CPU generator per row: a list as given (each row its own stream), else that one for every row."""
+    return list(generator) if isinstance(generator, (list, tuple)) else [generator] * B
+
+
+def _inverse_cdf(p: torch.Tensor, u: float) -> int:
+    """p [V] (non-negative, not normalised), u in [0, 1) -> the token whose interval of p's cumulative sum holds
+    u * p.sum() (never one of probability 0)."""
+    c = p.cumsum(0)
+    tok = int(torch.searchsorted(c, u * c[-1], right=True))
+    return tok if tok < len(p) else int(p.nonzero()[-1])  # u * sum rounded up to the sum itself
+
+
 def accept_sample(beams: torch.Tensor, tree: Tree, logits: torch.Tensor, temperature: float,
-                  generator: torch.Generator) -> Acceptance:
-    """Exact recursive rejection sampling over the tree (see module docstring). generator: CPU generator."""
+                  generator: torch.Generator | list[torch.Generator]) -> Acceptance:
+    """Exact sampling over the tree, one uniform per emitted token (see module docstring). generator: a CPU
+    generator, or one per row (row b draws from generator[b] only, so its tokens do not depend on the other rows)."""
     B, W, L = beams.shape
+    gens = _per_row(generator, B)
     probs = torch.softmax(logits.double() / temperature, dim=-1).cpu()
     node_of, toks = tree.node_of.tolist(), beams.tolist()
     path = torch.zeros(B, L, dtype=torch.long)
@@ -65,30 +82,14 @@ def accept_sample(beams: torch.Tensor, tree: Tree, logits: torch.Tensor, tempera
     for b in range(B):
         node, depth, nodes, out = 0, 0, [0], []
         while True:
-            p = probs[b, node].clone()
-            children = {}
-            if depth + 1 < L:
-                for w in range(W):
-                    if node_of[b][w][depth] == node:
-                        children.setdefault(node_of[b][w][depth + 1], toks[b][w][depth + 1])
-            accepted = None
-            for child, tok in children.items():
-                mass = float(p.sum())
-                if mass <= 0.0:
-                    break
-                if torch.rand((), generator=generator, dtype=torch.float64).item() * mass < float(p[tok]):
-                    accepted = (child, tok)
-                    break
-                p[tok] = 0.0
-            if accepted is None:
-                if float(p.sum()) <= 0.0:  # only after rounding: every remaining token had probability ~0
-                    p = probs[b, node]
-                out.append(int(torch.multinomial(p, 1, generator=generator)))
-                break
-            child, tok = accepted
-            nodes.append(child)
+            tok = _inverse_cdf(probs[b, node], torch.rand((), generator=gens[b], dtype=torch.float64).item())
             out.append(tok)
-            node, depth = child, depth + 1
+            children = ({toks[b][w][depth + 1]: node_of[b][w][depth + 1] for w in range(W)
+                         if node_of[b][w][depth] == node} if depth + 1 < L else {})
+            if tok not in children:
+                break
+            node, depth = children[tok], depth + 1
+            nodes.append(node)
         k = len(out)
         path[b, :k] = torch.tensor(nodes)
         emitted[b, :k] = torch.tensor(out)
@@ -98,10 +99,12 @@ def accept_sample(beams: torch.Tensor, tree: Tree, logits: torch.Tensor, tempera
 
 
 def accept_sample_trtllm(beams: torch.Tensor, tree: Tree, logits: torch.Tensor, temperature: float,
-                         draft_logp: torch.Tensor, generator: torch.Generator) -> Acceptance:
+                         draft_logp: torch.Tensor, generator: torch.Generator | list[torch.Generator]) -> Acceptance:
     """TensorRT-LLM's sampling acceptance (module docstring). draft_logp [B, W, L-1, V]: `beam_search`'s logp.
-    The uniforms [B, W, L-1] are drawn first, then one token per row, in row order (generator: CPU)."""
+    The uniforms [B, W, L-1] are drawn first, row by row, then one token per row, in row order (generator: a CPU
+    generator, or one per row: row b draws from generator[b] only)."""
     B, W, L = beams.shape
+    gens = _per_row(generator, B)
     V = logits.shape[-1]
     rows = torch.arange(B)
     logp = torch.log_softmax(logits.double() / temperature, dim=-1).cpu()  # [B, N, V]
@@ -110,7 +113,8 @@ def accept_sample_trtllm(beams: torch.Tensor, tree: Tree, logits: torch.Tensor, 
     q = draft_logp.double().cpu()
     drafted = beams_c[:, :, 1:, None]
     ratio = (base[:, :, :-1].gather(-1, drafted) - q.gather(-1, drafted))[..., 0].exp()  # p(x) / q(x) [B, W, L-1]
-    u = torch.rand(B, W, L - 1, generator=generator, dtype=torch.float64)
+    u = torch.stack([torch.rand(W, L - 1, generator=g, dtype=torch.float64) for g in gens])  # one generator:
+    # the same draws as torch.rand(B, W, L - 1)
     counts = (u < ratio).long().cumprod(-1).sum(-1)  # [B, W]
     best = counts.argmax(-1)  # the first of the longest
     n = counts[rows, best]
@@ -120,7 +124,7 @@ def accept_sample_trtllm(beams: torch.Tensor, tree: Tree, logits: torch.Tensor, 
         residual = p if k == L - 1 else (p - q[b, best[b], k].exp()).clamp(min=0)
         if float(residual.sum()) <= 0.0:  # p = q on q's support: nothing left to correct, draw from p
             residual = p
-        emitted[b, k] = int(torch.multinomial(residual, 1, generator=generator))
+        emitted[b, k] = int(torch.multinomial(residual, 1, generator=gens[b]))
     path = node_of[rows, best]
     last = path.gather(1, n[:, None])[:, 0]
     dev = beams.device

@@ -72,6 +72,7 @@ class Joining:
     batch of larger max_tokens got what it asked)."""
     ids: list[int]
     max_new_tokens: int
+    seed: int | None = None  # its row's own generator's seed (in 0..2**63-1); None: the batch's shared generator
 
 
 @dataclass
@@ -169,9 +170,9 @@ def _sync(group: TPGroup, *tensors: torch.Tensor) -> list[torch.Tensor]:
 
 
 def _prefill(base: BaseModel, prompt_ids: list[list[int]], capacity: int, temperature: float,
-             gen: torch.Generator, group: TPGroup):
+             gens: list[torch.Generator], group: TPGroup):
     """Right-padded causal prefill of new rows: their cache (`capacity` slots), last hidden states [n, H] and first
-    tokens [n] (rank 0's)."""
+    tokens [n] (rank 0's). gens: each row's generator, drawn from in row order."""
     dev = base.device
     n = len(prompt_ids)
     lengths = torch.tensor([len(p) for p in prompt_ids], device=dev)
@@ -186,7 +187,7 @@ def _prefill(base: BaseModel, prompt_ids: list[list[int]], capacity: int, temper
     h = hidden[torch.arange(n, device=dev), lengths - 1]  # [n, H]
     if temperature > 0:
         probs = torch.softmax(base.logits(h).double() / temperature, -1).cpu()
-        g0 = torch.multinomial(probs, 1, generator=gen)[:, 0].to(dev)
+        g0 = torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, gens)]).to(dev)
     else:
         g0 = base.greedy_tokens(h)
     (g0,) = _sync(group, g0)
@@ -206,19 +207,29 @@ def token_logprobs(base: BaseModel, hidden: torch.Tensor, tokens: torch.Tensor, 
 @torch.no_grad()
 def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[list[int]], max_new_tokens: int,
            num_beams: int, draft_len: int, temperature: float = 0.0, eos_token_id: int | list[int] | None = None,
-           seed: int = 0, group: TPGroup = SINGLE,
+           seed: int | list[int] = 0, group: TPGroup = SINGLE,
            on_tokens: Callable[[int, list[int], list[TokenLogprob]], bool | None] | None = None,
            admit: Callable[[int], list[list[int]]] | None = None, logprobs: int | None = None,
            on_step: Callable[[Iteration], None] | None = None,
            sampling_rule: str = "exact", forget_ended: bool = False) -> GenerationResult:
     """Generate for every prompt; drafter None (or num_beams/draft_len 0) means plain decoding. on_tokens, admit,
-    logprobs, on_step, forget_ended: see the module docstring. sampling_rule (temperature > 0 with drafts): "exact" or
-    "trtllm" (`runtime.accept`)."""
+    logprobs, on_step, forget_ended: see the module docstring. seed: one generator shared by every row (an admitted
+    `Joining` with a seed of its own draws from its own), or one seed per prompt, a generator each. sampling_rule
+    (temperature > 0 with drafts): "exact" or "trtllm" (`runtime.accept`)."""
     start = time.perf_counter()
     dev = base.device
     # a numpy integer (generate's checks take Python's and numpy's ints) is one id, not an iterable of them
     eos = set([eos_token_id] if isinstance(eos_token_id, numbers.Integral) else (eos_token_id or []))
-    gen = torch.Generator().manual_seed(int(seed))  # a numpy integer (generate takes them) is a TypeError there
+    shared = None if isinstance(seed, (list, tuple)) else torch.Generator().manual_seed(int(seed))  # int(): a numpy
+    # integer (generate takes them) is a TypeError there
+
+    def generators(seeds: list) -> list[torch.Generator]:
+        """The joining rows' generators: each its own where it has a seed, else the batch's shared one."""
+        if shared is None and None in seeds:
+            raise ConfigError("an admitted prompt has no seed in a batch seeded per prompt: admit a Joining with "
+                              "its seed")
+        return [shared if s is None else torch.Generator().manual_seed(int(s)) for s in seeds]
+
     use_draft = drafter is not None and num_beams > 0 and draft_len > 0
     W, L = (num_beams, draft_len + 1) if use_draft else (1, 1)
     outputs: list[list[int]] = []
@@ -227,6 +238,7 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
     sent: list[int] = []
     lps: list[list[TokenLogprob]] = []
     limit: list[int] = []  # per row: max_new_tokens, or fewer where an admitted prompt leaves fewer positions
+    gens: list[torch.Generator | None] = []  # per row: the generator it samples from (None once forgotten)
     forgotten = [0]  # tokens of ended rows let go (forget_ended)
 
     def forget(rows: list[int], still: list[int]) -> None:
@@ -234,7 +246,7 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
         if forget_ended:
             for b in set(rows) - set(still):
                 forgotten[0] += len(outputs[b])
-                outputs[b], accepted[b], lps[b] = [], [], []
+                outputs[b], accepted[b], lps[b], gens[b] = [], [], [], None
 
     def report(b: int) -> bool:
         """Hand row b's new tokens to on_tokens; True when it asks the row to end."""
@@ -247,12 +259,14 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
     h = g0 = None  # [rows, H] last hidden states, [rows] last tokens of the running rows
     active: list[int] = []
     joining, wants = prompt_ids, [max_new_tokens] * len(prompt_ids)  # wants: each joining row's max new tokens
+    seeds = list(seed) if shared is None else [None] * len(prompt_ids)  # each joining row's own seed, or None
     while True:
         if joining:  # prefill the new rows, emit their first tokens, append the running ones to the batch
             prefill_start = time.perf_counter()
             first = len(outputs)
             capacity = max(len(p) for p in joining) + max_new_tokens + L + W * L + 1
-            new_cache, new_h, new_g0 = _prefill(base, joining, capacity, temperature, gen, group)
+            gens += generators(seeds)
+            new_cache, new_h, new_g0 = _prefill(base, joining, capacity, temperature, gens[first:], group)
             firsts = token_logprobs(base, new_h[:, None], new_g0[:, None], logprobs) if logprobs is not None else None
             for i, t in enumerate(new_g0.tolist()):
                 outputs.append([t]); accepted.append([]); steps.append(1); sent.append(0)
@@ -271,7 +285,7 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
                                   seconds=time.perf_counter() - prefill_start))
             active += still
         if not active:  # nothing runs: take whatever admit has, else stop
-            joining, wants = _admitted(admit, 0, group, base.cfg, max_new_tokens)
+            joining, wants, seeds = _admitted(admit, 0, group, base.cfg, max_new_tokens)
             if joining:
                 continue
             break
@@ -292,9 +306,10 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
         tree = build_tree(beams)
         hidden = base.forward(tree.tokens, cache.lens[:, None] + tree.depth, tree.mask, cache)
         if engine_rule:
-            acc = accept_sample_trtllm(beams, tree, base.logits(hidden), temperature, draft_logp, gen)
+            acc = accept_sample_trtllm(beams, tree, base.logits(hidden), temperature, draft_logp,
+                                       [gens[b] for b in active])
         elif temperature > 0:
-            acc = accept_sample(beams, tree, base.logits(hidden), temperature, gen)
+            acc = accept_sample(beams, tree, base.logits(hidden), temperature, [gens[b] for b in active])
         else:
             acc = accept_greedy(beams, tree, base.greedy_tokens(hidden))
         acc = Acceptance(*_sync(group, acc.path, acc.count, acc.emitted, acc.last))
@@ -328,7 +343,8 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
         if len(active) < n:
             cache.select_rows(keep.to(dev)); h, g0 = h[keep], g0[keep]
         # one round per step: running rows go on
-        joining, wants = _admitted(admit, len(active), group, base.cfg, max_new_tokens) if active else ([], [])
+        joining, wants, seeds = (_admitted(admit, len(active), group, base.cfg, max_new_tokens) if active else
+                                 ([], [], []))
     for b in range(len(outputs)):  # an EOS inside a step's tokens cut that step short
         excess = 1 + sum(accepted[b]) - len(outputs[b])
         if excess and accepted[b]:
@@ -353,15 +369,18 @@ def _row_limit(cfg, prompt_len: int, max_new_tokens: int) -> int:
     return min(max_new_tokens, room)
 
 
-def _admitted(admit, running: int, group: TPGroup, cfg, max_new_tokens: int) -> tuple[list[list[int]], list[int]]:
+def _admitted(admit, running: int, group: TPGroup, cfg,
+              max_new_tokens: int) -> tuple[list[list[int]], list[int], list[int | None]]:
     """admit's new prompts (rank 0's, on every rank), checked as generate checks its prompts (token ids in the
     vocabulary) and with room for one new token in the model's positions (more than that: `_row_limit`), and each
-    one's max new tokens (a `Joining`'s own, checked as generate's and at most max_new_tokens)."""
+    one's max new tokens (a `Joining`'s own, checked as generate's and at most max_new_tokens) and seed (a Joining's
+    own, checked as generate's; None: the batch's generator)."""
     if admit is None:
-        return [], []
-    prompts, wants = group.broadcast_object(admit(running)) or [], []
+        return [], [], []
+    prompts, wants, seeds = group.broadcast_object(admit(running)) or [], [], []
     if isinstance(prompts, (list, tuple)):  # else check_prompts refuses it
         wants = [p.max_new_tokens if isinstance(p, Joining) else max_new_tokens for p in prompts]
+        seeds = [p.seed if isinstance(p, Joining) else None for p in prompts]
         prompts = [p.ids if isinstance(p, Joining) else p for p in prompts]
     if prompts:  # the same on every rank: they all raise
         from . import ARGUMENTS, check_prompts  # the package imports this module
@@ -372,6 +391,10 @@ def _admitted(admit, running: int, group: TPGroup, cfg, max_new_tokens: int) -> 
         if bad:
             raise ConfigError(f"an admitted Joining's max_new_tokens={bad[0]!r}: it must be {need}, at most the "
                               f"batch's {max_new_tokens} (its cache was sized for that)")
+        need, ok = ARGUMENTS["seed"]
+        bad = next(([s] for s in seeds if not (s is None or ok(s))), None)
+        if bad:
+            raise ConfigError(f"an admitted Joining's seed={bad[0]!r}: it must be None or {need}")
 
         if all(isinstance(p, (list, tuple)) for p in prompts) and any(len(p) == 0 for p in prompts):
             raise ConfigError("an admitted prompt is empty: every prompt needs at least one token")
@@ -380,7 +403,7 @@ def _admitted(admit, running: int, group: TPGroup, cfg, max_new_tokens: int) -> 
         if longest >= cfg.max_positions:
             raise ConfigError(f"an admitted {longest}-token prompt leaves no room for a new token in the model's "
                               f"{cfg.max_positions} positions: shorten it")
-    return prompts, wants
+    return prompts, wants, seeds
 
 
 def _finish(active: list[int], added: list[int], outputs: list[list[int]], eos: set[int], limit: list[int],
