@@ -57,7 +57,7 @@ from .serve_backend import ReferenceBackend
 from .serve_errors import SHUTTING_DOWN, ClientGone, RequestError, Unavailable, error
 from .serve_jobs import Choice
 from .serve_logprobs import Echo, echo_of, logprobs_json
-from .serve_request import PROMPT, ModelNotFound, Request, parse, refuse_unsupported
+from .serve_request import PROMPT, ModelNotFound, Request, answer_seeds, parse, refuse_unsupported
 from .serve_reasoning import REASONING_PARSERS, Thinking, opened_by, parse_reasoning
 from .serve_tools import TOOL_PARSERS, finish_reason, parse_answer
 
@@ -249,7 +249,8 @@ class App:
             if alive is not None and not alive():
                 raise ClientGone
 
-        decoded = backend.complete(rows, req.max_tokens, req.temperature, req.seed, req.stop,
+        decoded = backend.complete(rows, req.max_tokens, req.temperature,
+                                   answer_seeds(req.seed, len(prompts), n // copies), req.stop,
                                    on_delta if req.stream else still_there, req.logprobs, req.ignore_eos,
                                    list_eos=not chat, alive=alive) if req.max_tokens else (
             [Choice([], "", 0, "length", []) for _ in rows])  # echo only: the prompt scored

@@ -115,13 +115,15 @@ class ReferenceBackend:
             return 1.0
         return 0.0 if requested < MIN_TEMPERATURE else float(requested)
 
-    def complete(self, prompts: list[list[int]], max_tokens: int, temperature: float | None, seed: int,
+    def complete(self, prompts: list[list[int]], max_tokens: int, temperature: float | None, seed: int | list[int],
                  stop: list[str], on_text: Callable[[int, str, list[Logprob], int], None] | None = None,
                  logprobs: int | None = None, ignore_eos: bool = False, list_eos: bool = False,
                  alive: Callable[[], bool] | None = None) -> list[Choice]:
         """Answer every prompt; on_text(prompt index, new text, its tokens' logprobs, the prompt's tokens generated so
         far) streams it as tokens are accepted (called in this thread; raising ClientGone from it ends this
-        request's decoding). logprobs=k: each token's log-probability and the k most likely (None: none).
+        request's decoding). seed: each prompt samples from a generator of its own, seeded so (a list: one seed per
+        prompt, `serve_request.answer_seeds`), so an answer never depends on the prompts beside it.
+        logprobs=k: each token's log-probability and the k most likely (None: none).
         ignore_eos: EOS ends nothing, every answer runs to max_tokens (or a stop string), as TensorRT-LLM's.
         list_eos: the logprobs name the EOS that ended an answer (a completion's: lm-evaluation-harness reads the
         last entry of a one-token answer as the token generated); else they leave it out (chat, as OpenAI).
@@ -132,6 +134,9 @@ class ReferenceBackend:
             raise RequestError(f"max_tokens {max_tokens!r} must be an integer of at least 1")
         if isinstance(stop, str) or not all(isinstance(s, str) for s in stop):  # "ab" stopped at "a" and at "b"
             raise RequestError(f"stop {stop!r} must be a list of strings ([s] for one)")
+        if isinstance(seed, list) and len(seed) != len(prompts):  # else an IndexError in the scheduler thread
+            raise RequestError(f"{len(seed)} seeds for {len(prompts)} prompts: send one seed per prompt (or one for "
+                               "all)")
         job = Job(prompts, max_tokens, self.temperature(temperature), seed, stop, logprobs, ignore_eos=ignore_eos,
                   list_eos=list_eos)
         return self._submit(job, on_text, alive).choices

@@ -32,7 +32,7 @@ class Job:
     prompts: list[list[int]]
     max_tokens: int
     temperature: float
-    seed: int
+    seed: int | list[int]  # a list: one per prompt (each prompt samples from its own generator either way)
     stop: list[str]
     logprobs: int | None = None  # None: none; k: each token's and the k most likely
     events: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
@@ -46,6 +46,10 @@ class Job:
     queued_at: float = 0.0  # time.perf_counter() when it was queued
     running: int = 0  # its prompts still decoding
     rows: list[Row] = field(default_factory=list)  # its prompts started in the running batch (until answered)
+
+    def seed_of(self, i: int) -> int:
+        """Prompt i's seed: its generator's, apart from the other prompts' (`serve_request.answer_seeds`)."""
+        return self.seed[i] if isinstance(self.seed, list) else self.seed
 
 
 @dataclass

@@ -261,6 +261,14 @@ def parse(body, chat: bool, model_name: str, max_output_len: int, tool_parser: s
         template_kwargs=template_kwargs, tools=tools, tool_parser=tool_parser if parsed else None)
 
 
+def answer_seeds(seed: int, prompts: int, answers: int) -> list[int]:
+    """Each decoded row's seed, prompt by prompt (`answers` rows each): answer k of every prompt samples from its own
+    generator seeded seed + k (mod 2**63), as vLLM seeds an n > 1 request's k-th child (`ParentRequest`) and
+    TensorRT-LLM's executor a request's k-th sequence, both sending each prompt of a list as a request of its own:
+    a prompt's answer is the one it gets alone, whatever the prompts beside it."""
+    return [(seed + k) % 2 ** 63 for _ in range(prompts) for k in range(answers)]
+
+
 # Fields that change the answer and that this server does not implement -> the values that change nothing (none:
 # any value is refused). OpenAI's, and vLLM's / trtllm-serve's extensions that clients send.
 UNSUPPORTED = {

@@ -13,8 +13,9 @@ greedy answer whatever it is batched with (up to a floating-point near-tie, as i
 is answered as soon as its own prompts end. A request joins a running batch only if its max_tokens is within the
 batch's (the cache was sized for it) and every older request has joined: first come, first served, so a request
 that cannot join stops the others from joining, the batch drains and the next one starts with it. A sampling
-checkpoint decodes each request alone, so that its `seed` alone decides its answer. Streamed text goes through a
-queue per request, so a slow client never holds up the others; a client that leaves ends only its own rows.
+checkpoint decodes each request alone, so that its `seed` alone decides its answer, each prompt sampling from a
+generator of its own (`serve_request.answer_seeds`): a prompt's answer is the one it gets alone. Streamed text goes
+through a queue per request, so a slow client never holds up the others; a client that leaves ends only its own rows.
 A request asking for logprobs (top k) joins only a batch computing at least k of them (`runtime.decode`).
 Scoring prompts (a Job with score=True: `ReferenceBackend.score`) is a job of its own too: it runs between two
 batches and nothing joins it.
@@ -285,7 +286,7 @@ class Scheduler:
                 rows[counts[1]] = row = Row(job, i, AnswerText(self.tokenizer, job.stop, unlisted))
                 job.rows.append(row)
                 counts[1] += 1
-                new.append(Joining(job.prompts[i], job.max_tokens))
+                new.append(Joining(job.prompts[i], job.max_tokens, job.seed_of(i)))
             return new
 
         def on_tokens(r: int, new: list[int], values: list) -> bool:
@@ -329,8 +330,9 @@ class Scheduler:
 
         take(batch)
         greedy = batch[0].temperature == 0
-        self.ranks.generate([j.ids for j in start(self.max_batch)], limits.max_tokens, temperature=batch[0].temperature,
-                            eos_token_id=sorted(eos), seed=batch[0].seed, use_draft=self.config.has_drafter,
+        first = start(self.max_batch)
+        self.ranks.generate([j.ids for j in first], limits.max_tokens, temperature=batch[0].temperature,
+                            eos_token_id=sorted(eos), seed=[j.seed for j in first], use_draft=self.config.has_drafter,
                             on_tokens=on_tokens, admit=admit, logprobs=limits.logprobs,
                             on_step=lambda it: self._iteration(it, len(pending), seen),
                             forget_ended=True)

@@ -104,6 +104,39 @@ def test_sampling_n_gives_seeded_samples_and_refuses_filters(backend):
         assert status == 400 and says in out["error"]["message"], (bad, out)
 
 
+def test_a_seeded_answer_is_its_own_alone_in_a_list_or_one_of_n(backend):
+    """As vLLM: answer k of each prompt samples from its own generator seeded seed + k (a review: one generator
+    shared by a request's rows gave "ab" alone one text and inside ["ab", "cd"] another), so a prompt's answer is
+    the same alone, anywhere in a list and whatever the batch it decodes in; n answers are seeds seed, seed + 1..."""
+    app = App(backend, "smol", 8)
+    original, before = backend.config, backend.scheduler.max_batch
+    backend.config = dataclasses.replace(original, greedy_search=False)
+
+    def texts(prompt, seed, **more) -> list[str]:
+        status, out = app.post("/v1/completions", {"prompt": prompt, "temperature": 1.0, "seed": seed,
+                                                   "max_tokens": 8} | more)
+        assert status == 200, out
+        return [c["text"] for c in out["choices"]]
+
+    try:
+        prompts = ["Once upon a time", "The sun is", "Red, green and"]
+        alone = [texts(p, 5)[0] for p in prompts]
+        assert texts(prompts, 5) == alone and texts(prompts[::-1], 5) == alone[::-1]
+        backend.scheduler.max_batch = 2  # the third prompt joins as a row ends: still its own answer
+        assert texts(prompts, 5) == alone
+        n = texts(prompts[:2], 5, n=3)
+        assert n[::3] == alone[:2]  # answer 0: the seed itself
+        assert n[1::3] == [texts(p, 6)[0] for p in prompts[:2]] and n[2::3] == [texts(p, 7)[0] for p in prompts[:2]]
+        assert texts(prompts[0], 2 ** 63 - 1, n=2)[1] == texts(prompts[0], 0)[0]  # seed + k wraps at 2**63
+        chat = app.post("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}], "n": 2, "seed": 5,
+                                                 "temperature": 1.0, "max_tokens": 8})[1]
+        again = app.post("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}], "seed": 6,
+                                                  "temperature": 1.0, "max_tokens": 8})[1]
+        assert chat["choices"][1]["message"] == again["choices"][0]["message"]
+    finally:
+        backend.scheduler.max_batch, backend.config = before, original
+
+
 def test_echo_with_logprobs_scores_the_prompt_as_transformers(url, backend, smollm2):
     prompt = "The three primary colors are"
     ids = backend.encode(prompt)
