@@ -42,6 +42,18 @@ def test_tree_acceptance_is_exact():
     assert chi_square_pvalue(torch.bincount(biased, minlength=V), p[0]) < ALPHA
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_sampling_refuses_non_finite_logits(bad):
+    """A NaN or +Inf logit (a float16 lm_head overflowing) makes p NaN: refused, as multinomial refused it, rather
+    than the inverse transform silently emitting the vocabulary's last token."""
+    V = 8
+    beams = torch.tensor([[[3, 1], [3, 2]]])
+    logits = torch.randn(1, 3, V)
+    logits[0, 0, 2] = bad
+    with pytest.raises(rt.ConfigError, match="logits hold NaN or Inf"):
+        accept_sample(beams, build_tree(beams), logits, 1.0, torch.Generator().manual_seed(0))
+
+
 @pytest.fixture(scope="module")
 def sharp_llama(tmp_path_factory):
     """A tiny Llama with large weights: peaked next-token distributions, so drafts get accepted often."""

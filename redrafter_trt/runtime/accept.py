@@ -9,10 +9,11 @@ mass on each drafted token). Each emitted token is drawn by inverse transform fr
 p = softmax(logits_u / T) at its tree node u, one uniform per token: the token whose interval of p's cumulative sum
 (in vocabulary order) holds it. When that token is a drafted child of u the child is accepted and becomes the new
 node; else (or at a leaf) the token ends the step. P(accept child x) = p(x), as recursive rejection of the children
-in turn gives, and every token follows p exactly; the drafter's own probabilities are not used. A row's k-th token
-takes its generator's k-th uniform whatever was drafted, so its answer is the one plain decoding draws from the same
-generator: drafts, their order and the rows batched beside it (whose drafts may break a near-tie otherwise) change
-none of it, only how many tokens a step emits.
+in turn gives, and every token follows p exactly; the drafter's own probabilities are not used. A row with a
+generator of its own takes its k-th uniform for its k-th token whatever was drafted, so its answer is the one plain
+decoding draws from the same generator: drafts, their order and the rows batched beside it (whose drafts may break a
+near-tie otherwise) change none of it, only how many tokens a step emits. Rows sharing one generator take its
+uniforms in row order, as many per step as each emits: there the drafts do change the samples.
 
 Sampling as TensorRT-LLM's engine does (`accept_sample_trtllm`, to predict a sampling engine's tokens per step; its
 output is biased: the drafts come from a beam search, q is the drafter's untempered top-50 distribution, and the
@@ -24,10 +25,12 @@ max(p - q, 0) at the first rejection (`redrafter_helper._validate_draft_tokens`,
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
+from ..errors import ConfigError
 from .tree import Tree
 
 
@@ -61,8 +64,13 @@ def _per_row(generator: torch.Generator | list[torch.Generator], B: int) -> list
 
 def _inverse_cdf(p: torch.Tensor, u: float) -> int:
     """p [V] (non-negative, not normalised), u in [0, 1) -> the token whose interval of p's cumulative sum holds
-    u * p.sum() (never one of probability 0)."""
+    u * p.sum() (never one of probability 0). A NaN in p (a NaN or +Inf logit) is refused: the search would land
+    on the vocabulary's last token every time."""
     c = p.cumsum(0)
+    if not 0 < float(c[-1]) < math.inf:
+        raise ConfigError("the base's logits hold NaN or Inf, so its next-token distribution is undefined: a float16 "
+                          "lm_head overflowed (convert with --dtype bfloat16) or its weights are broken (`redrafter-trt "
+                          "inspect --values` names the tensors)")
     tok = int(torch.searchsorted(c, u * c[-1], right=True))
     return tok if tok < len(p) else int(p.nonzero()[-1])  # u * sum rounded up to the sum itself
 
