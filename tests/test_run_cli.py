@@ -241,6 +241,33 @@ def test_the_checkpoints_greedy_mode_decides_as_in_its_engine(smollm2, smol_ckpt
     assert res.exit_code == 2 and "--sampling-rule" in res.output and "Traceback" not in res.output
 
 
+def test_a_seeded_sample_is_the_prompts_own_whatever_is_batched_beside_it(tmp_path_factory):
+    """`run --seed` drew a batch's rows from one generator seeded --seed + b, so a prompt's sampled answer changed
+    with --batch-size, with its order in the file and with the prompts beside it, where an engine seeds every request
+    alike. Each prompt now samples from its own generator seeded --seed: the same answer alone, in any batch, in any
+    order, and the answer --no-draft draws (the exact rule; `--sampling-rule trtllm`'s tokens depend on the drafts,
+    which a batch's rounding may change at a near-tie)."""
+    from test_bench import PROMPTS, save_byte_tokenizer
+    from tinymodels import make_hf
+
+    base = make_hf(tmp_path_factory.mktemp("seeded") / "base", "llama")
+    save_byte_tokenizer(base)
+    sampling = checkpoint(base, fresh_drafter(base), 1, num_beams=3, draft_len=3, greedy=False)
+    out = tmp_path_factory.mktemp("out") / "out.json"
+
+    def answers(order, *extra):
+        texts = [a for i in order for a in ("--input-text", PROMPTS[i])]
+        res = invoke("--checkpoint-dir", sampling, "--tokenizer-dir", base, *texts, "--max-output-len", 16,
+                     "--temperature", 1, "--seed", 3, "--output-json", out, *extra)
+        assert res.exit_code == 0, res.output
+        return {i: r["output_ids"] for i, r in zip(order, json.loads(out.read_text())["results"])}
+
+    together = answers([0, 1, 2])
+    assert answers([2, 1, 0], "--batch-size", 2) == together
+    assert answers([1]) == {1: together[1]}
+    assert answers([0, 1, 2], "--no-draft") == together
+
+
 def test_a_prompt_too_long_or_a_tiny_temperature_is_refused_before_the_weights_load(smollm2, smol_ckpt, monkeypatch):
     """A prompt + --max-output-len beyond the positions was found by generate after the weights had loaded (seconds
     for SmolLM2, minutes for an 8B model on a CPU)."""

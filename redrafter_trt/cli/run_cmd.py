@@ -85,7 +85,8 @@ def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
     ids = _encode(tok, o)
     check_positions(cfg, ids, o["max_output_len"])  # before the weights load
     kwargs = dict(num_beams=o["num_beams"], draft_len=o["draft_len"], temperature=temperature,
-                  eos_token_id=stop_ids(tok, tokenizer_dir), seed=o["seed"], use_draft=not o["no_draft"],
+                  eos_token_id=stop_ids(tok, tokenizer_dir), use_draft=not o["no_draft"],
+                  seed=[o["seed"]] * len(ids),  # each prompt its own generator, as an engine seeds every request
                   batch_size=o["batch_size"], sampling_rule=o["sampling_rule"] or "exact")
     if cfg.tp_size > 1:
         result = generate_tp(ckpt, ids, o["max_output_len"], device=o["device"], **kwargs)
