@@ -686,24 +686,23 @@ def test_a_client_that_leaves_while_queued_or_pending_costs_no_decoding(tiny, mo
     class Counted(ss.Row):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            started.append(self.index)
+            started.append(self)
 
     monkeypatch.setattr(ss, "Row", Counted)
-    left = threading.Event()
 
     def gone(*_):  # the client leaves at the first text
-        left.set()
         raise ClientGone
 
-    def after_leaving(*args):
-        left.wait(60)
-        time.sleep(0.2)  # its request thread marks the job gone
+    def after_leaving(*args):  # once the first row has sent text, its request thread marks the job gone first
+        if started[0].text.sent:  # (the prefill's token may decode to no text yet)
+            started[0].job.gone.wait(60)
         step(*args)
 
     backend.scheduler._iteration = after_leaving
     with pytest.raises(ClientGone):
         backend.complete([[5, 6, 7]] * 6, 20, 0.0, 0, [], gone, ignore_eos=True)
-    assert started == [0], started  # the other 5 prompts never started
+    indices = [row.index for row in started]
+    assert indices == [0], indices  # the other 5 prompts never started
     backend.scheduler._iteration = step
     assert backend.complete([[5, 6, 7]], 3, 0.0, 0, [], ignore_eos=True)[0].finish_reason == "length"
     backend.stop()
