@@ -35,10 +35,13 @@ from __future__ import annotations
 
 import ast
 import json
+import logging
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from .errors import ConfigError, check_input_file, read_text
+
+log = logging.getLogger(__name__)
 
 PLAIN_TEXT = (".txt",)  # file suffixes read as one prompt per line, not JSON
 AS_TXT = ", or name the file .txt to read it one prompt per line"  # after a JSON error on a file's first line
@@ -410,16 +413,29 @@ def load_prompts(path: Path | str) -> list[Prompt]:
     path = Path(path)
     check_input_file(path, "input file", "pass a jsonl file (one record a line), a ShareGPT .json or a .txt of "
                                          "prompts, one a line")
-    prompts = []
+    prompts, later = [], 0
     for where, record in records(path, read_text(path, "save it as UTF-8 jsonl")):
         try:
             prompts.append(prompt_of(record))
         except ValueError as e:
             raise ConfigError(f"{path} {where}: {e}") from None
+        later += asks_after_answer(record, prompts[-1])
+    if later:  # once left out without a word, where train --distill says it: a multi-turn chat lost its later turns
+        log.warning("%d of %d prompts' conversations have user turns after an answer: each is sent up to its first "
+                    "answer, and those turns are left out", later, len(prompts))
     if not prompts:
         raise ConfigError(f"input file {path} holds no prompts: add lines like "
                           + ("'What is ReDrafter?'" if path.suffix.lower() in PLAIN_TEXT else '{"prompt": "..."}'))
     return prompts
+
+
+def asks_after_answer(record, prompt: Prompt) -> bool:
+    """Whether a record's conversation holds a user turn after the answer its prompt (`prompt_of`) ends before, as
+    train --distill counts them; a turn there that cannot be read (never read for the prompt) counts as none."""
+    try:
+        return any(m["role"] == "user" for m in list(messages_of(record, tool_turns=True))[len(prompt.turns):])
+    except ValueError:
+        return False
 
 
 def records(path: Path, text: str) -> list[tuple[str, object]]:

@@ -385,3 +385,24 @@ def test_a_template_refusing_a_prompts_tools_is_named_for_them(tmp_path):
                                               r"\{\"type\": \"function\", \"function\": \{\"name\": \.\.\., "
                                               r"\"parameters\": \.\.\.\}\}, or remove `tools` from its record$"):
             encode_prompts(tok, [prompt], True)
+
+
+def test_load_prompts_says_it_leaves_out_the_user_turns_after_an_answer(tmp_path, caplog):
+    """run --input-file, bench and acceptance send a conversation up to its first answer: a multi-turn chat file (a
+    Llama-3.1 user's history of several exchanges) lost every later user turn without a word, where train --distill
+    says so. They say it too; MT-Bench's `turns` (a first turn, by design), a tool call's result and an answer
+    alone say nothing."""
+    hi = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    lines = [{"messages": [*hi, {"role": "user", "content": "Bye"}]}, {"messages": hi},
+             {"turns": ["first", "second"]}, {"prompt": "p", "history": [["Hi", "Hello"]]}, OPENAI_TOOLS]
+    path = write(tmp_path, "".join(json.dumps(r) + "\n" for r in lines))
+    with caplog.at_level("WARNING"):
+        prompts = load_prompts(path)
+    assert prompts == ["Hi", "Hi", "first", "Hi", "What's the weather in Paris?"]  # as before
+    assert "2 of 5 prompts' conversations have user turns after an answer: each is sent up to its first answer, " \
+           "and those turns are left out" in caplog.text
+    caplog.clear()
+    write(tmp_path, "".join(json.dumps(r) + "\n" for r in lines[1:3]))
+    with caplog.at_level("WARNING"):
+        load_prompts(path)
+    assert "after an answer" not in caplog.text
