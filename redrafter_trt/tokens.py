@@ -240,12 +240,15 @@ def eos_ids(tokenizer, generation_eos=None) -> list[int]:
 
 
 def stop_ids(tokenizer, tokenizer_dir) -> list[int]:
-    """`eos_ids` with the generation config saved next to the tokenizer, when there is one (checked: a broken one
-    is one line naming it)."""
-    gen = Path(tokenizer_dir) / "generation_config.json"
-    if not gen.is_file():
+    """`eos_ids` with the generation config saved next to the tokenizer, when there is one, else with the model's
+    config.json there, whose `eos_token_id` transformers' `generate` then stops at (GenerationConfig's
+    from_model_config; Llama 3.1 lists three there: run went on past two of them); checked: a broken one is one line
+    naming it."""
+    gen = next((path for name in ("generation_config.json", "config.json")
+                if (path := Path(tokenizer_dir) / name).is_file()), None)
+    if gen is None:
         return eos_ids(tokenizer)
-    fix = "fix it or re-download the model's generation_config.json"
+    fix = f"fix it or re-download the model's {gen.name}"
     try:
         raw = json.loads(read_text(gen, fix))
     except json.JSONDecodeError as e:

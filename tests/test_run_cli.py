@@ -84,6 +84,35 @@ def test_chat_on_a_chatml_base_goes_on_past_its_end_of_turn_as_transformers_does
     assert ids == want[0, prompt.shape[1]:].tolist()
 
 
+def test_without_generation_config_run_stops_at_config_jsons_eos_ids_as_transformers_does(smollm2, smol_ckpt,
+                                                                                             tmp_path):
+    """A base folder without generation_config.json: transformers takes `generate`'s eos_token_id from config.json
+    (Llama 3.1 lists [<|end_of_text|>, <|eom_id|>, <|eot_id|>] there too), run took the tokenizer's EOS alone and went
+    on past an id of that list where transformers stopped."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / "out.json"
+    args = ("--checkpoint-dir", smol_ckpt, "--chat", "--input-text", "Say hi.", "--max-output-len", 12, "--num-beams",
+            2, "--draft-len", 2, "--output-json", out)
+    assert invoke(*args, "--tokenizer-dir", smollm2).exit_code == 0
+    full = json.loads(out.read_text())["results"][0]["output_ids"]
+    stop = full[3]  # a token mid-answer, listed as an EOS id in config.json only
+    base = tmp_path / "base"
+    shutil.copytree(smollm2, base, ignore=shutil.ignore_patterns("generation_config.json"))
+    config = json.loads((base / "config.json").read_text())
+    (base / "config.json").write_text(json.dumps({**config, "eos_token_id": [config["eos_token_id"], stop]}))
+    res = invoke(*args, "--tokenizer-dir", base)
+    assert res.exit_code == 0, res.output
+    ids = json.loads(out.read_text())["results"][0]["output_ids"]
+    prompt = torch.tensor([AutoTokenizer.from_pretrained(base).apply_chat_template(
+        [{"role": "user", "content": "Say hi."}], add_generation_prompt=True, tokenize=True, return_dict=False)])
+    with torch.no_grad():
+        want = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).generate(
+            prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=12, do_sample=False)
+    assert ids == want[0, prompt.shape[1]:].tolist() == full[:full.index(stop) + 1]
+
+
 def test_input_file_no_draft(smollm2, smol_ckpt, tmp_path):
     f = tmp_path / "p.jsonl"
     f.write_text('{"turns": ["Say hi.", "again"]}\n{"question": "Say bye."}\n'
