@@ -28,6 +28,7 @@ REDRAFTER_KEYS = ("redrafter_num_layers", "redrafter_hidden_size", "redrafter_ex
 MODEL_KEYS = ("architecture", "dtype", "hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size",
               "intermediate_size")  # mapping: TensorRT-LLM reads a missing one as tp 1
 
+ROPE_KEYS = ("rotary_base", "rotary_scaling", "max_position_embeddings")  # the positions TensorRT-LLM builds
 
 # config key -> (what it must be, check); checked before anything computes with them
 CONFIG_TYPES = {
@@ -77,6 +78,7 @@ class Report:
     config_read: bool = False  # config.json parsed into an object holding the model keys
     drafter: dict | None = None
     producer: dict | None = None  # producer_summary: the tool that wrote it, its drafter's recorded predict_n and base
+    rope: dict | None = None  # ROPE_KEYS as config.json holds them (None: absent or malformed), what an engine builds
     ranks: list[RankReport] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     malformed: list[str] = field(default_factory=list)  # config fields that fail their CONFIG_TYPES check
@@ -162,6 +164,7 @@ def _check_fields(cfg: dict, rep: Report) -> None:
     rep.tp_size = None if "mapping" in bad else layout.tp_size(cfg)
     rep.quantization = None if "quantization" in bad else cfg.get("quantization")
     rep.producer = producer_summary(cfg)
+    rep.rope = {k: None if k in bad else cfg.get(k) for k in ROPE_KEYS}
     if not rep.problems:
         rep.runtime_problems = runtime_refusals(cfg)
         _check_config(cfg, rep)

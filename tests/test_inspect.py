@@ -544,3 +544,20 @@ def test_the_python_api_refuses_what_run_refuses(tiny_qwen2, tmp_path, fields):
     assert_one_line_error(result, "is not valid: ")
     assert _api_refusals(copy) == {result.stderr.strip()}
 
+
+
+def test_inspect_shows_the_rope_and_positions_an_engine_builds(ckpt, tmp_path):
+    """inspect showed no RoPE: whether a Llama 3.1's theta 500000 and llama3 scaling reached the checkpoint took
+    reading config.json by hand. It shows theta, the scaling's values and the positions, in text and JSON (a
+    malformed field is left out, as the header leaves out the others)."""
+    scaling = {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 128, "rope_type": "llama3"}
+    copy = broken(ckpt, tmp_path, rotary_base=500000.0, rotary_scaling=scaling, max_position_embeddings=1024)
+    result = run_cli("inspect", copy)
+    assert result.exit_code == 0, result.output
+    assert "  rope: theta 500000, llama3 (factor 8, low_freq_factor 1, high_freq_factor 4, " \
+           "original_max_position_embeddings 128); 1024 positions\n" in result.output
+    data = json.loads(run_cli("inspect", "--json", copy).output)
+    assert data["rope"] == {"rotary_base": 500000.0, "rotary_scaling": scaling, "max_position_embeddings": 1024}
+    plain = run_cli("inspect", broken(ckpt, tmp_path / "plain", rotary_scaling=None, rotary_base=-1.0)).output
+    assert "  rope: theta ?, no scaling; " in plain, plain

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..plural import counted
+from ..rope import rope_kind
 from .params import Command
 
 
@@ -43,6 +44,8 @@ def inspect(folder, as_json, values):
             click.echo(f"  drafter: {d['num_layers']} layers, hidden {d['hidden_size']}, exit_dim {d['exit_dim']}, "
                        f"rnn {d['is_rnn']}; {d['num_beams']} beams x draft len {d['draft_len_per_beam']}, "
                        f"greedy {d['greedy_search']}")
+        if rep.rope:
+            click.echo(f"  rope: {rope_line(rep.rope)}")
         if rep.producer:
             click.echo(f"  producer: {producer_line(rep.producer, bool(rep.drafter))}")
         for r in rep.ranks:
@@ -53,6 +56,21 @@ def inspect(folder, as_json, values):
             click.echo(f"  reference runtime (run, bench, serve) refuses it: {p}")
         click.echo("  OK" if rep.ok else f"  INVALID ({counted(len(rep.problems), 'problem')})")
     raise SystemExit(0 if rep.ok else 1)
+
+
+def rope_line(rope: dict) -> str:
+    """`theta 500000, llama3 (factor 8, low_freq_factor 1, ...); 131072 positions` ("?" for a value absent or
+    malformed; "no scaling" for a null one or type none)."""
+    def num(v):
+        return "?" if v is None else f"{int(v)}" if isinstance(v, (int, float)) and float(v).is_integer() else f"{v}"
+
+    scaling = rope["rotary_scaling"]
+    kind = rope_kind(scaling) if isinstance(scaling, dict) else None
+    if kind in (None, "default", "none"):
+        scaled = "no scaling"
+    else:
+        scaled = f"{kind} ({', '.join(f'{k} {num(v)}' for k, v in scaling.items() if k not in ('type', 'rope_type'))})"
+    return f"theta {num(rope['rotary_base'])}, {scaled}; {num(rope['max_position_embeddings'])} positions"
 
 
 def producer_line(producer: dict, drafter: bool) -> str:
