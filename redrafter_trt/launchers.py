@@ -11,7 +11,10 @@ interactive step (`srun -n 8 --pty bash`, tasks asked for their CPUs or GPUs): s
 
 TensorRT-LLM's trtllm-llmapi-launch (read from its script in tensorrt_llm/llmapi), started under mpirun or srun,
 runs the command once on rank 0 with those variables removed, setting TLLM_SPAWN_PROXY_PROCESS=1 and tllm_mpi_size
-(the ranks); the other ranks wait as MPI workers for an engine that TensorRT-LLM's LLM API starts on them.
+(the ranks); the other ranks wait as MPI workers for an engine that TensorRT-LLM's LLM API starts on them. It takes
+tllm_mpi_size from SLURM_NTASKS, else OMPI_COMM_WORLD_SIZE (newer: else WORLD_SIZE), else 1; so under the hydra mpiexec
+outside a Slurm job its command is given 1, as under one rank, and PMI_SIZE removed: nothing there tells its ranks
+(TensorRT-LLM's LLM API, reading tllm_mpi_size, counts 1 there too), and it goes unrefused.
 """
 
 from __future__ import annotations
