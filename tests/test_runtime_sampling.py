@@ -42,16 +42,37 @@ def test_tree_acceptance_is_exact():
     assert chi_square_pvalue(torch.bincount(biased, minlength=V), p[0]) < ALPHA
 
 
+@pytest.mark.parametrize("rule", ["exact", "trtllm"])
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
-def test_sampling_refuses_non_finite_logits(bad):
+def test_sampling_refuses_non_finite_logits(bad, rule):
     """A NaN or +Inf logit (a float16 lm_head overflowing) makes p NaN: refused, as multinomial refused it, rather
-    than the inverse transform silently emitting the vocabulary's last token."""
+    than the inverse transform silently emitting the vocabulary's last token; under TensorRT-LLM's rule it was
+    multinomial's RuntimeError (a traceback in `run`)."""
+    from redrafter_trt.runtime.accept import accept_sample_trtllm
+
     V = 8
     beams = torch.tensor([[[3, 1], [3, 2]]])
     logits = torch.randn(1, 3, V)
     logits[0, 0, 2] = bad
+    g = torch.Generator().manual_seed(0)
     with pytest.raises(rt.ConfigError, match="logits hold NaN or Inf"):
-        accept_sample(beams, build_tree(beams), logits, 1.0, torch.Generator().manual_seed(0))
+        if rule == "exact":
+            accept_sample(beams, build_tree(beams), logits, 1.0, g)
+        else:
+            accept_sample_trtllm(beams, build_tree(beams), logits, 1.0, torch.randn(1, 2, 1, V).log_softmax(-1), g)
+
+
+@pytest.mark.parametrize("rule, use_draft", [("exact", True), ("exact", False), ("trtllm", True)])
+def test_a_prompts_first_sampled_token_refuses_non_finite_logits(tiny_llama, tiny_drafter, monkeypatch, rule,
+                                                                 use_draft):
+    """The first token, sampled from the prefill's logits before any drafting, was multinomial's RuntimeError on a
+    NaN or +Inf logit: the one-line refusal of the steps after it. Greedy decoding still takes the argmax."""
+    model = rt.load(checkpoint(tiny_llama, tiny_drafter, 1, num_beams=3, draft_len=3))
+    logits, seven = model.base.logits, torch.tensor([7])
+    monkeypatch.setattr(model.base, "logits", lambda hidden: logits(hidden).index_fill(-1, seven, torch.inf))
+    with pytest.raises(rt.ConfigError, match="logits hold NaN or Inf"):
+        rt.generate(model, [[1, 17, 33, 5]], 4, temperature=0.8, use_draft=use_draft, sampling_rule=rule)
+    assert len(rt.generate(model, [[1, 17, 33, 5]], 4, use_draft=use_draft).output_ids[0]) == 4
 
 
 @pytest.fixture(scope="module")

@@ -45,7 +45,7 @@ from typing import Callable
 import torch
 
 from ..errors import ConfigError
-from .accept import Acceptance, accept_greedy, accept_sample, accept_sample_trtllm
+from .accept import Acceptance, accept_greedy, accept_sample, accept_sample_trtllm, check_defined
 from .drafter import CheckpointDrafter
 from .model import BaseModel
 from .tp import SINGLE, TPGroup
@@ -187,6 +187,7 @@ def _prefill(base: BaseModel, prompt_ids: list[list[int]], capacity: int, temper
     h = hidden[torch.arange(n, device=dev), lengths - 1]  # [n, H]
     if temperature > 0:
         probs = torch.softmax(base.logits(h).double() / temperature, -1).cpu()
+        check_defined(probs.sum(-1))
         g0 = torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, gens)]).to(dev)
     else:
         g0 = base.greedy_tokens(h)
