@@ -34,7 +34,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from .serve_errors import SHUTTING_DOWN, ClientGone, Unavailable
+from .errors import ConfigError
+from .serve_errors import SHUTTING_DOWN, ClientGone, RequestError, Unavailable
 from .serve_jobs import Choice, Job, Row
 from .serve_metrics import IterationLog
 from .serve_text import AnswerText
@@ -184,7 +185,10 @@ class Scheduler:
             try:
                 self._run(batch)
             except Exception as e:  # answered as a 400 (RequestError, ConfigError) or a 500 by the HTTP side
-                log.exception("decoding failed")
+                if isinstance(e, (RequestError, ConfigError)):  # its answer names it (a model whose logits overflow)
+                    log.error("decoding failed: %s", e)
+                else:
+                    log.exception("decoding failed")
                 for job in self.unanswered:
                     job.error = e
                     job.events.put(None)

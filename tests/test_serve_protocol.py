@@ -810,3 +810,27 @@ def test_a_client_resetting_its_connection_is_no_traceback(server, capfd):
     assert request(server, "GET", "/health")[0] == 200
     err = capfd.readouterr().err
     assert "Traceback" not in err and "Exception occurred" not in err, err
+
+
+def test_logits_a_model_overflows_are_a_400_and_one_log_line(server, monkeypatch, caplog):
+    """A NaN or +Inf logit (a float16 lm_head overflowing) sampled for a prompt's first token was multinomial's
+    RuntimeError: a 500 and its traceback in the log, twice (the scheduler's and the handler's). It is the runtime's
+    one-line refusal: a 400 naming it, logged in one line, and the server goes on."""
+    import dataclasses
+
+    import torch
+
+    backend = server.app.backend
+    base = backend.scheduler.ranks.model.base
+    logits = base.logits
+    monkeypatch.setattr(backend, "config", dataclasses.replace(backend.config, greedy_search=False))
+    monkeypatch.setattr(base, "logits", lambda hidden: logits(hidden).index_fill(-1, torch.tensor([7]), torch.nan))
+    with caplog.at_level("INFO"):
+        status, _, data = request(server, "POST", "/v1/completions", {"prompt": "abc", "max_tokens": 3,
+                                                                       "temperature": 0.8})
+    message = json.loads(data)["error"]["message"]
+    assert status == 400 and "logits hold NaN or Inf" in message, message
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []
+    assert any("logits hold NaN or Inf" in r.getMessage() for r in caplog.records if r.levelname == "ERROR")
+    monkeypatch.setattr(base, "logits", logits)
+    assert request(server, "POST", "/v1/completions", {"prompt": "abc", "max_tokens": 3, "temperature": 0.8})[0] == 200
