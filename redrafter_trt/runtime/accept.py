@@ -62,11 +62,11 @@ def _per_row(generator: torch.Generator | list[torch.Generator], B: int) -> list
     return list(generator) if isinstance(generator, (list, tuple)) else [generator] * B
 
 
-def check_defined(total: torch.Tensor) -> None:
-    """Refuse next-token distributions whose totals (p's sums, any shape) are not all positive and finite: a NaN or
-    +Inf logit makes p NaN, which multinomial refuses with a RuntimeError and an inverse transform maps to the
-    vocabulary's last token every time. Every sampled token (the prefill's first too) is drawn after this check."""
-    if not bool(((total > 0) & (total < math.inf)).all()):
+def check_defined(*totals: float) -> None:
+    """Refuse next-token distributions whose totals (p's sums) are not all positive and finite: a NaN or +Inf logit
+    makes p NaN, which multinomial refuses with a RuntimeError and an inverse transform maps to the vocabulary's last
+    token every time. Every sampled token (the prefill's first too) is drawn after this check."""
+    if not all(0 < t < math.inf for t in totals):  # Python floats: a tensor's comparisons cost 40x per token
         raise ConfigError("the base's logits hold NaN or Inf, so its next-token distribution is undefined: a float16 "
                           "lm_head overflowed (convert with --dtype bfloat16) or its weights are broken (`redrafter-trt "
                           "inspect --values` names the tensors)")
@@ -76,7 +76,7 @@ def _inverse_cdf(p: torch.Tensor, u: float) -> int:
     """p [V] (non-negative, not normalised), u in [0, 1) -> the token whose interval of p's cumulative sum holds
     u * p.sum() (never one of probability 0). A NaN in p is refused (check_defined)."""
     c = p.cumsum(0)
-    check_defined(c[-1])
+    check_defined(float(c[-1]))
     tok = int(torch.searchsorted(c, u * c[-1], right=True))
     return tok if tok < len(p) else int(p.nonzero()[-1])  # u * sum rounded up to the sum itself
 
@@ -135,7 +135,7 @@ def accept_sample_trtllm(beams: torch.Tensor, tree: Tree, logits: torch.Tensor, 
     emitted = torch.cat([beams_c[rows, best, 1:], beams_c[:, 0, :1]], dim=-1).clone()
     for b in range(B):
         k, p = int(n[b]), base[b, best[b], int(n[b])].exp()
-        check_defined(p.sum())
+        check_defined(float(p.sum()))
         residual = p if k == L - 1 else (p - q[b, best[b], k].exp()).clamp(min=0)
         if float(residual.sum()) <= 0.0:  # p = q on q's support: nothing left to correct, draw from p
             residual = p

@@ -187,7 +187,7 @@ def _prefill(base: BaseModel, prompt_ids: list[list[int]], capacity: int, temper
     h = hidden[torch.arange(n, device=dev), lengths - 1]  # [n, H]
     if temperature > 0:
         probs = torch.softmax(base.logits(h).double() / temperature, -1).cpu()
-        check_defined(probs.sum(-1))
+        check_defined(*probs.sum(-1).tolist())
         g0 = torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, gens)]).to(dev)
     else:
         g0 = base.greedy_tokens(h)
