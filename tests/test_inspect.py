@@ -561,3 +561,29 @@ def test_inspect_shows_the_rope_and_positions_an_engine_builds(ckpt, tmp_path):
     assert data["rope"] == {"rotary_base": 500000.0, "rotary_scaling": scaling, "max_position_embeddings": 1024}
     plain = run_cli("inspect", broken(ckpt, tmp_path / "plain", rotary_scaling=None, rotary_base=-1.0)).output
     assert "  rope: theta ?, no scaling; " in plain, plain
+
+
+@pytest.mark.parametrize("scaling", [
+    {"rope_type": "dynamic", "factor": 2.0},  # TensorRT-LLM's dynamic is Hunyuan's NTK alpha, not transformers'
+    {"type": "longrope", "factor": 2.0, "short_factor": [1.0, 1.5], "long_factor": [2.0, 3.5]},
+    {"rope_type": "mrope", "mrope_section": [16, 24, 24]},
+    {"type": "linear", "rope_type": "yarn", "factor": 2.0},  # TensorRT-LLM reads type, transformers rope_type
+    "linear",  # not an object
+])
+def test_inspect_does_not_show_a_malformed_rope_scaling_as_none(ckpt, tmp_path, scaling):
+    """A review: a rotary_scaling inspect names as a problem (a type TensorRT-LLM does not build as transformers does,
+    or no object) was shown as `no scaling`, the RoPE of a null one, beside the problem saying otherwise. It is `?`,
+    as the rope line's other malformed values are."""
+    out = run_cli("inspect", broken(ckpt, tmp_path, rotary_base=10000.0, rotary_scaling=scaling)).output
+    assert "  problem: rotary_scaling is " in out, out
+    assert "  rope: theta 10000, scaling ?; " in out, out
+
+
+def test_inspect_shows_a_scalings_true_false_and_null_as_config_json_writes_them(ckpt, tmp_path):
+    """A review: yarn's `truncate: true` (transformers 4.56's, gpt-oss's) showed as `truncate 1`, and a null value as
+    `?`, the mark of a malformed field: they show as config.json writes them."""
+    scaling = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 256, "truncate": True,
+               "attention_factor": None, "beta_fast": 32}
+    out = run_cli("inspect", broken(ckpt, tmp_path, rotary_base=1e6, rotary_scaling=scaling)).output
+    assert "  rope: theta 1000000, yarn (factor 4, original_max_position_embeddings 256, truncate true, " \
+           "attention_factor null, beta_fast 32); " in out, out

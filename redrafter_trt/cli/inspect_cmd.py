@@ -45,7 +45,7 @@ def inspect(folder, as_json, values):
                        f"rnn {d['is_rnn']}; {d['num_beams']} beams x draft len {d['draft_len_per_beam']}, "
                        f"greedy {d['greedy_search']}")
         if rep.rope:
-            click.echo(f"  rope: {rope_line(rep.rope)}")
+            click.echo(f"  rope: {rope_line(rep.rope, 'rotary_scaling' in rep.malformed)}")
         if rep.producer:
             click.echo(f"  producer: {producer_line(rep.producer, bool(rep.drafter))}")
         for r in rep.ranks:
@@ -58,18 +58,27 @@ def inspect(folder, as_json, values):
     raise SystemExit(0 if rep.ok else 1)
 
 
-def rope_line(rope: dict) -> str:
+TYPE_KEYS = ("type", "rope_type")  # a scaling's type, shown before its values
+
+
+def rope_line(rope: dict, malformed_scaling: bool = False) -> str:
     """`theta 500000, llama3 (factor 8, low_freq_factor 1, ...); 131072 positions` ("?" for a value absent or
-    malformed; "no scaling" for a null one or type none)."""
+    malformed; `scaling ?` for a malformed scaling, whose null in `rope` is no null one's "no scaling", nor type
+    none's)."""
     def num(v):
         return "?" if v is None else f"{int(v)}" if isinstance(v, (int, float)) and float(v).is_integer() else f"{v}"
 
+    def value(v):  # a scaling's true, false, null and lists as config.json writes them (true was `1`, null `?`)
+        return num(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else json.dumps(v)
+
     scaling = rope["rotary_scaling"]
     kind = rope_kind(scaling) if isinstance(scaling, dict) else None
-    if kind in (None, "default", "none"):
+    if malformed_scaling:  # once "no scaling", beside the problem naming it
+        scaled = "scaling ?"
+    elif kind in (None, "default", "none"):
         scaled = "no scaling"
     else:
-        scaled = f"{kind} ({', '.join(f'{k} {num(v)}' for k, v in scaling.items() if k not in ('type', 'rope_type'))})"
+        scaled = f"{kind} ({', '.join(f'{k} {value(v)}' for k, v in scaling.items() if k not in TYPE_KEYS)})"
     return f"theta {num(rope['rotary_base'])}, {scaled}; {num(rope['max_position_embeddings'])} positions"
 
 
