@@ -431,9 +431,11 @@ def load_prompts(path: Path | str) -> list[Prompt]:
 
 def asks_after_answer(record, prompt: Prompt) -> bool:
     """Whether a record's conversation holds a user turn after the answer its prompt (`prompt_of`) ends before, as
-    train --distill counts them; a turn there that cannot be read (never read for the prompt) counts as none."""
+    train --distill counts them; a turn there that cannot be read (never read for the prompt) ends the count: the
+    turns before it are read (read all first, one such turn once hid them)."""
     try:
-        return any(m["role"] == "user" for m in list(messages_of(record, tool_turns=True))[len(prompt.turns):])
+        return any(m["role"] == "user" for n, m in enumerate(messages_of(record, tool_turns=True))
+                   if n >= len(prompt.turns))
     except ValueError:
         return False
 

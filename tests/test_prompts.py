@@ -406,3 +406,19 @@ def test_load_prompts_says_it_leaves_out_the_user_turns_after_an_answer(tmp_path
     with caplog.at_level("WARNING"):
         load_prompts(path)
     assert "after an answer" not in caplog.text
+
+
+def test_a_user_turn_after_the_answer_counts_though_a_later_turn_cannot_be_read(tmp_path, caplog):
+    """A review: a conversation whose later user turn is followed by a turn the prompt never reads and train would
+    refuse (a role of no chat template's, an answer's weight 2) was counted as having no user turn after its answer:
+    its readable later turns were left out without a word. A turn that cannot be read stops the count there, not
+    before it."""
+    hi = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    lines = [{"messages": [*hi, {"role": "user", "content": "Bye"}, {"role": "robot", "content": "beep"}]},
+             {"messages": [*hi, {"role": "user", "content": "Bye"},
+                           {"role": "assistant", "content": "x", "weight": 2}]},
+             {"messages": [*hi, {"role": "robot", "content": "beep"}, {"role": "user", "content": "Bye"}]}]
+    path = write(tmp_path, "".join(json.dumps(r) + "\n" for r in lines))
+    with caplog.at_level("WARNING"):
+        assert load_prompts(path) == ["Hi"] * 3
+    assert "2 of 3 prompts' conversations have user turns after an answer" in caplog.text, caplog.text
