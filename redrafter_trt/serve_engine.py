@@ -47,7 +47,7 @@ from pathlib import Path
 from .build import (check_engine, installed_source, read_engine_config, require_trtllm_tool, trtllm_version,
                     world_size)
 from .errors import ConfigError, RedrafterError
-from .tokens import load_tokenizer, stop_ids
+from .tokens import load_tokenizer, stop_file, stop_ids
 
 TRTLLM_SERVE = "trtllm-serve"
 
@@ -56,9 +56,10 @@ TRTLLM_SERVE = "trtllm-serve"
 class ServePlan:
     argv: tuple[str, ...]
     world_size: int
-    unstopped: tuple[int, ...] = ()  # generation_config.json EOS ids trtllm-serve does not end an answer at
+    unstopped: tuple[int, ...] = ()  # the model's EOS ids trtllm-serve does not end an answer at
     max_batch_size: int = 0  # the engine's, passed as --max_batch_size
     host_warning: str | None = None  # an IPv6 --host whose trtllm-serve could not be read (ipv6_refusal)
+    stop_file: str = "generation_config.json"  # where `unstopped` comes from (`stop_file`: else config.json)
 
     def shell(self) -> str:
         return shlex.join(self.argv)
@@ -68,7 +69,7 @@ class ServePlan:
         if not self.unstopped:
             return None
         ids = ", ".join(map(str, self.unstopped))
-        return (f"warning: trtllm-serve ends answers at the tokenizer's EOS only, not at generation_config.json's "
+        return (f"warning: trtllm-serve ends answers at the tokenizer's EOS only, not at {self.stop_file}'s "
                 f"other eos_token_id {ids} (TensorRT-LLM 1.2 reads no generation config for an engine): clients that "
                 f"need them send \"stop_token_ids\": [{ids}]")
 
@@ -102,7 +103,9 @@ def plan_trtllm_serve(engine_dir: Path, tokenizer_dir: Path, host: str, port: in
         argv += ["--max_num_tokens", str(build["max_num_tokens"])]
     for option, name in parsers.items():
         argv += [option, name]
-    return ServePlan(tuple(argv), ranks, unstopped, build["max_batch_size"], host_warning)
+    source = stop_file(tokenizer_dir)  # None: no id but the tokenizer's EOS, nothing unstopped
+    return ServePlan(tuple(argv), ranks, unstopped, build["max_batch_size"], host_warning,
+                     source.name if source else ServePlan.stop_file)
 
 
 IPV4_BIND = "socket.socket(socket.AF_INET, socket.SOCK_STREAM)"  # the line issue #10877 names; PR #10929 replaced it

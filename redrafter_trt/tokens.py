@@ -239,13 +239,18 @@ def eos_ids(tokenizer, generation_eos=None) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
+def stop_file(tokenizer_dir) -> Path | None:
+    """The file whose `eos_token_id` `stop_ids` reads: generation_config.json, else config.json (None: neither)."""
+    return next((path for name in ("generation_config.json", "config.json")
+                 if (path := Path(tokenizer_dir) / name).is_file()), None)
+
+
 def stop_ids(tokenizer, tokenizer_dir) -> list[int]:
     """`eos_ids` with the generation config saved next to the tokenizer, when there is one, else with the model's
     config.json there, whose `eos_token_id` transformers' `generate` then stops at (GenerationConfig's
     from_model_config; Llama 3.1 lists three there: run went on past two of them); checked: a broken one is one line
     naming it."""
-    gen = next((path for name in ("generation_config.json", "config.json")
-                if (path := Path(tokenizer_dir) / name).is_file()), None)
+    gen = stop_file(tokenizer_dir)
     if gen is None:
         return eos_ids(tokenizer)
     fix = f"fix it or re-download the model's {gen.name}"

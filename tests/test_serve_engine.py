@@ -175,6 +175,22 @@ def test_eos_ids_trtllm_serve_does_not_stop_at_are_named(tmp_path, tokenizer_dir
     assert '"stop_token_ids": [0, 7]' in res.output and "tokenizer's EOS only" in res.output, res.output
 
 
+def test_the_eos_ids_trtllm_serve_does_not_stop_at_name_the_file_they_come_from(tmp_path, tokenizer_dir):
+    """A review: a base folder without generation_config.json stops the reference server at config.json's
+    eos_token_ids (as transformers' generate does), and the warning named generation_config.json's, a file that is not
+    there. It names config.json's."""
+    import shutil
+
+    tok = tmp_path / "tok"
+    shutil.copytree(tokenizer_dir, tok, ignore=shutil.ignore_patterns("generation_config.json"))
+    config = json.loads((tok / "config.json").read_text())
+    (tok / "config.json").write_text(json.dumps(config | {"eos_token_id": [2, 0, 7]}))
+    res = serve("--engine-dir", make_engine(tmp_path / "engine", tp=1), "--tokenizer-dir", tok, "--port", 9000,
+                "--dry-run")
+    assert res.exit_code == 0, res.output
+    assert "not at config.json's other eos_token_id 0, 7 " in res.output, res.output
+
+
 @pytest.mark.parametrize("preset, needle", [
     ("serve: {max-output-len: 128}\n", "preset sets max-output-len, which applies"),
     ("model-name: mine\n", "preset sets model-name,"),
