@@ -73,7 +73,8 @@ RESERVED = {
     "--paged_kv_cache": "ReDrafter needs the paged KV cache",
     "--remove_input_padding": "ReDrafter needs removed input padding",
     "--context_fmha": "ReDrafter keeps context FMHA on",
-    # TrtGptModelInflightBatching, the executor behind run --engine-dir and trtllm-serve, throws for an engine without it
+    # TrtGptModelInflightBatching, the executor behind run --engine-dir and trtllm-serve, throws for an engine
+    # without it
     "--gpt_attention_plugin": "TensorRT-LLM's executor runs only engines built with the GPT attention plugin (in the "
                               "checkpoint dtype, trtllm-build's default)",
     "--use_fp8_context_fmha": "set from the checkpoint's quantization",

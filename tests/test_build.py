@@ -342,7 +342,8 @@ def test_refused_tensorrt_llm_is_named_for_what_it_is(tmp_path, monkeypatch, ver
     (["--kv_cache", "continuous"], "paged KV cache"),
     (["--build_config", "b.json"], "build config file"),
     # TrtGptModelInflightBatching (the executor behind run --engine-dir and trtllm-serve) throws for an engine built
-    # without the GPT attention plugin ("requires GPT attention/Mamba Conv 1d plugin with packed input and paged KV cache")
+    # without the GPT attention plugin ("requires GPT attention/Mamba Conv 1d plugin with packed input and paged KV
+    # cache")
     (["--gpt_attention_plugin", "disable"], "GPT attention plugin"),
 ])
 def test_extra_args_may_not_undo_redrafter_settings(checkpoints, tmp_path, extra, needle):

@@ -129,7 +129,8 @@ def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_t
     m = report.meta
     click.echo(f"{counted(m['num_prompts'], 'prompt')}, up to {m['max_new_tokens']} new tokens, greedy, batch 1, "
                f"{weights_text(m)} on {m['device']} ({counted(m['torch_threads'], 'thread')}); transformers and the "
-               f"runtime agree on {report.hf_matches_no_draft}/{counted(m['num_prompts'], 'prompt')}{baseline_note(report)}")
+               f"runtime agree on {report.hf_matches_no_draft}/{counted(m['num_prompts'], 'prompt')}"
+               f"{baseline_note(report)}")
     click.echo(format_table(report))
     best = report.best
     click.echo(f"best: W={best.num_beams} L={best.draft_len}: {best.run.mean_tokens_per_step:.2f} tokens/step, "
@@ -170,7 +171,8 @@ def acceptance(checkpoint_dir, tokenizer_dir, prompts, num_prompts, max_new_toke
     report = run_acceptance(replace(opts, checkpoint_dir=ckpt), progress=lambda line: click.echo(line, err=True))
     m = report["meta"]
     click.echo(f"{counted(m['num_prompts'], 'prompt')}, up to {m['max_new_tokens']} new tokens, greedy, "
-               f"{weights_text(m)} on {m['device']}: tokens per step replayed over one greedy pass (speed: `redrafter-trt bench`)")
+               f"{weights_text(m)} on {m['device']}: tokens per step replayed over one greedy pass (speed: "
+               "`redrafter-trt bench`)")
     click.echo(f"{'config':<14} {'tokens/step':>11}  histogram")
     for c in report["configs"]:
         name = f"W={c['num_beams']} L={c['draft_len']}" + ("*" if c == report["best"] else "")
