@@ -618,6 +618,7 @@ def test_a_template_refusing_the_joined_turns_too_is_named_before_their_weights(
     with pytest.raises(ConfigError, match=r"^the base's chat template does not render \(can only concatenate"):
         encode(strict, conversation_of({"messages": [q, r, s]}, "ft.jsonl line 2"), 1000)
 
+
 # Mistral-v0.3's chat template, reduced: roles alternate but for tool calls and results, which it writes by id
 MISTRAL_TOOLS = ("{% set ns = namespace(i=0) %}{% for m in messages %}"
                  "{% if not (m['role'] == 'tool' or m['tool_calls'] is defined and m['tool_calls']) %}"

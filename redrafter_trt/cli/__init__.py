@@ -192,7 +192,8 @@ def _debug(ctx, e: BaseException) -> bool:
 
 def _refuse_launched_copies(command: str | None) -> None:
     """ConfigError for a command started as one of several copies by a launcher whose copies it does not share its
-    work between (TORCHRUN_COMMANDS under torchrun, MPI_COMMANDS under an MPI launcher)."""
+    work between (TORCHRUN_COMMANDS under torchrun, MPI_COMMANDS under an MPI launcher), or by trtllm-llmapi-launch on
+    rank 0 while its other ranks wait for an engine (LLMAPI_COMMANDS)."""
     ranks = llmapi_ranks()
     if ranks and command not in LLMAPI_COMMANDS:
         form = f" ({LLMAPI_FORMS[command]})" if command in LLMAPI_FORMS else ""
