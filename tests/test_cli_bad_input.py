@@ -1333,6 +1333,19 @@ def test_the_llm_api_refusal_says_how_to_clear_variables_left_without_the_launch
                           "cannot load a tokenizer")
 
 
+def test_the_llm_api_refusal_of_train_names_torchrun(parts, tmp_path, monkeypatch):
+    """A review: `train` under trtllm-llmapi-launch was told only 'start it once, without mpirun and
+    trtllm-llmapi-launch', where the MPI launchers' refusal says its ranks run under torchrun: a user after several
+    GPUs learnt only to run one process. It names torchrun too, as `run`'s names its --engine-dir form."""
+    for other in ("WORLD_SIZE", *(v for v, _ in MPI_LAUNCHERS)):
+        monkeypatch.delenv(other, raising=False)
+    monkeypatch.setenv("TLLM_SPAWN_PROXY_PROCESS", "1")
+    monkeypatch.setenv("tllm_mpi_size", "2")
+    result = run_cli("train", "--base", parts[0], "--output", tmp_path / "out")
+    assert_one_line_error(result, "`train` under trtllm-llmapi-launch", "without mpirun and trtllm-llmapi-launch (",
+                          "torchrun")
+
+
 @pytest.mark.parametrize("release", [False, True], ids=["no-block", "fp8-release"])
 @pytest.mark.parametrize("cmd", ["convert", "init-drafter", "train", "bench"])
 def test_an_fp8_base_is_refused(parts, ckpt, tmp_path, cmd, release):

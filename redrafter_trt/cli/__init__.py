@@ -54,8 +54,9 @@ MPI_FORMS = {"serve": "to serve an engine across nodes, start `trtllm-llmapi-lau
 # --checkpoint-dir there itself), whose trtllm-serve starts the engine on the waiting ranks
 LLMAPI_COMMANDS = ("serve", "inspect", "doctor")
 # (command, how it runs across ranks instead) for a command refused there that has another form: `run --engine-dir`
-# runs an engine's ranks under mpirun itself (MPI_COMMANDS)
-LLMAPI_FORMS = {"run": "`run --engine-dir` runs an engine's ranks under mpirun without trtllm-llmapi-launch"}
+# runs an engine's ranks under mpirun itself (MPI_COMMANDS), train's ranks are torchrun's (TORCHRUN_COMMANDS)
+LLMAPI_FORMS = {"run": "`run --engine-dir` runs an engine's ranks under mpirun without trtllm-llmapi-launch",
+                "train": "on several GPUs, start `train` under torchrun"}
 HELP_ASKED = "redrafter_trt.help_asked"  # ctx.meta: the command's arguments ask for its --help (LazyGroup)
 
 NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())  # click >= 8.2
