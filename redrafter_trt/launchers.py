@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 
 from .errors import ConfigError
+from .plural import counted
 
 # (variable, launcher): torchrun first, so train's ranks under a torchrun that srun or mpirun started count as torchrun's
 LAUNCHERS = (
@@ -67,8 +68,8 @@ def llmapi_error(ranks: int, what: str, instead: str) -> ConfigError:
     """The one-line refusal of `what`, which TensorRT-LLM's LLM API does not run, under trtllm-llmapi-launch's
     `ranks` (llmapi_ranks); `instead` says how to run it, and the variable to unset where a shell was left them
     (a job script exporting what the launcher sets): started without the launcher, nothing else clears them."""
-    return ConfigError(f"{what} under trtllm-llmapi-launch (tllm_mpi_size {ranks}) would run in this process alone "
-                       f"while the other {ranks - 1} MPI ranks wait for an engine: {instead}, or unset "
+    return ConfigError(f"{what} under trtllm-llmapi-launch (tllm_mpi_size {ranks}) would run in this process alone, "
+                       f"leaving {counted(ranks - 1, 'other MPI rank')} waiting for an engine: {instead}, or unset "
                        "TLLM_SPAWN_PROXY_PROCESS where a launcher's environment left it; only `serve --engine-dir` "
                        "serves across them")
 

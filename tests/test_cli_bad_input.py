@@ -1303,7 +1303,7 @@ def test_commands_the_llm_api_does_not_run_are_refused_under_trtllm_llmapi_launc
                ("train",): ["--base", base, "--output", tmp_path / "out"]}
     for command, args in refused.items():
         assert_one_line_error(run_cli(command[0], *args), f"`{' '.join(command)}` under trtllm-llmapi-launch "
-                              "(tllm_mpi_size 4)", "other 3 MPI ranks", "without mpirun and trtllm-llmapi-launch")
+                              "(tllm_mpi_size 4)", "3 other MPI ranks", "without mpirun and trtllm-llmapi-launch")
     assert not (tmp_path / "out").exists()
     serve_engine = ("serve", "--engine-dir", ckpt, "--tokenizer-dir", base, "--dry-run")
     assert_one_line_error(run_cli(*serve_engine), "holds a ReDrafter checkpoint, not an engine")  # past the launcher
@@ -1343,7 +1343,7 @@ def test_the_llm_api_refusal_of_train_names_torchrun(parts, tmp_path, monkeypatc
     monkeypatch.setenv("tllm_mpi_size", "2")
     result = run_cli("train", "--base", parts[0], "--output", tmp_path / "out")
     assert_one_line_error(result, "`train` under trtllm-llmapi-launch", "without mpirun and trtllm-llmapi-launch (",
-                          "torchrun")
+                          "torchrun", "leaving 1 other MPI rank waiting")  # 'the other 1 MPI ranks wait' was said
 
 
 @pytest.mark.parametrize("release", [False, True], ids=["no-block", "fp8-release"])
