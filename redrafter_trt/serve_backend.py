@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from .errors import first_line
+from .plural import counted
 from .serve_errors import RequestError
 from .serve_jobs import Choice, Job
 from .serve_scheduler import Scheduler
@@ -135,8 +136,8 @@ class ReferenceBackend:
         if isinstance(stop, str) or not all(isinstance(s, str) for s in stop):  # "ab" stopped at "a" and at "b"
             raise RequestError(f"stop {stop!r} must be a list of strings ([s] for one)")
         if isinstance(seed, list) and len(seed) != len(prompts):  # else an IndexError in the scheduler thread
-            raise RequestError(f"{len(seed)} seeds for {len(prompts)} prompts: send one seed per prompt (or one for "
-                               "all)")
+            raise RequestError(f"{counted(len(seed), 'seed')} for {counted(len(prompts), 'prompt')}: send one seed per "
+                               "prompt (or one for all)")
         job = Job(prompts, max_tokens, self.temperature(temperature), seed, stop, logprobs, ignore_eos=ignore_eos,
                   list_eos=list_eos)
         return self._submit(job, on_text, alive).choices

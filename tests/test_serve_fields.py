@@ -137,6 +137,16 @@ def test_a_seeded_answer_is_its_own_alone_in_a_list_or_one_of_n(backend):
         backend.scheduler.max_batch, backend.config = before, original
 
 
+def test_a_seed_list_of_another_length_is_refused_before_decoding(backend):
+    """ReferenceBackend.complete takes one seed per prompt (`answer_seeds`); a list of another length is refused
+    before the scheduler thread indexes it, in one sentence counted in words ('1 seeds for 2 prompts' was said)."""
+    from redrafter_trt.serve_errors import RequestError
+
+    with pytest.raises(RequestError, match=r"^1 seed for 2 prompts: send one seed per prompt"):
+        backend.complete([[5, 6, 7]] * 2, 2, 1.0, [3], [])
+    assert len(backend.complete([[5, 6, 7]] * 2, 2, 1.0, [3, 4], [])) == 2
+
+
 def test_echo_with_logprobs_scores_the_prompt_as_transformers(url, backend, smollm2):
     prompt = "The three primary colors are"
     ids = backend.encode(prompt)
