@@ -17,10 +17,10 @@ Records (jsonl, one object per line, a JSON list such as ShareGPT, or a .txt fil
 Agent data's turns are read into a conversation: a tool call (OpenAI's assistant turn with `tool_calls`, its content
 null, or its legacy `function_call`; glaive's `function_call` ShareGPT turn, as LLaMA-Factory writes it) is an answer,
 its calls written by the chat template (Qwen2.5's `<tool_call>` blocks); a tool's result (OpenAI's `tool` turn, its
-legacy `function`; `observation`) is masked out of the loss as a prompt is. With --distill, which answers a conversation's first prompt only, a record is read up to its
-first call. A record with nothing to train on is skipped with a warning (with --distill, one whose prompt reads gives
-it). Consecutive turns of one role are kept as they are, and joined only for a chat template
-that refuses them (Llama-2 and Mistral require alternating roles).
+legacy `function`; `observation`) is masked out of the loss as a prompt is. With --distill, which answers a
+conversation's first prompt only, a record is read up to its first call. A record with nothing to train on is skipped
+with a warning (with --distill, one whose prompt reads gives it). Consecutive turns of one role are kept as they are,
+and joined only for a chat template that refuses them (Llama-2 and Mistral require alternating roles).
 
 An `Example` is one rendered conversation: `ids` [T] token ids from the base tokenizer's chat template and `mask`
 [T] True where the token belongs to an assistant turn (its content and end-of-turn token). System and user tokens,
