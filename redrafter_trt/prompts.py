@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from .errors import ConfigError, check_input_file, read_text
+from .plural import counted
 
 log = logging.getLogger(__name__)
 
@@ -421,8 +422,8 @@ def load_prompts(path: Path | str) -> list[Prompt]:
             raise ConfigError(f"{path} {where}: {e}") from None
         later += asks_after_answer(record, prompts[-1])
     if later:  # once left out without a word, where train --distill says it: a multi-turn chat lost its later turns
-        log.warning("%d of %d prompts' conversations have user turns after an answer: each is sent up to its first "
-                    "answer, and those turns are left out", later, len(prompts))
+        log.warning("%s of %d %s user turns after an answer: each is sent up to its first answer, and those turns "
+                    "are left out", counted(later, "conversation"), len(prompts), "holds" if later == 1 else "hold")
     if not prompts:
         raise ConfigError(f"input file {path} holds no prompts: add lines like "
                           + ("'What is ReDrafter?'" if path.suffix.lower() in PLAIN_TEXT else '{"prompt": "..."}'))

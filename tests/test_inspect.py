@@ -545,7 +545,6 @@ def test_the_python_api_refuses_what_run_refuses(tiny_qwen2, tmp_path, fields):
     assert _api_refusals(copy) == {result.stderr.strip()}
 
 
-
 def test_inspect_shows_the_rope_and_positions_an_engine_builds(ckpt, tmp_path):
     """inspect showed no RoPE: whether a Llama 3.1's theta 500000 and llama3 scaling reached the checkpoint took
     reading config.json by hand. It shows theta, the scaling's values and the positions, in text and JSON (a

@@ -399,13 +399,17 @@ def test_load_prompts_says_it_leaves_out_the_user_turns_after_an_answer(tmp_path
     with caplog.at_level("WARNING"):
         prompts = load_prompts(path)
     assert prompts == ["Hi", "Hi", "first", "Hi", "What's the weather in Paris?"]  # as before
-    assert "2 of 5 prompts' conversations have user turns after an answer: each is sent up to its first answer, " \
+    assert "2 conversations of 5 hold user turns after an answer: each is sent up to its first answer, " \
            "and those turns are left out" in caplog.text
     caplog.clear()
     write(tmp_path, "".join(json.dumps(r) + "\n" for r in lines[1:3]))
     with caplog.at_level("WARNING"):
         load_prompts(path)
     assert "after an answer" not in caplog.text
+    write(tmp_path, json.dumps(lines[0]) + "\n")
+    with caplog.at_level("WARNING"):
+        load_prompts(path)
+    assert "1 conversation of 1 holds user turns after an answer" in caplog.text  # not "1 of 1 prompts' ... have"
 
 
 def test_a_user_turn_after_the_answer_counts_though_a_later_turn_cannot_be_read(tmp_path, caplog):
@@ -421,4 +425,4 @@ def test_a_user_turn_after_the_answer_counts_though_a_later_turn_cannot_be_read(
     path = write(tmp_path, "".join(json.dumps(r) + "\n" for r in lines))
     with caplog.at_level("WARNING"):
         assert load_prompts(path) == ["Hi"] * 3
-    assert "2 of 3 prompts' conversations have user turns after an answer" in caplog.text, caplog.text
+    assert "2 conversations of 3 hold user turns after an answer" in caplog.text, caplog.text

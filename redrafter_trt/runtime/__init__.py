@@ -46,6 +46,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError, cuda_index_past
+from ..plural import counted
 from .compiled import check_cxx_compiler
 from .config import DTYPES, RuntimeConfig
 from .decode import MAX_TOP_LOGPROBS, GenerationResult, TokenLogprob, decode, token_logprobs
@@ -246,8 +247,8 @@ def check_generate(cfg: RuntimeConfig, prompt_ids, max_new_tokens, num_beams=Non
                  batch_size=batch_size, num_beams=num_beams, draft_len=draft_len)
     seeds = seed if isinstance(seed, (list, tuple)) else None  # one per prompt: each checked as an int seed
     if seeds is not None and len(seeds) != len(prompt_ids):
-        raise ConfigError(f"seed: {len(seeds)} seeds for {len(prompt_ids)} prompts: give one seed per prompt (or one "
-                          "integer for the batch)")
+        raise ConfigError(f"seed: {counted(len(seeds), 'seed')} for {counted(len(prompt_ids), 'prompt')}: give "
+                          "one seed per prompt (or one integer for the batch)")
     for name, (need, ok) in ARGUMENTS.items():
         for value in (seeds if name == "seed" and seeds is not None else [given[name]]):
             if not ok(value):
