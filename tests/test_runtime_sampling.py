@@ -62,6 +62,41 @@ def test_sampling_refuses_non_finite_logits(bad, rule):
             accept_sample_trtllm(beams, build_tree(beams), logits, 1.0, torch.randn(1, 2, 1, V).log_softmax(-1), g)
 
 
+def _two_beams_one_broken(broken: str | None):
+    """One row, beams 3-1-4 and 3-2-5 (nodes: 0 root, 1 "3,1", 2 "3,1,4", 3 "3,2", 4 "3,2,5"): both first drafts
+    accepted for sure (q of each tiny), beam 0's second rejected for sure (p of 4 at node 1 about 0), beam 1's
+    second accepted for sure (q of 5 tiny), unless its node 3 (broken="p") or its q there (broken="q") is NaN."""
+    V = 8
+    beams = torch.tensor([[[3, 1, 4], [3, 2, 5]]])
+    logits = torch.zeros(1, 5, V)
+    logits[0, 1, 4] = -1e4
+    draft_logp = torch.full((1, 2, 2, V), 10.0)
+    draft_logp[0, :, 0, 1:3] = draft_logp[0, 1, 1, 5] = -1e4  # q of beam 1's drafts tiny, of beam 0's 4 not
+    draft_logp = draft_logp.log_softmax(-1)
+    if broken == "p":
+        logits[0, 3, 0] = torch.nan
+    elif broken == "q":
+        draft_logp[0, 1, 1] = torch.nan
+    return beams, logits, draft_logp
+
+
+@pytest.mark.parametrize("broken, whose", [("p", "the base's logits"), ("q", "the drafter's logits")])
+def test_trtllm_rule_refuses_nan_at_every_node_it_reads(broken, whose):
+    """Under TensorRT-LLM's rule each beam's drafts are tested at their own nodes, not only where the next token is
+    drawn: a NaN p (or q) there made u < p/q False, rejecting that beam in silence (another beam kept, the count
+    biased). Both are refused; with them defined beam 1 is kept, all its drafts accepted."""
+    from redrafter_trt.runtime.accept import accept_sample_trtllm
+
+    def accept(broken):
+        beams, logits, draft_logp = _two_beams_one_broken(broken)
+        return accept_sample_trtllm(beams, build_tree(beams), logits, 1.0, draft_logp, torch.Generator().manual_seed(0))
+
+    fine = accept(None)
+    assert fine.count.tolist() == [3] and fine.path.tolist() == [[0, 3, 4]]
+    with pytest.raises(rt.ConfigError, match=f"{whose} hold NaN or Inf"):
+        accept(broken)
+
+
 @pytest.mark.parametrize("rule, use_draft", [("exact", True), ("exact", False), ("trtllm", True)])
 def test_a_prompts_first_sampled_token_refuses_non_finite_logits(tiny_llama, tiny_drafter, monkeypatch, rule,
                                                                  use_draft):

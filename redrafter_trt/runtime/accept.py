@@ -62,14 +62,31 @@ def _per_row(generator: torch.Generator | list[torch.Generator], B: int) -> list
     return list(generator) if isinstance(generator, (list, tuple)) else [generator] * B
 
 
+def undefined(whose: str = "the base's") -> ConfigError:
+    """The refusal of a distribution a NaN or +Inf logit left undefined (the base's, or the drafter's)."""
+    return ConfigError(f"{whose} logits hold NaN or Inf, so its next-token distribution is undefined: a float16 "
+                       "lm_head overflowed (convert with --dtype bfloat16) or its weights are broken (`redrafter-trt "
+                       "inspect --values` names the tensors)")
+
+
 def check_defined(*totals: float) -> None:
     """Refuse next-token distributions whose totals (p's sums) are not all positive and finite: a NaN or +Inf logit
     makes p NaN, which multinomial refuses with a RuntimeError and an inverse transform maps to the vocabulary's last
     token every time. Every sampled token (the prefill's first too) is drawn after this check."""
     if not all(0 < t < math.inf for t in totals):  # Python floats: a tensor's comparisons cost 40x per token
-        raise ConfigError("the base's logits hold NaN or Inf, so its next-token distribution is undefined: a float16 "
-                          "lm_head overflowed (convert with --dtype bfloat16) or its weights are broken (`redrafter-trt "
-                          "inspect --values` names the tensors)")
+        raise undefined()
+
+
+def _check_read(base_top: torch.Tensor, q_top: torch.Tensor, counts: torch.Tensor) -> None:
+    """TensorRT-LLM's rule reads p and q at each beam's depths up to its first rejection (its count), not only where
+    the next token is drawn: a NaN there made u < p/q False, rejecting the beam in silence. base_top, q_top
+    [B, W, L-1]: the largest logit (log-probability) of each row, finite unless the row is undefined (amax keeps a
+    NaN; a +Inf logit is +Inf; a row of -Inf is -Inf)."""
+    read = torch.arange(base_top.shape[-1]) <= counts[..., None]
+    if not bool(base_top[read].isfinite().all()):
+        raise undefined()
+    if not bool(q_top[read].isfinite().all()):
+        raise undefined("the drafter's")
 
 
 def _inverse_cdf(p: torch.Tensor, u: float) -> int:
@@ -130,6 +147,8 @@ def accept_sample_trtllm(beams: torch.Tensor, tree: Tree, logits: torch.Tensor, 
     u = torch.stack([torch.rand(W, L - 1, generator=g, dtype=torch.float64) for g in gens])  # one generator:
     # the same draws as torch.rand(B, W, L - 1)
     counts = (u < ratio).long().cumprod(-1).sum(-1)  # [B, W]
+    _check_read(logits.amax(-1).cpu().gather(1, node_of[:, :, :-1].reshape(B, -1)).reshape(B, W, L - 1),
+                draft_logp.amax(-1).cpu(), counts)
     best = counts.argmax(-1)  # the first of the longest
     n = counts[rows, best]
     emitted = torch.cat([beams_c[rows, best, 1:], beams_c[:, 0, :1]], dim=-1).clone()
