@@ -256,4 +256,6 @@ def test_seeds_per_prompt_make_each_rows_sample_its_own(tiny_llama, tiny_drafter
         assert alone == [rt.generate(model, [p], 10, seed=[40 + i], use_draft=False, **kw).output_ids[0]
                          for i, p in enumerate(prompts)]
     with pytest.raises(rt.ConfigError, match=r"^seed: 2 seeds for 3 prompts: give one seed per prompt"):
-        rt.generate(model, prompts, 4, seed=[1, 2], **kw)  # (counted in words)
+        rt.generate(model, prompts, 4, seed=[1, 2], **kw)
+    with pytest.raises(rt.ConfigError, match=r"^seed: 1 seed for 3 prompts: "):  # counted in words: '1 seeds' was
+        rt.generate(model, prompts, 4, seed=[1], **kw)
