@@ -101,13 +101,31 @@ def test_trtllm_rule_refuses_nan_at_every_node_it_reads(broken, whose):
 def test_a_prompts_first_sampled_token_refuses_non_finite_logits(tiny_llama, tiny_drafter, monkeypatch, rule,
                                                                  use_draft):
     """The first token, sampled from the prefill's logits before any drafting, was multinomial's RuntimeError on a
-    NaN or +Inf logit: the one-line refusal of the steps after it. Greedy decoding still takes the argmax."""
+    NaN or +Inf logit: the one-line refusal of the steps after it. Greedy decoding took the argmax, emitting the
+    +Inf token in silence (an lm_head that overflowed float16): refused there too, once, at the prompt."""
     model = rt.load(checkpoint(tiny_llama, tiny_drafter, 1, num_beams=3, draft_len=3))
     logits, seven = model.base.logits, torch.tensor([7])
     monkeypatch.setattr(model.base, "logits", lambda hidden: logits(hidden).index_fill(-1, seven, torch.inf))
     with pytest.raises(rt.ConfigError, match="logits hold NaN or Inf"):
         rt.generate(model, [[1, 17, 33, 5]], 4, temperature=0.8, use_draft=use_draft, sampling_rule=rule)
+    with pytest.raises(rt.ConfigError, match="logits hold NaN or Inf"):
+        rt.generate(model, [[1, 17, 33, 5]], 4, use_draft=use_draft)
+    monkeypatch.setattr(model.base, "logits", logits)
     assert len(rt.generate(model, [[1, 17, 33, 5]], 4, use_draft=use_draft).output_ids[0]) == 4
+
+
+def test_logprobs_of_nan_logits_are_refused_not_written(tiny_llama, tiny_drafter, monkeypatch):
+    """logprobs read from NaN logits were NaN, which json.dumps writes as `NaN`, no JSON number (serve's answer):
+    refused in one line. (The prompt's own logits are fine here: the NaN comes at a later step.)"""
+    from redrafter_trt.runtime.decode import token_logprobs
+
+    model = rt.load(checkpoint(tiny_llama, tiny_drafter, 1, num_beams=3, draft_len=3))
+    hidden, tokens = torch.zeros(1, 2, model.base.cfg.hidden_size), torch.tensor([[3, 4]])
+    assert len(token_logprobs(model.base, hidden, tokens, 2)[0]) == 2
+    logits = model.base.logits
+    monkeypatch.setattr(model.base, "logits", lambda h: logits(h).index_fill(-1, torch.tensor([7]), torch.nan))
+    with pytest.raises(rt.ConfigError, match="logits hold NaN or Inf"):
+        token_logprobs(model.base, hidden, tokens, 2)
 
 
 @pytest.fixture(scope="module")

@@ -77,6 +77,13 @@ def check_defined(*totals: float) -> None:
         raise undefined()
 
 
+def check_finite(logits: torch.Tensor) -> None:
+    """Refuse logits [..., V] (or log-probabilities) of a row whose largest is NaN or +Inf (amax keeps a NaN): the
+    greedy prefill's, whose argmax would emit a wrong token in silence, and those logprobs are read from."""
+    if not bool(logits.amax(-1).isfinite().all()):
+        raise undefined()
+
+
 def _check_read(base_top: torch.Tensor, q_top: torch.Tensor, counts: torch.Tensor) -> None:
     """TensorRT-LLM's rule reads p and q at each beam's depths up to its first rejection (its count), not only where
     the next token is drawn: a NaN there made u < p/q False, rejecting the beam in silence. base_top, q_top

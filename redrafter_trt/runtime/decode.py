@@ -45,7 +45,8 @@ from typing import Callable
 import torch
 
 from ..errors import ConfigError
-from .accept import Acceptance, accept_greedy, accept_sample, accept_sample_trtllm, check_defined
+from .accept import (Acceptance, accept_greedy, accept_sample, accept_sample_trtllm, check_defined,
+                     check_finite)
 from .drafter import CheckpointDrafter
 from .model import BaseModel
 from .tp import SINGLE, TPGroup
@@ -189,7 +190,8 @@ def _prefill(base: BaseModel, prompt_ids: list[list[int]], capacity: int, temper
         probs = torch.softmax(base.logits(h).double() / temperature, -1).cpu()
         check_defined(*probs.sum(-1).tolist())
         g0 = torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, gens)]).to(dev)
-    else:
+    else:  # checked once, at the prompt: an argmax of NaN or +Inf logits emits a wrong token in silence
+        check_finite(base.logits(h))
         g0 = base.greedy_tokens(h)
     (g0,) = _sync(group, g0)
     return cache, h, g0
@@ -198,6 +200,7 @@ def _prefill(base: BaseModel, prompt_ids: list[list[int]], capacity: int, temper
 def token_logprobs(base: BaseModel, hidden: torch.Tensor, tokens: torch.Tensor, k: int) -> list[list[TokenLogprob]]:
     """hidden [n, T, H] at the nodes that emitted tokens [n, T] -> their TokenLogprobs with the top k, [n][T]."""
     logp = torch.log_softmax(base.logits(hidden).double(), -1)
+    check_finite(logp)  # a NaN logprob is no JSON number
     chosen = logp.gather(-1, tokens[..., None].to(logp.device))[..., 0].tolist()
     top_lp, top_id = logp.topk(k, -1) if k else (logp[..., :0], logp[..., :0].long())
     top_lp, top_id = top_lp.tolist(), top_id.tolist()
