@@ -61,6 +61,7 @@ ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assi
          "developer": "system"}  # newer OpenAI clients send the system prompt as "developer" (serve reads it so)
 EXCHANGE = (("input", "user"), ("output", "assistant"))  # a message with neither `from` nor `role` holding `input`:
 # one exchange, its keys' turns in this order (LDJnr/Capybara's and Pure-Dove's {"input", "output"}, in `conversation`)
+THOUGHTS = ("reasoning_content", "reasoning")  # an assistant turn's thinking: Qwen3 data sets' and serve's, vLLM's newer
 TOOLS = ("tools", "functions")  # a record's tool definitions, given to the chat template (the first neither null nor
 # blank): OpenAI's chat-completions `tools`, [{"type": "function", "function": {...}}], or its legacy `functions`, the
 # {...} alone; LLaMA-Factory's and xLAM's `tools` is such a list of bare definitions as a JSON string. A bare one is
@@ -189,7 +190,8 @@ def _chat(messages, key: str, prompt_only: bool, tool_turns: bool) -> Iterator[d
         if role == "assistant" and not seen_user:
             continue
         seen_user = seen_user or role == "user"
-        yield {"role": role, "content": check_text(text, where)} | _speaker(msg) | _untrained(msg, role, where)
+        yield ({"role": role, "content": check_text(text, where)} | _speaker(msg) | _untrained(msg, role, where)
+               | _thought(msg, role, where))
     if not seen_user:
         raise ValueError(f"`{key}` has no human/user message")
 
@@ -204,6 +206,27 @@ def _untrained(msg: dict, role: str, where: str) -> dict:
     if isinstance(weight, str) or weight not in (None, 0, 1):  # once read as no weight: "0" and 2 trained
         raise ValueError(f"{where} has weight {weight!r}: OpenAI's fine-tuning files allow 0 (not trained) or 1")
     return {"weight": 0} if weight == 0 else {}
+
+
+def thinking_of(msg: dict) -> dict:
+    """An assistant message's thinking (`reasoning_content`, or vLLM's newer `reasoning`; Qwen3 data sets keep it
+    there) as chat templates read it: under both names, as vLLM gives it (Qwen3's template writes the thinking of the
+    answers since the last user turn from `reasoning_content`); {} where it has none. A ValueError naming the key for
+    one that is no string."""
+    given = [key for key in THOUGHTS if msg.get(key) is not None]
+    for key in given:
+        if not isinstance(msg[key], str):
+            raise ValueError(f"has {key} {msg[key]!r}: write the answer's thinking as a string, or leave it out")
+    return dict.fromkeys(THOUGHTS, msg[given[0]]) if given else {}
+
+
+def _thought(msg: dict, role: str, where: str) -> dict:
+    """An assistant turn's `thinking_of` (dropped once: the answer trained after an empty <think> block), {} for
+    another turn; the ValueError names `where`."""
+    try:
+        return thinking_of(msg) if role == "assistant" else {}
+    except ValueError as e:
+        raise ValueError(f"{where} {e}") from None
 
 
 def _speaker(msg: dict) -> dict:
@@ -237,7 +260,8 @@ def _tool_turn(msg: dict, who: str, where: str) -> dict | None:
         raise ValueError(f"{where} has a tool call that is not {{\"type\": \"function\", \"function\": {{\"name\": "
                          f"str, \"arguments\": JSON object}}}}: fix or remove that record") from None
     content = "" if msg.get("content") is None else _text_or_refuse(msg, who, where)
-    return {"role": "assistant", "content": check_text(content, where)} | _speaker(msg) | {"tool_calls": calls}
+    return ({"role": "assistant", "content": check_text(content, where)} | _speaker(msg)
+            | _thought(msg, "assistant", where) | {"tool_calls": calls})
 
 
 def template_tool_calls(calls) -> list[dict]:

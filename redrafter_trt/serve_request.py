@@ -17,7 +17,7 @@ import secrets
 import sys
 from dataclasses import dataclass
 
-from .prompts import template_tool_calls, text_of
+from .prompts import template_tool_calls, text_of, thinking_of
 from .serve_backend import MAX_PROMPTS
 from .serve_errors import RequestError
 from .tokens import template_kwargs_refusal
@@ -108,13 +108,11 @@ def _reasoning(m: dict, i: int) -> dict:
     newer `reasoning`): given to the chat template under both names, as vLLM gives it. Qwen3's template renders the
     thinking of the turns since the last user message (a tool-calling loop) from `message.reasoning_content`; dropped,
     they were rendered without it."""
-    given = [m[key] for key in ("reasoning_content", "reasoning") if m.get(key) is not None]
-    if not given:
-        return {}
-    if not all(isinstance(g, str) for g in given):
+    try:
+        return thinking_of(m)  # train reads a data set's so
+    except ValueError:
         raise RequestError(f'"messages"[{i}]: "reasoning_content" must be a string (the answer\'s thinking), or left '
-                           'out', param=_at(i, "reasoning_content"))
-    return {"reasoning_content": given[0], "reasoning": given[0]}
+                           'out', param=_at(i, "reasoning_content")) from None
 
 
 def _tool_calls(calls, i: int) -> list[dict]:

@@ -750,6 +750,31 @@ def test_qwen3s_template_trains_one_answer_and_names_itself_for_more(tmp_path):
         encode(tok, two, 1000)
 
 
+# QWEN3_THINK writing the last answer's thinking from `reasoning_content`, as Qwen3's template does
+QWEN3_REASONING = QWEN3_THINK.replace("'<|im_start|>assistant\n<think>\n\n</think>\n\n'",
+                                      "'<|im_start|>assistant\n<think>\n' + (m.reasoning_content or '') + "
+                                      "'\n</think>\n\n'")
+
+
+@pytest.mark.parametrize("key", ["reasoning_content", "reasoning"])
+def test_an_answers_thinking_field_reaches_the_chat_template(tmp_path, key):
+    """Qwen3 data sets keep an answer's thinking in `reasoning_content` (vLLM's newer answers: `reasoning`), which
+    Qwen3's template writes into the answer's <think> block. It was dropped: the answer trained after an empty
+    block, its thinking never learnt, without a word. It reaches the template under both names, as serve gives a
+    request's (a tool call's too); one that is no string refuses the record."""
+    tok = make_tokenizer(tmp_path / "tok")
+    tok.chat_template = QWEN3_REASONING
+    ask = {"role": "user", "content": "Q"}
+    conv = conversation_of({"messages": [ask, {"role": "assistant", "content": "R", key: "T"}]})
+    assert _masked_text(tok, encode(tok, conv, 1000)) == "<think>\nT\n</think>\n\nR<|im_end|>"
+    call = {"role": "assistant", "content": None, key: "T",
+            "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "{}"}}]}
+    assert conversation_of({"messages": [ask, call]}).messages[1]["reasoning_content"] == "T"
+    with pytest.raises(ValueError, match=rf"`messages` message 2 has {key} 5: write the answer's thinking as a "
+                                         rf"string, or leave it out"):
+        conversation_of({"messages": [ask, {"role": "assistant", "content": "R", key: 5}]})
+
+
 @pytest.mark.parametrize("template", [5, "{% for m in messages %}{{ m.content }", "{{ foo.bar }}"],
                          ids=["not text", "broken Jinja", "undefined"])
 def test_a_chat_template_that_renders_nothing_is_named_not_each_record(tmp_path, template):
