@@ -97,6 +97,40 @@ def template_kwargs_refusal(kwargs: dict) -> str | None:
                                      f"template: leave it out")
 
 
+# what every chat template is given or may call (`apply_chat_template`'s arguments, transformers' globals): not named
+# among the variables a template reads (`unread_template_kwargs`)
+GIVEN = {"messages", "tools", "documents", "add_generation_prompt", "raise_exception", "strftime_now", "date_string"}
+
+
+def template_variables(tokenizer) -> set[str] | None:
+    """The names the tokenizer's chat templates read that they do not set (jinja2's undeclared variables, of every
+    named template), or None: no template, or one jinja2 alone does not parse (transformers' `{% generation %}`)."""
+    from jinja2 import Environment, TemplateSyntaxError, meta
+
+    templates = getattr(tokenizer, "chat_template", None)
+    templates = list(templates.values()) if isinstance(templates, dict) else [templates]
+    if not all(isinstance(t, str) and t for t in templates):
+        return None
+    env = Environment(extensions=["jinja2.ext.loopcontrols"])
+    try:
+        return set().union(*(meta.find_undeclared_variables(env.parse(t)) for t in templates))
+    except TemplateSyntaxError:
+        return None
+
+
+def unread_template_kwargs(tokenizer, kwargs: dict) -> str | None:
+    """Why --chat-template-kwargs `kwargs` would change nothing, or None: a variable the chat template never reads
+    (a misspelt `enable_thinkng`, another model's `thinking`) rendered Qwen3's prompts thinking without a word. A
+    template jinja2 cannot read alone is not checked."""
+    read = template_variables(tokenizer)
+    unread = [k for k in kwargs if read is not None and k not in read]
+    if not unread:
+        return None
+    own = sorted(read - GIVEN - {k for k in read if k.endswith("_token")})
+    return (f'--chat-template-kwargs sets "{unread[0]}", a variable the base\'s chat template never reads (it reads '
+            f'{", ".join(own) or "none of its own"}): check its name, or leave it out')
+
+
 def shows_tools(tokenizer) -> bool:
     """Whether the tokenizer's chat template renders the tool definitions it is given (Qwen2.5's and Llama-3.1's do,
     SmolLM2's not): one that does not render a user turn is said to, its error left to the render that needs it."""
@@ -301,6 +335,8 @@ def auto_tokenizer(folder, template_kwargs: dict | None = None):
         if problem := _template_list_problem(folder):  # a KeyError's reason is the key alone: `('name')`
             raise ConfigError(problem) from None
         raise TokenizerError(first_line(e, type(e).__name__)) from None
+    if why := unread_template_kwargs(tokenizer, template_kwargs or {}):
+        raise ConfigError(why)
     setattr(tokenizer, TEMPLATE_KWARGS, dict(template_kwargs or {}))
     return tokenizer
 

@@ -6,6 +6,7 @@ tiny Llama whose character tokenizer's template closes an empty <think> block in
 from __future__ import annotations
 
 import json
+import socket
 import threading
 
 import pytest
@@ -143,6 +144,27 @@ def test_kwargs_without_the_chat_template_are_refused(thinking):
     r = _cli("run", "--checkpoint-dir", ckpt, "--tokenizer-dir", base, "--input-text", "Hi", "--chat-template-kwargs",
              OFF, code=2)
     assert "--chat-template-kwargs" in r.output and "pass --chat" in r.output and r.output.count("\n") == 1, r.output
+
+
+@pytest.mark.parametrize("command", ["run", "bench", "train", "serve"])
+def test_a_variable_the_template_never_reads_is_refused(thinking, prompts, tmp_path, command):
+    """A misspelt variable (`enable_thinkng`), or another model's name for it (DeepSeek-V3.1's `thinking`), rendered
+    Qwen3's prompts thinking, without a word: a drafter trained, measured or served for thinking off met thinking
+    prompts. A variable the base's template never reads is one line (exit 2) naming it and those it reads."""
+    ckpt, base = thinking
+    taken = socket.socket()  # serve refuses it before it binds its port (and loads the model): not served
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    args = {"run": ["--checkpoint-dir", ckpt, "--tokenizer-dir", base, "--input-text", "Hi", "--chat"],
+            "bench": ["--checkpoint-dir", ckpt, "--tokenizer-dir", base, *COMMANDS["bench"](prompts)],
+            "train": ["--base", base, "--data", prompts, "--output", tmp_path / "d", "--distill"],
+            "serve": ["--checkpoint-dir", ckpt, "--tokenizer-dir", base, "--port", port]}[command]
+    r = _cli(command, *args, "--chat-template-kwargs", '{"enable_thinking": false, "enable_thinkng": false}', code=2)
+    assert r.output.count("\n") == 1, r.output
+    assert ('--chat-template-kwargs sets "enable_thinkng", a variable the base\'s chat template never reads (it reads '
+            'enable_thinking): check its name, or leave it out') in r.output, r.output
+    taken.close()
 
 
 def test_train_distills_each_rendering_apart_and_records_it(thinking, prompts, tmp_path):
