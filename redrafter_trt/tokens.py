@@ -102,10 +102,12 @@ def template_kwargs_refusal(kwargs: dict) -> str | None:
 GIVEN = {"messages", "tools", "documents", "add_generation_prompt", "raise_exception", "strftime_now", "date_string"}
 
 
-def template_variables(tokenizer) -> set[str] | None:
-    """The names the tokenizer's chat templates read that they do not set (jinja2's undeclared variables, of every
-    named template), or None: no template, or one jinja2 alone does not parse (transformers' `{% generation %}`)."""
-    from jinja2 import Environment, TemplateSyntaxError, meta
+def template_variables(tokenizer) -> tuple[set[str], set[str]] | None:
+    """(the names the tokenizer's chat templates read before setting them: jinja2's undeclared variables, of every
+    named template; those of them a loop sets, as Qwen3's `content`, each message's), or None: no template, or one
+    jinja2 alone does not parse (transformers' `{% generation %}`). A name set outside a loop after it is read (`{% if
+    enable_thinking is not defined %}{% set enable_thinking = true %}`) is a variable: the first set only."""
+    from jinja2 import Environment, TemplateSyntaxError, meta, nodes
 
     templates = getattr(tokenizer, "chat_template", None)
     templates = list(templates.values()) if isinstance(templates, dict) else [templates]
@@ -113,20 +115,25 @@ def template_variables(tokenizer) -> set[str] | None:
         return None
     env = Environment(extensions=["jinja2.ext.loopcontrols"])
     try:
-        return set().union(*(meta.find_undeclared_variables(env.parse(t)) for t in templates))
+        parsed = [env.parse(t) for t in templates]
     except TemplateSyntaxError:
         return None
+    read = set().union(*map(meta.find_undeclared_variables, parsed))
+    looped = {n.name for tree in parsed for loop in tree.find_all(nodes.For) for n in loop.find_all(nodes.Name)
+              if n.ctx == "store"}
+    return read, read & looped
 
 
 def unread_template_kwargs(tokenizer, kwargs: dict) -> str | None:
     """Why --chat-template-kwargs `kwargs` would change nothing, or None: a variable the chat template never reads
     (a misspelt `enable_thinkng`, another model's `thinking`) rendered Qwen3's prompts thinking without a word. A
     template jinja2 cannot read alone is not checked."""
-    read = template_variables(tokenizer)
-    unread = [k for k in kwargs if read is not None and k not in read]
+    names = template_variables(tokenizer)
+    unread = [k for k in kwargs if names is not None and k not in names[0]]
     if not unread:
         return None
-    own = sorted(read - GIVEN - {k for k in read if k.endswith("_token")})
+    read, looped = names
+    own = sorted(read - looped - GIVEN - {k for k in read if k.endswith("_token")})
     return (f'--chat-template-kwargs sets "{unread[0]}", a variable the base\'s chat template never reads (it reads '
             f'{", ".join(own) or "none of its own"}): check its name, or leave it out')
 

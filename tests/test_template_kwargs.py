@@ -167,6 +167,22 @@ def test_a_variable_the_template_never_reads_is_refused(thinking, prompts, tmp_p
     taken.close()
 
 
+def test_a_variable_the_template_defaults_is_read_and_a_loops_own_is_not_named():
+    """A template that defaults its variable (`{% set enable_thinking = true %}` where it is not defined) reads it,
+    and a name a loop sets after reading it (Qwen3's `content`, which jinja2 counts as undeclared) is not named
+    among those the template reads."""
+    from types import SimpleNamespace
+
+    from redrafter_trt.tokens import unread_template_kwargs
+
+    template = SimpleNamespace(chat_template=(
+        "{% if enable_thinking is not defined %}{% set enable_thinking = true %}{% endif %}"
+        "{% for m in messages %}{% if m.content is string %}{% set content = m.content %}{% endif %}{{ content }}"
+        "{% endfor %}{{ enable_thinking }}"))
+    assert unread_template_kwargs(template, {"enable_thinking": False}) is None
+    assert "(it reads enable_thinking):" in unread_template_kwargs(template, {"thinking": False})
+
+
 def test_train_distills_each_rendering_apart_and_records_it(thinking, prompts, tmp_path):
     """train --distill keys its cached answers by the prompts' token ids: the same prompts rendered with thinking off
     are answered apart (two answers cached per prompt), the drafter's producer block records the kwargs, and a
