@@ -31,7 +31,7 @@ from .errors import ConfigError, first_line
 from .plural import counted
 from .producer import recorded_source
 from .runtime.folder import Checkpoint
-from .tokens import encode_prompts, load_tokenizer, stop_ids, uses_chat
+from .tokens import drafter_mode_warning, encode_prompts, load_tokenizer, stop_ids, uses_chat
 
 log = logging.getLogger(__name__)
 
@@ -275,6 +275,8 @@ def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
     texts = first_prompts(texts, opts.num_prompts)
     tokenizer = load_tokenizer(opts.tokenizer_dir, cfg.vocab_size, opts.chat_template_kwargs)
     prompt_ids = encode_prompts(tokenizer, texts, opts.chat)
+    if why := drafter_mode_warning(ckpt_config, tokenizer, opts.chat):
+        log.warning("%s", why)
     check_positions(cfg, prompt_ids, opts.max_new_tokens, "--max-new-tokens")
     eos = stop_ids(tokenizer, opts.tokenizer_dir)  # as run and acceptance: every method stops on the same ids
     hf = load_hf_baseline(hf_dir, cfg.torch_dtype).to(opts.device)  # first: fails in seconds, a compile takes minutes

@@ -3,6 +3,7 @@ that `run`, `bench` and `acceptance` write (which version, command, options and 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from . import __version__
@@ -44,6 +45,27 @@ def recorded_template_kwargs(cfg: dict) -> dict:
     options = producer.get("options") if isinstance(producer, dict) else None
     kwargs = options.get("chat_template_kwargs") if isinstance(options, dict) else None
     return kwargs if isinstance(kwargs, dict) and all(isinstance(k, str) for k in kwargs) else {}
+
+
+def drafter_template_kwargs(drafter_cfg: dict) -> dict | None:
+    """The chat template's variables a drafter was trained with, as convert records them in the checkpoint: train's
+    (`recorded_template_kwargs`, {} for none), None where another tool made it (not known)."""
+    producer = drafter_cfg.get("producer")
+    made_by_train = isinstance(producer, dict) and producer.get("command") == "train"
+    return recorded_template_kwargs(drafter_cfg) if made_by_train else None
+
+
+def template_kwargs_warning(cfg: dict, kwargs: dict) -> str | None:
+    """Why prompts rendered with `kwargs` (--chat-template-kwargs) suit a checkpoint's drafter less, or None: it was
+    trained on prompts rendered with others (convert's `drafter_chat_template_kwargs`: Qwen3's thinking off where
+    these think, or the reverse), which drafts the other mode's answers less well."""
+    producer = cfg.get("producer")
+    trained = producer.get("drafter_chat_template_kwargs") if isinstance(producer, dict) else None
+    if not isinstance(trained, dict) or trained == kwargs:
+        return None
+    return (f"its drafter was trained on prompts rendered with chat_template_kwargs {json.dumps(trained)}, these with "
+            f"{json.dumps(kwargs)}: it will likely accept fewer draft tokens; pass --chat-template-kwargs "
+            f"'{json.dumps(trained)}' to measure and serve the answers it was trained on")
 
 
 def producer_summary(cfg: dict) -> dict | None:

@@ -29,7 +29,7 @@ from .bench_inputs import check_checkpoint, check_grid, default_grid, first_prom
 from .errors import ConfigError
 from .plural import counted
 from .producer import recorded_source
-from .tokens import encode_prompts, load_tokenizer, stop_ids, uses_chat
+from .tokens import drafter_mode_warning, encode_prompts, load_tokenizer, stop_ids, uses_chat
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +151,8 @@ def run_acceptance(opts: AcceptanceOptions, progress: Callable[[str], None] = la
     texts = first_prompts(load_prompts(opts.prompts), opts.num_prompts)  # an empty file is an error there
     tokenizer = load_tokenizer(opts.tokenizer_dir, cfg.vocab_size, opts.chat_template_kwargs)
     prompt_ids = encode_prompts(tokenizer, texts, opts.chat)
+    if why := drafter_mode_warning(raw, tokenizer, opts.chat):
+        log.warning("%s", why)
     check_positions(cfg, prompt_ids, opts.max_new_tokens, "--max-new-tokens")
     eos = stop_ids(tokenizer, opts.tokenizer_dir)
     model = load(ckpt, device=opts.device)

@@ -28,6 +28,15 @@ def encode_prompts(tokenizer, prompts: list[str], chat: bool | None) -> list[lis
     return out
 
 
+def drafter_mode_warning(ckpt_config: dict, tokenizer, chat: bool | None) -> str | None:
+    """Why the prompts `encode_prompts(tokenizer, ..., chat)` renders suit the checkpoint's drafter less, or None:
+    rendered in the chat template with other variables than its drafter was trained with (`template_kwargs_warning`:
+    Qwen3's thinking on where it was trained off, or the reverse); plain prompts are not told."""
+    from .producer import template_kwargs_warning
+
+    return template_kwargs_warning(ckpt_config, template_kwargs(tokenizer)) if uses_chat(tokenizer, chat) else None
+
+
 def uses_chat(tokenizer, chat: bool | None) -> bool:
     """Whether prompts go through the chat template: `chat` when given (True needs a template), else whether the
     tokenizer has one."""

@@ -183,6 +183,29 @@ def test_a_variable_the_template_defaults_is_read_and_a_loops_own_is_not_named()
     assert "(it reads enable_thinking):" in unread_template_kwargs(template, {"thinking": False})
 
 
+@pytest.mark.parametrize("command", COMMANDS)
+def test_prompts_rendered_otherwise_than_the_drafters_are_warned_of(thinking, prompts, tmp_path, caplog, command):
+    """A drafter trained with thinking off (train --chat-template-kwargs, in its producer block) and measured or run
+    on thinking prompts drafts the wrong mode, without a word: convert records the drafter's variables in the
+    checkpoint, and run, bench and acceptance warn where theirs differ, naming the option to pass."""
+    from redrafter_trt.convert import convert
+
+    _, base = thinking
+    drafter = make_drafter(tmp_path / "drafter", base)
+    cfg = json.loads((drafter / "config.json").read_text())
+    cfg["producer"] = {"command": "train", "options": {"chat_template_kwargs": {"enable_thinking": False}}}
+    (drafter / "config.json").write_text(json.dumps(cfg))
+    ckpt = convert(base, drafter, tmp_path / "ckpt", num_beams=2, draft_len=2)
+    args = [command, "--checkpoint-dir", ckpt, "--tokenizer-dir", base, *COMMANDS[command](prompts)]
+    with caplog.at_level("WARNING"):
+        _cli(*args, "--chat-template-kwargs", OFF)
+        assert "chat_template_kwargs" not in caplog.text
+        _cli(*args)
+    assert ('its drafter was trained on prompts rendered with chat_template_kwargs {"enable_thinking": false}, these '
+            'with {}: it will likely accept fewer draft tokens; pass --chat-template-kwargs \'{"enable_thinking": '
+            'false}\'') in caplog.text, caplog.text
+
+
 def test_train_distills_each_rendering_apart_and_records_it(thinking, prompts, tmp_path):
     """train --distill keys its cached answers by the prompts' token ids: the same prompts rendered with thinking off
     are answered apart (two answers cached per prompt), the drafter's producer block records the kwargs, and a

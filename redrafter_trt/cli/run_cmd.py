@@ -15,7 +15,7 @@ from ..launchers import copies_error, launched_copies
 from ..presets import config_option, one_of
 from .params import CHAT_TEMPLATE_KWARGS, Command, OutputFile, SEED, Temperature, check_output_file, options_given, \
     template_kwargs_given
-from ..tokens import encode_prompts, load_tokenizer, stop_ids
+from ..tokens import drafter_mode_warning, encode_prompts, load_tokenizer, stop_ids
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,8 @@ def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
                           "checkpoint, a positive --temperature and drafting (no --no-draft); leave it out")
     tok = load_tokenizer(tokenizer_dir, cfg.vocab_size, o["chat_template_kwargs"])
     ids = _encode(tok, o)
+    if not o["no_draft"] and (why := drafter_mode_warning(ckpt.raw, tok, o["chat"])):
+        log.warning("%s", why)
     check_positions(cfg, ids, o["max_output_len"])  # before the weights load
     kwargs = dict(num_beams=o["num_beams"], draft_len=o["draft_len"], temperature=temperature,
                   eos_token_id=stop_ids(tok, tokenizer_dir), use_draft=not o["no_draft"],
