@@ -63,9 +63,9 @@ def template_kwargs_warning(cfg: dict, kwargs: dict) -> str | None:
     trained = producer.get("drafter_chat_template_kwargs") if isinstance(producer, dict) else None
     if not isinstance(trained, dict) or trained == kwargs:
         return None
-    return (f"its drafter was trained on prompts rendered with chat_template_kwargs {json.dumps(trained)}, these with "
-            f"{json.dumps(kwargs)}: it will likely accept fewer draft tokens; pass --chat-template-kwargs "
-            f"'{json.dumps(trained)}' to measure and serve the answers it was trained on")
+    return (f"the checkpoint's drafter was trained on prompts rendered with chat_template_kwargs "
+            f"{json.dumps(trained)}, these with {json.dumps(kwargs)}: it will likely accept fewer draft tokens; pass "
+            f"--chat-template-kwargs '{json.dumps(trained)}' to measure and serve the answers it was trained on")
 
 
 def producer_summary(cfg: dict) -> dict | None:

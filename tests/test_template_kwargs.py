@@ -201,9 +201,9 @@ def test_prompts_rendered_otherwise_than_the_drafters_are_warned_of(thinking, pr
         _cli(*args, "--chat-template-kwargs", OFF)
         assert "chat_template_kwargs" not in caplog.text
         _cli(*args)
-    assert ('its drafter was trained on prompts rendered with chat_template_kwargs {"enable_thinking": false}, these '
-            'with {}: it will likely accept fewer draft tokens; pass --chat-template-kwargs \'{"enable_thinking": '
-            'false}\'') in caplog.text, caplog.text
+    assert ('the checkpoint\'s drafter was trained on prompts rendered with chat_template_kwargs {"enable_thinking": '
+            'false}, these with {}: it will likely accept fewer draft tokens; pass --chat-template-kwargs '
+            '\'{"enable_thinking": false}\'') in caplog.text, caplog.text
 
 
 def test_train_distills_each_rendering_apart_and_records_it(thinking, prompts, tmp_path):
