@@ -204,6 +204,15 @@ def test_prompts_rendered_otherwise_than_the_drafters_are_warned_of(thinking, pr
     assert ('the checkpoint\'s drafter was trained on prompts rendered with chat_template_kwargs {"enable_thinking": '
             'false}, these with {}: it will likely accept fewer draft tokens; pass --chat-template-kwargs '
             '\'{"enable_thinking": false}\'') in caplog.text, caplog.text
+    if command == "run":  # serve's chat requests without kwargs of their own take its --chat-template-kwargs
+        taken = socket.socket()  # told before it binds its port (and loads the model): not served
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        serve = ["serve", "--checkpoint-dir", ckpt, "--tokenizer-dir", base, "--port", taken.getsockname()[1]]
+        assert "drafter was trained" not in _cli(*serve, "--chat-template-kwargs", OFF, code=2).output
+        r = _cli(*serve, code=2)
+        taken.close()
+        assert 'warning: the checkpoint\'s drafter was trained on prompts rendered with chat_template_kwargs' in r.output
 
 
 def test_train_distills_each_rendering_apart_and_records_it(thinking, prompts, tmp_path):
