@@ -775,6 +775,38 @@ def test_an_answers_thinking_field_reaches_the_chat_template(tmp_path, key):
         conversation_of({"messages": [ask, {"role": "assistant", "content": "R", key: 5}]})
 
 
+# Qwen3's template as it writes a tool-calling loop: an answer after the last user turn opens with a <think> block
+# when it is the last one or has thinking of its own (`reasoning_content`)
+QWEN3_LOOP = ("{% set ns = namespace(last=0) %}{% for m in messages %}{% if m['role'] == 'user' %}"
+              "{% set ns.last = loop.index0 %}{% endif %}{% endfor %}{% for m in messages %}"
+              "{% if m['role'] == 'assistant' %}{{ '<|im_start|>assistant\n' }}"
+              "{% if loop.index0 > ns.last and (loop.last or m.reasoning_content) %}"
+              "{{ '<think>\n' + (m.reasoning_content or '') + '\n</think>\n\n' }}{% endif %}{{ m['content'] }}"
+              "{% for c in m.tool_calls or [] %}{{ '<tool_call>' + c.function.name + '</tool_call>' }}{% endfor %}"
+              "{{ '<|im_end|>\n' }}{% else %}{{ '<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n' }}"
+              "{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+
+def test_a_tool_calling_loop_whose_answers_keep_their_thinking_trains_turn_by_turn(tmp_path):
+    """Qwen3's template writes the thinking of every answer since the last user turn that has it: a tool-calling
+    loop whose answers keep their `reasoning_content` renders turn by turn, and trains each answer with its thinking
+    (it was left out, the thinking dropped, as one without thinking still is: the last answer alone gets a block)."""
+    from redrafter_trt.train.data import renders_by_turn
+
+    tok = make_tokenizer(tmp_path / "tok")
+    tok.chat_template = QWEN3_LOOP
+    call = {"type": "function", "function": {"name": "f", "arguments": "{}"}}
+    turns = [{"role": "user", "content": "Q"},
+             {"role": "assistant", "content": None, "reasoning_content": "T", "tool_calls": [call]},
+             {"role": "tool", "content": "4"}, {"role": "assistant", "content": "R", "reasoning_content": "U"}]
+    conv = conversation_of({"messages": turns})
+    assert renders_by_turn(tok, conv)
+    assert _masked_text(tok, encode(tok, conv, 1000)) == ("<think>\nT\n</think>\n\n<tool_call>f</tool_call><|im_end|>"
+                                                          "<think>\nU\n</think>\n\nR<|im_end|>")
+    unthought = [{k: v for k, v in m.items() if k != "reasoning_content"} for m in turns]
+    assert not renders_by_turn(tok, conversation_of({"messages": unthought}))
+
+
 @pytest.mark.parametrize("template", [5, "{% for m in messages %}{{ m.content }", "{{ foo.bar }}"],
                          ids=["not text", "broken Jinja", "undefined"])
 def test_a_chat_template_that_renders_nothing_is_named_not_each_record(tmp_path, template):
