@@ -114,8 +114,9 @@ GIVEN = {"messages", "tools", "documents", "add_generation_prompt", "raise_excep
 def template_variables(tokenizer) -> tuple[set[str], set[str]] | None:
     """(the names the tokenizer's chat templates read before setting them: jinja2's undeclared variables, of every
     named template; those of them a loop sets, as Qwen3's `content`, each message's), or None: no template, or one
-    jinja2 alone does not parse (transformers' `{% generation %}`). A name set outside a loop after it is read (`{% if
-    enable_thinking is not defined %}{% set enable_thinking = true %}`) is a variable: the first set only."""
+    jinja2 alone does not parse (transformers' `{% generation %}`) or compile (a filter or test it lacks: its render
+    says so). A name set outside a loop after it is read (`{% if enable_thinking is not defined %}{% set
+    enable_thinking = true %}`) is a variable: the first set only."""
     from jinja2 import Environment, TemplateSyntaxError, meta, nodes
 
     templates = getattr(tokenizer, "chat_template", None)
@@ -123,11 +124,11 @@ def template_variables(tokenizer) -> tuple[set[str], set[str]] | None:
     if not all(isinstance(t, str) and t for t in templates):
         return None
     env = Environment(extensions=["jinja2.ext.loopcontrols"])
-    try:
+    try:  # a TemplateAssertionError (a filter it lacks) is raised by find_undeclared_variables, which compiles
         parsed = [env.parse(t) for t in templates]
+        read = set().union(*map(meta.find_undeclared_variables, parsed))
     except TemplateSyntaxError:
         return None
-    read = set().union(*map(meta.find_undeclared_variables, parsed))
     looped = {n.name for tree in parsed for loop in tree.find_all(nodes.For) for n in loop.find_all(nodes.Name)
               if n.ctx == "store"}
     return read, read & looped
@@ -136,7 +137,9 @@ def template_variables(tokenizer) -> tuple[set[str], set[str]] | None:
 def unread_template_kwargs(tokenizer, kwargs: dict) -> str | None:
     """Why --chat-template-kwargs `kwargs` would change nothing, or None: a variable the chat template never reads
     (a misspelt `enable_thinkng`, another model's `thinking`) rendered Qwen3's prompts thinking without a word. A
-    template jinja2 cannot read alone is not checked."""
+    template jinja2 cannot read alone is not checked, nor one given none (plain prompts never render it)."""
+    if not kwargs:
+        return None
     names = template_variables(tokenizer)
     unread = [k for k in kwargs if names is not None and k not in names[0]]
     if not unread:

@@ -183,6 +183,19 @@ def test_a_variable_the_template_defaults_is_read_and_a_loops_own_is_not_named()
     assert "(it reads enable_thinking):" in unread_template_kwargs(template, {"thinking": False})
 
 
+def test_a_template_jinja2_cannot_compile_is_left_to_its_render(tmp_path):
+    """A template naming a filter jinja2 lacks (one written for another renderer) compiles in neither jinja2 nor
+    transformers: looking for the variables it reads raised jinja2's TemplateAssertionError out of every tokenizer
+    load, a traceback where plain prompts (--no-chat) never render it. It is not checked, and loads."""
+    from redrafter_trt.tokens import load_tokenizer
+
+    tok = make_tokenizer(tmp_path)
+    tok.chat_template = "{% for m in messages %}{{ m.content | fromjson }}{% endfor %}{{ enable_thinking }}"
+    tok.save_pretrained(tmp_path)
+    assert load_tokenizer(str(tmp_path), None).chat_template == tok.chat_template
+    assert load_tokenizer(str(tmp_path), None, {"enable_thinkng": False}).chat_template == tok.chat_template
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_prompts_rendered_otherwise_than_the_drafters_are_warned_of(thinking, prompts, tmp_path, caplog, command):
     """A drafter trained with thinking off (train --chat-template-kwargs, in its producer block) and measured or run
