@@ -114,16 +114,16 @@ GIVEN = {"messages", "tools", "documents", "add_generation_prompt", "raise_excep
 def template_variables(tokenizer) -> tuple[set[str], set[str]] | None:
     """(the names the tokenizer's chat templates read before setting them: jinja2's undeclared variables, of every
     named template; those of them a loop sets, as Qwen3's `content`, each message's), or None: no template, or one
-    jinja2 alone does not parse (transformers' `{% generation %}`) or compile (a filter or test it lacks: its render
-    says so). A name set outside a loop after it is read (`{% if enable_thinking is not defined %}{% set
-    enable_thinking = true %}`) is a variable: the first set only."""
+    jinja2 does not parse or compile (a filter or test it lacks: its render says so); transformers' `{% generation %}`
+    read as transformers reads it (`_generation_tag`). A name set outside a loop after it is read (`{% if
+    enable_thinking is not defined %}{% set enable_thinking = true %}`) is a variable: the first set only."""
     from jinja2 import Environment, TemplateSyntaxError, meta, nodes
 
     templates = getattr(tokenizer, "chat_template", None)
     templates = list(templates.values()) if isinstance(templates, dict) else [templates]
     if not all(isinstance(t, str) and t for t in templates):
         return None
-    env = Environment(extensions=["jinja2.ext.loopcontrols"])
+    env = Environment(extensions=["jinja2.ext.loopcontrols", _generation_tag()])
     try:  # a TemplateAssertionError (a filter it lacks) is raised by find_undeclared_variables, which compiles
         parsed = [env.parse(t) for t in templates]
         read = set().union(*map(meta.find_undeclared_variables, parsed))
@@ -132,6 +132,23 @@ def template_variables(tokenizer) -> tuple[set[str], set[str]] | None:
     looped = {n.name for tree in parsed for loop in tree.find_all(nodes.For) for n in loop.find_all(nodes.Name)
               if n.ctx == "store"}
     return read, read & looped
+
+
+def _generation_tag():
+    """transformers' `{% generation %}...{% endgeneration %}` (its AssistantTracker, marking the assistant's tokens),
+    parsed as it parses it: a call block of its body, whose `{% set %}` stays inside."""
+    from jinja2 import nodes
+    from jinja2.ext import Extension
+
+    class Generation(Extension):
+        tags = {"generation"}
+
+        def parse(self, parser):
+            lineno = next(parser.stream).lineno
+            body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+            return nodes.CallBlock(self.call_method("_generation_support"), [], [], body).set_lineno(lineno)
+
+    return Generation
 
 
 def unread_template_kwargs(tokenizer, kwargs: dict) -> str | None:

@@ -183,6 +183,21 @@ def test_a_variable_the_template_defaults_is_read_and_a_loops_own_is_not_named()
     assert "(it reads enable_thinking):" in unread_template_kwargs(template, {"thinking": False})
 
 
+def test_a_template_marking_its_answers_for_training_is_checked():
+    """transformers' `{% generation %}` tag (a template marking the assistant's tokens, as training templates do)
+    is no jinja2 tag: such a template was not checked, a misspelt variable rendered it in silence. It is read as
+    transformers reads it, a call block: a variable set inside it is not the template's own."""
+    from types import SimpleNamespace
+
+    from redrafter_trt.tokens import unread_template_kwargs
+
+    template = SimpleNamespace(chat_template=(
+        "{% for m in messages %}{% if m.role == 'assistant' %}{% generation %}{% set said = m.content %}{{ said }}"
+        "{% endgeneration %}{% endif %}{% endfor %}{{ said }}{% if enable_thinking is defined %}{% endif %}"))
+    assert unread_template_kwargs(template, {"enable_thinking": False, "said": 1}) is None
+    assert "(it reads enable_thinking):" in unread_template_kwargs(template, {"enable_thinkng": False})
+
+
 def test_a_template_jinja2_cannot_compile_is_left_to_its_render(tmp_path):
     """A template naming a filter jinja2 lacks (one written for another renderer) compiles in neither jinja2 nor
     transformers: looking for the variables it reads raised jinja2's TemplateAssertionError out of every tokenizer
