@@ -4,7 +4,9 @@ that `run`, `bench` and `acceptance` write (which version, command, options and 
 from __future__ import annotations
 
 import json
+import operator
 from pathlib import Path
+from typing import Callable
 
 from . import __version__
 
@@ -55,13 +57,14 @@ def drafter_template_kwargs(drafter_cfg: dict) -> dict | None:
     return recorded_template_kwargs(drafter_cfg) if made_by_train else None
 
 
-def template_kwargs_warning(cfg: dict, kwargs: dict) -> str | None:
+def template_kwargs_warning(cfg: dict, kwargs: dict, alike: Callable[[dict, dict], bool] = operator.eq) -> str | None:
     """Why prompts rendered with `kwargs` (--chat-template-kwargs) suit a checkpoint's drafter less, or None: it was
     trained on prompts rendered with others (convert's `drafter_chat_template_kwargs`: Qwen3's thinking off where
-    these think, or the reverse), which drafts the other mode's answers less well."""
+    these think, or the reverse), which drafts the other mode's answers less well. alike(trained, kwargs): whether
+    the two render the same prompts (`tokens.renders_alike`: Qwen3's {} and its default made explicit do)."""
     producer = cfg.get("producer")
     trained = producer.get("drafter_chat_template_kwargs") if isinstance(producer, dict) else None
-    if not isinstance(trained, dict) or trained == kwargs:
+    if not isinstance(trained, dict) or trained == kwargs or alike(trained, kwargs):
         return None
     return (f"the checkpoint's drafter was trained on prompts rendered with chat_template_kwargs "
             f"{json.dumps(trained)}, these with {json.dumps(kwargs)}: it will likely accept fewer draft tokens; pass "

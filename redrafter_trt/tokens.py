@@ -34,7 +34,25 @@ def drafter_mode_warning(ckpt_config: dict, tokenizer, chat: bool | None) -> str
     Qwen3's thinking on where it was trained off, or the reverse); plain prompts are not told."""
     from .producer import template_kwargs_warning
 
-    return template_kwargs_warning(ckpt_config, template_kwargs(tokenizer)) if uses_chat(tokenizer, chat) else None
+    if not uses_chat(tokenizer, chat):
+        return None
+    return template_kwargs_warning(ckpt_config, template_kwargs(tokenizer), lambda a, b: renders_alike(tokenizer, a, b))
+
+
+def renders_alike(tokenizer, a: dict, b: dict) -> bool:
+    """Whether the chat template renders the same with variables `a` as with `b` (Qwen3's {} and its default made
+    explicit, {"enable_thinking": true}): a question ready for its answer, one answered, and one given a tool (Llama
+    3.1's `tools_in_user_message` changes that one alone); False where it cannot render them."""
+    from jinja2 import TemplateError
+
+    user = {"role": "user", "content": "Hi"}
+    probes = (([user], True, ()), ([user, {"role": "assistant", "content": "Hello"}], False, ()),
+              ([user], True, (PROBE_TOOL,)))
+    try:
+        return all(render_chat(tokenizer, turns, ask, tools, a) == render_chat(tokenizer, turns, ask, tools, b)
+                   for turns, ask, tools in probes)
+    except (TemplateError, TypeError, ValueError):  # jinja's errors; a template that is not text
+        return False
 
 
 def uses_chat(tokenizer, chat: bool | None) -> bool:
@@ -55,9 +73,11 @@ DATE_STRING = "26 Jul 2024"
 _RENDER_DAY: ContextVar[datetime | None] = ContextVar("render_day", default=None)  # set inside render_chat only
 
 
-def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool, tools: tuple[dict, ...] = ()) -> str:
+def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool, tools: tuple[dict, ...] = (),
+                kwargs: dict | None = None) -> str:
     """The tokenizer's chat template's text of `messages`, given `tools` (a record's tool definitions, `tools_of`: a
-    template that shows none renders them not) and the command's template variables (`template_kwargs`), dated
+    template that shows none renders them not) and the command's template variables (`template_kwargs`; `kwargs`
+    instead where given), dated
     DATE_STRING (as `date_string` unless those set it, and as the day a template's own `strftime_now(...)` reads):
     the one way every command but serve renders it. Raises the template's own errors (jinja's TemplateError;
     TypeError, ValueError for one that is not text)."""
@@ -66,7 +86,8 @@ def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool, to
     try:
         return tokenizer.apply_chat_template(messages, tools=list(tools) or None, tokenize=False,
                                              add_generation_prompt=add_generation_prompt,
-                                             **{"date_string": DATE_STRING, **template_kwargs(tokenizer)})
+                                             **{"date_string": DATE_STRING,
+                                                **(template_kwargs(tokenizer) if kwargs is None else kwargs)})
     finally:
         _RENDER_DAY.reset(token)
 
@@ -167,16 +188,19 @@ def unread_template_kwargs(tokenizer, kwargs: dict) -> str | None:
             f'{", ".join(own) or "none of its own"}): check its name, or leave it out')
 
 
+# a tool definition the probes of a template render (`shows_tools`, `renders_alike`)
+PROBE_TOOL = {"type": "function", "function": {"name": "f", "description": "", "parameters": {"type": "object",
+                                                                                             "properties": {}}}}
+
+
 def shows_tools(tokenizer) -> bool:
     """Whether the tokenizer's chat template renders the tool definitions it is given (Qwen2.5's and Llama-3.1's do,
     SmolLM2's not): one that does not render a user turn is said to, its error left to the render that needs it."""
     from jinja2 import TemplateError
 
     turn = [{"role": "user", "content": "Hi"}]
-    tool = {"type": "function", "function": {"name": "f", "description": "", "parameters": {"type": "object",
-                                                                                           "properties": {}}}}
     try:
-        return render_chat(tokenizer, turn, True, (tool,)) != render_chat(tokenizer, turn, True)
+        return render_chat(tokenizer, turn, True, (PROBE_TOOL,)) != render_chat(tokenizer, turn, True)
     except (TemplateError, TypeError, ValueError):  # jinja's errors; a template that is not text, or none
         return True
 

@@ -243,6 +243,33 @@ def test_prompts_rendered_otherwise_than_the_drafters_are_warned_of(thinking, pr
         assert 'warning: the checkpoint\'s drafter was trained on prompts rendered with chat_template_kwargs' in r.output
 
 
+def test_variables_that_render_the_drafters_prompts_are_not_warned_of(thinking, prompts, tmp_path, caplog):
+    """A drafter trained with the template's default made explicit (Qwen3's `enable_thinking` true) and run or
+    served with none (the same prompts) was warned of as trained on others: the variables are compared by what the
+    template renders with them, not as objects."""
+    from redrafter_trt.convert import convert
+
+    _, base = thinking
+    drafter = make_drafter(tmp_path / "drafter", base)
+    cfg = json.loads((drafter / "config.json").read_text())
+    cfg["producer"] = {"command": "train", "options": {"chat_template_kwargs": {"enable_thinking": True}}}
+    (drafter / "config.json").write_text(json.dumps(cfg))
+    ckpt = convert(base, drafter, tmp_path / "ckpt", num_beams=2, draft_len=2)
+    with caplog.at_level("WARNING"):
+        _cli("run", "--checkpoint-dir", ckpt, "--tokenizer-dir", base, *COMMANDS["run"](prompts))
+        assert "drafter was trained" not in caplog.text
+        _cli("run", "--checkpoint-dir", ckpt, "--tokenizer-dir", base, *COMMANDS["run"](prompts),
+             "--chat-template-kwargs", OFF)
+        assert "drafter was trained" in caplog.text  # thinking off renders other prompts
+    taken = socket.socket()  # told before it binds its port (and loads the model): not served
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    serve = ["serve", "--checkpoint-dir", ckpt, "--tokenizer-dir", base, "--port", taken.getsockname()[1]]
+    assert "drafter was trained" not in _cli(*serve, code=2).output
+    assert "drafter was trained" in _cli(*serve, "--chat-template-kwargs", OFF, code=2).output
+    taken.close()
+
+
 def test_train_distills_each_rendering_apart_and_records_it(thinking, prompts, tmp_path):
     """train --distill keys its cached answers by the prompts' token ids: the same prompts rendered with thinking off
     are answered apart (two answers cached per prompt), the drafter's producer block records the kwargs, and a

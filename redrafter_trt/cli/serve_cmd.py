@@ -134,17 +134,16 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
     from ..serve_app import App, serve_max_output_len
     from ..serve_backend import ReferenceBackend
     from ..serve_http import drain, make_server
-    from ..producer import template_kwargs_warning
-    from ..tokens import load_tokenizer
+    from ..tokens import drafter_mode_warning, load_tokenizer
 
     checkpoint_dir = open_checkpoint(checkpoint_dir)  # inspected once: the backend and its ranks take it checked
     cfg = checkpoint_dir.config
     check_compile(cfg, compile_layers, device)
     default = click.get_current_context().get_parameter_source("max_output_len") == click.core.ParameterSource.DEFAULT
     max_output_len = serve_max_output_len(cfg, max_output_len, given=not default)
-    if chat_template_kwargs:  # a variable its template never reads refused before the port and minutes of loading
-        load_tokenizer(str(tokenizer_dir), None, chat_template_kwargs)
-    if why := template_kwargs_warning(checkpoint_dir.raw, chat_template_kwargs):  # chat requests without their own
+    # a variable its template never reads refused before the port and minutes of loading
+    tokenizer = load_tokenizer(str(tokenizer_dir), None, chat_template_kwargs)
+    if why := drafter_mode_warning(checkpoint_dir.raw, tokenizer, None):  # chat requests without their own
         click.echo(f"warning: {why}", err=True)
     # the port first (as vLLM binds its socket before building the engine): a taken port is one line at once, not
     # after minutes of loading and compiling; connections made meanwhile wait in the backlog
