@@ -191,8 +191,9 @@ def _prefill(base: BaseModel, prompt_ids: list[list[int]], capacity: int, temper
         check_defined(*probs.sum(-1).tolist())
         g0 = torch.cat([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, gens)]).to(dev)
     else:  # checked once, at the prompt: an argmax of NaN or +Inf logits emits a wrong token in silence
-        check_finite(base.logits(h))
-        g0 = base.greedy_tokens(h)
+        logits = base.logits(h)  # their argmax is greedy_tokens' (exact): not computed twice
+        check_finite(logits)
+        g0 = logits.argmax(-1)
     (g0,) = _sync(group, g0)
     return cache, h, g0
 
