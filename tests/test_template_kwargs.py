@@ -211,19 +211,24 @@ def test_a_template_jinja2_cannot_compile_is_left_to_its_render(tmp_path):
     assert load_tokenizer(str(tmp_path), None, {"enable_thinkng": False}).chat_template == tok.chat_template
 
 
-@pytest.mark.parametrize("command", COMMANDS)
-def test_prompts_rendered_otherwise_than_the_drafters_are_warned_of(thinking, prompts, tmp_path, caplog, command):
-    """A drafter trained with thinking off (train --chat-template-kwargs, in its producer block) and measured or run
-    on thinking prompts drafts the wrong mode, without a word: convert records the drafter's variables in the
-    checkpoint, and run, bench and acceptance warn where theirs differ, naming the option to pass."""
+def _trained_with(thinking, tmp_path, kwargs: dict):
+    """(checkpoint, base folder): the fixture's base with a drafter train made with these chat_template_kwargs."""
     from redrafter_trt.convert import convert
 
     _, base = thinking
     drafter = make_drafter(tmp_path / "drafter", base)
     cfg = json.loads((drafter / "config.json").read_text())
-    cfg["producer"] = {"command": "train", "options": {"chat_template_kwargs": {"enable_thinking": False}}}
+    cfg["producer"] = {"command": "train", "options": {"chat_template_kwargs": kwargs}}
     (drafter / "config.json").write_text(json.dumps(cfg))
-    ckpt = convert(base, drafter, tmp_path / "ckpt", num_beams=2, draft_len=2)
+    return convert(base, drafter, tmp_path / "ckpt", num_beams=2, draft_len=2), base
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_prompts_rendered_otherwise_than_the_drafters_are_warned_of(thinking, prompts, tmp_path, caplog, command):
+    """A drafter trained with thinking off (train --chat-template-kwargs, in its producer block) and measured or run
+    on thinking prompts drafts the wrong mode, without a word: convert records the drafter's variables in the
+    checkpoint, and run, bench and acceptance warn where theirs differ, naming the option to pass."""
+    ckpt, base = _trained_with(thinking, tmp_path, {"enable_thinking": False})
     args = [command, "--checkpoint-dir", ckpt, "--tokenizer-dir", base, *COMMANDS[command](prompts)]
     with caplog.at_level("WARNING"):
         _cli(*args, "--chat-template-kwargs", OFF)
@@ -247,14 +252,7 @@ def test_variables_that_render_the_drafters_prompts_are_not_warned_of(thinking, 
     """A drafter trained with the template's default made explicit (Qwen3's `enable_thinking` true) and run or
     served with none (the same prompts) was warned of as trained on others: the variables are compared by what the
     template renders with them, not as objects."""
-    from redrafter_trt.convert import convert
-
-    _, base = thinking
-    drafter = make_drafter(tmp_path / "drafter", base)
-    cfg = json.loads((drafter / "config.json").read_text())
-    cfg["producer"] = {"command": "train", "options": {"chat_template_kwargs": {"enable_thinking": True}}}
-    (drafter / "config.json").write_text(json.dumps(cfg))
-    ckpt = convert(base, drafter, tmp_path / "ckpt", num_beams=2, draft_len=2)
+    ckpt, base = _trained_with(thinking, tmp_path, {"enable_thinking": True})
     with caplog.at_level("WARNING"):
         _cli("run", "--checkpoint-dir", ckpt, "--tokenizer-dir", base, *COMMANDS["run"](prompts))
         assert "drafter was trained" not in caplog.text
