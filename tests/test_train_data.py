@@ -692,8 +692,10 @@ MISTRAL_SYSTEM = ("{% if messages[0]['role'] == 'system' %}{% set sys = messages
 
 def test_a_record_the_template_renders_out_of_order_is_named(tmp_path):
     """Mistral-v0.3's template puts the system message into the last user turn (and drops it once an answer
-    follows), so a record with one cannot be split into turns: that once ended the run without naming the record
-    (one in a large ShareGPT file)."""
+    follows), so a record with one cannot be split into turns, nor each answer trained with the turns before it:
+    that once ended the run without naming the record (one in a large ShareGPT file)."""
+    from redrafter_trt.train.data import encode_answers
+
     tok = make_tokenizer(tmp_path / "tok")
     tok.chat_template = MISTRAL_SYSTEM
     turns = ({"role": "user", "content": "Q"}, {"role": "assistant", "content": "R"},
@@ -705,6 +707,9 @@ def test_a_record_the_template_renders_out_of_order_is_named(tmp_path):
                                           r"prefix .* remove that record, or train on the base's own answers with "
                                           r"--distill \(it renders only the prompt\)$"):
         encode(tok, system, 1000)
+    with pytest.raises(ConfigError, match=r"^d\.jsonl line 2: .* nor each answer with the turns before it, so its "
+                                          r"assistant turns cannot be located: drop its system message or later "):
+        encode_answers(tok, system, 1000)  # the system message is dropped once an answer follows it
 
 
 def test_tools_a_template_moves_into_the_last_turn_are_named_in_its_refusal(tmp_path):
@@ -733,21 +738,35 @@ QWEN3_THINK = ("{% set ns = namespace(last=0) %}{% for m in messages %}{% if m['
                "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 
 
-def test_qwen3s_template_trains_one_answer_and_names_itself_for_more(tmp_path):
+def test_qwen3s_template_trains_each_of_several_answers_in_an_example_of_its_own(tmp_path):
     """Qwen3's template gives the last answer an empty <think> block and earlier ones none, so a conversation of
-    several answers cannot be split into turns: the refusal named Mistral's and DeepSeek-R1's templates and said to
-    drop a system message the conversation does not have. It names Qwen3's and says to drop the later turns (or to
-    distill); one answer trains, its empty <think> block with it (what the base answers with thinking off)."""
+    several answers does not render prefix by prefix: it was refused (drop its later turns, or --distill), every
+    multi-turn ShareGPT chat with it. What serve sends the base for an answer is the conversation up to it, the
+    answers before it rendered as history, and the base writes it as the last answer: each answer trains in an
+    example of its own, the conversation through it rendered whole, the turns before it context. One answer trains
+    as before, its empty <think> block with it (what the base answers with thinking off); a template that renders
+    the conversation prefix by prefix still gives one example, `encode`'s."""
+    from redrafter_trt.train.data import encode_answers
+
     tok = make_tokenizer(tmp_path / "tok")
     tok.chat_template = QWEN3_THINK
-    turns = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "R"}]
-    one = conversation_of({"messages": turns}, "d.jsonl line 1")
+    turns = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "R"},
+             {"role": "user", "content": "Q2"}, {"role": "assistant", "content": "R2"}]
+    one = conversation_of({"messages": turns[:2]}, "d.jsonl line 1")
     assert _masked_text(tok, encode(tok, one, 1000)) == "<think>\n\n</think>\n\nR<|im_end|>"
-    two = conversation_of({"messages": turns + [{"role": "user", "content": "Q2"},
-                                                {"role": "assistant", "content": "R2"}]}, "d.jsonl line 2")
-    with pytest.raises(ConfigError, match=r"^d\.jsonl line 2: .*; Qwen3's gives the last answer alone a <think> "
-                                          r"block\), .*: drop its later turns, remove that record, or train on"):
-        encode(tok, two, 1000)
+    two = conversation_of({"messages": turns}, "d.jsonl line 2")
+    (first, second), past = encode_answers(tok, two, 1000)
+    assert past == 0
+    assert tok.decode(first.ids) == tok.apply_chat_template(turns[:2], tokenize=False)
+    assert tok.decode(second.ids) == tok.apply_chat_template(turns, tokenize=False)
+    assert [_masked_text(tok, ex) for ex in (first, second)] == ["<think>\n\n</think>\n\nR<|im_end|>",
+                                                                 "<think>\n\n</think>\n\nR2<|im_end|>"]
+    start = second.mask.index(True)  # the second answer's first token: past a --max-seq-len of `start`
+    examples, past = encode_answers(tok, two, start)
+    assert [ex.ids for ex in examples] == [first.ids[:start]] and past == 1
+    tok.chat_template = CHATML
+    [whole], past = encode_answers(tok, two, 1000)
+    assert (whole.ids, whole.mask, past) == (encode(tok, two, 1000).ids, encode(tok, two, 1000).mask, 0)
 
 
 # QWEN3_THINK writing the last answer's thinking from `reasoning_content`, as Qwen3's template does
@@ -1441,7 +1460,7 @@ def test_answer_tokens_cut_by_max_seq_len_are_counted_in_a_warning(tmp_path, cap
     whole = build_examples(TrainConfig(**{**vars(cfg), "max_seq_len": 512}), tok, lambda: None, tmp_path / "c",
                            torch.float32)[0]
     assert long.cut == max(sum(ex.mask) for ex in whole) - sum(long.mask) > 0  # the answer tokens past 120
-    assert f"1 of 2 conversations run past --max-seq-len 120: their last {long.cut} answer tokens were left out; " \
+    assert f"1 of 2 examples run past --max-seq-len 120: their last {long.cut} answer tokens were left out; " \
            "raise --max-seq-len to train on them" in caplog.text
 
 
@@ -2265,14 +2284,16 @@ QWEN3_TOOLS = ("{% set ns = namespace(last=0) %}{% for m in messages %}{% if m['
                "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
 
 
-def test_tool_calling_loops_qwen3s_template_cannot_split_are_left_out_saying_so(tmp_path, caplog):
+def test_tool_calling_loops_train_each_answer_in_an_example_ending_at_it(tmp_path, caplog):
     """Qwen3's template writes tool calls, but gives the last answer alone a <think> block, so a call followed by
-    the tool's result and an answer cannot be split into turns: since tool calls were read, every such record
-    stopped train whole with encode's refusal (where they were skipped before), though the README names Qwen3 as a
-    base that trains them. They are left out, counted, naming --distill; a call answering alone still trains."""
+    the tool's result and an answer does not render prefix by prefix: such loops were left out (named --distill).
+    Each answer (a call too) trains in the example that ends at it, as serve sends the base each step of the loop.
+    A loop whose template renders it neither way (here: a tool's result left open when it is the last turn) is
+    still left out, counted, naming --distill; a call answering alone still trains."""
     from test_prompts import OPENAI_TOOLS
 
     from redrafter_trt.train import TrainConfig
+    from redrafter_trt.train.data import encode_answers
     from redrafter_trt.train.dataset import read_all
 
     alone = {"messages": OPENAI_TOOLS["messages"][:2] + [{"role": "assistant", "content": None, "tool_calls": [
@@ -2284,15 +2305,24 @@ def test_tool_calling_loops_qwen3s_template_cannot_split_are_left_out_saying_so(
     cfg = TrainConfig(base=tmp_path, data=[path], output=tmp_path / "out")
     with caplog.at_level("WARNING"):
         convs = sorted(read_all(cfg, tok), key=lambda c: c.source)
+    assert [c.source for c in convs] == [f"{path} line {i}" for i in (1, 2, 3)] and not caplog.text, caplog.text
+    (call, answer), _ = encode_answers(tok, convs[0], 1000)
+    assert [_masked_text(tok, ex) for ex in (call, answer)] == [
+        "<think>\n\n</think>\n\n<tool_call>\nget_weather\n</tool_call><|im_end|>",
+        "<think>\n\n</think>\n\nIt is 18C.<|im_end|>"]
+    assert "<tool_response>\n18C\n</tool_response>" in tok.decode(answer.ids)
+    tok.chat_template = QWEN3_TOOLS.replace("loop.last or messages", "not loop.last and messages")
+    with caplog.at_level("WARNING"):
+        convs = sorted(read_all(cfg, tok), key=lambda c: c.source)
     assert [c.source for c in convs] == [f"{path} line 2", f"{path} line 3"]
-    assert (f"the base's chat template does not render 1 of 2 conversations calling tools turn by turn (Qwen3's "
-            f"gives the last answer alone a <think> block), so they cannot be trained (first: {path} line 1): left "
-            f"out; pass --distill") in caplog.text, caplog.text
+    assert (f"the base's chat template renders 1 of 2 conversations calling tools neither turn by turn nor each "
+            f"answer with the turns before it, so they cannot be trained (first: {path} line 1): left out; pass "
+            f"--distill") in caplog.text, caplog.text
     assert _masked_text(tok, encode(tok, convs[0], 1000)) == ("<think>\n\n</think>\n\n<tool_call>\nget_time\n"
                                                              "</tool_call><|im_end|>")
     path.write_text(json.dumps(OPENAI_TOOLS) + "\n")
-    with pytest.raises(ConfigError, match=r"turn by turn .*: pass --distill to train on the base's own answers to "
-                                          r"their prompts, or drop their turns after the first answer$"):
+    with pytest.raises(ConfigError, match=r"neither turn by turn .*: pass --distill to train on the base's own "
+                                          r"answers to their prompts, or drop their turns after the first answer$"):
         read_all(cfg, tok)
 
 
@@ -2306,7 +2336,7 @@ def test_tool_calls_are_checked_after_duplicates_and_max_examples(tmp_path, monk
     from redrafter_trt.train import dataset
 
     checked = []
-    monkeypatch.setattr(dataset, "renders_by_turn", lambda tok, conv: checked.append(conv) or True)
+    monkeypatch.setattr(dataset, "trains", lambda tok, conv: checked.append(conv) or True)
     records = [dict(OPENAI_TOOLS, messages=[dict(OPENAI_TOOLS["messages"][0], content=f"Q{i}")]
                     + OPENAI_TOOLS["messages"][1:]) for i in range(6)]
     path = tmp_path / "agent.jsonl"

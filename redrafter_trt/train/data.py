@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import bisect
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -217,18 +217,49 @@ def encode(tokenizer, conv: Conversation, max_len: int) -> Example:
     (`prompt_ids`), those after what the base emits after them. Truncated to `max_len` tokens (the answer tokens cut
     counted in `cut`).
     """
+    _check_template(tokenizer)
+    text, spans = _spans(tokenizer, conv)
+    if spans is None:
+        raise _unlocated(conv)
+    return _example(tokenizer, text, spans, max_len)
+
+
+def encode_answers(tokenizer, conv: Conversation, max_len: int) -> tuple[list[Example], int]:
+    """(conv's training examples, how many of them were left out for their answer lying wholly past max_len): `encode`'s
+    one where the chat template renders conv prefix by prefix, else one per trained answer (`_by_answer`: Qwen3's
+    gives the last answer alone a <think> block), each the conversation through its answer rendered whole (what
+    serve sends the base for that turn, and the answer it writes), that answer alone trained, each cut to max_len
+    (`encode`). k answers render and tokenize k prefixes: a long chat costs tokens quadratic in its turns."""
+    _check_template(tokenizer)
+    text, spans = _spans(tokenizer, conv)
+    if spans is not None:
+        return [_example(tokenizer, text, spans, max_len)], 0
+    parts = _by_answer(tokenizer, conv)
+    if parts is None:
+        raise _unlocated(conv)
+    examples = [_example(tokenizer, text, spans, max_len) for text, spans in parts]
+    kept = [ex for ex in examples if any(ex.mask) or not ex.cut]
+    return kept, len(examples) - len(kept)
+
+
+def _check_template(tokenizer) -> None:
     if not getattr(tokenizer, "chat_template", None):
         raise ConfigError("the base tokenizer has no chat template: train a drafter for a chat/instruct model, "
                           "or add a chat_template to its tokenizer_config.json")
-    text, spans = _spans(tokenizer, conv)
-    if spans is None:
-        raise ConfigError(f"{conv.source or 'a conversation'}: the base's chat template does not render it "
-                          f"prefix by prefix (Mistral's moves a system message"
-                          f"{' and the tools' if conv.tools else ''} into the last user turn; DeepSeek-R1's opens "
-                          f"its generation prompt with <think>; Qwen3's gives the last answer alone a <think> "
-                          f"block), so its assistant turns cannot be located: {_droppable(conv)}, remove that "
-                          f"record, or train on the base's own answers with --distill (it renders only the "
-                          f"prompt)")
+
+
+def _unlocated(conv: Conversation) -> ConfigError:
+    """encode's refusal of a conversation whose assistant turns the chat template renders out of place."""
+    return ConfigError(f"{conv.source or 'a conversation'}: the base's chat template does not render it prefix by "
+                       f"prefix (Mistral's moves a system message{' and the tools' if conv.tools else ''} into the "
+                       f"last user turn; DeepSeek-R1's opens its generation prompt with <think>), nor each answer "
+                       f"with the turns before it, so its assistant turns cannot be located: {_droppable(conv)}, "
+                       f"remove that record, or train on the base's own answers with --distill (it renders only the "
+                       f"prompt)")
+
+
+def _example(tokenizer, text: str, spans: list[tuple[int, int]], max_len: int) -> Example:
+    """The Example of the chat template's `text`, its assistant `spans` trained (`encode`)."""
     ids, starts = _tokenize(tokenizer, text, [a for a, _ in spans])
     eos = tokenizer.eos_token_id
     mask, span_of, after_eos = [], [], False
@@ -250,6 +281,27 @@ def renders_by_turn(tokenizer, conv: Conversation) -> bool:
     """Whether the chat template renders conv prefix by prefix, so that `encode` finds its assistant turns (Qwen3's
     does not where an answer follows another after the last user turn, as in a tool-calling loop)."""
     return _spans(tokenizer, conv)[1] is not None
+
+
+def trains(tokenizer, conv: Conversation) -> bool:
+    """Whether `encode_answers` trains conv: the chat template renders it prefix by prefix (`renders_by_turn`), or
+    each answer with the turns before it (`_by_answer`)."""
+    return renders_by_turn(tokenizer, conv) or _by_answer(tokenizer, conv) is not None
+
+
+def _by_answer(tokenizer, conv: Conversation) -> list[tuple[str, list[tuple[int, int]]]] | None:
+    """(the chat template's text of conv through a trained answer, [that answer's span in it]) for each such answer:
+    the answers before it kept as context, as one of `"weight": 0` is (`_spans`); None where the template renders
+    one of them with its answer out of place."""
+    out = []
+    for j, m in enumerate(conv.messages):
+        if trained(m):
+            before = tuple({**a, "weight": 0} if trained(a) else a for a in conv.messages[:j])
+            text, spans = _spans(tokenizer, replace(conv, messages=(*before, m)))
+            if spans is None:
+                return None
+            out.append((text, spans))
+    return out
 
 
 def _spans(tokenizer, conv: Conversation) -> tuple[str, list[tuple[int, int]] | None]:

@@ -19,8 +19,7 @@ from ..tokens import shows_tools, writes_tool_calls
 from .cache import using
 from .chunks import dtype_name
 from .config import TrainConfig
-from .data import (Conversation, Example, cut_middle, encode, prompt_ids, read_conversations,
-                   renders_by_turn)
+from .data import Conversation, Example, cut_middle, encode_answers, prompt_ids, read_conversations, trains
 from .distill import distill
 
 log = logging.getLogger(__name__)
@@ -101,17 +100,18 @@ def _said_by_rank_0(rank: int):
 def _without_calls(convs: list[Conversation], tokenizer, most: int | None = None,
                    in_files: list[Conversation] | None = None) -> list[Conversation]:
     """The first `most` (all without it) of convs less those calling tools that the chat template cannot train: it
-    writes no tool calls (`writes_tool_calls`), or does not render the conversation turn by turn (`renders_by_turn`:
-    Qwen3's, whose last answer alone has a <think> block, refused a tool-calling loop's every record), saying how many
-    of those read until `most` were kept (each check renders about two prompts a turn) and naming the first of them in
-    `in_files` (convs in the files' order; without it, in convs'); a ConfigError when none is left."""
+    writes no tool calls (`writes_tool_calls`), or renders the conversation neither turn by turn nor each answer with
+    the turns before it (`trains`: Qwen3's, whose last answer alone has a <think> block, is split answer by answer),
+    saying how many of those read until `most` were kept (each check renders about two prompts a turn, three more an
+    answer where it splits them) and naming the first of them in `in_files` (convs in the files' order; without it,
+    in convs'); a ConfigError when none is left."""
     writes = writes_tool_calls(tokenizer)
     kept, out, read = [], [], 0
     for c in convs:
         if most and len(kept) == most:
             break
         read += 1
-        (out if c.calls_tools and not (writes and renders_by_turn(tokenizer, c)) else kept).append(c)
+        (out if c.calls_tools and not (writes and trains(tokenizer, c)) else kept).append(c)
     if not out:
         return kept
     calling = sum(c.calls_tools for c in convs[:read])
@@ -119,9 +119,8 @@ def _without_calls(convs: list[Conversation], tokenizer, most: int | None = None
     first = next(c for c in in_files or convs if id(c) in left_out).source
     of = f" read to fill --max-examples {most}" if read < len(convs) else ""
     if writes:
-        why = (f"the base's chat template does not render {len(out)} of {calling} conversations calling tools{of} "
-               f"turn by turn (Qwen3's gives the last answer alone a <think> block), so they cannot be trained "
-               f"(first: {first})")
+        why = (f"the base's chat template renders {len(out)} of {calling} conversations calling tools{of} neither "
+               f"turn by turn nor each answer with the turns before it, so they cannot be trained (first: {first})")
         other = "or drop their turns after the first answer"
     else:
         why = (f"the base's chat template writes no tool calls, so the conversations calling tools ({len(out)} of "
@@ -256,11 +255,15 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
         train_c, eval_c = split_by_prompt(answered, cfg.eval_examples)
         check_shards(len(train_c), world)
         _hold(in_use, cache_dir, cfg.base)
-        train = [encode(tokenizer, c, cfg.max_seq_len) for c in train_c[rank::world]]
-        held = [encode(tokenizer, c, cfg.max_seq_len) for c in eval_c] if rank == 0 else []
+        train, past = _encoded(tokenizer, train_c[rank::world], cfg.max_seq_len)
+        held, held_past = _encoded(tokenizer, eval_c if rank == 0 else [], cfg.max_seq_len)
+        if past + held_past:
+            log.warning(shard + "left out %d examples whose answer starts past --max-seq-len %d (the chat template "
+                        "renders their conversations answer by answer, each answer after the turns before it): "
+                        "raise --max-seq-len to train on them", past + held_past, cfg.max_seq_len)
     n = len(train) + len(held)
     if cut := [ex.cut for ex in train + held if ex.cut]:  # once cut without a word: a long chat lost its last turns
-        log.warning(shard + "%d of %d conversations run past --max-seq-len %d: their last %d answer tokens were left "
+        log.warning(shard + "%d of %d examples run past --max-seq-len %d: their last %d answer tokens were left "
                     "out; raise --max-seq-len to train on them", len(cut), n, cfg.max_seq_len, sum(cut))
     train = [ex for ex in train if learnable(ex)]
     held = [ex for ex in held if learnable(ex)]
@@ -278,6 +281,16 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
     log.info("%d training and %d held-out examples (%d and %d answer tokens)", len(train), len(held),
              sum(sum(ex.mask) for ex in train), sum(sum(ex.mask) for ex in held))
     return train, held
+
+
+def _encoded(tokenizer, convs: list[Conversation], max_len: int) -> tuple[list[Example], int]:
+    """(convs' examples, in order: `encode_answers`, how many it left out for their answer lying past max_len)."""
+    out, past = [], 0
+    for c in convs:
+        examples, left_out = encode_answers(tokenizer, c, max_len)
+        out += examples
+        past += left_out
+    return out, past
 
 
 def _hold(in_use: contextlib.ExitStack | None, cache_dir: Path, base: Path) -> None:
