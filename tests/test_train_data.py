@@ -769,6 +769,42 @@ def test_qwen3s_template_trains_each_of_several_answers_in_an_example_of_its_own
     assert (whole.ids, whole.mask, past) == (encode(tok, two, 1000).ids, encode(tok, two, 1000).mask, 0)
 
 
+def test_a_chat_trained_answer_by_answer_counts_as_one_conversation_and_leaves_out_answers_past_max_seq_len(
+        tmp_path, caplog):
+    """A conversation Qwen3's template trains answer by answer gives an example per answer: --max-examples and the
+    held-out split count conversations, its examples all on one side (they share its prompt); an example whose
+    answer starts past --max-seq-len would train nothing, and is left out, counted."""
+    from redrafter_trt.train import TrainConfig
+    from redrafter_trt.train.dataset import build_examples
+
+    tok = make_tokenizer(tmp_path / "tok")
+    tok.chat_template = QWEN3_THINK
+
+    def chat(i, first):
+        return {"messages": [{"role": "user", "content": f"Q{i}?"}, {"role": "assistant", "content": first},
+                             {"role": "user", "content": "More?"}, {"role": "assistant", "content": f"Yes {i}."}]}
+
+    data = tmp_path / "chats.jsonl"
+    data.write_text("".join(json.dumps(chat(i, f"A{i}.")) + "\n" for i in range(8)))
+    cfg = TrainConfig(base=tmp_path, data=[data], output=tmp_path / "out", max_examples=5, eval_examples=2,
+                      max_seq_len=1000)
+    train, held = build_examples(cfg, tok, lambda: pytest.fail("the base ran"), tmp_path / "c", torch.float32)
+
+    def prompt(ex):
+        return tok.decode(ex.ids).split("<|im_start|>assistant")[0]
+
+    assert (len(train), len(held)) == (6, 4)
+    assert len({prompt(ex) for ex in held}) == 2 and not {prompt(ex) for ex in held} & {prompt(ex) for ex in train}
+    data.write_text(json.dumps(chat(0, "word " * 20)) + "\n" + json.dumps(chat(1, "A1.")) + "\n")
+    cfg = TrainConfig(base=tmp_path, data=[data], output=tmp_path / "out", eval_examples=0, max_seq_len=145)
+    with caplog.at_level("WARNING"):
+        train, _ = build_examples(cfg, tok, lambda: pytest.fail("the base ran"), tmp_path / "c", torch.float32)
+    assert sorted(_masked_text(tok, ex) for ex in train) == sorted(
+        f"<think>\n\n</think>\n\n{answer}<|im_end|>" for answer in ("word " * 20, "A1.", "Yes 1."))
+    assert "left out 1 examples whose answer starts past --max-seq-len 145 (the chat template renders their " \
+           "conversations answer by answer" in caplog.text, caplog.text
+
+
 # QWEN3_THINK writing the last answer's thinking from `reasoning_content`, as Qwen3's template does
 QWEN3_REASONING = QWEN3_THINK.replace("'<|im_start|>assistant\n<think>\n\n</think>\n\n'",
                                       "'<|im_start|>assistant\n<think>\n' + (m.reasoning_content or '') + "
