@@ -25,9 +25,9 @@ and joined only for a chat template that refuses them (Llama-2 and Mistral requi
 An `Example` is one rendered conversation: `ids` [T] token ids from the base tokenizer's chat template and `mask`
 [T] True where the token belongs to an assistant turn (its content and end-of-turn token). Where the template does not
 render a conversation prefix by prefix (Qwen3's gives the last answer alone a <think> block), each answer is an
-Example of its own: the conversation through it, the answers before it context (`encode_answers`). System and user tokens,
-the template's role headers, and an assistant turn of `"weight": 0` (OpenAI's fine-tuning files' mark of a turn not
-to learn from) are masked out of the loss.
+Example of its own: the conversation through it, the answers before it context (`encode_answers`). System and user
+tokens, the template's role headers, and an assistant turn of `"weight": 0` (OpenAI's fine-tuning files' mark of a
+turn not to learn from) are masked out of the loss.
 """
 
 from __future__ import annotations
