@@ -728,6 +728,44 @@ def test_tools_a_template_moves_into_the_last_turn_are_named_in_its_refusal(tmp_
         encode(tok, tooled, 1000)
 
 
+# MISTRAL_TOOLS showing the tools before the last user turn, as Mistral-v0.3's does: no prefix-by-prefix render
+MISTRAL_MOVED_TOOLS = MISTRAL_TOOLS.replace(
+    "namespace(i=0) %}", "namespace(i=0, last=0) %}{% for m in messages %}{% if m['role'] == 'user' %}"
+    "{% set ns.last = loop.index0 %}{% endif %}{% endfor %}").replace(
+    "{{ '[INST] ' + m['content']", "{% if loop.index0 == ns.last and tools %}{{ '[AVAILABLE_TOOLS]' }}{% endif %}"
+    "{{ '[INST] ' + m['content']")
+
+
+def test_consecutive_answers_trained_answer_by_answer_are_joined_for_a_template_refusing_them(tmp_path):
+    """A conversation split answer by answer (Mistral's template moves the tools into the last user turn) marked
+    each answer before the trained one as context (weight 0): the first of two consecutive answers, which a template
+    wanting alternating roles takes only joined, then made a turn of weight 0 and 1, and the record was refused as
+    one the template refuses (a tool-calling one stopped the run, where it was left out before). They train as the
+    template takes them: joined into one answer, as a client sends serve the base's one turn."""
+    from test_prompts import WEATHER
+
+    from redrafter_trt.train import TrainConfig
+    from redrafter_trt.train.data import encode_answers
+    from redrafter_trt.train.dataset import read_all
+
+    tok = make_tokenizer(tmp_path / "tok")
+    tok.chat_template = MISTRAL_MOVED_TOOLS
+    call = {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]}
+    record = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."},
+                           {"role": "user", "content": "Paris?"}, {"role": "assistant", "content": "Let me see."},
+                           {"role": "assistant", "content": "One moment."}, call,
+                           {"role": "tool", "tool_call_id": "c1", "content": "18C"},
+                           {"role": "assistant", "content": "18C."}], "tools": [WEATHER]}
+    examples, past = encode_answers(tok, conversation_of(record, "agent.jsonl line 1"), 10_000)
+    called = '[TOOL_CALLS] c1 {"name": "get_weather", "arguments": {"city": "Paris"}}'
+    assert [_masked_text(tok, ex) for ex in examples] == [
+        "Hello.<|im_end|>", f"Let me see.\n\nOne moment.{called}<|im_end|>", "18C.<|im_end|>"] and past == 0
+    path = tmp_path / "agent.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    assert len(read_all(TrainConfig(base=tmp_path, data=[path], output=tmp_path / "out"), tok)) == 1
+
+
 # Qwen3's chat template, reduced to what splits a conversation: an answer after the last user turn opens with a
 # <think> block (empty when it has no reasoning), one before it is rendered without
 QWEN3_THINK = ("{% set ns = namespace(last=0) %}{% for m in messages %}{% if m['role'] == 'user' %}"
