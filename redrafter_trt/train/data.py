@@ -294,11 +294,13 @@ def trains(tokenizer, conv: Conversation) -> bool:
 def _by_answer(tokenizer, conv: Conversation) -> list[tuple[str, list[tuple[int, int]]]] | None:
     """(the chat template's text of conv through a trained answer, [that answer's span in it]) for each such answer:
     the answers before it kept as context, as one of `"weight": 0` is (`_spans`); None where the template renders
-    one of them with its answer out of place."""
+    one of them with its answer out of place. Split from the messages as the template takes them (`_taken`):
+    consecutive answers that one refusing them took unjoined, the first made context, were a turn of weight 0 and 1."""
+    msgs = _taken(tokenizer, conv)[0]
     out = []
-    for j, m in enumerate(conv.messages):
+    for j, m in enumerate(msgs):
         if trained(m):
-            before = tuple({**a, "weight": 0} if trained(a) else a for a in conv.messages[:j])
+            before = tuple({**a, "weight": 0} if trained(a) else a for a in msgs[:j])
             text, spans = _spans(tokenizer, replace(conv, messages=(*before, m)))
             if spans is None:
                 return None
@@ -309,8 +311,7 @@ def _by_answer(tokenizer, conv: Conversation) -> list[tuple[str, list[tuple[int,
 def _spans(tokenizer, conv: Conversation) -> tuple[str, list[tuple[int, int]] | None]:
     """(the chat template's text of conv, each assistant turn's (start, end) character span in it, but those of weight
     0: `trained`), the spans None where the template does not render conv prefix by prefix (`encode`)."""
-    msgs, text = _as_template_takes(tokenizer, conv, list(conv.messages),
-                                    add_generation_prompt=not conv.messages[-1]["role"] == "assistant")
+    msgs, text = _taken(tokenizer, conv)
     spans = []
     for j, m in enumerate(msgs):
         if not trained(m):
@@ -321,6 +322,13 @@ def _spans(tokenizer, conv: Conversation) -> tuple[str, list[tuple[int, int]] | 
             return text, None
         spans.append((len(before), len(through)))
     return text, spans
+
+
+def _taken(tokenizer, conv: Conversation) -> tuple[list[dict], str]:
+    """(conv's messages as the chat template takes them, its text of them): `_as_template_takes`, the generation
+    prompt after a last turn that is no answer."""
+    return _as_template_takes(tokenizer, conv, list(conv.messages),
+                              add_generation_prompt=not conv.messages[-1]["role"] == "assistant")
 
 
 def special_ids(tokenizer) -> set[int]:
