@@ -839,8 +839,8 @@ def test_a_chat_trained_answer_by_answer_counts_as_one_conversation_and_leaves_o
         train, _ = build_examples(cfg, tok, lambda: pytest.fail("the base ran"), tmp_path / "c", torch.float32)
     assert sorted(_masked_text(tok, ex) for ex in train) == sorted(
         f"<think>\n\n</think>\n\n{answer}<|im_end|>" for answer in ("word " * 20, "A1.", "Yes 1."))
-    assert "left out 1 examples whose answer starts past --max-seq-len 145 (the chat template renders their " \
-           "conversations answer by answer" in caplog.text, caplog.text
+    assert "left out 1 example whose answer starts past --max-seq-len 145 (a conversation the chat template " \
+           "renders answer by answer gives an example per answer" in caplog.text, caplog.text
 
 
 # QWEN3_THINK writing the last answer's thinking from `reasoning_content`, as Qwen3's template does

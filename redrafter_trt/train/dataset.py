@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 
 from ..errors import ConfigError
+from ..plural import counted
 from ..tokens import shows_tools, writes_tool_calls
 from .cache import using
 from .chunks import dtype_name
@@ -258,9 +259,10 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
         train, past = _encoded(tokenizer, train_c[rank::world], cfg.max_seq_len)
         held, held_past = _encoded(tokenizer, eval_c if rank == 0 else [], cfg.max_seq_len)
         if past + held_past:
-            log.warning(shard + "left out %d examples whose answer starts past --max-seq-len %d (the chat template "
-                        "renders their conversations answer by answer, each answer after the turns before it): "
-                        "raise --max-seq-len to train on them", past + held_past, cfg.max_seq_len)
+            log.warning(shard + "left out %s whose answer starts past --max-seq-len %d (a conversation the chat "
+                        "template renders answer by answer gives an example per answer, each after the turns before "
+                        "it): raise --max-seq-len to train on them", counted(past + held_past, "example"),
+                        cfg.max_seq_len)
     n = len(train) + len(held)
     if cut := [ex.cut for ex in train + held if ex.cut]:  # once cut without a word: a long chat lost its last turns
         log.warning(shard + "%d of %d examples run past --max-seq-len %d: their last %d answer tokens were left "
