@@ -998,6 +998,22 @@ def test_conversations_of_other_speakers_are_no_duplicates(tmp_path):
     assert sorted(c.messages[0].get("name", "") for c in convs) == ["", "ann", "bob"]
 
 
+def test_answers_of_other_thinking_are_no_duplicates(tmp_path):
+    """An answer's thinking (`reasoning_content`) reaches the chat template (Qwen3's writes it in the <think> block it
+    trains): records alike but for an answer's thinking (sampled reasoning to one answer) were dropped as
+    duplicates, the first's thinking alone trained. Each is kept, once."""
+    from redrafter_trt.train import TrainConfig
+    from redrafter_trt.train.dataset import read_all
+
+    path = tmp_path / "thought.jsonl"
+    path.write_text("".join(json.dumps({"messages": [{"role": "user", "content": "2+2?"},
+                                                     {"role": "assistant", "content": "4"} | thought]}) + "\n"
+                            for thought in [{"reasoning_content": "add"}, {"reasoning_content": "count"}, {},
+                                            {"reasoning_content": "add"}]))
+    convs = read_all(TrainConfig(base=tmp_path, data=[path], output=tmp_path / "out"))
+    assert sorted(c.messages[1].get("reasoning_content", "") for c in convs) == ["", "add", "count"]
+
+
 def test_a_prompt_with_several_answers_is_held_out_whole(tmp_path):
     """Two answers to one prompt (sampled completions) were two conversations, and the held-out split could put one on
     each side: the held-out accuracy then scored a prompt the drafter was trained on."""
