@@ -189,10 +189,12 @@ def _prompt_key(conv: Conversation) -> tuple:
 
 def _key(conv: Conversation, messages: list[dict]) -> tuple:
     """What tells conversations (or their prompts) apart: the messages' roles, speakers (`name`: a template writing it
-    renders another prompt), texts, tool calls and weights (an answer of weight 0 is not trained), and conv's tools
-    (a template showing them renders another prompt)."""
+    renders another prompt), texts, tool calls, answers' thinking (`reasoning_content`: Qwen3's template trains it
+    in the <think> block) and weights (an answer of weight 0 is not trained), and conv's tools (a template showing
+    them renders another prompt)."""
     return json.dumps(conv.tools, sort_keys=True), tuple((m["role"], m.get("name"), m["content"],
-                                                          json.dumps(m.get("tool_calls")), m.get("weight"))
+                                                          json.dumps(m.get("tool_calls")), m.get("reasoning_content"),
+                                                          m.get("weight"))
                                                          for m in messages)
 
 
