@@ -108,7 +108,8 @@ def template_kwargs_refusal(kwargs: dict) -> str | None:
     `add_generation_prompt`, `chat_template` or `tools` undo what the command or the request decided), or of the
     renderer it hands its keyword arguments to (transformers' render_jinja_template: `conversations` was a TypeError
     there, a server error or the template blamed), or the messages, which the template takes beside the variables,
-    would change what is rendered or break it, not set a variable."""
+    would change what is rendered or break it, not set a variable; or a value that is the string "true" or "false",
+    which a template tests as no boolean (`enable_thinking: "false"` rendered Qwen3's prompts thinking)."""
     if not kwargs:
         return None
     import inspect
@@ -123,8 +124,12 @@ def template_kwargs_refusal(kwargs: dict) -> str | None:
         pass
     taken = {p.name for p in own if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"} | {"messages"}
     key = next((k for k in kwargs if k in taken), None)
-    return None if key is None else (f'"{key}" is an argument of apply_chat_template, not a variable of the chat '
-                                     f"template: leave it out")
+    if key is not None:
+        return f'"{key}" is an argument of apply_chat_template, not a variable of the chat template: leave it out'
+    key = next((k for k, v in kwargs.items() if isinstance(v, str) and v.strip().lower() in ("true", "false")), None)
+    return None if key is None else (f'"{key}" is the string {json.dumps(kwargs[key])}, which a template tests as '
+                                     f"no boolean (Qwen3's `enable_thinking is false` is not so for it, and thinks): "
+                                     f"write {kwargs[key].strip().lower()} without quotes")
 
 
 # what every chat template is given or may call (`apply_chat_template`'s arguments, transformers' globals): not named

@@ -127,14 +127,19 @@ def test_a_presets_kwargs_are_left_out_where_chat_is_off(thinking, rendered, pro
     ("[1]", "not a JSON object"),
     ('{"tokenize": true}', '"tokenize" is an argument of apply_chat_template'),
     ('{"conversations": []}', '"conversations" is an argument of apply_chat_template'),
+    ('{"enable_thinking": "false"}', '"enable_thinking" is the string "false", which a template tests as no boolean'),
 ])
 @pytest.mark.parametrize("command", ["run", "train", "serve"])
 def test_bad_kwargs_are_one_line(thinking, prompts, tmp_path, command, value, says):
     ckpt, base = thinking
+    taken = socket.socket()  # a port in use: serve exits where a value it should refuse went through, not serves on
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
     args = {"run": ["--checkpoint-dir", ckpt, "--tokenizer-dir", base, "--input-text", "Hi", "--chat"],
             "train": ["--base", base, "--data", prompts, "--output", tmp_path / "d", "--distill"],
-            "serve": ["--checkpoint-dir", ckpt, "--tokenizer-dir", base, "--port", 0]}[command]
-    r = _cli(command, *args, "--chat-template-kwargs", value, code=2)
+            "serve": ["--checkpoint-dir", ckpt, "--tokenizer-dir", base, "--port", taken.getsockname()[1]]}[command]
+    with taken:
+        r = _cli(command, *args, "--chat-template-kwargs", value, code=2)
     assert "--chat-template-kwargs" in r.output and says in r.output and r.output.count("\n") == 1, r.output
 
 
@@ -342,6 +347,7 @@ def test_serve_renders_a_chat_request_with_its_kwargs(url, thinking):
     ("/v1/chat/completions", {"tokenize": True}, '"tokenize" is an argument of apply_chat_template'),
     ("/v1/chat/completions", {"add_generation_prompt": False}, '"add_generation_prompt" is an argument'),
     ("/v1/chat/completions", {"conversations": []}, '"conversations" is an argument'),
+    ("/v1/chat/completions", {"enable_thinking": " False"}, 'write false without quotes'),  # rendered thinking
     ("/v1/completions", {"enable_thinking": False}, '"chat_template_kwargs" is not a field of completions'),
 ])
 def test_serve_refuses_kwargs_it_cannot_render_with(url, path, kwargs, says):
