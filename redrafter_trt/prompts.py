@@ -61,7 +61,8 @@ ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assi
          "developer": "system"}  # newer OpenAI clients send the system prompt as "developer" (serve reads it so)
 EXCHANGE = (("input", "user"), ("output", "assistant"))  # a message with neither `from` nor `role` holding `input`:
 # one exchange, its keys' turns in this order (LDJnr/Capybara's and Pure-Dove's {"input", "output"}, in `conversation`)
-THOUGHTS = ("reasoning_content", "reasoning")  # an assistant turn's thinking: Qwen3 data sets' and serve's, vLLM's newer
+THOUGHTS = ("reasoning_content", "reasoning")  # an assistant turn's thinking: Qwen3 data sets' and serve's, vLLM's
+# newer
 TOOLS = ("tools", "functions")  # a record's tool definitions, given to the chat template (the first neither null nor
 # blank): OpenAI's chat-completions `tools`, [{"type": "function", "function": {...}}], or its legacy `functions`, the
 # {...} alone; LLaMA-Factory's and xLAM's `tools` is such a list of bare definitions as a JSON string. A bare one is

@@ -77,10 +77,9 @@ def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool, to
                 kwargs: dict | None = None) -> str:
     """The tokenizer's chat template's text of `messages`, given `tools` (a record's tool definitions, `tools_of`: a
     template that shows none renders them not) and the command's template variables (`template_kwargs`; `kwargs`
-    instead where given), dated
-    DATE_STRING (as `date_string` unless those set it, and as the day a template's own `strftime_now(...)` reads):
-    the one way every command but serve renders it. Raises the template's own errors (jinja's TemplateError;
-    TypeError, ValueError for one that is not text)."""
+    instead where given), dated DATE_STRING (as `date_string` unless those set it, and as the day a template's own
+    `strftime_now(...)` reads): the one way every command but serve renders it. Raises the template's own errors
+    (jinja's TemplateError; TypeError, ValueError for one that is not text)."""
     _date_template_clock()
     token = _RENDER_DAY.set(datetime.strptime(DATE_STRING, "%d %b %Y"))
     try:

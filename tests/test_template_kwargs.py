@@ -250,7 +250,7 @@ def test_prompts_rendered_otherwise_than_the_drafters_are_warned_of(thinking, pr
         assert "drafter was trained" not in _cli(*serve, "--chat-template-kwargs", OFF, code=2).output
         r = _cli(*serve, code=2)
         taken.close()
-        assert 'warning: the checkpoint\'s drafter was trained on prompts rendered with chat_template_kwargs' in r.output
+        assert "warning: the checkpoint's drafter was trained on prompts rendered with chat_template_kwargs" in r.output
 
 
 def test_variables_that_render_the_drafters_prompts_are_not_warned_of(thinking, prompts, tmp_path, caplog):

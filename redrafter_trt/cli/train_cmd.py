@@ -69,8 +69,9 @@ _DTYPE = click.Choice(["auto", "float32", "bfloat16"])
               help="AdamW's peak learning rate (5% linear warm-up, then cosine to zero).")
 @click.option("--batch-size", default=256, show_default=True, type=int, callback=_positive,
               help="Anchor positions per step (each trains every draft step); per rank under torchrun.")
-@click.option("--max-seq-len", type=int, help="Truncate each training example (a conversation, or one answer of it with the turns before it) to "
-              "this many tokens, at most the base's max_position_embeddings [default: 1024, or that when fewer].")
+@click.option("--max-seq-len", type=int, help="Truncate each training example (a conversation, or one answer of it "
+              "with the turns before it) to this many tokens, at most the base's max_position_embeddings [default: "
+              "1024, or that when fewer].")
 @click.option("--max-examples", type=int, callback=_positive, help="Use at most this many conversations (seeded shuffle).")
 @click.option("--seed", default=0, show_default=True, type=SEED,
               help="Seed of the initialisation, the data shuffle and each step's anchors.")
