@@ -17,7 +17,7 @@ import secrets
 import sys
 from dataclasses import dataclass
 
-from .prompts import template_tool_calls, text_of, thinking_of
+from .prompts import THOUGHTS, template_tool_calls, text_of, thinking_of
 from .serve_backend import MAX_PROMPTS
 from .serve_errors import RequestError
 from .tokens import template_kwargs_refusal
@@ -111,8 +111,9 @@ def _reasoning(m: dict, i: int) -> dict:
     try:
         return thinking_of(m)  # train reads a data set's so
     except ValueError:
-        raise RequestError(f'"messages"[{i}]: "reasoning_content" must be a string (the answer\'s thinking), or left '
-                           'out', param=_at(i, "reasoning_content")) from None
+        key = next(k for k in THOUGHTS if m.get(k) is not None and not isinstance(m[k], str))  # the one sent
+        raise RequestError(f'"messages"[{i}]: "{key}" must be a string (the answer\'s thinking), or left out',
+                           param=_at(i, key)) from None
 
 
 def _tool_calls(calls, i: int) -> list[dict]:

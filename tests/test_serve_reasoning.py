@@ -231,4 +231,5 @@ def test_an_earlier_answers_reasoning_content_reaches_the_chat_template(backend,
     assert status == 400 and "thought Hmm" in answer["error"]["message"], answer
     history[1][key] = ["Paris"]
     status, answer = app(backend).post("/v1/chat/completions", {"messages": history})
-    assert status == 400 and '"messages"[1]: "reasoning_content" must be a string' in answer["error"]["message"]
+    assert status == 400 and f'"messages"[1]: "{key}" must be a string' in answer["error"]["message"], answer
+    assert answer["error"]["param"] == f"messages.[1].{key}"  # the field sent ("reasoning_content" was named)
