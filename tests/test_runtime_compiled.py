@@ -34,6 +34,7 @@ def fresh_inductor(tmp_path):
     torch._dynamo.reset()
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_qwen2", "tiny_qwen3", "tiny_llama_bias"])
 def test_compiled_layers_decode_exactly(request, fixture, tiny_drafter, capfd, tmp_path, monkeypatch):
     base = request.getfixturevalue(fixture)

@@ -19,7 +19,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 PROMPTS = [[1, 17, 33, 5], [1, 250, 99, 3, 3, 42, 7, 128, 64], [1, 200]]
 
 
-@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_qwen2", "tiny_qwen3", "tiny_llama_bias"])
+@pytest.mark.parametrize("fixture", ["tiny_llama"] + [pytest.param(f, marks=pytest.mark.long)
+                                                    for f in ("tiny_qwen2", "tiny_qwen3", "tiny_llama_bias")])
 def test_tp2_equals_tp1(request, fixture, tiny_drafter):
     base = request.getfixturevalue(fixture)
     kw = dict(num_beams=3, draft_len=3, eos_token_id=eos_of(base), batch_size=2)
@@ -66,6 +67,7 @@ def test_tp_loads_only_its_rank_file(tiny_llama, tiny_drafter, monkeypatch):
     assert [p.rsplit("/", 1)[-1] for p in seen] == ["rank1.safetensors"]
 
 
+@pytest.mark.long
 def test_smollm2_tp3_cli_equals_tp1(smollm2, tmp_path):
     drafter = fresh_drafter(smollm2)
     tp1 = checkpoint(smollm2, drafter, 1, num_beams=2, draft_len=2)

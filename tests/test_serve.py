@@ -739,6 +739,7 @@ def test_cli_a_taken_port_is_refused_before_loading(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("busy", [False, True], ids=["idle", "mid-generation"])
+@pytest.mark.long
 def test_cli_serves_until_sigterm(smollm2, smol_ckpt, busy):
     """The real command in its own process: prints its address, answers, stops cleanly on SIGTERM (`kill`), also
     while a long answer is streaming (torch must not be torn down mid-step)."""
@@ -790,6 +791,7 @@ def tp3_backend(smollm2):
     assert [p.exitcode for p in backend.scheduler.ranks.procs] == [0, 0]  # followers left when told to
 
 
+@pytest.mark.long
 def test_tp3_server_answers_as_tp1_and_survives_a_client_leaving(tp3_backend, backend):
     tp1, tp3 = App(backend, "smol", 12), App(tp3_backend, "smol", 12)
     body = {"prompt": ["The capital of France is", "List three colors:"], "stop": ["\n\n", " is"]}
@@ -819,6 +821,7 @@ def test_tp3_server_answers_as_tp1_and_survives_a_client_leaving(tp3_backend, ba
         sum((c["logprobs"]["token_logprobs"][1:] for c in want), []), abs=1e-4)
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("event", ["ctrl-c", "sigterm-group", "follower-killed"])
 def test_cli_tp3_stops_on_ctrl_c_and_exits_when_a_rank_dies(smollm2, event):
     """Ctrl-C (and systemd's SIGTERM) reach every process of the group: the followers ignore them, rank 0 ends the
@@ -1031,6 +1034,7 @@ def test_shutdown_refuses_the_prompts_a_request_never_started(tmp_path):
     stopper.join()
 
 
+@pytest.mark.long
 def test_compiled_server_answers_as_the_eager_one_without_compiling_again(tmp_path):
     """`serve --compile`: the base's layers compiled at start for one prompt and for several; requests then decode in
     batches of 1 to 4 prompts, joining and leaving, and answer exactly as the eager server, with nothing compiled
@@ -1078,6 +1082,7 @@ print(backend.complete([backend.encode("Hello")], 4, 0.0, 0, [])[0].text, flush=
 """
 
 
+@pytest.mark.long
 def test_a_backend_left_running_is_stopped_before_the_interpreter_exits(smollm2, smol_ckpt):
     """A script ending right after its last answer was aborted at exit about one run in six ("terminate called
     without an active exception", exit 134): the scheduler thread was still computing as the interpreter finalised.

@@ -16,7 +16,7 @@ import pytest
 from test_bench import save_byte_tokenizer
 from test_runtime_support import checkpoint
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+pytestmark = [pytest.mark.long, pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")]
 ROOT = str(Path(__file__).resolve().parents[1])
 ENV = {**os.environ, "PYTHONPATH": ROOT, "OMP_NUM_THREADS": "1"}
 

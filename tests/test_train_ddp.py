@@ -127,6 +127,7 @@ train_drafter(TrainConfig(base=Path(sys.argv[2]), data=[tmp / "p.jsonl"], output
 """
 
 
+@pytest.mark.long
 def test_torchrun_ranks_append_distilled_answers_to_files_of_their_own(tmp_path):
     """Every rank once appended its answers to one answers.jsonl: their buffered writes tore each other's lines,
     and a later run generated every torn answer again. Each rank now has an index of its own, and all are read."""
@@ -165,6 +166,7 @@ main(["train", "--base", sys.argv[2], "--data", sys.argv[1] + "/qa.jsonl", "--ou
 """
 
 
+@pytest.mark.long
 def test_a_rank_that_fails_ends_the_others_with_one_line(tmp_path):
     """Rank 1 failed with its one-line error, and rank 0, waiting for it in a collective, printed a 40-line traceback
     of gloo's 'Connection closed by peer'. Rank 0 now says in one line that another rank stopped."""
@@ -195,6 +197,7 @@ main(["train", "--base", sys.argv[2], "--data", sys.argv[1] + "/qa.jsonl", "--ou
 """
 
 
+@pytest.mark.long
 def test_a_rank_killed_mid_training_keeps_the_steps_done(tmp_path):
     """A rank killed mid-training failed rank 0's next collective, and rank 0 left without saving: every step since
     the last checkpoint (up to 199) was lost. Rank 0 now saves the state of the steps all ranks finished, as on
@@ -248,6 +251,7 @@ torch.save(seen, tmp / f"step{rank}.pt")
 """
 
 
+@pytest.mark.long
 def test_ranks_gradients_are_one_processs_on_the_global_batch(tmp_path):
     """Each rank's loss was the mean over its own rows, and the ranks' gradients were averaged: a rank with fewer valid
     rows (shorter answers) weighed as much as a fuller one, so two ranks did not train as one process on both batches.
@@ -298,6 +302,7 @@ main(["train", "--base", sys.argv[2], "--data", sys.argv[1] + "/qa.jsonl", "--ou
 """
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("other", [None, 3])
 def test_a_rank_that_cannot_find_rank_0s_state_stops_the_resume_in_one_line(tmp_path, other):
     """Only rank 0 writes the training state, and every rank reads it at the same path: with --resume on nodes that
@@ -319,6 +324,7 @@ def test_a_rank_that_cannot_find_rank_0s_state_stops_the_resume_in_one_line(tmp_
     assert proc.stderr.count("Traceback") == 1  # torchrun's own, of ChildFailedError: none of a rank
 
 
+@pytest.mark.long
 def test_a_resume_where_rank_0_has_no_state_stops_every_rank(tmp_path):
     """Rank 0 without a training state failed with the usual error while a rank finding one on its own node (another
     run's) went on alone: distilling or teacher-forcing its shard for as long as that takes before its first
@@ -345,6 +351,7 @@ main(["train", "--base", sys.argv[2], "--data", sys.argv[1] + "/qa.jsonl", "--ou
 """
 
 
+@pytest.mark.long
 def test_warnings_about_the_data_are_said_once_and_a_shards_name_its_rank(tmp_path):
     """Every rank reads every data file: each said the same warnings about it (a skipped record, duplicates, left-out
     conversations), once per rank. Rank 0 alone says those now; what a rank counts on its own shard (conversations
