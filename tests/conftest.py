@@ -3,10 +3,23 @@ SmolLM2-135M-Instruct."""
 
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
+import tempfile
+
 import pytest
 
 from test_runtime_support import release_folders
 from tinymodels import make_drafter, make_hf
+
+# The processes the tests start (commands, spawned tp ranks, torchrun and its ranks) keep their temporary files in one
+# folder, removed as the session ends: torchrun leaves a log folder (torchelastic_*) in the temporary directory after
+# every run, and a rank that ends in os._exit runs no atexit clean-up. This process keeps its own (pytest's tmp_path).
+tempfile.gettempdir()  # fixed for this process before TMPDIR changes
+CHILDREN_TMP = tempfile.mkdtemp(prefix="redrafter-trt-tests-")
+os.environ["TMPDIR"] = CHILDREN_TMP
+atexit.register(shutil.rmtree, CHILDREN_TMP, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
