@@ -984,6 +984,42 @@ def test_duplicate_conversations_are_dropped_before_the_split(tmp_path, caplog):
     assert "dropped 5 duplicate conversations of 8" in caplog.text
 
 
+def test_a_conversation_beginning_a_longer_one_is_trained_in_it_alone(tmp_path, caplog):
+    """A data set of serve's logs (each request repeats the turns before it) or of a tree's paths holds chats whose
+    turns all begin a longer one: each of their examples is the longer chat's (an answer sees the same turns before
+    it), so their answers were trained once per chat they begin. Only the longest of each such chain is kept; a chat
+    that branches off (another answer, another speaker) stays."""
+    from transformers import AutoTokenizer
+
+    from redrafter_trt.train import TrainConfig
+    from redrafter_trt.train.dataset import build_examples, read_all
+
+    turns = [{"role": "user", "content": "What is 1 + 1?"}, {"role": "assistant", "content": "2."},
+             {"role": "user", "content": "And 2 + 2?"}, {"role": "assistant", "content": "4."},
+             {"role": "user", "content": "And 3 + 3?"}, {"role": "assistant", "content": "6."}]
+    other = [turns[0], {"role": "assistant", "content": "Two."}, turns[2], turns[3]]
+    records = [turns[:2], turns[:4], turns, turns[:5], other, [turns[0], turns[1] | {"name": "bot"}]]
+    path = tmp_path / "logs.jsonl"
+    path.write_text("".join(json.dumps({"messages": m}) + "\n" for m in records))
+    base = make_chat_base(tmp_path / "base")
+    cfg = TrainConfig(base=base, data=[path], output=tmp_path / "out", cache_dir=tmp_path / "c", eval_examples=0,
+                      max_seq_len=256)
+    with caplog.at_level("WARNING"):
+        convs = read_all(cfg)
+    assert sorted(len(c.messages) for c in convs) == [2, 4, 6], [c.messages for c in convs]
+    assert "dropped 3 conversations of 6 whose turns all begin a longer one" in caplog.text
+    train, _ = build_examples(cfg, AutoTokenizer.from_pretrained(base), None, tmp_path / "c", torch.float32)
+    tok = AutoTokenizer.from_pretrained(base)
+    answers = [tok.decode([t for t, m in zip(ex.ids, ex.mask) if m]) for ex in train]
+    # each answer once (the first began 4 chats), and the branches: another answer, another speaker's
+    assert sorted(answers) == sorted(["2.<|im_end|>4.<|im_end|>6.<|im_end|>", "Two.<|im_end|>4.<|im_end|>",
+                                      "2.<|im_end|>"]), answers
+    # prompts to distill are no conversations' beginnings: each is answered by the base
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"messages": m}) + "\n" for m in ([turns[0]], [turns[0], turns[2]])))
+    assert len(read_all(TrainConfig(base=base, data=[prompts], output=tmp_path / "o", distill=True))) == 2
+
+
 def test_conversations_of_other_speakers_are_no_duplicates(tmp_path):
     """A message's `name` reaches the chat template (a template writing it renders another conversation): records
     alike but for who speaks are kept, each once."""
@@ -1597,7 +1633,8 @@ def test_examples_whose_answers_are_all_empty_teach_nothing_and_are_left_out(tmp
     base = make_chat_base(tmp_path / "base")
     tok = AutoTokenizer.from_pretrained(base)
     empty = [("human", "Q"), ("gpt", ""), ("human", "More?"), ("gpt", "")]
-    data = _sharegpt(tmp_path, *[[("human", f"{i}?"), ("gpt", f"It is {i}.")] for i in range(2)], empty, empty[:2])
+    data = _sharegpt(tmp_path, *[[("human", f"{i}?"), ("gpt", f"It is {i}.")] for i in range(2)], empty,
+                     [("human", "R"), ("gpt", "")])
     cfg = TrainConfig(base=base, data=[data], output=tmp_path / "out", cache_dir=tmp_path / "c", eval_examples=0)
     cfg.validate()
     with caplog.at_level("WARNING"):

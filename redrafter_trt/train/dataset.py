@@ -75,7 +75,7 @@ def read_all(cfg: TrainConfig, tokenizer=None) -> list[Conversation]:
     convs = [c for path in cfg.data for c in read_conversations(path, cfg.distill)]
     if tokenizer is not None and not shows_tools(tokenizer):
         convs = [dataclasses.replace(c, tools=()) for c in convs]
-    convs = unique(convs)
+    convs = unique(convs) if cfg.distill else longest(unique(convs))
     in_files = list(convs)
     random.Random(cfg.seed).shuffle(convs)
     if tokenizer is not None and any(c.calls_tools for c in convs):
@@ -144,6 +144,20 @@ def unique(convs: list[Conversation]) -> list[Conversation]:
             out.append(c)
     if len(out) < len(convs):
         log.warning("dropped %d duplicate conversations of %d", len(convs) - len(out), len(convs))
+    return out
+
+
+def longest(convs: list[Conversation]) -> list[Conversation]:
+    """The conversations but those whose turns all begin a longer one (serve's logs, where each request repeats the
+    turns before it; a tree's paths): each of their examples is one of the longer one's, an answer after the same
+    turns, so their answers were trained once per conversation they begin. Not for prompts to distill: each of those
+    is a prompt of its own."""
+    keys = [_key(c, c.messages) for c in convs]
+    beginnings = {(tools, turns[:n]) for tools, turns in keys for n in range(1, len(turns))}
+    out = [c for c, key in zip(convs, keys) if key not in beginnings]
+    if len(out) < len(convs):
+        log.warning("dropped %s of %d whose turns all begin a longer one: their answers are trained in it",
+                    counted(len(convs) - len(out), "conversation"), len(convs))
     return out
 
 
