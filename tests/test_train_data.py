@@ -991,6 +991,8 @@ def test_a_conversation_beginning_a_longer_one_is_trained_in_it_alone(tmp_path, 
     that branches off (another answer, another speaker) stays."""
     from transformers import AutoTokenizer
 
+    from test_prompts import OPENAI_TOOLS
+
     from redrafter_trt.train import TrainConfig
     from redrafter_trt.train.dataset import build_examples, read_all
 
@@ -998,26 +1000,27 @@ def test_a_conversation_beginning_a_longer_one_is_trained_in_it_alone(tmp_path, 
              {"role": "user", "content": "And 2 + 2?"}, {"role": "assistant", "content": "4."},
              {"role": "user", "content": "And 3 + 3?"}, {"role": "assistant", "content": "6."}]
     other = [turns[0], {"role": "assistant", "content": "Two."}, turns[2], turns[3]]
-    records = [turns[:2], turns[:4], turns, turns[:5], other, [turns[0], turns[1] | {"name": "bot"}]]
+    hello = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]
+    records = [turns[:2], turns[:4], turns, turns[:5], other, [turns[0], turns[1] | {"name": "bot"}],
+               hello, hello + OPENAI_TOOLS["messages"][1:]]  # a longer chat calling tools this template cannot write
     path = tmp_path / "logs.jsonl"
     path.write_text("".join(json.dumps({"messages": m}) + "\n" for m in records))
     base = make_chat_base(tmp_path / "base")
+    tok = AutoTokenizer.from_pretrained(base)
     cfg = TrainConfig(base=base, data=[path], output=tmp_path / "out", cache_dir=tmp_path / "c", eval_examples=0,
                       max_seq_len=256)
     with caplog.at_level("WARNING"):
-        convs = read_all(cfg)
-    assert sorted(len(c.messages) for c in convs) == [2, 4, 6], [c.messages for c in convs]
-    assert "dropped 3 conversations of 6 whose turns all begin a longer one" in caplog.text
-    train, _ = build_examples(cfg, AutoTokenizer.from_pretrained(base), None, tmp_path / "c", torch.float32)
-    tok = AutoTokenizer.from_pretrained(base)
+        train, _ = build_examples(cfg, tok, None, tmp_path / "c", torch.float32)
+    assert "dropped 3 conversations of 7 whose turns all begin a longer one" in caplog.text, caplog.text
     answers = [tok.decode([t for t, m in zip(ex.ids, ex.mask) if m]) for ex in train]
-    # each answer once (the first began 4 chats), and the branches: another answer, another speaker's
+    # each answer once (the first began 4 chats); the branches (another answer, another speaker's); and the beginning
+    # of a chat left out
     assert sorted(answers) == sorted(["2.<|im_end|>4.<|im_end|>6.<|im_end|>", "Two.<|im_end|>4.<|im_end|>",
-                                      "2.<|im_end|>"]), answers
+                                      "2.<|im_end|>", "Hello.<|im_end|>"]), answers
     # prompts to distill are no conversations' beginnings: each is answered by the base
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"messages": m}) + "\n" for m in ([turns[0]], [turns[0], turns[2]])))
-    assert len(read_all(TrainConfig(base=base, data=[prompts], output=tmp_path / "o", distill=True))) == 2
+    assert len(read_all(TrainConfig(base=base, data=[prompts], output=tmp_path / "o", distill=True), tok)) == 2
 
 
 def test_conversations_of_other_speakers_are_no_duplicates(tmp_path):

@@ -75,7 +75,7 @@ def read_all(cfg: TrainConfig, tokenizer=None) -> list[Conversation]:
     convs = [c for path in cfg.data for c in read_conversations(path, cfg.distill)]
     if tokenizer is not None and not shows_tools(tokenizer):
         convs = [dataclasses.replace(c, tools=()) for c in convs]
-    convs = unique(convs) if cfg.distill else longest(unique(convs))
+    convs = unique(convs)
     in_files = list(convs)
     random.Random(cfg.seed).shuffle(convs)
     if tokenizer is not None and any(c.calls_tools for c in convs):
@@ -150,15 +150,12 @@ def unique(convs: list[Conversation]) -> list[Conversation]:
 def longest(convs: list[Conversation]) -> list[Conversation]:
     """The conversations but those whose turns all begin a longer one (serve's logs, where each request repeats the
     turns before it; a tree's paths): each of their examples is one of the longer one's, an answer after the same
-    turns, so their answers were trained once per conversation they begin. Not for prompts to distill: each of those
-    is a prompt of its own."""
+    turns, so their answers were trained once per conversation they begin. Only among conversations to be trained
+    (a longer one left out, calling tools the template cannot write, keeps its beginnings); not for prompts to
+    distill, each of them a prompt of its own."""
     keys = [_key(c, c.messages) for c in convs]
     beginnings = {(tools, turns[:n]) for tools, turns in keys for n in range(1, len(turns))}
-    out = [c for c, key in zip(convs, keys) if key not in beginnings]
-    if len(out) < len(convs):
-        log.warning("dropped %s of %d whose turns all begin a longer one: their answers are trained in it",
-                    counted(len(convs) - len(out), "conversation"), len(convs))
-    return out
+    return [c for c, key in zip(convs, keys) if key not in beginnings]
 
 
 HELD_OUT_MOST = 200  # conversations scored after training (their hidden states computed as the training data's)
@@ -269,7 +266,10 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
             whole("left out %d of %d conversations with no answer (no assistant turn, or blank ones or ones of "
                   "weight 0; first: %s): pass --distill to have the base answer them", len(convs) - len(answered),
                   len(convs), first)
-        train_c, eval_c = split_by_prompt(answered, cfg.eval_examples)
+        if len(kept := longest(answered)) < len(answered):
+            whole("dropped %s of %d whose turns all begin a longer one: their answers are trained in it",
+                  counted(len(answered) - len(kept), "conversation"), len(answered))
+        train_c, eval_c = split_by_prompt(kept, cfg.eval_examples)
         check_shards(len(train_c), world)
         _hold(in_use, cache_dir, cfg.base)
         train, past = _encoded(tokenizer, train_c[rank::world], cfg.max_seq_len)
