@@ -1011,7 +1011,7 @@ def test_a_conversation_beginning_a_longer_one_is_trained_in_it_alone(tmp_path, 
                       max_seq_len=256)
     with caplog.at_level("WARNING"):
         train, _ = build_examples(cfg, tok, None, tmp_path / "c", torch.float32)
-    assert "dropped 3 conversations of 7 whose turns all begin a longer one" in caplog.text, caplog.text
+    assert "dropped 3 conversations (of 7 with an answer) whose turns all begin a longer one" in caplog.text
     answers = [tok.decode([t for t, m in zip(ex.ids, ex.mask) if m]) for ex in train]
     # each answer once (the first began 4 chats); the branches (another answer, another speaker's); and the beginning
     # of a chat left out
@@ -1021,6 +1021,14 @@ def test_a_conversation_beginning_a_longer_one_is_trained_in_it_alone(tmp_path, 
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"messages": m}) + "\n" for m in ([turns[0]], [turns[0], turns[2]])))
     assert len(read_all(TrainConfig(base=base, data=[prompts], output=tmp_path / "o", distill=True), tok)) == 2
+    # a chat going on in the role it ended in begins none: a template refusing two answers in a row joins them, so
+    # the end of turn after the first is trained in the shorter chat alone (a review)
+    tok.chat_template = STRICT
+    path.write_text("".join(json.dumps({"messages": m}) + "\n"
+                            for m in (hello, hello + [{"role": "assistant", "content": "How can I help?"}])))
+    train, _ = build_examples(cfg, tok, None, tmp_path / "c", torch.float32)
+    assert sorted(tok.decode([t for t, m in zip(ex.ids, ex.mask) if m]) for ex in train) == \
+        sorted(["Hello.<|im_end|>", "Hello.\n\nHow can I help?<|im_end|>"])
 
 
 def test_conversations_of_other_speakers_are_no_duplicates(tmp_path):

@@ -152,9 +152,12 @@ def longest(convs: list[Conversation]) -> list[Conversation]:
     turns before it; a tree's paths): each of their examples is one of the longer one's, an answer after the same
     turns, so their answers were trained once per conversation they begin. Only among conversations to be trained
     (a longer one left out, calling tools the template cannot write, keeps its beginnings); not for prompts to
-    distill, each of them a prompt of its own."""
+    distill, each of them a prompt of its own. A beginning the longer one goes on from in the same role is none: a
+    template refusing two turns of one role in a row has them joined (`join_roles`), and the end of turn after the
+    first was trained in the shorter one alone."""
     keys = [_key(c, c.messages) for c in convs]
-    beginnings = {(tools, turns[:n]) for tools, turns in keys for n in range(1, len(turns))}
+    beginnings = {(tools, turns[:n]) for tools, turns in keys for n in range(1, len(turns))
+                  if turns[n][0] != turns[n - 1][0]}  # [0]: the role
     return [c for c, key in zip(convs, keys) if key not in beginnings]
 
 
@@ -267,8 +270,8 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
                   "weight 0; first: %s): pass --distill to have the base answer them", len(convs) - len(answered),
                   len(convs), first)
         if len(kept := longest(answered)) < len(answered):
-            whole("dropped %s of %d whose turns all begin a longer one: their answers are trained in it",
-                  counted(len(answered) - len(kept), "conversation"), len(answered))
+            whole("dropped %s (of %d with an answer) whose turns all begin a longer one, which trains the same answers "
+                  "after the same turns", counted(len(answered) - len(kept), "conversation"), len(answered))
         train_c, eval_c = split_by_prompt(kept, cfg.eval_examples)
         check_shards(len(train_c), world)
         _hold(in_use, cache_dir, cfg.base)
