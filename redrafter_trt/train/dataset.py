@@ -155,10 +155,23 @@ def longest(convs: list[Conversation]) -> list[Conversation]:
     distill, each of them a prompt of its own. A beginning the longer one goes on from in the same role is none: a
     template refusing two turns of one role in a row has them joined (`join_roles`), and the end of turn after the
     first was trained in the shorter one alone."""
-    keys = [_key(c, c.messages) for c in convs]
-    beginnings = {(tools, turns[:n]) for tools, turns in keys for n in range(1, len(turns))
-                  if turns[n][0] != turns[n - 1][0]}  # [0]: the role
-    return [c for c, key in zip(convs, keys) if key not in beginnings]
+    numbered: dict[tuple, int] = {}  # a trie of the conversations: (the beginning before, turn) -> its number
+    chains = [_numbered_beginnings(*_key(c, c.messages), numbered) for c in convs]
+    beginnings = {chain[n - 1] for c, chain in zip(convs, chains) for n in range(1, len(chain))
+                  if c.messages[n]["role"] != c.messages[n - 1]["role"]}
+    return [c for c, chain in zip(convs, chains) if chain[-1] not in beginnings]
+
+
+def _numbered_beginnings(tools: str, turns: tuple, numbered: dict[tuple, int]) -> list[int]:
+    """The numbers of a conversation's beginnings (its first n turns at n - 1), alike in every conversation they
+    begin: a number for each (the beginning before, its last turn) met, so a chat of n turns is n lookups, not
+    n * n / 2 turns compared."""
+    at = numbered.setdefault((tools,), len(numbered))
+    chain = []
+    for turn in turns:
+        at = numbered.setdefault((at, turn), len(numbered))
+        chain.append(at)
+    return chain
 
 
 HELD_OUT_MOST = 200  # conversations scored after training (their hidden states computed as the training data's)
