@@ -215,10 +215,14 @@ def thinking_of(msg: dict) -> dict:
     answers since the last user turn from `reasoning_content`); {} where it has none. A ValueError naming the key for
     one that is no string."""
     given = [key for key in THOUGHTS if msg.get(key) is not None]
-    for key in given:
-        if not isinstance(msg[key], str):
-            raise ValueError(f"has {key} {msg[key]!r}: write the answer's thinking as a string, or leave it out")
+    if key := unwritten_thought(msg):
+        raise ValueError(f"has {key} {msg[key]!r}: write the answer's thinking as a string, or leave it out")
     return dict.fromkeys(THOUGHTS, msg[given[0]]) if given else {}
+
+
+def unwritten_thought(msg: dict) -> str | None:
+    """The first key of THOUGHTS whose value in msg is neither null nor a string (None: none is)."""
+    return next((key for key in THOUGHTS if msg.get(key) is not None and not isinstance(msg[key], str)), None)
 
 
 def _thought(msg: dict, role: str, where: str) -> dict:

@@ -17,7 +17,7 @@ import secrets
 import sys
 from dataclasses import dataclass
 
-from .prompts import THOUGHTS, template_tool_calls, text_of, thinking_of
+from .prompts import template_tool_calls, text_of, thinking_of, unwritten_thought
 from .serve_backend import MAX_PROMPTS
 from .serve_errors import RequestError
 from .tokens import template_kwargs_refusal
@@ -108,12 +108,10 @@ def _reasoning(m: dict, i: int) -> dict:
     newer `reasoning`): given to the chat template under both names, as vLLM gives it. Qwen3's template renders the
     thinking of the turns since the last user message (a tool-calling loop) from `message.reasoning_content`; dropped,
     they were rendered without it."""
-    try:
-        return thinking_of(m)  # train reads a data set's so
-    except ValueError:
-        key = next(k for k in THOUGHTS if m.get(k) is not None and not isinstance(m[k], str))  # the one sent
+    if key := unwritten_thought(m):
         raise RequestError(f'"messages"[{i}]: "{key}" must be a string (the answer\'s thinking), or left out',
-                           param=_at(i, key)) from None
+                           param=_at(i, key))
+    return thinking_of(m)  # train reads a data set's so
 
 
 def _tool_calls(calls, i: int) -> list[dict]:
