@@ -49,14 +49,17 @@ class ReferenceBackend:
     called from many threads at once, the scheduler batches what waits."""
 
     def __init__(self, checkpoint_dir: Path, tokenizer_dir: Path, device: str = "cpu", max_batch: int = 8,
-                 compile: bool = False):
+                 compile: bool = False, tokenizer=None):
+        """tokenizer: the base's, loaded from tokenizer_dir by `tokens.load_tokenizer` with the checkpoint's
+        vocab_size (serve loads it before the port: loading it again here cost 0.2-0.4 s at start); None: loaded
+        here."""
         from .runtime import open_checkpoint
         from .tokens import load_tokenizer, stop_ids
 
         checkpoint_dir = open_checkpoint(checkpoint_dir)
         cfg = checkpoint_dir.config
         self.config = cfg
-        self.tokenizer = load_tokenizer(str(tokenizer_dir), cfg.vocab_size)
+        self.tokenizer = tokenizer if tokenizer is not None else load_tokenizer(str(tokenizer_dir), cfg.vocab_size)
         self.eos = stop_ids(self.tokenizer, tokenizer_dir)
         self.scheduler = Scheduler(checkpoint_dir, device, compile, cfg, self.tokenizer, self.eos, max_batch)
 

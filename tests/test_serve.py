@@ -738,6 +738,39 @@ def test_cli_a_taken_port_is_refused_before_loading(tmp_path, monkeypatch):
     assert res.exit_code == 2 and "leaves no room for a prompt" in res.output, res.output
 
 
+def test_cli_loads_the_tokenizer_once_and_refuses_another_models_before_the_port(tmp_path, smollm2, monkeypatch):
+    """serve loaded --tokenizer-dir before the port (to check --chat-template-kwargs) and again in the backend: a
+    0.2-0.4 s at start. Once now, checked against the checkpoint's vocab_size there, before the port is taken."""
+    from redrafter_trt import serve_app, serve_http, tokens
+    from redrafter_trt.errors import ConfigError
+    from test_train_data import make_tokenizer
+    from tinymodels import make_drafter, make_hf
+
+    base = make_hf(tmp_path / "base", "llama", vocab_size=100)
+    make_tokenizer(base)
+    ckpt = checkpoint(base, make_drafter(tmp_path / "drafter", base), 1)
+    loads, real = [], tokens.auto_tokenizer
+
+    def counted(*args, **kwargs):
+        loads.append(args[0])
+        return real(*args, **kwargs)
+
+    def app(*args, **kwargs):
+        raise ConfigError("reached the app")
+    monkeypatch.setattr(tokens, "auto_tokenizer", counted)
+    monkeypatch.setattr(serve_app, "App", app)
+    res = CliRunner().invoke(main, ["serve", "--checkpoint-dir", str(ckpt), "--tokenizer-dir", str(base), "--port",
+                                    "0", "--chat-template-kwargs", "{}"])
+    assert res.exit_code == 2 and "reached the app" in res.output, res.output
+    assert loads == [str(base)]
+
+    def bound(*args, **kwargs):
+        raise ConfigError("reached the port")
+    monkeypatch.setattr(serve_http, "make_server", bound)
+    res = CliRunner().invoke(main, ["serve", "--checkpoint-dir", str(ckpt), "--tokenizer-dir", str(smollm2)])
+    assert res.exit_code == 2 and "has 49152 tokens but the model's vocab_size is 100" in res.output, res.output
+
+
 @pytest.mark.parametrize("busy", [False, True], ids=["idle", "mid-generation"])
 @pytest.mark.long
 def test_cli_serves_until_sigterm(smollm2, smol_ckpt, busy):
