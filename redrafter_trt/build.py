@@ -16,6 +16,7 @@ import importlib.metadata
 import importlib.util
 import json
 import logging
+import re
 import shlex
 import shutil
 import subprocess
@@ -309,14 +310,46 @@ def installed_source(relative: str) -> str | None:
         return None
 
 
+# the installed TensorRT-LLM's module that names the architectures it builds (`model_map_lacks`)
+MODEL_MAP_SOURCE = "models/__init__.py"
+
+
+def redrafter_architectures() -> tuple[str, ...]:
+    """The `architecture`s this toolkit's checkpoints name (convert's and the two-step flow's)."""
+    from .registry import REGISTRY, TRTLLM_BASES
+
+    return tuple(sorted({spec.redrafter_architecture for spec in REGISTRY.values()} | set(TRTLLM_BASES.values())))
+
+
+def model_map_lacks(model_map: str | None, architectures) -> str | None:
+    """Which of `architectures` the installed TensorRT-LLM's MODEL_MAP lacks, as the words after "TensorRT-LLM
+    VERSION", or None (also where `model_map` is None: no source visible from this Python). model_map: the source of
+    its tensorrt_llm/models/__init__.py (`installed_source(MODEL_MAP_SOURCE)`), whose MODEL_MAP names what trtllm-build
+    builds, `'ReDrafterForLLaMALM': ReDrafterForLLaMALM,` (its `__all__` lists the classes, no colon; trtllm-build
+    asserts `architecture in MODEL_MAP` after seconds of imports). The 1.0.0 release candidates before PR #4875 name
+    ReDrafterForCausalLM alone: a version in 1.0 to 1.2.x says not enough."""
+    if model_map is None:
+        return None
+    missing = [a for a in architectures if not re.search(rf"""['"]{re.escape(a)}['"]\s*:""", model_map)]
+    if not missing:
+        return None
+    return (f"has no {' or '.join(missing)} in its MODEL_MAP (tensorrt_llm/models/__init__.py), the ReDrafter "
+            f"architecture{'s' if len(missing) > 1 else ''} of redrafter-trt's checkpoints: it predates PR #4875, "
+            "which added them (as the 0.x releases and the early 1.0.0 release candidates do)")
+
+
 def check_trtllm_builds(config: dict) -> None:
-    """A DependencyError where the installed TensorRT-LLM cannot build this checkpoint's base: a Qwen3 (its QWenConfig
-    knows qwen_type qwen3 since PR #5650, July 2025; an older trtllm-build stops on an assertion after its imports)."""
+    """A DependencyError where the installed TensorRT-LLM cannot build this checkpoint: its MODEL_MAP lacks the
+    checkpoint's architecture (`model_map_lacks`), or its base is a Qwen3 (its QWenConfig knows qwen_type qwen3
+    since PR #5650, July 2025; an older trtllm-build stops on an assertion after its imports)."""
     from .layout import qk_norm
 
+    installed = " ".join(filter(None, ("TensorRT-LLM", trtllm_version())))  # a source checkout has no version
+    if why := model_map_lacks(installed_source(MODEL_MAP_SOURCE), [config["architecture"]]):
+        raise DependencyError(f"{installed} {why}: {INSTALL_HINT}")
     source = installed_source("models/qwen/config.py") if qk_norm(config) else None
     if source is not None and "'qwen3'" not in source and '"qwen3"' not in source:
-        raise DependencyError(f"TensorRT-LLM {trtllm_version()} builds no Qwen3 (its QWenConfig has no qwen_type qwen3, "
+        raise DependencyError(f"{installed} builds no Qwen3 (its QWenConfig has no qwen_type qwen3, "
                               f"added by PR #5650 in July 2025): {INSTALL_HINT}")
 
 

@@ -16,7 +16,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .build import INSTALL_HINT, has_redrafter, trtllm_version, unsupported_trtllm, version_tuple
+from .build import (INSTALL_HINT, MODEL_MAP_SOURCE, has_redrafter, installed_source, model_map_lacks,
+                    redrafter_architectures, trtllm_version, unsupported_trtllm, version_tuple)
 from .errors import first_line
 from .plural import counted
 
@@ -126,16 +127,17 @@ def check_fp8_gpu(gpus: tuple[Gpu, ...]) -> Check:
                  "convert and run in the CPU reference runtime", feature="FP8 engines")
 
 
-def check_trtllm(version: str | None, package_dir: Path | None) -> Check:
+def check_trtllm(version: str | None, model_map: str | None) -> Check:
+    """model_map: the source of its tensorrt_llm/models/__init__.py (`build.model_map_lacks`; None: not visible from
+    this Python)."""
     feature = ENGINES
     if version is None:
         return Check("tensorrt_llm", False, "not installed", INSTALL_HINT, feature=feature)
     if not has_redrafter(version):
         return Check("tensorrt_llm", False, f"{version}, which {unsupported_trtllm(version)}", INSTALL_HINT,
                      feature=feature)
-    if package_dir is not None and not (package_dir / "models" / "redrafter").is_dir():
-        return Check("tensorrt_llm", False, f"{version}, but tensorrt_llm/models/redrafter is missing",
-                     f"reinstall: {INSTALL_HINT}", feature=feature)
+    if why := model_map_lacks(model_map, redrafter_architectures()):
+        return Check("tensorrt_llm", False, f"{version}, which {why}", INSTALL_HINT, feature=feature)
     return Check("tensorrt_llm", True, f"{version}, has ReDrafter (explicit_draft_tokens)", feature=feature)
 
 
@@ -323,14 +325,6 @@ def trtllm_import_error() -> str | None:
     return child_import_error("import tensorrt_llm", 300)
 
 
-def trtllm_package_dir() -> Path | None:
-    """tensorrt_llm's folder without importing it (its import loads CUDA libraries)."""
-    spec = importlib.util.find_spec("tensorrt_llm")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0])
-
-
 def run_checks() -> list[Check]:
     torch = torch_info()
     checks = [check_python(sys.version_info)]
@@ -341,7 +335,7 @@ def run_checks() -> list[Check]:
     checks += [check_gpu(i, g) for i, g in enumerate(torch.gpus)]
     checks.append(check_fp8_gpu(torch.gpus))
     trtllm = trtllm_version()
-    checks.append(check_trtllm(trtllm, trtllm_package_dir()))
+    checks.append(check_trtllm(trtllm, installed_source(MODEL_MAP_SOURCE)))
     if checks[-1].ok:
         checks.append(check_trtllm_import(trtllm_import_error()))
     if trtllm is not None and (requirements := trtllm_requirements()) is not None:

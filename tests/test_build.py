@@ -547,17 +547,31 @@ def test_output_dir_is_checked_before_building(checkpoints, tmp_path, monkeypatc
     assert again.exit_code == 2 and "--force" in again.output
 
 
+# tensorrt_llm/models/__init__.py as 1.2.x and as the 1.0.0 release candidates before PR #4875 write it
+MODEL_MAP = {"1.2": "__all__ = [\n    'ReDrafterForLLaMALM',\n    'ReDrafterForQWenLM',\n]\nMODEL_MAP = {\n"
+                    "    'LlamaForCausalLM': LLaMAForCausalLM,\n    'ReDrafterForLLaMALM': ReDrafterForLLaMALM,\n"
+                    "    'ReDrafterForQWenLM': ReDrafterForQWenLM,\n}\n",
+             "1.0.0rc": "MODEL_MAP = {\n    'LlamaForCausalLM': LLaMAForCausalLM,\n"
+                        "    'ReDrafterForCausalLM': ReDrafterForCausalLM,\n}\n"}
+
+
+def fake_trtllm_package(site: Path, monkeypatch, files: dict[str, str]) -> None:
+    """A tensorrt_llm package folder on sys.path holding `files` (relative path -> text), read as its source, never
+    imported."""
+    for relative, text in {"__init__.py": "", **files}.items():
+        (site / "tensorrt_llm" / relative).parent.mkdir(parents=True, exist_ok=True)
+        (site / "tensorrt_llm" / relative).write_text(text)
+    monkeypatch.syspath_prepend(str(site))
+
+
 @pytest.mark.parametrize("knows, says", [(True, None), (False, "builds no Qwen3"), (None, None)])
 def test_a_qwen3_checkpoint_needs_a_tensorrt_llm_that_builds_qwen3(tmp_path, monkeypatch, knows, says):
     """TensorRT-LLM's TensorRT backend builds Qwen3 since PR #5650 (July 2025): an older one failed inside
     trtllm-build, after its imports, on an assertion ('Unsupported Qwen type: qwen3'). Its QWenConfig's source is read
     (not imported) first; a Qwen2 checkpoint, and a TensorRT-LLM not visible from this Python, are not held up."""
     if knows is not None:
-        qwen = tmp_path / "site" / "tensorrt_llm" / "models" / "qwen"
-        qwen.mkdir(parents=True)
-        (tmp_path / "site" / "tensorrt_llm" / "__init__.py").write_text("")
-        (qwen / "config.py").write_text("valid_types = ('qwen', 'qwen2'" + (", 'qwen3')" if knows else ")"))
-        monkeypatch.syspath_prepend(str(tmp_path / "site"))
+        fake_trtllm_package(tmp_path / "site", monkeypatch, {
+            "models/qwen/config.py": "valid_types = ('qwen', 'qwen2'" + (", 'qwen3')" if knows else ")")})
     else:
         monkeypatch.setattr(build_mod.importlib.util, "find_spec", lambda name: None)
     monkeypatch.setattr(build_mod, "trtllm_version", lambda: "1.0.0")
@@ -565,9 +579,30 @@ def test_a_qwen3_checkpoint_needs_a_tensorrt_llm_that_builds_qwen3(tmp_path, mon
     if says:
         with pytest.raises(build_mod.DependencyError, match=f"TensorRT-LLM 1.0.0 {says}.*tensorrt_llm==1.2"):
             build_mod.check_trtllm_builds(qwen3)
+        monkeypatch.setattr(build_mod, "trtllm_version", lambda: None)  # a source checkout: no version to name
+        with pytest.raises(build_mod.DependencyError, match=f"^TensorRT-LLM {says}"):
+            build_mod.check_trtllm_builds(qwen3)
     else:
         build_mod.check_trtllm_builds(qwen3)
     build_mod.check_trtllm_builds(qwen3 | {"base_model_architecture": "Qwen2ForCausalLM", "qwen_type": "qwen2"})
+
+
+@pytest.mark.parametrize("version", ["1.0.0rc4", None])
+def test_build_refuses_a_tensorrt_llm_without_the_checkpoints_architecture(checkpoints, tmp_path, monkeypatch,
+                                                                            version):
+    """TensorRT-LLM's 1.0.0 release candidates before PR #4875 have tensorrt_llm/models/redrafter, but their MODEL_MAP
+    names ReDrafterForCausalLM alone: trtllm-build stopped on `assert architecture in MODEL_MAP` after its imports.
+    build reads the installed MODEL_MAP first (the check doctor makes) and names the architecture missing; None: a
+    source checkout, no version to name."""
+    fake_trtllm_package(tmp_path / "site", monkeypatch, {"models/__init__.py": MODEL_MAP["1.0.0rc"],
+                                                         "models/redrafter/__init__.py": ""})
+    monkeypatch.setattr(build_mod, "trtllm_version", lambda: version)
+    result = run_fake(checkpoints, tmp_path, "raise SystemExit('trtllm-build ran')")
+    installed = " ".join(filter(None, ("TensorRT-LLM", version)))
+    one_line_error(result, f"{installed} has no ReDrafterForLLaMALM in its MODEL_MAP", "PR #4875",
+                   "tensorrt_llm==1.2.*")
+    (tmp_path / "site" / "tensorrt_llm" / "models" / "__init__.py").write_text(MODEL_MAP["1.2"])
+    assert run_fake(checkpoints, tmp_path, WRITE_ENGINE).exit_code == 0
 
 
 @pytest.mark.parametrize("scaling, positions, refused", [

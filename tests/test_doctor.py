@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from redrafter_trt import doctor
 from redrafter_trt.cli import main
 from redrafter_trt.doctor import Gpu, TorchInfo
+from test_build import MODEL_MAP, fake_trtllm_package
 
 A100, L4, H100, T4 = (Gpu("NVIDIA A100-SXM4-80GB", (8, 0)), Gpu("NVIDIA L4", (8, 9)),
                       Gpu("NVIDIA H100 80GB HBM3", (9, 0)), Gpu("Tesla T4", (7, 5)))
@@ -84,11 +85,29 @@ def test_trtllm_versions(version, ok):
         assert "no ReDrafter in this checkpoint format" not in check.detail and "past the 1.2.x line" in check.detail
 
 
-def test_trtllm_without_redrafter_folder(tmp_path):
-    (tmp_path / "models").mkdir()
-    assert not doctor.check_trtllm("1.2.0", tmp_path).ok
-    (tmp_path / "models" / "redrafter").mkdir()
-    assert doctor.check_trtllm("1.2.0", tmp_path).ok
+@pytest.mark.parametrize("model_map, missing", [
+    (MODEL_MAP["1.0.0rc"], "ReDrafterForLLaMALM or ReDrafterForQWenLM"),
+    # `__all__` names both classes; MODEL_MAP, what trtllm-build reads, one
+    (MODEL_MAP["1.2"].replace("    'ReDrafterForQWenLM': ReDrafterForQWenLM,\n", ""), "ReDrafterForQWenLM"),
+    (MODEL_MAP["1.2"], None),
+])
+def test_a_tensorrt_llm_without_the_checkpoints_architectures_is_named(tmp_path, monkeypatch, model_map, missing):
+    """TensorRT-LLM's 1.0.0 release candidates before PR #4875 have tensorrt_llm/models/redrafter, but not the
+    architectures redrafter-trt's checkpoints name: doctor reads the installed MODEL_MAP (tensorrt_llm is not imported)
+    and says which it lacks, and to install 1.2.x."""
+    from redrafter_trt import build
+
+    fake_machine(monkeypatch, TorchInfo("2.6.0", "12.6", (H100,)), "1.0.0rc4", CPU_DISTS)
+    monkeypatch.setattr(doctor, "installed_source", build.installed_source)  # the fake package's
+    fake_trtllm_package(tmp_path / "site", monkeypatch, {"models/__init__.py": model_map,
+                                                         "models/redrafter/__init__.py": ""})
+    (check,) = [c for c in doctor.run_checks() if c.name == "tensorrt_llm"]
+    if missing is None:
+        assert check.ok, check
+    else:
+        assert not check.ok and check.fix == build.INSTALL_HINT, check
+        assert check.detail.startswith(f"1.0.0rc4, which has no {missing} in its MODEL_MAP") and "PR #4875" in \
+            check.detail, check.detail
 
 
 @pytest.mark.parametrize("mpi4py, mpirun, ok", [(True, "/usr/bin/mpirun", True), (False, "/usr/bin/mpirun", False),
@@ -112,7 +131,7 @@ def test_lines_say_ok_or_fix():
 def fake_machine(monkeypatch, torch: TorchInfo, trtllm: str | None, dists: dict[str, str]):
     monkeypatch.setattr(doctor, "torch_info", lambda: torch)
     monkeypatch.setattr(doctor, "trtllm_version", lambda: trtllm)
-    monkeypatch.setattr(doctor, "trtllm_package_dir", lambda: None)
+    monkeypatch.setattr(doctor, "installed_source", lambda relative: None)
     monkeypatch.setattr(doctor, "dist_version", lambda *names: next((dists[n] for n in names if n in dists), None))
     monkeypatch.setattr(doctor, "which", lambda name: f"/usr/bin/{name}" if trtllm else None)
     monkeypatch.setattr(doctor, "has_module", lambda name: bool(trtllm))
