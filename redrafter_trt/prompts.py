@@ -61,8 +61,9 @@ ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assi
          "developer": "system"}  # newer OpenAI clients send the system prompt as "developer" (serve reads it so)
 EXCHANGE = (("input", "user"), ("output", "assistant"))  # a message with neither `from` nor `role` holding `input`:
 # one exchange, its keys' turns in this order (LDJnr/Capybara's and Pure-Dove's {"input", "output"}, in `conversation`)
-THOUGHTS = ("reasoning_content", "reasoning")  # an assistant turn's thinking: Qwen3 data sets' and serve's, vLLM's
-# newer
+THOUGHTS = ("reasoning_content", "reasoning", "thinking")  # an assistant turn's thinking, given to chat templates
+# under each name: Qwen3 data sets' and serve's (Qwen3's template reads `reasoning_content`), vLLM's newer, gpt-oss's
+# (its template reads `thinking`, where the message has the key)
 TOOLS = ("tools", "functions")  # a record's tool definitions, given to the chat template (the first neither null nor
 # blank): OpenAI's chat-completions `tools`, [{"type": "function", "function": {...}}], or its legacy `functions`, the
 # {...} alone; LLaMA-Factory's and xLAM's `tools` is such a list of bare definitions as a JSON string. A bare one is
@@ -210,19 +211,32 @@ def _untrained(msg: dict, role: str, where: str) -> dict:
 
 
 def thinking_of(msg: dict) -> dict:
-    """An assistant message's thinking (`reasoning_content`, or vLLM's newer `reasoning`; Qwen3 data sets keep it
-    there) as chat templates read it: under both names, as vLLM gives it (Qwen3's template writes the thinking of the
-    answers since the last user turn from `reasoning_content`); {} where it has none. A ValueError naming the key for
-    one that is no string."""
-    given = [key for key in THOUGHTS if msg.get(key) is not None]
+    """An assistant message's thinking (under any of THOUGHTS: `reasoning_content`, vLLM's newer `reasoning`,
+    gpt-oss's `thinking`) as chat templates read it: under every name (Qwen3's template writes the thinking of the
+    answers since the last user turn from `reasoning_content`, gpt-oss's the last answer's and a tool call's from
+    `thinking`); {} where it has none. A ValueError naming the key for one that is no string, or the two keys holding
+    two different thoughts (`two_thoughts`: which to train is the data's to say)."""
     if key := unwritten_thought(msg):
         raise ValueError(f"has {key} {msg[key]!r}: write the answer's thinking as a string, or leave it out")
-    return dict.fromkeys(THOUGHTS, msg[given[0]]) if given else {}
+    if keys := two_thoughts(msg):
+        first, other = keys
+        raise ValueError(f"has two thoughts, {first} {msg[first]!r:.40} and {other} {msg[other]!r:.40}: keep the "
+                         f"answer's thinking under one of them")
+    given = next((msg[key] for key in THOUGHTS if msg.get(key) is not None), None)
+    return dict.fromkeys(THOUGHTS, given) if given is not None else {}
 
 
 def unwritten_thought(msg: dict) -> str | None:
     """The first key of THOUGHTS whose value in msg is neither null nor a string (None: none is)."""
     return next((key for key in THOUGHTS if msg.get(key) is not None and not isinstance(msg[key], str)), None)
+
+
+def two_thoughts(msg: dict) -> tuple[str, str] | None:
+    """(the first key of THOUGHTS given in msg, the first holding another thought), or None where all those given
+    are alike (vLLM answers one under two names)."""
+    given = [key for key in THOUGHTS if msg.get(key) is not None]
+    other = next((key for key in given if msg[key] != msg[given[0]]), None)
+    return (given[0], other) if other else None
 
 
 def _thought(msg: dict, role: str, where: str) -> dict:

@@ -17,7 +17,7 @@ import secrets
 import sys
 from dataclasses import dataclass
 
-from .prompts import template_tool_calls, text_of, thinking_of, unwritten_thought
+from .prompts import template_tool_calls, text_of, thinking_of, two_thoughts, unwritten_thought
 from .serve_backend import MAX_PROMPTS
 from .serve_errors import RequestError
 from .tokens import template_kwargs_refusal
@@ -105,12 +105,16 @@ def _messages(messages, tools: bool = False) -> list[dict]:
 
 def _reasoning(m: dict, i: int) -> dict:
     """An assistant message's earlier thinking, as --reasoning-parser answered it (`reasoning_content`, or vLLM's
-    newer `reasoning`): given to the chat template under both names, as vLLM gives it. Qwen3's template renders the
-    thinking of the turns since the last user message (a tool-calling loop) from `message.reasoning_content`; dropped,
-    they were rendered without it."""
+    newer `reasoning`, or gpt-oss's `thinking`): given to the chat template under every name (`thinking_of`). Qwen3's
+    template renders the thinking of the turns since the last user message (a tool-calling loop) from
+    `message.reasoning_content`; dropped, they were rendered without it. Two different thoughts under two names are
+    refused, naming the second, as train refuses such a record."""
     if key := unwritten_thought(m):
         raise RequestError(f'"messages"[{i}]: "{key}" must be a string (the answer\'s thinking), or left out',
                            param=_at(i, key))
+    if keys := two_thoughts(m):
+        raise RequestError(f'"messages"[{i}]: "{keys[0]}" and "{keys[1]}" hold two different thoughts: send the '
+                           f'answer\'s thinking under one of them', param=_at(i, keys[1]))
     return thinking_of(m)  # train reads a data set's so
 
 

@@ -849,7 +849,7 @@ QWEN3_REASONING = QWEN3_THINK.replace("'<|im_start|>assistant\n<think>\n\n</thin
                                       "'\n</think>\n\n'")
 
 
-@pytest.mark.parametrize("key", ["reasoning_content", "reasoning"])
+@pytest.mark.parametrize("key", ["reasoning_content", "reasoning", "thinking"])
 def test_an_answers_thinking_field_reaches_the_chat_template(tmp_path, key):
     """Qwen3 data sets keep an answer's thinking in `reasoning_content` (vLLM's newer answers: `reasoning`), which
     Qwen3's template writes into the answer's <think> block. It was dropped: the answer trained after an empty
@@ -866,6 +866,45 @@ def test_an_answers_thinking_field_reaches_the_chat_template(tmp_path, key):
     with pytest.raises(ValueError, match=rf"`messages` message 2 has {key} 5: write the answer's thinking as a "
                                          rf"string, or leave it out"):
         conversation_of({"messages": [ask, {"role": "assistant", "content": "R", key: 5}]})
+
+
+# gpt-oss's chat template, reduced to where it reads an answer's thinking: `message.thinking`, written in the
+# analysis channel of the last answer (and of a tool call), where the message has the key at all
+GPT_OSS_THINKING = ("{% for m in messages %}{% if m.role == 'assistant' %}{{ '<|start|>assistant' }}"
+                    "{% if 'thinking' in m %}{{ '<|channel|>analysis<|message|>' + m.thinking + "
+                    "'<|end|><|start|>assistant' }}{% endif %}{{ '<|channel|>final<|message|>' + m.content + "
+                    "'<|im_end|>' }}{% else %}{{ '<|start|>' + m.role + '<|message|>' + m.content + '<|end|>' }}"
+                    "{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<|start|>assistant' }}{% endif %}")
+
+
+@pytest.mark.parametrize("key", ["reasoning_content", "reasoning", "thinking"])
+def test_a_template_reading_thinking_gets_the_answers_thinking_under_any_key(tmp_path, key):
+    """gpt-oss's chat template reads an answer's thinking from `message.thinking` (its data sets keep it there), and
+    Qwen3's from `reasoning_content`: a data set's `thinking` was dropped (the answer trained without it), and a
+    Qwen3 data set's reached no gpt-oss template. Each key's thinking reaches the template under every name; two
+    different thoughts under two keys of one message refuse the record (which to train is the data's to say), and
+    serve refuses such a message naming the second key."""
+    from redrafter_trt.serve_errors import RequestError
+    from redrafter_trt.serve_request import _messages
+
+    tok = make_tokenizer(tmp_path / "tok")
+    tok.chat_template = GPT_OSS_THINKING
+    ask = {"role": "user", "content": "Q"}
+    conv = conversation_of({"messages": [ask, {"role": "assistant", "content": "R", key: "T"}]})
+    assert _masked_text(tok, encode(tok, conv, 1000)) == ("<|channel|>analysis<|message|>T<|end|><|start|>assistant"
+                                                          "<|channel|>final<|message|>R<|im_end|>")
+    unthought = conversation_of({"messages": [ask, {"role": "assistant", "content": "R"}]})
+    assert _masked_text(tok, encode(tok, unthought, 1000)) == "<|channel|>final<|message|>R<|im_end|>"
+    alike = {"role": "assistant", "content": "R", "reasoning_content": "T", "thinking": "T"}  # vLLM's two names
+    assert conversation_of({"messages": [ask, alike]}).messages[1]["thinking"] == "T"
+    two = {"role": "assistant", "content": "R", "reasoning_content": "T", "thinking": "U"}
+    with pytest.raises(ValueError, match=r"^`messages` message 2 has two thoughts, reasoning_content 'T' and thinking "
+                                         r"'U': keep the answer's thinking under one of them$"):
+        conversation_of({"messages": [ask, two]})
+    with pytest.raises(RequestError, match=r'"messages"\[1\]: "reasoning_content" and "thinking" hold two '
+                                           r'different thoughts') as e:
+        _messages([ask, two])
+    assert e.value.param == "messages.[1].thinking"
 
 
 # Qwen3's template as it writes a tool-calling loop: an answer after the last user turn opens with a <think> block
