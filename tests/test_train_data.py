@@ -5,6 +5,7 @@ training tests use (the shared tiny models carry no tokenizer)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -1068,6 +1069,38 @@ def test_a_conversation_beginning_a_longer_one_is_trained_in_it_alone(tmp_path, 
     train, _ = build_examples(cfg, tok, None, tmp_path / "c", torch.float32)
     assert sorted(tok.decode([t for t, m in zip(ex.ids, ex.mask) if m]) for ex in train) == \
         sorted(["Hello.<|im_end|>", "Hello.\n\nHow can I help?<|im_end|>"])
+
+
+def test_max_examples_counts_the_conversations_trained(tmp_path, caplog):
+    """--max-examples N took N conversations before those whose turns all begin a longer one were dropped (and those
+    with no answer left out), so serve's logs (each request repeating the turns before it) trained fewer than N though
+    they held N chats and more. N counts the conversations trained: read in the seeded shuffle until N are kept, a
+    beginning dropped for a longer one among them alone (one whose longer conversation lies past the N trains as it
+    is, once)."""
+    from redrafter_trt.train import TrainConfig
+    from redrafter_trt.train.dataset import build_examples
+
+    def chat(c):
+        return [turn for t in range(3) for turn in ({"role": "user", "content": f"Q{c}.{t}"},
+                                                      {"role": "assistant", "content": f"A{c}.{t}"})]
+
+    records = [chat(c)[:n] for c in range(4) for n in (2, 4, 6)] + [[{"role": "user", "content": f"P{p}"}]
+                                                                     for p in range(3)]
+    path = tmp_path / "logs.jsonl"
+    path.write_text("".join(json.dumps({"messages": m}) + "\n" for m in records))
+    tok = make_tokenizer(tmp_path / "tok")
+    for seed in range(6):
+        cfg = TrainConfig(base=tmp_path, data=[path], output=tmp_path / "out", max_examples=3, eval_examples=0,
+                          max_seq_len=1000, seed=seed)
+        train, _ = build_examples(cfg, tok, None, tmp_path / "c", torch.float32)
+        answers = [_masked_text(tok, ex) for ex in train]
+        assert len(answers) == 3 and len({a[1] for a in answers}) == 3, (seed, answers)  # 3 chats, each once
+    with caplog.at_level("WARNING"):
+        train, _ = build_examples(dataclasses.replace(cfg, max_examples=None), tok, None, tmp_path / "c",
+                                  torch.float32)
+    assert sorted(_masked_text(tok, ex) for ex in train) == [
+        f"A{c}.0<|im_end|>A{c}.1<|im_end|>A{c}.2<|im_end|>" for c in range(4)]
+    assert "dropped 8 conversations (of 12 with an answer) whose turns all begin a longer one" in caplog.text
 
 
 def test_conversations_of_other_speakers_are_no_duplicates(tmp_path):

@@ -66,21 +66,19 @@ def distill_folder(cache_dir: Path, base: Path, dtype: torch.dtype) -> Path:
 
 
 def read_all(cfg: TrainConfig, tokenizer=None) -> list[Conversation]:
-    """Every distinct conversation of every data file, shuffled under the seed, cut to max_examples. Their tools are
+    """Every distinct conversation of every data file, shuffled under the seed: with distill, each a prompt, cut to
+    max_examples; else those to train (`to_train`), read in that order until max_examples are kept. Their tools are
     dropped where the tokenizer's chat template shows none (`shows_tools`): they render nothing, and a conversation
-    with them and its copy without were two, trained twice or each on one side of the held-out split. Conversations
-    calling tools are left out, counted, where the template writes no tool calls (`writes_tool_calls`: SmolLM2's
-    trained an empty answer in their place) or cannot split them into turns: checked in the shuffled order until
-    max_examples are kept, not on duplicates or past the cut (each check renders about two prompts a turn)."""
+    with them and its copy without were two, trained twice or each on one side of the held-out split."""
     convs = [c for path in cfg.data for c in read_conversations(path, cfg.distill)]
     if tokenizer is not None and not shows_tools(tokenizer):
         convs = [dataclasses.replace(c, tools=()) for c in convs]
     convs = unique(convs)
     in_files = list(convs)
     random.Random(cfg.seed).shuffle(convs)
-    if tokenizer is not None and any(c.calls_tools for c in convs):
-        return _without_calls(convs, tokenizer, cfg.max_examples, in_files)
-    return convs[: cfg.max_examples] if cfg.max_examples else convs
+    if cfg.distill:
+        return convs[: cfg.max_examples] if cfg.max_examples else convs
+    return to_train(convs, tokenizer, cfg.max_examples, in_files)
 
 
 @contextlib.contextmanager
@@ -98,39 +96,74 @@ def _said_by_rank_0(rank: int):
             logger.setLevel(level)
 
 
-def _without_calls(convs: list[Conversation], tokenizer, most: int | None = None,
-                   in_files: list[Conversation] | None = None) -> list[Conversation]:
-    """The first `most` (all without it) of convs less those calling tools that the chat template cannot train: it
-    writes no tool calls (`writes_tool_calls`), or renders the conversation neither turn by turn nor each answer with
-    the turns before it (`trains`: Qwen3's, whose last answer alone has a <think> block, is split answer by answer),
-    saying how many of those read until `most` were kept (each check renders about two prompts a turn, three more an
-    answer where it splits them) and naming the first of them in `in_files` (convs in the files' order; without it,
-    in convs'); a ConfigError when none is left."""
-    writes = writes_tool_calls(tokenizer)
-    kept, out, read = [], [], 0
+def to_train(convs: list[Conversation], tokenizer=None, most: int | None = None,
+             in_files: list[Conversation] | None = None) -> list[Conversation]:
+    """The conversations of convs to train, in convs' order, read until `most` are kept (all without it): those with
+    an answer (`has_answer`), calling no tools the chat template cannot train (with a tokenizer), and beginning no
+    longer one kept (`Longest`), so that `most` counts what trains. Each is checked as it comes, nothing past the
+    last kept: a beginning of one kept is dropped unchecked, and tool calls are checked (`trains`: about two
+    renders a turn) on the others. Says how many of those read were left out, and why, naming the first in
+    `in_files` (convs in the files' order; without it, in convs'); a ConfigError when none is kept."""
+    longest, writes = Longest(), None
+    read, unanswered, uncalled, calling = 0, [], [], 0
     for c in convs:
-        if most and len(kept) == most:
+        if most and len(longest.kept) == most:
             break
         read += 1
-        (out if c.calls_tools and not (writes and trains(tokenizer, c)) else kept).append(c)
-    if not out:
-        return kept
-    calling = sum(c.calls_tools for c in convs[:read])
-    left_out = {id(c) for c in out}
-    first = next(c for c in in_files or convs if id(c) in left_out).source
+        if not c.has_answer:
+            unanswered.append(c)
+            continue
+        chain = longest.chain(c)
+        if longest.begins_one(chain):
+            longest.dropped += 1
+            continue
+        if tokenizer is not None and c.calls_tools:
+            calling += 1
+            writes = writes_tool_calls(tokenizer) if writes is None else writes
+            if not (writes and trains(tokenizer, c)):
+                uncalled.append(c)
+                continue
+        longest.keep(c, chain)
     of = f" read to fill --max-examples {most}" if read < len(convs) else ""
+    if unanswered:  # once left out without a word
+        log.warning("left out %d of %d conversations%s with no answer (no assistant turn, or blank ones or ones of "
+                    "weight 0; first: %s): pass --distill to have the base answer them", len(unanswered), read, of,
+                    _first(unanswered, in_files or convs))
+    if uncalled:
+        _left_out(uncalled, calling, read, of, writes, _first(uncalled, in_files or convs), bool(longest.kept))
+    if not longest.kept:
+        raise ConfigError("the data has prompts but no answers: pass --distill to let the base write them, or give "
+                          "conversations with assistant turns")
+    if longest.dropped:
+        log.warning("dropped %s (of %d with an answer%s) whose turns all begin a longer one, which trains the same "
+                    "answers after the same turns", counted(longest.dropped, "conversation"),
+                    read - len(unanswered) - len(uncalled), of)
+    return list(longest.kept.values())
+
+
+def _first(left_out: list[Conversation], in_files: list[Conversation]) -> str:
+    """The source of the first of left_out in in_files' order (every `first:` names the files' first)."""
+    ids = {id(c) for c in left_out}
+    return next(c.source for c in in_files if id(c) in ids)
+
+
+def _left_out(uncalled: list[Conversation], calling: int, read: int, of: str, writes: bool, first: str,
+              others: bool) -> None:
+    """Says why the conversations calling tools `uncalled` (of `calling` checked, `read` read) cannot be trained: the
+    template writes no tool calls, or renders them neither turn by turn nor each answer with the turns before it; a
+    ConfigError naming --distill when no `others` are left to train."""
     if writes:
-        why = (f"the base's chat template renders {len(out)} of {calling} conversations calling tools{of} neither "
-               f"turn by turn nor each answer with the turns before it, so they cannot be trained (first: {first})")
+        why = (f"the base's chat template renders {len(uncalled)} of {calling} conversations calling tools{of} "
+               f"neither turn by turn nor each answer with the turns before it, so they cannot be trained (first: "
+               f"{first})")
         other = "or drop their turns after the first answer"
     else:
-        why = (f"the base's chat template writes no tool calls, so the conversations calling tools ({len(out)} of "
-               f"{read}{of}) cannot be trained (first: {first})")
+        why = (f"the base's chat template writes no tool calls, so the conversations calling tools ({len(uncalled)} "
+               f"of {read}{of}) cannot be trained (first: {first})")
         other = "or use a base whose chat template writes tool calls (Qwen2.5's, Qwen3's)"
-    if not kept:
+    if not others:
         raise ConfigError(f"{why}: pass --distill to train on the base's own answers to their prompts, {other}")
     log.warning("%s: left out; pass --distill to train on the base's own answers to their prompts", why)
-    return kept
 
 
 def unique(convs: list[Conversation]) -> list[Conversation]:
@@ -147,31 +180,45 @@ def unique(convs: list[Conversation]) -> list[Conversation]:
     return out
 
 
-def longest(convs: list[Conversation]) -> list[Conversation]:
-    """The conversations but those whose turns all begin a longer one (serve's logs, where each request repeats the
-    turns before it; a tree's paths): each of their examples is one of the longer one's, an answer after the same
-    turns, so their answers were trained once per conversation they begin. Only among conversations to be trained
-    (a longer one left out, calling tools the template cannot write, keeps its beginnings); not for prompts to
-    distill, each of them a prompt of its own. A beginning the longer one goes on from in the same role is none: a
-    template refusing two turns of one role in a row has them joined (`join_roles`), and the end of turn after the
-    first was trained in the shorter one alone."""
-    numbered: dict[tuple, int] = {}  # a trie of the conversations: (the beginning before, turn) -> its number
-    chains = [_numbered_beginnings(*_key(c, c.messages), numbered) for c in convs]
-    beginnings = {chain[n - 1] for c, chain in zip(convs, chains) for n in range(1, len(chain))
-                  if c.messages[n]["role"] != c.messages[n - 1]["role"]}
-    return [c for c, chain in zip(convs, chains) if chain[-1] not in beginnings]
+class Longest:
+    """Conversations kept as they come, but those whose turns all begin a longer one kept (serve's logs, where each
+    request repeats the turns before it; a tree's paths): each of their examples is one of the longer one's, an answer
+    after the same turns, so their answers were trained once per conversation they begin. Only among conversations
+    kept (a longer one left out, calling tools the template cannot write, or past --max-examples, keeps its
+    beginnings); not for prompts to distill, each of them a prompt of its own. A beginning the longer one goes on
+    from in the same role is none: a template refusing two turns of one role in a row has them joined
+    (`join_roles`), and the end of turn after the first was trained in the shorter one alone. A conversation kept
+    drops the kept ones it goes on from (one at most: of two beginning it, the shorter begins the longer), so the
+    number kept never falls as they come."""
 
+    def __init__(self):
+        self.numbered: dict[tuple, int] = {}  # a trie of the conversations: (the beginning before, turn) -> its number
+        self.beginnings: set[int] = set()  # the numbers of the kept conversations' beginnings
+        self.kept: dict[int, Conversation] = {}  # a kept conversation's number -> it, in the order kept
+        self.dropped = 0  # conversations read that begin one kept
 
-def _numbered_beginnings(tools: str, turns: tuple, numbered: dict[tuple, int]) -> list[int]:
-    """The numbers of a conversation's beginnings (its first n turns at n - 1), alike in every conversation they
-    begin: a number for each (the beginning before, its last turn) met, so a chat of n turns is n lookups, not
-    n * n / 2 turns compared."""
-    at = numbered.setdefault((tools,), len(numbered))
-    chain = []
-    for turn in turns:
-        at = numbered.setdefault((at, turn), len(numbered))
-        chain.append(at)
-    return chain
+    def chain(self, conv: Conversation) -> list[int]:
+        """The numbers of conv's beginnings (its first n turns at n - 1), alike in every conversation they begin: a
+        number for each (the beginning before, its last turn) met, so a chat of n turns is n lookups, not n * n / 2
+        turns compared."""
+        tools, turns = _key(conv, conv.messages)
+        at = self.numbered.setdefault((tools,), len(self.numbered))
+        chain = []
+        for turn in turns:
+            at = self.numbered.setdefault((at, turn), len(self.numbered))
+            chain.append(at)
+        return chain
+
+    def begins_one(self, chain: list[int]) -> bool:
+        """Whether the conversation numbered `chain` begins one kept."""
+        return chain[-1] in self.beginnings
+
+    def keep(self, conv: Conversation, chain: list[int]) -> None:
+        """Keeps conv (numbered `chain`), dropping the one kept that it goes on from."""
+        own = {chain[n - 1] for n in range(1, len(chain)) if conv.messages[n]["role"] != conv.messages[n - 1]["role"]}
+        self.dropped += sum(self.kept.pop(b, None) is not None for b in own)
+        self.beginnings |= own
+        self.kept[chain[-1]] = conv
 
 
 HELD_OUT_MOST = 200  # conversations scored after training (their hidden states computed as the training data's)
@@ -273,19 +320,7 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
         n_eval = len(eval_p) if rank == 0 else 0
         held, train = examples[:n_eval], examples[n_eval:]
     else:
-        answered = [c for c in convs if c.has_answer]
-        if not answered:
-            raise ConfigError("the data has prompts but no answers: pass --distill to let the base write them, "
-                              "or give conversations with assistant turns")
-        if len(answered) < len(convs):  # once left out without a word
-            first = next(c.source for c in convs if not c.has_answer)
-            whole("left out %d of %d conversations with no answer (no assistant turn, or blank ones or ones of "
-                  "weight 0; first: %s): pass --distill to have the base answer them", len(convs) - len(answered),
-                  len(convs), first)
-        if len(kept := longest(answered)) < len(answered):
-            whole("dropped %s (of %d with an answer) whose turns all begin a longer one, which trains the same answers "
-                  "after the same turns", counted(len(answered) - len(kept), "conversation"), len(answered))
-        train_c, eval_c = split_by_prompt(kept, cfg.eval_examples)
+        train_c, eval_c = split_by_prompt(convs, cfg.eval_examples)
         check_shards(len(train_c), world)
         _hold(in_use, cache_dir, cfg.base)
         train, past = _encoded(tokenizer, train_c[rank::world], cfg.max_seq_len)
