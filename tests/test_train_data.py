@@ -924,7 +924,7 @@ def test_a_tool_calling_loop_whose_answers_keep_their_thinking_trains_turn_by_tu
     """Qwen3's template writes the thinking of every answer since the last user turn that has it: a tool-calling
     loop whose answers keep their `reasoning_content` renders turn by turn, and trains each answer with its thinking
     (it was left out, the thinking dropped, as one without thinking still is: the last answer alone gets a block)."""
-    from redrafter_trt.train.data import renders_by_turn
+    from redrafter_trt.train.data import rendering
 
     tok = make_tokenizer(tmp_path / "tok")
     tok.chat_template = QWEN3_LOOP
@@ -933,11 +933,11 @@ def test_a_tool_calling_loop_whose_answers_keep_their_thinking_trains_turn_by_tu
              {"role": "assistant", "content": None, "reasoning_content": "T", "tool_calls": [call]},
              {"role": "tool", "content": "4"}, {"role": "assistant", "content": "R", "reasoning_content": "U"}]
     conv = conversation_of({"messages": turns})
-    assert renders_by_turn(tok, conv)
+    assert not rendering(tok, conv).by_answer
     assert _masked_text(tok, encode(tok, conv, 1000)) == ("<think>\nT\n</think>\n\n<tool_call>f</tool_call><|im_end|>"
                                                           "<think>\nU\n</think>\n\nR<|im_end|>")
     unthought = [{k: v for k, v in m.items() if k != "reasoning_content"} for m in turns]
-    assert not renders_by_turn(tok, conversation_of({"messages": unthought}))
+    assert rendering(tok, conversation_of({"messages": unthought})).by_answer
 
 
 @pytest.mark.parametrize("template", [5, "{% for m in messages %}{{ m.content }", "{{ foo.bar }}"],
@@ -2544,9 +2544,10 @@ def test_tool_calls_are_checked_after_duplicates_and_max_examples(tmp_path, monk
 
     from redrafter_trt.train import TrainConfig
     from redrafter_trt.train import dataset
+    from redrafter_trt.train.data import rendering
 
     checked = []
-    monkeypatch.setattr(dataset, "trains", lambda tok, conv: checked.append(conv) or True)
+    monkeypatch.setattr(dataset, "rendering", lambda tok, conv: checked.append(conv) or rendering(tok, conv))
     records = [dict(OPENAI_TOOLS, messages=[dict(OPENAI_TOOLS["messages"][0], content=f"Q{i}")]
                     + OPENAI_TOOLS["messages"][1:]) for i in range(6)]
     path = tmp_path / "agent.jsonl"
@@ -2556,6 +2557,37 @@ def test_tool_calls_are_checked_after_duplicates_and_max_examples(tmp_path, monk
     convs = dataset.read_all(TrainConfig(base=tmp_path, data=[path, path], output=tmp_path / "out", max_examples=2),
                              tok)
     assert len(convs) == 2 and len(checked) == 2, [c.source for c in checked]
+
+
+@pytest.mark.parametrize("template", ["turn by turn", "answer by answer"])
+def test_a_tool_calling_conversation_is_rendered_once_to_check_and_encode_it(tmp_path, monkeypatch, template):
+    """Whether the chat template trains a conversation calling tools is checked by rendering it (about two renders a
+    turn, more where it splits answer by answer), and encoding it rendered it all again: a tool-calling data set
+    was rendered twice. The check's renders are those encoding uses."""
+    from test_prompts import OPENAI_TOOLS
+
+    from redrafter_trt import tokens
+    from redrafter_trt.train import TrainConfig, data
+    from redrafter_trt.train.dataset import build_examples
+
+    tok = make_tokenizer(tmp_path / "tok")
+    tok.chat_template = QWEN25 if template == "turn by turn" else QWEN3_TOOLS
+    renders, real = [], tokens.render_chat
+
+    def counted(tokenizer, messages, *args):  # the record's renders, not the template's probes
+        renders.append(OPENAI_TOOLS["messages"][1] in messages)
+        return real(tokenizer, messages, *args)
+
+    monkeypatch.setattr(tokens, "render_chat", counted)
+    monkeypatch.setattr(data, "render_chat", counted)
+    (example, *more), _ = data.encode_answers(tok, conversation_of(OPENAI_TOOLS), 10_000)
+    assert bool(more) == (template == "answer by answer")
+    once, renders[:] = sum(renders), []
+    path = tmp_path / "agent.jsonl"
+    path.write_text(json.dumps(OPENAI_TOOLS) + "\n")
+    cfg = TrainConfig(base=tmp_path, data=[path], output=tmp_path / "out", eval_examples=0, max_seq_len=10_000)
+    train, _ = build_examples(cfg, tok, None, tmp_path / "c", torch.float32)
+    assert sum(renders) == once and train[0].ids == example.ids, (sum(renders), once)
 
 
 def test_a_glaive_call_whose_python_literal_is_no_json_is_skipped_with_a_warning(tmp_path, caplog):

@@ -226,20 +226,23 @@ def encode(tokenizer, conv: Conversation, max_len: int) -> Example:
     return _example(tokenizer, text, spans, max_len)
 
 
-def encode_answers(tokenizer, conv: Conversation, max_len: int) -> tuple[list[Example], int]:
+def encode_answers(tokenizer, conv: Conversation, max_len: int, rendered: Rendering | None = None
+                   ) -> tuple[list[Example], int]:
     """(conv's training examples, how many of them were left out for their answer lying wholly past max_len): `encode`'s
     one where the chat template renders conv prefix by prefix, else one per trained answer (`_by_answer`: Qwen3's
     gives the last answer alone a <think> block), each the conversation through its answer rendered whole (what
     serve sends the base for that turn, and the answer it writes), that answer alone trained, each cut to max_len
-    (`encode`). k answers render and tokenize k prefixes: a long chat costs tokens quadratic in its turns."""
+    (`encode`). k answers render and tokenize k prefixes: a long chat costs tokens quadratic in its turns. rendered:
+    conv's `rendering`, where it was rendered before (to check that it trains: `dataset.to_train`), not rendered
+    again."""
     _check_template(tokenizer)
-    text, spans = _spans(tokenizer, conv)
-    if spans is not None:
-        return [_example(tokenizer, text, spans, max_len)], 0
-    parts = _by_answer(tokenizer, conv)
-    if parts is None:
+    if rendered is None:
+        rendered = rendering(tokenizer, conv)
+    if rendered is None:
         raise _unlocated(conv)
-    examples = [_example(tokenizer, text, spans, max_len) for text, spans in parts]
+    examples = [_example(tokenizer, text, spans, max_len) for text, spans in rendered.parts]
+    if not rendered.by_answer:
+        return examples, 0
     kept = [ex for ex in examples if any(ex.mask) or not ex.cut]
     return kept, len(examples) - len(kept)
 
@@ -279,16 +282,24 @@ def _example(tokenizer, text: str, spans: list[tuple[int, int]], max_len: int) -
     return Example(tuple(ids[:max_len]), tuple(mask[:max_len]), cut=sum(mask[max_len:]))
 
 
-def renders_by_turn(tokenizer, conv: Conversation) -> bool:
-    """Whether the chat template renders conv prefix by prefix, so that `encode` finds its assistant turns (Qwen3's
-    does not where an answer follows another after the last user turn, as in a tool-calling loop)."""
-    return _spans(tokenizer, conv)[1] is not None
+@dataclass(frozen=True)
+class Rendering:
+    """The chat template's text of a conversation with its trained answers' (start, end) character spans: one text,
+    every answer's span in it, where the template renders the conversation prefix by prefix (`_spans`); else one
+    text per trained answer, the conversation through it, its span alone (by_answer: `_by_answer`)."""
+    parts: tuple[tuple[str, list[tuple[int, int]]], ...]
+    by_answer: bool
 
 
-def trains(tokenizer, conv: Conversation) -> bool:
-    """Whether `encode_answers` trains conv: the chat template renders it prefix by prefix (`renders_by_turn`), or
-    each answer with the turns before it (`_by_answer`)."""
-    return renders_by_turn(tokenizer, conv) or _by_answer(tokenizer, conv) is not None
+def rendering(tokenizer, conv: Conversation) -> Rendering | None:
+    """conv's `Rendering`, what `encode_answers` trains: prefix by prefix where the template renders it so (Qwen3's
+    does not where an answer follows another after the last user turn, as in a tool-calling loop), else answer by
+    answer; None where it renders it neither way (its assistant turns cannot be located)."""
+    text, spans = _spans(tokenizer, conv)
+    if spans is not None:
+        return Rendering(((text, spans),), by_answer=False)
+    parts = _by_answer(tokenizer, conv)
+    return None if parts is None else Rendering(tuple(parts), by_answer=True)
 
 
 def _by_answer(tokenizer, conv: Conversation) -> list[tuple[str, list[tuple[int, int]]]] | None:

@@ -20,7 +20,8 @@ from ..tokens import shows_tools, writes_tool_calls
 from .cache import using
 from .chunks import dtype_name
 from .config import TrainConfig
-from .data import Conversation, Example, cut_middle, encode_answers, prompt_ids, read_conversations, trains
+from .data import (Conversation, Example, Rendering, cut_middle, encode_answers, prompt_ids, read_conversations,
+                   rendering)
 from .distill import distill
 
 log = logging.getLogger(__name__)
@@ -65,11 +66,12 @@ def distill_folder(cache_dir: Path, base: Path, dtype: torch.dtype) -> Path:
     return Path(cache_dir) / f"distill-{base_key(base, dtype)}"
 
 
-def read_all(cfg: TrainConfig, tokenizer=None) -> list[Conversation]:
+def read_all(cfg: TrainConfig, tokenizer=None, rendered: dict[int, Rendering] | None = None) -> list[Conversation]:
     """Every distinct conversation of every data file, shuffled under the seed: with distill, each a prompt, cut to
     max_examples; else those to train (`to_train`), read in that order until max_examples are kept. Their tools are
     dropped where the tokenizer's chat template shows none (`shows_tools`): they render nothing, and a conversation
-    with them and its copy without were two, trained twice or each on one side of the held-out split."""
+    with them and its copy without were two, trained twice or each on one side of the held-out split. rendered: filled
+    as `to_train` fills it."""
     convs = [c for path in cfg.data for c in read_conversations(path, cfg.distill)]
     if tokenizer is not None and not shows_tools(tokenizer):
         convs = [dataclasses.replace(c, tools=()) for c in convs]
@@ -78,7 +80,7 @@ def read_all(cfg: TrainConfig, tokenizer=None) -> list[Conversation]:
     random.Random(cfg.seed).shuffle(convs)
     if cfg.distill:
         return convs[: cfg.max_examples] if cfg.max_examples else convs
-    return to_train(convs, tokenizer, cfg.max_examples, in_files)
+    return to_train(convs, tokenizer, cfg.max_examples, in_files, rendered)
 
 
 @contextlib.contextmanager
@@ -97,14 +99,17 @@ def _said_by_rank_0(rank: int):
 
 
 def to_train(convs: list[Conversation], tokenizer=None, most: int | None = None,
-             in_files: list[Conversation] | None = None) -> list[Conversation]:
+             in_files: list[Conversation] | None = None,
+             rendered: dict[int, Rendering] | None = None) -> list[Conversation]:
     """The conversations of convs to train, in convs' order, read until `most` are kept (all without it): those with
     an answer (`has_answer`), calling no tools the chat template cannot train (with a tokenizer), and beginning no
     longer one kept (`Longest`), so that `most` counts what trains. Each is checked as it comes, nothing past the
-    last kept: a beginning of one kept is dropped unchecked, and tool calls are checked (`trains`: about two
-    renders a turn) on the others. Says how many of those read were left out, and why, naming the first in
-    `in_files` (convs in the files' order; without it, in convs'); a ConfigError when none is kept."""
-    longest, writes = Longest(), None
+    last kept: a beginning of one kept is dropped unchecked, and tool calls are checked on the others (`rendering`:
+    about two renders a turn, more answer by answer), those kept filling `rendered` (by id, while the returned list
+    holds them) so that `encode_answers` renders none again. Says how many of those read were left out, and why,
+    naming the first in `in_files` (convs in the files' order; without it, in convs'); a ConfigError when none is
+    kept."""
+    longest, writes, renderings = Longest(), None, {}
     read, unanswered, uncalled, calling = 0, [], [], 0
     for c in convs:
         if most and len(longest.kept) == most:
@@ -120,9 +125,10 @@ def to_train(convs: list[Conversation], tokenizer=None, most: int | None = None,
         if tokenizer is not None and c.calls_tools:
             calling += 1
             writes = writes_tool_calls(tokenizer) if writes is None else writes
-            if not (writes and trains(tokenizer, c)):
+            if (checked := rendering(tokenizer, c) if writes else None) is None:
                 uncalled.append(c)
                 continue
+            renderings[id(c)] = checked
         longest.keep(c, chain)
     of = f" read to fill --max-examples {most}" if read < len(convs) else ""
     if unanswered:  # once left out without a word
@@ -138,7 +144,10 @@ def to_train(convs: list[Conversation], tokenizer=None, most: int | None = None,
         log.warning("dropped %s (of %d with an answer%s) whose turns all begin a longer one, which trains the same "
                     "answers after the same turns", counted(longest.dropped, "conversation"),
                     read - len(unanswered) - len(uncalled), of)
-    return list(longest.kept.values())
+    kept = list(longest.kept.values())
+    if rendered is not None:
+        rendered.update((id(c), renderings[id(c)]) for c in kept if id(c) in renderings)
+    return kept
 
 
 def _first(left_out: list[Conversation], in_files: list[Conversation]) -> str:
@@ -282,7 +291,8 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
     The base's cache entries are marked in use (`cache.using`) until `in_use` closes. What is said of the data as a
     whole (the same on every rank) is rank 0's to say; what a rank counts on its shard names the rank."""
     with _said_by_rank_0(rank):
-        convs = read_all(cfg, tokenizer)
+        rendered: dict[int, Rendering] = {}  # the tool-calling conversations' renderings, by id
+        convs = read_all(cfg, tokenizer, rendered)
     whole = log.warning if rank == 0 else log.debug  # of the data as a whole
     shard = f"torchrun rank {rank}: " if world > 1 else ""  # of this rank's shard
     if cfg.distill:
@@ -323,8 +333,8 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
         train_c, eval_c = split_by_prompt(convs, cfg.eval_examples)
         check_shards(len(train_c), world)
         _hold(in_use, cache_dir, cfg.base)
-        train, past = _encoded(tokenizer, train_c[rank::world], cfg.max_seq_len)
-        held, held_past = _encoded(tokenizer, eval_c if rank == 0 else [], cfg.max_seq_len)
+        train, past = _encoded(tokenizer, train_c[rank::world], cfg.max_seq_len, rendered)
+        held, held_past = _encoded(tokenizer, eval_c if rank == 0 else [], cfg.max_seq_len, rendered)
         if past + held_past:
             log.warning(shard + "left out %s whose answer starts past --max-seq-len %d (a conversation the chat "
                         "template renders answer by answer gives an example per answer, each after the turns before "
@@ -352,11 +362,13 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
     return train, held
 
 
-def _encoded(tokenizer, convs: list[Conversation], max_len: int) -> tuple[list[Example], int]:
-    """(convs' examples, in order: `encode_answers`, how many it left out for their answer lying past max_len)."""
+def _encoded(tokenizer, convs: list[Conversation], max_len: int, rendered: dict[int, Rendering]
+             ) -> tuple[list[Example], int]:
+    """(convs' examples, in order: `encode_answers`, how many it left out for their answer lying past max_len), each
+    from its rendering in `rendered` (by id; taken out) where read_all made one."""
     out, past = [], 0
     for c in convs:
-        examples, left_out = encode_answers(tokenizer, c, max_len)
+        examples, left_out = encode_answers(tokenizer, c, max_len, rendered.pop(id(c), None))
         out += examples
         past += left_out
     return out, past
