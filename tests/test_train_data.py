@@ -2539,7 +2539,8 @@ def test_tool_calling_loops_train_each_answer_in_an_example_ending_at_it(tmp_pat
 def test_tool_calls_are_checked_after_duplicates_and_max_examples(tmp_path, monkeypatch):
     """Whether the template renders a tool-calling conversation turn by turn costs about two renders a turn: it was
     checked on every conversation read, duplicates and those past --max-examples too. It is checked on the shuffled
-    distinct conversations until --max-examples are kept, which still keeps that many."""
+    distinct conversations until --max-examples are kept, which still keeps that many; not on one beginning a
+    conversation kept (its call alone, then the result and answer in another record), which is dropped for it."""
     from test_prompts import OPENAI_TOOLS
 
     from redrafter_trt.train import TrainConfig
@@ -2557,6 +2558,14 @@ def test_tool_calls_are_checked_after_duplicates_and_max_examples(tmp_path, monk
     convs = dataset.read_all(TrainConfig(base=tmp_path, data=[path, path], output=tmp_path / "out", max_examples=2),
                              tok)
     assert len(convs) == 2 and len(checked) == 2, [c.source for c in checked]
+    checked.clear()
+    path.write_text("".join(json.dumps(r) + "\n" for r in records + [dict(r, messages=r["messages"][:3])
+                                                                      for r in records]))
+    convs = dataset.read_all(TrainConfig(base=tmp_path, data=[path], output=tmp_path / "out"), tok)
+    assert sorted(len(c.messages) for c in convs) == [5] * 6
+    for i in range(6):  # a call alone checked only where it came before the loop it begins
+        assert [len(c.messages) for c in checked if c.messages[0]["content"] == f"Q{i}"] in ([5], [3, 5]), i
+    assert len(checked) < 12
 
 
 @pytest.mark.parametrize("template", ["turn by turn", "answer by answer"])
