@@ -673,6 +673,25 @@ def test_a_resume_under_another_number_of_ranks_is_refused(chat_base, qa_file, t
     train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4, resume=True))
 
 
+
+def test_a_state_saved_when_max_examples_counted_conversations_read_is_not_resumed(chat_base, qa_file, tmp_path):
+    """--max-examples N once counted the conversations read, before those with no answer or beginning a longer one
+    were left out; it counts those kept now: a state saved then trained another selection, and resumed it silently.
+    Without --max-examples (or with --distill, whose prompts are cut as before) the selection is the same."""
+    from redrafter_trt.errors import ConfigError
+
+    def saved_before_kept_counted(**kw):
+        train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4, **kw))
+        state = torch.load(tmp_path / "drafter.train-state.pt", weights_only=True)
+        del state["max_examples_kept"]
+        torch.save(state, tmp_path / "drafter.train-state.pt")
+
+    saved_before_kept_counted(max_examples=6)
+    with pytest.raises(ConfigError, match=re.escape("saved with different conversations picked by --max-examples")):
+        train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4, resume=True, max_examples=6))
+    saved_before_kept_counted()
+    train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4, resume=True))
+
 def _teacher_features(n: int):
     from redrafter_trt.train.features import Features
 

@@ -49,7 +49,8 @@ def resume_options(cfg: TrainConfig, device: torch.device, world: int = 1) -> di
             "train_head": cfg.train_head, "full_vocab": cfg.full_vocab, "max_seq_len": cfg.max_seq_len,
             "distill": cfg.distill, "distill_max_new_tokens": cfg.distill_max_new_tokens,
             "base_dtype": dtype_name(cfg.torch_dtype(cfg.base_dtype, device)),
-            "max_examples": cfg.max_examples, "eval_examples": cfg.eval_examples, "data": data.hexdigest(),
+            "max_examples": cfg.max_examples, "max_examples_kept": bool(cfg.max_examples and not cfg.distill),
+            "eval_examples": cfg.eval_examples, "data": data.hexdigest(),
             "ranks": world, "extra": cfg.extra, "chat_template_kwargs": cfg.chat_template_kwargs}
 
 
@@ -164,9 +165,13 @@ CHANGED = {"arch": "drafter shape (--num-draft-layers, --rnn, --exit-dim, --pred
            "train_head": "--freeze-head", "eval_examples": "held-out examples",
            "total": "number of steps (--max-steps, --epochs)", "ranks": "number of torchrun ranks (WORLD_SIZE)",
            "extra": "recipe (the quickstart's)",
+           "max_examples_kept": "conversations picked by --max-examples (an earlier version counted those read, "
+                                "before the ones with no answer, tool calls the template cannot train, or beginning "
+                                "a longer one were left out)",
            "per_epoch": "steps per epoch (an earlier version's: it left out each epoch's last partial batch)"}
-SAVED_BEFORE = {"ranks": 1, "extra": {}, "chat_template_kwargs": {}}  # what a state saved before a value was
-# compared holds (ranks: most runs have one; extra: only the quickstart sets it; chat_template_kwargs: none then)
+SAVED_BEFORE = {"ranks": 1, "extra": {}, "chat_template_kwargs": {}, "max_examples_kept": False}  # what a state
+# saved before a value was compared holds (ranks: most runs have one; extra: only the quickstart sets it;
+# chat_template_kwargs: none then; max_examples_kept: --max-examples counted conversations read)
 
 
 def resumable(cfg: TrainConfig) -> bool:
@@ -183,7 +188,7 @@ def resumable(cfg: TrainConfig) -> bool:
 def refuse_other(cfg: TrainConfig, state: dict, same: dict, more: tuple[str, ...] = ()) -> None:
     saved = {key: state.get(key, SAVED_BEFORE.get(key)) for key in same}
     diff = [CHANGED.get(key, f"--{key.replace('_', '-')}") +
-            ("" if key in ("arch", "base", "data", "train_head", "per_epoch") else f" ({saved[key]} then, {v} now)")
+            ("" if key in ("arch", "base", "data", "train_head", "per_epoch", "max_examples_kept") else f" ({saved[key]} then, {v} now)")
             for key, v in same.items() if saved[key] != v] + list(more)
     if diff:
         raise ConfigError(f"--resume: {cfg.state_path} was saved with different {', '.join(diff)}: "
