@@ -222,8 +222,8 @@ def thinking_of(msg: dict) -> dict:
         first, other = keys
         raise ValueError(f"has two thoughts, {first} {msg[first]!r:.40} and {other} {msg[other]!r:.40}: keep the "
                          f"answer's thinking under one of them")
-    given = next((msg[key] for key in THOUGHTS if msg.get(key) is not None), None)
-    return dict.fromkeys(THOUGHTS, given) if given is not None else {}
+    given = [msg[key] for key in THOUGHTS if msg.get(key) is not None]
+    return dict.fromkeys(THOUGHTS, max(given, key=bool)) if given else {}  # the thought, else a blank one
 
 
 def unwritten_thought(msg: dict) -> str | None:
@@ -232,9 +232,9 @@ def unwritten_thought(msg: dict) -> str | None:
 
 
 def two_thoughts(msg: dict) -> tuple[str, str] | None:
-    """(the first key of THOUGHTS given in msg, the first holding another thought), or None where all those given
-    are alike (vLLM answers one under two names)."""
-    given = [key for key in THOUGHTS if msg.get(key) is not None]
+    """(the first key of THOUGHTS given a thought in msg, the first holding another thought), or None where all
+    those given are alike (vLLM answers one under two names) or blank (a client's empty field beside the thought)."""
+    given = [key for key in THOUGHTS if msg.get(key)]
     other = next((key for key in given if msg[key] != msg[given[0]]), None)
     return (given[0], other) if other else None
 

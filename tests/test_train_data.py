@@ -898,6 +898,9 @@ def test_a_template_reading_thinking_gets_the_answers_thinking_under_any_key(tmp
     assert _masked_text(tok, encode(tok, unthought, 1000)) == "<|channel|>final<|message|>R<|im_end|>"
     alike = {"role": "assistant", "content": "R", "reasoning_content": "T", "thinking": "T"}  # vLLM's two names
     assert conversation_of({"messages": [ask, alike]}).messages[1]["thinking"] == "T"
+    blank_beside = {"role": "assistant", "content": "R", "reasoning_content": "", "thinking": "T"}  # a client's ""
+    assert conversation_of({"messages": [ask, blank_beside]}).messages[1]["reasoning_content"] == "T"
+    _messages([ask, blank_beside])
     two = {"role": "assistant", "content": "R", "reasoning_content": "T", "thinking": "U"}
     with pytest.raises(ValueError, match=r"^`messages` message 2 has two thoughts, reasoning_content 'T' and thinking "
                                          r"'U': keep the answer's thinking under one of them$"):
@@ -1727,8 +1730,10 @@ def test_examples_whose_answers_are_all_empty_teach_nothing_and_are_left_out(tmp
     # since blank answers are no answers (as Alpaca's "output": ""), left out before: prompts for --distill
     assert "left out 2 of 4 conversations with no answer" in caplog.text
     data.write_text(json.dumps([{"conversations": [{"from": w, "value": v} for w, v in empty]}]))
+    caplog.clear()
     with pytest.raises(ConfigError, match=r"^the data has prompts but no answers: pass --distill"):
         build_examples(cfg, tok, lambda: None, tmp_path / "c", torch.float32)
+    assert "with no answer" not in caplog.text  # said once, by the error (a warning said it again before it)
 
 
 def test_openai_text_parts_and_the_developer_role_are_read_as_serve_reads_them(tmp_path):
@@ -2572,7 +2577,9 @@ def test_tool_calls_are_checked_after_duplicates_and_max_examples(tmp_path, monk
 def test_a_tool_calling_conversation_is_rendered_once_to_check_and_encode_it(tmp_path, monkeypatch, template):
     """Whether the chat template trains a conversation calling tools is checked by rendering it (about two renders a
     turn, more where it splits answer by answer), and encoding it rendered it all again: a tool-calling data set
-    was rendered twice. The check's renders are those encoding uses."""
+    was rendered twice. The check's renders are those encoding uses; but a template's texts answer by answer, each
+    the conversation through an answer, are not kept from the check to encoding (their length grows with the square
+    of the turns, held for the whole data set on every torchrun rank: a review): those answers render again, once."""
     from test_prompts import OPENAI_TOOLS
 
     from redrafter_trt import tokens
@@ -2592,11 +2599,24 @@ def test_a_tool_calling_conversation_is_rendered_once_to_check_and_encode_it(tmp
     (example, *more), _ = data.encode_answers(tok, conversation_of(OPENAI_TOOLS), 10_000)
     assert bool(more) == (template == "answer by answer")
     once, renders[:] = sum(renders), []
+    assert data.rendering(tok, conversation_of(OPENAI_TOOLS), by_answer=bool(more)).by_answer == bool(more)
+    again, renders[:] = sum(renders) if more else 0, []  # the answers rendered again, without the check's
     path = tmp_path / "agent.jsonl"
     path.write_text(json.dumps(OPENAI_TOOLS) + "\n")
     cfg = TrainConfig(base=tmp_path, data=[path], output=tmp_path / "out", eval_examples=0, max_seq_len=10_000)
     train, _ = build_examples(cfg, tok, None, tmp_path / "c", torch.float32)
-    assert sum(renders) == once and train[0].ids == example.ids, (sum(renders), once)
+    assert sum(renders) == once + again and train[0].ids == example.ids, (sum(renders), once, again)
+    assert again < once  # the check's failed render prefix by prefix is not repeated
+
+
+def test_a_rendering_kept_until_encoding_holds_no_text_per_answer():
+    """What `to_train` keeps of a tool-calling conversation's rendering until it is encoded: its one text prefix by
+    prefix; answer by answer only that it renders so (`encode_answers` renders those answers again)."""
+    from redrafter_trt.train.data import Rendering
+
+    whole = Rendering((("text", [(0, 2)]),), by_answer=False)
+    assert whole.light() is whole
+    assert Rendering((("a", [(0, 1)]), ("ab", [(1, 2)])), by_answer=True).light() == Rendering((), by_answer=True)
 
 
 def test_a_glaive_call_whose_python_literal_is_no_json_is_skipped_with_a_warning(tmp_path, caplog):

@@ -233,11 +233,11 @@ def encode_answers(tokenizer, conv: Conversation, max_len: int, rendered: Render
     gives the last answer alone a <think> block), each the conversation through its answer rendered whole (what
     serve sends the base for that turn, and the answer it writes), that answer alone trained, each cut to max_len
     (`encode`). k answers render and tokenize k prefixes: a long chat costs tokens quadratic in its turns. rendered:
-    conv's `rendering`, where it was rendered before (to check that it trains: `dataset.to_train`), not rendered
-    again."""
+    conv's `rendering` (or its `light` one), where it was rendered before (to check that it trains:
+    `dataset.to_train`), not rendered again (a light one's answers only)."""
     _check_template(tokenizer)
-    if rendered is None:
-        rendered = rendering(tokenizer, conv)
+    if rendered is None or not rendered.parts:
+        rendered = rendering(tokenizer, conv, by_answer=rendered is not None)
     if rendered is None:
         raise _unlocated(conv)
     examples = [_example(tokenizer, text, spans, max_len) for text, spans in rendered.parts]
@@ -286,18 +286,27 @@ def _example(tokenizer, text: str, spans: list[tuple[int, int]], max_len: int) -
 class Rendering:
     """The chat template's text of a conversation with its trained answers' (start, end) character spans: one text,
     every answer's span in it, where the template renders the conversation prefix by prefix (`_spans`); else one
-    text per trained answer, the conversation through it, its span alone (by_answer: `_by_answer`)."""
+    text per trained answer, the conversation through it, its span alone (by_answer: `_by_answer`), or none (a
+    `light` one: rendered again, answer by answer)."""
     parts: tuple[tuple[str, list[tuple[int, int]]], ...]
     by_answer: bool
 
+    def light(self) -> Rendering:
+        """What is worth keeping of it until `encode_answers`: the one text of a conversation rendered prefix by
+        prefix (as long as the conversation); of one rendered answer by answer only that it is, not its texts (each
+        the conversation through an answer: their length grows with the square of its turns)."""
+        return Rendering((), by_answer=True) if self.by_answer else self
 
-def rendering(tokenizer, conv: Conversation) -> Rendering | None:
+
+def rendering(tokenizer, conv: Conversation, by_answer: bool = False) -> Rendering | None:
     """conv's `Rendering`, what `encode_answers` trains: prefix by prefix where the template renders it so (Qwen3's
     does not where an answer follows another after the last user turn, as in a tool-calling loop), else answer by
-    answer; None where it renders it neither way (its assistant turns cannot be located)."""
-    text, spans = _spans(tokenizer, conv)
-    if spans is not None:
-        return Rendering(((text, spans),), by_answer=False)
+    answer (at once where `by_answer`: known so); None where it renders it neither way (its assistant turns cannot
+    be located)."""
+    if not by_answer:
+        text, spans = _spans(tokenizer, conv)
+        if spans is not None:
+            return Rendering(((text, spans),), by_answer=False)
     parts = _by_answer(tokenizer, conv)
     return None if parts is None else Rendering(tuple(parts), by_answer=True)
 

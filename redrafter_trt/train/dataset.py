@@ -25,6 +25,8 @@ from .data import (Conversation, Example, Rendering, cut_middle, encode_answers,
 from .distill import distill
 
 log = logging.getLogger(__name__)
+# tool-calling conversations' `light` renderings, by id, with the conversation (an id is another's once it is gone)
+Rendered = dict[int, tuple[Conversation, Rendering]]
 
 
 # why an example has no 2 answer tokens in a row (the fewest a draft step learns from), with and without --distill
@@ -66,7 +68,7 @@ def distill_folder(cache_dir: Path, base: Path, dtype: torch.dtype) -> Path:
     return Path(cache_dir) / f"distill-{base_key(base, dtype)}"
 
 
-def read_all(cfg: TrainConfig, tokenizer=None, rendered: dict[int, Rendering] | None = None) -> list[Conversation]:
+def read_all(cfg: TrainConfig, tokenizer=None, rendered: Rendered | None = None) -> list[Conversation]:
     """Every distinct conversation of every data file, shuffled under the seed: with distill, each a prompt, cut to
     max_examples; else those to train (`to_train`), read in that order until max_examples are kept. Their tools are
     dropped where the tokenizer's chat template shows none (`shows_tools`): they render nothing, and a conversation
@@ -100,13 +102,13 @@ def _said_by_rank_0(rank: int):
 
 def to_train(convs: list[Conversation], tokenizer=None, most: int | None = None,
              in_files: list[Conversation] | None = None,
-             rendered: dict[int, Rendering] | None = None) -> list[Conversation]:
+             rendered: Rendered | None = None) -> list[Conversation]:
     """The conversations of convs to train, in convs' order, read until `most` are kept (all without it): those with
     an answer (`has_answer`), calling no tools the chat template cannot train (with a tokenizer), and beginning no
     longer one kept (`Longest`), so that `most` counts what trains. Each is checked as it comes, nothing past the
     last kept: a beginning of one kept is dropped unchecked, and tool calls are checked on the others (`rendering`:
-    about two renders a turn, more answer by answer), those kept filling `rendered` (by id, while the returned list
-    holds them) so that `encode_answers` renders none again. Says how many of those read were left out, and why,
+    about two renders a turn, more answer by answer), those kept filling `rendered` with their `light` renderings, so
+    that `encode_answers` renders none again but the answers of one rendered answer by answer. Says how many of those read were left out, and why,
     naming the first in `in_files` (convs in the files' order; without it, in convs'); a ConfigError when none is
     kept."""
     longest, writes, renderings = Longest(), None, {}
@@ -128,10 +130,10 @@ def to_train(convs: list[Conversation], tokenizer=None, most: int | None = None,
             if (checked := rendering(tokenizer, c) if writes else None) is None:
                 uncalled.append(c)
                 continue
-            renderings[id(c)] = checked
+            renderings[id(c)] = c, checked.light()
         longest.keep(c, chain)
     of = f" read to fill --max-examples {most}" if read < len(convs) else ""
-    if unanswered:  # once left out without a word
+    if unanswered and longest.kept:  # once left out without a word; with none kept, the error below says it
         log.warning("left out %d of %d conversations%s with no answer (no assistant turn, or blank ones or ones of "
                     "weight 0; first: %s): pass --distill to have the base answer them", len(unanswered), read, of,
                     _first(unanswered, in_files or convs))
@@ -291,7 +293,7 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
     The base's cache entries are marked in use (`cache.using`) until `in_use` closes. What is said of the data as a
     whole (the same on every rank) is rank 0's to say; what a rank counts on its shard names the rank."""
     with _said_by_rank_0(rank):
-        rendered: dict[int, Rendering] = {}  # the tool-calling conversations' renderings, by id
+        rendered: Rendered = {}
         convs = read_all(cfg, tokenizer, rendered)
     whole = log.warning if rank == 0 else log.debug  # of the data as a whole
     shard = f"torchrun rank {rank}: " if world > 1 else ""  # of this rank's shard
@@ -333,8 +335,10 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
         train_c, eval_c = split_by_prompt(convs, cfg.eval_examples)
         check_shards(len(train_c), world)
         _hold(in_use, cache_dir, cfg.base)
-        train, past = _encoded(tokenizer, train_c[rank::world], cfg.max_seq_len, rendered)
-        held, held_past = _encoded(tokenizer, eval_c if rank == 0 else [], cfg.max_seq_len, rendered)
+        mine, held_c = train_c[rank::world], eval_c if rank == 0 else []
+        rendered = {id(c): rendered[id(c)] for c in mine + held_c if id(c) in rendered}  # this rank's alone
+        train, past = _encoded(tokenizer, mine, cfg.max_seq_len, rendered)
+        held, held_past = _encoded(tokenizer, held_c, cfg.max_seq_len, rendered)
         if past + held_past:
             log.warning(shard + "left out %s whose answer starts past --max-seq-len %d (a conversation the chat "
                         "template renders answer by answer gives an example per answer, each after the turns before "
@@ -362,13 +366,13 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
     return train, held
 
 
-def _encoded(tokenizer, convs: list[Conversation], max_len: int, rendered: dict[int, Rendering]
-             ) -> tuple[list[Example], int]:
+def _encoded(tokenizer, convs: list[Conversation], max_len: int, rendered: Rendered) -> tuple[list[Example], int]:
     """(convs' examples, in order: `encode_answers`, how many it left out for their answer lying past max_len), each
-    from its rendering in `rendered` (by id; taken out) where read_all made one."""
+    from its rendering in `rendered` (taken out) where read_all made one."""
     out, past = [], 0
     for c in convs:
-        examples, left_out = encode_answers(tokenizer, c, max_len, rendered.pop(id(c), None))
+        made = rendered.pop(id(c), None)
+        examples, left_out = encode_answers(tokenizer, c, max_len, made[1] if made and made[0] is c else None)
         out += examples
         past += left_out
     return out, past
