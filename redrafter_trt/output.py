@@ -374,7 +374,8 @@ def atomic_output(dest: Path, force: bool, inputs: Iterable[Path | str] = ()) ->
                 raise
             gone = old.with_name(f"{tmp.name}-gone")  # no longer one restore_replaced puts back, even half deleted
             old.rename(gone)
-            shutil.rmtree(gone, ignore_errors=True)
+            done = True
+            _remove_replaced(gone, dest)
         else:
             tmp.rename(dest)
         done = True
@@ -383,6 +384,18 @@ def atomic_output(dest: Path, force: bool, inputs: Iterable[Path | str] = ()) ->
             shutil.rmtree(tmp, ignore_errors=True)
         if not done:  # a failed write leaves no empty folders either
             _remove_empty(made)
+
+
+def _remove_replaced(gone: Path, dest: Path) -> None:
+    """Remove the folder `dest` replaced (renamed `gone`). A Ctrl-C meanwhile (an 8B checkpoint's removal takes a
+    while) came after `dest` was written whole: the removal is finished, that said, and the interrupt goes on (the
+    command stops); a second one leaves the rest to the next run's sweep (`remove_stale_partials`)."""
+    try:
+        shutil.rmtree(gone, ignore_errors=True)
+    except KeyboardInterrupt:
+        shutil.rmtree(gone, ignore_errors=True)
+        log.warning("%s is written whole: the Ctrl-C came after, while the folder it replaced was removed", dest)
+        raise
 
 
 def _remove_empty(folders: list[Path]) -> None:

@@ -463,3 +463,30 @@ def test_an_existing_folder_is_never_the_one_not_made_yet(tmp_path, monkeypatch)
     assert not output.is_within(tmp_path / "x" / "Out", tmp_path / "x" / "out")
     assert not output.is_within(tmp_path / "x" / "Out" / "d", tmp_path / "x" / "out")
     assert output.is_within(tmp_path / "x" / "New" / "d", tmp_path / "x" / "new")  # both new: taken as x's parent's
+
+
+def test_a_ctrl_c_while_the_replaced_output_is_removed_leaves_the_new_one_and_no_hidden_copy(tmp_path, monkeypatch,
+                                                                                             caplog):
+    """`convert --force` interrupted while it removed the checkpoint it replaced said "interrupted" though the new one
+    was in place, and left the old one (318 MB in a reviewer's run) hidden as `.NAME.partial-*-gone` until a later
+    run wrote there. The new output stays, the old one is removed all the same, the log says so, and the interrupt
+    goes on (the command stops)."""
+    from redrafter_trt import output
+
+    dest = tmp_path / "ckpt"
+    write_output(dest, "old")
+    real, calls = output.shutil.rmtree, []
+
+    def ctrl_c_once(path, *args, **kw):
+        calls.append(Path(path).name)
+        if len(calls) == 1 and Path(path).name.endswith("-gone"):
+            (Path(path) / MARKER).unlink()  # halfway through
+            raise KeyboardInterrupt
+        return real(path, *args, **kw)
+
+    monkeypatch.setattr(output.shutil, "rmtree", ctrl_c_once)
+    with caplog.at_level("WARNING"), pytest.raises(KeyboardInterrupt):
+        write_output(dest, "new", force=True)
+    assert (dest / MARKER).read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+    assert f"{dest} is written whole: the Ctrl-C came after" in caplog.text
