@@ -13,6 +13,7 @@ this server has never heard of is not silently dropped.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import sys
 from dataclasses import dataclass
@@ -28,12 +29,34 @@ class ModelNotFound(RequestError):
 
 
 def _field(body: dict, name: str, kind, default, check=lambda v: True, need: str = "", allow_bool: bool = False):
+    """body[name] checked (None or absent: default); kind int reads what pydantic's lax mode reads as an integer
+    (`_integer`), as vLLM's and trtllm-serve's request models do."""
     value = body.get(name)
     if value is None:
         return default
+    if kind is int:
+        value, allow_bool = _integer(value), True
     if (isinstance(value, bool) and not allow_bool) or not isinstance(value, kind) or not check(value):
         raise RequestError(f'"{name}" must be {need}', param=name)
     return value
+
+
+LAX_INTEGER = re.compile(r"([+-]?[0-9]+(?:_[0-9]+)*)(?:\.0+)?")  # pydantic's integer text: "3", "+1_000", "7.00"
+
+
+def _integer(value):
+    """An integer field's value as pydantic's lax mode reads it (vLLM's and trtllm-serve's request models): an int, a
+    bool (true is 1), a float without a fraction (3.0 is 3; 3.5 is none), or the text of one (" 4 ", "3.0"); None
+    for anything else."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
+    if isinstance(value, str):
+        match = LAX_INTEGER.fullmatch(value.strip())
+        try:
+            return int(match.group(1)) if match else None
+        except ValueError:  # past Python's digit limit (sys.get_int_max_str_digits)
+            return None
+    return int(value) if isinstance(value, int) else None
 
 
 def _prompts(prompt) -> list:
@@ -222,7 +245,8 @@ def parse(body, chat: bool, model_name: str, max_output_len: int, tool_parser: s
     n = _field(body, "n", int, 1, lambda v: 1 <= v <= MAX_PROMPTS // len(prompts),
                f"an integer in 1..{MAX_PROMPTS // len(prompts)} ({MAX_PROMPTS} answers in one request)")
     low = 0 if echo and not chat else 1
-    limit = f"an integer in {low}..{max_output_len} (the server's --max-output-len; 0 only with \"echo\": true)"
+    zero = "" if low == 0 or chat else '; 0 only with "echo": true'  # chat's echo scores nothing
+    limit = f"an integer in {low}..{max_output_len} (the server's --max-output-len{zero})"
     max_tokens, newer = (_field(body, key, int, None, lambda v: low <= v <= max_output_len, limit)
                          for key in ("max_tokens", "max_completion_tokens"))  # the second: OpenAI's chat name
     if None not in (max_tokens, newer) and max_tokens != newer:  # vLLM takes the second; trtllm-serve refuses the pair

@@ -1,0 +1,54 @@
+"""serve_request.parse on request bodies alone (no model): the integer fields read as pydantic's lax mode reads them
+(vLLM's and trtllm-serve's request models), and each route's max_tokens refusal saying what that route takes."""
+
+from __future__ import annotations
+
+import pytest
+
+from redrafter_trt.serve_errors import RequestError
+from redrafter_trt.serve_request import parse
+
+ASK = [{"role": "user", "content": "Hi"}]
+
+
+def completion(**fields):
+    return parse({"prompt": "Hi"} | fields, chat=False, model_name="m", max_output_len=16)
+
+
+def chat(**fields):
+    return parse({"messages": ASK} | fields, chat=True, model_name="m", max_output_len=16)
+
+
+@pytest.mark.parametrize("sent, read", [(3.0, 3), (1e1, 10), (-0.0, 0), ("3", 3), (" 4\n", 4), ("+5", 5),
+                                        ("1_2", 12), ("7.00", 7), (True, 1), (False, 0)])
+def test_integer_fields_take_what_pydantics_lax_mode_takes(sent, read):
+    """`"max_tokens": 3.0` was a 400 here, where vLLM and trtllm-serve (pydantic models, lax mode) read 3; and
+    completions' `"logprobs": true`, which they read as 1 (vLLM's before-validator only refuses a value below 0)."""
+    fields = {"max_tokens": sent, "n": sent, "seed": sent}
+    if read >= 1:
+        req = completion(**fields)
+        assert (req.max_tokens, req.n, req.seed) == (read, read, read)
+        assert chat(max_completion_tokens=sent, logprobs=True, top_logprobs=sent).logprobs == read
+    assert completion(logprobs=sent).logprobs == read
+    assert completion(echo=True, max_tokens=sent).max_tokens == read
+
+
+@pytest.mark.parametrize("sent", [3.5, 1e-9, "3.5", "3.", "1e2", "0x10", "", "three", "１", [3], {"n": 3},
+                                  float("inf"), float("nan")])
+def test_what_is_no_integer_is_refused_as_before(sent):
+    for field in ("max_tokens", "n", "seed", "logprobs"):
+        with pytest.raises(RequestError, match=f'"{field}" must be') as e:
+            completion(**{field: sent})
+        assert e.value.param == field
+
+
+def test_each_routes_max_tokens_refusal_says_what_that_route_takes():
+    """The chat route's said '0 only with "echo": true', which chat's echo does not allow."""
+    with pytest.raises(RequestError) as e:
+        chat(max_tokens=0, echo=True)
+    assert str(e.value) == '"max_tokens" must be an integer in 1..16 (the server\'s --max-output-len)'
+    with pytest.raises(RequestError, match=r'in 1\.\.16 \(the server\'s --max-output-len; 0 only with "echo": true\)'):
+        completion(max_tokens=0)
+    with pytest.raises(RequestError, match=r'"max_tokens" must be an integer in 0\.\.16 \(the server\'s '
+                                           r'--max-output-len\)$'):
+        completion(max_tokens=17, echo=True)
