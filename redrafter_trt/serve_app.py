@@ -132,7 +132,7 @@ class App:
                                                "invalid_request_error", "model_not_found")
         if path in POST_ROUTES:
             return HTTPStatus.METHOD_NOT_ALLOWED, error(f"{path} takes POST", "invalid_request_error")
-        return HTTPStatus.NOT_FOUND, error(f"no route GET {path}: try {', '.join(GET_ROUTES)}", "not_found")
+        return no_route("GET", path)
 
     def post(self, path: str, body, events: Callable[[dict | None], None] | None = None,
              alive: Callable[[], bool] | None = None) -> tuple[int, dict] | None:
@@ -142,8 +142,7 @@ class App:
         if path not in POST_ROUTES:
             if is_route(path):
                 return HTTPStatus.METHOD_NOT_ALLOWED, error(f"{path} takes GET", "invalid_request_error")
-            return HTTPStatus.NOT_FOUND, error(f"no route POST {path}: try /v1/completions, /v1/chat/completions",
-                                               "not_found")
+            return no_route("POST", path)
         try:
             return self._complete(path == "/v1/chat/completions", body, events, alive)
         except Unavailable as e:  # shutting down: clients retry a 503, not a 400
@@ -332,6 +331,13 @@ class App:
 
 POST_ROUTES = ("/v1/completions", "/v1/chat/completions")
 GET_ROUTES = ("/health", "/version", "/metrics", "/v1/models")  # and /v1/models/NAME
+
+
+def no_route(method: str, path: str) -> tuple[int, dict]:
+    """The 404 of a path no route is at, whatever the method, in OpenAI's words (its "Invalid URL (POST /v1/foo)",
+    type invalid_request_error), with the routes there are."""
+    return HTTPStatus.NOT_FOUND, error(f"Invalid URL ({method} {path}): the routes are GET {', '.join(GET_ROUTES)} "
+                                       f"and POST {', '.join(POST_ROUTES)}", "invalid_request_error")
 
 
 def is_route(path: str) -> bool:

@@ -22,7 +22,7 @@ from urllib.parse import unquote, urlsplit
 
 from . import __version__
 from .errors import ConfigError
-from .serve_app import POST_ROUTES, App, is_route
+from .serve_app import POST_ROUTES, App, is_route, no_route
 from .serve_errors import ClientGone, error
 
 log = logging.getLogger(__name__)
@@ -90,12 +90,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_PUT(self):
         self._skip_body()
-        fix = "use GET /v1/models or POST a completion"
         if not is_route(self.route):  # as GET's and POST's: a 405 would name the methods of a route that is not here
-            self._reply(HTTPStatus.NOT_FOUND, error(f"no route {self.command} {self.route}: {fix}", "not_found"))
+            self._reply(*no_route(self.command, self.route))
         else:
-            self._reply(HTTPStatus.METHOD_NOT_ALLOWED, error(f"{self.command} is not served: {fix}",
-                                                             "invalid_request_error"))
+            self._reply(HTTPStatus.METHOD_NOT_ALLOWED, error(f"{self.command} is not served: use GET /v1/models or "
+                                                             "POST a completion", "invalid_request_error"))
 
     do_DELETE = do_PATCH = do_PUT
 

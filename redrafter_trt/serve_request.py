@@ -366,7 +366,7 @@ def refuse_unsupported(body: dict, chat: bool, sampling: bool, stops: frozenset[
         if name == "stop_token_ids" and _stops_already(value, stops):
             continue
         if value is not None and not any(_same(value, v) for v in neutral):
-            fix = FIXES[chat].get(name) or (f"leave it out (or send {json.dumps(neutral[0])})" if neutral else
-                                            "leave it out")
+            sent = " or ".join(map(json.dumps, neutral))  # "none" or "auto"
+            fix = FIXES[chat].get(name) or (f"leave it out (or send {sent})" if neutral else "leave it out")
             raise RequestError(f'"{name}" is not implemented by this server and would change the answer: {fix}',
                                param=name)

@@ -782,15 +782,18 @@ def test_a_405_says_which_methods_its_route_takes(server, method, path, allow):
     assert status in (204, 405) and head.get("Allow") == allow, (status, head)
 
 
-@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH"])
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH", "GET", "POST"])
 def test_a_method_on_no_route_is_a_404_as_get_and_post_get(server, method):
     """A 405 says the route is there and names its methods: PUT /v1/nope was a 405 whose Allow named GET and HEAD,
-    which then got 404s (a review of the Allow change). No route is a 404 whatever the method, as GET's and POST's."""
-    status, head, data = request(server, method, "/v1/nope")
+    which then got 404s (a review of the Allow change). No route is a 404 whatever the method, as GET's and POST's,
+    in OpenAI's words: type "invalid_request_error", "Invalid URL (POST /v1/nope)" (its type was "not_found", which
+    no OpenAI client reads)."""
+    status, head, data = request(server, method, "/v1/nope", {} if method == "POST" else None)
     error = json.loads(data)["error"]
-    assert (status, error["type"], head.get("Allow")) == (404, "not_found", None), (status, head, error)
-    assert error["message"].startswith(f"no route {method} /v1/nope: "), error
-    assert request(server, method, "/v1/models")[0] == 405  # a route that is there
+    assert (status, error["type"], head.get("Allow")) == (404, "invalid_request_error", None), (status, head, error)
+    assert error["message"].startswith(f"Invalid URL ({method} /v1/nope): "), error
+    if method in ("PUT", "DELETE", "PATCH"):
+        assert request(server, method, "/v1/models")[0] == 405  # a route that is there
 
 
 def test_a_client_resetting_its_connection_is_no_traceback(server, capfd):

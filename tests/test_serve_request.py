@@ -52,3 +52,12 @@ def test_each_routes_max_tokens_refusal_says_what_that_route_takes():
     with pytest.raises(RequestError, match=r'"max_tokens" must be an integer in 0\.\.16 \(the server\'s '
                                            r'--max-output-len\)$'):
         completion(max_tokens=17, echo=True)
+
+
+def test_a_refused_tool_choice_names_both_values_taken():
+    """It said `leave it out (or send "none")`, where "auto" is taken too."""
+    from redrafter_trt.serve_request import refuse_unsupported
+
+    for choice in ("required", {"type": "function", "function": {"name": "f"}}):
+        with pytest.raises(RequestError, match=r'"tool_choice" .*: leave it out \(or send "none" or "auto"\)$'):
+            refuse_unsupported({"messages": ASK, "tool_choice": choice}, True, sampling=False, tools=True)
