@@ -1,6 +1,7 @@
 """The reference server's HTTP side: http.server's threading server answering each request with the `serve_app.App`
-it holds, OpenAI's JSON error body for what cannot be read (a body too long, not JSON, chunked), server-sent events for
-a streamed answer, and the count of POSTs in flight that a shutdown waits for.
+it holds, bodies read by their Content-Length or chunked (`read_chunked`, as uvicorn reads them for vLLM and
+trtllm-serve), OpenAI's JSON error body for what cannot be read (a body too long, not JSON, badly chunked),
+server-sent events for a streamed answer, and the count of POSTs in flight that a shutdown waits for.
 
     server = make_server(None, "127.0.0.1", 8000)   # the port is taken first: a taken one is one line at once
     server.app = App(backend, "smol", 256)          # after the long load
@@ -29,6 +30,53 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 8 << 20  # bytes in one request
 UNREADABLE = object()  # _body's answer when the body could not be read (the client was already told why)
+
+
+MAX_CHUNK_LINE = 4096  # bytes in a chunk's size line (its extensions too) or a trailer line, as h11's limit on lines
+MAX_TRAILERS = 100  # trailer lines, as http.client's limit on header lines
+
+
+class Unreadable(Exception):
+    """A request body that cannot be read: (HTTP status, why and the fix)."""
+
+
+def too_large(limit: int) -> Unreadable:
+    return Unreadable(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body is over {limit} bytes: send a shorter prompt")
+
+
+def read_chunked(rfile, limit: int) -> bytes:
+    """A chunked body (RFC 9112 7.1): chunks of a hex size line (extensions after ";" skipped), that many bytes and
+    CRLF, to a last chunk of size 0, then trailer lines (skipped) and an empty line. Unreadable: 400 where it is not
+    chunked so (or ends first), 413 as soon as the chunks announced pass `limit` bytes (none of them read)."""
+    def line(what: str) -> bytes:
+        text = rfile.readline(MAX_CHUNK_LINE + 1)
+        if not text.endswith(b"\n"):
+            why = "ended" if len(text) <= MAX_CHUNK_LINE else f"has a {what} line over {MAX_CHUNK_LINE} bytes"
+            raise Unreadable(HTTPStatus.BAD_REQUEST, f"the chunked body {why}: send whole chunks and a last chunk "
+                                                     "of size 0")
+        return text
+
+    body = bytearray()
+    while True:
+        size = line("chunk size").split(b";", 1)[0].strip()
+        if not (0 < len(size) <= 16 and all(c in b"0123456789abcdefABCDEF" for c in size)):
+            raise Unreadable(HTTPStatus.BAD_REQUEST, f"the chunked body has no chunk size in hex where one starts "
+                                                     f"({bytes(size[:20])!r}): send hex sizes")
+        if not (size := int(size, 16)):
+            break
+        if len(body) + size > limit:
+            raise too_large(limit)
+        data = rfile.read(size)
+        if len(data) < size:
+            raise Unreadable(HTTPStatus.BAD_REQUEST, "the chunked body ended inside a chunk: send whole chunks")
+        body += data
+        if rfile.read(2) != b"\r\n":
+            raise Unreadable(HTTPStatus.BAD_REQUEST, "a chunk's data does not end in CRLF where its size says: send "
+                                                     "each chunk's size in hex, its bytes, then CRLF")
+    for _ in range(MAX_TRAILERS + 1):
+        if line("trailer") in (b"\r\n", b"\n"):
+            return bytes(body)
+    raise Unreadable(HTTPStatus.BAD_REQUEST, f"the chunked body has over {MAX_TRAILERS} trailer lines: send fewer")
 
 
 PROTOCOL_FIXES = {  # http.server's refusal -> what the client should send instead
@@ -124,31 +172,44 @@ class Handler(BaseHTTPRequestHandler):
     def _body(self):
         """The JSON request body (None when empty), or UNREADABLE after answering why it cannot be read (and
         closing the connection)."""
-        length = self.headers.get("Content-Length")
-        problem = None
-        if self.headers.get("Transfer-Encoding"):
-            problem = HTTPStatus.LENGTH_REQUIRED, "chunked request bodies are not accepted: send a Content-Length"
-        elif length is None or not _byte_count(length):
-            problem = HTTPStatus.LENGTH_REQUIRED, f"Content-Length {length!r} is not a byte count: send a JSON body"
-        elif int(length) > MAX_BODY:
-            problem = HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body is over {MAX_BODY} bytes: send a shorter prompt"
-        if problem is None:
-            try:
-                body = json.loads(self.rfile.read(int(length)) or b"null")
-                json.dumps(body, ensure_ascii=False).encode()  # a lone surrogate ("\ud800") is no text to tokenize
-                return body
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                problem = HTTPStatus.BAD_REQUEST, f"the request body is not JSON ({e}): send a JSON object"
-            except RecursionError:  # json reads nested arrays and objects recursively
-                problem = HTTPStatus.BAD_REQUEST, "the request body nests too deeply to read: send a request object"
-            except UnicodeEncodeError as e:
-                problem = HTTPStatus.BAD_REQUEST, (f"the request body holds {e.object[e.start:e.end]!r}, half of a "
-                                                   "UTF-16 surrogate pair: send whole characters")
-            except ValueError:  # json's int() of a number over sys.get_int_max_str_digits() digits (4300)
-                problem = HTTPStatus.BAD_REQUEST, "the request body holds a number too long to read: send a shorter one"
+        try:
+            data = self._body_bytes()
+            body = json.loads(data or b"null")
+            json.dumps(body, ensure_ascii=False).encode()  # a lone surrogate ("\ud800") is no text to tokenize
+            return body
+        except Unreadable as e:
+            problem = e.args
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            problem = HTTPStatus.BAD_REQUEST, f"the request body is not JSON ({e}): send a JSON object"
+        except RecursionError:  # json reads nested arrays and objects recursively
+            problem = HTTPStatus.BAD_REQUEST, "the request body nests too deeply to read: send a request object"
+        except UnicodeEncodeError as e:
+            problem = HTTPStatus.BAD_REQUEST, (f"the request body holds {e.object[e.start:e.end]!r}, half of a "
+                                               "UTF-16 surrogate pair: send whole characters")
+        except ValueError:  # json's int() of a number over sys.get_int_max_str_digits() digits (4300)
+            problem = HTTPStatus.BAD_REQUEST, "the request body holds a number too long to read: send a shorter one"
         self.close_connection = True  # whatever is left of the body must not be read as the next request
         self._reply(problem[0], error(problem[1], "invalid_request_error"))
         return UNREADABLE
+
+    def _body_bytes(self) -> bytes:
+        """The body as sent, by its Content-Length or chunked (`read_chunked`), at most MAX_BODY bytes; Unreadable
+        (status, why and the fix) where it cannot be read."""
+        length, coding = self.headers.get("Content-Length"), self.headers.get("Transfer-Encoding")
+        if coding is not None:
+            if coding.strip().lower() != "chunked":
+                raise Unreadable(HTTPStatus.NOT_IMPLEMENTED, f"Transfer-Encoding {coding!r} is not read here: send "
+                                                             "the body chunked, or with a Content-Length")
+            if length is not None:  # a request smuggling's shape (RFC 9112 6.3), refused as uvicorn's h11 does
+                raise Unreadable(HTTPStatus.BAD_REQUEST, "Transfer-Encoding chunked and a Content-Length: send one "
+                                                         "of them")
+            return read_chunked(self.rfile, MAX_BODY)
+        if length is None or not _byte_count(length):
+            raise Unreadable(HTTPStatus.LENGTH_REQUIRED, f"Content-Length {length!r} is not a byte count: send a "
+                                                         "JSON body")
+        if int(length) > MAX_BODY:
+            raise too_large(MAX_BODY)
+        return self.rfile.read(int(length))
 
     def _skip_body(self) -> None:
         """Drop the body of a request that takes none (a PUT, a GET with a JSON body): left unread, a kept-alive

@@ -837,3 +837,74 @@ def test_logits_a_model_overflows_are_a_400_and_one_log_line(server, monkeypatch
     assert any("logits hold NaN or Inf" in r.getMessage() for r in caplog.records if r.levelname == "ERROR")
     monkeypatch.setattr(base, "logits", logits)
     assert request(server, "POST", "/v1/completions", {"prompt": "abc", "max_tokens": 3, "temperature": 0.8})[0] == 200
+
+
+def exchange(server, raw: bytes, half_close: bool = True) -> bytes:
+    """Send bytes as they are, then close the sending side (half_close: a POST answered after it would be a client
+    that left); everything answered before the server closes."""
+    with socket.create_connection(server.server_address, timeout=60) as sock:
+        sock.sendall(raw)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return answer
+
+
+def chunked(body: bytes, sizes: list[int], ext: bytes = b"", trailers: bytes = b"") -> bytes:
+    """body in chunks of `sizes` bytes (hex sizes, the first in capitals, each with `ext`), then the last chunk."""
+    out, at = b"", 0
+    for k, size in enumerate(sizes):
+        out += (b"%X" if k == 0 else b"%x") % size + ext + b"\r\n" + body[at:at + size] + b"\r\n"
+        at += size
+    assert at == len(body)
+    return out + b"0" + ext + b"\r\n" + trailers + b"\r\n"
+
+
+POST_CHUNKED = b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def test_a_chunked_body_is_read_as_uvicorn_reads_it(server):
+    """`Transfer-Encoding: chunked` without a Content-Length (curl -H 'Transfer-Encoding: chunked', clients that
+    stream their body) got 411, where uvicorn (vLLM, trtllm-serve) reads it: chunk sizes in hex, extensions and
+    trailers skipped, the connection kept for the next request."""
+    body = json.dumps({"prompt": "ab", "max_tokens": 2}).encode()
+    want = json.loads(request(server, "POST", "/v1/completions", json.loads(body))[2])["choices"][0]["text"]
+    again = b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+    raw = POST_CHUNKED + chunked(body, [10, 1, len(body) - 11], b';name="v"', b"X-Check: 1\r\n") + again + body
+    answers = exchange(server, raw, half_close=False).split(b"HTTP/1.1 ")[1:]
+    assert len(answers) == 2 and all(a.startswith(b"200 ") for a in answers), answers
+    assert [json.loads(a.partition(b"\r\n\r\n")[2])["choices"][0]["text"] for a in answers] == [want, want]
+
+
+@pytest.mark.parametrize("sent, status, says", [
+    (b"zz\r\n{}\r\n0\r\n\r\n", 400, "chunk size"),
+    (b"2\r\n{}0\r\n\r\n", 400, "CRLF"),
+    (b"-2\r\n{}\r\n0\r\n\r\n", 400, "chunk size"),
+    (b"2\r\n{", 400, "ended"),
+    (b"2\r\n{}\r\n", 400, "ended"),
+    (b"2\r\n{}\r\n0\r\nX-Trailer: 1\r\n", 400, "ended"),
+    (b"1" * 40 + b"\r\n", 400, "chunk size"),
+    (b"%x\r\n" % 65, 413, "over 64 bytes"),
+    (b"40\r\n" + b" " * 64 + b"\r\n1\r\n \r\n0\r\n\r\n", 413, "over 64 bytes"),
+], ids=["not-hex", "no-crlf", "negative", "cut-in-data", "no-last-chunk", "cut-in-trailers", "long-size",
+        "chunk-too-large", "body-too-large"])
+def test_a_malformed_or_oversized_chunked_body_is_one_answer_and_a_closed_connection(server, monkeypatch, sent,
+                                                                                     status, says):
+    """The body limit of a Content-Length body holds for a chunked one, chunk by chunk as they come (no chunk over
+    it is read); what is not chunked as RFC 9112 writes it is a 400 naming it."""
+    monkeypatch.setattr("redrafter_trt.serve_http.MAX_BODY", 64)
+    answer = exchange(server, POST_CHUNKED + sent)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 %d " % status) and answer.count(b"HTTP/1.1 ") == 1, answer
+    assert says in json.loads(body)["error"]["message"]
+
+
+@pytest.mark.parametrize("coding, status", [(b"gzip, chunked", 501), (b"chunked\r\nContent-Length: 2", 400)])
+def test_another_transfer_coding_or_a_length_beside_chunked_is_refused(server, coding, status):
+    """A coding other than chunked is not read (RFC 9112: 501); chunked beside a Content-Length is a request
+    smuggling's shape, refused (400) as uvicorn's h11 refuses it."""
+    answer = exchange(server, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: " + coding +
+                      b"\r\n\r\n2\r\n{}\r\n0\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 %d " % status) and answer.count(b"HTTP/1.1 ") == 1, answer
