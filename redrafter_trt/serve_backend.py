@@ -108,12 +108,17 @@ class ReferenceBackend:
     def encode(self, prompt: str) -> list[int]:
         return list(self.tokenizer(prompt)["input_ids"])
 
+    @property
+    def greedy(self) -> bool:
+        """A greedy checkpoint (redrafter_greedy_search): every answer greedy, whatever the temperature."""
+        return self.config.has_drafter and self.config.greedy_search
+
     def temperature(self, requested: float | None) -> float:
         """Greedy checkpoint: 0 whatever was asked; otherwise the request's, 1.0 (OpenAI's default) when unset, and 0
         (greedy) below MIN_TEMPERATURE, as vLLM: lm-evaluation-harness sends 0 with every scoring request."""
         from .runtime import MIN_TEMPERATURE
 
-        if self.config.has_drafter and self.config.greedy_search:
+        if self.greedy:
             return 0.0
         if requested is None:
             return 1.0

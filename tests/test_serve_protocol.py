@@ -908,3 +908,25 @@ def test_another_transfer_coding_or_a_length_beside_chunked_is_refused(server, c
     answer = exchange(server, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: " + coding +
                       b"\r\n\r\n2\r\n{}\r\n0\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 %d " % status) and answer.count(b"HTTP/1.1 ") == 1, answer
+
+
+def test_the_start_line_says_a_greedy_checkpoint_answers_greedily(server):
+    """A greedy checkpoint (the quickstart's) answered temperature, seed, top_p and n > 1 greedily with nothing at
+    runtime saying so (a review): its start line says it, and how to get one that samples."""
+    import dataclasses
+
+    from redrafter_trt.cli.serve_cmd import start_line
+
+    backend = server.app.backend
+    line = start_line(server.app, "http://127.0.0.1:8000/v1", "reference runtime", "cpu")
+    assert line.startswith("serving tiny at http://127.0.0.1:8000/v1 (reference runtime, cpu, tp 1, 2 beams x 2 "
+                           "draft tokens); greedy checkpoint: "), line
+    assert all(word in line for word in ("temperature", "seed", "top_p", "n > 1", "convert --no-greedy")), line
+    assert line.endswith("; Ctrl-C stops") and "\n" not in line
+    original = backend.config
+    try:
+        backend.config = dataclasses.replace(original, greedy_search=False)
+        assert start_line(server.app, "http://h:1/v1", "reference runtime", "cpu") == (
+            "serving tiny at http://h:1/v1 (reference runtime, cpu, tp 1, 2 beams x 2 draft tokens); Ctrl-C stops")
+    finally:
+        backend.config = original

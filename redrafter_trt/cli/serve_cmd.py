@@ -56,6 +56,23 @@ def _refuse_engine_template_kwargs(ctx: click.Context, kwargs: dict) -> None:
                       "serve --engine-dir")
 
 
+GREEDY = ("greedy checkpoint: every answer is the greedy one, whatever temperature, seed or top_p asks (n > 1: n "
+          "copies of it); convert --no-greedy for one that samples")
+
+
+def start_line(app, url: str, kind: str, device: str) -> str:
+    """What `serve --checkpoint-dir` says once it listens at `url`: the model, how it runs (kind: the reference
+    runtime, compiled or not), its drafting, the server's chat options, and what a greedy checkpoint does with the
+    sampling fields (accepted: clients send a temperature by default). app: the serve_app.App."""
+    cfg = app.backend.config
+    kwargs = f", chat_template_kwargs {json.dumps(app.template_kwargs, default=str)}" if app.template_kwargs else ""
+    kwargs += f", tool parser {app.tool_parser}" if app.tool_parser else ""
+    kwargs += f", reasoning parser {app.reasoning_parser}" if app.reasoning_parser else ""
+    greedy = f"; {GREEDY}" if app.backend.greedy else ""
+    return (f"serving {app.model_name} at {url} ({kind}, {device}, tp {cfg.tp_size}, {cfg.num_beams} beams x "
+            f"{cfg.draft_len} draft tokens{kwargs}){greedy}; Ctrl-C stops")
+
+
 @click.command(cls=Command)
 @config_option
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False, path_type=Path),
@@ -171,14 +188,9 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
         backend.stop()
         server.server_close()
         raise
-    cfg = backend.config
     kind = "reference runtime, compiled" if compile_layers else "reference runtime"
     shown = f"[{host}]" if ":" in host else host  # an IPv6 address, as URLs write it
-    kwargs = f", chat_template_kwargs {json.dumps(chat_template_kwargs, default=str)}" if chat_template_kwargs else ""
-    kwargs += f", tool parser {tool_parser}" if tool_parser else ""
-    kwargs += f", reasoning parser {reasoning_parser}" if reasoning_parser else ""
-    click.echo(f"serving {name} at http://{shown}:{server.server_address[1]}/v1 ({kind}, {device}, "
-               f"tp {cfg.tp_size}, {cfg.num_beams} beams x {cfg.draft_len} draft tokens{kwargs}); Ctrl-C stops")
+    click.echo(start_line(server.app, f"http://{shown}:{server.server_address[1]}/v1", kind, device))
     sys.stdout.flush()  # the address, for whoever reads this through a pipe
     try:
         server.serve_forever()
