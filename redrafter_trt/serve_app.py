@@ -57,9 +57,10 @@ from .serve_backend import ReferenceBackend
 from .serve_errors import SHUTTING_DOWN, ClientGone, RequestError, Unavailable, error
 from .serve_jobs import Choice
 from .serve_logprobs import Echo, echo_of, logprobs_json
-from .serve_request import PROMPT, ModelNotFound, Request, answer_seeds, parse, refuse_unsupported
+from .serve_request import (PROMPT, ModelNotFound, Request, answer_seeds, parse, refuse_dropped_tools,
+                            refuse_unsupported)
 from .serve_reasoning import REASONING_PARSERS, Thinking, opened_by, parse_reasoning
-from .serve_tools import TOOL_PARSERS, finish_reason, parse_answer
+from .serve_tools import TOOL_PARSERS, finish_reason, parse_answer, template_drops
 
 
 def serve_max_output_len(cfg, max_output_len: int, given: bool) -> int:
@@ -109,6 +110,8 @@ class App:
         check_max_output_len(backend.config, max_output_len)
         self.backend, self.model_name, self.max_output_len = backend, model_name, max_output_len
         self.tool_parser, self.reasoning_parser = tool_parser, reasoning_parser
+        # what of tool calling the chat template drops (SmolLM2's: tools and calls), refused in requests
+        self.dropped = template_drops(backend.tokenizer) if tool_parser else ()
         self.template_kwargs = dict(template_kwargs or {})
         self.created = int(time.time())
 
@@ -155,6 +158,7 @@ class App:
 
     def _complete(self, chat: bool, body, events, alive) -> tuple[int, dict] | None:
         req = parse(body, chat, self.model_name, self.max_output_len, self.tool_parser)
+        refuse_dropped_tools(req, self.dropped)
         if req.stream and events is None:
             raise RequestError('"stream": true needs an HTTP connection to stream on')
         backend, n = self.backend, req.n

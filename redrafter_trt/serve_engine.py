@@ -47,6 +47,7 @@ from pathlib import Path
 from .build import (check_engine, installed_source, read_engine_config, require_trtllm_tool, trtllm_version,
                     world_size)
 from .errors import ConfigError, RedrafterError
+from .serve_tools import tool_template_warning
 from .tokens import load_tokenizer, stop_file, stop_ids
 
 TRTLLM_SERVE = "trtllm-serve"
@@ -60,6 +61,7 @@ class ServePlan:
     max_batch_size: int = 0  # the engine's, passed as --max_batch_size
     host_warning: str | None = None  # an IPv6 --host whose trtllm-serve could not be read (ipv6_refusal)
     stop_file: str = "generation_config.json"  # where `unstopped` comes from (`stop_file`: else config.json)
+    tools_warning: str | None = None  # --tool-parser on a chat template that drops tools (tool_template_warning)
 
     def shell(self) -> str:
         return shlex.join(self.argv)
@@ -104,8 +106,10 @@ def plan_trtllm_serve(engine_dir: Path, tokenizer_dir: Path, host: str, port: in
     for option, name in parsers.items():
         argv += [option, name]
     source = stop_file(tokenizer_dir)  # None: no id but the tokenizer's EOS, nothing unstopped
+    tools_warning = tool_template_warning(tokenizer, tool_parser, "answered by trtllm-serve without them") if (
+        tool_parser) else None
     return ServePlan(tuple(argv), ranks, unstopped, build["max_batch_size"], host_warning,
-                     source.name if source else ServePlan.stop_file)
+                     source.name if source else ServePlan.stop_file, tools_warning)
 
 
 IPV4_BIND = "socket.socket(socket.AF_INET, socket.SOCK_STREAM)"  # the line issue #10877 names; PR #10929 replaced it

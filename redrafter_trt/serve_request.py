@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from .prompts import template_tool_calls, text_of, thinking_of, two_thoughts, unwritten_thought
 from .serve_backend import MAX_PROMPTS
 from .serve_errors import RequestError
+from .serve_tools import TEMPLATE_FIX
 from .tokens import template_kwargs_refusal
 
 
@@ -284,6 +285,21 @@ def parse(body, chat: bool, model_name: str, max_output_len: int, tool_parser: s
         ignore_eos=_field(body, "ignore_eos", bool, False, need="true or false", allow_bool=True),
         continuous_usage=options.get("include_usage", False) and options.get("continuous_usage_stats", False),
         template_kwargs=template_kwargs, tools=tools, tool_parser=tool_parser if parsed else None)
+
+
+def refuse_dropped_tools(req: Request, drops: tuple[str, ...]) -> None:
+    """A chat request's tools, or an earlier tool call in its history, that the chat template would drop
+    (`serve_tools.template_drops`): refused, not sent to a model that never sees them (vLLM and trtllm-serve render
+    them with the template as it is, silently; Ollama refuses tools to a model whose template has none)."""
+    if "tools" in drops and req.tools:
+        raise RequestError(f'"tools": this model\'s chat template renders no tools, so the model would never see '
+                           f'them: leave them out, or {TEMPLATE_FIX}', param="tools")
+    if "tool_calls" in drops:
+        for i, m in enumerate(req.prompts[0] if req.chat else ()):
+            if m.get("tool_calls"):
+                raise RequestError(f'"messages"[{i}]: this model\'s chat template writes no tool calls, so the call '
+                                   f'would render as an empty turn: send it as the message\'s text, or '
+                                   f'{TEMPLATE_FIX}', param=_at(i, "tool_calls"))
 
 
 def answer_seeds(seed: int, prompts: int, answers: int) -> list[int]:

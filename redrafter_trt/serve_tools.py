@@ -35,6 +35,37 @@ from .serve_json import BadJson, JsonTokens
 from .serve_text import begins
 
 
+TEMPLATE_FIX = ("serve a base whose chat template writes tools (Qwen2.5's, Qwen3's), or a --tokenizer-dir whose "
+                "tokenizer_config.json chat_template does")
+
+
+def template_drops(tokenizer) -> tuple[str, ...]:
+    """What of tool calling the tokenizer's chat template drops: "tools" where it renders no tool definitions
+    (`tokens.shows_tools`), "tool_calls" where it writes no assistant's tool calls (`tokens.writes_tool_calls`):
+    SmolLM2's drops both, Qwen2.5's and Qwen3's neither."""
+    from .tokens import shows_tools, writes_tool_calls
+
+    return tuple(name for name, kept in (("tools", shows_tools(tokenizer)), ("tool_calls", writes_tool_calls(tokenizer)))
+                 if not kept)
+
+
+DROPPED = {  # template_drops -> (what the template does not do, the request fields it drops)
+    ("tools",): ("renders no tools", '"tools"'),
+    ("tool_calls",): ("writes no tool calls", 'an assistant\'s "tool_calls"'),
+    ("tools", "tool_calls"): ("renders no tools and writes no tool calls", '"tools" or an assistant\'s "tool_calls"'),
+}
+
+
+def tool_template_warning(tokenizer, tool_parser: str, fate: str) -> str | None:
+    """serve --tool-parser's one line at start when the chat template drops tools or tool calls (`template_drops`;
+    None when it drops neither). fate: what becomes of the chat requests carrying them."""
+    if not (drops := template_drops(tokenizer)):
+        return None
+    does, fields = DROPPED[drops]
+    return (f"warning: --tool-parser {tool_parser}: this tokenizer's chat template {does}, so the model never sees "
+            f"them: chat requests with {fields} are {fate}; {TEMPLATE_FIX}")
+
+
 class CallBlock:
     """One <tool_call> block's JSON, read as it comes (`serve_json`). It is a call once its "name" is read (a
     non-empty string; the last one read until then) and its arguments have begun (the first "arguments" or

@@ -381,3 +381,21 @@ def test_a_trtllm_serve_without_the_reasoning_parser_is_refused_in_one_line(tmp_
     lines = res.output.strip().splitlines()
     assert res.exit_code == 2 and len(lines) == 1, res.output
     assert says in lines[0] and "--reasoning-parser" in lines[0]
+
+
+def test_tool_parser_warns_of_a_chat_template_that_drops_tools(byte_engine):
+    """trtllm-serve gives requests' tools to the tokenizer's chat template as it is: one that renders none (SmolLM2's
+    kind) drops them unseen. serve --engine-dir --tool-parser says so in one warning line, naming the fix."""
+    import json as json_
+
+    from test_train_data import CHATML
+
+    engine, tok = byte_engine
+    config = tok / "tokenizer_config.json"
+    config.write_text(json_.dumps(json_.loads(config.read_text()) | {"chat_template": CHATML}))
+    res = serve("--engine-dir", engine, "--tokenizer-dir", tok, "--port", 9000, "--tool-parser", "qwen3", "--dry-run")
+    assert res.exit_code == 0, res.output
+    warned = [line for line in res.output.splitlines() if "--tool-parser qwen3" in line]
+    assert len(warned) == 1 and "renders no tools" in warned[0] and "trtllm-serve" in warned[0], res.output
+    assert "--tool-parser" not in serve("--engine-dir", engine, "--tokenizer-dir", tok, "--port", 9000,
+                                        "--dry-run").output

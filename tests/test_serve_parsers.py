@@ -25,8 +25,11 @@ from test_serve_tools import ASK, WEATHER, backend, events_of, gathered, tiny_qw
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 # a chat template whose generation prompt ends in chat_template_kwargs' `tail`: where the prompt leaves the thinking
-TAILED = ("{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
-          "{% if add_generation_prompt %}<|im_start|>assistant\n{{ tail }}{% endif %}")
+# (showing the tools and writing tool calls: serve refuses tools to a template that drops them)
+TAILED = ("{% if tools %}<|im_start|>system\nTools:{% for t in tools %} {{ t.function.name }}{% endfor %}<|im_end|>\n"
+          "{% endif %}{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}"
+          "{% for c in m.tool_calls or [] %}<tool_call>{{ c.function.name }}</tool_call>{% endfor %}<|im_end|>\n"
+          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{{ tail }}{% endif %}")
 TAILS = {"": None, "<think>\n": "opening", "<think>\n\n</think>\n\n": "after"}  # the prompt's end -> where it starts
 STARTS = {"qwen3": "before", "deepseek-r1": "opening"}  # README: where each parser's answers start otherwise
 

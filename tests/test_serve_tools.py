@@ -297,6 +297,7 @@ def tiny_qwen(tmp_path_factory):
 @pytest.fixture(scope="module")
 def backend(tiny_qwen):
     backend = new_backend(tiny_qwen)
+    backend.tokenizer.chat_template = QWEN25  # tools shown and calls written: a template dropping them is refused
     yield backend
     backend.stop()
 
@@ -465,3 +466,44 @@ def test_the_openai_client_and_a_plain_merging_client_add_a_stream_up_to_the_who
         plain = merged([c for e in events for c in e["choices"]])
         assert [(c["function"]["name"], c["function"]["arguments"]) for c in plain["tool_calls"].values()] == want
         assert plain.get("content", "") == (whole.content or "")
+
+
+def test_tools_a_chat_template_drops_are_refused_not_sent_unseen(backend, monkeypatch):
+    """With SmolLM2's kind of template (no tools, an assistant's tool_calls written as an empty turn) a request's
+    tools reached the model not at all (the same prompt tokens with or without them) and a call in the history
+    vanished (a review): refused with 400 naming the field and the fix, tool_choice "none" too (the template would
+    not show them either); a template showing tools but writing no calls refuses the calls alone."""
+    from test_train_data import CHATML, TOOLED
+
+    monkeypatch.setattr(backend, "complete", answering("It is sunny."))
+    for template, refused in ((CHATML, {"tools", "tool_calls"}), (TOOLED, {"tool_calls"}), (QWEN25, set())):
+        monkeypatch.setattr(backend.tokenizer, "chat_template", template)
+        app = App(backend, "tiny", max_output_len=16, tool_parser="qwen3")
+        for body, param in (({"tools": [WEATHER]}, "tools"), ({"tools": [WEATHER], "tool_choice": "none"}, "tools"),
+                            ({"messages": HISTORY}, "messages.[1].tool_calls")):
+            status, answer = app.post("/v1/chat/completions", {"messages": ASK} | body)
+            if param.rsplit(".", 1)[-1] not in refused:
+                assert status == 200, answer
+                continue
+            error = answer["error"]
+            assert (status, error["param"]) == (400, param), answer
+            assert "chat template" in error["message"] and "Qwen2.5's, Qwen3's" in error["message"], error
+        assert app.post("/v1/chat/completions", {"messages": ASK})[0] == 200  # no tools: answered as ever
+
+
+def test_serve_warns_at_start_of_a_chat_template_that_drops_tools(smollm2, tmp_path):
+    """`serve --tool-parser` on SmolLM2's tokenizer started silently; one warning line now names what its template
+    drops and the fix (as train says of such a base)."""
+    from transformers import AutoTokenizer
+
+    from redrafter_trt.serve_tools import tool_template_warning
+
+    line = tool_template_warning(AutoTokenizer.from_pretrained(smollm2), "qwen3", "refused (400)")
+    assert line.startswith("warning: --tool-parser qwen3: ") and "\n" not in line, line
+    assert "renders no tools and writes no tool calls" in line and "refused (400)" in line, line
+    assert "Qwen2.5's, Qwen3's" in line and "tokenizer_config.json" in line, line
+    from test_train_data import make_tokenizer
+
+    tok = make_tokenizer(tmp_path / "tok")
+    tok.chat_template = QWEN25
+    assert tool_template_warning(tok, "qwen3", "refused (400)") is None
