@@ -58,11 +58,11 @@ def read_chunked(rfile, limit: int) -> bytes:
 
     body = bytearray()
     while True:
-        size = line("chunk size").split(b";", 1)[0].strip()
-        if not (0 < len(size) <= 16 and all(c in b"0123456789abcdefABCDEF" for c in size)):
+        hex_size = line("chunk size").split(b";", 1)[0].strip()
+        if not (0 < len(hex_size) <= 16 and all(c in b"0123456789abcdefABCDEF" for c in hex_size)):
             raise Unreadable(HTTPStatus.BAD_REQUEST, f"the chunked body has no chunk size in hex where one starts "
-                                                     f"({bytes(size[:20])!r}): send hex sizes")
-        if not (size := int(size, 16)):
+                                                     f"({hex_size[:20]!r}): send hex sizes")
+        if not (size := int(hex_size, 16)):
             break
         if len(body) + size > limit:
             raise too_large(limit)
