@@ -508,3 +508,27 @@ def test_the_hidden_state_bar_starts_at_what_an_interrupted_run_cached():
     bar = bars.bars["hidden"]
     assert (bar.n, bar.total, bar.format_dict["initial"]) == (17, 38, 16)
     bars.close()
+
+
+def test_the_held_out_figure_on_the_datas_answers_says_so_and_the_bases_own_answers_are_scored(chat_base, tmp_path):
+    """Without --distill the held-out set was scored on the data's answers alone, printed as the tokens/step 'expected'
+    (3.44 on a review's ShareGPT data, where `acceptance` measured 1.11 to 1.16: the base does not write that text). It
+    now says what it was scored on, points to `acceptance` and --distill, and the base's own greedy answers to a few
+    held-out prompts are scored too (recorded apart in the producer block)."""
+    data = tmp_path / "qa.jsonl"
+    data.write_text("\n".join(json.dumps({"question": f"What is {a} plus {a + 1}?", "answer": f"It is {2 * a + 1}."})
+                              for a in range(40)))
+    r = _run("--base", chat_base, "--data", data, "--output", tmp_path / "out", "--cache-dir", tmp_path / "c",
+             "--max-steps", "2", "--predict-n", "2", "--base-dtype", "float32")
+    assert r.exit_code == 0, r.output
+    ref = next(line for line in r.output.splitlines() if line.startswith("held-out, on the data's answers"))
+    assert "not the base's own" in ref and "`redrafter-trt acceptance`" in ref and "--distill" in ref, ref
+    own = next(line for line in r.output.splitlines() if line.startswith("held-out, on the base's own greedy answers"))
+    assert "to 2 prompts" in own and "tokens/step expected at beam width 1" in own, own
+    meta = json.loads((tmp_path / "out" / "config.json").read_text())["producer"]
+    assert meta["heldout"]["answers"] == "data" and meta["heldout_base"]["answers"] == "base"
+    assert meta["heldout_base"]["prompts"] == 2 and meta["heldout_base"]["anchors"] > 0
+    assert str(meta["heldout_base"]["tokens_per_step_beam1"]) in own
+    # the base's answers, cached where --distill keeps them (a later --distill run reuses them)
+    folder = next((tmp_path / "c").glob("distill-*"))
+    assert len((folder / "answers.jsonl").read_text().splitlines()) == 2

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import ConfigError
+from ..plural import counted
 from .params import CHAT_TEMPLATE_KWARGS, Command, Device, SEED, refuse_typed_without
 
 
@@ -38,6 +39,21 @@ class _Bars:
     def close(self):
         for bar in self.bars.values():
             bar.close()
+
+
+def score_line(key: str, res: dict) -> str:
+    """The line saying a producer block's score (`heldout`, `train_set` or `heldout_base`): on the data's answers (train
+    without --distill), teacher forcing scores text the base would not write, which its greedy decoding never
+    reaches: said, with how to measure what it will accept."""
+    label = {"heldout": "held-out", "train_set": "training-set (no held-out examples)", "heldout_base": "held-out"}[key]
+    scores = f"top-1 per step {res['top1']}, chained {res['chained']}: {res['tokens_per_step_beam1']} tokens/step"
+    if res.get("answers") == "data":
+        return (f"{label}, on the data's answers (not the base's own): {scores} at beam width 1 on that text; where "
+                f"another model wrote the data, more than the base's greedy decoding will accept (measure that with "
+                f"`redrafter-trt acceptance` on the converted checkpoint; train on the base's answers with --distill)")
+    if key == "heldout_base":
+        label += f", on the base's own greedy answers to {counted(res['prompts'], 'prompt')}:"
+    return f"{label} {scores} expected at beam width 1"
 
 
 def _positive(ctx, param, value):
@@ -142,10 +158,9 @@ def train(base, data, output, num_draft_layers, rnn, exit_dim, predict_n, epochs
 
     meta = json.loads((out / "config.json").read_text()).get("producer", {})
     click.echo(f"wrote {out}")
-    for key, label in (("heldout", "held-out"), ("train_set", "training-set (no held-out examples)")):
+    for key in ("heldout", "train_set", "heldout_base"):
         if res := meta.get(key):
-            click.echo(f"{label} top-1 per step {res['top1']}, chained {res['chained']}: "
-                       f"{res['tokens_per_step_beam1']} tokens/step expected at beam width 1")
+            click.echo(score_line(key, res))
     from ..train.cache import summary
 
     click.echo(summary(cfg.cache_dir))

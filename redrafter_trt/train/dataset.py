@@ -286,10 +286,12 @@ def _key(conv: Conversation, messages: list[dict]) -> tuple:
 def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir: Path, base_dtype: torch.dtype, *,
                    rank: int = 0, world: int = 1, device: torch.device | str = "cpu",
                    on_batch: Callable[[int, int], None] | None = None,
-                   in_use: contextlib.ExitStack | None = None) -> tuple[list[Example], list[Example]]:
+                   in_use: contextlib.ExitStack | None = None,
+                   held_prompts: list[list[int]] | None = None) -> tuple[list[Example], list[Example]]:
     """(train, held-out) examples for this rank. With distill, prompts are deduplicated and answered by the
     base, loaded in base_dtype on `device` (cached in cache_dir); otherwise conversations without an assistant turn
-    are an error.
+    are an error, and `held_prompts` (rank 0's) gets the held-out conversations' first prompts, distinct, as distill
+    would answer them: held-out answers the base did not write score more than it will accept.
     The base's cache entries are marked in use (`cache.using`) until `in_use` closes. What is said of the data as a
     whole (the same on every rank) is rank 0's to say; what a rank counts on its shard names the rank."""
     with _said_by_rank_0(rank):
@@ -302,14 +304,7 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
         if later:  # once left out without a word: a multi-turn ShareGPT file lost every turn after the first
             whole("%d of %d conversations have user turns after an answer: --distill answers each "
                   "conversation's first prompt only, and leaves those turns out", later, len(convs))
-        seen, prompts, cut = set(), [], 0
-        for c in convs:
-            full = prompt_ids(tokenizer, c)
-            ids = cut_middle(full, cfg.max_seq_len - 2)  # room for 2 answer tokens, the fewest a target needs
-            cut += len(ids) < len(full)
-            if tuple(ids) not in seen:
-                seen.add(tuple(ids))
-                prompts.append(ids)
+        prompts, cut = unique_prompts(tokenizer, convs, cfg.max_seq_len)
         if len(prompts) < len(convs):  # once without a word: several answers per prompt shrank to the prompts
             whole("%d of %d conversations share their prompt (after the chat template and any cut) with an "
                   "earlier one: --distill answers each prompt once", len(convs) - len(prompts), len(convs))
@@ -336,6 +331,8 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
         check_shards(len(train_c), world)
         _hold(in_use, cache_dir, cfg.base)
         mine, held_c = train_c[rank::world], eval_c if rank == 0 else []
+        if held_prompts is not None:
+            held_prompts += unique_prompts(tokenizer, held_c, cfg.max_seq_len)[0]
         rendered = {id(c): rendered[id(c)] for c in mine + held_c if id(c) in rendered}  # this rank's alone
         train, past = _encoded(tokenizer, mine, cfg.max_seq_len, rendered)
         held, held_past = _encoded(tokenizer, held_c, cfg.max_seq_len, rendered)
@@ -364,6 +361,20 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
     log.info("%d training and %d held-out examples (%d and %d answer tokens)", len(train), len(held),
              sum(sum(ex.mask) for ex in train), sum(sum(ex.mask) for ex in held))
     return train, held
+
+
+def unique_prompts(tokenizer, convs: list[Conversation], max_seq_len: int) -> tuple[list[list[int]], int]:
+    """Each conversation's first prompt as distill answers it (`prompt_ids`, its middle cut to leave 2 answer tokens,
+    the fewest a target needs, within max_seq_len), each prompt once; and how many were cut."""
+    seen, prompts, cut = set(), [], 0
+    for c in convs:
+        full = prompt_ids(tokenizer, c)
+        ids = cut_middle(full, max_seq_len - 2)
+        cut += len(ids) < len(full)
+        if tuple(ids) not in seen:
+            seen.add(tuple(ids))
+            prompts.append(ids)
+    return prompts, cut
 
 
 def _encoded(tokenizer, convs: list[Conversation], max_len: int, rendered: Rendered) -> tuple[list[Example], int]:

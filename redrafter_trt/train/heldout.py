@@ -1,8 +1,11 @@
 """Accuracy of a drafter over a set of anchors (`evaluate`: train's held-out examples, or its training set when it
 has none), and of a saved drafter on the base's own greedy answers to prompts it was not trained on (for
 example MT-Bench first turns): per-step top-1, chained accuracy and the expected tokens per step at beam
-width 1 (1 + sum of chained accuracies), a cheap proxy for what `bench` will measure. Its cached answers are the
-training cache's (cache.py): registered under the base's id, and those of an earlier version of the base removed."""
+width 1 (1 + sum of chained accuracies). On the base's own answers it is a cheap proxy for what `bench` will measure;
+on text the base would not write (a data set's answers, written by another model) it overstates it, as teacher forcing
+there scores positions greedy decoding never reaches: train then scores the base's own answers to a few held-out
+prompts too (`base_answered`). Its cached answers are the training cache's (cache.py): registered under the base's id,
+and those of an earlier version of the base removed."""
 
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from ..config import BaseModelConfig, max_positions, read_json
 from ..drafter import Drafter, load_drafter
 from ..errors import ConfigError
 from .base import base_tensors, load_tokenizer
-from .data import prompt_ids, read_conversations
+from .data import Example, prompt_ids, read_conversations
 from .cache import prune_superseded, using
 from .dataset import base_id, base_key, distill_folder, distilled_example, learnable
 from .distill import distill
@@ -78,11 +81,9 @@ def evaluate_on_prompts(drafter_dir: Path, base: Path, prompts_file: Path, cache
     progress(f"the base's answers to {counted(len(prompts), 'prompt')}, up to {max_new_tokens} tokens each "
              f"(cached in {folder}), then the drafter's top-1 on them")
     with using(cache_dir, Path(base), base_id(Path(base))):
-        answers = distill(lambda: load_causal_lm(base, torch.float32).eval(), tokenizer,
-                          prompts, folder, max_new_tokens=max_new_tokens,
-                          batch_size=16, max_len=max_len)
-        examples = [distilled_example(p, a, h, max_len) for p, (a, h) in zip(prompts, answers)]
-        examples = [ex for ex in examples if learnable(ex)]  # 2 answer tokens in a row: an anchor to draft from
+        examples, answer_tokens = base_answered(lambda: load_causal_lm(base, torch.float32).eval(), tokenizer,
+                                                prompts, folder, max_new_tokens=max_new_tokens, batch_size=16,
+                                                max_len=max_len)
         if not examples:
             raise ConfigError(f"the base answered every prompt of {prompts_file} with at most one token (a stop token "
                               f"at once): nothing to evaluate the drafter on; check the base's chat template and stop "
@@ -95,5 +96,20 @@ def evaluate_on_prompts(drafter_dir: Path, base: Path, prompts_file: Path, cache
     # zero rows have logit 0 either way: evaluating only the others is exact and much cheaper
     head = Head.pruned(weight, nonzero, trainable=False) if len(nonzero) < len(weight) else Head.full(weight)
     result = evaluate(drafter, head, embed, feats, k)
-    result["answer_tokens"] = sum(len(a) for a, _ in answers)
+    result["answer_tokens"] = answer_tokens
     return result
+
+
+BASE_ANSWERED_PROMPTS = 8  # held-out prompts train has the base answer without --distill (2 cores: about a minute)
+
+
+def base_answered(load_model: Callable, tokenizer, prompts: list[list[int]], folder: Path, *, max_new_tokens: int,
+                  batch_size: int, max_len: int, device: torch.device | str = "cpu",
+                  on_batch: Callable[[int, int], None] | None = None) -> tuple[list[Example], int]:
+    """The base's greedy answers to `prompts` (token ids ending with the assistant header; `distill`, cached in
+    `folder`) as examples to score a drafter on: those with 2 answer tokens in a row, an anchor to draft from. Returns
+    them and the answer tokens in all."""
+    answers = distill(load_model, tokenizer, prompts, folder, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                      max_len=max_len, device=device, on_batch=on_batch)
+    examples = [distilled_example(p, a, h, max_len) for p, (a, h) in zip(prompts, answers)]
+    return [ex for ex in examples if learnable(ex)], sum(len(a) for a, _ in answers)

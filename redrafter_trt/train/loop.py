@@ -23,14 +23,15 @@ import torch
 from ..base_sample import record_base_sample
 from ..drafter import save_drafter
 from ..errors import PeerError
+from ..plural import counted
 from ..producer import producer_block
 from ..runtime.linear import pack_linears
 from .base import base_tensors, load_tokenizer
 from .cache import prune_superseded
 from .config import TrainConfig
-from .dataset import base_key, build_examples, dtype_name
+from .dataset import base_key, build_examples, distill_folder, dtype_name
 from .features import Features, build_features, file_metadata
-from .heldout import evaluate
+from .heldout import BASE_ANSWERED_PROMPTS, base_answered, evaluate
 from .init import new_drafter
 from .objective import TEACHER_TOP_K, Head, Teacher, soft_target_cache
 from .progress import Progress, StepStats
@@ -106,17 +107,29 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
             model_box.append(model)
         return model_box[0]
 
+    held_prompts: list[list[int]] = []  # without --distill: the base's own answers to them are scored too
     train_ex, held_ex = build_examples(cfg, tokenizer, load_model, cache_dir, base_dtype, rank=rank, world=world,
                                        device=device, on_batch=lambda d, t: report(Progress("distill", d, t)),
-                                       in_use=in_use)
+                                       in_use=in_use, held_prompts=held_prompts)
     bid = base_key(cfg.base, base_dtype)
     k = cfg.predict_n
     feats = build_features(train_ex, k, cache_dir, bid, load_model, lambda d, t: report(Progress("hidden", d, t)),
                            device=device, dtype=base_dtype)
     held = build_features(held_ex, k, cache_dir, bid, load_model, device=device, dtype=base_dtype) if held_ex else None
+    # read (and checked finite) before the base answers: a NaN in its head made those answers NaN, named as the cache's
+    embed, head = base_tensors(cfg.base)
+    own = own_prompts = None
+    if held_prompts:
+        own_prompts = held_prompts[:BASE_ANSWERED_PROMPTS]
+        log.info("the base's own answers to %s, scored after training as the data's are",
+                 counted(len(own_prompts), "held-out prompt"))
+        own_ex, _ = base_answered(load_model, tokenizer, own_prompts, distill_folder(cache_dir, cfg.base, base_dtype),
+                                  max_new_tokens=cfg.distill_max_new_tokens, batch_size=cfg.distill_batch_size,
+                                  max_len=cfg.max_seq_len, device=device,
+                                  on_batch=lambda d, t: report(Progress("distill", d, t)))
+        own = build_features(own_ex, k, cache_dir, bid, load_model, device=device, dtype=base_dtype) if own_ex else None
     model_box.clear()  # the base is not needed any more
 
-    embed, head = base_tensors(cfg.base)
     base_sample = record_base_sample(cfg.base)  # for the drafter's producer block: read now, not after training
     dcfg, drafter = new_drafter(base_config, head, num_draft_layers=cfg.num_draft_layers, rnn=cfg.rnn,
                                 exit_dim=cfg.exit_dim or int(base_config["hidden_size"]), predict_n=k, seed=cfg.seed)
@@ -199,15 +212,21 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
                 saved = True
             # evaluated on the training device, in float32 products (the head's matmul_dtype left unset)
             eval_feats = held.to(device) if held else feats
-            result = evaluate(drafter, Head(head.weight.detach(), head.keep, head.remap, head.vocab_size), embed,
-                              eval_feats, k)
+            scored = Head(head.weight.detach(), head.keep, head.remap, head.vocab_size)
+            # the producer block's, each recording whose answers it scored: the data's score more than the base accepts
+            scores = {"heldout" if held else "train_set": {**evaluate(drafter, scored, embed, eval_feats, k),
+                                                           "answers": "base" if cfg.distill else "data"}}
+            if own:
+                scores["heldout_base"] = {**evaluate(drafter, scored, embed, own.to(device), k), "answers": "base",
+                                          "prompts": len(own_prompts)}
         drafter.cpu()
         head = Head(head.weight.cpu(), *(None if x is None else x.cpu() for x in (head.keep, head.remap)),
                     head.vocab_size)
         if rank == 0:
-            log.info("%s: top-1 %s, chained %s, %.2f tokens/step at beam width 1",
-                     "held-out" if held else "training set (no held-out examples)", result.get("top1"),
-                     result.get("chained"), result.get("tokens_per_step_beam1", 0))
+            for key, r in scores.items():
+                log.info("%s, on the %s answers: top-1 %s, chained %s, %.2f tokens/step at beam width 1", key,
+                         "base's own" if r["answers"] == "base" else "data's", r["top1"], r["chained"],
+                         r["tokens_per_step_beam1"])
             # the block every output carries (producer.py), then what the run came to (the dtypes "auto" chose), a
             # sample of the base's weights (convert warns where --base's differ: its path tells nothing on another
             # machine), and cfg.extra: the quickstart's recipe, which it looks for at the top
@@ -217,7 +236,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
                         "steps": total, "ranks": world, "base_dtype": dtype_name(base_dtype),
                         "train_dtype": dtype_name(train_dtype),
                         "head_rows_kept": len(head.keep) if head.keep is not None else dcfg.vocab_size,
-                        "heldout" if held else "train_set": result, **cfg.extra}
+                        **scores, **cfg.extra}
             state = {name: v.detach().float() for name, v in drafter.state_dict().items()}
             state[f"lm_head.{dcfg.num_draft_layers}.weight"] = head.full_weight().float()
             save_drafter(cfg.output, dcfg, state, producer, inputs=tuple(cfg.inputs))
