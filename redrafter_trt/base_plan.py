@@ -20,7 +20,7 @@ from .io import ST_TO_TORCH, UNREAD_BASE_FIX, TensorSource, unread_weights
 from .registry import QWEN_SEQ_LENGTH, TRTLLM_ACTIVATIONS, bias_fields
 from .rope import rope_kind, trtllm_kind
 from .rules import DROPPED, LAYER_RULES, MODEL_RULES
-from .shard import check_tp, even_range, kv_head_range, vocab_range
+from .shard import check_tp, even_range, kv_head_range, resplit, vocab_range
 
 if TYPE_CHECKING:
     from .convert import ConvertOptions
@@ -301,8 +301,9 @@ def _trtllm_config(base: Path, opts: ConvertOptions) -> dict:
     mapping = cfg.get("mapping") or {}
     tp = layout.tp_size(cfg)  # pp_size 1: checked by config_problems
     if opts.tp_size is not None and opts.tp_size != tp:
+        fix = resplit(layout.convert_tp_sizes(cfg), tp, "re-export the base at tp", opts.tp_size)
         raise ConfigError(f"--tp-size {opts.tp_size} differs from the base checkpoint's tp_size {tp}: "
-                          f"pass --tp-size {tp}, or re-export the base at tp {opts.tp_size}")
+                          f"pass --tp-size {tp}{fix}")
     if opts.dtype not in ("auto", cfg["dtype"]):
         raise ConfigError(f"--dtype {opts.dtype} differs from the base checkpoint's {cfg['dtype']}: pass --dtype auto "
                           f"(the drafter follows the base), or convert from the Hugging Face model")

@@ -10,7 +10,7 @@ from fnmatch import fnmatchcase
 import torch
 
 from .rules import drafter_modules
-from .shard import padded_rows
+from .shard import padded_rows, tp_sizes
 
 FP8_LINEARS = ("attention.qkv", "attention.dense", "mlp.fc", "mlp.gate", "mlp.proj")
 TORCH_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -64,6 +64,14 @@ def qk_norm(cfg: dict) -> bool:
     QWen builds them by qwen_type alone, whatever the architecture is named (modelopt may name a Qwen3 QWenForCausalLM)."""
     base_arch = cfg.get("base_model_architecture", cfg.get("architecture"))
     return base_arch in QWEN_BASES and cfg.get("qwen_type") in QK_NORM_QWEN_TYPES
+
+
+def convert_tp_sizes(cfg: dict) -> list[int]:
+    """The tp sizes convert splits this checkpoint's model at (shard.tp_sizes: its heads, kv heads and intermediate
+    size, and the hidden size, vocabulary and drafter exit_dim, which TensorRT-LLM splits without padding)."""
+    nh = cfg["num_attention_heads"]
+    dims = (cfg["hidden_size"], cfg["vocab_size"], *[cfg[k] for k in ("redrafter_exit_dim",) if cfg.get(k)])
+    return tp_sizes(nh, cfg.get("num_key_value_heads") or nh, cfg["intermediate_size"], dims, qk_norm(cfg))
 
 
 def dense_bias(cfg: dict) -> bool:

@@ -120,11 +120,25 @@ def tp_fits(num_heads: int, num_kv_heads: int, intermediate_size: int, unpadded:
         return (f"no --tp-size splits this model: a Qwen3 with as many kv heads as heads is read right by "
                 f"TensorRT-LLM at one head a rank only (tp {num_heads}), which does not divide one of its "
                 f"intermediate size, hidden size, vocabulary or drafter exit_dim: use another model")
-    *others, last = map(str, sizes)
-    named = f"{', '.join(others)} or {last}" if others else last
+    named = or_list(sizes)
     if base_checkpoint:
         return f"re-export the base at tp {named}, or convert its Hugging Face model at --tp-size {named}"
-    return f"--tp-size {named} splits this model" if others else f"use --tp-size {last}"
+    return f"--tp-size {named} splits this model" if len(sizes) > 1 else f"use --tp-size {named}"
+
+
+def or_list(items: list) -> str:
+    """'1, 2 or 4'."""
+    *others, last = map(str, items)
+    return f"{', '.join(others)} or {last}" if others else last
+
+
+def resplit(sizes: list[int], current: int, how: str, wanted: int | None = None) -> str:
+    """What a refusal of a checkpoint's tp_size `current` adds after 'pass `current`': ", or {how} N" for the tp sizes
+    convert takes (`sizes`: tp_sizes's, or those of them a machine fits) other than `current`: `wanted` where it is
+    one, else the others, saying that `wanted` does not split the model. A tp it names was once refused by convert."""
+    refused = f" (tp {wanted} does not split this model)" if wanted is not None and wanted not in sizes else ""
+    others = [wanted] if wanted in sizes else [s for s in sizes if s != current]
+    return (f", or {how} {or_list(others)}" if others else "") + refused
 
 
 def check_tp(num_heads: int, num_kv_heads: int, intermediate_size: int, tp_size: int,

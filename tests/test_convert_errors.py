@@ -409,6 +409,17 @@ def test_trtllm_base_without_mapping_is_tp_1(parts, tmp_path):
     assert json.loads((parts[2] / "config.json").read_text())["mapping"]["tp_size"] == 1
 
 
+def test_another_tp_size_than_a_trtllm_bases_names_only_tp_sizes_that_split_it(parts, tmp_path):
+    """--tp-size 3 over a tp-1 TensorRT-LLM base checkpoint said to re-export the base at tp 3, which does not divide
+    its 4 heads: the tp sizes named are those that split the model."""
+    base_ckpt, _ = trtllm_base_checkpoint(parts, tmp_path, tp=1)
+    assert_one_line_error(convert_err(parts, "--tp-size", 3, base=base_ckpt),
+                          "--tp-size 3 differs from the base checkpoint's tp_size 1: pass --tp-size 1, or re-export "
+                          "the base at tp 2 or 4 (tp 3 does not split this model)")
+    assert_one_line_error(convert_err(parts, "--tp-size", 2, base=base_ckpt),
+                          "pass --tp-size 1, or re-export the base at tp 2")
+
+
 def test_drafter_refused_at_a_trtllm_base_tp_names_a_re_export(parts, tmp_path):
     """A drafter of exit_dim 62 over a TensorRT-LLM base checkpoint at tp 4, converted without --tp-size, was told
     '--tp-size 4 does not divide ... : --tp-size 1 or 2 splits this model', and --tp-size 2 was then refused as

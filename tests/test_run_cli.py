@@ -159,6 +159,15 @@ def test_a_prompt_that_is_not_text_is_one_line(smollm2, smol_ckpt, tmp_path):
                    "--input-text holds half a surrogate pair ('\\udce9' at character 3), not text: pass UTF-8 text")
 
 
+def test_another_tp_names_only_tp_sizes_convert_takes(smollm2, smol_ckpt):
+    """`--tp 2` on a tp-1 SmolLM2 checkpoint said to convert again with --tp-size 2, which convert refuses (2 does
+    not divide its 9 heads): the sizes named are convert's own (1 or 3)."""
+    base = ["--checkpoint-dir", smol_ckpt, "--tokenizer-dir", smollm2, "--input-text", "hi"]
+    one_line_error(invoke(*base, "--tp", 2), "--tp 2 differs from the checkpoint's tp_size 1: pass --tp 1, or convert "
+                   "again with --tp-size 3 (tp 2 does not split this model)")
+    one_line_error(invoke(*base, "--tp", 3), "pass --tp 1, or convert again with --tp-size 3")
+
+
 def test_bad_inputs(smollm2, smol_ckpt, tmp_path, tiny_llama, tiny_drafter):
     base = ["--checkpoint-dir", smol_ckpt, "--tokenizer-dir", smollm2]
     one_line_error(invoke(*base, "--input-text", "hi", "--num-beams", 4), "--num-beams")

@@ -437,15 +437,19 @@ def test_a_callback_raising_on_rank0_ends_the_generation_on_every_rank(tiny_llam
 
 
 @pytest.mark.parametrize("gpus, visible", [(1, "but 1 CUDA device is visible"), (2, "but 2 CUDA devices are visible")])
-def test_too_few_gpus_for_the_tp_size_are_counted(monkeypatch, gpus, visible):
-    """The refusal said '1 CUDA device(s) are visible'."""
+def test_too_few_gpus_are_counted_and_name_only_tp_sizes_convert_takes(smollm2, monkeypatch, gpus, visible):
+    """The refusal said '1 CUDA device(s) are visible'. A tp-3 SmolLM2 checkpoint on 2 GPUs was told to convert with
+    'a smaller --tp-size': 2 is refused by convert (it does not divide the 9 heads); the size named is convert's, 1."""
     import torch
 
+    from redrafter_trt.runtime import open_checkpoint
     from redrafter_trt.runtime.tp import require_gpus
 
+    tp3 = open_checkpoint(checkpoint(smollm2, fresh_drafter(smollm2), 3, num_beams=2, draft_len=2))
     monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
-    with pytest.raises(ConfigError, match=f"^ck is a tp=4 checkpoint {visible}: run on 4 GPUs"):
-        require_gpus("cuda", 4, "ck")
+    with pytest.raises(ConfigError, match=f"^{tp3} is a tp=3 checkpoint {visible}: run on 3 GPUs, or convert again "
+                                          f"with --tp-size 1$"):
+        require_gpus("cuda", tp3)
 
 
 def test_the_launchers_os_calls_degrade_where_windows_lacks_them(monkeypatch, capfd):

@@ -50,6 +50,8 @@ def _encode(tok, o: dict) -> list[list[int]]:
 
 
 def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
+    from ..layout import convert_tp_sizes
+    from ..shard import resplit
     from ..runtime import (check_compile, check_draft_shape, check_positions, check_temperature, generate, generate_tp,
                            load, open_checkpoint)
 
@@ -60,8 +62,9 @@ def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
     ckpt = open_checkpoint(ckpt)  # inspected once, here: generate_tp and load take it checked
     cfg = ckpt.config
     if o["tp"] is not None and o["tp"] != cfg.tp_size:
-        raise ConfigError(f"--tp {o['tp']} differs from the checkpoint's tp_size {cfg.tp_size}: pass --tp {cfg.tp_size}, "
-                          f"or convert again with --tp-size {o['tp']}")
+        fix = resplit(convert_tp_sizes(ckpt.raw), cfg.tp_size, "convert again with --tp-size", o["tp"])
+        raise ConfigError(f"--tp {o['tp']} differs from the checkpoint's tp_size {cfg.tp_size}: pass --tp "
+                          f"{cfg.tp_size}{fix}")
     check_compile(cfg, o["compile"], o["device"])
     if o["no_draft"] and {"--num-beams", "--draft-len"} & o["typed"]:  # a preset's are convert's too: not refused
         fix = "drop them with --no-draft" if "--no-draft" in o["typed"] else \

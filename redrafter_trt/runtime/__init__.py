@@ -321,7 +321,7 @@ def generate_tp(checkpoint_dir: Checkpoint | Path | str, prompt_ids: list[list[i
         raise ConfigError(f"{', '.join(given)}: generate_tp runs a tp={cfg.tp_size} checkpoint in {cfg.tp_size} "
                           f"spawned processes, where callbacks cannot reach this one: use "
                           f"runtime.ranks.LocalRanks(checkpoint_dir).generate(...), which runs rank 0 here")
-    require_gpus(device, cfg.tp_size, checkpoint_dir)
+    require_gpus(device, checkpoint_dir)
     check_device(device)
     return launch(_tp_worker, cfg.tp_size, checkpoint_dir, device, dtype, prompt_ids,
                   {"max_new_tokens": max_new_tokens, **kwargs}, device=device)

@@ -136,7 +136,7 @@ class LocalRanks:
         if size == 1:
             self.model = load(checkpoint_dir, device=device, dtype=dtype, compile=compile)
             return
-        require_gpus(device, size, checkpoint_dir)
+        require_gpus(device, checkpoint_dir)
         check_rerunnable_main(size)
         store, ctx = meeting_store(), mp.get_context("spawn")
         port = store.port

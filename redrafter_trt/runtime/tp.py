@@ -24,12 +24,16 @@ import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
 
 from ..errors import ConfigError, PeerError, RedrafterError
 from ..plural import are, counted
+
+if TYPE_CHECKING:
+    from .folder import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -140,12 +144,19 @@ def join(tp_rank: int, tp_size: int, port: int, device: str, store: dist.Store |
     return TPGroup(tp_rank, tp_size)
 
 
-def require_gpus(device: str, tp_size: int, checkpoint_dir) -> None:
-    """A tp=N checkpoint on CUDA takes GPUs 0..N-1 (rank r on cuda:r): refuse before any process starts."""
+def require_gpus(device: str, checkpoint: Checkpoint) -> None:
+    """A tp=N checkpoint on CUDA takes GPUs 0..N-1 (rank r on cuda:r): refuse before any process starts, naming the
+    tp sizes convert takes that the GPUs fit (it said 'a smaller --tp-size': SmolLM2's 2, which convert refuses)."""
+    from ..layout import convert_tp_sizes
+    from ..shard import resplit
+
+    tp_size = checkpoint.config.tp_size
     if device.startswith("cuda") and torch.cuda.device_count() < tp_size:
         count = torch.cuda.device_count()
-        raise ConfigError(f"{checkpoint_dir} is a tp={tp_size} checkpoint but {counted(count, 'CUDA device')} "
-                          f"{are(count)} visible: run on {tp_size} GPUs, or convert with a smaller --tp-size")
+        fits = [t for t in convert_tp_sizes(checkpoint.raw) if t <= count]
+        raise ConfigError(f"{checkpoint} is a tp={tp_size} checkpoint but {counted(count, 'CUDA device')} "
+                          f"{are(count)} visible: run on {tp_size} GPUs"
+                          f"{resplit(fits, tp_size, 'convert again with --tp-size')}")
 
 
 def check_rerunnable_main(tp_size: int) -> None:
