@@ -152,7 +152,8 @@ def same_file(a: Path, b: Path) -> bool:
 def check_output_folder(dest: Path, force: bool, inputs: Iterable[Path | str] = (), option: str = "--output") -> None:
     """Refuse, before any work, an output folder that cannot be (re)written: an existing one without --force, a
     file, one that is or holds an input (replacing it would delete the input), one inside an input folder (a drafter
-    among its base's files, a checkpoint in its drafter's folder), an earlier output that also holds the user's own
+    among its base's files, a checkpoint in its drafter's folder) or inside an earlier output
+    (refuse_inside_earlier_output), an earlier output that also holds the user's own
     files (users_entries: replacing the folder would delete them), or one in an unwritable place."""
     given, dest = Path(dest), named_path(dest)
     restore_replaced(dest)
@@ -167,6 +168,7 @@ def check_output_folder(dest: Path, force: bool, inputs: Iterable[Path | str] = 
         if source.is_dir() and is_within(target, source):
             raise ConfigError(f"{option} {dest} is inside the input folder {item}: the output would sit among the "
                               f"files it is made from; choose an {option} outside {item}")
+    refuse_inside_earlier_output(dest, option)
     if dest.exists() and not force:
         raise ConfigError(f"output folder {dest} already exists: pass --force to replace it, or choose another {option}")
     if dest.exists() and is_within(Path.cwd(), target):
@@ -184,6 +186,18 @@ def check_output_folder(dest: Path, force: bool, inputs: Iterable[Path | str] = 
     why = writable_folder(given.parent)  # as typed: a dangling link on the way is refused, not followed
     if why:
         raise ConfigError(f"cannot write in {dest.parent} ({why}): choose another {option}")
+
+
+def refuse_inside_earlier_output(dest: Path, option: str = "--output") -> None:
+    """Refuse an output folder inside an earlier drafter, checkpoint or engine folder (`earlier_output_kind` of the
+    nearest folder above it that is one): `train --output d1/sub` wrote d1/sub and d1/sub.train-state.pt inside the
+    drafter d1, and replacing d1 (`--force`, `--resume`) was then refused for holding them (users_entries)."""
+    for folder in named_path(dest).parents:
+        kind = earlier_output_kind(folder)
+        if kind:
+            what = "ReDrafter output" if kind == "ours" else f"{kind} folder"
+            raise ConfigError(f"{option} {dest} is inside {folder}, an earlier {what}: writing {folder} again (--force) "
+                              f"would then be refused for what this puts there; choose an {option} outside {folder}")
 
 
 def restore_replaced(dest: Path) -> None:

@@ -90,6 +90,34 @@ def test_an_output_inside_an_input_folder_is_refused(parts, tmp_path):
     assert {f: files(f) for f in (base, drafter)} == before
 
 
+def test_an_output_inside_an_earlier_output_is_refused(parts, ckpt, tmp_path):
+    """`train --output d1/sub` wrote d1/sub/ and d1/sub.train-state.pt inside the earlier drafter d1, and a later
+    `train --output d1 --force` (or --resume) then refused d1 for holding them. An output inside an earlier drafter,
+    checkpoint or engine folder is refused before any work, naming the folder; convert's, init-drafter's and
+    build's too."""
+    base, drafter = parts
+    earlier = tmp_path / "d1"
+    shutil.copytree(drafter, earlier)
+    before = files(earlier)
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"question": "q", "answer": "a"}\n')
+    from test_train_data import make_chat_base
+
+    chat_base = make_chat_base(tmp_path / "chat_base")  # train needs a tokenizer first
+    runs = [("train", "--base", chat_base, "--data", data, "--output", earlier / "sub", "--cache-dir", tmp_path / "c"),
+            ("init-drafter", "--base", base, "--output", earlier / "a" / "b"),
+            ("convert", "--base", base, "--drafter", drafter, "--output", earlier / "ck", "--dry-run")]
+    for args in runs:
+        assert_one_line_error(run_cli(*args), f"is inside {earlier}, an earlier drafter folder",
+                              f"choose an --output outside {earlier}")
+    assert files(earlier) == before and not (tmp_path / "c").exists()
+    inside_ckpt = run_cli("convert", "--base", base, "--drafter", drafter, "--output", Path(ckpt) / "again")
+    assert_one_line_error(inside_ckpt, f"is inside {ckpt}, an earlier checkpoint folder")
+    assert_one_line_error(run_cli("build", "--checkpoint-dir", ckpt, "--output-dir", earlier / "engine", "--dry-run"),
+                          f"is inside {earlier}, an earlier drafter folder", f"choose an --output-dir outside {earlier}")
+    assert files(earlier) == before
+
+
 def test_force_replaces_only_empty_folders_and_earlier_outputs(parts, tmp_path, monkeypatch):
     """A mistyped --output with --force must not wipe a project folder (a review: notes.txt was deleted)."""
     base, drafter = parts
