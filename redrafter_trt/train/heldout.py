@@ -100,7 +100,8 @@ def evaluate_on_prompts(drafter_dir: Path, base: Path, prompts_file: Path, cache
     return result
 
 
-BASE_ANSWERED_PROMPTS = 8  # held-out prompts train has the base answer without --distill (2 cores: about a minute)
+BASE_ANSWERED_PROMPTS = 8  # held-out prompts train has the base answer without --distill (SmolLM2-135M, 2 cores,
+# bfloat16: 90 s for 8 answers of 256 tokens)
 
 
 def base_answered(load_model: Callable, tokenizer, prompts: list[list[int]], folder: Path, *, max_new_tokens: int,
