@@ -33,13 +33,14 @@ non-blank line, as TensorRT-LLM's `run.py --input_file prompts.txt` reads it.
 
 from __future__ import annotations
 
-import ast
 import json
 import logging
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from .errors import ConfigError, check_input_file, read_text
+from .message_fields import (CALLS, assistant_thinking, check_text, json_or_none, role_of, speaker_of, text_of,
+                             tool_turn, untrained)
 from .plural import counted
 
 log = logging.getLogger(__name__)
@@ -56,26 +57,12 @@ INPUTS = ("input", "context", "query")  # what an instruction works on: Alpaca's
 ANSWER_KEYS = ("answer", "response", "output", "completion")
 SYSTEMS = ("system", "system_prompt")  # a record's system prompt, the first neither null nor blank: LLaMA-Factory's,
 # OpenOrca's
-ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
-         "bard": "assistant", "bing": "assistant", "model": "assistant", "system": "system",
-         "developer": "system"}  # newer OpenAI clients send the system prompt as "developer" (serve reads it so)
 EXCHANGE = (("input", "user"), ("output", "assistant"))  # a message with neither `from` nor `role` holding `input`:
 # one exchange, its keys' turns in this order (LDJnr/Capybara's and Pure-Dove's {"input", "output"}, in `conversation`)
-THOUGHTS = ("reasoning_content", "reasoning", "thinking")  # an assistant turn's thinking, given to chat templates
-# under each name: Qwen3 data sets' and serve's (Qwen3's template reads `reasoning_content`), vLLM's newer, gpt-oss's
-# (its template reads `thinking`, where the message has the key)
 TOOLS = ("tools", "functions")  # a record's tool definitions, given to the chat template (the first neither null nor
 # blank): OpenAI's chat-completions `tools`, [{"type": "function", "function": {...}}], or its legacy `functions`, the
 # {...} alone; LLaMA-Factory's and xLAM's `tools` is such a list of bare definitions as a JSON string. A bare one is
 # given as OpenAI's `tools` lists it (as clients send it to an inference server, which gives it to the template)
-CALLS = ("function_call", "function-call")  # a tool call answering a prompt: ShareGPT's (glaive as LLaMA-Factory and
-# its ChatML conversion write it), its value the call's JSON, {"name", "arguments"} (or a list of them); OpenAI's is an
-# assistant turn, its content null beside `tool_calls`. train reads either as an assistant turn with `tool_calls`
-RESULTS = ("tool", "function", "observation", "function_response", "function-response")  # a tool's result, read by
-# train as a "tool" turn (OpenAI's role, `function` in its legacy format; LLaMA-Factory's `observation`; glaive's ChatML
-# conversion's `function-response`)
-LEGACY_CALL = "function_call"  # OpenAI's legacy assistant turn's one call, {"name", "arguments"}, beside `functions`
-# (an object only: "none" or "auto", a request's own field, logged beside an answer, is no call)
 
 
 class Prompt(str):
@@ -102,7 +89,7 @@ def prompt_of(record) -> Prompt:
     if not text.strip():  # a string or a prompt key is refused empty before: a conversation's, or `history`'s
         key = chat_key(record)
         where = "`history`'s first instruction" if key is None else f"`{key}` message " \
-            f"{next(n for n, m in _numbered(record[key]) if _role(m, key) == 'user')}, its first human/user message,"
+            f"{next(n for n, m in _numbered(record[key]) if role_of(m, key) == 'user')}, its first human/user message,"
         raise ValueError(f"{where} is empty: write its prompt, or remove that record")  # was "`conversations` must be
         # a non-empty string", of a list
     return Prompt(text, turns, tools_of(record))
@@ -127,9 +114,9 @@ def messages_of(record, prompt_only: bool = False, tool_turns: bool = False) -> 
     of ANSWER_KEYS neither null nor blank, `first_filled`, as it is: train checks it). A ValueError names what it
     cannot read, read lazily: a prompt reads nothing after its first answer. prompt_only: a CHATS list ends before its first answer, a tool call
     too (a CALLS turn, an assistant one of null content beside `tool_calls`), nothing after it read. tool_turns (train
-    without --distill): a tool call is an assistant turn with `tool_calls` (`_tool_turn`), a RESULTS turn a "tool" one,
+    without --distill): a tool call is an assistant turn with `tool_calls` (`tool_turn`), a RESULTS turn a "tool" one,
     its `tool_call_id` kept; else both are refused. A message's `name` (who speaks) is kept on every turn, as serve
-    keeps it (`_speaker`)."""
+    keeps it (`speaker_of`)."""
     key, column = system_of(record) if isinstance(record, dict) else (None, None)
     turns = _turns(record, prompt_only, tool_turns)
     first = next(turns)  # every record's turns hold a user turn, or raised
@@ -175,11 +162,11 @@ def _chat(messages, key: str, prompt_only: bool, tool_turns: bool) -> Iterator[d
         raise ValueError(f"`{key}` must be a non-empty list of messages")
     seen_user = False
     for n, msg in _numbered(messages):
-        role, who, where = _role(msg, key), msg.get("from", msg.get("role")), f"`{key}` message {n}"
+        role, who, where = role_of(msg, key), msg.get("from", msg.get("role")), f"`{key}` message {n}"
         if prompt_only and seen_user and (role == "assistant" or str(who).lower() in CALLS):
             return  # the prompt's answer, a tool call's null content too: not read
-        if tool_turns and seen_user and (tool := _tool_turn(msg, str(who).lower(), where)):
-            yield tool | _untrained(msg, tool["role"], where)
+        if tool_turns and seen_user and (tool := tool_turn(msg, str(who).lower(), where)):
+            yield tool | untrained(msg, tool["role"], where)
             continue
         text = text_of(msg.get("value", msg.get("content")))
         if role is None and not {"from", "role"} & msg.keys():  # once 'with role None'
@@ -192,146 +179,10 @@ def _chat(messages, key: str, prompt_only: bool, tool_turns: bool) -> Iterator[d
         if role == "assistant" and not seen_user:
             continue
         seen_user = seen_user or role == "user"
-        yield ({"role": role, "content": check_text(text, where)} | _speaker(msg) | _untrained(msg, role, where)
-               | _thought(msg, role, where))
+        yield ({"role": role, "content": check_text(text, where)} | speaker_of(msg) | untrained(msg, role, where)
+               | assistant_thinking(msg, role, where))
     if not seen_user:
         raise ValueError(f"`{key}` has no human/user message")
-
-
-def _untrained(msg: dict, role: str, where: str) -> dict:
-    """{"weight": 0} for an assistant turn that OpenAI's fine-tuning files mark not to learn from (`"weight": 0`:
-    train masks it out of the loss as a prompt), else {}; a ValueError for an assistant turn's weight other than 0 or
-    1 (a user turn's is not read)."""
-    weight = msg.get("weight")
-    if role != "assistant":
-        return {}
-    if isinstance(weight, str) or weight not in (None, 0, 1):  # once read as no weight: "0" and 2 trained
-        raise ValueError(f"{where} has weight {weight!r}: OpenAI's fine-tuning files allow 0 (not trained) or 1")
-    return {"weight": 0} if weight == 0 else {}
-
-
-def thinking_of(msg: dict) -> dict:
-    """An assistant message's thinking (under any of THOUGHTS: `reasoning_content`, vLLM's newer `reasoning`,
-    gpt-oss's `thinking`) as chat templates read it: under every name (Qwen3's template writes the thinking of the
-    answers since the last user turn from `reasoning_content`, gpt-oss's the last answer's and a tool call's from
-    `thinking`); {} where it has none. A ValueError naming the key for one that is no string, or the two keys holding
-    two different thoughts (`two_thoughts`: which to train is the data's to say)."""
-    if key := unwritten_thought(msg):
-        raise ValueError(f"has {key} {msg[key]!r}: write the answer's thinking as a string, or leave it out")
-    if keys := two_thoughts(msg):
-        first, other = keys
-        raise ValueError(f"has two thoughts, {first} {msg[first]!r:.40} and {other} {msg[other]!r:.40}: keep the "
-                         f"answer's thinking under one of them")
-    given = [msg[key] for key in THOUGHTS if msg.get(key) is not None]
-    return dict.fromkeys(THOUGHTS, max(given, key=bool)) if given else {}  # the thought, else a blank one
-
-
-def unwritten_thought(msg: dict) -> str | None:
-    """The first key of THOUGHTS whose value in msg is neither null nor a string (None: none is)."""
-    return next((key for key in THOUGHTS if msg.get(key) is not None and not isinstance(msg[key], str)), None)
-
-
-def two_thoughts(msg: dict) -> tuple[str, str] | None:
-    """(the first key of THOUGHTS given a thought in msg, the first holding another thought), or None where all
-    those given are alike (vLLM answers one under two names) or blank (a client's empty field beside the thought)."""
-    given = [key for key in THOUGHTS if msg.get(key)]
-    other = next((key for key in given if msg[key] != msg[given[0]]), None)
-    return (given[0], other) if other else None
-
-
-def _thought(msg: dict, role: str, where: str) -> dict:
-    """An assistant turn's `thinking_of` (dropped once: the answer trained after an empty <think> block), {} for
-    another turn; the ValueError names `where`."""
-    try:
-        return thinking_of(msg) if role == "assistant" else {}
-    except ValueError as e:
-        raise ValueError(f"{where} {e}") from None
-
-
-def _speaker(msg: dict) -> dict:
-    """A message's OpenAI `name` (who speaks) as serve gives it to the chat template: {"name": str}, else {} (null, or
-    not a string, which serve refuses). Kept on every turn: a template writing it (a speaker's name before the text)
-    once rendered it in serving and not in training."""
-    return {"name": msg["name"]} if isinstance(msg.get("name"), str) else {}
-
-
-def _tool_turn(msg: dict, who: str, where: str) -> dict | None:
-    """A tool call (OpenAI's assistant turn with `tool_calls`, or its legacy LEGACY_CALL; a CALLS turn) as an
-    assistant turn with `tool_calls` (`template_tool_calls`: arguments given as JSON text passed as the object, which
-    Qwen2.5's template writes `| tojson`), its content "" when null; a RESULTS turn as {"role": "tool", "content"},
-    its `tool_call_id` and `name` kept (as serve gives them to the template); None for any other turn. A ValueError
-    names a call it cannot read."""
-    if ROLES.get(who) == "assistant":
-        legacy = msg.get(LEGACY_CALL)
-        calls = msg.get("tool_calls") or ([{"type": "function", "function": legacy}] if isinstance(legacy, dict)
-                                          and legacy else None)
-    else:
-        calls = _call_json(msg, who, where)
-    if who in RESULTS:
-        text = check_text(_text_or_refuse(msg, who, where), where)
-        return {"role": "tool", "content": text} | {key: msg[key] for key in ("tool_call_id", "name")
-                                                    if isinstance(msg.get(key), str)}
-    if not calls:
-        return None
-    try:
-        calls = template_tool_calls(calls)
-    except ValueError:
-        raise ValueError(f"{where} has a tool call that is not {{\"type\": \"function\", \"function\": {{\"name\": "
-                         f"str, \"arguments\": JSON object}}}}: fix or remove that record") from None
-    content = "" if msg.get("content") is None else _text_or_refuse(msg, who, where)
-    return ({"role": "assistant", "content": check_text(content, where)} | _speaker(msg)
-            | _thought(msg, "assistant", where) | {"tool_calls": calls})
-
-
-def template_tool_calls(calls) -> list[dict]:
-    """OpenAI's `tool_calls` (an assistant turn's, a serve request's) as chat templates read them: arguments sent as a
-    JSON object's text are given as the object (Qwen2.5's template writes `arguments | tojson`, which would quote the
-    text again; Qwen3's writes a string as it is), as vLLM gives them. A ValueError for calls of another shape."""
-    if calls is None or calls == []:
-        return []
-    if not isinstance(calls, list):
-        raise ValueError("tool_calls is not a list")
-    out = []
-    for call in calls:
-        function = call.get("function") if isinstance(call, dict) else None
-        if (not isinstance(function, dict) or call.get("type", "function") != "function"
-                or not isinstance(function.get("name"), str)
-                or not isinstance(function.get("arguments"), (str, dict))):
-            raise ValueError("a tool call of another shape")
-        arguments = function["arguments"]
-        if isinstance(arguments, str):
-            parsed = _json_or_none(arguments)
-            arguments = parsed if isinstance(parsed, dict) else arguments
-        out.append({**({"id": call["id"]} if isinstance(call.get("id"), str) else {}), "type": "function",
-                    "function": {"name": function["name"], "arguments": arguments}})
-    return out
-
-
-def _call_json(msg: dict, who: str, where: str) -> list | None:
-    """A CALLS turn's value, {"name", "arguments"} or a list of them, as OpenAI's `tool_calls`; None for another
-    turn. glaive's own files write the arguments as single-quoted JSON text (a Python literal, not JSON): read too."""
-    if who not in CALLS:
-        return None
-    value = msg.get("value", msg.get("content"))
-    call = _json_or_none(value) if isinstance(value, str) else None
-    if call is None and isinstance(value, str):
-        try:
-            call = ast.literal_eval(value.strip())
-            json.dumps(call)  # a literal JSON has not (a set, bytes) is no call a template writes
-        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-            call = None
-    calls = call if isinstance(call, list) else [call]
-    if not calls or not all(isinstance(c, dict) and isinstance(c.get("name"), str) for c in calls):
-        raise ValueError(f"{where} ({who}) is not a tool call's JSON, {{\"name\": ..., \"arguments\": {{...}}}}: fix "
-                         f"or remove that record")
-    return [{"type": "function", "function": {"name": c["name"], "arguments": c.get("arguments", {})}} for c in calls]
-
-
-def _text_or_refuse(msg: dict, who: str, where: str) -> str:
-    text = text_of(msg.get("value", msg.get("content")))
-    if not isinstance(text, str):
-        raise ValueError(f"{where} ({who!r}) has a `value`/`content` of {text!r}, not a string")
-    return text
 
 
 def _numbered(messages: list) -> Iterator[tuple[int, object]]:
@@ -342,14 +193,6 @@ def _numbered(messages: list) -> Iterator[tuple[int, object]]:
             yield from ((n, {"role": role, "content": msg[part]}) for part, role in EXCHANGE if part in msg)
         else:
             yield n, msg
-
-
-def _role(msg, key: str) -> str | None:
-    """A message's role as chat templates name it ("Human" too, lowercased), None for an unknown one; a ValueError
-    for a message that is no object."""
-    if not isinstance(msg, dict):
-        raise ValueError(f"`{key}` must hold objects with `from`/`value` (or `role`/`content`)")
-    return ROLES.get(str(msg.get("from", msg.get("role"))).lower())
 
 
 def _history(record) -> list[dict]:
@@ -393,33 +236,12 @@ def _prompt_text(record) -> str:
     return check_text(value, f"`{key}`")
 
 
-def check_text(text: str, what: str) -> str:
-    """text, or a ValueError for one holding half a surrogate pair (a JSON escape such as "\\ud83d" alone: an emoji cut
-    in two by a scraper; some ShareGPT dumps have them), which json reads but no tokenizer takes (tokenizers' TypeError
-    traceback from run, bench and train once)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise ValueError(f"{what} holds half a surrogate pair ({text[e.start]!r} at character {e.start}), not "
-                         f"text") from None
-    return text
-
-
 def message_hint(record: dict) -> str:
     """For a record that is one chat message (a JSON list of messages read as records, one per message), how to
     write it; else ""."""
     if {"role", "from"} & record.keys() and {"content", "value"} & record.keys():
         return " (this is one message: put a conversation's messages in {\"conversations\": [...]})"
     return ""
-
-
-def text_of(content):
-    """A message's text: a string, or OpenAI's list of parts when all are text parts, joined one a line (as
-    trtllm-serve's and vLLM's chat_utils join them; `serve` reads messages through it); anything else as it is."""
-    if isinstance(content, list) and all(
-            isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in content):
-        return "\n".join(p["text"] for p in content)
-    return content
 
 
 def system_of(record: dict) -> tuple[str | None, str | None]:
@@ -439,10 +261,10 @@ def tools_of(record) -> tuple[dict, ...]:
     key = first_filled(record, TOOLS) if isinstance(record, dict) else None
     if key is None:
         return ()
-    tools = _json_or_none(record[key]) if isinstance(record[key], str) else record[key]
+    tools = json_or_none(record[key]) if isinstance(record[key], str) else record[key]
     tools = [tools] if isinstance(tools, dict) else tools
     if isinstance(tools, list):
-        tools = [_json_or_none(tool) if isinstance(tool, str) else tool for tool in tools]
+        tools = [json_or_none(tool) if isinstance(tool, str) else tool for tool in tools]
     if not isinstance(tools, list) or not all(isinstance(tool, dict) for tool in tools):
         raise ValueError(f"`{key}` must list the tool definitions, [{{\"type\": \"function\", \"function\": "
                          f"{{\"name\": ..., \"parameters\": ...}}}}, ...] (or that list as a JSON string), not "
@@ -512,21 +334,12 @@ def records(path: Path, text: str) -> list[tuple[str, object]]:
         try:
             located.append((f"line {lineno}", json.loads(line)))
         except json.JSONDecodeError as e:
-            if not located and isinstance(whole := _json_or_none(text), dict):  # one record, pretty-printed
+            if not located and isinstance(whole := json_or_none(text), dict):  # one record, pretty-printed
                 return [("(its one JSON object)", whole)]
             plain = "" if located else AS_TXT  # plain text?
             raise ConfigError(f"{path} line {lineno} is not valid JSON ({e.msg}): write one JSON object per "
                               f"line{plain}") from None
     return located
-
-
-def _json_or_none(text: str):
-    """text's JSON value, or None where json cannot read it (not JSON; nested past the recursion limit; a number over
-    sys.get_int_max_str_digits() digits, json's ValueError that is no JSONDecodeError)."""
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError):
-        return None
 
 
 def _list_line(text: str) -> int | None:

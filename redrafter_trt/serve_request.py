@@ -18,7 +18,7 @@ import secrets
 import sys
 from dataclasses import dataclass
 
-from .prompts import template_tool_calls, text_of, thinking_of, two_thoughts, unwritten_thought
+from .message_fields import template_tool_calls, text_of, thinking_of, two_thoughts, unwritten_thought
 from .serve_backend import MAX_PROMPTS
 from .serve_errors import RequestError
 from .serve_tools import TEMPLATE_FIX
@@ -143,7 +143,7 @@ def _reasoning(m: dict, i: int) -> dict:
 
 
 def _tool_calls(calls, i: int) -> list[dict]:
-    """An assistant message's `tool_calls` as chat templates read them (`prompts.template_tool_calls`)."""
+    """An assistant message's `tool_calls` as chat templates read them (`message_fields.template_tool_calls`)."""
     try:
         return template_tool_calls(calls)
     except ValueError:

@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 
 
 def _gather_prompts(input_text: tuple[str, ...], input_file: str | None) -> list[str]:
-    from ..prompts import check_text, load_prompts
+    from ..message_fields import check_text
+    from ..prompts import load_prompts
 
     if input_text and input_file:
         raise ConfigError("pass either --input-text or --input-file, not both")

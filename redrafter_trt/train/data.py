@@ -39,8 +39,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, check_input_file, first_line, read_text
-from ..prompts import (ANSWER_KEYS, KEYS as PROMPT_KEYS, before_answer, chat_key, check_text, first_filled,
-                       message_hint, messages_of, records, tools_of)
+from ..message_fields import check_text
+from ..prompts import (ANSWER_KEYS, KEYS as PROMPT_KEYS, before_answer, chat_key, first_filled, message_hint,
+                       messages_of, records, tools_of)
 from ..tokens import chat_text, render_chat, template_text
 from .config import DATA_FIX
 
