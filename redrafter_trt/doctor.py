@@ -16,9 +16,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .build import (INSTALL_HINT, MODEL_MAP_SOURCE, has_redrafter, installed_source, model_map_lacks,
-                    redrafter_architectures, trtllm_version, unsupported_trtllm, version_tuple)
 from .errors import first_line
+from .installed_trtllm import (INSTALL_HINT, MODEL_MAP_SOURCE, has_redrafter, installed_source, model_map_lacks,
+                               redrafter_architectures, trtllm_version, unsupported_trtllm, version_tuple)
 from .plural import counted
 
 REDRAFTER_MIN_CC = (8, 0)   # TensorRT-LLM's ReDrafter support matrix: Ampere or newer
@@ -128,8 +128,8 @@ def check_fp8_gpu(gpus: tuple[Gpu, ...]) -> Check:
 
 
 def check_trtllm(version: str | None, model_map: str | None) -> Check:
-    """model_map: the source of its tensorrt_llm/models/__init__.py (`build.model_map_lacks`; None: not visible from
-    this Python)."""
+    """model_map: the source of its tensorrt_llm/models/__init__.py (`installed_trtllm.model_map_lacks`; None: not
+    visible from this Python)."""
     feature = ENGINES
     if version is None:
         return Check("tensorrt_llm", False, "not installed", INSTALL_HINT, feature=feature)

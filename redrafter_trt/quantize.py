@@ -20,9 +20,9 @@ import warnings
 from importlib import resources
 from pathlib import Path
 
-from .build import version_tuple
 from .config import rope_fields, source_dtype
 from .errors import ConfigError, DependencyError
+from .installed_trtllm import version_tuple
 from .registry import bias_fields, extra_fields, lookup
 from .shard import check_tp
 

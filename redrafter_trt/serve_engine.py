@@ -44,9 +44,9 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from .build import (check_engine, installed_source, read_engine_config, require_trtllm_tool, trtllm_version,
-                    world_size)
+from .build import check_engine, read_engine_config, world_size
 from .errors import ConfigError, RedrafterError
+from .installed_trtllm import installed_source, require_trtllm_tool, trtllm_version
 from .serve_tools import tool_template_warning
 from .tokens import load_tokenizer, stop_file, stop_ids
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from redrafter_trt import build as build_mod
+from redrafter_trt import build as build_mod, installed_trtllm
 from redrafter_trt.build import BuildOptions, plan_build, run_streaming
 from redrafter_trt.cli import main
-from redrafter_trt.errors import ConfigError, RedrafterError
+from redrafter_trt.errors import ConfigError, DependencyError, RedrafterError
 from tinymodels import make_drafter, make_hf
 
 
@@ -200,7 +200,7 @@ def test_a_max_seq_len_without_room_for_an_answer_is_refused_before_tensorrt_llm
     executor takes prompts of up to max_seq_len - 1 tokens, and each needs one new token. trtllm-build refuses
     nothing here (it clips max_input_len to max_seq_len) and gives the draft tokens room of its own (builder.py adds
     max_draft_len to max_seq_len), so 2 is the least it holds: one prompt token and one new one."""
-    monkeypatch.setattr(build_mod, "trtllm_version", lambda: None)
+    monkeypatch.setattr(installed_trtllm, "trtllm_version", lambda: None)
     args = ["--checkpoint-dir", str(checkpoints[False, 1]), "--output-dir", str(tmp_path / "e")]
     args += ["--dry-run"] if dry_run else []
     one_line_error(invoke(*args, "--max-seq-len", "1", env={"PATH": str(tmp_path)}),
@@ -279,7 +279,7 @@ def test_dry_run_needs_no_tensorrt_llm(checkpoints, tmp_path):
 # ---- errors -------------------------------------------------------------------------------------------------------
 
 def test_without_tensorrt_llm_says_how_to_install(checkpoints, tmp_path, monkeypatch):
-    monkeypatch.setattr(build_mod, "trtllm_version", lambda: None)
+    monkeypatch.setattr(installed_trtllm, "trtllm_version", lambda: None)
     result = invoke("--checkpoint-dir", str(checkpoints[False, 1]), "--output-dir", str(tmp_path / "e"),
                     env={"PATH": str(tmp_path)})
     one_line_error(result, "pip install", "tensorrt_llm==1.2.*", "1.0 to 1.2.x")
@@ -295,7 +295,7 @@ def test_without_tensorrt_llm_the_dependency_error_comes_alone(tmp_path, monkeyp
     save_byte_tokenizer(base)
     ckpt = tmp_path / "ckpt"
     convert(base, make_drafter(tmp_path / "drafter", base), ckpt, tp_size=1, dtype="float32")
-    monkeypatch.setattr(build_mod, "trtllm_version", lambda: None)
+    monkeypatch.setattr(installed_trtllm, "trtllm_version", lambda: None)
     args = ("--checkpoint-dir", str(ckpt), "--output-dir", str(tmp_path / "e"))
     with caplog.at_level("WARNING", logger="redrafter_trt.build"):
         one_line_error(invoke(*args, env={"PATH": str(tmp_path)}), "TensorRT-LLM is not installed", "--dry-run")
@@ -307,7 +307,7 @@ def test_without_tensorrt_llm_the_dependency_error_comes_alone(tmp_path, monkeyp
 
 def test_tensorrt_llm_without_redrafter_is_refused(checkpoints, tmp_path, monkeypatch):
     fake_trtllm_build(tmp_path / "bin", "")
-    monkeypatch.setattr(build_mod, "trtllm_version", lambda: "1.3.0")
+    monkeypatch.setattr(installed_trtllm, "trtllm_version", lambda: "1.3.0")
     result = invoke("--checkpoint-dir", str(checkpoints[False, 1]), "--output-dir", str(tmp_path / "e"),
                     env={"PATH": f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}"})
     one_line_error(result, "TensorRT-LLM 1.3.0", "1.0 to 1.2.x")
@@ -324,9 +324,9 @@ def test_refused_tensorrt_llm_is_named_for_what_it_is(tmp_path, monkeypatch, ver
     says they are past the supported line; a 0.x says its ReDrafter is the older format."""
     fake_trtllm_build(tmp_path / "bin", "")
     monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setattr(build_mod, "trtllm_version", lambda: version)
-    with pytest.raises(build_mod.DependencyError) as raised:
-        build_mod.require_trtllm_tool()
+    monkeypatch.setattr(installed_trtllm, "trtllm_version", lambda: version)
+    with pytest.raises(DependencyError) as raised:
+        installed_trtllm.require_trtllm_tool(build_mod.TRTLLM_BUILD)
     message = str(raised.value)
     assert f"TensorRT-LLM {version} " in message and "tensorrt_llm==1.2.*" in message
     assert "cannot run" not in message and all(s in message for s in says)
@@ -441,7 +441,7 @@ def run_fake(checkpoints, tmp_path, body: str, tp: int = 4):
 
 
 def test_fake_build_streams_output_and_checks_engine(checkpoints, tmp_path, monkeypatch):
-    monkeypatch.setattr(build_mod, "trtllm_version", lambda: None)
+    monkeypatch.setattr(installed_trtllm, "trtllm_version", lambda: None)
     result = run_fake(checkpoints, tmp_path, WRITE_ENGINE)
     assert result.exit_code == 0, result.output
     assert "[TRT-LLM] building" in result.output and "Total time of building" in result.output
@@ -458,7 +458,7 @@ def test_the_timing_cache_is_written_in_the_engine_folder_not_the_working_direct
     """trtllm-build saves its timing cache to --output_timing_cache, `model.cache` in the working directory unless
     told (1.2.x: BuildConfig.output_timing_cache): a build overwrote a ./model.cache of the user's, or failed after
     building from a read-only directory; the cache now lands in the engine folder."""
-    monkeypatch.setattr(build_mod, "trtllm_version", lambda: None)
+    monkeypatch.setattr(installed_trtllm, "trtllm_version", lambda: None)
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     (cwd / "model.cache").write_text("the user's own file")
@@ -480,7 +480,7 @@ def test_the_timing_cache_is_written_in_the_engine_folder_not_the_working_direct
     ("pass\n", "config.json is missing"),
 ], ids=["lost-redrafter-key", "missing-rank", "build-fails", "no-engine"])
 def test_fake_build_failures_are_one_line(checkpoints, tmp_path, monkeypatch, body, needle):
-    monkeypatch.setattr(build_mod, "trtllm_version", lambda: None)
+    monkeypatch.setattr(installed_trtllm, "trtllm_version", lambda: None)
     result = run_fake(checkpoints, tmp_path, body)
     assert result.exit_code == 2, result.output
     last = result.output.strip().splitlines()[-1]
@@ -515,7 +515,7 @@ def test_check_engine_rejects_changed_redrafter_key(tmp_path):
 
 def test_a_one_rank_engine_is_one_rank(checkpoints, tmp_path, monkeypatch):
     """The engine line said '1 rank(s)'."""
-    monkeypatch.setattr(build_mod, "trtllm_version", lambda: None)
+    monkeypatch.setattr(installed_trtllm, "trtllm_version", lambda: None)
     result = run_fake(checkpoints, tmp_path, WRITE_ENGINE, tp=1)
     assert result.exit_code == 0 and "(1 rank, " in result.output, result.output
 
@@ -529,8 +529,8 @@ def test_an_engine_without_its_rank_files_names_how_many_it_needs(tmp_path, tp, 
 
 
 def test_has_redrafter_version_range():
-    assert [build_mod.has_redrafter(v) for v in ("0.21.0", "1.0.0rc4", "1.2.0", "1.2.1.post1", "1.3.0", "2.0")] == \
-        [False, True, True, True, False, False]
+    versions = ("0.21.0", "1.0.0rc4", "1.2.0", "1.2.1.post1", "1.3.0", "2.0")
+    assert [installed_trtllm.has_redrafter(v) for v in versions] == [False, True, True, True, False, False]
 
 
 def test_output_dir_is_checked_before_building(checkpoints, tmp_path, monkeypatch):
@@ -538,7 +538,7 @@ def test_output_dir_is_checked_before_building(checkpoints, tmp_path, monkeypatc
     ckpt = str(checkpoints[False, 1])
     result = invoke("--checkpoint-dir", ckpt, "--output-dir", ckpt, "--dry-run")
     assert result.exit_code == 2 and "would delete the input" in result.output
-    monkeypatch.setattr(build_mod, "trtllm_version", lambda: None)
+    monkeypatch.setattr(installed_trtllm, "trtllm_version", lambda: None)
     failing = WRITE_ENGINE + "\nsys.exit(3)\n"  # writes rank files, then fails
     assert run_fake(checkpoints, tmp_path, failing).exit_code == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bin"]  # neither engine/ nor .engine.partial-*
@@ -573,18 +573,18 @@ def test_a_qwen3_checkpoint_needs_a_tensorrt_llm_that_builds_qwen3(tmp_path, mon
         fake_trtllm_package(tmp_path / "site", monkeypatch, {
             "models/qwen/config.py": "valid_types = ('qwen', 'qwen2'" + (", 'qwen3')" if knows else ")")})
     else:
-        monkeypatch.setattr(build_mod.importlib.util, "find_spec", lambda name: None)
-    monkeypatch.setattr(build_mod, "trtllm_version", lambda: "1.0.0")
+        monkeypatch.setattr(installed_trtllm.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(installed_trtllm, "trtllm_version", lambda: "1.0.0")
     qwen3 = {"architecture": "ReDrafterForQWenLM", "base_model_architecture": "Qwen3ForCausalLM", "qwen_type": "qwen3"}
     if says:
-        with pytest.raises(build_mod.DependencyError, match=f"TensorRT-LLM 1.0.0 {says}.*tensorrt_llm==1.2"):
-            build_mod.check_trtllm_builds(qwen3)
-        monkeypatch.setattr(build_mod, "trtllm_version", lambda: None)  # a source checkout: no version to name
-        with pytest.raises(build_mod.DependencyError, match=f"^TensorRT-LLM {says}"):
-            build_mod.check_trtllm_builds(qwen3)
+        with pytest.raises(DependencyError, match=f"TensorRT-LLM 1.0.0 {says}.*tensorrt_llm==1.2"):
+            installed_trtllm.check_trtllm_builds(qwen3)
+        monkeypatch.setattr(installed_trtllm, "trtllm_version", lambda: None)  # a source checkout: no version to name
+        with pytest.raises(DependencyError, match=f"^TensorRT-LLM {says}"):
+            installed_trtllm.check_trtllm_builds(qwen3)
     else:
-        build_mod.check_trtllm_builds(qwen3)
-    build_mod.check_trtllm_builds(qwen3 | {"base_model_architecture": "Qwen2ForCausalLM", "qwen_type": "qwen2"})
+        installed_trtllm.check_trtllm_builds(qwen3)
+    installed_trtllm.check_trtllm_builds(qwen3 | {"base_model_architecture": "Qwen2ForCausalLM", "qwen_type": "qwen2"})
 
 
 @pytest.mark.parametrize("version", ["1.0.0rc4", None])
@@ -596,7 +596,7 @@ def test_build_refuses_a_tensorrt_llm_without_the_checkpoints_architecture(check
     source checkout, no version to name."""
     fake_trtllm_package(tmp_path / "site", monkeypatch, {"models/__init__.py": MODEL_MAP["1.0.0rc"],
                                                          "models/redrafter/__init__.py": ""})
-    monkeypatch.setattr(build_mod, "trtllm_version", lambda: version)
+    monkeypatch.setattr(installed_trtllm, "trtllm_version", lambda: version)
     result = run_fake(checkpoints, tmp_path, "raise SystemExit('trtllm-build ran')")
     installed = " ".join(filter(None, ("TensorRT-LLM", version)))
     one_line_error(result, f"{installed} has no ReDrafterForLLaMALM in its MODEL_MAP", "PR #4875",

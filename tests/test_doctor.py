@@ -95,17 +95,17 @@ def test_a_tensorrt_llm_without_the_checkpoints_architectures_is_named(tmp_path,
     """TensorRT-LLM's 1.0.0 release candidates before PR #4875 have tensorrt_llm/models/redrafter, but not the
     architectures redrafter-trt's checkpoints name: doctor reads the installed MODEL_MAP (tensorrt_llm is not imported)
     and says which it lacks, and to install 1.2.x."""
-    from redrafter_trt import build
+    from redrafter_trt import installed_trtllm
 
     fake_machine(monkeypatch, TorchInfo("2.6.0", "12.6", (H100,)), "1.0.0rc4", CPU_DISTS)
-    monkeypatch.setattr(doctor, "installed_source", build.installed_source)  # the fake package's
+    monkeypatch.setattr(doctor, "installed_source", installed_trtllm.installed_source)  # the fake package's
     fake_trtllm_package(tmp_path / "site", monkeypatch, {"models/__init__.py": model_map,
                                                          "models/redrafter/__init__.py": ""})
     (check,) = [c for c in doctor.run_checks() if c.name == "tensorrt_llm"]
     if missing is None:
         assert check.ok, check
     else:
-        assert not check.ok and check.fix == build.INSTALL_HINT, check
+        assert not check.ok and check.fix == installed_trtllm.INSTALL_HINT, check
         assert check.detail.startswith(f"1.0.0rc4, which has no {missing} in its MODEL_MAP") and "PR #4875" in \
             check.detail, check.detail
 

@@ -48,7 +48,7 @@ def test_tensorrt_llm_without_redrafter_is_refused_before_the_import(tmp_path, m
     """As `build` and `serve` refuse it: a TensorRT-LLM outside 1.0 to 1.2.x is named, not imported, and for what it
     is (1.3.0rc0-rc15 still ran this format: past the supported line, not unable)."""
     write_engine_config(tmp_path)
-    monkeypatch.setattr("redrafter_trt.build.trtllm_version", lambda: version)
+    monkeypatch.setattr("redrafter_trt.installed_trtllm.trtllm_version", lambda: version)
     monkeypatch.setitem(sys.modules, "tensorrt_llm", types.ModuleType("tensorrt_llm"))  # importable: not imported
     with pytest.raises(DependencyError, match=f"TensorRT-LLM {version} [^:]*{why}.*1.2.*rebuild the engine"):
         trtllm.generate_engine(tmp_path, [[1, 2]], 4, end_id=2, pad_id=2)
@@ -99,7 +99,7 @@ def install_fake_trtllm(monkeypatch, executor, calls, holds="session"):
     for name, module in (("tensorrt_llm", tllm), ("tensorrt_llm.runtime", runtime),
                          ("tensorrt_llm.bindings.executor", api)):
         monkeypatch.setitem(sys.modules, name, module)
-    monkeypatch.setattr("redrafter_trt.build.trtllm_version", lambda: "1.2.0")  # whatever this machine has installed
+    monkeypatch.setattr("redrafter_trt.installed_trtllm.trtllm_version", lambda: "1.2.0")  # whatever this machine has installed
 
 
 @pytest.mark.parametrize("temperature", [0.0, 0.7])

@@ -123,7 +123,7 @@ def test_dry_run_is_only_for_engines(tmp_path, tokenizer_dir):
 def test_without_trtllm_serve_says_how_to_install(tmp_path, tokenizer_dir, monkeypatch):
     engine = make_engine(tmp_path / "engine", tp=1)
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    monkeypatch.setattr("redrafter_trt.build.trtllm_version", lambda: None)
+    monkeypatch.setattr("redrafter_trt.installed_trtllm.trtllm_version", lambda: None)
     res = serve("--engine-dir", engine, "--tokenizer-dir", tokenizer_dir)
     assert res.exit_code == 2 and "trtllm-serve not on PATH" in res.output and "tensorrt_llm==1.2" in res.output
 

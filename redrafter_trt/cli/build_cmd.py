@@ -78,7 +78,8 @@ def build(checkpoint_dir, output_dir, max_batch_size, max_seq_len, max_num_token
 
     Arguments after `--` go to trtllm-build unchanged (except the settings ReDrafter fixes).
     """
-    from ..build import TRTLLM_BUILD, BuildOptions, build_engine, prepare, require_trtllm_tool
+    from ..build import TRTLLM_BUILD, BuildOptions, build_engine, prepare
+    from ..installed_trtllm import require_trtllm_tool
 
     if not dry_run:  # first: the checkpoint's warnings (float32's unfused attention) are of an engine it cannot build
         require_trtllm_tool(TRTLLM_BUILD)

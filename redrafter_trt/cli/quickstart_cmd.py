@@ -75,7 +75,7 @@ def quickstart(workdir, num_questions, max_new_tokens, force):
                "and the checkpoint over HTTP:")
     for line in res.cpu_commands:
         click.echo(f"  {line}")
-    from ..build import INSTALL_HINT
+    from ..installed_trtllm import INSTALL_HINT
 
     click.echo(f"\nOn a machine with an NVIDIA GPU and TensorRT-LLM, installed with: {INSTALL_HINT}:")
     for line in res.gpu_commands:

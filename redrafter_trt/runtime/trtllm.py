@@ -97,7 +97,7 @@ class EngineLimits:
 
 
 def import_trtllm():
-    from ..build import INSTALL_HINT, has_redrafter, trtllm_version, unsupported_trtllm
+    from ..installed_trtllm import INSTALL_HINT, has_redrafter, trtllm_version, unsupported_trtllm
 
     version = trtllm_version()  # from package metadata, as `build` and `serve` check it, before the long import
     if version is not None and not has_redrafter(version):
@@ -134,7 +134,7 @@ def runner_executor(runner):
     """The `Executor` a `ModelRunnerCpp` holds. TensorRT-LLM's `__init__` has stored it as `self.session` (its own
     `generate` calls `self.session.enqueue_requests`) and, in other commits of the same line, as `self.executor`
     (`self.executor.enqueue_requests`); either is taken, so no 1.x runner ends in an AttributeError after loading."""
-    from ..build import INSTALL_HINT
+    from ..installed_trtllm import INSTALL_HINT
 
     for name in ("session", "executor"):
         executor = getattr(runner, name, None)
