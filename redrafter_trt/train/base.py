@@ -11,16 +11,20 @@ from ..errors import ConfigError, TokenizerError
 from ..io import TensorSource, finite_base_tensor
 
 
-def base_tensors(base: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """(embed_tokens [V, H], lm_head [V, H]) read lazily from the base folder."""
+def base_tensors(base: Path, dtype: torch.dtype | None = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """(embed_tokens [V, H], lm_head [V, H]) read lazily from the base folder, in `dtype` (None: as stored), each
+    checked finite."""
     src = TensorSource.from_hf_folder(base)
     names = src.names()
     emb_name = next((n for n in ("model.embed_tokens.weight", "embed_tokens.weight") if n in names), None)
     if emb_name is None:
         raise ConfigError(f"{base} has no model.embed_tokens.weight: only Llama/Qwen2/Qwen3-style bases are supported")
-    embed = finite_base_tensor(src.get(emb_name).float(), emb_name, base)
-    head = finite_base_tensor(src.get("lm_head.weight").float(), "lm_head.weight", base) if "lm_head.weight" in names \
-        else embed
+    def read(name: str) -> torch.Tensor:
+        t = src.get(name)
+        return finite_base_tensor(t if dtype is None else t.to(dtype), name, base)
+
+    embed = read(emb_name)
+    head = read("lm_head.weight") if "lm_head.weight" in names else embed
     src.close()
     return embed, head
 

@@ -116,10 +116,9 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
     feats = build_features(train_ex, k, cache_dir, bid, load_model, lambda d, t: report(Progress("hidden", d, t)),
                            device=device, dtype=base_dtype)
     held = build_features(held_ex, k, cache_dir, bid, load_model, device=device, dtype=base_dtype) if held_ex else None
-    # read (and checked finite) before the base answers: a NaN in its head made those answers NaN, named as the cache's
-    embed, head = base_tensors(cfg.base)
     own = own_prompts = None
     if held_prompts:
+        base_tensors(cfg.base, dtype=None)  # checked finite first: a NaN head made the answers NaN, named as the cache's
         own_prompts = held_prompts[:BASE_ANSWERED_PROMPTS]
         log.info("the base's own answers to %s, scored after training as the data's are",
                  counted(len(own_prompts), "held-out prompt"))
@@ -130,6 +129,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
         own = build_features(own_ex, k, cache_dir, bid, load_model, device=device, dtype=base_dtype) if own_ex else None
     model_box.clear()  # the base is not needed any more
 
+    embed, head = base_tensors(cfg.base)  # float32 copies: read once the base is gone, not beside it
     base_sample = record_base_sample(cfg.base)  # for the drafter's producer block: read now, not after training
     dcfg, drafter = new_drafter(base_config, head, num_draft_layers=cfg.num_draft_layers, rnn=cfg.rnn,
                                 exit_dim=cfg.exit_dim or int(base_config["hidden_size"]), predict_n=k, seed=cfg.seed)
