@@ -352,6 +352,7 @@ FILTER_VALUES = {  # what a sampling filter may be (vLLM's SamplingParams checks
     "top_k": (int, lambda v: v >= -1, "an integer >= -1 (-1 or 0: every token)"),
     "min_p": ((int, float), lambda v: 0 <= v <= 1, "a number in [0, 1]"),
 }
+INTEGERS = {"min_tokens", "top_k"}  # the integer fields above: compared as `parse` reads integers ("0", false: 0)
 
 
 def _same(a, b) -> bool:
@@ -379,6 +380,8 @@ def refuse_unsupported(body: dict, chat: bool, sampling: bool, stops: frozenset[
         del table["tools"]
     for name, neutral in table.items():
         value = body.get(name)
+        if name in INTEGERS and (number := _integer(value)) is not None:
+            value = number
         if name == "stop_token_ids" and _stops_already(value, stops):
             continue
         if value is not None and not any(_same(value, v) for v in neutral):

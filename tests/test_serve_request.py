@@ -61,3 +61,24 @@ def test_a_refused_tool_choice_names_both_values_taken():
     for choice in ("required", {"type": "function", "function": {"name": "f"}}):
         with pytest.raises(RequestError, match=r'"tool_choice" .*: leave it out \(or send "none" or "auto"\)$'):
             refuse_unsupported({"messages": ASK, "tool_choice": choice}, True, sampling=False, tools=True)
+
+
+@pytest.mark.parametrize("field, sent", [("top_k", "-1"), ("top_k", "0"), ("top_k", -1.0), ("min_tokens", "0"),
+                                         ("min_tokens", False), ("min_tokens", 0.0)])
+def test_a_field_that_changes_nothing_is_read_as_parse_reads_integers(field, sent):
+    """`"top_k": "-1"` passed parse (lax integers, as pydantic) and was then refused on a sampling checkpoint as
+    changing the answer (a review): the value that changes nothing is read as `parse` reads integers."""
+    from redrafter_trt.serve_request import refuse_unsupported
+
+    body = {"prompt": "Hi", field: sent}
+    parse(body, chat=False, model_name="m", max_output_len=16)
+    refuse_unsupported(body, False, sampling=True)
+
+
+@pytest.mark.parametrize("field, sent", [("top_k", "5"), ("top_k", True), ("min_tokens", "2"), ("min_tokens", "x"),
+                                         ("min_tokens", 0.5)])
+def test_a_field_that_changes_the_answer_is_refused_in_any_form(field, sent):
+    from redrafter_trt.serve_request import refuse_unsupported
+
+    with pytest.raises(RequestError, match=f'"{field}" is not implemented by this server'):
+        refuse_unsupported({"prompt": "Hi", field: sent}, False, sampling=True)
