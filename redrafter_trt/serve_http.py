@@ -1,6 +1,6 @@
 """The reference server's HTTP side: http.server's threading server answering each request with the `serve_app.App`
-it holds, bodies read by their Content-Length or chunked (`read_chunked`, as uvicorn reads them for vLLM and
-trtllm-serve), OpenAI's JSON error body for what cannot be read (a body too long, not JSON, badly chunked),
+it holds, bodies read by their Content-Length or chunked (`read_chunked`, much as uvicorn reads them for
+vLLM and trtllm-serve), OpenAI's JSON error body for what cannot be read (a body too long, not JSON, badly chunked),
 server-sent events for a streamed answer, and the count of POSTs in flight that a shutdown waits for.
 
     server = make_server(None, "127.0.0.1", 8000)   # the port is taken first: a taken one is one line at once
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import select
 import socket
 import sys
@@ -34,6 +35,8 @@ UNREADABLE = object()  # _body's answer when the body could not be read (the cli
 
 MAX_CHUNK_LINE = 4096  # bytes in a chunk's size line (its extensions too) or a trailer line, as h11's limit on lines
 MAX_TRAILERS = 100  # trailer lines, as http.client's limit on header lines
+MAX_CHUNK_FRAMING = 1 << 20  # bytes of size lines (extensions too) and trailers in one body, beside MAX_BODY's data
+CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?\r\n")  # RFC 9112 7.1: hex, BWS, extensions
 
 
 class Unreadable(Exception):
@@ -46,23 +49,34 @@ def too_large(limit: int) -> Unreadable:
 
 def read_chunked(rfile, limit: int) -> bytes:
     """A chunked body (RFC 9112 7.1): chunks of a hex size line (extensions after ";" skipped), that many bytes and
-    CRLF, to a last chunk of size 0, then trailer lines (skipped) and an empty line. Unreadable: 400 where it is not
-    chunked so (or ends first), 413 as soon as the chunks announced pass `limit` bytes (none of them read)."""
+    CRLF, to a last chunk of size 0, then trailer lines (skipped) and an empty line; every line ends in CRLF.
+    Unreadable: 400 where it is not chunked so (or ends first, or its size lines and trailers pass
+    MAX_CHUNK_FRAMING bytes), 413 as soon as the chunks announced pass `limit` bytes (none of them read)."""
+    framing = 0
+
     def line(what: str) -> bytes:
+        nonlocal framing
         text = rfile.readline(MAX_CHUNK_LINE + 1)
         if not text.endswith(b"\n"):
             why = "ended" if len(text) <= MAX_CHUNK_LINE else f"has a {what} line over {MAX_CHUNK_LINE} bytes"
             raise Unreadable(HTTPStatus.BAD_REQUEST, f"the chunked body {why}: send whole chunks and a last chunk "
                                                      "of size 0")
+        if not text.endswith(b"\r\n"):
+            raise Unreadable(HTTPStatus.BAD_REQUEST, f"the chunked body has a {what} line ending in a bare LF: end "
+                                                     "each line in CRLF")
+        if (framing := framing + len(text)) > MAX_CHUNK_FRAMING:
+            raise Unreadable(HTTPStatus.BAD_REQUEST, f"the chunked body's size lines, extensions and trailers pass "
+                                                     f"{MAX_CHUNK_FRAMING} bytes: send larger chunks, without "
+                                                     "extensions")
         return text
 
     body = bytearray()
     while True:
-        hex_size = line("chunk size").split(b";", 1)[0].strip()
-        if not (0 < len(hex_size) <= 16 and all(c in b"0123456789abcdefABCDEF" for c in hex_size)):
+        text = line("chunk size")
+        if not (match := CHUNK_SIZE.fullmatch(text)):
             raise Unreadable(HTTPStatus.BAD_REQUEST, f"the chunked body has no chunk size in hex where one starts "
-                                                     f"({hex_size[:20]!r}): send hex sizes")
-        if not (size := int(hex_size, 16)):
+                                                     f"({text[:20]!r}): send hex sizes")
+        if not (size := int(match.group(1), 16)):
             break
         if len(body) + size > limit:
             raise too_large(limit)
@@ -74,7 +88,7 @@ def read_chunked(rfile, limit: int) -> bytes:
             raise Unreadable(HTTPStatus.BAD_REQUEST, "a chunk's data does not end in CRLF where its size says: send "
                                                      "each chunk's size in hex, its bytes, then CRLF")
     for _ in range(MAX_TRAILERS + 1):
-        if line("trailer") in (b"\r\n", b"\n"):
+        if line("trailer") == b"\r\n":
             return bytes(body)
     raise Unreadable(HTTPStatus.BAD_REQUEST, f"the chunked body has over {MAX_TRAILERS} trailer lines: send fewer")
 
@@ -195,14 +209,16 @@ class Handler(BaseHTTPRequestHandler):
     def _body_bytes(self) -> bytes:
         """The body as sent, by its Content-Length or chunked (`read_chunked`), at most MAX_BODY bytes; Unreadable
         (status, why and the fix) where it cannot be read."""
-        length, coding = self.headers.get("Content-Length"), self.headers.get("Transfer-Encoding")
-        if coding is not None:
-            if coding.strip().lower() != "chunked":
-                raise Unreadable(HTTPStatus.NOT_IMPLEMENTED, f"Transfer-Encoding {coding!r} is not read here: send "
-                                                             "the body chunked, or with a Content-Length")
+        length, codings = self.headers.get("Content-Length"), self.headers.get_all("Transfer-Encoding")
+        if codings is not None:  # every Transfer-Encoding line: a proxy may read the last one
+            if [c.strip(" \t").lower() for c in codings] != ["chunked"]:
+                raise Unreadable(HTTPStatus.NOT_IMPLEMENTED, f"Transfer-Encoding {', '.join(codings)!r} is not read "
+                                                             "here: send the body chunked, or with a Content-Length")
             if length is not None:  # a request smuggling's shape (RFC 9112 6.3), refused as uvicorn's h11 does
                 raise Unreadable(HTTPStatus.BAD_REQUEST, "Transfer-Encoding chunked and a Content-Length: send one "
                                                          "of them")
+            if self.request_version == "HTTP/1.0":  # no chunked in HTTP/1.0: framing a proxy may read otherwise
+                self.close_connection = True  # RFC 9112 6.1: close after reading it
             return read_chunked(self.rfile, MAX_BODY)
         if length is None or not _byte_count(length):
             raise Unreadable(HTTPStatus.LENGTH_REQUIRED, f"Content-Length {length!r} is not a byte count: send a "
@@ -215,7 +231,7 @@ class Handler(BaseHTTPRequestHandler):
         """Drop the body of a request that takes none (a PUT, a GET with a JSON body): left unread, a kept-alive
         connection would read it as its next request. One that cannot be read to its end closes the connection."""
         length = self.headers.get("Content-Length")
-        if self.headers.get("Transfer-Encoding") or (length is not None and not (_byte_count(length)
+        if self.headers.get_all("Transfer-Encoding") or (length is not None and not (_byte_count(length)
                                                                                  and int(length) <= MAX_BODY)):
             self.close_connection = True
         elif length:
@@ -259,7 +275,7 @@ class Handler(BaseHTTPRequestHandler):
         data = b"" if payload is None else json.dumps(payload).encode()
         try:
             self.send_response(status)
-            if close:
+            if close or self.close_connection:
                 self.send_header("Connection", "close")
             if payload is not None:
                 self.send_header("Content-Type", "application/json")

@@ -872,7 +872,7 @@ def test_a_chunked_body_is_read_as_uvicorn_reads_it(server):
     body = json.dumps({"prompt": "ab", "max_tokens": 2}).encode()
     want = json.loads(request(server, "POST", "/v1/completions", json.loads(body))[2])["choices"][0]["text"]
     again = b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
-    raw = POST_CHUNKED + chunked(body, [10, 1, len(body) - 11], b';name="v"', b"X-Check: 1\r\n") + again + body
+    raw = POST_CHUNKED + chunked(body, [10, 1, len(body) - 11], b' \t;name="v"', b"X-Check: 1\r\n") + again + body
     answers = exchange(server, raw, half_close=False).split(b"HTTP/1.1 ")[1:]
     assert len(answers) == 2 and all(a.startswith(b"200 ") for a in answers), answers
     assert [json.loads(a.partition(b"\r\n\r\n")[2])["choices"][0]["text"] for a in answers] == [want, want]
@@ -888,26 +888,48 @@ def test_a_chunked_body_is_read_as_uvicorn_reads_it(server):
     (b"1" * 40 + b"\r\n", 400, "chunk size"),
     (b"%x\r\n" % 65, 413, "over 64 bytes"),
     (b"40\r\n" + b" " * 64 + b"\r\n1\r\n \r\n0\r\n\r\n", 413, "over 64 bytes"),
+    (b"2\n{}\r\n0\r\n\r\n", 400, "bare LF"),
+    (b"2\r\n{}\r\n0\r\n\n", 400, "bare LF"),
+    (b"2\r\n{}\r\n0\r\nX-Trailer: 1\n\r\n", 400, "bare LF"),
+    (b" 2\r\n{}\r\n0\r\n\r\n", 400, "chunk size"),
+    (b"2\x0b\r\n{}\r\n0\r\n\r\n", 400, "chunk size"),
+    (b"1;" + b"x" * 60 + b"\r\n \r\n1;" + b"x" * 60 + b"\r\n \r\n0\r\n\r\n", 400, "extensions"),
+    (b"2\r\n{}\r\n0\r\n" + b"X-Trailer: 1\r\n" * 10 + b"\r\n", 400, "extensions"),
 ], ids=["not-hex", "no-crlf", "negative", "cut-in-data", "no-last-chunk", "cut-in-trailers", "long-size",
-        "chunk-too-large", "body-too-large"])
+        "chunk-too-large", "body-too-large", "lf-size", "lf-end", "lf-trailer", "space-first", "vt-after",
+        "extension-flood", "trailer-flood"])
 def test_a_malformed_or_oversized_chunked_body_is_one_answer_and_a_closed_connection(server, monkeypatch, sent,
                                                                                      status, says):
     """The body limit of a Content-Length body holds for a chunked one, chunk by chunk as they come (no chunk over
     it is read); what is not chunked as RFC 9112 writes it is a 400 naming it."""
     monkeypatch.setattr("redrafter_trt.serve_http.MAX_BODY", 64)
+    monkeypatch.setattr("redrafter_trt.serve_http.MAX_CHUNK_FRAMING", 100)
     answer = exchange(server, POST_CHUNKED + sent)
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 %d " % status) and answer.count(b"HTTP/1.1 ") == 1, answer
     assert says in json.loads(body)["error"]["message"]
 
 
-@pytest.mark.parametrize("coding, status", [(b"gzip, chunked", 501), (b"chunked\r\nContent-Length: 2", 400)])
+@pytest.mark.parametrize("coding, status", [(b"gzip, chunked", 501), (b"chunked\r\nTransfer-Encoding: gzip", 501),
+                                           (b"chunked\r\nContent-Length: 2", 400)])
 def test_another_transfer_coding_or_a_length_beside_chunked_is_refused(server, coding, status):
-    """A coding other than chunked is not read (RFC 9112: 501); chunked beside a Content-Length is a request
-    smuggling's shape, refused (400) as uvicorn's h11 refuses it."""
+    """A coding other than chunked is not read (RFC 9112: 501), in any of the Transfer-Encoding lines (the first
+    alone was read: a review); chunked beside a Content-Length is a request smuggling's shape, refused (400) as
+    uvicorn's h11 refuses it."""
     answer = exchange(server, b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: " + coding +
                       b"\r\n\r\n2\r\n{}\r\n0\r\n\r\n")
     assert answer.startswith(b"HTTP/1.1 %d " % status) and answer.count(b"HTTP/1.1 ") == 1, answer
+
+
+def test_an_http_1_0_chunked_request_closes_its_connection(server):
+    """HTTP/1.0 has no chunked coding: RFC 9112 6.1 has the server close after reading such a body (a proxy may
+    frame it otherwise), where a keep-alive one was kept (a review)."""
+    body = json.dumps({"prompt": "ab", "max_tokens": 2}).encode()
+    raw = (b"POST /v1/completions HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+           + chunked(body, [len(body)]) + b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+    answer = exchange(server, raw, half_close=False)
+    assert answer.startswith(b"HTTP/1.1 200 ") and answer.count(b"HTTP/1.1 ") == 1, answer
+    assert b"\r\nConnection: close\r\n" in answer.partition(b"\r\n\r\n")[0]
 
 
 def test_the_start_line_says_a_greedy_checkpoint_answers_greedily(server):
