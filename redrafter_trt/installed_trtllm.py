@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 from .errors import DependencyError
+from .plural import or_list
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def model_map_lacks(model_map: str | None, architectures) -> str | None:
     missing = [a for a in architectures if not re.search(rf"""['"]{re.escape(a)}['"]\s*:""", model_map)]
     if not missing:
         return None
-    return (f"has no {' or '.join(missing)} in its MODEL_MAP (tensorrt_llm/models/__init__.py), the ReDrafter "
+    return (f"has no {or_list(missing)} in its MODEL_MAP (tensorrt_llm/models/__init__.py), the ReDrafter "
             f"architecture{'s' if len(missing) > 1 else ''} of redrafter-trt's checkpoints: it predates PR #4875, "
             "which added them (as the 0.x releases and the early 1.0.0 release candidates do)")
 

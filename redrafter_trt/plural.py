@@ -11,3 +11,9 @@ def counted(n: int, noun: str, plural: str | None = None) -> str:
 def are(n: int) -> str:
     """The verb after `counted(n, ...)`: `1 device is`, `2 devices are`."""
     return "is" if n == 1 else "are"
+
+
+def or_list(items) -> str:
+    """'1, 2 or 4'."""
+    *others, last = map(str, items)
+    return f"{', '.join(others)} or {last}" if others else last

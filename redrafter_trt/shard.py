@@ -11,6 +11,7 @@ import math
 from typing import TYPE_CHECKING
 
 from .errors import ConfigError
+from .plural import or_list
 
 if TYPE_CHECKING:
     import torch
@@ -124,12 +125,6 @@ def tp_fits(num_heads: int, num_kv_heads: int, intermediate_size: int, unpadded:
     if base_checkpoint:
         return f"re-export the base at tp {named}, or convert its Hugging Face model at --tp-size {named}"
     return f"--tp-size {named} splits this model" if len(sizes) > 1 else f"use --tp-size {named}"
-
-
-def or_list(items: list) -> str:
-    """'1, 2 or 4'."""
-    *others, last = map(str, items)
-    return f"{', '.join(others)} or {last}" if others else last
 
 
 def resplit(sizes: list[int], current: int, how: str, wanted: int | None = None) -> str:

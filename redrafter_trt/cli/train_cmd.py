@@ -88,7 +88,7 @@ _DTYPE = click.Choice(["auto", "float32", "bfloat16"])
 @click.option("--max-seq-len", type=int, help="Truncate each training example (a conversation, or one answer of it "
               "with the turns before it) to this many tokens, at most the base's max_position_embeddings [default: "
               "1024, or that when fewer].")
-@click.option("--max-examples", type=int, callback=_positive, help="Use at most this many conversations (seeded shuffle).")
+@click.option("--max-examples", type=int, callback=_positive, help="Use at most this many conversations (seeded shuffle; without --distill, those kept to train or hold out).")
 @click.option("--seed", default=0, show_default=True, type=SEED,
               help="Seed of the initialisation, the data shuffle and each step's anchors.")
 @click.option("--device", default="cpu", show_default=True, type=Device(),
