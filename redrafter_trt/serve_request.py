@@ -30,19 +30,25 @@ class ModelNotFound(RequestError):
 
 
 def _field(body: dict, name: str, kind, default, check=lambda v: True, need: str = "", allow_bool: bool = False):
-    """body[name] checked (None or absent: default); kind int reads what pydantic's lax mode reads as an integer
-    (`_integer`), as vLLM's and trtllm-serve's request models do."""
+    """body[name] checked (None or absent: default); kind int or float reads what pydantic's lax mode reads as one
+    (`_integer`, `_float`), as vLLM's and trtllm-serve's request models do."""
     value = body.get(name)
     if value is None:
         return default
-    if kind is int:
-        value, allow_bool = _integer(value), True
+    if kind in (int, float):
+        value, allow_bool = LAX[kind](value), True
     if (isinstance(value, bool) and not allow_bool) or not isinstance(value, kind) or not check(value):
         raise RequestError(f'"{name}" must be {need}', param=name)
     return value
 
 
 LAX_INTEGER = re.compile(r"([+-]?[0-9]+(?:_[0-9]+)*)(?:\.0+)?")  # pydantic's integer text: "3", "+1_000", "7.00"
+# pydantic's float text, as Rust's f64 parse reads it (case aside, ASCII only): "1", ".5", "5.", "-1e3", "nan", "inf"
+LAX_FLOAT = re.compile(r"[+-]?(?:inf|infinity|nan|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:e[+-]?[0-9]+)?)",
+                       re.ASCII | re.IGNORECASE)
+# Unicode's White_Space, what Rust's str::trim takes off a number's text in pydantic (Python's str.strip takes
+# \x1c-\x1f off too, which pydantic refuses)
+WHITE_SPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000" + "".join(map(chr, range(0x2000, 0x200b)))
 
 
 def _integer(value):
@@ -58,6 +64,27 @@ def _integer(value):
         except ValueError:  # past Python's digit limit (sys.get_int_max_str_digits)
             return None
     return int(value) if isinstance(value, int) else None
+
+
+def _float(value):
+    """A float field's value as pydantic's lax mode reads it (vLLM's and trtllm-serve's request models): a number, a
+    bool (true is 1.0), or the text of one (`LAX_FLOAT`) trimmed of whitespace (" 0.5 ") or else, untrimmed, with
+    single underscores between its characters taken out ("1_000.5"; not "_1", "1__0", " 1_0 "); None for anything
+    else, and for an integer past float's range. NaN and the infinities are read ("nan", "-Infinity"): the fields'
+    checks refuse them."""
+    if isinstance(value, str):
+        text = value.strip(WHITE_SPACE)
+        if not LAX_FLOAT.fullmatch(text) and not value.startswith("_") and not value.endswith("_") and (
+                "__" not in value):
+            text = value.replace("_", "")
+        return float(text) if LAX_FLOAT.fullmatch(text) else None
+    try:
+        return float(value) if isinstance(value, (int, float)) else None
+    except OverflowError:  # an integer past float's largest
+        return None
+
+
+LAX = {int: _integer, float: _float}  # a numeric field's kind -> how `parse` reads it
 
 
 def _prompts(prompt) -> list:
@@ -276,8 +303,8 @@ def parse(body, chat: bool, model_name: str, max_output_len: int, tool_parser: s
     return Request(
         chat=chat, prompts=prompts, n=n, echo=echo, logprobs=logprobs,
         max_tokens=next((v for v in (max_tokens, newer) if v is not None), None),
-        # at most float's largest: a longer integer is float()'s OverflowError (a 500 on a sampling checkpoint)
-        temperature=_field(body, "temperature", (int, float), None, lambda v: 0 <= v <= sys.float_info.max,
+        # finite: "inf", 1e400 and NaN are read as floats (a temperature past float's largest integer is none)
+        temperature=_field(body, "temperature", float, None, lambda v: 0 <= v <= sys.float_info.max,
                            "a finite number >= 0"),
         seed=secrets.randbits(63) if seed is None else seed % 2 ** 63,  # as OpenAI: a fresh sample unless sent
         stop=stop,
@@ -348,11 +375,15 @@ ENDPOINT = {  # how this server builds each endpoint's prompt (a chat answer is 
 # whole softmax(logits / T), as its ReDrafter engine does).
 SAMPLING_FILTERS = {"top_p": (1,), "top_k": (0, -1), "min_p": (0,)}
 FILTER_VALUES = {  # what a sampling filter may be (vLLM's SamplingParams checks)
-    "top_p": ((int, float), lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    "top_p": (float, lambda v: 0 < v <= 1, "a number in (0, 1]"),
     "top_k": (int, lambda v: v >= -1, "an integer >= -1 (-1 or 0: every token)"),
-    "min_p": ((int, float), lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    "min_p": (float, lambda v: 0 <= v <= 1, "a number in [0, 1]"),
 }
-INTEGERS = {"min_tokens", "top_k"}  # the integer fields above: compared as `parse` reads integers ("0", false: 0)
+NUMBERS = {  # the numeric fields above (vLLM's and trtllm-serve's kinds): compared as `parse` reads numbers ("0",
+    # false: 0)
+    "min_tokens": int, "top_k": int, "top_p": float, "min_p": float, "presence_penalty": float,
+    "frequency_penalty": float, "repetition_penalty": float, "length_penalty": float,
+}
 
 
 def _same(a, b) -> bool:
@@ -380,7 +411,7 @@ def refuse_unsupported(body: dict, chat: bool, sampling: bool, stops: frozenset[
         del table["tools"]
     for name, neutral in table.items():
         value = body.get(name)
-        if name in INTEGERS and (number := _integer(value)) is not None:
+        if name in NUMBERS and (number := LAX[NUMBERS[name]](value)) is not None:
             value = number
         if name == "stop_token_ids" and _stops_already(value, stops):
             continue

@@ -82,3 +82,72 @@ def test_a_field_that_changes_the_answer_is_refused_in_any_form(field, sent):
 
     with pytest.raises(RequestError, match=f'"{field}" is not implemented by this server'):
         refuse_unsupported({"prompt": "Hi", field: sent}, False, sampling=True)
+
+
+FLOAT_TEXTS = ["0", "0.5", " 1 ", "\t.5\n", "5.", "+1", "-0", "1e0", "5E-1", "1.e0", "0_0.5", "1_0.5", "1._5",
+               "\u00a01\u3000", "\x0b1", "1__0", "_1", "1_", " 1_0 ", "\x1c1", "\u180e1", "\u200b1", "\ufeff1", "١",
+               "１", "", " ", "abc", "0x10", "1 000", "1e", "e3", ".", "--1", "nan", "-NaN", "inf", "+Infinity",
+               "infin", "i_nf", "1e400", "1" * 400, "0" * 5000 + ".5"]
+
+
+@pytest.mark.parametrize("sent, read", [("0.5", 0.5), (" 1 ", 1.0), ("\t.5\n", 0.5), ("5.", 5.0), ("+1", 1.0),
+                                        ("1e0", 1.0), ("5E-1", 0.5), ("0_0.5", 0.5), ("\u00a01\u3000", 1.0),
+                                        (True, 1.0), (False, 0.0), (1, 1.0), (0.25, 0.25)])
+def test_float_fields_take_what_pydantics_lax_mode_takes(sent, read):
+    """`"temperature": "0.5"` was a 400 here, where vLLM and trtllm-serve (pydantic models, lax mode) read 0.5, as
+    they read integers (`_integer`): text as Rust's f64 parse reads it, trimmed, single underscores taken out."""
+    assert completion(temperature=sent).temperature == read
+    if 0 < read <= 1:
+        completion(top_p=sent, min_p=sent)
+
+
+@pytest.mark.parametrize("sent", ["", " ", "abc", "0x10", "1 000", "1e", ".", "1__0", "_1", " 1_0 ", "\x1c1",
+                                  "\u200b1", "١", "１", "nan", "-NaN", "inf", "+Infinity", "1e400", 10 ** 400, [0.5],
+                                  {"t": 1}, float("nan"), float("inf"), -1.0, "-0.5"])
+def test_what_is_no_float_or_no_finite_one_is_refused(sent):
+    """NaN and the infinities are read, as pydantic reads them, and refused by the fields' checks as before."""
+    for field in ("temperature", "top_p", "min_p"):
+        with pytest.raises(RequestError, match=f'^"{field}" must be a') as e:
+            completion(**{field: sent})
+        assert e.value.param == field
+
+
+@pytest.mark.parametrize("sent", FLOAT_TEXTS, ids=lambda s: ascii(s)[:16])
+def test_floats_are_read_as_pydantic_reads_them(sent):
+    """The reading against pydantic 2's own (not a dependency: only where installed)."""
+    import math
+
+    from redrafter_trt.serve_request import _float
+
+    pydantic = pytest.importorskip("pydantic")
+    try:
+        want = pydantic.TypeAdapter(float).validate_python(sent)
+    except pydantic.ValidationError:
+        want = None
+    got = _float(sent)
+    assert got == want or (got is not None and want is not None and math.isnan(got) and math.isnan(want))
+
+
+@pytest.mark.parametrize("field, sent", [("presence_penalty", "0"), ("presence_penalty", " -0.0 "),
+                                         ("frequency_penalty", False), ("frequency_penalty", "0e5"),
+                                         ("repetition_penalty", "1"), ("repetition_penalty", True),
+                                         ("length_penalty", "1_0e-1"), ("top_p", "1"), ("top_p", True),
+                                         ("min_p", "0"), ("min_p", False)])
+def test_a_field_that_changes_nothing_is_read_as_parse_reads_floats(field, sent):
+    """`"presence_penalty": "0"` was refused as changing the answer, where vLLM and trtllm-serve read 0.0."""
+    from redrafter_trt.serve_request import refuse_unsupported
+
+    body = {"prompt": "Hi", field: sent}
+    parse(body, chat=False, model_name="m", max_output_len=16)
+    refuse_unsupported(body, False, sampling=True)
+
+
+@pytest.mark.parametrize("field, sent", [("presence_penalty", "nan"), ("presence_penalty", float("nan")),
+                                         ("frequency_penalty", "0.1"), ("frequency_penalty", "abc"),
+                                         ("repetition_penalty", "inf"), ("repetition_penalty", False),
+                                         ("length_penalty", "1__0"), ("top_p", "0.9"), ("min_p", "0x0")])
+def test_a_float_field_that_changes_the_answer_is_refused_in_any_form(field, sent):
+    from redrafter_trt.serve_request import refuse_unsupported
+
+    with pytest.raises(RequestError, match=f'"{field}" is not implemented by this server'):
+        refuse_unsupported({"prompt": "Hi", field: sent}, False, sampling=True)
