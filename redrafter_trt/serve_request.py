@@ -58,7 +58,7 @@ def _integer(value):
     if isinstance(value, float):
         return int(value) if value.is_integer() else None
     if isinstance(value, str):
-        match = LAX_INTEGER.fullmatch(value.strip())
+        match = LAX_INTEGER.fullmatch(value.strip(WHITE_SPACE))
         try:
             return int(match.group(1)) if match else None
         except ValueError:  # past Python's digit limit (sys.get_int_max_str_digits)

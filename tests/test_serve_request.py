@@ -19,8 +19,8 @@ def chat(**fields):
     return parse({"messages": ASK} | fields, chat=True, model_name="m", max_output_len=16)
 
 
-@pytest.mark.parametrize("sent, read", [(3.0, 3), (1e1, 10), (-0.0, 0), ("3", 3), (" 4\n", 4), ("+5", 5),
-                                        ("1_2", 12), ("7.00", 7), (True, 1), (False, 0)])
+@pytest.mark.parametrize("sent, read", [(3.0, 3), (1e1, 10), (-0.0, 0), ("3", 3), (" 4\n", 4), ("\xa04\u3000", 4),
+                                        ("+5", 5), ("1_2", 12), ("7.00", 7), (True, 1), (False, 0)])
 def test_integer_fields_take_what_pydantics_lax_mode_takes(sent, read):
     """`"max_tokens": 3.0` was a 400 here, where vLLM and trtllm-serve (pydantic models, lax mode) read 3; and
     completions' `"logprobs": true`, which they read as 1 (vLLM's before-validator only refuses a value below 0)."""
@@ -34,8 +34,9 @@ def test_integer_fields_take_what_pydantics_lax_mode_takes(sent, read):
 
 
 @pytest.mark.parametrize("sent", [3.5, 1e-9, "3.5", "3.", "1e2", "0x10", "", "three", "１", [3], {"n": 3},
-                                  float("inf"), float("nan")])
+                                  float("inf"), float("nan"), "\x1c3", "3\x1f"])
 def test_what_is_no_integer_is_refused_as_before(sent):
+    """\x1c-\x1f are whitespace to Python's str.strip, not to pydantic (Unicode's White_Space, Rust's trim)."""
     for field in ("max_tokens", "n", "seed", "logprobs"):
         with pytest.raises(RequestError, match=f'"{field}" must be') as e:
             completion(**{field: sent})
