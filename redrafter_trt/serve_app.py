@@ -53,7 +53,7 @@ from typing import Callable
 
 from . import __version__
 from .errors import ConfigError
-from .serve_backend import ReferenceBackend
+from .serve_backend import ReferenceBackend, chat_prompt
 from .serve_errors import SHUTTING_DOWN, ClientGone, RequestError, Unavailable, error
 from .serve_jobs import Choice
 from .serve_logprobs import Echo, echo_of, logprobs_json
@@ -110,7 +110,8 @@ class App:
         check_max_output_len(backend.config, max_output_len)
         self.backend, self.model_name, self.max_output_len = backend, model_name, max_output_len
         self.tool_parser, self.reasoning_parser = tool_parser, reasoning_parser
-        # what of tool calling the chat template drops (SmolLM2's: tools and calls), refused in requests
+        # what of tool calling the chat template drops from a sample (SmolLM2's: tools and calls): each request
+        # carrying them is rendered without them, and refused where that changes nothing (refuse_dropped_tools)
         self.dropped = template_drops(backend.tokenizer) if tool_parser else ()
         self.template_kwargs = dict(template_kwargs or {})
         self.created = int(time.time())
@@ -158,14 +159,16 @@ class App:
 
     def _complete(self, chat: bool, body, events, alive) -> tuple[int, dict] | None:
         req = parse(body, chat, self.model_name, self.max_output_len, self.tool_parser)
-        refuse_dropped_tools(req, self.dropped)
+        kwargs = self.template_kwargs | req.template_kwargs
+        refuse_dropped_tools(req, self.dropped, lambda messages, tools: chat_prompt(self.backend.tokenizer, messages,
+                                                                                    kwargs, tools))
         if req.stream and events is None:
             raise RequestError('"stream": true needs an HTTP connection to stream on')
         backend, n = self.backend, req.n
         temperature = backend.temperature(req.temperature)  # the checkpoint's rule: a greedy one answers at 0
         refuse_unsupported(body, chat, sampling=temperature > 0, stops=frozenset(() if req.ignore_eos else backend.eos),
                            tools=self.tool_parser is not None)
-        prompts = ([backend.encode_chat(req.prompts[0], self.template_kwargs | req.template_kwargs, req.tools)]
+        prompts = ([backend.encode_chat(req.prompts[0], kwargs, req.tools)]
                    if chat else [backend.encode(p) if isinstance(p, str) else p for p in req.prompts])
         copies = n if temperature == 0 else 1  # greedy: n equal answers, decoded once
         rows = [p for p in prompts for _ in range(n // copies)]  # answer i is prompt i // n's, decoded row i // copies

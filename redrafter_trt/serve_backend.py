@@ -44,6 +44,27 @@ def raised_by_template(e: BaseException) -> bool:
     return False
 
 
+def chat_prompt(tokenizer, messages: list[dict], template_kwargs: dict | None = None, tools: tuple[dict, ...] = ()
+                ) -> str:
+    """The messages' text in the tokenizer's chat template, ready for the answer, rendered with the request's
+    chat_template_kwargs (checked: `tokens.template_kwargs_refusal`) and its tools (OpenAI's function tools, as
+    `tokens.render_chat` gives a record's). The template's own refusal is a RequestError (a 400)."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise RequestError("this model's tokenizer has no chat template: use /v1/completions")
+    from jinja2 import TemplateError
+
+    try:
+        return tokenizer.apply_chat_template(messages, tools=list(tools) or None, add_generation_prompt=True,
+                                             tokenize=False, **(template_kwargs or {}))
+    except Exception as e:  # the template's own refusal is a 400; any other error is the server's, a 500
+        if not raised_by_template(e):
+            raise
+        why = first_line(e, type(e).__name__)  # raise_exception(...): Mistral's roles must alternate, ...
+        why = why if isinstance(e, TemplateError) else f"{type(e).__name__}: {why}"  # 'a' + 1 in the template
+        raise RequestError(f"this model's chat template refuses these messages ({why}): send messages it "
+                           "takes", param="messages") from None
+
+
 class ReferenceBackend:
     """A checkpoint loaded once with its tokenizer, on all its tp ranks (this process is rank 0); `complete` may be
     called from many threads at once, the scheduler batches what waits."""
@@ -86,23 +107,8 @@ class ReferenceBackend:
 
     def encode_chat(self, messages: list[dict], template_kwargs: dict | None = None, tools: tuple[dict, ...] = ()
                     ) -> list[int]:
-        """The messages in the chat template, ready for the answer, rendered with the request's chat_template_kwargs
-        (checked: `tokens.template_kwargs_refusal`) and its tools (OpenAI's function tools, as `tokens.render_chat`
-        gives a record's)."""
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise RequestError("this model's tokenizer has no chat template: use /v1/completions")
-        from jinja2 import TemplateError
-
-        try:
-            text = self.tokenizer.apply_chat_template(messages, tools=list(tools) or None, add_generation_prompt=True,
-                                                      tokenize=False, **(template_kwargs or {}))
-        except Exception as e:  # the template's own refusal is a 400; any other error is the server's, a 500
-            if not raised_by_template(e):
-                raise
-            why = first_line(e, type(e).__name__)  # raise_exception(...): Mistral's roles must alternate, ...
-            why = why if isinstance(e, TemplateError) else f"{type(e).__name__}: {why}"  # 'a' + 1 in the template
-            raise RequestError(f"this model's chat template refuses these messages ({why}): send messages it "
-                               "takes", param="messages") from None
+        """The messages' token ids in the chat template, ready for the answer (`chat_prompt`)."""
+        text = chat_prompt(self.tokenizer, messages, template_kwargs, tools)
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def encode(self, prompt: str) -> list[int]:

@@ -17,6 +17,7 @@ import re
 import secrets
 import sys
 from dataclasses import dataclass
+from typing import Callable
 
 from .message_fields import template_tool_calls, text_of, thinking_of, two_thoughts, unwritten_thought
 from .serve_backend import MAX_PROMPTS
@@ -314,19 +315,38 @@ def parse(body, chat: bool, model_name: str, max_output_len: int, tool_parser: s
         template_kwargs=template_kwargs, tools=tools, tool_parser=tool_parser if parsed else None)
 
 
-def refuse_dropped_tools(req: Request, drops: tuple[str, ...]) -> None:
-    """A chat request's tools, or an earlier tool call in its history, that the chat template would drop
-    (`serve_tools.template_drops`): refused, not sent to a model that never sees them (vLLM and trtllm-serve render
-    them with the template as it is, silently; Ollama refuses tools to a model whose template has none)."""
-    if "tools" in drops and req.tools:
-        raise RequestError(f'"tools": this model\'s chat template renders no tools, so the model would never see '
-                           f'them: leave them out, or {TEMPLATE_FIX}', param="tools")
-    if "tool_calls" in drops:
-        for i, m in enumerate(req.prompts[0] if req.chat else ()):
-            if m.get("tool_calls"):
-                raise RequestError(f'"messages"[{i}]: this model\'s chat template writes no tool calls, so the call '
-                                   f'would render as an empty turn: send it as the message\'s text, or '
-                                   f'{TEMPLATE_FIX}', param=_at(i, "tool_calls"))
+def refuse_dropped_tools(req: Request, drops: tuple[str, ...], render: Callable[[list[dict], tuple[dict, ...]], str]
+                         ) -> None:
+    """A chat request's tools, or an earlier tool call in its history, that the chat template drops from this
+    request's prompt: refused, not sent to a model that never sees them (vLLM and trtllm-serve render them with the
+    template as it is, silently; Ollama refuses tools to a model whose template has none). drops: what the template
+    dropped from a sample conversation at start (`serve_tools.template_drops`); only those are looked for, each by
+    rendering the request without it, as a template may show tools only beside a system message or under a variable
+    the request sets. render(messages, tools): the request's prompt text, with its template variables (a
+    RequestError where the template refuses it: nothing is refused here then, its prompt's render says so)."""
+    messages = req.prompts[0] if req.chat else []
+    calls = [i for i, m in enumerate(messages) if m.get("tool_calls")] if "tool_calls" in drops else []
+    tools = "tools" in drops and req.tools
+    if not (tools or calls) or (whole := _rendered(render, messages, req.tools)) is None:
+        return
+    if tools and whole == _rendered(render, messages, ()):
+        raise RequestError(f'"tools": this model\'s chat template renders no tools here, so the model would never '
+                           f'see them: leave them out, or {TEMPLATE_FIX}', param="tools")
+    for i in calls:
+        called = {key: value for key, value in messages[i].items() if key != "tool_calls"}
+        if whole == _rendered(render, [*messages[:i], called, *messages[i + 1:]], req.tools):
+            raise RequestError(f'"messages"[{i}]: this model\'s chat template writes no tool calls here, so the call '
+                               f'would render as an empty turn: send it as the message\'s text, or {TEMPLATE_FIX}',
+                               param=_at(i, "tool_calls"))
+
+
+def _rendered(render: Callable[[list[dict], tuple[dict, ...]], str], messages: list[dict], tools: tuple[dict, ...]
+              ) -> str | None:
+    """render(messages, tools), None where the template refuses them."""
+    try:
+        return render(messages, tools)
+    except RequestError:
+        return None
 
 
 def answer_seeds(seed: int, prompts: int, answers: int) -> list[int]:

@@ -49,6 +49,8 @@ def template_drops(tokenizer) -> tuple[str, ...]:
                  if not kept)
 
 
+# the reference server's fate of a request carrying what the template dropped at start (`tool_template_warning`)
+REFUSED_PER_REQUEST = "refused (400) where their own prompt drops them too (checked per request)"
 DROPPED = {  # template_drops -> (what the template does not do, the request fields it drops)
     ("tools",): ("renders no tools", '"tools"'),
     ("tool_calls",): ("writes no tool calls", 'an assistant\'s "tool_calls"'),

@@ -491,16 +491,65 @@ def test_tools_a_chat_template_drops_are_refused_not_sent_unseen(backend, monkey
         assert app.post("/v1/chat/completions", {"messages": ASK})[0] == 200  # no tools: answered as ever
 
 
+# tools shown only beside a system message or under the variable show_tools, calls written only under show_tools:
+# a user turn alone (serve's sample at start, `template_drops`) shows neither
+SYSTEM_TOOLS = (
+    "{%- if tools and (messages[0].role == 'system' or show_tools) %}<tools>{% for t in tools %}"
+    "{{ t.function.name }} {% endfor %}</tools>\n{% endif %}"
+    "{%- for m in messages %}<|{{ m.role }}|>{{ m.content }}"
+    "{%- if show_tools %}{% for c in m.tool_calls or [] %}<call>{{ c.function.name }}</call>{% endfor %}{% endif %}\n"
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}")
+SYSTEM = [{"role": "system", "content": "Be brief."}]
+SHOWN = {"chat_template_kwargs": {"show_tools": True}}
+
+
+def test_tools_are_refused_only_where_the_requests_own_rendering_drops_them(backend, monkeypatch):
+    """The refusal was decided once per server, on a sample user turn: a template showing tools beside a system
+    message, or under a chat_template_kwargs variable, had every request with tools refused, the ones it renders
+    them for too. Each request's own rendering (its messages, its template variables, the server's) decides now."""
+    monkeypatch.setattr(backend, "complete", answering("It is sunny."))
+    monkeypatch.setattr(backend.tokenizer, "chat_template", SYSTEM_TOOLS)
+    app = App(backend, "tiny", max_output_len=16, tool_parser="qwen3")
+    for body, param in (({"tools": [WEATHER]}, "tools"), ({"messages": HISTORY}, "messages.[1].tool_calls"),
+                        ({"messages": SYSTEM + HISTORY, "tools": [WEATHER]}, "messages.[2].tool_calls")):
+        status, answer = app.post("/v1/chat/completions", {"messages": ASK} | body)
+        assert (status, answer["error"]["param"]) == (400, param), answer
+        assert "chat template" in answer["error"]["message"], answer
+    for body in ({"messages": SYSTEM + ASK, "tools": [WEATHER]}, {"tools": [WEATHER]} | SHOWN, {"messages": HISTORY} |
+                 SHOWN, {"messages": SYSTEM + HISTORY, "tools": [WEATHER]} | SHOWN):
+        status, answer = app.post("/v1/chat/completions", {"messages": ASK} | body)
+        assert status == 200, (body, answer)
+    shown = App(backend, "tiny", max_output_len=16, template_kwargs=SHOWN["chat_template_kwargs"], tool_parser="qwen3")
+    assert shown.post("/v1/chat/completions", {"messages": HISTORY, "tools": [WEATHER]})[0] == 200  # serve's own
+
+
+def test_a_request_is_rendered_again_only_where_the_template_dropped_tools_at_start(backend, monkeypatch):
+    """The per-request check renders a request without its tools (or each call) only when it carries them and the
+    template dropped them from the sample at start: any other request is rendered once, for its prompt."""
+    monkeypatch.setattr(backend, "complete", answering("It is sunny."))
+    real, renders = backend.tokenizer.apply_chat_template, []
+    monkeypatch.setattr(backend.tokenizer, "apply_chat_template", lambda *a, **k: renders.append(1) or real(*a, **k))
+    for template, body, count in ((QWEN25, {"messages": HISTORY, "tools": [WEATHER]}, 1), (SYSTEM_TOOLS, {}, 1),
+                                  (SYSTEM_TOOLS, {"messages": SYSTEM + ASK, "tools": [WEATHER]}, 3),
+                                  (SYSTEM_TOOLS, {"messages": HISTORY} | SHOWN, 3)):
+        monkeypatch.setattr(backend.tokenizer, "chat_template", template)
+        app = App(backend, "tiny", max_output_len=16, tool_parser="qwen3")
+        renders.clear()
+        assert app.post("/v1/chat/completions", {"messages": ASK} | body)[0] == 200
+        assert len(renders) == count, (template[:20], body)
+
+
 def test_serve_warns_at_start_of_a_chat_template_that_drops_tools(smollm2, tmp_path):
     """`serve --tool-parser` on SmolLM2's tokenizer started silently; one warning line now names what its template
     drops and the fix (as train says of such a base)."""
     from transformers import AutoTokenizer
 
-    from redrafter_trt.serve_tools import tool_template_warning
+    from redrafter_trt.serve_tools import REFUSED_PER_REQUEST, tool_template_warning
 
-    line = tool_template_warning(AutoTokenizer.from_pretrained(smollm2), "qwen3", "refused (400)")
+    line = tool_template_warning(AutoTokenizer.from_pretrained(smollm2), "qwen3", REFUSED_PER_REQUEST)
     assert line.startswith("warning: --tool-parser qwen3: ") and "\n" not in line, line
-    assert "renders no tools and writes no tool calls" in line and "refused (400)" in line, line
+    assert "renders no tools and writes no tool calls" in line and "refused (400) where" in line, line
+    assert "checked per request" in line, line  # a request's own prompt decides (refuse_dropped_tools)
     assert "Qwen2.5's, Qwen3's" in line and "tokenizer_config.json" in line, line
     from test_train_data import make_tokenizer
 

@@ -16,7 +16,7 @@ from ..errors import ConfigError
 from ..launchers import llmapi_error, llmapi_ranks
 from ..presets import config_option, one_of
 from ..serve_reasoning import REASONING_PARSERS
-from ..serve_tools import TOOL_PARSERS, tool_template_warning
+from ..serve_tools import REFUSED_PER_REQUEST, TOOL_PARSERS, tool_template_warning
 from .params import Command, Seconds, chat_template_kwargs_option, options_given
 
 
@@ -163,7 +163,7 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
     tokenizer = load_tokenizer(str(tokenizer_dir), cfg.vocab_size, chat_template_kwargs)
     if why := drafter_mode_warning(checkpoint_dir.raw, tokenizer, None):  # chat requests without their own
         click.echo(f"warning: {why}", err=True)
-    if tool_parser and (why := tool_template_warning(tokenizer, tool_parser, "refused (400)")):
+    if tool_parser and (why := tool_template_warning(tokenizer, tool_parser, REFUSED_PER_REQUEST)):
         click.echo(why, err=True)
     # the port first (as vLLM binds its socket before building the engine): a taken port is one line at once, not
     # after minutes of loading and compiling; connections made meanwhile wait in the backlog
