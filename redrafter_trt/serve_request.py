@@ -13,7 +13,6 @@ this server has never heard of is not silently dropped.
 from __future__ import annotations
 
 import json
-import re
 import secrets
 import sys
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Callable
 from .message_fields import template_tool_calls, text_of, thinking_of, two_thoughts, unwritten_thought
 from .serve_backend import MAX_PROMPTS
 from .serve_errors import RequestError
+from .serve_numbers import LAX
 from .serve_tools import TEMPLATE_FIX
 from .tokens import template_kwargs_refusal
 
@@ -32,60 +32,15 @@ class ModelNotFound(RequestError):
 
 def _field(body: dict, name: str, kind, default, check=lambda v: True, need: str = "", allow_bool: bool = False):
     """body[name] checked (None or absent: default); kind int or float reads what pydantic's lax mode reads as one
-    (`_integer`, `_float`), as vLLM's and trtllm-serve's request models do."""
+    (`serve_numbers`), as vLLM's and trtllm-serve's request models do."""
     value = body.get(name)
     if value is None:
         return default
-    if kind in (int, float):
+    if kind in LAX:
         value, allow_bool = LAX[kind](value), True
     if (isinstance(value, bool) and not allow_bool) or not isinstance(value, kind) or not check(value):
         raise RequestError(f'"{name}" must be {need}', param=name)
     return value
-
-
-LAX_INTEGER = re.compile(r"([+-]?[0-9]+(?:_[0-9]+)*)(?:\.0+)?")  # pydantic's integer text: "3", "+1_000", "7.00"
-# pydantic's float text, as Rust's f64 parse reads it (case aside, ASCII only): "1", ".5", "5.", "-1e3", "nan", "inf"
-LAX_FLOAT = re.compile(r"[+-]?(?:inf|infinity|nan|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:e[+-]?[0-9]+)?)",
-                       re.ASCII | re.IGNORECASE)
-# Unicode's White_Space, what Rust's str::trim takes off a number's text in pydantic (Python's str.strip takes
-# \x1c-\x1f off too, which pydantic refuses)
-WHITE_SPACE = "\t\n\x0b\x0c\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000" + "".join(map(chr, range(0x2000, 0x200b)))
-
-
-def _integer(value):
-    """An integer field's value as pydantic's lax mode reads it (vLLM's and trtllm-serve's request models): an int, a
-    bool (true is 1), a float without a fraction (3.0 is 3; 3.5 is none), or the text of one (" 4 ", "3.0"); None
-    for anything else."""
-    if isinstance(value, float):
-        return int(value) if value.is_integer() else None
-    if isinstance(value, str):
-        match = LAX_INTEGER.fullmatch(value.strip(WHITE_SPACE))
-        try:
-            return int(match.group(1)) if match else None
-        except ValueError:  # past Python's digit limit (sys.get_int_max_str_digits)
-            return None
-    return int(value) if isinstance(value, int) else None
-
-
-def _float(value):
-    """A float field's value as pydantic's lax mode reads it (vLLM's and trtllm-serve's request models): a number, a
-    bool (true is 1.0), or the text of one (`LAX_FLOAT`) trimmed of whitespace (" 0.5 ") or else, untrimmed, with
-    single underscores between its characters taken out ("1_000.5"; not "_1", "1__0", " 1_0 "); None for anything
-    else, and for an integer past float's range. NaN and the infinities are read ("nan", "-Infinity"): the fields'
-    checks refuse them."""
-    if isinstance(value, str):
-        text = value.strip(WHITE_SPACE)
-        if not LAX_FLOAT.fullmatch(text) and not value.startswith("_") and not value.endswith("_") and (
-                "__" not in value):
-            text = value.replace("_", "")
-        return float(text) if LAX_FLOAT.fullmatch(text) else None
-    try:
-        return float(value) if isinstance(value, (int, float)) else None
-    except OverflowError:  # an integer past float's largest
-        return None
-
-
-LAX = {int: _integer, float: _float}  # a numeric field's kind -> how `parse` reads it
 
 
 def _prompts(prompt) -> list:
@@ -304,7 +259,7 @@ def parse(body, chat: bool, model_name: str, max_output_len: int, tool_parser: s
     return Request(
         chat=chat, prompts=prompts, n=n, echo=echo, logprobs=logprobs,
         max_tokens=next((v for v in (max_tokens, newer) if v is not None), None),
-        # finite: "inf", 1e400 and NaN are read as floats (a temperature past float's largest integer is none)
+        # finite: NaN and the infinities ("nan", 1e400) are read as floats, and refused here
         temperature=_field(body, "temperature", float, None, lambda v: 0 <= v <= sys.float_info.max,
                            "a finite number >= 0"),
         seed=secrets.randbits(63) if seed is None else seed % 2 ** 63,  # as OpenAI: a fresh sample unless sent
@@ -326,7 +281,7 @@ def refuse_dropped_tools(req: Request, drops: tuple[str, ...], render: Callable[
     RequestError where the template refuses it: nothing is refused here then, its prompt's render says so)."""
     messages = req.prompts[0] if req.chat else []
     calls = [i for i, m in enumerate(messages) if m.get("tool_calls")] if "tool_calls" in drops else []
-    tools = "tools" in drops and req.tools
+    tools = "tools" in drops and bool(req.tools)
     if not (tools or calls) or (whole := _rendered(render, messages, req.tools)) is None:
         return
     if tools and whole == _rendered(render, messages, ()):

@@ -96,7 +96,7 @@ FLOAT_TEXTS = ["0", "0.5", " 1 ", "\t.5\n", "5.", "+1", "-0", "1e0", "5E-1", "1.
                                         (True, 1.0), (False, 0.0), (1, 1.0), (0.25, 0.25)])
 def test_float_fields_take_what_pydantics_lax_mode_takes(sent, read):
     """`"temperature": "0.5"` was a 400 here, where vLLM and trtllm-serve (pydantic models, lax mode) read 0.5, as
-    they read integers (`_integer`): text as Rust's f64 parse reads it, trimmed, single underscores taken out."""
+    they read integers (`serve_numbers`): text as Rust's f64 parse reads it, trimmed, single underscores taken out."""
     assert completion(temperature=sent).temperature == read
     if 0 < read <= 1:
         completion(top_p=sent, min_p=sent)
@@ -118,14 +118,14 @@ def test_floats_are_read_as_pydantic_reads_them(sent):
     """The reading against pydantic 2's own (not a dependency: only where installed)."""
     import math
 
-    from redrafter_trt.serve_request import _float
+    from redrafter_trt.serve_numbers import lax_float
 
     pydantic = pytest.importorskip("pydantic")
     try:
         want = pydantic.TypeAdapter(float).validate_python(sent)
     except pydantic.ValidationError:
         want = None
-    got = _float(sent)
+    got = lax_float(sent)
     assert got == want or (got is not None and want is not None and math.isnan(got) and math.isnan(want))
 
 
