@@ -400,16 +400,22 @@ def atomic_output(dest: Path, force: bool, inputs: Iterable[Path | str] = ()) ->
             _remove_empty(made)
 
 
+class WrittenThenInterrupted(KeyboardInterrupt):
+    """A Ctrl-C that came after an output was written whole, while the folder it replaced was removed: the command
+    stops, and its caller knows the output is in place (train then does not say to resume to write it)."""
+
+
 def _remove_replaced(gone: Path, dest: Path) -> None:
     """Remove the folder `dest` replaced (renamed `gone`). A Ctrl-C meanwhile (an 8B checkpoint's removal takes a
-    while) came after `dest` was written whole: the removal is finished, that said, and the interrupt goes on (the
-    command stops); a second one leaves the rest to the next run's sweep (`remove_stale_partials`)."""
+    while) came after `dest` was written whole: the removal is finished, that said, and the interrupt goes on as
+    WrittenThenInterrupted (the command stops); a second one leaves the rest to the next run's sweep
+    (`remove_stale_partials`)."""
     try:
         shutil.rmtree(gone, ignore_errors=True)
     except KeyboardInterrupt:
         shutil.rmtree(gone, ignore_errors=True)
         log.warning("%s is written whole: the Ctrl-C came after, while the folder it replaced was removed", dest)
-        raise
+        raise WrittenThenInterrupted from None
 
 
 def _remove_empty(folders: list[Path]) -> None:

@@ -1002,3 +1002,49 @@ def test_an_unreadable_file_of_soft_targets_an_earlier_version_cached_is_one_war
     assert caplog.text.count(str(path)) == 1 and "is truncated" in caplog.text, caplog.text
     assert caplog.text.rstrip().endswith(": computing the soft targets again") and "re-download" not in caplog.text
     assert not path.exists()  # no run can read it
+
+
+@pytest.mark.parametrize("where", ["removal", "prune"])
+def test_a_ctrl_c_after_the_drafter_is_written_says_so_and_leaves_a_finished_state(chat_base, qa_file, tmp_path,
+                                                                                    monkeypatch, caplog, where):
+    """`train --force` interrupted while it removed the drafter it replaced (or pruned the cache after): output.py said
+    the new one was written whole, then the loop said to pass --resume to evaluate and write the drafter, and the
+    state's pending marker was left, so the next run without --resume warned it dropped a run interrupted before its
+    drafter was written. The drafter is in place: nothing says to resume, and its state is a finished run's (removed
+    quietly by the next run)."""
+    import logging
+
+    from redrafter_trt import output
+    from redrafter_trt.train import dataset, loop
+
+    cfg = _cfg(chat_base, qa_file, tmp_path, max_steps=4)
+    train_drafter(cfg)
+    real, calls = output.shutil.rmtree, []
+
+    def ctrl_c_once(path, *args, **kw):
+        calls.append(path)
+        if len(calls) == 1 and Path(path).name.endswith("-gone"):
+            raise KeyboardInterrupt
+        return real(path, *args, **kw)
+
+    def ctrl_c(*args):
+        raise KeyboardInterrupt
+
+    if where == "removal":
+        monkeypatch.setattr(output.shutil, "rmtree", ctrl_c_once)
+    else:
+        monkeypatch.setattr(loop, "prune_superseded", ctrl_c)
+    with caplog.at_level(logging.WARNING), pytest.raises(KeyboardInterrupt):
+        train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4, seed=2))
+    monkeypatch.undo()
+    assert json.loads((cfg.output / "config.json").read_text())["producer"]["options"]["seed"] == 2
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name != dataset.log.name]
+    assert warned == [f"{cfg.output} is written whole: the Ctrl-C came after, while the folder it replaced was removed"
+                      if where == "removal" else f"interrupted after {cfg.output} was written"], warned
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "drafter", "drafter.train-state.pt"]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="redrafter_trt.train.state"):
+        train_drafter(cfg)
+    said = [r.getMessage() for r in caplog.records if r.name == "redrafter_trt.train.state"]
+    assert said == [f"removing {cfg.state_path}, the state of an earlier run"], said
+

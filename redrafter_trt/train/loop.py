@@ -23,6 +23,7 @@ import torch
 from ..base_sample import record_base_sample
 from ..drafter import save_drafter
 from ..errors import PeerError
+from ..output import WrittenThenInterrupted
 from ..plural import counted
 from ..producer import producer_block
 from ..runtime.linear import pack_linears
@@ -200,7 +201,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
                             rerun or "pass --resume")
                 said.append("saved")
         raise
-    saved = False
+    saved = written = False
     try:
         if rank == 0:
             # saved before the evaluation (minutes on a large held-out set): a Ctrl-C there keeps every step; one
@@ -240,10 +241,17 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
             state = {name: v.detach().float() for name, v in drafter.state_dict().items()}
             state[f"lm_head.{dcfg.num_draft_layers}.weight"] = head.full_weight().float()
             save_drafter(cfg.output, dcfg, state, producer, inputs=tuple(cfg.inputs))
+            written = True
             pending_marker(cfg).unlink(missing_ok=True)
             prune_superseded(cache_dir, cfg.base)  # once the drafter is written: a failed run keeps them
-    except KeyboardInterrupt:  # in the evaluation or the drafter's save: the training is kept, and so said
-        if saved:
+    except KeyboardInterrupt as e:  # in the evaluation or the drafter's save: the training is kept, and so said
+        if written or isinstance(e, WrittenThenInterrupted):  # after the drafter was written (removing the one it
+            # replaced, pruning the cache): its state is a finished run's, and nothing is to be resumed
+            pending_marker(cfg).unlink(missing_ok=True)
+            if not isinstance(e, WrittenThenInterrupted):  # (that one said so)
+                log.warning("interrupted after %s was written", cfg.output)
+            said.append("written")
+        elif saved:
             log.warning("interrupted after training: state saved after step %d in %s; %s to evaluate and write the "
                         "drafter without training again", total, cfg.state_path, rerun or "pass --resume")
             said.append("saved")
