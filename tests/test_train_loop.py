@@ -1048,3 +1048,27 @@ def test_a_ctrl_c_after_the_drafter_is_written_says_so_and_leaves_a_finished_sta
     said = [r.getMessage() for r in caplog.records if r.name == "redrafter_trt.train.state"]
     assert said == [f"removing {cfg.state_path}, the state of an earlier run"], said
 
+
+def test_a_ctrl_c_as_a_new_run_removes_an_earlier_state_removes_it_whole_before_it_stops(tmp_path, monkeypatch):
+    """A new run said "starting over: removed" the earlier run's state before removing it: a Ctrl-C there left the
+    state (and its pending marker) that the line said was gone. The removal and its line are done whole, then the
+    interrupt goes on."""
+    import signal
+
+    from redrafter_trt.train import state
+
+    cfg = TrainConfig(base=tmp_path, data=[tmp_path / "d.jsonl"], output=tmp_path / "drafter")
+    torch.save({"step": 4, "total": 4}, cfg.state_path)
+    state.pending_marker(cfg).touch()
+    said = []
+
+    class CtrlCAsItSpeaks:
+        def warning(self, *args):
+            said.append(args[0] % args[1:])
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(state, "log", CtrlCAsItSpeaks())
+    with pytest.raises(KeyboardInterrupt):
+        state.remove_earlier_state(cfg)
+    assert said and said[0].startswith(f"starting over: removed {cfg.state_path}")
+    assert list(tmp_path.iterdir()) == []

@@ -21,6 +21,7 @@ from ..errors import ConfigError, CorruptFileError, RedrafterError, first_line
 from .config import TrainConfig
 from .dataset import base_id, dtype_name
 from .objective import Head
+from .steps import uninterrupted
 from .torchrun import all_reduce
 
 log = logging.getLogger(__name__)
@@ -104,16 +105,17 @@ def remove_earlier_state(cfg: TrainConfig) -> None:
         step, total = int(state["step"]), int(state["total"])
     except Exception:  # unreadable or of an older layout: nothing to continue from, nothing to say
         step = total = 0
-    if step < total:
-        log.warning("starting over: removed %s, the state of an interrupted run after step %d of %d (--resume "
-                    "continues such a run)", cfg.state_path, step, total)
-    elif total and pending_marker(cfg).exists():
-        log.warning("starting over: removed %s, the state of a run interrupted after its last step (%d) before its "
-                    "drafter was written (--resume writes it without training again)", cfg.state_path, step)
-    else:
-        log.info("removing %s, the state of an earlier run", cfg.state_path)
-    cfg.state_path.unlink()
-    pending_marker(cfg).unlink(missing_ok=True)
+    with uninterrupted():  # the line and the removal whole: a Ctrl-C between them left what the line said was removed
+        if step < total:
+            log.warning("starting over: removed %s, the state of an interrupted run after step %d of %d (--resume "
+                        "continues such a run)", cfg.state_path, step, total)
+        elif total and pending_marker(cfg).exists():
+            log.warning("starting over: removed %s, the state of a run interrupted after its last step (%d) before "
+                        "its drafter was written (--resume writes it without training again)", cfg.state_path, step)
+        else:
+            log.info("removing %s, the state of an earlier run", cfg.state_path)
+        cfg.state_path.unlink()
+        pending_marker(cfg).unlink(missing_ok=True)
 
 
 def same_state_on_every_rank(cfg: TrainConfig, rank: int, world: int) -> None:
