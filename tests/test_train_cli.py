@@ -525,6 +525,8 @@ def test_the_held_out_figure_on_the_datas_answers_says_so_and_the_bases_own_answ
     assert "not the base's own" in ref and "`redrafter-trt acceptance`" in ref and "--distill" in ref, ref
     own = next(line for line in r.output.splitlines() if line.startswith("held-out, on the base's own greedy answers"))
     assert "to 2 prompts" in own and "tokens/step expected at beam width 1" in own, own
+    # its bar says what it does (it said "distilling answers", though without --distill nothing is distilled to train)
+    assert "base answers to held-out prompts" in r.output and "distilling" not in r.output, r.output
     meta = json.loads((tmp_path / "out" / "config.json").read_text())["producer"]
     assert meta["heldout"]["answers"] == "data" and meta["heldout_base"]["answers"] == "base"
     assert meta["heldout_base"]["prompts"] == 2 and meta["heldout_base"]["anchors"] > 0
@@ -532,3 +534,34 @@ def test_the_held_out_figure_on_the_datas_answers_says_so_and_the_bases_own_answ
     # the base's answers, cached where --distill keeps them (a later --distill run reuses them)
     folder = next((tmp_path / "c").glob("distill-*"))
     assert len((folder / "answers.jsonl").read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize("stopped", [1, 2])
+def test_the_bases_own_answers_count_the_prompts_scored(chat_base, tmp_path, monkeypatch, caplog, stopped):
+    """`heldout_base.prompts` and its line counted the held-out prompts asked: one the base answered with a stop token
+    at once gives no position to score and was counted all the same. They count those scored; where none is, a
+    warning says so (no line then)."""
+    from redrafter_trt.train import heldout
+
+    real = heldout.distill
+
+    def stop_at_once(*args, **kw):
+        return [(a[:1], h) if i < stopped else (a, h) for i, (a, h) in enumerate(real(*args, **kw))]
+
+    monkeypatch.setattr(heldout, "distill", stop_at_once)
+    data = tmp_path / "qa.jsonl"
+    data.write_text("\n".join(json.dumps({"question": f"What is {a} plus {a + 1}?", "answer": f"It is {2 * a + 1}."})
+                              for a in range(40)))
+    with caplog.at_level("WARNING", logger="redrafter_trt.train.loop"):
+        r = _run("--base", chat_base, "--data", data, "--output", tmp_path / "out", "--cache-dir", tmp_path / "c",
+                 "--max-steps", "2", "--predict-n", "2", "--base-dtype", "float32")
+    assert r.exit_code == 0, r.output
+    meta = json.loads((tmp_path / "out" / "config.json").read_text())["producer"]
+    own = [line for line in r.output.splitlines() if line.startswith("held-out, on the base's own greedy answers")]
+    if stopped == 1:
+        assert meta["heldout_base"]["prompts"] == 1 and len(own) == 1 and "answers to 1 prompt:" in own[0], own
+        assert not caplog.records
+    else:
+        assert "heldout_base" not in meta and not own
+        assert caplog.messages == ["the base answered each of the 2 held-out prompts with at most one token: none "
+                                   "scored on its own answers"], caplog.messages

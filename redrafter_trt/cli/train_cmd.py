@@ -13,7 +13,7 @@ from .params import CHAT_TEMPLATE_KWARGS, Command, Device, SEED, refuse_typed_wi
 
 
 class _Bars:
-    """One tqdm bar per stage (distill, hidden, train); the train bar shows loss and per-step top-1."""
+    """One tqdm bar per stage (distill, hidden, heldout_base, train); the train bar shows loss and per-step top-1."""
 
     def __init__(self):
         self.bars = {}
@@ -22,7 +22,7 @@ class _Bars:
         from tqdm import tqdm
 
         labels = {"distill": "distilling answers (prompts)", "hidden": "caching base hidden states (examples)",
-                  "train": "training drafter (steps)"}
+                  "heldout_base": "base answers to held-out prompts", "train": "training drafter (steps)"}
         bar = self.bars.get(p.stage)
         if bar is None:
             # from where a resumed stage starts (a training state's step, hidden states cached by an interrupted

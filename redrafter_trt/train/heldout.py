@@ -108,8 +108,8 @@ def base_answered(load_model: Callable, tokenizer, prompts: list[list[int]], fol
                   batch_size: int, max_len: int, device: torch.device | str = "cpu",
                   on_batch: Callable[[int, int], None] | None = None) -> tuple[list[Example], int]:
     """The base's greedy answers to `prompts` (token ids ending with the assistant header; `distill`, cached in
-    `folder`) as examples to score a drafter on: those with 2 answer tokens in a row, an anchor to draft from. Returns
-    them and the answer tokens in all."""
+    `folder`) as examples to score a drafter on, one a prompt: those with 2 answer tokens in a row, an anchor to draft
+    from (an answer of a stop token alone has none). Returns them and the answer tokens in all."""
     answers = distill(load_model, tokenizer, prompts, folder, max_new_tokens=max_new_tokens, batch_size=batch_size,
                       max_len=max_len, device=device, on_batch=on_batch)
     examples = [distilled_example(p, a, h, max_len) for p, (a, h) in zip(prompts, answers)]

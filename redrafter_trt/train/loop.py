@@ -117,7 +117,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
     feats = build_features(train_ex, k, cache_dir, bid, load_model, lambda d, t: report(Progress("hidden", d, t)),
                            device=device, dtype=base_dtype)
     held = build_features(held_ex, k, cache_dir, bid, load_model, device=device, dtype=base_dtype) if held_ex else None
-    own = own_prompts = None
+    own = own_ex = None
     if held_prompts:
         base_tensors(cfg.base, dtype=None)  # checked finite first: a NaN head made the answers NaN, named as the cache's
         own_prompts = held_prompts[:BASE_ANSWERED_PROMPTS]
@@ -126,8 +126,12 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
         own_ex, _ = base_answered(load_model, tokenizer, own_prompts, distill_folder(cache_dir, cfg.base, base_dtype),
                                   max_new_tokens=cfg.distill_max_new_tokens, batch_size=cfg.distill_batch_size,
                                   max_len=cfg.max_seq_len, device=device,
-                                  on_batch=lambda d, t: report(Progress("distill", d, t)))
-        own = build_features(own_ex, k, cache_dir, bid, load_model, device=device, dtype=base_dtype) if own_ex else None
+                                  on_batch=lambda d, t: report(Progress("heldout_base", d, t)))
+        if own_ex:  # one example a prompt, those with a position to score (base_answered)
+            own = build_features(own_ex, k, cache_dir, bid, load_model, device=device, dtype=base_dtype)
+        else:
+            log.warning("the base answered each of the %s with at most one token: none scored on its own answers",
+                        counted(len(own_prompts), "held-out prompt"))
     model_box.clear()  # the base is not needed any more
 
     embed, head = base_tensors(cfg.base)  # float32 copies: read once the base is gone, not beside it
@@ -219,7 +223,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
                                                            "answers": "base" if cfg.distill else "data"}}
             if own:
                 scores["heldout_base"] = {**evaluate(drafter, scored, embed, own.to(device), k), "answers": "base",
-                                          "prompts": len(own_prompts)}
+                                          "prompts": len(own_ex)}
         drafter.cpu()
         head = Head(head.weight.cpu(), *(None if x is None else x.cpu() for x in (head.keep, head.remap)),
                     head.vocab_size)
