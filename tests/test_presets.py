@@ -697,6 +697,24 @@ def test_readme_mentions_every_option_in_its_commands_section():
     assert not missing, f"options not in their command's README section: {', '.join(missing)}"
 
 
+# options of other programs that train's README section names: torchrun's, scripts/self_prompts.py's, every command's
+TRAIN_SECTION_OTHERS = {"--nproc_per_node", "--starters", "--help"}
+
+
+def test_the_readmes_train_section_names_only_options_that_exist():
+    """The README told users `--eval-examples 0` skips the base's answers to held-out prompts: train has no such option
+    (a TrainConfig field only), and the line was an error. Every option train's section names in backticks is one a
+    redrafter-trt command takes (or another program's, named above)."""
+    import re
+
+    readme = Path(__file__).resolve().parents[1].joinpath("README.md").read_text()
+    ours = {o for command in _commands().values() for param in command.params
+            for o in (*param.opts, *getattr(param, "secondary_opts", ()))}
+    named = {flag for code in re.findall(r"`([^`\n]*)`", _readme_section(readme, "train"))
+             for flag in re.findall(r"(?<![\w-])--[a-z][\w-]*", code)}
+    assert not named - ours - TRAIN_SECTION_OTHERS, sorted(named - ours - TRAIN_SECTION_OTHERS)
+
+
 def test_every_option_has_a_help_text():
     """`redrafter-trt CMD --help` says what each option does (convert's --num-beams and --calib-size showed only
     their defaults)."""

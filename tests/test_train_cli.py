@@ -565,3 +565,11 @@ def test_the_bases_own_answers_count_the_prompts_scored(chat_base, tmp_path, mon
         assert "heldout_base" not in meta and not own
         assert caplog.messages == ["the base answered each of the 2 held-out prompts with at most one token: none "
                                    "scored on its own answers"], caplog.messages
+
+
+def test_train_help_says_the_base_answers_held_out_prompts_without_distill():
+    """Without --distill the base answers a few held-out prompts (minutes on a CPU), which train --help never said."""
+    from redrafter_trt.train.heldout import BASE_ANSWERED_PROMPTS
+
+    r = CliRunner().invoke(main, ["train", "--help"], terminal_width=200)
+    assert r.exit_code == 0 and f"answers up to {BASE_ANSWERED_PROMPTS} held-out prompts" in " ".join(r.output.split())

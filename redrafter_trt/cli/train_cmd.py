@@ -94,7 +94,10 @@ _DTYPE = click.Choice(["auto", "float32", "bfloat16"])
 @click.option("--device", default="cpu", show_default=True, type=Device(),
               help="cpu, cuda or cuda:N (torchrun picks the rank's GPU).")
 @click.option("--resume", is_flag=True, help="Continue from OUTPUT.train-state.pt (same options as the interrupted run).")
-@click.option("--distill", is_flag=True, help="Train on the base's own greedy answers to the prompts (cached, resumable).")
+@click.option("--distill", is_flag=True,
+              help="Train on the base's own greedy answers to the prompts (cached, resumable). Without it the data's "
+                   "answers are trained on, and the base answers up to 8 held-out prompts (cached) to score the "
+                   "drafter on its own answers too.")
 @CHAT_TEMPLATE_KWARGS
 @click.option("--distill-max-new-tokens", default=256, show_default=True, type=int, callback=_positive,
               help="New tokens per distilled answer at most (with --distill).")

@@ -101,7 +101,7 @@ def evaluate_on_prompts(drafter_dir: Path, base: Path, prompts_file: Path, cache
 
 
 BASE_ANSWERED_PROMPTS = 8  # held-out prompts train has the base answer without --distill (SmolLM2-135M, 2 cores,
-# bfloat16: 90 s for 8 answers of 256 tokens)
+# bfloat16: 90 s for 8 answers of 256 tokens); spelled in train --help (--distill's) and the README, no option sets it
 
 
 def base_answered(load_model: Callable, tokenizer, prompts: list[list[int]], folder: Path, *, max_new_tokens: int,
