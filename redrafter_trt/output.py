@@ -189,9 +189,10 @@ def check_output_folder(dest: Path, force: bool, inputs: Iterable[Path | str] = 
 
 
 def refuse_inside_earlier_output(dest: Path, option: str = "--output") -> None:
-    """Refuse an output folder inside an earlier drafter, checkpoint or engine folder (`earlier_output_kind` of the
-    nearest folder above it that is one): `train --output d1/sub` wrote d1/sub and d1/sub.train-state.pt inside the
-    drafter d1, and replacing d1 (`--force`, `--resume`) was then refused for holding them (users_entries)."""
+    """Refuse an output folder or file inside an earlier drafter, checkpoint or engine folder (`earlier_output_kind` of
+    the nearest folder above it that is one): `train --output d1/sub` wrote d1/sub and d1/sub.train-state.pt inside the
+    drafter d1 (`acceptance --output-json d1/a.json`, d1/a.json), and replacing d1 (`--force`, `--resume`) was then
+    refused for holding them (users_entries)."""
     for folder in named_path(dest).parents:
         kind = earlier_output_kind(folder)
         if kind:

@@ -1427,3 +1427,27 @@ def test_the_shell_of_an_interactive_srun_step_is_not_its_copies(parts, ckpt, mo
     monkeypatch.setenv("SLURM_PROCID", "0")
     monkeypatch.delenv("SLURM_PTY_PORT")  # `srun -n 8 redrafter-trt ...`: its task 0 is one of 8 copies
     assert_one_line_error(run_cli("run", *args), "under srun (SLURM_STEP_NUM_TASKS 8)")
+
+
+@pytest.mark.parametrize("command", ["run", "bench", "acceptance"])
+def test_an_output_json_inside_an_earlier_output_is_refused_up_front(ckpt, tiny_llama, tmp_path, command):
+    """`--output-json` inside a drafter folder (bench's or acceptance's results kept beside the drafter measured) was
+    written there, and a later `train --force` of that drafter was refused for holding it (a file no ReDrafter tool
+    writes there). As an --output inside an earlier output is, it is refused before the work, naming the fix; the
+    drafter stays one that --force replaces."""
+    from redrafter_trt.cli.params import check_output_file
+    from redrafter_trt.output import check_output_folder
+    from tinymodels import make_drafter
+
+    drafter = make_drafter(tmp_path / "drafter", tiny_llama)
+    target = drafter / "results.json"
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("hi\n")
+    inputs = ["--input-text", "hi"] if command == "run" else ["--prompts", prompts]
+    result = run_cli(command, "--checkpoint-dir", ckpt, "--tokenizer-dir", tiny_llama, *inputs, "--output-json", target)
+    assert_one_line_error(result, f"--output-json {target} is inside {drafter}, an earlier drafter folder",
+                          f"choose an --output-json outside {drafter}")
+    assert not target.exists()
+    check_output_folder(drafter, force=True)
+    with pytest.raises(ConfigError, match=f"^--plot {drafter / 'b.png'} is inside {drafter}, an earlier drafter"):
+        check_output_file(drafter / "b.png", [], "--plot")

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from ..errors import ConfigError
-from ..output import is_within
+from ..output import is_within, refuse_inside_earlier_output
 
 
 class Command(click.Command):
@@ -131,13 +131,16 @@ def refuse_typed_without(ctx: click.Context, names, purpose: str, fix: str) -> N
 
 
 def check_output_file(path: Path | None, inputs: list, option: str) -> None:
-    """Refuse an output file that is an input or lies inside an input folder (it would overwrite what is read)."""
+    """Refuse an output file that is an input or lies inside an input folder (it would overwrite what is read), or
+    inside an earlier output folder (a drafter, checkpoint or engine: `--force` would then refuse to replace it, as it
+    holds a file no ReDrafter tool writes there)."""
     if path is None:
         return
     for item in inputs:
         if item is not None and is_within(path, item):
             where = "is the input" if is_within(item, path) else "is inside the input"
             raise ConfigError(f"{option} {path} {where} {item}: write it elsewhere")
+    refuse_inside_earlier_output(path, option)
 
 
 class TemplateKwargs(click.ParamType):
