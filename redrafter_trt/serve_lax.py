@@ -1,9 +1,9 @@
-"""Numbers in the reference server's request fields read as pydantic 2's lax mode reads them from JSON, as vLLM's
-and trtllm-serve's request models (pydantic models) do: `"3"`, `3.0` and `true` are an integer field's 3, 3 and 1;
-`"0.5"`, `" 1e3 "`, `false` and `"nan"` a float field's 0.5, 1000.0, 0.0 and NaN (the fields' checks refuse NaN and the
-infinities where a finite number is needed).
+"""The reference server's integer, float and bool request fields read as pydantic 2's lax mode reads them from
+JSON, as vLLM's and trtllm-serve's request models (pydantic models) do: `"3"`, `3.0` and `true` are an integer field's
+3, 3 and 1; `"0.5"`, `" 1e3 "`, `false` and `"nan"` a float field's 0.5, 1000.0, 0.0 and NaN (the fields' checks
+refuse NaN and the infinities where a finite number is needed); `"true"`, `"on"` and `1` a bool field's true.
 
-    LAX[int]("7.00") == 7; LAX[float]("1_000.5") == 1000.5; LAX[float]("abc") is None   # None: not one
+    LAX[int]("7.00") == 7; LAX[float]("1_000.5") == 1000.5; LAX[bool]("Yes") is True; LAX[float]("abc") is None
 """
 
 from __future__ import annotations
@@ -52,4 +52,18 @@ def lax_float(value):
         return None
 
 
-LAX = {int: lax_integer, float: lax_float}  # a numeric field's kind -> how `parse` reads it
+# pydantic's bool text, its case aside (ASCII's alone), untrimmed
+BOOL_TEXTS = {"1": True, "t": True, "true": True, "y": True, "yes": True, "on": True,
+              "0": False, "f": False, "false": False, "n": False, "no": False, "off": False}
+
+
+def lax_bool(value):
+    """A bool field's value as pydantic's lax mode reads it (vLLM's and trtllm-serve's request models): a bool, the
+    number 0 or 1 (0.0 and 1.0 too), or `BOOL_TEXTS`'s text in any ASCII case ("True", "ON"; not " true", "2",
+    "1.0"); None for anything else."""
+    if isinstance(value, str):
+        return BOOL_TEXTS.get(value.lower()) if value.isascii() else None  # pydantic folds ASCII's case alone
+    return bool(value) if isinstance(value, (int, float)) and value in (0, 1) else None
+
+
+LAX = {int: lax_integer, float: lax_float, bool: lax_bool}  # a field's kind -> how `parse` reads it
