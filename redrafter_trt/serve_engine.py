@@ -106,8 +106,8 @@ def plan_trtllm_serve(engine_dir: Path, tokenizer_dir: Path, host: str, port: in
     for option, name in parsers.items():
         argv += [option, name]
     source = stop_file(tokenizer_dir)  # None: no id but the tokenizer's EOS, nothing unstopped
-    tools_warning = tool_template_warning(tokenizer, tool_parser, "answered by trtllm-serve without them") if (
-        tool_parser) else None
+    tools_warning = tool_template_warning(tokenizer, tool_parser, "answered by trtllm-serve without them where "
+                                          "their own prompt drops them too") if tool_parser else None
     return ServePlan(tuple(argv), ranks, unstopped, build["max_batch_size"], host_warning,
                      source.name if source else ServePlan.stop_file, tools_warning)
 

@@ -51,21 +51,23 @@ def template_drops(tokenizer) -> tuple[str, ...]:
 
 # the reference server's fate of a request carrying what the template dropped at start (`tool_template_warning`)
 REFUSED_PER_REQUEST = "refused (400) where their own prompt drops them too (checked per request)"
-DROPPED = {  # template_drops -> (what the template does not do, the request fields it drops)
-    ("tools",): ("renders no tools", '"tools"'),
-    ("tool_calls",): ("writes no tool calls", 'an assistant\'s "tool_calls"'),
-    ("tools", "tool_calls"): ("renders no tools and writes no tool calls", '"tools" or an assistant\'s "tool_calls"'),
+DROPPED = {  # template_drops -> (what the template dropped from the sample conversation, the request fields)
+    ("tools",): ("the tools", '"tools"'),
+    ("tool_calls",): ("an assistant's tool calls", 'an assistant\'s "tool_calls"'),
+    ("tools", "tool_calls"): ("the tools and an assistant's tool calls", '"tools" or an assistant\'s "tool_calls"'),
 }
 
 
 def tool_template_warning(tokenizer, tool_parser: str, fate: str) -> str | None:
-    """serve --tool-parser's one line at start when the chat template drops tools or tool calls (`template_drops`;
-    None when it drops neither). fate: what becomes of the chat requests carrying them."""
+    """serve --tool-parser's one line at start when the chat template drops tools or tool calls from a sample
+    conversation (`template_drops`; None when it drops neither). It says no more than that: a request's own prompt
+    may still show them (beside a system message, under a template variable). fate: what becomes of the chat
+    requests carrying them."""
     if not (drops := template_drops(tokenizer)):
         return None
-    does, fields = DROPPED[drops]
-    return (f"warning: --tool-parser {tool_parser}: this tokenizer's chat template {does}, so the model never sees "
-            f"them: chat requests with {fields} are {fate}; {TEMPLATE_FIX}")
+    dropped, fields = DROPPED[drops]
+    return (f"warning: --tool-parser {tool_parser}: this tokenizer's chat template dropped {dropped} from a sample "
+            f"conversation: chat requests with {fields} are {fate}; {TEMPLATE_FIX}")
 
 
 class CallBlock:
