@@ -17,6 +17,7 @@ from . import layout
 from .drafter import uniform_head
 from .errors import FLAG, LAYER_COUNT, POSITIVE_INT, POSITIVE_NUMBER, ConfigError, TensorError, name_list, optional
 from .io import ST_TO_TORCH, TensorSource, all_finite
+from .plural import them
 from .producer import producer_summary
 from .registry import QWEN_SEQ_LENGTH, TRTLLM_ACTIVATIONS, TRTLLM_BASES, activation_problem
 from .rope import ENGINE_FIX, TRTLLM_ROPE_SCALINGS, rope_scaling_problem, runtime_fix, trtllm_builds
@@ -267,9 +268,10 @@ def _check_exclusions(cfg: dict, rep: Report) -> None:
         listed = layout.exclusions(quant)
         lacking = [mod for mod in layout.required_exclusions(cfg) if not layout.is_excluded(mod, listed)]
         if lacking:
-            rep.problems.append(f"quantization.exclude_modules lacks {name_list(lacking)}: the build would turn them "
-                                f"into {quant['quant_algo']} layers, though this checkpoint holds them in "
-                                f"{cfg['dtype']}: add them to the list")
+            it = them(len(lacking))
+            rep.problems.append(f"quantization.exclude_modules lacks {name_list(lacking)}: the build would quantize "
+                                f"{it} to {quant['quant_algo']}, though this checkpoint holds {it} in {cfg['dtype']}: "
+                                f"add {it} to the list")
 
 
 def _check_ranks(path: Path, cfg: dict, rep: Report, values: bool) -> None:
@@ -432,9 +434,14 @@ def require_valid(path: Path | str) -> dict:
         raise ConfigError(other)
     rep = inspect_checkpoint(path)
     if not rep.ok:
-        more = f" (+{len(rep.problems) - 1} more)" if len(rep.problems) > 1 else ""
-        # a problem whose own fix re-converts (a rank file cut short, a head to train, rank files renamed) says it
-        then = "" if "re-convert" in rep.problems[0] else f", then {RECONVERT}"
+        others = len(rep.problems) - 1
+        # a problem whose own fix re-converts (a rank file cut short, a head to train, rank files renamed) ends in it:
+        # the other problems are named in brackets, not as a second fix after a colon
+        if "re-convert" in rep.problems[0]:
+            more = f"+{others} more; " if others else ""
+            raise ConfigError(f"checkpoint {path} is not valid: {rep.problems[0]} ({more}`redrafter-trt inspect "
+                              f"{path}` lists every problem)")
+        more = f" (+{others} more)" if others else ""
         raise ConfigError(f"checkpoint {path} is not valid: {rep.problems[0]}{more}: "
-                          f"run `redrafter-trt inspect {path}` for all problems{then}")
+                          f"run `redrafter-trt inspect {path}` for all problems, then {RECONVERT}")
     return json.loads((Path(path) / "config.json").read_text())

@@ -13,6 +13,11 @@ def are(n: int) -> str:
     return "is" if n == 1 else "are"
 
 
+def them(n: int) -> str:
+    """The pronoun for `n` things named before: `add it`, `add them`."""
+    return "it" if n == 1 else "them"
+
+
 def or_list(items) -> str:
     """'1, 2 or 4'."""
     *others, last = map(str, items)

@@ -150,6 +150,10 @@ def test_fp8_exclusions_must_keep_lm_head(ckpt, tmp_path, exclude, lacking):
         return
     problem = [ln for ln in result.output.splitlines() if "exclude_modules lacks" in ln]
     assert result.exit_code == 1 and len(problem) == 1 and lacking in problem[0], result.output
+    one = lacking == "lm_head"  # one module lacking is 'it', not 'them'
+    assert problem[0].endswith(": add it to the list" if one else ": add them to the list"), problem[0]
+    assert ("quantize it to FP8, though this checkpoint holds it" if one else "quantize them to FP8, though this "
+            "checkpoint holds them") in problem[0], problem[0]
     assert_one_line_error(run_cli("build", "--checkpoint-dir", copy, "--output-dir", tmp_path / "e", "--dry-run"),
                           "exclude_modules lacks", lacking)
 
@@ -497,6 +501,8 @@ def test_a_rank_file_cut_short_is_re_converted_not_re_downloaded(ckpt, tmp_path)
     assert_one_line_error(result, f"{rank0} is truncated", "re-convert it")
     assert "re-download" not in result.stderr and "re-export" not in result.stderr
     assert result.stderr.count("re-convert it") == 1  # require_valid's own fix is not said twice
+    # one sentence: the fix, then where the other problems are listed (it said 're-convert it: run ... for all problems')
+    assert result.stderr.strip().endswith(f"): re-convert it (`redrafter-trt inspect {copy}` lists every problem)")
 
 
 
