@@ -142,8 +142,8 @@ def read_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as e:
         raise TensorError(f"{path} is a pickle that would run code or load non-tensor objects "
-                          f"({first_line(e, 'unsafe pickle')}): re-save it as safetensors, or as a plain state dict "
-                          f"of tensors") from None
+                          f"({unsafe_pickle_reason(e)}): if you trust its source, load it with "
+                          f"torch.load(weights_only=False) and save its tensors as safetensors") from None
     except (RuntimeError, EOFError, OSError, UnicodeDecodeError, ValueError) as e:
         raise TensorError(f"{path} is truncated or not a PyTorch file ({first_line(e, type(e).__name__)}): "
                           f"re-export it") from None
@@ -152,6 +152,17 @@ def read_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise TensorError(f"{path} does not hold a state dict of tensors: save `model.state_dict()` instead")
     return dict(obj)
+
+
+def unsafe_pickle_reason(error: pickle.UnpicklingError) -> str:
+    """What torch.load(weights_only=True) refused, in whole words: the global it names (torch 2.6+ says `Unsupported
+    global: GLOBAL __main__.Evil ...` or `... unsupported GLOBAL posix.system whose module ...`), else its message's
+    first sentence. Its message runs to several paragraphs; cut to a length, it ended mid-word."""
+    text = str(error).strip()
+    if found := re.search(r"\bGLOBAL ([\w.]+)", text):
+        return f"torch.load(weights_only=True) refuses its global {found[1]}"
+    sentence = re.match(r".*?[.!?](?=\s|$)", text)
+    return f"torch.load(weights_only=True) refuses it: {sentence[0] if sentence else first_line(error, 'unsafe pickle')}"
 
 
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import shutil
 import signal
@@ -658,18 +659,38 @@ def test_corrupt_header(parts):
     assert_one_line_error(convert_err(parts), "model.safetensors")
 
 
-def test_malicious_pickle_does_not_run(parts, tmp_path):
+@pytest.mark.parametrize("which, file", [(0, "pytorch_model.bin"), (1, "model.pt")])
+def test_malicious_pickle_does_not_run(parts, tmp_path, which, file):
+    """A review: the refusal quoted torch's message cut at 120 characters, mid-word ('... in `torch.load` fr)'; it
+    names the global torch refused and how to re-save the tensors from a source one trusts."""
     marker = tmp_path / "pwned"
 
     class Evil:
         def __reduce__(self):
             return (os.system, (f"touch {marker}",))
 
-    d = parts[1]
-    (d / "model.safetensors").unlink()
-    torch.save({"rnn_u.weight": Evil()}, d / "model.pt")
-    assert_one_line_error(convert_err(parts), "would run code")
+    folder = parts[which]
+    (folder / "model.safetensors").unlink()
+    torch.save({"model.norm.weight" if which == 0 else "rnn_u.weight": Evil()}, folder / file)
+    result = convert_err(parts)
+    assert_one_line_error(result, f"{folder / file} is a pickle that would run code or load non-tensor objects "
+                                  f"(torch.load(weights_only=True) refuses its global {os.system.__module__}.system)",
+                          "if you trust its source, load it with torch.load(weights_only=False)")
+    assert "In PyTorch 2.6" not in result.stderr
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("message, said", [
+    ("Weights only load failed. In PyTorch 2.6, we changed ...\n\nUnsupported global: GLOBAL __main__.Evil was not an "
+     "allowed global by default.", "its global __main__.Evil"),
+    ("Weights only load failed. In PyTorch 2.6, we changed ...\n\nTrying to load unsupported GLOBAL posix.system whose "
+     "module posix is blocked.", "its global posix.system"),
+    ("Weights only load failed. Unexpected opcode.", "Weights only load failed.")])
+def test_an_unsafe_pickle_is_named_in_whole_words(message, said):
+    """The global torch names in either of its wordings; where it names none, its first sentence, not 120 characters."""
+    from redrafter_trt.io import unsafe_pickle_reason
+
+    assert unsafe_pickle_reason(pickle.UnpicklingError(message)).endswith(said)
 
 
 @pytest.mark.parametrize("field, value, needle", [
