@@ -16,7 +16,7 @@ from . import layout
 from .checkpoint import config_problems
 from .config import DTYPES, BaseModelConfig, read_json, trtllm_model_fields
 from .errors import ConfigError, TensorError, name_list
-from .io import ST_TO_TORCH, UNREAD_BASE_FIX, TensorSource, unread_weights
+from .io import ST_TO_TORCH, UNREAD_BASE_FIX, TensorSource, all_finite, broken_base_tensor, unread_weights
 from .registry import QWEN_SEQ_LENGTH, TRTLLM_ACTIVATIONS, bias_fields
 from .rope import rope_kind, trtllm_kind
 from .rules import DROPPED, LAYER_RULES, MODEL_RULES
@@ -37,6 +37,9 @@ class Planned:
     shape: tuple[int, ...]
     dtype: torch.dtype
     read: Callable[[], torch.Tensor]
+    # a Hugging Face base's: the refusal naming the source tensor that holds NaN or Inf, by reading the sources again
+    # (only once `read`'s tensor is not finite); None where they are finite (a cast beyond float16's range)
+    nonfinite_source: Callable[[], TensorError | None] | None = None
 
     @property
     def nbytes(self) -> int:
@@ -153,8 +156,16 @@ def plan_hf_rank(src: TensorSource, b: BaseModelConfig, cfg: dict, tp_rank: int)
         if name == "lm_head.weight":
             sources = (hf_lm_head(src),)
         shape, dt = specs[name]
-        planned.append(Planned(name, shape, dt, reader(rule.split, sources)))
+        planned.append(Planned(name, shape, dt, reader(rule.split, sources), lambda s=sources: _nonfinite(src, s)))
     return planned
+
+
+def _nonfinite(src: TensorSource, sources: tuple[str, ...]) -> TensorError | None:
+    """broken_base_tensor of the first of `sources` (Hugging Face names: a fused qkv's three) holding NaN or Inf."""
+    for name in sources:
+        if not all_finite(src.get(name)):
+            return broken_base_tensor(name, src.file(name))
+    return None
 
 
 def hf_lm_head(src: TensorSource) -> str:

@@ -339,6 +339,8 @@ def _read_checked(p: Planned) -> torch.Tensor:
     t = p.read()
     if all_finite(t):
         return t
+    if p.nonfinite_source and (broken := p.nonfinite_source()):
+        raise broken
     if p.dtype == torch.float16:
         raise TensorError(f"{p.name} holds NaN or Inf in float16: its values exceed float16's range (65504) or the "
                           f"source is broken: convert with --dtype bfloat16")

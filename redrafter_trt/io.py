@@ -71,8 +71,13 @@ def finite_base_tensor(t: torch.Tensor, name: str, base: Path) -> torch.Tensor:
     naming the base when it holds NaN or Inf: copied into a drafter, convert blamed the drafter; in training, the
     first loss was NaN and the error said to lower --lr."""
     if not all_finite(t):
-        raise TensorError(f"base {base}: {name} holds NaN or Inf: the base's weights are broken; re-download it")
+        raise broken_base_tensor(name, base)
     return t
+
+
+def broken_base_tensor(name: str, where: Path) -> TensorError:
+    """The refusal of a Hugging Face base's tensor `name` holding NaN or Inf; `where`: the base, or its file."""
+    return TensorError(f"base {where}: {name} holds NaN or Inf: the base's weights are broken; re-download it")
 
 
 REEXPORT = "re-download or re-export it"  # the fix of a file that cannot be read, unless the caller knows another
@@ -228,9 +233,11 @@ class TensorSource:
     parts)` reads one shard's range from disk (safetensors `get_slice`). fix: what a file that cannot be read asks
     of the user (None: a download's fix)."""
 
-    def __init__(self, files: dict[str, Path], eager: dict[str, torch.Tensor] | None = None, fix: str | None = None):
+    def __init__(self, files: dict[str, Path], eager: dict[str, torch.Tensor] | None = None, fix: str | None = None,
+                 held: dict[str, Path] | None = None):
         self._files = files  # name -> safetensors file
         self._eager = eager or {}
+        self._held = files | (held or {})  # name -> the file it was read from (a .bin's tensors: `held`)
         self._handles: dict[Path, object] = {}
         self._fix = fix
 
@@ -265,10 +272,12 @@ class TensorSource:
         else:
             bins = sorted(folder.glob("pytorch_model*.bin"))
         if bins:
-            eager = {}
+            eager, held = {}, {}
             for f in bins:
-                eager.update(read_torch_state_dict(f))
-            return cls({}, eager)
+                tensors = read_torch_state_dict(f)
+                eager.update(tensors)
+                held.update(dict.fromkeys(tensors, f))
+            return cls({}, eager, held=held)
         raise ConfigError(f"{folder} holds no model.safetensors, sharded safetensors or pytorch_model*.bin: "
                           f"point --base at a Hugging Face model folder")
 
@@ -292,6 +301,10 @@ class TensorSource:
         if name in self._eager:
             return tuple(self._eager[name].shape)
         return tuple(self._handle(self._files[name]).get_slice(name).get_shape())
+
+    def file(self, name: str) -> Path | None:
+        """The file holding `name` (None: a tensor given in memory)."""
+        return self._held.get(name)
 
     def metadata(self, path: Path) -> dict[str, str]:
         """The `__metadata__` of one of the source's files ({} when it has none)."""

@@ -1082,6 +1082,24 @@ def test_nan_weights(parts, where):
     assert_one_line_error(convert_err(parts), "NaN")
 
 
+@pytest.mark.parametrize("name", ["model.layers.1.mlp.down_proj.weight", "model.layers.0.self_attn.k_proj.weight"])
+@pytest.mark.parametrize("file", ["model.safetensors", "pytorch_model.bin"])
+def test_nan_in_a_hugging_face_base_names_its_tensor_and_file(parts, name, file):
+    """A review: a NaN in a Hugging Face base was refused as `transformer.layers.1.mlp.proj.weight holds NaN or Inf:
+    ... re-export them`, the checkpoint's name, which the user's folder does not hold, and a TensorRT-LLM base's fix.
+    It names the Hugging Face tensor (k_proj, not the fused qkv it goes into) and its file, and to re-download."""
+    base = parts[0]
+    t = load_file(base / "model.safetensors")
+    t[name][1, 2] = float("nan")
+    (base / "model.safetensors").unlink()
+    if file == "pytorch_model.bin":
+        torch.save(t, base / file)
+    else:
+        save_file(t, base / file)
+    assert_one_line_error(convert_err(parts), f"base {base / file}: {name} holds NaN or Inf: the base's weights are "
+                                              f"broken; re-download it")
+
+
 @pytest.mark.parametrize("tie", [False, True], ids=["lm_head", "tied embedding"])
 def test_init_drafter_from_a_base_head_holding_nan(parts, tie):
     """init-drafter copies the base's lm_head into the drafter's: a NaN there was written into the drafter, exit 0,
