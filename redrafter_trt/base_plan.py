@@ -97,7 +97,7 @@ def check_hf_tensors(src: TensorSource, b: BaseModelConfig, where: Path) -> None
                 ([f"unexpected tensors: {name_list(unexpected)}"] if unexpected else [])
         fix = _hf_bias_hint(b, unexpected) or "re-download the model (config.json and weights from one download)"
         raise TensorError(f"base {where}: {'; '.join(parts)}: the weights do not match its config.json; {fix}")
-    if "lm_head.weight" in have:  # stored beside tied embeddings: transformers 5 then uses it, so do we
+    if "lm_head.weight" in have:  # stored beside tied embeddings: refused below unless it is the embedding
         want["lm_head.weight"] = (b.vocab_size, b.hidden_size)
     bad = [f"{k} {src.shape(k)} != {s}" for k, s in want.items() if src.shape(k) != s]
     if bad:
@@ -105,6 +105,26 @@ def check_hf_tensors(src: TensorSource, b: BaseModelConfig, where: Path) -> None
                           f"config.json; re-download the model (config.json and weights from one download)")
     if unread := unread_weights({k: src.dtype(k) for k in want}):
         raise TensorError(f"base {where}: {unread}: {UNREAD_BASE_FIX}")
+    if b.tie_word_embeddings and "lm_head.weight" in have:
+        _check_tied_head(src, where)
+
+
+def _check_tied_head(src: TensorSource, where: Path) -> None:
+    """A config.json that ties the head to the embedding over weights that also hold an lm_head.weight: transformers
+    5 uses the stored head (and warns it will not tie them), transformers 4.x (4.57, which TensorRT-LLM 1.2 pins) ties
+    it to the embedding after loading, so the two are different models unless the stored head is the embedding.
+    Compared in chunks of rows ([rows, H], about 64 MiB each), stopping at the first that differs."""
+    emb, head = "model.embed_tokens.weight", "lm_head.weight"
+    vocab, hidden = src.shape(emb)
+    step = max(1, (64 << 20) // (hidden * 4))
+    for start in range(0, vocab, step):
+        a, b = src.get(emb, 0, start, start + step), src.get(head, 0, start, start + step)
+        common = torch.promote_types(a.dtype, b.dtype)
+        if not torch.equal(a.to(common), b.to(common)):
+            raise ConfigError(f"base {where}: config.json sets tie_word_embeddings, but its weights also hold an "
+                              f"{head} that differs from {emb}: transformers 4.x (TensorRT-LLM's) ties the head to "
+                              f"the embedding, transformers 5 keeps the stored one; set \"tie_word_embeddings\": false "
+                              f"in config.json to keep the stored head, or delete {head} from the weights to tie them")
 
 
 def _hf_bias_hint(b: BaseModelConfig, unexpected: set[str]) -> str | None:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -642,6 +643,48 @@ def test_misshapen_lm_head_beside_tied_embeddings(parts):
     weights = load_file(parts[0] / "model.safetensors")
     save_file(weights | {"lm_head.weight": torch.zeros(128, 64)}, parts[0] / "model.safetensors")
     assert_one_line_error(convert_err(parts), "misshapen tensors: lm_head.weight (128, 64) != (256, 64)")
+
+
+TIE_FIXES = ('set "tie_word_embeddings": false in config.json to keep the stored head, or delete lm_head.weight from '
+             'the weights to tie them')
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_a_tied_base_storing_another_lm_head_is_refused(tmp_path, arch):
+    """A review: a base whose config.json ties the head to the embedding but whose weights also hold an lm_head that
+    differs converted without a word, with the stored head: transformers 5 uses it (and warns), transformers 4.x
+    (TensorRT-LLM 1.2's) ties it to the embedding, so the two disagree on what the model is. convert and init-drafter
+    refuse it, naming the conflict and both fixes; each fix converts."""
+    base = make_hf(tmp_path / "base", arch)  # untied: its lm_head is another random matrix
+    config = base / "config.json"
+    untied = json.loads(config.read_text())
+    config.write_text(json.dumps(untied | {"tie_word_embeddings": True}))
+    drafter = make_drafter(tmp_path / "drafter", base)
+    out = tmp_path / "out"
+    conflict = (f"base {base}: config.json sets tie_word_embeddings, but its weights also hold an lm_head.weight that "
+                f"differs from model.embed_tokens.weight")
+    assert_one_line_error(convert_err((base, drafter, out)), conflict, TIE_FIXES)
+    assert_one_line_error(run_cli("init-drafter", "--base", base, "--output", tmp_path / "init"), conflict, TIE_FIXES)
+    config.write_text(json.dumps(untied | {"tie_word_embeddings": False}))  # the first fix
+    assert run_cli("convert", "--base", base, "--drafter", drafter, "--output", out).exit_code == 0
+    config.write_text(json.dumps(untied | {"tie_word_embeddings": True}))  # the second
+    weights = load_file(base / "model.safetensors")
+    del weights["lm_head.weight"]
+    save_file(weights, base / "model.safetensors", metadata={"format": "pt"})
+    assert run_cli("convert", "--base", base, "--drafter", drafter, "--output", out, "--force").exit_code == 0
+    assert torch.equal(load_file(out / "rank0.safetensors")["lm_head.weight"], weights["model.embed_tokens.weight"])
+
+
+def test_a_tied_base_storing_its_embedding_as_lm_head_converts(tmp_path, tiny_llama_tied):
+    """A tied base that stores its embedding again as lm_head.weight (some exports do) is one model to both
+    transformers versions: it converts as before."""
+    base = Path(shutil.copytree(tiny_llama_tied, tmp_path / "base"))
+    weights = load_file(base / "model.safetensors")
+    save_file(weights | {"lm_head.weight": weights["model.embed_tokens.weight"].clone()}, base / "model.safetensors",
+              metadata={"format": "pt"})
+    drafter = make_drafter(tmp_path / "drafter", base)
+    result = run_cli("convert", "--base", base, "--drafter", drafter, "--output", tmp_path / "out")
+    assert result.exit_code == 0, result.output
 
 
 @pytest.mark.parametrize("which", [0, 1], ids=["base", "drafter"])
