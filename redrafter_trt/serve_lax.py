@@ -11,8 +11,10 @@ from __future__ import annotations
 import re
 
 LAX_INTEGER = re.compile(r"([+-]?[0-9]+(?:_[0-9]+)*)(?:\.0+)?")  # pydantic's integer text: "3", "+1_000", "7.00"
-# pydantic's float text, as Rust's f64 parse reads it (case aside, ASCII only): "1", ".5", "5.", "-1e3", "nan", "inf"
-LAX_FLOAT = re.compile(r"[+-]?(?:inf|infinity|nan|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:e[+-]?[0-9]+)?)",
+# pydantic's float text, as Rust's f64 parse reads it (case aside, ASCII only): "1", ".5", "5.", "-1e3", "nan", "inf".
+# Each text matches one way: `[0-9]+\.?[0-9]*` split a run of digits between its two parts every way before refusing
+# what followed, quadratic in the run ("1" * 40000 + "x": 101 s, holding the GIL)
+LAX_FLOAT = re.compile(r"[+-]?(?:inf|infinity|nan|(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:e[+-]?[0-9]+)?)",
                        re.ASCII | re.IGNORECASE)
 # Unicode's White_Space, what Rust's str::trim takes off a number's text in pydantic (Python's str.strip takes
 # \x1c-\x1f off too, which pydantic refuses)

@@ -130,6 +130,24 @@ def test_floats_are_read_as_pydantic_reads_them(sent):
     assert got == want or (got is not None and want is not None and math.isnan(got) and math.isnan(want))
 
 
+def test_a_long_number_that_is_none_is_read_at_once():
+    """LAX_FLOAT's `[0-9]+\\.?[0-9]*` tried every split of a run of digits between its two parts before refusing
+    what followed: "1" * 40000 + "x" took 101 s (quadratic) holding the GIL, every other request of the server waiting
+    (a review; bodies up to 8 MiB are read). Run in a process of its own: a regex holding the GIL keeps a thread's
+    join from timing out."""
+    import subprocess
+    import sys
+
+    texts = '[d + "x", d + "_x", "." + d + "x", d + "e" + d + "x", d + ".0" + "0" * 10 ** 5 + "x"]'
+    code = (f"from redrafter_trt.serve_lax import lax_float, lax_integer; d = '1' * 10 ** 5; "
+            f"print([(lax_float(t), lax_integer(t)) for t in {texts}])")
+    try:
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=10, check=True)
+    except subprocess.TimeoutExpired:
+        pytest.fail("reading 100000 digits and a letter took over 10 s")
+    assert out.stdout.strip() == str([(None, None)] * 5)
+
+
 @pytest.mark.parametrize("field, sent", [("presence_penalty", "0"), ("presence_penalty", " -0.0 "),
                                          ("frequency_penalty", False), ("frequency_penalty", "0e5"),
                                          ("repetition_penalty", "1"), ("repetition_penalty", True),
