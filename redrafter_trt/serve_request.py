@@ -362,6 +362,7 @@ KINDS = {  # the numeric and bool fields above (vLLM's and trtllm-serve's kinds)
     "skip_special_tokens": bool, "include_stop_str_in_output": bool, "spaces_between_special_tokens": bool,
     "add_special_tokens": bool, "continue_final_message": bool, "add_generation_prompt": bool,
 }
+KIND_NEEDS = {int: "an integer", float: "a number", bool: "true or false"}  # what a KINDS field that is none says
 
 
 def _stops_already(value, stops: frozenset[int]) -> bool:
@@ -385,12 +386,13 @@ def refuse_unsupported(body: dict, chat: bool, sampling: bool, stops: frozenset[
         del table["tools"]
     for name, neutral in table.items():
         value = body.get(name)
-        if name in KINDS and (read := LAX[KINDS[name]](value)) is not None:
-            value = read
-        if name == "stop_token_ids" and _stops_already(value, stops):
+        if value is None or (name == "stop_token_ids" and _stops_already(value, stops)):
             continue
-        if value is not None and value not in neutral:  # KINDS read: bools in bool fields alone
-            sent = " or ".join(map(json.dumps, neutral))  # "none" or "auto"
-            fix = FIXES[chat].get(name) or (f"leave it out (or send {sent})" if neutral else "leave it out")
+        sent = " or ".join(map(json.dumps, neutral))  # "none" or "auto"
+        fix = FIXES[chat].get(name) or (f"leave it out (or send {sent})" if neutral else "leave it out")
+        if name in KINDS and (value := LAX[KINDS[name]](value)) is None:  # "abc": malformed, as parse says
+            raise RequestError(f'"{name}" must be {KIND_NEEDS[KINDS[name]]}, and any but {sent} is not implemented '
+                               f'by this server: {fix}', param=name)
+        if value not in neutral:  # KINDS read: bools in bool fields alone
             raise RequestError(f'"{name}" is not implemented by this server and would change the answer: {fix}',
                                param=name)

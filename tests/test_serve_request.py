@@ -77,8 +77,7 @@ def test_a_field_that_changes_nothing_is_read_as_parse_reads_integers(field, sen
     refuse_unsupported(body, False, sampling=True)
 
 
-@pytest.mark.parametrize("field, sent", [("top_k", "5"), ("top_k", True), ("min_tokens", "2"), ("min_tokens", "x"),
-                                         ("min_tokens", 0.5)])
+@pytest.mark.parametrize("field, sent", [("top_k", "5"), ("top_k", True), ("min_tokens", "2"), ("min_tokens", 1.0)])
 def test_a_field_that_changes_the_answer_is_refused_in_any_form(field, sent):
     from redrafter_trt.serve_request import refuse_unsupported
 
@@ -163,14 +162,27 @@ def test_a_field_that_changes_nothing_is_read_as_parse_reads_floats(field, sent)
 
 
 @pytest.mark.parametrize("field, sent", [("presence_penalty", "nan"), ("presence_penalty", float("nan")),
-                                         ("frequency_penalty", "0.1"), ("frequency_penalty", "abc"),
-                                         ("repetition_penalty", "inf"), ("repetition_penalty", False),
-                                         ("length_penalty", "1__0"), ("top_p", "0.9"), ("min_p", "0x0")])
+                                         ("frequency_penalty", "0.1"), ("repetition_penalty", "inf"),
+                                         ("repetition_penalty", False), ("length_penalty", "1_0"), ("top_p", "0.9")])
 def test_a_float_field_that_changes_the_answer_is_refused_in_any_form(field, sent):
     from redrafter_trt.serve_request import refuse_unsupported
 
     with pytest.raises(RequestError, match=f'"{field}" is not implemented by this server'):
         refuse_unsupported({"prompt": "Hi", field: sent}, False, sampling=True)
+
+
+@pytest.mark.parametrize("field, sent, need", [
+    ("presence_penalty", "abc", "a number"), ("frequency_penalty", [0], "a number"), ("length_penalty", "1__0", "a number"),
+    ("min_p", "0x0", "a number"), ("min_tokens", "x", "an integer"), ("min_tokens", 0.5, "an integer"),
+    ("skip_special_tokens", " t", "true or false"), ("use_beam_search", 2, "true or false")])
+def test_a_field_it_does_not_implement_sent_as_no_value_of_its_kind_is_named_malformed(field, sent, need):
+    """`"presence_penalty": "abc"` was refused as changing the answer, as a number other than 0 is; it is no number,
+    and is refused as parse refuses a malformed field, saying what the field takes here."""
+    from redrafter_trt.serve_request import refuse_unsupported
+
+    with pytest.raises(RequestError, match=f'^"{field}" must be {need}, and any but ') as e:
+        refuse_unsupported({"prompt": "Hi", field: sent}, False, sampling=True)
+    assert e.value.param == field and "leave it out (or send " in str(e.value)
 
 
 TRUE, FALSE = ["true", "True", "TRUE", "tRuE", "t", "T", "yes", "Y", "on", "ON", "1", 1, 1.0], [
@@ -243,8 +255,8 @@ def test_a_bool_field_that_changes_nothing_is_read_as_parse_reads_bools(chat_, f
 
 
 @pytest.mark.parametrize("chat_, field, sent", [
-    (False, "skip_special_tokens", "false"), (False, "skip_special_tokens", 0), (False, "skip_special_tokens", " t"),
-    (False, "use_beam_search", "yes"), (False, "use_beam_search", 2), (False, "add_special_tokens", "off"),
+    (False, "skip_special_tokens", "false"), (False, "skip_special_tokens", 0), (False, "use_beam_search", "yes"),
+    (False, "use_beam_search", 1.0), (False, "add_special_tokens", "off"),
     (True, "add_special_tokens", "1"), (True, "add_generation_prompt", "no"), (True, "continue_final_message", 1)])
 def test_a_bool_field_that_changes_the_answer_is_refused_in_any_form(chat_, field, sent):
     from redrafter_trt.serve_request import refuse_unsupported
