@@ -111,7 +111,7 @@ class App:
         self.backend, self.model_name, self.max_output_len = backend, model_name, max_output_len
         self.tool_parser, self.reasoning_parser = tool_parser, reasoning_parser
         # what of tool calling the chat template drops from a sample (SmolLM2's: tools and calls): each request
-        # carrying them is rendered without them, and refused where that changes nothing (refuse_dropped_tools)
+        # carrying them is rendered once more, and refused where its prompt drops them too (refuse_dropped_tools)
         self.dropped = template_drops(backend.tokenizer) if tool_parser else ()
         self.template_kwargs = dict(template_kwargs or {})
         self.created = int(time.time())

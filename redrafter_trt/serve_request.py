@@ -276,33 +276,42 @@ def refuse_dropped_tools(req: Request, drops: tuple[str, ...], render: Callable[
     """A chat request's tools, or an earlier tool call in its history, that the chat template drops from this
     request's prompt: refused, not sent to a model that never sees them (vLLM and trtllm-serve render them with the
     template as it is, silently; Ollama refuses tools to a model whose template has none). drops: what the template
-    dropped from a sample conversation at start (`serve_tools.template_drops`); only those are looked for, each by
-    rendering the request without it, as a template may show tools only beside a system message or under a variable
-    the request sets. render(messages, tools): the request's prompt text, with its template variables (a
-    RequestError where the template refuses it: nothing is refused here then, its prompt's render says so)."""
+    dropped from a sample conversation at start (`serve_tools.template_drops`); only those are looked for, in one
+    render of the request with its own messages and template variables (a template may show tools only beside a
+    system message or under a variable the request sets), each tool's name (and description) and each call's name
+    replaced by a mark of its own (`_marked`): one whose mark is not in the text is dropped, as at start
+    `tokens.writes_tool_calls` looks for its call's name (2 renders for the request, whatever its calls: it was
+    rendered again without each). render(messages, tools): the request's prompt text, with its template variables; a
+    RequestError where the template refuses it, raised here (the template's reason: a render that failed was a
+    difference, and the request accepted)."""
     messages = req.prompts[0] if req.chat else []
+    tools = req.tools if "tools" in drops else ()
     calls = [i for i, m in enumerate(messages) if m.get("tool_calls")] if "tool_calls" in drops else []
-    tools = "tools" in drops and bool(req.tools)
-    if not (tools or calls) or (whole := _rendered(render, messages, req.tools)) is None:
+    if not (tools or calls):
         return
-    if tools and whole == _rendered(render, messages, ()):
-        raise RequestError(f'"tools": this model\'s chat template renders no tools here, so the model would never '
-                           f'see them: leave them out, or {TEMPLATE_FIX}', param="tools")
+    mark = f"redrafter{secrets.token_hex(4)}_"  # drawn per request: no text sent foresees it
+    marked = {i: {**messages[i], "tool_calls": [_marked(c, f"{mark}call_{i}_{j}_")
+                                               for j, c in enumerate(messages[i]["tool_calls"])]} for i in calls}
+    text = render([marked.get(i, m) for i, m in enumerate(messages)],
+                  tuple(_marked(t, f"{mark}tool_{k}_") for k, t in enumerate(tools)) or req.tools)
+    if dropped := [k for k in range(len(tools)) if f"{mark}tool_{k}_" not in text]:
+        name = json.dumps(tools[dropped[0]]["function"]["name"])
+        what = ("no tools here, so the model would never see them: leave them out" if len(dropped) == len(tools) else
+                f"the tool {name} not here, so the model would never see it: leave it out")
+        raise RequestError(f'"tools": this model\'s chat template renders {what}, or {TEMPLATE_FIX}', param="tools")
     for i in calls:
-        called = {key: value for key, value in messages[i].items() if key != "tool_calls"}
-        if whole == _rendered(render, [*messages[:i], called, *messages[i + 1:]], req.tools):
+        if any(f"{mark}call_{i}_{j}_" not in text for j in range(len(messages[i]["tool_calls"]))):
             raise RequestError(f'"messages"[{i}]: this model\'s chat template writes no tool calls here, so the call '
                                f'would render as an empty turn: send it as the message\'s text, or {TEMPLATE_FIX}',
                                param=_at(i, "tool_calls"))
 
 
-def _rendered(render: Callable[[list[dict], tuple[dict, ...]], str], messages: list[dict], tools: tuple[dict, ...]
-              ) -> str | None:
-    """render(messages, tools), None where the template refuses them."""
-    try:
-        return render(messages, tools)
-    except RequestError:
-        return None
+def _marked(tool: dict, mark: str) -> dict:
+    """A tool or a tool call (`{"function": {"name", ...}}`) with its function's name, and its description where it
+    has one, replaced by `mark`."""
+    function = tool["function"]
+    return {**tool, "function": {**function, "name": mark} | ({"description": mark} if function.get("description")
+                                                                 else {})}
 
 
 def answer_seeds(seed: int, prompts: int, answers: int) -> list[int]:

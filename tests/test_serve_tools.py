@@ -523,15 +523,75 @@ def test_tools_are_refused_only_where_the_requests_own_rendering_drops_them(back
     assert shown.post("/v1/chat/completions", {"messages": HISTORY, "tools": [WEATHER]})[0] == 200  # serve's own
 
 
+def calls_history(*calls_per_turn: int) -> list[dict]:
+    """ASK, then an assistant turn of that many get_weather calls (content null) and their results, for each count."""
+    out, k = list(ASK), 0
+    for count in calls_per_turn:
+        ids = [f"call_{k + j}" for j in range(count)]
+        k += count
+        out.append({"role": "assistant", "content": None, "tool_calls": [
+            {"id": i, "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+            for i in ids]})
+        out += [{"role": "tool", "tool_call_id": i, "content": "18C"} for i in ids]
+    return out
+
+
+# writes no calls, and refuses an assistant turn with neither content nor calls, as many templates guard one
+GUARDED = ("{% for m in messages %}{% if m.role == 'assistant' and not m.content and not m.tool_calls %}"
+           "{{ raise_exception('an assistant turn needs content or tool_calls') }}{% endif %}"
+           "<|{{ m.role }}|>{{ m.content or '' }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}")
+# SYSTEM_TOOLS writing only the first call of an assistant turn
+FIRST_CALL = SYSTEM_TOOLS.replace("{% for c in m.tool_calls or [] %}<call>{{ c.function.name }}</call>{% endfor %}",
+                                  "{% if m.tool_calls %}<call>{{ m.tool_calls[0].function.name }}</call>{% endif %}")
+
+
+def test_a_call_the_requests_prompt_drops_is_refused_where_its_template_guards_an_empty_turn(backend, monkeypatch):
+    """A call was looked for by rendering the request without it: a template refusing an assistant turn with
+    neither content nor calls (a guard many have) refused that render, which then differed from the prompt, and the
+    request was answered with an empty assistant turn in its prompt (a review). Each call is looked for by a name of
+    its own in one render of the request, as at start (`tokens.writes_tool_calls`), and a turn's call the template
+    drops is refused even where it writes the turn's other call."""
+    assert FIRST_CALL != SYSTEM_TOOLS
+    monkeypatch.setattr(backend, "complete", answering("It is sunny."))
+    for template, body, param in ((GUARDED, {"messages": HISTORY}, "messages.[1].tool_calls"),
+                                  (FIRST_CALL, {"messages": calls_history(1, 2)} | SHOWN, "messages.[3].tool_calls"),
+                                  (FIRST_CALL, {"messages": calls_history(1, 1)} | SHOWN, None)):
+        monkeypatch.setattr(backend.tokenizer, "chat_template", template)
+        status, answer = App(backend, "tiny", max_output_len=16, tool_parser="qwen3").post(
+            "/v1/chat/completions", {"messages": ASK} | body)
+        if param is None:
+            assert status == 200, answer
+            continue
+        assert (status, answer["error"]["param"]) == (400, param), answer
+        assert "writes no tool calls here" in answer["error"]["message"], answer
+
+
+def test_a_tool_the_requests_prompt_drops_is_refused_by_name_beside_tools_it_shows(backend, monkeypatch):
+    """A template showing only the tools with a description (beside a system message): a request's tools were
+    refused only where the prompt showed none of them; each is looked for now, and one it drops is named."""
+    bare = {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object", "properties": {}}}}
+    monkeypatch.setattr(backend, "complete", answering("It is sunny."))
+    monkeypatch.setattr(backend.tokenizer, "chat_template", SYSTEM_TOOLS.replace(
+        "{% for t in tools %}", "{% for t in tools if t.function.description %}"))
+    app = App(backend, "tiny", max_output_len=16, tool_parser="qwen3")
+    status, answer = app.post("/v1/chat/completions", {"messages": SYSTEM + ASK, "tools": [WEATHER, bare]})
+    assert (status, answer["error"]["param"]) == (400, "tools"), answer
+    assert 'renders the tool "get_time" not here' in answer["error"]["message"], answer
+    assert app.post("/v1/chat/completions", {"messages": SYSTEM + ASK, "tools": [WEATHER]})[0] == 200
+
+
 def test_a_request_is_rendered_again_only_where_the_template_dropped_tools_at_start(backend, monkeypatch):
-    """The per-request check renders a request without its tools (or each call) only when it carries them and the
-    template dropped them from the sample at start: any other request is rendered once, for its prompt."""
+    """The per-request check renders a request once more, its tools' and calls' names replaced by names of their own,
+    only when it carries them and the template dropped them from the sample at start: any other request is rendered
+    once, for its prompt. It rendered the request again without its tools and without each call (3 + k renders for k
+    calls: 6.1 s for 300 calls, a review)."""
     monkeypatch.setattr(backend, "complete", answering("It is sunny."))
     real, renders = backend.tokenizer.apply_chat_template, []
     monkeypatch.setattr(backend.tokenizer, "apply_chat_template", lambda *a, **k: renders.append(1) or real(*a, **k))
     for template, body, count in ((QWEN25, {"messages": HISTORY, "tools": [WEATHER]}, 1), (SYSTEM_TOOLS, {}, 1),
-                                  (SYSTEM_TOOLS, {"messages": SYSTEM + ASK, "tools": [WEATHER]}, 3),
-                                  (SYSTEM_TOOLS, {"messages": HISTORY} | SHOWN, 3)):
+                                  (SYSTEM_TOOLS, {"messages": SYSTEM + ASK, "tools": [WEATHER]}, 2),
+                                  (SYSTEM_TOOLS, {"messages": HISTORY} | SHOWN, 2),
+                                  (SYSTEM_TOOLS, {"messages": calls_history(*[1] * 8), "tools": [WEATHER]} | SHOWN, 2)):
         monkeypatch.setattr(backend.tokenizer, "chat_template", template)
         app = App(backend, "tiny", max_output_len=16, tool_parser="qwen3")
         renders.clear()
