@@ -35,8 +35,9 @@ from .serve_json import BadJson, JsonTokens
 from .serve_text import begins
 
 
-TEMPLATE_FIX = ("serve a base whose chat template writes tools (Qwen2.5's, Qwen3's), or a --tokenizer-dir whose "
-                "tokenizer_config.json chat_template does")
+# transformers reads a folder's chat_template.jinja before its tokenizer_config.json's chat_template
+TEMPLATE_FIX = ("serve a base whose chat template writes tools (Qwen2.5's, Qwen3's), or a --tokenizer-dir whose chat "
+                "template does (its chat_template.jinja, else its tokenizer_config.json's chat_template)")
 
 
 def template_drops(tokenizer) -> tuple[str, ...]:

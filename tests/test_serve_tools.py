@@ -613,9 +613,18 @@ def test_serve_warns_at_start_of_a_chat_template_that_drops_tools(smollm2, tmp_p
     assert "dropped the tools and an assistant's tool calls from a sample conversation" in line, line
     assert "never sees" not in line and "refused (400) where" in line, line
     assert "checked per request" in line, line  # a request's own prompt decides (refuse_dropped_tools)
-    assert "Qwen2.5's, Qwen3's" in line and "tokenizer_config.json" in line, line
+    assert "Qwen2.5's, Qwen3's" in line, line
+    # where the fix goes: SmolLM2's folder holds a chat_template.jinja, which transformers reads before
+    # tokenizer_config.json's chat_template (the line named that one alone, where an edit changed nothing)
+    assert "chat_template.jinja, else its tokenizer_config.json's chat_template" in line, line
     from test_train_data import make_tokenizer
 
     tok = make_tokenizer(tmp_path / "tok")
+    tok.chat_template = "config"
+    tok.save_pretrained(tmp_path / "tok")
+    (tmp_path / "tok" / "chat_template.jinja").write_text("jinja")
+    config = json.loads((tmp_path / "tok" / "tokenizer_config.json").read_text())
+    (tmp_path / "tok" / "tokenizer_config.json").write_text(json.dumps(config | {"chat_template": "config"}))
+    assert AutoTokenizer.from_pretrained(tmp_path / "tok").chat_template == "jinja"
     tok.chat_template = QWEN25
     assert tool_template_warning(tok, "qwen3", "refused (400)") is None
