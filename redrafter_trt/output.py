@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from .errors import ConfigError, name_list
+from .interrupts import uninterrupted
 
 log = logging.getLogger(__name__)
 
@@ -377,20 +378,7 @@ def atomic_output(dest: Path, force: bool, inputs: Iterable[Path | str] = ()) ->
             yield tmp
         os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it owner-only; a folder made by mkdir, as the files in it
         if dest.exists():
-            # a partial's name, unique to this write: a run killed while removing it (an 8B checkpoint's) leaves it
-            # for the next run's sweep, and a killed run's leftover of the same process id (a container's) is no
-            # obstacle (the fixed `.NAME.old-PID` was kept forever, and made a later run with that id fail at its end)
-            old = dest.with_name(f"{tmp.name}-old")
-            dest.rename(old)
-            try:
-                tmp.rename(dest)
-            except BaseException:
-                old.rename(dest)
-                raise
-            gone = old.with_name(f"{tmp.name}-gone")  # no longer one restore_replaced puts back, even half deleted
-            old.rename(gone)
-            done = True
-            _remove_replaced(gone, dest)
+            _replace(dest, tmp)
         else:
             tmp.rename(dest)
         done = True
@@ -406,17 +394,45 @@ class WrittenThenInterrupted(KeyboardInterrupt):
     stops, and its caller knows the output is in place (train then does not say to resume to write it)."""
 
 
-def _remove_replaced(gone: Path, dest: Path) -> None:
-    """Remove the folder `dest` replaced (renamed `gone`). A Ctrl-C meanwhile (an 8B checkpoint's removal takes a
-    while) came after `dest` was written whole: the removal is finished, that said, and the interrupt goes on as
-    WrittenThenInterrupted (the command stops); a second one leaves the rest to the next run's sweep
-    (`remove_stale_partials`)."""
+def _replace(dest: Path, tmp: Path) -> None:
+    """Put the folder `tmp` in place of the existing `dest`, then remove the one it replaced. The renames are instant
+    and run whole (uninterrupted): a Ctrl-C between them left no `dest` (after the first), made an OSError of putting
+    the old one back over the new one (as the second returned), or was a plain interrupt once `dest` was written
+    (after it). One after them comes after `dest` was written whole: `_removed_after_interrupt`."""
+    # a partial's name, unique to this write: a run killed while removing it (an 8B checkpoint's) leaves it for the
+    # next run's sweep, and a killed run's leftover of the same process id (a container's) is no obstacle (the fixed
+    # `.NAME.old-PID` was kept forever, and made a later run with that id fail at its end)
+    old = dest.with_name(f"{tmp.name}-old")
+    gone = old.with_name(f"{tmp.name}-gone")  # no longer one restore_replaced puts back, even half deleted
+    written = False
     try:
+        with uninterrupted():
+            dest.rename(old)
+            try:
+                tmp.rename(dest)
+            except BaseException:
+                old.rename(dest)
+                raise
+            written = True
+            old.rename(gone)
         shutil.rmtree(gone, ignore_errors=True)
     except KeyboardInterrupt:
+        if not written:
+            raise
+        _removed_after_interrupt(gone, dest)
+
+
+def _removed_after_interrupt(gone: Path, dest: Path) -> None:
+    """After a Ctrl-C that came once `dest` was written whole, while the folder it replaced (renamed `gone`) was
+    removed (an 8B checkpoint's removal takes a while): the removal is finished, that said, and the interrupt goes on
+    as WrittenThenInterrupted (the command stops). A second one (or the SIGTERM after it) leaves the rest to the next
+    run's sweep (`remove_stale_partials`), and is said too."""
+    with contextlib.suppress(KeyboardInterrupt):
         shutil.rmtree(gone, ignore_errors=True)
-        log.warning("%s is written whole: the Ctrl-C came after, while the folder it replaced was removed", dest)
-        raise WrittenThenInterrupted from None
+    log.warning("%s is written whole: the Ctrl-C came after, while the folder it replaced was removed", dest)
+    if gone.exists():
+        log.warning("%s is left: the next write of %s removes it", gone, dest)
+    raise WrittenThenInterrupted from None
 
 
 def _remove_empty(folders: list[Path]) -> None:

@@ -485,8 +485,67 @@ def test_a_ctrl_c_while_the_replaced_output_is_removed_leaves_the_new_one_and_no
         return real(path, *args, **kw)
 
     monkeypatch.setattr(output.shutil, "rmtree", ctrl_c_once)
-    with caplog.at_level("WARNING"), pytest.raises(KeyboardInterrupt):
+    with caplog.at_level("WARNING"), pytest.raises(output.WrittenThenInterrupted):
         write_output(dest, "new", force=True)
+    assert (dest / MARKER).read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+    assert f"{dest} is written whole: the Ctrl-C came after" in caplog.text
+
+
+def test_a_second_ctrl_c_while_the_replaced_output_is_removed_still_says_it_is_written(tmp_path, monkeypatch, caplog):
+    """A second Ctrl-C (or the SIGTERM that follows one) while the removal, begun again after the first, went on (an 8B
+    checkpoint's takes a while) escaped as a plain KeyboardInterrupt: "interrupted" alone, and train said to pass
+    --resume to write the drafter already written. The new output is said written, the interrupt goes on as
+    WrittenThenInterrupted, and what is left of the old one goes at the next run's sweep."""
+    from redrafter_trt import output
+
+    dest = tmp_path / "ckpt"
+    write_output(dest, "old")
+    real = output.shutil.rmtree
+
+    def ctrl_c_every_time(path, *args, **kw):
+        if Path(path).name.endswith("-gone"):
+            raise KeyboardInterrupt
+        return real(path, *args, **kw)
+
+    monkeypatch.setattr(output.shutil, "rmtree", ctrl_c_every_time)
+    with caplog.at_level("WARNING"), pytest.raises(KeyboardInterrupt) as e:
+        write_output(dest, "new", force=True)
+    monkeypatch.undo()
+    assert isinstance(e.value, output.WrittenThenInterrupted)
+    assert (dest / MARKER).read_text() == "new"
+    assert f"{dest} is written whole: the Ctrl-C came after" in caplog.text
+    [left] = [p for p in tmp_path.iterdir() if p.name != "ckpt"]
+    assert f"{left} is left: the next write of {dest} removes it" in caplog.text
+    output.remove_stale_partials(dest)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+@pytest.mark.parametrize("after", ["-old", "ckpt", "-gone"])
+def test_a_ctrl_c_between_the_renames_that_replace_an_output(tmp_path, monkeypatch, caplog, after):
+    """A Ctrl-C that came once the new output was renamed into place but before the removal of the old one began (at
+    the old one's rename to `-gone`, or as the new one's own rename returned) was a plain KeyboardInterrupt
+    ("interrupted", and train said to pass --resume to write the drafter already written), or an OSError from putting
+    the old one back over the new one; one after the old one's rename aside left no output named `ckpt`. The renames
+    are instant and run whole, the Ctrl-C held until they are done: the new output is in place, said so, the old one
+    removed, and the interrupt goes on as WrittenThenInterrupted."""
+    from redrafter_trt import output
+
+    dest = tmp_path / "ckpt"
+    write_output(dest, "old")
+    real = Path.rename
+
+    def ctrl_c_after(self, target):
+        moved = real(self, target)
+        if Path(target).name.endswith(after):
+            signal.raise_signal(signal.SIGINT)
+        return moved
+
+    monkeypatch.setattr(Path, "rename", ctrl_c_after)
+    with caplog.at_level("WARNING"), pytest.raises(KeyboardInterrupt) as e:
+        write_output(dest, "new", force=True)
+    monkeypatch.undo()
+    assert isinstance(e.value, output.WrittenThenInterrupted)
     assert (dest / MARKER).read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
     assert f"{dest} is written whole: the Ctrl-C came after" in caplog.text

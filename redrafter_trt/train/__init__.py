@@ -7,7 +7,7 @@
     base.py        the base's tokenizer, input embedding and lm_head
     init.py        a fresh drafter started from the base's lm_head
     objective.py   Apple's k-step loss with a fused, chunked cross-entropy, and the cached soft targets
-    steps.py       the learning-rate schedule, each step's seeded anchors and gradients, Ctrl-C held over an update
+    steps.py       the learning-rate schedule, each step's seeded anchors and gradients, the divergence check
     state.py       the training state --resume continues from: saved, read, refused when the options differ
     torchrun.py    torchrun's process group, and collectives whose gone peer rank is one line
     loop.py        train_drafter: the run from data to drafter (torchrun-aware), interruptions saying how to go on

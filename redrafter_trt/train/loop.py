@@ -23,6 +23,7 @@ import torch
 from ..base_sample import record_base_sample
 from ..drafter import save_drafter
 from ..errors import PeerError
+from ..interrupts import uninterrupted
 from ..output import WrittenThenInterrupted
 from ..plural import counted
 from ..producer import producer_block
@@ -38,7 +39,7 @@ from .objective import TEACHER_TOP_K, Head, Teacher, soft_target_cache
 from .progress import Progress, StepStats
 from .state import (drafter_arch, load_state, pending_marker, read_state, refuse_other, remove_earlier_state,
                     resume_options, same_state_on_every_rank, save_state)
-from .steps import batch_anchors, check_finite, learning_rate, step_gradients, steps_per_epoch, uninterrupted
+from .steps import batch_anchors, check_finite, learning_rate, step_gradients, steps_per_epoch
 from .torchrun import all_reduce, collective, process_group
 
 log = logging.getLogger(__name__)

@@ -18,10 +18,10 @@ import torch
 
 from ..drafter import Drafter, DrafterConfig
 from ..errors import ConfigError, CorruptFileError, RedrafterError, first_line
+from ..interrupts import uninterrupted
 from .config import TrainConfig
 from .dataset import base_id, dtype_name
 from .objective import Head
-from .steps import uninterrupted
 from .torchrun import all_reduce
 
 log = logging.getLogger(__name__)

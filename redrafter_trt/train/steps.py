@@ -1,13 +1,10 @@
 """The optimisation, step by step: the learning-rate schedule, each step's seeded anchors (so the batch of step s
 depends only on s, and a resumed run replays what an uninterrupted one would have done), one step's gradients summed
-over torchrun's ranks, the check that stops a diverged run, and Ctrl-C held back over a whole update."""
+over torchrun's ranks, and the check that stops a diverged run."""
 
 from __future__ import annotations
 
-import contextlib
 import math
-import signal
-import threading
 
 import torch
 
@@ -17,8 +14,6 @@ from .config import TrainConfig
 from .features import Features
 from .objective import Head, Teacher, drafter_step
 from .torchrun import all_reduce
-
-STOPS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; `kill` (the train command raises KeyboardInterrupt on it too)
 
 
 def learning_rate(step: int, total: int, lr: float) -> float:
@@ -81,23 +76,3 @@ def check_finite(loss: torch.Tensor, grad_norm: torch.Tensor, step: int, total: 
         raise ConfigError(f"training diverged at step {step} of {total} (loss {loss:.3g}, gradient norm "
                           f"{grad_norm:.3g}), so no drafter was written: lower --lr (now {lr:g})")
 
-
-@contextlib.contextmanager
-def uninterrupted():
-    """Hold Ctrl-C and SIGTERM back until the block has run (in the main thread, the only one signals reach): the
-    state saved on them is then that of whole optimizer updates, the one a resume replays from."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught = []
-    previous = {sig: signal.getsignal(sig) for sig in STOPS}
-    held = [sig for sig, handler in previous.items() if handler is not None]  # None: not set from Python
-    for sig in held:
-        signal.signal(sig, lambda signum, _: caught.append(signum))
-    try:
-        yield
-    finally:
-        for sig in held:
-            signal.signal(sig, previous[sig])
-        for sig in dict.fromkeys(caught):
-            signal.raise_signal(sig)  # delivered now, to the usual handler (KeyboardInterrupt)
