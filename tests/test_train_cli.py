@@ -64,13 +64,13 @@ def test_a_frozen_heads_exit_dim_refusal_names_a_width_it_takes(chat_base, tmp_p
     ("sharp_inf", "--later-sharpness must be at least 1 and finite (got inf)"),
     ("no_tokenizer", "has no usable tokenizer"),
     ("template", "record 1 of its JSON list: the base's chat template refuses it"),
-    ("no_distill", "--distill-max-new-tokens only applies to the base's own answers: add --distill, or leave it out"),
     ("epochs_and_steps", "--epochs 3 has no effect with --max-steps 5, which sets the number of steps: leave one out"),
     ("frozen_random_head", "--freeze-head keeps the final projection at its init, which at --exit-dim 96 is random"),
     ("vocab", "tokens but the model's vocab_size is 64: it is another model's; copy the base's tokenizer files"),
     ("seq_len", "--max-seq-len 4096 is more than the base's 512 positions (max_position_embeddings): pass "
                 "--max-seq-len 512 or less"),
     ("one_new_token", "--distill-max-new-tokens must be at least 2 (got 1): a draft step learns from 2 answer tokens"),
+    ("one_new_token_held_out", "--distill-max-new-tokens must be at least 2 (got 1)"),
     ("huge_exit_dim", "--exit-dim 100000000 makes a drafter of"),
     ("nothing_to_train", "--freeze-head with --no-rnn and --num-draft-layers 0 at --exit-dim 128 leaves the drafter "
                          "nothing to train"),
@@ -87,11 +87,12 @@ def test_bad_inputs_exit_2_with_one_line(chat_base, prompts, tmp_path, case, mat
              "sharp": ["--later-sharpness", "0.5"], "device": ["--device", "tpu"], "decay": ["--step-decay", "0"],
              "dtype": ["--base-dtype", "float16"], "distill_batch0": ["--distill-batch-size", "0"],
              "lr_inf": ["--lr", "inf"], "sharp_inf": ["--later-sharpness", "inf"],
-             "template": ["--distill"], "no_distill": ["--distill-max-new-tokens", "192"],
+             "template": ["--distill"],
              "epochs_and_steps": ["--epochs", "3", "--max-steps", "5"],
              "frozen_random_head": ["--freeze-head", "--exit-dim", "96", "--distill"],
              "seq_len": ["--max-seq-len", "4096", "--distill"],
              "one_new_token": ["--distill", "--distill-max-new-tokens", "1"],
+             "one_new_token_held_out": ["--distill-max-new-tokens", "1"],  # the held-out answers' cap: none scored
              "huge_exit_dim": ["--exit-dim", "100000000"],
              # no recurrence, ResBlock or input_proj, and the head frozen: an optimizer's ValueError traceback once,
              # after the distillation
@@ -573,3 +574,20 @@ def test_train_help_says_the_base_answers_held_out_prompts_without_distill():
 
     r = CliRunner().invoke(main, ["train", "--help"], terminal_width=200)
     assert r.exit_code == 0 and f"answers up to {BASE_ANSWERED_PROMPTS} held-out prompts" in " ".join(r.output.split())
+
+
+def test_the_base_answers_held_out_prompts_with_the_distill_options_without_distill(chat_base, tmp_path):
+    """Without --distill the base answers up to 8 held-out prompts with --distill-max-new-tokens and
+    --distill-batch-size, which were refused there as applying "only to the base's own answers: add --distill": the
+    answers it writes were capped at the default 256 tokens, in batches of 64, whatever the base's memory allowed."""
+    data = tmp_path / "qa.jsonl"
+    data.write_text("\n".join(json.dumps({"question": f"What is {a} plus {a + 1}?", "answer": f"It is {2 * a + 1}."})
+                              for a in range(40)))
+    r = _run("--base", chat_base, "--data", data, "--output", tmp_path / "out", "--cache-dir", tmp_path / "c",
+             "--max-steps", "2", "--predict-n", "2", "--base-dtype", "float32", "--distill-max-new-tokens", "3",
+             "--distill-batch-size", "1")
+    assert r.exit_code == 0, r.output
+    folder = next((tmp_path / "c").glob("distill-*"))
+    answers = [json.loads(line) for line in (folder / "answers.jsonl").read_text().splitlines()]
+    assert len(answers) == 2 and all(len(a["answer_ids"]) <= 3 for a in answers), answers
+    assert len({a["file"] for a in answers}) == 2  # one batch file a batch: batches of 1

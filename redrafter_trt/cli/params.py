@@ -119,17 +119,6 @@ def options_given(ctx: click.Context, *, preset: bool = False) -> list[click.Par
     return out
 
 
-def refuse_typed_without(ctx: click.Context, names, purpose: str, fix: str) -> None:
-    """Refuse the options in `names` typed on the command line (a preset's are not refused), called when the option
-    they need is off: '--a, --b only apply to PURPOSE: FIX, or leave them out'."""
-    typed = [f"--{name.replace('_', '-')}" for name in names
-             if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
-    if typed:
-        many = len(typed) > 1
-        raise ConfigError(f"{', '.join(typed)} only {'apply' if many else 'applies'} to {purpose}: {fix}, or leave "
-                          f"{'them' if many else 'it'} out")
-
-
 def check_output_file(path: Path | None, inputs: list, option: str) -> None:
     """Refuse an output file that is an input or lies inside an input folder (it would overwrite what is read), or
     inside an earlier output folder (a drafter, checkpoint or engine: `--force` would then refuse to replace it, as it
@@ -182,8 +171,7 @@ CHAT_TEMPLATE_KWARGS = chat_template_kwargs_option(
 
 def template_kwargs_given(ctx: click.Context, chat: bool | None, kwargs: dict) -> dict:
     """--chat-template-kwargs, or {} where a preset set them and chat is off (--no-chat, run without --chat): a
-    preset's options that do not apply are left out, as `refuse_typed_without` leaves them; typed ones reach
-    encode_prompts' refusal."""
+    preset's options that do not apply are left out; typed ones reach encode_prompts' refusal."""
     typed = ctx.get_parameter_source("chat_template_kwargs") == click.core.ParameterSource.COMMANDLINE
     return kwargs if typed or chat is not False else {}
 

@@ -9,7 +9,7 @@ import click
 
 from ..errors import ConfigError
 from ..plural import counted
-from .params import CHAT_TEMPLATE_KWARGS, Command, Device, SEED, refuse_typed_without
+from .params import CHAT_TEMPLATE_KWARGS, Command, Device, SEED
 
 
 class _Bars:
@@ -62,8 +62,6 @@ def _positive(ctx, param, value):
     return value
 
 
-DISTILL_ONLY = ("distill_max_new_tokens", "distill_batch_size")  # options that only the base's answering reads
-
 # train.config.DTYPES, spelled here: importing redrafter_trt.train would load torch before --help
 _DTYPE = click.Choice(["auto", "float32", "bfloat16"])
 
@@ -100,9 +98,11 @@ _DTYPE = click.Choice(["auto", "float32", "bfloat16"])
                    "drafter on its own answers too.")
 @CHAT_TEMPLATE_KWARGS
 @click.option("--distill-max-new-tokens", default=256, show_default=True, type=int, callback=_positive,
-              help="New tokens per distilled answer at most (with --distill).")
+              help="New tokens per answer of the base at most: those trained on with --distill, those to the held-out "
+                   "prompts without it.")
 @click.option("--distill-batch-size", default=64, show_default=True, type=int, callback=_positive,
-              help="Prompts answered together; lower it if the base runs out of memory.")
+              help="Prompts the base answers together (with --distill or without); lower it if the base runs out of "
+                   "memory.")
 @click.option("--base-dtype", type=_DTYPE, default="auto", show_default=True,
               help="The base's dtype while it writes answers and hidden states. auto: bfloat16 on a GPU or on a CPU "
                    "with native bfloat16 (AVX512-BF16 / AMX), else float32.")
@@ -134,8 +134,6 @@ def train(base, data, output, num_draft_layers, rnn, exit_dim, predict_n, epochs
     from ..train import TrainConfig, train_drafter
 
     ctx = click.get_current_context()
-    if not distill:  # else the reference answers were trained on, the option silently ignored
-        refuse_typed_without(ctx, DISTILL_ONLY, "the base's own answers", "add --distill")
     if max_steps is not None and ctx.get_parameter_source("epochs") == click.core.ParameterSource.COMMANDLINE:
         raise ConfigError(f"--epochs {epochs} has no effect with --max-steps {max_steps}, which sets the number of "
                           f"steps: leave one out")  # the epochs were dropped without a word

@@ -78,7 +78,7 @@ class TrainConfig:
                                        f"draft step alike"),
             (0 < self.lr < math.inf, f"--lr must be positive and finite (got {self.lr})"),
             (self.batch_size >= 1, f"--batch-size must be at least 1 (got {self.batch_size})"),
-            (not self.distill or self.distill_max_new_tokens >= 2,
+            (self.distill_max_new_tokens >= 2,  # without --distill, the held-out answers' cap
              f"--distill-max-new-tokens must be at least 2 (got {self.distill_max_new_tokens}): a draft step learns "
              f"from 2 answer tokens"),
             (self.distill_batch_size >= 1, f"--distill-batch-size must be at least 1 (got {self.distill_batch_size})"),
