@@ -526,8 +526,9 @@ def test_the_held_out_figure_on_the_datas_answers_says_so_and_the_bases_own_answ
     assert "not the base's own" in ref and "`redrafter-trt acceptance`" in ref and "--distill" in ref, ref
     own = next(line for line in r.output.splitlines() if line.startswith("held-out, on the base's own greedy answers"))
     assert "to 2 prompts" in own and "tokens/step expected at beam width 1" in own, own
-    # its bar says what it does (it said "distilling answers", though without --distill nothing is distilled to train)
-    assert "base answers to held-out prompts" in r.output and "distilling" not in r.output, r.output
+    # its bar says what it does (it said "distilling answers", though without --distill nothing is distilled to train),
+    # and what it counts, as the others do
+    assert "base's held-out answers (prompts)" in r.output and "distilling" not in r.output, r.output
     meta = json.loads((tmp_path / "out" / "config.json").read_text())["producer"]
     assert meta["heldout"]["answers"] == "data" and meta["heldout_base"]["answers"] == "base"
     assert meta["heldout_base"]["prompts"] == 2 and meta["heldout_base"]["anchors"] > 0

@@ -22,7 +22,7 @@ class _Bars:
         from tqdm import tqdm
 
         labels = {"distill": "distilling answers (prompts)", "hidden": "caching base hidden states (examples)",
-                  "heldout_base": "base answers to held-out prompts", "train": "training drafter (steps)"}
+                  "heldout_base": "base's held-out answers (prompts)", "train": "training drafter (steps)"}
         bar = self.bars.get(p.stage)
         if bar is None:
             # from where a resumed stage starts (a training state's step, hidden states cached by an interrupted
