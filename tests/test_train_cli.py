@@ -538,12 +538,13 @@ def test_the_held_out_figure_on_the_datas_answers_says_so_and_the_bases_own_answ
     assert len((folder / "answers.jsonl").read_text().splitlines()) == 2
 
 
-@pytest.mark.parametrize("stopped", [1, 2])
-def test_the_bases_own_answers_count_the_prompts_scored(chat_base, tmp_path, monkeypatch, caplog, stopped):
+@pytest.mark.parametrize("asked, stopped", [(2, 1), (2, 2), (1, 1)])
+def test_the_bases_own_answers_count_the_prompts_scored(chat_base, tmp_path, monkeypatch, caplog, asked, stopped):
     """`heldout_base.prompts` and its line counted the held-out prompts asked: one the base answered with a stop token
     at once gives no position to score and was counted all the same. They count those scored; where none is, a
-    warning says so (no line then)."""
-    from redrafter_trt.train import heldout
+    warning says so (no line then), why (held-out prompts are cut to leave 2 answer tokens within --max-seq-len: only
+    a stop token at once leaves fewer) and what to check; of one prompt it said "each of the 1 held-out prompt"."""
+    from redrafter_trt.train import heldout, loop
 
     real = heldout.distill
 
@@ -551,6 +552,7 @@ def test_the_bases_own_answers_count_the_prompts_scored(chat_base, tmp_path, mon
         return [(a[:1], h) if i < stopped else (a, h) for i, (a, h) in enumerate(real(*args, **kw))]
 
     monkeypatch.setattr(heldout, "distill", stop_at_once)
+    monkeypatch.setattr(loop, "BASE_ANSWERED_PROMPTS", asked)
     data = tmp_path / "qa.jsonl"
     data.write_text("\n".join(json.dumps({"question": f"What is {a} plus {a + 1}?", "answer": f"It is {2 * a + 1}."})
                               for a in range(40)))
@@ -560,13 +562,15 @@ def test_the_bases_own_answers_count_the_prompts_scored(chat_base, tmp_path, mon
     assert r.exit_code == 0, r.output
     meta = json.loads((tmp_path / "out" / "config.json").read_text())["producer"]
     own = [line for line in r.output.splitlines() if line.startswith("held-out, on the base's own greedy answers")]
-    if stopped == 1:
+    if stopped < asked:
         assert meta["heldout_base"]["prompts"] == 1 and len(own) == 1 and "answers to 1 prompt:" in own[0], own
         assert not caplog.records
     else:
         assert "heldout_base" not in meta and not own
-        assert caplog.messages == ["the base answered each of the 2 held-out prompts with at most one token: none "
-                                   "scored on its own answers"], caplog.messages
+        which = "the 1 held-out prompt" if asked == 1 else "all 2 held-out prompts"
+        assert caplog.messages == [f"the base answered {which} with a stop token at once: none scored on its own "
+                                   f"answers; check its chat template and the eos_token_id of its "
+                                   f"generation_config.json and tokenizer"], caplog.messages
 
 
 def test_train_help_says_the_base_answers_held_out_prompts_without_distill():

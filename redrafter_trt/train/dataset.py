@@ -33,6 +33,8 @@ Rendered = dict[int, tuple[Conversation, Rendering]]
 SHORT = {False: "their prompt (after the chat template) fills --max-seq-len {n}, or their answer is empty: raise "
                 "--max-seq-len to keep them",
          True: "the base answered their prompt with a stop token at once"}
+# where the base answers with a stop token at once (prompts are cut to leave room for 2 answer tokens, so only that)
+STOPS_AT_ONCE_FIX = "check its chat template and the eos_token_id of its generation_config.json and tokenizer"
 
 # chat_template.jinja: where transformers 5 (and 4.43 on) saves the chat template, no longer in tokenizer_config.json
 TOKENIZER_FILES = ("generation_config.json", "tokenizer_config.json", "tokenizer.json", "special_tokens_map.json",
@@ -348,9 +350,8 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
     train = [ex for ex in train if learnable(ex)]
     held = [ex for ex in held if learnable(ex)]
     if not train and cfg.distill:  # prompts are cut to leave 2 answer tokens: the base stopped at once
-        raise ConfigError("the base answered every training prompt with a stop token at once (no answer of 2 or more "
-                          "tokens to learn from): check its chat template and the eos_token_id of its "
-                          "generation_config.json and tokenizer")
+        raise ConfigError(f"the base answered every training prompt with a stop token at once (no answer of 2 or more "
+                          f"tokens to learn from): {STOPS_AT_ONCE_FIX}")
     if not train:
         raise ConfigError(f"no training example has an answer of 2 or more tokens in a row within --max-seq-len "
                           f"{cfg.max_seq_len} (the chat template and prompt come first): raise --max-seq-len, or give "

@@ -31,7 +31,7 @@ from ..runtime.linear import pack_linears
 from .base import base_tensors, load_tokenizer
 from .cache import prune_superseded
 from .config import TrainConfig
-from .dataset import base_key, build_examples, distill_folder, dtype_name
+from .dataset import STOPS_AT_ONCE_FIX, base_key, build_examples, distill_folder, dtype_name
 from .features import Features, build_features, file_metadata
 from .heldout import BASE_ANSWERED_PROMPTS, base_answered, evaluate
 from .init import new_drafter
@@ -130,9 +130,10 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
                                   on_batch=lambda d, t: report(Progress("heldout_base", d, t)))
         if own_ex:  # one example a prompt, those with a position to score (base_answered)
             own = build_features(own_ex, k, cache_dir, bid, load_model, device=device, dtype=base_dtype)
-        else:
-            log.warning("the base answered each of the %s with at most one token: none scored on its own answers",
-                        counted(len(own_prompts), "held-out prompt"))
+        else:  # the prompts are cut to leave 2 answer tokens within --max-seq-len (unique_prompts): it stopped at once
+            log.warning("the base answered %s %s with a stop token at once: none scored on its own answers; %s",
+                        "the" if len(own_prompts) == 1 else "all", counted(len(own_prompts), "held-out prompt"),
+                        STOPS_AT_ONCE_FIX)
     model_box.clear()  # the base is not needed any more
 
     embed, head = base_tensors(cfg.base)  # float32 copies: read once the base is gone, not beside it
