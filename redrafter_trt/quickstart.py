@@ -7,7 +7,8 @@ Work folder (default `<cache root>/quickstart`), reused by the next run:
     drafter/       Apple layout; trained with `redrafter_trt.train.quickstart_config` (self-distilled answers to
                    `data/self_prompts.jsonl` and `data/starter_prompts.jsonl`, about 8 minutes on 2 cores). Without the training package the
                    drafter is a fresh, untrained one, and every report says so. Reused while its recorded
-                   `recipe_id` is this run's; an interrupted training (drafter.train-state.pt) goes on only then.
+                   `recipe_id` is this run's; an interrupted training (drafter.train-state.pt, removed once the
+                   drafter is written) goes on only then.
     checkpoint/    float32, tp 1, reused while this version converted it from the drafter now in drafter/ and the
                    base, after both were last written
     train-cache/   the distilled answers and base hidden states training made (a forced retrain reuses them)
@@ -177,7 +178,18 @@ def ensure_drafter(base: Path, workdir: Path, force: bool, on_progress: Callable
 
     plan.cfg.resume = not force and resumable(plan.cfg)  # an interrupted run of this recipe goes on where it stopped
     plan.train(plan.cfg, on_progress, rerun="rerun the quickstart")
+    drop_finished_state(plan.cfg)
     return plan.folder, True, False
+
+
+def drop_finished_state(cfg) -> None:
+    """Remove the state train keeps beside the drafter it wrote, for a --resume with more steps (about 170 MB for
+    SmolLM2's drafter): the quickstart never goes on from a finished run (more steps is another recipe, which starts
+    over), so once drafter/ is written whole the state is dead weight."""
+    if cfg.state_path.exists():
+        log.info("removing %s: the drafter is written, and the quickstart never goes on from a finished training",
+                 cfg.state_path)
+        cfg.state_path.unlink()
 
 
 # TrainConfig fields that do not shape the drafter (where it goes, resuming) or are identified by their contents
