@@ -219,6 +219,13 @@ def test_force_without_training_keeps_a_trained_drafter(tmp_path, monkeypatch):
     assert qs.ensure_drafter(base, folder.parent, True, None) == (folder, False, False)
 
 
+def test_force_help_names_no_case_an_install_meets():
+    """--force's help said a trained drafter is kept "without the training package": the package always ships with the
+    tool (the fallback is for a broken install alone)."""
+    result = CliRunner().invoke(main, ["quickstart", "--help"])
+    assert result.exit_code == 0 and "training package" not in " ".join(result.output.split()), result.output
+
+
 def test_pick_questions():
     prompts = [f"q{i}" for i in range(80)]
     assert qs.pick_questions(prompts, 8) == [f"q{i}" for i in range(0, 80, 10)]  # one per MT-Bench category

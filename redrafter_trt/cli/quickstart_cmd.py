@@ -28,8 +28,7 @@ def _progress():
               help="MT-Bench questions to answer (spread over its categories).")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=96, help="New tokens per answer at most.")
 @click.option("--force", is_flag=True,
-              help="Retrain the drafter and reconvert even when the work folder has them (without the training "
-                   "package a trained drafter is kept).")
+              help="Retrain the drafter and reconvert even when the work folder has them.")
 def quickstart(workdir, num_questions, max_new_tokens, force):
     """From nothing to a measured ReDrafter speed-up on this CPU, then the GPU commands."""
     from ..quickstart import QuickstartOptions, default_workdir, quickstart as run
