@@ -13,9 +13,9 @@ def are(n: int) -> str:
     return "is" if n == 1 else "are"
 
 
-def them(n: int) -> str:
-    """The pronoun for `n` things named before: `add it`, `add them`."""
-    return "it" if n == 1 else "them"
+def agreeing(n: int, one: str, many: str) -> str:
+    """The word that agrees with n things: `agreeing(1, "applies", "apply")` is "applies", with 2 "apply"."""
+    return one if n == 1 else many
 
 
 def or_list(items) -> str:

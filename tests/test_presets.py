@@ -825,7 +825,7 @@ def test_an_off_flag_over_a_preset_is_not_refused_with_an_engine(tmp_path):
     res = CliRunner().invoke(main, [*serve, "--no-compile"])
     assert missing in res.output, res.output
     res = CliRunner().invoke(main, [*serve, "--compile"])
-    assert "--compile apply to --checkpoint-dir only" in res.output, res.output
+    assert "--compile applies to --checkpoint-dir only" in res.output, res.output
 
 
 def test_draft_options_under_a_presets_no_draft_say_where_it_comes_from(tmp_path, tiny_llama, tiny_drafter):

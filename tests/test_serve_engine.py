@@ -108,11 +108,25 @@ def test_bad_engine_folders_end_in_one_line(tmp_path, tokenizer_dir, kind, needl
 def test_reference_only_options_are_refused_with_an_engine(tmp_path, tokenizer_dir):
     engine = make_engine(tmp_path / "engine", tp=1)
     res = serve("--engine-dir", engine, "--tokenizer-dir", tokenizer_dir, "--device", "cuda", "--dry-run")
-    assert res.exit_code == 2 and "--device apply to --checkpoint-dir only" in res.output
+    assert res.exit_code == 2 and "--device applies to --checkpoint-dir only" in res.output
     res = serve("--engine-dir", engine, "--tokenizer-dir", tokenizer_dir, "--max-batch-size", "4", "--dry-run")
-    assert res.exit_code == 2 and "--max-batch-size apply to --checkpoint-dir only" in res.output
+    assert res.exit_code == 2 and "--max-batch-size applies to --checkpoint-dir only" in res.output
     res = serve("--engine-dir", engine, "--tokenizer-dir", tokenizer_dir, "--compile", "--model-name", "m", "--dry-run")
     assert res.exit_code == 2 and "--model-name, --compile apply to --checkpoint-dir only" in res.output
+    assert res.output.rstrip().endswith("kernels; leave them out"), res.output
+    res = serve("--engine-dir", engine, "--tokenizer-dir", tokenizer_dir, "--model-name", "m", "--dry-run")
+    assert res.output.rstrip().endswith("applies to --checkpoint-dir only: trtllm-serve names the model after the "
+                                        "engine folder, takes limits and GPUs from the engine and runs TensorRT-LLM's "
+                                        "kernels; leave it out"), res.output
+
+
+def test_reference_only_options_say_so_in_their_help():
+    """--model-name, refused with --engine-dir as the others are, was the one whose help did not say so."""
+    from redrafter_trt.cli.serve_cmd import REFERENCE_ONLY, serve as command
+
+    helps = {p.name: p.help for p in command.params if p.name in REFERENCE_ONLY}
+    assert sorted(helps) == sorted(REFERENCE_ONLY)
+    assert [name for name, text in helps.items() if not text.startswith("Reference server: ")] == []
 
 
 def test_dry_run_is_only_for_engines(tmp_path, tokenizer_dir):

@@ -14,6 +14,7 @@ import click
 
 from ..errors import ConfigError
 from ..launchers import llmapi_error, llmapi_ranks
+from ..plural import agreeing
 from ..presets import config_option, one_of
 from ..serve_reasoning import REASONING_PARSERS
 from ..serve_tools import REFUSED_PER_REQUEST, TOOL_PARSERS, tool_template_warning
@@ -34,11 +35,11 @@ def _refuse_preset_reference_options(ctx: click.Context, plan) -> None:
     if names:
         shown = ", ".join(p.opts[0].removeprefix("--") for p in names)
         off = " (or pass --no-compile)" if any(p.name == "compile_layers" for p in names) else ""
-        many = len(names) > 1
-        raise ConfigError(f"the --config preset sets {shown}, which {'apply' if many else 'applies'} to --checkpoint-dir "
-                          "only (trtllm-serve names the model after the engine folder, takes limits and GPUs from the "
-                          f"engine and runs TensorRT-LLM's kernels): remove {'them' if many else 'it'} from the preset"
-                          f"{off} to serve --engine-dir")
+        n = len(names)
+        raise ConfigError(f"the --config preset sets {shown}, which {agreeing(n, 'applies', 'apply')} to "
+                          "--checkpoint-dir only (trtllm-serve names the model after the engine folder, takes limits "
+                          f"and GPUs from the engine and runs TensorRT-LLM's kernels): remove "
+                          f"{agreeing(n, 'it', 'them')} from the preset{off} to serve --engine-dir")
 
 
 def _refuse_engine_template_kwargs(ctx: click.Context, kwargs: dict) -> None:
@@ -86,7 +87,8 @@ def start_line(app, url: str, kind: str, device: str) -> str:
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
               help="0 picks a free port (--checkpoint-dir only: trtllm-serve needs one above 0).")
 @click.option("--model-name",
-              help="The model id clients send and /v1/models lists (default: the checkpoint folder's name).")
+              help="Reference server: the model id clients send and /v1/models lists (default: the checkpoint "
+                   "folder's name; trtllm-serve names it after the engine folder).")
 @click.option("--max-output-len", default=512, show_default=True, type=click.IntRange(min=1),
               help="Reference server: the largest max_tokens a request may ask for, and the default (left out: at "
                    "most the model's positions less one).")
@@ -128,9 +130,10 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
         ctx = click.get_current_context()  # an off flag (`--no-compile`) asks nothing of the reference server
         given = [p.opts[0] for p in options_given(ctx) if p.name in REFERENCE_ONLY and ctx.params[p.name] is not False]
         if given:
-            raise ConfigError(f"{', '.join(given)} apply to --checkpoint-dir only: trtllm-serve names the model after "
-                              "the engine folder, takes limits and GPUs from the engine and runs TensorRT-LLM's "
-                              "kernels; leave them out")
+            n = len(given)
+            raise ConfigError(f"{', '.join(given)} {agreeing(n, 'applies', 'apply')} to --checkpoint-dir only: "
+                              "trtllm-serve names the model after the engine folder, takes limits and GPUs from the "
+                              f"engine and runs TensorRT-LLM's kernels; leave {agreeing(n, 'it', 'them')} out")
 
         _refuse_engine_template_kwargs(ctx, chat_template_kwargs)
         plan = plan_trtllm_serve(engine_dir, tokenizer_dir, host, port, tool_parser, reasoning_parser)
