@@ -1066,6 +1066,15 @@ def test_a_bad_top_level_option_is_one_line_and_exit_codes_survive():
     assert bare.exit_code == 2 and "Commands:" in bare.output and "error:" not in bare.output
 
 
+def test_the_top_level_help_names_what_the_tool_does():
+    """`redrafter-trt --help` summed the tool up as "Convert, check, run and build ...": training, measuring and
+    serving, three of its commands' work, went unnamed."""
+    summary = main.help.strip().splitlines()
+    assert len(summary) == 1, summary
+    verbs = ("train", "convert", "check", "build", "run", "measure", "serve")
+    assert [verb for verb in verbs if verb not in summary[0].lower()] == []
+
+
 def test_debug_shows_the_traceback(tmp_path):
     """README: `redrafter-trt --debug CMD` shows tracebacks. A review: it printed the same one line as without it (the
     group's main caught the error --debug let through)."""

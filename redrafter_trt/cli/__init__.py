@@ -231,7 +231,7 @@ def _not_in_preset(e: click.UsageError) -> str:
 @click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
 @click.pass_context
 def main(ctx, debug, verbose):
-    """Convert, check, run and build Apple ReDrafter drafters for TensorRT-LLM."""
+    """Train ReDrafter drafters; convert, check, build, run, measure and serve them with TensorRT-LLM or PyTorch."""
     ctx.obj = {"debug": debug}
     if not ctx.meta.get(HELP_ASKED):
         _refuse_launched_copies(ctx.invoked_subcommand)
