@@ -344,6 +344,22 @@ def readme_python_example() -> str:
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
+def test_the_readmes_generate_keywords_are_in_the_runtimes_example_call():
+    """README lists generate's keywords as given "in redrafter_trt/runtime/__init__.py's docstring": its example call
+    showed neither batch_size nor logprobs nor sampling_rule."""
+    import inspect
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("### Python API\n"):]
+    listed = re.findall(r"`(\w+)`", re.search(r"the keywords\s+\(([^)]*)\) are", section).group(1))
+    assert len(listed) > 5 and set(listed) <= set(inspect.signature(rt.generate).parameters), listed
+    doc = rt.__doc__
+    call = doc[doc.index("result = generate("):doc.index("result.output_ids")]
+    assert [name for name in listed if f"{name}=" not in call] == []
+
+
 def test_the_readmes_python_example_runs_and_gives_runs_outputs(smollm2, tmp_path, capsys):
     """README's Python API example, run as written on a tiny model (SmolLM2's tokenizer and vocabulary, 2 layers of
     64) with its two paths replaced: it prints an answer per prompt, and its ids are `run --chat`'s for the same

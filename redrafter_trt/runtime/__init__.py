@@ -9,7 +9,9 @@ PyTorch, with ReDrafter's draft / tree-verify / accept loop. Stable Python API:
     result = generate(model, [[1, 2, 3], [4, 5]], max_new_tokens=64,
                       num_beams=None, draft_len=None,         # None = the checkpoint's redrafter_* values
                       temperature=0.0,                        # 0 = greedy (exactly the base's greedy output)
-                      eos_token_id=2, seed=0, use_draft=True)  # use_draft=False: plain decoding, same runtime
+                      eos_token_id=2, seed=0, use_draft=True,  # use_draft=False: plain decoding, same runtime
+                      batch_size=None,                        # prompts at a time (None: all in one batch)
+                      logprobs=None, sampling_rule="exact")   # logprobs=k: below; "trtllm": see Sampling below
     result.output_ids[i]        # generated ids of prompt i (prompt excluded, EOS kept)
     result.steps[i]             # decoding steps (the prefill counts as one)
     result.tokens_per_step[i]   # len(output_ids[i]) / steps[i]
