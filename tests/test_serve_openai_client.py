@@ -201,6 +201,8 @@ def test_completions_prompts_echo_logprobs_and_stream(client, backend, tiny):  #
     rest["choices"][0]["logprobs"] |= {k: v[1:] for k, v in rest["choices"][0]["logprobs"].items()}
     Completion.model_validate(rest)
     assert one.choices[0].text == "abc" + answers[0][0] and lp.token_logprobs[0] is None
+    zero = client.completions.create(model="tiny", prompt="abc", max_tokens=0, echo=True, logprobs=1)  # lm-eval's
+    assert zero.choices[0].text == "abc" and len(zero.choices[0].logprobs.tokens) == len(backend.encode("abc"))
     assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.text_offset) == len(backend.encode("abc")) + len(
         answers[0][1])  # as OpenAI's: the k most likely and the token itself (k + 1 when it is not among them)
     assert all(t in top and len(top) == 2 + (t not in list(top)[:2])
