@@ -17,7 +17,7 @@ from . import layout
 from .drafter import uniform_head
 from .errors import FLAG, LAYER_COUNT, POSITIVE_INT, POSITIVE_NUMBER, ConfigError, TensorError, name_list, optional
 from .io import ST_TO_TORCH, TensorSource, all_finite
-from .plural import them
+from .plural import agreeing
 from .producer import producer_summary
 from .registry import QWEN_SEQ_LENGTH, TRTLLM_ACTIVATIONS, TRTLLM_BASES, activation_problem
 from .rope import ENGINE_FIX, TRTLLM_ROPE_SCALINGS, rope_scaling_problem, runtime_fix, trtllm_builds
@@ -268,7 +268,7 @@ def _check_exclusions(cfg: dict, rep: Report) -> None:
         listed = layout.exclusions(quant)
         lacking = [mod for mod in layout.required_exclusions(cfg) if not layout.is_excluded(mod, listed)]
         if lacking:
-            it = them(len(lacking))
+            it = agreeing(len(lacking), "it", "them")
             rep.problems.append(f"quantization.exclude_modules lacks {name_list(lacking)}: the build would quantize "
                                 f"{it} to {quant['quant_algo']}, though this checkpoint holds {it} in {cfg['dtype']}: "
                                 f"add {it} to the list")
