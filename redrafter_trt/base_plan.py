@@ -176,16 +176,24 @@ def plan_hf_rank(src: TensorSource, b: BaseModelConfig, cfg: dict, tp_rank: int)
         if name == "lm_head.weight":
             sources = (hf_lm_head(src),)
         shape, dt = specs[name]
-        planned.append(Planned(name, shape, dt, reader(rule.split, sources), lambda s=sources: _nonfinite(src, s)))
+        planned.append(Planned(name, shape, dt, reader(rule.split, sources),
+                               lambda s=sources: nonfinite_source(src, s)))
     return planned
 
 
-def _nonfinite(src: TensorSource, sources: tuple[str, ...]) -> TensorError | None:
-    """broken_base_tensor of the first of `sources` (Hugging Face names: a fused qkv's three) holding NaN or Inf."""
+def nonfinite_source(src: TensorSource, sources) -> TensorError | None:
+    """broken_base_tensor of the first of `sources` (Hugging Face names: a fused qkv's three) holding NaN or Inf, read
+    again whole from `src`; None where they are finite (a cast beyond float16's range made the NaN or Inf)."""
     for name in sources:
         if not all_finite(src.get(name)):
             return broken_base_tensor(name, src.file(name))
     return None
+
+
+def beyond_float16(name: str) -> TensorError:
+    """The refusal of a tensor finite in its source that float16 cannot hold (an Inf after the cast)."""
+    return TensorError(f"{name} holds NaN or Inf in float16: its values exceed float16's range (65504) or the source "
+                       f"is broken: convert with --dtype bfloat16")
 
 
 def hf_lm_head(src: TensorSource) -> str:

@@ -23,8 +23,8 @@ from tqdm import tqdm
 
 from . import __version__, layout
 from .base_sample import base_sample_difference, recorded_sample
-from .base_plan import (Planned, base_fields, check_hf_tensors, hf_base, hf_config, is_trtllm_checkpoint,
-                        plan_hf_rank, plan_trtllm_rank, resolve_dtype, trtllm_base)
+from .base_plan import (Planned, base_fields, beyond_float16, check_hf_tensors, hf_base, hf_config,
+                        is_trtllm_checkpoint, plan_hf_rank, plan_trtllm_rank, resolve_dtype, trtllm_base)
 from .checkpoint import config_problems
 from .config import DTYPES, read_json, redrafter_fields, trtllm_model_fields
 from .drafter import DrafterConfig, drafter_config, load_drafter
@@ -342,8 +342,7 @@ def _read_checked(p: Planned) -> torch.Tensor:
     if p.nonfinite_source and (broken := p.nonfinite_source()):
         raise broken
     if p.dtype == torch.float16:
-        raise TensorError(f"{p.name} holds NaN or Inf in float16: its values exceed float16's range (65504) or the "
-                          f"source is broken: convert with --dtype bfloat16")
+        raise beyond_float16(p.name)
     raise TensorError(f"{p.name} holds NaN or Inf: the source weights are broken, re-export them")
 
 

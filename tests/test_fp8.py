@@ -582,6 +582,35 @@ def test_fp8_checks_the_base_tensors_before_loading_the_model(tiny_llama, tiny_d
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("dtype, value, said", [
+    ("bfloat16", float("nan"), "holds NaN or Inf: the base's weights are broken; re-download it"),
+    ("float16", 1e6, "holds NaN or Inf in float16: its values exceed float16's range (65504) or the source is broken: "
+                     "convert with --dtype bfloat16")])
+def test_fp8_of_a_base_holding_nan_names_its_tensor_before_calibrating(tiny_llama, tiny_drafter, tmp_path,
+                                                                       monkeypatch, dtype, value, said):
+    """A review: a NaN in a Hugging Face base was calibrated, then refused under the exported TensorRT-LLM name
+    (transformer.layers.1.mlp.proj.weight) with a TensorRT-LLM base's fix, 're-export them'. The loaded model's weights
+    are checked before calibrating: the Hugging Face tensor and its file are named, as without --quantize; a value
+    beyond float16's range (finite in the file) is named as one."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    import modelopt.torch.quantization as mtq
+
+    base = byte_tokenizer(Path(shutil.copytree(tiny_llama, tmp_path / "base")))
+    weights = load_file(base / "model.safetensors")
+    name = "model.layers.1.mlp.down_proj.weight"
+    weights[name][1, 2] = value
+    save_file(weights, base / "model.safetensors", metadata={"format": "pt"})
+    monkeypatch.setattr(mtq, "quantize", lambda *a, **k: pytest.fail("a base holding NaN was calibrated"))
+    where = f"base {base / 'model.safetensors'}: " if dtype == "bfloat16" else ""
+    with pytest.raises(TensorError) as e:
+        convert(base, tiny_drafter, tmp_path / "out", quantize="fp8", dtype=dtype)
+    assert str(e.value) == f"{where}{name} {said}"
+    assert not (tmp_path / "out").exists()
+
+
 def test_modelopt_prints_stay_off_stdout(fp8_models, tmp_path, capfd, caplog):
     """A review: `convert --quantize fp8` printed modelopt's `Inserted 24 quantizers` and `current rank: 0, ...` on
     stdout, the CLI's output, around its own `wrote` line; they are debug log lines now."""
