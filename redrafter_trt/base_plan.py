@@ -113,14 +113,16 @@ def _check_tied_head(src: TensorSource, where: Path) -> None:
     """A config.json that ties the head to the embedding over weights that also hold an lm_head.weight: transformers
     5 uses the stored head (and warns it will not tie them), transformers 4.x (4.57, which TensorRT-LLM 1.2 pins) ties
     it to the embedding after loading, so the two are different models unless the stored head is the embedding.
-    Compared in chunks of rows ([rows, H], about 64 MiB each), stopping at the first that differs."""
+    Compared in chunks of rows ([rows, H], about 64 MiB each), stopping at the first that differs; NaN at the same
+    places in both is no difference (a broken embedding stored twice: convert names the NaN)."""
     emb, head = "model.embed_tokens.weight", "lm_head.weight"
     vocab, hidden = src.shape(emb)
     step = max(1, (64 << 20) // (hidden * 4))
     for start in range(0, vocab, step):
         a, b = src.get(emb, 0, start, start + step), src.get(head, 0, start, start + step)
         common = torch.promote_types(a.dtype, b.dtype)
-        if not torch.equal(a.to(common), b.to(common)):
+        a, b = a.to(common), b.to(common)
+        if not torch.equal(a, b) and bool(((a != b) & ~(a.isnan() & b.isnan())).any()):
             raise ConfigError(f"base {where}: config.json sets tie_word_embeddings, but its weights also hold an "
                               f"{head} that differs from {emb}: transformers 4.x (TensorRT-LLM's) ties the head to "
                               f"the embedding, transformers 5 keeps the stored one; set \"tie_word_embeddings\": false "

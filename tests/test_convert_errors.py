@@ -687,6 +687,21 @@ def test_a_tied_base_storing_its_embedding_as_lm_head_converts(tmp_path, tiny_ll
     assert result.exit_code == 0, result.output
 
 
+def test_a_tied_base_storing_its_embedding_as_lm_head_with_a_nan_is_refused_for_the_nan(tmp_path, tiny_llama_tied):
+    """A review: a NaN at one place in both (a broken embedding stored twice) made them differ to torch.equal, and
+    the refusal was the tie conflict, whose fixes leave the NaN. Equal but for NaN at the same places, they are one
+    head: the refusal is the NaN's, naming the tensor and its file."""
+    base = Path(shutil.copytree(tiny_llama_tied, tmp_path / "base"))
+    weights = load_file(base / "model.safetensors")
+    weights["model.embed_tokens.weight"][1, 2] = float("nan")
+    save_file(weights | {"lm_head.weight": weights["model.embed_tokens.weight"].clone()}, base / "model.safetensors",
+              metadata={"format": "pt"})
+    drafter = make_drafter(tmp_path / "drafter", tiny_llama_tied)
+    result = run_cli("convert", "--base", base, "--drafter", drafter, "--output", tmp_path / "out")
+    assert_one_line_error(result, f"base {base / 'model.safetensors'}: ", " holds NaN or Inf: the base's weights are "
+                                  "broken; re-download it")
+
+
 @pytest.mark.parametrize("which", [0, 1], ids=["base", "drafter"])
 def test_truncated_safetensors(parts, which):
     """A base or drafter cut short is one line naming it and a download's fix (io's readers take the fix to name:
