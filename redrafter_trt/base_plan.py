@@ -95,7 +95,8 @@ def check_hf_tensors(src: TensorSource, b: BaseModelConfig, where: Path) -> None
     if missing or unexpected:
         parts = ([f"missing tensors: {name_list(missing)}"] if missing else []) + \
                 ([f"unexpected tensors: {name_list(unexpected)}"] if unexpected else [])
-        fix = _hf_bias_hint(b, unexpected) or "re-download the model (config.json and weights from one download)"
+        fix = _hf_bias_hint(b, unexpected) or _tie_hint(b, missing | unexpected) or \
+            "re-download the model (config.json and weights from one download)"
         raise TensorError(f"base {where}: {'; '.join(parts)}: the weights do not match its config.json; {fix}")
     if "lm_head.weight" in have:  # stored beside tied embeddings: refused below unless it is the embedding
         want["lm_head.weight"] = (b.vocab_size, b.hidden_size)
@@ -127,6 +128,16 @@ def _check_tied_head(src: TensorSource, where: Path) -> None:
                               f"{head} that differs from {emb}: transformers 4.x (TensorRT-LLM's) ties the head to "
                               f"the embedding, transformers 5 keeps the stored one; set \"tie_word_embeddings\": false "
                               f"in config.json to keep the stored head, or delete {head} from the weights to tie them")
+
+
+def _tie_hint(b: BaseModelConfig, astray: set[str]) -> str | None:
+    """A tied model (its weights hold no lm_head.weight) whose config.json does not say so: transformers initialises
+    its lm_head at random. An absent tie_word_embeddings is false, the default of every architecture registered."""
+    if astray != {"lm_head.weight"}:
+        return None
+    said = "false" if "tie_word_embeddings" in b.hf else f"absent, {b.spec.hf_architecture}'s default is false"
+    return (f'if the model ties its head to the embedding, set "tie_word_embeddings": true in config.json (it is '
+            f'{said}), else re-download the model')
 
 
 def _hf_bias_hint(b: BaseModelConfig, unexpected: set[str]) -> str | None:
