@@ -3,6 +3,8 @@
 Every message names the problem and the fix, in one line.
 """
 
+import re
+
 
 class RedrafterError(Exception):
     """Bad input or environment: the user can fix it. The CLI prints it and exits 2."""
@@ -49,10 +51,19 @@ def cuda_index_past(device: str, count: int) -> str:
     return f"--device {device} but only {counted(count, 'CUDA device')} {are(count)} visible: pass {choices}"
 
 
-def first_line(error: BaseException, fallback: str) -> str:
-    """The first line of an exception's message (cut to 120 characters), or `fallback` when it has none."""
+def first_line(error: BaseException, fallback: str, limit: int = 120) -> str:
+    """The first line of an exception's message, or `fallback` when it has none. A line past `limit` characters is
+    its first sentence where that fits (torch's refusal of an unsafe pickle: 'Weights only load failed.'), else its
+    words up to `limit` and an ellipsis: cut at a length, it ended mid-word ('... in `torch.load` fr')."""
     text = str(error).strip()
-    return text.splitlines()[0][:120] if text else fallback
+    if not text:
+        return fallback
+    line = text.splitlines()[0]
+    if len(line) <= limit:
+        return line
+    if (sentence := re.match(r".*?[.!?](?=\s)", line)) and len(sentence[0]) <= limit:
+        return sentence[0]
+    return line[:limit].rsplit(" ", 1)[0] + "…"
 
 
 def dangling_link(path) -> str | None:

@@ -162,12 +162,10 @@ def read_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
 def unsafe_pickle_reason(error: pickle.UnpicklingError) -> str:
     """What torch.load(weights_only=True) refused, in whole words: the global it names (torch 2.6+ says `Unsupported
     global: GLOBAL __main__.Evil ...` or `... unsupported GLOBAL posix.system whose module ...`), else its message's
-    first sentence. Its message runs to several paragraphs; cut to a length, it ended mid-word."""
-    text = str(error).strip()
-    if found := re.search(r"\bGLOBAL ([\w.]+)", text):
+    first line's first sentence (first_line). Its message runs to several paragraphs."""
+    if found := re.search(r"\bGLOBAL ([\w.]+)", str(error)):
         return f"torch.load(weights_only=True) refuses its global {found[1]}"
-    sentence = re.match(r".*?[.!?](?=\s|$)", text)
-    return f"torch.load(weights_only=True) refuses it: {sentence[0] if sentence else first_line(error, 'unsafe pickle')}"
+    return f"torch.load(weights_only=True) refuses it: {first_line(error, 'unsafe pickle')}"
 
 
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:

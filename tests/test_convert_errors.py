@@ -760,7 +760,9 @@ def test_malicious_pickle_does_not_run(parts, tmp_path, which, file):
      "allowed global by default.", "its global __main__.Evil"),
     ("Weights only load failed. In PyTorch 2.6, we changed ...\n\nTrying to load unsupported GLOBAL posix.system whose "
      "module posix is blocked.", "its global posix.system"),
-    ("Weights only load failed. Unexpected opcode.", "Weights only load failed.")])
+    ("Weights only load failed. In PyTorch 2.6, we changed the default value of the `weights_only` argument in "
+     "`torch.load` from `False` to `True`. ...\nPlease file an issue ...\n\nUnsupported operand 103",
+     "refuses it: Weights only load failed.")])
 def test_an_unsafe_pickle_is_named_in_whole_words(message, said):
     """The global torch names in either of its wordings; where it names none, its first sentence, not 120 characters."""
     from redrafter_trt.io import unsafe_pickle_reason

@@ -89,3 +89,36 @@ def test_all_finite_allocates_no_copy_of_the_tensor(dtype, bad):
         finite = all_finite(t)
     assert finite == (bad is None)
     assert max((e.cpu_memory_usage for e in p.events()), default=0) < t.nbytes // 8
+
+
+@pytest.mark.parametrize("message, said", [
+    ("short: one line\nmore", "short: one line"),
+    ("Weights only load failed. In PyTorch 2.6, we changed the default value of the `weights_only` argument in "
+     "`torch.load` from `False` to `True`.\nmore", "Weights only load failed."),
+    ("a " + "word " * 40 + "end. Next.", "a " + "word " * 22 + "word…"),
+    ("", "fallback")])
+def test_first_line_ends_on_a_word(message, said):
+    """A review: first_line cut a long line at 120 characters, mid-word (torch's '... in `torch.load` fr'); a line past
+    120 is its first sentence where that fits, else its words up to 120 characters and an ellipsis."""
+    from redrafter_trt.errors import first_line
+
+    assert first_line(ValueError(message), "fallback") == said
+
+
+def test_an_unsafe_training_state_is_named_in_whole_words(tmp_path):
+    """read_state's refusal of a state torch.load(weights_only=True) refuses quoted torch's first line cut mid-word."""
+    import os
+    from types import SimpleNamespace
+
+    from redrafter_trt.errors import CorruptFileError
+    from redrafter_trt.train.state import read_state
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    path = tmp_path / "state.pt"
+    torch.save({"step": 1, "x": Evil()}, path)
+    with pytest.raises(CorruptFileError) as e:
+        read_state(SimpleNamespace(state_path=path))
+    assert f"{path} is truncated or not a training state (Weights only load failed.): start over" in str(e.value)
