@@ -69,6 +69,11 @@ class RankReport:
     bytes: int
 
 
+class WithFix(str):
+    """A problem that ends in its own fix ('...: add it to the list', '...: re-convert it'): require_valid (and
+    convert, of a base's config) adds no other fix after it."""
+
+
 @dataclass
 class Report:
     path: str
@@ -181,42 +186,46 @@ def runtime_refusals(cfg: dict) -> list[str]:
 
 def _check_config(cfg: dict, rep: Report) -> None:
     if "rotary_base" not in cfg and isinstance(cfg.get("producer"), dict) and cfg["producer"].get("name") == "modelopt":
-        rep.problems.append("rotary_base is absent: nvidia-modelopt under transformers 5 leaves out rotary_base and "
-                            "rotary_scaling, and TensorRT-LLM then builds RoPE with 10000 and no scaling: add both to "
-                            "config.json from the Hugging Face config's rope_theta and rope_scaling")
+        rep.problems.append(WithFix("rotary_base is absent: nvidia-modelopt under transformers 5 leaves out "
+                                    "rotary_base and rotary_scaling, and TensorRT-LLM then builds RoPE with 10000 "
+                                    "and no scaling: add both to config.json from the Hugging Face config's "
+                                    "rope_theta and rope_scaling"))
     if "hidden_act" not in cfg:  # PretrainedConfig's default: every Llama, Mistral and Qwen2 layer's GatedMLP as gelu
-        rep.problems.append("hidden_act is absent: TensorRT-LLM reads gelu, which no Llama, Mistral or Qwen2 uses: "
-                            "add the model's (\"hidden_act\": \"silu\") to config.json")
+        rep.problems.append(WithFix("hidden_act is absent: TensorRT-LLM reads gelu, which no Llama, Mistral or Qwen2 "
+                                    "uses: add the model's (\"hidden_act\": \"silu\") to config.json"))
     base_arch = cfg.get("base_model_architecture", cfg["architecture"])
     if base_arch in layout.QWEN_BASES and "seq_length" not in cfg:
-        rep.problems.append(f"seq_length is absent: TensorRT-LLM's Qwen model reads it and trtllm-build fails without it "
-                            f"('QWenConfig' object has no attribute 'seq_length'): add \"seq_length\": {QWEN_SEQ_LENGTH} "
-                            f"(TensorRT-LLM's default) to config.json")
+        rep.problems.append(WithFix(f"seq_length is absent: TensorRT-LLM's Qwen model reads it and trtllm-build "
+                                    f"fails without it ('QWenConfig' object has no attribute 'seq_length'): add "
+                                    f"\"seq_length\": {QWEN_SEQ_LENGTH} (TensorRT-LLM's default) to config.json"))
     if base_arch in layout.QWEN_BASES and cfg.get("qwen_type") not in layout.QWEN_TYPES:
-        rep.problems.append(f"qwen_type {cfg.get('qwen_type')!r} (TensorRT-LLM reads a missing one as the first Qwen) "
-                            f"is not supported, only Qwen2 and Qwen3 (dense): for a Qwen2 or Qwen3 checkpoint add "
-                            f"\"qwen_type\": \"qwen2\" or \"qwen3\" (its Hugging Face model_type) to its config.json")
+        rep.problems.append(WithFix(f"qwen_type {cfg.get('qwen_type')!r} (TensorRT-LLM reads a missing one as the "
+                                    f"first Qwen) is not supported, only Qwen2 and Qwen3 (dense): for a Qwen2 or "
+                                    f"Qwen3 checkpoint add \"qwen_type\": \"qwen2\" or \"qwen3\" (its Hugging Face "
+                                    f"model_type) to its config.json"))
     if layout.qk_norm(cfg) and "attn_bias" not in cfg:
-        rep.problems.append("attn_bias is absent: TensorRT-LLM's QWenConfig reads it as true (biased q/k/v) for every "
-                            "qwen_type, and a Qwen3 has no attention biases: add \"attn_bias\": false to config.json")
+        rep.problems.append(WithFix("attn_bias is absent: TensorRT-LLM's QWenConfig reads it as true (biased q/k/v) "
+                                    "for every qwen_type, and a Qwen3 has no attention biases: add \"attn_bias\": "
+                                    "false to config.json"))
     m = cfg.get("mapping") or {}
     tp, pp, cp = (int(m.get(k, 1)) for k in ("tp_size", "pp_size", "cp_size"))
     if pp != 1:
         rep.problems.append(f"pp_size is {pp} (pipeline parallel): ReDrafter engines need pp_size 1")
     if cp != 1:  # its rank files would be world_size = tp x cp, each tp split repeated
-        rep.problems.append(f"cp_size is {cp} (context parallel): ReDrafter checkpoints need cp_size 1 (a rank file "
-                            f"per tp rank): convert or export the base without context parallelism")
+        rep.problems.append(WithFix(f"cp_size is {cp} (context parallel): ReDrafter checkpoints need cp_size 1 (a "
+                                    f"rank file per tp rank): convert or export the base without context parallelism"))
     ranks = tp * pp * cp  # TensorRT-LLM 1.2's Mapping refuses any other world_size (a ValueError)
     if "world_size" not in m and ranks != 1:  # it reads a missing one as 1
-        rep.problems.append(f"mapping lacks world_size, which TensorRT-LLM reads as 1, not tp_size x pp_size x "
-                            f"cp_size = {ranks}: add \"world_size\": {ranks} to mapping")
+        rep.problems.append(WithFix(f"mapping lacks world_size, which TensorRT-LLM reads as 1, not tp_size x pp_size "
+                                    f"x cp_size = {ranks}: add \"world_size\": {ranks} to mapping"))
     elif int(m.get("world_size", 1)) != ranks:
         rep.problems.append(f"mapping.world_size {m.get('world_size')} != tp_size x pp_size x cp_size = {ranks}")
     quant = cfg.get("quantization") or {}
     for key in ("quant_algo", "kv_cache_quant_algo"):  # what layout and the runtime know; the build makes the others
         if quant.get(key) not in (None, "FP8"):
-            rep.problems.append(f"quantization.{key} {quant[key]!r} is not supported (ReDrafter checkpoints here are "
-                                f"unquantized or FP8): convert from an unquantized base, with --quantize fp8 for FP8")
+            rep.problems.append(WithFix(f"quantization.{key} {quant[key]!r} is not supported (ReDrafter checkpoints "
+                                        f"here are unquantized or FP8): convert from an unquantized base, with "
+                                        f"--quantize fp8 for FP8"))
     if cfg["dtype"] not in layout.TORCH_DTYPES:
         rep.problems.append(f"dtype {cfg['dtype']!r} is not one of {', '.join(layout.TORCH_DTYPES)}")
     nh, nkv = cfg["num_attention_heads"], cfg.get("num_key_value_heads") or cfg["num_attention_heads"]
@@ -225,11 +234,11 @@ def _check_config(cfg: dict, rep: Report) -> None:
     elif layout.qk_norm(cfg) and qk_norm_misread(nh, nkv, tp):
         dims = (cfg["hidden_size"], cfg["vocab_size"], *[cfg[k] for k in ("redrafter_exit_dim",) if cfg.get(k)])
         fits = tp_fits(nh, nkv, cfg["intermediate_size"], dims, base_checkpoint=True, qk_norm=True)
-        rep.problems.append(f"{qk_norm_problem(nh, nkv, tp)}: {fits}")
+        rep.problems.append(WithFix(f"{qk_norm_problem(nh, nkv, tp)}: {fits}"))
     head = cfg.get("head_size") or cfg["hidden_size"] // nh
     if head % 2:
-        rep.problems.append(f"head size {head} is odd: rotary embeddings rotate pairs of dimensions, so TensorRT-LLM "
-                            f"(and transformers) need an even head size: use another model")
+        rep.problems.append(WithFix(f"head size {head} is odd: rotary embeddings rotate pairs of dimensions, so "
+                                    f"TensorRT-LLM (and transformers) need an even head size: use another model"))
     if not layout.is_redrafter(cfg):
         return
     absent = [k for k in REDRAFTER_KEYS if k not in cfg]
@@ -246,12 +255,14 @@ def _check_config(cfg: dict, rep: Report) -> None:
             rep.problems.append(f"{key} is {cfg[key]}: must be at least 1")
     tree = int(cfg["redrafter_num_beams"]) * (int(cfg["redrafter_draft_len_per_beam"]) + 1)
     if cfg.get("max_position_embeddings") and tree > cfg["max_position_embeddings"]:
-        rep.problems.append(f"redrafter_num_beams x (redrafter_draft_len_per_beam + 1) = {tree} tokens verified per "
-                            f"step exceed max_position_embeddings {cfg['max_position_embeddings']}: reconvert with "
-                            f"smaller --num-beams / --draft-len")
+        rep.problems.append(WithFix(f"redrafter_num_beams x (redrafter_draft_len_per_beam + 1) = {tree} tokens "
+                                    f"verified per step exceed max_position_embeddings "
+                                    f"{cfg['max_position_embeddings']}: reconvert with smaller --num-beams / "
+                                    f"--draft-len"))
     if int(cfg["redrafter_num_beams"]) > int(cfg["vocab_size"]):
-        rep.problems.append(f"redrafter_num_beams {cfg['redrafter_num_beams']} exceeds the vocabulary "
-                            f"({cfg['vocab_size']} tokens), beyond which no beams differ: reconvert with a smaller --num-beams")
+        rep.problems.append(WithFix(f"redrafter_num_beams {cfg['redrafter_num_beams']} exceeds the vocabulary "
+                                    f"({cfg['vocab_size']} tokens), beyond which no beams differ: reconvert with a "
+                                    f"smaller --num-beams"))
     H, E, V = cfg["redrafter_hidden_size"], cfg["redrafter_exit_dim"], cfg["vocab_size"]
     if H != cfg["hidden_size"]:
         rep.problems.append(f"redrafter_hidden_size {H} != base hidden_size {cfg['hidden_size']}")
@@ -269,9 +280,9 @@ def _check_exclusions(cfg: dict, rep: Report) -> None:
         lacking = [mod for mod in layout.required_exclusions(cfg) if not layout.is_excluded(mod, listed)]
         if lacking:
             it = agreeing(len(lacking), "it", "them")
-            rep.problems.append(f"quantization.exclude_modules lacks {name_list(lacking)}: the build would quantize "
-                                f"{it} to {quant['quant_algo']}, though this checkpoint holds {it} in {cfg['dtype']}: "
-                                f"add {it} to the list")
+            rep.problems.append(WithFix(f"quantization.exclude_modules lacks {name_list(lacking)}: the build would "
+                                        f"quantize {it} to {quant['quant_algo']}, though this checkpoint holds {it} "
+                                        f"in {cfg['dtype']}: add {it} to the list"))
 
 
 def _check_ranks(path: Path, cfg: dict, rep: Report, values: bool) -> None:
@@ -292,24 +303,25 @@ def _check_ranks(path: Path, cfg: dict, rep: Report, values: bool) -> None:
             have = {n: (src.shape(n), src.dtype(n)) for n in src.names()}
             meta = src.metadata(f)
         except TensorError as e:
-            rep.problems.append(f"rank{r}.safetensors: {e}")
+            rep.problems.append(WithFix(f"rank{r}.safetensors: {e}"))
             continue
         written = (meta.get("rank"), meta.get("tp_size"))  # ours say which rank they were written as
         if written != (None, None) and written != (str(r), str(tp)):
-            rep.problems.append(f"rank{r}.safetensors was written as rank {written[0]} of tp_size {written[1]}: rank "
-                                f"files were renamed or mixed from another checkpoint; re-convert")
+            rep.problems.append(WithFix(f"rank{r}.safetensors was written as rank {written[0]} of tp_size "
+                                        f"{written[1]}: rank files were renamed or mixed from another checkpoint; "
+                                        f"re-convert"))
         try:
             if (value := _check_rank(cfg, r, f, have, src, rep, values)) is not None:
                 uniform[r] = value
         except TensorError as e:  # the drafter head's rows, read past a header that looked whole
-            rep.problems.append(f"rank{r}.safetensors: {e}")
+            rep.problems.append(WithFix(f"rank{r}.safetensors: {e}"))
         finally:
             src.close()
     # train saves the rows of tokens it never saw as zeros, so one rank's rows of a trained head may all be zero (its
     # share of the vocabulary unseen): a head drafts nothing only when every rank holds one same value throughout
     if len(uniform) == tp and len({value for value, _ in uniform.values()}) == 1:
-        rep.problems += [f"rank{r}: {DRAFTER_HEAD} {uniform_head(value, rows)}: train the drafter (`redrafter-trt "
-                         f"train`) and re-convert" for r, (value, rows) in uniform.items()]
+        rep.problems += [WithFix(f"rank{r}: {DRAFTER_HEAD} {uniform_head(value, rows)}: train the drafter "
+                                 f"(`redrafter-trt train`) and re-convert") for r, (value, rows) in uniform.items()]
 
 
 def _check_rank(cfg: dict, r: int, f: Path, have: dict, src: TensorSource, rep: Report,
@@ -320,8 +332,8 @@ def _check_rank(cfg: dict, r: int, f: Path, have: dict, src: TensorSource, rep: 
     counts = {k: cfg[k] for k in ("num_hidden_layers", "redrafter_num_layers") if k in cfg}
     if sum(counts.values()) > len(have):  # each layer holds tensors: listing millions of missing names would hang
         layers = " + ".join(f"{k} {n}" for k, n in counts.items())
-        rep.problems.append(f"rank{r}: {len(have)} tensors cannot hold {layers} layers: fix the config or "
-                            f"re-convert")
+        rep.problems.append(WithFix(f"rank{r}: {len(have)} tensors cannot hold {layers} layers: fix the config or "
+                                    f"re-convert"))
         return None
     uniform = None
     want = layout.expected_tensors(cfg, r) | {n: s for n, s in layout.optional_tensors(cfg).items() if n in have}
@@ -343,8 +355,8 @@ def _check_rank(cfg: dict, r: int, f: Path, have: dict, src: TensorSource, rep: 
         elif n == DRAFTER_HEAD:
             sample = _spread_rows(src, n, hs[0])
             if not all_finite(sample):
-                rep.problems.append(f"rank{r}: {n} holds NaN or Inf: train the drafter (`redrafter-trt train`) and "
-                                    f"re-convert")
+                rep.problems.append(WithFix(f"rank{r}: {n} holds NaN or Inf: train the drafter (`redrafter-trt "
+                                            f"train`) and re-convert"))
             elif (value := _one_value(src, n, hs[0], sample)) is not None:
                 uniform = (value, hs[0])
     if values:
@@ -352,8 +364,8 @@ def _check_rank(cfg: dict, r: int, f: Path, have: dict, src: TensorSource, rep: 
                   if not _finite_values(src, n, have[n][0], n in fp8_as_int8)]
         if broken:
             verb, source = ("holds", "it comes") if len(broken) == 1 else ("hold", "they come")
-            rep.problems.append(f"rank{r}: {name_list(broken)} {verb} NaN or Inf: re-export the weights {source} "
-                                f"from, then re-convert (convert refuses non-finite weights)")
+            rep.problems.append(WithFix(f"rank{r}: {name_list(broken)} {verb} NaN or Inf: re-export the weights "
+                                        f"{source} from, then re-convert (convert refuses non-finite weights)"))
     return uniform
 
 
@@ -435,9 +447,9 @@ def require_valid(path: Path | str) -> dict:
     rep = inspect_checkpoint(path)
     if not rep.ok:
         others = len(rep.problems) - 1
-        # a problem whose own fix re-converts (a rank file cut short, a head to train, rank files renamed) ends in it:
+        # a problem carrying its own fix (add a field to config.json, re-convert a rank file cut short) ends in it:
         # the other problems are named in brackets, not as a second fix after a colon
-        if "re-convert" in rep.problems[0]:
+        if isinstance(rep.problems[0], WithFix):
             more = f"+{others} more; " if others else ""
             raise ConfigError(f"checkpoint {path} is not valid: {rep.problems[0]} ({more}`redrafter-trt inspect "
                               f"{path}` lists every problem)")

@@ -592,3 +592,20 @@ def test_inspect_shows_a_scalings_true_false_and_null_as_config_json_writes_them
     out = run_cli("inspect", broken(ckpt, tmp_path, rotary_base=1e6, rotary_scaling=scaling)).output
     assert "  rope: theta 1000000, yarn (factor 4, original_max_position_embeddings 256, truncate true, " \
            "attention_factor null, beta_fast 32); " in out, out
+
+
+@pytest.mark.parametrize("edit, fix", [
+    (lambda cfg: cfg.pop("hidden_act"), "add the model's (\"hidden_act\": \"silu\") to config.json ("),
+    (lambda cfg: cfg.update(redrafter_num_beams=10 ** 6), "reconvert with smaller --num-beams / --draft-len (+1 more; ")])
+def test_a_problem_with_its_own_fix_is_not_chained_to_re_convert(ckpt, tmp_path, edit, fix):
+    """A review: a problem whose own fix edits config.json (hidden_act absent: add it) was chained to another,
+    '...: add ... to config.json: run `redrafter-trt inspect CKPT` for all problems, then re-convert it', though the
+    edit alone would do; one whose fix said 'reconvert' (unhyphenated) got ', then re-convert it' after it. A problem
+    carrying its own fix ends in it, the others named in brackets."""
+    copy = Path(shutil.copytree(ckpt, tmp_path / "ck"))
+    cfg = json.loads((copy / "config.json").read_text())
+    edit(cfg)
+    (copy / "config.json").write_text(json.dumps(cfg))
+    result = run_cli("build", "--checkpoint-dir", copy, "--output-dir", tmp_path / "e", "--dry-run")
+    assert_one_line_error(result, f"checkpoint {copy} is not valid: ")
+    assert result.stderr.strip().endswith(f": {fix}`redrafter-trt inspect {copy}` lists every problem)"), result.stderr
