@@ -5,10 +5,10 @@ then the commands that build and run the same drafter on a GPU with TensorRT-LLM
 
 Work folder (default `<cache root>/quickstart`), reused by the next run:
     drafter/       Apple layout; trained with `redrafter_trt.train.quickstart_config` (self-distilled answers to
-                   `data/self_prompts.jsonl` and `data/starter_prompts.jsonl`, about 8 minutes on 2 cores). Without the training package the
-                   drafter is a fresh, untrained one, and every report says so. Reused while its recorded
-                   `recipe_id` is this run's; an interrupted training (drafter.train-state.pt, removed once the
-                   drafter is written) goes on only then.
+                   `data/self_prompts.jsonl` and `data/starter_prompts.jsonl`, about 8 minutes on 2 cores). Reused
+                   while its recorded `recipe_id` is this run's (another recipe's, or init-drafter's untrained one,
+                   is retrained); an interrupted training (drafter.train-state.pt, removed once the drafter is
+                   written) goes on only then.
     checkpoint/    float32, tp 1, reused while this version converted it from the drafter now in drafter/ and the
                    base, after both were last written
     train-cache/   the distilled answers and base hidden states training made (a forced retrain reuses them)
@@ -61,7 +61,6 @@ class QuickstartResult:
     base: Path
     drafter: Path
     checkpoint: Path
-    trained: bool
     reused: dict[str, bool]
     seconds: dict[str, float]
     questions: list[str]
@@ -105,8 +104,8 @@ def check_room(base: Path, questions: list[str], max_new_tokens: int) -> None:
 # ---- drafter -------------------------------------------------------------------------------------------------------
 
 def drafter_origin(folder: Path, recipe: str = RECIPE) -> str | None:
-    """'trained' (by `recipe`, `recipe_id` of this run's training), 'outdated' (trained by another recipe),
-    'untrained' (from init-drafter) or None when the folder holds no usable drafter."""
+    """'trained' (by `recipe`, `recipe_id` of this run's training), 'outdated' (by another recipe, or by none: an
+    untrained one from init-drafter) or None when the folder holds no usable drafter."""
     from .drafter import load_drafter
 
     try:
@@ -115,71 +114,49 @@ def drafter_origin(folder: Path, recipe: str = RECIPE) -> str | None:
         return None
     producer = json.loads((folder / "config.json").read_text()).get("producer")
     producer = producer if isinstance(producer, dict) else {}  # hand-edited into something else: not ours
-    if producer.get("command") == "init-drafter":
-        return "untrained"
     return "trained" if producer.get("recipe") == recipe else "outdated"
 
 
-def training_api():
-    """(quickstart_config, train_drafter), or None where the training package is not installed."""
-    try:
-        from .train import quickstart_config, train_drafter
-    except ImportError as e:
-        log.warning("drafter training is unavailable (%s): the quickstart uses an untrained drafter", e)
-        return None
+def training_api() -> tuple[Callable, Callable]:
+    """(quickstart_config, train_drafter): what the drafter stage trains with (tests put a quicker trainer here)."""
+    from .train import quickstart_config, train_drafter
+
     return quickstart_config, train_drafter
 
 
 @dataclass(frozen=True)
 class DrafterPlan:
     """What the drafter stage will do, decided before it starts (so that only a folder about to be replaced is checked
-    for the user's files): `reuse` the drafter in `folder` (`trained` or not), or make it, by training with `cfg`
-    and `train` where the training package is there, else as a fresh untrained one."""
+    for the user's files): `reuse` the drafter in `folder`, or train it with `cfg` and `train`."""
     folder: Path
     reuse: bool
-    trained: bool
-    cfg: object | None = None  # a train.TrainConfig, with this recipe's id in `extra`
-    train: Callable | None = None
+    cfg: object  # a train.TrainConfig, with this recipe's id in `extra`
+    train: Callable
 
 
 def plan_drafter(base: Path, workdir: Path, force: bool) -> DrafterPlan:
-    """Reuse a trained drafter (with `force` too while training is missing: it would be replaced by an untrained one);
-    an untrained one only while training is missing."""
+    """Reuse the drafter this recipe trained, unless `force`; any other (another recipe's, init-drafter's untrained
+    one) is retrained."""
     folder = workdir / "drafter"
-    api = training_api()
-    cfg = None
-    if api is not None:
-        quickstart_config, train_drafter = api
-        cfg = quickstart_config(base, folder, cache_dir=workdir / "train-cache")
-        cfg.extra = {"recipe": recipe_id(cfg)}
-    origin = drafter_origin(folder, cfg.extra["recipe"] if cfg else RECIPE)
-    if api is None:
-        if origin in ("trained", "outdated"):  # --force cannot retrain it here: an untrained one would only lose it
-            if force:
-                log.warning("--force: drafter training is unavailable, so the trained drafter in %s is kept (remove "
-                            "it to use an untrained one)", folder)
-            return DrafterPlan(folder, True, True)
-        return DrafterPlan(folder, origin == "untrained" and not force, False)
-    return DrafterPlan(folder, origin == "trained" and not force, True, cfg, train_drafter)
+    quickstart_config, train_drafter = training_api()
+    cfg = quickstart_config(base, folder, cache_dir=workdir / "train-cache")
+    cfg.extra = {"recipe": recipe_id(cfg)}
+    return DrafterPlan(folder, drafter_origin(folder, cfg.extra["recipe"]) == "trained" and not force, cfg,
+                       train_drafter)
 
 
 def ensure_drafter(base: Path, workdir: Path, force: bool, on_progress: Callable | None,
-                   plan: DrafterPlan | None = None) -> tuple[Path, bool, bool]:
-    """(drafter folder, trained, reused), as `plan` (default: plan_drafter's) says."""
-    from .drafter import init_drafter_for_base
-
+                   plan: DrafterPlan | None = None) -> tuple[Path, bool]:
+    """(drafter folder, reused), as `plan` (default: plan_drafter's) says."""
     plan = plan or plan_drafter(base, workdir, force)
     if plan.reuse:
-        return plan.folder, plan.trained, True
-    if plan.train is None:
-        init_drafter_for_base(base, plan.folder)
-        return plan.folder, False, False
+        return plan.folder, True
     from .train import resumable
 
     plan.cfg.resume = not force and resumable(plan.cfg)  # an interrupted run of this recipe goes on where it stopped
     plan.train(plan.cfg, on_progress, rerun="rerun the quickstart")
     drop_finished_state(plan.cfg)
-    return plan.folder, True, False
+    return plan.folder, False
 
 
 def drop_finished_state(cfg) -> None:
@@ -219,7 +196,7 @@ def predict_n(drafter: Path) -> int | None:
 def checkpoint_is_current(checkpoint: Path, drafter: Path, base: Path, num_beams: int, draft_len: int) -> bool:
     """The checkpoint was converted (float32, tp 1, these beams, greedy as CPU_GREEDY) by this version from this
     base and this very drafter file, after both were last written (a base made again, or its config rewritten, is
-    converted again even where no training follows it: the untrained drafter is reused)."""
+    converted again even where no training follows it: the drafter is reused)."""
     from . import __version__
     from .runtime.config import RuntimeConfig
 
@@ -299,8 +276,8 @@ def check_workdir(workdir: Path) -> None:
 
 
 def _earlier_workdir(workdir: Path, entries: list[str]) -> bool:
-    """A work folder of a version before MARKER: only the quickstart's entries, and its drafter (or, stopped while
-    training, its train-cache/)."""
+    """A work folder of a version before MARKER: only the quickstart's entries, and its drafter (trained, or
+    init-drafter's where that version found no training) or, stopped while training, its train-cache/."""
     names = {e.split(".partial-")[0].lstrip(".") if e.startswith(".") else e for e in entries}
     if names == {MARKER}:  # a first run killed while it wrote the marker
         return True
@@ -409,7 +386,7 @@ def quickstart(opts: QuickstartOptions, on_stage: Callable[[str], None] = lambda
 
     t = time.perf_counter()
     on_stage(f"drafter: {workdir / 'drafter'}")
-    drafter, trained, reused["drafter"] = ensure_drafter(base, workdir, opts.force, on_progress, drafter_plan)
+    drafter, reused["drafter"] = ensure_drafter(base, workdir, opts.force, on_progress, drafter_plan)
     seconds["drafter"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -427,5 +404,5 @@ def quickstart(opts: QuickstartOptions, on_stage: Callable[[str], None] = lambda
     seconds["generate"] = time.perf_counter() - t
     tokenizer = load_tokenizer(str(base), None)
     answers = [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in report.best.run.outputs]
-    return QuickstartResult(base, drafter, checkpoint, trained, reused, seconds, questions, answers, report,
+    return QuickstartResult(base, drafter, checkpoint, reused, seconds, questions, answers, report,
                             gpu_commands(base, drafter, workdir, config), cpu_commands(base, checkpoint))

@@ -1,6 +1,7 @@
-"""`quickstart` on the real SmolLM2-135M-Instruct. Default run: the whole command once with training unavailable (it
-must say the drafter is untrained), then the reuse rules with a stand-in trainer. `-m slow`: the real training API
-with a budget of two steps, first and second run. The printed GPU commands are the build module's plan."""
+"""`quickstart` on the real SmolLM2-135M-Instruct. Default run: the whole command once with a stand-in trainer
+(init-drafter's drafter, recorded as this recipe's: seconds, not minutes of training), then the reuse rules. `-m slow`:
+the real training API with a budget of two steps, first and second run. The printed GPU commands are the build
+module's plan."""
 
 from __future__ import annotations
 
@@ -17,30 +18,54 @@ from redrafter_trt.errors import ConfigError
 TINY = dict(max_examples=6, distill_max_new_tokens=12, max_steps=2, batch_size=16, eval_examples=1)
 
 
+def stand_in_training(calls: list):
+    """A training API (`qs.training_api`'s) whose trainer writes init-drafter's drafter for the base, recorded as
+    train_drafter records the quickstart's (command train, this recipe's id, its predict_n): for the stages after
+    training (convert, generate, report, reuse). Each training's TrainConfig goes into `calls`."""
+    import json
+    from dataclasses import replace
+
+    from redrafter_trt.drafter import init_drafter_for_base, load_drafter, save_drafter
+    from redrafter_trt.train import quickstart_config
+
+    def train(cfg, on_progress=None, **kw):
+        calls.append(cfg)
+        init_drafter_for_base(cfg.base, cfg.output, num_draft_layers=cfg.num_draft_layers)
+        dcfg, tensors = load_drafter(cfg.output)
+        made = json.loads((cfg.output / "config.json").read_text())["producer"]
+        save_drafter(cfg.output, replace(dcfg, predict_n=cfg.predict_n), tensors,
+                     {**made, "command": "train", **cfg.extra})
+        return cfg.output
+
+    return lambda: (quickstart_config, train)
+
+
 @pytest.fixture(scope="module")
-def untrained(smollm2, tmp_path_factory):
-    """One whole quickstart through the CLI with the training package unavailable: (workdir, CLI result)."""
+def first_run(smollm2, tmp_path_factory):
+    """One whole quickstart through the CLI with the stand-in trainer: (workdir, CLI result, trainings)."""
     import torch
 
-    workdir = tmp_path_factory.mktemp("quickstart-untrained")
+    workdir = tmp_path_factory.mktemp("quickstart")
+    calls = []
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # its header counts them: "1 CPU thread"
     try:
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(qs, "training_api", lambda: None)
+            mp.setattr(qs, "training_api", stand_in_training(calls))
             result = CliRunner().invoke(main, ["quickstart", "--workdir", str(workdir), "--num-questions", "1",
                                                "--max-new-tokens", "6"])
     finally:
         torch.set_num_threads(threads)
     assert result.exit_code == 0, result.output
-    return workdir, result
+    return workdir, result, calls
 
 
-def test_untrained_fallback_says_so(untrained):
-    workdir, result = untrained
+def test_first_run_prints_answers_speed_ups_and_gpu_commands(first_run):
+    workdir, result, calls = first_run
     out = result.stdout
-    assert "UNTRAINED" in out
-    assert qs.drafter_origin(workdir / "drafter") == "untrained"
+    assert len(calls) == 1 and calls[0].cache_dir == workdir / "train-cache" and calls[0].distill
+    assert qs.drafter_origin(workdir / "drafter", calls[0].extra["recipe"]) == "trained"
+    assert "UNTRAINED" not in out and f"work folder: {workdir} (drafter/ trained, checkpoint/)" in out
     for needle in ("Q1: ", "tokens/step", "x transformers generate", "same text as without drafting: yes",
                    "redrafter-trt convert", "--dtype bfloat16", "redrafter-trt build --checkpoint-dir",
                    "trtllm-build --checkpoint_dir", "--speculative_decoding_mode explicit_draft_tokens",
@@ -56,22 +81,24 @@ def test_untrained_fallback_says_so(untrained):
     assert "generating: 1 MT-Bench question, up to 6 tokens" in result.output, result.output  # its stage line too
     best = int(re.search(r"W=(\d+) L=\d+\*", out).group(1))  # the table's starred row
     assert f"ReDrafter, {best} beam{'' if best == 1 else 's'} x " in out, out
-    # bench's verdict, as `bench` prints it (an untrained drafter mostly "accepts almost nothing")
+    # bench's verdict, as `bench` prints it (the stand-in's untrained weights mostly "accept almost nothing")
     assert any(v in out for v in ("drafting pays here", "drafting does not pay here", "the drafter accepts almost"))
 
 
-def test_second_run_reuses_drafter_and_checkpoint(smollm2, untrained, monkeypatch):
-    workdir, _ = untrained
-    monkeypatch.setattr(qs, "training_api", lambda: None)
-    assert qs.ensure_drafter(smollm2, workdir, False, None) == (workdir / "drafter", False, True)
+def test_second_run_reuses_drafter_and_checkpoint_and_force_retrains(smollm2, first_run, monkeypatch):
+    workdir, _, _ = first_run
+    calls = []
+    monkeypatch.setattr(qs, "training_api", stand_in_training(calls))
+    assert qs.ensure_drafter(smollm2, workdir, False, None) == (workdir / "drafter", True)
     assert qs.ensure_checkpoint(smollm2, workdir / "drafter", workdir, False) == (workdir / "checkpoint", True)
+    assert calls == [] and qs.plan_drafter(smollm2, workdir, True).reuse is False
 
 
-def test_the_users_files_in_folders_it_reuses_do_not_stop_it(smollm2, untrained, monkeypatch):
+def test_the_users_files_in_folders_it_reuses_do_not_stop_it(smollm2, first_run, monkeypatch):
     """Notes of the user's in the work folder's drafter/ and checkpoint/ refused every quickstart, even one reusing
     both (nothing to delete or overwrite). They are refused only where the folder is about to be replaced (--force
     here, before anything is)."""
-    workdir, _ = untrained
+    workdir, _, _ = first_run
 
     class Stop(Exception):
         pass
@@ -79,7 +106,8 @@ def test_the_users_files_in_folders_it_reuses_do_not_stop_it(smollm2, untrained,
     def stop(*args, **kwargs):
         raise Stop
 
-    monkeypatch.setattr(qs, "training_api", lambda: None)
+    calls = []
+    monkeypatch.setattr(qs, "training_api", stand_in_training(calls))
     monkeypatch.setattr(qs, "run_bench", stop)  # reached once drafter and checkpoint are settled: nothing timed
     notes = [workdir / folder / "notes.txt" for folder in ("drafter", "checkpoint")]
     before = {p: p.stat().st_mtime_ns for p in (workdir / "drafter").iterdir()}
@@ -96,35 +124,47 @@ def test_the_users_files_in_folders_it_reuses_do_not_stop_it(smollm2, untrained,
     finally:
         for note in notes:
             note.unlink(missing_ok=True)
+    assert calls == []
     assert qs.ensure_checkpoint(smollm2, workdir / "drafter", workdir, False) == (workdir / "checkpoint", True)
 
 
-def test_untrained_drafter_is_retrained_and_reconverted(smollm2, untrained, monkeypatch):
-    """Once training is there, a cached untrained drafter is replaced, and the checkpoint follows the new drafter."""
-    from redrafter_trt.drafter import load_drafter, save_drafter
-    from redrafter_trt.producer import producer_block
+def test_an_untrained_drafter_from_init_drafter_is_retrained_and_reconverted(smollm2, first_run, monkeypatch):
+    """A drafter/ that init-drafter wrote (as an earlier version did where the training package failed to import)
+    was never this recipe's: it is replaced by a trained one, and the checkpoint follows the new drafter."""
+    from redrafter_trt.drafter import init_drafter_for_base
 
-    workdir, _ = untrained
+    workdir, _, _ = first_run
+    init_drafter_for_base(smollm2, workdir / "drafter")
+    assert qs.ensure_checkpoint(smollm2, workdir / "drafter", workdir, False)[1] is False  # converted from it
     calls = []
+    train = stand_in_training(calls)
 
-    def fake_train(cfg, on_progress=None, **kw):  # what train_drafter leaves behind, without the ten minutes
-        calls.append(cfg)
-        dcfg, tensors = load_drafter(workdir / "drafter")
-        save_drafter(cfg.output, dcfg, tensors, {**producer_block("train", {}, {}), **cfg.extra})  # train's
-        later = (workdir / "checkpoint" / "config.json").stat().st_mtime + 0.001  # newer, not in the future
-        os.utime(cfg.output / "model.safetensors", (later, later))
-        return cfg.output
+    def training_api():
+        config, stand_in = train()
 
-    from redrafter_trt.train import quickstart_config
+        def later(cfg, on_progress=None, **kw):  # newer than the checkpoint, however coarse the clock
+            stand_in(cfg, on_progress, **kw)
+            after = (workdir / "checkpoint" / "config.json").stat().st_mtime + 0.001
+            os.utime(cfg.output / "model.safetensors", (after, after))
+        return config, later
 
-    monkeypatch.setattr(qs, "training_api", lambda: (quickstart_config, fake_train))
-    assert qs.ensure_drafter(smollm2, workdir, False, None) == (workdir / "drafter", True, False)
-    assert len(calls) == 1 and calls[0].cache_dir == workdir / "train-cache" and calls[0].distill
-    assert qs.drafter_origin(workdir / "drafter", calls[0].extra["recipe"]) == "trained"
-    assert qs.ensure_drafter(smollm2, workdir, False, None) == (workdir / "drafter", True, True)
+    monkeypatch.setattr(qs, "training_api", training_api)
+    assert qs.ensure_drafter(smollm2, workdir, False, None) == (workdir / "drafter", False)
+    assert len(calls) == 1 and qs.drafter_origin(workdir / "drafter", calls[0].extra["recipe"]) == "trained"
+    assert qs.ensure_drafter(smollm2, workdir, False, None) == (workdir / "drafter", True)
     assert len(calls) == 1
     assert qs.ensure_checkpoint(smollm2, workdir / "drafter", workdir, False)[1] is False  # reconverted
     assert qs.ensure_checkpoint(smollm2, workdir / "drafter", workdir, False)[1] is True
+
+
+def test_a_broken_training_package_is_an_error_not_an_untrained_drafter(monkeypatch):
+    """`redrafter_trt.train` failing to import (it ships with the tool: only a broken install meets that) made the
+    quickstart go on with an untrained drafter, a warning and a NOTE in its report; the ImportError now stops it."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "redrafter_trt.train", None)  # `import redrafter_trt.train` raises ImportError
+    with pytest.raises(ImportError):
+        qs.training_api()
 
 
 @pytest.mark.slow
@@ -144,7 +184,7 @@ def test_real_training_first_and_second_run(smollm2, tmp_path, monkeypatch):
     monkeypatch.setattr(qs, "training_api", lambda: (config, train))
     opts = qs.QuickstartOptions(tmp_path, num_questions=1, max_new_tokens=8)
     first = qs.quickstart(opts)
-    assert first.trained and first.reused == {"drafter": False, "checkpoint": False} and len(calls) == 1
+    assert first.reused == {"drafter": False, "checkpoint": False} and len(calls) == 1
     draft_len = min(qs.CPU_DRAFT_LEN, qs.predict_n(tmp_path / "drafter"))
     assert [(c.num_beams, c.draft_len) for c in first.report.configs] == [(w, draft_len) for w in qs.GRID_BEAMS]
     assert all(not c.mismatched_prompts for c in first.report.configs), "drafting changed greedy output in float32"
@@ -195,28 +235,6 @@ def test_printed_commands_run_as_printed(tmp_path):
     result = CliRunner().invoke(main, [*shlex.split(build_line)[1:], "--dry-run"])
     assert result.exit_code == 0, result.output
     assert trtllm_line == f"# (runs: {result.output.strip()})"
-
-
-def test_force_without_training_keeps_a_trained_drafter(tmp_path, monkeypatch):
-    """A review: --force without the training package replaced a trained drafter (minutes of training) by an untrained
-    one, since it cannot retrain; it is kept now, and only an untrained one is made again."""
-    from tinymodels import make_drafter, make_hf
-
-    from redrafter_trt.drafter import load_drafter, save_drafter
-
-    base = make_hf(tmp_path / "base", "llama")
-    folder = tmp_path / "work" / "drafter"
-    cfg, tensors = load_drafter(make_drafter(tmp_path / "made", base))
-    save_drafter(folder, cfg, tensors, {"name": "redrafter-trt", "command": "train", "recipe": f"{qs.RECIPE}-abc"})
-    weights = (folder / "model.safetensors").read_bytes()
-    monkeypatch.setattr(qs, "training_api", lambda: None)
-    assert qs.ensure_drafter(base, folder.parent, True, None) == (folder, True, True)
-    assert (folder / "model.safetensors").read_bytes() == weights and qs.drafter_origin(folder) != "untrained"
-    assert qs.ensure_drafter(base, folder.parent, False, None) == (folder, True, True)
-    qs.ensure_drafter(base, folder.parent, True, None)  # nothing trained is lost by making an untrained one again
-    save_drafter(folder, cfg, tensors, {"name": "redrafter-trt", "command": "init-drafter"})
-    assert qs.ensure_drafter(base, folder.parent, False, None) == (folder, False, True)
-    assert qs.ensure_drafter(base, folder.parent, True, None) == (folder, False, False)
 
 
 def test_force_help_names_no_case_an_install_meets():
@@ -345,15 +363,15 @@ def test_a_changed_recipe_retrains_and_never_resumes_the_old_state(tiny_recipe, 
     base, api = tiny_recipe
     calls = []
     monkeypatch.setattr(qs, "training_api", api(calls, step_decay=1.0))
-    assert qs.ensure_drafter(base, tmp_path, False, None) == (tmp_path / "drafter", True, False)
+    assert qs.ensure_drafter(base, tmp_path, False, None) == (tmp_path / "drafter", False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["drafter", "train-cache"]
-    assert qs.ensure_drafter(base, tmp_path, False, None)[2] is True and calls == [False]  # reused
+    assert qs.ensure_drafter(base, tmp_path, False, None)[1] is True and calls == [False]  # reused
     monkeypatch.setattr(qs, "training_api", api(calls, step_decay=0.5))  # an option of the recipe changed
-    assert qs.ensure_drafter(base, tmp_path, False, None) == (tmp_path / "drafter", True, False)
+    assert qs.ensure_drafter(base, tmp_path, False, None) == (tmp_path / "drafter", False)
     assert calls == [False, False]
     monkeypatch.setattr(qs, "training_api", api(calls, step_decay=1.0))
     monkeypatch.setattr(qs, "RECIPE", "quickstart-next")  # new training code, the same options
-    assert qs.ensure_drafter(base, tmp_path, False, None) == (tmp_path / "drafter", True, False)
+    assert qs.ensure_drafter(base, tmp_path, False, None) == (tmp_path / "drafter", False)
     assert calls == [False, False, False]
 
 
@@ -383,11 +401,11 @@ def test_an_interrupted_run_resumes_with_its_own_recipe_only(tiny_recipe, tmp_pa
     with pytest.raises(KeyboardInterrupt):
         qs.ensure_drafter(base, tmp_path, False, stop)
     assert not (tmp_path / "drafter").exists() and (tmp_path / "drafter.train-state.pt").exists()
-    assert qs.ensure_drafter(base, tmp_path, False, None) == (tmp_path / "drafter", True, False)
+    assert qs.ensure_drafter(base, tmp_path, False, None) == (tmp_path / "drafter", False)
     assert calls == [False, True]  # went on where it stopped
     (tmp_path / "drafter").rename(tmp_path / "kept")
     monkeypatch.setattr(qs, "training_api", api(calls, checkpoint_every=1, lr=2e-3))
-    assert qs.ensure_drafter(base, tmp_path, False, None)[1:] == (True, False)
+    assert qs.ensure_drafter(base, tmp_path, False, None)[1] is False
     assert calls == [False, True, False]  # another recipe's state is not resumed (the run starts over)
 
 
@@ -729,7 +747,7 @@ def test_a_busy_machine_leaves_the_headline_speed_unreliable_too(smollm2, tmp_pa
     users read ('ReDrafter, 2 beams x 2 draft tokens: ... 5.29x the same runtime without drafting'), did not."""
     from test_bench import fake_scheduler
 
-    monkeypatch.setattr(qs, "training_api", lambda: None)
+    monkeypatch.setattr(qs, "training_api", stand_in_training([]))
     fake_scheduler(monkeypatch, 0.5)  # a third of each timed call's runnable time spent waiting for a core
     result = CliRunner().invoke(main, ["quickstart", "--workdir", str(tmp_path / "w"), "--num-questions", "1",
                                        "--max-new-tokens", "6"])

@@ -166,7 +166,7 @@ from redrafter_trt.quickstart import training_api
 from redrafter_trt.train import chunks
 from redrafter_trt.train.cache import prune_superseded, using
 from redrafter_trt.train.dataset import base_id
-assert training_api() is not None
+training_api()  # the training package imports
 base, store = Path({str(base)!r}), Path({str(store)!r})
 with using(store, base, base_id(base)):
     prune_superseded(store, base)

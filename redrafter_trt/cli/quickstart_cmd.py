@@ -11,15 +11,6 @@ import click
 from .params import Command
 
 
-def _progress():
-    """Training's progress bars (the `train` command's), or None where training is unavailable."""
-    try:
-        from .train_cmd import _Bars
-    except ImportError:
-        return None
-    return _Bars()
-
-
 @click.command(cls=Command, context_settings={"show_default": True})
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
               help="Keeps drafter/, checkpoint/ and train-cache/ for the next run: new, empty or an earlier quickstart's "
@@ -32,14 +23,14 @@ def _progress():
 def quickstart(workdir, num_questions, max_new_tokens, force):
     """From nothing to a measured ReDrafter speed-up on this CPU, then the GPU commands."""
     from ..quickstart import QuickstartOptions, default_workdir, quickstart as run
+    from .train_cmd import _Bars
 
-    bars = _progress()
+    bars = _Bars()  # training's progress, as `train` shows it
     opts = QuickstartOptions(workdir or default_workdir(), num_questions, max_new_tokens, force)
     try:
         res = run(opts, on_stage=lambda line: click.echo(f"== {line}", err=True), on_progress=bars)
     finally:
-        if bars is not None:
-            bars.close()
+        bars.close()
     rep, best = res.report, res.report.best
 
     click.echo("")
@@ -50,9 +41,6 @@ def quickstart(workdir, num_questions, max_new_tokens, force):
         click.echo(textwrap.indent(a, "    "))
         click.echo(f"    [{n} tokens in {steps} steps: {n / steps:.2f} tokens/step]\n")
 
-    if not res.trained:
-        click.echo("NOTE: the drafter is UNTRAINED (the training package is not installed): it accepts almost no "
-                   "draft tokens, so these figures show the cost of drafting, not its gain.")
     from ..bench_report import busy_warning, format_table, verdict
     from ..plural import counted
 
@@ -69,7 +57,7 @@ def quickstart(workdir, num_questions, max_new_tokens, force):
     click.echo(verdict(rep))
     stages = ", ".join(f"{k} {v:.0f}s{' (reused)' if res.reused.get(k) else ''}" for k, v in res.seconds.items())
     click.echo(f"time: {stages}")
-    click.echo(f"work folder: {opts.workdir} (drafter/ {'trained' if res.trained else 'UNTRAINED'}, checkpoint/)")
+    click.echo(f"work folder: {opts.workdir} (drafter/ trained, checkpoint/)")
     click.echo("\nOn this CPU: all 80 MT-Bench questions (tokens/step in minutes; then tokens/step and speed, an hour), "
                "and the checkpoint over HTTP:")
     for line in res.cpu_commands:
