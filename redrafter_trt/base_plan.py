@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 
 from . import layout
-from .checkpoint import config_problems
+from .checkpoint import config_problems, ending_in_fix
 from .config import DTYPES, BaseModelConfig, read_json, trtllm_model_fields
 from .errors import ConfigError, TensorError, name_list
 from .io import ST_TO_TORCH, UNREAD_BASE_FIX, TensorSource, all_finite, broken_base_tensor, unread_weights
@@ -349,7 +349,8 @@ def _trtllm_config(base: Path, opts: ConvertOptions) -> dict:
         cfg["rotary_scaling"] = None  # the same RoPE: 1.0 to 1.2's RotaryScalingType.from_string has no "default"
     problems = config_problems(cfg)
     if problems:
-        raise ConfigError(f"base checkpoint {base}: {problems[0]}: fix its config.json or re-export the base")
+        raise ConfigError(f"base checkpoint {base}: "
+                          f"{ending_in_fix(problems[0], 'fix its config.json or re-export the base')}")
     mapping = cfg.get("mapping") or {}
     tp = layout.tp_size(cfg)  # pp_size 1: checked by config_problems
     if opts.tp_size is not None and opts.tp_size != tp:

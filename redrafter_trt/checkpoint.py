@@ -74,6 +74,11 @@ class WithFix(str):
     convert, of a base's config) adds no other fix after it."""
 
 
+def ending_in_fix(problem: str, fix: str) -> str:
+    """The problem followed by `fix`, or alone where it carries its own (a WithFix)."""
+    return problem if isinstance(problem, WithFix) else f"{problem}: {fix}"
+
+
 @dataclass
 class Report:
     path: str
