@@ -146,8 +146,7 @@ def read_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
             # memory-mapped (only the rows a rank reads are paged in) unless the file predates torch's zip format
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as e:
-        raise TensorError(f"{path} is a pickle that would run code or load non-tensor objects "
-                          f"({unsafe_pickle_reason(e)}): if you trust its source, load it with "
+        raise TensorError(f"{unsafe_pickle(path, e)}: if you trust its source, load it with "
                           f"torch.load(weights_only=False) and save its tensors as safetensors") from None
     except (RuntimeError, EOFError, OSError, UnicodeDecodeError, ValueError) as e:
         raise TensorError(f"{path} is truncated or not a PyTorch file ({first_line(e, type(e).__name__)}): "
@@ -157,6 +156,11 @@ def read_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise TensorError(f"{path} does not hold a state dict of tensors: save `model.state_dict()` instead")
     return dict(obj)
+
+
+def unsafe_pickle(path: Path, error: pickle.UnpicklingError) -> str:
+    """A refusal of a pickle torch.load(weights_only=True) refuses, less its fix (each caller's own)."""
+    return f"{path} is a pickle that would run code or load non-tensor objects ({unsafe_pickle_reason(error)})"
 
 
 def unsafe_pickle_reason(error: pickle.UnpicklingError) -> str:

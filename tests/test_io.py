@@ -105,8 +105,10 @@ def test_first_line_ends_on_a_word(message, said):
     assert first_line(ValueError(message), "fallback") == said
 
 
-def test_an_unsafe_training_state_is_named_in_whole_words(tmp_path):
-    """read_state's refusal of a state torch.load(weights_only=True) refuses quoted torch's first line cut mid-word."""
+def test_an_unsafe_training_state_is_refused_as_every_unsafe_pickle(tmp_path):
+    """read_state's refusal of a state torch.load(weights_only=True) refuses quoted torch's first line cut mid-word,
+    then its first sentence ('Weights only load failed.'), and called the file truncated: it names the global torch
+    refused, as convert's refusal of a pickle does (io.unsafe_pickle)."""
     import os
     from types import SimpleNamespace
 
@@ -121,4 +123,6 @@ def test_an_unsafe_training_state_is_named_in_whole_words(tmp_path):
     torch.save({"step": 1, "x": Evil()}, path)
     with pytest.raises(CorruptFileError) as e:
         read_state(SimpleNamespace(state_path=path))
-    assert f"{path} is truncated or not a training state (Weights only load failed.): start over" in str(e.value)
+    assert str(e.value) == (f"{path} is a pickle that would run code or load non-tensor objects (torch.load("
+                            f"weights_only=True) refuses its global {os.system.__module__}.system): start over without "
+                            f"--resume (the answers and hidden states cached so far are reused)")

@@ -19,6 +19,7 @@ import torch
 from ..drafter import Drafter, DrafterConfig
 from ..errors import ConfigError, CorruptFileError, RedrafterError, first_line
 from ..interrupts import uninterrupted
+from ..io import unsafe_pickle
 from .config import TrainConfig
 from .dataset import base_id, dtype_name
 from .objective import Head
@@ -148,16 +149,18 @@ def read_state(cfg: TrainConfig, mmap: bool = False) -> dict:
     """The saved state; a file cut short (a full disk, a copy broken off) or not a state: CorruptFileError."""
     if not cfg.state_path.exists():
         raise _no_state(cfg)
+    fix = "start over without --resume (the answers and hidden states cached so far are reused)"
     state = "not a whole PyTorch file"  # save_state's torch.save writes a zip archive, whose end a cut file lacks
     if zipfile.is_zipfile(cfg.state_path):
         try:
             state = torch.load(cfg.state_path, map_location="cpu", weights_only=True, mmap=mmap)
-        except (RuntimeError, EOFError, pickle.UnpicklingError, UnicodeDecodeError, ValueError) as e:
+        except pickle.UnpicklingError as e:  # torch's refusal of a global: no state save_state writes
+            raise CorruptFileError(f"{unsafe_pickle(cfg.state_path, e)}: {fix}") from None
+        except (RuntimeError, EOFError, UnicodeDecodeError, ValueError) as e:
             state = first_line(e, type(e).__name__)
     if not isinstance(state, dict) or "step" not in state:
         why = state if isinstance(state, str) else "no step saved"
-        raise CorruptFileError(f"{cfg.state_path} is truncated or not a training state ({why}): start over without "
-                               f"--resume (the answers and hidden states cached so far are reused)")
+        raise CorruptFileError(f"{cfg.state_path} is truncated or not a training state ({why}): {fix}")
     return state
 
 
