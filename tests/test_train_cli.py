@@ -573,6 +573,26 @@ def test_the_bases_own_answers_count_the_prompts_scored(chat_base, tmp_path, mon
                                    f"generation_config.json and tokenizer"], caplog.messages
 
 
+def test_held_out_prompts_leaving_the_base_little_room_are_named(chat_base, tmp_path, monkeypatch, caplog):
+    """Without --distill the base answers held-out prompts within --max-seq-len (a longer one's middle is cut to
+    leave 2 answer tokens): its answers to them, capped short, were scored without a word (a run reported 6.0
+    tokens/step on them). They are named as --distill names its prompts that leave less room than
+    --distill-max-new-tokens."""
+    from redrafter_trt.train import loop
+
+    monkeypatch.setattr(loop, "BASE_ANSWERED_PROMPTS", 2)
+    data = tmp_path / "qa.jsonl"
+    data.write_text("\n".join(json.dumps({"question": f"What is {a} plus {a + 1}?", "answer": f"It is {2 * a + 1}."})
+                              for a in range(40)))
+    with caplog.at_level("WARNING", logger="redrafter_trt.train.loop"):
+        r = _run("--base", chat_base, "--data", data, "--output", tmp_path / "out", "--cache-dir", tmp_path / "c",
+                 "--max-steps", "2", "--predict-n", "2", "--base-dtype", "float32", "--max-seq-len", "64",
+                 "--distill-max-new-tokens", "48")
+    assert r.exit_code == 0, r.output
+    assert "2 of 2 held-out prompts leave less than --distill-max-new-tokens 48 answer tokens within --max-seq-len " \
+           "64: their answers stop there" in caplog.messages, caplog.messages
+
+
 def test_train_help_says_the_base_answers_held_out_prompts_without_distill():
     """Without --distill the base answers a few held-out prompts (minutes on a CPU), which train --help never said."""
     from redrafter_trt.train.heldout import BASE_ANSWERED_PROMPTS

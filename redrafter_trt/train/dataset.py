@@ -313,11 +313,7 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
         if cut:
             whole("%d of %d prompts are longer than --max-seq-len %d less 2 answer tokens: their middles were "
                   "cut; raise --max-seq-len to keep them whole", cut, len(convs), cfg.max_seq_len)
-        short = sum(len(p) + cfg.distill_max_new_tokens > cfg.max_seq_len for p in prompts)
-        if short:
-            whole("%d of %d prompts leave less than --distill-max-new-tokens %d answer tokens within "
-                  "--max-seq-len %d: their answers stop there", short, len(prompts),
-                  cfg.distill_max_new_tokens, cfg.max_seq_len)
+        say_little_room(whole, prompts, cfg, "prompts")
         train_p, eval_p = split(prompts, cfg.eval_examples)
         check_shards(len(train_p), world)
         mine = eval_p + train_p[rank::world] if rank == 0 else train_p[rank::world]
@@ -362,6 +358,15 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
     log.info("%d training and %d held-out examples (%d and %d answer tokens)", len(train), len(held),
              sum(sum(ex.mask) for ex in train), sum(sum(ex.mask) for ex in held))
     return train, held
+
+
+def say_little_room(say: Callable[..., None], prompts: list[list[int]], cfg: TrainConfig, what: str) -> None:
+    """Name the prompts the base answers (`distill`) that leave less than --distill-max-new-tokens answer tokens
+    within --max-seq-len, where their answers stop: a prompt cut to fit (unique_prompts) leaves 2."""
+    short = sum(len(p) + cfg.distill_max_new_tokens > cfg.max_seq_len for p in prompts)
+    if short:
+        say("%d of %d %s leave less than --distill-max-new-tokens %d answer tokens within --max-seq-len %d: their "
+            "answers stop there", short, len(prompts), what, cfg.distill_max_new_tokens, cfg.max_seq_len)
 
 
 def unique_prompts(tokenizer, convs: list[Conversation], max_seq_len: int) -> tuple[list[list[int]], int]:

@@ -31,7 +31,7 @@ from ..runtime.linear import pack_linears
 from .base import base_tensors, load_tokenizer
 from .cache import prune_superseded
 from .config import TrainConfig
-from .dataset import STOPS_AT_ONCE_FIX, base_key, build_examples, distill_folder, dtype_name
+from .dataset import STOPS_AT_ONCE_FIX, base_key, build_examples, distill_folder, dtype_name, say_little_room
 from .features import Features, build_features, file_metadata
 from .heldout import BASE_ANSWERED_PROMPTS, base_answered, evaluate
 from .init import new_drafter
@@ -124,6 +124,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
         own_prompts = held_prompts[:BASE_ANSWERED_PROMPTS]
         log.info("the base's own answers to %s, scored after training as the data's are",
                  counted(len(own_prompts), "held-out prompt"))
+        say_little_room(log.warning, own_prompts, cfg, "held-out prompts")
         own_ex, _ = base_answered(load_model, tokenizer, own_prompts, distill_folder(cache_dir, cfg.base, base_dtype),
                                   max_new_tokens=cfg.distill_max_new_tokens, batch_size=cfg.distill_batch_size,
                                   max_len=cfg.max_seq_len, device=device,
