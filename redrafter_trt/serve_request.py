@@ -212,9 +212,10 @@ def parse(body, chat: bool, model_name: str, max_output_len: int, tool_parser: s
         raise RequestError("the request body must be a JSON object")
     stream = _field(body, "stream", bool, False, need="true or false")
     options = _field(body, "stream_options", dict, {}, lambda v: stream and set(v) <= STREAM_OPTIONS and all(
-                     LAX[bool](x) is not None for x in v.values()),
+                     x is None or LAX[bool](x) is not None for x in v.values()),
                      '{"include_usage": true or false, "continuous_usage_stats": true or false}, with "stream": true')
-    options = {key: LAX[bool](value) for key, value in options.items()}  # "true", 1: true (pydantic's lax mode)
+    # "true", 1: true (pydantic's lax mode); null: unset, as vLLM's and trtllm-serve's StreamOptions (bool | None)
+    options = {key: LAX[bool](value) for key, value in options.items() if value is not None}
     if _field(body, "model", str, model_name, need=f'"{model_name}" (GET /v1/models)') != model_name:
         raise ModelNotFound(f'"model" {body["model"]!r} is not served here: send "{model_name}" (GET /v1/models)')
     _field(body, "best_of", int, 1, lambda v: v == 1, '1: send "n" for more answers')

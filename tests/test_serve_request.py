@@ -203,6 +203,17 @@ def test_bool_fields_take_what_pydantics_lax_mode_takes(sent, read):
     assert chat(logprobs=sent).logprobs == (0 if read else None)
 
 
+def test_a_null_stream_option_is_unset():
+    """`"stream_options": {"include_usage": null}` was refused, where vLLM's and trtllm-serve's StreamOptions read
+    `bool | None` (null: unset); unset, it takes our default (OpenAI's: usage only when include_usage is true)."""
+    for options in ({"include_usage": None}, {"continuous_usage_stats": None}, {"include_obfuscation": None},
+                    {"include_usage": None, "continuous_usage_stats": True}):
+        req = completion(stream=True, stream_options=options)
+        assert (req.include_usage, req.continuous_usage) == (False, False), options
+    req = completion(stream=True, stream_options={"include_usage": True, "continuous_usage_stats": None})
+    assert (req.include_usage, req.continuous_usage) == (True, False)
+
+
 NO_BOOLS = [" true ", "true ", "\ttrue", "\xa0true", "", "2", "1.0", "0.0", "01", "+1", "-0", "yes please", "nope",
             "ok", "ＴＲＵＥ", "\u0130", 2, -1, 10 ** 30, 0.5, 1e-300, float("nan"), float("inf"), [True], {}]
 
