@@ -116,7 +116,8 @@ class App:
         self.template_kwargs = dict(template_kwargs or {})
         self.created = int(time.time())
 
-    def get(self, path: str) -> tuple[int, dict | list]:
+    def get(self, path: str, head: bool = False) -> tuple[int, dict | list]:
+        """head: HEAD's answer, GET's (its headers go out) with nothing taken (/metrics keeps its steps)."""
         if path == "/health":  # 503 once shutting down, as completions: a load balancer stops sending requests here
             if self.backend.closing:
                 return HTTPStatus.SERVICE_UNAVAILABLE, error(SHUTTING_DOWN, "service_unavailable")
@@ -124,7 +125,7 @@ class App:
         if path == "/version":
             return HTTPStatus.OK, {"version": __version__}
         if path == "/metrics":
-            return HTTPStatus.OK, self.backend.take_iterations()
+            return HTTPStatus.OK, self.backend.take_iterations(keep=head)
         model = {"id": self.model_name, "object": "model", "created": self.created, "owned_by": "redrafter-trt"}
         if path == "/v1/models":
             return HTTPStatus.OK, {"object": "list", "data": [model]}

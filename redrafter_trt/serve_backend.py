@@ -100,10 +100,11 @@ class ReferenceBackend:
         a later one may still join it); True when so."""
         return self.scheduler.wait_idle(timeout)
 
-    def take_iterations(self) -> list[dict]:
+    def take_iterations(self, keep: bool = False) -> list[dict]:
         """The prefills and decoding steps since the last call, oldest first (at most serve_metrics.MAX_ITERATIONS),
-        as TensorRT-LLM's iteration statistics (trtllm-serve's GET /metrics); each is given once."""
-        return self.scheduler.take_iterations()
+        as TensorRT-LLM's iteration statistics (trtllm-serve's GET /metrics); each is given once (keep: given again
+        next time)."""
+        return self.scheduler.take_iterations(keep)
 
     def encode_chat(self, messages: list[dict], template_kwargs: dict | None = None, tools: tuple[dict, ...] = ()
                     ) -> list[int]:

@@ -134,7 +134,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_HEAD(self):  # health checks (`wget --spider`): GET's status and headers (/metrics keeps its steps)
         self._skip_body()
-        self._reply(*((HTTPStatus.OK, []) if self.route == "/metrics" else self.server.app.get(self.route)), body=False)
+        self._reply(*self.server.app.get(self.route, head=True), body=False)
 
     def do_OPTIONS(self):
         self._skip_body()

@@ -64,9 +64,12 @@ class IterationLog:
         except (OSError, ValueError, IndexError):
             return 0
 
-    def take(self) -> list[dict]:
+    def take(self, keep: bool = False) -> list[dict]:
+        """keep: leave them for the next take (HEAD /metrics, which sends GET's headers)."""
         with self.lock:
-            taken, self.kept = list(self.kept), deque(maxlen=MAX_ITERATIONS)
+            taken = list(self.kept)
+            if not keep:
+                self.kept = deque(maxlen=MAX_ITERATIONS)
         return taken
 
     def record(self, it: Iteration, *, queued: int, queue_seconds: float, max_batch: int,

@@ -197,10 +197,11 @@ class Scheduler:
                 self.busy = False
                 self.wake.notify_all()
 
-    def take_iterations(self) -> list[dict]:
+    def take_iterations(self, keep: bool = False) -> list[dict]:
         """The prefills and decoding steps since the last call, oldest first (at most serve_metrics.MAX_ITERATIONS),
-        as TensorRT-LLM's iteration statistics (trtllm-serve's GET /metrics); each is given once."""
-        return self.iterations.take()
+        as TensorRT-LLM's iteration statistics (trtllm-serve's GET /metrics); each is given once (keep: given again
+        next time)."""
+        return self.iterations.take(keep)
 
     def _iteration(self, it: Iteration, pending: int, seen: Unreported) -> None:
         """runtime.decode's on_step: one forward pass of the running batch, as an iteration statistic (serve_metrics).

@@ -952,3 +952,16 @@ def test_the_start_line_says_a_greedy_checkpoint_answers_greedily(server):
             "serving tiny at http://h:1/v1 (reference runtime, cpu, tp 1, 2 beams x 2 draft tokens); Ctrl-C stops")
     finally:
         backend.config = original
+
+
+@pytest.mark.parametrize("path", ["/health", "/version", "/metrics", "/v1/models", "/v1/models/tiny",
+                                  "/v1/models/other", "/v1/completions", "/nowhere"])
+def test_head_sends_the_headers_get_sends(server, path):
+    """RFC 9110 9.3.2: HEAD /metrics answered Content-Length 2 (an empty list's), where a GET sent the steps."""
+    request(server, "POST", "/v1/completions", {"prompt": "abc", "max_tokens": 3, "ignore_eos": True})
+    assert server.app.backend.scheduler.wait_idle(60)  # no step is recorded between the HEAD and the GET
+    status, head, data = request(server, "HEAD", path)
+    assert data == b""
+    got_status, got_head, got = request(server, "GET", path)
+    assert (status, int(head["Content-Length"])) == (got_status, len(got))
+    assert {k: v for k, v in head.items() if k != "Date"} == {k: v for k, v in got_head.items() if k != "Date"}
