@@ -202,40 +202,97 @@ class Handler(BaseHTTPRequestHandler):
                                                "UTF-16 surrogate pair: send whole characters")
         except ValueError:  # json's int() of a number over sys.get_int_max_str_digits() digits (4300)
             problem = HTTPStatus.BAD_REQUEST, "the request body holds a number too long to read: send a shorter one"
-        self.close_connection = True  # whatever is left of the body must not be read as the next request
-        self._reply(problem[0], error(problem[1], "invalid_request_error"))
+        self._refuse(*problem)  # closing: whatever is left of the body must not be read as the next request
         return UNREADABLE
 
     def _body_bytes(self) -> bytes:
         """The body as sent, by its Content-Length or chunked (`read_chunked`), at most MAX_BODY bytes; Unreadable
         (status, why and the fix) where it cannot be read."""
-        length, codings = self.headers.get("Content-Length"), self.headers.get_all("Transfer-Encoding")
-        if codings is not None:  # every Transfer-Encoding line: a proxy may read the last one
-            if [c.strip(" \t").lower() for c in codings] != ["chunked"]:
-                raise Unreadable(HTTPStatus.NOT_IMPLEMENTED, f"Transfer-Encoding {', '.join(codings)!r} is not read "
-                                                             "here: send the body chunked, or with a Content-Length")
-            if length is not None:  # a request smuggling's shape (RFC 9112 6.3), refused as uvicorn's h11 does
-                raise Unreadable(HTTPStatus.BAD_REQUEST, "Transfer-Encoding chunked and a Content-Length: send one "
-                                                         "of them")
-            if self.request_version == "HTTP/1.0":  # no chunked in HTTP/1.0: framing a proxy may read otherwise
-                self.close_connection = True  # RFC 9112 6.1: close after reading it
-            return read_chunked(self.rfile, MAX_BODY)
-        if length is None or not _byte_count(length):
-            raise Unreadable(HTTPStatus.LENGTH_REQUIRED, f"Content-Length {length!r} is not a byte count: send a "
-                                                         "JSON body")
+        length = self._framing()
+        if length is not None:
+            return self.rfile.read(length)
+        if self.request_version == "HTTP/1.0":  # no chunked in HTTP/1.0: framing a proxy may read otherwise
+            self.close_connection = True  # RFC 9112 6.1: close after reading it
+        return read_chunked(self.rfile, MAX_BODY)
+
+    def _framing(self) -> int | None:
+        """The body's length by the headers alone (None: chunked, read as it comes); Unreadable where they refuse
+        it (`handle_expect_100` refuses so before the body is sent)."""
+        codings = self.headers.get_all("Transfer-Encoding")
+        if codings is None:
+            if (length := self._length()) is None:
+                raise Unreadable(HTTPStatus.LENGTH_REQUIRED, "no Content-Length: send a JSON body")
+            return length
+        # every Transfer-Encoding line: a proxy may read the last one
+        if [c.strip(" \t").lower() for c in codings] != ["chunked"]:
+            raise Unreadable(HTTPStatus.NOT_IMPLEMENTED, f"Transfer-Encoding {', '.join(codings)!r} is not read "
+                                                         "here: send the body chunked, or with a Content-Length")
+        if "Content-Length" in self.headers:  # a request smuggling's shape (RFC 9112 6.3), refused as h11 does
+            raise Unreadable(HTTPStatus.BAD_REQUEST, "Transfer-Encoding chunked and a Content-Length: send one of "
+                                                     "them")
+        return None
+
+    def _length(self) -> int | None:
+        """The Content-Length (None: none sent), at most MAX_BODY. A length repeated (two lines, or a list "59, 59"
+        a proxy joined) is one, as h11 reads it (RFC 9110 8.6); lengths that differ are a 400 (RFC 9112 6.3: the
+        body's end is unknown, what follows must not be read as the next request: a request smuggling's shape)."""
+        lines = self.headers.get_all("Content-Length")
+        if lines is None:
+            return None
+        sent = ", ".join(lines)
+        values = {value.strip(" \t") for line in lines for value in line.split(",")}
+        if len(values) > 1:
+            raise Unreadable(HTTPStatus.BAD_REQUEST, f"Content-Length {sent!r} holds lengths that differ: send one")
+        if not _byte_count(length := values.pop()):
+            raise Unreadable(HTTPStatus.LENGTH_REQUIRED, f"Content-Length {sent!r} is not a byte count: send a JSON "
+                                                         "body")
         if int(length) > MAX_BODY:
             raise too_large(MAX_BODY)
-        return self.rfile.read(int(length))
+        return int(length)
 
     def _skip_body(self) -> None:
         """Drop the body of a request that takes none (a PUT, a GET with a JSON body): left unread, a kept-alive
         connection would read it as its next request. One that cannot be read to its end closes the connection."""
-        length = self.headers.get("Content-Length")
-        if self.headers.get_all("Transfer-Encoding") or (length is not None and not (_byte_count(length)
-                                                                                 and int(length) <= MAX_BODY)):
+        try:
+            length = None if self.headers.get_all("Transfer-Encoding") else self._length() or 0
+        except Unreadable:
+            length = None
+        if length is None:
             self.close_connection = True
         elif length:
-            self.rfile.read(int(length))
+            self.rfile.read(length)
+
+    def parse_request(self) -> bool:
+        """http.server's, then RFC 9112 3.2's Host rule, which it does not check (`_one_host`)."""
+        return super().parse_request() and self._one_host()
+
+    def _one_host(self) -> bool:
+        """False after a 400 to a request with several Host headers, or an HTTP/1.1 one with none, as h11 (uvicorn's
+        parser) refuses them; HTTP/1.0 may leave it out."""
+        hosts = len(self.headers.get_all("Host") or ())
+        if hosts == 1 or (hosts == 0 and self.request_version in ("HTTP/0.9", "HTTP/1.0")):
+            return True
+        self._refuse(HTTPStatus.BAD_REQUEST, f"{hosts or 'no'} Host header{'s' if hosts > 1 else ''}: send one, "
+                                             "naming the server (RFC 9112 3.2)")
+        return False
+
+    def handle_expect_100(self) -> bool:
+        """`Expect: 100-continue`: a request refused by its headers alone (no Host; a body over MAX_BODY, or framed
+        as it cannot be read) is answered at once, without asking for its body (RFC 9110 10.1.1)."""
+        if not self._one_host():
+            return False
+        if self.command == "POST" and self.route in POST_ROUTES:  # the bodies read (`_body`)
+            try:
+                self._framing()
+            except Unreadable as e:
+                self._refuse(*e.args)
+                return False
+        return super().handle_expect_100()
+
+    def _refuse(self, status: int, why: str) -> None:
+        """Answer a request that cannot be read (why: the problem and the fix), and close the connection."""
+        self.close_connection = True
+        self._reply(status, error(why, "invalid_request_error"), body=self.command != "HEAD")
 
     def _client_alive(self) -> bool:
         """False once the client has closed its end of the connection (it gave up waiting for its answer)."""

@@ -954,6 +954,85 @@ def test_the_start_line_says_a_greedy_checkpoint_answers_greedily(server):
         backend.config = original
 
 
+SMUGGLED = b"GET /v1/smuggled HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+
+@pytest.mark.parametrize("lengths", [b"Content-Length: %d\r\nContent-Length: %d\r\n", b"Content-Length: %d, %d\r\n"],
+                         ids=["two-lines", "one-list"])
+def test_content_lengths_that_differ_are_a_400_and_a_closed_connection(server, lengths):
+    """A review: of two Content-Length lines the first was read, and the rest of the body answered as the next
+    request (a CL.CL request smuggling); lengths that differ are a 400 and the connection closes (RFC 9112 6.3), as
+    h11 (uvicorn's parser) refuses them."""
+    body = json.dumps({"prompt": "ab", "max_tokens": 1}).encode()
+    raw = b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n" + lengths % (len(body), len(body) + len(SMUGGLED))
+    answer = exchange(server, raw + b"\r\n" + body + SMUGGLED, half_close=False)
+    assert answer.startswith(b"HTTP/1.1 400 ") and answer.count(b"HTTP/1.1 ") == 1, answer
+    assert "Content-Length" in json.loads(answer.partition(b"\r\n\r\n")[2])["error"]["message"]
+    raw = b"GET /health HTTP/1.1\r\nHost: x\r\n" + lengths % (0, len(SMUGGLED)) + b"\r\n" + SMUGGLED
+    answer = exchange(server, raw, half_close=False)
+    assert answer.count(b"HTTP/1.1 ") == 1, answer  # a GET's body is never read as a next request either
+
+
+@pytest.mark.parametrize("lengths", [b"Content-Length: %d\r\nContent-Length: %d\r\n", b"Content-Length: %d,%d\r\n"],
+                         ids=["two-lines", "one-list"])
+def test_a_content_length_repeated_with_its_value_is_read_as_one(server, lengths):
+    """RFC 9110 8.6: the same length sent twice (two lines, or "59, 59": a proxy joining them) is one length, read
+    as h11 reads it; "59, 59" got 411."""
+    body = json.dumps({"prompt": "ab", "max_tokens": 1}).encode()
+    raw = b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + lengths % (len(body), len(body))
+    answer = exchange(server, raw + b"\r\n" + body, half_close=False)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer
+    assert json.loads(answer.partition(b"\r\n\r\n")[2])["usage"]["completion_tokens"] == 1
+
+
+def h11_status(raw: bytes) -> int | None:
+    """The status h11 0.16 (uvicorn's parser, under vLLM and trtllm-serve) refuses the request head with (None: it
+    reads it)."""
+    h11 = pytest.importorskip("h11")
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(raw)
+    try:
+        conn.next_event()
+    except h11.RemoteProtocolError as e:
+        return e.error_status_hint
+    return None
+
+
+@pytest.mark.parametrize("hosts, version, refused", [
+    (b"", b"1.1", True), (b"Host: a\r\nHost: b\r\n", b"1.1", True), (b"Host: a\r\nHost: a\r\n", b"1.1", True),
+    (b"Host: a\r\n", b"1.1", False), (b"", b"1.0", False), (b"Host: a\r\nHost: b\r\n", b"1.0", True),
+], ids=["none", "two", "two-same", "one", "none-1.0", "two-1.0"])
+def test_an_http_1_1_request_needs_one_host(server, hosts, version, refused):
+    """RFC 9112 3.2: an HTTP/1.1 request without a Host, or any with several, is a 400 (h11 refuses both); an
+    HTTP/1.0 one may leave it out."""
+    raw = b"GET /health HTTP/" + version + b"\r\n" + hosts + b"\r\n"
+    assert (h11_status(raw) == 400) == refused
+    answer = exchange(server, raw)
+    assert answer.startswith(b"HTTP/1.1 400 " if refused else b"HTTP/1.1 200 ") and answer.count(b"HTTP/1.1 ") == 1
+    if refused:
+        assert "Host" in json.loads(answer.partition(b"\r\n\r\n")[2])["error"]["message"]
+
+
+def test_a_body_over_the_limit_is_refused_before_100_continue(server, monkeypatch):
+    """RFC 9110 10.1.1: a server that will refuse the body should not ask for it: `Expect: 100-continue` with a
+    Content-Length over the limit got 100 Continue, then 413 once sent; now the 413 at once. Within the limit: 100
+    Continue, then the answer."""
+    monkeypatch.setattr("redrafter_trt.serve_http.MAX_BODY", 64)
+    with socket.create_connection(server.server_address, timeout=30) as sock:
+        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 65\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 413 ") and answer.count(b"HTTP/1.1 ") == 1, answer
+    body = json.dumps({"prompt": "ab", "max_tokens": 1}).encode()
+    with socket.create_connection(server.server_address, timeout=30) as sock:
+        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nConnection: close\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body))
+        assert sock.recv(25) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(body)
+        assert sock.recv(12) == b"HTTP/1.1 200"
+
+
 @pytest.mark.parametrize("path", ["/health", "/version", "/metrics", "/v1/models", "/v1/models/tiny",
                                   "/v1/models/other", "/v1/completions", "/nowhere"])
 def test_head_sends_the_headers_get_sends(server, path):
