@@ -194,11 +194,19 @@ class App:
         def usage_of(prompt_tokens: int, made: int) -> dict:
             return {"prompt_tokens": prompt_tokens, "completion_tokens": made, "total_tokens": prompt_tokens + made}
 
+        held = [[] for _ in range(len(prompts) * n)]  # per answer: logprobs of tokens whose text never went out
+
         def chunk(i: int, delta: str, values: list, role: bool = False, made: int = 0, reasoning: str = "",
                   call: dict | None = None) -> None:
             """reasoning: the answer's thinking (`delta.reasoning_content`, without a content when delta is empty).
             call: a tool call delta (serve_tools: its index among the answer's calls, with its id and name or with a
-            piece of its arguments): the chunk holds it alone (delta and reasoning are not sent)."""
+            piece of its arguments): the chunk holds it alone (delta and reasoning are not sent). Logprobs alone
+            (the tokens of a stop string, of a character max_tokens cut, without text) are held for the answer's
+            next chunk or its last, as vLLM sends a last step's tokens with its finish_reason: no chunk of no text."""
+            if not (delta or reasoning or role or call):
+                held[i] += values
+                return
+            values, held[i] = held[i] + values, []
             if call is not None:
                 part = {"delta": {"tool_calls": [call]}}
             elif not chat:
@@ -279,8 +287,8 @@ class App:
                 choices = [dataclasses.replace(c, finish_reason=finish_reason(c.finish_reason, p.calls))
                            for c, p in zip(choices, parsers)]
             empty = {"delta": {}} if chat else {"text": ""}
-            ends = [{"index": i, **empty, "logprobs": None, "finish_reason": c.finish_reason}
-                    for i, c in enumerate(choices)]
+            ends = [{"index": i, **empty, "logprobs": lps(held[i]) if held[i] else None,
+                     "finish_reason": c.finish_reason} for i, c in enumerate(choices)]
             if req.continuous_usage:  # as trtllm-serve: each answer's finish in a chunk of its own, with its usage
                 for end, c in zip(ends, choices):
                     events(head | {"object": chunk_kind, "choices": [end],

@@ -330,6 +330,28 @@ def test_chat_logprobs_stop_at_the_stop_string(url, backend, smollm2):
     assert no["logprobs"] is None and no["message"] == out["message"]
 
 
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/completions", {"prompt": "The capital of France is", "stop": "answer is", "logprobs": 1}),
+    ("/v1/completions", {"prompt": "Emoji list: \U0001f600 \U0001f603 \U0001f604 \U0001f601 \U0001f606", "max_tokens": 10,
+                         "logprobs": 1}),
+    ("/v1/completions", {"prompt": "<|im_start|>user\nHi<|im_end|>\n", "max_tokens": 1, "logprobs": 0}),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "What is the capital of France?"}],
+                              "stop": "is P", "logprobs": True}),
+], ids=["stop", "cut-character", "no-text", "chat-stop"])
+def test_a_streamed_chunk_carries_text_or_its_answers_end(url, path, body):
+    """A review: a stream sent chunks of no text before its last one (texts [' ', '', '']), holding the logprobs of
+    tokens whose text never went out (the stop string's, a character max_tokens cut, a token without text). They
+    ride the last chunk, with its finish_reason, as vLLM sends a last step's tokens; every logprobs entry still goes
+    out, as the whole answer lists them."""
+    chat = "messages" in body
+    whole = call(url, path, body)[1]["choices"][0]
+    parts = [c for e in stream(url, path, body) for c in e["choices"]][1 if chat else 0:]  # chat: the role first
+    assert all((c["delta"].get("content") if chat else c["text"]) or c["finish_reason"] for c in parts), parts
+    key = "content" if chat else "tokens"
+    assert sum((c["logprobs"][key] for c in parts if c["logprobs"]), []) == whole["logprobs"][key]
+    assert parts[-1]["finish_reason"] == whole["finish_reason"]
+
 def test_chat_content_may_be_text_parts(url):
     """Text parts are one line each, as trtllm-serve and vLLM join them (they were run together)."""
     plain = {"messages": [{"role": "user", "content": "Name a primary color.\nOne word."}], "max_tokens": 6}
