@@ -1044,3 +1044,60 @@ def test_head_sends_the_headers_get_sends(server, path):
     got_status, got_head, got = request(server, "GET", path)
     assert (status, int(head["Content-Length"])) == (got_status, len(got))
     assert {k: v for k, v in head.items() if k != "Date"} == {k: v for k, v in got_head.items() if k != "Date"}
+
+
+def test_requests_queued_at_shutdown_are_refused_as_503_or_a_streams_last_event(tiny):
+    """README's exception to the 503 of shutdown, pinned: a streamed request's 200 and headers go out once it is
+    accepted (a queued client with a time-to-first-byte timeout stays, as vLLM's), so one still queued at shutdown
+    gets a last event of type service_unavailable, then [DONE]; a non-streamed one gets 503 with Retry-After."""
+    backend = new_backend(tiny, max_batch=1)
+    server = make_server(App(backend, "tiny", max_output_len=64), "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    release, stepping = threading.Event(), threading.Event()
+    step = backend.scheduler._iteration
+
+    def held(*args):  # the running batch waits at its first step until the test lets it go
+        stepping.set()
+        release.wait(60)
+        step(*args)
+
+    backend.scheduler._iteration = held
+
+    def post(body: dict) -> socket.socket:
+        data = json.dumps(body).encode()
+        sock = socket.create_connection(server.server_address, timeout=60)
+        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s"
+                     % (len(data), data))
+        return sock
+
+    def answer(sock: socket.socket) -> bytes:
+        got = b""
+        while chunk := sock.recv(65536):
+            got += chunk
+        sock.close()
+        return got
+
+    try:
+        first = post({"prompt": "abc", "max_tokens": 8, "stream": True})
+        assert stepping.wait(60)
+        queued = [post({"prompt": "xyz", "max_tokens": 8}), post({"prompt": "xyz", "max_tokens": 8, "stream": True})]
+        while len(backend.scheduler.waiting) < 2:
+            time.sleep(0.01)
+        stopper = threading.Thread(target=backend.stop, kwargs={"grace": 60})
+        stopper.start()
+        plain, streamed = map(answer, queued)
+    finally:
+        release.set()
+        backend.scheduler._iteration = step
+    head, _, body = plain.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 503 ") and b"\r\nRetry-After: " in head, plain
+    assert json.loads(body)["error"]["type"] == "service_unavailable"
+    head, _, body = streamed.partition(b"\r\n\r\n")
+    events = [line.removeprefix(b"data: ") for line in body.split(b"\n\n") if line]
+    assert head.startswith(b"HTTP/1.1 200 ") and events[-1] == b"[DONE]" and len(events) == 2, streamed
+    assert json.loads(events[0])["error"] == {"message": SHUTTING_DOWN, "type": "service_unavailable", "param": None,
+                                              "code": None}
+    assert b'"finish_reason": "length"' in answer(first)  # the answer in flight ran to its end
+    stopper.join(60)
+    server.shutdown()
+    server.server_close()
