@@ -39,7 +39,8 @@ another "model": 404. With --tool-parser, a chat answer's tool calls are parsed 
 a call's id and name, then deltas with pieces of its arguments). With
 --reasoning-parser, its thinking is split out first (`serve_reasoning`): `message.reasoning_content`, streamed as
 `delta.reasoning_content`.
-While the server shuts down, what waits or arrives gets 503 (`ReferenceBackend.stop`). The HTTP server around it:
+While the server shuts down, what waits or arrives gets 503 (`ReferenceBackend.stop`), but a stream accepted while
+it waits, whose 200 went out then: its last event is that error. The HTTP server around it:
 `serve_http`.
 """
 
