@@ -636,6 +636,21 @@ def test_a_burst_of_connections_is_answered_without_retries(server):
     assert results == [200] * 200, [r for r in results if r != 200][:3]
 
 
+def hold_steps(backend: ReferenceBackend) -> tuple[threading.Event, threading.Event, object]:
+    """(release, stepping, step): the running batch waits at its first step (`stepping` set) until the test sets
+    `release`; step: the scheduler's own `_iteration`, to put back."""
+    release, stepping = threading.Event(), threading.Event()
+    step = backend.scheduler._iteration
+
+    def held(*args):
+        stepping.set()
+        release.wait(60)
+        step(*args)
+
+    backend.scheduler._iteration = held
+    return release, stepping, step
+
+
 def test_a_client_that_leaves_while_queued_or_pending_costs_no_decoding(tiny, monkeypatch):
     """A review: a client that gave up while its request was queued (a timeout under load) was noticed only once its
     first token was decoded, after its whole wait and a prefill for nobody; and the prompts of a request whose
@@ -646,15 +661,7 @@ def test_a_client_that_leaves_while_queued_or_pending_costs_no_decoding(tiny, mo
     monkeypatch.setattr(ss, "POLL_SECONDS", 0.05)
     backend = new_backend(tiny, max_batch=1)
     app = App(backend, "tiny", max_output_len=64)
-    release, stepping = threading.Event(), threading.Event()
-    step = backend.scheduler._iteration
-
-    def held(*args):  # the running batch waits at its first step until the test lets it go
-        stepping.set()
-        release.wait(60)
-        step(*args)
-
-    backend.scheduler._iteration = held
+    release, stepping, step = hold_steps(backend)
     try:
         first = threading.Thread(target=app.post, args=("/v1/completions", {"prompt": "abc", "max_tokens": 8}))
         first.start()
@@ -1053,15 +1060,7 @@ def test_requests_queued_at_shutdown_are_refused_as_503_or_a_streams_last_event(
     backend = new_backend(tiny, max_batch=1)
     server = make_server(App(backend, "tiny", max_output_len=64), "127.0.0.1", 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    release, stepping = threading.Event(), threading.Event()
-    step = backend.scheduler._iteration
-
-    def held(*args):  # the running batch waits at its first step until the test lets it go
-        stepping.set()
-        release.wait(60)
-        step(*args)
-
-    backend.scheduler._iteration = held
+    release, stepping, step = hold_steps(backend)
 
     def post(body: dict) -> socket.socket:
         data = json.dumps(body).encode()
