@@ -257,10 +257,13 @@ def test_resume_refuses_other_objective_options(chat_base, qa_file, tmp_path):
                           ({"step_decay": 1.0}, "--step-decay (0.8 then, 1.0 now)"),
                           ({"batch_size": 32}, "--batch-size (64 then, 32 now)"), ({"lr": 1.0}, "--lr (0.003 then, 1.0 now)"),
                           ({"train_dtype": other_dtype}, f"--train-dtype ({auto_dtype} then, {other_dtype} now)"),
-                          ({"train_head": False}, "--freeze-head:"), ({"max_examples": 50}, "--max-examples (None then, 50 now)"),
+                          ({"train_head": False}, "--freeze-head:"), ({"max_examples": 50}, "--max-examples (all then, 50 now):"),
                           ({"data": [other]}, "--data (the files' contents)"),
                           ({"max_steps": 5}, "number of steps (--max-steps, --epochs) (4 then, 5 now)"),
-                          ({"predict_n": 2}, "drafter shape (--num-draft-layers, --rnn, --exit-dim, --predict-n):")]:
+                          # the drafter's shape named as the option changed (once all four, without values)
+                          ({"predict_n": 2}, "--predict-n (3 then, 2 now):"),
+                          ({"num_draft_layers": 2, "rnn": False}, "--num-draft-layers (1 then, 2 now), --rnn (on then, "
+                                                                  "off now):")]:
         with pytest.raises(ConfigError, match=re.escape(f"saved with different {named}")):
             train_drafter(_cfg(chat_base, qa_file, tmp_path, resume=True, **{"max_steps": 4, **change}))
 
@@ -274,15 +277,59 @@ def test_a_resume_is_refused_before_any_work(chat_base, qa_file, tmp_path, monke
     train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4))
     monkeypatch.setattr(loop, "build_examples", lambda *a, **k: pytest.fail("examples built before the refusal"))
     for change, match in [({"distill_max_new_tokens": 16}, "saved with different --distill-max-new-tokens"),
+                          # in bfloat16 an answer depends on the prompts batched beside it: refused only after
+                          # distilling anew (a new --cache-dir), as data of "an earlier version"
+                          ({"distill_batch_size": 8}, re.escape("different --distill-batch-size (64 then, 8 now)")),
                           ({"lr": 1.0}, "saved with different --lr"),
                           # only once every cached hidden state was read (minutes for a large distillation)
-                          ({"predict_n": 2}, "saved with different drafter shape"),
-                          ({"num_draft_layers": 2}, "saved with different drafter shape"),
+                          ({"predict_n": 2}, re.escape("saved with different --predict-n (3 then, 2 now)")),
+                          ({"num_draft_layers": 2}, re.escape("different --num-draft-layers (1 then, 2 now)")),
                           ({"max_steps": 5}, re.escape("different number of steps (--max-steps, --epochs) (4 then, 5 "
                                                        "now)")),
                           ({"output": tmp_path / "other"}, "no training state")]:
         with pytest.raises(ConfigError, match=match):
             train_drafter(_cfg(chat_base, qa_file, tmp_path, resume=True, **{"max_steps": 4, **change}))
+
+
+def test_a_resume_on_other_training_examples_is_refused_naming_them(chat_base, qa_file, tmp_path, monkeypatch):
+    """The state recorded no digest of the examples trained on: a resume whose examples differed (the base's answers
+    distilled anew, in other batches or on another device) with the same steps per epoch and kept vocabulary went on
+    silently on other data, and one where those differed was refused as a state of "an earlier version". A state
+    saved before the digest (and --distill-batch-size) was recorded resumes as before."""
+    import dataclasses
+
+    from redrafter_trt.errors import ConfigError
+    from redrafter_trt.train import loop
+
+    cfg = _cfg(chat_base, qa_file, tmp_path, max_steps=4)
+    train_drafter(cfg)
+    build = loop.build_examples
+
+    def answered_otherwise(*args, **kw):  # two answer tokens swapped: the same tokens, lengths and steps per epoch
+        train, held = build(*args, **kw)
+        ex = train[0]
+        answer = [i for i, m in enumerate(ex.mask) if m]
+        i, j = next((i, j) for i in answer for j in answer if ex.ids[i] != ex.ids[j])
+        ids = list(ex.ids)
+        ids[i], ids[j] = ids[j], ids[i]
+        return [dataclasses.replace(ex, ids=tuple(ids)), *train[1:]], held
+
+    monkeypatch.setattr(loop, "build_examples", answered_otherwise)
+    cfg.resume = True
+    with pytest.raises(ConfigError, match=re.escape("saved with different training examples (the data encodes to "
+                                                    "other tokens")) as refused:
+        train_drafter(cfg)
+    assert "earlier version" not in str(refused.value)
+    state = torch.load(cfg.state_path, weights_only=True)
+    torch.save({k: v for k, v in state.items() if k != "examples"}, cfg.state_path)  # as saved before the digest
+    monkeypatch.setattr(loop, "build_examples", lambda *a, **k: (lambda t, h: (t[: len(t) // 2], h))(*build(*a, **k)))
+    with pytest.raises(ConfigError, match=r"different steps per epoch \(\d+ then, \d+ now: the training examples "
+                                          r"differ\)") as refused:
+        train_drafter(cfg)
+    assert "earlier version" not in str(refused.value)
+    monkeypatch.setattr(loop, "build_examples", build)
+    torch.save({k: v for k, v in state.items() if k not in ("examples", "distill_batch_size")}, cfg.state_path)
+    assert train_drafter(cfg).is_dir()
 
 
 def test_a_corrupt_state_is_one_error_and_the_quickstart_starts_over(chat_base, qa_file, tmp_path, monkeypatch):

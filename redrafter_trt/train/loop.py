@@ -37,8 +37,8 @@ from .heldout import BASE_ANSWERED_PROMPTS, base_answered, evaluate
 from .init import new_drafter
 from .objective import TEACHER_TOP_K, Head, Teacher, soft_target_cache
 from .progress import Progress, StepStats
-from .state import (drafter_arch, load_state, pending_marker, read_state, refuse_other, remove_earlier_state,
-                    resume_options, same_state_on_every_rank, save_state)
+from .state import (drafter_arch, examples_digest, load_state, pending_marker, read_state, refuse_other,
+                    remove_earlier_state, resume_options, same_state_on_every_rank, save_state)
 from .steps import batch_anchors, check_finite, learning_rate, step_gradients, steps_per_epoch
 from .torchrun import all_reduce, collective, process_group
 
@@ -174,7 +174,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
     per_epoch = steps_per_epoch(fewest, cfg.batch_size)
     total = cfg.max_steps or cfg.epochs * per_epoch
     start = 0
-    same = {"arch": drafter.cfg.to_json(), "total": total, "per_epoch": per_epoch, **options}
+    same = {"arch": drafter.cfg.to_json(), "total": total, "per_epoch": per_epoch,
+            "examples": examples_digest(train_ex, world), **options}
     if cfg.resume:
         start = load_state(cfg, drafter, head, opt, total, same)
     feats = feats.to(device)

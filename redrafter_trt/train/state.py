@@ -12,6 +12,7 @@ import os
 import pickle
 import re
 import zipfile
+from array import array
 from pathlib import Path
 
 import torch
@@ -21,9 +22,10 @@ from ..errors import ConfigError, CorruptFileError, RedrafterError, first_line
 from ..interrupts import uninterrupted
 from ..io import unsafe_pickle
 from .config import TrainConfig
+from .data import Example
 from .dataset import base_id, dtype_name
 from .objective import Head
-from .torchrun import all_reduce
+from .torchrun import all_reduce, collective
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +41,9 @@ def resume_options(cfg: TrainConfig, device: torch.device, world: int = 1) -> di
     """What a resumed run must share with the interrupted one, besides the drafter's shape and the number of steps:
     every option that changes a step, the base and the data (computed once per run: it reads every data file). The
     dtypes as resolved on `device`: an `auto` resumed on another machine or device may resolve to another one. The
-    number of torchrun ranks: each rank's shard of the data and its batches follow from it."""
+    number of torchrun ranks: each rank's shard of the data and its batches follow from it. --distill-batch-size: in
+    bfloat16 an answer depends on the prompts batched beside it (the answers distilled anew for a new --cache-dir
+    differed, found only after distilling every prompt)."""
     data = hashlib.sha1()
     for path in cfg.data:
         with open(path, "rb") as f:
@@ -50,6 +54,7 @@ def resume_options(cfg: TrainConfig, device: torch.device, world: int = 1) -> di
             "lr": cfg.lr, "train_dtype": dtype_name(cfg.torch_dtype(cfg.train_dtype, device)),
             "train_head": cfg.train_head, "full_vocab": cfg.full_vocab, "max_seq_len": cfg.max_seq_len,
             "distill": cfg.distill, "distill_max_new_tokens": cfg.distill_max_new_tokens,
+            "distill_batch_size": cfg.distill_batch_size,
             "base_dtype": dtype_name(cfg.torch_dtype(cfg.base_dtype, device)),
             "max_examples": cfg.max_examples, "max_examples_kept": bool(cfg.max_examples and not cfg.distill),
             "eval_examples": cfg.eval_examples, "data": data.hexdigest(),
@@ -165,8 +170,7 @@ def read_state(cfg: TrainConfig, mmap: bool = False) -> dict:
 
 
 # a resume's compared values -> what the user changed; the others are the option of the key's name, with both values
-CHANGED = {"arch": "drafter shape (--num-draft-layers, --rnn, --exit-dim, --predict-n)",
-           "base": "--base (its config, weights or tokenizer)", "data": "--data (the files' contents)",
+CHANGED = {"base": "--base (its config, weights or tokenizer)", "data": "--data (the files' contents)",
            "train_head": "--freeze-head", "eval_examples": "held-out examples",
            "total": "number of steps (--max-steps, --epochs)", "ranks": "number of torchrun ranks (WORLD_SIZE)",
            "extra": "recipe (the quickstart's)",
@@ -174,9 +178,55 @@ CHANGED = {"arch": "drafter shape (--num-draft-layers, --rnn, --exit-dim, --pred
                                 "before the ones with no answer, tool calls the template cannot train, or beginning "
                                 "a longer one were left out)",
            "per_epoch": "steps per epoch (an earlier version's: it left out each epoch's last partial batch)"}
+UNSAID = ("base", "data", "train_head", "per_epoch", "max_examples_kept", "examples")  # named without their values
+NONE_SAID = {"max_examples": "all", "eval_examples": "the default"}  # what an option's None means, as said
+# the drafter's shape (its config's JSON, `drafter_arch`): the option of each field; its width and vocabulary are the
+# base's, named as --base
+ARCH_OPTIONS = {"num_draft_layers": "--num-draft-layers", "rnn": "--rnn", "exit_dim": "--exit-dim",
+                "predict_n": "--predict-n"}
 SAVED_BEFORE = {"ranks": 1, "extra": {}, "chat_template_kwargs": {}, "max_examples_kept": False}  # what a state
 # saved before a value was compared holds (ranks: most runs have one; extra: only the quickstart sets it;
 # chat_template_kwargs: none then; max_examples_kept: --max-examples counted conversations read)
+UNRECORDED = ("distill_batch_size", "examples")  # not compared with a state saved before they were: unknown there
+
+
+def examples_digest(examples: list[Example], world: int = 1) -> str:
+    """What the steps train on, as a hash of every training example's token ids and answer mask, the same on every
+    torchrun rank (each hashes its shard): the base's distilled answers, answered anew (a new --cache-dir, cached ones
+    deleted) on another device or software, can differ with every option the same."""
+    digest = hashlib.sha1()
+    for ex in examples:
+        digest.update(array("q", ex.ids).tobytes() + bytes(ex.mask) + b"\n")
+    if world == 1:
+        return digest.hexdigest()
+    shards: list = [None] * world
+    with collective():
+        torch.distributed.all_gather_object(shards, digest.hexdigest())
+    return hashlib.sha1(" ".join(shards).encode()).hexdigest()
+
+
+def _values(key: str, then, now) -> str:
+    """ (X then, Y now), each as the user gave it: a flag on or off, None as what it means."""
+    said = [("on" if v else "off") if isinstance(v, bool) else NONE_SAID.get(key, v) if v is None else v
+            for v in (then, now)]
+    return f" ({said[0]} then, {said[1]} now)"
+
+
+def _arch_changes(then: dict | None, now: dict) -> list[str]:
+    """The drafter-shape options that differ, each with both values (only the base's width or vocabulary, which
+    --base names: none)."""
+    if not isinstance(then, dict):
+        return ["drafter shape (--num-draft-layers, --rnn, --exit-dim, --predict-n)"]
+    options = [option + _values(key, then.get(key), now.get(key)) for key, option in ARCH_OPTIONS.items()
+               if then.get(key) != now.get(key)]
+    return options or ([] if then == now else ["drafter shape (the base's width or vocabulary)"])
+
+
+def _examples_changed(distill: bool) -> str:
+    if distill:
+        return ("training examples (the base's distilled answers differ from the interrupted run's: answered anew, "
+                "not read from its --cache-dir, on another device or software version)")
+    return "training examples (the data encodes to other tokens: another tokenizer or transformers version)"
 
 
 def resumable(cfg: TrainConfig) -> bool:
@@ -190,11 +240,30 @@ def resumable(cfg: TrainConfig) -> bool:
         return False
 
 
-def refuse_other(cfg: TrainConfig, state: dict, same: dict, more: tuple[str, ...] = ()) -> None:
-    saved = {key: state.get(key, SAVED_BEFORE.get(key)) for key in same}
-    diff = [CHANGED.get(key, f"--{key.replace('_', '-')}") +
-            ("" if key in ("arch", "base", "data", "train_head", "per_epoch", "max_examples_kept") else f" ({saved[key]} then, {v} now)")
-            for key, v in same.items() if saved[key] != v] + list(more)
+def refuse_other(cfg: TrainConfig, state: dict, same: dict, kept_vocabulary_differs: bool = False) -> None:
+    """Refuse a state saved with other values than `same`'s, naming each as the option the user changed. One saved
+    with other training examples: those alone (the steps per epoch and kept vocabulary follow from them); one saved
+    before the examples were recorded: the steps per epoch and the kept vocabulary. The wording of an earlier version
+    (`CHANGED`'s per_epoch and max_examples_kept) only for a state that records no such value."""
+    saved = {key: state.get(key, SAVED_BEFORE.get(key)) for key in same if key in state or key not in UNRECORDED}
+    changed = [key for key in saved if saved[key] != same[key]]
+    if "examples" in changed:
+        changed, kept_vocabulary_differs = [key for key in changed if key != "per_epoch"], False
+    diff = []
+    for key in changed:
+        if key == "arch":
+            diff += _arch_changes(saved[key], same[key])
+        elif key == "examples":
+            diff.append(_examples_changed(cfg.distill))
+        elif key == "max_examples_kept" and key in state:  # follows from --max-examples or --distill, named
+            continue
+        elif key == "per_epoch" and key in state:
+            diff.append("steps per epoch" + _values(key, saved[key], same[key])[:-1] + ": the training examples differ)")
+        else:
+            diff.append(CHANGED.get(key, f"--{key.replace('_', '-')}") +
+                        ("" if key in UNSAID else _values(key, saved[key], same[key])))
+    if kept_vocabulary_differs:
+        diff.append("data (the kept vocabulary differs)")
     if diff:
         raise ConfigError(f"--resume: {cfg.state_path} was saved with different {', '.join(diff)}: "
                           f"resume with the options of the interrupted run, or start over without --resume")
@@ -202,8 +271,7 @@ def refuse_other(cfg: TrainConfig, state: dict, same: dict, more: tuple[str, ...
 
 def load_state(cfg: TrainConfig, drafter: Drafter, head: Head, opt, total: int, same: dict) -> int:
     state = read_state(cfg)
-    refuse_other(cfg, state, same, () if _same_keep(state["head_keep"], head.keep) else
-                  ("data (the kept vocabulary differs)",))
+    refuse_other(cfg, state, same, not _same_keep(state["head_keep"], head.keep))
     drafter.load_state_dict(state["drafter"])
     with torch.no_grad():
         head.weight.copy_(state["head"])
