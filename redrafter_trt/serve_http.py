@@ -244,8 +244,8 @@ class Handler(BaseHTTPRequestHandler):
         if len(values) > 1:
             raise Unreadable(HTTPStatus.BAD_REQUEST, f"Content-Length {sent!r} holds lengths that differ: send one")
         if not _byte_count(length := values.pop()):
-            raise Unreadable(HTTPStatus.LENGTH_REQUIRED, f"Content-Length {sent!r} is not a byte count: send a JSON "
-                                                         "body")
+            raise Unreadable(HTTPStatus.BAD_REQUEST, f"Content-Length {sent!r} is not a byte count: send the body's "
+                                                     "length in decimal digits")
         if int(length) > MAX_BODY:
             raise too_large(MAX_BODY)
         return int(length)

@@ -405,8 +405,8 @@ def raw_request(url: str, head: bytes, body: bytes = b"") -> bytes:
 
 @pytest.mark.parametrize("head, body, status", [
     (b"Transfer-Encoding: chunked\r\n", b"zz\r\nhello\r\n0\r\n\r\n", b"400"),
-    (b"Content-Length: abc\r\n", b"{}", b"411"),
-    (b"Content-Length: -1\r\n", b"{}", b"411"),
+    (b"Content-Length: abc\r\n", b"{}", b"400"),
+    (b"Content-Length: -1\r\n", b"{}", b"400"),
     (b"", b"{}", b"411"),
     (b"Content-Length: 999999999\r\n", b"{}", b"413"),
     (b"Content-Length: 8\r\n", b"Infinity", b"400"),
