@@ -37,6 +37,7 @@ MAX_CHUNK_LINE = 4096  # bytes in a chunk's size line (its extensions too) or a 
 MAX_TRAILERS = 100  # trailer lines, as http.client's limit on header lines
 MAX_CHUNK_FRAMING = 1 << 20  # bytes of size lines (extensions too) and trailers in one body, beside MAX_BODY's data
 CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?\r\n")  # RFC 9112 7.1: hex, BWS, extensions
+SPACED_COLON = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+)[ \t]+:")  # RFC 9112 5.1: a field name, whitespace, colon
 
 
 class Unreadable(Exception):
@@ -263,8 +264,25 @@ class Handler(BaseHTTPRequestHandler):
             self.rfile.read(length)
 
     def parse_request(self) -> bool:
-        """http.server's, then RFC 9112 3.2's Host rule, which it does not check (`_one_host`)."""
-        return super().parse_request() and self._one_host()
+        """http.server's, then the rules of RFC 9112 it does not check (`_head_read`)."""
+        return super().parse_request() and self._head_read()
+
+    def _head_read(self) -> bool:
+        """False after a 400 to a request head h11 (uvicorn's parser) refuses and http.server reads: a header line
+        with whitespace before its colon (`_colons_in_place`), not one Host (`_one_host`)."""
+        return self._colons_in_place() and self._one_host()
+
+    def _colons_in_place(self) -> bool:
+        """False after a 400 to a header line with whitespace between its field name and colon, which a server MUST
+        refuse (RFC 9112 5.1): email's parser, under http.server's, takes no header from that line on (it leaves
+        them as the message's payload), so a Content-Length after it went unread (a 411, or a GET's body read as the
+        next request)."""
+        line = (self.headers.get_payload() or "").partition("\n")[0]
+        if not (match := SPACED_COLON.match(line)):
+            return True
+        self._refuse(HTTPStatus.BAD_REQUEST, f"the header {match.group(1)!r} has whitespace before its colon: send "
+                                             f"'{match.group(1)}:' (RFC 9112 5.1)")
+        return False
 
     def _one_host(self) -> bool:
         """False after a 400 to a request with several Host headers, or an HTTP/1.1 one with none, as h11 (uvicorn's
@@ -277,9 +295,9 @@ class Handler(BaseHTTPRequestHandler):
         return False
 
     def handle_expect_100(self) -> bool:
-        """`Expect: 100-continue`: a request refused by its headers alone (no Host; a body over MAX_BODY, or framed
-        as it cannot be read) is answered at once, without asking for its body (RFC 9110 10.1.1)."""
-        if not self._one_host():
+        """`Expect: 100-continue`: a request refused by its headers alone (`_head_read`; a body over MAX_BODY, or
+        framed as it cannot be read) is answered at once, without asking for its body (RFC 9110 10.1.1)."""
+        if not self._head_read():
             return False
         if self.command == "POST" and self.route in POST_ROUTES:  # the bodies read (`_body`)
             try:
