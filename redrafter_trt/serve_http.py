@@ -18,6 +18,9 @@ import select
 import socket
 import sys
 import threading
+from email.errors import (FirstHeaderLineIsContinuationDefect, InvalidHeaderDefect,
+                          MisplacedEnvelopeHeaderDefect, MissingHeaderBodySeparatorDefect)
+from email.message import Message
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
@@ -38,6 +41,37 @@ MAX_TRAILERS = 100  # trailer lines, as http.client's limit on header lines
 MAX_CHUNK_FRAMING = 1 << 20  # bytes of size lines (extensions too) and trailers in one body, beside MAX_BODY's data
 CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?\r\n")  # RFC 9112 7.1: hex, BWS, extensions
 SPACED_COLON = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+)[ \t]+:")  # RFC 9112 5.1: a field name, whitespace, colon
+SHOWN = 40  # characters of a refused header line named in the answer
+
+
+def unread_header(headers: Message) -> str | None:
+    """Why email's parser (http.server's) did not read a request's header block whole, naming the first line it took
+    as no header (None: it read them all), as a 400's message. It ends the headers at a line that is not
+    `Name: value` (whitespace before the colon, none, a space in the name), leaving that line and every later one
+    unread (a MissingHeaderBodySeparatorDefect, the lines as the payload); drops a line starting with a colon, a
+    first line folded (obs-fold), a "From " line (an mbox envelope); ends them at a bare CR (an empty line to it)."""
+    if envelope := headers.get_unixfrom():
+        return _not_a_header(envelope)
+    for defect in headers.defects:  # the header lines' defects, in order, after any MissingHeaderBodySeparatorDefect
+        if isinstance(defect, (FirstHeaderLineIsContinuationDefect, MisplacedEnvelopeHeaderDefect)):
+            return _not_a_header(defect.line.rstrip("\r\n"))
+        if isinstance(defect, InvalidHeaderDefect):  # the line itself is not kept
+            return "a header line has no name before its colon: send 'Name: value' (RFC 9112 5.1)"
+    payload = headers.get_payload()  # a list of parts for a multipart/* or message/* Content-Type
+    unread = payload if isinstance(payload, str) else "".join(map(str, payload)).lstrip("\n")
+    if not unread:
+        return None
+    if not any(isinstance(defect, MissingHeaderBodySeparatorDefect) for defect in headers.defects):
+        return "a header line holds a CR not before LF: end each line with CRLF (RFC 9112 2.2)"
+    return _not_a_header(unread.partition("\n")[0].rstrip("\r") if isinstance(payload, str) else None)
+
+
+def _not_a_header(line: str | None) -> str:
+    """A 400's message for a header line read as no header (None: a line of a multipart or message/* payload)."""
+    if line is not None and (match := SPACED_COLON.match(line)):
+        return f"the header {match.group(1)!r} has whitespace before its colon: send '{match.group(1)}:' (RFC 9112 5.1)"
+    shown = "a header line" if line is None else f"the header line {line[:SHOWN]!r}{'...' if len(line) > SHOWN else ''}"
+    return f"{shown} is not 'Name: value': send each header so, its name a token (RFC 9112 5.1)"
 
 
 class Unreadable(Exception):
@@ -223,6 +257,8 @@ class Handler(BaseHTTPRequestHandler):
         if codings is None:
             if (length := self._length()) is None:
                 raise Unreadable(HTTPStatus.LENGTH_REQUIRED, "no Content-Length: send a JSON body")
+            if length > MAX_BODY:
+                raise too_large(MAX_BODY)
             return length
         # every Transfer-Encoding line: a proxy may read the last one
         if [c.strip(" \t").lower() for c in codings] != ["chunked"]:
@@ -234,7 +270,7 @@ class Handler(BaseHTTPRequestHandler):
         return None
 
     def _length(self) -> int | None:
-        """The Content-Length (None: none sent), at most MAX_BODY. A length repeated (two lines, or a list "59, 59"
+        """The Content-Length (None: none sent). A length repeated (two lines, or a list "59, 59"
         a proxy joined) is one, as h11 reads it (RFC 9110 8.6); lengths that differ are a 400 (RFC 9112 6.3: the
         body's end is unknown, what follows must not be read as the next request: a request smuggling's shape)."""
         lines = self.headers.get_all("Content-Length")
@@ -247,18 +283,14 @@ class Handler(BaseHTTPRequestHandler):
         if not _byte_count(length := values.pop()):
             raise Unreadable(HTTPStatus.BAD_REQUEST, f"Content-Length {sent!r} is not a byte count: send the body's "
                                                      "length in decimal digits")
-        if int(length) > MAX_BODY:
-            raise too_large(MAX_BODY)
         return int(length)
 
     def _skip_body(self) -> None:
         """Drop the body of a request that takes none (a PUT, a GET with a JSON body): left unread, a kept-alive
-        connection would read it as its next request. One that cannot be read to its end closes the connection."""
-        try:
-            length = None if self.headers.get_all("Transfer-Encoding") else self._length() or 0
-        except Unreadable:
-            length = None
-        if length is None:
+        connection would read it as its next request. One chunked or over MAX_BODY closes the connection (a
+        Content-Length that is no byte count was refused with the head: `_length_read`)."""
+        length = None if self.headers.get_all("Transfer-Encoding") else self._length() or 0
+        if length is None or length > MAX_BODY:
             self.close_connection = True
         elif length:
             self.rfile.read(length)
@@ -269,20 +301,26 @@ class Handler(BaseHTTPRequestHandler):
 
     def _head_read(self) -> bool:
         """False after a 400 to a request head h11 (uvicorn's parser) refuses and http.server reads: a header line
-        with whitespace before its colon (`_colons_in_place`), not one Host (`_one_host`)."""
-        return self._colons_in_place() and self._one_host()
+        it took as no header (`_headers_whole`), not one Host (`_one_host`), a bad Content-Length (`_length_read`)."""
+        return self._headers_whole() and self._one_host() and self._length_read()
 
-    def _colons_in_place(self) -> bool:
-        """False after a 400 to a header line with whitespace between its field name and colon, which a server MUST
-        refuse (RFC 9112 5.1): email's parser, under http.server's, takes no header from that line on (it leaves
-        them as the message's payload), so a Content-Length after it went unread (a 411, or a GET's body read as the
-        next request)."""
-        line = (self.headers.get_payload() or "").partition("\n")[0]
-        if not (match := SPACED_COLON.match(line)):
+    def _headers_whole(self) -> bool:
+        """False after a 400 to a header block email's parser did not read whole (`unread_header`): a Content-Length
+        after a line it took as no header went unread (a 411, or a GET's body read as the next request)."""
+        if (why := unread_header(self.headers)) is None:
             return True
-        self._refuse(HTTPStatus.BAD_REQUEST, f"the header {match.group(1)!r} has whitespace before its colon: send "
-                                             f"'{match.group(1)}:' (RFC 9112 5.1)")
+        self._refuse(HTTPStatus.BAD_REQUEST, why)
         return False
+
+    def _length_read(self) -> bool:
+        """False after a 400 to a Content-Length that is no byte count, or lengths that differ (`_length`), whatever
+        the method: h11 refuses the head, where a GET's body, skipped by it, closed the connection after its answer."""
+        try:
+            self._length()
+        except Unreadable as e:
+            self._refuse(*e.args)
+            return False
+        return True
 
     def _one_host(self) -> bool:
         """False after a 400 to a request with several Host headers, or an HTTP/1.1 one with none, as h11 (uvicorn's
