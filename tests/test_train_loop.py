@@ -315,11 +315,14 @@ def test_a_resume_on_other_training_examples_is_refused_naming_them(chat_base, q
         return [dataclasses.replace(ex, ids=tuple(ids)), *train[1:]], held
 
     monkeypatch.setattr(loop, "build_examples", answered_otherwise)
+    features = loop.build_features  # refused before their hidden states are cached (minutes for a large distillation)
+    monkeypatch.setattr(loop, "build_features", lambda *a, **k: pytest.fail("hidden states cached before the refusal"))
     cfg.resume = True
     with pytest.raises(ConfigError, match=re.escape("saved with different training examples (the data encodes to "
                                                     "other tokens")) as refused:
         train_drafter(cfg)
     assert "earlier version" not in str(refused.value)
+    monkeypatch.setattr(loop, "build_features", features)
     state = torch.load(cfg.state_path, weights_only=True)
     torch.save({k: v for k, v in state.items() if k != "examples"}, cfg.state_path)  # as saved before the digest
     monkeypatch.setattr(loop, "build_examples", lambda *a, **k: (lambda t, h: (t[: len(t) // 2], h))(*build(*a, **k)))

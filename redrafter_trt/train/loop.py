@@ -113,6 +113,9 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
     train_ex, held_ex = build_examples(cfg, tokenizer, load_model, cache_dir, base_dtype, rank=rank, world=world,
                                        device=device, on_batch=lambda d, t: report(Progress("distill", d, t)),
                                        in_use=in_use, held_prompts=held_prompts)
+    digest = examples_digest(train_ex, world)
+    if cfg.resume:  # refused now, not after caching their hidden states and the base's answers to held-out prompts
+        refuse_other(cfg, read_state(cfg, mmap=True), {"examples": digest})
     bid = base_key(cfg.base, base_dtype)
     k = cfg.predict_n
     feats = build_features(train_ex, k, cache_dir, bid, load_model, lambda d, t: report(Progress("hidden", d, t)),
@@ -175,7 +178,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
     total = cfg.max_steps or cfg.epochs * per_epoch
     start = 0
     same = {"arch": drafter.cfg.to_json(), "total": total, "per_epoch": per_epoch,
-            "examples": examples_digest(train_ex, world), **options}
+            "examples": digest, **options}
     if cfg.resume:
         start = load_state(cfg, drafter, head, opt, total, same)
     feats = feats.to(device)
