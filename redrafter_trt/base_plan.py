@@ -37,9 +37,10 @@ class Planned:
     shape: tuple[int, ...]
     dtype: torch.dtype
     read: Callable[[], torch.Tensor]
-    # a Hugging Face base's: the refusal naming the source tensor that holds NaN or Inf, by reading the sources again
-    # (only once `read`'s tensor is not finite); None where they are finite (a cast beyond float16's range)
-    nonfinite_source: Callable[[], TensorError | None] | None = None
+    # a Hugging Face base's: where its Hugging Face names (a fused qkv's three) are read again whole, only once
+    # `read`'s tensor is not finite, to name the one holding NaN or Inf (`nonfinite_refusal`)
+    src: TensorSource | None = None
+    sources: tuple[str, ...] = ()
 
     @property
     def nbytes(self) -> int:
@@ -194,24 +195,21 @@ def plan_hf_rank(src: TensorSource, b: BaseModelConfig, cfg: dict, tp_rank: int)
         if name == "lm_head.weight":
             sources = (hf_lm_head(src),)
         shape, dt = specs[name]
-        planned.append(Planned(name, shape, dt, reader(rule.split, sources),
-                               lambda s=sources: nonfinite_source(src, s)))
+        planned.append(Planned(name, shape, dt, reader(rule.split, sources), src, sources))
     return planned
 
 
-def nonfinite_source(src: TensorSource, sources) -> TensorError | None:
-    """broken_base_tensor of the first of `sources` (Hugging Face names: a fused qkv's three) holding NaN or Inf, read
-    again whole from `src`; None where they are finite (a cast beyond float16's range made the NaN or Inf)."""
-    for name in sources:
-        if not all_finite(src.get(name)):
-            return broken_base_tensor(name, src.file(name))
-    return None
-
-
-def beyond_float16(name: str) -> TensorError:
-    """The refusal of a tensor finite in its source that float16 cannot hold (an Inf after the cast)."""
-    return TensorError(f"{name} holds NaN or Inf in float16: its values exceed float16's range (65504) or the source "
-                       f"is broken: convert with --dtype bfloat16")
+def nonfinite_refusal(src: TensorSource | None, sources, name: str, dtype: torch.dtype) -> TensorError:
+    """The refusal of `name`, which holds NaN or Inf as read in `dtype`: broken_base_tensor of the first of `sources`
+    (Hugging Face names, read again whole from `src`) holding them in its file; where those are finite, in float16, a
+    value beyond its range (an Inf after the cast); else the source weights are broken."""
+    for source in sources if src is not None else ():
+        if not all_finite(src.get(source)):
+            return broken_base_tensor(source, src.file(source))
+    if dtype == torch.float16:
+        return TensorError(f"{name} holds NaN or Inf in float16: its values exceed float16's range (65504) or the "
+                           f"source is broken: convert with --dtype bfloat16")
+    return TensorError(f"{name} holds NaN or Inf: the source weights are broken, re-export them")
 
 
 def hf_lm_head(src: TensorSource) -> str:

@@ -23,8 +23,8 @@ from tqdm import tqdm
 
 from . import __version__, layout
 from .base_sample import base_sample_difference, recorded_sample
-from .base_plan import (Planned, base_fields, beyond_float16, check_hf_tensors, hf_base, hf_config,
-                        is_trtllm_checkpoint, plan_hf_rank, plan_trtllm_rank, resolve_dtype, trtllm_base)
+from .base_plan import (Planned, base_fields, check_hf_tensors, hf_base, hf_config, is_trtllm_checkpoint,
+                        nonfinite_refusal, plan_hf_rank, plan_trtllm_rank, resolve_dtype, trtllm_base)
 from .checkpoint import config_problems
 from .config import DTYPES, read_json, redrafter_fields, trtllm_model_fields
 from .drafter import DrafterConfig, drafter_config, load_drafter
@@ -339,11 +339,7 @@ def _read_checked(p: Planned) -> torch.Tensor:
     t = p.read()
     if all_finite(t):
         return t
-    if p.nonfinite_source and (broken := p.nonfinite_source()):
-        raise broken
-    if p.dtype == torch.float16:
-        raise beyond_float16(p.name)
-    raise TensorError(f"{p.name} holds NaN or Inf: the source weights are broken, re-export them")
+    raise nonfinite_refusal(p.src, p.sources, p.name, p.dtype)
 
 
 def _write(output: Path, cfg: dict, plans: list[list[Planned]], force: bool, inputs: tuple = ()) -> None:

@@ -217,11 +217,12 @@ def _prints_logged():
             log.debug("modelopt: %s", line)
 
 
-def _check_finite(model, hf_dir: Path) -> None:
+def _check_finite(model, hf_dir: Path, loaded_dtype: torch.dtype) -> None:
     """A TensorError naming the Hugging Face tensor (and its file) that holds NaN or Inf, checked on the loaded
     model's weights (one pass over memory) before calibrating: afterwards the export refused it under its TensorRT-LLM
-    name. A weight finite in its file that the load in float16 made Inf is named as beyond float16's range."""
-    from .base_plan import beyond_float16, nonfinite_source
+    name. A weight finite in its file that the load in float16 (`loaded_dtype`) made Inf is named as beyond float16's
+    range."""
+    from .base_plan import nonfinite_refusal
     from .io import TensorSource, all_finite
 
     broken = [name for name, p in model.named_parameters() if not all_finite(p)]
@@ -229,11 +230,10 @@ def _check_finite(model, hf_dir: Path) -> None:
         return
     src = TensorSource.from_hf_folder(hf_dir)
     try:
-        if error := nonfinite_source(src, [name for name in broken if name in src.names()]):
-            raise error
+        names = src.names()
+        raise nonfinite_refusal(src, [name for name in broken if name in names], broken[0], loaded_dtype)
     finally:
         src.close()
-    raise beyond_float16(broken[0])  # finite in its file: only float16's cast (max 65504) makes an Inf of it
 
 
 def export_fp8_base(hf_dir: Path, out_dir: Path, *, tp_size: int, dtype: str, kv_cache_dtype: str | None,
@@ -280,7 +280,7 @@ def export_fp8_base(hf_dir: Path, out_dir: Path, *, tp_size: int, dtype: str, kv
     calib_dtype = torch.float32 if device == "cpu" else torch_dtype
     log.info("loading %s in %s on %s for FP8 calibration", hf_dir, dtype, device)
     model = load_causal_lm(hf_dir, torch_dtype).to(device, calib_dtype).eval()
-    _check_finite(model, hf_dir)
+    _check_finite(model, hf_dir, torch_dtype)
     loop = _forward_loop(tokenizer, prompts, calib_seq_len, calib_batch_size, device)
     with _prints_logged():
         mtq.quantize(model, fp8_quant_config(mtq, kv_cache_dtype), forward_loop=loop)

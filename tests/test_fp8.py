@@ -611,6 +611,21 @@ def test_fp8_of_a_base_holding_nan_names_its_tensor_before_calibrating(tiny_llam
     assert not (tmp_path / "out").exists()
 
 
+def test_a_weight_not_finite_only_once_loaded_in_bfloat16_is_not_said_beyond_float16(tiny_llama):
+    """The check before calibrating said any weight finite in its file "exceeds float16's range" whatever dtype the
+    base was loaded in: in bfloat16 (float32's range) the source weights are broken."""
+    from redrafter_trt import quantize
+    from redrafter_trt.hf_model import load_causal_lm
+
+    model = load_causal_lm(tiny_llama, torch.bfloat16)
+    with torch.no_grad():
+        model.model.layers[1].mlp.down_proj.weight[1, 2] = float("inf")  # finite in the file
+    with pytest.raises(TensorError) as e:
+        quantize._check_finite(model, tiny_llama, torch.bfloat16)
+    assert str(e.value) == ("model.layers.1.mlp.down_proj.weight holds NaN or Inf: the source weights are broken, "
+                            "re-export them")
+
+
 def test_modelopt_prints_stay_off_stdout(fp8_models, tmp_path, capfd, caplog):
     """A review: `convert --quantize fp8` printed modelopt's `Inserted 24 quantizers` and `current rank: 0, ...` on
     stdout, the CLI's output, around its own `wrote` line; they are debug log lines now."""
