@@ -367,7 +367,7 @@ FILTER_VALUES = {  # what a sampling filter may be (vLLM's SamplingParams checks
 }
 KINDS = {  # the numeric and bool fields above (vLLM's and trtllm-serve's kinds): compared as `parse` reads them
     # ("0", false: 0; "true", 1: true)
-    "min_tokens": int, "top_k": int, "top_p": float, "min_p": float, "presence_penalty": float,
+    "min_tokens": int, **{name: kind for name, (kind, _, _) in FILTER_VALUES.items()}, "presence_penalty": float,
     "frequency_penalty": float, "repetition_penalty": float, "length_penalty": float, "use_beam_search": bool,
     "skip_special_tokens": bool, "include_stop_str_in_output": bool, "spaces_between_special_tokens": bool,
     "add_special_tokens": bool, "continue_final_message": bool, "add_generation_prompt": bool,
