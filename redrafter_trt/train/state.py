@@ -178,7 +178,7 @@ CHANGED = {"base": "--base (its config, weights or tokenizer)", "data": "--data 
                                 "before the ones with no answer, tool calls the template cannot train, or beginning "
                                 "a longer one were left out)",
            "per_epoch": "steps per epoch (an earlier version's: it left out each epoch's last partial batch)"}
-UNSAID = ("base", "data", "train_head", "per_epoch", "max_examples_kept", "examples")  # named without their values
+UNSAID = ("base", "data", "train_head", "per_epoch", "max_examples_kept")  # named without their values
 NONE_SAID = {"max_examples": "all", "eval_examples": "the default"}  # what an option's None means, as said
 # the drafter's shape (its config's JSON, `drafter_arch`): the option of each field; its width and vocabulary are the
 # base's, named as --base
@@ -205,11 +205,11 @@ def examples_digest(examples: list[Example], world: int = 1) -> str:
     return hashlib.sha1(" ".join(shards).encode()).hexdigest()
 
 
-def _values(key: str, then, now) -> str:
-    """ (X then, Y now), each as the user gave it: a flag on or off, None as what it means."""
+def _values(key: str, then, now, suffix: str = "") -> str:
+    """ (X then, Y now`suffix`), each as the user gave it: a flag on or off, None as what it means."""
     said = [("on" if v else "off") if isinstance(v, bool) else NONE_SAID.get(key, v) if v is None else v
             for v in (then, now)]
-    return f" ({said[0]} then, {said[1]} now)"
+    return f" ({said[0]} then, {said[1]} now{suffix})"
 
 
 def _arch_changes(then: dict | None, now: dict) -> list[str]:
@@ -258,7 +258,7 @@ def refuse_other(cfg: TrainConfig, state: dict, same: dict, kept_vocabulary_diff
         elif key == "max_examples_kept" and key in state:  # follows from --max-examples or --distill, named
             continue
         elif key == "per_epoch" and key in state:
-            diff.append("steps per epoch" + _values(key, saved[key], same[key])[:-1] + ": the training examples differ)")
+            diff.append("steps per epoch" + _values(key, saved[key], same[key], ": the training examples differ"))
         else:
             diff.append(CHANGED.get(key, f"--{key.replace('_', '-')}") +
                         ("" if key in UNSAID else _values(key, saved[key], same[key])))
