@@ -239,7 +239,7 @@ class TensorSource:
                  held: dict[str, Path] | None = None):
         self._files = files  # name -> safetensors file
         self._eager = eager or {}
-        self._held = files | (held or {})  # name -> the file it was read from (a .bin's tensors: `held`)
+        self._held = held or {}  # a .bin's tensors (in `eager`) -> the .bin they were read from
         self._handles: dict[Path, object] = {}
         self._fix = fix
 
@@ -306,7 +306,7 @@ class TensorSource:
 
     def file(self, name: str) -> Path | None:
         """The file holding `name` (None: a tensor given in memory)."""
-        return self._held.get(name)
+        return self._files.get(name) or self._held.get(name)
 
     def metadata(self, path: Path) -> dict[str, str]:
         """The `__metadata__` of one of the source's files ({} when it has none)."""
