@@ -25,7 +25,7 @@ from ..drafter import save_drafter
 from ..errors import PeerError
 from ..interrupts import uninterrupted
 from ..output import WrittenThenInterrupted
-from ..plural import counted
+from ..plural import agreeing, counted
 from ..producer import producer_block
 from ..runtime.linear import pack_linears
 from .base import base_tensors, load_tokenizer
@@ -136,7 +136,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
             own = build_features(own_ex, k, cache_dir, bid, load_model, device=device, dtype=base_dtype)
         else:  # the prompts are cut to leave 2 answer tokens within --max-seq-len (unique_prompts): it stopped at once
             log.warning("the base answered %s %s with a stop token at once: none scored on its own answers; %s",
-                        "the" if len(own_prompts) == 1 else "all", counted(len(own_prompts), "held-out prompt"),
+                        agreeing(len(own_prompts), "the", "all"), counted(len(own_prompts), "held-out prompt"),
                         STOPS_AT_ONCE_FIX)
     model_box.clear()  # the base is not needed any more
 
