@@ -133,15 +133,11 @@ def _check_tied_head(src: TensorSource, where: Path) -> None:
 
 def _tie_hint(b: BaseModelConfig, astray: set[str]) -> str | None:
     """A tied model (its weights hold no lm_head.weight) whose config.json does not say so: transformers initialises
-    its lm_head at random. An absent tie_word_embeddings is false, the default of every architecture registered; a
-    null one transformers 4.x keeps (tying nothing), transformers 5's config refuses (it expects a bool)."""
+    its lm_head at random. An absent tie_word_embeddings is false, the default of every architecture registered (a
+    null one is refused before, config.tie_flag)."""
     if astray != {"lm_head.weight"}:
         return None
-    if "tie_word_embeddings" not in b.hf:
-        said = f"absent, {b.spec.hf_architecture}'s default is false"
-    else:
-        said = "false" if b.hf["tie_word_embeddings"] is False else \
-            "null, which transformers 4.x reads as false and transformers 5 refuses"
+    said = "false" if "tie_word_embeddings" in b.hf else f"absent, {b.spec.hf_architecture}'s default is false"
     return (f'if the model ties its head to the embedding, set "tie_word_embeddings": true in config.json (it is '
             f'{said}), else re-download the model')
 

@@ -66,6 +66,17 @@ def flag(raw: dict, key: str, where: str) -> bool:
     return False if value is None else _typed(value, key, where, FLAG)
 
 
+def tie_flag(hf: dict, where: str) -> bool:
+    """tie_word_embeddings as flag() reads it, false when absent (every registered architecture's default), but a null
+    one is refused: transformers 5 refuses to load it (its config classes type the field bool) and transformers 4.x
+    reads it as false, so convert would make a model the base's own framework does not load."""
+    if "tie_word_embeddings" in hf and hf["tie_word_embeddings"] is None:
+        raise ConfigError(f"{where}: tie_word_embeddings is null, which transformers 5 refuses to load (it expects true "
+                          f"or false) and transformers 4.x reads as false: set it to true if the weights hold no "
+                          f"lm_head.weight (the head is the embedding), else to false")
+    return flag(hf, "tie_word_embeddings", where)
+
+
 def _written(raw: dict | None) -> dict | None:
     """The scaling as the checkpoint carries it (the source's own keys, less rope_theta and a null yarn key that
     transformers reads as absent), None for none."""
@@ -208,7 +219,7 @@ class BaseModelConfig:
                    head_size=positive_int(hf, "head_dim", where, spec.head_dim or H // nh),
                    intermediate_size=positive_int(hf, "intermediate_size", where),
                    vocab_size=positive_int(hf, "vocab_size", where),
-                   tie_word_embeddings=flag(hf, "tie_word_embeddings", where),
+                   tie_word_embeddings=tie_flag(hf, where),
                    source_dtype=source_dtype(hf))
 
 

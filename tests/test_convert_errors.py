@@ -685,13 +685,11 @@ def test_a_tied_base_storing_another_lm_head_is_refused(tmp_path, arch):
 
 
 @pytest.mark.parametrize("tie, said", [
-    ((), "absent, Qwen2ForCausalLM's default is false"), ((False,), "false"),
-    # transformers 4.57 keeps None, which ties nothing; 5.25's config refuses it (expected bool, got NoneType)
-    ((None,), "null, which transformers 4.x reads as false and transformers 5 refuses")], ids=["absent", "false", "null"])
+    ((), "absent, Qwen2ForCausalLM's default is false"), ((False,), "false")], ids=["absent", "false"])
 def test_a_tied_base_whose_config_does_not_tie_says_how_to_tie_it(tmp_path, tie, said):
     """A review: a tied Qwen2 (its weights hold no lm_head.weight) whose config.json lacks tie_word_embeddings, which
     transformers reads as Qwen2's default, false (then lm_head is initialised at random), was told to re-download
-    the model alone: the fix that keeps the download is named first. A null one was said to be false."""
+    the model alone: the fix that keeps the download is named first."""
     base = make_hf(tmp_path / "base", "qwen2", tie=True)
     config = json.loads((base / "config.json").read_text())
     config.pop("tie_word_embeddings")
@@ -701,6 +699,26 @@ def test_a_tied_base_whose_config_does_not_tie_says_how_to_tie_it(tmp_path, tie,
     assert_one_line_error(result, "missing tensors: lm_head.weight: the weights do not match its config.json; if the "
                                   f'model ties its head to the embedding, set "tie_word_embeddings": true in config.json '
                                   f"(it is {said}), else re-download the model")
+
+
+@pytest.mark.parametrize("tie", [True, False], ids=["tied", "untied"])
+def test_a_null_tie_word_embeddings_is_refused_naming_both_values(tmp_path, tie):
+    """A review: `"tie_word_embeddings": null` converted (read as false, as transformers 4.57 reads it), though
+    transformers 5 (5.25) refuses to load that config (its LlamaConfig / Qwen2Config field expects a bool), whatever
+    the weights: convert, init-drafter and train read it as no framework loads it. It is refused before any tensor is
+    read, naming the field and both values; either converts where it matches the weights."""
+    base = make_hf(tmp_path / "base", "qwen2", tie=tie)
+    config = base / "config.json"
+    raw = json.loads(config.read_text())
+    config.write_text(json.dumps(raw | {"tie_word_embeddings": None}))
+    drafter = make_drafter(tmp_path / "drafter", base)
+    null = (f"{config}: tie_word_embeddings is null, which transformers 5 refuses to load (it expects true or false) "
+            f"and transformers 4.x reads as false: set it to true if the weights hold no lm_head.weight (the head is "
+            f"the embedding), else to false")
+    assert_one_line_error(convert_err((base, drafter, tmp_path / "out")), null)
+    assert_one_line_error(run_cli("init-drafter", "--base", base, "--output", tmp_path / "init"), null)
+    config.write_text(json.dumps(raw))  # the fix: the value the weights hold
+    assert run_cli("convert", "--base", base, "--drafter", drafter, "--output", tmp_path / "out").exit_code == 0
 
 
 def test_a_tied_base_storing_its_embedding_as_lm_head_converts(tmp_path, tiny_llama_tied):
