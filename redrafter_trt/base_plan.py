@@ -37,8 +37,8 @@ class Planned:
     shape: tuple[int, ...]
     dtype: torch.dtype
     read: Callable[[], torch.Tensor]
-    # a Hugging Face base's: where its Hugging Face names (a fused qkv's three) are read again whole, only once
-    # `read`'s tensor is not finite, to name the one holding NaN or Inf (`nonfinite_refusal`)
+    # a Hugging Face base's or a drafter's: where the tensors `read` reads (a fused qkv's three) are read again whole,
+    # only once `read`'s tensor is not finite, to name the one holding NaN or Inf, or the cast (`nonfinite_refusal`)
     src: TensorSource | None = None
     sources: tuple[str, ...] = ()
 
@@ -195,17 +195,27 @@ def plan_hf_rank(src: TensorSource, b: BaseModelConfig, cfg: dict, tp_rank: int)
     return planned
 
 
-def nonfinite_refusal(src: TensorSource | None, sources, name: str, dtype: torch.dtype) -> TensorError:
-    """The refusal of `name`, which holds NaN or Inf as read in `dtype`: broken_base_tensor of the first of `sources`
-    (Hugging Face names, read again whole from `src`) holding them in its file; where those are finite, in float16, a
-    value beyond its range (an Inf after the cast); else the source weights are broken."""
-    for source in sources if src is not None else ():
+def nonfinite_refusal(src: TensorSource | None, sources, name: str, dtype: torch.dtype,
+                      dtypes: tuple[str, ...] = DTYPES) -> TensorError:
+    """The refusal of `name`, which holds NaN or Inf as read in `dtype`. `sources`: the tensors of `src` it is read
+    from (a Hugging Face base's names, a fused qkv's three; a drafter's), read again whole as stored:
+    broken_base_tensor of the first holding NaN or Inf; where all are finite, the cast to `dtype` made Inf of values
+    beyond its range (float16's 65504: a bfloat16 base's; bfloat16's 3.39e38: a float32 one's), whose fix is a wider
+    one of `dtypes` (those the command converts to). Without them (a TensorRT-LLM base's) either may be the cause."""
+    if src is None or not sources:
+        if dtype == torch.float16:
+            return TensorError(f"{name} holds NaN or Inf in float16: its values exceed float16's range (65504) or the "
+                               f"source is broken: convert with --dtype bfloat16")
+        return TensorError(f"{name} holds NaN or Inf: the source weights are broken, re-export them")
+    for source in sources:
         if not all_finite(src.get(source)):
             return broken_base_tensor(source, src.file(source))
-    if dtype == torch.float16:
-        return TensorError(f"{name} holds NaN or Inf in float16: its values exceed float16's range (65504) or the "
-                           f"source is broken: convert with --dtype bfloat16")
-    return TensorError(f"{name} holds NaN or Inf: the source weights are broken, re-export them")
+    kind, limit = str(dtype).removeprefix("torch."), torch.finfo(dtype).max
+    wider = [d for d in dtypes if torch.finfo(getattr(torch, d)).max > limit]
+    fix = f"convert with --dtype {' or '.join(wider)}" if wider else "no dtype it converts to holds them: fix the model"
+    stored = ", ".join(sorted({src.dtype(source) for source in sources}))
+    return TensorError(f"{name} holds Inf in {kind}: finite as stored ({stored}), its values exceed {kind}'s range "
+                       f"(largest {limit:g}): {fix}")
 
 
 def hf_lm_head(src: TensorSource) -> str:

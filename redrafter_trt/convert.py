@@ -180,11 +180,12 @@ def plan_drafter(d: DrafterConfig, tensors: dict[str, torch.Tensor], cfg: dict, 
     tp = layout.tp_size(cfg)
     specs = layout.drafter_tensors(cfg)
     planned = []
+    stored = TensorSource({}, tensors)  # finite (load_drafter checks): a NaN or Inf read is the cast's
     for apple, t in tensors.items():
         name = drafter_to_trtllm(apple, d.num_draft_layers)
         shape, dt = specs[name]
         start, stop = even_range(t.shape[0], tp_rank, tp)
-        planned.append(Planned(name, shape, dt, lambda t=t, a=start, b=stop, dt=dt: t[a:b].to(dt)))
+        planned.append(Planned(name, shape, dt, lambda t=t, a=start, b=stop, dt=dt: t[a:b].to(dt), stored, (apple,)))
     order = list(specs)
     return sorted(planned, key=lambda p: order.index(p.name))
 

@@ -220,8 +220,7 @@ def _prints_logged():
 def _check_finite(model, hf_dir: Path, loaded_dtype: torch.dtype) -> None:
     """A TensorError naming the Hugging Face tensor (and its file) that holds NaN or Inf, checked on the loaded
     model's weights (one pass over memory) before calibrating: afterwards the export refused it under its TensorRT-LLM
-    name. A weight finite in its file that the load in float16 (`loaded_dtype`) made Inf is named as beyond float16's
-    range."""
+    name. A weight finite in its file that the load in `loaded_dtype` made Inf is named as beyond its range."""
     from .base_plan import nonfinite_refusal
     from .io import TensorSource, all_finite
 
@@ -231,7 +230,8 @@ def _check_finite(model, hf_dir: Path, loaded_dtype: torch.dtype) -> None:
     src = TensorSource.from_hf_folder(hf_dir)
     try:
         names = src.names()
-        raise nonfinite_refusal(src, [name for name in broken if name in names], broken[0], loaded_dtype)
+        raise nonfinite_refusal(src, [name for name in broken if name in names], broken[0], loaded_dtype,
+                               FP8_DTYPES)
     finally:
         src.close()
 

@@ -1238,6 +1238,46 @@ def test_weights_beyond_float16_range(parts, where):
                    ).exit_code == 0
 
 
+@pytest.mark.parametrize("stored, dtype, value, fix", [
+    (torch.bfloat16, "float16", 1e6, "convert with --dtype bfloat16 or float32"),
+    (torch.float32, "bfloat16", 3.4e38, "convert with --dtype float32")], ids=["bfloat16 as float16", "float32 as bfloat16"])
+@pytest.mark.parametrize("where", ["base", "drafter"])
+def test_a_finite_weight_beyond_the_dtypes_range_names_the_cast(tmp_path, stored, dtype, value, fix, where):
+    """A review: a weight finite as stored that the cast to --dtype makes Inf was refused as "exceed float16's range
+    or the source is broken" (float16), or "the source weights are broken, re-export them" (bfloat16: a float32
+    value beyond its 3.39e38), though the weights are sound. The refusal names the cast, the stored dtype and the
+    dtypes that hold them; the first of those converts."""
+    base = make_hf(tmp_path / "base", dtype=stored)
+    drafter = make_drafter(tmp_path / "drafter", base, dtype=stored)
+    f = (base if where == "base" else drafter) / "model.safetensors"
+    t = load_file(f)
+    name = next(k for k in t if k.endswith("weight") and t[k].dim() == 2)
+    t[name][1, 2] = value
+    save_file(t, f, metadata={"format": "pt"})
+    limit = torch.finfo(getattr(torch, dtype)).max
+    st = {torch.bfloat16: "BF16", torch.float32: "F32"}[stored]
+    assert_one_line_error(convert_err((base, drafter, tmp_path / "out"), "--dtype", dtype),
+                          f" holds Inf in {dtype}: finite as stored ({st}), its values exceed {dtype}'s range "
+                          f"(largest {limit:g}): {fix}")
+    wider = fix.split()[-3 if " or " in fix else -1]
+    assert run_cli("convert", "--base", base, "--drafter", drafter, "--output", tmp_path / "out", "--dtype", wider
+                   ).exit_code == 0
+
+
+def test_a_weight_not_finite_as_stored_is_refused_whatever_the_dtype(tmp_path):
+    """A bfloat16 base holding an Inf as stored, converted to float16: the stored tensor is named, with its file,
+    as broken (not a cast beyond float16's range: --dtype bfloat16 would not help)."""
+    base = make_hf(tmp_path / "base", dtype=torch.bfloat16)
+    drafter = make_drafter(tmp_path / "drafter", base)
+    t = load_file(base / "model.safetensors")
+    name = "model.layers.1.mlp.down_proj.weight"
+    t[name][1, 2] = float("inf")
+    save_file(t, base / "model.safetensors", metadata={"format": "pt"})
+    assert_one_line_error(convert_err((base, drafter, tmp_path / "out"), "--dtype", "float16"),
+                          f"base {base / 'model.safetensors'}: {name} holds NaN or Inf: the base's weights are broken; "
+                          f"re-download it")
+
+
 def test_sigkill_leaves_nothing_inspect_accepts(tmp_path, smollm2):
     """Kill a SmolLM2 conversion mid-write: no folder named --output appears, `inspect` rejects what is left,
     and running again succeeds."""

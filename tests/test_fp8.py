@@ -584,8 +584,8 @@ def test_fp8_checks_the_base_tensors_before_loading_the_model(tiny_llama, tiny_d
 
 @pytest.mark.parametrize("dtype, value, said", [
     ("bfloat16", float("nan"), "holds NaN or Inf: the base's weights are broken; re-download it"),
-    ("float16", 1e6, "holds NaN or Inf in float16: its values exceed float16's range (65504) or the source is broken: "
-                     "convert with --dtype bfloat16")])
+    ("float16", 1e6, "holds Inf in float16: finite as stored (F32), its values exceed float16's range (largest "
+                     "65504): convert with --dtype bfloat16")])  # float32 is no dtype FP8 keeps
 def test_fp8_of_a_base_holding_nan_names_its_tensor_before_calibrating(tiny_llama, tiny_drafter, tmp_path,
                                                                        monkeypatch, dtype, value, said):
     """A review: a NaN in a Hugging Face base was calibrated, then refused under the exported TensorRT-LLM name
@@ -613,7 +613,8 @@ def test_fp8_of_a_base_holding_nan_names_its_tensor_before_calibrating(tiny_llam
 
 def test_a_weight_not_finite_only_once_loaded_in_bfloat16_is_not_said_beyond_float16(tiny_llama):
     """The check before calibrating said any weight finite in its file "exceeds float16's range" whatever dtype the
-    base was loaded in: in bfloat16 (float32's range) the source weights are broken."""
+    base was loaded in, then (a review) that "the source weights are broken, re-export them", though finite in the
+    file: a float32 value beyond bfloat16's range (3.39e38), which no dtype FP8 keeps holds."""
     from redrafter_trt import quantize
     from redrafter_trt.hf_model import load_causal_lm
 
@@ -622,8 +623,9 @@ def test_a_weight_not_finite_only_once_loaded_in_bfloat16_is_not_said_beyond_flo
         model.model.layers[1].mlp.down_proj.weight[1, 2] = float("inf")  # finite in the file
     with pytest.raises(TensorError) as e:
         quantize._check_finite(model, tiny_llama, torch.bfloat16)
-    assert str(e.value) == ("model.layers.1.mlp.down_proj.weight holds NaN or Inf: the source weights are broken, "
-                            "re-export them")
+    assert str(e.value) == ("model.layers.1.mlp.down_proj.weight holds Inf in bfloat16: finite as stored (F32), its "
+                            "values exceed bfloat16's range (largest 3.38953e+38): no dtype it converts to holds them: "
+                            "fix the model")
 
 
 def test_modelopt_prints_stay_off_stdout(fp8_models, tmp_path, capfd, caplog):
