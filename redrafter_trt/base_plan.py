@@ -111,24 +111,34 @@ def check_hf_tensors(src: TensorSource, b: BaseModelConfig, where: Path) -> None
         _check_tied_head(src, where)
 
 
+# the bytes of rows (as float32) _check_tied_head compares at once: its memory whatever the vocabulary (Llama 3 70B's
+# head is 128256 x 8192, 2 GB in bfloat16 a table)
+TIED_CHUNK_BYTES = 64 << 20
+
+
 def _check_tied_head(src: TensorSource, where: Path) -> None:
     """A config.json that ties the head to the embedding over weights that also hold an lm_head.weight: transformers
     5 uses the stored head (and warns it will not tie them), transformers 4.x (4.57, which TensorRT-LLM 1.2 pins) ties
     it to the embedding after loading, so the two are different models unless the stored head is the embedding.
-    Compared in chunks of rows ([rows, H], about 64 MiB each), stopping at the first that differs; NaN at the same
-    places in both is no difference (a broken embedding stored twice: convert names the NaN)."""
+    Compared in chunks of rows ([rows, H], TIED_CHUNK_BYTES each), read by get_slice (mmap views, no copy of a whole
+    table), stopping at the first that differs, whose first differing row is named; NaN at the same places in both is
+    no difference (a broken embedding stored twice: convert names the NaN)."""
     emb, head = "model.embed_tokens.weight", "lm_head.weight"
     vocab, hidden = src.shape(emb)
-    step = max(1, (64 << 20) // (hidden * 4))
+    step = max(1, TIED_CHUNK_BYTES // (hidden * 4))
     for start in range(0, vocab, step):
         a, b = src.get(emb, 0, start, start + step), src.get(head, 0, start, start + step)
         common = torch.promote_types(a.dtype, b.dtype)
         a, b = a.to(common), b.to(common)
-        if not torch.equal(a, b) and bool(((a != b) & ~(a.isnan() & b.isnan())).any()):
+        if torch.equal(a, b):
+            continue
+        differs = ((a != b) & ~(a.isnan() & b.isnan())).any(dim=1).nonzero()
+        if len(differs):
             raise ConfigError(f"base {where}: config.json sets tie_word_embeddings, but its weights also hold an "
-                              f"{head} that differs from {emb}: transformers 4.x (TensorRT-LLM's) ties the head to "
-                              f"the embedding, transformers 5 keeps the stored one; set \"tie_word_embeddings\": false "
-                              f"in config.json to keep the stored head, or delete {head} from the weights to tie them")
+                              f"{head} that differs from {emb} (first at row {start + int(differs[0])}): transformers "
+                              f"4.x (TensorRT-LLM's) ties the head to the embedding, transformers 5 keeps the stored "
+                              f"one; set \"tie_word_embeddings\": false in config.json to keep the stored head, or "
+                              f"delete {head} from the weights to tie them")
 
 
 def _tie_hint(b: BaseModelConfig, astray: set[str]) -> str | None:

@@ -733,6 +733,24 @@ def test_a_tied_base_storing_its_embedding_as_lm_head_converts(tmp_path, tiny_ll
     assert result.exit_code == 0, result.output
 
 
+def test_a_tied_base_storing_a_head_that_differs_in_one_row_names_the_row(tmp_path, tiny_llama_tied, monkeypatch):
+    """The tie conflict's refusal names the first row where the stored head differs from the embedding (found chunk
+    by chunk: three rows a chunk here, so row 200 is in the 67th), which tells a stray edit from another matrix."""
+    from redrafter_trt import base_plan
+
+    base = Path(shutil.copytree(tiny_llama_tied, tmp_path / "base"))
+    weights = load_file(base / "model.safetensors")
+    head = weights["model.embed_tokens.weight"].clone()
+    head[200, 5] += 1.0
+    head[230] = float("nan")  # a later row differing too, NaN in one only
+    save_file(weights | {"lm_head.weight": head}, base / "model.safetensors", metadata={"format": "pt"})
+    monkeypatch.setattr(base_plan, "TIED_CHUNK_BYTES", 3 * head.shape[1] * 4)
+    drafter = make_drafter(tmp_path / "drafter", tiny_llama_tied)
+    result = run_cli("convert", "--base", base, "--drafter", drafter, "--output", tmp_path / "out")
+    assert_one_line_error(result, "an lm_head.weight that differs from model.embed_tokens.weight (first at row 200): ",
+                          TIE_FIXES)
+
+
 def test_a_tied_base_storing_its_embedding_as_lm_head_with_a_nan_is_refused_for_the_nan(tmp_path, tiny_llama_tied):
     """A review: a NaN at one place in both (a broken embedding stored twice) made them differ to torch.equal, and
     the refusal was the tie conflict, whose fixes leave the NaN. Equal but for NaN at the same places, they are one
