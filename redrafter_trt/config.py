@@ -71,8 +71,8 @@ def tie_flag(hf: dict, where: str) -> bool:
     one is refused: transformers 5 refuses to load it (its config classes type the field bool) and transformers 4.x
     reads it as false, so convert would make a model the base's own framework does not load."""
     if "tie_word_embeddings" in hf and hf["tie_word_embeddings"] is None:
-        raise ConfigError(f"{where}: tie_word_embeddings is null, which transformers 5 refuses to load (it expects true "
-                          f"or false) and transformers 4.x reads as false: set it to true if the weights hold no "
+        raise ConfigError(f"{where}: tie_word_embeddings is null, which transformers 5 refuses to load (it expects "
+                          f"true or false) and transformers 4.x reads as false: set it to true if the weights hold no "
                           f"lm_head.weight (the head is the embedding), else to false")
     return flag(hf, "tie_word_embeddings", where)
 
