@@ -144,7 +144,7 @@ def _check_tied_head(src: TensorSource, where: Path) -> None:
 def _tie_hint(b: BaseModelConfig, astray: set[str]) -> str | None:
     """A tied model (its weights hold no lm_head.weight) whose config.json does not say so: transformers initialises
     its lm_head at random. An absent tie_word_embeddings is false, the default of every architecture registered (a
-    null one is refused before, config.tie_flag)."""
+    null one is refused before, config.typed_flag)."""
     if astray != {"lm_head.weight"}:
         return None
     said = "false" if "tie_word_embeddings" in b.hf else f"absent, {b.spec.hf_architecture}'s default is false"

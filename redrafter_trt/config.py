@@ -66,15 +66,22 @@ def flag(raw: dict, key: str, where: str) -> bool:
     return False if value is None else _typed(value, key, where, FLAG)
 
 
-def tie_flag(hf: dict, where: str) -> bool:
-    """tie_word_embeddings as flag() reads it, false when absent (every registered architecture's default), but a null
-    one is refused: transformers 5 refuses to load it (its config classes type the field bool) and transformers 4.x
-    reads it as false, so convert would make a model the base's own framework does not load."""
-    if "tie_word_embeddings" in hf and hf["tie_word_embeddings"] is None:
-        raise ConfigError(f"{where}: tie_word_embeddings is null, which transformers 5 refuses to load (it expects "
-                          f"true or false) and transformers 4.x reads as false: set it to true if the weights hold no "
-                          f"lm_head.weight (the head is the embedding), else to false")
-    return flag(hf, "tie_word_embeddings", where)
+# What the weights hold where each bool field transformers 5 types is true, for typed_flag's refusal of a null one.
+WHEN_TRUE = {
+    "tie_word_embeddings": "the weights hold no lm_head.weight (the head is the embedding)",
+    "attention_bias": "the weights hold the attention's biases (self_attn.q_proj.bias and the others)",
+    "mlp_bias": "the weights hold the MLP's biases (mlp.gate_proj.bias and the others)",
+}
+
+
+def typed_flag(hf: dict, key: str, where: str) -> bool:
+    """A field the architecture's transformers 5 config class types bool, as flag() reads it (false when absent),
+    but a null one is refused: transformers 5 refuses to load it and transformers 4.x reads it as false, so convert
+    would make a model the base's own framework does not load."""
+    if key in hf and hf[key] is None:
+        raise ConfigError(f"{where}: {key} is null, which transformers 5 refuses to load (it expects true or false) "
+                          f"and transformers 4.x reads as false: set it to true if {WHEN_TRUE[key]}, else to false")
+    return flag(hf, key, where)
 
 
 def _written(raw: dict | None) -> dict | None:
@@ -213,13 +220,14 @@ class BaseModelConfig:
         H = positive_int(hf, "hidden_size", where)
         rope_fields(hf, where)  # checked here, before any work
         positive_float(hf, "rms_norm_eps", where, 1e-6)
-        flag(hf, "attention_bias", where), flag(hf, "mlp_bias", where)  # read as truth values further on
+        for key in ("attention_bias", "mlp_bias"):  # read as truth values further on; null refused where typed
+            (typed_flag if key in spec.typed_flags else flag)(hf, key, where)
         return cls(spec=spec, hf=hf, hidden_size=H, num_layers=positive_int(hf, "num_hidden_layers", where),
                    num_heads=nh, num_kv_heads=positive_int(hf, "num_key_value_heads", where, spec.kv_heads or nh),
                    head_size=positive_int(hf, "head_dim", where, spec.head_dim or H // nh),
                    intermediate_size=positive_int(hf, "intermediate_size", where),
                    vocab_size=positive_int(hf, "vocab_size", where),
-                   tie_word_embeddings=tie_flag(hf, where),
+                   tie_word_embeddings=typed_flag(hf, "tie_word_embeddings", where),
                    source_dtype=source_dtype(hf))
 
 

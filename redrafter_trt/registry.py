@@ -23,6 +23,11 @@ class ArchSpec:
     qk_norm: bool = False      # per-head RMSNorm of q and k before RoPE (Qwen3's q_norm / k_norm)
     extra_config: dict = field(default_factory=dict)  # fields TensorRT-LLM's from_hugging_face adds
 
+    @property
+    def typed_flags(self) -> tuple[str, ...]:
+        """The bias fields the HF class reads, which transformers 5 types bool (a null one fails its load)."""
+        return ("attention_bias", "mlp_bias") if self.bias_flags else ("attention_bias",) if self.qk_norm else ()
+
 
 REGISTRY: dict[str, ArchSpec] = {}
 

@@ -721,6 +721,36 @@ def test_a_null_tie_word_embeddings_is_refused_naming_both_values(tmp_path, tie)
     assert run_cli("convert", "--base", base, "--drafter", drafter, "--output", tmp_path / "out").exit_code == 0
 
 
+@pytest.mark.parametrize("arch", ["llama", "mistral", "qwen2", "qwen3"])
+@pytest.mark.parametrize("key", ["attention_bias", "mlp_bias"])
+def test_a_null_bias_field_is_refused_where_transformers_refuses_to_load_it(tmp_path, arch, key):
+    """As tie_word_embeddings: transformers 5 (5.25) types LlamaConfig's attention_bias and mlp_bias and Qwen3Config's
+    attention_bias bool and refuses null, which convert read as false; Mistral's and Qwen2's classes do not read
+    them and load null. Whether convert refuses follows transformers' own load of the same config.json (the
+    oracle where transformers 5 is installed); the fix, false, converts."""
+    from transformers import AutoConfig
+    base = make_hf(tmp_path / "base", arch)
+    config = base / "config.json"
+    raw = json.loads(config.read_text())
+    config.write_text(json.dumps(raw | {key: None}))
+    drafter = make_drafter(tmp_path / "drafter", base)
+    refused = arch == "llama" or (arch == "qwen3" and key == "attention_bias")
+    if TRANSFORMERS_5:
+        try:
+            AutoConfig.from_pretrained(base)
+            loads = True
+        except Exception:
+            loads = False
+        assert loads != refused
+    if refused:
+        assert_one_line_error(convert_err((base, drafter, tmp_path / "out")),
+                              f"{config}: {key} is null, which transformers 5 refuses to load (it expects true or "
+                              f"false) and transformers 4.x reads as false: set it to true if the weights hold the")
+        config.write_text(json.dumps(raw | {key: False}))
+    result = run_cli("convert", "--base", base, "--drafter", drafter, "--output", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+
+
 def test_a_tied_base_storing_its_embedding_as_lm_head_converts(tmp_path, tiny_llama_tied):
     """A tied base that stores its embedding again as lm_head.weight (some exports do) is one model to both
     transformers versions: it converts as before."""
