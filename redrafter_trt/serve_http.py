@@ -1,7 +1,8 @@
 """The reference server's HTTP side: http.server's threading server answering each request with the `serve_app.App`
-it holds, bodies read by their Content-Length or chunked (`read_chunked`, much as uvicorn reads them for
-vLLM and trtllm-serve), OpenAI's JSON error body for what cannot be read (a body too long, not JSON, badly chunked),
-server-sent events for a streamed answer, and the count of POSTs in flight that a shutdown waits for.
+it holds, request heads read as h11 reads them (`serve_head.read_head`), bodies by their Content-Length or chunked
+(`read_chunked`, much as uvicorn reads them for vLLM and trtllm-serve), OpenAI's JSON error body for what cannot be
+read (a head h11 refuses, a body too long, not JSON, badly chunked), server-sent events for a streamed answer, and
+the count of POSTs in flight that a shutdown waits for.
 
     server = make_server(None, "127.0.0.1", 8000)   # the port is taken first: a taken one is one line at once
     server.app = App(backend, "smol", 256)          # after the long load
@@ -18,10 +19,8 @@ import select
 import socket
 import sys
 import threading
-from email.errors import (FirstHeaderLineIsContinuationDefect, InvalidHeaderDefect,
-                          MisplacedEnvelopeHeaderDefect, MissingHeaderBodySeparatorDefect)
-from email.message import Message
 from http import HTTPStatus
+from http.client import HTTPMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
@@ -29,6 +28,7 @@ from . import __version__
 from .errors import ConfigError
 from .serve_app import POST_ROUTES, App, is_route, no_route
 from .serve_errors import ClientGone, error
+from .serve_head import Unreadable, read_head
 
 log = logging.getLogger(__name__)
 
@@ -40,42 +40,6 @@ MAX_CHUNK_LINE = 4096  # bytes in a chunk's size line (its extensions too) or a 
 MAX_TRAILERS = 100  # trailer lines, as http.client's limit on header lines
 MAX_CHUNK_FRAMING = 1 << 20  # bytes of size lines (extensions too) and trailers in one body, beside MAX_BODY's data
 CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?\r\n")  # RFC 9112 7.1: hex, BWS, extensions
-SPACED_COLON = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+)[ \t]+:")  # RFC 9112 5.1: a field name, whitespace, colon
-SHOWN = 40  # characters of a refused header line named in the answer
-
-
-def unread_header(headers: Message) -> str | None:
-    """Why email's parser (http.server's) did not read a request's header block whole, naming the first line it took
-    as no header (None: it read them all), as a 400's message. It ends the headers at a line that is not
-    `Name: value` (whitespace before the colon, none, a space in the name), leaving that line and every later one
-    unread (a MissingHeaderBodySeparatorDefect, the lines as the payload); drops a line starting with a colon, a
-    first line folded (obs-fold), a "From " line (an mbox envelope); ends them at a bare CR (an empty line to it)."""
-    if envelope := headers.get_unixfrom():
-        return _not_a_header(envelope)
-    for defect in headers.defects:  # the header lines' defects, in order, after any MissingHeaderBodySeparatorDefect
-        if isinstance(defect, (FirstHeaderLineIsContinuationDefect, MisplacedEnvelopeHeaderDefect)):
-            return _not_a_header(defect.line.rstrip("\r\n"))
-        if isinstance(defect, InvalidHeaderDefect):  # the line itself is not kept
-            return "a header line has no name before its colon: send 'Name: value' (RFC 9112 5.1)"
-    payload = headers.get_payload()  # a list of parts for a multipart/* or message/* Content-Type
-    unread = payload if isinstance(payload, str) else "".join(map(str, payload)).lstrip("\n")
-    if not unread:
-        return None
-    if not any(isinstance(defect, MissingHeaderBodySeparatorDefect) for defect in headers.defects):
-        return "a header line holds a CR not before LF: end each line with CRLF (RFC 9112 2.2)"
-    return _not_a_header(unread.partition("\n")[0].rstrip("\r") if isinstance(payload, str) else None)
-
-
-def _not_a_header(line: str | None) -> str:
-    """A 400's message for a header line read as no header (None: a line of a multipart or message/* payload)."""
-    if line is not None and (match := SPACED_COLON.match(line)):
-        return f"the header {match.group(1)!r} has whitespace before its colon: send '{match.group(1)}:' (RFC 9112 5.1)"
-    shown = "a header line" if line is None else f"the header line {line[:SHOWN]!r}{'...' if len(line) > SHOWN else ''}"
-    return f"{shown} is not 'Name: value': send each header so, its name a token (RFC 9112 5.1)"
-
-
-class Unreadable(Exception):
-    """A request body that cannot be read: (HTTP status, why and the fix)."""
 
 
 def too_large(limit: int) -> Unreadable:
@@ -129,17 +93,9 @@ def read_chunked(rfile, limit: int) -> bytes:
 
 
 PROTOCOL_FIXES = {  # http.server's refusal -> what the client should send instead
-    HTTPStatus.BAD_REQUEST: "send a request line of the form 'POST /v1/completions HTTP/1.1'",
     HTTPStatus.REQUEST_URI_TOO_LONG: "send a shorter path (the prompt goes in the JSON body)",
-    HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE: "send fewer or shorter headers",
     HTTPStatus.NOT_IMPLEMENTED: "use GET /v1/models or POST a completion",
-    HTTPStatus.HTTP_VERSION_NOT_SUPPORTED: "send HTTP/1.1 or HTTP/1.0",
 }
-
-
-def _byte_count(header: str) -> bool:
-    """A Content-Length int() reads: ASCII digits (str.isdigit also takes "²", a Latin-1 header byte)."""
-    return header.isascii() and header.isdigit()
 
 
 def _readable(sock: socket.socket) -> bool:
@@ -251,92 +207,60 @@ class Handler(BaseHTTPRequestHandler):
         return read_chunked(self.rfile, MAX_BODY)
 
     def _framing(self) -> int | None:
-        """The body's length by the headers alone (None: chunked, read as it comes); Unreadable where they refuse
-        it (`handle_expect_100` refuses so before the body is sent)."""
-        codings = self.headers.get_all("Transfer-Encoding")
-        if codings is None:
-            if (length := self._length()) is None:
-                raise Unreadable(HTTPStatus.LENGTH_REQUIRED, "no Content-Length: send a JSON body")
-            if length > MAX_BODY:
-                raise too_large(MAX_BODY)
-            return length
-        # every Transfer-Encoding line: a proxy may read the last one
-        if [c.strip(" \t").lower() for c in codings] != ["chunked"]:
-            raise Unreadable(HTTPStatus.NOT_IMPLEMENTED, f"Transfer-Encoding {', '.join(codings)!r} is not read "
-                                                         "here: send the body chunked, or with a Content-Length")
-        if "Content-Length" in self.headers:  # a request smuggling's shape (RFC 9112 6.3), refused as h11 does
-            raise Unreadable(HTTPStatus.BAD_REQUEST, "Transfer-Encoding chunked and a Content-Length: send one of "
-                                                     "them")
-        return None
-
-    def _length(self) -> int | None:
-        """The Content-Length (None: none sent). A length repeated (two lines, or a list "59, 59"
-        a proxy joined) is one, as h11 reads it (RFC 9110 8.6); lengths that differ are a 400 (RFC 9112 6.3: the
-        body's end is unknown, what follows must not be read as the next request: a request smuggling's shape)."""
-        lines = self.headers.get_all("Content-Length")
-        if lines is None:
+        """The body's length by the head (None: chunked, read as it comes); Unreadable where none is sent (411) or
+        it is over MAX_BODY (413): `handle_expect_100` refuses so before the body is sent."""
+        if self.head.chunked:
             return None
-        sent = ", ".join(lines)
-        values = {value.strip(" \t") for line in lines for value in line.split(",")}
-        if len(values) > 1:
-            raise Unreadable(HTTPStatus.BAD_REQUEST, f"Content-Length {sent!r} holds lengths that differ: send one")
-        if not _byte_count(length := values.pop()):
-            raise Unreadable(HTTPStatus.BAD_REQUEST, f"Content-Length {sent!r} is not a byte count: send the body's "
-                                                     "length in decimal digits")
-        return int(length)
+        if self.head.length is None:
+            raise Unreadable(HTTPStatus.LENGTH_REQUIRED, "no Content-Length: send a JSON body")
+        if self.head.length > MAX_BODY:
+            raise too_large(MAX_BODY)
+        return self.head.length
 
     def _skip_body(self) -> None:
         """Drop the body of a request that takes none (a PUT, a GET with a JSON body): left unread, a kept-alive
-        connection would read it as its next request. One chunked or over MAX_BODY closes the connection (a
-        Content-Length that is no byte count was refused with the head: `_length_read`)."""
-        length = None if self.headers.get_all("Transfer-Encoding") else self._length() or 0
+        connection would read it as its next request. One chunked or over MAX_BODY closes the connection."""
+        length = None if self.head.chunked else self.head.length or 0
         if length is None or length > MAX_BODY:
             self.close_connection = True
         elif length:
             self.rfile.read(length)
 
     def parse_request(self) -> bool:
-        """http.server's, then the rules of RFC 9112 it does not check (`_head_read`)."""
-        return super().parse_request() and self._head_read()
+        """The head read as h11 reads it (`_head_read`), then Connection and Expect as http.server reads them; False
+        after answering a head that cannot be read."""
+        self.command, self.request_version = None, self.protocol_version  # a refusal's status line before a version
+        self.close_connection = True
+        self.requestline = self.raw_requestline.rstrip(b"\r\n").decode("latin-1")  # the log's
+        if not self._head_read():
+            return False
+        connection = self.headers.get("Connection", "").lower()
+        self.close_connection = connection == "close" or (self.request_version < "HTTP/1.1"
+                                                          and connection != "keep-alive")
+        if self.headers.get("Expect", "").lower() == "100-continue" and self.request_version >= "HTTP/1.1":
+            return self.handle_expect_100()
+        return True
 
     def _head_read(self) -> bool:
-        """False after a 400 to a request head h11 (uvicorn's parser) refuses and http.server reads: a header line
-        it took as no header (`_headers_whole`), not one Host (`_one_host`), a bad Content-Length (`_length_read`)."""
-        return self._headers_whole() and self._one_host() and self._length_read()
-
-    def _headers_whole(self) -> bool:
-        """False after a 400 to a header block email's parser did not read whole (`unread_header`): a Content-Length
-        after a line it took as no header went unread (a 411, or a GET's body read as the next request)."""
-        if (why := unread_header(self.headers)) is None:
-            return True
-        self._refuse(HTTPStatus.BAD_REQUEST, why)
-        return False
-
-    def _length_read(self) -> bool:
-        """False after a 400 to a Content-Length that is no byte count, or lengths that differ (`_length`), whatever
-        the method: h11 refuses the head, where a GET's body, skipped by it, closed the connection after its answer."""
+        """False after answering a head h11 (uvicorn's parser) refuses (`read_head`: 400, 501 for a transfer
+        coding), or one over http.client's limits (431), whatever the method: one answer, then the connection
+        closes. Sets `head`, and what http.server's handlers read: command, path, request_version, headers."""
         try:
-            self._length()
+            self.head = read_head(self.raw_requestline, self.rfile)
         except Unreadable as e:
             self._refuse(*e.args)
             return False
+        self.command, self.path, self.request_version = self.head.method, self.head.target, self.head.version
+        if self.path.startswith("//"):  # http.server's (gh-87389): "//host/path" would read as a host
+            self.path = "/" + self.path.lstrip("/")
+        self.headers = HTTPMessage()
+        for name, value in self.head.fields:
+            self.headers[name] = value
         return True
 
-    def _one_host(self) -> bool:
-        """False after a 400 to a request with several Host headers, or an HTTP/1.1 one with none, as h11 (uvicorn's
-        parser) refuses them; HTTP/1.0 may leave it out."""
-        hosts = len(self.headers.get_all("Host") or ())
-        if hosts == 1 or (hosts == 0 and self.request_version in ("HTTP/0.9", "HTTP/1.0")):
-            return True
-        self._refuse(HTTPStatus.BAD_REQUEST, f"{hosts or 'no'} Host header{'s' if hosts > 1 else ''}: send one, "
-                                             "naming the server (RFC 9112 3.2)")
-        return False
-
     def handle_expect_100(self) -> bool:
-        """`Expect: 100-continue`: a request refused by its headers alone (`_head_read`; a body over MAX_BODY, or
-        framed as it cannot be read) is answered at once, without asking for its body (RFC 9110 10.1.1)."""
-        if not self._head_read():
-            return False
+        """`Expect: 100-continue`: a body refused by the head alone (over MAX_BODY, no length) is answered at once,
+        without asking for it (RFC 9110 10.1.1)."""
         if self.command == "POST" and self.route in POST_ROUTES:  # the bodies read (`_body`)
             try:
                 self._framing()
@@ -404,13 +328,10 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """http.server's own refusals (an unknown method such as FOO, a malformed request line, an HTTP version it
-        does not speak, a path or headers too long) as OpenAI's JSON error body, as every other answer, not its HTML
-        page; with a status line even when the request line was too broken to name an HTTP version."""
+        """http.server's own refusals (an unknown method such as FOO, a request line too long) as OpenAI's JSON
+        error body, as every other answer, not its HTML page."""
         self.log_error("code %d, message %s", code, message)
         self.close_connection = True
-        if self.request_version == "HTTP/0.9":  # the default until a request line was read: no headers would go out
-            self.request_version = self.protocol_version
         text = message or HTTPStatus(code).phrase
         if code == HTTPStatus.NOT_IMPLEMENTED:
             text = f"{self.command} is not served"
