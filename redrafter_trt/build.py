@@ -71,6 +71,11 @@ RESERVED = {
     "--gpt_attention_plugin": "TensorRT-LLM's executor runs only engines built with the GPT attention plugin (in the "
                               "checkpoint dtype, trtllm-build's default)",
     "--use_fp8_context_fmha": "set from the checkpoint's quantization",
+    # GenerationMixin splits the base's inputs into up to 6 profiles by token count; ReDrafterMixin.prepare_inputs
+    # never reads multiple_profiles, so Builder._add_optimization_profile indexes past its inputs' one profile
+    "--multiple_profiles": "TensorRT-LLM's ReDrafter model builds its own inputs for a single optimization profile "
+                           "(models/redrafter/model.py prepare_inputs), so trtllm-build fails with an IndexError "
+                           "after loading the weights; leave it out",
     "--build_config": "a build config file would override what ReDrafter needs: pass trtllm-build flags instead",
 }
 

@@ -392,11 +392,11 @@ def test_shipped_preset_drives_build_dry_run(path, tmp_path):
     assert {"checkpoint_dir", "output_dir"} <= defaults.keys()
 
 
-@pytest.mark.parametrize("args, argv", [("--multiple_profiles enable", ["--multiple_profiles", "enable"]),
-                                        (["--multiple_profiles", "enable"], ["--multiple_profiles", "enable"]),
+@pytest.mark.parametrize("args, argv", [("--tokens_per_block 64", ["--tokens_per_block", "64"]),
+                                        (["--tokens_per_block", "64"], ["--tokens_per_block", "64"]),
                                         ("--log_level 'info'", ["--log_level", "info"])])
 def test_a_presets_trtllm_build_arguments_split_as_a_shell_would(tmp_path, args, argv):
-    """A review: `build: {trtllm-args: "--multiple_profiles enable"}` reached trtllm-build as one argv item (which
+    """A review: `build: {trtllm-args: "--tokens_per_block 64"}` reached trtllm-build as one argv item (which
     it rejects), and past build's own guards; a string is now split as a shell splits what follows `--`."""
     from redrafter_trt.presets import resolve
 
@@ -420,12 +420,12 @@ def test_a_presets_trtllm_build_arguments_with_an_unclosed_quote_are_refused(tmp
 
 
 def test_a_presets_trtllm_build_argument_may_be_a_yaml_number(tmp_path):
-    """A review: `build: {trtllm-args: [--multiple_profiles, 1]}` (YAML reads 1 as a number) was an AttributeError
+    """A review: `build: {trtllm-args: [--tokens_per_block, 64]}` (YAML reads 64 as a number) was an AttributeError
     traceback ('int' object has no attribute 'split') from the reserved-flag check; argv items are strings."""
     from redrafter_trt.cli import main
 
     path = tmp_path / "p.yaml"
-    path.write_text("build: {trtllm-args: [--multiple_profiles, 1]}\n")
+    path.write_text("build: {trtllm-args: [--tokens_per_block, 64]}\n")
     result = CliRunner().invoke(main, ["build", "--config", str(path), "--checkpoint-dir", str(tmp_path / "c"),
                                        "--output-dir", "e", "--dry-run"])
     assert result.exit_code == 2 and result.output.startswith(f"error: checkpoint folder {tmp_path / 'c'} does not "
