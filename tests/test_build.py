@@ -26,7 +26,7 @@ from tinymodels import make_drafter, make_hf
 # tensorrt_llm/commands/build.py parse_arguments() and plugin/plugin.py add_plugin_argument(): names, types, choices.
 def trtllm_12_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(exit_on_error=False)
-    for flag in ("--checkpoint_dir", "--output_dir", "--output_timing_cache"):
+    for flag in ("--checkpoint_dir", "--output_dir", "--input_timing_cache", "--output_timing_cache"):
         p.add_argument(flag, type=str)
     for flag in ("--max_batch_size", "--max_input_len", "--max_seq_len", "--max_beam_width", "--max_num_tokens",
                  "--opt_num_tokens", "--workers", "--max_draft_len", "--tokens_per_block"):
@@ -262,11 +262,12 @@ def test_engine_positions_past_the_rope_table_warn(tmp_path, caplog, scaling, wa
 
 
 def test_extra_args_pass_through_after_double_dash(checkpoints, tmp_path):
+    extra = ["--tokens_per_block", "64", "--use_fused_mlp=enable", "--input_timing_cache", "old/model.cache"]
     result = invoke("--checkpoint-dir", str(checkpoints[False, 1]), "--output-dir", str(tmp_path / "engine"), "--dry-run", "--",
-                    "--tokens_per_block", "64", "--use_fused_mlp=enable")
+                    *extra)
     assert result.exit_code == 0, result.output
     argv = shlex.split(result.output)
-    assert argv[-3:] == ["--tokens_per_block", "64", "--use_fused_mlp=enable"]
+    assert argv[-len(extra):] == extra
     trtllm_12_parser().parse_args(argv[1:])
 
 
@@ -349,6 +350,10 @@ def test_refused_tensorrt_llm_is_named_for_what_it_is(tmp_path, monkeypatch, ver
     # the base's get several: Builder._add_optimization_profile's IndexError, minutes into the build
     (["--multiple_profiles", "enable"], "single optimization profile"),
     (["--multiple_p=enable"], "single optimization profile"),
+    # trtllm-build's own dry run writes config.json and no rank0.engine: check_engine then said "rerun the build"
+    (["--dry_run"], "use redrafter-trt build --dry-run"),
+    # build writes it to ENGINE/model.cache itself; an earlier build's cache is read with --input_timing_cache
+    (["--output_timing_cache", "t.cache"], "--input_timing_cache"),
 ])
 def test_extra_args_may_not_undo_redrafter_settings(checkpoints, tmp_path, extra, needle):
     result = invoke("--checkpoint-dir", str(checkpoints[False, 1]), "--output-dir", str(tmp_path / "engine"), "--dry-run", "--",
