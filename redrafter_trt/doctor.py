@@ -22,6 +22,11 @@ from .installed_trtllm import (INSTALL_HINT, MODEL_MAP_SOURCE, has_redrafter, in
 from .plural import counted
 
 REDRAFTER_MIN_CC = (8, 0)   # TensorRT-LLM's ReDrafter support matrix: Ampere or newer
+# TensorRT-LLM 1.2.x's only ReDrafter test (tests/integration/defs/examples/test_redrafter.py) is @skip_post_blackwell
+# (SM 10.0+), and the file skips itself at SM 10.3+ ("TRT workflow tests are not supported on post Blackwell-Ultra
+# architecture"; SM = major x 10 + minor, so 12.x too)
+REDRAFTER_UNTESTED_CC = (10, 0)
+TRT_FLOW_UNTESTED_CC = (10, 3)
 FP8_MIN_CC = (8, 9)         # FP8 GEMMs: Ada or Hopper
 MIN_PYTHON = (3, 10)
 ENGINES = "engines (redrafter-trt build, engine runs)"
@@ -43,6 +48,7 @@ class Check:
     fix: str = ""
     required: bool = False      # the CPU path needs it
     feature: str = ""           # for optional checks: what is unavailable without it
+    warning: str = ""           # an ok check's caveat: works as far as is known, but untested or unsure
 
 
 @dataclass(frozen=True)
@@ -113,11 +119,27 @@ def check_gpu(index: int, gpu: Gpu) -> Check:
     name = f"gpu{index}"
     if gpu.capability < REDRAFTER_MIN_CC:
         return Check(name, False, f"{gpu.name}, compute capability {cc}",
-                     "ReDrafter engines need compute capability 8.0 or newer (Ampere, Ada, Hopper, Blackwell)",
+                     "ReDrafter engines need compute capability 8.0 or newer (Ampere, Ada, Hopper; Blackwell "
+                     "untested by TensorRT-LLM)",
                      feature=f"{ENGINES} on {name}")
     fp8 = "FP8 ok" if gpu.capability >= FP8_MIN_CC else "no FP8 (needs 8.9+): build bf16/fp16 engines"
-    return Check(name, True, f"{gpu.name}, compute capability {cc}, ReDrafter ok, {fp8}",
-                 feature=f"{ENGINES} on {name}")
+    caveat = redrafter_caveat(gpu.capability)
+    return Check(name, True, f"{gpu.name}, compute capability {cc}, ReDrafter {'untested' if caveat else 'ok'}, "
+                 f"{fp8}", feature=f"{ENGINES} on {name}", warning=caveat)
+
+
+def redrafter_caveat(capability: tuple[int, int]) -> str:
+    """What TensorRT-LLM 1.2.x itself knows of ReDrafter engines at this compute capability ("" where it tests them):
+    its support matrix says 8.0+, its tests stop at Blackwell."""
+    if capability < REDRAFTER_UNTESTED_CC:
+        return ""
+    why = ("TensorRT-LLM 1.2.x tests no ReDrafter engine at compute capability 10.0+ (its ReDrafter test is "
+           "skip_post_blackwell)")
+    if capability >= TRT_FLOW_UNTESTED_CC:
+        why += (" and skips its whole TensorRT engine flow at 10.3+ (\"not supported on post Blackwell-Ultra "
+                "architecture\")")
+    return (f"{why}, though its support matrix says 8.0+: check a small engine's answers (redrafter-trt run "
+            "--engine-dir against --checkpoint-dir) before relying on one")
 
 
 def check_fp8_gpu(gpus: tuple[Gpu, ...]) -> Check:
@@ -230,8 +252,10 @@ def unavailable(checks: list[Check]) -> list[str]:
 
 
 def format_check(check: Check) -> str:
-    line = f"{'OK' if check.ok else 'FIX':<4} {check.name}: {check.detail}"
-    return line if check.ok else f"{line} -> {check.fix}"
+    """`OK`, `WARN` (ok, with a caveat after the arrow) or `FIX` (the fix after the arrow), then the check."""
+    mark = "FIX" if not check.ok else "WARN" if check.warning else "OK"
+    line = f"{mark:<4} {check.name}: {check.detail}"
+    return line if mark == "OK" else f"{line} -> {check.warning if check.ok else check.fix}"
 
 
 # ---- gathering facts (the only impure part) -----------------------------------------------------------------------

@@ -1,5 +1,5 @@
-"""`redrafter-trt doctor`: one line per check, OK or the fix; exit 0 when the CPU path works (GPU features that are
-unavailable are listed, not failed), 2 when something the CPU path needs is missing."""
+"""`redrafter-trt doctor`: one line per check, OK, WARN and the caveat, or FIX and the fix; exit 0 when the CPU path
+works (GPU features that are unavailable are listed, not failed), 2 when something the CPU path needs is missing."""
 
 from __future__ import annotations
 
