@@ -22,6 +22,16 @@ What TensorRT-LLM 1.0 to 1.2.x does with it (`tensorrt_llm/commands/serve.py`, `
   `socket.socket(socket.AF_INET, ...)` whatever the host, so the bind fails ("Address family for hostname not
   supported"); the fix takes AF_INET6 when the host resolves to IPv6 addresses only. Which 1.2.x releases carry the fix
   is not known here: `ipv6_refusal` reads the installed trtllm-serve's `launch_server` for that line instead;
+- KV-cache block reuse is off, as in `run --engine-dir` (`ModelRunnerCpp.from_dir`'s
+  `kv_cache_enable_block_reuse=False`): trtllm-serve builds the LLM API's `KvCacheConfig`, whose `enable_block_reuse`
+  defaults to True, and an engine has paged context FMHA (`plugin.py`'s default), so the executor would keep it on.
+  Explicit draft tokens rewind KV blocks every step (`needsKVCacheRewind`), and TensorRT-LLM's one ReDrafter test
+  (`summarize.py`, ModelRunnerCpp) runs reuse off only. `--extra_llm_api_options FILE` (in every trtllm-serve read,
+  from before 1.0 on; later ones also spell it `--config`) holds `kv_cache_config: {enable_block_reuse: false}`:
+  `update_llm_args_with_extra_dict` puts it in place of the whole KvCacheConfig trtllm-serve made, whose only setting,
+  `free_gpu_memory_fraction` 0.9 (we pass none), is the executor's default anyway. trtllm-serve reads the file before
+  it starts the ranks; we cannot pass it through `exec`, so it is written under the cache folder
+  (`$REDRAFTER_TRT_CACHE`, else ~/.cache/redrafter-trt), each time;
 - `--tool_parser NAME` (a click.Choice of `ToolParserFactory.parsers`, tensorrt_llm/serve/tool_parser/) has
   `OpenAIServer` parse the tool calls of chat answers (qwen3: Qwen2.5's and Qwen3's <tool_call> JSON). Read in
   sources of late 2025 and after, at commits whose release is not known here (none at a v1.2.x tag), and never run
@@ -48,9 +58,13 @@ from .build import check_engine, read_engine_config, world_size
 from .errors import ConfigError, RedrafterError
 from .installed_trtllm import installed_source, require_trtllm_tool, trtllm_version
 from .serve_tools import tool_template_warning
+from .smollm2 import cache_root
 from .tokens import load_tokenizer, stop_file, stop_ids
 
 TRTLLM_SERVE = "trtllm-serve"
+# what trtllm-serve's --extra_llm_api_options file sets (module docstring: block reuse as run --engine-dir has it)
+LLM_API_OPTIONS = {"kv_cache_config": {"enable_block_reuse": False}}
+LLM_API_OPTIONS_FILE = "trtllm-serve-options.yaml"  # in the cache folder
 
 
 @dataclass(frozen=True)
@@ -65,6 +79,21 @@ class ServePlan:
 
     def shell(self) -> str:
         return shlex.join(self.argv)
+
+    def write_options(self) -> None:
+        """Write the --extra_llm_api_options file the argv names (LLM_API_OPTIONS), before it is printed or run."""
+        import yaml
+
+        path = Path(self.argv[self.argv.index("--extra_llm_api_options") + 1])
+        text = yaml.safe_dump(LLM_API_OPTIONS, sort_keys=False)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(f".{path.name}.{os.getpid()}")  # a serve starting beside us reads a whole file
+            partial.write_text(text)
+            os.replace(partial, path)
+        except OSError as e:
+            raise ConfigError(f"cannot write trtllm-serve's options file {path} ({e.strerror}): set "
+                              "REDRAFTER_TRT_CACHE to a writable folder") from None
 
     def stop_warning(self) -> str | None:
         """What a client must send for trtllm-serve to stop where the reference server stops (None: nothing)."""
@@ -105,6 +134,7 @@ def plan_trtllm_serve(engine_dir: Path, tokenizer_dir: Path, host: str, port: in
         argv += ["--max_num_tokens", str(build["max_num_tokens"])]
     for option, name in parsers.items():
         argv += [option, name]
+    argv += ["--extra_llm_api_options", str(cache_root() / LLM_API_OPTIONS_FILE)]
     source = stop_file(tokenizer_dir)  # None: no id but the tokenizer's EOS, nothing unstopped
     tools_warning = tool_template_warning(tokenizer, tool_parser, "answered by trtllm-serve without them where "
                                           "their own prompt drops them too") if tool_parser else None

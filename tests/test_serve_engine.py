@@ -10,6 +10,7 @@ import os
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -22,7 +23,7 @@ def trtllm_serve_12_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(exit_on_error=False)
     p.add_argument("model")
     p.add_argument("--backend", choices=["pytorch", "trt", "tensorrt", "_autodeploy"])
-    for flag in ("--tokenizer", "--host"):
+    for flag in ("--tokenizer", "--host", "--extra_llm_api_options"):
         p.add_argument(flag, type=str)
     for flag in ("--port", "--tp_size", "--max_batch_size", "--max_num_tokens", "--max_seq_len"):
         p.add_argument(flag, type=int)
@@ -74,6 +75,42 @@ def test_dry_run_is_a_trtllm_serve_command_for_the_engine(tmp_path, tokenizer_di
     assert (args.host, args.port, args.tp_size) == ("0.0.0.0", 9000, 4)
     assert (args.max_batch_size, args.max_num_tokens) == (8, 8192)  # the engine's own, not trtllm-serve's 2048
     assert args.max_seq_len is None
+
+
+def test_trtllm_serve_runs_with_kv_cache_block_reuse_off_as_run_does(tmp_path, tokenizer_dir, monkeypatch):
+    """A review: trtllm-serve builds the LLM API's KvCacheConfig, whose enable_block_reuse defaults to True, where
+    `run --engine-dir` (ModelRunnerCpp.from_dir: kv_cache_enable_block_reuse=False) runs with it off, and
+    TensorRT-LLM's ReDrafter test only ever runs it off (explicit draft tokens rewind KV blocks every step). serve now
+    passes an --extra_llm_api_options file turning it off (update_llm_args_with_extra_dict applies it), rewritten
+    each time: it is ours, not the user's."""
+    import yaml
+
+    monkeypatch.setenv("REDRAFTER_TRT_CACHE", str(tmp_path / "cache"))
+    engine = make_engine(tmp_path / "engine", tp=1)
+
+    def options_file():
+        res = serve("--engine-dir", engine, "--tokenizer-dir", tokenizer_dir, "--port", 9000, "--dry-run")
+        assert res.exit_code == 0, res.output
+        path = Path(trtllm_serve_12_parser().parse_args(shlex.split(res.output)[1:]).extra_llm_api_options)
+        assert path.is_relative_to(tmp_path / "cache"), path
+        return path
+
+    off = {"kv_cache_config": {"enable_block_reuse": False}}
+    path = options_file()
+    assert yaml.safe_load(path.read_text()) == off
+    path.write_text("kv_cache_config: {enable_block_reuse: true}\n")
+    assert yaml.safe_load(options_file().read_text()) == off
+
+
+def test_an_unwritable_cache_folder_for_trtllm_serves_options_is_one_line(tmp_path, tokenizer_dir, monkeypatch):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    monkeypatch.setenv("REDRAFTER_TRT_CACHE", str(blocked / "cache"))
+    res = serve("--engine-dir", make_engine(tmp_path / "engine", tp=1), "--tokenizer-dir", tokenizer_dir, "--port",
+                9000, "--dry-run")
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert res.output.startswith(f"error: cannot write trtllm-serve's options file {blocked / 'cache'}"), res.output
+    assert res.output.rstrip().endswith("set REDRAFTER_TRT_CACHE to a writable folder"), res.output
 
 
 @pytest.mark.parametrize("kind, needle", [

@@ -141,6 +141,7 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
         for warning in (plan.host_warning, plan.stop_warning(), plan.tools_warning):
             if warning:
                 click.echo(warning, err=True)
+        plan.write_options()  # the file the command names, printed or run
         if dry_run:
             click.echo(plan.shell())
             return
