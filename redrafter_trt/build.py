@@ -75,7 +75,7 @@ RESERVED = {
     # never reads multiple_profiles, so Builder._add_optimization_profile indexes past its inputs' one profile
     "--multiple_profiles": "TensorRT-LLM's ReDrafter model builds its own inputs for a single optimization profile "
                            "(models/redrafter/model.py prepare_inputs), so trtllm-build fails with an IndexError "
-                           "after loading the weights; leave it out",
+                           "after loading the weights",
     "--build_config": "a build config file would override what ReDrafter needs: pass trtllm-build flags instead",
     # its dry run writes config.json and no rank{r}.engine, which check_engine took for a failed build
     "--output_timing_cache": "build saves the timing cache as the engine folder's model.cache; to start from an "

@@ -450,12 +450,17 @@ def test_a_presets_reserved_trtllm_build_argument_is_refused_before_convert(tmp_
 
 
 @pytest.mark.parametrize("args, message", [
-    ("'--max_beam_width 2'", "holds '--max_beam_width': a trtllm-build flag that build sets itself: ReDrafter needs 1 "
+    ("'--max_beam_width 2'", "holds '--max_beam_width': a trtllm-build flag that build refuses: ReDrafter needs 1 "
                              "(its beams are draft beams, set at convert time); remove it and its value"),
     ("[--log_level, info, --max_seq_len, 4096]", "holds '--max_seq_len': a trtllm-build flag that build sets itself; "
                                                  "remove it and its value, and set max-seq-len under build: instead"),
     ("[--max_beam_w=2]", "holds '--max_beam_w=2': --max_beam_w is --max_beam_width, a trtllm-build flag that build "
-                         "sets itself: ReDrafter needs 1"),
+                         "refuses: ReDrafter needs 1"),
+    # a review: build does not set these, and the reason's own "leave it out" was followed by "remove it"
+    ("[--multiple_profiles, enable]", "holds '--multiple_profiles': a trtllm-build flag that build refuses: "
+                                      "TensorRT-LLM's ReDrafter model builds its own inputs for a single optimization "
+                                      "profile (models/redrafter/model.py prepare_inputs), so trtllm-build fails with "
+                                      "an IndexError after loading the weights; remove it and its value"),
 ])
 @pytest.mark.parametrize("command", ["convert", "build"])
 def test_a_presets_reserved_trtllm_build_argument_names_the_field_and_the_fix(tmp_path, args, message, command):

@@ -30,9 +30,9 @@ class TrtllmArg(click.ParamType):
             name, meant, why = found
             lead = f"{name} is {meant}, " if name != meant else ""
             option = re.fullmatch(r"use --([\w-]+)", why)  # one of build's own options: the preset's key for it
-            fix = f"; remove it and its value, and set {option[1]} under build: instead" if option else \
-                f": {why}; remove it and its value"
-            self.fail(f"{lead}a trtllm-build flag that build sets itself{fix}", param, ctx)
+            what = (f"sets itself; remove it and its value, and set {option[1]} under build: instead" if option else
+                    f"refuses: {why}; remove it and its value")
+            self.fail(f"{lead}a trtllm-build flag that build {what}", param, ctx)
         check_extra_args((value,))
         return value
 
