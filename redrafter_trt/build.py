@@ -77,9 +77,9 @@ RESERVED = {
                            "(models/redrafter/model.py prepare_inputs), so trtllm-build fails with an IndexError "
                            "after loading the weights",
     "--build_config": "a build config file would override what ReDrafter needs: pass trtllm-build flags instead",
-    # its dry run writes config.json and no rank{r}.engine, which check_engine took for a failed build
     "--output_timing_cache": "build saves the timing cache as the engine folder's model.cache; to start from an "
                              "earlier build's, pass --input_timing_cache EARLIER_ENGINE/model.cache",
+    # its dry run writes config.json and no rank{r}.engine, which check_engine took for a failed build
     "--dry_run": "trtllm-build's own dry run writes no engine: use redrafter-trt build --dry-run to see the command",
 }
 
