@@ -82,6 +82,7 @@ RESERVED = {
     # its dry run writes config.json and no rank{r}.engine, which check_engine took for a failed build
     "--dry_run": "trtllm-build's own dry run writes no engine: use redrafter-trt build --dry-run to see the command",
 }
+VALUELESS = frozenset({"--dry_run"})  # the reserved flags trtllm-build reads as store_true; the others take a value
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ class TrtllmArg(click.ParamType):
     name = "trtllm-build argument"
 
     def convert(self, value, param, ctx):
-        from ..build import check_extra_args, reserved_flag
+        from ..build import VALUELESS, check_extra_args, reserved_flag
 
         value = str(value)  # a preset's YAML number (`[--multiple_profiles, 1]`): argv items are strings
         typed = ctx is not None and ctx.get_parameter_source(param.name) == click.core.ParameterSource.COMMANDLINE
@@ -30,8 +30,9 @@ class TrtllmArg(click.ParamType):
             name, meant, why = found
             lead = f"{name} is {meant}, " if name != meant else ""
             option = re.fullmatch(r"use --([\w-]+)", why)  # one of build's own options: the preset's key for it
-            what = (f"sets itself; remove it and its value, and set {option[1]} under build: instead" if option else
-                    f"refuses: {why}; remove it and its value")
+            remove = "remove it" if meant in VALUELESS else "remove it and its value"
+            what = (f"sets itself; {remove}, and set {option[1]} under build: instead" if option else
+                    f"refuses: {why}; {remove}")
             self.fail(f"{lead}a trtllm-build flag that build {what}", param, ctx)
         check_extra_args((value,))
         return value
