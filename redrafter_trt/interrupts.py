@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+from typing import Callable
 
 STOPS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; `kill` (the CLI raises KeyboardInterrupt on it too)
 
@@ -34,3 +35,10 @@ def uninterrupted():
             signal.signal(sig, previous[sig])
         for sig in dict.fromkeys(caught):
             signal.raise_signal(sig)  # delivered now, to the usual handler (KeyboardInterrupt)
+
+
+def ignore_stops() -> Callable[[], None]:
+    """Ignore Ctrl-C and SIGTERM from now on, once what they would stop is done (train's drafter written); returns what
+    puts the handlers before back (an in-process caller's: a test's CliRunner)."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOPS}
+    return lambda: [signal.signal(sig, handler) for sig, handler in previous.items() if handler is not None]

@@ -380,7 +380,7 @@ def atomic_output(dest: Path, force: bool, inputs: Iterable[Path | str] = ()) ->
         if dest.exists():
             _replace(dest, tmp)
         else:
-            tmp.rename(dest)
+            _rename_new(tmp, dest)
         done = True
     finally:
         if tmp.exists():
@@ -392,6 +392,22 @@ def atomic_output(dest: Path, force: bool, inputs: Iterable[Path | str] = ()) ->
 class WrittenThenInterrupted(KeyboardInterrupt):
     """A Ctrl-C that came after an output was written whole, while the folder it replaced was removed: the command
     stops, and its caller knows the output is in place (train then does not say to resume to write it)."""
+
+
+def _rename_new(tmp: Path, dest: Path) -> None:
+    """Rename the folder `tmp` to `dest`, which does not exist. A Ctrl-C during the rename is held until it is done,
+    then goes on as WrittenThenInterrupted, said (a plain interrupt once `dest` was written read as one before it:
+    train said to pass --resume to write the drafter already written)."""
+    written = False
+    try:
+        with uninterrupted():
+            tmp.rename(dest)
+            written = True
+    except KeyboardInterrupt:
+        if not written:
+            raise
+        log.warning("%s is written whole: the Ctrl-C came as it was renamed into place", dest)
+        raise WrittenThenInterrupted from None
 
 
 def _replace(dest: Path, tmp: Path) -> None:

@@ -549,3 +549,27 @@ def test_a_ctrl_c_between_the_renames_that_replace_an_output(tmp_path, monkeypat
     assert (dest / MARKER).read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
     assert f"{dest} is written whole: the Ctrl-C came after" in caplog.text
+
+
+def test_a_ctrl_c_as_a_new_output_is_renamed_into_place_says_it_is_written(tmp_path, monkeypatch, caplog):
+    """An output written where none was: a Ctrl-C as its rename returned was a plain KeyboardInterrupt, and train said
+    to pass --resume to write the drafter already written. It is held over the rename, then goes on as
+    WrittenThenInterrupted, said."""
+    from redrafter_trt import output
+
+    dest = tmp_path / "ckpt"
+    real = Path.rename
+
+    def ctrl_c_after(self, target):
+        moved = real(self, target)
+        signal.raise_signal(signal.SIGINT)
+        return moved
+
+    monkeypatch.setattr(Path, "rename", ctrl_c_after)
+    with caplog.at_level("WARNING"), pytest.raises(KeyboardInterrupt) as e:
+        write_output(dest, "new")
+    monkeypatch.undo()
+    assert isinstance(e.value, output.WrittenThenInterrupted)
+    assert (dest / MARKER).read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+    assert f"{dest} is written whole: the Ctrl-C came as it was renamed into place" in caplog.text

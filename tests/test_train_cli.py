@@ -616,3 +616,61 @@ def test_the_base_answers_held_out_prompts_with_the_distill_options_without_dist
     answers = [json.loads(line) for line in (folder / "answers.jsonl").read_text().splitlines()]
     assert len(answers) == 2 and all(len(a["answer_ids"]) <= 3 for a in answers), answers
     assert len({a["file"] for a in answers}) == 2  # one batch file a batch: batches of 1
+
+
+def test_a_ctrl_c_while_the_interpreter_shuts_down_after_a_finished_run_is_ignored(chat_base, tmp_path):
+    """Ctrl-C within half a second of the drafter's rename (torch's teardown as the process exits) killed the
+    finished run (exit 130), or was 'Exception ignored in atexit callback' with a traceback: the console script and
+    `python -m redrafter_trt` ignore it once the command has returned."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("".join(json.dumps({"question": f"{i}+1?", "answer": f"{i}+1 is {i + 1}."}) + "\n" for i in range(20)))
+    argv = ["redrafter-trt", "train", "--base", str(chat_base), "--data", str(qa), "--output", str(tmp_path / "out"),
+            "--cache-dir", str(tmp_path / "c"), "--max-steps", "2", "--predict-n", "2"]
+    script = f"""
+import atexit, os, runpy, signal, sys, time
+atexit.register(lambda: (os.kill(os.getpid(), signal.SIGINT), time.sleep(0.2)))  # a Ctrl-C as the process exits
+sys.argv = {argv!r}
+runpy.run_module("redrafter_trt", run_name="__main__")
+"""
+    repo = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
+    res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240, env=env)
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert f"wrote {tmp_path / 'out'}" in res.stdout
+
+
+@pytest.mark.parametrize("when", ["report", "loop"])
+def test_a_ctrl_c_once_the_drafter_is_written_ends_a_finished_run(chat_base, prompts, tmp_path, monkeypatch, when):
+    """A Ctrl-C in the lines train prints once its drafter is written (reading its scores, sizing the cache), or
+    one the loop raised as WrittenThenInterrupted (while the drafter it replaced was removed, the cache pruned), said
+    'interrupted' and exit 130: the drafter is in place, so the run ends as a finished one, its lines printed."""
+    import signal
+
+    import redrafter_trt.train as train_api
+    from redrafter_trt.output import WrittenThenInterrupted
+    from redrafter_trt.train import cache
+
+    def trained(cfg, on_progress=None):
+        cfg.output.mkdir()
+        (cfg.output / "config.json").write_text(json.dumps({"producer": {}}))
+        if when == "loop":
+            raise WrittenThenInterrupted
+        return cfg.output
+
+    def sized(cache_dir):
+        signal.raise_signal(signal.SIGINT)
+        return "training cache: sized"
+
+    monkeypatch.setattr(train_api, "train_drafter", trained)
+    monkeypatch.setattr(cache, "summary", sized)
+    handler = signal.getsignal(signal.SIGINT)
+    r = _run("--base", chat_base, "--data", prompts, "--output", tmp_path / "out", "--cache-dir", tmp_path / "c")
+    assert r.exit_code == 0, r.output
+    assert f"wrote {tmp_path / 'out'}" in r.output and "training cache: sized" in r.output
+    assert signal.getsignal(signal.SIGINT) is handler  # an in-process caller's Ctrl-C stops it again

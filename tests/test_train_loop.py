@@ -1054,14 +1054,16 @@ def test_an_unreadable_file_of_soft_targets_an_earlier_version_cached_is_one_war
     assert not path.exists()  # no run can read it
 
 
-@pytest.mark.parametrize("where", ["removal", "prune"])
+@pytest.mark.parametrize("where", ["removal", "prune", "release"])
 def test_a_ctrl_c_after_the_drafter_is_written_says_so_and_leaves_a_finished_state(chat_base, qa_file, tmp_path,
                                                                                     monkeypatch, caplog, where):
     """`train --force` interrupted while it removed the drafter it replaced (or pruned the cache after): output.py said
     the new one was written whole, then the loop said to pass --resume to evaluate and write the drafter, and the
     state's pending marker was left, so the next run without --resume warned it dropped a run interrupted before its
     drafter was written. The drafter is in place: nothing says to resume, and its state is a finished run's (removed
-    quietly by the next run)."""
+    quietly by the next run). One as the run let its cache entries go said it came before the first training step
+    was saved. Each goes on as WrittenThenInterrupted: the command ends as a finished run."""
+    import contextlib
     import logging
 
     from redrafter_trt import output
@@ -1080,11 +1082,18 @@ def test_a_ctrl_c_after_the_drafter_is_written_says_so_and_leaves_a_finished_sta
     def ctrl_c(*args):
         raise KeyboardInterrupt
 
+    @contextlib.contextmanager
+    def ctrl_c_at_release(*args):
+        yield
+        raise KeyboardInterrupt
+
     if where == "removal":
         monkeypatch.setattr(output.shutil, "rmtree", ctrl_c_once)
-    else:
+    elif where == "prune":
         monkeypatch.setattr(loop, "prune_superseded", ctrl_c)
-    with caplog.at_level(logging.WARNING), pytest.raises(KeyboardInterrupt):
+    else:
+        monkeypatch.setattr(dataset, "using", ctrl_c_at_release)
+    with caplog.at_level(logging.WARNING), pytest.raises(output.WrittenThenInterrupted):
         train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4, seed=2))
     monkeypatch.undo()
     assert json.loads((cfg.output / "config.json").read_text())["producer"]["options"]["seed"] == 2

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import ConfigError
+from ..interrupts import ignore_stops
 from ..plural import counted
 from .params import CHAT_TEMPLATE_KWARGS, Command, Device, SEED
 
@@ -130,7 +131,7 @@ def train(base, data, output, num_draft_layers, rnn, exit_dim, predict_n, epochs
           max_examples, seed, device, resume, distill, chat_template_kwargs, distill_max_new_tokens, distill_batch_size,
           base_dtype, train_dtype, soft_target, later_sharpness, step_decay, freeze_head, full_vocab, cache_dir, force):
     """Train a ReDrafter drafter for BASE on conversations (or, with --distill, on the base's own answers)."""
-    from ..output import check_output_folder
+    from ..output import WrittenThenInterrupted, check_output_folder
     from ..train import TrainConfig, train_drafter
 
     ctx = click.get_current_context()
@@ -152,11 +153,18 @@ def train(base, data, output, num_draft_layers, rnn, exit_dim, predict_n, epochs
         return
     bars = _Bars()
     try:
-        out = train_drafter(cfg, on_progress=bars)
+        try:
+            train_drafter(cfg, on_progress=bars)
+        except WrittenThenInterrupted:  # after the drafter was written whole (the loop said so): a finished run
+            pass
+        # the drafter is written: a Ctrl-C (or SIGTERM) in the lines below, a moment after the bar ended, stopped a
+        # finished run with exit 130; `entry` ignores it while the interpreter shuts down
+        ctx.call_on_close(ignore_stops())
     finally:
         bars.close()
     import json
 
+    out = cfg.output
     meta = json.loads((out / "config.json").read_text()).get("producer", {})
     click.echo(f"wrote {out}")
     for key in ("heldout", "train_set", "heldout_base"):

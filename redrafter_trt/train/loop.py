@@ -62,9 +62,15 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
             # this run reads are held (cache.using) until it ends
             with torch.random.fork_rng(devices=gpu), contextlib.ExitStack() as in_use:
                 return _train(cfg, rank, world, device, on_progress, in_use, said, rerun)
-        except KeyboardInterrupt:  # before this run saved a state (distilling, caching hidden states, the first step):
-            # once only 'interrupted', and the --resume that a later interruption asks for was then refused; a resumed
-            # run said nothing either
+        except KeyboardInterrupt as e:
+            if "written" in said and not isinstance(e, WrittenThenInterrupted):  # after the drafter was written, as
+                # the cache entries and the process group were let go: once 'interrupted before the first training
+                # step was saved'
+                log.warning("interrupted after %s was written", cfg.output)
+                raise WrittenThenInterrupted from None
+            # before this run saved a state (distilling, caching hidden states, the first step): once only
+            # 'interrupted', and the --resume that a later interruption asks for was then refused; a resumed run said
+            # nothing either
             if rank == 0 and not said:
                 if cfg.resume:
                     log.warning("interrupted before training went on from %s: %s (that state is kept, and the "
@@ -253,16 +259,19 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
             state[f"lm_head.{dcfg.num_draft_layers}.weight"] = head.full_weight().float()
             save_drafter(cfg.output, dcfg, state, producer, inputs=tuple(cfg.inputs))
             written = True
+            said.append("written")  # an interrupt from here on stops a finished run: WrittenThenInterrupted
             pending_marker(cfg).unlink(missing_ok=True)
             prune_superseded(cache_dir, cfg.base)  # once the drafter is written: a failed run keeps them
     except KeyboardInterrupt as e:  # in the evaluation or the drafter's save: the training is kept, and so said
         if written or isinstance(e, WrittenThenInterrupted):  # after the drafter was written (removing the one it
-            # replaced, pruning the cache): its state is a finished run's, and nothing is to be resumed
+            # replaced, pruning the cache): its state is a finished run's, and nothing is to be resumed; the caller
+            # knows the drafter is in place (train's command ends as a finished run)
             pending_marker(cfg).unlink(missing_ok=True)
             if not isinstance(e, WrittenThenInterrupted):  # (that one said so)
                 log.warning("interrupted after %s was written", cfg.output)
             said.append("written")
-        elif saved:
+            raise WrittenThenInterrupted from None
+        if saved:
             log.warning("interrupted after training: state saved after step %d in %s; %s to evaluate and write the "
                         "drafter without training again", total, cfg.state_path, rerun or "pass --resume")
             said.append("saved")
