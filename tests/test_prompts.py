@@ -353,7 +353,7 @@ def test_tools_that_are_no_list_of_definitions_are_named_with_the_fix(tmp_path, 
            r"\"parameters\": \.\.\.\}\}, \.\.\.\] \(or that list as a JSON string\), not " + re.escape(repr(tools)))
     with pytest.raises(ConfigError, match=rf" line 1: {why}$"):
         load_prompts(path)
-    with pytest.raises(ConfigError, match=rf"holds no usable record \(line 1: {why}\): fix the records"):
+    with pytest.raises(ConfigError, match=rf"holds no usable record: {why} \(1 record, the first at line 1\): fix the "):
         read_conversations(path, prompts_only=True)
 
 

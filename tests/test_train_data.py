@@ -982,10 +982,36 @@ def test_unusable_records_are_skipped_with_a_warning(tmp_path, caplog):
     with caplog.at_level("WARNING"):
         (conv,) = read_conversations(path)
     assert conv.messages[0]["content"] == "Q"
-    assert f"{path}: skipped 5 of 6 records with nothing to train on (first: record 2 of its JSON list" in caplog.text
+    assert f"{path}: skipped 5 of 6 records with nothing to train on: " in caplog.text
+    assert "(1 record, the first at record 2 of its JSON list)" in caplog.text
     path.write_text(json.dumps([{"conversations": []}, {"text": "pretraining text"}]))
-    with pytest.raises(ConfigError, match=r"holds no usable record \(record 1 of its JSON list: `conversations` must"):
+    with pytest.raises(ConfigError, match=r"holds no usable record: `conversations` must .* \(1 record, the first at "
+                                          r"record 1 of its JSON list\); no prompt"):
         read_conversations(path)
+
+
+def test_skipped_records_are_counted_by_reason_each_with_its_first_line(tmp_path, caplog):
+    """A file of malformed records (ShareGPT turns of unknown roles, lines that are no conversation) was refused with
+    the first record's reason alone, and a file of some said how many were skipped and the first one's reason: which
+    fault is worth fixing (a role to rename across the file) was not said. Each reason is named with its count and its
+    first record, most common first."""
+    bot = {"conversations": [{"from": "human", "value": "Q"}, {"from": "bot", "value": "A"}]}
+    lines = [bot, {"text": "pretraining text"}, bot, {"conversations": [{"from": "gpt", "value": "A"}]}, bot]
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    with pytest.raises(ConfigError) as e:
+        read_conversations(path)
+    (said,) = str(e.value).splitlines()
+    role = "`conversations` has a message with role 'bot': expected human/user, gpt/assistant or system"
+    assert said.startswith(f"data file {path} holds no usable record: {role} (3 records, the first at line 1); no "
+                           f"prompt: "), said
+    assert said.endswith("(1 record, the first at line 2); `conversations` has no human/user message (1 record, the "
+                         "first at line 4): fix the records, or pass another file"), said
+    path.write_text(path.read_text() + json.dumps({"prompt": "Q", "answer": "A"}) + "\n")
+    with caplog.at_level("WARNING"):
+        (conv,) = read_conversations(path)
+    assert f"{path}: skipped 5 of 6 records with nothing to train on: {role} (3 records, the first at line 1); no " \
+           f"prompt: " in caplog.text, caplog.text
 
 
 def test_records_are_numbered_from_1_and_every_key_is_named(tmp_path):
@@ -2635,7 +2661,7 @@ def test_a_glaive_call_whose_python_literal_is_no_json_is_skipped_with_a_warning
     with caplog.at_level("WARNING"):
         (conv,) = read_all(TrainConfig(base=tmp_path, data=[path], output=tmp_path / "out"))
     assert conv.messages[1]["tool_calls"] == [{"type": "function", "function": {"name": "f", "arguments": {"a": 1}}}]
-    assert f"{path}: skipped 2 of 3 records with nothing to train on (first: line 1: `conversations` message 2 " \
+    assert f"{path}: skipped 2 of 3 records with nothing to train on: `conversations` message 2 " \
            f"(function_call) is not a tool call's JSON" in caplog.text, caplog.text
 
 
@@ -2657,7 +2683,7 @@ def test_a_tool_call_json_cannot_read_is_read_as_text_not_a_traceback(tmp_path, 
     with caplog.at_level("WARNING"):
         (conv,) = read_all(TrainConfig(base=tmp_path, data=[path], output=tmp_path / "out"))
     assert conv.messages[1]["tool_calls"] == [{"type": "function", "function": {"name": "f", "arguments": digits}}]
-    assert f"{path}: skipped 1 of 2 records with nothing to train on (first: line 1: `conversations` message 2 " \
+    assert f"{path}: skipped 1 of 2 records with nothing to train on: `conversations` message 2 " \
            f"(function_call) is not a tool call's JSON" in caplog.text, caplog.text
 
 

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, check_input_file, first_line, read_text
 from ..message_fields import check_text
+from ..plural import counted
 from ..prompts import (ANSWER_KEYS, KEYS as PROMPT_KEYS, before_answer, chat_key, first_filled, message_hint,
                        messages_of, records, tools_of)
 from ..tokens import chat_text, render_chat, template_text
@@ -139,20 +140,39 @@ def read_conversations(path: Path | str, prompts_only: bool = False) -> list[Con
         except ValueError as e:
             conv = _prompt_or_none(record, f"{path} {where}") if prompts_only else None
             if conv is None:
-                skipped.append(f"{where}: {e}")
+                skipped.append((where, str(e)))
             else:
                 out.append(conv)
                 prompts.append(f"{where}: {_past_prompt(record, e)}")
     if not out:
-        raise ConfigError(f"data file {path} holds no usable record ({skipped[0]}): fix the records, or pass "
+        raise ConfigError(f"data file {path} holds no usable record: {by_reason(skipped)}: fix the records, or pass "
                           f"another file")
     if skipped:
-        log.warning("%s: skipped %d of %d records with nothing to train on (first: %s)", path, len(skipped),
-                    len(located), skipped[0])
+        log.warning("%s: skipped %d of %d records with nothing to train on: %s", path, len(skipped), len(located),
+                    by_reason(skipped))
     if prompts:  # agent data: a tool call answers the prompt
         log.warning("%s: %d of %d records cannot be read past their prompt (first: %s): their prompts alone are "
                     "answered", path, len(prompts), len(located), prompts[0])
     return out
+
+
+REASONS_SAID = 6  # the most common reasons named; the others counted together
+
+
+def by_reason(skipped: list[tuple[str, str]]) -> str:
+    """`REASON (N records, the first at WHERE); ...` of the (where, reason) of each record skipped, the most common
+    reason first: one to fix across the file (a role of another name) stands out from a few broken lines."""
+    first: dict[str, str] = {}
+    count: dict[str, int] = {}
+    for where, reason in skipped:
+        first.setdefault(reason, where)
+        count[reason] = count.get(reason, 0) + 1
+    reasons = sorted(count, key=lambda reason: -count[reason])  # stable: of equal counts, the first seen first
+    said = [f"{reason} ({counted(count[reason], 'record')}, the first at {first[reason]})"
+            for reason in reasons[:REASONS_SAID]]
+    if rest := reasons[REASONS_SAID:]:
+        said.append(f"{counted(len(rest), 'other reason')} ({counted(sum(count[r] for r in rest), 'record')})")
+    return "; ".join(said)
 
 
 def _past_prompt(record, refusal: ValueError) -> str:
