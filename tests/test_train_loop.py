@@ -277,9 +277,6 @@ def test_a_resume_is_refused_before_any_work(chat_base, qa_file, tmp_path, monke
     train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4))
     monkeypatch.setattr(loop, "build_examples", lambda *a, **k: pytest.fail("examples built before the refusal"))
     for change, match in [({"distill_max_new_tokens": 16}, "saved with different --distill-max-new-tokens"),
-                          # in bfloat16 an answer depends on the prompts batched beside it: refused only after
-                          # distilling anew (a new --cache-dir), as data of "an earlier version"
-                          ({"distill_batch_size": 8}, re.escape("different --distill-batch-size (64 then, 8 now)")),
                           ({"lr": 1.0}, "saved with different --lr"),
                           # only once every cached hidden state was read (minutes for a large distillation)
                           ({"predict_n": 2}, re.escape("saved with different --predict-n (3 then, 2 now)")),
@@ -289,6 +286,65 @@ def test_a_resume_is_refused_before_any_work(chat_base, qa_file, tmp_path, monke
                           ({"output": tmp_path / "other"}, "no training state")]:
         with pytest.raises(ConfigError, match=match):
             train_drafter(_cfg(chat_base, qa_file, tmp_path, resume=True, **{"max_steps": 4, **change}))
+
+
+def _distilled(chat_base, qa_file, tmp_path, **kw):
+    return _cfg(chat_base, qa_file, tmp_path, **{"distill": True, "distill_max_new_tokens": 8,
+                                                  "distill_batch_size": 16, "max_steps": 2, **kw})
+
+
+def _answers(cfg) -> Path:
+    """The folder of the base's answers in cfg's cache."""
+    from redrafter_trt.train.dataset import distill_folder
+
+    return distill_folder(cfg.cache_dir, cfg.base, cfg.torch_dtype(cfg.base_dtype, torch.device("cpu")))
+
+
+def test_another_distill_batch_size_is_refused_only_while_answers_are_left(chat_base, qa_file, tmp_path):
+    """In bfloat16 an answer depends on the prompts batched beside it, so a --resume with another
+    --distill-batch-size was refused, even with every answer cached, where it can change nothing. It is taken then
+    (and recorded); while the base has answers left to write it is refused, before the base writes any."""
+    from redrafter_trt.errors import ConfigError
+
+    cfg = _distilled(chat_base, qa_file, tmp_path)
+    train_drafter(cfg)
+    answered = sorted(_answers(cfg).glob("hidden-*"))
+    train_drafter(_distilled(chat_base, qa_file, tmp_path, resume=True, distill_batch_size=8))
+    assert torch.load(cfg.state_path, weights_only=True)["distill_batch_size"] == 8
+    assert json.loads((cfg.output / "config.json").read_text())["producer"]["options"]["distill_batch_size"] == 8
+    answered[0].unlink()  # its answers are left to write again
+    lost = sum(f'"file": "{answered[0].name}"' in line for line in (_answers(cfg) / "answers.jsonl").open())
+    with pytest.raises(ConfigError, match=re.escape(
+            f"--resume: {cfg.state_path} was saved with different --distill-batch-size (8 then, 16 now), and the base "
+            f"has {lost} answers to write (not in --cache-dir {cfg.cache_dir}), which other batches can change: "
+            f"resume with --distill-batch-size 8, or start over without --resume")):
+        train_drafter(_distilled(chat_base, qa_file, tmp_path, resume=True))
+    assert sorted(_answers(cfg).glob("hidden-*")) == answered[1:]  # none written
+
+
+def test_a_resume_on_a_new_cache_dir_is_refused_before_answering_anew(chat_base, qa_file, tmp_path):
+    """A --resume given a new --cache-dir alone had the base answer every prompt anew (hours for a large base) before
+    it found the answers the same (a resume as if nothing happened) or not (refused): it is refused at once, naming
+    the interrupted run's --cache-dir, which holds them. Answers gone from there too are written anew, as before."""
+    import shutil
+
+    from redrafter_trt.errors import ConfigError
+
+    cfg = _distilled(chat_base, qa_file, tmp_path)
+    train_drafter(cfg)
+    moved = _distilled(chat_base, qa_file, tmp_path, resume=True, cache_dir=tmp_path / "new")
+    with pytest.raises(ConfigError, match=re.escape(
+            f"--resume: 78 answers of the base that the interrupted run trained or scored on are not in --cache-dir "
+            f"{tmp_path / 'new'} but in its {cfg.cache_dir}: pass --cache-dir {cfg.cache_dir} (or copy its distill-* "
+            f"folders into {tmp_path / 'new'}), or start over without --resume")):
+        train_drafter(moved)
+    assert not _answers(moved).exists()  # none written
+    shutil.copytree(_answers(cfg), _answers(moved))
+    train_drafter(moved)  # copied: taken
+    shutil.rmtree(tmp_path / "new")
+    shutil.rmtree(cfg.cache_dir)
+    train_drafter(moved)  # in no cache: answered anew, in the interrupted run's batches (the same answers here)
+    assert list(_answers(moved).glob("hidden-*"))
 
 
 def test_a_resume_on_other_training_examples_is_refused_naming_them(chat_base, qa_file, tmp_path, monkeypatch):

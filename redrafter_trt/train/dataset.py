@@ -289,11 +289,14 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
                    rank: int = 0, world: int = 1, device: torch.device | str = "cpu",
                    on_batch: Callable[[int, int], None] | None = None,
                    in_use: contextlib.ExitStack | None = None,
-                   held_prompts: list[list[int]] | None = None) -> tuple[list[Example], list[Example]]:
+                   held_prompts: list[list[int]] | None = None,
+                   before_answering: Callable[[list[list[int]]], None] | None = None
+                   ) -> tuple[list[Example], list[Example]]:
     """(train, held-out) examples for this rank. With distill, prompts are deduplicated and answered by the
     base, loaded in base_dtype on `device` (cached in cache_dir); otherwise conversations without an assistant turn
     are an error, and `held_prompts` (rank 0's) gets the held-out conversations' first prompts, distinct, as distill
     would answer them: held-out answers the base did not write score more than it will accept.
+    before_answering(prompts): called with the prompts this rank's base answers, before it answers them (--distill).
     The base's cache entries are marked in use (`cache.using`) until `in_use` closes. What is said of the data as a
     whole (the same on every rank) is rank 0's to say; what a rank counts on its shard names the rank."""
     with _said_by_rank_0(rank):
@@ -318,6 +321,8 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
         check_shards(len(train_p), world)
         mine = eval_p + train_p[rank::world] if rank == 0 else train_p[rank::world]
         _hold(in_use, cache_dir, cfg.base)
+        if before_answering:
+            before_answering(mine)
         answers = distill(load_model, tokenizer, mine, distill_folder(cache_dir, cfg.base, base_dtype),
                           max_new_tokens=cfg.distill_max_new_tokens, batch_size=cfg.distill_batch_size,
                           max_len=cfg.max_seq_len, rank=rank, device=device, on_batch=on_batch)

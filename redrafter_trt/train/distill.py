@@ -80,6 +80,19 @@ def prompt_key(ids: list[int], max_new_tokens: int) -> str:
     return hashlib.sha1(json.dumps([max_new_tokens, ids]).encode()).hexdigest()[:16]
 
 
+def answer_caps(prompts: list[list[int]], max_new_tokens: int, max_len: int | None) -> list[int]:
+    """New tokens each prompt's answer may take: max_new_tokens, or fewer where prompt and answer would pass max_len."""
+    return [max_new_tokens if max_len is None else max(1, min(max_new_tokens, max_len - len(p))) for p in prompts]
+
+
+def unanswered(prompts: list[list[int]], folder: Path, *, max_new_tokens: int,
+               max_len: int | None = None) -> list[list[int]]:
+    """The distinct prompts of `prompts` that `distill` would answer: those with no answer cached in `folder`."""
+    keyed = {prompt_key(p, cap): p for p, cap in zip(prompts, answer_caps(prompts, max_new_tokens, max_len))}
+    done = read_cache(folder, set(keyed)) if folder.is_dir() else {}
+    return [p for key, p in keyed.items() if key not in done]
+
+
 def index_name(rank: int) -> str:
     """The answers index a rank appends to: one writer each (torchrun's ranks once shared one, and their buffered
     appends tore each other's lines, every torn answer generated anew on the next run)."""
@@ -232,7 +245,7 @@ def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: P
     from ..output import atomic_file
 
     folder.mkdir(parents=True, exist_ok=True)
-    caps = [max_new_tokens if max_len is None else max(1, min(max_new_tokens, max_len - len(p))) for p in prompts]
+    caps = answer_caps(prompts, max_new_tokens, max_len)
     keys = [prompt_key(p, cap) for p, cap in zip(prompts, caps)]
     sweep_idle(folder, sweep_unindexed)
     done = read_cache(folder, set(keys))

@@ -32,13 +32,14 @@ from .base import base_tensors, load_tokenizer
 from .cache import prune_superseded
 from .config import TrainConfig
 from .dataset import STOPS_AT_ONCE_FIX, base_key, build_examples, distill_folder, dtype_name, say_little_room
+from .distill import unanswered
 from .features import Features, build_features, file_metadata
 from .heldout import BASE_ANSWERED_PROMPTS, base_answered, evaluate
 from .init import new_drafter
 from .objective import TEACHER_TOP_K, Head, Teacher, soft_target_cache
 from .progress import Progress, StepStats
-from .state import (drafter_arch, examples_digest, load_state, pending_marker, read_state, refuse_other,
-                    remove_earlier_state, resume_options, same_state_on_every_rank, save_state)
+from .state import (drafter_arch, examples_digest, load_state, pending_marker, read_state, refuse_answering,
+                    refuse_other, remove_earlier_state, resume_options, same_state_on_every_rank, save_state)
 from .steps import batch_anchors, check_finite, learning_rate, step_gradients, steps_per_epoch
 from .torchrun import all_reduce, collective, process_group
 
@@ -115,13 +116,32 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
             model_box.append(model)
         return model_box[0]
 
+    def refuse_answers_left(prompts: list[list[int]]) -> None:
+        """--resume: refused before the base answers `prompts` (this rank's), for what it has left to write
+        (`refuse_answering`)."""
+        if not cfg.resume:
+            return
+        state = read_state(cfg, mmap=True)
+        left = there = unanswered(prompts, distill_folder(cache_dir, cfg.base, base_dtype),
+                                  max_new_tokens=cfg.distill_max_new_tokens, max_len=cfg.max_seq_len)
+        then = state.get("cache_dir")  # the interrupted run's --cache-dir (None: saved before it was recorded)
+        if left and then not in (None, str(Path(cache_dir).resolve())):
+            there = unanswered(left, distill_folder(Path(then), cfg.base, base_dtype),
+                               max_new_tokens=cfg.distill_max_new_tokens, max_len=cfg.max_seq_len)
+        counts = torch.tensor([len(left), len(there)])
+        if world > 1:
+            all_reduce(counts)
+        refuse_answering(cfg, state, options, int(counts[0]), int(counts[1]))
+
     held_prompts: list[list[int]] = []  # without --distill: the base's own answers to them are scored too
     train_ex, held_ex = build_examples(cfg, tokenizer, load_model, cache_dir, base_dtype, rank=rank, world=world,
                                        device=device, on_batch=lambda d, t: report(Progress("distill", d, t)),
-                                       in_use=in_use, held_prompts=held_prompts)
+                                       in_use=in_use, held_prompts=held_prompts, before_answering=refuse_answers_left)
     digest = examples_digest(train_ex, world)
     if cfg.resume:  # refused now, not after caching their hidden states and the base's answers to held-out prompts
         refuse_other(cfg, read_state(cfg, mmap=True), {"examples": digest})
+        if not cfg.distill:
+            refuse_answers_left(held_prompts[:BASE_ANSWERED_PROMPTS])
     bid = base_key(cfg.base, base_dtype)
     k = cfg.predict_n
     feats = build_features(train_ex, k, cache_dir, bid, load_model, lambda d, t: report(Progress("hidden", d, t)),
@@ -184,7 +204,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
     total = cfg.max_steps or cfg.epochs * per_epoch
     start = 0
     same = {"arch": drafter.cfg.to_json(), "total": total, "per_epoch": per_epoch,
-            "examples": digest, **options}
+            "examples": digest, "cache_dir": str(Path(cache_dir).resolve()), **options}
     if cfg.resume:
         start = load_state(cfg, drafter, head, opt, total, same)
     feats = feats.to(device)

@@ -21,6 +21,7 @@ from ..drafter import Drafter, DrafterConfig
 from ..errors import ConfigError, CorruptFileError, RedrafterError, first_line
 from ..interrupts import uninterrupted
 from ..io import unsafe_pickle
+from ..plural import are, counted
 from .config import TrainConfig
 from .data import Example
 from .dataset import base_id, dtype_name
@@ -41,9 +42,9 @@ def resume_options(cfg: TrainConfig, device: torch.device, world: int = 1) -> di
     """What a resumed run must share with the interrupted one, besides the drafter's shape and the number of steps:
     every option that changes a step, the base and the data (computed once per run: it reads every data file). The
     dtypes as resolved on `device`: an `auto` resumed on another machine or device may resolve to another one. The
-    number of torchrun ranks: each rank's shard of the data and its batches follow from it. --distill-batch-size: in
-    bfloat16 an answer depends on the prompts batched beside it (the answers distilled anew for a new --cache-dir
-    differed, found only after distilling every prompt)."""
+    number of torchrun ranks: each rank's shard of the data and its batches follow from it. --distill-batch-size:
+    in bfloat16 an answer depends on the prompts batched beside it, compared only while answers are left to write
+    (`refuse_answering`)."""
     data = hashlib.sha1()
     for path in cfg.data:
         with open(path, "rb") as f:
@@ -188,6 +189,10 @@ SAVED_BEFORE = {"ranks": 1, "extra": {}, "chat_template_kwargs": {}, "max_exampl
 # saved before a value was compared holds (ranks: most runs have one; extra: only the quickstart sets it;
 # chat_template_kwargs: none then; max_examples_kept: --max-examples counted conversations read)
 UNRECORDED = ("distill_batch_size", "examples")  # not compared with a state saved before they were: unknown there
+# what the answers the base has yet to write depend on (in bfloat16 an answer depends on the prompts batched beside it)
+# and where those it wrote are: compared by `refuse_answering` alone, while answers are left to write; once every one is
+# cached, another --distill-batch-size changes nothing (and is recorded)
+ANSWERING = ("distill_batch_size", "cache_dir")
 
 
 def examples_digest(examples: list[Example], world: int = 1) -> str:
@@ -245,7 +250,8 @@ def refuse_other(cfg: TrainConfig, state: dict, same: dict, kept_vocabulary_diff
     with other training examples: those alone (the steps per epoch and kept vocabulary follow from them); one saved
     before the examples were recorded: the steps per epoch and the kept vocabulary. The wording of an earlier version
     (`CHANGED`'s per_epoch and max_examples_kept) only for a state that records no such value."""
-    saved = {key: state.get(key, SAVED_BEFORE.get(key)) for key in same if key in state or key not in UNRECORDED}
+    saved = {key: state.get(key, SAVED_BEFORE.get(key)) for key in same
+             if (key in state or key not in UNRECORDED) and key not in ANSWERING}
     changed = [key for key in saved if saved[key] != same[key]]
     if "examples" in changed:
         changed, kept_vocabulary_differs = [key for key in changed if key != "per_epoch"], False
@@ -267,6 +273,28 @@ def refuse_other(cfg: TrainConfig, state: dict, same: dict, kept_vocabulary_diff
     if diff:
         raise ConfigError(f"--resume: {cfg.state_path} was saved with different {', '.join(diff)}: "
                           f"resume with the options of the interrupted run, or start over without --resume")
+
+
+def refuse_answering(cfg: TrainConfig, state: dict, same: dict, left: int, there: int) -> None:
+    """Refuse a resume whose base has `left` answers to write (none cached in --cache-dir; `there`: of those, how
+    many the interrupted run's --cache-dir lacks too) when that --cache-dir holds them (a new --cache-dir: every prompt
+    was answered anew, hours for a large base, before the answers were found to differ, or not) or when they would be
+    batched otherwise (another --distill-batch-size). Answers the base wrote into no cache left (deleted) are
+    written again, in the interrupted run's batches."""
+    if not left:
+        return
+    then = state.get("cache_dir")
+    if there < left:
+        raise ConfigError(f"--resume: {counted(left - there, 'answer')} of the base that the interrupted run trained or "
+                          f"scored on {are(left - there)} not in --cache-dir {cfg.cache_dir} but in its {then}: pass "
+                          f"--cache-dir {then} (or copy its distill-* folders into {cfg.cache_dir}), or start over "
+                          f"without --resume")
+    key = "distill_batch_size"
+    if key in state and state[key] != same[key]:
+        raise ConfigError(f"--resume: {cfg.state_path} was saved with different --distill-batch-size"
+                          f"{_values(key, state[key], same[key])}, and the base has {counted(left, 'answer')} to "
+                          f"write (not in --cache-dir {cfg.cache_dir}), which other batches can change: resume with "
+                          f"--distill-batch-size {state[key]}, or start over without --resume")
 
 
 def load_state(cfg: TrainConfig, drafter: Drafter, head: Head, opt, total: int, same: dict) -> int:
