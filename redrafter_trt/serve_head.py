@@ -20,14 +20,12 @@ from http import HTTPStatus
 
 TOKEN = rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+"  # RFC 9110 5.6.2
 REQUEST_LINE = re.compile(rb"(%s) ([\x21-\x7e]+) HTTP/([0-9]\.[0-9])" % TOKEN)  # RFC 9112 3
-FIELD_CHAR = rb"[^\x00\s]"  # h11's field-vchar: \s of bytes is SP, HTAB, CR, LF, VT and FF
-FIELD_LINE = re.compile(rb"(%s):[ \t]*(%s+(?:[ \t]+%s+)*)?[ \t]*" % (TOKEN, FIELD_CHAR, FIELD_CHAR))  # RFC 9112 5
-NOT_IN_VALUE = re.compile(rb"[\x00\x0b\x0c]")  # what FIELD_LINE refuses in a value, CR apart (a line holding one)
-NAMED = re.compile(rb"%s:" % TOKEN)  # a line starting with a field name and its colon
-SPACED_COLON = re.compile(rb"(%s)[ \t]+:" % TOKEN)  # a field name, whitespace, colon: RFC 9112 5.1 refuses it
+NAME = re.compile(TOKEN)  # a field name (RFC 9112 5)
+OWS = b" \t"  # around a value, and between its other bytes (RFC 9110 5.6.3)
+NOT_IN_VALUE = re.compile(rb"[\x00\r\n\x0b\x0c]")  # h11's field-vchar is any other byte but OWS (only between)
 FOLD = re.compile(rb"[ \t]+")  # an obs-fold line's start (RFC 9112 5.2)
-MAX_LINE = 65536  # bytes in a header line, as http.client (http.server's) reads them: 431 past it
-MAX_LINES = 100  # header lines, as http.client
+MAX_LINE = 65536  # bytes in a header line, its line end too, as http.client (http.server's) reads them: 431 past it
+MAX_LINES = 99  # header lines, as http.client (its limit of 100 counts the empty line)
 MAX_LENGTH_DIGITS = 20  # in a Content-Length, as h11
 SHOWN = 40  # characters of a refused line named in the answer
 
@@ -74,9 +72,10 @@ def _line(raw: bytes) -> bytes:
     return raw[:-1].removesuffix(b"\r")
 
 
-def _shown(line: bytes) -> str:
-    """A refused line as Python writes it (its bytes past ASCII as \\x escapes), cut at SHOWN characters."""
-    text = line.decode("latin-1")
+def _shown(sent: bytes | str) -> str:
+    """Refused bytes (a line, a name, a value; a str as Latin-1 decoded them) as Python writes them (past ASCII as
+    \\x escapes), cut at SHOWN characters: a refusal never echoes a request's bytes whole."""
+    text = sent.decode("latin-1") if isinstance(sent, bytes) else sent
     return f"{ascii(text[:SHOWN])}{'...' if len(text) > SHOWN else ''}"
 
 
@@ -99,13 +98,16 @@ def _request_line(line: bytes) -> tuple[str, str, str]:
 def _header_lines(rfile) -> list[bytes]:
     """The header lines through the empty line (not kept), each without its line end."""
     lines = []
-    while line := _line(raw := rfile.readline(MAX_LINE + 1)):
-        if len(raw) > MAX_LINE or len(lines) == MAX_LINES:
-            raise Unreadable(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, f"a header line over {MAX_LINE} bytes, or "
-                                                                         f"over {MAX_LINES} header lines: send fewer "
-                                                                         "or shorter headers")
+    while True:
+        if len(raw := rfile.readline(MAX_LINE + 1)) > MAX_LINE:  # before _line: readline stops there, no LF read
+            raise Unreadable(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, f"a header line is over {MAX_LINE} bytes: "
+                                                                         "send shorter headers")
+        if not (line := _line(raw)):
+            return lines
+        if len(lines) == MAX_LINES:
+            raise Unreadable(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, f"the head has over {MAX_LINES} header "
+                                                                         "lines: send fewer headers")
         lines.append(line)
-    return lines
 
 
 def _unfolded(lines: list[bytes]) -> list[bytes]:
@@ -123,22 +125,25 @@ def _unfolded(lines: list[bytes]) -> list[bytes]:
 
 
 def _field(line: bytes) -> tuple[str, str]:
-    """(name, value) of one unfolded header line; Unreadable (400, the line named) where h11 refuses it."""
-    if match := FIELD_LINE.fullmatch(line):
-        return match.group(1).decode("ascii"), (match.group(2) or b"").decode("latin-1")
-    shown = _shown(line)
+    """(name, value) of one unfolded header line, `token ":" OWS value OWS` split at its first colon (in linear
+    time: a regex over the whole line backtracked over each split of a run of OWS); Unreadable (400, the line or
+    name named) where h11 refuses it."""
+    name, colon, value = line.partition(b":")
+    bare = name.rstrip(OWS)
     if b"\r" in line:
-        why = f"the header line {shown} holds a CR not before LF: end each line with CRLF (RFC 9112 2.2)"
-    elif spaced := SPACED_COLON.match(line):
-        name = spaced.group(1).decode("ascii")
-        why = f"the header {name!r} has whitespace before its colon: send '{name}:' (RFC 9112 5.1)"
-    elif line.startswith(b":"):
-        why = f"the header line {shown} has no name before its colon: send 'Name: value' (RFC 9112 5.1)"
-    elif NAMED.match(line) and (bad := NOT_IN_VALUE.search(line)):
-        why = (f"the header line {shown} holds {bad.group().decode()!r} in its value: send no NUL, CR, LF, VT or FF "
-               "there (RFC 9110 5.5)")
+        why = f"the header line {_shown(line)} holds a CR not before LF: end each line with CRLF (RFC 9112 2.2)"
+    elif colon and not name:
+        why = f"the header line {_shown(line)} has no name before its colon: send 'Name: value' (RFC 9112 5.1)"
+    elif not (colon and NAME.fullmatch(bare)):
+        why = (f"the header line {_shown(line)} is not 'Name: value': send each header so, its name a token "
+               "(RFC 9112 5.1)")
+    elif bare != name:
+        why = f"the header {_shown(bare)} has whitespace before its colon: send none there (RFC 9112 5.1)"
+    elif bad := NOT_IN_VALUE.search(value := value.strip(OWS)):
+        why = (f"the header line {_shown(line)} holds {_shown(bad.group())} in its value: send no NUL, CR, LF, VT or "
+               "FF there (RFC 9110 5.5)")
     else:
-        why = f"the header line {shown} is not 'Name: value': send each header so, its name a token (RFC 9112 5.1)"
+        return name.decode("ascii"), value.decode("latin-1")
     raise Unreadable(HTTPStatus.BAD_REQUEST, why)
 
 
@@ -151,11 +156,11 @@ def _length(fields: Fields) -> int | None:
     sent = ", ".join(lines)
     lengths = {length.strip(" \t") for line in lines for length in line.split(",")}
     if len(lengths) > 1:
-        raise Unreadable(HTTPStatus.BAD_REQUEST, f"Content-Length {sent!r} holds lengths that differ: send one")
+        raise Unreadable(HTTPStatus.BAD_REQUEST, f"Content-Length {_shown(sent)} holds lengths that differ: send one")
     length = lengths.pop()  # str.isdigit also takes "²", a Latin-1 header byte
     if not (length.isascii() and length.isdigit() and len(length) <= MAX_LENGTH_DIGITS):
-        raise Unreadable(HTTPStatus.BAD_REQUEST, f"Content-Length {sent!r} is not a byte count: send the body's "
-                                                 f"length in at most {MAX_LENGTH_DIGITS} decimal digits")
+        raise Unreadable(HTTPStatus.BAD_REQUEST, f"Content-Length {_shown(sent)} is not a byte count: send the "
+                                                 f"body's length in at most {MAX_LENGTH_DIGITS} decimal digits")
     return int(length)
 
 
@@ -166,8 +171,8 @@ def _chunked(fields: Fields) -> bool:
     if not (codings := _values(fields, "Transfer-Encoding")):
         return False
     if [coding.lower() for coding in codings] != ["chunked"]:
-        raise Unreadable(HTTPStatus.NOT_IMPLEMENTED, f"Transfer-Encoding {', '.join(codings)!r} is not read here: "
-                                                     "send the body chunked, or with a Content-Length")
+        raise Unreadable(HTTPStatus.NOT_IMPLEMENTED, f"Transfer-Encoding {_shown(', '.join(codings))} is not read "
+                                                     "here: send the body chunked, or with a Content-Length")
     if _values(fields, "Content-Length"):
         raise Unreadable(HTTPStatus.BAD_REQUEST, "Transfer-Encoding chunked and a Content-Length: send one of them")
     return True

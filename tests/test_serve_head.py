@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import threading
+import time
 from http import HTTPStatus
 
 import pytest
 
-from redrafter_trt.serve_head import read_head
+from redrafter_trt import serve_head, serve_http
+from redrafter_trt.serve_head import Unreadable, read_head
 from redrafter_trt.serve_http import Handler, make_server
 from test_serve_protocol import exchange, h11_status
 
@@ -85,9 +88,18 @@ HEADS = [  # id, the bytes sent (a head, an empty line, any body), h11's status 
      501, 501, "'chunked, chunked'"),
     ("chunked-and-length", POST + b"Transfer-Encoding: chunked\r\nContent-Length: 9\r\n" + HOST + b"\r\n", None,
      400, "Content-Length"),
+    ("line-longest", with_lines(b"X-A: " + b"a" * 65529 + b"\r\n"), None, 200, ""),
+    ("line-one-over", with_lines(b"X-A: " + b"a" * 65530 + b"\r\n"), None, 431, "over 65536 bytes"),
+    ("line-too-long", with_lines(b"X-A: " + b"a" * 70000 + b"\r\n"), None, 431, "over 65536 bytes"),
+    ("lines-most", with_lines(b"X-A: 1\r\n" * 98), None, 200, ""),
+    ("lines-too-many", with_lines(b"X-A: 1\r\n" * 99), None, 431, "over 99 header lines"),
+    ("length-long", with_lines(b"Content-Length: " + b"9" * 1000 + b"\r\n"), 400, 400, "'" + "9" * 40 + "'..."),
+    ("coding-long", with_lines(b"Transfer-Encoding: " + b"x" * 1000 + b"\r\n"), 501, 501, "'" + "x" * 40 + "'..."),
+    ("space-before-colon-long", with_lines(b"X" * 1000 + b" : 1\r\n"), 400, 400, "'" + "X" * 40 + "'..."),
 ]
 # where the server refuses what h11 reads, each named in README's serve section
-DIFFERENCES = {"lowercase-method", "version-0.9", "version-2.0", "chunked-and-length"}
+DIFFERENCES = {"lowercase-method", "version-0.9", "version-2.0", "chunked-and-length", "line-one-over", "line-too-long",
+               "lines-too-many"}
 
 
 class Stub:
@@ -186,3 +198,49 @@ def test_an_obs_fold_line_is_joined_to_the_header_before_by_a_space():
     """h11 unfolds (its _obsolete_line_fold), where email's parser kept the CRLF and the indent inside the value."""
     head = read(with_lines(b"X-A: a \r\n  b\r\n\tc\r\nContent-Length:\r\n 0\r\n"))
     assert head.fields == (("X-A", "a  b c"), ("Content-Length", "0"), ("Host", "x")) and head.length == 0
+
+
+def timed(run) -> float:
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def refused(raw: bytes) -> None:
+    with pytest.raises(Unreadable):
+        read(raw)
+
+
+N = 10**5  # bytes of an adversarial input: past MAX_LINE, where a quadratic regex takes seconds
+LINES = {  # header lines (64 KiB) that make a backtracking header regex quadratic
+    "spaces-vt": b"X:" + b" " * 65500 + b"\x0b", "blanks-nul": b"X:" + b" \t" * 32700 + b"\x00",
+    "value-spaces-ff": b"X: a" + b" " * 65500 + b"\x0c", "spaces-cr": b"X:" + b" " * 65500 + b"\r",
+    "spaced-colon": b"X" * 65500 + b" :", "bad-name": b"X" * 65500 + b"\x00:",
+}
+ADVERSARIAL = {  # (module, name) of each regex that reads request bytes -> how it is called, inputs that make a
+    # backtracking one slow
+    (serve_head, "REQUEST_LINE"): ("fullmatch", [b"GET " + b"/" * N + b" HTTP/1.1 ", b"G" * N + b" / HTTP/1.1",
+                                                 b"GET / " + b"H" * N]),
+    (serve_head, "NAME"): ("fullmatch", [b"a" * N + b" ", b"a" * N + b"\x00"]),
+    (serve_head, "NOT_IN_VALUE"): ("search", [b"a" * N, b" \t" * (N // 2)]),
+    (serve_head, "FOLD"): ("match", [b" " * N + b"x", b" \t" * (N // 2)]),
+    (serve_http, "CHUNK_SIZE"): ("fullmatch", [b"0" + b" " * N + b"x\r\n", b"0;" + b"a" * N,
+                                               b"0 ;" + b";" * N + b"\r"]),
+}
+
+
+def test_each_regex_on_request_bytes_is_timed():
+    assert set(ADVERSARIAL) == {(module, name) for module in (serve_head, serve_http)
+                                for name, value in vars(module).items() if isinstance(value, re.Pattern)}
+
+
+def test_request_bytes_are_read_in_linear_time():
+    """A 64 KiB header line of blanks and a byte not allowed after them took 28 s to refuse (a regex backtracking
+    over every split of the blanks, the GIL held: every other request waited); each regex that reads request bytes
+    takes well under a second on 10^5 bytes made to backtrack."""
+    for name, line in LINES.items():
+        assert timed(lambda: refused(with_lines(line + b"\r\n"))) < 0.5, name
+    for (module, name), (call, inputs) in ADVERSARIAL.items():
+        regex = getattr(getattr(module, name), call)
+        for text in inputs:
+            assert timed(lambda: regex(text)) < 0.5, name
