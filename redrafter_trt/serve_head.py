@@ -64,6 +64,12 @@ def _values(fields: Fields, name: str) -> list[str]:
     return [value for sent, value in fields if sent.lower() == name.lower()]
 
 
+def tokens(fields: Fields, name: str) -> set[str]:
+    """The header `name` read as a comma list over all its lines (Connection, Expect), each item lowercased without
+    its OWS: `Connection: keep-alive, Close` is {"keep-alive", "close"}."""
+    return {item.strip(" \t").lower() for value in _values(fields, name) for item in value.split(",")} - {""}
+
+
 def _line(raw: bytes) -> bytes:
     """A line without its LF and a CR before it (h11's); Unreadable where the head ended before its empty line."""
     if not raw.endswith(b"\n"):

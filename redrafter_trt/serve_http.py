@@ -20,7 +20,6 @@ import socket
 import sys
 import threading
 from http import HTTPStatus
-from http.client import HTTPMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
@@ -28,7 +27,7 @@ from . import __version__
 from .errors import ConfigError
 from .serve_app import POST_ROUTES, App, is_route, no_route
 from .serve_errors import ClientGone, error
-from .serve_head import Unreadable, read_head
+from .serve_head import Unreadable, read_head, tokens
 
 log = logging.getLogger(__name__)
 
@@ -227,24 +226,25 @@ class Handler(BaseHTTPRequestHandler):
             self.rfile.read(length)
 
     def parse_request(self) -> bool:
-        """The head read as h11 reads it (`_head_read`), then Connection and Expect as http.server reads them; False
-        after answering a head that cannot be read."""
+        """The head read as h11 reads it (`_head_read`), then Connection and Expect, each a comma list over all its
+        lines (a close anywhere closes, RFC 9112 9.6, as h11); an HTTP/1.0 keep-alive is kept, as http.server
+        keeps it (h11 closes). False after answering a head that cannot be read."""
         self.command, self.request_version = None, self.protocol_version  # a refusal's status line before a version
         self.close_connection = True
         self.requestline = self.raw_requestline.rstrip(b"\r\n").decode("latin-1")  # the log's
         if not self._head_read():
             return False
-        connection = self.headers.get("Connection", "").lower()
-        self.close_connection = connection == "close" or (self.request_version < "HTTP/1.1"
-                                                          and connection != "keep-alive")
-        if self.headers.get("Expect", "").lower() == "100-continue" and self.request_version >= "HTTP/1.1":
+        connection = tokens(self.head.fields, "Connection")
+        self.close_connection = "close" in connection or (self.request_version < "HTTP/1.1"
+                                                          and "keep-alive" not in connection)
+        if "100-continue" in tokens(self.head.fields, "Expect") and self.request_version >= "HTTP/1.1":
             return self.handle_expect_100()
         return True
 
     def _head_read(self) -> bool:
         """False after answering a head h11 (uvicorn's parser) refuses (`read_head`: 400, 501 for a transfer
         coding), or one over http.client's limits (431), whatever the method: one answer, then the connection
-        closes. Sets `head`, and what http.server's handlers read: command, path, request_version, headers."""
+        closes. Sets `head`, and what http.server's handlers read: command, path, request_version."""
         try:
             self.head = read_head(self.raw_requestline, self.rfile)
         except Unreadable as e:
@@ -253,9 +253,6 @@ class Handler(BaseHTTPRequestHandler):
         self.command, self.path, self.request_version = self.head.method, self.head.target, self.head.version
         if self.path.startswith("//"):  # http.server's (gh-87389): "//host/path" would read as a host
             self.path = "/" + self.path.lstrip("/")
-        self.headers = HTTPMessage()
-        for name, value in self.head.fields:
-            self.headers[name] = value
         return True
 
     def handle_expect_100(self) -> bool:
@@ -272,7 +269,12 @@ class Handler(BaseHTTPRequestHandler):
     def _refuse(self, status: int, why: str) -> None:
         """Answer a request that cannot be read (why: the problem and the fix), and close the connection."""
         self.close_connection = True
-        self._reply(status, error(why, "invalid_request_error"), body=self.command != "HEAD")
+        self._reply(status, error(why, "invalid_request_error"), body=not self._asked_head())
+
+    def _asked_head(self) -> bool:
+        """Whether the request is a HEAD, whose answer has no body, a refusal's too (RFC 9110 9.3.2): read from the
+        request line, as `command` is set only once the head is read."""
+        return self.raw_requestline.startswith(b"HEAD ")
 
     def _client_alive(self) -> bool:
         """False once the client has closed its end of the connection (it gave up waiting for its answer)."""
@@ -336,7 +338,7 @@ class Handler(BaseHTTPRequestHandler):
         if code == HTTPStatus.NOT_IMPLEMENTED:
             text = f"{self.command} is not served"
         self._reply(code, error(f"{text}: {PROTOCOL_FIXES.get(code, 'send an HTTP/1.1 request')}",
-                                "invalid_request_error"), body=self.command != "HEAD", close=True)
+                                "invalid_request_error"), body=not self._asked_head(), close=True)
 
     def log_message(self, fmt, *args):
         log.info("%s %s", self.address_string(), fmt % args)

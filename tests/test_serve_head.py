@@ -200,6 +200,29 @@ def test_an_obs_fold_line_is_joined_to_the_header_before_by_a_space():
     assert head.fields == (("X-A", "a  b c"), ("Content-Length", "0"), ("Host", "x")) and head.length == 0
 
 
+@pytest.mark.parametrize("raw", [
+    b"HEAD /health HTTP/1.1\r\n\r\n",
+    b"HEAD /health HTTP/1.1\r\n" + HOST + b"Content-Length: 1\r\nContent-Length: 2\r\n\r\n",
+    b"HEAD /health HTTP/1.1\r\n" + HOST + b"Transfer-Encoding: gzip\r\n\r\n",
+    b"HEAD /" + b"a" * 70000 + b" HTTP/1.1\r\n" + HOST + b"\r\n",
+], ids=["no-host", "lengths-differ", "coding-gzip", "line-too-long"])
+def test_a_head_refused_has_no_body(server, raw):
+    """RFC 9110 9.3.2: the answer to a HEAD has no body, a refusal's too (the method is read from the request line
+    before the head is refused)."""
+    head, _, body = exchange(server, raw).partition(b"\r\n\r\n")
+    assert int(head.split(b" ")[1]) >= 400 and b"\r\nConnection: close" in head and body == b"", head + body
+
+
+@pytest.mark.parametrize("lines", [
+    b"Connection: keep-alive, close\r\n", b"Connection: keep-alive\r\nConnection: Close\r\n",
+    b"Connection: foo,\tclose \r\n",
+], ids=["list", "two-lines", "tab"])
+def test_a_close_anywhere_in_connection_closes(server, lines):
+    """RFC 9112 9.6: Connection is a comma list over all its lines, and a close in it closes, as h11 reads it."""
+    got = answers(exchange(server, with_lines(lines) + NEXT))
+    assert [answer[0] for answer in got] == [200] and b"\r\nConnection: close" in got[0][1], got
+
+
 def timed(run) -> float:
     start = time.perf_counter()
     run()
