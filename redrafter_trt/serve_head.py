@@ -1,10 +1,12 @@
-"""A request head (the request line and header lines, to the empty line) read as h11 reads it, the parser under
-uvicorn, which vLLM and trtllm-serve run on (its _abnf.py, _readers.py and _headers.py): lines end in LF, a CR
+"""A request head (the request line and header lines, to the empty line) read as h11 reads it (its _abnf.py,
+_readers.py and _headers.py), uvicorn's parser where httptools is not installed, as trtllm-serve installs it (vLLM
+installs uvicorn[standard], whose httptools refuses more: see README's serve section): lines end in LF, a CR
 before it dropped; `METHOD SP target SP HTTP/d.d`, the target visible ASCII; each header `token ":" OWS value OWS`,
 the value any bytes but NUL, CR, LF, VT and FF (h11 keeps other controls: cookies hold them), a line starting with
 SP or HTAB (obs-fold) joined to the one before by one space; one Host (HTTP/1.1), Content-Lengths one run of at most
 20 digits, Transfer-Encoding one `chunked` (501 otherwise). Where it differs: an HTTP version other than 1.x is a
-505, chunked beside a Content-Length a 400 (h11 reads the chunked body), and the limits are http.client's.
+505, chunked beside a Content-Length a 400 (h11 reads the chunked body), and the limits are http.client's
+(64 KiB a line, 99 header lines; h11's is 16 KiB a head).
 
     rfile = io.BytesIO(b"GET /health HTTP/1.1\\r\\nHost: x\\r\\nX-A: a\\r\\n b\\r\\n\\r\\n")
     read_head(rfile.readline(), rfile)

@@ -242,9 +242,9 @@ class Handler(BaseHTTPRequestHandler):
         return True
 
     def _head_read(self) -> bool:
-        """False after answering a head h11 (uvicorn's parser) refuses (`read_head`: 400, 501 for a transfer
-        coding), or one over http.client's limits (431), whatever the method: one answer, then the connection
-        closes. Sets `head`, and what http.server's handlers read: command, path, request_version."""
+        """False after answering a head h11 (uvicorn's parser without httptools) refuses (`read_head`: 400, 501 for
+        a transfer coding), or one over http.client's limits (431), whatever the method: one answer, then the
+        connection closes. Sets `head`, and what http.server's handlers read: command, path, request_version."""
         try:
             self.head = read_head(self.raw_requestline, self.rfile)
         except Unreadable as e:

@@ -1,4 +1,4 @@
-"""Request heads read as h11 reads them (the parser under uvicorn, which vLLM and trtllm-serve run on): a table of
+"""Request heads read as h11 reads them (uvicorn's parser without httptools, as trtllm-serve installs it): a table of
 valid and malformed heads fed as raw bytes to the server and, where h11 is installed, to h11 as the oracle. The
 table's h11 column is what h11 0.16 answers (from its _abnf.py, _readers.py and _headers.py), so the server's
 column is checked without h11 too. The server needs no model to read a head: a stub answers what gets through."""

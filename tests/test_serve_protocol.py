@@ -993,8 +993,8 @@ def test_a_content_length_repeated_with_its_value_is_read_as_one(server, lengths
 
 
 def h11_status(raw: bytes) -> int | None:
-    """The status h11 0.16 (uvicorn's parser, under vLLM and trtllm-serve) refuses the request head with, the
-    connection closed after `raw` (None: it reads the head)."""
+    """The status h11 0.16 (uvicorn's parser without httptools, as trtllm-serve installs it) refuses the request head
+    with, the connection closed after `raw` (None: it reads the head)."""
     h11 = pytest.importorskip("h11")
     conn = h11.Connection(h11.SERVER)
     conn.receive_data(raw)
