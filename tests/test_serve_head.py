@@ -223,6 +223,12 @@ def test_a_close_anywhere_in_connection_closes(server, lines):
     assert [answer[0] for answer in got] == [200] and b"\r\nConnection: close" in got[0][1], got
 
 
+def test_expect_is_a_comma_list_as_h11_reads_it(server):
+    """`Expect: x, 100-Continue` asks for a 100 Continue as h11 reads it (the first line's whole value was compared)."""
+    raw = POST + HOST + b"Expect: x, 100-Continue\r\nContent-Length: 2\r\n\r\n{}"
+    assert [answer[0] for answer in answers(exchange(server, raw))] == [100, 200]
+
+
 def timed(run) -> float:
     start = time.perf_counter()
     run()
