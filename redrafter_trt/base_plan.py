@@ -217,14 +217,16 @@ def nonfinite_refusal(src: TensorSource | None, sources, name: str, dtype: torch
             return TensorError(f"{name} holds NaN or Inf in float16: its values exceed float16's range (65504) or the "
                                f"source is broken: convert with --dtype bfloat16")
         return TensorError(f"{name} holds NaN or Inf: the source weights are broken, re-export them")
-    for source in sources:
-        if not all_finite(src.get(source)):
+    stored = {source: src.get(source) for source in sources}
+    for source, t in stored.items():
+        if not all_finite(t):
             return broken_base_tensor(source, src.file(source))
     kind, limit = str(dtype).removeprefix("torch."), torch.finfo(dtype).max
-    wider = [d for d in dtypes if torch.finfo(getattr(torch, d)).max > limit]
+    wider = [d for d in dtypes if torch.finfo(getattr(torch, d)).max > limit
+             and all(all_finite(t.to(getattr(torch, d))) for t in stored.values())]  # as cast, not by the limits
     fix = f"convert with --dtype {' or '.join(wider)}" if wider else "no dtype it converts to holds them: fix the model"
-    stored = ", ".join(sorted({src.dtype(source) for source in sources}))
-    return TensorError(f"{name} holds Inf in {kind}: finite as stored ({stored}), its values exceed {kind}'s range "
+    as_stored = ", ".join(sorted({src.dtype(source) for source in sources}))
+    return TensorError(f"{name} holds Inf in {kind}: finite as stored ({as_stored}), its values exceed {kind}'s range "
                        f"(largest {limit:g}): {fix}")
 
 
