@@ -250,6 +250,16 @@ def test_gpu_machine_with_everything(monkeypatch):
     assert result.output.strip().endswith("GPU features: all available")
 
 
+def test_a_warning_is_not_followed_by_all_available(monkeypatch):
+    """A review: a Blackwell GPU's WARN line was followed by "GPU features: all available", as if nothing were said;
+    the last line points at the caveat."""
+    fake_machine(monkeypatch, TorchInfo("2.6.0", "12.8", (B200,)), "1.2.0",
+                 {**CPU_DISTS, "tensorrt": "10.11.0", "nvidia-modelopt": "0.37.0"})
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code == 0 and "WARN " in result.output, result.output
+    assert result.output.strip().endswith("GPU features: all available, with the caveats marked WARN above")
+
+
 def test_missing_required_package_exits_2(monkeypatch):
     dists = {k: v for k, v in CPU_DISTS.items() if k != "transformers"}
     fake_machine(monkeypatch, TorchInfo("2.6.0+cpu", None), None, dists)

@@ -22,4 +22,5 @@ def doctor(ctx):
         click.echo("CPU path (convert, inspect, run on CPU): NOT ready: apply the fixes above", err=True)
         ctx.exit(2)
     click.echo("CPU path (convert, inspect, run on CPU): ready")
-    click.echo(f"unavailable here: {'; '.join(missing)}" if missing else "GPU features: all available")
+    caveats = ", with the caveats marked WARN above" if any(check.ok and check.warning for check in checks) else ""
+    click.echo(f"unavailable here: {'; '.join(missing)}" if missing else f"GPU features: all available{caveats}")
