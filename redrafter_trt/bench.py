@@ -170,8 +170,23 @@ class BenchReport:
     configs: list[ConfigResult]
 
     @property
-    def best(self) -> ConfigResult:
-        return max(self.configs, key=lambda c: c.speedup_vs_hf)
+    def best(self) -> ConfigResult | None:
+        """The fastest configuration (speed-up over transformers) whose output matches plain decoding on every prompt;
+        None where none does. One whose output differs is left out (`excluded`): its tokens/step and tokens/s were
+        measured on other text than the baselines', so its speed-up compares nothing."""
+        exact = [c for c in self.configs if not c.mismatched_prompts]
+        return max(exact, key=lambda c: c.speedup_vs_hf) if exact else None
+
+    @property
+    def excluded(self) -> list[ConfigResult]:
+        """The configurations left out of `best` and the verdict: their output differs from plain decoding."""
+        return [c for c in self.configs if c.mismatched_prompts]
+
+    @property
+    def headline(self) -> ConfigResult:
+        """`best`, else (no configuration matches plain decoding) the fastest: the one whose answers the quickstart
+        shows, saying they differ."""
+        return self.best or max(self.configs, key=lambda c: c.speedup_vs_hf)
 
     @property
     def methods(self) -> list[tuple[str, Run]]:
@@ -185,12 +200,25 @@ class BenchReport:
         return sum(a == b for a, b in zip(self.hf.outputs, self.no_draft.outputs))
 
     def to_json(self) -> dict:
+        why = f"drafted output differs from plain decoding ({mismatch_reason(self.meta)})"
         return {"meta": self.meta,
                 "baselines": {"hf": self.hf.to_json(), "no_draft": self.no_draft.to_json(),
                               "hf_matches_no_draft": self.hf_matches_no_draft},
                 "configs": [c.to_json() for c in self.configs],
-                "best": self.best.to_json(),
-                "all_match_no_draft": all(not c.mismatched_prompts for c in self.configs)}
+                "best": self.best.to_json() if self.best else None,
+                "excluded_from_best": [{"num_beams": c.num_beams, "draft_len": c.draft_len,
+                                        "mismatched_prompts": c.mismatched_prompts, "why": why}
+                                       for c in self.excluded],
+                "all_match_no_draft": not self.excluded}
+
+
+def mismatch_reason(meta: dict) -> str:
+    """Why greedy drafting's output can differ from plain decoding in the dtype measured."""
+    dtype = meta.get("dtype", "float32")
+    if dtype == "float32":
+        return "in float32 that is a bug: please report it"
+    return (f"{dtype} logits tie often, and a tree rounds differently from one token, so a near-tie can flip a token; "
+            f"a float32 checkpoint times drafting on the same text")
 
 
 # ---- the three methods ---------------------------------------------------------------------------------------------

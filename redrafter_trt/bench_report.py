@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .bench import BenchReport
+from .bench import BenchReport, mismatch_reason
 from .errors import ConfigError, DependencyError
 from .output import atomic_file
 from .plural import counted
@@ -58,6 +58,15 @@ def format_table(report: BenchReport) -> str:
     return "\n".join(rows)
 
 
+def best_line(report: BenchReport) -> str:
+    """bench's `best:` line: the fastest configuration whose output matches plain decoding, or that none does."""
+    best = report.best
+    if best is None:
+        return "best: none (no configuration's output matches plain decoding on every prompt)"
+    return (f"best: W={best.num_beams} L={best.draft_len}: {best.run.mean_tokens_per_step:.2f} tokens/step, "
+            f"{best.speedup_vs_hf:.2f}x over transformers, {best.speedup_vs_no_draft:.2f}x over no drafting")
+
+
 ACCEPTS_NOTHING = 1.05  # tokens per step below which no configuration can beat plain decoding (a step costs >= 1x)
 
 
@@ -70,6 +79,21 @@ def verdict(report: BenchReport) -> str:
 
 def timed_verdict(report: BenchReport) -> str:
     best, plain = report.best, report.no_draft
+    if best is None:
+        return (f"no verdict: no configuration's output matches plain decoding on every prompt, so each speed-up here "
+                f"compares other text than the baselines' ({mismatch_reason(report.meta)})")
+    return best_verdict(report, best, plain) + excluded_note(report)
+
+
+def excluded_note(report: BenchReport) -> str:
+    """The configurations left out of the verdict, named ("" where none is)."""
+    if not report.excluded:
+        return ""
+    names = ", ".join(f"W={c.num_beams} L={c.draft_len}" for c in report.excluded)
+    return f"; left out: {names} (output differs from plain decoding)"
+
+
+def best_verdict(report: BenchReport, best, plain) -> str:
     cost = (best.run.wall_seconds / best.run.steps) / (plain.wall_seconds / plain.steps)
     step = (f"a W={best.num_beams} L={best.draft_len} step costs {cost:.2f}x a plain one and makes "
             f"{best.run.mean_tokens_per_step:.2f} tokens")
@@ -86,13 +110,13 @@ def timed_verdict(report: BenchReport) -> str:
 
 
 def mismatch_warning(report: BenchReport) -> str | None:
-    """The configurations whose drafted output differs from plain decoding, and why (None: none differs)."""
-    bad = [c for c in report.configs if c.mismatched_prompts]
+    """The configurations whose drafted output differs from plain decoding, and why (None: none differs); printed
+    before the verdict."""
+    bad = report.excluded
     if not bad:
         return None
-    dtype = report.meta["dtype"]
-    why = "a bug" if dtype == "float32" else f"{dtype} logits tie often, and a tree rounds differently from one token"
-    return f"warning: drafted output differs from plain decoding in {counted(len(bad), 'configuration')} ({why})"
+    return (f"warning: drafted output differs from plain decoding in {counted(len(bad), 'configuration')}, left out "
+            f"of `best` and the verdict ({mismatch_reason(report.meta)})")
 
 
 def weights_text(meta: dict) -> str:

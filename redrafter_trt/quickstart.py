@@ -403,6 +403,6 @@ def quickstart(opts: QuickstartOptions, on_stage: Callable[[str], None] = lambda
     report = run_bench(bench_opts, prompts=questions, progress=on_stage)
     seconds["generate"] = time.perf_counter() - t
     tokenizer = load_tokenizer(str(base), None)
-    answers = [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in report.best.run.outputs]
+    answers = [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in report.headline.run.outputs]
     return QuickstartResult(base, drafter, checkpoint, reused, seconds, questions, answers, report,
                             gpu_commands(base, drafter, workdir, config), cpu_commands(base, checkpoint))

@@ -30,7 +30,7 @@ from redrafter_trt.cli.bench_cmd import int_list
 @click.option("--draft-lens", default="2,4", show_default=True, callback=int_list)
 def main(drafter, num_prompts, max_new_tokens, beams, draft_lens) -> None:
     from redrafter_trt.bench import BenchOptions, run_bench
-    from redrafter_trt.bench_report import format_table, verdict
+    from redrafter_trt.bench_report import format_table, mismatch_warning, verdict
     from redrafter_trt.convert import convert
     from redrafter_trt.drafter import init_drafter_for_base
     from redrafter_trt.quickstart import mt_bench_path
@@ -48,6 +48,8 @@ def main(drafter, num_prompts, max_new_tokens, beams, draft_lens) -> None:
                                         beams=beams, draft_lens=draft_lens),
                            progress=print)
         print(format_table(report))
+        if warning := mismatch_warning(report):
+            print(warning)
         print(verdict(report))
 
 

@@ -774,6 +774,50 @@ def test_verdict_names_a_drafter_that_accepts_nothing():
 
 
 
+@pytest.mark.parametrize("dtype, why", [("float32", "a bug"), ("bfloat16", "bfloat16 logits tie often")])
+def test_best_and_the_verdict_take_only_configurations_that_match_plain_decoding(dtype, why):
+    """A review (bfloat16, 5 prompts): W=4 L=2, its output differing from plain decoding on 3 of them, was `best` and
+    got 'drafting pays here', though its tokens/s were measured on text the baselines never produced."""
+    plain = timed_run(100, 5.0, 100)
+    exact = ConfigResult(1, 2, timed_run(80, 6.0, 100), 1.0, 5.0 / 6.0, [])
+    differs = ConfigResult(4, 2, timed_run(60, 3.0, 100), 2.0, 5.0 / 3.0, [1, 3])
+    report = BenchReport(meta={"dtype": dtype}, hf=timed_run(100, 10.0, 100), no_draft=plain, configs=[exact, differs])
+    assert report.best is exact
+    data = report.to_json()
+    assert (data["best"]["num_beams"], data["best"]["draft_len"]) == (1, 2)
+    [left_out] = data["excluded_from_best"]
+    assert (left_out["num_beams"], left_out["draft_len"], left_out["mismatched_prompts"]) == (4, 2, [1, 3])
+    assert "differs from plain decoding" in left_out["why"] and why in left_out["why"]
+    line = verdict(report)
+    assert "drafting pays" not in line and "W=1 L=2 step" in line and "left out: W=4 L=2" in line
+    assert why in mismatch_warning(report) and "left out of `best` and the verdict" in mismatch_warning(report)
+    exact.mismatched_prompts = [2]  # none matches: no verdict, said plainly
+    assert report.best is None and report.to_json()["best"] is None
+    line = verdict(report)
+    assert line.startswith("no verdict: no configuration's output matches plain decoding") and why in line
+    assert "pays" not in line
+
+
+def test_bench_prints_the_mismatch_before_the_verdict(setup, monkeypatch):
+    """The warning that a configuration's output differs came after 'drafting pays here', on stderr: now before the
+    `best:` line, which names only a configuration that matches."""
+    from redrafter_trt import bench
+
+    real = bench.runtime_generate
+
+    def runtime_generate(model, ids, *args):
+        result, timing = real(model, ids, *args)
+        if args[2] == 2:  # W=2 differs on every prompt
+            result.output_ids[0][-1] = (result.output_ids[0][-1] + 1) % 256
+        return result, timing
+
+    monkeypatch.setattr(bench, "runtime_generate", runtime_generate)
+    result = run_cli(*bench_args(setup, "--max-new-tokens", 4, "--beams", "1,2", "--draft-lens", 1))
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert out.index("warning: drafted output differs") < out.index("best: W=1 L=1") < out.index("left out: W=2 L=1")
+
+
 def test_verdict_says_when_no_drafted_step_ran():
     """--max-new-tokens 1: every answer is the prefill's token, no draft is ever tried; the verdict said 'the drafter
     accepts almost nothing ... train it longer'."""
@@ -871,11 +915,12 @@ def test_differing_outputs_are_reported(setup, monkeypatch, caplog):
     assert [r.getMessage() for r in caplog.records if "differs" in r.getMessage()] == [
         "W=1 L=1: drafted output differs from plain decoding on 2 prompts [1, 2]",
         "W=2 L=1: drafted output differs from plain decoding on 1 prompt [1]"]
-    assert mismatch_warning(report) == "warning: drafted output differs from plain decoding in 2 configurations " \
-        "(a bug)"
+    assert mismatch_warning(report).startswith("warning: drafted output differs from plain decoding in 2 "
+                                               "configurations, left out of `best` and the verdict (in float32 "
+                                               "that is a bug")
     report.configs[0].mismatched_prompts = []
-    assert mismatch_warning(report) == "warning: drafted output differs from plain decoding in 1 configuration " \
-        "(a bug)"
+    assert mismatch_warning(report).startswith("warning: drafted output differs from plain decoding in 1 "
+                                               "configuration, left out")
     report.configs[1].mismatched_prompts = []
     assert mismatch_warning(report) is None
 

@@ -262,11 +262,15 @@ def test_bench_runtime_bad_input_is_one_line(tiny_llama, monkeypatch):
         assert_one_line_error(CliRunner().invoke(bench_runtime.main, [str(a) for a in args]), needle)
 
 
-def test_bench_runtime_ends_with_benchs_verdict(tiny_llama, tiny_drafter, tmp_path, monkeypatch):
+@pytest.mark.parametrize("differs", [False, True])
+def test_bench_runtime_ends_with_benchs_verdict(tiny_llama, tiny_drafter, tmp_path, monkeypatch, differs):
     """A review: the README calls bench_runtime.py `bench` on the built-in default, whose last line says whether
     drafting pays here and why; the script printed the table alone, so its fresh drafter's run ("shows the cost of
-    drafting") never said that such a drafter accepts almost nothing."""
+    drafting") never said that such a drafter accepts almost nothing. A drafted output that differs from plain
+    decoding was not said at all: it is, before the verdict, which then has no configuration to judge."""
     import shutil
+
+    from redrafter_trt import bench
 
     import redrafter_trt.quickstart
     import redrafter_trt.smollm2
@@ -279,11 +283,23 @@ def test_bench_runtime_ends_with_benchs_verdict(tiny_llama, tiny_drafter, tmp_pa
     prompts.write_text(json.dumps({"prompt": PROMPTS[1]}) + "\n")
     monkeypatch.setattr(redrafter_trt.smollm2, "ensure_smollm2", lambda: base)
     monkeypatch.setattr(redrafter_trt.quickstart, "mt_bench_path", lambda: prompts)
+    real = bench.runtime_generate
+
+    def runtime_generate(model, ids, *args):
+        result, timing = real(model, ids, *args)
+        if differs and args[-1]:  # drafting on
+            result.output_ids[0][-1] = (result.output_ids[0][-1] + 1) % 256
+        return result, timing
+
+    monkeypatch.setattr(bench, "runtime_generate", runtime_generate)
     result = CliRunner().invoke(script("bench_runtime").main, ["--drafter", str(tiny_drafter), "-n", "1",
                                                                "--max-new-tokens", "6", "--beams", "2",
                                                                "--draft-lens", "2"])
     assert result.exit_code == 0, result.output
-    last = result.output.strip().splitlines()[-1]
+    *_, before, last = result.output.strip().splitlines()
+    if differs:
+        assert before.startswith("warning: drafted output differs") and last.startswith("no verdict"), result.output
+        return
     assert last.startswith(("drafting pays here", "drafting does not pay here", "the drafter accepts almost nothing",
                             "no drafted step ran")), (ACCEPTS_NOTHING, result.output)
 

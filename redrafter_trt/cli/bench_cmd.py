@@ -106,8 +106,8 @@ def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_t
           chat_template_kwargs, device, output_json, plot_path, compile_layers):
     """Measure tokens per step and speed-up for each (beam width, draft length)."""
     from ..bench import BenchOptions, check_inputs, run_bench
-    from ..bench_report import (baseline_note, format_table, mismatch_warning, plot, plot_format, require_matplotlib,
-                                verdict, weights_text)
+    from ..bench_report import (baseline_note, best_line, format_table, mismatch_warning, plot, plot_format,
+                                require_matplotlib, verdict, weights_text)
 
     opts = BenchOptions(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_tokens, beams, draft_lens,
                         chat, device, compile_layers,
@@ -132,12 +132,10 @@ def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_t
                f"runtime agree on {report.hf_matches_no_draft}/{counted(m['num_prompts'], 'prompt')}"
                f"{baseline_note(report)}")
     click.echo(format_table(report))
-    best = report.best
-    click.echo(f"best: W={best.num_beams} L={best.draft_len}: {best.run.mean_tokens_per_step:.2f} tokens/step, "
-               f"{best.speedup_vs_hf:.2f}x over transformers, {best.speedup_vs_no_draft:.2f}x over no drafting")
-    click.echo(verdict(report))
     if warning := mismatch_warning(report):
         click.echo(warning, err=True)
+    click.echo(best_line(report))
+    click.echo(verdict(report))
     if output_json:
         from ..output import write_text_atomic
         write_text_atomic(output_json, json.dumps({**report.to_json(), "producer": producer("bench", opts, base)},

@@ -31,7 +31,7 @@ def quickstart(workdir, num_questions, max_new_tokens, force):
         res = run(opts, on_stage=lambda line: click.echo(f"== {line}", err=True), on_progress=bars)
     finally:
         bars.close()
-    rep, best = res.report, res.report.best
+    rep, best = res.report, res.report.headline
 
     click.echo("")
     for i, (q, a) in enumerate(zip(res.questions, res.answers)):
