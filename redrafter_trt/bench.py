@@ -27,6 +27,7 @@ import torch
 import transformers
 
 from .bench_inputs import check_checkpoint, check_grid, first_prompts, model_meta, reconvert_beams, resolve_hf_dir
+from .bench_stats import RatioInterval, ratio_interval
 from .errors import ConfigError, first_line
 from .plural import counted
 from .producer import recorded_source
@@ -101,6 +102,7 @@ class Run:
     steps: int = 0
     histogram: dict[int, int] = field(default_factory=dict)
     prompt_steps: list[int] = field(default_factory=list)  # decoding steps of each prompt
+    prompt_seconds: list[float] = field(default_factory=list)  # wall seconds of each prompt
 
     @property
     def new_tokens(self) -> int:
@@ -113,6 +115,11 @@ class Run:
     @property
     def mean_tokens_per_step(self) -> float:
         return self.new_tokens / self.steps if self.steps else 0.0
+
+    @property
+    def prompt_rates(self) -> list[float]:
+        """Tokens per second of each prompt, [prompts]."""
+        return [len(o) / s for o, s in zip(self.outputs, self.prompt_seconds)]
 
     @property
     def cpu_wait_share(self) -> float | None:
@@ -128,13 +135,19 @@ class Run:
         self.cpu_wait_seconds += timing.wait
         self.steps += steps
         self.prompt_steps.append(steps)
+        self.prompt_seconds.append(timing.wall)
         for k, n in histogram.items():
             self.histogram[k] = self.histogram.get(k, 0) + n
 
     def to_json(self) -> dict:
         return {"new_tokens": self.new_tokens, "wall_seconds": self.wall_seconds, "steps": self.steps,
                 "tokens_per_second": self.tokens_per_second, "mean_tokens_per_step": self.mean_tokens_per_step,
-                "histogram": {str(k): v for k, v in sorted(self.histogram.items())}, **self.cpu_json()}
+                "histogram": {str(k): v for k, v in sorted(self.histogram.items())}, **self.prompt_json(),
+                **self.cpu_json()}
+
+    def prompt_json(self) -> dict:
+        """Each prompt's new tokens and wall seconds: what the speed-ups' intervals are computed from."""
+        return {"prompt_new_tokens": [len(o) for o in self.outputs], "prompt_seconds": self.prompt_seconds}
 
     def cpu_json(self) -> dict:
         return {"cpu_seconds": self.cpu_seconds, "cpu_wait_seconds": self.cpu_wait_seconds,
@@ -159,7 +172,7 @@ class ConfigResult:
                 "histogram": {str(k): v for k, v in sorted(self.run.histogram.items())},
                 "new_tokens": self.run.new_tokens, "wall_seconds": self.run.wall_seconds, "steps": self.run.steps,
                 "matches_no_draft": not self.mismatched_prompts, "mismatched_prompts": self.mismatched_prompts,
-                **self.run.cpu_json()}
+                **self.run.prompt_json(), **self.run.cpu_json()}
 
 
 @dataclass
@@ -188,6 +201,14 @@ class BenchReport:
         shows, saying they differ."""
         return self.best or max(self.configs, key=lambda c: c.speedup_vs_hf)
 
+    def vs_no_draft(self, config: ConfigResult) -> RatioInterval:
+        """The config's tokens/s over the runtime's without drafting, prompt by prompt: the verdict's margin."""
+        return ratio_interval(config.run.prompt_rates, self.no_draft.prompt_rates)
+
+    def vs_hf(self, config: ConfigResult) -> RatioInterval:
+        """The config's tokens/s over transformers', prompt by prompt."""
+        return ratio_interval(config.run.prompt_rates, self.hf.prompt_rates)
+
     @property
     def methods(self) -> list[tuple[str, Run]]:
         """Every timed method with its table name."""
@@ -204,12 +225,18 @@ class BenchReport:
         return {"meta": self.meta,
                 "baselines": {"hf": self.hf.to_json(), "no_draft": self.no_draft.to_json(),
                               "hf_matches_no_draft": self.hf_matches_no_draft},
-                "configs": [c.to_json() for c in self.configs],
-                "best": self.best.to_json() if self.best else None,
+                "configs": [self.config_json(c) for c in self.configs],
+                "best": self.config_json(self.best) if self.best else None,
                 "excluded_from_best": [{"num_beams": c.num_beams, "draft_len": c.draft_len,
                                         "mismatched_prompts": c.mismatched_prompts, "why": why}
                                        for c in self.excluded],
                 "all_match_no_draft": not self.excluded}
+
+
+    def config_json(self, config: ConfigResult) -> dict:
+        """A configuration's JSON with its per-prompt speed-ups' intervals (bench_stats.RatioInterval)."""
+        return {**config.to_json(), "speedup_vs_no_draft_interval": self.vs_no_draft(config).to_json(),
+                "speedup_vs_hf_interval": self.vs_hf(config).to_json()}
 
 
 def mismatch_reason(meta: dict) -> str:

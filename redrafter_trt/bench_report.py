@@ -64,25 +64,33 @@ def best_line(report: BenchReport) -> str:
     if best is None:
         return "best: none (no configuration's output matches plain decoding on every prompt)"
     return (f"best: W={best.num_beams} L={best.draft_len}: {best.run.mean_tokens_per_step:.2f} tokens/step, "
-            f"{best.speedup_vs_hf:.2f}x over transformers, {best.speedup_vs_no_draft:.2f}x over no drafting")
+            f"{best.speedup_vs_hf:.2f}x over transformers ({per_prompt(report.vs_hf(best))}), "
+            f"{best.speedup_vs_no_draft:.2f}x over no drafting ({per_prompt(report.vs_no_draft(best))})")
+
+
+def per_prompt(margin) -> str:
+    """`per prompt 1.13x, 95% interval 1.00-1.27x over 3 prompts` (bench_stats.RatioInterval)."""
+    return f"per prompt {margin.ratio:.2f}x, {margin.interval_text()}"
 
 
 ACCEPTS_NOTHING = 1.05  # tokens per step below which no configuration can beat plain decoding (a step costs >= 1x)
 
 
-def verdict(report: BenchReport) -> str:
-    """Whether drafting pays on this machine, and why: the best configuration's step against a plain one's; marked
-    unreliable when the machine was busy during timing (busy_warning)."""
-    line = timed_verdict(report)
+def verdict(report: BenchReport, more: str = "--num-prompts") -> str:
+    """Whether drafting pays on this machine, and why: the best configuration's step against a plain one's, and its
+    per-prompt speed-up's interval (bench_stats): it pays only where the interval lies above 1, does not where below,
+    and is within the run's noise otherwise (`more`: the option that measures more prompts); marked unreliable when
+    the machine was busy during timing (busy_warning)."""
+    line = timed_verdict(report, more)
     return f"{line} (unreliable: the machine was busy during timing)" if busy_warning(report) else line
 
 
-def timed_verdict(report: BenchReport) -> str:
+def timed_verdict(report: BenchReport, more: str) -> str:
     best, plain = report.best, report.no_draft
     if best is None:
         return (f"no verdict: no configuration's output matches plain decoding on every prompt, so each speed-up here "
                 f"compares other text than the baselines' ({mismatch_reason(report.meta)})")
-    return best_verdict(report, best, plain) + excluded_note(report)
+    return best_verdict(report, best, plain, more) + excluded_note(report)
 
 
 def excluded_note(report: BenchReport) -> str:
@@ -93,7 +101,7 @@ def excluded_note(report: BenchReport) -> str:
     return f"; left out: {names} (output differs from plain decoding)"
 
 
-def best_verdict(report: BenchReport, best, plain) -> str:
+def best_verdict(report: BenchReport, best, plain, more: str) -> str:
     cost = (best.run.wall_seconds / best.run.steps) / (plain.wall_seconds / plain.steps)
     step = (f"a W={best.num_beams} L={best.draft_len} step costs {cost:.2f}x a plain one and makes "
             f"{best.run.mean_tokens_per_step:.2f} tokens")
@@ -103,10 +111,15 @@ def best_verdict(report: BenchReport, best, plain) -> str:
     if max(c.run.mean_tokens_per_step for c in report.configs) < ACCEPTS_NOTHING:
         return (f"the drafter accepts almost nothing ({step}): drafting cannot pay, and any speed-up measured is "
                 f"noise; train it on the base's own answers (`redrafter-trt train --distill`) or longer")
-    if best.speedup_vs_no_draft >= 1:
-        return f"drafting pays here: {step} ({best.speedup_vs_no_draft:.2f}x the runtime without drafting)"
-    return (f"drafting does not pay here: {step} ({best.speedup_vs_no_draft:.2f}x the runtime without drafting); "
-            f"it pays where a tree costs little more than one token (a GPU engine) or with a drafter that accepts more")
+    margin = report.vs_no_draft(best)
+    against = f"{margin.ratio:.2f}x the runtime without drafting per prompt, {margin.interval_text()}"
+    if margin.low is not None and margin.low > 1:
+        return f"drafting pays here: {step} ({against})"
+    if margin.high is not None and margin.high < 1:
+        return (f"drafting does not pay here: {step} ({against}); it pays where a tree costs little more than one "
+                f"token (a GPU engine) or with a drafter that accepts more")
+    return (f"too close to call: {step} ({against}): within this run's noise over "
+            f"{counted(margin.prompts, 'prompt')}: measure more prompts ({more})")
 
 
 def mismatch_warning(report: BenchReport) -> str | None:

@@ -145,7 +145,8 @@ def test_greedy_drafting_is_exact_in_float32(report):
     assert data["baselines"]["hf_matches_no_draft"] == len(PROMPTS)
     assert "transformers" in stdout and "W=2 L=3" in stdout and "best:" in stdout
     best = max(c["mean_tokens_per_step"] for c in data["configs"])
-    verdicts = ("the drafter accepts almost nothing",) if best < 1.05 else ("drafting pays here", "drafting does not pay")
+    verdicts = (("the drafter accepts almost nothing",) if best < 1.05
+                else ("drafting pays here", "drafting does not pay", "too close to call"))
     assert any(v in stdout for v in verdicts), stdout
 
 
@@ -746,10 +747,15 @@ def test_acceptance_needs_a_drafter(setup, tmp_path):
     assert_one_line_error(run_cli(*acceptance_args((base, plain, prompts))), "has no drafter", "--drafter")
 
 
-def timed_run(steps: int, seconds: float, tokens: int, histogram: dict | None = None) -> Run:
-    """`steps` steps (the prefill and, unless `histogram` says otherwise, steps - 1 decoding steps) making `tokens`."""
+def timed_run(steps: int, seconds: float, tokens: int, histogram: dict | None = None, prompts: int = 1,
+              spread: tuple[float, ...] = ()) -> Run:
+    """`steps` steps (the prefill and, unless `histogram` says otherwise, steps - 1 decoding steps) making `tokens`,
+    split evenly over `prompts`; `spread`: each prompt's seconds multiplied by these factors in turn (noise)."""
     run = Run()
-    run.add([0] * tokens, Timing(seconds), steps, {1: steps - 1} if histogram is None else histogram)
+    for i in range(prompts):
+        factor = spread[i % len(spread)] if spread else 1.0
+        run.add([0] * (tokens // prompts), Timing(seconds / prompts * factor), steps // prompts,
+                {1: steps // prompts - 1} if histogram is None else histogram)
     return run
 
 
@@ -757,12 +763,73 @@ def timed_run(steps: int, seconds: float, tokens: int, histogram: dict | None = 
 def test_verdict_weighs_a_step_against_its_tokens(draft_seconds, pays):
     """100 tokens: plain 100 steps in 5 s (50 ms each); drafted 60 steps (1.67 tokens each) in 4 s (1.33x a plain
     step: pays) or 6 s (2x a plain step: does not)."""
-    plain, drafted = timed_run(100, 5.0, 100), timed_run(60, draft_seconds, 100)
+    plain, drafted = timed_run(100, 5.0, 100, prompts=4), timed_run(60, draft_seconds, 100, prompts=4)
     config = ConfigResult(4, 2, drafted, speedup_vs_hf=1.0, speedup_vs_no_draft=5.0 / draft_seconds,
                           mismatched_prompts=[])
-    line = verdict(BenchReport(meta={}, hf=timed_run(100, 10.0, 100), no_draft=plain, configs=[config]))
+    line = verdict(BenchReport(meta={}, hf=timed_run(100, 10.0, 100, prompts=4), no_draft=plain, configs=[config]))
     assert line.startswith("drafting pays here" if pays else "drafting does not pay here")
     assert f"costs {draft_seconds / 60 / 0.05:.2f}x a plain one and makes 1.67 tokens" in line
+
+
+@pytest.mark.parametrize("spread, prompts, says", [
+    ((1.0,), 4, "drafting pays here"),                   # 1.25x on every prompt: no noise
+    ((0.7, 1.3), 4, "too close to call"),                # 1.25x on the whole, 0.96x to 1.79x prompt by prompt
+    ((0.7, 1.3), 40, "drafting pays here"),              # the same spread, ten times the prompts
+    ((1.0,), 1, "too close to call"),                    # one prompt: no interval at all
+])
+def test_the_verdict_pays_only_outside_this_runs_noise(spread, prompts, says):
+    """A review: the same bench on a quiet machine gave W=1 L=1 1.07x, then W=2 L=1 1.15x, as best, each 'drafting
+    pays here' from 3 prompts x 32 tokens: the verdict weighed no noise. Per-prompt ratios (drafted against plain,
+    timed back to back) give a 95% interval over prompts, and only an interval above 1 pays."""
+    from redrafter_trt.bench_report import best_line
+
+    plain = timed_run(100 * prompts, 5.0 * prompts, 100 * prompts, prompts=prompts)
+    drafted = timed_run(60 * prompts, 4.0 * prompts, 100 * prompts, prompts=prompts, spread=spread)
+    config = ConfigResult(2, 2, drafted, speedup_vs_hf=1.0, speedup_vs_no_draft=1.25, mismatched_prompts=[])
+    report = BenchReport(meta={}, hf=timed_run(100 * prompts, 10.0 * prompts, 100 * prompts, prompts=prompts),
+                         no_draft=plain, configs=[config])
+    line = verdict(report)
+    assert line.startswith(says), line
+    if says == "too close to call":
+        assert line.endswith(f"within this run's noise over {prompts} prompt{'s' if prompts > 1 else ''}: measure "
+                             f"more prompts (--num-prompts)"), line
+        assert verdict(report, more="--num-questions").endswith("(--num-questions)")  # the quickstart's option
+    margin = report.vs_no_draft(config)
+    if prompts > 1:
+        assert f"interval {margin.low:.2f}-{margin.high:.2f}x over {prompts} prompts" in line
+        assert f"interval {margin.low:.2f}-{margin.high:.2f}x" in best_line(report)
+    interval = report.to_json()["configs"][0]["speedup_vs_no_draft_interval"]
+    assert (interval["prompts"], interval["confidence"]) == (prompts, 0.95)
+    assert (interval["low"] is None) == (prompts == 1)
+
+
+def test_the_interval_is_students_t_on_the_logs_of_per_prompt_ratios():
+    """Three prompts at 1.1x, 1.2x and 1.0x: geometric mean 1.0969, t(0.975, 2 df) = 4.303."""
+    import math
+
+    from redrafter_trt.bench_stats import ratio_interval, t_975
+
+    logs = [math.log(1.1), math.log(1.2), math.log(1.0)]
+    mean = sum(logs) / 3
+    half = 4.303 * math.sqrt(sum((x - mean) ** 2 for x in logs) / 2) / math.sqrt(3)
+    got = ratio_interval([1.1, 2.4, 3.0], [1.0, 2.0, 3.0])
+    assert (got.ratio, got.low, got.high) == pytest.approx((math.exp(mean), math.exp(mean - half),
+                                                             math.exp(mean + half)))
+    assert t_975(1) == 12.706 and t_975(30) == 2.042 and t_975(60) == pytest.approx(2.0003, abs=1e-3)
+    assert t_975(10**6) == pytest.approx(1.96, abs=1e-3)
+
+
+def test_the_json_keeps_each_prompts_timing(report):
+    """The interval's inputs are in the JSON: each method's per-prompt seconds and tokens, summing to its totals."""
+    data, stdout = report
+    for c in [*data["configs"], data["baselines"]["no_draft"], data["baselines"]["hf"]]:
+        assert len(c["prompt_seconds"]) == len(PROMPTS) and sum(c["prompt_seconds"]) == pytest.approx(c["wall_seconds"])
+        assert sum(c["prompt_new_tokens"]) == c["new_tokens"]
+    for c in data["configs"]:
+        for key in ("speedup_vs_no_draft_interval", "speedup_vs_hf_interval"):
+            i = c[key]
+            assert i["prompts"] == len(PROMPTS) and i["low"] <= i["geometric_mean"] <= i["high"]
+    assert "95% interval" in next(line for line in stdout.splitlines() if line.startswith("best: "))
 
 
 def test_verdict_names_a_drafter_that_accepts_nothing():
@@ -778,10 +845,11 @@ def test_verdict_names_a_drafter_that_accepts_nothing():
 def test_best_and_the_verdict_take_only_configurations_that_match_plain_decoding(dtype, why):
     """A review (bfloat16, 5 prompts): W=4 L=2, its output differing from plain decoding on 3 of them, was `best` and
     got 'drafting pays here', though its tokens/s were measured on text the baselines never produced."""
-    plain = timed_run(100, 5.0, 100)
-    exact = ConfigResult(1, 2, timed_run(80, 6.0, 100), 1.0, 5.0 / 6.0, [])
-    differs = ConfigResult(4, 2, timed_run(60, 3.0, 100), 2.0, 5.0 / 3.0, [1, 3])
-    report = BenchReport(meta={"dtype": dtype}, hf=timed_run(100, 10.0, 100), no_draft=plain, configs=[exact, differs])
+    plain = timed_run(100, 5.0, 100, prompts=4)
+    exact = ConfigResult(1, 2, timed_run(80, 6.0, 100, prompts=4), 1.0, 5.0 / 6.0, [])
+    differs = ConfigResult(4, 2, timed_run(60, 3.0, 100, prompts=4), 2.0, 5.0 / 3.0, [1, 3])
+    report = BenchReport(meta={"dtype": dtype}, hf=timed_run(100, 10.0, 100, prompts=4), no_draft=plain,
+                         configs=[exact, differs])
     assert report.best is exact
     data = report.to_json()
     assert (data["best"]["num_beams"], data["best"]["draft_len"]) == (1, 2)
@@ -1067,11 +1135,11 @@ def test_the_busiest_method_is_named():
     is unreliable."""
     from redrafter_trt.bench_report import busy_warning
 
-    plain, drafted = timed_run(100, 5.0, 100), timed_run(60, 4.0, 100)
-    plain.add([], Timing(0.0, cpu=9.0, wait=1.0), 0, {})   # 10% waiting
-    drafted.add([], Timing(0.0, cpu=6.0, wait=4.0), 0, {})  # 40%: the worst
+    plain, drafted = timed_run(100, 5.0, 100, prompts=4), timed_run(60, 4.0, 100, prompts=4)
+    plain.cpu_seconds, plain.cpu_wait_seconds = 9.0, 1.0      # 10% waiting
+    drafted.cpu_seconds, drafted.cpu_wait_seconds = 6.0, 4.0  # 40%: the worst
     config = ConfigResult(2, 2, drafted, speedup_vs_hf=1.0, speedup_vs_no_draft=5.0 / 4.0, mismatched_prompts=[])
-    report = BenchReport(meta={}, hf=timed_run(100, 10.0, 100), no_draft=plain, configs=[config])
+    report = BenchReport(meta={}, hf=timed_run(100, 10.0, 100, prompts=4), no_draft=plain, configs=[config])
     assert "40% of the time" in busy_warning(report) and "(W=2 L=2;" in busy_warning(report)
     line = verdict(report)
     assert line.startswith("drafting pays here: a W=2 L=2 step costs") and line.endswith(

@@ -82,7 +82,8 @@ def test_first_run_prints_answers_speed_ups_and_gpu_commands(first_run):
     best = int(re.search(r"W=(\d+) L=\d+\*", out).group(1))  # the table's starred row
     assert f"ReDrafter, {best} beam{'' if best == 1 else 's'} x " in out, out
     # bench's verdict, as `bench` prints it (the stand-in's untrained weights mostly "accept almost nothing")
-    assert any(v in out for v in ("drafting pays here", "drafting does not pay here", "the drafter accepts almost"))
+    assert any(v in out for v in ("drafting pays here", "drafting does not pay here", "the drafter accepts almost",
+                                  "measure more prompts (--num-questions)"))
 
 
 def test_second_run_reuses_drafter_and_checkpoint_and_force_retrains(smollm2, first_run, monkeypatch):

@@ -54,7 +54,7 @@ def quickstart(workdir, num_questions, max_new_tokens, force):
                f"{best.speedup_vs_hf:.2f}x transformers generate ({rep.hf.tokens_per_second:.1f} tokens/s), "
                f"{best.speedup_vs_no_draft:.2f}x the same runtime without drafting; same text as without drafting: "
                f"{exact}" + ("; speeds unreliable: the machine was busy during timing" if busy_warning(rep) else ""))
-    click.echo(verdict(rep))
+    click.echo(verdict(rep, more="--num-questions"))
     stages = ", ".join(f"{k} {v:.0f}s{' (reused)' if res.reused.get(k) else ''}" for k, v in res.seconds.items())
     click.echo(f"time: {stages}")
     click.echo(f"work folder: {opts.workdir} (drafter/ trained, checkpoint/)")
