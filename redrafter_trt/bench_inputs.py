@@ -14,6 +14,7 @@ from .base_rows import HfRows, TrtllmRows
 from .base_sample import SAME_WEIGHTS_TOLERANCE, SAMPLED_ROWS, relative_difference, sampled_names, spread
 from .errors import ConfigError, RedrafterError
 from .layout import tp_size
+from .plural import are, counted
 from .producer import recorded_source
 from .runtime.folder import Checkpoint, open_checkpoint
 from .runtime.merge import merge_ranks
@@ -85,10 +86,12 @@ def reconvert_beams(wanted: int) -> str:
 
 
 def first_prompts(texts: list[str], num_prompts: int | None) -> list[str]:
-    """The first --num-prompts prompts (all of them without it); a file holding fewer is said, not hidden."""
+    """The first --num-prompts prompts (all of them without it); a file holding fewer is said, not hidden (the JSON's
+    meta records both: `num_prompts_asked`, `num_prompts` measured)."""
     if num_prompts and num_prompts > len(texts):
-        log.warning("--num-prompts %d, but there are only %d prompts: measuring those %d", num_prompts, len(texts),
-                    len(texts))
+        n = len(texts)
+        log.warning("--num-prompts %d, but there %s only %s: measuring %s", num_prompts, are(n),
+                    counted(n, "prompt"), "it" if n == 1 else f"those {n}")
     return texts[:num_prompts] if num_prompts else texts
 
 

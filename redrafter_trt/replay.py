@@ -165,7 +165,8 @@ def run_acceptance(opts: AcceptanceOptions, progress: Callable[[str], None] = la
             configs.append(replay(model.drafter, outputs, contexts, w, n))
             progress(f"W={w} L={n}: {configs[-1].mean_tokens_per_step:.3f} tokens/step")
     meta = {"checkpoint_dir": str(opts.checkpoint_dir), "tokenizer_dir": str(opts.tokenizer_dir),
-            "prompts": str(opts.prompts), "num_prompts": len(prompt_ids), "max_new_tokens": opts.max_new_tokens,
+            "prompts": str(opts.prompts), "num_prompts_asked": opts.num_prompts, "num_prompts": len(prompt_ids),
+            "max_new_tokens": opts.max_new_tokens,
             "chat": uses_chat(tokenizer, opts.chat), "dtype": cfg.dtype, "device": opts.device, "method": "replay of one greedy pass",
             "checkpoint_num_beams": cfg.num_beams, "checkpoint_draft_len": cfg.draft_len, **model_meta(ckpt),
             "drafter": recorded_source(raw, "drafter")}

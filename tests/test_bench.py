@@ -108,7 +108,7 @@ def test_json_says_what_produced_it(setup, report, tmp_path):
                                       1, "--output-json", out))
     assert result.exit_code == 0, result.output
     p = json.loads(out.read_text())["producer"]
-    assert (p["version"], p["command"], p["options"]["num_prompts"]) == (__version__, "acceptance", 1)
+    assert (p["version"], p["command"], p["options"]["num_prompts_asked"]) == (__version__, "acceptance", 1)
     assert set(p["sources"]) == {"checkpoint", "tokenizer", "prompts"}
 
 
@@ -534,7 +534,23 @@ def test_more_prompts_asked_than_the_file_holds_is_said(setup, cmd, caplog):
     result = run_cli(cmd, "--checkpoint-dir", ckpt, "--tokenizer-dir", base, "--prompts", prompts, "--num-prompts", 80,
                      "--max-new-tokens", 2, "--beams", 1, "--draft-lens", 1)
     assert result.exit_code == 0, result.output
-    assert f"--num-prompts 80, but there are only {len(PROMPTS)} prompts" in caplog.text
+    assert f"--num-prompts 80, but there are only {len(PROMPTS)} prompts: measuring those 3" in caplog.text
+
+
+@pytest.mark.parametrize("cmd", ["bench", "acceptance"])
+def test_one_prompt_where_more_were_asked_is_said_in_the_singular_and_recorded(setup, cmd, caplog, tmp_path):
+    """A review: `--num-prompts 100` on a file of one prompt said 'only 1 prompts: measuring those 1', and the JSON's
+    producer.options.num_prompts (100) and meta.num_prompts (1) disagreed under one name."""
+    base, ckpt, _ = setup
+    one, out = tmp_path / "one.txt", tmp_path / "out.json"
+    one.write_text(PROMPTS[0] + "\n")
+    result = run_cli(cmd, "--checkpoint-dir", ckpt, "--tokenizer-dir", base, "--prompts", one, "--num-prompts", 100,
+                     "--max-new-tokens", 2, "--beams", 1, "--draft-lens", 1, "--output-json", out)
+    assert result.exit_code == 0, result.output
+    assert "--num-prompts 100, but there is only 1 prompt: measuring it" in caplog.text
+    data = json.loads(out.read_text())
+    assert (data["meta"]["num_prompts_asked"], data["meta"]["num_prompts"]) == (100, 1)
+    assert data["producer"]["options"]["num_prompts_asked"] == 100 and "num_prompts" not in data["producer"]["options"]
 
 
 def test_a_prompt_near_the_positions_is_benched(setup, tmp_path):

@@ -184,13 +184,15 @@ def acceptance(checkpoint_dir, tokenizer_dir, prompts, num_prompts, max_new_toke
 
 
 def producer(command: str, opts, base: Path | None = None) -> dict:
-    """The JSON's `producer` block: bench's or acceptance's options, and the files they read."""
+    """The JSON's `producer` block: bench's or acceptance's options, and the files they read; --num-prompts as
+    `num_prompts_asked` (null: all), as `meta` records it beside the `num_prompts` measured."""
     from dataclasses import asdict
 
     from ..producer import producer_block
 
     paths = ("checkpoint_dir", "tokenizer_dir", "prompts", "hf_dir")
     options = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(opts).items() if k not in paths}
+    options["num_prompts_asked"] = options.pop("num_prompts")
     return producer_block(command, options, {"checkpoint": opts.checkpoint_dir, "tokenizer": opts.tokenizer_dir,
                                              "prompts": opts.prompts, "hf": base})
 
