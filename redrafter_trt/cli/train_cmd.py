@@ -43,18 +43,21 @@ class _Bars:
 
 
 def score_line(key: str, res: dict) -> str:
-    """The line saying a producer block's score (`heldout`, `train_set` or `heldout_base`): on the data's answers (train
-    without --distill), teacher forcing scores text the base would not write, which its greedy decoding never
-    reaches: said, with how to measure what it will accept."""
+    """The line saying a producer block's score (`heldout`, `train_set` or `heldout_base`) and the draft length it
+    assumes (--predict-n, the steps scored): on the data's answers (train without --distill), teacher forcing scores
+    text the base would not write, which its greedy decoding never reaches: said, with how to measure what it will
+    accept. Either way the prompts are like the training data's; others (MT-Bench) accept less."""
     label = {"heldout": "held-out", "train_set": "training-set (no held-out examples)", "heldout_base": "held-out"}[key]
     scores = f"top-1 per step {res['top1']}, chained {res['chained']}: {res['tokens_per_step_beam1']} tokens/step"
+    at = f"at beam width 1 and draft length {len(res['top1'])}"
     if res.get("answers") == "data":
-        return (f"{label}, on the data's answers (not the base's own): {scores} at beam width 1 on that text; where "
+        return (f"{label}, on the data's answers (not the base's own): {scores} {at} on that text; where "
                 f"another model wrote the data, more than the base's greedy decoding will accept (measure that with "
                 f"`redrafter-trt acceptance` on the converted checkpoint; train on the base's answers with --distill)")
     if key == "heldout_base":
         label += f", on the base's own greedy answers to {counted(res['prompts'], 'prompt')}:"
-    return f"{label} {scores} expected at beam width 1"
+    return (f"{label} {scores} expected {at}, on prompts like the training data (other prompts, MT-Bench's among them, "
+            f"accept less: measure them with `redrafter-trt acceptance` on the converted checkpoint)")
 
 
 def _positive(ctx, param, value):
