@@ -343,7 +343,8 @@ def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
     warm, warm_tokens = prompt_ids[0], min(WARMUP_TOKENS, N)  # within the positions check_positions allowed
     hf_generate(hf, warm, warm_tokens, eos)
     runtime_generate(model, warm, warm_tokens, eos, 0, 0, False)
-    runtime_generate(model, warm, warm_tokens, eos, max(beams), max(lens), True)
+    for w, n in grid:  # each (W, L) once: no configuration's first timed call pays a warm-up another did not
+        runtime_generate(model, warm, warm_tokens, eos, w, n, True)
 
     hf_run, plain = Run(), Run()
     drafted = {wl: Run() for wl in grid}

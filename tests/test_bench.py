@@ -1009,6 +1009,26 @@ def test_differing_outputs_are_reported(setup, monkeypatch, caplog):
     assert mismatch_warning(report) is None
 
 
+def test_every_configuration_is_warmed_before_any_timed_call(setup, monkeypatch):
+    """A review: the warm-up ran transformers, plain decoding and only the largest (W, L), so every other
+    configuration's first timed call paid a warm-up (a compile's shapes, a GPU's kernel choice) the others did not."""
+    from redrafter_trt import bench
+
+    base, ckpt, prompts = setup
+    real, calls = bench.runtime_generate, []
+
+    def runtime_generate(model, ids, max_new_tokens, eos, num_beams, draft_len, use_draft):
+        calls.append((max_new_tokens, num_beams, draft_len, use_draft))
+        return real(model, ids, max_new_tokens, eos, num_beams, draft_len, use_draft)
+
+    monkeypatch.setattr(bench, "runtime_generate", runtime_generate)
+    bench.run_bench(bench.BenchOptions(ckpt, base, prompts, num_prompts=1, max_new_tokens=12, beams=(1, 2),
+                                       draft_lens=(1, 3)))
+    warm = calls[:[c[0] for c in calls].index(12)]  # every call before the first timed one (12 tokens, not 8)
+    assert {c[1:] for c in warm} == {(0, 0, False), (1, 1, True), (2, 1, True), (1, 3, True), (2, 3, True)}
+    assert len(warm) == 5 and all(c[0] == bench.WARMUP_TOKENS for c in warm)
+
+
 def test_a_checkpoint_cut_short_under_the_weight_check_is_re_converted(setup, tmp_path):
     """bench's weight check reads a few rows of the checkpoint's rank0 through TensorSource.from_files, whose fix is a
     download's unless named (2ca06c2): a rank0 cut short after require_valid read it (a copy still going on) was
