@@ -65,7 +65,7 @@ def test_first_run_prints_answers_speed_ups_and_gpu_commands(first_run):
     out = result.stdout
     assert len(calls) == 1 and calls[0].cache_dir == workdir / "train-cache" and calls[0].distill
     assert qs.drafter_origin(workdir / "drafter", calls[0].extra["recipe"]) == "trained"
-    assert "UNTRAINED" not in out and f"work folder: {workdir} (drafter/ trained, checkpoint/)" in out
+    assert "UNTRAINED" not in out and f"work folder: {workdir} (drafter/ trained, checkpoint/ converted)" in out
     for needle in ("Q1: ", "tokens/step", "x transformers generate", "same text as without drafting: yes",
                    "redrafter-trt convert", "--dtype bfloat16", "redrafter-trt build --checkpoint-dir",
                    "trtllm-build --checkpoint_dir", "--speculative_decoding_mode explicit_draft_tokens",
@@ -93,6 +93,16 @@ def test_second_run_reuses_drafter_and_checkpoint_and_force_retrains(smollm2, fi
     assert qs.ensure_drafter(smollm2, workdir, False, None) == (workdir / "drafter", True)
     assert qs.ensure_checkpoint(smollm2, workdir / "drafter", workdir, False) == (workdir / "checkpoint", True)
     assert calls == [] and qs.plan_drafter(smollm2, workdir, True).reuse is False
+
+
+def test_the_work_folder_line_says_what_was_reused(first_run, monkeypatch):
+    """A review: after `drafter 0s (reused)` the summary still said `work folder: ... (drafter/ trained, checkpoint/)`."""
+    workdir, _, _ = first_run
+    monkeypatch.setattr(qs, "training_api", stand_in_training([]))
+    result = CliRunner().invoke(main, ["quickstart", "--workdir", str(workdir), "--num-questions", "1",
+                                       "--max-new-tokens", "6"])
+    assert result.exit_code == 0, result.output
+    assert f"work folder: {workdir} (drafter/ reused, checkpoint/ reused)" in result.stdout, result.stdout
 
 
 def test_the_users_files_in_folders_it_reuses_do_not_stop_it(smollm2, first_run, monkeypatch):

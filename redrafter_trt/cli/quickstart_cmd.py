@@ -57,7 +57,9 @@ def quickstart(workdir, num_questions, max_new_tokens, force):
     click.echo(verdict(rep, more="--num-questions"))
     stages = ", ".join(f"{k} {v:.0f}s{' (reused)' if res.reused.get(k) else ''}" for k, v in res.seconds.items())
     click.echo(f"time: {stages}")
-    click.echo(f"work folder: {opts.workdir} (drafter/ trained, checkpoint/)")
+    made = {k: "reused" if res.reused.get(k) else done for k, done in (("drafter", "trained"),
+                                                                        ("checkpoint", "converted"))}
+    click.echo(f"work folder: {opts.workdir} (drafter/ {made['drafter']}, checkpoint/ {made['checkpoint']})")
     click.echo("\nOn this CPU: all 80 MT-Bench questions (tokens/step in minutes; then tokens/step and speed, an hour), "
                "and the checkpoint over HTTP:")
     for line in res.cpu_commands:
