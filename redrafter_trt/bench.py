@@ -89,6 +89,7 @@ class BenchOptions:
     device: str = "cpu"
     compile: bool = False             # the runtime's base layers compiled by TorchInductor (runtime/compiled.py)
     chat_template_kwargs: dict = field(default_factory=dict)  # the chat template's variables (--chat-template-kwargs)
+    grid_flags: tuple[str, str] = ("--beams", "--draft-lens")  # how refusals name the grids (a preset's: its fields)
 
 
 @dataclass
@@ -321,8 +322,9 @@ def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
 
     ckpt, hf_dir = checked or check_inputs(opts)
     cfg, ckpt_config = ckpt.config, ckpt.raw
-    beams = check_grid(opts.beams, cfg.num_beams, "--beams", "redrafter_num_beams", reconvert_beams)
-    lens = check_grid(opts.draft_lens, cfg.draft_len, "--draft-lens", "redrafter_draft_len_per_beam", cfg.draft_len_fix)
+    beams_flag, lens_flag = opts.grid_flags
+    beams = check_grid(opts.beams, cfg.num_beams, beams_flag, "redrafter_num_beams", reconvert_beams)
+    lens = check_grid(opts.draft_lens, cfg.draft_len, lens_flag, "redrafter_draft_len_per_beam", cfg.draft_len_fix)
     grid = [(w, n) for n in lens for w in beams]
     texts = load_prompts(opts.prompts) if prompts is None else list(prompts)
     if not texts:

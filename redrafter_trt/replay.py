@@ -120,6 +120,7 @@ class AcceptanceOptions:
     chat: bool | None = None
     device: str = "cpu"
     chat_template_kwargs: dict = field(default_factory=dict)  # the chat template's variables (--chat-template-kwargs)
+    grid_flags: tuple[str, str] = ("--beams", "--draft-lens")  # how refusals name the grids (a preset's: its fields)
 
 
 def check_widths(cfg, beams: tuple[int, ...], lens: tuple[int, ...]) -> None:
@@ -146,7 +147,8 @@ def run_acceptance(opts: AcceptanceOptions, progress: Callable[[str], None] = la
     cfg, raw = ckpt.config, ckpt.raw
     check_device(opts.device)
     beams = tuple(sorted(set(opts.beams))) or default_grid(cfg.num_beams)
-    lens = check_grid(opts.draft_lens, cfg.draft_len, "--draft-lens", "redrafter_draft_len_per_beam", cfg.draft_len_fix)
+    lens = check_grid(opts.draft_lens, cfg.draft_len, opts.grid_flags[1], "redrafter_draft_len_per_beam",
+                      cfg.draft_len_fix)
     check_widths(cfg, beams, lens)
     texts = first_prompts(load_prompts(opts.prompts), opts.num_prompts)  # an empty file is an error there
     tokenizer = load_tokenizer(opts.tokenizer_dir, cfg.vocab_size, opts.chat_template_kwargs)

@@ -698,6 +698,19 @@ def test_a_broken_stop_token_file_is_refused_before_any_model_loads(setup, tmp_p
     assert_one_line_error(result, "generation_config.json is not valid JSON")
 
 
+@pytest.mark.parametrize("cmd", ["bench", "acceptance"])
+def test_a_presets_draft_length_past_the_checkpoints_names_the_preset_field(setup, cmd, tmp_path):
+    """A review: a preset's `bench: {draft_lens: 5}` was refused as `--draft-lens 5 is outside 1..2`, a flag nobody
+    typed; a typed one is still named as typed."""
+    base, ckpt, prompts = setup
+    preset = tmp_path / "preset.yaml"
+    preset.write_text(f"{cmd}:\n  draft_lens: 5\n")
+    args = (cmd, "--checkpoint-dir", ckpt, "--tokenizer-dir", base, "--prompts", prompts, "--max-new-tokens", 2)
+    assert_one_line_error(run_cli(*args, "--config", preset),
+                          "the --config preset's draft-lens 5 is outside 1..3", "reconvert with --draft-len 5")
+    assert_one_line_error(run_cli(*args, "--draft-lens", 5), "error: --draft-lens 5 is outside 1..3")
+
+
 def test_default_grid():
     assert default_grid(1) == (1,)
     assert default_grid(5) == (1, 2, 4, 5)

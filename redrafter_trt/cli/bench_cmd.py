@@ -109,9 +109,10 @@ def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_t
     from ..bench_report import (baseline_note, best_line, format_table, mismatch_warning, plot, plot_format,
                                 require_matplotlib, verdict, weights_text)
 
+    ctx = click.get_current_context()
     opts = BenchOptions(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_tokens, beams, draft_lens,
-                        chat, device, compile_layers,
-                        template_kwargs_given(click.get_current_context(), chat, chat_template_kwargs))
+                        chat, device, compile_layers, template_kwargs_given(ctx, chat, chat_template_kwargs),
+                        grid_flags(ctx))
     ckpt, base = check_inputs(opts)  # the base recorded in the checkpoint is read too
     inputs = [checkpoint_dir, tokenizer_dir, prompts, base]
     check_output_file(output_json, inputs, "--output-json")
@@ -160,9 +161,9 @@ def acceptance(checkpoint_dir, tokenizer_dir, prompts, num_prompts, max_new_toke
 
     check_output_file(output_json, [checkpoint_dir, tokenizer_dir, prompts], "--output-json")
 
+    ctx = click.get_current_context()
     opts = AcceptanceOptions(checkpoint_dir, tokenizer_dir, prompts, num_prompts, max_new_tokens, beams, draft_lens,
-                             chat, device, template_kwargs_given(click.get_current_context(), chat,
-                                                                 chat_template_kwargs))
+                             chat, device, template_kwargs_given(ctx, chat, chat_template_kwargs), grid_flags(ctx))
     ckpt = check_checkpoint(opts)
     echo_merge_note(ckpt)
     warn_if_sampling(ckpt.config, checkpoint_dir)
@@ -183,6 +184,15 @@ def acceptance(checkpoint_dir, tokenizer_dir, prompts, num_prompts, max_new_toke
         click.echo(f"wrote {output_json}")
 
 
+def grid_flags(ctx: click.Context) -> tuple[str, str]:
+    """How refusals name --beams and --draft-lens: as typed, or as the --config preset's fields that set them (a
+    preset's `draft_lens: 5` was refused as `--draft-lens 5`, a flag nobody typed)."""
+    from click.core import ParameterSource
+
+    return tuple(f"the --config preset's {flag}" if ctx.get_parameter_source(name) == ParameterSource.DEFAULT_MAP
+                 else f"--{flag}" for name, flag in (("beams", "beams"), ("draft_lens", "draft-lens")))
+
+
 def producer(command: str, opts, base: Path | None = None) -> dict:
     """The JSON's `producer` block: bench's or acceptance's options, and the files they read; --num-prompts as
     `num_prompts_asked` (null: all), as `meta` records it beside the `num_prompts` measured."""
@@ -190,8 +200,8 @@ def producer(command: str, opts, base: Path | None = None) -> dict:
 
     from ..producer import producer_block
 
-    paths = ("checkpoint_dir", "tokenizer_dir", "prompts", "hf_dir")
-    options = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(opts).items() if k not in paths}
+    left_out = ("checkpoint_dir", "tokenizer_dir", "prompts", "hf_dir", "grid_flags")  # paths: in `sources`
+    options = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(opts).items() if k not in left_out}
     options["num_prompts_asked"] = options.pop("num_prompts")
     return producer_block(command, options, {"checkpoint": opts.checkpoint_dir, "tokenizer": opts.tokenizer_dir,
                                              "prompts": opts.prompts, "hf": base})
