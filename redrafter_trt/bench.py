@@ -9,7 +9,8 @@ Beside each timed call's wall time, the seconds its threads ran and waited for a
 other processes competing for the cores show as waiting, and make the wall times, not the token counts, noise.
 
 Greedy drafting must reproduce plain decoding token for token: every configuration reports the prompts where it
-did not (in float32 that is a bug; in float16/bfloat16 logits tie often, and a tie can flip a token).
+did not (in float32 that is a bug; in float16/bfloat16 logits tie often, and a tie can flip a token), and such a
+configuration is left out of `best` and the verdict. Before timing, every method and every (W, L) runs once untimed.
 
 The checks before any model loads are in bench_inputs.py; the table, verdict and plot in bench_report.py.
 """

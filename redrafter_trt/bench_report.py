@@ -1,6 +1,6 @@
 """`bench`'s report: the table of baselines and configurations (and a line after it when other processes competed for
-the cores during timing), the verdict on whether drafting pays, the warning when drafted output differs from plain
-decoding, and the plot (matplotlib, an optional dependency).
+the cores during timing), the warning when drafted output differs from plain decoding, the `best:` line, the verdict
+on whether drafting pays (outside this run's noise: bench_stats), and the plot (matplotlib, an optional dependency).
 """
 
 from __future__ import annotations
