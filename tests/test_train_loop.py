@@ -347,6 +347,18 @@ def test_a_resume_on_a_new_cache_dir_is_refused_before_answering_anew(chat_base,
     assert list(_answers(moved).glob("hidden-*"))
 
 
+def test_a_resume_without_distill_on_a_new_cache_dir_is_taken(chat_base, qa_file, tmp_path):
+    """Without --distill the base answers only a few held-out prompts (seconds to write again), and the hidden states
+    are recomputed in the new folder anyway: a --resume on a new --cache-dir was refused for those answers, naming the
+    old folder. It is taken, the answers written anew there."""
+    cfg = _cfg(chat_base, qa_file, tmp_path, max_steps=2)
+    train_drafter(cfg)
+    assert _answers(cfg).exists()  # the held-out prompts' answers
+    moved = _cfg(chat_base, qa_file, tmp_path, max_steps=2, resume=True, cache_dir=tmp_path / "new")
+    train_drafter(moved)
+    assert list(_answers(moved).glob("hidden-*"))
+
+
 def test_a_resume_on_other_training_examples_is_refused_naming_them(chat_base, qa_file, tmp_path, monkeypatch):
     """The state recorded no digest of the examples trained on: a resume whose examples differed (the base's answers
     distilled anew, in other batches or on another device) with the same steps per epoch and kept vocabulary went on

@@ -125,7 +125,9 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
         left = there = unanswered(prompts, distill_folder(cache_dir, cfg.base, base_dtype),
                                   max_new_tokens=cfg.distill_max_new_tokens, max_len=cfg.max_seq_len)
         then = state.get("cache_dir")  # the interrupted run's --cache-dir (None: saved before it was recorded)
-        if left and then not in (None, str(Path(cache_dir).resolve())):
+        # without --distill, the few held-out answers (seconds) are written anew in a new --cache-dir, as the hidden
+        # states are: only their batches are compared
+        if left and cfg.distill and then not in (None, str(Path(cache_dir).resolve())):
             there = unanswered(left, distill_folder(Path(then), cfg.base, base_dtype),
                                max_new_tokens=cfg.distill_max_new_tokens, max_len=cfg.max_seq_len)
         counts = torch.tensor([len(left), len(there)])

@@ -277,8 +277,9 @@ def refuse_other(cfg: TrainConfig, state: dict, same: dict, kept_vocabulary_diff
 
 def refuse_answering(cfg: TrainConfig, state: dict, same: dict, left: int, there: int) -> None:
     """Refuse a resume whose base has `left` answers to write (none cached in --cache-dir; `there`: of those, how
-    many the interrupted run's --cache-dir lacks too) when that --cache-dir holds them (a new --cache-dir: every prompt
-    was answered anew, hours for a large base, before the answers were found to differ, or not) or when they would be
+    many the interrupted run's --cache-dir lacks too; `left` without --distill) when that --cache-dir holds them (a new
+    --cache-dir: every prompt was answered anew, hours for a large base, before the answers were found to differ, or
+    not) or when they would be
     batched otherwise (another --distill-batch-size). Answers the base wrote into no cache left (deleted) are
     written again, in the interrupted run's batches."""
     if not left:
