@@ -51,8 +51,8 @@ def cuda_index_past(device: str, count: int) -> str:
     return f"--device {device} but only {counted(count, 'CUDA device')} {are(count)} visible: pass {choices}"
 
 
-def first_line(error: BaseException, fallback: str, limit: int = 120) -> str:
-    """The first line of an exception's message, or `fallback` when it has none. A line past `limit` characters is
+def first_line(error: BaseException | str, fallback: str, limit: int = 120) -> str:
+    """The first line of an exception's message (or a text), or `fallback` when it has none. A line past `limit` characters is
     its first sentence where that fits (torch's refusal of an unsafe pickle: 'Weights only load failed.'), else its
     words up to `limit` and an ellipsis: cut at a length, it ended mid-word ('... in `torch.load` fr')."""
     text = str(error).strip()

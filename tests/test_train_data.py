@@ -1014,13 +1014,34 @@ def test_skipped_records_are_counted_by_reason_each_with_its_first_line(tmp_path
            f"prompt: " in caplog.text, caplog.text
 
 
+def test_one_fault_across_a_file_is_one_reason_its_values_cut(tmp_path):
+    """Reasons were grouped by their whole text, message numbers and bad values included: a file whose records each
+    lacked a role in another message said six reasons of 1 record, and one whose records held a 6 KB dict as their
+    content was refused in one line of 36,850 characters. A reason is grouped without its numbers and values; the
+    first record's is said, each value in it cut, and the line stays short."""
+    turns = [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]
+    lines = [{"conversations": turns * n + [{"value": "x"}]} for n in range(1, 9)]
+    lines += [{"messages": [{"role": "user", "content": {"body": f"q{i} " + "w " * 3000}},
+                            {"role": "assistant", "content": "A"}]} for i in range(10)]
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    with pytest.raises(ConfigError) as e:
+        read_conversations(path)
+    (said,) = str(e.value).splitlines()
+    assert "(10 records, the first at line 9)" in said and "(8 records, the first at line 1)" in said, said
+    assert "`conversations` message 3 has no `from` or `role`" in said and "other reason" not in said, said
+    assert "`messages` has a 'user' message whose `value`/`content` is {'body': 'q0 w w w" in said, said
+    assert len(said) < 1000, len(said)
+
+
 def test_records_are_numbered_from_1_and_every_key_is_named(tmp_path):
     """As `run --input-file` numbers them; the refusal names every key train reads, `messages` and answers too."""
     path = tmp_path / "d.json"
     path.write_text(json.dumps([{"text": "x"}]))
-    with pytest.raises(ConfigError, match=r"record 1 of its JSON list: no prompt: expected one of the keys prompt, "
-                                          r"turns, question, instruction, query, conversations, messages, "
-                                          r"conversation \(an answer under answer, response, output, completion\)"):
+    with pytest.raises(ConfigError, match=r"no prompt: expected one of the keys prompt, turns, question, instruction, "
+                                          r"query, conversations, messages, conversation \(an answer under answer, "
+                                          r"response, output, completion\) \(1 record, the first at record 1 of its "
+                                          r"JSON list\)"):
         read_conversations(path)
 
 

@@ -40,11 +40,11 @@ from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, check_input_file, first_line, read_text
 from ..message_fields import check_text
-from ..plural import counted
 from ..prompts import (ANSWER_KEYS, KEYS as PROMPT_KEYS, before_answer, chat_key, first_filled, message_hint,
                        messages_of, records, tools_of)
 from ..tokens import chat_text, render_chat, template_text
 from .config import DATA_FIX
+from .reasons import by_reason
 
 if TYPE_CHECKING:
     from .distill import CachedHidden
@@ -154,25 +154,6 @@ def read_conversations(path: Path | str, prompts_only: bool = False) -> list[Con
         log.warning("%s: %d of %d records cannot be read past their prompt (first: %s): their prompts alone are "
                     "answered", path, len(prompts), len(located), prompts[0])
     return out
-
-
-REASONS_SAID = 6  # the most common reasons named; the others counted together
-
-
-def by_reason(skipped: list[tuple[str, str]]) -> str:
-    """`REASON (N records, the first at WHERE); ...` of the (where, reason) of each record skipped, the most common
-    reason first: one to fix across the file (a role of another name) stands out from a few broken lines."""
-    first: dict[str, str] = {}
-    count: dict[str, int] = {}
-    for where, reason in skipped:
-        first.setdefault(reason, where)
-        count[reason] = count.get(reason, 0) + 1
-    reasons = sorted(count, key=lambda reason: -count[reason])  # stable: of equal counts, the first seen first
-    said = [f"{reason} ({counted(count[reason], 'record')}, the first at {first[reason]})"
-            for reason in reasons[:REASONS_SAID]]
-    if rest := reasons[REASONS_SAID:]:
-        said.append(f"{counted(len(rest), 'other reason')} ({counted(sum(count[r] for r in rest), 'record')})")
-    return "; ".join(said)
 
 
 def _past_prompt(record, refusal: ValueError) -> str:
