@@ -10,8 +10,10 @@ from ..errors import first_line
 from ..plural import counted
 
 REASONS_SAID = 6  # the most common reasons named; the others counted together
-VALUE_SHOWN = 60  # characters of a value a said reason quotes (a record's content can be megabytes)
-REASON_SHOWN = 240  # characters of a said reason, past its values' cuts (`errors.first_line`)
+# characters of a value a said reason quotes (a record's content can be megabytes), as prompts.tools_of cuts one: past
+# the longest shape a refusal writes out as the fix (`tools`' list of definitions, 73)
+VALUE_SHOWN = 80
+REASON_SHOWN = 400  # characters of a said reason, past its values' cuts (`errors.first_line`): the longest is ~300
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 
