@@ -1,6 +1,7 @@
 """Ctrl-C and SIGTERM held back over a block that must run whole: an optimizer update and the save of its state
 (train), the line that says an earlier run's state is removed and its removal, the renames that put an output in
-place of the one it replaces (output.py). A light module: output.py imports it.
+place of the one it replaces (output.py); and, once train's drafter is written, a stop while the process exits ends
+it as a finished run (`stop_at_exit_as_finished`). A light module: output.py imports it.
 
     with uninterrupted():
         dest.rename(old); tmp.rename(dest)  # a Ctrl-C meanwhile is delivered here, after both
@@ -8,10 +9,12 @@ place of the one it replaces (output.py). A light module: output.py imports it.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import os
 import signal
+import sys
 import threading
-from typing import Callable
 
 STOPS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; `kill` (the CLI raises KeyboardInterrupt on it too)
 
@@ -37,8 +40,23 @@ def uninterrupted():
             signal.raise_signal(sig)  # delivered now, to the usual handler (KeyboardInterrupt)
 
 
-def ignore_stops() -> Callable[[], None]:
-    """Ignore Ctrl-C and SIGTERM from now on, once what they would stop is done (train's drafter written); returns what
-    puts the handlers before back (an in-process caller's: a test's CliRunner)."""
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOPS}
-    return lambda: [signal.signal(sig, handler) for sig, handler in previous.items() if handler is not None]
+def stop_at_exit_as_finished(note: str) -> None:
+    """Once what the process does is done (train's drafter written): a Ctrl-C or SIGTERM while the interpreter shuts
+    down (torch's teardown, half a second; an exit handler that hangs) says `note` and ends the process at once with
+    exit 0, where it was exit 130, a traceback from an atexit callback, or the signal's death (143). Set as the
+    interpreter starts its exit (an atexit callback, run before those registered earlier: torch's), so an in-process
+    caller keeps its own handlers until then."""
+    atexit.register(_stop_as_finished, note)
+
+
+def _stop_as_finished(note: str) -> None:
+    def stop(signum, frame):
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):  # closed, or a reader gone
+                stream.flush()
+        with contextlib.suppress(OSError):
+            os.write(2, f"{note}\n".encode(errors="replace"))
+        os._exit(0)
+
+    for sig in STOPS:
+        signal.signal(sig, stop)

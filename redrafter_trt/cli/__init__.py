@@ -244,12 +244,3 @@ def main(ctx, debug, verbose):
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
 
-
-def entry() -> None:
-    """The `redrafter-trt` console script and `python -m redrafter_trt`: `main`, then Ctrl-C ignored while the
-    interpreter shuts down (torch's teardown takes half a second): the command's exit code is decided, and a Ctrl-C
-    then killed the process (exit 130 after a finished run) or was a traceback from an atexit callback."""
-    try:
-        main()
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import ConfigError
-from ..interrupts import ignore_stops
+from ..interrupts import stop_at_exit_as_finished
 from ..plural import counted
 from .params import CHAT_TEMPLATE_KWARGS, Command, Device, SEED
 
@@ -155,16 +155,29 @@ def train(base, data, output, num_draft_layers, rnn, exit_dim, predict_n, epochs
         train_drafter(cfg)
         return
     bars = _Bars()
+    note, written = f"interrupted after {cfg.output} was written", False
     try:
         try:
             train_drafter(cfg, on_progress=bars)
         except WrittenThenInterrupted:  # after the drafter was written whole (the loop said so): a finished run
             pass
-        # the drafter is written: a Ctrl-C (or SIGTERM) in the lines below, a moment after the bar ended, stopped a
-        # finished run with exit 130; `entry` ignores it while the interpreter shuts down
-        ctx.call_on_close(ignore_stops())
+        # the drafter is written: a Ctrl-C (or SIGTERM) in the lines below or as the process exits, a moment after the
+        # bar ended, stopped a finished run with exit 130; it stops what is left (sizing a large cache on a network
+        # disk can take long), saying so, and the run exits 0
+        written = True
+        stop_at_exit_as_finished(note)
+        bars.close()
+        _report(cfg)
+    except KeyboardInterrupt:
+        if not written:
+            raise
+        click.echo(note, err=True)
     finally:
         bars.close()
+
+
+def _report(cfg) -> None:
+    """The lines a finished run ends with: where its drafter is, its scores, its cache's size."""
     import json
 
     out = cfg.output
