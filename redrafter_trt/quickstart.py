@@ -148,13 +148,21 @@ def plan_drafter(base: Path, workdir: Path, force: bool) -> DrafterPlan:
 def ensure_drafter(base: Path, workdir: Path, force: bool, on_progress: Callable | None,
                    plan: DrafterPlan | None = None) -> tuple[Path, bool]:
     """(drafter folder, reused), as `plan` (default: plan_drafter's) says."""
-    plan = plan or plan_drafter(base, workdir, force)
-    if plan.reuse:
-        return plan.folder, True
+    from .output import WrittenThenInterrupted
     from .train import resumable
 
+    plan = plan or plan_drafter(base, workdir, force)
+    if plan.reuse:
+        if resumable(plan.cfg):  # this recipe's, which only a --force run would train again, from the start: a
+            # finished run's left by a Ctrl-C as it was removed, or by an earlier version
+            drop_finished_state(plan.cfg)
+        return plan.folder, True
     plan.cfg.resume = not force and resumable(plan.cfg)  # an interrupted run of this recipe goes on where it stopped
-    plan.train(plan.cfg, on_progress, rerun="rerun the quickstart")
+    try:
+        plan.train(plan.cfg, on_progress, rerun="rerun the quickstart")
+    except WrittenThenInterrupted:  # once drafter/ was written whole (the cache pruned): a finished run
+        drop_finished_state(plan.cfg)
+        raise
     drop_finished_state(plan.cfg)
     return plan.folder, False
 
@@ -162,7 +170,7 @@ def ensure_drafter(base: Path, workdir: Path, force: bool, on_progress: Callable
 def drop_finished_state(cfg) -> None:
     """Remove the state train keeps beside the drafter it wrote, for a --resume with more steps (about 170 MB for
     SmolLM2's drafter): the quickstart never goes on from a finished run (more steps is another recipe, which starts
-    over), so once drafter/ is written whole the state is dead weight."""
+    over; a --force run starts over too), so once drafter/ is written whole the state is dead weight."""
     if cfg.state_path.exists():
         log.info("removing %s: the drafter is written, and the quickstart never goes on from a finished training",
                  cfg.state_path)

@@ -420,6 +420,44 @@ def test_an_interrupted_run_resumes_with_its_own_recipe_only(tiny_recipe, tmp_pa
     assert calls == [False, True, False]  # another recipe's state is not resumed (the run starts over)
 
 
+def test_a_finished_runs_state_is_removed_after_a_ctrl_c_once_the_drafter_is_written(tiny_recipe, tmp_path,
+                                                                                       monkeypatch):
+    """A Ctrl-C once train wrote drafter/ (WrittenThenInterrupted, as the cache was pruned) skipped the removal of
+    the finished run's state, and the next quickstart reused the drafter without removing it: 170 MB for SmolLM2's,
+    kept for good. It is removed right away, and by a quickstart reusing the drafter (one left by an earlier version);
+    another recipe's state, which a quickstart of that recipe resumes, is kept."""
+    import shutil
+
+    import torch
+
+    from redrafter_trt.output import WrittenThenInterrupted
+
+    base, api = tiny_recipe
+    state = tmp_path / "drafter.train-state.pt"
+    trained = api([])
+
+    def interrupted():
+        config, train = trained()
+
+        def written_then_stopped(cfg, on_progress=None, **kw):
+            train(cfg, on_progress, **kw)
+            shutil.copy(state, tmp_path / "kept.pt")
+            raise WrittenThenInterrupted
+        return config, written_then_stopped
+
+    monkeypatch.setattr(qs, "training_api", interrupted)
+    with pytest.raises(WrittenThenInterrupted):
+        qs.ensure_drafter(base, tmp_path, False, None)
+    assert (tmp_path / "drafter").is_dir() and not state.exists()
+    shutil.copy(tmp_path / "kept.pt", state)
+    assert qs.ensure_drafter(base, tmp_path, False, None) == (tmp_path / "drafter", True)
+    assert not state.exists()
+    other = torch.load(tmp_path / "kept.pt", weights_only=True)
+    torch.save({**other, "extra": {"recipe": "another"}}, state)
+    assert qs.ensure_drafter(base, tmp_path, False, None)[1] is True
+    assert state.exists()
+
+
 @pytest.mark.parametrize("stage", ["hidden", "train"])
 def test_an_interrupted_training_says_to_rerun_the_quickstart(tiny_recipe, tmp_path, monkeypatch, caplog, stage):
     """Ctrl-C in the quickstart's training said '...; pass --resume to continue' (before the first saved step: 'rerun
