@@ -216,7 +216,7 @@ def test_a_txt_file_gives_train_the_prompts_run_reads(tmp_path):
     assert not any(c.has_answer for c in convs)
 
 
-@pytest.mark.parametrize("content, match", [("", "holds no records"), ('{"x": 1}\n', "line 1: no prompt"),
+@pytest.mark.parametrize("content, match", [("", "holds no records"), ('{"x": 1}\n', r"no prompt: .* \(1 record, the first at line 1\)"),
                                             ("{bad\n", "line 1 is not valid JSON")])
 def test_reader_errors(tmp_path, content, match):
     p = tmp_path / "bad.jsonl"
@@ -241,9 +241,10 @@ def test_jsonl_of_message_lists_says_to_wrap_them(tmp_path, read):
     with pytest.raises(ConfigError, match=r'line 2: .*got list: wrap a list of messages as \{"conversations"'):
         load_prompts(p)
     p.write_text('[{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]\n')  # a one-line file
-    with pytest.raises(ConfigError, match=r'record 1 of its JSON list: no prompt: .*\(this is one message: put a '
-                                          r'conversation\'s messages in \{"conversations": \[\.\.\.\]\}\)'):
+    with pytest.raises(ConfigError, match=r'no prompt: .*\(this is one message: put a conversation\'s messages in '
+                                          r'\{"conversations": \[\.\.\.\]\}\)') as e:
         read(p)
+    assert "record 1 of its JSON list" in str(e.value)  # before the reason (run) or after it, counted (train)
     p.write_text('{"conversations": [{"role": "user", "content": "a"}]}\n')  # the fix the message gives works
     assert len(read(p)) == 1
 
