@@ -42,6 +42,7 @@ from .errors import ConfigError, check_input_file, read_text
 from .message_fields import (CALLS, assistant_thinking, check_text, json_or_none, role_of, speaker_of, text_of,
                              tool_turn, untrained)
 from .plural import counted
+from .token_files import is_token_file
 
 log = logging.getLogger(__name__)
 
@@ -279,6 +280,9 @@ def load_prompts(path: Path | str) -> list[Prompt]:
     path = Path(path)
     check_input_file(path, "input file", "pass a jsonl file (one record a line), a ShareGPT .json or a .txt of "
                                          "prompts, one a line")
+    if is_token_file(path):  # once read as JSON and told to be named .txt, which read its ids as text
+        raise ConfigError(f"{path} holds token ids (TensorRT-LLM run.py's .csv or .npy), read by `redrafter-trt run` "
+                          f"alone: pass the prompts as text, a .txt (one a line) or jsonl")
     prompts, later = [], 0
     for where, record in records(path, read_text(path, "save it as UTF-8 jsonl")):
         try:

@@ -87,7 +87,7 @@ def test_a_txt_file_holds_one_prompt_per_line(tmp_path, name):
         load_prompts(write(tmp_path, "\n \n", name))
 
 
-@pytest.mark.parametrize("name", ["prompts.csv", "prompts", "questions.md"])
+@pytest.mark.parametrize("name", ["prompts.tsv", "prompts", "questions.md"])
 def test_plain_text_under_another_name_is_told_to_be_named_txt(tmp_path, name):
     """A file of plain prompts not named .txt was told only 'line 1 is not valid JSON: write one JSON object per
     line', as if it had to be rewritten; naming it .txt reads it one prompt per line. A jsonl file broken further
@@ -99,6 +99,15 @@ def test_plain_text_under_another_name_is_told_to_be_named_txt(tmp_path, name):
     path = write(tmp_path, '{"prompt": "a"}\nName a color.\n', name)
     with pytest.raises(ConfigError, match=r"line 2 is not valid JSON .*: write one JSON object per line$"):
         load_prompts(path)
+
+
+@pytest.mark.parametrize("name", ["ids.csv", "IDS.NPY"])
+def test_a_run_py_token_id_file_is_refused_where_text_prompts_are_read(tmp_path, name):
+    """TensorRT-LLM run.py's .csv (and .npy) of token ids was read as JSON and told to be named .txt, which read its
+    digits as text. bench, acceptance and calibration read text: they say so; `run` reads the ids."""
+    with pytest.raises(ConfigError, match=r"(?i)ids\.(csv|NPY) holds token ids \(TensorRT-LLM run\.py's \.csv or \.npy\), "
+                                          r"read by `redrafter-trt run` alone: pass the prompts as text, a \.txt"):
+        load_prompts(write(tmp_path, "1,504,3\n1,2\n", name))
 
 
 def test_plain_text_opening_with_a_bracket_is_told_to_be_named_txt(tmp_path):

@@ -384,3 +384,39 @@ def test_the_readmes_python_example_runs_and_gives_runs_outputs(smollm2, tmp_pat
                  "--input-text", "Name three colors.", "--max-output-len", 32, "--output-json", out)
     assert res.exit_code == 0, res.output
     assert [r["output_ids"] for r in json.loads(out.read_text())["results"]] == result.output_ids
+
+
+def test_run_py_token_id_files_are_sent_as_their_ids(smollm2, smol_ckpt, tmp_path):
+    """TensorRT-LLM's run.py reads `--input_file x.csv` (a row of token ids per prompt, what its --output_csv
+    writes) and `x.npy` (an int array, pad ids dropped): here the csv was read as JSON and told to be named .txt, which
+    ran its digits as text. They go to the runtime as they are, no chat template: the outputs of the same ids typed as
+    text, and a bad file is one line naming its row."""
+    from transformers import AutoTokenizer
+
+    np = pytest.importorskip("numpy")
+    tok = AutoTokenizer.from_pretrained(smollm2)
+    rows = [tok("Name a color.")["input_ids"], tok("What is 2+2?")["input_ids"]]
+    csv, npy, out = tmp_path / "ids.csv", tmp_path / "ids.npy", tmp_path / "out.json"
+    csv.write_text("".join(",".join(map(str, r)) + "\n" for r in rows))
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    width = max(map(len, rows))
+    np.save(npy, np.array([r + [pad] * (width - len(r)) for r in rows], dtype="int32"))
+    base = ("--checkpoint-dir", smol_ckpt, "--tokenizer-dir", smollm2, "--max-output-len", 4, "--output-json", out)
+    assert invoke(*base, "--input-text", "Name a color.", "--input-text", "What is 2+2?").exit_code == 0
+    expected = [r["output_ids"] for r in json.loads(out.read_text())["results"]]
+    for path in (csv, npy):
+        res = invoke(*base, "--input-file", path)
+        assert res.exit_code == 0, res.output
+        results = json.loads(out.read_text())["results"]
+        assert [r["output_ids"] for r in results] == expected
+        assert results[0]["prompt"] == "Name a color." and "[prompt] Name a color." in res.output
+    bad = tmp_path / "bad.csv"
+    bad.write_text("1,2\n3,x\n")
+    one_line_error(invoke(*base, "--input-file", bad), f"{bad} line 2: 'x' is not a token id")
+    bad.write_text(f"1,{len(tok) + 5}\n")
+    one_line_error(invoke(*base, "--input-file", bad), f"{bad} line 1: token id {len(tok) + 5} is outside")
+    one_line_error(invoke(*base, "--input-file", csv, "--chat"), "token ids", "drop --chat")
+    np.save(npy, np.array(["a", "b"]))
+    one_line_error(invoke(*base, "--input-file", npy), f"{npy} holds <U1, not integer token ids")
+    np.save(npy, np.array([{"a": 1}], dtype=object))
+    one_line_error(invoke(*base, "--input-file", npy), f"{npy} holds object")

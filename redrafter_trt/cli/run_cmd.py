@@ -15,17 +15,21 @@ from ..launchers import copies_error, launched_copies
 from ..presets import config_option, one_of
 from .params import CHAT_TEMPLATE_KWARGS, Command, OutputFile, SEED, Temperature, check_output_file, options_given, \
     template_kwargs_given
+from ..token_files import TokenRows, is_token_file, read_token_rows
 from ..tokens import drafter_mode_warning, encode_prompts, load_tokenizer, stop_ids
 
 log = logging.getLogger(__name__)
 
 
-def _gather_prompts(input_text: tuple[str, ...], input_file: str | None) -> list[str]:
+def _gather_prompts(input_text: tuple[str, ...], input_file: str | None) -> list[str] | TokenRows:
+    """The prompts: texts, or a run.py token-id file's rows (`TokenRows`)."""
     from ..message_fields import check_text
     from ..prompts import load_prompts
 
     if input_text and input_file:
         raise ConfigError("pass either --input-text or --input-file, not both")
+    if input_file and is_token_file(input_file):
+        return read_token_rows(input_file)
     if input_file:
         return load_prompts(input_file)
     if not input_text:
@@ -41,9 +45,15 @@ def _gather_prompts(input_text: tuple[str, ...], input_file: str | None) -> list
 
 
 def _encode(tok, o: dict) -> list[list[int]]:
-    """The prompts' token ids; a preset's `chat: true` with a tokenizer that has no chat template (a base model's
+    """The prompts' token ids (a token-id file's as they are, as run.py sends them); a preset's `chat: true` with a tokenizer that has no chat template (a base model's
     beside an instruct preset) is refused naming the preset and --no-chat (it said 'leave out --chat', a flag nobody
     typed)."""
+    if isinstance(o["prompts"], TokenRows):
+        if o["chat"] or o["chat_template_kwargs"]:
+            raise ConfigError(f"{o['prompts'].path} holds token ids, sent as they are: the chat template renders text; "
+                              f"drop --chat (a --config preset's `chat: true`: pass --no-chat)")
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id  # run.py's load_tokenizer's
+        return o["prompts"].ids(pad_id, len(tok))
     if o["chat"] and "--chat" not in o["typed"] and not getattr(tok, "chat_template", None):
         raise ConfigError("the --config preset sets chat, but this tokenizer has no chat template: pass --no-chat, or "
                           "the tokenizer of the instruct model the preset is for")
@@ -98,7 +108,7 @@ def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
         result = generate_tp(ckpt, ids, o["max_output_len"], device=o["device"], **kwargs)
     else:
         result = generate(load(ckpt, device=o["device"], compile=o["compile"]), ids, o["max_output_len"], **kwargs)
-    return tok, result
+    return tok, ids, result
 
 
 # run options an engine fixed when it was built, and convert's preset key for each
@@ -143,7 +153,7 @@ def _run_engine(engine: str, tokenizer_dir: str, o: dict):
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else max(end_id, 0)
     result = generate_engine(engine, ids, o["max_output_len"], end_id=end_id, pad_id=pad_id, stop_words=stop_words,
                              temperature=o["temperature"], seed=o["seed"])
-    return tok, result
+    return tok, ids, result
 
 
 def stats_line(result, *, engine: bool) -> str:
@@ -163,7 +173,8 @@ def stats_line(result, *, engine: bool) -> str:
 @click.option("--input-text", multiple=True, help="A prompt (repeatable).")
 @click.option("--input-file", type=click.Path(dir_okay=False),
               help="jsonl (prompt / turns / question / messages / conversations / ..., as `train --data` reads "
-                   "them), a ShareGPT .json, or a .txt with one prompt per line.")
+                   "them), a ShareGPT .json, a .txt with one prompt per line, or run.py's token ids: a .csv (a prompt a "
+                   "line) or an integer .npy (a prompt a row).")
 @click.option("--chat/--no-chat", default=False,
               help="Apply the tokenizer's chat template to each prompt (--no-chat: as written, over a preset's "
                    "`chat: true`).")
@@ -209,12 +220,14 @@ def run(checkpoint_dir, engine_dir, tokenizer_dir, input_text, input_file, chat,
              no_draft=no_draft, batch_size=batch_size, tp=tp, device=device, seed=seed, compile=compile_layers,
              sampling_rule=sampling_rule)
     if checkpoint_dir:
-        tok, result = _run_checkpoint(checkpoint_dir, tokenizer_dir, o)
+        tok, ids, result = _run_checkpoint(checkpoint_dir, tokenizer_dir, o)
     else:
-        tok, result = _run_engine(engine_dir, tokenizer_dir, o)
+        tok, ids, result = _run_engine(engine_dir, tokenizer_dir, o)
         if result is None:  # a non-zero MPI rank
             return
     records = []
+    if isinstance(prompts, TokenRows):  # shown as run.py shows its input: the ids decoded
+        prompts = [tok.decode(p, skip_special_tokens=True) for p in ids]
     for prompt, out, steps, tps in zip(prompts, result.output_ids, result.steps, result.tokens_per_step):
         text = tok.decode(out, skip_special_tokens=True)
         records.append(dict(prompt=prompt, output_ids=out, text=text, steps=steps, tokens_per_step=round(tps, 4)))
