@@ -28,7 +28,7 @@ TensorRT-LLM's run.py takes plain text (a system prompt is the template's part: 
 user's text as written).
 A bare JSON string on a line is a prompt too. Blank lines are skipped. Anything else is a `ConfigError`
 naming the file and the line (jsonl) or the record index (JSON list). A `.txt` file is plain text, one prompt per
-non-blank line, as TensorRT-LLM's `run.py --input_file prompts.txt` reads it.
+line, as TensorRT-LLM's `run.py --input_file prompts.txt` reads it (`records`).
 """
 
 from __future__ import annotations
@@ -283,19 +283,20 @@ def load_prompts(path: Path | str) -> list[Prompt]:
     if is_token_file(path):  # once read as JSON and told to be named .txt, which read its ids as text
         raise ConfigError(f"{path} holds token ids (TensorRT-LLM run.py's .csv or .npy), read by `redrafter-trt run` "
                           f"alone: pass the prompts as text, a .txt (one a line) or jsonl")
+    plain = path.suffix.lower() in PLAIN_TEXT
     prompts, later = [], 0
-    for where, record in records(path, read_text(path, "save it as UTF-8 jsonl")):
-        try:
-            prompts.append(prompt_of(record))
+    for where, record in records(path, read_text(path, "save it as UTF-8" if plain else "save it as UTF-8 jsonl")):
+        try:  # a .txt's line is its prompt as it is, blank too (run.py's)
+            prompts.append(Prompt(check_text(record, "the line")) if plain else prompt_of(record))
         except ValueError as e:
             raise ConfigError(f"{path} {where}: {e}") from None
         later += asks_after_answer(record, prompts[-1])
     if later:  # once left out without a word, where train --distill says it: a multi-turn chat lost its later turns
         log.warning("%s of %d %s user turns after an answer: each is sent up to its first answer, and those turns "
                     "are left out", counted(later, "conversation"), len(prompts), "holds" if later == 1 else "hold")
-    if not prompts:
+    if not any(p.strip() for p in prompts):
         raise ConfigError(f"input file {path} holds no prompts: add lines like "
-                          + ("'What is ReDrafter?'" if path.suffix.lower() in PLAIN_TEXT else '{"prompt": "..."}'))
+                          + ("'What is ReDrafter?'" if plain else '{"prompt": "..."}'))
     return prompts
 
 
@@ -314,11 +315,15 @@ def records(path: Path, text: str) -> list[tuple[str, object]]:
     """(where, record) for each record of a JSON list or jsonl text, where = "line N" or "record N of its JSON
     list" (1-based); blank lines are skipped. A file that is one JSON object over several lines is one record (once
     refused as jsonl whose line 1 is not valid JSON). A ConfigError when the text is neither. A `.txt` path's records
-    are its lines, each a prompt (a bare string). Lines end at "\n" alone (read_text made "\r\n" and "\r" one), as
-    TensorRT-LLM's run.py (readlines) reads them: str.splitlines also cut at U+2028, U+2029 and U+0085, which
-    json.dumps(ensure_ascii=False) writes unescaped inside strings, so a valid jsonl line was refused as not JSON."""
+    are its lines as TensorRT-LLM's run.py reads them (readlines), each a prompt (a bare string): its newline and
+    spaces kept, a blank line too (stripped and skipped once, so run.py's engine and `run` saw other token ids). Lines
+    end at "\n" alone (read_text made "\r\n" and "\r" one, as run.py's text mode): str.splitlines also cut at U+2028,
+    U+2029 and U+0085, which json.dumps(ensure_ascii=False) writes unescaped inside strings, so a valid jsonl line was
+    refused as not JSON."""
     if path.suffix.lower() in PLAIN_TEXT:
-        return [(f"line {n}", line) for n, line in enumerate(text.split("\n"), start=1) if line.strip()]
+        *ended, last = text.split("\n")
+        return [(f"line {n}", line) for n, line in enumerate([line + "\n" for line in ended] + [last] * bool(last),
+                                                               start=1)]
     if text.lstrip().startswith("["):
         try:
             return [(f"record {i} of its JSON list", r) for i, r in enumerate(json.loads(text), start=1)]

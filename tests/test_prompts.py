@@ -80,11 +80,27 @@ def test_a_dangling_link_is_named_with_its_target(tmp_path):
 @pytest.mark.parametrize("name", ["prompts.txt", "PROMPTS.TXT"])
 def test_a_txt_file_holds_one_prompt_per_line(tmp_path, name):
     """TensorRT-LLM's run.py reads `--input_file prompts.txt` one prompt per line; here it was read as jsonl and
-    refused ('line 1 is not valid JSON'), and a line like '42' or '"quoted"' would have been read as JSON."""
-    path = write(tmp_path, 'What is 2+2?\r\n\n  \n{"prompt": "not json here"}\n42\n"quoted"\n', name)
-    assert load_prompts(path) == ["What is 2+2?", '{"prompt": "not json here"}', "42", '"quoted"']
+    refused ('line 1 is not valid JSON'), and a line like '42' or '"quoted"' would have been read as JSON. Each line is
+    read as run.py's readlines gives it: its newline and spaces kept, a blank line a prompt too (they were dropped)."""
+    path = write(tmp_path, 'What is 2+2?\r\n\n  \n{"prompt": "not json here"}\n42\n"quoted"', name)
+    assert load_prompts(path) == ["What is 2+2?\n", "\n", "  \n", '{"prompt": "not json here"}\n', "42\n", '"quoted"']
     with pytest.raises(ConfigError, match="no prompts"):
         load_prompts(write(tmp_path, "\n \n", name))
+
+
+def test_a_txt_file_gives_the_token_ids_run_py_gives(smollm2, tmp_path):
+    """The engine (through run.py) and `run` must answer a .txt file's prompts alike: its lines were stripped of their
+    newline and surrounding spaces, so 'Once upon' was [6403, 1980] here and [6403, 1980, 198] in run.py, which
+    continued it otherwise."""
+    from transformers import AutoTokenizer
+
+    from redrafter_trt.tokens import encode_prompts
+
+    tok = AutoTokenizer.from_pretrained(smollm2)
+    path = write(tmp_path, "Once upon\n  The basic idea of a Transformer model is  \n\nlast, unended", "t.txt")
+    with open(path, encoding="utf-8", errors="replace") as f:  # run.py's parse_input
+        run_py = tok(f.readlines(), add_special_tokens=True)["input_ids"]
+    assert encode_prompts(tok, load_prompts(path), False) == run_py
 
 
 @pytest.mark.parametrize("name", ["prompts.tsv", "prompts", "questions.md"])
@@ -204,7 +220,7 @@ def test_a_line_separator_inside_a_string_ends_no_line(tmp_path, sep):
     assert load_prompts(path) == [f"one{sep}two", "three"]
     first = read_conversations(path)[0]
     assert first.messages[1]["content"] == f"a{sep}b" and first.source.endswith("line 1")
-    assert load_prompts(txt) == [f"one{sep}two", "three", "four"]
+    assert load_prompts(txt) == [f"one{sep}two\n", "three\n", "four\n"]
 
 
 def test_half_a_surrogate_pair_is_refused_naming_the_line(tmp_path):
@@ -435,3 +451,11 @@ def test_a_user_turn_after_the_answer_counts_though_a_later_turn_cannot_be_read(
     with caplog.at_level("WARNING"):
         assert load_prompts(path) == ["Hi"] * 3
     assert "2 conversations of 3 hold user turns after an answer" in caplog.text, caplog.text
+
+
+def test_a_txt_file_not_utf8_is_told_to_be_saved_as_utf8_not_as_jsonl(tmp_path):
+    """A Latin-1 .txt was told 'save it as UTF-8 jsonl', another format than it is in."""
+    path = tmp_path / "latin1.txt"
+    path.write_bytes(b"caf\xe9 au lait\n")
+    with pytest.raises(ConfigError, match=r"latin1\.txt is not UTF-8 text \(line 1, byte 3\): save it as UTF-8$"):
+        load_prompts(path)

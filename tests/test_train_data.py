@@ -207,12 +207,15 @@ def test_readers(tmp_path):
 
 
 def test_a_txt_file_gives_train_the_prompts_run_reads(tmp_path):
-    """run --input-file reads a .txt file as one prompt per line; train refused it ('line 1 is not valid JSON')."""
+    """run --input-file reads a .txt file as one prompt per line; train refused it ('line 1 is not valid JSON'). Its
+    lines are read as run reads them (run.py's readlines: the newline kept); a blank line, a prompt there, has nothing
+    to train on."""
     path = tmp_path / "prompts.txt"
     path.write_text('What is 2+2?\n\n{"prompt": "kept as text"}\n')
     convs = read_conversations(path)
-    assert [list(c.messages) for c in convs] == [[{"role": "user", "content": t}] for t in load_prompts(path)]
-    assert [c.messages[0]["content"] for c in convs] == ["What is 2+2?", '{"prompt": "kept as text"}']
+    assert [list(c.messages) for c in convs] == [[{"role": "user", "content": t}] for t in load_prompts(path)
+                                                 if t.strip()]
+    assert [c.messages[0]["content"] for c in convs] == ["What is 2+2?\n", '{"prompt": "kept as text"}\n']
     assert not any(c.has_answer for c in convs)
 
 
