@@ -420,3 +420,45 @@ def test_run_py_token_id_files_are_sent_as_their_ids(smollm2, smol_ckpt, tmp_pat
     one_line_error(invoke(*base, "--input-file", npy), f"{npy} holds <U1, not integer token ids")
     np.save(npy, np.array([{"a": 1}], dtype=object))
     one_line_error(invoke(*base, "--input-file", npy), f"{npy} holds object")
+
+
+def test_run_py_spellings_run_as_ours(smollm2, smol_ckpt, tmp_path):
+    """TensorRT-LLM's ReDrafter README runs `run.py --engine_dir ... --tokenizer_dir ... --max_output_len=100
+    --input_text "Once upon" "The basic idea of ..."`: every underscore spelling was 'No such option' and a second
+    prompt after --input-text 'unexpected extra argument'. run.py's spellings of the options run has are taken (as
+    convert takes TensorRT-LLM's), and --input-text takes several prompts, as run.py's nargs='+'."""
+    out = tmp_path / "out.json"
+    ours = invoke("--checkpoint-dir", smol_ckpt, "--tokenizer-dir", smollm2, "--input-text", "Once upon",
+                  "--input-text", "What is 2+2?", "--max-output-len", 4, "--seed", 1, "--output-json", out)
+    assert ours.exit_code == 0, ours.output
+    expected = json.loads(out.read_text())["results"]
+    for spelling in (["--tokenizer_dir", smollm2, "--input_text", "Once upon", "What is 2+2?", "--max_output_len=4",
+                      "--random_seed", 1],
+                     ["--tokenizer-dir", smollm2, "--input-text", "Once upon", "What is 2+2?", "--max-output-len", 4,
+                      "--seed", 1]):
+        res = invoke("--checkpoint-dir", smol_ckpt, *spelling, "--output-json", out)
+        assert res.exit_code == 0, res.output
+        assert json.loads(out.read_text())["results"] == expected
+    one_line_error(invoke("--checkpoint-dir", smol_ckpt, "--engine_dir", tmp_path, "--tokenizer-dir", smollm2,
+                          "--input-text", "hi"), "pass exactly one of --checkpoint-dir")
+    one_line_error(invoke("--checkpoint-dir", smol_ckpt, "--tokenizer-dir", smollm2, "--input_file",
+                          tmp_path / "gone.txt"), "gone.txt does not exist")
+
+
+@pytest.mark.parametrize("option, words", [
+    (["--num_beams", "2"], ["run.py's --num_beams is beam search", "--num-beams is the drafter's beam count"]),
+    (["--top_k", "1"], ["no top-k or top-p", "--temperature"]),
+    (["--top-p", "0.9"], ["no top-k or top-p"]),
+    (["--end_id", "2"], ["stops at the tokenizer's EOS"]),
+    (["--output_csv", "o.csv"], ["--output-json", "output_ids"]),
+    (["--run_profiling"], ["redrafter-trt bench"]),
+    (["--log_level", "info"], ["redrafter-trt -v run"]),
+    (["-v"], ["-v is an option of redrafter-trt", "redrafter-trt -v run"]),
+    (["--debug"], ["--debug is an option of redrafter-trt", "redrafter-trt --debug run"]),
+])
+def test_run_py_options_run_lacks_name_what_to_use(smollm2, smol_ckpt, option, words):
+    """click's guesses for run.py's options run does not have misled (--top_k: 'Did you mean --tp?', --end_id:
+    '--engine-dir'), and -v after `run` was 'No such option' without saying it goes before the command."""
+    res = invoke("--checkpoint-dir", smol_ckpt, "--tokenizer-dir", smollm2, "--input-text", "hi", *option)
+    one_line_error(res, *words)
+    assert "Did you mean" not in res.output

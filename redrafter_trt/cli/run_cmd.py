@@ -156,6 +156,66 @@ def _run_engine(engine: str, tokenizer_dir: str, o: dict):
     return tok, ids, result
 
 
+# TensorRT-LLM examples/run.py's options run has no equivalent of, and what to do instead (its spellings of those run
+# has are their second names: --engine_dir, --tokenizer_dir, --input_text, --input_file, --max_output_len,
+# --random_seed); a dash spelling is refused alike where it is not run's own (--top-k; not --num-beams)
+RUN_PY_INSTEAD = {
+    "--num_beams": "run.py's --num_beams is beam search (N outputs a prompt), which run does not do: run's --num-beams "
+                   "is the drafter's beam count (ReDrafter's W), one output a prompt",
+    "--top_k": "run has no top-k or top-p: it samples the base's whole distribution at --temperature (0: greedy)",
+    "--top_p": "run has no top-k or top-p: it samples the base's whole distribution at --temperature (0: greedy)",
+    "--end_id": "run stops at the tokenizer's EOS and generation_config.json's eos_token_id: leave it out",
+    "--stop_words": "run stops at the tokenizer's EOS and generation_config.json's eos_token_id: leave it out",
+    "--output_csv": "pass --output-json: it writes each prompt's output_ids (and text)",
+    "--output_npy": "pass --output-json: it writes each prompt's output_ids (and text)",
+    "--run_profiling": "time it with `redrafter-trt bench`",
+    "--log_level": "log at INFO with `redrafter-trt -v run ...`",
+    "--streaming": "run prints each output when it is done; `redrafter-trt serve` streams",
+}
+GROUP_OPTIONS = ("-v", "--verbose", "--debug")  # redrafter-trt's, before the command
+
+
+class RunCommand(Command):
+    """run as TensorRT-LLM's run.py users type it: `--input-text A B` (run.py's nargs='+') is `--input-text A
+    --input-text B`; a run.py option run lacks (RUN_PY_INSTEAD) and redrafter-trt's -v and --debug typed after `run`
+    are refused naming what to do (click guessed --tp for --top_k, --engine-dir for --end_id)."""
+
+    def parse_args(self, ctx, args):
+        if ctx.resilient_parsing or set(args) & set(self.get_help_option_names(ctx)):
+            return super().parse_args(ctx, args)
+        return super().parse_args(ctx, self._run_py_args(args))
+
+    def _run_py_args(self, args: list[str]) -> list[str]:
+        options = {name: param for param in self.params if isinstance(param, click.Option)
+                   for name in param.opts + param.secondary_opts}
+        out, rest, prompts = [], iter(args), False
+        for arg in rest:
+            if arg == "--":
+                return out + [arg, *rest]
+            name = arg.split("=", 1)[0]
+            if prompts and not arg.startswith("-"):  # another prompt after --input-text's first
+                out += ["--input-text", arg]
+                continue
+            param, prompts = options.get(name), False
+            out.append(arg)
+            if param is None:
+                _refuse_foreign(name)
+            elif not param.is_flag and not param.count and "=" not in arg:
+                out.extend(value for value in [next(rest, None)] if value is not None)
+                prompts = param.name == "input_text"
+        return out
+
+
+def _refuse_foreign(name: str) -> None:
+    """A ConfigError for redrafter-trt's own options after `run` and for run.py's that run lacks (RUN_PY_INSTEAD)."""
+    if name in GROUP_OPTIONS:
+        raise ConfigError(f"{name} is an option of redrafter-trt, not of run: put it before the command "
+                          f"(`redrafter-trt {name} run ...`)")
+    instead = RUN_PY_INSTEAD.get(name.replace("-", "_").replace("__", "--", 1))
+    if instead:
+        raise ConfigError(f"{name} (TensorRT-LLM run.py's) is no option of run: {instead}")
+
+
 def stats_line(result, *, engine: bool) -> str:
     tps = result.total_new_tokens / result.wall_seconds if result.wall_seconds else 0.0
     # empty: an engine reports no per-step counts; the reference runtime made no step after the prefill
@@ -165,13 +225,14 @@ def stats_line(result, *, engine: bool) -> str:
             f"{result.total_new_tokens} new tokens in {result.wall_seconds:.1f}s | tokens per step histogram {hist}")
 
 
-@click.command(cls=Command)
+@click.command(cls=RunCommand)
 @config_option
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), help="Converted checkpoint: the reference runtime.")
-@click.option("--engine-dir", type=click.Path(file_okay=False), help="Built engine: TensorRT-LLM's ModelRunnerCpp.")
-@click.option("--tokenizer-dir", required=True, type=click.Path(file_okay=False), help="The base model's HF folder.")
-@click.option("--input-text", multiple=True, help="A prompt (repeatable).")
-@click.option("--input-file", type=click.Path(dir_okay=False),
+@click.option("--engine-dir", "--engine_dir", "engine_dir", type=click.Path(file_okay=False), help="Built engine: TensorRT-LLM's ModelRunnerCpp.")
+@click.option("--tokenizer-dir", "--tokenizer_dir", "tokenizer_dir", required=True, type=click.Path(file_okay=False), help="The base model's HF folder.")
+@click.option("--input-text", "--input_text", "input_text", multiple=True,
+              help="A prompt (repeatable; several after one --input-text, as run.py takes them).")
+@click.option("--input-file", "--input_file", "input_file", type=click.Path(dir_okay=False),
               help="jsonl (prompt / turns / question / messages / conversations / ..., as `train --data` reads "
                    "them), a ShareGPT .json, a .txt with one prompt per line, or run.py's token ids: a .csv (a prompt a "
                    "line) or an integer .npy (a prompt a row).")
@@ -179,7 +240,7 @@ def stats_line(result, *, engine: bool) -> str:
               help="Apply the tokenizer's chat template to each prompt (--no-chat: as written, over a preset's "
                    "`chat: true`).")
 @CHAT_TEMPLATE_KWARGS
-@click.option("--max-output-len", default=128, show_default=True, type=click.IntRange(min=1), help="New tokens per prompt.")
+@click.option("--max-output-len", "--max_output_len", "max_output_len", default=128, show_default=True, type=click.IntRange(min=1), help="New tokens per prompt.")
 @click.option("--temperature", default=0.0, show_default=True, type=Temperature(), help="0 = greedy.")
 @click.option("--num-beams", type=click.IntRange(min=1), help="Draft beams (at most the checkpoint's).")
 @click.option("--draft-len", type=click.IntRange(min=0), help="Draft tokens per beam (at most the checkpoint's).")
@@ -194,7 +255,7 @@ def stats_line(result, *, engine: bool) -> str:
               help="Run the base's layers compiled by TorchInductor (one CPU, float32): minutes of compiling at load "
                    "(and again on the first batch of several prompts), then faster steps (--no-compile: eager, over "
                    "a preset's `compile: true`).")
-@click.option("--seed", default=0, show_default=True, type=SEED, help="Sampling seed.")
+@click.option("--seed", "--random_seed", "seed", default=0, show_default=True, type=SEED, help="Sampling seed.")
 @click.option("--sampling-rule", type=click.Choice(["exact", "trtllm"]),
               help="Sampling with drafts (a --no-greedy checkpoint): exact (the default: the base's distribution at "
                    "the temperature) or trtllm (a sampling engine's own, biased rule, which accepts more: its tokens "
