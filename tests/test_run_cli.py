@@ -462,3 +462,11 @@ def test_run_py_options_run_lacks_name_what_to_use(smollm2, smol_ckpt, option, w
     res = invoke("--checkpoint-dir", smol_ckpt, "--tokenizer-dir", smollm2, "--input-text", "hi", *option)
     one_line_error(res, *words)
     assert "Did you mean" not in res.output
+
+
+def test_num_beams_help_says_it_is_the_drafters_beams_not_beam_search():
+    """A run.py user reads --num-beams as beam search (N outputs a prompt); help said only 'Draft beams'."""
+    res = CliRunner().invoke(main, ["run", "--help"], terminal_width=200)
+    assert res.exit_code == 0
+    text = " ".join(res.output.split())
+    assert "--num-beams INTEGER RANGE The drafter's beam count (ReDrafter's W), not beam search" in text, text

@@ -242,7 +242,8 @@ def stats_line(result, *, engine: bool) -> str:
 @CHAT_TEMPLATE_KWARGS
 @click.option("--max-output-len", "--max_output_len", "max_output_len", default=128, show_default=True, type=click.IntRange(min=1), help="New tokens per prompt.")
 @click.option("--temperature", default=0.0, show_default=True, type=Temperature(), help="0 = greedy.")
-@click.option("--num-beams", type=click.IntRange(min=1), help="Draft beams (at most the checkpoint's).")
+@click.option("--num-beams", type=click.IntRange(min=1), help="The drafter's beam count (ReDrafter's W), not beam search: one output a prompt (at most the "
+                   "checkpoint's).")
 @click.option("--draft-len", type=click.IntRange(min=0), help="Draft tokens per beam (at most the checkpoint's).")
 @click.option("--no-draft/--draft", default=False,
               help="Plain autoregressive decoding with the same runtime (--draft: drafting, over a preset's "
