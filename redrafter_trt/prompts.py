@@ -68,13 +68,16 @@ TOOLS = ("tools", "functions")  # a record's tool definitions, given to the chat
 
 class Prompt(str):
     """A prompt's text, as a str (plain-text users, calibration and --no-chat, read it as it is), with `turns`: the
-    messages the chat template renders (`messages`), its user turn alone unless given; and `tools`: the tool
-    definitions the template is given with them (`tools_of`)."""
+    messages the chat template renders (`messages`), its user turn alone unless given; `tools`: the tool
+    definitions the template is given with them (`tools_of`); and `where`: its file and line (`load_prompts`), or
+    None."""
 
-    def __new__(cls, text: str, turns: Iterable[dict] | None = None, tools: Iterable[dict] = ()):
+    def __new__(cls, text: str, turns: Iterable[dict] | None = None, tools: Iterable[dict] = (),
+                where: str | None = None):
         self = super().__new__(cls, text)
         self.turns = tuple(turns) if turns is not None else ({"role": "user", "content": text},)
         self.tools = tuple(tools)
+        self.where = where
         return self
 
     def messages(self) -> list[dict]:
@@ -290,6 +293,7 @@ def load_prompts(path: Path | str) -> list[Prompt]:
             prompts.append(Prompt(check_text(record, "the line")) if plain else prompt_of(record))
         except ValueError as e:
             raise ConfigError(f"{path} {where}: {e}") from None
+        prompts[-1].where = f"{path} {where}"
         later += asks_after_answer(record, prompts[-1])
     if later:  # once left out without a word, where train --distill says it: a multi-turn chat lost its later turns
         log.warning("%s of %d %s user turns after an answer: each is sent up to its first answer, and those turns "

@@ -44,6 +44,10 @@ class TokenRows:
             out.append(ids)
         return out
 
+    def names(self) -> list[str]:
+        """Each row's file and line (a .csv's) or row (a .npy's), for messages."""
+        return [f"{self.path} {self._where(n)}" for n in range(1, len(self.rows) + 1)]
+
     def _where(self, n: int) -> str:
         return f"row {n}" if self.padded else f"line {n}"
 

@@ -452,6 +452,7 @@ def test_run_py_spellings_run_as_ours(smollm2, smol_ckpt, tmp_path):
     (["--end_id", "2"], ["stops at the tokenizer's EOS"]),
     (["--output_csv", "o.csv"], ["--output-json", "output_ids"]),
     (["--run_profiling"], ["redrafter-trt bench"]),
+    (["--max_input_length", "923"], ["run does not truncate prompts", "refused, naming it"]),
     (["--log_level", "info"], ["redrafter-trt -v run"]),
     (["-v"], ["-v is an option of redrafter-trt", "redrafter-trt -v run"]),
     (["--debug"], ["--debug is an option of redrafter-trt", "redrafter-trt --debug run"]),
@@ -470,3 +471,19 @@ def test_num_beams_help_says_it_is_the_drafters_beams_not_beam_search():
     assert res.exit_code == 0
     text = " ".join(res.output.split())
     assert "--num-beams INTEGER RANGE The drafter's beam count (ReDrafter's W), not beam search" in text, text
+
+
+def test_a_prompt_too_long_is_named_and_told_the_fix_that_can_work(smollm2, smol_ckpt, tmp_path, monkeypatch):
+    """'a 8300-token prompt + 2 new tokens exceed the model's 8192 positions: shorten the prompt or ask for fewer new
+    tokens' named no prompt of a file of many, and fewer new tokens cannot help a prompt over the positions alone."""
+    monkeypatch.setattr(rt, "load", lambda *a, **k: pytest.fail("the weights were loaded"))
+    path = tmp_path / "long.txt"
+    path.write_text("Hi\n" + " ".join(["hello"] * 8300) + "\n")
+    base = ("--checkpoint-dir", smol_ckpt, "--tokenizer-dir", smollm2, "--max-output-len", 2)
+    res = invoke(*base, "--input-file", path)
+    one_line_error(res, f"{path} line 2: a 8301-token prompt + 2 new tokens exceed the model's 8192 positions: "
+                        f"shorten it to 8190 tokens")
+    assert "fewer" not in res.output
+    one_line_error(invoke(*base, "--input-text", "Hi", "--input-text", " ".join(["hello"] * 8191)),
+                   "--input-text 2: a 8191-token prompt + 2 new tokens exceed the model's 8192 positions: shorten it "
+                   "to 8190 tokens or ask for fewer new tokens (--max-output-len 1 at most)")

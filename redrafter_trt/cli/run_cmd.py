@@ -44,6 +44,14 @@ def _gather_prompts(input_text: tuple[str, ...], input_file: str | None) -> list
     return list(input_text)
 
 
+def prompt_names(prompts: list[str] | TokenRows) -> list[str]:
+    """Each prompt's name for messages: its file and line, or `--input-text N`."""
+    if isinstance(prompts, TokenRows):
+        return prompts.names()
+    return [getattr(p, "where", None) or (f"--input-text {n}" if len(prompts) > 1 else "--input-text")
+            for n, p in enumerate(prompts, start=1)]
+
+
 def _encode(tok, o: dict) -> list[list[int]]:
     """The prompts' token ids (a token-id file's as they are, as run.py sends them); a preset's `chat: true` with a tokenizer that has no chat template (a base model's
     beside an instruct preset) is refused naming the preset and --no-chat (it said 'leave out --chat', a flag nobody
@@ -99,7 +107,7 @@ def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
     ids = _encode(tok, o)
     if not o["no_draft"] and (why := drafter_mode_warning(ckpt.raw, tok, o["chat"])):
         log.warning("%s", why)
-    check_positions(cfg, ids, o["max_output_len"])  # before the weights load
+    check_positions(cfg, ids, o["max_output_len"], names=prompt_names(o["prompts"]))  # before the weights load
     kwargs = dict(num_beams=o["num_beams"], draft_len=o["draft_len"], temperature=temperature,
                   eos_token_id=stop_ids(tok, tokenizer_dir), use_draft=not o["no_draft"],
                   seed=[o["seed"]] * len(ids),  # each prompt its own generator, as an engine seeds every request
@@ -169,6 +177,8 @@ RUN_PY_INSTEAD = {
     "--output_csv": "pass --output-json: it writes each prompt's output_ids (and text)",
     "--output_npy": "pass --output-json: it writes each prompt's output_ids (and text)",
     "--run_profiling": "time it with `redrafter-trt bench`",
+    "--max_input_length": "run does not truncate prompts (run.py cuts each to N tokens, 923 by default): one past "
+                          "the model's positions is refused, naming it; shorten it",
     "--log_level": "log at INFO with `redrafter-trt -v run ...`",
     "--streaming": "run prints each output when it is done; `redrafter-trt serve` streams",
 }
