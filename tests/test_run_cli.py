@@ -487,3 +487,16 @@ def test_a_prompt_too_long_is_named_and_told_the_fix_that_can_work(smollm2, smol
     one_line_error(invoke(*base, "--input-text", "Hi", "--input-text", " ".join(["hello"] * 8191)),
                    "--input-text 2: a 8191-token prompt + 2 new tokens exceed the model's 8192 positions: shorten it "
                    "to 8190 tokens or ask for fewer new tokens (--max-output-len 1 at most)")
+
+
+def test_sampling_rule_trtllm_on_a_greedy_checkpoint_names_the_greedy_checkpoint(smollm2, smol_ckpt, caplog):
+    """`--sampling-rule trtllm --temperature 1` on a greedy checkpoint warned that the temperature is ignored, then was
+    refused for lacking 'a --no-greedy checkpoint, a positive --temperature and drafting': the temperature given."""
+    with caplog.at_level("WARNING"):
+        res = invoke("--checkpoint-dir", smol_ckpt, "--tokenizer-dir", smollm2, "--input-text", "hi",
+                     "--sampling-rule", "trtllm", "--temperature", 1)
+    one_line_error(res, "this checkpoint is greedy (redrafter_greedy_search)", "convert with --no-greedy")
+    assert "positive --temperature" not in res.output and "is ignored" not in caplog.text
+    res = invoke("--checkpoint-dir", smol_ckpt, "--tokenizer-dir", smollm2, "--input-text", "hi", "--sampling-rule",
+                 "trtllm", "--no-draft")
+    one_line_error(res, "--no-draft makes none")

@@ -92,6 +92,8 @@ def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
     check_draft_shape(cfg, o["num_beams"], o["draft_len"], not o["no_draft"])
     temperature = o["temperature"]
     check_temperature(temperature)  # before the weights load
+    if o["sampling_rule"] == "trtllm" and (why := _no_sampled_drafts(cfg, o["no_draft"])):
+        raise ConfigError(f"--sampling-rule trtllm decides which drafts a sampled step accepts: {why}")
     if cfg.has_drafter and not o["no_draft"]:  # as its engine (and `serve`): the checkpoint's greedy mode decides
         if cfg.greedy_search and temperature > 0:
             log.warning("greedy checkpoint (redrafter_greedy_search): --temperature %s is ignored, as its engine "
@@ -100,9 +102,6 @@ def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
         elif not cfg.greedy_search and temperature == 0:
             raise ConfigError("this checkpoint samples (converted with --no-greedy), as its engine does: pass a "
                               "positive --temperature, or --no-draft for plain greedy decoding")
-    if o["sampling_rule"] == "trtllm" and not (cfg.has_drafter and not o["no_draft"] and temperature > 0):
-        raise ConfigError("--sampling-rule trtllm decides which drafts a sampled step accepts: it needs a --no-greedy "
-                          "checkpoint, a positive --temperature and drafting (no --no-draft); leave it out")
     tok = load_tokenizer(tokenizer_dir, cfg.vocab_size, o["chat_template_kwargs"])
     ids = _encode(tok, o)
     if not o["no_draft"] and (why := drafter_mode_warning(ckpt.raw, tok, o["chat"])):
@@ -117,6 +116,18 @@ def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
     else:
         result = generate(load(ckpt, device=o["device"], compile=o["compile"]), ids, o["max_output_len"], **kwargs)
     return tok, ids, result
+
+
+def _no_sampled_drafts(cfg, no_draft: bool) -> str | None:
+    """Why a run makes no sampled drafts for --sampling-rule trtllm to judge, and the fix; None when it does (a
+    sampling checkpoint's temperature 0 is refused on its own)."""
+    if not cfg.has_drafter:
+        return "this checkpoint has no drafter; leave it out"
+    if no_draft:
+        return "--no-draft makes none; leave it out"
+    if cfg.greedy_search:
+        return "this checkpoint is greedy (redrafter_greedy_search): convert with --no-greedy to sample, or leave it out"
+    return None
 
 
 # run options an engine fixed when it was built, and convert's preset key for each
