@@ -36,7 +36,7 @@ def test_run_prints_and_writes_json(smollm2, smol_ckpt, tmp_path):
     data = json.loads(out.read_text())
     assert set(data["stats"]) >= {"mean_tokens_per_step", "tokens_per_second", "total_new_tokens", "wall_seconds"}
     first = data["results"][0]
-    assert set(first) == {"prompt", "output_ids", "text", "steps", "tokens_per_step"}
+    assert set(first) == {"prompt", "messages", "prompt_ids", "output_ids", "text", "steps", "tokens_per_step"}
     assert first["prompt"] == "What is 2+2?" and len(first["output_ids"]) <= 6
     from redrafter_trt import __version__
 
@@ -500,3 +500,32 @@ def test_sampling_rule_trtllm_on_a_greedy_checkpoint_names_the_greedy_checkpoint
     res = invoke("--checkpoint-dir", smol_ckpt, "--tokenizer-dir", smollm2, "--input-text", "hi", "--sampling-rule",
                  "trtllm", "--no-draft")
     one_line_error(res, "--no-draft makes none")
+
+
+def test_output_json_records_the_prompts_ids_and_messages(smollm2, smol_ckpt, tmp_path):
+    """run.py's --output_csv keeps each prompt's ids beside its output; --output-json kept the user's text alone: a
+    record's system message and the chat template's rendering were lost, so the JSON could not reproduce the prompt.
+    Each result holds `prompt_ids` and `messages` (null for a token-id file's). An --output-json named .csv was
+    written as JSON under that name."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smollm2)
+    path, out = tmp_path / "p.jsonl", tmp_path / "out.json"
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Name an animal."}]
+    path.write_text(json.dumps({"messages": messages}) + "\n")
+    base = ("--checkpoint-dir", smol_ckpt, "--tokenizer-dir", smollm2, "--max-output-len", 2)
+    res = invoke(*base, "--chat", "--input-file", path, "--output-json", out)
+    assert res.exit_code == 0, res.output
+    (record,) = json.loads(out.read_text())["results"]
+    assert record["messages"] == messages and record["prompt"] == "Name an animal."
+    assert record["prompt_ids"] == list(tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                                                return_dict=False))
+    csv = tmp_path / "ids.csv"
+    csv.write_text("1,504,3\n")
+    res = invoke(*base, "--input-file", csv, "--output-json", out)
+    assert res.exit_code == 0, res.output
+    (record,) = json.loads(out.read_text())["results"]
+    assert record["prompt_ids"] == [1, 504, 3] and record["messages"] is None
+    one_line_error(invoke(*base, "--input-text", "hi", "--output-json", tmp_path / "out.csv"),
+                   "--output-json writes JSON", "name it .json")
+    assert not (tmp_path / "out.csv").exists()

@@ -1,6 +1,6 @@
 """`redrafter-trt run`: generate with a checkpoint (the reference runtime) or a built engine (TensorRT-LLM),
 in the spirit of TensorRT-LLM's `examples/run.py`. Prints each output and one statistics line; `--output-json`
-writes `results` (prompt, output_ids, text, steps, tokens_per_step) and `stats` (mean_tokens_per_step,
+writes `results` (prompt, messages, prompt_ids, output_ids, text, steps, tokens_per_step) and `stats` (mean_tokens_per_step,
 tokens_per_second, total_new_tokens, wall_seconds)."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from ..launchers import copies_error, launched_copies
 from ..presets import config_option, one_of
 from .params import CHAT_TEMPLATE_KWARGS, Command, OutputFile, SEED, Temperature, check_output_file, options_given, \
     template_kwargs_given
+from ..prompts import Prompt
 from ..token_files import TokenRows, is_token_file, read_token_rows
 from ..tokens import drafter_mode_warning, encode_prompts, load_tokenizer, stop_ids
 
@@ -294,6 +295,9 @@ def run(checkpoint_dir, engine_dir, tokenizer_dir, input_text, input_file, chat,
     # a preset's prompts (`run: {input-text: [...]}`) give way to a typed --input-file, as its folders do
     input_text, input_file = one_of(ctx, input_text=input_text, input_file=input_file)
     check_output_file(output_json, [checkpoint_dir, engine_dir, tokenizer_dir, input_file], "--output-json")
+    if output_json and is_token_file(output_json):  # run.py's --output_csv / --output_npy names
+        raise ConfigError(f"--output-json writes JSON, not {output_json.suffix}: name it .json (each result holds its "
+                          f"prompt_ids and output_ids)")
     prompts = _gather_prompts(input_text or (), input_file)
     typed = {p.opts[0] for p in options_given(ctx)}
     preset = {p.opts[0] for p in options_given(ctx, preset=True)}
@@ -310,10 +314,14 @@ def run(checkpoint_dir, engine_dir, tokenizer_dir, input_text, input_file, chat,
             return
     records = []
     if isinstance(prompts, TokenRows):  # shown as run.py shows its input: the ids decoded
-        prompts = [tok.decode(p, skip_special_tokens=True) for p in ids]
-    for prompt, out, steps, tps in zip(prompts, result.output_ids, result.steps, result.tokens_per_step):
+        prompts, messages = [tok.decode(p, skip_special_tokens=True) for p in ids], [None] * len(ids)
+    else:  # what the chat template rendered, system messages too; plain text is sent alone
+        messages = [(p if isinstance(p, Prompt) else Prompt(p)).messages() if chat else None for p in prompts]
+    for prompt, turns, prompt_ids, out, steps, tps in zip(prompts, messages, ids, result.output_ids, result.steps,
+                                                          result.tokens_per_step):
         text = tok.decode(out, skip_special_tokens=True)
-        records.append(dict(prompt=prompt, output_ids=out, text=text, steps=steps, tokens_per_step=round(tps, 4)))
+        records.append(dict(prompt=prompt, messages=turns, prompt_ids=prompt_ids, output_ids=out, text=text,
+                            steps=steps, tokens_per_step=round(tps, 4)))
         click.echo(f"[prompt] {prompt}\n[output] {text}\n")
     click.echo(stats_line(result, engine=bool(engine_dir)))
     if output_json:
