@@ -434,7 +434,7 @@ def test_run_py_spellings_run_as_ours(smollm2, smol_ckpt, tmp_path):
     expected = json.loads(out.read_text())["results"]
     for spelling in (["--tokenizer_dir", smollm2, "--input_text", "Once upon", "What is 2+2?", "--max_output_len=4",
                       "--random_seed", 1],
-                     ["--tokenizer-dir", smollm2, "--input-text", "Once upon", "What is 2+2?", "--max-output-len", 4,
+                     ["--tokenizer-dir", smollm2, "--input-text=Once upon", "What is 2+2?", "--max-output-len", 4,
                       "--seed", 1]):
         res = invoke("--checkpoint-dir", smol_ckpt, *spelling, "--output-json", out)
         assert res.exit_code == 0, res.output

@@ -222,8 +222,9 @@ class RunCommand(Command):
             out.append(arg)
             if param is None:
                 _refuse_foreign(name)
-            elif not param.is_flag and not param.count and "=" not in arg:
-                out.extend(value for value in [next(rest, None)] if value is not None)
+            elif not param.is_flag and not param.count:
+                if "=" not in arg:  # its value, whatever it looks like
+                    out.extend(value for value in [next(rest, None)] if value is not None)
                 prompts = param.name == "input_text"
         return out
 
