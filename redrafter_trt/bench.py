@@ -318,7 +318,7 @@ def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
     """Run the benchmark; `prompts` overrides the prompts file (the quickstart passes its own). `checked`: what
     check_inputs(opts) returned where the caller ran it already (the bench command, to name the base among the files
     its outputs may not replace): the base's rows are compared with the checkpoint's once a bench."""
-    from .prompts import load_prompts
+    from .prompts import load_prompts, names_of
     from .runtime import check_positions, load
 
     ckpt, hf_dir = checked or check_inputs(opts)
@@ -335,7 +335,7 @@ def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
     prompt_ids = encode_prompts(tokenizer, texts, opts.chat)
     if why := drafter_mode_warning(ckpt_config, tokenizer, opts.chat):
         log.warning("%s", why)
-    check_positions(cfg, prompt_ids, opts.max_new_tokens, "--max-new-tokens")
+    check_positions(cfg, prompt_ids, opts.max_new_tokens, "--max-new-tokens", names_of(texts))
     eos = stop_ids(tokenizer, opts.tokenizer_dir)  # as run and acceptance: every method stops on the same ids
     hf = load_hf_baseline(hf_dir, cfg.torch_dtype).to(opts.device)  # first: fails in seconds, a compile takes minutes
     if opts.compile:

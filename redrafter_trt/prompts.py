@@ -85,6 +85,11 @@ class Prompt(str):
         return [dict(m) for m in self.turns]
 
 
+def names_of(prompts: list[str]) -> list[str | None]:
+    """Each prompt's file and line (`Prompt.where`), None for one that has none (a str, --input-text's)."""
+    return [getattr(p, "where", None) for p in prompts]
+
+
 def prompt_of(record) -> Prompt:
     """The prompt a record carries: its conversation up to the first answer (`before_answer`); raises ValueError
     (with the reason) when it carries none. Nothing after that answer is read."""

@@ -140,7 +140,7 @@ def check_widths(cfg, beams: tuple[int, ...], lens: tuple[int, ...]) -> None:
 def run_acceptance(opts: AcceptanceOptions, progress: Callable[[str], None] = lambda line: None) -> dict:
     """The JSON report: `meta`, `configs` (each with num_beams, draft_len, mean_tokens_per_step, steps,
     new_tokens, histogram) and `best` (the highest mean_tokens_per_step)."""
-    from .prompts import load_prompts
+    from .prompts import load_prompts, names_of
     from .runtime import check_device, check_positions, load
 
     ckpt = check_checkpoint(opts)
@@ -155,7 +155,7 @@ def run_acceptance(opts: AcceptanceOptions, progress: Callable[[str], None] = la
     prompt_ids = encode_prompts(tokenizer, texts, opts.chat)
     if why := drafter_mode_warning(raw, tokenizer, opts.chat):
         log.warning("%s", why)
-    check_positions(cfg, prompt_ids, opts.max_new_tokens, "--max-new-tokens")
+    check_positions(cfg, prompt_ids, opts.max_new_tokens, "--max-new-tokens", names_of(texts))
     eos = stop_ids(tokenizer, opts.tokenizer_dir)
     model = load(ckpt, device=opts.device)
     start = time.perf_counter()

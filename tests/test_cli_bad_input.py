@@ -577,7 +577,7 @@ def test_lengths_beyond_the_models_positions(smollm2, tmp_path):
                           "shorten it to 8188 tokens")
     for cmd in ("bench", "acceptance"):  # their option is --max-new-tokens (the message named run's)
         result = run_cli(cmd, *args, "--prompts", long, "--max-new-tokens", 10000)
-        assert_one_line_error(result, "8192 positions", "(--max-new-tokens below 8192)")
+        assert_one_line_error(result, f"{long} line 1: a ", "-token prompt + 10000 new tokens", "(--max-new-tokens below 8192)")
 
 
 @pytest.mark.parametrize("args, needle", [

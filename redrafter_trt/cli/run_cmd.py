@@ -15,7 +15,7 @@ from ..launchers import copies_error, launched_copies
 from ..presets import config_option, one_of
 from .params import CHAT_TEMPLATE_KWARGS, Command, OutputFile, SEED, Temperature, check_output_file, options_given, \
     template_kwargs_given
-from ..prompts import Prompt
+from ..prompts import Prompt, names_of
 from ..token_files import TokenRows, is_token_file, read_token_rows
 from ..tokens import drafter_mode_warning, encode_prompts, load_tokenizer, stop_ids
 
@@ -49,8 +49,8 @@ def prompt_names(prompts: list[str] | TokenRows) -> list[str]:
     """Each prompt's name for messages: its file and line, or `--input-text N`."""
     if isinstance(prompts, TokenRows):
         return prompts.names()
-    return [getattr(p, "where", None) or (f"--input-text {n}" if len(prompts) > 1 else "--input-text")
-            for n, p in enumerate(prompts, start=1)]
+    return [where or (f"--input-text {n}" if len(prompts) > 1 else "--input-text")
+            for n, where in enumerate(names_of(prompts), start=1)]
 
 
 def _encode(tok, o: dict) -> list[list[int]]:

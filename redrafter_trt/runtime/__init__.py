@@ -170,16 +170,16 @@ def check_draft_shape(cfg: RuntimeConfig, num_beams: int | None, draft_len: int 
 
 
 def check_positions(cfg: RuntimeConfig, prompt_ids: list[list[int]], max_new_tokens: int,
-                    flag: str = "--max-output-len", names: list[str] | None = None) -> None:
+                    flag: str = "--max-output-len", names: list[str | None] | None = None) -> None:
     """Refuse prompts that with max_new_tokens run past the model's positions (as TensorRT-LLM's max_seq_len),
-    naming the longest (`names`: each prompt's, a file's line; else its index when there are several) and the fixes
+    naming the longest (`names`: each prompt's, a file's line, or None; else its index when there are several) and the fixes
     that can work: fewer new tokens cannot help a prompt over the positions alone. `flag`: the caller's option for
     the new tokens."""
     i = max(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
     longest, positions = len(prompt_ids[i]), cfg.max_positions
     if longest + max_new_tokens <= positions:
         return
-    which = f"{names[i]}: " if names else f"prompt_ids[{i}]: " if len(prompt_ids) > 1 else ""
+    which = f"{names[i]}: " if names and names[i] else f"prompt_ids[{i}]: " if len(prompt_ids) > 1 else ""
     fixes = [f"shorten it to {positions - max_new_tokens} tokens"] * (max_new_tokens < positions) \
         + [f"ask for fewer new tokens ({flag} {positions - longest} at most)"] * (longest < positions)
     fix = " or ".join(fixes) or f"shorten it and ask for fewer new tokens ({flag} below {positions})"
