@@ -52,7 +52,7 @@ def main(checkpoint_dir, threads, context, reps):
                           f"float32 checkpoints (runtime/compiled.py); convert with --dtype float32 (and without "
                           f"--quantize fp8) for it")
     echo_merge_note(checkpoint_dir)  # a tp>1 one's rank files merged, as bench says
-    rt.check_positions(cfg, [[0] * context], max(ROWS), "--context")
+    rt.check_positions(cfg, [[0] * context], max(ROWS), "--context", names=[f"--context {context}"])
     eager = rt.load(checkpoint_dir)
     start = time.perf_counter()
     compiled = rt.load(checkpoint_dir, compile=True)

@@ -171,7 +171,7 @@ def test_a_required_option_the_preset_leaves_out_says_where_to_add_it(tmp_path):
     preset = Path(__file__).parent.parent / "configs" / "smollm2-135m-cpu.yaml"
     result = CliRunner().invoke(main, ["run", "--config", str(preset), "--input-text", "hi"])
     assert result.exit_code == 2 and result.stderr.strip() == (
-        "error: Missing option '--tokenizer-dir': the preset does not set it either; pass it, or add "
+        "error: Missing option '--tokenizer-dir' / '--tokenizer_dir': the preset does not set it either; pass it, or add "
         "`tokenizer-dir:` to the preset (see 'main run --help')")
     plain = CliRunner().invoke(main, ["run", "--input-text", "hi"])
     assert plain.exit_code == 2 and "preset" not in plain.stderr

@@ -46,18 +46,20 @@ class Bytes:
         return bytes(i for i in ids if i != EOS).decode("utf-8", errors="replace")
 
 
-def scripted(text: str, rng: random.Random):
-    """A double of the scheduler's `ranks.generate`: each row answers `text`'s bytes then EOS, in steps of 1-4 tokens
-    (as speculative decoding accepts them), through the scheduler's own on_tokens (max_tokens, stop strings,
-    AnswerText) and admit."""
+def scripted(answers: dict, rng: random.Random):
+    """A double of the scheduler's `ranks.generate`: each row answers `answers["text"]` (as it is when the row starts)
+    in bytes then EOS, in steps of 1-4 tokens (as speculative decoding accepts them), through the scheduler's own
+    on_tokens (max_tokens, stop strings, AnswerText) and admit. The text is read as each row starts, not once per
+    call: the scheduler may admit the next case's request into a call still ending (its last admit), as it batches
+    a real model's, and that request is the next case's (a CI run under load saw case 975's text answer 976)."""
     def generate(prompts, max_new_tokens, *, on_tokens, admit, **_):
-        rows = [list(text.encode()) + [EOS] for _ in prompts]  # each row started: its tokens to come (None: ended)
+        rows = [list(answers["text"].encode()) + [EOS] for _ in prompts]  # each row's tokens to come (None: ended)
         while any(row is not None for row in rows):
             for r, row in enumerate(rows):
                 if row is not None:
                     k = rng.randint(1, 4)
                     rows[r] = None if on_tokens(r, row[:k], []) else row[k:]
-            rows += [list(text.encode()) + [EOS] for _ in admit(sum(row is not None for row in rows))]
+            rows += [list(answers["text"].encode()) + [EOS] for _ in admit(sum(row is not None for row in rows))]
     return generate
 
 
@@ -310,7 +312,8 @@ def test_random_answers_stream_as_they_answer_whole_and_as_readmes_rules_read_th
     monkeypatch.setattr(backend.tokenizer, "chat_template", TAILED)
     monkeypatch.setattr(backend.scheduler, "tokenizer", Bytes())  # the answers' (the prompts': the chat tokenizer)
     monkeypatch.setattr(backend.scheduler, "eos", {EOS})
-    rng = random.Random(20261205)
+    rng, answers = random.Random(20261205), {}
+    monkeypatch.setattr(backend.scheduler.ranks, "generate", scripted(answers, rng))
     apps = {(t, r): App(backend, "tiny", max_output_len=1024, tool_parser=t, reasoning_parser=r)
             for t in (None, "qwen3") for r in (None, "qwen3", "deepseek-r1")}
     compared = pieces = made_cut = 0  # whole-text readings compared with trtllm-serve's; arguments pieces; calls cut
@@ -322,7 +325,7 @@ def test_random_answers_stream_as_they_answer_whole_and_as_readmes_rules_read_th
                 "chat_template_kwargs": {"tail": tail}, "stop": stops(rng, text), "n": rng.choice([1, 1, 2]),
                 "max_tokens": rng.randint(1, size + 1) if rng.random() < 0.3 else size + 1} | (
             {"tools": [WEATHER]} if tools else {})
-        monkeypatch.setattr(backend.scheduler.ranks, "generate", scripted(text, rng))
+        answers["text"] = text
         where = f"case {case}: {text!r} {body['stop']} max_tokens {body['max_tokens']} {tools} {reasoner} {tail!r}"
         status, whole = apps[tools, reasoner].post("/v1/chat/completions", body)
         assert status == 200, where
