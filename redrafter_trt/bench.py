@@ -119,9 +119,15 @@ class Run:
         return self.new_tokens / self.steps if self.steps else 0.0
 
     @property
-    def prompt_rates(self) -> list[float]:
-        """Tokens per second of each prompt, [prompts]."""
-        return [len(o) / s for o, s in zip(self.outputs, self.prompt_seconds)]
+    def prompt_tokens(self) -> list[int]:
+        """New tokens of each prompt, [prompts]."""
+        return [len(o) for o in self.outputs]
+
+    def speedup(self, baseline: Run, configurations: int = 1) -> RatioInterval:
+        """Its speed-up over `baseline`, total tokens over total time prompt by prompt, with its interval
+        (bench_stats.ratio_interval; `configurations`: how many compete for `best`)."""
+        return ratio_interval(self.prompt_seconds, self.prompt_tokens, baseline.prompt_seconds, baseline.prompt_tokens,
+                              configurations)
 
     @property
     def cpu_wait_share(self) -> float | None:
@@ -149,7 +155,7 @@ class Run:
 
     def prompt_json(self) -> dict:
         """Each prompt's new tokens and wall seconds: what the speed-ups' intervals are computed from."""
-        return {"prompt_new_tokens": [len(o) for o in self.outputs], "prompt_seconds": self.prompt_seconds}
+        return {"prompt_new_tokens": self.prompt_tokens, "prompt_seconds": self.prompt_seconds}
 
     def cpu_json(self) -> dict:
         return {"cpu_seconds": self.cpu_seconds, "cpu_wait_seconds": self.cpu_wait_seconds,
@@ -203,13 +209,18 @@ class BenchReport:
         shows, saying they differ."""
         return self.best or max(self.configs, key=lambda c: c.speedup_vs_hf)
 
+    @property
+    def eligible(self) -> int:
+        """How many configurations compete for `best` (at least 1): its intervals' Bonferroni count."""
+        return max(1, len(self.configs) - len(self.excluded))
+
     def vs_no_draft(self, config: ConfigResult) -> RatioInterval:
-        """The config's tokens/s over the runtime's without drafting, prompt by prompt: the verdict's margin."""
-        return ratio_interval(config.run.prompt_rates, self.no_draft.prompt_rates)
+        """The config's speed-up over the runtime without drafting and its interval: the verdict's margin."""
+        return config.run.speedup(self.no_draft, self.eligible)
 
     def vs_hf(self, config: ConfigResult) -> RatioInterval:
-        """The config's tokens/s over transformers', prompt by prompt."""
-        return ratio_interval(config.run.prompt_rates, self.hf.prompt_rates)
+        """The config's speed-up over transformers and its interval."""
+        return config.run.speedup(self.hf, self.eligible)
 
     @property
     def methods(self) -> list[tuple[str, Run]]:
@@ -234,9 +245,8 @@ class BenchReport:
                                        for c in self.excluded],
                 "all_match_no_draft": not self.excluded}
 
-
     def config_json(self, config: ConfigResult) -> dict:
-        """A configuration's JSON with its per-prompt speed-ups' intervals (bench_stats.RatioInterval)."""
+        """A configuration's JSON with its speed-ups' intervals (bench_stats.RatioInterval)."""
         return {**config.to_json(), "speedup_vs_no_draft_interval": self.vs_no_draft(config).to_json(),
                 "speedup_vs_hf_interval": self.vs_hf(config).to_json()}
 
@@ -364,13 +374,11 @@ def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
 
     configs = []
     for (w, n), run in drafted.items():
-        tps = run.tokens_per_second
         mismatched = [i for i, (a, b) in enumerate(zip(run.outputs, plain.outputs), start=1) if a != b]
         if mismatched:
             log.warning("W=%d L=%d: drafted output differs from plain decoding on %s %s", w, n,
                         counted(len(mismatched), "prompt"), mismatched)
-        configs.append(ConfigResult(w, n, run, tps / hf_run.tokens_per_second, tps / plain.tokens_per_second,
-                                    mismatched))
+        configs.append(ConfigResult(w, n, run, run.speedup(hf_run).ratio, run.speedup(plain).ratio, mismatched))
     meta = {"checkpoint_dir": str(opts.checkpoint_dir), "hf_dir": str(hf_dir), "tokenizer_dir": str(opts.tokenizer_dir),
             "prompts": str(opts.prompts), "num_prompts_asked": opts.num_prompts, "num_prompts": len(prompt_ids),
             "max_new_tokens": N,

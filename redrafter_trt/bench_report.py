@@ -1,10 +1,12 @@
 """`bench`'s report: the table of baselines and configurations (and a line after it when other processes competed for
 the cores during timing), the warning when drafted output differs from plain decoding, the `best:` line, the verdict
-on whether drafting pays (outside this run's noise: bench_stats), and the plot (matplotlib, an optional dependency).
+on whether drafting pays (outside this run's spread over prompts: bench_stats), and the plot (matplotlib, an optional
+dependency).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from .bench import BenchReport, mismatch_reason
@@ -43,10 +45,10 @@ def format_table(report: BenchReport) -> str:
     rows = [head, "-" * len(head)]
     base = report.hf.tokens_per_second
     rows.append(f"{'transformers':<14} {1.0:>11.2f} {base:>9.2f} {1.0:>6.2f} "
-                f"{base / report.no_draft.tokens_per_second:>8.2f} {'-':>5}  -")
+                f"{report.hf.speedup(report.no_draft).ratio:>8.2f} {'-':>5}  -")
     nd = report.no_draft
     rows.append(f"{'no draft':<14} {nd.mean_tokens_per_step:>11.2f} {nd.tokens_per_second:>9.2f} "
-                f"{nd.tokens_per_second / base:>6.2f} {1.0:>8.2f} {'-':>5}  -")
+                f"{nd.speedup(report.hf).ratio:>6.2f} {1.0:>8.2f} {'-':>5}  -")
     best = report.best
     for c in report.configs:
         name = f"W={c.num_beams} L={c.draft_len}" + ("*" if c is best else "")
@@ -64,33 +66,42 @@ def best_line(report: BenchReport) -> str:
     if best is None:
         return "best: none (no configuration's output matches plain decoding on every prompt)"
     return (f"best: W={best.num_beams} L={best.draft_len}: {best.run.mean_tokens_per_step:.2f} tokens/step, "
-            f"{best.speedup_vs_hf:.2f}x over transformers ({per_prompt(report.vs_hf(best))}), "
-            f"{best.speedup_vs_no_draft:.2f}x over no drafting ({per_prompt(report.vs_no_draft(best))})")
+            f"{speedup_text(report.vs_hf(best), 'over transformers')}, "
+            f"{speedup_text(report.vs_no_draft(best), 'over no drafting')}")
 
 
-def per_prompt(margin) -> str:
-    """`per prompt 1.13x, 95% interval 1.00-1.27x over 3 prompts` (bench_stats.RatioInterval)."""
-    return f"per prompt {margin.ratio:.2f}x, {margin.interval_text()}"
+def speedup_text(margin, against: str, noun: str = "prompt") -> str:
+    """`1.13x over no drafting (95% interval 1.00-1.27x over 3 prompts)` (bench_stats.RatioInterval)."""
+    return f"{margin.ratio:.2f}x {against} ({margin.interval_text(noun)})"
 
 
 ACCEPTS_NOTHING = 1.05  # tokens per step below which no configuration can beat plain decoding (a step costs >= 1x)
 
 
-def verdict(report: BenchReport, more: str = "--num-prompts") -> str:
+@dataclass(frozen=True)
+class MoreAdvice:
+    """How the verdict names a prompt and what it advises when its interval straddles 1: bench's, or the quickstart's
+    (its prompts are questions, and the `bench` line it prints measures more of them)."""
+    noun: str = "prompt"
+    measure_more: str = "measure more prompts (--num-prompts)"
+
+
+def verdict(report: BenchReport, advice: MoreAdvice = MoreAdvice()) -> str:
     """Whether drafting pays on this machine, and why: the best configuration's step against a plain one's, and its
-    per-prompt speed-up's interval (bench_stats): it pays only where the interval lies above 1, does not where below,
-    and is within the run's noise otherwise (`more`: the option that measures more prompts); marked unreliable when
-    the machine was busy during timing (busy_warning)."""
-    line = timed_verdict(report, more)
-    return f"{line} (unreliable: the machine was busy during timing)" if busy_warning(report) else line
+    speed-up's interval (bench_stats): it pays only where the interval lies above 1, does not where below, and is too
+    close to call otherwise (`advice`: what measures more prompts; on a busy machine, busy_warning, a quiet machine
+    instead); marked unreliable when the machine was busy during timing."""
+    busy = busy_warning(report) is not None
+    line = timed_verdict(report, advice, busy)
+    return f"{line} (unreliable: the machine was busy during timing: rerun on a quiet machine)" if busy else line
 
 
-def timed_verdict(report: BenchReport, more: str) -> str:
+def timed_verdict(report: BenchReport, advice: MoreAdvice, busy: bool) -> str:
     best, plain = report.best, report.no_draft
     if best is None:
         return (f"no verdict: no configuration's output matches plain decoding on every prompt, so each speed-up here "
                 f"compares other text than the baselines' ({mismatch_reason(report.meta)})")
-    return best_verdict(report, best, plain, more) + excluded_note(report)
+    return best_verdict(report, best, plain, advice, busy) + excluded_note(report)
 
 
 def excluded_note(report: BenchReport) -> str:
@@ -101,7 +112,7 @@ def excluded_note(report: BenchReport) -> str:
     return f"; left out: {names} (output differs from plain decoding)"
 
 
-def best_verdict(report: BenchReport, best, plain, more: str) -> str:
+def best_verdict(report: BenchReport, best, plain, advice: MoreAdvice, busy: bool) -> str:
     cost = (best.run.wall_seconds / best.run.steps) / (plain.wall_seconds / plain.steps)
     step = (f"a W={best.num_beams} L={best.draft_len} step costs {cost:.2f}x a plain one and makes "
             f"{best.run.mean_tokens_per_step:.2f} tokens")
@@ -112,19 +123,23 @@ def best_verdict(report: BenchReport, best, plain, more: str) -> str:
         return (f"the drafter accepts almost nothing ({step}): drafting cannot pay, and any speed-up measured is "
                 f"noise; train it on the base's own answers (`redrafter-trt train --distill`) or longer")
     margin = report.vs_no_draft(best)
-    against = f"{margin.ratio:.2f}x the runtime without drafting per prompt, {margin.interval_text()}"
+    against = f"{margin.ratio:.2f}x the runtime without drafting, {margin.interval_text(advice.noun)}"
     if margin.low is not None and margin.low > 1:
         return f"drafting pays here: {step} ({against})"
     if margin.high is not None and margin.high < 1:
         return (f"drafting does not pay here: {step} ({against}); it pays where a tree costs little more than one "
                 f"token (a GPU engine) or with a drafter that accepts more")
-    return (f"too close to call: {step} ({against}): within this run's noise over "
-            f"{counted(margin.prompts, 'prompt')}: measure more prompts ({more})")
+    line = f"too close to call: {step} ({against})"
+    if busy:  # more prompts do not quiet the machine: verdict's note says to rerun on a quiet one
+        return line
+    if margin.low is None:
+        return f"{line}: one {advice.noun} gives no noise estimate: {advice.measure_more}"
+    return f"{line}: within this run's spread over {advice.noun}s: {advice.measure_more}"
 
 
 def mismatch_warning(report: BenchReport) -> str | None:
     """The configurations whose drafted output differs from plain decoding, and why (None: none differs); printed
-    before the verdict."""
+    on stdout before the `best:` line and the verdict."""
     bad = report.excluded
     if not bad:
         return None
@@ -187,7 +202,7 @@ def plot(report: BenchReport, path: Path | str) -> Path:
         ax_tps.plot(xs, [c.run.mean_tokens_per_step for c in rows], marker="o", label=f"draft length {n}")
         ax_speed.plot(xs, [c.speedup_vs_hf for c in rows], marker="o", label=f"draft length {n}")
     ax_speed.axhline(1.0, color="gray", linestyle="--", label="transformers generate")
-    ax_speed.axhline(report.no_draft.tokens_per_second / report.hf.tokens_per_second, color="gray", linestyle=":",
+    ax_speed.axhline(report.no_draft.speedup(report.hf).ratio, color="gray", linestyle=":",
                      label="runtime, no drafting")
     m = report.meta
     beams = sorted({c.num_beams for c in report.configs})

@@ -1,9 +1,14 @@
-"""The verdict's noise margin: one run's per-prompt speed ratios (drafting against the runtime without it, or against
-transformers) and an interval over prompts. Each prompt runs every method back to back, so a ratio per prompt pairs
-timings taken under the same machine load; the spread of those ratios over prompts is this run's noise.
+"""The verdict's noise margin: an interval on the printed speed-up itself. A speed-up is the ratio estimator
+R = sum(y) / sum(x) over prompts, x_i the measured method's seconds on prompt i and y_i the baseline's seconds on it
+scaled to the measured method's new tokens (y_i = s_b,i * k_i / k_b,i: exact where the token counts match, as they do
+between plain and drafted decoding), so R is total tokens over total time against the baseline's. Each prompt runs
+every method back to back, so y_i and x_i pair timings taken under the same machine load; the spread of
+y_i - R * x_i over prompts is this run's spread, real per-prompt differences (acceptance varies) as well as timing
+noise.
 
-The interval is Student's t on the logs of the per-prompt ratios (a geometric mean, as ratios multiply): 95%, two-
-sided, deterministic (no resampling). One prompt gives no interval.
+The interval is the ratio estimator's linearised standard error with Student's t at n - 1 degrees of freedom:
+deterministic (no resampling). One prompt gives no interval. `best` is the fastest of k configurations, so its interval
+takes a Bonferroni level (t at 1 - 0.025 / k): 95% that all k intervals hold at once.
 """
 
 from __future__ import annotations
@@ -11,50 +16,54 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-CONFIDENCE = 0.95
-# Student's t at 0.975 for 1..30 degrees of freedom; above, the Cornish-Fisher expansion (within 1e-3 of it there)
-T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-Z_975 = 1.959964
-
-
-def t_975(df: int) -> float:
-    """The 97.5% quantile of Student's t with `df` >= 1 degrees of freedom."""
-    if df <= len(T_975):
-        return T_975[df - 1]
-    z = Z_975
-    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+CONFIDENCE = 0.95  # over every configuration eligible for `best` at once
 
 
 @dataclass(frozen=True)
 class RatioInterval:
-    """The geometric mean of per-prompt ratios and its 95% interval (None and None: one prompt, no interval)."""
+    """A speed-up (the ratio estimator R) and its interval (None and None: one prompt, no interval), taken at a
+    `level` per interval so that `configurations` of them hold together with CONFIDENCE."""
     ratio: float
     low: float | None
     high: float | None
     prompts: int
+    configurations: int = 1
 
-    def interval_text(self) -> str:
-        """`95% interval 0.98-1.17x over 3 prompts`, or `no interval from 1 prompt`."""
+    @property
+    def level(self) -> float:
+        """The per-interval confidence: Bonferroni's 1 - 0.05 / k."""
+        return 1 - (1 - CONFIDENCE) / self.configurations
+
+    def interval_text(self, noun: str = "prompt") -> str:
+        """`95% interval 0.98-1.17x over 3 prompts` (`, 95% over the 6 configurations` after it where several
+        compete for `best`), or `from 1 prompt` (`noun`: what a prompt is called, the quickstart's `question`)."""
         from .plural import counted
 
         if self.low is None:
-            return f"no interval from {counted(self.prompts, 'prompt')}"
-        return f"{CONFIDENCE:.0%} interval {self.low:.2f}-{self.high:.2f}x over {counted(self.prompts, 'prompt')}"
+            return f"from {counted(self.prompts, noun)}"
+        text = f"interval {self.low:.2f}-{self.high:.2f}x over {counted(self.prompts, noun)}"
+        if self.configurations == 1:
+            return f"{CONFIDENCE:.0%} {text}"
+        return f"{text}, {CONFIDENCE:.0%} over the {self.configurations} configurations"
 
     def to_json(self) -> dict:
-        return {"geometric_mean": self.ratio, "low": self.low, "high": self.high, "prompts": self.prompts,
-                "confidence": CONFIDENCE}
+        return {"ratio": self.ratio, "low": self.low, "high": self.high, "prompts": self.prompts,
+                "confidence": CONFIDENCE, "configurations": self.configurations, "level": self.level}
 
 
-def ratio_interval(rates: list[float], baseline_rates: list[float]) -> RatioInterval:
-    """rates[i] / baseline_rates[i] (tokens per second on prompt i, [prompts] each) over the prompts: their geometric
-    mean and its t interval."""
-    logs = [math.log(a / b) for a, b in zip(rates, baseline_rates, strict=True)]
-    n = len(logs)
-    mean = sum(logs) / n
+def ratio_interval(seconds: list[float], tokens: list[int], baseline_seconds: list[float],
+                   baseline_tokens: list[int], configurations: int = 1) -> RatioInterval:
+    """The measured method's speed-up over the baseline from each prompt's wall seconds and new tokens ([prompts]
+    each): R = sum(y) / sum(x) (see the module's docstring) and its t interval at the Bonferroni level for
+    `configurations` intervals."""
+    x = seconds
+    y = [s * k / kb for s, k, kb in zip(baseline_seconds, tokens, baseline_tokens, strict=True)]
+    n = len(x)
+    ratio = sum(y) / sum(x)
     if n < 2:
-        return RatioInterval(math.exp(mean), None, None, n)
-    sd = math.sqrt(sum((x - mean) ** 2 for x in logs) / (n - 1))
-    half = t_975(n - 1) * sd / math.sqrt(n)
-    return RatioInterval(math.exp(mean), math.exp(mean - half), math.exp(mean + half), n)
+        return RatioInterval(ratio, None, None, n, configurations)
+    from scipy.stats import t
+
+    se = math.sqrt(sum((b - ratio * a) ** 2 for a, b in zip(x, y, strict=True)) / (n - 1) / n) / (sum(x) / n)
+    half = t.ppf(1 - (1 - CONFIDENCE) / configurations / 2, n - 1) * se
+    return RatioInterval(ratio, max(0.0, ratio - half), ratio + half, n, configurations)  # no speed-up is negative

@@ -134,7 +134,7 @@ def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_t
                f"{baseline_note(report)}")
     click.echo(format_table(report))
     if warning := mismatch_warning(report):
-        click.echo(warning, err=True)
+        click.echo(warning)
     click.echo(best_line(report))
     click.echo(verdict(report))
     if output_json:
