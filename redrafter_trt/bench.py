@@ -322,6 +322,13 @@ def check_inputs(opts: BenchOptions) -> tuple[Checkpoint, Path]:
     return ckpt, resolve_hf_dir(opts.hf_dir, ckpt.raw, ckpt.path)
 
 
+def rotated(items: list[T], i: int) -> list[T]:
+    """`items` starting at item i mod len(items): prompt i's order of the methods, so that none always runs last
+    (after the machine warmed or throttled) and none always right after another."""
+    k = i % len(items)
+    return items[k:] + items[:k]
+
+
 def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
               progress: Callable[[str], None] = lambda line: None,
               checked: tuple[Checkpoint, Path] | None = None) -> BenchReport:
@@ -361,15 +368,23 @@ def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
 
     hf_run, plain = Run(), Run()
     drafted = {wl: Run() for wl in grid}
-    for i, ids in enumerate(prompt_ids):
+
+    def time_hf(ids: list[int]) -> None:
         out, timing = hf_generate(hf, ids, N, eos)
         out = _hf_cut(out, eos)
         hf_run.add(out, timing, len(out), {1: len(out) - 1})  # one token per step, the first at prefill
-        result, timing = runtime_generate(model, ids, N, eos, 0, 0, False)
-        plain.add(result.output_ids[0], timing, result.steps[0], result.histogram())
-        for (w, n), run in drafted.items():
-            result, timing = runtime_generate(model, ids, N, eos, w, n, True)
+
+    def time_runtime(run: Run, w: int, n: int, use_draft: bool) -> Callable[[list[int]], None]:
+        def measure(ids: list[int]) -> None:
+            result, timing = runtime_generate(model, ids, N, eos, w, n, use_draft)
             run.add(result.output_ids[0], timing, result.steps[0], result.histogram())
+        return measure
+
+    methods = [time_hf, time_runtime(plain, 0, 0, False),
+               *(time_runtime(run, w, n, True) for (w, n), run in drafted.items())]
+    for i, ids in enumerate(prompt_ids):
+        for measure in rotated(methods, i):
+            measure(ids)
         progress(f"prompt {i + 1}/{len(prompt_ids)}: {len(ids)} prompt tokens, {len(plain.outputs[-1])} new tokens")
 
     configs = []

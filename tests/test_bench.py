@@ -1005,6 +1005,32 @@ def test_bench_prints_the_mismatch_before_the_verdict(setup, monkeypatch):
     assert out.index("warning: drafted output differs") < out.index("best: W=1 L=1") < out.index("left out: W=2 L=1")
 
 
+def test_each_prompt_starts_the_methods_at_another_one(setup, monkeypatch):
+    """A review: every prompt timed transformers, plain decoding, then each (W, L) in grid order, so the grid's last
+    configuration always ran last: a position bias pairing neither removes nor shows. Prompt i starts at method
+    i mod m."""
+    from redrafter_trt import bench
+
+    calls = []
+    hf_generate, runtime_generate = bench.hf_generate, bench.runtime_generate
+
+    def hf_recorded(model, ids, *args):
+        calls.append("hf")
+        return hf_generate(model, ids, *args)
+
+    def runtime_recorded(model, ids, max_new_tokens, eos, w, n, use_draft):
+        calls.append(f"W={w} L={n}" if use_draft else "plain")
+        return runtime_generate(model, ids, max_new_tokens, eos, w, n, use_draft)
+
+    monkeypatch.setattr(bench, "hf_generate", hf_recorded)
+    monkeypatch.setattr(bench, "runtime_generate", runtime_recorded)
+    base, ckpt, prompts = setup
+    bench.run_bench(bench.BenchOptions(ckpt, base, prompts, max_new_tokens=2, beams=(1, 2), draft_lens=(1,)))
+    methods = ["hf", "plain", "W=1 L=1", "W=2 L=1"]
+    assert calls[:4] == methods  # the warm-up
+    assert calls[4:] == [*methods, *methods[1:], methods[0], *methods[2:], *methods[:2]], calls
+
+
 def test_verdict_says_when_no_drafted_step_ran():
     """--max-new-tokens 1: every answer is the prefill's token, no draft is ever tried; the verdict said 'the drafter
     accepts almost nothing ... train it longer'."""
