@@ -65,5 +65,5 @@ def ratio_interval(seconds: list[float], tokens: list[int], baseline_seconds: li
     from scipy.stats import t
 
     se = math.sqrt(sum((b - ratio * a) ** 2 for a, b in zip(x, y, strict=True)) / (n - 1) / n) / (sum(x) / n)
-    half = t.ppf(1 - (1 - CONFIDENCE) / configurations / 2, n - 1) * se
+    half = float(t.ppf(1 - (1 - CONFIDENCE) / configurations / 2, n - 1)) * se  # a float, not numpy's
     return RatioInterval(ratio, max(0.0, ratio - half), ratio + half, n, configurations)  # no speed-up is negative

@@ -912,6 +912,7 @@ def test_the_interval_is_the_ratio_estimators_with_students_t():
     three = ratio_interval(x, [10, 10, 10], y, [10, 10, 10], configurations=3)
     assert three.high - r == pytest.approx(t.ppf(1 - 0.025 / 3, 2) * se)
     assert three.to_json()["level"] == pytest.approx(1 - 0.05 / 3)
+    assert all(type(v) is float for v in (three.ratio, three.low, three.high))  # plain floats, not numpy's
 
 
 def test_best_is_judged_at_a_level_for_every_configuration_it_was_picked_from():
