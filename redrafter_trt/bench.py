@@ -28,7 +28,7 @@ import torch
 import transformers
 
 from .bench_inputs import check_checkpoint, check_grid, first_prompts, model_meta, reconvert_beams, resolve_hf_dir
-from .bench_stats import RatioInterval, ratio_interval
+from .bench_stats import RatioInterval, ratio_interval, require_scipy
 from .errors import ConfigError, first_line
 from .plural import counted
 from .producer import recorded_source
@@ -339,6 +339,7 @@ def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
     from .runtime import check_positions, load
 
     ckpt, hf_dir = checked or check_inputs(opts)
+    require_scipy()
     cfg, ckpt_config = ckpt.config, ckpt.raw
     beams_flag, lens_flag = opts.grid_flags
     beams = check_grid(opts.beams, cfg.num_beams, beams_flag, "redrafter_num_beams", reconvert_beams)

@@ -70,9 +70,9 @@ def best_line(report: BenchReport) -> str:
             f"{speedup_text(report.vs_no_draft(best), 'over no drafting')}")
 
 
-def speedup_text(margin, against: str, noun: str = "prompt") -> str:
+def speedup_text(margin, against: str) -> str:
     """`1.13x over no drafting (95% interval 1.00-1.27x over 3 prompts)` (bench_stats.RatioInterval)."""
-    return f"{margin.ratio:.2f}x {against} ({margin.interval_text(noun)})"
+    return f"{margin.ratio:.2f}x {against} ({margin.interval_text()})"
 
 
 ACCEPTS_NOTHING = 1.05  # tokens per step below which no configuration can beat plain decoding (a step costs >= 1x)

@@ -1,14 +1,15 @@
 """The verdict's noise margin: an interval on the printed speed-up itself. A speed-up is the ratio estimator
 R = sum(y) / sum(x) over prompts, x_i the measured method's seconds on prompt i and y_i the baseline's seconds on it
-scaled to the measured method's new tokens (y_i = s_b,i * k_i / k_b,i: exact where the token counts match, as they do
-between plain and drafted decoding), so R is total tokens over total time against the baseline's. Each prompt runs
-every method back to back, so y_i and x_i pair timings taken under the same machine load; the spread of
-y_i - R * x_i over prompts is this run's spread, real per-prompt differences (acceptance varies) as well as timing
-noise.
+scaled by the two methods' total new tokens (y_i = s_b,i * K / K_b), so R is exactly the measured method's tokens per
+second over the baseline's, whether or not each prompt's answers are as long (between plain and drafted decoding
+they are; transformers' or another dtype's may stop elsewhere). Each prompt runs every method back to back, so y_i
+and x_i pair timings taken under the same machine load; the spread of y_i - R * x_i over prompts is this run's
+spread, real per-prompt differences (acceptance varies) as well as timing noise.
 
-The interval is the ratio estimator's linearised standard error with Student's t at n - 1 degrees of freedom:
-deterministic (no resampling). One prompt gives no interval. `best` is the fastest of k configurations, so its interval
-takes a Bonferroni level (t at 1 - 0.025 / k): 95% that all k intervals hold at once.
+The interval is the ratio estimator's linearised standard error with Student's t at n - 1 degrees of freedom, taken
+on log R (R * exp(+-t * se / R): a speed-up's interval stays above 0 however noisy): deterministic (no resampling).
+One prompt gives no interval. `best` is the fastest of k configurations, so its interval takes a Bonferroni level
+(t at 1 - 0.025 / k): 95% that all k intervals hold at once.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ class RatioInterval:
         return 1 - (1 - CONFIDENCE) / self.configurations
 
     def interval_text(self, noun: str = "prompt") -> str:
-        """`95% interval 0.98-1.17x over 3 prompts` (`, 95% over the 6 configurations` after it where several
-        compete for `best`), or `from 1 prompt` (`noun`: what a prompt is called, the quickstart's `question`)."""
+        """`95% interval 0.98-1.17x over 3 prompts`, or `interval 0.98-1.17x over 3 prompts, 95% over the 6
+        configurations` where several compete for `best`, or `from 1 prompt` (`noun`: what a prompt is called, the
+        quickstart's `question`)."""
         from .plural import counted
 
         if self.low is None:
@@ -51,13 +53,24 @@ class RatioInterval:
                 "confidence": CONFIDENCE, "configurations": self.configurations, "level": self.level}
 
 
+def require_scipy() -> None:
+    """Refuse before the timing, not after it (an hour with --compile): the intervals take scipy's t quantiles, and
+    an environment installed before scipy became a dependency has none."""
+    try:
+        import scipy.stats  # noqa: F401
+    except ImportError:
+        from .errors import DependencyError
+        raise DependencyError("bench's speed-up intervals need scipy: run `pip install scipy` (redrafter-trt "
+                              "depends on it; reinstalling redrafter-trt installs it too)") from None
+
+
 def ratio_interval(seconds: list[float], tokens: list[int], baseline_seconds: list[float],
                    baseline_tokens: list[int], configurations: int = 1) -> RatioInterval:
     """The measured method's speed-up over the baseline from each prompt's wall seconds and new tokens ([prompts]
     each): R = sum(y) / sum(x) (see the module's docstring) and its t interval at the Bonferroni level for
     `configurations` intervals."""
-    x = seconds
-    y = [s * k / kb for s, k, kb in zip(baseline_seconds, tokens, baseline_tokens, strict=True)]
+    x, scale = seconds, sum(tokens) / sum(baseline_tokens)
+    y = [s * scale for s in baseline_seconds]
     n = len(x)
     ratio = sum(y) / sum(x)
     if n < 2:
@@ -65,5 +78,5 @@ def ratio_interval(seconds: list[float], tokens: list[int], baseline_seconds: li
     from scipy.stats import t
 
     se = math.sqrt(sum((b - ratio * a) ** 2 for a, b in zip(x, y, strict=True)) / (n - 1) / n) / (sum(x) / n)
-    half = float(t.ppf(1 - (1 - CONFIDENCE) / configurations / 2, n - 1)) * se  # a float, not numpy's
-    return RatioInterval(ratio, max(0.0, ratio - half), ratio + half, n, configurations)  # no speed-up is negative
+    spread = math.exp(float(t.ppf(1 - (1 - CONFIDENCE) / configurations / 2, n - 1)) * se / ratio)  # on log R
+    return RatioInterval(ratio, ratio / spread, ratio * spread, n, configurations)
