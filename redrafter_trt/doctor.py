@@ -37,7 +37,7 @@ TRTLLM_PINS = Path(__file__).resolve().parent / "data" / "trtllm-1.2-pins.txt"  
 # what the CPU path imports: distribution -> the oldest version it runs with (setup.cfg's install_requires; a test
 # keeps the two equal). transformers 4.56: `from_pretrained(..., dtype=)` (4.55 passes it to the model's __init__)
 REQUIRED_PACKAGES = {"torch": "2.5", "transformers": "4.56", "safetensors": "0.4", "click": "8.1", "tqdm": None,
-                     "pyyaml": None}
+                     "pyyaml": None, "scipy": None}
 
 
 @dataclass(frozen=True)

@@ -165,7 +165,7 @@ def fake_machine(monkeypatch, torch: TorchInfo, trtllm: str | None, dists: dict[
 
 
 CPU_DISTS = {"torch": "2.6.0", "transformers": "4.56.0", "safetensors": "0.4.5", "click": "8.1.7", "pyyaml": "6.0",
-             "tqdm": "4.66.0"}
+             "tqdm": "4.66.0", "scipy": "1.11.0"}
 
 
 def test_required_packages_are_setup_cfgs():
