@@ -87,7 +87,7 @@ def test_first_run_prints_answers_speed_ups_and_gpu_commands(first_run):
     assert " prompt" not in verdict, verdict  # the quickstart's prompts are questions
     if verdict.startswith("too close to call"):  # the printed `bench` line measures more, not the quickstart again
         assert verdict.endswith("from 1 question): one question gives no noise estimate: for a verdict, run the "
-                                "`redrafter-trt bench` line below with --num-prompts 20"), verdict
+                                "`redrafter-trt bench` line below (all 80 questions, every category)"), verdict
 
 
 def test_a_close_verdict_points_at_the_printed_bench_line_in_questions():
@@ -106,7 +106,7 @@ def test_a_close_verdict_points_at_the_printed_bench_line_in_questions():
                                           configs=[config]))
     assert line.startswith("too close to call") and " prompt" not in line and line.count("3 questions") == 1, line
     assert line.endswith("over 3 questions): within this run's spread over questions: for a verdict, run the "
-                         "`redrafter-trt bench` line below with --num-prompts 20"), line
+                         "`redrafter-trt bench` line below (all 80 questions, every category)"), line
 
 
 def test_second_run_reuses_drafter_and_checkpoint_and_force_retrains(smollm2, first_run, monkeypatch):
