@@ -19,12 +19,16 @@ import logging
 import warnings
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import rope_fields, source_dtype
 from .errors import ConfigError, DependencyError
 from .installed_trtllm import version_tuple
 from .registry import bias_fields, extra_fields, lookup
 from .shard import check_tp
+
+if TYPE_CHECKING:
+    import torch  # imported where used: modelopt's path loads it anyway
 
 log = logging.getLogger(__name__)
 
