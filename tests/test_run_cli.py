@@ -3,6 +3,7 @@ and every kind of bad input exits 2 with one line and no traceback."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -447,8 +448,12 @@ def test_run_py_spellings_run_as_ours(smollm2, smol_ckpt, tmp_path):
 
 @pytest.mark.parametrize("option, words", [
     (["--num_beams", "2"], ["run.py's --num_beams is beam search", "--num-beams is the drafter's beam count"]),
-    (["--top_k", "1"], ["no top-k or top-p", "--temperature"]),
-    (["--top-p", "0.9"], ["no top-k or top-p"]),
+    (["--top_k", "1"], ["no top-k, top-p or min-p", "--temperature"]),
+    (["--top-p", "0.9"], ["no top-k, top-p or min-p"]),
+    (["--repetition_penalty", "1.1"], ["no penalties", "the base's own"]),
+    (["--kv_cache_enable_block_reuse"], ["block reuse off", "run.py turns it on"]),
+    (["--output_logits_npy", "l.npy"], ["no logits", "--output-log-probs-npy"]),
+    (["--lora_dir", "lora"], ["merge the adapter into the base"]),
     (["--end_id", "2"], ["stops at the tokenizer's EOS"]),
     (["--output_csv", "o.csv"], ["--output-json", "output_ids"]),
     (["--run_profiling"], ["redrafter-trt bench"]),
@@ -529,3 +534,50 @@ def test_output_json_records_the_prompts_ids_and_messages(smollm2, smol_ckpt, tm
     one_line_error(invoke(*base, "--input-text", "hi", "--output-json", tmp_path / "out.csv"),
                    "--output-json writes JSON", "name it .json")
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_log_prob_files_are_transformers_greedy_scores_with_accepted_drafts(smollm2, smol_ckpt, tmp_path,
+                                                                            monkeypatch):
+    """run.py's --output_log_probs_npy / --output_cum_log_probs_npy: each output token's log-probability under the
+    base, equal to the log-softmax of transformers' greedy generate(output_scores=True) although drafts were
+    accepted (a drafter copying transformers' answers, corrupted at random depths), in run.py's float32 shapes
+    [prompts, 1, longest] zero-padded and [prompts, 1]."""
+    np = pytest.importorskip("numpy")
+    import torch
+    from transformers import AutoTokenizer
+
+    from test_runtime_support import LookupDrafter, hf_model
+
+    texts, new = ["The capital of France is", "Once upon a time"], 10
+    tok, hf = AutoTokenizer.from_pretrained(smollm2), hf_model(smollm2)
+    answers, scores = [], []
+    for text in texts:
+        ids = tok(text)["input_ids"]
+        with torch.no_grad():
+            out = hf.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                              max_new_tokens=new, do_sample=False, output_scores=True, return_dict_in_generate=True)
+        answers.append(out.sequences[0, len(ids):].tolist())
+        logp = torch.log_softmax(torch.cat(out.scores).double(), -1)
+        scores.append([float(logp[t, token]) for t, token in enumerate(answers[-1])])
+    load = rt.load
+
+    def load_with_lookup_drafter(*args, **kwargs):  # a fresh drafter accepts almost nothing
+        model = load(*args, **kwargs)
+        sequences = [tok(t)["input_ids"] + a for t, a in zip(texts, answers)]
+        return dataclasses.replace(model, drafter=LookupDrafter(sequences, model.config.vocab_size, seed=3))
+
+    monkeypatch.setattr(rt, "load", load_with_lookup_drafter)
+    lp, cum, out = tmp_path / "lp.npy", tmp_path / "cum.npy", tmp_path / "out.json"
+    res = invoke("--checkpoint-dir", smol_ckpt, "--tokenizer_dir", smollm2, "--input_text", *texts,
+                 "--max_output_len", new, "--output_log_probs_npy", lp, "--output-cum-log-probs-npy", cum,
+                 "--output-json", out)
+    assert res.exit_code == 0, res.output
+    results = json.loads(out.read_text())["results"]
+    assert [r["output_ids"] for r in results] == answers
+    assert max(r["tokens_per_step"] for r in results) > 1.5  # drafts were accepted
+    lp, cum = np.load(lp), np.load(cum)
+    assert lp.dtype == cum.dtype == np.float32 and lp.shape == (2, 1, new) and cum.shape == (2, 1)
+    for i, want in enumerate(scores):
+        assert lp[i, 0, :len(want)].tolist() == pytest.approx(want, abs=1e-4)
+        assert (lp[i, 0, len(want):] == 0).all()
+        assert float(cum[i, 0]) == pytest.approx(sum(want), abs=1e-3)

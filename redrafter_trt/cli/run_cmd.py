@@ -1,7 +1,8 @@
 """`redrafter-trt run`: generate with a checkpoint (the reference runtime) or a built engine (TensorRT-LLM),
 in the spirit of TensorRT-LLM's `examples/run.py`. Prints each output and one statistics line; `--output-json`
 writes `results` (prompt, messages, prompt_ids, output_ids, text, steps, tokens_per_step) and `stats` (mean_tokens_per_step,
-tokens_per_second, total_new_tokens, wall_seconds)."""
+tokens_per_second, total_new_tokens, wall_seconds); `--output-log-probs-npy` / `--output-cum-log-probs-npy` write
+run.py's log-probability arrays (cli/run_py.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from ..launchers import copies_error, launched_copies
 from ..presets import config_option, one_of
 from .params import CHAT_TEMPLATE_KWARGS, Command, OutputFile, SEED, Temperature, check_output_file, options_given, \
     template_kwargs_given
+from .run_py import run_py_instead, write_cum_log_probs_npy, write_log_probs_npy
 from ..prompts import Prompt, names_of
 from ..token_files import TokenRows, is_token_file, read_token_rows
 from ..tokens import drafter_mode_warning, encode_prompts, load_tokenizer, stop_ids
@@ -111,7 +113,8 @@ def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
     kwargs = dict(num_beams=o["num_beams"], draft_len=o["draft_len"], temperature=temperature,
                   eos_token_id=stop_ids(tok, tokenizer_dir), use_draft=not o["no_draft"],
                   seed=[o["seed"]] * len(ids),  # each prompt its own generator, as an engine seeds every request
-                  batch_size=o["batch_size"], sampling_rule=o["sampling_rule"] or "exact")
+                  batch_size=o["batch_size"], sampling_rule=o["sampling_rule"] or "exact",
+                  logprobs=0 if o["log_probs"] else None)  # the tokens' own, none of the most likely beside them
     if cfg.tp_size > 1:
         result = generate_tp(ckpt, ids, o["max_output_len"], device=o["device"], **kwargs)
     else:
@@ -172,35 +175,17 @@ def _run_engine(engine: str, tokenizer_dir: str, o: dict):
     end_id, stop_words = split_stop_tokens(tok.eos_token_id, stop_ids(tok, tokenizer_dir))
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else max(end_id, 0)
     result = generate_engine(engine, ids, o["max_output_len"], end_id=end_id, pad_id=pad_id, stop_words=stop_words,
-                             temperature=o["temperature"], seed=o["seed"])
+                             temperature=o["temperature"], seed=o["seed"], log_probs=o["log_probs"])
     return tok, ids, result
 
 
-# TensorRT-LLM examples/run.py's options run has no equivalent of, and what to do instead (its spellings of those run
-# has are their second names: --engine_dir, --tokenizer_dir, --input_text, --input_file, --max_output_len,
-# --random_seed); a dash spelling is refused alike where it is not run's own (--top-k; not --num-beams)
-RUN_PY_INSTEAD = {
-    "--num_beams": "run.py's --num_beams is beam search (N outputs a prompt), which run does not do: run's --num-beams "
-                   "is the drafter's beam count (ReDrafter's W), one output a prompt",
-    "--top_k": "run has no top-k or top-p: it samples the base's whole distribution at --temperature (0: greedy)",
-    "--top_p": "run has no top-k or top-p: it samples the base's whole distribution at --temperature (0: greedy)",
-    "--end_id": "run stops at the tokenizer's EOS and generation_config.json's eos_token_id: leave it out",
-    "--stop_words": "run stops at the tokenizer's EOS and generation_config.json's eos_token_id: leave it out",
-    "--output_csv": "pass --output-json: it writes each prompt's output_ids (and text)",
-    "--output_npy": "pass --output-json: it writes each prompt's output_ids (and text)",
-    "--run_profiling": "time it with `redrafter-trt bench`",
-    "--max_input_length": "run does not truncate prompts (run.py cuts each to N tokens, 923 by default): one past "
-                          "the model's positions is refused, naming it; shorten it",
-    "--log_level": "log at INFO with `redrafter-trt -v run ...`",
-    "--streaming": "run prints each output when it is done; `redrafter-trt serve` streams",
-}
 GROUP_OPTIONS = ("-v", "--verbose", "--debug")  # redrafter-trt's, before the command
 
 
 class RunCommand(Command):
     """run as TensorRT-LLM's run.py users type it: `--input-text A B` (run.py's nargs='+') is `--input-text A
-    --input-text B`; a run.py option run lacks (RUN_PY_INSTEAD) and redrafter-trt's -v and --debug typed after `run`
-    are refused naming what to do (click guessed --tp for --top_k, --engine-dir for --end_id)."""
+    --input-text B`; a run.py option run lacks (run_py.RUN_PY_INSTEAD) and redrafter-trt's -v and --debug typed after
+    `run` are refused naming what to do (click guessed --tp for --top_k, --engine-dir for --end_id)."""
 
     def parse_args(self, ctx, args):
         if ctx.resilient_parsing or set(args) & set(self.get_help_option_names(ctx)):
@@ -230,11 +215,12 @@ class RunCommand(Command):
 
 
 def _refuse_foreign(name: str) -> None:
-    """A ConfigError for redrafter-trt's own options after `run` and for run.py's that run lacks (RUN_PY_INSTEAD)."""
+    """A ConfigError for redrafter-trt's own options after `run` and for run.py's that run lacks
+    (run_py.RUN_PY_INSTEAD)."""
     if name in GROUP_OPTIONS:
         raise ConfigError(f"{name} is an option of redrafter-trt, not of run: put it before the command "
                           f"(`redrafter-trt {name} run ...`)")
-    instead = RUN_PY_INSTEAD.get(name.replace("-", "_").replace("__", "--", 1))
+    instead = run_py_instead(name)
     if instead:
         raise ConfigError(f"{name} (TensorRT-LLM run.py's) is no option of run: {instead}")
 
@@ -285,9 +271,15 @@ def stats_line(result, *, engine: bool) -> str:
                    "the temperature) or trtllm (a sampling engine's own, biased rule, which accepts more: its tokens "
                    "per step predict the engine's).")
 @click.option("--output-json", type=OutputFile(), help="Write results and stats as JSON.")
+@click.option("--output-log-probs-npy", "--output_log_probs_npy", "output_log_probs_npy", type=OutputFile(),
+              help="Write each output token's log-probability under the base as run.py does: float32 [prompts, 1, "
+                   "longest output], zero-padded.")
+@click.option("--output-cum-log-probs-npy", "--output_cum_log_probs_npy", "output_cum_log_probs_npy",
+              type=OutputFile(),
+              help="Write each output's summed log-probability as run.py does: float32 [prompts, 1].")
 def run(checkpoint_dir, engine_dir, tokenizer_dir, input_text, input_file, chat, chat_template_kwargs, max_output_len,
         temperature, num_beams, draft_len, no_draft, batch_size, tp, device, compile_layers, seed, sampling_rule,
-        output_json):
+        output_json, output_log_probs_npy, output_cum_log_probs_npy):
     """Generate with a ReDrafter checkpoint (PyTorch reference runtime) or engine (TensorRT-LLM)."""
     checkpoint_dir, engine_dir = one_of(click.get_current_context(), checkpoint_dir=checkpoint_dir, engine_dir=engine_dir)
     if bool(checkpoint_dir) == bool(engine_dir):
@@ -295,7 +287,9 @@ def run(checkpoint_dir, engine_dir, tokenizer_dir, input_text, input_file, chat,
     ctx = click.get_current_context()
     # a preset's prompts (`run: {input-text: [...]}`) give way to a typed --input-file, as its folders do
     input_text, input_file = one_of(ctx, input_text=input_text, input_file=input_file)
-    check_output_file(output_json, [checkpoint_dir, engine_dir, tokenizer_dir, input_file], "--output-json")
+    for path, option in [(output_json, "--output-json"), (output_log_probs_npy, "--output-log-probs-npy"),
+                         (output_cum_log_probs_npy, "--output-cum-log-probs-npy")]:
+        check_output_file(path, [checkpoint_dir, engine_dir, tokenizer_dir, input_file], option)
     if output_json and is_token_file(output_json):  # run.py's --output_csv / --output_npy names
         raise ConfigError(f"--output-json writes JSON, not {output_json.suffix}: name it .json (each result holds its "
                           f"prompt_ids and output_ids)")
@@ -306,7 +300,7 @@ def run(checkpoint_dir, engine_dir, tokenizer_dir, input_text, input_file, chat,
              chat_template_kwargs=template_kwargs_given(ctx, chat, chat_template_kwargs),
              max_output_len=max_output_len, temperature=temperature, num_beams=num_beams, draft_len=draft_len,
              no_draft=no_draft, batch_size=batch_size, tp=tp, device=device, seed=seed, compile=compile_layers,
-             sampling_rule=sampling_rule)
+             sampling_rule=sampling_rule, log_probs=bool(output_log_probs_npy or output_cum_log_probs_npy))
     if checkpoint_dir:
         tok, ids, result = _run_checkpoint(checkpoint_dir, tokenizer_dir, o)
     else:
@@ -325,6 +319,11 @@ def run(checkpoint_dir, engine_dir, tokenizer_dir, input_text, input_file, chat,
                             steps=steps, tokens_per_step=round(tps, 4)))
         click.echo(f"[prompt] {prompt}\n[output] {text}\n")
     click.echo(stats_line(result, engine=bool(engine_dir)))
+    log_probs = [[lp.logprob for lp in row] for row in result.logprobs]
+    if output_log_probs_npy:
+        write_log_probs_npy(output_log_probs_npy, log_probs)
+    if output_cum_log_probs_npy:
+        write_cum_log_probs_npy(output_cum_log_probs_npy, log_probs)
     if output_json:
         stats = dict(mean_tokens_per_step=result.mean_tokens_per_step,
                      tokens_per_second=result.total_new_tokens / result.wall_seconds if result.wall_seconds else 0.0,
