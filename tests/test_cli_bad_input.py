@@ -1075,6 +1075,25 @@ def test_the_top_level_help_names_what_the_tool_does():
     assert [verb for verb in verbs if verb not in summary[0].lower()] == []
 
 
+@pytest.mark.parametrize("args", [["-h"], ["run", "-h"], ["convert", "-h"], ["serve", "--port", "1", "-h"]])
+def test_dash_h_is_help_as_in_tensorrt_llms_scripts(args):
+    """trtllm-build, run.py and gpu_check.sh take -h (argparse's); redrafter-trt said "No such option '-h'"."""
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0 and res.output.startswith("Usage: "), res.output
+    assert res.output == CliRunner().invoke(main, [a if a != "-h" else "--help" for a in args]).output
+
+
+def test_a_scripts_dash_h_is_its_help():
+    from redrafter_trt.cli import Script
+
+    @click.command(cls=Script)
+    def probe():
+        """Probe."""
+
+    res = CliRunner().invoke(probe, ["-h"])
+    assert res.exit_code == 0 and "Probe." in res.output
+
+
 def test_debug_shows_the_traceback(tmp_path):
     """README: `redrafter-trt --debug CMD` shows tracebacks. A review: it printed the same one line as without it (the
     group's main caught the error --debug let through)."""

@@ -45,7 +45,8 @@ RUN_PY_OPTIONS = (
     "--hf_data_type", "--data_type", "--hf_device_map_auto", "--return_all_generated_tokens", "--language_task_uids",
     "--backend",
 )
-RUNS_NAMES = {name for p in run.get_params(click.Context(run)) if isinstance(p, click.Option)  # --help included
+RUNS_NAMES = {name for p in run.get_params(click.Context(run, **run.context_settings))  # -h and --help included
+              if isinstance(p, click.Option)
               for name in p.opts + p.secondary_opts}
 
 

@@ -21,7 +21,7 @@ import click
 from .. import __version__
 from ..errors import RedrafterError
 from ..launchers import copies_error, launched_copies, llmapi_error, llmapi_ranks
-from .params import Command
+from .params import Command, with_help_names
 
 COMMANDS = {
     "convert": "redrafter_trt.cli.convert_cmd:convert",
@@ -146,6 +146,9 @@ class OneLineErrors:
 
 class LazyGroup(OneLineErrors, click.Group):
     prog = "redrafter-trt"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **with_help_names(kwargs))
 
     def list_commands(self, ctx):
         return [name for name in COMMANDS if self._spec_exists(name)]

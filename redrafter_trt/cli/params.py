@@ -14,10 +14,22 @@ from ..errors import ConfigError
 from ..output import is_within, refuse_inside_earlier_output
 
 
+HELP_NAMES = ["-h", "--help"]  # -h as argparse's (TensorRT-LLM's scripts, trtllm-build, run.py) and gpu_check.sh's
+
+
+def with_help_names(kwargs: dict) -> dict:
+    """A command's or group's keyword arguments with -h beside --help (a context setting its subcommands inherit)."""
+    kwargs["context_settings"] = {"help_option_names": HELP_NAMES, **(kwargs.get("context_settings") or {})}
+    return kwargs
+
+
 class Command(click.Command):
     """A command that refuses an option given twice, under one name or two (`--output A --output_dir B`, `--rnn
     --no-rnn`), where click would keep the last one silently. Options that take many values (`--data A --data B`)
-    and everything after `--` are left alone."""
+    and everything after `--` are left alone. -h is --help's short name."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **with_help_names(kwargs))
 
     def parse_args(self, ctx, args):
         head = args[: args.index("--")] if "--" in args else args

@@ -81,7 +81,6 @@ RUN_PY_INSTEAD = {
     "--hf_data_type": NO_HF_MODEL, "--data_type": NO_HF_MODEL, "--hf_device_map_auto": NO_HF_MODEL,
     "--backend": "run's backend is the reference runtime with --checkpoint-dir, TensorRT-LLM with --engine-dir: pass "
                  "one of them",
-    "-h": "run's help is `redrafter-trt run --help`",
 }
 
 
