@@ -27,7 +27,8 @@ from typing import Callable, TypeVar
 import torch
 import transformers
 
-from .bench_inputs import check_checkpoint, check_grid, first_prompts, model_meta, reconvert_beams, resolve_hf_dir
+from .bench_inputs import (check_checkpoint, check_grid, file_number, model_meta, pick_prompts, prompts_meta,
+                           reconvert_beams, resolve_hf_dir)
 from .bench_stats import RatioInterval, ratio_interval, require_scipy
 from .errors import ConfigError, first_line
 from .plural import counted
@@ -170,7 +171,7 @@ class ConfigResult:
     speedup_vs_hf: float
     speedup_vs_no_draft: float
     mismatched_prompts: list[int]  # the prompts whose drafted output differs from the no-draft output, numbered
-    # from 1 in the prompts file's order, as the progress lines number them (`prompt 3/80`)
+    # from 1 in the prompts file's order (`prompt 3/80`; of a --num-prompts subset, `prompt 2/20 (#5 in the file)`: 5)
 
     def to_json(self) -> dict:
         return {"num_beams": self.num_beams, "draft_len": self.draft_len,
@@ -329,10 +330,9 @@ def rotated(items: list[T], i: int) -> list[T]:
     return items[k:] + items[:k]
 
 
-def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
-              progress: Callable[[str], None] = lambda line: None,
+def run_bench(opts: BenchOptions, progress: Callable[[str], None] = lambda line: None,
               checked: tuple[Checkpoint, Path] | None = None) -> BenchReport:
-    """Run the benchmark; `prompts` overrides the prompts file (the quickstart passes its own). `checked`: what
+    """Run the benchmark on the prompts pick_prompts takes from the file. `checked`: what
     check_inputs(opts) returned where the caller ran it already (the bench command, to name the base among the files
     its outputs may not replace): the base's rows are compared with the checkpoint's once a bench."""
     from .prompts import load_prompts, names_of
@@ -345,10 +345,10 @@ def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
     beams = check_grid(opts.beams, cfg.num_beams, beams_flag, "redrafter_num_beams", reconvert_beams)
     lens = check_grid(opts.draft_lens, cfg.draft_len, lens_flag, "redrafter_draft_len_per_beam", cfg.draft_len_fix)
     grid = [(w, n) for n in lens for w in beams]
-    texts = load_prompts(opts.prompts) if prompts is None else list(prompts)
-    if not texts:
+    file_texts = load_prompts(opts.prompts)
+    if not file_texts:
         raise ConfigError("no prompts to benchmark: pass a --prompts file with at least one prompt")
-    texts = first_prompts(texts, opts.num_prompts)
+    indices, texts = pick_prompts(file_texts, opts.num_prompts)
     tokenizer = load_tokenizer(opts.tokenizer_dir, cfg.vocab_size, opts.chat_template_kwargs)
     prompt_ids = encode_prompts(tokenizer, texts, opts.chat)
     if why := drafter_mode_warning(ckpt_config, tokenizer, opts.chat):
@@ -386,17 +386,18 @@ def run_bench(opts: BenchOptions, prompts: list[str] | None = None,
     for i, ids in enumerate(prompt_ids):
         for measure in rotated(methods, i):
             measure(ids)
-        progress(f"prompt {i + 1}/{len(prompt_ids)}: {len(ids)} prompt tokens, {len(plain.outputs[-1])} new tokens")
+        progress(f"prompt {i + 1}/{len(prompt_ids)}{file_number(indices, i, len(file_texts))}: {len(ids)} prompt "
+                 f"tokens, {len(plain.outputs[-1])} new tokens")
 
     configs = []
     for (w, n), run in drafted.items():
-        mismatched = [i for i, (a, b) in enumerate(zip(run.outputs, plain.outputs), start=1) if a != b]
+        mismatched = [k + 1 for k, a, b in zip(indices, run.outputs, plain.outputs) if a != b]  # the file's numbers
         if mismatched:
             log.warning("W=%d L=%d: drafted output differs from plain decoding on %s %s", w, n,
                         counted(len(mismatched), "prompt"), mismatched)
         configs.append(ConfigResult(w, n, run, run.speedup(hf_run).ratio, run.speedup(plain).ratio, mismatched))
     meta = {"checkpoint_dir": str(opts.checkpoint_dir), "hf_dir": str(hf_dir), "tokenizer_dir": str(opts.tokenizer_dir),
-            "prompts": str(opts.prompts), "num_prompts_asked": opts.num_prompts, "num_prompts": len(prompt_ids),
+            "prompts": str(opts.prompts), "num_prompts_asked": opts.num_prompts, **prompts_meta(indices, len(file_texts)),
             "max_new_tokens": N,
             "chat": uses_chat(tokenizer, opts.chat),
             "dtype": cfg.dtype, "device": opts.device, "compile": opts.compile,

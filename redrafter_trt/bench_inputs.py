@@ -85,14 +85,36 @@ def reconvert_beams(wanted: int) -> str:
     return f"reconvert with --num-beams {wanted}"
 
 
-def first_prompts(texts: list[str], num_prompts: int | None) -> list[str]:
-    """The first --num-prompts prompts (all of them without it); a file holding fewer is said, not hidden (the JSON's
-    meta records both: `num_prompts_asked`, `num_prompts` measured)."""
+def spread_indices(n: int, k: int | None) -> list[int]:
+    """Which of a file's n prompts --num-prompts k takes (indices from 0, in the file's order): k spread evenly over
+    it, index i * n // k for i < k; all n without k or where k >= n. A file sorted by category, as MT-Bench is,
+    gives each category its share: the first 20 of MT-Bench's 80 were writing and roleplay alone."""
+    if not k or k >= n:
+        return list(range(n))
+    return [i * n // k for i in range(k)]
+
+
+def pick_prompts(texts: list[str], num_prompts: int | None) -> tuple[list[int], list[str]]:
+    """(indices, prompts): the --num-prompts prompts bench and acceptance measure (spread_indices; all without it); a
+    file holding fewer is said, not hidden (the JSON's meta records both: `num_prompts_asked`, `num_prompts`
+    measured, and `prompt_indices`)."""
     if num_prompts and num_prompts > len(texts):
         n = len(texts)
         log.warning("--num-prompts %d, but there %s only %s: measuring %s", num_prompts, are(n),
                     counted(n, "prompt"), "it" if n == 1 else f"those {n}")
-    return texts[:num_prompts] if num_prompts else texts
+    indices = spread_indices(len(texts), num_prompts)
+    return indices, [texts[i] for i in indices]
+
+
+def file_number(indices: list[int], i: int, in_file: int) -> str:
+    """` (#9 in the file)` after the progress line of the i-th prompt measured, where pick_prompts took some of the
+    file's `in_file` prompts ("" where it took all: the i-th is the file's too)."""
+    return "" if len(indices) == in_file else f" (#{indices[i] + 1} in the file)"
+
+
+def prompts_meta(indices: list[int], in_file: int) -> dict:
+    """What bench's and acceptance's JSON `meta` say of the prompts pick_prompts took from a file of `in_file`."""
+    return {"num_prompts": len(indices), "prompts_in_file": in_file, "prompt_indices": indices}
 
 
 def resolve_hf_dir(hf_dir: Path | None, ckpt_config: dict, checkpoint_dir: Path) -> Path:

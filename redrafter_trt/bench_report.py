@@ -155,6 +155,13 @@ def weights_text(meta: dict) -> str:
     return f"{quant} weights dequantised to {meta['dtype']}" if quant else meta["dtype"]
 
 
+def prompts_text(meta: dict) -> str:
+    """How many prompts bench and acceptance measured, for their headers and bench's plot title: "80 prompts", or
+    "20 of 80 prompts, spread over the file" where --num-prompts took some (bench_inputs.pick_prompts)."""
+    n, in_file = meta["num_prompts"], meta.get("prompts_in_file", meta["num_prompts"])
+    return counted(n, "prompt") if n == in_file else f"{n} of {counted(in_file, 'prompt')}, spread over the file"
+
+
 def baseline_note(report: BenchReport) -> str:
     """Why transformers' greedy output may differ from the runtime's without drafting, for the header's `agree on`
     ("" where every prompt agrees, and in float32, where a conversion makes them agree)."""
@@ -212,7 +219,7 @@ def plot(report: BenchReport, path: Path | str) -> Path:
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"{Path(m['hf_dir']).name}, {counted(m['num_prompts'], 'prompt')} x {m['max_new_tokens']} tokens, "
+    fig.suptitle(f"{Path(m['hf_dir']).name}, {prompts_text(m)} x {m['max_new_tokens']} tokens, "
                  f"{weights_text(m)}, "
                  f"{m['device']}, {counted(m['torch_threads'], 'thread')}", fontsize=10)
     fig.tight_layout()

@@ -81,10 +81,13 @@ def mt_bench_path() -> Path:
 
 
 def pick_questions(prompts: list[str], k: int) -> list[str]:
-    """k questions spread evenly over the file (MT-Bench is sorted by category: one per category for k <= 8)."""
+    """k questions spread evenly over the file, as bench's --num-prompts k takes them (bench_inputs.spread_indices;
+    MT-Bench is sorted by category: one per category for k <= 8)."""
+    from .bench_inputs import spread_indices
+
     if not 1 <= k <= len(prompts):
         raise ConfigError(f"--num-questions {k} is outside 1..{len(prompts)}: pick a smaller number")
-    return [prompts[i * len(prompts) // k] for i in range(k)]
+    return [prompts[i] for i in spread_indices(len(prompts), k)]
 
 
 def check_room(base: Path, questions: list[str], max_new_tokens: int) -> None:
@@ -406,9 +409,10 @@ def quickstart(opts: QuickstartOptions, on_stage: Callable[[str], None] = lambda
     on_stage(f"generating: {counted(len(questions), 'MT-Bench question')}, up to {opts.max_new_tokens} tokens each, with "
              f"transformers, without drafting, and drafting with {len(GRID_BEAMS)} beam widths")
     config = json.loads((checkpoint / "config.json").read_text())
-    bench_opts = BenchOptions(checkpoint, base, mt_bench_path(), hf_dir=base, max_new_tokens=opts.max_new_tokens,
-                              beams=GRID_BEAMS, draft_lens=(config["redrafter_draft_len_per_beam"],), chat=True)
-    report = run_bench(bench_opts, prompts=questions, progress=on_stage)
+    bench_opts = BenchOptions(checkpoint, base, mt_bench_path(), hf_dir=base, num_prompts=len(questions),
+                              max_new_tokens=opts.max_new_tokens, beams=GRID_BEAMS,
+                              draft_lens=(config["redrafter_draft_len_per_beam"],), chat=True)
+    report = run_bench(bench_opts, progress=on_stage)  # the questions: pick_questions' (the same spread)
     seconds["generate"] = time.perf_counter() - t
     tokenizer = load_tokenizer(str(base), None)
     answers = [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in report.headline.run.outputs]

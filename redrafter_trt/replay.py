@@ -25,7 +25,7 @@ from typing import Callable
 
 import torch
 
-from .bench_inputs import check_checkpoint, check_grid, default_grid, first_prompts, model_meta
+from .bench_inputs import check_checkpoint, check_grid, default_grid, model_meta, pick_prompts, prompts_meta
 from .errors import ConfigError
 from .plural import counted
 from .producer import recorded_source
@@ -150,7 +150,8 @@ def run_acceptance(opts: AcceptanceOptions, progress: Callable[[str], None] = la
     lens = check_grid(opts.draft_lens, cfg.draft_len, opts.grid_flags[1], "redrafter_draft_len_per_beam",
                       cfg.draft_len_fix)
     check_widths(cfg, beams, lens)
-    texts = first_prompts(load_prompts(opts.prompts), opts.num_prompts)  # an empty file is an error there
+    file_texts = load_prompts(opts.prompts)  # an empty file is an error there
+    indices, texts = pick_prompts(file_texts, opts.num_prompts)
     tokenizer = load_tokenizer(opts.tokenizer_dir, cfg.vocab_size, opts.chat_template_kwargs)
     prompt_ids = encode_prompts(tokenizer, texts, opts.chat)
     if why := drafter_mode_warning(raw, tokenizer, opts.chat):
@@ -167,7 +168,8 @@ def run_acceptance(opts: AcceptanceOptions, progress: Callable[[str], None] = la
             configs.append(replay(model.drafter, outputs, contexts, w, n))
             progress(f"W={w} L={n}: {configs[-1].mean_tokens_per_step:.3f} tokens/step")
     meta = {"checkpoint_dir": str(opts.checkpoint_dir), "tokenizer_dir": str(opts.tokenizer_dir),
-            "prompts": str(opts.prompts), "num_prompts_asked": opts.num_prompts, "num_prompts": len(prompt_ids),
+            "prompts": str(opts.prompts), "num_prompts_asked": opts.num_prompts,
+            **prompts_meta(indices, len(file_texts)),
             "max_new_tokens": opts.max_new_tokens,
             "chat": uses_chat(tokenizer, opts.chat), "dtype": cfg.dtype, "device": opts.device, "method": "replay of one greedy pass",
             "checkpoint_num_beams": cfg.num_beams, "checkpoint_draft_len": cfg.draft_len, **model_meta(ckpt),

@@ -162,8 +162,8 @@ def test_counted():
 
 
 @pytest.mark.parametrize("prompts, threads, words", [
-    (1, 1, ["1 prompt, ", "(1 thread)", "agree on 1/1 prompt\n"]),
-    (2, 2, ["2 prompts, ", "(2 threads)", "agree on 2/2 prompts\n"]),
+    (1, 1, ["1 of 3 prompts, spread over the file, ", "(1 thread)", "agree on 1/1 prompt\n"]),
+    (2, 2, ["2 of 3 prompts, spread over the file, ", "(2 threads)", "agree on 2/2 prompts\n"]),
 ])
 def test_headers_count_in_the_singular_and_plural(setup, prompts, threads, words):
     """A walkthrough: bench printed "1 prompts" and "(1 threads)", acceptance "1 prompts"."""
@@ -1350,3 +1350,41 @@ def test_without_scipy_bench_is_refused_before_any_timing(setup, monkeypatch):
     monkeypatch.setattr("redrafter_trt.runtime.load", lambda *a, **k: pytest.fail("timed without scipy"))
     assert_one_line_error(run_cli(*bench_args(setup, "--max-new-tokens", 4)),
                           "bench's speed-up intervals need scipy: run `pip install scipy`")
+
+
+def test_num_prompts_takes_prompts_spread_over_the_file():
+    """A review: --num-prompts K took the file's first K, and MT-Bench is sorted by category: 20 of its 80 were
+    writing and roleplay alone, a verdict on two categories. K now spread evenly over the file, in its order, the
+    quickstart's questions too (one way to pick prompts)."""
+    from redrafter_trt.bench_inputs import spread_indices
+    from redrafter_trt.quickstart import pick_questions
+
+    assert spread_indices(80, 20) == list(range(0, 80, 4))  # every category's share: 10 questions each, 2 taken
+    assert spread_indices(80, 8) == list(range(0, 80, 10))
+    assert spread_indices(6, 3) == [0, 2, 4] and spread_indices(80, 1) == [0]
+    assert spread_indices(3, 3) == spread_indices(3, 80) == spread_indices(3, None) == [0, 1, 2]
+    for n, k in ((80, 3), (7, 5), (80, 79)):  # distinct, in file order, within the file
+        taken = spread_indices(n, k)
+        assert taken == sorted(set(taken)) and len(taken) == k and taken[-1] < n
+    questions = [f"q{i}" for i in range(80)]
+    assert pick_questions(questions, 3) == [questions[i] for i in spread_indices(80, 3)]
+
+
+@pytest.mark.parametrize("cmd", ["bench", "acceptance"])
+def test_the_prompts_taken_are_recorded_and_said(setup, cmd, tmp_path):
+    """Which prompts --num-prompts took: the JSON's meta.prompt_indices (from 0, in the file's order) and the header
+    ("3 of 6 prompts, spread over the file")."""
+    base, ckpt, _ = setup
+    six, out = tmp_path / "six.txt", tmp_path / "out.json"
+    six.write_text("".join(f"{p} {i}\n" for i, p in enumerate(PROMPTS * 2)))
+    result = run_cli(cmd, "--checkpoint-dir", ckpt, "--tokenizer-dir", base, "--prompts", six, "--num-prompts", 3,
+                     "--max-new-tokens", 2, "--beams", 1, "--draft-lens", 1, "--output-json", out)
+    assert result.exit_code == 0, result.output
+    meta = json.loads(out.read_text())["meta"]
+    assert (meta["prompt_indices"], meta["num_prompts"], meta["prompts_in_file"]) == ([0, 2, 4], 3, 6)
+    assert result.stdout.startswith("3 of 6 prompts, spread over the file, up to 2 new tokens"), result.stdout
+    full = tmp_path / "full.json"
+    result = run_cli(cmd, "--checkpoint-dir", ckpt, "--tokenizer-dir", base, "--prompts", six, "--max-new-tokens", 2,
+                     "--beams", 1, "--draft-lens", 1, "--output-json", full)
+    assert result.stdout.startswith("6 prompts, up to 2 new tokens"), result.stdout
+    assert json.loads(full.read_text())["meta"]["prompt_indices"] == list(range(6))

@@ -75,7 +75,7 @@ def shared_options(f):
         click.option("--prompts", required=True, type=click.Path(dir_okay=False, path_type=Path),
                      help="Prompt file: jsonl (prompt / turns / question / messages / ..., as `train --data` reads "
                           "them), ShareGPT JSON or a .txt with one prompt per line."),
-        click.option("--num-prompts", type=click.IntRange(min=1), help="Use the first K prompts [default: all]."),
+        click.option("--num-prompts", type=click.IntRange(min=1), help="Use K prompts spread evenly over the file, in its order [default: all]."),
         click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, help="New tokens per prompt at most."),
         click.option("--beams", type=IntList(), callback=_grid, metavar="W,W,...",
                      help="Beam widths [default: 1,2,4,... up to the checkpoint's num_beams]."),
@@ -107,7 +107,7 @@ def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_t
     """Measure tokens per step and speed-up for each (beam width, draft length)."""
     from ..bench import BenchOptions, check_inputs, run_bench
     from ..bench_report import (baseline_note, best_line, format_table, mismatch_warning, plot, plot_format,
-                                require_matplotlib, verdict, weights_text)
+                                prompts_text, require_matplotlib, verdict, weights_text)
 
     ctx = click.get_current_context()
     opts = BenchOptions(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_tokens, beams, draft_lens,
@@ -128,7 +128,7 @@ def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_t
     report = run_bench(replace(opts, checkpoint_dir=ckpt), progress=lambda line: click.echo(line, err=True),
                        checked=(ckpt, base))
     m = report.meta
-    click.echo(f"{counted(m['num_prompts'], 'prompt')}, up to {m['max_new_tokens']} new tokens, greedy, batch 1, "
+    click.echo(f"{prompts_text(m)}, up to {m['max_new_tokens']} new tokens, greedy, batch 1, "
                f"{weights_text(m)} on {m['device']} ({counted(m['torch_threads'], 'thread')}); transformers and the "
                f"runtime agree on {report.hf_matches_no_draft}/{counted(m['num_prompts'], 'prompt')}"
                f"{baseline_note(report)}")
@@ -156,7 +156,7 @@ def acceptance(checkpoint_dir, tokenizer_dir, prompts, num_prompts, max_new_toke
     replayed over that one output; beam widths above the checkpoint's are allowed (pick --num-beams before converting).
     """
     from ..bench_inputs import check_checkpoint
-    from ..bench_report import histogram_text, weights_text
+    from ..bench_report import histogram_text, prompts_text, weights_text
     from ..replay import AcceptanceOptions, run_acceptance
 
     check_output_file(output_json, [checkpoint_dir, tokenizer_dir, prompts], "--output-json")
@@ -169,7 +169,7 @@ def acceptance(checkpoint_dir, tokenizer_dir, prompts, num_prompts, max_new_toke
     warn_if_sampling(ckpt.config, checkpoint_dir)
     report = run_acceptance(replace(opts, checkpoint_dir=ckpt), progress=lambda line: click.echo(line, err=True))
     m = report["meta"]
-    click.echo(f"{counted(m['num_prompts'], 'prompt')}, up to {m['max_new_tokens']} new tokens, greedy, "
+    click.echo(f"{prompts_text(m)}, up to {m['max_new_tokens']} new tokens, greedy, "
                f"{weights_text(m)} on {m['device']}: tokens per step replayed over one greedy pass (speed: "
                "`redrafter-trt bench`)")
     click.echo(f"{'config':<14} {'tokens/step':>11}  histogram")

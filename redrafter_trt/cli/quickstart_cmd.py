@@ -74,7 +74,7 @@ def quickstart(workdir, num_questions, max_new_tokens, force):
 def quickstart_verdict(report) -> str:
     """bench's verdict in the quickstart's words: its prompts are questions, and where it is too close to call the
     `bench` line printed below it measures all 80 (the quickstart again with more is slower for the same; bench's
-    --num-prompts N takes the file's first N, and MT-Bench is sorted by category: 20 are writing and roleplay)."""
+    --num-prompts N takes N spread over the file, as --num-questions does, every category among them)."""
     from ..bench_report import MoreAdvice, verdict
 
     return verdict(report, MoreAdvice("question", "for a verdict, run the `redrafter-trt bench` line below (all 80 "
