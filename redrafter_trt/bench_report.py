@@ -66,13 +66,20 @@ def best_line(report: BenchReport) -> str:
     if best is None:
         return "best: none (no configuration's output matches plain decoding on every prompt)"
     return (f"best: W={best.num_beams} L={best.draft_len}: {best.run.mean_tokens_per_step:.2f} tokens/step, "
-            f"{speedup_text(report.vs_hf(best), 'over transformers')}, "
-            f"{speedup_text(report.vs_no_draft(best), 'over no drafting')}")
+            f"{speedups_text(report, best)}")
 
 
-def speedup_text(margin, against: str) -> str:
+def speedups_text(report: BenchReport, config, noun: str = "prompt") -> str:
+    """A configuration's speed-ups with their intervals, as the `best:` line and the quickstart's headline print them:
+    `1.50x over transformers (interval ...), 1.13x over no drafting (interval ...)` (`noun`: the quickstart's
+    `question`)."""
+    return (f"{speedup_text(report.vs_hf(config), 'over transformers', noun)}, "
+            f"{speedup_text(report.vs_no_draft(config), 'over no drafting', noun)}")
+
+
+def speedup_text(margin, against: str, noun: str = "prompt") -> str:
     """`1.13x over no drafting (95% interval 1.00-1.27x over 3 prompts)` (bench_stats.RatioInterval)."""
-    return f"{margin.ratio:.2f}x {against} ({margin.interval_text()})"
+    return f"{margin.ratio:.2f}x {against} ({margin.interval_text(noun)})"
 
 
 ACCEPTS_NOTHING = 1.05  # tokens per step below which no configuration can beat plain decoding (a step costs >= 1x)

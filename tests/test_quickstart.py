@@ -66,7 +66,8 @@ def test_first_run_prints_answers_speed_ups_and_gpu_commands(first_run):
     assert len(calls) == 1 and calls[0].cache_dir == workdir / "train-cache" and calls[0].distill
     assert qs.drafter_origin(workdir / "drafter", calls[0].extra["recipe"]) == "trained"
     assert "UNTRAINED" not in out and f"work folder: {workdir} (drafter/ trained, checkpoint/ converted)" in out
-    for needle in ("Q1: ", "tokens/step", "x transformers generate", "same text as without drafting: yes",
+    for needle in ("Q1: ", "tokens/step", "x over transformers (", "x over no drafting (",
+                   "; same text as without drafting: yes",
                    "redrafter-trt convert", "--dtype bfloat16", "redrafter-trt build --checkpoint-dir",
                    "trtllm-build --checkpoint_dir", "--speculative_decoding_mode explicit_draft_tokens",
                    "--gemm_plugin bfloat16", "redrafter-trt run --engine-dir", "redrafter-trt serve --engine-dir",
@@ -826,3 +827,25 @@ def test_a_busy_machine_leaves_the_headline_speed_unreliable_too(smollm2, tmp_pa
     assert result.exit_code == 0, result.output
     headline = next(line for line in result.stdout.splitlines() if line.startswith("ReDrafter, "))
     assert headline.endswith("; speeds unreliable: the machine was busy during timing"), headline
+
+
+def test_the_headline_speed_ups_carry_benchs_intervals():
+    """A review: bench's `best:` line printed '1.25x over no drafting (95% interval 0.72-2.17x over 3 prompts)' on the
+    very speed-up the quickstart's headline printed bare ('1.25x the same runtime without drafting'): a run too close
+    to call read as a gain. The headline now prints both speed-ups as `best:` does, with their intervals."""
+    from test_bench import timed_run
+
+    from redrafter_trt.bench import BenchReport, ConfigResult
+    from redrafter_trt.cli.quickstart_cmd import headline
+
+    plain = timed_run(300, 15.0, 300, prompts=3)
+    drafted = timed_run(180, 12.0, 300, prompts=3, spread=(0.7, 1.3, 1.0))
+    config = ConfigResult(2, 2, drafted, speedup_vs_hf=2.5, speedup_vs_no_draft=1.25, mismatched_prompts=[])
+    report = BenchReport(meta={}, hf=timed_run(300, 30.0, 300, prompts=3), no_draft=plain, configs=[config])
+    line = headline(report)
+    hf, own = report.vs_hf(config), report.vs_no_draft(config)
+    assert line.startswith("ReDrafter, 2 beams x 2 draft tokens: 1.67 tokens/step, 25.0 tokens/s (transformers "
+                           "generate 10.0 tokens/s): "), line
+    assert (f"2.50x over transformers (95% interval {hf.low:.2f}-{hf.high:.2f}x over 3 questions), 1.25x over no "
+            f"drafting (95% interval {own.low:.2f}-{own.high:.2f}x over 3 questions); same text as without drafting: "
+            f"yes") in line, line

@@ -41,19 +41,14 @@ def quickstart(workdir, num_questions, max_new_tokens, force):
         click.echo(textwrap.indent(a, "    "))
         click.echo(f"    [{n} tokens in {steps} steps: {n / steps:.2f} tokens/step]\n")
 
-    from ..bench_report import busy_warning, format_table
+    from ..bench_report import format_table
     from ..plural import counted
 
     m = rep.meta
     click.echo(f"Measured here ({counted(m['num_prompts'], 'question')}, up to {m['max_new_tokens']} tokens, greedy, "
                f"batch 1, {m['dtype']}, {counted(m['torch_threads'], 'CPU thread')}):")
     click.echo(format_table(rep))
-    exact = "yes" if not best.mismatched_prompts else "NO (a bug: please report it)"
-    click.echo(f"\nReDrafter, {counted(best.num_beams, 'beam')} x {counted(best.draft_len, 'draft token')}: "
-               f"{best.run.mean_tokens_per_step:.2f} tokens/step, {best.run.tokens_per_second:.1f} tokens/s, "
-               f"{best.speedup_vs_hf:.2f}x transformers generate ({rep.hf.tokens_per_second:.1f} tokens/s), "
-               f"{best.speedup_vs_no_draft:.2f}x the same runtime without drafting; same text as without drafting: "
-               f"{exact}" + ("; speeds unreliable: the machine was busy during timing" if busy_warning(rep) else ""))
+    click.echo(f"\n{headline(rep)}")
     click.echo(quickstart_verdict(rep))
     stages = ", ".join(f"{k} {v:.0f}s{' (reused)' if res.reused.get(k) else ''}" for k, v in res.seconds.items())
     click.echo(f"time: {stages}")
@@ -69,6 +64,22 @@ def quickstart(workdir, num_questions, max_new_tokens, force):
     click.echo(f"\nOn a machine with an NVIDIA GPU and TensorRT-LLM, installed with: {INSTALL_HINT}:")
     for line in res.gpu_commands:
         click.echo(f"  {line}")
+
+
+def headline(report) -> str:
+    """The line users read: the configuration whose answers were shown (`report.headline`), its tokens/step and
+    tokens/s, and its speed-ups with their intervals as bench's `best:` line prints them (bench_report.speedups_text,
+    in questions); marked unreliable when the machine was busy during timing."""
+    from ..bench_report import busy_warning, speedups_text
+    from ..plural import counted
+
+    best = report.headline
+    exact = "yes" if not best.mismatched_prompts else "NO (a bug: please report it)"
+    busy = "; speeds unreliable: the machine was busy during timing" if busy_warning(report) else ""
+    return (f"ReDrafter, {counted(best.num_beams, 'beam')} x {counted(best.draft_len, 'draft token')}: "
+            f"{best.run.mean_tokens_per_step:.2f} tokens/step, {best.run.tokens_per_second:.1f} tokens/s "
+            f"(transformers generate {report.hf.tokens_per_second:.1f} tokens/s): "
+            f"{speedups_text(report, best, 'question')}; same text as without drafting: {exact}{busy}")
 
 
 def quickstart_verdict(report) -> str:
