@@ -139,8 +139,10 @@ def best_verdict(report: BenchReport, best, plain, advice: MoreAdvice, busy: boo
     line = f"too close to call: {step} ({against})"
     if busy:  # more prompts do not quiet the machine: verdict's note says to rerun on a quiet one
         return line
-    if margin.low is None:
+    if margin.low is None and margin.prompts < 2:
         return f"{line}: one {advice.noun} gives no noise estimate: {advice.measure_more}"
+    if margin.low is None:
+        return f"{line}: the same speed-up on every {advice.noun} gives no noise estimate: {advice.measure_more}"
     return f"{line}: within this run's spread over {advice.noun}s: {advice.measure_more}"
 
 

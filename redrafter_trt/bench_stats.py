@@ -8,8 +8,9 @@ spread, real per-prompt differences (acceptance varies) as well as timing noise.
 
 The interval is the ratio estimator's linearised standard error with Student's t at n - 1 degrees of freedom, taken
 on log R (R * exp(+-t * se / R): a speed-up's interval stays above 0 however noisy): deterministic (no resampling).
-One prompt gives no interval. `best` is the fastest of k configurations, so its interval takes a Bonferroni level
-(t at 1 - 0.025 / k): 95% that all k intervals hold at once.
+One prompt gives no interval, and neither do prompts whose speed-ups are all one (a spread of 0, which timings never
+have: a zero-width interval would claim a certainty nothing measured). `best` is the fastest of k configurations, so
+its interval takes a Bonferroni level (t at 1 - 0.025 / k): 95% that all k intervals hold at once.
 """
 
 from __future__ import annotations
@@ -18,12 +19,16 @@ import math
 from dataclasses import dataclass
 
 CONFIDENCE = 0.95  # over every configuration eligible for `best` at once
+# The relative standard error below which prompts' speed-ups count as all one (no spread): float rounding of identical
+# per-prompt ratios leaves about 1e-16; any clock's spread over real prompts is orders of magnitude above this.
+NO_SPREAD = 1e-9
 
 
 @dataclass(frozen=True)
 class RatioInterval:
-    """A speed-up (the ratio estimator R) and its interval (None and None: one prompt, no interval), taken at a
-    `level` per interval so that `configurations` of them hold together with CONFIDENCE."""
+    """A speed-up (the ratio estimator R) and its interval (None and None: no interval, from one prompt or from
+    prompts with no spread), taken at a `level` per interval so that `configurations` of them hold together with
+    CONFIDENCE."""
     ratio: float
     low: float | None
     high: float | None
@@ -37,12 +42,14 @@ class RatioInterval:
 
     def interval_text(self, noun: str = "prompt") -> str:
         """`95% interval 0.98-1.17x over 3 prompts`, or `interval 0.98-1.17x over 3 prompts, 95% over the 6
-        configurations` where several compete for `best`, or `from 1 prompt` (`noun`: what a prompt is called, the
-        quickstart's `question`)."""
+        configurations` where several compete for `best`; `no interval from 1 prompt`, or `no interval: no spread over
+        3 prompts` (`noun`: what a prompt is called, the quickstart's `question`)."""
         from .plural import counted
 
         if self.low is None:
-            return f"from {counted(self.prompts, noun)}"
+            if self.prompts < 2:
+                return f"no interval from {counted(self.prompts, noun)}"
+            return f"no interval: no spread over {counted(self.prompts, noun)}"
         text = f"interval {self.low:.2f}-{self.high:.2f}x over {counted(self.prompts, noun)}"
         if self.configurations == 1:
             return f"{CONFIDENCE:.0%} {text}"
@@ -68,15 +75,20 @@ def ratio_interval(seconds: list[float], tokens: list[int], baseline_seconds: li
                    baseline_tokens: list[int], configurations: int = 1) -> RatioInterval:
     """The measured method's speed-up over the baseline from each prompt's wall seconds and new tokens ([prompts]
     each): R = sum(y) / sum(x) (see the module's docstring) and its t interval at the Bonferroni level for
-    `configurations` intervals."""
+    `configurations` intervals; no interval from one prompt or from prompts with no spread (NO_SPREAD), and a NaN
+    speed-up where a method's seconds or tokens add up to 0 (nothing to divide by)."""
+    n = len(seconds)
+    if not (sum(seconds) and sum(tokens) and sum(baseline_seconds) and sum(baseline_tokens)):
+        return RatioInterval(math.nan, None, None, n, configurations)
     x, scale = seconds, sum(tokens) / sum(baseline_tokens)
     y = [s * scale for s in baseline_seconds]
-    n = len(x)
     ratio = sum(y) / sum(x)
     if n < 2:
         return RatioInterval(ratio, None, None, n, configurations)
     from scipy.stats import t
 
     se = math.sqrt(sum((b - ratio * a) ** 2 for a, b in zip(x, y, strict=True)) / (n - 1) / n) / (sum(x) / n)
+    if se <= NO_SPREAD * ratio:
+        return RatioInterval(ratio, None, None, n, configurations)
     spread = math.exp(float(t.ppf(1 - (1 - CONFIDENCE) / configurations / 2, n - 1)) * se / ratio)  # on log R
     return RatioInterval(ratio, ratio / spread, ratio * spread, n, configurations)

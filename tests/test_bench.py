@@ -795,8 +795,9 @@ def timed_run(steps: int, seconds: float, tokens: int, histogram: dict | None = 
 @pytest.mark.parametrize("draft_seconds, pays", [(4.0, True), (6.0, False)])
 def test_verdict_weighs_a_step_against_its_tokens(draft_seconds, pays):
     """100 tokens: plain 100 steps in 5 s (50 ms each); drafted 60 steps (1.67 tokens each) in 4 s (1.33x a plain
-    step: pays) or 6 s (2x a plain step: does not)."""
-    plain, drafted = timed_run(100, 5.0, 100, prompts=4), timed_run(60, draft_seconds, 100, prompts=4)
+    step: pays) or 6 s (2x a plain step: does not); each prompt 1% off the next (timings are never all alike)."""
+    plain = timed_run(100, 5.0, 100, prompts=4)
+    drafted = timed_run(60, draft_seconds, 100, prompts=4, spread=(0.99, 1.01))
     config = ConfigResult(4, 2, drafted, speedup_vs_hf=1.0, speedup_vs_no_draft=5.0 / draft_seconds,
                           mismatched_prompts=[])
     line = verdict(BenchReport(meta={}, hf=timed_run(100, 10.0, 100, prompts=4), no_draft=plain, configs=[config]))
@@ -805,7 +806,7 @@ def test_verdict_weighs_a_step_against_its_tokens(draft_seconds, pays):
 
 
 @pytest.mark.parametrize("spread, prompts, says", [
-    ((1.0,), 4, "drafting pays here"),                   # 1.25x on every prompt: no spread
+    ((1.0,), 4, "too close to call"),                    # 1.25x on every prompt: no spread, no noise estimate
     ((0.7, 1.3), 4, "too close to call"),                # 1.25x on the whole, 0.96x to 1.79x prompt by prompt
     ((0.7, 1.3), 40, "drafting pays here"),              # the same spread, ten times the prompts
     ((1.0,), 1, "too close to call"),                    # one prompt: no interval at all
@@ -823,16 +824,16 @@ def test_the_verdict_pays_only_outside_this_runs_spread(spread, prompts, says):
                          no_draft=plain, configs=[config])
     line = verdict(report)
     assert line.startswith(says), line
-    if says == "too close to call" and prompts > 1:
+    if says == "too close to call" and spread != (1.0,):
         assert line.endswith("(1.25x the runtime without drafting, 95% interval 0.72-2.17x over 4 prompts): within "
                              "this run's spread over prompts: measure more prompts (--num-prompts)"), line
     margin = report.vs_no_draft(config)
-    if prompts > 1:
+    if margin.low is not None:
         assert f"interval {margin.low:.2f}-{margin.high:.2f}x over {prompts} prompts" in line
         assert f"interval {margin.low:.2f}-{margin.high:.2f}x" in best_line(report)
     interval = report.to_json()["configs"][0]["speedup_vs_no_draft_interval"]
     assert (interval["prompts"], interval["confidence"]) == (prompts, 0.95)
-    assert (interval["low"] is None) == (prompts == 1)
+    assert (interval["low"] is None) == (spread == (1.0,))
 
 
 def test_one_prompt_is_said_to_give_no_noise_estimate():
@@ -843,11 +844,11 @@ def test_one_prompt_is_said_to_give_no_noise_estimate():
     plain, drafted = timed_run(100, 5.0, 100), timed_run(50, 2.5, 100)
     config = ConfigResult(2, 2, drafted, speedup_vs_hf=1.0, speedup_vs_no_draft=2.0, mismatched_prompts=[])
     report = BenchReport(meta={}, hf=timed_run(100, 10.0, 100), no_draft=plain, configs=[config])
-    assert verdict(report).endswith("(2.00x the runtime without drafting, from 1 prompt): one prompt gives no noise "
-                                    "estimate: measure more prompts (--num-prompts)"), verdict(report)
+    assert verdict(report).endswith("(2.00x the runtime without drafting, no interval from 1 prompt): one prompt "
+                                    "gives no noise estimate: measure more prompts (--num-prompts)"), verdict(report)
     advice = MoreAdvice("question", "for a verdict, run the `bench` line below")  # the quickstart's
-    assert verdict(report, advice).endswith("from 1 question): one question gives no noise estimate: for a verdict, "
-                                            "run the `bench` line below"), verdict(report, advice)
+    assert verdict(report, advice).endswith("no interval from 1 question): one question gives no noise estimate: "
+                                            "for a verdict, run the `bench` line below"), verdict(report, advice)
 
 
 def test_a_busy_machine_is_told_to_rerun_quietly_not_to_measure_more_prompts():
@@ -1307,7 +1308,7 @@ def test_the_busiest_method_is_named():
     is unreliable."""
     from redrafter_trt.bench_report import busy_warning
 
-    plain, drafted = timed_run(100, 5.0, 100, prompts=4), timed_run(60, 4.0, 100, prompts=4)
+    plain, drafted = timed_run(100, 5.0, 100, prompts=4), timed_run(60, 4.0, 100, prompts=4, spread=(0.99, 1.01))
     plain.cpu_seconds, plain.cpu_wait_seconds = 9.0, 1.0      # 10% waiting
     drafted.cpu_seconds, drafted.cpu_wait_seconds = 6.0, 4.0  # 40%: the worst
     config = ConfigResult(2, 2, drafted, speedup_vs_hf=1.0, speedup_vs_no_draft=5.0 / 4.0, mismatched_prompts=[])
@@ -1388,3 +1389,22 @@ def test_the_prompts_taken_are_recorded_and_said(setup, cmd, tmp_path):
                      "--beams", 1, "--draft-lens", 1, "--output-json", full)
     assert result.stdout.startswith("6 prompts, up to 2 new tokens"), result.stdout
     assert json.loads(full.read_text())["meta"]["prompt_indices"] == list(range(6))
+
+
+def test_timings_with_no_spread_give_no_interval():
+    """Identical per-prompt speed-ups (timings never agree so) made a zero-width interval, '1.25-1.25x', and the
+    verdict 'drafting pays here' on it: certainty measured from nothing. Now no interval, as from one prompt, and too
+    close to call; seconds that read 0 divide nothing by zero."""
+    from redrafter_trt.bench_stats import ratio_interval
+
+    same = ratio_interval([1.0, 2.0, 3.0], [10] * 3, [1.1, 2.2, 3.3], [10] * 3)
+    assert same.ratio == pytest.approx(1.1) and (same.low, same.high) == (None, None)
+    assert same.interval_text() == "no interval: no spread over 3 prompts"
+    assert ratio_interval([5.0], [10], [6.0], [10]).interval_text("question") == "no interval from 1 question"
+    zero = ratio_interval([0.0, 0.0], [10, 10], [0.0, 0.0], [10, 10])
+    assert (zero.low, zero.high) == (None, None)
+    plain, drafted = timed_run(400, 20.0, 400, prompts=4), timed_run(240, 16.0, 400, prompts=4)
+    config = ConfigResult(2, 2, drafted, speedup_vs_hf=1.0, speedup_vs_no_draft=1.25, mismatched_prompts=[])
+    line = verdict(BenchReport(meta={}, hf=timed_run(400, 40.0, 400, prompts=4), no_draft=plain, configs=[config]))
+    assert line.endswith("(1.25x the runtime without drafting, no interval: no spread over 4 prompts): the same "
+                         "speed-up on every prompt gives no noise estimate: measure more prompts (--num-prompts)"), line

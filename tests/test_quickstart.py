@@ -66,8 +66,8 @@ def test_first_run_prints_answers_speed_ups_and_gpu_commands(first_run):
     assert len(calls) == 1 and calls[0].cache_dir == workdir / "train-cache" and calls[0].distill
     assert qs.drafter_origin(workdir / "drafter", calls[0].extra["recipe"]) == "trained"
     assert "UNTRAINED" not in out and f"work folder: {workdir} (drafter/ trained, checkpoint/ converted)" in out
-    for needle in ("Q1: ", "tokens/step", "x over transformers (", "x over no drafting (",
-                   "; same text as without drafting: yes",
+    for needle in ("Q1: ", "tokens/step", "x over transformers (no interval from 1 question), ",
+                   "x over no drafting (no interval from 1 question); same text as without drafting: yes",
                    "redrafter-trt convert", "--dtype bfloat16", "redrafter-trt build --checkpoint-dir",
                    "trtllm-build --checkpoint_dir", "--speculative_decoding_mode explicit_draft_tokens",
                    "--gemm_plugin bfloat16", "redrafter-trt run --engine-dir", "redrafter-trt serve --engine-dir",
