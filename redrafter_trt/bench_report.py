@@ -60,6 +60,13 @@ def format_table(report: BenchReport) -> str:
     return "\n".join(rows)
 
 
+def result_lines(report: BenchReport) -> list[str]:
+    """What bench prints after its header, scripts/bench_runtime.py too: the table (and busy_warning's line), the
+    warning when drafted output differs from plain decoding, the `best:` line and the verdict."""
+    warning = mismatch_warning(report)
+    return [format_table(report), *([warning] if warning else []), best_line(report), verdict(report)]
+
+
 def best_line(report: BenchReport) -> str:
     """bench's `best:` line: the fastest configuration whose output matches plain decoding, or that none does."""
     best = report.best

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The runtime benchmark on the built-in default, in one process: SmolLM2-135M-Instruct, a drafter (a fresh
 `init-drafter` one unless --drafter is given), MT-Bench first turns through transformers' `generate` and through
-the reference runtime with and without drafting; prints the table of tokens/step, tokens/s and the ratios, then
-`bench`'s last line: whether drafting pays on this machine, and why.
+the reference runtime with and without drafting; prints what `bench` prints after its header: the table of
+tokens/step, tokens/s and the ratios, the `best:` line with its speed-ups' intervals, and whether drafting pays on
+this machine, and why.
 
     python scripts/bench_runtime.py                                   # fresh drafter: shows the cost of drafting
     python scripts/bench_runtime.py --drafter DRAFTER -n 20 --max-new-tokens 128 --beams 1,2,4 --draft-lens 2,4
@@ -30,7 +31,7 @@ from redrafter_trt.cli.bench_cmd import int_list
 @click.option("--draft-lens", default="2,4", show_default=True, callback=int_list)
 def main(drafter, num_prompts, max_new_tokens, beams, draft_lens) -> None:
     from redrafter_trt.bench import BenchOptions, run_bench
-    from redrafter_trt.bench_report import format_table, mismatch_warning, verdict
+    from redrafter_trt.bench_report import result_lines
     from redrafter_trt.convert import convert
     from redrafter_trt.drafter import init_drafter_for_base
     from redrafter_trt.quickstart import mt_bench_path
@@ -47,10 +48,8 @@ def main(drafter, num_prompts, max_new_tokens, beams, draft_lens) -> None:
                                         hf_dir=base, num_prompts=num_prompts, max_new_tokens=max_new_tokens,
                                         beams=beams, draft_lens=draft_lens),
                            progress=print)
-        print(format_table(report))
-        if warning := mismatch_warning(report):
-            print(warning)
-        print(verdict(report))
+        for line in result_lines(report):
+            print(line)
 
 
 if __name__ == "__main__":

@@ -267,7 +267,9 @@ def test_bench_runtime_ends_with_benchs_verdict(tiny_llama, tiny_drafter, tmp_pa
     """A review: the README calls bench_runtime.py `bench` on the built-in default, whose last line says whether
     drafting pays here and why; the script printed the table alone, so its fresh drafter's run ("shows the cost of
     drafting") never said that such a drafter accepts almost nothing. A drafted output that differs from plain
-    decoding was not said at all: it is, before the verdict, which then has no configuration to judge."""
+    decoding was not said at all: it is, before the verdict, which then has no configuration to judge. Then it left
+    out bench's `best:` line, the speed-ups over transformers with their intervals: its lines after the table are
+    bench's, from one function."""
     import shutil
 
     from redrafter_trt import bench
@@ -296,10 +298,12 @@ def test_bench_runtime_ends_with_benchs_verdict(tiny_llama, tiny_drafter, tmp_pa
                                                                "--max-new-tokens", "6", "--beams", "2",
                                                                "--draft-lens", "2"])
     assert result.exit_code == 0, result.output
-    *_, before, last = result.output.strip().splitlines()
+    *_, warning, best, last = result.output.strip().splitlines()
     if differs:
-        assert before.startswith("warning: drafted output differs") and last.startswith("no verdict"), result.output
+        assert warning.startswith("warning: drafted output differs") and best.startswith("best: none ("), result.output
+        assert last.startswith("no verdict"), result.output
         return
+    assert best.startswith("best: W=2 L=2: ") and "x over transformers (no interval from 1 prompt)" in best, best
     assert last.startswith(("drafting pays here", "drafting does not pay here", "too close to call", "the drafter accepts almost nothing",
                             "no drafted step ran")), (ACCEPTS_NOTHING, result.output)
 

@@ -106,8 +106,8 @@ def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_t
           chat_template_kwargs, device, output_json, plot_path, compile_layers):
     """Measure tokens per step and speed-up for each (beam width, draft length)."""
     from ..bench import BenchOptions, check_inputs, run_bench
-    from ..bench_report import (baseline_note, best_line, format_table, mismatch_warning, plot, plot_format,
-                                prompts_text, require_matplotlib, verdict, weights_text)
+    from ..bench_report import (baseline_note, plot, plot_format, prompts_text, require_matplotlib, result_lines,
+                                weights_text)
 
     ctx = click.get_current_context()
     opts = BenchOptions(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_tokens, beams, draft_lens,
@@ -132,11 +132,8 @@ def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_t
                f"{weights_text(m)} on {m['device']} ({counted(m['torch_threads'], 'thread')}); transformers and the "
                f"runtime agree on {report.hf_matches_no_draft}/{counted(m['num_prompts'], 'prompt')}"
                f"{baseline_note(report)}")
-    click.echo(format_table(report))
-    if warning := mismatch_warning(report):
-        click.echo(warning)
-    click.echo(best_line(report))
-    click.echo(verdict(report))
+    for line in result_lines(report):
+        click.echo(line)
     if output_json:
         from ..output import write_text_atomic
         write_text_atomic(output_json, json.dumps({**report.to_json(), "producer": producer("bench", opts, base)},
