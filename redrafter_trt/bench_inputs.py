@@ -15,6 +15,7 @@ from .base_sample import SAME_WEIGHTS_TOLERANCE, SAMPLED_ROWS, relative_differen
 from .errors import ConfigError, RedrafterError
 from .layout import tp_size
 from .plural import are, counted
+from .prompts import spread_indices
 from .producer import recorded_source
 from .runtime.folder import Checkpoint, open_checkpoint
 from .runtime.merge import merge_ranks
@@ -83,15 +84,6 @@ def check_grid(values: tuple[int, ...], maximum: int, flag: str, key: str,
 
 def reconvert_beams(wanted: int) -> str:
     return f"reconvert with --num-beams {wanted}"
-
-
-def spread_indices(n: int, k: int | None) -> list[int]:
-    """Which of a file's n prompts --num-prompts k takes (indices from 0, in the file's order): k spread evenly over
-    it, index i * n // k for i < k; all n without k or where k >= n. A file sorted by category, as MT-Bench is,
-    gives each category its share: the first 20 of MT-Bench's 80 were writing and roleplay alone."""
-    if not k or k >= n:
-        return list(range(n))
-    return [i * n // k for i in range(k)]
 
 
 def pick_prompts(texts: list[str], num_prompts: int | None) -> tuple[list[int], list[str]]:

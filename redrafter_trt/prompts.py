@@ -36,13 +36,15 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, TypeVar
 
 from .errors import ConfigError, check_input_file, read_text
 from .message_fields import (CALLS, assistant_thinking, check_text, json_or_none, role_of, speaker_of, text_of,
                              tool_turn, untrained)
 from .plural import counted
 from .token_files import is_token_file
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +90,21 @@ class Prompt(str):
 def names_of(prompts: list[str]) -> list[str | None]:
     """Each prompt's file and line (`Prompt.where`), None for one that has none (a str, --input-text's)."""
     return [getattr(p, "where", None) for p in prompts]
+
+
+def spread_indices(n: int, k: int | None) -> list[int]:
+    """Which k of a file's n prompts are taken wherever a count of them is asked for (bench's and acceptance's
+    --num-prompts, the quickstart's questions, convert's --calib-size, the scripts'): indices from 0, in the file's
+    order, spread evenly over it, i * n // k for i < k; all n without k or where k >= n. A file sorted by category, as
+    MT-Bench is, gives each category its share: the first 20 of MT-Bench's 80 were writing and roleplay alone."""
+    if not k or k >= n:
+        return list(range(n))
+    return [i * n // k for i in range(k)]
+
+
+def take_spread(items: list[T], k: int | None) -> list[T]:
+    """k of `items` spread evenly over them, in their order (spread_indices); all of them without k."""
+    return [items[i] for i in spread_indices(len(items), k)]
 
 
 def prompt_of(record) -> Prompt:

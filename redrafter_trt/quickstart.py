@@ -81,13 +81,13 @@ def mt_bench_path() -> Path:
 
 
 def pick_questions(prompts: list[str], k: int) -> list[str]:
-    """k questions spread evenly over the file, as bench's --num-prompts k takes them (bench_inputs.spread_indices;
-    MT-Bench is sorted by category: one per category for k <= 8)."""
-    from .bench_inputs import spread_indices
+    """k questions spread evenly over the file, as bench's --num-prompts k takes them (prompts.take_spread; MT-Bench
+    is sorted by category: one per category for k <= 8)."""
+    from .prompts import take_spread
 
     if not 1 <= k <= len(prompts):
         raise ConfigError(f"--num-questions {k} is outside 1..{len(prompts)}: pick a smaller number")
-    return [prompts[i] for i in spread_indices(len(prompts), k)]
+    return take_spread(prompts, k)
 
 
 def check_room(base: Path, questions: list[str], max_new_tokens: int) -> None:

@@ -87,7 +87,7 @@ def main(base, num_prompts, max_new_tokens, rows, head_rows, exit_dim, repeats, 
 
     if not skip_distill:
         from redrafter_trt.hf_model import load_causal_lm
-        from redrafter_trt.prompts import load_prompts
+        from redrafter_trt.prompts import load_prompts, take_spread
         from redrafter_trt.runtime.linear import pack_linears
         from redrafter_trt.smollm2 import ensure_smollm2
         from redrafter_trt.tokens import encode_prompts, load_tokenizer, stop_ids
@@ -95,7 +95,7 @@ def main(base, num_prompts, max_new_tokens, rows, head_rows, exit_dim, repeats, 
 
         base = base or ensure_smollm2()
         tok = load_tokenizer(base, None)
-        prompts = encode_prompts(tok, load_prompts(SELF_PROMPTS)[:num_prompts], chat=None)
+        prompts = encode_prompts(tok, take_spread(load_prompts(SELF_PROMPTS), num_prompts), chat=None)
         stop = set(stop_ids(tok, base))
         pad = tok.pad_token_id if tok.pad_token_id is not None else min(stop)
         models = {}

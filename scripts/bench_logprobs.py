@@ -32,7 +32,8 @@ DEFAULT_QUESTIONS = ROOT / "redrafter_trt" / "data" / "mt_bench_questions.jsonl"
                    "converted into a temporary folder)")
 @click.option("--tokenizer-dir", type=click.Path(path_type=Path), help="tokenizer (default: SmolLM2-135M-Instruct)")
 @click.option("--questions", type=click.Path(path_type=Path), default=DEFAULT_QUESTIONS, help="prompts (jsonl)")
-@click.option("--num-prompts", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--num-prompts", type=click.IntRange(min=1), default=4, show_default=True,
+              help="questions spread evenly over the file, as bench takes them")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=48, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--top", type=click.IntRange(0, 20), default=5, show_default=True, help="k most likely tokens per token")
@@ -47,7 +48,7 @@ def main(checkpoint_dir, tokenizer_dir, questions, num_prompts, max_new_tokens, 
     from redrafter_trt.cli.bench_cmd import echo_merge_note
     from redrafter_trt.convert import convert
     from redrafter_trt.drafter import init_drafter_for_base
-    from redrafter_trt.prompts import load_prompts
+    from redrafter_trt.prompts import load_prompts, take_spread
     from redrafter_trt.runtime import generate, load, merge_ranks
     from redrafter_trt.smollm2 import ensure_smollm2
     from redrafter_trt.tokens import encode_prompts, load_tokenizer, stop_ids
@@ -62,7 +63,7 @@ def main(checkpoint_dir, tokenizer_dir, questions, num_prompts, max_new_tokens, 
         elif tokenizer_dir is None:
             raise click.UsageError("--checkpoint-dir needs --tokenizer-dir")
         tok = load_tokenizer(tokenizer_dir, None)
-        prompts = encode_prompts(tok, load_prompts(questions)[:num_prompts], chat=None)
+        prompts = encode_prompts(tok, take_spread(load_prompts(questions), num_prompts), chat=None)
         eos = stop_ids(tok, tokenizer_dir)
         checkpoint_dir = merge_ranks(checkpoint_dir)  # a tp>1 one's rank files merged, as bench runs it
         echo_merge_note(checkpoint_dir)  # a tp>1 one's rank files merged, as bench says

@@ -49,7 +49,8 @@ def answer_logits(model, prompt: list[int], answer: list[int]):
 @click.option("--base", type=click.Path(path_type=Path), help="Hugging Face base folder (default: SmolLM2-135M-Instruct)")
 @click.option("--questions", type=click.Path(path_type=Path), default=DEFAULT_QUESTIONS,
               help="prompts (jsonl; MT-Bench first turns)")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="only the first N questions")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="N questions spread evenly over the file, as bench takes them")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=96, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="prompts answered together")
@@ -59,7 +60,7 @@ def main(base, questions, limit, max_new_tokens, batch_size, threads, as_json) -
     import torch
 
     from redrafter_trt.hf_model import load_causal_lm
-    from redrafter_trt.prompts import load_prompts
+    from redrafter_trt.prompts import load_prompts, take_spread
     from redrafter_trt.smollm2 import ensure_smollm2
     from redrafter_trt.tokens import encode_prompts, load_tokenizer, stop_ids
     from redrafter_trt.train.distill import greedy_batch
@@ -68,7 +69,7 @@ def main(base, questions, limit, max_new_tokens, batch_size, threads, as_json) -
     t0 = time.time()
     base = base or ensure_smollm2()
     tok = load_tokenizer(base, None)
-    prompt_ids = encode_prompts(tok, load_prompts(questions)[:limit], chat=None)
+    prompt_ids = encode_prompts(tok, take_spread(load_prompts(questions), limit), chat=None)
     stop = set(stop_ids(tok, base))
     pad = tok.pad_token_id if tok.pad_token_id is not None else min(stop)
 

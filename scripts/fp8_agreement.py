@@ -78,7 +78,8 @@ def teacher_forced(logits_ref, logits_other, answer: list[int]) -> dict:
               help="Apple-layout drafter (default: a fresh one from init-drafter)")
 @click.option("--questions", type=click.Path(path_type=Path), default=DEFAULT_QUESTIONS,
               help="prompts (jsonl; MT-Bench first turns)")
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="only the first N questions")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="N questions spread evenly over the file, as bench takes them")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
               help="prompts decoded together")
@@ -97,13 +98,13 @@ def main(**options) -> None:
 
     from redrafter_trt.convert import convert
     from redrafter_trt.drafter import init_drafter_for_base
-    from redrafter_trt.prompts import load_prompts
+    from redrafter_trt.prompts import load_prompts, take_spread
     from redrafter_trt.runtime import forward_logits, generate, load
     from redrafter_trt.smollm2 import ensure_smollm2
     from redrafter_trt.tokens import encode_prompts, load_tokenizer, stop_ids
 
     base = args.base or ensure_smollm2()
-    prompts = load_prompts(args.questions)[: args.limit]
+    prompts = take_spread(load_prompts(args.questions), args.limit)
     tok = load_tokenizer(base, None)  # a folder without one: one line
     prompt_ids = encode_prompts(tok, prompts, chat=None)  # in the chat template when the base has one
     eos = stop_ids(tok, base)  # as run and bench: the generation config's stop tokens too

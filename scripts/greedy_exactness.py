@@ -39,15 +39,16 @@ def first_difference(ref: list[int], out: list[int]) -> int:
     return next((i for i, (a, b) in enumerate(zip(ref, out)) if a != b), min(len(ref), len(out)))
 
 
-def differences(refs: list[list[int]], outputs: list[list[int]], ref_logits: list) -> list[str]:
-    """One line per output that differs from transformers': the prompt (numbered from 1 in the prompts file's order,
-    as bench numbers them), the first differing token and the two highest logits transformers' token came from.
-    `ref_logits[i]` holds one [1, vocab] tensor per token transformers generated for prompt i."""
+def differences(refs: list[list[int]], outputs: list[list[int]], ref_logits: list, numbers: list[int]) -> list[str]:
+    """One line per output that differs from transformers': the prompt (`numbers[i]`, its number from 1 in the
+    prompts file's order, as bench numbers them), the first differing token and the two highest logits
+    transformers' token came from. `ref_logits[i]` holds one [1, vocab] tensor per token transformers generated for
+    prompt i."""
     lines = []
     for i, (r, o) in enumerate(zip(refs, outputs)):
         if o != r:
             at = first_difference(r, o)
-            line = f"  prompt {i + 1}: differs at token {at}: transformers {r[at:at + 1]}, runtime {o[at:at + 1]}"
+            line = f"  prompt {numbers[i]}: differs at token {at}: transformers {r[at:at + 1]}, runtime {o[at:at + 1]}"
             if at < len(ref_logits[i]):  # else one output ended where the other went on
                 top = ref_logits[i][at][0].float().topk(2)
                 line += f"; transformers' top two logits {top.values.tolist()} (tokens {top.indices.tolist()})"
@@ -73,14 +74,16 @@ def main(base, questions, num_prompts, max_new_tokens, seeds, batch_sizes, dtype
     from redrafter_trt.convert import convert
     from redrafter_trt.drafter import init_drafter_for_base
     from redrafter_trt.hf_model import load_causal_lm
-    from redrafter_trt.prompts import load_prompts
+    from redrafter_trt.prompts import load_prompts, spread_indices
     from redrafter_trt.smollm2 import ensure_smollm2
     from redrafter_trt.tokens import encode_prompts, load_tokenizer
 
     seeds, batch_sizes = ints(seeds), ints(batch_sizes)
     torch.set_num_threads(threads)
     base = base or ensure_smollm2()
-    prompts = encode_prompts(load_tokenizer(base, None), load_prompts(questions)[:num_prompts], chat=None)
+    texts = load_prompts(questions)
+    taken = spread_indices(len(texts), num_prompts)  # as bench takes --num-prompts, numbered as bench numbers them
+    prompts = encode_prompts(load_tokenizer(base, None), [texts[i] for i in taken], chat=None)
     hf = load_causal_lm(base, getattr(torch, dtype)).eval()
     eos = hf.generation_config.eos_token_id
     refs, ref_logits = [], []
@@ -95,7 +98,7 @@ def main(base, questions, num_prompts, max_new_tokens, seeds, batch_sizes, dtype
     def report(label: str, outputs: list[list[int]]) -> int:
         same = sum(o == r for o, r in zip(outputs, refs))
         print(f"{label}: {same} of {len(refs)} identical")
-        for line in differences(refs, outputs, ref_logits):
+        for line in differences(refs, outputs, ref_logits, [i + 1 for i in taken]):
             print(line)
         return same
 

@@ -50,7 +50,8 @@ def timed_apart(totals: dict, name: str, fn):
 @click.option("--prompts", default=None, type=click.Path(path_type=Path), help="[default: the packaged MT-Bench]")
 @click.option("--beams", default=1, show_default=True)
 @click.option("--draft-len", type=click.IntRange(min=1), default=None, help="[default: the checkpoint's]")
-@click.option("--num-prompts", default=5, show_default=True, type=click.IntRange(min=1))
+@click.option("--num-prompts", default=5, show_default=True, type=click.IntRange(min=1),
+              help="prompts spread evenly over the file, as bench takes them")
 @click.option("--max-new-tokens", default=96, show_default=True, type=click.IntRange(min=1))
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch intra-op threads [default: torch's choice].")
@@ -63,7 +64,7 @@ def main(checkpoint_dir, tokenizer_dir, prompts, beams, draft_len, num_prompts, 
     from redrafter_trt.bench_inputs import check_grid, reconvert_beams
     from redrafter_trt.cli.bench_cmd import echo_merge_note
     from redrafter_trt.plural import counted
-    from redrafter_trt.prompts import load_prompts
+    from redrafter_trt.prompts import load_prompts, take_spread
     from redrafter_trt.quickstart import mt_bench_path
     from redrafter_trt.tokens import encode_prompts, load_tokenizer, stop_ids
 
@@ -73,7 +74,7 @@ def main(checkpoint_dir, tokenizer_dir, prompts, beams, draft_len, num_prompts, 
         torch.set_num_threads(threads)
     prompts = prompts or mt_bench_path()
     tokenizer = load_tokenizer(tokenizer_dir, None)
-    ids = encode_prompts(tokenizer, load_prompts(prompts)[:num_prompts], None)
+    ids = encode_prompts(tokenizer, take_spread(load_prompts(prompts), num_prompts), None)
     eos = stop_ids(tokenizer, tokenizer_dir)  # as run and bench: the generation config's stop tokens too
     model = rt.load(checkpoint_dir, compile=compile_layers)
     draft_len = draft_len or model.config.draft_len

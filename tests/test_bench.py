@@ -1357,7 +1357,7 @@ def test_num_prompts_takes_prompts_spread_over_the_file():
     """A review: --num-prompts K took the file's first K, and MT-Bench is sorted by category: 20 of its 80 were
     writing and roleplay alone, a verdict on two categories. K now spread evenly over the file, in its order, the
     quickstart's questions too (one way to pick prompts)."""
-    from redrafter_trt.bench_inputs import spread_indices
+    from redrafter_trt.prompts import spread_indices
     from redrafter_trt.quickstart import pick_questions
 
     assert spread_indices(80, 20) == list(range(0, 80, 4))  # every category's share: 10 questions each, 2 taken

@@ -719,13 +719,14 @@ def test_greedy_exactness_names_the_first_differing_token():
 
 def test_greedy_exactness_numbers_prompts_from_1_as_bench_does():
     """greedy_exactness.py named the second prompt `prompt 1` while bench numbers prompts from 1 in the prompts
-    file's order (7260377): a divergence it reported was looked up as the wrong prompt."""
+    file's order (7260377): a divergence it reported was looked up as the wrong prompt. Its --num-prompts now takes
+    prompts spread over the file, as bench's, so the second taken is the file's 41st of 80 with --num-prompts 2."""
     import torch
 
     refs, outputs = [[1, 2, 3], [4, 5, 6]], [[1, 2, 3], [4, 7, 6]]
     ref_logits = [[torch.zeros(1, 8)] * 3, [torch.tensor([[0.0, 0, 0, 0, 0, 9.5, 9.25, 0]])] * 3]
-    lines = script("greedy_exactness").differences(refs, outputs, ref_logits)
-    assert lines == ["  prompt 2: differs at token 1: transformers [5], runtime [7]; transformers' top two logits "
+    lines = script("greedy_exactness").differences(refs, outputs, ref_logits, [1, 41])
+    assert lines == ["  prompt 41: differs at token 1: transformers [5], runtime [7]; transformers' top two logits "
                      "[9.5, 9.25] (tokens [5, 6])"]
 
 

@@ -17,6 +17,7 @@ import torch
 from ..config import BaseModelConfig, max_positions, read_json
 from ..drafter import Drafter, load_drafter
 from ..errors import ConfigError
+from ..prompts import take_spread
 from .base import base_tensors, load_tokenizer
 from .data import Example, prompt_ids, read_conversations
 from .cache import prune_superseded, using
@@ -48,7 +49,8 @@ def evaluate_on_prompts(drafter_dir: Path, base: Path, prompts_file: Path, cache
                         max_new_tokens: int = 192, k: int | None = None,
                         chat_template_kwargs: dict | None = None,
                         progress: Callable[[str], None] = lambda line: None) -> dict:
-    """Distill (cached) the base's answers to the first `num_prompts` prompts of the file, then evaluate the
+    """Distill (cached) the base's answers to `num_prompts` prompts spread over the file (prompts.take_spread:
+    MT-Bench is sorted by category), then evaluate the
     drafter on them for k draft steps (default: its predict_n, else 5). The prompts are rendered with
     `chat_template_kwargs` (default: those the drafter was trained with, its producer block's: a drafter of Qwen3's
     thinking off is scored on such prompts). `progress` gets a line once the inputs are checked, before the
@@ -71,7 +73,7 @@ def evaluate_on_prompts(drafter_dir: Path, base: Path, prompts_file: Path, cache
     if chat_template_kwargs is None:
         chat_template_kwargs = recorded_template_kwargs(read_json(Path(drafter_dir) / "config.json", "drafter"))
     tokenizer = load_tokenizer(base, None, chat_template_kwargs)
-    convs = read_conversations(prompts_file, prompts_only=True)[:num_prompts]  # distilled: their prompts alone
+    convs = take_spread(read_conversations(prompts_file, prompts_only=True), num_prompts)  # their prompts alone
     # prompt and answer within the base's positions (generated past them, a base's answer was garbage or an error)
     max_len = min(4096, max_positions(hf, str(where)))
     prompts = [prompt_ids(tokenizer, c, min(2048, max_len - 2)) for c in convs]
