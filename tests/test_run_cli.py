@@ -335,6 +335,38 @@ def test_an_engine_and_a_tokenizer_of_another_model_are_refused(smollm2, tmp_pat
                    "has 49152 tokens but the model's vocab_size is 32000")
 
 
+def test_log_prob_files_with_an_engine_are_refused_before_it_loads(smollm2, tmp_path):
+    """A review of TensorRT-LLM's source: an explicit_draft_tokens engine's decoding layer writes no log-probabilities
+    and the executor hands back the zeroed buffer at each output's length; run asked for them and would have written
+    those zeros as an answer."""
+    engine = tmp_path / "engine"
+    engine.mkdir()  # nothing in it: the refusal comes before the engine is read
+    for option in ("--output_log_probs_npy", "--output-cum-log-probs-npy"):
+        one_line_error(invoke("--engine-dir", engine, "--tokenizer-dir", smollm2, "--input-text", "hi", option,
+                              tmp_path / "lp.npy"), "need --checkpoint-dir: a ReDrafter engine computes no")
+    assert not (tmp_path / "lp.npy").exists()
+
+
+@pytest.mark.parametrize("first, second", [("--output_log_probs_npy", "--output-cum-log-probs-npy"),
+                                           ("--output-json", "--output-log-probs-npy")])
+def test_two_outputs_naming_one_file_are_refused(smollm2, smol_ckpt, tmp_path, first, second):
+    """A review: the cumulative array replaced the per-token one under one name, without a word (exit 0)."""
+    one_line_error(invoke("--checkpoint-dir", smol_ckpt, "--tokenizer-dir", smollm2, "--input-text", "hi",
+                          first, tmp_path / "x.npy", second, tmp_path / "x.npy"),
+                   f"{first.replace('_', '-')} and {second} both name")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_log_prob_file_named_without_npy_gets_it_as_run_pys_np_save_gives_it(smollm2, smol_ckpt, tmp_path):
+    np = pytest.importorskip("numpy")
+    res = invoke("--checkpoint-dir", smol_ckpt, "--tokenizer-dir", smollm2, "--input-text", "hi",
+                 "--max-output-len", 3, "--output_log_probs_npy", tmp_path / "lp", "--output_cum_log_probs_npy",
+                 tmp_path / "cum.npy")
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cum.npy", "lp.npy"]  # np.load("lp.npy"), as after run.py
+    assert np.load(tmp_path / "lp.npy").shape[:2] == (1, 1)
+
+
 def readme_python_example() -> str:
     """The ```python block of README.md's "Python API" section, as written."""
     import re

@@ -80,7 +80,7 @@ def test_log_prob_files_have_run_pys_shapes_and_padding(tmp_path):
     np = pytest.importorskip("numpy")
     rows = [[-0.5, -1.25, -2.0], [-0.75], []]
     write_log_probs_npy(tmp_path / "lp.npy", rows)
-    write_cum_log_probs_npy(tmp_path / "cum", rows)  # named as given: np.save on a name would add .npy
+    write_cum_log_probs_npy(tmp_path / "cum", rows)  # named as given (run adds .npy first, as np.save would)
     lp, cum = np.load(tmp_path / "lp.npy"), np.load(tmp_path / "cum")
     assert lp.dtype == cum.dtype == np.float32 and lp.shape == (3, 1, 3) and cum.shape == (3, 1)
     assert lp[:, 0].tolist() == [[-0.5, -1.25, -2.0], [-0.75, 0, 0], [0, 0, 0]]

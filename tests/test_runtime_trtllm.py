@@ -12,7 +12,7 @@ import types
 
 import pytest
 
-from redrafter_trt.errors import ConfigError, DependencyError, RedrafterError
+from redrafter_trt.errors import ConfigError, DependencyError
 from redrafter_trt.runtime import trtllm
 
 
@@ -57,11 +57,9 @@ def test_tensorrt_llm_without_redrafter_is_refused_before_the_import(tmp_path, m
 class FakeExecutor:
     """Answers every request in two polls (a non-final response first), like the executor's await loop."""
 
-    def __init__(self, outputs: list[list[int]], iters: list[int], leader: bool = True, reasons: list[str] = (),
-                 log_probs: list[list[float]] | None = None):
+    def __init__(self, outputs: list[list[int]], iters: list[int], leader: bool = True, reasons: list[str] = ()):
         self.outputs, self.iters, self.leader, self.requests, self.polls = outputs, iters, leader, [], 0
         self.reasons = list(reasons) or ["LENGTH"] * len(outputs)
-        self.log_probs = log_probs or [[] for _ in outputs]  # Result.log_probs: [] unless OutputConfig asked
 
     def can_enqueue_requests(self):
         return self.leader
@@ -75,9 +73,8 @@ class FakeExecutor:
         final = self.polls > 1
         return [types.SimpleNamespace(request_id=10 + i, has_error=lambda: False, error_msg="",
                                       result=types.SimpleNamespace(is_final=final, output_token_ids=[out],
-                                                                   decoding_iter=it, finish_reasons=[why],
-                                                                   log_probs=[lps]))
-                for i, (out, it, why, lps) in enumerate(zip(self.outputs, self.iters, self.reasons, self.log_probs))]
+                                                                   decoding_iter=it, finish_reasons=[why]))
+                for i, (out, it, why) in enumerate(zip(self.outputs, self.iters, self.reasons))]
 
 
 def install_fake_trtllm(monkeypatch, executor, calls, holds="session"):
@@ -98,7 +95,6 @@ def install_fake_trtllm(monkeypatch, executor, calls, holds="session"):
     runtime.ModelRunnerCpp = FakeRunner
     api = types.ModuleType("tensorrt_llm.bindings.executor")
     api.Request, api.SamplingConfig = record("Request"), record("SamplingConfig")
-    api.OutputConfig = record("OutputConfig")
     api.FinishReason = types.SimpleNamespace(END_ID="END_ID", STOP_WORDS="STOP_WORDS", LENGTH="LENGTH")
     for name, module in (("tensorrt_llm", tllm), ("tensorrt_llm.runtime", runtime),
                          ("tensorrt_llm.bindings.executor", api)):
@@ -127,29 +123,6 @@ def test_runner_arguments_and_outputs(tmp_path, monkeypatch, temperature):
     assert res.output_ids == [[7, 8, 2], [9, 9]]
     assert res.steps == [2, 1] and res.mean_tokens_per_step == pytest.approx(5 / 3)
     assert executor.polls == 2  # the non-final responses were not taken as results
-
-
-def test_log_probs_are_asked_of_each_request_and_read_from_its_result(tmp_path, monkeypatch):
-    """ModelRunnerCpp.generate(output_log_probs=True) (run.py's --output_log_probs_npy) puts
-    OutputConfig(return_log_probs=True) on each Request and reads Result.log_probs[beam]; its output_cum_log_probs
-    asks nothing more of the executor (the cum_log_probs come with the same flag)."""
-    write_engine_config(tmp_path)
-    executor = FakeExecutor([[1, 2, 7, 8], [1, 9]], iters=[1, 1], reasons=["END_ID", "LENGTH"],
-                            log_probs=[[-0.5, -1.5], [-0.25]])
-    install_fake_trtllm(monkeypatch, executor, {})
-    res = trtllm.generate_engine(tmp_path, [[1, 2], [1]], 4, end_id=2, pad_id=0, log_probs=True)
-    assert all(kwargs["output_config"] == ("OutputConfig", {"return_log_probs": True})
-               for _, kwargs in executor.requests)
-    assert [[lp.logprob for lp in row] for row in res.logprobs] == [[-0.5, -1.5], [-0.25]]
-    assert res.output_ids == [[7, 8, 2], [9]]  # the end_id put back; its log-probabilities as the executor gave them
-    executor = FakeExecutor([[1, 2, 7]], iters=[1])
-    install_fake_trtllm(monkeypatch, executor, {})
-    assert trtllm.generate_engine(tmp_path, [[1, 2]], 4, end_id=2, pad_id=0).logprobs == []
-    assert "output_config" not in executor.requests[0][1]  # not asked: the requests as before
-    executor = FakeExecutor([[1, 2, 7]], iters=[1])  # an engine that computes none: refused, not zeros written
-    install_fake_trtllm(monkeypatch, executor, {})
-    with pytest.raises(RedrafterError, match="no log-probabilities.*--checkpoint-dir"):
-        trtllm.generate_engine(tmp_path, [[1, 2]], 4, end_id=2, pad_id=0, log_probs=True)
 
 
 @pytest.mark.parametrize("holds", ["session", "executor"])

@@ -11,10 +11,10 @@ from pathlib import Path
 import click
 
 from ..errors import ConfigError
-from ..output import same_file
 from ..plural import counted
 from ..presets import config_option
-from .params import CHAT_TEMPLATE_KWARGS, Command, Device, OutputFile, check_output_file, template_kwargs_given
+from .params import CHAT_TEMPLATE_KWARGS, Command, Device, OutputFile, check_output_file, check_output_files, \
+    template_kwargs_given
 
 
 def _ints(value: str) -> tuple[int, ...] | None:
@@ -115,11 +115,7 @@ def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_t
                         grid_flags(ctx))
     ckpt, base = check_inputs(opts)  # the base recorded in the checkpoint is read too
     inputs = [checkpoint_dir, tokenizer_dir, prompts, base]
-    check_output_file(output_json, inputs, "--output-json")
-    check_output_file(plot_path, inputs, "--plot")
-    if output_json and plot_path and same_file(output_json, plot_path):
-        raise ConfigError(f"--output-json and --plot both name {plot_path} (the PNG would replace the JSON): "
-                          f"write them to two files")
+    check_output_files({"--output-json": output_json, "--plot": plot_path}, inputs)
     if plot_path:
         plot_format(plot_path)
         require_matplotlib()  # fail before the long run, not after it

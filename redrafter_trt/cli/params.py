@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from ..errors import ConfigError
-from ..output import is_within, refuse_inside_earlier_output
+from ..output import is_within, refuse_inside_earlier_output, same_file
 
 
 HELP_NAMES = ["-h", "--help"]  # -h as argparse's (TensorRT-LLM's scripts, trtllm-build, run.py) and gpu_check.sh's
@@ -142,6 +142,19 @@ def check_output_file(path: Path | None, inputs: list, option: str) -> None:
             where = "is the input" if is_within(item, path) else "is inside the input"
             raise ConfigError(f"{option} {path} {where} {item}: write it elsewhere")
     refuse_inside_earlier_output(path, option)
+
+
+def check_output_files(outputs: dict[str, Path | None], inputs: list) -> None:
+    """check_output_file for each of a command's output files ({option: path}), and no two of them one file (the
+    later written would replace the earlier without a word)."""
+    given = [(option, path) for option, path in outputs.items() if path is not None]
+    for option, path in given:
+        check_output_file(path, inputs, option)
+    for i, (option, path) in enumerate(given):
+        for other, other_path in given[i + 1:]:
+            if same_file(path, other_path):
+                raise ConfigError(f"{option} and {other} both name {other_path} (one would replace the other): "
+                                  f"write them to two files")
 
 
 class TemplateKwargs(click.ParamType):

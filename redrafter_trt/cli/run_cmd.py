@@ -14,9 +14,9 @@ import click
 from ..errors import ConfigError
 from ..launchers import copies_error, launched_copies
 from ..presets import config_option, one_of
-from .params import CHAT_TEMPLATE_KWARGS, Command, OutputFile, SEED, Temperature, check_output_file, options_given, \
+from .params import CHAT_TEMPLATE_KWARGS, Command, OutputFile, SEED, Temperature, check_output_files, options_given, \
     template_kwargs_given
-from .run_py import run_py_instead, write_cum_log_probs_npy, write_log_probs_npy
+from .run_py import ENGINE_LOG_PROBS, npy_name, run_py_instead, write_cum_log_probs_npy, write_log_probs_npy
 from ..prompts import Prompt, names_of
 from ..token_files import TokenRows, is_token_file, read_token_rows
 from ..tokens import drafter_mode_warning, encode_prompts, load_tokenizer, stop_ids
@@ -175,7 +175,7 @@ def _run_engine(engine: str, tokenizer_dir: str, o: dict):
     end_id, stop_words = split_stop_tokens(tok.eos_token_id, stop_ids(tok, tokenizer_dir))
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else max(end_id, 0)
     result = generate_engine(engine, ids, o["max_output_len"], end_id=end_id, pad_id=pad_id, stop_words=stop_words,
-                             temperature=o["temperature"], seed=o["seed"], log_probs=o["log_probs"])
+                             temperature=o["temperature"], seed=o["seed"])
     return tok, ids, result
 
 
@@ -272,11 +272,13 @@ def stats_line(result, *, engine: bool) -> str:
                    "per step predict the engine's).")
 @click.option("--output-json", type=OutputFile(), help="Write results and stats as JSON.")
 @click.option("--output-log-probs-npy", "--output_log_probs_npy", "output_log_probs_npy", type=OutputFile(),
-              help="Write each output token's log-probability under the base as run.py does: float32 [prompts, 1, "
-                   "longest output], zero-padded.")
+              help="Write each output token's log-probability under the base in run.py's array: float32 [prompts, 1, "
+                   "longest output], zero-padded (.npy added to a name without it, as run.py's np.save does; "
+                   "--checkpoint-dir only).")
 @click.option("--output-cum-log-probs-npy", "--output_cum_log_probs_npy", "output_cum_log_probs_npy",
               type=OutputFile(),
-              help="Write each output's summed log-probability as run.py does: float32 [prompts, 1].")
+              help="Write each output's summed log-probability in run.py's array: float32 [prompts, 1] (.npy added "
+                   "as above; --checkpoint-dir only).")
 def run(checkpoint_dir, engine_dir, tokenizer_dir, input_text, input_file, chat, chat_template_kwargs, max_output_len,
         temperature, num_beams, draft_len, no_draft, batch_size, tp, device, compile_layers, seed, sampling_rule,
         output_json, output_log_probs_npy, output_cum_log_probs_npy):
@@ -287,9 +289,12 @@ def run(checkpoint_dir, engine_dir, tokenizer_dir, input_text, input_file, chat,
     ctx = click.get_current_context()
     # a preset's prompts (`run: {input-text: [...]}`) give way to a typed --input-file, as its folders do
     input_text, input_file = one_of(ctx, input_text=input_text, input_file=input_file)
-    for path, option in [(output_json, "--output-json"), (output_log_probs_npy, "--output-log-probs-npy"),
-                         (output_cum_log_probs_npy, "--output-cum-log-probs-npy")]:
-        check_output_file(path, [checkpoint_dir, engine_dir, tokenizer_dir, input_file], option)
+    output_log_probs_npy, output_cum_log_probs_npy = npy_name(output_log_probs_npy), npy_name(output_cum_log_probs_npy)
+    check_output_files({"--output-json": output_json, "--output-log-probs-npy": output_log_probs_npy,
+                        "--output-cum-log-probs-npy": output_cum_log_probs_npy},
+                       [checkpoint_dir, engine_dir, tokenizer_dir, input_file])
+    if engine_dir and (output_log_probs_npy or output_cum_log_probs_npy):
+        raise ConfigError(ENGINE_LOG_PROBS)
     if output_json and is_token_file(output_json):  # run.py's --output_csv / --output_npy names
         raise ConfigError(f"--output-json writes JSON, not {output_json.suffix}: name it .json (each result holds its "
                           f"prompt_ids and output_ids)")

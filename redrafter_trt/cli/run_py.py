@@ -95,6 +95,18 @@ def run_py_instead(name: str) -> str | None:
     return RUN_PY_INSTEAD.get(run_py_name(name))
 
 
+# TensorRT-LLM's ExplicitDraftTokensLayer (the decoding of an explicit_draft_tokens engine, every engine `build` makes)
+# computes no log-probabilities: the executor returns the zeros it set the buffer to, at each output's length
+ENGINE_LOG_PROBS = ("--output-log-probs-npy and --output-cum-log-probs-npy need --checkpoint-dir: a ReDrafter engine "
+                    "computes no log-probabilities (TensorRT-LLM's explicit-draft-tokens decoding writes none, and "
+                    "its executor returns zeros)")
+
+
+def npy_name(path: Path | None) -> Path | None:
+    """The file run.py's `np.save(path, ...)` writes: `.npy` added to a name without it."""
+    return path if path is None or path.suffix == ".npy" else path.with_name(path.name + ".npy")
+
+
 def write_log_probs_npy(path: Path, log_probs: list[list[float]]) -> None:
     """run.py's --output_log_probs_npy: float32 [batch, 1, longest output], each output's per-token log-probabilities
     zero-padded past its end (as ModelRunnerCpp fills `log_probs`; one beam)."""
@@ -118,5 +130,5 @@ def _save(path: Path, array) -> None:
 
     from ..output import atomic_file
 
-    with atomic_file(path) as tmp, open(tmp, "wb") as f:  # a file object: np.save adds no .npy to the name
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:  # a file object: np.save adds no .npy to the temporary name
         np.save(f, array)

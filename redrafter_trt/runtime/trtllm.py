@@ -8,9 +8,8 @@ are checked against the engine's build limits first (`ModelRunnerCpp.from_dir` o
 `tensorrt_llm/runtime/model_runner_cpp.py`): `ModelRunnerCpp.from_dir(...)` and the `Executor` it holds (its
 `session` attribute, `executor` in some TensorRT-LLM commits: `runner_executor`), and from
 `tensorrt_llm.bindings.executor`: `Request`, `SamplingConfig`, `enqueue_requests`, `await_responses`,
-`OutputConfig(return_log_probs=True)` (what ModelRunnerCpp.generate's output_log_probs and output_cum_log_probs
-ask), `FinishReason`, `Result.output_token_ids / is_final / decoding_iter / finish_reasons / log_probs`;
-`tensorrt_llm.mpi_rank` / `mpi_world_size`.
+`FinishReason`, `Result.output_token_ids / is_final / decoding_iter / finish_reasons`; `tensorrt_llm.mpi_rank` /
+`mpi_world_size`.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from pathlib import Path
 from ..errors import ConfigError, DependencyError, RedrafterError
 from ..plural import counted
 from ..rope import position_limit
-from .decode import GenerationResult, TokenLogprob
+from .decode import GenerationResult
 
 log = logging.getLogger(__name__)
 
@@ -147,14 +146,12 @@ def runner_executor(runner):
 
 def generate_engine(engine_dir: Path | str, prompt_ids: list[list[int]], max_new_tokens: int, *, end_id: int,
                     pad_id: int, stop_words: list[int] = (), temperature: float = 0.0,
-                    seed: int = 0, log_probs: bool = False) -> GenerationResult | None:
+                    seed: int = 0) -> GenerationResult | None:
     """Generate with a TensorRT-LLM engine; None on ranks other than 0. ModelRunnerCpp sets the executor up; the
     requests go to its executor directly (as `trtllm-bench` does) because only the executor's results carry
     `decoding_iter`, the number of engine steps, so tokens per step are TensorRT-LLM's own count. The engine
     reports no per-step acceptance, so the histogram stays empty. The executor leaves the end_id out of an output
-    that ends on it: it is put back, so outputs end on their stop token as the reference runtime's do. log_probs: the
-    result's `logprobs` hold each output's log-probabilities as the executor returns them (`Result.log_probs`, one
-    beam; no most likely tokens beside them)."""
+    that ends on it: it is put back, so outputs end on their stop token as the reference runtime's do."""
     engine_dir = Path(engine_dir)
     limits = EngineLimits.read(engine_dir)
     limits.check(prompt_ids, max_new_tokens, temperature)
@@ -170,10 +167,9 @@ def generate_engine(engine_dir: Path | str, prompt_ids: list[list[int]], max_new
     if not executor.can_enqueue_requests():  # under mpirun only rank 0 submits; the others serve its requests
         return None
     sampling = executor_api.SamplingConfig(**sampling_kwargs(temperature, seed))
-    asked = dict(output_config=executor_api.OutputConfig(return_log_probs=True)) if log_probs else {}
     requests = [executor_api.Request(input_token_ids=list(p), max_tokens=max_new_tokens, end_id=end_id, pad_id=pad_id,
                                      stop_words=[[t] for t in stop_words] or None, sampling_config=sampling,
-                                     streaming=False, **asked) for p in prompt_ids]
+                                     streaming=False) for p in prompt_ids]
     start = time.perf_counter()
     request_ids = executor.enqueue_requests(requests)
     results: dict[int, object] = {}
@@ -193,16 +189,4 @@ def generate_engine(engine_dir: Path | str, prompt_ids: list[list[int]], max_new
             out.append(end_id)
         outputs.append(out)
         steps.append(max(int(result.decoding_iter), 1))
-    return GenerationResult(output_ids=outputs, steps=steps, accepted=[[] for _ in outputs], wall_seconds=wall,
-                            logprobs=[engine_log_probs(results[rid], out) for rid, out in zip(request_ids, outputs)]
-                            if log_probs else [])
-
-
-def engine_log_probs(result, output: list[int]) -> list[TokenLogprob]:
-    """An executor result's log-probabilities (its one beam's); an output without them is refused, not written as
-    zeros."""
-    values = list((result.log_probs or [[]])[0])
-    if output and not values:
-        raise RedrafterError("the engine returned no log-probabilities for its output (its explicit-draft-tokens "
-                             "decoding computed none): run the checkpoint with --checkpoint-dir for them")
-    return [TokenLogprob(float(v), []) for v in values]
+    return GenerationResult(output_ids=outputs, steps=steps, accepted=[[] for _ in outputs], wall_seconds=wall)
