@@ -10,14 +10,17 @@ from pathlib import Path
 from .errors import COUNT, ConfigError, TokenizerError, dangling_link, first_line, read_text
 
 
+KWARGS_WITHOUT_TEMPLATE = ("--chat-template-kwargs sets variables of the chat template, which these prompts are not "
+                           "rendered in: pass --chat (and a tokenizer with a chat template), or leave it out")
+
+
 def encode_prompts(tokenizer, prompts: list[str], chat: bool | None) -> list[list[int]]:
     """Token ids per prompt. chat=True: in the tokenizer's chat template, ready for the answer (`chat_text`: a prompt
     file's `Prompt` as train renders its record); None: chat when the tokenizer has a template; False: plain text (the
     prompt's text alone, as TensorRT-LLM's run.py takes it). Template variables without the template are refused."""
     chat = uses_chat(tokenizer, chat)
     if not chat and template_kwargs(tokenizer):  # they would change nothing
-        raise ConfigError("--chat-template-kwargs sets variables of the chat template, which these prompts are not "
-                          "rendered in: pass --chat (and a tokenizer with a chat template), or leave it out")
+        raise ConfigError(KWARGS_WITHOUT_TEMPLATE)
     out = []
     for p in prompts:
         if chat:

@@ -1408,3 +1408,12 @@ def test_timings_with_no_spread_give_no_interval():
     line = verdict(BenchReport(meta={}, hf=timed_run(400, 40.0, 400, prompts=4), no_draft=plain, configs=[config]))
     assert line.endswith("(1.25x the runtime without drafting, no interval: no spread over 4 prompts): the same "
                          "speed-up on every prompt gives no noise estimate: measure more prompts (--num-prompts)"), line
+
+
+def test_an_interval_from_two_far_apart_prompts_prints_its_bounds_not_zero():
+    """A README walk: two prompts (t at 1 degree of freedom) printed 'interval 0.00-25168246306.00x': a low bound of
+    4.9e-12 shown as zero, the high one as an 11-digit number. Bounds outside 0.01-1000 print in two figures."""
+    from redrafter_trt.bench_stats import RatioInterval
+
+    assert RatioInterval(1.3, 4.9e-12, 2.5168e10, 2).interval_text() == "95% interval 4.9e-12-2.5e+10x over 2 prompts"
+    assert RatioInterval(1.1, 0.98, 1.17, 3).interval_text() == "95% interval 0.98-1.17x over 3 prompts"

@@ -143,11 +143,13 @@ def test_bad_kwargs_are_one_line(thinking, prompts, tmp_path, command, value, sa
     assert "--chat-template-kwargs" in r.output and says in r.output and r.output.count("\n") == 1, r.output
 
 
-def test_kwargs_without_the_chat_template_are_refused(thinking):
-    """run renders no template without --chat: the kwargs would change nothing."""
+@pytest.mark.parametrize("value", [OFF, '{"enable_thinkng": false}'])
+def test_kwargs_without_the_chat_template_are_refused(thinking, value):
+    """run renders no template without --chat: the kwargs would change nothing. A README walk: a variable the
+    template does not read (any on SmolLM2's, which reads none) was blamed on its name when --chat was missing."""
     ckpt, base = thinking
     r = _cli("run", "--checkpoint-dir", ckpt, "--tokenizer-dir", base, "--input-text", "Hi", "--chat-template-kwargs",
-             OFF, code=2)
+             value, code=2)
     assert "--chat-template-kwargs" in r.output and "pass --chat" in r.output and r.output.count("\n") == 1, r.output
 
 

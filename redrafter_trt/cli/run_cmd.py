@@ -19,7 +19,7 @@ from .params import CHAT_TEMPLATE_KWARGS, Command, OutputFile, SEED, Temperature
 from .run_py import ENGINE_LOG_PROBS, npy_name, run_py_instead, write_cum_log_probs_npy, write_log_probs_npy
 from ..prompts import Prompt, names_of
 from ..token_files import TokenRows, is_token_file, read_token_rows
-from ..tokens import drafter_mode_warning, encode_prompts, load_tokenizer, stop_ids
+from ..tokens import KWARGS_WITHOUT_TEMPLATE, drafter_mode_warning, encode_prompts, load_tokenizer, stop_ids
 
 log = logging.getLogger(__name__)
 
@@ -306,6 +306,8 @@ def run(checkpoint_dir, engine_dir, tokenizer_dir, input_text, input_file, chat,
              max_output_len=max_output_len, temperature=temperature, num_beams=num_beams, draft_len=draft_len,
              no_draft=no_draft, batch_size=batch_size, tp=tp, device=device, seed=seed, compile=compile_layers,
              sampling_rule=sampling_rule, log_probs=bool(output_log_probs_npy or output_cum_log_probs_npy))
+    if o["chat_template_kwargs"] and not chat and not isinstance(prompts, TokenRows):  # before the tokenizer's
+        raise ConfigError(KWARGS_WITHOUT_TEMPLATE)  # check of the names, which blamed a name when --chat was missing
     if checkpoint_dir:
         tok, ids, result = _run_checkpoint(checkpoint_dir, tokenizer_dir, o)
     else:
