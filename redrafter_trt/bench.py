@@ -29,7 +29,7 @@ import transformers
 
 from .bench_inputs import (check_checkpoint, check_grid, file_number, model_meta, pick_prompts, prompts_meta,
                            reconvert_beams, resolve_hf_dir)
-from .bench_stats import RatioInterval, ratio_interval, require_scipy
+from .bench_stats import RatioInterval, json_number, ratio_interval, require_scipy
 from .errors import ConfigError, first_line
 from .plural import counted
 from .producer import recorded_source
@@ -177,7 +177,8 @@ class ConfigResult:
         return {"num_beams": self.num_beams, "draft_len": self.draft_len,
                 "mean_tokens_per_step": self.run.mean_tokens_per_step,
                 "tokens_per_second": self.run.tokens_per_second,
-                "speedup_vs_hf": self.speedup_vs_hf, "speedup_vs_no_draft": self.speedup_vs_no_draft,
+                "speedup_vs_hf": json_number(self.speedup_vs_hf),
+                "speedup_vs_no_draft": json_number(self.speedup_vs_no_draft),
                 "histogram": {str(k): v for k, v in sorted(self.run.histogram.items())},
                 "new_tokens": self.run.new_tokens, "wall_seconds": self.run.wall_seconds, "steps": self.run.steps,
                 "matches_no_draft": not self.mismatched_prompts, "mismatched_prompts": self.mismatched_prompts,

@@ -50,19 +50,27 @@ class RatioInterval:
             if self.prompts < 2:
                 return f"no interval from {counted(self.prompts, noun)}"
             return f"no interval: no spread over {counted(self.prompts, noun)}"
-        text = f"interval {_bound(self.low)}-{_bound(self.high)}x over {counted(self.prompts, noun)}"
+        low, high = _bound(self.low), _bound(self.high)
+        dash = " to " if "e" in low + high else "-"  # 3.6e-05 to 3.9e+04x: a hyphen beside an exponent's minus misreads
+        text = f"interval {low}{dash}{high}x over {counted(self.prompts, noun)}"
         if self.configurations == 1:
             return f"{CONFIDENCE:.0%} {text}"
         return f"{text}, {CONFIDENCE:.0%} over the {self.configurations} configurations"
 
     def to_json(self) -> dict:
-        return {"ratio": self.ratio, "low": self.low, "high": self.high, "prompts": self.prompts,
+        return {"ratio": json_number(self.ratio), "low": self.low, "high": self.high, "prompts": self.prompts,
                 "confidence": CONFIDENCE, "configurations": self.configurations, "level": self.level}
+
+
+def json_number(x: float) -> float | None:
+    """x, or None (JSON's null) for a NaN speed-up (nothing to divide by): json.dumps writes a bare NaN, which is not
+    JSON, and a strict reader refuses the whole file."""
+    return x if math.isfinite(x) else None
 
 
 def _bound(x: float) -> str:
     """An interval's bound as the speed-ups print (1.17), in two significant figures where that shows nothing (two
-    prompts' t at 1 degree of freedom: 4.9e-12, not 0.00; 2.5e+10, not an 11-digit number)."""
+    prompts' t at 1 degree of freedom: 4.9e-12, not 0.00; 2.5e+10, not an 11-digit number; 0.0022)."""
     return f"{x:.2f}" if 0.01 <= x < 1000 else f"{x:.2g}"
 
 

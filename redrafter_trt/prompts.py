@@ -94,7 +94,8 @@ def names_of(prompts: list[str]) -> list[str | None]:
 
 def spread_indices(n: int, k: int | None) -> list[int]:
     """Which k of a file's n prompts are taken wherever a count of them is asked for (bench's and acceptance's
-    --num-prompts, the quickstart's questions, convert's --calib-size, the scripts'): indices from 0, in the file's
+    --num-prompts, the quickstart's questions, the scripts'; not convert's --calib-size, whose set is shipped
+    interleaved for its first N): indices from 0, in the file's
     order, spread evenly over it, i * n // k for i < k; all n without k or where k >= n. A file sorted by category, as
     MT-Bench is, gives each category its share: the first 20 of MT-Bench's 80 were writing and roleplay alone."""
     if not k or k >= n:

@@ -25,7 +25,8 @@ from redrafter_trt.cli.bench_cmd import int_list
 @click.command(cls=Script, help=__doc__.split("\n\n")[0])
 @click.option("--drafter", type=click.Path(path_type=Path),
               help="Apple-layout drafter [default: a fresh init-drafter one]")
-@click.option("-n", "--num-prompts", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("-n", "--num-prompts", type=click.IntRange(min=1), default=8, show_default=True,
+              help="MT-Bench questions measured, spread over the file (prompts.take_spread).")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--beams", default="1,2,4", show_default=True, callback=int_list)
 @click.option("--draft-lens", default="2,4", show_default=True, callback=int_list)

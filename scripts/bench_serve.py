@@ -31,7 +31,7 @@ from redrafter_trt.cli import Script
 from redrafter_trt.cli.bench_cmd import int_list
 from redrafter_trt.errors import ConfigError
 from redrafter_trt.plural import counted
-from redrafter_trt.prompts import load_prompts
+from redrafter_trt.prompts import load_prompts, take_spread
 from redrafter_trt.quickstart import mt_bench_path
 from redrafter_trt.runtime.tp import rank_threads
 from redrafter_trt.serve_app import App
@@ -72,7 +72,9 @@ def main(checkpoint_dir, tokenizer_dir, clients, requests, max_tokens, max_batch
          compile_layers) -> None:
     torch.set_num_threads(threads)
     sizes = sorted({1, *max_batch_sizes})  # batch 1 first: the ratios' base
-    questions = (load_prompts(mt_bench_path()) * requests)[:requests]
+    every = load_prompts(mt_bench_path())  # past 80, each question again; the rest spread over the file (prompts.py)
+    rest = requests % len(every)
+    questions = every * (requests // len(every)) + (take_spread(every, rest) if rest else [])
 
     first_rate, answers, eager_rate = {}, None, {}
     for kind in ("eager", "compiled") if compile_layers else ("eager",):

@@ -1415,5 +1415,6 @@ def test_an_interval_from_two_far_apart_prompts_prints_its_bounds_not_zero():
     4.9e-12 shown as zero, the high one as an 11-digit number. Bounds outside 0.01-1000 print in two figures."""
     from redrafter_trt.bench_stats import RatioInterval
 
-    assert RatioInterval(1.3, 4.9e-12, 2.5168e10, 2).interval_text() == "95% interval 4.9e-12-2.5e+10x over 2 prompts"
+    assert RatioInterval(1.3, 4.9e-12, 2.5168e10, 2).interval_text() == "95% interval 4.9e-12 to 2.5e+10x over 2 prompts"
     assert RatioInterval(1.1, 0.98, 1.17, 3).interval_text() == "95% interval 0.98-1.17x over 3 prompts"
+    assert RatioInterval(float("nan"), None, None, 2).to_json()["ratio"] is None  # json.dumps would write NaN
