@@ -60,7 +60,7 @@ def differences(refs: list[list[int]], outputs: list[list[int]], ref_logits: lis
 @click.option("--base", type=click.Path(path_type=Path), help="Hugging Face base folder (default: SmolLM2-135M-Instruct)")
 @click.option("--questions", type=click.Path(path_type=Path), default=DEFAULT_QUESTIONS, help="prompts (jsonl)")
 @click.option("--num-prompts", type=click.IntRange(min=1), default=12, show_default=True,
-              help="MT-Bench questions checked, spread over the file (prompts.take_spread).")
+              help="Prompts of --questions checked, spread over the file (prompts.take_spread).")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--seeds", default="0,1,2", show_default=True, help="init-drafter seeds, comma-separated")
 @click.option("--batch-sizes", default="1,4", show_default=True, help="runtime batch sizes, comma-separated")
