@@ -142,7 +142,8 @@ def plan_drafter(base: Path, workdir: Path, force: bool) -> DrafterPlan:
     one) is retrained."""
     folder = workdir / "drafter"
     quickstart_config, train_drafter = training_api()
-    cfg = quickstart_config(base, folder, cache_dir=workdir / "train-cache")
+    # force: drafter/ holds another recipe's drafter (check_work_folders refuses one that is not ours)
+    cfg = quickstart_config(base, folder, cache_dir=workdir / "train-cache", force=True)
     cfg.extra = {"recipe": recipe_id(cfg)}
     return DrafterPlan(folder, drafter_origin(folder, cfg.extra["recipe"]) == "trained" and not force, cfg,
                        train_drafter)
@@ -180,8 +181,9 @@ def drop_finished_state(cfg) -> None:
         cfg.state_path.unlink()
 
 
-# TrainConfig fields that do not shape the drafter (where it goes, resuming) or are identified by their contents
-NOT_RECIPE = frozenset({"base", "data", "output", "cache_dir", "resume", "checkpoint_every", "extra"})
+# TrainConfig fields that do not shape the drafter (where it goes and whether it replaces one, resuming) or are
+# identified by their contents
+NOT_RECIPE = frozenset({"base", "data", "output", "cache_dir", "resume", "checkpoint_every", "extra", "force"})
 
 
 def recipe_id(cfg) -> str:

@@ -410,6 +410,17 @@ def test_a_changed_recipe_retrains_and_never_resumes_the_old_state(tiny_recipe, 
     assert calls == [False, False, False]
 
 
+def test_the_recipe_id_leaves_out_replacing_the_drafter(tiny_recipe, tmp_path):
+    """TrainConfig's force (the quickstart's is True: drafter/ may hold another recipe's) shapes no drafter: in the
+    recipe id, it would have retrained every drafter an earlier version trained."""
+    import dataclasses
+
+    base, api = tiny_recipe
+    config, _ = api([])()
+    cfg = config(base, tmp_path / "drafter")
+    assert qs.recipe_id(cfg) == qs.recipe_id(dataclasses.replace(cfg, force=not cfg.force))
+
+
 def test_the_trained_drafter_converts_on_its_base_without_a_warning(tiny_recipe, tmp_path, monkeypatch, caplog):
     """The quickstart converts its drafter with the base it trained it on: train's record of that base (its weights
     read as convert reads them) matches, and the checkpoint says so."""

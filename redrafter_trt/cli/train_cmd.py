@@ -134,7 +134,7 @@ def train(base, data, output, num_draft_layers, rnn, exit_dim, predict_n, epochs
           max_examples, seed, device, resume, distill, chat_template_kwargs, distill_max_new_tokens, distill_batch_size,
           base_dtype, train_dtype, soft_target, later_sharpness, step_decay, freeze_head, full_vocab, cache_dir, force):
     """Train a ReDrafter drafter for BASE on conversations (or, with --distill, on the base's own answers)."""
-    from ..output import WrittenThenInterrupted, check_output_folder
+    from ..output import WrittenThenInterrupted
     from ..train import TrainConfig, train_drafter
 
     ctx = click.get_current_context()
@@ -148,9 +148,9 @@ def train(base, data, output, num_draft_layers, rnn, exit_dim, predict_n, epochs
                       distill_batch_size=distill_batch_size, base_dtype=base_dtype, train_dtype=train_dtype,
                       soft_target=soft_target, later_sharpness=later_sharpness, step_decay=step_decay,
                       train_head=not freeze_head,
-                      full_vocab=full_vocab, cache_dir=cache_dir, chat_template_kwargs=chat_template_kwargs)
+                      full_vocab=full_vocab, cache_dir=cache_dir, chat_template_kwargs=chat_template_kwargs,
+                      force=force)
     cfg.validate()  # every option first: a refused run leaves nothing behind
-    check_output_folder(output, force, cfg.inputs)  # the default cache folder included
     if os.environ.get("RANK", "0") != "0":  # torchrun's other ranks: rank 0 alone draws the bars and reports
         train_drafter(cfg)
         return

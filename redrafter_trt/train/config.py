@@ -51,6 +51,7 @@ class TrainConfig:
     cache_dir: Path | None = None    # distilled answers and hidden states; None = <cache root>/train (set on init)
     chat_template_kwargs: dict = field(default_factory=dict)  # the chat template's variables at every render
     extra: dict = field(default_factory=dict)  # recorded in the producer block, e.g. the quickstart's version
+    force: bool = False              # replace an existing output folder (an earlier drafter, or an empty folder)
 
     def __post_init__(self):
         self.base, self.output = Path(self.base), Path(self.output)
@@ -140,7 +141,7 @@ class TrainConfig:
             raise ConfigError(f"--output {self.output} is inside the training cache {self.cache_dir}, whose entries "
                               f"train removes and which may be deleted to free space: choose an --output outside it, "
                               f"or another --cache-dir")
-        check_output_folder(self.output, True, self.inputs)
+        check_output_folder(self.output, self.force, self.inputs)
 
     def _check_base_tensors(self, b) -> None:
         """The base's tensors named and shaped as its config.json says (headers only, as convert checks them): weights
