@@ -3,6 +3,7 @@
 Every message names the problem and the fix, in one line.
 """
 
+import os
 import re
 
 
@@ -116,9 +117,14 @@ def _whole(v) -> bool:
 
 
 # Typed config fields: (what the value must be, check). Config readers build their tables from these.
+INTEGER = ("an integer", _whole)
 POSITIVE_INT = ("a positive integer", lambda v: _whole(v) and v > 0)
 COUNT = ("an integer >= 0", lambda v: _whole(v) and v >= 0)
 FLAG = ("true or false", lambda v: isinstance(v, bool))
+NUMBER = ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool))
+SEED = ("an integer in 0..2**63-1", lambda v: _whole(v) and 0 <= v < 2 ** 63)  # what torch.Generator.manual_seed takes
+DEVICE = ("cpu, cuda or cuda:N", lambda v: isinstance(v, str) and re.fullmatch(r"cpu|cuda(:\d+)?", v) is not None)
+PATH = ("a path (str or os.PathLike)", lambda v: isinstance(v, (str, os.PathLike)))
 # a drafter's ResBlocks, read from a config: 1024 is far past any (Apple's have 2; train and init-drafter make at most
 # 64), so more is a hand edit, which would have checks name billions of missing tensors and FP8 exclusions
 LAYER_COUNT = ("an integer within 0..1024", lambda v: _whole(v) and 0 <= v <= 1024)
@@ -130,3 +136,11 @@ def optional(rule: tuple) -> tuple:
     """The rule, or null."""
     need, ok = rule
     return f"null or {need}", lambda v: v is None or ok(v)
+
+
+def check_types(owner: str, values: dict, rules: dict) -> None:
+    """Refuse the first of `values` (name -> value) that its entry in `rules` (name -> a rule above) does not take:
+    `{owner} {name}={value!r}: it must be {what}` (a script's 8.0 or "3", which the CLI's typed options never pass)."""
+    for name, (need, ok) in rules.items():
+        if not ok(values[name]):
+            raise ConfigError(f"{owner} {name}={values[name]!r}: it must be {need}")

@@ -1,5 +1,5 @@
 """The Python training API as a service embedding it calls it: `train_drafter(TrainConfig(...))` refuses what the CLI
-refuses (an existing output without force) before any work, as a RedrafterError."""
+refuses (an existing output without force, values of the wrong type) before any work, as a RedrafterError."""
 
 from __future__ import annotations
 
@@ -54,3 +54,39 @@ def test_an_existing_output_is_replaced_only_with_force(chat_base, prompts, tmp_
     empty = tmp_path / "empty"
     empty.mkdir()
     assert train_drafter(_cfg(chat_base, prompts, tmp_path, output=empty, force=True)) == empty
+
+
+@pytest.mark.parametrize("field, value, need", [
+    ("batch_size", 8.0, "an integer"),  # torch.manual_seed's RuntimeError after the teacher-forced pass
+    ("max_steps", 2.0, "null or an integer"),
+    ("predict_n", 3.0, "an integer"),
+    ("predict_n", "3", "an integer"),
+    ("predict_n", True, "an integer"),
+    ("exit_dim", "64", "null or an integer"),
+    ("lr", "1e-3", "a number"),
+    ("soft_target", None, "a number"),
+    ("seed", None, "an integer in 0..2**63-1"),  # a TypeError inside random.py
+    ("seed", -1, "an integer in 0..2**63-1"),
+    ("device", "gpu", "cpu, cuda or cuda:N"),  # torch's RuntimeError
+    ("device", None, "cpu, cuda or cuda:N"),
+    ("rnn", "no", "true or false"),
+    ("force", 1, "true or false"),
+    ("max_examples", 0, "null or a positive integer"),
+    ("eval_examples", -1, "null or an integer >= 0"),
+    ("chat_template_kwargs", '{"a": 1}', "a dict"),  # 'the template never reads variable "{"'
+    ("chat_template_kwargs", {1: True}, "a dict"),
+])
+def test_a_value_of_the_wrong_type_is_one_config_error_before_any_work(chat_base, prompts, tmp_path, trained, field,
+                                                                      value, need):
+    with pytest.raises(ConfigError) as e:
+        train_drafter(_cfg(chat_base, prompts, tmp_path, **{field: value}))
+    assert str(e.value).startswith(f"TrainConfig {field}={value!r}: it must be {need}"), e.value
+    assert not trained and not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("field", ["base", "output", "data", "cache_dir"])
+def test_a_path_of_the_wrong_type_is_one_config_error(chat_base, prompts, tmp_path, field):
+    """TrainConfig(base=None) was Path's TypeError."""
+    value = [3] if field == "data" else 3
+    with pytest.raises(ConfigError, match=f"TrainConfig {field}=.*: it must be"):
+        _cfg(chat_base, prompts, tmp_path, **{field: value})

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 
 import click
 
-from ..errors import ConfigError
+from ..errors import DEVICE, ConfigError
 from ..output import is_within, refuse_inside_earlier_output, same_file
 
 
@@ -202,12 +201,12 @@ def template_kwargs_given(ctx: click.Context, chat: bool | None, kwargs: dict) -
 
 
 class Device(click.ParamType):
-    """cpu, cuda or cuda:N."""
+    """cpu, cuda or cuda:N (errors.DEVICE, which the Python API's configs check too)."""
 
     name = "device"
-    pattern = re.compile(r"cpu|cuda(:\d+)?")
 
     def convert(self, value, param, ctx):
-        if isinstance(value, str) and self.pattern.fullmatch(value):
+        need, ok = DEVICE
+        if ok(value):
             return value
-        self.fail(f"{value!r} is not a device this tool runs on: use cpu, cuda or cuda:N", param, ctx)
+        self.fail(f"{value!r} is not a device this tool runs on: use {need}", param, ctx)

@@ -4,16 +4,38 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..drafter import MAX_DRAFT_LAYERS
-from ..errors import ConfigError, check_input_file, cuda_index_past
+from ..errors import (COUNT, DEVICE, FLAG, INTEGER, NUMBER, PATH, POSITIVE_INT, SEED, ConfigError, check_input_file,
+                      check_types, cuda_index_past, optional)
 
 DTYPES = ("auto", "float32", "bfloat16")
 DEFAULT_SEQ_LEN = 1024
 
 DATA_FIX = "pass jsonl, ShareGPT json or .txt prompt files to --data"  # what a --data path that is not a file asks
+
+# field -> what it must be (errors' rules), checked first: a script's batch_size=8.0 was torch's RuntimeError after the
+# hidden states were cached, predict_n="3" a TypeError, chat_template_kwargs='{"a": 1}' a template "never reading
+# variable '{'"; the ranges are validate's own checks, in the CLI's words
+FIELD_TYPES = {
+    **dict.fromkeys(("num_draft_layers", "predict_n", "epochs", "batch_size", "distill_max_new_tokens",
+                     "distill_batch_size", "checkpoint_every"), INTEGER),
+    **dict.fromkeys(("exit_dim", "max_steps", "max_seq_len"), optional(INTEGER)),
+    "max_examples": optional(POSITIVE_INT),
+    "eval_examples": optional(COUNT),
+    **dict.fromkeys(("lr", "soft_target", "later_sharpness", "step_decay"), NUMBER),
+    **dict.fromkeys(("rnn", "resume", "distill", "train_head", "full_vocab", "force"), FLAG),
+    "seed": SEED,
+    "device": DEVICE,  # the CLI's --device
+    "chat_template_kwargs": ("a dict of the chat template's variables (str keys)",
+                             lambda v: isinstance(v, dict) and all(isinstance(k, str) for k in v)),
+    "extra": ("a dict", lambda v: isinstance(v, dict)),
+}
+PATH_TYPES = {"base": PATH, "output": PATH, "cache_dir": optional(PATH),  # None or "": the default
+              "data": (f"{PATH[0]} or a list of them", lambda v: isinstance(v, list) and all(map(PATH[1], v)))}
 
 
 @dataclass
@@ -54,9 +76,12 @@ class TrainConfig:
     force: bool = False              # replace an existing output folder (an earlier drafter, or an empty folder)
 
     def __post_init__(self):
-        self.base, self.output = Path(self.base), Path(self.output)
         one = isinstance(self.data, (str, os.PathLike))  # one file: as a str, its characters were the files
-        self.data = [Path(p) for p in ([self.data] if one else self.data)]
+        data = [self.data] if one else list(self.data) if isinstance(self.data, Iterable) else self.data
+        check_types("TrainConfig", {"base": self.base, "output": self.output, "data": data,
+                                    "cache_dir": self.cache_dir}, PATH_TYPES)
+        self.base, self.output = Path(self.base), Path(self.output)
+        self.data = [Path(p) for p in data]
         if not self.cache_dir:
             from ..smollm2 import cache_root
 
@@ -64,6 +89,7 @@ class TrainConfig:
         self.cache_dir = Path(self.cache_dir)
 
     def validate(self) -> None:
+        check_types("TrainConfig", vars(self), FIELD_TYPES)
         checks = [
             (self.predict_n >= 1, f"--predict-n must be at least 1 (got {self.predict_n}): it is the number of draft steps trained"),
             (0 <= self.num_draft_layers <= MAX_DRAFT_LAYERS,
