@@ -1,8 +1,10 @@
 """The Python training API as a service embedding it calls it: `train_drafter(TrainConfig(...))` refuses what the CLI
-refuses (an existing output without force, values of the wrong type) before any work, as a RedrafterError."""
+refuses (an existing output without force, values of the wrong type) before any work, as a RedrafterError, and
+leaves the caller's config as it was."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -90,3 +92,13 @@ def test_a_path_of_the_wrong_type_is_one_config_error(chat_base, prompts, tmp_pa
     value = [3] if field == "data" else 3
     with pytest.raises(ConfigError, match=f"TrainConfig {field}=.*: it must be"):
         _cfg(chat_base, prompts, tmp_path, **{field: value})
+
+
+def test_train_drafter_leaves_the_callers_config_as_it_was(chat_base, prompts, tmp_path, trained):
+    """validate's fitted max_seq_len (None -> the base's 512) was left on the caller's config: the same config with
+    another base then trained with the first one's cut."""
+    cfg = _cfg(chat_base, prompts, tmp_path)
+    before = dataclasses.asdict(cfg)
+    train_drafter(cfg)
+    assert trained[0].max_seq_len == 512 and trained[0] is not cfg
+    assert dataclasses.asdict(cfg) == before

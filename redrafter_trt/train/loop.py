@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -51,7 +51,9 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
     """Train a drafter for `cfg.base` and write it to `cfg.output` (Apple layout, predict_n recorded).
     Returns the output folder; its config.json `producer` block holds the held-out accuracy. rerun: what an
     interruption's warning says to do in place of train's `--resume` / `without --resume` (the quickstart's
-    "rerun the quickstart": it has no such flag, and goes on by itself)."""
+    "rerun the quickstart": it has no such flag, and goes on by itself). `cfg` is left as it is: the run validates
+    (and fits max_seq_len to the base) on a copy."""
+    cfg = replace(cfg)
     cfg.validate()
     said: list[str] = []  # what _train said on an interruption (the state it saved)
     with process_group(cfg.device) as (rank, world):
