@@ -269,9 +269,12 @@ def load_hf_baseline(hf_dir: Path, dtype: torch.dtype):
     folder's generation_config.json is dropped: `generate` fills every field hf_generate leaves unset from it (Qwen2.5
     Instruct's repetition_penalty 1.05 would apply to the greedy baseline, which the runtime never does)."""
     from safetensors import SafetensorError
-    from transformers import GenerationConfig
 
     from .hf_model import load_causal_lm
+    from .hf_state import TRANSFORMERS_LOCK
+
+    with TRANSFORMERS_LOCK:
+        from transformers import GenerationConfig
 
     try:
         model = load_causal_lm(hf_dir, dtype).eval()
@@ -285,7 +288,10 @@ def load_hf_baseline(hf_dir: Path, dtype: torch.dtype):
 @torch.inference_mode()
 def hf_generate(model, ids: list[int], max_new_tokens: int, eos: list[int]) -> tuple[list[int], Timing]:
     """transformers' greedy `generate` on one prompt: (new ids, its Timing)."""
-    from transformers import GenerationConfig
+    from .hf_state import TRANSFORMERS_LOCK
+
+    with TRANSFORMERS_LOCK:
+        from transformers import GenerationConfig
 
     device = next(model.parameters()).device
     gen = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos or None,

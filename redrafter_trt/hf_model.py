@@ -16,15 +16,18 @@ from pathlib import Path
 import torch
 
 from .config import read_json, rope_fields
+from .hf_state import TRANSFORMERS_LOCK, quiet_load
 
 TRANSFORMERS_MAJOR = int(version("transformers").split(".")[0])
 
 
 def load_causal_lm(folder: Path | str, dtype: torch.dtype):
-    """`AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)` computing the RoPE the converter writes."""
-    from transformers import AutoModelForCausalLM
+    """`AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)` computing the RoPE the converter writes, one load at
+    a time and without transformers' progress bar (`hf_state.quiet_load`)."""
+    with quiet_load():
+        from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **_rope_override(Path(folder)))
+        return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **_rope_override(Path(folder)))
 
 
 def _rope_override(folder: Path) -> dict:
@@ -35,7 +38,8 @@ def _rope_override(folder: Path) -> dict:
     raw = read_json(where, "base")
     if "rope_parameters" not in raw:
         return {}
-    from transformers import AutoConfig
+    with TRANSFORMERS_LOCK:
+        from transformers import AutoConfig
 
     theta, scaling = rope_fields(raw, str(where))
     return {"config": AutoConfig.from_pretrained(folder, rope_theta=theta, rope_scaling=scaling)}

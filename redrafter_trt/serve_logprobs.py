@@ -22,7 +22,10 @@ BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")  # SentencePiece byte fallback
 @lru_cache(maxsize=1)
 def _byte_decoder() -> dict[str, int]:
     """GPT-2's byte-level alphabet, reversed: the character a byte-level BPE vocabulary writes -> that byte."""
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
+    from .hf_state import TRANSFORMERS_LOCK
+
+    with TRANSFORMERS_LOCK:
+        from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     return {c: b for b, c in bytes_to_unicode().items()}
 

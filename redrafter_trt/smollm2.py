@@ -62,11 +62,15 @@ def ensure_smollm2(dest: Path | None = None) -> Path:
     if dest.parent.is_dir():  # what a killed first use left (540 MB), before writing it again
         remove_stale_partials(dest)
     import torch
-    from transformers import AutoModelForCausalLM
+
+    from .hf_state import quiet_load
 
     src = gguf_dir()
     log.info("dequantising %s into %s (once)", GGUF_FILE, dest)
-    loaded = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF_FILE, dtype=torch.float32)
+    with quiet_load():
+        from transformers import AutoModelForCausalLM
+
+        loaded = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF_FILE, dtype=torch.float32)
     config = loaded.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
@@ -112,8 +116,12 @@ def save_tokenizer(folder: Path) -> None:
     through byte fallback (an emoji's tokens gave replacement characters); 5's saves a class 4 cannot load."""
     from tokenizers import AddedToken, Tokenizer, decoders, pre_tokenizers
     from tokenizers.models import BPE
-    from transformers import PreTrainedTokenizerFast
-    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    from .hf_state import TRANSFORMERS_LOCK
+
+    with TRANSFORMERS_LOCK:
+        from transformers import PreTrainedTokenizerFast
+        from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
     gguf = load_gguf_checkpoint(str(gguf_dir() / GGUF_FILE), return_tensors=False)
     meta = gguf["tokenizer"]

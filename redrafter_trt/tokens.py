@@ -116,14 +116,17 @@ def template_kwargs_refusal(kwargs: dict) -> str | None:
         return None
     import inspect
 
-    from transformers import PreTrainedTokenizerBase
+    from .hf_state import TRANSFORMERS_LOCK
 
-    own = [*inspect.signature(PreTrainedTokenizerBase.apply_chat_template).parameters.values()]
-    try:  # a transformers that renders in a function of its own (5.x, late 4.x)
-        from transformers.utils.chat_template_utils import render_jinja_template
-        own += inspect.signature(render_jinja_template).parameters.values()
-    except ImportError:
-        pass
+    with TRANSFORMERS_LOCK:
+        from transformers import PreTrainedTokenizerBase
+
+        own = [*inspect.signature(PreTrainedTokenizerBase.apply_chat_template).parameters.values()]
+        try:  # a transformers that renders in a function of its own (5.x, late 4.x)
+            from transformers.utils.chat_template_utils import render_jinja_template
+            own += inspect.signature(render_jinja_template).parameters.values()
+        except ImportError:
+            pass
     taken = {p.name for p in own if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"} | {"messages"}
     key = next((k for k in kwargs if k in taken), None)
     if key is not None:
@@ -236,7 +239,10 @@ def _date_template_clock() -> None:
     _RENDER_DAY where it is set (this thread, inside render_chat), and the real time everywhere else (serve's renders).
     A `strftime_now` passed to apply_chat_template would not do: transformers 5 turns a callable among its keyword
     arguments into the text '<function>' before the template sees it."""
-    from transformers.utils import chat_template_utils as module
+    from .hf_state import TRANSFORMERS_LOCK
+
+    with TRANSFORMERS_LOCK:
+        from transformers.utils import chat_template_utils as module
 
     real = getattr(module, "datetime", None)
     if not isinstance(real, type) or getattr(real, "dated_by_render_chat", False):
@@ -387,11 +393,14 @@ def auto_tokenizer(folder, template_kwargs: dict | None = None):
     if not any(path.is_file() for path in files):  # a link to nothing named only then: transformers skips one
         raise TokenizerError(next(filter(None, map(dangling_link, files)), None) or
                              f"it holds none of {', '.join(TOKENIZER_FILES)}")
-    import transformers
+    from .hf_state import TRANSFORMERS_LOCK
 
-    load = transformers.AutoTokenizer
-    if not hasattr(transformers, "TokenizersBackend") and _tokenizer_class(folder) == "TokenizersBackend":
-        load = transformers.PreTrainedTokenizerFast
+    with TRANSFORMERS_LOCK:
+        import transformers
+
+        load = transformers.AutoTokenizer
+        if not hasattr(transformers, "TokenizersBackend") and _tokenizer_class(folder) == "TokenizersBackend":
+            load = transformers.PreTrainedTokenizerFast
     try:
         tokenizer = load.from_pretrained(folder)
         tokenizer("ReDrafter")  # now, before any weights load: a model_max_length written as text fails every encoding

@@ -1,17 +1,25 @@
 """The Python training API as a service embedding it calls it: `train_drafter(TrainConfig(...))` refuses what the CLI
-refuses (an existing output without force, values of the wrong type) before any work, as a RedrafterError, and
-leaves the caller's config as it was."""
+refuses (an existing output without force, values of the wrong type) before any work, as a RedrafterError, leaves
+the caller's config as it was, and prints nothing of its own; tokenizers load in several threads at once."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import torch
 
 from redrafter_trt.errors import ConfigError
 from redrafter_trt.train import TrainConfig, loop, train_drafter
 from test_train_data import make_chat_base
+
+REPO = Path(__file__).resolve().parents[1]
+
 
 @pytest.fixture(scope="module")
 def chat_base(tmp_path_factory):
@@ -102,3 +110,40 @@ def test_train_drafter_leaves_the_callers_config_as_it_was(chat_base, prompts, t
     train_drafter(cfg)
     assert trained[0].max_seq_len == 512 and trained[0] is not cfg
     assert dataclasses.asdict(cfg) == before
+
+
+def test_loading_the_base_prints_no_progress_bar_and_restores_transformers_setting(chat_base, capfd):
+    """transformers 5 drew its 'Loading weights: 100%|...|' bar on stderr as train loaded the base."""
+    from transformers.utils import logging as hf_logging
+
+    from redrafter_trt.hf_model import load_causal_lm
+
+    for enabled in (True, False):
+        (hf_logging.enable_progress_bar if enabled else hf_logging.disable_progress_bar)()
+        load_causal_lm(chat_base, torch.float32)
+        assert hf_logging.is_progress_bar_enabled() == enabled
+    hf_logging.enable_progress_bar()
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "%|" not in err, err
+
+
+def test_two_threads_load_tokenizers_at_once(chat_base):
+    """transformers' lazy module is not thread-safe: the second thread asking for AutoTokenizer while the first
+    imported it got "module 'transformers' has no attribute 'AutoTokenizer'" (5 runs of 5). A fresh interpreter, as
+    the first import is the one that races."""
+    script = ("import sys, threading\n"
+              "from redrafter_trt.tokens import auto_tokenizer\n"
+              "errors = []\n"
+              "def load():\n"
+              "    try:\n"
+              "        auto_tokenizer(sys.argv[1])\n"
+              "    except Exception as e:\n"
+              "        errors.append(repr(e))\n"
+              "threads = [threading.Thread(target=load) for _ in range(4)]\n"
+              "[t.start() for t in threads]\n"
+              "[t.join() for t in threads]\n"
+              "print(errors)\n")
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    r = subprocess.run([sys.executable, "-c", script, str(chat_base)], capture_output=True, text=True, env=env,
+                       timeout=300)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", (r.stdout, r.stderr)

@@ -172,7 +172,10 @@ def greedy_batch(model, prompts: list[list[int]], max_new_tokens: int | list[int
     that predicted them: the last prompt token, then answer tokens 0..n-2. These are the teacher-forced
     hidden states of prompt + answer, captured for free, so distilled data needs no second base pass.
     """
-    from transformers import DynamicCache
+    from ..hf_state import TRANSFORMERS_LOCK
+
+    with TRANSFORMERS_LOCK:
+        from transformers import DynamicCache
 
     device = next(model.parameters()).device
     B, L = len(prompts), max(len(p) for p in prompts)
