@@ -16,21 +16,9 @@ import torch
 
 from redrafter_trt.errors import ConfigError
 from redrafter_trt.train import TrainConfig, loop, train_drafter
-from test_train_data import make_chat_base
+from test_train_cli import chat_base, prompts  # noqa: F401 (fixtures)
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def chat_base(tmp_path_factory):
-    return make_chat_base(tmp_path_factory.mktemp("chat_base"))
-
-
-@pytest.fixture
-def prompts(tmp_path):
-    p = tmp_path / "prompts.jsonl"
-    p.write_text("\n".join(json.dumps({"prompt": q}) for q in ["Say hi.", "Count to 3.", "Name a fruit.", "Why?"]))
-    return p
 
 
 @pytest.fixture
