@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 
 from redrafter_trt.cli import Script
+from redrafter_trt.output import check_output_folder
 from redrafter_trt.quickstart import mt_bench_path
 from redrafter_trt.smollm2 import cache_root, ensure_smollm2
 from redrafter_trt.train import TrainConfig, default_data, train_drafter
@@ -53,7 +54,7 @@ def main(output, cache_dir, eval_cache_dir, data, max_examples, epochs, lr, num_
                       epochs=epochs, lr=lr, num_draft_layers=num_draft_layers, cache_dir=cache_dir,
                       distill_max_new_tokens=256, predict_n=5, force=True)
     # before the hour of distilling and training, not at the save: --output replaces an earlier drafter of it
-    cfg.validate()
+    check_output_folder(output, True, cfg.inputs)
     if mt_bench_prompts:  # and the held-out prompts (a file with none usable was refused after the hour of training)
         read_conversations(mt_bench)
     start = time.perf_counter()

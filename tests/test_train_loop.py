@@ -36,8 +36,9 @@ def qa_file(tmp_path_factory):
 
 
 def _cfg(chat_base, qa_file, tmp_path, **kw):
+    """force: these tests run again over the drafter a run before wrote (resumes, reruns)."""
     base = dict(base=chat_base, data=[qa_file], output=tmp_path / "drafter", cache_dir=tmp_path / "cache",
-                batch_size=64, max_steps=8, checkpoint_every=4, lr=3e-3, predict_n=3, seed=1)
+                batch_size=64, max_steps=8, checkpoint_every=4, lr=3e-3, predict_n=3, seed=1, force=True)
     return TrainConfig(**{**base, **kw})
 
 
