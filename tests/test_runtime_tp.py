@@ -219,9 +219,14 @@ def test_a_rank_killed_by_a_signal_is_one_line():
 
 
 def _exits_on_rank_1(group) -> None:
-    """A launch fn whose rank 1 exits 1 once started, leaving no result (as sys.exit in the user's fn does)."""
+    """A launch fn whose rank 1 exits 1 once started, leaving no result (as sys.exit in the user's fn does). The
+    barrier first: on a loaded machine rank 1 left while rank 0 was still joining gloo's mesh, whose own failure
+    ('Connection closed by peer') came back first (CI, session 59)."""
     import time
 
+    import torch.distributed as dist
+
+    dist.barrier()
     if group.tp_rank == 1:
         raise SystemExit(1)
     time.sleep(60)
