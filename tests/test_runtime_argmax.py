@@ -110,3 +110,14 @@ def test_smollm2_hidden_states_within_the_bound_and_argmax_equal(smollm2):
     assert torch.equal(s(hidden), full)
     for rows in range(1, MAX_ROWS + 1):  # what greedy_tokens screens: plain steps and small trees
         assert torch.equal(base.greedy_tokens(hidden[-rows:][None]), full[-rows:][None])
+
+
+def test_timing_leaves_torch_global_random_state_alone():
+    """A review: pays() drew its timing inputs from torch's global generator, as the model loaded (load advanced a
+    caller's torch.manual_seed)."""
+    weight = torch.randn(100, 16, generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(0)
+    want = torch.rand(3)
+    torch.manual_seed(0)
+    screen(weight).pays(lambda x: F.linear(x, weight))
+    assert torch.equal(torch.rand(3), want)

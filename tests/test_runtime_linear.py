@@ -174,3 +174,19 @@ def test_a_small_float32_base_is_tuned_at_load_and_others_are_not(monkeypatch, t
     assert half.base.linear_plan is None
     assert all(lin.plan == [(None, "plain")] and set(lin.products) == {"plain"}
                for lin in [L.qkv for L in half.base.layers] + half.drafter.layers)
+
+
+def test_loading_leaves_torch_global_random_state_alone(tiny_llama, tiny_drafter):
+    """A review: load() timed the CPU products (tune) and the float16 screen (ScreenedArgmax.pays) on torch.randn
+    inputs drawn from torch's global generator, so a caller's torch.manual_seed(0) before load gave other numbers
+    after it. The timing inputs come from a generator of their own."""
+    from redrafter_trt import runtime as rt
+    from test_runtime_support import checkpoint
+
+    ckpt = checkpoint(tiny_llama, tiny_drafter)
+    torch.manual_seed(0)
+    want = torch.rand(3)
+    torch.manual_seed(0)
+    model = rt.load(ckpt)
+    assert model.base.linear_plan is not None  # timed
+    assert torch.equal(torch.rand(3), want)

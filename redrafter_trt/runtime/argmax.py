@@ -94,14 +94,14 @@ class ScreenedArgmax:
         MAX_ROWS rows, what it is used for; timed once, best of 5 in turns (on an Intel Xeon with AMX it did not:
         fbgemm's float16 product runs on one thread). A pinned plan (REDRAFTER_TRT_LINEAR_PLAN) skips the timing:
         the screen is used."""
-        from .linear import MARGIN, best_of_each, pinned_plan
+        from .linear import MARGIN, best_of_each, pinned_plan, timing_input
 
         if pinned_plan() is not None:
             return True
         times = {}
         with torch.inference_mode():
             for rows in (1, MAX_ROWS):
-                x = torch.randn(rows, self.weight.shape[1], dtype=torch.float32)
+                x = timing_input(rows, self.weight.shape[1])
                 times[rows] = best_of_each(5, lambda: self(x), lambda: full(x).argmax(-1))
         pays = all(screened < MARGIN * plain for screened, plain in times.values())
         log.info("float16 lm_head screen: %s ms against the full logits' at 1 and %d rows: %s", " ".join(

@@ -194,9 +194,15 @@ def tune(linears: list[Linear], rows: tuple[int, ...] = PROBE_ROWS) -> Plan | No
 def time_products(linears: list[Linear], names: list[str], rows: int, n: int) -> dict[str, float]:
     """Seconds for one pass of each named product over all `linears` at `rows` random rows, best of n, the
     products taking turns (`best_of_each`)."""
-    xs = {k: torch.randn(rows, k, dtype=torch.float32) for k in {lin.in_features for lin in linears}}
+    xs = {k: timing_input(rows, k) for k in {lin.in_features for lin in linears}}
     timed = [lambda name=name: [lin.products[name](xs[lin.in_features]) for lin in linears] for name in names]
     return dict(zip(names, best_of_each(n, *timed)))
+
+
+def timing_input(rows: int, k: int) -> torch.Tensor:
+    """Random float32 inputs [rows, k] to time products on, from a generator of their own: drawn from torch's global
+    one, loading a model advanced a caller's torch.manual_seed."""
+    return torch.randn(rows, k, dtype=torch.float32, generator=torch.Generator().manual_seed(0))
 
 
 def describe(plan: Plan) -> str:
