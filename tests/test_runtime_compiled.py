@@ -141,3 +141,25 @@ def test_only_a_compiler_that_cannot_build_is_blamed_on_the_compiler(tiny_llama,
     assert not isinstance(raised.value, ConfigError), raised.value
     if isinstance(failure, OSError):
         assert raised.value is failure
+
+
+def test_the_runtime_imports_inductor_only_to_compile(tiny_llama, tiny_drafter):
+    """A review: importing redrafter_trt.runtime imported TorchInductor (about 2.5 s more) and set
+    TORCHINDUCTOR_CACHE_DIR in os.environ, which every subprocess then inherited, though nothing was compiled. Only
+    compile=True (and check_compile's check of a C++ compiler) imports it now."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[1])
+    code = ("import os, sys\nfrom redrafter_trt import runtime as rt\nfrom redrafter_trt.runtime.ranks import LocalRanks\n"
+            "model = rt.load(sys.argv[1])\nrt.check_compile(model.config, False)\n"
+            "rt.generate(model, [[1, 2, 3]], 4, temperature=0.5)\n"
+            "print('torch._inductor' in sys.modules, 'TORCHINDUCTOR_CACHE_DIR' in os.environ)\n"
+            "rt.check_compile(model.config, True)\n"
+            "print('torch._inductor' in sys.modules)\n")
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"} | {"PYTHONPATH": root}
+    done = subprocess.run([sys.executable, "-c", code, str(checkpoint(tiny_llama, tiny_drafter, 1))],
+                          capture_output=True, text=True, timeout=120, cwd=root, env=env)
+    assert done.stdout.splitlines() == ["False False", "True"], done.stdout + done.stderr[-2000:]

@@ -49,7 +49,6 @@ import torch
 
 from ..errors import ConfigError, cuda_index_past
 from ..plural import counted
-from .compiled import check_cxx_compiler
 from .config import DTYPES, RuntimeConfig
 from .decode import MAX_TOP_LOGPROBS, GenerationResult, TokenLogprob, decode, token_logprobs
 from .drafter import CheckpointDrafter
@@ -147,6 +146,8 @@ def check_compile(cfg: RuntimeConfig, compile: bool, device: str = "cpu", dtype:
         raise ConfigError(f"--compile runs the layers of a tp=1 float32 checkpoint on one CPU (here tp={cfg.tp_size}, "
                           f"{dtype}, {device}): drop --compile")
     if compile:
+        from .compiled import check_cxx_compiler  # imports TorchInductor: only where it will compile
+
         check_cxx_compiler()
 
 

@@ -27,7 +27,6 @@ from ..errors import ConfigError, TensorError
 from ..io import all_finite
 from .argmax import MAX_ROWS, ScreenedArgmax
 from .cache import KVCache
-from .compiled import TREE_HINT, WARM_CONTEXT, LayerStack, compile_stack
 from .config import RuntimeConfig, rope_inv_freq
 from .layer import decoder_layer, rms_norm
 from .linear import TUNE_MAX_BYTES, Linear, Plan, candidate_products, tune
@@ -169,7 +168,9 @@ class BaseModel:
         # use_parallel_embedding with embedding_sharding_dim 1: each rank holds H/tp columns of every row
         self.hidden_sharded = self.embed.shape[1] < cfg.hidden_size
         self.compiled = None
-        if compile:
+        if compile:  # compiled.py imports TorchInductor (seconds; it sets TORCHINDUCTOR_CACHE_DIR): only to compile
+            from .compiled import LayerStack, compile_stack
+
             self.compiled = compile_stack(LayerStack(weights, self.ln_f, self.local_heads, self.local_kv_heads,
                                                      cfg.norm_epsilon))
             self.compile_now(batch=1)
@@ -225,6 +226,8 @@ class BaseModel:
         ones (inductor fits the many-token kind's GEMMs to the row count it first sees: a verify tree's, not a
         prompt's), then one token. `load(compile=True)` does batch 1; a server its --max-batch-size too, before it
         listens."""
+        from .compiled import TREE_HINT, WARM_CONTEXT
+
         cache = self.new_cache(batch, WARM_CONTEXT + TREE_HINT + 3)
         cache.lens += WARM_CONTEXT
         for T in (TREE_HINT, 1):
