@@ -317,6 +317,14 @@ BAD_ARGUMENTS = [  # generate's keyword -> the one line it gives (each was a tra
     ({"seed": None}, "seed=None: it must be an integer"),  # None + 0: TypeError
     ({"temperature": "0.7"}, "temperature='0.7': it must be a number"),
     ({"num_beams": "2"}, "num_beams='2': it must be None or an integer"),
+    # a review: an EOS id no token can have was taken, and the generation never stopped at it
+    ({"eos_token_id": 10 ** 9}, r"eos_token_id 1000000000 is outside the vocabulary \(0..255\)"),
+    ({"eos_token_id": [2, -1]}, r"eos_token_id -1 is outside the vocabulary \(0..255\)"),
+    ({"use_draft": "no"}, "use_draft='no': it must be True or False"),  # was drafting (a non-empty string)
+    ({"forget_ended": "no", "on_tokens": print}, "forget_ended='no': it must be True or False"),
+    ({"on_tokens": 5}, "on_tokens=5: it must be None or a function"),  # 'int' object is not callable, mid-decoding
+    ({"admit": 5}, "admit=5: it must be None or a function"),
+    ({"on_step": 5}, "on_step=5: it must be None or a function"),
     ({"prompt_ids": [1, 2, 3]}, "prompt_ids is a batch: one list of token ids per prompt"),  # len(int): TypeError
     ({"prompt_ids": [[1, 2.5]]}, "token id 2.5 is not an integer"),  # was decoded as token 2
     ({"prompt_ids": [[1, None]]}, "token id None is not an integer"),  # a TypeError in the prefill (passed the check)
@@ -352,6 +360,8 @@ def test_a_folder_or_checkpoint_for_the_model_is_one_clear_error(tiny_llama, tin
             rt.generate(wrong, PROMPTS, 4)
         with pytest.raises(ConfigError, match=r"takes the model runtime.load\(checkpoint\) returns"):
             rt.prompt_logprobs(wrong, PROMPTS, 2)
+        with pytest.raises(ConfigError, match=r"forward_logits takes the model runtime.load\(checkpoint\) returns"):
+            rt.forward_logits(wrong, PROMPTS[0])  # a review: an AttributeError
 
 
 def test_forward_logits_refuses_ids_outside_the_vocabulary(tiny_llama, tiny_drafter):
@@ -359,6 +369,23 @@ def test_forward_logits_refuses_ids_outside_the_vocabulary(tiny_llama, tiny_draf
     for ids in ([1, 256], []):  # an IndexError from the embedding; torch's max() on an empty tensor
         with pytest.raises(ConfigError):
             rt.forward_logits(model, ids)
+
+
+def test_forward_logits_refuses_a_sequence_past_the_models_positions(tiny_llama, tiny_drafter):
+    """A review: 698 tokens on a 512-position model gave logits silently (prompt_logprobs refused them)."""
+    model = rt.load(checkpoint(tiny_llama, tiny_drafter, 1))
+    with pytest.raises(ConfigError, match="a 698-token prompt .* exceed the model's 512 positions"):
+        rt.forward_logits(model, [1] * 698)
+    assert rt.forward_logits(model, [1] * 512).shape == (512, 256)
+
+
+def test_an_unknown_keyword_names_the_function_called(tiny_llama, tiny_drafter, monkeypatch):
+    """A review: generate_tp(..., top_p=1) said 'check_generate() got an unexpected keyword argument', naming a
+    function the caller never called."""
+    monkeypatch.setattr(rt, "launch", lambda *a, **k: pytest.fail("a rank started"))
+    for tp in (1, 2):
+        with pytest.raises(TypeError, match="^generate_tp\\(\\) got an unexpected keyword argument 'top_p'$"):
+            rt.generate_tp(checkpoint(tiny_llama, tiny_drafter, tp), PROMPTS, 4, top_p=1)
 
 
 def smollm2_exactness(smollm2, n_prompts, max_new, batch_size, seeds, num_beams=None, draft_len=None,

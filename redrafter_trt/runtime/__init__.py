@@ -37,6 +37,7 @@ checkpoint's engine decodes greedily whatever the temperature, and `run` and `se
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import numbers
@@ -244,6 +245,9 @@ ARGUMENTS = {
     "batch_size": ("None or an integer >= 1", lambda v: v is None or (_integer(v) and v >= 1)),
     "num_beams": ("None or an integer", lambda v: v is None or _integer(v)),
     "draft_len": ("None or an integer", lambda v: v is None or _integer(v)),
+    "use_draft": ("True or False", lambda v: isinstance(v, bool)),  # "no" drafted
+    "forget_ended": ("True or False", lambda v: isinstance(v, bool)),
+    **{name: ("None or a function", lambda v: v is None or callable(v)) for name in ("on_tokens", "admit", "on_step")},
 }
 
 
@@ -254,7 +258,8 @@ def check_generate(cfg: RuntimeConfig, prompt_ids, max_new_tokens, num_beams=Non
     loads its weights); returns the beam width and draft length. Same parameters as generate."""
     check_prompts(cfg, prompt_ids)
     given = dict(max_new_tokens=max_new_tokens, temperature=temperature, eos_token_id=eos_token_id, seed=seed,
-                 batch_size=batch_size, num_beams=num_beams, draft_len=draft_len)
+                 batch_size=batch_size, num_beams=num_beams, draft_len=draft_len, use_draft=use_draft,
+                 forget_ended=forget_ended, on_tokens=on_tokens, admit=admit, on_step=on_step)
     seeds = seed if isinstance(seed, (list, tuple)) else None  # one per prompt: each checked as an int seed
     if seeds is not None and len(seeds) != len(prompt_ids):
         raise ConfigError(f"seed: {counted(len(seeds), 'seed')} for {counted(len(prompt_ids), 'prompt')}: give "
@@ -263,6 +268,10 @@ def check_generate(cfg: RuntimeConfig, prompt_ids, max_new_tokens, num_beams=Non
         for value in (seeds if name == "seed" and seeds is not None else [given[name]]):
             if not ok(value):
                 raise ConfigError(f"{name}={value!r}: it must be {need}")
+    eos = [eos_token_id] if _integer(eos_token_id) else eos_token_id or []
+    if (bad := next((e for e in eos if not 0 <= e < cfg.vocab_size), None)) is not None:  # it never stopped there
+        raise ConfigError(f"eos_token_id {bad} is outside the vocabulary (0..{cfg.vocab_size - 1}): pass the base "
+                          f"model's tokenizer's eos_token_id")
     check_temperature(temperature)
     check_positions(cfg, prompt_ids, max_new_tokens)
     W, L = check_draft_shape(cfg, num_beams, draft_len, use_draft)
@@ -275,6 +284,15 @@ def check_generate(cfg: RuntimeConfig, prompt_ids, max_new_tokens, num_beams=Non
     if forget_ended and on_tokens is None:
         raise ConfigError("forget_ended drops the tokens of rows that ended, which only on_tokens sees: pass on_tokens")
     return W, L
+
+
+def bind(fn, caller: str, *args, **kwargs) -> dict:
+    """fn's arguments by name, as a call `fn(*args, **kwargs)` would take them; a TypeError naming `caller`, the
+    function the user called, otherwise (not an internal one that the arguments were handed to)."""
+    try:
+        return inspect.signature(fn).bind(*args, **kwargs).arguments
+    except TypeError as e:
+        raise TypeError(f"{caller}() {e}") from None
 
 
 def generate(model: ReDrafterModel, prompt_ids: list[list[int]], max_new_tokens: int, num_beams: int | None = None,
@@ -296,7 +314,7 @@ def generate(model: ReDrafterModel, prompt_ids: list[list[int]], max_new_tokens:
     check_model(model, "generate")
     W, L = check_generate(model.config, prompt_ids, max_new_tokens, num_beams, draft_len, temperature, eos_token_id,
                           seed, use_draft, batch_size, on_tokens=on_tokens, admit=admit, logprobs=logprobs,
-                          sampling_rule=sampling_rule, forget_ended=forget_ended)
+                          on_step=on_step, sampling_rule=sampling_rule, forget_ended=forget_ended)
     size = batch_size or len(prompt_ids)
     parts = [decode(model.base, model.drafter, prompt_ids[i: i + size], max_new_tokens, W, L, temperature,
                     eos_token_id, seed[i: i + size] if isinstance(seed, (list, tuple)) else seed + i // size,
@@ -322,7 +340,9 @@ def generate_tp(checkpoint_dir: Checkpoint | Path | str, prompt_ids: list[list[i
     checkpoint refuses them; `runtime.ranks.LocalRanks` runs rank 0, and its callbacks, in this process."""
     checkpoint_dir = open_checkpoint(checkpoint_dir)  # once: the ranks take it checked
     cfg = checkpoint_dir.config
-    check_generate(cfg, prompt_ids, max_new_tokens, **kwargs)  # before any rank starts (and loads its weights)
+    arguments = bind(generate, "generate_tp", None, prompt_ids, max_new_tokens, **kwargs)
+    del arguments["model"]
+    check_generate(cfg, **arguments)  # before any rank starts (and loads its weights)
     _dtype(dtype)
     if cfg.tp_size == 1:
         return generate(load(checkpoint_dir, device, dtype), prompt_ids, max_new_tokens, **kwargs)
@@ -351,7 +371,9 @@ def _hidden(base: BaseModel, input_ids: list[int]) -> torch.Tensor:
 @torch.no_grad()
 def forward_logits(model: ReDrafterModel, input_ids: list[int]) -> torch.Tensor:
     """Base-model logits [T, vocab] (float32) of one sequence, no drafting: the conversion check."""
+    check_model(model, "forward_logits")
     check_prompts(model.config, [input_ids])
+    check_positions(model.config, [input_ids], 0)
     return model.base.logits(_hidden(model.base, input_ids))[0].cpu()
 
 
