@@ -485,3 +485,104 @@ def test_the_launchers_os_calls_degrade_where_windows_lacks_them(monkeypatch, ca
     with children_ignore_sigint():
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     assert signal.getsignal(signal.SIGINT) is handler
+
+
+def _local_ranks_script(tmp_path, body: str, *args: str) -> list[str]:
+    """Run `body` in a script of its own (a failing follower ends the process it runs in) after
+    `ranks = LocalRanks(sys.argv[1])`, with PROMPTS and `KW` (json in sys.argv[2]); its stdout lines."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    script = tmp_path / "script.py"
+    script.write_text("import json, sys, threading\nfrom redrafter_trt.runtime.ranks import LocalRanks\n"
+                      f"PROMPTS = {PROMPTS!r}\n"
+                      "if __name__ == '__main__':\n    KW = json.loads(sys.argv[2])\n"
+                      "    ranks = LocalRanks(sys.argv[1])\n" + textwrap.indent(textwrap.dedent(body), "    "))
+    root = str(Path(__file__).resolve().parents[1])
+    try:
+        done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=180,
+                              cwd=root, env={**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": "1"})
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"the ranks hung: {(e.stdout or b'').decode()}")
+    assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+    return done.stdout.splitlines()
+
+
+def test_a_wrong_keyword_to_local_ranks_is_raised_in_the_caller_and_the_ranks_go_on(tiny_llama, tiny_drafter,
+                                                                                    tmp_path):
+    """A review: ranks.generate(..., top_p=0.9) on a tp=2 checkpoint ended the caller's process: the job went to the
+    follower before rank 0 checked it, and the follower's TypeError made it leave (exit 1, and rank 0 with it). The
+    arguments are bound and checked before any is sent; the TypeError names the method called."""
+    kw = dict(num_beams=3, draft_len=3, eos_token_id=eos_of(tiny_llama))
+    want = rt.generate(rt.load(checkpoint(tiny_llama, tiny_drafter, 1, num_beams=3, draft_len=3)), PROMPTS, 8,
+                       **kw).output_ids
+    lines = _local_ranks_script(tmp_path, """
+        for bad in ({"top_p": 0.9}, {"temperature": "0.5"}, {"eos_token_id": -1}):
+            try:
+                ranks.generate(PROMPTS, 8, **bad)
+                print("returned")
+            except Exception as e:
+                print(type(e).__name__, e)
+        print(json.dumps(ranks.generate(PROMPTS, 8, **KW).output_ids))
+        ranks.close()
+        """, str(checkpoint(tiny_llama, tiny_drafter, 2, num_beams=3, draft_len=3)), json.dumps(kw))
+    assert lines[:3] == ["TypeError LocalRanks.generate() got an unexpected keyword argument 'top_p'",
+                         "ConfigError temperature='0.5': it must be a number",
+                         "ConfigError eos_token_id -1 is outside the vocabulary (0..255): pass the base model's "
+                         "tokenizer's eos_token_id"], lines
+    assert json.loads(lines[3]) == want
+
+
+def test_local_ranks_called_from_two_threads_answer_one_call_after_the_other(tiny_llama, tiny_drafter, tmp_path):
+    """A review: two threads calling ranks.generate at once on a tp=2 checkpoint interleaved their collectives: gloo
+    aborted ('Received data size doesn't match expected size'), rank 1 died of SIGABRT and the process ended. Calls
+    take turns."""
+    kw = dict(num_beams=3, draft_len=3, eos_token_id=eos_of(tiny_llama))
+    model = rt.load(checkpoint(tiny_llama, tiny_drafter, 1, num_beams=3, draft_len=3))
+    want = [rt.generate(model, PROMPTS[:2], 16, **kw).output_ids, rt.generate(model, PROMPTS[2:], 8, **kw).output_ids]
+    lines = _local_ranks_script(tmp_path, """
+        answers = [None, None]
+        def call(i, prompts, n):
+            answers[i] = ranks.generate(prompts, n, **KW).output_ids
+        threads = [threading.Thread(target=call, args=(0, PROMPTS[:2], 16)),
+                   threading.Thread(target=call, args=(1, PROMPTS[2:], 8))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        print(json.dumps(answers))
+        ranks.close()
+        """, str(checkpoint(tiny_llama, tiny_drafter, 2, num_beams=3, draft_len=3)), json.dumps(kw))
+    assert json.loads(lines[0]) == want
+
+
+def test_local_ranks_give_the_callers_torch_threads_back(tiny_llama, tiny_drafter, monkeypatch):
+    """A review: LocalRanks on a tp=2 checkpoint left the calling process on its rank's share of the CPUs
+    (torch.set_num_threads as rank 0 joined: 2 threads became 1 for good), after close() and after a failed start.
+    Rank 0 keeps its share while the ranks are open; the caller's count comes back after."""
+    import torch
+
+    from redrafter_trt.runtime.ranks import LocalRanks
+    from redrafter_trt.runtime.tp import rank_threads
+
+    ckpt = checkpoint(tiny_llama, tiny_drafter, 2, num_beams=3, draft_len=3)
+    threads = rank_threads(2) + 1  # more than a rank's share
+    torch.set_num_threads(threads)
+    ranks = LocalRanks(ckpt)
+    try:
+        assert torch.get_num_threads() == rank_threads(2)
+        ranks.generate(PROMPTS, 4)
+    finally:
+        ranks.close()
+    assert torch.get_num_threads() == threads
+
+    def fails(*args, **kwargs):
+        raise ConfigError("rank 0 cannot load")
+
+    monkeypatch.setattr(rt, "load", fails)
+    with pytest.raises(ConfigError, match="rank 0 cannot load"):
+        LocalRanks(ckpt)
+    assert torch.get_num_threads() == threads

@@ -16,6 +16,11 @@ while open, or another error on rank 0 in the middle of a generation, ends this 
 (exit 1, logged): the ranks would be out of step, and the next collective would hang. A KeyboardInterrupt on rank 0
 in the middle of a call (Ctrl-C in a script or notebook) kills the followers instead and is raised: the caller
 decides; a later call raises a PeerError. Followers get SIGKILL when the thread that started them ends.
+
+Calls from several threads take turns (a lock): each call's collectives run on every rank in one order, and two
+calls interleaved would pair one's with the other's. Arguments are bound and checked (`check_generate`) here before
+any rank is sent them: a wrong keyword is a TypeError, a wrong value a ConfigError, and the ranks go on. While open,
+this process runs torch on rank 0's share of the CPUs (`tp.rank_threads`); close() gives its thread count back.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import weakref
 from multiprocessing.connection import wait
 from pathlib import Path
 
+import torch
 import torch.distributed as dist
 
 from ..errors import PeerError, RedrafterError, first_line
@@ -133,6 +139,8 @@ class LocalRanks:
         self.conns, self.procs, self.closing, self.giving_up = [], [], threading.Event(), threading.Lock()
         self.serving = False  # every rank loaded
         self.broken = None  # why the followers were ended while open (an interrupt mid-generation): no more calls
+        self.calls = threading.Lock()  # one call at a time: see the module docstring
+        self.threads = torch.get_num_threads()  # the caller's: join sets rank 0's share, close() gives it back
         if size == 1:
             self.model = load(checkpoint_dir, device=device, dtype=dtype, compile=compile)
             return
@@ -170,6 +178,7 @@ class LocalRanks:
                 proc.join(timeout=10)
             if dist.is_initialized():
                 dist.destroy_process_group()
+            torch.set_num_threads(self.threads)
             error = first_error(result_path, size)
             shutil.rmtree(self.results, ignore_errors=True)
             if error is not None and isinstance(e, Exception) and not isinstance(e, RedrafterError):  # rank 0 saw
@@ -185,7 +194,13 @@ class LocalRanks:
         """`runtime.generate` on every rank (the same arguments); rank 0's result. on_tokens, admit and on_step run
         here only (their answers are broadcast). An exception one of them raises ends the generation on every rank
         (`_Guard`) and is raised here."""
+        from . import bind, check_generate, generate
+
         args, mine = (prompt_ids, max_new_tokens), kwargs | {"on_tokens": on_tokens, "admit": admit, "on_step": on_step}
+        # before any follower is sent them: one that could not bind them would leave (and end this process)
+        arguments = bind(generate, "LocalRanks.generate", self.model, *args, **mine)
+        del arguments["model"]
+        check_generate(self.model.config, **arguments)
         if not self.procs or (on_tokens, admit, on_step) == (None, None, None):
             return self._call("generate", args, mine, mine)
         guard = _Guard(on_tokens, admit, on_step)
@@ -202,25 +217,27 @@ class LocalRanks:
         return self._call("prompt_logprobs", (prompt_ids, k), {}, {})
 
     def _call(self, name: str, args: tuple, kwargs: dict, followers: dict):
-        """runtime.NAME(model, *args) here with kwargs, on the followers with their own (picklable) kwargs."""
-        if self.broken is not None:
-            raise PeerError(f"the other tp ranks were ended: {self.broken}; load the checkpoint again (a new "
-                            "LocalRanks) to go on")
-        try:
-            for conn in self.conns:
-                conn.send((name, args, followers))
-            return _runtime(name)(self.model, *args, **kwargs)
-        except RedrafterError:  # bad arguments: every rank refused them before any collective
-            raise
-        except Exception as e:
-            if self.procs:  # the followers are stuck in a collective this rank will never join
-                self._give_up(f"tp rank 0 failed mid-generation ({first_line(e, type(e).__name__)}); the ranks are "
-                              "out of step")
-            raise
-        except BaseException as e:  # Ctrl-C here (KeyboardInterrupt): the caller decides whether to go on
-            if self.procs:
-                self._end_followers(f"{type(e).__name__} in the middle of {name} on rank 0")
-            raise
+        """runtime.NAME(model, *args) here with kwargs, on the followers with their own (picklable) kwargs; one
+        call at a time (`calls`)."""
+        with self.calls:
+            if self.broken is not None:
+                raise PeerError(f"the other tp ranks were ended: {self.broken}; load the checkpoint again (a new "
+                                "LocalRanks) to go on")
+            try:
+                for conn in self.conns:
+                    conn.send((name, args, followers))
+                return _runtime(name)(self.model, *args, **kwargs)
+            except RedrafterError:  # bad arguments: every rank refused them before any collective
+                raise
+            except Exception as e:
+                if self.procs:  # the followers are stuck in a collective this rank will never join
+                    self._give_up(f"tp rank 0 failed mid-generation ({first_line(e, type(e).__name__)}); the ranks "
+                                  "are out of step")
+                raise
+            except BaseException as e:  # Ctrl-C here (KeyboardInterrupt): the caller decides whether to go on
+                if self.procs:
+                    self._end_followers(f"{type(e).__name__} in the middle of {name} on rank 0")
+                raise
 
     def _end_followers(self, why: str) -> None:
         """Kill the followers, which wait in a collective this rank left and would wait for ever (a later call would
@@ -233,6 +250,7 @@ class LocalRanks:
         for proc in self.procs:
             proc.join(timeout=10)
         dist.destroy_process_group()
+        torch.set_num_threads(self.threads)
 
     def close(self) -> None:
         """Followers leave (call once no generate runs); a tp=1 checkpoint has nothing to close."""
@@ -249,6 +267,7 @@ class LocalRanks:
             if proc.is_alive():
                 proc.kill()
         dist.destroy_process_group()
+        torch.set_num_threads(self.threads)
 
     def _watch(self) -> None:
         wait([p.sentinel for p in self.procs])
