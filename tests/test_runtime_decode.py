@@ -42,7 +42,8 @@ def test_eos_and_length_stops(tiny_llama, tiny_drafter):
     refs = [hf_greedy(tiny_llama, p, 30) for p in PROMPTS]
     model = dataclasses.replace(model, drafter=LookupDrafter([p + r for p, r in zip(PROMPTS, refs)], 256, seed=2))
     eos = refs[1][7]
-    res = rt.generate(model, PROMPTS, 30, eos_token_id=[eos, 10**6])
+    never = next(t for t in range(256) if all(t not in r for r in refs))  # an EOS no row reaches
+    res = rt.generate(model, PROMPTS, 30, eos_token_id=[eos, never])
     for out, ref in zip(res.output_ids, refs):
         want = ref[: ref.index(eos) + 1] if eos in ref else ref
         assert out == want
