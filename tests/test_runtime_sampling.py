@@ -138,9 +138,10 @@ def test_end_to_end_second_token_distribution(sharp_llama, tiny_drafter):
     tiny_llama, temp, B = sharp_llama, 0.8, 1500
     model = rt.load(checkpoint(tiny_llama, tiny_drafter, 1, num_beams=3, draft_len=3))
     prompt = [1, 17, 33, 5, 250, 99]
-    plain = rt.generate(model, [prompt] * 64, 8, temperature=temp, seed=3, use_draft=False)
+    # a seed per copy: one seed for all would draw the same sample for each
+    plain = rt.generate(model, [prompt] * 64, 8, temperature=temp, seed=list(range(64)), use_draft=False)
     model = dataclasses.replace(model, drafter=LookupDrafter([prompt + o for o in plain.output_ids], 256, seed=4))
-    res = rt.generate(model, [prompt] * B, 3, temperature=temp, seed=5)
+    res = rt.generate(model, [prompt] * B, 3, temperature=temp, seed=list(range(5, 5 + B)))
     assert sum(a[0] for a in res.accepted) > B * 1.3  # drafts were accepted in the first decoding step
     with torch.no_grad():
         hf = hf_model(tiny_llama)
@@ -253,7 +254,9 @@ def test_generate_with_tensorrt_llms_sampling_rule(tiny_llama, tiny_drafter):
 def test_seeds_per_prompt_make_each_rows_sample_its_own(tiny_llama, tiny_drafter, rule):
     """seed as a list: each prompt's row draws from its own generator, so its sample is the one it gets alone, first,
     last or admitted later as a Joining of that seed (a server's prompt list: one shared generator made a prompt's
-    answer depend on the prompts beside it); one seed for the batch still shares one generator, as before."""
+    answer depend on the prompts beside it). One integer seed is that seed for every prompt, as `run --seed` passes
+    it (a review: it shared one generator per batch, seeded seed + batch index, so Python's samples changed with
+    batch_size and the prompts beside them, and differed from run's)."""
     from redrafter_trt.runtime.decode import Joining
 
     model = rt.load(checkpoint(tiny_llama, tiny_drafter, 1, num_beams=3, draft_len=3))
@@ -268,8 +271,13 @@ def test_seeds_per_prompt_make_each_rows_sample_its_own(tiny_llama, tiny_drafter
     left = [[Joining(prompts[1], 10, seed=41), Joining(prompts[2], 10, seed=42)]]
     joined = rt.generate(model, prompts[:1], 10, seed=[40], admit=lambda running: left.pop() if left else [], **kw)
     assert joined.output_ids == alone
-    shared = rt.generate(model, prompts, 10, seed=40, **kw).output_ids
-    assert shared != alone  # one generator for the batch: each row's draws depend on the rows beside it
+    same = [rt.generate(model, [p], 10, seed=[40], **kw).output_ids[0] for p in prompts]
+    assert same != alone  # the seed decides
+    for batch_size in (None, 1, 2):
+        assert rt.generate(model, prompts, 10, seed=40, batch_size=batch_size, **kw).output_ids == same
+    left = [[Joining(prompts[1], 10), Joining(prompts[2], 10)]]  # no seed of their own: the batch's
+    joined = rt.generate(model, prompts[:1], 10, seed=40, admit=lambda running: left.pop() if left else [], **kw)
+    assert joined.output_ids == same
     if rule == "exact":  # one uniform per token: drafts change none of the tokens, only how many a step emits
         assert alone == [rt.generate(model, [p], 10, seed=[40 + i], use_draft=False, **kw).output_ids[0]
                          for i, p in enumerate(prompts)]

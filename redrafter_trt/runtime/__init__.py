@@ -301,9 +301,10 @@ def generate(model: ReDrafterModel, prompt_ids: list[list[int]], max_new_tokens:
              on_tokens=None, admit=None, logprobs: int | None = None, on_step=None,
              sampling_rule: str = "exact", forget_ended: bool = False) -> GenerationResult:
     """Generate for every prompt, `batch_size` prompts at a time (None: all in one batch); see the module
-    docstring. seed: an integer, batch b's rows sharing one generator seeded seed + b (a row's sample then depends on
-    the rows beside it); or one seed per prompt, each row drawing from its own generator (its exact-rule sample is the
-    one it gets alone, as a server's answers are; an admitted `Joining` brings its own). on_tokens(prompt index, new
+    docstring. seed: each prompt's row draws from a generator of its own, seeded so: one integer, that seed for every
+    prompt (as `run --seed`, and an engine seeding each request: a prompt's sample is the one it gets alone, whatever
+    the batch_size and the prompts beside it; copies of one prompt draw the same sample), or one seed per prompt (an
+    admitted `Joining` brings its own, else takes the integer). on_tokens(prompt index, new
     ids, their logprobs) -> True ends that prompt (under tp, every rank passes one and rank 0's answers count; see
     `runtime.decode`). admit(running rows) -> more prompts to join the batch as it runs (one batch only: no batch_size;
     see `runtime.decode`). logprobs=k: each token's log-probability under the base and the k most likely there
@@ -317,7 +318,7 @@ def generate(model: ReDrafterModel, prompt_ids: list[list[int]], max_new_tokens:
                           on_step=on_step, sampling_rule=sampling_rule, forget_ended=forget_ended)
     size = batch_size or len(prompt_ids)
     parts = [decode(model.base, model.drafter, prompt_ids[i: i + size], max_new_tokens, W, L, temperature,
-                    eos_token_id, seed[i: i + size] if isinstance(seed, (list, tuple)) else seed + i // size,
+                    eos_token_id, seed[i: i + size] if isinstance(seed, (list, tuple)) else seed,
                     model.group,
                     None if on_tokens is None else (lambda b, *new, i=i: on_tokens(i + b, *new)), admit, logprobs,
                     on_step, sampling_rule, forget_ended)

@@ -73,7 +73,7 @@ class Joining:
     batch of larger max_tokens got what it asked)."""
     ids: list[int]
     max_new_tokens: int
-    seed: int | None = None  # its row's own generator's seed (in 0..2**63-1); None: the batch's shared generator
+    seed: int | None = None  # its row's own generator's seed (in 0..2**63-1); None: the batch's integer seed
 
 
 @dataclass
@@ -218,22 +218,23 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
            on_step: Callable[[Iteration], None] | None = None,
            sampling_rule: str = "exact", forget_ended: bool = False) -> GenerationResult:
     """Generate for every prompt; drafter None (or num_beams/draft_len 0) means plain decoding. on_tokens, admit,
-    logprobs, on_step, forget_ended: see the module docstring. seed: one generator shared by every row (an admitted
-    `Joining` with a seed of its own draws from its own), or one seed per prompt, a generator each. sampling_rule
+    logprobs, on_step, forget_ended: see the module docstring. seed: every row draws from a generator of its own,
+    seeded so (one integer: that seed for every prompt, and every admitted `Joining` without a seed of its own; or one
+    seed per prompt), so a row's sample never depends on the rows beside it. sampling_rule
     (temperature > 0 with drafts): "exact" or "trtllm" (`runtime.accept`)."""
     start = time.perf_counter()
     dev = base.device
     # a numpy integer (generate's checks take Python's and numpy's ints) is one id, not an iterable of them
     eos = set([eos_token_id] if isinstance(eos_token_id, numbers.Integral) else (eos_token_id or []))
-    shared = None if isinstance(seed, (list, tuple)) else torch.Generator().manual_seed(int(seed))  # int(): a numpy
-    # integer (generate takes them) is a TypeError there
+    per_prompt = isinstance(seed, (list, tuple))
 
     def generators(seeds: list) -> list[torch.Generator]:
-        """The joining rows' generators: each its own where it has a seed, else the batch's shared one."""
-        if shared is None and None in seeds:
+        """The joining rows' generators, one each: seeded its own seed where it has one, else the batch's."""
+        if per_prompt and None in seeds:
             raise ConfigError("an admitted prompt has no seed in a batch seeded per prompt: admit a Joining with "
                               "its seed")
-        return [shared if s is None else torch.Generator().manual_seed(int(s)) for s in seeds]
+        # int(): a numpy integer (generate takes them) is a TypeError there
+        return [torch.Generator().manual_seed(int(seed if s is None else s)) for s in seeds]
 
     use_draft = drafter is not None and num_beams > 0 and draft_len > 0
     W, L = (num_beams, draft_len + 1) if use_draft else (1, 1)
@@ -264,7 +265,7 @@ def decode(base: BaseModel, drafter: CheckpointDrafter | None, prompt_ids: list[
     h = g0 = None  # [rows, H] last hidden states, [rows] last tokens of the running rows
     active: list[int] = []
     joining, wants = prompt_ids, [max_new_tokens] * len(prompt_ids)  # wants: each joining row's max new tokens
-    seeds = list(seed) if shared is None else [None] * len(prompt_ids)  # each joining row's own seed, or None
+    seeds = list(seed) if per_prompt else [None] * len(prompt_ids)  # each joining row's own seed, or None
     while True:
         if joining:  # prefill the new rows, emit their first tokens, append the running ones to the batch
             prefill_start = time.perf_counter()
