@@ -112,7 +112,7 @@ def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
     check_positions(cfg, ids, o["max_output_len"], names=prompt_names(o["prompts"]))  # before the weights load
     kwargs = dict(num_beams=o["num_beams"], draft_len=o["draft_len"], temperature=temperature,
                   eos_token_id=stop_ids(tok, tokenizer_dir), use_draft=not o["no_draft"],
-                  seed=[o["seed"]] * len(ids),  # each prompt its own generator, as an engine seeds every request
+                  seed=o["seed"],  # each prompt's own generator's, as an engine seeds every request
                   batch_size=o["batch_size"], sampling_rule=o["sampling_rule"] or "exact",
                   logprobs=0 if o["log_probs"] else None)  # the tokens' own, none of the most likely beside them
     if cfg.tp_size > 1:
