@@ -383,10 +383,16 @@ def test_forward_logits_refuses_a_sequence_past_the_models_positions(tiny_llama,
 def test_an_unknown_keyword_names_the_function_called(tiny_llama, tiny_drafter, monkeypatch):
     """A review: generate_tp(..., top_p=1) said 'check_generate() got an unexpected keyword argument', naming a
     function the caller never called."""
+    import inspect
+
     monkeypatch.setattr(rt, "launch", lambda *a, **k: pytest.fail("a rank started"))
     for tp in (1, 2):
         with pytest.raises(TypeError, match="^generate_tp\\(\\) got an unexpected keyword argument 'top_p'$"):
             rt.generate_tp(checkpoint(tiny_llama, tiny_drafter, tp), PROMPTS, 4, top_p=1)
+    # check_call binds a call's arguments as generate would take them through check_generate's signature
+    parameters = [inspect.signature(f).parameters for f in (rt.generate, rt.check_generate)]
+    assert [(p.name, p.default) for p in list(parameters[0].values())[1:]] == \
+        [(p.name, p.default) for p in list(parameters[1].values())[1:]]
 
 
 def smollm2_exactness(smollm2, n_prompts, max_new, batch_size, seeds, num_beams=None, draft_len=None,

@@ -286,13 +286,15 @@ def check_generate(cfg: RuntimeConfig, prompt_ids, max_new_tokens, num_beams=Non
     return W, L
 
 
-def bind(fn, caller: str, *args, **kwargs) -> dict:
-    """fn's arguments by name, as a call `fn(*args, **kwargs)` would take them; a TypeError naming `caller`, the
-    function the user called, otherwise (not an internal one that the arguments were handed to)."""
+def check_call(caller: str, cfg: RuntimeConfig, *args, **kwargs) -> tuple[int, int]:
+    """check_generate of a call `caller(prompt_ids, max_new_tokens, ...)` that hands generate's arguments on (to tp
+    ranks): an argument generate does not take is a TypeError naming `caller`, the function the user called, not
+    check_generate or a rank's generate."""
     try:
-        return inspect.signature(fn).bind(*args, **kwargs).arguments
+        bound = inspect.signature(check_generate).bind(cfg, *args, **kwargs)
     except TypeError as e:
         raise TypeError(f"{caller}() {e}") from None
+    return check_generate(*bound.args, **bound.kwargs)
 
 
 def generate(model: ReDrafterModel, prompt_ids: list[list[int]], max_new_tokens: int, num_beams: int | None = None,
@@ -341,9 +343,7 @@ def generate_tp(checkpoint_dir: Checkpoint | Path | str, prompt_ids: list[list[i
     checkpoint refuses them; `runtime.ranks.LocalRanks` runs rank 0, and its callbacks, in this process."""
     checkpoint_dir = open_checkpoint(checkpoint_dir)  # once: the ranks take it checked
     cfg = checkpoint_dir.config
-    arguments = bind(generate, "generate_tp", None, prompt_ids, max_new_tokens, **kwargs)
-    del arguments["model"]
-    check_generate(cfg, **arguments)  # before any rank starts (and loads its weights)
+    check_call("generate_tp", cfg, prompt_ids, max_new_tokens, **kwargs)  # before any rank starts (and loads its weights)
     _dtype(dtype)
     if cfg.tp_size == 1:
         return generate(load(checkpoint_dir, device, dtype), prompt_ids, max_new_tokens, **kwargs)

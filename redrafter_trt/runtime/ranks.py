@@ -194,13 +194,11 @@ class LocalRanks:
         """`runtime.generate` on every rank (the same arguments); rank 0's result. on_tokens, admit and on_step run
         here only (their answers are broadcast). An exception one of them raises ends the generation on every rank
         (`_Guard`) and is raised here."""
-        from . import bind, check_generate, generate
+        from . import check_call
 
         args, mine = (prompt_ids, max_new_tokens), kwargs | {"on_tokens": on_tokens, "admit": admit, "on_step": on_step}
-        # before any follower is sent them: one that could not bind them would leave (and end this process)
-        arguments = bind(generate, "LocalRanks.generate", self.model, *args, **mine)
-        del arguments["model"]
-        check_generate(self.model.config, **arguments)
+        # before any follower is sent them: one that could not take them would leave (and end this process)
+        check_call("LocalRanks.generate", self.model.config, *args, **mine)
         if not self.procs or (on_tokens, admit, on_step) == (None, None, None):
             return self._call("generate", args, mine, mine)
         guard = _Guard(on_tokens, admit, on_step)
