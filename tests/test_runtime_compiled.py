@@ -153,8 +153,9 @@ def test_the_runtime_imports_inductor_only_to_compile(tiny_llama, tiny_drafter):
     from pathlib import Path
 
     root = str(Path(__file__).resolve().parents[1])
-    code = ("import os, sys\nfrom redrafter_trt import runtime as rt\nfrom redrafter_trt.runtime.ranks import LocalRanks\n"
-            "model = rt.load(sys.argv[1])\nrt.check_compile(model.config, False)\n"
+    code = ("import os, sys\nfrom redrafter_trt import runtime as rt\n"
+            "from redrafter_trt.runtime.ranks import LocalRanks\nmodel = rt.load(sys.argv[1])\n"
+            "rt.check_compile(model.config, False)\n"
             "rt.generate(model, [[1, 2, 3]], 4, temperature=0.5)\n"
             "print('torch._inductor' in sys.modules, 'TORCHINDUCTOR_CACHE_DIR' in os.environ)\n"
             "rt.check_compile(model.config, True)\n"

@@ -343,7 +343,7 @@ def generate_tp(checkpoint_dir: Checkpoint | Path | str, prompt_ids: list[list[i
     checkpoint refuses them; `runtime.ranks.LocalRanks` runs rank 0, and its callbacks, in this process."""
     checkpoint_dir = open_checkpoint(checkpoint_dir)  # once: the ranks take it checked
     cfg = checkpoint_dir.config
-    check_call("generate_tp", cfg, prompt_ids, max_new_tokens, **kwargs)  # before any rank starts (and loads its weights)
+    check_call("generate_tp", cfg, prompt_ids, max_new_tokens, **kwargs)  # before any rank starts and loads weights
     _dtype(dtype)
     if cfg.tp_size == 1:
         return generate(load(checkpoint_dir, device, dtype), prompt_ids, max_new_tokens, **kwargs)
