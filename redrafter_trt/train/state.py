@@ -67,14 +67,20 @@ FULL_DISK = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}  # a write that did not fi
 
 def save_state(cfg: TrainConfig, drafter: Drafter, head: Head, opt, step: int, same: dict) -> None:
     """same: what a resume must share with this run (`resume_options`, the drafter's shape, the steps), saved for it to
-    compare."""
+    compare. Whole: a Ctrl-C or SIGTERM inside torch.save's writes came out of its zip writer as a RuntimeError
+    ('unexpected pos 30 vs 0'), a failed save that lost every step since the one before; held until it is done."""
     tmp = cfg.state_path.with_suffix(".partial")
     cfg.state_path.parent.mkdir(parents=True, exist_ok=True)
+    with uninterrupted():
+        _save(cfg, tmp, {"step": step, "drafter": drafter.state_dict(), "optimizer": opt.state_dict(),
+                         "head": head.weight.detach(), "head_keep": head.keep, **same})
+
+
+def _save(cfg: TrainConfig, tmp: Path, state: dict) -> None:
     try:  # one name, not atomic_file's per process: a killed run's partial (the state's size) is replaced, not kept
         try:  # opened here, not by torch: a failed open or write is an OSError, which torch says as its own text
             with open(tmp, "wb") as f:
-                torch.save({"step": step, "drafter": drafter.state_dict(), "optimizer": opt.state_dict(),
-                            "head": head.weight.detach(), "head_keep": head.keep, **same}, f)
+                torch.save(state, f)
         except (OSError, RuntimeError) as e:
             raise RedrafterError(f"cannot save the training state {cfg.state_path} {_save_failure(e, cfg)}") from None
         os.replace(tmp, cfg.state_path)
