@@ -28,7 +28,7 @@ from .base_plan import (Planned, base_fields, check_hf_tensors, hf_base, hf_conf
 from .checkpoint import config_problems
 from .config import DTYPES, read_json, redrafter_fields, trtllm_model_fields
 from .drafter import DrafterConfig, drafter_config, load_drafter
-from .errors import ConfigError, TensorError, name_list
+from .errors import DEVICE, POSITIVE_INT, ConfigError, TensorError, check_types, name_list, optional
 from .io import StreamingWriter, TensorSource, all_finite
 from .output import atomic_output, check_output_folder, scratch_dir
 from .producer import drafter_template_kwargs, producer_block, recorded_source
@@ -42,6 +42,11 @@ log = logging.getLogger(__name__)
 # FP8 calibration's options, with their values when quantizing and not given
 FP8_DEFAULTS = {"kv_cache_dtype": None, "calib_data": None, "calib_size": 16, "calib_seq_len": 128,
                 "calib_batch_size": 4, "device": "cpu"}
+
+
+# FP8 calibration's typed fields (a script's "gpu" reached torch: 'Expected one of cpu, cuda, ...' from inside it)
+CALIBRATION_TYPES = {"calib_size": optional(POSITIVE_INT), "calib_seq_len": optional(POSITIVE_INT),
+                     "calib_batch_size": optional(POSITIVE_INT), "device": optional(DEVICE)}
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,7 @@ class ConvertOptions:
                                   ("--tp-size", 1 if self.tp_size is None else self.tp_size, "")):
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= 1):  # "5" from a script too
                 raise ConfigError(f"{flag} {value!r} is invalid: use an integer of 1 or more{hint}")
+        check_types("ConvertOptions", vars(self), CALIBRATION_TYPES)  # a script's; the CLI's are typed
         from .quantize import check_quantize_options
 
         check_quantize_options(self.quantize, self.kv_cache_dtype, self.dtype)  # FP8 drafter, unknown values

@@ -1361,7 +1361,9 @@ def test_sigkill_leaves_nothing_inspect_accepts(tmp_path, smollm2):
 
 @pytest.mark.parametrize("option, value, needle", [("num_beams", "5", "--num-beams '5' is invalid"),
                                                    ("draft_len", 0, "--draft-len 0 is invalid"),
-                                                   ("tp_size", 2.0, "--tp-size 2.0 is invalid")])
+                                                   ("tp_size", 2.0, "--tp-size 2.0 is invalid"),
+                                                   ("device", "gpu", "device='gpu': it must be null or cpu, cuda"),
+                                                   ("calib_size", 16.0, "calib_size=16.0: it must be null or a pos")])
 def test_convert_options_from_a_script_are_checked(parts, option, value, needle):
     """convert(..., num_beams="5") from a script was a TypeError from comparing a str with 1; the library's options
     are checked as the CLI's are, one line naming the option."""
@@ -1369,8 +1371,9 @@ def test_convert_options_from_a_script_are_checked(parts, option, value, needle)
     from redrafter_trt.errors import ConfigError
 
     base, drafter, out = parts
+    fp8 = {"quantize": "fp8"} if option in ("device", "calib_size") else {}  # a script's "gpu" reached torch
     with pytest.raises(ConfigError, match=needle):
-        convert(base, drafter, out, **{option: value})
+        convert(base, drafter, out, **{option: value}, **fp8)
     assert not out.exists()
 
 
