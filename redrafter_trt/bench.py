@@ -171,7 +171,7 @@ class ConfigResult:
     speedup_vs_hf: float
     speedup_vs_no_draft: float
     mismatched_prompts: list[int]  # the prompts whose drafted output differs from the no-draft output, numbered
-    # from 1 in the prompts file's order (`prompt 3/80`; of a --num-prompts subset, `prompt 2/20 (#5 in the file)`: 5)
+    # from 1 in the prompts file's order (`prompt 3/80`; of a --num-prompts subset, `prompt 2/20 (#5 of 80)`: 5)
 
     def to_json(self) -> dict:
         return {"num_beams": self.num_beams, "draft_len": self.draft_len,

@@ -99,9 +99,10 @@ def pick_prompts(texts: list[str], num_prompts: int | None) -> tuple[list[int], 
 
 
 def file_number(indices: list[int], i: int, in_file: int) -> str:
-    """` (#9 in the file)` after the progress line of the i-th prompt measured, where pick_prompts took some of the
-    file's `in_file` prompts ("" where it took all: the i-th is the file's too)."""
-    return "" if len(indices) == in_file else f" (#{indices[i] + 1} in the file)"
+    """` (#9 of 80)` after the progress line of the i-th prompt measured, where pick_prompts took some of the file's
+    `in_file` prompts ("" where it took all: the i-th is the file's too); no "in the file", which the quickstart's user
+    never named."""
+    return "" if len(indices) == in_file else f" (#{indices[i] + 1} of {in_file})"
 
 
 def prompts_meta(indices: list[int], in_file: int) -> dict:

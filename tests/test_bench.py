@@ -1418,3 +1418,11 @@ def test_an_interval_from_two_far_apart_prompts_prints_its_bounds_not_zero():
     assert RatioInterval(1.3, 4.9e-12, 2.5168e10, 2).interval_text() == "95% interval 4.9e-12 to 2.5e+10x over 2 prompts"
     assert RatioInterval(1.1, 0.98, 1.17, 3).interval_text() == "95% interval 0.98-1.17x over 3 prompts"
     assert RatioInterval(float("nan"), None, None, 2).to_json()["ratio"] is None  # json.dumps would write NaN
+
+
+def test_a_progress_line_numbers_a_prompt_of_its_file_without_naming_a_file():
+    """A review: the quickstart printed 'prompt 2/3 (#27 in the file)' to a user who never named a file."""
+    from redrafter_trt.bench_inputs import file_number
+
+    assert file_number([0, 26, 53], 1, 80) == " (#27 of 80)"
+    assert file_number([0, 1, 2], 1, 3) == ""  # every prompt taken: its number is the file's
