@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 from contextvars import ContextVar
 from datetime import datetime
 from pathlib import Path
 
 from .errors import COUNT, ConfigError, TokenizerError, dangling_link, first_line, read_text
+
+log = logging.getLogger(__name__)
 
 
 KWARGS_WITHOUT_TEMPLATE = ("--chat-template-kwargs sets variables of the chat template, which these prompts are not "
@@ -356,7 +359,8 @@ def stop_ids(tokenizer, tokenizer_dir) -> list[int]:
     """`eos_ids` with the generation config saved next to the tokenizer, when there is one, else with the model's
     config.json there, whose `eos_token_id` transformers' `generate` then stops at (GenerationConfig's
     from_model_config; Llama 3.1 lists three there: run went on past two of them); checked: a broken one is one line
-    naming it."""
+    naming it; an id past the tokenizer's tokens (one no answer can end on; `generate` refuses ids outside the
+    vocabulary) is left out with a warning."""
     gen = stop_file(tokenizer_dir)
     if gen is None:
         return eos_ids(tokenizer)
@@ -370,7 +374,11 @@ def stop_ids(tokenizer, tokenizer_dir) -> list[int]:
     is_id = COUNT[1]  # the same check as the configs' counts
     if not isinstance(raw, dict) or not all(i is None or is_id(i) for i in listed):
         raise ConfigError(f"{gen}: eos_token_id is {eos!r}, not a token id or a list of them: {fix}")
-    return eos_ids(tokenizer, eos)
+    ids = eos_ids(tokenizer, eos)
+    if past := [i for i in ids if i >= len(tokenizer)]:  # a fine-tune's added token, the embeddings not resized
+        log.warning("%s lists eos_token_id %s, past the tokenizer's %d tokens: no answer can end on %s, left out",
+                    gen, ", ".join(map(str, past)), len(tokenizer), "it" if len(past) == 1 else "them")
+    return [i for i in ids if i < len(tokenizer)]
 
 
 # one of them in any Llama, Mistral or Qwen2 tokenizer folder (fast, SentencePiece, byte-level BPE, and Mistral's own

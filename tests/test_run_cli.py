@@ -114,6 +114,22 @@ def test_without_generation_config_run_stops_at_config_jsons_eos_ids_as_transfor
     assert ids == want[0, prompt.shape[1]:].tolist() == full[:full.index(stop) + 1]
 
 
+def test_an_eos_id_past_the_tokenizer_in_generation_config_is_left_out_with_a_warning(smollm2, smol_ckpt, tmp_path,
+                                                                                      caplog):
+    """A review: once generate refused eos ids outside the vocabulary, a folder whose generation_config.json lists one
+    (a fine-tune's added token, the embeddings not resized) was refused by run, naming an eos id the user never
+    passed, and serve answered every request 400; before, the id matched nothing and did no harm."""
+    base = tmp_path / "base"
+    shutil.copytree(smollm2, base)
+    gen = json.loads((base / "generation_config.json").read_text())
+    (base / "generation_config.json").write_text(json.dumps({**gen, "eos_token_id": [2, 49152]}))
+    with caplog.at_level("WARNING"):
+        res = invoke("--checkpoint-dir", smol_ckpt, "--tokenizer-dir", base, "--input-text", "Hi", "--max-output-len",
+                     3)
+    assert res.exit_code == 0, res.output
+    assert "lists eos_token_id 49152, past the tokenizer's 49152 tokens: no answer can end on it" in caplog.text
+
+
 def test_input_file_no_draft(smollm2, smol_ckpt, tmp_path):
     f = tmp_path / "p.jsonl"
     f.write_text('{"turns": ["Say hi.", "again"]}\n{"question": "Say bye."}\n'

@@ -380,7 +380,7 @@ def _admitted(admit, running: int, group: TPGroup, cfg,
     """admit's new prompts (rank 0's, on every rank), checked as generate checks its prompts (token ids in the
     vocabulary) and with room for one new token in the model's positions (more than that: `_row_limit`), and each
     one's max new tokens (a `Joining`'s own, checked as generate's and at most max_new_tokens) and seed (a Joining's
-    own, checked as generate's; None: the batch's generator)."""
+    own, checked as generate's; None: generate's integer seed, or an error in a batch seeded per prompt)."""
     if admit is None:
         return [], [], []
     prompts, wants, seeds = group.broadcast_object(admit(running)) or [], [], []
