@@ -1083,6 +1083,16 @@ def test_dash_h_is_help_as_in_tensorrt_llms_scripts(args):
     assert res.output == CliRunner().invoke(main, [a if a != "-h" else "--help" for a in args]).output
 
 
+@pytest.mark.parametrize("args", [["run", "--top_k", "3", "-h"], ["run", "--bogus", "--help"],
+                                  ["convert", "--bogus", "-h"], ["train", "--no-such", "1", "--help"]])
+def test_help_is_shown_whatever_else_is_typed(args):
+    """argparse's -h (run.py, trtllm-build) shows the help whatever else the line holds; `run --top_k 3 -h` said
+    click's "No such option '--top_k'. Did you mean '--tp'?" instead of the help (or run.py's refusal)."""
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0 and res.output.startswith("Usage: "), res.output
+    assert res.output == CliRunner().invoke(main, [args[0], "--help"]).output
+
+
 def test_a_scripts_dash_h_is_its_help():
     from redrafter_trt.cli import Script
 

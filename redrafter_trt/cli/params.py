@@ -25,15 +25,19 @@ def with_help_names(kwargs: dict) -> dict:
 class Command(click.Command):
     """A command that refuses an option given twice, under one name or two (`--output A --output_dir B`, `--rnn
     --no-rnn`), where click would keep the last one silently. Options that take many values (`--data A --data B`)
-    and everything after `--` are left alone. -h is --help's short name."""
+    and everything after `--` are left alone. -h is --help's short name, and shows the help whatever else is typed,
+    as argparse's does (TensorRT-LLM's run.py, trtllm-build), where click refused an unknown option first."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **with_help_names(kwargs))
 
     def parse_args(self, ctx, args):
         head = args[: args.index("--")] if "--" in args else args
-        if ctx.resilient_parsing or set(head) & set(self.get_help_option_names(ctx)):  # shell completion, --help
+        if ctx.resilient_parsing:  # shell completion
             return super().parse_args(ctx, args)
+        asked = [arg for arg in head if arg in self.get_help_option_names(ctx)]
+        if asked:
+            return super().parse_args(ctx, asked[:1])
         options = {name: param for param in self.params if isinstance(param, click.Option)
                    for name in param.opts + param.secondary_opts}
         seen: dict[str, str] = {}
