@@ -45,6 +45,9 @@ CONFIG_TYPES = {
     "head_size": optional(POSITIVE_INT),
     "norm_epsilon": POSITIVE_NUMBER,
     "hidden_act": (f"one of {', '.join(TRTLLM_ACTIVATIONS)}", lambda v: v in TRTLLM_ACTIVATIONS),
+    # Llama's and Qwen's attention build what it names (rope_gptj rotates interleaved pairs, learned_absolute none);
+    # the reference runtime computes rope_gpt_neox
+    "position_embedding_type": ("rope_gpt_neox", lambda v: v == "rope_gpt_neox"),
     "rotary_base": POSITIVE_NUMBER,  # null: TensorRT-LLM cannot build it (theta None), the runtime took 10000
     "rotary_scaling": (f"null (no scaling) or an object whose rope_type (or type, the same if both) is one of "
                        f"{', '.join(TRTLLM_ROPE_SCALINGS)} and whose factor, if any, is {POSITIVE_NUMBER[0]} (yarn's "
@@ -198,6 +201,10 @@ def _check_config(cfg: dict, rep: Report) -> None:
     if "hidden_act" not in cfg:  # PretrainedConfig's default: every Llama, Mistral and Qwen2 layer's GatedMLP as gelu
         rep.problems.append(WithFix("hidden_act is absent: TensorRT-LLM reads gelu, which no Llama, Mistral or Qwen2 "
                                     "uses: add the model's (\"hidden_act\": \"silu\") to config.json"))
+    if "position_embedding_type" not in cfg:  # PretrainedConfig's default: learned_absolute, every layer without RoPE
+        rep.problems.append(WithFix("position_embedding_type is absent: TensorRT-LLM reads learned_absolute (no RoPE "
+                                    "at all), which no Llama, Mistral or Qwen uses: add \"position_embedding_type\": "
+                                    "\"rope_gpt_neox\" to config.json"))
     base_arch = cfg.get("base_model_architecture", cfg["architecture"])
     if base_arch in layout.QWEN_BASES and "seq_length" not in cfg:
         rep.problems.append(WithFix(f"seq_length is absent: TensorRT-LLM's Qwen model reads it and trtllm-build "

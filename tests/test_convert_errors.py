@@ -392,6 +392,8 @@ REEXPORT = "fix its config.json or re-export the base"
     ({"num_key_value_heads": 3}, "tp_size 2 does not fit 4 heads / 3 kv heads", REEXPORT),
     ({"hidden_act": "swish"}, "hidden_act is 'swish', must be one of silu", REEXPORT),      # trtllm-build's ValueError
     ({"mlp_bias": "false"}, "mlp_bias is 'false', must be null or true or false", REEXPORT),  # read as true
+    ({"position_embedding_type": "rope_gptj"}, "position_embedding_type is 'rope_gptj', must be rope_gpt_neox",
+     REEXPORT),                                                                      # built, with the pairs rotated apart
 ])
 def test_trtllm_base_config_checked_as_inspect_checks_it(parts, tmp_path, fields, needle, fix):
     """A problem carrying its own fix (add world_size to mapping) ends in it, as `run` and `build` end in it: it was
@@ -401,6 +403,17 @@ def test_trtllm_base_config_checked_as_inspect_checks_it(parts, tmp_path, fields
     result = convert_err(parts, base=base_ckpt)
     assert_one_line_error(result, f"base checkpoint {base_ckpt}: ", needle)
     assert result.stderr.strip().endswith(fix) and (fix == REEXPORT or REEXPORT not in result.stderr), result.stderr
+
+
+def test_trtllm_base_without_position_embedding_type_is_refused(parts, tmp_path):
+    """A review: a TensorRT-LLM base checkpoint whose config.json lacks position_embedding_type (TensorRT-LLM reads
+    learned_absolute: no RoPE) converted with exit 0, the key still absent in the output."""
+    base_ckpt, cfg = trtllm_base_checkpoint(parts, tmp_path)
+    (base_ckpt / "config.json").write_text(json.dumps({k: v for k, v in cfg.items() if k != "position_embedding_type"}))
+    result = convert_err(parts, base=base_ckpt)
+    assert_one_line_error(result, f"base checkpoint {base_ckpt}: position_embedding_type is absent")
+    assert result.stderr.strip().endswith('add "position_embedding_type": "rope_gpt_neox" to config.json'), result.stderr
+    assert not parts[2].exists()
 
 
 def test_trtllm_base_mapping_without_tp_size(parts, tmp_path):

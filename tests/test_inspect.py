@@ -365,6 +365,25 @@ def test_fields_left_out_are_read_as_trtllm_reads_them(ckpt, tmp_path):
     assert RuntimeConfig.from_dict({k: v for k, v in cfg.items() if k != "norm_epsilon"}).norm_epsilon == 1e-5
 
 
+@pytest.mark.parametrize("value, problem", [
+    (None, "position_embedding_type is absent: TensorRT-LLM reads learned_absolute (no RoPE at all), which no Llama, "
+           "Mistral or Qwen uses: add \"position_embedding_type\": \"rope_gpt_neox\" to config.json"),
+    ("learned_absolute", "position_embedding_type is 'learned_absolute', must be rope_gpt_neox"),
+    ("rope_gptj", "position_embedding_type is 'rope_gptj', must be rope_gpt_neox"),
+    ("alibi", "position_embedding_type is 'alibi', must be rope_gpt_neox")])
+def test_a_position_embedding_other_than_neox_rope_is_named(ckpt, tmp_path, value, problem):
+    """A review: a checkpoint config without position_embedding_type, or with one TensorRT-LLM's Llama and Qwen
+    attention builds otherwise (PretrainedConfig's default learned_absolute: no RoPE; rope_gptj: pairs rotated
+    interleaved), passed inspect, convert and build, and ran in the reference runtime, which always computes
+    rope_gpt_neox: the engine's answers would differ with nothing said."""
+    cfg = json.loads((ckpt / "config.json").read_text())
+    assert cfg["position_embedding_type"] == "rope_gpt_neox"
+    copy = broken(ckpt, tmp_path)
+    cfg = {k: v for k, v in cfg.items() if k != "position_embedding_type"}
+    (copy / "config.json").write_text(json.dumps(cfg if value is None else cfg | {"position_embedding_type": value}))
+    assert [p[:len(problem)] for p in inspect_checkpoint(copy).problems] == [problem]
+
+
 def test_swapped_rank_files_are_named(tiny_llama, tiny_drafter, tmp_path):
     """Rank files of one shape swapped by hand (or copied from another tp=2 checkpoint's other rank) passed inspect:
     every rank's shapes were right. Each file now says which rank of which tp_size it was written as."""
