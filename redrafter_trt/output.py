@@ -1,8 +1,8 @@
 """Output files and folders, written whole or not at all: each is written as a hidden sibling
 (`.{name}.partial-{pid}-*`) and renamed into place only when complete. `--force` replaces only an earlier output
 that holds nothing but what its writers put there (never a foreign folder, the user's files beside ours, an input or
-the current folder); a replace killed between its two renames is undone by the next run, and the partials that killed
-runs left are swept.
+the current folder); a link to a folder is written through (the partial beside the folder it names, the link kept); a
+replace killed between its two renames is undone by the next run, and the partials that killed runs left are swept.
 """
 
 from __future__ import annotations
@@ -95,9 +95,11 @@ def writable_folder(folder: Path) -> str | None:
 
 def named_path(path: Path | str) -> Path:
     """`path` with its parent resolved (symbolic links followed, as the OS will) and its own name kept (`.` and
-    `..` resolved too): the folder an output will really be written as, named before it exists."""
+    `..` resolved too): the folder an output will really be written as, named before it exists. A link itself is
+    followed: the folder it names is the output, written through it (as OutputFile writes the file a link names), its
+    partial beside that folder (renamed on one file system); the link stays."""
     path = Path(path)
-    return path.resolve() if path.name in ("", ".", "..") else path.parent.resolve() / path.name
+    return path.resolve() if path.name in ("", ".", "..") or path.is_symlink() else path.parent.resolve() / path.name
 
 
 def is_within(path: Path | str, folder: Path | str) -> bool:
@@ -156,7 +158,13 @@ def check_output_folder(dest: Path, force: bool, inputs: Iterable[Path | str] = 
     among its base's files, a checkpoint in its drafter's folder) or inside an earlier output
     (refuse_inside_earlier_output), an earlier output that also holds the user's own
     files (users_entries: replacing the folder would delete them), or one in an unwritable place."""
-    given, dest = Path(dest), named_path(dest)
+    given = Path(dest)
+    if given.is_symlink() and not given.exists():  # (a loop too) a folder renamed into place replaces no link
+        raise ConfigError(f"{option} {given} is a symbolic link to {os.readlink(given)}, which does not exist: "
+                          f"make that folder, or pass another {option}")
+    dest = named_path(given)
+    if given.is_symlink():
+        given = dest  # written beside the folder it names
     restore_replaced(dest)
     if dest.exists() and not dest.is_dir():
         raise ConfigError(f"{option} {dest} exists and is a file: pass a folder path")
@@ -366,8 +374,8 @@ def atomic_output(dest: Path, force: bool, inputs: Iterable[Path | str] = ()) ->
     An interrupted run (even SIGKILL) leaves only `.{name}.partial-{pid}-*`, never a folder named `dest`;
     the next run removes it.
     """
-    dest = named_path(dest)
     check_output_folder(dest, force, inputs)
+    dest = named_path(dest)
     made = [p for p in dest.parents if not p.exists()]  # nearest first: removed again if the write fails
     dest.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_partials(dest)
@@ -377,7 +385,7 @@ def atomic_output(dest: Path, force: bool, inputs: Iterable[Path | str] = ()) ->
         with named_failures(dest):
             yield tmp
         os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it owner-only; a folder made by mkdir, as the files in it
-        if dest.exists():
+        if os.path.lexists(dest):
             _replace(dest, tmp)
         else:
             _rename_new(tmp, dest)
@@ -431,7 +439,7 @@ def _replace(dest: Path, tmp: Path) -> None:
                 raise
             written = True
             old.rename(gone)
-        shutil.rmtree(gone, ignore_errors=True)
+        _remove(gone)
     except KeyboardInterrupt:
         if not written:
             raise
@@ -444,11 +452,20 @@ def _removed_after_interrupt(gone: Path, dest: Path) -> None:
     as WrittenThenInterrupted (the command stops). A second one (or the SIGTERM after it) leaves the rest to the next
     run's sweep (`remove_stale_partials`), and is said too."""
     with contextlib.suppress(KeyboardInterrupt):
-        shutil.rmtree(gone, ignore_errors=True)
+        _remove(gone)
     log.warning("%s is written whole: the Ctrl-C came after, while the folder it replaced was removed", dest)
     if gone.exists():
         log.warning("%s is left: the next write of %s removes it", gone, dest)
     raise WrittenThenInterrupted from None
+
+
+def _remove(gone: Path) -> None:
+    """Remove the output a replace put aside: a folder, or a link put at the output's path while the run wrote it
+    (rmtree refuses a link, and it was left as `.NAME.partial-*-gone`)."""
+    if gone.is_symlink():
+        gone.unlink()
+    else:
+        shutil.rmtree(gone, ignore_errors=True)
 
 
 def _remove_empty(folders: list[Path]) -> None:

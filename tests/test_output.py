@@ -573,3 +573,57 @@ def test_a_ctrl_c_as_a_new_output_is_renamed_into_place_says_it_is_written(tmp_p
     assert (dest / MARKER).read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
     assert f"{dest} is written whole: the Ctrl-C came as it was renamed into place" in caplog.text
+
+
+@pytest.mark.parametrize("command", ["convert", "init-drafter"])
+def test_force_onto_a_link_to_an_earlier_output_replaces_the_folder_it_names(tmp_path, tiny_llama, command,
+                                                                            monkeypatch, caplog):
+    """`--output ck --force`, ck a link to store/ck: the checks followed the link, the replace renamed the link itself
+    (ck a real folder, store/ck the stale earlier output) and left the link as `.ck.partial-*-gone` beside it, which
+    the next run removed as 'left by an interrupted run'. The folder the link names is replaced, written beside it,
+    and the link stays."""
+    monkeypatch.chdir(tmp_path)
+    if command == "convert":
+        drafter = make_drafter(tmp_path / "d", tiny_llama)
+        args, earlier, later = ["convert", "--base", tiny_llama, "--drafter", drafter], ["--tp-size", "2"], []
+    else:
+        args, earlier, later = ["init-drafter", "--base", tiny_llama], ["--seed", "1"], ["--seed", "2"]
+    (tmp_path / "store").mkdir()
+    assert run_cli(*args, *earlier, "--output", "store/ck").exit_code == 0
+    (tmp_path / "ck").symlink_to("store/ck")
+    for _ in range(2):  # the second: nothing the first left is swept
+        result = run_cli(*args, *later, "--output", "ck", "--force")
+        assert result.exit_code == 0, result.output
+    assert "removed" not in caplog.text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck", *(["d"] if command == "convert" else []), "store"]
+    assert [p.name for p in (tmp_path / "store").iterdir()] == ["ck"]
+    assert os.readlink(tmp_path / "ck") == "store/ck"
+    config = json.loads((tmp_path / "store" / "ck" / "config.json").read_text())
+    if command == "convert":
+        assert config["mapping"]["tp_size"] == 1 and not (tmp_path / "store" / "ck" / "rank1.safetensors").exists()
+    else:
+        assert config["producer"]["options"]["seed"] == 2
+
+
+def test_a_link_to_nothing_as_the_output_folder_is_refused_before_any_work(tmp_path, tiny_llama):
+    """A dangling link: the renames into place failed at the end (a folder cannot replace a link), the work lost."""
+    (tmp_path / "ck").symlink_to(tmp_path / "missing")
+    result = run_cli("init-drafter", "--base", tiny_llama, "--output", tmp_path / "ck")
+    assert result.exit_code == 2, result.output
+    assert f"--output {tmp_path / 'ck'} is a symbolic link to {tmp_path / 'missing'}, which does not exist" \
+           in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
+
+
+def test_a_link_put_at_the_output_meanwhile_is_replaced_and_its_folder_kept(tmp_path):
+    """The path checked as the run began is the one replaced at its end: a link put there meanwhile is replaced, not
+    the folder it names, and no `.out.partial-*-gone` link is left beside it (rmtree cannot remove a link)."""
+    dest, other = tmp_path / "out", tmp_path / "other"
+    write_output(other, "other")
+    with atomic_output(dest, True) as tmp:
+        (tmp / "config.json").write_text(OURS)
+        (tmp / MARKER).write_text("new")
+        dest.symlink_to(other)
+    assert not dest.is_symlink() and (dest / MARKER).read_text() == "new"
+    assert (other / MARKER).read_text() == "other"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other", "out"]
