@@ -386,7 +386,7 @@ def build_engine(plan: BuildPlan, on_line: Callable[[str], None] = log.info) -> 
     require_trtllm_tool(TRTLLM_BUILD)
     check_trtllm_builds(plan.config)
     on_line(f"$ {plan.shell()}")
-    with atomic_output(plan.output_dir, plan.force, [plan.checkpoint_dir]) as tmp:
+    with atomic_output(plan.output_dir, plan.force, [plan.checkpoint_dir], option="--output-dir") as tmp:
         run_streaming(plan.with_output(tmp), on_line)
         check_engine(tmp, plan.config)
         (tmp / PRODUCER_FILE).write_text(json.dumps({"producer": engine_producer(plan)}, indent=2) + "\n")

@@ -297,13 +297,13 @@ def uniform_head(value: float, rows: int) -> str:
 
 
 def save_drafter(folder: Path | str, cfg: DrafterConfig, state: dict[str, torch.Tensor], producer: dict | None = None,
-                 inputs: tuple = ()) -> Path:
-    """Write Apple's layout (config.json + model.safetensors) atomically, replacing `folder` unless it is or holds
-    one of `inputs`."""
+                 inputs: tuple = (), force: bool = True) -> Path:
+    """Write Apple's layout (config.json + model.safetensors) atomically, replacing `folder` (only with `force`: the
+    CLI's --force) unless it is or holds one of `inputs`."""
     from .io import write_safetensors
     from .output import atomic_output
 
-    with atomic_output(Path(folder), force=True, inputs=inputs) as tmp:
+    with atomic_output(Path(folder), force=force, inputs=inputs) as tmp:
         # the metadata save_pretrained writes: transformers before 4.46 (Apple's Drafter.from_pretrained) fails on a
         # safetensors file without it ('NoneType' object has no attribute 'get')
         write_safetensors(tmp / "model.safetensors", {k: v.contiguous() for k, v in state.items()}, {"format": "pt"})
@@ -383,8 +383,8 @@ def exit_dims_that_fit(planned: DrafterConfig, limit: int, frozen_head: bool = F
 
 
 def init_drafter_for_base(base: Path | str, output: Path | str, *, num_draft_layers: int = 2, rnn: bool = True,
-                          exit_dim: int | None = None, seed: int = 0) -> DrafterConfig:
-    """init_drafter for a Hugging Face base folder, written in Apple's layout with a producer block."""
+                          exit_dim: int | None = None, seed: int = 0, force: bool = True) -> DrafterConfig:
+    """init_drafter for a Hugging Face base folder, written in Apple's layout with a producer block (save_drafter)."""
     from . import __version__
     from .base_plan import check_hf_tensors
     from .base_sample import record_base_sample
@@ -422,5 +422,5 @@ def init_drafter_for_base(base: Path | str, output: Path | str, *, num_draft_lay
     producer = {"name": "redrafter-trt", "version": __version__, "command": "init-drafter",
                 "options": {"num_draft_layers": num_draft_layers, "rnn": rnn, "exit_dim": cfg.exit_dim, "seed": seed},
                 "sources": {"base": str(base.resolve())}, "base_sample": record_base_sample(base)}
-    save_drafter(output, cfg, model.state_dict(), producer, inputs=(base,))
+    save_drafter(output, cfg, model.state_dict(), producer, inputs=(base,), force=force)
     return cfg

@@ -1,8 +1,9 @@
 """Output files and folders, written whole or not at all: each is written as a hidden sibling
 (`.{name}.partial-{pid}-*`) and renamed into place only when complete. `--force` replaces only an earlier output
 that holds nothing but what its writers put there (never a foreign folder, the user's files beside ours, an input or
-the current folder); a link to a folder is written through (the partial beside the folder it names, the link kept); a
-replace killed between its two renames is undone by the next run, and the partials that killed runs left are swept.
+the current folder), vetted again at the rename (another run's output written meanwhile is replaced only with
+`--force`); a link to a folder is written through (the partial beside the folder it names, the link kept); a replace
+killed between its two renames is undone by the next run, and the partials that killed runs left are swept.
 """
 
 from __future__ import annotations
@@ -367,14 +368,16 @@ def _alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_output(dest: Path, force: bool, inputs: Iterable[Path | str] = ()) -> Iterator[Path]:
+def atomic_output(dest: Path, force: bool, inputs: Iterable[Path | str] = (),
+                  option: str = "--output") -> Iterator[Path]:
     """Yield a hidden sibling folder to write into; on success it replaces `dest`, on any failure it is removed.
-    `check_output_folder` first (inputs: the folders and files read to make it).
+    `check_output_folder` first (inputs: the folders and files read to make it), and again at the end where `dest`
+    exists then: another run may have written it meanwhile (replaced only with `force`), the user put files in it.
 
     An interrupted run (even SIGKILL) leaves only `.{name}.partial-{pid}-*`, never a folder named `dest`;
     the next run removes it.
     """
-    check_output_folder(dest, force, inputs)
+    check_output_folder(dest, force, inputs, option)
     dest = named_path(dest)
     made = [p for p in dest.parents if not p.exists()]  # nearest first: removed again if the write fails
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -386,6 +389,7 @@ def atomic_output(dest: Path, force: bool, inputs: Iterable[Path | str] = ()) ->
             yield tmp
         os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it owner-only; a folder made by mkdir, as the files in it
         if os.path.lexists(dest):
+            recheck_output_folder(dest, force, inputs, option)
             _replace(dest, tmp)
         else:
             _rename_new(tmp, dest)
@@ -395,6 +399,15 @@ def atomic_output(dest: Path, force: bool, inputs: Iterable[Path | str] = ()) ->
             shutil.rmtree(tmp, ignore_errors=True)
         if not done:  # a failed write leaves no empty folders either
             _remove_empty(made)
+
+
+def recheck_output_folder(dest: Path, force: bool, inputs: Iterable[Path | str], option: str) -> None:
+    """check_output_folder as a run ends, when `dest` was written meanwhile or changed since the run began: its
+    refusal says so, and that this run's output is not kept."""
+    try:
+        check_output_folder(dest, force, inputs, option)
+    except ConfigError as e:
+        raise ConfigError(f"{e} (found as this run ended: its output is removed)") from None
 
 
 class WrittenThenInterrupted(KeyboardInterrupt):

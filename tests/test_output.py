@@ -615,6 +615,50 @@ def test_a_link_to_nothing_as_the_output_folder_is_refused_before_any_work(tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
 
 
+def test_an_output_another_run_wrote_meanwhile_is_kept_without_force(tmp_path):
+    """Two runs to one --output, the first slower: the first, checked when it began (no output then), replaced the
+    second's finished output at its end without --force. It is refused then, its own output removed."""
+    dest = tmp_path / "out"
+    with pytest.raises(ConfigError, match=f"output folder {dest} already exists: pass --force"):
+        with atomic_output(dest, False) as tmp:
+            (tmp / "config.json").write_text(OURS)
+            (tmp / MARKER).write_text("slower")
+            write_output(dest, "faster")
+    assert (dest / MARKER).read_text() == "faster"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_force_keeps_the_users_files_put_in_the_output_meanwhile(tmp_path):
+    """--force replaces an earlier output only where it holds nothing of the user's: checked as the run began, then
+    an hour-long run replaced the folder with the notes the user put in it meanwhile."""
+    dest = tmp_path / "out"
+    write_output(dest, "earlier")
+    with pytest.raises(ConfigError, match="also holds notes.md"):
+        with atomic_output(dest, True) as tmp:
+            (tmp / MARKER).write_text("new")
+            (dest / "notes.md").write_text("mine")
+    assert (dest / "notes.md").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_init_drafter_keeps_a_drafter_another_run_wrote_meanwhile(tmp_path, tiny_llama, monkeypatch):
+    """init-drafter (and train) saved with force whatever --force said: one written meanwhile was replaced."""
+    from redrafter_trt import base_sample
+
+    dest, real = tmp_path / "d", base_sample.record_base_sample
+
+    def another_run_writes_it(base):
+        write_output(dest, "theirs")
+        return real(base)
+
+    monkeypatch.setattr(base_sample, "record_base_sample", another_run_writes_it)
+    result = run_cli("init-drafter", "--base", tiny_llama, "--output", dest)
+    assert result.exit_code == 2, result.output
+    assert "already exists: pass --force" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert (dest / MARKER).read_text() == "theirs"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+
+
 def test_a_link_put_at_the_output_meanwhile_is_replaced_and_its_folder_kept(tmp_path):
     """The path checked as the run began is the one replaced at its end: a link put there meanwhile is replaced, not
     the folder it names, and no `.out.partial-*-gone` link is left beside it (rmtree cannot remove a link)."""

@@ -119,6 +119,7 @@ def init_drafter(base, output, num_draft_layers, rnn, exit_dim, seed, force):
     from ..output import check_output_folder
 
     check_output_folder(output, force, [base])
-    cfg = init_drafter_for_base(base, output, num_draft_layers=num_draft_layers, rnn=rnn, exit_dim=exit_dim, seed=seed)
+    cfg = init_drafter_for_base(base, output, num_draft_layers=num_draft_layers, rnn=rnn, exit_dim=exit_dim, seed=seed,
+                                force=force)
     click.echo(f"wrote {output}: hidden {cfg.hidden_size}, exit_dim {cfg.exit_dim}, {cfg.num_draft_layers} layers, "
                f"rnn {cfg.rnn}, vocab {cfg.vocab_size}")

@@ -22,7 +22,7 @@ import torch
 
 from ..base_sample import record_base_sample
 from ..drafter import save_drafter
-from ..errors import PeerError
+from ..errors import ConfigError, PeerError
 from ..interrupts import uninterrupted
 from ..output import WrittenThenInterrupted
 from ..plural import agreeing, counted
@@ -281,7 +281,11 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
                         **scores, **cfg.extra}
             state = {name: v.detach().float() for name, v in drafter.state_dict().items()}
             state[f"lm_head.{dcfg.num_draft_layers}.weight"] = head.full_weight().float()
-            save_drafter(cfg.output, dcfg, state, producer, inputs=tuple(cfg.inputs))
+            try:
+                save_drafter(cfg.output, dcfg, state, producer, inputs=tuple(cfg.inputs), force=cfg.force)
+            except ConfigError as e:  # --output written meanwhile (by another run): the training is not lost
+                raise ConfigError(f"{e}; this run's training is saved in {cfg.state_path}: pass --resume --force to "
+                                  f"write the drafter without training again") from None
             written = True
             said.append("written")  # an interrupt from here on stops a finished run: WrittenThenInterrupted
             pending_marker(cfg).unlink(missing_ok=True)
