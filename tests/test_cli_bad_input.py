@@ -1093,6 +1093,16 @@ def test_help_is_shown_whatever_else_is_typed(args):
     assert res.output == CliRunner().invoke(main, [args[0], "--help"]).output
 
 
+@pytest.mark.parametrize("config", [["--config", "P"], ["--config=P"]])
+def test_help_beside_other_flags_shows_the_presets_defaults(tmp_path, config):
+    """The help shown whatever else is typed keeps --config's preset, whose values it shows as the defaults."""
+    preset = tmp_path / "p.yaml"
+    preset.write_text("build:\n  max-batch-size: 7\n")
+    args = ["build", *[a.replace("P", str(preset)) for a in config], "--nope", "-h"]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0 and "[default: 7; x>=1]" in res.output, res.output
+
+
 def test_a_scripts_dash_h_is_its_help():
     from redrafter_trt.cli import Script
 

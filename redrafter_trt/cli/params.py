@@ -35,11 +35,11 @@ class Command(click.Command):
         head = args[: args.index("--")] if "--" in args else args
         if ctx.resilient_parsing:  # shell completion
             return super().parse_args(ctx, args)
-        asked = [arg for arg in head if arg in self.get_help_option_names(ctx)]
-        if asked:
-            return super().parse_args(ctx, asked[:1])
         options = {name: param for param in self.params if isinstance(param, click.Option)
                    for name in param.opts + param.secondary_opts}
+        asked = [arg for arg in head if arg in self.get_help_option_names(ctx)]
+        if asked:  # with --config's preset loaded: its values are the defaults the help shows
+            return super().parse_args(ctx, _eager_options(head, options) + asked[:1])
         seen: dict[str, str] = {}
         rest = iter(head)
         for arg in rest:
@@ -56,6 +56,16 @@ class Command(click.Command):
             if not param.is_flag and not param.count and "=" not in arg:
                 next(rest, None)  # its value, whatever it looks like
         return super().parse_args(ctx, args)
+
+
+def _eager_options(args: list[str], options: dict) -> list[str]:
+    """The eager options in `args` (--config FILE) with their values, the help option left out."""
+    kept, rest = [], iter(args)
+    for arg in rest:
+        param = options.get(arg.split("=", 1)[0])
+        if param is not None and param.is_eager and not param.is_flag:
+            kept += [arg] if "=" in arg else [arg, *[value for value in [next(rest, None)] if value is not None]]
+    return kept
 
 
 class OutputFile(click.Path):
