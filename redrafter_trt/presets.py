@@ -3,8 +3,9 @@
 A preset holds top-level keys shared by every command that has such an option, and one section per command
 (`convert:`, `build:`, `run:`, `serve:`) whose keys win over the shared ones. Keys are the command's option names,
 with dashes or underscores (`tp-size` or `tp_size`); a `--x/--no-x` flag also takes `no-x: true`. Preset values
-become defaults (click's `default_map`), so flags given on the command line always win. A comma list of the
-command line (bench's `--beams 1,2,4`) is a YAML list (`beams: [1, 2, 4]`) or that string, and a JSON object
+become defaults (click's `default_map`), so flags given on the command line always win (build's arguments after
+`--` follow the preset's `trtllm-args`: `preset_then_typed`). A comma list of the command line (bench's `--beams 1,2,4`)
+is a YAML list (`beams: [1, 2, 4]`) or that string, and a JSON object
 (`--chat-template-kwargs`) a YAML mapping (`chat-template-kwargs: {enable_thinking: false}`) or that string. Paths are read as on the
 command line (relative to the working directory); YAML anchors (`&ckpt` / `*ckpt`) share a path between sections.
 
@@ -448,6 +449,18 @@ def one_of(ctx: click.Context, **values):
     if section:
         return tuple(v if k in section else None for k, v in values.items())
     return tuple(values.values())
+
+
+def preset_then_typed(ctx: click.Context, param: click.Parameter, value: tuple) -> tuple:
+    """Callback of pass-through arguments (build's trtllm-build arguments after `--`): the preset's items, then the
+    command line's. Each is a setting of another tool whose argparse takes the last of a flag given twice, so a flag
+    typed again wins and the preset's others stay; the typed list replacing the preset's dropped those in silence."""
+    from click.core import ParameterSource
+
+    preset = ctx.lookup_default(param.name, call=False)
+    if not preset or ctx.get_parameter_source(param.name) != ParameterSource.COMMANDLINE:
+        return value
+    return (*param.type_cast_value(ctx, preset), *value)
 
 
 def config_option(command: Callable) -> Callable:

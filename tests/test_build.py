@@ -415,6 +415,24 @@ def test_preset_fills_options_and_flags_win(checkpoints, tmp_path):
     assert args.output_dir == str(tmp_path / "e")
 
 
+def test_arguments_after_dashes_follow_the_presets_trtllm_args(checkpoints, tmp_path):
+    """A review: `build --config P -- --opt_num_tokens 4` dropped the preset's `trtllm-args: [--tokens_per_block, 64]`
+    in silence. The preset's come first, the command line's after them: trtllm-build's argparse takes the last of a
+    flag given twice, so a flag typed again wins and the preset's others stay."""
+    preset = tmp_path / "p.yaml"
+    preset.write_text(f"checkpoint-dir: {checkpoints[False, 1]}\nbuild:\n  output-dir: {tmp_path / 'e'}\n"
+                      "  trtllm-args: [--tokens_per_block, 64, --opt_num_tokens, 8]\n")
+    result = invoke("--config", str(preset), "--dry-run", "--", "--opt_num_tokens", "4")
+    assert result.exit_code == 0, result.output
+    argv = shlex.split(result.output)
+    assert argv[-6:] == ["--tokens_per_block", "64", "--opt_num_tokens", "8", "--opt_num_tokens", "4"]
+    args = trtllm_12_parser().parse_args(argv[1:])
+    assert (args.tokens_per_block, args.opt_num_tokens) == (64, 4)
+    # a flag build sets itself is refused after '--' as without a preset
+    one_line_error(invoke("--config", str(preset), "--dry-run", "--", "--max_beam_width", "2"),
+                   "do not pass --max_beam_width to trtllm-build after '--'")
+
+
 # ---- running a (fake) trtllm-build ------------------------------------------------------------------------------
 
 FAKE = """#!PYTHON

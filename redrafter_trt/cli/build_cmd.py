@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from ..plural import counted
-from ..presets import config_option
+from ..presets import config_option, preset_then_typed
 from .params import Command
 
 
@@ -72,12 +72,14 @@ class SeqLen(click.types.IntParamType):
 @click.option("--workers", type=click.IntRange(min=1), default=1, help="Ranks built in parallel (one GPU each).")
 @click.option("--force", is_flag=True, help="Replace an existing --output-dir (an earlier engine, or an empty folder).")
 @click.option("--dry-run", is_flag=True, help="Print the trtllm-build command and exit.")
-@click.argument("trtllm_args", nargs=-1, type=TrtllmArg(), metavar="[-- TRTLLM-BUILD ARGS]")
+@click.argument("trtllm_args", nargs=-1, type=TrtllmArg(), callback=preset_then_typed,
+                metavar="[-- TRTLLM-BUILD ARGS]")
 def build(checkpoint_dir, output_dir, max_batch_size, max_seq_len, max_num_tokens, gemm_plugin, workers, force, dry_run,
           trtllm_args):
     """Build a TensorRT-LLM engine from a ReDrafter checkpoint.
 
-    Arguments after `--` go to trtllm-build unchanged (except the settings ReDrafter fixes).
+    Arguments after `--` go to trtllm-build unchanged (except the settings ReDrafter fixes), after a preset's
+    trtllm-args.
     """
     from ..build import TRTLLM_BUILD, BuildOptions, build_engine, prepare
     from ..installed_trtllm import require_trtllm_tool
