@@ -207,7 +207,7 @@ def convert(base: Path | str, drafter: Path | str, output: Path | str, *, force:
 
     # FP8 scratch: hidden, named like this run's partial output, so the next run removes it if this one is killed
     with scratch_dir(output, "fp8-") if opts.quantize else contextlib.nullcontext() as scratch:
-        source = _quantized_base(base, dcfg, scratch / "base", opts) if opts.quantize else base
+        source, opts = _quantized_base(base, dcfg, scratch / "base", opts) if opts.quantize else (base, opts)
         plan, sources = _plan(source, base, drafter, dcfg, dtensors, opts, base_matches)
         _write(output, plan.cfg, plan.ranks, force, _read(base, drafter, opts))
         for s in sources:
@@ -309,9 +309,11 @@ def _redrafter_config(cfg: dict, d: DrafterConfig, opts: ConvertOptions) -> dict
 
 
 
-def _quantized_base(base: Path, drafter: DrafterConfig, dest: Path, opts: ConvertOptions) -> Path:
+def _quantized_base(base: Path, drafter: DrafterConfig, dest: Path,
+                    opts: ConvertOptions) -> tuple[Path, ConvertOptions]:
     """The FP8 base (modelopt's TensorRT-LLM export) in `dest`, after checking from the configs alone that the
-    drafter fits the base: calibrating a large model takes long."""
+    drafter fits the base (calibrating a large model takes long), and `opts` with calib_size the prompts calibrated
+    on, for the producer block: a set holding fewer than --calib-size gives all it has (calibration_prompts)."""
     if is_trtllm_checkpoint(base):
         raise ConfigError(f"--quantize fp8 needs a Hugging Face --base, but {base} is a TensorRT-LLM checkpoint: "
                           f"pass it without --quantize (an FP8 base checkpoint is used as it is)")
@@ -326,11 +328,12 @@ def _quantized_base(base: Path, drafter: DrafterConfig, dest: Path, opts: Conver
     _redrafter_config(cfg, drafter, opts)
     from .quantize import calibration_prompts, export_fp8_base
 
+    prompts = calibration_prompts(Path(opts.calib_data) if opts.calib_data else None, opts.calib_size)
+    opts = replace(opts, calib_size=len(prompts))
     export_fp8_base(base, dest, tp_size=opts.tp_size or 1, dtype=opts.dtype, kv_cache_dtype=opts.kv_cache_dtype,
-                    calib_prompts=calibration_prompts(Path(opts.calib_data) if opts.calib_data else None, opts.calib_size),
-                    calib_size=opts.calib_size, calib_seq_len=opts.calib_seq_len,
+                    calib_prompts=prompts, calib_size=opts.calib_size, calib_seq_len=opts.calib_seq_len,
                     calib_batch_size=opts.calib_batch_size, device=opts.device)
-    return dest
+    return dest, opts
 
 
 def _check_plan(plan: list[Planned], cfg: dict, tp_rank: int) -> None:

@@ -119,6 +119,8 @@ def main(**options) -> None:
         bf16 = convert(base, drafter, work / "bf16", dtype="bfloat16", force=True)
         fp8 = convert(base, drafter, work / "fp8", dtype="bfloat16", quantize="fp8",
                       calib_size=args.calib_size, calib_seq_len=args.calib_seq_len, device=args.device, force=True)
+        # the prompts calibrated on: all of a set holding fewer than --calib-size (the shipped one holds 64)
+        calib_size = json.loads((Path(fp8) / "config.json").read_text())["producer"]["options"]["calib_size"]
         convert_s = time.time() - t0
 
         compute_dtype = args.compute_dtype or ("float32" if args.device == "cpu" else "bfloat16")
@@ -142,7 +144,7 @@ def main(**options) -> None:
 
     figures = {
         "base": str(base), "prompts": len(prompts), "max_new_tokens": args.max_new_tokens,
-        "calib_size": args.calib_size,
+        "calib_size": calib_size,
         "compute_dtype": compute_dtype, "drafter": str(args.drafter or "fresh init-drafter"),
         **agreement(runs["bf16"]["outputs"], runs["fp8"]["outputs"]),
         "teacher_forced_positions": positions,

@@ -479,6 +479,24 @@ def test_fp8_agreement_stops_where_run_and_bench_stop(tiny_llama, tiny_drafter, 
     assert len(stops) == 2 and all(isinstance(s, list) and {65, 66} <= set(s) for s in stops), stops
 
 
+def test_fp8_agreement_records_the_calibration_prompts_used(tiny_llama, tiny_drafter, tmp_path):
+    """A review: `--calib-size 65` calibrated on the 64 prompts shipped (convert warns "using all 64") and its figures
+    said calib_size 65; they say the 64 the FP8 checkpoint's producer block records."""
+    import shutil
+
+    pytest.importorskip("modelopt.torch.quantization", reason="FP8 needs nvidia-modelopt")
+    base = tmp_path / "base"
+    shutil.copytree(tiny_llama, base)
+    save_byte_tokenizer(base)
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"prompt": PROMPTS[0]}) + "\n")
+    result = CliRunner().invoke(script("fp8_agreement").main, [
+        "--base", str(base), "--drafter", str(tiny_drafter), "--questions", str(questions), "--max-new-tokens", "2",
+        "--calib-size", "65", "--calib-seq-len", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    assert '"calib_size": 64,' in result.output, result.output
+
+
 def test_self_prompts_checks_its_output_first_and_replaces_it_whole(tiny_llama, tmp_path, monkeypatch):
     """A review: --output in a missing folder was a FileNotFoundError traceback after the model had loaded, a missing
     --base transformers' traceback, and the output was emptied before the first batch: a run that failed or was

@@ -670,6 +670,21 @@ def test_an_export_that_is_not_fp8_is_refused(fp8_models, tiny_drafter, tmp_path
     assert not out.exists()
 
 
+def test_the_producer_block_records_the_calibration_prompts_used(fp8_models, tmp_path, caplog):
+    """A review: `convert --calib-size 65` over the 64 shipped prompts warned "using all 64" and recorded calib_size 65
+    in producer.options; it records the 64 calibrated on (options hold the values used: tp_size, FP8's defaults)."""
+    custom = tmp_path / "calib.jsonl"
+    custom.write_text('{"prompt": "one two three"}\n')
+    hf_dir = fp8_models["qwen2"]
+    drafter = make_drafter(tmp_path / "drafter", hf_dir)
+    with caplog.at_level("WARNING", logger="redrafter_trt.quantize"):
+        out = convert(hf_dir, drafter, tmp_path / "out", dtype="bfloat16", quantize="fp8", calib_data=str(custom),
+                      calib_size=2, calib_seq_len=8, calib_batch_size=1, device="cpu")
+    assert "using all 1" in caplog.text, caplog.text
+    options = json.loads((Path(out) / "config.json").read_text())["producer"]["options"]
+    assert (options["calib_size"], options["calib_seq_len"], options["calib_batch_size"]) == (1, 8, 1)
+
+
 def test_a_short_calibration_file_is_named_not_calib_data(tmp_path, caplog):
     """A --calib-data file holding fewer prompts than --calib-size was answered 'pass --calib-data FILE for more', the
     flag the user had passed; the hint now names their file (the shipped set's still names --calib-data)."""
