@@ -4,7 +4,8 @@ A preset holds top-level keys shared by every command that has such an option, a
 (`convert:`, `build:`, `run:`, `serve:`) whose keys win over the shared ones. Keys are the command's option names,
 with dashes or underscores (`tp-size` or `tp_size`); a `--x/--no-x` flag also takes `no-x: true`. Preset values
 become defaults (click's `default_map`), so flags given on the command line always win (build's arguments after
-`--` follow the preset's `trtllm-args`: `preset_then_typed`). A comma list of the command line (bench's `--beams 1,2,4`)
+`--` follow the preset's `trtllm-args`, and typed chat template variables override the preset's one by one:
+`preset_then_typed`). A comma list of the command line (bench's `--beams 1,2,4`)
 is a YAML list (`beams: [1, 2, 4]`) or that string, and a JSON object
 (`--chat-template-kwargs`) a YAML mapping (`chat-template-kwargs: {enable_thinking: false}`) or that string. Paths are read as on the
 command line (relative to the working directory); YAML anchors (`&ckpt` / `*ckpt`) share a path between sections.
@@ -451,16 +452,19 @@ def one_of(ctx: click.Context, **values):
     return tuple(values.values())
 
 
-def preset_then_typed(ctx: click.Context, param: click.Parameter, value: tuple) -> tuple:
-    """Callback of pass-through arguments (build's trtllm-build arguments after `--`): the preset's items, then the
-    command line's. Each is a setting of another tool whose argparse takes the last of a flag given twice, so a flag
-    typed again wins and the preset's others stay; the typed list replacing the preset's dropped those in silence."""
+def preset_then_typed(ctx: click.Context, param: click.Parameter, value: tuple | dict) -> tuple | dict:
+    """Callback of an option holding many settings of their own (build's trtllm-build arguments after `--`, the chat
+    template's variables): the preset's, then the command line's over them. trtllm-build's argparse takes the last
+    of a flag given twice, and a typed variable replaces the preset's of that name (as a serve request's
+    chat_template_kwargs do serve's), so what is typed wins setting by setting and the preset's others stay: the
+    typed value replacing the preset's whole dropped those in silence."""
     from click.core import ParameterSource
 
     preset = ctx.lookup_default(param.name, call=False)
     if not preset or ctx.get_parameter_source(param.name) != ParameterSource.COMMANDLINE:
         return value
-    return (*param.type_cast_value(ctx, preset), *value)
+    preset = param.type_cast_value(ctx, preset)
+    return {**preset, **value} if isinstance(value, dict) else (*preset, *value)
 
 
 def config_option(command: Callable) -> Callable:

@@ -109,6 +109,27 @@ def test_a_presets_mapping_sets_them(thinking, rendered, prompts, tmp_path):
     assert "'chat-template-kwargs'" in r.output and "mapping" in r.output and r.output.count("\n") == 1, r.output
 
 
+def test_typed_kwargs_override_a_presets_key_by_key(thinking, rendered, prompts, tmp_path):
+    """A review: a typed --chat-template-kwargs replaced the preset's mapping whole, so `run --config P
+    --chat-template-kwargs '{"reasoning_effort": "low"}'` dropped the preset's enable_thinking false in silence and
+    rendered thinking prompts. The typed keys override the preset's one by one, as a serve request's over serve's."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    ckpt, base = thinking
+    tokenizer_dir = shutil.copytree(base, tmp_path / "base")  # a template reading a second variable, after thinking's
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    tok.chat_template = THINKING + "{% if effort is defined %}{{ effort }}{% endif %}"
+    tok.save_pretrained(tokenizer_dir)
+    preset = tmp_path / "p.yaml"
+    preset.write_text("run:\n  chat-template-kwargs: {enable_thinking: false}\n")
+    args = ["run", "--config", preset, "--checkpoint-dir", ckpt, "--tokenizer-dir", tokenizer_dir,
+            *COMMANDS["run"](prompts)]
+    _cli(*args, "--chat-template-kwargs", '{"effort": "low"}')
+    _cli(*args, "--chat-template-kwargs", '{"enable_thinking": true, "effort": "low"}')
+    assert rendered == [HI + EMPTY_THINK + "low", HI + "low"]
+
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_a_presets_kwargs_are_left_out_where_chat_is_off(thinking, rendered, prompts, tmp_path, command):
@@ -409,6 +430,9 @@ def test_serve_refuses_them_with_an_engine(smollm2, tmp_path):
     preset = tmp_path / "p.yaml"
     preset.write_text("chat-template-kwargs: {enable_thinking: false}\n")
     r = _cli(*args, "--config", preset, code=2)
+    assert "preset sets chat-template-kwargs" in r.output and r.output.count("\n") == 1, r.output
+    # typed '{}' sets nothing over the preset's (typed keys override a preset's one by one): the preset is named
+    r = _cli(*args, "--config", preset, "--chat-template-kwargs", "{}", code=2)
     assert "preset sets chat-template-kwargs" in r.output and r.output.count("\n") == 1, r.output
     preset.write_text("chat-template-kwargs: {}\n")  # asks nothing
     assert _cli(*args, "--config", preset).output.startswith("trtllm-serve ")

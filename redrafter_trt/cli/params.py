@@ -11,6 +11,7 @@ import click
 
 from ..errors import DEVICE, ConfigError
 from ..output import is_within, refuse_inside_earlier_output, same_file
+from ..presets import preset_then_typed
 
 
 HELP_NAMES = ["-h", "--help"]  # -h as argparse's (TensorRT-LLM's scripts, trtllm-build, run.py) and gpu_check.sh's
@@ -198,8 +199,10 @@ class TemplateKwargs(click.ParamType):
 
 
 def chat_template_kwargs_option(help: str):
-    """--chat-template-kwargs JSON (`TemplateKwargs`), its help the command's use of it."""
-    return click.option("--chat-template-kwargs", type=TemplateKwargs(), default="{}", metavar="JSON", help=help)
+    """--chat-template-kwargs JSON (`TemplateKwargs`), its help the command's use of it; typed, its keys override a
+    --config preset's one by one (`preset_then_typed`)."""
+    return click.option("--chat-template-kwargs", type=TemplateKwargs(), default="{}", metavar="JSON",
+                        callback=preset_then_typed, help=help)
 
 
 CHAT_TEMPLATE_KWARGS = chat_template_kwargs_option(

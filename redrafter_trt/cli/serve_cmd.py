@@ -45,12 +45,15 @@ def _refuse_preset_reference_options(ctx: click.Context, plan) -> None:
 def _refuse_engine_template_kwargs(ctx: click.Context, kwargs: dict) -> None:
     """trtllm-serve 1.2 has no server-wide chat template variables (no flag, no LLM API option: it renders each chat
     request with that request's chat_template_kwargs alone): --chat-template-kwargs, typed or a preset's, would be
-    dropped and Qwen3 served thinking. Refused, as the other reference-server options."""
+    dropped and Qwen3 served thinking. Refused, as the other reference-server options; a preset's named first (typed
+    keys override its own one by one, so a typed '{}' leaves them)."""
     if not kwargs:
         return
     fix = ("trtllm-serve has no server-wide chat template variables: its clients send \"chat_template_kwargs\" "
            "with each request")
-    if ctx.get_parameter_source("chat_template_kwargs") == click.core.ParameterSource.COMMANDLINE:
+    preset = ctx.lookup_default("chat_template_kwargs", call=False)  # a YAML mapping, or a JSON object's text
+    if ctx.get_parameter_source("chat_template_kwargs") == click.core.ParameterSource.COMMANDLINE and \
+            not (json.loads(preset) if isinstance(preset, str) else preset):
         raise ConfigError(f"--chat-template-kwargs applies to --checkpoint-dir only ({fix}); leave it out")
     raise ConfigError(f"the --config preset sets chat-template-kwargs, which applies to --checkpoint-dir only ({fix}): "
                       "remove it from the preset (or move it under the sections of run, bench and acceptance) to "
