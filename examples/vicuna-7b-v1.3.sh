@@ -4,6 +4,7 @@
 # (check with `redrafter-trt doctor`). Override any path below from the environment, e.g. BASE=/data/m ./vicuna-7b-v1.3.sh
 # The base, into BASE's default:
 #   hf download lmsys/vicuna-7b-v1.3 --local-dir models/vicuna-7b-v1.3
+# Its tokenizer is SentencePiece's tokenizer.model alone, which transformers reads with: pip install sentencepiece protobuf
 set -euo pipefail
 
 BASE=${BASE:-models/vicuna-7b-v1.3}

@@ -8,7 +8,7 @@ from contextvars import ContextVar
 from datetime import datetime
 from pathlib import Path
 
-from .errors import COUNT, ConfigError, TokenizerError, dangling_link, first_line, read_text
+from .errors import COUNT, ConfigError, DependencyError, TokenizerError, dangling_link, first_line, read_text
 
 log = logging.getLogger(__name__)
 
@@ -394,13 +394,18 @@ def auto_tokenizer(folder, template_kwargs: dict | None = None):
     `TokenizersBackend`, a class transformers 4 lacks: there it loads as the fast tokenizer it is. A folder holding
     none of TOKENIZER_FILES (a checkpoint, a drafter or an empty folder passed in the base's place) is refused before
     transformers reads it: it printed a warning of its own above the error (a drafter's config.json: 'You are using
-    a model of type `recurrent_drafting_drafter`...') and its reason named nothing ("... from one of: ")."""
+    a model of type `recurrent_drafting_drafter`...') and its reason named nothing ("... from one of: "). A
+    SentencePiece tokenizer.model alone, with sentencepiece or protobuf missing, is a DependencyError naming them."""
     # a name without a wildcard as it is: glob (3.11) leaves out a link to nothing
     files = [path for name in TOKENIZER_FILES for path in (Path(folder).glob(name) if "*" in name else
                                                            [Path(folder) / name])]
     if not any(path.is_file() for path in files):  # a link to nothing named only then: transformers skips one
         raise TokenizerError(next(filter(None, map(dangling_link, files)), None) or
                              f"it holds none of {', '.join(TOKENIZER_FILES)}")
+    from .token_deps import sentencepiece_refusal
+
+    if why := sentencepiece_refusal(folder):  # before transformers logs its paragraph and blames tiktoken
+        raise DependencyError(why)
     from .hf_state import TRANSFORMERS_LOCK
 
     with TRANSFORMERS_LOCK:
