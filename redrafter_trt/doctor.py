@@ -72,6 +72,12 @@ def trtllm_torch_pin() -> str:
                 if line.startswith("torch"))
 
 
+def torch_install(spec: str) -> str:
+    """The pip command for a torch meeting `spec` built on CUDA 13 as TensorRT-LLM 1.2.x's are (its install page):
+    PyPI's torch 2.9 is a CUDA 12.8 build. Its own command, since --index-url is every package's index."""
+    return f"pip install '{spec}' --index-url {TORCH_CUDA_INDEX}"
+
+
 # ---- pure checks --------------------------------------------------------------------------------------------------
 
 def check_python(version: tuple[int, ...]) -> Check:
@@ -105,9 +111,8 @@ def check_cuda(torch: TorchInfo) -> Check:
     if torch.version is None:
         return Check("cuda", False, "torch does not import", "fix torch first (above)", feature=feature)
     if torch.cuda is None:
-        pin = f"'{trtllm_torch_pin()}' --index-url {TORCH_CUDA_INDEX}: a torch TensorRT-LLM 1.2.x accepts"
         return Check("cuda", False, "torch is a CPU build", "install a CUDA build of torch on a machine with an NVIDIA "
-                     f"GPU (pip install {pin})", feature=feature)
+                     f"GPU ({torch_install(trtllm_torch_pin())}: a torch TensorRT-LLM 1.2.x accepts)", feature=feature)
     if not torch.gpus:
         return Check("cuda", False, f"CUDA {torch.cuda}, but no GPU visible",
                      "check the NVIDIA driver (nvidia-smi) and CUDA_VISIBLE_DEVICES", feature=feature)
@@ -202,7 +207,8 @@ def check_trtllm_build(path: str | None) -> Check:
 def check_trtllm_requirements(version: str, requirements: list[str], installed: dict[str, str | None]) -> Check:
     """The installed distributions against what tensorrt_llm `version`'s metadata requires (`requirements`, as
     importlib.metadata.requires gives them; `installed`: name -> version or None). A torch outside 1.2.x's
-    `torch>=2.9.1,<=2.10.0a0` breaks its compiled extensions' import; a transformers outside its pin changes what it loads."""
+    `torch>=2.9.1,<=2.10.0a0` breaks its compiled extensions' import; a transformers outside its pin changes what it loads.
+    The fix installs torch from PyTorch's CUDA 13 index (`torch_install`), the others as required, extras kept."""
     from packaging.requirements import Requirement
 
     outside = []
@@ -217,7 +223,10 @@ def check_trtllm_requirements(version: str, requirements: list[str], installed: 
         return Check("tensorrt_llm requirements", True, f"the installed versions meet tensorrt_llm {version}'s",
                      feature=ENGINES)
     shown = ", ".join(f"{req.name} {have} (wants {req.specifier})" for req, have in outside)
-    fix = "pip install " + " ".join(f"'{req.name}{req.specifier}'" for req, _ in outside)
+    wanted = {req.name: f"{req.name}{'[' + ','.join(sorted(req.extras)) + ']' if req.extras else ''}{req.specifier}"
+              for req, _ in outside}  # extras kept: nvidia-modelopt[torch]
+    torch = [torch_install(wanted.pop("torch"))] if "torch" in wanted else []
+    fix = " && ".join(torch + (["pip install " + " ".join(f"'{w}'" for w in wanted.values())] if wanted else []))
     return Check("tensorrt_llm requirements", False, f"outside tensorrt_llm {version}'s: {shown}",
                  f"{fix}, or a fresh environment for tensorrt_llm", feature=ENGINES)
 

@@ -356,15 +356,25 @@ TRTLLM_12_REQUIRES = ["torch<=2.9.0,>=2.9.0a0", "transformers==4.57.1", "nvidia-
                       "numpy<2", "pynvml; extra == 'devel'", "flashinfer-python==0.3.1; python_version < '3.0'"]
 
 
-@pytest.mark.parametrize("dists, outside", [
-    ({"torch": "2.9.0+cu128", "transformers": "4.57.1", "nvidia-modelopt": "0.37.0", "numpy": "1.26.4"}, None),
+@pytest.mark.parametrize("dists, outside, fix", [
+    ({"torch": "2.9.0+cu128", "transformers": "4.57.1", "nvidia-modelopt": "0.37.0", "numpy": "1.26.4"}, None, None),
     ({"torch": "2.13.0+cpu", "transformers": "5.0.0", "nvidia-modelopt": "0.37.0", "pynvml": "1.0"},
-     "torch 2.13.0+cpu (wants <=2.9.0,>=2.9.0a0), transformers 5.0.0 (wants ==4.57.1)"),
-])
-def test_packages_outside_tensorrt_llms_requirements_are_named(monkeypatch, dists, outside):
+     "torch 2.13.0+cpu (wants <=2.9.0,>=2.9.0a0), transformers 5.0.0 (wants ==4.57.1)",
+     "pip install 'torch<=2.9.0,>=2.9.0a0' --index-url https://download.pytorch.org/whl/cu130 && "
+     "pip install 'transformers==4.57.1'"),
+    ({"torch": "2.9.0+cu130", "transformers": "4.57.1", "nvidia-modelopt": "0.35.0", "numpy": "2.1.0"},
+     "nvidia-modelopt 0.35.0 (wants ~=0.37.0), numpy 2.1.0 (wants <2)", "pip install 'nvidia-modelopt[torch]~=0.37.0' "
+     "'numpy<2'"),
+    ({"torch": "2.13.0+cpu", "transformers": "4.57.1", "nvidia-modelopt": "0.37.0", "numpy": "1.26.4"},
+     "torch 2.13.0+cpu (wants <=2.9.0,>=2.9.0a0)",
+     "pip install 'torch<=2.9.0,>=2.9.0a0' --index-url https://download.pytorch.org/whl/cu130"),
+], ids=["met", "torch-and-transformers", "modelopt-extra-kept", "torch-alone"])
+def test_packages_outside_tensorrt_llms_requirements_are_named(monkeypatch, dists, outside, fix):
     """A review: with TensorRT-LLM 1.2 installed beside a newer torch (pip install -U torch after it), doctor said every
     engine check was OK, though 1.2.x's compiled extensions do not import under another torch; the requirements
-    its metadata declares are checked now (extras and other Pythons' markers left out)."""
+    its metadata declares are checked now (extras and other Pythons' markers left out). A later review: the fix
+    installed PyPI's torch, a CUDA 12.8 build, where the cuda line says PyTorch's CUDA 13 index (TensorRT-LLM's install
+    page), and dropped nvidia-modelopt's [torch] extra."""
     fake_machine(monkeypatch, TorchInfo(dists["torch"], "12.8", (H100,)), "1.2.0",
                  {**CPU_DISTS, "tensorrt": "10.13.0", **dists})
     monkeypatch.setattr(doctor, "trtllm_requirements", lambda: TRTLLM_12_REQUIRES)
@@ -373,8 +383,8 @@ def test_packages_outside_tensorrt_llms_requirements_are_named(monkeypatch, dist
         assert "OK   tensorrt_llm requirements: the installed versions meet tensorrt_llm 1.2.0's" in result.output
         assert result.output.strip().endswith("GPU features: all available"), result.output
     else:
-        assert f"FIX  tensorrt_llm requirements: outside tensorrt_llm 1.2.0's: {outside} -> pip install " \
-               "'torch<=2.9.0,>=2.9.0a0' 'transformers==4.57.1', or a fresh environment" in result.output
+        assert f"FIX  tensorrt_llm requirements: outside tensorrt_llm 1.2.0's: {outside} -> {fix}, or a fresh " \
+               "environment" in result.output
         assert "engines" in result.output.strip().splitlines()[-1]
 
 
