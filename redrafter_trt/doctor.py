@@ -20,6 +20,7 @@ from .errors import first_line
 from .installed_trtllm import (INSTALL_HINT, MODEL_MAP_SOURCE, has_redrafter, installed_source, model_map_lacks,
                                redrafter_architectures, trtllm_version, unsupported_trtllm, version_tuple)
 from .plural import counted
+from .token_deps import SENTENCEPIECE_INSTALL, missing_sentencepiece
 
 REDRAFTER_MIN_CC = (8, 0)   # TensorRT-LLM's ReDrafter support matrix: Ampere or newer
 # TensorRT-LLM 1.2.x's only ReDrafter test (tests/integration/defs/examples/test_redrafter.py) is @skip_post_blackwell
@@ -231,6 +232,16 @@ def check_trtllm_requirements(version: str, requirements: list[str], installed: 
                  f"{fix}, or a fresh environment for tensorrt_llm", feature=ENGINES)
 
 
+def check_sentencepiece(missing: list[str]) -> Check:
+    """sentencepiece and protobuf (`missing`: the pip names not installed), which transformers reads a tokenizer
+    folder with when it holds SentencePiece's tokenizer.model and no tokenizer.json (token_deps)."""
+    feature = "tokenizers given as SentencePiece's tokenizer.model alone (Vicuna v1.3)"
+    if missing:
+        return Check("sentencepiece", False, f"{' and '.join(missing)} not installed", SENTENCEPIECE_INSTALL,
+                     feature=feature)
+    return Check("sentencepiece", True, "sentencepiece and protobuf", feature=feature)
+
+
 def check_mpi(has_mpi4py: bool, mpirun: str | None, import_error: str | None = None) -> Check:
     """mpirun starts tensor-parallel runs; mpi4py is needed by any engine: `import tensorrt_llm` (trtllm-build's too)
     runs `from mpi4py import MPI` in tensorrt_llm/_utils.py. import_error: why that import fails where mpi4py is
@@ -382,4 +393,5 @@ def run_checks() -> list[Check]:
     checks.append(check_modelopt(modelopt, modelopt_import_error() if modelopt else None))
     has_mpi4py = has_module("mpi4py")
     checks.append(check_mpi(has_mpi4py, which("mpirun"), mpi4py_import_error() if has_mpi4py else None))
+    checks.append(check_sentencepiece(missing_sentencepiece()))
     return checks

@@ -11,6 +11,7 @@ from pathlib import Path
 
 # module -> its pip name: what reads a SentencePiece tokenizer.model
 SENTENCEPIECE_PACKAGES = {"sentencepiece": "sentencepiece", "google.protobuf": "protobuf"}
+SENTENCEPIECE_INSTALL = f"pip install {' '.join(SENTENCEPIECE_PACKAGES.values())}"
 
 
 def installed(module: str) -> bool:
@@ -46,5 +47,4 @@ def sentencepiece_refusal(folder) -> str | None:
     if not missing:
         return None
     return (f"the tokenizer in {folder} is a SentencePiece tokenizer.model without a tokenizer.json, which transformers "
-            f"reads with sentencepiece and protobuf ({' and '.join(missing)} not installed): run `pip install "
-            f"{' '.join(SENTENCEPIECE_PACKAGES.values())}`")
+            f"reads with sentencepiece and protobuf ({' and '.join(missing)} not installed): run `{SENTENCEPIECE_INSTALL}`")

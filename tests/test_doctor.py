@@ -162,6 +162,7 @@ def fake_machine(monkeypatch, torch: TorchInfo, trtllm: str | None, dists: dict[
     monkeypatch.setattr(doctor, "modelopt_import_error", lambda: None)
     monkeypatch.setattr(doctor, "mpi4py_import_error", lambda: None)
     monkeypatch.setattr(doctor, "trtllm_import_error", lambda: None)
+    monkeypatch.setattr(doctor, "missing_sentencepiece", lambda: [] if trtllm else ["sentencepiece", "protobuf"])
 
 
 CPU_DISTS = {"torch": "2.6.0", "transformers": "4.56.0", "safetensors": "0.4.5", "click": "8.1.7", "pyyaml": "6.0",
@@ -238,6 +239,24 @@ def test_cpu_machine_is_ready_and_lists_what_is_unavailable(monkeypatch):
     last = result.output.strip().splitlines()[-1]
     assert last.startswith("unavailable here:") and "engines" in last and "FP8 engines" in last
     assert "FIX  mpi: missing mpi4py and mpirun" in result.output
+
+
+@pytest.mark.parametrize("missing", [["protobuf"], []])
+def test_sentencepiece_is_checked_for_the_tokenizers_that_need_it(monkeypatch, missing):
+    """A review: a SentencePiece-only tokenizer folder (Vicuna v1.3) needs sentencepiece and protobuf, which
+    transformers reads its tokenizer.model with; doctor said nothing of them."""
+    fake_machine(monkeypatch, TorchInfo("2.6.0", "12.6", (H100,)), "1.2.0",
+                 {**CPU_DISTS, "tensorrt": "10.11.0", "nvidia-modelopt": "0.37.0"})
+    monkeypatch.setattr(doctor, "missing_sentencepiece", lambda: missing)
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code == 0, result.output
+    if missing:
+        assert "FIX  sentencepiece: protobuf not installed -> pip install sentencepiece protobuf" in result.output
+        last = result.output.strip().splitlines()[-1]
+        assert last == "unavailable here: tokenizers given as SentencePiece's tokenizer.model alone (Vicuna v1.3)"
+    else:
+        assert "OK   sentencepiece: sentencepiece and protobuf" in result.output
+        assert result.output.strip().endswith("GPU features: all available")
 
 
 def test_gpu_machine_with_everything(monkeypatch):

@@ -11,7 +11,7 @@ from .params import Command
 @click.command(cls=Command)
 @click.pass_context
 def doctor(ctx):
-    """Check Python, torch, CUDA, GPUs, TensorRT-LLM, TensorRT, modelopt and MPI."""
+    """Check Python, torch, CUDA, GPUs, TensorRT-LLM, TensorRT, modelopt, MPI and sentencepiece."""
     from ..doctor import cpu_ready, format_check, run_checks, unavailable
 
     checks = run_checks()
