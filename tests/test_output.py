@@ -315,7 +315,8 @@ def test_convert_records_its_calibration_prompts_as_an_absolute_source(tmp_path,
     drafter = make_drafter(tmp_path / "drafter", tiny_llama)
     (tmp_path / "calib.jsonl").write_text('{"prompt": "hello"}\n')
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(convert_mod, "_quantized_base", lambda base, *a: base)  # calibration is modelopt's, on a GPU
+    # calibration is modelopt's, on a GPU: the base as it is, and the options
+    monkeypatch.setattr(convert_mod, "_quantized_base", lambda base, *a: (base, a[-1]))
     convert_mod.convert(tiny_llama, drafter, tmp_path / "out", quantize="fp8", calib_data="calib.jsonl")
     producer = json.loads((tmp_path / "out" / "config.json").read_text())["producer"]
     assert producer["sources"]["calib_data"] == str(tmp_path.resolve() / "calib.jsonl")
