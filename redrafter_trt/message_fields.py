@@ -69,7 +69,8 @@ def untrained(msg: dict, role: str, where: str) -> dict:
     weight = msg.get("weight")
     if role != "assistant":
         return {}
-    if isinstance(weight, str) or weight not in (None, 0, 1):  # once read as no weight: "0" and 2 trained
+    # once read as no weight: "0" and 2 trained; JSON's true and false, no integers, were read as 1 and 0 (True == 1)
+    if isinstance(weight, (str, bool)) or weight not in (None, 0, 1):
         raise ValueError(f"{where} has weight {weight!r}: OpenAI's fine-tuning files allow 0 (not trained) or 1")
     return {"weight": 0} if weight == 0 else {}
 

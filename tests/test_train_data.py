@@ -96,15 +96,16 @@ def test_an_assistant_turn_of_weight_0_is_not_trained(tok, tmp_path):
     assert len(unique([kept, both])) == 2
 
 
-@pytest.mark.parametrize("weight", ["0", 2, -1, 0.5])
+@pytest.mark.parametrize("weight", ["0", 2, -1, 0.5, True, False])
 def test_an_assistant_turn_of_another_weight_is_refused(tmp_path, weight):
     """OpenAI's fine-tuning files allow an assistant turn's `weight` to be 0 or 1: "0" (a string), 2 or -1 were read
-    as no weight, the turn trained without a word whatever the file meant. The record is now refused, naming it."""
+    as no weight, the turn trained without a word whatever the file meant. The record is now refused, naming it. JSON's
+    true and false are no integers (Python's True == 1): they were read as 1 and 0."""
     turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo!", "weight": weight}]
     with pytest.raises(ValueError, match=rf"`messages` message 2 has weight {re.escape(repr(weight))}: OpenAI's "
                                          r"fine-tuning files allow 0 \(not trained\) or 1"):
         conversation_of({"messages": turns})
-    for ok in (0, 1, None, False, True):  # a user turn's weight is not read (OpenAI's files give it none)
+    for ok in (0, 1, None):  # a user turn's weight is not read (OpenAI's files give it none)
         conversation_of({"messages": [{**turns[0], "weight": weight}, {**turns[1], "weight": ok}]})
 
 
