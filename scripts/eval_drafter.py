@@ -53,12 +53,23 @@ def main(drafter, base, cache_dir):
             say(f"{r['tokens_per_step_beam1']:.3f} tokens/step at W=1")
     print(f"{'category':<12} {'positions':>9}  top-1 per draft step             tokens/step (W=1)")
     for category, r in results.items():
-        print(f"{category:<12} {r['anchors']:>9}  {' '.join(f'{a:.3f}' for a in r['top1']):<32} {r['tokens_per_step_beam1']:.3f}")
+        print(f"{category:<12} {r['anchors']:>9}  {_steps(r['top1']):<32} {r['tokens_per_step_beam1']:.3f}")
     n = sum(r["anchors"] for r in results.values())
     steps = len(next(iter(results.values()))["top1"])
-    top1 = [sum(r["top1"][i] * r["anchors"] for r in results.values()) / n for i in range(steps)]
+    top1 = [_weighted([(r["top1"][i], r["anchors"]) for r in results.values()]) for i in range(steps)]
     expected = sum(r["tokens_per_step_beam1"] * r["anchors"] for r in results.values()) / n
-    print(f"{'all':<12} {n:>9}  {' '.join(f'{a:.3f}' for a in top1):<32} {expected:.3f}")
+    print(f"{'all':<12} {n:>9}  {_steps(top1):<32} {expected:.3f}")
+
+
+def _weighted(pairs: list[tuple[float | None, int]]) -> float | None:
+    """The mean of (value, weight) pairs scored (a draft step no answer reaches: None, left out); None if none is."""
+    scored = [(x, w) for x, w in pairs if x is not None]
+    return sum(x * w for x, w in scored) / sum(w for _, w in scored) if scored else None
+
+
+def _steps(values: list[float | None]) -> str:
+    """Per draft step, a step with nothing scored (None: no answer reaches it) as '-'."""
+    return " ".join("-" if x is None else f"{x:.3f}" for x in values)
 
 
 if __name__ == "__main__":

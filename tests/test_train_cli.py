@@ -749,3 +749,20 @@ def test_a_drafter_another_run_wrote_meanwhile_is_kept_without_force(chat_base, 
     r = _run(*args, "--resume", "--force")
     assert r.exit_code == 0 and "training drafter" not in r.stderr, r.output
     assert load_drafter(out)
+
+
+def test_draft_steps_no_held_out_answer_reaches_are_recorded_and_said_unscored(chat_base, tmp_path):
+    """Answers of 3 tokens reach 2 draft steps of --predict-n 5 (step i needs the anchor and i + 2 tokens after it):
+    the 3 others scored 0.0 (0 right of 0 positions, the count clamped to 1), recorded as the drafter's accuracy there.
+    Now null, printed '-', and left out of the expected tokens/step."""
+    data = tmp_path / "p.jsonl"
+    data.write_text("\n".join(json.dumps({"prompt": f"Tell me about number {i}."}) for i in range(60)))
+    r = _run("--base", chat_base, "--data", data, "--output", tmp_path / "out", "--cache-dir", tmp_path / "c",
+             "--distill", "--distill-max-new-tokens", "3", "--predict-n", "5", "--max-steps", "2",
+             "--base-dtype", "float32")
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "out" / "config.json").read_text())["producer"]["heldout"]
+    assert res["top1"][2:] == res["chained"][2:] == [None] * 3 and None not in res["top1"][:2], res
+    assert res["tokens_per_step_beam1"] == round(1 + sum(res["chained"][:2]), 3), res
+    line = next(line for line in r.output.splitlines() if line.startswith("held-out"))
+    assert ", -, -, -], chained [" in line and "draft steps 3 to 5 unscored" in line, line

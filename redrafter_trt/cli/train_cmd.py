@@ -47,9 +47,17 @@ def score_line(key: str, res: dict) -> str:
     assumes (--predict-n, the steps scored): on the data's answers (train without --distill), teacher forcing scores
     text the base would not write, which its greedy decoding never reaches: said, with how to measure what it will
     accept. Either way the prompts are like the training data's; others (MT-Bench) accept less."""
+    from ..train.heldout import per_step
+
     label = {"heldout": "held-out", "train_set": "training-set (no held-out examples)", "heldout_base": "held-out"}[key]
-    scores = f"top-1 per step {res['top1']}, chained {res['chained']}: {res['tokens_per_step_beam1']} tokens/step"
-    at = f"at beam width 1 and draft length {len(res['top1'])}"
+    scores = (f"top-1 per step {per_step(res['top1'])}, chained {per_step(res['chained'])}: "
+              f"{res['tokens_per_step_beam1']} tokens/step")
+    steps = len(res["top1"])
+    at = f"at beam width 1 and draft length {steps}"
+    if None in res["top1"]:  # no answer reaches them (heldout.evaluate): always the last ones
+        first = res["top1"].index(None) + 1
+        at += (f" (draft step{'s' if first < steps else ''} {first}{f' to {steps}' if first < steps else ''} "
+               f"unscored: no answer scored is long enough to reach them)")
     if res.get("answers") == "data":
         return (f"{label}, on the data's answers (not the base's own): {scores} {at} on that text; where "
                 f"another model wrote the data, more than the base's greedy decoding will accept (measure that with "

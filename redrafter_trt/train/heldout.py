@@ -30,19 +30,28 @@ from .objective import Head, drafter_step
 @torch.no_grad()
 def evaluate(drafter: Drafter, head: Head, embed: torch.Tensor, feats: Features, k: int, batch: int = 512) -> dict:
     """Per-step top-1 and chained accuracy over every anchor, and the expected tokens per step at beam width 1
-    (1 + sum of chained accuracies)."""
+    (1 + sum of chained accuracies). A draft step no answer reaches (step i needs the anchor and i + 2 tokens after
+    it) has nothing to score: None (it read 0.0, recorded as the drafter's accuracy there), left out of the sum."""
     correct, valid = [], []
     for s in range(0, len(feats.anchors), batch):
         idx = torch.arange(s, min(s + batch, len(feats.anchors)), device=feats.anchors.device)
         r = drafter_step(drafter, head, embed, feats, idx, k)
         correct.append(r.correct)
         valid.append(r.valid)
-    c, v = torch.cat(correct), torch.cat(valid)
-    n = v.sum(0).clamp(min=1)
-    top1 = (c.sum(0) / n).tolist()
-    chained = ((c.cumprod(1).bool() & v).sum(0) / n).tolist()
-    return {"anchors": len(feats.anchors), "top1": [round(x, 4) for x in top1],
-            "chained": [round(x, 4) for x in chained], "tokens_per_step_beam1": round(1 + sum(chained), 3)}
+    c, v = torch.cat(correct), torch.cat(valid)  # [anchors, k]
+    scored = v.sum(0).tolist()  # [k] positions scored at each draft step
+
+    def share(hits: torch.Tensor) -> list[float | None]:
+        return [round(h / n, 4) if n else None for h, n in zip(hits.tolist(), scored)]
+
+    top1, chained = share(c.sum(0)), share((c.cumprod(1).bool() & v).sum(0))
+    return {"anchors": len(feats.anchors), "top1": top1, "chained": chained,
+            "tokens_per_step_beam1": round(1 + sum(x for x in chained if x is not None), 3)}
+
+
+def per_step(values: list[float | None]) -> str:
+    """`evaluate`'s per-draft-step list as `[0.25, 0.1, -]`: a step with nothing scored (None) as '-'."""
+    return "[" + ", ".join("-" if x is None else str(x) for x in values) + "]"
 
 
 def evaluate_on_prompts(drafter_dir: Path, base: Path, prompts_file: Path, cache_dir: Path, *, num_prompts: int = 40,

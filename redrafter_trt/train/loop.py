@@ -34,7 +34,7 @@ from .config import TrainConfig
 from .dataset import STOPS_AT_ONCE_FIX, base_key, build_examples, distill_folder, dtype_name, say_little_room
 from .distill import unanswered
 from .features import Features, build_features, file_metadata
-from .heldout import BASE_ANSWERED_PROMPTS, base_answered, evaluate
+from .heldout import BASE_ANSWERED_PROMPTS, base_answered, evaluate, per_step
 from .init import new_drafter
 from .objective import TEACHER_TOP_K, Head, Teacher, soft_target_cache
 from .progress import Progress, StepStats
@@ -267,8 +267,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
         if rank == 0:
             for key, r in scores.items():
                 log.info("%s, on the %s answers: top-1 %s, chained %s, %.2f tokens/step at beam width 1", key,
-                         "base's own" if r["answers"] == "base" else "data's", r["top1"], r["chained"],
-                         r["tokens_per_step_beam1"])
+                         "base's own" if r["answers"] == "base" else "data's", per_step(r["top1"]),
+                         per_step(r["chained"]), r["tokens_per_step_beam1"])
             # the block every output carries (producer.py), then what the run came to (the dtypes "auto" chose), a
             # sample of the base's weights (convert warns where --base's differ: its path tells nothing on another
             # machine), and cfg.extra: the quickstart's recipe, which it looks for at the top
