@@ -559,6 +559,28 @@ def test_a_rerun_without_resume_says_it_drops_an_interrupted_runs_steps(chat_bas
     assert not [r for r in caplog.records if r.name == "redrafter_trt.train.state"]
 
 
+def test_a_rerun_refused_for_its_data_keeps_the_interrupted_runs_state(chat_base, qa_file, tmp_path):
+    """A rerun without --resume removed the interrupted run's state before it read its data: one refused for a bad
+    --data file (exit 2) cost every step saved. Refused input now changes nothing; the state goes when training
+    starts."""
+    from redrafter_trt.errors import ConfigError
+
+    def interrupt(p):
+        if p.stage == "train" and p.done == 6:
+            raise KeyboardInterrupt
+
+    cfg = _cfg(chat_base, qa_file, tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        train_drafter(cfg, on_progress=interrupt)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    with pytest.raises(ConfigError, match="bad.json"):
+        train_drafter(_cfg(chat_base, bad, tmp_path))
+    assert torch.load(cfg.state_path, weights_only=True)["step"] == 6
+    resumed = train_drafter(_cfg(chat_base, qa_file, tmp_path, resume=True))
+    assert resumed.is_dir()
+
+
 def test_a_diverging_run_stops_and_writes_no_drafter(chat_base, qa_file, tmp_path):
     """--lr 1e6 once trained on through NaN losses and wrote an all-NaN drafter with exit code 0."""
     from redrafter_trt.errors import ConfigError

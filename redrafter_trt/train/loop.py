@@ -105,8 +105,6 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
         known = {"arch": drafter_arch(cfg, base_config), **({"total": cfg.max_steps} if cfg.max_steps else {})}
         refuse_other(cfg, read_state(cfg, mmap=True), {**options, **known})
     cache_dir = cfg.cache_dir
-    if not cfg.resume and rank == 0 and cfg.state_path.exists():  # a new run: never resume an older one's state
-        remove_earlier_state(cfg)
     model_box: list = []
     base_dtype = cfg.torch_dtype(cfg.base_dtype, device)
 
@@ -211,6 +209,9 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
             "examples": digest, "cache_dir": str(Path(cache_dir).resolve()), **options}
     if cfg.resume:
         start = load_state(cfg, drafter, head, opt, total, same)
+    elif rank == 0 and cfg.state_path.exists():  # a new run: never resume an older one's state. Removed only now,
+        # its inputs read: a run refused for them (a bad --data file) once cost an interrupted run's saved steps
+        remove_earlier_state(cfg)
     feats = feats.to(device)
     log.info("training %d steps of %d anchors (%d anchors, %d steps per epoch) on %s", total, cfg.batch_size, n,
              per_epoch, device)
