@@ -297,9 +297,9 @@ def uniform_head(value: float, rows: int) -> str:
 
 
 def save_drafter(folder: Path | str, cfg: DrafterConfig, state: dict[str, torch.Tensor], producer: dict | None = None,
-                 inputs: tuple = (), force: bool = True) -> Path:
-    """Write Apple's layout (config.json + model.safetensors) atomically, replacing `folder` (only with `force`: the
-    CLI's --force) unless it is or holds one of `inputs`."""
+                 inputs: tuple = (), *, force: bool) -> Path:
+    """Write Apple's layout (config.json + model.safetensors) atomically, replacing `folder` where `force` allows
+    (`atomic_output`) unless it is or holds one of `inputs`."""
     from .io import write_safetensors
     from .output import atomic_output
 
@@ -383,8 +383,9 @@ def exit_dims_that_fit(planned: DrafterConfig, limit: int, frozen_head: bool = F
 
 
 def init_drafter_for_base(base: Path | str, output: Path | str, *, num_draft_layers: int = 2, rnn: bool = True,
-                          exit_dim: int | None = None, seed: int = 0, force: bool = True) -> DrafterConfig:
-    """init_drafter for a Hugging Face base folder, written in Apple's layout with a producer block (save_drafter)."""
+                          exit_dim: int | None = None, seed: int = 0, force: bool = False) -> DrafterConfig:
+    """init_drafter for a Hugging Face base folder, written in Apple's layout with a producer block (replacing an
+    earlier `output` only with `force`, as init-drafter's --force)."""
     from . import __version__
     from .base_plan import check_hf_tensors
     from .base_sample import record_base_sample

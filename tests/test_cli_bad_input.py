@@ -118,6 +118,19 @@ def test_an_output_inside_an_earlier_output_is_refused(parts, ckpt, tmp_path):
     assert files(earlier) == before
 
 
+def test_init_drafter_does_not_replace_a_folder_made_during_its_run_without_force(parts, tmp_path, monkeypatch):
+    """save_drafter replaced its folder whatever --force said: one made at --output after init-drafter checked it
+    free went without a word."""
+    import redrafter_trt.base_sample as base_sample
+
+    base, _ = parts
+    out = tmp_path / "d"
+    real = base_sample.record_base_sample
+    monkeypatch.setattr(base_sample, "record_base_sample", lambda b: (out.mkdir(), real(b))[1])
+    assert_one_line_error(run_cli("init-drafter", "--base", base, "--output", out), "already exists", "--force")
+    assert out.is_dir() and not list(out.iterdir())
+
+
 def test_force_replaces_only_empty_folders_and_earlier_outputs(parts, tmp_path, monkeypatch):
     """A mistyped --output with --force must not wipe a project folder (a review: notes.txt was deleted)."""
     base, drafter = parts

@@ -30,11 +30,11 @@ def stand_in_training(calls: list):
 
     def train(cfg, on_progress=None, **kw):
         calls.append(cfg)
-        init_drafter_for_base(cfg.base, cfg.output, num_draft_layers=cfg.num_draft_layers)
+        init_drafter_for_base(cfg.base, cfg.output, num_draft_layers=cfg.num_draft_layers, force=True)
         dcfg, tensors = load_drafter(cfg.output)
         made = json.loads((cfg.output / "config.json").read_text())["producer"]
         save_drafter(cfg.output, replace(dcfg, predict_n=cfg.predict_n), tensors,
-                     {**made, "command": "train", **cfg.extra})
+                     {**made, "command": "train", **cfg.extra}, force=True)
         return cfg.output
 
     return lambda: (quickstart_config, train)
@@ -169,7 +169,7 @@ def test_an_untrained_drafter_from_init_drafter_is_retrained_and_reconverted(smo
     from redrafter_trt.drafter import init_drafter_for_base
 
     workdir, _, _ = first_run
-    init_drafter_for_base(smollm2, workdir / "drafter")
+    init_drafter_for_base(smollm2, workdir / "drafter", force=True)
     assert qs.ensure_checkpoint(smollm2, workdir / "drafter", workdir, False)[1] is False  # converted from it
     calls = []
     train = stand_in_training(calls)

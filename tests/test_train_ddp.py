@@ -367,3 +367,17 @@ def test_warnings_about_the_data_are_said_once_and_a_shards_name_its_rank(tmp_pa
         assert proc.stderr.count(said) == 1, proc.stderr[-3000:]
     cut = [line for line in proc.stderr.splitlines() if "run past --max-seq-len 64" in line]
     assert cut and all("torchrun rank " in line for line in cut), proc.stderr[-3000:]
+
+
+def test_a_torchrun_run_on_an_output_another_train_writes_is_refused_on_every_rank(tmp_path):
+    """Rank 0 holds the output's lock (the state and the drafter are its to write): where another run holds it, every
+    rank stops at once with the same line, not rank 0 alone while the others wait in a collective."""
+    from redrafter_trt.locks import holding
+
+    base = twenty_sums(tmp_path)
+    with holding(tmp_path / "out.train.lock"):  # this process is the other run
+        proc = torchrun(WARNED, tmp_path, base, fails=True)
+    line = (f"error: another train (process {os.getpid()}) is writing --output {tmp_path}/out and its training state "
+            f"{tmp_path}/out.train-state.pt: wait for it to end, or choose another --output")
+    assert proc.stderr.count(line) == 2, proc.stderr[-3000:]
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "out.train.lock").exists()

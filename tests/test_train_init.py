@@ -61,6 +61,6 @@ def test_saved_drafter_carries_the_metadata_apples_loader_needs(tmp_path):
 
     cfg, model = new_drafter({"hidden_size": H, "vocab_size": V}, head_with_spread_spectrum(), num_draft_layers=1,
                              rnn=True, exit_dim=H, predict_n=2, seed=0)
-    save_drafter(tmp_path / "d", cfg, model.state_dict())
+    save_drafter(tmp_path / "d", cfg, model.state_dict(), force=False)
     with safe_open(str(tmp_path / "d" / "model.safetensors"), framework="pt") as f:
         assert f.metadata() == {"format": "pt"}

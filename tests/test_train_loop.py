@@ -3,6 +3,7 @@ reproduce an uninterrupted run bit for bit, and the pruned head's loss is the fu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import re
@@ -581,6 +582,59 @@ def test_a_rerun_refused_for_its_data_keeps_the_interrupted_runs_state(chat_base
     assert resumed.is_dir()
 
 
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_second_run_on_the_same_output_is_refused_while_the_first_trains(chat_base, qa_file, tmp_path, resume):
+    """A second run with the same --output removed the first's live state as an interrupted run's ('starting over:
+    removed ...'), and each wrote its drafter over the other's, neither with --force; two --resume runs trained from
+    one state. The second is now refused at once, naming the first's process, and the first goes on untouched."""
+    import os
+
+    from redrafter_trt.errors import ConfigError
+
+    if resume:  # an interrupted run's state, which both resume
+        with pytest.raises(KeyboardInterrupt):
+            train_drafter(_cfg(chat_base, qa_file, tmp_path, force=False),
+                          on_progress=lambda p: p.stage == "train" and p.done == 5 and _raise(KeyboardInterrupt))
+    refused = []
+
+    def second(p):
+        if p.stage == "train" and p.done == 6 and not refused:
+            with pytest.raises(ConfigError) as e:
+                train_drafter(_cfg(chat_base, qa_file, tmp_path, force=False, resume=resume))
+            refused.append(str(e.value))
+
+    cfg = _cfg(chat_base, qa_file, tmp_path, force=False, resume=resume)
+    train_drafter(cfg, on_progress=second)
+    assert refused == [f"another train (process {os.getpid()}) is writing --output {cfg.output} and its training "
+                       f"state {cfg.state_path}: wait for it to end, or choose another --output"]
+    assert json.loads((cfg.output / "config.json").read_text())["producer"]["steps"] == 8
+    assert not cfg.output.with_name("drafter.train.lock").exists()  # only while a run holds it
+
+
+def _raise(e):
+    raise e
+
+
+def test_a_drafter_written_there_during_the_run_is_not_replaced_without_force(chat_base, qa_file, tmp_path):
+    """save_drafter replaced the output whatever --force said: one another tool wrote there while the run trained
+    (--output checked free when it started) went without a word. Refused now, the training kept for --resume."""
+    from redrafter_trt.drafter import init_drafter_for_base
+    from redrafter_trt.errors import ConfigError
+
+    cfg = _cfg(chat_base, qa_file, tmp_path, force=False)
+
+    def meanwhile(p):
+        if p.stage == "train" and p.done == 8:
+            init_drafter_for_base(chat_base, cfg.output, num_draft_layers=0)
+
+    with pytest.raises(ConfigError, match=rf"--output {cfg.output} was written while this run trained: the training "
+                                          rf"is saved in {cfg.state_path}; rerun with --resume --force"):
+        train_drafter(cfg, on_progress=meanwhile)
+    assert json.loads((cfg.output / "config.json").read_text())["producer"]["command"] == "init-drafter"
+    train_drafter(_cfg(chat_base, qa_file, tmp_path, force=True, resume=True))
+    assert json.loads((cfg.output / "config.json").read_text())["producer"]["command"] == "train"
+
+
 def test_a_diverging_run_stops_and_writes_no_drafter(chat_base, qa_file, tmp_path):
     """--lr 1e6 once trained on through NaN losses and wrote an all-NaN drafter with exit code 0."""
     from redrafter_trt.errors import ConfigError
@@ -802,7 +856,8 @@ def test_a_resume_under_another_number_of_ranks_is_refused(chat_base, qa_file, t
 
     train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4))
     monkeypatch.setattr(torchrun, "_dist", lambda device: (0, 2))
-    monkeypatch.setattr(loop, "same_state_on_every_rank", lambda *a: None)  # a collective: no peer rank here
+    monkeypatch.setattr(loop, "same_state_on_every_rank", lambda *a: None)  # collectives: no peer rank here
+    monkeypatch.setattr(loop, "writing_output", lambda *a: contextlib.nullcontext())
     monkeypatch.setattr(loop, "build_examples", lambda *a, **k: pytest.fail("examples built before the refusal"))
     with pytest.raises(ConfigError, match=re.escape("saved with different number of torchrun ranks (WORLD_SIZE) "
                                                     "(1 then, 2 now)")):

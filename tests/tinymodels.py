@@ -75,7 +75,7 @@ def make_drafter(folder: Path, base_dir: Path, *, rnn: bool = True, exit_dim: in
         with torch.no_grad():
             for p in model.parameters():
                 p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
-    save_drafter(folder, cfg, {k: v.to(dtype) for k, v in model.state_dict().items()})
+    save_drafter(folder, cfg, {k: v.to(dtype) for k, v in model.state_dict().items()}, force=True)
     return Path(folder)
 
 

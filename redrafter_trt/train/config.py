@@ -245,6 +245,11 @@ class TrainConfig:
         """The resumable training state, next to the output folder (the output is replaced atomically)."""
         return self.output.with_name(self.output.name + ".train-state.pt")
 
+    @property
+    def lock_path(self) -> Path:
+        """What a run holds while it writes the output and its state (`state.writing_output`), next to them."""
+        return self.output.with_name(self.output.name + ".train.lock")
+
 
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies bfloat16 natively (AVX512-BF16 or AMX). oneDNN also runs bfloat16 on plain AVX-512

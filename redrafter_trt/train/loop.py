@@ -39,7 +39,8 @@ from .init import new_drafter
 from .objective import TEACHER_TOP_K, Head, Teacher, soft_target_cache
 from .progress import Progress, StepStats
 from .state import (drafter_arch, examples_digest, load_state, pending_marker, read_state, refuse_answering,
-                    refuse_other, remove_earlier_state, resume_options, same_state_on_every_rank, save_state)
+                    refuse_other, remove_earlier_state, resume_options, same_state_on_every_rank, save_state,
+                    writing_output)
 from .steps import batch_anchors, check_finite, learning_rate, step_gradients, steps_per_epoch
 from .torchrun import all_reduce, collective, process_group
 
@@ -61,9 +62,11 @@ def train_drafter(cfg: TrainConfig, on_progress: Callable[[Progress], None] | No
                               else cfg.device)
         gpu = [torch.cuda.current_device() if device.index is None else device.index] if device.type == "cuda" else []
         try:
-            # fork_rng: train seeds torch's random state, the caller's comes back after; in_use: the cache entries
-            # this run reads are held (cache.using) until it ends
-            with torch.random.fork_rng(devices=gpu), contextlib.ExitStack() as in_use:
+            # writing_output: no other run writes the output or its state meanwhile; fork_rng: train seeds torch's
+            # random state, the caller's comes back after; in_use: the cache entries this run reads are held
+            # (cache.using) until it ends
+            with writing_output(cfg, rank, world), torch.random.fork_rng(devices=gpu), \
+                    contextlib.ExitStack() as in_use:
                 return _train(cfg, rank, world, device, on_progress, in_use, said, rerun)
         except KeyboardInterrupt as e:
             if "written" in said and not isinstance(e, WrittenThenInterrupted):  # after the drafter was written, as
@@ -282,11 +285,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
                         **scores, **cfg.extra}
             state = {name: v.detach().float() for name, v in drafter.state_dict().items()}
             state[f"lm_head.{dcfg.num_draft_layers}.weight"] = head.full_weight().float()
-            try:
-                save_drafter(cfg.output, dcfg, state, producer, inputs=tuple(cfg.inputs), force=cfg.force)
-            except ConfigError as e:  # --output written meanwhile (by another run): the training is not lost
-                raise ConfigError(f"{e}; this run's training is saved in {cfg.state_path}: pass --resume --force to "
-                                  f"write the drafter without training again") from None
+            _save_drafter(cfg, dcfg, state, producer)
             written = True
             said.append("written")  # an interrupt from here on stops a finished run: WrittenThenInterrupted
             pending_marker(cfg).unlink(missing_ok=True)
@@ -309,6 +308,19 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
         with collective():
             torch.distributed.barrier()
     return cfg.output
+
+
+def _save_drafter(cfg: TrainConfig, dcfg, state: dict, producer: dict) -> None:
+    """save_drafter with the run's --force: a folder written at --output while the run trained (checked free when
+    it started; no other train writes there meanwhile, `writing_output`) is not replaced without it."""
+    try:
+        save_drafter(cfg.output, dcfg, state, producer, inputs=tuple(cfg.inputs), force=cfg.force)
+    except ConfigError:
+        if cfg.force or not cfg.output.exists():
+            raise
+        raise ConfigError(f"--output {cfg.output} was written while this run trained: the training is saved in "
+                          f"{cfg.state_path}; rerun with --resume --force to replace that folder with this drafter, or "
+                          f"move it away and rerun with --resume") from None
 
 
 TRAIN_SOURCES = ("base", "data", "output", "cache_dir", "extra")  # TrainConfig's fields that are no options

@@ -5,6 +5,7 @@ new run removes (saying so when that run was interrupted).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import logging
@@ -21,6 +22,7 @@ from ..drafter import Drafter, DrafterConfig
 from ..errors import ConfigError, CorruptFileError, RedrafterError, first_line
 from ..interrupts import uninterrupted
 from ..io import unsafe_pickle
+from ..locks import LockHeld, holder_name, holding
 from ..plural import are, counted
 from .config import TrainConfig
 from .data import Example
@@ -29,6 +31,31 @@ from .objective import Head
 from .torchrun import all_reduce, collective
 
 log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def writing_output(cfg: TrainConfig, rank: int, world: int):
+    """Hold `cfg.lock_path` for the block (torchrun's rank 0, which writes the state and the drafter): a second run on
+    the same --output removed the first's live state as an interrupted run's, and each wrote its drafter over the
+    other's, neither with --force; two --resume runs trained from one state. Refused on every rank, in one line naming
+    the process holding it."""
+    holder = None
+    with contextlib.ExitStack() as held:
+        if rank == 0:
+            try:
+                held.enter_context(holding(cfg.lock_path))
+            except LockHeld as e:
+                holder = e.holder
+        if world > 1:  # the other ranks refused with rank 0
+            said = [holder]
+            with collective():
+                torch.distributed.broadcast_object_list(said, src=0)
+            holder = said[0]
+        if holder is not None:
+            who = holder_name(holder)
+            raise ConfigError(f"another train{f' ({who})' if who else ''} is writing --output {cfg.output} and its "
+                              f"training state {cfg.state_path}: wait for it to end, or choose another --output")
+        yield
 
 
 def drafter_arch(cfg: TrainConfig, base_config: dict) -> dict:
