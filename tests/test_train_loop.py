@@ -539,13 +539,8 @@ def test_a_rerun_without_resume_says_it_drops_an_interrupted_runs_steps(chat_bas
     and started over without a word at the default log level; an earlier finished run's state goes quietly."""
     import logging
 
-    def interrupt(p):
-        if p.stage == "train" and p.done == 6:
-            raise KeyboardInterrupt
-
     cfg = _cfg(chat_base, qa_file, tmp_path)
-    with pytest.raises(KeyboardInterrupt):
-        train_drafter(cfg, on_progress=interrupt)
+    _interrupted(cfg, 6)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="redrafter_trt.train.state"):
         train_drafter(_cfg(chat_base, qa_file, tmp_path))
@@ -566,13 +561,8 @@ def test_a_rerun_refused_for_its_data_keeps_the_interrupted_runs_state(chat_base
     starts."""
     from redrafter_trt.errors import ConfigError
 
-    def interrupt(p):
-        if p.stage == "train" and p.done == 6:
-            raise KeyboardInterrupt
-
     cfg = _cfg(chat_base, qa_file, tmp_path)
-    with pytest.raises(KeyboardInterrupt):
-        train_drafter(cfg, on_progress=interrupt)
+    _interrupted(cfg, 6)
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
     with pytest.raises(ConfigError, match="bad.json"):
@@ -592,9 +582,7 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_trains(chat_
     from redrafter_trt.errors import ConfigError
 
     if resume:  # an interrupted run's state, which both resume
-        with pytest.raises(KeyboardInterrupt):
-            train_drafter(_cfg(chat_base, qa_file, tmp_path, force=False),
-                          on_progress=lambda p: p.stage == "train" and p.done == 5 and _raise(KeyboardInterrupt))
+        _interrupted(_cfg(chat_base, qa_file, tmp_path, force=False), 5)
     refused = []
 
     def second(p):
@@ -611,8 +599,14 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_trains(chat_
     assert not cfg.output.with_name("drafter.train.lock").exists()  # only while a run holds it
 
 
-def _raise(e):
-    raise e
+def _interrupted(cfg, step: int) -> None:
+    """Train `cfg`, interrupted (Ctrl-C) after `step`: its state saved there."""
+    def interrupt(p):
+        if p.stage == "train" and p.done == step:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_drafter(cfg, on_progress=interrupt)
 
 
 def test_a_drafter_written_there_during_the_run_is_not_replaced_without_force(chat_base, qa_file, tmp_path):
