@@ -114,7 +114,7 @@ def main(**options) -> None:
         drafter = args.drafter
         if drafter is None:
             drafter = work / "drafter"
-            init_drafter_for_base(base, drafter)
+            init_drafter_for_base(base, drafter, force=True)  # --work-dir's from an earlier run: replaced
         t0 = time.time()
         bf16 = convert(base, drafter, work / "bf16", dtype="bfloat16", force=True)
         fp8 = convert(base, drafter, work / "fp8", dtype="bfloat16", quantize="fp8",
