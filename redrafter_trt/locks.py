@@ -75,7 +75,7 @@ def holding(path: Path) -> Iterator[None]:
             os.close(fd)
             fd = None
             break
-        if _is(fd, path):
+        if _same_file(fd, path):
             break
         os.close(fd)  # the file a run that let go of it removed: take the one now at `path`
     try:
@@ -95,7 +95,7 @@ def holding(path: Path) -> Iterator[None]:
                 break
 
 
-def _is(fd: int, path: Path) -> bool:
+def _same_file(fd: int, path: Path) -> bool:
     try:
         here, there = os.fstat(fd), os.stat(path)
     except FileNotFoundError:

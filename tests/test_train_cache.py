@@ -9,6 +9,7 @@ import logging
 import os
 import shutil
 
+import pytest
 import torch
 from click.testing import CliRunner
 
@@ -179,3 +180,18 @@ assert (folder / ".a.partial-999999999-0").exists()
     res = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert all(p.exists() for p in old)
+
+
+def test_a_lock_file_is_held_by_one_holder_at_a_time_and_names_it(tmp_path):
+    """locks.holding (train's --output lock): a second holder is refused, told who holds it; the file and the folders
+    made for it go when it is let go, and the next holder takes it."""
+    from redrafter_trt.locks import LockHeld, holder_name, holding
+
+    path = tmp_path / "new" / "out.train.lock"
+    for _ in range(2):
+        with holding(path):
+            with pytest.raises(LockHeld) as e:
+                with holding(path):
+                    pass
+            assert holder_name(e.value.holder) == f"process {os.getpid()}"
+        assert not (tmp_path / "new").exists()
