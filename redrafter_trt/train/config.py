@@ -107,7 +107,7 @@ class TrainConfig:
             (0 < self.lr < math.inf, f"--lr must be positive and finite (got {self.lr})"),
             # AdamW computes in float32: --lr 1e39 was its overflow traceback after the distillation
             (self.lr < FLOAT32_MAX, f"--lr must be below float32's largest number, {FLOAT32_MAX:.1e} (got "
-                                     f"{self.lr:g}): the optimizer computes in float32 (the default is 1e-3)"),
+                                     f"{self.lr}): the optimizer computes in float32 (the default is 1e-3)"),
             (self.batch_size >= 1, f"--batch-size must be at least 1 (got {self.batch_size})"),
             (self.distill_max_new_tokens >= 2,  # without --distill, the held-out answers' cap
              f"--distill-max-new-tokens must be at least 2 (got {self.distill_max_new_tokens}): a draft step learns "
