@@ -724,33 +724,6 @@ def test_a_ctrl_c_once_the_drafter_is_written_ends_a_finished_run(chat_base, pro
     assert signal.getsignal(signal.SIGINT) is handler  # an in-process caller's Ctrl-C stops it again
 
 
-def test_a_drafter_another_run_wrote_meanwhile_is_kept_without_force(chat_base, tmp_path, monkeypatch):
-    """Checked only as the run began, the --output another train wrote meanwhile was replaced without --force. It is
-    kept, and the refusal says how to write this run's drafter without training again."""
-    from redrafter_trt.train import loop
-
-    qa = tmp_path / "qa.jsonl"
-    qa.write_text("".join(json.dumps({"question": f"{i}+1?", "answer": f"{i}+1 is {i + 1}."}) + "\n" for i in range(8)))
-    out, real = tmp_path / "out", loop.producer_block
-
-    def another_run_writes_it(*args, **kwargs):
-        out.mkdir()
-        (out / "config.json").write_text(json.dumps({"producer": {"name": "redrafter-trt"}}))
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(loop, "producer_block", another_run_writes_it)
-    args = ("--base", chat_base, "--data", qa, "--output", out, "--cache-dir", tmp_path / "c", "--max-steps", "1",
-            "--predict-n", "2")
-    r = _run(*args)
-    assert r.exit_code == 2, r.output
-    assert f"output folder {out} already exists: pass --force" in r.stderr and "pass --resume --force" in r.stderr
-    assert [p.name for p in out.iterdir()] == ["config.json"]
-    monkeypatch.undo()
-    r = _run(*args, "--resume", "--force")
-    assert r.exit_code == 0 and "training drafter" not in r.stderr, r.output
-    assert load_drafter(out)
-
-
 def test_draft_steps_no_held_out_answer_reaches_are_recorded_and_said_unscored(chat_base, tmp_path):
     """Answers of 3 tokens reach 2 draft steps of --predict-n 5 (step i needs the anchor and i + 2 tokens after it):
     the 3 others scored 0.0 (0 right of 0 positions, the count clamped to 1), recorded as the drafter's accuracy there.
