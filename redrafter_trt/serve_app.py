@@ -36,7 +36,8 @@ max_tokens above the server's --max-output-len (left out: what the prompt leaves
 `serve_request.MAX_STOP` stop strings or one longer than MAX_STOP_CHARS, malformed fields;
 another "model": 404. With --tool-parser, a chat answer's tool calls are parsed out of its text (`serve_tools`):
 `message.tool_calls`, finish_reason "tool_calls" (where it was "stop"), streamed as OpenAI streams them (a delta with
-a call's id and name, then deltas with pieces of its arguments). With
+a call's id and name, then deltas with pieces of its arguments); "parallel_tool_calls": false keeps the first call
+alone (`serve_tools.kept_calls`). With
 --reasoning-parser, its thinking is split out first (`serve_reasoning`): `message.reasoning_content`, streamed as
 `delta.reasoning_content`.
 While the server shuts down, what waits or arrives gets 503 (`ReferenceBackend.stop`), but a stream accepted while
@@ -61,7 +62,7 @@ from .serve_logprobs import Echo, echo_of, logprobs_json
 from .serve_request import (PROMPT, ModelNotFound, Request, answer_seeds, parse, refuse_dropped_tools,
                             refuse_unsupported)
 from .serve_reasoning import REASONING_PARSERS, Thinking, opened_by, parse_reasoning
-from .serve_tools import TOOL_PARSERS, finish_reason, parse_answer, template_drops
+from .serve_tools import TOOL_PARSERS, finish_reason, kept_calls, parse_answer, template_drops
 
 
 def serve_max_output_len(cfg, max_output_len: int, given: bool) -> int:
@@ -236,10 +237,10 @@ class App:
         thinkers = [Thinking(start) for _ in range(len(prompts) * n)] if start else None  # read before the tools
 
         def tool_chunks(i: int, content: str, calls: list[dict], made: int) -> None:
-            """Answer i's content and its tool call deltas, each in a chunk of its own."""
+            """Answer i's content and its tool call deltas (those the request takes), each in a chunk of its own."""
             if content:
                 chunk(i, content, [], made=made)
-            for call in calls:
+            for call in kept_calls(calls, req.parallel_tool_calls):
                 chunk(i, "", [], made=made, call=call)
 
         def split(i: int, reasoning: str, text: str, values: list, made: int) -> None:
@@ -303,7 +304,7 @@ class App:
                                                                       {"redrafter": tail["redrafter"]}))
             return None
         return HTTPStatus.OK, head | {"object": kind, "choices": [
-            ({"index": i, **self._message(echoes[i // n].text, c, req.tool_parser, start)} if chat else
+            ({"index": i, **self._message(echoes[i // n].text, c, req, start)} if chat else
              {"index": i, "text": echoes[i // n].text + c.text, "finish_reason": c.finish_reason})
             | {"logprobs": lps(echoes[i // n].values + after_echo(i, c.logprobs or []))}
             for i, c in enumerate(choices)]} | tail
@@ -317,17 +318,18 @@ class App:
         return opened_by(tail) or REASONING_PARSERS[self.reasoning_parser]
 
     @staticmethod
-    def _message(echo: str, choice: Choice, tool_parser: str | None, start: str | None) -> dict:
+    def _message(echo: str, choice: Choice, req: Request, start: str | None) -> dict:
         """A chat answer's message and finish_reason: its thinking split out when the server has a reasoning
         parser starting there (`serve_reasoning`: reasoning_content, null when the answer did not think), then its
-        tool calls parsed out of the rest when asked (`serve_tools`), the finish_reason then "tool_calls" where it was
-        "stop" (`finish_reason`)."""
+        tool calls parsed out of the rest when asked (`serve_tools`; those the request takes, `kept_calls`), the
+        finish_reason then "tool_calls" where it was "stop" (`finish_reason`)."""
         reasoning, text = parse_reasoning(start, choice.text) if start else (None, choice.text)
         thought = {"reasoning_content": reasoning} if start else {}
-        if tool_parser is None:
+        if req.tool_parser is None:
             return {"message": {"role": "assistant", "content": echo + text} | thought,
                     "finish_reason": choice.finish_reason}
-        content, calls = parse_answer(tool_parser, text)
+        content, calls = parse_answer(req.tool_parser, text)
+        calls = kept_calls(calls, req.parallel_tool_calls)
         content = None if content is None and not echo else echo + (content or "")
         return {"message": {"role": "assistant", "content": content} | thought | ({"tool_calls": calls} if calls
                                                                                    else {}),

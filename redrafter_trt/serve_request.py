@@ -204,6 +204,8 @@ class Request:
     tools: tuple[dict, ...] = ()   # chat with --tool-parser: the function tools, given to the chat template
     tool_parser: str | None = None  # the answers' tool calls are parsed (serve_tools): tools given, tool_choice
                                     # not "none" (then the template still gets them, as vLLM's)
+    parallel_tool_calls: bool = True  # with tool_parser: false keeps each answer's first call alone
+                                      # (`serve_tools.kept_calls`)
 
 
 def parse(body, chat: bool, model_name: str, max_output_len: int, tool_parser: str | None = None) -> Request:
@@ -253,6 +255,7 @@ def parse(body, chat: bool, model_name: str, max_output_len: int, tool_parser: s
         raise RequestError(f'"chat_template_kwargs": {why}', param="chat_template_kwargs")
     tools = _tools(body.get("tools")) if tooled else ()
     parsed = tools and body.get("tool_choice") != "none"  # another tool_choice: refuse_unsupported's
+    parallel = _field(body, "parallel_tool_calls", bool, True, need="true or false") if tooled else True
     logprobs = _logprobs_asked(body, chat)
     if parsed and logprobs is not None:
         raise RequestError('"logprobs" with "tools": the tokens of a parsed tool call have no place in the '
@@ -269,7 +272,8 @@ def parse(body, chat: bool, model_name: str, max_output_len: int, tool_parser: s
         stream=stream, include_usage=options.get("include_usage", False),
         ignore_eos=_field(body, "ignore_eos", bool, False, need="true or false"),
         continuous_usage=options.get("include_usage", False) and options.get("continuous_usage_stats", False),
-        template_kwargs=template_kwargs, tools=tools, tool_parser=tool_parser if parsed else None)
+        template_kwargs=template_kwargs, tools=tools, tool_parser=tool_parser if parsed else None,
+        parallel_tool_calls=parallel)
 
 
 def refuse_dropped_tools(req: Request, drops: tuple[str, ...], render: Callable[[list[dict], tuple[dict, ...]], str]
@@ -339,10 +343,10 @@ READ = {  # the fields `parse` reads of both endpoints (READ_BY: of one)
     "model", "stream", "stream_options", "best_of", "suffix", "echo", "n", "max_tokens", "max_completion_tokens",
     "stop", "seed", "temperature", "logprobs", "top_logprobs", "ignore_eos",
 }
-# OpenAI's and the engines' fields that change no answer here: accepted and ignored (reasoning_effort: read only by
-# reasoning models' chat templates, none of the Llama, Mistral, Qwen2 or Qwen3 ones served here; verbosity: a
-# hint OpenAI's GPT-5 models alone follow; prediction: a hint for speed, never the output; priority: the order
-# requests are served in)
+# OpenAI's and the engines' fields that change no answer here: accepted and ignored (parallel_tool_calls: but in
+# chat with --tool-parser, where `parse` reads it; reasoning_effort: read only by reasoning models' chat templates,
+# none of the Llama, Mistral, Qwen2 or Qwen3 ones served here; verbosity: a hint OpenAI's GPT-5 models alone follow;
+# prediction: a hint for speed, never the output; priority: the order requests are served in)
 IGNORED = {"user", "metadata", "store", "service_tier", "parallel_tool_calls", "prediction", "reasoning_effort",
            "verbosity", "request_id", "cache_salt", "priority", "prompt_cache_key", "safety_identifier"}
 FIXES = {False: {  # endpoint (chat: True) -> what to do instead of leaving an UNSUPPORTED field out

@@ -251,6 +251,14 @@ def finish_reason(ended: str, calls: list) -> str:
     return "tool_calls" if calls and ended == "stop" else ended
 
 
+def kept_calls(calls: list[dict], parallel: bool) -> list[dict]:
+    """What of an answer's tool calls goes out: a whole answer's calls, or a stream's call deltas (each with the
+    "index" of its call). All of them, or with the request's "parallel_tool_calls": false the first call's alone
+    (index 0), as vLLM's `maybe_filter_parallel_tool_calls` (trtllm-serve takes the field and keeps every call). The
+    calls dropped leave no text in the content, and their tokens stay in the usage: they were generated."""
+    return calls if parallel else [call for i, call in enumerate(calls) if call.get("index", i) == 0]
+
+
 def parse_answer(parser: str, text: str) -> tuple[str | None, list[dict]]:
     """A whole answer's (content, tool calls): content None when it is empty beside calls."""
     calls = TOOL_PARSERS[parser]()

@@ -399,6 +399,37 @@ def test_an_answer_cut_after_its_calls_keeps_its_finish_reason(backend, monkeypa
     assert chunks[-1]["finish_reason"] == finish
 
 
+@pytest.mark.parametrize("case", ["two calls", "text between"])
+def test_parallel_tool_calls_false_keeps_each_answers_first_call_whole_and_streamed(backend, monkeypatch, case):
+    """A review: "parallel_tool_calls": false (a client taking one call a turn) was ignored and an answer writing two
+    calls gave both. As vLLM's maybe_filter_parallel_tool_calls: the whole answer keeps its first call, the stream
+    sends the deltas of index 0 alone; the content, the finish_reason "tool_calls" and the usage (every token
+    generated) are those of the answer with all its calls."""
+    text, (content, calls) = ANSWERS[case]
+    monkeypatch.setattr(backend, "complete", answering(text))
+    app = App(backend, "tiny", max_output_len=16, tool_parser="qwen3")
+    body = {"messages": ASK, "tools": [WEATHER], "n": 2}
+    _, every = app.post("/v1/chat/completions", body)
+    status, answer = app.post("/v1/chat/completions", body | {"parallel_tool_calls": False})
+    assert status == 200 and answer["usage"] == every["usage"]
+    for choice in answer["choices"]:
+        assert shown(choice["message"]["tool_calls"]) == calls[:1] and choice["message"]["content"] == content
+        assert choice["finish_reason"] == "tool_calls"
+    chunks = [c for e in events_of(app, body | {"stream": True, "parallel_tool_calls": False}) for c in e["choices"]]
+    for i in range(2):
+        mine = [c for c in chunks if c["index"] == i]
+        deltas = [t for c in mine for t in c["delta"].get("tool_calls", [])]
+        assert {d["index"] for d in deltas} == {0} and shown(gathered(deltas)) == calls[:1]
+        assert ("".join(c["delta"].get("content", "") for c in mine) or None) == content
+        assert mine[-1]["finish_reason"] == "tool_calls"
+    for parallel in (True, None, "true"):  # true or left out (null): every call, as OpenAI's default
+        _, answer = app.post("/v1/chat/completions", body | {"parallel_tool_calls": parallel})
+        assert shown(answer["choices"][0]["message"]["tool_calls"]) == calls
+    with pytest.raises(RequestError, match='"parallel_tool_calls" must be true or false') as e:
+        chat({"messages": ASK, "tools": [WEATHER], "parallel_tool_calls": "maybe"})
+    assert e.value.param == "parallel_tool_calls"
+
+
 def test_the_openai_client_parses_a_tool_call_answer_whole_and_streamed(server, backend, monkeypatch):
     """The official client's typed answer, and its stream helper's accumulated one and events: the call's name
     known from its first arguments event on, the arguments in several pieces adding up to the whole answer's
