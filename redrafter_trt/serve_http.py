@@ -7,7 +7,7 @@ the count of POSTs in flight that a shutdown waits for.
     server = make_server(None, "127.0.0.1", 8000)   # the port is taken first: a taken one is one line at once
     server.app = App(backend, "smol", 256)          # after the long load
     server.serve_forever()
-    drain(server, timeout=30)                       # the answers in flight, once stopping
+    stop_serving(server, backend, grace=30)         # SIGTERM: the answers in flight get 30 s, then it returns
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import select
 import socket
 import sys
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
@@ -372,6 +373,29 @@ def make_server(app: App | None, host: str, port: int) -> ThreadingHTTPServer:
     server.app = app
     server.in_flight, server.busy = 0, threading.Condition()
     return server
+
+
+# after the grace: how long the answers the shutdown ended get to send their last events ("abort", [DONE]) to clients
+# that read them; milliseconds are enough, a client that reads nothing waits it out
+LAST_EVENTS_SECONDS = 1.0
+
+
+def stop_serving(server: ThreadingHTTPServer, backend, grace: float) -> bool:
+    """SIGTERM's (Ctrl-C's) shutdown of a server whose serve_forever() has returned, within `grace` seconds and at
+    most LAST_EVENTS_SECONDS more: it keeps accepting (what arrives gets its 503 at once instead of waiting in the
+    backlog), lets the generation in flight run up to `grace` seconds (`ReferenceBackend.stop`; a second Ctrl-C
+    ends it at its next step), then waits for the answers to go out for what is left of the grace, at least
+    LAST_EVENTS_SECONDS. An answer whose client reads nothing (its handler blocked writing to a full socket) is
+    left unsent: the process exits over it. True when every answer went out. backend: the ReferenceBackend."""
+    began = time.monotonic()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        backend.stop(grace=grace)
+    except KeyboardInterrupt:
+        backend.stop()
+    drained = drain(server, timeout=max(grace - (time.monotonic() - began), LAST_EVENTS_SECONDS))
+    server.shutdown()
+    return drained
 
 
 def drain(server: ThreadingHTTPServer, timeout: float) -> bool:

@@ -1167,3 +1167,76 @@ def test_requests_queued_at_shutdown_are_refused_as_503_or_a_streams_last_event(
     stopper.join(60)
     server.shutdown()
     server.server_close()
+
+
+class Streaming:
+    """An app double whose every POST streams: `stuck` writes events until its client leaves (one that reads nothing
+    fills the socket's buffers, and the write blocks), else one last event once the backend has stopped."""
+
+    def __init__(self, stopped: threading.Event, stuck: bool):
+        self.stopped, self.stuck = stopped, stuck
+
+    def post(self, path, body, events, alive):
+        events(None)
+        while self.stuck:
+            events({"text": "x" * 65536})
+        self.stopped.wait(60)
+        events({"choices": [{"index": 0, "text": "", "finish_reason": "abort"}]})
+
+
+class Stopping:
+    """A backend double: stop(grace) returns once the generation ended, `runs` of the grace later."""
+
+    def __init__(self, runs: float):
+        self.runs, self.stopped = runs, threading.Event()
+
+    def stop(self, grace: float = 0.0):
+        time.sleep(grace * self.runs)
+        self.stopped.set()
+
+
+@pytest.mark.parametrize("runs", [0, 1], ids=["generation ended at once", "generation ran the whole grace"])
+def test_a_client_that_reads_nothing_holds_the_shutdown_no_longer_than_the_grace(runs):
+    """A review: after SIGTERM the server waited 30 s for a streaming client that stopped reading (its handler
+    blocked writing), whatever --shutdown-grace said. The answers now get what is left of the grace, and at least
+    LAST_EVENTS_SECONDS to send their last events once the generation has run the whole grace."""
+    from redrafter_trt.serve_http import LAST_EVENTS_SECONDS, stop_serving
+
+    grace, backend = 1.0, Stopping(runs)
+    server = make_server(Streaming(backend.stopped, stuck=True), "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.connect(server.server_address)
+    client.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
+    while server.in_flight == 0:
+        time.sleep(0.01)
+    try:
+        server.shutdown()  # as Ctrl-C's KeyboardInterrupt ends serve_forever
+        began = time.monotonic()
+        assert not stop_serving(server, backend, grace)
+        took = time.monotonic() - began
+    finally:
+        client.close()
+        server.server_close()
+    assert grace <= took < grace + (LAST_EVENTS_SECONDS if runs else 0) + 0.5, took
+
+
+def test_answers_ended_at_the_end_of_the_grace_still_send_their_last_event():
+    """The generation ran the whole grace (0 here): the answer it ended still sends its "abort" and [DONE] to a
+    client that reads, within LAST_EVENTS_SECONDS."""
+    from redrafter_trt.serve_http import stop_serving
+
+    backend = Stopping(1)
+    server = make_server(Streaming(backend.stopped, stuck=False), "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    conn = http.client.HTTPConnection(*server.server_address, timeout=60)
+    conn.request("POST", "/v1/completions", body="{}")
+    answer = conn.getresponse()
+    try:
+        server.shutdown()
+        assert stop_serving(server, backend, grace=0)
+        assert answer.read().decode().endswith('"finish_reason": "abort"}]}\n\ndata: [DONE]\n\n')
+    finally:
+        conn.close()
+        server.server_close()

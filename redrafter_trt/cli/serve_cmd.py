@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 from pathlib import Path
 
 import click
@@ -106,7 +105,8 @@ def start_line(app, url: str, kind: str, device: str) -> str:
                    "`compile: true`).")
 @click.option("--shutdown-grace", default=30.0, show_default=True, type=Seconds(),
               help="Reference server: seconds the answers in flight get to finish after SIGTERM or Ctrl-C (new and "
-                   "queued requests get 503 at once); a second Ctrl-C cuts them.")
+                   "queued requests get 503 at once); a second Ctrl-C cuts them. It exits by then, or 1 s after the "
+                   "generation the grace cut, even with clients that stopped reading.")
 @chat_template_kwargs_option(
     """Reference server: the chat template's variables of every chat request, a JSON object (e.g. """
     """'{"enable_thinking": false}' turns Qwen3's thinking off); a request's own chat_template_kwargs override them """
@@ -157,7 +157,7 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
     from ..runtime import check_compile, open_checkpoint
     from ..serve_app import App, serve_max_output_len
     from ..serve_backend import ReferenceBackend
-    from ..serve_http import drain, make_server
+    from ..serve_http import make_server, stop_serving
     from ..tokens import drafter_mode_warning, load_tokenizer
 
     checkpoint_dir = open_checkpoint(checkpoint_dir)  # inspected once: the backend and its ranks take it checked
@@ -205,15 +205,8 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
         server.serve_forever()
     except KeyboardInterrupt:
         click.echo(f"stopping: the answers in flight have {shutdown_grace:g} s to finish")
-        # keep accepting meanwhile: a request arriving now gets its 503 at once instead of waiting in the backlog
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        try:
-            backend.stop(grace=shutdown_grace)  # then the generation in flight ends at its next step
-        except KeyboardInterrupt:
-            backend.stop()
-        drain(server, timeout=30)  # and the answers go out
-        server.shutdown()
-        click.echo("stopped")
+        sent = stop_serving(server, backend, shutdown_grace)
+        click.echo("stopped" if sent else "stopped (answers to clients that stopped reading left unsent)")
     finally:
         server.server_close()
     # Idle keep-alive handler threads may still be alive: skip the interpreter's teardown, during which a thread
