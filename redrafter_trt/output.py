@@ -288,9 +288,10 @@ def partial_prefix(dest: Path) -> str:
 
 
 def partial_dir(dest: Path, tag: str = "") -> Path:
-    """A new hidden folder `.{name}.partial-{pid}-{tag}*` beside `dest`, which the sweep leaves while this process
-    runs."""
-    tmp = Path(tempfile.mkdtemp(prefix=partial_prefix(dest) + tag, dir=Path(dest).parent.resolve()))
+    """A new hidden folder `.{name}.partial-{pid}-{tag}*` beside `dest` (named_path: beside the folder a link names,
+    where the sweep looks), which the sweep leaves while this process runs."""
+    dest = named_path(dest)
+    tmp = Path(tempfile.mkdtemp(prefix=partial_prefix(dest) + tag, dir=dest.parent))
     _MADE.add(tmp.name)
     return tmp
 
@@ -299,8 +300,9 @@ def partial_dir(dest: Path, tag: str = "") -> Path:
 def scratch_dir(dest: Path, tag: str) -> Iterator[Path]:
     """partial_dir for a run's intermediate files (convert's FP8 base), removed when done, with the parent folders
     it made for it unless the output went in them."""
-    made = [p for p in Path(dest).parents if not p.exists()]  # nearest first
-    Path(dest).parent.mkdir(parents=True, exist_ok=True)
+    dest = named_path(dest)
+    made = [p for p in dest.parents if not p.exists()]  # nearest first
+    dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = partial_dir(dest, tag)
     try:
         yield tmp
@@ -311,9 +313,11 @@ def scratch_dir(dest: Path, tag: str) -> Iterator[Path]:
 
 def remove_stale_partials(dest: Path) -> None:
     """Remove the `.{name}.partial-{pid}-*` folders of runs that are gone (killed); those of a live process,
-    this one's FP8 scratch or a concurrent run's output, stay."""
+    this one's FP8 scratch or a concurrent run's output, stay. For a link: beside the folder it names (partial_dir),
+    and beside the link under its own name, where earlier versions made them."""
     dest = Path(dest)
-    sweep_partials(dest.parent, glob.escape(dest.name))
+    for place in (named_path(dest), *([dest] if dest.is_symlink() else [])):
+        sweep_partials(place.parent, glob.escape(place.name))
 
 
 def sweep_partials(folder: Path, name_glob: str) -> None:
@@ -378,10 +382,10 @@ def atomic_output(dest: Path, force: bool, inputs: Iterable[Path | str] = (),
     the next run removes it.
     """
     check_output_folder(dest, force, inputs, option)
-    dest = named_path(dest)
+    given, dest = dest, named_path(dest)
     made = [p for p in dest.parents if not p.exists()]  # nearest first: removed again if the write fails
     dest.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_partials(dest)
+    remove_stale_partials(given)
     tmp = partial_dir(dest)
     done = False
     try:

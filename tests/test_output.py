@@ -672,3 +672,38 @@ def test_a_link_put_at_the_output_meanwhile_is_replaced_and_its_folder_kept(tmp_
     assert not dest.is_symlink() and (dest / MARKER).read_text() == "new"
     assert (other / MARKER).read_text() == "other"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other", "out"]
+
+
+def dead_pid() -> int:
+    """The id of a process that has ended."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    return gone.pid
+
+
+def test_a_killed_fp8_scratch_through_a_link_is_swept_by_the_next_run(tmp_path):
+    """`convert --quantize fp8 --output ck --force`, ck a link to store/real, killed while calibrating: its scratch
+    was made beside the link under the link's name, and the sweep looks beside the folder the link names, so the
+    scratch (a base's size) stayed for good. It is made beside that folder now; one an earlier version left beside
+    the link is swept too."""
+    store = tmp_path / "store"
+    write_output(store / "real", "first")
+    link = tmp_path / "ck"
+    link.symlink_to("store/real")
+    rc = run_child(f"""
+        import os, signal
+        from pathlib import Path
+        from redrafter_trt.output import scratch_dir
+
+        with scratch_dir(Path({str(link)!r}), "fp8-") as scratch:
+            (scratch / "base").mkdir()
+            (scratch / "base" / "rank0.safetensors").write_bytes(b"x" * 1000)
+            os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    assert rc == -signal.SIGKILL
+    earlier = tmp_path / f".ck.partial-{dead_pid()}-fp8-abcd1234"
+    (earlier / "base").mkdir(parents=True)
+    write_output(link, "second", force=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck", "store"]
+    assert [p.name for p in store.iterdir()] == ["real"]
+    assert (link / MARKER).read_text() == "second"
