@@ -2,8 +2,9 @@
 (`.{name}.partial-{pid}-*`) and renamed into place only when complete. `--force` replaces only an earlier output
 that holds nothing but what its writers put there (never a foreign folder, the user's files beside ours, an input or
 the current folder), vetted again at the rename (another run's output written meanwhile is replaced only with
-`--force`); a link to a folder is written through (the partial beside the folder it names, the link kept); a replace
-killed between its two renames is undone by the next run, and the partials that killed runs left are swept.
+`--force`); a link to a folder is written through (the partial beside the folder it names, made where not yet, the
+link kept); a replace killed between its two renames is undone by the next run, and the partials that killed runs
+left are swept.
 """
 
 from __future__ import annotations
@@ -160,12 +161,10 @@ def check_output_folder(dest: Path, force: bool, inputs: Iterable[Path | str] = 
     (refuse_inside_earlier_output), an earlier output that also holds the user's own
     files (users_entries: replacing the folder would delete them), or one in an unwritable place."""
     given = Path(dest)
-    if given.is_symlink() and not given.exists():  # (a loop too) a folder renamed into place replaces no link
-        raise ConfigError(f"{option} {given} is a symbolic link to {os.readlink(given)}, which does not exist: "
-                          f"make that folder, or pass another {option}")
-    dest = named_path(given)
     if given.is_symlink():
-        given = dest  # written beside the folder it names
+        given = dest = linked_folder(given, option)  # written beside the folder it names
+    else:
+        dest = named_path(given)
     restore_replaced(dest)
     if dest.exists() and not dest.is_dir():
         raise ConfigError(f"{option} {dest} exists and is a file: pass a folder path")
@@ -196,6 +195,22 @@ def check_output_folder(dest: Path, force: bool, inputs: Iterable[Path | str] = 
     why = writable_folder(given.parent)  # as typed: a dangling link on the way is refused, not followed
     if why:
         raise ConfigError(f"cannot write in {dest.parent} ({why}): choose another {option}")
+
+
+def linked_folder(link: Path, option: str = "--output") -> Path:
+    """The folder the symbolic link `link` names, made or not yet (a link to a folder not made is a way to point the
+    output at other storage: it is made there). Refused where it cannot be: a loop of links, or a folder inside one
+    that does not exist (storage not mounted; nothing is made on the disk under its mount point)."""
+    try:
+        target = link.resolve()
+    except (OSError, RuntimeError):  # a loop (Python 3.13 returns it unresolved: a link still)
+        target = link
+    if target.is_symlink():
+        raise ConfigError(f"{option} {link} is a symbolic link that leads back to itself: pass another {option}")
+    if not target.exists() and not target.parent.is_dir():
+        raise ConfigError(f"{option} {link} is a symbolic link to {os.readlink(link)}, in {target.parent}, which does "
+                          f"not exist: make {target.parent} (or mount the storage it is on), or pass another {option}")
+    return target
 
 
 def refuse_inside_earlier_output(dest: Path, option: str = "--output") -> None:

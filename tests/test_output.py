@@ -606,14 +606,40 @@ def test_force_onto_a_link_to_an_earlier_output_replaces_the_folder_it_names(tmp
         assert config["producer"]["options"]["seed"] == 2
 
 
-def test_a_link_to_nothing_as_the_output_folder_is_refused_before_any_work(tmp_path, tiny_llama):
-    """A dangling link: the renames into place failed at the end (a folder cannot replace a link), the work lost."""
-    (tmp_path / "ck").symlink_to(tmp_path / "missing")
+def test_a_link_to_a_folder_not_made_yet_writes_that_folder(tmp_path, tiny_llama):
+    """ck -> store/ck, store made and store/ck not yet (output pointed at big storage): refused as a link to nothing,
+    whose fix, making store/ck, was then refused as an existing output without --force. The folder is written."""
+    (tmp_path / "store").mkdir()
+    (tmp_path / "ck").symlink_to("store/ck")
+    result = run_cli("init-drafter", "--base", tiny_llama, "--output", tmp_path / "ck")
+    assert result.exit_code == 0, result.output
+    assert os.readlink(tmp_path / "ck") == "store/ck" and (tmp_path / "store" / "ck" / "config.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ck", "store"]
+
+
+def test_a_link_into_a_missing_folder_as_the_output_folder_is_refused_before_any_work(tmp_path, tiny_llama):
+    """A link into storage not mounted: the renames into place failed at the end, the work lost; nothing is made on
+    the disk under the mount point either."""
+    (tmp_path / "ck").symlink_to(tmp_path / "missing" / "ck")
     result = run_cli("init-drafter", "--base", tiny_llama, "--output", tmp_path / "ck")
     assert result.exit_code == 2, result.output
-    assert f"--output {tmp_path / 'ck'} is a symbolic link to {tmp_path / 'missing'}, which does not exist" \
-           in result.stderr
+    assert f"--output {tmp_path / 'ck'} is a symbolic link to {tmp_path / 'missing' / 'ck'}, in {tmp_path / 'missing'}, " \
+           f"which does not exist: make {tmp_path / 'missing'}" in " ".join(result.stderr.split())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
+
+
+def test_a_replace_through_a_link_killed_between_its_two_renames_keeps_the_earlier_output(tmp_path, tiny_llama):
+    """What `--output ck --force` killed between its two renames leaves: store/real moved aside as a partial, the link
+    dangling. It was refused as a link to nothing, and once the folder was made the earlier output was swept as a
+    killed run's partial. It is put back, as for a folder that is no link."""
+    store = tmp_path / "store"
+    assert run_cli("init-drafter", "--base", tiny_llama, "--output", store / "real", "--seed", "1").exit_code == 0
+    (tmp_path / "ck").symlink_to("store/real")
+    (store / "real").rename(store / f".real.partial-{dead_pid()}-abcd1234-old")
+    result = run_cli("init-drafter", "--base", tiny_llama, "--output", tmp_path / "ck", "--seed", "2")
+    assert result.exit_code == 2 and "already exists: pass --force" in result.stderr, result.output
+    assert [p.name for p in store.iterdir()] == ["real"]
+    assert json.loads((store / "real" / "config.json").read_text())["producer"]["options"]["seed"] == 1
 
 
 def test_an_output_another_run_wrote_meanwhile_is_kept_without_force(tmp_path):
