@@ -118,6 +118,7 @@ def load_preset(path: str | Path) -> dict:
 
 
 _SECTION_META = "redrafter_trt.presets.section"  # ctx.meta: parameter names the command's own section set
+_TYPED_META = "redrafter_trt.presets.typed"  # ctx.meta: {parameter name: its value as typed} (preset_then_typed)
 
 
 def _key(name: str) -> str:
@@ -457,14 +458,23 @@ def preset_then_typed(ctx: click.Context, param: click.Parameter, value: tuple |
     template's variables): the preset's, then the command line's over them. trtllm-build's argparse takes the last
     of a flag given twice, and a typed variable replaces the preset's of that name (as a serve request's
     chat_template_kwargs do serve's), so what is typed wins setting by setting and the preset's others stay: the
-    typed value replacing the preset's whole dropped those in silence."""
+    typed value replacing the preset's whole dropped those in silence. The value as typed is kept (`typed_alone`)."""
     from click.core import ParameterSource
 
     preset = ctx.lookup_default(param.name, call=False)
-    if not preset or ctx.get_parameter_source(param.name) != ParameterSource.COMMANDLINE:
+    if ctx.get_parameter_source(param.name) != ParameterSource.COMMANDLINE:
+        return value
+    ctx.meta.setdefault(_TYPED_META, {})[param.name] = value
+    if not preset:
         return value
     preset = param.type_cast_value(ctx, preset)
     return {**preset, **value} if isinstance(value, dict) else (*preset, *value)
+
+
+def typed_alone(ctx: click.Context, name: str, empty: tuple | dict) -> tuple | dict:
+    """The value of a `preset_then_typed` option as typed on the command line, the preset's left out (`empty`: not
+    typed): where a preset's settings do not apply, the typed ones alone are checked and used."""
+    return ctx.meta.get(_TYPED_META, {}).get(name, empty)
 
 
 def config_option(command: Callable) -> Callable:

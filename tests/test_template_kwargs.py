@@ -131,16 +131,18 @@ def test_typed_kwargs_override_a_presets_key_by_key(thinking, rendered, prompts,
     assert rendered == [HI + EMPTY_THINK + "low", HI + "low"]
 
 
+@pytest.mark.parametrize("typed", [[], ["--chat-template-kwargs", "{}"]])
 @pytest.mark.parametrize("command", COMMANDS)
-def test_a_presets_kwargs_are_left_out_where_chat_is_off(thinking, rendered, prompts, tmp_path, command):
+def test_a_presets_kwargs_are_left_out_where_chat_is_off(thinking, rendered, prompts, tmp_path, command, typed):
     """A preset's shared chat-template-kwargs (for train and bench too) refused run --no-chat, the preset's chat: true
     turned off as documented, with 'leave it out' of an option nobody typed; as a preset's other options that do not
-    apply, they are left out. Typed, they are refused (test_kwargs_without_the_chat_template_are_refused)."""
+    apply, they are left out. Typed, they are refused (test_kwargs_without_the_chat_template_are_refused); a typed
+    '{}' sets none, and the preset's, merged under it, were refused as typed."""
     ckpt, base = thinking
     preset = tmp_path / "p.yaml"
     preset.write_text("chat-template-kwargs: {enable_thinking: false}\nrun:\n  chat: true\n")
     args = [a for a in COMMANDS[command](prompts) if a != "--chat"]
-    _cli(command, "--config", preset, "--checkpoint-dir", ckpt, "--tokenizer-dir", base, *args, "--no-chat")
+    _cli(command, "--config", preset, "--checkpoint-dir", ckpt, "--tokenizer-dir", base, *args, "--no-chat", *typed)
     assert rendered and not any("<|im_start|>" in text for text in rendered), rendered
 
 @pytest.mark.parametrize("value, says", [

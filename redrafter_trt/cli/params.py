@@ -11,7 +11,7 @@ import click
 
 from ..errors import DEVICE, ConfigError
 from ..output import is_within, refuse_inside_earlier_output, same_file
-from ..presets import preset_then_typed
+from ..presets import preset_then_typed, typed_alone
 
 
 HELP_NAMES = ["-h", "--help"]  # -h as argparse's (TensorRT-LLM's scripts, trtllm-build, run.py) and gpu_check.sh's
@@ -211,10 +211,10 @@ CHAT_TEMPLATE_KWARGS = chat_template_kwargs_option(
 
 
 def template_kwargs_given(ctx: click.Context, chat: bool | None, kwargs: dict) -> dict:
-    """--chat-template-kwargs, or {} where a preset set them and chat is off (--no-chat, run without --chat): a
-    preset's options that do not apply are left out; typed ones reach encode_prompts' refusal."""
-    typed = ctx.get_parameter_source("chat_template_kwargs") == click.core.ParameterSource.COMMANDLINE
-    return kwargs if typed or chat is not False else {}
+    """--chat-template-kwargs (the preset's variables under the typed ones), or those typed alone where chat is off
+    (--no-chat, run without --chat): a preset's options that do not apply are left out, typed ones reach
+    encode_prompts' refusal (a typed '{}' sets none)."""
+    return kwargs if chat is not False else typed_alone(ctx, "chat_template_kwargs", {})
 
 
 class Device(click.ParamType):
