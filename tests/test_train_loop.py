@@ -629,6 +629,32 @@ def test_a_drafter_written_there_during_the_run_is_not_replaced_without_force(ch
     assert json.loads((cfg.output / "config.json").read_text())["producer"]["command"] == "train"
 
 
+def test_files_put_in_the_output_during_a_force_run_keep_the_training_for_resume(chat_base, qa_file, tmp_path):
+    """--force over an earlier drafter, the user's notes put in it while the run trained: the refusal said to choose
+    another --output, which cannot resume the training (its state file is named after --output). It says where the
+    training is kept and to rerun with --resume --force, the same --output, once the folder is cleared."""
+    from redrafter_trt.drafter import init_drafter_for_base
+    from redrafter_trt.errors import ConfigError
+
+    cfg = _cfg(chat_base, qa_file, tmp_path)
+    init_drafter_for_base(chat_base, cfg.output, num_draft_layers=0)
+    notes = cfg.output / "notes.md"
+
+    def meanwhile(p):
+        if p.stage == "train" and p.done == 8:
+            notes.write_text("mine")
+
+    with pytest.raises(ConfigError) as e:
+        train_drafter(cfg, on_progress=meanwhile)
+    assert str(e.value) == (f"--output {cfg.output} holds notes.md, put there while this run trained, which replacing "
+                            f"the folder would delete: the training is saved in {cfg.state_path}; move it out and "
+                            f"rerun with --resume --force and the same --output")
+    assert notes.read_text() == "mine"
+    notes.unlink()
+    train_drafter(_cfg(chat_base, qa_file, tmp_path, resume=True))
+    assert json.loads((cfg.output / "config.json").read_text())["producer"]["command"] == "train"
+
+
 def test_a_diverging_run_stops_and_writes_no_drafter(chat_base, qa_file, tmp_path):
     """--lr 1e6 once trained on through NaN losses and wrote an all-NaN drafter with exit code 0."""
     from redrafter_trt.errors import ConfigError

@@ -22,9 +22,9 @@ import torch
 
 from ..base_sample import record_base_sample
 from ..drafter import save_drafter
-from ..errors import ConfigError, PeerError
+from ..errors import ConfigError, PeerError, name_list
 from ..interrupts import uninterrupted
-from ..output import WrittenThenInterrupted
+from ..output import WrittenThenInterrupted, earlier_output_kind, users_entries
 from ..plural import agreeing, counted
 from ..producer import producer_block
 from ..runtime.linear import pack_linears
@@ -312,15 +312,26 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
 
 def _save_drafter(cfg: TrainConfig, dcfg, state: dict, producer: dict) -> None:
     """save_drafter with the run's --force: a folder written at --output while the run trained (checked free when
-    it started; no other train writes there meanwhile, `writing_output`) is not replaced without it."""
+    it started; no other train writes there meanwhile, `writing_output`) is not replaced without it, nor with it one
+    holding the user's files put there meanwhile. Either refusal says how to resume: the training's state is named
+    after --output, so only a rerun with the same one writes this drafter."""
     try:
         save_drafter(cfg.output, dcfg, state, producer, inputs=tuple(cfg.inputs), force=cfg.force)
     except ConfigError:
-        if cfg.force or not cfg.output.exists():
+        if not cfg.output.is_dir():
             raise
-        raise ConfigError(f"--output {cfg.output} was written while this run trained: the training is saved in "
-                          f"{cfg.state_path}; rerun with --resume --force to replace that folder with this drafter, or "
-                          f"move it away and rerun with --resume") from None
+        if not cfg.force:
+            raise ConfigError(f"--output {cfg.output} was written while this run trained: the training is saved in "
+                              f"{cfg.state_path}; rerun with --resume --force to replace that folder with this "
+                              f"drafter, or move it away and rerun with --resume") from None
+        held = users_entries(cfg.output) if earlier_output_kind(cfg.output) else sorted(
+            p.name for p in cfg.output.iterdir())
+        if not held:
+            raise
+        raise ConfigError(f"--output {cfg.output} holds {name_list(held, 3)}, put there while this run trained, which "
+                          f"replacing the folder would delete: the training is saved in {cfg.state_path}; move "
+                          f"{'it' if len(held) == 1 else 'them'} out and rerun with --resume --force and the same "
+                          f"--output") from None
 
 
 TRAIN_SOURCES = ("base", "data", "output", "cache_dir", "extra")  # TrainConfig's fields that are no options
