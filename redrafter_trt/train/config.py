@@ -15,6 +15,7 @@ from ..errors import (COUNT, DEVICE, FLAG, INTEGER, NUMBER, PATH, POSITIVE_INT, 
 DTYPES = ("auto", "float32", "bfloat16")
 DEFAULT_SEQ_LEN = 1024
 FLOAT32_MAX = 3.4028234663852886e38  # torch.finfo(torch.float32).max, without importing torch
+LR_MAX = FLOAT32_MAX * (1 - 0.9)  # AdamW's default beta1: its first step, lr / (1 - beta1), stays a float32
 
 DATA_FIX = "pass jsonl, ShareGPT json or .txt prompt files to --data"  # what a --data path that is not a file asks
 
@@ -105,9 +106,10 @@ class TrainConfig:
             (0 < self.step_decay <= 1, f"--step-decay must be within (0, 1] (got {self.step_decay}): 1 weighs every "
                                        f"draft step alike"),
             (0 < self.lr < math.inf, f"--lr must be positive and finite (got {self.lr})"),
-            # AdamW computes in float32: --lr 1e39 was its overflow traceback after the distillation
-            (self.lr < FLOAT32_MAX, f"--lr must be below float32's largest number, {FLOAT32_MAX:.1e} (got "
-                                     f"{self.lr}): the optimizer computes in float32 (the default is 1e-3)"),
+            # AdamW's first step is lr / (1 - beta1), computed in float32: --lr 1e38 was its overflow traceback
+            # after the distillation
+            (self.lr < LR_MAX, f"--lr must be below {LR_MAX:.1e} (got {self.lr}): AdamW's first step is 10x --lr "
+                               f"(its beta1 0.9), computed in float32 (the default is 1e-3)"),
             (self.batch_size >= 1, f"--batch-size must be at least 1 (got {self.batch_size})"),
             (self.distill_max_new_tokens >= 2,  # without --distill, the held-out answers' cap
              f"--distill-max-new-tokens must be at least 2 (got {self.distill_max_new_tokens}): a draft step learns "
