@@ -599,6 +599,27 @@ def test_a_second_run_on_the_same_output_is_refused_while_the_first_trains(chat_
     assert not cfg.output.with_name("drafter.train.lock").exists()  # only while a run holds it
 
 
+def test_a_second_run_reaching_the_output_through_a_link_is_refused_too(chat_base, qa_file, tmp_path):
+    """A review: the lock and the state were named after --output as typed, so a run writing `o5` through the link
+    `L5` and one writing `o5` took two locks: both trained, the later refused at its end (or, with --force, replacing
+    the other's drafter). They are named after the folder the output is written as."""
+    from redrafter_trt.errors import ConfigError
+
+    (tmp_path / "link").symlink_to(tmp_path / "drafter")
+    refused = []
+
+    def second(p):
+        if p.stage == "train" and p.done == 6 and not refused:
+            with pytest.raises(ConfigError) as e:
+                train_drafter(_cfg(chat_base, qa_file, tmp_path, force=False))
+            refused.append(str(e.value))
+
+    cfg = _cfg(chat_base, qa_file, tmp_path, force=False, output=tmp_path / "link")
+    train_drafter(cfg, on_progress=second)
+    assert len(refused) == 1 and refused[0].startswith("another train (process "), refused
+    assert cfg.state_path == tmp_path / "drafter.train-state.pt" and (tmp_path / "link").is_symlink()
+
+
 def _interrupted(cfg, step: int) -> None:
     """Train `cfg`, interrupted (Ctrl-C) after `step`: its state saved there."""
     def interrupt(p):

@@ -244,13 +244,20 @@ class TrainConfig:
 
     @property
     def state_path(self) -> Path:
-        """The resumable training state, next to the output folder (the output is replaced atomically)."""
-        return self.output.with_name(self.output.name + ".train-state.pt")
+        """The resumable training state, next to the output folder (the output is replaced atomically): the folder
+        it is written as (`named_path`: a link's), so one output reached under two names has one state."""
+        return self._beside_output(".train-state.pt")
 
     @property
     def lock_path(self) -> Path:
         """What a run holds while it writes the output and its state (`state.writing_output`), next to them."""
-        return self.output.with_name(self.output.name + ".train.lock")
+        return self._beside_output(".train.lock")
+
+    def _beside_output(self, suffix: str) -> Path:
+        from ..output import named_path
+
+        folder = named_path(self.output)
+        return folder.with_name(folder.name + suffix)
 
 
 def cpu_has_native_bf16() -> bool:
