@@ -245,7 +245,8 @@ class TrainConfig:
     @property
     def state_path(self) -> Path:
         """The resumable training state, next to the output folder (the output is replaced atomically): the folder
-        it is written as (`named_path`: a link's), so one output reached under two names has one state."""
+        a link given as --output names, so the link and that folder have one state; else --output as given (torchrun's
+        ranks on several nodes read it at that path, each on its own)."""
         return self._beside_output(".train-state.pt")
 
     @property
@@ -256,7 +257,7 @@ class TrainConfig:
     def _beside_output(self, suffix: str) -> Path:
         from ..output import named_path
 
-        folder = named_path(self.output)
+        folder = named_path(self.output) if self.output.is_symlink() else self.output
         return folder.with_name(folder.name + suffix)
 
 
