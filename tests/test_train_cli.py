@@ -63,6 +63,7 @@ def test_a_frozen_heads_exit_dim_refusal_names_a_width_it_takes(chat_base, tmp_p
     ("lr_inf", "--lr must be positive and finite (got inf)"),
     # AdamW's first step is lr / (1 - beta1) = 10 x lr: --lr 1e38 passed a float32 bound and was its overflow
     ("lr_past_float32", "--lr must be below 3.4e+37 (got 1e+38): AdamW's first step is 10x --lr"),
+    ("lr_tiny", "--lr must be at least 1.2e-38 (got 1e-50): a smaller one is 0 or denormal in float32"),
     ("sharp_inf", "--later-sharpness must be at least 1 and finite (got inf)"),
     ("no_tokenizer", "has no usable tokenizer"),
     ("template", "record 1 of its JSON list: the base's chat template refuses it"),
@@ -88,7 +89,8 @@ def test_bad_inputs_exit_2_with_one_line(chat_base, prompts, tmp_path, case, mat
     extra = {"predict0": ["--predict-n", "0"], "soft2": ["--soft-target", "2"],
              "sharp": ["--later-sharpness", "0.5"], "device": ["--device", "tpu"], "decay": ["--step-decay", "0"],
              "dtype": ["--base-dtype", "float16"], "distill_batch0": ["--distill-batch-size", "0"],
-             "lr_inf": ["--lr", "inf"], "lr_past_float32": ["--lr", "1e38"], "sharp_inf": ["--later-sharpness", "inf"],
+             "lr_inf": ["--lr", "inf"], "lr_past_float32": ["--lr", "1e38"],
+             "lr_tiny": ["--lr", "1e-50"], "sharp_inf": ["--later-sharpness", "inf"],
              "template": ["--distill"],
              "epochs_and_steps": ["--epochs", "3", "--max-steps", "5"],
              "frozen_random_head": ["--freeze-head", "--exit-dim", "96", "--distill"],

@@ -15,6 +15,7 @@ from ..errors import (COUNT, DEVICE, FLAG, INTEGER, NUMBER, PATH, POSITIVE_INT, 
 DTYPES = ("auto", "float32", "bfloat16")
 DEFAULT_SEQ_LEN = 1024
 FLOAT32_MAX = 3.4028234663852886e38  # torch.finfo(torch.float32).max, without importing torch
+FLOAT32_TINY = 1.1754943508222875e-38  # torch.finfo(torch.float32).tiny: the smallest normal float32
 LR_MAX = FLOAT32_MAX * (1 - 0.9)  # AdamW's default beta1: its first step, lr / (1 - beta1), stays a float32
 
 DATA_FIX = "pass jsonl, ShareGPT json or .txt prompt files to --data"  # what a --data path that is not a file asks
@@ -108,6 +109,9 @@ class TrainConfig:
             (0 < self.lr < math.inf, f"--lr must be positive and finite (got {self.lr})"),
             # AdamW's first step is lr / (1 - beta1), computed in float32: --lr 1e38 was its overflow traceback
             # after the distillation
+            # --lr 1e-50 is 0 in float32: a run that trained nothing and saved its init as a drafter
+            (self.lr >= FLOAT32_TINY, f"--lr must be at least {FLOAT32_TINY:.1e} (got {self.lr}): a smaller one is 0 "
+                                      f"or denormal in float32 and trains nothing (the default is 1e-3)"),
             (self.lr < LR_MAX, f"--lr must be below {LR_MAX:.1e} (got {self.lr}): AdamW's first step is 10x --lr "
                                f"(its beta1 0.9), computed in float32 (the default is 1e-3)"),
             (self.batch_size >= 1, f"--batch-size must be at least 1 (got {self.batch_size})"),
