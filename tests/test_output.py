@@ -733,3 +733,23 @@ def test_a_killed_fp8_scratch_through_a_link_is_swept_by_the_next_run(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck", "store"]
     assert [p.name for p in store.iterdir()] == ["real"]
     assert (link / MARKER).read_text() == "second"
+
+
+@pytest.mark.parametrize("target", ["empty", "not_made"])
+def test_a_smollm2_cache_folder_that_is_a_link_is_written_where_it_points(tmp_path, monkeypatch, target):
+    """A cache folder linked to other storage was `Cannot call rmtree on a symbolic link`, after the minute of
+    dequantising; the folder it names is written now, and the link stays."""
+    from redrafter_trt import smollm2
+
+    storage = tmp_path / "storage" / "smol"
+    if target == "empty":
+        storage.mkdir(parents=True)
+    else:
+        storage.parent.mkdir()
+    (tmp_path / "cache").mkdir()
+    link = tmp_path / "cache" / "SmolLM2-135M-Instruct"
+    link.symlink_to(storage)
+    monkeypatch.setenv("REDRAFTER_TRT_CACHE", str(tmp_path / "cache"))
+    assert smollm2.ensure_smollm2() == link
+    assert link.is_symlink() and (storage / "model.safetensors").is_file() and (link / "config.json").is_file()
+    assert sorted(p.name for p in storage.parent.iterdir()) == ["smol"]  # no partial left beside it
