@@ -346,7 +346,7 @@ def test_force_replaces_what_the_outputs_writers_wrote_and_refuses_the_users_own
         (dest / name).mkdir() if name == "eval" else (dest / name).write_text("mine")
     with pytest.raises(ConfigError) as e:
         check_output_folder(dest, True, option="--workdir")  # as the quickstart checks its checkpoint/
-    assert f"holds a.txt, b.txt, eval (+2 more)" in str(e.value) and "choose another --workdir" in str(e.value)
+    assert "holds a.txt, b.txt, eval (+2 more)" in str(e.value) and "choose another --workdir" in str(e.value)
     assert "\n" not in str(e.value) and (dest / "notes.md").read_text() == "mine"
 
 
