@@ -239,7 +239,8 @@ def plan_build(options: BuildOptions, config: dict) -> BuildPlan:
                     table, table, rope_kind(config.get("rotary_scaling") or {}), table)
     if config.get("dtype") == "float32":
         log.warning("float32 checkpoint: TensorRT-LLM's context FMHA runs only in float16/bfloat16, so this engine "
-                    "falls back to unfused attention; convert with --dtype bfloat16 for a fast engine")
+                    "falls back to unfused attention, and TensorRT-LLM's ReDrafter documents float16, bfloat16 and FP8 "
+                    "only; convert with --dtype bfloat16 for a fast, supported engine")
     fp8, fp8_kv = quantization(config)
     argv = [
         TRTLLM_BUILD,

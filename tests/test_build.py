@@ -303,7 +303,7 @@ def test_without_tensorrt_llm_the_dependency_error_comes_alone(tmp_path, monkeyp
         assert caplog.text == ""
         result = invoke(*args, "--dry-run", env={"PATH": str(tmp_path)})
     assert result.exit_code == 0 and result.output.startswith("trtllm-build "), result.output
-    assert "float32 checkpoint" in caplog.text
+    assert "float32 checkpoint" in caplog.text and "documents float16, bfloat16 and FP8 only" in caplog.text
 
 
 def test_tensorrt_llm_without_redrafter_is_refused(checkpoints, tmp_path, monkeypatch):
