@@ -285,17 +285,23 @@ def load_hf_baseline(hf_dir: Path, dtype: torch.dtype):
     return model
 
 
-@torch.inference_mode()
-def hf_generate(model, ids: list[int], max_new_tokens: int, eos: list[int]) -> tuple[list[int], Timing]:
-    """transformers' greedy `generate` on one prompt: (new ids, its Timing)."""
+def greedy_config(max_new_tokens: int, eos: list[int]):
+    """The GenerationConfig of transformers' greedy baseline: greedy alone, stopping on `eos` (`stop_ids`, as the
+    runtime does)."""
     from .hf_state import TRANSFORMERS_LOCK
 
     with TRANSFORMERS_LOCK:
         from transformers import GenerationConfig
 
+    return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos or None,
+                            pad_token_id=eos[0] if eos else 0)
+
+
+@torch.inference_mode()
+def hf_generate(model, ids: list[int], max_new_tokens: int, eos: list[int]) -> tuple[list[int], Timing]:
+    """transformers' greedy `generate` on one prompt: (new ids, its Timing)."""
     device = next(model.parameters()).device
-    gen = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos or None,
-                           pad_token_id=eos[0] if eos else 0)
+    gen = greedy_config(max_new_tokens, eos)
     x = torch.tensor([ids], device=device)
     out, timing = timed(lambda: model.generate(input_ids=x, attention_mask=torch.ones_like(x), generation_config=gen))
     return out[0, len(ids):].tolist(), timing

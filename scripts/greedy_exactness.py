@@ -72,26 +72,27 @@ def main(base, questions, num_prompts, max_new_tokens, seeds, batch_sizes, dtype
     import torch
 
     from redrafter_trt import runtime as rt
+    from redrafter_trt.bench import greedy_config, load_hf_baseline
     from redrafter_trt.convert import convert
     from redrafter_trt.drafter import init_drafter_for_base
-    from redrafter_trt.hf_model import load_causal_lm
     from redrafter_trt.prompts import load_prompts, spread_indices
     from redrafter_trt.smollm2 import ensure_smollm2
-    from redrafter_trt.tokens import encode_prompts, load_tokenizer
+    from redrafter_trt.tokens import encode_prompts, load_tokenizer, stop_ids
 
     seeds, batch_sizes = ints(seeds), ints(batch_sizes)
     torch.set_num_threads(threads)
     base = base or ensure_smollm2()
     texts = load_prompts(questions)
     taken = spread_indices(len(texts), num_prompts)  # as bench takes --num-prompts, numbered as bench numbers them
-    prompts = encode_prompts(load_tokenizer(base, None), [texts[i] for i in taken], chat=None)
-    hf = load_causal_lm(base, getattr(torch, dtype)).eval()
-    eos = hf.generation_config.eos_token_id
+    tokenizer = load_tokenizer(base, None)
+    prompts = encode_prompts(tokenizer, [texts[i] for i in taken], chat=None)
+    eos = stop_ids(tokenizer, base)  # as run and bench: both sides stop on the same ids
+    hf = load_hf_baseline(base, getattr(torch, dtype))  # as bench's: the base's generation_config.json dropped
     refs, ref_logits = [], []
     with torch.no_grad():
         for p in prompts:
-            out = hf.generate(torch.tensor([p]), max_new_tokens=max_new_tokens, do_sample=False,
-                              attention_mask=torch.ones(1, len(p), dtype=torch.long), output_logits=True,
+            out = hf.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
+                              generation_config=greedy_config(max_new_tokens, eos), output_logits=True,
                               return_dict_in_generate=True)
             refs.append(out.sequences[0, len(p):].tolist())
             ref_logits.append(out.logits)  # per step [1, V]: the logits transformers' own token came from

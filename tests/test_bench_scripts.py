@@ -735,6 +735,45 @@ def test_greedy_exactness_names_the_first_differing_token():
     assert first_difference([1, 2, 3], [1, 2]) == 2  # one output ended (EOS) before the other
 
 
+def test_greedy_exactness_compares_against_greedy_generate_with_the_runtimes_stop_ids(tiny_llama, tmp_path,
+                                                                                      monkeypatch):
+    """A review: the reference `generate` took every field the base's generation_config.json sets (Qwen2.5
+    Instruct's repetition_penalty) and its stop token from there alone, so float32 drafting was reported as not
+    exact ("0 of 3 identical" under a repetition_penalty of 2). It runs bench's transformers baseline, greedy alone,
+    and both sides stop on the ids run stops on (stop_ids: the tokenizer's EOS and the generation config's)."""
+    import shutil
+
+    import transformers
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_llama, base)
+    save_byte_tokenizer(base)
+    (base / "generation_config.json").write_text(json.dumps({"repetition_penalty": 2.0, "eos_token_id": 7}))
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ["hello there", *PROMPTS]))
+    stops = {"runtime": [], "transformers": []}
+    real_generate, real_hf_generate = rt.generate, transformers.GenerationMixin.generate
+
+    def generate(model, prompts, max_new_tokens, **kwargs):
+        eos = kwargs["eos_token_id"]
+        stops["runtime"].append(sorted(eos) if isinstance(eos, list) else [eos])
+        return real_generate(model, prompts, max_new_tokens, **kwargs)
+
+    def hf_generate(self, *args, **kwargs):
+        eos = kwargs.get("generation_config", self.generation_config).eos_token_id
+        stops["transformers"].append(sorted(eos) if isinstance(eos, list) else [eos])
+        return real_hf_generate(self, *args, **kwargs)
+
+    monkeypatch.setattr(rt, "generate", generate)
+    monkeypatch.setattr(transformers.GenerationMixin, "generate", hf_generate)
+    result = CliRunner().invoke(script("greedy_exactness").main, [
+        "--base", str(base), "--questions", str(prompts), "--num-prompts", "3", "--max-new-tokens", "24",
+        "--seeds", "0", "--batch-sizes", "1", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-1].startswith("3 of 3 identical"), result.output
+    assert stops == {"runtime": [[7, 255]], "transformers": [[7, 255]] * 3}
+
+
 def test_greedy_exactness_numbers_prompts_from_1_as_bench_does():
     """greedy_exactness.py named the second prompt `prompt 1` while bench numbers prompts from 1 in the prompts
     file's order (7260377): a divergence it reported was looked up as the wrong prompt. Its --num-prompts now takes
