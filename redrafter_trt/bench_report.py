@@ -190,12 +190,13 @@ def baseline_note(report: BenchReport) -> str:
     return "" if dtype == "float32" else f" ({dtype} logits tie often, and transformers rounds them its own way)"
 
 
-def require_matplotlib():
+def require_matplotlib(flag: str = "--plot"):
+    """matplotlib's pyplot (Agg), or one line naming `flag` (how the plot was asked for: `as_given`)."""
     try:
         import matplotlib
     except ImportError:
-        raise DependencyError("--plot needs matplotlib: run `pip install 'redrafter-trt[plot]'` "
-                              "(or `pip install matplotlib`), or leave out --plot") from None
+        raise DependencyError(f"{flag} needs matplotlib: run `pip install 'redrafter-trt[plot]'` "
+                              f"(or `pip install matplotlib`), or leave out {flag}") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -205,12 +206,12 @@ def require_matplotlib():
 PLOT_FORMATS = ("png", "pdf", "svg")  # what matplotlib writes without LaTeX or Pillow's optional codecs
 
 
-def plot_format(path: Path | str) -> str:
-    """The format `plot` writes to `path`: its suffix's, png without one; a ConfigError for any other suffix (a
-    bench.pdf held PNG bytes, and a --plot naming a .json file got a PNG)."""
+def plot_format(path: Path | str, flag: str = "--plot") -> str:
+    """The format `plot` writes to `path`: its suffix's, png without one; a ConfigError naming `flag` (`as_given`)
+    for any other suffix (a bench.pdf held PNG bytes, and a --plot naming a .json file got a PNG)."""
     suffix = Path(path).suffix.lower().removeprefix(".")
     if suffix and suffix not in PLOT_FORMATS:
-        raise ConfigError(f"--plot {path}: cannot write a .{suffix} plot: name it .png, .pdf or .svg")
+        raise ConfigError(f"{flag} {path}: cannot write a .{suffix} plot: name it .png, .pdf or .svg")
     return suffix or "png"
 
 

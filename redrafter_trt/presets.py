@@ -477,6 +477,18 @@ def typed_alone(ctx: click.Context, name: str, empty: tuple | dict) -> tuple | d
     return ctx.meta.get(_TYPED_META, {}).get(name, empty)
 
 
+def as_given(ctx: click.Context, name: str) -> str:
+    """How a refusal names the option of parameter `name`: its flag as typed (`--plot`), or the --config preset's
+    field that set it (`the --config preset's plot`): a preset's `draft_lens: 5` was refused as `--draft-lens 5`, a
+    flag nobody typed."""
+    from click.core import ParameterSource
+
+    param = next(p for p in ctx.command.params if p.name == name)
+    if ctx.get_parameter_source(name) == ParameterSource.DEFAULT_MAP:
+        return f"the --config preset's {_shown(param)}"
+    return f"--{_shown(param)}"
+
+
 def config_option(command: Callable) -> Callable:
     """Add `--config FILE` to a click command: the preset's values become defaults; command-line flags win.
 

@@ -123,18 +123,21 @@ class AcceptanceOptions:
     grid_flags: tuple[str, str] = ("--beams", "--draft-lens")  # how refusals name the grids (a preset's: its fields)
 
 
-def check_widths(cfg, beams: tuple[int, ...], lens: tuple[int, ...]) -> None:
+def check_widths(cfg, beams: tuple[int, ...], lens: tuple[int, ...],
+                 flags: tuple[str, str] = ("--beams", "--draft-lens")) -> None:
     """Beam widths above the checkpoint's are replayed, but only those a checkpoint can have (inspect's limits): no
-    more beams than tokens (the drafter's first top-k fails) and a tree within the model's positions."""
+    more beams than tokens (the drafter's first top-k fails) and a tree within the model's positions. `flags` name
+    the grids (AcceptanceOptions.grid_flags)."""
+    beams_flag, lens_flag = flags
     if min(beams) < 1:
-        raise ConfigError(f"--beams {min(beams)} is invalid: beam widths are 1 or more")
+        raise ConfigError(f"{beams_flag} {min(beams)} is invalid: beam widths are 1 or more")
     if max(beams) > cfg.vocab_size:
-        raise ConfigError(f"--beams {max(beams)} exceeds the vocabulary ({cfg.vocab_size} tokens), beyond which no "
-                          f"beams differ: pass widths up to {cfg.vocab_size}")
+        raise ConfigError(f"{beams_flag} {max(beams)} exceeds the vocabulary ({cfg.vocab_size} tokens), beyond which "
+                          f"no beams differ: pass widths up to {cfg.vocab_size}")
     tree = max(beams) * (max(lens) + 1)
     if tree > cfg.max_positions:
-        raise ConfigError(f"--beams {max(beams)} with --draft-lens {max(lens)} verify {tree} tokens per step, past the "
-                          f"model's {cfg.max_positions} positions (no checkpoint can have them): pass fewer beams")
+        raise ConfigError(f"{beams_flag} {max(beams)} with {lens_flag} {max(lens)} verify {tree} tokens per step, past "
+                          f"the model's {cfg.max_positions} positions (no checkpoint can have them): pass fewer beams")
 
 
 def run_acceptance(opts: AcceptanceOptions, progress: Callable[[str], None] = lambda line: None) -> dict:
@@ -149,7 +152,7 @@ def run_acceptance(opts: AcceptanceOptions, progress: Callable[[str], None] = la
     beams = tuple(sorted(set(opts.beams))) or default_grid(cfg.num_beams)
     lens = check_grid(opts.draft_lens, cfg.draft_len, opts.grid_flags[1], "redrafter_draft_len_per_beam",
                       cfg.draft_len_fix)
-    check_widths(cfg, beams, lens)
+    check_widths(cfg, beams, lens, opts.grid_flags)
     file_texts = load_prompts(opts.prompts)  # an empty file is an error there
     indices, texts = pick_prompts(file_texts, opts.num_prompts)
     tokenizer = load_tokenizer(opts.tokenizer_dir, cfg.vocab_size, opts.chat_template_kwargs)

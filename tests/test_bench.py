@@ -715,6 +715,29 @@ def test_a_presets_draft_length_past_the_checkpoints_names_the_preset_field(setu
     assert_one_line_error(run_cli(*args, "--draft-lens", 5), "error: --draft-lens 5 is outside 1..3")
 
 
+@pytest.mark.parametrize("cmd, field, needle", [
+    # no checkpoint can hold 200 beams of 3 tokens over the tiny model's 512 positions
+    ("acceptance", "beams: 1,2,200\n  draft_lens: [2]",
+     "the --config preset's beams 200 with the --config preset's draft-lens 2 verify 600 tokens per step"),
+    ("acceptance", "beams: [300]", "the --config preset's beams 300 exceeds the vocabulary"),
+    ("bench", "plot: x.jpg", "the --config preset's plot x.jpg: cannot write a .jpg plot"),
+    ("bench", "output_json: {tmp}/nope/x.json",
+     "Invalid value for the --config preset's output-json: folder {tmp}/nope does not exist"),
+    ("acceptance", "output-json: {tmp}/nope/x.json", "the --config preset's output-json: folder {tmp}/nope"),
+    ("bench", "output_json: {ckpt}/x.json", "the --config preset's output-json {ckpt}/x.json is inside the input"),
+    ("acceptance", "output_json: {ckpt}/x.json", "the --config preset's output-json {ckpt}/x.json is inside the input"),
+])
+def test_a_presets_bad_value_names_the_preset_field_not_a_flag(setup, cmd, field, needle, tmp_path):
+    """A review: acceptance refused a preset's `beams: 1,2,9999` as `--beams 9999 with --draft-lens 2 ...`, and bench
+    a preset's `plot: x.jpg` as `--plot x.jpg` and its `output_json: /nope/x.json` as an invalid '--output-json',
+    flags nobody typed: every refusal names an option as it was given (`as_given`), as the grid checks did."""
+    base, ckpt, prompts = setup
+    preset = tmp_path / "preset.yaml"
+    preset.write_text(f"{cmd}:\n  {field.format(tmp=tmp_path, ckpt=ckpt)}\n")
+    args = (cmd, "--checkpoint-dir", ckpt, "--tokenizer-dir", base, "--prompts", prompts, "--max-new-tokens", 2)
+    assert_one_line_error(run_cli(*args, "--config", preset), needle.format(tmp=tmp_path, ckpt=ckpt))
+
+
 def test_default_grid():
     assert default_grid(1) == (1,)
     assert default_grid(5) == (1, 2, 4, 5)

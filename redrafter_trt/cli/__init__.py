@@ -125,6 +125,7 @@ class OneLineErrors:
                 raise
             # an option lacking its value comes without a context: the command being parsed is the one to read
             where = e.ctx.command_path if e.ctx else " ".join(filter(None, (ctx.command_path, ctx.invoked_subcommand)))
+            _name_preset_field(e)
             hint = _not_in_preset(e)
             message = e.format_message().rstrip(".") + hint if hint else e.format_message()
             click.echo(f"error: {message} (see '{where} --help')", err=True)
@@ -218,6 +219,18 @@ def _refuse_launched_copies(command: str | None) -> None:
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
+
+
+def _name_preset_field(e: click.UsageError) -> None:
+    """A value a --config preset set that its option's type refuses (a path: presets check the others when they
+    load) is named as the preset's field (`as_given`), not as a flag nobody typed."""
+    from click.core import ParameterSource
+
+    from ..presets import as_given
+
+    if isinstance(e, click.BadParameter) and e.param_hint is None and e.ctx is not None and e.param is not None \
+            and e.ctx.get_parameter_source(e.param.name) == ParameterSource.DEFAULT_MAP:
+        e.param_hint = as_given(e.ctx, e.param.name)
 
 
 def _not_in_preset(e: click.UsageError) -> str:

@@ -12,7 +12,7 @@ import click
 
 from ..errors import ConfigError
 from ..plural import counted
-from ..presets import config_option
+from ..presets import as_given, config_option
 from .params import CHAT_TEMPLATE_KWARGS, Command, Device, OutputFile, check_output_file, check_output_files, \
     template_kwargs_given
 
@@ -115,10 +115,11 @@ def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_t
                         grid_flags(ctx))
     ckpt, base = check_inputs(opts)  # the base recorded in the checkpoint is read too
     inputs = [checkpoint_dir, tokenizer_dir, prompts, base]
-    check_output_files({"--output-json": output_json, "--plot": plot_path}, inputs)
+    plot_flag = as_given(ctx, "plot_path")
+    check_output_files({as_given(ctx, "output_json"): output_json, plot_flag: plot_path}, inputs)
     if plot_path:
-        plot_format(plot_path)
-        require_matplotlib()  # fail before the long run, not after it
+        plot_format(plot_path, plot_flag)
+        require_matplotlib(plot_flag)  # fail before the long run, not after it
     echo_merge_note(ckpt)
     warn_if_sampling(ckpt.config, checkpoint_dir)
     report = run_bench(replace(opts, checkpoint_dir=ckpt), progress=lambda line: click.echo(line, err=True),
@@ -152,9 +153,8 @@ def acceptance(checkpoint_dir, tokenizer_dir, prompts, num_prompts, max_new_toke
     from ..bench_report import histogram_text, prompts_text, weights_text
     from ..replay import AcceptanceOptions, run_acceptance
 
-    check_output_file(output_json, [checkpoint_dir, tokenizer_dir, prompts], "--output-json")
-
     ctx = click.get_current_context()
+    check_output_file(output_json, [checkpoint_dir, tokenizer_dir, prompts], as_given(ctx, "output_json"))
     opts = AcceptanceOptions(checkpoint_dir, tokenizer_dir, prompts, num_prompts, max_new_tokens, beams, draft_lens,
                              chat, device, template_kwargs_given(ctx, chat, chat_template_kwargs), grid_flags(ctx))
     ckpt = check_checkpoint(opts)
@@ -178,12 +178,8 @@ def acceptance(checkpoint_dir, tokenizer_dir, prompts, num_prompts, max_new_toke
 
 
 def grid_flags(ctx: click.Context) -> tuple[str, str]:
-    """How refusals name --beams and --draft-lens: as typed, or as the --config preset's fields that set them (a
-    preset's `draft_lens: 5` was refused as `--draft-lens 5`, a flag nobody typed)."""
-    from click.core import ParameterSource
-
-    return tuple(f"the --config preset's {flag}" if ctx.get_parameter_source(name) == ParameterSource.DEFAULT_MAP
-                 else f"--{flag}" for name, flag in (("beams", "beams"), ("draft_lens", "draft-lens")))
+    """How refusals name --beams and --draft-lens (`as_given`: as typed, or as the --config preset's fields)."""
+    return as_given(ctx, "beams"), as_given(ctx, "draft_lens")
 
 
 def producer(command: str, opts, base: Path | None = None) -> dict:
