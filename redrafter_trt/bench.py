@@ -27,12 +27,12 @@ from typing import Callable, TypeVar
 import torch
 import transformers
 
-from .bench_inputs import (check_checkpoint, check_grid, file_number, model_meta, pick_prompts, prompts_meta,
-                           reconvert_beams, resolve_hf_dir)
+from .bench_inputs import (check_checkpoint, check_grid, file_number, model_meta, paths_meta, pick_prompts,
+                           prompts_meta, reconvert_beams, resolve_hf_dir)
 from .bench_stats import RatioInterval, json_number, ratio_interval, require_scipy
 from .errors import ConfigError, first_line
 from .plural import counted
-from .producer import recorded_source
+from .producer import absolute, recorded_source
 from .runtime.folder import Checkpoint
 from .tokens import drafter_mode_warning, encode_prompts, load_tokenizer, stop_ids, uses_chat
 
@@ -409,8 +409,8 @@ def run_bench(opts: BenchOptions, progress: Callable[[str], None] = lambda line:
             log.warning("W=%d L=%d: drafted output differs from plain decoding on %s %s", w, n,
                         counted(len(mismatched), "prompt"), mismatched)
         configs.append(ConfigResult(w, n, run, run.speedup(hf_run).ratio, run.speedup(plain).ratio, mismatched))
-    meta = {"checkpoint_dir": str(opts.checkpoint_dir), "hf_dir": str(hf_dir), "tokenizer_dir": str(opts.tokenizer_dir),
-            "prompts": str(opts.prompts), "num_prompts_asked": opts.num_prompts, **prompts_meta(indices, len(file_texts)),
+    meta = {**paths_meta(opts), "hf_dir": absolute(hf_dir), "num_prompts_asked": opts.num_prompts,
+            **prompts_meta(indices, len(file_texts)),
             "max_new_tokens": N,
             "chat": uses_chat(tokenizer, opts.chat),
             "dtype": cfg.dtype, "device": opts.device, "compile": opts.compile,

@@ -16,7 +16,7 @@ from .errors import ConfigError, RedrafterError
 from .layout import tp_size
 from .plural import are, counted
 from .prompts import spread_indices
-from .producer import recorded_source
+from .producer import absolute, recorded_source
 from .runtime.folder import Checkpoint, open_checkpoint
 from .runtime.merge import merge_ranks
 
@@ -108,6 +108,13 @@ def file_number(indices: list[int], i: int, in_file: int) -> str:
 def prompts_meta(indices: list[int], in_file: int) -> dict:
     """What bench's and acceptance's JSON `meta` say of the prompts pick_prompts took from a file of `in_file`."""
     return {"num_prompts": len(indices), "prompts_in_file": in_file, "prompt_indices": indices}
+
+
+def paths_meta(opts) -> dict:
+    """What bench's and acceptance's JSON `meta` say of the checkpoint, tokenizer and prompts read: absolute paths,
+    as producer.sources records them (a relative one named a folder the JSON does not)."""
+    return {"checkpoint_dir": absolute(opts.checkpoint_dir), "tokenizer_dir": absolute(opts.tokenizer_dir),
+            "prompts": absolute(opts.prompts)}
 
 
 def resolve_hf_dir(hf_dir: Path | None, ckpt_config: dict, checkpoint_dir: Path) -> Path:

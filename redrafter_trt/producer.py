@@ -15,11 +15,12 @@ def producer_block(command: str, options: dict, sources: dict) -> dict:
     """Sources that are None (an input not given) are left out; the others are recorded as absolute paths (a list
     of paths, such as train's data files, as a list of them)."""
     return {"name": "redrafter-trt", "version": __version__, "command": command, "options": options,
-            "sources": {k: [_absolute(p) for p in v] if isinstance(v, (list, tuple)) else _absolute(v)
+            "sources": {k: [absolute(p) for p in v] if isinstance(v, (list, tuple)) else absolute(v)
                         for k, v in sources.items() if v is not None}}
 
 
-def _absolute(path) -> str:
+def absolute(path) -> str:
+    """`path` (a str, Path or anything os.fspath takes) as the absolute path recorded in JSON outputs."""
     return str(Path(path).resolve())
 
 

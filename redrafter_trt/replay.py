@@ -25,7 +25,8 @@ from typing import Callable
 
 import torch
 
-from .bench_inputs import check_checkpoint, check_grid, default_grid, model_meta, pick_prompts, prompts_meta
+from .bench_inputs import (check_checkpoint, check_grid, default_grid, model_meta, paths_meta, pick_prompts,
+                           prompts_meta)
 from .errors import ConfigError
 from .plural import counted
 from .producer import recorded_source
@@ -170,9 +171,7 @@ def run_acceptance(opts: AcceptanceOptions, progress: Callable[[str], None] = la
         for w in beams:
             configs.append(replay(model.drafter, outputs, contexts, w, n))
             progress(f"W={w} L={n}: {configs[-1].mean_tokens_per_step:.3f} tokens/step")
-    meta = {"checkpoint_dir": str(opts.checkpoint_dir), "tokenizer_dir": str(opts.tokenizer_dir),
-            "prompts": str(opts.prompts), "num_prompts_asked": opts.num_prompts,
-            **prompts_meta(indices, len(file_texts)),
+    meta = {**paths_meta(opts), "num_prompts_asked": opts.num_prompts, **prompts_meta(indices, len(file_texts)),
             "max_new_tokens": opts.max_new_tokens,
             "chat": uses_chat(tokenizer, opts.chat), "dtype": cfg.dtype, "device": opts.device, "method": "replay of one greedy pass",
             "checkpoint_num_beams": cfg.num_beams, "checkpoint_draft_len": cfg.draft_len, **model_meta(ckpt),

@@ -113,6 +113,25 @@ def test_json_says_what_produced_it(setup, report, tmp_path):
     assert set(p["sources"]) == {"checkpoint", "tokenizer", "prompts"}
 
 
+@pytest.mark.parametrize("cmd", ["bench", "acceptance"])
+def test_meta_records_the_paths_absolute_as_producer_sources_do(setup, cmd, tmp_path, monkeypatch):
+    """A review: `meta` kept checkpoint_dir, tokenizer_dir and prompts as typed (`ckpt`, relative to a folder the JSON
+    does not name) while producer.sources held the same paths absolute."""
+    base, ckpt, prompts = setup
+    out = tmp_path / "out.json"
+    monkeypatch.chdir(ckpt.parent)
+    result = run_cli(cmd, "--checkpoint-dir", ckpt.name, "--tokenizer-dir", base.name, "--prompts", prompts.name,
+                     "--num-prompts", 1, "--max-new-tokens", 2, "--beams", 1, "--draft-lens", 1, "--output-json", out)
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    meta, sources = data["meta"], data["producer"]["sources"]
+    assert (meta["checkpoint_dir"], meta["tokenizer_dir"], meta["prompts"]) == \
+        (sources["checkpoint"], sources["tokenizer"], sources["prompts"]) == \
+        (str(ckpt.resolve()), str(base.resolve()), str(prompts.resolve()))
+    if cmd == "bench":
+        assert meta["hf_dir"] == sources["hf"] == str(base.resolve())
+
+
 def test_speedups_are_ratios_and_best_is_argmax(report):
     data, _ = report
     hf, plain = data["baselines"]["hf"]["tokens_per_second"], data["baselines"]["no_draft"]["tokens_per_second"]
