@@ -33,6 +33,9 @@ STARTERS = [
 ]
 
 
+MIN_CHARS = 15  # a shorter user turn is no request ("Hi!", "Thanks")
+
+
 def batch_sizes(num: int, batch_size: int) -> list[int]:
     """Batches drawing exactly `num` samples: full ones, then the rest."""
     return [min(batch_size, num - start) for start in range(0, num, batch_size)]
@@ -65,7 +68,7 @@ def main(base, num, batch_size, max_new_tokens, temperature, seed, starters, out
     text = render_chat(tok, [{"role": "user", "content": "X"}], add_generation_prompt=False)  # dated as run's
     prefix = text[: text.index("X")]  # the template up to the user's text
     torch.manual_seed(seed)
-    seen, kept = set(), []
+    seen, kept, cut, short = set(), [], 0, 0
     partial = output.with_name(output.name + ".partial")
     partial.write_text("")  # written batch by batch: an interrupted run keeps what it had, and OUTPUT stays as it was
     for batch, size in enumerate(batch_sizes(num, batch_size)):
@@ -77,15 +80,28 @@ def main(base, num, batch_size, max_new_tokens, temperature, seed, starters, out
                                  eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
         for row in out[:, ids.shape[1]:].tolist():
             if tok.eos_token_id not in row:
-                continue  # ran out of tokens mid-prompt
+                cut += 1  # ran out of tokens mid-prompt
+                continue
             prompt = (opener + tok.decode(row[: row.index(tok.eos_token_id)])).strip()
-            if len(prompt) >= 15 and prompt not in seen:
+            short += len(prompt) < MIN_CHARS
+            if len(prompt) >= MIN_CHARS and prompt not in seen:
                 seen.add(prompt)
                 kept.append(prompt)
                 with partial.open("a") as f:
                     f.write(json.dumps({"prompt": prompt, "source": "self"}) + "\n")
         print(f"{len(kept)} prompts", flush=True)
+    if not kept:
+        partial.unlink()
+        raise ConfigError(nothing_kept(num, cut, short, max_new_tokens, output))
     partial.replace(output)
+
+
+def nothing_kept(num: int, cut: int, short: int, max_new_tokens: int, output: Path) -> str:
+    """Why no sample made a prompt, and what to change: an empty --output had replaced the file."""
+    why = [f"{cut} ran past --max-new-tokens {max_new_tokens} before ending the user turn"] if cut else []
+    why += [f"{short} ended under {MIN_CHARS} characters"] if short else []
+    fix = "raise --max-new-tokens" if cut >= short else "draw more with --num, or open the requests with --starters"
+    return f"no prompt kept of {num} samples ({', '.join(why)}): {output} not written; {fix}"
 
 
 if __name__ == "__main__":

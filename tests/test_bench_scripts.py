@@ -525,11 +525,50 @@ def test_self_prompts_checks_its_output_first_and_replaces_it_whole(tiny_llama, 
     monkeypatch.setattr(transformers.GenerationMixin, "generate", lambda *a, **k: (_ for _ in ()).throw(OSError("x")))
     result = CliRunner().invoke(self_prompts.main, ["--base", str(base), "--output", str(output), "--num", "2"])
     assert result.exit_code == 2 and output.read_text() == "earlier\n", result.output
-    monkeypatch.undo()
-    result = CliRunner().invoke(self_prompts.main, ["--base", str(base), "--output", str(output), "--num", "2",
-                                                    "--max-new-tokens", "4"])
+    # a run that keeps prompts replaces it: test_self_prompts_that_keeps_no_prompt_writes_nothing_and_says_why
+
+
+def test_self_prompts_that_keeps_no_prompt_writes_nothing_and_says_why(tiny_llama, tmp_path, monkeypatch):
+    """A review: `--num 2 --max-new-tokens 8` on SmolLM2 printed "0 prompts", exited 0 and replaced --output with an
+    empty file: no sample ended its user turn within 8 tokens. Nothing kept is one line naming why and the fix, exit
+    2, the output as it was and no OUTPUT.partial left; a run that keeps one writes it."""
+    import shutil
+
+    import transformers
+    from test_convert_errors import assert_one_line_error
+    from test_train_data import CHATML
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_llama, base)
+    save_byte_tokenizer(base)
+    tok = transformers.AutoTokenizer.from_pretrained(base)
+    tok.chat_template = CHATML
+    tok.save_pretrained(base)
+    output = tmp_path / "p.jsonl"
+    output.write_text("earlier\n")
+    main = script("self_prompts").main
+    args = ["--base", str(base), "--output", str(output), "--num", "2", "--max-new-tokens", "4"]
+    # the tiny base's sampled bytes end no user turn within 4 tokens (its EOS, byte 255, is one of 256)
+    assert_one_line_error(CliRunner().invoke(main, args), "no prompt kept of 2 samples",
+                          "2 ran past --max-new-tokens 4 before ending the user turn", "raise --max-new-tokens")
+    assert output.read_text() == "earlier\n" and not (tmp_path / "p.jsonl.partial").exists()
+
+    def short(self, input_ids, **kwargs):  # every sample ends at once: an empty user turn
+        return torch.cat([input_ids, torch.full((len(input_ids), 1), tok.eos_token_id)], 1)
+
+    monkeypatch.setattr(transformers.GenerationMixin, "generate", short)
+    assert_one_line_error(CliRunner().invoke(main, args), "2 ended under 15 characters", "--starters")
+    assert output.read_text() == "earlier\n" and not (tmp_path / "p.jsonl.partial").exists()
+
+    def whole(self, input_ids, **kwargs):
+        answer = tok("Write a poem about the sea", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        return torch.cat([input_ids, torch.tensor([answer]).repeat(len(input_ids), 1)], 1)
+
+    monkeypatch.setattr(transformers.GenerationMixin, "generate", whole)
+    result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
-    assert output.read_text() != "earlier\n" and not (tmp_path / "p.jsonl.partial").exists()
+    assert output.read_text() == json.dumps({"prompt": "Write a poem about the sea", "source": "self"}) + "\n"
+    assert not (tmp_path / "p.jsonl.partial").exists()
 
 
 def test_bench_scripts_refuse_a_context_past_the_models_positions(tiny_llama, tiny_drafter, monkeypatch):
