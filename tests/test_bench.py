@@ -1386,8 +1386,6 @@ def test_a_baseline_that_differs_says_why_where_it_may(dtype, quant_algo, note):
 def test_without_scipy_bench_is_refused_before_any_timing(setup, monkeypatch):
     """A review: scipy was first imported for the table, after every timed run (an hour with --compile), so an
     environment installed before it became a dependency lost the whole run to a traceback."""
-    import redrafter_trt.bench as bench
-
     monkeypatch.setitem(sys.modules, "scipy", None)  # `import scipy` raises ImportError
     monkeypatch.setitem(sys.modules, "scipy.stats", None)
     monkeypatch.setattr("redrafter_trt.runtime.load", lambda *a, **k: pytest.fail("timed without scipy"))
