@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from redrafter_trt.cli import main
+from redrafter_trt.errors import ConfigError
 from redrafter_trt.cli.run_cmd import run
 from redrafter_trt.cli.run_py import (RUN_PY_INSTEAD, run_py_instead, run_py_name, write_cum_log_probs_npy,
                                       write_log_probs_npy)
@@ -85,3 +86,32 @@ def test_log_prob_files_have_run_pys_shapes_and_padding(tmp_path):
     assert lp.dtype == cum.dtype == np.float32 and lp.shape == (3, 1, 3) and cum.shape == (3, 1)
     assert lp[:, 0].tolist() == [[-0.5, -1.25, -2.0], [-0.75, 0, 0], [0, 0, 0]]
     assert cum[:, 0].tolist() == [-3.75, -0.75, 0.0]
+
+
+# a later word after --input_text's first prompt: what argparse's _parse_optional makes of it (None: a prompt)
+LATER_WORDS = ("- item one", "-5 apples", "-5", "-.5", "-1.5", "-", "--top_k 1", "plain", "--max_output_len",
+               "--max_output_len=4", "--input_text", "--top_k", "-x", "--chat", "-v", "--max_output_len=4 x")
+
+
+def test_a_later_prompt_starting_with_a_dash_is_a_prompt_where_run_pys_parser_takes_one():
+    """`--input_text A "- item one"` was 'No such option: - ' and "-5 apples" 'No such option: -5', where run.py's
+    argparse (nargs='+') takes both as prompts: a word that starts with '-' is a value when it holds a space or looks
+    like a negative number (its parser has no options that do), or is '-' alone; a known option still ends the list."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    for name in RUN_PY_OPTIONS:
+        if name not in ("-h", "--help"):
+            parser.add_argument(name, nargs="+" if name == "--input_text" else None)
+    for word in LATER_WORDS:
+        try:
+            out = run._run_py_args(["--input_text", "A", word])
+        except ConfigError:  # a run.py option run lacks, refused
+            out = []
+        taken = out[-2:] == ["--input-text", word]
+        assert taken == (parser._parse_optional(word) is None), (word, out)
+    assert run._run_py_args(["--input_text", "A", "--", "-x"]) == ["--input_text", "A", "--", "-x"]
+    assert run._run_py_args(["--input_text", "A", "-5apples"])[-2:] == ["--input-text", "-5apples"]  # Python 3.14's
+    res = CliRunner().invoke(main, ["run", "--tokenizer-dir", "nowhere", "--input_text", "A", "- item one", "-5 apples",
+                                    "--max_output_len", "1"])
+    assert res.exit_code == 2 and "pass exactly one of --checkpoint-dir" in res.output, res.output

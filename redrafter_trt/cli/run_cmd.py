@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import click
 
@@ -180,6 +181,9 @@ def _run_engine(engine: str, tokenizer_dir: str, o: dict):
 
 
 GROUP_OPTIONS = ("-v", "--verbose", "--debug")  # redrafter-trt's, before the command
+# a word argparse reads as a negative number (CPython 3.14's _negative_number_matcher; before 3.14 only whole numbers
+# and decimals did, so run takes every word any run.py takes)
+NEGATIVE_NUMBER = re.compile(r"-\.?\d")
 
 
 class RunCommand(Command):
@@ -200,7 +204,7 @@ class RunCommand(Command):
             if arg == "--":
                 return out + [arg, *rest]
             name = arg.split("=", 1)[0]
-            if prompts and not arg.startswith("-"):  # another prompt after --input-text's first
+            if prompts and _is_prompt(arg, name, options):  # another prompt after --input-text's first
                 out += ["--input-text", arg]
                 continue
             param, prompts = options.get(name), False
@@ -212,6 +216,16 @@ class RunCommand(Command):
                     out.extend(value for value in [next(rest, None)] if value is not None)
                 prompts = param.name == "input_text"
         return out
+
+
+def _is_prompt(arg: str, name: str, options) -> bool:
+    """Whether a word after --input-text's prompts is one more, as run.py's argparse (nargs='+') decides in
+    `_parse_optional`: one that does not start with '-', '-' alone, and, unless it is an option (`name`, before any
+    '='), one that holds a space ("- item one") or looks like a negative number ("-5"; run.py has no option that
+    does)."""
+    if not arg.startswith("-") or arg == "-":
+        return True
+    return name not in options and (" " in arg or bool(NEGATIVE_NUMBER.match(arg)))
 
 
 def _refuse_foreign(name: str) -> None:
