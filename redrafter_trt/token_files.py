@@ -13,6 +13,7 @@ from pathlib import Path
 from .errors import ConfigError, read_text
 
 TOKEN_ID_SUFFIXES = (".csv", ".npy")
+NPY_MAGIC = b"\x93NUMPY"  # how every file np.save writes starts
 SAVE_NPY = "save the ids as an integer array: np.save(path, np.array(rows, dtype='int32'))"
 
 
@@ -60,7 +61,8 @@ def read_token_rows(path) -> TokenRows:
     rows = []
     for n, line in enumerate(csv.reader(read_text(path, "save it as UTF-8 text").split("\n")), start=1):
         cells = [c.strip() for c in line]
-        if (bad := next((c for c in cells if not c.isdigit()), None)) is not None:
+        if (bad := next((c for c in cells if not (c.isascii() and c.isdigit())), None)) is not None:  # '²' is a
+            # digit to str.isdigit that int() cannot read
             raise ConfigError(f"{path} line {n}: {bad!r} is not a token id: write each prompt as its ids, "
                               f"comma-separated (run.py's .csv), or pass its text as .txt or jsonl")
         rows.append([int(c) for c in cells])
@@ -75,6 +77,10 @@ def _npy_rows(path: Path) -> list[list[int]]:
     import numpy as np
 
     try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+        if not head.startswith(NPY_MAGIC):  # numpy calls any such file a pickle (its allow_pickle error)
+            raise ConfigError(f"{path} {_not_npy(head)}: {SAVE_NPY}")
         array = np.load(path, allow_pickle=False)
     except ValueError as e:
         if "allow_pickle" in str(e):
@@ -88,3 +94,17 @@ def _npy_rows(path: Path) -> list[list[int]]:
             getattr(array, "dtype", type(array).__name__)
         raise ConfigError(f"{path} holds {what}, not integer token ids (one prompt a row): {SAVE_NPY}")
     return [list(map(int, row)) for row in np.atleast_2d(array)]
+
+
+def _not_npy(head: bytes) -> str:
+    """What a file whose first bytes (`head`) lack the .npy magic is, for its refusal."""
+    if not head:
+        return "is not a .npy array (it is empty)"
+    try:
+        head.decode("utf-8")
+        text = b"\0" not in head
+    except UnicodeDecodeError as e:
+        text = e.reason == "unexpected end of data" and b"\0" not in head  # a character cut at the 512th byte
+    if text:
+        return "holds text, not a .npy array (np.savetxt writes text; np.save writes .npy)"
+    return f"is not a .npy array (it does not start with the .npy magic bytes {NPY_MAGIC!r})"

@@ -471,6 +471,28 @@ def test_run_py_token_id_files_are_sent_as_their_ids(smollm2, smol_ckpt, tmp_pat
     one_line_error(invoke(*base, "--input-file", npy), f"{npy} holds object")
 
 
+def test_a_token_file_that_is_not_one_is_one_line_before_anything_loads(tmp_path):
+    """A .csv cell of a Unicode digit int() cannot read ('²', str.isdigit's) was a ValueError traceback; a .npy
+    without the .npy magic bytes (text np.savetxt wrote, a pickle) was called 'a pickled array', numpy's allow_pickle
+    error for any file without them. Each is one line naming the file and the fix."""
+    np = pytest.importorskip("numpy")
+    base = ("--checkpoint-dir", tmp_path / "unread", "--tokenizer-dir", tmp_path, "--max-output-len", 1)
+    csv = tmp_path / "sup.csv"
+    for cell in ("\u00b2", "\u2460", "\u0663"):
+        csv.write_text(f"1,{cell}\n")
+        one_line_error(invoke(*base, "--input-file", csv), f"{csv} line 1: {cell!r} is not a token id")
+    npy = tmp_path / "ascsv.npy"
+    np.savetxt(npy, np.array([[1, 2], [3, 4]]))
+    one_line_error(invoke(*base, "--input-file", npy), f"{npy} holds text, not a .npy array (np.savetxt writes text",
+                   "np.save(path")
+    npy.write_bytes(b"\x80\x04\x95junk")
+    one_line_error(invoke(*base, "--input-file", npy), f"{npy} is not a .npy array (it does not start with", "np.save(")
+    npy.write_bytes(b"")
+    one_line_error(invoke(*base, "--input-file", npy), f"{npy} is not a .npy array (it is empty)")
+    np.save(npy, np.array([{"a": 1}], dtype=object))
+    one_line_error(invoke(*base, "--input-file", npy), f"{npy} holds objects (a pickled array, not read)")
+
+
 def test_run_py_spellings_run_as_ours(smollm2, smol_ckpt, tmp_path):
     """TensorRT-LLM's ReDrafter README runs `run.py --engine_dir ... --tokenizer_dir ... --max_output_len=100
     --input_text "Once upon" "The basic idea of ..."`: every underscore spelling was 'No such option' and a second
