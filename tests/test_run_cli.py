@@ -296,6 +296,16 @@ def test_the_checkpoints_greedy_mode_decides_as_in_its_engine(smollm2, smol_ckpt
     assert res.exit_code == 2 and "--sampling-rule" in res.output and "Traceback" not in res.output
 
 
+def test_output_json_records_the_temperature_the_run_used(smollm2, smol_ckpt, tmp_path):
+    """A greedy checkpoint ignores --temperature 0.7 (with a warning) and decodes greedily, but --output-json's
+    producer recorded 0.7; it records 0.0, what was used."""
+    out = tmp_path / "out.json"
+    res = invoke("--checkpoint-dir", smol_ckpt, "--tokenizer-dir", smollm2, "--input-text", "Hi", "--max-output-len", 1,
+                 "--temperature", 0.7, "--output-json", out)
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text())["producer"]["options"]["temperature"] == 0.0
+
+
 def test_a_seeded_sample_is_the_prompts_own_whatever_is_batched_beside_it(tmp_path_factory):
     """`run --seed` drew a batch's rows from one generator seeded --seed + b, so a prompt's sampled answer changed
     with --batch-size, with its order in the file and with the prompts beside it, where an engine seeds every request

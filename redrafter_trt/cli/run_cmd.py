@@ -73,6 +73,8 @@ def _encode(tok, o: dict) -> list[list[int]]:
 
 
 def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
+    """The reference runtime's (tokenizer, prompt ids, result); `o["temperature"]` becomes the temperature it decodes
+    at (0.0 on a greedy checkpoint, which ignores the one given)."""
     from ..layout import convert_tp_sizes
     from ..shard import resplit
     from ..runtime import (check_compile, check_draft_shape, check_positions, check_temperature, generate, generate_tp,
@@ -94,16 +96,15 @@ def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
             "the --config preset sets no-draft: pass --draft to draft, or drop them"
         raise ConfigError(f"--num-beams and --draft-len shape the drafts: {fix}")
     check_draft_shape(cfg, o["num_beams"], o["draft_len"], not o["no_draft"])
-    temperature = o["temperature"]
-    check_temperature(temperature)  # before the weights load
+    check_temperature(o["temperature"])  # before the weights load
     if o["sampling_rule"] == "trtllm" and (why := _no_sampled_drafts(cfg, o["no_draft"])):
         raise ConfigError(f"--sampling-rule trtllm decides which drafts a sampled step accepts: {why}")
     if cfg.has_drafter and not o["no_draft"]:  # as its engine (and `serve`): the checkpoint's greedy mode decides
-        if cfg.greedy_search and temperature > 0:
+        if cfg.greedy_search and o["temperature"] > 0:
             log.warning("greedy checkpoint (redrafter_greedy_search): --temperature %s is ignored, as its engine "
-                        "ignores it; convert with --no-greedy to sample", temperature)
-            temperature = 0.0
-        elif not cfg.greedy_search and temperature == 0:
+                        "ignores it; convert with --no-greedy to sample", o["temperature"])
+            o["temperature"] = 0.0  # the one the run uses, and --output-json's producer records (it recorded 0.7)
+        elif not cfg.greedy_search and o["temperature"] == 0:
             raise ConfigError("this checkpoint samples (converted with --no-greedy), as its engine does: pass a "
                               "positive --temperature, or --no-draft for plain greedy decoding")
     tok = load_tokenizer(tokenizer_dir, cfg.vocab_size, o["chat_template_kwargs"])
@@ -111,7 +112,7 @@ def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
     if not o["no_draft"] and (why := drafter_mode_warning(ckpt.raw, tok, o["chat"])):
         log.warning("%s", why)
     check_positions(cfg, ids, o["max_output_len"], names=prompt_names(o["prompts"]))  # before the weights load
-    kwargs = dict(num_beams=o["num_beams"], draft_len=o["draft_len"], temperature=temperature,
+    kwargs = dict(num_beams=o["num_beams"], draft_len=o["draft_len"], temperature=o["temperature"],
                   eos_token_id=stop_ids(tok, tokenizer_dir), use_draft=not o["no_draft"],
                   seed=o["seed"],  # each prompt's own generator's, as an engine seeds every request
                   batch_size=o["batch_size"], sampling_rule=o["sampling_rule"] or "exact",
