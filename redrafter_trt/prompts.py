@@ -343,7 +343,8 @@ def records(path: Path, text: str) -> list[tuple[str, object]]:
     list" (1-based); blank lines are skipped. A file that is one JSON object over several lines is one record (once
     refused as jsonl whose line 1 is not valid JSON). A ConfigError when the text is neither. A `.txt` path's records
     are its lines as TensorRT-LLM's run.py reads them (readlines), each a prompt (a bare string): its newline and
-    spaces kept, a blank line too (stripped and skipped once, so run.py's engine and `run` saw other token ids). Lines
+    spaces kept, a blank line too (stripped and skipped once, so run.py's engine and `run` saw other token ids); a
+    leading UTF-8 byte-order mark alone differs: read_text dropped it, where run.py keeps U+FEFF on its first line. Lines
     end at "\n" alone (read_text made "\r\n" and "\r" one, as run.py's text mode): str.splitlines also cut at U+2028,
     U+2029 and U+0085, which json.dumps(ensure_ascii=False) writes unescaped inside strings, so a valid jsonl line was
     refused as not JSON."""

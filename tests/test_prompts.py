@@ -103,6 +103,21 @@ def test_a_txt_file_gives_the_token_ids_run_py_gives(smollm2, tmp_path):
     assert encode_prompts(tok, load_prompts(path), False) == run_py
 
 
+def test_a_txt_files_byte_order_mark_is_dropped_where_run_py_keeps_it_and_the_readme_says_so(tmp_path):
+    """A .txt saved with a UTF-8 byte-order mark (as some Windows editors write it): `run` drops it (read_text's
+    utf-8-sig), where run.py's open(encoding='utf-8') keeps U+FEFF at its first prompt's start, so that prompt's token
+    ids differ, while the README said run.py and `run` see the same token ids. The mark stays dropped (it is no part
+    of the prompt), and the README says so where it makes that claim."""
+    path = tmp_path / "bom.txt"
+    path.write_bytes("\ufeffOnce upon\nThe end\n".encode("utf-8"))
+    with open(path, encoding="utf-8", errors="replace") as f:  # run.py's parse_input
+        run_py = f.readlines()
+    assert run_py[0].startswith("\ufeff") and load_prompts(path) == [run_py[0].removeprefix("\ufeff"), run_py[1]]
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    claim = re.search(r"\(readlines: [^;]*see the same token ids[^;]*;", readme)
+    assert claim and "byte-order mark" in claim.group(), claim and claim.group()
+
+
 @pytest.mark.parametrize("name", ["prompts.tsv", "prompts", "questions.md"])
 def test_plain_text_under_another_name_is_told_to_be_named_txt(tmp_path, name):
     """A file of plain prompts not named .txt was told only 'line 1 is not valid JSON: write one JSON object per
