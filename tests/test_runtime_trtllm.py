@@ -268,11 +268,34 @@ def test_a_temperature_the_reference_runtime_refuses_is_refused_for_an_engine(tm
 
 
 def test_greedy_engine_warns_that_it_ignores_the_temperature(tmp_path, monkeypatch, caplog):
+    """...and is sent what a greedy run is (top_k 1): the temperature went to it as typed."""
     write_engine_config(tmp_path, greedy=True)
-    install_fake_trtllm(monkeypatch, FakeExecutor([[1, 5]], iters=[1]), {})
+    executor = FakeExecutor([[1, 5]], iters=[1])
+    install_fake_trtllm(monkeypatch, executor, {})
     with caplog.at_level(logging.WARNING, logger="redrafter_trt.runtime.trtllm"):
         trtllm.generate_engine(tmp_path, [[1]], 4, end_id=2, pad_id=2, temperature=0.8)
     assert "is ignored" in caplog.text
+    assert executor.requests[0][1]["sampling_config"] == ("SamplingConfig", {"beam_width": 1, "seed": 0, "top_k": 1})
+
+
+@pytest.mark.parametrize("greedy, recorded", [(True, 0.0), (False, 0.7)])
+def test_run_output_json_records_the_temperature_the_engine_ran_at(tmp_path, monkeypatch, smollm2, greedy, recorded):
+    """A greedy engine ignores --temperature (with a warning): the producer recorded the 0.7 typed."""
+    from click.testing import CliRunner
+
+    from redrafter_trt.cli import main
+
+    engine = tmp_path / "engine"
+    engine.mkdir()
+    write_engine_config(engine, greedy=greedy)
+    install_fake_trtllm(monkeypatch, FakeExecutor([[1, 2, 3, 7, 8]], iters=[1]), {})
+    (tmp_path / "ids.csv").write_text("1,2,3\n")
+    out = tmp_path / "out.json"
+    res = CliRunner().invoke(main, ["run", "--engine-dir", str(engine), "--tokenizer-dir", str(smollm2), "--input-file",
+                                    str(tmp_path / "ids.csv"), "--max-output-len", "2", "--temperature", "0.7",
+                                    "--output-json", str(out)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text())["producer"]["options"]["temperature"] == recorded
 
 
 @pytest.mark.parametrize("text, needle", [

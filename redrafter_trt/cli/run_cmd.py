@@ -146,7 +146,7 @@ OFF_FORMS = {"--no-draft": "--draft", "--compile": "--no-compile"}
 
 
 def _run_engine(engine: str, tokenizer_dir: str, o: dict):
-    from ..runtime.trtllm import generate_engine, split_stop_tokens
+    from ..runtime.trtllm import generate_engine, greedy_engine, split_stop_tokens
 
     for flag in FIXED_BY_ENGINE:
         if o[flag.removeprefix("--").replace("-", "_")] is None:
@@ -171,13 +171,16 @@ def _run_engine(engine: str, tokenizer_dir: str, o: dict):
                           f"preset to run --engine-dir")
     from ..build import read_engine_config
 
-    vocab_size = read_engine_config(engine)["pretrained_config"].get("vocab_size")  # the checkpoint's, kept by the build
+    pretrained = read_engine_config(engine)["pretrained_config"]
+    vocab_size = pretrained.get("vocab_size")  # the checkpoint's, kept by the build
     tok = load_tokenizer(tokenizer_dir, vocab_size if isinstance(vocab_size, int) else None, o["chat_template_kwargs"])
     ids = _encode(tok, o)
     end_id, stop_words = split_stop_tokens(tok.eos_token_id, stop_ids(tok, tokenizer_dir))
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else max(end_id, 0)
     result = generate_engine(engine, ids, o["max_output_len"], end_id=end_id, pad_id=pad_id, stop_words=stop_words,
                              temperature=o["temperature"], seed=o["seed"])
+    if greedy_engine(pretrained):  # it ignored --temperature (generate_engine warned): the producer records what ran
+        o["temperature"] = 0.0
     return tok, ids, result
 
 

@@ -63,13 +63,14 @@ class EngineLimits:
             positions = position_limit(pretrained)
             table = pretrained.get("max_position_embeddings") if positions else None
             return cls(int(build["max_batch_size"]), max_input, stored_seq - int(build.get("max_draft_len") or 0),
-                       bool(pretrained.get("redrafter_greedy_search", True)), ranks,
+                       greedy_engine(pretrained), ranks,
                        table if table and table < positions else None)
         except (KeyError, TypeError, ValueError) as e:
             raise ConfigError(f"{engine_dir}/config.json lacks a build limit ({type(e).__name__}: {e}): rebuild the "
                               "engine with `redrafter-trt build`") from None
 
-    def check(self, prompt_ids: list[list[int]], max_new_tokens: int, temperature: float) -> None:
+    def check(self, prompt_ids: list[list[int]], max_new_tokens: int, temperature: float) -> float:
+        """Refuse what the engine cannot run; return the temperature it decodes at (0 on a greedy engine)."""
         longest = max(len(p) for p in prompt_ids)
         takes = min(self.max_input_len, self.max_seq_len - 1)  # a prompt leaves room for one new token
         if longest > takes:
@@ -88,12 +89,19 @@ class EngineLimits:
         if self.greedy and temperature > 0:
             log.warning("greedy engine (redrafter_greedy_search): --temperature %s is ignored; convert with "
                         "--no-greedy and rebuild to sample", temperature)
+            temperature = 0.0  # sent as top_k 1, as a greedy run's is (the temperature went to the engine before)
         if self.rope_table and longest + max_new_tokens > self.rope_table:
             log.warning("%s + --max-output-len %d pass max_position_embeddings %d, the length of the "
                         "cos/sin table this engine's RoPE is read from (TensorRT-LLM does not check the position): "
                         "tokens past %d get no RoPE of the model's scaling; keep prompt and output within %d tokens, "
                         "or run the checkpoint with --checkpoint-dir", counted(longest, "prompt token"), max_new_tokens, self.rope_table,
                         self.rope_table, self.rope_table)
+        return temperature
+
+
+def greedy_engine(pretrained_config: dict) -> bool:
+    """Whether an engine (its config's `pretrained_config`) was built greedy: it then ignores the temperature."""
+    return bool(pretrained_config.get("redrafter_greedy_search", True))
 
 
 def import_trtllm():
@@ -154,7 +162,7 @@ def generate_engine(engine_dir: Path | str, prompt_ids: list[list[int]], max_new
     that ends on it: it is put back, so outputs end on their stop token as the reference runtime's do."""
     engine_dir = Path(engine_dir)
     limits = EngineLimits.read(engine_dir)
-    limits.check(prompt_ids, max_new_tokens, temperature)
+    temperature = limits.check(prompt_ids, max_new_tokens, temperature)
     tllm, runtime = import_trtllm()
     if tllm.mpi_world_size() != limits.ranks:
         raise ConfigError(f"this engine has {limits.ranks} ranks but {tllm.mpi_world_size()} process(es) run it: "
