@@ -15,7 +15,8 @@ from pathlib import Path
 from .errors import FLAG, POSITIVE_INT, POSITIVE_NUMBER, ConfigError, dangling_link, read_text
 from .registry import REGISTRY, ArchSpec, bias_fields, extra_fields, lookup
 from .rope import (HF_ROPE_NEEDS, HF_ROPE_ORIGINAL, TRTLLM_ROPE_REFUSED, TRTLLM_ROPE_SCALINGS, YARN_NULLABLE,
-                   llama3_problem, rope_kind, trtllm_builds, yarn_problem, yarn_read_problem)
+                   llama3_problem, position_limit, rope_kind, trtllm_builds, yarn_problem,
+                   yarn_read_problem)
 
 DTYPES = ("float16", "bfloat16", "float32")
 
@@ -212,13 +213,15 @@ class BaseModelConfig:
             raise ConfigError(f"{where} {what}: pass the Hugging Face base model's folder (its config.json names "
                               f"architectures such as LlamaForCausalLM)")
         spec = lookup(archs[0])
-        if window := sliding_window(hf, max_positions(hf, where)):
+        _, scaling = rope_fields(hf, where)  # checked here, before any work
+        limit = position_limit({"max_position_embeddings": max_positions(hf, where), "rotary_scaling": scaling})
+        if window := sliding_window(hf, limit):
             raise ConfigError(f"{where}: sliding_window={window} is not supported by ReDrafter engines "
-                              f"(TensorRT-LLM would attend over the whole context): use a version of the model "
-                              f"without a sliding window (Mistral v0.2 or newer; Qwen2 with use_sliding_window false)")
+                              f"(TensorRT-LLM would attend over the whole context of {limit} positions): use a "
+                              f"version of the model without a sliding window (Mistral v0.2 or newer; Qwen2 with "
+                              f"use_sliding_window false)")
         nh = positive_int(hf, "num_attention_heads", where)
         H = positive_int(hf, "hidden_size", where)
-        rope_fields(hf, where)  # checked here, before any work
         positive_float(hf, "rms_norm_eps", where, 1e-6)
         for key in ("attention_bias", "mlp_bias"):  # read as truth values further on; null refused where typed
             (typed_flag if key in spec.typed_flags else flag)(hf, key, where)
@@ -250,14 +253,15 @@ def max_positions(hf: dict, where: str = "config.json") -> int:
     return positive_int(hf, "max_position_embeddings", where, spec.max_positions if spec else 2048)
 
 
-def sliding_window(hf: dict, max_positions: int) -> int | None:
-    """The window when some layer attends over one shorter than the context (else None): Mistral v0.1's
+def sliding_window(hf: dict, positions: int) -> int | None:
+    """The window when some layer attends over one shorter than the `positions` the model serves (else None; those
+    are rope.position_limit's, max_position_embeddings times a stretching scaling's factor): Mistral v0.1's
     `sliding_window`, or Qwen2's `use_sliding_window` on the layers from `max_window_layers` (transformers 5:
     `layer_types`). A key config.json lacks takes transformers' default (a window of 4096, Qwen2's from layer 28); a
     null window is none."""
     spec = _spec(hf)
     window = hf.get("sliding_window", spec.sliding_window if spec else None)
-    if not isinstance(window, int) or isinstance(window, bool) or not 0 < window < max_positions:
+    if not isinstance(window, int) or isinstance(window, bool) or not 0 < window < positions:
         return None
     if hf.get("architectures", [""])[0] == "MistralForCausalLM":
         return window

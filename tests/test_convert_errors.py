@@ -1145,12 +1145,26 @@ def test_rope_scaling_beside_rope_parameters_is_read_as_transformers_reads_it_or
                           "layer_types": ["full_attention", "sliding_attention"]}, True),
     ("Qwen2ForCausalLM", {"use_sliding_window": False, "sliding_window": 128, "max_window_layers": 1}, False),
     ("Qwen2ForCausalLM", {"use_sliding_window": True, "sliding_window": 128, "max_window_layers": 2}, False),
+    # a window at or past max_position_embeddings still slides below the positions a stretching scaling reaches
+    ("MistralForCausalLM", {"sliding_window": 128, "max_position_embeddings": 64, "rope_parameters": {
+        "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "rope_theta": 10000.0}}, True),
+    ("Qwen2ForCausalLM", {"use_sliding_window": True, "sliding_window": 128, "max_window_layers": 1,
+                          "max_position_embeddings": 128, "rope_parameters": {
+                              "rope_type": "linear", "factor": 2.0, "rope_theta": 10000.0}}, True),
+    ("MistralForCausalLM", {"sliding_window": 128, "max_position_embeddings": 64, "rope_parameters": {
+        "rope_type": "yarn", "factor": 2.0, "original_max_position_embeddings": 64, "rope_theta": 10000.0}}, False),
+    ("MistralForCausalLM", {"sliding_window": 128, "max_position_embeddings": 64, "rope_parameters": {  # unstretched
+        "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 64, "rope_theta": 10000.0}}, False),
 ])
 def test_sliding_window_attention_is_refused(parts, arch, fields, refused):
-    """TensorRT-LLM's Llama and QWen models attend over the whole context: a windowed base would silently differ."""
+    """TensorRT-LLM's Llama and QWen models attend over the whole context: a windowed base would silently differ. A
+    review: a Mistral with max_position_embeddings 64, sliding_window 128 and yarn factor 4 converted without a word,
+    and the runtime attended over up to 256 positions where transformers slides the window of 128."""
     path = parts[0] / "config.json"
-    path.write_text(json.dumps(json.loads(path.read_text()) | {"architectures": [arch], "num_hidden_layers": 2,
-                                                               "max_position_embeddings": 4096} | fields))
+    raw = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("rope_scaling", "rope_theta")}
+    path.write_text(json.dumps(raw | {"architectures": [arch], "num_hidden_layers": 2,
+                                      "max_position_embeddings": 4096} | fields))
     result = convert_err(parts) if refused else run_cli("convert", "--base", parts[0], "--drafter", parts[1],
                                                          "--output", parts[2])
     if refused:
