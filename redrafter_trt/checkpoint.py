@@ -20,7 +20,8 @@ from .io import ST_TO_TORCH, TensorSource, all_finite
 from .plural import agreeing
 from .producer import producer_summary
 from .registry import QWEN_SEQ_LENGTH, TRTLLM_ACTIVATIONS, TRTLLM_BASES, activation_problem
-from .rope import ENGINE_FIX, TRTLLM_ROPE_SCALINGS, rope_scaling_problem, runtime_fix, trtllm_builds
+from .rope import (ENGINE_FIX, TRTLLM_ROPE_DIFFERS, TRTLLM_ROPE_SCALINGS, rope_scaling_problem, runtime_fix,
+                   trtllm_builds, trtllm_rope_problem)
 from .shard import qk_norm_misread, qk_norm_problem, tp_fits, tp_problem
 
 REDRAFTER_KEYS = ("redrafter_num_layers", "redrafter_hidden_size", "redrafter_exit_dim", "redrafter_is_rnn",
@@ -192,7 +193,18 @@ def runtime_refusals(cfg: dict) -> list[str]:
                                          (activation_problem(cfg.get("hidden_act", "silu")), ENGINE_FIX)) if p]
 
 
+def rope_differs(cfg: dict) -> WithFix | None:
+    """A `rotary_scaling` TensorRT-LLM builds otherwise than transformers computes it (rope.trtllm_rope_problem), as
+    convert refuses it in a Hugging Face config: inspect, build and run refuse it, and convert from a TensorRT-LLM
+    base (no fix in its config.json would make the engine compute the model's RoPE)."""
+    scaling = cfg.get("rotary_scaling")
+    problem = trtllm_rope_problem(scaling)
+    return problem and WithFix(f"rotary_scaling {scaling}: {problem}: {TRTLLM_ROPE_DIFFERS}")
+
+
 def _check_config(cfg: dict, rep: Report) -> None:
+    if differs := rope_differs(cfg):
+        rep.problems.append(differs)
     if "rotary_base" not in cfg and isinstance(cfg.get("producer"), dict) and cfg["producer"].get("name") == "modelopt":
         rep.problems.append(WithFix("rotary_base is absent: nvidia-modelopt under transformers 5 leaves out "
                                     "rotary_base and rotary_scaling, and TensorRT-LLM then builds RoPE with 10000 "

@@ -115,7 +115,7 @@ def rope_scaling_problem(scaling) -> str | None:
         return f"rotary_scaling {kind} needs {', '.join(bad)} to be {need} (has {scaling})"
     if kind == "yarn" and (problem := yarn_read_problem(scaling)):
         return f"rotary_scaling yarn: {problem}"
-    return llama3_problem(scaling) if kind == "llama3" else None
+    return None
 
 
 def engine_original_differs(scaling, max_position_embeddings) -> bool:
@@ -144,6 +144,19 @@ def runtime_fix(scaling, max_position_embeddings) -> str:
 ENGINE_FIX = "build a TensorRT-LLM engine to run it (`redrafter-trt build`)"
 
 
+TRTLLM_ROPE_DIFFERS = "TensorRT-LLM would build another RoPE than the model's"
+
+
+def trtllm_rope_problem(scaling) -> str | None:
+    """Why TensorRT-LLM 1.2.x builds another RoPE than transformers computes for this scaling (None when the same, or
+    where the numbers its type needs are missing or not numbers, refused on their own): convert refuses it from a Hugging Face
+    folder and from a TensorRT-LLM base, and `inspect`, `build` and `run` refuse a checkpoint holding it."""
+    kind = rope_kind(scaling) if isinstance(scaling, dict) else None
+    if kind == "yarn" and POSITIVE_NUMBER[1](scaling.get("factor")) and _yarn_scales(scaling) is not None:
+        return yarn_problem(scaling)
+    return llama3_problem(scaling) if kind == "llama3" else None
+
+
 def llama3_problem(scaling: dict) -> str | None:
     """Why TensorRT-LLM 1.2.x's llama3 computes another RoPE than transformers' (None when the same): with
     high_freq_factor below low_freq_factor, transformers divides every frequency whose wavelength passes
@@ -170,13 +183,23 @@ def yarn_attention_factor(scaling: dict) -> float:
     return float(_yarn_mscale(factor, m) / _yarn_mscale(factor, m_all)) if m and m_all else _yarn_mscale(factor)
 
 
+YARN_SCALES = ("attention_factor", "mscale", "mscale_all_dim")
+
+
+def _yarn_scales(scaling: dict) -> dict | None:
+    """A yarn scaling's YARN_SCALES that are not null, None where one is not a finite number."""
+    extra = {k: scaling[k] for k in YARN_SCALES if scaling.get(k) is not None}
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in extra.values()):
+        return None
+    return extra
+
+
 def yarn_problem(scaling: dict) -> str | None:
     """Why TensorRT-LLM 1.2.x's yarn would compute another RoPE than transformers' on this scaling (None when the
     same): layers/attention.py scales cos/sin by mscale(factor, mscale or 1) / mscale(factor, mscale_all_dim or 0),
     reads no attention_factor (transformers' override) and always truncates the correction range."""
-    extra = {k: scaling[k] for k in ("attention_factor", "mscale", "mscale_all_dim") if scaling.get(k) is not None}
-    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in extra.values()):
-        return f"{', '.join(extra)} must be numbers"
+    if (extra := _yarn_scales(scaling)) is None:
+        return f"{', '.join(k for k in YARN_SCALES if scaling.get(k) is not None)} must be numbers"
     factor, m, m_all = float(scaling["factor"]), extra.get("mscale"), extra.get("mscale_all_dim")
     trtllm = _yarn_mscale(factor, 1.0 if m is None else m) / _yarn_mscale(factor, 0.0 if m_all is None else m_all)
     ours = yarn_attention_factor(scaling)

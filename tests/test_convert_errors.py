@@ -405,6 +405,38 @@ def test_trtllm_base_config_checked_as_inspect_checks_it(parts, tmp_path, fields
     assert result.stderr.strip().endswith(fix) and (fix == REEXPORT or REEXPORT not in result.stderr), result.stderr
 
 
+YARN_4 = {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 128}
+
+
+@pytest.mark.parametrize("scaling, needle", [
+    (YARN_4 | {"attention_factor": 2.0}, "transformers scales its cos/sin by 2, TensorRT-LLM by 1.13863"),
+    (YARN_4 | {"mscale_all_dim": 1.0}, "transformers scales its cos/sin by 1.13863, TensorRT-LLM by 1"),
+    (YARN_4 | {"truncate": False}, "truncate false is not computed by TensorRT-LLM"),
+    ({"type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 1.0,
+      "original_max_position_embeddings": 64}, "high_freq_factor 1 is below low_freq_factor 4"),
+])
+def test_trtllm_base_with_a_rope_trtllm_computes_otherwise_is_refused(parts, tmp_path, scaling, needle):
+    """A review: a TensorRT-LLM base checkpoint (modelopt's export) whose yarn TensorRT-LLM computes otherwise than
+    transformers (attention_factor 2: the runtime scaled cos/sin by 2, TensorRT-LLM by 1.13863) converted and
+    inspected OK, where the Hugging Face folder is refused: refused the same way, and inspect names it."""
+    from redrafter_trt.checkpoint import inspect_checkpoint
+    from redrafter_trt.errors import ConfigError
+    from redrafter_trt.runtime.config import RuntimeConfig
+
+    base_ckpt, cfg = trtllm_base_checkpoint(parts, tmp_path, tp=1)
+    (base_ckpt / "config.json").write_text(json.dumps(cfg | {"rotary_scaling": scaling}))
+    assert_one_line_error(convert_err(parts, base=base_ckpt), f"base checkpoint {base_ckpt}: rotary_scaling",
+                          needle, ": TensorRT-LLM would build another RoPE than the model's")
+    full = tmp_path / "full"
+    (full / "config.json").write_text(json.dumps(json.loads((full / "config.json").read_text())
+                                                 | {"rotary_scaling": scaling}))
+    rep = inspect_checkpoint(full)
+    assert not rep.ok and any(needle in p for p in rep.problems), rep.problems
+    assert not any(needle in p for p in rep.runtime_problems), rep.runtime_problems  # named once, not "build one"
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        RuntimeConfig.from_dict(json.loads((full / "config.json").read_text()))
+
+
 def test_trtllm_base_without_position_embedding_type_is_refused(parts, tmp_path):
     """A review: a TensorRT-LLM base checkpoint whose config.json lacks position_embedding_type (TensorRT-LLM reads
     learned_absolute: no RoPE) converted with exit 0, the key still absent in the output."""

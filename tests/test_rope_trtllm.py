@@ -1,6 +1,8 @@
 """RoPE scalings as TensorRT-LLM 1.2 builds them. yarn: it reads beta_fast, beta_slow, mscale and mscale_all_dim
 with `.get(key, default)` (layers/attention.py), so a null reaches its arithmetic as None."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -57,7 +59,7 @@ def test_runtime_computes_rotary_scaling_type_none_as_plain_rope():
     {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 2.0, "high_freq_factor": 2.0,
      "original_max_position_embeddings": 64},
     # yarn (original_max_position_embeddings: max_position_embeddings / factor, or transformers warns); the last three
-    # convert refuses (TensorRT-LLM computes another RoPE), a checkpoint written by hand may carry them
+    # convert, inspect and run refuse (TensorRT-LLM computes another RoPE): the runtime's arithmetic is checked alone
     {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64},
     {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "beta_fast": 16, "beta_slow": 0.5},
     {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "mscale": 1.5, "mscale_all_dim": 0.5},
@@ -77,8 +79,8 @@ def test_runtime_inv_freq_is_transformers(scaling):
                      max_position_embeddings=256, rope_theta=5e5, rope_scaling=dict(scaling))
     inv, scale = ROPE_INIT_FUNCTIONS[scaling["rope_type"]](hf, "cpu")
     raw = {"hidden_size": 64, "num_attention_heads": 2, "num_hidden_layers": 1, "vocab_size": 10,
-           "rotary_base": 5e5, "rotary_scaling": scaling, "max_position_embeddings": 256}
-    ours, our_scale = rope_inv_freq(RuntimeConfig.from_dict(raw))
+           "rotary_base": 5e5, "rotary_scaling": None, "max_position_embeddings": 256}
+    ours, our_scale = rope_inv_freq(dataclasses.replace(RuntimeConfig.from_dict(raw), rotary_scaling=scaling))
     assert torch.allclose(ours, inv.float(), rtol=1e-6, atol=0) and our_scale == scale
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint import foreign, runtime_refusals
+from ..checkpoint import foreign, rope_differs, runtime_refusals
 from ..errors import ConfigError
 from ..layout import qk_norm
 from ..producer import recorded_predict_n
@@ -74,7 +74,7 @@ class RuntimeConfig:
             dtype = str(raw.get("dtype", "float32"))
             if dtype not in DTYPES:
                 raise ConfigError(f"{where}: dtype {dtype!r} is not one of {', '.join(DTYPES)}")
-            if refusals := runtime_refusals(raw):
+            if refusals := [p for p in (rope_differs(raw), *runtime_refusals(raw)) if p]:
                 raise ConfigError(f"{where}: {refusals[0]}")
             return cls(
                 hidden_size=H,
