@@ -224,12 +224,25 @@ class BaseModelConfig:
         for key in ("attention_bias", "mlp_bias"):  # read as truth values further on; null refused where typed
             (typed_flag if key in spec.typed_flags else flag)(hf, key, where)
         return cls(spec=spec, hf=hf, hidden_size=H, num_layers=positive_int(hf, "num_hidden_layers", where),
-                   num_heads=nh, num_kv_heads=positive_int(hf, "num_key_value_heads", where, spec.kv_heads or nh),
+                   num_heads=nh, num_kv_heads=kv_heads(hf, spec, nh, where),
                    head_size=positive_int(hf, "head_dim", where, spec.head_dim or H // nh),
                    intermediate_size=positive_int(hf, "intermediate_size", where),
                    vocab_size=positive_int(hf, "vocab_size", where),
                    tie_word_embeddings=typed_flag(hf, "tie_word_embeddings", where),
                    source_dtype=source_dtype(hf))
+
+
+def kv_heads(hf: dict, spec: ArchSpec, num_heads: int, where: str) -> int:
+    """num_key_value_heads as transformers' config classes read it (4.57 and 5): a missing one is the class default
+    (Mistral's 8, Qwen2's and Qwen3's 32, Llama's num_attention_heads), a null one num_attention_heads (their
+    `if num_key_value_heads is None`), except where transformers 5 types it `int` and refuses to load it (Mistral)."""
+    if "num_key_value_heads" in hf and hf["num_key_value_heads"] is None and not spec.kv_heads_nullable:
+        raise ConfigError(f"{where}: num_key_value_heads is null, which transformers 5 refuses to load for "
+                          f"{spec.hf_architecture} (it expects a number) and transformers 4.x reads as "
+                          f"num_attention_heads ({num_heads}): set it to the model's number of kv heads "
+                          f"({num_heads} if its attention is multi-head)")
+    return positive_int(hf, "num_key_value_heads", where,
+                        num_heads if "num_key_value_heads" in hf else spec.kv_heads or num_heads)
 
 
 def source_dtype(hf: dict) -> str:

@@ -17,6 +17,7 @@ class ArchSpec:
     bias_flags: bool = False   # the HF class reads `attention_bias` (q/k/v and o_proj) and `mlp_bias` (Llama)
     max_positions: int = 2048  # transformers' default max_position_embeddings, for a config.json without one
     kv_heads: int | None = None  # transformers' default num_key_value_heads (None: num_attention_heads), likewise
+    kv_heads_nullable: bool = True  # transformers 5 loads a null num_key_value_heads (as num_attention_heads)
     sliding_window: int | None = None  # transformers' default sliding_window, for a config.json without the key
     max_window_layers: int = 0  # Qwen2: transformers' default first layer of the window, for a config.json without one
     head_dim: int | None = None  # transformers' default head_dim (None: hidden_size / num_attention_heads), likewise
@@ -40,7 +41,7 @@ def register(spec: ArchSpec) -> ArchSpec:
 register(ArchSpec("LlamaForCausalLM", "LlamaForCausalLM", "ReDrafterForLLaMALM", bias_flags=True))
 # TensorRT-LLM runs Mistral (without a sliding window) as Llama.
 register(ArchSpec("MistralForCausalLM", "LlamaForCausalLM", "ReDrafterForLLaMALM", max_positions=131072,
-                  kv_heads=8, sliding_window=4096))
+                  kv_heads=8, kv_heads_nullable=False, sliding_window=4096))
 # TensorRT-LLM's QWenDecoderLayer reads config.seq_length (logn scaling's length) and QWenConfig sets none, so a Qwen
 # config without it fails trtllm-build; QWenConfig.from_hugging_face writes the HF value, else this.
 QWEN_SEQ_LENGTH = 8192

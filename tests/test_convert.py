@@ -15,7 +15,7 @@ from redrafter_trt.drafter import load_drafter
 from redrafter_trt.errors import ConfigError
 from redrafter_trt.registry import REGISTRY
 from redrafter_trt.rules import drafter_to_trtllm
-from tinymodels import make_drafter, make_hf
+from tinymodels import TRANSFORMERS_5, make_drafter, make_hf
 
 DT = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -500,11 +500,17 @@ def test_trtllm_base_with_a_default_rotary_scaling_is_written_without_one(tmp_pa
     assert inspect_checkpoint(out).ok
 
 
-@pytest.mark.parametrize("arch, nh, want", [("llama", 4, 4), ("mistral", 16, 8), ("qwen2", 32, 32), ("qwen3", 64, 32)])
-def test_a_config_without_num_key_value_heads_gets_transformers_default(tmp_path, arch, nh, want):
+@pytest.mark.parametrize("arch, nh, want, null", [
+    ("llama", 4, 4, False), ("mistral", 16, 8, False), ("qwen2", 32, 32, False), ("qwen3", 64, 32, False),
+    # null is num_attention_heads (their config classes' `if num_key_value_heads is None`, 4.57 and 5), but
+    # transformers 5 types Mistral's `int` and refuses to load a null one: refused
+    ("llama", 4, 4, True), ("mistral", 4, 4, True), ("qwen2", 4, 4, True), ("qwen3", 2, 2, True)])
+def test_a_config_without_num_key_value_heads_gets_transformers_default(tmp_path, arch, nh, want, null):
     """A review: a missing num_key_value_heads was read as num_attention_heads for every architecture, but
     transformers' MistralConfig defaults it to 8 and Qwen2Config to 32 (TensorRT-LLM's from_hugging_face reads the
-    same through AutoConfig), so a GQA Mistral whose config.json leaves it out was refused as misshapen k_proj."""
+    same through AutoConfig), so a GQA Mistral whose config.json leaves it out was refused as misshapen k_proj.
+    Another: a null one was read as missing, where transformers reads num_attention_heads: a Qwen2 with 4 heads was
+    refused as misshapen (the class default 32 kv heads), with `re-download the model`."""
     import transformers
 
     from redrafter_trt import runtime as rt
@@ -512,8 +518,18 @@ def test_a_config_without_num_key_value_heads_gets_transformers_default(tmp_path
     base = make_hf(tmp_path / "base", arch, hidden_size=nh * 4, num_attention_heads=nh, num_key_value_heads=want,
                    intermediate_size=32, sliding_window=None)
     cfg = json.loads((base / "config.json").read_text())
-    del cfg["num_key_value_heads"]
+    if null:
+        cfg["num_key_value_heads"] = None
+    else:
+        del cfg["num_key_value_heads"]
     (base / "config.json").write_text(json.dumps(cfg))
+    if null and arch == "mistral":
+        if TRANSFORMERS_5:
+            with pytest.raises(Exception, match="num_key_value_heads"):
+                transformers.AutoConfig.from_pretrained(base)
+        with pytest.raises(ConfigError, match=r"num_key_value_heads is null, which transformers 5 refuses .* set it"):
+            convert(base, make_drafter(tmp_path / "d", base), tmp_path / "out")
+        return
     hf = transformers.AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
     assert hf.config.num_key_value_heads == want
     out = convert(base, make_drafter(tmp_path / "d", base), tmp_path / "out", tp_size=2, num_beams=2, draft_len=2)
