@@ -118,16 +118,30 @@ def rope_fields(hf: dict, where: str = "config.json") -> tuple[float, dict | Non
                           f"takes rope_theta {positive_float(hf, 'rope_theta', where, 10000.0):g} unscaled for Llama and "
                           f"Mistral, and cannot build Qwen2): write the model's RoPE as one flat rope_parameters such "
                           f"as {{\"rope_type\": \"default\", \"rope_theta\": 10000.0}}")
+    outer = positive_float(hf, "rope_theta", where, 10000.0)
+    if scaling and (inner := _inner_theta(scaling, "rope_scaling", where, outer)) != outer:
+        top = "the top level's" if hf.get("rope_theta") is not None else "the top level's, absent: the default"
+        raise ConfigError(f"{where}: rope_scaling holds rope_theta {inner:g}: transformers 5 computes RoPE with "
+                          f"{inner:g}, transformers 4 with {outer:g} ({top}): put the model's rope_theta at the top "
+                          f"level and delete it from rope_scaling")
     if isinstance(params, dict) and any(k in params for k in ("rope_theta", "rope_type", "type")):
-        outer = positive_float(hf, "rope_theta", where, 10000.0)
-        theta = positive_float(params, "rope_theta", f"{where} rope_parameters", outer)
+        theta = _inner_theta(params, "rope_parameters", where, outer)
         if scaling and (_scaling_of(scaling) != _scaling_of(params) or theta != outer):
             raise ConfigError(f"{where} holds rope_scaling {scaling} and rope_parameters {params}: transformers 5 "
                               f"reads rope_scaling alone (and rope_theta {outer:g}), not what rope_parameters says: "
                               f"move the scaling into rope_parameters and delete rope_scaling")
         return theta, _as_transformers_reads(_buildable(_written(params), where), hf, where)
-    return positive_float(hf, "rope_theta", where, 10000.0), _as_transformers_reads(_buildable(_written(scaling), where),
-                                                                                     hf, where)
+    return outer, _as_transformers_reads(_buildable(_written(scaling), where), hf, where)
+
+
+def _inner_theta(rope: dict, name: str, where: str, outer: float) -> float:
+    """The rope_theta in `rope_scaling` or `rope_parameters` (`name`), which transformers 5 computes with in place of
+    the top-level one (convert_rope_params_to_dict sets the top level's only where the key is absent): `outer` when
+    absent; a null one, which transformers 5 then computes with (TypeError), is refused."""
+    if "rope_theta" in rope and rope["rope_theta"] is None:
+        raise ConfigError(f"{where}: rope_theta is null in {name}, which transformers 5 computes with in place of the "
+                          f"top-level one (and fails): delete it from {name}")
+    return positive_float(rope, "rope_theta", f"{where} {name}", outer)
 
 
 def _buildable(scaling: dict | None, where: str) -> dict | None:

@@ -1169,6 +1169,47 @@ def test_rope_scaling_beside_rope_parameters_is_read_as_transformers_reads_it_or
     assert truth["rope_theta"] == written[0] and truth["rope_type"] == (written[1] or {"rope_type": "default"})["rope_type"]
 
 
+LINEAR_2 = {"rope_type": "linear", "factor": 2.0}
+
+
+@pytest.mark.parametrize("rope, written", [
+    ({"rope_scaling": LINEAR_2 | {"rope_theta": 5e5}}, "rope_scaling holds rope_theta 500000: transformers 5 computes "
+                                                       "RoPE with 500000, transformers 4 with 10000 (the top level's, "
+                                                       "absent: the default): put the model's rope_theta at the top "
+                                                       "level"),
+    ({"rope_scaling": LINEAR_2 | {"rope_theta": 5e5}, "rope_theta": 1e4}, "transformers 5 computes RoPE with 500000, "
+                                                                          "transformers 4 with 10000 (the top level's)"),
+    ({"rope_scaling": {"rope_type": "default", "rope_theta": 5e5}}, "transformers 5 computes RoPE with 500000"),
+    ({"rope_scaling": LINEAR_2 | {"rope_theta": 5e5}, "rope_theta": 1e6,
+      "rope_parameters": LINEAR_2 | {"rope_theta": 1e6}}, "transformers 5 computes RoPE with 500000"),
+    ({"rope_scaling": LINEAR_2 | {"rope_theta": 5e5}, "rope_theta": 5e5}, (5e5, LINEAR_2)),
+    ({"rope_scaling": LINEAR_2 | {"rope_theta": 1e4}}, (1e4, LINEAR_2)),
+    # transformers 5 keeps a null one (and fails: TypeError)
+    ({"rope_scaling": LINEAR_2 | {"rope_theta": None}, "rope_theta": 5e5}, "rope_theta is null in rope_scaling"),
+    ({"rope_parameters": {"rope_type": "default", "rope_theta": None}, "rope_theta": 5e5},
+     "rope_theta is null in rope_parameters"),
+])
+def test_rope_theta_inside_rope_scaling_is_read_as_transformers_reads_it_or_refused(parts, rope, written):
+    """A review: a Llama config with no top-level rope_theta and rope_scaling {linear, factor 2, rope_theta 500000}
+    converted with rotary_base 10000, where transformers 5 (convert_rope_params_to_dict) takes rope_scaling as its
+    rope_parameters and computes with 500000; transformers 4.57 (TensorRT-LLM 1.2's pin) reads the top level only.
+    Where the two agree it converts; else one line with a fix both read."""
+    from transformers import AutoConfig
+
+    path = parts[0] / "config.json"
+    raw = {k: v for k, v in json.loads(path.read_text()).items()
+           if k not in ("rope_theta", "rope_scaling", "rope_parameters")}
+    path.write_text(json.dumps(raw | rope))
+    if isinstance(written, str):
+        assert_one_line_error(convert_err(parts), written, "delete it from rope_")
+        return
+    assert run_cli("convert", "--base", parts[0], "--drafter", parts[1], "--output", parts[2]).exit_code == 0
+    cfg = json.loads((parts[2] / "config.json").read_text())
+    assert (cfg["rotary_base"], cfg["rotary_scaling"]) == written
+    truth = AutoConfig.from_pretrained(parts[0])
+    assert (truth.rope_parameters["rope_theta"] if TRANSFORMERS_5 else truth.rope_theta) == written[0]
+
+
 @pytest.mark.parametrize("arch, fields, refused", [
     ("MistralForCausalLM", {"sliding_window": 128}, True),
     ("MistralForCausalLM", {"sliding_window": None}, False),
