@@ -149,8 +149,8 @@ TRTLLM_ROPE_DIFFERS = "TensorRT-LLM would build another RoPE than the model's"
 
 def trtllm_rope_problem(scaling) -> str | None:
     """Why TensorRT-LLM 1.2.x builds another RoPE than transformers computes for this scaling (None when the same, or
-    where the numbers its type needs are missing or not numbers, refused on their own): convert refuses it from a Hugging Face
-    folder and from a TensorRT-LLM base, and `inspect`, `build` and `run` refuse a checkpoint holding it."""
+    where the numbers its type needs are missing or not numbers, refused on their own): convert refuses it from a
+    Hugging Face folder and from a TensorRT-LLM base; `inspect`, `build` and `run` refuse a checkpoint holding it."""
     kind = rope_kind(scaling) if isinstance(scaling, dict) else None
     if kind == "yarn" and POSITIVE_NUMBER[1](scaling.get("factor")) and _yarn_scales(scaling) is not None:
         return yarn_problem(scaling)

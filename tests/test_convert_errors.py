@@ -1177,8 +1177,8 @@ LINEAR_2 = {"rope_type": "linear", "factor": 2.0}
                                                        "RoPE with 500000, transformers 4 with 10000 (the top level's, "
                                                        "absent: the default): put the model's rope_theta at the top "
                                                        "level"),
-    ({"rope_scaling": LINEAR_2 | {"rope_theta": 5e5}, "rope_theta": 1e4}, "transformers 5 computes RoPE with 500000, "
-                                                                          "transformers 4 with 10000 (the top level's)"),
+    ({"rope_scaling": LINEAR_2 | {"rope_theta": 5e5}, "rope_theta": 1e4},
+     "transformers 5 computes RoPE with 500000, transformers 4 with 10000 (the top level's)"),
     ({"rope_scaling": {"rope_type": "default", "rope_theta": 5e5}}, "transformers 5 computes RoPE with 500000"),
     ({"rope_scaling": LINEAR_2 | {"rope_theta": 5e5}, "rope_theta": 1e6,
       "rope_parameters": LINEAR_2 | {"rope_theta": 1e6}}, "transformers 5 computes RoPE with 500000"),
