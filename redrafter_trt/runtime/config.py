@@ -142,7 +142,8 @@ def rope_inv_freq(cfg: RuntimeConfig) -> tuple[torch.Tensor, float]:
         return torch.where(medium, smoothed, scaled), 1.0
     if kind == "yarn":  # transformers' _compute_yarn_parameters (4.57 and 5). TensorRT-LLM 1.2 reads its yarn in
         # layers/attention.py create_attention_const_params (RopeEmbeddingUtils.create_sinusoidal_positions_yarn), which
-        # computes another RoPE where rope.yarn_problem says: convert refuses those, the runtime stays transformers'
+        # computes another RoPE where rope.yarn_problem says: convert, inspect and run refuse those (checkpoint
+        # .rope_differs), the runtime stays transformers'
         factor, old = float(scaling["factor"]), float(scaling["original_max_position_embeddings"])
 
         def dim_of(rotations):  # the dimension that turns `rotations` times over the original positions
