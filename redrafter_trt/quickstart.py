@@ -289,8 +289,9 @@ def check_workdir(workdir: Path) -> None:
 
 
 def _earlier_workdir(workdir: Path, entries: list[str]) -> bool:
-    """A work folder of a version before MARKER: only the quickstart's entries, and its drafter (trained, or
-    init-drafter's where that version found no training) or, stopped while training, its train-cache/."""
+    """A work folder of a version before MARKER: only the quickstart's entries, and its trained drafter or, stopped
+    while training, its train-cache/. An init-drafter drafter/ is not taken for one: examples/smollm2-135m-cpu.sh
+    writes drafter/ and checkpoint/ so, and they were replaced."""
     names = {e.split(".partial-")[0].lstrip(".") if e.startswith(".") else e for e in entries}
     if names == {MARKER}:  # a first run killed while it wrote the marker
         return True
@@ -301,8 +302,7 @@ def _earlier_workdir(workdir: Path, entries: list[str]) -> bool:
     except (OSError, ValueError, AttributeError):
         producer = None
     producer = producer if isinstance(producer, dict) else {}
-    return str(producer.get("recipe", "")).startswith("quickstart") or producer.get("command") == "init-drafter" \
-        or ("train-cache" in names and "drafter" not in names)
+    return str(producer.get("recipe", "")).startswith("quickstart") or ("train-cache" in names and "drafter" not in names)
 
 
 def _what(folder: Path, entries: list[str]) -> str:

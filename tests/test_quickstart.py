@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 
 import pytest
 from click.testing import CliRunner
@@ -613,6 +614,13 @@ def _workdir(kind: str, folder):
     base = make_hf(folder / "base", "llama")
     if kind == "model":
         return base
+    if kind == "init_project":  # examples/smollm2-135m-cpu.sh's WORK: init-drafter's drafter/ and its checkpoint/
+        from redrafter_trt.drafter import init_drafter_for_base
+
+        init_drafter_for_base(base, folder / "drafter")
+        convert(base, folder / "drafter", folder / "checkpoint", tp_size=1, dtype="float32", num_beams=2, draft_len=2)
+        shutil.rmtree(base)
+        return folder
     drafter = make_drafter(folder / "drafter", base)
     if kind == "drafter":
         return drafter
@@ -623,7 +631,7 @@ def _workdir(kind: str, folder):
 @pytest.mark.parametrize("kind, what", [
     ("model", "a Hugging Face model"), ("checkpoint", "a TensorRT-LLM checkpoint"),
     ("engine", "a TensorRT-LLM engine"), ("drafter", "an Apple ReDrafter drafter"), ("notes", "notes.txt"),
-    ("project", "base and more")])
+    ("project", "base and more"), ("init_project", "checkpoint and more")])
 def test_a_workdir_that_is_something_else_is_refused_untouched(tmp_path, monkeypatch, kind, what):
     """`--workdir` given a model, checkpoint or engine folder (or a project holding drafter/ and checkpoint/) wrote
     drafter/, checkpoint/ and train-cache/ into it, replacing a ReDrafter drafter/ or checkpoint/ found there."""
