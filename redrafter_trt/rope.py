@@ -76,8 +76,7 @@ def yarn_read_problem(scaling: dict) -> str | None:
     if any(not POSITIVE_NUMBER[1](scaling[k]) for k in betas):
         return f"{', '.join(betas)} must be {POSITIVE_NUMBER[0]} (TensorRT-LLM divides by them)"
     scales = [k for k in ("mscale", "mscale_all_dim") if k in scaling]
-    if any(isinstance(scaling[k], bool) or not isinstance(scaling[k], (int, float)) or not math.isfinite(scaling[k])
-           for k in scales):
+    if any(not _finite(scaling[k]) for k in scales):
         return f"{', '.join(scales)} must be numbers (TensorRT-LLM multiplies by them)"
     return None
 
@@ -110,7 +109,6 @@ def rope_scaling_problem(scaling) -> str | None:
                 f"(supported: {', '.join(ROPE_SCALINGS)})")
     need, ok = POSITIVE_NUMBER
     bad = [k for k in ROPE_SCALINGS[kind] if not ok(scaling.get(k))]
-    bad += [k for k in ("attention_factor",) if kind == "yarn" and scaling.get(k) is not None and not ok(scaling[k])]
     if bad:
         return f"rotary_scaling {kind} needs {', '.join(bad)} to be {need} (has {scaling})"
     if kind == "yarn" and (problem := yarn_read_problem(scaling)):
@@ -149,10 +147,11 @@ TRTLLM_ROPE_DIFFERS = "TensorRT-LLM would build another RoPE than the model's"
 
 def trtllm_rope_problem(scaling) -> str | None:
     """Why TensorRT-LLM 1.2.x builds another RoPE than transformers computes for this scaling (None when the same, or
-    where the numbers its type needs are missing or not numbers, refused on their own): convert refuses it from a
-    Hugging Face folder and from a TensorRT-LLM base; `inspect`, `build` and `run` refuse a checkpoint holding it."""
+    where a yarn factor, beta, mscale or mscale_all_dim is missing or not a number, refused on their own:
+    HF_ROPE_NEEDS, yarn_read_problem): convert refuses it from a Hugging Face folder and from a TensorRT-LLM base;
+    `inspect`, `build` and `run` refuse a checkpoint holding it."""
     kind = rope_kind(scaling) if isinstance(scaling, dict) else None
-    if kind == "yarn" and POSITIVE_NUMBER[1](scaling.get("factor")) and _yarn_scales(scaling) is not None:
+    if kind == "yarn" and POSITIVE_NUMBER[1](scaling.get("factor")) and yarn_read_problem(scaling) is None:
         return yarn_problem(scaling)
     return llama3_problem(scaling) if kind == "llama3" else None
 
@@ -183,23 +182,17 @@ def yarn_attention_factor(scaling: dict) -> float:
     return float(_yarn_mscale(factor, m) / _yarn_mscale(factor, m_all)) if m and m_all else _yarn_mscale(factor)
 
 
-YARN_SCALES = ("attention_factor", "mscale", "mscale_all_dim")
-
-
-def _yarn_scales(scaling: dict) -> dict | None:
-    """A yarn scaling's YARN_SCALES that are not null, None where one is not a finite number."""
-    extra = {k: scaling[k] for k in YARN_SCALES if scaling.get(k) is not None}
-    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in extra.values()):
-        return None
-    return extra
+def _finite(v) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
 
 
 def yarn_problem(scaling: dict) -> str | None:
     """Why TensorRT-LLM 1.2.x's yarn would compute another RoPE than transformers' on this scaling (None when the
     same): layers/attention.py scales cos/sin by mscale(factor, mscale or 1) / mscale(factor, mscale_all_dim or 0),
     reads no attention_factor (transformers' override) and always truncates the correction range."""
-    if (extra := _yarn_scales(scaling)) is None:
-        return f"{', '.join(k for k in YARN_SCALES if scaling.get(k) is not None)} must be numbers"
+    extra = {k: scaling[k] for k in ("attention_factor", "mscale", "mscale_all_dim") if scaling.get(k) is not None}
+    if bad := [k for k, v in extra.items() if not _finite(v)]:
+        return f"{', '.join(bad)} must be a finite number (has {', '.join(repr(extra[k]) for k in bad)})"
     factor, m, m_all = float(scaling["factor"]), extra.get("mscale"), extra.get("mscale_all_dim")
     trtllm = _yarn_mscale(factor, 1.0 if m is None else m) / _yarn_mscale(factor, 0.0 if m_all is None else m_all)
     ours = yarn_attention_factor(scaling)

@@ -909,8 +909,6 @@ REBUILD, RECONVERT = "build a TensorRT-LLM engine to run it (`redrafter-trt buil
      "llama3 needs original_max_position_embeddings", RECONVERT),
     # the 4096 TensorRT-LLM assumes is the max_position_embeddings transformers takes: an engine computes its RoPE
     ({"rope_type": "yarn", "factor": 4.0}, 4096, "yarn needs original_max_position_embeddings", REBUILD),
-    ({"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "attention_factor": "0.8"}, None,
-     "yarn needs attention_factor", REBUILD),
     ({"type": "linear"}, None, "linear needs factor", REBUILD)])
 def test_inspect_names_a_rope_scaling_only_engines_run(ckpt, tmp_path, scaling, positions, named, fix):
     """TensorRT-LLM builds these, the reference runtime cannot compute them: inspect says so (and stays valid, so

@@ -414,6 +414,9 @@ YARN_4 = {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 128
     (YARN_4 | {"truncate": False}, "truncate false is not computed by TensorRT-LLM"),
     ({"type": "llama3", "factor": 8.0, "low_freq_factor": 4.0, "high_freq_factor": 1.0,
       "original_max_position_embeddings": 64}, "high_freq_factor 1 is below low_freq_factor 4"),
+    # a review: these converted (inspect OK, build proceeded): TensorRT-LLM reads no attention_factor at all
+    (YARN_4 | {"attention_factor": "2"}, "attention_factor must be a finite number"),
+    (YARN_4 | {"attention_factor": True, "mscale": 1.0}, "attention_factor must be a finite number"),
 ])
 def test_trtllm_base_with_a_rope_trtllm_computes_otherwise_is_refused(parts, tmp_path, scaling, needle):
     """A review: a TensorRT-LLM base checkpoint (modelopt's export) whose yarn TensorRT-LLM computes otherwise than
@@ -432,9 +435,12 @@ def test_trtllm_base_with_a_rope_trtllm_computes_otherwise_is_refused(parts, tmp
                                                  | {"rotary_scaling": scaling}))
     rep = inspect_checkpoint(full)
     assert not rep.ok and any(needle in p for p in rep.problems), rep.problems
-    assert not any(needle in p for p in rep.runtime_problems), rep.runtime_problems  # named once, not "build one"
+    # named once, not "build one" (a non-number attention_factor was also the runtime's, sent to build an engine)
+    assert not any(needle in p or "attention_factor" in p for p in rep.runtime_problems), rep.runtime_problems
     with pytest.raises(ConfigError, match=re.escape(needle)):
         RuntimeConfig.from_dict(json.loads((full / "config.json").read_text()))
+    assert_one_line_error(run_cli("build", "--checkpoint-dir", full, "--output-dir", tmp_path / "e", "--dry-run"),
+                          needle)
 
 
 def test_trtllm_base_without_position_embedding_type_is_refused(parts, tmp_path):
@@ -972,6 +978,8 @@ def test_rope_scaling_trtllm_cannot_build(parts, layout, scaling):
     ({"attention_factor": 1.0}, True, "transformers scales its cos/sin by 1, TensorRT-LLM by 1.13863"),
     ({"truncate": False}, True, "truncate false"),
     ({"mscale": 0.707}, False, "transformers scales its cos/sin by 1.13863, TensorRT-LLM by 1.09801"),
+    ({"attention_factor": "2"}, None, "attention_factor must be a finite number"),  # a review: converted
+    ({"attention_factor": float("inf")}, None, "attention_factor must be a finite number"),
 ])
 def test_yarn_keys_trtllm_reads_otherwise_are_refused(parts, extra, transformers_reads, needle):
     """A review: yarn's attention_factor (transformers' cos/sin scale) and truncate false change transformers' RoPE,
