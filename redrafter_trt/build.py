@@ -96,6 +96,7 @@ class BuildOptions:
     workers: int = 1
     extra_args: tuple[str, ...] = ()
     force: bool = False  # replace an existing --output-dir
+    output_named: str = "--output-dir"  # how refusals name output_dir (the CLI's presets.as_given)
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ class BuildPlan:
     world_size: int
     config: dict = field(repr=False)
     force: bool = False
+    output_named: str = "--output-dir"
 
     def with_output(self, folder: Path) -> tuple[str, ...]:
         """argv writing the engine (and its timing cache) into `folder` instead."""
@@ -263,7 +265,7 @@ def plan_build(options: BuildOptions, config: dict) -> BuildPlan:
     if options.workers != 1:
         argv += ["--workers", str(options.workers)]
     argv += list(options.extra_args)
-    return BuildPlan(tuple(argv), world_size(config), config, options.force)
+    return BuildPlan(tuple(argv), world_size(config), config, options.force, options.output_named)
 
 
 # ---- run and check ------------------------------------------------------------------------------------------------
@@ -375,7 +377,7 @@ def prepare(options: BuildOptions) -> BuildPlan:
     from .output import check_output_folder
 
     config = validate_checkpoint(options.checkpoint_dir)
-    check_output_folder(options.output_dir, options.force, [options.checkpoint_dir], option="--output-dir")
+    check_output_folder(options.output_dir, options.force, [options.checkpoint_dir], option=options.output_named)
     return plan_build(options, config)
 
 
@@ -387,7 +389,7 @@ def build_engine(plan: BuildPlan, on_line: Callable[[str], None] = log.info) -> 
     require_trtllm_tool(TRTLLM_BUILD)
     check_trtllm_builds(plan.config)
     on_line(f"$ {plan.shell()}")
-    with atomic_output(plan.output_dir, plan.force, [plan.checkpoint_dir], option="--output-dir") as tmp:
+    with atomic_output(plan.output_dir, plan.force, [plan.checkpoint_dir], option=plan.output_named) as tmp:
         run_streaming(plan.with_output(tmp), on_line)
         check_engine(tmp, plan.config)
         (tmp / PRODUCER_FILE).write_text(json.dumps({"producer": engine_producer(plan)}, indent=2) + "\n")

@@ -199,17 +199,18 @@ def plan_drafter(d: DrafterConfig, tensors: dict[str, torch.Tensor], cfg: dict, 
 # ---------------------------------------------------------------- orchestration
 
 def convert(base: Path | str, drafter: Path | str, output: Path | str, *, force: bool = False,
-            **options) -> Path:
-    """Convert; `options` are ConvertOptions fields. Returns the output folder."""
+            output_named: str = "--output", **options) -> Path:
+    """Convert; `options` are ConvertOptions fields; `output_named` is how refusals name `output` (the CLI's
+    presets.as_given). Returns the output folder."""
     base, drafter, output = Path(base), Path(drafter), Path(output)
     opts = ConvertOptions(**options).with_fp8_defaults()
-    dcfg, dtensors, base_matches = _inputs(base, drafter, output, force, opts)
+    dcfg, dtensors, base_matches = _inputs(base, drafter, output, force, opts, output_named)
 
     # FP8 scratch: hidden, named like this run's partial output, so the next run removes it if this one is killed
     with scratch_dir(output, "fp8-") if opts.quantize else contextlib.nullcontext() as scratch:
         source, opts = _quantized_base(base, dcfg, scratch / "base", opts) if opts.quantize else (base, opts)
         plan, sources = _plan(source, base, drafter, dcfg, dtensors, opts, base_matches)
-        _write(output, plan.cfg, plan.ranks, force, _read(base, drafter, opts))
+        _write(output, plan.cfg, plan.ranks, force, _read(base, drafter, opts), output_named)
         for s in sources:
             s.close()
     return output
@@ -223,7 +224,7 @@ class Conversion:
 
 
 def plan_conversion(base: Path | str, drafter: Path | str, output: Path | str, *, force: bool = False,
-                    **options) -> Conversion:
+                    output_named: str = "--output", **options) -> Conversion:
     """`convert --dry-run`: every check convert makes and the plan it would write; no tensor is read or written."""
     base, drafter, output = Path(base), Path(drafter), Path(output)
     opts = ConvertOptions(**options)
@@ -231,7 +232,7 @@ def plan_conversion(base: Path | str, drafter: Path | str, output: Path | str, *
         raise ConfigError("--dry-run plans from the base's own tensors, and FP8's come from calibration: leave out "
                           "--quantize (pass --quantize none over a preset's) to see the plan, or leave out --dry-run "
                           "to convert")
-    dcfg, dtensors, base_matches = _inputs(base, drafter, output, force, opts)
+    dcfg, dtensors, base_matches = _inputs(base, drafter, output, force, opts, output_named)
     plan, sources = _plan(base, base, drafter, dcfg, dtensors, opts, base_matches)
     for s in sources:
         s.close()
@@ -244,11 +245,11 @@ def _read(base: Path, drafter: Path, opts: ConvertOptions) -> tuple:
     return (base, drafter) + ((opts.calib_data,) if opts.calib_data else ())
 
 
-def _inputs(base: Path, drafter: Path, output: Path, force: bool, opts: ConvertOptions):
+def _inputs(base: Path, drafter: Path, output: Path, force: bool, opts: ConvertOptions, output_named: str):
     """The options, the output folder, the base's config and (from the configs alone) the drafter's fit checked,
     then the drafter loaded: (DrafterConfig, its tensors, check_drafter_base's outcome)."""
     opts.check()
-    check_output_folder(output, force, _read(base, drafter, opts))
+    check_output_folder(output, force, _read(base, drafter, opts), output_named)
     if not base.is_dir():
         if base.exists():
             raise ConfigError(f"base folder {base} is a file, not a folder: pass a Hugging Face model folder or a "
@@ -352,12 +353,13 @@ def _read_checked(p: Planned) -> torch.Tensor:
     raise nonfinite_refusal(p.src, p.sources, p.name, p.dtype)
 
 
-def _write(output: Path, cfg: dict, plans: list[list[Planned]], force: bool, inputs: tuple = ()) -> None:
+def _write(output: Path, cfg: dict, plans: list[list[Planned]], force: bool, inputs: tuple = (),
+           output_named: str = "--output") -> None:
     """Stream every rank file; the next tensor is read and checked in a worker thread while the current one is
     written (torch and file writes release the GIL), so at most two tensors are in memory."""
     total = sum(p.nbytes for plan in plans for p in plan)
     meta = {"format": "pt", "producer": f"redrafter-trt {__version__}"}
-    with atomic_output(output, force, inputs) as tmp, ThreadPoolExecutor(1) as pool, \
+    with atomic_output(output, force, inputs, output_named) as tmp, ThreadPoolExecutor(1) as pool, \
             tqdm(total=total, unit="B", unit_scale=True, desc="convert", disable=None) as bar:
         for r, plan in enumerate(plans):
             writer = StreamingWriter(tmp / f"rank{r}.safetensors", [(p.name, p.shape, p.dtype) for p in plan],

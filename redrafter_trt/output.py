@@ -154,6 +154,17 @@ def same_file(a: Path, b: Path) -> bool:
     return is_within(a, b)
 
 
+def another(option: str) -> str:
+    """`another --output`, or for an option a --config preset set (presets.as_given: `the --config preset's output`),
+    `another path for the --config preset's output`."""
+    return f"another {option}" if option.startswith("-") else f"another path for {option}"
+
+
+def outside(option: str, folder) -> str:
+    """`an --output outside FOLDER`, or `a path outside FOLDER for the --config preset's output` (`another`)."""
+    return f"an {option} outside {folder}" if option.startswith("-") else f"a path outside {folder} for {option}"
+
+
 def check_output_folder(dest: Path, force: bool, inputs: Iterable[Path | str] = (), option: str = "--output") -> None:
     """Refuse, before any work, an output folder that cannot be (re)written: an existing one without --force, a
     file, one that is or holds an input (replacing it would delete the input), one inside an input folder (a drafter
@@ -173,28 +184,29 @@ def check_output_folder(dest: Path, force: bool, inputs: Iterable[Path | str] = 
         source = Path(item).resolve()
         if is_within(source, target):
             raise ConfigError(f"{option} {dest} is (or holds) the input {item}: replacing it would delete the input, "
-                              f"choose another {option}")
+                              f"choose {another(option)}")
         if source.is_dir() and is_within(target, source):
             raise ConfigError(f"{option} {dest} is inside the input folder {item}: the output would sit among the "
-                              f"files it is made from; choose an {option} outside {item}")
+                              f"files it is made from; choose {outside(option, item)}")
     refuse_inside_earlier_output(dest, option)
     if dest.exists() and not force:
-        raise ConfigError(f"output folder {dest} already exists: pass --force to replace it, or choose another {option}")
+        raise ConfigError(f"output folder {dest} already exists: pass --force to replace it, or choose "
+                          f"{another(option)}")
     if dest.exists() and is_within(Path.cwd(), target):
         raise ConfigError(f"{option} {dest} is (or holds) the current folder: replacing it would leave this shell in a "
-                          f"deleted folder; run from elsewhere, or choose another {option}")
+                          f"deleted folder; run from elsewhere, or choose {another(option)}")
     foreign = dest.exists() and foreign_entry(dest)
     if foreign:
         raise ConfigError(f"{option} {dest} holds {foreign}, and it is not an earlier ReDrafter output: --force "
-                          f"replaces only those and empty folders; choose another {option} or empty it yourself")
+                          f"replaces only those and empty folders; choose {another(option)} or empty it yourself")
     mine = dest.exists() and users_entries(dest)
     if mine:
         raise ConfigError(f"{option} {dest} is an earlier ReDrafter output but also holds {name_list(mine, 3)}, which "
                           f"no ReDrafter tool writes there: replacing the folder would delete them; move them out of "
-                          f"it, or choose another {option}")
+                          f"it, or choose {another(option)}")
     why = writable_folder(given.parent)  # as typed: a dangling link on the way is refused, not followed
     if why:
-        raise ConfigError(f"cannot write in {dest.parent} ({why}): choose another {option}")
+        raise ConfigError(f"cannot write in {dest.parent} ({why}): choose {another(option)}")
 
 
 def linked_folder(link: Path, option: str = "--output") -> Path:
@@ -206,10 +218,10 @@ def linked_folder(link: Path, option: str = "--output") -> Path:
     except (OSError, RuntimeError):  # a loop (Python 3.13 returns it unresolved: a link still)
         target = link
     if target.is_symlink():
-        raise ConfigError(f"{option} {link} is a symbolic link that leads back to itself: pass another {option}")
+        raise ConfigError(f"{option} {link} is a symbolic link that leads back to itself: pass {another(option)}")
     if not target.exists() and not target.parent.is_dir():
         raise ConfigError(f"{option} {link} is a symbolic link to {os.readlink(link)}, in {target.parent}, which does "
-                          f"not exist: make {target.parent} (or mount the storage it is on), or pass another {option}")
+                          f"not exist: make {target.parent} (or mount the storage it is on), or pass {another(option)}")
     return target
 
 
@@ -223,7 +235,7 @@ def refuse_inside_earlier_output(dest: Path, option: str = "--output") -> None:
         if kind:
             what = "ReDrafter output" if kind == "ours" else f"{kind} folder"
             raise ConfigError(f"{option} {dest} is inside {folder}, an earlier {what}: writing {folder} again (--force) "
-                              f"would then be refused for what this puts there; choose an {option} outside {folder}")
+                              f"would then be refused for what this puts there; choose {outside(option, folder)}")
 
 
 def restore_replaced(dest: Path) -> None:

@@ -1510,3 +1510,27 @@ def test_an_output_json_inside_an_earlier_output_is_refused_up_front(ckpt, tiny_
     check_output_folder(drafter, force=True)
     with pytest.raises(ConfigError, match=f"^--plot {drafter / 'b.png'} is inside {drafter}, an earlier drafter"):
         check_output_file(drafter / "b.png", [], "--plot")
+
+
+@pytest.mark.parametrize("cmd, field, needle", [
+    ("run", "output-json: {ckpt}/x.json", "the --config preset's output-json {ckpt}/x.json is inside the input"),
+    ("run", "output-log-probs-npy: {ckpt}/x.npy", "the --config preset's output-log-probs-npy {ckpt}/x.npy is inside"),
+    ("convert", "output: {base}/ck",
+     "the --config preset's output {base}/ck is inside the input folder {base}: the output would sit among the files "
+     "it is made from; choose a path outside {base} for the --config preset's output"),
+    ("convert", "output: {base}", "the --config preset's output {base} is (or holds) the input {base}"),
+    ("build", "output-dir: {ckpt}/e", "the --config preset's output-dir {ckpt}/e is inside the input folder {ckpt}"),
+])
+def test_a_presets_output_is_named_as_the_preset_field_not_a_flag(parts, ckpt, tmp_path, cmd, field, needle):
+    """A review: a preset's `run: {output-json: <checkpoint>/x.json}` was refused as `--output-json ... is inside the
+    input`, a `convert: {output: <base>/ck}` as `--output ...; choose an --output outside`, flags nobody typed: the
+    output checks name an option as it was given (presets.as_given), as bench's and acceptance's do."""
+    base, drafter = parts
+    preset = tmp_path / "preset.yaml"
+    preset.write_text(f"{cmd}:\n  {field.format(ckpt=ckpt, base=base)}\n")
+    args = {"run": ("--checkpoint-dir", ckpt, "--tokenizer-dir", base, "--input-text", "hi"),
+            "convert": ("--base", base, "--drafter", drafter),
+            "build": ("--checkpoint-dir", ckpt, "--dry-run")}[cmd]
+    result = run_cli(cmd, "--config", preset, *args)
+    assert_one_line_error(result, needle.format(ckpt=ckpt, base=base))
+    assert "error: --" not in result.output, result.output

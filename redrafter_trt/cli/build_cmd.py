@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from ..plural import counted
-from ..presets import config_option, preset_then_typed
+from ..presets import as_given, config_option, preset_then_typed
 from .params import Command
 
 
@@ -86,8 +86,9 @@ def build(checkpoint_dir, output_dir, max_batch_size, max_seq_len, max_num_token
 
     if not dry_run:  # first: the checkpoint's warnings (float32's unfused attention) are of an engine it cannot build
         require_trtllm_tool(TRTLLM_BUILD)
+    named = as_given(click.get_current_context(), "output_dir")
     plan = prepare(BuildOptions(checkpoint_dir, output_dir, max_batch_size, max_seq_len, max_num_tokens, gemm_plugin,
-                                workers, tuple(trtllm_args), force))
+                                workers, tuple(trtllm_args), force, named))
     if dry_run:
         click.echo(plan.shell())
         return

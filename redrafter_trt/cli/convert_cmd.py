@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..plural import counted
-from ..presets import config_option
+from ..presets import as_given, config_option
 from .params import Command, SEED
 
 PATH = click.Path(path_type=Path)
@@ -74,7 +74,8 @@ def convert(base, drafter, output, tp_size, dtype, num_beams, draft_len, no_gree
     if kv_cache_dtype and "kv_cache_dtype" not in fp8:  # a preset's, waiting for --quantize fp8: say it is not used
         click.echo(f"note: the preset's kv-cache-dtype {kv_cache_dtype} applies with --quantize fp8 only: this "
                    "checkpoint's KV cache stays in its dtype", err=True)
-    options = dict(force=force, tp_size=tp_size, dtype=dtype, num_beams=num_beams, draft_len=draft_len,
+    options = dict(force=force, output_named=as_given(ctx, "output"), tp_size=tp_size, dtype=dtype,
+                   num_beams=num_beams, draft_len=draft_len,
                    greedy=not no_greedy, quantize=quantize, **fp8)
     if dry_run:
         _print_plan(plan_conversion(base, drafter, output, **options), output)

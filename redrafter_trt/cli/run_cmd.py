@@ -14,7 +14,7 @@ import click
 
 from ..errors import ConfigError
 from ..launchers import copies_error, launched_copies
-from ..presets import config_option, one_of
+from ..presets import as_given, config_option, one_of
 from .params import CHAT_TEMPLATE_KWARGS, Command, OutputFile, SEED, Temperature, check_output_files, options_given, \
     template_kwargs_given
 from .run_py import ENGINE_LOG_PROBS, npy_name, run_py_instead, write_cum_log_probs_npy, write_log_probs_npy
@@ -308,14 +308,15 @@ def run(checkpoint_dir, engine_dir, tokenizer_dir, input_text, input_file, chat,
     # a preset's prompts (`run: {input-text: [...]}`) give way to a typed --input-file, as its folders do
     input_text, input_file = one_of(ctx, input_text=input_text, input_file=input_file)
     output_log_probs_npy, output_cum_log_probs_npy = npy_name(output_log_probs_npy), npy_name(output_cum_log_probs_npy)
-    check_output_files({"--output-json": output_json, "--output-log-probs-npy": output_log_probs_npy,
-                        "--output-cum-log-probs-npy": output_cum_log_probs_npy},
+    check_output_files({as_given(ctx, "output_json"): output_json,
+                        as_given(ctx, "output_log_probs_npy"): output_log_probs_npy,
+                        as_given(ctx, "output_cum_log_probs_npy"): output_cum_log_probs_npy},
                        [checkpoint_dir, engine_dir, tokenizer_dir, input_file])
     if engine_dir and (output_log_probs_npy or output_cum_log_probs_npy):
         raise ConfigError(ENGINE_LOG_PROBS)
     if output_json and is_token_file(output_json):  # run.py's --output_csv / --output_npy names
-        raise ConfigError(f"--output-json writes JSON, not {output_json.suffix}: name it .json (each result holds its "
-                          f"prompt_ids and output_ids)")
+        raise ConfigError(f"{as_given(ctx, 'output_json')} writes JSON, not {output_json.suffix}: name it .json "
+                          f"(each result holds its prompt_ids and output_ids)")
     prompts = _gather_prompts(input_text or (), input_file)
     typed = {p.opts[0] for p in options_given(ctx)}
     preset = {p.opts[0] for p in options_given(ctx, preset=True)}
