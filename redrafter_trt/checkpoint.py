@@ -20,8 +20,8 @@ from .io import ST_TO_TORCH, TensorSource, all_finite
 from .plural import agreeing
 from .producer import producer_summary
 from .registry import QWEN_SEQ_LENGTH, TRTLLM_ACTIVATIONS, TRTLLM_BASES, activation_problem
-from .rope import (ENGINE_FIX, TRTLLM_ROPE_DIFFERS, TRTLLM_ROPE_SCALINGS, rope_scaling_problem, runtime_fix,
-                   trtllm_builds, trtllm_rope_problem)
+from .rope import (ENGINE_FIX, TRTLLM_ROPE_SCALINGS, rope_scaling_problem, runtime_fix, trtllm_builds,
+                   trtllm_rope_refusal)
 from .shard import qk_norm_misread, qk_norm_problem, tp_fits, tp_problem
 
 REDRAFTER_KEYS = ("redrafter_num_layers", "redrafter_hidden_size", "redrafter_exit_dim", "redrafter_is_rnn",
@@ -198,8 +198,8 @@ def rope_differs(cfg: dict) -> WithFix | None:
     convert refuses it in a Hugging Face config: inspect, build and run refuse it, and convert from a TensorRT-LLM
     base (no fix in its config.json would make the engine compute the model's RoPE)."""
     scaling = cfg.get("rotary_scaling")
-    problem = trtllm_rope_problem(scaling)
-    return problem and WithFix(f"rotary_scaling {scaling}: {problem}: {TRTLLM_ROPE_DIFFERS}")
+    refusal = trtllm_rope_refusal(scaling)
+    return refusal and WithFix(f"rotary_scaling {scaling}: {refusal}")
 
 
 def _check_config(cfg: dict, rep: Report) -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from .errors import FLAG, POSITIVE_INT, POSITIVE_NUMBER, ConfigError, dangling_link, read_text
 from .registry import REGISTRY, ArchSpec, bias_fields, extra_fields, lookup
-from .rope import (HF_ROPE_NEEDS, HF_ROPE_ORIGINAL, TRTLLM_ROPE_DIFFERS, TRTLLM_ROPE_REFUSED, TRTLLM_ROPE_SCALINGS,
-                   YARN_NULLABLE, position_limit, rope_kind, trtllm_builds, trtllm_rope_problem, yarn_read_problem)
+from .rope import (HF_ROPE_NEEDS, HF_ROPE_ORIGINAL, TRTLLM_ROPE_REFUSED, TRTLLM_ROPE_SCALINGS,
+                   YARN_NULLABLE, position_limit, rope_kind, trtllm_builds, trtllm_rope_refusal, yarn_read_problem)
 
 DTYPES = ("float16", "bfloat16", "float32")
 
@@ -169,8 +169,8 @@ def _as_transformers_reads(scaling: dict | None, hf: dict, where: str) -> dict |
     if bad := [k for k in HF_ROPE_NEEDS.get(kind, ()) if not ok(scaling.get(k))]:
         raise ConfigError(f"{where}: rope scaling {kind} needs {', '.join(bad)} to be {need} (has {scaling}), as "
                           f"transformers does: copy them from the model's published config.json")
-    if problem := trtllm_rope_problem(scaling):
-        raise ConfigError(f"{where}: rope scaling {scaling}: {problem}: {TRTLLM_ROPE_DIFFERS}")
+    if refusal := trtllm_rope_refusal(scaling):
+        raise ConfigError(f"{where}: rope scaling {scaling}: {refusal}")
     if kind in HF_ROPE_ORIGINAL:
         scaling = {**scaling, "original_max_position_embeddings": _original_positions(scaling, hf, where)}
     return scaling

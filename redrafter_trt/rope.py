@@ -156,6 +156,55 @@ def trtllm_rope_problem(scaling) -> str | None:
     return llama3_problem(scaling) if kind == "llama3" else None
 
 
+def trtllm_rope_refusal(scaling) -> str | None:
+    """trtllm_rope_problem's refusal, ending in what the user can do (trtllm_rope_fix): convert's for a Hugging Face
+    config and a TensorRT-LLM base, inspect/build/run's for a checkpoint."""
+    if problem := trtllm_rope_problem(scaling):
+        return f"{problem}: {TRTLLM_ROPE_DIFFERS}; {trtllm_rope_fix(scaling)}"
+    return None
+
+
+TRTLLM_CANNOT = "TensorRT-LLM 1.2 cannot build this model's RoPE, so redrafter-trt cannot serve it"
+
+
+def trtllm_rope_fix(scaling: dict) -> str:
+    """What makes TensorRT-LLM build the model's RoPE from a scaling trtllm_rope_problem refuses: a yarn cos/sin scale
+    written in the keys both read alike (yarn_scale_fix), or a plain TRTLLM_CANNOT."""
+    if rope_kind(scaling) == "yarn" and (bad := [k for k in YARN_SCALES if scaling.get(k) is not None
+                                                 and not _finite(scaling[k])]):
+        return f"write the model's published {', '.join(bad)} (a number) in config.json"
+    fixed = yarn_scale_fix(scaling) if rope_kind(scaling) == "yarn" else None
+    if fixed is None:
+        return TRTLLM_CANNOT
+    scale = yarn_attention_factor(scaling)
+    given = " and ".join(f"{k} {scaling[k]!r}" for k in YARN_SCALES if scaling.get(k) is not None)
+    pair = ", ".join(f'"{k}": {fixed[k]!r}' for k in ("mscale", "mscale_all_dim") if k in fixed)
+    return (f"in config.json, replace {given} with {pair}: transformers' cos/sin scale {scale:.6g}, written as "
+            f"TensorRT-LLM reads it" if pair else
+            f"remove {given} from config.json's rope scaling: transformers' cos/sin scale is {scale:.6g} without "
+            f"{'them' if ' and ' in given else 'it'} too, which TensorRT-LLM computes")
+
+
+def yarn_scale_fix(scaling: dict) -> dict | None:
+    """The yarn scaling with transformers' cos/sin scale (yarn_attention_factor) written as TensorRT-LLM 1.2 reads it:
+    no attention_factor, mscale or mscale_all_dim where transformers' is mscale(factor), TensorRT-LLM's without them;
+    else mscale and mscale_all_dim whose ratio is the scale (both non-zero: transformers takes the pair only then).
+    None where no keys can (truncate false; a factor of 1 or less, where TensorRT-LLM's scale is always 1)."""
+    factor, scale = float(scaling["factor"]), yarn_attention_factor(scaling)
+    if scaling.get("truncate", True) is not True or scale <= 0:
+        return None
+    rest = {k: v for k, v in scaling.items() if k not in YARN_SCALES}
+    if math.isclose(scale, _yarn_mscale(factor), rel_tol=1e-9):
+        return rest
+    if factor <= 1:
+        return None
+    for m_all in (1.0, 2.0):  # mscale 0 would be no pair to transformers: the second then
+        m = round((scale * _yarn_mscale(factor, m_all) - 1) / (0.1 * math.log(factor)), 10)
+        if m:
+            return rest | {"mscale": m, "mscale_all_dim": m_all}
+    return None
+
+
 def llama3_problem(scaling: dict) -> str | None:
     """Why TensorRT-LLM 1.2.x's llama3 computes another RoPE than transformers' (None when the same): with
     high_freq_factor below low_freq_factor, transformers divides every frequency whose wavelength passes
@@ -182,6 +231,9 @@ def yarn_attention_factor(scaling: dict) -> float:
     return float(_yarn_mscale(factor, m) / _yarn_mscale(factor, m_all)) if m and m_all else _yarn_mscale(factor)
 
 
+YARN_SCALES = ("attention_factor", "mscale", "mscale_all_dim")  # transformers' yarn cos/sin scale
+
+
 def _finite(v) -> bool:
     return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
 
@@ -190,7 +242,7 @@ def yarn_problem(scaling: dict) -> str | None:
     """Why TensorRT-LLM 1.2.x's yarn would compute another RoPE than transformers' on this scaling (None when the
     same): layers/attention.py scales cos/sin by mscale(factor, mscale or 1) / mscale(factor, mscale_all_dim or 0),
     reads no attention_factor (transformers' override) and always truncates the correction range."""
-    extra = {k: scaling[k] for k in ("attention_factor", "mscale", "mscale_all_dim") if scaling.get(k) is not None}
+    extra = {k: scaling[k] for k in YARN_SCALES if scaling.get(k) is not None}
     if bad := [k for k, v in extra.items() if not _finite(v)]:
         return f"{', '.join(bad)} must be a finite number (has {', '.join(repr(extra[k]) for k in bad)})"
     factor, m, m_all = float(scaling["factor"]), extra.get("mscale"), extra.get("mscale_all_dim")

@@ -439,8 +439,12 @@ def test_trtllm_base_with_a_rope_trtllm_computes_otherwise_is_refused(parts, tmp
     assert not any(needle in p or "attention_factor" in p for p in rep.runtime_problems), rep.runtime_problems
     with pytest.raises(ConfigError, match=re.escape(needle)):
         RuntimeConfig.from_dict(json.loads((full / "config.json").read_text()))
-    assert_one_line_error(run_cli("build", "--checkpoint-dir", full, "--output-dir", tmp_path / "e", "--dry-run"),
-                          needle)
+    result = run_cli("build", "--checkpoint-dir", full, "--output-dir", tmp_path / "e", "--dry-run")
+    assert_one_line_error(result, needle)
+    # a review: it ended in TensorRT-LLM's RoPE differing, no fix (that of a WithFix problem is its own)
+    assert any(fix in result.stderr for fix in ("written as TensorRT-LLM reads it", "which TensorRT-LLM computes",
+                                                "TensorRT-LLM 1.2 cannot build this model's RoPE",
+                                                "write the model's published")), result.stderr
 
 
 def test_trtllm_base_without_position_embedding_type_is_refused(parts, tmp_path):
@@ -1493,3 +1497,45 @@ def test_an_fp8_drafter_is_refused(parts):
     save_file(t | {"rnn_w.weight": t["rnn_w.weight"].to(torch.float8_e4m3fn)}, f)
     assert_one_line_error(convert_err(parts), f"drafter {parts[1]}", "rnn_w.weight is F8_E4M3", "has no scales",
                           "re-download or re-export")
+
+
+@pytest.mark.parametrize("extra, fix", [
+    ({"attention_factor": 2.0}, "in config.json, replace attention_factor 2.0 with \"mscale\": "),
+    ({"attention_factor": 1.0, "mscale": 0.707}, "in config.json, replace attention_factor 1.0 and mscale 0.707 with"),
+    ({"mscale": 0.707}, "remove mscale 0.707 from config.json's rope scaling: transformers' cos/sin scale is 1.13863 "
+                        "without it too, which TensorRT-LLM computes"),
+    ({"truncate": False}, "TensorRT-LLM 1.2 cannot build this model's RoPE"),
+])
+def test_a_rope_trtllm_computes_otherwise_is_refused_with_a_fix_that_works(parts, extra, fix):
+    """A review: the refusal of a yarn TensorRT-LLM 1.2 computes otherwise ended in 'TensorRT-LLM would build another
+    RoPE than the model's', no fix. It names one: the cos/sin scale written in the keys both read alike, which
+    transformers computes the same model with (same logits) and convert then takes; or that none can."""
+    import torch
+    import transformers
+    from transformers import AutoModelForCausalLM
+
+    from redrafter_trt.rope import yarn_scale_fix
+
+    path = parts[0] / "config.json"
+    raw = {k: v for k, v in json.loads(path.read_text()).items()
+           if k not in ("rope_parameters", "rope_scaling", "rope_theta")}
+    key = "rope_parameters" if int(transformers.__version__.split(".")[0]) >= 5 else "rope_scaling"
+
+    def write(scaling):
+        path.write_text(json.dumps(raw | {key: {**scaling, "rope_theta": 1e4}} if key == "rope_parameters" else
+                                   raw | {key: scaling, "rope_theta": 1e4}))
+
+    def logits():
+        with torch.no_grad():
+            return AutoModelForCausalLM.from_pretrained(parts[0])(torch.tensor([list(range(1, 200))])).logits
+
+    write(YARN | extra)
+    result = convert_err(parts)
+    assert_one_line_error(result, "TensorRT-LLM would build another RoPE", fix)
+    fixed = yarn_scale_fix(YARN | extra)
+    assert (fixed is None) == ("cannot" in fix)
+    if fixed is not None:
+        before = logits()
+        write(fixed)
+        torch.testing.assert_close(logits(), before, rtol=1e-5, atol=1e-5)
+        assert run_cli("convert", "--base", parts[0], "--drafter", parts[1], "--output", parts[2]).exit_code == 0
