@@ -229,9 +229,8 @@ class BaseModelConfig:
         limit = position_limit({"max_position_embeddings": max_positions(hf, where), "rotary_scaling": scaling})
         if window := sliding_window(hf, limit):
             raise ConfigError(f"{where}: sliding_window={window} is not supported by ReDrafter engines "
-                              f"(TensorRT-LLM would attend over the whole context of {limit} positions): use a "
-                              f"version of the model without a sliding window (Mistral v0.2 or newer; Qwen2 with "
-                              f"use_sliding_window false)")
+                              f"(TensorRT-LLM would attend over the whole context of {limit} positions): "
+                              f"{_window_fix(window, max_positions(hf, where), limit)}")
         nh = positive_int(hf, "num_attention_heads", where)
         H = positive_int(hf, "hidden_size", where)
         positive_float(hf, "rms_norm_eps", where, 1e-6)
@@ -276,6 +275,19 @@ def max_positions(hf: dict, where: str = "config.json") -> int:
     """max_position_embeddings, or transformers' default for the architecture when config.json has none."""
     spec = _spec(hf)
     return positive_int(hf, "max_position_embeddings", where, spec.max_positions if spec else 2048)
+
+
+def _window_fix(window: int, positions: int, limit: int) -> str:
+    """What serves a base whose sliding window ends before the `limit` positions it serves: a version of the model
+    without one; where the window covers its own max_position_embeddings (Ministral-8B: 32768 both) and only a rope
+    scaling's stretch reaches past it, the context unstretched, or the window dropped if it was never trained."""
+    if window < positions:
+        return "use a version of the model without a sliding window (Mistral v0.2 or newer; Qwen2 with " \
+               "use_sliding_window false)"
+    return (f"the window covers only {window} of the {limit} positions the rope scaling stretches it to: remove the "
+            f"rope scaling if it was added to stretch the context (the model then serves its {positions} positions, "
+            f"all inside the window), or, if the model was trained without one, set sliding_window to null (Qwen2: "
+            f"use_sliding_window false)")
 
 
 def sliding_window(hf: dict, positions: int) -> int | None:
