@@ -92,15 +92,17 @@ def main(base, num, batch_size, max_new_tokens, temperature, seed, starters, out
         print(f"{len(kept)} prompts", flush=True)
     if not kept:
         partial.unlink()
-        raise ConfigError(nothing_kept(num, cut, short, max_new_tokens, output))
+        raise ConfigError(nothing_kept(num, cut, short, max_new_tokens, output, starters))
     partial.replace(output)
 
 
-def nothing_kept(num: int, cut: int, short: int, max_new_tokens: int, output: Path) -> str:
-    """Why no sample made a prompt, and what to change: an empty --output had replaced the file."""
+def nothing_kept(num: int, cut: int, short: int, max_new_tokens: int, output: Path, starters: bool) -> str:
+    """Why no sample made a prompt, and what to change (--starters only where not given): an empty --output had
+    replaced the file."""
     why = [f"{cut} ran past --max-new-tokens {max_new_tokens} before ending the user turn"] if cut else []
     why += [f"{short} ended under {MIN_CHARS} characters"] if short else []
-    fix = "raise --max-new-tokens" if cut >= short else "draw more with --num, or open the requests with --starters"
+    fix = "raise --max-new-tokens" if cut >= short else \
+        "draw more with --num" + ("" if starters else ", or open the requests with --starters")
     return f"no prompt kept of {num} samples ({', '.join(why)}): {output} not written; {fix}"
 
 

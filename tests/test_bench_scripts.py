@@ -558,6 +558,10 @@ def test_self_prompts_that_keeps_no_prompt_writes_nothing_and_says_why(tiny_llam
 
     monkeypatch.setattr(transformers.GenerationMixin, "generate", short)
     assert_one_line_error(CliRunner().invoke(main, args), "2 ended under 15 characters", "--starters")
+    # a review: a run with --starters was told to add --starters
+    result = CliRunner().invoke(main, [*args, "--starters"])
+    assert_one_line_error(result, "2 ended under 15 characters", "draw more with --num")
+    assert "--starters" not in result.output, result.output
     assert output.read_text() == "earlier\n" and not (tmp_path / "p.jsonl.partial").exists()
 
     def whole(self, input_ids, **kwargs):
