@@ -415,3 +415,38 @@ def test_a_prompt_with_tools_is_not_answered_from_the_same_prompt_without_them(t
     assert answers["plain"].endswith("<|im_start|>assistant\nPlain.<|im_end|>")
     assert answers["tooled"].startswith("<|im_start|>system\nTools: get_weather<|im_end|>\n")
     assert answers["tooled"].endswith("<|im_start|>assistant\nTooled.<|im_end|>")
+
+
+def _yo_prompt(tok):
+    return tok(tok.apply_chat_template([{"role": "user", "content": "Yo"}], add_generation_prompt=True,
+                                       tokenize=False), add_special_tokens=False)["input_ids"]
+
+
+COUNTING = "one two three four<|im_end|>"  # a token a character
+
+
+def test_a_cached_answer_is_not_reused_for_another_max_new_tokens(tmp_path):
+    """An answer cut at --distill-max-new-tokens 3 is no answer for a run asking 30: the cache key holds the cap."""
+    from redrafter_trt.train.distill import distill
+
+    base = tmp_path / "base"
+    tok = _chatml_base_with_endoftext(base)
+    prompt, whole = _yo_prompt(tok), tok(COUNTING, add_special_tokens=False)["input_ids"]
+    assert 3 < len(whole) <= 30
+    ((short, _),) = distill(_loader(base, tok, COUNTING), tok, [prompt], tmp_path / "c", max_new_tokens=3,
+                            batch_size=1)
+    ((full, _),) = distill(_loader(base, tok, COUNTING), tok, [prompt], tmp_path / "c", max_new_tokens=30,
+                           batch_size=1)
+    assert short == whole[:3] and full == whole
+
+
+def test_an_answer_is_cut_where_prompt_and_answer_reach_max_len(tmp_path):
+    """An answer takes at most max_len - len(prompt) new tokens (fewer than max_new_tokens here)."""
+    from redrafter_trt.train.distill import distill
+
+    base = tmp_path / "base"
+    tok = _chatml_base_with_endoftext(base)
+    prompt, whole = _yo_prompt(tok), tok(COUNTING, add_special_tokens=False)["input_ids"]
+    ((answer, hidden),) = distill(_loader(base, tok, COUNTING), tok, [prompt], tmp_path / "c", max_new_tokens=30,
+                                  batch_size=1, max_len=len(prompt) + 5)
+    assert answer == whole[:5] and hidden.load().shape[0] == 5
