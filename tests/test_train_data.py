@@ -275,6 +275,8 @@ def test_flatten_windows_do_not_cross_examples():
     win, valid = f.windows(torch.arange(4), k=3)
     assert win[0].tolist() == [6, 7, 8, 9]
     assert valid.tolist() == [[True, True, True], [True, True, False], [True, False, False], [True, False, False]]
+    # a's last anchor reaching past a's end: the gap ends the window, b's answer token after it stays invalid
+    assert f.windows(torch.tensor([2]), k=4)[1].tolist() == [[True, False, False, False]]
 
 
 def test_packaged_training_prompts_share_no_eight_words_with_mt_bench():
