@@ -77,6 +77,14 @@ def test_mask_keeps_only_assistant_turns(tok):
     assert "Be brief." in unmasked and "Hi" in unmasked and "Bye" in unmasked and "assistant\n" in unmasked
 
 
+def test_an_answer_is_not_trained_past_an_eos_inside_it(tok):
+    """An answer holding the EOS (<|im_end|> here) mid-way is trained through it: the tokens after it never follow
+    an EOS in generation."""
+    conv = Conversation(({"role": "user", "content": "q"}, {"role": "assistant", "content": "Hi<|im_end|>ab"}))
+    ex = encode(tok, conv, max_len=1000)
+    assert _masked_text(tok, ex) == "Hi<|im_end|>" and "Hi<|im_end|>ab<|im_end|>" in tok.decode(ex.ids)
+
+
 def test_an_assistant_turn_of_weight_0_is_not_trained(tok, tmp_path):
     """OpenAI's fine-tuning files mark an assistant turn not to learn from with `"weight": 0`: it was trained as every
     other answer. It is now masked out as a prompt is (kept as context), and a conversation with no other answer
