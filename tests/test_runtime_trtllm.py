@@ -167,12 +167,25 @@ def test_stop_words_reach_the_request_and_the_end_id_is_put_back(tmp_path, monke
     assert executor.requests[0][1]["stop_words"] is None
 
 
+def write_two_rank_engine(folder):
+    """A tp=2 engine: its config's mapping and both ranks' engine files."""
+    write_engine_config(folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["pretrained_config"]["mapping"] = {"tp_size": 2, "pp_size": 1, "world_size": 2}
+    (folder / "config.json").write_text(json.dumps(cfg))
+    (folder / "rank1.engine").write_bytes(b"engine")
+
+
 def test_non_leader_rank_returns_none(tmp_path, monkeypatch):
-    write_engine_config(tmp_path)
-    executor = FakeExecutor([[1, 2]], iters=[1], leader=False)
-    install_fake_trtllm(monkeypatch, executor, {})
+    """Rank 1 of a tp=2 engine loads its own rank's engine, and leaves the answers to the leader."""
+    write_two_rank_engine(tmp_path)
+    executor, calls = FakeExecutor([[1, 2]], iters=[1], leader=False), {}
+    install_fake_trtllm(monkeypatch, executor, calls)
+    tllm = sys.modules["tensorrt_llm"]
+    monkeypatch.setattr(tllm, "mpi_rank", lambda: 1)
+    monkeypatch.setattr(tllm, "mpi_world_size", lambda: 2)
     assert trtllm.generate_engine(tmp_path, [[1]], 4, end_id=2, pad_id=2) is None
-    assert executor.requests == []
+    assert executor.requests == [] and calls["from_dir"]["rank"] == 1
 
 
 def test_more_prompts_than_the_engine_batch_wait_in_the_executor_queue(tmp_path, monkeypatch):
@@ -315,11 +328,7 @@ def test_folder_without_an_engine_config_is_a_clear_error(tmp_path, text, needle
 
 def test_a_tensor_parallel_engine_needs_its_mpi_ranks(tmp_path, monkeypatch):
     """Run without mpirun, a tp=2 engine would fail inside TensorRT-LLM: one line naming the command instead."""
-    write_engine_config(tmp_path)
-    cfg = json.loads((tmp_path / "config.json").read_text())
-    cfg["pretrained_config"]["mapping"] = {"tp_size": 2, "pp_size": 1, "world_size": 2}
-    (tmp_path / "config.json").write_text(json.dumps(cfg))
-    (tmp_path / "rank1.engine").write_bytes(b"engine")
+    write_two_rank_engine(tmp_path)
     install_fake_trtllm(monkeypatch, FakeExecutor([[1, 5]], iters=[1]), {})
     with pytest.raises(ConfigError, match=r"2 ranks but 1 process\(es\).*mpirun -n 2"):
         trtllm.generate_engine(tmp_path, [[1]], 4, end_id=2, pad_id=2)
