@@ -369,8 +369,14 @@ def test_log_prob_files_with_an_engine_are_refused_before_it_loads(smollm2, tmp_
     engine.mkdir()  # nothing in it: the refusal comes before the engine is read
     for option in ("--output_log_probs_npy", "--output-cum-log-probs-npy"):
         one_line_error(invoke("--engine-dir", engine, "--tokenizer-dir", smollm2, "--input-text", "hi", option,
-                              tmp_path / "lp.npy"), "need --checkpoint-dir: a ReDrafter engine computes no")
+                              tmp_path / "lp.npy"), f"{option.replace('_', '-')} needs --checkpoint-dir: a ReDrafter "
+                                                    f"engine computes no")
     assert not (tmp_path / "lp.npy").exists()
+    # a preset's was named as both flags, typed by nobody
+    preset = tmp_path / "p.yaml"
+    preset.write_text(f"run:\n  output-log-probs-npy: {tmp_path / 'lp.npy'}\n")
+    one_line_error(invoke("--config", preset, "--engine-dir", engine, "--tokenizer-dir", smollm2, "--input-text", "hi"),
+                   "the --config preset's output-log-probs-npy needs --checkpoint-dir")
 
 
 @pytest.mark.parametrize("first, second", [("--output_log_probs_npy", "--output-cum-log-probs-npy"),

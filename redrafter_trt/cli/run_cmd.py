@@ -17,7 +17,7 @@ from ..launchers import copies_error, launched_copies
 from ..presets import as_given, config_option, one_of
 from .params import CHAT_TEMPLATE_KWARGS, Command, OutputFile, SEED, Temperature, check_output_files, options_given, \
     template_kwargs_given
-from .run_py import ENGINE_LOG_PROBS, npy_name, run_py_instead, write_cum_log_probs_npy, write_log_probs_npy
+from .run_py import engine_log_probs, npy_name, run_py_instead, write_cum_log_probs_npy, write_log_probs_npy
 from ..prompts import Prompt, names_of
 from ..token_files import TokenRows, is_token_file, read_token_rows
 from ..tokens import KWARGS_WITHOUT_TEMPLATE, drafter_mode_warning, encode_prompts, load_tokenizer, stop_ids
@@ -312,8 +312,10 @@ def run(checkpoint_dir, engine_dir, tokenizer_dir, input_text, input_file, chat,
                         as_given(ctx, "output_log_probs_npy"): output_log_probs_npy,
                         as_given(ctx, "output_cum_log_probs_npy"): output_cum_log_probs_npy},
                        [checkpoint_dir, engine_dir, tokenizer_dir, input_file])
-    if engine_dir and (output_log_probs_npy or output_cum_log_probs_npy):
-        raise ConfigError(ENGINE_LOG_PROBS)
+    if engine_dir and (output_log_probs_npy or output_cum_log_probs_npy):  # named as given: a preset's were flags
+        raise ConfigError(engine_log_probs([as_given(ctx, name) for name, path in (
+            ("output_log_probs_npy", output_log_probs_npy), ("output_cum_log_probs_npy", output_cum_log_probs_npy))
+            if path]))
     if output_json and is_token_file(output_json):  # run.py's --output_csv / --output_npy names
         raise ConfigError(f"{as_given(ctx, 'output_json')} writes JSON, not {output_json.suffix}: name it .json "
                           f"(each result holds its prompt_ids and output_ids)")

@@ -97,9 +97,11 @@ def run_py_instead(name: str) -> str | None:
 
 # TensorRT-LLM's ExplicitDraftTokensLayer (the decoding of an explicit_draft_tokens engine, every engine `build` makes)
 # computes no log-probabilities: the executor returns the zeros it set the buffer to, at each output's length
-ENGINE_LOG_PROBS = ("--output-log-probs-npy and --output-cum-log-probs-npy need --checkpoint-dir: a ReDrafter engine "
-                    "computes no log-probabilities (TensorRT-LLM's explicit-draft-tokens decoding writes none, and "
-                    "its executor returns zeros)")
+def engine_log_probs(given: list[str]) -> str:
+    """The refusal of log-probability files (`given`: how each asked for was given) with --engine-dir."""
+    return (f"{' and '.join(given)} need{'s' if len(given) == 1 else ''} --checkpoint-dir: a ReDrafter engine "
+            f"computes no log-probabilities (TensorRT-LLM's explicit-draft-tokens decoding writes none, and its "
+            f"executor returns zeros)")
 
 
 def npy_name(path: Path | None) -> Path | None:
