@@ -282,16 +282,21 @@ def check_workdir(workdir: Path) -> None:
             raise ConfigError(f"--workdir {workdir} is a file: pass a folder (new, empty or an earlier quickstart's)")
         return
     entries = sorted(p.name for p in workdir.iterdir())
-    if not entries or MARKER in entries or _earlier_workdir(workdir, entries):
+    default = workdir == default_workdir()
+    if not entries or MARKER in entries or _earlier_workdir(workdir, entries, default):
         return
-    raise ConfigError(f"--workdir {workdir} holds {_what(workdir, entries)}, not a quickstart work folder (no "
-                      f"{MARKER}): pass a new or empty folder, or leave --workdir out")
+    what = f"holds {_what(workdir, entries)}, not a quickstart work folder (no {MARKER})"
+    if default:  # "leave --workdir out" was the advice where it was left out
+        raise ConfigError(f"the quickstart's default work folder {workdir} {what}: move it away or empty it, or pass "
+                          f"--workdir with a new folder")
+    raise ConfigError(f"--workdir {workdir} {what}: pass a new or empty folder, or leave --workdir out")
 
 
-def _earlier_workdir(workdir: Path, entries: list[str]) -> bool:
+def _earlier_workdir(workdir: Path, entries: list[str], default: bool) -> bool:
     """A work folder of a version before MARKER: only the quickstart's entries, and its trained drafter or, stopped
-    while training, its train-cache/. An init-drafter drafter/ is not taken for one: examples/smollm2-135m-cpu.sh
-    writes drafter/ and checkpoint/ so, and they were replaced."""
+    while training, its train-cache/. An init-drafter drafter/ (what such a version left where training failed to
+    import) only in the `default` folder, the quickstart's own: examples/smollm2-135m-cpu.sh writes drafter/ and
+    checkpoint/ so elsewhere, and they were replaced."""
     names = {e.split(".partial-")[0].lstrip(".") if e.startswith(".") else e for e in entries}
     if names == {MARKER}:  # a first run killed while it wrote the marker
         return True
@@ -302,7 +307,9 @@ def _earlier_workdir(workdir: Path, entries: list[str]) -> bool:
     except (OSError, ValueError, AttributeError):
         producer = None
     producer = producer if isinstance(producer, dict) else {}
-    return str(producer.get("recipe", "")).startswith("quickstart") or ("train-cache" in names and "drafter" not in names)
+    return (str(producer.get("recipe", "")).startswith("quickstart")
+            or (default and producer.get("command") == "init-drafter")
+            or ("train-cache" in names and "drafter" not in names))
 
 
 def _what(folder: Path, entries: list[str]) -> str:

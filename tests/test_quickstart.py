@@ -868,3 +868,36 @@ def test_the_headline_speed_ups_carry_benchs_intervals():
     assert (f"2.50x over transformers (95% interval {hf.low:.2f}-{hf.high:.2f}x over 3 questions), 1.25x over no "
             f"drafting (95% interval {own.low:.2f}-{own.high:.2f}x over 3 questions); same text as without drafting: "
             f"yes") in line, line
+
+
+def test_the_default_work_folder_of_an_earlier_version_is_taken_and_a_foreign_one_refused_as_the_default(
+        smollm2, tmp_path, monkeypatch):
+    """Left out, --workdir is the cache's quickstart/: an earlier version's there, with the init-drafter drafter/ it
+    left where training failed to import, is the quickstart's own (a typed folder with one is refused: an example's
+    project); refused, the default folder was told to "leave --workdir out", which it was."""
+    import json
+
+    class Stop(Exception):
+        pass
+
+    monkeypatch.setenv("REDRAFTER_TRT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("redrafter_trt.smollm2.ensure_smollm2", lambda: smollm2)
+    monkeypatch.setattr(qs, "ensure_drafter", lambda *a: (_ for _ in ()).throw(Stop()))
+    from tinymodels import make_hf
+
+    from redrafter_trt.drafter import init_drafter_for_base
+
+    workdir = qs.default_workdir()
+    init_drafter_for_base(make_hf(tmp_path / "base", "llama"), workdir / "drafter")
+    assert json.loads((workdir / "drafter" / "config.json").read_text())["producer"]["command"] == "init-drafter"
+    (workdir / "checkpoint").mkdir()
+    with pytest.raises(Stop):
+        qs.quickstart(qs.QuickstartOptions(workdir, num_questions=1))
+    assert (workdir / qs.MARKER).is_file()
+    (workdir / qs.MARKER).unlink()
+    (workdir / "notes.txt").write_text("mine")
+    result = CliRunner().invoke(main, ["quickstart", "--num-questions", "1"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (f"error: the quickstart's default work folder {workdir} holds notes.txt and more, "
+                                     f"not a quickstart work folder (no {qs.MARKER}): move it away or empty it, or "
+                                     f"pass --workdir with a new folder")
