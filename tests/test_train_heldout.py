@@ -142,3 +142,17 @@ def test_agent_records_give_their_prompts(short_base, tmp_path, monkeypatch):
         load, tok, prompts, *a, **k))
     heldout.evaluate_on_prompts(short_base[1], short_base[0], path, tmp_path / "cache", max_new_tokens=8, k=2)
     assert len(seen) == 2
+
+
+def test_chained_accuracy_counts_a_step_only_after_every_earlier_one_is_right(monkeypatch):
+    """Anchor 0 misses step 0 and hits step 1; anchor 1 hits both: top-1 [0.5, 1.0], but chained [0.5, 0.5] (anchor
+    0's step 1 follows a wrong draft token, which the base rejects)."""
+    import torch
+    from types import SimpleNamespace
+
+    from redrafter_trt.train import heldout
+
+    step = SimpleNamespace(correct=torch.tensor([[False, True], [True, True]]), valid=torch.ones(2, 2, dtype=torch.bool))
+    monkeypatch.setattr(heldout, "drafter_step", lambda *args: step)
+    result = heldout.evaluate(None, None, None, SimpleNamespace(anchors=torch.arange(2)), 2)
+    assert (result["top1"], result["chained"], result["tokens_per_step_beam1"]) == ([0.5, 1.0], [0.5, 0.5], 2.0)
