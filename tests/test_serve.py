@@ -1038,6 +1038,11 @@ def test_scheduler_batches_greedy_requests_only_and_within_max_batch():
     fake.waiting = deque([Job([[1]], 4, 0.0, 0, []), Job([[1]], 8, 0.0, 0, []), Job([[1]], 4, 0.0, 0, [])])
     assert [j.max_tokens for j in Scheduler._take(fake, 2, running, True)] == [4]  # the 8-token one is not overtaken
     assert [j.max_tokens for j in fake.waiting] == [8, 4]
+    # each request taken uses up its prompts' room: five 1-prompt requests, max_batch 3 -> 3 of them
+    fake.waiting = deque([Job([[1]], 4, 0.0, 0, []) for _ in range(5)])
+    fake.max_batch = 3
+    assert sum(len(j.prompts) for j in Scheduler._next_batch(fake)) == 3
+    fake.max_batch = 6
     # logprobs: a request joins only a batch computing at least as many
     fake.waiting = deque([Job([[1]], 4, 0.0, 0, [], None), Job([[1]], 4, 0.0, 0, [], 0), Job([[1]], 4, 0.0, 0, [], 2)])
     assert [j.logprobs for j in Scheduler._take(fake, 3, running, True)] == [None]
