@@ -628,3 +628,29 @@ def test_a_problem_with_its_own_fix_is_not_chained_to_re_convert(ckpt, tmp_path,
     result = run_cli("build", "--checkpoint-dir", copy, "--output-dir", tmp_path / "e", "--dry-run")
     assert_one_line_error(result, f"checkpoint {copy} is not valid: ")
     assert result.stderr.strip().endswith(f": {fix}`redrafter-trt inspect {copy}` lists every problem)"), result.stderr
+
+
+@pytest.fixture(scope="module")
+def ckpt_tp2(tmp_path_factory, tiny_llama, tiny_drafter):
+    return convert(tiny_llama, tiny_drafter, tmp_path_factory.mktemp("ck2") / "ck", num_beams=2, draft_len=2,
+                   tp_size=2)
+
+
+def test_rank_files_beyond_tp_size_are_named(ckpt_tp2, tmp_path):
+    """A rank file no rank reads (a tp_size lowered by hand, or a folder reused) is named, not ignored."""
+    copy = broken(ckpt_tp2, tmp_path)
+    shutil.copy(copy / "rank1.safetensors", copy / "rank2.safetensors")
+    assert "rank files [2] exceed tp_size 2" in inspect_checkpoint(copy).problems
+
+
+def test_drafter_dims_tensor_parallelism_cannot_split_are_named(ckpt_tp2, tmp_path):
+    """A checkpoint from another tool whose drafter exit dim is odd at tp_size 2: TensorRT-LLM does not pad it."""
+    exit_dim = json.loads((ckpt_tp2 / "config.json").read_text())["redrafter_exit_dim"]
+    problems = inspect_checkpoint(broken(ckpt_tp2, tmp_path, redrafter_exit_dim=exit_dim + 1)).problems
+    assert (f"redrafter_exit_dim {exit_dim + 1} is not divisible by tp_size 2 (TensorRT-LLM does not pad the "
+            f"drafter)") in problems
+
+
+def test_a_drafter_hidden_size_other_than_the_bases_is_named(ckpt, tmp_path):
+    problems = inspect_checkpoint(broken(ckpt, tmp_path, redrafter_hidden_size=32)).problems
+    assert "redrafter_hidden_size 32 != base hidden_size 64" in problems
