@@ -17,6 +17,13 @@ import sys
 import threading
 
 STOPS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; `kill` (the CLI raises KeyboardInterrupt on it too)
+_process = False  # the command is the process's own (entry.py: `redrafter-trt`, `python -m redrafter_trt`)
+
+
+def own_process() -> None:
+    """Note that the command runs as the process itself, not called by a caller keeping its own handlers."""
+    global _process
+    _process = True
 
 
 @contextlib.contextmanager
@@ -43,10 +50,15 @@ def uninterrupted():
 def stop_at_exit_as_finished(note: str) -> None:
     """Once what the process does is done (train's drafter written): a Ctrl-C or SIGTERM while the interpreter shuts
     down (torch's teardown, half a second; an exit handler that hangs) says `note` and ends the process at once with
-    exit 0, where it was exit 130, a traceback from an atexit callback, or the signal's death (143). Set as the
+    exit 0, where it was exit 130, a traceback from an atexit callback, or the signal's death (143). Set at once where
+    the command is the process's own (`own_process`): set at exit, a SIGTERM after the command's end, before the
+    interpreter ran its exit handlers (its threads joined first), was the signal's death. Otherwise set as the
     interpreter starts its exit (an atexit callback, run before those registered earlier: torch's), so an in-process
     caller keeps its own handlers until then."""
-    atexit.register(_stop_as_finished, note)
+    if _process and threading.current_thread() is threading.main_thread():
+        _stop_as_finished(note)
+    else:
+        atexit.register(_stop_as_finished, note)
 
 
 def _stop_as_finished(note: str) -> None:

@@ -660,6 +660,57 @@ runpy.run_module("redrafter_trt", run_name="__main__")
     assert f"wrote {tmp_path / 'out'}" in out
 
 
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_a_stop_right_after_a_finished_train_returns_exits_0(chat_base, prompts, tmp_path, stop):
+    """A SIGTERM just after train's command returned (its context closed: SIGTERM reset to its default), before the
+    interpreter ran its exit handlers, was the signal's death (143) with no word, and a Ctrl-C there died of SIGINT:
+    the finished-run handler came only from an atexit callback. The process's own command sets it as the drafter is
+    written. The stop is sent as `main` exits (its sys.exit), the command's context closed."""
+    script = f"""
+import json, os, runpy, signal, sys, time
+import redrafter_trt.train as train_api
+
+def trained(cfg, on_progress=None):
+    cfg.output.mkdir()
+    (cfg.output / "config.json").write_text(json.dumps({{"producer": {{}}}}))
+    return cfg.output
+
+def exit_(code=0, real=sys.exit):
+    os.kill(os.getpid(), signal.{stop}); time.sleep(5); real(code)
+
+train_api.train_drafter = trained
+sys.exit = exit_
+sys.argv = {["redrafter-trt", "train", "--base", str(chat_base), "--data", str(prompts), "--output",
+             str(tmp_path / "out"), "--cache-dir", str(tmp_path / "c")]!r}
+runpy.run_module("redrafter_trt", run_name="__main__")
+"""
+    proc = _python(script)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and "Traceback" not in err, (proc.returncode, err[-2000:])
+    assert f"interrupted after {tmp_path / 'out'} was written" in err and f"wrote {tmp_path / 'out'}" in out
+
+
+def test_a_ctrl_c_while_the_cli_imports_is_one_line_and_exit_130():
+    """A Ctrl-C in the first third of a second (`python -m redrafter_trt`, the console script: click and the group
+    importing) was a KeyboardInterrupt traceback from the import; it is 'interrupted' and exit 130."""
+    script = """
+import builtins, os, runpy, signal, sys
+real = builtins.__import__
+
+def import_(name, *args, **kw):
+    if name == "cli" or name == "redrafter_trt.cli":
+        os.kill(os.getpid(), signal.SIGINT)
+    return real(name, *args, **kw)
+
+builtins.__import__ = import_
+sys.argv = ["redrafter-trt", "--version"]
+runpy.run_module("redrafter_trt", run_name="__main__")
+"""
+    proc = _python(script)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err == "interrupted\n", (proc.returncode, err[-2000:])
+
+
 def test_a_ctrl_c_at_exit_of_another_command_stops_it_and_a_caller_keeps_its_handler():
     """The console script ignored Ctrl-C at every exit of every command: a process hanging at exit (a thread
     joined) went on after two Ctrl-C, and a caller running the module in its own process (runpy) was left with Ctrl-C

@@ -255,8 +255,10 @@ def main(ctx, debug, verbose):
     # quickstart save their training state, serve drains, and a half-written output's temporary folder is removed
     previous = signal.signal(signal.SIGTERM, _interrupt)
     # only while the command runs: torchrun's SIGTERM to a rank exiting after its one-line error (another rank
-    # failed too) raised KeyboardInterrupt in an exit handler, a traceback after that line
-    ctx.call_on_close(lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous))
+    # failed too) raised KeyboardInterrupt in an exit handler, a traceback after that line. A handler set since (a
+    # finished train's: interrupts.stop_at_exit_as_finished) stays: reset, a SIGTERM as the process exits was its death
+    ctx.call_on_close(lambda: signal.getsignal(signal.SIGTERM) is _interrupt and signal.signal(
+        signal.SIGTERM, signal.SIG_DFL if previous is None else previous))
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
 
