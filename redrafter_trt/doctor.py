@@ -30,6 +30,7 @@ REDRAFTER_UNTESTED_CC = (10, 0)
 TRT_FLOW_UNTESTED_CC = (10, 3)
 FP8_MIN_CC = (8, 9)         # FP8 GEMMs: Ada or Hopper
 MIN_PYTHON = (3, 10)
+TRTLLM_PYTHONS = (3, 10), (3, 12)  # the Pythons TensorRT-LLM 1.2.x ships wheels for (cp310 to cp312)
 ENGINES = "engines (redrafter-trt build, engine runs)"
 TP_RUNS = "tensor-parallel engine runs (mpirun -n TP)"
 TORCH_CUDA_INDEX = "https://download.pytorch.org/whl/cu130"  # 1.2.x wheels are built on CUDA 13 (its install page)
@@ -81,11 +82,27 @@ def torch_install(spec: str) -> str:
 
 # ---- pure checks --------------------------------------------------------------------------------------------------
 
+def dotted(version: tuple[int, ...]) -> str:
+    return ".".join(map(str, version))
+
+
 def check_python(version: tuple[int, ...]) -> Check:
-    shown = ".".join(map(str, version[:3]))
     ok = tuple(version[:2]) >= MIN_PYTHON
-    return Check("python", ok, shown, "" if ok else f"use Python {'.'.join(map(str, MIN_PYTHON))} or newer",
-                 required=True)
+    low, high = TRTLLM_PYTHONS
+    caveat = ("" if tuple(version[:2]) <= high else f"fine for everything but engines: TensorRT-LLM 1.2.x ships wheels "
+              f"for Python {dotted(low)} to {dotted(high)} only")
+    return Check("python", ok, dotted(version[:3]), "" if ok else f"use Python {dotted(MIN_PYTHON)} or newer",
+                 required=True, warning=caveat)
+
+
+def trtllm_install(python: tuple[int, ...]) -> str:
+    """How to install a TensorRT-LLM with ReDrafter from `python`: INSTALL_HINT where 1.2.x ships a wheel for it, else
+    in a new environment of a Python it ships for (its pip finds no 1.2.x wheel)."""
+    low, high = TRTLLM_PYTHONS
+    if low <= tuple(python[:2]) <= high:
+        return INSTALL_HINT
+    return (f"in a Python {dotted(low)} to {dotted(high)} environment (python{dotted(high)} -m venv ...; TensorRT-LLM "
+            f"1.2.x has no wheel for Python {dotted(python[:2])}): {INSTALL_HINT}")
 
 
 def check_package(dist: str, version: str | None, minimum: str | None) -> Check:
@@ -102,9 +119,12 @@ def check_package(dist: str, version: str | None, minimum: str | None) -> Check:
                  required=True)
 
 
-def check_torch_import(error: str) -> Check:
-    return Check("torch import", False, error, "reinstall torch (pip install --force-reinstall torch); a CUDA build "
-                 "also needs its NVIDIA libraries and driver (nvidia-smi)", required=True)
+def check_torch_import(error: str, with_trtllm: bool) -> Check:
+    """with_trtllm: a TensorRT-LLM is installed, whose torch pin the reinstall keeps (as check_cuda's advice does)."""
+    reinstall = (f"{torch_install(trtllm_torch_pin())} --force-reinstall" if with_trtllm
+                 else "pip install --force-reinstall torch")
+    return Check("torch import", False, error, f"reinstall torch ({reinstall}); a CUDA build also needs its NVIDIA "
+                 "libraries and driver (nvidia-smi)", required=True)
 
 
 def check_cuda(torch: TorchInfo) -> Check:
@@ -155,31 +175,35 @@ def check_fp8_gpu(gpus: tuple[Gpu, ...]) -> Check:
                  "convert and run in the CPU reference runtime", feature="FP8 engines")
 
 
-def check_trtllm(version: str | None, model_map: str | None) -> Check:
-    """model_map: the source of its tensorrt_llm/models/__init__.py (`installed_trtllm.model_map_lacks`; None: not
-    visible from this Python)."""
-    feature = ENGINES
-    if version is None:
-        return Check("tensorrt_llm", False, "not installed", INSTALL_HINT, feature=feature)
-    if not has_redrafter(version):
-        return Check("tensorrt_llm", False, f"{version}, which {unsupported_trtllm(version)}", INSTALL_HINT,
-                     feature=feature)
+def check_trtllm(version: str | None, model_map: str | None, python: tuple[int, ...]) -> Check:
+    """version: from package metadata (None: none found). model_map: the source of its tensorrt_llm/models/__init__.py
+    (`installed_trtllm.model_map_lacks`; None: not visible from this Python). One visible without metadata (a source
+    checkout) is judged by its MODEL_MAP alone, as `build` accepts it."""
+    feature, install = ENGINES, trtllm_install(python)
+    if version is None and model_map is None:
+        return Check("tensorrt_llm", False, "not installed", install, feature=feature)
+    shown = version or "importable, version unknown (no package metadata: a source checkout?)"
+    if version is not None and not has_redrafter(version):
+        return Check("tensorrt_llm", False, f"{shown}, which {unsupported_trtllm(version)}", install, feature=feature)
     if why := model_map_lacks(model_map, redrafter_architectures()):
-        return Check("tensorrt_llm", False, f"{version}, which {why}", INSTALL_HINT, feature=feature)
-    return Check("tensorrt_llm", True, f"{version}, has ReDrafter (explicit_draft_tokens)", feature=feature)
+        return Check("tensorrt_llm", False, f"{shown}, which {why}", install, feature=feature)
+    caveat = "" if version else ("redrafter-trt supports the TensorRT-LLM 1.0 to 1.2.x releases: check the checkout "
+                                 "is one")
+    return Check("tensorrt_llm", True, f"{shown}, has ReDrafter (explicit_draft_tokens)", feature=feature,
+                 warning=caveat)
 
 
-def check_trtllm_import(error: str | None) -> Check:
+def check_trtllm_import(error: str | None, python: tuple[int, ...]) -> Check:
     """error: why `import tensorrt_llm` (what trtllm-build and every engine run do first) fails here, or None."""
     if error is None:
         return Check("tensorrt_llm import", True, "import tensorrt_llm works", feature=ENGINES)
     return Check("tensorrt_llm import", False, error, "install what it names (TensorRT-LLM's system packages: apt "
-                 "install libopenmpi-dev python3-dev), or reinstall: " + INSTALL_HINT, feature=ENGINES)
+                 "install libopenmpi-dev python3-dev), or reinstall: " + trtllm_install(python), feature=ENGINES)
 
 
-def check_tensorrt(version: str | None) -> Check:
+def check_tensorrt(version: str | None, python: tuple[int, ...]) -> Check:
     return Check("tensorrt", version is not None, version or "not installed",
-                 "" if version else "installed with tensorrt_llm: " + INSTALL_HINT, feature=ENGINES)
+                 "" if version else "installed with tensorrt_llm: " + trtllm_install(python), feature=ENGINES)
 
 
 def check_modelopt(version: str | None, import_error: str | None = None) -> Check:
@@ -370,24 +394,24 @@ def trtllm_import_error() -> str | None:
 
 
 def run_checks() -> list[Check]:
-    torch = torch_info()
-    checks = [check_python(sys.version_info)]
+    torch, python = torch_info(), tuple(sys.version_info)
+    trtllm, model_map = trtllm_version(), installed_source(MODEL_MAP_SOURCE)
+    checks = [check_python(python)]
     checks += [check_package(dist, dist_version(dist), minimum) for dist, minimum in REQUIRED_PACKAGES.items()]
     if torch.error:
-        checks.append(check_torch_import(torch.error))
+        checks.append(check_torch_import(torch.error, with_trtllm=trtllm is not None or model_map is not None))
     checks.append(check_cuda(torch))
     checks += [check_gpu(i, g) for i, g in enumerate(torch.gpus)]
     checks.append(check_fp8_gpu(torch.gpus))
-    trtllm = trtllm_version()
-    checks.append(check_trtllm(trtllm, installed_source(MODEL_MAP_SOURCE)))
+    checks.append(check_trtllm(trtllm, model_map, python))
     if checks[-1].ok:
-        checks.append(check_trtllm_import(trtllm_import_error()))
+        checks.append(check_trtllm_import(trtllm_import_error(), python))
     if trtllm is not None and (requirements := trtllm_requirements()) is not None:
         from packaging.requirements import Requirement
 
         names = {Requirement(line).name for line in requirements}
         checks.append(check_trtllm_requirements(trtllm, requirements, {n: dist_version(n) for n in names}))
-    checks.append(check_tensorrt(dist_version("tensorrt", "tensorrt-cu12", "tensorrt_cu12", "tensorrt-cu13")))
+    checks.append(check_tensorrt(dist_version("tensorrt", "tensorrt-cu12", "tensorrt_cu12", "tensorrt-cu13"), python))
     checks.append(check_trtllm_build(which("trtllm-build")))
     modelopt = dist_version("nvidia-modelopt", "nvidia_modelopt")
     checks.append(check_modelopt(modelopt, modelopt_import_error() if modelopt else None))

@@ -101,7 +101,7 @@ def test_the_pins_are_the_released_1_2_x_ones():
 @pytest.mark.parametrize("version, ok", [(None, False), ("0.21.0", False), ("1.0.0", True), ("1.2.0", True),
                                          ("1.3.0rc1", False)])
 def test_trtllm_versions(version, ok):
-    check = doctor.check_trtllm(version, None)
+    check = doctor.check_trtllm(version, None, (3, 12, 3))
     assert check.ok is ok
     if not ok:
         assert "tensorrt_llm==1.2.*" in check.fix and "1.0 to 1.2.x" in check.fix
@@ -134,6 +134,41 @@ def test_a_tensorrt_llm_without_the_checkpoints_architectures_is_named(tmp_path,
             check.detail, check.detail
 
 
+@pytest.mark.parametrize("model_map, line", [
+    (MODEL_MAP["1.2"], "WARN tensorrt_llm: importable, version unknown (no package metadata: a source checkout?), has "
+                       "ReDrafter (explicit_draft_tokens) -> redrafter-trt supports the TensorRT-LLM 1.0 to 1.2.x "
+                       "releases: check the checkout is one"),
+    (MODEL_MAP["1.0.0rc"], "FIX  tensorrt_llm: importable, version unknown (no package metadata: a source checkout?), "
+                           "which has no ReDrafterForLLaMALM or ReDrafterForQWenLM in its MODEL_MAP"),
+], ids=["1.2", "1.0.0rc"])
+def test_a_tensorrt_llm_without_package_metadata_is_importable_version_unknown(tmp_path, monkeypatch, model_map, line):
+    """A review: doctor called a TensorRT-LLM importable without package metadata (a source checkout on the path)
+    "not installed", while build accepts it (version unknown); doctor says so now and reads its MODEL_MAP."""
+    from redrafter_trt import installed_trtllm
+
+    fake_machine(monkeypatch, TorchInfo("2.6.0", "12.6", (H100,)), None, CPU_DISTS)
+    monkeypatch.setattr(doctor, "installed_source", installed_trtllm.installed_source)  # the fake package's
+    fake_trtllm_package(tmp_path / "site", monkeypatch, {"models/__init__.py": model_map})
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code == 0, result.output
+    assert line in result.output, result.output
+    assert "not installed" not in result.output.split("tensorrt_llm:", 1)[1].splitlines()[0]
+
+
+@pytest.mark.parametrize("trtllm", [None, "1.2.0"])
+def test_a_broken_torch_is_reinstalled_at_tensorrt_llms_pin_where_it_is_installed(monkeypatch, trtllm):
+    """A review: the fix for a torch that does not import was an unpinned `pip install --force-reinstall torch`,
+    the newest, which TensorRT-LLM 1.2.x does not import under; with it installed the fix is the cuda line's torch."""
+    fake_machine(monkeypatch, TorchInfo(None, None, error="libcudnn.so.9: cannot open shared object file"), trtllm,
+                 CPU_DISTS)
+    result = CliRunner().invoke(main, ["doctor"])
+    (line,) = [line for line in result.output.splitlines() if line.startswith("FIX  torch import:")]
+    reinstall = (doctor.torch_install(doctor.trtllm_torch_pin()) + " --force-reinstall" if trtllm
+                 else "pip install --force-reinstall torch")
+    assert line.startswith(f"FIX  torch import: libcudnn.so.9: cannot open shared object file -> reinstall torch "
+                           f"({reinstall}); a CUDA build also needs"), line
+
+
 @pytest.mark.parametrize("mpi4py, mpirun, ok", [(True, "/usr/bin/mpirun", True), (False, "/usr/bin/mpirun", False),
                                                 (True, None, False)])
 def test_mpi(mpi4py, mpirun, ok):
@@ -144,6 +179,35 @@ def test_mpi(mpi4py, mpirun, ok):
 def test_python_version():
     assert doctor.check_python((3, 11, 7)).ok
     assert not doctor.check_python((3, 9, 18)).ok
+
+
+@pytest.mark.parametrize("python", [(3, 13, 1), (3, 14, 0)])
+def test_a_python_tensorrt_llm_has_no_wheel_for_is_a_warning_and_its_install_a_new_environment(monkeypatch, python):
+    """A review: doctor said `OK python` on 3.13+, and its fix for TensorRT-LLM was a pip command that cannot work
+    there: TensorRT-LLM 1.2.x ships wheels for Python 3.10 to 3.12 only. The python line warns (the CPU path is fine),
+    and the install advice says to make an environment of a Python it ships for first."""
+    import sys
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(doctor, "sys", SimpleNamespace(version_info=python, executable=sys.executable))
+    fake_machine(monkeypatch, TorchInfo("2.6.0", "12.6", (H100,)), None, CPU_DISTS)
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code == 0, result.output
+    shown = ".".join(map(str, python))
+    assert f"WARN python: {shown} -> fine for everything but engines: TensorRT-LLM 1.2.x ships wheels for Python " \
+           "3.10 to 3.12 only" in result.output, result.output
+    (trtllm,) = [line for line in result.output.splitlines() if line.startswith("FIX  tensorrt_llm:")]
+    assert trtllm.startswith(f"FIX  tensorrt_llm: not installed -> in a Python 3.10 to 3.12 environment (python3.12 -m "
+                             f"venv ...; TensorRT-LLM 1.2.x has no wheel for Python {shown[:4]}): pip install "
+                             "'tensorrt_llm==1.2.*'"), trtllm
+    assert "in a Python 3.10 to 3.12 environment" in doctor.check_tensorrt(None, python).fix
+
+
+@pytest.mark.parametrize("python", [(3, 10, 0), (3, 12, 7)])
+def test_a_python_tensorrt_llm_ships_for_is_ok_and_its_install_plain(python):
+    assert doctor.format_check(doctor.check_python(python)) == f"OK   python: {'.'.join(map(str, python))}"
+    assert doctor.check_trtllm(None, None, python).fix == doctor.INSTALL_HINT
+    assert doctor.check_tensorrt(None, python).fix == "installed with tensorrt_llm: " + doctor.INSTALL_HINT
 
 
 def test_lines_say_ok_or_fix():
@@ -343,11 +407,11 @@ def test_a_gpu_torch_cannot_query_is_no_gpu(monkeypatch):
 
 
 def test_real_machine_runs():
-    """On this machine (whatever it has) the command runs and every line is OK, FIX or the summary."""
+    """On this machine (whatever it has) the command runs and every line is OK, WARN, FIX or the summary."""
     result = CliRunner().invoke(main, ["doctor"])
     assert result.exit_code in (0, 2)
     for line in result.output.strip().splitlines():
-        assert line.split()[0] in ("OK", "FIX", "CPU", "unavailable", "GPU"), line
+        assert line.split()[0] in ("OK", "WARN", "FIX", "CPU", "unavailable", "GPU"), line
 
 
 def test_prerelease_builds_of_the_minimum_are_enough(monkeypatch):
