@@ -16,7 +16,7 @@ from tqdm import tqdm
 from . import layout
 from .drafter import uniform_head
 from .errors import FLAG, LAYER_COUNT, POSITIVE_INT, POSITIVE_NUMBER, ConfigError, TensorError, name_list, optional
-from .io import ST_TO_TORCH, TensorSource, all_finite
+from .io import ST_TO_TORCH, TensorSource, all_finite, dtype_name
 from .plural import agreeing
 from .producer import producer_summary
 from .registry import QWEN_SEQ_LENGTH, TRTLLM_ACTIVATIONS, TRTLLM_BASES, activation_problem
@@ -375,7 +375,7 @@ def _check_rank(cfg: dict, r: int, f: Path, have: dict, src: TensorSource, rep: 
         if tuple(hs) != ws:
             rep.problems.append(f"rank{r}: {n} has shape {tuple(hs)}, config implies {ws}")
         elif ST_TO_TORCH.get(hd) != wd and n not in fp8_as_int8:
-            rep.problems.append(f"rank{r}: {n} is {hd}, config implies {wd}")
+            rep.problems.append(f"rank{r}: {n} is {hd}, config implies {dtype_name(wd)}")
         elif n == DRAFTER_HEAD:
             sample = _spread_rows(src, n, hs[0])
             if not all_finite(sample):
