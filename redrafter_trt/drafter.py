@@ -339,17 +339,22 @@ def init_drafter(base_config: dict, base_tensors_lm_head: torch.Tensor | None, *
     return cfg, model
 
 
-def check_size(planned: DrafterConfig, base: TensorSource, default_exit_dim: int, frozen_head: bool = False) -> None:
+def check_size(planned: DrafterConfig, base: TensorSource, default_exit_dim: int, frozen_head: bool = False,
+               typed: bool = True) -> None:
     """Refuse a drafter with more parameters than its base (counted from the base's tensor headers), before any
     allocation: --exit-dim 10**8 was a traceback (50 GB for input_proj), and such a drafter cannot speed a base up.
-    frozen_head: train's --freeze-head, which takes a width up to the hidden size H (or 2H) alone."""
+    frozen_head: train's --freeze-head, which takes a width up to the hidden size H (or 2H) alone. typed: whether the
+    width was typed (--exit-dim) or is the default, which the refusal then names as such."""
     base_size = sum(math.prod(base.shape(name)) for name in base.names())
     size = drafter_size(planned)
     if size > base_size:
-        raise ConfigError(f"--exit-dim {planned.exit_dim} makes a drafter of {size:,} parameters, more than its base's "
-                          f"{base_size:,}: a drafter speeds a base up only when far cheaper; use "
-                          f"{exit_dims_that_fit(planned, base_size, frozen_head)} "
-                          f"(default {default_exit_dim})")
+        E, H = planned.exit_dim, planned.hidden_size
+        width = (f"--exit-dim {E}" if typed else
+                 f"the default exit_dim {E} ({'2 x ' if E == 2 * H else ''}the hidden size {H})")
+        fits = exit_dims_that_fit(planned, base_size, frozen_head)
+        raise ConfigError(f"{width} makes a drafter of {size:,} parameters, more than its base's {base_size:,}: a "
+                          f"drafter speeds a base up only when far cheaper; "
+                          + (f"use {fits} (default {default_exit_dim})" if typed else f"pass {fits}"))
 
 
 def drafter_size(cfg: DrafterConfig) -> int:
@@ -407,7 +412,8 @@ def init_drafter_for_base(base: Path | str, output: Path | str, *, num_draft_lay
         # is refused before a drafter is made for it
         check_hf_tensors(src, b, base)
         check_size(DrafterConfig(hidden_size=H, exit_dim=exit_dim or 2 * H, num_draft_layers=num_draft_layers,
-                                 rnn=rnn, vocab_size=int(hf["vocab_size"])), src, default_exit_dim=2 * H)
+                                 rnn=rnn, vocab_size=int(hf["vocab_size"])), src, default_exit_dim=2 * H,
+                   typed=exit_dim is not None)
     except (ConfigError, TensorError):
         src.close()
         raise

@@ -638,6 +638,23 @@ def test_exit_dim_refusal_names_the_widest_that_fits(parts, tmp_path):
     assert run_cli("init-drafter", "--base", parts[0], "--output", tmp_path / "d", "--exit-dim", fits).exit_code == 0
 
 
+def test_the_default_exit_dim_refused_is_called_the_default(tmp_path):
+    """A review: `init-drafter` without --exit-dim, on a base whose drafter at the default width would outgrow it,
+    said `--exit-dim 128 makes a drafter of ...`, naming a flag never typed: it says the default (2 x the hidden
+    size) and how to pass a smaller one."""
+    import re
+
+    from tinymodels import make_hf
+
+    base = make_hf(tmp_path / "base", "qwen2", tie=True, vocab_size=49152, num_hidden_layers=1)
+    result = run_cli("init-drafter", "--base", base, "--output", tmp_path / "d")
+    assert_one_line_error(result, "error: the default exit_dim 128 (2 x the hidden size 64) makes a drafter of ",
+                          "; pass --exit-dim ")
+    assert "--exit-dim 128" not in result.output, result.output
+    fits = int(re.search(r"pass --exit-dim (\d+) or less", result.output)[1])
+    assert run_cli("init-drafter", "--base", base, "--output", tmp_path / "d", "--exit-dim", fits).exit_code == 0
+
+
 @pytest.mark.parametrize("H, V, layers, rnn", [(64, 1000, 1, True), (16, 5, 1, False), (16, 50, 1, True),
                                                 (8, 49152, 2, True)])
 def test_every_exit_dim_the_refusal_names_fits(H, V, layers, rnn):
