@@ -22,7 +22,7 @@ from .producer import producer_summary
 from .registry import QWEN_SEQ_LENGTH, TRTLLM_ACTIVATIONS, TRTLLM_BASES, activation_problem
 from .rope import (ENGINE_FIX, TRTLLM_ROPE_SCALINGS, rope_scaling_problem, runtime_fix, trtllm_builds,
                    trtllm_rope_refusal)
-from .shard import qk_norm_misread, qk_norm_problem, tp_fits, tp_problem
+from .shard import DRAFTER_ROWS, DRAFTER_VOCAB, qk_norm_misread, qk_norm_problem, tp_fits, tp_problem
 
 REDRAFTER_KEYS = ("redrafter_num_layers", "redrafter_hidden_size", "redrafter_exit_dim", "redrafter_is_rnn",
                   "redrafter_num_beams", "redrafter_draft_len_per_beam", "redrafter_greedy_search",
@@ -290,9 +290,10 @@ def _check_config(cfg: dict, rep: Report) -> None:
     H, E, V = cfg["redrafter_hidden_size"], cfg["redrafter_exit_dim"], cfg["vocab_size"]
     if H != cfg["hidden_size"]:
         rep.problems.append(f"redrafter_hidden_size {H} != base hidden_size {cfg['hidden_size']}")
-    for label, n in (("redrafter_hidden_size", H), ("redrafter_exit_dim", E), ("vocab_size", V)):
+    for label, n, why in (("redrafter_hidden_size", H, DRAFTER_ROWS), ("redrafter_exit_dim", E, DRAFTER_ROWS),
+                          ("vocab_size", V, DRAFTER_VOCAB)):
         if n % tp:
-            rep.problems.append(f"{label} {n} is not divisible by tp_size {tp} (TensorRT-LLM does not pad the drafter)")
+            rep.problems.append(f"{label} {n} is not divisible by tp_size {tp} ({why})")
 
 
 def _check_exclusions(cfg: dict, rep: Report) -> None:

@@ -34,7 +34,7 @@ from .output import atomic_output, check_output_folder, scratch_dir
 from .producer import drafter_template_kwargs, producer_block, recorded_source
 from .registry import redrafter_for_trtllm_base
 from .rules import drafter_to_trtllm
-from .shard import even_range, tp_fits
+from .shard import DRAFTER_ROWS, DRAFTER_VOCAB, even_range, tp_fits
 
 log = logging.getLogger(__name__)
 
@@ -104,14 +104,14 @@ def check_drafter_fits(d: DrafterConfig, cfg: dict, opts: ConvertOptions, base_c
         raise ConfigError(f"drafter vocab {d.vocab_size} differs from the base's {vocab_size}: "
                           f"the drafter was trained for another tokenizer")
     dims = (d.hidden_size, d.exit_dim, d.vocab_size)
-    for label, n in zip(("hidden size H", "exit_dim E", "vocab V"), dims):
+    reasons = (DRAFTER_ROWS, DRAFTER_ROWS, DRAFTER_VOCAB)
+    for label, n, why in zip(("hidden size H", "exit_dim E", "vocab V"), dims, reasons):
         if n % tp:
             nh = cfg["num_attention_heads"]
             fits = tp_fits(nh, cfg.get("num_key_value_heads") or nh, cfg["intermediate_size"], dims, base_checkpoint,
                            layout.qk_norm(cfg))
             tp_named = f"the base checkpoint's tp_size {tp}" if base_checkpoint else f"--tp-size {tp}"
-            raise ConfigError(f"{tp_named} does not divide the drafter's {label} = {n} (TensorRT-LLM splits drafter "
-                              f"layers by rows without padding): {fits}")
+            raise ConfigError(f"{tp_named} does not divide the drafter's {label} = {n} ({why}): {fits}")
     if d.predict_n is not None and opts.draft_len > d.predict_n:
         raise ConfigError(f"--draft-len {opts.draft_len} exceeds the {d.predict_n} tokens the drafter was trained to "
                           f"predict: use --draft-len {d.predict_n} or less")

@@ -68,7 +68,8 @@ def qk_norm(cfg: dict) -> bool:
 
 def convert_tp_sizes(cfg: dict) -> list[int]:
     """The tp sizes convert splits this checkpoint's model at (shard.tp_sizes: its heads, kv heads and intermediate
-    size, and the hidden size, vocabulary and drafter exit_dim, which TensorRT-LLM splits without padding)."""
+    size, and the hidden size, vocabulary and drafter exit_dim, which the drafter's must divide: shard.DRAFTER_ROWS,
+    shard.DRAFTER_VOCAB)."""
     nh = cfg["num_attention_heads"]
     dims = (cfg["hidden_size"], cfg["vocab_size"], *[cfg[k] for k in ("redrafter_exit_dim",) if cfg.get(k)])
     return tp_sizes(nh, cfg.get("num_key_value_heads") or nh, cfg["intermediate_size"], dims, qk_norm(cfg))

@@ -99,10 +99,19 @@ def tp_problem(num_heads: int, num_kv_heads: int, intermediate_size: int, tp_siz
     return None
 
 
+# Why a tp_size must divide the drafter's H and E (DRAFTER_ROWS) and its vocabulary V (DRAFTER_VOCAB), in convert's and
+# inspect's refusals: TensorRT-LLM 1.2.x's Drafter splits its ColumnLinears by rows with no padding, and its
+# ReDrafterMixin builds the drafter's lm_head at pad_vocab_size(V, tp) but declares the engine's draft_probs input (the
+# drafter's probabilities fed back the next step) at V itself (models/redrafter/model.py, drafter.py)
+DRAFTER_ROWS = "TensorRT-LLM splits the drafter's layers by rows without padding"
+DRAFTER_VOCAB = ("TensorRT-LLM pads the drafter's lm_head to a multiple of tp_size, but declares its draft_probs input "
+                 "with the unpadded vocab_size")
+
+
 def tp_sizes(num_heads: int, num_kv_heads: int, intermediate_size: int, unpadded: tuple[int, ...] = (),
              qk_norm: bool = False) -> list[int]:
-    """Every tp_size that check_tp accepts for this base, that divides each of `unpadded` (the drafter's H, E and V,
-    which TensorRT-LLM splits without padding) and, for a base with per-head q/k norms (`qk_norm`: Qwen3), that
+    """Every tp_size that check_tp accepts for this base, that divides each of `unpadded` (the drafter's H, E and V:
+    DRAFTER_ROWS, DRAFTER_VOCAB) and, for a base with per-head q/k norms (`qk_norm`: Qwen3), that
     qk_norm_misread does not refuse. Divisors of what they share, found up to its square root: a mistyped head count
     (10**9) is not counted up to."""
     shared = math.gcd(num_heads, intermediate_size, *unpadded)

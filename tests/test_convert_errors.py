@@ -502,6 +502,18 @@ def test_drafter_refused_at_a_trtllm_base_tp_names_a_re_export(parts, tmp_path):
     assert fits.exit_code == 0, fits.output
 
 
+def test_a_drafter_vocabulary_tp_does_not_divide_is_refused_for_the_true_reason(tmp_path):
+    """A review: the refusal said TensorRT-LLM splits the drafter's layers "without padding", untrue of V: 1.2.x's
+    ReDrafterMixin pads the drafter's lm_head to pad_vocab_size(V, tp), but declares its draft_probs input at V."""
+    base = make_hf(tmp_path / "base", "llama", vocab_size=250)
+    drafter = make_drafter(tmp_path / "drafter", base)
+    result = run_cli("convert", "--base", base, "--drafter", drafter, "--output", tmp_path / "out", "--tp-size", 4)
+    assert_one_line_error(result, "--tp-size 4 does not divide the drafter's vocab V = 250 (TensorRT-LLM pads the "
+                          "drafter's lm_head to a multiple of tp_size, but declares its draft_probs input with the "
+                          "unpadded vocab_size): ")
+    assert not (tmp_path / "out").exists()
+
+
 def test_tp_differs_from_trtllm_base(parts, tmp_path):
     base_ckpt, cfg = trtllm_base_checkpoint(parts, tmp_path)
     assert_one_line_error(convert_err(parts, "--tp-size", 1, base=base_ckpt), "differs from the base checkpoint's tp_size 2")
