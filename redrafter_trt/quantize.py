@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from .config import rope_fields, source_dtype
 from .errors import ConfigError, DependencyError
+from .fp8_calibration import forward_loop
 from .installed_trtllm import version_tuple
 from .registry import bias_fields, extra_fields, lookup
 from .shard import check_tp
@@ -175,21 +176,6 @@ def check_exported_quantization(cfg: dict, kv_cache_dtype: str | None) -> None:
                               f"another release (pip install -U 'nvidia-modelopt>={MODELOPT_MIN}')")
 
 
-def _forward_loop(tokenizer, prompts: list[str], seq_len: int, batch_size: int, device: str):
-    import torch
-    from tqdm.auto import tqdm
-
-    batches = [prompts[i:i + batch_size] for i in range(0, len(prompts), batch_size)]
-
-    def loop(model):
-        with torch.no_grad():
-            for batch in tqdm(batches, desc="FP8 calibration", unit="batch"):
-                enc = tokenizer(batch, return_tensors="pt", padding=True, truncation=True, max_length=seq_len)
-                model(input_ids=enc["input_ids"].to(device), attention_mask=enc["attention_mask"].to(device))
-
-    return loop
-
-
 def _tokenizer(hf_dir: Path):
     from .errors import TokenizerError
     from .tokens import auto_tokenizer
@@ -202,9 +188,6 @@ def _tokenizer(hf_dir: Path):
     if not tok("Hello")["input_ids"]:  # transformers 5 makes an empty Qwen2 tokenizer from a folder with none
         raise ConfigError(f"{hf_dir} has no usable tokenizer for FP8 calibration (it turns text into no tokens): "
                           f"save the model's tokenizer into the folder")
-    tok.padding_side = "left"
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.convert_ids_to_tokens(0)
     return tok
 
 
@@ -285,7 +268,7 @@ def export_fp8_base(hf_dir: Path, out_dir: Path, *, tp_size: int, dtype: str, kv
     log.info("loading %s in %s on %s for FP8 calibration", hf_dir, dtype, device)
     model = load_causal_lm(hf_dir, torch_dtype).to(device, calib_dtype).eval()
     _check_finite(model, hf_dir, torch_dtype)
-    loop = _forward_loop(tokenizer, prompts, calib_seq_len, calib_batch_size, device)
+    loop = forward_loop(tokenizer, prompts, calib_seq_len, calib_batch_size, device)
     with _prints_logged():
         mtq.quantize(model, fp8_quant_config(mtq, kv_cache_dtype), forward_loop=loop)
 

@@ -699,3 +699,36 @@ def test_a_short_calibration_file_is_named_not_calib_data(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="redrafter_trt.quantize"):
         calibration_prompts(None, 1000)
     assert "(pass --calib-data FILE for more, or lower --calib-size)" in caplog.text, caplog.text
+
+
+def calibrated_scales(out: Path) -> dict[str, float]:
+    """The scales calibration sets (activations, KV cache) in a tp-1 checkpoint, by tensor name."""
+    return {k: v.item() for k, v in load_file(out / "rank0.safetensors").items()
+            if k.endswith(("activation_scaling_factor", "kv_cache_scaling_factor"))}
+
+
+def export_scales(hf_dir: Path, out: Path, *, batch_size: int, kv_cache_dtype: str | None = None) -> dict:
+    """Calibrated over 4 shipped prompts, 400 tokens long at most: of different lengths, so a batch of more than one
+    is padded."""
+    export_fp8_base(hf_dir, out, tp_size=1, dtype="bfloat16", kv_cache_dtype=kv_cache_dtype,
+                    calib_prompts=calibration_prompts(None, 4), calib_size=4, calib_seq_len=400,
+                    calib_batch_size=batch_size, device="cpu")
+    return calibrated_scales(out)
+
+
+def test_a_pad_token_outside_the_vocabulary_calibrates_as_one_inside(fp8_models, tmp_path):
+    """A review: a tokenizer given a pad token of its own (`add_special_tokens({'pad_token': '<pad>'})`: id 256 on a
+    256-token model) crashed `convert --quantize fp8` with an IndexError in the embedding once a batch needed padding.
+    Padded positions are masked, so any id in the vocabulary pads them: the scales are those of an in-range pad."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    hf_dir = Path(shutil.copytree(fp8_models["llama"], tmp_path / "hf"))
+    tok = AutoTokenizer.from_pretrained(hf_dir)
+    tok.add_special_tokens({"pad_token": "<pad>"})
+    tok.save_pretrained(hf_dir)
+    assert AutoTokenizer.from_pretrained(hf_dir).pad_token_id == 256
+    assert export_scales(hf_dir, tmp_path / "out", batch_size=4) == \
+        pytest.approx(export_scales(fp8_models["llama"], tmp_path / "in_range", batch_size=4))
+
