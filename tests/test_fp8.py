@@ -707,12 +707,13 @@ def calibrated_scales(out: Path) -> dict[str, float]:
             if k.endswith(("activation_scaling_factor", "kv_cache_scaling_factor"))}
 
 
-def export_scales(hf_dir: Path, out: Path, *, batch_size: int, kv_cache_dtype: str | None = None) -> dict:
-    """Calibrated over 4 shipped prompts, 400 tokens long at most: of different lengths, so a batch of more than one
-    is padded."""
-    export_fp8_base(hf_dir, out, tp_size=1, dtype="bfloat16", kv_cache_dtype=kv_cache_dtype,
-                    calib_prompts=calibration_prompts(None, 4), calib_size=4, calib_seq_len=400,
-                    calib_batch_size=batch_size, device="cpu")
+def export_scales(hf_dir: Path, out: Path, *, batch_size: int, kv_cache_dtype: str | None = None,
+                  prompts: list[str] | None = None) -> dict:
+    """Calibrated over `prompts` (4 shipped ones by default), 400 tokens long at most: of different lengths, so a batch
+    of more than one is padded."""
+    prompts = prompts or calibration_prompts(None, 4)
+    export_fp8_base(hf_dir, out, tp_size=1, dtype="bfloat16", kv_cache_dtype=kv_cache_dtype, calib_prompts=prompts,
+                    calib_size=len(prompts), calib_seq_len=400, calib_batch_size=batch_size, device="cpu")
     return calibrated_scales(out)
 
 
@@ -732,3 +733,57 @@ def test_a_pad_token_outside_the_vocabulary_calibrates_as_one_inside(fp8_models,
     assert export_scales(hf_dir, tmp_path / "out", batch_size=4) == \
         pytest.approx(export_scales(fp8_models["llama"], tmp_path / "in_range", batch_size=4))
 
+
+def padding_heavy_llama(folder: Path) -> Path:
+    """A tiny Llama whose padded positions, left alone, set layer 0's largest activation, key and value: every token
+    embeds 0.1 on channel 0 (about 4.3 once normed) but the padding's (id 0, `!`) embeds there alone (8 once normed),
+    and layer 0's k_proj and v_proj read channel 0 times 200, so real tokens' keys and values reach about 850 and a
+    padded row's about 1600: both past 448, FP8's largest, where modelopt's KV cache scale (amax / 448) leaves its
+    floor of 1."""
+    from safetensors.torch import save_file
+
+    from redrafter_trt.fp8_calibration import PAD_ID
+
+    hf_dir = byte_tokenizer(make_hf(folder, "llama"))
+    weights = load_file(hf_dir / "model.safetensors")
+    embed = weights["model.embed_tokens.weight"]
+    embed[:, 0] = 0.1
+    embed[PAD_ID] = 0
+    embed[PAD_ID, 0] = 1
+    weights["model.layers.0.input_layernorm.weight"][0] = 1
+    for proj in ("k_proj", "v_proj"):
+        weights[f"model.layers.0.self_attn.{proj}.weight"][:, 0] = 200
+    save_file(weights, hf_dir / "model.safetensors", metadata={"format": "pt"})
+    return hf_dir
+
+
+@pytest.mark.filterwarnings("ignore:.*Large KV activation detected")  # modelopt's, for the keys built large
+def test_padding_does_not_move_the_calibrated_scales(tmp_path):
+    """A review: calibration took its maxima over every position, padding included, which the engine never computes:
+    on SmolLM2, layers.3.mlp.proj's activation scale came out 1.73x larger at --calib-batch-size 8 than at 1. Padded
+    rows are now left out, and positions count from each prompt's first token: activation and KV cache scales at a
+    batch size that pads are those at batch size 1, to float rounding."""
+    hf_dir = padding_heavy_llama(tmp_path / "hf")
+    prompts = [p.replace("!", ".") for p in calibration_prompts(None, 4)]  # `!` is id 0: the padding's alone
+    alone = export_scales(hf_dir, tmp_path / "b1", batch_size=1, kv_cache_dtype="fp8", prompts=prompts)
+    padded = export_scales(hf_dir, tmp_path / "b4", batch_size=4, kv_cache_dtype="fp8", prompts=prompts)
+    assert alone["transformer.layers.0.attention.kv_cache_scaling_factor"] > 1  # not modelopt's floor
+    assert padded == pytest.approx(alone, rel=1e-6)
+
+
+@pytest.mark.parametrize("token_axis, said", [
+    ({"input_quantizer": 1, "k_bmm_quantizer": 2}, r"calibrates model\.layers\.0\.self_attn\.v_bmm_quantizer, which"),
+    ({"input_quantizer": 1, "k_bmm_quantizer": 1, "v_bmm_quantizer": 2},
+     r"gives model\.layers\.0\.self_attn\.k_bmm_quantizer a tensor of shape \(4, 2, \d+, 16\) for 4 prompts of \d+ "
+     r"tokens, which"),
+])
+def test_padding_fp8_calibration_cannot_find_is_refused(fp8_models, tmp_path, monkeypatch, token_axis, said):
+    """A modelopt that calibrates a quantizer the padding hooks do not know, or gives one a tensor laid out otherwise,
+    would count the padding again, silently: refused in one line, with batch size 1 (no padding) as the way out."""
+    import redrafter_trt.fp8_calibration as fp8_calibration
+
+    monkeypatch.setattr(fp8_calibration, "TOKEN_AXIS", token_axis)
+    with pytest.raises(DependencyError, match=f"^nvidia-modelopt [^ ]+ {said} FP8 calibration cannot keep padding "
+                                              r"out of: use --calib-batch-size 1 \(no padding\), or install another"):
+        export_scales(fp8_models["llama"], tmp_path / "out", batch_size=4, kv_cache_dtype="fp8")
+    assert export_scales(fp8_models["llama"], tmp_path / "alone", batch_size=1, kv_cache_dtype="fp8")
