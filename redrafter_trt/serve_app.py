@@ -222,7 +222,8 @@ class App:
             usage = ({"usage": usage_of(len(prompts[i // n]), made)} if req.continuous_usage else
                      {"usage": None} if req.include_usage else {})
             events(head | {"object": chunk_kind,
-                           "choices": [{"index": i, **part, "logprobs": lps(values), "finish_reason": None}]} | usage)
+                           "choices": [{"index": i, **part, "logprobs": lps(values) if values else None,
+                                        "finish_reason": None}]} | usage)
         if req.stream:
             if backend.closing:  # before the stream opens: a 503 the client can retry
                 raise Unavailable(SHUTTING_DOWN)

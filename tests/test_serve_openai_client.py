@@ -158,6 +158,9 @@ def test_streamed_chat_adds_up_to_the_answer_with_usage_last(client):
     assert [c.choices[0].finish_reason for c in parts] == [None] * (len(parts) - 1) + [whole.choices[0].finish_reason]
     streamed = [t for c in parts if c.choices[0].logprobs for t in c.choices[0].logprobs.content]
     assert streamed == whole.choices[0].logprobs.content
+    # as OpenAI and vLLM: a chunk without tokens (the role's) has null logprobs, not an empty content list
+    assert parts[0].choices[0].logprobs is None
+    assert all(c.choices[0].logprobs is None or c.choices[0].logprobs.content for c in parts)
 
 
 def test_the_clients_stream_helper_accumulates_the_answer(client, backend, tiny):  # noqa: F811
