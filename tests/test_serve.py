@@ -221,6 +221,31 @@ def test_batched_requests_get_their_own_number_of_top_logprobs(backend):
     assert jobs[2].choices[0].logprobs is None
 
 
+def test_a_request_starting_behind_a_shorter_one_gets_its_own_max_tokens(backend):
+    """Two greedy requests queued together start as one batch: the batch decodes to the larger max_tokens, so the
+    second, asking for more than the first, still gets all its tokens and the answer it gets alone."""
+    from redrafter_trt.serve_jobs import Job
+
+    def answer(*jobs):
+        assert backend.wait_idle(120)
+        with backend.scheduler.wake:  # waiting together: the scheduler starts them as one batch
+            backend.scheduler.waiting.extend(jobs)
+            backend.scheduler.wake.notify_all()
+        for job in jobs:
+            while job.events.get(timeout=120) is not None:
+                pass
+        return [job.choices[0] for job in jobs]
+
+    def job(prompt, max_tokens):
+        return Job([backend.encode(prompt)], max_tokens, 0.0, 0, [], ignore_eos=True)
+
+    alone, = answer(job("Once upon a time", 10))
+    short, long = answer(job("The capital of France is", 2), job("Once upon a time", 10))
+    assert len(short.ids) == 2 and short.finish_reason == "length"
+    assert len(long.ids) == 10 and long.finish_reason == "length"
+    assert (long.ids, long.text) == (alone.ids, alone.text)
+
+
 def test_token_bytes_rebuild_multibyte_characters(backend):
     from redrafter_trt.runtime import TokenLogprob
     from redrafter_trt.serve_text import Logprob
