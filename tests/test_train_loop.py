@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import random
 import re
 from pathlib import Path
@@ -45,6 +46,17 @@ def _cfg(chat_base, qa_file, tmp_path, **kw):
 
 def _tensors(folder):
     return load_drafter(folder)[1]
+
+
+def test_learning_rate_warms_up_linearly_over_5_percent_then_falls_as_a_cosine_to_zero():
+    from redrafter_trt.train.steps import learning_rate
+
+    # 40 steps: warm-up over 2 (40 // 20), then a cosine over the 38 after it
+    assert [learning_rate(s, 40, 2.0) for s in (0, 1, 2)] == [1.0, 2.0, 2.0]
+    assert learning_rate(21, 40, 2.0) == pytest.approx(1.0)  # halfway down the cosine
+    assert learning_rate(40, 40, 2.0) == pytest.approx(0.0, abs=1e-12)
+    assert learning_rate(3, 40, 2.0) == pytest.approx(1.0 + math.cos(math.pi / 38))
+    assert learning_rate(0, 10, 2.0) == 2.0  # fewer than 20 steps: one step of warm-up
 
 
 def test_loss_decreases_and_drafter_loads(chat_base, qa_file, tmp_path):
