@@ -270,6 +270,7 @@ def test_resume_refuses_other_objective_options(chat_base, qa_file, tmp_path):
                           ({"soft_target": 0.0}, "--soft-target (0.5 then, 0.0 now)"),
                           ({"step_decay": 1.0}, "--step-decay (0.8 then, 1.0 now)"),
                           ({"batch_size": 32}, "--batch-size (64 then, 32 now)"), ({"lr": 1.0}, "--lr (0.003 then, 1.0 now)"),
+                          ({"seed": 2}, "--seed (1 then, 2 now)"),
                           ({"train_dtype": other_dtype}, f"--train-dtype ({auto_dtype} then, {other_dtype} now)"),
                           ({"train_head": False}, "--freeze-head:"), ({"max_examples": 50}, "--max-examples (all then, 50 now):"),
                           ({"data": [other]}, "--data (the files' contents)"),
