@@ -770,6 +770,17 @@ def test_pruned_head_loss_is_the_full_vocabulary_loss():
     assert torch.equal(head.full_weight(), full)
 
 
+def test_a_pruned_heads_best_kept_row_is_correct_only_above_the_dropped_rows_zero_logit():
+    """The dropped rows' logits are 0 in the saved drafter: a kept row whose logit is the highest of the kept rows
+    but below 0 is not what the drafter proposes."""
+    weight = torch.tensor([[-1.0], [-2.0], [-3.0]])  # three kept rows; four dropped ones
+    feats = torch.tensor([[1.0], [-1.0]])  # logits [-1, -2, -3] (all below 0), then [1, 2, 3]
+    _, correct = FusedCrossEntropy.apply(feats, weight, torch.tensor([0, 2]), torch.ones(2), 4, 5)
+    assert correct.tolist() == [False, True]
+    _, correct = FusedCrossEntropy.apply(feats, weight, torch.tensor([0, 2]), torch.ones(2), 0, 5)
+    assert correct.tolist() == [True, True]  # nothing dropped: the best row is the argmax whatever its sign
+
+
 def test_bfloat16_products_keep_loss_and_gradients_float32_and_close():
     """mm_dtype=bfloat16: only the three products run in bfloat16; loss and gradients come back float32 and
     within bfloat16's rounding of the float32 result (a wrong gradient would be off by far more)."""
