@@ -781,6 +781,16 @@ def test_a_pruned_heads_best_kept_row_is_correct_only_above_the_dropped_rows_zer
     assert correct.tolist() == [True, True]  # nothing dropped: the best row is the argmax whatever its sign
 
 
+def test_step_accuracies_count_only_each_steps_valid_rows():
+    from redrafter_trt.train.objective import StepResult
+
+    # three anchors, two draft steps; the last two anchors have no step 1 (their answer ended)
+    res = StepResult(torch.zeros(()), correct=torch.tensor([[True, True], [True, False], [False, False]]),
+                     valid=torch.tensor([[True, True], [True, False], [True, False]]))
+    assert res.top1() == pytest.approx([2 / 3, 1.0])
+    assert res.chained() == pytest.approx([2 / 3, 1.0])
+
+
 def test_bfloat16_products_keep_loss_and_gradients_float32_and_close():
     """mm_dtype=bfloat16: only the three products run in bfloat16; loss and gradients come back float32 and
     within bfloat16's rounding of the float32 result (a wrong gradient would be off by far more)."""
