@@ -275,3 +275,48 @@ def test_a_bool_field_that_changes_the_answer_is_refused_in_any_form(chat_, fiel
     body = ({"messages": ASK} if chat_ else {"prompt": "Hi"}) | {field: sent}
     with pytest.raises(RequestError, match=f'"{field}" is not implemented by this server'):
         refuse_unsupported(body, chat_, sampling=True)
+
+
+@pytest.mark.parametrize("max_tokens, newer", [(5, 10), (10, 5)])
+def test_max_tokens_and_max_completion_tokens_that_disagree_either_way_are_refused(max_tokens, newer):
+    with pytest.raises(RequestError, match=f'"max_tokens" {max_tokens} and "max_completion_tokens" {newer} disagree: '
+                                           'send one of them') as e:
+        chat(max_tokens=max_tokens, max_completion_tokens=newer)
+    assert e.value.param == "max_completion_tokens"
+    assert chat(max_tokens=5, max_completion_tokens=5).max_tokens == 5
+
+
+def test_an_assistants_tool_calls_without_a_tool_parser_are_refused():
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    with pytest.raises(RequestError, match=r'"messages"\[1\]: tool calls and results need tool calling: start the '
+                                           'server with --tool-parser') as e:
+        parse({"messages": ASK + [{"role": "assistant", "content": None, "tool_calls": [call]}]}, chat=True,
+              model_name="m", max_output_len=16)
+    assert e.value.param == "messages.[1].tool_calls"
+
+
+def test_top_logprobs_0_without_logprobs_true_is_refused():
+    with pytest.raises(RequestError, match='"top_logprobs" needs "logprobs": true') as e:
+        chat(top_logprobs=0)
+    assert e.value.param == "top_logprobs"
+    assert chat(logprobs=True, top_logprobs=0).logprobs == 0
+
+
+def test_a_seed_is_any_64_bit_integer():
+    assert [completion(seed=s).seed for s in (2 ** 63 - 1, -2 ** 63)] == [2 ** 63 - 1, 0]  # taken mod 2**63
+    for seed in (2 ** 63, -2 ** 63 - 1):
+        with pytest.raises(RequestError, match='"seed" must be a 64-bit integer'):
+            completion(seed=seed)
+
+
+def test_at_most_64_prompts_are_taken_in_one_request():
+    assert len(completion(prompt=["Hi"] * 64).prompts) == 64
+    with pytest.raises(RequestError, match="65 prompts in one request: send at most 64") as e:
+        completion(prompt=["Hi"] * 65)
+    assert e.value.param == "prompt"
+
+
+@pytest.mark.parametrize("prompt", [[True, False], [[1, 2], [True]]])
+def test_booleans_are_no_token_ids(prompt):
+    with pytest.raises(RequestError, match='"prompt" must be a string, a list of strings, a list of token ids'):
+        completion(prompt=prompt)
