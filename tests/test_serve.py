@@ -1089,6 +1089,25 @@ def test_scheduler_batches_greedy_requests_only_and_within_max_batch():
     assert [j.max_tokens for j in Scheduler._next_batch(fake)] == [64, 12]
 
 
+def test_an_answer_ending_on_eos_under_ignore_eos_finishes_for_its_length():
+    """Under ignore_eos, EOS ends nothing: an answer whose last token happens to be EOS ran to its max_tokens."""
+    from types import SimpleNamespace
+
+    from redrafter_trt.serve_jobs import Job, Row
+    from redrafter_trt.serve_scheduler import Scheduler
+
+    EOS = 2
+    for ignore_eos, reason in [(False, "stop"), (True, "length")]:
+        job = Job([[1]], 3, 0.0, 0, [], ignore_eos=ignore_eos)
+        text = SimpleNamespace(ids=[5, 6, EOS], text="ab", stopped=False, finish=lambda: "",
+                               logprobs=lambda everything=False: [])
+        job.rows = [Row(job, 0, text, steps=2)]
+        fake = SimpleNamespace(eos={EOS}, unanswered=[job])
+        fake._stops = lambda job: Scheduler._stops(fake, job)
+        Scheduler._answer(fake, job)
+        assert [c.finish_reason for c in job.choices] == [reason] and fake.unanswered == []
+
+
 def test_max_output_len_must_leave_room_for_a_prompt(backend):
     from redrafter_trt.errors import ConfigError
 
