@@ -131,6 +131,14 @@ def test_vocab_padding_and_kv_duplication(tmp_path, tp):
     assert last.shape[0] == rows and not last[250 - rows * (tp - 1):].any()
 
 
+def test_a_rank_past_the_vocabularys_end_holds_only_padding():
+    """5 rows on 4 ranks pad to 8, 2 a rank: rank 2 holds the last real row and one zero row, rank 3 zero rows only."""
+    from redrafter_trt.shard import vocab_range
+
+    assert [vocab_range(5, r, 4) for r in range(4)] == [(0, 2, 0), (2, 4, 0), (4, 5, 1), (5, 5, 2)]
+    assert [vocab_range(8, r, 4) for r in range(4)] == [(0, 2, 0), (2, 4, 0), (4, 6, 0), (6, 8, 0)]
+
+
 def _trtllm_base_only(tmp_path, base, tp):
     """A base-only checkpoint through the converter's HF path (drafter vocab must divide tp, so use the plan directly)."""
     from redrafter_trt.config import BaseModelConfig, read_json, trtllm_model_fields
