@@ -15,7 +15,7 @@ PRESET=$(cd "$(dirname "$0")/.." && pwd)/configs/llama-3.1-70b-instruct-tp4.yaml
 # No ReDrafter drafter is published for this model: train one first (README, "Train a drafter"). `train` holds the
 # whole base on one device, 141 GB in bfloat16, which no 80 GB GPU holds (--device cuda runs out of memory, and
 # torchrun copies the whole base to every GPU); on a host with RAM to spare (about 200 GB) it runs on the CPU, slowly:
-#   redrafter-trt train --base "$BASE" --data prompts.jsonl --distill --device cpu --base-dtype bfloat16 --output "$DRAFTER"
+#   redrafter-trt train --base models/Llama-3.1-70B-Instruct --data prompts.jsonl --distill --device cpu --base-dtype bfloat16 --output models/Llama-3.1-70B-Instruct-redrafter
 # or bring a drafter trained elsewhere for this base (Apple layout: config.json + model.safetensors).
 
 # convert reads the base lazily, one rank's slices at a time: no GPU needed for this step
@@ -31,4 +31,6 @@ mpirun -n 4 redrafter-trt run --config "$PRESET" \
     --input-text "Explain speculative decoding in three sentences."
 
 # Serve it over HTTP (OpenAI-style /v1/completions and /v1/chat/completions on port 8000):
-#   redrafter-trt serve --config configs/llama-3.1-70b-instruct-tp4.yaml --engine-dir "$WORK/engine" --tokenizer-dir "$BASE"
+#   redrafter-trt serve --config configs/llama-3.1-70b-instruct-tp4.yaml
+# from the repository root, where the preset finds the engine and the tokenizer (with WORK or BASE set, add
+# --engine-dir "$WORK/engine" --tokenizer-dir "$BASE" with their values).

@@ -12,7 +12,7 @@ WORK=${WORK:-work/llama-3.1-8b-instruct}
 PRESET=$(cd "$(dirname "$0")/.." && pwd)/configs/llama-3.1-8b-instruct.yaml
 
 # No ReDrafter drafter is published for this model: train one first (README, "Train a drafter"), e.g.
-#   redrafter-trt train --base "$BASE" --data prompts.jsonl --distill --device cuda --output "$DRAFTER"
+#   redrafter-trt train --base models/Llama-3.1-8B-Instruct --data prompts.jsonl --distill --device cuda --output models/Llama-3.1-8B-Instruct-redrafter
 
 redrafter-trt convert --config "$PRESET" \
     --base "$BASE" --drafter "$DRAFTER" --output "$WORK/checkpoint" --force
@@ -25,4 +25,6 @@ redrafter-trt run --config "$PRESET" \
     --input-text "Explain speculative decoding in three sentences."
 
 # Serve it over HTTP (OpenAI-style /v1/completions and /v1/chat/completions on port 8000):
-#   redrafter-trt serve --config configs/llama-3.1-8b-instruct.yaml --engine-dir "$WORK/engine" --tokenizer-dir "$BASE"
+#   redrafter-trt serve --config configs/llama-3.1-8b-instruct.yaml
+# from the repository root, where the preset finds the engine and the tokenizer (with WORK or BASE set, add
+# --engine-dir "$WORK/engine" --tokenizer-dir "$BASE" with their values).

@@ -12,7 +12,7 @@ WORK=${WORK:-work/qwen2.5-7b-instruct-fp8}
 PRESET=$(cd "$(dirname "$0")/.." && pwd)/configs/qwen2.5-7b-instruct-fp8.yaml
 
 # No ReDrafter drafter is published for this model: train one first (README, "Train a drafter"), e.g.
-#   redrafter-trt train --base "$BASE" --data prompts.jsonl --distill --device cuda --output "$DRAFTER"
+#   redrafter-trt train --base models/Qwen2.5-7B-Instruct --data prompts.jsonl --distill --device cuda --output models/Qwen2.5-7B-Instruct-redrafter
 
 redrafter-trt convert --config "$PRESET" \
     --base "$BASE" --drafter "$DRAFTER" --output "$WORK/checkpoint" --force
@@ -25,4 +25,6 @@ redrafter-trt run --config "$PRESET" \
     --input-text "Explain speculative decoding in three sentences."
 
 # Serve it over HTTP (OpenAI-style /v1/completions and /v1/chat/completions on port 8000):
-#   redrafter-trt serve --config configs/qwen2.5-7b-instruct-fp8.yaml --engine-dir "$WORK/engine" --tokenizer-dir "$BASE"
+#   redrafter-trt serve --config configs/qwen2.5-7b-instruct-fp8.yaml
+# from the repository root, where the preset finds the engine and the tokenizer (with WORK or BASE set, add
+# --engine-dir "$WORK/engine" --tokenizer-dir "$BASE" with their values).

@@ -13,9 +13,9 @@ PRESET=$(cd "$(dirname "$0")/.." && pwd)/configs/qwen3-8b.yaml
 
 # No ReDrafter drafter is published for this model: train one first (README, "Train a drafter"), on the answers it
 # will draft: thinking on (the template's default, as served here), e.g.
-#   redrafter-trt train --base "$BASE" --data prompts.jsonl --distill --device cuda --output "$DRAFTER"
+#   redrafter-trt train --base models/Qwen3-8B --data prompts.jsonl --distill --device cuda --output models/Qwen3-8B-redrafter
 # To serve with thinking off, distil those answers instead (and set chat-template-kwargs under the preset's run:):
-#   redrafter-trt train --base "$BASE" --data prompts.jsonl --distill --chat-template-kwargs '{"enable_thinking": false}' --device cuda --output "$DRAFTER"
+#   redrafter-trt train --base models/Qwen3-8B --data prompts.jsonl --distill --chat-template-kwargs '{"enable_thinking": false}' --device cuda --output models/Qwen3-8B-redrafter
 
 redrafter-trt convert --config "$PRESET" \
     --base "$BASE" --drafter "$DRAFTER" --output "$WORK/checkpoint" --force
@@ -29,4 +29,6 @@ redrafter-trt run --config "$PRESET" \
 
 # Serve it over HTTP (OpenAI-style /v1/completions and /v1/chat/completions on port 8000), tool calls and thinking
 # parsed (the preset's tool-parser and reasoning-parser qwen3):
-#   redrafter-trt serve --config configs/qwen3-8b.yaml --engine-dir "$WORK/engine" --tokenizer-dir "$BASE"
+#   redrafter-trt serve --config configs/qwen3-8b.yaml
+# from the repository root, where the preset finds the engine and the tokenizer (with WORK or BASE set, add
+# --engine-dir "$WORK/engine" --tokenizer-dir "$BASE" with their values).

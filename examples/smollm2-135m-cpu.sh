@@ -36,4 +36,5 @@ redrafter-trt run --config "$PRESET" \
     --input-text "What is the capital of France?"
 
 # Serve it over HTTP (OpenAI-style /v1/completions and /v1/chat/completions on port 8000):
-#   redrafter-trt serve --config "$PRESET" --checkpoint-dir "$WORK/checkpoint" --tokenizer-dir "$BASE"
+#   redrafter-trt serve --config configs/smollm2-135m-cpu.yaml --tokenizer-dir "$(python3 -m redrafter_trt.smollm2)"
+# from the repository root, where the preset finds the checkpoint (with WORK set, add --checkpoint-dir "$WORK/checkpoint").

@@ -15,7 +15,7 @@ PRESET=$(cd "$(dirname "$0")/.." && pwd)/configs/vicuna-7b-v1.3.yaml
 # No ReDrafter drafter is published for this model: train one first with Apple's ml-recurrent-drafter recipe (as the
 # preset says). `redrafter-trt train` renders prompts through the tokenizer's chat template, which Vicuna v1.3 lacks
 # (it refuses such a base): add Vicuna's template to its tokenizer_config.json first, then (README, "Train a drafter")
-#   redrafter-trt train --base "$BASE" --data prompts.jsonl --distill --device cuda --output "$DRAFTER"
+#   redrafter-trt train --base models/vicuna-7b-v1.3 --data prompts.jsonl --distill --device cuda --output models/vicuna-7b-v1.3-redrafter
 
 redrafter-trt convert --config "$PRESET" \
     --base "$BASE" --drafter "$DRAFTER" --output "$WORK/checkpoint" --force
@@ -28,4 +28,6 @@ redrafter-trt run --config "$PRESET" \
     --input-text "A chat between a curious user and an artificial intelligence assistant. USER: What is speculative decoding? ASSISTANT:"
 
 # Serve it over HTTP (OpenAI-style /v1/completions on port 8000; Vicuna v1.3 has no chat template for /v1/chat/completions):
-#   redrafter-trt serve --config configs/vicuna-7b-v1.3.yaml --engine-dir "$WORK/engine" --tokenizer-dir "$BASE"
+#   redrafter-trt serve --config configs/vicuna-7b-v1.3.yaml
+# from the repository root, where the preset finds the engine and the tokenizer (with WORK or BASE set, add
+# --engine-dir "$WORK/engine" --tokenizer-dir "$BASE" with their values).

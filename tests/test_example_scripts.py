@@ -43,3 +43,24 @@ def test_shell_scripts_call_python3(script):
     bare = [line for line in script.read_text().splitlines()
             if re.search(r"(^|[\s(;|&`])python\b(?!3)", line) and not line.lstrip().startswith("#")]
     assert not bare, bare
+
+
+COMMENTED = sorted([*ROOT.glob("examples/*.sh"), *ROOT.glob("configs/*.yaml")])
+
+
+@pytest.mark.parametrize("path", COMMENTED, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_commands_in_comments_run_pasted_into_a_fresh_shell(path):
+    """A command a comment gives is pasted into the user's shell at the repository root: it names no variable that
+    only the script sets ($BASE, $WORK, ... are empty there: serve's `--config "$PRESET"` was `error: --config is
+    empty`, its `--engine-dir "$WORK/engine"` overrode the preset's engine with /engine), the configs it names exist,
+    and it calls `python3` (the preset's `python -c ...` was missing on Debian and Ubuntu)."""
+    script_vars = {"BASE", "DRAFTER", "WORK", "PRESET", "ENGINE_CKPT", "BUILD_MODE"}
+    commands = [line.lstrip("# ").strip() for line in path.read_text().splitlines()
+                if re.match(r"#\s+(redrafter-trt|python3?|hf) ", line.lstrip())]
+    assert commands or path.suffix == ".yaml", "no command in its comments: is this test reading them?"
+    for command in commands:
+        assert not {v for v in script_vars if re.search(rf"\${v}\b|\${{{v}}}", command)}, command
+        assert all((ROOT / c).is_file() for c in re.findall(r"configs/\S+\.yaml", command)), command
+        assert not re.search(r"(^|[\s(;|&`'])python\b(?!3)", command), command
+    if path.suffix == ".yaml":
+        assert not re.search(r"(^|[\s(;|&`'])python\b(?!3)", path.read_text()), "a bare python in its comments"
