@@ -6,7 +6,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import click
@@ -1551,3 +1555,28 @@ def test_a_presets_output_is_named_as_the_preset_field_not_a_flag(parts, ckpt, t
     result = run_cli(cmd, "--config", preset, *args)
     assert_one_line_error(result, needle.format(ckpt=ckpt, base=base))
     assert "error: --" not in result.output, result.output
+
+
+def test_a_line_logged_while_a_progress_bar_runs_gets_a_line_of_its_own(tmp_path):
+    """train's "interrupted: state saved after step N" (logged as another torchrun rank died) was glued to the end of
+    its progress bar's last frame, where it went unseen: every command's log lines go above a running bar now."""
+    (tmp_path / "demo_command.py").write_text(textwrap.dedent("""
+        import logging
+
+        import click
+        from tqdm import tqdm
+
+        @click.command()
+        def demo():
+            with tqdm(total=4, desc="demo bar") as bar:
+                bar.update(2)
+                logging.getLogger("redrafter_trt.demo").warning("state saved after step 2")
+                bar.update(2)
+    """))
+    code = ("import sys; from redrafter_trt import cli; cli.COMMANDS['demo'] = 'demo_command:demo'; "
+            "sys.exit(cli.main(['demo']))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])})
+    assert r.returncode == 0, r.stderr
+    lines = re.split(r"[\r\n]", r.stderr)
+    assert "WARNING redrafter_trt.demo: state saved after step 2" in lines, r.stderr

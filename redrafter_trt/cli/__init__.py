@@ -261,4 +261,11 @@ def main(ctx, debug, verbose):
         signal.SIGTERM, signal.SIG_DFL if previous is None else previous))
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    # a line logged while a progress bar runs goes above it, on a line of its own: it was glued to the bar's end
+    # (train's "interrupted: state saved after step N" behind its last frame, when another torchrun rank died). Only
+    # where the lines go to this stderr: tqdm's handler is added even where none was (a caller's own logging)
+    if any(type(h) is logging.StreamHandler and h.stream is sys.stderr for h in logging.root.handlers):
+        ctx.with_resource(logging_redirect_tqdm())
 
