@@ -37,9 +37,27 @@ def test_tree_acceptance_is_exact():
     assert min(pvalues) > ALPHA
     assert (acc.count[(first != 0) & (first != 1)] == 1).all()  # a non-drafted token ends the step
     assert (acc.count <= 3).all() and set(acc.last.tolist()) <= set(range(6))
+    assert (acc.count == 3).any()  # the last draft depth is accepted too
+    _assert_accepted_a_tree_path(acc, tree)
     # power: "accept the first child whenever p(child) > 0.1" is biased and must fail
     biased = torch.where(torch.rand(B, generator=g) < 0.9, torch.zeros_like(first), first)
     assert chi_square_pvalue(torch.bincount(biased, minlength=V), p[0]) < ALPHA
+
+
+def _assert_accepted_a_tree_path(acc, tree):
+    """Every row: accepted node i (i >= 1) is at depth i, holds the token emitted before it and descends from
+    accepted node i-1 (so is its child); the row's last emitted token is no child of its last accepted node."""
+    B, L = acc.path.shape
+    rows = torch.arange(B)
+    for i in range(1, L):
+        on = acc.count > i
+        node, prev = acc.path[on, i], acc.path[on, i - 1]
+        assert (tree.depth[rows[on], node] == i).all()
+        assert (tree.tokens[rows[on], node] == acc.emitted[on, i - 1]).all()
+        assert tree.mask[rows[on], node, prev].all()
+    last_tok = acc.emitted[rows, acc.count - 1]  # [B]
+    child = tree.mask[rows, :, acc.last] & (tree.depth == tree.depth[rows, acc.last][:, None] + 1)  # [B, N]
+    assert not (child & (tree.tokens == last_tok[:, None])).any()
 
 
 @pytest.mark.parametrize("rule", ["exact", "trtllm"])
