@@ -337,6 +337,15 @@ def test_a_checkpoint_inspect_refuses_is_not_written(parts, monkeypatch, extra, 
     assert_one_line_error(convert_err(parts, *extra), needle)
 
 
+def test_the_tree_may_fill_max_position_embeddings(parts):
+    """num_beams x (draft_len + 1) tokens verified per step may reach max_position_embeddings (512), not pass it."""
+    assert_one_line_error(convert_err(parts, "--num-beams", "171", "--draft-len", "2"),
+                          "513 tokens verified per step exceed max_position_embeddings 512")
+    result = run_cli("convert", "--base", parts[0], "--drafter", parts[1], "--output", parts[2], "--num-beams", "128",
+                     "--draft-len", "3")
+    assert result.exit_code == 0, result.output
+
+
 def test_partials_of_live_runs_survive_the_stale_sweep(tmp_path):
     """The sweep before each write removes what killed runs left, never the FP8 scratch of the run itself (it is
     read while the output is written) or a concurrent run's partial output."""
