@@ -57,6 +57,15 @@ def test_problems_come_in_layout_order(ckpt, tmp_path):
     assert problems == [f"rank0: {n} is F32, config implies F16" for n in names]
 
 
+def test_an_architecture_not_of_its_base_is_a_problem(ckpt, tmp_path):
+    """A hand-edited config naming ReDrafter's Qwen model over a Llama base would build the wrong network."""
+    copy = broken(ckpt, tmp_path, architecture="ReDrafterForQWenLM")
+    assert json.loads((copy / "config.json").read_text())["base_model_architecture"] == "LlamaForCausalLM"
+    result = run_cli("inspect", copy)
+    assert result.exit_code == 1 and ("problem: architecture ReDrafterForQWenLM does not match base_model_architecture "
+                                      "LlamaForCausalLM (expected ReDrafterForLLaMALM)") in result.output, result.output
+
+
 def test_a_qwen_checkpoint_without_seq_length_is_a_problem(tiny_qwen2, tmp_path):
     """TensorRT-LLM 1.2.x's QWenDecoderLayer reads `config.seq_length` (models/qwen/model.py; QWenConfig sets none):
     a Qwen checkpoint without it passed inspect and then failed trtllm-build with an AttributeError."""
