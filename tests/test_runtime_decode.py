@@ -72,6 +72,20 @@ def test_max_new_tokens_inside_a_step_emits_exactly_that_many(tiny_llama, tiny_d
         assert all(sum(a) + 1 == n and len(a) + 1 == s for a, s in zip(res.accepted, res.steps))
 
 
+def test_on_steps_tokens_per_step_is_the_mean_over_the_rows_so_far(tiny_llama, tiny_drafter):
+    """Iteration.tokens_per_step (the server's avgNumDecodedTokensPerIter) of a decoding step: the mean over its rows
+    of each row's tokens per step before it, the prefill's token and step counted."""
+    model, _ = lookup_model(tiny_llama, tiny_drafter, 12, seed=5)
+    heard = []
+    res = rt.generate(model, PROMPTS, 12, on_step=heard.append)
+    decoding = [it for it in heard if it.generation_rows]
+    assert decoding[0].generation_rows == len(PROMPTS) > 1
+    for j, it in enumerate(decoding):
+        rows = [a for a in res.accepted if len(a) > j]
+        assert it.generation_rows == len(rows)
+        assert it.tokens_per_step == pytest.approx(sum((1 + sum(a[:j])) / (j + 1) for a in rows) / len(rows))
+
+
 def test_eos_ids_stop_as_transformers_generate_does(tiny_llama, tiny_drafter):
     """Several EOS ids (a generation config's list), one of them a row's first token (it ends at the prefill while the
     batch goes on) and one inside accepted drafts: the outputs are transformers' greedy generate with that list (no
