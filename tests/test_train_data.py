@@ -15,7 +15,7 @@ import torch
 
 from redrafter_trt.errors import ConfigError
 from redrafter_trt.prompts import load_prompts, prompt_of
-from redrafter_trt.train.data import (Conversation, Example, conversation_of, encode, prompt_ids,
+from redrafter_trt.train.data import (Conversation, Example, conversation_of, cut_middle, encode, prompt_ids,
                                      read_conversations)
 from redrafter_trt.train.features import flatten
 from tinymodels import make_hf
@@ -129,6 +129,22 @@ def test_mask_with_explicit_system_and_truncation(tok):
 def test_prompt_ids_end_with_assistant_header(tok):
     conv = Conversation(({"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A"}))
     assert tok.decode(prompt_ids(tok, conv, 1000)).endswith("<|im_start|>user\nQ?<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_a_cut_keeps_the_first_and_last_halves_the_longer_one_last():
+    assert cut_middle(list(range(10)), 4) == [0, 1, 8, 9]
+    assert cut_middle(list(range(10)), 5) == [0, 1, 7, 8, 9]
+    assert cut_middle(list(range(3)), 5) == [0, 1, 2]
+
+
+def test_a_prompt_cut_for_distillation_keeps_its_head_and_the_assistant_header(tok):
+    from redrafter_trt.train.dataset import unique_prompts
+    conv = Conversation(({"role": "user", "content": "Q" * 200}, {"role": "assistant", "content": "A"}))
+    full = prompt_ids(tok, conv)
+    (ids,), cut = unique_prompts(tok, [conv], 32)
+    assert cut == 1 and len(ids) == 30 and ids[:15] == full[:15]
+    assert tok.decode(ids).endswith("<|im_end|>\n<|im_start|>assistant\n")
+    assert prompt_ids(tok, conv, 30) == ids
 
 
 @pytest.mark.parametrize("answer", ["\n\nFirst, a list", "  Indented", " Hello there", "Plain"])
