@@ -93,6 +93,9 @@ def test_the_turn_end_is_the_templates_special_token_after_an_answer(tmp_path):
     assert turn_end_ids(tok) == {tok.eos_token_id}  # SmolLM2's: <|im_end|> is its EOS
     tok.chat_template = CHATML.replace("'<|im_end|>' + '\n'", "'\n'")  # no special token after an answer
     assert tok.chat_template != CHATML and turn_end_ids(tok) == set()
+    tok.chat_template = CHATML.replace("'<|im_end|>' + '\n'", "'\n### User:'")  # plain text after an answer
+    assert "### User:" in tok.apply_chat_template([{"role": "assistant", "content": "A"}], tokenize=False)
+    assert turn_end_ids(tok) == set()
     tok.chat_template = "{{ raise_exception('no') }}"
     assert turn_end_ids(tok) == set()
 
