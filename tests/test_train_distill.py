@@ -453,3 +453,23 @@ def test_an_answer_is_cut_where_prompt_and_answer_reach_max_len(tmp_path):
     ((answer, hidden),) = distill(_loader(base, tok, COUNTING), tok, [prompt], tmp_path / "c", max_new_tokens=30,
                                   batch_size=1, max_len=len(prompt) + 5)
     assert answer == whole[:5] and hidden.load().shape[0] == 5
+
+
+def test_prompts_of_other_lengths_batched_together_stop_each_at_its_own_max_len(tmp_path):
+    """A batch goes on while its shortest prompt has room; each row's answer still stops where its prompt and answer
+    reach max_len, as it does answered alone."""
+    from redrafter_trt.train.distill import distill
+
+    base = tmp_path / "base"
+    tok = _chatml_base_with_endoftext(base)
+    short = _yo_prompt(tok)
+    long = tok(tok.apply_chat_template([{"role": "user", "content": "Yo, you"}], add_generation_prompt=True,
+                                       tokenize=False), add_special_tokens=False)["input_ids"]
+    max_len = len(long) + 5
+    assert len(short) < len(long) and max_len - len(short) < len(tok(COUNTING)["input_ids"]) - 1
+    batched = distill(_loader(base, tok, COUNTING), tok, [short, long], tmp_path / "b", max_new_tokens=30,
+                      batch_size=2, max_len=max_len)
+    alone = [distill(_loader(base, tok, COUNTING), tok, [p], tmp_path / f"a{k}", max_new_tokens=30, batch_size=1,
+                     max_len=max_len)[0][0] for k, p in enumerate((short, long))]
+    assert [a for a, _ in batched] == alone
+    assert [len(p) + len(a) for p, (a, _) in zip((short, long), batched)] == [max_len, max_len]
