@@ -1009,6 +1009,28 @@ def test_verdict_names_a_drafter_that_accepts_nothing():
     assert line.startswith("the drafter accepts almost nothing") and "1.01 tokens" in line and "--distill" in line
 
 
+def test_a_drafter_accepting_more_in_another_configuration_than_the_best_is_not_said_to_accept_nothing():
+    """The best configuration (the fastest) makes 1.0 tokens a step, another 1.6: the drafter does accept tokens."""
+    plain = timed_run(100, 5.0, 100)
+    fastest = ConfigResult(1, 1, timed_run(100, 2.5, 100), speedup_vs_hf=4.0, speedup_vs_no_draft=2.0,
+                           mismatched_prompts=[])
+    accepting = ConfigResult(2, 2, timed_run(62, 6.0, 100), speedup_vs_hf=1.6, speedup_vs_no_draft=5.0 / 6.0,
+                             mismatched_prompts=[])
+    report = BenchReport(meta={}, hf=timed_run(100, 10.0, 100), no_draft=plain, configs=[fastest, accepting])
+    assert report.best is fastest and fastest.run.mean_tokens_per_step == 1.0
+    assert "accepts almost nothing" not in verdict(report)
+
+
+def test_the_transformers_row_compares_it_to_plain_decoding():
+    """transformers 10 s, plain decoding 5 s for the same tokens: transformers runs at 0.50x plain decoding."""
+    from redrafter_trt.bench_report import format_table
+
+    report = BenchReport(meta={}, hf=timed_run(100, 10.0, 100), no_draft=timed_run(100, 5.0, 100), configs=[])
+    hf_row, plain_row = (line.split() for line in format_table(report).splitlines()[2:4])
+    assert hf_row[0] == "transformers" and hf_row[4] == "0.50"
+    assert plain_row[:2] == ["no", "draft"] and plain_row[4] == "2.00"
+
+
 
 @pytest.mark.parametrize("dtype, why", [("float32", "a bug"), ("bfloat16", "bfloat16 logits tie often")])
 def test_best_and_the_verdict_take_only_configurations_that_match_plain_decoding(dtype, why):
@@ -1356,6 +1378,8 @@ def test_the_busiest_method_is_named():
     drafted.cpu_seconds, drafted.cpu_wait_seconds = 6.0, 4.0  # 40%: the worst
     config = ConfigResult(2, 2, drafted, speedup_vs_hf=1.0, speedup_vs_no_draft=5.0 / 4.0, mismatched_prompts=[])
     report = BenchReport(meta={}, hf=timed_run(100, 10.0, 100, prompts=4), no_draft=plain, configs=[config])
+    assert "40% of the time" in busy_warning(report) and "(W=2 L=2;" in busy_warning(report)
+    plain.cpu_seconds, plain.cpu_wait_seconds = 9.9, 0.1      # 1%: quiet while plain decoding was timed
     assert "40% of the time" in busy_warning(report) and "(W=2 L=2;" in busy_warning(report)
     line = verdict(report)
     assert line.startswith("drafting pays here: a W=2 L=2 step costs") and line.endswith(
