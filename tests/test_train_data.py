@@ -2369,6 +2369,19 @@ def test_an_unreadable_chunk_is_named_once_and_computed_again(tmp_path, caplog):
     assert caplog.text.rstrip().endswith(": computing it again") and "re-download" not in caplog.text
 
 
+def test_a_chunk_of_other_rows_is_computed_again(tmp_path, caplog):
+    """A chunk written for rows 5 and 6 (another plan's) holds no hidden states of rows 7 and 8."""
+    import logging
+
+    from redrafter_trt.train.chunks import read_chunk, write_chunk
+
+    path = tmp_path / "00000-of-00001.safetensors"
+    write_chunk(path, {"rows": torch.tensor([5, 6]), "hidden": torch.ones(2, 3)}, {"dtype": "float32"})
+    with caplog.at_level(logging.WARNING):
+        assert read_chunk(path, torch.tensor([7, 8]), {"dtype": "float32"}) is None
+    assert f"cached chunk {path} is not that of these rows: computing it again" in caplog.text
+
+
 def test_an_unreadable_file_of_hidden_states_an_earlier_version_cached_is_computed_again(tmp_path, caplog):
     """The single `hidden-KEY.safetensors` of a version before session 44, cut short (a disk filled up, a partial
     copy): train stopped with exit 2 and a broken download's advice ('re-download or re-export it', for a cache file);
