@@ -963,6 +963,10 @@ def test_the_interval_is_the_ratio_estimators_with_students_t():
     assert three.high == pytest.approx(r * math.exp(t.ppf(1 - 0.025 / 3, 2) * se / r))
     assert three.to_json()["level"] == pytest.approx(1 - 0.05 / 3)
     assert all(type(v) is float for v in (three.ratio, three.low, three.high))  # plain floats, not numpy's
+    two = ratio_interval([1.0, 2.0], [10, 10], [1.1, 2.4], [10, 10])  # two prompts: one degree of freedom
+    r2 = 3.5 / 3.0
+    se2 = math.sqrt(sum((b - r2 * a) ** 2 for a, b in ((1.0, 1.1), (2.0, 2.4))) / 1 / 2) / 1.5
+    assert two.high == pytest.approx(r2 * math.exp(t.ppf(0.975, 1) * se2 / r2))
 
 
 def test_best_is_judged_at_a_level_for_every_configuration_it_was_picked_from():
