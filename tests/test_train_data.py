@@ -2105,6 +2105,10 @@ def test_a_conversation_column_holding_no_messages_leaves_the_records_prompt_rea
         [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Is 7 prime?"},
          {"role": "assistant", "content": "Yes."}]] * 2 + [LMSYS["conversation"]] * 2
     assert load_prompts(path) == ["Is 7 prime?"] * 2 + ["What is the capital of France?"] * 2
+    empty = {"conversations": [], "question": "Q", "response": "A"}  # an empty list holds no messages either
+    assert list(conversation_of(empty).messages) == [{"role": "user", "content": "Q"},
+                                                     {"role": "assistant", "content": "A"}]
+    assert prompt_of(empty) == "Q"
     with pytest.raises(ValueError, match=r"^`conversation` must be a non-empty list of messages$"):
         conversation_of({"id": "x", "conversation": "Human: Hi"})
     with pytest.raises(ValueError, match=r"^`response` is 5: write the answer as a string$"):
