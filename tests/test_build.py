@@ -178,6 +178,18 @@ def test_dry_run_fp8_kv_cache_enables_fp8_context_fmha(tmp_path):
     assert trtllm_12_parser().parse_args(argv[1:]).use_fp8_context_fmha == "enable"
 
 
+@pytest.mark.parametrize("workers", [1, 2, 4])
+def test_workers_other_than_1_reach_trtllm_build(tmp_path, workers):
+    cfg = {"dtype": "bfloat16", "mapping": {"tp_size": 2}}
+    plan = plan_build(BuildOptions(tmp_path, tmp_path / "e", workers=workers), cfg)
+    assert trtllm_12_parser().parse_args(plan.argv[1:]).workers == (None if workers == 1 else workers)
+
+
+def test_a_mapping_without_world_size_has_tp_times_pp_ranks():
+    assert build_mod.world_size({"mapping": {"tp_size": 2, "pp_size": 2}}) == 4
+    assert build_mod.world_size({"mapping": {"world_size": 2, "tp_size": 2}}) == 2
+
+
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_gemm_plugin_follows_dtype(tmp_path, dtype):
     argv = plan_build(BuildOptions(tmp_path, tmp_path / "e"), {"dtype": dtype, "mapping": {"tp_size": 1}}).argv
