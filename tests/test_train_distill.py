@@ -473,3 +473,20 @@ def test_prompts_of_other_lengths_batched_together_stop_each_at_its_own_max_len(
                      max_len=max_len)[0][0] for k, p in enumerate((short, long))]
     assert [a for a, _ in batched] == alone
     assert [len(p) + len(a) for p, (a, _) in zip((short, long), batched)] == [max_len, max_len]
+
+
+def test_a_deleted_batch_file_leaves_its_prompts_to_answer_again_without_a_warning(tmp_path, caplog):
+    """An index line whose batch file is gone (deleted by hand, a cache cleaner) names no answer: its prompts are
+    among those left to distill, and distilling them says nothing of a file it need not read."""
+    from redrafter_trt.train.distill import distill, read_cache, unanswered
+
+    load, tok = _tiny(tmp_path)
+    folder, prompts = tmp_path / "c", [[1, 5, 6], [1, 7, 8]]
+    want = distill(load, tok, prompts, folder, max_new_tokens=4, batch_size=1)
+    gone = folder / next(iter(read_cache(folder).values()))[1]
+    gone.unlink()
+    left = unanswered(prompts, folder, max_new_tokens=4)
+    assert len(left) == 1 and len(read_cache(folder)) == 1
+    with caplog.at_level("WARNING"):
+        again = distill(load, tok, prompts, folder, max_new_tokens=4, batch_size=1)
+    assert [a for a, _ in again] == [a for a, _ in want] and not caplog.records, caplog.text
