@@ -30,7 +30,9 @@ REDRAFTER_UNTESTED_CC = (10, 0)
 TRT_FLOW_UNTESTED_CC = (10, 3)
 FP8_MIN_CC = (8, 9)         # FP8 GEMMs: Ada or Hopper
 MIN_PYTHON = (3, 10)
-TRTLLM_PYTHONS = (3, 10), (3, 12)  # the Pythons TensorRT-LLM 1.2.x ships wheels for (cp310 to cp312)
+# the Pythons TensorRT-LLM 1.2.x ships wheels for: cp310 and cp312, no cp311 (its setup.py's classifiers; its issue #2481)
+TRTLLM_PYTHONS = (3, 10), (3, 12)
+SHIPPED = " and ".join(f"Python {'.'.join(map(str, v))}" for v in TRTLLM_PYTHONS)
 ENGINES = "engines (redrafter-trt build, engine runs)"
 TP_RUNS = "tensor-parallel engine runs (mpirun -n TP)"
 TORCH_CUDA_INDEX = "https://download.pytorch.org/whl/cu130"  # 1.2.x wheels are built on CUDA 13 (its install page)
@@ -88,9 +90,8 @@ def dotted(version: tuple[int, ...]) -> str:
 
 def check_python(version: tuple[int, ...]) -> Check:
     ok = tuple(version[:2]) >= MIN_PYTHON
-    low, high = TRTLLM_PYTHONS
-    caveat = ("" if tuple(version[:2]) <= high else f"fine for everything but engines: TensorRT-LLM 1.2.x ships wheels "
-              f"for Python {dotted(low)} to {dotted(high)} only")
+    caveat = ("" if tuple(version[:2]) in TRTLLM_PYTHONS or not ok else
+              f"fine for everything but engines: TensorRT-LLM 1.2.x ships wheels for {SHIPPED} only")
     return Check("python", ok, dotted(version[:3]), "" if ok else f"use Python {dotted(MIN_PYTHON)} or newer",
                  required=True, warning=caveat)
 
@@ -98,11 +99,11 @@ def check_python(version: tuple[int, ...]) -> Check:
 def trtllm_install(python: tuple[int, ...]) -> str:
     """How to install a TensorRT-LLM with ReDrafter from `python`: INSTALL_HINT where 1.2.x ships a wheel for it, else
     in a new environment of a Python it ships for (its pip finds no 1.2.x wheel)."""
-    low, high = TRTLLM_PYTHONS
-    if low <= tuple(python[:2]) <= high:
+    if tuple(python[:2]) in TRTLLM_PYTHONS:
         return INSTALL_HINT
-    return (f"in a Python {dotted(low)} to {dotted(high)} environment (python{dotted(high)} -m venv ...; TensorRT-LLM "
-            f"1.2.x has no wheel for Python {dotted(python[:2])}): {INSTALL_HINT}")
+    newest = dotted(TRTLLM_PYTHONS[-1])
+    return (f"in an environment of {SHIPPED} (python{newest} -m venv ...; TensorRT-LLM 1.2.x has no wheel for Python "
+            f"{dotted(python[:2])}): {INSTALL_HINT}")
 
 
 def check_package(dist: str, version: str | None, minimum: str | None) -> Check:

@@ -181,26 +181,23 @@ def test_python_version():
     assert not doctor.check_python((3, 9, 18)).ok
 
 
-@pytest.mark.parametrize("python", [(3, 13, 1), (3, 14, 0)])
+@pytest.mark.parametrize("python", [(3, 11, 7), (3, 13, 1), (3, 14, 0)])
 def test_a_python_tensorrt_llm_has_no_wheel_for_is_a_warning_and_its_install_a_new_environment(monkeypatch, python):
     """A review: doctor said `OK python` on 3.13+, and its fix for TensorRT-LLM was a pip command that cannot work
-    there: TensorRT-LLM 1.2.x ships wheels for Python 3.10 to 3.12 only. The python line warns (the CPU path is fine),
-    and the install advice says to make an environment of a Python it ships for first."""
-    import sys
-    from types import SimpleNamespace
-
-    monkeypatch.setattr(doctor, "sys", SimpleNamespace(version_info=python, executable=sys.executable))
-    fake_machine(monkeypatch, TorchInfo("2.6.0", "12.6", (H100,)), None, CPU_DISTS)
+    there: TensorRT-LLM 1.2.x ships wheels for Python 3.10 and 3.12 only (no cp311: its setup.py's classifiers, and a
+    second review found 3.11 called one it ships for). The python line warns (the CPU path is fine), and the install
+    advice says to make an environment of a Python it ships for first."""
+    fake_machine(monkeypatch, TorchInfo("2.6.0", "12.6", (H100,)), None, CPU_DISTS, python)
     result = CliRunner().invoke(main, ["doctor"])
     assert result.exit_code == 0, result.output
     shown = ".".join(map(str, python))
     assert f"WARN python: {shown} -> fine for everything but engines: TensorRT-LLM 1.2.x ships wheels for Python " \
-           "3.10 to 3.12 only" in result.output, result.output
+           "3.10 and Python 3.12 only" in result.output, result.output
     (trtllm,) = [line for line in result.output.splitlines() if line.startswith("FIX  tensorrt_llm:")]
-    assert trtllm.startswith(f"FIX  tensorrt_llm: not installed -> in a Python 3.10 to 3.12 environment (python3.12 -m "
-                             f"venv ...; TensorRT-LLM 1.2.x has no wheel for Python {shown[:4]}): pip install "
+    assert trtllm.startswith(f"FIX  tensorrt_llm: not installed -> in an environment of Python 3.10 and "
+                             f"Python 3.12 (python3.12 -m venv ...; TensorRT-LLM 1.2.x has no wheel for Python {shown[:4]}): pip install "
                              "'tensorrt_llm==1.2.*'"), trtllm
-    assert "in a Python 3.10 to 3.12 environment" in doctor.check_tensorrt(None, python).fix
+    assert "in an environment of Python 3.10 and Python 3.12" in doctor.check_tensorrt(None, python).fix
 
 
 @pytest.mark.parametrize("python", [(3, 10, 0), (3, 12, 7)])
@@ -216,7 +213,13 @@ def test_lines_say_ok_or_fix():
     assert line.startswith("FIX ") and "redrafter-trt[fp8]" in line
 
 
-def fake_machine(monkeypatch, torch: TorchInfo, trtllm: str | None, dists: dict[str, str]):
+def fake_machine(monkeypatch, torch: TorchInfo, trtllm: str | None, dists: dict[str, str],
+                 python: tuple[int, ...] = (3, 12, 3)):
+    """python: the interpreter's version doctor sees (one TensorRT-LLM ships for, whatever runs the tests)."""
+    import sys
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(doctor, "sys", SimpleNamespace(version_info=python, executable=sys.executable))
     monkeypatch.setattr(doctor, "torch_info", lambda: torch)
     monkeypatch.setattr(doctor, "trtllm_version", lambda: trtllm)
     monkeypatch.setattr(doctor, "installed_source", lambda relative: None)
