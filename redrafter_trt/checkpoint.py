@@ -277,9 +277,9 @@ def _check_config(cfg: dict, rep: Report) -> None:
     for key in ("redrafter_num_beams", "redrafter_draft_len_per_beam", "redrafter_num_layers"):
         if int(cfg[key]) < (0 if key == "redrafter_num_layers" else 1):
             rep.problems.append(f"{key} is {cfg[key]}: must be at least 1")
-    tree = int(cfg["redrafter_num_beams"]) * (int(cfg["redrafter_draft_len_per_beam"]) + 1)
+    tree = layout.tree_tokens(int(cfg["redrafter_num_beams"]), int(cfg["redrafter_draft_len_per_beam"]))
     if cfg.get("max_position_embeddings") and tree > cfg["max_position_embeddings"]:
-        rep.problems.append(WithFix(f"redrafter_num_beams x (redrafter_draft_len_per_beam + 1) = {tree} tokens "
+        rep.problems.append(WithFix(f"redrafter_num_beams x redrafter_draft_len_per_beam + 1 = {tree} tokens "
                                     f"verified per step exceed max_position_embeddings "
                                     f"{cfg['max_position_embeddings']}: reconvert with smaller --num-beams / "
                                     f"--draft-len"))

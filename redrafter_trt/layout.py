@@ -35,6 +35,12 @@ def is_excluded(module: str, patterns: list[str]) -> bool:
     return any(fnmatchcase(module, p) for p in patterns)
 
 
+def tree_tokens(num_beams: int, draft_len: int) -> int:
+    """The most tokens one ReDrafter step verifies: num_beams x draft_len + 1, the beams sharing their first token
+    (TensorRT-LLM's max_gen_token_len; the reference runtime's widest packed tree)."""
+    return num_beams * draft_len + 1
+
+
 def tp_size(cfg: dict) -> int:
     """The checkpoint's tensor-parallel size as TensorRT-LLM reads it: a missing (or null) mapping is Mapping(),
     a missing tp_size 1."""

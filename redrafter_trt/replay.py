@@ -28,6 +28,7 @@ import torch
 from .bench_inputs import (check_checkpoint, check_grid, default_grid, model_meta, paths_meta, pick_prompts,
                            prompts_meta)
 from .errors import ConfigError
+from .layout import tree_tokens
 from .plural import counted
 from .producer import recorded_source
 from .tokens import drafter_mode_warning, encode_prompts, load_tokenizer, stop_ids, uses_chat
@@ -135,7 +136,7 @@ def check_widths(cfg, beams: tuple[int, ...], lens: tuple[int, ...],
     if max(beams) > cfg.vocab_size:
         raise ConfigError(f"{beams_flag} {max(beams)} exceeds the vocabulary ({cfg.vocab_size} tokens), beyond which "
                           f"no beams differ: pass widths up to {cfg.vocab_size}")
-    tree = max(beams) * (max(lens) + 1)
+    tree = tree_tokens(max(beams), max(lens))
     if tree > cfg.max_positions:
         raise ConfigError(f"{beams_flag} {max(beams)} with {lens_flag} {max(lens)} verify {tree} tokens per step, past "
                           f"the model's {cfg.max_positions} positions (no checkpoint can have them): pass fewer beams")

@@ -735,9 +735,9 @@ def test_a_presets_draft_length_past_the_checkpoints_names_the_preset_field(setu
 
 
 @pytest.mark.parametrize("cmd, field, needle", [
-    # no checkpoint can hold 200 beams of 3 tokens over the tiny model's 512 positions
-    ("acceptance", "beams: 1,2,200\n  draft_lens: [2]",
-     "the --config preset's beams 200 with the --config preset's draft-lens 2 verify 600 tokens per step"),
+    # no checkpoint can hold 200 beams of 3 draft tokens (601 tokens a step) over the tiny model's 512 positions
+    ("acceptance", "beams: 1,2,200\n  draft_lens: [3]",
+     "the --config preset's beams 200 with the --config preset's draft-lens 3 verify 601 tokens per step"),
     ("acceptance", "beams: [300]", "the --config preset's beams 300 exceeds the vocabulary"),
     ("bench", "plot: x.jpg", "the --config preset's plot x.jpg: cannot write a .jpg plot"),
     ("bench", "output_json: {tmp}/nope/x.json",
@@ -796,13 +796,13 @@ def test_acceptance_bad_input(setup):
 
 def test_acceptance_refuses_beam_widths_no_checkpoint_can_have(setup, tmp_path):
     """A review: --beams above the vocabulary (256 here) ran the greedy pass, then died in the drafter's top-k with a
-    RuntimeError traceback; a tree past the model's positions (200 x 4 > 512) was predicted, though inspect refuses
+    RuntimeError traceback; a tree past the model's positions (200 x 3 + 1 > 512) was predicted, though inspect refuses
     such a checkpoint. Both are one line before any model loads, and no JSON is written."""
     out = tmp_path / "acc.json"
     assert_one_line_error(run_cli(*acceptance_args(setup, "--beams", "1,257", "--output-json", out)),
                           "--beams 257", "vocabulary (256 tokens)")
     assert_one_line_error(run_cli(*acceptance_args(setup, "--beams", "200", "--draft-lens", "1,3", "--output-json",
-                                                   out)), "200", "800 tokens", "512 positions")
+                                                   out)), "200", "601 tokens", "512 positions")
     assert not out.exists()
 
 

@@ -325,7 +325,7 @@ def test_fp8_checks_the_drafter_before_calibrating(parts, tmp_path, monkeypatch)
 
 @pytest.mark.parametrize("extra, needle", [
     (("--num-beams", "300", "--draft-len", "1"), "redrafter_num_beams 300 exceeds the vocabulary (256 tokens)"),
-    (("--num-beams", "200", "--draft-len", "3"), "800 tokens verified per step exceed max_position_embeddings 512"),
+    (("--num-beams", "200", "--draft-len", "3"), "601 tokens verified per step exceed max_position_embeddings 512"),
     (("--num-beams", "300", "--draft-len", "1", "--quantize", "fp8"), "exceeds the vocabulary"),
 ])
 def test_a_checkpoint_inspect_refuses_is_not_written(parts, monkeypatch, extra, needle):
@@ -338,11 +338,13 @@ def test_a_checkpoint_inspect_refuses_is_not_written(parts, monkeypatch, extra, 
 
 
 def test_the_tree_may_fill_max_position_embeddings(parts):
-    """num_beams x (draft_len + 1) tokens verified per step may reach max_position_embeddings (512), not pass it."""
-    assert_one_line_error(convert_err(parts, "--num-beams", "171", "--draft-len", "2"),
+    """num_beams x draft_len + 1 tokens verified per step (the beams share their first token, as TensorRT-LLM's
+    max_gen_token_len counts them; counted as num_beams x (draft_len + 1), 73 x 8 = 584 was refused) may reach
+    max_position_embeddings (512), not pass it."""
+    assert_one_line_error(convert_err(parts, "--num-beams", "128", "--draft-len", "4"),
                           "513 tokens verified per step exceed max_position_embeddings 512")
-    result = run_cli("convert", "--base", parts[0], "--drafter", parts[1], "--output", parts[2], "--num-beams", "128",
-                     "--draft-len", "3")
+    result = run_cli("convert", "--base", parts[0], "--drafter", parts[1], "--output", parts[2], "--num-beams", "73",
+                     "--draft-len", "7")
     assert result.exit_code == 0, result.output
 
 
