@@ -1241,9 +1241,6 @@ def test_bench_hf_dir_whose_weights_disagree_with_its_config(ckpt, tiny_llama, t
 def test_the_command_list_needs_no_importlib_util_from_elsewhere():
     """The CLI finds its commands with importlib.util.find_spec: a process where nothing else imported importlib.util
     (no .pth file of an editable install doing it) must still list them, not fail on 'no attribute util'."""
-    import importlib
-    import subprocess
-    import sys
 
     code = ("import sys, importlib; sys.modules.pop('importlib.util', None); del importlib.util; "
             "from redrafter_trt.cli import main; print(sorted(main.list_commands(None))[:2])")
