@@ -457,6 +457,17 @@ def test_too_few_gpus_are_counted_and_name_only_tp_sizes_convert_takes(smollm2, 
         require_gpus("cuda", tp3)
 
 
+def test_exactly_as_many_gpus_as_ranks_are_enough(tiny_llama, tiny_drafter, monkeypatch):
+    """A tp=2 checkpoint on 2 visible GPUs runs (rank r on cuda:r): only fewer GPUs than ranks are refused."""
+    import torch
+
+    from redrafter_trt.runtime import open_checkpoint
+    from redrafter_trt.runtime.tp import require_gpus
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert require_gpus("cuda", open_checkpoint(checkpoint(tiny_llama, tiny_drafter, 2))) is None
+
+
 def test_the_launchers_os_calls_degrade_where_windows_lacks_them(monkeypatch, capfd):
     """Windows has no signal.pthread_sigmask, and its ctypes cannot open the process itself (CDLL(None) raises
     TypeError): starting the ranks raised AttributeError, and every rank TypeError. Without them a Ctrl-C while the
