@@ -391,3 +391,24 @@ def test_a_checkpoint_written_again_since_it_was_opened_is_opened_again(tiny_lla
     (folder / "config.json").write_text(json.dumps(raw | {"mapping": {"world_size": 2, "tp_size": 1}}))
     with pytest.raises(ConfigError, match="is not valid: "):
         rt.load(opened)
+
+
+def test_a_config_rewritten_to_the_same_size_is_read_again(tiny_llama, tiny_drafter, tmp_path):
+    """A config edited in place to the same length (rotary_base 10000.0 -> 20000.0) keeps its size: its modification
+    time alone tells the opened Checkpoint that it changed, and the new config is loaded."""
+    import os
+    import shutil
+
+    folder = tmp_path / "ck"
+    shutil.copytree(checkpoint(tiny_llama, tiny_drafter, 1), folder)
+    opened = rt.open_checkpoint(folder)
+    before = rt.forward_logits(rt.load(opened), IDS)
+    config = folder / "config.json"
+    text, st = config.read_text(), config.stat()
+    assert text.count('"rotary_base": 10000.0') == 1
+    config.write_text(text.replace('"rotary_base": 10000.0', '"rotary_base": 20000.0'))
+    os.utime(config, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert config.stat().st_size == st.st_size
+    got = rt.forward_logits(rt.load(opened), IDS)
+    assert not torch.equal(got, before)
+    torch.testing.assert_close(got, rt.forward_logits(rt.load(folder), IDS), atol=0, rtol=0)
