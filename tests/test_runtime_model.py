@@ -368,6 +368,11 @@ def test_fp8_weights_stored_as_int8_run_as_fp8(tiny_llama, tiny_drafter, tmp_pat
         rt.load(as_int8)
     with pytest.raises(ConfigError, match="quant_algo 'W8A8_SQ_PER_CHANNEL' is not run by the reference runtime"):
         read_rank_file(as_int8, 0)
+    save_file({n: t.view(torch.int8) if t.dtype == torch.float8_e4m3fn else t for n, t in tensors.items()},
+              as_int8 / "rank0.safetensors")  # scaled int8 weights, but a config that names no FP8: not viewed as FP8
+    (as_int8 / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(TensorError, match=r"transformer\.layers\.0\..*\.weight is int8, which the reference runtime"):
+        read_rank_file(as_int8, 0)
 
 
 def test_a_checkpoint_written_again_since_it_was_opened_is_opened_again(tiny_llama, tiny_drafter, tmp_path):
