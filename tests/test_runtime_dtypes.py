@@ -87,3 +87,19 @@ def test_default_dtype_float64_changes_nothing(tiny_llama, tiny_drafter):
         torch.set_default_dtype(before)
     assert model.base.dtype == torch.float32
     assert (got.output_ids, got.steps, got.accepted) == (want.output_ids, want.steps, want.accepted)
+
+
+def test_rms_norm_in_bfloat16_scales_in_bfloat16_as_transformers():
+    """In bfloat16 the norm is computed in float32, rounded to bfloat16, then scaled by the weight in bfloat16 (as
+    transformers' LlamaRMSNorm): scaling in float32 and rounding once gives other bits."""
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    from redrafter_trt.runtime.layer import rms_norm
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 64, generator=gen).to(torch.bfloat16)
+    w = (torch.rand(64, generator=gen) + 0.5).to(torch.bfloat16)
+    norm = LlamaRMSNorm(64, eps=1e-5).to(torch.bfloat16)
+    with torch.no_grad():
+        norm.weight.copy_(w)
+        assert torch.equal(rms_norm(x, w, 1e-5), norm(x))
