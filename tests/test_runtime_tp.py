@@ -33,6 +33,21 @@ def test_tp2_equals_tp1(request, fixture, tiny_drafter):
     assert all(1 <= len(o) <= 8 for o in sampled.output_ids)  # sampling decisions are broadcast from rank 0
 
 
+def test_a_row_parallel_bias_is_added_once_after_the_ranks_partials_are_summed():
+    """Each of two ranks holds a partial product and the whole bias: the bias is added after the all-reduce, once,
+    not by every rank before it (tp times). The fast check of test_tp2_equals_tp1[tiny_llama_bias]."""
+    import torch
+
+    from redrafter_trt.runtime.layer import row_parallel
+
+    def two_ranks(t):  # the all-reduce of two ranks whose inputs are alike
+        return t + t
+
+    partial, bias = torch.tensor([1.0, 2.0]), torch.tensor([0.5, -0.5])
+    assert torch.equal(row_parallel(partial, bias, two_ranks), torch.tensor([2.5, 3.5]))
+    assert torch.equal(row_parallel(partial, None, two_ranks), torch.tensor([2.0, 4.0]))
+
+
 @pytest.mark.parametrize("dim", [0, 1])
 def test_a_sharded_embedding_runs_as_tp1(tiny_llama, tiny_drafter, tmp_path, dim):
     """A TensorRT-LLM base exported with use_parallel_embedding (the two-step flow copies it): embedding_sharding_dim
