@@ -1015,7 +1015,7 @@ def _example_commands(script: Path) -> list[list[str]]:
         env["BASE"] = "models/SmolLM2-135M-Instruct"  # the script asks Python for the cache's path
     commands = []
     for line in _command_lines(text):
-        line = line.replace('"${BUILD_MODE[@]}"', "--dry-run")
+        line = line.replace('"${BUILD_MODE[@]}"', "--dry-run").replace('"$(python3 -m redrafter_trt.smollm2)"', "$BASE")
         for _ in range(3):  # a default naming another variable ($WORK/drafter)
             line = re.sub(r"\$\{?(\w+)\}?", lambda m: env.get(m[1], m[0]), line)
         assert "$" not in line, (script.name, line)
