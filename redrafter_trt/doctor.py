@@ -30,9 +30,15 @@ REDRAFTER_UNTESTED_CC = (10, 0)
 TRT_FLOW_UNTESTED_CC = (10, 3)
 FP8_MIN_CC = (8, 9)         # FP8 GEMMs: Ada or Hopper
 MIN_PYTHON = (3, 10)
+
+
+def dotted(version: tuple[int, ...]) -> str:
+    return ".".join(map(str, version))
+
+
 # the Pythons TensorRT-LLM 1.2.x ships wheels for: cp310 and cp312, no cp311 (its setup.py's classifiers; its issue #2481)
 TRTLLM_PYTHONS = (3, 10), (3, 12)
-SHIPPED = " and ".join(f"Python {'.'.join(map(str, v))}" for v in TRTLLM_PYTHONS)
+SHIPPED = " and ".join(f"Python {dotted(v)}" for v in TRTLLM_PYTHONS)
 ENGINES = "engines (redrafter-trt build, engine runs)"
 TP_RUNS = "tensor-parallel engine runs (mpirun -n TP)"
 TORCH_CUDA_INDEX = "https://download.pytorch.org/whl/cu130"  # 1.2.x wheels are built on CUDA 13 (its install page)
@@ -83,10 +89,6 @@ def torch_install(spec: str) -> str:
 
 
 # ---- pure checks --------------------------------------------------------------------------------------------------
-
-def dotted(version: tuple[int, ...]) -> str:
-    return ".".join(map(str, version))
-
 
 def check_python(version: tuple[int, ...]) -> Check:
     ok = tuple(version[:2]) >= MIN_PYTHON
