@@ -3,8 +3,8 @@
 that holds nothing but what its writers put there (never a foreign folder, the user's files beside ours, an input or
 the current folder), vetted again at the rename (another run's output written meanwhile is replaced only with
 `--force`); a link to a folder is written through (the partial beside the folder it names, made where not yet, the
-link kept); a replace killed between its two renames is undone by the next run, and the partials that killed runs
-left are swept.
+link kept); a replace swaps the new output and the earlier one in one step where the system can (exchange.py), and one
+killed between its two renames elsewhere is undone by the next run; the partials that killed runs left are swept.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from . import exchange
 from .errors import ConfigError, name_list
 from .interrupts import uninterrupted
 
@@ -463,10 +464,12 @@ def _rename_new(tmp: Path, dest: Path) -> None:
 
 
 def _replace(dest: Path, tmp: Path) -> None:
-    """Put the folder `tmp` in place of the existing `dest`, then remove the one it replaced. The renames are instant
-    and run whole (uninterrupted): a Ctrl-C between them left no `dest` (after the first), made an OSError of putting
-    the old one back over the new one (as the second returned), or was a plain interrupt once `dest` was written
-    (after it). One after them comes after `dest` was written whole: `_removed_after_interrupt`."""
+    """Put the folder `tmp` in place of the existing `dest`, then remove the one it replaced: the two swapped in one
+    step where the system can (exchange.py: `dest` holds a whole output throughout; killed after, the earlier output
+    is left under the partial's name, which the next run sweeps), else `dest` renamed aside and `tmp` in. The renames
+    are instant and run whole (uninterrupted): a Ctrl-C between them left no `dest` (after the first), made an OSError
+    of putting the old one back over the new one (as the second returned), or was a plain interrupt once `dest` was
+    written (after it). One after them comes after `dest` was written whole: `_removed_after_interrupt`."""
     # a partial's name, unique to this write: a run killed while removing it (an 8B checkpoint's) leaves it for the
     # next run's sweep, and a killed run's leftover of the same process id (a container's) is no obstacle (the fixed
     # `.NAME.old-PID` was kept forever, and made a later run with that id fail at its end)
@@ -475,12 +478,15 @@ def _replace(dest: Path, tmp: Path) -> None:
     written = False
     try:
         with uninterrupted():
-            dest.rename(old)
-            try:
-                tmp.rename(dest)
-            except BaseException:
-                old.rename(dest)
-                raise
+            if exchange.exchanged(tmp, dest):
+                old = tmp  # the earlier output, now under the partial's name
+            else:
+                dest.rename(old)
+                try:
+                    tmp.rename(dest)
+                except BaseException:
+                    old.rename(dest)
+                    raise
             written = True
             old.rename(gone)
         _remove(gone)

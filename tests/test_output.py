@@ -239,15 +239,72 @@ def test_an_fp8_convert_failing_after_its_scratch_leaves_none_of_the_folders_it_
     assert [p.name for p in dest.parent.iterdir()] == ["ckpt"]
 
 
-def test_a_replace_killed_between_its_two_renames_keeps_the_earlier_output(tmp_path):
-    """kill -9 after `--force` moved the earlier output aside and before the new one took its name: the output was
-    gone, and the next run's sweep deleted the earlier one. It is put back, and needs --force again to replace."""
+def test_a_replace_is_one_step_the_output_name_never_empty(tmp_path, monkeypatch):
+    """`--force` moved the earlier output aside, then renamed the new one in: between the two renames no output had
+    the name (a reader then, trtllm-build or a server loading it, found none; a kill -9 there left none until the next
+    run). The two are swapped in one step (renameat2's RENAME_EXCHANGE), the name holding a whole output throughout:
+    only the earlier output is renamed after, to be removed."""
+    from redrafter_trt import exchange
+
+    if exchange._RENAMEAT2 is None:
+        pytest.skip("no renameat2 here (not Linux): the two renames are the way")
+    dest = tmp_path / "out"
+    write_output(dest, "first")
+    real, seen = Path.rename, []
+
+    def rename(self, target):
+        seen.append((Path(target).name, (dest / MARKER).read_text()))
+        return real(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    write_output(dest, "second", force=True)
+    monkeypatch.undo()
+    assert [marker for _, marker in seen] == ["second"] and seen[0][0].endswith("-gone"), seen
+    assert (dest / MARKER).read_text() == "second"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_a_replace_killed_after_its_swap_leaves_the_new_output_and_the_next_run_removes_the_earlier(tmp_path):
+    """kill -9 once the new output took the name, before the earlier one (now under the partial's name) was removed:
+    the new output is in place, and the next run's sweep removes the earlier one as a killed run's partial."""
+    from redrafter_trt import exchange
+
+    if exchange._RENAMEAT2 is None:
+        pytest.skip("no renameat2 here (not Linux): the two renames are the way")
     dest = tmp_path / "out"
     write_output(dest, "first")
     rc = run_child(f"""
         import os, signal
         from pathlib import Path
+        from redrafter_trt.output import atomic_output
+
+        Path.rename = lambda self, target: os.kill(os.getpid(), signal.SIGKILL)
+        with atomic_output(Path({str(dest)!r}), True) as tmp:
+            (tmp / "config.json").write_text({OURS!r})
+            (tmp / {MARKER!r}).write_text("second")
+    """)
+    assert rc == -signal.SIGKILL
+    assert (dest / MARKER).read_text() == "second"
+    [left] = [p for p in tmp_path.iterdir() if p.name != "out"]
+    assert (left / MARKER).read_text() == "first"
+    write_output(dest, "third", force=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert (dest / MARKER).read_text() == "third"
+
+
+def test_a_replace_killed_between_its_two_renames_keeps_the_earlier_output(tmp_path):
+    """Where there is no one-step swap (not Linux, a file system without it): kill -9 after `--force` moved the
+    earlier output aside and before the new one took its name: the output was gone, and the next run's sweep deleted
+    the earlier one. It is put back, and needs --force again to replace."""
+    dest = tmp_path / "out"
+    write_output(dest, "first")
+    rc = run_child(f"""
+        import os, signal
+        from pathlib import Path
+        from redrafter_trt import exchange
         from redrafter_trt.output import atomic_output, scratch_dir
+
+        exchange._RENAMEAT2 = None
 
         real = Path.rename
 
@@ -522,8 +579,8 @@ def test_a_second_ctrl_c_while_the_replaced_output_is_removed_still_says_it_is_w
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
 
 
-@pytest.mark.parametrize("after", ["-old", "ckpt", "-gone"])
-def test_a_ctrl_c_between_the_renames_that_replace_an_output(tmp_path, monkeypatch, caplog, after):
+@pytest.mark.parametrize("swap,after", [(False, "-old"), (False, "ckpt"), (False, "-gone"), (True, "-gone")])
+def test_a_ctrl_c_between_the_renames_that_replace_an_output(tmp_path, monkeypatch, caplog, swap, after):
     """A Ctrl-C that came once the new output was renamed into place but before the removal of the old one began (at
     the old one's rename to `-gone`, or as the new one's own rename returned) was a plain KeyboardInterrupt
     ("interrupted", and train said to pass --resume to write the drafter already written), or an OSError from putting
@@ -532,6 +589,10 @@ def test_a_ctrl_c_between_the_renames_that_replace_an_output(tmp_path, monkeypat
     removed, and the interrupt goes on as WrittenThenInterrupted."""
     from redrafter_trt import output
 
+    if swap and output.exchange._RENAMEAT2 is None:
+        pytest.skip("no renameat2 here (not Linux): the two renames are the way")
+    if not swap:
+        monkeypatch.setattr(output.exchange, "_RENAMEAT2", None)
     dest = tmp_path / "ckpt"
     write_output(dest, "old")
     real = Path.rename
