@@ -8,9 +8,10 @@ import sys
 def main() -> None:
     try:
         from . import interrupts
+
+        interrupts.own_process()  # before the command's imports (its exit handler runs after theirs)
         from .cli import main as group
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         sys.exit(130)
-    interrupts.own_process()
     group()

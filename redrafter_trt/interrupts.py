@@ -18,12 +18,24 @@ import threading
 
 STOPS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; `kill` (the CLI raises KeyboardInterrupt on it too)
 _process = False  # the command is the process's own (entry.py: `redrafter-trt`, `python -m redrafter_trt`)
+_finished = False  # what the process does is done (stop_at_exit_as_finished)
 
 
 def own_process() -> None:
-    """Note that the command runs as the process itself, not called by a caller keeping its own handlers."""
+    """Note that the command runs as the process itself, not called by a caller keeping its own handlers. Called
+    before the command's imports: its exit handler then runs after theirs (atexit runs the last registered first)."""
     global _process
     _process = True
+    atexit.register(_ignore_stops_once_finished)
+
+
+def _ignore_stops_once_finished() -> None:
+    """The process's last exit handler: after it the interpreter resets the signal handlers set from Python to the
+    default and tears its modules down (2 s after a tiny train, torch's), where a stop was the signal's death (143,
+    130). A finished run ignores them there (an ignored signal stays ignored): it exits as it was going to."""
+    if _finished:
+        for sig in STOPS:
+            signal.signal(sig, signal.SIG_IGN)
 
 
 @contextlib.contextmanager
@@ -50,7 +62,8 @@ def uninterrupted():
 def stop_at_exit_as_finished(note: str) -> None:
     """Once what the process does is done (train's drafter written): a Ctrl-C or SIGTERM while the interpreter shuts
     down (torch's teardown, half a second; an exit handler that hangs) says `note` and ends the process at once with
-    exit 0, where it was exit 130, a traceback from an atexit callback, or the signal's death (143). Set at once where
+    exit 0, where it was exit 130, a traceback from an atexit callback, or the signal's death (143); after the last
+    exit handler, as the interpreter tears down, it is ignored (`_ignore_stops_once_finished`). Set at once where
     the command is the process's own (`own_process`): set at exit, a SIGTERM after the command's end, before the
     interpreter ran its exit handlers (its threads joined first), was the signal's death. Otherwise set as the
     interpreter starts its exit (an atexit callback, run before those registered earlier: torch's), so an in-process
@@ -62,6 +75,9 @@ def stop_at_exit_as_finished(note: str) -> None:
 
 
 def _stop_as_finished(note: str) -> None:
+    global _finished
+    _finished = True
+
     def stop(signum, frame):
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):  # closed, or a reader gone

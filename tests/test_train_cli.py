@@ -650,13 +650,48 @@ def test_a_stop_while_the_interpreter_shuts_down_after_a_finished_run_exits_0(ch
             "--cache-dir", str(tmp_path / "c"), "--max-steps", "2", "--predict-n", "2"]
     script = f"""
 import atexit, os, runpy, signal, sys, time
-atexit.register(lambda: (os.kill(os.getpid(), signal.{stop}), time.sleep(5)))  # a stop as the process exits
+from redrafter_trt import interrupts
+
+def own_process(real=interrupts.own_process):  # a stop in an exit handler that the command's imports registered
+    real()
+    atexit.register(lambda: (os.kill(os.getpid(), signal.{stop}), time.sleep(5)))
+
+interrupts.own_process = own_process
 sys.argv = {argv!r}
 runpy.run_module("redrafter_trt", run_name="__main__")
 """
     proc = _python(script)
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == 0 and "Traceback" not in err and f"interrupted after {tmp_path / 'out'} was written" in err, err[-2000:]
+    assert f"wrote {tmp_path / 'out'}" in out
+
+
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_a_stop_in_the_interpreters_last_teardown_after_a_finished_run_exits_0(chat_base, tmp_path, stop):
+    """Once the interpreter has run its exit handlers it resets the signal handlers it set to the default, then tears
+    its modules down (2 s after a tiny train here, torch's): a stop then was the signal's death (143 or 130), in every
+    one of 12 runs stopped 0-0.8 s after `wrote`. A finished run ignores them there: it exits 0. The stop is sent from
+    a module's teardown (an object's __del__), after the handlers were reset."""
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text("".join(json.dumps({"question": f"{i}+1?", "answer": f"{i}+1 is {i + 1}."}) + "\n" for i in range(20)))
+    argv = ["redrafter-trt", "train", "--base", str(chat_base), "--data", str(qa), "--output", str(tmp_path / "out"),
+            "--cache-dir", str(tmp_path / "c"), "--max-steps", "2", "--predict-n", "2"]
+    script = f"""
+import os, runpy, signal, sys, time
+
+class StopInTeardown:
+    def __del__(self):
+        assert signal.getsignal(signal.{stop}) in (signal.SIG_DFL, signal.SIG_IGN, None)  # the handlers reset
+        os.kill(os.getpid(), signal.{stop})
+        time.sleep(1)
+
+holder = StopInTeardown()
+sys.argv = {argv!r}
+runpy.run_module("redrafter_trt", run_name="__main__")
+"""
+    proc = _python(script)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 0 and "Traceback" not in err, (proc.returncode, err[-2000:])
     assert f"wrote {tmp_path / 'out'}" in out
 
 
