@@ -19,6 +19,7 @@ import threading
 STOPS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C; `kill` (the CLI raises KeyboardInterrupt on it too)
 _process = False  # the command is the process's own (entry.py: `redrafter-trt`, `python -m redrafter_trt`)
 _finished = False  # what the process does is done (stop_at_exit_as_finished)
+_kept_code: int | None = None  # the exit code the CLI decided (exit_keeping)
 
 
 def own_process() -> None:
@@ -32,7 +33,8 @@ def own_process() -> None:
 def _ignore_stops_once_finished() -> None:
     """The process's last exit handler: after it the interpreter resets the signal handlers set from Python to the
     default and tears its modules down (2 s after a tiny train, torch's), where a stop was the signal's death (143,
-    130). A finished run ignores them there (an ignored signal stays ignored): it exits as it was going to."""
+    130). A finished run (or any command once its exit code is decided: exit_keeping) ignores them there (an ignored
+    signal stays ignored): it exits as it was going to."""
     if _finished:
         for sig in STOPS:
             signal.signal(sig, signal.SIG_IGN)
@@ -74,7 +76,27 @@ def stop_at_exit_as_finished(note: str) -> None:
         atexit.register(_stop_as_finished, note)
 
 
-def _stop_as_finished(note: str) -> None:
+def exit_keeping(code: int) -> None:
+    """sys.exit(code), the command's exit code decided (the CLI's last step): where the command is the process's own
+    (`own_process`), a Ctrl-C or SIGTERM in the interpreter's exit handlers (torch's teardown) says so and ends the
+    process with `code`, where it was the signal's death (143; a KeyboardInterrupt traceback from an exit handler,
+    exit 130) after a finished convert or run, or after a one-line error's exit 2. Set as the exit handlers start
+    (`_keep_code_at_exit`, registered last: run first), so a caller that catches the SystemExit (runpy) keeps its own
+    handlers. A finished train's own note (stop_at_exit_as_finished, set as its drafter was written) stays."""
+    global _kept_code
+    if _process and not _finished:
+        _kept_code = code
+        atexit.unregister(_keep_code_at_exit)
+        atexit.register(_keep_code_at_exit)
+    sys.exit(code)
+
+
+def _keep_code_at_exit() -> None:
+    if not _finished and _kept_code is not None:
+        _stop_as_finished(f"interrupted as the process exited: its exit code {_kept_code} stands", _kept_code)
+
+
+def _stop_as_finished(note: str, code: int = 0) -> None:
     global _finished
     _finished = True
 
@@ -84,7 +106,7 @@ def _stop_as_finished(note: str) -> None:
                 stream.flush()
         with contextlib.suppress(OSError):
             os.write(2, f"{note}\n".encode(errors="replace"))
-        os._exit(0)
+        os._exit(code)
 
     for sig in STOPS:
         signal.signal(sig, stop)

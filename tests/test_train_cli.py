@@ -749,7 +749,8 @@ runpy.run_module("redrafter_trt", run_name="__main__")
 def test_a_ctrl_c_at_exit_of_another_command_stops_it_and_a_caller_keeps_its_handler():
     """The console script ignored Ctrl-C at every exit of every command: a process hanging at exit (a thread
     joined) went on after two Ctrl-C, and a caller running the module in its own process (runpy) was left with Ctrl-C
-    ignored. Only a finished train stops at exit as a finished run."""
+    ignored. A stop in the exit handlers keeps the command's exit code (interrupts.exit_keeping), set only as they
+    start: the caller keeps its handler."""
     import signal
     import time
 

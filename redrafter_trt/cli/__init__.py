@@ -20,6 +20,7 @@ import click
 
 from .. import __version__
 from ..errors import RedrafterError
+from ..interrupts import exit_keeping
 from ..launchers import copies_error, launched_copies, llmapi_error, llmapi_ranks
 from .params import Command, with_help_names
 
@@ -88,27 +89,27 @@ class OneLineErrors:
             code = super().main(*args, standalone_mode=False, **kwargs)  # ctx.exit(n) comes back as n
         except NO_ARGS_IS_HELP as e:  # no command at all: the help, as click shows it
             e.show()
-            sys.exit(e.exit_code)
+            exit_keeping(e.exit_code)
         except click.UsageError as e:
             if getattr(e, "debug", False):
                 raise
             where = self.prog or (e.ctx.command_path if e.ctx else self.name)
             click.echo(f"error: {e.format_message()} (see '{where} --help')", err=True)
-            sys.exit(2)
+            exit_keeping(2)
         except RedrafterError as e:  # from an option's callback, while a script's command parses its options
             if getattr(e, "debug", False):
                 raise
             click.echo(f"error: {e}", err=True)
-            sys.exit(2)
+            exit_keeping(2)
         except click.ClickException as e:
             e.show()
-            sys.exit(e.exit_code)
+            exit_keeping(e.exit_code)
         except click.exceptions.Exit as e:
-            sys.exit(e.exit_code)
+            exit_keeping(e.exit_code)
         except click.Abort:
             click.echo("Aborted!", err=True)
-            sys.exit(1)
-        sys.exit(code if isinstance(code, int) else 0)
+            exit_keeping(1)
+        exit_keeping(code if isinstance(code, int) else 0)
 
     def invoke(self, ctx):
         try:
