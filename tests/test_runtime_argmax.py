@@ -4,6 +4,8 @@ bound the screen relies on."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -39,6 +41,24 @@ def test_near_ties_are_decided_in_float32():
     want = F.linear(x, weight).argmax(-1)
     assert torch.equal(s(x), want)
     assert s.candidates(x).numel() < V // 4  # the screen still rules most tokens out
+
+
+def test_worst_case_float16_rounding_keeps_the_rival_a_candidate():
+    """A review's mutants (the bound without float16's 2^-11 rounding term, or built from the smallest row norm)
+    passed on random weights, whose rounding errors cancel. Here they add up: token 0's weights sit half an ulp
+    above 1, so float16 rounds every one down by 2^-11 relative (ties to even) and its approximate logit falls
+    below token 1's, float16-exact and just under token 0's in float32; a zero row makes the smallest norm 0."""
+    K = 64
+    rival = torch.ones(K)
+    rival[: K // 2 - 1] = 1 + 2.0**-10
+    weight = torch.stack([torch.full((K,), 1 + 2.0**-11), rival, torch.zeros(K)])  # [3, K]
+    x = torch.ones(1, K)
+    s = screen(weight)
+    approx = s.approx(x)[0]
+    assert float(approx[0]) < float(approx[1]), "float16 no longer turns the order round: the case tests nothing"
+    assert int(F.linear(x, weight).argmax(-1)) == 0
+    assert s.candidates(x).tolist() == [0, 1]
+    assert s(x).tolist() == [0]
 
 
 def test_exact_ties_pick_the_first_index_and_shapes_follow_the_input():
@@ -102,10 +122,17 @@ def test_smollm2_hidden_states_within_the_bound_and_argmax_equal(smollm2):
     hidden = torch.cat(rows)  # [R, H]
     s = screen(read_rank_file(ckpt, 0)["lm_head.weight"][: base.cfg.vocab_size].float())
     exact = F.linear(hidden.double(), s.weight.double())
-    x_norm = hidden.norm(dim=1, keepdim=True)
-    bound = (s.rel * x_norm) * s.weight.double().norm(dim=1)[None] + s.abs * x_norm  # the module docstring's
+    # the module docstring's bound, rebuilt here rather than read from the screen it checks
+    K = hidden.shape[1]
+    gamma = K * 2.0**-24 / (1 - K * 2.0**-24)
+    x_norm = hidden.double().norm(dim=1, keepdim=True)  # [R, 1]
+    w_norm = s.weight.double().norm(dim=1)[None]  # [1, V]
+    bound = (2.0**-11 + 3 * gamma) * w_norm * x_norm + 2.0**-25 * math.sqrt(K) * x_norm  # [R, V]
     err = (s.approx(hidden).double() - exact).abs()
-    assert bool((err <= bound / SAFETY).all()), f"float16 error {(err / bound).max():.3f} of the bound"
+    assert bool((err <= bound).all()), f"float16 error {(err / bound).max():.3f} of the bound"
+    # and the screen's own reach per unit |x| (candidates()) covers SAFETY times the largest row's bound
+    largest = (2.0**-11 + 3 * gamma) * float(w_norm.max()) + 2.0**-25 * math.sqrt(K)
+    assert s.rel * s.max_row_norm + s.abs >= SAFETY * largest * (1 - 1e-12)
     full = base.logits(hidden).argmax(-1)
     assert torch.equal(s(hidden), full)
     for rows in range(1, MAX_ROWS + 1):  # what greedy_tokens screens: plain steps and small trees
