@@ -456,6 +456,38 @@ def test_a_callback_raising_on_rank0_ends_the_generation_on_every_rank(tiny_llam
     assert json.loads(lines[3]) == want
 
 
+@pytest.mark.parametrize("failing", ["on_tokens", "admit", "on_step"])
+def test_a_callback_raising_ends_the_generation_within_a_step(tiny_llama, tiny_drafter, failing):
+    """A review's mutant (`_Guard.on_tokens` no longer asking every row to end once a callback had raised) passed the
+    test above: every rank then decoded to max_new_tokens before rank 0 raised. Rank 0's guarded callbacks, as
+    LocalRanks.generate passes them, on a tp=1 checkpoint (the followers take rank 0's answers): the generation ends
+    within a step of the error, with max_new_tokens far beyond."""
+    from redrafter_trt.runtime.ranks import _Guard
+
+    calls = []
+
+    def callback(*args):
+        calls.append(args)
+        if len(calls) == 3:
+            raise ValueError("the user's error")
+        return [] if failing == "admit" else None
+
+    guard = _Guard(*(callback if name == failing else None for name in ("on_tokens", "admit", "on_step")))
+    after = []  # the forward passes whose on_step comes after the error: the one on_tokens or admit raised in, and
+    # one more, where the rows already told to go on report again and are asked to end
+
+    def on_step(it):
+        if guard.error is not None:
+            after.append(it)
+        guard.on_step(it)
+
+    model = rt.load(checkpoint(tiny_llama, tiny_drafter, 1, num_beams=3, draft_len=3))
+    result = rt.generate(model, PROMPTS, 200, num_beams=3, draft_len=3, on_tokens=guard.on_tokens,
+                         admit=guard.admit if failing == "admit" else None, on_step=on_step)
+    assert isinstance(guard.error, ValueError) and len(calls) == 3
+    assert len(after) <= 2 and all(len(o) < 50 for o in result.output_ids), (len(after), result.steps)
+
+
 @pytest.mark.parametrize("gpus, visible", [(1, "but 1 CUDA device is visible"), (2, "but 2 CUDA devices are visible")])
 def test_too_few_gpus_are_counted_and_name_only_tp_sizes_convert_takes(smollm2, monkeypatch, gpus, visible):
     """The refusal said '1 CUDA device(s) are visible'. A tp-3 SmolLM2 checkpoint on 2 GPUs was told to convert with
