@@ -140,7 +140,7 @@ def test_the_plan_can_be_pinned_for_run_to_run_reproducible_rounding(monkeypatch
     monkeypatch.setenv("REDRAFTER_TRT_LINEAR_PLAN", "plain:2,onednn")
     assert tune(lins) == [(2, "plain"), (None, "onednn")]
     assert all(set(lin.products) == {"plain", "onednn"} for lin in lins)
-    for bad in ("plain:2", "plain:3,onednn:2,plain", "plain:x,onednn", ""):
+    for bad in ("plain:2", "plain:3,onednn:2,plain", "plain:3,onednn:3,mkl_packed", "plain:x,onednn", ""):
         monkeypatch.setenv("REDRAFTER_TRT_LINEAR_PLAN", bad)
         with pytest.raises(ConfigError, match="REDRAFTER_TRT_LINEAR_PLAN=.*give PRODUCT:ROWS pairs"):
             tune([Linear(torch.randn(96, 64), products=PRODUCTS)])
@@ -150,6 +150,24 @@ def test_the_plan_can_be_pinned_for_run_to_run_reproducible_rounding(monkeypatch
     monkeypatch.setenv("REDRAFTER_TRT_LINEAR_PLAN", "mkl_packed")  # as where torch has no MKL
     with pytest.raises(ConfigError, match="mkl_packed is not available on this machine: use onednn, plain"):
         tune([Linear(torch.randn(96, 64), products=("plain", "onednn"))])
+
+
+def test_a_pin_builds_only_the_products_it_names(monkeypatch, tiny_llama, tiny_drafter):
+    """A review's mutant (candidate_products giving all three whatever the pin) passed: tune drops the products its
+    plan does not use, but only after the model has built them (three copies of its weights at load)."""
+    from redrafter_trt import runtime as rt
+    from redrafter_trt.runtime import linear
+    from test_runtime_support import checkpoint
+
+    built = []
+    for name in ("_onednn", "_mkl_packed"):
+        monkeypatch.setattr(linear, name, lambda *args, name=name: built.append(name))  # as if unavailable: None
+    monkeypatch.setenv("REDRAFTER_TRT_LINEAR_PLAN", "plain")
+    rt.load(checkpoint(tiny_llama, tiny_drafter), drafter_int8=False)
+    assert built == []
+    assert linear.candidate_products() == ("plain",)
+    monkeypatch.delenv("REDRAFTER_TRT_LINEAR_PLAN")
+    assert linear.candidate_products() == PRODUCTS
 
 
 @pytest.mark.parametrize("pin", ["onednn", "plain:3,onednn"])
