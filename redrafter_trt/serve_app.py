@@ -234,6 +234,8 @@ class App:
                 if echoes[i // n].text or echoes[i // n].values:
                     chunk(i, echoes[i // n].text, echoes[i // n].values)
         parsers = [TOOL_PARSERS[req.tool_parser]() for _ in range(len(prompts) * n)] if req.tool_parser else None
+        for i, p in enumerate(parsers or ()):  # the echo went out: content after calls is joined to it
+            p.sent = bool(echoes[i // n].text)
         start = self._thinking_start(prompts[0]) if chat else None
         thinkers = [Thinking(start) for _ in range(len(prompts) * n)] if start else None  # read before the tools
 
@@ -329,7 +331,7 @@ class App:
         if req.tool_parser is None:
             return {"message": {"role": "assistant", "content": echo + text} | thought,
                     "finish_reason": choice.finish_reason}
-        content, calls = parse_answer(req.tool_parser, text)
+        content, calls = parse_answer(req.tool_parser, text, sent=bool(echo))
         calls = kept_calls(calls, req.parallel_tool_calls)
         content = None if content is None and not echo else echo + (content or "")
         return {"message": {"role": "assistant", "content": content} | thought | ({"tool_calls": calls} if calls

@@ -142,7 +142,7 @@ class HermesCalls:
         self.space = ""        # whitespace at the content's end: dropped when a call follows
         self.after_call = False  # the last thing read was a call: the whitespace after it is held
         self.before = self.after = ""  # the whitespace before the calls since the last content, and after the last
-        self.sent = False      # some content went out: content after calls is joined to it
+        self.sent = False      # content went out (or was echoed before): content after calls is joined to it
         self.block: CallBlock | None = None  # the open block's reading
         self.calls: list[dict] = []  # the calls made, each as message.tool_calls lists it (its arguments so far)
 
@@ -259,9 +259,11 @@ def kept_calls(calls: list[dict], parallel: bool) -> list[dict]:
     return calls if parallel else [call for i, call in enumerate(calls) if call.get("index", i) == 0]
 
 
-def parse_answer(parser: str, text: str) -> tuple[str | None, list[dict]]:
-    """A whole answer's (content, tool calls): content None when it is empty beside calls."""
+def parse_answer(parser: str, text: str, sent: bool = False) -> tuple[str | None, list[dict]]:
+    """A whole answer's (content, tool calls): content None when it is empty beside calls. sent: content went out
+    before the answer (a chat's echoed assistant turn), to which content after calls is joined (`HermesCalls.sent`)."""
     calls = TOOL_PARSERS[parser]()
+    calls.sent = sent
     content, _ = calls.add(text)
     content += calls.finish()[0]
     return (content or None) if calls.calls else content, calls.calls

@@ -236,11 +236,13 @@ def after_object(text: str) -> str:
 BLOCK = re.compile(r"<tool_call>(.*?)</tool_call>", re.S)
 
 
-def spec_tools(text: str, ended: str, read=spec_call) -> tuple[str | None, list[tuple[str, dict]], str]:
+def spec_tools(text: str, ended: str, read=spec_call,
+               echoed: bool = False) -> tuple[str | None, list[tuple[str, dict]], str]:
     """(content, calls, finish_reason): each block a call when it holds one (a last one without its </tool_call> too;
     `read` tells, from the block's text after <tool_call>: spec_call's reading), the others text; the text around the
     calls the content, less the whitespace next to them but the joint (the whitespace after the last call of a run,
-    else the one before it) between content before and after them."""
+    else the one before it) between content before and after them (echoed: content before the text, an echoed
+    assistant message, is content before them)."""
     texts, calls, at, last, rest = [], [], 0, 0, ""
     for m in BLOCK.finditer(text):
         last = m.end()
@@ -263,7 +265,7 @@ def spec_tools(text: str, ended: str, read=spec_call) -> tuple[str | None, list[
                 content = body
             continue
         lead = t[:len(t) - len(t.lstrip())]
-        content = body + ((lead or content[len(body):]) if body else "") + t.lstrip()
+        content = body + ((lead or content[len(body):]) if body or echoed else "") + t.lstrip()
     return (content or None) if calls else content, calls, "tool_calls" if calls and ended == "stop" else ended
 
 
@@ -334,7 +336,7 @@ def test_random_answers_stream_as_they_answer_whole_and_as_readmes_rules_read_th
         reasoning, content = spec_reasoning(TAILS[tail] or STARTS[reasoner], said) if reasoner else (None, said)
         calls, trt = [], trtllm_calls(content) if tools else None  # the content the reasoning parser left
         if tools:
-            content, calls, ended = spec_tools(content, ended)
+            content, calls, ended = spec_tools(content, ended, echoed=bool(echo))
         if trt is not None:
             assert calls == trt, where
             compared += 1

@@ -399,6 +399,25 @@ def test_an_answer_cut_after_its_calls_keeps_its_finish_reason(backend, monkeypa
     assert chunks[-1]["finish_reason"] == finish
 
 
+def test_an_echoed_assistant_turn_keeps_its_joint_with_the_content_after_a_call_whole_and_streamed(backend,
+                                                                                                   monkeypatch):
+    """A review: with "echo": true the chat's last assistant message comes back before the answer, but the parser
+    never saw it, so the content after a call lost its joint to it ("Let me check.more"): joined as the parser joins
+    content it sent itself ("text between"), whole and streamed alike."""
+    monkeypatch.setattr(backend, "complete", answering("\n" + CALL + "\nmore"))
+    app = App(backend, "tiny", max_output_len=16, tool_parser="qwen3")
+    body = {"messages": ASK + [{"role": "assistant", "content": "Let me check."}], "tools": [WEATHER], "echo": True}
+    status, answer = app.post("/v1/chat/completions", body)
+    assert status == 200, answer
+    (choice,) = answer["choices"]
+    assert choice["message"]["content"] == "Let me check.\nmore"
+    assert shown(choice["message"]["tool_calls"]) == [("get_weather", {"city": "Paris"})]
+    chunks = [c for e in events_of(app, body | {"stream": True}) for c in e["choices"]]
+    assert "".join(c["delta"].get("content", "") for c in chunks) == "Let me check.\nmore"
+    monkeypatch.setattr(backend, "complete", answering("\n" + CALL))  # nothing after the call: the echo alone
+    assert app.post("/v1/chat/completions", body)[1]["choices"][0]["message"]["content"] == "Let me check."
+
+
 @pytest.mark.parametrize("case", ["two calls", "text between"])
 def test_parallel_tool_calls_false_keeps_each_answers_first_call_whole_and_streamed(backend, monkeypatch, case):
     """A review: "parallel_tool_calls": false (a client taking one call a turn) was ignored and an answer writing two
