@@ -70,6 +70,22 @@ def test_text_that_is_no_json_is_refused_given_whole_or_a_character_at_a_time(te
             written(tokens, text, at, at == len(text))
 
 
+@pytest.mark.parametrize("text", ['"x\\\\ud83d"', '"\\\\\\ud83d\\udf27"', '["\\\\ud83d", 1]'])
+def test_an_escaped_backslash_before_a_surrogates_letters_is_no_surrogate_at_a_pieces_end(text):
+    """A piece ending in `\\\\ud83d` (an escaped backslash, then the letters ud83d) holds no surrogate to keep back
+    for its other half, `\\\\\\ud83d` (then a surrogate) does: the text cut anywhere, then read a character at a
+    time, comes out as json.dumps writes it (counting the backslashes wrong read the piece's end as an escape cut in
+    half, and json.loads raised on it)."""
+    want = json.dumps(json.loads(text), ensure_ascii=False)
+    for cut in range(len(text) + 1):
+        tokens = JsonTokens()
+        out = written(tokens, text, cut, False)
+        for at in range(cut + 1, len(text) + 1):
+            assert want.startswith(out), (text, cut, out)
+            out += written(tokens, text, at, at == len(text))
+        assert out == want, (text, cut)
+
+
 def number_text(rng: random.Random, number) -> str:
     """number written as other writers may (json.loads reads each the same): -0, a fraction's trailing zeros, an
     exponent in either case, with a sign or not."""

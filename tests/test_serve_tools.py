@@ -74,6 +74,16 @@ ANSWERS = {  # answer text -> (content, [(name, arguments)])
     "written otherwise": ('<tool_call>{"arguments":{"city":"\\u6771\\u4eac \\ud83c\\udf27\\/","n":1.50E1,"ok":'
                           'true,"l":[ ]},"name":"get_weather"}</tool_call>',
                           (None, [("get_weather", {"city": "東京 🌧/", "n": 15.0, "ok": True, "l": []})])),
+    # an escaped backslash, then the letters ud83d (no surrogate) or a surrogate pair; the answer cut right after
+    # them (the whole answer's block read to there before its end): the letters go out, the pair's first half waits
+    "a backslash before ud83d": ('<tool_call>{"name": "f", "arguments": {"s": "x\\\\ud83d"}}</tool_call>',
+                                 (None, [("f", {"s": "x\\ud83d"})])),
+    "a backslash before a pair": ('<tool_call>{"name": "f", "arguments": {"s": "\\\\\\ud83d\\udf27"}}</tool_call>',
+                                  (None, [("f", {"s": "\\\U0001f727"})])),
+    "cut after a backslash and ud83d": ('<tool_call>{"name": "f", "arguments": {"s": "x\\\\ud83d',
+                                        (None, [("f", '{"s": "x\\\\ud83d')])),
+    "cut after a backslash and a half pair": ('<tool_call>{"name": "f", "arguments": {"s": "\\\\\\ud83d',
+                                              (None, [("f", '{"s": "\\\\')])),
     "no arguments": ('<tool_call>\n{"name": "f"}\n</tool_call>', (None, [("f", {})])),
     "unicode": ('<tool_call>\n{"name": "get_weather", "arguments": {"city": "東京 🌧"}}\n</tool_call>',
                 (None, [("get_weather", {"city": "東京 🌧"})])),
