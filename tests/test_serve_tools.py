@@ -45,6 +45,10 @@ ANSWERS = {  # answer text -> (content, [(name, arguments)])
                   (None, [("get_weather", '{"city": ')])),
     "cut in the arguments": ('Sure.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Pa',
                              ("Sure.", [("get_weather", '{"city": "Pa')])),
+    # cut right after a number or literal: the answer's end ends it, it is read (more text could have changed it)
+    "cut after a number": ('<tool_call>{"name": "f", "arguments": {"n": 5', (None, [("f", '{"n": 5')])),
+    "cut after a literal": ('<tool_call>{"name": "f", "arguments": {"n": true', (None, [("f", '{"n": true')])),
+    "cut inside a number": ('<tool_call>{"name": "f", "arguments": {"n": 1e', (None, [("f", '{"n": ')])),
     # a number json.loads cannot give back as JSON (an int past Python's 4300 digits, a float past its range) is bad
     # JSON as any other, not a traceback
     "number too long": ('<tool_call>{"name": "f", "arguments": {"a": 1, "n": ' + "9" * 4301 + '}}</tool_call>',
