@@ -144,7 +144,8 @@ def tool_turn(msg: dict, who: str, where: str) -> dict | None:
 def template_tool_calls(calls) -> list[dict]:
     """OpenAI's `tool_calls` (an assistant turn's, a serve request's) as chat templates read them: arguments sent as a
     JSON object's text are given as the object (Qwen2.5's template writes `arguments | tojson`, which would quote the
-    text again; Qwen3's writes a string as it is), as vLLM gives them. A ValueError for calls of another shape."""
+    text again; Qwen3's writes a string as it is), and "" as {}, as vLLM gives them; other text (no JSON, JSON of no
+    object) as it is. A ValueError for calls of another shape."""
     if calls is None or calls == []:
         return []
     if not isinstance(calls, list):
@@ -156,7 +157,7 @@ def template_tool_calls(calls) -> list[dict]:
                 or not isinstance(function.get("name"), str)
                 or not isinstance(function.get("arguments"), (str, dict))):
             raise ValueError("a tool call of another shape")
-        arguments = function["arguments"]
+        arguments = function["arguments"] or {}  # "": a call without arguments, as vLLM reads it
         if isinstance(arguments, str):
             parsed = json_or_none(arguments)
             arguments = parsed if isinstance(parsed, dict) else arguments

@@ -294,6 +294,17 @@ def test_tool_history_is_given_as_chat_templates_read_it():
         chat({"messages": [ASK[0], {"role": "assistant", "tool_calls": [{"function": {"name": 1}}]}]})
 
 
+@pytest.mark.parametrize("sent, given", [("[1, 2]", "[1, 2]"), ("5", "5"), ("{bad", "{bad"), ("", {}),
+                                         ({"a": 1}, {"a": 1})])
+def test_tool_history_arguments_other_than_an_objects_text_reach_the_template_as_sent(sent, given):
+    """Only a JSON object's text is given as the object (templates read arguments as a mapping, or quote a string
+    with tojson): JSON text of another value, or no JSON, stays the text sent; "" (a call without arguments) is {},
+    as vLLM's _postprocess_messages gives it."""
+    history = [*ASK, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": sent}}]}]
+    assert chat({"messages": history}).prompts[0][1]["tool_calls"][0]["function"]["arguments"] == given
+
+
 @pytest.fixture(scope="module")
 def tiny_qwen(tmp_path_factory):
     """(checkpoint, tokenizer folder) of a tiny Qwen2 with the ChatML character tokenizer and 2048 positions: room
