@@ -57,7 +57,7 @@ from pathlib import Path
 from .build import check_engine, read_engine_config, world_size
 from .errors import ConfigError, RedrafterError
 from .installed_trtllm import installed_source, require_trtllm_tool, trtllm_version
-from .serve_tools import tool_template_warning
+from .serve_tools import tool_format_warning, tool_template_warning
 from .smollm2 import cache_root
 from .tokens import load_tokenizer, stop_file, stop_ids
 
@@ -75,7 +75,9 @@ class ServePlan:
     max_batch_size: int = 0  # the engine's, passed as --max_batch_size
     host_warning: str | None = None  # an IPv6 --host whose trtllm-serve could not be read (ipv6_refusal)
     stop_file: str = "generation_config.json"  # where `unstopped` comes from (`stop_file`: else config.json)
-    tools_warning: str | None = None  # --tool-parser on a chat template that drops tools (tool_template_warning)
+    # --tool-parser on a chat template that drops tools (tool_template_warning) or writes calls in another format
+    # (tool_format_warning)
+    tools_warnings: tuple[str, ...] = ()
 
     def shell(self) -> str:
         return shlex.join(self.argv)
@@ -136,10 +138,13 @@ def plan_trtllm_serve(engine_dir: Path, tokenizer_dir: Path, host: str, port: in
         argv += [option, name]
     argv += ["--extra_llm_api_options", str(cache_root() / LLM_API_OPTIONS_FILE)]
     source = stop_file(tokenizer_dir)  # None: no id but the tokenizer's EOS, nothing unstopped
-    tools_warning = tool_template_warning(tokenizer, tool_parser, "answered by trtllm-serve without them where "
-                                          "their own prompt drops them too") if tool_parser else None
+    tools_warnings = () if not tool_parser else (
+        tool_template_warning(tokenizer, tool_parser, "answered by trtllm-serve without them where their own prompt "
+                              "drops them too"),
+        tool_format_warning(tokenizer, tool_parser, "come back from trtllm-serve as text (its whole answer, at some "
+                            "versions, reads an answer that is one bare call object as a call)"))
     return ServePlan(tuple(argv), ranks, unstopped, build["max_batch_size"], host_warning,
-                     source.name if source else ServePlan.stop_file, tools_warning)
+                     source.name if source else ServePlan.stop_file, tuple(filter(None, tools_warnings)))
 
 
 IPV4_BIND = "socket.socket(socket.AF_INET, socket.SOCK_STREAM)"  # the line issue #10877 names; PR #10929 replaced it

@@ -29,6 +29,7 @@ by the same steps as a stream, so a streamed answer's content and calls add up t
 
 from __future__ import annotations
 
+import os
 import uuid
 
 from .serve_json import BadJson, JsonTokens
@@ -69,6 +70,37 @@ def tool_template_warning(tokenizer, tool_parser: str, fate: str) -> str | None:
     dropped, fields = DROPPED[drops]
     return (f"warning: --tool-parser {tool_parser}: this tokenizer's chat template dropped {dropped} from a sample "
             f"conversation: chat requests with {fields} are {fate}; {TEMPLATE_FIX}")
+
+
+CALLS_AS_TEXT = 'come back as text in the content, finish_reason "stop"'  # the reference server's fate of them
+
+
+def tool_format_warning(tokenizer, tool_parser: str, fate: str) -> str | None:
+    """serve --tool-parser's one line at start when the chat template writes a sample assistant's tool call
+    (`tokens.sample_tool_call`) in a format the parser reads no call from (Llama 3.1's bare {"name", "parameters"}
+    JSON without <tool_call>, Qwen3-Coder's <function=...> inside it): a model taught that format writes its calls
+    so. It shows the assistant's turn as the template writes it (after its generation prompt; the call's name written
+    NAME, whitespace runs as one space). None where the parser reads the call, or the template writes none
+    (`tool_template_warning` says that). fate: what becomes of such calls."""
+    from jinja2 import TemplateError
+
+    from .tokens import PROBE_CALL, render_chat, sample_tool_call
+
+    text = sample_tool_call(tokenizer)
+    if text is None or PROBE_CALL not in text:
+        return None
+    try:
+        asked = render_chat(tokenizer, [{"role": "user", "content": "Hi"}], True)
+    except (TemplateError, TypeError, ValueError):
+        asked = ""
+    turn = text[len(os.path.commonprefix([text, asked])):]
+    if any(call["function"]["name"] == PROBE_CALL for call in parse_answer(tool_parser, turn)[1]):
+        return None
+    turn = " ".join(turn.split()).replace(PROBE_CALL, "NAME")
+    line = turn if len(turn) <= 80 else turn[:77] + "..."
+    return (f"warning: --tool-parser {tool_parser}: this tokenizer's chat template writes an assistant's tool call "
+            f"in a format the parser reads no call from ({line}): calls the model writes that way {fate}; "
+            f"--tool-parser {tool_parser} reads {TOOL_PARSERS[tool_parser].FORMAT}")
 
 
 class CallBlock:
@@ -135,6 +167,7 @@ class HermesCalls:
     before the first), so "Let me check.\n<call>\nThen..." reads "Let me check.\nThen...", not "...check.Then"."""
 
     START, END = "<tool_call>", "</tool_call>"
+    FORMAT = "the <tool_call> blocks of Qwen2.5's, Qwen3's and Hermes' chat templates"  # tool_format_warning's words
 
     def __init__(self):
         self.pending = ""      # text not decided yet: a possible start of START, or a block without its END

@@ -218,23 +218,36 @@ def shows_tools(tokenizer) -> bool:
         return True
 
 
-def writes_tool_calls(tokenizer) -> bool:
-    """Whether the tokenizer's chat template writes an assistant turn's `tool_calls` (Qwen2.5's and Qwen3's do, in
-    `<tool_call>` blocks; SmolLM2's writes the turn's empty content alone): the call's name is in its text. One that
-    does not render a user turn is said to, its error left to the render that needs it."""
+PROBE_CALL = "redrafter_probe_call"  # the sample assistant's tool call's name (`sample_tool_call`)
+
+
+def sample_tool_call(tokenizer) -> str | None:
+    """The tokenizer's chat template's text of a user turn and an assistant turn calling PROBE_CALL (content "", no
+    arguments); None where the template refuses it (its error)."""
     from jinja2 import TemplateError
 
-    name = "redrafter_probe_call"
     turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "", "tool_calls": [
-        {"id": "call_0", "type": "function", "function": {"name": name, "arguments": {}}}]}]
+        {"id": "call_0", "type": "function", "function": {"name": PROBE_CALL, "arguments": {}}}]}]
     try:
-        return name in render_chat(tokenizer, turns, False)
-    except (TemplateError, TypeError, ValueError):
-        try:
-            render_chat(tokenizer, turns[:1], True)
-        except (TemplateError, TypeError, ValueError):  # no template, or a broken one
-            return True
-        return False
+        return render_chat(tokenizer, turns, False)
+    except (TemplateError, TypeError, ValueError):  # jinja's errors; a template that is not text, or none
+        return None
+
+
+def writes_tool_calls(tokenizer) -> bool:
+    """Whether the tokenizer's chat template writes an assistant turn's `tool_calls` (Qwen2.5's and Qwen3's do, in
+    `<tool_call>` blocks; SmolLM2's writes the turn's empty content alone): the call's name is in its text
+    (`sample_tool_call`). One that does not render a user turn is said to, its error left to the render that needs
+    it."""
+    from jinja2 import TemplateError
+
+    if (text := sample_tool_call(tokenizer)) is not None:
+        return PROBE_CALL in text
+    try:
+        render_chat(tokenizer, [{"role": "user", "content": "Hi"}], True)
+    except (TemplateError, TypeError, ValueError):  # no template, or a broken one
+        return True
+    return False
 
 
 def _date_template_clock() -> None:

@@ -451,3 +451,21 @@ def test_tool_parser_warns_of_a_chat_template_that_drops_tools(byte_engine):
     assert "answered by trtllm-serve without them where their own prompt drops them too" in warned[0], res.output
     assert "--tool-parser" not in serve("--engine-dir", engine, "--tokenizer-dir", tok, "--port", 9000,
                                         "--dry-run").output
+
+
+def test_tool_parser_warns_of_a_chat_template_writing_calls_without_tool_call_tags(byte_engine):
+    """trtllm-serve's qwen3 parser reads <tool_call> blocks: a template writing an assistant's calls as bare JSON
+    (Llama 3.1's way) teaches the model a format it does not read. One warning line says so, as the reference
+    server's (`tool_format_warning`)."""
+    import json as json_
+
+    from test_serve_tools import BARE_JSON
+
+    engine, tok = byte_engine
+    config = tok / "tokenizer_config.json"
+    config.write_text(json_.dumps(json_.loads(config.read_text()) | {"chat_template": BARE_JSON}))
+    res = serve("--engine-dir", engine, "--tokenizer-dir", tok, "--port", 9000, "--tool-parser", "qwen3", "--dry-run")
+    assert res.exit_code == 0, res.output
+    warned = [line for line in res.output.splitlines() if "reads no call from" in line]  # and: no tools shown
+    assert len(warned) == 1 and warned[0].startswith("warning: --tool-parser qwen3: "), res.output
+    assert "come back from trtllm-serve as text" in warned[0], res.output

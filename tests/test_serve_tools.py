@@ -703,3 +703,63 @@ def test_serve_warns_at_start_of_a_chat_template_that_drops_tools(smollm2, tmp_p
     assert AutoTokenizer.from_pretrained(tmp_path / "tok").chat_template == "jinja"
     tok.chat_template = QWEN25
     assert tool_template_warning(tok, "qwen3", "refused (400)") is None
+
+
+# Llama 3.1's way: an assistant's call written as bare {"name", "parameters"} JSON, no <tool_call> block
+BARE_JSON = ("{% for m in messages %}<|{{ m.role }}|>{{ m.content }}{% for c in m.tool_calls or [] %}"
+             "{\"name\": \"{{ c.function.name }}\", \"parameters\": {{ c.function.arguments | tojson }}}{% endfor %}\n"
+             "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}")
+
+# Qwen3-Coder's way: <function=NAME> XML inside the <tool_call> tags, no JSON
+XML_IN_TAGS = BARE_JSON.replace(
+    "{\"name\": \"{{ c.function.name }}\", \"parameters\": {{ c.function.arguments | tojson }}}",
+    "<tool_call>\n<function={{ c.function.name }}>\n</function>\n</tool_call>")
+
+
+
+def test_serve_warns_at_start_of_a_chat_template_writing_calls_in_another_format(tmp_path):
+    """Only <tool_call> blocks of JSON are parsed: a base whose template writes an assistant's call otherwise (Llama
+    3.1's bare JSON, Qwen3-Coder's XML in the tags) got its calls back as content, finish_reason "stop", and no word
+    why. One line at start now shows what the template writes and what the parser reads; none for Qwen2.5's, nor for
+    a template writing no calls (`tool_template_warning` says that)."""
+    from test_train_data import CHATML, make_tokenizer
+
+    from redrafter_trt.serve_tools import tool_format_warning
+
+    tok = make_tokenizer(tmp_path / "tok")
+    tok.chat_template = BARE_JSON
+    line = tool_format_warning(tok, "qwen3", 'come back as text in the content, finish_reason "stop"')
+    assert line.startswith("warning: --tool-parser qwen3: ") and "\n" not in line, line
+    assert ('writes an assistant\'s tool call in a format the parser reads no call from ({"name": "NAME", '
+            '"parameters": {}})') in line, line
+    assert 'calls the model writes that way come back as text in the content, finish_reason "stop"' in line, line
+    assert "reads the <tool_call> blocks of Qwen2.5's, Qwen3's and Hermes' chat templates" in line, line
+    tok.chat_template = XML_IN_TAGS
+    assert XML_IN_TAGS != BARE_JSON
+    assert "(<tool_call> <function=NAME> </function> </tool_call>)" in tool_format_warning(tok, "qwen3", "")
+    for template in (QWEN25, CHATML, "{{ raise_exception('no') }}"):
+        tok.chat_template = template
+        assert tool_format_warning(tok, "qwen3", "") is None, template[:20]
+
+
+def test_serve_prints_the_format_warning_before_taking_the_port(tiny_qwen, tmp_path, monkeypatch):
+    """The reference server's start: the line goes out (stderr) before the port is bound and the model loaded."""
+    from click.testing import CliRunner
+    from test_train_data import make_tokenizer
+
+    from redrafter_trt import serve_http
+    from redrafter_trt.cli import main
+    from redrafter_trt.errors import ConfigError
+
+    tok = make_tokenizer(tmp_path / "tok")
+    tok.chat_template = BARE_JSON
+    tok.save_pretrained(tmp_path / "tok")
+
+    def bound(*args, **kwargs):
+        raise ConfigError("reached the port")
+    monkeypatch.setattr(serve_http, "make_server", bound)
+    res = CliRunner().invoke(main, ["serve", "--checkpoint-dir", str(tiny_qwen[0]), "--tokenizer-dir",
+                                    str(tmp_path / "tok"), "--tool-parser", "qwen3"])
+    assert res.exit_code == 2 and "reached the port" in res.output, res.output
+    (line,) = [line for line in res.output.splitlines() if "reads no call from" in line]
+    assert 'come back as text in the content, finish_reason "stop"' in line, res.output

@@ -16,7 +16,8 @@ from ..launchers import llmapi_error, llmapi_ranks
 from ..plural import agreeing
 from ..presets import config_option, one_of
 from ..serve_reasoning import REASONING_PARSERS
-from ..serve_tools import REFUSED_PER_REQUEST, TOOL_PARSERS, tool_template_warning
+from ..serve_tools import (CALLS_AS_TEXT, REFUSED_PER_REQUEST, TOOL_PARSERS, tool_format_warning,
+                           tool_template_warning)
 from .params import Command, Seconds, chat_template_kwargs_option, options_given
 
 
@@ -141,7 +142,7 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
         _refuse_engine_template_kwargs(ctx, chat_template_kwargs)
         plan = plan_trtllm_serve(engine_dir, tokenizer_dir, host, port, tool_parser, reasoning_parser)
         _refuse_preset_reference_options(ctx, plan)
-        for warning in (plan.host_warning, plan.stop_warning(), plan.tools_warning):
+        for warning in (plan.host_warning, plan.stop_warning(), *plan.tools_warnings):
             if warning:
                 click.echo(warning, err=True)
         plan.write_options()  # the file the command names, printed or run
@@ -170,8 +171,10 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
     tokenizer = load_tokenizer(str(tokenizer_dir), cfg.vocab_size, chat_template_kwargs)
     if why := drafter_mode_warning(checkpoint_dir.raw, tokenizer, None):  # chat requests without their own
         click.echo(f"warning: {why}", err=True)
-    if tool_parser and (why := tool_template_warning(tokenizer, tool_parser, REFUSED_PER_REQUEST)):
-        click.echo(why, err=True)
+    for why in (tool_template_warning(tokenizer, tool_parser, REFUSED_PER_REQUEST),
+                tool_format_warning(tokenizer, tool_parser, CALLS_AS_TEXT)) if tool_parser else ():
+        if why:
+            click.echo(why, err=True)
     # the port first (as vLLM binds its socket before building the engine): a taken port is one line at once, not
     # after minutes of loading and compiling; connections made meanwhile wait in the backlog
     server = make_server(None, host, port)
