@@ -1495,3 +1495,27 @@ def test_a_progress_line_numbers_a_prompt_of_its_file_without_naming_a_file():
 
     assert file_number([0, 26, 53], 1, 80) == " (#27 of 80)"
     assert file_number([0, 1, 2], 1, 3) == ""  # every prompt taken: its number is the file's
+
+
+def test_the_headline_is_best_even_where_an_excluded_configuration_is_faster():
+    """`headline` (the configuration whose answers the quickstart shows) is `best` where one matches plain decoding,
+    not a faster one left out for differing from it; where none matches, the fastest."""
+    plain = timed_run(100, 5.0, 100, prompts=4)
+    exact = ConfigResult(1, 2, timed_run(80, 4.0, 100, prompts=4), 2.5, 1.25, [])
+    differs = ConfigResult(4, 2, timed_run(60, 3.0, 100, prompts=4), 3.3, 5.0 / 3.0, [1])
+    report = BenchReport(meta={}, hf=timed_run(100, 10.0, 100, prompts=4), no_draft=plain, configs=[exact, differs])
+    assert report.best is exact and report.headline is exact
+    exact.mismatched_prompts = [2]
+    assert report.best is None and report.headline is differs
+
+
+@pytest.mark.parametrize("asked, warned", [(79, False), (80, False), (81, True)])
+def test_num_prompts_up_to_the_files_count_is_not_said_to_be_more(asked, warned, caplog):
+    """--num-prompts 80 on MT-Bench's 80 prompts takes them all without a word; 81 is said."""
+    from redrafter_trt.bench_inputs import pick_prompts
+
+    texts = [f"p{i}" for i in range(80)]
+    with caplog.at_level("WARNING"):
+        indices, taken = pick_prompts(texts, asked)
+    assert len(indices) == min(asked, 80) and taken == [texts[i] for i in indices]
+    assert ("but there are only 80 prompts" in caplog.text) is warned, caplog.text
