@@ -111,6 +111,30 @@ def test_a_close_verdict_points_at_the_printed_bench_line_in_questions():
                          "`redrafter-trt bench` line below (all 80 questions, every category)"), line
 
 
+def test_each_answers_tokens_per_step_are_the_headline_configurations(tmp_path, monkeypatch):
+    """Each answer's `[N tokens in S steps: x tokens/step]` counts the steps of the configuration whose answers are
+    shown (the table's starred row), not those of the run without drafting (1.00 tokens/step on every answer) nor
+    those of a faster configuration left out for differing from plain decoding."""
+    from test_bench import hand_run
+
+    from redrafter_trt.bench import BenchReport, ConfigResult
+
+    def config(beams, steps, seconds, mismatched=()):
+        return ConfigResult(beams, 2, hand_run([6, 4], seconds, steps), 10.0 / sum(seconds), 1.0, list(mismatched))
+
+    configs = [config(1, [4, 3], [0.8, 0.6]), config(2, [3, 4], [0.6, 0.5]), config(4, [2, 2], [0.3, 0.3], [1])]
+    report = BenchReport(meta={"num_prompts": 2, "max_new_tokens": 6, "dtype": "float32", "torch_threads": 1},
+                         hf=hand_run([6, 4], [2.0, 1.5]), no_draft=hand_run([6, 4], [1.0, 0.7]), configs=configs)
+    assert report.headline is configs[1]
+    result = qs.QuickstartResult(tmp_path, tmp_path, tmp_path, {}, {}, ["q1?", "q2?"], ["a1", "a2"], report)
+    monkeypatch.setattr(qs, "quickstart", lambda *a, **k: result)
+    out = CliRunner().invoke(main, ["quickstart", "--workdir", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    assert re.findall(r"\[.*tokens/step\]", out.stdout) == ["[6 tokens in 3 steps: 2.00 tokens/step]",
+                                                            "[4 tokens in 4 steps: 1.00 tokens/step]"], out.stdout
+    assert re.search(r"W=2 L=2\* +1\.43 ", out.stdout), out.stdout  # 10 tokens in the starred row's 7 steps
+
+
 def test_second_run_reuses_drafter_and_checkpoint_and_force_retrains(smollm2, first_run, monkeypatch):
     workdir, _, _ = first_run
     calls = []
@@ -456,6 +480,36 @@ def test_an_interrupted_run_resumes_with_its_own_recipe_only(tiny_recipe, tmp_pa
     assert calls == [False, True, False]  # another recipe's state is not resumed (the run starts over)
 
 
+def test_force_starts_an_interrupted_run_over(tiny_recipe, tmp_path, monkeypatch):
+    """--force retrains (README): an interrupted run of this very recipe is not resumed, and its state goes once the
+    new drafter is written."""
+    base, api = tiny_recipe
+    calls = []
+
+    def stop(progress):
+        if progress.stats and progress.stats.step == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(qs, "training_api", api(calls, checkpoint_every=1))
+    with pytest.raises(KeyboardInterrupt):
+        qs.ensure_drafter(base, tmp_path, False, stop)
+    assert (tmp_path / "drafter.train-state.pt").exists()
+    assert qs.ensure_drafter(base, tmp_path, True, None) == (tmp_path / "drafter", False)
+    assert calls == [False, False] and not (tmp_path / "drafter.train-state.pt").exists()
+
+
+def test_a_rewritten_data_file_changes_the_recipe_id(tiny_recipe, tmp_path):
+    """README: a changed prompt file retrains the drafter; its contents, not its name, are in the recipe id."""
+    base, api = tiny_recipe
+    data = tmp_path / "qa.jsonl"
+    data.write_text('{"question": "What is 1 plus 1?", "answer": "2."}\n')
+    config, _ = api([], data=[data])()
+    before = qs.recipe_id(config(base, tmp_path / "drafter"))
+    assert qs.recipe_id(config(base, tmp_path / "drafter")) == before
+    data.write_text('{"question": "What is 1 plus 2?", "answer": "3."}\n')
+    assert qs.recipe_id(config(base, tmp_path / "drafter")) != before
+
+
 def test_a_finished_runs_state_is_removed_after_a_ctrl_c_once_the_drafter_is_written(tiny_recipe, tmp_path,
                                                                                        monkeypatch):
     """A Ctrl-C once train wrote drafter/ (WrittenThenInterrupted, as the cache was pruned) skipped the removal of
@@ -525,6 +579,19 @@ def test_answers_past_the_positions_are_refused_before_training(smollm2, tmp_pat
     assert result.exit_code == 2, result.output
     assert "--max-new-tokens 9000" in result.stderr and "8192 positions" in result.stderr
     assert not (tmp_path / "new").exists()  # it was made, empty, before the refusal
+
+
+def test_the_refusals_advice_on_max_new_tokens_is_taken(tiny_recipe):
+    """'pass --max-new-tokens N or less': N itself fits (the longest question and its answer fill the positions
+    exactly), N + 1 does not."""
+    base, _ = tiny_recipe
+    questions = ["What is 1 plus 1?", "What is 12 plus 34, and why?"]
+    with pytest.raises(ConfigError) as refused:
+        qs.check_room(base, questions, 10 ** 6)
+    most = int(re.search(r"pass --max-new-tokens (\d+) or less", str(refused.value)).group(1))
+    qs.check_room(base, questions, most)
+    with pytest.raises(ConfigError, match=f"pass --max-new-tokens {most} or less"):
+        qs.check_room(base, questions, most + 1)
 
 
 def test_a_train_cache_file_is_refused_naming_the_workdir(smollm2, tmp_path, monkeypatch):
