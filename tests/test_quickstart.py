@@ -460,9 +460,10 @@ def test_the_trained_drafter_converts_on_its_base_without_a_warning(tiny_recipe,
     assert json.loads((checkpoint / "config.json").read_text())["producer"]["drafter_base_matches"] is True
 
 
-def test_an_interrupted_run_resumes_with_its_own_recipe_only(tiny_recipe, tmp_path, monkeypatch):
+def interrupt_after_step_2(tiny_recipe, workdir, monkeypatch, calls: list) -> None:
+    """A quickstart training of tiny_recipe's, saving its state each step, stopped by a Ctrl-C after step 2: the
+    state is left beside a drafter/ not written. Each training's resume flag goes into `calls`."""
     base, api = tiny_recipe
-    calls = []
 
     def stop(progress):
         if progress.stats and progress.stats.step == 2:
@@ -470,8 +471,14 @@ def test_an_interrupted_run_resumes_with_its_own_recipe_only(tiny_recipe, tmp_pa
 
     monkeypatch.setattr(qs, "training_api", api(calls, checkpoint_every=1))
     with pytest.raises(KeyboardInterrupt):
-        qs.ensure_drafter(base, tmp_path, False, stop)
-    assert not (tmp_path / "drafter").exists() and (tmp_path / "drafter.train-state.pt").exists()
+        qs.ensure_drafter(base, workdir, False, stop)
+    assert not (workdir / "drafter").exists() and (workdir / "drafter.train-state.pt").exists()
+
+
+def test_an_interrupted_run_resumes_with_its_own_recipe_only(tiny_recipe, tmp_path, monkeypatch):
+    base, api = tiny_recipe
+    calls = []
+    interrupt_after_step_2(tiny_recipe, tmp_path, monkeypatch, calls)
     assert qs.ensure_drafter(base, tmp_path, False, None) == (tmp_path / "drafter", False)
     assert calls == [False, True]  # went on where it stopped
     (tmp_path / "drafter").rename(tmp_path / "kept")
@@ -483,18 +490,9 @@ def test_an_interrupted_run_resumes_with_its_own_recipe_only(tiny_recipe, tmp_pa
 def test_force_starts_an_interrupted_run_over(tiny_recipe, tmp_path, monkeypatch):
     """--force retrains (README): an interrupted run of this very recipe is not resumed, and its state goes once the
     new drafter is written."""
-    base, api = tiny_recipe
     calls = []
-
-    def stop(progress):
-        if progress.stats and progress.stats.step == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(qs, "training_api", api(calls, checkpoint_every=1))
-    with pytest.raises(KeyboardInterrupt):
-        qs.ensure_drafter(base, tmp_path, False, stop)
-    assert (tmp_path / "drafter.train-state.pt").exists()
-    assert qs.ensure_drafter(base, tmp_path, True, None) == (tmp_path / "drafter", False)
+    interrupt_after_step_2(tiny_recipe, tmp_path, monkeypatch, calls)
+    assert qs.ensure_drafter(tiny_recipe[0], tmp_path, True, None) == (tmp_path / "drafter", False)
     assert calls == [False, False] and not (tmp_path / "drafter.train-state.pt").exists()
 
 
