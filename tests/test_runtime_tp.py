@@ -280,6 +280,7 @@ def test_a_program_ending_with_local_ranks_open_exits(tiny_llama, tiny_drafter, 
         pytest.fail("the script did not exit")
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("[[")
+    assert "Traceback" not in done.stderr, done.stderr[-2000:]
 
 
 def test_a_script_without_a_main_guard_is_told_to_add_one(tiny_llama, tiny_drafter, tmp_path):
@@ -617,16 +618,21 @@ def test_local_ranks_called_from_two_threads_answer_one_call_after_the_other(tin
     assert json.loads(lines[0]) == want
 
 
-def test_local_ranks_give_the_callers_torch_threads_back(tiny_llama, tiny_drafter, monkeypatch):
+def test_local_ranks_give_the_callers_torch_threads_back(tiny_llama, tiny_drafter, tmp_path, monkeypatch):
     """A review: LocalRanks on a tp=2 checkpoint left the calling process on its rank's share of the CPUs
     (torch.set_num_threads as rank 0 joined: 2 threads became 1 for good), after close() and after a failed start.
-    Rank 0 keeps its share while the ranks are open; the caller's count comes back after."""
+    Rank 0 keeps its share while the ranks are open; the caller's count comes back after. Also (a mutation review):
+    close() lets the followers leave on their own (exit code 0, not killed), and neither a start nor a failed one
+    leaves its results folder in the temporary directory."""
+    import tempfile
+
     import torch
 
     from redrafter_trt.runtime.ranks import LocalRanks
     from redrafter_trt.runtime.tp import rank_threads
 
     ckpt = checkpoint(tiny_llama, tiny_drafter, 2, num_beams=3, draft_len=3)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     threads = rank_threads(2) + 1  # more than a rank's share
     torch.set_num_threads(threads)
     ranks = LocalRanks(ckpt)
@@ -636,6 +642,8 @@ def test_local_ranks_give_the_callers_torch_threads_back(tiny_llama, tiny_drafte
     finally:
         ranks.close()
     assert torch.get_num_threads() == threads
+    assert [p.exitcode for p in ranks.procs] == [0]
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".redrafter-tp")]
 
     def fails(*args, **kwargs):
         raise ConfigError("rank 0 cannot load")
@@ -644,3 +652,4 @@ def test_local_ranks_give_the_callers_torch_threads_back(tiny_llama, tiny_drafte
     with pytest.raises(ConfigError, match="rank 0 cannot load"):
         LocalRanks(ckpt)
     assert torch.get_num_threads() == threads
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".redrafter-tp")]
