@@ -199,7 +199,9 @@ def _refuse_on_rank(group, refusing: int, seconds: float) -> str:
 def test_a_rank_that_refuses_ends_the_others_at_once(refusing):
     """A rank's RedrafterError (its own rank file cut short, on CUDA) left its process with exit code 0, so mp.spawn
     let the other ranks run on: stuck in an NCCL collective for its timeout before the error was seen (or, from rank
-    1, never raised at all when rank 0 returned). A refusing rank now exits 1: spawn ends the others, launch raises."""
+    1, never raised at all when rank 0 returned). A refusing rank now exits 1: spawn ends the others, launch raises,
+    and no rank is left running (a mutation review: launch raised without ending them)."""
+    import multiprocessing
     import time
 
     from redrafter_trt.runtime.tp import launch
@@ -208,6 +210,7 @@ def test_a_rank_that_refuses_ends_the_others_at_once(refusing):
     with pytest.raises(ConfigError, match=f"rank {refusing} refuses"):
         launch(_refuse_on_rank, 2, refusing, 120.0)
     assert time.monotonic() - start < 90  # starting two ranks takes 10-30 s here
+    assert not [p.name for p in multiprocessing.active_children() if p.name.startswith("redrafter-tp-rank")]
 
 
 def _killed_on_rank_1(group) -> None:
