@@ -211,9 +211,12 @@ def test_ranks_end_with_the_process_that_started_them(tmp_path, monkeypatch):
 
 LOCAL_RANKS = """
 import os, signal, sys, threading, time
+import torch
 from redrafter_trt.runtime.ranks import LocalRanks
+from redrafter_trt.runtime.tp import rank_threads
 
 if __name__ == "__main__":
+    torch.set_num_threads(rank_threads(2) + 1)  # the caller's: not rank 0's share
     ranks = LocalRanks(sys.argv[1])
     print(*(p.pid for p in ranks.procs), flush=True)
     threading.Timer(2, os.kill, (os.getpid(), signal.SIGINT)).start()  # Ctrl-C mid-generation
@@ -222,32 +225,42 @@ if __name__ == "__main__":
         print("returned", flush=True)
     except KeyboardInterrupt:
         print("interrupted", flush=True)
+    print("threads given back:", torch.get_num_threads() == rank_threads(2) + 1, flush=True)
     try:
         ranks.generate([[1, 2, 3]], 4)
         print("answered", flush=True)
     except Exception as e:
         print(type(e).__name__, e, flush=True)
     ranks.close()
+    again = LocalRanks(sys.argv[1])  # as the PeerError advises
+    print(*(p.pid for p in again.procs), flush=True)
+    print("again:", len(again.generate([[1, 2, 3]], 4).output_ids), flush=True)
+    again.close()
 """
 
 
 def test_ctrl_c_in_a_local_ranks_call_ends_the_followers(tiny_llama, tiny_drafter, tmp_path):
     """A KeyboardInterrupt on rank 0 in the middle of LocalRanks.generate left the followers in a collective for
     ever, and the next call hung (its collectives paired with the old ones). The followers are killed, and a later
-    call is a one-line PeerError."""
+    call is a one-line PeerError. The caller gets its torch threads back, and a new LocalRanks, as that error
+    advises, loads and answers (a mutation review: it raised that the default process group was initialized
+    twice)."""
     script = tmp_path / "local_ranks.py"
     script.write_text(LOCAL_RANKS)
     proc = _start([sys.executable, str(script), str(checkpoint(tiny_llama, tiny_drafter, 2))])
     try:
-        out, err = proc.communicate(timeout=90)
+        out, err = proc.communicate(timeout=120)
     except subprocess.TimeoutExpired:
         _kill_all([proc.pid, *_ranks(proc.pid)])
         out, err = proc.communicate()
         pytest.fail(f"hung: {out} {err[-2000:]}")
     lines = out.splitlines()
-    assert lines[1:3] == ["interrupted", "PeerError the other tp ranks were ended: KeyboardInterrupt in the middle "
-                          "of generate on rank 0; load the checkpoint again (a new LocalRanks) to go on"], out + err
-    assert proc.returncode == 0 and not any(_alive(int(pid)) for pid in lines[0].split()), out + err
+    assert lines[1:4] == ["interrupted", "threads given back: True", "PeerError the other tp ranks were ended: "
+                          "KeyboardInterrupt in the middle of generate on rank 0; load the checkpoint again (a new "
+                          "LocalRanks) to go on"], out + err
+    assert lines[5:] == ["again: 1"], out + err
+    pids = [int(pid) for line in (lines[0], lines[4]) for pid in line.split()]
+    assert proc.returncode == 0 and not any(_alive(pid) for pid in pids), out + err
 
 
 def test_ctrl_c_while_serve_starts_its_followers_prints_no_traceback(run_args):
