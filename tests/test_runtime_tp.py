@@ -286,6 +286,32 @@ def test_a_program_ending_with_local_ranks_open_exits(tiny_llama, tiny_drafter, 
     assert "Traceback" not in done.stderr, done.stderr[-2000:]
 
 
+def test_local_ranks_opened_in_a_thread_that_ends_says_so(tiny_llama, tiny_drafter, tmp_path):
+    """A mutation review: LocalRanks opened in a worker thread that then ended killed the program with
+    'redrafter-tp-rank1 exited (code -9) while serving' (its followers get SIGKILL when the thread that started them
+    ends, PR_SET_PDEATHSIG). The message names that thread and says to keep LocalRanks in one long-lived thread."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "script.py"
+    script.write_text("import sys, threading, time\nfrom redrafter_trt.runtime.ranks import LocalRanks\n"
+                      "if __name__ == '__main__':\n"
+                      "    box = []\n"
+                      "    t = threading.Thread(target=lambda: box.append(LocalRanks(sys.argv[1])), name='loader')\n"
+                      "    t.start(); t.join()\n"
+                      "    time.sleep(30)\n"  # the watchdog ends this process first
+                      "    print(box[0].generate([[1, 2, 3]], 4).output_ids, flush=True)\n")
+    root = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run([sys.executable, str(script), str(checkpoint(tiny_llama, tiny_drafter, 2))],
+                          capture_output=True, text=True, timeout=90, cwd=root, env={**os.environ, "PYTHONPATH": root})
+    assert done.returncode == 1 and not done.stdout, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        "the thread that opened LocalRanks (loader) ended, and its followers ended with it: open, use and close "
+        "LocalRanks in one long-lived thread; exiting"), done.stderr[-2000:]
+
+
 def test_a_script_without_a_main_guard_is_told_to_add_one(tiny_llama, tiny_drafter, tmp_path):
     """generate_tp in a script's top level, as a notebook cell runs it: every spawned rank runs the script again and
     fails in multiprocessing's bootstrap, and the script got RuntimeError('tp rank 0 exited with code 1'). It is

@@ -15,7 +15,8 @@ on_step: they run here) ends the generation on every rank at the same step and i
 while open, or another error on rank 0 in the middle of a generation, ends this process and the other followers
 (exit 1, logged): the ranks would be out of step, and the next collective would hang. A KeyboardInterrupt on rank 0
 in the middle of a call (Ctrl-C in a script or notebook) kills the followers instead and is raised: the caller
-decides; a later call raises a PeerError. Followers get SIGKILL when the thread that started them ends.
+decides; a later call raises a PeerError. Followers get SIGKILL when the thread that started them ends (this
+process then exits 1, naming that thread): open, use and close LocalRanks in one long-lived thread.
 
 Calls from several threads take turns (a lock): each call's collectives run on every rank in one order, and two
 calls interleaved would pair one's with the other's. Arguments are bound and checked (`check_generate`) here before
@@ -141,6 +142,7 @@ class LocalRanks:
         self.broken = None  # why the followers were ended while open (an interrupt mid-generation): no more calls
         self.calls = threading.Lock()  # one call at a time: see the module docstring
         self.threads = torch.get_num_threads()  # the caller's: join sets rank 0's share, close() gives it back
+        self.owner = threading.current_thread()  # its end ends the followers (die_with_parent): _give_up says so
         if size == 1:
             self.model = load(checkpoint_dir, device=device, dtype=dtype, compile=compile)
             return
@@ -282,6 +284,9 @@ class LocalRanks:
                 dead.join(timeout=5)
                 when = "while serving" if self.serving else "while loading"
                 why = f"{dead.name} exited (code {dead.exitcode}) {when}: rank 0 cannot go on without it"
+                if dead.exitcode == -signal.SIGKILL and not self.owner.is_alive():  # PR_SET_PDEATHSIG's signal
+                    why = (f"the thread that opened LocalRanks ({self.owner.name}) ended, and its followers ended "
+                           "with it: open, use and close LocalRanks in one long-lived thread")
                 if not self.serving and (error := first_error(os.path.join(self.results, "result"),
                                                               len(self.procs) + 1)) is not None:
                     why = f"{dead.name} could not load: {error}"
