@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from redrafter_trt import exchange
 from redrafter_trt.cli import main
 from redrafter_trt.errors import ConfigError
 from redrafter_trt.output import atomic_output, check_output_folder, scratch_dir
@@ -22,6 +23,8 @@ from tinymodels import make_drafter
 
 OURS = json.dumps({"producer": {"name": "redrafter-trt"}})
 MARKER = "model.safetensors"  # a file an earlier output holds (output.OUTPUT_LAYOUTS), written with its config.json
+NO_SWAP, NO_SWAP_REASON = exchange._RENAMEAT2 is None, "no renameat2 here (not Linux): the two renames are the way"
+NEEDS_SWAP = pytest.mark.skipif(NO_SWAP, reason=NO_SWAP_REASON)
 
 
 def write_output(dest: Path, marker: str, force: bool = False) -> None:
@@ -239,15 +242,12 @@ def test_an_fp8_convert_failing_after_its_scratch_leaves_none_of_the_folders_it_
     assert [p.name for p in dest.parent.iterdir()] == ["ckpt"]
 
 
+@NEEDS_SWAP
 def test_a_replace_is_one_step_the_output_name_never_empty(tmp_path, monkeypatch):
     """`--force` moved the earlier output aside, then renamed the new one in: between the two renames no output had
     the name (a reader then, trtllm-build or a server loading it, found none; a kill -9 there left none until the next
     run). The two are swapped in one step (renameat2's RENAME_EXCHANGE), the name holding a whole output throughout:
     only the earlier output is renamed after, to be removed."""
-    from redrafter_trt import exchange
-
-    if exchange._RENAMEAT2 is None:
-        pytest.skip("no renameat2 here (not Linux): the two renames are the way")
     dest = tmp_path / "out"
     write_output(dest, "first")
     real, seen = Path.rename, []
@@ -264,13 +264,10 @@ def test_a_replace_is_one_step_the_output_name_never_empty(tmp_path, monkeypatch
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+@NEEDS_SWAP
 def test_a_replace_killed_after_its_swap_leaves_the_new_output_and_the_next_run_removes_the_earlier(tmp_path):
     """kill -9 once the new output took the name, before the earlier one (now under the partial's name) was removed:
     the new output is in place, and the next run's sweep removes the earlier one as a killed run's partial."""
-    from redrafter_trt import exchange
-
-    if exchange._RENAMEAT2 is None:
-        pytest.skip("no renameat2 here (not Linux): the two renames are the way")
     dest = tmp_path / "out"
     write_output(dest, "first")
     rc = run_child(f"""
@@ -589,8 +586,8 @@ def test_a_ctrl_c_between_the_renames_that_replace_an_output(tmp_path, monkeypat
     removed, and the interrupt goes on as WrittenThenInterrupted."""
     from redrafter_trt import output
 
-    if swap and output.exchange._RENAMEAT2 is None:
-        pytest.skip("no renameat2 here (not Linux): the two renames are the way")
+    if swap and NO_SWAP:
+        pytest.skip(NO_SWAP_REASON)
     if not swap:
         monkeypatch.setattr(output.exchange, "_RENAMEAT2", None)
     dest = tmp_path / "ckpt"
