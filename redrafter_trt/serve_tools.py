@@ -82,16 +82,14 @@ def tool_format_warning(tokenizer, tool_parser: str, fate: str) -> str | None:
     so. It shows the assistant's turn as the template writes it (after its generation prompt; the call's name written
     NAME, whitespace runs as one space). None where the parser reads the call, or the template writes none
     (`tool_template_warning` says that). fate: what becomes of such calls."""
-    from jinja2 import TemplateError
-
-    from .tokens import PROBE_CALL, render_chat, sample_tool_call
+    from .tokens import PROBE_CALL, render_chat, sample_tool_call, template_errors
 
     text = sample_tool_call(tokenizer)
     if text is None or PROBE_CALL not in text:
         return None
     try:
         asked = render_chat(tokenizer, [{"role": "user", "content": "Hi"}], True)
-    except (TemplateError, TypeError, ValueError):
+    except template_errors():
         asked = ""
     turn = text[len(os.path.commonprefix([text, asked])):]
     if any(call["function"]["name"] == PROBE_CALL for call in parse_answer(tool_parser, turn)[1]):

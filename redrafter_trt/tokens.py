@@ -49,15 +49,13 @@ def renders_alike(tokenizer, a: dict, b: dict) -> bool:
     """Whether the chat template renders the same with variables `a` as with `b` (Qwen3's {} and its default made
     explicit, {"enable_thinking": true}): a question ready for its answer, one answered, and one given a tool (Llama
     3.1's `tools_in_user_message` changes that one alone); False where it cannot render them."""
-    from jinja2 import TemplateError
-
     user = {"role": "user", "content": "Hi"}
     probes = (([user], True, ()), ([user, {"role": "assistant", "content": "Hello"}], False, ()),
               ([user], True, (PROBE_TOOL,)))
     try:
         return all(render_chat(tokenizer, turns, ask, tools, a) == render_chat(tokenizer, turns, ask, tools, b)
                    for turns, ask, tools in probes)
-    except (TemplateError, TypeError, ValueError):  # jinja's errors; a template that is not text
+    except template_errors():  # jinja's errors; a template that is not text
         return False
 
 
@@ -79,13 +77,21 @@ DATE_STRING = "26 Jul 2024"
 _RENDER_DAY: ContextVar[datetime | None] = ContextVar("render_day", default=None)  # set inside render_chat only
 
 
+def template_errors() -> tuple[type[Exception], ...]:
+    """What a chat template's render (`render_chat`) raises when it refuses: jinja's TemplateError; TypeError and
+    ValueError for a template that is not text, or none."""
+    from jinja2 import TemplateError
+
+    return TemplateError, TypeError, ValueError
+
+
 def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool, tools: tuple[dict, ...] = (),
                 kwargs: dict | None = None) -> str:
     """The tokenizer's chat template's text of `messages`, given `tools` (a record's tool definitions, `tools_of`: a
     template that shows none renders them not) and the command's template variables (`template_kwargs`; `kwargs`
     instead where given), dated DATE_STRING (as `date_string` unless those set it, and as the day a template's own
     `strftime_now(...)` reads): the one way every command but serve renders it. Raises the template's own errors
-    (jinja's TemplateError; TypeError, ValueError for one that is not text)."""
+    (`template_errors`)."""
     _date_template_clock()
     token = _RENDER_DAY.set(datetime.strptime(DATE_STRING, "%d %b %Y"))
     try:
@@ -209,12 +215,10 @@ PROBE_TOOL = {"type": "function", "function": {"name": "f", "description": "", "
 def shows_tools(tokenizer) -> bool:
     """Whether the tokenizer's chat template renders the tool definitions it is given (Qwen2.5's and Llama-3.1's do,
     SmolLM2's not): one that does not render a user turn is said to, its error left to the render that needs it."""
-    from jinja2 import TemplateError
-
     turn = [{"role": "user", "content": "Hi"}]
     try:
         return render_chat(tokenizer, turn, True, (PROBE_TOOL,)) != render_chat(tokenizer, turn, True)
-    except (TemplateError, TypeError, ValueError):  # jinja's errors; a template that is not text, or none
+    except template_errors():  # jinja's errors; a template that is not text, or none
         return True
 
 
@@ -224,13 +228,11 @@ PROBE_CALL = "redrafter_probe_call"  # the sample assistant's tool call's name (
 def sample_tool_call(tokenizer) -> str | None:
     """The tokenizer's chat template's text of a user turn and an assistant turn calling PROBE_CALL (content "", no
     arguments); None where the template refuses it (its error)."""
-    from jinja2 import TemplateError
-
     turns = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "", "tool_calls": [
         {"id": "call_0", "type": "function", "function": {"name": PROBE_CALL, "arguments": {}}}]}]
     try:
         return render_chat(tokenizer, turns, False)
-    except (TemplateError, TypeError, ValueError):  # jinja's errors; a template that is not text, or none
+    except template_errors():  # jinja's errors; a template that is not text, or none
         return None
 
 
@@ -239,13 +241,11 @@ def writes_tool_calls(tokenizer) -> bool:
     `<tool_call>` blocks; SmolLM2's writes the turn's empty content alone): the call's name is in its text
     (`sample_tool_call`). One that does not render a user turn is said to, its error left to the render that needs
     it."""
-    from jinja2 import TemplateError
-
     if (text := sample_tool_call(tokenizer)) is not None:
         return PROBE_CALL in text
     try:
         render_chat(tokenizer, [{"role": "user", "content": "Hi"}], True)
-    except (TemplateError, TypeError, ValueError):  # no template, or a broken one
+    except template_errors():  # no template, or a broken one
         return True
     return False
 
@@ -282,11 +282,9 @@ def template_text(tokenizer, messages: list[dict], add_generation_prompt: bool, 
     template's error when it refuses both, and `join_roles`' where only their weights keep them from being joined (the
     template's own first: the weights were blamed for a record, or a template, it refuses anyway). train and a prompt
     file's prompts both render through it."""
-    from jinja2 import TemplateError
-
     try:
         return messages, render_chat(tokenizer, messages, add_generation_prompt, tools)
-    except (TemplateError, TypeError, ValueError):
+    except template_errors():
         try:
             joined = join_roles(messages)
         except ValueError:  # assistant turns of weight 0 and 1: raised unless the template refuses them joined anyway
@@ -326,15 +324,13 @@ def chat_text(tokenizer, prompt: str) -> str:
     template that does not render (not text, broken Jinja) is a ConfigError, not a traceback, and so is one that
     refuses a system message (Gemma's: 'System role not supported') or the prompt's tools (once blamed on the template
     or the system message, which render without them)."""
-    from jinja2 import TemplateError
-
     from .prompts import Prompt
 
     prompt = prompt if isinstance(prompt, Prompt) else Prompt(prompt)
     messages = prompt.messages()
     try:
         return template_text(tokenizer, messages, add_generation_prompt=True, tools=prompt.tools)[1]
-    except (TemplateError, TypeError, ValueError) as e:  # jinja's errors; a template that is not text
+    except template_errors() as e:  # jinja's errors; a template that is not text
         why = first_line(e, type(e).__name__)
         if prompt.tools:
             chat_text(tokenizer, Prompt(prompt, prompt.turns))  # the same prompt without them: its own error, if any

@@ -42,7 +42,7 @@ from ..errors import ConfigError, check_input_file, first_line, read_text
 from ..message_fields import check_text
 from ..prompts import (ANSWER_KEYS, KEYS as PROMPT_KEYS, before_answer, chat_key, first_filled, message_hint,
                        messages_of, records, tools_of)
-from ..tokens import chat_text, render_chat, template_text
+from ..tokens import chat_text, render_chat, template_errors, template_text
 from .config import DATA_FIX
 from .reasons import by_reason
 
@@ -191,11 +191,9 @@ def _named(tokenizer, conv: Conversation, render, messages: list[dict], add_gene
     """render(tokenizer, messages, add_generation_prompt, conv's tools), or a ConfigError: naming the record the
     template refuses, or the template when it renders no prompt at all (not text, broken Jinja: once a TypeError
     traceback, or every record in turn blamed for it)."""
-    from jinja2 import TemplateError
-
     try:
         return render(tokenizer, messages, add_generation_prompt, conv.tools)
-    except (TemplateError, TypeError, ValueError) as e:  # jinja's errors; a template that is not text
+    except template_errors() as e:  # jinja's errors; a template that is not text
         why = first_line(e, type(e).__name__)
         try:
             chat_text(tokenizer, "Hi")  # run's one user turn

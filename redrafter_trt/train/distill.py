@@ -29,7 +29,7 @@ import torch
 from ..errors import TensorError
 from ..io import read_metadata, read_tensor
 from ..plural import counted
-from ..tokens import eos_ids
+from ..tokens import eos_ids, template_errors
 from .chunks import computed_on, remove_broken, sweep_idle, warn_computed_elsewhere, writing_into
 
 log = logging.getLogger(__name__)
@@ -51,8 +51,6 @@ class CachedHidden:
 def turn_end_ids(tokenizer) -> set[int]:
     """The special token the chat template closes an assistant turn with (ChatML's <|im_end|>, Llama-3's <|eot_id|>,
     Gemma's <end_of_turn>), found by rendering one; none when the template renders no special token there."""
-    from jinja2 import TemplateError
-
     from ..tokens import render_chat
     from .data import special_ids
 
@@ -62,7 +60,7 @@ def turn_end_ids(tokenizer) -> set[int]:
     turn = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": mark}]
     try:
         text = render_chat(tokenizer, turn, add_generation_prompt=False)
-    except (TemplateError, TypeError, ValueError):  # a template refusing this turn: the base's EOS alone, as before
+    except template_errors():  # a template refusing this turn: the base's EOS alone, as before
         return set()
     if not isinstance(text, str) or mark not in text:
         return set()
