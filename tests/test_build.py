@@ -349,6 +349,7 @@ def test_refused_tensorrt_llm_is_named_for_what_it_is(tmp_path, monkeypatch, ver
     (["--max_draft_len", "25"], "--max_draft_len"),
     (["--remove_input_padding=disable"], "--remove_input_padding"),
     (["--kv_cache_type", "continuous"], "paged KV cache"),
+    (["--paged_kv_cache", "disable"], "paged KV cache"),  # trtllm-build's deprecated form of the same
     (["--max_beam_width", "4"], "--max_beam_width"),
     (["--gemm_plugin", "float16"], "--gemm-plugin"),
     (["--max_beam_w", "4"], "it is --max_beam_width"),
