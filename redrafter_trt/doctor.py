@@ -104,7 +104,8 @@ def trtllm_install(python: tuple[int, ...]) -> str:
     if tuple(python[:2]) in TRTLLM_PYTHONS:
         return INSTALL_HINT
     newest = dotted(TRTLLM_PYTHONS[-1])
-    return (f"in an environment of {SHIPPED} (python{newest} -m venv ...; TensorRT-LLM 1.2.x has no wheel for Python "
+    either = " or ".join(f"Python {dotted(v)}" for v in TRTLLM_PYTHONS)
+    return (f"in an environment of {either} (python{newest} -m venv ...; TensorRT-LLM 1.2.x has no wheel for Python "
             f"{dotted(python[:2])}): {INSTALL_HINT}")
 
 

@@ -8,6 +8,7 @@ traceback instead). The scripts under scripts/ do the same through `Script`.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import inspect
@@ -225,14 +226,12 @@ def _interrupt(signum, frame):
 def _load_torch() -> None:
     """Import torch (every command loads it) with Ctrl-C and SIGTERM held back until it has loaded (`uninterrupted`):
     a stop while its C++ extensions loaded (numpy's, torch.distributed's) went wrong in 17 of 130 SIGTERMs sent to
-    `doctor` in its first 3 s: 'interrupted', then the death of SIGINT (-2: an extension's init had printed the
-    KeyboardInterrupt) in 13, doctor blaming torch (numpy's ImportError 'cannot load module more than once per
-    process') in 2, an abort ('terminate called after throwing an instance of pybind11::error_already_set') in 2; in 0
-    of 130 since ('interrupted', exit 130, once torch is in). One that is not installed is left to the command that
-    needs it (doctor says so)."""
-    if importlib.util.find_spec("torch") is not None:
-        with uninterrupted():
-            importlib.import_module("torch")
+    `doctor` in its first 3 s: 'interrupted', then death by SIGINT (-2) in 13, doctor blaming torch (numpy's
+    ImportError 'cannot load module more than once per process') in 2, an abort ('terminate called after throwing an
+    instance of pybind11::error_already_set') in 2; in 0 of 130 since ('interrupted', exit 130, once torch is in). A
+    torch that does not import (missing, broken) is left to the command that needs it (doctor says why), as before."""
+    with uninterrupted(), contextlib.suppress(Exception):  # a torch that does not import: the command says why
+        importlib.import_module("torch")
 
 
 def _name_preset_field(e: click.UsageError) -> None:
