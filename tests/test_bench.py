@@ -426,6 +426,28 @@ def test_compile_where_it_cannot_run_is_refused_before_any_work(setup):
     assert_one_line_error(result, "--compile runs the layers of a tp=1 float32 checkpoint", "cuda", "drop --compile")
 
 
+def test_compile_reaches_the_runtime(setup, tmp_path, monkeypatch):
+    """A mutant survived: run_bench loading the runtime without `compile=opts.compile` timed the eager layers while
+    meta said compile true. The runtime's compile (compiled.compile_stack) is replaced by a recorder that hands back
+    the eager LayerStack (no TorchInductor, no C++ compiler needed): bench --compile must go through it, once."""
+    from redrafter_trt.runtime import compiled
+
+    stacks = []
+
+    def recorder(stack):
+        stacks.append(stack)
+        return stack
+
+    monkeypatch.setattr(compiled, "check_cxx_compiler", lambda: None)
+    monkeypatch.setattr(compiled, "compile_stack", recorder)
+    out = tmp_path / "bench.json"
+    result = run_cli(*bench_args(setup, "--compile", "--num-prompts", 1, "--max-new-tokens", 2, "--beams", 1,
+                                 "--draft-lens", 1, "--output-json", out))
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["meta"]["compile"] is True
+    assert len(stacks) == 1 and isinstance(stacks[0], compiled.LayerStack)
+
+
 def test_every_tokenizer_failure_is_one_config_error(tmp_path, monkeypatch):
     """transformers 4.57 raises an ImportError ("requires the protobuf library") for a folder without tokenizer
     files, which went past the commands' `except (OSError, ValueError)` as a traceback (train, fp8_agreement,
