@@ -61,6 +61,53 @@ def test_worst_case_float16_rounding_keeps_the_rival_a_candidate():
     assert s(x).tolist() == [0]
 
 
+def test_float16_rounding_down_the_maximum_and_up_its_rival_keeps_the_maximum():
+    """A mutant survived: candidates() reaching one bound (0.5 * ... instead of 2 * ... of the screen's reach) below
+    the approximate maximum, not two, passed the case above, where only token 0's rounding errors add up. Here both
+    rows' do, in opposite directions: token 0's weights sit half an ulp above 1 (float16 rounds each down by 2^-11,
+    ties to even), token 1's half an ulp above 1 + 2^-10 (each rounded up by 2^-11) but for one weight, exact in
+    float16, that puts its float32 logit 2^-11 under token 0's. The approximate gap is then more than one row's
+    bound: only a reach of both rows' bounds keeps token 0."""
+    K = 64
+    rival = torch.full((K,), 1 + 3 * 2.0**-11)
+    rival[-1] = 1 - 126 * 2.0**-11
+    weight = torch.stack([torch.full((K,), 1 + 2.0**-11), rival, torch.zeros(K)])  # [3, K]
+    x = torch.ones(1, K)
+    s = screen(weight)
+    exact, approx = F.linear(x, weight)[0], s.approx(x)[0]
+    assert float(exact[0] - exact[1]) == 2.0**-11 and int(exact.argmax()) == 0
+    assert float(approx[0]) < float(exact[0]) and float(approx[1]) > float(exact[1]), "rounding no longer adverse"
+    one_bound = float(x.norm()) * (s.rel * s.max_row_norm + s.abs) / SAFETY  # the proven bound of the largest row
+    assert float(approx[1] - approx[0]) > one_bound, "the rows' errors no longer exceed one bound: the case is weak"
+    assert s.candidates(x).tolist() == [0, 1]
+    assert s(x).tolist() == [0]
+
+
+def test_errors_up_to_the_bound_in_opposite_directions_keep_the_maximum():
+    """The screen holds wherever each row's approximate logit is within the bound it uses (SAFETY times the proven
+    one): real float16 rounding stays under the proven bound, so a reach of one used bound (a surviving mutant, 1 *
+    instead of 2 * in candidates()) passed every float16 case. Here the approximate product is replaced by the exact
+    logits with the maximum's lowered and its rival's raised by 0.99 of that bound each: only a reach of two bounds
+    keeps the maximum a candidate."""
+    gen = torch.Generator().manual_seed(5)
+    K = 64
+    x = torch.randn(1, K, generator=gen)
+    w = x[0] + 0.5 * torch.randn(K, generator=gen)  # the maximum, well above the third row
+    rival = w.clone()
+    rival[0] -= 1e-4 / float(x[0, 0])  # its logit 1e-4 under the maximum's, far less than the bound
+    weight = torch.stack([w, rival, torch.randn(K, generator=gen) * 0.1])
+    s = screen(weight)
+    exact = F.linear(x, weight)
+    bound = float(x.norm()) * (s.rel * weight.norm(dim=1) + s.abs)  # [V]: each row's bound, as the screen uses it
+    assert 0 < float(exact[0, 0] - exact[0, 1]) < 0.01 * float(bound[:2].min()) and int(exact.argmax()) == 0
+    adverse = exact.clone()
+    adverse[0, 0] -= 0.99 * bound[0]
+    adverse[0, 1] += 0.99 * bound[1]
+    s.approx = lambda flat: adverse
+    assert 0 in s.candidates(x).tolist()
+    assert s(x).tolist() == [0]
+
+
 def test_exact_ties_pick_the_first_index_and_shapes_follow_the_input():
     weight = torch.randn(300, 32, generator=torch.Generator().manual_seed(1))
     weight[250] = weight[7]
