@@ -284,11 +284,15 @@ def test_printed_commands_run_as_printed(tmp_path):
     ckpt = convert(base, drafter, root / "checkpoint", tp_size=1, dtype="float32", num_beams=qs.CPU_BEAMS,
                    draft_len=qs.CPU_DRAFT_LEN, greedy=qs.CPU_GREEDY)
     gpu = qs.gpu_commands(base, drafter, root, json.loads((ckpt / "config.json").read_text()))
+    parsed = {}
     for line in gpu + qs.cpu_commands(base, ckpt):
         argv = shlex.split(line, comments=True)
         if argv and argv[0] == "redrafter-trt":
             with main.make_context("redrafter-trt", argv[1:2]) as ctx:
-                main.get_command(ctx, argv[1]).make_context(argv[1], argv[2:], parent=ctx)
+                parsed[argv[1]] = main.get_command(ctx, argv[1]).make_context(argv[1], argv[2:], parent=ctx).params
+    # the CPU bench line times the compiled layers, its fastest on a CPU (cpu_commands; a mutant printing
+    # it without --compile survived)
+    assert parsed["bench"]["compile_layers"] is True
     convert_line, build_line, trtllm_line = gpu[:3]
     result = CliRunner().invoke(main, shlex.split(convert_line)[1:])
     assert result.exit_code == 0, result.output
