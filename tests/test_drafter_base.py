@@ -111,11 +111,12 @@ def test_a_tensorrt_llm_base_checkpoint_is_compared_at_any_tp(bases, tmp_path, c
 
 
 @pytest.mark.parametrize("kv_heads, tp, embedding", [(1, 1, None), (4, 2, None), (1, 3, None), (2, 4, None),
-                                                     (4, 2, 0), (1, 3, 1)])
+                                                     (4, 2, 0), (1, 3, 1), (4, 2, "absent")])
 def test_a_checkpoints_rows_by_hugging_face_name_are_the_models(tmp_path, kv_heads, tp, embedding):
     """Every sampled tensor read back whole from a TensorRT-LLM checkpoint's rank files is the Hugging Face model's:
     several kv heads a rank or one repeated over ranks, lm_head's vocabulary padded (250 rows at tp 3 and 4), the
-    row-parallel o_proj and down_proj joined across ranks, and a parallel embedding split by rows or columns."""
+    row-parallel o_proj and down_proj joined across ranks, and a parallel embedding split by rows or columns
+    (embedding_sharding_dim absent: TensorRT-LLM's default, 0, vocabulary rows)."""
     from safetensors.torch import load_file, save_file
     from test_convert import _trtllm_base_only
 
@@ -129,7 +130,12 @@ def test_a_checkpoints_rows_by_hugging_face_name_are_the_models(tmp_path, kv_hea
     cfg = json.loads((ckpt / "config.json").read_text())
     want = load_file(hf / "model.safetensors")
     if embedding is not None:  # as TensorRT-LLM's use_parallel_embedding writes it
-        cfg |= {"use_parallel_embedding": True, "embedding_sharding_dim": embedding}
+        cfg |= {"use_parallel_embedding": True}
+        if embedding == "absent":
+            del cfg["embedding_sharding_dim"]
+            embedding = 0
+        else:
+            cfg["embedding_sharding_dim"] = embedding
         whole = want["model.embed_tokens.weight"]
         if embedding == 0:
             whole = torch.cat([whole, whole.new_zeros(padded_rows(250, tp) - 250, 96)])
