@@ -113,6 +113,24 @@ def test_a_qwen3_checkpoint_without_attn_bias_is_a_problem(tiny_qwen3, tmp_path)
         convert(base, drafter, tmp_path / "two", num_beams=2, draft_len=2)
 
 
+def test_a_qwen2_checkpoint_without_attn_bias_has_biased_qkv(tiny_qwen2, tmp_path):
+    """TensorRT-LLM's QWenConfig reads a missing attn_bias as true: a Qwen2 checkpoint (modelopt's and quantize.py's
+    omit the key) holds its q/k/v biases and passes inspect, and a TensorRT-LLM base checkpoint so written converts
+    with them (a review: no test had a Qwen2 config without the key)."""
+    from tinymodels import make_drafter
+    from test_convert import _trtllm_base_only
+
+    assert layout.attn_bias({"architecture": "Qwen2ForCausalLM"}) is True
+    assert layout.attn_bias({"architecture": "LlamaForCausalLM"}) is False
+    drafter = make_drafter(tmp_path / "d", tiny_qwen2)
+    ck = drop_field(convert(tiny_qwen2, drafter, tmp_path / "c", num_beams=2, draft_len=2), "attn_bias")
+    assert inspect_checkpoint(ck).problems == []
+    base = drop_field(_trtllm_base_only(tmp_path, tiny_qwen2, 1), "attn_bias")
+    out = convert(base, drafter, tmp_path / "two", num_beams=2, draft_len=2)
+    assert "transformer.layers.0.attention.qkv.bias" in load_file(out / "rank0.safetensors")
+    assert inspect_checkpoint(out).problems == []
+
+
 @pytest.mark.parametrize("qwen_type", [None, "qwen", "qwen2_moe"])
 def test_a_qwen_checkpoint_of_another_qwen_type_is_a_problem(tiny_qwen2, tmp_path, qwen_type):
     """inspect (and so build's validation) passed a Qwen checkpoint without qwen_type (TensorRT-LLM then builds the
