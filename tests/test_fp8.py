@@ -771,6 +771,23 @@ def test_padding_does_not_move_the_calibrated_scales(tmp_path):
     assert padded == pytest.approx(alone, rel=1e-6)
 
 
+def test_calibration_positions_count_from_each_prompts_first_token():
+    """A padded batch's position ids, pinned (a review: starting at 1, as the engine's never do, passed the padding
+    test above, whose batches at size 1 and 4 were shifted alike): left-padded with PAD_ID, each row counts 0, 1, ...
+    from its first real token, its padding at 0."""
+    from redrafter_trt.fp8_calibration import PAD_ID, token_batches
+
+    def tokenizer(prompt, truncation, max_length):  # one id a word
+        return {"input_ids": [len(w) + 10 for w in prompt.split()][:max_length]}
+
+    (ids, mask, positions), (ids2, mask2, positions2) = token_batches(
+        tokenizer, ["a bb ccc", "dddd", "x y z w v u"], seq_len=5, batch_size=2)
+    assert ids.tolist() == [[11, 12, 13], [PAD_ID, PAD_ID, 14]]
+    assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert positions.tolist() == [[0, 1, 2], [0, 0, 0]]
+    assert ids2.tolist() == [[11] * 5] and mask2.tolist() == [[1] * 5] and positions2.tolist() == [[0, 1, 2, 3, 4]]
+
+
 @pytest.mark.parametrize("token_axis, said", [
     ({"input_quantizer": 1, "k_bmm_quantizer": 2}, r"calibrates model\.layers\.0\.self_attn\.v_bmm_quantizer, which"),
     ({"input_quantizer": 1, "k_bmm_quantizer": 1, "v_bmm_quantizer": 2},
