@@ -497,6 +497,18 @@ def test_another_tp_size_than_a_trtllm_bases_names_only_tp_sizes_that_split_it(p
                           "pass --tp-size 1, or re-export the base at tp 2")
 
 
+def test_another_dtype_than_a_trtllm_bases_is_refused(parts, tmp_path):
+    """A TensorRT-LLM base checkpoint's tensors are kept as written: a --dtype other than its own is refused in one
+    line (a review: no test passed one), its own dtype converts."""
+    base_ckpt, cfg = trtllm_base_checkpoint(parts, tmp_path, tp=1)
+    assert cfg["dtype"] == "float32"
+    for dtype in ("float16", "bfloat16"):
+        assert_one_line_error(convert_err(parts, "--dtype", dtype, base=base_ckpt),
+                              f"--dtype {dtype} differs from the base checkpoint's float32: pass --dtype auto")
+    ok = run_cli("convert", "--base", base_ckpt, "--drafter", parts[1], "--output", parts[2], "--dtype", "float32")
+    assert ok.exit_code == 0, ok.output
+
+
 def test_drafter_refused_at_a_trtllm_base_tp_names_a_re_export(parts, tmp_path):
     """A drafter of exit_dim 62 over a TensorRT-LLM base checkpoint at tp 4, converted without --tp-size, was told
     '--tp-size 4 does not divide ... : --tp-size 1 or 2 splits this model', and --tp-size 2 was then refused as
