@@ -116,6 +116,24 @@ def test_llama_biases_join_back(tmp_path, tp, flags):
         assert sorted(got) == sorted(want) and all(torch.equal(got[k], want[k]) for k in want)
 
 
+@pytest.mark.parametrize("family", ["mistral", "qwen2"])
+def test_bias_flags_a_class_does_not_read_bias_nothing(tmp_path, family):
+    """Mistral's and Qwen2's classes read neither attention_bias nor mlp_bias (Qwen2's q/k/v are biased whatever
+    it says): a config.json saying both true holds no such biases, and converts with TensorRT-LLM's mlp_bias false
+    (and attn_bias as the architecture has it), as transformers builds it."""
+    base = make_hf(tmp_path / "base", family, attention_bias=True, mlp_bias=True)
+    hf = json.loads((base / "config.json").read_text())
+    assert hf["attention_bias"] is True and hf["mlp_bias"] is True
+    src = load_file(base / "model.safetensors")
+    assert not any(k.endswith(("mlp.gate_proj.bias", "o_proj.bias")) for k in src)
+    out = convert(base, make_drafter(tmp_path / "drafter", base), tmp_path / "ckpt", tp_size=2, dtype="float32")
+    assert inspect_checkpoint(out).ok
+    cfg = json.loads((out / "config.json").read_text())
+    assert (cfg["attn_bias"], cfg["mlp_bias"]) == (family == "qwen2", False)
+    joined = join_base(out, cfg)
+    assert set(joined) == set(src) and all(torch.equal(joined[k], src[k]) for k in src)
+
+
 @pytest.mark.parametrize("tp", [3, 4])
 def test_vocab_padding_and_kv_duplication(tmp_path, tp):
     """lm_head rows are zero-padded to a multiple of tp; one kv head is repeated on every rank."""
