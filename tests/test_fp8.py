@@ -471,10 +471,17 @@ def test_smollm2_fp8(smollm2, tmp_path):
      {"attn_bias": False, "mlp_bias": False}),  # MistralForCausalLM reads neither flag: no biases
 ])
 def test_patch_exported_config(hf, want):
-    exported = {"rotary_base": None, "rotary_scaling": None, "norm_epsilon": 1e-5, "intermediate_size": 8,
+    """Also: intermediate_size is the HF config's whatever modelopt exported, and architecture TensorRT-LLM's name
+    (LlamaForCausalLM for a Mistral, as the unquantised path writes), both pinned as literals."""
+    exported = {"rotary_base": None, "rotary_scaling": None, "norm_epsilon": 1e-5, "intermediate_size": 6,
+                "architecture": hf["architectures"][0],
                 "quantization": {"quant_algo": "FP8", "kv_cache_quant_algo": "FP8", "exclude_modules": ["lm_head"]}}
     got = patch_exported_config(exported, hf, kv_cache_dtype=None)
     assert {k: got[k] for k in want} == want
+    trtllm = {"LlamaForCausalLM": "LlamaForCausalLM", "MistralForCausalLM": "LlamaForCausalLM",
+              "Qwen2ForCausalLM": "Qwen2ForCausalLM"}
+    assert (got["intermediate_size"], got["architecture"]) == (8, trtllm[hf["architectures"][0]])
+    assert exported["intermediate_size"] == 6  # pure
     assert got["quantization"]["kv_cache_quant_algo"] is None
     assert exported["rotary_base"] is None  # pure
 
