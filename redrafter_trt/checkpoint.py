@@ -274,9 +274,7 @@ def _check_config(cfg: dict, rep: Report) -> None:
     if want_arch != cfg["architecture"]:
         rep.problems.append(f"architecture {cfg['architecture']} does not match base_model_architecture "
                             f"{cfg['base_model_architecture']} (expected {want_arch})")
-    for key in ("redrafter_num_beams", "redrafter_draft_len_per_beam", "redrafter_num_layers"):
-        if int(cfg[key]) < (0 if key == "redrafter_num_layers" else 1):
-            rep.problems.append(f"{key} is {cfg[key]}: must be at least 1")
+    # redrafter_num_beams, redrafter_draft_len_per_beam >= 1 and redrafter_num_layers >= 0: CONFIG_TYPES (checked first)
     tree = layout.tree_tokens(int(cfg["redrafter_num_beams"]), int(cfg["redrafter_draft_len_per_beam"]))
     if cfg.get("max_position_embeddings") and tree > cfg["max_position_embeddings"]:
         rep.problems.append(WithFix(f"redrafter_num_beams x redrafter_draft_len_per_beam + 1 = {tree} tokens "

@@ -641,6 +641,16 @@ def test_inspect_shows_a_scalings_true_false_and_null_as_config_json_writes_them
            "attention_factor null, beta_fast 32); " in out, out
 
 
+@pytest.mark.parametrize("key, value, want", [
+    ("redrafter_num_beams", 0, "redrafter_num_beams is 0, must be a positive integer"),
+    ("redrafter_draft_len_per_beam", 0, "redrafter_draft_len_per_beam is 0, must be a positive integer"),
+    ("redrafter_num_layers", -1, "redrafter_num_layers is -1, must be an integer within 0..1024")])
+def test_a_drafter_size_out_of_range_is_the_one_problem(ckpt, tmp_path, key, value, want):
+    """No beams or no draft tokens per beam (a drafter of no layers is a drafter head alone, allowed): refused by
+    the field check, the one problem named."""
+    assert inspect_checkpoint(broken(ckpt, tmp_path, **{key: value})).problems == [want]
+
+
 @pytest.mark.parametrize("edit, fix", [
     (lambda cfg: cfg.pop("hidden_act"), "add the model's (\"hidden_act\": \"silu\") to config.json ("),
     (lambda cfg: cfg.update(redrafter_num_beams=10 ** 6), "reconvert with smaller --num-beams / --draft-len (+1 more; ")])
