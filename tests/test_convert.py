@@ -345,6 +345,7 @@ def test_trtllm_two_step_flow_with_a_mistral_base(tmp_path, tiny_llama, tiny_dra
     ({"rotary_base": 10000.0, "max_position_embeddings": 32768}, True),   # Mistral 7B v0.1's (window 4096)
     ({"rotary_base": 1e6, "max_position_embeddings": 32768}, False),      # v0.2 and later: no window
     ({"rotary_base": 10000.0, "max_position_embeddings": 4096}, False),   # no position past the window
+    ({"rotary_base": 10000.0, "max_position_embeddings": 4097}, True),    # one position past it
 ])
 def test_two_step_mistral_v01_window_is_named(tmp_path, tiny_llama, tiny_drafter, caplog, fields, warned):
     """A review: Mistral v0.1's sliding window (refused from the Hugging Face folder: TensorRT-LLM attends over the
