@@ -4,6 +4,7 @@ back to the source tensors; config fields as TensorRT-LLM's from_hugging_face de
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
@@ -272,10 +273,18 @@ def test_sharpened_drafter_warns_only_for_sampling(tmp_path, tiny_drafter, caplo
     shutil.copytree(tiny_drafter, sharp)
     cfg = json.loads((sharp / "config.json").read_text())
     (sharp / "config.json").write_text(json.dumps({**cfg, "producer": {"later_sharpness": 4.0}}))
-    for drafter, greedy, warned in [(sharp, True, False), (sharp, False, True), (tiny_drafter, False, False)]:
+    calibrated = tmp_path / "calibrated"  # train's default, recorded in its options
+    shutil.copytree(tiny_drafter, calibrated)
+    (calibrated / "config.json").write_text(json.dumps({**cfg, "producer": {"options": {"later_sharpness": 1.0}}}))
+    for drafter, greedy, warned in [(sharp, True, False), (sharp, False, True), (tiny_drafter, False, False),
+                                    (calibrated, False, False)]:
         caplog.clear()
         convert(base, drafter, tmp_path / f"c-{drafter.name}-{greedy}", greedy=greedy)
-        assert any("--later-sharpness 4" in r.message for r in caplog.records) is warned
+        said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        if warned:
+            assert len(said) == 1 and "--later-sharpness 4" in said[0], said
+        else:
+            assert said == [], said
 
 
 LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
