@@ -509,6 +509,21 @@ def test_another_dtype_than_a_trtllm_bases_is_refused(parts, tmp_path):
     assert ok.exit_code == 0, ok.output
 
 
+def test_a_misshapen_tensor_in_a_trtllm_base_is_refused_with_its_config_shape(parts, tmp_path):
+    """A rank file tensor of another shape than the base checkpoint's config.json lays out (a review: no test had
+    one) is refused in one line naming the tensor, its shape and the config's, before anything is written."""
+    base_ckpt, _ = trtllm_base_checkpoint(parts, tmp_path, tp=2)
+    rank1 = base_ckpt / "rank1.safetensors"
+    t = load_file(rank1)
+    name = "transformer.layers.0.mlp.fc.weight"
+    rows, cols = t[name].shape
+    t[name] = t[name][:-1].contiguous()
+    save_file(t, rank1)
+    assert_one_line_error(convert_err(parts, base=base_ckpt),
+                          f"base checkpoint {base_ckpt} rank 1: {name} is ({rows - 1}, {cols}), "
+                          f"config says ({rows}, {cols})")
+
+
 def test_drafter_refused_at_a_trtllm_base_tp_names_a_re_export(parts, tmp_path):
     """A drafter of exit_dim 62 over a TensorRT-LLM base checkpoint at tp 4, converted without --tp-size, was told
     '--tp-size 4 does not divide ... : --tp-size 1 or 2 splits this model', and --tp-size 2 was then refused as
