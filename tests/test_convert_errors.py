@@ -511,7 +511,8 @@ def test_another_dtype_than_a_trtllm_bases_is_refused(parts, tmp_path):
 
 def test_a_misshapen_tensor_in_a_trtllm_base_is_refused_with_its_config_shape(parts, tmp_path):
     """A rank file tensor of another shape than the base checkpoint's config.json lays out (a review: no test had
-    one) is refused in one line naming the tensor, its shape and the config's, before anything is written."""
+    one) is refused in one line naming the tensor, its shape and the config's, and the fix, before anything is
+    written."""
     base_ckpt, _ = trtllm_base_checkpoint(parts, tmp_path, tp=2)
     rank1 = base_ckpt / "rank1.safetensors"
     t = load_file(rank1)
@@ -521,7 +522,8 @@ def test_a_misshapen_tensor_in_a_trtllm_base_is_refused_with_its_config_shape(pa
     save_file(t, rank1)
     assert_one_line_error(convert_err(parts, base=base_ckpt),
                           f"base checkpoint {base_ckpt} rank 1: {name} is ({rows - 1}, {cols}), "
-                          f"config says ({rows}, {cols})")
+                          f"config says ({rows}, {cols}): the rank files do not match its config.json: fix its "
+                          f"config.json or re-export the base")
 
 
 def test_drafter_refused_at_a_trtllm_base_tp_names_a_re_export(parts, tmp_path):
