@@ -86,8 +86,12 @@ def test_shards_join_back(tmp_path, arch, tp, dtype):
     assert set(joined) == set(src)
     for name, t in src.items():
         assert torch.equal(joined[name], t.to(DT[dtype])), name
-    assert cfg["architecture"] == REGISTRY[arch].redrafter_architecture
-    assert cfg["base_model_architecture"] == REGISTRY[arch].trtllm_architecture
+    # literal names, as TensorRT-LLM's MODEL_MAP reads them (a Mistral runs as Llama), not the registry's own
+    assert (cfg["architecture"], cfg["base_model_architecture"]) == {
+        "LlamaForCausalLM": ("ReDrafterForLLaMALM", "LlamaForCausalLM"),
+        "MistralForCausalLM": ("ReDrafterForLLaMALM", "LlamaForCausalLM"),
+        "Qwen2ForCausalLM": ("ReDrafterForQWenLM", "Qwen2ForCausalLM"),
+        "Qwen3ForCausalLM": ("ReDrafterForQWenLM", "Qwen3ForCausalLM")}[arch]
     assert cfg["attn_bias"] is (family == "qwen2")
     if family == "qwen3":  # as TensorRT-LLM's QWenConfig.from_hugging_face writes a Qwen3
         assert (cfg["qwen_type"], cfg["head_size"], cfg["seq_length"]) == ("qwen3", 32, 8192)
@@ -348,6 +352,22 @@ def test_trtllm_two_step_flow_with_a_mistral_base(tmp_path, tiny_llama, tiny_dra
     direct = load_file(convert(tiny_llama, tiny_drafter, tmp_path / "direct") / "rank0.safetensors")
     two = load_file(out / "rank0.safetensors")
     assert direct.keys() == two.keys() and all(torch.equal(direct[k], two[k]) for k in direct)
+
+
+@pytest.mark.parametrize("arch, family, want", [
+    ("LlamaForCausalLM", "llama", "ReDrafterForLLaMALM"), ("MistralForCausalLM", "llama", "ReDrafterForLLaMALM"),
+    ("QWenForCausalLM", "qwen2", "ReDrafterForQWenLM"), ("Qwen2ForCausalLM", "qwen2", "ReDrafterForQWenLM")])
+def test_a_trtllm_base_checkpoints_architecture_names_its_redrafter(tmp_path, arch, family, want):
+    """The two-step flow: the ReDrafter architecture wrapping each base architecture a TensorRT-LLM checkpoint names
+    (modelopt and TensorRT-LLM's converters name a Qwen2 QWenForCausalLM, a Mistral MistralForCausalLM), literal."""
+    base = make_hf(tmp_path / "b", family)
+    base_ckpt = _trtllm_base_only(tmp_path, base, 1)
+    cfg = json.loads((base_ckpt / "config.json").read_text())
+    (base_ckpt / "config.json").write_text(json.dumps(cfg | {"architecture": arch}))
+    out = convert(base_ckpt, make_drafter(tmp_path / "d", base), tmp_path / "c")
+    got = json.loads((out / "config.json").read_text())
+    assert (got["architecture"], got["base_model_architecture"]) == (want, arch)
+    assert inspect_checkpoint(out).ok
 
 
 @pytest.mark.parametrize("fields, warned", [
