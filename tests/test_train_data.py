@@ -372,6 +372,21 @@ def test_the_cache_key_follows_the_tokenizer_and_generation_config(tmp_path):
     assert len({before, with_eos, with_template, base_id(tmp_path)}) == 4
 
 
+def test_the_hidden_state_cache_key_follows_the_loss_mask(tmp_path):
+    """The same tokens with another loss mask have other anchors (other rows of hidden states) and soft targets: they
+    must not share a cache entry with them."""
+    from redrafter_trt.train import features
+    from redrafter_trt.train.objective import soft_target_cache
+
+    answers = [Example((1, 2, 3, 4, 5), (False, False, True, True, True))]
+    longer = [Example((1, 2, 3, 4, 5), (False, True, True, True, True))]
+    assert features.cache_key("base", answers) != features.cache_key("base", longer)
+    assert features.hidden_folder(tmp_path, "base", answers) != features.hidden_folder(tmp_path, "base", longer)
+    assert soft_target_cache(tmp_path, "base", answers, None, torch.device("cpu"))[0] != \
+        soft_target_cache(tmp_path, "base", longer, None, torch.device("cpu"))[0]
+    assert features.cache_key("base", answers) == features.cache_key("base", [Example((1, 2, 3, 4, 5), answers[0].mask)])
+
+
 def test_the_cache_key_follows_the_vocabulary_files_of_a_base_without_tokenizer_json(tmp_path):
     """A Qwen2 base without tokenizer.json is tokenized from vocab.json and merges.txt (a SentencePiece one from
     tokenizer.model): editing them kept the cache key, and distilled answers and hidden states of the old tokens were

@@ -789,6 +789,26 @@ def test_step_accuracies_count_only_each_steps_valid_rows():
                      valid=torch.tensor([[True, True], [True, False], [True, False]]))
     assert res.top1() == pytest.approx([2 / 3, 1.0])
     assert res.chained() == pytest.approx([2 / 3, 1.0])
+    # chained: a step right after a wrong one counts for top-1, not for the chain (a draft stops at its first miss)
+    res = StepResult(torch.zeros(()), correct=torch.tensor([[False, True], [True, True]]),
+                     valid=torch.tensor([[True, True], [True, True]]))
+    assert res.top1() == pytest.approx([0.5, 1.0])
+    assert res.chained() == pytest.approx([0.5, 0.5])
+
+
+def test_soft_targets_are_cached_apart_for_other_kept_head_rows(tmp_path):
+    """The soft targets are a softmax over the kept head rows: a --full-vocab run (all rows) or one keeping other
+    tokens must not read a pruned run's."""
+    from redrafter_trt.train.data import Example
+
+    examples = [Example((1, 2, 3, 4), (False, True, True, True))]
+
+    def folder(keep):
+        return objective.soft_target_cache(tmp_path, "base", examples, keep, torch.device("cpu"))[0]
+
+    folders = {folder(None), folder(torch.tensor([1, 2, 3, 4])), folder(torch.tensor([1, 2, 3, 5]))}
+    assert len(folders) == 3
+    assert folder(torch.tensor([1, 2, 3, 4])) == folder(torch.tensor([1, 2, 3, 4]))
 
 
 def test_bfloat16_products_keep_loss_and_gradients_float32_and_close():
