@@ -1280,6 +1280,25 @@ def test_a_data_set_of_few_prompts_is_not_held_out_whole():
     assert (len(train), len(held), prompts(held)) == (192, 8, {"Q0", "Q1", "Q2", "Q3"})
 
 
+def test_the_held_out_split_follows_the_seed(tmp_path):
+    """The conversations are shuffled under --seed before the held-out ones are taken: the same seed, the same split;
+    another, other conversations held out (of the same whole)."""
+    from redrafter_trt.train import TrainConfig
+    from redrafter_trt.train.dataset import read_all, split_by_prompt
+
+    data = tmp_path / "qa.jsonl"
+    data.write_text("".join(json.dumps({"question": f"Q{i}?", "answer": f"A{i}."}) + "\n" for i in range(40)))
+
+    def held(seed):
+        convs = read_all(TrainConfig(base=tmp_path, data=[data], output=tmp_path / "out", seed=seed))
+        train, out = split_by_prompt(convs, 4)
+        assert sorted(c.messages[0]["content"] for c in train + out) == sorted(f"Q{i}?" for i in range(40))
+        return [c.messages[0]["content"] for c in out]
+
+    assert held(1) == held(1)
+    assert held(1) != held(2) and held(2) != held(0)
+
+
 def test_a_prompt_of_many_answers_is_not_held_out_for_a_few(tmp_path):
     """Whole prompts were held out in order until they held the 5%: one prompt of 1000 sampled answers beside 10 of
     one answer, first in any shuffle, held out 1000 of the 1010 conversations for a target of 50, and the drafter

@@ -44,6 +44,20 @@ def test_untrained_drafter_reads_the_base_head(exit_dim):
         assert not torch.allclose(got, h @ W.T, atol=1e-3)
 
 
+def test_initial_weights_follow_the_seed():
+    """The random part of a fresh drafter (its recurrent layer, and the final projection when not the base's) is drawn
+    under --seed: the same seed, the same weights; another, others."""
+    cfg = {"hidden_size": H, "vocab_size": V}
+
+    def weights(seed):
+        _, drafter = new_drafter(cfg, head_with_spread_spectrum().float(), num_draft_layers=1, rnn=True,
+                                 exit_dim=2 * H + 1, predict_n=2, seed=seed)
+        return torch.cat([p.detach().flatten() for p in drafter.parameters()])
+
+    assert torch.equal(weights(1), weights(1))
+    assert not torch.equal(weights(1), weights(2)) and not torch.equal(weights(1), weights(0))
+
+
 def test_singular_vectors_have_a_fixed_sign():
     W = head_with_spread_spectrum(2)
     vt = top_right_singular_vectors(W, 6)

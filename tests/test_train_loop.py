@@ -742,6 +742,10 @@ def test_batches_cover_every_anchor_of_a_larger_shard_and_take_any_seed():
     assert not torch.equal(batch_anchors(0, n, per_epoch, batch, 1, rank=0),
                            batch_anchors(0, n, per_epoch, batch, 1, rank=1))
     assert len(batch_anchors(5, n, per_epoch, batch, seed=2 ** 63 - 1)) == batch
+    # the order follows --seed: the same seed, the same batches; another, others
+    assert torch.equal(batch_anchors(3, n, per_epoch, batch, 1), batch_anchors(3, n, per_epoch, batch, 1))
+    for other in (0, 2):
+        assert not torch.equal(batch_anchors(3, n, per_epoch, batch, 1), batch_anchors(3, n, per_epoch, batch, other))
 
 
 def test_pruned_head_loss_is_the_full_vocabulary_loss():
