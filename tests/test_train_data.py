@@ -1734,6 +1734,45 @@ def test_more_torchrun_ranks_than_training_conversations_is_refused_on_every_ran
                            world=4)
 
 
+def test_torchrun_ranks_share_the_training_items_and_rank_0_alone_holds_the_held_out_ones():
+    from redrafter_trt.train.dataset import rank_share
+
+    train, held = list(range(7)), ["h0", "h1"]
+    shares = [rank_share(train, held, rank, 2) for rank in range(2)]
+    assert shares == [([0, 2, 4, 6], held), ([1, 3, 5], [])]  # disjoint, together all of them
+    assert rank_share(train, held, 0, 1) == (train, held)
+
+
+@pytest.mark.parametrize("distill", [False, True])
+def test_each_torchrun_rank_builds_its_own_training_examples_and_rank_0_the_held_out_ones(tmp_path, monkeypatch,
+                                                                                         distill):
+    """Two ranks' training examples are disjoint and together every training conversation (or prompt, with --distill);
+    rank 0 alone holds the held-out ones, and rank 1 (no held-out answers among its own) trains all of its answers."""
+    from transformers import AutoTokenizer
+
+    from redrafter_trt.train import TrainConfig, dataset
+    from redrafter_trt.train.dataset import build_examples
+
+    monkeypatch.setattr(dataset, "distill", lambda load, tok, prompts, *a, **k: [([5, 6, 7], None) for _ in prompts])
+    base = make_chat_base(tmp_path / "base")
+    tok = AutoTokenizer.from_pretrained(base)
+    data = tmp_path / "qa.jsonl"
+    data.write_text("\n".join(json.dumps({"question": f"Q{i}?", "answer": f"It is {i}."}) for i in range(9)))
+    cfg = TrainConfig(base=base, data=[data], output=tmp_path / "out", cache_dir=tmp_path / "c", distill=distill,
+                      eval_examples=2, max_seq_len=256)
+
+    def questions(examples):
+        return [re.findall(r"Q\d+\?", tok.decode(ex.ids))[0] for ex in examples]
+
+    (train0, held0), (train1, held1) = (
+        build_examples(cfg, tok, lambda: pytest.fail("the base ran"), tmp_path / "c", torch.float32, rank=rank,
+                       world=2) for rank in range(2))
+    alone, held = build_examples(cfg, tok, lambda: pytest.fail("the base ran"), tmp_path / "c", torch.float32)
+    assert (len(train0), len(train1), len(held0), held1) == (4, 3, 2, [])
+    assert sorted(questions(train0) + questions(train1)) == sorted(questions(alone))
+    assert questions(held0) == questions(held)
+
+
 def test_examples_left_without_answer_tokens_by_max_seq_len_are_counted_in_a_warning(tmp_path, caplog):
     """A conversation whose prompt filled --max-seq-len kept no answer token and was dropped without a word: here
     half the data, seen only as a smaller count in an info line."""

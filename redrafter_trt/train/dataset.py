@@ -319,7 +319,8 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
         say_little_room(whole, prompts, cfg, "prompts")
         train_p, eval_p = split(prompts, cfg.eval_examples)
         check_shards(len(train_p), world)
-        mine = eval_p + train_p[rank::world] if rank == 0 else train_p[rank::world]
+        own_p, held_p = rank_share(train_p, eval_p, rank, world)
+        mine = held_p + own_p
         _hold(in_use, cache_dir, cfg.base)
         if before_answering:
             before_answering(mine)
@@ -327,13 +328,12 @@ def build_examples(cfg: TrainConfig, tokenizer, load_model: Callable, cache_dir:
                           max_new_tokens=cfg.distill_max_new_tokens, batch_size=cfg.distill_batch_size,
                           max_len=cfg.max_seq_len, rank=rank, device=device, on_batch=on_batch)
         examples = [distilled_example(p, a, h, cfg.max_seq_len) for p, (a, h) in zip(mine, answers)]
-        n_eval = len(eval_p) if rank == 0 else 0
-        held, train = examples[:n_eval], examples[n_eval:]
+        held, train = examples[:len(held_p)], examples[len(held_p):]
     else:
         train_c, eval_c = split_by_prompt(convs, cfg.eval_examples)
         check_shards(len(train_c), world)
         _hold(in_use, cache_dir, cfg.base)
-        mine, held_c = train_c[rank::world], eval_c if rank == 0 else []
+        mine, held_c = rank_share(train_c, eval_c, rank, world)
         if held_prompts is not None:
             held_prompts += unique_prompts(tokenizer, held_c, cfg.max_seq_len)[0]
         rendered = {id(c): rendered[id(c)] for c in mine + held_c if id(c) in rendered}  # this rank's alone
@@ -420,6 +420,13 @@ def check_shards(n: int, world: int) -> None:
     if n < world:
         raise ConfigError(f"{n} training conversations (after the held-out ones) for {world} torchrun ranks: each "
                           f"rank trains on its own share; give more data, or run {max(n, 1)} ranks or fewer")
+
+
+def rank_share(train: list, held: list, rank: int, world: int) -> tuple[list, list]:
+    """torchrun rank `rank` of `world`'s (training items, held-out items): every world-th training item from the rank's
+    own index on (the ranks' shares disjoint, together all of them), and the held-out items on rank 0 alone (it
+    evaluates)."""
+    return train[rank::world], (held if rank == 0 else [])
 
 
 def distilled_example(prompt: list[int], answer: list[int], hidden, max_len: int) -> Example:
