@@ -800,6 +800,57 @@ def test_step_accuracies_count_only_each_steps_valid_rows():
     assert res.chained() == pytest.approx([0.5, 0.5])
 
 
+def _one_peer_rank(monkeypatch, peer: torch.Tensor) -> None:
+    """loop's all_reduce as if one other torchrun rank held `peer` (sum, min or max of the two, in place)."""
+    from redrafter_trt.train import loop
+
+    ops = {torch.distributed.ReduceOp.SUM: torch.add, torch.distributed.ReduceOp.MIN: torch.minimum,
+           torch.distributed.ReduceOp.MAX: torch.maximum}
+
+    def all_reduce(t, op=None):
+        t.copy_(ops[torch.distributed.ReduceOp.SUM if op is None else op](t, peer.to(t.dtype)))
+
+    monkeypatch.setattr(loop, "all_reduce", all_reduce)
+
+
+def test_every_rank_takes_the_steps_of_the_fewest_anchors_any_rank_holds(monkeypatch):
+    from redrafter_trt.train.loop import _fewest_anchors
+
+    assert _fewest_anchors(9, 1, torch.device("cpu")) == 9
+    _one_peer_rank(monkeypatch, torch.tensor([5]))
+    assert _fewest_anchors(9, 2, torch.device("cpu")) == 5
+    _one_peer_rank(monkeypatch, torch.tensor([12]))
+    assert _fewest_anchors(9, 2, torch.device("cpu")) == 9
+
+
+def test_rank_0_alone_saves_the_state_every_checkpoint_every_steps():
+    from redrafter_trt.train.loop import _checkpoint_due
+
+    assert [d for d in range(1, 10) if _checkpoint_due(0, d, 4)] == [4, 8]
+    assert not any(_checkpoint_due(1, d, 4) for d in range(1, 10))
+
+
+@pytest.mark.parametrize("peer_tokens", [None, [11, 12]])
+def test_the_kept_head_rows_are_every_ranks_tokens_prompts_too_and_eos(monkeypatch, peer_tokens):
+    """The pruned head keeps the rows of every token of the training examples (their prompts too: the runtime drafts
+    after them) and EOS, the union over torchrun's ranks (a token one rank saw is kept on every rank)."""
+    from types import SimpleNamespace
+
+    from redrafter_trt.train.data import Example
+    from redrafter_trt.train.features import Features, flatten
+    from redrafter_trt.train.loop import _seen_tokens
+
+    tokens, mask, anchors, _ = flatten([Example((3, 4, 7, 8, 9), (False, False, True, True, True))], tail=3)
+    feats = Features(tokens, mask, anchors, torch.zeros(len(anchors), 4))
+    world, expected = 1, {0, 2, 3, 4, 7, 8, 9}  # 0: the sentinel after each example; 2: EOS; 3, 4: the prompt
+    if peer_tokens:
+        peer = torch.zeros(20, dtype=torch.uint8)
+        peer[peer_tokens] = 1
+        _one_peer_rank(monkeypatch, peer)
+        world, expected = 2, expected | set(peer_tokens)
+    assert _seen_tokens(feats, SimpleNamespace(eos_token_id=2), 20, world).tolist() == sorted(expected)
+
+
 def test_soft_targets_are_cached_apart_for_other_kept_head_rows(tmp_path):
     """The soft targets are a softmax over the kept head rows: a --full-vocab run (all rows) or one keeping other
     tokens must not read a pruned run's."""

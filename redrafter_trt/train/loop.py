@@ -200,12 +200,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
         params.append(head.weight)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
 
-    n = fewest = len(feats.anchors)
-    if world > 1:  # the same number of steps on every rank
-        t = torch.tensor([n], device=device)
-        all_reduce(t, torch.distributed.ReduceOp.MIN)
-        fewest = int(t)
-    per_epoch = steps_per_epoch(fewest, cfg.batch_size)
+    n = len(feats.anchors)
+    per_epoch = steps_per_epoch(_fewest_anchors(n, world, device), cfg.batch_size)
     total = cfg.max_steps or cfg.epochs * per_epoch
     start = 0
     same = {"arch": drafter.cfg.to_json(), "total": total, "per_epoch": per_epoch,
@@ -232,7 +228,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
                 opt.step()
                 done = step + 1
             stats = StepStats(step + 1, total, loss.item(), top1, rows / (time.perf_counter() - t0))
-            if rank == 0 and done % cfg.checkpoint_every == 0:
+            if _checkpoint_due(rank, done, cfg.checkpoint_every):
                 save_state(cfg, drafter, head, opt, done, same)
             report(Progress("train", step + 1, total, stats))
     except (KeyboardInterrupt, PeerError):  # a peer gone (killed: out of memory, a node lost) fails the next
@@ -341,6 +337,22 @@ def train_options(cfg: TrainConfig) -> dict:
     """The producer block's options: every TrainConfig field but the folders and files (its sources, the output,
     the cache) and extra."""
     return {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name not in TRAIN_SOURCES}
+
+
+def _fewest_anchors(n: int, world: int, device: torch.device) -> int:
+    """The fewest anchors any of torchrun's `world` ranks holds (`n`: this rank's): every rank takes the steps an epoch
+    of them gives, the same number (a rank with more draws them from all of its own, `batch_anchors`)."""
+    if world == 1:
+        return n
+    t = torch.tensor([n], device=device)
+    all_reduce(t, torch.distributed.ReduceOp.MIN)
+    return int(t)
+
+
+def _checkpoint_due(rank: int, done: int, every: int) -> bool:
+    """Whether the training state is saved after `done` steps: every `every` steps, by rank 0 alone (the ranks hold the
+    same state, and rank 0 writes the checkpoints and the drafter)."""
+    return rank == 0 and done % every == 0
 
 
 def _seen_tokens(feats: Features, tokenizer, vocab_size: int, world: int) -> torch.Tensor:
