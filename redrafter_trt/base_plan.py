@@ -264,8 +264,9 @@ def plan_trtllm_rank(src: TensorSource, cfg: dict, tp_rank: int, where: Path) ->
     planned = []
     for name, (shape, dt) in specs.items():
         if src.shape(name) != shape:
-            raise TensorError(f"base checkpoint {where} rank {tp_rank}: {name} is {src.shape(name)}, config says {shape}: "
-                              f"the rank files do not match its config.json: fix its config.json or re-export the base")
+            raise TensorError(f"base checkpoint {where} rank {tp_rank}: {name} is {src.shape(name)}, config says "
+                              f"{shape}: the rank files do not match its config.json: fix its config.json or re-export "
+                              "the base")
         planned.append(Planned(name, shape, dt, _trtllm_reader(src, name, dt, f"base checkpoint {where} rank {tp_rank}")))
     return planned
 

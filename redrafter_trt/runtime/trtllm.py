@@ -159,7 +159,8 @@ def generate_engine(engine_dir: Path | str, prompt_ids: list[list[int]], max_new
     requests go to its executor directly (as `trtllm-bench` does) because only the executor's results carry
     `decoding_iter`, the number of engine steps, so tokens per step are TensorRT-LLM's own count. The engine
     reports no per-step acceptance, so the histogram stays empty. The executor leaves the end_id out of an output
-    that ends on it (its maintainers' "expected behavior", TensorRT-LLM issue #2190): it is put back, so outputs end on their stop token as the reference runtime's do."""
+    that ends on it (its maintainers' "expected behavior", TensorRT-LLM issue #2190): it is put back, so outputs end
+    on their stop token as the reference runtime's do."""
     engine_dir = Path(engine_dir)
     limits = EngineLimits.read(engine_dir)
     temperature = limits.check(prompt_ids, max_new_tokens, temperature)
