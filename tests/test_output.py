@@ -610,6 +610,30 @@ def test_a_ctrl_c_between_the_renames_that_replace_an_output(tmp_path, monkeypat
     assert f"{dest} is written whole: the Ctrl-C came after" in caplog.text
 
 
+def test_a_replace_whose_second_rename_fails_puts_the_earlier_output_back(tmp_path, monkeypatch):
+    """Without renameat2's exchange the earlier output is renamed aside, then the new one in: when that second rename
+    fails (a full or read-only disk, an EXDEV), the earlier output is put back under its name at once (the failure
+    goes on), not left hidden aside for a later run's sweep to restore."""
+    from redrafter_trt import output
+
+    monkeypatch.setattr(output.exchange, "_RENAMEAT2", None)
+    dest = tmp_path / "ckpt"
+    write_output(dest, "old")
+    real = Path.rename
+
+    def new_one_fails(self, target):
+        if Path(target) == dest and output.PARTIAL_MARK in self.name and not self.name.endswith("-old"):
+            raise OSError(28, "No space left on device")
+        return real(self, target)
+
+    monkeypatch.setattr(Path, "rename", new_one_fails)
+    with pytest.raises(OSError, match="No space left"):
+        write_output(dest, "new", force=True)
+    monkeypatch.undo()
+    assert (dest / MARKER).read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
 def test_a_ctrl_c_as_a_new_output_is_renamed_into_place_says_it_is_written(tmp_path, monkeypatch, caplog):
     """An output written where none was: a Ctrl-C as its rename returned was a plain KeyboardInterrupt, and train said
     to pass --resume to write the drafter already written. It is held over the rename, then goes on as
