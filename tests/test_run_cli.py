@@ -509,6 +509,68 @@ def test_a_token_file_that_is_not_one_is_one_line_before_anything_loads(tmp_path
     one_line_error(invoke(*base, "--input-file", npy), f"{npy} holds objects (a pickled array, not read)")
 
 
+def test_rival_or_blank_prompts_and_a_token_file_as_output_json_are_refused_before_anything_loads(tmp_path):
+    """Each refusal, before the checkpoint is opened (here it does not exist): --input-text beside --input-file, a
+    blank --input-text (alone or among others), and an --output-json named as run.py's --output_csv / --output_npy."""
+    (tmp_path / "tok").mkdir()
+    base = ("--checkpoint-dir", tmp_path / "unread", "--tokenizer-dir", tmp_path / "tok", "--max-output-len", 1)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("Hi\n")
+    one_line_error(invoke(*base, "--input-text", "Hi", "--input-file", prompts),
+                   "pass either --input-text or --input-file, not both")
+    for texts in ([""], ["  \t"], ["Hi", " "]):
+        one_line_error(invoke(*base, *[a for t in texts for a in ("--input-text", t)]),
+                       "--input-text is empty: pass some text")
+    for name in ("o.csv", "o.npy", "o.NPY"):
+        one_line_error(invoke(*base, "--input-text", "Hi", "--output-json", tmp_path / name),
+                       f"--output-json writes JSON, not {(tmp_path / name).suffix}: name it .json")
+        assert not (tmp_path / name).exists()
+
+
+def test_a_dash_after_input_text_is_a_prompt_as_in_run_py(tmp_path):
+    """run.py's argparse (nargs='+') takes a '-' alone as a value, never an option: `--input_text A -` is two
+    prompts, the second the text '-' (not stdin); here too, '-' first or after another prompt."""
+    from redrafter_trt.cli.run_cmd import run
+
+    for typed, want in ((["A", "-"], ("A", "-")), (["-"], ("-",)), (["-", "B"], ("-", "B"))):
+        ctx = run.make_context("run", ["--tokenizer-dir", str(tmp_path), "--input-text", *typed])
+        assert ctx.params["input_text"] == want, typed
+
+
+def test_token_ids_equal_to_the_pad_id_are_dropped_from_npy_rows_only(tmp_path):
+    """A .npy's rows are padded to one width (run.py drops the pad id from each); a .csv's rows are not, so a pad id in
+    one is a token of the prompt, kept."""
+    from redrafter_trt.token_files import read_token_rows
+
+    np = pytest.importorskip("numpy")
+    csv, npy = tmp_path / "ids.csv", tmp_path / "ids.npy"
+    csv.write_text("5,0,6\n0,7\n")
+    np.save(npy, np.array([[5, 0, 6], [7, 0, 0]], dtype="int32"))
+    assert read_token_rows(csv).ids(0, 10) == [[5, 0, 6], [0, 7]]
+    assert read_token_rows(npy).ids(0, 10) == [[5, 6], [7]]
+
+
+def test_an_answer_ending_on_eos_is_printed_and_written_without_its_text(smollm2, smol_ckpt, tmp_path, monkeypatch):
+    """The output ids keep the EOS that ended the answer (as the runtime returned them); the text printed and
+    --output-json's `text` are the answer alone, without the EOS token's text (SmolLM2's <|im_end|>)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smollm2)
+    answer = tok("Hello there.", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert tok.eos_token == "<|im_end|>"
+    monkeypatch.setattr(rt, "load", lambda *a, **k: None)
+    monkeypatch.setattr(rt, "generate", lambda model, ids, *a, **k: rt.GenerationResult(
+        output_ids=[list(answer) for _ in ids], steps=[len(answer)] * len(ids), accepted=[[1] * len(answer)] * len(ids),
+        wall_seconds=1.0))
+    out = tmp_path / "out.json"
+    res = invoke("--checkpoint-dir", smol_ckpt, "--tokenizer-dir", smollm2, "--chat", "--input-text", "Say hi.",
+                 "--max-output-len", 20, "--output-json", out)
+    assert res.exit_code == 0, res.output
+    assert "[output] Hello there.\n" in res.output and "<|im_end|>" not in res.output
+    (record,) = json.loads(out.read_text())["results"]
+    assert record["output_ids"] == answer and record["text"] == "Hello there."
+
+
 def test_run_py_spellings_run_as_ours(smollm2, smol_ckpt, tmp_path):
     """TensorRT-LLM's ReDrafter README runs `run.py --engine_dir ... --tokenizer_dir ... --max_output_len=100
     --input_text "Once upon" "The basic idea of ..."`: every underscore spelling was 'No such option' and a second
