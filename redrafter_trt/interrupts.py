@@ -1,7 +1,8 @@
 """Ctrl-C and SIGTERM held back over a block that must run whole: an optimizer update and the save of its state
 (train), the line that says an earlier run's state is removed and its removal, the renames that put an output in
-place of the one it replaces (output.py); and, once train's drafter is written, a stop while the process exits ends
-it as a finished run (`stop_at_exit_as_finished`). A light module: output.py imports it.
+place of the one it replaces (output.py), the import of torch (the CLI: a stop there could abort the process); and,
+once train's drafter is written, a stop while the process exits ends it as a finished run
+(`stop_at_exit_as_finished`). A light module: output.py imports it.
 
     with uninterrupted():
         dest.rename(old); tmp.rename(dest)  # a Ctrl-C meanwhile is delivered here, after both
