@@ -379,6 +379,7 @@ def test_tool_parser_is_passed_as_trtllm_serves_option(tmp_path, byte_engine, mo
 
 @pytest.mark.parametrize("option, factory, says", [
     ("", None, "has no --tool_parser option"),
+    ("# --tool_parser: in a later release\n", None, "has no --tool_parser option"),  # named, not an option
     (TOOL_OPTION, FACTORY.replace('"qwen3"', '"qwen2"'), "has no tool parser 'qwen3'"),
 ])
 def test_a_trtllm_serve_without_the_tool_parser_is_refused_in_one_line(tmp_path, byte_engine, monkeypatch, option,
