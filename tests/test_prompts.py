@@ -103,6 +103,24 @@ def test_a_txt_file_gives_the_token_ids_run_py_gives(smollm2, tmp_path):
     assert encode_prompts(tok, load_prompts(path), False) == run_py
 
 
+def test_a_tokenizer_that_adds_a_bos_gives_it_to_plain_prompts_once_and_chat_prompts_their_templates_alone(smollm2):
+    """As run.py encodes a prompt (add_special_tokens: a Llama tokenizer's BOS first) for plain text; a chat prompt's
+    template writes its own special tokens, so the tokenizer adds none (no second BOS). SmolLM2's tokenizer adds
+    none, so one made to add `<|endoftext|>` first stands in for a Llama one."""
+    from tokenizers.processors import TemplateProcessing
+    from transformers import AutoTokenizer
+
+    from redrafter_trt.tokens import chat_text, encode_prompts
+
+    tok = AutoTokenizer.from_pretrained(smollm2)
+    bos = tok.convert_tokens_to_ids("<|endoftext|>")
+    tok._tokenizer.post_processor = TemplateProcessing(single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", bos)])
+    plain = tok("Hi there", add_special_tokens=False)["input_ids"]
+    assert encode_prompts(tok, ["Hi there"], False) == [[bos, *plain]]
+    assert encode_prompts(tok, ["Hi there"], True) == [tok(chat_text(tok, "Hi there"), add_special_tokens=False)
+                                                        ["input_ids"]]
+
+
 def test_a_txt_files_byte_order_mark_is_dropped_where_run_py_keeps_it_and_the_readme_says_so(tmp_path):
     """A .txt saved with a UTF-8 byte-order mark (as some Windows editors write it): `run` drops it (read_text's
     utf-8-sig), where run.py's open(encoding='utf-8') keeps U+FEFF at its first prompt's start, so that prompt's token
