@@ -114,7 +114,8 @@ def test_a_tokenizer_that_adds_a_bos_gives_it_to_plain_prompts_once_and_chat_pro
 
     tok = AutoTokenizer.from_pretrained(smollm2)
     bos = tok.convert_tokens_to_ids("<|endoftext|>")
-    tok._tokenizer.post_processor = TemplateProcessing(single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", bos)])
+    tok._tokenizer.post_processor = TemplateProcessing(single="<|endoftext|> $A",
+                                                       special_tokens=[("<|endoftext|>", bos)])
     plain = tok("Hi there", add_special_tokens=False)["input_ids"]
     assert encode_prompts(tok, ["Hi there"], False) == [[bos, *plain]]
     assert encode_prompts(tok, ["Hi there"], True) == [tok(chat_text(tok, "Hi there"), add_special_tokens=False)
