@@ -39,6 +39,7 @@ def dotted(version: tuple[int, ...]) -> str:
 # the Pythons TensorRT-LLM 1.2.x ships wheels for: cp310 and cp312, no cp311 (its setup.py's classifiers; its issue #2481)
 TRTLLM_PYTHONS = (3, 10), (3, 12)
 SHIPPED = " and ".join(f"Python {dotted(v)}" for v in TRTLLM_PYTHONS)
+SHIPPED_EITHER = " or ".join(f"Python {dotted(v)}" for v in TRTLLM_PYTHONS)  # an environment of one of them
 ENGINES = "engines (redrafter-trt build, engine runs)"
 TP_RUNS = "tensor-parallel engine runs (mpirun -n TP)"
 TORCH_CUDA_INDEX = "https://download.pytorch.org/whl/cu130"  # 1.2.x wheels are built on CUDA 13 (its install page)
@@ -104,8 +105,7 @@ def trtllm_install(python: tuple[int, ...]) -> str:
     if tuple(python[:2]) in TRTLLM_PYTHONS:
         return INSTALL_HINT
     newest = dotted(TRTLLM_PYTHONS[-1])
-    either = " or ".join(f"Python {dotted(v)}" for v in TRTLLM_PYTHONS)
-    return (f"in an environment of {either} (python{newest} -m venv ...; TensorRT-LLM 1.2.x has no wheel for Python "
+    return (f"in an environment of {SHIPPED_EITHER} (python{newest} -m venv ...; TensorRT-LLM 1.2.x has no wheel for Python "
             f"{dotted(python[:2])}): {INSTALL_HINT}")
 
 

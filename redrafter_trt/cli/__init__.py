@@ -230,7 +230,7 @@ def _load_torch() -> None:
     ImportError 'cannot load module more than once per process') in 2, an abort ('terminate called after throwing an
     instance of pybind11::error_already_set') in 2; in 0 of 130 since ('interrupted', exit 130, once torch is in). A
     torch that does not import (missing, broken) is left to the command that needs it (doctor says why), as before."""
-    with uninterrupted(), contextlib.suppress(Exception):  # a torch that does not import: the command says why
+    with uninterrupted(), contextlib.suppress(Exception):
         importlib.import_module("torch")
 
 
