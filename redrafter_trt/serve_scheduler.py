@@ -46,7 +46,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 1.0  # how often a request with no news (queued) asks whether its client is still there
+POLL_SECONDS = 1.0  # how often a request with no news (queued) asks whether its client is still there, and the
+# main thread waiting for the load whether a stop came
 
 
 @dataclass
@@ -84,8 +85,11 @@ class Scheduler:
         self.thread = threading.Thread(target=self._load_and_schedule, daemon=True, name="redrafter-serve-scheduler",
                                        args=(checkpoint_dir, device, compile, loaded))
         self.thread.start()
-        with self.wake:
-            self.wake.wait_for(lambda: loaded)
+        with self.wake:  # in slices: Python runs a signal's handler (serve's Ctrl-C, SIGTERM) in the main thread, once
+            # it runs Python again; a stop the loading thread took, or that came just before the wait began, left an
+            # untimed wait asleep until the load ended (CI: SIGTERM unanswered for 120 s while the model loaded)
+            while not self.wake.wait_for(lambda: loaded, timeout=POLL_SECONDS):
+                pass
         if loaded[0] is not None:
             raise loaded[0]
         atexit.register(_stop_at_exit, weakref.ref(self))

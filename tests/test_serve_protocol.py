@@ -733,22 +733,28 @@ def test_stop_token_ids_the_model_ends_at_anyway_are_accepted(server):
         assert status == 400 and '"stop_token_ids"' in json.loads(data)["error"]["message"], (extra, data)
 
 
-def test_an_interrupt_while_the_model_loads_exits_130_without_a_teardown(tiny, tmp_path):
+@pytest.mark.parametrize("to_the_loading_thread", [False, True])
+def test_an_interrupt_while_the_model_loads_exits_130_without_a_teardown(tiny, tmp_path, to_the_loading_thread):
     """A review: SIGTERM (or Ctrl-C) while `serve --compile` compiled the base ended in "terminate called without an
     active exception" and SIGABRT instead of exit 130: the interpreter was torn down while the scheduler thread ran
     torch. The command now leaves at once (no teardown: an exit handler would run in one) with "interrupted", 130.
-    The load is a stand-in here, held until the signal comes."""
+    The load is a stand-in here, held until the signal comes.
+
+    The kernel hands a process's signal to any of its threads: one taken by the loading thread left the main thread
+    asleep in an untimed wait for the load, so the command hung (CI, once in 3331 tests); `pthread_kill` sends it
+    there on purpose."""
     import signal
     import subprocess
     import sys
 
     driver = tmp_path / "driver.py"
     driver.write_text(
-        "import atexit, sys, time\n"
+        "import atexit, signal, sys, threading, time\n"
         "import redrafter_trt.serve_scheduler as ss\n"
         "from redrafter_trt.cli import main\n"
         "def load(self, *args):\n"
         "    print('loading', flush=True)\n"
+        f"    {'signal.pthread_kill(threading.get_ident(), signal.SIGTERM)' if to_the_loading_thread else 'pass'}\n"
         "    time.sleep(600)\n"
         "ss.Scheduler._load_and_schedule = load\n"
         "atexit.register(lambda: print('teardown', flush=True))\n"
@@ -757,7 +763,8 @@ def test_an_interrupt_while_the_model_loads_exits_130_without_a_teardown(tiny, t
     proc = subprocess.Popen([sys.executable, str(driver)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline() == "loading\n", proc.stderr.read() if proc.poll() is not None else ""
-        proc.send_signal(signal.SIGTERM)
+        if not to_the_loading_thread:
+            proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
