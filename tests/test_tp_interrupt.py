@@ -209,6 +209,40 @@ def test_ranks_end_with_the_process_that_started_them(tmp_path, monkeypatch):
     assert list(tmp.iterdir()) == [], "the killed run's folder was left"  # (and the next start's own removed)
 
 
+TAKEN_BY_ANOTHER_THREAD = """
+import multiprocessing, signal, sys, threading, time
+from redrafter_trt.runtime.tp import launch
+
+def nap(group):
+    time.sleep(300)
+
+def ctrl_c_to_this_thread():
+    while len(multiprocessing.active_children()) < 2:
+        time.sleep(0.1)
+    time.sleep(1)  # launch waits for its ranks
+    signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+
+if __name__ == "__main__":
+    threading.Thread(target=ctrl_c_to_this_thread, daemon=True).start()
+    try:
+        launch(nap, 2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+"""
+
+
+def test_a_ctrl_c_another_thread_took_stops_the_ranks(tmp_path):
+    """The kernel hands a process's signal to any of its threads (the TCPStore's, torch's); Python runs the handler
+    in the main thread only once it runs Python again: launch, asleep in an untimed wait for its ranks, ended only
+    with them (here after 5 minutes)."""
+    script = tmp_path / "taken.py"
+    script.write_text(TAKEN_BY_ANOTHER_THREAD)
+    proc = _start([sys.executable, str(script)])
+    ranks = _wait_for(lambda: len(r := _ranks(proc.pid)) == 2 and r, 60, "two ranks")
+    code, err = _finish(proc, ranks, timeout=60)
+    assert (code, err.strip()) == (0, "interrupted"), err[-3000:]
+
+
 LOCAL_RANKS = """
 import os, signal, sys, threading, time
 import torch

@@ -319,8 +319,9 @@ def _wait_for_failure(procs: list) -> dict[int, int]:
     """Wait until every rank has ended: {} when all exited 0, or as soon as one failed, {rank: exit code} of those
     ended by then (the first to fail is the cause; the others may be failing on its end)."""
     running = {p.sentinel: p for p in procs}
-    while running:
-        for sentinel in wait(list(running)):
+    while running:  # in 1 s slices: Python runs a Ctrl-C's handler in the main thread once it runs Python again; one
+        # another thread took (the TCPStore's, torch's) left an untimed wait asleep until the ranks ended
+        for sentinel in wait(list(running), timeout=1.0):
             running.pop(sentinel).join()
         failed = {r: p.exitcode for r, p in enumerate(procs) if p.exitcode not in (None, 0)}
         if failed:
