@@ -268,6 +268,8 @@ def plan_build(options: BuildOptions, config: dict) -> BuildPlan:
     return BuildPlan(tuple(argv), world_size(config), config, options.force, options.output_named)
 
 
+END_GRACE_SECONDS = 10.0  # what an interrupted trtllm-build gets to end after SIGTERM
+
 # ---- run and check ------------------------------------------------------------------------------------------------
 
 def run_streaming(argv: tuple[str, ...], on_line: Callable[[str], None], tail: int = 20) -> None:
@@ -280,14 +282,33 @@ def run_streaming(argv: tuple[str, ...], on_line: Callable[[str], None], tail: i
         raise DependencyError(f"cannot start {argv[0]}: {e.strerror}; {INSTALL_HINT}") from e
     with proc:
         assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip("\n")
-            last.append(line)
-            on_line(line)
+        try:
+            for line in proc.stdout:
+                line = line.rstrip("\n")
+                last.append(line)
+                on_line(line)
+        except BaseException:  # Ctrl-C, SIGTERM (KeyboardInterrupt): the build ends with this command
+            _end(proc)
+            raise
     if proc.returncode != 0:
         lines = [line for line in last if line.strip()]
         hint = f" (last line: {lines[-1].strip()[:200]})" if lines else ""
         raise RedrafterError(f"{argv[0]} failed with exit code {proc.returncode}{hint}: see its output above")
+
+
+def _end(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after END_GRACE_SECONDS (or at a second Ctrl-C): a stop signalled to this process alone
+    (`timeout`, `kill`) left trtllm-build building, its GPU held, into the folder being removed (Popen's exit gives
+    a child a quarter of a second after a KeyboardInterrupt)."""
+    try:
+        proc.terminate()
+        proc.wait(timeout=END_GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def read_engine_config(engine_dir: Path) -> dict:

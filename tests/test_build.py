@@ -10,6 +10,7 @@ import os
 import shlex
 import stat
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -544,6 +545,29 @@ def test_output_streams_before_the_process_ends(tmp_path):
 
     run_streaming((sys.executable, str(script)), on_line)
     assert seen == ["first"]
+
+
+@pytest.mark.parametrize("ignores_sigterm", [False, True])
+def test_an_interrupted_build_ends_trtllm_build(tmp_path, monkeypatch, ignores_sigterm):
+    """A Ctrl-C or SIGTERM (KeyboardInterrupt) while trtllm-build ran left it running: `timeout 1h redrafter-trt
+    build`, a `kill` of ours alone, signal this process only, and Popen's exit gives the child a quarter of a second
+    after a KeyboardInterrupt; it went on building (its GPU held) into the folder being removed."""
+    script = tmp_path / "stubborn.py"
+    script.write_text("import os, signal, time\n" + ignores_sigterm * "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                      + "print(os.getpid(), flush=True)\ntime.sleep(300)\n")
+    monkeypatch.setattr(build_mod, "END_GRACE_SECONDS", 1.0)  # then SIGKILL
+    pids = []
+
+    def interrupted(line):
+        pids.append(int(line))
+        raise KeyboardInterrupt
+
+    start = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_streaming((sys.executable, str(script)), interrupted)
+    with pytest.raises(ProcessLookupError):  # ended and reaped
+        os.kill(pids[0], 0)
+    assert time.monotonic() - start < 30
 
 
 def test_check_engine_rejects_changed_redrafter_key(tmp_path):
