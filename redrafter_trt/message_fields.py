@@ -116,7 +116,7 @@ def assistant_thinking(msg: dict, role: str, where: str) -> dict:
 def tool_turn(msg: dict, who: str, where: str) -> dict | None:
     """A tool call (OpenAI's assistant turn with `tool_calls`, or its legacy LEGACY_CALL; a CALLS turn) as an
     assistant turn with `tool_calls` (`template_tool_calls`: arguments given as JSON text passed as the object, which
-    Qwen2.5's template writes `| tojson`), its content "" when null; a RESULTS turn as {"role": "tool", "content"},
+    Qwen2.5's template writes `| tojson`), its content "" when null (a CALLS turn's: its value is the call); a RESULTS turn as {"role": "tool", "content"},
     its `tool_call_id` and `name` kept (as serve gives them to the template); None for any other turn. A ValueError
     names a call it cannot read."""
     if ROLES.get(who) == "assistant":
@@ -136,7 +136,9 @@ def tool_turn(msg: dict, who: str, where: str) -> dict | None:
     except ValueError:
         raise ValueError(f"{where} has a tool call that is not {{\"type\": \"function\", \"function\": {{\"name\": "
                          f"str, \"arguments\": JSON object}}}}: fix or remove that record") from None
-    content = "" if msg.get("content") is None else _text_or_refuse(msg, who, where)
+    # a CALLS turn's `content` ({"role": "function_call", "content": ...}) is its call's JSON, no text: written
+    # as the answer's text too, the call was trained twice
+    content = "" if who in CALLS or msg.get("content") is None else _text_or_refuse(msg, who, where)
     return ({"role": "assistant", "content": check_text(content, where)} | speaker_of(msg)
             | assistant_thinking(msg, "assistant", where) | {"tool_calls": calls})
 

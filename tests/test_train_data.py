@@ -2807,6 +2807,18 @@ def test_a_glaive_call_whose_python_literal_is_no_json_is_skipped_with_a_warning
            f"(function_call) is not a tool call's JSON" in caplog.text, caplog.text
 
 
+def test_a_glaive_record_written_with_role_and_content_reads_as_with_from_and_value():
+    """A CALLS turn's JSON is its `value`, or its `content` in a record written with OpenAI's keys ({"role":
+    "function_call", "content": ...}), as every other turn's text is. That content was also read as the answer's
+    text, so the call was written (and trained) twice, as JSON text and as the template's tool call; a mutant
+    reading `value` alone survived every test."""
+    from test_prompts import GLAIVE
+
+    keyed = {**GLAIVE, "conversations": [{"role": m["from"], "content": m["value"]} for m in GLAIVE["conversations"]]}
+    assert conversation_of(keyed).messages == conversation_of(GLAIVE).messages
+    assert conversation_of(keyed).messages[1]["tool_calls"][0]["function"]["name"] == "convert_currency"
+
+
 def test_a_tool_call_json_cannot_read_is_read_as_text_not_a_traceback(tmp_path, caplog):
     """json reads nested lists recursively, and refuses a number over 4300 digits with a ValueError that is no
     JSONDecodeError: a glaive call nested that deep stopped train in a RecursionError traceback, and an OpenAI call's
