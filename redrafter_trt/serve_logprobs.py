@@ -35,12 +35,19 @@ def token_bytes(tokenizer, token: int, start: bool = False) -> bytes:
     Qwen2, SmolLM2; also inside a decoder sequence) and byte-fallback pieces, else what the tokenizer's decoder
     writes for it after another piece (SentencePiece's "\u2581world" is b" world": decoded alone, Llama 2's and
     Mistral's decoders strip that space, and the tokens' bytes would run the words together). start: the token
-    opens the text (an answer's first), where those decoders strip the space ("\u2581Hello" is b"Hello"), as the
-    answer's text has it."""
+    opens the text (an answer's first), as the answer's text has it: a piece of whole characters as the decoder
+    writes it alone ("\u2581Hello" is b"Hello"; "\u2581\u2581" b" " after Llama 2's Strip of one space, b"" after
+    tokenizers' Metaspace, which drops every "\u2581" of the first token), a byte token or byte-level entry less
+    the spaces a Strip step takes (Metaspace takes none of <0x20>'s)."""
     data = _token_bytes(tokenizer, token)
-    if start and token not in tokenizer.all_special_ids:
-        for _ in range(_stripped_spaces(getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None))):
-            data = data.removeprefix(b" ")
+    if not start or token in tokenizer.all_special_ids:
+        return data
+    decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
+    piece = tokenizer.convert_ids_to_tokens(token)
+    if decoder is not None and piece is not None and not _byte_level(decoder) and not BYTE_TOKEN.fullmatch(piece):
+        return decoder.decode([piece]).encode()
+    for _ in range(_stripped_spaces(decoder)):
+        data = data.removeprefix(b" ")
     return data
 
 
@@ -80,13 +87,12 @@ def _byte_level(decoder) -> bool:
 
 
 def _stripped_spaces(decoder) -> int:
-    """How many spaces the decoder strips from the start of a text (Llama 2's and Mistral's Strip, a Metaspace that
-    prepends one: one)."""
+    """How many spaces the decoder's Strip steps take from the start of a text (Llama 2's and Mistral's: one). A
+    Metaspace step takes a first piece's "\u2581", never a byte token's space: `token_bytes` asks it for the piece."""
     if decoder is None:
         return 0
-    return sum(step.get("start", 0) if step.get("type") == "Strip" and step.get("content") == " " else
-               step.get("type") == "Metaspace" and step.get("prepend_scheme", "always") != "never"
-               and step.get("add_prefix_space", True) for step in _decoders(decoder))
+    return sum(step.get("start", 0) for step in _decoders(decoder)
+               if step.get("type") == "Strip" and step.get("content") == " ")
 
 
 def token_name(data: bytes) -> str:

@@ -291,21 +291,25 @@ def test_token_bytes_keep_the_spaces_and_bytes_the_decoder_writes(style):
     assert b"".join(token_bytes(tok, t) for t in ids) == expected
 
 
-def sentencepiece_tokenizer(metaspace: bool = False):
-    """Llama 2's tokenizer.json, with a small vocabulary: its decoder strips the text's first space (metaspace: as
-    tokenizers' Metaspace decoder does)."""
-    from tokenizers import Tokenizer, decoders, models, normalizers
+def sentencepiece_tokenizer(metaspace: bool = False, bos: bool = False):
+    """Llama 2's tokenizer.json, with a small vocabulary (its "\u2581\u2581" too, two spaces as one token): its
+    decoder strips the text's first space (metaspace: tokenizers' Metaspace decoder instead, as Mistral's newer
+    ones have, which drops every "\u2581" of the first token). bos: it opens every text it encodes with <s>, as
+    Llama 2's does."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, processors
     from transformers import PreTrainedTokenizerFast
 
     vocab = {"<unk>": 0, "<s>": 1} | {f"<0x{i:02X}>": 2 + i for i in range(256)}
-    vocab |= {w: len(vocab) + k for k, w in enumerate(["\u2581Hello", "\u2581world", "\u2581"])}
+    vocab |= {w: len(vocab) + k for k, w in enumerate(["\u2581Hello", "\u2581world", "\u2581", "\u2581\u2581"])}
     tk = Tokenizer(models.BPE(vocab=vocab, merges=[], byte_fallback=True, unk_token="<unk>"))
     tk.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
     tk.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
                                     decoders.Strip(" ", 1, 0)])
     if metaspace:
         tk.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Metaspace(prepend_scheme="first")])
-    return PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>")
+    if bos:
+        tk.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<unk>", **({"bos_token": "<s>"} if bos else {}))
 
 
 @pytest.mark.parametrize("metaspace", [False, True])
@@ -329,6 +333,49 @@ def test_an_answers_first_token_is_named_as_the_text_starts(metaspace):
     completion = logprobs_json(tok, values, chat=False)
     assert "".join(completion["tokens"]) == text and list(completion["top_logprobs"][0]) == ["Hello", "world"]
     assert [text[o:].startswith(t) for o, t in zip(completion["text_offset"], completion["tokens"])] == [True] * 2
+
+
+def byte_level_tokenizer(decoder):
+    """GPT-2's byte-level alphabet a token each, and "\u0120\u0120" (two spaces), decoded by `decoder`."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    vocab = {c: i for i, c in enumerate([*bytes_to_unicode().values(), "\u0120\u0120"])}
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoder
+    return PreTrainedTokenizerFast(tokenizer_object=tk)
+
+
+@pytest.mark.parametrize("decoder", ["strip", "metaspace", "byte-level, strip"])
+def test_an_answer_opening_with_spaces_is_named_as_the_decoder_writes_it(decoder):
+    """A review: an answer's first token lost one space, whatever its decoder strips. Llama 2's decoder strips the
+    text's first space alone ("\u2581\u2581", two spaces, opening it is " "); tokenizers' Metaspace drops every
+    "\u2581" of the first token ("") and no byte token's space (<0x20> is " "), where the token was named " " and
+    "" and the tokens no longer added up to the text. A first token is named as the decoder writes it alone; a
+    byte-level one loses the spaces a Strip step says (one, not all)."""
+    from tokenizers import decoders
+
+    from redrafter_trt.runtime import TokenLogprob
+    from redrafter_trt.serve_logprobs import logprobs_json
+    from redrafter_trt.serve_text import AnswerText
+
+    if decoder == "byte-level, strip":
+        tok = byte_level_tokenizer(decoders.Sequence([decoders.ByteLevel(), decoders.Strip(" ", 1, 0)]))
+        openings, first = [["\u0120\u0120", "w"], ["\u0120", "w"]], [" ", ""]
+    else:
+        tok = sentencepiece_tokenizer(metaspace=decoder == "metaspace")
+        openings = [["\u2581\u2581", "\u2581world"], ["<0x20>", "\u2581world"], ["\u2581Hello", "\u2581world"]]
+        first = [" ", "", "Hello"] if decoder == "strip" else ["", " ", "Hello"]
+    for names, name in zip(openings, first):
+        ids = tok.convert_tokens_to_ids(names)
+        answer = AnswerText(tok, [])
+        text = answer.add(ids, [TokenLogprob(-1.0, []) for _ in ids]) + answer.finish()
+        assert text == tok.decode(ids)
+        chat = logprobs_json(tok, answer.logprobs(everything=True), chat=True)["content"]
+        assert chat[0]["token"] == name and "".join(e["token"] for e in chat) == text, (names, text)
+        assert bytes(b for e in chat for b in e["bytes"]) == text.encode()
 
 
 def test_chat_logprobs_stop_at_the_stop_string(url, backend, smollm2):
