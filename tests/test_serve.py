@@ -425,13 +425,16 @@ def test_a_streamed_chunk_carries_text_or_its_answers_end(url, path, body):
     assert parts[-1]["finish_reason"] == whole["finish_reason"]
 
 def test_chat_content_may_be_text_parts(url):
-    """Text parts are one line each, as trtllm-serve and vLLM join them (they were run together)."""
+    """Text parts are one line each, as trtllm-serve and vLLM join them (they were run together); a list holding
+    another part beside them (an image) is refused as a list of other parts is, not read as its text parts."""
     plain = {"messages": [{"role": "user", "content": "Name a primary color.\nOne word."}], "max_tokens": 6}
     parts = {"messages": [{"role": "user", "content": [{"type": "text", "text": "Name a primary color."},
                                                        {"type": "text", "text": "One word."}]}], "max_tokens": 6}
     assert call(url, "/v1/chat/completions", parts)[1]["choices"] == call(url, "/v1/chat/completions", plain)[1]["choices"]
-    image = {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}
-    assert call(url, "/v1/chat/completions", image)[0] == 400
+    image = {"type": "image_url", "image_url": {"url": "x"}}
+    for content in ([image], [parts["messages"][0]["content"][0], image]):
+        status, body = call(url, "/v1/chat/completions", {"messages": [{"role": "user", "content": content}]})
+        assert status == 400 and 'content" must be a string or a list of text parts' in body["error"]["message"]
 
 
 def test_client_leaving_a_stream_stops_it_and_the_server_goes_on(url, caplog):

@@ -283,7 +283,8 @@ def test_tool_choice_none_and_auto_are_taken_others_refused_and_logprobs_with_pa
 
 def test_tool_history_is_given_as_chat_templates_read_it():
     """An assistant's call (content null) and the tool's result: arguments sent as JSON text are given as the
-    object (Qwen2.5's template quotes a string again with tojson); a tool message needs its tool_call_id."""
+    object (Qwen2.5's template quotes a string again with tojson); a tool message needs its tool_call_id. A call
+    may leave out "type" (train reads such data too) and its id may be null: given without one."""
     messages = chat({"messages": HISTORY, "tools": [WEATHER]}).prompts[0]
     assert messages[1] == {"role": "assistant", "content": "", "tool_calls": [
         {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]}
@@ -292,6 +293,11 @@ def test_tool_history_is_given_as_chat_templates_read_it():
         chat({"messages": HISTORY[:2] + [{"role": "tool", "content": "18C"}]})
     with pytest.raises(RequestError, match=r'"messages"\[1\]: "tool_calls" must be a list of'):
         chat({"messages": [ASK[0], {"role": "assistant", "tool_calls": [{"function": {"name": 1}}]}]})
+    # a call without "type" is a function's (OpenAI's only kind); a null id is none, not given to the template
+    bare = {"function": HISTORY[1]["tool_calls"][0]["function"], "id": None}
+    messages = chat({"messages": [*ASK, {**HISTORY[1], "tool_calls": [bare]}]}).prompts[0]
+    assert messages[1]["tool_calls"] == [{"type": "function", "function": {"name": "get_weather",
+                                                                             "arguments": {"city": "Paris"}}}]
 
 
 @pytest.mark.parametrize("sent, given", [("[1, 2]", "[1, 2]"), ("5", "5"), ("{bad", "{bad"), ("", {}),

@@ -113,8 +113,12 @@ def test_an_assistant_turn_of_another_weight_is_refused(tmp_path, weight):
     with pytest.raises(ValueError, match=rf"`messages` message 2 has weight {re.escape(repr(weight))}: OpenAI's "
                                          r"fine-tuning files allow 0 \(not trained\) or 1"):
         conversation_of({"messages": turns})
-    for ok in (0, 1, None):  # a user turn's weight is not read (OpenAI's files give it none)
-        conversation_of({"messages": [{**turns[0], "weight": weight}, {**turns[1], "weight": ok}]})
+    system, result = {"role": "system", "content": "S", "weight": weight}, {"role": "tool", "content": "18C"}
+    call = {"role": "assistant", "content": None, "tool_calls": [
+        {"type": "function", "function": {"name": "f", "arguments": "{}"}}]}
+    for ok in (0, 1, None):  # a user, system or tool turn's weight is not read (OpenAI's files give them none)
+        conversation_of({"messages": [system, {**turns[0], "weight": weight}, call, {**result, "weight": weight},
+                                      {**turns[1], "weight": ok}]})
 
 
 def test_mask_with_explicit_system_and_truncation(tok):
@@ -1900,6 +1904,10 @@ def test_openai_text_parts_and_the_developer_role_are_read_as_serve_reads_them(t
                              {"role": "assistant", "content": "Yo"})
     path.write_text(json.dumps({"conversations": [{"role": "user", "content": parts}]}))
     assert load_prompts(path) == ["Hi\nthere"]
+    image = {"type": "image_url", "image_url": {"url": "x"}}  # beside text parts: no text, refused (no KeyError)
+    with pytest.raises(ValueError, match=r"^`messages` has a 'user' message whose `value`/`content` is \[\{'type'"):
+        conversation_of({"messages": [{"role": "user", "content": [*parts, image]}, {"role": "assistant",
+                                                                                    "content": "Yo"}]})
 
 
 @pytest.mark.parametrize("record", [
@@ -2839,6 +2847,23 @@ def test_a_tool_call_json_cannot_read_is_read_as_text_not_a_traceback(tmp_path, 
     assert conv.messages[1]["tool_calls"] == [{"type": "function", "function": {"name": "f", "arguments": digits}}]
     assert f"{path}: skipped 1 of 2 records with nothing to train on: `conversations` message 2 " \
            f"(function_call) is not a tool call's JSON" in caplog.text, caplog.text
+
+
+def test_a_messages_fields_of_another_kind_are_left_out_not_given_to_the_template():
+    """A speaker's `name`, a tool result's `name` and `tool_call_id`, and a call's `id` reach the chat template only
+    as strings (serve refuses another kind of `name` or `tool_call_id`, and reads a null one as none): a 5 or a null
+    is left out of the record's messages, not rendered. A call without "type" is a function's, as serve reads it."""
+    record = {"messages": [
+        {"role": "user", "content": "Weather?", "name": 5},
+        {"role": "assistant", "content": None, "name": None, "tool_calls": [
+            {"id": None, "function": {"name": "get_weather", "arguments": "{}"}}]},
+        {"role": "tool", "content": "18C", "tool_call_id": 5, "name": None},
+        {"role": "assistant", "content": "It is 18C.", "name": ["bot"]}]}
+    assert conversation_of(record).messages == (
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": "", "tool_calls": [
+            {"type": "function", "function": {"name": "get_weather", "arguments": {}}}]},
+        {"role": "tool", "content": "18C"}, {"role": "assistant", "content": "It is 18C."})
 
 
 # ChatML writing a message's speaker (`name`) before its text, and its tool calls after it
