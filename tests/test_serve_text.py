@@ -652,3 +652,21 @@ def test_echoed_token_ids_after_invalid_bytes_point_at_their_text():
         for v in echo.values:
             piece = token_bytes(tok, v.token)
             assert piece[:1] >= b"\x80" or echo.text[v.offset:].startswith(piece.decode())
+
+
+def test_an_echoed_text_prompt_is_the_text_sent_its_offsets_the_tokenizers():
+    """An echoed prompt sent as text is that text, and its tokens' offsets are the fast tokenizer's offset mapping:
+    Llama 2's tokens, BOS and "\u2581" pieces, written out would read "<s> Hi you" for "Hi you", every offset 3
+    characters on (SmolLM2's, no BOS and its bytes the text, cannot tell them apart). A special token starts at 0."""
+    from test_serve import sentencepiece_tokenizer
+
+    from redrafter_trt.serve_logprobs import echo_of
+
+    tok = sentencepiece_tokenizer(bos=True)
+    ids = tok("Hi you")["input_ids"]
+    assert tok.convert_ids_to_tokens(ids) == ["<s>", "\u2581", "<0x48>", "<0x69>", "\u2581", "<0x79>", "<0x6F>",
+                                               "<0x75>"]
+    assert echo_of(tok, ids, "Hi you", None).text == "Hi you"
+    echo = echo_of(tok, ids, "Hi you", ["lp"] * (len(ids) - 1))
+    assert echo.text == "Hi you" and [v.offset for v in echo.values] == [0, 0, 0, 1, 2, 3, 4, 5]
+    assert [v.token for v in echo.values] == ids and [v.value for v in echo.values] == [None] + ["lp"] * 7
