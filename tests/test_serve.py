@@ -262,13 +262,25 @@ def test_token_bytes_rebuild_multibyte_characters(backend):
     assert [list(d) for d in completion["top_logprobs"]] == [[t] for t in completion["tokens"]]
 
 
+def byte_level_tokenizer(decoder):
+    """GPT-2's byte-level alphabet a token each, and "\u0120\u0120" (two spaces), decoded by `decoder`."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    vocab = {c: i for i, c in enumerate([*bytes_to_unicode().values(), "\u0120\u0120"])}
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoder
+    return PreTrainedTokenizerFast(tokenizer_object=tk)
+
+
 @pytest.mark.parametrize("style", ["sentencepiece", "byte-level in a sequence"])
 def test_token_bytes_keep_the_spaces_and_bytes_the_decoder_writes(style):
     """A review: Llama 2's and Mistral's decoder ends by stripping the text's first space, so each "\u2581word"
     token decoded alone lost its space and the tokens' bytes ran the words together ("Helloworld"); a byte-level
     decoder inside a decoder sequence gave replacement characters for a token holding part of a character."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import decoders
 
     from redrafter_trt.serve_logprobs import token_bytes
 
@@ -277,15 +289,8 @@ def test_token_bytes_keep_the_spaces_and_bytes_the_decoder_writes(style):
         tok = sentencepiece_tokenizer()
         expected = b" " + text.encode()
     else:
-        from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-        alphabet = bytes_to_unicode()
-        vocab = {c: i for i, c in enumerate(alphabet.values())}
-        tk = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-        tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tk.decoder = decoders.Sequence([decoders.ByteLevel(), decoders.Strip(" ", 0, 1)])
+        tok = byte_level_tokenizer(decoders.Sequence([decoders.ByteLevel(), decoders.Strip(" ", 0, 1)]))
         expected = text.encode()
-        tok = PreTrainedTokenizerFast(tokenizer_object=tk)
     ids = tok(text, add_special_tokens=False)["input_ids"]
     assert tok.decode(ids) == text and len(ids) > 4
     assert b"".join(token_bytes(tok, t) for t in ids) == expected
@@ -333,19 +338,6 @@ def test_an_answers_first_token_is_named_as_the_text_starts(metaspace):
     completion = logprobs_json(tok, values, chat=False)
     assert "".join(completion["tokens"]) == text and list(completion["top_logprobs"][0]) == ["Hello", "world"]
     assert [text[o:].startswith(t) for o, t in zip(completion["text_offset"], completion["tokens"])] == [True] * 2
-
-
-def byte_level_tokenizer(decoder):
-    """GPT-2's byte-level alphabet a token each, and "\u0120\u0120" (two spaces), decoded by `decoder`."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-    vocab = {c: i for i, c in enumerate([*bytes_to_unicode().values(), "\u0120\u0120"])}
-    tk = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tk.decoder = decoder
-    return PreTrainedTokenizerFast(tokenizer_object=tk)
 
 
 @pytest.mark.parametrize("decoder", ["strip", "metaspace", "byte-level, strip"])
