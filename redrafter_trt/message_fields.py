@@ -116,9 +116,9 @@ def assistant_thinking(msg: dict, role: str, where: str) -> dict:
 def tool_turn(msg: dict, who: str, where: str) -> dict | None:
     """A tool call (OpenAI's assistant turn with `tool_calls`, or its legacy LEGACY_CALL; a CALLS turn) as an
     assistant turn with `tool_calls` (`template_tool_calls`: arguments given as JSON text passed as the object, which
-    Qwen2.5's template writes `| tojson`), its content "" when null (a CALLS turn's: its value is the call); a RESULTS turn as {"role": "tool", "content"},
-    its `tool_call_id` and `name` kept (as serve gives them to the template); None for any other turn. A ValueError
-    names a call it cannot read."""
+    Qwen2.5's template writes `| tojson`), its content "" when null (a CALLS turn's always: its value is the call);
+    a RESULTS turn as {"role": "tool", "content"}, its `tool_call_id` and `name` kept (as serve gives them to the
+    template); None for any other turn. A ValueError names a call it cannot read."""
     if ROLES.get(who) == "assistant":
         legacy = msg.get(LEGACY_CALL)
         calls = msg.get("tool_calls") or ([{"type": "function", "function": legacy}] if isinstance(legacy, dict)
