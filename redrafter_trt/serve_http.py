@@ -129,7 +129,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_OPTIONS(self):
         self._skip_body()
-        self._reply(HTTPStatus.NO_CONTENT, None, allow=True)
+        if not is_route(self.route):  # as PUT's: no route's methods to name (its 204 named GET's, a review)
+            self._reply(*no_route(self.command, self.route))
+        else:
+            self._reply(HTTPStatus.NO_CONTENT, None, allow=True)
 
     def do_POST(self):
         with self.server.busy:
@@ -219,9 +222,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def _skip_body(self) -> None:
         """Drop the body of a request that takes none (a PUT, a GET with a JSON body): left unread, a kept-alive
-        connection would read it as its next request. One chunked or over MAX_BODY closes the connection."""
+        connection would read it as its next request. One chunked, over MAX_BODY or not asked for (`Expect`, answered
+        without 100 Continue) closes the connection instead."""
         length = None if self.head.chunked else self.head.length or 0
-        if length is None or length > MAX_BODY:
+        if length is None or length > MAX_BODY or (length and self.body_unasked):
             self.close_connection = True
         elif length:
             self.rfile.read(length)
@@ -231,7 +235,7 @@ class Handler(BaseHTTPRequestHandler):
         lines (a close anywhere closes, RFC 9112 9.6, as h11); an HTTP/1.0 keep-alive is kept, as http.server
         keeps it (h11 closes). False after answering a head that cannot be read."""
         self.command, self.request_version = None, self.protocol_version  # a refusal's status line before a version
-        self.close_connection = True
+        self.close_connection, self.body_unasked = True, False
         self.requestline = self.raw_requestline.rstrip(b"\r\n").decode("latin-1")  # the log's
         if not self._head_read():
             return False
@@ -257,14 +261,18 @@ class Handler(BaseHTTPRequestHandler):
         return True
 
     def handle_expect_100(self) -> bool:
-        """`Expect: 100-continue`: a body refused by the head alone (over MAX_BODY, no length) is answered at once,
-        without asking for it (RFC 9110 10.1.1)."""
-        if self.command == "POST" and self.route in POST_ROUTES:  # the bodies read (`_body`)
-            try:
-                self._framing()
-            except Unreadable as e:
-                self._refuse(*e.args)
-                return False
+        """`Expect: 100-continue`: 100 Continue only where the body will be read (`_body`: a POST to a completion
+        route, within MAX_BODY). Elsewhere the final answer goes out at once, without asking for the body (RFC 9110
+        10.1.1), and the connection closes (`body_unasked`: the body may follow or not): POST /health with a length
+        over MAX_BODY got 100 Continue, then its 405 and a closed connection, the body asked for never read."""
+        if not (self.command == "POST" and self.route in POST_ROUTES):
+            self.body_unasked = True
+            return True
+        try:
+            self._framing()
+        except Unreadable as e:
+            self._refuse(*e.args)
+            return False
         return super().handle_expect_100()
 
     def _refuse(self, status: int, why: str) -> None:
@@ -319,7 +327,8 @@ class Handler(BaseHTTPRequestHandler):
                 self.send_header("Connection", "close")
             if payload is not None:
                 self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
+            if status != HTTPStatus.NO_CONTENT:  # RFC 9110 8.6: MUST NOT (OPTIONS's 204 sent `Content-Length: 0`)
+                self.send_header("Content-Length", str(len(data)))
             if allow or status == HTTPStatus.METHOD_NOT_ALLOWED:  # RFC 9110: a 405 names the route's methods
                 self.send_header("Allow", "POST, OPTIONS" if self.route in POST_ROUTES else "GET, HEAD, OPTIONS")
             if status == HTTPStatus.SERVICE_UNAVAILABLE:
