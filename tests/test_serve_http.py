@@ -7,14 +7,16 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from http import HTTPStatus
 
 import pytest
 
+from redrafter_trt import serve_http
 from redrafter_trt.serve_app import POST_ROUTES, is_route, no_route
-from redrafter_trt.serve_http import Handler, make_server
+from redrafter_trt.serve_http import Handler, drain, make_server, stop_serving
 from test_serve_head import answers
-from test_serve_protocol import exchange
+from test_serve_protocol import chunked, exchange
 
 HOST = b"Host: x\r\n"
 CLOSE = b"Connection: close\r\n"
@@ -97,3 +99,115 @@ def test_an_http_1_0_expect_gets_no_100_continue(server):
     """RFC 9110 10.1.1: a server MUST ignore 100-continue in an HTTP/1.0 request (its client knows no 1xx)."""
     raw = b"POST /v1/completions HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n{}"
     assert statuses(server, raw) == [200]
+
+
+def test_a_head_answer_has_no_body_on_a_kept_connection(server):
+    """RFC 9110 9.3.2: HEAD's answer names GET's Content-Length and sends no body; a body sent would be read as the
+    start of the next answer on the connection."""
+    answer = exchange(server, b"HEAD /health HTTP/1.1\r\n" + HOST + b"\r\n" + GET + CLOSE + b"\r\n", half_close=False)
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    body = b'{"path": "/health"}'
+    assert head.startswith(b"HTTP/1.1 200 ") and b"\r\nContent-Length: %d" % len(body) in head, answer
+    assert rest.startswith(b"HTTP/1.1 200 ") and rest.endswith(b"\r\n\r\n" + body), answer
+
+
+@pytest.mark.parametrize("method, path, status", [("GET", "/health", 200), ("PUT", "/health", 405),
+                                                  ("POST", "/health", 405)])
+def test_a_body_not_taken_is_not_read_as_the_next_request(server, method, path, status):
+    """A body sent to a route that takes none, by its length: dropped, the next request answered on the connection
+    (a POST to /health's was left unread, a mutant). A chunked one: the connection closes after the answer, its
+    chunks never read as a request (with it read as no body, its size line got a 400)."""
+    start = f"{method} {path} HTTP/1.1\r\n".encode() + HOST
+    assert statuses(server, start + b"Content-Length: 2\r\n\r\n{}" + GET + CLOSE + b"\r\n") == [status, 200]
+    got = answers(exchange(server, start + b"Transfer-Encoding: chunked\r\n\r\n" + chunked(b"{}", [2]) + GET,
+                           half_close=False))
+    assert [a[0] for a in got] == [status] and b"\r\nConnection: close" in got[0][1], got
+
+
+def test_a_chunk_not_ended_by_crlf_is_a_400(server):
+    """The two bytes after a chunk's data must be CRLF (RFC 9112 7.1); other bytes there were read as the CRLF."""
+    got = answers(exchange(server, POST + b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}XY0\r\n\r\n"))
+    assert [a[0] for a in got] == [400] and "does not end in CRLF" in json.loads(got[0][2])["error"]["message"], got
+
+
+def test_the_trailer_lines_are_limited(server, monkeypatch):
+    """MAX_TRAILERS trailer lines are read, one more is a 400."""
+    monkeypatch.setattr(serve_http, "MAX_TRAILERS", 2)
+    raw = POST + b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n"
+    assert statuses(server, raw + b"A: 1\r\nB: 2\r\n\r\n" + GET + CLOSE + b"\r\n") == [200, 200]
+    got = answers(exchange(server, raw + b"A: 1\r\nB: 2\r\nC: 3\r\n\r\n"))
+    assert [a[0] for a in got] == [400] and "trailer lines" in json.loads(got[0][2])["error"]["message"], got
+
+
+def test_a_body_of_max_body_bytes_is_read_and_one_more_is_a_413(server, monkeypatch):
+    monkeypatch.setattr(serve_http, "MAX_BODY", 64)
+    body = json.dumps({"prompt": "x" * 50}).encode().ljust(64)
+    assert statuses(server, POST + CLOSE + b"Content-Length: 64\r\n\r\n" + body) == [200]
+    assert statuses(server, POST + CLOSE + b"Content-Length: 65\r\n\r\n" + body + b" ") == [413]
+
+
+@pytest.mark.parametrize("keep, closes", [(b"", True), (b"Connection: keep-alive\r\n", False)],
+                         ids=["plain", "keep-alive"])
+def test_an_http_1_0_connection_closes_unless_kept_alive(server, keep, closes):
+    """RFC 9112 9.3: an HTTP/1.0 connection closes after its answer, unless it asked for keep-alive (kept, as
+    http.server keeps it: `ab -k`)."""
+    raw = b"GET /health HTTP/1.0\r\n" + keep + b"\r\n" + GET + CLOSE + b"\r\n"
+    assert statuses(server, raw) == ([200] if closes else [200, 200])
+
+
+@pytest.mark.parametrize("target, path", [("//v1/completions", "/v1/completions"),
+                                          ("/v1/%63ompletions", "/v1/completions")])
+def test_a_path_is_routed_as_http_server_and_starlette_read_it(server, target, path):
+    """A doubled first slash is one (http.server's gh-87389: `//v1/...` read as a host had no path: 404); a
+    percent-encoded path is routed decoded, as Starlette routes it for vLLM (`scope["path"]`)."""
+    raw = f"POST {target} HTTP/1.1\r\n".encode() + HOST + CLOSE + b"Content-Length: 2\r\n\r\n{}"
+    got = answers(exchange(server, raw))
+    assert [a[0] for a in got] == [200] and json.loads(got[0][2])["path"] == path, got
+    got = answers(exchange(server, b"GET /v1/models/my%20model HTTP/1.1\r\n" + HOST + CLOSE + b"\r\n"))
+    assert json.loads(got[0][2])["path"] == "/v1/models/my model", got
+
+
+def test_an_idle_connection_is_closed_after_the_handlers_timeout(server, monkeypatch):
+    """A client that connects and sends nothing holds a thread until Handler.timeout (300 s) closes its connection;
+    with no timeout it held it for ever."""
+    assert 0 < Handler.timeout < float("inf")
+    monkeypatch.setattr(Handler, "timeout", 0.2)
+    with socket.create_connection(server.server_address, timeout=30) as sock:
+        assert sock.recv(1) == b""
+
+
+def post_held(server) -> socket.socket:
+    """A POST whose answer waits for `server.app.hold`, once it is in flight."""
+    server.app.hold.clear()
+    sock = socket.create_connection(server.server_address, timeout=60)
+    sock.sendall(POST + CLOSE + b"Content-Length: 2\r\n\r\n{}")
+    while server.in_flight == 0:
+        time.sleep(0.01)
+    return sock
+
+
+def test_drain_returns_once_the_answers_in_flight_went_out(server):
+    """drain waits on a condition each answer notifies as it ends: without the notice it waited out its whole
+    timeout (30 s here) for an answer that went out at once."""
+    with post_held(server):
+        threading.Timer(0.1, server.app.hold.set).start()
+        began = time.monotonic()
+        assert drain(server, timeout=30)
+        assert time.monotonic() - began < 15
+
+
+class Stopped:
+    """A backend double whose generation ends at once."""
+
+    def stop(self, grace: float = 0.0):
+        pass
+
+
+def test_the_answers_in_flight_get_what_is_left_of_the_grace(server):
+    """stop_serving's drain gets what the generation left of the grace, not only LAST_EVENTS_SECONDS (1 s): an
+    answer going out 2.5 s into a 20 s grace was left unsent."""
+    with post_held(server):
+        server.shutdown()  # as Ctrl-C's KeyboardInterrupt ends serve_forever
+        threading.Timer(2.5, server.app.hold.set).start()
+        assert stop_serving(server, Stopped(), grace=20)
+    threading.Thread(target=server.serve_forever, daemon=True).start()  # for the fixture's shutdown
