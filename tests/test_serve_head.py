@@ -10,6 +10,7 @@ import json
 import re
 import threading
 import time
+from contextlib import contextmanager
 from http import HTTPStatus
 
 import pytest
@@ -112,13 +113,22 @@ class Stub:
         return HTTPStatus.OK, {"body": body}
 
 
+@contextmanager
+def serving(app):
+    """A server answering with `app` on a free port, shut down after."""
+    server = make_server(app, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @pytest.fixture(scope="module")
 def server():
-    server = make_server(Stub(), "127.0.0.1", 0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(Stub()) as server:
+        yield server
 
 
 def answers(data: bytes) -> list[tuple[int, bytes, bytes]]:

@@ -14,8 +14,8 @@ import pytest
 
 from redrafter_trt import serve_http
 from redrafter_trt.serve_app import POST_ROUTES, is_route, no_route
-from redrafter_trt.serve_http import Handler, drain, make_server, stop_serving
-from test_serve_head import answers
+from redrafter_trt.serve_http import Handler, drain, stop_serving
+from test_serve_head import answers, serving
 from test_serve_protocol import chunked, exchange
 
 HOST = b"Host: x\r\n"
@@ -45,11 +45,8 @@ class Routes:
 
 @pytest.fixture()
 def server():
-    server = make_server(Routes(), "127.0.0.1", 0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with serving(Routes()) as server:
+        yield server
 
 
 def statuses(server, raw: bytes) -> list[int]:
