@@ -298,8 +298,9 @@ def run_streaming(argv: tuple[str, ...], on_line: Callable[[str], None], tail: i
 
 def _end(proc: subprocess.Popen) -> None:
     """SIGTERM, then SIGKILL after END_GRACE_SECONDS (or at a second Ctrl-C): a stop signalled to this process alone
-    (`timeout`, `kill`) left trtllm-build building, its GPU held, into the folder being removed (Popen's exit gives
-    a child a quarter of a second after a KeyboardInterrupt)."""
+    (`kill PID`, `docker stop` of a container whose main process is build; a terminal's Ctrl-C and GNU timeout
+    signal the whole process group) left trtllm-build building, its GPU held, into the folder being removed
+    (Popen's exit gives a child a quarter of a second after a KeyboardInterrupt)."""
     try:
         proc.terminate()
         proc.wait(timeout=END_GRACE_SECONDS)

@@ -549,9 +549,9 @@ def test_output_streams_before_the_process_ends(tmp_path):
 
 @pytest.mark.parametrize("ignores_sigterm", [False, True])
 def test_an_interrupted_build_ends_trtllm_build(tmp_path, monkeypatch, ignores_sigterm):
-    """A Ctrl-C or SIGTERM (KeyboardInterrupt) while trtllm-build ran left it running: `timeout 1h redrafter-trt
-    build`, a `kill` of ours alone, signal this process only, and Popen's exit gives the child a quarter of a second
-    after a KeyboardInterrupt; it went on building (its GPU held) into the folder being removed."""
+    """A SIGTERM (KeyboardInterrupt) to build alone while trtllm-build ran left it running: `kill PID` and `docker
+    stop` signal this process only, and Popen's exit gives the child a quarter of a second after a
+    KeyboardInterrupt; it went on building (its GPU held) into the folder being removed."""
     script = tmp_path / "stubborn.py"
     script.write_text("import os, signal, time\n" + ignores_sigterm * "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
                       + "print(os.getpid(), flush=True)\ntime.sleep(300)\n")
