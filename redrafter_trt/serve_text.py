@@ -23,7 +23,7 @@ class Logprob:
     token: int
     offset: int
     value: TokenLogprob | None  # None: an echoed prompt's first token (nothing precedes it)
-    start: bool = False         # the answer's first token: its text is what the tokenizer writes at a text's start
+    start: bool = False         # opens the answer's text (or a special token before): named as a text's start is
 
 
 class AnswerText:
@@ -201,7 +201,9 @@ class AnswerText:
                                 self.covered)
             covered = self.covered
         covered = min(covered, len(self.values))
-        out = [Logprob(self.ids[k], min(self.ends[k - 1] if k else 0, len(self.text)), self.values[k], k == 0)
+        special = set(self.tokenizer.all_special_ids)  # skipped by the text: the first token past them opens it
+        opening = next((k for k, t in enumerate(self.ids) if t not in special), len(self.ids))
+        out = [Logprob(self.ids[k], min(self.ends[k - 1] if k else 0, len(self.text)), self.values[k], k <= opening)
                for k in range(0 if everything else self.given, covered) if self.ids[k] not in self.eos]
         self.given = max(self.given, covered)
         return out

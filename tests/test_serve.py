@@ -375,6 +375,23 @@ def test_an_answer_opening_with_spaces_is_named_as_the_decoder_writes_it(decoder
             assert "".join(e["token"] for e in chat) == text, (names, text)
 
 
+@pytest.mark.parametrize("metaspace", [False, True])
+def test_an_answer_opening_with_a_special_token_names_its_first_text_token_as_the_text_starts(metaspace):
+    """A review: a special token the text skips (an answer's <s>) took the answer's start, so its next token, which
+    opens the text, kept the space the decoder drops there ("▁Hello" named " Hello" over the text's "Hello")."""
+    from redrafter_trt.runtime import TokenLogprob
+    from redrafter_trt.serve_logprobs import logprobs_json
+    from redrafter_trt.serve_text import AnswerText
+
+    tok = sentencepiece_tokenizer(metaspace=metaspace, bos=True)
+    ids = tok.convert_tokens_to_ids(["<s>", "\u2581Hello", "\u2581world"])
+    answer = AnswerText(tok, [])
+    text = answer.add(ids, [TokenLogprob(-1.0, []) for _ in ids]) + answer.finish()
+    assert text == "Hello world"
+    chat = logprobs_json(tok, answer.logprobs(everything=True), chat=True)["content"]
+    assert [e["token"] for e in chat] == ["<s>", "Hello", " world"], chat
+
+
 def test_chat_logprobs_stop_at_the_stop_string(url, backend, smollm2):
     messages = [{"role": "user", "content": "Name a primary color."}]
     body = {"messages": messages, "max_tokens": 12, "logprobs": True, "top_logprobs": 1}

@@ -41,6 +41,8 @@ class Bytes:
     """A byte-level tokenizer double: a token per UTF-8 byte (EOS writes nothing); a character cut short decodes to
     U+FFFD."""
 
+    all_special_ids = [EOS]
+
     @staticmethod
     def decode(ids: list[int], **_) -> str:
         return bytes(i for i in ids if i != EOS).decode("utf-8", errors="replace")

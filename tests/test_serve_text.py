@@ -26,7 +26,9 @@ class Counted(str):
 
 
 class Chars:
-    """id -> chr(id); LEAD TRAIL -> "é"; text comes back as `kind`."""
+    """id -> chr(id); LEAD TRAIL -> "é"; text comes back as `kind`. No special tokens."""
+
+    all_special_ids: list[int] = []
 
     def __init__(self, kind=str):
         self.kind = kind
@@ -163,7 +165,9 @@ class WholeDecode:
             covered = max((k + 1 for k, end in enumerate(ends)
                            if end <= self.sent and (ends[k - 1] if k else 0) < self.sent), default=0)
         covered = min(covered, len(self.values))
-        out = [Logprob(self.ids[k], min(ends[k - 1] if k else 0, len(self.text)), self.values[k], k == 0)
+        special = set(self.tokenizer.all_special_ids)  # the text skips them: the first token past them opens it
+        out = [Logprob(self.ids[k], min(ends[k - 1] if k else 0, len(self.text)), self.values[k],
+                       all(t in special for t in self.ids[:k]))
                for k in range(0 if everything else self.given, covered) if self.ids[k] not in self.eos]
         self.given = max(self.given, covered)
         return out
@@ -282,7 +286,9 @@ def test_a_stopped_answer_lists_a_logprob_for_every_token_usage_counts(ids, stop
 
 
 class Table:
-    """id -> its text in `pieces`: tokens of several characters."""
+    """id -> its text in `pieces`: tokens of several characters. No special tokens."""
+
+    all_special_ids: list[int] = []
 
     def __init__(self, pieces: list[str]):
         self.pieces = pieces
@@ -551,7 +557,7 @@ class Counting:
     """A tokenizer that adds up how many tokens it was asked to decode."""
 
     def __init__(self, tok):
-        self.tok, self.tokens = tok, 0
+        self.tok, self.tokens, self.all_special_ids = tok, 0, tok.all_special_ids
 
     def decode(self, ids, **kw):
         self.tokens += len(ids)
