@@ -48,6 +48,7 @@ class AnswerText:
 
     def __init__(self, tokenizer, stop: list[str], eos: set[int] = frozenset()):
         self.tokenizer, self.stop, self.eos = tokenizer, stop, eos
+        self.special = frozenset(tokenizer.all_special_ids)  # skipped by the text: the first token past them opens it
         self.longest = max(map(len, stop), default=0)
         self.ids: list[int] = []
         self.ends: list[int] = []     # the answer's length in whole characters after each token (logprobs only)
@@ -201,8 +202,7 @@ class AnswerText:
                                 self.covered)
             covered = self.covered
         covered = min(covered, len(self.values))
-        special = set(self.tokenizer.all_special_ids)  # skipped by the text: the first token past them opens it
-        opening = next((k for k, t in enumerate(self.ids) if t not in special), len(self.ids))
+        opening = next((k for k, t in enumerate(self.ids) if t not in self.special), len(self.ids))
         out = [Logprob(self.ids[k], min(self.ends[k - 1] if k else 0, len(self.text)), self.values[k], k <= opening)
                for k in range(0 if everything else self.given, covered) if self.ids[k] not in self.eos]
         self.given = max(self.given, covered)
