@@ -347,6 +347,10 @@ def hf_base(base: Path, opts: ConvertOptions):
     b = hf_config(base, opts)
     src = TensorSource.from_hf_folder(base)
     check_hf_tensors(src, b, base)
+    if opts.dtype == "auto" and b.source_dtype == "float32":
+        log.warning("%s is float32 and --dtype auto keeps it: the checkpoint and its engine are twice a float16 one's "
+                    "size (TensorRT-LLM's own converter makes auto float16 here): pass --dtype bfloat16 or float16 "
+                    "for a GPU engine", base)
     cfg = trtllm_model_fields(b, resolve_dtype(opts.dtype, b.source_dtype), opts.tp_size or 1)
     return cfg, [src], b
 

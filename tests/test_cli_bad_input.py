@@ -1203,8 +1203,8 @@ def test_a_reader_that_leaves_the_pipe_early_is_no_error(parts):
     read, write = os.pipe()
     fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, 4096)  # the plan of a tp 2 tiny model is longer
     proc = subprocess.Popen([sys.executable, "-m", "redrafter_trt", "convert", "--base", base, "--drafter", drafter,
-                             "--output", base.parent / "out", "--tp-size", "2", "--dry-run"], stdout=write,
-                            stderr=subprocess.PIPE)
+                             "--output", base.parent / "out", "--tp-size", "2", "--dry-run", "--dtype", "float32"],
+                            stdout=write, stderr=subprocess.PIPE)
     os.close(write)
     proc.stdout = os.fdopen(read, "rb", buffering=0)
     assert len(proc.stdout.read(10)) == 10

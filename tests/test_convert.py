@@ -283,12 +283,24 @@ def test_sharpened_drafter_warns_only_for_sampling(tmp_path, tiny_drafter, caplo
     for drafter, greedy, warned in [(sharp, True, False), (sharp, False, True), (tiny_drafter, False, False),
                                     (calibrated, False, False)]:
         caplog.clear()
-        convert(base, drafter, tmp_path / f"c-{drafter.name}-{greedy}", greedy=greedy)
+        convert(base, drafter, tmp_path / f"c-{drafter.name}-{greedy}", greedy=greedy, dtype="float32")
         said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
         if warned:
             assert len(said) == 1 and "--later-sharpness 4" in said[0], said
         else:
             assert said == [], said
+
+
+@pytest.mark.parametrize("saved, dtype, warned", [
+    (torch.float32, "auto", True), (torch.float32, "float32", False), (torch.bfloat16, "auto", False)])
+def test_auto_keeping_a_float32_base_is_named(tmp_path, tiny_drafter, caplog, saved, dtype, warned):
+    """A review: `--dtype auto` keeps a float32 base's dtype, where TensorRT-LLM's converters (`infer_dtype`) make
+    float16, so its engine came out twice the size without a word; said now, and not for a float32 asked for."""
+    base = make_hf(tmp_path / "b", "llama", dtype=saved)
+    with caplog.at_level("WARNING", logger="redrafter_trt.base_plan"):
+        out = convert(base, tiny_drafter, tmp_path / "c", dtype=dtype)
+    assert json.loads((out / "config.json").read_text())["dtype"] == str(saved).removeprefix("torch.")
+    assert ("is float32 and --dtype auto keeps it" in caplog.text) is warned
 
 
 LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
