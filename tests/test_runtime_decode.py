@@ -86,6 +86,41 @@ def test_on_steps_tokens_per_step_is_the_mean_over_the_rows_so_far(tiny_llama, t
         assert it.tokens_per_step == pytest.approx(sum((1 + sum(a[:j])) / (j + 1) for a in rows) / len(rows))
 
 
+def test_on_steps_counts_rows_ending_at_different_steps(tiny_llama, tiny_drafter):
+    """Each Iteration of a batch whose rows end at different steps (an EOS as a row's first token, one inside a
+    step's accepted drafts, the others at max_new_tokens): the prefill counts the row it ended, each decoding step's
+    tokens are those kept after the EOS cut its step (the tokens past it were drafted and accepted, not emitted),
+    and its tokens_per_step is the mean over the rows still running, not over all rows (a review's mutants, each
+    let through: `/ len(outputs)`, `tokens=sum(added)` before the cut, a prefill's `ended=0`)."""
+    model, refs = lookup_model(tiny_llama, tiny_drafter, 30, seed=6)
+    eos = [refs[2][0], refs[1][9]]
+    heard = []
+    res = rt.generate(model, PROMPTS, 30, eos_token_id=eos, on_step=heard.append)
+    prefill, decoding = heard[0], heard[1:]
+    assert [len(o) for o in res.output_ids[1:3]] == [10, 1] and res.steps[1] < max(res.steps)  # rows end apart
+    assert (prefill.context_rows, prefill.generation_rows, prefill.ended) == (len(PROMPTS), 0, 1)
+    assert all(it.generation_rows and not it.context_rows for it in decoding)
+    for j, it in enumerate(decoding):
+        rows = [a for a in res.accepted if len(a) > j]
+        assert it.generation_rows == len(rows) and it.tokens == sum(a[j] for a in rows)
+        assert it.ended == sum(len(a) == j + 1 for a in rows)
+        assert it.tokens_per_step == pytest.approx(sum((1 + sum(a[:j])) / (j + 1) for a in rows) / len(rows))
+    assert sum(it.tokens for it in heard) + len(PROMPTS) == res.total_new_tokens
+    # the premise: the EOS cut row 1's last step, whose drafts (the same without that EOS) accepted more
+    free, _ = lookup_model(tiny_llama, tiny_drafter, 30, seed=6)
+    uncut = rt.generate(free, PROMPTS, 30, eos_token_id=eos[:1]).accepted[1]
+    last = len(res.accepted[1]) - 1
+    assert uncut[:last] == res.accepted[1][:last] and uncut[last] > res.accepted[1][last]
+
+
+def test_a_prefill_counts_the_rows_it_ends(tiny_llama, tiny_drafter):
+    """max_new_tokens=1: every row ends at the prefill (its Iteration's `ended`), and nothing decodes after it."""
+    model, _ = lookup_model(tiny_llama, tiny_drafter, 1, seed=6)
+    heard = []
+    rt.generate(model, PROMPTS, 1, on_step=heard.append)
+    assert [(it.context_rows, it.ended) for it in heard] == [(len(PROMPTS), len(PROMPTS))]
+
+
 def test_eos_ids_stop_as_transformers_generate_does(tiny_llama, tiny_drafter):
     """Several EOS ids (a generation config's list), one of them a row's first token (it ends at the prefill while the
     batch goes on) and one inside accepted drafts: the outputs are transformers' greedy generate with that list (no
