@@ -50,14 +50,17 @@ def measured(model, prompts, max_new, eos, w, n):
     return steps, hist, outs
 
 
-@pytest.mark.parametrize("eos_at", [None, 7])
+@pytest.mark.parametrize("eos_at", [None, (1, 7), (2, 0)])
 def test_replay_equals_decoding(tiny_llama, tiny_drafter, eos_at):
+    """eos_at (row, index): the EOS is that row's token there; (2, 0) ends a row at its first token, an output of one
+    token that has no step after the prefill (replay gave it a phantom step emitting 0, a review's mutant)."""
     model = rt.load(checkpoint(tiny_llama, tiny_drafter, 1, num_beams=3, draft_len=4))
     refs = [hf_greedy(tiny_llama, p, 30) for p in PROMPTS]
-    eos = [refs[1][eos_at]] if eos_at is not None else []
+    eos = [refs[eos_at[0]][eos_at[1]]] if eos_at is not None else []
     model = dataclasses.replace(model, drafter=CopyDrafter([p + r for p, r in zip(PROMPTS, refs)], 256))
     outputs, contexts = greedy_pass(model, PROMPTS, 30, eos)
     assert [len(c) for c in contexts] == [len(o) for o in outputs]
+    assert (eos_at == (2, 0)) == (len(outputs[2]) == 1)  # the premise
     accepted_some = False
     for w, n in [(1, 1), (1, 4), (3, 2), (3, 4)]:
         r = replay(model.drafter, outputs, contexts, w, n)
@@ -66,6 +69,16 @@ def test_replay_equals_decoding(tiny_llama, tiny_drafter, eos_at):
         assert (r.steps, r.histogram, r.new_tokens) == (steps, hist, sum(len(o) for o in outs)), (w, n)
         accepted_some |= max(hist) > 2
     assert accepted_some  # long runs were accepted: the walk's jumps were exercised
+
+
+def test_replay_of_one_token_outputs(tiny_llama, tiny_drafter):
+    """max_new_tokens=1: every output is the prefill's token, one step each and no histogram, as decoding counts
+    (replay stepped the one-token outputs too: 2 steps each and {0: 4})."""
+    model = rt.load(checkpoint(tiny_llama, tiny_drafter, 1, num_beams=3, draft_len=4))
+    outputs, contexts = greedy_pass(model, PROMPTS, 1, [])
+    r = replay(model.drafter, outputs, contexts, 3, 4)
+    steps, hist, outs = measured(model, PROMPTS, 1, [], 3, 4)
+    assert outs == outputs and (r.steps, r.histogram, r.new_tokens) == (steps, hist, 4) == (4, {}, 4)
 
 
 @pytest.mark.parametrize("dtype", [None, "bfloat16", "float16"])
