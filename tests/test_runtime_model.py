@@ -290,6 +290,42 @@ def test_pruned_beam_search_matches_full_vocabulary(tmp_path, tiny_llama, monkey
     assert 0 < sum(compact) < len(compact)
 
 
+def test_pruned_beam_search_with_more_beams_than_top_k_drafts_over_the_full_vocabulary(tmp_path, tiny_llama,
+                                                                                        monkeypatch):
+    """More beams than the top k (36 and 60 of TOP_K 35): a step keeps beams past the k tokens a beam allows, masked
+    ties that the compact columns would name among the computed tokens only (other drafts at draft length 1, other
+    log-probabilities at 2), so every step takes the full vocabulary and the drafts and their log-probabilities are
+    the uncompacted drafter's; the same inputs at 35 beams do work on the computed tokens alone in some steps (a
+    review's mutant dropping `num_beams <= TOP_K` went unseen)."""
+    import copy
+
+    from redrafter_trt.runtime import drafter as drafter_mod
+
+    monkeypatch.setattr(drafter_mod, "TOP_K", 35)
+    folder = pruned_drafter(make_drafter(tmp_path / "d", tiny_llama))
+    pruned = rt.load(checkpoint(tiny_llama, folder, 1), drafter_int8=False).drafter
+    full = copy.copy(pruned)
+    full.compact_rows = None
+    compact = {}
+    step_logp = pruned.step_logp
+
+    def spy(context, state, num_beams):
+        out = step_logp(context, state, num_beams)
+        compact.setdefault(num_beams, []).append(out[1] is not None)
+        return out
+
+    monkeypatch.setattr(pruned, "step_logp", spy)
+    g = torch.Generator().manual_seed(4)
+    for scale in (1.0, 3.0):
+        context, token = scale * torch.randn(6, 64, generator=g), torch.randint(0, 256, (6,), generator=g)
+        pruned.beam_search(context, token, 35, 2)  # the premise: below
+        for W, L in ((36, 1), (36, 2), (60, 1), (60, 2)):
+            got = pruned.beam_search(context, token, W, L, with_logp=True)
+            want = full.beam_search(context, token, W, L, with_logp=True)
+            assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]), (scale, W, L)
+    assert any(compact[35]) and not any(compact[36] + compact[60])
+
+
 def test_pruned_drafter_head_same_logits(tmp_path, tiny_llama):
     """Rows of zeros (tokens the trainer never saw) are skipped and scattered back: identical logits."""
     folder = pruned_drafter(make_drafter(tmp_path / "d", tiny_llama))
