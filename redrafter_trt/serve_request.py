@@ -213,7 +213,8 @@ def parse(body, chat: bool, model_name: str, max_output_len: int, tool_parser: s
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
     stream = _field(body, "stream", bool, False, need="true or false")
-    options = _field(body, "stream_options", dict, {}, lambda v: stream and set(v) <= STREAM_OPTIONS and all(
+    # {} (as null) passes without stream: trtllm-serve's and vLLM's validators refuse only truthy stream_options there
+    options = _field(body, "stream_options", dict, {}, lambda v: (stream or not v) and set(v) <= STREAM_OPTIONS and all(
                      x is None or LAX[bool](x) is not None for x in v.values()),
                      '{"include_usage": true or false, "continuous_usage_stats": true or false}, with "stream": true')
     # "true", 1: true (pydantic's lax mode); null: unset, as vLLM's and trtllm-serve's StreamOptions (bool | None)

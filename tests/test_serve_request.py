@@ -214,6 +214,20 @@ def test_a_null_stream_option_is_unset():
     assert (req.include_usage, req.continuous_usage) == (True, False)
 
 
+def test_empty_stream_options_without_stream_are_taken():
+    """`"stream_options": {}` without `"stream": true` was a 400 ('with "stream": true'), where trtllm-serve's and
+    vLLM's validators refuse only options that are truthy (`if data.get("stream_options") and not
+    data.get("stream")`): {} and null pass, and add nothing. Options that say something still need the stream."""
+    for sent in ({}, None):
+        for fields in ({}, {"stream": False}):
+            req = completion(stream_options=sent, **fields)
+            assert (req.stream, req.include_usage, req.continuous_usage) == (False, False, False)
+            assert chat(stream_options=sent, **fields).stream is False
+    for options in ({"include_usage": False}, {"include_usage": None}):
+        with pytest.raises(RequestError, match='^"stream_options" must be .*with "stream": true$'):
+            completion(stream_options=options)
+
+
 NO_BOOLS = [" true ", "true ", "\ttrue", "\xa0true", "", "2", "1.0", "0.0", "01", "+1", "-0", "yes please", "nope",
             "ok", "ＴＲＵＥ", "\u0130", 2, -1, 10 ** 30, 0.5, 1e-300, float("nan"), float("inf"), [True], {}]
 
