@@ -201,6 +201,8 @@ def test_max_tokens_left_out_fits_what_the_prompt_leaves(server):
     assert status == 200 and out["usage"]["completion_tokens"] == 12  # 512 positions - 500
     status, out = post({"prompt": [5] * 10, "ignore_eos": True})
     assert status == 200 and out["usage"]["completion_tokens"] == 64  # the server's --max-output-len
+    status, out = post({"prompt": [5] * 500, "max_tokens": 12, "ignore_eos": True})  # exactly fills the positions
+    assert status == 200 and out["usage"]["completion_tokens"] == 12, out
     status, out = post({"prompt": [5] * 500, "max_tokens": 13})
     assert status == 400 and out["error"]["message"] == (
         "This model's maximum context length is 512 tokens. However, you requested 513 tokens (500 in the prompt, "
