@@ -311,6 +311,24 @@ def test_echo_is_the_prompt_as_sent_with_offsets_into_it(url, prompt):
             assert prompt[offset:].startswith(token), (token, offset)
 
 
+def test_echo_offsets_of_each_prompts_answer_count_from_its_own_prompt(url):
+    """Several prompts of different lengths, echoed with logprobs and new tokens: every answer's text_offset points
+    into its own text (prompt i // n's echo, then its answer), whole and streamed. A review found offsets counted from
+    the first prompt's echo (`echoes[0]`) passing every test, as only one prompt was checked."""
+    body = {"prompt": ["Hi", "The cat sat on the", "A"], "n": 2, "echo": True, "logprobs": 0, "max_tokens": 3}
+    choices = call(url, "/v1/completions", body)[1]["choices"]
+    assert len(choices) == 6
+    for c in choices:
+        lp, text = c["logprobs"], c["text"]
+        assert text.startswith(body["prompt"][c["index"] // 2]) and len(lp["tokens"]) > 1
+        placed = [text[o:].startswith(t) for o, t in zip(lp["text_offset"], lp["tokens"])]
+        assert placed == [True] * len(placed), (text, lp["tokens"], lp["text_offset"])
+    parts = [c for e in stream(url, "/v1/completions", body) for c in e["choices"]]
+    for c in choices:
+        mine = [p["logprobs"] for p in parts if p["index"] == c["index"] and p["logprobs"]]
+        assert sum((m["text_offset"] for m in mine), []) == c["logprobs"]["text_offset"]
+
+
 @pytest.mark.parametrize("body, needle", [
     ({"prompt": [-1], "echo": True, "max_tokens": 2}, "vocabulary"),
     ({"prompt": [60000], "echo": True, "max_tokens": 0}, "vocabulary"),
