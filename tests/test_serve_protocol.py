@@ -679,7 +679,9 @@ def test_a_client_that_leaves_while_queued_or_pending_costs_no_decoding(tiny, mo
 
         second = threading.Thread(target=queued)
         second.start()
-        time.sleep(0.3)
+        deadline = time.monotonic() + 30  # a fixed 0.3 s let a loaded machine assert before the request queued
+        while len(backend.scheduler.waiting) < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert not outcome and len(backend.scheduler.waiting) == 1  # queued behind the running batch
         here[0] = False  # the client leaves
         second.join(10)
