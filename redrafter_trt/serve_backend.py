@@ -27,23 +27,6 @@ if TYPE_CHECKING:
 MAX_PROMPTS = 64  # prompts in one /v1/completions request
 
 
-def raised_by_template(e: BaseException) -> bool:
-    """Whether `e` came from rendering a chat template: jinja's own errors (the template's raise_exception, an
-    undefined value used), or a Python error raised by the template's code on the messages (`'a' + 1`, a division by
-    zero), whose traceback runs through the compiled template (jinja names its frames `<template>`). An error raised
-    before or after rendering is the server's."""
-    from jinja2 import TemplateError
-
-    if isinstance(e, TemplateError):
-        return True
-    tb = e.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_filename == "<template>":
-            return True
-        tb = tb.tb_next
-    return False
-
-
 def chat_prompt(tokenizer, messages: list[dict], template_kwargs: dict | None = None, tools: tuple[dict, ...] = ()
                 ) -> str:
     """The messages' text in the tokenizer's chat template, ready for the answer, rendered with the request's
@@ -53,14 +36,13 @@ def chat_prompt(tokenizer, messages: list[dict], template_kwargs: dict | None = 
         raise RequestError("this model's tokenizer has no chat template: use /v1/completions")
     from jinja2 import TemplateError
 
+    from .tokens import apply_template
+
     try:
-        return tokenizer.apply_chat_template(messages, tools=list(tools) or None, add_generation_prompt=True,
-                                             tokenize=False, **(template_kwargs or {}))
-    except Exception as e:  # the template's own refusal is a 400; any other error is the server's, a 500
-        if not raised_by_template(e):
-            raise
-        why = first_line(e, type(e).__name__)  # raise_exception(...): Mistral's roles must alternate, ...
-        why = why if isinstance(e, TemplateError) else f"{type(e).__name__}: {why}"  # 'a' + 1 in the template
+        return apply_template(tokenizer, messages, tools=list(tools) or None, add_generation_prompt=True,
+                              **(template_kwargs or {}))
+    except TemplateError as e:  # the template's own refusal is a 400; any other error is the server's, a 500
+        why = first_line(e, type(e).__name__)  # raise_exception(...): Mistral's roles must alternate, 'a' + 1, ...
         raise RequestError(f"this model's chat template refuses these messages ({why}): send messages it "
                            "takes", param="messages") from None
 

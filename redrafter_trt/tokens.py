@@ -78,11 +78,47 @@ _RENDER_DAY: ContextVar[datetime | None] = ContextVar("render_day", default=None
 
 
 def template_errors() -> tuple[type[Exception], ...]:
-    """What a chat template's render (`render_chat`) raises when it refuses: jinja's TemplateError; TypeError and
-    ValueError for a template that is not text, or none."""
+    """What a chat template's render (`render_chat`, `apply_template`) raises when it refuses: jinja's TemplateError
+    (a Python error the template's own code raised among them, `apply_template`); TypeError and ValueError for a
+    template that is not text, or none."""
     from jinja2 import TemplateError
 
     return TemplateError, TypeError, ValueError
+
+
+def raised_by_template(e: BaseException) -> bool:
+    """Whether `e` came from rendering a chat template: jinja's own errors (the template's raise_exception, an
+    undefined value used), or a Python error raised by the template's code on the messages (`'a' + 1`, a division by
+    zero, endless recursion, a range jinja's sandbox refuses), whose traceback runs through the compiled template
+    (jinja names its frames `<template>`). An error raised before or after rendering is not the template's."""
+    from jinja2 import TemplateError
+
+    if isinstance(e, TemplateError):
+        return True
+    tb = e.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def apply_template(tokenizer, messages: list[dict], **kwargs) -> str:
+    """The tokenizer's chat template's text of `messages` (apply_chat_template, tokenize=False, with `kwargs`), the one
+    render serve and `render_chat` share. Any Python error the template's own code raises (`raised_by_template`: a
+    ZeroDivisionError, RecursionError, the sandbox's OverflowError) is raised as jinja's TemplateRuntimeError naming
+    it ("ZeroDivisionError: division by zero"), the template's refusal as jinja's own are: one was a traceback in
+    run, bench, acceptance and train (a review). Errors before or after rendering are raised as they are."""
+    from jinja2 import TemplateError, TemplateRuntimeError
+
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
+    except TemplateError:
+        raise
+    except Exception as e:
+        if not raised_by_template(e):
+            raise
+        raise TemplateRuntimeError(f"{type(e).__name__}: {first_line(e, 'no message')}") from e
 
 
 def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool, tools: tuple[dict, ...] = (),
@@ -95,10 +131,10 @@ def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool, to
     _date_template_clock()
     token = _RENDER_DAY.set(datetime.strptime(DATE_STRING, "%d %b %Y"))
     try:
-        return tokenizer.apply_chat_template(messages, tools=list(tools) or None, tokenize=False,
-                                             add_generation_prompt=add_generation_prompt,
-                                             **{"date_string": DATE_STRING,
-                                                **(template_kwargs(tokenizer) if kwargs is None else kwargs)})
+        return apply_template(tokenizer, messages, tools=list(tools) or None,
+                              add_generation_prompt=add_generation_prompt,
+                              **{"date_string": DATE_STRING,
+                                 **(template_kwargs(tokenizer) if kwargs is None else kwargs)})
     finally:
         _RENDER_DAY.reset(token)
 

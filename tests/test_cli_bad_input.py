@@ -567,6 +567,37 @@ def test_a_chat_template_that_does_not_render_is_one_line(ckpt, tmp_path):
     assert_one_line_error(result, "chat template does not render", "turn chat off")
 
 
+@pytest.mark.parametrize("template, named", [
+    ("{{ 1/0 }}", "ZeroDivisionError: division by zero"),
+    ("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", "RecursionError: maximum recursion depth"),
+    ("{% for i in range(10**9) %}{% endfor %}", "OverflowError: Range too big"),  # jinja's sandbox refuses it
+])
+def test_a_chat_template_raising_a_python_error_is_one_line(ckpt, tmp_path, template, named):
+    """A review: a chat template whose code raised a plain Python error (a division by zero, endless recursion, a
+    range the sandbox refuses) was a traceback in run, bench, acceptance and train, where serve answered 400: any
+    error raised by the template's own code is the template's, named in one line."""
+    from test_bench import save_byte_tokenizer
+    from test_train_data import make_chat_base
+
+    tok = tmp_path / "tok"
+    save_byte_tokenizer(tok)
+    (tok / "chat_template.jinja").write_text(template)
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "hi"}\n')
+    for args in (("run", "--input-text", "hi", "--chat", "--max-output-len", 1),
+                 ("bench", "--prompts", prompts, "--max-new-tokens", 1, "--chat"),
+                 ("acceptance", "--prompts", prompts, "--max-new-tokens", 1, "--chat")):
+        result = run_cli(*args, "--checkpoint-dir", ckpt, "--tokenizer-dir", tok)
+        assert_one_line_error(result, "chat template", named)
+    base = make_chat_base(tmp_path / "base")
+    (base / "chat_template.jinja").write_text(template)
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"question": "q", "answer": "a"}\n')
+    result = run_cli("train", "--base", base, "--data", data, "--output", tmp_path / "o", "--cache-dir",
+                     tmp_path / "c")
+    assert_one_line_error(result, "chat template", named)
+
+
 @pytest.mark.parametrize("content, needle", [("[1, 2]", "JSON list, not an object"), (None, "Is a directory")])
 def test_drafter_config_that_is_no_object(parts, tmp_path, content, needle):
     path = parts[1] / "config.json"

@@ -666,7 +666,7 @@ def test_a_template_refusing_the_joined_turns_too_is_named_before_their_weights(
                                           r"roles must alternate"):
         encode(strict, late, 1000)
     strict.chat_template = "{{ messages[0]['content'] + 1 }}"  # renders no prompt at all
-    with pytest.raises(ConfigError, match=r"^the base's chat template does not render \(can only concatenate"):
+    with pytest.raises(ConfigError, match=r"^the base's chat template does not render \(TypeError: can only concatenate"):
         encode(strict, conversation_of({"messages": [q, r, s]}, "ft.jsonl line 2"), 1000)
 
 
