@@ -304,6 +304,31 @@ def test_an_input_file_that_is_a_pipe(ckpt, tiny_llama, tmp_path):
     assert not (tmp_path / "d").exists()
 
 
+def test_an_empty_path_is_refused_as_empty(parts, ckpt, tiny_llama, tmp_path):
+    """A review: `convert --output ''` said "output folder <cwd> already exists: pass --force" (and with --force
+    refused the current folder), `run --output-json ''` said ". is not a regular file (a device, pipe or socket...)":
+    '' is the current folder to pathlib. Every path option of every command refuses '' as empty."""
+    base, drafter = parts
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"question": "q", "answer": "a"}\n')
+    before = files(tmp_path)
+    runs = [(("convert", "--base", base, "--drafter", drafter, "--output", ""), "--output"),
+            (("convert", "--base", base, "--drafter", drafter, "--output", "", "--force"), "--output"),
+            (("convert", "--base", "", "--drafter", drafter, "--output", tmp_path / "ck"), "--base"),
+            (("run", "--checkpoint-dir", ckpt, "--tokenizer-dir", tiny_llama, "--input-text", "hi", "--output-json",
+              ""), "--output-json"),
+            (("run", "--checkpoint-dir", ckpt, "--tokenizer-dir", "", "--input-text", "hi"), "--tokenizer-dir"),
+            (("train", "--base", base, "--data", data, "--output", tmp_path / "o", "--cache-dir", ""), "--cache-dir"),
+            (("bench", "--checkpoint-dir", ckpt, "--tokenizer-dir", tiny_llama, "--prompts", data, "--plot", ""),
+             "--plot"),
+            (("inspect", ""), "FOLDER"),
+            (("convert", "--config", "", "--base", base, "--drafter", drafter, "--output", tmp_path / "ck"),
+             "--config")]
+    for args, option in runs:
+        assert_one_line_error(run_cli(*args), f"{option} is empty", "pass a")
+    assert files(tmp_path) == before
+
+
 @pytest.mark.parametrize("command, option", [("run", "--output-json"), ("acceptance", "--output-json"),
                                              ("bench", "--plot")])
 def test_output_file_on_a_pipe_or_device(tmp_path, command, option):

@@ -3,6 +3,7 @@ is checked before any work, and the torch device names this tool runs on."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from pathlib import Path
@@ -31,6 +32,9 @@ class Command(click.Command):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **with_help_names(kwargs))
+        for param in self.params:  # every path option and argument refuses '' as empty (`refusing_empty`)
+            if isinstance(param.type, click.Path):
+                param.type = refusing_empty(param.type)
 
     def parse_args(self, ctx, args):
         head = args[: args.index("--")] if "--" in args else args
@@ -67,6 +71,43 @@ def _eager_options(args: list[str], options: dict) -> list[str]:
         if param is not None and param.is_eager and not param.is_flag:
             kept += [arg] if "=" in arg else [arg, *[value for value in [next(rest, None)] if value is not None]]
     return kept
+
+
+class EmptyPath(click.BadParameter):
+    """A path option or argument given '' (`--output ''`, a shell's unset "$VAR"): named as empty, with the kind of
+    path it takes."""
+
+    def format_message(self) -> str:
+        hint = self.param_hint or (self.param.opts[0] if isinstance(self.param, click.Option) else
+                                   self.param.human_readable_name)
+        return f"{hint} is empty: pass {self.message}"
+
+
+class _RefusesEmpty(click.Path):
+    """A click.Path that refuses '' before pathlib reads it as the current folder: `convert --output ''` said
+    "output folder <cwd> already exists: pass --force" (with --force, refused as the current folder), `run
+    --output-json ''` ". is not a regular file (a device, pipe or socket...)" (a review)."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value:
+            what = "a folder path" if not self.file_okay else "a file path" if not self.dir_okay else "a path"
+            raise EmptyPath(what, ctx, param)
+        return super().convert(value, param, ctx)
+
+
+_REFUSING: dict[type, type] = {}  # a click.Path class -> its subclass refusing '' (`refusing_empty`)
+
+
+def refusing_empty(kind: click.Path) -> click.Path:
+    """`kind` (a click.Path, OutputFile, ...: its own checks kept) refusing '' as empty (`_RefusesEmpty`): what
+    `Command` makes of every path parameter of every command, so that none of them reads '' as the current folder."""
+    if isinstance(kind, _RefusesEmpty):
+        return kind
+    cls = type(kind)
+    refusing = _REFUSING.setdefault(cls, type(f"NonEmpty{cls.__name__}", (_RefusesEmpty, cls), {}))
+    copied = copy.copy(kind)
+    copied.__class__ = refusing
+    return copied
 
 
 class OutputFile(click.Path):
