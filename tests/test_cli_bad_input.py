@@ -252,6 +252,31 @@ def test_train_cache_dir_checked_before_the_base_runs(parts, tmp_path):
     assert files(parts[0]) == before and not (tmp_path / "o").exists()
 
 
+def test_train_cache_dir_inside_the_base_the_output_or_a_model_folder_is_refused(parts, ckpt, tmp_path):
+    """A review: only a --cache-dir equal to --base was refused. `--cache-dir base/cache` exited 0 with bases/,
+    hidden-* and teacher-* written into the base model's folder; `--cache-dir DRAFTER` (or CKPT) put them in an earlier
+    output, so that a later `convert --output CKPT --force` refused it for holding them. A cache inside --base,
+    --output or any model, drafter or checkpoint folder (one holding config.json) is refused before any work."""
+    from test_train_data import make_chat_base
+
+    base, drafter = make_chat_base(tmp_path / "chat_base"), parts[1]  # train needs a tokenizer first
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"question": "q", "answer": "a"}\n')
+    train = ["train", "--base", base, "--data", data, "--output", tmp_path / "o", "--cache-dir"]
+    before = {f: files(f) for f in (base, drafter, Path(ckpt))}
+    for cache, needle in ((base / "cache", f"is inside the base folder {base}"),
+                          (tmp_path / "o" / "cache", f"is inside the --output folder {tmp_path / 'o'}"),
+                          (tmp_path / "o", f"is the --output folder {tmp_path / 'o'}"),
+                          (drafter, f"is {drafter}, an earlier drafter folder"),
+                          (drafter / "cache", f"is inside {drafter}, an earlier drafter folder"),
+                          (Path(ckpt) / "c", f"is inside {ckpt}, an earlier checkpoint folder")):
+        assert_one_line_error(run_cli(*train, cache), f"--cache-dir {cache} {needle}", "choose a --cache-dir outside")
+    other = tmp_path / "model"
+    shutil.copytree(base, other)
+    assert_one_line_error(run_cli(*train, other / "c"), f"is inside {other}, a model folder (it holds config.json)")
+    assert {f: files(f) for f in (base, drafter, Path(ckpt))} == before and not (tmp_path / "o").exists()
+
+
 def test_train_cache_dir_that_is_the_base_under_another_name_is_refused(parts, second_name, tmp_path):
     """--cache-dir and --base were compared by name: `--cache-dir Base` for the base `base` on a Mac's case-insensitive
     disk put the cache among the model's weights (and its summary line said to delete that folder to free space)."""

@@ -166,6 +166,7 @@ class TrainConfig:
         if is_within(self.cache_dir, self.base) and is_within(self.base, self.cache_dir):
             raise ConfigError(f"--cache-dir {self.cache_dir} is the base folder: the cached hidden states would sit "
                               f"among the model's weights; choose another --cache-dir")
+        self._refuse_cache_among_models()
 
         # now, not when the first cache file is written: after the base has run over every example (hours on a
         # large base), an unwritable cache was 'No such file or directory: check the path ...'
@@ -178,6 +179,32 @@ class TrainConfig:
                               f"train removes and which may be deleted to free space: choose an --output outside it, "
                               f"or another --cache-dir")
         check_output_folder(self.output, self.force, self.inputs)
+
+    def _refuse_cache_among_models(self) -> None:
+        """Refuse a --cache-dir inside the base, the --output (which train writes whole, and --force replaces) or any
+        model, drafter, checkpoint or engine folder (one holding config.json: `earlier_output_kind` names which): only
+        one equal to --base was, and `--cache-dir base/cache` wrote bases/, hidden-* and teacher-* among the base's
+        files, `--cache-dir DRAFTER` into an earlier output that a later `--force` then refused for holding them (a
+        review). A cache beside the data files is left alone (`--cache-dir cache` beside `d.jsonl`)."""
+        from ..output import earlier_output_kind, is_within, named_path
+
+        cache = self.cache_dir
+        fix = "choose a --cache-dir outside it"
+        if is_within(cache, self.base):
+            raise ConfigError(f"--cache-dir {cache} is inside the base folder {self.base}: the cache would sit among "
+                              f"the model's files; {fix}")
+        if is_within(cache, self.output):
+            where = "is" if is_within(self.output, cache) else "is inside"
+            raise ConfigError(f"--cache-dir {cache} {where} the --output folder {self.output}, which train writes "
+                              f"whole (and --force replaces): {fix}")
+        for folder in (named_path(cache), *named_path(cache).parents):
+            if (folder / "config.json").is_file():
+                kind = earlier_output_kind(folder)
+                what = f"an earlier {kind} folder" if kind and kind != "ours" else \
+                    "an earlier ReDrafter output" if kind else "a model folder (it holds config.json)"
+                where = "is" if is_within(folder, cache) else "is inside"
+                raise ConfigError(f"--cache-dir {cache} {where} {folder}, {what}: the cache's files would sit among "
+                                  f"its own (and a later --force over it refuses them); {fix}")
 
     def _check_base_tensors(self, b) -> None:
         """The base's tensors named and shaped as its config.json says (headers only, as convert checks them): weights
