@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from .config import read_json, rope_fields
+from .errors import ConfigError, first_line
 from .hf_state import TRANSFORMERS_LOCK, quiet_load
 
 TRANSFORMERS_MAJOR = int(version("transformers").split(".")[0])
@@ -23,11 +24,65 @@ TRANSFORMERS_MAJOR = int(version("transformers").split(".")[0])
 
 def load_causal_lm(folder: Path | str, dtype: torch.dtype):
     """`AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)` computing the RoPE the converter writes, one load at
-    a time and without transformers' progress bar (`hf_state.quiet_load`)."""
+    a time and without transformers' progress bar (`hf_state.quiet_load`); a config.json transformers would refuse or
+    misread is a ConfigError first (`check_transformers_config`)."""
+    check_transformers_config(folder)
     with quiet_load():
         from transformers import AutoModelForCausalLM
 
         return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, **_rope_override(Path(folder)))
+
+
+def check_transformers_config(folder: Path | str) -> None:
+    """ConfigError (`transformers_config_refusal`) for a base whose config.json transformers would refuse or misread."""
+    if why := transformers_config_refusal(folder):
+        raise ConfigError(why)
+
+
+def transformers_config_refusal(folder: Path | str, raised: BaseException | None = None) -> str | None:
+    """Why transformers cannot build the model of `folder`'s config.json, with the fix, or None (no config.json, or
+    one it takes): a field its config class refuses (transformers 5 type-checks them: `"initializer_range": "x"`), an
+    activation it does not compute (`hidden_act` 'x': a KeyError as the model was built), or a model_type that loads
+    another class than its architectures name, and none this package runs (`"model_type": "llama4_text"` over
+    LlamaForCausalLM weights: Llama4ForCausalLM, its layers initialised at random, a ValueError in its first forward
+    pass). Each was a traceback in train and bench --hf-dir (a review). `raised`: what another load of the folder
+    raised (AutoTokenizer reads config.json too): the config's refusal only where it raised that error."""
+    where = Path(folder) / "config.json"
+    if not where.is_file():
+        return None
+    fix = "fix that field or re-download the model's config.json"
+    with TRANSFORMERS_LOCK:
+        from transformers import AutoConfig
+        from transformers.activations import ACT2FN
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+        try:
+            config = AutoConfig.from_pretrained(folder)
+        except Exception as e:  # noqa: BLE001 - whatever transformers raises reading the user's config.json
+            if raised is not None and str(raised) != str(e):
+                return None
+            return f"{where}: transformers refuses it ({_config_reason(e)}): {fix}"
+    if raised is not None:
+        return None
+    act = getattr(config, "hidden_act", None)
+    if isinstance(act, str) and act not in ACT2FN:
+        return f"{where}: hidden_act is {act!r}, not an activation transformers computes (silu, gelu, ...): {fix}"
+    from .registry import REGISTRY
+
+    archs = getattr(config, "architectures", None) or []
+    loads = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(getattr(config, "model_type", None))
+    if archs and loads not in (archs[0], *REGISTRY):
+        return (f"{where}: model_type {config.model_type!r} loads as {loads or 'no causal LM'} in transformers, not the "
+                f"{archs[0]} its architectures name: {fix}")
+    return None
+
+
+def _config_reason(e: BaseException) -> str:
+    """A config refusal's reason in one line: transformers 5's field validation says which field on its first line and
+    why on its second ("Validation error for field 'initializer_range': TypeError: Field ... expected float")."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    text = " ".join(lines[:2]) if len(lines) > 1 and lines[0].endswith(":") else str(e)
+    return first_line(text, type(e).__name__, limit=160)
 
 
 def _rope_override(folder: Path) -> dict:

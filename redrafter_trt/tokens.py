@@ -468,6 +468,10 @@ def auto_tokenizer(folder, template_kwargs: dict | None = None):
         # tokenizer.json it cannot parse
         if problem := _template_list_problem(folder):  # a KeyError's reason is the key alone: `('name')`
             raise ConfigError(problem) from None
+        from .hf_model import transformers_config_refusal
+
+        if problem := transformers_config_refusal(folder, e):  # AutoTokenizer reads config.json: that, not a tokenizer
+            raise ConfigError(problem) from None
         raise TokenizerError(first_line(e, type(e).__name__)) from None
     if why := unread_template_kwargs(tokenizer, template_kwargs or {}):
         raise ConfigError(why)

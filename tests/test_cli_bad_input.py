@@ -826,6 +826,39 @@ def base_reader_args(cmd: str, parts, ckpt, tmp_path: Path) -> list:
                       "--hf-dir", base, "--max-new-tokens", 1]}[cmd]
 
 
+@pytest.mark.parametrize("fields, needles, commands", [
+    ({"hidden_act": "x"}, ["hidden_act is 'x', not an activation transformers computes"], ["train", "bench"]),
+    ({"model_type": "llama4_text"}, ["model_type 'llama4_text' loads as Llama4ForCausalLM in transformers",
+                                     "not the LlamaForCausalLM its architectures name"], ["train", "bench"]),
+    *[({field: "x"}, [f"transformers refuses it (Validation error for field '{field}': TypeError: Field '{field}'"],
+       ["train", "bench", "run"]) for field in ("initializer_range", "attention_dropout", "use_cache", "pad_token_id")],
+])
+def test_a_base_config_transformers_refuses_is_named(parts, ckpt, tmp_path, fields, needles, commands):
+    """A review: a base config.json that transformers refuses was a traceback in train and bench --hf-dir (an unknown
+    hidden_act's KeyError, transformers 5's field validation's TypeError, a model_type whose class is another model's:
+    a ValueError in train's first forward pass, and bench's baseline a model of random weights), and in train and run
+    the tokenizer was blamed ("has no usable tokenizer", "cannot load a tokenizer": AutoTokenizer reads config.json).
+    Each names config.json and its field, refused before any work."""
+    if not TRANSFORMERS_5 and "run" in commands:
+        pytest.skip("transformers 4 does not type-check config fields")
+    from test_bench import save_byte_tokenizer
+    from test_train_data import make_chat_base
+
+    base, chat_base = parts[0], make_chat_base(tmp_path / "chat_base")  # the checkpoint's base; one train takes
+    save_byte_tokenizer(base)
+    for folder in (base, chat_base):
+        rewrite_config(folder, **fields)
+    args = base_reader_args("train", (chat_base, parts[1]), ckpt, tmp_path)
+    runs = {"train": (chat_base, ["train", *args]),
+            "bench": (base, ["bench", "--checkpoint-dir", ckpt, "--tokenizer-dir", base, "--prompts",
+                             tmp_path / "p.jsonl", "--hf-dir", base, "--max-new-tokens", 1]),
+            "run": (base, ["run", "--checkpoint-dir", ckpt, "--tokenizer-dir", base, "--input-text", "hi"])}
+    for cmd in commands:
+        folder, cmd_args = runs[cmd]
+        assert_one_line_error(run_cli(*cmd_args), f"{folder / 'config.json'}: ", *needles, "re-download")
+    assert not (tmp_path / "o").exists() and not (tmp_path / "cache").exists()
+
+
 @pytest.mark.parametrize("field", ["tie_word_embeddings", "attention_bias", "mlp_bias"])
 @pytest.mark.parametrize("cmd", ["convert", "init-drafter"])
 def test_a_truth_value_written_as_a_string_is_refused(parts, tmp_path, field, cmd):

@@ -133,6 +133,9 @@ class TrainConfig:
 
         hf = read_json(self.base / "config.json", "base")
         b = BaseModelConfig.from_hf(hf, str(self.base / "config.json"))
+        from ..hf_model import check_transformers_config
+
+        check_transformers_config(self.base)  # before the distillation's load: a traceback there
         H = b.hidden_size
         self._check_base_tensors(b)
         self._fit_seq_len(max_positions(hf))
