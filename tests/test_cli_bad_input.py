@@ -248,7 +248,7 @@ def test_train_cache_dir_checked_before_the_base_runs(parts, tmp_path):
     assert_one_line_error(run_cli(*train, NOT_WRITABLE), f"cannot write in --cache-dir {NOT_WRITABLE}",
                           "choose another --cache-dir")
     before = files(parts[0])
-    assert_one_line_error(run_cli(*train, parts[0]), "is the base folder", "choose another --cache-dir")
+    assert_one_line_error(run_cli(*train, parts[0]), "is the base folder", "choose a --cache-dir outside it")
     assert files(parts[0]) == before and not (tmp_path / "o").exists()
 
 
@@ -286,7 +286,7 @@ def test_train_cache_dir_that_is_the_base_under_another_name_is_refused(parts, s
     data.write_text('{"question": "q", "answer": "a"}\n')
     before = files(base)
     assert_one_line_error(run_cli("train", "--base", base, "--data", data, "--output", tmp_path / "o", "--cache-dir",
-                                  alias / "base"), "is the base folder", "choose another --cache-dir")
+                                  alias / "base"), "is the base folder", "choose a --cache-dir outside it")
     assert files(base) == before and not (tmp_path / "o").exists()
 
 

@@ -166,9 +166,6 @@ class TrainConfig:
 
         # its hidden-*.safetensors beside the model's weights; by identity too, as for outputs (is_within: `Base` on a
         # case-insensitive disk names `base`)
-        if is_within(self.cache_dir, self.base) and is_within(self.base, self.cache_dir):
-            raise ConfigError(f"--cache-dir {self.cache_dir} is the base folder: the cached hidden states would sit "
-                              f"among the model's weights; choose another --cache-dir")
         self._refuse_cache_among_models()
 
         # now, not when the first cache file is written: after the base has run over every example (hours on a
@@ -194,8 +191,8 @@ class TrainConfig:
         cache = self.cache_dir
         fix = "choose a --cache-dir outside it"
         if is_within(cache, self.base):
-            raise ConfigError(f"--cache-dir {cache} is inside the base folder {self.base}: the cache would sit among "
-                              f"the model's files; {fix}")
+            where = "is the base folder" if is_within(self.base, cache) else f"is inside the base folder {self.base}"
+            raise ConfigError(f"--cache-dir {cache} {where}: the cache would sit among the model's files; {fix}")
         if is_within(cache, self.output):
             where = "is" if is_within(self.output, cache) else "is inside"
             raise ConfigError(f"--cache-dir {cache} {where} the --output folder {self.output}, which train writes "
