@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .errors import POSITIVE_INT, ConfigError, DependencyError, RedrafterError, name_list
+from .errors import POSITIVE_INT, ConfigError, DependencyError, RedrafterError, json_loads, name_list
 from .installed_trtllm import INSTALL_HINT, check_trtllm_builds, require_trtllm_tool, trtllm_version
 from .output import earlier_output_kind
 from .plural import counted
@@ -321,14 +321,16 @@ def read_engine_config(engine_dir: Path) -> dict:
                           "output folder of `redrafter-trt build`")
     if not path.is_file():
         raise ConfigError(f"{engine_dir} holds no engine config.json: pass the output folder of `redrafter-trt build`")
-    config = None
+    config, why = None, ""
     try:
-        config = json.loads(path.read_text())
+        config = json_loads(path.read_text())
         ok = all(isinstance(config.get(k), dict) for k in ("pretrained_config", "build_config"))
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+    except json.JSONDecodeError as e:
+        ok, why = False, f" (not valid JSON: {e.msg}, line {e.lineno})"
+    except (UnicodeDecodeError, AttributeError):
         ok = False
     if not ok or "redrafter_num_beams" not in config["pretrained_config"]:
-        raise ConfigError(_not_an_engine(Path(engine_dir), config if isinstance(config, dict) else {}))
+        raise ConfigError(_not_an_engine(Path(engine_dir), config if isinstance(config, dict) else {}, why))
     need, positive = POSITIVE_INT
     mapping = config["pretrained_config"].get("mapping") or {}
     bad = [f"build_config.{k} is {config['build_config'].get(k)!r}, not {need}" for k in ENGINE_LIMITS
@@ -344,9 +346,10 @@ def read_engine_config(engine_dir: Path) -> dict:
     return config
 
 
-def _not_an_engine(engine_dir: Path, config: dict) -> str:
+def _not_an_engine(engine_dir: Path, config: dict, why: str = "") -> str:
     """Why `engine_dir`'s config.json is no ReDrafter engine's, with the fix for what the folder holds instead (a
-    checkpoint not built yet, a drafter or a model not converted yet), as inspect names an engine passed as one."""
+    checkpoint not built yet, a drafter or a model not converted yet), as inspect names an engine passed as one; `why`:
+    what is wrong with a config.json of none of these (` (not valid JSON: ...)`)."""
     if earlier_output_kind(engine_dir) == "checkpoint":
         return (f"{engine_dir} holds a ReDrafter checkpoint, not an engine: build one (`redrafter-trt build "
                 f"--checkpoint-dir {engine_dir} --output-dir ENGINE`) and pass ENGINE, or run this checkpoint in the "
@@ -356,7 +359,7 @@ def _not_an_engine(engine_dir: Path, config: dict) -> str:
         return (f"{engine_dir} holds {kind}, not an engine: make a checkpoint (`redrafter-trt convert --base BASE "
                 f"--drafter DRAFTER --output CKPT`), build it (`redrafter-trt build --checkpoint-dir CKPT --output-dir "
                 f"ENGINE`) and pass ENGINE")
-    return (f"{engine_dir / 'config.json'} is not the config of a ReDrafter engine: pass the output folder of "
+    return (f"{engine_dir / 'config.json'} is not the config of a ReDrafter engine{why}: pass the output folder of "
             "`redrafter-trt build`")
 
 
@@ -367,7 +370,7 @@ def check_engine(engine_dir: Path, checkpoint_config: dict) -> EngineReport:
     if not path.exists():
         raise RedrafterError(f"{path} is missing: trtllm-build did not finish; rerun the build")
     try:
-        pretrained = json.loads(path.read_text()).get("pretrained_config") or {}
+        pretrained = json_loads(path.read_text()).get("pretrained_config") or {}
     except json.JSONDecodeError as e:
         raise RedrafterError(f"{path} is not valid JSON ({e.msg}): rerun the build") from None
     expected = {k: v for k, v in checkpoint_config.items() if k.startswith("redrafter_")}

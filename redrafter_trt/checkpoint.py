@@ -15,7 +15,8 @@ from tqdm import tqdm
 
 from . import layout
 from .drafter import uniform_head
-from .errors import FLAG, LAYER_COUNT, POSITIVE_INT, POSITIVE_NUMBER, ConfigError, TensorError, name_list, optional
+from .errors import (FLAG, LAYER_COUNT, POSITIVE_INT, POSITIVE_NUMBER, ConfigError, TensorError, json_loads, name_list,
+                     optional)
 from .io import ST_TO_TORCH, TensorSource, all_finite, dtype_name
 from .plural import agreeing
 from .producer import producer_summary
@@ -120,7 +121,7 @@ def inspect_checkpoint(path: Path | str, values: bool = False) -> Report:
         rep.problems.append("config.json is missing (an interrupted conversion, or not a checkpoint folder)")
         return rep
     try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+        cfg = json_loads(cfg_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         rep.problems.append(f"config.json is not valid JSON ({e.msg}, line {e.lineno})")
         return rep
@@ -462,7 +463,7 @@ def require_valid(path: Path | str) -> dict:
         raise ConfigError(f"{path} holds no checkpoint itself but {', '.join(inner)} in it: pass "
                           f"{folder / inner[0]}")
     try:
-        raw = json.loads((folder / "config.json").read_text())
+        raw = json_loads((folder / "config.json").read_text())
     except (OSError, ValueError):
         raw = None
     if isinstance(raw, dict) and (other := foreign(path, raw)):
@@ -479,4 +480,4 @@ def require_valid(path: Path | str) -> dict:
         more = f" (+{others} more)" if others else ""
         raise ConfigError(f"checkpoint {path} is not valid: {rep.problems[0]}{more}: "
                           f"run `redrafter-trt inspect {path}` for all problems, then {RECONVERT}")
-    return json.loads((Path(path) / "config.json").read_text())
+    return json_loads((Path(path) / "config.json").read_text())

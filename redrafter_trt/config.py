@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import FLAG, POSITIVE_INT, POSITIVE_NUMBER, ConfigError, dangling_link, read_text
+from .errors import FLAG, POSITIVE_INT, POSITIVE_NUMBER, ConfigError, dangling_link, json_loads, read_text
 from .registry import REGISTRY, ArchSpec, bias_fields, extra_fields, lookup
 from .rope import (HF_ROPE_NEEDS, HF_ROPE_ORIGINAL, TRTLLM_ROPE_REFUSED, TRTLLM_ROPE_SCALINGS,
                    YARN_NULLABLE, position_limit, rope_kind, trtllm_builds, trtllm_rope_refusal, yarn_read_problem)
@@ -28,7 +28,7 @@ def read_json(path: Path, what: str) -> dict:
     if not path.exists():
         raise ConfigError(dangling_link(path) or f"{path} is missing: {what} folder must contain config.json")
     try:
-        raw = json.loads(read_text(path, "fix or re-download it"))
+        raw = json_loads(read_text(path, "fix or re-download it"))
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path} is not valid JSON ({e.msg}, line {e.lineno}): fix or re-download it") from None
     if not isinstance(raw, dict):

@@ -3,8 +3,10 @@
 Every message names the problem and the fix, in one line.
 """
 
+import json
 import os
 import re
+import sys
 
 
 class RedrafterError(Exception):
@@ -110,6 +112,64 @@ def read_text(path, fix: str) -> str:
         raise ConfigError(f"{path} is not UTF-8 text (line {line}, byte {e.start}): {fix}") from None
     except OSError as e:
         raise ConfigError(f"cannot read {path} ({e.strerror or type(e).__name__}): {fix}") from None
+
+
+NESTED_TOO_DEEPLY = "lists or objects nested too deeply to read"  # json and yaml read nesting recursively
+# a JSON value opening or closing, or a string (skipped: brackets inside one are text)
+_JSON_NESTING = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def number_too_long(digits: int) -> str:
+    """A number past what Python's int() reads (sys.get_int_max_str_digits(), 4300), which json and yaml give as a
+    ValueError that is no parse error."""
+    return f"a number too long to read: {digits} digits, over Python's {sys.get_int_max_str_digits()}"
+
+
+def long_number(text: str) -> re.Match | None:
+    """The first run of digits in `text` past what int() reads (`number_too_long`), or None."""
+    limit = sys.get_int_max_str_digits()
+    return re.search(r"\d{%d,}" % (limit + 1), text) if limit else None
+
+
+class UnreadableJSON(json.JSONDecodeError):
+    """JSON, maybe valid, that Python's json cannot read (`json_loads`): a reader suggesting another format for text
+    that is no JSON suggests none for it."""
+
+
+def json_loads(text: str | bytes):
+    """json.loads, the one way the project parses JSON it is given: text it cannot read is always a JSONDecodeError
+    (whose msg, line and position name why and where; an UnreadableJSON for the two below), so a reader's `except
+    json.JSONDecodeError` names every problem. json.loads itself raises RecursionError for lists or objects nested
+    past the recursion limit and a bare ValueError for an integer past int()'s digit limit (`number_too_long`): both
+    were tracebacks (a review fuzzing the CLI's readers). Bytes are decoded as json.loads decodes them (a
+    UnicodeDecodeError where they are no text)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except (RecursionError, ValueError) as e:
+        if isinstance(e, UnicodeDecodeError):
+            raise
+        if isinstance(text, (bytes, bytearray)):
+            text = text.decode(json.detect_encoding(text), "surrogatepass")
+        if isinstance(e, RecursionError):
+            raise UnreadableJSON(NESTED_TOO_DEEPLY, text, _deepest(text)) from None
+        if (number := long_number(text)) is None:
+            raise
+        raise UnreadableJSON(number_too_long(len(number[0])), text, number.start()) from None
+
+
+def _deepest(text: str) -> int:
+    """Where the JSON text's nesting first reaches its deepest (an index: the bracket's)."""
+    depth = deepest = at = 0
+    for token in _JSON_NESTING.finditer(text):
+        if token[0] in "[{":
+            depth += 1
+            if depth > deepest:
+                deepest, at = depth, token.start()
+        elif token[0] in "]}":
+            depth -= 1
+    return at
 
 
 def _whole(v) -> bool:

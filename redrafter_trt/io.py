@@ -17,7 +17,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .errors import ConfigError, CorruptFileError, TensorError, dangling_link, first_line, name_list
+from .errors import (ConfigError, CorruptFileError, TensorError, dangling_link, first_line, json_loads, name_list,
+                     read_text)
 from .output import current_umask
 
 TORCH_TO_ST = {torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32", torch.float64: "F64",
@@ -344,12 +345,15 @@ class TensorSource:
 def _index_files(index: Path) -> dict[str, Path]:
     """A sharded checkpoint's index (`model.safetensors.index.json`, `pytorch_model.bin.index.json`): tensor name ->
     shard, every shard present."""
+    fix = "re-download the model"
     try:
-        weight_map = json.loads(index.read_text())["weight_map"]
-    except (json.JSONDecodeError, KeyError, TypeError):
+        weight_map = json_loads(read_text(index, fix))["weight_map"]
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{index} is not valid JSON ({e.msg}, line {e.lineno}): {fix}") from None
+    except (KeyError, TypeError):
         weight_map = None
     if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
-        raise ConfigError(f"{index} is not a valid index of a sharded checkpoint: re-download the model")
+        raise ConfigError(f"{index} is not a valid index of a sharded checkpoint: {fix}")
     files = {name: index.parent / fname for name, fname in weight_map.items()}
     for f in sorted(set(files.values())):
         if not f.exists():

@@ -10,6 +10,8 @@ from __future__ import annotations
 import ast
 import json
 
+from .errors import json_loads
+
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "chatgpt": "assistant",
          "bard": "assistant", "bing": "assistant", "model": "assistant", "system": "system",
          "developer": "system"}  # newer OpenAI clients send the system prompt as "developer" (serve reads it so)
@@ -196,9 +198,9 @@ def _text_or_refuse(msg: dict, who: str, where: str) -> str:
 
 
 def json_or_none(text: str):
-    """text's JSON value, or None where json cannot read it (not JSON; nested past the recursion limit; a number over
-    sys.get_int_max_str_digits() digits, json's ValueError that is no JSONDecodeError)."""
+    """text's JSON value, or None where json cannot read it (`json_loads`: not JSON, or JSON nested too deeply or
+    holding a number too long to read)."""
     try:
-        return json.loads(text)
-    except (ValueError, RecursionError):
+        return json_loads(text)
+    except ValueError:  # a JSONDecodeError
         return None

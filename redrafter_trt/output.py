@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import glob
-import json
 import logging
 import os
 import shutil
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from . import exchange
-from .errors import ConfigError, name_list
+from .errors import ConfigError, json_loads, name_list
 from .interrupts import uninterrupted
 
 log = logging.getLogger(__name__)
@@ -272,7 +271,7 @@ def earlier_output_kind(folder: Path) -> str | None:
     model), a checkpoint (a ReDrafter architecture), a drafter (Apple's model_type) or, with only a redrafter-trt
     `producer` block, "ours"; None: none of these (or no readable config.json)."""
     try:
-        raw = json.loads((folder / "config.json").read_text())
+        raw = json_loads((folder / "config.json").read_text())
     except (OSError, ValueError):
         return None
     if not isinstance(raw, dict):

@@ -36,7 +36,7 @@ from pathlib import Path
 import click
 import yaml
 
-from .errors import ConfigError, name_list, read_text
+from .errors import NESTED_TOO_DEEPLY, ConfigError, first_line, long_number, name_list, number_too_long, read_text
 
 log = logging.getLogger(__name__)
 
@@ -102,14 +102,21 @@ def load_preset(path: str | Path) -> dict:
     """Parse a preset file into a dict; an empty file is an empty preset."""
     if not str(path).strip():  # Path("") is ".", which read as "cannot read  (Is a directory)"
         raise ConfigError("--config is empty: pass the path of a YAML preset, or leave --config out")
+    text = read_text(path, "pass an existing UTF-8 YAML preset to --config")
     try:
-        data = yaml.load(read_text(path, "pass an existing UTF-8 YAML preset to --config"), Loader=_UniqueKeyLoader)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except ConfigError as e:  # a key given twice
         raise ConfigError(f"preset {path}: {str(e).removeprefix('preset ')}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"preset {path} is not valid YAML{where}; fix the file or pass another --config") from e
+    except (RecursionError, ValueError) as e:  # PyYAML, as json, reads nesting recursively and numbers with int()
+        # (a ValueError too for a date it cannot be: 2025-13-01)
+        number = long_number(text)
+        why = NESTED_TOO_DEEPLY if isinstance(e, RecursionError) else \
+            number_too_long(len(number[0])) if number else first_line(e, type(e).__name__)
+        raise ConfigError(f"preset {path} cannot be read ({why}); fix the file or pass another --config") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -38,7 +38,7 @@ import logging
 from pathlib import Path
 from typing import Iterable, Iterator, TypeVar
 
-from .errors import ConfigError, check_input_file, read_text
+from .errors import ConfigError, UnreadableJSON, check_input_file, json_loads, read_text
 from .message_fields import (CALLS, assistant_thinking, check_text, json_or_none, role_of, speaker_of, text_of,
                              tool_turn, untrained)
 from .plural import counted
@@ -354,14 +354,15 @@ def records(path: Path, text: str) -> list[tuple[str, object]]:
                                                                start=1)]
     if text.lstrip().startswith("["):
         try:
-            return [(f"record {i} of its JSON list", r) for i, r in enumerate(json.loads(text), start=1)]
+            return [(f"record {i} of its JSON list", r) for i, r in enumerate(json_loads(text), start=1)]
         except json.JSONDecodeError as e:
             if e.msg == "Extra data" and (n := _list_line(text)):  # jsonl with a bare list of messages on a line
                 raise ConfigError(f"{path} line {n} is a JSON list, not an object: jsonl takes one "
                                   f"object per line: wrap each line's messages as {{\"conversations\": [...]}}, "
                                   f"or make the whole file one JSON list") from None
             first = text[:len(text) - len(text.lstrip())].count("\n") + 1  # the "["'s line
-            plain = AS_TXT if e.lineno == first else ""  # "[INST] ...": plain prompts?
+            # "[INST] ...": plain prompts? (not for JSON nested too deeply or holding a number too long)
+            plain = AS_TXT if e.lineno == first and not isinstance(e, UnreadableJSON) else ""
             raise ConfigError(f"{path} is not valid JSON ({e.msg}: line {e.lineno}): fix it, or write "
                               f"jsonl{plain}") from None
     located = []
@@ -369,11 +370,11 @@ def records(path: Path, text: str) -> list[tuple[str, object]]:
         if not line.strip():
             continue
         try:
-            located.append((f"line {lineno}", json.loads(line)))
+            located.append((f"line {lineno}", json_loads(line)))
         except json.JSONDecodeError as e:
             if not located and isinstance(whole := json_or_none(text), dict):  # one record, pretty-printed
                 return [("(its one JSON object)", whole)]
-            plain = "" if located else AS_TXT  # plain text?
+            plain = "" if located or isinstance(e, UnreadableJSON) else AS_TXT  # plain text?
             raise ConfigError(f"{path} line {lineno} is not valid JSON ({e.msg}): write one JSON object per "
                               f"line{plain}") from None
     return located
@@ -383,6 +384,6 @@ def _list_line(text: str) -> int | None:
     """The number of the first non-blank line when it is a whole JSON list by itself, else None."""
     lineno, line = next((n, line) for n, line in enumerate(text.split("\n"), start=1) if line.strip())
     try:
-        return lineno if isinstance(json.loads(line), list) else None
+        return lineno if isinstance(json_loads(line), list) else None
     except json.JSONDecodeError:
         return None

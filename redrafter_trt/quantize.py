@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .config import rope_fields, source_dtype
-from .errors import ConfigError, DependencyError
+from .errors import ConfigError, DependencyError, json_loads
 from .fp8_calibration import forward_loop
 from .installed_trtllm import version_tuple
 from .registry import bias_fields, extra_fields, lookup
@@ -278,7 +278,7 @@ def export_fp8_base(hf_dir: Path, out_dir: Path, *, tp_size: int, dtype: str, kv
             warnings.filterwarnings("ignore", message=message)
         export(model, decoder_type, dtype=torch_dtype, export_dir=out_dir, inference_tensor_parallel=tp_size)
     path = out_dir / "config.json"
-    exported = json.loads(path.read_text())
+    exported = json_loads(path.read_text())
     check_exported_quantization(exported, kv_cache_dtype)
     cfg = patch_exported_config(exported, hf, kv_cache_dtype)
     path.write_text(json.dumps(cfg, indent=4))

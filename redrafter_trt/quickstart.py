@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Callable
 
 from .bench import BenchOptions, BenchReport, run_bench
-from .errors import ConfigError, RedrafterError
+from .errors import ConfigError, RedrafterError, json_loads
 from .plural import counted
 from .producer import recorded_source
 from .prompts import load_prompts
@@ -115,7 +115,7 @@ def drafter_origin(folder: Path, recipe: str = RECIPE) -> str | None:
         load_drafter(folder)
     except RedrafterError:
         return None
-    producer = json.loads((folder / "config.json").read_text()).get("producer")
+    producer = json_loads((folder / "config.json").read_text()).get("producer")
     producer = producer if isinstance(producer, dict) else {}  # hand-edited into something else: not ours
     return "trained" if producer.get("recipe") == recipe else "outdated"
 
@@ -201,7 +201,7 @@ def recipe_id(cfg) -> str:
 
 
 def predict_n(drafter: Path) -> int | None:
-    return json.loads((drafter / "config.json").read_text()).get("predict_n")
+    return json_loads((drafter / "config.json").read_text()).get("predict_n")
 
 
 # ---- checkpoint ----------------------------------------------------------------------------------------------------
@@ -217,7 +217,7 @@ def checkpoint_is_current(checkpoint: Path, drafter: Path, base: Path, num_beams
         cfg = RuntimeConfig.from_dir(checkpoint)
     except RedrafterError:
         return False
-    raw = json.loads((checkpoint / "config.json").read_text())
+    raw = json_loads((checkpoint / "config.json").read_text())
     producer = raw.get("producer") if isinstance(raw.get("producer"), dict) else {}
     weights = drafter / "model.safetensors"
     return (cfg.dtype == "float32" and cfg.tp_size == 1 and (cfg.num_beams, cfg.draft_len) == (num_beams, draft_len)
@@ -303,7 +303,7 @@ def _earlier_workdir(workdir: Path, entries: list[str], default: bool) -> bool:
     if not names <= OURS:
         return False
     try:
-        producer = json.loads((workdir / "drafter" / "config.json").read_text()).get("producer")
+        producer = json_loads((workdir / "drafter" / "config.json").read_text()).get("producer")
     except (OSError, ValueError, AttributeError):
         producer = None
     producer = producer if isinstance(producer, dict) else {}
@@ -314,7 +314,7 @@ def _earlier_workdir(workdir: Path, entries: list[str], default: bool) -> bool:
 
 def _what(folder: Path, entries: list[str]) -> str:
     try:
-        cfg = json.loads((folder / "config.json").read_text())
+        cfg = json_loads((folder / "config.json").read_text())
     except (OSError, ValueError):
         cfg = None
     if isinstance(cfg, dict):
@@ -417,7 +417,7 @@ def quickstart(opts: QuickstartOptions, on_stage: Callable[[str], None] = lambda
     t = time.perf_counter()
     on_stage(f"generating: {counted(len(questions), 'MT-Bench question')}, up to {opts.max_new_tokens} tokens each, with "
              f"transformers, without drafting, and drafting with {len(GRID_BEAMS)} beam widths")
-    config = json.loads((checkpoint / "config.json").read_text())
+    config = json_loads((checkpoint / "config.json").read_text())
     bench_opts = BenchOptions(checkpoint, base, mt_bench_path(), hf_dir=base, num_prompts=len(questions),
                               max_new_tokens=opts.max_new_tokens, beams=GRID_BEAMS,
                               draft_lens=(config["redrafter_draft_len_per_beam"],), chat=True)

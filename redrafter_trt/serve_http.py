@@ -25,7 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlsplit
 
 from . import __version__
-from .errors import ConfigError
+from .errors import ConfigError, json_loads
 from .serve_app import POST_ROUTES, App, is_route, no_route
 from .serve_errors import ClientGone, error
 from .serve_head import Unreadable, read_head, tokens
@@ -182,20 +182,16 @@ class Handler(BaseHTTPRequestHandler):
         closing the connection)."""
         try:
             data = self._body_bytes()
-            body = json.loads(data or b"null")
+            body = json_loads(data or b"null")
             json.dumps(body, ensure_ascii=False).encode()  # a lone surrogate ("\ud800") is no text to tokenize
             return body
         except Unreadable as e:
             problem = e.args
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:  # json_loads': nested too deeply, a number too long too
             problem = HTTPStatus.BAD_REQUEST, f"the request body is not JSON ({e}): send a JSON object"
-        except RecursionError:  # json reads nested arrays and objects recursively
-            problem = HTTPStatus.BAD_REQUEST, "the request body nests too deeply to read: send a request object"
         except UnicodeEncodeError as e:
             problem = HTTPStatus.BAD_REQUEST, (f"the request body holds {e.object[e.start:e.end]!r}, half of a "
                                                "UTF-16 surrogate pair: send whole characters")
-        except ValueError:  # json's int() of a number over sys.get_int_max_str_digits() digits (4300)
-            problem = HTTPStatus.BAD_REQUEST, "the request body holds a number too long to read: send a shorter one"
         self._refuse(*problem)  # closing: whatever is left of the body must not be read as the next request
         return UNREADABLE
 

@@ -18,6 +18,8 @@ import json
 import re
 from typing import Iterator
 
+from .errors import json_loads
+
 WS = re.compile(r"[ \t\n\r]*")
 BODY = re.compile(r'(?:[^"\\\x00-\x1f]|\\["\\/bfnrt]|\\u[0-9a-fA-F]{4})*')  # a string's characters
 ESCAPE = re.compile(r"\\(?:u[0-9a-fA-F]{0,3})?")  # an escape more text may finish
@@ -101,9 +103,9 @@ class JsonTokens:
         if not NUMBER.fullmatch(run):
             raise BadJson(f"{run!r} is no JSON value")
         try:
-            value = json.loads(run)
-        except ValueError:  # an int past Python's digit limit (sys.get_int_max_str_digits)
-            raise BadJson(f"a number of {len(run)} characters is too long to read") from None
+            value = json_loads(run)
+        except json.JSONDecodeError as e:  # an int past Python's digit limit (sys.get_int_max_str_digits)
+            raise BadJson(e.msg) from None
         if value in (float("inf"), float("-inf")):  # json.dumps would write Infinity, no JSON
             raise BadJson("a number past a float's range")
         return json.dumps(value), value

@@ -15,7 +15,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .errors import ConfigError, DependencyError
+from .errors import ConfigError, DependencyError, json_loads
 
 log = logging.getLogger(__name__)
 
@@ -137,13 +137,13 @@ def save_tokenizer(folder: Path) -> None:
     PreTrainedTokenizerFast(tokenizer_object=bpe, chat_template=gguf["tokenizer_config"]["chat_template"],
                             clean_up_tokenization_spaces=False, **named).save_pretrained(folder)
     config = folder / "tokenizer_config.json"
-    config.write_text(json.dumps({**json.loads(config.read_text()), "tokenizer_class": TOKENIZER_CLASS}, indent=2))
+    config.write_text(json.dumps({**json_loads(config.read_text()), "tokenizer_class": TOKENIZER_CLASS}, indent=2))
 
 
 def _publish_config(path: Path) -> None:
     """config.json with rope_theta at the top, as published: transformers 5 saves it inside `rope_parameters`,
     which 4.57 does not read (its SmolLM2 then ran at rope_theta 10000, not 100000)."""
-    raw = json.loads(path.read_text())
+    raw = json_loads(path.read_text())
     rope = raw.pop("rope_parameters", None)
     if rope is not None:  # SmolLM2's: {"rope_theta": 100000.0, "rope_type": "default"}, no scaling
         raw |= {"rope_theta": rope["rope_theta"], "rope_scaling": None}
@@ -157,8 +157,8 @@ def _portable(dest: Path) -> bool:
     """Whether a cached folder reads the same under transformers 4 and 5 (one from before this module built its
     tokenizer, or one saved by transformers 5, does not)."""
     try:
-        tokenizer = json.loads((dest / "tokenizer_config.json").read_text())
-        config = json.loads((dest / "config.json").read_text())
+        tokenizer = json_loads((dest / "tokenizer_config.json").read_text())
+        config = json_loads((dest / "config.json").read_text())
     except (OSError, ValueError):
         return False
     return tokenizer.get("tokenizer_class") == TOKENIZER_CLASS and "rope_parameters" not in config

@@ -8,7 +8,8 @@ from contextvars import ContextVar
 from datetime import datetime
 from pathlib import Path
 
-from .errors import COUNT, ConfigError, DependencyError, TokenizerError, dangling_link, first_line, read_text
+from .errors import (COUNT, ConfigError, DependencyError, TokenizerError, UnreadableJSON, dangling_link, first_line,
+                     json_loads, read_text)
 
 log = logging.getLogger(__name__)
 
@@ -411,7 +412,7 @@ def stop_ids(tokenizer, tokenizer_dir) -> list[int]:
         return eos_ids(tokenizer)
     fix = f"fix it or re-download the model's {gen.name}"
     try:
-        raw = json.loads(read_text(gen, fix))
+        raw = json_loads(read_text(gen, fix))
     except json.JSONDecodeError as e:
         raise ConfigError(f"{gen} is not valid JSON ({e.msg}, line {e.lineno}): {fix}") from None
     eos = raw.get("eos_token_id") if isinstance(raw, dict) else None
@@ -466,7 +467,9 @@ def auto_tokenizer(folder, template_kwargs: dict | None = None):
         # OSError or ValueError for missing files, an ImportError (transformers 4 falling back to SentencePiece), a
         # TypeError / AttributeError / KeyError for files of the wrong shape, tokenizers' bare Exception for a
         # tokenizer.json it cannot parse
-        if problem := _template_list_problem(folder):  # a KeyError's reason is the key alone: `('name')`
+        # a KeyError's reason is the key alone: `('name')`; json's for a number too long names
+        # sys.set_int_max_str_digits
+        if problem := _unreadable_config(folder) or _template_list_problem(folder):
             raise ConfigError(problem) from None
         from .hf_model import transformers_config_refusal
 
@@ -482,7 +485,7 @@ def auto_tokenizer(folder, template_kwargs: dict | None = None):
 def _tokenizer_config(folder) -> dict:
     """The folder's tokenizer_config.json ({}: none that reads as an object; AutoTokenizer says why)."""
     try:
-        raw = json.loads((Path(folder) / "tokenizer_config.json").read_text(encoding="utf-8"))
+        raw = json_loads((Path(folder) / "tokenizer_config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return raw if isinstance(raw, dict) else {}
@@ -491,6 +494,18 @@ def _tokenizer_config(folder) -> dict:
 def _tokenizer_class(folder) -> str | None:
     """The `tokenizer_class` of the folder's tokenizer_config.json (None: none that reads; AutoTokenizer says why)."""
     return _tokenizer_config(folder).get("tokenizer_class")
+
+
+def _unreadable_config(folder) -> str | None:
+    """Why the folder's tokenizer_config.json is JSON Python's json cannot read (`UnreadableJSON`), or None."""
+    path = Path(folder) / "tokenizer_config.json"
+    try:
+        json_loads(path.read_text(encoding="utf-8"))
+    except UnreadableJSON as e:
+        return f"{path} is not valid JSON ({e.msg}, line {e.lineno}): fix it or re-download the model's {path.name}"
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def _template_list_problem(folder) -> str | None:

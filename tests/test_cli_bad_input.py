@@ -657,6 +657,55 @@ def test_drafter_config_that_is_no_object(parts, tmp_path, content, needle):
     assert_one_line_error(result, needle)
 
 
+DEEP = "[" * 3000 + "]" * 3000  # past the recursion limit Python's json reads nesting with (a RecursionError)
+BIG = "1" + "0" * 5000  # past int()'s 4300 digits (a ValueError that is no JSONDecodeError)
+
+
+@pytest.mark.parametrize("value, why", [(DEEP, "nested too deeply to read"), (BIG, "a number too long to read")],
+                         ids=["deep", "big"])
+def test_json_nested_too_deeply_or_holding_a_number_too_long_is_one_line_in_every_reader(parts, ckpt, smollm2,
+                                                                                        tmp_path, value, why):
+    """A fuzzing review: every JSON reader of the CLI caught JSONDecodeError alone, so JSON nested past Python's
+    recursion limit (RecursionError) or an integer past int()'s 4300 digits (ValueError) was a traceback. `json_loads`
+    raises both as a JSONDecodeError."""
+    from test_bench import save_byte_tokenizer
+
+    base, drafter = parts
+    data = tmp_path / "data.jsonl"
+    data.write_text('{"question": %s, "answer": "a"}\n' % value)
+    tok = tmp_path / "tok"
+    save_byte_tokenizer(tok)
+    run = ("run", "--checkpoint-dir", ckpt, "--input-text", "hi", "--max-output-len", 1, "--tokenizer-dir")
+    cases = [(("run", "--checkpoint-dir", ckpt, "--tokenizer-dir", tok, "--input-file", data), "line 1"),
+             (("train", "--base", smollm2, "--data", data, "--output", tmp_path / "o"), "line 1"),
+             *(((cmd, "--checkpoint-dir", ckpt, "--tokenizer-dir", tok, "--prompts", data), "line 1")
+               for cmd in ("bench", "acceptance")),
+             ((*run, tok, "--chat-template-kwargs", '{"a": %s}' % value), "--chat-template-kwargs")]
+    for name in ("generation_config.json", "tokenizer_config.json"):
+        other = tmp_path / name.split(".")[0]
+        shutil.copytree(tok, other)
+        (other / name).write_text('{"eos_token_id": %s}' % value)
+        cases.append(((*run, other), f"{name} is not valid JSON"))
+    (drafter / "config.json").write_text('{"hidden_size": %s}' % value)
+    cases.append((("convert", "--base", base, "--drafter", drafter, "--output", tmp_path / "ck"), "config.json"))
+    broken = tmp_path / "broken"
+    shutil.copytree(ckpt, broken)
+    (broken / "config.json").write_text('{"architecture": %s}' % value)
+    cases += [(("run", "--checkpoint-dir", broken, "--tokenizer-dir", tok, "--input-text", "hi"), "config.json"),
+              (("build", "--checkpoint-dir", broken, "--output-dir", tmp_path / "engine", "--dry-run"), "config.json")]
+    engine = tmp_path / "engine-dir"
+    engine.mkdir()
+    (engine / "config.json").write_text('{"pretrained_config": %s}' % value)
+    cases += [(("run", "--engine-dir", engine, "--tokenizer-dir", tok, "--input-text", "hi"), "config.json"),
+              (("serve", "--dry-run", "--engine-dir", engine, "--tokenizer-dir", tok), "config.json")]
+    for args, needle in cases:
+        result = run_cli(*args)
+        assert_one_line_error(result, needle, why)
+        assert len(result.stderr) < 400, (args, result.stderr)
+    inspected = run_cli("inspect", broken)
+    assert inspected.exit_code == 1 and why in inspected.output and "Traceback" not in inspected.output
+
+
 def test_architectures_as_a_string(parts, tmp_path):
     path = parts[0] / "config.json"
     path.write_text(json.dumps(json.loads(path.read_text()) | {"architectures": "LlamaForCausalLM"}))

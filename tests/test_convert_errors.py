@@ -699,6 +699,10 @@ def shard(base, pattern, save):
     ("moved", "puts model.norm.weight in shards that do not hold them"),  # was SafetensorError
     ({"weight_map": []}, "is not a valid index"),                         # was AttributeError
     ([1], "is not a valid index"),                                        # was TypeError
+    # a fuzzing review: RecursionError, ValueError (int()'s 4300 digits) and UnicodeDecodeError tracebacks
+    pytest.param(b'{"weight_map": ' + b"[" * 3000 + b"]" * 3000 + b"}", "nested too deeply to read", id="deep"),
+    pytest.param(b'{"weight_map": 1' + b"0" * 5000 + b"}", "a number too long to read: 5001 digits", id="big"),
+    pytest.param(b'{"weight_map": "\xff"}', "is not UTF-8 text", id="not-utf8"),
 ])
 def test_sharded_base_with_a_wrong_index(parts, edit, needle):
     base = parts[0]
@@ -708,7 +712,8 @@ def test_sharded_base_with_a_wrong_index(parts, edit, needle):
     if edit == "moved":
         other = [f for f in shards if f != weight_map["model.norm.weight"]][0]
         edit = {"metadata": {}, "weight_map": weight_map | {"model.norm.weight": other}}
-    (base / "model.safetensors.index.json").write_text(json.dumps(edit))
+    index = base / "model.safetensors.index.json"
+    index.write_bytes(edit) if isinstance(edit, bytes) else index.write_text(json.dumps(edit))
     assert_one_line_error(convert_err(parts), "model.safetensors.index.json", needle, "re-download the model")
 
 

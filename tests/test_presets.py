@@ -147,8 +147,12 @@ def test_flag_half_needs_a_boolean(tmp_path):
     assert isinstance(result.exception, ConfigError) and "no-greedy" in str(result.exception)
 
 
-# a list or a mapping as a key (`[a]: 1`) was a TypeError traceback from the check for keys given twice
-@pytest.mark.parametrize("text", ["[1, 2]\n", "a: [\n", "[a]: 1\n", "? [a]\n: 1\n", "run:\n  {a: 1}: 2\n"])
+# a list or a mapping as a key (`[a]: 1`) was a TypeError traceback from the check for keys given twice; a fuzzing
+# review: lists nested past the recursion limit (RecursionError), a number past int()'s 4300 digits or a date that is
+# none (ValueError) were tracebacks too
+@pytest.mark.parametrize("text", ["[1, 2]\n", "a: [\n", "[a]: 1\n", "? [a]\n: 1\n", "run:\n  {a: 1}: 2\n",
+                                  pytest.param("a: " + "[" * 5000, id="deep"),
+                                  pytest.param("a: 1" + "0" * 5000, id="big"), "a: 2025-13-01"])
 def test_bad_yaml_is_a_config_error(tmp_path, text):
     path = tmp_path / "p.yaml"
     path.write_text(text)

@@ -59,6 +59,24 @@ def test_malformed_line_names_line(tmp_path, bad, why):
     assert "line 3" in msg and why in msg and "\n" not in msg
 
 
+DEEP = "[" * 3000 + "]" * 3000  # past the recursion limit Python's json reads nesting with (a RecursionError)
+BIG = "1" + "0" * 5000  # past int()'s 4300 digits (a ValueError that is no JSONDecodeError)
+
+
+@pytest.mark.parametrize("value, why", [(DEEP, "nested too deeply to read"),
+                                        (BIG, "a number too long to read: 5001 digits")], ids=["deep", "big"])
+@pytest.mark.parametrize("layout, where", [("{}\n", "line 1"), ('{"prompt": "ok"}\n\n{}\n', "line 3"),
+                                           ("[{}]", "line 1")], ids=["first-line", "later-line", "json-list"])
+def test_json_nested_too_deeply_or_a_number_too_long_names_the_line(tmp_path, value, why, layout, where):
+    """A fuzzing review: both were tracebacks (RecursionError, ValueError) from every reader of jsonl and JSON lists
+    (train --data, run --input-file, bench --prompts, convert --calib-data), which caught JSONDecodeError alone."""
+    path = write(tmp_path, layout.replace("{}", "{\"question\": %s, \"answer\": \"a\"}" % value))
+    with pytest.raises(ConfigError) as e:
+        load_prompts(path)
+    msg = str(e.value)
+    assert why in msg and where in msg and "\n" not in msg and len(msg) < 300, msg
+
+
 def test_empty_and_missing(tmp_path):
     with pytest.raises(ConfigError, match="no prompts"):
         load_prompts(write(tmp_path, "\n  \n"))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import DEVICE, ConfigError
+from ..errors import DEVICE, ConfigError, json_loads
 from ..output import is_within, refuse_inside_earlier_output, same_file
 from ..presets import preset_then_typed, typed_alone
 
@@ -225,9 +225,10 @@ class TemplateKwargs(click.ParamType):
         kwargs = value
         if isinstance(value, str):
             try:
-                kwargs = json.loads(value)
-            except json.JSONDecodeError as e:
-                self.fail(f"{value!r} is not JSON ({e.msg}): {self.EXAMPLE}", param, ctx)
+                kwargs = json_loads(value)
+            except json.JSONDecodeError as e:  # a value of thousands of characters (nested too deeply) not echoed
+                shown = repr(value) if len(value) <= 80 else f"the value ({len(value)} characters)"
+                self.fail(f"{shown} is not JSON ({e.msg}): {self.EXAMPLE}", param, ctx)
         if not isinstance(kwargs, dict):
             self.fail(f"{value!r} is not a JSON object: {self.EXAMPLE}", param, ctx)
         if names := [k for k in kwargs if not isinstance(k, str)]:  # a preset's YAML: {1: true}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import ConfigError
+from ..errors import ConfigError, json_loads
 from ..launchers import llmapi_error, llmapi_ranks
 from ..plural import agreeing
 from ..presets import config_option, one_of
@@ -53,7 +53,7 @@ def _refuse_engine_template_kwargs(ctx: click.Context, kwargs: dict) -> None:
            "with each request")
     preset = ctx.lookup_default("chat_template_kwargs", call=False)  # a YAML mapping, or a JSON object's text
     if ctx.get_parameter_source("chat_template_kwargs") == click.core.ParameterSource.COMMANDLINE and \
-            not (json.loads(preset) if isinstance(preset, str) else preset):
+            not (json_loads(preset) if isinstance(preset, str) else preset):
         raise ConfigError(f"--chat-template-kwargs applies to --checkpoint-dir only ({fix}); leave it out")
     raise ConfigError(f"the --config preset sets chat-template-kwargs, which applies to --checkpoint-dir only ({fix}): "
                       "remove it from the preset (or move it under the sections of run, bench and acceptance) to "

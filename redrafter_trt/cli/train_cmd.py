@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import ConfigError
+from ..errors import ConfigError, json_loads
 from ..interrupts import stop_at_exit_as_finished
 from ..plural import counted
 from .params import CHAT_TEMPLATE_KWARGS, Command, Device, SEED
@@ -186,10 +186,8 @@ def train(base, data, output, num_draft_layers, rnn, exit_dim, predict_n, epochs
 
 def _report(cfg) -> None:
     """The lines a finished run ends with: where its drafter is, its scores, its cache's size."""
-    import json
-
     out = cfg.output
-    meta = json.loads((out / "config.json").read_text()).get("producer", {})
+    meta = json_loads((out / "config.json").read_text()).get("producer", {})
     click.echo(f"wrote {out}")
     for key in ("heldout", "train_set", "heldout_base"):
         if res := meta.get(key):

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import foreign, rope_differs, runtime_refusals
-from ..errors import ConfigError
+from ..errors import ConfigError, json_loads
 from ..layout import qk_norm
 from ..producer import recorded_predict_n
 from ..rope import position_limit, rope_kind, rope_scaling_problem, yarn_attention_factor
@@ -110,7 +110,7 @@ class RuntimeConfig:
         if not path.is_file():
             raise ConfigError(f"{path} is missing: point --checkpoint-dir at the output of `redrafter-trt convert`")
         try:
-            raw = json.loads(path.read_text())
+            raw = json_loads(path.read_text())
         except json.JSONDecodeError as e:
             raise ConfigError(f"{path} is not valid JSON ({e.msg}): re-run convert") from None
         # a model, drafter or engine folder says so (not "rank0 is missing")

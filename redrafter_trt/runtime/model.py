@@ -14,7 +14,6 @@ Shapes: B batch rows, T new tokens, S cached slots, H hidden, hq/hkv local heads
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from ..errors import ConfigError, TensorError
+from ..errors import ConfigError, TensorError, json_loads
 from ..io import all_finite
 from .argmax import MAX_ROWS, ScreenedArgmax
 from .cache import KVCache
@@ -91,7 +90,7 @@ def read_rank_file(ckpt_dir: Path, tp_rank: int) -> dict[str, torch.Tensor]:
 def quant_algo(ckpt_dir: Path) -> str | None:
     """config.json's quantization.quant_algo (None where it has none or cannot be read: RuntimeConfig names that)."""
     try:
-        raw = json.loads((ckpt_dir / "config.json").read_text())
+        raw = json_loads((ckpt_dir / "config.json").read_text())
         return (raw.get("quantization") or {}).get("quant_algo")
     except (OSError, ValueError, AttributeError):
         return None

@@ -26,7 +26,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from ..errors import TensorError
+from ..errors import TensorError, json_loads
 from ..io import read_metadata, read_tensor
 from ..plural import counted
 from ..tokens import eos_ids, template_errors
@@ -111,7 +111,7 @@ def _index_lines(folder: Path) -> Iterator[dict]:
         with index.open() as lines:
             for line in lines:
                 try:
-                    rec = json.loads(line)
+                    rec = json_loads(line)
                 except json.JSONDecodeError:
                     continue
                 if isinstance(rec, dict) and isinstance(rec.get("key"), str) and isinstance(rec.get("file"), str) \

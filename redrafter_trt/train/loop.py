@@ -10,7 +10,6 @@ global batch); rank 0 writes the checkpoints and the drafter.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import time
@@ -22,7 +21,7 @@ import torch
 
 from ..base_sample import record_base_sample
 from ..drafter import save_drafter
-from ..errors import ConfigError, PeerError, name_list
+from ..errors import ConfigError, PeerError, json_loads, name_list
 from ..interrupts import uninterrupted
 from ..output import WrittenThenInterrupted, earlier_output_kind, users_entries
 from ..plural import agreeing, counted
@@ -96,7 +95,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
     (the state saved, and to resume) is added to `said`."""
     from ..hf_model import load_causal_lm
 
-    base_config = json.loads((cfg.base / "config.json").read_text())
+    base_config = json_loads((cfg.base / "config.json").read_text())
     tokenizer = load_tokenizer(cfg.base, int(base_config["vocab_size"]), cfg.chat_template_kwargs)
     report = on_progress or (lambda p: None)
     torch.manual_seed(cfg.seed)
