@@ -10,7 +10,7 @@ import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError, read_text
+from .errors import ConfigError, long_number, number_too_long, read_text
 
 TOKEN_ID_SUFFIXES = (".csv", ".npy")
 NPY_MAGIC = b"\x93NUMPY"  # how every file np.save writes starts
@@ -65,6 +65,9 @@ def read_token_rows(path) -> TokenRows:
             # digit to str.isdigit that int() cannot read
             raise ConfigError(f"{path} line {n}: {bad!r} is not a token id: write each prompt as its ids, "
                               f"comma-separated (run.py's .csv), or pass its text as .txt or jsonl")
+        if (long := next((c for c in cells if long_number(c)), None)) is not None:  # int() would refuse it
+            raise ConfigError(f"{path} line {n}: {number_too_long(len(long))}, no token id: write each prompt as its "
+                              f"ids, comma-separated (run.py's .csv)")
         rows.append([int(c) for c in cells])
     while rows and not rows[-1]:  # the file's last newline
         rows.pop()
@@ -81,6 +84,7 @@ def _npy_rows(path: Path) -> list[list[int]]:
             head = f.read(512)
         if not head.startswith(NPY_MAGIC):  # numpy calls any such file a pickle (its allow_pickle error)
             raise ConfigError(f"{path} {_not_npy(head)}: {SAVE_NPY}")
+        _check_npy_size(path)
         array = np.load(path, allow_pickle=False)
     except ValueError as e:
         if "allow_pickle" in str(e):
@@ -94,6 +98,28 @@ def _npy_rows(path: Path) -> list[list[int]]:
             getattr(array, "dtype", type(array).__name__)
         raise ConfigError(f"{path} holds {what}, not integer token ids (one prompt a row): {SAVE_NPY}")
     return [list(map(int, row)) for row in np.atleast_2d(array)]
+
+
+def _check_npy_size(path: Path) -> None:
+    """Refuse a .npy file whose header's shape needs more bytes than follow it (cut short, or a header edited or
+    forged): np.load allocates the whole shape first, a MemoryError traceback for (10**9, 10**9) (a fuzzing review). A
+    header numpy cannot read is left to np.load's ValueError."""
+    import math
+
+    from numpy.lib import format as npy
+
+    with open(path, "rb") as f:
+        read_header = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}.get(npy.read_magic(f))
+        if read_header is None:  # version 3.0 (utf-8 field names), which numpy's reader alone reads
+            return
+        shape, _, dtype = read_header(f)
+        if dtype.hasobject:  # a pickle, not read (np.load's allow_pickle refusal)
+            return
+        held = Path(path).stat().st_size - f.tell()
+    needed = math.prod(shape) * dtype.itemsize  # Python's ints: no overflow
+    if needed > held:
+        raise ConfigError(f"{path}'s header says shape {tuple(shape)} of {dtype} ({needed} bytes) but it holds {held} "
+                          f"bytes (cut short, or not np.save's): {SAVE_NPY}")
 
 
 def _not_npy(head: bytes) -> str:

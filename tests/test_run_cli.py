@@ -507,6 +507,16 @@ def test_a_token_file_that_is_not_one_is_one_line_before_anything_loads(tmp_path
     one_line_error(invoke(*base, "--input-file", npy), f"{npy} is not a .npy array (it is empty)")
     np.save(npy, np.array([{"a": 1}], dtype=object))
     one_line_error(invoke(*base, "--input-file", npy), f"{npy} holds objects (a pickled array, not read)")
+    # a fuzzing review: a cell past int()'s 4300 digits was a ValueError traceback, and a header claiming a shape
+    # the file's bytes cannot hold numpy's _ArrayMemoryError (it allocates the shape before reading)
+    csv.write_text("1," + "9" * 5001 + "\n")
+    one_line_error(invoke(*base, "--input-file", csv), f"{csv} line 1: a number too long to read: 5001 digits")
+    for shape in ((10 ** 9, 10 ** 9), (3, 3)):
+        with open(npy, "wb") as f:
+            np.lib.format.write_array_header_1_0(f, {"descr": "<i8", "fortran_order": False, "shape": shape})
+            f.write(bytes(16))
+        one_line_error(invoke(*base, "--input-file", npy), f"{npy}'s header says shape {shape} of int64",
+                       "but it holds 16 bytes", "np.save(path")
 
 
 def test_rival_or_blank_prompts_and_a_token_file_as_output_json_are_refused_before_anything_loads(tmp_path):
