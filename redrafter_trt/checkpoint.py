@@ -56,9 +56,12 @@ CONFIG_TYPES = {
                        f"beta_fast, beta_slow too; its mscale, mscale_all_dim numbers)",
                        trtllm_builds),
     **dict.fromkeys(("architecture", "dtype", "base_model_architecture"), ("a string", lambda v: isinstance(v, str))),
-    "quantization": ("null or an object (quant_algo, kv_cache_quant_algo, exclude_modules: a list of names)",
-                     lambda v: v is None or isinstance(v, dict) and isinstance(v.get("exclude_modules") or [], list)
-                     and all(isinstance(m, str) for m in v.get("exclude_modules") or [])  # fnmatch patterns
+    # exclude_modules null: TensorRT-LLM's defaults (layout.exclusions); 0 or false passed as `or []` once, and
+    # list(False) was a TypeError traceback (a fuzzing review)
+    "quantization": ("null or an object (quant_algo, kv_cache_quant_algo, exclude_modules: null or a list of names)",
+                     lambda v: v is None or isinstance(v, dict)
+                     and (v.get("exclude_modules") is None or isinstance(v["exclude_modules"], list)
+                          and all(isinstance(m, str) for m in v["exclude_modules"]))  # fnmatch patterns
                      and all(isinstance(v.get(k), (str, type(None))) for k in ("quant_algo", "kv_cache_quant_algo"))),
     "mapping": ("null or an object of positive integer tp_size / pp_size / cp_size / world_size",
                 lambda v: v is None or isinstance(v, dict) and all(POSITIVE_INT[1](v[k]) for k in (

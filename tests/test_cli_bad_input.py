@@ -955,14 +955,21 @@ def test_output_json_inside_an_input_folder(ckpt, tiny_llama):
     assert target.read_text() == before
 
 
-@pytest.mark.parametrize("quantization", ["FP8", [1], {"quant_algo": "FP8", "exclude_modules": 5}])
-def test_inspect_names_a_malformed_quantization(ckpt, tmp_path, quantization):
+# exclude_modules 0 or false (a fuzzing review): `or []` let them pass the check, and list(False) was a TypeError
+# traceback in inspect, run and build
+@pytest.mark.parametrize("quantization", ["FP8", [1], *({"quant_algo": "FP8", "exclude_modules": v}
+                                                          for v in (5, 0, False))])
+def test_inspect_names_a_malformed_quantization(ckpt, tiny_llama, tmp_path, quantization):
     copy = tmp_path / "ck"
     shutil.copytree(ckpt, copy)
     cfg = json.loads((copy / "config.json").read_text())
     (copy / "config.json").write_text(json.dumps(cfg | {"quantization": quantization}))
     result = run_cli("inspect", copy)
     assert result.exit_code == 1 and "quantization is" in result.output and "Traceback" not in result.output
+    assert_one_line_error(run_cli("run", "--checkpoint-dir", copy, "--tokenizer-dir", tiny_llama, "--input-text", "hi"),
+                          "quantization is", "exclude_modules: null or a list of names")
+    assert_one_line_error(run_cli("build", "--checkpoint-dir", copy, "--output-dir", tmp_path / "engine", "--dry-run"),
+                          "quantization is")
 
 
 @pytest.mark.parametrize("beams, draft_len", [(10 ** 30, 5), (5, 10 ** 6)])
