@@ -379,7 +379,14 @@ def test_sigterm_saves_the_state_as_ctrl_c_does(chat_base, tmp_path):
     while not state.exists():  # the checkpoint of step 200
         assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()[-2000:]
         time.sleep(0.1)
-    time.sleep(1.0)  # some steps past it
+    def cpu_seconds() -> float:  # the run's own CPU time: steps past the checkpoint however loaded the machine is
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+    start = cpu_seconds()  # a fixed 1 s sleep could end before a loaded machine ran one step past it
+    while cpu_seconds() < start + 1.0:
+        assert proc.poll() is None and time.monotonic() < deadline + 120, proc.stderr.read()[-2000:]
+        time.sleep(0.1)
     proc.send_signal(signal.SIGTERM)
     err = proc.communicate(timeout=60)[1]
     assert proc.returncode == 130 and "interrupted" in err, err[-2000:]
