@@ -51,8 +51,8 @@ def make_tokenizer(folder: Path, eos: str = "<|im_end|>"):
     return fast
 
 
-def make_chat_base(folder: Path) -> Path:
-    make_hf(folder, "llama", tie=True, vocab_size=128)
+def make_chat_base(folder: Path, seed: int = 0) -> Path:
+    make_hf(folder, "llama", tie=True, vocab_size=128, seed=seed)
     make_tokenizer(folder)
     return folder
 

@@ -265,8 +265,11 @@ def test_resume_refuses_other_objective_options(chat_base, qa_file, tmp_path):
     from redrafter_trt.train.config import cpu_has_native_bf16
 
     auto_dtype, other_dtype = ("bfloat16", "float32") if cpu_has_native_bf16() else ("float32", "bfloat16")
+    # the same shapes and tokenizer, other weights: nothing but the base's id tells them apart (a review's mutant)
+    other_base = make_chat_base(tmp_path / "other_base", seed=1)
     # each named as the option the user changed, with both values (it once said "different total", "arch")
     for change, named in [({"later_sharpness": 1.0}, "--later-sharpness (4.0 then, 1.0 now)"),
+                          ({"base": other_base}, "--base (its config, tokenizer or weight files"),
                           ({"soft_target": 0.0}, "--soft-target (0.5 then, 0.0 now)"),
                           ({"step_decay": 1.0}, "--step-decay (0.8 then, 1.0 now)"),
                           ({"batch_size": 32}, "--batch-size (64 then, 32 now)"), ({"lr": 1.0}, "--lr (0.003 then, 1.0 now)"),
@@ -292,6 +295,7 @@ def test_a_resume_is_refused_before_any_work(chat_base, qa_file, tmp_path, monke
     train_drafter(_cfg(chat_base, qa_file, tmp_path, max_steps=4))
     monkeypatch.setattr(loop, "build_examples", lambda *a, **k: pytest.fail("examples built before the refusal"))
     for change, match in [({"distill_max_new_tokens": 16}, "saved with different --distill-max-new-tokens"),
+                          ({"max_seq_len": 64}, re.escape("saved with different --max-seq-len (")),
                           ({"lr": 1.0}, "saved with different --lr"),
                           # only once every cached hidden state was read (minutes for a large distillation)
                           ({"predict_n": 2}, re.escape("saved with different --predict-n (3 then, 2 now)")),

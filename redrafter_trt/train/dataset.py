@@ -47,11 +47,13 @@ VOCAB_FILES = ("tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json
 def base_id(base: Path) -> str:
     """Identifies the base for cache keys: its config, the sizes and times of its weight files, and the contents of
     its tokenizer and generation config (the stop tokens that end a distilled answer, the chat template; without a
-    tokenizer.json, the vocabulary files the tokenizer is built from)."""
+    tokenizer.json, the vocabulary files the tokenizer is built from). Times to the nanosecond: in whole seconds,
+    two bases of the same shapes and tokenizer written within one second were one base (a review: a --resume on the
+    other went on with the first one's state and cached hidden states)."""
     parts = [(base / "config.json").read_text()]
     for f in sorted(base.glob("*.safetensors")) + sorted(base.glob("*.bin")):
         st = f.stat()
-        parts.append(f"{f.name}:{st.st_size}:{int(st.st_mtime)}")
+        parts.append(f"{f.name}:{st.st_size}:{st.st_mtime_ns}")
     parts += [f"{name}:{hashlib.sha1((base / name).read_bytes()).hexdigest()}" for name in TOKENIZER_FILES
               if (base / name).is_file()]
     if not (base / "tokenizer.json").is_file():

@@ -204,7 +204,8 @@ def read_state(cfg: TrainConfig, mmap: bool = False) -> dict:
 
 
 # a resume's compared values -> what the user changed; the others are the option of the key's name, with both values
-CHANGED = {"base": "--base (its config, weights or tokenizer)", "data": "--data (the files' contents)",
+CHANGED = {"base": "--base (its config, tokenizer or weight files: a copy's are new files, of other times)",
+           "data": "--data (the files' contents)",
            "train_head": "--freeze-head", "eval_examples": "held-out examples",
            "total": "number of steps (--max-steps, --epochs)", "ranks": "number of torchrun ranks (WORLD_SIZE)",
            "extra": "recipe (the quickstart's)",
