@@ -341,6 +341,10 @@ def read_engine_config(engine_dir: Path) -> dict:
         bad += [f"pretrained_config.mapping.{k} is {mapping[k]!r}, not {need}" for k in ("tp_size", "pp_size",
                                                                                         "world_size")
                 if k in mapping and not positive(mapping[k])]
+        # as inspect refuses such a checkpoint: serve passed its world size as trtllm-serve's --tp_size, which the
+        # LLM API refuses against the engine's tp_size (a review); only TensorRT-LLM's own converter writes one
+        bad += [f"pretrained_config.mapping.{k} is {mapping[k]}, where ReDrafter engines need 1 (tensor parallelism "
+                f"alone)" for k in ("pp_size", "cp_size") if positive(mapping.get(k)) and mapping[k] != 1]
     if bad:
         raise ConfigError(f"{path}: {bad[0]}: rebuild the engine with `redrafter-trt build`")
     return config

@@ -128,7 +128,7 @@ def plan_trtllm_serve(engine_dir: Path, tokenizer_dir: Path, host: str, port: in
     vocab_size = pretrained.get("vocab_size")  # the checkpoint's, kept by the build: as `run` checks the tokenizer
     tokenizer = load_tokenizer(str(tokenizer_dir), vocab_size if isinstance(vocab_size, int) else None)
     unstopped = tuple(i for i in stop_ids(tokenizer, tokenizer_dir) if i != tokenizer.eos_token_id)
-    ranks = world_size(pretrained)
+    ranks = world_size(pretrained)  # tp_size: read_engine_config refuses pipeline and context parallelism
     argv = [TRTLLM_SERVE, str(engine_dir), "--backend", "trt", "--tokenizer", str(tokenizer_dir),
             "--host", host, "--port", str(port), "--tp_size", str(ranks),
             "--max_batch_size", str(build["max_batch_size"])]

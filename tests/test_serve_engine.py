@@ -77,6 +77,19 @@ def test_dry_run_is_a_trtllm_serve_command_for_the_engine(tmp_path, tokenizer_di
     assert args.max_seq_len is None
 
 
+@pytest.mark.parametrize("parallel", ["pp_size", "cp_size"])
+def test_an_engine_of_pipeline_or_context_parallelism_is_refused(tmp_path, tokenizer_dir, parallel):
+    """A review: an engine of tp 1 x pp 2 (TensorRT-LLM's own converter writes one; ours refuses it) was served with
+    its world size as --tp_size 2, which the LLM API refuses against the engine's tp_size 1 once the GPUs load."""
+    engine = make_engine(tmp_path / "engine", tp=1, ranks=2)
+    config = json.loads((engine / "config.json").read_text())
+    config["pretrained_config"]["mapping"] |= {"world_size": 2, parallel: 2}
+    (engine / "config.json").write_text(json.dumps(config))
+    res = serve("--engine-dir", engine, "--tokenizer-dir", tokenizer_dir, "--port", 9000, "--dry-run")
+    assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+    assert f"mapping.{parallel} is 2, where ReDrafter engines need 1" in res.output
+
+
 def test_trtllm_serve_runs_with_kv_cache_block_reuse_off_as_run_does(tmp_path, tokenizer_dir, monkeypatch):
     """A review: trtllm-serve builds the LLM API's KvCacheConfig, whose enable_block_reuse defaults to True, where
     `run --engine-dir` (ModelRunnerCpp.from_dir: kv_cache_enable_block_reuse=False) runs with it off, and
