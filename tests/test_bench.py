@@ -147,6 +147,26 @@ def test_speedups_are_ratios_and_best_is_argmax(report):
     assert (data["best"]["num_beams"], data["best"]["draft_len"]) == (best["num_beams"], best["draft_len"])
 
 
+def test_the_printed_table_shows_each_configs_json_numbers(report):
+    """A mutation review: swapping the "vs HF" and "vs plain" columns, printing new_tokens as tokens/s or dropping the
+    best row's `*` went unseen (only the JSON was checked). Each configuration's row, parsed from stdout, carries its
+    JSON numbers to the printed precision, and only the best row is starred."""
+    data, stdout = report
+    rows = {}
+    for line in stdout.splitlines():
+        if m := re.match(r"W=(\d+) L=(\d+)(\*?)\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s+(yes|NO)\s", line):
+            rows[int(m[1]), int(m[2])] = m.groups()[2:]
+    assert sorted(rows) == sorted((c["num_beams"], c["draft_len"]) for c in data["configs"]), stdout
+    best = (data["best"]["num_beams"], data["best"]["draft_len"])
+    for c in data["configs"]:
+        star, tps, tok_s, vs_hf, vs_plain, exact = rows[c["num_beams"], c["draft_len"]]
+        assert (star == "*") == ((c["num_beams"], c["draft_len"]) == best), stdout
+        assert [tps, tok_s, vs_hf, vs_plain] == [f"{c[k]:.2f}" for k in ("mean_tokens_per_step", "tokens_per_second",
+                                                                          "speedup_vs_hf", "speedup_vs_no_draft")]
+        assert exact == ("yes" if not c["mismatched_prompts"] else "NO")
+    assert sum(star == "*" for star, *_ in rows.values()) == 1
+
+
 def test_histograms_add_up(report):
     """Each prompt's prefill emits one token; every later step emits its histogram bucket's count of tokens."""
     data, _ = report
