@@ -220,12 +220,40 @@ def test_headers_count_in_the_singular_and_plural(setup, prompts, threads, words
     assert acceptance.stdout.startswith(words[0]), acceptance.stdout
 
 
-def test_plot(setup, tmp_path):
+def test_plot(setup, tmp_path, monkeypatch):
+    """The PNG, and what it draws (a mutation review: plotting speedup_vs_no_draft under "speed-up over transformers",
+    the no-drafting line at the inverse ratio, or "draft length" on the x axis went unseen): the figure, kept from
+    plt.close, has per draft length the JSON's tokens/step and speed-up over transformers against beam width."""
     pytest.importorskip("matplotlib")
-    png = tmp_path / "bench.png"
-    result = run_cli(*bench_args(setup, "--num-prompts", 1, "--max-new-tokens", 4, "--plot", png))
+    from redrafter_trt.bench_report import require_matplotlib
+
+    plt = require_matplotlib()
+    figures, close = [], plt.close
+    monkeypatch.setattr(plt, "close", figures.append)
+    png, out = tmp_path / "bench.png", tmp_path / "bench.json"
+    result = run_cli(*bench_args(setup, "--num-prompts", 1, "--max-new-tokens", 4, "--draft-lens", "1,3", "--plot", png,
+                                 "--output-json", out))
     assert result.exit_code == 0, result.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data, (fig,) = json.loads(out.read_text()), figures
+    try:
+        ax_tps, ax_speed = fig.axes
+        assert ax_tps.get_title() == "mean tokens per step"
+        assert ax_speed.get_title() == "speed-up over transformers generate"
+        assert ax_tps.get_xlabel() == ax_speed.get_xlabel() == "beam width"
+        for ax, key in ((ax_tps, "mean_tokens_per_step"), (ax_speed, "speedup_vs_hf")):
+            lines = {ln.get_label(): ln for ln in ax.get_lines()}
+            for n in (1, 3):
+                rows = sorted((c for c in data["configs"] if c["draft_len"] == n), key=lambda c: c["num_beams"])
+                line = lines[f"draft length {n}"]
+                assert list(line.get_xdata()) == [c["num_beams"] for c in rows] == [1, 2]
+                assert list(line.get_ydata()) == pytest.approx([c[key] for c in rows])
+        lines = {ln.get_label(): ln for ln in ax_speed.get_lines()}
+        hf, plain = (data["baselines"][k]["tokens_per_second"] for k in ("hf", "no_draft"))
+        assert list(lines["transformers generate"].get_ydata()) == [1.0, 1.0]
+        assert list(lines["runtime, no drafting"].get_ydata()) == pytest.approx([plain / hf] * 2)
+    finally:
+        close(fig)
 
 
 def test_the_plots_title_says_an_fp8_checkpoint_ran_dequantised(tmp_path):
