@@ -389,6 +389,22 @@ def test_a_checkpoint_from_another_version_is_reconverted(tmp_path, monkeypatch)
     assert not qs.checkpoint_is_current(ckpt, drafter, base, 2, 2)
 
 
+def test_a_checkpoint_from_another_drafter_or_base_is_reconverted(tmp_path):
+    """A mutation review: with either recorded-source check gone, a checkpoint converted from drafter B (or base X),
+    written after drafter A (and base Y), was reused for A (for Y). Every file here predates the checkpoint."""
+    from tinymodels import make_drafter, make_hf
+
+    from redrafter_trt.convert import convert
+
+    base_x, base_y = make_hf(tmp_path / "base-x", "llama"), make_hf(tmp_path / "base-y", "llama", seed=1)
+    drafter_a = make_drafter(tmp_path / "drafter-a", base_x)
+    drafter_b = make_drafter(tmp_path / "drafter-b", base_x, seed=1)
+    ckpt = convert(base_x, drafter_b, tmp_path / "ckpt", tp_size=1, dtype="float32", num_beams=2, draft_len=2)
+    assert qs.checkpoint_is_current(ckpt, drafter_b, base_x, 2, 2)
+    assert not qs.checkpoint_is_current(ckpt, drafter_a, base_x, 2, 2)
+    assert not qs.checkpoint_is_current(ckpt, drafter_b, base_y, 2, 2)
+
+
 @pytest.fixture(scope="module")
 def tiny_recipe(tmp_path_factory):
     """A chat base of a few KB and 40 question-answer records: (base, training_api maker) where the maker's
