@@ -248,7 +248,7 @@ def plan_trtllm_rank(src: TensorSource, cfg: dict, tp_rank: int, where: Path) ->
     have = src.names()
     _check_layer_count(len(have), cfg["num_hidden_layers"], f"base checkpoint {where} rank {tp_rank}")
     specs = layout.base_tensors(cfg, tp_rank)
-    specs |= {n: s for n, s in layout.optional_tensors(cfg).items() if n in have}
+    specs |= layout.held_optional_tensors(cfg, have)
     missing, unexpected = set(specs) - have, have - set(specs)
     lm_head_scales = sorted(n for n in unexpected if n.startswith("lm_head.") and n.endswith("_scaling_factor"))
     if lm_head_scales:

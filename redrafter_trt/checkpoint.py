@@ -363,7 +363,7 @@ def _check_rank(cfg: dict, r: int, f: Path, have: dict, src: TensorSource, rep: 
                                     f"re-convert"))
         return None
     uniform = None
-    want = layout.expected_tensors(cfg, r) | {n: s for n, s in layout.optional_tensors(cfg).items() if n in have}
+    want = layout.expected_tensors(cfg, r) | layout.held_optional_tensors(cfg, have)
     miss, extra = set(want) - set(have), set(have) - set(want)
     if miss:
         rep.problems.append(f"rank{r}: missing tensors {name_list(miss)}")

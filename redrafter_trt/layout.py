@@ -98,6 +98,20 @@ def optional_tensors(cfg: dict) -> dict[str, Spec]:
             for layer in range(cfg["num_hidden_layers"]) for k in kinds}
 
 
+# TensorRT-LLM 1.2's process_kv_scaling_factor folds each k_cache_scaling_factor with its v_ into
+# kv_cache_scaling_factor and asserts the other is there: a rank file holding one holds both
+_KV_PAIRS = {".k_cache_scaling_factor": ".v_cache_scaling_factor", ".v_cache_scaling_factor": ".k_cache_scaling_factor"}
+
+
+def held_optional_tensors(cfg: dict, have) -> dict[str, Spec]:
+    """The `optional_tensors` a rank file holding the names `have` must hold: those it holds, and the partner of a
+    k_ or v_cache_scaling_factor it holds alone."""
+    def partner(name: str) -> str | None:
+        return next((name.removesuffix(a) + b for a, b in _KV_PAIRS.items() if name.endswith(a)), None)
+
+    return {n: s for n, s in optional_tensors(cfg).items() if n in have or partner(n) in have}
+
+
 def base_tensors(cfg: dict, tp_rank: int) -> dict[str, Spec]:
     tp = tp_size(cfg)
     dtype = TORCH_DTYPES[cfg["dtype"]]

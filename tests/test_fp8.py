@@ -380,6 +380,34 @@ def test_attach_to_a_base_with_an_fp8_lm_head_says_so(fp8_models, fp8_base, tmp_
     assert not (tmp_path / "out").exists()
 
 
+def test_a_k_cache_scale_without_its_v_cache_scale_is_missing_it(fp8_models, fp8_base, tmp_path):
+    """A review: a base holding a layer's k_cache_scaling_factor without its v_cache_scaling_factor passed inspect and
+    convert, each optional on its own, though TensorRT-LLM 1.2 folds the pair into kv_cache_scaling_factor and
+    asserts the other is there when it loads the checkpoint. Either one makes the other required."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    base = Path(shutil.copytree(fp8_base, tmp_path / "base"))
+    cfg = json.loads((base / "config.json").read_text())
+    cfg["quantization"]["kv_cache_quant_algo"] = "FP8"
+    (base / "config.json").write_text(json.dumps(cfg))
+    w = load_file(base / "rank0.safetensors")
+    attn = "transformer.layers.{}.attention."
+    w |= {attn.format(n) + "kv_cache_scaling_factor": torch.ones(1) for n in range(cfg["num_hidden_layers"])}
+    save_file(w | {attn.format(0) + "k_cache_scaling_factor": torch.ones(1),
+                   attn.format(1) + "v_cache_scaling_factor": torch.ones(1)}, base / "rank0.safetensors")
+    missing = f"{attn.format(0)}v_cache_scaling_factor, {attn.format(1)}k_cache_scaling_factor"
+    assert inspect_checkpoint(base).problems == [f"rank0: missing tensors {missing}"]
+    drafter = make_drafter(tmp_path / "drafter", fp8_models["llama"])
+    with pytest.raises(TensorError, match=f"rank 0: missing tensors: {missing}: "):
+        convert(base, drafter, tmp_path / "out")
+    save_file(w | {attn.format(0) + k: torch.ones(1) for k in ("k_cache_scaling_factor", "v_cache_scaling_factor")},
+              base / "rank0.safetensors")
+    assert inspect_checkpoint(base).problems == []
+    convert(base, drafter, tmp_path / "out")
+
+
 def test_inspect_accepts_fp8_weights_stored_as_int8_as_convert_and_tensorrt_llm_do(fp8_base, tmp_path):
     """A review: inspect refused an FP8 base whose FP8 weights are stored as int8 ("is I8, config implies float8"),
     though convert attaches to it and TensorRT-LLM's preprocess_perlayer_weights views int8 `*weight` tensors as FP8.
