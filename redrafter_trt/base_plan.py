@@ -249,13 +249,14 @@ def plan_trtllm_rank(src: TensorSource, cfg: dict, tp_rank: int, where: Path) ->
     _check_layer_count(len(have), cfg["num_hidden_layers"], f"base checkpoint {where} rank {tp_rank}")
     specs = layout.base_tensors(cfg, tp_rank)
     specs |= layout.held_optional_tensors(cfg, have)
-    missing, unexpected = set(specs) - have, have - set(specs)
-    lm_head_scales = sorted(n for n in unexpected if n.startswith("lm_head.") and n.endswith("_scaling_factor"))
-    if lm_head_scales:
-        raise TensorError(f"base checkpoint {where} rank {tp_rank} quantizes lm_head ({', '.join(lm_head_scales)}), "
-                          f"which a ReDrafter checkpoint keeps in {cfg['dtype']}, as modelopt and TensorRT-LLM do by "
-                          f"default: re-export the base with lm_head unquantized, or pass the Hugging Face model with "
-                          f"--quantize fp8")
+    quantizing, stale = layout.lm_head_scales(cfg, {n: src.dtype(n) for n in have if n.startswith("lm_head.")})
+    if quantizing:
+        raise TensorError(f"base checkpoint {where} rank {tp_rank} quantizes lm_head ({', '.join(quantizing)}), "
+                          f"{layout.fp8_lm_head(cfg['dtype'])}")
+    if stale:
+        log.info("base checkpoint %s rank %d: dropping %s beside its %s lm_head.weight, as TensorRT-LLM does",
+                 where, tp_rank, ", ".join(stale), src.dtype("lm_head.weight"))
+    missing, unexpected = set(specs) - have, have - set(specs) - set(stale)
     if missing or unexpected:
         parts = ([f"missing tensors: {name_list(missing)}"] if missing else []) + \
                 ([f"unexpected tensors: {name_list(unexpected)}"] if unexpected else [])

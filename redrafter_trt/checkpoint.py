@@ -145,8 +145,8 @@ def inspect_checkpoint(path: Path | str, values: bool = False) -> Report:
     _check_fields(cfg, rep)
     if rep.problems:
         return rep
-    _check_ranks(path, cfg, rep, values)
-    _check_exclusions(cfg, rep)  # with the tensors' problems: every problem is listed
+    fp8_lm_head = _check_ranks(path, cfg, rep, values)
+    _check_exclusions(cfg, rep, fp8_lm_head)  # with the tensors' problems: every problem is listed
     return rep
 
 
@@ -298,13 +298,15 @@ def _check_config(cfg: dict, rep: Report) -> None:
             rep.problems.append(f"{label} {n} is not divisible by tp_size {tp} ({why})")
 
 
-def _check_exclusions(cfg: dict, rep: Report) -> None:
+def _check_exclusions(cfg: dict, rep: Report, fp8_lm_head: bool = False) -> None:
     """An FP8 config must keep lm_head and every drafter module out of FP8. For a config `_check_fields` passed: it
-    names each drafter layer, at most 1024 (errors.LAYER_COUNT; a hand-edited count could be billions)."""
+    names each drafter layer, at most 1024 (errors.LAYER_COUNT; a hand-edited count could be billions).
+    `fp8_lm_head`: the rank files hold lm_head in FP8, a problem of its own (_check_rank's), not this one."""
     quant = cfg.get("quantization") or {}
     if quant.get("quant_algo"):
         listed = layout.exclusions(quant)
-        lacking = [mod for mod in layout.required_exclusions(cfg) if not layout.is_excluded(mod, listed)]
+        lacking = [mod for mod in layout.required_exclusions(cfg) if not layout.is_excluded(mod, listed)
+                   and not (fp8_lm_head and mod == "lm_head")]
         if lacking:
             it = agreeing(len(lacking), "it", "them")
             rep.problems.append(WithFix(f"quantization.exclude_modules lacks {name_list(lacking)}: the build would "
@@ -312,8 +314,10 @@ def _check_exclusions(cfg: dict, rep: Report) -> None:
                                         f"in {cfg['dtype']}: add {it} to the list"))
 
 
-def _check_ranks(path: Path, cfg: dict, rep: Report, values: bool) -> None:
+def _check_ranks(path: Path, cfg: dict, rep: Report, values: bool) -> bool:
+    """Adds every rank's problems to `rep`; returns whether a rank holds lm_head in FP8."""
     tp = rep.tp_size
+    fp8_lm_head = False
     uniform: dict[int, tuple[float, int]] = {}  # rank -> the one value its drafter head holds throughout, its rows
     present = {int(m.group(1)) for f in path.glob("rank*.safetensors") if (m := re.fullmatch(r"rank(\d+)\.safetensors", f.name))}
     if present - set(range(tp)):
@@ -337,6 +341,7 @@ def _check_ranks(path: Path, cfg: dict, rep: Report, values: bool) -> None:
             rep.problems.append(WithFix(f"rank{r}.safetensors was written as rank {written[0]} of tp_size "
                                         f"{written[1]}: rank files were renamed or mixed from another checkpoint; "
                                         f"re-convert"))
+        fp8_lm_head |= bool(layout.lm_head_scales(cfg, {n: d for n, (_, d) in have.items()})[0])
         try:
             if (value := _check_rank(cfg, r, f, have, src, rep, values)) is not None:
                 uniform[r] = value
@@ -349,6 +354,7 @@ def _check_ranks(path: Path, cfg: dict, rep: Report, values: bool) -> None:
     if len(uniform) == tp and len({value for value, _ in uniform.values()}) == 1:
         rep.problems += [WithFix(f"rank{r}: {DRAFTER_HEAD} {uniform_head(value, rows)}: train the drafter "
                                  f"(`redrafter-trt train`) and re-convert") for r, (value, rows) in uniform.items()]
+    return fp8_lm_head
 
 
 def _check_rank(cfg: dict, r: int, f: Path, have: dict, src: TensorSource, rep: Report,
@@ -364,7 +370,14 @@ def _check_rank(cfg: dict, r: int, f: Path, have: dict, src: TensorSource, rep: 
         return None
     uniform = None
     want = layout.expected_tensors(cfg, r) | layout.held_optional_tensors(cfg, have)
-    miss, extra = set(want) - set(have), set(have) - set(want)
+    quantizing, stale = layout.lm_head_scales(cfg, {n: d for n, (_, d) in have.items()})
+    if quantizing:  # one problem, not the scales unexpected and lm_head.weight's dtype besides (convert refuses it)
+        head = "lm_head.weight"
+        rep.problems.append(WithFix(f"rank{r}: lm_head is FP8 ({head} {have[head][1]}, {', '.join(quantizing)}), "
+                                    f"{layout.fp8_lm_head(cfg['dtype'])}"))
+        want[head] = (want[head][0], ST_TO_TORCH["F8_E4M3"])  # as held (int8 bits too, below)
+    # stale scales beside an lm_head.weight that is not FP8: TensorRT-LLM drops them when it loads the checkpoint
+    miss, extra = set(want) - set(have), set(have) - set(want) - set(quantizing) - set(stale)
     if miss:
         rep.problems.append(f"rank{r}: missing tensors {name_list(miss)}")
     if extra:

@@ -112,6 +112,26 @@ def held_optional_tensors(cfg: dict, have) -> dict[str, Spec]:
     return {n: s for n, s in optional_tensors(cfg).items() if n in have or partner(n) in have}
 
 
+def lm_head_scales(cfg: dict, stored: dict[str, str]) -> tuple[list[str], list[str]]:
+    """lm_head's scales in a rank file (`stored`: name -> safetensors dtype), as (those of an FP8 lm_head, those
+    TensorRT-LLM drops): TensorRT-LLM's quantize.py --quantize_lm_head writes them beside an FP8 lm_head.weight, which
+    a ReDrafter checkpoint keeps in the model dtype (fp8_lm_head); beside one that is not FP8, TensorRT-LLM 1.2's
+    preprocess_perlayer_weights (an FP8 checkpoint's) drops them, after viewing an int8 weight as FP8 bits."""
+    scales = sorted(n for n in stored if n.startswith("lm_head.") and n.endswith("_scaling_factor"))
+    fp8 = (cfg.get("quantization") or {}).get("quant_algo") == "FP8"
+    weight = stored.get("lm_head.weight")
+    if weight == "F8_E4M3" or fp8 and weight == "I8":
+        return scales, []
+    return [], scales if fp8 and weight else []  # without lm_head.weight: missing, and they are unexpected
+
+
+def fp8_lm_head(dtype: str) -> str:
+    """Why a base whose lm_head is FP8 makes no ReDrafter checkpoint, and what to do (convert refuses it, inspect
+    names it)."""
+    return (f"which a ReDrafter checkpoint keeps in {dtype}, as modelopt and TensorRT-LLM do by default: re-export "
+            f"the base with lm_head unquantized, or convert from the Hugging Face model with --quantize fp8")
+
+
 def base_tensors(cfg: dict, tp_rank: int) -> dict[str, Spec]:
     tp = tp_size(cfg)
     dtype = TORCH_DTYPES[cfg["dtype"]]

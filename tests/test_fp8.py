@@ -355,10 +355,14 @@ def test_attach_to_fp8_base_stored_as_int8_keeps_its_fp8_bits(fp8_models, fp8_ba
     assert not (tmp_path / "out2").exists()
 
 
-def test_attach_to_a_base_with_an_fp8_lm_head_says_so(fp8_models, fp8_base, tmp_path):
+@pytest.mark.parametrize("stored", ["F8_E4M3", "I8"])
+def test_attach_to_a_base_with_an_fp8_lm_head_says_so(fp8_models, fp8_base, tmp_path, stored):
     """A review: a base whose lm_head is FP8 (its scales beside it, exclude_modules without lm_head) was refused as
     "unexpected tensors: lm_head.activation_scaling_factor, ...: it does not match its config.json", though config
-    and weights agree; the refusal now says that lm_head is quantized and what to do."""
+    and weights agree; the refusal now says that lm_head is quantized and what to do. A later review: `inspect` named
+    three problems that were not (the scales unexpected, lm_head.weight's dtype, exclude_modules lacking lm_head,
+    "though this checkpoint holds it in bfloat16"); it names the one convert refuses. FP8 bits stored as int8 are FP8
+    too (TensorRT-LLM views them so before it looks at lm_head's dtype)."""
     import shutil
 
     from safetensors.torch import save_file
@@ -366,18 +370,48 @@ def test_attach_to_a_base_with_an_fp8_lm_head_says_so(fp8_models, fp8_base, tmp_
     base = Path(shutil.copytree(fp8_base, tmp_path / "base"))
     w = load_file(base / "rank0.safetensors")
     scale = w["lm_head.weight"].float().abs().max() / 448
-    w |= {"lm_head.weight": (w["lm_head.weight"].float() / scale).to(torch.float8_e4m3fn),
+    head = (w["lm_head.weight"].float() / scale).to(torch.float8_e4m3fn)
+    w |= {"lm_head.weight": head.view(torch.int8) if stored == "I8" else head,
           "lm_head.weights_scaling_factor": scale.reshape(1), "lm_head.activation_scaling_factor": torch.ones(1)}
     save_file(w, base / "rank0.safetensors")
     cfg = json.loads((base / "config.json").read_text())
     cfg["quantization"]["exclude_modules"] = [m for m in cfg["quantization"]["exclude_modules"] if "lm_head" not in m]
     (base / "config.json").write_text(json.dumps(cfg))
+    assert inspect_checkpoint(base, values=True).problems == [
+        f"rank0: lm_head is FP8 (lm_head.weight {stored}, lm_head.activation_scaling_factor, "
+        f"lm_head.weights_scaling_factor), which a ReDrafter checkpoint keeps in bfloat16, as modelopt and TensorRT-LLM "
+        f"do by default: re-export the base with lm_head unquantized, or convert from the Hugging Face model with "
+        f"--quantize fp8"]
     drafter = make_drafter(tmp_path / "drafter", fp8_models["llama"])
     with pytest.raises(TensorError, match=r"rank 0 quantizes lm_head \(lm_head.activation_scaling_factor, "
                                           r"lm_head.weights_scaling_factor\), which a ReDrafter checkpoint keeps in "
                                           r"bfloat16.*re-export the base with lm_head unquantized"):
         convert(base, drafter, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_stale_lm_head_scales_beside_an_unquantized_lm_head_are_dropped(fp8_models, fp8_base, tmp_path, caplog):
+    """A review: lm_head scales left beside a bfloat16 lm_head.weight (lm_head still excluded) were refused by convert
+    as "quantizes lm_head" and called unexpected by inspect, though TensorRT-LLM 1.2's preprocess_perlayer_weights
+    drops them when lm_head.weight is not FP8. Decided by the weight's dtype: inspect finds no problem, convert drops
+    them and says so."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    base = Path(shutil.copytree(fp8_base, tmp_path / "base"))
+    w = load_file(base / "rank0.safetensors")
+    assert w["lm_head.weight"].dtype == torch.bfloat16
+    save_file(w | {"lm_head.weights_scaling_factor": torch.ones(1), "lm_head.activation_scaling_factor": torch.ones(1)},
+              base / "rank0.safetensors")
+    assert inspect_checkpoint(base).problems == []
+    with caplog.at_level("INFO", logger="redrafter_trt.base_plan"):
+        out = Path(convert(base, make_drafter(tmp_path / "drafter", fp8_models["llama"]), tmp_path / "out"))
+    assert "dropping lm_head.activation_scaling_factor, lm_head.weights_scaling_factor beside its BF16 " \
+           "lm_head.weight" in caplog.text, caplog.text
+    got = load_file(out / "rank0.safetensors")
+    assert not [n for n in got if n.startswith("lm_head.") and n != "lm_head.weight"]
+    assert inspect_checkpoint(out).problems == []
 
 
 def test_a_k_cache_scale_without_its_v_cache_scale_is_missing_it(fp8_models, fp8_base, tmp_path):
