@@ -831,9 +831,10 @@ def test_padding_does_not_move_the_calibrated_scales(tmp_path):
     """A review: calibration took its maxima over every position, padding included, which the engine never computes:
     on SmolLM2, layers.3.mlp.proj's activation scale came out 1.73x larger at --calib-batch-size 8 than at 1. Padded
     rows are now left out, and positions count from each prompt's first token: activation and KV cache scales at a
-    batch size that pads are those at batch size 1, to float rounding."""
+    batch size that pads are those at batch size 1, to float rounding. Five prompts at batch size 4: a padded batch,
+    then one that is not (a mutant looking for padding in every batch, not any, kept it in)."""
     hf_dir = padding_heavy_llama(tmp_path / "hf")
-    prompts = [p.replace("!", ".") for p in calibration_prompts(None, 4)]  # `!` is id 0: the padding's alone
+    prompts = [p.replace("!", ".") for p in calibration_prompts(None, 5)]  # `!` is id 0: the padding's alone
     alone = export_scales(hf_dir, tmp_path / "b1", batch_size=1, kv_cache_dtype="fp8", prompts=prompts)
     padded = export_scales(hf_dir, tmp_path / "b4", batch_size=4, kv_cache_dtype="fp8", prompts=prompts)
     assert alone["transformer.layers.0.attention.kv_cache_scaling_factor"] > 1  # not modelopt's floor
