@@ -576,6 +576,17 @@ def test_fp8_bad_input(tiny_llama, tiny_drafter, tmp_path, monkeypatch):
     assert not out.exists()
 
 
+def test_dtype_auto_makes_an_fp8_checkpoint_of_a_float32_base_float16(fp8_models, tmp_path):
+    """--dtype auto on a float32 base, for FP8: float16, as TensorRT-LLM's infer_dtype maps float32 (a mutant
+    answering bfloat16 survived every test: the others pass a dtype)."""
+    hf_dir = fp8_models["llama"]
+    assert json.loads((hf_dir / "config.json").read_text())["dtype"] == "float32"
+    out = Path(convert(hf_dir, make_drafter(tmp_path / "drafter", hf_dir), tmp_path / "out", quantize="fp8", **CALIB))
+    assert json.loads((out / "config.json").read_text())["dtype"] == "float16"
+    w = load_file(out / "rank0.safetensors")
+    assert w["lm_head.weight"].dtype == w["drafter.lm_head.weight"].dtype == torch.float16
+
+
 def test_fp8_of_a_qwen3_tp_its_attention_misreads_is_refused_before_calibrating(tmp_path, monkeypatch):
     """A review: export_fp8_base passed a Qwen3 with as many kv heads as heads at tp 2 to check_tp, which let it through
     (its qk_norm flag only trimmed the sizes named): the base was loaded and calibrated before the written checkpoint
