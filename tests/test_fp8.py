@@ -548,13 +548,17 @@ def test_patch_exported_config(hf, want):
     assert exported["rotary_base"] is None  # pure
 
 
-def test_calibration_prompts(tmp_path):
+def test_calibration_prompts(tmp_path, caplog):
     default = calibration_prompts(None, 1000)
     assert len(default) == 64 and all(isinstance(p, str) and p.strip() for p in default)
     assert calibration_prompts(None, 16) == default[:16]
     custom = tmp_path / "calib.jsonl"
     custom.write_text('{"prompt": "one"}\n{"turns": ["two", "x"]}\n')
     assert calibration_prompts(custom, 8) == ["one", "two"]
+    caplog.clear()  # a set holding exactly --calib-size prompts is no shortfall (a mutant warning then survived)
+    with caplog.at_level("WARNING", logger="redrafter_trt.quantize"):
+        assert calibration_prompts(custom, 2) == ["one", "two"] and calibration_prompts(None, 64) == default
+    assert not caplog.records, caplog.text
     with pytest.raises(ConfigError, match="calib-size"):
         calibration_prompts(None, 0)
 
