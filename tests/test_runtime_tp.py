@@ -82,6 +82,17 @@ def test_tp_loads_only_its_rank_file(tiny_llama, tiny_drafter, monkeypatch):
     assert [p.rsplit("/", 1)[-1] for p in seen] == ["rank1.safetensors"]
 
 
+def test_loading_a_checkpoint_at_another_tp_names_the_tp_to_run_it_at(tiny_llama, tiny_drafter):
+    """runtime.load of a tp=2 checkpoint in one process (or a tp=1 one as a rank of two) says which tp the checkpoint
+    is and how to run it, before reading a rank file whose shards would not fit: a mutant dropping the check left
+    "attention shapes of rank 0 do not match config.json: re-run convert" (found by mutation testing in a review)."""
+    with pytest.raises(ConfigError, match=r"is a tp=2 checkpoint but the runtime runs tp=1: pass --tp 2 "
+                                          r"\(Python: generate_tp\)"):
+        rt.load(checkpoint(tiny_llama, tiny_drafter, 2))
+    with pytest.raises(ConfigError, match="is a tp=1 checkpoint but the runtime runs tp=2: pass --tp 1"):
+        rt.load(checkpoint(tiny_llama, tiny_drafter, 1), group=rt.TPGroup(0, 2))
+
+
 @pytest.mark.long
 def test_smollm2_tp3_cli_equals_tp1(smollm2, tmp_path):
     drafter = fresh_drafter(smollm2)
