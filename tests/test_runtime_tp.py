@@ -93,6 +93,43 @@ def test_loading_a_checkpoint_at_another_tp_names_the_tp_to_run_it_at(tiny_llama
         rt.load(checkpoint(tiny_llama, tiny_drafter, 1), group=rt.TPGroup(0, 2))
 
 
+def _base_and_drafter_logits(group, padded, drafted, ids: list[int]):
+    """A launch fn (or tp=1 in this process): the base logits of `padded` on ids, and the drafter logits of `drafted`
+    for fixed random contexts and states after a step on three tokens (its RNN, ResBlocks and head all run)."""
+    import torch
+
+    base = rt.forward_logits(rt.load(padded, group=group), ids)
+    model = rt.load(drafted, group=group)
+    g = torch.Generator().manual_seed(0)
+    context, state = (torch.randn(3, model.config.hidden_size, generator=g) for _ in range(2))
+    with torch.no_grad():
+        drafts = model.drafter.logits(context, model.drafter.next_state(state, torch.tensor([5, 77, 200])))
+    return base, drafts
+
+
+def test_tp2_base_logits_of_a_padded_vocabulary_and_drafter_logits_equal_tp1(tiny_llama, tiny_drafter, tmp_path):
+    """One tp=2 launch, two checks no other default test made (both found by mutation testing in a review):
+    - a base of vocabulary 251 has its lm_head padded to 252 rows (126 a rank): the logits are 251 columns wide, tp=1's
+      (a mutant keeping the padding column survived; sampling could then pick a token id past the vocabulary);
+    - the drafter's column-parallel layers are all-gathered: a mutant repeating rank 0's slice tp times survived
+      every default test (its logits off by up to 3.5), the drafts of a random drafter being rejected alike."""
+    import torch
+    from test_convert import _trtllm_base_only
+    from tinymodels import make_hf
+
+    from redrafter_trt.runtime.tp import launch
+
+    base = make_hf(tmp_path / "hf", "llama", vocab_size=251)
+    ids = [1, 17, 33, 5, 250, 100]
+    tp1 = _base_and_drafter_logits(rt.TPGroup(), _trtllm_base_only(tmp_path, base, 1),
+                                   checkpoint(tiny_llama, tiny_drafter, 1), ids)
+    tp2 = launch(_base_and_drafter_logits, 2, _trtllm_base_only(tmp_path, base, 2),
+                 checkpoint(tiny_llama, tiny_drafter, 2), ids)
+    assert tp1[0].shape == (len(ids), 251)
+    for want, got in zip(tp1, tp2):
+        torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-5)
+
+
 @pytest.mark.long
 def test_smollm2_tp3_cli_equals_tp1(smollm2, tmp_path):
     drafter = fresh_drafter(smollm2)
