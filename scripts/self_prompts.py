@@ -58,6 +58,7 @@ def main(base, num, batch_size, max_new_tokens, temperature, seed, starters, out
     from redrafter_trt.errors import ConfigError
     from redrafter_trt.hf_model import load_causal_lm
     from redrafter_trt.tokens import load_tokenizer, render_chat
+    from redrafter_trt.train.distill import turn_end_ids
 
     read_json(base / "config.json", "base")  # a missing or wrong folder as one line, before transformers reads it
     tok = load_tokenizer(str(base), None)  # a folder without one: one line, as run and bench
@@ -67,6 +68,9 @@ def main(base, num, batch_size, max_new_tokens, temperature, seed, starters, out
     model = load_causal_lm(base, torch.float32).eval()
     text = render_chat(tok, [{"role": "user", "content": "X"}], add_generation_prompt=False)  # dated as run's
     prefix = text[: text.index("X")]  # the template up to the user's text
+    # the user turn ends at the template's end-of-turn token (ChatML's <|im_end|>) as well as at EOS: a ChatML base
+    # whose EOS is <|endoftext|> (Qwen2's) went on past <|im_end|>, and every sample "ran past --max-new-tokens"
+    ends = sorted(turn_end_ids(tok) | ({tok.eos_token_id} - {None}))
     torch.manual_seed(seed)
     seen, kept, cut, short = set(), [], 0, 0
     partial = output.with_name(output.name + ".partial")
@@ -77,12 +81,13 @@ def main(base, num, batch_size, max_new_tokens, temperature, seed, starters, out
         with torch.no_grad():
             out = model.generate(input_ids=ids.repeat(size, 1), attention_mask=torch.ones_like(ids).repeat(size, 1),
                                  do_sample=True, temperature=temperature, top_p=0.95, max_new_tokens=max_new_tokens,
-                                 eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)
+                                 eos_token_id=ends, pad_token_id=tok.eos_token_id)
         for row in out[:, ids.shape[1]:].tolist():
-            if tok.eos_token_id not in row:
+            end = next((i for i, t in enumerate(row) if t in ends), None)
+            if end is None:
                 cut += 1  # ran out of tokens mid-prompt
                 continue
-            prompt = (opener + tok.decode(row[: row.index(tok.eos_token_id)])).strip()
+            prompt = (opener + tok.decode(row[:end])).strip()
             short += len(prompt) < MIN_CHARS
             if len(prompt) >= MIN_CHARS and prompt not in seen:
                 seen.add(prompt)

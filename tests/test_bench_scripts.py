@@ -575,6 +575,33 @@ def test_self_prompts_that_keeps_no_prompt_writes_nothing_and_says_why(tiny_llam
     assert not (tmp_path / "p.jsonl.partial").exists()
 
 
+def test_self_prompts_ends_the_user_turn_at_the_templates_end_of_turn_token(tmp_path, monkeypatch):
+    """A review: a ChatML base whose EOS is <|endoftext|> (Qwen2's base models) was sampled until that EOS alone, and
+    a sample was cut at it: the user turn's <|im_end|> did not end it, every sample "ran past --max-new-tokens", and
+    nothing was kept (exit 2). Sampling stops, and the prompt is cut, at the template's end of turn or EOS."""
+    import transformers
+    from test_train_data import make_hf, make_tokenizer
+
+    base = make_hf(tmp_path / "base", "llama", tie=True, vocab_size=128)
+    tok = make_tokenizer(base, eos="<|endoftext|>")
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    asked = []
+
+    def ends_its_turn(self, input_ids, **kwargs):  # the turn, <|im_end|>, then a turn of its own: no EOS
+        asked.append(kwargs["eos_token_id"])
+        turn = tok("Write a poem about the sea", add_special_tokens=False)["input_ids"] + [im_end]
+        turn += tok("\nHi", add_special_tokens=False)["input_ids"]
+        return torch.cat([input_ids, torch.tensor([turn]).repeat(len(input_ids), 1)], 1)
+
+    monkeypatch.setattr(transformers.GenerationMixin, "generate", ends_its_turn)
+    output = tmp_path / "p.jsonl"
+    result = CliRunner().invoke(script("self_prompts").main, ["--base", str(base), "--output", str(output), "--num",
+                                                              "2"])
+    assert result.exit_code == 0, result.output
+    assert output.read_text() == json.dumps({"prompt": "Write a poem about the sea", "source": "self"}) + "\n"
+    assert asked == [sorted({im_end, tok.eos_token_id})] and im_end != tok.eos_token_id
+
+
 def test_bench_scripts_refuse_a_context_past_the_models_positions(tiny_llama, tiny_drafter, monkeypatch):
     """A review: bench_verify.py and bench_compiled.py took any --context (8200 on SmolLM2's 8192 positions ran past
     400 s); it is refused before any weights load, one line, exit 2, as run and bench refuse a prompt too long."""
