@@ -121,9 +121,9 @@ import sys
 from pathlib import Path
 from redrafter_trt.train import TrainConfig, train_drafter
 tmp = Path(sys.argv[1])
-train_drafter(TrainConfig(base=Path(sys.argv[2]), data=[tmp / "p.jsonl"], output=tmp / "out", cache_dir=tmp / "cache",
-                          max_steps=1, batch_size=8, predict_n=2, distill=True, distill_max_new_tokens=6,
-                          distill_batch_size=2, eval_examples=0))
+train_drafter(TrainConfig(base=Path(sys.argv[2]), data=[tmp / "p.jsonl", tmp / "chat.jsonl"], output=tmp / "out",
+                          cache_dir=tmp / "cache", max_steps=1, batch_size=8, predict_n=2, distill=True,
+                          distill_max_new_tokens=6, distill_batch_size=2, eval_examples=0))
 """
 
 
@@ -135,7 +135,14 @@ def test_torchrun_ranks_append_distilled_answers_to_files_of_their_own(tmp_path)
 
     base = make_chat_base(tmp_path / "base")
     (tmp_path / "p.jsonl").write_text("\n".join(json.dumps({"prompt": f"Question {i}?"}) for i in range(8)))
-    torchrun(DISTILL, tmp_path, base)
+    # a conversation asking "Question 0?" again, and more after its answer: what --distill says of the data as a
+    # whole (a prompt answered once, later turns left out) is rank 0's to say (a review: every rank said it)
+    (tmp_path / "chat.jsonl").write_text(json.dumps({"messages": [
+        {"role": "user", "content": "Question 0?"}, {"role": "assistant", "content": "Yes."},
+        {"role": "user", "content": "Why?"}, {"role": "assistant", "content": "So."}]}))
+    proc = torchrun(DISTILL, tmp_path, base)
+    for said in ("1 of 9 conversations have user turns after an answer", "1 of 9 conversations share their prompt"):
+        assert proc.stderr.count(said) == 1, proc.stderr[-3000:]
     (folder,) = (tmp_path / "cache").glob("distill-*")
     keys = {name: [json.loads(line)["key"] for line in (folder / name).read_text().splitlines()]
             for name in ("answers.jsonl", "answers.rank1.jsonl")}
@@ -229,7 +236,11 @@ from redrafter_trt.train import TrainConfig, train_drafter
 from redrafter_trt.train import steps
 tmp, rank, seen = Path(sys.argv[1]), os.environ["RANK"], {}
 real_step, real_clip = steps.drafter_step, torch.nn.utils.clip_grad_norm_
+interrupt_at, calls = [0], []
 def step(drafter, head, embed, feats, idx, k, **kw):  # the first step's inputs, to redo it in one process
+    calls.append(1)
+    if len(calls) == interrupt_at[0]:  # Ctrl-C on every rank, in the same step
+        raise KeyboardInterrupt
     if not seen:
         seen.update(drafter={n: p.detach().clone() for n, p in drafter.state_dict().items()}, head=head.weight.detach().clone(),
                     keep=head.keep, vocab_size=head.vocab_size,
@@ -244,10 +255,25 @@ def clip(params, norm):  # the gradients the ranks agreed on, before clipping
         seen["grads"] = [p.grad.clone() for p in params]
     return real_clip(params, norm)
 steps.drafter_step, torch.nn.utils.clip_grad_norm_ = step, clip
+torch.distributed.init_process_group("gloo")  # the runs' group: one destroyed is not joined again in a process
 train_drafter(TrainConfig(base=Path(sys.argv[2]), data=[tmp / "qa.jsonl"], output=tmp / "out", cache_dir=tmp / "cache",
                           max_steps=1, batch_size=64, predict_n=3, soft_target=0, train_dtype="float32",
-                          eval_examples=0), on_progress=lambda p: p.stats and seen.setdefault("top1", p.stats.top1))
+                          eval_examples=0), on_progress=lambda p: p.stats and seen.setdefault("bar", p.stats))
 torch.save(seen, tmp / f"step{rank}.pt")
+# --epochs on shards of unequal anchors; then the same run stopped after its second step and resumed under torchrun
+opts = dict(base=Path(sys.argv[2]), data=[tmp / "qa.jsonl"], cache_dir=tmp / "cache", epochs=2, batch_size=16,
+            predict_n=3, soft_target=0, train_dtype="float32", eval_examples=0)
+train_drafter(TrainConfig(output=tmp / "whole", **opts))
+calls.clear()
+interrupt_at[0] = 3
+try:
+    train_drafter(TrainConfig(output=tmp / "resumed", **opts))
+    raise AssertionError("not interrupted")
+except KeyboardInterrupt:
+    pass
+interrupt_at[0] = 0
+train_drafter(TrainConfig(output=tmp / "resumed", resume=True, **opts))
+torch.distributed.destroy_process_group()
 """
 
 
@@ -256,7 +282,11 @@ def test_ranks_gradients_are_one_processs_on_the_global_batch(tmp_path):
     """Each rank's loss was the mean over its own rows, and the ranks' gradients were averaged: a rank with fewer valid
     rows (shorter answers) weighed as much as a fuller one, so two ranks did not train as one process on both batches.
     The means are now over every rank's rows, and the summed gradients are the global batch's. The bar's top-1 was
-    rank 0's batch alone; it is the global batch's too."""
+    rank 0's batch alone; it is the global batch's too, as its loss is. In the same ranks (one torchrun launch): the
+    head rows kept are every rank's tokens, --epochs over shards of unequal anchors ends, and a run interrupted and
+    resumed under torchrun is the run left alone."""
+    import transformers
+
     from redrafter_trt.drafter import Drafter
     from redrafter_trt.train.features import Features
     from redrafter_trt.train.objective import Head, drafter_step
@@ -266,7 +296,7 @@ def test_ranks_gradients_are_one_processs_on_the_global_batch(tmp_path):
         {"question": f"{i}+1?", "answer": f"{i}+1 is {i + 1}." if i % 2 == 0 else
          f"Adding one to {i} gives {i + 1}, since {i} and then one more is {i + 1}, so the answer is {i + 1}."})
         for i in range(16)))
-    torchrun(GLOBAL_BATCH, tmp_path, make_chat_base(tmp_path / "base"))
+    proc = torchrun(GLOBAL_BATCH, tmp_path, make_chat_base(tmp_path / "base"))
     a, b = (torch.load(tmp_path / f"step{r}.pt", weights_only=False) for r in (0, 1))
     offset = len(a["tokens"])  # each rank's tokens end in padding: a window never crosses into the other's
     union = Features(torch.cat([a["tokens"], b["tokens"]]), torch.cat([a["mask"], b["mask"]]),
@@ -290,7 +320,28 @@ def test_ranks_gradients_are_one_processs_on_the_global_batch(tmp_path):
         assert torch.equal(got0, got1)
         torch.testing.assert_close(got0, want, rtol=1e-4, atol=1e-6)
     top1 = ((a["correct"] + b["correct"]) / (a["valid"] + b["valid"])).tolist()
-    assert a["top1"] == b["top1"] == top1 != (a["correct"] / a["valid"]).tolist()
+    assert a["bar"].top1 == b["bar"].top1 == top1 != (a["correct"] / a["valid"]).tolist()
+    # and its loss is the global batch's on every rank (a review: each rank's share of it was not summed)
+    assert a["bar"].loss == b["bar"].loss == pytest.approx(res.loss.item(), rel=1e-5)
+    # the head rows trained are those of every token in either rank's shard, and EOS (rank 1's long answers hold
+    # tokens that rank 0's never do: a review saw those rows left untrained when the ranks' vote was a MIN)
+    only_1 = set(b["tokens"].tolist()) - set(a["tokens"].tolist())
+    assert only_1 and only_1 <= set(a["keep"].tolist())
+    eos = transformers.AutoTokenizer.from_pretrained(tmp_path / "base").eos_token_id
+    assert a["keep"].tolist() == sorted(set(union.tokens[union.tokens < a["vocab_size"]].tolist()) | {eos})
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["producer"]["head_rows_kept"] == len(a["keep"])
+    # --epochs: every rank takes an epoch of the fewest anchors' steps (a review: each taking its own, rank 0 with
+    # fewer hung in a collective rank 1 never ended); and the run stopped after step 2 and resumed under torchrun is
+    # the run left alone (a review: the resume was refused as "saved with different training examples")
+    per_epoch = [-(-len(x["anchors"]) // 16) for x in (a, b)]
+    assert per_epoch[0] != per_epoch[1]
+    whole = json.loads((tmp_path / "whole" / "config.json").read_text())["producer"]
+    assert whole["steps"] == json.loads((tmp_path / "resumed" / "config.json").read_text())["producer"]["steps"] \
+        == 2 * min(per_epoch)
+    assert "interrupted: state saved after step 2" in proc.stderr, proc.stderr[-3000:]
+    weights = [load_drafter(tmp_path / name)[1] for name in ("whole", "resumed")]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
 
 
 NODES = """
