@@ -72,6 +72,8 @@ ANSWERS = {  # answer text -> (content, [(name, arguments)])
                        ('<tool_call>\n{"name": get_weather}\n</tool_call>', [])),
     "string arguments": ('<tool_call>\n{"name": "f", "arguments": "x"}\n</tool_call>',
                          ('<tool_call>\n{"name": "f", "arguments": "x"}\n</tool_call>', [])),
+    "array arguments": ('<tool_call>\n{"name": "f", "arguments": [1]}\n</tool_call>',
+                        ('<tool_call>\n{"name": "f", "arguments": [1]}\n</tool_call>', [])),
     "array": ('<tool_call>\n[{"name": "f", "arguments": {}}]\n</tool_call>',
               ('<tool_call>\n[{"name": "f", "arguments": {}}]\n</tool_call>', [])),
     # the arguments as json.dumps(..., ensure_ascii=False) writes them, whatever the escapes, numbers and spaces
