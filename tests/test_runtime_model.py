@@ -220,6 +220,17 @@ def test_int8_drafter_head_close(tiny_llama, tiny_drafter):
     agree = (a.argmax(-1) == b.argmax(-1)).float().mean().item()
     print(f"int8 drafter head: relative rms error {rel:.4f}, top-1 agreement {agree:.3f}")
     assert rel < 0.05 and agree > 0.9
+    # the weights it multiplies by: each row rounded to the nearest of 255 steps of max |row| / 127, none clipped.
+    # The head of the identity gives them times one factor (its input's own quantization of 1.0), divided out by
+    # each row's largest weight, which the grid holds exactly. A review's mutant dividing the row max by 64, not
+    # 127 (half the steps), measured 0.99 of a step here against 0.50 but passed the bounds above (0.015, 0.961)
+    w = fast.lm_head.double()
+    got = fast.head_fn(torch.eye(w.shape[1])).T.double()
+    big = w.abs().argmax(1, keepdim=True)
+    got = got / got.gather(1, big) * w.gather(1, big)
+    steps = ((got - w).abs().amax(1) / (w.abs().amax(1) / 127)).max().item()
+    print(f"int8 drafter head: weights within {steps:.4f} of a step")
+    assert steps <= 0.5 + 1e-3
     # each row is quantized alone: a prompt's drafts do not depend on what is batched beside it. Compared on one
     # input to the head: the linears before it follow the plan timed at load, and MKL's products (`plain`,
     # `mkl_packed`, picked on an Intel Xeon or by a disturbed timing) round a row by the rows beside it
