@@ -270,7 +270,12 @@ def pruned_drafter(folder):
 
 def test_pruned_beam_search_matches_full_vocabulary(tmp_path, tiny_llama, monkeypatch):
     """Steps where every zero-row token is masked work on the 86 computed tokens alone; the beams equal the full
-    vocabulary's (Apple's reference) through both paths: the 35th of 86 logits is above 0 in some steps only."""
+    vocabulary's (Apple's reference) through both paths: the 35th of 86 logits is above 0 in some steps only.
+    The drafts' log-probabilities (TensorRT-LLM's draft_probs) are the full-vocabulary step's too: the same top 35
+    tokens kept, the same values but for the last bits of log_softmax's sum (a review's mutant masking the 35th
+    token of a compact step too, `<=` for `<`, kept 34 and changed only these, beams and greedy outputs alike)."""
+    import copy
+
     from redrafter_trt.runtime import drafter as drafter_mod
 
     monkeypatch.setattr(drafter_mod, "TOP_K", 35)
@@ -280,6 +285,8 @@ def test_pruned_beam_search_matches_full_vocabulary(tmp_path, tiny_llama, monkey
     ref.load_state_dict(tensors)
     model = rt.load(checkpoint(tiny_llama, folder, 1), drafter_int8=False)
     assert model.drafter.compact_rows is not None and len(model.drafter.compact_rows) == 86
+    full = copy.copy(model.drafter)  # before the spy below: its steps all take the full vocabulary
+    full.compact_rows = None
     compact = []
     step_logp = model.drafter.step_logp
 
@@ -293,10 +300,17 @@ def test_pruned_beam_search_matches_full_vocabulary(tmp_path, tiny_llama, monkey
     for scale in (0.3, 1.0, 3.0):
         context, token = scale * torch.randn(6, 64, generator=g), torch.randint(0, 256, (6,), generator=g)
         for W, L in ((1, 3), (4, 3), (35, 2)):
-            got = model.drafter.beam_search(context, token, W, L)
+            got, logp = model.drafter.beam_search(context, token, W, L, with_logp=True)
             with torch.no_grad():
                 want = reference_beam_search(ref, model.base.embed_tokens, context, token, W, L, top_k=35)
             assert torch.equal(got, want), (scale, W, L)
+            beams, want_logp = full.beam_search(context, token, W, L, with_logp=True)
+            assert torch.equal(beams, want)
+            # masked: -50000 less the log-sum (full), or -inf (left out of a compact step); kept: above -1e4
+            kept = logp > -1e4
+            assert torch.equal(kept, want_logp > -1e4), (scale, W, L)
+            assert bool((kept.sum(-1) >= 35).all())  # more at ties: a 35th logit of 0 keeps every zero row
+            assert torch.allclose(logp[kept], want_logp[kept], rtol=0, atol=1e-5), (scale, W, L)
     print(f"beam-search steps on the computed tokens alone: {sum(compact)} of {len(compact)}")
     assert 0 < sum(compact) < len(compact)
 
