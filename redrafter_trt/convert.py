@@ -206,7 +206,8 @@ def convert(base: Path | str, drafter: Path | str, output: Path | str, *, force:
     opts = ConvertOptions(**options).with_fp8_defaults()
     dcfg, dtensors, base_matches = _inputs(base, drafter, output, force, opts, output_named)
 
-    # FP8 scratch: hidden, named like this run's partial output, so the next run removes it if this one is killed
+    # FP8 scratch: hidden, named like this run's partial output, so the next run removes it (before making its own) if
+    # this one is killed
     with scratch_dir(output, "fp8-") if opts.quantize else contextlib.nullcontext() as scratch:
         source, opts = _quantized_base(base, dcfg, scratch / "base", opts) if opts.quantize else (base, opts)
         plan, sources = _plan(source, base, drafter, dcfg, dtensors, opts, base_matches)

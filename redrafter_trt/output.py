@@ -326,10 +326,12 @@ def partial_dir(dest: Path, tag: str = "") -> Path:
 @contextlib.contextmanager
 def scratch_dir(dest: Path, tag: str) -> Iterator[Path]:
     """partial_dir for a run's intermediate files (convert's FP8 base), removed when done, with the parent folders
-    it made for it unless the output went in them."""
-    dest = named_path(dest)
+    it made for it unless the output went in them. Killed runs' partials are removed first (remove_stale_partials):
+    left until atomic_output's sweep, an FP8 rerun after a kill held two exported bases on disk."""
+    given, dest = dest, named_path(dest)
     made = [p for p in dest.parents if not p.exists()]  # nearest first
     dest.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(given)
     tmp = partial_dir(dest, tag)
     try:
         yield tmp

@@ -377,6 +377,28 @@ def test_convert_records_its_calibration_prompts_as_an_absolute_source(tmp_path,
     assert "calib_data" not in producer["options"] and producer["options"]["quantize"] == "fp8"
 
 
+def test_an_fp8_rerun_sweeps_a_killed_runs_scratch_before_it_calibrates(tmp_path, tiny_llama, monkeypatch):
+    """`convert --quantize fp8` killed (the OOM killer) left its scratch, an exported base; the rerun made its own
+    scratch and calibrated and exported into it before atomic_output swept the killed run's: two bases on disk at once
+    (an 8B's: a full disk). Found by an audit's kill harness. The killed run's is removed before the new scratch."""
+    from redrafter_trt import convert as convert_mod
+
+    drafter = make_drafter(tmp_path / "drafter", tiny_llama)
+    stale = tmp_path / f".out.partial-{dead_pid()}-fp8-abcd1234"
+    (stale / "base").mkdir(parents=True)
+    (stale / "base" / "rank0.safetensors").write_bytes(b"x" * 1000)
+    seen = []
+
+    def calibrate(base, drafter, dest, opts):  # modelopt's, on a GPU: what is on disk as it starts
+        seen.extend(sorted(p.name for p in tmp_path.iterdir() if ".partial-" in p.name))
+        return base, opts
+
+    monkeypatch.setattr(convert_mod, "_quantized_base", calibrate)
+    convert_mod.convert(tiny_llama, drafter, tmp_path / "out", quantize="fp8")
+    assert len(seen) == 1 and seen[0].startswith(f".out.partial-{os.getpid()}-fp8-"), seen
+    assert not stale.exists()
+
+
 ENGINE = {"pretrained_config": {"architecture": "ReDrafterForLLaMALM"}}
 
 
