@@ -114,13 +114,18 @@ class OutputFile(click.Path):
     """A file written at the end of a command: its folder must exist now, not after an hour of generation. It is
     written as a sibling renamed over it, so a device or pipe (/dev/full, /dev/stdout, a named pipe) is refused: the
     rename would replace it by a plain file (as root, /dev/full for every program of the host). A link to a regular
-    file is taken as the file it names, which is written, not the link replaced (`/dev/stdout > f.json`: f.json)."""
+    file is taken as the file it names, which is written, not the link replaced (`/dev/stdout > f.json`: f.json).
+    `suffix` is added to a name without it before the checks (run.py's `np.save` adds `.npy`): they looked at the name
+    as typed, and `lp` passed with `lp.npy` a folder (refused after generating) or a link (replaced by a plain file)."""
 
-    def __init__(self):
+    def __init__(self, suffix: str = ""):
         super().__init__(dir_okay=False, path_type=Path)
+        self.suffix = suffix
 
     def convert(self, value, param, ctx):
         path = super().convert(value, param, ctx)
+        if self.suffix and path.suffix != self.suffix:
+            path = path.with_name(path.name + self.suffix)
         if path.exists() and not path.is_file():
             self.fail(f"{path} is not a regular file (a device, pipe or socket, which the output would replace): "
                       f"pass a file path", param, ctx)

@@ -17,7 +17,7 @@ from ..launchers import copies_error, launched_copies
 from ..presets import as_given, config_option, one_of
 from .params import CHAT_TEMPLATE_KWARGS, Command, OutputFile, SEED, Temperature, check_output_files, options_given, \
     template_kwargs_given
-from .run_py import engine_log_probs, npy_name, run_py_instead, write_cum_log_probs_npy, write_log_probs_npy
+from .run_py import engine_log_probs, run_py_instead, write_cum_log_probs_npy, write_log_probs_npy
 from ..prompts import Prompt, names_of
 from ..token_files import TokenRows, is_token_file, read_token_rows
 from ..tokens import KWARGS_WITHOUT_TEMPLATE, drafter_mode_warning, encode_prompts, load_tokenizer, stop_ids
@@ -289,12 +289,13 @@ def stats_line(result, *, engine: bool) -> str:
                    "the temperature) or trtllm (a sampling engine's own, biased rule, which accepts more: its tokens "
                    "per step predict the engine's).")
 @click.option("--output-json", type=OutputFile(), help="Write results and stats as JSON.")
-@click.option("--output-log-probs-npy", "--output_log_probs_npy", "output_log_probs_npy", type=OutputFile(),
+@click.option("--output-log-probs-npy", "--output_log_probs_npy", "output_log_probs_npy",
+              type=OutputFile(".npy"),
               help="Write each output token's log-probability under the base in run.py's array: float32 [prompts, 1, "
                    "longest output], zero-padded (.npy added to a name without it, as run.py's np.save does; "
                    "--checkpoint-dir only).")
 @click.option("--output-cum-log-probs-npy", "--output_cum_log_probs_npy", "output_cum_log_probs_npy",
-              type=OutputFile(),
+              type=OutputFile(".npy"),
               help="Write each output's summed log-probability in run.py's array: float32 [prompts, 1] (.npy added "
                    "as above; --checkpoint-dir only).")
 def run(checkpoint_dir, engine_dir, tokenizer_dir, input_text, input_file, chat, chat_template_kwargs, max_output_len,
@@ -307,7 +308,6 @@ def run(checkpoint_dir, engine_dir, tokenizer_dir, input_text, input_file, chat,
     ctx = click.get_current_context()
     # a preset's prompts (`run: {input-text: [...]}`) give way to a typed --input-file, as its folders do
     input_text, input_file = one_of(ctx, input_text=input_text, input_file=input_file)
-    output_log_probs_npy, output_cum_log_probs_npy = npy_name(output_log_probs_npy), npy_name(output_cum_log_probs_npy)
     check_output_files({as_given(ctx, "output_json"): output_json,
                         as_given(ctx, "output_log_probs_npy"): output_log_probs_npy,
                         as_given(ctx, "output_cum_log_probs_npy"): output_cum_log_probs_npy},

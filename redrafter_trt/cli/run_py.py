@@ -104,11 +104,6 @@ def engine_log_probs(given: list[str]) -> str:
             f"executor returns zeros)")
 
 
-def npy_name(path: Path | None) -> Path | None:
-    """The file run.py's `np.save(path, ...)` writes: `.npy` added to a name without it."""
-    return path if path is None or path.suffix == ".npy" else path.with_name(path.name + ".npy")
-
-
 def write_log_probs_npy(path: Path, log_probs: list[list[float]]) -> None:
     """run.py's --output_log_probs_npy: float32 [batch, 1, longest output], each output's per-token log-probabilities
     zero-padded past its end (as ModelRunnerCpp fills `log_probs`; one beam)."""
