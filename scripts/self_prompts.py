@@ -21,7 +21,7 @@ import click
 import torch
 
 from redrafter_trt.cli import Script
-from redrafter_trt.cli.params import OutputFile
+from redrafter_trt.cli.params import OutputFile, check_output_file
 
 STARTERS = [
     "Write", "Compose", "Draft", "Create", "Design", "Generate", "Rewrite", "Edit", "Summarize", "Translate",
@@ -60,6 +60,7 @@ def main(base, num, batch_size, max_new_tokens, temperature, seed, starters, out
     from redrafter_trt.tokens import load_tokenizer, render_chat
     from redrafter_trt.train.distill import turn_end_ids
 
+    check_output_file(output, [base], "--output")  # BASE/config.json was replaced by the prompts, after generating
     read_json(base / "config.json", "base")  # a missing or wrong folder as one line, before transformers reads it
     tok = load_tokenizer(str(base), None)  # a folder without one: one line, as run and bench
     if not tok.chat_template:

@@ -528,14 +528,11 @@ def test_self_prompts_checks_its_output_first_and_replaces_it_whole(tiny_llama, 
     # a run that keeps prompts replaces it: test_self_prompts_that_keeps_no_prompt_writes_nothing_and_says_why
 
 
-def test_self_prompts_that_keeps_no_prompt_writes_nothing_and_says_why(tiny_llama, tmp_path, monkeypatch):
-    """A review: `--num 2 --max-new-tokens 8` on SmolLM2 printed "0 prompts", exited 0 and replaced --output with an
-    empty file: no sample ended its user turn within 8 tokens. Nothing kept is one line naming why and the fix, exit
-    2, the output as it was and no OUTPUT.partial left; a run that keeps one writes it."""
+def chat_base(tiny_llama: Path, tmp_path: Path):
+    """A copy of the tiny base with a byte tokenizer and a ChatML template: (its folder, the tokenizer)."""
     import shutil
 
     import transformers
-    from test_convert_errors import assert_one_line_error
     from test_train_data import CHATML
 
     base = tmp_path / "base"
@@ -544,6 +541,25 @@ def test_self_prompts_that_keeps_no_prompt_writes_nothing_and_says_why(tiny_llam
     tok = transformers.AutoTokenizer.from_pretrained(base)
     tok.chat_template = CHATML
     tok.save_pretrained(base)
+    return base, tok
+
+
+def answering(tok, text: str):
+    """A GenerationMixin.generate whose every sample is `text` then EOS."""
+    def generate(self, input_ids, **kwargs):
+        answer = tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        return torch.cat([input_ids, torch.tensor([answer]).repeat(len(input_ids), 1)], 1)
+    return generate
+
+
+def test_self_prompts_that_keeps_no_prompt_writes_nothing_and_says_why(tiny_llama, tmp_path, monkeypatch):
+    """A review: `--num 2 --max-new-tokens 8` on SmolLM2 printed "0 prompts", exited 0 and replaced --output with an
+    empty file: no sample ended its user turn within 8 tokens. Nothing kept is one line naming why and the fix, exit
+    2, the output as it was and no OUTPUT.partial left; a run that keeps one writes it."""
+    import transformers
+    from test_convert_errors import assert_one_line_error
+
+    base, tok = chat_base(tiny_llama, tmp_path)
     output = tmp_path / "p.jsonl"
     output.write_text("earlier\n")
     main = script("self_prompts").main
@@ -564,15 +580,28 @@ def test_self_prompts_that_keeps_no_prompt_writes_nothing_and_says_why(tiny_llam
     assert "--starters" not in result.output, result.output
     assert output.read_text() == "earlier\n" and not (tmp_path / "p.jsonl.partial").exists()
 
-    def whole(self, input_ids, **kwargs):
-        answer = tok("Write a poem about the sea", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-        return torch.cat([input_ids, torch.tensor([answer]).repeat(len(input_ids), 1)], 1)
-
-    monkeypatch.setattr(transformers.GenerationMixin, "generate", whole)
+    monkeypatch.setattr(transformers.GenerationMixin, "generate", answering(tok, "Write a poem about the sea"))
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     assert output.read_text() == json.dumps({"prompt": "Write a poem about the sea", "source": "self"}) + "\n"
     assert not (tmp_path / "p.jsonl.partial").exists()
+
+
+def test_self_prompts_refuses_an_output_among_its_inputs_first(tiny_llama, tmp_path, monkeypatch):
+    """An audit: `--output BASE/config.json` replaced the base's config with the prompts after generating (the script
+    never called check_output_file, as run and bench do). It is refused first, one line, as the CLI refuses it."""
+    import transformers
+    from test_convert_errors import assert_one_line_error
+
+    base, tok = chat_base(tiny_llama, tmp_path)
+    config = (base / "config.json").read_text()
+
+    monkeypatch.setattr(transformers.GenerationMixin, "generate", answering(tok, "Write a poem about the sea"))
+    for output in (base / "config.json", base / "prompts.jsonl"):
+        result = CliRunner().invoke(script("self_prompts").main, ["--base", str(base), "--output", str(output),
+                                                                  "--num", "2"])
+        assert_one_line_error(result, f"--output {output} is", f"the input {base}: write it elsewhere")
+    assert (base / "config.json").read_text() == config and not (base / "prompts.jsonl").exists()
 
 
 def test_self_prompts_ends_the_user_turn_at_the_templates_end_of_turn_token(tmp_path, monkeypatch):
