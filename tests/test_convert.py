@@ -687,3 +687,43 @@ def test_a_pytorch_model_bin_beside_a_stale_bin_index_converts_what_transformers
     loaded = transformers.AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     got = load_file(convert(base, tiny_drafter, tmp_path / "ckpt", dtype="float32") / "rank0.safetensors")
     assert torch.equal(got["lm_head.weight"], loaded.lm_head.weight)
+
+
+def test_convert_and_init_drafter_hand_their_options_on(tiny_qwen2, tmp_path, monkeypatch):
+    """Each option reaches what the command calls, not its default (an audit's mutants replacing a value by its
+    default passed every test): `convert --no-greedy --dry-run` plans a sampling checkpoint (config.json's
+    redrafter_greedy_search false, and the beams and draft length given); --calib-size and --calib-seq-len reach the
+    FP8 conversion; init-drafter's --no-rnn, --exit-dim, --num-draft-layers and --seed reach the drafter's writer."""
+    from click.testing import CliRunner
+
+    import redrafter_trt.convert
+    import redrafter_trt.drafter
+    from redrafter_trt.cli import main
+
+    drafter = make_drafter(tmp_path / "d", tiny_qwen2)
+    args = ["convert", "--base", str(tiny_qwen2), "--drafter", str(drafter), "--output", str(tmp_path / "out")]
+    for flags, greedy in [([], True), (["--no-greedy"], False)]:
+        dry = CliRunner().invoke(main, [*args, "--dry-run", "--num-beams", "3", "--draft-len", "4", *flags])
+        assert dry.exit_code == 0, dry.output
+        cfg = json.loads(dry.output[dry.output.index("{"):dry.output.index("\n}\n") + 2])
+        assert (cfg["redrafter_greedy_search"], cfg["redrafter_num_beams"], cfg["redrafter_draft_len_per_beam"]) \
+            == (greedy, 3, 4)
+
+    given = {}
+
+    def stop_here(*args, **kwargs):
+        given.update(kwargs)
+        raise ConfigError("stopped here")
+    monkeypatch.setattr(redrafter_trt.convert, "convert", stop_here)
+    res = CliRunner().invoke(main, [*args, "--quantize", "fp8", "--calib-size", "3", "--calib-seq-len", "17",
+                                    "--calib-batch-size", "2"])
+    assert res.exit_code == 2 and "stopped here" in res.output, res.output
+    assert {k: given[k] for k in ("quantize", "calib_size", "calib_seq_len", "calib_batch_size")} \
+        == {"quantize": "fp8", "calib_size": 3, "calib_seq_len": 17, "calib_batch_size": 2}
+
+    given.clear()
+    monkeypatch.setattr(redrafter_trt.drafter, "init_drafter_for_base", stop_here)
+    res = CliRunner().invoke(main, ["init-drafter", "--base", str(tiny_qwen2), "--output", str(tmp_path / "i"),
+                                    "--no-rnn", "--exit-dim", "48", "--num-draft-layers", "3", "--seed", "7"])
+    assert res.exit_code == 2 and "stopped here" in res.output, res.output
+    assert given == {"num_draft_layers": 3, "rnn": False, "exit_dim": 48, "seed": 7, "force": False}
