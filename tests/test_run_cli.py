@@ -761,3 +761,20 @@ def test_log_prob_files_are_transformers_greedy_scores_with_accepted_drafts(smol
         assert lp[i, 0, :len(want)].tolist() == pytest.approx(want, abs=1e-4)
         assert (lp[i, 0, len(want):] == 0).all()
         assert float(cum[i, 0]) == pytest.approx(sum(want), abs=1e-3)
+
+
+def test_runs_options_reach_the_runtime(smollm2, smol_ckpt, monkeypatch):
+    """--seed (and the other generation options) reach the runtime's generate, not their defaults (an audit's mutant
+    seed=seed -> seed=0 passed every test); the model is not loaded."""
+    given = {}
+
+    def stop_here(model, ids, max_output_len, **kwargs):
+        given.update(kwargs, max_output_len=max_output_len)
+        raise ConfigError("stopped here")
+    monkeypatch.setattr(rt, "load", lambda *a, **k: None)
+    monkeypatch.setattr(rt, "generate", stop_here)
+    res = invoke("--checkpoint-dir", smol_ckpt, "--tokenizer-dir", smollm2, "--input-text", "Hi", "--seed", 7,
+                 "--num-beams", 2, "--draft-len", 2, "--batch-size", 3, "--max-output-len", 9)
+    assert res.exit_code == 2 and "stopped here" in res.output, res.output
+    assert {k: given[k] for k in ("seed", "num_beams", "draft_len", "batch_size", "max_output_len")} \
+        == {"seed": 7, "num_beams": 2, "draft_len": 2, "batch_size": 3, "max_output_len": 9}
