@@ -771,3 +771,32 @@ def test_serve_prints_the_format_warning_before_taking_the_port(tiny_qwen, tmp_p
     assert res.exit_code == 2 and "reached the port" in res.output, res.output
     (line,) = [line for line in res.output.splitlines() if "reads no call from" in line]
     assert 'come back as text in the content, finish_reason "stop"' in line, res.output
+
+
+def test_serves_options_reach_the_backend_and_the_app(tiny_qwen, monkeypatch):
+    """`serve --checkpoint-dir` hands --tool-parser, --model-name and --max-output-len to the app and --max-batch-size
+    to the backend, not their defaults (an audit's mutants replacing each by its default passed every
+    test); the model is not loaded: the app's construction is where this stops."""
+    from click.testing import CliRunner
+
+    from redrafter_trt.cli import main
+    from redrafter_trt.errors import ConfigError
+    from redrafter_trt.serve_backend import ReferenceBackend
+
+    backend, app = [], []
+
+    def stop_here(self, *args, **kwargs):
+        app.append((args, kwargs))
+        raise ConfigError("stopped here")
+    monkeypatch.setattr(ReferenceBackend, "__init__", lambda self, *a, **k: backend.append((a, k)))
+    monkeypatch.setattr(ReferenceBackend, "stop", lambda self, *a, **k: None)
+    monkeypatch.setattr(App, "__init__", stop_here)
+    ckpt, base = tiny_qwen
+    res = CliRunner().invoke(main, ["serve", "--checkpoint-dir", str(ckpt), "--tokenizer-dir", str(base), "--port", "0",
+                                    "--tool-parser", "qwen3", "--model-name", "mine", "--max-batch-size", "3",
+                                    "--max-output-len", "50"])
+    assert res.exit_code == 2 and "stopped here" in res.output, res.output
+    ((args, kwargs),) = backend
+    assert args[2:4] == ("cpu", 3) and kwargs["compile"] is False, backend
+    ((args, kwargs),) = app
+    assert args[1:3] == ("mine", 50) and args[4] == "qwen3" and len(args) == 6 and not kwargs, app
