@@ -836,3 +836,32 @@ def test_draft_steps_no_held_out_answer_reaches_are_recorded_and_said_unscored(c
     assert res["tokens_per_step_beam1"] == round(1 + sum(res["chained"][:2]), 3), res
     line = next(line for line in r.output.splitlines() if line.startswith("held-out"))
     assert ", -, -, -], chained [" in line and "draft steps 3 to 5 unscored" in line, line
+
+
+def test_each_option_reaches_the_train_config(chat_base, prompts, tmp_path, monkeypatch):
+    """Every option given reaches the TrainConfig that train_drafter receives, not its default (an audit's mutants
+    replacing --seed, --epochs, --batch-size, --lr ... by their defaults passed every test); nothing is trained."""
+    import redrafter_trt.train
+    from redrafter_trt.errors import ConfigError
+
+    options = [("--num-draft-layers", 2, "num_draft_layers", 2), ("--no-rnn", None, "rnn", False),
+               ("--predict-n", 3, "predict_n", 3), ("--epochs", 2, "epochs", 2), ("--lr", 0.002, "lr", 0.002),
+               ("--batch-size", 5, "batch_size", 5), ("--max-seq-len", 64, "max_seq_len", 64),
+               ("--max-examples", 3, "max_examples", 3), ("--seed", 3, "seed", 3), ("--distill", None, "distill", True),
+               ("--distill-max-new-tokens", 7, "distill_max_new_tokens", 7),
+               ("--distill-batch-size", 4, "distill_batch_size", 4), ("--base-dtype", "float32", "base_dtype", "float32"),
+               ("--train-dtype", "bfloat16", "train_dtype", "bfloat16"), ("--soft-target", 0.25, "soft_target", 0.25),
+               ("--later-sharpness", 2.0, "later_sharpness", 2.0), ("--step-decay", 0.5, "step_decay", 0.5),
+               ("--freeze-head", None, "train_head", False), ("--full-vocab", None, "full_vocab", True),
+               ("--cache-dir", tmp_path / "c", "cache_dir", tmp_path / "c")]
+    given = []
+
+    def stop_here(cfg, **kwargs):
+        given.append(cfg)
+        raise ConfigError("stopped here")
+    monkeypatch.setattr(redrafter_trt.train, "train_drafter", stop_here)
+    args = [a for flag, value, _, _ in options for a in ([flag] if value is None else [flag, value])]
+    res = _run("--base", chat_base, "--data", prompts, "--output", tmp_path / "out", *args)
+    assert res.exit_code == 2 and "stopped here" in res.output, res.output
+    (cfg,) = given
+    assert {field: getattr(cfg, field) for _, _, field, _ in options} == {field: want for _, _, field, want in options}
