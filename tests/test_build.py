@@ -148,7 +148,7 @@ def one_line_error(result, *needles: str):
 def test_dry_run_command_fits_trtllm_12(checkpoints, tmp_path, fp8, tp):
     ckpt = checkpoints[fp8, tp]
     result = invoke("--checkpoint-dir", str(ckpt), "--output-dir", str(tmp_path / "engine"), "--max-batch-size", "4",
-                    "--max-seq-len", "2048", "--workers", str(tp), "--dry-run")
+                    "--max-seq-len", "2048", "--max-num-tokens", "1000", "--workers", str(tp), "--dry-run")
     assert result.exit_code == 0, result.output
     argv = shlex.split(result.output)
     assert argv[0] == "trtllm-build"
@@ -161,7 +161,7 @@ def test_dry_run_command_fits_trtllm_12(checkpoints, tmp_path, fp8, tp):
     assert args.gemm_plugin == ("fp8" if fp8 else "bfloat16")
     assert (args.kv_cache_type, args.remove_input_padding, args.context_fmha) == ("paged", "enable", "enable")
     assert args.use_fp8_context_fmha == ("disable" if fp8 else None)  # no FP8 KV cache in these checkpoints
-    assert (args.max_batch_size, args.max_seq_len) == (4, 2048)
+    assert (args.max_batch_size, args.max_seq_len, args.max_num_tokens) == (4, 2048, 1000)  # each option's own
     assert args.workers == (None if tp == 1 else tp)
 
 
