@@ -766,6 +766,8 @@ def test_log_prob_files_are_transformers_greedy_scores_with_accepted_drafts(smol
 def test_runs_options_reach_the_runtime(smollm2, smol_ckpt, monkeypatch):
     """--seed (and the other generation options) reach the runtime's generate, not their defaults (an audit's mutant
     seed=seed -> seed=0 passed every test); the model is not loaded."""
+    from redrafter_trt.errors import ConfigError
+
     given = {}
 
     def stop_here(model, ids, max_output_len, **kwargs):
