@@ -52,7 +52,7 @@ def forward_loop(tokenizer, prompts: list[str], seq_len: int, batch_size: int, d
                  for name, quantizer, kind in (_activation_quantizers(model) if padded else ())]
         try:
             with torch.no_grad():
-                for input_ids, mask, position_ids in tqdm(batches, desc="FP8 calibration", unit="batch"):
+                for input_ids, mask, position_ids in tqdm(batches, desc="FP8 calibration", unit="batch", disable=None):
                     current["mask"] = mask.to(device, torch.bool)
                     model(input_ids=input_ids.to(device), attention_mask=mask.to(device),
                           position_ids=position_ids.to(device))

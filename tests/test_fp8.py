@@ -873,6 +873,23 @@ def test_calibration_positions_count_from_each_prompts_first_token():
     assert ids2.tolist() == [[11] * 5] and mask2.tolist() == [[1] * 5] and positions2.tolist() == [[0, 1, 2, 3, 4]]
 
 
+def test_calibration_draws_no_progress_bar_where_stderr_is_not_a_terminal(tiny_llama, capsys):
+    """FP8 calibration's bar drew '\\r' frames into a log file (`convert --quantize fp8 ... 2> log`), as convert's own
+    bar does not (tqdm's disable=None: no bar off a terminal)."""
+    from transformers import AutoModelForCausalLM
+
+    from redrafter_trt.fp8_calibration import forward_loop
+
+    def tokenizer(prompt, truncation, max_length):  # one id a word
+        return {"input_ids": [len(w) + 10 for w in prompt.split()][:max_length]}
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    capsys.readouterr()
+    forward_loop(tokenizer, ["a bb ccc", "dd e ff", "x y z"], seq_len=8, batch_size=1, device="cpu")(model)
+    err = capsys.readouterr().err
+    assert "\r" not in err and "FP8 calibration" not in err, err
+
+
 @pytest.mark.parametrize("token_axis, said", [
     ({"input_quantizer": 1, "k_bmm_quantizer": 2}, r"calibrates model\.layers\.0\.self_attn\.v_bmm_quantizer, which"),
     ({"input_quantizer": 1, "k_bmm_quantizer": 1, "v_bmm_quantizer": 2},

@@ -514,7 +514,7 @@ def test_the_hidden_state_bar_starts_at_what_an_interrupted_run_cached():
     from redrafter_trt.cli.train_cmd import _Bars
     from redrafter_trt.train.progress import Progress
 
-    bars = _Bars()
+    bars = _Bars(disable=False)  # drawn where stderr is not a terminal (pytest's capture)
     bars(Progress("hidden", 16, 38))
     bars(Progress("hidden", 17, 38))
     bar = bars.bars["hidden"]
@@ -522,11 +522,17 @@ def test_the_hidden_state_bar_starts_at_what_an_interrupted_run_cached():
     bars.close()
 
 
-def test_the_held_out_figure_on_the_datas_answers_says_so_and_the_bases_own_answers_are_scored(chat_base, tmp_path):
+def test_the_held_out_figure_on_the_datas_answers_says_so_and_the_bases_own_answers_are_scored(chat_base, tmp_path,
+                                                                                                monkeypatch):
     """Without --distill the held-out set was scored on the data's answers alone, printed as the tokens/step 'expected'
     (3.44 on a review's ShareGPT data, where `acceptance` measured 1.11 to 1.16: the base does not write that text). It
     now says what it was scored on, points to `acceptance` and --distill, and the base's own greedy answers to a few
     held-out prompts are scored too (recorded apart in the producer block)."""
+    from functools import partial
+
+    from redrafter_trt.cli import train_cmd
+
+    monkeypatch.setattr(train_cmd, "_Bars", partial(train_cmd._Bars, disable=False))  # its bars, drawn off a terminal
     data = tmp_path / "qa.jsonl"
     data.write_text("\n".join(json.dumps({"question": f"What is {a} plus {a + 1}?", "answer": f"It is {2 * a + 1}."})
                               for a in range(40)))
@@ -865,3 +871,13 @@ def test_each_option_reaches_the_train_config(chat_base, prompts, tmp_path, monk
     assert res.exit_code == 2 and "stopped here" in res.output, res.output
     (cfg,) = given
     assert {field: getattr(cfg, field) for _, _, field, _ in options} == {field: want for _, _, field, want in options}
+
+
+def test_no_progress_bar_frames_where_stderr_is_not_a_terminal(chat_base, prompts, tmp_path):
+    """train's bars drew '\\r' frames into a log file (`2> err.txt`), as convert's and the checkpoint check's do not
+    (tqdm's disable=None: no bar where the output is not a terminal); quickstart shares them."""
+    r = _run("--base", chat_base, "--data", prompts, "--output", tmp_path / "out", "--cache-dir", tmp_path / "c",
+             "--distill", "--distill-max-new-tokens", "2", "--max-steps", "2", "--predict-n", "2",
+             "--base-dtype", "float32")
+    assert r.exit_code == 0, r.output
+    assert "\r" not in r.stderr and "training drafter (steps)" not in r.stderr, r.stderr

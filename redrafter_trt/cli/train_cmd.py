@@ -14,10 +14,12 @@ from .params import CHAT_TEMPLATE_KWARGS, Command, Device, SEED
 
 
 class _Bars:
-    """One tqdm bar per stage (distill, hidden, heldout_base, train); the train bar shows loss and per-step top-1."""
+    """One tqdm bar per stage (distill, hidden, heldout_base, train); the train bar shows loss and per-step top-1.
+    disable=None (as convert's): no bar where stderr is not a terminal (a log file gets no '\\r' frames)."""
 
-    def __init__(self):
+    def __init__(self, disable: bool | None = None):
         self.bars = {}
+        self.disable = disable
 
     def __call__(self, p):
         from tqdm import tqdm
@@ -29,7 +31,8 @@ class _Bars:
             # from where a resumed stage starts (a training state's step, hidden states cached by an interrupted
             # run): its rate and ETA count only what this run does
             bar = self.bars[p.stage] = tqdm(total=p.total, desc=labels[p.stage], unit="", dynamic_ncols=True,
-                                            initial=p.done - 1 if p.stage == "train" else p.done)
+                                            initial=p.done - 1 if p.stage == "train" else p.done,
+                                            disable=self.disable)
         bar.update(p.done - bar.n)
         if p.stats is not None:
             bar.set_postfix_str(f"loss {p.stats.loss:.3f} top1 {'/'.join(f'{a:.2f}' for a in p.stats.top1)} "
