@@ -730,3 +730,58 @@ def test_local_ranks_give_the_callers_torch_threads_back(tiny_llama, tiny_drafte
         LocalRanks(ckpt)
     assert torch.get_num_threads() == threads
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".redrafter-tp")]
+
+
+def _python(tmp_path, *args, program: str | None = None) -> str:
+    """The stderr of `python -m redrafter_trt ARGS`, or of `program` (a script's text) run with ARGS, from the
+    repository root; asserting exit 0."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if program is not None:
+        (tmp_path / "program.py").write_text(program)
+    command = [sys.executable, *(["-m", "redrafter_trt"] if program is None else [str(tmp_path / "program.py")])]
+    root = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run([*command, *map(str, args)], capture_output=True, text=True, timeout=180, cwd=root,
+                          env={**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stderr
+
+
+def test_verbose_reaches_the_spawned_ranks(tiny_llama, tiny_drafter, tmp_path):
+    """`-v run --tp 2` printed no rank's "loaded ... rank r/2" line, and a rank's warning lost the CLI's format: the
+    spawned ranks never got its logging.basicConfig. They take the parent's root level and format now; a library
+    caller who configured no logging still gets nothing more from them."""
+    import shutil
+    from pathlib import Path
+
+    from test_build import save_byte_tokenizer
+
+    tok = Path(shutil.copytree(tiny_llama, tmp_path / "tok"))
+    save_byte_tokenizer(tok)
+    ckpt = checkpoint(tiny_llama, tiny_drafter, 2)
+    run = ("run", "--checkpoint-dir", ckpt, "--tokenizer-dir", tok, "--tp", "2", "--input-text", "hi",
+           "--max-output-len", "2")
+    err = _python(tmp_path, "-v", *run)
+    for r in (0, 1):
+        assert f"INFO redrafter_trt.runtime: loaded {ckpt} rank {r}/2" in err, err[-2000:]
+    assert "rank 0/2" not in _python(tmp_path, *run)  # without -v: warnings only, in every rank
+    err = _python(tmp_path, ckpt, program="import sys\nfrom redrafter_trt import runtime as rt\n"
+                                          "if __name__ == '__main__':\n"
+                                          "    rt.generate_tp(sys.argv[1], [[1, 2, 3]], 2)\n")
+    assert "rank 0/2" not in err and "INFO" not in err, err[-2000:]
+
+
+def test_local_ranks_followers_log_as_their_caller_configured(tiny_llama, tiny_drafter, tmp_path):
+    """serve's ranks (LocalRanks): a follower logged nothing at INFO and its warnings without the caller's format.
+    It takes the caller's root level and format now."""
+    ckpt = checkpoint(tiny_llama, tiny_drafter, 2)
+    err = _python(tmp_path, ckpt, program="import logging, sys\nfrom redrafter_trt.runtime.ranks import LocalRanks\n"
+                                          "if __name__ == '__main__':\n"
+                                          "    logging.basicConfig(level=logging.INFO, "
+                                          "format='[%(levelname)s] %(name)s: %(message)s')\n"
+                                          "    LocalRanks(sys.argv[1]).close()\n")
+    for r in (0, 1):
+        assert f"[INFO] redrafter_trt.runtime: loaded {ckpt} rank {r}/2" in err, err[-2000:]

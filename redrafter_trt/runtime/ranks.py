@@ -45,8 +45,8 @@ from ..errors import PeerError, RedrafterError, first_line
 from ..sigint_free import run_ignoring_sigint
 from .decode import GenerationResult
 from .folder import Checkpoint, open_checkpoint
-from .tp import check_rerunnable_main, die_with_parent, first_error, join, keep_result, meeting_store, rank_device, \
-    require_gpus, results_dir
+from .tp import apply_logging, check_rerunnable_main, die_with_parent, first_error, join, keep_result, meeting_store, \
+    parent_logging, rank_device, require_gpus, results_dir
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +68,11 @@ def _runtime(name: str):
     return {"generate": generate, "prompt_logprobs": prompt_logprobs}[name]
 
 
-def _follow(rank: int, size: int, port: int, checkpoint_dir: Checkpoint, device: str, dtype, conn, result_path: str,
-            parent: int) -> None:
+def _follow(rank: int, size: int, port: int, checkpoint_dir: Checkpoint, device: str, dtype, logs: tuple | None, conn,
+            result_path: str, parent: int) -> None:
     from . import load
 
+    apply_logging(logs)  # the parent's root level and format: the CLI's -v, its "LEVEL name: message" lines
     die_with_parent(parent)  # the thread that built LocalRanks ending ends it, so that thread closes it too
     for sig in (signal.SIGINT, signal.SIGTERM):  # Ctrl-C, `kill -TERM -PGID`, systemd reach the whole process
         signal.signal(sig, signal.SIG_IGN)        # group: rank 0 decides, then lets the followers go
@@ -160,7 +161,7 @@ class LocalRanks:
                 mine, theirs = ctx.Pipe()
                 # started from the scheduler thread, where no SIGINT handler can be set for it to inherit: it
                 # ignores SIGINT from its first line, before unpickling its work imports torch
-                work = pickle.dumps((_follow, (rank, size, port, checkpoint_dir, device, dtype)))
+                work = pickle.dumps((_follow, (rank, size, port, checkpoint_dir, device, dtype, parent_logging())))
                 proc = ctx.Process(target=run_ignoring_sigint, args=(work,),
                                    kwargs={"conn": theirs, "result_path": result_path, "parent": os.getpid()},
                                    daemon=True, name=f"redrafter-tp-rank{rank}")

@@ -221,8 +221,35 @@ def children_ignore_sigint():
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
 
 
-def _worker(tp_rank: int, tp_size: int, port: int, device: str, fn, args, result_path: str, parent: int) -> None:
+_STYLES = {logging.PercentStyle: "%", logging.StrFormatStyle: "{", logging.StringTemplateStyle: "$"}
+
+
+def parent_logging() -> tuple | None:
+    """What a spawned rank needs to log as this process does (it starts with logging unconfigured, so the CLI's
+    `-v` and line format never reached it): the root logger's level and the format of its handler writing to stderr
+    or stdout (logging.basicConfig's, the CLI's), as (level, fmt, datefmt, style, stream name). None where there is
+    none: a library caller who configured no logging gets nothing more from the ranks either."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        stream = getattr(handler, "stream", None)
+        if isinstance(handler, logging.StreamHandler) and stream is not None and stream in (sys.stderr, sys.stdout):
+            f = handler.formatter or logging.Formatter()
+            return (root.level, f._fmt, f.datefmt, _STYLES.get(type(f._style), "%"),
+                    "stdout" if stream is sys.stdout else "stderr")
+    return None
+
+
+def apply_logging(setup: tuple | None) -> None:
+    """In a spawned rank: log as the parent did (parent_logging's setup); nothing for None."""
+    if setup is not None:
+        level, fmt, datefmt, style, stream = setup
+        logging.basicConfig(level=level, format=fmt, datefmt=datefmt, style=style, stream=getattr(sys, stream))
+
+
+def _worker(tp_rank: int, tp_size: int, port: int, device: str, fn, args, result_path: str, parent: int,
+            logs: tuple | None = None) -> None:
     Path(started_mark(result_path, tp_rank)).touch()  # first: a rank that fails from here on ran its script's guard
+    apply_logging(logs)  # the CLI's -v and line format
     die_with_parent(parent)
     # SIGINT's default action from now on: a Ctrl-C to the process group ends this rank at once, even inside a
     # collective (launch stops the others, and says interrupted); one sent to this rank alone is a PeerError there
@@ -370,7 +397,8 @@ def launch(fn, tp_size: int, *args, device: str = "cpu"):
     try:
         path = os.path.join(tmp, "result")
         store = meeting_store()  # held here until every rank has ended
-        procs = [ctx.Process(target=_worker, args=(r, tp_size, store.port, device, fn, args, path, os.getpid()),
+        logs = parent_logging()
+        procs = [ctx.Process(target=_worker, args=(r, tp_size, store.port, device, fn, args, path, os.getpid(), logs),
                              daemon=True, name=f"redrafter-tp-rank{r}") for r in range(tp_size)]
         try:
             with children_ignore_sigint():
