@@ -215,9 +215,26 @@ def plot_format(path: Path | str, flag: str = "--plot") -> str:
     return suffix or "png"
 
 
-def plot(report: BenchReport, path: Path | str) -> Path:
+# The PNG text chunk holding the producer block (PIL: Image.open(path).text[PLOT_PRODUCER_KEY]).
+PLOT_PRODUCER_KEY = "redrafter-trt producer"
+
+
+def plot_metadata(fmt: str, producer: dict | None) -> dict | None:
+    """savefig's metadata carrying the producer block as JSON, where each format keeps free text: a PNG text chunk
+    (PLOT_PRODUCER_KEY), a PDF's Subject, an SVG's Description (matplotlib refuses other SVG keys, and warns on other
+    PDF ones). None without a block."""
+    if producer is None:
+        return None
+    import json
+
+    key = {"png": PLOT_PRODUCER_KEY, "pdf": "Subject", "svg": "Description"}[fmt]
+    return {key: json.dumps(producer)}
+
+
+def plot(report: BenchReport, path: Path | str, producer: dict | None = None) -> Path:
     """Tokens per step and speed-up over transformers against beam width, one line per draft length; PNG, PDF or SVG
-    by the path's suffix (`plot_format`)."""
+    by the path's suffix (`plot_format`), carrying `producer` (the JSON's block: which version, command, options and
+    inputs made it) as its metadata (`plot_metadata`)."""
     plt = require_matplotlib()
     fig, (ax_tps, ax_speed) = plt.subplots(1, 2, figsize=(11, 4.2))
     for n in sorted({c.draft_len for c in report.configs}):
@@ -243,7 +260,8 @@ def plot(report: BenchReport, path: Path | str) -> Path:
     path = Path(path)
     try:
         with atomic_file(path) as tmp:
-            fig.savefig(tmp, dpi=110, format=plot_format(path))
+            fmt = plot_format(path)
+            fig.savefig(tmp, dpi=110, format=fmt, metadata=plot_metadata(fmt, producer))
     finally:
         plt.close(fig)
     return path

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from redrafter_trt.bench import BenchReport, ConfigResult, Run, Timing
 from redrafter_trt.bench_inputs import default_grid, resolve_hf_dir
-from redrafter_trt.bench_report import mismatch_warning, verdict
+from redrafter_trt.bench_report import PLOT_PRODUCER_KEY, mismatch_warning, verdict
 from redrafter_trt.cli import main
 from redrafter_trt.errors import ConfigError
 from redrafter_trt.drafter import init_drafter_for_base
@@ -236,6 +236,10 @@ def test_plot(setup, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data, (fig,) = json.loads(out.read_text()), figures
+    from PIL import Image
+
+    with Image.open(png) as image:  # its provenance, as the JSON's: which version, command, options and inputs
+        assert json.loads(image.text[PLOT_PRODUCER_KEY]) == data["producer"]
     try:
         ax_tps, ax_speed = fig.axes
         assert ax_tps.get_title() == "mean tokens per step"
@@ -271,6 +275,34 @@ def test_the_plots_title_says_an_fp8_checkpoint_ran_dequantised(tmp_path):
     svg = plot(SimpleNamespace(meta=meta, hf=run, no_draft=run, configs=[]), tmp_path / "bench.svg")
     title = next(t for t in re.findall(r"<!-- (.*?) -->", svg.read_text()) if t.startswith("base, "))
     assert f", {weights_text(meta)}, cpu" in title and weights_text(meta) != "bfloat16", title
+
+
+@pytest.mark.parametrize("suffix", ["png", "pdf", "svg"])
+def test_the_plot_carries_the_producer_block(tmp_path, suffix):
+    """bench's --plot carried no provenance (its JSON has the producer block): a PNG has it in a text chunk, a PDF
+    in its Subject, an SVG in its Description (the metadata keys matplotlib takes for them)."""
+    pytest.importorskip("matplotlib")
+    import html
+    from types import SimpleNamespace
+
+    from redrafter_trt.bench_report import plot
+    from redrafter_trt.producer import producer_block
+
+    meta = {"hf_dir": "/models/base", "num_prompts": 2, "max_new_tokens": 4, "dtype": "bfloat16", "device": "cpu",
+            "torch_threads": 1}
+    run = timed_run(1, 1.0, 1)
+    block = producer_block("bench", {"beams": [1, 2], "draft_lens": [2]}, {"checkpoint": "/ckpt"})
+    out = plot(SimpleNamespace(meta=meta, hf=run, no_draft=run, configs=[]), tmp_path / f"bench.{suffix}", block)
+    if suffix == "png":
+        from PIL import Image
+
+        with Image.open(out) as image:
+            assert json.loads(image.text[PLOT_PRODUCER_KEY]) == block
+    else:
+        assert json.dumps(block) in (out.read_text(errors="replace") if suffix == "pdf"
+                                     else html.unescape(out.read_text())), out.read_bytes()[:3000]
+    plain = plot(SimpleNamespace(meta=meta, hf=run, no_draft=run, configs=[]), tmp_path / f"plain.{suffix}")
+    assert b"redrafter-trt" not in plain.read_bytes()  # none given (a caller of plot), none written
 
 
 def test_plot_format_follows_the_suffix(setup, tmp_path):

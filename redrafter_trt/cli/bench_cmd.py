@@ -131,13 +131,13 @@ def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_t
                f"{baseline_note(report)}")
     for line in result_lines(report):
         click.echo(line)
+    made_by = producer("bench", opts, base)
     if output_json:
         from ..output import write_text_atomic
-        write_text_atomic(output_json, json.dumps({**report.to_json(), "producer": producer("bench", opts, base)},
-                                                  indent=2) + "\n")
+        write_text_atomic(output_json, json.dumps({**report.to_json(), "producer": made_by}, indent=2) + "\n")
         click.echo(f"wrote {output_json}")
     if plot_path:
-        click.echo(f"wrote {plot(report, plot_path)}")
+        click.echo(f"wrote {plot(report, plot_path, made_by)}")
 
 
 @click.command(cls=Command, context_settings={"show_default": True})
