@@ -10,6 +10,9 @@ base itself finds typical cover what chat users ask without any external data.
 Left alone, a small base writes one kind of request over and over ("I'm planning ... Can you help me ...").
 `--starters` opens each batch's user turn with one of the generic instruction openers below (Self-Instruct's
 trick of seeding verb diversity; none is taken from an evaluation set) and lets the base finish the request.
+
+Each record is {"prompt", "source"}: source "self", or "self-starter" with --starters (as the packaged
+self_prompts.jsonl and starter_prompts.jsonl say, redrafter_trt/data/README.md).
 """
 
 from __future__ import annotations
@@ -94,7 +97,7 @@ def main(base, num, batch_size, max_new_tokens, temperature, seed, starters, out
                 seen.add(prompt)
                 kept.append(prompt)
                 with partial.open("a") as f:
-                    f.write(json.dumps({"prompt": prompt, "source": "self"}) + "\n")
+                    f.write(json.dumps({"prompt": prompt, "source": "self-starter" if starters else "self"}) + "\n")
         print(f"{len(kept)} prompts", flush=True)
     if not kept:
         partial.unlink()

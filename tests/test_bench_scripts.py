@@ -585,6 +585,13 @@ def test_self_prompts_that_keeps_no_prompt_writes_nothing_and_says_why(tiny_llam
     assert result.exit_code == 0, result.output
     assert output.read_text() == json.dumps({"prompt": "Write a poem about the sea", "source": "self"}) + "\n"
     assert not (tmp_path / "p.jsonl.partial").exists()
+    # a review: --starters wrote "source": "self" as well, while the packaged starter_prompts.jsonl (the documented
+    # command's output) says "self-starter"
+    result = CliRunner().invoke(main, [*args, "--starters"])
+    assert result.exit_code == 0, result.output
+    (record,) = map(json.loads, output.read_text().splitlines())
+    starter = script("self_prompts").STARTERS[0]
+    assert record == {"prompt": f"{starter}Write a poem about the sea".strip(), "source": "self-starter"}, record
 
 
 def test_self_prompts_refuses_an_output_among_its_inputs_first(tiny_llama, tmp_path, monkeypatch):
