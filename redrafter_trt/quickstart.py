@@ -386,7 +386,7 @@ def quickstart(opts: QuickstartOptions, on_stage: Callable[[str], None] = lambda
     questions = pick_questions(load_prompts(mt_bench_path()), opts.num_questions)
     from .output import writable_folder
 
-    workdir = Path(opts.workdir)
+    workdir = Path(opts.workdir).absolute()  # the commands it prints work from anywhere
     why = writable_folder(workdir)
     if why:
         raise ConfigError(f"cannot write in {workdir} ({why}): choose another --workdir")

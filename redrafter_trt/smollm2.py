@@ -28,8 +28,9 @@ TOKENIZER_FILES = ("tokenizer.json", "special_tokens_map.json", "chat_template.j
 
 
 def cache_root() -> Path:
-    """`$REDRAFTER_TRT_CACHE`, else `~/.cache/redrafter-trt`."""
-    return Path(os.environ.get("REDRAFTER_TRT_CACHE", Path.home() / ".cache" / "redrafter-trt"))
+    """`$REDRAFTER_TRT_CACHE`, else `~/.cache/redrafter-trt`; absolute (not resolved: a link stays a link), so that
+    the commands the quickstart prints name it from anywhere."""
+    return Path(os.environ.get("REDRAFTER_TRT_CACHE", Path.home() / ".cache" / "redrafter-trt")).absolute()
 
 
 def gguf_dir() -> Path:

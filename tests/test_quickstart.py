@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -986,3 +987,29 @@ def test_the_default_work_folder_of_an_earlier_version_is_taken_and_a_foreign_on
     assert result.stderr.strip() == (f"error: the quickstart's default work folder {workdir} holds notes.txt and more, "
                                      f"not a quickstart work folder (no {qs.MARKER}): move it away or empty it, or "
                                      f"pass --workdir with a new folder")
+
+
+def test_a_relative_workdir_or_cache_gives_absolute_paths_in_the_printed_commands(smollm2, tmp_path, monkeypatch):
+    """`--workdir rel` (or a relative REDRAFTER_TRT_CACHE) printed `convert ... --drafter rel/drafter` and `build
+    --checkpoint-dir rel/checkpoint-bf16`: "exact" commands for a GPU machine that only worked from the folder the
+    quickstart ran in."""
+    from redrafter_trt import smollm2 as smollm2_module
+
+    class Stop(Exception):
+        pass
+
+    seen = {}
+
+    def stop(base, workdir, *args):
+        seen["workdir"] = workdir
+        raise Stop
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REDRAFTER_TRT_CACHE", "rel-cache")
+    assert smollm2_module.cache_root() == tmp_path / "rel-cache"
+    assert qs.default_workdir() == tmp_path / "rel-cache" / "quickstart"
+    monkeypatch.setattr("redrafter_trt.smollm2.ensure_smollm2", lambda: smollm2)
+    monkeypatch.setattr(qs, "ensure_drafter", stop)
+    with pytest.raises(Stop):
+        qs.quickstart(qs.QuickstartOptions(Path("w"), num_questions=1))
+    assert seen["workdir"] == tmp_path / "w"
