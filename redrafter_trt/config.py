@@ -295,19 +295,21 @@ def sliding_window(hf: dict, positions: int) -> int | None:
     are rope.position_limit's, max_position_embeddings times a stretching scaling's factor): Mistral v0.1's
     `sliding_window`, or Qwen2's `use_sliding_window` on the layers from `max_window_layers` (transformers 5:
     `layer_types`). A key config.json lacks takes transformers' default (a window of 4096, Qwen2's from layer 28); a
-    null window is none."""
+    null window is none. A class without a window (Llama) ignores these keys, as transformers' does."""
     spec = _spec(hf)
-    window = hf.get("sliding_window", spec.sliding_window if spec else None)
+    if spec is None or spec.sliding_window is None:
+        return None
+    window = hf.get("sliding_window", spec.sliding_window)
     if not isinstance(window, int) or isinstance(window, bool) or not 0 < window < positions:
         return None
-    if hf.get("architectures", [""])[0] == "MistralForCausalLM":
+    if spec.hf_architecture == "MistralForCausalLM":
         return window
     if not hf.get("use_sliding_window"):
         return None
     types = hf.get("layer_types")
     if isinstance(types, list):
         return window if "sliding_attention" in types else None
-    first = hf.get("max_window_layers", spec.max_window_layers if spec else 0)
+    first = hf.get("max_window_layers", spec.max_window_layers)
     return window if (first or 0) < (hf.get("num_hidden_layers") or 0) else None
 
 

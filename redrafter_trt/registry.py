@@ -18,7 +18,8 @@ class ArchSpec:
     max_positions: int = 2048  # transformers' default max_position_embeddings, for a config.json without one
     kv_heads: int | None = None  # transformers' default num_key_value_heads (None: num_attention_heads), likewise
     kv_heads_nullable: bool = True  # transformers 5 loads a null num_key_value_heads (as num_attention_heads)
-    sliding_window: int | None = None  # transformers' default sliding_window, for a config.json without the key
+    sliding_window: int | None = None  # transformers' default sliding_window, for a config.json without the key (None:
+    # the class has no window, whatever config.json says: Llama)
     max_window_layers: int = 0  # Qwen2: transformers' default first layer of the window, for a config.json without one
     head_dim: int | None = None  # transformers' default head_dim (None: hidden_size / num_attention_heads), likewise
     qk_norm: bool = False      # per-head RMSNorm of q and k before RoPE (Qwen3's q_norm / k_norm)
