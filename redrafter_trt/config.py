@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import FLAG, POSITIVE_INT, POSITIVE_NUMBER, ConfigError, dangling_link, json_loads, read_text
-from .registry import REGISTRY, ArchSpec, bias_fields, extra_fields, lookup
+from .registry import REGISTRY, ArchSpec, bias_fields, extra_fields, lookup, model_type_problem
 from .rope import (HF_ROPE_NEEDS, HF_ROPE_ORIGINAL, TRTLLM_ROPE_REFUSED, TRTLLM_ROPE_SCALINGS,
                    YARN_NULLABLE, position_limit, rope_kind, trtllm_builds, trtllm_rope_refusal, yarn_read_problem)
 
@@ -225,6 +225,8 @@ class BaseModelConfig:
             raise ConfigError(f"{where} {what}: pass the Hugging Face base model's folder (its config.json names "
                               f"architectures such as LlamaForCausalLM)")
         spec = lookup(archs[0])
+        if why := model_type_problem(hf, where):
+            raise ConfigError(why)
         _, scaling = rope_fields(hf, where)  # checked here, before any work
         limit = position_limit({"max_position_embeddings": max_positions(hf, where), "rotary_scaling": scaling})
         if window := sliding_window(hf, limit):

@@ -42,10 +42,10 @@ def check_transformers_config(folder: Path | str) -> None:
 def transformers_config_refusal(folder: Path | str, raised: BaseException | None = None) -> str | None:
     """Why transformers cannot build the model of `folder`'s config.json, with the fix, or None (no config.json, or
     one it takes): a field its config class refuses (transformers 5 type-checks them: `"initializer_range": "x"`), an
-    activation it does not compute (`hidden_act` 'x': a KeyError as the model was built), or a model_type that loads
-    another class than its architectures name, and none this package runs (`"model_type": "llama4_text"` over
-    LlamaForCausalLM weights: Llama4ForCausalLM, its layers initialised at random, a ValueError in its first forward
-    pass). Each was a traceback in train and bench --hf-dir (a review). `raised`: what another load of the folder
+    activation it does not compute (`hidden_act` 'x': a KeyError as the model was built), or a model_type other
+    than the architecture's (`registry.model_type_problem`, as convert checks it: `"model_type": "llama4_text"` over
+    LlamaForCausalLM weights loads Llama4ForCausalLM, its layers initialised at random, a ValueError in its first
+    forward pass). Each was a traceback in train and bench --hf-dir (a review). `raised`: what another load of the folder
     raised (AutoTokenizer reads config.json too): the config's refusal only where it raised that error."""
     where = Path(folder) / "config.json"
     if not where.is_file():
@@ -54,7 +54,6 @@ def transformers_config_refusal(folder: Path | str, raised: BaseException | None
     with TRANSFORMERS_LOCK:
         from transformers import AutoConfig
         from transformers.activations import ACT2FN
-        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
         try:
             config = AutoConfig.from_pretrained(folder)
@@ -67,14 +66,11 @@ def transformers_config_refusal(folder: Path | str, raised: BaseException | None
     act = getattr(config, "hidden_act", None)
     if isinstance(act, str) and act not in ACT2FN:
         return f"{where}: hidden_act is {act!r}, not an activation transformers computes (silu, gelu, ...): {fix}"
-    from .registry import REGISTRY
+    from .registry import model_type_problem
 
-    archs = getattr(config, "architectures", None) or []
-    loads = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(getattr(config, "model_type", None))
-    if archs and loads not in (archs[0], *REGISTRY):
-        return (f"{where}: model_type {config.model_type!r} loads as {loads or 'no causal LM'} in transformers, not the "
-                f"{archs[0]} its architectures name: {fix}")
-    return None
+    # the model_type transformers read (AutoConfig's class's: the file's, or guessed from the folder's name)
+    return model_type_problem({"architectures": getattr(config, "architectures", None),
+                               "model_type": config.model_type}, str(where))
 
 
 def _config_reason(e: BaseException) -> str:

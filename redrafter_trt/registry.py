@@ -13,6 +13,7 @@ class ArchSpec:
     hf_architecture: str
     trtllm_architecture: str   # `base_model_architecture` in the ReDrafter config
     redrafter_architecture: str
+    model_type: str = ""       # config.json's model_type for the class (its transformers config class's): checked
     attn_bias: bool = False    # q/k/v always biased, o_proj never (Qwen2; TensorRT-LLM's QWen: dense_bias False)
     bias_flags: bool = False   # the HF class reads `attention_bias` (q/k/v and o_proj) and `mlp_bias` (Llama)
     max_positions: int = 2048  # transformers' default max_position_embeddings, for a config.json without one
@@ -39,30 +40,47 @@ def register(spec: ArchSpec) -> ArchSpec:
     return spec
 
 
-register(ArchSpec("LlamaForCausalLM", "LlamaForCausalLM", "ReDrafterForLLaMALM", bias_flags=True))
+register(ArchSpec("LlamaForCausalLM", "LlamaForCausalLM", "ReDrafterForLLaMALM", model_type="llama", bias_flags=True))
 # TensorRT-LLM runs Mistral (without a sliding window) as Llama.
-register(ArchSpec("MistralForCausalLM", "LlamaForCausalLM", "ReDrafterForLLaMALM", max_positions=131072,
+register(ArchSpec("MistralForCausalLM", "LlamaForCausalLM", "ReDrafterForLLaMALM", model_type="mistral",
+                  max_positions=131072,
                   kv_heads=8, kv_heads_nullable=False, sliding_window=4096))
 # TensorRT-LLM's QWenDecoderLayer reads config.seq_length (logn scaling's length) and QWenConfig sets none, so a Qwen
 # config without it fails trtllm-build; QWenConfig.from_hugging_face writes the HF value, else this.
 QWEN_SEQ_LENGTH = 8192
-register(ArchSpec("Qwen2ForCausalLM", "Qwen2ForCausalLM", "ReDrafterForQWenLM", attn_bias=True,
+register(ArchSpec("Qwen2ForCausalLM", "Qwen2ForCausalLM", "ReDrafterForQWenLM", model_type="qwen2", attn_bias=True,
                   max_positions=32768, kv_heads=32, sliding_window=4096, max_window_layers=28,
                   extra_config={"qwen_type": "qwen2", "seq_length": QWEN_SEQ_LENGTH}))
 # Qwen3 dense: TensorRT-LLM's QWenConfig (qwen_type "qwen3", since PR #5650) sets attn_bias false whatever the HF
 # config says, and its QWenDecoderLayer gives Attention qk_layernorm with RmsNorm: q_layernorm / k_layernorm [head_size]
 # on every rank, from HF's self_attn.q_norm / k_norm. transformers' Qwen3Config defaults head_dim to 128.
-register(ArchSpec("Qwen3ForCausalLM", "Qwen3ForCausalLM", "ReDrafterForQWenLM", max_positions=32768, kv_heads=32,
-                  sliding_window=4096, max_window_layers=28, head_dim=128, qk_norm=True,
+register(ArchSpec("Qwen3ForCausalLM", "Qwen3ForCausalLM", "ReDrafterForQWenLM", model_type="qwen3",
+                  max_positions=32768, kv_heads=32, sliding_window=4096, max_window_layers=28, head_dim=128, qk_norm=True,
                   extra_config={"qwen_type": "qwen3", "seq_length": QWEN_SEQ_LENGTH}))
 
-# extra_config field -> the HF config key that overrides its default (QWenConfig.from_hugging_face)
-EXTRA_FROM_HF = {"qwen_type": "model_type", "seq_length": "seq_length"}
+# extra_config field -> the HF config key that overrides its default (QWenConfig.from_hugging_face). Not qwen_type:
+# QWenConfig copies model_type, which `model_type_problem` holds to the architecture's, so the architecture's it is.
+EXTRA_FROM_HF = {"seq_length": "seq_length"}
 
 
 def extra_fields(spec: ArchSpec, hf: dict) -> dict:
     """The architecture's extra TensorRT-LLM config fields, each taken from the HF config when it says."""
-    return {k: hf.get(EXTRA_FROM_HF.get(k, k), v) for k, v in spec.extra_config.items()}
+    return {k: hf.get(EXTRA_FROM_HF[k], v) if k in EXTRA_FROM_HF else v for k, v in spec.extra_config.items()}
+
+
+def model_type_problem(hf: dict, where: str) -> str | None:
+    """Why a HF config.json's `model_type` disagrees with the registered class its `architectures` name (None when it
+    agrees, is absent, or the class is none of the registry's): transformers builds the model_type's class, convert the
+    architecture's, and TensorRT-LLM's Qwen reads qwen_type (q_norm / k_norm) from model_type. A review: a
+    Qwen3ForCausalLM saying qwen2 converted without its q/k norms, logits 0.32 off transformers'; a Qwen2ForCausalLM
+    saying qwen3 was a KeyError traceback."""
+    archs = hf.get("architectures")
+    spec = REGISTRY.get(archs[0]) if isinstance(archs, list) and archs and isinstance(archs[0], str) else None
+    if spec is None or "model_type" not in hf or hf["model_type"] == spec.model_type:
+        return None
+    return (f"{where}: model_type {hf['model_type']!r} disagrees with architectures {spec.hf_architecture} (whose "
+            f"model_type is {spec.model_type!r}; transformers builds the model_type's class, convert the "
+            f"architecture's): correct one of them to the model the weights are, or re-download the config.json")
 
 
 def bias_fields(spec: ArchSpec, hf: dict) -> dict:

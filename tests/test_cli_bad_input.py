@@ -877,8 +877,8 @@ def base_reader_args(cmd: str, parts, ckpt, tmp_path: Path) -> list:
 
 @pytest.mark.parametrize("fields, needles, commands", [
     ({"hidden_act": "x"}, ["hidden_act is 'x', not an activation transformers computes"], ["train", "bench"]),
-    ({"model_type": "llama4_text"}, ["model_type 'llama4_text' loads as Llama4ForCausalLM in transformers",
-                                     "not the LlamaForCausalLM its architectures name"], ["train", "bench"]),
+    ({"model_type": "llama4_text"}, ["model_type 'llama4_text' disagrees with architectures LlamaForCausalLM",
+                                     "correct one of them"], ["train", "bench"]),
     *[({field: "x"}, [f"transformers refuses it (Validation error for field '{field}': TypeError: Field '{field}'"],
        ["train", "bench", "run"]) for field in ("initializer_range", "attention_dropout", "use_cache", "pad_token_id")],
 ])

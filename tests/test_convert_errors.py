@@ -1365,6 +1365,39 @@ def test_a_config_without_its_window_keys_gets_transformers_defaults(tmp_path, a
         assert result.exit_code == 0, result.output
 
 
+@pytest.mark.parametrize("cmd", ["convert", "init-drafter"])
+@pytest.mark.parametrize("arch, model_type", [("qwen2", "qwen3"), ("qwen3", "qwen2"), ("llama", "mistral")])
+def test_a_model_type_other_than_the_architectures_is_refused(tmp_path, arch, model_type, cmd):
+    """A review: convert took qwen_type from model_type whatever the architecture: a Qwen2ForCausalLM saying qwen3 was
+    a KeyError traceback (q_norm looked for), a Qwen3ForCausalLM saying qwen2 a checkpoint without its q/k norms that
+    inspect passed, logits 0.32 off transformers'. The architecture decides the model; a model_type disagreeing is
+    refused before any work, by every reader of a HF base (train and bench --hf-dir: test_cli_bad_input)."""
+    import transformers
+
+    from redrafter_trt.registry import REGISTRY
+
+    base = make_hf(tmp_path / "base", arch, head_dim=16)
+    drafter = make_drafter(tmp_path / "drafter", base)
+    path = base / "config.json"
+    raw = json.loads(path.read_text())
+    path.write_text(json.dumps(raw | {"model_type": model_type}))
+    out = tmp_path / "out"
+    if cmd == "convert":
+        result = convert_err((base, drafter, out))
+    else:
+        result = run_cli("init-drafter", "--base", base, "--output", out)
+        assert not out.exists()
+    assert_one_line_error(result, f"config.json: model_type '{model_type}' disagrees with architectures "
+                          f"{raw['architectures'][0]} (whose model_type is '{raw['model_type']}'",
+                          "correct one of them")
+    from redrafter_trt.hf_model import transformers_config_refusal  # train's, bench --hf-dir's: the same check
+
+    assert "disagrees with architectures" in transformers_config_refusal(base)
+    # each registered class's model_type is its transformers config class's
+    assert {a: s.model_type for a, s in REGISTRY.items()} == {
+        a: getattr(transformers, a).config_class.model_type for a in REGISTRY}
+
+
 def test_base_config_not_json(parts):
     (parts[0] / "config.json").write_text("{not json")
     assert_one_line_error(convert_err(parts), "not valid JSON")
