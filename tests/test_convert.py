@@ -366,6 +366,17 @@ def test_trtllm_two_step_flow_with_a_mistral_base(tmp_path, tiny_llama, tiny_dra
     assert direct.keys() == two.keys() and all(torch.equal(direct[k], two[k]) for k in direct)
 
 
+def test_a_trtllm_llama_base_with_a_stray_qwen_type_has_no_qk_norm(tmp_path, tiny_llama, tiny_drafter):
+    """TensorRT-LLM's Llama reads no qwen_type (only its QWen builds q/k layernorms for qwen3): a Llama base
+    checkpoint carrying `"qwen_type": "qwen3"` converts and inspects as the Llama it is, without q/k layernorms."""
+    base_ckpt = _trtllm_base_only(tmp_path, tiny_llama, 1)
+    cfg = json.loads((base_ckpt / "config.json").read_text())
+    (base_ckpt / "config.json").write_text(json.dumps(cfg | {"qwen_type": "qwen3"}))
+    out = convert(base_ckpt, tiny_drafter, tmp_path / "two")
+    assert inspect_checkpoint(out).ok
+    assert not [k for k in load_file(out / "rank0.safetensors") if "layernorm" in k and "attention" in k]
+
+
 @pytest.mark.parametrize("arch, family, want", [
     ("LlamaForCausalLM", "llama", "ReDrafterForLLaMALM"), ("MistralForCausalLM", "llama", "ReDrafterForLLaMALM"),
     ("QWenForCausalLM", "qwen2", "ReDrafterForQWenLM"), ("Qwen2ForCausalLM", "qwen2", "ReDrafterForQWenLM")])
@@ -569,7 +580,7 @@ def test_trtllm_base_with_a_default_rotary_scaling_is_written_without_one(tmp_pa
 
 
 @pytest.mark.parametrize("arch, nh, want, null", [
-    ("llama", 4, 4, False), ("mistral", 16, 8, False), ("qwen2", 32, 32, False), ("qwen3", 64, 32, False),
+    ("llama", 4, 4, False), ("mistral", 16, 8, False), ("qwen2", 64, 32, False), ("qwen3", 64, 32, False),
     # null is num_attention_heads (their config classes' `if num_key_value_heads is None`, 4.57 and 5), but
     # transformers 5 types Mistral's `int` and refuses to load a null one: refused
     ("llama", 4, 4, True), ("mistral", 4, 4, True), ("qwen2", 4, 4, True), ("qwen3", 2, 2, True)])
