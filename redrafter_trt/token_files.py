@@ -97,6 +97,8 @@ def _npy_rows(path: Path) -> list[list[int]]:
         what = f"a {array.ndim}-D array" if isinstance(array, np.ndarray) and array.dtype.kind in "iu" else \
             getattr(array, "dtype", type(array).__name__)
         raise ConfigError(f"{path} holds {what}, not integer token ids (one prompt a row): {SAVE_NPY}")
+    if not array.size:  # no rows (np.zeros((0, 5))) was check_positions' `max() arg is an empty sequence`
+        raise ConfigError(f"input file {path} holds no token ids: write each prompt's ids as a row; {SAVE_NPY}")
     return [list(map(int, row)) for row in np.atleast_2d(array)]
 
 

@@ -539,6 +539,13 @@ def test_a_token_file_that_is_not_one_is_one_line_before_anything_loads(tmp_path
             f.write(bytes(16))
         one_line_error(invoke(*base, "--input-file", npy), f"{npy}'s header says shape {shape} of int64",
                        "but it holds 16 bytes", "np.save(path")
+    # a review: an array of no rows (np.zeros((0, 5))) was `max() arg is an empty sequence` from check_positions,
+    # where a .csv of blank lines is refused as it is read
+    for shape in ((0, 5), (0,), (3, 0)):
+        np.save(npy, np.zeros(shape, dtype="int32"))
+        one_line_error(invoke(*base, "--input-file", npy), f"input file {npy} holds no token ids", "np.save(path")
+    csv.write_text("\n\n")
+    one_line_error(invoke(*base, "--input-file", csv), f"input file {csv} holds no token ids")
 
 
 def test_rival_or_blank_prompts_and_a_token_file_as_output_json_are_refused_before_anything_loads(tmp_path):
