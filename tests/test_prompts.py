@@ -525,3 +525,35 @@ def test_every_count_of_prompts_is_taken_spread_over_the_file():
              for path in sorted((root / folder).rglob("*.py"))
              for n, line in enumerate(path.read_text().splitlines(), 1) if first_n.search(line)]
     assert not found, found
+
+
+def test_a_sharegpt_json_list_after_blank_lines_or_spaces_is_a_json_list(tmp_path):
+    """A .json list opening with a newline or spaces before its `[` (an editor's, a `cat` of two files) is read as the
+    JSON list it is, not as jsonl whose first line `[` is not JSON; train reads it alike."""
+    from redrafter_trt.train.data import read_conversations
+
+    records = [{"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Yo"}]},
+               {"conversations": [{"from": "human", "value": "Bye"}]}]
+    path = tmp_path / "share.json"
+    for lead in ("\n", "\n\n  ", " \t"):
+        for body in (json.dumps(records, indent=2), json.dumps(records)):
+            path.write_text(lead + body)
+            assert load_prompts(path) == ["Hi", "Bye"], (lead, body[:10])
+            assert [c.messages[0]["content"] for c in read_conversations(path)] == ["Hi", "Bye"]
+
+
+def test_a_message_with_a_role_and_an_input_key_keeps_its_content(tmp_path):
+    """A message with `from`/`value` or `role`/`content` is a turn whatever else it holds: an `input` key beside them
+    (a tool's arguments, a dataset's extra column) does not make it a Capybara {"input", "output"} exchange, whose
+    `input` would have been read as the prompt."""
+    from redrafter_trt.train.data import read_conversations
+
+    path = tmp_path / "p.jsonl"
+    lines = [{"conversations": [{"role": "user", "content": "Q", "input": "not the prompt"},
+                                {"role": "assistant", "content": "A", "output": "not the answer"}]},
+             {"conversations": [{"from": "human", "value": "Q2", "input": "not the prompt"}]},
+             {"conversation": [{"input": "Q3", "output": "A3"}]}]  # an exchange: no from/role
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    assert load_prompts(path) == ["Q", "Q2", "Q3"]
+    first = read_conversations(path)[0].messages
+    assert [(m["role"], m["content"]) for m in first] == [("user", "Q"), ("assistant", "A")]
