@@ -589,6 +589,44 @@ def test_token_ids_equal_to_the_pad_id_are_dropped_from_npy_rows_only(tmp_path):
     assert read_token_rows(npy).ids(0, 10) == [[5, 6], [7]]
 
 
+def test_a_csv_cells_spaces_are_read_past_as_run_py_reads_them(tmp_path):
+    """run.py makes each .csv row np.array(row, dtype='int32'), which reads ' 6' as 6: a .csv written `5, 6` (a space
+    after each comma) is the same prompt here."""
+    from redrafter_trt.token_files import read_token_rows
+
+    csv = tmp_path / "ids.csv"
+    csv.write_text("5, 6\n 7 ,8\t\n")
+    assert read_token_rows(csv).ids(0, 10) == [[5, 6], [7, 8]]
+
+
+def test_a_negative_token_id_in_a_npy_is_refused_before_anything_loads(smollm2, smol_ckpt, tmp_path, monkeypatch):
+    """A .npy's ids are int32: one below 0 that is not the pad id (which is dropped) is no token of the tokenizer, and
+    is refused naming its row before the weights or the engine load, as one past the vocabulary is."""
+    from transformers import AutoTokenizer
+
+    from redrafter_trt.runtime import trtllm
+
+    np = pytest.importorskip("numpy")
+    vocab = len(AutoTokenizer.from_pretrained(smollm2))
+    monkeypatch.setattr(rt, "load", lambda *a, **k: pytest.fail("the weights were loaded"))
+    monkeypatch.setattr(trtllm, "generate_engine", lambda *a, **k: pytest.fail("the engine was loaded"))
+    engine = tmp_path / "engine"
+    engine.mkdir()
+    (engine / "config.json").write_text(json.dumps({
+        "version": "1.2.0",
+        "pretrained_config": {"architecture": "ReDrafterForLLaMALM", "vocab_size": vocab, "redrafter_num_beams": 5,
+                              "redrafter_draft_len_per_beam": 5, "redrafter_greedy_search": True,
+                              "mapping": {"world_size": 1, "tp_size": 1, "pp_size": 1}},
+        "build_config": {"max_batch_size": 8, "max_input_len": 1024, "max_seq_len": 2073, "max_draft_len": 25,
+                         "max_num_tokens": 8192}}))
+    (engine / "rank0.engine").write_bytes(b"")
+    npy = tmp_path / "ids.npy"
+    np.save(npy, np.array([[5, 6, 7], [8, -3, 9]], dtype="int32"))
+    for model in (("--checkpoint-dir", smol_ckpt), ("--engine-dir", engine)):
+        one_line_error(invoke(*model, "--tokenizer-dir", smollm2, "--input-file", npy, "--max-output-len", 2),
+                       f"{npy} row 2: token id -3 is outside the tokenizer's {vocab} ids (0-{vocab - 1})")
+
+
 def test_an_answer_ending_on_eos_is_printed_and_written_without_its_text(smollm2, smol_ckpt, tmp_path, monkeypatch):
     """The output ids keep the EOS that ended the answer (as the runtime returned them); the text printed and
     --output-json's `text` are the answer alone, without the EOS token's text (SmolLM2's <|im_end|>)."""
