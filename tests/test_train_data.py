@@ -85,6 +85,31 @@ def test_an_answer_is_not_trained_past_an_eos_inside_it(tok):
     assert _masked_text(tok, ex) == "Hi<|im_end|>" and "Hi<|im_end|>ab<|im_end|>" in tok.decode(ex.ids)
 
 
+def test_an_answer_holding_a_special_token_is_trained_through_a_plain_text_turn_end(tmp_path):
+    """Only whitespace after an answer's last special token is the template's separator, left untrained: an answer
+    holding one mid-way (here <|im_start|>) in a template whose turns end in plain text is trained through its
+    words after it and the template's turn end."""
+    tok = make_tokenizer(tmp_path / "tok")
+    tok.chat_template = ("{% for m in messages %}{% if m.role == 'user' %}{{ 'User: ' + m.content + '\n' }}"
+                         "{% else %}{{ 'Bot: ' + m.content + '\n\n' }}{% endif %}{% endfor %}"
+                         "{% if add_generation_prompt %}{{ 'Bot: ' }}{% endif %}")
+    conv = conversation_of({"messages": [{"role": "user", "content": "q"},
+                                         {"role": "assistant", "content": "x<|im_start|>yz"}]})
+    assert _masked_text(tok, encode(tok, conv, max_len=1000)) == "x<|im_start|>yz\n\n"
+
+
+def test_adjacent_answers_are_each_trained_whole(tmp_path):
+    """A template with no header before an answer renders consecutive answers edge to edge, the second starting
+    where the first ends: each is trained whole, the second's first token too."""
+    tok = make_tokenizer(tmp_path / "tok")
+    tok.chat_template = ("{% for m in messages %}{% if m.role == 'user' %}"
+                         "{{ '<|im_start|>' + m.content + '<|im_start|>' }}"
+                         "{% else %}{{ m.content + '<|im_end|>' }}{% endif %}{% endfor %}")
+    conv = conversation_of({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "AB"},
+                                         {"role": "assistant", "content": "CD"}]})
+    assert _masked_text(tok, encode(tok, conv, max_len=1000)) == "AB<|im_end|>CD<|im_end|>"
+
+
 def test_an_assistant_turn_of_weight_0_is_not_trained(tok, tmp_path):
     """OpenAI's fine-tuning files mark an assistant turn not to learn from with `"weight": 0`: it was trained as every
     other answer. It is now masked out as a prompt is (kept as context), and a conversation with no other answer
@@ -151,15 +176,23 @@ def test_a_prompt_cut_for_distillation_keeps_its_head_and_the_assistant_header(t
     assert prompt_ids(tok, conv, 30) == ids
 
 
+@pytest.mark.parametrize("bos", [False, True], ids=["no-bos", "bos"])
 @pytest.mark.parametrize("answer", ["\n\nFirst, a list", "  Indented", " Hello there", "Plain"])
-def test_an_answer_opening_with_whitespace_is_trained_after_the_prompts_own_tokens(smollm2, answer):
+def test_an_answer_opening_with_whitespace_is_trained_after_the_prompts_own_tokens(smollm2, answer, bos):
     """SmolLM2's byte-level BPE merged the "\n" closing "<|im_start|>assistant\n" with an answer's leading "\n" or
     " " when the whole conversation was tokenized at once: the drafter was trained after a token the base never sees
     after its prompt, and the answer's first token was no target. The tokens before the answer are now the prompt's
-    (`prompt_ids`, as run and serve tokenize it), the targets the answer's own tokens."""
+    (`prompt_ids`, as run and serve tokenize it), the targets the answer's own tokens; a tokenizer that adds a BOS
+    (Llama's) adds none between the pieces."""
+    from tokenizers import processors
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(smollm2)
+    if bos:  # SmolLM2's <|endoftext|> as a BOS its tokenizer adds
+        bos_id = tok.convert_tokens_to_ids("<|endoftext|>")
+        tok._tokenizer.post_processor = processors.TemplateProcessing(
+            single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", bos_id)])
+        assert tok("Hi")["input_ids"][0] == bos_id
     conv = Conversation(({"role": "user", "content": "Hi"}, {"role": "assistant", "content": answer}))
     ex, prompt = encode(tok, conv, max_len=1000), prompt_ids(tok, conv)
     assert list(ex.ids[: len(prompt)]) == prompt
@@ -853,7 +886,15 @@ def test_qwen3s_template_trains_each_of_several_answers_in_an_example_of_its_own
     start = second.mask.index(True)  # the second answer's first token: past a --max-seq-len of `start`
     examples, past = encode_answers(tok, two, start)
     assert [ex.ids for ex in examples] == [first.ids[:start]] and past == 1
+    context = conversation_of({"messages": [*turns[:2], {"role": "user", "content": "Mid"},
+                                            {"role": "assistant", "content": "Zz", "weight": 0}, *turns[2:]]})
+    examples, past = encode_answers(tok, context, 1000)  # an answer of weight 0 gives no example, only context
+    assert [_masked_text(tok, ex) for ex in examples] == ["<think>\n\n</think>\n\nR<|im_end|>",
+                                                          "<think>\n\n</think>\n\nR2<|im_end|>"] and past == 0
+    assert "Zz" in tok.decode(examples[1].ids)
     tok.chat_template = CHATML
+    [whole], past = encode_answers(tok, context, 1000)
+    assert _masked_text(tok, whole) == "R<|im_end|>R2<|im_end|>" and past == 0
     [whole], past = encode_answers(tok, two, 1000)
     assert (whole.ids, whole.mask, past) == (encode(tok, two, 1000).ids, encode(tok, two, 1000).mask, 0)
 
