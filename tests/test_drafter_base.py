@@ -403,3 +403,45 @@ def test_every_row_read_from_the_rank_files_is_the_hugging_face_tensors_at_every
             rows.close()
         tried.append(tp)
     assert tried[0] == 1 and len(tried) > 1, tried
+
+
+def test_the_tensor_furthest_past_its_own_tolerance_is_the_one_told():
+    """Tolerances differ by dtype: lm_head recorded in bfloat16 of a float32 base, moved 0.5% (within another dtype's
+    rounding, 2 ** -7), and the float32 embedding of a float32 base moved 0.1% (past its own dtype's 2 ** -16): the
+    embedding is told, though lm_head moved more."""
+    from redrafter_trt.base_sample import SAME_DTYPE_TOLERANCE, sample_difference
+
+    def entry(dtype):
+        return {"shape": [4, 4], "rows": [0, 1, 2, 3], "columns": [0, 1, 2, 3], "values": [1.0] * 16, "dtype": dtype}
+
+    class Weights:  # base_rows' HfRows of a float32 base
+        held = {"lm_head.weight": torch.full((4, 4), 1.005), "model.embed_tokens.weight": torch.full((4, 4), 1.001)}
+
+        def dtype(self, name):
+            return "F32"
+
+        def shape(self, name):
+            return (4, 4)
+
+        def rows(self, name, rows):
+            return self.held[name][rows]
+
+    sample = {"lm_head.weight": entry("BF16"), "model.embed_tokens.weight": entry("F32")}
+    name, relative, tolerance = sample_difference(sample, Weights(), 1)
+    assert name == "model.embed_tokens.weight" and tolerance == SAME_DTYPE_TOLERANCE
+    assert relative == pytest.approx(0.001, rel=1e-3)
+
+
+def test_a_two_percent_fine_tune_in_another_dtype_is_told(bases, tmp_path, caplog):
+    """A float32 record against a bfloat16 base whose weights moved 2% (scaled by 1.02): more than another dtype's
+    rounding (at most 2 ** -8) moves them, so another base."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    tuned = tmp_path / "tuned"
+    shutil.copytree(bases["bf16"], tuned)
+    tensors = {name: (t.float() * 1.02).to(t.dtype) for name, t in load_file(tuned / "model.safetensors").items()}
+    save_file(tensors, tuned / "model.safetensors", metadata={"format": "pt"})
+    out = convert(tuned, trained_on(tmp_path / "d", bases["f32"]), tmp_path / "c")
+    assert matches(out) is False and len(warnings(caplog)) == 1

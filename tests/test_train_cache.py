@@ -195,3 +195,37 @@ def test_a_lock_file_is_held_by_one_holder_at_a_time_and_names_it(tmp_path):
                     pass
             assert holder_name(e.value.holder) == f"process {os.getpid()}"
         assert not (tmp_path / "new").exists()
+
+
+def test_a_lock_file_removed_before_it_is_locked_is_not_held(tmp_path, monkeypatch):
+    """The holder letting go (removing the file) between our open and our flock: the removed file is not held, but
+    the one made at `path` after, so a second holder is refused."""
+    from redrafter_trt import locks
+
+    path, real, once = tmp_path / "out.train.lock", locks.try_lock_exclusive, []
+
+    def let_go_first(fd):
+        if not once:
+            once.append(1)
+            os.unlink(path)  # what the earlier holder does as it lets go
+        real(fd)
+
+    monkeypatch.setattr(locks, "try_lock_exclusive", let_go_first)
+    with locks.holding(path):
+        monkeypatch.setattr(locks, "try_lock_exclusive", real)
+        assert path.exists()
+        with pytest.raises(locks.LockHeld):
+            with locks.holding(path):
+                pass
+
+
+def test_a_killed_holders_longer_words_are_overwritten(tmp_path):
+    """A killed holder's lock file (longer words than ours): held, it says this process and host alone."""
+    import socket
+
+    from redrafter_trt.locks import holding
+
+    path = tmp_path / "out.train.lock"
+    path.write_text("4000000 a-very-long-hostname-of-a-killed-run")
+    with holding(path):
+        assert path.read_text() == f"{os.getpid()} {socket.gethostname()}"
