@@ -139,3 +139,45 @@ def test_rope_parameters_nested_by_layer_type_is_refused():
     with pytest.raises(ConfigError, match=r"rope_parameters is nested by layer type \(full_attention, "
                                           r"sliding_attention\).*transformers 5 warns and takes rope_theta 1e\+06"):
         rope_fields(HF | {"rope_parameters": nested})
+
+
+def test_a_yarn_scale_mscale_alone_cannot_give_is_fixed_with_mscale_all_dim_2():
+    """attention_factor 1 / mscale(4): the pair's mscale would be 0 with mscale_all_dim 1 (no pair to transformers),
+    so the fix takes mscale_all_dim 2; transformers computes the same cos/sin scale from it, which TensorRT-LLM
+    computes too."""
+    import math
+
+    from transformers import LlamaConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    from redrafter_trt.rope import yarn_attention_factor, yarn_problem, yarn_scale_fix
+
+    scaling = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64,
+               "attention_factor": 1 / (0.1 * math.log(4) + 1)}
+    fix = yarn_scale_fix(scaling)
+    assert fix is not None and fix["mscale_all_dim"] == 2.0 and "attention_factor" not in fix
+    assert yarn_attention_factor(fix) == pytest.approx(yarn_attention_factor(scaling), rel=1e-9)
+    assert yarn_problem(scaling) is not None and yarn_problem(fix) is None
+
+    def transformers_scale(s):
+        hf = LlamaConfig(hidden_size=64, num_attention_heads=2, num_hidden_layers=1, vocab_size=10,
+                         max_position_embeddings=256, rope_theta=5e5, rope_scaling=dict(s))
+        return ROPE_INIT_FUNCTIONS["yarn"](hf, "cpu")[1]
+
+    assert transformers_scale(fix) == pytest.approx(transformers_scale(scaling), rel=1e-6)
+
+
+def test_position_limit_rounds_up_as_trtllm_build():
+    """trtllm-build's max_seq_len (builder.py _init_max_seq_len) is ceil(max_position_embeddings x factor)."""
+    from redrafter_trt.rope import position_limit
+
+    assert position_limit({"max_position_embeddings": 4095, "rotary_scaling": {"type": "linear", "factor": 1.5}}) == 6143
+
+
+def test_llama3_equal_freq_factors_are_not_refused():
+    """Equal low and high frequency factors are the same step in transformers and TensorRT-LLM."""
+    from redrafter_trt.rope import llama3_problem
+
+    assert llama3_problem({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 2.0, "high_freq_factor": 2.0,
+                           "original_max_position_embeddings": 64}) is None
+    assert llama3_problem(LLAMA3_INVERTED) is not None
