@@ -319,6 +319,7 @@ def _check_ranks(path: Path, cfg: dict, rep: Report, values: bool) -> bool:
     tp = rep.tp_size
     fp8_lm_head = False
     uniform: dict[int, tuple[float, int]] = {}  # rank -> the one value its drafter head holds throughout, its rows
+    shards: dict[int, bytes] = {}  # rank -> the bytes of the first rows of its lm_head shard (_shard_sample)
     present = {int(m.group(1)) for f in path.glob("rank*.safetensors") if (m := re.fullmatch(r"rank(\d+)\.safetensors", f.name))}
     if present - set(range(tp)):
         rep.problems.append(f"rank files {sorted(present - set(range(tp)))} exceed tp_size {tp}")
@@ -345,6 +346,13 @@ def _check_ranks(path: Path, cfg: dict, rep: Report, values: bool) -> bool:
         try:
             if (value := _check_rank(cfg, r, f, have, src, rep, values)) is not None:
                 uniform[r] = value
+            if (sample := _shard_sample(src, have)) is not None:  # a copy of ours is named by its metadata, above
+                twin = next((q for q, b in shards.items() if b == sample), None)
+                if twin is not None and written in ((None, None), (str(r), str(tp))):
+                    rep.problems.append(WithFix(f"rank{r}.safetensors holds the same {SPLIT_SAMPLED} shard as "
+                                                f"rank{twin}.safetensors: a copied rank file; reconvert with "
+                                                f"--tp-size {tp}"))
+                shards[r] = sample
         except TensorError as e:  # the drafter head's rows, read past a header that looked whole
             rep.problems.append(WithFix(f"rank{r}.safetensors: {e}"))
         finally:
@@ -410,6 +418,21 @@ def _check_rank(cfg: dict, r: int, f: Path, have: dict, src: TensorSource, rep: 
 
 
 DRAFTER_HEAD = "drafter.lm_head.weight"
+SPLIT_SAMPLED = "lm_head.weight"  # split by vocabulary rows across ranks: each rank holds other tokens' rows
+SHARD_ROWS = 4  # the rows of each rank's SPLIT_SAMPLED compared: from the start, the last rank's padding is at its end
+
+
+def _shard_sample(src: TensorSource, have: dict) -> bytes | None:
+    """The bytes of the first SHARD_ROWS rows of the rank's lm_head shard, to tell a rank file copied over another
+    (TensorRT-LLM's convert_checkpoint writes no rank metadata to tell it by); None where absent, or where the rows
+    hold one value throughout (rows of tokens never trained, as zero on one rank as on another)."""
+    import torch
+
+    shape = have.get(SPLIT_SAMPLED, ((), None))[0]
+    if len(shape) != 2 or not shape[0]:
+        return None
+    rows = src.get(SPLIT_SAMPLED, 0, 0, min(SHARD_ROWS, shape[0])).contiguous().view(torch.uint8)
+    return None if bool((rows == rows.flatten()[0]).all()) else rows.numpy().tobytes()
 RECONVERT = "re-convert it"  # a checkpoint's fix: convert wrote it, so nothing is downloaded again
 
 HEAD_ROWS = 256  # the rows of each rank's drafter head inspect reads, spread over it

@@ -699,3 +699,28 @@ def test_drafter_dims_tensor_parallelism_cannot_split_are_named(ckpt_tp2, tmp_pa
 def test_a_drafter_hidden_size_other_than_the_bases_is_named(ckpt, tmp_path):
     problems = inspect_checkpoint(broken(ckpt, tmp_path, redrafter_hidden_size=32)).problems
     assert "redrafter_hidden_size 32 != base hidden_size 64" in problems
+
+
+@pytest.mark.parametrize("metadata", [{"format": "pt"}, None], ids=["no-rank-metadata", "ours"])
+def test_a_rank_file_copied_over_another_rank_is_named(ckpt_tp2, tmp_path, metadata):
+    """A review: rank0's file saved as rank1 too, without our rank metadata (TensorRT-LLM's convert_checkpoint writes
+    none), passed inspect, and `run` generated garbage. Two ranks holding one same shard of lm_head are named."""
+    copy = broken(ckpt_tp2, tmp_path)
+    if metadata:
+        save_file(load_file(copy / "rank0.safetensors"), copy / "rank1.safetensors", metadata=metadata)
+    else:
+        shutil.copy(copy / "rank0.safetensors", copy / "rank1.safetensors")
+    problems = inspect_checkpoint(copy).problems
+    dup = ("rank1.safetensors holds the same lm_head.weight shard as rank0.safetensors: a copied rank file; "
+           "reconvert with --tp-size 2")
+    assert (dup in problems) == bool(metadata), problems  # ours: named by the rank it was written as, not twice
+    assert problems, problems
+
+
+def test_tp2_rank_files_of_a_random_model_are_not_copies(ckpt_tp2, tiny_qwen2, tmp_path):
+    from tinymodels import make_drafter
+
+    assert inspect_checkpoint(ckpt_tp2).problems == []
+    ck = convert(tiny_qwen2, make_drafter(tmp_path / "d", tiny_qwen2), tmp_path / "c", tp_size=4, num_beams=2,
+                 draft_len=2)
+    assert inspect_checkpoint(ck).problems == []
