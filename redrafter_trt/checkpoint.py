@@ -19,7 +19,7 @@ from .errors import (FLAG, LAYER_COUNT, POSITIVE_INT, POSITIVE_NUMBER, ConfigErr
                      optional)
 from .io import ST_TO_TORCH, TensorSource, all_finite, dtype_name
 from .plural import agreeing
-from .producer import producer_summary
+from .producer import producer_summary, recorded_predict_n
 from .registry import QWEN_SEQ_LENGTH, TRTLLM_ACTIVATIONS, TRTLLM_BASES, activation_problem
 from .rope import (ENGINE_FIX, TRTLLM_ROPE_SCALINGS, rope_scaling_problem, runtime_fix, trtllm_builds,
                    trtllm_rope_refusal)
@@ -285,6 +285,12 @@ def _check_config(cfg: dict, rep: Report) -> None:
                                     f"verified per step exceed max_position_embeddings "
                                     f"{cfg['max_position_embeddings']}: reconvert with smaller --num-beams / "
                                     f"--draft-len"))
+    draft_len, predict_n = int(cfg["redrafter_draft_len_per_beam"]), recorded_predict_n(cfg)
+    if predict_n is not None and draft_len > predict_n:  # convert refuses it as --draft-len
+        rep.problems.append(WithFix(f"redrafter_draft_len_per_beam {draft_len} exceeds the {predict_n} tokens the "
+                                    f"drafter was trained to predict (producer.drafter_predict_n): reconvert with "
+                                    f"--draft-len <= {predict_n}, or retrain the drafter with --predict-n >= "
+                                    f"{draft_len}"))
     if int(cfg["redrafter_num_beams"]) > int(cfg["vocab_size"]):
         rep.problems.append(WithFix(f"redrafter_num_beams {cfg['redrafter_num_beams']} exceeds the vocabulary "
                                     f"({cfg['vocab_size']} tokens), beyond which no beams differ: reconvert with a "

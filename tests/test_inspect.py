@@ -724,3 +724,15 @@ def test_tp2_rank_files_of_a_random_model_are_not_copies(ckpt_tp2, tiny_qwen2, t
     ck = convert(tiny_qwen2, make_drafter(tmp_path / "d", tiny_qwen2), tmp_path / "c", tp_size=4, num_beams=2,
                  draft_len=2)
     assert inspect_checkpoint(ck).problems == []
+
+
+def test_a_draft_length_beyond_the_drafters_predict_n_is_a_problem(ckpt, tmp_path):
+    """A review: redrafter_draft_len_per_beam raised by hand past the drafter's recorded predict_n (which convert
+    refuses as --draft-len) passed inspect, and `run` and `build` took it."""
+    producer = json.loads((ckpt / "config.json").read_text())["producer"] | {"drafter_predict_n": 1}
+    problems = inspect_checkpoint(broken(ckpt, tmp_path, producer=producer)).problems
+    assert problems == ["redrafter_draft_len_per_beam 2 exceeds the 1 tokens the drafter was trained to predict "
+                        "(producer.drafter_predict_n): reconvert with --draft-len <= 1, or retrain the drafter with "
+                        "--predict-n >= 2"], problems
+    copy = broken(ckpt, tmp_path / "equal", producer=producer | {"drafter_predict_n": 2})
+    assert inspect_checkpoint(copy).problems == []
