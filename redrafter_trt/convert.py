@@ -31,7 +31,7 @@ from .drafter import DrafterConfig, drafter_config, load_drafter
 from .errors import DEVICE, POSITIVE_INT, ConfigError, TensorError, check_types, name_list, optional
 from .io import StreamingWriter, TensorSource, all_finite
 from .output import atomic_output, check_output_folder, scratch_dir
-from .producer import drafter_template_kwargs, producer_block, recorded_source
+from .producer import drafter_command, drafter_template_kwargs, producer_block, recorded_source
 from .registry import redrafter_for_trtllm_base
 from .rules import drafter_to_trtllm
 from .shard import DRAFTER_ROWS, DRAFTER_VOCAB, even_range, tp_fits
@@ -286,11 +286,12 @@ def _plan(base: Path, source_base: Path, drafter: Path, dcfg: DrafterConfig, dte
     # the drafter's predict_n too (null: it does not say), for `bench`, `acceptance` and `run` to advise on a longer
     # draft length; whether the drafter was trained on this base (null: not known), for `inspect`; the producer block
     # is ours (TensorRT-LLM keeps an unknown key as an attribute, unread)
+    drafter_cfg = read_json(drafter / "config.json", "drafter")
     cfg["producer"] = {**producer_block("convert", {**options, "tp_size": layout.tp_size(cfg)},
                                         {"base": source_base, "drafter": drafter, "calib_data": opts.calib_data}),
                        "drafter_predict_n": dcfg.predict_n, "drafter_base_matches": base_matches,
-                       "drafter_chat_template_kwargs": drafter_template_kwargs(read_json(drafter / "config.json",
-                                                                                         "drafter"))}
+                       "drafter_chat_template_kwargs": drafter_template_kwargs(drafter_cfg),
+                       "drafter_command": drafter_command(drafter_cfg)}
     ranks = []
     for r in range(layout.tp_size(cfg)):
         plan = (plan_trtllm_rank(sources[r], cfg, r, base) if trt_base else plan_hf_rank(sources[0], hf_cfg, cfg, r))

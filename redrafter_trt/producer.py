@@ -58,6 +58,14 @@ def drafter_template_kwargs(drafter_cfg: dict) -> dict | None:
     return recorded_template_kwargs(drafter_cfg) if made_by_train else None
 
 
+def drafter_command(drafter_cfg: dict) -> str | None:
+    """What made a drafter (`init-drafter`, `train`), as its config's producer block says; None where another tool
+    made it or the block says nothing readable. convert records it as producer.drafter_command."""
+    producer = drafter_cfg.get("producer")
+    command = producer.get("command") if isinstance(producer, dict) else None
+    return command if isinstance(command, str) and command else None
+
+
 def template_kwargs_warning(cfg: dict, kwargs: dict, alike: Callable[[dict, dict], bool] = operator.eq) -> str | None:
     """Why prompts rendered with `kwargs` (--chat-template-kwargs) suit a checkpoint's drafter less, or None: it was
     trained on prompts rendered with others (convert's `drafter_chat_template_kwargs`: Qwen3's thinking off where
@@ -74,12 +82,14 @@ def template_kwargs_warning(cfg: dict, kwargs: dict, alike: Callable[[dict, dict
 
 def producer_summary(cfg: dict) -> dict | None:
     """What `inspect` shows of a config's producer block (None: it has none): the tool, its version and command
-    (None: absent or not text), the drafter's recorded predict_n and whether convert found the drafter trained on this
-    base (None: not known, or not a boolean)."""
+    (None: absent or not text), the drafter's recorded predict_n, whether convert found the drafter trained on this
+    base (None: not known, or not a boolean) and what made the drafter (drafter_command: None where not recorded)."""
     producer = cfg.get("producer")
     if not isinstance(producer, dict):
         return None
     text = {k: v if isinstance(v := producer.get(k), str) else None for k in ("name", "version", "command")}
     matches = producer.get("drafter_base_matches")
     return {**text, "drafter_predict_n": recorded_predict_n(cfg),
-            "drafter_base_matches": matches if isinstance(matches, bool) else None}
+            "drafter_base_matches": matches if isinstance(matches, bool) else None,
+            "drafter_command": command if isinstance(command := producer.get("drafter_command"), str) and command
+            else None}

@@ -186,6 +186,40 @@ def test_inspect_shows_what_convert_recorded(recorded, shown):
     assert "trained on" not in producer_line(summary, False)  # a base checkpoint
 
 
+@pytest.mark.parametrize("recorded, shown", [
+    (True, "; drafter made for this base by init-drafter (untrained: expect about 1 token per step)"),
+    (False, "; drafter made for another base by init-drafter (untrained: expect about 1 token per step)"),
+    (None, "; drafter made by init-drafter (untrained: expect about 1 token per step)")])
+def test_inspect_says_a_drafter_fresh_from_init_drafter_is_untrained(recorded, shown):
+    """A review: a drafter fresh from init-drafter was shown as `drafter trained on this base`, though its own
+    producer said init-drafter (about 1 token per step until trained)."""
+    from redrafter_trt.cli.inspect_cmd import producer_line
+    from redrafter_trt.producer import producer_summary
+
+    summary = producer_summary({"producer": {"name": "redrafter-trt", "version": "1", "command": "convert",
+                                             "drafter_predict_n": 3, "drafter_base_matches": recorded,
+                                             "drafter_command": "init-drafter"}})
+    assert (summary["drafter_base_matches"], summary["drafter_command"]) == (recorded, "init-drafter")
+    assert producer_line(summary, True) == f"redrafter-trt 1 (convert); drafter predict_n 3{shown}"
+
+
+@pytest.mark.parametrize("command", ["init-drafter", "train", None])
+def test_convert_records_what_made_the_drafter(tiny_llama, tiny_drafter, tmp_path, command):
+    import shutil
+
+    from redrafter_trt.convert import convert
+
+    drafter = tmp_path / "d"
+    shutil.copytree(tiny_drafter, drafter)
+    cfg = json.loads((drafter / "config.json").read_text())
+    cfg.pop("producer", None)
+    if command:
+        cfg["producer"] = {"name": "redrafter-trt", "version": "1", "command": command}
+    (drafter / "config.json").write_text(json.dumps(cfg))
+    ck = convert(tiny_llama, drafter, tmp_path / "ck", num_beams=2, draft_len=2)
+    assert json.loads((ck / "config.json").read_text())["producer"]["drafter_command"] == command
+
+
 @pytest.mark.parametrize("dry_run", [False, True])
 def test_nan_in_the_base_is_no_other_base(bases, tmp_path, caplog, dry_run):
     """A review: --base holding NaN where the drafter's record was read (the base it was trained on, broken since)

@@ -514,7 +514,8 @@ def test_the_producer_and_the_drafters_predict_n_are_shown(ckpt, tmp_path, predi
     report = json.loads(run_cli("inspect", copy, "--json").output)
     assert report["producer"] == (None if shown is None else {
         "name": "redrafter-trt", "version": version, "command": "convert",
-        "drafter_predict_n": predict_n if isinstance(predict_n, int) else None, "drafter_base_matches": None})
+        "drafter_predict_n": predict_n if isinstance(predict_n, int) else None, "drafter_base_matches": None,
+        "drafter_command": None})
 
 
 def test_a_base_checkpoints_producer_is_shown_without_a_drafter():

@@ -84,7 +84,7 @@ def rope_line(rope: dict, malformed_scaling: bool = False) -> str:
 
 def producer_line(producer: dict, drafter: bool) -> str:
     """`redrafter-trt 0.1.0 (convert)`, then with a drafter the most draft tokens it was trained to predict and, where
-    convert could tell, whether it was trained on this base."""
+    convert could tell, whether it was trained on this base (or made for it by init-drafter, untrained)."""
     made = " ".join(filter(None, (producer["name"] or "?", producer["version"],
                                   producer["command"] and f"({producer['command']})")))
     if not drafter:
@@ -92,6 +92,9 @@ def producer_line(producer: dict, drafter: bool) -> str:
     n = producer["drafter_predict_n"]
     line = f"{made}; drafter predict_n {n if n is not None else 'unknown'}"
     matches = producer["drafter_base_matches"]
+    if producer.get("drafter_command") == "init-drafter":  # its head is the base's own: about 1 token per step
+        made_for = {True: "made for this base ", False: "made for another base ", None: "made "}[matches]
+        return f"{line}; drafter {made_for}by init-drafter (untrained: expect about 1 token per step)"
     if matches is None:
         return line
     if matches:
