@@ -737,3 +737,12 @@ def test_a_draft_length_beyond_the_drafters_predict_n_is_a_problem(ckpt, tmp_pat
                         "--predict-n >= 2"], problems
     copy = broken(ckpt, tmp_path / "equal", producer=producer | {"drafter_predict_n": 2})
     assert inspect_checkpoint(copy).problems == []
+
+
+def test_lm_head_scales_in_a_checkpoint_that_is_not_fp8_are_unexpected(ckpt, tmp_path):
+    """A review (a mutant that survived): TensorRT-LLM drops stale lm_head scales only from an FP8 checkpoint
+    (preprocess_perlayer_weights); in one that is not FP8 they are tensors no layer reads."""
+    scales = {"lm_head.weights_scaling_factor": torch.ones(1), "lm_head.activation_scaling_factor": torch.ones(1)}
+    problems = inspect_checkpoint(broken(ckpt, tmp_path, tensors=lambda t: t.update(scales))).problems
+    assert problems == ["rank0: unexpected tensors lm_head.activation_scaling_factor, "
+                        "lm_head.weights_scaling_factor"], problems
