@@ -439,6 +439,8 @@ def _shard_sample(src: TensorSource, have: dict) -> bytes | None:
         return None
     rows = src.get(SPLIT_SAMPLED, 0, 0, min(SHARD_ROWS, shape[0])).contiguous().view(torch.uint8)
     return None if bool((rows == rows.flatten()[0]).all()) else rows.numpy().tobytes()
+
+
 RECONVERT = "re-convert it"  # a checkpoint's fix: convert wrote it, so nothing is downloaded again
 
 HEAD_ROWS = 256  # the rows of each rank's drafter head inspect reads, spread over it
