@@ -342,13 +342,16 @@ def torch_info() -> TorchInfo:
         return TorchInfo(None, None, error=None if e.name == "torch" else first_line(e, type(e).__name__))
     except Exception as e:  # installed but broken: doctor exists for such machines, it must not fail on them
         return TorchInfo(None, None, error=first_line(e, type(e).__name__))
+    if getattr(torch, "__file__", None) is None:  # a namespace package: a folder pip uninstall left files in
+        where = next(iter(getattr(torch, "__path__", [])), "torch")
+        return TorchInfo(None, None, error=f"{where} is a torch folder without __init__.py (left by an uninstall?)")
     gpus: tuple[Gpu, ...] = ()
     try:
         if torch.version.cuda and torch.cuda.is_available():
             gpus = tuple(Gpu(torch.cuda.get_device_name(i), tuple(torch.cuda.get_device_capability(i)))
                          for i in range(torch.cuda.device_count()))
-    except RuntimeError:  # a driver torch cannot talk to: no GPU visible, and check_cuda says to check the driver
-        gpus = ()
+    except Exception:  # a driver torch cannot talk to, a half-installed torch: no GPU visible, and check_cuda says
+        gpus = ()      # to check the driver
     return TorchInfo(torch.__version__, torch.version.cuda, gpus)
 
 

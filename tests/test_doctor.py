@@ -544,3 +544,39 @@ def test_the_import_is_tried_on_the_installed_package_not_a_folder_in_the_workin
     (tmp_path / "tensorrt_llm" / "__init__.py").write_text("raise ImportError('the source checkout')\n")
     monkeypatch.chdir(tmp_path)
     assert doctor.child_import_error("import tensorrt_llm", 60) == "ModuleNotFoundError: No module named 'tensorrt_llm'"
+
+
+def test_a_torch_folder_without_init_is_a_torch_problem(monkeypatch, tmp_path):
+    """A review: a torch/ folder left without __init__.py (pip uninstall leaves folders of files it did not install)
+    imports as a namespace package, whose `torch.version` raised AttributeError: doctor ended in a traceback."""
+    import importlib.machinery
+    import importlib.util
+    import sys
+
+    spec = importlib.machinery.ModuleSpec("torch", None, is_package=True)
+    spec.submodule_search_locations = [str(tmp_path / "torch")]
+    monkeypatch.setitem(sys.modules, "torch", importlib.util.module_from_spec(spec))
+    real = doctor.torch_info
+    fake_machine(monkeypatch, TorchInfo(None, None), None, CPU_DISTS)
+    monkeypatch.setattr(doctor, "torch_info", real)
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code == 2 and result.exception is not None and isinstance(result.exception, SystemExit), \
+        result.output
+    (line,) = [line for line in result.output.splitlines() if line.startswith("FIX  torch import:")]
+    assert f"{tmp_path / 'torch'} is a torch folder without __init__.py (left by an uninstall?)" in line, line
+    assert "FIX  cuda: torch does not import" in result.output
+
+
+def test_a_gpu_listing_that_fails_otherwise_is_no_gpu(monkeypatch):
+    """A broken torch may raise more than RuntimeError while listing GPUs (an AttributeError of a half-installed
+    one): no GPU visible, not a traceback."""
+    import torch
+
+    def broken(i):
+        raise AttributeError("module 'torch._C' has no attribute '_cuda_getDeviceCount'")
+
+    monkeypatch.setattr(torch.version, "cuda", "12.4")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_name", broken)
+    assert doctor.torch_info().gpus == ()
