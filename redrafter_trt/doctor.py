@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import first_line
-from .installed_trtllm import (INSTALL_HINT, MODEL_MAP_SOURCE, has_redrafter, installed_source, model_map_lacks,
-                               redrafter_architectures, trtllm_version, unsupported_trtllm, version_tuple)
+from .installed_trtllm import (INSTALL_HINT, MODEL_MAP_SOURCE, QWEN_CONFIG_SOURCE, has_redrafter, installed_source,
+                               model_map_lacks, qwen3_lacks, redrafter_architectures, trtllm_version,
+                               unsupported_trtllm, version_tuple)
 from .plural import counted
 from .token_deps import SENTENCEPIECE_INSTALL, missing_sentencepiece
 
@@ -179,10 +180,13 @@ def check_fp8_gpu(gpus: tuple[Gpu, ...]) -> Check:
                  "convert and run in the CPU reference runtime", feature="FP8 engines")
 
 
-def check_trtllm(version: str | None, model_map: str | None, python: tuple[int, ...]) -> Check:
+def check_trtllm(version: str | None, model_map: str | None, python: tuple[int, ...],
+                 qwen_config: str | None = None) -> Check:
     """version: from package metadata (None: none found). model_map: the source of its tensorrt_llm/models/__init__.py
     (`installed_trtllm.model_map_lacks`; None: not visible from this Python). One visible without metadata (a source
-    checkout) is judged by its MODEL_MAP alone, as `build` accepts it."""
+    checkout) is judged by its MODEL_MAP alone, as `build` accepts it. qwen_config: the source of its
+    models/qwen/config.py (`installed_trtllm.qwen3_lacks`): one that builds no Qwen3 is a warning, as `build` refuses
+    Qwen3 checkpoints alone."""
     feature, install = ENGINES, trtllm_install(python)
     if version is None and model_map is None:
         return Check("tensorrt_llm", False, "not installed", install, feature=feature)
@@ -191,10 +195,12 @@ def check_trtllm(version: str | None, model_map: str | None, python: tuple[int, 
         return Check("tensorrt_llm", False, f"{shown}, which {unsupported_trtllm(version)}", install, feature=feature)
     if why := model_map_lacks(model_map, redrafter_architectures()):
         return Check("tensorrt_llm", False, f"{shown}, which {why}", install, feature=feature)
-    caveat = "" if version else ("redrafter-trt supports the TensorRT-LLM 1.0 to 1.2.x releases: check the checkout "
-                                 "is one")
+    caveats = [] if version else ["redrafter-trt supports the TensorRT-LLM 1.0 to 1.2.x releases: check the checkout "
+                                  "is one"]
+    if why := qwen3_lacks(qwen_config):
+        caveats.append(f"{why}: Qwen3 checkpoints will not build; for them: {install}")
     return Check("tensorrt_llm", True, f"{shown}, has ReDrafter (explicit_draft_tokens)", feature=feature,
-                 warning=caveat)
+                 warning="; ".join(caveats))
 
 
 def check_trtllm_import(error: str | None, python: tuple[int, ...]) -> Check:
@@ -410,7 +416,7 @@ def run_checks() -> list[Check]:
     checks.append(check_cuda(torch))
     checks += [check_gpu(i, g) for i, g in enumerate(torch.gpus)]
     checks.append(check_fp8_gpu(torch.gpus))
-    checks.append(check_trtllm(trtllm, model_map, python))
+    checks.append(check_trtllm(trtllm, model_map, python, installed_source(QWEN_CONFIG_SOURCE)))
     if checks[-1].ok:
         checks.append(check_trtllm_import(trtllm_import_error(), python))
     if trtllm is not None and (requirements := trtllm_requirements()) is not None:

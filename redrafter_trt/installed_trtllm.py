@@ -1,8 +1,9 @@
 """The installed TensorRT-LLM, read without importing it (its import loads CUDA): its version from package metadata
 (`trtllm_version`), whether it has the ReDrafter of this toolkit's checkpoints (REDRAFTER_TRTLLM: the 1.0 to 1.2.x
 releases, `has_redrafter`), what its trtllm-build builds (its MODEL_MAP's and QWenConfig's source, read by
-`installed_source`: `check_trtllm_builds`), and its commands on PATH (`require_trtllm_tool`); INSTALL_HINT says how to
-install one that has ReDrafter. `build`, `serve --engine-dir`, `run --engine-dir` and `doctor` ask it.
+`installed_source`: `model_map_lacks`, `qwen3_lacks`, `check_trtllm_builds`), and its commands on PATH
+(`require_trtllm_tool`); INSTALL_HINT says how to install one that has ReDrafter. `build`, `serve --engine-dir`,
+`run --engine-dir` and `doctor` ask it.
 """
 
 from __future__ import annotations
@@ -99,19 +100,30 @@ def model_map_lacks(model_map: str | None, architectures) -> str | None:
             "which added them (as the 0.x releases and the early 1.0.0 release candidates do)")
 
 
+# the installed TensorRT-LLM's module whose QWenConfig names the qwen_types it builds (`qwen3_lacks`)
+QWEN_CONFIG_SOURCE = "models/qwen/config.py"
+
+
+def qwen3_lacks(qwen_config: str | None) -> str | None:
+    """Why the installed TensorRT-LLM builds no Qwen3, as the words after "TensorRT-LLM VERSION", or None (also where
+    `qwen_config` is None: no source visible from this Python). qwen_config: the source of its
+    tensorrt_llm/models/qwen/config.py (`installed_source(QWEN_CONFIG_SOURCE)`), whose QWenConfig knows qwen_type
+    qwen3 since PR #5650 (July 2025; an older trtllm-build stops on an assertion after its imports)."""
+    if qwen_config is None or "'qwen3'" in qwen_config or '"qwen3"' in qwen_config:
+        return None
+    return "builds no Qwen3 (its QWenConfig has no qwen_type qwen3, added by PR #5650 in July 2025)"
+
+
 def check_trtllm_builds(config: dict) -> None:
     """A DependencyError where the installed TensorRT-LLM cannot build this checkpoint: its MODEL_MAP lacks the
-    checkpoint's architecture (`model_map_lacks`), or its base is a Qwen3 (its QWenConfig knows qwen_type qwen3
-    since PR #5650, July 2025; an older trtllm-build stops on an assertion after its imports)."""
+    checkpoint's architecture (`model_map_lacks`), or its base is a Qwen3 it builds none of (`qwen3_lacks`)."""
     from .layout import qk_norm
 
     installed = " ".join(filter(None, ("TensorRT-LLM", trtllm_version())))  # a source checkout has no version
     if why := model_map_lacks(installed_source(MODEL_MAP_SOURCE), [config["architecture"]]):
         raise DependencyError(f"{installed} {why}: {INSTALL_HINT}")
-    source = installed_source("models/qwen/config.py") if qk_norm(config) else None
-    if source is not None and "'qwen3'" not in source and '"qwen3"' not in source:
-        raise DependencyError(f"{installed} builds no Qwen3 (its QWenConfig has no qwen_type qwen3, "
-                              f"added by PR #5650 in July 2025): {INSTALL_HINT}")
+    if qk_norm(config) and (why := qwen3_lacks(installed_source(QWEN_CONFIG_SOURCE))):
+        raise DependencyError(f"{installed} {why}: {INSTALL_HINT}")
 
 
 def require_trtllm_tool(tool: str) -> str:

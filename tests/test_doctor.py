@@ -580,3 +580,32 @@ def test_a_gpu_listing_that_fails_otherwise_is_no_gpu(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "get_device_name", broken)
     assert doctor.torch_info().gpus == ()
+
+
+QWEN_CONFIG = "valid_types = ('qwen', 'qwen2'"
+
+
+@pytest.mark.parametrize("knows", [True, False])
+def test_a_tensorrt_llm_that_builds_no_qwen3_is_a_warning(tmp_path, monkeypatch, knows):
+    """A review: `build` refuses a Qwen3 checkpoint where the installed TensorRT-LLM's QWenConfig has no qwen_type
+    qwen3 (the 1.0.0 release candidates before PR #5650), while doctor read its MODEL_MAP alone and said OK. It warns
+    now (Llama and Qwen2 checkpoints still build), by the same test as `build`."""
+    from redrafter_trt import installed_trtllm
+
+    fake_machine(monkeypatch, TorchInfo("2.6.0", "12.6", (H100,)), "1.0.0rc4",
+                 {**CPU_DISTS, "tensorrt": "10.11.0", "nvidia-modelopt": "0.37.0"})
+    monkeypatch.setattr(doctor, "installed_source", installed_trtllm.installed_source)  # the fake package's
+    fake_trtllm_package(tmp_path / "site", monkeypatch, {
+        "models/__init__.py": MODEL_MAP["1.2"],
+        "models/qwen/config.py": QWEN_CONFIG + (", 'qwen3')" if knows else ")")})
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code == 0, result.output
+    (line,) = [line for line in result.output.splitlines() if " tensorrt_llm: " in line]
+    if knows:
+        assert line == "OK   tensorrt_llm: 1.0.0rc4, has ReDrafter (explicit_draft_tokens)", line
+        assert result.output.strip().endswith("GPU features: all available")
+    else:
+        assert line == ("WARN tensorrt_llm: 1.0.0rc4, has ReDrafter (explicit_draft_tokens) -> builds no Qwen3 (its "
+                        "QWenConfig has no qwen_type qwen3, added by PR #5650 in July 2025): Qwen3 checkpoints will not "
+                        f"build; for them: {installed_trtllm.INSTALL_HINT}"), line
+        assert result.output.strip().endswith("GPU features: all available, with the caveats marked WARN above")
