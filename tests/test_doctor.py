@@ -609,3 +609,73 @@ def test_a_tensorrt_llm_that_builds_no_qwen3_is_a_warning(tmp_path, monkeypatch,
                         "QWenConfig has no qwen_type qwen3, added by PR #5650 in July 2025): Qwen3 checkpoints will not "
                         f"build; for them: {installed_trtllm.INSTALL_HINT}"), line
         assert result.output.strip().endswith("GPU features: all available, with the caveats marked WARN above")
+
+
+def test_cpu_machine_names_each_unavailable_feature_once(monkeypatch):
+    """tensorrt_llm, tensorrt, trtllm-build and mpi all gate engines: the last line names engines once."""
+    fake_machine(monkeypatch, TorchInfo("2.6.0+cpu", None), None, CPU_DISTS)
+    last = CliRunner().invoke(main, ["doctor"]).output.strip().splitlines()[-1]
+    assert last == ("unavailable here: engines (redrafter-trt build, engine runs); FP8 engines; convert --quantize fp8; "
+                    "tokenizers given as SentencePiece's tokenizer.model alone (Vicuna v1.3)"), last
+
+
+def test_without_mpirun_only_tensor_parallel_runs_are_unavailable(monkeypatch):
+    fake_machine(monkeypatch, TorchInfo("2.6.0", "12.6", (H100,)), "1.2.0",
+                 {**CPU_DISTS, "tensorrt": "10.11.0", "nvidia-modelopt": "0.37.0"})
+    monkeypatch.setattr(doctor, "which", lambda name: None if name == "mpirun" else f"/usr/bin/{name}")
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code == 0 and "FIX  mpi: missing mpirun" in result.output, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last == "unavailable here: tensor-parallel engine runs (mpirun -n TP)", last
+
+
+def test_a_torch_whose_dependency_is_missing_is_not_ready(monkeypatch):
+    """`import torch` failing on a module of its own (filelock, sympy) is a broken torch, not a missing one."""
+    import importlib.abc
+    import sys
+
+    class Missing(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name == "torch":
+                raise ModuleNotFoundError("No module named 'filelock'", name="filelock")
+
+    monkeypatch.delitem(sys.modules, "torch")
+    monkeypatch.setattr(sys, "meta_path", [Missing(), *sys.meta_path])
+    info = doctor.torch_info()
+    assert info.version is None and info.error == "No module named 'filelock'", info
+    fake_machine(monkeypatch, info, None, CPU_DISTS)
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code == 2 and "FIX  torch import: No module named 'filelock'" in result.output, result.output
+
+
+def test_a_child_import_that_hangs_or_dies_is_named():
+    assert doctor.child_import_error("import time; time.sleep(5)", 1) == "it did not finish in 1 s"
+    assert doctor.child_import_error("import os; os.kill(os.getpid(), 9)", 60) == "exit status -9"
+
+
+def test_a_requirement_whose_marker_applies_here_is_checked():
+    check = doctor.check_trtllm_requirements("1.2.0", ["numpy<2; python_version >= '3.0'"], {"numpy": "2.1.0"})
+    assert not check.ok and "numpy 2.1.0 (wants <2)" in check.detail, check
+
+
+def test_a_prerelease_torch_within_the_pin_meets_it():
+    """NGC's containers carry pre-release torch builds: one within TensorRT-LLM 1.2.x's pin meets it."""
+    pin = doctor.trtllm_torch_pin()
+    assert doctor.check_trtllm_requirements("1.2.1", [pin], {"torch": "2.10.0a0+nv25.11"}).ok, pin
+
+
+def test_a_version_past_1_2_is_refused_whatever_its_model_map():
+    check = doctor.check_trtllm("1.3.0rc1", MODEL_MAP["1.2"], (3, 12, 3))
+    assert not check.ok and "past the 1.2.x line" in check.detail, check
+
+
+def test_one_fp8_gpu_among_others_is_enough():
+    assert doctor.check_fp8_gpu((T4, H100)).ok and not doctor.check_fp8_gpu((T4, A100)).ok
+
+
+def test_not_ready_goes_to_stderr(monkeypatch):
+    dists = {k: v for k, v in CPU_DISTS.items() if k != "transformers"}
+    fake_machine(monkeypatch, TorchInfo("2.6.0+cpu", None), None, dists)
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code == 2
+    assert "NOT ready" in result.stderr and "NOT ready" not in result.stdout, result.output
