@@ -39,7 +39,7 @@ TRTLLM_TOOL_PARSERS = ["qwen3", "qwen3_coder", "kimi_k2", "deepseekv3", "deepsee
 TRTLLM_REASONING_PARSERS = ["deepseek-r1", "qwen3", "qwen3_5", "nano-v3"]
 
 
-def make_engine(folder, tp=4, ranks=None, redrafter=True, vocab_size=49152):
+def make_engine(folder, tp=4, ranks=None, redrafter=True, vocab_size=49152, max_batch_size=8, max_num_tokens=8192):
     folder.mkdir()
     pretrained = {"architecture": "ReDrafterForLLaMALM", "vocab_size": vocab_size,
                   "mapping": {"world_size": tp, "tp_size": tp, "pp_size": 1}}
@@ -47,7 +47,8 @@ def make_engine(folder, tp=4, ranks=None, redrafter=True, vocab_size=49152):
         pretrained |= {"redrafter_num_beams": 5, "redrafter_draft_len_per_beam": 5, "redrafter_greedy_search": True}
     (folder / "config.json").write_text(json.dumps({
         "version": "1.2.0", "pretrained_config": pretrained,
-        "build_config": {"max_batch_size": 8, "max_num_tokens": 8192, "max_input_len": 1024, "max_seq_len": 2073}}))
+        "build_config": {"max_batch_size": max_batch_size, "max_num_tokens": max_num_tokens, "max_input_len": 1024,
+                         "max_seq_len": 2073}}))
     for r in range(tp if ranks is None else ranks):
         (folder / f"rank{r}.engine").write_bytes(b"")
     return folder
@@ -75,6 +76,32 @@ def test_dry_run_is_a_trtllm_serve_command_for_the_engine(tmp_path, tokenizer_di
     assert (args.host, args.port, args.tp_size) == ("0.0.0.0", 9000, 4)
     assert (args.max_batch_size, args.max_num_tokens) == (8, 8192)  # the engine's own, not trtllm-serve's 2048
     assert args.max_seq_len is None
+
+
+def test_the_limits_passed_to_trtllm_serve_are_the_engines_own(tmp_path, byte_engine):
+    """Read from the engine's build_config, not serve's defaults (make_engine's 8 and 8192 passed either way)."""
+    _, tok = byte_engine
+    engine = make_engine(tmp_path / "engine16", tp=1, vocab_size=256, max_batch_size=16, max_num_tokens=4096)
+    res = serve("--engine-dir", engine, "--tokenizer-dir", tok, "--port", 9000, "--dry-run")
+    assert res.exit_code == 0, res.output
+    args = trtllm_serve_12_parser().parse_args(shlex.split(res.output.splitlines()[-1])[1:])
+    assert (args.max_batch_size, args.max_num_tokens) == (16, 4096)
+
+
+@pytest.mark.parametrize("preset, refused", [("max-batch-size: 16\n", False), ("max-batch-size: 4\n", True)])
+def test_a_presets_max_batch_size_passes_where_it_is_the_engines(tmp_path, byte_engine, preset, refused):
+    """A preset's max-batch-size is compared with the engine's own (16 here, not serve's default 8): equal, it is
+    what trtllm-serve gets and passes; another is refused in one line."""
+    _, tok = byte_engine
+    engine = make_engine(tmp_path / "engine16", tp=1, vocab_size=256, max_batch_size=16)
+    path = tmp_path / "p.yaml"
+    path.write_text(preset)
+    res = serve("--config", path, "--engine-dir", engine, "--tokenizer-dir", tok, "--port", 9000, "--dry-run")
+    if refused:
+        assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1, res.output
+        assert "preset sets max-batch-size," in res.output, res.output
+    else:
+        assert res.exit_code == 0 and "--max_batch_size 16 " in res.output.splitlines()[-1], res.output
 
 
 @pytest.mark.parametrize("parallel", ["pp_size", "cp_size"])
@@ -346,6 +373,34 @@ def test_an_ipv6_host_is_refused_for_a_trtllm_serve_that_binds_ipv4_only(tmp_pat
     assert res.exit_code == 0 and "warning" not in res.output, res.output
 
 
+def test_a_host_whose_name_cannot_be_encoded_is_not_ipv6(tmp_path, byte_engine, monkeypatch):
+    """getaddrinfo raises UnicodeError, not OSError, for a label over 63 characters: not IPv6 (trtllm-serve says
+    the name does not resolve), and no traceback here."""
+    from redrafter_trt.serve_engine import ipv6_only
+
+    host = "a" * 64 + ".example"
+    assert not ipv6_only(host)
+    engine, tok = byte_engine
+    installed_trtllm(tmp_path / "site", monkeypatch, LAUNCH_SERVER["ipv4"])
+    res = serve("--engine-dir", engine, "--tokenizer-dir", tok, "--host", host, "--dry-run")
+    assert res.exit_code == 0 and "Traceback" not in res.output, res.output
+    assert f"--host {host} " in res.output.splitlines()[-1]
+
+
+def test_a_host_with_ipv4_and_ipv6_addresses_is_not_ipv6_only(monkeypatch):
+    """`localhost` resolving to ::1 and 127.0.0.1: trtllm-serve (fixed or not) binds IPv4, so it is not refused."""
+    import socket
+
+    from redrafter_trt.serve_engine import ipv6_only
+
+    v6 = (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", 0, 0, 0))
+    v4 = (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", 0))
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: [v6, v4])
+    assert not ipv6_only("localhost")
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: [v6])
+    assert ipv6_only("localhost")
+
+
 def test_an_ipv6_host_passes_with_a_trtllm_serve_that_has_the_fix(tmp_path, byte_engine, monkeypatch):
     engine, tok = byte_engine
     installed_trtllm(tmp_path / "site", monkeypatch, LAUNCH_SERVER["fixed"])
@@ -394,6 +449,7 @@ def test_tool_parser_is_passed_as_trtllm_serves_option(tmp_path, byte_engine, mo
     ("", None, "has no --tool_parser option"),
     ("# --tool_parser: in a later release\n", None, "has no --tool_parser option"),  # named, not an option
     (TOOL_OPTION, FACTORY.replace('"qwen3"', '"qwen2"'), "has no tool parser 'qwen3'"),
+    (TOOL_OPTION, None, "has no tool parser 'qwen3'"),  # the option, but no factory file to read
 ])
 def test_a_trtllm_serve_without_the_tool_parser_is_refused_in_one_line(tmp_path, byte_engine, monkeypatch, option,
                                                                         factory, says):
