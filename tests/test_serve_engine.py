@@ -54,6 +54,13 @@ def make_engine(folder, tp=4, ranks=None, redrafter=True, vocab_size=49152, max_
     return folder
 
 
+@pytest.fixture(autouse=True)
+def own_cache(smollm2, tmp_path, monkeypatch):
+    """The cache folder, where serve writes trtllm-serve's options file, is each test's own (SmolLM2 is found first,
+    in the real one)."""
+    monkeypatch.setenv("REDRAFTER_TRT_CACHE", str(tmp_path / "cache"))
+
+
 @pytest.fixture
 def tokenizer_dir(smollm2):
     """SmolLM2's tokenizer (49152 tokens, the vocab_size of make_engine's engines)."""
@@ -125,7 +132,6 @@ def test_trtllm_serve_runs_with_kv_cache_block_reuse_off_as_run_does(tmp_path, t
     each time: it is ours, not the user's."""
     import yaml
 
-    monkeypatch.setenv("REDRAFTER_TRT_CACHE", str(tmp_path / "cache"))
     engine = make_engine(tmp_path / "engine", tp=1)
 
     def options_file():
