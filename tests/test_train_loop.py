@@ -281,7 +281,11 @@ def test_resume_refuses_other_objective_options(chat_base, qa_file, tmp_path):
                           # the drafter's shape named as the option changed (once all four, without values)
                           ({"predict_n": 2}, "--predict-n (3 then, 2 now):"),
                           ({"num_draft_layers": 2, "rnn": False}, "--num-draft-layers (1 then, 2 now), --rnn (on then, "
-                                                                  "off now):")]:
+                                                                  "off now):"),
+                          # once named only through what follows from them: the kept vocabulary, the examples
+                          ({"full_vocab": True}, "--full-vocab (off then, on now):"),
+                          ({"distill": True}, "--distill (off then, on now):"),
+                          ({"eval_examples": 4}, "held-out examples (the default then, 4 now):")]:
         with pytest.raises(ConfigError, match=re.escape(f"saved with different {named}")):
             train_drafter(_cfg(chat_base, qa_file, tmp_path, resume=True, **{"max_steps": 4, **change}))
 
@@ -302,6 +306,12 @@ def test_a_resume_is_refused_before_any_work(chat_base, qa_file, tmp_path, monke
                           ({"num_draft_layers": 2}, re.escape("different --num-draft-layers (1 then, 2 now)")),
                           ({"max_steps": 5}, re.escape("different number of steps (--max-steps, --epochs) (4 then, 5 "
                                                        "now)")),
+                          # --distill: only after the base answered every prompt; --full-vocab: once the hidden
+                          # states were cached; --eval-examples: once the examples were built
+                          ({"distill": True}, re.escape("saved with different --distill (off then, on now)")),
+                          ({"full_vocab": True}, re.escape("saved with different --full-vocab (off then, on now)")),
+                          ({"eval_examples": 4}, re.escape("saved with different held-out examples (the default then, "
+                                                           "4 now)")),
                           ({"output": tmp_path / "other"}, "no training state")]:
         with pytest.raises(ConfigError, match=match):
             train_drafter(_cfg(chat_base, qa_file, tmp_path, resume=True, **{"max_steps": 4, **change}))
@@ -409,6 +419,18 @@ def test_a_resume_on_other_training_examples_is_refused_naming_them(chat_base, q
                                                     "other tokens")) as refused:
         train_drafter(cfg)
     assert "earlier version" not in str(refused.value)
+
+    def trained_otherwise(*args, **kw):  # the same token ids, one answer token not trained on
+        train, held = build(*args, **kw)
+        ex = train[0]
+        mask = list(ex.mask)
+        mask[mask.index(True)] = False
+        return [dataclasses.replace(ex, mask=tuple(mask)), *train[1:]], held
+
+    monkeypatch.setattr(loop, "build_examples", trained_otherwise)
+    with pytest.raises(ConfigError, match=re.escape("saved with different training examples (the data encodes to "
+                                                    "other tokens")):
+        train_drafter(cfg)
     monkeypatch.setattr(loop, "build_features", features)
     state = torch.load(cfg.state_path, weights_only=True)
     torch.save({k: v for k, v in state.items() if k != "examples"}, cfg.state_path)  # as saved before the digest
@@ -433,12 +455,16 @@ def test_a_corrupt_state_is_one_error_and_the_quickstart_starts_over(chat_base, 
     cfg.state_path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"step": 1}, cfg.state_path)
     whole = cfg.state_path.read_bytes()
-    for content in (whole[: len(whole) // 2], b"garbage" * 10, b""):
+    torch.save({"x": 1}, cfg.state_path)  # a whole PyTorch file, no state: read as one saved with other options
+    other = cfg.state_path.read_bytes()
+    for content in (whole[: len(whole) // 2], b"garbage" * 10, b"", other):
         cfg.state_path.write_bytes(content)
         with pytest.raises(CorruptFileError, match=f"{re.escape(str(cfg.state_path))} is truncated or not a "
-                                                   f"training state .*: start over without --resume"):
+                                                   f"training state .*: start over without --resume") as refused:
             train_drafter(cfg)
+        assert "\n" not in str(refused.value)
         assert not resumable(cfg)
+    assert "(no step saved)" in str(refused.value)
 
 
 def test_a_state_that_does_not_fit_on_the_disk_is_one_error(chat_base, qa_file, tmp_path, monkeypatch):
@@ -1430,6 +1456,23 @@ def test_a_ctrl_c_as_a_new_run_removes_an_earlier_state_removes_it_whole_before_
     with pytest.raises(KeyboardInterrupt):
         state.remove_earlier_state(cfg)
     assert said and said[0].startswith(f"starting over: removed {cfg.state_path}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unreadable_earlier_state_beside_a_pending_marker_is_removed_quietly(tmp_path, caplog):
+    """An unreadable state (or one of an older layout) holds no step to continue from, even beside the pending marker
+    of a run interrupted after its last step: removed at info level, not said to be such a run's (at "step 0")."""
+    import logging
+
+    from redrafter_trt.train import state
+
+    cfg = TrainConfig(base=tmp_path, data=[tmp_path / "d.jsonl"], output=tmp_path / "drafter")
+    cfg.state_path.write_bytes(b"garbage" * 10)
+    state.pending_marker(cfg).touch()
+    with caplog.at_level(logging.INFO, logger="redrafter_trt.train.state"):
+        state.remove_earlier_state(cfg)
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "redrafter_trt.train.state"]
+    assert said == [(logging.INFO, f"removing {cfg.state_path}, the state of an earlier run")], said
     assert list(tmp_path.iterdir()) == []
 
 
