@@ -886,8 +886,25 @@ def test_acceptance_predicts_bench(setup, report, tmp_path):
     for c in report[0]["configs"]:
         mine = got[(c["num_beams"], c["draft_len"])]
         assert (mine["steps"], mine["histogram"], mine["new_tokens"]) == (c["steps"], c["histogram"], c["new_tokens"])
+        # a mutation review: (new_tokens - 1) / steps went unseen while steps and new_tokens matched
+        assert mine["mean_tokens_per_step"] == pytest.approx(c["mean_tokens_per_step"])
+        assert mine["mean_tokens_per_step"] == pytest.approx(mine["new_tokens"] / mine["steps"])
     best = max(data["configs"], key=lambda c: c["mean_tokens_per_step"])
     assert data["best"] == best and "W=5 L=3" in result.stdout
+    # the printed table (a mutation review: starring configs[0] or printing new_tokens / (steps - 1) went unseen):
+    # each row's tokens/step is its JSON number to the printed precision, and only the best row, not the first, is
+    # starred
+    assert data["configs"][0] != best
+    rows = {}
+    for line in result.stdout.splitlines():
+        if m := re.match(r"W=(\d+) L=(\d+)(\*?)\s+(\S+)\s", line):
+            rows[int(m[1]), int(m[2])] = m[3], m[4]
+    assert sorted(rows) == sorted(got), result.stdout
+    for c in data["configs"]:
+        star, tps = rows[c["num_beams"], c["draft_len"]]
+        assert tps == f"{c['mean_tokens_per_step']:.3f}", result.stdout
+        assert (star == "*") == (c == best), result.stdout
+    assert sum(star == "*" for star, _ in rows.values()) == 1
 
 
 def test_acceptance_bad_input(setup):
