@@ -648,6 +648,31 @@ def test_an_answer_ending_on_eos_is_printed_and_written_without_its_text(smollm2
     assert record["output_ids"] == answer and record["text"] == "Hello there."
 
 
+def test_mean_tokens_per_step_pools_the_prompts_tokens_and_steps(smollm2, smol_ckpt, tmp_path, monkeypatch):
+    """The statistics line and stats.mean_tokens_per_step are all new tokens over all steps, as bench's and
+    acceptance's are; not the mean of each prompt's tokens per step (a mutation review: that went unseen, every test's
+    prompts had answers of one length). One answer ends at EOS after one decoding step, the other runs on with drafts
+    accepted: 11 tokens in 5 steps (2.20), where the prompts' own means (1.0 and 3.0) average 2.00."""
+    from transformers import AutoTokenizer
+
+    eos = AutoTokenizer.from_pretrained(smollm2).eos_token_id
+    monkeypatch.setattr(rt, "load", lambda *a, **k: None)
+    monkeypatch.setattr(rt, "generate", lambda model, ids, *a, **k: rt.GenerationResult(
+        output_ids=[[42, eos], list(range(100, 109))], steps=[2, 3], accepted=[[1], [4, 4]], wall_seconds=1.0))
+    out = tmp_path / "out.json"
+    res = invoke("--checkpoint-dir", smol_ckpt, "--tokenizer-dir", smollm2, "--input-text", "Say hi.", "--input-text",
+                 "Count on.", "--max-output-len", 9, "--batch-size", 2, "--output-json", out)
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    tokens = sum(len(r["output_ids"]) for r in data["results"])
+    steps = sum(r["steps"] for r in data["results"])
+    per_prompt = [r["tokens_per_step"] for r in data["results"]]
+    assert f"{tokens / steps:.2f}" != f"{sum(per_prompt) / len(per_prompt):.2f}"  # the two means differ here
+    assert f"mean tokens/step {tokens / steps:.2f} |" in res.output, res.output
+    assert data["stats"]["mean_tokens_per_step"] == pytest.approx(tokens / steps)
+    assert data["stats"]["total_new_tokens"] == tokens
+
+
 def test_run_py_spellings_run_as_ours(smollm2, smol_ckpt, tmp_path):
     """TensorRT-LLM's ReDrafter README runs `run.py --engine_dir ... --tokenizer_dir ... --max_output_len=100
     --input_text "Once upon" "The basic idea of ..."`: every underscore spelling was 'No such option' and a second
