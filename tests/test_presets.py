@@ -1075,3 +1075,32 @@ def test_two_top_level_fields_of_one_option_of_another_command_name_that_command
     assert not list(tmp_path.glob("engine*"))
     path.write_text(f"convert: {{output: {tmp_path / 'ck'}}}\noutput-dir: {tmp_path / 'engine'}\n")
     assert "set the same option" not in CliRunner().invoke(main, ["build", "--config", str(path), "--dry-run"]).output
+
+
+def test_readme_counts_the_gpu_tests_pytest_collects():
+    """The README's count of GPU tests (its Tests paragraph: how many, how many on tiny models, how many on SmolLM2) is
+    what `pytest --collect-only -m gpu` collects. It said "8 of the 10 on tiny models took 34 s", session 16's run of
+    8 tests, while 15 were collected, 10 of them on tiny models."""
+    import ast
+    import re
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    readme = " ".join(root.joinpath("README.md").read_text().split())
+    stated = re.search(r"\((\d+) tests: (\d+) on tiny models, one of them for two GPUs, and (\d+) on SmolLM2;", readme)
+    assert stated, "README.md's Tests paragraph no longer states the GPU tests as 'N tests: T on tiny models, ...'"
+    total, tiny, smollm2 = map(int, stated.groups())
+    marked = [p.name for p in sorted(root.joinpath("tests").glob("*.py"))
+              if p.name != Path(__file__).name and "mark.gpu" in p.read_text()]
+    assert marked == ["test_runtime_cuda.py"], marked
+    out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "-m", "gpu",
+                          "tests/test_runtime_cuda.py"], cwd=root, capture_output=True, text=True, timeout=240)
+    ids = [line for line in out.stdout.splitlines() if "::" in line]
+    assert ids, out.stdout[-2000:] + out.stderr[-2000:]
+    tree = ast.parse(root.joinpath("tests", "test_runtime_cuda.py").read_text())
+    on_smollm2 = {f.name for f in tree.body if isinstance(f, ast.FunctionDef)
+                  and "smollm2" in [a.arg for a in f.args.args]}
+    assert all(i.startswith("tests/test_runtime_cuda.py::") for i in ids), ids
+    n_smollm2 = sum(i.split("::")[1].split("[")[0] in on_smollm2 for i in ids)
+    assert (total, tiny, smollm2) == (len(ids), len(ids) - n_smollm2, n_smollm2)
