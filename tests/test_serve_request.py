@@ -21,7 +21,8 @@ def chat(**fields):
 
 
 @pytest.mark.parametrize("sent, read", [(3.0, 3), (1e1, 10), (-0.0, 0), ("3", 3), (" 4\n", 4), ("\xa04\u3000", 4),
-                                        ("+5", 5), ("1_2", 12), ("7.00", 7), (True, 1), (False, 0)])
+                                        ("\u20004", 4), ("\u200a4", 4), ("+5", 5), ("1_2", 12), ("7.00", 7),
+                                        (True, 1), (False, 0)])
 def test_integer_fields_take_what_pydantics_lax_mode_takes(sent, read):
     """`"max_tokens": 3.0` was a 400 here, where vLLM and trtllm-serve (pydantic models, lax mode) read 3; and
     completions' `"logprobs": true`, which they read as 1 (vLLM's before-validator only refuses a value below 0)."""
@@ -86,14 +87,16 @@ def test_a_field_that_changes_the_answer_is_refused_in_any_form(field, sent):
 
 
 FLOAT_TEXTS = ["0", "0.5", " 1 ", "\t.5\n", "5.", "+1", "-0", "1e0", "5E-1", "1.e0", "0_0.5", "1_0.5", "1._5",
-               "\u00a01\u3000", "\x0b1", "1__0", "_1", "1_", " 1_0 ", "\x1c1", "\u180e1", "\u200b1", "\ufeff1", "١",
-               "１", "", " ", "abc", "0x10", "1 000", "1e", "e3", ".", "--1", "nan", "-NaN", "inf", "+Infinity",
+               "\u00a01\u3000", "\u20001", "\u200a1", " \u2005 1", "\x0b1", "1__0", "_1", "1_", " 1_0 ", "\x1c1",
+               "\u180e1", "\u200b1", "\ufeff1", "١", "１", "", " ",
+               "abc", "0x10", "1 000", "1e", "e3", ".", "--1", "nan", "-NaN", "inf", "+Infinity",
                "infin", "i_nf", "1e400", "1" * 400, "0" * 5000 + ".5"]
 
 
 @pytest.mark.parametrize("sent, read", [("0.5", 0.5), (" 1 ", 1.0), ("\t.5\n", 0.5), ("5.", 5.0), ("+1", 1.0),
                                         ("1e0", 1.0), ("5E-1", 0.5), ("0_0.5", 0.5), ("\u00a01\u3000", 1.0),
-                                        (True, 1.0), (False, 0.0), (1, 1.0), (0.25, 0.25)])
+                                        ("\u20001", 1.0), ("\u200a1", 1.0), (" \u2005 1", 1.0), (True, 1.0),
+                                        (False, 0.0), (1, 1.0), (0.25, 0.25)])
 def test_float_fields_take_what_pydantics_lax_mode_takes(sent, read):
     """`"temperature": "0.5"` was a 400 here, where vLLM and trtllm-serve (pydantic models, lax mode) read 0.5, as
     they read integers (`serve_lax`): text as Rust's f64 parse reads it, trimmed, single underscores taken out."""
