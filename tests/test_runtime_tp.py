@@ -175,15 +175,29 @@ def test_prompts_joining_a_running_tp2_batch_get_their_answers_alone(tiny_llama,
 def test_generate_tp_refuses_callbacks_it_cannot_call_here(tiny_llama, tiny_drafter, monkeypatch, callback):
     """generate_tp spawns the ranks: a lambda callback was a PicklingError traceback from multiprocessing, a
     module-level one ran in the rank processes (on every rank, on copies: streamed tokens never reached the caller,
-    admit's queue was a copy). A tp=2 checkpoint refuses them in one line, before any rank starts; tp=1 takes them."""
-    seen = []
-    fn = {"on_tokens": lambda i, new, lps: seen.extend(new), "admit": lambda running: [],
-          "on_step": lambda *step: None}[callback]
+    admit's queue was a copy). A tp=2 checkpoint refuses them in one line, before any rank starts; tp=1 takes them,
+    and calls them: on_tokens with each token, admit after the steps (its prompt joins the result), on_step at each
+    prefill and decoding step."""
+    seen, asked, heard = [], [], []
+
+    def admit(running):
+        asked.append(running)
+        return [PROMPTS[2]] if len(asked) == 1 else []
+
+    fn = {"on_tokens": lambda i, new, lps: seen.extend(new), "admit": admit, "on_step": heard.append}[callback]
     monkeypatch.setattr(rt, "launch", lambda *a, **k: pytest.fail("a rank started"))
     with pytest.raises(ConfigError, match=f"{callback}: generate_tp runs a tp=2 checkpoint .*LocalRanks"):
         rt.generate_tp(checkpoint(tiny_llama, tiny_drafter, 2), [[1, 2, 3]], 4, **{callback: fn})
-    result = rt.generate_tp(checkpoint(tiny_llama, tiny_drafter, 1), [[1, 2, 3]], 4, **{callback: fn})
+    tp1 = checkpoint(tiny_llama, tiny_drafter, 1)
+    result = rt.generate_tp(tp1, [[1, 2, 3]], 4, **{callback: fn})
     assert callback != "on_tokens" or seen == result.output_ids[0]
+    if callback == "admit":  # the admitted prompt decoded as a row of its own, as it decodes alone
+        assert asked and len(result.output_ids) == 2
+        assert result.output_ids[1] == rt.generate_tp(tp1, [PROMPTS[2]], 4).output_ids[0]
+    if callback == "on_step":  # one prefill, then one call per decoding step (each row's steps count its prefill)
+        assert [i.context_rows for i in heard] == [1] + [0] * (result.steps[0] - 1)
+        assert len(heard) == sum(result.steps) >= 2
+        assert sum(i.tokens for i in heard) == len(result.output_ids[0]) - 1
 
 
 def test_too_few_gpus_is_one_clear_error_before_any_rank_starts(tiny_llama, tiny_drafter, monkeypatch):
