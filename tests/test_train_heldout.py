@@ -65,6 +65,28 @@ def test_it_says_what_it_distills_before_the_minutes_of_it(short_base, tmp_path,
     assert lines[0].startswith("the base's answers to 2 prompts, up to 7 tokens each") and str(folder) in lines[0]
 
 
+def test_its_prompts_are_spread_over_the_file(short_base, tmp_path, monkeypatch):
+    """num_prompts of a file sorted by category (MT-Bench) are taken spread over it (prompts.take_spread), not its
+    first num_prompts: 2 of 8 are the 1st and the 5th."""
+    from redrafter_trt.train import heldout
+
+    class Distilling(Exception):
+        pass
+
+    def distill(*args, **kwargs):
+        raise Distilling
+
+    base, drafter = short_base
+    taken, real = [], heldout.prompt_ids
+    monkeypatch.setattr(heldout, "prompt_ids", lambda tok, conv, *a, **k: taken.append(
+        conv.messages[0]["content"]) or real(tok, conv, *a, **k))
+    monkeypatch.setattr(heldout, "distill", distill)
+    with pytest.raises(Distilling):
+        heldout.evaluate_on_prompts(drafter, base, _prompts(tmp_path, *(f"Prompt {i}." for i in range(8))),
+                                    tmp_path / "cache", num_prompts=2, max_new_tokens=7, k=2)
+    assert taken == ["Prompt 0.", "Prompt 4."]
+
+
 def test_answers_of_one_token_are_a_one_line_error(short_base, tmp_path, monkeypatch):
     """A base that answered every prompt with a stop token at once (no 2 answer tokens in a row to draft from) was a
     traceback from inside the evaluation."""
