@@ -1588,6 +1588,8 @@ def test_timings_with_no_spread_give_no_interval():
     same = ratio_interval([1.0, 2.0, 3.0], [10] * 3, [1.1, 2.2, 3.3], [10] * 3)
     assert same.ratio == pytest.approx(1.1) and (same.low, same.high) == (None, None)
     assert same.interval_text() == "no interval: no spread over 3 prompts"
+    two = ratio_interval([1.0, 2.0], [10] * 2, [1.1, 2.2], [10] * 2)  # the fewest prompts that could spread
+    assert (two.low, two.high) == (None, None) and two.interval_text() == "no interval: no spread over 2 prompts"
     assert ratio_interval([5.0], [10], [6.0], [10]).interval_text("question") == "no interval from 1 question"
     zero = ratio_interval([0.0, 0.0], [10, 10], [0.0, 0.0], [10, 10])
     assert (zero.low, zero.high) == (None, None)
