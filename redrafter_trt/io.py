@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import pickletools
 import re
+import struct
 import warnings
 import zipfile
 from pathlib import Path
@@ -140,23 +142,72 @@ def read_safetensors_and_metadata(path: Path, fix: str = REEXPORT) -> tuple[dict
 
 def read_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Load a pickled state dict without running code (`weights_only=True`); its dtypes are checked where its
-    weights are, as a safetensors file's (unread_weights)."""
+    weights are, as a safetensors file's (unread_weights). A file that is neither torch's zip nor a pickle (a Git LFS
+    pointer, an HTML page, text) is refused by its first bytes: torch's unpickler called them a pickle that would run
+    code, or failed in a KeyError or IndexError traceback."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError as e:
+        raise TensorError(dangling_link(path) or f"{path} cannot be read ({e.strerror or type(e).__name__}): "
+                          f"{REEXPORT}") from None
+    if refusal := not_a_torch_file(path, head):
+        raise TensorError(refusal) from None
     try:
         with warnings.catch_warnings():  # a garbage file's "Detected pickle protocol N" would precede our one line
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
             # memory-mapped (only the rows a rank reads are paged in) unless the file predates torch's zip format
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as e:
+        if garbage := garbage_opcode(e):
+            raise TensorError(f"{path} is truncated or not a PyTorch file ({garbage}): {TORCH_FILE_FIX}") from None
         raise TensorError(f"{unsafe_pickle(path, e)}: if you trust its source, load it with "
                           f"torch.load(weights_only=False) and save its tensors as safetensors") from None
-    except (RuntimeError, EOFError, OSError, UnicodeDecodeError, ValueError) as e:
+    except (RuntimeError, EOFError, OSError, UnicodeDecodeError, ValueError, KeyError, IndexError, TypeError,
+            AssertionError, struct.error, zipfile.BadZipFile) as e:  # garbage fails in all of these
         raise TensorError(f"{path} is truncated or not a PyTorch file ({first_line(e, type(e).__name__)}): "
-                          f"re-export it") from None
+                          f"{TORCH_FILE_FIX}") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise TensorError(f"{path} does not hold a state dict of tensors: save `model.state_dict()` instead")
     return dict(obj)
+
+
+TORCH_FILE_FIX = "re-download it, or re-save its state dict with torch.save"  # a file torch.load cannot read
+
+
+def not_a_torch_file(path: Path, head: bytes) -> str | None:
+    """The refusal of a file whose first bytes `head` are neither torch's zip format (`PK`) nor a pickle (protocol 2+
+    starts with 0x80, as torch.save's legacy format does), or None: a Git LFS pointer (a clone without `git lfs`),
+    an HTML page (a download of a web page, not the file), text."""
+    if head.startswith((b"PK", b"\x80")):
+        return None
+    if head.startswith(b"version https://git-lfs"):
+        return (f"{path} is a Git LFS pointer, not the weights: run `git lfs pull` in its repository (or download "
+                f"the file itself)")
+    if not head:
+        what = "it is empty"
+    elif head.lstrip()[:1] == b"<" and b"html" in head.lower():
+        what = "it is an HTML page"
+    else:
+        what = f"it starts with {head[:16]!r}"
+    return f"{path} is not a PyTorch file ({what}): {TORCH_FILE_FIX}"
+
+
+# protocol 0's opcodes that only its text mode writes: a pickle of protocol 2 or later (torch.save's) holds none
+TEXT_OPCODES = {"INT", "LONG", "STRING", "UNICODE", "FLOAT", "GET", "PUT", "INST", "PERSID", "DICT", "LIST", "DUP"}
+
+
+def garbage_opcode(error: pickle.UnpicklingError) -> str | None:
+    """`byte N is no opcode of a binary pickle` when torch's unpickler refused, as an unsupported operand, a byte that
+    no pickle of protocol 2 or later holds (no opcode at all, or a text opcode: `g`, GET): bytes after a pickle's
+    first byte that are garbage, not a pickle that would run code. Else None."""
+    found = re.search(r"Unsupported operand (\d+)", str(error))
+    if not found:
+        return None
+    op = pickletools.code2op.get(chr(int(found[1])))
+    return None if op is not None and op.name not in TEXT_OPCODES else f"byte {found[1]} is no opcode of a binary pickle"
 
 
 def unsafe_pickle(path: Path, error: pickle.UnpicklingError) -> str:

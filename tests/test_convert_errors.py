@@ -1403,14 +1403,37 @@ def test_base_config_not_json(parts):
     assert_one_line_error(convert_err(parts), "not valid JSON")
 
 
-@pytest.mark.parametrize("content", [b"", b"\x80\x04garbage\xff\xfe\x00"])
-def test_broken_pickled_drafter(parts, content):
-    d = parts[1]
-    (d / "model.safetensors").unlink()
-    (d / "model.pt").write_bytes(content)
+LFS_POINTER = (b"version https://git-lfs.github.com/spec/v1\noid sha256:4d7a214614ab2935c943f9e0ff69d22eadbb8f32b1"
+               b"258daaa5e2ca24d17e2393\nsize 1048576\n")
+NOT_A_TORCH_FILE = "re-download it, or re-save its state dict with torch.save"
+
+
+@pytest.mark.parametrize("which, file", [(1, "model.pt"), (0, "pytorch_model.bin")])
+@pytest.mark.parametrize("content, said", [
+    (b"", "is not a PyTorch file (it is empty)"),
+    (b"\x80\x04garbage\xff\xfe\x00", "is truncated or not a PyTorch file (byte 103 is no opcode of a binary pickle)"),
+    (b"\x80\x02\xff\xfe", "is truncated or not a PyTorch file (byte 255 is no opcode of a binary pickle)"),
+    (b"hello", "is not a PyTorch file (it starts with b'hello')"),
+    (b"abc", "is not a PyTorch file (it starts with b'abc')"),
+    (b"e", "is not a PyTorch file (it starts with b'e')"),
+    (b"q", "is not a PyTorch file (it starts with b'q')"),
+    (b"<!DOCTYPE html>\n<html><head><title>Sign in</title>", "is not a PyTorch file (it is an HTML page)"),
+    (LFS_POINTER, "is a Git LFS pointer, not the weights: run `git lfs pull` in its repository (or download the file "
+                  "itself)")], ids=["empty", "garbage", "bad-opcode", "hello", "abc", "e", "q", "html", "lfs"])
+def test_broken_pickled_drafter(parts, which, file, content, said):
+    """A review: a drafter's model.pt or a base's pytorch_model.bin that is no pickle at all ended in a traceback (`hello`:
+    KeyError: 101 from torch's unpickler; `abc`, `q`: IndexError), and a Git LFS pointer or an HTML page was called a
+    pickle that would run code, to be loaded with torch.load(weights_only=False). Its first bytes name what it is,
+    and the fix."""
+    folder = parts[which]
+    (folder / "model.safetensors").unlink()
+    (folder / file).write_bytes(content)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing printed beside the one line (torch warned of the pickle protocol)
-        assert_one_line_error(convert_err(parts), "model.pt")
+        result = convert_err(parts)
+    assert_one_line_error(result, f"{folder / file} {said}",
+                          *([] if content == LFS_POINTER else [NOT_A_TORCH_FILE]))
+    assert "would run code" not in result.stderr and "weights_only=False" not in result.stderr
 
 
 def test_checkpoint_config_field_types(parts, tmp_path):
