@@ -41,7 +41,6 @@ ALIASES = (
     (re.compile(r"^input_projs\."), "input_proj."),
     (re.compile(r"^lm_heads\."), "lm_head."),
     (re.compile(r"^0\.(\d+)\."), r"lm_head.\1."),
-    (re.compile(r"^0\.(\d+)\.weight$"), r"lm_head.\1.weight"),
 )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import pytest
 import torch
@@ -183,10 +184,11 @@ def _trtllm_base_only(tmp_path, base, tp):
 
 @pytest.mark.parametrize("rnn", [True, False])
 @pytest.mark.parametrize("exit_dim", [None, 64])
-@pytest.mark.parametrize("fmt", ["safetensors", "pt", "alias", "sharded", "bin"])
+@pytest.mark.parametrize("fmt", ["safetensors", "pt", "alias", "alias0", "sharded", "bin"])
 def test_drafter_tensors(tmp_path, tiny_llama, rnn, exit_dim, fmt):
     """sharded and bin: what `save_pretrained` writes (Apple's trainer saves the drafter with it) for a drafter over
-    its shard size (a 70B base's) or without safetensors; both were "has neither model.safetensors nor model.pt"."""
+    its shard size (a 70B base's) or without safetensors; both were "has neither model.safetensors nor model.pt".
+    alias0: the `0.{i}.*` alias of `lm_head.{i}.*` (an nn.Sequential saved at the top), untested before."""
     drafter = make_drafter(tmp_path / "d", tiny_llama, rnn=rnn, exit_dim=exit_dim)
     cfg_d, source = load_drafter(drafter)
     if fmt != "safetensors":
@@ -194,6 +196,9 @@ def test_drafter_tensors(tmp_path, tiny_llama, rnn, exit_dim, fmt):
         (drafter / "model.safetensors").unlink()
         if fmt == "alias":
             state = {k.replace("lm_head.", "lm_heads.").replace("input_proj.", "input_projs."): v for k, v in state.items()}
+        if fmt == "alias0":
+            state = {re.sub(r"^lm_head\.", "0.", k): v for k, v in state.items()}
+            assert "0.0.linear.weight" in state and f"0.{cfg_d.num_draft_layers}.weight" in state
         if fmt == "sharded":
             shards = {f"model-0000{i + 1}-of-00002.safetensors": dict(list(state.items())[i::2]) for i in range(2)}
             for fname, part in shards.items():
