@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from redrafter_trt.checkpoint import inspect_checkpoint
 from redrafter_trt.convert import convert
 from redrafter_trt.drafter import load_drafter
-from redrafter_trt.errors import ConfigError
+from redrafter_trt.errors import ConfigError, TensorError
 from redrafter_trt.registry import REGISTRY
 from redrafter_trt.rules import drafter_to_trtllm
 from tinymodels import TRANSFORMERS_5, make_drafter, make_hf
@@ -215,6 +215,37 @@ def test_drafter_tensors(tmp_path, tiny_llama, rnn, exit_dim, fmt):
         assert torch.equal(torch.cat([r[dest] for r in ranks]), t.to(torch.bfloat16)), name
     assert ("drafter.input_proj.weight" in ranks[0]) is (exit_dim is not None)
     assert ("drafter.rnn_u.weight" in ranks[0]) is rnn
+
+
+def test_a_drafter_config_without_vocab_size_takes_it_from_the_head(tmp_path, tiny_llama):
+    """A review: a drafter's config.json without vocab_size (its final projection's rows give it) was never tested;
+    it converts to what the same drafter with vocab_size converts to."""
+    drafter = make_drafter(tmp_path / "d", tiny_llama)
+    V = json.loads((tiny_llama / "config.json").read_text())["vocab_size"]
+    want = convert(tiny_llama, drafter, tmp_path / "want", tp_size=2, dtype="float32")
+    path = drafter / "config.json"
+    raw = json.loads(path.read_text())
+    assert raw.pop("vocab_size") == V
+    path.write_text(json.dumps(raw))
+    cfg, _ = load_drafter(drafter)
+    assert cfg.vocab_size == V
+    got = convert(tiny_llama, drafter, tmp_path / "got", tp_size=2, dtype="float32")
+    assert json.loads((got / "config.json").read_text()) == json.loads((want / "config.json").read_text())
+    for r in range(2):
+        a, b = load_file(got / f"rank{r}.safetensors"), load_file(want / f"rank{r}.safetensors")
+        assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a), r
+
+
+def test_a_drafter_config_vocab_size_the_head_does_not_hold_is_refused(tmp_path, tiny_llama):
+    """vocab_size in config.json is the drafter's, checked against its final projection's rows, not replaced by them."""
+    drafter = make_drafter(tmp_path / "d", tiny_llama)
+    path = drafter / "config.json"
+    raw = json.loads(path.read_text())
+    rows = raw["vocab_size"]
+    path.write_text(json.dumps(raw | {"vocab_size": rows + 44}))
+    with pytest.raises(TensorError, match=rf"misshapen tensors: lm_head\.2\.weight \({rows}, \d+\) != "
+                                          rf"\({rows + 44}, \d+\)"):
+        load_drafter(drafter)
 
 
 TRTLLM_DRAFTER_NAMES = {"input_proj.weight": "drafter.input_proj.weight", "input_proj.bias": "drafter.input_proj.bias",
