@@ -1436,6 +1436,25 @@ def test_broken_pickled_drafter(parts, which, file, content, said):
     assert "would run code" not in result.stderr and "weights_only=False" not in result.stderr
 
 
+def test_a_model_pt_holding_a_training_checkpoint(parts, tmp_path):
+    """A model.pt saved as a training checkpoint, {"state_dict": ..., "epoch": 3}, converts as its state dict; a
+    state dict with a non-tensor beside its tensors ({**sd, "epoch": 3}) is refused, not converted without it."""
+    base, drafter, out = parts
+    want = run_cli("convert", "--base", base, "--drafter", drafter, "--output", tmp_path / "want")
+    assert want.exit_code == 0, want.output
+    sd = load_file(drafter / "model.safetensors")
+    (drafter / "model.safetensors").unlink()
+    torch.save({"state_dict": sd, "epoch": 3}, drafter / "model.pt")
+    assert run_cli("convert", "--base", base, "--drafter", drafter, "--output", out).exit_code == 0
+    for r in (f.name for f in (tmp_path / "want").glob("rank*.safetensors")):
+        got, ref = load_file(out / r), load_file(tmp_path / "want" / r)
+        assert set(got) == set(ref) and all(torch.equal(got[k], ref[k]) for k in got), r
+    shutil.rmtree(out)
+    torch.save({**sd, "epoch": 3}, drafter / "model.pt")
+    assert_one_line_error(convert_err(parts), f"{drafter / 'model.pt'} does not hold a state dict of tensors",
+                          "save `model.state_dict()` instead")
+
+
 def test_checkpoint_config_field_types(parts, tmp_path):
     """A converted checkpoint whose config.json was edited by hand: inspect names the field, build and run refuse."""
     assert run_cli("convert", "--base", parts[0], "--drafter", parts[1], "--output", parts[2]).exit_code == 0
