@@ -162,7 +162,16 @@ def canonical_tensors(weights: dict[str, torch.Tensor], where: str) -> dict[str,
 
 
 def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
-    st, pt = folder / "model.safetensors", folder / "model.pt"
+    """The first weights file present, in this order: model.safetensors (first, as transformers' from_pretrained
+    takes it), model.pt, then shards or pytorch_model*.bin; the others beside it are named in a warning: they may hold
+    other weights (a re-save in another format beside the old file)."""
+    st, pt, index = folder / "model.safetensors", folder / "model.pt", folder / "model.safetensors.index.json"
+    others = [p for p in (st, pt, index) if p.exists()] + sorted(folder.glob("pytorch_model*.bin"))
+    if len(others) > 1 and others[0] in (st, pt):
+        ignored = name_list(p.name for p in others[1:])
+        log.warning("drafter %s holds %s beside %s: reading %s%s and ignoring %s; remove the file you do not mean",
+                    folder, others[0].name, ignored, others[0].name,
+                    " (as transformers' from_pretrained does)" if others[0] == st else "", ignored)
     if st.exists():
         from .io import read_safetensors
 
@@ -171,7 +180,7 @@ def _read_weights(folder: Path) -> dict[str, torch.Tensor]:
         from .io import read_torch_state_dict
 
         return read_torch_state_dict(pt)
-    if (folder / "model.safetensors.index.json").exists() or any(folder.glob("pytorch_model*.bin")):
+    if index.exists() or any(folder.glob("pytorch_model*.bin")):
         # what `save_pretrained` writes for a large drafter (sharded, e.g. a 70B base's) or without safetensors
         from .io import TensorSource
 
