@@ -1436,6 +1436,16 @@ def test_broken_pickled_drafter(parts, which, file, content, said):
     assert "would run code" not in result.stderr and "weights_only=False" not in result.stderr
 
 
+@pytest.mark.parametrize("which, file", [(1, "model.pt"), (0, "pytorch_model.bin")])
+def test_a_pickled_weights_path_that_cannot_be_opened(parts, which, file):
+    """A model.pt or pytorch_model.bin that cannot be opened (here a folder) is named as such, not as a file
+    'truncated or not a PyTorch file'."""
+    folder = parts[which]
+    (folder / "model.safetensors").unlink()
+    (folder / file).mkdir()
+    assert_one_line_error(convert_err(parts), f"{folder / file} cannot be read (Is a directory)")
+
+
 def test_a_model_pt_holding_a_training_checkpoint(parts, tmp_path):
     """A model.pt saved as a training checkpoint, {"state_dict": ..., "epoch": 3}, converts as its state dict; a
     state dict with a non-tensor beside its tensors ({**sd, "epoch": 3}) is refused, not converted without it."""
