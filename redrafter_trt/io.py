@@ -94,7 +94,8 @@ def _open(path: Path, fix: str = REEXPORT):
     except OSError as e:
         raise TensorError(dangling_link(path) or f"{path} cannot be read ({_os_reason(path, e)}): {fix}") from None
     except (SafetensorError, ValueError) as e:
-        raise CorruptFileError(f"{path} is truncated or not a safetensors file ({e}): {fix}") from None
+        raise CorruptFileError(lfs_pointer(path) or f"{path} is truncated or not a safetensors file ({e}): {fix}"
+                               ) from None
 
 
 def _os_reason(path: Path, error: OSError) -> str:
@@ -175,6 +176,20 @@ def read_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 TORCH_FILE_FIX = "re-download it, or re-save its state dict with torch.save"  # a file torch.load cannot read
+LFS_POINTER = b"version https://git-lfs"  # how a Git LFS pointer file starts (a clone made without `git lfs`)
+
+
+def lfs_pointer(path: Path) -> str | None:
+    """The refusal of a weights file that is a Git LFS pointer, not the weights, or None (also when it cannot be
+    read: the caller's own error stands)."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(len(LFS_POINTER)) != LFS_POINTER:
+                return None
+    except (OSError, ValueError):
+        return None
+    return (f"{path} is a Git LFS pointer, not the weights: run `git lfs pull` in its repository (or download the "
+            f"file itself)")
 
 
 def not_a_torch_file(path: Path, head: bytes) -> str | None:
@@ -183,9 +198,8 @@ def not_a_torch_file(path: Path, head: bytes) -> str | None:
     an HTML page (a download of a web page, not the file), text."""
     if head.startswith((b"PK", b"\x80")):
         return None
-    if head.startswith(b"version https://git-lfs"):
-        return (f"{path} is a Git LFS pointer, not the weights: run `git lfs pull` in its repository (or download "
-                f"the file itself)")
+    if head.startswith(LFS_POINTER):
+        return lfs_pointer(path)
     if not head:
         what = "it is empty"
     elif head.lstrip()[:1] == b"<" and b"html" in head.lower():

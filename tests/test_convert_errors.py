@@ -1436,6 +1436,15 @@ def test_broken_pickled_drafter(parts, which, file, content, said):
     assert "would run code" not in result.stderr and "weights_only=False" not in result.stderr
 
 
+@pytest.mark.parametrize("which", [0, 1], ids=["base", "drafter"])
+def test_a_safetensors_file_that_is_a_git_lfs_pointer(parts, which):
+    """A model.safetensors left as a Git LFS pointer (a clone made without git-lfs) was "truncated or not a
+    safetensors file": it names the pointer and `git lfs pull`, as a model.pt does."""
+    path = parts[which] / "model.safetensors"
+    path.write_bytes(LFS_POINTER)
+    assert_one_line_error(convert_err(parts), f"{path} is a Git LFS pointer, not the weights: run `git lfs pull`")
+
+
 @pytest.mark.parametrize("which, file", [(1, "model.pt"), (0, "pytorch_model.bin")])
 def test_a_pickled_weights_path_that_cannot_be_opened(parts, which, file):
     """A model.pt or pytorch_model.bin that cannot be opened (here a folder) is named as such, not as a file
