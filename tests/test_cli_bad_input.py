@@ -1277,6 +1277,23 @@ def test_the_top_level_help_names_what_the_tool_does():
     assert [verb for verb in verbs if verb not in summary[0].lower()] == []
 
 
+def test_the_top_level_help_sums_up_every_command_in_full():
+    """`redrafter-trt --help` cut 10 of its 11 command summaries ("convert  Convert a base model and an Apple
+    ReDrafter drafter into..."): each command's short_help is a whole line of 45 characters at most (click's own
+    limit), shown in full in an 80-column terminal."""
+    from redrafter_trt.cli import COMMANDS
+
+    res = CliRunner().invoke(main, ["--help"], terminal_width=80)
+    assert res.exit_code == 0, res.output
+    listed = res.output.split("Commands:")[1].splitlines()
+    assert "..." not in res.output.split("Commands:")[1], res.output
+    assert sorted(line.split()[0] for line in listed if line.strip()) == sorted(COMMANDS)
+    ctx = click.Context(main)
+    for name in COMMANDS:
+        short = main.get_command(ctx, name).short_help
+        assert short and len(short) <= 45 and short.endswith("."), (name, short)
+
+
 @pytest.mark.parametrize("args", [["-h"], ["run", "-h"], ["convert", "-h"], ["serve", "--port", "1", "-h"]])
 def test_dash_h_is_help_as_in_tensorrt_llms_scripts(args):
     """trtllm-build, run.py and gpu_check.sh take -h (argparse's); redrafter-trt said "No such option '-h'"."""

@@ -92,7 +92,8 @@ def shared_options(f):
     return config_option(f)
 
 
-@click.command(cls=Command, context_settings={"show_default": True})
+@click.command(short_help="Measure tokens per step and speed-up.", cls=Command,
+               context_settings={"show_default": True})
 @shared_options
 @click.option("--hf-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Hugging Face base for the transformers baseline [default: the base recorded in the checkpoint].")
@@ -140,7 +141,8 @@ def bench(checkpoint_dir, tokenizer_dir, prompts, hf_dir, num_prompts, max_new_t
         click.echo(f"wrote {plot(report, plot_path, made_by)}")
 
 
-@click.command(cls=Command, context_settings={"show_default": True})
+@click.command(short_help="Predict bench's tokens per step in one pass.", cls=Command,
+               context_settings={"show_default": True})
 @shared_options
 def acceptance(checkpoint_dir, tokenizer_dir, prompts, num_prompts, max_new_tokens, beams, draft_lens, chat,
                chat_template_kwargs, device, output_json):

@@ -52,7 +52,7 @@ class SeqLen(click.types.IntParamType):
         return number
 
 
-@click.command(cls=Command, context_settings={"show_default": True})
+@click.command(short_help="Build a TensorRT-LLM engine.", cls=Command, context_settings={"show_default": True})
 @config_option
 @click.option("--checkpoint-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="ReDrafter TensorRT-LLM checkpoint (from `convert`).")

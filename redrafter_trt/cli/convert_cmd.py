@@ -22,7 +22,7 @@ def _none_is_off(ctx, param, value):
     return None if value == "none" else value
 
 
-@click.command(cls=Command)
+@click.command(short_help="Convert a base and a drafter to TensorRT-LLM.", cls=Command)
 @config_option
 @click.option("--base", "--base_model_checkpoint_dir", "base", type=PATH, required=True,
               help="Hugging Face folder (Llama, Mistral, Qwen2, Qwen3) or a TensorRT-LLM base checkpoint "
@@ -106,7 +106,7 @@ def _print_plan(plan, output: Path) -> None:
     click.echo("dry run: nothing was written")
 
 
-@click.command("init-drafter", cls=Command)
+@click.command("init-drafter", short_help="Write a freshly initialised drafter.", cls=Command)
 @click.option("--base", type=PATH, required=True, help="Hugging Face folder of the base model.")
 @click.option("--output", type=PATH, required=True, help="Drafter folder to write (Apple layout).")
 @click.option("--num-draft-layers", type=int, default=2, show_default=True, help="ResBlocks before the final projection.")

@@ -8,7 +8,7 @@ import click
 from .params import Command
 
 
-@click.command(cls=Command)
+@click.command(short_help="Check the GPUs and libraries the tool needs.", cls=Command)
 @click.pass_context
 def doctor(ctx):
     """Check Python, torch, CUDA, GPUs, TensorRT-LLM, TensorRT, modelopt, MPI and sentencepiece."""

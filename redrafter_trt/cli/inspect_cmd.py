@@ -17,7 +17,7 @@ def quantization_text(q: dict) -> str:
     return f"{q.get('quant_algo') or 'none'} (kv cache {q.get('kv_cache_quant_algo') or 'model dtype'})"
 
 
-@click.command(cls=Command)
+@click.command(short_help="Check a TensorRT-LLM checkpoint.", cls=Command)
 @click.argument("folder", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--values", is_flag=True,

@@ -11,7 +11,8 @@ import click
 from .params import Command
 
 
-@click.command(cls=Command, context_settings={"show_default": True})
+@click.command(short_help="From nothing to a measured speed-up on CPU.", cls=Command,
+               context_settings={"show_default": True})
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
               help="Keeps drafter/, checkpoint/ and train-cache/ for the next run: new, empty or an earlier quickstart's "
                    "[default: <cache>/quickstart].")

@@ -252,7 +252,7 @@ def stats_line(result, *, engine: bool) -> str:
             f"{result.total_new_tokens} new tokens in {result.wall_seconds:.1f}s | tokens per step histogram {hist}")
 
 
-@click.command(cls=RunCommand)
+@click.command(short_help="Generate with a checkpoint or an engine.", cls=RunCommand)
 @config_option
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False), help="Converted checkpoint: the reference runtime.")
 @click.option("--engine-dir", "--engine_dir", "engine_dir", type=click.Path(file_okay=False), help="Built engine: TensorRT-LLM's ModelRunnerCpp.")

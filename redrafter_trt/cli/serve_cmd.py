@@ -77,7 +77,7 @@ def start_line(app, url: str, kind: str, device: str) -> str:
             f"{cfg.draft_len} draft tokens{kwargs}){greedy}; Ctrl-C stops")
 
 
-@click.command(cls=Command)
+@click.command(short_help="Serve a checkpoint or an engine over HTTP.", cls=Command)
 @config_option
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Converted checkpoint: the reference runtime, one local process per tp rank.")

@@ -81,7 +81,7 @@ def _positive(ctx, param, value):
 _DTYPE = click.Choice(["auto", "float32", "bfloat16"])
 
 
-@click.command(cls=Command)
+@click.command(short_help="Train a ReDrafter drafter for a base model.", cls=Command)
 @click.option("--base", required=True, type=click.Path(path_type=Path), help="Hugging Face folder of the chat base model.")
 @click.option("--data", "data", required=True, multiple=True, type=click.Path(path_type=Path),
               help="jsonl (prompt / question+answer / messages), ShareGPT json or .txt prompts (one per line); repeat for several files.")
