@@ -850,3 +850,54 @@ def test_runs_options_reach_the_runtime(smollm2, smol_ckpt, monkeypatch):
     assert res.exit_code == 2 and "stopped here" in res.output, res.output
     assert {k: given[k] for k in ("seed", "num_beams", "draft_len", "batch_size", "max_output_len")} \
         == {"seed": 7, "num_beams": 2, "draft_len": 2, "batch_size": 3, "max_output_len": 9}
+
+
+def _option_help(command: str, flag: str) -> str:
+    """The help line `command --help` shows for `flag`, as one line (click's defaults and ranges included)."""
+    import click
+
+    cmd = main.get_command(click.Context(main), command)
+    ctx = click.Context(cmd, info_name=command, parent=click.Context(main, info_name="redrafter-trt"))
+    option = next(p for p in cmd.params if flag in p.opts + p.secondary_opts)
+    return " ".join(option.get_help_record(ctx)[1].split())
+
+
+def test_run_options_refused_with_an_engine_say_checkpoint_dir_only():
+    """Of the options `run --engine-dir` refuses, only --device said "(--checkpoint-dir only)": --batch-size,
+    --sampling-rule, --no-draft and --compile did not, nor --num-beams, --draft-len and --tp, which the engine fixed
+    when it was built."""
+    from redrafter_trt.cli.run_cmd import FIXED_BY_ENGINE, RUNTIME_ONLY
+
+    unsaid = [flag for flag in RUNTIME_ONLY + FIXED_BY_ENGINE if "--checkpoint-dir only" not in _option_help("run", flag)]
+    assert unsaid == []
+    assert [flag for flag in FIXED_BY_ENGINE if "fixed by the engine" not in _option_help("run", flag)] == []
+
+
+@pytest.mark.parametrize("command, flag, words", [
+    ("run", "--checkpoint-dir", "exactly one of --checkpoint-dir / --engine-dir"),
+    ("run", "--engine-dir", "exactly one of --checkpoint-dir / --engine-dir"),
+    ("serve", "--checkpoint-dir", "exactly one of --checkpoint-dir / --engine-dir"),
+    ("serve", "--engine-dir", "exactly one of --checkpoint-dir / --engine-dir"),
+    ("run", "--input-text", "not with --input-file"),
+    ("run", "--input-file", "not with --input-text"),
+])
+def test_options_that_exclude_each_other_say_so(command, flag, words):
+    """run and serve take one of --checkpoint-dir and --engine-dir, run one of --input-text and --input-file, and
+    refuse both; their help did not say so."""
+    assert words in _option_help(command, flag)
+
+
+def test_run_temperature_help_says_the_checkpoint_decides_with_the_drafter():
+    """--temperature said only "0 = greedy": with the drafter a greedy checkpoint (convert's default) ignores a
+    positive one (a warning), and a --no-greedy one refuses 0 (_run_checkpoint), as their engines do."""
+    text = _option_help("run", "--temperature")
+    assert "0 = greedy" in text and "[default: 0.0]" in text
+    assert "a greedy checkpoint or engine ignores a positive temperature" in text, text
+    assert "a --no-greedy one needs one above 0" in text, text
+
+
+@pytest.mark.parametrize("flag", ["--num-beams", "--draft-len", "--tp"])
+def test_run_options_left_out_say_the_checkpoints_is_taken(flag):
+    """--num-beams, --draft-len and --tp left out take the checkpoint's (check_draft_shape, _run_checkpoint); their
+    help showed no default."""
+    assert "[default: the checkpoint's]" in _option_help("run", flag)

@@ -254,40 +254,45 @@ def stats_line(result, *, engine: bool) -> str:
 
 @click.command(short_help="Generate with a checkpoint or an engine.", cls=RunCommand)
 @config_option
-@click.option("--checkpoint-dir", type=click.Path(file_okay=False), help="Converted checkpoint: the reference runtime.")
-@click.option("--engine-dir", "--engine_dir", "engine_dir", type=click.Path(file_okay=False), help="Built engine: TensorRT-LLM's ModelRunnerCpp.")
+@click.option("--checkpoint-dir", type=click.Path(file_okay=False), help="Converted checkpoint: the reference runtime (exactly one of --checkpoint-dir / --engine-dir).")
+@click.option("--engine-dir", "--engine_dir", "engine_dir", type=click.Path(file_okay=False), help="Built engine: TensorRT-LLM's ModelRunnerCpp (exactly one of --checkpoint-dir / "
+                   "--engine-dir).")
 @click.option("--tokenizer-dir", "--tokenizer_dir", "tokenizer_dir", required=True, type=click.Path(file_okay=False), help="The base model's HF folder.")
 @click.option("--input-text", "--input_text", "input_text", multiple=True,
-              help="A prompt (repeatable; several after one --input-text, as run.py takes them).")
+              help="A prompt (repeatable; several after one --input-text, as run.py takes them; not with --input-file).")
 @click.option("--input-file", "--input_file", "input_file", type=click.Path(dir_okay=False),
               help="jsonl (prompt / turns / question / messages / conversations / ..., as `train --data` reads "
                    "them), a ShareGPT .json, a .txt with one prompt per line, or run.py's token ids: a .csv (a prompt a "
-                   "line) or an integer .npy (a prompt a row).")
+                   "line) or an integer .npy (a prompt a row); not with --input-text.")
 @click.option("--chat/--no-chat", default=False,
               help="Apply the tokenizer's chat template to each prompt (--no-chat: as written, over a preset's "
                    "`chat: true`).")
 @CHAT_TEMPLATE_KWARGS
 @click.option("--max-output-len", "--max_output_len", "max_output_len", default=128, show_default=True, type=click.IntRange(min=1), help="New tokens per prompt.")
-@click.option("--temperature", default=0.0, show_default=True, type=Temperature(), help="0 = greedy.")
+@click.option("--temperature", default=0.0, show_default=True, type=Temperature(),
+              help="0 = greedy. With the drafter, the checkpoint's mode decides, as in its engine: a greedy checkpoint "
+                   "or engine ignores a positive temperature (with a warning); a --no-greedy one needs one above 0.")
 @click.option("--num-beams", type=click.IntRange(min=1), help="The drafter's beam count (ReDrafter's W), not beam search: one output a prompt (at most the "
-                   "checkpoint's).")
-@click.option("--draft-len", type=click.IntRange(min=0), help="Draft tokens per beam (at most the checkpoint's).")
+                   "checkpoint's; fixed by the engine: --checkpoint-dir only) [default: the checkpoint's].")
+@click.option("--draft-len", type=click.IntRange(min=0), help="Draft tokens per beam (at most the checkpoint's; fixed by the engine: --checkpoint-dir only) "
+                   "[default: the checkpoint's].")
 @click.option("--no-draft/--draft", default=False,
               help="Plain autoregressive decoding with the same runtime (--draft: drafting, over a preset's "
-                   "`no-draft: true`).")
-@click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1), help="Prompts per batch.")
-@click.option("--tp", type=click.IntRange(min=1), help="Tensor parallel size (must equal the checkpoint's).")
+                   "`no-draft: true`; --checkpoint-dir only).")
+@click.option("--batch-size", default=1, show_default=True, type=click.IntRange(min=1), help="Prompts per batch (--checkpoint-dir only: an engine batches up to its build's --max-batch-size).")
+@click.option("--tp", type=click.IntRange(min=1), help="Tensor parallel size (must equal the checkpoint's; fixed by the engine: --checkpoint-dir only) "
+                   "[default: the checkpoint's].")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]),
               help="Where the reference runtime runs (--checkpoint-dir only).")
 @click.option("--compile/--no-compile", "compile_layers", default=False,
               help="Run the base's layers compiled by TorchInductor (one CPU, float32): minutes of compiling at load "
                    "(and again on the first batch of several prompts), then faster steps (--no-compile: eager, over "
-                   "a preset's `compile: true`).")
+                   "a preset's `compile: true`; --checkpoint-dir only).")
 @click.option("--seed", "--random_seed", "seed", default=0, show_default=True, type=SEED, help="Sampling seed.")
 @click.option("--sampling-rule", type=click.Choice(["exact", "trtllm"]),
               help="Sampling with drafts (a --no-greedy checkpoint): exact (the default: the base's distribution at "
                    "the temperature) or trtllm (a sampling engine's own, biased rule, which accepts more: its tokens "
-                   "per step predict the engine's).")
+                   "per step predict the engine's; --checkpoint-dir only).")
 @click.option("--output-json", type=OutputFile(), help="Write results and stats as JSON.")
 @click.option("--output-log-probs-npy", "--output_log_probs_npy", "output_log_probs_npy",
               type=OutputFile(".npy"),

@@ -80,9 +80,11 @@ def start_line(app, url: str, kind: str, device: str) -> str:
 @click.command(short_help="Serve a checkpoint or an engine over HTTP.", cls=Command)
 @config_option
 @click.option("--checkpoint-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Converted checkpoint: the reference runtime, one local process per tp rank.")
+              help="Converted checkpoint: the reference runtime, one local process per tp rank (exactly one of "
+                   "--checkpoint-dir / --engine-dir).")
 @click.option("--engine-dir", type=click.Path(file_okay=False, path_type=Path),
-              help="Built engine: TensorRT-LLM's trtllm-serve, one GPU per rank.")
+              help="Built engine: TensorRT-LLM's trtllm-serve, one GPU per rank (exactly one of --checkpoint-dir / "
+                   "--engine-dir).")
 @click.option("--tokenizer-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="The base model's HF folder.")
 @click.option("--host", default="127.0.0.1", show_default=True,
