@@ -1013,3 +1013,11 @@ def test_a_relative_workdir_or_cache_gives_absolute_paths_in_the_printed_command
     with pytest.raises(Stop):
         qs.quickstart(qs.QuickstartOptions(Path("w"), num_questions=1))
     assert seen["workdir"] == tmp_path / "w"
+
+
+def test_workdir_help_names_the_cache_root():
+    """--workdir's default was "<cache>/quickstart", a <cache> the help never named."""
+    from test_run_cli import _option_help
+
+    text = _option_help("quickstart", "--workdir")
+    assert "[default: <cache>/quickstart, <cache>: $REDRAFTER_TRT_CACHE, else ~/.cache/redrafter-trt]" in text, text

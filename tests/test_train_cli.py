@@ -881,3 +881,23 @@ def test_no_progress_bar_frames_where_stderr_is_not_a_terminal(chat_base, prompt
              "--base-dtype", "float32")
     assert r.exit_code == 0, r.output
     assert "\r" not in r.stderr and "training drafter (steps)" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("command", ["train", "init-drafter"])
+def test_help_names_the_base_as_the_option_it_is(command):
+    """train's and init-drafter's help said "a drafter for BASE", as if BASE were an argument: it is --base."""
+    r = CliRunner().invoke(main, [command, "--help"], terminal_width=200)
+    assert r.exit_code == 0 and "BASE" not in r.output and "the --base model" in r.output, r.output
+
+
+@pytest.mark.parametrize("flag, words", [
+    ("--cache-dir", "[default: <cache>/train, <cache>: $REDRAFTER_TRT_CACHE, else ~/.cache/redrafter-trt]"),
+    ("--max-seq-len", "(at least 8)"),
+    ("--distill-max-new-tokens", "(at least 2)"),
+])
+def test_train_help_names_the_cache_root_and_the_least_lengths(flag, words):
+    """--cache-dir's default was "cache root/train", a root no help named; --max-seq-len and --distill-max-new-tokens
+    did not say the least they take (TrainConfig.validate refuses under 8 and under 2)."""
+    from test_run_cli import _option_help
+
+    assert words in _option_help("train", flag)

@@ -115,7 +115,7 @@ def _print_plan(plan, output: Path) -> None:
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the random initialisation.")
 @click.option("--force", is_flag=True, help="Replace an existing output folder (an earlier ReDrafter output, or an empty folder).")
 def init_drafter(base, output, num_draft_layers, rnn, exit_dim, seed, force):
-    """Write a freshly initialised drafter for BASE (the start of training, or a pipeline smoke test)."""
+    """Write a freshly initialised drafter for the --base model (the start of training, or a pipeline smoke test)."""
     from ..drafter import init_drafter_for_base
     from ..output import check_output_folder
 

@@ -15,7 +15,7 @@ from .params import Command
                context_settings={"show_default": True})
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
               help="Keeps drafter/, checkpoint/ and train-cache/ for the next run: new, empty or an earlier quickstart's "
-                   "[default: <cache>/quickstart].")
+                   "[default: <cache>/quickstart, <cache>: $REDRAFTER_TRT_CACHE, else ~/.cache/redrafter-trt].")
 @click.option("--num-questions", type=click.IntRange(1, 80), default=3,
               help="MT-Bench questions to answer (spread over its categories).")
 @click.option("--max-new-tokens", type=click.IntRange(min=1), default=96, help="New tokens per answer at most.")

@@ -99,8 +99,8 @@ _DTYPE = click.Choice(["auto", "float32", "bfloat16"])
 @click.option("--batch-size", default=256, show_default=True, type=int, callback=_positive,
               help="Anchor positions per step (each trains every draft step); per rank under torchrun.")
 @click.option("--max-seq-len", type=int, help="Truncate each training example (a conversation, or one answer of it "
-              "with the turns before it) to this many tokens, at most the base's max_position_embeddings [default: "
-              "1024, or that when fewer].")
+              "with the turns before it) to this many tokens (at least 8), at most the base's max_position_embeddings "
+              "[default: 1024, or that when fewer].")
 @click.option("--max-examples", type=int, callback=_positive, help="Use at most this many conversations (seeded shuffle; without --distill, those kept to train or hold out).")
 @click.option("--seed", default=0, show_default=True, type=SEED,
               help="Seed of the initialisation, the data shuffle and each step's anchors.")
@@ -113,8 +113,8 @@ _DTYPE = click.Choice(["auto", "float32", "bfloat16"])
                    "drafter on its own answers too.")
 @CHAT_TEMPLATE_KWARGS
 @click.option("--distill-max-new-tokens", default=256, show_default=True, type=int, callback=_positive,
-              help="New tokens per answer of the base at most: those trained on with --distill, those to the held-out "
-                   "prompts without it.")
+              help="New tokens per answer of the base at most (at least 2): those trained on with --distill, those "
+                   "to the held-out prompts without it.")
 @click.option("--distill-batch-size", default=64, show_default=True, type=int, callback=_positive,
               help="Prompts the base answers together (with --distill or without); lower it if the base runs out of "
                    "memory.")
@@ -139,12 +139,15 @@ _DTYPE = click.Choice(["auto", "float32", "bfloat16"])
                    "the data are saved as zeros unless --full-vocab).")
 @click.option("--full-vocab", is_flag=True,
               help="Train every row of the final projection, not only those of tokens seen in the data (about 6x slower).")
-@click.option("--cache-dir", type=click.Path(path_type=Path), help="Distilled answers and hidden states [default: cache root/train].")
+@click.option("--cache-dir", type=click.Path(path_type=Path),
+              help="Distilled answers and hidden states [default: <cache>/train, <cache>: $REDRAFTER_TRT_CACHE, else "
+                   "~/.cache/redrafter-trt].")
 @click.option("--force", is_flag=True, help="Replace an existing --output drafter folder (an earlier drafter, or an empty folder).")
 def train(base, data, output, num_draft_layers, rnn, exit_dim, predict_n, epochs, max_steps, lr, batch_size, max_seq_len,
           max_examples, seed, device, resume, distill, chat_template_kwargs, distill_max_new_tokens, distill_batch_size,
           base_dtype, train_dtype, soft_target, later_sharpness, step_decay, freeze_head, full_vocab, cache_dir, force):
-    """Train a ReDrafter drafter for BASE on conversations (or, with --distill, on the base's own answers)."""
+    """Train a ReDrafter drafter for the --base model on conversations (or, with --distill, on the base's own
+    answers)."""
     from ..output import WrittenThenInterrupted
     from ..train import TrainConfig, train_drafter
 
