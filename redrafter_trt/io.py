@@ -160,7 +160,7 @@ def read_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
             # memory-mapped (only the rows a rank reads are paged in) unless the file predates torch's zip format
             obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as e:
-        if garbage := garbage_opcode(e):
+        if garbage := garbage_opcode(e, head):
             raise TensorError(f"{path} is truncated or not a PyTorch file ({garbage}): {TORCH_FILE_FIX}") from None
         raise TensorError(f"{unsafe_pickle(path, e)}: if you trust its source, load it with "
                           f"torch.load(weights_only=False) and save its tensors as safetensors") from None
@@ -176,6 +176,9 @@ def read_torch_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 TORCH_FILE_FIX = "re-download it, or re-save its state dict with torch.save"  # a file torch.load cannot read
+# torch.save's legacy (non-zip) format opens with a pickled magic number: protocol 2+ writes it after 0x80, protocol
+# 1 as text (LONG)
+LEGACY_MAGIC = b"L119547037146038801333356L"  # torch.serialization.MAGIC_NUMBER, 0x1950a86a20f9469cfc6c
 LFS_POINTER = b"version https://git-lfs"  # how a Git LFS pointer file starts (a clone made without `git lfs`)
 
 
@@ -196,7 +199,7 @@ def not_a_torch_file(path: Path, head: bytes) -> str | None:
     """The refusal of a file whose first bytes `head` are neither torch's zip format (`PK`) nor a pickle (protocol 2+
     starts with 0x80, as torch.save's legacy format does), or None: a Git LFS pointer (a clone without `git lfs`),
     an HTML page (a download of a web page, not the file), text."""
-    if head.startswith((b"PK", b"\x80")):
+    if head.startswith((b"PK", b"\x80", LEGACY_MAGIC)):
         return None
     if head.startswith(LFS_POINTER):
         return lfs_pointer(path)
@@ -213,15 +216,20 @@ def not_a_torch_file(path: Path, head: bytes) -> str | None:
 TEXT_OPCODES = {"INT", "LONG", "STRING", "UNICODE", "FLOAT", "GET", "PUT", "INST", "PERSID", "DICT", "LIST", "DUP"}
 
 
-def garbage_opcode(error: pickle.UnpicklingError) -> str | None:
+def garbage_opcode(error: pickle.UnpicklingError, head: bytes) -> str | None:
     """`byte N is no opcode of a binary pickle` when torch's unpickler refused, as an unsupported operand, a byte that
-    no pickle of protocol 2 or later holds (no opcode at all, or a text opcode: `g`, GET): bytes after a pickle's
-    first byte that are garbage, not a pickle that would run code. Else None."""
+    no pickle holds, or a text opcode (`g`, GET) in a file that opens as a pickle of protocol 2 or later (`head`, its
+    first bytes: 0x80 then the protocol): bytes after a pickle's first byte that are garbage, not a pickle that would
+    run code. A zip's pickle may be of protocol 1 (`torch.save(pickle_protocol=1)`), whose text opcodes are its own.
+    Else None."""
     found = re.search(r"Unsupported operand (\d+)", str(error))
     if not found:
         return None
     op = pickletools.code2op.get(chr(int(found[1])))
-    return None if op is not None and op.name not in TEXT_OPCODES else f"byte {found[1]} is no opcode of a binary pickle"
+    binary = head[:1] == b"\x80" and len(head) > 1 and head[1] >= 2
+    if op is not None and (op.name not in TEXT_OPCODES or not binary):
+        return None
+    return f"byte {found[1]} is no opcode of a binary pickle"
 
 
 def unsafe_pickle(path: Path, error: pickle.UnpicklingError) -> str:

@@ -265,6 +265,24 @@ def test_model_safetensors_beside_model_pt_wins_with_a_warning(tmp_path, tiny_ll
                     f"transformers' from_pretrained does) and ignoring model.pt; remove the file you do not mean"]
 
 
+
+def test_model_pt_beside_a_pytorch_model_bin_is_read_with_a_warning(tmp_path, tiny_llama, caplog):
+    """model.pt, read before shards or a pytorch_model.bin beside it, warns of them too (without from_pretrained's
+    name: transformers reads no model.pt)."""
+    drafter = make_drafter(tmp_path / "d", tiny_llama)
+    want = convert(tiny_llama, drafter, tmp_path / "want", tp_size=1, dtype="float32")
+    state = load_file(drafter / "model.safetensors")
+    (drafter / "model.safetensors").unlink()
+    torch.save(state, drafter / "model.pt")
+    torch.save({k: v + 1 for k, v in state.items()}, drafter / "pytorch_model.bin")
+    with caplog.at_level("WARNING", logger="redrafter_trt.drafter"):
+        got = convert(tiny_llama, drafter, tmp_path / "got", tp_size=1, dtype="float32")
+    a, b = load_file(got / "rank0.safetensors"), load_file(want / "rank0.safetensors")
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    said = [r.getMessage() for r in caplog.records if r.name == "redrafter_trt.drafter" and r.levelno == logging.WARNING]
+    assert said == [f"drafter {drafter} holds model.pt beside pytorch_model.bin: reading model.pt and ignoring "
+                    f"pytorch_model.bin; remove the file you do not mean"]
+
 TRTLLM_DRAFTER_NAMES = {"input_proj.weight": "drafter.input_proj.weight", "input_proj.bias": "drafter.input_proj.bias",
                         "rnn_u.weight": "drafter.rnn_u.weight", "rnn_u.bias": "drafter.rnn_u.bias",
                         "rnn_w.weight": "drafter.rnn_w.weight"}

@@ -1436,6 +1436,21 @@ def test_broken_pickled_drafter(parts, which, file, content, said):
     assert "would run code" not in result.stderr and "weights_only=False" not in result.stderr
 
 
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+def test_a_protocol_1_torch_save_is_a_pickle_to_load_by_trust_not_garbage(parts, zip_format):
+    """A review: torch.save(pickle_protocol=1) writes text opcodes (its legacy format opens with the magic number as
+    text, `L1195...`), which the first-bytes check called "not a PyTorch file" and garbage; torch.load(weights_only=
+    False) reads it, as the message before said."""
+    folder = parts[1]
+    state = load_file(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    torch.save(state, folder / "model.pt", pickle_protocol=1, _use_new_zipfile_serialization=zip_format)
+    result = convert_err(parts)
+    assert_one_line_error(result, f"{folder / 'model.pt'} is a pickle that would run code",
+                          "torch.load(weights_only=False)")
+    assert "not a PyTorch file" not in result.stderr
+
+
 @pytest.mark.parametrize("which", [0, 1], ids=["base", "drafter"])
 def test_a_safetensors_file_that_is_a_git_lfs_pointer(parts, which):
     """A model.safetensors left as a Git LFS pointer (a clone made without git-lfs) was "truncated or not a
