@@ -248,40 +248,28 @@ def test_a_drafter_config_vocab_size_the_head_does_not_hold_is_refused(tmp_path,
         load_drafter(drafter)
 
 
-def test_model_safetensors_beside_model_pt_wins_with_a_warning(tmp_path, tiny_llama, caplog):
+@pytest.mark.parametrize("read, ignored, remark", [
+    ("model.safetensors", "model.pt", " (as transformers' from_pretrained does)"),
+    ("model.pt", "pytorch_model.bin", "")])  # transformers reads no model.pt: no remark
+def test_the_first_weights_file_wins_with_a_warning(tmp_path, tiny_llama, caplog, read, ignored, remark):
     """A review: with model.safetensors and model.pt both in a drafter folder (a re-save beside the old file), which
-    one was read went unsaid and untested. model.safetensors is, as transformers' from_pretrained takes it first; a
-    warning names both."""
+    one was read went unsaid and untested. model.safetensors is, as transformers' from_pretrained takes it first;
+    model.pt before shards or a pytorch_model.bin; a warning names both."""
     drafter = make_drafter(tmp_path / "d", tiny_llama)
     want = convert(tiny_llama, drafter, tmp_path / "want", tp_size=1, dtype="float32")
     state = load_file(drafter / "model.safetensors")
-    torch.save({k: v + 1 for k, v in state.items()}, drafter / "model.pt")
+    if read == "model.pt":
+        (drafter / "model.safetensors").unlink()
+        torch.save(state, drafter / read)
+    torch.save({k: v + 1 for k, v in state.items()}, drafter / ignored)
     with caplog.at_level("WARNING", logger="redrafter_trt.drafter"):
         got = convert(tiny_llama, drafter, tmp_path / "got", tp_size=1, dtype="float32")
     a, b = load_file(got / "rank0.safetensors"), load_file(want / "rank0.safetensors")
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
     said = [r.getMessage() for r in caplog.records if r.name == "redrafter_trt.drafter" and r.levelno == logging.WARNING]
-    assert said == [f"drafter {drafter} holds model.safetensors beside model.pt: reading model.safetensors (as "
-                    f"transformers' from_pretrained does) and ignoring model.pt; remove the file you do not mean"]
+    assert said == [f"drafter {drafter} holds {read} beside {ignored}: reading {read}{remark} and ignoring {ignored}; "
+                    f"remove the file you do not mean"]
 
-
-
-def test_model_pt_beside_a_pytorch_model_bin_is_read_with_a_warning(tmp_path, tiny_llama, caplog):
-    """model.pt, read before shards or a pytorch_model.bin beside it, warns of them too (without from_pretrained's
-    name: transformers reads no model.pt)."""
-    drafter = make_drafter(tmp_path / "d", tiny_llama)
-    want = convert(tiny_llama, drafter, tmp_path / "want", tp_size=1, dtype="float32")
-    state = load_file(drafter / "model.safetensors")
-    (drafter / "model.safetensors").unlink()
-    torch.save(state, drafter / "model.pt")
-    torch.save({k: v + 1 for k, v in state.items()}, drafter / "pytorch_model.bin")
-    with caplog.at_level("WARNING", logger="redrafter_trt.drafter"):
-        got = convert(tiny_llama, drafter, tmp_path / "got", tp_size=1, dtype="float32")
-    a, b = load_file(got / "rank0.safetensors"), load_file(want / "rank0.safetensors")
-    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
-    said = [r.getMessage() for r in caplog.records if r.name == "redrafter_trt.drafter" and r.levelno == logging.WARNING]
-    assert said == [f"drafter {drafter} holds model.pt beside pytorch_model.bin: reading model.pt and ignoring "
-                    f"pytorch_model.bin; remove the file you do not mean"]
 
 TRTLLM_DRAFTER_NAMES = {"input_proj.weight": "drafter.input_proj.weight", "input_proj.bias": "drafter.input_proj.bias",
                         "rnn_u.weight": "drafter.rnn_u.weight", "rnn_u.bias": "drafter.rnn_u.bias",
