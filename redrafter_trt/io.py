@@ -183,26 +183,30 @@ LFS_POINTER = b"version https://git-lfs"  # how a Git LFS pointer file starts (a
 
 
 def lfs_pointer(path: Path) -> str | None:
-    """The refusal of a weights file that is a Git LFS pointer, not the weights, or None (also when it cannot be
-    read: the caller's own error stands)."""
+    """The refusal of a weights file that is a Git LFS pointer, not the weights (`lfs_refusal`), or None (also when it
+    cannot be read: the caller's own error stands)."""
     try:
         with open(path, "rb") as f:
             if f.read(len(LFS_POINTER)) != LFS_POINTER:
                 return None
     except (OSError, ValueError):
         return None
+    return lfs_refusal(path)
+
+
+def lfs_refusal(path: Path) -> str:
     return (f"{path} is a Git LFS pointer, not the weights: run `git lfs pull` in its repository (or download the "
             f"file itself)")
 
 
 def not_a_torch_file(path: Path, head: bytes) -> str | None:
     """The refusal of a file whose first bytes `head` are neither torch's zip format (`PK`) nor a pickle (protocol 2+
-    starts with 0x80, as torch.save's legacy format does), or None: a Git LFS pointer (a clone without `git lfs`),
-    an HTML page (a download of a web page, not the file), text."""
+    starts with 0x80; torch.save's legacy format of protocol 1 with LEGACY_MAGIC), or None: a Git LFS pointer (a
+    clone without `git lfs`), an HTML page (a download of a web page, not the file), text."""
     if head.startswith((b"PK", b"\x80", LEGACY_MAGIC)):
         return None
     if head.startswith(LFS_POINTER):
-        return lfs_pointer(path)
+        return lfs_refusal(path)
     if not head:
         what = "it is empty"
     elif head.lstrip()[:1] == b"<" and b"html" in head.lower():
