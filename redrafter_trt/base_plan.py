@@ -19,7 +19,7 @@ from .errors import ConfigError, TensorError, name_list
 from .io import ST_TO_TORCH, UNREAD_BASE_FIX, TensorSource, all_finite, broken_base_tensor, unread_weights
 from .registry import QWEN_SEQ_LENGTH, TRTLLM_ACTIVATIONS, bias_fields
 from .rope import rope_kind, trtllm_kind
-from .rules import DROPPED, LAYER_RULES, MODEL_RULES
+from .rules import DROPPED, EMBEDDING, LAYER_RULES, MODEL_RULES, embedding_split
 from .shard import check_tp, even_range, kv_head_range, resplit, vocab_range
 
 if TYPE_CHECKING:
@@ -201,7 +201,8 @@ def plan_hf_rank(src: TensorSource, b: BaseModelConfig, cfg: dict, tp_rank: int)
         if name == "lm_head.weight":
             sources = (hf_lm_head(src),)
         shape, dt = specs[name]
-        planned.append(Planned(name, shape, dt, reader(rule.split, sources), src, sources))
+        split = embedding_split(cfg) if name == EMBEDDING else rule.split  # a parallel embedding: an FP8 export's
+        planned.append(Planned(name, shape, dt, reader(split, sources), src, sources))
     return planned
 
 

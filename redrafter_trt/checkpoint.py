@@ -102,6 +102,7 @@ class Report:
     problems: list[str] = field(default_factory=list)
     malformed: list[str] = field(default_factory=list)  # config fields that fail their CONFIG_TYPES check
     runtime_problems: list[str] = field(default_factory=list)  # why `run` refuses it (an engine can still be built)
+    compared: dict | None = None  # inspect --base / --drafter: the models compared with, the tensors compared
 
     @property
     def ok(self) -> bool:
@@ -111,9 +112,11 @@ class Report:
         return {**asdict(self), "ok": self.ok}
 
 
-def inspect_checkpoint(path: Path | str, values: bool = False) -> Report:
+def inspect_checkpoint(path: Path | str, values: bool = False, base: Path | str | None = None,
+                       drafter: Path | str | None = None) -> Report:
     """values: also read every tensor of every rank for NaN and Inf (minutes for a large base), not just the headers
-    and the drafter head's rows."""
+    and the drafter head's rows. base / drafter: also compare every tensor with what convert writes from them
+    (compare.py)."""
     path = Path(path)
     rep = Report(str(path))
     cfg_path = path / "config.json"
@@ -147,6 +150,13 @@ def inspect_checkpoint(path: Path | str, values: bool = False) -> Report:
         return rep
     fp8_lm_head = _check_ranks(path, cfg, rep, values)
     _check_exclusions(cfg, rep, fp8_lm_head)  # with the tensors' problems: every problem is listed
+    if base is not None or drafter is not None:
+        from .compare import compare_checkpoint
+
+        base, drafter = (Path(p) if p is not None else None for p in (base, drafter))
+        found = compare_checkpoint(path, cfg, base, drafter)
+        rep.compared = {"base": base and str(base), "drafter": drafter and str(drafter), "tensors": found.compared}
+        rep.problems += found.problems
     return rep
 
 

@@ -22,14 +22,24 @@ def quantization_text(q: dict) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--values", is_flag=True,
               help="Also read every tensor for NaN and Inf (a checkpoint another tool wrote; minutes for a large base).")
-def inspect(folder, as_json, values):
+@click.option("--base", type=click.Path(path_type=Path),
+              help="Also compare every base tensor, value for value, with this base (the Hugging Face model or "
+                   "TensorRT-LLM base checkpoint it was converted from): finds wrong splits, q/k/v order, swapped "
+                   "ranks, another model's weights.")
+@click.option("--drafter", type=click.Path(path_type=Path),
+              help="Also compare every drafter tensor with this drafter (Apple's layout) in the same way.")
+def inspect(folder, as_json, values, base, drafter):
     """Check a TensorRT-LLM checkpoint (base or ReDrafter) from its config, tensor headers and drafter head."""
     from ..checkpoint import inspect_checkpoint
     from ..errors import ConfigError
 
     if not folder.is_dir():
         raise ConfigError(f"{folder} is not a folder: pass a checkpoint folder (the --output of convert)")
-    rep = inspect_checkpoint(folder, values=values)
+    for given, named in ((base, "--base"), (drafter, "--drafter")):
+        if given is not None and not given.is_dir():
+            raise ConfigError(f"{named} {given} is not a folder: pass the model folder the checkpoint was converted "
+                              f"from")
+    rep = inspect_checkpoint(folder, values=values, base=base, drafter=drafter)
     if as_json:
         click.echo(json.dumps(rep.to_json(), indent=2))
     else:
@@ -50,6 +60,10 @@ def inspect(folder, as_json, values):
             click.echo(f"  producer: {producer_line(rep.producer, bool(rep.drafter))}")
         for r in rep.ranks:
             click.echo(f"  {r.file}: {r.tensors} tensors, {r.bytes / 2**20:.1f} MiB")
+        if rep.compared:
+            c = rep.compared
+            models = " and ".join(filter(None, (c["base"], c["drafter"])))
+            click.echo(f"  compared with {models}: {counted(c['tensors'], 'tensor')}")
         for p in rep.problems:
             click.echo(f"  problem: {p}")
         for p in rep.runtime_problems:

@@ -1,0 +1,191 @@
+"""`inspect --base --drafter` (compare.py): every tensor of a checkpoint compared with what convert writes from its
+models. Each mistake here keeps every name, shape and dtype right, so inspect's other checks pass it; the comparison
+names it, and its cause."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from redrafter_trt import layout
+from redrafter_trt.checkpoint import inspect_checkpoint
+from redrafter_trt.convert import convert
+from test_convert_errors import assert_one_line_error, run_cli
+from tinymodels import make_drafter, make_hf
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("compare")
+    hf = make_hf(root / "hf", "llama")
+    drafter = make_drafter(root / "drafter", hf)
+    ck = {tp: convert(hf, drafter, root / f"ck{tp}", num_beams=2, draft_len=2, tp_size=tp) for tp in (1, 2)}
+    return hf, drafter, ck
+
+
+def edited(ck: Path, tmp_path: Path, rank: int, edit) -> Path:
+    """A copy of `ck` whose rank file `rank` has `edit(tensors)` applied (its metadata kept)."""
+    copy = tmp_path / "ck"
+    shutil.copytree(ck, copy)
+    f = copy / f"rank{rank}.safetensors"
+    from safetensors import safe_open
+
+    with safe_open(f, "pt") as h:
+        meta = h.metadata()
+    held = load_file(f)
+    edit(held)
+    save_file(held, f, metadata=meta)
+    return copy
+
+
+def compared(ck: Path, hf: Path, drafter: Path):
+    rep = inspect_checkpoint(ck, base=hf, drafter=drafter)
+    return rep, rep.problems
+
+
+@pytest.mark.parametrize("tp", [1, 2])
+def test_a_faithful_conversion_compares_equal(models, tp):
+    hf, drafter, ck = models
+    rep, problems = compared(ck[tp], hf, drafter)
+    cfg = json.loads((ck[tp] / "config.json").read_text())
+    assert problems == [] and rep.compared == {"base": str(hf), "drafter": str(drafter),
+                                               "tensors": tp * len(layout.expected_tensors(cfg, 0))}
+
+
+def test_crossed_fc_and_gate_are_named(models, tmp_path):
+    """TensorRT-LLM's mlp.fc is Hugging Face's gate_proj and its mlp.gate is up_proj: the classic crossing."""
+    hf, drafter, ck = models
+    fc, gate = "transformer.layers.1.mlp.fc.weight", "transformer.layers.1.mlp.gate.weight"
+
+    def cross(t):
+        t[fc], t[gate] = t[gate], t[fc]
+    assert inspect_checkpoint(edited(ck[1], tmp_path, 0, cross)).ok  # names, shapes and dtypes are right
+    _, problems = compared(edited(ck[1], tmp_path / "b", 0, cross), hf, drafter)
+    assert problems == [f"rank0: {fc} holds what {gate} should (model.layers.1.mlp.up_proj.weight): crossed: "
+                        f"re-convert",
+                        f"rank0: {gate} holds what {fc} should (model.layers.1.mlp.gate_proj.weight): crossed: "
+                        f"re-convert"]
+
+
+def test_qkv_split_as_one_tensor_is_named(models, tmp_path, tiny_llama):
+    """At tp 2 each rank holds its q heads and its kv heads, fused: the fused tensor split by rows keeps the shape
+    (4 + 2 + 2 heads of 16 into 2 x 64 rows) and puts rank 0's k heads where its v should be."""
+    hf, drafter, ck = models
+    src = load_file(hf / "model.safetensors")
+    name = "transformer.layers.0.attention.qkv.weight"
+    fused = torch.cat([src[f"model.layers.0.self_attn.{p}_proj.weight"] for p in "qkv"])
+
+    def naive(t):
+        t[name] = fused[:64].clone()
+    _, problems = compared(edited(ck[2], tmp_path, 0, naive), hf, drafter)
+    assert problems == [f"rank0: {name} split as one tensor by rows, where TensorRT-LLM splits q, k and v each by "
+                        f"heads and fuses each rank's q, k, v: re-convert with redrafter-trt convert"]
+
+
+def test_qkv_in_another_order_is_named(models, tmp_path):
+    hf, drafter, ck = models
+    name = "transformer.layers.1.attention.qkv.weight"
+
+    def kqv(t):
+        q, k, v = torch.split(t[name], [64, 32, 32])
+        t[name] = torch.cat([k, q, v])
+    _, problems = compared(edited(ck[1], tmp_path, 0, kqv), hf, drafter)
+    assert problems == [f"rank0: {name} holds q, k and v in the order k, q, v, where TensorRT-LLM fuses them q, k, v: "
+                        f"re-convert with redrafter-trt convert"]
+
+
+def test_a_transposed_square_weight_is_named(models, tmp_path):
+    hf, drafter, ck = models
+    name = "transformer.layers.0.attention.dense.weight"
+
+    def transpose(t):
+        t[name] = t[name].T.contiguous()
+    _, problems = compared(edited(ck[1], tmp_path, 0, transpose), hf, drafter)
+    assert problems == [f"rank0: {name} transposed ([out, in] is TensorRT-LLM's order, as Hugging Face's): re-convert"]
+
+
+def test_swapped_rank_files_are_named(models, tmp_path):
+    """TensorRT-LLM's own converter writes no rank metadata, so renamed rank files are told by their values."""
+    hf, drafter, ck = models
+    copy = tmp_path / "ck"
+    shutil.copytree(ck[2], copy)
+    for r in range(2):  # without our metadata, as TensorRT-LLM's convert_checkpoint writes them
+        save_file(load_file(ck[2] / f"rank{1 - r}.safetensors"), copy / f"rank{r}.safetensors")
+    _, problems = compared(copy, hf, drafter)
+    assert len(problems) == 2
+    for r in range(2):
+        assert problems[r].startswith(f"rank{r}: ") and problems[r].endswith(
+            f" equal rank {1 - r}'s: the rank files are swapped or renamed: re-convert")
+    # the replicated tensors (norms) equal on both ranks are not listed
+    assert "layernorm" not in problems[0] and "drafter.lm_head.weight" in problems[0]
+
+
+def test_another_base_and_drafter_differ(models, tmp_path):
+    hf, drafter, ck = models
+    other = make_hf(tmp_path / "other", "llama", seed=1)
+    other_drafter = make_drafter(tmp_path / "other_drafter", hf, seed=5)
+    _, problems = compared(ck[1], other, other_drafter)
+    cfg = json.loads((ck[1] / "config.json").read_text())
+    n = len(layout.expected_tensors(cfg, 0))  # the norms too: make_hf draws them at random
+    assert problems == [f"rank0: {n} tensors differ from the models' (drafter.input_proj.bias, drafter.input_proj.weight, "
+                        f"drafter.layers.0.linear.bias, drafter.layers.0.linear.weight, drafter.layers.1.linear.bias, "
+                        f"drafter.layers.1.linear.weight, drafter.lm_head.weight, drafter.rnn_u.bias (+{n - 8} more)): "
+                        f"another model's weights, or edited: compare with the models it was converted from, or "
+                        f"re-convert"]
+
+
+def test_one_edited_value_is_found(models, tmp_path):
+    hf, drafter, ck = models
+    name = "drafter.rnn_u.bias"
+
+    def nudge(t):
+        t[name][3] += 1e-3
+    _, problems = compared(edited(ck[1], tmp_path, 0, nudge), hf, drafter)
+    assert problems == [f"rank0: {name} differs from rnn_u.bias (1 of 64 values, by up to 0.001): another model's "
+                        f"weights, or edited: compare with the models it was converted from, or re-convert"]
+
+
+def test_a_base_of_another_shape_is_one_problem(models, tmp_path):
+    hf, drafter, ck = models
+    other = make_hf(tmp_path / "other", "llama", intermediate_size=96)
+    rep = inspect_checkpoint(ck[1], base=other)
+    assert rep.problems == [f"{other} is not the model this checkpoint was converted from: its intermediate_size 96 "
+                            f"(the checkpoint's 128); nothing of it was compared"]
+    assert rep.compared["tensors"] == 0
+
+
+def test_cli_compares_and_refuses_a_missing_folder(models, tmp_path):
+    hf, drafter, ck = models
+    r = run_cli(["inspect", str(ck[2]), "--base", str(hf), "--drafter", str(drafter)])
+    assert r.exit_code == 0, r.output
+    cfg = json.loads((ck[2] / "config.json").read_text())
+    assert f"compared with {hf} and {drafter}: {2 * len(layout.expected_tensors(cfg, 0))} tensors" in r.output
+    r = run_cli(["inspect", str(ck[2]), "--base", str(tmp_path / "nowhere")])
+    assert_one_line_error(r, f"--base {tmp_path / 'nowhere'} is not a folder")
+    assert r.exit_code == 2
+
+
+def test_fp8_weights_dequantise_within_e4m3(tmp_path):
+    """An FP8 conversion at tp 2 (modelopt's quantisation, its vocab-split embedding) compares equal; a scale off by
+    a factor of 2 is named."""
+    pytest.importorskip("modelopt.torch.quantization")
+    from test_fp8 import CALIB, byte_tokenizer
+
+    hf = byte_tokenizer(make_hf(tmp_path / "hf", "llama"))
+    drafter = make_drafter(tmp_path / "drafter", hf)
+    ck = convert(hf, drafter, tmp_path / "fp8", tp_size=2, dtype="bfloat16", quantize="fp8", **CALIB)
+    rep = inspect_checkpoint(ck, base=hf, drafter=drafter)
+    assert rep.problems == [] and rep.compared["tensors"] > 0
+    scale = "transformer.layers.0.mlp.proj.weights_scaling_factor"
+
+    def double(t):
+        t[scale] = t[scale] * 2
+    rep = inspect_checkpoint(edited(ck, tmp_path, 1, double), base=hf, drafter=drafter)
+    assert rep.problems == ["rank1: transformer.layers.0.mlp.proj.weight differs from model.layers.0.mlp.down_proj.weight "
+                            "(FP8 values outside e4m3's rounding of the base's): another model's weights, or edited: "
+                            "compare with the models it was converted from, or re-convert"]
