@@ -30,7 +30,7 @@ def models(tmp_path_factory):
 
 def edited(ck: Path, tmp_path: Path, rank: int, edit) -> Path:
     """A copy of `ck` whose rank file `rank` has `edit(tensors)` applied (its metadata kept)."""
-    copy = tmp_path / "ck"
+    copy = tmp_path / "edited"
     shutil.copytree(ck, copy)
     f = copy / f"rank{rank}.safetensors"
     from safetensors import safe_open
@@ -83,7 +83,7 @@ def test_qkv_split_as_one_tensor_is_named(models, tmp_path, tiny_llama):
     def naive(t):
         t[name] = fused[:64].clone()
     _, problems = compared(edited(ck[2], tmp_path, 0, naive), hf, drafter)
-    assert problems == [f"rank0: {name} split as one tensor by rows, where TensorRT-LLM splits q, k and v each by "
+    assert problems == [f"rank0: {name} is split as one tensor by rows, where TensorRT-LLM splits q, k and v each by "
                         f"heads and fuses each rank's q, k, v: re-convert with redrafter-trt convert"]
 
 
@@ -106,7 +106,7 @@ def test_a_transposed_square_weight_is_named(models, tmp_path):
     def transpose(t):
         t[name] = t[name].T.contiguous()
     _, problems = compared(edited(ck[1], tmp_path, 0, transpose), hf, drafter)
-    assert problems == [f"rank0: {name} transposed ([out, in] is TensorRT-LLM's order, as Hugging Face's): re-convert"]
+    assert problems == [f"rank0: {name} is transposed ([out, in] is TensorRT-LLM's order, as Hugging Face's): re-convert"]
 
 
 def test_swapped_rank_files_are_named(models, tmp_path):
@@ -131,12 +131,10 @@ def test_another_base_and_drafter_differ(models, tmp_path):
     other_drafter = make_drafter(tmp_path / "other_drafter", hf, seed=5)
     _, problems = compared(ck[1], other, other_drafter)
     cfg = json.loads((ck[1] / "config.json").read_text())
-    n = len(layout.expected_tensors(cfg, 0))  # the norms too: make_hf draws them at random
-    assert problems == [f"rank0: {n} tensors differ from the models' (drafter.input_proj.bias, drafter.input_proj.weight, "
-                        f"drafter.layers.0.linear.bias, drafter.layers.0.linear.weight, drafter.layers.1.linear.bias, "
-                        f"drafter.layers.1.linear.weight, drafter.lm_head.weight, drafter.rnn_u.bias (+{n - 8} more)): "
-                        f"another model's weights, or edited: compare with the models it was converted from, or "
-                        f"re-convert"]
+    names = sorted(layout.expected_tensors(cfg, 0))  # the norms too: make_hf draws them at random
+    assert problems == [f"rank0: {len(names)} tensors differ from the models' ({', '.join(names[:8])} "
+                        f"(+{len(names) - 8} more)): another model's weights, or edited: compare with the models it "
+                        f"was converted from, or re-convert"]
 
 
 def test_one_edited_value_is_found(models, tmp_path):
@@ -161,11 +159,11 @@ def test_a_base_of_another_shape_is_one_problem(models, tmp_path):
 
 def test_cli_compares_and_refuses_a_missing_folder(models, tmp_path):
     hf, drafter, ck = models
-    r = run_cli(["inspect", str(ck[2]), "--base", str(hf), "--drafter", str(drafter)])
+    r = run_cli("inspect", ck[2], "--base", hf, "--drafter", drafter)
     assert r.exit_code == 0, r.output
     cfg = json.loads((ck[2] / "config.json").read_text())
     assert f"compared with {hf} and {drafter}: {2 * len(layout.expected_tensors(cfg, 0))} tensors" in r.output
-    r = run_cli(["inspect", str(ck[2]), "--base", str(tmp_path / "nowhere")])
+    r = run_cli("inspect", ck[2], "--base", tmp_path / "nowhere")
     assert_one_line_error(r, f"--base {tmp_path / 'nowhere'} is not a folder")
     assert r.exit_code == 2
 
@@ -189,3 +187,31 @@ def test_fp8_weights_dequantise_within_e4m3(tmp_path):
     assert rep.problems == ["rank1: transformer.layers.0.mlp.proj.weight differs from model.layers.0.mlp.down_proj.weight "
                             "(FP8 values outside e4m3's rounding of the base's): another model's weights, or edited: "
                             "compare with the models it was converted from, or re-convert"]
+
+
+def test_a_trtllm_base_checkpoint_compares_bit_for_bit(tmp_path):
+    """convert from a TensorRT-LLM base checkpoint (modelopt's FP8 export) copies its tensors: compared bit for bit
+    with it, FP8 weights and their scales included; --drafter on the base checkpoint itself is one problem."""
+    pytest.importorskip("modelopt.torch.quantization")
+    from redrafter_trt.quantize import calibration_prompts, export_fp8_base
+    from test_fp8 import CALIB, byte_tokenizer
+
+    hf = byte_tokenizer(make_hf(tmp_path / "hf", "llama"))
+    drafter = make_drafter(tmp_path / "drafter", hf)
+    base = tmp_path / "base"
+    export_fp8_base(hf, base, tp_size=1, dtype="bfloat16", kv_cache_dtype=None,
+                    calib_prompts=calibration_prompts(None, 4), device="cpu", **CALIB)
+    ck = convert(base, drafter, tmp_path / "ck", num_beams=2, draft_len=2)
+    rep = inspect_checkpoint(ck, base=base, drafter=drafter)
+    cfg = json.loads((ck / "config.json").read_text())
+    assert rep.problems == [] and rep.compared["tensors"] == len(layout.expected_tensors(cfg, 0))
+    scale = "transformer.layers.1.attention.qkv.weights_scaling_factor"
+
+    def rescale(t):
+        t[scale] = t[scale] * 1.5
+    rep = inspect_checkpoint(edited(ck, tmp_path, 0, rescale), base=base)
+    assert rep.problems == [f"rank0: {scale} differs from the base checkpoint (1 of 1 values, by up to "
+                            f"{rep.problems[0].split('by up to ')[1].split(')')[0]}): another model's weights, or "
+                            f"edited: compare with the models it was converted from, or re-convert"]
+    assert inspect_checkpoint(base, drafter=drafter).problems == [
+        f"--drafter {drafter} given, but the checkpoint holds no drafter (a base checkpoint): leave out --drafter"]
