@@ -20,7 +20,7 @@ from tqdm import tqdm
 from . import layout
 from .base_plan import Planned, check_hf_tensors, is_trtllm_checkpoint, plan_hf_rank, plan_trtllm_rank
 from .config import BaseModelConfig, read_json, trtllm_model_fields
-from .errors import name_list
+from .errors import ConfigError, name_list
 from .io import TensorSource
 from .plural import agreeing, counted
 from .rules import split_of
@@ -72,6 +72,9 @@ def _plan_base(base: Path, cfg: dict, plans: list[dict[str, Planned]], sources: 
     tp = layout.tp_size(cfg)
     if is_trtllm_checkpoint(base):
         bcfg = read_json(base / "config.json", "base checkpoint")
+        if layout.is_redrafter(bcfg):
+            raise ConfigError(f"--base {base} is a ReDrafter checkpoint: pass the base it was converted from (a "
+                              f"Hugging Face model or a TensorRT-LLM base checkpoint)")
         theirs = {k: bcfg.get(k) for k in BASE_SHAPE_KEYS + ("dtype",)} | {"tp_size": layout.tp_size(bcfg)}
         if differ := _differences(theirs, cfg | {"tp_size": tp}, base):
             out.problems.append(differ)

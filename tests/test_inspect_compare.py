@@ -165,7 +165,8 @@ def test_cli_compares_and_refuses_a_missing_folder(models, tmp_path):
     assert f"compared with {hf} and {drafter}: {2 * len(layout.expected_tensors(cfg, 0))} tensors" in r.output
     r = run_cli("inspect", ck[2], "--base", tmp_path / "nowhere")
     assert_one_line_error(r, f"--base {tmp_path / 'nowhere'} is not a folder")
-    assert r.exit_code == 2
+    r = run_cli("inspect", ck[2], "--base", ck[1])
+    assert_one_line_error(r, f"--base {ck[1]} is a ReDrafter checkpoint: pass the base it was converted from")
 
 
 def test_fp8_weights_dequantise_within_e4m3(tmp_path):
