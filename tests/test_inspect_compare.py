@@ -216,3 +216,24 @@ def test_a_trtllm_base_checkpoint_compares_bit_for_bit(tmp_path):
                             f"edited: compare with the models it was converted from, or re-convert"]
     assert inspect_checkpoint(base, drafter=drafter).problems == [
         f"--drafter {drafter} given, but the checkpoint holds no drafter (a base checkpoint): leave out --drafter"]
+
+
+@pytest.mark.parametrize("family, tp", [("tiny_qwen2", 2), ("tiny_qwen3", 2), ("tiny_llama_bias", 2),
+                                        ("tiny_llama_tied", 4)])
+def test_every_family_compares_equal_and_names_a_crossing(request, family, tp, tmp_path):
+    """Each registered family's layout (Qwen2's qkv bias, Qwen3's q/k norms and head_dim 32, Llama's biases, a tied
+    lm_head with 2 kv heads repeated over 4 ranks) compares equal; its last rank's input and post norms crossed are
+    named."""
+    hf = request.getfixturevalue(family)
+    drafter = make_drafter(tmp_path / "drafter", hf)
+    ck = convert(hf, drafter, tmp_path / "ck", num_beams=2, draft_len=2, tp_size=tp)
+    rep = inspect_checkpoint(ck, base=hf, drafter=drafter)
+    assert rep.problems == [] and rep.compared["tensors"] == sum(
+        len(layout.expected_tensors(json.loads((ck / "config.json").read_text()), r)) for r in range(tp))
+    a, b = "transformer.layers.1.input_layernorm.weight", "transformer.layers.1.post_layernorm.weight"
+
+    def cross(t):
+        t[a], t[b] = t[b], t[a]
+    assert [p.split(" holds what ")[0] for p in inspect_checkpoint(edited(ck, tmp_path, tp - 1, cross), base=hf,
+                                                                  drafter=drafter).problems] == [
+        f"rank{tp - 1}: {a}", f"rank{tp - 1}: {b}"]
