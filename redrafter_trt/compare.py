@@ -21,7 +21,7 @@ from . import layout
 from .base_plan import Planned, check_hf_tensors, is_trtllm_checkpoint, plan_hf_rank, plan_trtllm_rank
 from .config import BaseModelConfig, read_json, trtllm_model_fields
 from .errors import ConfigError, name_list
-from .io import TensorSource
+from .io import ST_TO_TORCH, TensorSource
 from .plural import agreeing, counted
 from .rules import split_of
 from .shard import even_range
@@ -126,7 +126,7 @@ def _compare_rank(r: int, f: Path, cfg: dict, plans: list[dict[str, Planned]], o
     causes: dict[tuple[str, str, str], list[str]] = {}  # (verb for one, for many, the rest) -> its tensors, in order
     unexplained: list[str] = []
     try:
-        names = [n for n, p in plans[r].items() if n in held and ck.shape(n) == p.shape]  # else inspect's problem
+        names = [n for n, p in plans[r].items() if n in held and _as_planned(ck, n, p)]  # else inspect's problem
         for name in tqdm(names, desc=f"rank{r} compared", unit="tensor", disable=None, leave=False):
             got, want = ck.get(name), plans[r][name].read()
             scale = name.removesuffix("weight") + "weights_scaling_factor"
@@ -153,10 +153,16 @@ def _compare_rank(r: int, f: Path, cfg: dict, plans: list[dict[str, Planned]], o
         ck.close()
 
 
+def _as_planned(ck: TensorSource, name: str, p: Planned) -> bool:
+    """Whether the checkpoint holds `name` in the plan's shape and dtype (FP8 as its int8 bits too, as older exporters
+    wrote it): a tensor that does not is inspect's own problem, not one of values."""
+    held = ST_TO_TORCH.get(ck.dtype(name))
+    return ck.shape(name) == p.shape and (held == p.dtype or (held, p.dtype) == (torch.int8, torch.float8_e4m3fn))
+
+
 def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Equal bit for bit (FP8 held as int8 by older exporters equals its FP8 bits); a dtype of another width is
-    inspect's own problem, not a difference of values."""
-    return a.shape == b.shape and a.element_size() == b.element_size() and torch.equal(
+    """Equal bit for bit (FP8 held as int8 equals its FP8 bits)."""
+    return a.element_size() == b.element_size() and torch.equal(
         a.contiguous().view(torch.uint8), b.contiguous().view(torch.uint8))
 
 

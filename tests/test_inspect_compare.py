@@ -237,3 +237,14 @@ def test_every_family_compares_equal_and_names_a_crossing(request, family, tp, t
     assert [p.split(" holds what ")[0] for p in inspect_checkpoint(edited(ck, tmp_path, tp - 1, cross), base=hf,
                                                                   drafter=drafter).problems] == [
         f"rank{tp - 1}: {a}", f"rank{tp - 1}: {b}"]
+
+
+def test_a_wrong_dtype_is_inspects_problem_alone(models, tmp_path):
+    """A tensor in another dtype than the config's is named once, by inspect's own check, not again as values."""
+    hf, drafter, ck = models
+    name = "transformer.layers.0.mlp.proj.weight"
+
+    def widen(t):
+        t[name] = t[name].double()
+    rep = inspect_checkpoint(edited(ck[1], tmp_path, 0, widen), base=hf, drafter=drafter)
+    assert rep.problems == [f"rank0: {name} is F64, config implies F32"]
