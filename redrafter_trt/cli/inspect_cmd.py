@@ -29,7 +29,8 @@ def quantization_text(q: dict) -> str:
 @click.option("--drafter", type=click.Path(path_type=Path),
               help="Also compare every drafter tensor with this drafter (Apple's layout) in the same way.")
 def inspect(folder, as_json, values, base, drafter):
-    """Check a TensorRT-LLM checkpoint (base or ReDrafter) from its config, tensor headers and drafter head."""
+    """Check a TensorRT-LLM checkpoint (base or ReDrafter) from its config, tensor headers and drafter head; with
+    --base / --drafter, every tensor's values too, against the models it was converted from."""
     from ..checkpoint import inspect_checkpoint
     from ..errors import ConfigError
 
