@@ -248,3 +248,28 @@ def test_a_wrong_dtype_is_inspects_problem_alone(models, tmp_path):
         t[name] = t[name].double()
     rep = inspect_checkpoint(edited(ck[1], tmp_path, 0, widen), base=hf, drafter=drafter)
     assert rep.problems == [f"rank0: {name} is F64, config implies F32"]
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_modelopts_export_compares_equal(tmp_path, arch):
+    """An independent writer: nvidia-modelopt's tp 2 bfloat16 export (its embedding split by vocabulary rows, which
+    convert never writes), its config completed as the format page says, equals what convert plans from the base;
+    its rank files swapped are named (modelopt writes no rank header)."""
+    pytest.importorskip("modelopt.torch.export")
+    from redrafter_trt.quantize import patch_exported_config
+    from test_modelopt_oracle import modelopt_export
+
+    hf = make_hf(tmp_path / "hf", arch)
+    ex = modelopt_export(hf, tmp_path / "export", tp_size=2, dtype="bfloat16")
+    cfg = json.loads((ex / "config.json").read_text())
+    cfg = patch_exported_config(cfg, json.loads((hf / "config.json").read_text()), None)
+    (ex / "config.json").write_text(json.dumps(cfg))
+    assert cfg["use_parallel_embedding"]
+    rep = inspect_checkpoint(ex, base=hf)
+    assert rep.problems == [] and rep.compared["tensors"] == sum(len(layout.base_tensors(cfg, r)) for r in range(2))
+    for r in range(2):
+        (ex / f"rank{r}.safetensors").rename(ex / f"was{r}")
+    for r in range(2):
+        (ex / f"was{r}").rename(ex / f"rank{1 - r}.safetensors")
+    assert [p.split(" equal rank ")[1] for p in inspect_checkpoint(ex, base=hf).problems] == [
+        f"{1 - r}'s: the rank files are swapped or renamed: re-convert" for r in range(2)]
