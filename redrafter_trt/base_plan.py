@@ -201,7 +201,8 @@ def plan_hf_rank(src: TensorSource, b: BaseModelConfig, cfg: dict, tp_rank: int)
         if name == "lm_head.weight":
             sources = (hf_lm_head(src),)
         shape, dt = specs[name]
-        split = embedding_split(cfg) if name == EMBEDDING else rule.split  # modelopt's export at tp > 1 (inspect --base)
+        # a parallel embedding: modelopt's export at tp > 1 (inspect --base compares with it)
+        split = embedding_split(cfg) if name == EMBEDDING else rule.split
         planned.append(Planned(name, shape, dt, reader(split, sources), src, sources))
     return planned
 
