@@ -11,7 +11,9 @@ within e4m3's rounding.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -20,7 +22,7 @@ from tqdm import tqdm
 from . import layout
 from .base_plan import Planned, check_hf_tensors, is_trtllm_checkpoint, plan_hf_rank, plan_trtllm_rank
 from .config import BaseModelConfig, read_json, trtllm_model_fields
-from .errors import ConfigError, name_list
+from .errors import ConfigError, TensorError, name_list
 from .io import ST_TO_TORCH, TensorSource
 from .plural import agreeing, counted
 from .rules import split_of
@@ -58,9 +60,11 @@ def compare_checkpoint(folder: Path, cfg: dict, base: Path | None, drafter: Path
         if drafter is not None:
             _plan_drafter(drafter, cfg, plans, out)
         for r in range(tp):
-            f = folder / f"rank{r}.safetensors"
-            if plans[r] and f.exists():  # a missing rank is inspect's own problem
-                _compare_rank(r, f, cfg, plans, out)
+            if plans[r] and (ck := _open_rank(folder / f"rank{r}.safetensors")) is not None:
+                try:
+                    _compare_rank(r, ck, cfg, plans, out)
+                finally:
+                    ck.close()
     finally:
         for s in sources:
             s.close()
@@ -120,37 +124,44 @@ def _differences(theirs: dict, cfg: dict, where: Path, keys=None) -> str | None:
             f"was compared")
 
 
-def _compare_rank(r: int, f: Path, cfg: dict, plans: list[dict[str, Planned]], out: Comparison) -> None:
-    ck = TensorSource.from_files([f], fix="re-convert it")
+def _open_rank(f: Path) -> TensorSource | None:
+    """The rank file's tensors; None where it is missing or cannot be opened (inspect's own problems)."""
+    try:
+        return TensorSource.from_files([f], fix="re-convert it") if f.exists() else None
+    except TensorError:
+        return None
+
+
+def _compare_rank(r: int, ck: TensorSource, cfg: dict, plans: list[dict[str, Planned]], out: Comparison) -> None:
     held = ck.names()
     causes: dict[tuple[str, str, str], list[str]] = {}  # (verb for one, for many, the rest) -> its tensors, in order
     unexplained: list[str] = []
-    try:
-        names = [n for n, p in plans[r].items() if n in held and _as_planned(ck, n, p)]  # else inspect's problem
-        for name in tqdm(names, desc=f"rank{r} compared", unit="tensor", disable=None, leave=False):
-            got, want = ck.get(name), plans[r][name].read()
-            scale = name.removesuffix("weight") + "weights_scaling_factor"
-            fp8 = got.element_size() == 1 and want.is_floating_point() and want.element_size() > 1
-            if fp8 and scale not in held:
-                continue  # inspect names the missing scale
-            out.compared += 1
-            if _dequantises_to(got, ck.get(scale), want) if fp8 else _same_bits(got, want):
-                continue
-            if cause := _cause(name, got, r, cfg, plans):
-                causes.setdefault(cause, []).append(name)
-            else:
-                unexplained.append(name)
-        for (one, many, rest), names in causes.items():
-            out.problems.append(f"rank{r}: {name_list(names)} {agreeing(len(names), one, many)} {rest}")
-        if len(unexplained) == 1:
-            p = plans[r][unexplained[0]]
-            out.problems.append(f"rank{r}: {p.name} differs from {', '.join(p.sources) or 'the base checkpoint'} "
-                                f"({_differing(ck.get(p.name), p.read())}): {OTHER_WEIGHTS}")
-        elif unexplained:
-            out.problems.append(f"rank{r}: {counted(len(unexplained), 'tensor')} differ from the models' "
-                                f"({name_list(unexplained)}): {OTHER_WEIGHTS}")
-    finally:
-        ck.close()
+    names = [n for n, p in plans[r].items() if n in held and _as_planned(ck, n, p)]  # else inspect's problem
+    for name in tqdm(names, desc=f"rank{r} compared", unit="tensor", disable=None, leave=False):
+        got, want = ck.get(name), plans[r][name].read()
+        scale = name.removesuffix("weight") + "weights_scaling_factor"
+        if got.element_size() == 1 and want.element_size() > 1:  # FP8 quantised from the model dtype
+            if scale not in held or ck.shape(scale) != (1,):
+                continue  # inspect names the missing or misshapen scale
+            same = partial(_dequantises_to, got, ck.get(scale))
+        else:
+            same = partial(_same_bits, got)
+        out.compared += 1
+        if same(want):
+            continue
+        if cause := _cause(name, same, r, cfg, plans):
+            causes.setdefault(cause, []).append(name)
+        else:
+            unexplained.append(name)
+    for (one, many, rest), names in causes.items():
+        out.problems.append(f"rank{r}: {name_list(names)} {agreeing(len(names), one, many)} {rest}")
+    if len(unexplained) == 1:
+        p = plans[r][unexplained[0]]
+        out.problems.append(f"rank{r}: {p.name} differs from {', '.join(p.sources) or 'the base checkpoint'} "
+                            f"({_differing(ck.get(p.name), p.read())}): {OTHER_WEIGHTS}")
+    elif unexplained:
+        out.problems.append(f"rank{r}: {counted(len(unexplained), 'tensor')} differ from the models' "
+                            f"({name_list(unexplained)}): {OTHER_WEIGHTS}")
 
 
 def _as_planned(ck: TensorSource, name: str, p: Planned) -> bool:
@@ -168,44 +179,51 @@ def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 def _dequantises_to(weight: torch.Tensor, scale: torch.Tensor, want: torch.Tensor) -> bool:
     """An FP8 weight [rows, cols] (as FP8 or its int8 bits) x its scale [1] within e4m3's rounding of `want`."""
+    if weight.shape != want.shape:
+        return False
     deq = weight.view(torch.float8_e4m3fn).float() * scale.float()
     ref = want.float()
     return bool(((deq - ref).abs() <= FP8_RTOL * ref.abs() + FP8_ATOL * scale.float()).all())
 
 
-def _cause(name: str, got: torch.Tensor, r: int, cfg: dict,
+def _cause(name: str, same: Callable[[torch.Tensor], bool], r: int, cfg: dict,
            plans: list[dict[str, Planned]]) -> tuple[str, str, str] | None:
-    """Why the rank's `got` differs from its plan, where a known mistake that keeps a tensor's shape explains it
-    exactly: rank files swapped, two tensors of a layer crossed (TensorRT-LLM's mlp.fc is Hugging Face's gate_proj,
-    its mlp.gate up_proj), a square weight transposed, the fused q, k, v split as one tensor or fused in another
-    order. Returns the verb for one tensor, for several, and the rest of the line; None where nothing explains it."""
+    """Why the rank's tensor `name` differs from its plan, where a known mistake that keeps a tensor's shape explains
+    it exactly: rank files swapped, two tensors crossed (in a layer: TensorRT-LLM's mlp.fc is Hugging Face's
+    gate_proj, its mlp.gate up_proj; or the embedding and lm_head), a square weight transposed, the fused q, k, v
+    split as one tensor or fused in another order. `same(t)`: whether the held tensor is `t` (a plan's read, in the
+    model dtype), as an FP8 one within e4m3's rounding. Returns the verb for one tensor, for several, and the rest of
+    the line; None where nothing explains it."""
     for q, plan in enumerate(plans):
-        if q != r and name in plan and _same_bits(got, plan[name].read()):
+        if q != r and name in plan and same(plan[name].read()):
             return "equals", "equal", f"rank {q}'s: the rank files are swapped or renamed: re-convert"
     p, tp = plans[r][name], layout.tp_size(cfg)
     for other, o in plans[r].items():
-        if other != name and _layer(other) == _layer(name) and o.shape == p.shape and _same_bits(got, o.read()):
+        if other != name and _layer(other) == _layer(name) and o.shape == p.shape and same(o.read()):
             return "holds", "hold", f"what {other} should ({', '.join(o.sources) or other}): crossed: re-convert"
-    if got.dim() == 2 and got.shape[0] == got.shape[1] and _same_bits(got, p.read().T.contiguous()):
+    want = p.read()
+    if want.dim() == 2 and want.shape[0] == want.shape[1] and same(want.T.contiguous()):
         return "is", "are", "transposed ([out, in] is TensorRT-LLM's order, as Hugging Face's): re-convert"
     if split_of(name, cfg) == "qkv" and p.src is not None:
         fused = torch.cat([p.src.get(s) for s in p.sources])
-        naive = fused.narrow(0, *_span(fused.shape[0], r, tp)).to(got.dtype)
-        if tp > 1 and _same_bits(got, naive):
+        if tp > 1 and same(fused.narrow(0, *_span(fused.shape[0], r, tp)).to(want.dtype)):
             return "is", "are", (f"split as one tensor by rows, where TensorRT-LLM splits q, k and v each by heads "
                                  f"and fuses each rank's q, k, v: {RECONVERT}")
-        parts = torch.split(p.read(), _qkv_rows(cfg, got.shape[0]))
+        parts = torch.split(want, _qkv_rows(cfg, want.shape[0]))
         for order in list(itertools.permutations(range(3)))[1:]:
-            if _same_bits(got, torch.cat([parts[i] for i in order])):
+            if same(torch.cat([parts[i] for i in order])):
                 return "holds", "hold", (f"q, k and v in the order {', '.join('qkv'[i] for i in order)}, where "
                                          f"TensorRT-LLM fuses them q, k, v: {RECONVERT}")
     return None
 
 
 def _layer(name: str) -> str:
-    """`transformer.layers.3` of a layer's tensor; the rest share one "layer" each (the model's, the drafter's)."""
+    """The group a tensor may be crossed with another in: its layer's (`transformer.layers.3`), the drafter's, or the
+    rest of the base's (the embedding, ln_f and lm_head)."""
     parts = name.split(".")
-    return ".".join(parts[:3]) if parts[:2] == ["transformer", "layers"] else parts[0]
+    if parts[:2] == ["transformer", "layers"]:
+        return ".".join(parts[:3])
+    return "drafter" if parts[0] == "drafter" else "base"
 
 
 def _span(n: int, r: int, tp: int) -> tuple[int, int]:
