@@ -169,25 +169,93 @@ def test_cli_compares_and_refuses_a_missing_folder(models, tmp_path):
     assert_one_line_error(r, f"--base {ck[1]} is a ReDrafter checkpoint: pass the base it was converted from")
 
 
-def test_fp8_weights_dequantise_within_e4m3(tmp_path):
-    """An FP8 conversion at tp 2 (modelopt's quantisation, its vocab-split embedding) compares equal; a scale off by
-    a factor of 2 is named."""
+@pytest.fixture(scope="module")
+def fp8(tmp_path_factory):
+    """A tiny Llama, its drafter and their FP8 conversion at tp 2 (modelopt's quantisation, its vocab-split
+    embedding)."""
     pytest.importorskip("modelopt.torch.quantization")
     from test_fp8 import CALIB, byte_tokenizer
 
-    hf = byte_tokenizer(make_hf(tmp_path / "hf", "llama"))
-    drafter = make_drafter(tmp_path / "drafter", hf)
-    ck = convert(hf, drafter, tmp_path / "fp8", tp_size=2, dtype="bfloat16", quantize="fp8", **CALIB)
+    root = tmp_path_factory.mktemp("fp8")
+    hf = byte_tokenizer(make_hf(root / "hf", "llama"))
+    drafter = make_drafter(root / "drafter", hf)
+    return hf, drafter, convert(hf, drafter, root / "fp8", tp_size=2, dtype="bfloat16", quantize="fp8", **CALIB)
+
+
+def test_fp8_weights_dequantise_within_e4m3(fp8, tmp_path):
+    """An FP8 conversion compares equal; a scale off by a factor of 2, or one FP8 value moved by 15-22%, is named."""
+    hf, drafter, ck = fp8
     rep = inspect_checkpoint(ck, base=hf, drafter=drafter)
     assert rep.problems == [] and rep.compared["tensors"] > 0
+    weight = "transformer.layers.0.mlp.proj.weight"
     scale = "transformer.layers.0.mlp.proj.weights_scaling_factor"
 
     def double(t):
         t[scale] = t[scale] * 2
-    rep = inspect_checkpoint(edited(ck, tmp_path, 1, double), base=hf, drafter=drafter)
-    assert rep.problems == ["rank1: transformer.layers.0.mlp.proj.weight differs from model.layers.0.mlp.down_proj.weight "
-                            "(FP8 values outside e4m3's rounding of the base's): another model's weights, or edited: "
-                            "compare with the models it was converted from, or re-convert"]
+
+    def nudge(t):  # one value of 72-104 (e4m3 steps of 8 there) moved 2 steps: 15-22%, past twice e4m3's rounding
+        w = t[weight].float().view(-1)
+        i = int(((w.abs() >= 72) & (w.abs() <= 104)).nonzero()[0])
+        w[i] += 16 * w[i].sign()
+        t[weight] = w.view(t[weight].shape).to(torch.float8_e4m3fn)
+    for k, edit in enumerate((double, nudge)):
+        rep = inspect_checkpoint(edited(ck, tmp_path / str(k), 1, edit), base=hf, drafter=drafter)
+        assert rep.problems == [f"rank1: {weight} differs from model.layers.0.mlp.down_proj.weight (FP8 values outside "
+                                f"e4m3's rounding of the base's): another model's weights, or edited: compare with the "
+                                f"models it was converted from, or re-convert"]
+
+
+def test_fp8_causes_are_named(fp8, tmp_path):
+    """A review: FP8 linears compared only bit for bit against the plans' model-dtype tensors, so swapped ranks and a
+    crossed fc / gate read as another model's weights."""
+    hf, drafter, ck = fp8
+    copy = tmp_path / "swapped"
+    shutil.copytree(ck, copy)
+    for r in range(2):  # without our rank header, as TensorRT-LLM's convert_checkpoint writes them
+        save_file(load_file(ck / f"rank{1 - r}.safetensors"), copy / f"rank{r}.safetensors")
+    problems = inspect_checkpoint(copy, base=hf, drafter=drafter).problems
+    # each rank's 20 tensors that differ between ranks: 8 drafter, 10 FP8 linears, the vocab-split embedding, lm_head
+    assert len(problems) == 2 and all(" (+12 more) " in p for p in problems)
+    assert all(p.endswith(f" equal rank {1 - r}'s: the rank files are swapped or renamed: re-convert")
+               for r, p in enumerate(problems))
+    fc, gate = "transformer.layers.1.mlp.fc.", "transformer.layers.1.mlp.gate."
+
+    def cross(t):
+        for part in ("weight", "weights_scaling_factor", "activation_scaling_factor"):
+            t[fc + part], t[gate + part] = t[gate + part], t[fc + part]
+    problems = inspect_checkpoint(edited(ck, tmp_path, 0, cross), base=hf, drafter=drafter).problems
+    assert problems == [f"rank0: {fc}weight holds what {gate}weight should (model.layers.1.mlp.up_proj.weight): "
+                        f"crossed: re-convert",
+                        f"rank0: {gate}weight holds what {fc}weight should (model.layers.1.mlp.gate_proj.weight): "
+                        f"crossed: re-convert"]
+
+
+def test_fp8_held_as_int8_is_compared(fp8, tmp_path):
+    """Older exporters store FP8 weights as their int8 bits (TensorRT-LLM views them as FP8): compared the same."""
+    hf, drafter, ck = fp8
+    weight = "transformer.layers.1.attention.dense.weight"
+
+    def as_int8(t, nudge=False):
+        for name in [n for n, v in t.items() if v.dtype == torch.float8_e4m3fn]:
+            t[name] = t[name].view(torch.int8)
+        if nudge:
+            t[weight] = (t[weight].view(torch.float8_e4m3fn).float() * 1.5).to(torch.float8_e4m3fn).view(torch.int8)
+    count = inspect_checkpoint(ck, base=hf, drafter=drafter).compared["tensors"]
+    rep = inspect_checkpoint(edited(ck, tmp_path / "a", 0, as_int8), base=hf, drafter=drafter)
+    assert rep.problems == [] and rep.compared["tensors"] == count
+    rep = inspect_checkpoint(edited(ck, tmp_path / "b", 0, lambda t: as_int8(t, True)), base=hf, drafter=drafter)
+    assert [p.split(" differs from ")[0] for p in rep.problems] == [f"rank0: {weight}"]
+
+
+def test_a_misshapen_scale_is_inspects_problem_alone(fp8, tmp_path):
+    """A review: a weights_scaling_factor of 64 values was a RuntimeError traceback with --base."""
+    hf, drafter, ck = fp8
+    scale = "transformer.layers.0.mlp.proj.weights_scaling_factor"
+
+    def widen(t):
+        t[scale] = t[scale].repeat(64)
+    rep = inspect_checkpoint(edited(ck, tmp_path, 0, widen), base=hf, drafter=drafter)
+    assert rep.problems == [f"rank0: {scale} has shape (64,), config implies (1,)"]
 
 
 def test_a_trtllm_base_checkpoint_compares_bit_for_bit(tmp_path):
