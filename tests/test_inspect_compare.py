@@ -341,3 +341,110 @@ def test_modelopts_export_compares_equal(tmp_path, arch):
         (ex / f"was{r}").rename(ex / f"rank{1 - r}.safetensors")
     assert [p.split(" equal rank ")[1] for p in inspect_checkpoint(ex, base=hf).problems] == [
         f"{1 - r}'s: the rank files are swapped or renamed: re-convert" for r in range(2)]
+
+
+def test_embedding_and_lm_head_crossed_are_named(models, tmp_path):
+    """A review: both (V, H) in an untied model, they were 'another model's weights' (not in one layer)."""
+    hf, drafter, ck = models
+    a, b = "transformer.vocab_embedding.weight", "lm_head.weight"
+
+    def cross(t):
+        t[a], t[b] = t[b], t[a]
+    problems = inspect_checkpoint(edited(ck[1], tmp_path, 0, cross), base=hf, drafter=drafter).problems
+    assert [p.split(" should ")[0] for p in problems] == [f"rank0: {a} holds what {b}", f"rank0: {b} holds what {a}"]
+
+
+def test_bfloat16_qkv_split_as_one_tensor_is_named(models, tmp_path):
+    """The fused source is float32 here: cast to the checkpoint's bfloat16 before it is compared."""
+    hf, drafter, _ = models
+    ck = convert(hf, drafter, tmp_path / "bf16", num_beams=2, draft_len=2, tp_size=2, dtype="bfloat16")
+    src = load_file(hf / "model.safetensors")
+    name = "transformer.layers.0.attention.qkv.weight"
+    fused = torch.cat([src[f"model.layers.0.self_attn.{p}_proj.weight"] for p in "qkv"]).bfloat16()
+
+    def naive(t):
+        t[name] = fused[64:].clone()
+    problems = inspect_checkpoint(edited(ck, tmp_path, 1, naive), base=hf, drafter=drafter).problems
+    assert [p.split(" where ")[0] for p in problems] == [f"rank1: {name} is split as one tensor by rows,"]
+
+
+def test_qkv_order_with_kv_heads_repeated_over_ranks(tmp_path, tiny_llama_tied):
+    """tp 4 over 2 kv heads: each rank holds one q head and a copy of one kv head (16 rows each)."""
+    drafter = make_drafter(tmp_path / "drafter", tiny_llama_tied)
+    ck = convert(tiny_llama_tied, drafter, tmp_path / "ck", num_beams=2, draft_len=2, tp_size=4)
+    name = "transformer.layers.1.attention.qkv.weight"
+
+    def vkq(t):
+        q, k, v = torch.split(t[name], 16)
+        t[name] = torch.cat([v, k, q])
+    problems = inspect_checkpoint(edited(ck, tmp_path, 3, vkq), base=tiny_llama_tied, drafter=drafter).problems
+    assert [p.split(", where ")[0] for p in problems] == [f"rank3: {name} holds q, k and v in the order v, k, q"]
+
+
+@pytest.mark.parametrize("broken", ["missing rank", "truncated rank", "missing tensor"])
+def test_what_inspect_names_is_not_compared_again(models, tmp_path, broken):
+    """A review: a truncated rank file lost the whole report to a one-line error with --base (without it, inspect
+    lists it and exits 1); a rank file or tensor missing is named once, by inspect, and the rest compared."""
+    hf, drafter, ck = models
+    copy = tmp_path / "ck"
+    shutil.copytree(ck[2], copy)
+    f = copy / "rank1.safetensors"
+    if broken == "missing rank":
+        f.unlink()
+    elif broken == "truncated rank":
+        f.write_bytes(f.read_bytes()[:1000])
+    else:
+        held = load_file(f)
+        del held["drafter.rnn_w.weight"]
+        save_file(held, f, metadata={"rank": "1", "tp_size": "2"})
+    alone = inspect_checkpoint(copy).problems
+    rep = inspect_checkpoint(copy, base=hf, drafter=drafter)
+    cfg = json.loads((copy / "config.json").read_text())
+    n = len(layout.expected_tensors(cfg, 0))
+    assert alone and rep.problems == alone
+    assert rep.compared["tensors"] == {"missing rank": n, "truncated rank": n, "missing tensor": 2 * n - 1}[broken]
+    r = run_cli("inspect", copy, "--base", hf)
+    assert r.exit_code == 1 and "Traceback" not in r.output
+
+
+def test_a_drafter_of_another_layout_is_one_problem(models, tmp_path):
+    hf, drafter, ck = models
+    other = make_drafter(tmp_path / "other", hf, rnn=False)
+    rep = inspect_checkpoint(ck[1], base=hf, drafter=other)
+    cfg = json.loads((ck[1] / "config.json").read_text())
+    assert rep.problems == [f"{other} is not the model this checkpoint was converted from: its redrafter_is_rnn False "
+                            f"(the checkpoint's True); nothing of it was compared"]
+    assert rep.compared["tensors"] == len(layout.base_tensors(cfg, 0))
+
+
+def test_a_base_missing_a_tensor_is_one_line(models, tmp_path):
+    hf, drafter, ck = models
+    base = tmp_path / "base"
+    shutil.copytree(hf, base)
+    held = load_file(base / "model.safetensors")
+    del held["model.layers.1.mlp.up_proj.weight"]
+    save_file(held, base / "model.safetensors", metadata={"format": "pt"})
+    assert_one_line_error(run_cli("inspect", ck[1], "--base", base), "model.layers.1.mlp.up_proj.weight")
+
+
+@pytest.mark.parametrize("tp, dtype, differ", [(1, "bfloat16", "tp_size 1 (the checkpoint's 2)"),
+                                                (2, "float16", "dtype 'float16' (the checkpoint's 'bfloat16')")])
+def test_a_base_checkpoint_of_another_tp_or_dtype_is_one_problem(tmp_path, tp, dtype, differ):
+    pytest.importorskip("modelopt.torch.export")
+    from redrafter_trt.quantize import patch_exported_config
+    from test_modelopt_oracle import modelopt_export
+
+    hf = make_hf(tmp_path / "hf", "llama")
+    drafter = make_drafter(tmp_path / "drafter", hf)
+    bases = {}
+    for key, (t, d) in {"same": (2, "bfloat16"), "other": (tp, dtype)}.items():
+        ex = modelopt_export(hf, tmp_path / key, tp_size=t, dtype=d)
+        cfg = patch_exported_config(json.loads((ex / "config.json").read_text()),
+                                    json.loads((hf / "config.json").read_text()), None)
+        (ex / "config.json").write_text(json.dumps(cfg))
+        bases[key] = ex
+    ck = convert(bases["same"], drafter, tmp_path / "ck", num_beams=2, draft_len=2)
+    assert inspect_checkpoint(ck, base=bases["same"], drafter=drafter).problems == []
+    rep = inspect_checkpoint(ck, base=bases["other"])
+    assert rep.problems == [f"{bases['other']} is not the model this checkpoint was converted from: its {differ}; "
+                            f"nothing of it was compared"]
