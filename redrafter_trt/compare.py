@@ -127,7 +127,7 @@ def _differences(theirs: dict, cfg: dict, where: Path, keys=None) -> str | None:
 def _open_rank(f: Path) -> TensorSource | None:
     """The rank file's tensors; None where it is missing or cannot be opened (inspect's own problems)."""
     try:
-        return TensorSource.from_files([f], fix="re-convert it") if f.exists() else None
+        return TensorSource.from_files([f], fix="re-convert it")
     except TensorError:
         return None
 

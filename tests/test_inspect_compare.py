@@ -448,3 +448,22 @@ def test_a_base_checkpoint_of_another_tp_or_dtype_is_one_problem(tmp_path, tp, d
     rep = inspect_checkpoint(ck, base=bases["other"])
     assert rep.problems == [f"{bases['other']} is not the model this checkpoint was converted from: its {differ}; "
                             f"nothing of it was compared"]
+
+
+def test_fp8_qkv_edited_with_kv_heads_repeated_over_ranks(tmp_path):
+    """FP8 at tp 4 over 2 kv heads: the fused q, k, v split as one tensor (32 rows) is not the rank's shape (48): an
+    edited value is named, no broadcast error."""
+    pytest.importorskip("modelopt.torch.quantization")
+    from test_fp8 import CALIB, byte_tokenizer
+
+    hf = byte_tokenizer(make_hf(tmp_path / "hf", "llama", tie=True))
+    drafter = make_drafter(tmp_path / "drafter", hf)
+    ck = convert(hf, drafter, tmp_path / "fp8", tp_size=4, dtype="bfloat16", quantize="fp8", **CALIB)
+    name = "transformer.layers.0.attention.qkv.weight"
+
+    def negate(t):
+        w = t[name].float()
+        w[5] = -w[5]
+        t[name] = w.to(torch.float8_e4m3fn)
+    problems = inspect_checkpoint(edited(ck, tmp_path, 2, negate), base=hf, drafter=drafter).problems
+    assert [p.split(" differs from ")[0] for p in problems] == [f"rank2: {name}"]
