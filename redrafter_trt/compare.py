@@ -11,6 +11,7 @@ within e4m3's rounding.
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -37,6 +38,8 @@ BASE_SHAPE_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "n
 DRAFTER_SHAPE_KEYS = {"hidden_size": "redrafter_hidden_size", "exit_dim": "redrafter_exit_dim",
                       "num_draft_layers": "redrafter_num_layers", "rnn": "redrafter_is_rnn", "vocab_size": "vocab_size"}
 RECONVERT = "re-convert with redrafter-trt convert"
+DIAGNOSED = 16  # the unexplained differences per rank a cause is looked for (then: another model's weights)
+TRTLLM_LAYER_INDEX = re.compile(r"transformer\.layers\.(\d+)\.(.+)")
 OTHER_WEIGHTS = "another model's weights, or edited: compare with the models it was converted from, or re-convert"
 
 
@@ -149,7 +152,8 @@ def _compare_rank(r: int, ck: TensorSource, cfg: dict, plans: list[dict[str, Pla
         out.compared += 1
         if same(want):
             continue
-        if cause := _cause(name, same, r, cfg, plans):
+        # past DIAGNOSED unexplained tensors it is another model: each diagnosis reads several tensors again
+        if len(unexplained) < DIAGNOSED and (cause := _cause(name, same, r, cfg, plans)):
             causes.setdefault(cause, []).append(name)
         else:
             unexplained.append(name)
@@ -190,16 +194,16 @@ def _cause(name: str, same: Callable[[torch.Tensor], bool], r: int, cfg: dict,
            plans: list[dict[str, Planned]]) -> tuple[str, str, str] | None:
     """Why the rank's tensor `name` differs from its plan, where a known mistake that keeps a tensor's shape explains
     it exactly: rank files swapped, two tensors crossed (in a layer: TensorRT-LLM's mlp.fc is Hugging Face's
-    gate_proj, its mlp.gate up_proj; or the embedding and lm_head), a square weight transposed, the fused q, k, v
-    split as one tensor or fused in another order. `same(t)`: whether the held tensor is `t` (a plan's read, in the
-    model dtype), as an FP8 one within e4m3's rounding. Returns the verb for one tensor, for several, and the rest of
-    the line; None where nothing explains it."""
+    gate_proj, its mlp.gate up_proj; the embedding and lm_head; the layer before's or after's), a square weight
+    transposed, the fused q, k, v split as one tensor or fused in another order. `same(t)`: whether the held tensor
+    is `t` (a plan's read, in the model dtype), as an FP8 one within e4m3's rounding. Returns the verb for one
+    tensor, for several, and the rest of the line; None where nothing explains it."""
     for q, plan in enumerate(plans):
         if q != r and name in plan and same(plan[name].read()):
             return "equals", "equal", f"rank {q}'s: the rank files are swapped or renamed: re-convert"
     p, tp = plans[r][name], layout.tp_size(cfg)
     for other, o in plans[r].items():
-        if other != name and _layer(other) == _layer(name) and o.shape == p.shape and same(o.read()):
+        if other != name and _crossable(other, name) and o.shape == p.shape and same(o.read()):
             return "holds", "hold", f"what {other} should ({', '.join(o.sources) or other}): crossed: re-convert"
     want = p.read()
     if want.dim() == 2 and want.shape[0] == want.shape[1] and same(want.T.contiguous()):
@@ -215,6 +219,15 @@ def _cause(name: str, same: Callable[[torch.Tensor], bool], r: int, cfg: dict,
                 return "holds", "hold", (f"q, k and v in the order {', '.join('qkv'[i] for i in order)}, where "
                                          f"TensorRT-LLM fuses them q, k, v: {RECONVERT}")
     return None
+
+
+def _crossable(other: str, name: str) -> bool:
+    """Whether `other` is a tensor `name` may have been crossed with: one of its layer's (or group's), or the same
+    tensor of the layer before or after (a converter's layer index off by one)."""
+    if _layer(other) == _layer(name):
+        return True
+    a, b = TRTLLM_LAYER_INDEX.match(other), TRTLLM_LAYER_INDEX.match(name)
+    return bool(a and b and a.group(2) == b.group(2) and abs(int(a.group(1)) - int(b.group(1))) == 1)
 
 
 def _layer(name: str) -> str:

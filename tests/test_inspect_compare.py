@@ -467,3 +467,28 @@ def test_fp8_qkv_edited_with_kv_heads_repeated_over_ranks(tmp_path):
         t[name] = w.to(torch.float8_e4m3fn)
     problems = inspect_checkpoint(edited(ck, tmp_path, 2, negate), base=hf, drafter=drafter).problems
     assert [p.split(" differs from ")[0] for p in problems] == [f"rank2: {name}"]
+
+
+def test_layers_shifted_by_one_are_named(models, tmp_path):
+    """A converter's layer index off by one: layer 1's weight written as layer 0's."""
+    hf, drafter, ck = models
+    a, b = "transformer.layers.0.mlp.proj.weight", "transformer.layers.1.mlp.proj.weight"
+
+    def shift(t):
+        t[a] = t[b].clone()
+    problems = inspect_checkpoint(edited(ck[2], tmp_path, 1, shift), base=hf, drafter=drafter).problems
+    assert problems == [f"rank1: {a} holds what {b} should (model.layers.1.mlp.down_proj.weight): crossed: re-convert"]
+
+
+def test_another_model_is_diagnosed_no_further_than_needed(models, tmp_path, monkeypatch):
+    """Past DIAGNOSED unexplained differences on a rank no cause is looked for (each diagnosis reads tensors again):
+    another model's tensors are each read about once, not once per candidate cause."""
+    from redrafter_trt import compare
+
+    hf, drafter, ck = models
+    other = make_hf(tmp_path / "other", "llama", seed=1)
+    calls = []
+    real = compare._cause
+    monkeypatch.setattr(compare, "_cause", lambda *a: calls.append(a[0]) or real(*a))
+    problems = inspect_checkpoint(ck[1], base=other).problems
+    assert len(calls) == compare.DIAGNOSED and len(problems) == 1 and "another model's weights" in problems[0]
