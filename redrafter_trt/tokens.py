@@ -415,10 +415,13 @@ def stop_ids(tokenizer, tokenizer_dir) -> list[int]:
         raw = json_loads(read_text(gen, fix))
     except json.JSONDecodeError as e:
         raise ConfigError(f"{gen} is not valid JSON ({e.msg}, line {e.lineno}): {fix}") from None
-    eos = raw.get("eos_token_id") if isinstance(raw, dict) else None
+    if not isinstance(raw, dict):  # `[]` was told "eos_token_id is None", a key it never held
+        kind = {list: "list", str: "string", bool: "boolean", type(None): "null"}.get(type(raw), "number")
+        raise ConfigError(f"{gen} holds a JSON {kind}, not an object: {fix}")
+    eos = raw.get("eos_token_id")
     listed = eos if isinstance(eos, list) else [eos]
     is_id = COUNT[1]  # the same check as the configs' counts
-    if not isinstance(raw, dict) or not all(i is None or is_id(i) for i in listed):
+    if not all(i is None or is_id(i) for i in listed):
         raise ConfigError(f"{gen}: eos_token_id is {eos!r}, not a token id or a list of them: {fix}")
     ids = eos_ids(tokenizer, eos)
     if past := [i for i in ids if i >= len(tokenizer)]:  # a fine-tune's added token, the embeddings not resized

@@ -130,6 +130,33 @@ def test_an_eos_id_past_the_tokenizer_in_generation_config_is_left_out_with_a_wa
     assert "lists eos_token_id 49152, past the tokenizer's 49152 tokens: no answer can end on it" in caplog.text
 
 
+def test_stop_ids_add_the_generation_configs_to_the_tokenizers_eos_and_refuse_a_broken_one_in_a_line(smollm2,
+                                                                                                      tmp_path):
+    """The tokenizer's EOS stays a stop id beside the generation config's (SmolLM2's <|im_end|>, 2, beside 0), and is
+    one alone where neither generation_config.json nor config.json is there. A review: a generation_config.json of
+    `[]` was told "eos_token_id is None" (a key it never held); an eos_token_id "2" or [[2]] was a TypeError
+    traceback once its ids went unchecked."""
+    from redrafter_trt.errors import ConfigError
+    from redrafter_trt.tokens import load_tokenizer, stop_ids
+
+    tok_dir = tmp_path / "tok"
+    shutil.copytree(smollm2, tok_dir, ignore=shutil.ignore_patterns("*.safetensors"))
+    tok = load_tokenizer(str(tok_dir), 49152)
+    gen = tok_dir / "generation_config.json"
+    gen.write_text(json.dumps({"eos_token_id": 0}))
+    assert stop_ids(tok, tok_dir) == [0, 2]
+    for text, says in (("[]", " holds a JSON list, not an object"), ('"2"', " holds a JSON string, not an object"),
+                       ('{"eos_token_id": "2"}', ": eos_token_id is '2', not a token id or a list of them"),
+                       ('{"eos_token_id": [[2]]}', ": eos_token_id is [[2]], not a token id or a list of them")):
+        gen.write_text(text)
+        with pytest.raises(ConfigError) as e:
+            stop_ids(tok, tok_dir)
+        assert str(e.value) == f"{gen}{says}: fix it or re-download the model's generation_config.json"
+    gen.unlink()
+    (tok_dir / "config.json").unlink()
+    assert stop_ids(tok, tok_dir) == [2]
+
+
 def test_input_file_no_draft(smollm2, smol_ckpt, tmp_path):
     f = tmp_path / "p.jsonl"
     f.write_text('{"turns": ["Say hi.", "again"]}\n{"question": "Say bye."}\n'
@@ -201,7 +228,8 @@ def test_bad_inputs(smollm2, smol_ckpt, tmp_path, tiny_llama, tiny_drafter):
     tok = tmp_path / "tok"
     shutil.copytree(smollm2, tok, ignore=shutil.ignore_patterns("*.safetensors"))
     for text, needle in (("{bad", "generation_config.json is not valid JSON"),
-                         ('{"eos_token_id": "2"}', "eos_token_id is '2', not a token id")):
+                         ('{"eos_token_id": "2"}', "eos_token_id is '2', not a token id"),
+                         ("[]", "generation_config.json holds a JSON list, not an object")):
         (tok / "generation_config.json").write_text(text)
         one_line_error(invoke("--checkpoint-dir", smol_ckpt, "--tokenizer-dir", tok, "--input-text", "hi"), needle)
     # a tokenizer that does not belong to the checkpoint (tiny model: 256 tokens)
