@@ -609,6 +609,22 @@ def test_a_pad_token_outside_the_vocabulary_on_a_padding_row_loads(tmp_path):
         load_tokenizer(str(folder), 256)
 
 
+@pytest.mark.parametrize("vocab_size, loads", [(256, True), (269, True), (270, False), (int(256 / 0.9), False)])
+def test_a_vocab_size_past_the_tokenizers_padding_is_another_bases(tmp_path, vocab_size, loads):
+    """Models pad their vocabulary a little past the tokenizer's (Qwen2: 151665 tokens, 151936 rows, 0.9982): 95% of
+    vocab_size or more loads; fewer tokens (a ratio of 0.9, or the 0.84 of a wrong base's tokenizer) are another
+    base's, refused naming both sizes."""
+    from redrafter_trt.tokens import load_tokenizer
+
+    folder = tmp_path / "tok"
+    save_byte_tokenizer(folder)  # 256 tokens
+    if loads:
+        assert len(load_tokenizer(str(folder), vocab_size)) == 256
+        return
+    with pytest.raises(ConfigError, match=rf"has 256 tokens but the model's vocab_size is {vocab_size}: pass the "):
+        load_tokenizer(str(folder), vocab_size)
+
+
 def test_a_tokenizer_saved_by_transformers_5_loads_under_every_version(tmp_path):
     """transformers 5 saves `"tokenizer_class": "TokenizersBackend"`, a class transformers 4 lacks: a folder saved by
     5 (the SmolLM2 cache, a user's fine-tune) was `cannot load a tokenizer` inside TensorRT-LLM's transformers 4.57."""

@@ -140,6 +140,20 @@ def test_a_tokenizer_that_adds_a_bos_gives_it_to_plain_prompts_once_and_chat_pro
                                                         ["input_ids"]]
 
 
+def test_template_variables_for_plain_prompts_are_refused(smollm2):
+    """Prompts not rendered in the chat template (chat=False: bench's and acceptance's --no-chat) with
+    --chat-template-kwargs given: the variables would change nothing, and are refused, not ignored."""
+    from redrafter_trt.tokens import KWARGS_WITHOUT_TEMPLATE, TEMPLATE_KWARGS, auto_tokenizer, encode_prompts
+
+    tok = auto_tokenizer(smollm2)
+    plain = encode_prompts(tok, ["Hi"], False)
+    assert plain == [tok("Hi")["input_ids"]]
+    setattr(tok, TEMPLATE_KWARGS, {"enable_thinking": False})  # as auto_tokenizer sets them (SmolLM2's reads none)
+    with pytest.raises(ConfigError) as e:
+        encode_prompts(tok, ["Hi"], False)
+    assert str(e.value) == KWARGS_WITHOUT_TEMPLATE
+
+
 def test_a_txt_files_byte_order_mark_is_dropped_where_run_py_keeps_it_and_the_readme_says_so(tmp_path):
     """A .txt saved with a UTF-8 byte-order mark (as some Windows editors write it): `run` drops it (read_text's
     utf-8-sig), where run.py's open(encoding='utf-8') keeps U+FEFF at its first prompt's start, so that prompt's token
@@ -341,9 +355,17 @@ def test_a_template_refusing_a_system_message_is_named(tmp_path, smollm2):
     tok.chat_template = ("{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not "
                          "supported') }}{% endif %}{{ m['content'] }}{% endfor %}")
     assert chat_text(tok, Prompt("Q")) == "Q"
-    with pytest.raises(ConfigError, match=r"refuses the system message of the prompt 'Q' \(System role not "
-                                          r"supported\): remove the system prompt from its record, or turn chat off$"):
-        chat_text(tok, Prompt("Q", [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}]))
+    turns = [{"role": "system", "content": "S"}, {"role": "user", "content": "Q"}]
+    for tools in ((), [WEATHER]):  # a review: with tools (which render without the system message) they were blamed
+        with pytest.raises(ConfigError, match=r"refuses the system message of the prompt 'Q' \(System role not "
+                                              r"supported\): remove the system prompt from its record, or turn chat "
+                                              r"off$"):
+            chat_text(tok, Prompt("Q", turns, tools))
+    # a template that renders no prompt at all does not render, system message or not (a review: it was told to
+    # refuse the system message)
+    tok.chat_template = "{{ raise_exception('Broken') }}"
+    with pytest.raises(ConfigError, match=r"^the tokenizer's chat template does not render \(Broken\): fix "):
+        chat_text(tok, Prompt("Q", turns))
 
 
 # agent data: the prompt is answered with a tool call, the tool's result and the final answer after it

@@ -617,6 +617,35 @@ def test_token_ids_equal_to_the_pad_id_are_dropped_from_npy_rows_only(tmp_path):
     assert read_token_rows(npy).ids(0, 10) == [[5, 6], [7]]
 
 
+def test_a_token_id_equal_to_the_vocabulary_size_is_outside_it(tmp_path):
+    """Ids run from 0 to vocab_size - 1: a .csv holding vocab_size itself is refused naming its line."""
+    from redrafter_trt.errors import ConfigError
+    from redrafter_trt.token_files import read_token_rows
+
+    csv = tmp_path / "ids.csv"
+    csv.write_text("5,9\n")
+    assert read_token_rows(csv).ids(None, 10) == [[5, 9]]
+    csv.write_text("5,9\n10,6\n")
+    with pytest.raises(ConfigError, match=rf"^{csv} line 2: token id 10 is outside the tokenizer's 10 ids \(0-9\): "
+                                          r"write ids of this tokenizer$"):
+        read_token_rows(csv).ids(None, 10)
+
+
+def test_a_npy_of_more_than_two_dimensions_is_one_line(tmp_path):
+    """A .npy's ids are a row (1-D) or rows (2-D); a (1, 3, 1) array (ids with an extra axis) is one line naming its
+    dimensions, not read as prompts."""
+    from redrafter_trt.errors import ConfigError
+    from redrafter_trt.token_files import read_token_rows
+
+    np = pytest.importorskip("numpy")
+    npy = tmp_path / "ids.npy"
+    for shape in ((1, 3, 1), (2, 3, 2)):
+        np.save(npy, np.arange(int(np.prod(shape)), dtype="int32").reshape(shape))
+        with pytest.raises(ConfigError, match=rf"^{npy} holds a 3-D array, not integer token ids \(one prompt a row\): "
+                                              r"save the ids as an integer array"):
+            read_token_rows(npy)
+
+
 def test_a_csv_cells_spaces_are_read_past_as_run_py_reads_them(tmp_path):
     """run.py makes each .csv row np.array(row, dtype='int32'), which reads ' 6' as 6: a .csv written `5, 6` (a space
     after each comma) is the same prompt here."""

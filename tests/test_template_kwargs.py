@@ -150,6 +150,7 @@ def test_a_presets_kwargs_are_left_out_where_chat_is_off(thinking, rendered, pro
     ("[1]", "not a JSON object"),
     ('{"tokenize": true}', '"tokenize" is an argument of apply_chat_template'),
     ('{"conversations": []}', '"conversations" is an argument of apply_chat_template'),
+    ('{"messages": []}', '"messages" is an argument of apply_chat_template'),  # the template's, not a variable
     ('{"enable_thinking": "false"}', '"enable_thinking" is the string "false", which a template tests as no boolean'),
 ])
 @pytest.mark.parametrize("command", ["run", "train", "serve"])

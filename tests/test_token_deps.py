@@ -76,3 +76,11 @@ def test_only_a_sentencepiece_model_alone_needs_sentencepiece(tmp_path):
     tiktoken.mkdir()
     (tiktoken / "tokenizer.model").write_text("IQ== 0\nIg== 1\n")
     assert not token_deps.is_sentencepiece_only(tiktoken)
+
+
+def test_a_module_whose_parent_package_is_missing_is_not_installed():
+    """`google.protobuf` without `google` installed: find_spec's ModuleNotFoundError is "not installed", not "installed"
+    (which skipped the refusal, and transformers' paragraph came back)."""
+    assert not token_deps.installed("redrafter_no_such_package_zz.sub")
+    assert not token_deps.installed("redrafter_no_such_package_zz")
+    assert token_deps.installed("json.decoder")
