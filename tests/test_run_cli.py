@@ -646,6 +646,23 @@ def test_a_npy_of_more_than_two_dimensions_is_one_line(tmp_path):
             read_token_rows(npy)
 
 
+def test_raw_ids_and_a_short_pickle_are_named_for_what_they_are(tmp_path):
+    """ids.tofile's raw bytes (int32s: NUL bytes, though every byte decodes as UTF-8) lack the .npy magic and are no
+    text np.savetxt wrote; an object array pickled in fewer bytes than its shape's pointers (1000 Nones) is a pickle,
+    not a file cut short."""
+    from redrafter_trt.errors import ConfigError
+    from redrafter_trt.token_files import read_token_rows
+
+    np = pytest.importorskip("numpy")
+    npy = tmp_path / "ids.npy"
+    np.array([[5, 6, 7], [8, 9, 10]], dtype="int32").tofile(npy)
+    with pytest.raises(ConfigError, match=rf"^{npy} is not a .npy array \(it does not start with the .npy magic"):
+        read_token_rows(npy)
+    np.save(npy, np.array([None] * 1000, dtype=object), allow_pickle=True)
+    with pytest.raises(ConfigError, match=rf"^{npy} holds objects \(a pickled array, not read\), not integer token "):
+        read_token_rows(npy)
+
+
 def test_a_csv_cells_spaces_are_read_past_as_run_py_reads_them(tmp_path):
     """run.py makes each .csv row np.array(row, dtype='int32'), which reads ' 6' as 6: a .csv written `5, 6` (a space
     after each comma) is the same prompt here."""
