@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import stat
 import sys
@@ -191,7 +192,7 @@ def test_a_mapping_without_world_size_has_tp_times_pp_ranks():
     assert build_mod.world_size({"mapping": {"world_size": 2, "tp_size": 2}}) == 2
 
 
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32"])
 def test_gemm_plugin_follows_dtype(tmp_path, dtype):
     argv = plan_build(BuildOptions(tmp_path, tmp_path / "e"), {"dtype": dtype, "mapping": {"tp_size": 1}}).argv
     assert argv[argv.index("--gemm_plugin") + 1] == dtype
@@ -394,6 +395,38 @@ def test_explicit_gemm_dtype_allowed_on_fp8_base(tmp_path):
     assert argv[argv.index("--gemm_plugin") + 1] == "bfloat16"
 
 
+def test_gemm_plugin_fp8_is_taken_on_an_fp8_base(tmp_path):
+    """--gemm-plugin fp8 needs no match with the checkpoint dtype: an FP8 base keeps its dtype (bfloat16) in config."""
+    cfg = {"dtype": "bfloat16", "mapping": {"tp_size": 1}, "quantization": {"quant_algo": "FP8"}}
+    argv = plan_build(BuildOptions(tmp_path, tmp_path / "e", gemm_plugin="fp8"), cfg).argv
+    assert argv[argv.index("--gemm_plugin") + 1] == "fp8"
+
+
+# every flag build sets or refuses itself, spelled out: a parametrization over RESERVED would lose a deleted entry
+RESERVED_FLAGS = ("--checkpoint_dir", "--model_config", "--output_dir", "--max_batch_size", "--max_input_len",
+                  "--max_seq_len", "--max_decoder_seq_len", "--max_num_tokens", "--gemm_plugin", "--workers",
+                  "--max_draft_len", "--speculative_decoding_mode", "--max_beam_width", "--kv_cache_type",
+                  "--paged_kv_cache", "--remove_input_padding", "--context_fmha", "--gpt_attention_plugin",
+                  "--use_fp8_context_fmha", "--multiple_profiles", "--build_config", "--output_timing_cache",
+                  "--dry_run")
+
+
+@pytest.mark.parametrize("flag", RESERVED_FLAGS)
+def test_each_reserved_flag_is_refused_in_full_and_abbreviated(flag):
+    """argparse takes an unambiguous prefix of a flag, so the refusal covers the abbreviation too."""
+    for given, says in (((flag, "1"), f"do not pass {flag} to trtllm-build after '--': "),
+                        ((f"{flag}=1",), f"do not pass {flag} to trtllm-build after '--': "),
+                        ((flag[:-2], "1"), f"do not pass {flag[:-2]} to trtllm-build after '--' (it is {flag}): ")):
+        with pytest.raises(ConfigError, match=re.escape(says)):
+            build_mod.check_extra_args(given)
+
+
+def test_the_shortest_prefix_argparse_takes_is_refused():
+    """'--k' is trtllm-build's --kv_cache_type to argparse (no other flag starts so); only '--' alone is no flag."""
+    assert build_mod.reserved_flag("--k")[:2] == ("--k", "--kv_cache_type")
+    assert build_mod.reserved_flag("--") is None
+
+
 def test_max_input_len_is_refused_with_what_limits_a_prompt(checkpoints, tmp_path):
     """trtllm-build ignores --max_input_len with packed input and context FMHA: the flag would promise nothing."""
     result = invoke("--checkpoint-dir", str(checkpoints[False, 1]), "--output-dir", str(tmp_path / "engine"),
@@ -476,10 +509,11 @@ def fake_trtllm_build(bindir: Path, body: str) -> Path:
     return bindir
 
 
-def run_fake(checkpoints, tmp_path, body: str, tp: int = 4):
+def run_fake(checkpoints, tmp_path, body: str, tp: int = 4, *args: str):
     bindir = fake_trtllm_build(tmp_path / "bin", body)
     env = {"PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"}
-    return invoke("--checkpoint-dir", str(checkpoints[False, tp]), "--output-dir", str(tmp_path / "engine"), env=env)
+    return invoke("--checkpoint-dir", str(checkpoints[False, tp]), "--output-dir", str(tmp_path / "engine"), *args,
+                  env=env)
 
 
 def test_fake_build_streams_output_and_checks_engine(checkpoints, tmp_path, monkeypatch):
@@ -610,6 +644,47 @@ def test_output_dir_is_checked_before_building(checkpoints, tmp_path, monkeypatc
     assert run_fake(checkpoints, tmp_path, WRITE_ENGINE).exit_code == 0
     again = run_fake(checkpoints, tmp_path, WRITE_ENGINE)
     assert again.exit_code == 2 and "--force" in again.output
+
+
+def test_force_replaces_an_earlier_engine(checkpoints, tmp_path, monkeypatch):
+    monkeypatch.setattr(installed_trtllm, "trtllm_version", lambda: None)
+    assert run_fake(checkpoints, tmp_path, WRITE_ENGINE).exit_code == 0
+    engine = tmp_path / "engine"
+    (engine / "rank0.engine").write_bytes(b"earlier")
+    result = run_fake(checkpoints, tmp_path, WRITE_ENGINE, 4, "--force")
+    assert result.exit_code == 0, result.output
+    assert (engine / "rank0.engine").read_bytes() == b"x" * 1024
+
+
+def test_a_build_that_writes_no_engine_keeps_the_earlier_one(checkpoints, tmp_path, monkeypatch):
+    """trtllm-build exiting 0 after writing config.json alone: the engine it should have written is checked before
+    it replaces the user's good engine, which --force replaces only with a good one."""
+    monkeypatch.setattr(installed_trtllm, "trtllm_version", lambda: None)
+    assert run_fake(checkpoints, tmp_path, WRITE_ENGINE).exit_code == 0
+    config_only = WRITE_ENGINE + "\nfor r in range(4):\n    (out / f'rank{r}.engine').unlink()\n"
+    result = run_fake(checkpoints, tmp_path, config_only, 4, "--force")
+    assert result.exit_code == 2, result.output
+    assert "lacks rank0.engine" in result.output.strip().splitlines()[-1], result.output
+    assert (tmp_path / "engine" / "rank0.engine").read_bytes() == b"x" * 1024
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin", "engine"]  # no .engine.partial-* left
+
+
+def test_a_trtllm_build_killed_by_a_signal_fails_the_build(checkpoints, tmp_path, monkeypatch):
+    """The OOM killer's SIGKILL is a negative return code: an engine written before it is not taken."""
+    monkeypatch.setattr(installed_trtllm, "trtllm_version", lambda: None)
+    result = run_fake(checkpoints, tmp_path, WRITE_ENGINE + "\nos.kill(os.getpid(), 9)\n")
+    assert result.exit_code == 2, result.output
+    assert "trtllm-build failed with exit code -9" in result.output.strip().splitlines()[-1], result.output
+    assert not (tmp_path / "engine").exists()
+
+
+def test_a_dry_run_onto_an_earlier_engine_needs_force(checkpoints, tmp_path, monkeypatch):
+    """--dry-run checks the output folder as the build would: the command it prints would be refused."""
+    monkeypatch.setattr(installed_trtllm, "trtllm_version", lambda: None)
+    assert run_fake(checkpoints, tmp_path, WRITE_ENGINE).exit_code == 0
+    one_line_error(run_fake(checkpoints, tmp_path, WRITE_ENGINE, 4, "--dry-run"), "already exists", "--force")
+    result = run_fake(checkpoints, tmp_path, WRITE_ENGINE, 4, "--dry-run", "--force")
+    assert result.exit_code == 0 and result.output.startswith("trtllm-build "), result.output
 
 
 # tensorrt_llm/models/__init__.py as 1.2.x and as the 1.0.0 release candidates before PR #4875 write it

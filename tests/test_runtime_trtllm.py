@@ -12,7 +12,7 @@ import types
 
 import pytest
 
-from redrafter_trt.errors import ConfigError, DependencyError
+from redrafter_trt.errors import ConfigError, DependencyError, RedrafterError
 from redrafter_trt.runtime import trtllm
 
 
@@ -146,6 +146,7 @@ def test_a_runner_without_an_executor_is_a_dependency_error(tmp_path, monkeypatc
     (128009, [128001, 128008, 128009], (128009, [128001, 128008])),  # Llama 3.1 Instruct: <|eot_id|> ends a turn
     (151645, [151643, 151645], (151645, [151643])),                   # Qwen2.5 Instruct: <|im_end|>
     (None, [7, 9], (7, [9])),
+    (5, [7, 9], (7, [9])),  # an EOS that is not a stop token is no end_id
     (None, [], (-1, [])),
 ])
 def test_stop_tokens_split_into_end_id_and_stop_words(tokenizer_eos, stop, expected):
@@ -174,6 +175,25 @@ def write_two_rank_engine(folder):
     cfg["pretrained_config"]["mapping"] = {"tp_size": 2, "pp_size": 1, "world_size": 2}
     (folder / "config.json").write_text(json.dumps(cfg))
     (folder / "rank1.engine").write_bytes(b"engine")
+
+
+def test_a_failed_request_is_an_error(tmp_path, monkeypatch):
+    write_engine_config(tmp_path)
+    executor = FakeExecutor([[1, 5]], iters=[1])
+    answers = executor.await_responses
+    executor.await_responses = lambda: [types.SimpleNamespace(**{**vars(r), "has_error": lambda: True,
+                                                                 "error_msg": "out of KV cache blocks"})
+                                        for r in answers()]
+    install_fake_trtllm(monkeypatch, executor, {})
+    with pytest.raises(RedrafterError, match="TensorRT-LLM failed on request 10: out of KV cache blocks"):
+        trtllm.generate_engine(tmp_path, [[1]], 4, end_id=2, pad_id=0)
+
+
+def test_a_result_of_no_decoding_iterations_counts_one_step(tmp_path, monkeypatch):
+    """The executor reports decoding_iter 0 for a request answered in its context step: still one engine step."""
+    write_engine_config(tmp_path)
+    install_fake_trtllm(monkeypatch, FakeExecutor([[1, 5]], iters=[0]), {})
+    assert trtllm.generate_engine(tmp_path, [[1]], 4, end_id=2, pad_id=0).steps == [1]
 
 
 def test_non_leader_rank_returns_none(tmp_path, monkeypatch):
