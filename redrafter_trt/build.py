@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import shlex
+import signal
 import subprocess
 from collections import deque
 from dataclasses import dataclass, field
@@ -293,7 +294,19 @@ def run_streaming(argv: tuple[str, ...], on_line: Callable[[str], None], tail: i
     if proc.returncode != 0:
         lines = [line for line in last if line.strip()]
         hint = f" (last line: {lines[-1].strip()[:200]})" if lines else ""
-        raise RedrafterError(f"{argv[0]} failed with exit code {proc.returncode}{hint}: see its output above")
+        raise RedrafterError(f"{argv[0]} {_ending(proc.returncode)}{hint}: see its output above")
+
+
+def _ending(returncode: int) -> str:
+    """How a failed command ended: its exit code, or the signal that killed it (Popen's negative return code)."""
+    if returncode > 0:
+        return f"failed with exit code {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = f"signal {-returncode}"
+    oom = " (the out-of-memory killer? it holds the whole model in host memory: free memory and build again)"
+    return f"was killed by {name}{oom if name == 'SIGKILL' else ''}"
 
 
 def _end(proc: subprocess.Popen) -> None:
