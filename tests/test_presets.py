@@ -240,6 +240,37 @@ def test_preset_values_have_the_options_types(tmp_path, text, needle):
     assert f"preset {path}: " in lines[0]  # which file: a script may pass several presets
 
 
+@pytest.mark.parametrize("command", ["run", "bench", "acceptance", "convert"])
+@pytest.mark.parametrize("value, needle", [
+    ("{day: 2025-01-01}", '"day" is 2025-01-01 (a YAML date), which JSON cannot write'),
+    ("{at: 2025-01-01 10:00:00}", '"at" is 2025-01-01 10:00:00 (a YAML date), which JSON cannot write'),
+    ("{tags: !!set {a}}", '"tags" is a YAML set, which JSON cannot write'),
+    ("{blob: !!binary aGk=}", '"blob" is YAML binary, which JSON cannot write'),
+    ("{deep: [1, {when: 2025-01-01}]}", '"deep" holds 2025-01-01 (a YAML date), which JSON cannot write'),
+    ("{loop: &l [*l]}", '"loop" holds itself (a YAML alias inside its own anchor), which JSON cannot write'),
+])
+def test_a_presets_template_variable_json_cannot_write_is_refused_when_it_loads(tmp_path, command, value, needle):
+    """A review: a preset's chat-template-kwargs holding a value JSON cannot write (a YAML date, !!set, !!binary) went
+    through; `run --output-json` did all its work, then died with a TypeError traceback writing the file (the
+    producer block records the variables), and bench's and acceptance's reports so. Refused when the preset loads,
+    under every command (convert here, before hours of converting), in one line naming the field (exit 2)."""
+    from redrafter_trt.cli import main
+
+    path = tmp_path / "p.yaml"
+    path.write_text(f"run:\n  chat: true\n  chat-template-kwargs: {value}\n")
+    result = CliRunner().invoke(main, [command, "--config", str(path), "--help"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: preset {path}: field 'run.chat-template-kwargs' "), lines
+    assert needle in lines[0] and "quote it" in lines[0], lines
+    path.write_text(f"chat-template-kwargs: {value}\n")  # top level: bench's, acceptance's and train's too
+    result = CliRunner().invoke(main, [command, "--config", str(path), "--help"])
+    assert result.exit_code == 2 and "field 'chat-template-kwargs' " in result.output and needle in result.output, \
+        result.output
+    path.write_text("run:\n  chat: true\n  chat-template-kwargs: {day: '2025-01-01', n: .nan, m: {1: x}}\n")
+    assert CliRunner().invoke(main, [command, "--config", str(path), "--help"]).exit_code == 0  # quoted: text
+
+
 @pytest.mark.parametrize("text, needle", [
     ("run: {tpp: 2}\n", "'run.tpp' is not an option of 'run'"),
     ("run: {tp: 2.5}\n", "'run.tp' is 2.5: write a whole number"),

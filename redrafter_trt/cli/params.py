@@ -4,6 +4,7 @@ is checked before any work, and the torch device names this tool runs on."""
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 import math
 from pathlib import Path
@@ -238,11 +239,47 @@ class TemplateKwargs(click.ParamType):
             self.fail(f"{value!r} is not a JSON object: {self.EXAMPLE}", param, ctx)
         if names := [k for k in kwargs if not isinstance(k, str)]:  # a preset's YAML: {1: true}
             self.fail(f"{names[0]!r} is not the name of a template variable: {self.EXAMPLE}", param, ctx)
+        if why := _unwritable(kwargs):  # a preset's YAML: a date, !!set, !!binary
+            self.fail(why, param, ctx)
         from ..tokens import template_kwargs_refusal
 
         if why := template_kwargs_refusal(kwargs):
             self.fail(why, param, ctx)
         return kwargs
+
+
+class _NoJSON(Exception):
+    pass
+
+
+def _no_json(value):
+    raise _NoJSON(value)
+
+
+def _unwritable(kwargs: dict) -> str | None:
+    """Why a variable of `kwargs` (a preset's YAML mapping) is a value JSON cannot write, or None: a YAML date,
+    !!set, !!binary, an alias inside its own anchor. It went through, and `run --output-json` (bench's, acceptance's
+    report) did all its work, then died writing the producer block, which records the variables."""
+    for key, value in kwargs.items():
+        try:
+            json.dumps(value, default=_no_json)
+        except _NoJSON as e:
+            bad = e.args[0]
+            what = ("a YAML set" if isinstance(bad, (set, frozenset)) else
+                    "YAML binary" if isinstance(bad, (bytes, bytearray)) else
+                    f"{bad} (a YAML date)" if isinstance(bad, (datetime.date, datetime.time)) else
+                    f"a {type(bad).__name__}")
+            where = "is" if bad is value else "holds"
+        except (ValueError, RecursionError):  # json's "Circular reference detected"
+            where, what = "holds", "itself (a YAML alias inside its own anchor)"
+        except TypeError:  # a nested mapping's key (json writes only text, numbers, booleans and null as keys)
+            where, what = "holds", "a mapping key that is not text"
+        else:
+            continue
+        return (f'"{key}" {where} {what}, which JSON cannot write (the outputs\' producer block records the '
+                f"variables): quote it to give it as text, or write a string, number, true, false, null, list or "
+                f"mapping")
+    return None
 
 
 def chat_template_kwargs_option(help: str):
