@@ -10,10 +10,10 @@ killed between its two renames elsewhere is undone by the next run; the partials
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import glob
 import logging
 import os
+import re
 import shutil
 import signal
 import tempfile
@@ -254,15 +254,19 @@ def restore_replaced(dest: Path) -> None:
             return
 
 
-# What an earlier output holds besides its config.json, by kind (fnmatch patterns): every version of this toolkit wrote
-# these and no more (train's state file and the quickstart's caches always went beside the folder, never in it), as
-# do the other tools whose outputs --force replaces (Apple's trainer: the weight files drafter.py reads; TensorRT-LLM's
-# convert_checkpoint.py and trtllm-build). Anything else is the user's, which replacing the folder would delete.
+# What an earlier output holds besides its config.json, by kind (regular expressions, matched whole): the names its
+# writers write and no more. Every version of this toolkit wrote these (train's state file and the quickstart's caches
+# always went beside the folder, never in it), as do the other tools whose outputs --force replaces: Apple's trainer
+# (save_pretrained: model.safetensors or its five-digit shards and index, pytorch_model.bin or its shards and index;
+# model.pt), TensorRT-LLM's convert_checkpoint.py and trtllm-build (rank{r} as f"rank{r}" writes it: no leading zero).
+# Anything else is the user's, which replacing the folder would delete: globs (rank*.safetensors) took the user's
+# rank0-before-my-finetune.safetensors for ours.
+_RANK, _SHARD = "rank(?:0|[1-9][0-9]*)", "-[0-9]{5}-of-[0-9]{5}"
 OUTPUT_LAYOUTS = {
-    "drafter": ("model.safetensors", "model.pt", "model-*.safetensors", "model.safetensors.index.json",
-                "pytorch_model*.bin", "pytorch_model.bin.index.json"),
-    "checkpoint": ("rank*.safetensors",),
-    "engine": ("rank*.engine", "model.cache", "redrafter_trt.json"),  # build.TIMING_CACHE and build.PRODUCER_FILE
+    "drafter": (r"model\.safetensors", r"model\.pt", rf"model{_SHARD}\.safetensors", r"model\.safetensors\.index\.json",
+                rf"pytorch_model(?:{_SHARD})?\.bin", r"pytorch_model\.bin\.index\.json"),
+    "checkpoint": (rf"{_RANK}\.safetensors",),  # convert.py's
+    "engine": (rf"{_RANK}\.engine", r"model\.cache", r"redrafter_trt\.json"),  # build.TIMING_CACHE and PRODUCER_FILE
 }
 
 
@@ -304,9 +308,8 @@ def users_entries(folder: Path) -> list[str]:
     folder of only a `producer` block: any kind's), such as the user's notes or eval results: replacing the folder
     would delete them."""
     kind = earlier_output_kind(folder)
-    ours = OUTPUT_LAYOUTS.get(kind) or tuple(p for layout in OUTPUT_LAYOUTS.values() for p in layout)
-    return sorted(p.name for p in folder.iterdir()
-                  if p.name != "config.json" and not any(fnmatch.fnmatchcase(p.name, g) for g in ours))
+    ours = re.compile("|".join(OUTPUT_LAYOUTS.get(kind) or [p for layout in OUTPUT_LAYOUTS.values() for p in layout]))
+    return sorted(p.name for p in folder.iterdir() if p.name != "config.json" and not ours.fullmatch(p.name))
 
 
 def partial_prefix(dest: Path) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -424,6 +425,34 @@ def test_force_replaces_what_the_outputs_writers_wrote_and_refuses_the_users_own
         check_output_folder(dest, True, option="--workdir")  # as the quickstart checks its checkpoint/
     assert "holds a.txt, b.txt, eval (+2 more)" in str(e.value) and "choose another --workdir" in str(e.value)
     assert "\n" not in str(e.value) and (dest / "notes.md").read_text() == "mine"
+
+
+@pytest.mark.parametrize("config, written, mine", [
+    (ENGINE, ["rank0.engine", "rank12.engine"], ["rank0-old.engine", "rank.engine", "rank01.engine", "ranks.engine"]),
+    ({"architecture": "ReDrafterForLLaMALM"}, ["rank0.safetensors", "rank10.safetensors"],
+     ["rank0-before-my-finetune.safetensors", "rank.safetensors", "rank1_old.safetensors", "rank\u0663.safetensors"]),
+    ({"model_type": "recurrent_drafting_drafter"},
+     ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "pytorch_model.bin",
+      "pytorch_model-00001-of-00003.bin"],
+     ["model-finetuned.safetensors", "model-1-of-2.safetensors", "pytorch_model_old.bin", "pytorch_model-v2.bin",
+      "pytorch_model-00001-of-00003.bin.bak"]),
+])
+def test_force_refuses_the_users_files_named_like_the_outputs_files(tmp_path, config, written, mine):
+    """A review: the layouts were globs (rank*.safetensors, model-*.safetensors, pytorch_model*.bin, rank*.engine)
+    that matched more than any writer writes: a checkpoint folder holding the user's
+    rank0-before-my-finetune.safetensors was replaced whole by `convert --force`, deleting it. Only the names the
+    writers write are theirs: rank{r} (r as written, no leading zero), transformers' five-digit shards."""
+    dest = tmp_path / "out"
+    dest.mkdir()
+    (dest / "config.json").write_text(json.dumps(config))
+    for name in written:
+        (dest / name).write_text("x")
+    check_output_folder(dest, True)
+    for name in mine:
+        (dest / name).write_text("mine")
+        with pytest.raises(ConfigError, match=f"also holds {re.escape(name)}, which no ReDrafter tool writes there"):
+            check_output_folder(dest, True)
+        (dest / name).unlink()
 
 
 def test_a_file_that_does_not_fit_on_the_disk_is_named(tmp_path, small_file_limit):
@@ -857,3 +886,18 @@ def test_a_smollm2_cache_folder_that_is_a_link_is_written_where_it_points(tmp_pa
     assert smollm2.ensure_smollm2() == link
     assert link.is_symlink() and (storage / "model.safetensors").is_file() and (link / "config.json").is_file()
     assert sorted(p.name for p in storage.parent.iterdir()) == ["smol"]  # no partial left beside it
+
+
+@pytest.mark.parametrize("command", ["build", "train", "convert", "init-drafter"])
+def test_force_help_says_what_force_replaces(tmp_path, command):
+    """A review: `build --force` said it replaces "an earlier engine, or an empty folder" (train's: "an earlier
+    drafter"), where check_output_folder replaces any earlier ReDrafter output, a drafter's or a checkpoint's folder
+    too, holding only what its tools write there: the help says so, as the folder is replaced whole."""
+    force = next(p for p in main.get_command(None, command).params if p.name == "force")
+    assert "an earlier ReDrafter output (a drafter, checkpoint or engine folder holding only what its tools write), " \
+           "or an empty folder" in force.help, force.help
+    drafter = tmp_path / "d"
+    drafter.mkdir()
+    (drafter / "config.json").write_text(json.dumps({"model_type": "recurrent_drafting_drafter"}))
+    (drafter / "model.safetensors").write_text("x")
+    check_output_folder(drafter, True, option="--output-dir")  # build --output-dir over a drafter: replaced

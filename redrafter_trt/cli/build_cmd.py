@@ -70,7 +70,8 @@ class SeqLen(click.types.IntParamType):
 @click.option("--gemm-plugin", type=click.Choice(["auto", "float16", "bfloat16", "fp8"]), default="auto",
               help="auto: the checkpoint dtype, or fp8 for an FP8 base.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, help="Ranks built in parallel (one GPU each).")
-@click.option("--force", is_flag=True, help="Replace an existing --output-dir (an earlier engine, or an empty folder).")
+@click.option("--force", is_flag=True, help="Replace an existing --output-dir: an earlier ReDrafter output (a drafter, "
+              "checkpoint or engine folder holding only what its tools write), or an empty folder.")
 @click.option("--dry-run", is_flag=True, help="Print the trtllm-build command and exit.")
 @click.argument("trtllm_args", nargs=-1, type=TrtllmArg(), callback=preset_then_typed,
                 metavar="[-- TRTLLM-BUILD ARGS]")

@@ -54,7 +54,8 @@ def _none_is_off(ctx, param, value):
               help="Calibration prompts per forward.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Where FP8 calibration runs.")
-@click.option("--force", is_flag=True, help="Replace an existing output folder (an earlier ReDrafter output, or an empty folder).")
+@click.option("--force", is_flag=True, help="Replace an existing output folder: an earlier ReDrafter output (a drafter, "
+              "checkpoint or engine folder holding only what its tools write), or an empty folder.")
 @click.option("--dry-run", is_flag=True,
               help="Check everything, print config.json and each rank file's tensors; write nothing.")
 def convert(base, drafter, output, tp_size, dtype, num_beams, draft_len, no_greedy, quantize, kv_cache_dtype,
@@ -113,7 +114,8 @@ def _print_plan(plan, output: Path) -> None:
 @click.option("--rnn/--no-rnn", default=True, show_default=True, help="Recurrent state update (Apple's default).")
 @click.option("--exit-dim", type=int, default=None, help="Drafter width E [default: 2 x hidden size, no input_proj].")
 @click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the random initialisation.")
-@click.option("--force", is_flag=True, help="Replace an existing output folder (an earlier ReDrafter output, or an empty folder).")
+@click.option("--force", is_flag=True, help="Replace an existing output folder: an earlier ReDrafter output (a drafter, "
+              "checkpoint or engine folder holding only what its tools write), or an empty folder.")
 def init_drafter(base, output, num_draft_layers, rnn, exit_dim, seed, force):
     """Write a freshly initialised drafter for the --base model (the start of training, or a pipeline smoke test)."""
     from ..drafter import init_drafter_for_base

@@ -142,7 +142,8 @@ _DTYPE = click.Choice(["auto", "float32", "bfloat16"])
 @click.option("--cache-dir", type=click.Path(path_type=Path),
               help="Distilled answers and hidden states [default: <cache>/train, <cache>: $REDRAFTER_TRT_CACHE, else "
                    "~/.cache/redrafter-trt].")
-@click.option("--force", is_flag=True, help="Replace an existing --output drafter folder (an earlier drafter, or an empty folder).")
+@click.option("--force", is_flag=True, help="Replace an existing --output folder: an earlier ReDrafter output (a drafter, "
+              "checkpoint or engine folder holding only what its tools write), or an empty folder.")
 def train(base, data, output, num_draft_layers, rnn, exit_dim, predict_n, epochs, max_steps, lr, batch_size, max_seq_len,
           max_examples, seed, device, resume, distill, chat_template_kwargs, distill_max_new_tokens, distill_batch_size,
           base_dtype, train_dtype, soft_target, later_sharpness, step_decay, freeze_head, full_vocab, cache_dir, force):
