@@ -901,3 +901,66 @@ def test_force_help_says_what_force_replaces(tmp_path, command):
     (drafter / "config.json").write_text(json.dumps({"model_type": "recurrent_drafting_drafter"}))
     (drafter / "model.safetensors").write_text("x")
     check_output_folder(drafter, True, option="--output-dir")  # build --output-dir over a drafter: replaced
+
+
+def test_a_file_write_sweeps_a_killed_runs_partial_of_that_file(tmp_path):
+    """write_text_atomic (--output-json, --plot's data) removes what a killed run left for the same file first."""
+    from redrafter_trt.output import write_text_atomic
+
+    stale = tmp_path / f".r.json.partial-{dead_pid()}-abcd1234"
+    stale.write_text("half")
+    write_text_atomic(tmp_path / "r.json", "{}\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
+def test_an_error_naming_its_own_file_keeps_that_name(tmp_path):
+    """named_failures names the output only in an OSError that names no file: one naming the file it failed on (an
+    input it could not read) keeps that name."""
+    with pytest.raises(PermissionError) as e:
+        with atomic_output(tmp_path / "out", False):
+            raise PermissionError(13, "Permission denied", "base/x")
+    assert e.value.filename == "base/x"
+    with pytest.raises(OSError) as e:
+        with atomic_output(tmp_path / "out", False):
+            raise OSError(28, "No space left on device")
+    assert e.value.filename == str(tmp_path / "out")
+
+
+def test_a_link_loop_as_the_output_folder_is_refused(tmp_path):
+    """`ln -s loop loop; convert --output loop`: refused before any work, in one line."""
+    loop = tmp_path / "loop"
+    loop.symlink_to("loop")
+    with pytest.raises(ConfigError, match="--output .*loop is a symbolic link that leads back to itself: pass another "
+                                          "--output"):
+        check_output_folder(loop, True)
+
+
+def test_a_live_runs_replaced_output_is_not_put_back(tmp_path):
+    """A run between its two renames (its earlier output aside as `.x.partial-PID-*-old`, `x` missing) that still
+    runs is left to finish: restore_replaced puts back only a killed run's."""
+    old = tmp_path / f".x.partial-{os.getppid()}-ab-old"
+    old.mkdir()
+    (old / "config.json").write_text(OURS)
+    check_output_folder(tmp_path / "x", False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [old.name]
+
+
+def test_a_foreign_folder_is_named_by_an_entry_other_than_its_config(tmp_path):
+    """A project folder with a config.json of its own (no ReDrafter output) is refused naming what else it holds."""
+    dest = tmp_path / "project"
+    (dest / "src").mkdir(parents=True)
+    (dest / "config.json").write_text('{"name": "mine"}')
+    with pytest.raises(ConfigError, match=r"project holds src, and it is not an earlier ReDrafter output"):
+        check_output_folder(dest, True)
+
+
+def test_a_killed_runs_partial_that_is_a_link_is_removed_and_its_folder_kept(tmp_path):
+    """A dead run's `.out.partial-PID-*` that is a link to a folder: the link is removed, never the folder it names
+    (rmtree refuses a link: it stayed)."""
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "f").write_text("x")
+    stale = tmp_path / f".out.partial-{dead_pid()}-abcd1234"
+    stale.symlink_to(kept)
+    write_output(tmp_path / "out", "new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept", "out"] and (kept / "f").read_text() == "x"

@@ -1135,3 +1135,44 @@ def test_readme_counts_the_gpu_tests_pytest_collects():
     assert all(i.startswith("tests/test_runtime_cuda.py::") for i in ids), ids
     n_smollm2 = sum(i.split("::")[1].split("[")[0] in on_smollm2 for i in ids)
     assert (total, tiny, smollm2) == (len(ids), len(ids) - n_smollm2, n_smollm2)
+
+
+def test_a_mapping_merged_after_it_was_read_keeps_its_own_key_over_its_merged_one(tmp_path):
+    """A mapping read (flattened) once as its own section, then merged into another: what it writes and merges is noted
+    at its first flattening only, as the second sees its merged keys moved among its own (`max-output-len` and
+    `max_output_len` both written: refused as one option set twice). Its own key wins in both sections."""
+    preset = "serve: &c {<<: {max-output-len: 8}, max_output_len: 16}\nrun: {<<: *c}\n"
+    assert _params(tmp_path, "run", preset)["max_output_len"] == 16
+    assert _params(tmp_path, "serve", preset)["max_output_len"] == 16
+
+
+def test_a_presets_template_variables_may_be_a_json_string(tmp_path):
+    """chat-template-kwargs in a preset is a YAML mapping or the command line's JSON object, as a string."""
+    preset = "run: {chat: true, chat-template-kwargs: '{\"enable_thinking\": false}'}\n"
+    assert _params(tmp_path, "run", preset)["chat_template_kwargs"] == {"enable_thinking": False}
+
+
+def test_a_yaml_boolean_among_trtllm_build_arguments_is_refused(tmp_path):
+    """`yes` (YAML's true) among the pass-through arguments is no argv item: refused, where a number is taken as
+    text (test_a_presets_trtllm_build_argument_may_be_a_yaml_number)."""
+    from redrafter_trt.cli import main
+
+    path = tmp_path / "p.yaml"
+    path.write_text("build: {trtllm-args: [--flag, yes]}\n")
+    result = CliRunner().invoke(main, ["build", "--config", str(path), "--help"])
+    assert result.exit_code == 2 and result.output.strip() == (
+        f"error: preset {path}: field 'build.trtllm-args' is ['--flag', True]: write a YAML list, each item a string"), \
+        result.output
+
+
+@pytest.mark.parametrize("command, tail", [
+    ("run", ""), ("serve", ""), ("convert", " for `run`, which reads the top-level fields too")])
+def test_a_top_level_value_every_command_refuses_names_no_section_to_move_it_to(tmp_path, command, tail):
+    """`max-output-len: 0` at the top level: no command taking it takes 0, so none is named to move it under."""
+    from redrafter_trt.cli import main
+
+    path = tmp_path / "p.yaml"
+    path.write_text("max-output-len: 0\n")
+    result = CliRunner().invoke(main, [command, "--config", str(path), "--help"])
+    assert result.exit_code == 2 and result.output.strip() == (
+        f"error: preset {path}: field 'max-output-len' is 0: 0 is not in the range x>=1{tail}"), result.output
