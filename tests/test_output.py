@@ -403,21 +403,37 @@ def test_an_fp8_rerun_sweeps_a_killed_runs_scratch_before_it_calibrates(tmp_path
 ENGINE = {"pretrained_config": {"architecture": "ReDrafterForLLaMALM"}}
 
 
-@pytest.mark.parametrize("config, written", [
-    (ENGINE, ["rank0.engine", "rank1.engine", "model.cache", "redrafter_trt.json"]),  # trtllm-build's, and ours
-    ({"architecture": "ReDrafterForQWenLM"}, ["rank0.safetensors", "rank3.safetensors"]),  # convert's, any --tp-size
-    ({"model_type": "recurrent_drafting_drafter"}, ["model-00001-of-00002.safetensors", "model.safetensors.index.json"]),
-    ({"model_type": "recurrent_drafting_drafter"}, ["model.pt"]),  # Apple's trainer's drafters
+@pytest.mark.parametrize("config, written, like", [
+    (ENGINE, ["rank0.engine", "rank12.engine", "model.cache", "redrafter_trt.json"],  # trtllm-build's, and ours
+     ["rank0-old.engine", "rank.engine", "rank01.engine", "ranks.engine"]),
+    ({"architecture": "ReDrafterForQWenLM"}, ["rank0.safetensors", "rank3.safetensors", "rank10.safetensors"],
+     ["rank0-before-my-finetune.safetensors", "rank.safetensors", "rank1_old.safetensors", "rank\u0663.safetensors"]),
+    ({"model_type": "recurrent_drafting_drafter"},  # save_pretrained's shards
+     ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "model.safetensors.index.json",
+      "pytorch_model.bin", "pytorch_model-00001-of-00003.bin"],
+     ["model-finetuned.safetensors", "model-1-of-2.safetensors", "pytorch_model_old.bin", "pytorch_model-v2.bin",
+      "pytorch_model-00001-of-00003.bin.bak"]),
+    ({"model_type": "recurrent_drafting_drafter"}, ["model.pt"], ["model.pt.bak"]),  # Apple's trainer's drafters
 ])
-def test_force_replaces_what_the_outputs_writers_wrote_and_refuses_the_users_own_files(tmp_path, config, written):
+def test_force_replaces_what_the_outputs_writers_wrote_and_refuses_the_users_own_files(tmp_path, config, written,
+                                                                                      like):
     """What each kind of earlier output holds is replaced as before; a file or folder of the user's beside it (notes,
-    eval results, or another kind's file) is refused, naming up to three and the fix, before any work."""
+    eval results, or another kind's file) is refused, naming up to three and the fix, before any work. A review: the
+    layouts were globs (rank*.safetensors, model-*.safetensors, pytorch_model*.bin, rank*.engine) matching more than
+    any writer writes: the user's rank0-before-my-finetune.safetensors in a checkpoint folder was deleted by
+    `convert --force`. Only the names the writers write are theirs: rank{r} (as f"rank{r}" writes r), transformers'
+    five-digit shards."""
     dest = tmp_path / "checkpoint"
     dest.mkdir()
     (dest / "config.json").write_text(json.dumps(config))
     for name in written:
         (dest / name).write_text("x")
     check_output_folder(dest, True)
+    for name in like:
+        (dest / name).write_text("mine")
+        with pytest.raises(ConfigError, match=f"also holds {re.escape(name)}, which no ReDrafter tool writes there"):
+            check_output_folder(dest, True)
+        (dest / name).unlink()
     other = "model.safetensors" if "architecture" in json.dumps(config) else "rank0.engine"
     for name in ("notes.md", "eval", "a.txt", "b.txt", other):
         (dest / name).mkdir() if name == "eval" else (dest / name).write_text("mine")
@@ -425,34 +441,6 @@ def test_force_replaces_what_the_outputs_writers_wrote_and_refuses_the_users_own
         check_output_folder(dest, True, option="--workdir")  # as the quickstart checks its checkpoint/
     assert "holds a.txt, b.txt, eval (+2 more)" in str(e.value) and "choose another --workdir" in str(e.value)
     assert "\n" not in str(e.value) and (dest / "notes.md").read_text() == "mine"
-
-
-@pytest.mark.parametrize("config, written, mine", [
-    (ENGINE, ["rank0.engine", "rank12.engine"], ["rank0-old.engine", "rank.engine", "rank01.engine", "ranks.engine"]),
-    ({"architecture": "ReDrafterForLLaMALM"}, ["rank0.safetensors", "rank10.safetensors"],
-     ["rank0-before-my-finetune.safetensors", "rank.safetensors", "rank1_old.safetensors", "rank\u0663.safetensors"]),
-    ({"model_type": "recurrent_drafting_drafter"},
-     ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "pytorch_model.bin",
-      "pytorch_model-00001-of-00003.bin"],
-     ["model-finetuned.safetensors", "model-1-of-2.safetensors", "pytorch_model_old.bin", "pytorch_model-v2.bin",
-      "pytorch_model-00001-of-00003.bin.bak"]),
-])
-def test_force_refuses_the_users_files_named_like_the_outputs_files(tmp_path, config, written, mine):
-    """A review: the layouts were globs (rank*.safetensors, model-*.safetensors, pytorch_model*.bin, rank*.engine)
-    that matched more than any writer writes: a checkpoint folder holding the user's
-    rank0-before-my-finetune.safetensors was replaced whole by `convert --force`, deleting it. Only the names the
-    writers write are theirs: rank{r} (r as written, no leading zero), transformers' five-digit shards."""
-    dest = tmp_path / "out"
-    dest.mkdir()
-    (dest / "config.json").write_text(json.dumps(config))
-    for name in written:
-        (dest / name).write_text("x")
-    check_output_folder(dest, True)
-    for name in mine:
-        (dest / name).write_text("mine")
-        with pytest.raises(ConfigError, match=f"also holds {re.escape(name)}, which no ReDrafter tool writes there"):
-            check_output_folder(dest, True)
-        (dest / name).unlink()
 
 
 def test_a_file_that_does_not_fit_on_the_disk_is_named(tmp_path, small_file_limit):
