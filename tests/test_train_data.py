@@ -224,6 +224,42 @@ def test_a_prompt_ending_in_whitespace_keeps_its_own_tokens_before_the_answer(sm
     assert targets == tok("Hello there<|im_end|>Sure<|im_end|>", add_special_tokens=False)["input_ids"]
 
 
+def test_a_prompt_without_special_tokens_keeps_its_own_tokens_before_the_answer(smollm2):
+    """A template of no special tokens ("user:\n\nHi\n\nassistant:\n\n"): the check of the tokens before an answer
+    starts at the text's start (no special token before it to start from). SmolLM2's byte-level BPE gives the whole
+    text "\n", "\n" before the answer's first letter, the prompt alone "\n\n": the tokens before the answer must be
+    the prompt's (`prompt_ids`), as run and serve tokenize it."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smollm2)
+    tok.chat_template = ("{% for m in messages %}{{ m['role'] + ':\n\n' + m['content'] + '\n\n' }}{% endfor %}"
+                         "{% if add_generation_prompt %}{{ 'assistant:\n\n' }}{% endif %}")
+    conv = Conversation(({"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there"}))
+    ex = encode(tok, conv, max_len=1000)
+    first = ex.mask.index(True)
+    assert list(ex.ids[:first]) == prompt_ids(tok, conv)
+
+
+def test_only_the_second_prompt_ending_in_split_whitespace_keeps_its_own_tokens(smollm2):
+    """Of two answers, the first after a prompt the whole text tokenizes as it does alone, the second after one
+    ending in "\n\n" (SmolLM2's byte-level BPE splits it before a letter in the whole text, not alone): one prompt
+    whose tokens differ is enough to tokenize the text in pieces, and the tokens before the second answer are its
+    prompt's alone, as serve tokenizes that turn's prompt."""
+    from transformers import AutoTokenizer
+
+    from redrafter_trt.tokens import render_chat
+
+    tok = AutoTokenizer.from_pretrained(smollm2)
+    tok.chat_template = ("{% for m in messages %}{% if m['role'] == 'assistant' %}{{ m['content'] + '<|im_end|>' }}"
+                         "{% else %}{{ m['content'] }}{% endif %}{% endfor %}")
+    turns = [{"role": "user", "content": "Q1:"}, {"role": "assistant", "content": "Sure"},
+             {"role": "user", "content": "Q2:\n\n"}, {"role": "assistant", "content": "Yes"}]
+    ex = encode(tok, Conversation(tuple(turns)), max_len=1000)
+    second = [i for i, m in enumerate(ex.mask) if m and not ex.mask[i - 1]][1]
+    prompt = render_chat(tok, turns[:3], add_generation_prompt=True)
+    assert list(ex.ids[:second]) == tok(prompt, add_special_tokens=False)["input_ids"]
+
+
 def test_the_prompts_own_tokens_are_checked_in_linear_time(smollm2, monkeypatch):
     """Each answer's tokens before it were checked against the text up to it tokenized whole, again for every answer:
     a conversation of 40 answers was about 20 times its text tokenized, 8 times slower to encode than before the
@@ -933,6 +969,23 @@ def test_a_chat_trained_answer_by_answer_counts_as_one_conversation_and_leaves_o
         f"<think>\n\n</think>\n\n{answer}<|im_end|>" for answer in ("word " * 20, "A1.", "Yes 1."))
     assert "left out 1 example whose answer starts past --max-seq-len 145 (a conversation the chat template " \
            "renders answer by answer gives an example per answer" in caplog.text, caplog.text
+
+
+def test_an_answer_partly_past_max_seq_len_trains_up_to_it_answer_by_answer(tmp_path):
+    """A conversation Qwen3's template trains answer by answer: an answer starting within --max-seq-len but running
+    past it trains up to the limit (its cut tokens counted), only one starting past it is left out."""
+    from redrafter_trt.train.data import encode_answers
+
+    tok = make_tokenizer(tmp_path / "tok")
+    tok.chat_template = QWEN3_THINK
+    conv = conversation_of({"messages": [{"role": "user", "content": "Q?"},
+                                         {"role": "assistant", "content": "word " * 20},
+                                         {"role": "user", "content": "More?"}, {"role": "assistant", "content": "Yes."}]})
+    (whole, _), _ = encode_answers(tok, conv, 1000)
+    assert whole.mask.index(True) < 80 < len(whole.ids)
+    [ex], past = encode_answers(tok, conv, 80)
+    assert past == 1 and ex.ids == whole.ids[:80] and sum(ex.mask) > 0
+    assert ex.cut == sum(whole.mask) - sum(ex.mask) > 0
 
 
 # QWEN3_THINK writing the last answer's thinking from `reasoning_content`, as Qwen3's template does
