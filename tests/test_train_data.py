@@ -1378,6 +1378,17 @@ def test_a_data_set_of_few_prompts_is_not_held_out_whole():
     assert (len(train), len(held), prompts(held)) == (192, 8, {"Q0", "Q1", "Q2", "Q3"})
 
 
+def test_the_held_out_set_is_at_most_200_and_never_every_prompt():
+    """Without --eval-examples, 5% is held out, at most HELD_OUT_MOST; whole prompts held out never take every
+    prompt, whatever --eval-examples asks (3 prompts for 10: 2 held out, 1 left to train)."""
+    from redrafter_trt.train.dataset import HELD_OUT_MOST, split, split_by_prompt
+
+    assert len(split(list(range(1000)), None)[1]) == 50
+    assert len(split(list(range(5000)), None)[1]) == HELD_OUT_MOST == 200
+    convs = [conversation_of({"question": f"Q{p}", "answer": "A"}) for p in range(3)]
+    assert split_by_prompt(convs, 10) == (convs[2:], convs[:2])
+
+
 def test_the_held_out_split_follows_the_seed(tmp_path):
     """The conversations are shuffled under --seed before the held-out ones are taken: the same seed, the same split;
     another, other conversations held out (of the same whole)."""
@@ -1923,6 +1934,50 @@ def test_answer_tokens_cut_by_max_seq_len_are_counted_in_a_warning(tmp_path, cap
     assert long.cut == max(sum(ex.mask) for ex in whole) - sum(long.mask) > 0  # the answer tokens past 120
     assert f"1 of 2 examples run past --max-seq-len 120: their last {long.cut} answer tokens were left out; " \
            "raise --max-seq-len to train on them" in caplog.text
+
+
+def test_an_answer_cut_by_one_token_is_counted_in_the_warning(tmp_path, caplog):
+    """An example whose last answer token (its <|im_end|>) lies past --max-seq-len is warned about: one token is
+    one left out."""
+    from redrafter_trt.train import TrainConfig
+    from redrafter_trt.train.dataset import build_examples
+
+    tok = make_tokenizer(tmp_path / "tok")
+    data = tmp_path / "qa.jsonl"
+    data.write_text(json.dumps({"question": "Hi?", "answer": "Hello there."}) + "\n")
+    whole = encode(tok, read_conversations(data)[0], 1000)
+    assert whole.mask[-2:] == (True, False)  # <|im_end|>, then the newline after it (not trained)
+    cfg = TrainConfig(base=tmp_path, data=[data], output=tmp_path / "out", eval_examples=0,
+                      max_seq_len=len(whole.ids) - 2)
+    with caplog.at_level("WARNING"):
+        [ex], _ = build_examples(cfg, tok, lambda: pytest.fail("the base ran"), tmp_path / "c", torch.float32)
+    assert ex.cut == 1
+    assert f"1 of 1 examples run past --max-seq-len {cfg.max_seq_len}: their last 1 answer tokens were left out" \
+        in caplog.text, caplog.text
+
+
+def test_held_out_examples_and_prompts_are_ones_that_train(tmp_path):
+    """The held-out conversations give examples with 2 answer tokens in a row, as the training ones (one whose
+    prompt fills --max-seq-len is left out), and `held_prompts` their first prompts as --distill answers them: each
+    once, cut to leave 2 answer tokens within --max-seq-len."""
+    from redrafter_trt.train import TrainConfig
+    from redrafter_trt.train.dataset import build_examples, learnable, read_all, split_by_prompt
+
+    tok = make_tokenizer(tmp_path / "tok")
+    data = tmp_path / "qa.jsonl"
+    records = [{"question": "Same?", "answer": "One."}, {"question": "Same?", "answer": "Two."},
+               {"question": "x" * 80, "answer": "Long."}] + [{"question": f"Q{i}?", "answer": f"A{i}."}
+                                                            for i in range(3)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    cfg = TrainConfig(base=tmp_path, data=[data], output=tmp_path / "out", eval_examples=3, max_seq_len=64, seed=3)
+    held_c = split_by_prompt(read_all(cfg, tok), cfg.eval_examples)[1]
+    assert sorted(c.messages[0]["content"] for c in held_c) == sorted(["Same?", "Same?", "x" * 80])  # seed 3's
+    held_prompts = []
+    train, held = build_examples(cfg, tok, lambda: pytest.fail("the base ran"), tmp_path / "c", torch.float32,
+                                 held_prompts=held_prompts)
+    assert len(train) == 3 and len(held) == 2 and all(learnable(ex) for ex in held)
+    assert len(held_prompts) == len({tuple(p) for p in held_prompts}) == 2
+    assert all(len(p) <= cfg.max_seq_len - 2 for p in held_prompts)
 
 
 def test_distill_says_it_leaves_out_the_user_turns_after_an_answer(tmp_path, caplog):

@@ -490,3 +490,43 @@ def test_a_deleted_batch_file_leaves_its_prompts_to_answer_again_without_a_warni
     with caplog.at_level("WARNING"):
         again = distill(load, tok, prompts, folder, max_new_tokens=4, batch_size=1)
     assert [a for a, _ in again] == [a for a, _ in want] and not caplog.records, caplog.text
+
+
+def test_distill_reads_max_examples_prompts(tmp_path):
+    """--distill --max-examples N answers N prompts (of more in the file)."""
+    import json
+
+    from redrafter_trt.train import TrainConfig
+    from redrafter_trt.train.dataset import read_all
+
+    tok = make_tokenizer(tmp_path / "tok")
+    data = tmp_path / "prompts.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"P{i}?"}) + "\n" for i in range(5)))
+    cfg = TrainConfig(base=tmp_path, data=[data], output=tmp_path / "out", distill=True, max_examples=3)
+    assert len(read_all(cfg, tok)) == 3
+
+
+def test_a_distilled_example_is_prompt_and_answer_up_to_max_len():
+    """prompt + answer, the answer's tokens the targets, cut to max_len: an answer reaching it exactly keeps its last
+    token; the hidden states start at the prompt's last token."""
+    from redrafter_trt.train.dataset import distilled_example
+
+    ex = distilled_example([1, 2], [3, 4, 5], None, 5)
+    assert (ex.ids, ex.mask, ex.hidden_from) == ((1, 2, 3, 4, 5), (False, False, True, True, True), 1)
+    ex = distilled_example([1, 2], [3, 4, 5], None, 4)
+    assert (ex.ids, ex.mask) == ((1, 2, 3, 4), (False, False, True, True))
+
+
+def test_prompts_are_named_for_little_room_only_below_distill_max_new_tokens(tmp_path):
+    """A prompt leaving exactly --distill-max-new-tokens within --max-seq-len has room for its whole answer: it is not
+    named; one token less is."""
+    from redrafter_trt.train import TrainConfig
+    from redrafter_trt.train.dataset import say_little_room
+
+    said = []
+    for max_seq_len in (16, 15):
+        cfg = TrainConfig(base=tmp_path, data=[tmp_path / "d.jsonl"], output=tmp_path / "out", distill=True,
+                          distill_max_new_tokens=6, max_seq_len=max_seq_len)
+        say_little_room(lambda *a: said.append((max_seq_len, a[0] % a[1:])), [[0] * 10, [0] * 3], cfg, "prompts")
+    assert said == [(15, "1 of 2 prompts leave less than --distill-max-new-tokens 6 answer tokens within "
+                         "--max-seq-len 15: their answers stop there")]
