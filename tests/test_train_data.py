@@ -980,7 +980,8 @@ def test_an_answer_partly_past_max_seq_len_trains_up_to_it_answer_by_answer(tmp_
     tok.chat_template = QWEN3_THINK
     conv = conversation_of({"messages": [{"role": "user", "content": "Q?"},
                                          {"role": "assistant", "content": "word " * 20},
-                                         {"role": "user", "content": "More?"}, {"role": "assistant", "content": "Yes."}]})
+                                         {"role": "user", "content": "More?"},
+                                         {"role": "assistant", "content": "Yes."}]})
     (whole, _), _ = encode_answers(tok, conv, 1000)
     assert whole.mask.index(True) < 80 < len(whole.ids)
     [ex], past = encode_answers(tok, conv, 80)
