@@ -195,9 +195,9 @@ def _cause(name: str, same: Callable[[torch.Tensor], bool], r: int, cfg: dict,
     """Why the rank's tensor `name` differs from its plan, where a known mistake that keeps a tensor's shape explains
     it exactly: rank files swapped, two tensors crossed (in a layer: TensorRT-LLM's mlp.fc is Hugging Face's
     gate_proj, its mlp.gate up_proj; the embedding and lm_head; the layer before's or after's), a square weight
-    transposed, the fused q, k, v split as one tensor or fused in another order. `same(t)`: whether the held tensor
-    is `t` (a plan's read, in the model dtype), as an FP8 one within e4m3's rounding. Returns the verb for one
-    tensor, for several, and the rest of the line; None where nothing explains it."""
+    transposed, the fused q, k, v split as one tensor or fused in another order, q and k in Meta's rotary layout.
+    `same(t)`: whether the held tensor is `t` (a plan's read, in the model dtype), as an FP8 one within e4m3's
+    rounding. Returns the verb for one tensor, for several, and the rest of the line; None where nothing explains it."""
     for q, plan in enumerate(plans):
         if q != r and name in plan and same(plan[name].read()):
             return "equals", "equal", f"rank {q}'s: the rank files are swapped or renamed: re-convert"
@@ -218,7 +218,18 @@ def _cause(name: str, same: Callable[[torch.Tensor], bool], r: int, cfg: dict,
             if same(torch.cat([parts[i] for i in order])):
                 return "holds", "hold", (f"q, k and v in the order {', '.join('qkv'[i] for i in order)}, where "
                                          f"TensorRT-LLM fuses them q, k, v: {RECONVERT}")
+        hd = cfg.get("head_size") or cfg["hidden_size"] // cfg["num_attention_heads"]
+        if same(torch.cat([_interleaved(parts[0], hd), _interleaved(parts[1], hd), parts[2]])):
+            return "holds", "hold", ("q and k in Meta's interleaved rotary layout, where TensorRT-LLM's rope_gpt_neox "
+                                     "takes Hugging Face's (transformers' convert_llama_weights_to_hf permutes them): "
+                                     "convert from the Hugging Face model")
     return None
+
+
+def _interleaved(rows: torch.Tensor, hd: int) -> torch.Tensor:
+    """q or k rows [heads x hd, ...] in Hugging Face's rotary layout (each head's first half, then its second) put
+    back in Meta's original one (the halves' rows interleaved: 0, hd/2, 1, hd/2 + 1, ...)."""
+    return rows.reshape(-1, 2, hd // 2, *rows.shape[1:]).transpose(1, 2).reshape(rows.shape)
 
 
 def _crossable(other: str, name: str) -> bool:

@@ -492,3 +492,21 @@ def test_another_model_is_diagnosed_no_further_than_needed(models, tmp_path, mon
     monkeypatch.setattr(compare, "_cause", lambda *a: calls.append(a[0]) or real(*a))
     problems = inspect_checkpoint(ck[1], base=other).problems
     assert len(calls) == compare.DIAGNOSED and len(problems) == 1 and "another model's weights" in problems[0]
+
+
+@pytest.mark.parametrize("tp", [1, 2])
+def test_q_and_k_in_metas_rotary_layout_are_named(models, tmp_path, tp):
+    """A checkpoint made from Meta's original weights without transformers' rotary permutation: each q and k head's
+    rows interleaved (Meta row 2j is Hugging Face row j, row 2j + 1 is row hd/2 + j)."""
+    hf, drafter, ck = models
+    name, hd = "transformer.layers.1.attention.qkv.weight", 16
+    heads_q, heads_kv = 4 // tp, max(2 // tp, 1)
+    meta = [h * hd + half * hd // 2 + j for h in range(heads_q + heads_kv) for j in range(hd // 2) for half in (0, 1)]
+    order = meta + list(range((heads_q + heads_kv) * hd, (heads_q + 2 * heads_kv) * hd))  # v as it is
+
+    def unpermute(t):
+        t[name] = t[name][order].clone()
+    problems = inspect_checkpoint(edited(ck[tp], tmp_path, tp - 1, unpermute), base=hf, drafter=drafter).problems
+    assert problems == [f"rank{tp - 1}: {name} holds q and k in Meta's interleaved rotary layout, where TensorRT-LLM's "
+                        f"rope_gpt_neox takes Hugging Face's (transformers' convert_llama_weights_to_hf permutes "
+                        f"them): convert from the Hugging Face model"]
