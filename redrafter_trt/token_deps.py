@@ -2,11 +2,14 @@
 tokenizer.model without a tokenizer.json (Vicuna v1.3, the Llama 2 generation) is converted at load with
 `sentencepiece` and `protobuf` (transformers 5.25 and 4.57 alike); without either, transformers 5 logs a paragraph and
 falls back to reading the file as tiktoken's, failing with "`tiktoken` is required", a package that would not help.
+Such a folder converted at load is read in the `legacy` way its tokenizer_config.json names, and one naming none
+(Vicuna's) is read in transformers 4's way (`sentencepiece_reading`).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 # module -> its pip name: what reads a SentencePiece tokenizer.model
@@ -48,3 +51,19 @@ def sentencepiece_refusal(folder) -> str | None:
         return None
     return (f"the tokenizer in {folder} is a SentencePiece tokenizer.model without a tokenizer.json, which transformers "
             f"reads with sentencepiece and protobuf ({' and '.join(missing)} not installed): run `{SENTENCEPIECE_INSTALL}`")
+
+
+def sentencepiece_reading(folder) -> dict:
+    """from_pretrained's keyword arguments for the folder's tokenizer: {"legacy": True} for a SentencePiece-only
+    folder (`is_sentencepiece_only`) whose tokenizer_config.json sets no `legacy`, else none. Unset, transformers 4
+    (TensorRT-LLM 1.2 pins 4.57, so trtllm-serve) reads it as legacy, transformers 5 as not, and the two tokenize
+    the text after a special token differently: Vicuna's "<s>A chat" gives "<s>", "▁A" in 4 (as its FastChat
+    training tokenized it), "<s>", "A" in 5, and "</s>USER:" loses its "▁" likewise. A drafter trained under one
+    and served under the other learnt prompts the base never sees."""
+    if not is_sentencepiece_only(folder):
+        return {}
+    try:
+        config = json.loads((Path(folder) / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}  # no config that reads: transformers says why, or reads the model alone
+    return {"legacy": True} if isinstance(config, dict) and "legacy" not in config else {}

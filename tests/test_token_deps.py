@@ -84,3 +84,15 @@ def test_a_module_whose_parent_package_is_missing_is_not_installed():
     assert not token_deps.installed("redrafter_no_such_package_zz.sub")
     assert not token_deps.installed("redrafter_no_such_package_zz")
     assert token_deps.installed("json.decoder")
+
+
+@pytest.mark.parametrize("config, reading", [({"tokenizer_class": "LlamaTokenizer"}, {"legacy": True}),
+                                             ({"legacy": False}, {}), ({"legacy": True}, {}), ("[]", {})])
+def test_a_sentencepiece_model_naming_no_legacy_is_read_as_transformers_4_reads_it(tmp_path, config, reading):
+    """Vicuna's tokenizer_config.json names no `legacy`: transformers 4 (TensorRT-LLM's) reads it as legacy,
+    transformers 5 as not; every command reads it as 4 does (tests/test_vicuna.py: token for token as FastChat)."""
+    folder = save_sentencepiece_folder(tmp_path / "spm")
+    (folder / "tokenizer_config.json").write_text(config if isinstance(config, str) else json.dumps(config))
+    assert token_deps.sentencepiece_reading(folder) == reading
+    (folder / "tokenizer.json").write_text("{}")  # read as it is: its pre-tokenizer says how
+    assert token_deps.sentencepiece_reading(folder) == {}

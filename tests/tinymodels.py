@@ -95,3 +95,38 @@ def lora_merged(tmp_path: Path, base: Path, tensor: str, scale: float = 0.01, na
     tensors[tensor] = (t.float() + scale * t.float().std() * (b @ a)).to(t.dtype)
     save_file(tensors, tuned / "model.safetensors", metadata={"format": "pt"})
     return tuned
+
+
+VICUNA_TEMPLATE = Path(__file__).resolve().parents[1] / "configs" / "chat_templates" / "vicuna_v1.1.jinja"
+
+
+def make_vicuna(folder: Path, vocab_size: int = 512, template: bool = True) -> Path:
+    """A tiny random Llama with a tokenizer folder as Vicuna v1.3's: a real SentencePiece BPE tokenizer.model (byte
+    fallback, split digits, <unk> <s> </s> at 0-2, as Llama's; trained here on the package's prompts) and Vicuna's
+    tokenizer_config.json (LlamaTokenizer, add_bos_token), no tokenizer.json. template: the repository's Vicuna
+    template (configs/chat_templates) copied in as chat_template.jinja, as the README says; else no chat template."""
+    import io
+
+    import sentencepiece
+
+    from redrafter_trt.train.quickstart import TASK_PROMPTS, packaged
+
+    text = [json.loads(line)["prompt"] for line in packaged(TASK_PROMPTS).read_text().splitlines()]
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(text), model_writer=model, vocab_size=vocab_size, model_type="bpe", byte_fallback=True,
+        split_digits=True, character_coverage=1.0, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, num_threads=1,
+        remove_extra_whitespaces=False, normalization_rule_name="identity", minloglevel=2)
+    folder = make_hf(folder, "llama", vocab_size=vocab_size, bos_token_id=1, eos_token_id=2)
+    (folder / "tokenizer.model").write_bytes(model.getvalue())
+    special = {name: {"__type": "AddedToken", "content": text, "lstrip": False, "normalized": True, "rstrip": False,
+                      "single_word": False} for name, text in (("bos_token", "<s>"), ("eos_token", "</s>"),
+                                                                 ("unk_token", "<unk>"))}
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"add_bos_token": True, "add_eos_token": False, "clean_up_tokenization_spaces": False,
+         "model_max_length": 2048, "pad_token": None, "sp_model_kwargs": {}, "tokenizer_class": "LlamaTokenizer",
+         **special}, indent=2))
+    (folder / "generation_config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}))
+    if template:
+        (folder / "chat_template.jinja").write_text(VICUNA_TEMPLATE.read_text())
+    return folder

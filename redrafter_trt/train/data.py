@@ -248,9 +248,13 @@ def encode_answers(tokenizer, conv: Conversation, max_len: int, rendered: Render
 
 
 def _check_template(tokenizer) -> None:
+    """A ConfigError where the tokenizer has no chat template, saying where one goes: the folder's
+    chat_template.jinja, and Vicuna's (whose Hugging Face folders ship none) in the repository's configs."""
     if not getattr(tokenizer, "chat_template", None):
-        raise ConfigError("the base tokenizer has no chat template: train a drafter for a chat/instruct model, "
-                          "or add a chat_template to its tokenizer_config.json")
+        folder = tokenizer.name_or_path
+        raise ConfigError(f"the base tokenizer has no chat template: train a drafter for a chat/instruct model, or "
+                          f"write its chat template to {folder}/chat_template.jinja (for Vicuna, from redrafter-trt's "
+                          f"repository: cp configs/chat_templates/vicuna_v1.1.jinja {folder}/chat_template.jinja)")
 
 
 def _unlocated(conv: Conversation) -> ConfigError:
@@ -409,8 +413,7 @@ def _as_alone(tokenizer, text: str, cut: int, ids: list[int], starts: list[int],
 def prompt_ids(tokenizer, conv: Conversation, max_len: int | None = None) -> list[int]:
     """Token ids of the conversation's prompt with the assistant header, ready for generation; cut to max_len by
     `cut_middle`."""
-    if not getattr(tokenizer, "chat_template", None):
-        raise ConfigError("the base tokenizer has no chat template: train a drafter for a chat/instruct model")
+    _check_template(tokenizer)
     _, text = _as_template_takes(tokenizer, conv, conv.prompt_messages(), add_generation_prompt=True)
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     return ids if max_len is None else cut_middle(ids, max_len)
