@@ -12,9 +12,15 @@ DRAFTER=${DRAFTER:-models/vicuna-7b-v1.3-redrafter}
 WORK=${WORK:-work/vicuna-7b-v1.3}
 PRESET=$(cd "$(dirname "$0")/.." && pwd)/configs/vicuna-7b-v1.3.yaml
 
-# No ReDrafter drafter is published for this model: train one first with Apple's ml-recurrent-drafter recipe (as the
-# preset says). `redrafter-trt train` renders prompts through the tokenizer's chat template, which Vicuna v1.3 lacks
-# (it refuses such a base): add Vicuna's template to its tokenizer_config.json first, then (README, "Train a drafter")
+# Vicuna v1.3 ships no chat template: its format (FastChat's vicuna_v1.1) goes into the base's folder, where every
+# command and trtllm-serve read it (README, "Vicuna and other bases without a chat template").
+TEMPLATE=$(cd "$(dirname "$0")/.." && pwd)/configs/chat_templates/vicuna_v1.1.jinja
+if [ ! -e "$BASE/chat_template.jinja" ]; then
+    cp "$TEMPLATE" "$BASE/chat_template.jinja"
+    echo "wrote $BASE/chat_template.jinja (Vicuna's chat format)"
+fi
+
+# No ReDrafter drafter is published for this model: train one first on Vicuna's own answers (README, "Train a drafter")
 #   redrafter-trt train --base models/vicuna-7b-v1.3 --data prompts.jsonl --distill --device cuda --output models/vicuna-7b-v1.3-redrafter
 
 redrafter-trt convert --config "$PRESET" \
@@ -25,9 +31,9 @@ redrafter-trt build --config "$PRESET" \
 
 redrafter-trt run --config "$PRESET" \
     --engine-dir "$WORK/engine" --tokenizer-dir "$BASE" \
-    --input-text "A chat between a curious user and an artificial intelligence assistant. USER: What is speculative decoding? ASSISTANT:"
+    --input-text "What is speculative decoding?"
 
-# Serve it over HTTP (OpenAI-style /v1/completions on port 8000; Vicuna v1.3 has no chat template for /v1/chat/completions):
+# Serve it over HTTP (OpenAI-style /v1/chat/completions and /v1/completions on port 8000):
 #   redrafter-trt serve --config configs/vicuna-7b-v1.3.yaml
 # from the repository root, where the preset finds the engine and the tokenizer (with WORK or BASE set, add
 # --engine-dir "$WORK/engine" --tokenizer-dir "$BASE" with their values).
