@@ -179,3 +179,16 @@ def test_training_a_base_without_a_chat_template_names_vicunas(tmp_path):
                      "--cache-dir", tmp_path / "cache")
     assert_one_line_error(result, "the base tokenizer has no chat template",
                           f"cp configs/chat_templates/vicuna_v1.1.jinja {base}/chat_template.jinja")
+
+
+def test_a_special_token_the_sentencepiece_model_lacks_is_named(vicuna, checkpoint, tmp_path):
+    """Without a tokenizer.json, a special token transformers adds at load (a pad_token "<pad>" that the
+    SentencePiece model lacks) is told by its id: the next one, the model's vocab_size, a row it has not."""
+    import shutil
+
+    folder = shutil.copytree(vicuna, tmp_path / "padded", ignore=shutil.ignore_patterns("*.safetensors"))
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "pad_token": "<pad>"}))
+    result = run_cli("run", "--checkpoint-dir", checkpoint, "--tokenizer-dir", folder, "--input-text", "Hi")
+    assert_one_line_error(result, f"the tokenizer in {folder} has pad_token '<pad>', which is not in its vocabulary "
+                          "(transformers added it as token 512, past the model's vocab_size 512)")
