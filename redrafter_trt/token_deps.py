@@ -2,14 +2,12 @@
 tokenizer.model without a tokenizer.json (Vicuna v1.3, the Llama 2 generation) is converted at load with
 `sentencepiece` and `protobuf` (transformers 5.25 and 4.57 alike); without either, transformers 5 logs a paragraph and
 falls back to reading the file as tiktoken's, failing with "`tiktoken` is required", a package that would not help.
-Such a folder converted at load is read in the `legacy` way its tokenizer_config.json names, and one naming none
-(Vicuna's) is read in transformers 4's way (`sentencepiece_reading`).
+Such a folder is read as TensorRT-LLM reads it, whatever transformers is installed (`sentencepiece_reading`).
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 
 # module -> its pip name: what reads a SentencePiece tokenizer.model
@@ -54,16 +52,12 @@ def sentencepiece_refusal(folder) -> str | None:
 
 
 def sentencepiece_reading(folder) -> dict:
-    """from_pretrained's keyword arguments for the folder's tokenizer: {"legacy": True} for a SentencePiece-only
-    folder (`is_sentencepiece_only`) whose tokenizer_config.json sets no `legacy`, else none. Unset, transformers 4
-    (TensorRT-LLM 1.2 pins 4.57, so trtllm-serve) reads it as legacy, transformers 5 as not, and the two tokenize
-    the text after a special token differently: Vicuna's "<s>A chat" gives "<s>", "▁A" in 4 (as its FastChat
-    training tokenized it), "<s>", "A" in 5, and "</s>USER:" loses its "▁" likewise. A drafter trained under one
-    and served under the other learnt prompts the base never sees."""
-    if not is_sentencepiece_only(folder):
-        return {}
-    try:
-        config = json.loads((Path(folder) / "tokenizer_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}  # no config that reads: transformers says why, or reads the model alone
-    return {"legacy": True} if isinstance(config, dict) and "legacy" not in config else {}
+    """from_pretrained's keyword arguments for the folder's tokenizer: {"legacy": False} for a SentencePiece-only
+    folder (`is_sentencepiece_only`), else none. TensorRT-LLM passes legacy=False for every tokenizer (run.py's
+    load_tokenizer, trtllm-serve's tokenizer_factory), and it decides how such a folder is converted: the text after
+    a special token without SentencePiece's "▁" ("<s>A" gives "<s>", "A"). Without it, transformers 4 (TensorRT-LLM
+    1.2 pins 4.57) reads a folder naming no `legacy` (Vicuna's) as legacy, transformers 5 as not: a drafter trained
+    under one would learn prompts the engine, served under the other, never sees. A folder with a tokenizer.json is
+    read as it is (transformers 4's fast tokenizer follows that file, TensorRT-LLM's legacy=False there changing
+    nothing)."""
+    return {"legacy": False} if is_sentencepiece_only(folder) else {}

@@ -76,25 +76,35 @@ def conversation(turns: list[str]):
 @pytest.mark.parametrize("turns", [["Hello"], ["What is 12 times 7?"], ["Hi there", "Hello! How can I help?", "Oops"]])
 def test_the_template_writes_apples_vicuna_prompt_token_for_token(vicuna, tokenizer, turns):
     """The prompt train distills from and bench, run and serve send (the template's text tokenized without added
-    specials: the template writes <s>) is Apple's prompt as FastChat tokenized it to train Vicuna."""
+    specials: the template writes <s>), a later turn's prompt and a whole conversation are Apple's text as FastChat
+    tokenized it to train Vicuna (legacy), read as TensorRT-LLM reads the tokenizer (not legacy): the template's text
+    is FastChat's with a space after <s> and after </s>, where legacy SentencePiece put its "▁"."""
     from redrafter_trt.train.data import prompt_ids
+
+    def messages(turns):
+        return [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(turns)]
+
+    def ids(text):
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
 
     apple = fastchat_ids(vicuna, apple_vicuna_prompt(turns[:1], add_generation_prompt=True))
     assert prompt_ids(tokenizer, conversation(turns[:1])) == apple
+    asked = tokenizer.apply_chat_template(messages(turns), tokenize=False, add_generation_prompt=True)
+    assert ids(asked) == fastchat_ids(vicuna, apple_vicuna_prompt(turns) + "ASSISTANT:")
     whole = turns if len(turns) % 2 == 0 else [*turns, "Fine."]
-    rendered = tokenizer.apply_chat_template([{"role": "user" if i % 2 == 0 else "assistant", "content": t}
-                                              for i, t in enumerate(whole)], tokenize=False)
-    assert rendered == "<s>" + apple_vicuna_prompt(whole)
-    assert tokenizer(rendered, add_special_tokens=False)["input_ids"] == fastchat_ids(vicuna, apple_vicuna_prompt(whole))
+    rendered = tokenizer.apply_chat_template(messages(whole), tokenize=False)
+    assert rendered == "<s> " + apple_vicuna_prompt(whole).replace("</s>USER", "</s> USER")
+    assert ids(rendered) == fastchat_ids(vicuna, apple_vicuna_prompt(whole))
 
 
-def test_a_system_message_replaces_vicunas_and_other_roles_are_refused(tokenizer):
+def test_a_system_message_replaces_vicunas_and_other_roles_are_refused(vicuna, tokenizer):
     """As FastChat's conversation: the system message in place of Vicuna's own, a space after it."""
     from jinja2 import TemplateError
 
     text = tokenizer.apply_chat_template([{"role": "system", "content": "Be brief."},
                                           {"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
-    assert text == "<s>Be brief. USER: Hi ASSISTANT:"
+    assert text == "<s> Be brief. USER: Hi ASSISTANT:"
+    assert tokenizer(text, add_special_tokens=False)["input_ids"] == fastchat_ids(vicuna, "Be brief. USER: Hi ASSISTANT:")
     with pytest.raises(TemplateError, match="Vicuna takes turns user, assistant"):
         tokenizer.apply_chat_template([{"role": "assistant", "content": "Hi"}], tokenize=False)
 
