@@ -105,8 +105,9 @@ def test_a_system_message_replaces_vicunas_and_other_roles_are_refused(vicuna, t
                                           {"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
     assert text == "<s> Be brief. USER: Hi ASSISTANT:"
     assert tokenizer(text, add_special_tokens=False)["input_ids"] == fastchat_ids(vicuna, "Be brief. USER: Hi ASSISTANT:")
-    with pytest.raises(TemplateError, match="Vicuna takes turns user, assistant"):
-        tokenizer.apply_chat_template([{"role": "assistant", "content": "Hi"}], tokenize=False)
+    for roles in (["assistant"], ["user", "tool"], ["user", "system"], ["user", "user"]):
+        with pytest.raises(TemplateError, match="Vicuna takes turns user, assistant"):
+            tokenizer.apply_chat_template([{"role": role, "content": "Hi"} for role in roles], tokenize=False)
 
 
 def test_train_learns_each_answer_and_its_end_as_apples_vicuna_labels(vicuna, tokenizer):
