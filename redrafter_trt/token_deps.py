@@ -2,7 +2,7 @@
 tokenizer.model without a tokenizer.json (Vicuna v1.3, the Llama 2 generation) is converted at load with
 `sentencepiece` and `protobuf` (transformers 5.25 and 4.57 alike); without either, transformers 5 logs a paragraph and
 falls back to reading the file as tiktoken's, failing with "`tiktoken` is required", a package that would not help.
-Such a folder is read as TensorRT-LLM reads it, whatever transformers is installed (`sentencepiece_reading`).
+How it is then read is `token_reading`'s.
 """
 
 from __future__ import annotations
@@ -50,14 +50,3 @@ def sentencepiece_refusal(folder) -> str | None:
     return (f"the tokenizer in {folder} is a SentencePiece tokenizer.model without a tokenizer.json, which transformers "
             f"reads with sentencepiece and protobuf ({' and '.join(missing)} not installed): run `{SENTENCEPIECE_INSTALL}`")
 
-
-def sentencepiece_reading(folder) -> dict:
-    """from_pretrained's keyword arguments for the folder's tokenizer: {"legacy": False} for a SentencePiece-only
-    folder (`is_sentencepiece_only`), else none. TensorRT-LLM passes legacy=False for every tokenizer (run.py's
-    load_tokenizer, trtllm-serve's tokenizer_factory), and it decides how such a folder is converted: the text after
-    a special token without SentencePiece's "▁" ("<s>A" gives "<s>", "A"). Without it, transformers 4 (TensorRT-LLM
-    1.2 pins 4.57) reads a folder naming no `legacy` (Vicuna's) as legacy, transformers 5 as not: a drafter trained
-    under one would learn prompts the engine, served under the other, never sees. A folder with a tokenizer.json is
-    read as it is (transformers 4's fast tokenizer follows that file, TensorRT-LLM's legacy=False there changing
-    nothing)."""
-    return {"legacy": False} if is_sentencepiece_only(folder) else {}

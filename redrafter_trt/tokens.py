@@ -445,14 +445,15 @@ def auto_tokenizer(folder, template_kwargs: dict | None = None):
     transformers reads it: it printed a warning of its own above the error (a drafter's config.json: 'You are using
     a model of type `recurrent_drafting_drafter`...') and its reason named nothing ("... from one of: "). A
     SentencePiece tokenizer.model alone, with sentencepiece or protobuf missing, is a DependencyError naming them; with
-    them, it is read as TensorRT-LLM reads it (`token_deps.sentencepiece_reading`)."""
+    them, it is read as TensorRT-LLM reads it, as is a Llama 2 tokenizer.json (`token_reading`)."""
     # a name without a wildcard as it is: glob (3.11) leaves out a link to nothing
     files = [path for name in TOKENIZER_FILES for path in (Path(folder).glob(name) if "*" in name else
                                                            [Path(folder) / name])]
     if not any(path.is_file() for path in files):  # a link to nothing named only then: transformers skips one
         raise TokenizerError(next(filter(None, map(dangling_link, files)), None) or
                              f"it holds none of {', '.join(TOKENIZER_FILES)}")
-    from .token_deps import sentencepiece_reading, sentencepiece_refusal
+    from .token_deps import sentencepiece_refusal
+    from .token_reading import file_pipeline, sentencepiece_reading
 
     if why := sentencepiece_refusal(folder):  # before transformers logs its paragraph and blames tiktoken
         raise DependencyError(why)
@@ -466,6 +467,7 @@ def auto_tokenizer(folder, template_kwargs: dict | None = None):
             load = transformers.PreTrainedTokenizerFast
     try:
         tokenizer = load.from_pretrained(folder, **sentencepiece_reading(folder))
+        file_pipeline(tokenizer, folder)
         tokenizer("ReDrafter")  # now, before any weights load: a model_max_length written as text fails every encoding
     except Exception as e:  # noqa: BLE001 - whatever transformers or tokenizers raise reading the user's files: an
         # OSError or ValueError for missing files, an ImportError (transformers 4 falling back to SentencePiece), a

@@ -84,14 +84,3 @@ def test_a_module_whose_parent_package_is_missing_is_not_installed():
     assert not token_deps.installed("redrafter_no_such_package_zz.sub")
     assert not token_deps.installed("redrafter_no_such_package_zz")
     assert token_deps.installed("json.decoder")
-
-
-@pytest.mark.parametrize("config", [{"tokenizer_class": "LlamaTokenizer"}, {"legacy": True}, {"legacy": False}])
-def test_a_sentencepiece_model_is_read_as_tensorrt_llm_reads_it(tmp_path, config):
-    """TensorRT-LLM passes legacy=False for every tokenizer, whatever its tokenizer_config.json says: a SentencePiece
-    model alone is converted so by every command (tests/test_vicuna.py: Vicuna's tokens, under transformers 4 and 5)."""
-    folder = save_sentencepiece_folder(tmp_path / "spm")
-    (folder / "tokenizer_config.json").write_text(json.dumps(config))
-    assert token_deps.sentencepiece_reading(folder) == {"legacy": False}
-    (folder / "tokenizer.json").write_text("{}")  # read as it is: that file's normalizer decides
-    assert token_deps.sentencepiece_reading(folder) == {}
