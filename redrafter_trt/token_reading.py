@@ -23,7 +23,9 @@ from pathlib import Path
 from .token_deps import is_sentencepiece_only
 
 log = logging.getLogger(__name__)
-PIPELINE = ("normalizer", "pre_tokenizer")  # what turns text into pieces: transformers 5 rebuilds these
+# what turns text into pieces and pieces into text, which transformers 5 may rebuild; not the post-processor, which
+# both 4 and 5 rebuild from tokenizer_config.json's add_bos_token / add_eos_token
+PIPELINE = ("normalizer", "pre_tokenizer", "decoder")
 
 
 def sentencepiece_reading(folder) -> dict:
@@ -34,8 +36,8 @@ def sentencepiece_reading(folder) -> dict:
 
 
 def file_pipeline(tokenizer, folder) -> None:
-    """Puts the folder's tokenizer.json normalizer and pre-tokenizer back into the loaded tokenizer's backend where
-    they differ (transformers 5's LlamaTokenizer replaces a Llama 2 file's Prepend("▁") normalizer with a Metaspace
+    """Puts the folder's tokenizer.json normalizer, pre-tokenizer and decoder back into the loaded tokenizer's backend
+    where they differ (transformers 5's LlamaTokenizer replaces a Llama 2 file's Prepend("▁") normalizer with a Metaspace
     pre-tokenizer of its own): the file as transformers 4, and so TensorRT-LLM, reads it. A folder without a
     tokenizer.json the `tokenizers` library reads, or a tokenizer without a backend, is left as loaded."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
