@@ -1,7 +1,7 @@
 """Vicuna, the ReDrafter paper's base, from its own kind of folder: SentencePiece's tokenizer.model alone (read with
 sentencepiece and protobuf) and no chat template, made whole by the repository's configs/chat_templates/vicuna_v1.1.jinja.
-The template writes Apple's `vicuna_prompt` (ml-recurrent-drafter, recurrent_drafting/chat.py) token for token;
-train learns each answer and its </s> as Apple's `vicuna_labels` do; a drafter trained from it is converted, and run
+The template's tokens are Apple's `vicuna_prompt` (ml-recurrent-drafter, recurrent_drafting/chat.py) as FastChat
+tokenized it; train learns each answer and its </s> as Apple's `vicuna_labels` do; a drafter trained from it is converted, and run
 and serve answer as transformers' greedy generate does."""
 
 from __future__ import annotations
@@ -73,7 +73,8 @@ def conversation(turns: list[str]):
                                               for i, t in enumerate(turns)]})
 
 
-@pytest.mark.parametrize("turns", [["Hello"], ["What is 12 times 7?"], ["Hi there", "Hello! How can I help?", "Oops"]])
+@pytest.mark.parametrize("turns", [["Hello"], ["What is 12 times 7?"], ["Hi there", "Hello! How can I help?", "Oops"],
+                                   [" Hi\n", "\tHello ", " x"]])
 def test_the_template_writes_apples_vicuna_prompt_token_for_token(vicuna, tokenizer, turns):
     """The prompt train distills from and bench, run and serve send (the template's text tokenized without added
     specials: the template writes <s>), a later turn's prompt and a whole conversation are Apple's text as FastChat
@@ -105,6 +106,9 @@ def test_a_system_message_replaces_vicunas_and_other_roles_are_refused(vicuna, t
                                           {"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
     assert text == "<s> Be brief. USER: Hi ASSISTANT:"
     assert tokenizer(text, add_special_tokens=False)["input_ids"] == fastchat_ids(vicuna, "Be brief. USER: Hi ASSISTANT:")
+    text = tokenizer.apply_chat_template([{"role": "system", "content": " Be brief. "},
+                                          {"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
+    assert tokenizer(text, add_special_tokens=False)["input_ids"] == fastchat_ids(vicuna, " Be brief.  USER: Hi ASSISTANT:")
     for roles in (["assistant"], ["user", "tool"], ["user", "system"], ["user", "user"]):
         with pytest.raises(TemplateError, match="Vicuna takes turns user, assistant"):
             tokenizer.apply_chat_template([{"role": role, "content": "Hi"} for role in roles], tokenize=False)
