@@ -70,3 +70,17 @@ def test_a_tokenizer_whose_pipeline_is_its_files_is_left_alone(smollm2, caplog):
     with caplog.at_level(logging.INFO, logger=token_reading.__name__):
         tok = auto_tokenizer(smollm2)
     assert not caplog.records and tok("Hello world")["input_ids"]
+
+
+def test_the_files_decoder_decodes(tmp_path):
+    """A tokenizer.json whose decoder keeps the "▁" opening the text (no Strip) decodes as written, as transformers 4
+    decodes it (transformers 5's LlamaTokenizer builds a decoder that strips it)."""
+    from tokenizers import Tokenizer, decoders
+
+    folder = llama2_folder(tmp_path / "llama2", keep_model=False)
+    written = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    written.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+    written.save(str(folder / "tokenizer.json"))
+    tok = auto_tokenizer(folder)
+    ids = tok("Hello world", add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids) == written.decode(ids) == " Hello world"
