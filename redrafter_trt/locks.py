@@ -1,5 +1,6 @@
 """Whole-file locks (flock) on descriptors, for the folders runs share (the training cache's): `lock_shared` while a
-run uses something, `try_lock_exclusive` before removing what no run may be using; and `holding`, a lock file one run
+run uses something, `try_lock_exclusive` before removing what no run may be using, `lock_exclusive` to take turns
+at a task done once for all (identifying a base); and `holding`, a lock file one run
 holds while it writes something no other run may write at once (train's output and its state).
 
 Where there are none they raise OSError, as on a file system without locks (some FUSE mounts), which the callers read
@@ -22,21 +23,27 @@ except ImportError:  # Windows
     fcntl = None
 
 
-def _flock(fd: int, exclusive: bool) -> None:
+def _flock(fd: int, operation: str) -> None:
     if fcntl is None:
         raise OSError(errno.ENOTSUP, "no file locks on this platform (no fcntl)")
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB if exclusive else fcntl.LOCK_SH)
+    fcntl.flock(fd, {"shared": fcntl.LOCK_SH, "exclusive": fcntl.LOCK_EX,
+                     "exclusive now": fcntl.LOCK_EX | fcntl.LOCK_NB}[operation])
 
 
 def lock_shared(fd: int) -> None:
     """Hold `fd`'s file shared (waits while a run holds it exclusively); OSError where there are no locks."""
-    _flock(fd, exclusive=False)
+    _flock(fd, "shared")
+
+
+def lock_exclusive(fd: int) -> None:
+    """Hold `fd`'s file exclusively (waits while another holds it); OSError where there are no locks."""
+    _flock(fd, "exclusive")
 
 
 def try_lock_exclusive(fd: int) -> None:
     """Hold `fd`'s file exclusively, now or never: BlockingIOError while a run holds it, OSError where there are no
     locks."""
-    _flock(fd, exclusive=True)
+    _flock(fd, "exclusive now")
 
 
 class LockHeld(Exception):

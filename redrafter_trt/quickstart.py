@@ -191,10 +191,10 @@ def recipe_id(cfg) -> str:
     training option, the base (`base_id`), the data files' contents and this package's version. A drafter or an
     interrupted run's state from another recipe id is never reused."""
     from . import __version__
-    from .train.dataset import base_id
+    from .train.baseid import base_id
 
     options = {k: str(v) for k, v in sorted(vars(cfg).items()) if k not in NOT_RECIPE}
-    digest = hashlib.sha1(json.dumps([__version__, base_id(cfg.base), options]).encode())
+    digest = hashlib.sha1(json.dumps([__version__, base_id(cfg.base, cfg.cache_dir), options]).encode())
     for path in cfg.data:
         digest.update(Path(path).read_bytes())
     return f"{RECIPE}-{digest.hexdigest()[:12]}"

@@ -130,3 +130,12 @@ def make_vicuna(folder: Path, vocab_size: int = 512, template: bool = True) -> P
     if template:
         (folder / "chat_template.jinja").write_text(VICUNA_TEMPLATE.read_text())
     return folder
+
+
+def resaved(weights: Path) -> None:
+    """The safetensors file `weights` as a base re-saved with one value changed: the lowest bit of its first tensor's
+    first byte flipped (float32, float16 and bfloat16 store that byte first: a value a little off, never inf or NaN),
+    the size the same."""
+    data = bytearray(weights.read_bytes())
+    data[8 + int.from_bytes(data[:8], "little")] ^= 1
+    weights.write_bytes(bytes(data))

@@ -4,11 +4,14 @@ and their hidden states, `hidden-BASE-DTYPE-KEY/` folders of teacher-forced hidd
 sessions 44 and 45, still read: `hidden-KEY.safetensors`, `teacher-KEY.safetensors`).
 Everything in it is recomputed when missing, so deleting any of it is safe between runs.
 
-Each entry belongs to one base id (dataset.base_id: the base's config, weight files and tokenizer): a folder names
-it, the files carry it in their safetensors metadata (`base_id`). `bases/ID.txt` lists the base folders
+Each entry belongs to one base id (baseid.base_id: the contents of the base's config, weight files and tokenizer): a
+folder names it, the files carry it in their safetensors metadata (`base_id`). `bases/ID.txt` lists the base folders
 that used an id; a run holds `bases/ID.lock` shared while it reads and writes the id's entries. When every folder listed
 for an id now has another id (re-saved, fixed: its entries can never be read again for them), a run on one of those
-folders removes the id's entries once its own drafter is written, unless a run holds the lock.
+folders removes the id's entries once its own drafter is written, unless a run holds the lock. The answers cached
+under the id versions up to 0.1.0 gave a base (baseid.stat_id) are adopted under its id when it is identified, before
+any of this: the old id's other entries (hidden states, soft targets, keyed by it) are then pruned as superseded.
+`bases/digests.json` is baseid's memo of weight files' digests.
 """
 
 from __future__ import annotations
@@ -57,6 +60,28 @@ def using(cache_dir: Path, base: Path, ident: str) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+def adopt(cache_dir: Path, old: str, ident: str) -> None:
+    """The answers cached under a base's id of versions up to 0.1.0 (`old`, baseid.stat_id: the base as it was when
+    they were written), renamed to its id `ident`: hours of distilling, not done again for a new way of naming the
+    same base. Left where a run holds the old id (one of an earlier version, using them) or `ident` has its own."""
+    cache_dir = Path(cache_dir)
+    folders = [p for p in cache_dir.glob(f"distill-{old}-*") if p.is_dir()] if old != ident else []
+    if not folders:
+        return
+    fd = _lock(cache_dir, old)
+    try:
+        try_lock_exclusive(fd)
+        for folder in folders:
+            to = cache_dir / folder.name.replace(old, ident, 1)
+            if not to.exists():
+                os.rename(folder, to)
+                log.info("cached answers %s (named as versions up to 0.1.0 named the base) are now %s", folder, to)
+    except OSError:  # in use, or a file system without locks; renamed meanwhile by another run: left as they are
+        pass
+    finally:
+        os.close(fd)
+
+
 def _listed(listing: Path) -> list[str]:
     try:
         return [line for line in listing.read_text().splitlines() if line]
@@ -64,13 +89,13 @@ def _listed(listing: Path) -> list[str]:
         return []
 
 
-def _superseded(listed: list[str], ident: str) -> bool:
+def _superseded(cache_dir: Path, listed: list[str], ident: str) -> bool:
     """Whether every base folder listed for `ident` now has another id (one gone or unreadable, an unmounted disk,
-    may come back as it was: kept)."""
-    from .dataset import base_id
+    may come back as it was: kept). Each identified in `cache_dir` (base_id): its answers under an old id adopted."""
+    from .baseid import base_id
 
     try:
-        return bool(listed) and all(base_id(Path(path)) != ident for path in listed)
+        return bool(listed) and all(base_id(Path(path), cache_dir) != ident for path in listed)
     except OSError:
         return False
 
@@ -92,7 +117,7 @@ def prune_superseded(cache_dir: Path, base: Path) -> None:
     cache_dir, resolved = Path(cache_dir), str(base.resolve())
     for listing in sorted((cache_dir / REGISTRY).glob("*.txt")):
         ident, listed = listing.stem, _listed(listing)
-        if resolved not in listed or not _superseded(listed, ident):
+        if resolved not in listed or not _superseded(cache_dir, listed, ident):
             continue
         fd = _lock(cache_dir, ident)
         try:

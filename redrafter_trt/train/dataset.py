@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
 import random
@@ -17,6 +16,7 @@ import torch
 from ..errors import ConfigError
 from ..plural import counted
 from ..tokens import shows_tools, writes_tool_calls
+from .baseid import base_id
 from .cache import using
 from .chunks import dtype_name
 from .config import TrainConfig
@@ -36,40 +36,15 @@ SHORT = {False: "their prompt (after the chat template) fills --max-seq-len {n},
 # where the base answers with a stop token at once (prompts are cut to leave room for 2 answer tokens, so only that)
 STOPS_AT_ONCE_FIX = "check its chat template and the eos_token_id of its generation_config.json and tokenizer"
 
-# chat_template.jinja: where transformers 5 (and 4.43 on) saves the chat template, no longer in tokenizer_config.json
-TOKENIZER_FILES = ("generation_config.json", "tokenizer_config.json", "tokenizer.json", "special_tokens_map.json",
-                   "chat_template.jinja", "chat_template.json")
-# what transformers builds the tokenizer from where a folder has no tokenizer.json (SentencePiece, byte-level BPE,
-# Mistral's formats); with one, they are not read, and left out of the key (caches keyed before stay valid)
-VOCAB_FILES = ("tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json", "tekken.json", "tokenizer.model.v*")
-
-
-def base_id(base: Path) -> str:
-    """Identifies the base for cache keys: its config, the sizes and times of its weight files, and the contents of
-    its tokenizer and generation config (the stop tokens that end a distilled answer, the chat template; without a
-    tokenizer.json, the vocabulary files the tokenizer is built from). Times to the nanosecond: in whole seconds,
-    two bases of the same shapes and tokenizer written within one second were one base (a review: a --resume on the
-    other went on with the first one's state and cached hidden states)."""
-    parts = [(base / "config.json").read_text()]
-    for f in sorted(base.glob("*.safetensors")) + sorted(base.glob("*.bin")):
-        st = f.stat()
-        parts.append(f"{f.name}:{st.st_size}:{st.st_mtime_ns}")
-    parts += [f"{name}:{hashlib.sha1((base / name).read_bytes()).hexdigest()}" for name in TOKENIZER_FILES
-              if (base / name).is_file()]
-    if not (base / "tokenizer.json").is_file():
-        parts += [f"{f.name}:{hashlib.sha1(f.read_bytes()).hexdigest()}" for pattern in VOCAB_FILES
-                  for f in sorted(base.glob(pattern)) if f.is_file()]
-    return hashlib.sha1(json.dumps(parts).encode()).hexdigest()[:16]
-
-
-def base_key(base: Path, dtype: torch.dtype) -> str:
-    """Cache key of what the base computes in `dtype` (answers and hidden states differ between dtypes)."""
-    return f"{base_id(base)}-{dtype_name(dtype)}"
+def base_key(base: Path, dtype: torch.dtype, cache_dir: Path) -> str:
+    """Cache key of what the base computes in `dtype` (answers and hidden states differ between dtypes), the base
+    identified in the cache folder `cache_dir` (base_id)."""
+    return f"{base_id(base, cache_dir)}-{dtype_name(dtype)}"
 
 
 def distill_folder(cache_dir: Path, base: Path, dtype: torch.dtype) -> Path:
     """Where the base's answers in `dtype` are cached."""
-    return Path(cache_dir) / f"distill-{base_key(base, dtype)}"
+    return Path(cache_dir) / f"distill-{base_key(base, dtype, cache_dir)}"
 
 
 def read_all(cfg: TrainConfig, tokenizer=None, rendered: Rendered | None = None) -> list[Conversation]:
@@ -406,7 +381,7 @@ def _hold(in_use: contextlib.ExitStack | None, cache_dir: Path, base: Path) -> N
     """The base's cache entries in use until `in_use` closes, once the data is known good (a refused run leaves no
     cache folder)."""
     if in_use is not None:
-        in_use.enter_context(using(cache_dir, base, base_id(base)))
+        in_use.enter_context(using(cache_dir, base, base_id(base, cache_dir)))
 
 
 def learnable(ex: Example) -> bool:

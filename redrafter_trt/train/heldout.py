@@ -21,7 +21,8 @@ from ..prompts import take_spread
 from .base import base_tensors, load_tokenizer
 from .data import Example, prompt_ids, read_conversations
 from .cache import prune_superseded, using
-from .dataset import base_id, base_key, distill_folder, distilled_example, learnable
+from .baseid import base_id
+from .dataset import base_key, distill_folder, distilled_example, learnable
 from .distill import distill
 from .features import Features, build_features
 from .objective import Head, drafter_step
@@ -91,7 +92,7 @@ def evaluate_on_prompts(drafter_dir: Path, base: Path, prompts_file: Path, cache
     folder = distill_folder(cache_dir, Path(base), torch.float32)
     progress(f"the base's answers to {counted(len(prompts), 'prompt')}, up to {max_new_tokens} tokens each "
              f"(cached in {folder}), then the drafter's top-1 on them")
-    with using(cache_dir, Path(base), base_id(Path(base))):
+    with using(cache_dir, Path(base), base_id(Path(base), cache_dir)):
         examples, answer_tokens = base_answered(lambda: load_causal_lm(base, torch.float32).eval(), tokenizer,
                                                 prompts, folder, max_new_tokens=max_new_tokens, batch_size=16,
                                                 max_len=max_len)
@@ -99,7 +100,8 @@ def evaluate_on_prompts(drafter_dir: Path, base: Path, prompts_file: Path, cache
             raise ConfigError(f"the base answered every prompt of {prompts_file} with at most one token (a stop token "
                               f"at once): nothing to evaluate the drafter on; check the base's chat template and stop "
                               f"tokens")
-        feats = build_features(examples, k, Path(cache_dir), base_key(Path(base), torch.float32), lambda: None)
+        feats = build_features(examples, k, Path(cache_dir), base_key(Path(base), torch.float32, cache_dir),
+                               lambda: None)
     prune_superseded(cache_dir, Path(base))  # an earlier version's answers, which no base folder can read any more
     embed, _ = base_tensors(Path(base))
     weight = drafter.lm_head[-1].weight.detach()

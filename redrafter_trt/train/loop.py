@@ -146,7 +146,7 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
         refuse_other(cfg, read_state(cfg, mmap=True), {"examples": digest})
         if not cfg.distill:
             refuse_answers_left(held_prompts[:BASE_ANSWERED_PROMPTS])
-    bid = base_key(cfg.base, base_dtype)
+    bid = base_key(cfg.base, base_dtype, cache_dir)
     k = cfg.predict_n
     feats = build_features(train_ex, k, cache_dir, bid, load_model, lambda d, t: report(Progress("hidden", d, t)),
                            device=device, dtype=base_dtype)

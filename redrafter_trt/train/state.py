@@ -26,7 +26,8 @@ from ..locks import LockHeld, holder_name, holding
 from ..plural import are, counted
 from .config import TrainConfig
 from .data import Example
-from .dataset import base_id, dtype_name
+from .baseid import base_id
+from .dataset import dtype_name
 from .objective import Head
 from .torchrun import all_reduce, collective
 
@@ -77,7 +78,7 @@ def resume_options(cfg: TrainConfig, device: torch.device, world: int = 1) -> di
         with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 data.update(block)
-    return {"base": base_id(cfg.base), "batch_size": cfg.batch_size, "seed": cfg.seed,
+    return {"base": base_id(cfg.base, cfg.cache_dir), "batch_size": cfg.batch_size, "seed": cfg.seed,
             "soft_target": cfg.soft_target, "later_sharpness": cfg.later_sharpness, "step_decay": cfg.step_decay,
             "lr": cfg.lr, "train_dtype": dtype_name(cfg.torch_dtype(cfg.train_dtype, device)),
             "train_head": cfg.train_head, "full_vocab": cfg.full_vocab, "max_seq_len": cfg.max_seq_len,

@@ -1,0 +1,189 @@
+"""What identifies a base for train's caches and --resume (train/baseid.py): the contents of its files, not their
+times, so that a base copied or moved to another disk keeps its cached answers and its interrupted run; each weight
+file read once (a memo in the cache folder); the answers cached under the times-based id of versions up to 0.1.0
+adopted."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+
+import pytest
+
+from redrafter_trt.train import baseid, train_drafter
+from redrafter_trt.train.baseid import base_id, stat_id
+from redrafter_trt.train.cache import prune_superseded, using
+from test_train_data import make_chat_base
+from test_train_loop import _answers, _distilled, _interrupted
+from tinymodels import lora_merged, resaved
+
+
+@pytest.fixture(scope="module")
+def chat_base(tmp_path_factory):
+    return make_chat_base(tmp_path_factory.mktemp("chat_base"))
+
+
+@pytest.fixture
+def qa_file(tmp_path):
+    path = tmp_path / "qa.jsonl"
+    path.write_text("\n".join(json.dumps({"question": f"What is {a} plus 2?", "answer": f"{a + 2}."})
+                              for a in range(40)))
+    return path
+
+
+def _touched(folder, seconds=100):
+    """Every file of `folder` with other times, as cp or rsync without -t leave a copy."""
+    for f in folder.iterdir():
+        st = f.stat()
+        os.utime(f, ns=(st.st_atime_ns + seconds * 10 ** 9, st.st_mtime_ns + seconds * 10 ** 9))
+
+
+def _reads(monkeypatch) -> list:
+    """The weight files base_id reads, as it reads them."""
+    read, real = [], baseid._sha256
+    monkeypatch.setattr(baseid, "_sha256", lambda f, advance: read.append(f.name) or real(f, advance))
+    return read
+
+
+def test_a_copied_base_keeps_its_cached_answers_and_its_interrupted_run(chat_base, qa_file, tmp_path):
+    """A base copied to another disk (new times) counted as another base: its answers distilled anew for hours, and
+    --resume refused the copy as another --base."""
+    base, copy = tmp_path / "base", tmp_path / "copy"
+    shutil.copytree(chat_base, base)
+    cfg = _distilled(base, qa_file, tmp_path, max_steps=4, checkpoint_every=2)
+    _interrupted(cfg, 2)
+    answers = _answers(cfg)
+    written = (answers / "answers.jsonl").read_text()
+    shutil.copytree(base, copy)
+    _touched(copy)
+    moved = _distilled(copy, qa_file, tmp_path, max_steps=4, checkpoint_every=2, resume=True)
+    assert _answers(moved) == answers
+    train_drafter(moved)  # resumed, not refused
+    assert (answers / "answers.jsonl").read_text() == written  # nothing answered anew
+    assert [p.name for p in cfg.cache_dir.glob("distill-*")] == [answers.name]
+
+
+def test_an_edited_weight_of_the_same_size_and_time_is_another_base(chat_base, tmp_path):
+    base, cache = tmp_path / "base", tmp_path / "cache"
+    shutil.copytree(chat_base, base)
+    before = base_id(base, cache)
+    weights = base / "model.safetensors"
+    st = weights.stat()
+    resaved(weights)
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert weights.stat().st_size == st.st_size and weights.stat().st_mtime_ns == st.st_mtime_ns
+    assert base_id(base) != before
+    assert base_id(base, cache) == base_id(base) != before  # the memo does not say it is as it was
+
+
+def test_bases_of_the_same_shapes_written_at_once_or_lora_merged_are_other_bases(chat_base, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(chat_base, copy)
+    tuned = lora_merged(tmp_path, copy, "model.layers.0.self_attn.q_proj.weight")
+    other = tmp_path / "other"
+    shutil.copytree(copy, other)
+    resaved(other / "model.safetensors")
+    for f in other.iterdir():  # the very same times: written within one second, or by one cp -p
+        st = (copy / f.name).stat()
+        os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert len({base_id(copy), base_id(tuned), base_id(other)}) == 3
+
+
+def test_each_weight_file_is_read_once_for_a_cache_folder(chat_base, tmp_path, monkeypatch):
+    base, cache = tmp_path / "base", tmp_path / "cache"
+    shutil.copytree(chat_base, base)
+    reads = _reads(monkeypatch)
+    ident = base_id(base, cache)
+    assert reads == ["model.safetensors"]
+    assert base_id(base, cache) == ident and len(reads) == 1  # its stat unchanged: not read again
+    _touched(base)
+    assert base_id(base, cache) == ident and len(reads) == 2  # touched: read again, the same base
+    assert base_id(base, tmp_path / "other cache") == ident and len(reads) == 3  # a memo per cache folder
+
+
+@pytest.mark.parametrize("memo", ["{not json", '["a list"]', '{"/x": "not a list", "/y": [1, 2]}', None])
+def test_a_corrupt_or_unreadable_memo_is_computed_again(chat_base, tmp_path, monkeypatch, memo):
+    base, cache = tmp_path / "base", tmp_path / "cache"
+    shutil.copytree(chat_base, base)
+    ident = base_id(base)
+    path = cache / "bases" / baseid.MEMO
+    path.parent.mkdir(parents=True)
+    if memo is None:
+        path.mkdir()  # neither readable nor replaceable: computed, not remembered
+    else:
+        path.write_text(memo)
+    reads = _reads(monkeypatch)
+    assert base_id(base, cache) == ident and reads == ["model.safetensors"]
+    if memo is not None:
+        assert list(json.loads(path.read_text())) == [str((base / "model.safetensors").resolve())]
+
+
+def test_runs_identifying_a_base_in_one_cache_take_turns(chat_base, tmp_path, monkeypatch):
+    """torchrun's ranks each read the whole base at once (140 GB for a 70B one): one reads while the others wait,
+    then find its digests in the memo."""
+    import fcntl
+
+    base, cache = tmp_path / "base", tmp_path / "cache"
+    shutil.copytree(chat_base, base)
+    (cache / "bases").mkdir(parents=True)
+    reads = _reads(monkeypatch)
+    with open(cache / "bases" / baseid.LOCK, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # one rank identifying it
+        ids = []
+        ranks = [threading.Thread(target=lambda: ids.append(base_id(base, cache))) for _ in range(3)]
+        for rank in ranks:
+            rank.start()
+        time.sleep(0.3)
+        assert not ids and not reads  # waiting
+    for rank in ranks:
+        rank.join()
+    assert len(set(ids)) == 1 and len(ids) == 3 and reads == ["model.safetensors"]
+
+
+def test_stat_id_is_what_version_0_1_0_named_the_base(tmp_path):
+    (tmp_path / "config.json").write_text('{"hidden_size": 8}')
+    (tmp_path / "model.safetensors").write_bytes(b"x" * 10)
+    (tmp_path / "tokenizer.json").write_text("{}")
+    os.utime(tmp_path / "model.safetensors", ns=(1_700_000_000_123_456_789, 1_700_000_000_123_456_789))
+    assert stat_id(tmp_path) == "3b3b282c0d3aaa4d"  # 0.1.0's dataset.base_id of this folder
+
+
+def _old_cache(cache, base):
+    """A cache written by 0.1.0 on `base`: its answers and hidden states under stat_id, the base listed for it."""
+    old = stat_id(base)
+    with using(cache, base, old):
+        (cache / f"distill-{old}-float32").mkdir()
+        (cache / f"distill-{old}-float32" / "answers.jsonl").write_text("{}\n")
+        (cache / f"hidden-{old}-float32-key").mkdir()
+    return old
+
+
+def test_answers_cached_under_the_old_id_are_adopted_and_the_rest_pruned(chat_base, tmp_path):
+    """Upgrading from 0.1.0 once removed every cached answer of an unchanged base as an earlier version's (its id
+    had changed): hours of distilling lost. They are renamed to its new id; the hidden states keyed by the old id
+    (never read again) go as before."""
+    base, cache = tmp_path / "base", tmp_path / "cache"
+    shutil.copytree(chat_base, base)
+    old = _old_cache(cache, base)
+    ident = base_id(base, cache)
+    assert ident != old
+    assert (cache / f"distill-{ident}-float32" / "answers.jsonl").read_text() == "{}\n"
+    assert not (cache / f"distill-{old}-float32").exists()
+    with using(cache, base, ident):
+        pass
+    prune_superseded(cache, base)
+    assert sorted(p.name for p in cache.iterdir()) == ["bases", f"distill-{ident}-float32"]
+
+
+def test_answers_under_the_old_id_that_a_run_uses_are_left(chat_base, tmp_path):
+    base, cache = tmp_path / "base", tmp_path / "cache"
+    shutil.copytree(chat_base, base)
+    old = _old_cache(cache, base)
+    with using(cache, base, old):  # a run of 0.1.0 on it
+        ident = base_id(base, cache)
+        prune_superseded(cache, base)
+    assert (cache / f"distill-{old}-float32").is_dir() and not (cache / f"distill-{ident}-float32").exists()
+    assert base_id(base, cache) == ident and (cache / f"distill-{ident}-float32").is_dir()  # adopted once it is done
