@@ -16,8 +16,9 @@ from click.testing import CliRunner
 from redrafter_trt.cli import main
 from redrafter_trt.io import write_safetensors
 from redrafter_trt.train.cache import prune_superseded, summary, using
-from redrafter_trt.train.dataset import base_id
+from redrafter_trt.train.baseid import base_id
 from test_train_data import make_chat_base
+from tinymodels import resaved
 
 
 def _base(folder):
@@ -124,8 +125,7 @@ def test_train_says_where_the_cache_is_and_removes_an_earlier_bases_entries(tmp_
         assert f"training cache {cache}: " in r.output
     first = sorted(p.name for p in cache.iterdir() if p.name != "bases")
     assert len(first) == 4  # hidden states and soft targets of the reference answers; answers, soft targets
-    weights = base / "model.safetensors"
-    os.utime(weights, (weights.stat().st_atime, weights.stat().st_mtime + 10))  # the base re-saved: another id
+    resaved(base / "model.safetensors")  # the base re-saved with other weights: another id
     for run in runs:
         r = CliRunner().invoke(main, list(map(str, common + run)))
         assert r.exit_code == 0, r.output
@@ -166,7 +166,7 @@ from pathlib import Path
 from redrafter_trt.quickstart import training_api
 from redrafter_trt.train import chunks
 from redrafter_trt.train.cache import prune_superseded, using
-from redrafter_trt.train.dataset import base_id
+from redrafter_trt.train.baseid import base_id
 training_api()  # the training package imports
 base, store = Path({str(base)!r}), Path({str(store)!r})
 with using(store, base, base_id(base)):

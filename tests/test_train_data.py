@@ -431,7 +431,7 @@ def test_native_bfloat16_means_avx512_bf16_or_amx(monkeypatch, avx512_bf16, amx,
 def test_the_cache_key_follows_the_tokenizer_and_generation_config(tmp_path):
     """Fixing a base's stop tokens (generation_config.json) or chat template must redistill, not reuse answers
     that ran past the end of their turn."""
-    from redrafter_trt.train.dataset import base_id
+    from redrafter_trt.train.baseid import base_id
 
     (tmp_path / "config.json").write_text("{}")
     before = base_id(tmp_path)
@@ -464,7 +464,7 @@ def test_the_cache_key_follows_the_vocabulary_files_of_a_base_without_tokenizer_
     """A Qwen2 base without tokenizer.json is tokenized from vocab.json and merges.txt (a SentencePiece one from
     tokenizer.model): editing them kept the cache key, and distilled answers and hidden states of the old tokens were
     reused. With a tokenizer.json they are not read, and do not move the key (caches keyed before stay valid)."""
-    from redrafter_trt.train.dataset import base_id
+    from redrafter_trt.train.baseid import base_id
 
     (tmp_path / "config.json").write_text("{}")
     keys = [base_id(tmp_path)]

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from test_train_data import make_tokenizer
-from tinymodels import make_drafter, make_hf
+from tinymodels import make_drafter, make_hf, resaved
 
 
 @pytest.fixture(scope="module")
@@ -102,11 +102,10 @@ def test_answers_of_one_token_are_a_one_line_error(short_base, tmp_path, monkeyp
 def test_its_cached_answers_are_pruned_when_the_base_changes(short_base, tmp_path):
     """Its distill folder was in no base id's listing (cache.py's bases/ID.txt): a re-saved base left the earlier
     version's answers behind for good, in its own cache folder or train's."""
-    import os
     import shutil
 
     from redrafter_trt.train import heldout
-    from redrafter_trt.train.dataset import base_id
+    from redrafter_trt.train.baseid import base_id
 
     base, cache = tmp_path / "base", tmp_path / "cache"
     shutil.copytree(short_base[0], base)
@@ -115,8 +114,7 @@ def test_its_cached_answers_are_pruned_when_the_base_changes(short_base, tmp_pat
     old = base_id(base)
     assert (cache / "bases" / f"{old}.txt").read_text().splitlines() == [str(base.resolve())]
     assert (cache / f"distill-{old}-float32").is_dir()
-    weights = base / "model.safetensors"
-    os.utime(weights, (weights.stat().st_atime, weights.stat().st_mtime + 10))  # re-saved: another id
+    resaved(base / "model.safetensors")  # re-saved with other weights: another id
     heldout.evaluate_on_prompts(short_base[1], base, prompts, cache, max_new_tokens=8, k=2)
     assert base_id(base) != old and (cache / f"distill-{base_id(base)}-float32").is_dir()
     assert not (cache / f"distill-{old}-float32").exists() and not (cache / "bases" / f"{old}.txt").exists()
@@ -125,7 +123,6 @@ def test_its_cached_answers_are_pruned_when_the_base_changes(short_base, tmp_pat
 def test_a_prune_while_it_reads_its_cached_answers_keeps_them(short_base, tmp_path, monkeypatch):
     """It read its cached answers' hidden states after giving back the cache lock (cache.using): a run on a re-saved
     version of the base, pruning meanwhile, found them unused and deleted them under it."""
-    import os
     import shutil
 
     from redrafter_trt.train import heldout
@@ -136,8 +133,7 @@ def test_a_prune_while_it_reads_its_cached_answers_keeps_them(short_base, tmp_pa
     real = heldout.build_features
 
     def resaved_and_pruned_meanwhile(*a, **k):
-        weights = base / "model.safetensors"
-        os.utime(weights, (weights.stat().st_atime, weights.stat().st_mtime + 10))
+        resaved(base / "model.safetensors")
         prune_superseded(cache, base)  # a run on the new version, finishing as this one reads
         return real(*a, **k)
 
