@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import threading
 import time
 
 import pytest
+import torch
 
+from redrafter_trt.errors import ConfigError
 from redrafter_trt.train import baseid, train_drafter
 from redrafter_trt.train.baseid import base_id, stat_id
 from redrafter_trt.train.cache import prune_superseded, using
@@ -64,6 +67,23 @@ def test_a_copied_base_keeps_its_cached_answers_and_its_interrupted_run(chat_bas
     train_drafter(moved)  # resumed, not refused
     assert (answers / "answers.jsonl").read_text() == written  # nothing answered anew
     assert [p.name for p in cfg.cache_dir.glob("distill-*")] == [answers.name]
+
+
+def test_a_run_interrupted_under_version_0_1_0_resumes(chat_base, qa_file, tmp_path):
+    """Its state records the base under 0.1.0's id (stat_id): upgrading refused its --resume as another --base."""
+    base = tmp_path / "base"
+    shutil.copytree(chat_base, base)
+    cfg = _distilled(base, qa_file, tmp_path, max_steps=4, checkpoint_every=2)
+    _interrupted(cfg, 2)
+    state = torch.load(cfg.state_path, weights_only=False)
+    torch.save({**state, "base": stat_id(base)}, cfg.state_path)
+    train_drafter(_distilled(base, qa_file, tmp_path, max_steps=4, checkpoint_every=2, resume=True))
+    _interrupted(cfg, 2)  # one of another base: refused
+    state = torch.load(cfg.state_path, weights_only=False)
+    torch.save({**state, "base": "0123456789abcdef"}, cfg.state_path)
+    with pytest.raises(ConfigError, match=re.escape("saved with different --base (its config, tokenizer or weight "
+                                                    "files' contents)")):
+        train_drafter(_distilled(base, qa_file, tmp_path, max_steps=4, checkpoint_every=2, resume=True))
 
 
 def test_an_edited_weight_of_the_same_size_and_time_is_another_base(chat_base, tmp_path):

@@ -26,7 +26,7 @@ from ..locks import LockHeld, holder_name, holding
 from ..plural import are, counted
 from .config import TrainConfig
 from .data import Example
-from .baseid import base_id
+from .baseid import base_id, stat_id
 from .dataset import dtype_name
 from .objective import Head
 from .torchrun import all_reduce, collective
@@ -205,7 +205,7 @@ def read_state(cfg: TrainConfig, mmap: bool = False) -> dict:
 
 
 # a resume's compared values -> what the user changed; the others are the option of the key's name, with both values
-CHANGED = {"base": "--base (its config, tokenizer or weight files: a copy's are new files, of other times)",
+CHANGED = {"base": "--base (its config, tokenizer or weight files' contents)",
            "data": "--data (the files' contents)",
            "train_head": "--freeze-head", "eval_examples": "held-out examples",
            "total": "number of steps (--max-steps, --epochs)", "ranks": "number of torchrun ranks (WORLD_SIZE)",
@@ -287,7 +287,7 @@ def refuse_other(cfg: TrainConfig, state: dict, same: dict, kept_vocabulary_diff
     (`CHANGED`'s per_epoch and max_examples_kept) only for a state that records no such value."""
     saved = {key: state.get(key, SAVED_BEFORE.get(key)) for key in same
              if (key in state or key not in UNRECORDED) and key not in ANSWERING}
-    changed = [key for key in saved if saved[key] != same[key]]
+    changed = [key for key in saved if saved[key] != same[key] and not _same_base(cfg, key, saved[key])]
     if "examples" in changed:
         changed, kept_vocabulary_differs = [key for key in changed if key != "per_epoch"], False
     diff = []
@@ -308,6 +308,12 @@ def refuse_other(cfg: TrainConfig, state: dict, same: dict, kept_vocabulary_diff
     if diff:
         raise ConfigError(f"--resume: {cfg.state_path} was saved with different {', '.join(diff)}: "
                           f"resume with the options of the interrupted run, or start over without --resume")
+
+
+def _same_base(cfg: TrainConfig, key: str, saved) -> bool:
+    """Whether a saved base id is the one versions up to 0.1.0 gave this base (baseid.stat_id): a run they
+    interrupted resumes on the base as it was."""
+    return key == "base" and saved == stat_id(cfg.base)
 
 
 def refuse_answering(cfg: TrainConfig, state: dict, same: dict, left: int, there: int) -> None:
