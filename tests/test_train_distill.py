@@ -285,6 +285,7 @@ def test_answers_another_device_wrote_are_reused_saying_which_once(tmp_path, mon
     naming both devices; those this device wrote, or a batch file recording nothing (before session 46), quietly."""
     import logging
 
+    from redrafter_trt import __version__
     from redrafter_trt.io import read_metadata, read_safetensors, write_safetensors
     from redrafter_trt.train import chunks
     from redrafter_trt.train.distill import distill
@@ -295,7 +296,8 @@ def test_answers_another_device_wrote_are_reused_saying_which_once(tmp_path, mon
     want = distill(load, tok, prompts, folder, max_new_tokens=4, batch_size=1)
     files = sorted(folder.glob("hidden-*.safetensors"))
     assert [read_metadata(f) for f in files] == \
-        [{"device": "cpu", "device_name": "cuda NVIDIA A100 (compute capability 8.0)", "dtype": "float32"}] * 2
+        [{"device": "cpu", "device_name": "cuda NVIDIA A100 (compute capability 8.0)", "dtype": "float32",
+          "version": __version__}] * 2  # the version that wrote them, read by none
     never = lambda: pytest.fail("the base ran")  # noqa: E731
     with caplog.at_level(logging.WARNING):
         assert distill(never, tok, prompts, folder, max_new_tokens=4, batch_size=1) == want

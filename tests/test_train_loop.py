@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from redrafter_trt import __version__
 from redrafter_trt.base_sample import record_base_sample
 from redrafter_trt.drafter import load_drafter
 from redrafter_trt.train import TrainConfig, features, objective, train_drafter
@@ -69,8 +70,6 @@ def test_loss_decreases_and_drafter_loads(chat_base, qa_file, tmp_path):
     assert dcfg.predict_n == 3 and dcfg.exit_dim == 64 and dcfg.rnn
     meta = json.loads((out / "config.json").read_text())["producer"]
     assert meta["heldout"]["anchors"] > 0 and len(meta["heldout"]["top1"]) == 3
-    from redrafter_trt import __version__
-
     assert (meta["version"], meta["command"]) == (__version__, "train")  # init-drafter's and convert's have them
     assert meta["sources"]["data"] == [str(Path(qa_file).resolve())]
     assert meta["base_sample"] == record_base_sample(chat_base)  # what convert compares with --base
@@ -1142,7 +1141,8 @@ def test_soft_targets_another_kind_of_device_computed_are_reused_saying_so(tmp_p
     folder = tmp_path / "teacher-base-float32-k"
     whole = Teacher.cached(folder, feats, rows, k=4, weight=0.5, metadata={"base_id": "base"})
     chunks = sorted(folder.glob("*.safetensors"))
-    assert [read_safetensors_and_metadata(p)[1] for p in chunks] == [{"base_id": "base", **computed_on("cpu")}] * 4
+    assert [read_safetensors_and_metadata(p)[1] for p in chunks] == \
+        [{"base_id": "base", **computed_on("cpu"), "version": __version__}] * 4
     monkeypatch.setattr(objective, "top_k", lambda *a, **k: pytest.fail("the soft targets were computed again"))
     opened, real_open = [], safetensors.safe_open
     for module in (io, safetensors):
@@ -1324,7 +1324,7 @@ def test_soft_targets_another_model_of_the_same_kind_of_device_computed_are_reus
     whole = Teacher.cached(folder, feats, rows, k=4, weight=0.5, metadata={"base_id": "base"})
     chunk_files = sorted(folder.glob("*.safetensors"))
     assert read_metadata(chunk_files[0]) == \
-        {"base_id": "base", "device": "cpu", "device_name": "cpu x86_64 with native bfloat16"}
+        {"base_id": "base", "device": "cpu", "device_name": "cpu x86_64 with native bfloat16", "version": __version__}
     monkeypatch.setattr(objective, "top_k", lambda *a, **k: pytest.fail("the soft targets were computed again"))
     monkeypatch.setattr(chunks, "describe_device", lambda device: "cpu x86_64 without native bfloat16")
     with caplog.at_level(logging.WARNING):

@@ -128,12 +128,20 @@ def _said(values: dict[str, str]) -> str:
     return ", ".join(f"{key} {value}" for key, value in values.items())
 
 
+def stamped(metadata: dict[str, str]) -> dict[str, str]:
+    """A cache file's metadata with the version of this package that wrote it (entries written before say none; none
+    is compared: a later version reads them as its own)."""
+    from .. import __version__
+
+    return {**metadata, "version": __version__}
+
+
 def write_chunk(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     """A chunk written whole under a name of this run's own (runs sharing the cache once wrote one `.partial`),
-    renamed to `path` once done. Partials of `path` are left: another host's run may be writing one (`writing_into`
-    swept the folder's dead ones)."""
+    renamed to `path` once done, its metadata `stamped`. Partials of `path` are left: another host's run may be writing
+    one (`writing_into` swept the folder's dead ones)."""
     with atomic_file(path, sweep=False) as tmp:
-        write_safetensors_stable(tmp, tensors, metadata)
+        write_safetensors_stable(tmp, tensors, stamped(metadata))
 
 
 def _lock(folder: Path) -> int:

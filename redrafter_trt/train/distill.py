@@ -30,7 +30,7 @@ from ..errors import TensorError, json_loads
 from ..io import read_metadata, read_tensor
 from ..plural import counted
 from ..tokens import eos_ids, template_errors
-from .chunks import computed_on, remove_broken, sweep_idle, warn_computed_elsewhere, writing_into
+from .chunks import computed_on, remove_broken, stamped, sweep_idle, warn_computed_elsewhere, writing_into
 
 log = logging.getLogger(__name__)
 
@@ -305,7 +305,7 @@ def distill(load_model: Callable, tokenizer, prompts: list[list[int]], folder: P
                     lines = "".join(json.dumps({"key": keys[i], "answer_ids": ans, "file": name}) + "\n"
                                     for i, ans in zip(batch, answers))
                     with atomic_file(folder / name) as tmp:
-                        write_safetensors(tmp, {keys[i]: h for i, h in zip(batch, hidden)}, written_by)
+                        write_safetensors(tmp, {keys[i]: h for i, h in zip(batch, hidden)}, stamped(written_by))
                         # indexed before the file takes its name: a run killed between the two once left a file no line
                         # names (the batch's disk space, never read nor removed); now it leaves lines naming no file,
                         # which read_cache passes over, and a partial file, which the next distill removes
