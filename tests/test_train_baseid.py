@@ -141,6 +141,12 @@ def test_a_corrupt_or_unreadable_memo_is_computed_again(chat_base, tmp_path, mon
         assert list(json.loads(path.read_text())) == [str((base / "model.safetensors").resolve())]
 
 
+def test_a_cache_folder_that_cannot_be_written_identifies_the_base_all_the_same(chat_base, tmp_path):
+    taken = tmp_path / "a file"
+    taken.write_text("")
+    assert base_id(chat_base, taken) == base_id(chat_base)
+
+
 def test_runs_identifying_a_base_in_one_cache_take_turns(chat_base, tmp_path, monkeypatch):
     """torchrun's ranks each read the whole base at once (140 GB for a 70B one): one reads while the others wait,
     then find its digests in the memo."""

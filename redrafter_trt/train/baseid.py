@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..locks import lock_exclusive
 from ..output import write_text_atomic
+from .cache import REGISTRY, adopt
 
 log = logging.getLogger(__name__)
 
@@ -39,21 +40,31 @@ def base_id(base: Path, cache_dir: Path | None = None) -> str:
     vocabulary files the tokenizer is built from). With `cache_dir`, the weights' digests are memoized there, and the
     cache's entries under the base's `stat_id` are adopted (cache.adopt)."""
     base = Path(base)
-    if cache_dir is None:
+    fd = None if cache_dir is None else _lock(Path(cache_dir) / REGISTRY)
+    if fd is None:
         return _digest(base, weight_digests(_weights(base)))
-    from .cache import REGISTRY, adopt
-
-    folder = Path(cache_dir) / REGISTRY
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         with contextlib.suppress(OSError):  # a file system without locks: each run reads for itself
             lock_exclusive(fd)
-        ident = _digest(base, weight_digests(_weights(base), folder / MEMO))
+        ident = _digest(base, weight_digests(_weights(base), Path(cache_dir) / REGISTRY / MEMO))
         adopt(Path(cache_dir), stat_id(base), ident)
     finally:
         os.close(fd)
     return ident
+
+
+def _lock(folder: Path) -> int | None:
+    """The memo's lock file, opened (`folder` made); None where the cache folder cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        return os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as e:
+        _unremembered(folder, e)
+        return None
+
+
+def _unremembered(where: Path, e: OSError) -> None:
+    log.info("cannot remember the base's weight digests in %s (%s): they are read again next run", where, e)
 
 
 def stat_id(base: Path) -> str:
@@ -81,18 +92,19 @@ def weight_digests(files: list[Path], memo: Path | None = None) -> list[str]:
     """"NAME:SHA256" of each file, those whose stat `memo` records read from it, the others read whole (with a
     progress bar past BAR_FROM bytes) and recorded in it."""
     known = _read_memo(memo) if memo else {}
-    stats = {str(f.resolve()): _stat(f) for f in files}
-    todo = [f for f in files if known.get(str(f.resolve()), [None])[:-1] != stats[str(f.resolve())]]
+    paths = {f: str(f.resolve()) for f in files}
+    stats = {f: _stat(f) for f in files}
+    todo = [f for f in files if known.get(paths[f], [None])[:-1] != stats[f]]
     if todo:
-        total = sum(f.stat().st_size for f in todo)
+        total = sum(stats[f][0] for f in todo)
         log.info("reading %d weight file%s of %s (%.2f GiB) to identify it%s", len(todo), "s"[:len(todo) > 1],
-                 files[0].parent, total / 2 ** 30, f" (once: remembered in {memo})" if memo else "")
+                 todo[0].parent, total / 2 ** 30, f" (once: remembered in {memo})" if memo else "")
         with _bar(total) as bar:
             for f in todo:
-                known[str(f.resolve())] = [*stats[str(f.resolve())], _sha256(f, bar.update)]
+                known[paths[f]] = [*stats[f], _sha256(f, bar.update)]
         if memo:
             _write_memo(memo, known)
-    return [f"{f.name}:{known[str(f.resolve())][-1]}" for f in files]
+    return [f"{f.name}:{known[paths[f]][-1]}" for f in files]
 
 
 def _stat(f: Path) -> list[int]:
@@ -132,4 +144,4 @@ def _write_memo(memo: Path, entries: dict[str, list]) -> None:
     try:
         write_text_atomic(memo, json.dumps(entries, indent=0))
     except OSError as e:
-        log.info("cannot remember the base's weight digests in %s (%s): they are read again next run", memo, e)
+        _unremembered(memo, e)

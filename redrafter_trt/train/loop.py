@@ -128,8 +128,8 @@ def _train(cfg: TrainConfig, rank: int, world: int, device: torch.device,
                                   max_new_tokens=cfg.distill_max_new_tokens, max_len=cfg.max_seq_len)
         then = state.get("cache_dir")  # the interrupted run's --cache-dir (None: saved before it was recorded)
         # without --distill, the few held-out answers (seconds) are written anew in a new --cache-dir, as the hidden
-        # states are: only their batches are compared
-        if left and cfg.distill and then not in (None, str(Path(cache_dir).resolve())):
+        # states are: only their batches are compared; one deleted since holds none (not made again identifying the base)
+        if left and cfg.distill and then not in (None, str(Path(cache_dir).resolve())) and Path(then).is_dir():
             there = unanswered(left, distill_folder(Path(then), cfg.base, base_dtype),
                                max_new_tokens=cfg.distill_max_new_tokens, max_len=cfg.max_seq_len)
         counts = torch.tensor([len(left), len(there)])
