@@ -147,6 +147,16 @@ def test_a_cache_folder_that_cannot_be_written_identifies_the_base_all_the_same(
     assert base_id(chat_base, taken) == base_id(chat_base)
 
 
+def test_a_resume_does_not_make_the_interrupted_runs_deleted_cache_folder_again(chat_base, qa_file, tmp_path):
+    """The resume looks for the base's answers in the interrupted run's --cache-dir too, identifying the base there."""
+    cfg = _distilled(chat_base, qa_file, tmp_path, max_steps=4, checkpoint_every=2)
+    _interrupted(cfg, 2)
+    shutil.rmtree(cfg.cache_dir)
+    train_drafter(_distilled(chat_base, qa_file, tmp_path, max_steps=4, checkpoint_every=2, resume=True,
+                             cache_dir=tmp_path / "new"))
+    assert not cfg.cache_dir.exists()
+
+
 def test_runs_identifying_a_base_in_one_cache_take_turns(chat_base, tmp_path, monkeypatch):
     """torchrun's ranks each read the whole base at once (140 GB for a 70B one): one reads while the others wait,
     then find its digests in the memo."""
