@@ -25,16 +25,13 @@ from tinymodels import lora_merged, resaved
 
 
 @pytest.fixture(scope="module")
-def chat_base(tmp_path_factory):
-    return make_chat_base(tmp_path_factory.mktemp("chat_base"))
-
-
-@pytest.fixture
-def qa_file(tmp_path):
-    path = tmp_path / "qa.jsonl"
-    path.write_text("\n".join(json.dumps({"question": f"What is {a} plus 2?", "answer": f"{a + 2}."})
+def chat(tmp_path_factory):
+    """(a chat base, questions and answers to train a drafter for it on)."""
+    folder = tmp_path_factory.mktemp("chat")
+    data = folder / "qa.jsonl"
+    data.write_text("\n".join(json.dumps({"question": f"What is {a} plus 2?", "answer": f"{a + 2}."})
                               for a in range(40)))
-    return path
+    return make_chat_base(folder / "base"), data
 
 
 def _touched(folder, seconds=100):
@@ -51,9 +48,10 @@ def _reads(monkeypatch) -> list:
     return read
 
 
-def test_a_copied_base_keeps_its_cached_answers_and_its_interrupted_run(chat_base, qa_file, tmp_path):
+def test_a_copied_base_keeps_its_cached_answers_and_its_interrupted_run(chat, tmp_path):
     """A base copied to another disk (new times) counted as another base: its answers distilled anew for hours, and
     --resume refused the copy as another --base."""
+    chat_base, qa_file = chat
     base, copy = tmp_path / "base", tmp_path / "copy"
     shutil.copytree(chat_base, base)
     cfg = _distilled(base, qa_file, tmp_path, max_steps=4, checkpoint_every=2)
@@ -69,8 +67,9 @@ def test_a_copied_base_keeps_its_cached_answers_and_its_interrupted_run(chat_bas
     assert [p.name for p in cfg.cache_dir.glob("distill-*")] == [answers.name]
 
 
-def test_a_run_interrupted_under_version_0_1_0_resumes(chat_base, qa_file, tmp_path):
+def test_a_run_interrupted_under_version_0_1_0_resumes(chat, tmp_path):
     """Its state records the base under 0.1.0's id (stat_id): upgrading refused its --resume as another --base."""
+    chat_base, qa_file = chat
     base = tmp_path / "base"
     shutil.copytree(chat_base, base)
     cfg = _distilled(base, qa_file, tmp_path, max_steps=4, checkpoint_every=2)
@@ -86,7 +85,8 @@ def test_a_run_interrupted_under_version_0_1_0_resumes(chat_base, qa_file, tmp_p
         train_drafter(_distilled(base, qa_file, tmp_path, max_steps=4, checkpoint_every=2, resume=True))
 
 
-def test_an_edited_weight_of_the_same_size_and_time_is_another_base(chat_base, tmp_path):
+def test_an_edited_weight_of_the_same_size_and_time_is_another_base(chat, tmp_path):
+    chat_base = chat[0]
     base, cache = tmp_path / "base", tmp_path / "cache"
     shutil.copytree(chat_base, base)
     before = base_id(base, cache)
@@ -99,7 +99,8 @@ def test_an_edited_weight_of_the_same_size_and_time_is_another_base(chat_base, t
     assert base_id(base, cache) == base_id(base) != before  # the memo does not say it is as it was
 
 
-def test_bases_of_the_same_shapes_written_at_once_or_lora_merged_are_other_bases(chat_base, tmp_path):
+def test_bases_of_the_same_shapes_written_at_once_or_lora_merged_are_other_bases(chat, tmp_path):
+    chat_base = chat[0]
     copy = tmp_path / "copy"
     shutil.copytree(chat_base, copy)
     tuned = lora_merged(tmp_path, copy, "model.layers.0.self_attn.q_proj.weight")
@@ -112,7 +113,8 @@ def test_bases_of_the_same_shapes_written_at_once_or_lora_merged_are_other_bases
     assert len({base_id(copy), base_id(tuned), base_id(other)}) == 3
 
 
-def test_each_weight_file_is_read_once_for_a_cache_folder(chat_base, tmp_path, monkeypatch):
+def test_each_weight_file_is_read_once_for_a_cache_folder(chat, tmp_path, monkeypatch):
+    chat_base = chat[0]
     base, cache = tmp_path / "base", tmp_path / "cache"
     shutil.copytree(chat_base, base)
     reads = _reads(monkeypatch)
@@ -125,7 +127,8 @@ def test_each_weight_file_is_read_once_for_a_cache_folder(chat_base, tmp_path, m
 
 
 @pytest.mark.parametrize("memo", ["{not json", '["a list"]', '{"/x": "not a list", "/y": [1, 2]}', None])
-def test_a_corrupt_or_unreadable_memo_is_computed_again(chat_base, tmp_path, monkeypatch, memo):
+def test_a_corrupt_or_unreadable_memo_is_computed_again(chat, tmp_path, monkeypatch, memo):
+    chat_base = chat[0]
     base, cache = tmp_path / "base", tmp_path / "cache"
     shutil.copytree(chat_base, base)
     ident = base_id(base)
@@ -141,14 +144,16 @@ def test_a_corrupt_or_unreadable_memo_is_computed_again(chat_base, tmp_path, mon
         assert list(json.loads(path.read_text())) == [str((base / "model.safetensors").resolve())]
 
 
-def test_a_cache_folder_that_cannot_be_written_identifies_the_base_all_the_same(chat_base, tmp_path):
+def test_a_cache_folder_that_cannot_be_written_identifies_the_base_all_the_same(chat, tmp_path):
+    chat_base = chat[0]
     taken = tmp_path / "a file"
     taken.write_text("")
     assert base_id(chat_base, taken) == base_id(chat_base)
 
 
-def test_a_resume_does_not_make_the_interrupted_runs_deleted_cache_folder_again(chat_base, qa_file, tmp_path):
+def test_a_resume_does_not_make_the_interrupted_runs_deleted_cache_folder_again(chat, tmp_path):
     """The resume looks for the base's answers in the interrupted run's --cache-dir too, identifying the base there."""
+    chat_base, qa_file = chat
     cfg = _distilled(chat_base, qa_file, tmp_path, max_steps=4, checkpoint_every=2)
     _interrupted(cfg, 2)
     shutil.rmtree(cfg.cache_dir)
@@ -157,9 +162,10 @@ def test_a_resume_does_not_make_the_interrupted_runs_deleted_cache_folder_again(
     assert not cfg.cache_dir.exists()
 
 
-def test_runs_identifying_a_base_in_one_cache_take_turns(chat_base, tmp_path, monkeypatch):
+def test_runs_identifying_a_base_in_one_cache_take_turns(chat, tmp_path, monkeypatch):
     """torchrun's ranks each read the whole base at once (140 GB for a 70B one): one reads while the others wait,
     then find its digests in the memo."""
+    chat_base = chat[0]
     import fcntl
 
     base, cache = tmp_path / "base", tmp_path / "cache"
@@ -197,10 +203,11 @@ def _old_cache(cache, base):
     return old
 
 
-def test_answers_cached_under_the_old_id_are_adopted_and_the_rest_pruned(chat_base, tmp_path):
+def test_answers_cached_under_the_old_id_are_adopted_and_the_rest_pruned(chat, tmp_path):
     """Upgrading from 0.1.0 once removed every cached answer of an unchanged base as an earlier version's (its id
     had changed): hours of distilling lost. They are renamed to its new id; the hidden states keyed by the old id
     (never read again) go as before."""
+    chat_base = chat[0]
     base, cache = tmp_path / "base", tmp_path / "cache"
     shutil.copytree(chat_base, base)
     old = _old_cache(cache, base)
@@ -214,7 +221,8 @@ def test_answers_cached_under_the_old_id_are_adopted_and_the_rest_pruned(chat_ba
     assert sorted(p.name for p in cache.iterdir()) == ["bases", f"distill-{ident}-float32"]
 
 
-def test_answers_under_the_old_id_that_a_run_uses_are_left(chat_base, tmp_path):
+def test_answers_under_the_old_id_that_a_run_uses_are_left(chat, tmp_path):
+    chat_base = chat[0]
     base, cache = tmp_path / "base", tmp_path / "cache"
     shutil.copytree(chat_base, base)
     old = _old_cache(cache, base)
