@@ -117,13 +117,14 @@ def test_each_weight_file_is_read_once_for_a_cache_folder(chat, tmp_path, monkey
     chat_base = chat[0]
     base, cache = tmp_path / "base", tmp_path / "cache"
     shutil.copytree(chat_base, base)
+    (base / "pytorch_model.bin").write_bytes(b"y" * 100)  # two files: read at once
     reads = _reads(monkeypatch)
     ident = base_id(base, cache)
-    assert reads == ["model.safetensors"]
-    assert base_id(base, cache) == ident and len(reads) == 1  # its stat unchanged: not read again
-    _touched(base)
-    assert base_id(base, cache) == ident and len(reads) == 2  # touched: read again, the same base
-    assert base_id(base, tmp_path / "other cache") == ident and len(reads) == 3  # a memo per cache folder
+    assert sorted(reads) == ["model.safetensors", "pytorch_model.bin"]
+    assert base_id(base, cache) == ident and len(reads) == 2  # their stat unchanged: not read again
+    os.utime(base / "pytorch_model.bin")
+    assert base_id(base, cache) == ident and reads[2:] == ["pytorch_model.bin"]  # touched: read again, the same base
+    assert base_id(base, tmp_path / "other cache") == ident and len(reads) == 5  # a memo per cache folder
 
 
 @pytest.mark.parametrize("memo", ["{not json", '["a list"]', '{"/x": "not a list", "/y": [1, 2]}', None])
