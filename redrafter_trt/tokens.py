@@ -453,7 +453,7 @@ def auto_tokenizer(folder, template_kwargs: dict | None = None):
         raise TokenizerError(next(filter(None, map(dangling_link, files)), None) or
                              f"it holds none of {', '.join(TOKENIZER_FILES)}")
     from .token_deps import sentencepiece_refusal
-    from .token_reading import file_pipeline, sentencepiece_reading
+    from .token_reading import class_post_processor, file_pipeline, sentencepiece_reading
 
     if why := sentencepiece_refusal(folder):  # before transformers logs its paragraph and blames tiktoken
         raise DependencyError(why)
@@ -468,6 +468,7 @@ def auto_tokenizer(folder, template_kwargs: dict | None = None):
     try:
         tokenizer = load.from_pretrained(folder, **sentencepiece_reading(folder))
         file_pipeline(tokenizer, folder)
+        class_post_processor(tokenizer, folder)
         tokenizer("ReDrafter")  # now, before any weights load: a model_max_length written as text fails every encoding
     except Exception as e:  # noqa: BLE001 - whatever transformers or tokenizers raise reading the user's files: an
         # OSError or ValueError for missing files, an ImportError (transformers 4 falling back to SentencePiece), a
