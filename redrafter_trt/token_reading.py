@@ -96,8 +96,8 @@ def class_post_processor(tokenizer, folder) -> None:
     single = [*opens(0), "$A:0", *closes(0)]
     built = processors.TemplateProcessing(
         single=" ".join(single), pair=" ".join([*single, *opens(1), "$B:1", *closes(1)]),
-        special_tokens=[(token, tokenizer.convert_tokens_to_ids(token)) for token, add in ((bos, add_bos), (eos, add_eos))
-                        if add])
+        special_tokens=[(token, tokenizer.convert_tokens_to_ids(token))
+                        for token, add in ((bos, add_bos), (eos, add_eos)) if add])
     if backend.post_processor is None or built.__getstate__() != backend.post_processor.__getstate__():
         backend.post_processor = built
         log.info("%s: BOS / EOS added as its %s says, as TensorRT-LLM's transformers reads it", folder,
