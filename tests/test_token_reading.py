@@ -146,7 +146,8 @@ def test_a_llama_tokenizer_class_adds_bos_as_its_config_says(tmp_path, split, po
     tokenizer.json whose post-processor adds no BOS. transformers 4.57's LlamaTokenizerFast (TensorRT-LLM's) rebuilds
     the post-processor from add_bos_token / add_eos_token; transformers 5 loads it as TokenizersBackend, which kept
     the file's: every prompt lost the BOS the engine is sent (and a Llama 3 file under add_bos_token false gained
-    one). Measured with 4.57 over folders it saved (/tmp/qwentok-folders: r1-distill-qwen, r1-llama-nobos)."""
+    one). Measured with 4.57 over folders it saved; the real Distill-Qwen-7B file adds no BOS and transformers 4
+    gives [151646, ...] for "Who are you?" (huggingface/swift-transformers#161)."""
     folder, written = bytelevel_folder(tmp_path / "r1", split, [R1_BOS, R1_EOS, "<｜User｜>", "<｜Assistant｜>"], post,
                                        {**R1_CONFIG, "add_bos_token": add_bos}, nfc=split == QWEN_SPLIT)
     tok = auto_tokenizer(folder)
