@@ -194,8 +194,7 @@ def recipe_id(cfg) -> str:
     from .train.baseid import base_id
 
     options = {k: str(v) for k, v in sorted(vars(cfg).items()) if k not in NOT_RECIPE}
-    memo = cfg.cache_dir if cfg.cache_dir.is_dir() else None  # not made here: a refused quickstart leaves no folder
-    digest = hashlib.sha1(json.dumps([__version__, base_id(cfg.base, memo), options]).encode())
+    digest = hashlib.sha1(json.dumps([__version__, base_id(cfg.base, cfg.cache_dir), options]).encode())
     for path in cfg.data:
         digest.update(Path(path).read_bytes())
     return f"{RECIPE}-{digest.hexdigest()[:12]}"

@@ -45,6 +45,7 @@ def _reads(monkeypatch) -> list:
     """The weight files base_id reads, as it reads them."""
     read, real = [], baseid._sha256
     monkeypatch.setattr(baseid, "_sha256", lambda f, advance: read.append(f.name) or real(f, advance))
+    monkeypatch.setattr(baseid, "_SEEN", {})  # what this process read before, forgotten
     return read
 
 
@@ -117,14 +118,56 @@ def test_each_weight_file_is_read_once_for_a_cache_folder(chat, tmp_path, monkey
     chat_base = chat[0]
     base, cache = tmp_path / "base", tmp_path / "cache"
     shutil.copytree(chat_base, base)
+    cache.mkdir()
     (base / "pytorch_model.bin").write_bytes(b"y" * 100)  # two files: read at once
     reads = _reads(monkeypatch)
     ident = base_id(base, cache)
     assert sorted(reads) == ["model.safetensors", "pytorch_model.bin"]
+    monkeypatch.setattr(baseid, "_SEEN", {})  # another process: the cache folder's memo
     assert base_id(base, cache) == ident and len(reads) == 2  # their stat unchanged: not read again
     os.utime(base / "pytorch_model.bin")
     assert base_id(base, cache) == ident and reads[2:] == ["pytorch_model.bin"]  # touched: read again, the same base
-    assert base_id(base, tmp_path / "other cache") == ident and len(reads) == 5  # a memo per cache folder
+    assert base_id(base, tmp_path / "no cache") == ident and len(reads) == 3  # read once a process, memo or not
+    monkeypatch.setattr(baseid, "_SEEN", {})
+    assert base_id(base, tmp_path / "no cache") == ident and len(reads) == 5 and not (tmp_path / "no cache").exists()
+
+
+def test_a_run_where_no_memo_can_be_kept_reads_the_base_once(chat, tmp_path, monkeypatch):
+    """A run identifies its base five or six times (state, caches, held-out set, prune): where the memo could not be
+    kept (its lock file unopenable: another user's, a read-only cache), each read every weight file again."""
+    chat_base, qa_file = chat
+    cfg = _distilled(chat_base, qa_file, tmp_path, max_steps=2)
+    (cfg.cache_dir / "bases" / baseid.LOCK).mkdir(parents=True)
+    reads = _reads(monkeypatch)
+    train_drafter(cfg)
+    assert reads == ["model.safetensors"]
+
+
+def test_a_refused_run_leaves_no_cache_folder(chat, tmp_path):
+    """Identifying the base for --resume's record (before the data was checked) made the cache folder and its memo
+    for a run then refused."""
+    from test_convert_errors import assert_one_line_error, run_cli
+
+    chat_base = chat[0]
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "Hi"}) + "\n")
+    result = run_cli("train", "--base", chat_base, "--data", prompts, "--output", tmp_path / "out", "--cache-dir",
+                     tmp_path / "cache")
+    assert_one_line_error(result, "prompts but no answers")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_cache_without_file_locks_identifies_and_remembers(chat, tmp_path, monkeypatch):
+    """Some FUSE mounts have no locks: each run then reads for itself, and the memo is kept all the same."""
+    from redrafter_trt import locks
+
+    monkeypatch.setattr(locks, "fcntl", None)
+    chat_base = chat[0]
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    assert base_id(chat_base, cache) == base_id(chat_base)
+    assert list(json.loads((cache / "bases" / baseid.MEMO).read_text())) == [
+        str((chat_base / "model.safetensors").resolve())]
 
 
 @pytest.mark.parametrize("memo", ["{not json", '["a list"]', '{"/x": "not a list", "/y": [1, 2]}', None])
@@ -220,6 +263,23 @@ def test_answers_cached_under_the_old_id_are_adopted_and_the_rest_pruned(chat, t
         pass
     prune_superseded(cache, base)
     assert sorted(p.name for p in cache.iterdir()) == ["bases", f"distill-{ident}-float32"]
+
+
+def test_another_base_of_the_same_old_id_does_not_take_its_answers(chat, tmp_path):
+    """Two bases of one config, tokenizer, sizes and times (a tar extract, normalised build times) had one 0.1.0 id:
+    the answers cached for the one listed under it are not the other's."""
+    chat_base = chat[0]
+    base, other, cache = tmp_path / "base", tmp_path / "other", tmp_path / "cache"
+    shutil.copytree(chat_base, base)
+    shutil.copytree(chat_base, other)
+    resaved(other / "model.safetensors")
+    for f in other.iterdir():
+        st = (base / f.name).stat()
+        os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    old = _old_cache(cache, base)
+    assert stat_id(other) == old and base_id(other, cache) != base_id(base)
+    assert (cache / f"distill-{old}-float32").is_dir()  # not the other's
+    assert (cache / f"distill-{base_id(base, cache)}-float32").is_dir()  # the listed base's
 
 
 def test_answers_under_the_old_id_that_a_run_uses_are_left(chat, tmp_path):

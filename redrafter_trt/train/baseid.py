@@ -34,31 +34,39 @@ MEMO, LOCK = "digests.json", "digests.lock"  # in the cache folder's `bases/` (c
 BLOCK = 16 << 20
 BAR_FROM = 1 << 30  # bytes to read from which a progress bar shows
 READERS = 8  # weight files read at once, at most one a core
+# this process's digests, as the memo keeps them: a file is read once a process where no memo can be kept (no cache
+# folder yet: the first run makes it after the base is identified; one that cannot be written)
+_SEEN: dict[str, list] = {}
 
 
 def base_id(base: Path, cache_dir: Path | None = None) -> str:
     """The base's id (16 hex digits): a digest of its config, its weight files' contents (`weight_digests`) and its
     tokenizer files' (the stop tokens that end a distilled answer, the chat template; without a tokenizer.json, the
-    vocabulary files the tokenizer is built from). With `cache_dir`, the weights' digests are memoized there, and the
-    cache's entries under the base's `stat_id` are adopted (cache.adopt)."""
+    vocabulary files the tokenizer is built from). With `cache_dir`, an existing folder (none is made here: a refused
+    run leaves none), the weights' digests are memoized there, and the cache's entries under the base's `stat_id`
+    are adopted (cache.adopt)."""
     base = Path(base)
-    fd = None if cache_dir is None else _lock(Path(cache_dir) / REGISTRY)
+    fd = None if cache_dir is None else _lock(Path(cache_dir))
     if fd is None:
         return _digest(base, weight_digests(_weights(base)))
     try:
         with contextlib.suppress(OSError):  # a file system without locks: each run reads for itself
             lock_exclusive(fd)
         ident = _digest(base, weight_digests(_weights(base), Path(cache_dir) / REGISTRY / MEMO))
-        adopt(Path(cache_dir), stat_id(base), ident)
+        adopt(Path(cache_dir), base, stat_id(base), ident)
     finally:
         os.close(fd)
     return ident
 
 
-def _lock(folder: Path) -> int | None:
-    """The memo's lock file, opened (`folder` made); None where the cache folder cannot be written."""
+def _lock(cache_dir: Path) -> int | None:
+    """The memo's lock file in the cache folder's REGISTRY, opened (the REGISTRY made); None where the cache folder
+    does not exist yet or cannot be written."""
+    if not cache_dir.is_dir():
+        return None
+    folder = cache_dir / REGISTRY
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(exist_ok=True)
         return os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as e:
         _unremembered(folder, e)
@@ -91,10 +99,12 @@ def _digest(base: Path, weights: list[str]) -> str:
 
 
 def weight_digests(files: list[Path], memo: Path | None = None) -> list[str]:
-    """"NAME:SHA256" of each file, those whose stat `memo` records read from it, the others read whole (with a
+    """"NAME:SHA256" of each file, those whose stat this process (`_SEEN`) or `memo` records read from there, the
+    others read whole (with a
     progress bar past BAR_FROM bytes), READERS at once (hashlib lets go of the GIL; one core hashes under 1 GB/s, minutes
     for a 70B base's 140 GB) and recorded in it."""
-    known = _read_memo(memo) if memo else {}
+    remembered = _read_memo(memo) if memo else {}
+    known = {**_SEEN, **remembered}
     paths = {f: str(f.resolve()) for f in files}
     stats = {f: _stat(f) for f in files}
     todo = [f for f in files if known.get(paths[f], [None])[:-1] != stats[f]]
@@ -105,8 +115,10 @@ def weight_digests(files: list[Path], memo: Path | None = None) -> list[str]:
         with _bar(total) as bar, ThreadPoolExecutor(min(len(todo), os.cpu_count() or 1, READERS)) as pool:
             for f, digest in zip(todo, pool.map(lambda f: _sha256(f, bar.update), todo)):
                 known[paths[f]] = [*stats[f], digest]
-        if memo:
-            _write_memo(memo, known)
+    entries = {paths[f]: known[paths[f]] for f in files}
+    _SEEN.update(entries)
+    if memo and any(remembered.get(path) != entry for path, entry in entries.items()):
+        _write_memo(memo, {**remembered, **entries})
     return [f"{f.name}:{known[paths[f]][-1]}" for f in files]
 
 

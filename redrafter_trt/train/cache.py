@@ -60,13 +60,15 @@ def using(cache_dir: Path, base: Path, ident: str) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def adopt(cache_dir: Path, old: str, ident: str) -> None:
+def adopt(cache_dir: Path, base: Path, old: str, ident: str) -> None:
     """The answers cached under a base's id of versions up to 0.1.0 (`old`, baseid.stat_id: the base as it was when
     they were written), renamed to its id `ident`: hours of distilling, not done again for a new way of naming the
-    same base. Left where a run holds the old id (one of an earlier version, using them) or `ident` has its own."""
+    same base. Only where `bases/OLD.txt` lists this base's folder: two bases of one config, tokenizer, sizes and
+    times (a tar extract, normalised build times) had one old id, and the other's answers are not this one's. Left
+    where a run holds the old id (one of an earlier version, using them) or `ident` has its own."""
     cache_dir = Path(cache_dir)
     folders = [p for p in cache_dir.glob(f"distill-{old}-*") if p.is_dir()] if old != ident else []
-    if not folders:
+    if not folders or str(Path(base).resolve()) not in _listed(cache_dir / REGISTRY / f"{old}.txt"):
         return
     fd = _lock(cache_dir, old)
     try:
