@@ -100,9 +100,8 @@ def _digest(base: Path, weights: list[str]) -> str:
 
 def weight_digests(files: list[Path], memo: Path | None = None) -> list[str]:
     """"NAME:SHA256" of each file, those whose stat this process (`_SEEN`) or `memo` records read from there, the
-    others read whole (with a
-    progress bar past BAR_FROM bytes), READERS at once (hashlib lets go of the GIL; one core hashes under 1 GB/s, minutes
-    for a 70B base's 140 GB) and recorded in it."""
+    others read whole (with a progress bar past BAR_FROM bytes), READERS at once (hashlib lets go of the GIL; one core
+    hashes under 1 GB/s, minutes for a 70B base's 140 GB) and recorded in both."""
     remembered = _read_memo(memo) if memo else {}
     known = {**_SEEN, **remembered}
     paths = {f: str(f.resolve()) for f in files}
