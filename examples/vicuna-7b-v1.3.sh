@@ -15,7 +15,7 @@ PRESET=$(cd "$(dirname "$0")/.." && pwd)/configs/vicuna-7b-v1.3.yaml
 # Vicuna v1.3 ships no chat template: its format (FastChat's vicuna_v1.1) goes into the base's folder, where every
 # command and trtllm-serve read it (README, "Vicuna and other bases without a chat template").
 TEMPLATE=$(cd "$(dirname "$0")/.." && pwd)/configs/chat_templates/vicuna_v1.1.jinja
-if [ ! -e "$BASE/chat_template.jinja" ]; then
+if [ -d "$BASE" ] && [ ! -e "$BASE/chat_template.jinja" ]; then  # a missing base: convert names it, one line
     cp "$TEMPLATE" "$BASE/chat_template.jinja"
     echo "wrote $BASE/chat_template.jinja (Vicuna's chat format)"
 fi

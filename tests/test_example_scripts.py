@@ -64,3 +64,17 @@ def test_commands_in_comments_run_pasted_into_a_fresh_shell(path):
         assert not re.search(r"(^|[\s(;|&`'])python\b(?!3)", command), command
     if path.suffix == ".yaml":
         assert not re.search(r"(^|[\s(;|&`'])python\b(?!3)", path.read_text()), "a bare python in its comments"
+
+
+def test_the_vicuna_example_gives_a_missing_base_converts_one_line_and_writes_no_template(tmp_path):
+    """The script copies Vicuna's chat template into the base's folder before converting: with the base not
+    downloaded, that `cp` failed in a shell message of its own, exit 1, before convert's one line naming the folder
+    and the `hf download` command."""
+    env = {**os.environ, "BASE": str(tmp_path / "models" / "vicuna"), "DRAFTER": str(tmp_path / "drafter"),
+           "WORK": str(tmp_path / "work"), "PYTHONPATH": str(ROOT)}
+    r = subprocess.run(["bash", str(ROOT / "examples" / "vicuna-7b-v1.3.sh")], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert str(tmp_path / "models" / "vicuna") in lines[0] and "hf download" in lines[0], lines[0]
+    assert not (tmp_path / "models").exists() and not (tmp_path / "work").exists()
