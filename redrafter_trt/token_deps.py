@@ -49,4 +49,3 @@ def sentencepiece_refusal(folder) -> str | None:
         return None
     return (f"the tokenizer in {folder} is a SentencePiece tokenizer.model without a tokenizer.json, which transformers "
             f"reads with sentencepiece and protobuf ({' and '.join(missing)} not installed): run `{SENTENCEPIECE_INSTALL}`")
-

@@ -9,8 +9,8 @@ tokenizer.json as written. transformers 5 reads two kinds of Llama-2-era folders
   LlamaTokenizer builds its own pre-tokenizer from `legacy` instead (`file_pipeline` puts the file's back).
 
 Either way, the text after a special token ("<s>[INST]", "</s>USER:") got other tokens than TensorRT-LLM's.
-And one whose tokenizer_config.json names LlamaTokenizer(Fast) over a byte-level BPE tokenizer.json (DeepSeek-R1-Distill
--Qwen's, -Llama's): transformers 4.57's LlamaTokenizerFast rebuilds the post-processor from add_bos_token /
+And one whose tokenizer_config.json names LlamaTokenizer(Fast) over a byte-level BPE tokenizer.json
+(DeepSeek-R1-Distill-Qwen's, -Llama's): transformers 4.57's LlamaTokenizerFast rebuilds the post-processor from add_bos_token /
 add_eos_token, transformers 5 loads TokenizersBackend, which keeps the file's: the BOS was added or not otherwise
 (`class_post_processor`). Measured over tiny folders saved by 4.57 as Llama 2/3, Mistral v0.1/v0.3, Qwen2.5/3 ship:
 the rest read alike (decode aside: 4.57 applies clean_up_tokenization_spaces, which 5 ignores for BPE).

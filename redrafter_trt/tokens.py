@@ -445,7 +445,7 @@ def auto_tokenizer(folder, template_kwargs: dict | None = None):
     transformers reads it: it printed a warning of its own above the error (a drafter's config.json: 'You are using
     a model of type `recurrent_drafting_drafter`...') and its reason named nothing ("... from one of: "). A
     SentencePiece tokenizer.model alone, with sentencepiece or protobuf missing, is a DependencyError naming them; with
-    them, it is read as TensorRT-LLM reads it, as is a Llama 2 tokenizer.json (`token_reading`)."""
+    them, it is read as TensorRT-LLM reads it, as is every tokenizer.json and its BOS / EOS (`token_reading`)."""
     # a name without a wildcard as it is: glob (3.11) leaves out a link to nothing
     files = [path for name in TOKENIZER_FILES for path in (Path(folder).glob(name) if "*" in name else
                                                            [Path(folder) / name])]
