@@ -328,11 +328,11 @@ def _hf_cut(output: list[int], eos: list[int]) -> list[int]:
 
 def check_inputs(opts: BenchOptions) -> tuple[Checkpoint, Path]:
     """Everything that can be checked before loading a model: (the checkpoint opened, HF base folder)."""
-    from .runtime import check_compile, check_device
+    from .runtime import RUN, check_compile, check_device
 
     ckpt = check_checkpoint(opts)
-    check_compile(ckpt.config, opts.compile, opts.device)
-    check_device(opts.device)  # before the transformers baseline moves there (torch's traceback otherwise)
+    check_compile(ckpt.config, opts.compile, opts.device, spelling=RUN)  # bench's --compile and --device are run's
+    check_device(opts.device, RUN)  # before the transformers baseline moves there (torch's traceback otherwise)
     return ckpt, resolve_hf_dir(opts.hf_dir, ckpt.raw, ckpt.path)
 
 

@@ -45,13 +45,15 @@ def name_list(names, limit: int = 8) -> str:
     return shown + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
 
 
-def cuda_index_past(device: str, count: int) -> str:
+def cuda_index_past(device: str, count: int, given: str | None = None) -> str:
     """The refusal of a device `cuda:N` past the `count` GPUs visible (train's, bench's and acceptance's `--device`,
-    and the runtime's `device` in the Python API)."""
+    and the runtime's `device` in the Python API). given: the device as the caller wrote it (`device='cuda:7'`);
+    None: `--device cuda:7`."""
     from .plural import are, counted
 
     choices = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
-    return f"--device {device} but only {counted(count, 'CUDA device')} {are(count)} visible: pass {choices}"
+    given = f"--device {device}" if given is None else given
+    return f"{given} but only {counted(count, 'CUDA device')} {are(count)} visible: pass {choices}"
 
 
 def first_line(error: BaseException | str, fallback: str, limit: int = 120) -> str:

@@ -146,11 +146,11 @@ def run_acceptance(opts: AcceptanceOptions, progress: Callable[[str], None] = la
     """The JSON report: `meta`, `configs` (each with num_beams, draft_len, mean_tokens_per_step, steps,
     new_tokens, histogram) and `best` (the highest mean_tokens_per_step)."""
     from .prompts import load_prompts, names_of
-    from .runtime import check_device, check_positions, load
+    from .runtime import RUN, check_device, check_positions, load
 
     ckpt = check_checkpoint(opts)
     cfg, raw = ckpt.config, ckpt.raw
-    check_device(opts.device)
+    check_device(opts.device, RUN)  # acceptance's --device is run's
     beams = tuple(sorted(set(opts.beams))) or default_grid(cfg.num_beams)
     lens = check_grid(opts.draft_lens, cfg.draft_len, opts.grid_flags[1], "redrafter_draft_len_per_beam",
                       cfg.draft_len_fix)

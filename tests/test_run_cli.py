@@ -361,6 +361,31 @@ def test_a_seeded_sample_is_the_prompts_own_whatever_is_batched_beside_it(tmp_pa
     assert answers([0, 1, 2], "--no-draft") == together
 
 
+def test_runs_own_refusals_name_its_flags_where_the_python_api_names_keywords(smollm2, smol_ckpt, monkeypatch):
+    """generate and load name the keywords a Python caller wrote (`draft_len=99`, `device='cuda'`); run checks its
+    options before calling them and names its flags, as before (runtime.RUN)."""
+    import torch
+
+    monkeypatch.setattr(rt, "load", lambda *a, **k: pytest.fail("the weights were loaded"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    base = ("--checkpoint-dir", smol_ckpt, "--tokenizer-dir", smollm2, "--input-text", "hi")
+    for args, says in ((("--draft-len", 99), "error: --draft-len 99 is outside 0..3 (the checkpoint's "
+                                             "redrafter_draft_len_per_beam): pass at most 3, or reconvert with "
+                                             "--draft-len 99"),
+                       (("--num-beams", 99), "error: --num-beams 99 is outside 1..3 (the checkpoint's "
+                                             "redrafter_num_beams): pass at most 3, or reconvert with --num-beams 99"),
+                       (("--temperature", 1e-7, "--no-draft"), "error: --temperature 1e-07 is negative, below 1e-05 "
+                                                               "or not finite: use 0 for greedy"),
+                       (("--device", "cuda"), "error: --device cuda requested but no CUDA device is available: use "
+                                              "--device cpu"),
+                       (("--device", "cuda", "--compile"), "error: --compile runs the layers of a tp=1 float32 "
+                                                           "checkpoint on one CPU (here tp=1, float32, cuda): drop "
+                                                           "--compile")):
+        res = invoke(*base, *args)
+        one_line_error(res, says)
+        assert res.output.startswith(says), res.output
+
+
 def test_a_prompt_too_long_or_a_tiny_temperature_is_refused_before_the_weights_load(smollm2, smol_ckpt, monkeypatch):
     """A prompt + --max-output-len beyond the positions was found by generate after the weights had loaded (seconds
     for SmolLM2, minutes for an 8B model on a CPU)."""

@@ -75,19 +75,19 @@ def test_compiled_layers_decode_exactly(request, fixture, tiny_drafter, capfd, t
 
 
 def test_compile_refuses_what_it_cannot_run(tiny_llama, tiny_drafter):
-    with pytest.raises(ConfigError, match="one CPU rank in float32.*bfloat16.*drop --compile"):
+    with pytest.raises(ConfigError, match="^compile=True .*one CPU rank in float32.*bfloat16.*pass compile=False$"):
         rt.load(checkpoint(tiny_llama, tiny_drafter, 1), dtype="bfloat16", compile=True)
 
 
 def test_check_compile_follows_the_dtype_the_runtime_loads_in(tiny_llama, tiny_drafter):
     """check_compile refuses before loading; it must judge the dtype actually loaded (an override included)."""
     cfg = rt.RuntimeConfig.from_dir(checkpoint(tiny_llama, tiny_drafter, 1, dtype="bfloat16"))
-    with pytest.raises(ConfigError, match="bfloat16.*drop --compile"):
+    with pytest.raises(ConfigError, match="^compile=True .*bfloat16.*pass compile=False$"):  # the Python API's words
         rt.check_compile(cfg, True)
     rt.check_compile(cfg, True, "cpu", torch.float32)  # loaded in float32: compilable
     rt.check_compile(cfg, False, "cuda")  # nothing to check without --compile
-    with pytest.raises(ConfigError, match="cuda.*drop --compile"):
-        rt.check_compile(cfg, True, "cuda", "float32")
+    with pytest.raises(ConfigError, match="^--compile .*cuda.*drop --compile$"):  # the commands' (run's)
+        rt.check_compile(cfg, True, "cuda", "float32", rt.RUN)
 
 
 def test_compile_without_a_cpp_compiler_is_one_line(tiny_llama, tiny_drafter):
@@ -97,9 +97,9 @@ def test_compile_without_a_cpp_compiler_is_one_line(tiny_llama, tiny_drafter):
 
     ckpt = checkpoint(tiny_llama, tiny_drafter, 1)
     with inductor_config.patch({"cpp.cxx": ("/nonexistent/c++",)}):  # torch's own: monkeypatch >= 9.2 deletes it after
-        with pytest.raises(ConfigError, match=r"--compile needs a C\+\+ compiler.*/nonexistent/c\+\+.*drop --compile"):
-            rt.check_compile(rt.RuntimeConfig.from_dir(ckpt), True)
-        with pytest.raises(ConfigError, match=r"C\+\+ compiler.*drop --compile"):
+        with pytest.raises(ConfigError, match=r"^--compile needs a C\+\+ compiler.*/nonexistent/c\+\+.*drop --compile$"):
+            rt.check_compile(rt.RuntimeConfig.from_dir(ckpt), True, spelling=rt.RUN)
+        with pytest.raises(ConfigError, match=r"^compile=True needs a C\+\+ compiler.*pass compile=False$"):
             rt.load(ckpt, compile=True)
     rt.check_compile(rt.RuntimeConfig.from_dir(ckpt), False)  # nothing to check without --compile
 

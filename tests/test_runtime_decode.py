@@ -336,9 +336,9 @@ def test_on_tokens_sees_every_token_once_and_can_end_a_row(tiny_llama, tiny_draf
 
 def test_draft_shape_limits(tiny_llama, tiny_drafter):
     model = rt.load(checkpoint(tiny_llama, tiny_drafter, 1, num_beams=3, draft_len=4))
-    with pytest.raises(ConfigError, match="num-beams"):
+    with pytest.raises(ConfigError, match="^num_beams=4 is outside 1..3"):
         rt.generate(model, PROMPTS, 4, num_beams=4)
-    with pytest.raises(ConfigError, match="draft-len"):
+    with pytest.raises(ConfigError, match="^draft_len=5 is outside 0..4"):
         rt.generate(model, PROMPTS, 4, draft_len=5)
     # a real (random) drafter at its full shape still reproduces greedy
     res = rt.generate(model, PROMPTS[:2], 12, eos_token_id=eos_of(tiny_llama))
@@ -397,8 +397,81 @@ def test_bad_arguments_are_one_clear_error(tiny_llama, tiny_drafter, monkeypatch
     monkeypatch.setattr(rt, "launch", lambda *a, **k: pytest.fail("a rank started"))
     with pytest.raises(ConfigError, match=needle):
         rt.generate_tp(checkpoint(tiny_llama, tiny_drafter, 2), **args)
-    with pytest.raises(ConfigError, match="temperature -1 is negative"):  # the checks generate_tp lacked before
+    with pytest.raises(ConfigError, match="^temperature=-1 is negative"):  # the checks generate_tp lacked before
         rt.generate_tp(checkpoint(tiny_llama, tiny_drafter, 2), PROMPTS, 4, temperature=-1)
+
+
+API_WORDS = [  # generate's keyword -> its refusal, naming the keyword as the caller wrote it (each named run's flag)
+    ({"draft_len": 99}, "draft_len=99 is outside 0..3 (the checkpoint's redrafter_draft_len_per_beam): pass at most 3, or "
+                        "reconvert with --draft-len 99 if"),
+    ({"num_beams": 99}, "num_beams=99 is outside 1..3 (the checkpoint's redrafter_num_beams): pass at most 3, or "
+                        "reconvert with --num-beams 99"),
+    ({"num_beams": 0}, "num_beams=0 is outside 1..3 (the checkpoint's redrafter_num_beams)"),
+    ({"temperature": -1.0}, "temperature=-1.0 is negative, below 1e-05 or not finite: use 0 for greedy"),
+    ({"max_new_tokens": 600}, "prompt_ids[1]: a 9-token prompt + 600 new tokens exceed the model's 512 positions: ask "
+                              "for fewer new tokens (max_new_tokens=503 at most)"),
+    ({"logprobs": 99}, "logprobs=99 is outside 0..20"),
+    ({"sampling_rule": "fast"}, "sampling_rule='fast' is unknown: use one of exact, trtllm"),
+]
+
+
+@pytest.mark.parametrize("change, says", API_WORDS, ids=lambda v: str(v)[:20] if isinstance(v, dict) else "")
+def test_the_python_api_names_the_keywords_it_was_given(tiny_llama, tiny_drafter, monkeypatch, change, says):
+    """A review: generate(model, ..., draft_len=99) said `--draft-len 99 is outside 0..3`, `run`'s flag, where the
+    caller wrote draft_len=99 (and batch_size=0 said `batch_size=0: ...`). Every entry point of the API names its
+    keywords; the commands, which check their options before calling it, keep their flags (test_bench, test_run_cli)."""
+    from redrafter_trt.runtime.ranks import LocalRanks
+
+    ckpt = checkpoint(tiny_llama, tiny_drafter, 1, num_beams=3, draft_len=3)
+    args = {"prompt_ids": PROMPTS, "max_new_tokens": 4, **change}
+    monkeypatch.setattr(rt, "launch", lambda *a, **k: pytest.fail("a rank started"))
+    ranks = LocalRanks(ckpt)
+    for call in (lambda: rt.generate(rt.load(ckpt), **args), lambda: rt.generate_tp(ckpt, **args),
+                 lambda: rt.generate_tp(checkpoint(tiny_llama, tiny_drafter, 2, num_beams=3, draft_len=3), **args),
+                 lambda: ranks.generate(**args)):
+        with pytest.raises(ConfigError) as e:
+            call()
+        assert str(e.value).startswith(says) and "--" not in str(e.value).partition("reconvert")[0], e.value
+
+
+def test_the_python_api_names_its_keywords_for_the_drafter_device_and_top_k(tiny_llama, tiny_drafter, monkeypatch):
+    """The same for a checkpoint without a drafter (`pass --no-draft`), load's device (`--device cuda:7 ...: use
+    --device cpu`) and prompt_logprobs' k (`logprobs 99 is outside 0..20`)."""
+    from redrafter_trt.runtime.ranks import LocalRanks
+
+    ckpt = checkpoint(tiny_llama, tiny_drafter, 1)
+    model = rt.load(ckpt)
+    plain = dataclasses.replace(model, config=dataclasses.replace(model.config, num_beams=0, draft_len=0), drafter=None)
+    with pytest.raises(ConfigError, match=r"^the checkpoint has no drafter \(no redrafter_\* keys\): pass "
+                                          r"use_draft=False, or convert with a drafter$"):
+        rt.generate(plain, PROMPTS, 4)
+    assert len(rt.generate(plain, PROMPTS, 4, use_draft=False).output_ids) == len(PROMPTS)
+    with pytest.raises(ConfigError, match=r"^k=99 is outside 0..20$"):
+        rt.prompt_logprobs(model, PROMPTS, 99)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    none = r"^device='cuda:7' requested but no CUDA device is available: pass device='cpu'$"
+    for call in (lambda: rt.load(ckpt, device="cuda:7"), lambda: rt.generate_tp(ckpt, PROMPTS, 4, device="cuda:7"),
+                 lambda: LocalRanks(ckpt, device="cuda:7")):
+        with pytest.raises(ConfigError, match=none):
+            call()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(ConfigError, match=r"^device='cuda:7' but only 2 CUDA devices are visible: pass cuda:0 to "
+                                          r"cuda:1$"):
+        rt.load(ckpt, device="cuda:7")
+    # the commands' own words stay their flags: they check their options first, with run's (rt.RUN)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match=r"^--device cuda:7 but only 1 CUDA device is visible: pass cuda:0$"):
+        rt.check_device("cuda:7", rt.RUN)
+    with pytest.raises(ConfigError, match=r"^the checkpoint has no drafter \(no redrafter_\* keys\): pass --no-draft, "
+                                          r"or convert with a drafter$"):
+        rt.check_draft_shape(plain.config, None, None, True, rt.RUN)
+    with pytest.raises(ConfigError, match=r"^--temperature -1.0 is negative, below 1e-05 or not finite: use 0 for "
+                                          r"greedy or a finite value from 1e-05$"):
+        rt.check_temperature(-1.0, rt.RUN)
+    with pytest.raises(ConfigError, match=r"^--draft-len 99 is outside 0..5 \(the checkpoint's "
+                                          r"redrafter_draft_len_per_beam\): pass at most 5, or reconvert"):
+        rt.check_draft_shape(model.config, None, 99, True, rt.RUN)
 
 
 def test_a_folder_or_checkpoint_for_the_model_is_one_clear_error(tiny_llama, tiny_drafter):

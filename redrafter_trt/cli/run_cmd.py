@@ -77,8 +77,8 @@ def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
     at (0.0 on a greedy checkpoint, which ignores the one given)."""
     from ..layout import convert_tp_sizes
     from ..shard import resplit
-    from ..runtime import (check_compile, check_draft_shape, check_positions, check_temperature, generate, generate_tp,
-                           load, open_checkpoint)
+    from ..runtime import (RUN, check_compile, check_device, check_draft_shape, check_positions, check_temperature,
+                           generate, generate_tp, load, open_checkpoint)
 
     copies = launched_copies()  # past the group's check: an MPI launcher's, whose copies only an engine's ranks are
     if copies is not None:
@@ -90,13 +90,14 @@ def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
         fix = resplit(convert_tp_sizes(ckpt.raw), cfg.tp_size, "convert again with --tp-size", o["tp"])
         raise ConfigError(f"--tp {o['tp']} differs from the checkpoint's tp_size {cfg.tp_size}: pass --tp "
                           f"{cfg.tp_size}{fix}")
-    check_compile(cfg, o["compile"], o["device"])
+    # run's own checks name its flags (RUN); generate and load, which check again, the Python API's keywords
+    check_compile(cfg, o["compile"], o["device"], spelling=RUN)
     if o["no_draft"] and {"--num-beams", "--draft-len"} & o["typed"]:  # a preset's are convert's too: not refused
         fix = "drop them with --no-draft" if "--no-draft" in o["typed"] else \
             "the --config preset sets no-draft: pass --draft to draft, or drop them"
         raise ConfigError(f"--num-beams and --draft-len shape the drafts: {fix}")
-    check_draft_shape(cfg, o["num_beams"], o["draft_len"], not o["no_draft"])
-    check_temperature(o["temperature"])  # before the weights load
+    check_draft_shape(cfg, o["num_beams"], o["draft_len"], not o["no_draft"], RUN)
+    check_temperature(o["temperature"], RUN)  # before the weights load
     if o["sampling_rule"] == "trtllm" and (why := _no_sampled_drafts(cfg, o["no_draft"])):
         raise ConfigError(f"--sampling-rule trtllm decides which drafts a sampled step accepts: {why}")
     if cfg.has_drafter and not o["no_draft"]:  # as its engine (and `serve`): the checkpoint's greedy mode decides
@@ -111,7 +112,8 @@ def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
     ids = _encode(tok, o)
     if not o["no_draft"] and (why := drafter_mode_warning(ckpt.raw, tok, o["chat"])):
         log.warning("%s", why)
-    check_positions(cfg, ids, o["max_output_len"], names=prompt_names(o["prompts"]))  # before the weights load
+    check_positions(cfg, ids, o["max_output_len"], RUN.flags["max_new_tokens"],  # before the weights load
+                    prompt_names(o["prompts"]))
     kwargs = dict(num_beams=o["num_beams"], draft_len=o["draft_len"], temperature=o["temperature"],
                   eos_token_id=stop_ids(tok, tokenizer_dir), use_draft=not o["no_draft"],
                   seed=o["seed"],  # each prompt's own generator's, as an engine seeds every request
@@ -120,6 +122,7 @@ def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
     if cfg.tp_size > 1:
         result = generate_tp(ckpt, ids, o["max_output_len"], device=o["device"], **kwargs)
     else:
+        check_device(o["device"], RUN)  # generate_tp's ranks check theirs once it has counted the GPUs tp needs
         result = generate(load(ckpt, device=o["device"], compile=o["compile"]), ids, o["max_output_len"], **kwargs)
     return tok, ids, result
 

@@ -157,7 +157,7 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
     if ranks := llmapi_ranks():  # past the group's check, which lets serve --engine-dir through
         raise llmapi_error(ranks, "`serve --checkpoint-dir`", "start it once, without mpirun and trtllm-llmapi-launch "
                            "(the reference runtime starts a tp checkpoint's ranks itself)")
-    from ..runtime import check_compile, open_checkpoint
+    from ..runtime import RUN, check_compile, check_device, open_checkpoint
     from ..serve_app import App, serve_max_output_len
     from ..serve_backend import ReferenceBackend
     from ..serve_http import make_server, stop_serving
@@ -165,7 +165,9 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
 
     checkpoint_dir = open_checkpoint(checkpoint_dir)  # inspected once: the backend and its ranks take it checked
     cfg = checkpoint_dir.config
-    check_compile(cfg, compile_layers, device)
+    check_compile(cfg, compile_layers, device, spelling=RUN)
+    if cfg.tp_size == 1:  # a tp checkpoint's GPUs are counted first, in the loading thread (LocalRanks)
+        check_device(device, RUN)
     default = click.get_current_context().get_parameter_source("max_output_len") == click.core.ParameterSource.DEFAULT
     max_output_len = serve_max_output_len(cfg, max_output_len, given=not default)
     # a variable its template never reads, or another model's tokenizer, refused before the port and minutes of

@@ -43,7 +43,7 @@ import math
 import numbers
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -65,6 +65,31 @@ __all__ = ["ReDrafterModel", "GenerationResult", "TokenLogprob", "RuntimeConfig"
            "load", "generate", "generate_tp", "forward_logits", "forward_logits_tp", "prompt_logprobs", "merge_ranks"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Spelling:
+    """How the checks below name an argument they refuse, and the fix: the Python API's keywords as a caller writes
+    them (`API`, every check's default: `draft_len=99`, `pass use_draft=False`), or `run`'s flags (`RUN`:
+    `--draft-len 99`, `pass --no-draft`), which the commands pass where they check their options before calling the
+    API (bench, acceptance and serve share run's --device and --compile). check_positions takes a command's own
+    flag for the new tokens (`run`: RUN.max_new_tokens)."""
+    flags: dict[str, str] = field(default_factory=dict)  # keyword -> flag; empty: the keywords (`name=value`)
+    no_draft: str = "pass use_draft=False"  # decoding without drafts
+    on_cpu: str = "pass device='cpu'"  # running on the CPU
+    compiling: str = "compile=True"  # compiling the base's layers, and the fix that does not
+    no_compile: str = "pass compile=False"
+
+    def given(self, keyword: str, value) -> str:
+        """The argument as the caller gave it: `draft_len=99`, or `--draft-len 99`."""
+        flag = self.flags.get(keyword)
+        return f"{keyword}={value!r}" if flag is None else f"{flag} {value}"
+
+
+API = Spelling()
+RUN = Spelling({"num_beams": "--num-beams", "draft_len": "--draft-len", "temperature": "--temperature",
+                "max_new_tokens": "--max-output-len", "device": "--device"},
+               no_draft="pass --no-draft", on_cpu="use --device cpu", compiling="--compile", no_compile="drop --compile")
 
 
 @dataclass
@@ -123,77 +148,83 @@ def load(checkpoint_dir: Checkpoint | Path | str, device: str = "cpu", dtype: to
     return ReDrafterModel(cfg, base, drafter, group)
 
 
-def check_device(device: str) -> None:
+def check_device(device: str, spelling: Spelling = API) -> None:
     """Refuse a CUDA device that is not there (a CPU build of torch, no GPU visible, or cuda:N past the visible
     GPUs), or a device the runtime does not run on, in one line, before any model loads: torch's own error is a
-    traceback."""
+    traceback. `spelling`: the caller's names (`Spelling`)."""
     if not (isinstance(device, str) and re.fullmatch(r"cpu|cuda(:\d+)?", device)):
         raise ConfigError(f"device {device!r} is not cpu, cuda or cuda:N: pass one of them (as a string)")
     if not device.startswith("cuda"):
         return
     if not torch.cuda.is_available():
-        raise ConfigError(f"--device {device} requested but no CUDA device is available: use --device cpu")
+        raise ConfigError(f"{spelling.given('device', device)} requested but no CUDA device is available: "
+                          f"{spelling.on_cpu}")
     index, count = device.partition(":")[2], torch.cuda.device_count()
     if index and int(index) >= count:
-        raise ConfigError(cuda_index_past(device, count))
+        raise ConfigError(cuda_index_past(device, count, spelling.given("device", device)))
 
 
-def check_compile(cfg: RuntimeConfig, compile: bool, device: str = "cpu", dtype: torch.dtype | str | None = None
-                  ) -> None:
-    """Refuse --compile where it cannot run (it compiles one CPU rank's layers in float32), before any rank starts
-    or any weight is read. dtype: the one the runtime will load in (None: the checkpoint's)."""
+def check_compile(cfg: RuntimeConfig, compile: bool, device: str = "cpu", dtype: torch.dtype | str | None = None,
+                  spelling: Spelling = API) -> None:
+    """Refuse compile=True (--compile) where it cannot run (it compiles one CPU rank's layers in float32), before
+    any rank starts or any weight is read. dtype: the one the runtime will load in (None: the checkpoint's)."""
     dtype = str(_dtype(dtype) or cfg.torch_dtype).removeprefix("torch.")
     if compile and (cfg.tp_size > 1 or not device.startswith("cpu") or dtype != "float32"):
-        raise ConfigError(f"--compile runs the layers of a tp=1 float32 checkpoint on one CPU (here tp={cfg.tp_size}, "
-                          f"{dtype}, {device}): drop --compile")
+        raise ConfigError(f"{spelling.compiling} runs the layers of a tp=1 float32 checkpoint on one CPU (here "
+                          f"tp={cfg.tp_size}, {dtype}, {device}): {spelling.no_compile}")
     if compile:
         from .compiled import check_cxx_compiler  # imports TorchInductor: only where it will compile
 
-        check_cxx_compiler()
+        check_cxx_compiler(spelling)
 
 
-def check_draft_shape(cfg: RuntimeConfig, num_beams: int | None, draft_len: int | None, use_draft: bool) -> tuple[int, int]:
-    """The beam width and draft length to use; raises ConfigError above the checkpoint's."""
+def check_draft_shape(cfg: RuntimeConfig, num_beams: int | None, draft_len: int | None, use_draft: bool,
+                      spelling: Spelling = API) -> tuple[int, int]:
+    """The beam width and draft length to use; raises ConfigError above the checkpoint's. The fixes that reconvert
+    name convert's options, the command to run."""
     if not use_draft:
         return 0, 0
     if not cfg.has_drafter:
-        raise ConfigError("the checkpoint has no drafter (no redrafter_* keys): pass --no-draft, or convert with a drafter")
+        raise ConfigError(f"the checkpoint has no drafter (no redrafter_* keys): {spelling.no_draft}, or convert with "
+                          f"a drafter")
     W = cfg.num_beams if num_beams is None else int(num_beams)
     L = cfg.draft_len if draft_len is None else int(draft_len)
     if not 1 <= W <= cfg.num_beams:
         larger = f": pass at most {cfg.num_beams}, or reconvert with --num-beams {W}" if W > cfg.num_beams else ""
-        raise ConfigError(f"--num-beams {W} is outside 1..{cfg.num_beams} (the checkpoint's redrafter_num_beams)"
-                          f"{larger}")
+        raise ConfigError(f"{spelling.given('num_beams', W)} is outside 1..{cfg.num_beams} (the checkpoint's "
+                          f"redrafter_num_beams){larger}")
     if not 0 <= L <= cfg.draft_len:
         larger = f": pass at most {cfg.draft_len}, or {cfg.draft_len_fix(L)}" if L > cfg.draft_len else ""
-        raise ConfigError(f"--draft-len {L} is outside 0..{cfg.draft_len} (the checkpoint's "
+        raise ConfigError(f"{spelling.given('draft_len', L)} is outside 0..{cfg.draft_len} (the checkpoint's "
                           f"redrafter_draft_len_per_beam){larger}")
     return W, L
 
 
 def check_positions(cfg: RuntimeConfig, prompt_ids: list[list[int]], max_new_tokens: int,
-                    flag: str = "--max-output-len", names: list[str | None] | None = None) -> None:
+                    flag: str | None = None, names: list[str | None] | None = None) -> None:
     """Refuse prompts that with max_new_tokens run past the model's positions (as TensorRT-LLM's max_seq_len),
     naming the longest (`names`: each prompt's, a file's line, or None; else its index when there are several) and the fixes
     that can work: fewer new tokens cannot help a prompt over the positions alone. `flag`: the caller's option for
-    the new tokens."""
+    the new tokens (a command's, `--max-new-tokens 5 at most`; `run`'s is RUN.max_new_tokens); None: generate's
+    keyword (`max_new_tokens=5 at most`)."""
+    at_most = (lambda n: f"max_new_tokens={n}") if flag is None else (lambda n: f"{flag} {n}")
     i = max(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
     longest, positions = len(prompt_ids[i]), cfg.max_positions
     if longest + max_new_tokens <= positions:
         return
     which = f"{names[i]}: " if names and names[i] else f"prompt_ids[{i}]: " if len(prompt_ids) > 1 else ""
     fixes = [f"shorten it to {positions - max_new_tokens} tokens"] * (max_new_tokens < positions) \
-        + [f"ask for fewer new tokens ({flag} {positions - longest} at most)"] * (longest < positions)
-    fix = " or ".join(fixes) or f"shorten it and ask for fewer new tokens ({flag} below {positions})"
+        + [f"ask for fewer new tokens ({at_most(positions - longest)} at most)"] * (longest < positions)
+    fix = " or ".join(fixes) or f"shorten it and ask for fewer new tokens ({flag or 'max_new_tokens'} below {positions})"
     raise ConfigError(f"{which}a {longest}-token prompt + {max_new_tokens} new tokens exceed the model's "
                       f"{positions} positions: {fix}")
 
 
-def check_temperature(temperature: float) -> None:
+def check_temperature(temperature: float, spelling: Spelling = API) -> None:
     """Refuse a temperature that is not 0 (greedy) or a finite value from MIN_TEMPERATURE."""
     if not (temperature == 0 or MIN_TEMPERATURE <= temperature < math.inf):  # NaN sampled one token forever
-        raise ConfigError(f"--temperature {temperature} is negative, below {MIN_TEMPERATURE:g} or not finite: use 0 "
-                          f"for greedy or a finite value from {MIN_TEMPERATURE:g}")
+        raise ConfigError(f"{spelling.given('temperature', temperature)} is negative, below {MIN_TEMPERATURE:g} or not "
+                          f"finite: use 0 for greedy or a finite value from {MIN_TEMPERATURE:g}")
 
 
 def check_prompts(cfg: RuntimeConfig, prompt_ids: list[list[int]]) -> None:
@@ -226,9 +257,9 @@ def check_model(model, name: str) -> None:
                           f"{str(model)[:80]!r}: model = load(checkpoint) first (generate_tp takes the folder)")
 
 
-def _check_top_k(k: int) -> None:
+def _check_top_k(k: int, keyword: str) -> None:
     if not (_integer(k) and 0 <= k <= MAX_TOP_LOGPROBS):  # "2" from a script was a TypeError
-        raise ConfigError(f"logprobs {k!r} is outside 0..{MAX_TOP_LOGPROBS}")
+        raise ConfigError(f"{keyword}={k!r} is outside 0..{MAX_TOP_LOGPROBS}")
 
 
 def _integer(v) -> bool:
@@ -255,7 +286,8 @@ def check_generate(cfg: RuntimeConfig, prompt_ids, max_new_tokens, num_beams=Non
                    temperature=0.0, eos_token_id=None, seed=0, use_draft=True, batch_size=None, on_tokens=None,
                    admit=None, logprobs=None, on_step=None, sampling_rule="exact", forget_ended=False) -> tuple[int, int]:
     """Refuse `generate`'s arguments that cannot work, each in one line (generate_tp: before any rank starts and
-    loads its weights); returns the beam width and draft length. Same parameters as generate."""
+    loads its weights); returns the beam width and draft length. Same parameters as generate, named as generate's
+    keywords (the commands check their options first, in their flags' names: `Spelling`)."""
     check_prompts(cfg, prompt_ids)
     given = dict(max_new_tokens=max_new_tokens, temperature=temperature, eos_token_id=eos_token_id, seed=seed,
                  batch_size=batch_size, num_beams=num_beams, draft_len=draft_len, use_draft=use_draft,
@@ -276,9 +308,9 @@ def check_generate(cfg: RuntimeConfig, prompt_ids, max_new_tokens, num_beams=Non
     check_positions(cfg, prompt_ids, max_new_tokens)
     W, L = check_draft_shape(cfg, num_beams, draft_len, use_draft)
     if logprobs is not None:
-        _check_top_k(logprobs)
+        _check_top_k(logprobs, "logprobs")
     if sampling_rule not in SAMPLING_RULES:
-        raise ConfigError(f"sampling rule {sampling_rule!r} is unknown: use one of {', '.join(SAMPLING_RULES)}")
+        raise ConfigError(f"sampling_rule={sampling_rule!r} is unknown: use one of {', '.join(SAMPLING_RULES)}")
     if admit is not None and batch_size is not None:
         raise ConfigError("admit joins prompts to one running batch: leave batch_size out")
     if forget_ended and on_tokens is None:
@@ -388,7 +420,7 @@ def prompt_logprobs(model: ReDrafterModel, prompt_ids: list[list[int]], k: int) 
     Under tp every rank calls it with the same arguments."""
     check_model(model, "prompt_logprobs")
     check_prompts(model.config, prompt_ids)
-    _check_top_k(k)
+    _check_top_k(k, "k")
     check_positions(model.config, prompt_ids, 0)
     out = []
     for ids in prompt_ids:

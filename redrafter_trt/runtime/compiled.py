@@ -104,10 +104,14 @@ class LayerStack(torch.nn.Module):
         return rms_norm(x, self.ln_f, self.eps)
 
 
-def check_cxx_compiler() -> None:
+def check_cxx_compiler(spelling=None) -> None:
     """Refuse a machine where TorchInductor finds no working C++ compiler (it generates C++ for the CPU: a Mac without
     Xcode's command line tools, Windows without MSVC), before minutes of tracing end in its long traceback. A torch
-    without inductor's `get_cpp_compiler` is not checked."""
+    without inductor's `get_cpp_compiler` is not checked. spelling: the caller's names (`runtime.Spelling`; None:
+    the Python API's, `runtime.API`)."""
+    from . import API
+
+    spelling = spelling or API
     try:
         from torch._inductor.cpp_builder import get_cpp_compiler
         from torch._inductor.exc import InvalidCxxCompiler
@@ -116,9 +120,9 @@ def check_cxx_compiler() -> None:
     try:
         get_cpp_compiler()
     except InvalidCxxCompiler as e:
-        raise ConfigError(f"--compile needs a C++ compiler for TorchInductor and none works here ({e}): install one "
-                          f"(g++ or clang++; Xcode's command line tools on macOS, MSVC on Windows) or name it in CXX, "
-                          f"or drop --compile") from None
+        raise ConfigError(f"{spelling.compiling} needs a C++ compiler for TorchInductor and none works here ({e}): "
+                          f"install one (g++ or clang++; Xcode's command line tools on macOS, MSVC on Windows) or name "
+                          f"it in CXX, or {spelling.no_compile}") from None
 
 
 def compile_stack(stack: LayerStack):

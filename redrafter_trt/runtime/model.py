@@ -104,8 +104,8 @@ class BaseModel:
         self.cfg, self.group, self.device = cfg, group, torch.device(device)
         self.dtype = dtype or cfg.torch_dtype
         if compile and (self.device.type != "cpu" or self.dtype != torch.float32 or group.tp_size != 1):
-            raise ConfigError(f"compiling the base runs on one CPU rank in float32 (here {self.device.type}, "
-                              f"{str(self.dtype).removeprefix('torch.')}, tp={group.tp_size}): drop --compile")
+            raise ConfigError(f"compile=True compiles the base on one CPU rank in float32 (here {self.device.type}, "
+                              f"{str(self.dtype).removeprefix('torch.')}, tp={group.tp_size}): pass compile=False")
 
         def take(name: str, required: bool = True) -> torch.Tensor | None:
             t = tensors.get(name)

@@ -80,9 +80,9 @@ class EngineLimits:
             raise ConfigError(f"{counted(longest, 'prompt token')} + --max-output-len {max_new_tokens} exceed the engine's "
                               f"max_seq_len {self.max_seq_len}: lower --max-output-len to "
                               f"{max(self.max_seq_len - longest, 1)}, or rebuild with a larger --max-seq-len")
-        from . import check_temperature
+        from . import RUN, check_temperature
 
-        check_temperature(temperature)  # as the reference runtime: a tiny one overflows logits / T (1 / 0 in float32)
+        check_temperature(temperature, RUN)  # as the reference runtime: a tiny one overflows logits / T (1 / 0 in float32)
         if not self.greedy and temperature == 0:
             raise ConfigError("this engine samples (converted with --no-greedy), so --temperature 0 would sample at "
                               "1.0: pass a positive --temperature, or convert without --no-greedy and rebuild")
