@@ -125,6 +125,18 @@ def test_runner_arguments_and_outputs(tmp_path, monkeypatch, temperature):
     assert executor.polls == 2  # the non-final responses were not taken as results
 
 
+def test_an_engines_temperature_is_refused_in_runs_words(tmp_path, monkeypatch):
+    """run --engine-dir checks the temperature as the reference runtime does (runtime.check_temperature), in run's
+    words: the engine runtime has no Python API of its own whose keyword it could name."""
+    from redrafter_trt.errors import ConfigError
+
+    write_engine_config(tmp_path, greedy=False)
+    install_fake_trtllm(monkeypatch, FakeExecutor([[1, 2, 3, 7]], iters=[1]), {})
+    with pytest.raises(ConfigError, match=r"^--temperature 1e-07 is negative, below 1e-05 or not finite: use 0 for "
+                                          r"greedy"):
+        trtllm.generate_engine(tmp_path, [[1, 2, 3]], 1, end_id=2, pad_id=0, temperature=1e-7, seed=3)
+
+
 @pytest.mark.parametrize("holds", ["session", "executor"])
 def test_the_runner_executor_is_taken_under_either_name(tmp_path, monkeypatch, holds):
     """NVIDIA/TensorRT-LLM's model_runner_cpp.py keeps the Executor as self.session in some commits and as
