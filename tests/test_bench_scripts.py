@@ -242,6 +242,12 @@ def test_scripts_refuse_counts_below_one(tiny_llama, tiny_drafter, tmp_path):
             # named run's --num-beams, an option the script does not have; --draft-len 5 was refused so
             ("profile_decode", [*profile[:4], "--beams", "3", "--draft-len", "2"], "--beams 3 is outside 1..2"),
             ("profile_decode", [*profile[:6], "--draft-len", "5"], "--draft-len 5 is outside 1..2"),
+            # the runtime's load and generate name their Python keywords (compile=True, max_new_tokens=): the
+            # script checks its own options first
+            ("profile_decode", ["--checkpoint-dir", checkpoint(tiny_llama, tiny_drafter, 1, num_beams=2, draft_len=2,
+                                                               dtype="bfloat16"), *profile[2:], "--compile"],
+             "bfloat16, cpu): drop --compile"),
+            ("profile_decode", [*profile, "--max-new-tokens", "100000"], "new tokens (--max-new-tokens "),
             ("self_prompts", ["--base", tiny_llama, "--output", tmp_path / "p.jsonl", "--temperature", "0"],
              "--temperature"),
             ("train_smollm2", ["--max-examples", "0", "--output", tmp_path / "d"], "--max-examples")):

@@ -824,6 +824,24 @@ def test_cli_compile_refuses_what_it_cannot_run(tmp_path):
         assert all(n in res.output for n in needles), res.output  # refused before "compiling (minutes)", not after
 
 
+def test_cli_a_cuda_device_that_is_not_there_is_refused_in_serves_words(tmp_path, monkeypatch):
+    """serve --device cuda without a GPU was refused by the runtime's load, in the loading thread; the runtime's
+    load names the Python API's keyword (device='cuda'), so serve checks its option first, with its flag."""
+    import torch
+
+    from test_train_data import make_tokenizer
+    from tinymodels import make_drafter, make_hf
+
+    base = make_hf(tmp_path / "base", "llama", vocab_size=100)
+    make_tokenizer(base)
+    drafter = make_drafter(tmp_path / "drafter", base)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    res = CliRunner().invoke(main, ["serve", "--tokenizer-dir", str(base), "--checkpoint-dir",
+                                    str(checkpoint(base, drafter, 1)), "--device", "cuda"])
+    assert res.exit_code == 2 and res.output == ("error: --device cuda requested but no CUDA device is available: use "
+                                                 "--device cpu\n"), res.output
+
+
 def test_cli_a_taken_port_is_refused_before_loading(tmp_path, monkeypatch):
     import socket
 
