@@ -73,7 +73,7 @@ class Spelling:
     them (`API`, every check's default: `draft_len=99`, `pass use_draft=False`), or `run`'s flags (`RUN`:
     `--draft-len 99`, `pass --no-draft`), which the commands pass where they check their options before calling the
     API (bench, acceptance and serve share run's --device and --compile). check_positions takes a command's own
-    flag for the new tokens (`run`: RUN.max_new_tokens)."""
+    flag for the new tokens (`run`'s: RUN.flags["max_new_tokens"])."""
     flags: dict[str, str] = field(default_factory=dict)  # keyword -> flag; empty: the keywords (`name=value`)
     no_draft: str = "pass use_draft=False"  # decoding without drafts
     on_cpu: str = "pass device='cpu'"  # running on the CPU
@@ -89,7 +89,8 @@ class Spelling:
 API = Spelling()
 RUN = Spelling({"num_beams": "--num-beams", "draft_len": "--draft-len", "temperature": "--temperature",
                 "max_new_tokens": "--max-output-len", "device": "--device"},
-               no_draft="pass --no-draft", on_cpu="use --device cpu", compiling="--compile", no_compile="drop --compile")
+               no_draft="pass --no-draft", on_cpu="use --device cpu", compiling="--compile",
+               no_compile="drop --compile")
 
 
 @dataclass
@@ -205,8 +206,8 @@ def check_positions(cfg: RuntimeConfig, prompt_ids: list[list[int]], max_new_tok
     """Refuse prompts that with max_new_tokens run past the model's positions (as TensorRT-LLM's max_seq_len),
     naming the longest (`names`: each prompt's, a file's line, or None; else its index when there are several) and the fixes
     that can work: fewer new tokens cannot help a prompt over the positions alone. `flag`: the caller's option for
-    the new tokens (a command's, `--max-new-tokens 5 at most`; `run`'s is RUN.max_new_tokens); None: generate's
-    keyword (`max_new_tokens=5 at most`)."""
+    the new tokens (a command's, `--max-new-tokens 5 at most`; `run`'s is RUN.flags["max_new_tokens"]); None:
+    generate's keyword (`max_new_tokens=5 at most`)."""
     at_most = (lambda n: f"max_new_tokens={n}") if flag is None else (lambda n: f"{flag} {n}")
     i = max(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
     longest, positions = len(prompt_ids[i]), cfg.max_positions
@@ -215,7 +216,8 @@ def check_positions(cfg: RuntimeConfig, prompt_ids: list[list[int]], max_new_tok
     which = f"{names[i]}: " if names and names[i] else f"prompt_ids[{i}]: " if len(prompt_ids) > 1 else ""
     fixes = [f"shorten it to {positions - max_new_tokens} tokens"] * (max_new_tokens < positions) \
         + [f"ask for fewer new tokens ({at_most(positions - longest)} at most)"] * (longest < positions)
-    fix = " or ".join(fixes) or f"shorten it and ask for fewer new tokens ({flag or 'max_new_tokens'} below {positions})"
+    fix = " or ".join(fixes) or \
+        f"shorten it and ask for fewer new tokens ({flag or 'max_new_tokens'} below {positions})"
     raise ConfigError(f"{which}a {longest}-token prompt + {max_new_tokens} new tokens exceed the model's "
                       f"{positions} positions: {fix}")
 
