@@ -445,14 +445,15 @@ def test_two_outputs_naming_one_file_are_refused(smollm2, smol_ckpt, tmp_path, f
 def test_a_log_prob_file_named_without_npy_is_checked_under_the_name_it_is_written(smollm2, smol_ckpt, tmp_path):
     """An audit: OutputFile's checks looked at the name as typed, before `.npy` was added. `--output-cum-log-probs-npy
     cum` with a folder `cum.npy` generated whole, wrote lp.npy, then failed (`.cum.npy.partial-...: Is a directory`,
-    exit 2, the JSON never written): refused up front now, as `cum.npy` typed is. `lp` with `lp.npy` a link replaced
+    exit 2, the JSON never written): refused up front now, as `cum.npy` typed is (a review: as "not a regular file (a
+    device, pipe or socket...)" until session 72; a folder now). `lp` with `lp.npy` a link replaced
     the link by a plain file, where `lp.npy` typed writes through it: the file it names is written now, alike."""
     np = pytest.importorskip("numpy")
     (tmp_path / "cum.npy").mkdir()
     base = ["--checkpoint-dir", smol_ckpt, "--tokenizer-dir", smollm2, "--input-text", "hi", "--max-output-len", 3,
             "--output-json", tmp_path / "o.json"]
     one_line_error(invoke(*base, "--output-log-probs-npy", tmp_path / "lp", "--output-cum-log-probs-npy",
-                          tmp_path / "cum"), f"{tmp_path / 'cum.npy'} is not a regular file")
+                          tmp_path / "cum"), f"{tmp_path / 'cum.npy'} is a folder: pass a file path")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cum.npy"]
     (tmp_path / "cum.npy").rmdir()
     (tmp_path / "real").mkdir()

@@ -127,6 +127,8 @@ class OutputFile(click.Path):
         path = super().convert(value, param, ctx)
         if self.suffix and path.suffix != self.suffix:
             path = path.with_name(path.name + self.suffix)
+        if path.is_dir():  # only with the suffix added: click refuses a folder typed as it is
+            self.fail(f"{path} is a folder: pass a file path", param, ctx)
         if path.exists() and not path.is_file():
             self.fail(f"{path} is not a regular file (a device, pipe or socket, which the output would replace): "
                       f"pass a file path", param, ctx)
