@@ -115,6 +115,17 @@ def test_trtllm_rule_refuses_nan_at_every_node_it_reads(broken, whose):
         accept(broken)
 
 
+def test_trtllm_rule_reads_no_node_past_a_beams_rejection():
+    """A NaN where no rule reads it, beam 0's node 2 ("3,1,4", past its rejection at depth 1), changes nothing and
+    is no refusal (a review: checking every node, or the nodes one depth too deep, refused this step)."""
+    from redrafter_trt.runtime.accept import accept_sample_trtllm
+
+    beams, logits, draft_logp = _two_beams_one_broken(None)
+    logits[0, 2, 0] = torch.nan
+    acc = accept_sample_trtllm(beams, build_tree(beams), logits, 1.0, draft_logp, torch.Generator().manual_seed(0))
+    assert acc.count.tolist() == [3] and acc.path.tolist() == [[0, 3, 4]]
+
+
 @pytest.mark.parametrize("rule, use_draft", [("exact", True), ("exact", False), ("trtllm", True)])
 def test_a_prompts_first_sampled_token_refuses_non_finite_logits(tiny_llama, tiny_drafter, monkeypatch, rule,
                                                                  use_draft):
@@ -202,12 +213,14 @@ def _trtllm_reference(beams, node_of, logits, temperature, draft_logp, generator
     return max_accepted, beam, torch.tensor(nexts)
 
 
-def test_trtllm_rule_is_tensorrt_llms():
+@pytest.mark.parametrize("W, L", [(3, 4), (2, 4), (4, 3)])
+def test_trtllm_rule_is_tensorrt_llms(W, L):
     """accept_sample_trtllm against the transcription above, on the same draws: counts, the beam kept, the path
-    and every emitted token. And with q = p every draft is accepted (u < 1 always)."""
+    and every emitted token. And with q = p every draft is accepted (u < 1 always). W != L - 1 too (a review: the
+    uniforms drawn as (L - 1, W) passed at W = 3, L = 4 alone)."""
     from redrafter_trt.runtime.accept import accept_sample_trtllm
 
-    B, W, L, V, temp = 64, 3, 4, 12, 0.9
+    B, V, temp = 64, 12, 0.9
     g = torch.Generator().manual_seed(0)
     beams = torch.randint(0, 4, (B, W, L), generator=g)  # few token ids: shared prefixes, merged tree nodes
     tree = build_tree(beams)
