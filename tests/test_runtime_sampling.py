@@ -115,13 +115,17 @@ def test_trtllm_rule_refuses_nan_at_every_node_it_reads(broken, whose):
         accept(broken)
 
 
-def test_trtllm_rule_reads_no_node_past_a_beams_rejection():
-    """A NaN where no rule reads it, beam 0's node 2 ("3,1,4", past its rejection at depth 1), changes nothing and
-    is no refusal (a review: checking every node, or the nodes one depth too deep, refused this step)."""
+@pytest.mark.parametrize("first_rejected", [False, True])
+def test_trtllm_rule_reads_no_node_past_a_beams_rejection(first_rejected):
+    """A NaN where no rule reads it changes nothing and is no refusal (a review: checking every node, or the nodes
+    one depth too deep, refused this step): beam 0's node 2 ("3,1,4", past its rejection at depth 1), or its node 1
+    ("3,1") where its first draft is rejected at the root."""
     from redrafter_trt.runtime.accept import accept_sample_trtllm
 
     beams, logits, draft_logp = _two_beams_one_broken(None)
-    logits[0, 2, 0] = torch.nan
+    if first_rejected:  # p of beam 0's first draft about 0, its q 1/8
+        logits[0, 0, 1], draft_logp[0, 0, 0] = -1e4, torch.zeros(draft_logp.shape[-1]).log_softmax(-1)
+    logits[0, 1 if first_rejected else 2, 0] = torch.nan
     acc = accept_sample_trtllm(beams, build_tree(beams), logits, 1.0, draft_logp, torch.Generator().manual_seed(0))
     assert acc.count.tolist() == [3] and acc.path.tolist() == [[0, 3, 4]]
 
