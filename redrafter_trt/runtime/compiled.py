@@ -148,7 +148,7 @@ def compile_stack(stack: LayerStack):
                     raise
                 raise ConfigError(f"TorchInductor could not compile the base's layers ({_reason(e)}): its C++ "
                                   f"compiler must build OpenMP code (on macOS: brew install libomp), or drop "
-                                  f"--compile") from e
+                                  f"--compile (Python: compile=False)") from e
     return run
 
 
