@@ -126,6 +126,7 @@ def load_preset(path: str | Path) -> dict:
 
 _SECTION_META = "redrafter_trt.presets.section"  # ctx.meta: parameter names the command's own section set
 _TYPED_META = "redrafter_trt.presets.typed"  # ctx.meta: {parameter name: its value as typed} (preset_then_typed)
+_PRESET_META = "redrafter_trt.presets.preset"  # ctx.meta: {parameter name: the preset's value} (preset_then_typed)
 
 
 def _key(name: str) -> str:
@@ -469,12 +470,15 @@ def preset_then_typed(ctx: click.Context, param: click.Parameter, value: tuple |
     from click.core import ParameterSource
 
     preset = ctx.lookup_default(param.name, call=False)
-    if ctx.get_parameter_source(param.name) != ParameterSource.COMMANDLINE:
+    typed = ctx.get_parameter_source(param.name) == ParameterSource.COMMANDLINE
+    if preset:
+        preset = ctx.meta.setdefault(_PRESET_META, {})[param.name] = \
+            param.type_cast_value(ctx, preset) if typed else value
+    if not typed:
         return value
     ctx.meta.setdefault(_TYPED_META, {})[param.name] = value
     if not preset:
         return value
-    preset = param.type_cast_value(ctx, preset)
     return {**preset, **value} if isinstance(value, dict) else (*preset, *value)
 
 
@@ -482,6 +486,16 @@ def typed_alone(ctx: click.Context, name: str, empty: tuple | dict) -> tuple | d
     """The value of a `preset_then_typed` option as typed on the command line, the preset's left out (`empty`: not
     typed): where a preset's settings do not apply, the typed ones alone are checked and used."""
     return ctx.meta.get(_TYPED_META, {}).get(name, empty)
+
+
+def preset_setting(meta: dict, name: str, key: str) -> str | None:
+    """How a refusal names setting `key` of a `preset_then_typed` mapping option `name`, where the --config preset's
+    field set it and nothing typed overrode it (`the --config preset's chat-template-kwargs`); None otherwise. Read
+    from the context's `meta` (shared by a command's contexts): the group's error handling runs after the command's
+    context has closed."""
+    if key in meta.get(_PRESET_META, {}).get(name, {}) and key not in meta.get(_TYPED_META, {}).get(name, {}):
+        return f"the --config preset's {_key(name)}"
+    return None
 
 
 def as_given(ctx: click.Context, name: str) -> str:

@@ -228,7 +228,18 @@ def _generation_tag():
     return Generation
 
 
-def unread_template_kwargs(tokenizer, kwargs: dict) -> str | None:
+class UnreadTemplateVariable(ConfigError):
+    """A chat template variable (`key`) given to a template that never reads it (`reads`: the variables it does);
+    `named`: how the refusal names the setting, --chat-template-kwargs unless the command line knows a --config
+    preset's field set it (`cli._name_preset_variable`)."""
+
+    def __init__(self, key: str, reads: str, named: str = "--chat-template-kwargs"):
+        super().__init__(f'{named} sets "{key}", a variable the base\'s chat template never reads (it reads '
+                         f'{reads}): check its name, or leave it out')
+        self.key, self.reads = key, reads
+
+
+def unread_template_kwargs(tokenizer, kwargs: dict) -> UnreadTemplateVariable | None:
     """Why --chat-template-kwargs `kwargs` would change nothing, or None: a variable the chat template never reads
     (a misspelt `enable_thinkng`, another model's `thinking`) rendered Qwen3's prompts thinking without a word. A
     template jinja2 cannot read alone is not checked, nor one given none (plain prompts never render it)."""
@@ -240,8 +251,7 @@ def unread_template_kwargs(tokenizer, kwargs: dict) -> str | None:
         return None
     read, looped = names
     own = sorted(read - looped - GIVEN - {k for k in read if k.endswith("_token")})
-    return (f'--chat-template-kwargs sets "{unread[0]}", a variable the base\'s chat template never reads (it reads '
-            f'{", ".join(own) or "none of its own"}): check its name, or leave it out')
+    return UnreadTemplateVariable(unread[0], ", ".join(own) or "none of its own")
 
 
 # a tool definition the probes of a template render (`shows_tools`, `renders_alike`)
@@ -483,8 +493,8 @@ def auto_tokenizer(folder, template_kwargs: dict | None = None):
         if problem := transformers_config_refusal(folder, e):  # AutoTokenizer reads config.json: that, not a tokenizer
             raise ConfigError(problem) from None
         raise TokenizerError(first_line(e, type(e).__name__)) from None
-    if why := unread_template_kwargs(tokenizer, template_kwargs or {}):
-        raise ConfigError(why)
+    if unread := unread_template_kwargs(tokenizer, template_kwargs or {}):
+        raise unread
     setattr(tokenizer, TEMPLATE_KWARGS, dict(template_kwargs or {}))
     return tokenizer
 

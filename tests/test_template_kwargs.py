@@ -198,6 +198,30 @@ def test_a_variable_the_template_never_reads_is_refused(thinking, prompts, tmp_p
     taken.close()
 
 
+@pytest.mark.parametrize("command", ["run", "bench", "serve"])
+def test_a_presets_variable_the_template_never_reads_is_named_as_the_presets(thinking, prompts, tmp_path, command):
+    """A review: a --config preset's misspelt variable was refused as `--chat-template-kwargs sets ...`, a flag
+    nobody typed. It is named as the preset's field; one typed over it (or typed alone) as the flag."""
+    ckpt, base = thinking
+    taken = socket.socket()  # serve refuses it before it binds its port (and loads the model): not served
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    args = {"run": ["--input-text", "Hi", "--chat"], "bench": COMMANDS["bench"](prompts),
+            "serve": ["--port", taken.getsockname()[1]]}[command]
+    preset = tmp_path / "p.yaml"
+    preset.write_text("chat-template-kwargs: {enable_thinking: false, enable_thinkng: false}\n")
+    args = [command, "--config", preset, "--checkpoint-dir", ckpt, "--tokenizer-dir", base, *args]
+    said = ' sets "enable_thinkng", a variable the base\'s chat template never reads (it reads enable_thinking)'
+    with taken:
+        for typed, named in [([], "the --config preset's chat-template-kwargs"),
+                             (["--chat-template-kwargs", '{"enable_thinkng": true}'], "--chat-template-kwargs")]:
+            r = _cli(*args, *typed, code=2)
+            assert r.output.count("\n") == 1 and f"error: {named}{said}" in r.output, r.output
+        preset.write_text("chat-template-kwargs: {enable_thinking: false}\n")
+        r = _cli(*args, "--chat-template-kwargs", '{"thinking": true}', code=2)
+        assert 'error: --chat-template-kwargs sets "thinking"' in r.output, r.output
+
+
 def test_a_variable_the_template_defaults_is_read_and_a_loops_own_is_not_named():
     """A template that defaults its variable (`{% set enable_thinking = true %}` where it is not defined) reads it,
     and a name a loop sets after reading it (Qwen3's `content`, which jinja2 counts as undeclared) is not named
@@ -211,7 +235,7 @@ def test_a_variable_the_template_defaults_is_read_and_a_loops_own_is_not_named()
         "{% for m in messages %}{% if m.content is string %}{% set content = m.content %}{% endif %}{{ content }}"
         "{% endfor %}{{ enable_thinking }}"))
     assert unread_template_kwargs(template, {"enable_thinking": False}) is None
-    assert "(it reads enable_thinking):" in unread_template_kwargs(template, {"thinking": False})
+    assert "(it reads enable_thinking):" in str(unread_template_kwargs(template, {"thinking": False}))
 
 
 def test_a_template_marking_its_answers_for_training_is_checked():
@@ -226,7 +250,7 @@ def test_a_template_marking_its_answers_for_training_is_checked():
         "{% for m in messages %}{% if m.role == 'assistant' %}{% generation %}{% set said = m.content %}{{ said }}"
         "{% endgeneration %}{% endif %}{% endfor %}{{ said }}{% if enable_thinking is defined %}{% endif %}"))
     assert unread_template_kwargs(template, {"enable_thinking": False, "said": 1}) is None
-    assert "(it reads enable_thinking):" in unread_template_kwargs(template, {"enable_thinkng": False})
+    assert "(it reads enable_thinking):" in str(unread_template_kwargs(template, {"enable_thinkng": False}))
 
 
 def test_a_template_jinja2_cannot_compile_is_left_to_its_render(tmp_path):

@@ -120,7 +120,7 @@ class OneLineErrors:
         except RedrafterError as e:
             if _debug(ctx, e):
                 raise
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {_name_preset_variable(ctx, e)}", err=True)
             ctx.exit(2)
         except click.UsageError as e:  # a bad option or value: one line too, with where to look
             if _debug(ctx, e):
@@ -244,6 +244,18 @@ def _name_preset_field(e: click.UsageError) -> None:
     if isinstance(e, click.BadParameter) and e.param_hint is None and e.ctx is not None and e.param is not None \
             and e.ctx.get_parameter_source(e.param.name) == ParameterSource.DEFAULT_MAP:
         e.param_hint = as_given(e.ctx, e.param.name)
+
+
+def _name_preset_variable(ctx: click.Context, e: Exception) -> Exception:
+    """A chat template variable that the template never reads, set by a --config preset's chat-template-kwargs, is
+    named as the preset's field (`presets.preset_setting`): it was blamed on --chat-template-kwargs, a flag nobody
+    typed. Other errors as they are."""
+    from ..presets import preset_setting
+    from ..tokens import UnreadTemplateVariable
+
+    if isinstance(e, UnreadTemplateVariable) and (named := preset_setting(ctx.meta, "chat_template_kwargs", e.key)):
+        return UnreadTemplateVariable(e.key, e.reads, named)
+    return e
 
 
 def _not_in_preset(e: click.UsageError) -> str:
