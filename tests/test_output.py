@@ -517,8 +517,11 @@ def test_is_within_folds_case_only_where_the_file_system_does(tmp_path, monkeypa
     (tmp_path / "x").mkdir()
     original = Path.stat
 
-    def case_blind(self, *args, **kwargs):  # a disk that finds `X` for `x` (tmp_path's own names are lower case)
-        return original(Path(str(self).lower()) if blind else self, *args, **kwargs)
+    def case_blind(self, *args, **kwargs):  # a disk that finds `X` for `x` below tmp_path (whose own name may hold
+        # capitals: a TMPDIR of /tmp/ciX, macOS's /var/folders/.../T)
+        below = str(self).removeprefix(str(tmp_path))
+        folded = Path(str(tmp_path) + below.lower()) if blind and below != str(self) else self
+        return original(folded, *args, **kwargs)
 
     monkeypatch.setattr(Path, "stat", case_blind)
     assert output.is_within(tmp_path / "x" / "Out" / "d", tmp_path / "x" / "out") == blind
