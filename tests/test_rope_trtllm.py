@@ -181,3 +181,54 @@ def test_llama3_equal_freq_factors_are_not_refused():
     assert llama3_problem({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 2.0, "high_freq_factor": 2.0,
                            "original_max_position_embeddings": 64}) is None
     assert llama3_problem(LLAMA3_INVERTED) is not None
+
+
+@pytest.mark.parametrize("extra, needle", [({"beta_fast": 0}, "beta_fast must be a positive finite number"),
+                                           ({"mscale": "1.5"}, "mscale must be numbers")])
+def test_runtime_refuses_a_yarn_trtllm_build_cannot_read_as_unreadable(extra, needle):
+    """A yarn whose beta_fast is 0 (TensorRT-LLM divides by it; transformers reads 32) or whose mscale is no number
+    (TensorRT-LLM multiplies by it: TypeError) is refused by the reference runtime for those keys, not computed, and
+    not as a RoPE TensorRT-LLM "would build otherwise": trtllm-build builds none from it (rope_scaling_problem's
+    yarn branch; trtllm_rope_problem leaves it to yarn_read_problem)."""
+    from redrafter_trt.rope import TRTLLM_ROPE_DIFFERS, trtllm_rope_problem
+    from redrafter_trt.runtime.config import RuntimeConfig
+
+    scaling = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64} | extra
+    raw = {"hidden_size": 64, "num_attention_heads": 2, "num_hidden_layers": 1, "vocab_size": 10,
+           "rotary_base": 5e5, "rotary_scaling": scaling, "max_position_embeddings": 256}
+    with pytest.raises(ConfigError, match=needle) as err:
+        RuntimeConfig.from_dict(raw)
+    assert TRTLLM_ROPE_DIFFERS not in str(err.value) and trtllm_rope_problem(scaling) is None
+
+
+def _transformers_yarn_scale(scaling):
+    from transformers import LlamaConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    hf = LlamaConfig(hidden_size=64, num_attention_heads=2, num_hidden_layers=1, vocab_size=10,
+                     max_position_embeddings=2048, rope_theta=1e6, rope_scaling=dict(scaling))
+    return ROPE_INIT_FUNCTIONS["yarn"](hf, "cpu")[1]
+
+
+def test_a_yarn_attention_factor_at_factor_1_gets_no_mscale_fix():
+    """At factor 1 transformers' (and TensorRT-LLM's) yarn mscale is 1 whatever mscale / mscale_all_dim say
+    (get_mscale: `if scale <= 1: return 1.0`), so an attention_factor 0.8 cannot be written in keys TensorRT-LLM
+    reads: convert says TensorRT-LLM cannot build it (no pair offered; log(1) = 0 is no divisor)."""
+    from redrafter_trt.rope import TRTLLM_CANNOT
+
+    scaling = YARN | {"factor": 1.0, "attention_factor": 0.8}
+    assert _transformers_yarn_scale(scaling) == pytest.approx(0.8)
+    assert _transformers_yarn_scale(YARN | {"factor": 1.0, "mscale": 3.0, "mscale_all_dim": 0.5}) == 1.0
+    with pytest.raises(ConfigError, match=TRTLLM_CANNOT):
+        rope_fields(HF | {"rope_scaling": scaling})
+
+
+def test_a_yarn_attention_factor_of_zero_gets_no_mscale_fix():
+    """transformers' own check wants attention_factor greater than 0 (a 0 zeroes every cos/sin): convert refuses it
+    without offering an mscale pair that would write the same zero scale in other keys."""
+    from redrafter_trt.rope import TRTLLM_CANNOT, yarn_scale_fix
+
+    scaling = YARN | {"attention_factor": 0.0}
+    assert yarn_scale_fix(scaling) is None
+    with pytest.raises(ConfigError, match=TRTLLM_CANNOT):
+        rope_fields(HF | {"rope_scaling": scaling})
