@@ -298,6 +298,18 @@ def test_drafter_rank_tensors_are_trtllm_converters(tmp_path, tiny_llama, rnn, e
             assert got[k].dtype == t.dtype and torch.equal(got[k], t), (r, k)
 
 
+
+@pytest.mark.parametrize("name", ["lm_head.2.linear.weight", "lm_head.2.linear.bias", "lm_head.1.weight",
+                                  "lm_head.x.linear.weight"])
+def test_a_drafter_name_past_its_layers_has_no_trtllm_name(name):
+    """TensorRT-LLM 1.2's examples/redrafter/convert_checkpoint.py (hf_drafter) writes drafter.layers.{i} for i below
+    num_draft_layers only, and drafter.lm_head from lm_head.{num_draft_layers}: a layer past them, or a head at another
+    index, is no TensorRT-LLM tensor (KeyError), not a drafter.layers.2 that no engine reads."""
+    assert drafter_to_trtllm("lm_head.1.linear.weight", 2) == "drafter.layers.1.linear.weight"
+    assert drafter_to_trtllm("lm_head.2.weight", 2) == "drafter.lm_head.weight"
+    with pytest.raises(KeyError):
+        drafter_to_trtllm(name, 2)
+
 def test_config_fields(tmp_path, tiny_drafter):
     base = make_hf(tmp_path / "b", "llama")
     out = convert(base, tiny_drafter, tmp_path / "c", num_beams=3, draft_len=4, greedy=False)
