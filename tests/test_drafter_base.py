@@ -154,6 +154,53 @@ def test_a_checkpoints_rows_by_hugging_face_name_are_the_models(tmp_path, kv_hea
         rows.close()
 
 
+
+def test_quantised_tensors_and_another_depths_layers_are_not_compared(tmp_path):
+    """Rows are read only where they are the model's numbers: an FP8 weight (F8_E4M3, its scale kept apart as
+    modelopt exports it) is not, in a Hugging Face folder or a TensorRT-LLM checkpoint; a layer past the checkpoint's
+    num_hidden_layers is none TensorRT-LLM builds, whatever tensor a rank file holds under its name."""
+    from safetensors.torch import save_file
+
+    from redrafter_trt.base_rows import HfRows, TrtllmRows
+    from redrafter_trt.io import TensorSource
+
+    fp8, f32 = torch.ones(4, 4).to(torch.float8_e4m3fn), torch.ones(4)
+    save_file({"model.layers.0.self_attn.q_proj.weight": fp8, "model.norm.weight": f32}, tmp_path / "hf.safetensors")
+    hf = HfRows(TensorSource.from_files([tmp_path / "hf.safetensors"]))
+    try:
+        assert hf.dtype("model.layers.0.self_attn.q_proj.weight") is None and hf.dtype("model.norm.weight") == "F32"
+    finally:
+        hf.close()
+    save_file({"transformer.layers.0.attention.qkv.weight": fp8.repeat(3, 1),
+               "transformer.layers.0.input_layernorm.weight": f32,
+               "transformer.layers.1.input_layernorm.weight": f32.clone()}, tmp_path / "rank0.safetensors")
+    rows = TrtllmRows(tmp_path, {"num_hidden_layers": 1, "num_attention_heads": 1, "hidden_size": 4})
+    try:
+        assert rows.dtype("model.layers.0.input_layernorm.weight") == "F32"
+        assert rows.dtype("model.layers.0.self_attn.q_proj.weight") is None
+        assert rows.dtype("model.layers.1.input_layernorm.weight") is None
+    finally:
+        rows.close()
+
+
+def test_a_row_a_rank_file_lacks_is_a_tensor_error_naming_it(tmp_path):
+    """A rank file whose lm_head holds fewer rows than the config's vocab_size (a checkpoint convert then refuses):
+    reading the missing row says which file lacks which row, not an IndexError from an empty read."""
+    from safetensors.torch import save_file
+
+    from redrafter_trt.base_rows import TrtllmRows
+    from redrafter_trt.errors import TensorError
+
+    head = torch.arange(12.0).reshape(3, 4)
+    save_file({"lm_head.weight": head}, tmp_path / "rank0.safetensors")
+    rows = TrtllmRows(tmp_path, {"num_hidden_layers": 1, "vocab_size": 4})
+    try:
+        assert torch.equal(rows.rows("lm_head.weight", [0, 1, 2]), head)
+        with pytest.raises(TensorError, match=r"rank0.safetensors has no row 3 of lm_head.weight"):
+            rows.rows("lm_head.weight", [3])
+    finally:
+        rows.close()
+
 @pytest.mark.parametrize("layers, tie", [(2, False), (5, False), (5, True)])
 def test_train_records_every_linear_of_three_layers_in_a_few_hundred_values(tmp_path, layers, tie):
     """lm_head (not a tied model's: its embedding), the embedding and the 7 linears of the first, middle and last
