@@ -1121,6 +1121,32 @@ def test_garbage_base_configs_are_one_line_before_any_tensor(parts, monkeypatch,
     assert_one_line_error(convert_err(parts), f"{path}: ", needle, "config")
 
 
+
+# TensorRT-LLM 1.2's functional.ACT2FN less the gated ones and softplus: what its Llama and QWen GatedMLP build
+TRTLLM_1_2_GATED_MLP_ACTS = ("silu", "gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "openai-gelu", "quick_gelu",
+                             "relu", "relu2", "squared-relu", "tanh", "sigmoid", "identity")
+
+
+@pytest.mark.parametrize("act", TRTLLM_1_2_GATED_MLP_ACTS)
+def test_every_activation_trtllm_builds_converts_and_the_runtime_computes_only_silu(tiny_llama, tmp_path, act):
+    """convert takes every hidden_act TensorRT-LLM 1.2's GatedMLP builds (spelled out here from its ACT2FN); the
+    reference runtime computes silu(fc) * gate alone (runtime/layer.py), so it refuses every other, gelu included,
+    rather than run a gelu model as silu."""
+    from redrafter_trt.base_plan import hf_config
+    from redrafter_trt.convert import ConvertOptions
+    from redrafter_trt.errors import ConfigError
+    from redrafter_trt.runtime.config import RuntimeConfig
+
+    (tmp_path / "config.json").write_text(json.dumps(json.loads((tiny_llama / "config.json").read_text())
+                                                     | {"hidden_act": act}))
+    hf_config(tmp_path, ConvertOptions())  # the config check convert makes before reading any tensor
+    raw = {"hidden_size": 64, "num_attention_heads": 2, "num_hidden_layers": 1, "vocab_size": 10, "hidden_act": act}
+    if act == "silu":
+        RuntimeConfig.from_dict(raw)
+        return
+    with pytest.raises(ConfigError, match=f"hidden_act '{act}' is not computed by the reference runtime"):
+        RuntimeConfig.from_dict(raw)
+
 LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0}
 
 
