@@ -1391,6 +1391,18 @@ def test_a_config_without_its_window_keys_gets_transformers_defaults(tmp_path, a
         assert result.exit_code == 0, result.output
 
 
+@pytest.mark.parametrize("arch", ["LlamaForCausalLM", "Qwen3ForCausalLM"])
+def test_a_config_without_model_type_is_read_as_its_architecture(tiny_llama, arch):
+    """model_type is checked only where given (transformers may guess it from the folder's name): a config.json
+    without one is read as the class its `architectures` names, not a KeyError traceback."""
+    from redrafter_trt.config import BaseModelConfig
+    from redrafter_trt.registry import model_type_problem
+
+    hf = {k: v for k, v in json.loads((tiny_llama / "config.json").read_text()).items() if k != "model_type"}
+    hf["architectures"] = [arch]
+    assert model_type_problem(hf, "config.json") is None
+    assert BaseModelConfig.from_hf(hf, "config.json").spec.hf_architecture == arch
+
 @pytest.mark.parametrize("cmd", ["convert", "init-drafter"])
 @pytest.mark.parametrize("arch, model_type", [("qwen2", "qwen3"), ("qwen3", "qwen2"), ("llama", "mistral")])
 def test_a_model_type_other_than_the_architectures_is_refused(tmp_path, arch, model_type, cmd):
