@@ -129,7 +129,11 @@ def engine_original_differs(scaling, max_position_embeddings) -> bool:
 
 def runtime_fix(scaling, max_position_embeddings) -> str:
     """How to run a checkpoint whose `rotary_scaling` rope_scaling_problem names: an engine, except where it would
-    compute another RoPE than the model (`engine_original_differs`)."""
+    compute another RoPE than the model (`engine_original_differs`), or where trtllm-build fails on it too
+    (`yarn_read_problem`)."""
+    if isinstance(scaling, dict) and rope_kind(scaling) == "yarn" and yarn_read_problem(scaling):
+        return ("trtllm-build fails on it too: fix rotary_scaling in config.json, or reconvert from the base once its "
+                "config.json is fixed")
     if engine_original_differs(scaling, max_position_embeddings):
         kind = rope_kind(scaling)
         return (f"an engine would assume {TRTLLM_ORIGINAL[kind]} original positions where transformers takes "
