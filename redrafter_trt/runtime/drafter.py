@@ -48,8 +48,8 @@ def _int8_head(weight: torch.Tensor):
 
     Without VNNI (AVX2 alone: AMD's Zen 2/3, Intel before Cascade Lake), fbgemm multiplies u8 by s8 in pairs summed
     into int16 (vpmaddubsw), which saturates at full 8-bit inputs: on an AMD EPYC without VNNI a row's largest error
-    was 0.80 of its largest logit (E=8; 0.48 at E=64). There the inputs take 7 bits (`reduce_range`, as torch's own
-    x86 qconfig does without VNNI): 0.019 and 0.026."""
+    was 0.80 of its largest logit (E=8; 0.48 at E=64). There the inputs take 7 bits (`reduce_range`, which torch's fbgemm
+    and x86 qconfigs take everywhere; its oneDNN one warns of this loss without VNNI): 0.019 and 0.026."""
     if weight.device.type != "cpu" or weight.dtype != torch.float32:
         return None
     try:
