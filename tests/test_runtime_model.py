@@ -262,6 +262,28 @@ def test_int8_head_rows_alone_at_any_magnitude(E, vnni, monkeypatch):
         assert ((got[i].double() - want).abs().max() / want.abs().max()).item() < 0.03, i
 
 
+@pytest.mark.parametrize("engine, vnni, reduced", [("x86", True, False), ("x86", False, True), ("fbgemm", False, True),
+                                                   ("onednn", False, True), ("qnnpack", False, False)])
+def test_int8_head_takes_7_bit_inputs_only_where_the_products_saturate(engine, vnni, reduced, monkeypatch):
+    """7-bit inputs only on an x86 engine without VNNI: a VNNI CPU keeps 8 bits (twice the steps), and qnnpack (ARM:
+    Apple silicon) has no saturating sums and warned of an ignored reduce_range at every draft step."""
+    from redrafter_trt.runtime.drafter import _int8_head
+
+    if engine not in torch.backends.quantized.supported_engines:
+        pytest.skip(f"this torch has no {engine} engine")
+    monkeypatch.setattr(torch.backends.quantized, "engine", engine)
+    monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: vnni)
+    seen, product = [], torch.ops.quantized.linear_dynamic
+    monkeypatch.setattr(torch.ops.quantized, "linear_dynamic", lambda *args: seen.append(args[2:]) or product(*args))
+    g = torch.Generator().manual_seed(0)
+    weight, x = torch.randn(50, 16, generator=g), torch.randn(3, 16, generator=g)
+    got = _int8_head(weight)(x)
+    assert seen == [(reduced,)]
+    if reduced or engine == "qnnpack":  # (8 bits on an x86 CPU told it has VNNI saturate where it has none)
+        want = x.double() @ weight.double().T
+        assert ((got.double() - want).abs().amax(1) / want.abs().amax(1)).max().item() < 0.03
+
+
 def pruned_drafter(folder):
     """The drafter at `folder` with two thirds of its head's rows zeroed (tokens our trainer never saw): 86 of 256
     rows computed."""

@@ -48,8 +48,9 @@ def _int8_head(weight: torch.Tensor):
 
     Without VNNI (AVX2 alone: AMD's Zen 2/3, Intel before Cascade Lake), fbgemm multiplies u8 by s8 in pairs summed
     into int16 (vpmaddubsw), which saturates at full 8-bit inputs: on an AMD EPYC without VNNI a row's largest error
-    was 0.80 of its largest logit (E=8; 0.48 at E=64). There the inputs take 7 bits (`reduce_range`, which torch's fbgemm
-    and x86 qconfigs take everywhere; its oneDNN one warns of this loss without VNNI): 0.019 and 0.026."""
+    was 0.80 of its largest logit (E=8; 0.48 at E=64). There the inputs take 7 bits (`reduce_range`, which torch's
+    fbgemm and x86 qconfigs take everywhere; its oneDNN one warns of this loss without VNNI; `_saturates`): 0.019
+    and 0.026."""
     if weight.device.type != "cpu" or weight.dtype != torch.float32:
         return None
     try:
@@ -65,7 +66,7 @@ def _int8_head(weight: torch.Tensor):
     pin = torch.zeros(2, E, dtype=weight.dtype)
     pin[0, 0], pin[1, 0] = 1.0, -1.0
     tiny = torch.finfo(torch.float32).tiny
-    reduce_range = not getattr(torch.cpu, "_is_vnni_supported", lambda: False)()  # unknown: the range that is safe
+    reduce_range = _saturates()
 
     def head(x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, E)
@@ -73,6 +74,15 @@ def _int8_head(weight: torch.Tensor):
         out = torch.ops.quantized.linear_dynamic(torch.cat([rows / size, pin]), packed, reduce_range)[:-2] * size
         return out.reshape(*x.shape[:-1], weight.shape[0])
     return head
+
+
+def _saturates() -> bool:
+    """Whether this CPU's int8 products saturate at full 8-bit inputs (`_int8_head`): an x86 engine (fbgemm, x86,
+    oneDNN) without VNNI (unknown: the safe answer). qnnpack (ARM: Apple silicon, aarch64 Linux) has no such sums,
+    and ignores reduce_range with a warning on every call."""
+    if torch.backends.quantized.engine not in ("fbgemm", "x86", "onednn"):
+        return False
+    return not getattr(torch.cpu, "_is_vnni_supported", lambda: False)()
 
 
 class CheckpointDrafter:
