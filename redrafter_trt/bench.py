@@ -332,7 +332,7 @@ def check_inputs(opts: BenchOptions) -> tuple[Checkpoint, Path]:
 
     ckpt = check_checkpoint(opts)
     check_compile(ckpt.config, opts.compile, opts.device, spelling=RUN)  # bench's --compile and --device are run's
-    check_device(opts.device, RUN)  # before the transformers baseline moves there (torch's traceback otherwise)
+    check_device(opts.device, spelling=RUN)  # before the transformers baseline moves there (torch's traceback otherwise)
     return ckpt, resolve_hf_dir(opts.hf_dir, ckpt.raw, ckpt.path)
 
 

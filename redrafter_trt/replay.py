@@ -150,7 +150,7 @@ def run_acceptance(opts: AcceptanceOptions, progress: Callable[[str], None] = la
 
     ckpt = check_checkpoint(opts)
     cfg, raw = ckpt.config, ckpt.raw
-    check_device(opts.device, RUN)  # acceptance's --device is run's
+    check_device(opts.device, spelling=RUN)  # acceptance's --device is run's
     beams = tuple(sorted(set(opts.beams))) or default_grid(cfg.num_beams)
     lens = check_grid(opts.draft_lens, cfg.draft_len, opts.grid_flags[1], "redrafter_draft_len_per_beam",
                       cfg.draft_len_fix)

@@ -355,7 +355,7 @@ def test_a_draft_length_past_the_drafters_asks_for_retraining(setup, tmp_path):
         assert_one_line_error(result, "--draft-lens 3", "outside 1..2", "train --predict-n 3")
         assert "--draft-len 3" not in result.stderr
     with pytest.raises(ConfigError, match="train --predict-n 3") as e:
-        rt.check_draft_shape(rt.RuntimeConfig.from_dir(ckpt), None, 3, True, rt.RUN)  # run's words
+        rt.check_draft_shape(rt.RuntimeConfig.from_dir(ckpt), None, 3, True, spelling=rt.RUN)  # run's words
     assert "--draft-len 3 is outside 0..2" in str(e.value) and "reconvert" not in str(e.value)
 
 
@@ -367,7 +367,7 @@ def test_run_num_beams_past_the_checkpoints_says_how_to_get_them(setup):
     _, ckpt, _ = setup
     cfg = rt.RuntimeConfig.from_dir(ckpt)
     with pytest.raises(ConfigError) as e:
-        rt.check_draft_shape(cfg, cfg.num_beams + 2, None, True, rt.RUN)  # run's words
+        rt.check_draft_shape(cfg, cfg.num_beams + 2, None, True, spelling=rt.RUN)  # run's words
     assert str(e.value) == (f"--num-beams {cfg.num_beams + 2} is outside 1..{cfg.num_beams} (the checkpoint's "
                             f"redrafter_num_beams): pass at most {cfg.num_beams}, or reconvert with --num-beams "
                             f"{cfg.num_beams + 2}"), e.value

@@ -87,7 +87,7 @@ def test_check_compile_follows_the_dtype_the_runtime_loads_in(tiny_llama, tiny_d
     rt.check_compile(cfg, True, "cpu", torch.float32)  # loaded in float32: compilable
     rt.check_compile(cfg, False, "cuda")  # nothing to check without --compile
     with pytest.raises(ConfigError, match="^--compile .*cuda.*drop --compile$"):  # the commands' (run's)
-        rt.check_compile(cfg, True, "cuda", "float32", rt.RUN)
+        rt.check_compile(cfg, True, "cuda", "float32", spelling=rt.RUN)
 
 
 def test_compile_without_a_cpp_compiler_is_one_line(tiny_llama, tiny_drafter):

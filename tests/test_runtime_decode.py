@@ -462,16 +462,16 @@ def test_the_python_api_names_its_keywords_for_the_drafter_device_and_top_k(tiny
     # the commands' own words stay their flags: they check their options first, with run's (rt.RUN)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(ConfigError, match=r"^--device cuda:7 but only 1 CUDA device is visible: pass cuda:0$"):
-        rt.check_device("cuda:7", rt.RUN)
+        rt.check_device("cuda:7", spelling=rt.RUN)
     with pytest.raises(ConfigError, match=r"^the checkpoint has no drafter \(no redrafter_\* keys\): pass --no-draft, "
                                           r"or convert with a drafter$"):
-        rt.check_draft_shape(plain.config, None, None, True, rt.RUN)
+        rt.check_draft_shape(plain.config, None, None, True, spelling=rt.RUN)
     with pytest.raises(ConfigError, match=r"^--temperature -1.0 is negative, below 1e-05 or not finite: use 0 for "
                                           r"greedy or a finite value from 1e-05$"):
-        rt.check_temperature(-1.0, rt.RUN)
+        rt.check_temperature(-1.0, spelling=rt.RUN)
     with pytest.raises(ConfigError, match=r"^--draft-len 99 is outside 0..5 \(the checkpoint's "
                                           r"redrafter_draft_len_per_beam\): pass at most 5, or reconvert"):
-        rt.check_draft_shape(model.config, None, 99, True, rt.RUN)
+        rt.check_draft_shape(model.config, None, 99, True, spelling=rt.RUN)
 
 
 def test_a_folder_or_checkpoint_for_the_model_is_one_clear_error(tiny_llama, tiny_drafter):

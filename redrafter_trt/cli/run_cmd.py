@@ -96,8 +96,8 @@ def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
         fix = "drop them with --no-draft" if "--no-draft" in o["typed"] else \
             "the --config preset sets no-draft: pass --draft to draft, or drop them"
         raise ConfigError(f"--num-beams and --draft-len shape the drafts: {fix}")
-    check_draft_shape(cfg, o["num_beams"], o["draft_len"], not o["no_draft"], RUN)
-    check_temperature(o["temperature"], RUN)  # before the weights load
+    check_draft_shape(cfg, o["num_beams"], o["draft_len"], not o["no_draft"], spelling=RUN)
+    check_temperature(o["temperature"], spelling=RUN)  # before the weights load
     if o["sampling_rule"] == "trtllm" and (why := _no_sampled_drafts(cfg, o["no_draft"])):
         raise ConfigError(f"--sampling-rule trtllm decides which drafts a sampled step accepts: {why}")
     if cfg.has_drafter and not o["no_draft"]:  # as its engine (and `serve`): the checkpoint's greedy mode decides
@@ -122,7 +122,8 @@ def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
     if cfg.tp_size > 1:
         result = generate_tp(ckpt, ids, o["max_output_len"], device=o["device"], **kwargs)
     else:
-        check_device(o["device"], RUN)  # generate_tp's ranks check theirs once it has counted the GPUs tp needs
+        # (tp > 1: generate_tp's require_gpus counts the GPUs first, which leaves run's cpu or cuda nothing to refuse)
+        check_device(o["device"], spelling=RUN)
         result = generate(load(ckpt, device=o["device"], compile=o["compile"]), ids, o["max_output_len"], **kwargs)
     return tok, ids, result
 

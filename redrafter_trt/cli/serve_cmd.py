@@ -167,7 +167,7 @@ def serve(checkpoint_dir, engine_dir, tokenizer_dir, host, port, model_name, max
     cfg = checkpoint_dir.config
     check_compile(cfg, compile_layers, device, spelling=RUN)
     if cfg.tp_size == 1:  # a tp checkpoint's GPUs are counted first, in the loading thread (LocalRanks)
-        check_device(device, RUN)
+        check_device(device, spelling=RUN)
     default = click.get_current_context().get_parameter_source("max_output_len") == click.core.ParameterSource.DEFAULT
     max_output_len = serve_max_output_len(cfg, max_output_len, given=not default)
     # a variable its template never reads, or another model's tokenizer, refused before the port and minutes of

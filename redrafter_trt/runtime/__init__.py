@@ -62,7 +62,9 @@ SAMPLING_RULES = ("exact", "trtllm")  # generate's sampling_rule: see runtime.ac
 MIN_TEMPERATURE = 1e-5  # below it logits / T overflow to NaN (vLLM decodes greedily there)
 
 __all__ = ["ReDrafterModel", "GenerationResult", "TokenLogprob", "RuntimeConfig", "Checkpoint", "open_checkpoint",
-           "load", "generate", "generate_tp", "forward_logits", "forward_logits_tp", "prompt_logprobs", "merge_ranks"]
+           "load", "generate", "generate_tp", "forward_logits", "forward_logits_tp", "prompt_logprobs", "merge_ranks",
+           "Spelling", "API", "RUN", "check_device", "check_compile", "check_draft_shape", "check_temperature",
+           "check_positions"]
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +151,7 @@ def load(checkpoint_dir: Checkpoint | Path | str, device: str = "cpu", dtype: to
     return ReDrafterModel(cfg, base, drafter, group)
 
 
-def check_device(device: str, spelling: Spelling = API) -> None:
+def check_device(device: str, *, spelling: Spelling = API) -> None:
     """Refuse a CUDA device that is not there (a CPU build of torch, no GPU visible, or cuda:N past the visible
     GPUs), or a device the runtime does not run on, in one line, before any model loads: torch's own error is a
     traceback. `spelling`: the caller's names (`Spelling`)."""
@@ -166,7 +168,7 @@ def check_device(device: str, spelling: Spelling = API) -> None:
 
 
 def check_compile(cfg: RuntimeConfig, compile: bool, device: str = "cpu", dtype: torch.dtype | str | None = None,
-                  spelling: Spelling = API) -> None:
+                  *, spelling: Spelling = API) -> None:
     """Refuse compile=True (--compile) where it cannot run (it compiles one CPU rank's layers in float32), before
     any rank starts or any weight is read. dtype: the one the runtime will load in (None: the checkpoint's)."""
     dtype = str(_dtype(dtype) or cfg.torch_dtype).removeprefix("torch.")
@@ -180,7 +182,7 @@ def check_compile(cfg: RuntimeConfig, compile: bool, device: str = "cpu", dtype:
 
 
 def check_draft_shape(cfg: RuntimeConfig, num_beams: int | None, draft_len: int | None, use_draft: bool,
-                      spelling: Spelling = API) -> tuple[int, int]:
+                      *, spelling: Spelling = API) -> tuple[int, int]:
     """The beam width and draft length to use; raises ConfigError above the checkpoint's. The fixes that reconvert
     name convert's options, the command to run."""
     if not use_draft:
@@ -222,7 +224,7 @@ def check_positions(cfg: RuntimeConfig, prompt_ids: list[list[int]], max_new_tok
                       f"{positions} positions: {fix}")
 
 
-def check_temperature(temperature: float, spelling: Spelling = API) -> None:
+def check_temperature(temperature: float, *, spelling: Spelling = API) -> None:
     """Refuse a temperature that is not 0 (greedy) or a finite value from MIN_TEMPERATURE."""
     if not (temperature == 0 or MIN_TEMPERATURE <= temperature < math.inf):  # NaN sampled one token forever
         raise ConfigError(f"{spelling.given('temperature', temperature)} is negative, below {MIN_TEMPERATURE:g} or not "

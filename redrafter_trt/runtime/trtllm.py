@@ -82,7 +82,7 @@ class EngineLimits:
                               f"{max(self.max_seq_len - longest, 1)}, or rebuild with a larger --max-seq-len")
         from . import RUN, check_temperature
 
-        check_temperature(temperature, RUN)  # as the reference runtime: a tiny one overflows logits / T (1 / 0 in float32)
+        check_temperature(temperature, spelling=RUN)  # as the reference runtime: a tiny one overflows logits / T (1 / 0 in float32)
         if not self.greedy and temperature == 0:
             raise ConfigError("this engine samples (converted with --no-greedy), so --temperature 0 would sample at "
                               "1.0: pass a positive --temperature, or convert without --no-greedy and rebuild")
