@@ -236,7 +236,10 @@ class UnreadTemplateVariable(ConfigError):
     def __init__(self, key: str, reads: str, named: str = "--chat-template-kwargs"):
         super().__init__(f'{named} sets "{key}", a variable the base\'s chat template never reads (it reads '
                          f'{reads}): check its name, or leave it out')
-        self.key, self.reads = key, reads
+        self.key, self.reads, self.named = key, reads, named
+
+    def __reduce__(self):  # pickled as it was made (a tp rank sends its errors to the parent so)
+        return type(self), (self.key, self.reads, self.named)
 
 
 def unread_template_kwargs(tokenizer, kwargs: dict) -> UnreadTemplateVariable | None:

@@ -198,18 +198,23 @@ def test_a_variable_the_template_never_reads_is_refused(thinking, prompts, tmp_p
     taken.close()
 
 
-@pytest.mark.parametrize("command", ["run", "bench", "serve"])
-def test_a_presets_variable_the_template_never_reads_is_named_as_the_presets(thinking, prompts, tmp_path, command):
+@pytest.mark.parametrize("written", ["{enable_thinking: false, enable_thinkng: false}",
+                                     """'{"enable_thinking": false, "enable_thinkng": false}'"""], ids=["yaml", "json"])
+@pytest.mark.parametrize("command, section", [("run", False), ("bench", False), ("acceptance", False),
+                                              ("serve", False), ("run", True)])
+def test_a_presets_variable_the_template_never_reads_is_named_as_the_presets(thinking, prompts, tmp_path, command,
+                                                                             section, written):
     """A review: a --config preset's misspelt variable was refused as `--chat-template-kwargs sets ...`, a flag
-    nobody typed. It is named as the preset's field; one typed over it (or typed alone) as the flag."""
+    nobody typed. It is named as the preset's field (top-level or the command's section, a YAML mapping or a JSON
+    string); one typed over it (or typed alone) as the flag."""
     ckpt, base = thinking
     taken = socket.socket()  # serve refuses it before it binds its port (and loads the model): not served
     taken.bind(("127.0.0.1", 0))
     taken.listen()
     args = {"run": ["--input-text", "Hi", "--chat"], "bench": COMMANDS["bench"](prompts),
-            "serve": ["--port", taken.getsockname()[1]]}[command]
+            "acceptance": COMMANDS["acceptance"](prompts), "serve": ["--port", taken.getsockname()[1]]}[command]
     preset = tmp_path / "p.yaml"
-    preset.write_text("chat-template-kwargs: {enable_thinking: false, enable_thinkng: false}\n")
+    preset.write_text(f"{command}:\n  " * section + f"chat-template-kwargs: {written}\n")
     args = [command, "--config", preset, "--checkpoint-dir", ckpt, "--tokenizer-dir", base, *args]
     said = ' sets "enable_thinkng", a variable the base\'s chat template never reads (it reads enable_thinking)'
     with taken:
@@ -217,9 +222,24 @@ def test_a_presets_variable_the_template_never_reads_is_named_as_the_presets(thi
                              (["--chat-template-kwargs", '{"enable_thinkng": true}'], "--chat-template-kwargs")]:
             r = _cli(*args, *typed, code=2)
             assert r.output.count("\n") == 1 and f"error: {named}{said}" in r.output, r.output
+        if command == "run" and not section:  # --debug's traceback ends in the same words
+            r = CliRunner().invoke(main, ["--debug", *map(str, args)])
+            assert str(r.exception).startswith(f"the --config preset's chat-template-kwargs{said}"), r.exception
         preset.write_text("chat-template-kwargs: {enable_thinking: false}\n")
         r = _cli(*args, "--chat-template-kwargs", '{"thinking": true}', code=2)
         assert 'error: --chat-template-kwargs sets "thinking"' in r.output, r.output
+
+
+def test_an_unread_variables_error_pickles_as_it_was():
+    """A tp rank sends its errors to the parent pickled: this one, made with more than its message, did not unpickle
+    (`missing 1 required positional argument: 'reads'`)."""
+    import pickle
+
+    from redrafter_trt.tokens import UnreadTemplateVariable
+
+    error = UnreadTemplateVariable("k", "a, b", "the --config preset's chat-template-kwargs")
+    back = pickle.loads(pickle.dumps(error))
+    assert type(back) is UnreadTemplateVariable and str(back) == str(error) and (back.key, back.reads) == ("k", "a, b")
 
 
 def test_a_variable_the_template_defaults_is_read_and_a_loops_own_is_not_named():

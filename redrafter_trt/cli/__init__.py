@@ -118,9 +118,12 @@ class OneLineErrors:
             sys.stdout.flush()  # here, not at exit: a reader gone (`| head`) is a BrokenPipeError handled below
             return result
         except RedrafterError as e:
-            if _debug(ctx, e):
-                raise
-            click.echo(f"error: {_name_preset_variable(ctx, e)}", err=True)
+            shown = _name_preset_variable(ctx, e)
+            if _debug(ctx, shown):
+                if shown is e:
+                    raise
+                raise shown from e
+            click.echo(f"error: {shown}", err=True)
             ctx.exit(2)
         except click.UsageError as e:  # a bad option or value: one line too, with where to look
             if _debug(ctx, e):
