@@ -82,8 +82,11 @@ def test_compile_refuses_what_it_cannot_run(tiny_llama, tiny_drafter):
 def test_check_compile_follows_the_dtype_the_runtime_loads_in(tiny_llama, tiny_drafter):
     """check_compile refuses before loading; it must judge the dtype actually loaded (an override included)."""
     cfg = rt.RuntimeConfig.from_dir(checkpoint(tiny_llama, tiny_drafter, 1, dtype="bfloat16"))
-    with pytest.raises(ConfigError, match="^compile=True .*bfloat16.*pass compile=False$"):  # the Python API's words
+    with pytest.raises(ConfigError, match="^compile=True .*bfloat16.*pass compile=False, or load it with "
+                                          "dtype='float32'$"):  # the Python API's words, and the dtype that compiles
         rt.check_compile(cfg, True)
+    with pytest.raises(ConfigError, match="^--compile .*bfloat16.*drop --compile, or reconvert with --dtype float32$"):
+        rt.check_compile(cfg, True, spelling=rt.RUN)
     rt.check_compile(cfg, True, "cpu", torch.float32)  # loaded in float32: compilable
     rt.check_compile(cfg, False, "cuda")  # nothing to check without --compile
     with pytest.raises(ConfigError, match="^--compile .*cuda.*drop --compile$"):  # the commands' (run's)

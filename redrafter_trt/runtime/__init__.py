@@ -81,6 +81,7 @@ class Spelling:
     on_cpu: str = "pass device='cpu'"  # running on the CPU
     compiling: str = "compile=True"  # compiling the base's layers, and the fix that does not
     no_compile: str = "pass compile=False"
+    in_float32: str = "load it with dtype='float32'"  # compiling a checkpoint of another dtype
 
     def given(self, keyword: str, value) -> str:
         """The argument as the caller gave it: `draft_len=99`, or `--draft-len 99`."""
@@ -92,7 +93,7 @@ API = Spelling()
 RUN = Spelling({"num_beams": "--num-beams", "draft_len": "--draft-len", "temperature": "--temperature",
                 "max_new_tokens": "--max-output-len", "device": "--device"},
                no_draft="pass --no-draft", on_cpu="use --device cpu", compiling="--compile",
-               no_compile="drop --compile")
+               no_compile="drop --compile", in_float32="reconvert with --dtype float32")
 
 
 @dataclass
@@ -173,8 +174,10 @@ def check_compile(cfg: RuntimeConfig, compile: bool, device: str = "cpu", dtype:
     any rank starts or any weight is read. dtype: the one the runtime will load in (None: the checkpoint's)."""
     dtype = str(_dtype(dtype) or cfg.torch_dtype).removeprefix("torch.")
     if compile and (cfg.tp_size > 1 or not device.startswith("cpu") or dtype != "float32"):
+        alone = cfg.tp_size == 1 and device.startswith("cpu")  # the dtype alone stands in the way
         raise ConfigError(f"{spelling.compiling} runs the layers of a tp=1 float32 checkpoint on one CPU (here "
-                          f"tp={cfg.tp_size}, {dtype}, {device}): {spelling.no_compile}")
+                          f"tp={cfg.tp_size}, {dtype}, {device}): {spelling.no_compile}"
+                          + (f", or {spelling.in_float32}" if alone else ""))
     if compile:
         from .compiled import check_cxx_compiler  # imports TorchInductor: only where it will compile
 
