@@ -1667,6 +1667,7 @@ def test_a_weight_not_finite_as_stored_is_refused_whatever_the_dtype(tmp_path):
                           f"re-download it")
 
 
+@pytest.mark.long  # processes or signals: setup.cfg's `long` job (.ci/run)
 def test_sigkill_leaves_nothing_inspect_accepts(tmp_path, smollm2):
     """Kill a SmolLM2 conversion mid-write: no folder named --output appears, `inspect` rejects what is left,
     and running again succeeds."""

@@ -33,6 +33,7 @@ runpy.run_module("redrafter_trt", run_name="__main__")
     return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=240)
 
 
+@pytest.mark.long  # processes or signals: setup.cfg's `long` job (.ci/run)
 @pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
 def test_a_stop_as_a_finished_command_exits_keeps_exit_0(tmp_path, stop):
     done = _stopped_at_exit(["doctor"], stop)

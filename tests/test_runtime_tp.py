@@ -764,6 +764,7 @@ def _python(tmp_path, *args, program: str | None = None) -> str:
     return done.stderr
 
 
+@pytest.mark.long  # processes or signals: setup.cfg's `long` job (.ci/run)
 def test_verbose_reaches_the_spawned_ranks(tiny_llama, tiny_drafter, tmp_path):
     """`-v run --tp 2` printed no rank's "loaded ... rank r/2" line, and a rank's warning lost the CLI's format: the
     spawned ranks never got its logging.basicConfig. They take the parent's root level and format now; a library

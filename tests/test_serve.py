@@ -1041,6 +1041,7 @@ def test_cli_tp3_stops_on_ctrl_c_and_exits_when_a_rank_dies(smollm2, event):
     assert not any(map(running, followers))
 
 
+@pytest.mark.long  # processes or signals: setup.cfg's `long` job (.ci/run)
 def test_cli_tp3_on_a_taken_port_is_a_one_line_error(smollm2):
     import socket
 

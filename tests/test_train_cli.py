@@ -355,6 +355,7 @@ def test_only_torchrun_rank_0_reports(chat_base, tmp_path, monkeypatch):
     assert load_drafter(tmp_path / "out")[0].predict_n == 2
 
 
+@pytest.mark.long  # processes or signals: setup.cfg's `long` job (.ci/run)
 def test_sigterm_saves_the_state_as_ctrl_c_does(chat_base, tmp_path):
     """`kill`, a scheduler's preemption or torchrun stopping the ranks sends SIGTERM: the run died with the state of
     its last checkpoint (every 200 steps), losing up to 199 steps."""
@@ -652,6 +653,7 @@ def _python(script: str, **kw):
                             env=env, **kw)
 
 
+@pytest.mark.long  # processes or signals: setup.cfg's `long` job (.ci/run)
 @pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
 def test_a_stop_while_the_interpreter_shuts_down_after_a_finished_run_exits_0(chat_base, tmp_path, stop):
     """Ctrl-C within half a second of the drafter's rename (torch's teardown as the process exits) killed the
@@ -679,6 +681,7 @@ runpy.run_module("redrafter_trt", run_name="__main__")
     assert f"wrote {tmp_path / 'out'}" in out
 
 
+@pytest.mark.long  # processes or signals: setup.cfg's `long` job (.ci/run)
 @pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
 def test_a_stop_in_the_interpreters_last_teardown_after_a_finished_run_exits_0(chat_base, tmp_path, stop):
     """Once the interpreter has run its exit handlers it resets the signal handlers it set to the default, then tears

@@ -58,6 +58,7 @@ def twenty_sums(tmp_path: Path) -> Path:
     return make_chat_base(tmp_path / "base")
 
 
+@pytest.mark.long  # processes or signals: setup.cfg's `long` job (.ci/run)
 def test_torchrun_two_ranks(tmp_path):
     base = make_chat_base(tmp_path / "base")
     r = random.Random(0)
@@ -420,6 +421,7 @@ def test_warnings_about_the_data_are_said_once_and_a_shards_name_its_rank(tmp_pa
     assert cut and all("torchrun rank " in line for line in cut), proc.stderr[-3000:]
 
 
+@pytest.mark.long  # processes or signals: setup.cfg's `long` job (.ci/run)
 def test_a_torchrun_run_on_an_output_another_train_writes_is_refused_on_every_rank(tmp_path):
     """Rank 0 holds the output's lock (the state and the drafter are its to write): where another run holds it, every
     rank stops at once with the same line, not rank 0 alone while the others wait in a collective."""
