@@ -802,7 +802,8 @@ def test_the_scheduler_thread_loads_the_model_it_runs(tmp_path, monkeypatch):
         assert backend.complete([[5, 6, 7]], 4, None, 0, [])[0].ids
     finally:
         backend.stop()
-    with pytest.raises(ConfigError, match="^compile=True .*float32.*bfloat16.*pass compile=False$"):  # refused in the loading thread
+    with pytest.raises(ConfigError, match="^compile=True .*float32.*bfloat16.*pass compile=False, or load it with "
+                                          "dtype='float32'$"):  # refused in the loading thread
         ReferenceBackend(checkpoint(base, drafter, 1, dtype="bfloat16"), base, compile=True)
     assert len(loaders) == 2 and loaders[1] is not threading.current_thread()
 
