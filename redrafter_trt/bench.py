@@ -366,7 +366,7 @@ def run_bench(opts: BenchOptions, progress: Callable[[str], None] = lambda line:
     prompt_ids = encode_prompts(tokenizer, texts, opts.chat)
     if why := drafter_mode_warning(ckpt_config, tokenizer, opts.chat):
         log.warning("%s", why)
-    check_positions(cfg, prompt_ids, opts.max_new_tokens, "--max-new-tokens", names_of(texts))
+    check_positions(cfg, prompt_ids, opts.max_new_tokens, flag="--max-new-tokens", names=names_of(texts))
     eos = stop_ids(tokenizer, opts.tokenizer_dir)  # as run and acceptance: every method stops on the same ids
     hf = load_hf_baseline(hf_dir, cfg.torch_dtype).to(opts.device)  # first: fails in seconds, a compile takes minutes
     if opts.compile:

@@ -161,7 +161,7 @@ def run_acceptance(opts: AcceptanceOptions, progress: Callable[[str], None] = la
     prompt_ids = encode_prompts(tokenizer, texts, opts.chat)
     if why := drafter_mode_warning(raw, tokenizer, opts.chat):
         log.warning("%s", why)
-    check_positions(cfg, prompt_ids, opts.max_new_tokens, "--max-new-tokens", names_of(texts))
+    check_positions(cfg, prompt_ids, opts.max_new_tokens, flag="--max-new-tokens", names=names_of(texts))
     eos = stop_ids(tokenizer, opts.tokenizer_dir)
     model = load(ckpt, device=opts.device)
     start = time.perf_counter()

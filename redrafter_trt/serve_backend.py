@@ -160,7 +160,7 @@ class ReferenceBackend:
         if bad:
             raise RequestError(f"token id {bad[0]} is outside the vocabulary (0..{self.config.vocab_size - 1})",
                                param="prompt")
-        check_positions(self.config, prompts, max_tokens, "max_tokens")  # an HTTP client sends max_tokens
+        check_positions(self.config, prompts, max_tokens, flag="max_tokens")  # an HTTP client sends max_tokens
 
     def _submit(self, job: Job, on_text, alive: Callable[[], bool] | None = None) -> Job:
         """Check the job's prompts, then queue it and wait for its answer (`Scheduler.submit`)."""

@@ -17,8 +17,12 @@ from redrafter_trt import runtime as rt
 from redrafter_trt.cli import Script
 from redrafter_trt.cli.bench_cmd import echo_merge_note
 from redrafter_trt.errors import ConfigError
+from redrafter_trt.runtime.compiled import check_cxx_compiler
 
 ROWS = (1, 3, 5, 7, 9, 13)
+# this script always compiles: without a C++ compiler, its fix is the eager profile, not compile=False
+SPELLING = rt.Spelling(compiling="bench_compiled.py times the base compiled, which",
+                       no_compile="time the eager runtime with scripts/profile_decode.py instead")
 
 
 def forward_once(model, context: torch.Tensor, rows: int) -> tuple[torch.Tensor, float]:
@@ -51,8 +55,9 @@ def main(checkpoint_dir, threads, context, reps):
         raise ConfigError(f"{checkpoint_dir} is {cfg.dtype}: bench_compiled.py times the base compiled, which runs "
                           f"float32 checkpoints (runtime/compiled.py); convert with --dtype float32 (and without "
                           f"--quantize fp8) for it")
+    check_cxx_compiler(SPELLING)  # before both loads
     echo_merge_note(checkpoint_dir)  # a tp>1 one's rank files merged, as bench says
-    rt.check_positions(cfg, [[0] * context], max(ROWS), "--context", names=[f"--context {context}"])
+    rt.check_positions(cfg, [[0] * context], max(ROWS), flag="--context", names=[f"--context {context}"])
     eager = rt.load(checkpoint_dir)
     start = time.perf_counter()
     compiled = rt.load(checkpoint_dir, compile=True)

@@ -68,7 +68,7 @@ def main(threads, sizes, context, reps):
     with tempfile.TemporaryDirectory(prefix="bench-verify-") as tmp:
         init_drafter_for_base(base_dir, Path(tmp) / "drafter")
         ckpt = convert(base_dir, Path(tmp) / "drafter", Path(tmp) / "ckpt", dtype="float32")
-        rt.check_positions(rt.RuntimeConfig.from_dir(ckpt), [[0] * context], max(sizes), "--sizes",
+        rt.check_positions(rt.RuntimeConfig.from_dir(ckpt), [[0] * context], max(sizes), flag="--sizes",
                            names=[f"--context {context}"])
         model = rt.load(ckpt)
         head = read_rank_file(ckpt, 0)["lm_head.weight"]

@@ -78,7 +78,7 @@ def main(checkpoint_dir, tokenizer_dir, prompts, beams, draft_len, num_prompts, 
     eos = stop_ids(tokenizer, tokenizer_dir)  # as run and bench: the generation config's stop tokens too
     # this script's options, named so (the runtime's own checks name its Python keywords)
     rt.check_compile(checkpoint_dir.config, compile_layers, spelling=rt.RUN)
-    rt.check_positions(checkpoint_dir.config, ids, max_new_tokens, "--max-new-tokens")
+    rt.check_positions(checkpoint_dir.config, ids, max_new_tokens, flag="--max-new-tokens")
     model = rt.load(checkpoint_dir, compile=compile_layers)
     draft_len = draft_len or model.config.draft_len
     check_grid((beams,), model.config.num_beams, "--beams", "redrafter_num_beams", reconvert_beams)

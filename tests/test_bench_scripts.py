@@ -926,3 +926,21 @@ def test_eval_drafter_reports_progress_and_caches_under_the_cache_root(tiny_llam
     assert result.stderr.splitlines() == [f"{c} ({i + 1}/{len(categories)}): {line}" for i, c in enumerate(categories)
                                           for line in ("answering", "1.625 tokens/step at W=1")]
     assert "category" not in result.stderr and result.stdout.startswith("category"), result.stdout
+
+
+def test_bench_compiled_without_a_compiler_names_the_eager_profile(tiny_llama, tiny_drafter, monkeypatch):
+    """bench_compiled.py always compiles: on a machine without a C++ compiler its refusal named load's fix, "pass
+    compile=False", which the script has no way to take. It names the eager profile instead, before any load."""
+    from torch._inductor import cpp_builder
+    from torch._inductor.exc import InvalidCxxCompiler
+    from test_convert_errors import assert_one_line_error
+
+    def no_compiler():
+        raise InvalidCxxCompiler()
+
+    ckpt = checkpoint(tiny_llama, tiny_drafter, 1, num_beams=2, draft_len=2, dtype="float32")
+    monkeypatch.setattr(cpp_builder, "get_cpp_compiler", no_compiler)
+    monkeypatch.setattr(rt, "load", lambda *a, **k: pytest.fail("loaded the weights"))
+    result = CliRunner().invoke(script("bench_compiled").main, ["--checkpoint-dir", str(ckpt)])
+    assert_one_line_error(result, "bench_compiled.py times the base compiled, which needs a C++ compiler")
+    assert "scripts/profile_decode.py" in result.output and "compile=False" not in result.output

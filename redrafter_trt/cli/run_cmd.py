@@ -112,8 +112,8 @@ def _run_checkpoint(ckpt: str, tokenizer_dir: str, o: dict):
     ids = _encode(tok, o)
     if not o["no_draft"] and (why := drafter_mode_warning(ckpt.raw, tok, o["chat"])):
         log.warning("%s", why)
-    check_positions(cfg, ids, o["max_output_len"], RUN.flags["max_new_tokens"],  # before the weights load
-                    prompt_names(o["prompts"]))
+    check_positions(cfg, ids, o["max_output_len"], flag=RUN.flags["max_new_tokens"],  # before the weights load
+                    names=prompt_names(o["prompts"]))
     kwargs = dict(num_beams=o["num_beams"], draft_len=o["draft_len"], temperature=o["temperature"],
                   eos_token_id=stop_ids(tok, tokenizer_dir), use_draft=not o["no_draft"],
                   seed=o["seed"],  # each prompt's own generator's, as an engine seeds every request

@@ -206,7 +206,7 @@ def check_draft_shape(cfg: RuntimeConfig, num_beams: int | None, draft_len: int 
     return W, L
 
 
-def check_positions(cfg: RuntimeConfig, prompt_ids: list[list[int]], max_new_tokens: int,
+def check_positions(cfg: RuntimeConfig, prompt_ids: list[list[int]], max_new_tokens: int, *,
                     flag: str | None = None, names: list[str | None] | None = None) -> None:
     """Refuse prompts that with max_new_tokens run past the model's positions (as TensorRT-LLM's max_seq_len),
     naming the longest (`names`: each prompt's, a file's line, or None; else its index when there are several) and the fixes
