@@ -14,12 +14,11 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from .errors import first_line
 from .installed_trtllm import (INSTALL_HINT, MODEL_MAP_SOURCE, QWEN_CONFIG_SOURCE, has_redrafter, installed_source,
-                               model_map_lacks, qwen3_lacks, redrafter_architectures, trtllm_version,
-                               unsupported_trtllm, version_tuple)
+                               model_map_lacks, qwen3_lacks, redrafter_architectures, torch_install, trtllm_torch_pin,
+                               trtllm_version, unsupported_trtllm, version_tuple)
 from .plural import counted
 from .token_deps import SENTENCEPIECE_INSTALL, missing_sentencepiece
 
@@ -43,8 +42,6 @@ SHIPPED = " and ".join(f"Python {dotted(v)}" for v in TRTLLM_PYTHONS)
 SHIPPED_EITHER = " or ".join(f"Python {dotted(v)}" for v in TRTLLM_PYTHONS)  # an environment of one of them
 ENGINES = "engines (redrafter-trt build, engine runs)"
 TP_RUNS = "tensor-parallel engine runs (mpirun -n TP)"
-TORCH_CUDA_INDEX = "https://download.pytorch.org/whl/cu130"  # 1.2.x wheels are built on CUDA 13 (its install page)
-TRTLLM_PINS = Path(__file__).resolve().parent / "data" / "trtllm-1.2-pins.txt"  # what TensorRT-LLM 1.2.x pins
 
 # what the CPU path imports: distribution -> the oldest version it runs with (setup.cfg's install_requires; a test
 # keeps the two equal). transformers 4.56: `from_pretrained(..., dtype=)` (4.55 passes it to the model's __init__)
@@ -75,19 +72,6 @@ class TorchInfo:
     cuda: str | None            # torch.version.cuda: None on CPU builds
     gpus: tuple[Gpu, ...] = ()
     error: str | None = None    # why an installed torch does not import (a CUDA library missing, a broken wheel)
-
-
-def trtllm_torch_pin() -> str:
-    """The torch requirement TensorRT-LLM 1.2.x pins ("torch>=2.9.1,<=2.10.0a0"), from the pins file shipped in the package: a
-    newer torch would be swapped out again when TensorRT-LLM is installed."""
-    return next(line.split("#")[0].strip() for line in TRTLLM_PINS.read_text().splitlines()
-                if line.startswith("torch"))
-
-
-def torch_install(spec: str) -> str:
-    """The pip command for a torch meeting `spec` built on CUDA 13 as TensorRT-LLM 1.2.x's are (its install page):
-    PyPI's torch 2.9 is a CUDA 12.8 build. Its own command, since --index-url is every package's index."""
-    return f"pip install '{spec}' --index-url {TORCH_CUDA_INDEX}"
 
 
 # ---- pure checks --------------------------------------------------------------------------------------------------

@@ -23,8 +23,27 @@ log = logging.getLogger(__name__)
 # ReDrafter's checkpoint format (ReDrafterForLLaMALM / ReDrafterForQWenLM) ships in the TensorRT-LLM 1.0 to 1.2.x
 # releases (1.2.1, April 2026, the newest in December 2026; no 1.3 release, 1.4 pre-releases have no TensorRT backend).
 REDRAFTER_TRTLLM = (1, 0), (1, 3)
-INSTALL_HINT = ("pip install 'tensorrt_llm==1.2.*' --extra-index-url https://pypi.nvidia.com "
-                "(ReDrafter ships in the TensorRT-LLM 1.0 to 1.2.x releases, on a Linux machine with an NVIDIA GPU)")
+TORCH_CUDA_INDEX = "https://download.pytorch.org/whl/cu130"  # 1.2.x wheels are built on CUDA 13 (its install page)
+TRTLLM_PINS = Path(__file__).resolve().parent / "data" / "trtllm-1.2-pins.txt"  # what TensorRT-LLM 1.2.x pins
+
+
+def trtllm_torch_pin() -> str:
+    """The torch requirement TensorRT-LLM 1.2.x pins ("torch>=2.9.1,<=2.10.0a0"), from the pins file shipped in the package: a
+    newer torch would be swapped out again when TensorRT-LLM is installed."""
+    return next(line.split("#")[0].strip() for line in TRTLLM_PINS.read_text().splitlines()
+                if line.startswith("torch"))
+
+
+def torch_install(spec: str) -> str:
+    """The pip command for a torch meeting `spec` built on CUDA 13 as TensorRT-LLM 1.2.x's are (its install page):
+    PyPI's torch 2.9 is a CUDA 12.8 build. Its own command, since --index-url is every package's index."""
+    return f"pip install '{spec}' --index-url {TORCH_CUDA_INDEX}"
+
+
+# torch first, from PyTorch's CUDA 13 index, as 1.2.x's install page does: its pip alone lands a CUDA 12.8 torch
+INSTALL_HINT = (f"{torch_install(trtllm_torch_pin())}, then pip install 'tensorrt_llm==1.2.*' --extra-index-url "
+                f"https://pypi.nvidia.com (ReDrafter ships in the TensorRT-LLM 1.0 to 1.2.x releases, on a Linux "
+                f"machine with an NVIDIA GPU)")
 
 
 def trtllm_version() -> str | None:

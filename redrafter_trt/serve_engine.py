@@ -25,8 +25,9 @@ What TensorRT-LLM 1.0 to 1.2.x does with it (`tensorrt_llm/commands/serve.py`, `
 - KV-cache block reuse is off, as in `run --engine-dir` (`ModelRunnerCpp.from_dir`'s
   `kv_cache_enable_block_reuse=False`): trtllm-serve builds the LLM API's `KvCacheConfig`, whose `enable_block_reuse`
   defaults to True, and an engine has paged context FMHA (`plugin.py`'s default), so the executor would keep it on.
-  Explicit draft tokens rewind KV blocks every step (`needsKVCacheRewind`), and TensorRT-LLM's one ReDrafter test
-  (`summarize.py`, ModelRunnerCpp) runs reuse off only. `--extra_llm_api_options FILE` (in every trtllm-serve read,
+  Explicit draft tokens rewind KV blocks every step (`needsKVCacheRewind`): reuse is kept off as a precaution, and
+  so that serve answers as `run` does (TensorRT-LLM's one ReDrafter test, `summarize.py` on ModelRunnerCpp, takes
+  examples/utils.py's default: off while `--kv_cache_enable_block_reuse` was store_true, on in the 1.x examples). `--extra_llm_api_options FILE` (in every trtllm-serve read,
   from before 1.0 on; later ones also spell it `--config`) holds `kv_cache_config: {enable_block_reuse: false}`:
   `update_llm_args_with_extra_dict` puts it in place of the whole KvCacheConfig trtllm-serve made, whose only setting,
   `free_gpu_memory_fraction` 0.9 (we pass none), is the executor's default anyway. trtllm-serve reads the file before

@@ -7,10 +7,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from redrafter_trt import doctor
+from redrafter_trt import doctor, installed_trtllm
 from redrafter_trt.cli import main
 from redrafter_trt.doctor import Gpu, TorchInfo
 from test_build import MODEL_MAP, fake_trtllm_package
+
+# TensorRT-LLM 1.2.x's install page puts its CUDA 13 torch first: pip alone lands a CUDA 12.8 one (a review)
+CUDA_TORCH = "pip install 'torch>=2.9.1,<=2.10.0a0' --index-url https://download.pytorch.org/whl/cu130"
 
 A100, L4, H100, T4 = (Gpu("NVIDIA A100-SXM4-80GB", (8, 0)), Gpu("NVIDIA L4", (8, 9)),
                       Gpu("NVIDIA H100 80GB HBM3", (9, 0)), Gpu("Tesla T4", (7, 5)))
@@ -67,7 +70,7 @@ def test_a_cpu_torch_is_told_a_cuda_torch_tensorrt_llm_accepts(monkeypatch):
 
     from packaging.requirements import Requirement
 
-    pins = doctor.TRTLLM_PINS.read_text()
+    pins = installed_trtllm.TRTLLM_PINS.read_text()
     spec = next(Requirement(line) for line in pins.splitlines() if line.startswith("torch"))
     fix = doctor.check_cuda(TorchInfo("2.13.0", None)).fix
     # 1.2.x's wheels are built on CUDA 13: its install page installs torch from cu130 (cu128's is PyPI's default)
@@ -80,7 +83,7 @@ def test_the_pins_file_ships_in_the_package():
     """A review: the pins file lived in scripts/, outside the package, so a wheel install's doctor had no torch pin
     to advise; it is package data now (setup.cfg's `data/*`)."""
     package = Path(doctor.__file__).parent
-    assert doctor.TRTLLM_PINS.parent == package / "data" and doctor.TRTLLM_PINS.is_file()
+    assert installed_trtllm.TRTLLM_PINS.parent == package / "data" and installed_trtllm.TRTLLM_PINS.is_file()
     assert doctor.trtllm_torch_pin().startswith("torch")
 
 
@@ -91,7 +94,7 @@ def test_the_pins_are_the_released_1_2_x_ones():
     installs, and doctor advised a torch the release swaps out."""
     from packaging.requirements import Requirement
 
-    pins = {r.name: r.specifier for r in (Requirement(line) for line in doctor.TRTLLM_PINS.read_text().splitlines()
+    pins = {r.name: r.specifier for r in (Requirement(line) for line in installed_trtllm.TRTLLM_PINS.read_text().splitlines()
                                           if line.strip() and not line.startswith("#"))}
     assert "2.9.1" in pins["torch"] and "2.9.0" not in pins["torch"] and "2.10.0" not in pins["torch"]
     assert "4.57.3" in pins["transformers"] and "4.57.1" not in pins["transformers"]
@@ -119,7 +122,6 @@ def test_a_tensorrt_llm_without_the_checkpoints_architectures_is_named(tmp_path,
     """TensorRT-LLM's 1.0.0 release candidates before PR #4875 have tensorrt_llm/models/redrafter, but not the
     architectures redrafter-trt's checkpoints name: doctor reads the installed MODEL_MAP (tensorrt_llm is not imported)
     and says which it lacks, and to install 1.2.x."""
-    from redrafter_trt import installed_trtllm
 
     fake_machine(monkeypatch, TorchInfo("2.6.0", "12.6", (H100,)), "1.0.0rc4", CPU_DISTS)
     monkeypatch.setattr(doctor, "installed_source", installed_trtllm.installed_source)  # the fake package's
@@ -144,7 +146,6 @@ def test_a_tensorrt_llm_without_the_checkpoints_architectures_is_named(tmp_path,
 def test_a_tensorrt_llm_without_package_metadata_is_importable_version_unknown(tmp_path, monkeypatch, model_map, line):
     """A review: doctor called a TensorRT-LLM importable without package metadata (a source checkout on the path)
     "not installed", while build accepts it (version unknown); doctor says so now and reads its MODEL_MAP."""
-    from redrafter_trt import installed_trtllm
 
     fake_machine(monkeypatch, TorchInfo("2.6.0", "12.6", (H100,)), None, CPU_DISTS)
     monkeypatch.setattr(doctor, "installed_source", installed_trtllm.installed_source)  # the fake package's
@@ -195,8 +196,8 @@ def test_a_python_tensorrt_llm_has_no_wheel_for_is_a_warning_and_its_install_a_n
            "3.10 and Python 3.12 only" in result.output, result.output
     (trtllm,) = [line for line in result.output.splitlines() if line.startswith("FIX  tensorrt_llm:")]
     assert trtllm.startswith(f"FIX  tensorrt_llm: not installed -> in an environment of Python 3.10 or "
-                             f"Python 3.12 (python3.12 -m venv ...; TensorRT-LLM 1.2.x has no wheel for Python {shown[:4]}): pip install "
-                             "'tensorrt_llm==1.2.*'"), trtllm
+                             f"Python 3.12 (python3.12 -m venv ...; TensorRT-LLM 1.2.x has no wheel for Python {shown[:4]}): {CUDA_TORCH}, then "
+                             "pip install 'tensorrt_llm==1.2.*'"), trtllm
     assert "in an environment of Python 3.10 or Python 3.12" in doctor.check_tensorrt(None, python).fix
 
 
@@ -301,7 +302,7 @@ def test_cpu_machine_is_ready_and_lists_what_is_unavailable(monkeypatch):
     result = CliRunner().invoke(main, ["doctor"])
     assert result.exit_code == 0, result.output
     assert "OK   torch: 2.6.0" in result.output
-    assert "FIX  tensorrt_llm: not installed -> pip install 'tensorrt_llm==1.2.*'" in result.output
+    assert f"FIX  tensorrt_llm: not installed -> {CUDA_TORCH}, then pip install 'tensorrt_llm==1.2.*'" in result.output
     assert "CPU path (convert, inspect, run on CPU): ready" in result.output
     last = result.output.strip().splitlines()[-1]
     assert last.startswith("unavailable here:") and "engines" in last and "FP8 engines" in last
@@ -578,7 +579,6 @@ def test_a_tensorrt_llm_that_builds_no_qwen3_is_a_warning(tmp_path, monkeypatch,
     """A review: `build` refuses a Qwen3 checkpoint where the installed TensorRT-LLM's QWenConfig has no qwen_type
     qwen3 (the 1.0.0 release candidates before PR #5650), while doctor read its MODEL_MAP alone and said OK. It warns
     now (Llama and Qwen2 checkpoints still build), by the same test as `build`."""
-    from redrafter_trt import installed_trtllm
 
     fake_machine(monkeypatch, TorchInfo("2.6.0", "12.6", (H100,)), "1.0.0rc4",
                  {**CPU_DISTS, "tensorrt": "10.11.0", "nvidia-modelopt": "0.37.0"})

@@ -59,7 +59,7 @@ RUN_PY_INSTEAD = {
     "--max_tokens_in_paged_kv_cache": ENGINE_DEFAULTS, "--kv_cache_free_gpu_memory_fraction": ENGINE_DEFAULTS,
     "--enable_chunked_context": ENGINE_DEFAULTS, "--cross_kv_cache_fraction": ENGINE_DEFAULTS,
     "--kv_cache_enable_block_reuse": "run --engine-dir keeps KV-cache block reuse off (ModelRunnerCpp's default; "
-                                     "run.py turns it on), as TensorRT-LLM's own ReDrafter tests run: leave it out",
+                                     "run.py turns it on), a precaution with KV blocks rewound every step: leave it out",
     "--no_kv_cache_enable_block_reuse": "run --engine-dir keeps KV-cache block reuse off already: leave it out",
     "--fail_fast_on_attention_window_too_large": "run refuses a prompt + --max-output-len past the engine's "
                                                  "max_seq_len before it starts: leave it out",
