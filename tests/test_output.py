@@ -860,10 +860,18 @@ def test_a_killed_fp8_scratch_through_a_link_is_swept_by_the_next_run(tmp_path):
 
 
 @pytest.mark.parametrize("target", ["empty", "not_made"])
-def test_a_smollm2_cache_folder_that_is_a_link_is_written_where_it_points(tmp_path, monkeypatch, target):
+def test_a_smollm2_cache_folder_that_is_a_link_is_written_where_it_points(tmp_path, monkeypatch, target, tiny_llama):
     """A cache folder linked to other storage was `Cannot call rmtree on a symbolic link`, after the minute of
-    dequantising; the folder it names is written now, and the link stays."""
+    dequantising; the folder it names is written now, and the link stays. The GGUF's 18 s of dequantising is a tiny
+    Llama's load here: where the folder is written is the point, and the tokenizer is still SmolLM2's."""
+    from transformers import AutoModelForCausalLM
+
     from redrafter_trt import smollm2
+
+    load = AutoModelForCausalLM.from_pretrained
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained",
+                        lambda src, gguf_file, **kw: load(tiny_llama, **kw) if gguf_file == smollm2.GGUF_FILE
+                        else pytest.fail(f"read {gguf_file}"))
 
     storage = tmp_path / "storage" / "smol"
     if target == "empty":
@@ -876,6 +884,7 @@ def test_a_smollm2_cache_folder_that_is_a_link_is_written_where_it_points(tmp_pa
     monkeypatch.setenv("REDRAFTER_TRT_CACHE", str(tmp_path / "cache"))
     assert smollm2.ensure_smollm2() == link
     assert link.is_symlink() and (storage / "model.safetensors").is_file() and (link / "config.json").is_file()
+    assert (storage / "tokenizer.json").is_file()
     assert sorted(p.name for p in storage.parent.iterdir()) == ["smol"]  # no partial left beside it
 
 

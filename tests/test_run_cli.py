@@ -27,6 +27,17 @@ def invoke(*args):
     return CliRunner().invoke(main, ["run", *map(str, args)])
 
 
+@pytest.fixture(scope="module")
+def tiny_sampling(tmp_path_factory):
+    """(base, checkpoint): a tiny Llama with a byte tokenizer, converted with greedy=False (a sampling engine's)."""
+    from test_bench import save_byte_tokenizer
+    from tinymodels import make_hf
+
+    base = make_hf(tmp_path_factory.mktemp("seeded") / "base", "llama")
+    save_byte_tokenizer(base)
+    return base, checkpoint(base, fresh_drafter(base), 1, num_beams=3, draft_len=3, greedy=False)
+
+
 def test_run_prints_and_writes_json(smollm2, smol_ckpt, tmp_path):
     out = tmp_path / "out.json"
     res = invoke("--checkpoint-dir", smol_ckpt, "--tokenizer-dir", smollm2, "--input-text", "What is 2+2?",
@@ -297,7 +308,7 @@ def test_a_presets_chat_with_a_tokenizer_without_a_template_names_the_preset(smo
     assert res.exit_code == 0, res.output
 
 
-def test_the_checkpoints_greedy_mode_decides_as_in_its_engine(smollm2, smol_ckpt, tmp_path, caplog):
+def test_the_checkpoints_greedy_mode_decides_as_in_its_engine(smollm2, smol_ckpt, tiny_sampling, tmp_path, caplog):
     """A greedy checkpoint decodes greedily whatever --temperature says (with a warning), as its engine and `serve`
     do; a sampling one refuses temperature 0, as its engine would sample at 1.0."""
     def output(*extra):
@@ -310,13 +321,13 @@ def test_the_checkpoints_greedy_mode_decides_as_in_its_engine(smollm2, smol_ckpt
     with caplog.at_level("WARNING"):
         assert output("--temperature", 1.5, "--seed", 3) == output()
     assert "is ignored" in caplog.text
-    sampling = checkpoint(smollm2, fresh_drafter(smollm2), 1, num_beams=3, draft_len=3, greedy=False)
-    res = invoke("--checkpoint-dir", sampling, "--tokenizer-dir", smollm2, "--input-text", "Hi", "--max-output-len", 4)
+    base, sampling = tiny_sampling
+    res = invoke("--checkpoint-dir", sampling, "--tokenizer-dir", base, "--input-text", "Hi", "--max-output-len", 4)
     assert res.exit_code == 2 and "pass a positive --temperature" in res.output
-    res = invoke("--checkpoint-dir", sampling, "--tokenizer-dir", smollm2, "--input-text", "Hi", "--max-output-len", 4,
+    res = invoke("--checkpoint-dir", sampling, "--tokenizer-dir", base, "--input-text", "Hi", "--max-output-len", 4,
                  "--no-draft")
     assert res.exit_code == 0, res.output
-    res = invoke("--checkpoint-dir", sampling, "--tokenizer-dir", smollm2, "--input-text", "Hi", "--max-output-len", 4,
+    res = invoke("--checkpoint-dir", sampling, "--tokenizer-dir", base, "--input-text", "Hi", "--max-output-len", 4,
                  "--temperature", 0.7, "--sampling-rule", "trtllm")
     assert res.exit_code == 0 and "mean tokens/step" in res.output, res.output
     res = invoke("--checkpoint-dir", smol_ckpt, "--tokenizer-dir", smollm2, "--input-text", "Hi", "--sampling-rule",
@@ -334,18 +345,15 @@ def test_output_json_records_the_temperature_the_run_used(smollm2, smol_ckpt, tm
     assert json.loads(out.read_text())["producer"]["options"]["temperature"] == 0.0
 
 
-def test_a_seeded_sample_is_the_prompts_own_whatever_is_batched_beside_it(tmp_path_factory):
+def test_a_seeded_sample_is_the_prompts_own_whatever_is_batched_beside_it(tiny_sampling, tmp_path_factory):
     """`run --seed` drew a batch's rows from one generator seeded --seed + b, so a prompt's sampled answer changed
     with --batch-size, with its order in the file and with the prompts beside it, where an engine seeds every request
     alike. Each prompt now samples from its own generator seeded --seed: the same answer alone, in any batch, in any
     order, and the answer --no-draft draws (the exact rule; `--sampling-rule trtllm`'s tokens depend on the drafts,
     which a batch's rounding may change at a near-tie)."""
-    from test_bench import PROMPTS, save_byte_tokenizer
-    from tinymodels import make_hf
+    from test_bench import PROMPTS
 
-    base = make_hf(tmp_path_factory.mktemp("seeded") / "base", "llama")
-    save_byte_tokenizer(base)
-    sampling = checkpoint(base, fresh_drafter(base), 1, num_beams=3, draft_len=3, greedy=False)
+    base, sampling = tiny_sampling
     out = tmp_path_factory.mktemp("out") / "out.json"
 
     def answers(order, *extra):
