@@ -160,9 +160,17 @@ def fp8_tensors(cfg: dict):
     return edit
 
 
+DRAFTER_MODULES = ["drafter", "drafter.layers", "drafter.lm_head", "drafter.layers.0", "drafter.layers.0.linear",
+                   "drafter.layers.1", "drafter.layers.1.linear", "drafter.rnn_u", "drafter.rnn_w"]
+
+
 @pytest.mark.parametrize("exclude, lacking", [(["drafter*"], "lm_head"), (["lm_head", "*drafter"], "drafter.layers"),
                                               (None, "drafter.rnn_u"), (["*lm_head", "drafter*"], None),
-                                              ([], "drafter.lm_head")])
+                                              ([], "drafter.lm_head"),
+                                              # every module named, as an exporter may list them (no input_proj:
+                                              # the drafter's exit_dim is 2 x hidden_size); a mutant requiring one
+                                              # survived
+                                              (["lm_head", *DRAFTER_MODULES], None)])
 def test_fp8_exclusions_must_keep_lm_head(ckpt, tmp_path, exclude, lacking):
     """A review: an FP8 checkpoint whose exclude_modules named the drafter but not lm_head (`["drafter*"]`, as one
     writes by hand after TensorRT-LLM issue #2607) was OK, though a list replaces TensorRT-LLM's default exclusions:
@@ -454,6 +462,37 @@ def test_values_finds_nan_and_inf_anywhere(ckpt, tmp_path, monkeypatch, fp8):
     assert run_cli("inspect", ckpt, "--values").exit_code == 0
 
 
+@pytest.mark.parametrize("fp8", [False, True])
+def test_an_int8_weight_where_no_fp8_is_expected_is_named(ckpt, tmp_path, fp8):
+    """int8 `*weight` tensors pass as FP8 bits only where the layout expects FP8 (an FP8 checkpoint's quantized base
+    linears): a drafter weight stored as int8 (kept out of FP8) is named, in an FP8 checkpoint or not (a mutation
+    review: accepting any int8 weight survived)."""
+    cfg = json.loads((Path(ckpt) / "config.json").read_text())
+    name = "drafter.layers.0.linear.weight"
+
+    def edit(held):
+        if fp8:
+            fp8_tensors(cfg)(held)
+        held[name] = held[name].to(torch.int8)
+    quant = {"quant_algo": "FP8", "kv_cache_quant_algo": None, "exclude_modules": ["*lm_head", "drafter*"]}
+    copy = broken(ckpt, tmp_path, edit, **({"quantization": quant} if fp8 else {}))
+    assert inspect_checkpoint(copy).problems == [f"rank0: {name} is I8, config implies F32"]
+
+
+def test_an_fp8_kv_cache_may_hold_its_reciprocal_scales(ckpt, tmp_path):
+    """nvidia-modelopt 0.47 may write kv_cache_rcp_scaling_factor beside k_ / v_cache_scaling_factor, which
+    TensorRT-LLM 1.2 folds away: no problem (a mutation review: refusing it as unexpected survived)."""
+    cfg = json.loads((Path(ckpt) / "config.json").read_text())
+    attn = "transformer.layers.{}.attention."
+
+    def edit(held):
+        for n in range(cfg["num_hidden_layers"]):
+            held |= {attn.format(n) + k: torch.ones(1) for k in ("kv_cache_scaling_factor", "k_cache_scaling_factor",
+                                                                  "v_cache_scaling_factor", "kv_cache_rcp_scaling_factor")}
+    quant = {"quant_algo": None, "kv_cache_quant_algo": "FP8", "exclude_modules": None}
+    assert inspect_checkpoint(broken(ckpt, tmp_path, edit, quantization=quant)).problems == []
+
+
 @pytest.mark.parametrize("scaling, builds", [({"rope_type": "default"}, False), ({"type": "default", "factor": 1.0}, False),
                                              ({"factor": 2.0}, False), ({"rope_type": "llama3", "type": "default",
                                                                          "factor": 8.0, "low_freq_factor": 1.0,
@@ -652,6 +691,19 @@ def test_a_drafter_size_out_of_range_is_the_one_problem(ckpt, tmp_path, key, val
     assert inspect_checkpoint(broken(ckpt, tmp_path, **{key: value})).problems == [want]
 
 
+@pytest.mark.parametrize("key, value, want", [
+    ("num_key_value_heads", "2", "num_key_value_heads is '2', must be null or a positive integer"),
+    ("max_position_embeddings", 0, "max_position_embeddings is 0, must be null or a positive integer"),
+    ("mapping", {"world_size": "1", "tp_size": 1},
+     "mapping is {'world_size': '1', 'tp_size': 1}, must be null or an object of positive integer tp_size / pp_size "
+     "/ cp_size / world_size")])
+def test_a_malformed_size_field_is_the_one_problem(ckpt, tmp_path, key, value, want):
+    """A mutation review: without their field checks a string kv head count was a TypeError traceback, a
+    max_position_embeddings of 0 passed (the tree's bound then skipped), and a string world_size passed (read with
+    int()), though TensorRT-LLM's Mapping takes it as written."""
+    assert inspect_checkpoint(broken(ckpt, tmp_path, **{key: value})).problems == [want]
+
+
 @pytest.mark.parametrize("edit, fix", [
     (lambda cfg: cfg.pop("hidden_act"), "add the model's (\"hidden_act\": \"silu\") to config.json ("),
     (lambda cfg: cfg.update(redrafter_num_beams=10 ** 6), "reconvert with smaller --num-beams / --draft-len (+1 more; ")])
@@ -669,6 +721,22 @@ def test_a_problem_with_its_own_fix_is_not_chained_to_re_convert(ckpt, tmp_path,
     assert result.stderr.strip().endswith(f": {fix}`redrafter-trt inspect {copy}` lists every problem)"), result.stderr
 
 
+def test_require_valid_of_a_model_or_engine_folder_says_what_it_is_alone(tiny_llama, tmp_path):
+    """A Hugging Face model or an engine passed as a checkpoint is refused with the line saying what it holds and
+    where it goes, not as an invalid checkpoint to re-convert (a mutation review: dropping require_valid's own check
+    survived, the line then reading 'checkpoint ... is not valid: ... then re-convert it')."""
+    from redrafter_trt.checkpoint import require_valid
+
+    engine = tmp_path / "engine"
+    engine.mkdir()
+    (engine / "config.json").write_text(json.dumps({"version": "1.2.0", "pretrained_config": {}, "build_config": {}}))
+    for folder, kind in ((tiny_llama, "a Hugging Face model"), (engine, "a TensorRT-LLM engine")):
+        with pytest.raises(ConfigError) as e:
+            require_valid(folder)
+        assert str(e.value).startswith(f"{folder} holds {kind}, not a ReDrafter checkpoint: "), e.value
+        assert "not valid" not in str(e.value) and "re-convert it" not in str(e.value), e.value
+
+
 @pytest.fixture(scope="module")
 def ckpt_tp2(tmp_path_factory, tiny_llama, tiny_drafter):
     return convert(tiny_llama, tiny_drafter, tmp_path_factory.mktemp("ck2") / "ck", num_beams=2, draft_len=2,
@@ -680,6 +748,31 @@ def test_rank_files_beyond_tp_size_are_named(ckpt_tp2, tmp_path):
     copy = broken(ckpt_tp2, tmp_path)
     shutil.copy(copy / "rank1.safetensors", copy / "rank2.safetensors")
     assert "rank files [2] exceed tp_size 2" in inspect_checkpoint(copy).problems
+
+
+def test_a_tp_size_lowered_by_hand_names_the_rank_files_own(ckpt_tp2, tmp_path):
+    """A mutation review: a check of the rank alone, not the tp_size a rank file was written at, passed the tests.
+    A tp 2 checkpoint whose mapping was edited to tp 1: rank0 was written as rank 0 of tp_size 2."""
+    copy = broken(ckpt_tp2, tmp_path, mapping={"world_size": 1, "tp_size": 1, "pp_size": 1})
+    problems = inspect_checkpoint(copy).problems
+    assert problems[:2] == ["rank files [1] exceed tp_size 1", "rank0.safetensors was written as rank 0 of tp_size 2: "
+                            "rank files were renamed or mixed from another checkpoint; re-convert"], problems
+
+
+def test_rank_files_whose_lm_head_rows_sampled_are_zero_are_not_copies(ckpt_tp2, tmp_path):
+    """Rows of tokens never trained are as zero on one rank as on another: two ranks whose first lm_head rows are all
+    zero are not a copied rank file (a mutation review: comparing such rows too survived)."""
+    from safetensors import safe_open
+
+    copy = broken(ckpt_tp2, tmp_path)
+    for r in range(2):
+        rank = copy / f"rank{r}.safetensors"
+        with safe_open(rank, "pt") as f:
+            metadata = f.metadata()  # as written: rank r of tp_size 2
+        held = load_file(rank)
+        held["lm_head.weight"][:8] = 0
+        save_file(held, rank, metadata=metadata)
+    assert inspect_checkpoint(copy).problems == []
 
 
 @pytest.mark.parametrize("field, why", [
@@ -695,6 +788,15 @@ def test_drafter_dims_tensor_parallelism_cannot_split_are_named(ckpt_tp2, tmp_pa
     odd = json.loads((ckpt_tp2 / "config.json").read_text())[field] + 1
     problems = inspect_checkpoint(broken(ckpt_tp2, tmp_path, **{field: odd})).problems
     assert f"{field} {odd} is not divisible by tp_size 2 ({why})" in problems, problems
+
+
+def test_a_drafter_hidden_size_tensor_parallelism_cannot_split_is_named(ckpt_tp2, tmp_path):
+    """A mutation review: no test had an odd redrafter_hidden_size at tp_size 2 (the drafter's RNN splits it by rows;
+    the base's layers do not split the hidden size, and the head_size given keeps the head even), and a check
+    without it passed."""
+    problems = inspect_checkpoint(broken(ckpt_tp2, tmp_path, hidden_size=65, redrafter_hidden_size=65)).problems
+    assert problems == ["redrafter_hidden_size 65 is not divisible by tp_size 2 (TensorRT-LLM splits the drafter's "
+                        "layers by rows without padding)"], problems
 
 
 def test_a_drafter_hidden_size_other_than_the_bases_is_named(ckpt, tmp_path):
@@ -737,6 +839,17 @@ def test_a_draft_length_beyond_the_drafters_predict_n_is_a_problem(ckpt, tmp_pat
                         "--predict-n >= 2"], problems
     copy = broken(ckpt, tmp_path / "equal", producer=producer | {"drafter_predict_n": 2})
     assert inspect_checkpoint(copy).problems == []
+
+
+def test_as_many_beams_as_tokens_is_no_problem(ckpt, tmp_path):
+    """A mutation review (`>=` for `>` survived): beams beyond the vocabulary are named, as many as its tokens are
+    not (each beam may still start with another token)."""
+    fits = broken(ckpt, tmp_path / "fits", redrafter_num_beams=256, redrafter_draft_len_per_beam=1)
+    assert inspect_checkpoint(fits).problems == []
+    beyond = broken(ckpt, tmp_path / "beyond", redrafter_num_beams=257, redrafter_draft_len_per_beam=1)
+    assert inspect_checkpoint(beyond).problems == [
+        "redrafter_num_beams 257 exceeds the vocabulary (256 tokens), beyond which no beams differ: reconvert with a "
+        "smaller --num-beams"]
 
 
 def test_lm_head_scales_in_a_checkpoint_that_is_not_fp8_are_unexpected(ckpt, tmp_path):
