@@ -6,6 +6,7 @@ and the bad-input errors. Calibration is tiny (a few prompts, short sequences) s
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -20,7 +21,9 @@ pytest.importorskip("modelopt.torch.quantization", reason="FP8 needs nvidia-mode
 from redrafter_trt.checkpoint import inspect_checkpoint  # noqa: E402
 from redrafter_trt.convert import convert  # noqa: E402
 from redrafter_trt.errors import ConfigError, DependencyError, TensorError  # noqa: E402
-from redrafter_trt.quantize import calibration_prompts, export_fp8_base, patch_exported_config  # noqa: E402
+from redrafter_trt.quantize import (  # noqa: E402
+    calibration_prompts, check_exported_quantization, check_quantize_options, export_fp8_base, fp8_quant_config,
+    patch_exported_config)
 
 LINEARS = ("attention.qkv", "attention.dense", "mlp.fc", "mlp.gate", "mlp.proj")
 TORCH = {"float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -548,6 +551,38 @@ def test_patch_exported_config(hf, want):
     assert exported["rotary_base"] is None  # pure
 
 
+def test_fp8_quant_config_adds_the_kv_cache_in_either_modelopt_layout():
+    """modelopt before 0.4x keeps `quant_cfg` as a dict, 0.47 as an ordered list whose later entries win: the FP8 KV
+    cache's quantizers are added to FP8_DEFAULT_CFG's in either (in the list after its leading "*": disabled), and
+    modelopt's own configs, module globals, are left as they were (else the next conversion in the process would get an
+    FP8 KV cache it did not ask for). The installed modelopt has one layout: stand-ins give both (a mutant replacing
+    the dict's defaults with the KV cache's survived)."""
+    import copy
+    from types import SimpleNamespace
+
+    import modelopt.torch.quantization as mtq
+
+    fp8, kv = {"num_bits": (4, 3), "axis": None}, {"num_bits": (4, 3), "axis": None, "enable": True}
+    old = SimpleNamespace(FP8_DEFAULT_CFG={"quant_cfg": {"*weight_quantizer": fp8, "*input_quantizer": fp8,
+                                                         "*lm_head*": {"enable": False}, "default": {"enable": False}},
+                                           "algorithm": "max"},
+                          FP8_KV_CFG={"quant_cfg": {"*[kv]_bmm_quantizer": kv}, "algorithm": "max"})
+    new = SimpleNamespace(FP8_DEFAULT_CFG={"quant_cfg": [{"quantizer_name": "*", "enable": False},
+                                                         {"quantizer_name": "*weight_quantizer", "cfg": fp8},
+                                                         {"quantizer_name": "*lm_head*", "enable": False}],
+                                           "algorithm": "max"},
+                          FP8_KV_CFG={"quant_cfg": [{"quantizer_name": "*[kv]_bmm_quantizer", "cfg": fp8}]})
+    for modelopt in (old, new, mtq):
+        default, kv_cfg = copy.deepcopy(modelopt.FP8_DEFAULT_CFG), copy.deepcopy(modelopt.FP8_KV_CFG)
+        assert fp8_quant_config(modelopt, None) == default
+        got = fp8_quant_config(modelopt, "fp8")
+        if isinstance(default["quant_cfg"], dict):
+            assert got == default | {"quant_cfg": default["quant_cfg"] | kv_cfg["quant_cfg"]}
+        else:
+            assert got == default | {"quant_cfg": default["quant_cfg"] + kv_cfg["quant_cfg"]}
+        assert (modelopt.FP8_DEFAULT_CFG, modelopt.FP8_KV_CFG) == (default, kv_cfg)  # untouched
+
+
 def test_calibration_prompts(tmp_path, caplog):
     default = calibration_prompts(None, 1000)
     assert len(default) == 64 and all(isinstance(p, str) and p.strip() for p in default)
@@ -567,8 +602,12 @@ def test_fp8_bad_input(tiny_llama, tiny_drafter, tmp_path, monkeypatch):
     out = tmp_path / "out"
     with pytest.raises(ConfigError, match="int4"):
         convert(tiny_llama, tiny_drafter, out, quantize="int4")
-    with pytest.raises(ConfigError, match="fp8"):  # an FP8 drafter: the drafter is always in the config dtype
+    # an FP8 drafter: the drafter is always in the config dtype (matched in full: convert's later "--dtype fp8 is
+    # invalid" says fp8 too, and a mutant dropping this refusal survived)
+    with pytest.raises(ConfigError, match="^--dtype fp8 would make the drafter FP8"):
         convert(tiny_llama, tiny_drafter, out, quantize="fp8", dtype="fp8")
+    with pytest.raises(ConfigError, match="^unknown --kv-cache-dtype 'int8'"):  # else written with no FP8 KV cache
+        convert(tiny_llama, tiny_drafter, out, quantize="fp8", kv_cache_dtype="int8", dtype="bfloat16")
     with pytest.raises(ConfigError, match="quantize fp8"):
         convert(tiny_llama, tiny_drafter, out, kv_cache_dtype="fp8")
     with pytest.raises(ConfigError, match="float32 cannot carry an FP8 checkpoint"):
@@ -578,6 +617,24 @@ def test_fp8_bad_input(tiny_llama, tiny_drafter, tmp_path, monkeypatch):
         with pytest.raises(DependencyError, match=r"redrafter-trt\[fp8\]"):
             convert(tiny_llama, tiny_drafter, out, quantize="fp8", dtype=dtype)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("quantize, kv, dtype, said", [
+    ("fp8", None, "FP8", "--dtype FP8 would make the drafter FP8"),  # in any case
+    ("fp8", None, "float8_e4m3fn", "--dtype float8_e4m3fn would make the drafter FP8"),
+    (None, None, "e4m3", "--dtype e4m3 would make the drafter FP8"),  # without --quantize too
+    ("fp8", "int8", "bfloat16", "unknown --kv-cache-dtype 'int8': supported is fp8"),
+    (None, "fp8", None, "--kv-cache-dtype fp8 needs FP8 weights: add --quantize fp8"),
+])
+def test_check_quantize_options_refuses_each_option_the_fp8_path_cannot_do(quantize, kv, dtype, said):
+    """Each of check_quantize_options' refusals, in its own words: every FP8 alias of --dtype (a drafter is never
+    FP8), an unknown KV cache dtype (convert wrote a checkpoint whose KV cache stayed in the model dtype), an FP8 KV
+    cache without FP8 weights. convert refuses some of these again later in vaguer words ("--dtype FP8 is invalid"),
+    so mutants dropping these checks survived the convert tests."""
+    with pytest.raises(ConfigError, match=f"^{re.escape(said)}"):
+        check_quantize_options(quantize, kv, dtype)
+    check_quantize_options("fp8", "fp8", "bfloat16")
+    check_quantize_options(None, None, "auto")
 
 
 def test_dtype_auto_makes_an_fp8_checkpoint_of_a_float32_base_float16(fp8_models, tmp_path):
@@ -607,6 +664,69 @@ def test_fp8_of_a_qwen3_tp_its_attention_misreads_is_refused_before_calibrating(
                         calib_size=1, calib_seq_len=8, calib_batch_size=1, device="cpu")
 
 
+@pytest.mark.parametrize("given, said", [
+    (dict(calib_batch_size=0), "--calib-size, --calib-seq-len and --calib-batch-size must be 1 or more"),
+    (dict(calib_seq_len=0), "--calib-size, --calib-seq-len and --calib-batch-size must be 1 or more"),
+    (dict(calib_prompts=[]), "FP8 calibration needs at least one prompt"),
+    (dict(device="cuda:1"), "--device cuda:1 but no CUDA device is visible: use --device cpu"),
+])
+def test_export_fp8_base_refuses_a_calibration_it_cannot_run_before_loading_the_model(tiny_llama, tmp_path, monkeypatch,
+                                                                                      given, said):
+    """export_fp8_base's own checks, for a caller other than convert (whose options are checked before): batches of
+    0 prompts (`range`'s ValueError), no prompt at all, a CUDA device named with its index where none is visible. Each
+    is a ConfigError in its own words before the model loads; mutants dropping them survived (their callers then
+    failed on the missing tokenizer, or inside torch)."""
+    import transformers
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
+                        lambda *a, **k: pytest.fail("the model was loaded"))
+    args = dict(tp_size=1, dtype="bfloat16", kv_cache_dtype=None, calib_prompts=["a"], calib_size=1, calib_seq_len=8,
+                calib_batch_size=1, device="cpu") | given
+    with pytest.raises(ConfigError, match=f"^{re.escape(said)}"):
+        export_fp8_base(tiny_llama, tmp_path / "out", **args)
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_fp8_base_calibrates_on_the_first_calib_size_prompts(fp8_models, tmp_path, monkeypatch):
+    """calib_size cuts the prompts export_fp8_base is given (convert's are cut already; a library caller's may not
+    be): a mutant calibrating on all of them survived."""
+    from redrafter_trt import quantize
+
+    real, seen = quantize.forward_loop, []
+
+    def spy(tokenizer, prompts, *args):
+        seen.append(list(prompts))
+        return real(tokenizer, prompts, *args)
+
+    monkeypatch.setattr(quantize, "forward_loop", spy)
+    export_fp8_base(fp8_models["llama"], tmp_path / "out", tp_size=1, dtype="bfloat16", kv_cache_dtype=None,
+                    calib_prompts=["one two", "three four", "five six"], calib_size=2, calib_seq_len=8,
+                    calib_batch_size=2, device="cpu")
+    assert seen == [["one two", "three four"]]
+
+
+@pytest.mark.parametrize("model", ["qwen2", "qwen3"])
+def test_a_qwen_base_is_exported_as_modelopts_llama_decoder(fp8_models, tmp_path, monkeypatch, model):
+    """modelopt before 0.44 exports decoder type "qwen" only through an installed TensorRT-LLM, raising
+    NotImplementedError after calibrating without one; "llama" gives the same tensors (test_modelopt_oracle.py). The
+    installed modelopt exports "qwen" too, so a mutant asking for it survived: an export that only knows "llama",
+    as those releases' without TensorRT-LLM, stands in here."""
+    from redrafter_trt import quantize
+
+    mtq, export = quantize.require_modelopt()
+
+    def old_export(model, decoder, **kwargs):
+        if decoder != "llama":
+            raise NotImplementedError(f"Cannot export tensorrt_llm checkpoint for model {decoder}")
+        export(model, decoder, **kwargs)
+
+    monkeypatch.setattr(quantize, "require_modelopt", lambda: (mtq, old_export))
+    export_fp8_base(fp8_models[model], tmp_path / "out", tp_size=1, dtype="bfloat16", kv_cache_dtype=None,
+                    calib_prompts=["hello world"], calib_size=1, calib_seq_len=8, calib_batch_size=1, device="cpu")
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["qwen_type"] == model
+
+
 def test_an_old_modelopt_is_refused_in_one_line_before_loading_the_model(fp8_models, tiny_drafter, tmp_path,
                                                                          monkeypatch):
     """modelopt 0.33 (TensorRT-LLM 1.0's, still a container's own after pip installs this package) under
@@ -629,6 +749,22 @@ def test_an_old_modelopt_is_refused_in_one_line_before_loading_the_model(fp8_mod
     assert not out.exists()
 
 
+def test_the_oldest_supported_modelopt_is_accepted(monkeypatch):
+    """MODELOPT_MIN is the oldest modelopt the FP8 path runs with (setup.cfg's floor): that release itself, as its
+    package reports it (0.35.0), is accepted and the one before it refused (a `<=` refusing the floor survived)."""
+    import modelopt
+
+    from redrafter_trt import quantize
+
+    major, minor = map(int, quantize.MODELOPT_MIN.split("."))
+    monkeypatch.setattr(modelopt, "__version__", f"{major}.{minor}.0")
+    mtq, export = quantize.require_modelopt()
+    assert callable(mtq.quantize) and callable(export)
+    monkeypatch.setattr(modelopt, "__version__", f"{major}.{minor - 1}.1")
+    with pytest.raises(DependencyError, match=f"installed {major}.{minor - 1}.1"):
+        quantize.require_modelopt()
+
+
 @pytest.mark.parametrize("base", ["tiny_llama", "tiny_qwen2"])
 def test_fp8_without_tokenizer_fails_before_loading_the_model(request, base, tiny_drafter, tmp_path, monkeypatch):
     """A base folder without a tokenizer is refused before the model loads (minutes to hours for a large one). For
@@ -643,6 +779,29 @@ def test_fp8_without_tokenizer_fails_before_loading_the_model(request, base, tin
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", never)
     with pytest.raises(ConfigError, match="no usable tokenizer"):
+        convert(base, tiny_drafter, tmp_path / "out", quantize="fp8", dtype="bfloat16")
+    assert not (tmp_path / "out").exists()
+
+
+def test_fp8_with_a_tokenizer_that_makes_no_tokens_fails_before_loading_the_model(tiny_llama, tiny_drafter, tmp_path,
+                                                                                 monkeypatch):
+    """A tokenizer that loads but turns text into no tokens (here a BPE with no byte in its vocabulary; transformers 5
+    made one for a Qwen2 folder without a tokenizer) is refused before the model loads: calibration fed modelopt zero
+    tokens ("cannot reshape tensor of 0 elements"). The test above no longer reaches this check (a folder without
+    tokenizer files is refused earlier), so a mutant dropping it survived."""
+    import shutil
+
+    import transformers
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    base = Path(shutil.copytree(tiny_llama, tmp_path / "base"))
+    tok = Tokenizer(models.BPE(vocab={"<eos>": 0}, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>").save_pretrained(base)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained",
+                        lambda *a, **k: pytest.fail("the model was loaded before the tokenizer was checked"))
+    with pytest.raises(ConfigError, match=r"no usable tokenizer for FP8 calibration \(it turns text into no tokens\)"):
         convert(base, tiny_drafter, tmp_path / "out", quantize="fp8", dtype="bfloat16")
     assert not (tmp_path / "out").exists()
 
@@ -752,6 +911,25 @@ def test_an_export_that_is_not_fp8_is_refused(fp8_models, tiny_drafter, tmp_path
     with pytest.raises(DependencyError, match=rf"exported quantization.{dropped} null, not \"FP8\""):
         convert(fp8_models["llama"], tiny_drafter, out, quantize="fp8", kv_cache_dtype=kv, dtype="bfloat16", **CALIB)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("quantization, kv, said", [
+    ({"quant_algo": "FP8_PER_CHANNEL_PER_TOKEN", "kv_cache_quant_algo": None}, None,
+     'quantization.quant_algo "FP8_PER_CHANNEL_PER_TOKEN"'),
+    ({"quant_algo": "FP8", "kv_cache_quant_algo": "INT8"}, "fp8", 'quantization.kv_cache_quant_algo "INT8"'),
+    (None, None, "quantization.quant_algo null"),
+    ("absent", "fp8", "quantization.quant_algo null and quantization.kv_cache_quant_algo null"),
+])
+def test_an_export_is_fp8_only_when_it_says_fp8(quantization, kv, said):
+    """check_exported_quantization wants "FP8" itself, not any algorithm modelopt names (a per-channel FP8 or an INT8
+    KV cache is not what was asked, nor the per-tensor layout the converter and inspect expect), and refuses a
+    config.json without a quantization block in the same one line, not with a TypeError or KeyError. Mutants
+    accepting any non-null value, or reading the block unguarded, survived the null-only test above."""
+    cfg = {} if quantization == "absent" else {"quantization": quantization}
+    with pytest.raises(DependencyError, match=f"exported {re.escape(said)}, not \"FP8\""):
+        check_exported_quantization(cfg, kv)
+    check_exported_quantization({"quantization": {"quant_algo": "FP8", "kv_cache_quant_algo": None}}, None)
+    check_exported_quantization({"quantization": {"quant_algo": "FP8", "kv_cache_quant_algo": "FP8"}}, "fp8")
 
 
 def test_the_producer_block_records_the_calibration_prompts_used(fp8_models, tmp_path, caplog):
@@ -890,11 +1068,32 @@ def test_calibration_draws_no_progress_bar_where_stderr_is_not_a_terminal(tiny_l
     assert "\r" not in err and "FP8 calibration" not in err, err
 
 
+def test_calibration_leaves_no_hook_on_the_model(fp8_models):
+    """The padding hooks go once calibration ends: one left on a quantizer kept the last batch's mask, and any later
+    forward through the quantized model (another shape here) was refused or had rows zeroed (a mutant keeping them
+    survived: export_fp8_base runs no forward after calibrating)."""
+    import modelopt.torch.quantization as mtq
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from redrafter_trt.fp8_calibration import forward_loop
+
+    hf_dir = fp8_models["llama"]
+    model = AutoModelForCausalLM.from_pretrained(hf_dir).eval()
+    loop = forward_loop(AutoTokenizer.from_pretrained(hf_dir), ["a bb ccc", "dd"], 16, 2, "cpu")  # one padded batch
+    mtq.quantize(model, fp8_quant_config(mtq, "fp8"), forward_loop=loop)
+    assert not [name for name, module in model.named_modules() if module._forward_pre_hooks]
+    with torch.no_grad():
+        assert model(input_ids=torch.tensor([[5, 6, 7, 8, 9]])).logits.shape == (1, 5, 256)
+
+
 @pytest.mark.parametrize("token_axis, said", [
     ({"input_quantizer": 1, "k_bmm_quantizer": 2}, r"calibrates model\.layers\.0\.self_attn\.v_bmm_quantizer, which"),
     ({"input_quantizer": 1, "k_bmm_quantizer": 1, "v_bmm_quantizer": 2},
      r"gives model\.layers\.0\.self_attn\.k_bmm_quantizer a tensor of shape \(4, 2, \d+, 16\) for 4 prompts of \d+ "
      r"tokens, which"),
+    ({"input_quantizer": 3, "k_bmm_quantizer": 2, "v_bmm_quantizer": 2},  # an axis the tensor lacks: not an IndexError
+     r"gives model\.layers\.0\.self_attn\.q_proj\.input_quantizer a tensor of shape \(4, \d+, 64\) for 4 prompts of "
+     r"\d+ tokens, which"),
 ])
 def test_padding_fp8_calibration_cannot_find_is_refused(fp8_models, tmp_path, monkeypatch, token_axis, said):
     """A modelopt that calibrates a quantizer the padding hooks do not know, or gives one a tensor laid out otherwise,
