@@ -78,7 +78,9 @@ def test_first_run_prints_answers_speed_ups_and_gpu_commands(first_run):
     for w in qs.GRID_BEAMS:
         assert f"W={w} L={qs.CPU_DRAFT_LEN}" in out
     # the install command stands alone on its line's end, not inside another parenthesis (copied, it ran as written)
-    assert "On a machine with an NVIDIA GPU and TensorRT-LLM, installed with: pip install 'tensorrt_llm==1.2.*'" in out
+    # (TensorRT-LLM 1.2.x's CUDA 13 torch first, as its install page has it)
+    assert "On a machine with an NVIDIA GPU and TensorRT-LLM, installed with: pip install 'torch>=2.9.1,<=2.10.0a0' " \
+           "--index-url https://download.pytorch.org/whl/cu130, then pip install 'tensorrt_llm==1.2.*'" in out
     # a walkthrough: "Measured here (1 questions, ..., 1 CPU threads)"
     assert "Measured here (1 question, " in out and "1 CPU thread):" in out, out
     assert "generating: 1 MT-Bench question, up to 6 tokens" in result.output, result.output  # its stage line too
