@@ -133,6 +133,33 @@ def test_tune_sets_every_linear_and_drops_the_products_it_does_not_use():
         assert tune(lins) is None  # nothing left to time
 
 
+def test_a_second_load_follows_the_first_loads_plan_untimed(monkeypatch):
+    """Timed once per process: the same shapes again take the first plan (the two loads then decode alike) without
+    timing; other shapes or another thread count are timed."""
+    from redrafter_trt.runtime import linear
+
+    calls = []
+
+    def fake_times(linears, names, rows, n):
+        calls.append(rows)
+        fastest = "plain" if len(calls) <= len(linear.PROBE_ROWS) else "onednn"  # a second timing would differ
+        return {name: 1.0 if name == fastest else 2.0 for name in names}
+
+    monkeypatch.setattr(linear, "_TIMED", {})
+    monkeypatch.setattr(linear, "time_products", fake_times)
+    fresh = lambda n=96: [Linear(torch.randn(n, 64), products=PRODUCTS) for _ in range(2)]  # noqa: E731
+    assert tune(fresh()) == [(None, "plain")]
+    assert tune(fresh()) == [(None, "plain")] and len(calls) == len(linear.PROBE_ROWS)
+    assert tune(fresh(80)) == [(None, "onednn")] and len(calls) == 2 * len(linear.PROBE_ROWS)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads + 1)
+        tune(fresh())
+    finally:
+        torch.set_num_threads(threads)
+    assert len(calls) == 3 * len(linear.PROBE_ROWS)
+
+
 def test_the_plan_can_be_pinned_for_run_to_run_reproducible_rounding(monkeypatch):
     from redrafter_trt.errors import ConfigError
 

@@ -47,6 +47,7 @@ SOLE_MARGIN = 0.8  # a product within this fraction of the fastest at every row 
 MAX_KEPT = 2  # products a tuned linear keeps: memory for two copies of its weights at most
 
 Plan = list  # [(max rows or None, product name)], ascending; the last entry (None) covers every larger count
+_TIMED: dict[tuple, Plan] = {}  # tune's plans in this process, by what they were timed on (see tune)
 
 
 def parse_plan(text: str) -> Plan:
@@ -172,7 +173,10 @@ def plan_from(seconds: dict[int, dict[str, float]]) -> Plan:
 def tune(linears: list[Linear], rows: tuple[int, ...] = PROBE_ROWS) -> Plan | None:
     """Time every product the linears share over all of them (a whole model's: far beyond the CPU caches, as in
     decoding) at each row count, best of 2, the products taking turns so that a disturbance hits them all; every
-    linear then follows the plan and drops the products it does not use. Returns the plan (None: nothing to time)."""
+    linear then follows the plan and drops the products it does not use. Returns the plan (None: nothing to time).
+    Timed once per process for the same products, weight shapes, row counts and thread count: loading the same model
+    again follows the first load's plan, so the two decode alike (the products round differently) and the second
+    load skips the timing (4 of SmolLM2's 6 s on one thread)."""
     pinned = pinned_plan()
     tunable = [lin for lin in linears if len(lin.products) > 1 or pinned is not None]
     if not tunable:
@@ -184,9 +188,13 @@ def tune(linears: list[Linear], rows: tuple[int, ...] = PROBE_ROWS) -> Plan | No
             raise ConfigError(f"{PIN_ENV}: {', '.join(missing)} is not available on this machine: use "
                               f"{', '.join(names)}")
         return _apply(tunable, pinned, f"pinned by {PIN_ENV}")
+    key = (tuple(names), tuple((lin.out_features, lin.in_features) for lin in tunable), rows, torch.get_num_threads())
+    if key in _TIMED:
+        return _apply(tunable, _TIMED[key], "timed at an earlier load in this process")
     with torch.inference_mode():
         seconds = {r: time_products(tunable, names, r, 2) for r in rows}
-    return _apply(tunable, plan_from(seconds), "ms per pass of %s at %s rows: %s" % (
+    _TIMED[key] = plan_from(seconds)
+    return _apply(tunable, _TIMED[key], "ms per pass of %s at %s rows: %s" % (
         "/".join(names), ",".join(map(str, rows)),
         " ".join("/".join(f"{t * 1e3:.1f}" for t in times.values()) for times in seconds.values())))
 
