@@ -22,7 +22,7 @@ from redrafter_trt.cli import main
 from redrafter_trt.convert import convert
 from redrafter_trt.errors import ConfigError
 from test_convert_errors import assert_one_line_error, run_cli
-from test_runtime_support import checkpoint, fresh_drafter
+from test_runtime_support import smollm2_checkpoint
 from tinymodels import TRANSFORMERS_5
 
 NOT_WRITABLE = "/proc/redrafter-nowhere"  # no folder can be made there, even as root
@@ -715,7 +715,7 @@ def test_architectures_as_a_string(parts, tmp_path):
 
 def test_lengths_beyond_the_models_positions(smollm2, tmp_path):
     """SmolLM2 has 8192 positions: refused before decoding (not an 80 GB allocation, nor a silent run past them)."""
-    args = ("--checkpoint-dir", checkpoint(smollm2, fresh_drafter(smollm2), 1, num_beams=3, draft_len=3),
+    args = ("--checkpoint-dir", smollm2_checkpoint(smollm2),
             "--tokenizer-dir", smollm2)
     assert_one_line_error(run_cli("run", *args, "--input-text", "hi", "--max-output-len", 100000), "8192 positions")
     long = tmp_path / "long.jsonl"

@@ -13,14 +13,14 @@ from click.testing import CliRunner
 from redrafter_trt import runtime as rt
 from redrafter_trt.cli import main
 from test_prompts import OPENAI_TOOLS
-from test_runtime_support import checkpoint, fresh_drafter, one_thread  # noqa: F401
+from test_runtime_support import checkpoint, fresh_drafter, one_thread, smollm2_checkpoint  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def smol_ckpt(smollm2):
-    return checkpoint(smollm2, fresh_drafter(smollm2), 1, num_beams=3, draft_len=3)
+    return smollm2_checkpoint(smollm2)
 
 
 def invoke(*args):

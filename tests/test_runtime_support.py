@@ -18,13 +18,15 @@ from tinymodels import make_drafter
 MT_BENCH = str(Path(__file__).resolve().parents[1] / "redrafter_trt" / "data" / "mt_bench_questions.jsonl")
 _ROOT = Path(tempfile.mkdtemp(prefix="redrafter-rt-tests-"))
 _CACHE: dict = {}
+_KEPT: set = set()  # folders release_folders leaves: the SmolLM2 checkpoint many modules share (smollm2_checkpoint)
 atexit.register(shutil.rmtree, _ROOT, ignore_errors=True)
 
 
 def release_folders() -> None:
     """Delete the cached checkpoints and drafters (a float32 SmolLM2 checkpoint is 0.8 GB; conftest calls this
-    after each test module so the suite's disk use stays at one module's worth). Models in memory stay cached."""
-    for key in [k for k in _CACHE if k[0] in ("drafter", "ckpt")]:
+    after each test module so the suite's disk use stays at one module's worth and the shared one,
+    `smollm2_checkpoint`). Models in memory stay cached."""
+    for key in [k for k in _CACHE if k[0] in ("drafter", "ckpt") and _CACHE[k] not in _KEPT]:
         shutil.rmtree(_CACHE.pop(key).parent, ignore_errors=True)
 
 
@@ -55,6 +57,15 @@ def checkpoint(base: Path, drafter: Path, tp_size: int = 1, **options) -> Path:
         _CACHE[key] = convert(base, drafter, Path(tempfile.mkdtemp(prefix="ckpt", dir=_ROOT)) / "ckpt", tp_size=tp_size,
                               **options)
     return _CACHE[key]
+
+
+def smollm2_checkpoint(smollm2: Path) -> Path:
+    """SmolLM2 with init-drafter's drafter (seed 0) at tp 1, 3 beams x 3 tokens: the checkpoint the run, serve and
+    CLI modules share, converted once for the session and kept on disk by release_folders."""
+    drafter = fresh_drafter(smollm2)
+    path = checkpoint(smollm2, drafter, 1, num_beams=3, draft_len=3)
+    _KEPT.update((drafter, path))
+    return path
 
 
 def hf_model(base: Path):

@@ -23,14 +23,14 @@ from redrafter_trt.serve_app import App
 from redrafter_trt.serve_backend import ReferenceBackend
 from redrafter_trt.serve_errors import ClientGone
 from redrafter_trt.serve_http import make_server
-from test_runtime_support import checkpoint, fresh_drafter, hf_greedy, one_thread  # noqa: F401
+from test_runtime_support import checkpoint, fresh_drafter, hf_greedy, one_thread, smollm2_checkpoint  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def smol_ckpt(smollm2):
-    return checkpoint(smollm2, fresh_drafter(smollm2), 1, num_beams=3, draft_len=3)
+    return smollm2_checkpoint(smollm2)
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,27 @@ from test_runtime_support import hf_greedy, one_thread  # noqa: F401
 from test_serve import backend, call, hf_answer_logprobs, smol_ckpt, stream, url  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+CHAT = ("{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<assistant>{% endif %}")
+
+
+@pytest.fixture(scope="module")
+def sampler(tmp_path_factory):
+    """A ReferenceBackend of a sampling checkpoint (greedy=False) of a tiny Llama with a byte tokenizer and a plain
+    chat template: what seeds and n decide does not depend on the model, and its near-uniform answers at
+    temperature 1 differ from seed to seed."""
+    from redrafter_trt.serve_backend import ReferenceBackend
+    from test_bench import save_byte_tokenizer
+    from test_runtime_support import checkpoint, fresh_drafter
+    from tinymodels import make_hf
+    from transformers import AutoTokenizer
+
+    base = make_hf(tmp_path_factory.mktemp("sampler") / "base", "llama")
+    save_byte_tokenizer(base)
+    tok = AutoTokenizer.from_pretrained(base)
+    tok.chat_template = CHAT
+    tok.save_pretrained(base)
+    return ReferenceBackend(checkpoint(base, fresh_drafter(base), 1, num_beams=3, draft_len=3, greedy=False), base)
 
 
 @pytest.fixture(scope="module")
@@ -78,25 +99,20 @@ def test_prompts_beyond_max_batch_join_as_rows_end(backend, smollm2):
         backend.scheduler.max_batch, backend.config = before, original
 
 
-def test_sampling_n_gives_seeded_samples_and_refuses_filters(backend):
-    app = App(backend, "smol", 8)
-    original = backend.config
-    backend.config = dataclasses.replace(original, greedy_search=False)
-    try:
-        body = {"prompt": "Once upon a time", "n": 3, "temperature": 1.0, "seed": 11, "max_tokens": 8}
-        status, first = app.post("/v1/completions", body)
-        again = app.post("/v1/completions", body)[1]
-        texts = [c["text"] for c in first["choices"]]
-        assert status == 200 and texts == [c["text"] for c in again["choices"]]  # the seed decides all n
-        assert len(set(texts)) > 1  # n samples, not one copied
-        steps = first["redrafter"]["steps"]  # n decodes: their steps add up, each sample's prefill one of them
-        assert steps >= 3 and first["redrafter"]["tokens_per_step"] == round(
-            first["usage"]["completion_tokens"] / steps, 4)
-        status, out = app.post("/v1/completions", body | {"top_p": 0.9})
-        assert status == 400 and '"top_p" is not implemented' in out["error"]["message"]
-        assert app.post("/v1/completions", body | {"top_p": 1, "top_k": -1})[0] == 200  # the values that change nothing
-    finally:
-        backend.config = original
+def test_sampling_n_gives_seeded_samples_and_refuses_filters(sampler, backend):
+    app = App(sampler, "tiny", 8)
+    body = {"prompt": "Once upon a time", "n": 3, "temperature": 1.0, "seed": 11, "max_tokens": 8}
+    status, first = app.post("/v1/completions", body)
+    again = app.post("/v1/completions", body)[1]
+    texts = [c["text"] for c in first["choices"]]
+    assert status == 200 and texts == [c["text"] for c in again["choices"]]  # the seed decides all n
+    assert len(set(texts)) > 1  # n samples, not one copied
+    steps = first["redrafter"]["steps"]  # n decodes: their steps add up, each sample's prefill one of them
+    assert steps >= 3 and first["redrafter"]["tokens_per_step"] == round(first["usage"]["completion_tokens"] / steps, 4)
+    status, out = app.post("/v1/completions", body | {"top_p": 0.9})
+    assert status == 400 and '"top_p" is not implemented' in out["error"]["message"]
+    assert app.post("/v1/completions", body | {"top_p": 1, "top_k": -1})[0] == 200  # the values that change nothing
+    app = App(backend, "smol", 8)  # a greedy checkpoint
     assert app.post("/v1/completions", {"prompt": "Hi", "max_tokens": 2, "top_p": 0.9})[0] == 200  # greedy: moot
     for bad, says in (({"top_p": "x"}, "(0, 1]"), ({"top_p": 2}, "(0, 1]"), ({"top_k": 1.5}, "integer"),
                       ({"min_p": -0.1}, "[0, 1]")):  # but a malformed one is a 400, greedy too (was a 200)
@@ -104,13 +120,12 @@ def test_sampling_n_gives_seeded_samples_and_refuses_filters(backend):
         assert status == 400 and says in out["error"]["message"], (bad, out)
 
 
-def test_a_seeded_answer_is_its_own_alone_in_a_list_or_one_of_n(backend):
+def test_a_seeded_answer_is_its_own_alone_in_a_list_or_one_of_n(sampler):
     """As vLLM: answer k of each prompt samples from its own generator seeded seed + k (a review: one generator
     shared by a request's rows gave "ab" alone one text and inside ["ab", "cd"] another), so a prompt's answer is
     the same alone, anywhere in a list and whatever the batch it decodes in; n answers are seeds seed, seed + 1..."""
-    app = App(backend, "smol", 8)
-    original, before = backend.config, backend.scheduler.max_batch
-    backend.config = dataclasses.replace(original, greedy_search=False)
+    app = App(sampler, "tiny", 8)
+    before = sampler.scheduler.max_batch
 
     def texts(prompt, seed, **more) -> list[str]:
         status, out = app.post("/v1/completions", {"prompt": prompt, "temperature": 1.0, "seed": seed,
@@ -122,19 +137,20 @@ def test_a_seeded_answer_is_its_own_alone_in_a_list_or_one_of_n(backend):
         prompts = ["Once upon a time", "The sun is", "Red, green and"]
         alone = [texts(p, 5)[0] for p in prompts]
         assert texts(prompts, 5) == alone and texts(prompts[::-1], 5) == alone[::-1]
-        backend.scheduler.max_batch = 2  # the third prompt joins as a row ends: still its own answer
+        sampler.scheduler.max_batch = 2  # the third prompt joins as a row ends: still its own answer
         assert texts(prompts, 5) == alone
         n = texts(prompts[:2], 5, n=3)
         assert n[::3] == alone[:2]  # answer 0: the seed itself
         assert n[1::3] == [texts(p, 6)[0] for p in prompts[:2]] and n[2::3] == [texts(p, 7)[0] for p in prompts[:2]]
         assert texts(prompts[0], 2 ** 63 - 1, n=2)[1] == texts(prompts[0], 0)[0]  # seed + k wraps at 2**63
+        assert len(set(alone)) == 3 and len(set(n[:3])) == len(set(n[3:])) == 3  # the premise: answers differ
         chat = app.post("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}], "n": 2, "seed": 5,
                                                  "temperature": 1.0, "max_tokens": 8})[1]
         again = app.post("/v1/chat/completions", {"messages": [{"role": "user", "content": "Hi"}], "seed": 6,
                                                   "temperature": 1.0, "max_tokens": 8})[1]
         assert chat["choices"][1]["message"] == again["choices"][0]["message"]
     finally:
-        backend.scheduler.max_batch, backend.config = before, original
+        sampler.scheduler.max_batch = before
 
 
 def test_a_seed_list_of_another_length_is_refused_before_decoding(backend):
