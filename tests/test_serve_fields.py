@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 
 import pytest
@@ -72,21 +71,25 @@ def test_n_answers_per_prompt_indexed_prompt_times_n(url, backend, smollm2):
         assert "".join(c["delta"].get("content", "") for c in parts) == chat["choices"][i]["message"]["content"]
 
 
-def test_prompts_beyond_max_batch_join_as_rows_end(backend, smollm2):
+def test_prompts_beyond_max_batch_join_as_rows_end(backend, sampler, smollm2):
     """Five prompts on a server of max batch 2: never more than 2 rows decode at once, the answers are still
     transformers' greedy ones in prompt order; a sampled request's n samples beyond it stay decided by its seed."""
     app = App(backend, "smol", 8)
     prompts = ["The capital of France is", "Two plus two is", "Red, green and", "Once upon a time", "The sun is"]
     app.get("/metrics")
     before, backend.scheduler.max_batch = backend.scheduler.max_batch, 2
-    original = backend.config
     try:
         status, out = app.post("/v1/completions", {"prompt": prompts, "max_tokens": 6})
         assert status == 200 and max(s["numActiveRequests"] for s in app.get("/metrics")[1]) == 2
         want = [backend.tokenizer.decode(hf_greedy(smollm2, backend.encode(p), 6), skip_special_tokens=True)
                 for p in prompts]
         assert [c["text"] for c in out["choices"]] == want
-        backend.config = dataclasses.replace(original, greedy_search=False)
+    finally:
+        backend.scheduler.max_batch = before
+    app = App(sampler, "tiny", 8)
+    app.get("/metrics")
+    before, sampler.scheduler.max_batch = sampler.scheduler.max_batch, 2
+    try:
         body = {"prompt": "Once upon a time", "n": 5, "temperature": 1.0, "seed": 3, "max_tokens": 6}
         first, again = app.post("/v1/completions", body)[1], app.post("/v1/completions", body)[1]
         assert [c["text"] for c in first["choices"]] == [c["text"] for c in again["choices"]]
@@ -96,7 +99,7 @@ def test_prompts_beyond_max_batch_join_as_rows_end(backend, smollm2):
         assert status == 200 and [c["text"] for c in low["choices"]] == [c["text"] for c in high["choices"]]
         assert max(s["numActiveRequests"] for s in app.get("/metrics")[1]) == 2
     finally:
-        backend.scheduler.max_batch, backend.config = before, original
+        sampler.scheduler.max_batch = before
 
 
 def test_sampling_n_gives_seeded_samples_and_refuses_filters(sampler, backend):
