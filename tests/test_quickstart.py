@@ -922,14 +922,14 @@ def test_the_smollm2_cache_gets_the_umasks_modes(tmp_path, monkeypatch):
     assert "model.safetensors" in modes
 
 
-def test_a_busy_machine_leaves_the_headline_speed_unreliable_too(smollm2, tmp_path, monkeypatch):
+def test_a_busy_machine_leaves_the_headline_speed_unreliable_too(first_run, monkeypatch):
     """bench's busy-machine line and verdict said the speeds were noise, but the quickstart's headline, the figure
     users read ('ReDrafter, 2 beams x 2 draft tokens: ... 5.29x the same runtime without drafting'), did not."""
     from test_bench import fake_scheduler
 
     monkeypatch.setattr(qs, "training_api", stand_in_training([]))
     fake_scheduler(monkeypatch, 0.5)  # a third of each timed call's runnable time spent waiting for a core
-    result = CliRunner().invoke(main, ["quickstart", "--workdir", str(tmp_path / "w"), "--num-questions", "1",
+    result = CliRunner().invoke(main, ["quickstart", "--workdir", str(first_run[0]), "--num-questions", "1",
                                        "--max-new-tokens", "6"])
     assert result.exit_code == 0, result.output
     headline = next(line for line in result.stdout.splitlines() if line.startswith("ReDrafter, "))
