@@ -23,8 +23,8 @@ from tinymodels import make_hf
 PROMPTS = ["The quick brown fox", "Once upon a time", "1, 2, 3,"]
 
 
-def save_byte_tokenizer(folder) -> None:
-    """A 256-token byte-level tokenizer for the tiny models (vocab 256); no chat template."""
+def save_byte_tokenizer(folder, chat_template: str | None = None) -> None:
+    """A 256-token byte-level tokenizer for the tiny models (vocab 256), with this chat template (None: none)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -33,7 +33,9 @@ def save_byte_tokenizer(folder) -> None:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     # EOS outside the byte range the prompts use, so that generations run to max_new_tokens more often than not
-    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=alphabet[-1]).save_pretrained(folder)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=alphabet[-1])
+    fast.chat_template = chat_template
+    fast.save_pretrained(folder)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from redrafter_trt import runtime as rt
 from redrafter_trt.cli import main
 from test_prompts import OPENAI_TOOLS
-from test_runtime_support import checkpoint, fresh_drafter, one_thread, smollm2_checkpoint  # noqa: F401
+from test_runtime_support import (checkpoint, one_thread, smollm2_checkpoint,  # noqa: F401
+                                  tiny_sampling_checkpoint)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -30,12 +31,7 @@ def invoke(*args):
 @pytest.fixture(scope="module")
 def tiny_sampling(tmp_path_factory):
     """(base, checkpoint): a tiny Llama with a byte tokenizer, converted with greedy=False (a sampling engine's)."""
-    from test_bench import save_byte_tokenizer
-    from tinymodels import make_hf
-
-    base = make_hf(tmp_path_factory.mktemp("seeded") / "base", "llama")
-    save_byte_tokenizer(base)
-    return base, checkpoint(base, fresh_drafter(base), 1, num_beams=3, draft_len=3, greedy=False)
+    return tiny_sampling_checkpoint(tmp_path_factory.mktemp("seeded"))
 
 
 def test_run_prints_and_writes_json(smollm2, smol_ckpt, tmp_path):

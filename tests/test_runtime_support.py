@@ -13,7 +13,7 @@ import torch
 
 from redrafter_trt.convert import convert
 from redrafter_trt.drafter import init_drafter_for_base
-from tinymodels import make_drafter
+from tinymodels import make_drafter, make_hf
 
 MT_BENCH = str(Path(__file__).resolve().parents[1] / "redrafter_trt" / "data" / "mt_bench_questions.jsonl")
 _ROOT = Path(tempfile.mkdtemp(prefix="redrafter-rt-tests-"))
@@ -66,6 +66,16 @@ def smollm2_checkpoint(smollm2: Path) -> Path:
     path = checkpoint(smollm2, drafter, 1, num_beams=3, draft_len=3)
     _KEPT.update((drafter, path))
     return path
+
+
+def tiny_sampling_checkpoint(folder: Path, chat_template: str | None = None) -> tuple[Path, Path]:
+    """(base, checkpoint): a tiny Llama with a byte tokenizer (and this chat template) in `folder`, converted with
+    greedy=False at 3 beams x 3 tokens, as a sampling engine's."""
+    from test_bench import save_byte_tokenizer
+
+    base = make_hf(folder / "base", "llama")
+    save_byte_tokenizer(base, chat_template)
+    return base, checkpoint(base, fresh_drafter(base), 1, num_beams=3, draft_len=3, greedy=False)
 
 
 def hf_model(base: Path):

@@ -24,17 +24,10 @@ def sampler(tmp_path_factory):
     chat template: what seeds and n decide does not depend on the model, and its near-uniform answers at
     temperature 1 differ from seed to seed."""
     from redrafter_trt.serve_backend import ReferenceBackend
-    from test_bench import save_byte_tokenizer
-    from test_runtime_support import checkpoint, fresh_drafter
-    from tinymodels import make_hf
-    from transformers import AutoTokenizer
+    from test_runtime_support import tiny_sampling_checkpoint
 
-    base = make_hf(tmp_path_factory.mktemp("sampler") / "base", "llama")
-    save_byte_tokenizer(base)
-    tok = AutoTokenizer.from_pretrained(base)
-    tok.chat_template = CHAT
-    tok.save_pretrained(base)
-    return ReferenceBackend(checkpoint(base, fresh_drafter(base), 1, num_beams=3, draft_len=3, greedy=False), base)
+    base, ckpt = tiny_sampling_checkpoint(tmp_path_factory.mktemp("sampler"), CHAT)
+    return ReferenceBackend(ckpt, base)
 
 
 @pytest.fixture(scope="module")
